@@ -1,0 +1,457 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/batpak-go/batpak/core"
+)
+
+// defaultDataDir is where the store lives when nothing says otherwise.
+const defaultDataDir = "./batpak-data"
+
+// envPrefix prefixes every environment variable batpak reads:
+// data_dir is BATPAK_DATA_DIR, sync.every_n_events is
+// BATPAK_SYNC_EVERY_N_EVENTS.
+const envPrefix = "BATPAK"
+
+// configEnv names a config file when --config is not given.
+const configEnv = envPrefix + "_CONFIG"
+
+// valueKind says how a setting's raw value (from a flag, the environment,
+// the config file or the default) is parsed.
+type valueKind int
+
+const (
+	kindPath     valueKind = iota // a string
+	kindSize                      // bytes: 268435456 or 256MiB
+	kindCount                     // a whole number
+	kindDuration                  // a Go duration: 1s, 500ms, 0
+	kindSyncMode                  // data | all
+)
+
+// setting is one configuration key: its config-file key, flag name,
+// environment variable (derived from the key), default and the core.Config
+// field it fills.
+type setting struct {
+	key   string // viper key, as written in config.yaml
+	flag  string // persistent flag name, without --
+	field string // core.Config field, as core.Config.Validate names it
+	kind  valueKind
+	def   any // default, in the form a user would write it
+	help  string
+}
+
+// settings lists every key, in config.yaml order. Ranges come from
+// core/config.go and are enforced by core.Config.Validate.
+var settings = []setting{
+	{key: "data_dir", flag: "data-dir", field: "Dir", kind: kindPath, def: defaultDataDir,
+		help: "store directory (created by write commands)"},
+	{key: "segment_max_bytes", flag: "segment-max-bytes", field: "SegmentMaxBytes", kind: kindSize, def: formatSize(core.DefaultSegmentMaxBytes),
+		help: "seal a segment file at this size; 64KiB..4GiB-1"},
+	{key: "fd_budget", flag: "fd-budget", field: "FDBudget", kind: kindCount, def: core.DefaultFDBudget,
+		help: "segment files kept open and mapped for reads; 2..65536"},
+	{key: "single_append_max_bytes", flag: "single-append-max-bytes", field: "SingleAppendMaxBytes", kind: kindSize, def: formatSize(core.DefaultSingleAppendMaxBytes),
+		help: "largest accepted event payload; 1..64MiB"},
+	{key: "channel_capacity", flag: "channel-capacity", field: "ChannelCapacity", kind: kindCount, def: core.DefaultChannelCapacity,
+		help: "writer mailbox size; 1..1048576"},
+	{key: "pressure_retry_pct", flag: "pressure-retry-pct", field: "PressureRetryPct", kind: kindCount, def: core.DefaultPressureRetryPct,
+		help: "mailbox fill percentage at which TrySubmit answers retry; 1..100"},
+	{key: "sync.every_n_events", flag: "sync-every-n-events", field: "Sync.EveryNEvents", kind: kindCount, def: core.DefaultSyncEveryNEvents,
+		help: "fsync after this many events (0 disables); 0..1048576"},
+	{key: "sync.interval", flag: "sync-interval", field: "Sync.Interval", kind: kindDuration, def: core.DefaultSyncInterval.String(),
+		help: "fsync at most this long after an unsynced write (0 disables); 0..1h"},
+	{key: "sync.mode", flag: "sync-mode", field: "Sync.Mode", kind: kindSyncMode, def: core.SyncData.String(),
+		help: "sync system call: data (fdatasync) or all (fsync)"},
+}
+
+// parentKeys are the config-file sections that hold settings.
+var parentKeys = map[string]bool{"sync": true}
+
+func envName(key string) string {
+	return envPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// registerConfigFlags adds --config and one persistent flag per setting,
+// and binds them to v. Flag defaults only document the defaults: viper
+// consults a flag only when it was given on the command line.
+func registerConfigFlags(fs *pflag.FlagSet, v *viper.Viper, configFile *string) {
+	fs.StringVar(configFile, "config", "", "config file (YAML); default ./config.yaml, then ~/.config/batpak/config.yaml, if present; env "+configEnv)
+	for _, s := range settings {
+		help := s.help + "; env " + envName(s.key)
+		switch s.kind {
+		case kindCount:
+			fs.Int(s.flag, s.def.(int), help)
+		case kindDuration:
+			d, _ := time.ParseDuration(s.def.(string))
+			fs.Duration(s.flag, d, help)
+		default:
+			fs.String(s.flag, s.def.(string), help)
+		}
+		if err := v.BindPFlag(s.key, fs.Lookup(s.flag)); err != nil {
+			panic(err) // only if the flag above was not registered
+		}
+		v.SetDefault(s.key, s.def)
+	}
+	v.SetEnvPrefix(envPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+}
+
+// resolved is the effective configuration of one command run.
+type resolved struct {
+	cfg        core.Config
+	configFile string // "" when no config file was read
+	entries    []entry
+}
+
+// entry is one setting's effective value and where it came from.
+type entry struct {
+	setting
+	value  string // rendered effective value
+	source string // "flag --x", "env BATPAK_X", "config FILE" or "default"
+}
+
+// sourceOf says which layer supplied key's value, in viper's precedence
+// order: flag > env > config file > default.
+func (a *app) sourceOf(s setting) string {
+	if f := a.flags.Lookup(s.flag); f != nil && f.Changed {
+		return "flag --" + s.flag
+	}
+	if v, ok := os.LookupEnv(envName(s.key)); ok && v != "" {
+		return "env " + envName(s.key)
+	}
+	if a.configFile != "" && a.v.InConfig(s.key) {
+		return "config " + a.configFile
+	}
+	return "default"
+}
+
+// flagChanged reports whether a persistent config flag was given.
+func (a *app) flagChanged(name string) bool {
+	f := a.flags.Lookup(name)
+	return f != nil && f.Changed
+}
+
+// loadConfig reads the config file (if any), merges flags, environment and
+// defaults, and builds and validates the core.Config. It runs once per
+// command, lazily, so that help and completion work with a broken config.
+func (a *app) loadConfig() (*resolved, error) {
+	if a.res != nil {
+		return a.res, nil
+	}
+	file, explicit, err := a.findConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	if file != "" {
+		a.v.SetConfigFile(file)
+		a.v.SetConfigType("yaml")
+		if err := a.v.ReadInConfig(); err != nil {
+			return nil, fmt.Errorf("config file %s: %w", file, err)
+		}
+		a.configFile = file
+		if unknown := a.unknownKeys(); len(unknown) > 0 {
+			what, them := "unknown key", "it"
+			if len(unknown) > 1 {
+				what, them = "unknown keys", "them"
+			}
+			msg := fmt.Sprintf("config file %s: %s %s (known: %s)", file, what, strings.Join(unknown, ", "), knownKeys())
+			if explicit {
+				return nil, errors.New(msg)
+			}
+			// A config.yaml found by looking around may belong to another
+			// tool: say so, but do not refuse to run.
+			fmt.Fprintf(a.stderr, "batpak: warning: %s; ignoring %s\n", msg, them)
+		}
+	}
+
+	cfg := core.DefaultConfig(defaultDataDir)
+	res := &resolved{configFile: file}
+	for _, s := range settings {
+		src := a.sourceOf(s)
+		raw := a.v.Get(s.key)
+		bad := func(err error) error {
+			return fmt.Errorf("invalid config: %s (from %s): %v", s.key, src, err)
+		}
+		var shown string
+		switch s.kind {
+		case kindPath:
+			str, ok := raw.(string)
+			if !ok {
+				return nil, bad(fmt.Errorf("%v is not a path", raw))
+			}
+			if str == "" {
+				return nil, bad(errors.New("empty; set it to the store directory"))
+			}
+			if rest, ok := strings.CutPrefix(str, "~/"); ok {
+				home, err := os.UserHomeDir()
+				if err != nil {
+					return nil, bad(fmt.Errorf("cannot expand ~: %w", err))
+				}
+				str = filepath.Join(home, rest)
+			}
+			cfg.Dir, shown = str, str
+		case kindSize:
+			n, err := parseSize(raw)
+			if err != nil {
+				return nil, bad(err)
+			}
+			switch s.key {
+			case "segment_max_bytes":
+				cfg.SegmentMaxBytes = n
+			case "single_append_max_bytes":
+				cfg.SingleAppendMaxBytes = int(n)
+			}
+			shown = fmt.Sprintf("%d (%s)", n, formatSize(n))
+		case kindCount:
+			n, err := parseCount(raw)
+			if err != nil {
+				return nil, bad(err)
+			}
+			switch s.key {
+			case "fd_budget":
+				cfg.FDBudget = n
+			case "channel_capacity":
+				cfg.ChannelCapacity = n
+			case "pressure_retry_pct":
+				cfg.PressureRetryPct = n
+			case "sync.every_n_events":
+				cfg.Sync.EveryNEvents = n
+			}
+			shown = strconv.Itoa(n)
+		case kindDuration:
+			d, err := parseDuration(raw)
+			if err != nil {
+				return nil, bad(err)
+			}
+			cfg.Sync.Interval, shown = d, d.String()
+		case kindSyncMode:
+			m, err := parseSyncMode(raw)
+			if err != nil {
+				return nil, bad(err)
+			}
+			cfg.Sync.Mode, shown = m, m.String()
+		}
+		res.entries = append(res.entries, entry{setting: s, value: shown, source: src})
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, a.explainInvalid(err, res)
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(a.stderr, nil))
+	res.cfg = cfg
+	a.res = res
+	return res, nil
+}
+
+// explainInvalid turns core.Config.Validate's error, which names the Go
+// field ("SegmentMaxBytes = 100, want 64 KiB..4 GiB-1"), into one that names
+// the config key and where its value came from.
+func (a *app) explainInvalid(err error, res *resolved) error {
+	msg := err.Error()
+	for _, e := range res.entries {
+		if !strings.Contains(msg, ": "+e.field+" ") {
+			continue
+		}
+		want := ""
+		if i := strings.Index(msg, ", want "); i >= 0 {
+			want = ": " + msg[i+2:]
+		}
+		return &detailError{msg: fmt.Sprintf("invalid config: %s = %s (from %s)%s", e.key, e.value, e.source, want), err: err}
+	}
+	return err
+}
+
+// findConfigFile picks the config file: --config, else $BATPAK_CONFIG,
+// else ./config.yaml, else $XDG_CONFIG_HOME/batpak/config.yaml (or
+// ~/.config/batpak/config.yaml). explicit is true for the first two; an
+// explicit file must exist.
+func (a *app) findConfigFile() (file string, explicit bool, err error) {
+	name := a.configFlag
+	if !a.flagChanged("config") {
+		name = os.Getenv(configEnv)
+	}
+	if name != "" {
+		st, err := os.Stat(name)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return "", true, fmt.Errorf("config file %s does not exist", name)
+		case err != nil:
+			return "", true, fmt.Errorf("config file: %w", err)
+		case st.IsDir():
+			return "", true, fmt.Errorf("config file %s is a directory", name)
+		}
+		return name, true, nil
+	}
+	candidates := []string{"config.yaml"}
+	if x := os.Getenv("XDG_CONFIG_HOME"); x != "" {
+		candidates = append(candidates, filepath.Join(x, "batpak", "config.yaml"))
+	} else if home, err := os.UserHomeDir(); err == nil {
+		candidates = append(candidates, filepath.Join(home, ".config", "batpak", "config.yaml"))
+	}
+	for _, c := range candidates {
+		if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() {
+			return c, false, nil
+		}
+	}
+	return "", false, nil
+}
+
+// unknownKeys lists config-file keys that are not settings (typos, mostly).
+func (a *app) unknownKeys() []string {
+	known := map[string]bool{}
+	for _, s := range settings {
+		known[s.key] = true
+	}
+	var out []string
+	for _, k := range a.v.AllKeys() {
+		if !known[k] && !parentKeys[k] && a.v.InConfig(k) {
+			out = append(out, strconv.Quote(k))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func knownKeys() string {
+	var ks []string
+	for _, s := range settings {
+		ks = append(ks, s.key)
+	}
+	return strings.Join(ks, ", ")
+}
+
+var sizeRE = regexp.MustCompile(`(?i)^\s*([0-9]+)\s*(b|kib|mib|gib)?\s*$`)
+
+// parseSize reads a byte count: a whole number, or a whole number followed
+// by B, KiB, MiB or GiB (case-insensitive).
+func parseSize(raw any) (int64, error) {
+	if s, ok := raw.(string); ok {
+		m := sizeRE.FindStringSubmatch(s)
+		if m == nil {
+			return 0, fmt.Errorf("%q is not a size: want bytes (268435456) or a whole number of KiB, MiB or GiB (256MiB)", s)
+		}
+		n, err := strconv.ParseInt(m[1], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%q is too large", s)
+		}
+		mult := int64(1)
+		switch strings.ToLower(m[2]) {
+		case "kib":
+			mult = 1 << 10
+		case "mib":
+			mult = 1 << 20
+		case "gib":
+			mult = 1 << 30
+		}
+		if n > math.MaxInt64/mult {
+			return 0, fmt.Errorf("%q is too large", s)
+		}
+		return n * mult, nil
+	}
+	n, err := toInt64(raw)
+	if err != nil {
+		return 0, err
+	}
+	if n < 0 {
+		return 0, fmt.Errorf("%d is negative", n)
+	}
+	return n, nil
+}
+
+// formatSize renders n in the largest binary unit that divides it.
+func formatSize(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", n>>10)
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+func parseCount(raw any) (int, error) {
+	n, err := toInt64(raw)
+	if err != nil {
+		return 0, err
+	}
+	if n < math.MinInt32 || n > math.MaxInt32 {
+		return 0, fmt.Errorf("%d is out of range", n)
+	}
+	return int(n), nil
+}
+
+// toInt64 accepts what YAML, the environment and flags produce for a
+// whole number.
+func toInt64(raw any) (int64, error) {
+	switch x := raw.(type) {
+	case int:
+		return int64(x), nil
+	case int64:
+		return x, nil
+	case int32:
+		return int64(x), nil
+	case uint64:
+		if x > math.MaxInt64 {
+			return 0, fmt.Errorf("%d is too large", x)
+		}
+		return int64(x), nil
+	case float64:
+		if x != math.Trunc(x) || math.Abs(x) > 1<<53 {
+			return 0, fmt.Errorf("%v is not a whole number", x)
+		}
+		return int64(x), nil
+	case string:
+		n, err := strconv.ParseInt(strings.TrimSpace(x), 0, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a whole number", x)
+		}
+		return n, nil
+	}
+	return 0, fmt.Errorf("%v is not a whole number", raw)
+}
+
+// parseDuration reads a Go duration string ("1s", "250ms", "0").
+func parseDuration(raw any) (time.Duration, error) {
+	switch x := raw.(type) {
+	case time.Duration:
+		return x, nil
+	case string:
+		d, err := time.ParseDuration(strings.TrimSpace(x))
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a duration: want e.g. 1s, 250ms or 0", x)
+		}
+		return d, nil
+	case int, int64:
+		if n, _ := toInt64(x); n == 0 {
+			return 0, nil
+		}
+	}
+	return 0, fmt.Errorf("%v is not a duration: want a number with a unit, e.g. 1s, 250ms or 0", raw)
+}
+
+func parseSyncMode(raw any) (core.SyncMode, error) {
+	s, _ := raw.(string)
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "data":
+		return core.SyncData, nil
+	case "all":
+		return core.SyncAll, nil
+	}
+	return 0, fmt.Errorf("%v is not a sync mode: want data (fdatasync) or all (fsync)", raw)
+}

@@ -1,0 +1,55 @@
+// Command batpak works on a batpak event store in a local directory.
+//
+// It is a thin shell over package core: every verb opens the store,
+// does one thing and closes it. Write verbs (append, demo) open the store
+// with core.Open and take its lock; read verbs (get, query, ancestors,
+// verify, stats) use core.OpenReadOnly, so they work beside a live writer
+// and never change a file.
+//
+//	batpak append --entity E --scope S --kind CAT:TYPE --data JSON
+//	              [--idempotency-key K] [--expect-clock N | --expect-new]
+//	              [--correlation ID] [--causation ID] [--json]
+//	batpak get ID [--json]
+//	batpak query [--entity-prefix P] [--scope S] [--kind K] [--category C]
+//	             [--clock-min N] [--clock-max N] [--limit N] [--json]
+//	batpak ancestors ID [--limit N] [--json]
+//	batpak verify
+//	batpak stats [--json]
+//	batpak demo [--orders N]
+//	batpak config
+//
+// # Configuration
+//
+// Each setting can come from a flag, a BATPAK_* environment variable, a
+// YAML config file or the built-in default, in that order of precedence:
+//
+//	key                      flag                        environment
+//	data_dir                 --data-dir                  BATPAK_DATA_DIR
+//	segment_max_bytes        --segment-max-bytes         BATPAK_SEGMENT_MAX_BYTES
+//	fd_budget                --fd-budget                 BATPAK_FD_BUDGET
+//	single_append_max_bytes  --single-append-max-bytes   BATPAK_SINGLE_APPEND_MAX_BYTES
+//	channel_capacity         --channel-capacity          BATPAK_CHANNEL_CAPACITY
+//	pressure_retry_pct       --pressure-retry-pct        BATPAK_PRESSURE_RETRY_PCT
+//	sync.every_n_events      --sync-every-n-events       BATPAK_SYNC_EVERY_N_EVENTS
+//	sync.interval            --sync-interval             BATPAK_SYNC_INTERVAL
+//	sync.mode                --sync-mode                 BATPAK_SYNC_MODE
+//
+// The config file is --config FILE, else $BATPAK_CONFIG, else ./config.yaml,
+// else $XDG_CONFIG_HOME/batpak/config.yaml (~/.config/batpak/config.yaml),
+// the first that exists. The repository's config.yaml documents every key
+// with its default and range. Unknown keys are an error in a file named
+// with --config or $BATPAK_CONFIG and a warning in a file found by looking
+// around (a config.yaml in the current directory may belong to another
+// tool). Sizes accept a byte count or a whole number of KiB, MiB or GiB;
+// sync.interval is a Go duration (1s, 250ms, 0). The settings build a
+// core.Config from core.DefaultConfig, checked by core.Config.Validate.
+// "batpak config" prints each effective value and its source.
+//
+// # Errors and exit codes
+//
+// Errors go to stderr as one line starting with "batpak: " that names the
+// flag or argument at fault; usage follows only when the command itself was
+// misused (unknown flag, missing required flag, wrong arguments). The exit
+// code is 0 on success, 1 on any error and 130 when interrupted (SIGINT or
+// SIGTERM cancel the command's context; a second signal kills the process).
+package main

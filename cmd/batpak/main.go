@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// After the first signal, restore the default behaviour: a second
+		// Ctrl-C ends the process even inside a long, uninterruptible read.
+		<-ctx.Done()
+		stop()
+	}()
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// Exit codes.
+const (
+	exitOK          = 0
+	exitError       = 1   // bad input, missing store, failed verify, I/O errors
+	exitInterrupted = 130 // SIGINT or SIGTERM
+)
+
+// run executes one command line and returns the process exit code. Errors
+// are printed to stderr as one "batpak: ..." line; usage is added only for
+// mistakes in how the command was called (unknown flags, missing required
+// flags, wrong arguments).
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRootCmd(stdout, stderr)
+	root.SetIn(stdin)
+	if args == nil {
+		args = []string{} // nil would make cobra read os.Args
+	}
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return exitOK
+	}
+	if ctx.Err() != nil {
+		if err == ctx.Err() {
+			fmt.Fprintln(stderr, "batpak: interrupted")
+		} else {
+			fmt.Fprintln(stderr, errorLine(err))
+		}
+		return exitInterrupted
+	}
+	fmt.Fprintln(stderr, errorLine(err))
+	var ue *usageError
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
+		fmt.Fprintf(stderr, "\n%s", cmd.UsageString())
+	}
+	return exitError
+}
+
+// errorLine renders err with exactly one "batpak: " prefix (core's errors
+// carry one already).
+func errorLine(err error) string {
+	msg := err.Error()
+	if strings.HasPrefix(msg, "batpak: ") {
+		return msg
+	}
+	return "batpak: " + msg
+}
+
+// app is the state shared by the commands of one root command: output
+// streams, the viper instance and the config resolved from it.
+type app struct {
+	stdout, stderr io.Writer
+	v              *viper.Viper
+	flags          *pflag.FlagSet // the root's persistent flags
+	configFlag     string         // --config
+	configFile     string         // the config file read, if any
+	res            *resolved      // set by loadConfig
+}
+
+// newRootCmd builds the whole command tree. It uses no globals (its own
+// viper instance), so tests can build and run as many as they like.
+func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	a := &app{stdout: stdout, stderr: stderr, v: viper.New()}
+	root := &cobra.Command{
+		Use:   "batpak",
+		Short: "An embedded event store with causal metadata",
+		Long: `batpak works on an event store in a local directory (--data-dir, default
+./batpak-data): append events, read them back by id, entity, scope, kind or
+clock, walk causation, verify the hash chains.
+
+Configuration, highest precedence first: flags, BATPAK_* environment
+variables (BATPAK_DATA_DIR, BATPAK_SYNC_EVERY_N_EVENTS, ...), the config
+file (--config FILE, else ./config.yaml, else ~/.config/batpak/config.yaml),
+built-in defaults. "batpak config" shows the effective values and their
+sources.
+
+Read commands (get, query, ancestors, verify, stats) open the store
+read-only and work beside a running writer; write commands (append, demo)
+take the store's lock.`,
+		Example: `  batpak demo
+  batpak query --entity-prefix order: --json
+  batpak append --entity order:42 --scope shop --kind 1:1 --data '{"total_cents":998}'
+  batpak get 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e`,
+		SilenceUsage:  true, // runtime errors are not usage errors; run decides
+		SilenceErrors: true, // run prints errors
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	a.flags = root.PersistentFlags()
+	registerConfigFlags(a.flags, a.v, &a.configFlag)
+
+	root.AddGroup(
+		&cobra.Group{ID: "write", Title: "Write commands:"},
+		&cobra.Group{ID: "read", Title: "Read commands:"},
+		&cobra.Group{ID: "inspect", Title: "Inspect commands:"},
+	)
+	root.AddCommand(
+		newAppendCmd(a), newDemoCmd(a),
+		newGetCmd(a), newQueryCmd(a), newAncestorsCmd(a),
+		newVerifyCmd(a), newStatsCmd(a), newConfigCmd(a),
+	)
+	return root
+}
+
+// usageError marks a mistake in how a command was called; run prints the
+// command's usage after the message.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+// inputError names the flag or argument whose value was refused, e.g.
+// "--kind: invalid event kind 0x0:0x1: category 0x0 is reserved ...". It
+// keeps the cause for errors.Is/As.
+type inputError struct {
+	what string
+	err  error
+}
+
+func (e *inputError) Error() string {
+	return e.what + ": " + strings.TrimPrefix(e.err.Error(), "batpak: ")
+}
+func (e *inputError) Unwrap() error { return e.err }
+
+func badInput(what string, err error) error { return &inputError{what: what, err: err} }
+
+// detailError replaces an error's message with a more specific one and
+// keeps the cause for errors.Is/As.
+type detailError struct {
+	msg string
+	err error
+}
+
+func (e *detailError) Error() string { return e.msg }
+func (e *detailError) Unwrap() error { return e.err }
+
+// noArgs refuses positional arguments with a usage error.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("%s takes no arguments, got %q", cmd.CommandPath(), args)
+	}
+	return nil
+}
+
+// exactArgs wants exactly the named positional arguments.
+func exactArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		switch {
+		case len(args) < len(names):
+			return usagef("%s needs %s", cmd.CommandPath(), strings.Join(names[len(args):], " "))
+		case len(args) > len(names):
+			return usagef("%s takes %d argument(s) (%s), got %d: %q", cmd.CommandPath(), len(names), strings.Join(names, " "), len(args), args)
+		}
+		return nil
+	}
+}
+
+// requireFlags returns a usage error naming every listed flag that was not
+// given. (cobra's MarkFlagRequired errors could not be told apart from
+// runtime errors.)
+func requireFlags(cmd *cobra.Command, names ...string) error {
+	var missing []string
+	for _, n := range names {
+		if !cmd.Flags().Changed(n) {
+			missing = append(missing, "--"+n)
+		}
+	}
+	switch len(missing) {
+	case 0:
+		return nil
+	case 1:
+		return usagef("missing required flag %s", missing[0])
+	}
+	return usagef("missing required flags %s", strings.Join(missing, ", "))
+}

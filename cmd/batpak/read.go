@@ -1,0 +1,262 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/batpak-go/batpak/core"
+)
+
+func newGetCmd(a *app) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "get ID",
+		Short:   "Print one event by id",
+		GroupID: "read",
+		Long: `Print the event with this id: coordinate, kind, clock, global sequence,
+correlation and causation ids, timestamp (RFC 3339, UTC) and payload.
+--json prints the same fields as query --json, on one line.`,
+		Example: `  batpak get 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e
+  batpak get --json 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e | jq .payload`,
+		Args: exactArgs("ID"),
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			id, err := core.ParseEventID(args[0])
+			if err != nil {
+				return badInput("ID", err)
+			}
+			var ev core.StoredEvent
+			err = a.withReadStore(func(s *core.Store, res *resolved) error {
+				var err error
+				ev, err = s.Get(id)
+				if errors.Is(err, core.ErrNotFound) {
+					return &detailError{msg: fmt.Sprintf("no event %s in %s", id, res.cfg.Dir), err: err}
+				}
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return newJSONLines(cmd.OutOrStdout()).write(toEventJSON(ev))
+			}
+			return printEvent(cmd.OutOrStdout(), ev)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the event as one JSON object")
+	return cmd
+}
+
+func newQueryCmd(a *app) *cobra.Command {
+	var (
+		entityPrefix, scope, kindText string
+		category                      uint16
+		clockMin, clockMax            uint64
+		limit                         int
+		asJSON                        bool
+	)
+	cmd := &cobra.Command{
+		Use:     "query [--entity-prefix P] [--scope S] [--kind K] [--category C] [--clock-min N] [--clock-max N]",
+		Short:   "List the events matching a region, in global order",
+		GroupID: "read",
+		Long: `List the events that match every given filter, in global sequence order.
+With no filter, every event.
+
+  --entity-prefix P   entities starting with P ("order:" matches order:1, order:2)
+  --scope S           exactly scope S
+  --kind K            exactly kind K (CATEGORY:TYPE, e.g. 1:1)
+  --category C        kinds in category C (0..15, e.g. 1 or 0x1)
+  --clock-min/-max N  per-entity clock within [min, max] (either may be left out)
+
+The default output is a table; --json prints one JSON object per line with
+the fields id, entity, scope, kind, clock, global_sequence, correlation_id,
+causation_id (null for a root cause), timestamp and payload (the stored
+JSON value), plus idempotency_key and flags when set.`,
+		Example: `  batpak query --entity-prefix order: --json
+  batpak query --scope shop --category 2
+  batpak query --entity-prefix order:1 --clock-min 1 --limit 10`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			f := cmd.Flags()
+			r := core.All()
+			if f.Changed("entity-prefix") {
+				r = r.WithEntity(entityPrefix)
+			}
+			if f.Changed("scope") {
+				r = r.WithScope(scope)
+			}
+			if f.Changed("kind") {
+				k, err := core.ParseKind(kindText)
+				if err != nil {
+					return badInput("--kind", err)
+				}
+				r = r.WithKind(k)
+			}
+			if f.Changed("category") {
+				if category > 0xF {
+					return badInput("--category", fmt.Errorf("%d is not a category: want 0..15 (0x0..0xF)", category))
+				}
+				r = r.WithCategory(category)
+			}
+			if f.Changed("clock-min") || f.Changed("clock-max") {
+				if !f.Changed("clock-max") {
+					clockMax = math.MaxUint64
+				}
+				if clockMin > clockMax {
+					return badInput("--clock-min", fmt.Errorf("%d is above --clock-max %d", clockMin, clockMax))
+				}
+				r = r.WithClockRange(clockMin, clockMax)
+			}
+			if limit < 0 {
+				return badInput("--limit", fmt.Errorf("%d is negative (0 means no limit)", limit))
+			}
+
+			var evs []core.StoredEvent
+			err = a.withReadStore(func(s *core.Store, _ *resolved) error {
+				var err error
+				evs, err = s.Query(r)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			total := len(evs)
+			if limit > 0 && len(evs) > limit {
+				evs = evs[:limit]
+			}
+			ctx := cmd.Context()
+			if asJSON {
+				out := newJSONLines(cmd.OutOrStdout())
+				for _, ev := range evs {
+					if err := ctx.Err(); err != nil {
+						return err
+					}
+					if err := out.write(toEventJSON(ev)); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			w := cmd.OutOrStdout()
+			if total == 0 {
+				_, err := fmt.Fprintf(w, "no events; region: %s\n", r)
+				return err
+			}
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "SEQ\tID\tENTITY\tSCOPE\tKIND\tCLOCK\tTIMESTAMP\tPAYLOAD")
+			for _, ev := range evs {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				h := ev.Header
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n",
+					ev.GlobalSequence, h.ID, oneLine(ev.Coordinate.Entity), oneLine(ev.Coordinate.Scope), h.Kind, h.Clock,
+					formatMicros(h.Timestamp), compactPayload(ev.Payload, 60))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			shown := plural(total, "event", "events")
+			if len(evs) < total {
+				shown = fmt.Sprintf("%d of %d events shown (--limit %d)", len(evs), total, limit)
+			}
+			_, err = fmt.Fprintf(w, "%s; region: %s\n", shown, r)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&entityPrefix, "entity-prefix", "", "only entities starting with this prefix")
+	f.StringVar(&scope, "scope", "", "only this scope (exact)")
+	f.StringVar(&kindText, "kind", "", "only this kind, CATEGORY:TYPE")
+	f.Uint16Var(&category, "category", 0, "only kinds in this category, 0..15")
+	f.Uint64Var(&clockMin, "clock-min", 0, "only per-entity clocks >= N")
+	f.Uint64Var(&clockMax, "clock-max", 0, "only per-entity clocks <= N")
+	f.IntVar(&limit, "limit", 0, "print at most N events, the first in global order (0: all)")
+	f.BoolVar(&asJSON, "json", false, "one JSON object per line")
+	return cmd
+}
+
+// oneLine keeps user strings from breaking a table row.
+func oneLine(s string) string {
+	return strings.NewReplacer("\n", `\n`, "\t", `\t`, "\r", `\r`).Replace(s)
+}
+
+func newAncestorsCmd(a *app) *cobra.Command {
+	var (
+		limit  int
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:     "ancestors ID",
+		Short:   "Walk causation back from an event to its root cause",
+		GroupID: "read",
+		Long: `Print the event, then the event that caused it, and so on, until a root
+cause (no causation id), a cause that is not in this store, or --limit
+events. --json prints one event per line, in that order, with the fields of
+query --json.`,
+		Example: `  batpak ancestors 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e`,
+		Args:    exactArgs("ID"),
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			id, err := core.ParseEventID(args[0])
+			if err != nil {
+				return badInput("ID", err)
+			}
+			if limit < 0 {
+				return badInput("--limit", fmt.Errorf("%d is negative (0 means up to %d)", limit, core.DefaultAncestorLimit))
+			}
+			var chain []core.StoredEvent
+			err = a.withReadStore(func(s *core.Store, res *resolved) error {
+				var err error
+				chain, err = s.Ancestors(id, limit)
+				if errors.Is(err, core.ErrNotFound) {
+					return &detailError{msg: fmt.Sprintf("no event %s in %s", id, res.cfg.Dir), err: err}
+				}
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				out := newJSONLines(w)
+				for _, ev := range chain {
+					if err := out.write(toEventJSON(ev)); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "  \tSEQ\tID\tENTITY\tKIND\tCLOCK\tPAYLOAD")
+			for i, ev := range chain {
+				arrow := "  "
+				if i > 0 {
+					arrow = "← "
+				}
+				h := ev.Header
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%s\n", arrow, ev.GlobalSequence, h.ID,
+					oneLine(ev.Coordinate.Entity), h.Kind, h.Clock, compactPayload(ev.Payload, 50))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			end := "a root cause"
+			if last := chain[len(chain)-1].Header.CausationID; !last.IsZero() {
+				if len(chain) == limit || (limit <= 0 && len(chain) == core.DefaultAncestorLimit) {
+					end = "the limit; run ancestors on the last id to go on"
+				} else {
+					end = "a cause not in this store (" + last.String() + ")"
+				}
+			}
+			_, err = fmt.Fprintf(w, "%s, ending at %s\n", plural(len(chain), "event", "events"), end)
+			return err
+		},
+	}
+	cmd.Flags().IntVar(&limit, "limit", 0, fmt.Sprintf("follow at most N events (0: %d)", core.DefaultAncestorLimit))
+	cmd.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
+	return cmd
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strings"
+
+	"github.com/batpak-go/batpak/core"
+)
+
+// readAttempts bounds withReadStore's retries after a faulted read.
+const readAttempts = 3
+
+// withReadStore opens the configured store read-only, runs fn on it and
+// closes it.
+//
+// Workaround for a core bug: OpenReadOnly and Verify map a segment file at
+// its current size, zero-filled tail included, and scan that tail; when the
+// live writer seals or closes the segment meanwhile it truncates the file,
+// and touching the mapped pages past the new end raises SIGBUS, which
+// would crash the process. Here such a fault becomes a panic
+// (debug.SetPanicOnFault), is recovered, and the read starts over with a
+// fresh store: the file is stable again once the writer's Close returned.
+// fn must not write output before its last store call, so that a retry
+// never prints twice.
+func (a *app) withReadStore(fn func(s *core.Store, res *resolved) error) error {
+	var err error
+	for attempt := 1; attempt <= readAttempts; attempt++ {
+		var faulted bool
+		if faulted, err = a.tryRead(fn); !faulted {
+			return err
+		}
+	}
+	return err
+}
+
+func (a *app) tryRead(fn func(s *core.Store, res *resolved) error) (faulted bool, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			// A fault at a mapped address carries Addr (see
+			// debug.SetPanicOnFault); anything else is a real bug.
+			re, ok := p.(interface {
+				runtime.Error
+				Addr() uintptr
+			})
+			if !ok {
+				panic(p)
+			}
+			faulted = true
+			err = fmt.Errorf("a segment file shrank while it was being read (a writer sealed or closed it); tried %d times: %v", readAttempts, re)
+		}
+	}()
+	s, res, err := a.openRead()
+	if err != nil {
+		return false, err
+	}
+	defer closeStore(s, &err)
+	return false, fn(s, res)
+}
+
+// openRead opens the configured store read-only: no lock is taken, so it
+// works beside a live writer, and nothing on disk changes. It refuses, with
+// a hint, a directory that does not exist or holds no store.
+func (a *app) openRead() (*core.Store, *resolved, error) {
+	res, err := a.loadConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	dir := res.cfg.Dir
+	if err := checkStoreDir(dir); err != nil {
+		return nil, nil, err
+	}
+	s, err := core.OpenReadOnly(res.cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, res, nil
+}
+
+// openWrite opens (creating if needed) the configured store for writing.
+func (a *app) openWrite() (*core.Store, *resolved, error) {
+	res, err := a.loadConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := core.Open(res.cfg)
+	if err != nil {
+		var le *core.LockedError
+		if errors.As(err, &le) {
+			return nil, nil, &detailError{msg: err.Error() + " (one writer at a time; read commands work beside it)", err: err}
+		}
+		return nil, nil, err
+	}
+	return s, res, nil
+}
+
+// checkStoreDir tells a missing or foreign directory apart from an empty
+// store. A store directory holds a LOCK file and "<id>.seg" segment files
+// (see the core package documentation).
+func checkStoreDir(dir string) error {
+	hint := "write something first, e.g. batpak demo"
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("no store at %s; %s", dir, hint)
+	case err != nil:
+		return fmt.Errorf("store directory: %w", err)
+	case !st.IsDir():
+		return fmt.Errorf("%s is not a directory (data_dir must name the store directory)", dir)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("store directory: %w", err)
+	}
+	for _, e := range ents {
+		if e.Name() == "LOCK" || strings.HasSuffix(e.Name(), ".seg") {
+			return nil
+		}
+	}
+	return fmt.Errorf("no store at %s (the directory holds no batpak files); %s", filepath.Clean(dir), hint)
+}
+
+// closeStore closes s and keeps the first error: a writer's Close syncs, so
+// its error matters.
+func closeStore(s *core.Store, err *error) {
+	if cerr := s.Close(); cerr != nil && *err == nil {
+		*err = cerr
+	}
+}

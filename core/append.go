@@ -1,0 +1,100 @@
+package core
+
+import (
+	"context"
+)
+
+// Append writes one event and waits for its receipt. payload must be one
+// JSON value of at most Config.SingleAppendMaxBytes bytes. Errors: a
+// *CoordinateError, *KindError, ErrInvalidPayload, ErrPayloadTooLarge
+// (nothing written), ErrClosed, ErrReadOnly, or the writer's I/O error.
+// Durability of the returned receipt follows Config.Sync (see the package
+// documentation). If ctx ends first, Append returns ctx.Err() and the
+// write may still happen.
+func (s *Store) Append(ctx context.Context, coord Coordinate, kind Kind, payload []byte) (Receipt, error) {
+	return s.AppendWithOptions(ctx, coord, kind, payload, AppendOptions{})
+}
+
+// AppendWithOptions is Append with compare-and-set, idempotency,
+// correlation, causation and flags (see AppendOptions). A failed
+// expectation returns a *ConflictError carrying expected and actual.
+func (s *Store) AppendWithOptions(ctx context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions) (Receipt, error) {
+	r, err := s.newAppend(coord, kind, payload, opts, false)
+	if err != nil {
+		return Receipt{}, err
+	}
+	t, err := s.enqueue(r)
+	if err != nil {
+		return Receipt{}, err
+	}
+	return t.Wait(ctx)
+}
+
+// AppendReaction appends an event caused by another: correlation ties it to
+// the conversation (usually the cause's CorrelationID), causation names the
+// event it reacts to.
+func (s *Store) AppendReaction(ctx context.Context, coord Coordinate, kind Kind, payload []byte, correlation, causation EventID) (Receipt, error) {
+	return s.AppendWithOptions(ctx, coord, kind, payload, AppendOptions{CorrelationID: correlation, CausationID: causation})
+}
+
+// Submit validates the event and queues it for the writer without waiting
+// for the write; the returned Ticket resolves with the receipt. It blocks
+// only while the mailbox is full. The payload is copied, so the caller may
+// reuse its buffer at once.
+func (s *Store) Submit(ctx context.Context, coord Coordinate, kind Kind, payload []byte) (*Ticket, error) {
+	return s.SubmitWithOptions(ctx, coord, kind, payload, AppendOptions{})
+}
+
+// SubmitWithOptions is Submit with AppendOptions.
+func (s *Store) SubmitWithOptions(ctx context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions) (*Ticket, error) {
+	r, err := s.newAppend(coord, kind, payload, opts, true)
+	if err != nil {
+		return nil, err
+	}
+	return s.enqueue(r)
+}
+
+// SubmitReaction is Submit for a reaction (see AppendReaction).
+func (s *Store) SubmitReaction(ctx context.Context, coord Coordinate, kind Kind, payload []byte, correlation, causation EventID) (*Ticket, error) {
+	return s.SubmitWithOptions(ctx, coord, kind, payload, AppendOptions{CorrelationID: correlation, CausationID: causation})
+}
+
+// TrySubmit is Submit that never blocks: when the writer mailbox holds at
+// least Config.PressureRetryPct percent of its capacity it writes nothing
+// and returns a *RetryError (errors.Is(err, ErrRetry)) with a suggested
+// wait.
+func (s *Store) TrySubmit(ctx context.Context, coord Coordinate, kind Kind, payload []byte) (*Ticket, error) {
+	return s.TrySubmitWithOptions(ctx, coord, kind, payload, AppendOptions{})
+}
+
+// TrySubmitWithOptions is TrySubmit with AppendOptions.
+func (s *Store) TrySubmitWithOptions(ctx context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions) (*Ticket, error) {
+	r, err := s.newAppend(coord, kind, payload, opts, true)
+	if err != nil {
+		return nil, err
+	}
+	return s.tryEnqueue(r)
+}
+
+// newAppend validates and prepares a request on the caller's goroutine.
+func (s *Store) newAppend(coord Coordinate, kind Kind, payload []byte, opts AppendOptions, copyPayload bool) (*request, error) {
+	if s.readOnly {
+		return nil, ErrReadOnly
+	}
+	if err := s.validateWrite(coord, kind, payload, &opts); err != nil {
+		return nil, err
+	}
+	if copyPayload {
+		payload = append([]byte(nil), payload...)
+	}
+	return &request{
+		op:      opAppend,
+		coord:   coord,
+		kind:    kind,
+		payload: payload,
+		phash:   payloadHash(payload),
+		opts:    opts,
+		id:      NewEventID(),
+		t:       newTicket(),
+	}, nil
+}

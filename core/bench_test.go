@@ -1,0 +1,290 @@
+package core_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"testing"
+
+	"github.com/batpak-go/batpak/core"
+)
+
+// Benchmarks. Reproduce with:
+//
+//	go test ./core -run '^$' -bench . -benchtime 200000x -count 1
+//
+// The 1M-event read/open benchmarks build their store once per process
+// (a few seconds) under $TMPDIR.
+
+// payload100 is a realistic 100-byte JSON payload.
+var payload100 = []byte(`{"order":"order-000123","sku":"SKU-12345","qty":3,"price":19.99,"note":"gift wrap, leave at door!!"}`)
+
+func init() {
+	if len(payload100) != 100 {
+		panic(fmt.Sprintf("payload100 is %d bytes", len(payload100)))
+	}
+}
+
+func benchStore(b *testing.B, every int) *core.Store {
+	b.Helper()
+	cfg := core.DefaultConfig(b.TempDir())
+	cfg.Sync.EveryNEvents = every
+	s, err := core.Open(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+func reportRate(b *testing.B, events int) {
+	b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkSubmitPipelined: one goroutine submits without waiting (tickets
+// are checked in windows of 4096), buffered durability (sync every 1000).
+func BenchmarkSubmitPipelined(b *testing.B) {
+	s := benchStore(b, 1000)
+	ctx := context.Background()
+	kind := core.MustKind(1, 1)
+	coords := make([]core.Coordinate, 64)
+	for i := range coords {
+		coords[i], _ = core.NewCoordinate(fmt.Sprintf("order:%d", i), "shop")
+	}
+	window := make([]*core.Ticket, 0, 4096)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t, err := s.Submit(ctx, coords[i&63], kind, payload100)
+		if err != nil {
+			b.Fatal(err)
+		}
+		window = append(window, t)
+		if len(window) == cap(window) {
+			waitAll(b, window)
+			window = window[:0]
+		}
+	}
+	waitAll(b, window)
+	b.StopTimer()
+	reportRate(b, b.N)
+}
+
+func waitAll(b *testing.B, ts []*core.Ticket) {
+	for _, t := range ts {
+		if _, err := t.Wait(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkAppendBlocking: one goroutine, Append waits for each receipt,
+// buffered durability (sync every 1000).
+func BenchmarkAppendBlocking(b *testing.B) {
+	s := benchStore(b, 1000)
+	ctx := context.Background()
+	kind := core.MustKind(1, 1)
+	coord, _ := core.NewCoordinate("order:1", "shop")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := s.Append(ctx, coord, kind, payload100); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	reportRate(b, b.N)
+}
+
+// BenchmarkAppendDurable: P producers each Append (ack after fsync:
+// EveryNEvents = 1); group commit shares fsyncs between them.
+func BenchmarkAppendDurable(b *testing.B) {
+	for _, producers := range []int{1, 8, 64} {
+		b.Run(fmt.Sprintf("producers=%d", producers), func(b *testing.B) {
+			s := benchStore(b, 1)
+			ctx := context.Background()
+			kind := core.MustKind(1, 1)
+			var wg sync.WaitGroup
+			per := (b.N + producers - 1) / producers
+			b.ResetTimer()
+			for p := 0; p < producers; p++ {
+				wg.Add(1)
+				go func(p int) {
+					defer wg.Done()
+					coord, _ := core.NewCoordinate(fmt.Sprintf("order:%d", p), "shop")
+					for i := 0; i < per; i++ {
+						if _, err := s.Append(ctx, coord, kind, payload100); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}(p)
+			}
+			wg.Wait()
+			b.StopTimer()
+			st := s.Stats()
+			reportRate(b, per*producers)
+			b.ReportMetric(float64(per*producers)/float64(max(st.Fsyncs, 1)), "events/fsync")
+		})
+	}
+}
+
+// big is a 1M-event store shared by the read and open benchmarks.
+var big struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+const bigEvents = 1_000_000
+
+func bigStore(b *testing.B) string {
+	big.once.Do(func() {
+		big.dir, big.err = os.MkdirTemp("", "batpak-bench-1m-")
+		if big.err != nil {
+			return
+		}
+		cfg := core.DefaultConfig(big.dir)
+		s, err := core.Open(cfg)
+		if err != nil {
+			big.err = err
+			return
+		}
+		ctx := context.Background()
+		kinds := []core.Kind{core.MustKind(1, 1), core.MustKind(1, 2), core.MustKind(2, 1)}
+		scopes := []string{"eu", "us", "apac"}
+		window := make([]*core.Ticket, 0, 4096)
+		for i := 0; i < bigEvents; i++ {
+			coord, _ := core.NewCoordinate(fmt.Sprintf("order:%d", i%10000), scopes[i%10000%3])
+			t, err := s.Submit(ctx, coord, kinds[i%3], payload100)
+			if err != nil {
+				big.err = err
+				return
+			}
+			window = append(window, t)
+			if len(window) == cap(window) {
+				for _, t := range window {
+					if _, err := t.Wait(ctx); err != nil {
+						big.err = err
+						return
+					}
+				}
+				window = window[:0]
+			}
+		}
+		for _, t := range window {
+			if _, err := t.Wait(ctx); err != nil {
+				big.err = err
+				return
+			}
+		}
+		big.err = s.Close()
+	})
+	if big.err != nil {
+		b.Fatal(big.err)
+	}
+	return big.dir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if big.dir != "" {
+		os.RemoveAll(big.dir)
+	}
+	os.Exit(code)
+}
+
+// BenchmarkOpen1M: full index rebuild of 1M events from segment files.
+func BenchmarkOpen1M(b *testing.B) {
+	dir := bigStore(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s, err := core.OpenReadOnly(core.DefaultConfig(dir))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got := s.Stats().Events; got != bigEvents {
+			b.Fatalf("events = %d", got)
+		}
+		s.Close()
+	}
+}
+
+// BenchmarkIndexMemory1M reports heap bytes held per indexed event.
+func BenchmarkIndexMemory1M(b *testing.B) {
+	dir := bigStore(b)
+	for i := 0; i < b.N; i++ {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		s, err := core.OpenReadOnly(core.DefaultConfig(dir))
+		if err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/bigEvents, "heapB/event")
+		b.ReportMetric(float64(s.Stats().IndexBytes)/bigEvents, "estB/event")
+		runtime.KeepAlive(s)
+		s.Close()
+	}
+}
+
+func bigReader(b *testing.B) *core.Store {
+	s, err := core.OpenReadOnly(core.DefaultConfig(bigStore(b)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+// BenchmarkQuery1M: queries over the 1M-event store, payloads included.
+func BenchmarkQuery1M(b *testing.B) {
+	s := bigReader(b)
+	cases := []struct {
+		name string
+		r    core.Region
+	}{
+		{"all", core.All()},
+		{"kind", core.All().WithKind(core.MustKind(1, 2))},
+		{"scope", core.Scope("eu")},
+		{"entity-prefix=order:99", core.Entity("order:99")},
+		{"scope+kind+clock", core.Scope("us").WithKind(core.MustKind(2, 1)).WithClockRange(10, 20)},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			n := 0
+			for i := 0; i < b.N; i++ {
+				evs, err := s.Query(c.r)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n += len(evs)
+			}
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
+			b.ReportMetric(float64(n)/float64(b.N), "events/op")
+		})
+	}
+}
+
+// BenchmarkStream1M: one entity's stream (100 events) and Get by id.
+func BenchmarkStream1M(b *testing.B) {
+	s := bigReader(b)
+	b.Run("stream", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			evs, err := s.Stream(fmt.Sprintf("order:%d", i%10000))
+			if err != nil || len(evs) != 100 {
+				b.Fatal(len(evs), err)
+			}
+		}
+	})
+	evs, _ := s.Stream("order:7")
+	b.Run("get", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if _, err := s.Get(evs[i%len(evs)].Header.ID); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -1,0 +1,142 @@
+package core
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// SyncMode chooses the system call that makes writes durable.
+type SyncMode uint8
+
+const (
+	// SyncData uses fdatasync: file data and the metadata needed to read it
+	// back (size). The default.
+	SyncData SyncMode = iota
+	// SyncAll uses fsync: data and all file metadata (timestamps too).
+	SyncAll
+)
+
+func (m SyncMode) String() string {
+	if m == SyncAll {
+		return "all"
+	}
+	return "data"
+}
+
+// SyncConfig says when the writer forces written events to stable storage.
+// Whatever the setting, an event is written to the operating system (so it
+// survives the process being killed) before its receipt is returned; the
+// setting bounds what an operating-system crash or power loss can lose.
+// See the package documentation's durability table.
+type SyncConfig struct {
+	// EveryNEvents: fsync once at least this many events were written since
+	// the last fsync. 1 means every receipt is returned only after its event
+	// is on stable storage (group commit makes this cheap under concurrency).
+	// 0 disables count-based syncing. Default 1000; range 0..1<<20.
+	EveryNEvents int
+	// Interval: fsync at most this long after an unsynced write, even when
+	// EveryNEvents was not reached. 0 disables. Default 1s; range 0..1h.
+	Interval time.Duration
+	// Mode: SyncData (fdatasync, default) or SyncAll (fsync).
+	Mode SyncMode
+}
+
+// Config configures a Store. Start from DefaultConfig and change what you
+// need; Open calls Validate.
+type Config struct {
+	// Dir is the store directory; Open creates it (mode 0o755) if missing.
+	Dir string
+	// SegmentMaxBytes: a segment file is sealed and a new one started once
+	// the next write would take it past this size. Default 256 MiB; range
+	// 64 KiB..4 GiB-1. An event larger than this gets a segment of its own.
+	SegmentMaxBytes int64
+	// FDBudget bounds the segment files kept open and memory-mapped for
+	// reads (least recently used are closed first). Default 64; range 2..65536.
+	FDBudget int
+	// SingleAppendMaxBytes bounds one event's payload: exactly this many
+	// bytes are accepted, one more is refused with ErrPayloadTooLarge.
+	// Default 16 MiB; range 1..64 MiB.
+	SingleAppendMaxBytes int
+	// ChannelCapacity is the writer mailbox size: Submit blocks and TrySubmit
+	// answers Retry when it is full. Default 4096; range 1..1<<20.
+	ChannelCapacity int
+	// PressureRetryPct: TrySubmit answers Retry once the mailbox holds at least
+	// this percentage of ChannelCapacity. Default 75; range 1..100.
+	PressureRetryPct int
+	// Sync sets durability; see SyncConfig.
+	Sync SyncConfig
+	// Now is the wall clock used for event timestamps; tests inject a fake
+	// one. Default time.Now. Timestamps never decrease within an entity even
+	// if Now goes backwards.
+	Now func() time.Time
+	// Logger receives recovery and maintenance messages (a truncated torn
+	// tail, for example). Default: slog.Default().
+	Logger *slog.Logger
+}
+
+// Defaults, exported so callers and documentation can name them.
+const (
+	DefaultSegmentMaxBytes      = 256 << 20
+	DefaultFDBudget             = 64
+	DefaultSingleAppendMaxBytes = 16 << 20
+	DefaultChannelCapacity      = 4096
+	DefaultPressureRetryPct     = 75
+	DefaultSyncEveryNEvents     = 1000
+	DefaultSyncInterval         = time.Second
+)
+
+// DefaultConfig returns the documented defaults for a store in dir.
+func DefaultConfig(dir string) Config {
+	return Config{
+		Dir:                  dir,
+		SegmentMaxBytes:      DefaultSegmentMaxBytes,
+		FDBudget:             DefaultFDBudget,
+		SingleAppendMaxBytes: DefaultSingleAppendMaxBytes,
+		ChannelCapacity:      DefaultChannelCapacity,
+		PressureRetryPct:     DefaultPressureRetryPct,
+		Sync: SyncConfig{
+			EveryNEvents: DefaultSyncEveryNEvents,
+			Interval:     DefaultSyncInterval,
+			Mode:         SyncData,
+		},
+	}
+}
+
+// Validate checks every field against its documented range. The error wraps
+// ErrInvalidConfig and names the field.
+func (c Config) Validate() error {
+	bad := func(field string, v any, want string) error {
+		return fmt.Errorf("%w: %s = %v, want %s", ErrInvalidConfig, field, v, want)
+	}
+	switch {
+	case c.Dir == "":
+		return fmt.Errorf("%w: Dir is empty", ErrInvalidConfig)
+	case c.SegmentMaxBytes < 64<<10 || c.SegmentMaxBytes > 1<<32-1:
+		return bad("SegmentMaxBytes", c.SegmentMaxBytes, "64 KiB..4 GiB-1")
+	case c.FDBudget < 2 || c.FDBudget > 65536:
+		return bad("FDBudget", c.FDBudget, "2..65536")
+	case c.SingleAppendMaxBytes < 1 || c.SingleAppendMaxBytes > 64<<20:
+		return bad("SingleAppendMaxBytes", c.SingleAppendMaxBytes, "1..64 MiB")
+	case c.ChannelCapacity < 1 || c.ChannelCapacity > 1<<20:
+		return bad("ChannelCapacity", c.ChannelCapacity, "1..1048576")
+	case c.PressureRetryPct < 1 || c.PressureRetryPct > 100:
+		return bad("PressureRetryPct", c.PressureRetryPct, "1..100")
+	case c.Sync.EveryNEvents < 0 || c.Sync.EveryNEvents > 1<<20:
+		return bad("Sync.EveryNEvents", c.Sync.EveryNEvents, "0..1048576")
+	case c.Sync.Interval < 0 || c.Sync.Interval > time.Hour:
+		return bad("Sync.Interval", c.Sync.Interval, "0..1h")
+	case c.Sync.Mode != SyncData && c.Sync.Mode != SyncAll:
+		return bad("Sync.Mode", c.Sync.Mode, "SyncData or SyncAll")
+	}
+	return nil
+}
+
+func (c *Config) fillRuntimeDefaults() {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}

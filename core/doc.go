@@ -1,0 +1,136 @@
+// Package core is batpak's embedded event store: an append-only, segmented,
+// hash-chained log of events with causal metadata, an in-memory index, and
+// a single writer goroutine that turns concurrent writes into group commits.
+//
+// It knows nothing of policy engines, WebAssembly, HTTP or tenants; those
+// plug into it from the packages above.
+//
+// # Using it
+//
+//	s, err := core.Open(core.DefaultConfig("data"))
+//	coord, err := core.NewCoordinate("order:42", "shop")
+//	placed := core.MustKind(1, 1)
+//	r, err := s.Append(ctx, coord, placed, []byte(`{"total":99.5}`))
+//	evs, err := s.Query(core.Entity("order:").WithKind(placed))
+//	err = s.Close()
+//
+// An event lives at a Coordinate (Entity: the stream whose clock and hash
+// chain it extends; Scope: the partition it is filed under) and has a Kind
+// (4-bit category, 12-bit type). Payloads are JSON. Every event gets a
+// UUIDv7 id, a correlation id (defaulting to its own id), a causation id
+// (zero for a root cause), a per-entity Clock (0, 1, 2, …), a timestamp in
+// microseconds that never decreases within an entity, and a global sequence
+// (0, 1, 2, … in commit order).
+//
+// # Writes
+//
+// Append blocks until the receipt; Submit returns a Ticket at once;
+// TrySubmit refuses with a *RetryError instead of blocking when the writer
+// mailbox is PressureRetryPct full. All three validate on the caller's
+// goroutine (coordinate, kind, JSON, size, options) and then hand the event
+// to the writer goroutine over a bounded mailbox. The writer drains
+// everything queued, assigns sequence, clock, timestamp and chain hash,
+// writes the whole group with one write call, syncs as configured (one
+// fsync covers the group: group commit), publishes the group to the index,
+// and only then resolves the tickets. Readers never see an event before its
+// receipt could be returned.
+//
+// AppendOptions add compare-and-set (ExpectedClock: ExpectNoEvents or
+// ExpectClock(n), checked by the writer against queued and published events,
+// failing with a *ConflictError), idempotency keys (a repeated key returns
+// the original receipt, across restarts and crashes), correlation,
+// causation and user flags.
+//
+// # Durability
+//
+// Whatever the setting, an event is handed to the operating system (write)
+// before its receipt is returned, so killing the process never loses an
+// acknowledged event. The sync setting bounds what an operating-system
+// crash or power loss can lose:
+//
+//	Sync setting                 Receipt means                      OS crash / power loss can lose
+//	---------------------------  ---------------------------------  ---------------------------------------
+//	EveryNEvents = 1             event is on stable storage         nothing acknowledged
+//	EveryNEvents = N > 1         event is written to the OS         up to N-1 acknowledged events (and the
+//	                                                                Interval bound below, if set)
+//	Interval = d > 0             event is written to the OS         events acknowledged in the last d
+//	EveryNEvents = 0, Interval 0 event is written to the OS         everything since the last Sync/Close
+//	Sync(ctx) / Close()          all earlier writes are on stable   nothing written before the call
+//	                             storage when they return
+//
+// Mode SyncData uses fdatasync and SyncAll uses fsync; both make the event
+// durable. The default is EveryNEvents = 1000, Interval = 1s, SyncData.
+// Under EveryNEvents = 1, concurrent writers share fsyncs: the writer covers
+// everything queued with one write and one fsync.
+//
+// If a write or fsync fails, the writer stops: that group's tickets and
+// every later write fail with the I/O error, reads keep working, and the
+// store must be reopened (after an fsync failure the file's contents are
+// unknown; reopening re-reads what is really on disk).
+//
+// # Reads
+//
+// Get, Query (by Region, in global order), Stream (one entity, in clock
+// order), ByScope, ByFact and Ancestors (causation links) are served from
+// the in-memory index; payloads are read from memory-mapped segment files
+// and checked against their CRC. At most Config.FDBudget segments are
+// mapped at once. Region is the one predicate type: All, Entity(prefix),
+// Scope(exact), narrowed with WithKind, WithCategory and WithClockRange.
+//
+// # On disk
+//
+// A store directory holds segment files "<20-digit id>.seg" and a LOCK file
+// (flock; holds the writer's pid). Integers are little-endian.
+//
+//	segment file
+//	+----------------------------+---------+---------+-----+---------+------------------+
+//	| header (32 bytes)          | frame 0 | frame 1 | ... | frame n | zeros (prealloc) |
+//	+----------------------------+---------+---------+-----+---------+------------------+
+//	header: magic "BPAKSEG\0" (8) | version u16 = 1 | flags u16 | segment id u64 |
+//	        CRC32C of bytes 0..20 u32 | zero (8)
+//
+//	frame
+//	+------------+---------------------------------------+----------------------+
+//	| length u32 | CRC32C(length bytes ‖ record) u32     | record (length bytes) |
+//	+------------+---------------------------------------+----------------------+
+//
+//	event record (type 1): fixed 192 bytes, then variable parts
+//	  0  type u8 = 1        1 system flags u8     2 reserved u16     4 payload length u32
+//	  8  event hash [32]    BLAKE3(record[40 : end of idempotency key])
+//	 40  kind u16           42 user flags u16     44 entity length u16
+//	 46  scope length u16   48 idempotency key length u16            50 reserved [6]
+//	 56  global sequence u64                      64 clock u64
+//	 72  timestamp µs i64   80 id [16]            96 correlation id [16]
+//	112  causation id [16] 128 payload hash [32] = BLAKE3(payload)
+//	160  previous hash [32] = event hash of the entity's previous event (zero for its first)
+//	192  entity | scope | idempotency key | payload (JSON)
+//
+// The event hash covers every header field, the coordinate and the
+// idempotency key, and the payload through its digest; each event names
+// the hash of the entity's previous event, so the entity's events form a
+// chain. Store.Verify re-derives every digest and link and reports the
+// first break as a *ChainError (segment, offset, event id). Because the
+// payload enters the chain only through its digest, payload bytes can later
+// be erased without breaking the chain.
+//
+// The active segment is zero-filled ahead of its data (4 MiB at a time) so
+// that fdatasync flushes data only, with no size or extent change to
+// journal on every commit; the unused tail is zeros, which readers treat as the end of data, and it is cut off when
+// the segment is sealed (rotation at SegmentMaxBytes) or the store closes.
+//
+// # Recovery
+//
+// Open reads every segment frame by frame and rebuilds the index. A frame
+// that fails its length or CRC check ends the scan of that segment:
+//   - zeros after it: clean end (preallocated space);
+//   - a valid frame anywhere after it: corruption — Open fails with a
+//     *CorruptionError naming the file and offset, because data in the middle
+//     of the log is never silently dropped;
+//   - otherwise, in the last segment: a torn tail left by a crash mid-write;
+//     it is truncated away and logged (those events were never
+//     acknowledged under EveryNEvents = 1). In a sealed segment it is
+//     corruption.
+//
+// OpenReadOnly does the same without taking the lock or changing any file,
+// so it can run beside a live writer process.
+package core

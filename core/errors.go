@@ -1,0 +1,131 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Every error a Store returns either is one of these or
+// wraps one, so callers can branch with errors.Is; errors that carry data
+// are typed (CoordinateError, KindError, ConflictError, CorruptionError,
+// ChainError, LockedError) and match their sentinel through errors.Is too.
+var (
+	// ErrNotFound: no visible event has the requested id.
+	ErrNotFound = errors.New("batpak: event not found")
+	// ErrClosed: the store was closed; nothing was written.
+	ErrClosed = errors.New("batpak: store is closed")
+	// ErrReadOnly: the store was opened with OpenReadOnly; nothing was written.
+	ErrReadOnly = errors.New("batpak: store is read-only")
+	// ErrInvalidCoordinate: an entity or scope is empty, too long, not UTF-8 or holds NUL.
+	ErrInvalidCoordinate = errors.New("batpak: invalid coordinate")
+	// ErrInvalidKind: a kind uses a reserved category or a type above 0xFFF.
+	ErrInvalidKind = errors.New("batpak: invalid event kind")
+	// ErrInvalidPayload: the payload is not a single valid JSON value.
+	ErrInvalidPayload = errors.New("batpak: payload is not valid JSON")
+	// ErrPayloadTooLarge: the payload is larger than Config.SingleAppendMaxBytes.
+	ErrPayloadTooLarge = errors.New("batpak: payload too large")
+	// ErrInvalidOptions: an AppendOptions field is out of range (for example an over-long idempotency key).
+	ErrInvalidOptions = errors.New("batpak: invalid append options")
+	// ErrConflict: a compare-and-set expectation did not hold; see ConflictError.
+	ErrConflict = errors.New("batpak: expected clock conflict")
+	// ErrCorrupt: a segment holds bytes that fail their checks; see CorruptionError.
+	ErrCorrupt = errors.New("batpak: corrupt segment")
+	// ErrChainBroken: Verify found a hash-chain link that does not hold; see ChainError.
+	ErrChainBroken = errors.New("batpak: hash chain broken")
+	// ErrLocked: another process holds the store's writer lock; see LockedError.
+	ErrLocked = errors.New("batpak: store is locked by another process")
+	// ErrInvalidConfig: a Config field is out of its documented range.
+	ErrInvalidConfig = errors.New("batpak: invalid config")
+	// ErrStoreFull: the store reached its limit of 2^32-1 events.
+	ErrStoreFull = errors.New("batpak: store holds the maximum number of events")
+)
+
+// CoordinateError names the part of a coordinate that was refused.
+type CoordinateError struct {
+	Part   string // "entity" or "scope"
+	Value  string // the refused value, truncated to 64 bytes
+	Reason string
+}
+
+func (e *CoordinateError) Error() string {
+	return fmt.Sprintf("batpak: invalid coordinate: %s %q: %s", e.Part, e.Value, e.Reason)
+}
+
+// Is reports ErrInvalidCoordinate.
+func (e *CoordinateError) Is(target error) bool { return target == ErrInvalidCoordinate }
+
+// KindError says why a category/type pair is not a usable kind.
+type KindError struct {
+	Category uint16
+	Type     uint16
+	Reason   string
+}
+
+func (e *KindError) Error() string {
+	return fmt.Sprintf("batpak: invalid event kind %#x:%#x: %s", e.Category, e.Type, e.Reason)
+}
+
+// Is reports ErrInvalidKind.
+func (e *KindError) Is(target error) bool { return target == ErrInvalidKind }
+
+// ConflictError is returned when AppendOptions.ExpectedClock does not hold.
+// Expected is what the caller asked for; Actual is the entity's state when the
+// writer checked it (ExpectNoEvents() when the entity has no events).
+type ConflictError struct {
+	Entity   string
+	Expected Expectation
+	Actual   Expectation
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("batpak: expected clock conflict on %q: expected %s, actual %s", e.Entity, e.Expected, e.Actual)
+}
+
+// Is reports ErrConflict.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// CorruptionError names the file and byte offset of bytes that failed a check.
+type CorruptionError struct {
+	File   string
+	Offset int64
+	Reason string
+}
+
+func (e *CorruptionError) Error() string {
+	return fmt.Sprintf("batpak: corrupt segment %s at offset %d: %s", e.File, e.Offset, e.Reason)
+}
+
+// Is reports ErrCorrupt.
+func (e *CorruptionError) Is(target error) bool { return target == ErrCorrupt }
+
+// ChainError is the first broken hash-chain link Verify found.
+type ChainError struct {
+	Segment string // segment file name
+	Offset  int64  // byte offset of the event's frame in that file
+	ID      EventID
+	Entity  string
+	Reason  string
+}
+
+func (e *ChainError) Error() string {
+	return fmt.Sprintf("batpak: hash chain broken at %s offset %d (event %s, entity %q): %s", e.Segment, e.Offset, e.ID, e.Entity, e.Reason)
+}
+
+// Is reports ErrChainBroken.
+func (e *ChainError) Is(target error) bool { return target == ErrChainBroken }
+
+// LockedError is returned by Open when another process holds the store lock.
+type LockedError struct {
+	Dir string
+	PID int // 0 when the holder's pid could not be read
+}
+
+func (e *LockedError) Error() string {
+	if e.PID > 0 {
+		return fmt.Sprintf("batpak: store %s is locked by pid %d", e.Dir, e.PID)
+	}
+	return fmt.Sprintf("batpak: store %s is locked by another process", e.Dir)
+}
+
+// Is reports ErrLocked.
+func (e *LockedError) Is(target error) bool { return target == ErrLocked }

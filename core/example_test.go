@@ -1,0 +1,153 @@
+package core_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+
+	"github.com/batpak-go/batpak/core"
+)
+
+// Kinds are declared once, as constants of your domain.
+var (
+	orderPlaced  = core.MustKind(1, 1)
+	orderShipped = core.MustKind(1, 2)
+	paymentTaken = core.MustKind(2, 1)
+)
+
+func tempStore() (*core.Store, func()) {
+	dir, err := os.MkdirTemp("", "batpak-example-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	s, err := core.Open(core.DefaultConfig(dir))
+	if err != nil {
+		log.Fatal(err)
+	}
+	return s, func() { s.Close(); os.RemoveAll(dir) }
+}
+
+func ExampleOpen() {
+	dir, _ := os.MkdirTemp("", "batpak-example-")
+	defer os.RemoveAll(dir)
+
+	cfg := core.DefaultConfig(dir)
+	cfg.Sync.EveryNEvents = 1 // every receipt means "on disk"
+	s, err := core.Open(cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s.Close()
+
+	coord, _ := core.NewCoordinate("order:1", "shop")
+	r, err := s.Append(context.Background(), coord, orderPlaced, []byte(`{"total":42}`))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("sequence", r.GlobalSequence, "clock", r.Clock)
+	// Output: sequence 0 clock 0
+}
+
+func ExampleStore_Query() {
+	s, done := tempStore()
+	defer done()
+	ctx := context.Background()
+	for i, scope := range []string{"eu", "us", "eu"} {
+		coord, _ := core.NewCoordinate(fmt.Sprintf("order:%d", i), scope)
+		s.Append(ctx, coord, orderPlaced, []byte(`{}`))
+		s.Append(ctx, coord, orderShipped, []byte(`{}`))
+	}
+	shippedInEU, _ := s.Query(core.Scope("eu").WithKind(orderShipped))
+	for _, ev := range shippedInEU {
+		fmt.Println(ev.Coordinate.Entity, ev.Header.Kind, ev.GlobalSequence)
+	}
+	// Output:
+	// order:0 0x1:0x2 1
+	// order:2 0x1:0x2 5
+}
+
+func ExampleStore_AppendWithOptions() {
+	s, done := tempStore()
+	defer done()
+	ctx := context.Background()
+	coord, _ := core.NewCoordinate("account:7", "bank")
+
+	// Compare-and-set: only the first writer that saw "no events" wins.
+	_, err := s.AppendWithOptions(ctx, coord, paymentTaken, []byte(`{"opened":true}`),
+		core.AppendOptions{ExpectedClock: core.ExpectNoEvents()})
+	fmt.Println("first:", err)
+	_, err = s.AppendWithOptions(ctx, coord, paymentTaken, []byte(`{"opened":true}`),
+		core.AppendOptions{ExpectedClock: core.ExpectNoEvents()})
+	var conflict *core.ConflictError
+	fmt.Println("second:", errors.As(err, &conflict), conflict.Actual)
+
+	// Idempotency: a retried write returns the original receipt.
+	opts := core.AppendOptions{IdempotencyKey: "payment-123"}
+	a, _ := s.AppendWithOptions(ctx, coord, paymentTaken, []byte(`{"amount":10}`), opts)
+	b, _ := s.AppendWithOptions(ctx, coord, paymentTaken, []byte(`{"amount":10}`), opts)
+	fmt.Println("same event:", a.ID == b.ID, "deduplicated:", b.Deduplicated)
+	// Output:
+	// first: <nil>
+	// second: true last clock 0
+	// same event: true deduplicated: true
+}
+
+func ExampleStore_Submit() {
+	s, done := tempStore()
+	defer done()
+	ctx := context.Background()
+	coord, _ := core.NewCoordinate("order:1", "shop")
+
+	// Submit queues the write and returns at once; Wait collects the receipt.
+	var tickets []*core.Ticket
+	for i := 0; i < 3; i++ {
+		t, err := s.Submit(ctx, coord, orderPlaced, []byte(fmt.Sprintf(`{"n":%d}`, i)))
+		if err != nil {
+			log.Fatal(err)
+		}
+		tickets = append(tickets, t)
+	}
+	for _, t := range tickets {
+		r, err := t.Wait(ctx)
+		fmt.Println(r.Clock, err)
+	}
+	// Output:
+	// 0 <nil>
+	// 1 <nil>
+	// 2 <nil>
+}
+
+func ExampleStore_Ancestors() {
+	s, done := tempStore()
+	defer done()
+	ctx := context.Background()
+	order, _ := core.NewCoordinate("order:9", "shop")
+	payment, _ := core.NewCoordinate("payment:9", "shop")
+
+	placed, _ := s.Append(ctx, order, orderPlaced, []byte(`{"total":30}`))
+	paid, _ := s.AppendReaction(ctx, payment, paymentTaken, []byte(`{"amount":30}`), placed.ID, placed.ID)
+	shipped, _ := s.AppendReaction(ctx, order, orderShipped, []byte(`{}`), placed.ID, paid.ID)
+
+	chain, _ := s.Ancestors(shipped.ID, 0)
+	for _, ev := range chain {
+		fmt.Println(ev.Coordinate.Entity, ev.Header.Kind, ev.Header.CorrelationID == placed.ID)
+	}
+	// Output:
+	// order:9 0x1:0x2 true
+	// payment:9 0x2:0x1 true
+	// order:9 0x1:0x1 true
+}
+
+func ExampleStore_Verify() {
+	s, done := tempStore()
+	defer done()
+	coord, _ := core.NewCoordinate("order:1", "shop")
+	for i := 0; i < 5; i++ {
+		s.Append(context.Background(), coord, orderPlaced, []byte(`{}`))
+	}
+	rep, err := s.Verify()
+	fmt.Println(rep.Events, rep.Entities, err)
+	// Output: 5 1 <nil>
+}

@@ -1,0 +1,171 @@
+package core_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/core"
+)
+
+// Helper processes: the test binary re-executes itself with
+// -test.run=^TestHelperProcess$ and BATPAK_HELPER set to a mode. The child
+// talks to the parent over stdout, one line per message.
+
+const helperEnv = "BATPAK_HELPER"
+
+// TestHelperProcess is not a test: it is the body of the child processes
+// started by the lock and crash tests. It does nothing unless BATPAK_HELPER
+// is set.
+func TestHelperProcess(t *testing.T) {
+	mode := os.Getenv(helperEnv)
+	if mode == "" {
+		return
+	}
+	dir := os.Getenv("BATPAK_DIR")
+	var err error
+	switch mode {
+	case "hold":
+		err = helperHold(dir)
+	case "tryopen":
+		err = helperTryOpen(dir)
+	case "crash":
+		err = helperCrash(dir)
+	default:
+		err = fmt.Errorf("unknown helper mode %q", mode)
+	}
+	if err != nil {
+		fmt.Printf("ERR %v\n", err)
+		os.Exit(3)
+	}
+	os.Exit(0)
+}
+
+// helperHold opens the store, writes BATPAK_EVENTS events, says "ready",
+// and holds the store open until stdin closes.
+func helperHold(dir string) error {
+	s, err := core.Open(testConfig(dir))
+	if err != nil {
+		return err
+	}
+	n, _ := strconv.Atoi(os.Getenv("BATPAK_EVENTS"))
+	c, _ := core.NewCoordinate("held", "s")
+	for i := 0; i < n; i++ {
+		if _, err := s.Append(context.Background(), c, kindA, []byte(payloadN(i))); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("ready %d\n", os.Getpid())
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	return s.Close()
+}
+
+// helperTryOpen tries to open the store and reports what happened.
+func helperTryOpen(dir string) error {
+	s, err := core.Open(testConfig(dir))
+	if err == nil {
+		s.Close()
+		fmt.Println("opened")
+		return nil
+	}
+	fmt.Printf("error %q\n", err.Error())
+	return nil
+}
+
+// child is a running helper process.
+type child struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	out    *bufio.Reader
+	stderr *strings.Builder
+}
+
+func startHelper(t *testing.T, mode, dir string, env ...string) *child {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+mode, "BATPAK_DIR="+dir)
+	// Under -race the runtime sleeps a second before exiting; not needed here.
+	cmd.Env = append(cmd.Env, "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	cmd.Env = append(cmd.Env, env...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &lockedWriter{w: &stderr}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &child{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), stderr: &stderr}
+	t.Cleanup(func() {
+		_ = c.cmd.Process.Kill()
+		_ = c.cmd.Wait()
+	})
+	return c
+}
+
+// line reads the child's next complete line (without the newline); ok is
+// false at end of output.
+func (c *child) line() (string, bool) {
+	s, err := c.out.ReadString('\n')
+	if err != nil {
+		return "", false // a partial last line is not a message
+	}
+	return strings.TrimSuffix(s, "\n"), true
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// expectLocked asserts err is a *LockedError naming pid.
+func expectLocked(t *testing.T, err error, pid int) {
+	t.Helper()
+	if !isErr(err, core.ErrLocked) {
+		t.Fatalf("got %v, want ErrLocked", err)
+	}
+	var le *core.LockedError
+	if !errors.As(err, &le) {
+		t.Fatalf("error %T is not a *LockedError", err)
+	}
+	if le.PID != pid {
+		t.Errorf("LockedError.PID = %d, want %d", le.PID, pid)
+	}
+	if want := fmt.Sprintf("locked by pid %d", pid); !strings.Contains(err.Error(), want) {
+		t.Errorf("message %q does not say %q", err, want)
+	}
+}
+
+func waitTimeout(t *testing.T, c *child, d time.Duration) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- c.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("helper exited with %v; stderr:\n%s", err, c.stderr)
+		}
+	case <-time.After(d):
+		t.Fatalf("helper did not exit within %v", d)
+	}
+}

@@ -1,0 +1,290 @@
+package core
+
+import (
+	"bytes"
+	"container/list"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// Segment files: "<20-digit id>.seg", a 32-byte header, then frames.
+const (
+	segmentHeaderSize = 32
+	segmentVersion    = 1
+	segmentSuffix     = ".seg"
+	// preallocStep is how far the active segment is zero-filled ahead of
+	// the data, so that fdatasync need not journal a size or extent change
+	// on every group commit. Sealed segments are truncated to their data.
+	preallocStep = 4 << 20
+)
+
+var segmentMagic = [8]byte{'B', 'P', 'A', 'K', 'S', 'E', 'G', 0}
+
+func segmentName(id uint32) string { return fmt.Sprintf("%020d%s", id, segmentSuffix) }
+
+func encodeSegmentHeader(id uint32) []byte {
+	h := make([]byte, segmentHeaderSize)
+	copy(h, segmentMagic[:])
+	le.PutUint16(h[8:], segmentVersion)
+	le.PutUint64(h[12:], uint64(id))
+	le.PutUint32(h[20:], crc32c(h[:20]))
+	return h
+}
+
+func crc32c(b []byte) uint32 { return frameCRC(nil, b) }
+
+// checkSegmentHeader validates magic, version, checksum and id.
+func checkSegmentHeader(data []byte, id uint32) string {
+	switch {
+	case len(data) < segmentHeaderSize:
+		return "file shorter than the segment header"
+	case !bytes.Equal(data[:8], segmentMagic[:]):
+		return "bad magic (not a batpak segment)"
+	case le.Uint32(data[20:]) != crc32c(data[:20]):
+		return "segment header checksum mismatch"
+	case le.Uint16(data[8:]) != segmentVersion:
+		return fmt.Sprintf("unsupported segment version %d", le.Uint16(data[8:]))
+	case le.Uint64(data[12:]) != uint64(id):
+		return fmt.Sprintf("header names segment %d", le.Uint64(data[12:]))
+	}
+	return ""
+}
+
+// listSegments returns the segment ids in dir, ascending.
+func listSegments(dir string) ([]uint32, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var ids []uint32
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasSuffix(name, segmentSuffix) || e.IsDir() {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSuffix(name, segmentSuffix), 10, 32)
+		if err != nil {
+			continue
+		}
+		ids = append(ids, uint32(n))
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids, nil
+}
+
+// tailState says how a frame scan ended.
+type tailState int
+
+const (
+	tailClean   tailState = iota // end of file, or zero padding from preallocation
+	tailTorn                     // unreadable bytes with no valid frame after them
+	tailCorrupt                  // an unreadable frame followed by valid ones
+)
+
+// scanFrames calls fn for every valid frame after the segment header and
+// returns where the valid data ends and how the scan ended. A frame that
+// fails its checks ends the scan: if only zeros follow it is a clean end,
+// if a valid frame can be found anywhere after it the segment is corrupt
+// (data in the middle is never silently dropped), otherwise it is a torn tail.
+func scanFrames(data []byte, fn func(off int, rec []byte) error) (end int, st tailState, err error) {
+	off := segmentHeaderSize
+	for {
+		rec, ok := frameAt(data, off)
+		if !ok {
+			break
+		}
+		if err := fn(off, rec); err != nil {
+			return off, tailClean, err
+		}
+		off += frameHeaderSize + len(rec)
+	}
+	rest := data[off:]
+	if allZero(rest) {
+		return off, tailClean, nil
+	}
+	for p := off + 1; p+frameHeaderSize+minRecordSize <= len(data); p++ {
+		if rec, ok := frameAt(data, p); ok && rec[0] == recEvent {
+			return off, tailCorrupt, nil
+		}
+	}
+	return off, tailTorn, nil
+}
+
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if le.Uint64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// segCache maps segment files for reading, keeping at most budget mappings
+// (least recently used are unmapped first, once no reader holds them).
+type segCache struct {
+	dir    string
+	budget int
+	// activeMapLen is the mapping length used for the active segment, so it
+	// need not be remapped as it grows (pages past EOF are never touched).
+	activeMapLen int
+
+	mu        sync.Mutex
+	maps      map[uint32]*mapping
+	lru       list.List // of *mapping, most recent at front
+	activeID  uint32
+	hasActive bool
+	activeEnd int64
+}
+
+type mapping struct {
+	id   uint32
+	data []byte
+	// limit is how many bytes of data may be read: the file size of a sealed
+	// segment, the published end of the active one. Reading past it could
+	// touch pages past EOF (SIGBUS) or unpublished bytes.
+	limit atomic.Int64
+	refs  int
+	elem  *list.Element
+	gone  bool // evicted from the cache; unmap when refs reach 0
+}
+
+// bytes returns the readable part of the mapping.
+func (m *mapping) bytes() []byte { return m.data[:m.limit.Load()] }
+
+func newSegCache(dir string, budget, activeMapLen int) *segCache {
+	return &segCache{dir: dir, budget: budget, activeMapLen: activeMapLen, maps: map[uint32]*mapping{}}
+}
+
+// setActive records which segment is being appended to and where its
+// published data ends.
+func (c *segCache) setActive(id uint32, end int64) {
+	c.mu.Lock()
+	c.activeID, c.hasActive, c.activeEnd = id, true, end
+	if m, ok := c.maps[id]; ok {
+		m.limit.Store(end)
+	}
+	c.mu.Unlock()
+}
+
+// publish moves the readable end of the active segment.
+func (c *segCache) publish(end int64) { c.setActive(c.activeID, end) }
+
+// seal fixes the readable size of a segment that stopped being active.
+func (c *segCache) seal(id uint32, size int64) {
+	c.mu.Lock()
+	if m, ok := c.maps[id]; ok {
+		m.limit.Store(size)
+	}
+	c.hasActive = false
+	c.mu.Unlock()
+}
+
+// acquire returns the mapping of segment id; call release when done.
+func (c *segCache) acquire(id uint32) (*mapping, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m, ok := c.maps[id]; ok {
+		m.refs++
+		c.lru.MoveToFront(m.elem)
+		return m, nil
+	}
+	path := filepath.Join(c.dir, segmentName(id))
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("batpak: open segment: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("batpak: stat segment: %w", err)
+	}
+	n, limit := int(st.Size()), st.Size()
+	if c.hasActive && id == c.activeID {
+		limit = c.activeEnd
+		if c.activeMapLen > n {
+			n = c.activeMapLen
+		}
+	}
+	if n == 0 {
+		return nil, &CorruptionError{File: path, Reason: "empty segment file"}
+	}
+	data, err := unix.Mmap(int(f.Fd()), 0, n, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("batpak: mmap segment %s: %w", path, err)
+	}
+	m := &mapping{id: id, data: data, refs: 1}
+	m.limit.Store(min(limit, int64(len(data))))
+	m.elem = c.lru.PushFront(m)
+	c.maps[id] = m
+	c.evictLocked()
+	return m, nil
+}
+
+func (c *segCache) release(m *mapping) {
+	c.mu.Lock()
+	m.refs--
+	if m.refs == 0 && m.gone {
+		_ = unix.Munmap(m.data)
+		m.data = nil
+	}
+	c.mu.Unlock()
+}
+
+func (c *segCache) evictLocked() {
+	for e := c.lru.Back(); e != nil && len(c.maps) > c.budget; {
+		prev := e.Prev()
+		m := e.Value.(*mapping)
+		if m.refs == 0 {
+			c.dropLocked(m)
+		}
+		e = prev
+	}
+}
+
+func (c *segCache) dropLocked(m *mapping) {
+	c.lru.Remove(m.elem)
+	delete(c.maps, m.id)
+	m.gone = true
+	if m.refs == 0 {
+		_ = unix.Munmap(m.data)
+		m.data = nil
+	}
+}
+
+// forget unmaps segment id (for example after it was truncated or removed).
+func (c *segCache) forget(id uint32) {
+	c.mu.Lock()
+	if m, ok := c.maps[id]; ok {
+		c.dropLocked(m)
+	}
+	c.mu.Unlock()
+}
+
+// close unmaps everything not in use.
+func (c *segCache) close() {
+	c.mu.Lock()
+	for _, m := range c.maps {
+		c.dropLocked(m)
+	}
+	c.mu.Unlock()
+}
+
+func (c *segCache) mapped() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.maps)
+}

@@ -1,0 +1,420 @@
+package core
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
+
+	"github.com/tidwall/gjson"
+	"golang.org/x/sys/unix"
+)
+
+// Store is an open event store. All methods are safe for concurrent use.
+// Writes go through one writer goroutine; reads are served from the
+// in-memory index and the segment files.
+type Store struct {
+	cfg      Config
+	readOnly bool
+	log      *slog.Logger
+
+	ix   *index
+	segs *segCache
+	lock *os.File
+
+	mailbox chan *request
+	closeMu sync.RWMutex // held shared while sending to mailbox
+	closed  bool
+	w       *writer
+
+	closeOnce sync.Once
+	closeErr  error
+	shut      atomic.Bool // Close finished: reads fail with ErrClosed
+}
+
+// Open opens (creating if needed) the store in cfg.Dir for reading and
+// writing. It takes the directory's exclusive lock (a second writer process
+// gets a *LockedError naming the holder's pid), then rebuilds the index from
+// the segment files. A torn tail (a partly written last frame, as left by a
+// crash) is truncated away and logged; a frame that fails its checks with
+// valid frames after it, or a damaged segment header, fails Open with a
+// *CorruptionError naming the file and offset.
+func Open(cfg Config) (*Store, error) {
+	return open(cfg, false)
+}
+
+// OpenReadOnly opens an existing store for reading only: no lock is taken
+// (it works beside a live writer process), no writer goroutine runs, nothing
+// on disk is changed, and every write returns ErrReadOnly. It shows the
+// events that were written when it opened.
+func OpenReadOnly(cfg Config) (*Store, error) {
+	return open(cfg, true)
+}
+
+func open(cfg Config, readOnly bool) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.fillRuntimeDefaults()
+	s := &Store{cfg: cfg, readOnly: readOnly, log: cfg.Logger, ix: newIndex()}
+	if readOnly {
+		if _, err := os.Stat(cfg.Dir); err != nil {
+			return nil, fmt.Errorf("batpak: open read-only: %w", err)
+		}
+	} else {
+		if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+			return nil, fmt.Errorf("batpak: create store directory: %w", err)
+		}
+		l, err := acquireLock(cfg.Dir)
+		if err != nil {
+			return nil, err
+		}
+		s.lock = l
+	}
+	activeMapLen := 0
+	if !readOnly {
+		activeMapLen = int(cfg.SegmentMaxBytes) + cfg.SingleAppendMaxBytes + 1<<20 + preallocStep
+	}
+	s.segs = newSegCache(cfg.Dir, cfg.FDBudget, activeMapLen)
+	rec, err := s.recover()
+	if err != nil {
+		s.segs.close()
+		_ = releaseLock(s.lock)
+		return nil, err
+	}
+	if readOnly {
+		return s, nil
+	}
+	w, err := newWriter(s, rec)
+	if err != nil {
+		s.segs.close()
+		_ = releaseLock(s.lock)
+		return nil, err
+	}
+	s.w = w
+	s.mailbox = make(chan *request, cfg.ChannelCapacity)
+	go w.run()
+	return s, nil
+}
+
+// recovered is what recovery learned about the tail of the log.
+type recovered struct {
+	lastSeg  uint32 // 0: no segment yet
+	end      int64  // data end of lastSeg
+	fileSize int64  // size of lastSeg on disk (may include zero padding)
+	nextSeq  uint64
+}
+
+// recover rebuilds the index from every segment, oldest first.
+func (s *Store) recover() (recovered, error) {
+	var out recovered
+	ids, err := listSegments(s.cfg.Dir)
+	if err != nil {
+		return out, fmt.Errorf("batpak: list segments: %w", err)
+	}
+	for i, id := range ids {
+		last := i == len(ids)-1
+		end, size, err := s.recoverSegment(id, last)
+		if err != nil {
+			return out, err
+		}
+		out.lastSeg, out.end, out.fileSize = id, end, size
+	}
+	out.nextSeq = uint64(s.ix.n)
+	return out, nil
+}
+
+func (s *Store) recoverSegment(id uint32, last bool) (end, size int64, err error) {
+	path := filepath.Join(s.cfg.Dir, segmentName(id))
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, fmt.Errorf("batpak: open segment: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return 0, 0, err
+	}
+	size = st.Size()
+	if size < segmentHeaderSize {
+		f.Close()
+		if last && !s.readOnly {
+			// A crash while a new segment was being created.
+			s.log.Warn("batpak: recreating a segment left incomplete by a crash", "file", path, "size", size)
+			return segmentHeaderSize, segmentHeaderSize, writeSegmentHeader(path, id)
+		}
+		if last {
+			return 0, 0, nil
+		}
+		return 0, 0, &CorruptionError{File: path, Offset: 0, Reason: "file shorter than the segment header"}
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	f.Close()
+	if err != nil {
+		return 0, 0, fmt.Errorf("batpak: mmap %s: %w", path, err)
+	}
+	defer unix.Munmap(m)
+	if why := checkSegmentHeader(m, id); why != "" {
+		// Only a file that is zeros throughout can be a segment whose creation
+		// a crash interrupted; a zeroed header with frames after it is damage.
+		if last && !s.readOnly && allZero(m) {
+			s.log.Warn("batpak: recreating a segment left incomplete by a crash", "file", path)
+			return segmentHeaderSize, segmentHeaderSize, writeSegmentHeader(path, id)
+		}
+		return 0, 0, &CorruptionError{File: path, Offset: 0, Reason: why}
+	}
+	e, st2, err := scanFrames(m, func(off int, rec []byte) error {
+		if !checkEvent(rec) {
+			return &CorruptionError{File: path, Offset: int64(off), Reason: fmt.Sprintf("unknown or malformed record (type %d)", rec[0])}
+		}
+		return s.indexRecord(path, id, off, eventView(rec))
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	end = int64(e)
+	switch st2 {
+	case tailCorrupt:
+		return 0, 0, &CorruptionError{File: path, Offset: end, Reason: "frame fails its length or checksum check and valid frames follow it"}
+	case tailTorn:
+		if !last {
+			return 0, 0, &CorruptionError{File: path, Offset: end, Reason: "unreadable bytes at the end of a sealed segment"}
+		}
+		if !s.readOnly {
+			s.log.Warn("batpak: truncating a torn tail left by a crash", "file", path, "offset", end, "bytes", size-end)
+			if err := truncateSync(path, end); err != nil {
+				return 0, 0, err
+			}
+			size = end
+		}
+	}
+	return end, size, nil
+}
+
+func truncateSync(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("batpak: truncate torn tail: %w", err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("batpak: truncate torn tail: %w", err)
+	}
+	return f.Sync()
+}
+
+func writeSegmentHeader(path string, id uint32) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("batpak: rewrite segment header: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.Write(encodeSegmentHeader(id)); err != nil {
+		return fmt.Errorf("batpak: rewrite segment header: %w", err)
+	}
+	return f.Sync()
+}
+
+// indexRecord adds one recovered event record to the index.
+func (s *Store) indexRecord(path string, seg uint32, off int, v eventView) error {
+	ix := s.ix
+	seq := v.seq()
+	if seq < uint64(ix.n) || seq >= math.MaxUint32 {
+		return &CorruptionError{File: path, Offset: int64(off), Reason: fmt.Sprintf("global sequence %d out of order (next is %d)", seq, ix.n)}
+	}
+	ent := ix.entityFor(v.entity())
+	sc := ix.scopeFor(v.scope())
+	es := ix.entities[ent]
+	es.wExists, es.wClock, es.wTS, es.wHash = true, v.clock(), v.timestamp(), v.hash()
+	var idem string
+	if v.idemLen() > 0 {
+		idem = string(v.idem())
+	}
+	ix.insertLocked(uint32(seq), entry{
+		id: v.id(), seg: seg, off: uint32(off), entity: ent, scope: sc, clock: v.clock(), kind: v.kind(),
+	}, idem)
+	return nil
+}
+
+// Close drains the writer mailbox (every accepted write is written),
+// syncs, truncates the active segment's preallocated tail, and releases the
+// lock. Later writes fail with ErrClosed; reads keep working until Close
+// returns and then fail with ErrClosed. Close is safe to call twice; the
+// second call returns the first call's result.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		defer s.shut.Store(true)
+		if s.readOnly {
+			s.segs.close()
+			return
+		}
+		s.closeMu.Lock()
+		s.closed = true
+		s.closeMu.Unlock()
+		t := newTicket()
+		s.mailbox <- &request{op: opClose, t: t}
+		<-t.done
+		s.closeErr = t.err
+		<-s.w.exited
+		s.segs.close()
+		if err := releaseLock(s.lock); err != nil && s.closeErr == nil {
+			s.closeErr = err
+		}
+	})
+	return s.closeErr
+}
+
+// Sync forces every write accepted so far to stable storage, whatever the
+// sync setting.
+func (s *Store) Sync(ctx context.Context) error {
+	t, err := s.enqueue(&request{op: opSync, t: newTicket()})
+	if err != nil {
+		return err
+	}
+	_, err = t.Wait(ctx)
+	return err
+}
+
+// Dir returns the store directory.
+func (s *Store) Dir() string { return s.cfg.Dir }
+
+// Config returns the configuration the store was opened with.
+func (s *Store) Config() Config { return s.cfg }
+
+// WriterPressure reports how full the writer mailbox is.
+func (s *Store) WriterPressure() WriterPressure {
+	if s.mailbox == nil {
+		return WriterPressure{Capacity: s.cfg.ChannelCapacity}
+	}
+	return WriterPressure{QueueLen: len(s.mailbox), Capacity: cap(s.mailbox)}
+}
+
+// Stats is a point-in-time summary of the store.
+type Stats struct {
+	Events         uint64 // visible events
+	GlobalSequence uint64 // the sequence the next event will get
+	Entities       int
+	Segments       int
+	Bytes          int64 // bytes in segment files, preallocated space excluded
+	IndexBytes     int64 // estimate of the heap the index holds
+	Fsyncs         uint64
+}
+
+// Stats reports counts and sizes.
+func (s *Store) Stats() Stats {
+	s.ix.mu.RLock()
+	st := Stats{GlobalSequence: uint64(s.ix.n), Entities: len(s.ix.entities), Events: uint64(s.ix.ids.used)}
+	s.ix.mu.RUnlock()
+	st.IndexBytes = s.ix.memoryBytes()
+	ids, _ := listSegments(s.cfg.Dir)
+	st.Segments = len(ids)
+	var activeID uint32
+	var activeEnd int64 = -1
+	if s.w != nil {
+		activeID, activeEnd = s.w.stat()
+	}
+	for _, id := range ids {
+		if id == activeID && activeEnd >= 0 {
+			st.Bytes += activeEnd
+			continue
+		}
+		if fi, err := os.Stat(filepath.Join(s.cfg.Dir, segmentName(id))); err == nil {
+			st.Bytes += fi.Size()
+		}
+	}
+	if s.w != nil {
+		st.Fsyncs = s.w.fsyncs.Load()
+	}
+	return st
+}
+
+// validateWrite checks a single event on the caller's goroutine.
+func (s *Store) validateWrite(coord Coordinate, kind Kind, payload []byte, opts *AppendOptions) error {
+	if err := coord.Validate(); err != nil {
+		return err
+	}
+	if err := kind.validUser(); err != nil {
+		return err
+	}
+	if len(payload) > s.cfg.SingleAppendMaxBytes {
+		return fmt.Errorf("%w: %d bytes, the limit is %d (Config.SingleAppendMaxBytes)", ErrPayloadTooLarge, len(payload), s.cfg.SingleAppendMaxBytes)
+	}
+	if !gjson.ValidBytes(payload) || !utf8.Valid(payload) {
+		return fmt.Errorf("%w: %s", ErrInvalidPayload, describeJSONError(payload))
+	}
+	if len(opts.IdempotencyKey) > MaxIdempotencyKeyBytes {
+		return fmt.Errorf("%w: idempotency key is %d bytes, the limit is %d", ErrInvalidOptions, len(opts.IdempotencyKey), MaxIdempotencyKeyBytes)
+	}
+	if !utf8.ValidString(opts.IdempotencyKey) {
+		return fmt.Errorf("%w: idempotency key is not valid UTF-8", ErrInvalidOptions)
+	}
+	return nil
+}
+
+func describeJSONError(p []byte) string {
+	if len(p) == 0 {
+		return "empty payload (use {} or null for no data)"
+	}
+	if !utf8.Valid(p) {
+		return "not valid UTF-8"
+	}
+	var v any
+	if err := json.Unmarshal(p, &v); err != nil {
+		return err.Error()
+	}
+	return "invalid JSON"
+}
+
+// enqueue hands a request to the writer. It fails with ErrReadOnly or
+// ErrClosed without enqueueing.
+func (s *Store) enqueue(r *request) (*Ticket, error) {
+	if s.readOnly {
+		return nil, ErrReadOnly
+	}
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	s.mailbox <- r
+	return r.t, nil
+}
+
+// tryEnqueue is enqueue that refuses instead of blocking under pressure.
+func (s *Store) tryEnqueue(r *request) (*Ticket, error) {
+	if s.readOnly {
+		return nil, ErrReadOnly
+	}
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	q, c := len(s.mailbox), cap(s.mailbox)
+	if q*100 >= c*s.cfg.PressureRetryPct {
+		return nil, &RetryError{After: s.w.retryAfter(q), Reason: fmt.Sprintf("writer mailbox holds %d of %d", q, c)}
+	}
+	select {
+	case s.mailbox <- r:
+		return r.t, nil
+	default:
+		return nil, &RetryError{After: s.w.retryAfter(q), Reason: "writer mailbox is full"}
+	}
+}
+
+// checkReadable fails reads after Close.
+func (s *Store) checkReadable() error {
+	if s.shut.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// nowMicros is the configured wall clock in microseconds.
+func (s *Store) nowMicros() int64 { return s.cfg.Now().UnixMicro() }

@@ -1,0 +1,115 @@
+package core
+
+import (
+	"fmt"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// syncer runs fsyncs that no receipt waits for (EveryNEvents > 1, the
+// Interval timer) on its own goroutine, so the writer keeps writing while
+// the disk flushes. At most one such sync is in flight; the writer waits
+// for it before starting another, before a synchronous sync, and before it
+// seals or closes the file.
+type syncer struct {
+	mode   SyncMode
+	fsyncs *atomic.Uint64
+	req    chan *os.File
+	done   chan error
+	busy   bool // a sync is in flight (writer goroutine only)
+	lastNs atomic.Int64
+}
+
+func (sy *syncer) start(mode SyncMode, fsyncs *atomic.Uint64) {
+	sy.mode, sy.fsyncs = mode, fsyncs
+	sy.req = make(chan *os.File, 1)
+	sy.done = make(chan error, 1)
+	go func() {
+		for f := range sy.req {
+			sy.done <- sy.sync(f)
+		}
+	}()
+}
+
+func (sy *syncer) stop() { close(sy.req) }
+
+// sync flushes f with the configured system call and records its duration.
+func (sy *syncer) sync(f *os.File) error {
+	start := time.Now()
+	var err error
+	if sy.mode == SyncAll {
+		err = f.Sync()
+	} else {
+		err = unix.Fdatasync(int(f.Fd()))
+	}
+	sy.fsyncs.Add(1)
+	d := time.Since(start).Nanoseconds()
+	old := sy.lastNs.Load()
+	if old == 0 {
+		old = d
+	}
+	sy.lastNs.Store(old + (d-old)/8)
+	if err != nil {
+		return fmt.Errorf("batpak: sync segment: %w", err)
+	}
+	return nil
+}
+
+// inFlightDone is the channel that reports the in-flight sync, or nil.
+func (w *writer) inFlightDone() <-chan error {
+	if w.syncer.busy {
+		return w.syncer.done
+	}
+	return nil
+}
+
+func (w *writer) syncFinished(err error) {
+	w.syncer.busy = false
+	w.fail(err)
+}
+
+// awaitSync waits for the in-flight background sync, if any.
+func (w *writer) awaitSync() error {
+	if !w.syncer.busy {
+		return nil
+	}
+	w.syncer.busy = false
+	return <-w.syncer.done
+}
+
+// startSync starts a background sync of everything written so far. If one
+// is still running it waits for it first, so at most 2×EveryNEvents events
+// are ever unsynced.
+func (w *writer) startSync() error {
+	if err := w.awaitSync(); err != nil {
+		return err
+	}
+	w.syncer.busy = true
+	w.syncer.req <- w.file
+	w.unsynced = 0
+	w.disarm()
+	return nil
+}
+
+// syncNow syncs everything written so far before returning.
+func (w *writer) syncNow() error {
+	if err := w.awaitSync(); err != nil {
+		return err
+	}
+	if err := w.syncer.sync(w.file); err != nil {
+		return err
+	}
+	w.unsynced = 0
+	w.disarm()
+	return nil
+}
+
+func (w *writer) disarm() {
+	if w.armed {
+		w.timer.Stop()
+		w.armed = false
+	}
+}

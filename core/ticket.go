@@ -1,0 +1,92 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Ticket is the pending result of Submit. It resolves once the writer has
+// written the event (and synced it, when the sync setting asks for that).
+// A Ticket is safe for concurrent use.
+type Ticket struct {
+	done    chan struct{}
+	receipt Receipt
+	err     error
+}
+
+func newTicket() *Ticket { return &Ticket{done: make(chan struct{})} }
+
+func (t *Ticket) resolve(r Receipt, err error) {
+	t.receipt, t.err = r, err
+	close(t.done)
+}
+
+// Wait blocks until the write is acknowledged or ctx ends. When ctx ends
+// first it returns ctx.Err(); the write itself is not cancelled and may
+// still happen.
+func (t *Ticket) Wait(ctx context.Context) (Receipt, error) {
+	select {
+	case <-t.done:
+		return t.receipt, t.err
+	default:
+	}
+	select {
+	case <-t.done:
+		return t.receipt, t.err
+	case <-ctx.Done():
+		return Receipt{}, ctx.Err()
+	}
+}
+
+// TryCheck reports the result without blocking: done is false while the
+// write is still pending.
+func (t *Ticket) TryCheck() (r Receipt, done bool, err error) {
+	select {
+	case <-t.done:
+		return t.receipt, true, t.err
+	default:
+		return Receipt{}, false, nil
+	}
+}
+
+// Done is closed when the ticket resolves; then TryCheck returns the result.
+func (t *Ticket) Done() <-chan struct{} { return t.done }
+
+// ErrRetry is matched by a *RetryError: TrySubmit refused the write because
+// the writer mailbox is under pressure. Nothing was written; try again.
+var ErrRetry = errors.New("batpak: writer under pressure, retry")
+
+// RetryError is TrySubmit's answer under back-pressure.
+type RetryError struct {
+	After  time.Duration // suggested wait before retrying
+	Reason string
+}
+
+func (e *RetryError) Error() string {
+	return fmt.Sprintf("batpak: retry after %v: %s", e.After, e.Reason)
+}
+
+// Is reports ErrRetry.
+func (e *RetryError) Is(target error) bool { return target == ErrRetry }
+
+// WriterPressure is a snapshot of the writer mailbox.
+type WriterPressure struct {
+	QueueLen int // writes waiting for the writer
+	Capacity int // Config.ChannelCapacity
+}
+
+// Utilization is QueueLen/Capacity in [0, 1].
+func (p WriterPressure) Utilization() float64 {
+	if p.Capacity == 0 {
+		return 0
+	}
+	return float64(p.QueueLen) / float64(p.Capacity)
+}
+
+// Headroom is how many more writes fit before Submit blocks.
+func (p WriterPressure) Headroom() int { return max(p.Capacity-p.QueueLen, 0) }
+
+// IsIdle reports an empty mailbox.
+func (p WriterPressure) IsIdle() bool { return p.QueueLen == 0 }
