@@ -181,13 +181,15 @@ func TestIdempotencyRace(t *testing.T) {
 			wg.Add(1)
 			go func(g int) {
 				defer wg.Done()
-				c, _ := core.NewCoordinate(fmt.Sprintf("idem:%d", g%3), "s")
+				// Every racer retries the same event (a retry storm).
+				c, _ := core.NewCoordinate("idem", "s")
+				payload := []byte(fmt.Sprintf(`{"round":%d}`, round))
 				<-start
 				if g%2 == 0 {
-					rs[g], errs[g] = s.AppendWithOptions(ctx, c, kindA, []byte(fmt.Sprintf(`{"g":%d}`, g)), core.AppendOptions{IdempotencyKey: key})
+					rs[g], errs[g] = s.AppendWithOptions(ctx, c, kindA, payload, core.AppendOptions{IdempotencyKey: key})
 					return
 				}
-				tk, err := s.SubmitWithOptions(ctx, c, kindA, []byte(fmt.Sprintf(`{"g":%d}`, g)), core.AppendOptions{IdempotencyKey: key})
+				tk, err := s.SubmitWithOptions(ctx, c, kindA, payload, core.AppendOptions{IdempotencyKey: key})
 				if err != nil {
 					errs[g] = err
 					return

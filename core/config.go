@@ -103,15 +103,16 @@ func DefaultConfig(dir string) Config {
 	}
 }
 
-// Validate checks every field against its documented range. The error wraps
-// ErrInvalidConfig and names the field.
+// Validate checks every field against its documented range. The error is a
+// *ConfigError naming the first field out of range (errors.Is(err,
+// ErrInvalidConfig)).
 func (c Config) Validate() error {
 	bad := func(field string, v any, want string) error {
-		return fmt.Errorf("%w: %s = %v, want %s", ErrInvalidConfig, field, v, want)
+		return &ConfigError{Field: field, Value: v, Want: want}
 	}
 	switch {
 	case c.Dir == "":
-		return fmt.Errorf("%w: Dir is empty", ErrInvalidConfig)
+		return bad("Dir", `""`, "a directory path")
 	case c.SegmentMaxBytes < 64<<10 || c.SegmentMaxBytes > 1<<32-1:
 		return bad("SegmentMaxBytes", c.SegmentMaxBytes, "64 KiB..4 GiB-1")
 	case c.FDBudget < 2 || c.FDBudget > 65536:
@@ -140,3 +141,17 @@ func (c *Config) fillRuntimeDefaults() {
 		c.Logger = slog.Default()
 	}
 }
+
+// ConfigError names a Config field that is out of its documented range.
+type ConfigError struct {
+	Field string // Go field name, e.g. "Sync.EveryNEvents"
+	Value any
+	Want  string // the allowed range
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("batpak: invalid config: %s = %v, want %s", e.Field, e.Value, e.Want)
+}
+
+// Is reports ErrInvalidConfig.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }

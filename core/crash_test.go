@@ -179,7 +179,7 @@ func checkAfterCrash(t *testing.T, dir string, acks []ack) {
 			continue
 		}
 		c := mustCoord(t, fmt.Sprintf("crash:%d", a.g), "s")
-		r, err := s.AppendWithOptions(ctx, c, kindA, []byte(`{"retry":true}`), core.AppendOptions{IdempotencyKey: a.idempotentKey})
+		r, err := s.AppendWithOptions(ctx, c, kindA, []byte(crashPayload(a.round, a.g, a.i)), core.AppendOptions{IdempotencyKey: a.idempotentKey})
 		if err != nil || !r.Deduplicated || r.ID != a.id || r.GlobalSequence != a.seq {
 			t.Fatalf("retry of acknowledged idempotent write %s: %+v, %v", a.idempotentKey, r, err)
 		}

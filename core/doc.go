@@ -113,10 +113,13 @@
 // payload enters the chain only through its digest, payload bytes can later
 // be erased without breaking the chain.
 //
-// The active segment is zero-filled ahead of its data (4 MiB at a time) so
-// that fdatasync flushes data only, with no size or extent change to
-// journal on every commit; the unused tail is zeros, which readers treat as the end of data, and it is cut off when
-// the segment is sealed (rotation at SegmentMaxBytes) or the store closes.
+// The active segment is zero-filled ahead of its data (an eighth of what it
+// holds, 64 KiB to 4 MiB at a time) so that fdatasync flushes data only,
+// with no size or extent change to journal on every commit. The zeros are
+// never cut off, not even when the segment is sealed: a reader in another
+// process may have the file mapped, and shrinking a mapped file would turn
+// its next look at the tail into SIGBUS. Readers take the zeros as the end
+// of data.
 //
 // # Recovery
 //

@@ -36,6 +36,9 @@ var (
 	ErrLocked = errors.New("batpak: store is locked by another process")
 	// ErrInvalidConfig: a Config field is out of its documented range.
 	ErrInvalidConfig = errors.New("batpak: invalid config")
+	// ErrIdempotencyMismatch: an idempotency key was reused for a different
+	// event (other coordinate, kind or payload); see IdempotencyError.
+	ErrIdempotencyMismatch = errors.New("batpak: idempotency key reused for a different event")
 	// ErrStoreFull: the store reached its limit of 2^32-1 events.
 	ErrStoreFull = errors.New("batpak: store holds the maximum number of events")
 )
@@ -129,3 +132,20 @@ func (e *LockedError) Error() string {
 
 // Is reports ErrLocked.
 func (e *LockedError) Is(target error) bool { return target == ErrLocked }
+
+// IdempotencyError is returned when a write repeats an idempotency key the
+// store already holds but is not the same event: a different coordinate,
+// kind or payload. Nothing is written. A true retry (same coordinate, kind
+// and payload bytes) gets the original receipt instead.
+type IdempotencyError struct {
+	Key      string
+	Original EventID // the event the key belongs to
+	Reason   string
+}
+
+func (e *IdempotencyError) Error() string {
+	return fmt.Sprintf("batpak: idempotency key %q already names event %s: %s", e.Key, e.Original, e.Reason)
+}
+
+// Is reports ErrIdempotencyMismatch.
+func (e *IdempotencyError) Is(target error) bool { return target == ErrIdempotencyMismatch }

@@ -81,6 +81,7 @@ type StoredEvent struct {
 // Config.Sync: see the package documentation's durability table.
 type Receipt struct {
 	ID             EventID
+	CorrelationID  EventID
 	GlobalSequence uint64
 	Clock          uint64
 	Timestamp      int64
@@ -134,9 +135,11 @@ type AppendOptions struct {
 	// write with a *ConflictError when it does not hold.
 	ExpectedClock Expectation
 	// IdempotencyKey, when non-empty, makes the write idempotent: a later write
-	// with the same key returns the original receipt (Deduplicated set) and
-	// writes nothing, even across Close/Open and crashes. Keys are store-wide,
-	// at most MaxIdempotencyKeyBytes bytes.
+	// with the same key, coordinate, kind and payload returns the original
+	// receipt (Deduplicated set) and writes nothing, even across Close/Open
+	// and crashes. Reusing a key for a different event fails with an
+	// *IdempotencyError. Keys are store-wide, at most MaxIdempotencyKeyBytes
+	// bytes of UTF-8.
 	IdempotencyKey string
 	// CorrelationID defaults to the event's own id.
 	CorrelationID EventID

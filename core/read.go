@@ -3,6 +3,7 @@ package core
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"path/filepath"
 )
 
@@ -36,6 +37,49 @@ func (s *Store) Query(r Region) ([]StoredEvent, error) {
 		return nil, err
 	}
 	return s.readLocs(s.ix.plan(r))
+}
+
+// Events iterates over the visible events in r in global order, reading
+// each one from its segment only when the loop reaches it, so a loop that
+// stops early (a limit, a cancelled context) does no further work. Which
+// events are visited is fixed when the iteration starts. On a read error
+// the iterator yields it once and stops.
+//
+//	for ev, err := range s.Events(core.Scope("eu")) {
+//		if err != nil { return err }
+//		...
+//	}
+func (s *Store) Events(r Region) iter.Seq2[StoredEvent, error] {
+	return func(yield func(StoredEvent, error) bool) {
+		if err := s.checkReadable(); err != nil {
+			yield(StoredEvent{}, err)
+			return
+		}
+		locs := s.ix.plan(r)
+		var m *mapping
+		defer func() {
+			if m != nil {
+				s.segs.release(m)
+			}
+		}()
+		for _, l := range locs {
+			if m == nil || m.id != l.seg {
+				if m != nil {
+					s.segs.release(m)
+					m = nil
+				}
+				var err error
+				if m, err = s.segs.acquire(l.seg); err != nil {
+					yield(StoredEvent{}, err)
+					return
+				}
+			}
+			ev, err := s.decodeAt(m, l)
+			if !yield(ev, err) || err != nil {
+				return
+			}
+		}
+	}
 }
 
 // Stream returns the events of exactly this entity, ordered by clock.
@@ -129,16 +173,50 @@ func (s *Store) decodeAt(m *mapping, l loc) (StoredEvent, error) {
 	return eventView(rec).decode(), nil
 }
 
-// receiptOf rebuilds the receipt of a published event (for a deduplicated
-// idempotent write). Called by the writer.
-func (s *Store) receiptOf(seq uint32) (Receipt, error) {
+// idemOriginal is what a repeated idempotency key is checked against.
+type idemOriginal struct {
+	receipt Receipt
+	coord   Coordinate
+	kind    Kind
+	phash   Hash
+}
+
+// dedupe answers r with the original receipt, or with an
+// *IdempotencyError when r is not the same event.
+func (o idemOriginal) dedupe(r *request) {
+	var why string
+	switch {
+	case o.coord != r.coord:
+		why = fmt.Sprintf("it was used for %s, not %s", o.coord, r.coord)
+	case o.kind != r.kind:
+		why = fmt.Sprintf("it was used for kind %s, not %s", o.kind, r.kind)
+	case o.phash != r.phash:
+		why = "it was used with a different payload"
+	default:
+		rc := o.receipt
+		rc.Deduplicated = true
+		r.t.receipt = rc
+		return
+	}
+	r.t.err = &IdempotencyError{Key: r.opts.IdempotencyKey, Original: o.receipt.ID, Reason: why}
+}
+
+// idemOriginal reads back the event a stored idempotency key belongs to.
+// Called by the writer.
+func (s *Store) idemOriginal(seq uint32) (idemOriginal, error) {
 	s.ix.mu.RLock()
 	e := *s.ix.at(seq)
 	s.ix.mu.RUnlock()
 	evs, err := s.readLocs([]loc{{seq: seq, seg: e.seg, off: e.off}})
 	if err != nil {
-		return Receipt{}, err
+		return idemOriginal{}, err
 	}
-	h := evs[0].Header
-	return Receipt{ID: h.ID, GlobalSequence: uint64(seq), Clock: h.Clock, Timestamp: h.Timestamp}, nil
+	ev := evs[0]
+	h := ev.Header
+	return idemOriginal{
+		receipt: Receipt{ID: h.ID, CorrelationID: h.CorrelationID, GlobalSequence: uint64(seq), Clock: h.Clock, Timestamp: h.Timestamp},
+		coord:   ev.Coordinate,
+		kind:    h.Kind,
+		phash:   h.PayloadHash,
+	}, nil
 }

@@ -20,8 +20,6 @@ const (
 
 	minRecordSize = 16
 	maxRecordSize = 64<<20 + eventFixedSize + 3*MaxIdempotencyKeyBytes + 2*MaxCoordinatePartBytes
-
-	sysFlagNone byte = 0
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)

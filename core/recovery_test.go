@@ -104,9 +104,11 @@ func TestTornTailRecovery(t *testing.T) {
 	base, rs := closedFixture(t, n)
 	seg := lastSegment(t, base.Dir)
 	data, fs := readFrames(t, seg)
-	if len(fs) != n || fs[n-1].end() != len(data) {
-		t.Fatalf("fixture: %d frames ending at %d, file %d bytes", len(fs), fs[n-1].end(), len(data))
+	if len(fs) != n || !allZeroBytes(data[fs[n-1].end():]) {
+		t.Fatalf("fixture: %d frames ending at %d, want %d followed only by zero fill", len(fs), fs[n-1].end(), n)
 	}
+	// A torn write: the file ends inside the frames (no zero fill after).
+	data = data[:fs[n-1].end()]
 	last := fs[n-1]
 	full := last.end() - last.Off // the whole last frame
 	cuts := map[string]int{
@@ -144,8 +146,8 @@ func TestTornTailRecovery(t *testing.T) {
 				t.Fatalf("Open after cutting %d bytes: %v", k, err)
 			}
 			t.Cleanup(func() { s.Close() })
-			if got := fileSize(t, path); len(leftover) > 0 && !allZeroBytes(leftover) && got != int64(end) {
-				t.Errorf("torn tail not truncated: file is %d bytes, complete frames end at %d", got, end)
+			if got, _ := readFrames(t, path); len(leftover) > 0 && !allZeroBytes(got[end:]) {
+				t.Errorf("torn tail not discarded: bytes after the complete frames (from %d) are not zero", end)
 			}
 			checkPrefix(t, s, rs, complete)
 			// The repaired store reopens cleanly with everything.
@@ -155,8 +157,8 @@ func TestTornTailRecovery(t *testing.T) {
 			}
 			mustVerify(t, s2)
 			s2.Close()
-			if d, fr := readFrames(t, path); fr[len(fr)-1].end() != len(d) {
-				t.Errorf("segment holds %d bytes after its last frame", len(d)-fr[len(fr)-1].end())
+			if d, fr := readFrames(t, path); !allZeroBytes(d[fr[len(fr)-1].end():]) {
+				t.Errorf("segment holds non-zero bytes after its last frame")
 			}
 		})
 	}
@@ -169,6 +171,8 @@ func TestGarbageAfterLastFrame(t *testing.T) {
 	base, rs := closedFixture(t, n)
 	seg := lastSegment(t, base.Dir)
 	orig := fileSize(t, seg)
+	_, baseFrames := readFrames(t, seg)
+	dataEnd := baseFrames[len(baseFrames)-1].end()
 	garbage := map[string][]byte{
 		"random bytes":           []byte("\x17this is not a frame at all, just junk \xff\xfe\x01"),
 		"huge length":            {0xff, 0xff, 0xff, 0x7f, 1, 2, 3, 4, 5},
@@ -185,14 +189,24 @@ func TestGarbageAfterLastFrame(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			cfg := copyStore(t, base)
 			path := lastSegment(t, cfg.Dir)
-			appendBytes(t, path, g)
+			// A crash mid-write leaves junk where the zero fill was.
+			d, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d = append(d[:dataEnd], g...)
+			if len(d) < int(orig) {
+				d = append(d, make([]byte, int(orig)-len(d))...)
+			}
+			writeFile(t, path, d)
 			s, err := core.Open(cfg)
 			if err != nil {
 				t.Fatalf("Open: %v", err)
 			}
 			t.Cleanup(func() { s.Close() })
-			if got := fileSize(t, path); got != orig {
-				t.Errorf("garbage not truncated: %d bytes, want %d", got, orig)
+			after, _ := os.ReadFile(path)
+			if int64(len(after)) != max(orig, int64(dataEnd+len(g))) || !allZeroBytes(after[dataEnd:]) {
+				t.Errorf("garbage not discarded: %d bytes, non-zero bytes after the last frame at %d", len(after), dataEnd)
 			}
 			checkPrefix(t, s, rs, n)
 		})
@@ -381,8 +395,8 @@ func TestDamagedSealedSegmentTail(t *testing.T) {
 	path := segmentFiles(t, cfg.Dir)[0]
 	d, fs := readFrames(t, path)
 	lastF := fs[len(fs)-1]
-	if lastF.end() != len(d) {
-		t.Fatalf("sealed segment has %d bytes after its frames", len(d)-lastF.end())
+	if !allZeroBytes(d[lastF.end():]) {
+		t.Fatalf("sealed segment has non-zero bytes after its frames")
 	}
 	for name, mutate := range map[string]func([]byte) []byte{
 		"flipped byte in its last frame": func(b []byte) []byte { b[lastF.end()-3] ^= 0xff; return b },

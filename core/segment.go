@@ -20,9 +20,10 @@ const (
 	segmentHeaderSize = 32
 	segmentVersion    = 1
 	segmentSuffix     = ".seg"
-	// preallocStep is how far the active segment is zero-filled ahead of
-	// the data, so that fdatasync need not journal a size or extent change
-	// on every group commit. Sealed segments are truncated to their data.
+	// preallocStep is the most the active segment is zero-filled ahead of
+	// its data at a time, so that fdatasync need not journal a size or
+	// extent change on every group commit. The zeros are never cut off
+	// (see writer.seal); readers take them as the end of data.
 	preallocStep = 4 << 20
 )
 
@@ -265,15 +266,6 @@ func (c *segCache) dropLocked(m *mapping) {
 	}
 }
 
-// forget unmaps segment id (for example after it was truncated or removed).
-func (c *segCache) forget(id uint32) {
-	c.mu.Lock()
-	if m, ok := c.maps[id]; ok {
-		c.dropLocked(m)
-	}
-	c.mu.Unlock()
-}
-
 // close unmaps everything not in use.
 func (c *segCache) close() {
 	c.mu.Lock()
@@ -281,10 +273,4 @@ func (c *segCache) close() {
 		c.dropLocked(m)
 	}
 	c.mu.Unlock()
-}
-
-func (c *segCache) mapped() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.maps)
 }

@@ -36,6 +36,19 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 	shut      atomic.Bool // Close finished: reads fail with ErrClosed
+
+	endsMu sync.Mutex
+	ends   map[uint32]int64 // segment id → end of its data (active: see writer.stat)
+}
+
+// setSegmentEnd records where a segment's data ends, for Stats.
+func (s *Store) setSegmentEnd(id uint32, end int64) {
+	s.endsMu.Lock()
+	if s.ends == nil {
+		s.ends = map[uint32]int64{}
+	}
+	s.ends[id] = end
+	s.endsMu.Unlock()
 }
 
 // Open opens (creating if needed) the store in cfg.Dir for reading and
@@ -125,6 +138,7 @@ func (s *Store) recover() (recovered, error) {
 			return out, err
 		}
 		out.lastSeg, out.end, out.fileSize = id, end, size
+		s.setSegmentEnd(id, end)
 	}
 	out.nextSeq = uint64(s.ix.n)
 	return out, nil
@@ -187,26 +201,35 @@ func (s *Store) recoverSegment(id uint32, last bool) (end, size int64, err error
 			return 0, 0, &CorruptionError{File: path, Offset: end, Reason: "unreadable bytes at the end of a sealed segment"}
 		}
 		if !s.readOnly {
-			s.log.Warn("batpak: truncating a torn tail left by a crash", "file", path, "offset", end, "bytes", size-end)
-			if err := truncateSync(path, end); err != nil {
+			s.log.Warn("batpak: discarding a torn tail left by a crash", "file", path, "offset", end, "bytes", size-end)
+			if err := zeroTail(path, end, size); err != nil {
 				return 0, 0, err
 			}
-			size = end
 		}
 	}
 	return end, size, nil
 }
 
-func truncateSync(path string, size int64) error {
+// zeroTail overwrites [from, size) with zeros and syncs: a torn tail is
+// discarded without shrinking the file, which a reader in another process
+// may have mapped (see writer.seal).
+func zeroTail(path string, from, size int64) error {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return fmt.Errorf("batpak: truncate torn tail: %w", err)
+		return fmt.Errorf("batpak: discard torn tail: %w", err)
 	}
 	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		return fmt.Errorf("batpak: truncate torn tail: %w", err)
+	for off := from; off < size; {
+		n := min(int64(len(zeros)), size-off)
+		if _, err := f.WriteAt(zeros[:n], off); err != nil {
+			return fmt.Errorf("batpak: discard torn tail: %w", err)
+		}
+		off += n
 	}
-	return f.Sync()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("batpak: discard torn tail: %w", err)
+	}
+	return nil
 }
 
 func writeSegmentHeader(path string, id uint32) error {
@@ -301,7 +324,7 @@ type Stats struct {
 	GlobalSequence uint64 // the sequence the next event will get
 	Entities       int
 	Segments       int
-	Bytes          int64 // bytes in segment files, preallocated space excluded
+	Bytes          int64 // bytes of segment data (headers and frames; zero-filled space excluded)
 	IndexBytes     int64 // estimate of the heap the index holds
 	Fsyncs         uint64
 }
@@ -312,22 +335,20 @@ func (s *Store) Stats() Stats {
 	st := Stats{GlobalSequence: uint64(s.ix.n), Entities: len(s.ix.entities), Events: uint64(s.ix.ids.used)}
 	s.ix.mu.RUnlock()
 	st.IndexBytes = s.ix.memoryBytes()
-	ids, _ := listSegments(s.cfg.Dir)
-	st.Segments = len(ids)
 	var activeID uint32
 	var activeEnd int64 = -1
 	if s.w != nil {
 		activeID, activeEnd = s.w.stat()
 	}
-	for _, id := range ids {
+	s.endsMu.Lock()
+	for id, end := range s.ends {
 		if id == activeID && activeEnd >= 0 {
-			st.Bytes += activeEnd
-			continue
+			end = activeEnd
 		}
-		if fi, err := os.Stat(filepath.Join(s.cfg.Dir, segmentName(id))); err == nil {
-			st.Bytes += fi.Size()
-		}
+		st.Bytes += end
 	}
+	st.Segments = len(s.ends)
+	s.endsMu.Unlock()
 	if s.w != nil {
 		st.Fsyncs = s.w.fsyncs.Load()
 	}

@@ -724,10 +724,25 @@ func TestIdempotency(t *testing.T) {
 			t.Errorf("%s: receipt %+v, want the original %+v", what, r, first)
 		}
 	}
-	// Same key: original receipt, nothing written, whatever the rest of the write says.
+	// Same key, same event: original receipt, nothing written.
 	same(s, mustAppendOpts(t, s, c, kindA, `{"amount":42}`, o), "repeat")
-	same(s, mustAppendOpts(t, s, mustCoord(t, "elsewhere", "x"), kindB, `{"different":true}`, o), "repeat with other content")
-	tk, err := s.SubmitWithOptions(ctx, c, kindA, []byte(`{}`), o)
+	// Same key, different event: refused with IdempotencyError, nothing written.
+	for name, w := range map[string]struct {
+		c       core.Coordinate
+		k       core.Kind
+		payload string
+	}{
+		"other coordinate": {mustCoord(t, "elsewhere", "x"), kindA, `{"amount":42}`},
+		"other kind":       {c, kindB, `{"amount":42}`},
+		"other payload":    {c, kindA, `{"amount":43}`},
+	} {
+		_, err := s.AppendWithOptions(ctx, w.c, w.k, []byte(w.payload), o)
+		var ie *core.IdempotencyError
+		if !errors.As(err, &ie) || !errors.Is(err, core.ErrIdempotencyMismatch) || ie.Original != first.ID || ie.Key != o.IdempotencyKey {
+			t.Errorf("%s: err = %v, want *IdempotencyError naming %s", name, err, first.ID)
+		}
+	}
+	tk, err := s.SubmitWithOptions(ctx, c, kindA, []byte(`{"amount":42}`), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -967,16 +982,17 @@ func TestSyncAndStats(t *testing.T) {
 	if st.Events != 10 || st.GlobalSequence != 10 || st.Entities != 1 || st.Segments != 1 {
 		t.Errorf("Stats = %+v", st)
 	}
-	// Bytes counts data, not preallocated space: after Close it equals the file sizes.
+	// Bytes counts data (header and frames), not the zero fill after it.
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	var sum int64
 	for _, f := range segmentFiles(t, s.Dir()) {
-		sum += fileSize(t, f)
+		_, fr := readFrames(t, f)
+		sum += int64(fr[len(fr)-1].end())
 	}
 	if st.Bytes != sum {
-		t.Errorf("Stats.Bytes = %d, segment files hold %d after Close", st.Bytes, sum)
+		t.Errorf("Stats.Bytes = %d, segment data ends add up to %d", st.Bytes, sum)
 	}
 	// With EveryNEvents = 1, every acknowledged write was synced.
 	s2 := openStore(t, func(c *core.Config) { c.Sync.EveryNEvents = 1 })

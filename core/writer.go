@@ -69,7 +69,7 @@ type writer struct {
 	reqs      []*request
 	pend      []pending
 	resolved  []*request
-	groupIdm  map[string]Receipt
+	groupIdm  map[string]idemOriginal // keys written earlier in this group
 
 	lastGroup int   // size of the previous group, for gather
 	now       int64 // wall clock (µs) of the group being processed
@@ -81,7 +81,7 @@ type writer struct {
 }
 
 func newWriter(s *Store, rec recovered) (*writer, error) {
-	w := &writer{s: s, nextSeq: rec.nextSeq, exited: make(chan struct{}), groupIdm: map[string]Receipt{}}
+	w := &writer{s: s, nextSeq: rec.nextSeq, exited: make(chan struct{}), groupIdm: map[string]idemOriginal{}}
 	w.timer = time.NewTimer(time.Hour)
 	w.timer.Stop()
 	w.syncer.start(s.cfg.Sync.Mode, &w.fsyncs)
@@ -249,14 +249,17 @@ func (w *writer) assign(r *request) {
 	ix := w.s.ix
 	w.resolved = append(w.resolved, r)
 	if key := r.opts.IdempotencyKey; key != "" {
-		if rc, ok := w.groupIdm[key]; ok {
-			rc.Deduplicated = true
-			r.t.receipt = rc
+		if orig, ok := w.groupIdm[key]; ok {
+			orig.dedupe(r)
 			return
 		}
 		if seq, ok := ix.idem[key]; ok {
-			r.t.receipt, r.t.err = w.s.receiptOf(seq)
-			r.t.receipt.Deduplicated = true
+			orig, err := w.s.idemOriginal(seq)
+			if err != nil {
+				r.t.err = err
+				return
+			}
+			orig.dedupe(r)
 			return
 		}
 	}
@@ -320,9 +323,9 @@ func (w *writer) assign(r *request) {
 			clock: rec.header.Clock, kind: r.kind},
 	})
 	w.nextSeq++
-	r.t.receipt = Receipt{ID: r.id, GlobalSequence: rec.seq, Clock: rec.header.Clock, Timestamp: rec.header.Timestamp}
+	r.t.receipt = Receipt{ID: r.id, CorrelationID: rec.header.CorrelationID, GlobalSequence: rec.seq, Clock: rec.header.Clock, Timestamp: rec.header.Timestamp}
 	if rec.idem != "" {
-		w.groupIdm[rec.idem] = r.t.receipt
+		w.groupIdm[rec.idem] = idemOriginal{receipt: r.t.receipt, coord: r.coord, kind: r.kind, phash: r.phash}
 	}
 }
 
@@ -374,8 +377,12 @@ var zeros = make([]byte, 1<<20)
 // ~100 µs over written blocks against ~230 µs over fallocated ones, whose
 // extents must be converted in the journal on every sync.
 func (w *writer) extend(need int64) error {
-	step := min(int64(preallocStep), w.s.cfg.SegmentMaxBytes)
-	target := max(need, w.alloc+step)
+	// The step grows with the segment (an eighth of what it holds, from
+	// 64 KiB to 4 MiB), so a small store carries little zero tail.
+	step := min(max(w.off/8, 64<<10), preallocStep)
+	// Never fill past SegmentMaxBytes: a segment file stays within it
+	// unless one event alone is larger.
+	target := max(need, min(w.alloc+step, w.s.cfg.SegmentMaxBytes))
 	for off := w.alloc; off < target; {
 		n := min(int64(len(zeros)), target-off)
 		if _, err := w.file.WriteAt(zeros[:n], off); err != nil {
@@ -421,21 +428,22 @@ func (w *writer) unmapActive() {
 	}
 }
 
-// seal finishes the active segment: cut the preallocated tail, sync, close.
+// seal finishes the active segment: sync and close it. The zero-filled
+// tail stays: a reader in another process (OpenReadOnly) may have the file
+// mapped, and cutting it would turn that reader's next look at the tail
+// into SIGBUS. Readers treat the zeros as the end of data.
 func (w *writer) seal() error {
 	if err := w.awaitSync(); err != nil {
 		return err
 	}
 	w.unmapActive()
-	if err := w.file.Truncate(w.off); err != nil {
-		return fmt.Errorf("batpak: seal segment: %w", err)
-	}
 	if err := w.file.Sync(); err != nil {
 		return fmt.Errorf("batpak: seal segment: %w", err)
 	}
 	w.fsyncs.Add(1)
 	w.unsynced = 0
 	w.s.segs.seal(w.seg, w.off)
+	w.s.setSegmentEnd(w.seg, w.off)
 	return w.file.Close()
 }
 
@@ -460,6 +468,7 @@ func (w *writer) createSegment(id uint32) error {
 		return err
 	}
 	w.file, w.seg, w.off, w.alloc = f, id, segmentHeaderSize, segmentHeaderSize
+	w.s.setSegmentEnd(id, w.off)
 	if err := w.mapActive(); err != nil {
 		return err
 	}
@@ -505,8 +514,8 @@ func (w *writer) fail(err error) {
 	}
 }
 
-// finish runs on Close after every queued write: sync, cut the
-// preallocated tail, close the file.
+// finish runs on Close after every queued write: sync and close the file
+// (keeping the zero-filled tail, as seal does).
 func (w *writer) finish() error {
 	w.timer.Stop()
 	if w.file == nil {
@@ -517,9 +526,7 @@ func (w *writer) finish() error {
 	w.unmapActive()
 	err := w.failed
 	if err == nil {
-		if e := w.file.Truncate(w.off); e != nil {
-			err = fmt.Errorf("batpak: close segment: %w", e)
-		} else if e := w.file.Sync(); e != nil {
+		if e := w.file.Sync(); e != nil {
 			err = fmt.Errorf("batpak: close segment: %w", e)
 		}
 		w.fsyncs.Add(1)
