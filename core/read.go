@@ -55,30 +55,7 @@ func (s *Store) Events(r Region) iter.Seq2[StoredEvent, error] {
 			yield(StoredEvent{}, err)
 			return
 		}
-		locs := s.ix.plan(r)
-		var m *mapping
-		defer func() {
-			if m != nil {
-				s.segs.release(m)
-			}
-		}()
-		for _, l := range locs {
-			if m == nil || m.id != l.seg {
-				if m != nil {
-					s.segs.release(m)
-					m = nil
-				}
-				var err error
-				if m, err = s.segs.acquire(l.seg); err != nil {
-					yield(StoredEvent{}, err)
-					return
-				}
-			}
-			ev, err := s.decodeAt(m, l)
-			if !yield(ev, err) || err != nil {
-				return
-			}
-		}
+		s.eachLoc(s.ix.plan(r), yield)
 	}
 }
 
@@ -132,13 +109,31 @@ func (s *Store) Ancestors(id EventID, limit int) ([]StoredEvent, error) {
 
 func isNotFound(err error) bool { return err != nil && errors.Is(err, ErrNotFound) }
 
-// readLocs reads events, keeping one segment mapping across consecutive
-// events of the same segment.
+// readLocs reads the events at locs.
 func (s *Store) readLocs(locs []loc) ([]StoredEvent, error) {
 	if len(locs) == 0 {
 		return nil, nil
 	}
 	out := make([]StoredEvent, 0, len(locs))
+	var rerr error
+	s.eachLoc(locs, func(ev StoredEvent, err error) bool {
+		if err != nil {
+			rerr = err
+			return false
+		}
+		out = append(out, ev)
+		return true
+	})
+	if rerr != nil {
+		return nil, rerr
+	}
+	return out, nil
+}
+
+// eachLoc reads the events at locs in order and hands each to fn until fn
+// returns false or a read fails (fn then gets the error, once). One segment
+// mapping is held across consecutive events of the same segment.
+func (s *Store) eachLoc(locs []loc, fn func(StoredEvent, error) bool) {
 	var m *mapping
 	defer func() {
 		if m != nil {
@@ -153,16 +148,15 @@ func (s *Store) readLocs(locs []loc) ([]StoredEvent, error) {
 			}
 			var err error
 			if m, err = s.segs.acquire(l.seg); err != nil {
-				return nil, err
+				fn(StoredEvent{}, err)
+				return
 			}
 		}
 		ev, err := s.decodeAt(m, l)
-		if err != nil {
-			return nil, err
+		if !fn(ev, err) || err != nil {
+			return
 		}
-		out = append(out, ev)
 	}
-	return out, nil
 }
 
 func (s *Store) decodeAt(m *mapping, l loc) (StoredEvent, error) {

@@ -622,3 +622,48 @@ func TestManyEvents(t *testing.T) {
 	check(s)
 	check(reopen(t, s))
 }
+
+// Events yields what Query returns, in the same order, and stops reading
+// as soon as the loop stops.
+func TestEventsIterator(t *testing.T) {
+	s := openStore(t)
+	for i := 0; i < 50; i++ {
+		mustAppend(t, s, mustCoord(t, fmt.Sprintf("it:%d", i%5), "s"), kindA, fmt.Sprintf(`{"i":%d}`, i))
+	}
+	r := core.Entity("it:").WithClockRange(2, 7)
+	want, err := s.Query(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []core.StoredEvent
+	for ev, err := range s.Events(r) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ev)
+	}
+	if len(got) != len(want) || len(got) != 30 {
+		t.Fatalf("Events gave %d events, Query %d, want 30", len(got), len(want))
+	}
+	for i := range got {
+		if got[i].Header.ID != want[i].Header.ID || string(got[i].Payload) != string(want[i].Payload) {
+			t.Fatalf("event %d differs: %v vs %v", i, got[i].Header.ID, want[i].Header.ID)
+		}
+	}
+	n := 0
+	for range s.Events(core.All()) {
+		n++
+		if n == 3 {
+			break
+		}
+	}
+	if n != 3 {
+		t.Fatalf("early stop: visited %d", n)
+	}
+	s.Close()
+	for _, err := range s.Events(core.All()) {
+		if !errors.Is(err, core.ErrClosed) {
+			t.Fatalf("Events after Close: %v, want ErrClosed", err)
+		}
+	}
+}

@@ -257,20 +257,18 @@ func (a *app) loadConfig() (*resolved, error) {
 	return res, nil
 }
 
-// explainInvalid turns core.Config.Validate's error, which names the Go
-// field ("SegmentMaxBytes = 100, want 64 KiB..4 GiB-1"), into one that names
-// the config key and where its value came from.
+// explainInvalid turns core.Config.Validate's *core.ConfigError, which
+// names the Go field, into one that names the config key and where its
+// value came from.
 func (a *app) explainInvalid(err error, res *resolved) error {
-	msg := err.Error()
+	var ce *core.ConfigError
+	if !errors.As(err, &ce) {
+		return err
+	}
 	for _, e := range res.entries {
-		if !strings.Contains(msg, ": "+e.field+" ") {
-			continue
+		if e.field == ce.Field {
+			return &detailError{msg: fmt.Sprintf("invalid config: %s = %s (from %s): want %s", e.key, e.value, e.source, ce.Want), err: err}
 		}
-		want := ""
-		if i := strings.Index(msg, ", want "); i >= 0 {
-			want = ": " + msg[i+2:]
-		}
-		return &detailError{msg: fmt.Sprintf("invalid config: %s = %s (from %s)%s", e.key, e.value, e.source, want), err: err}
 	}
 	return err
 }

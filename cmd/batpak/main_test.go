@@ -176,15 +176,18 @@ func TestAppendGetRoundTrip(t *testing.T) {
 		}
 	}
 
-	// Idempotency: the second write with a key returns the first receipt.
+	// Idempotency: a retry with the same key returns the first receipt.
 	first := decode[receiptJSON](t, ok(t, "append", dd, "--entity", "k", "--scope", "s", "--kind", "1:1", "--data", "1", "--idempotency-key", "key-1", "--json"))
-	again := decode[receiptJSON](t, ok(t, "append", dd, "--entity", "k", "--scope", "s", "--kind", "1:1", "--data", "2", "--idempotency-key", "key-1", "--json"))
+	again := decode[receiptJSON](t, ok(t, "append", dd, "--entity", "k", "--scope", "s", "--kind", "1:1", "--data", "1", "--idempotency-key", "key-1", "--json"))
 	if again.ID != first.ID || !again.Deduplicated || first.Deduplicated {
 		t.Errorf("idempotent rewrite: first %+v, again %+v", first, again)
 	}
-	if out := ok(t, "append", dd, "--entity", "k", "--scope", "s", "--kind", "1:1", "--data", "2", "--idempotency-key", "key-1"); !strings.HasPrefix(out, "duplicate "+first.ID.String()) {
+	if out := ok(t, "append", dd, "--entity", "k", "--scope", "s", "--kind", "1:1", "--data", "1", "--idempotency-key", "key-1"); !strings.HasPrefix(out, "duplicate "+first.ID.String()) {
 		t.Errorf("human duplicate receipt = %q", out)
 	}
+	// The same key for a different event is refused and names the original.
+	fails(t, []string{"append", dd, "--entity", "k", "--scope", "s", "--kind", "1:1", "--data", "2", "--idempotency-key", "key-1"},
+		"idempotency key", first.ID.String(), "different payload")
 }
 
 func TestQueryJSON(t *testing.T) {
@@ -421,8 +424,7 @@ func TestDemoTwiceThenVerify(t *testing.T) {
 		t.Errorf("ancestors:\n%s", out)
 	}
 
-	var st statsJSON
-	st = decode[statsJSON](t, ok(t, "stats", dd, "--json"))
+	st := decode[statsJSON](t, ok(t, "stats", dd, "--json"))
 	if st.Events != 21 || st.GlobalSequence != 21 || st.Entities != 14 || st.Segments != 1 || st.Bytes <= 0 || st.Dir != dir {
 		t.Errorf("stats --json = %+v", st)
 	}
@@ -615,9 +617,9 @@ func writeFile(t *testing.T, path, content string) {
 }
 
 // TestReadWhileWriterCloses runs read verbs while a writer in this process
-// closes its store (truncating the active segment's zero-filled tail). See
-// withReadStore: without its fault recovery, core's read-only open can
-// touch the truncated pages and the process dies of SIGBUS.
+// closes its store. A reader maps segment files whole, zero-filled tail
+// included; the writer must never shrink a file under it (a read of the
+// cut pages would kill the process with SIGBUS).
 func TestReadWhileWriterCloses(t *testing.T) {
 	root := isolate(t)
 	ctx := context.Background()

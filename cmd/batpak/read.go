@@ -115,57 +115,61 @@ JSON value), plus idempotency_key and flags when set.`,
 				return badInput("--limit", fmt.Errorf("%d is negative (0 means no limit)", limit))
 			}
 
-			var evs []core.StoredEvent
-			err = a.withReadStore(func(s *core.Store, _ *resolved) error {
-				var err error
-				evs, err = s.Query(r)
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			total := len(evs)
-			if limit > 0 && len(evs) > limit {
-				evs = evs[:limit]
-			}
 			ctx := cmd.Context()
-			if asJSON {
-				out := newJSONLines(cmd.OutOrStdout())
-				for _, ev := range evs {
+			return a.withReadStore(func(s *core.Store, _ *resolved) error {
+				w := cmd.OutOrStdout()
+				var out jsonLines
+				var tw *tabwriter.Writer
+				if asJSON {
+					out = newJSONLines(w)
+				} else {
+					tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+				}
+				n, more := 0, false
+				// Events reads lazily: --limit and Ctrl-C stop the reading too.
+				for ev, err := range s.Events(r) {
+					if err != nil {
+						return err
+					}
 					if err := ctx.Err(); err != nil {
 						return err
 					}
-					if err := out.write(toEventJSON(ev)); err != nil {
-						return err
+					if limit > 0 && n == limit {
+						more = true
+						break
 					}
+					n++
+					if asJSON {
+						if err := out.write(toEventJSON(ev)); err != nil {
+							return err
+						}
+						continue
+					}
+					if n == 1 {
+						fmt.Fprintln(tw, "SEQ\tID\tENTITY\tSCOPE\tKIND\tCLOCK\tTIMESTAMP\tPAYLOAD")
+					}
+					h := ev.Header
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n",
+						ev.GlobalSequence, h.ID, oneLine(ev.Coordinate.Entity), oneLine(ev.Coordinate.Scope), h.Kind, h.Clock,
+						formatMicros(h.Timestamp), compactPayload(ev.Payload, 60))
 				}
-				return nil
-			}
-			w := cmd.OutOrStdout()
-			if total == 0 {
-				_, err := fmt.Fprintf(w, "no events; region: %s\n", r)
-				return err
-			}
-			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "SEQ\tID\tENTITY\tSCOPE\tKIND\tCLOCK\tTIMESTAMP\tPAYLOAD")
-			for _, ev := range evs {
-				if err := ctx.Err(); err != nil {
+				if asJSON {
+					return nil
+				}
+				if n == 0 {
+					_, err := fmt.Fprintf(w, "no events; region: %s\n", r)
 					return err
 				}
-				h := ev.Header
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n",
-					ev.GlobalSequence, h.ID, oneLine(ev.Coordinate.Entity), oneLine(ev.Coordinate.Scope), h.Kind, h.Clock,
-					formatMicros(h.Timestamp), compactPayload(ev.Payload, 60))
-			}
-			if err := tw.Flush(); err != nil {
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				shown := plural(n, "event", "events")
+				if more {
+					shown = fmt.Sprintf("first %d events shown (--limit %d; more match)", n, limit)
+				}
+				_, err := fmt.Fprintf(w, "%s; region: %s\n", shown, r)
 				return err
-			}
-			shown := plural(total, "event", "events")
-			if len(evs) < total {
-				shown = fmt.Sprintf("%d of %d events shown (--limit %d)", len(evs), total, limit)
-			}
-			_, err = fmt.Fprintf(w, "%s; region: %s\n", shown, r)
-			return err
+			})
 		},
 	}
 	f := cmd.Flags()

@@ -6,62 +6,20 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"strings"
 
 	"github.com/batpak-go/batpak/core"
 )
 
-// readAttempts bounds withReadStore's retries after a faulted read.
-const readAttempts = 3
-
 // withReadStore opens the configured store read-only, runs fn on it and
 // closes it.
-//
-// Workaround for a core bug: OpenReadOnly and Verify map a segment file at
-// its current size, zero-filled tail included, and scan that tail; when the
-// live writer seals or closes the segment meanwhile it truncates the file,
-// and touching the mapped pages past the new end raises SIGBUS, which
-// would crash the process. Here such a fault becomes a panic
-// (debug.SetPanicOnFault), is recovered, and the read starts over with a
-// fresh store: the file is stable again once the writer's Close returned.
-// fn must not write output before its last store call, so that a retry
-// never prints twice.
-func (a *app) withReadStore(fn func(s *core.Store, res *resolved) error) error {
-	var err error
-	for attempt := 1; attempt <= readAttempts; attempt++ {
-		var faulted bool
-		if faulted, err = a.tryRead(fn); !faulted {
-			return err
-		}
-	}
-	return err
-}
-
-func (a *app) tryRead(fn func(s *core.Store, res *resolved) error) (faulted bool, err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if p := recover(); p != nil {
-			// A fault at a mapped address carries Addr (see
-			// debug.SetPanicOnFault); anything else is a real bug.
-			re, ok := p.(interface {
-				runtime.Error
-				Addr() uintptr
-			})
-			if !ok {
-				panic(p)
-			}
-			faulted = true
-			err = fmt.Errorf("a segment file shrank while it was being read (a writer sealed or closed it); tried %d times: %v", readAttempts, re)
-		}
-	}()
+func (a *app) withReadStore(fn func(s *core.Store, res *resolved) error) (err error) {
 	s, res, err := a.openRead()
 	if err != nil {
-		return false, err
+		return err
 	}
 	defer closeStore(s, &err)
-	return false, fn(s, res)
+	return fn(s, res)
 }
 
 // openRead opens the configured store read-only: no lock is taken, so it
