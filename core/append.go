@@ -87,7 +87,7 @@ func (s *Store) newAppend(coord Coordinate, kind Kind, payload []byte, opts Appe
 	if copyPayload {
 		payload = append([]byte(nil), payload...)
 	}
-	return &request{
+	r := &request{
 		op:      opAppend,
 		coord:   coord,
 		kind:    kind,
@@ -95,6 +95,7 @@ func (s *Store) newAppend(coord Coordinate, kind Kind, payload []byte, opts Appe
 		phash:   payloadHash(payload),
 		opts:    opts,
 		id:      NewEventID(),
-		t:       newTicket(),
-	}, nil
+	}
+	r.t = &r.ticket
+	return r, nil
 }

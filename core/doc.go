@@ -51,8 +51,9 @@
 //	Sync setting                 Receipt means                      OS crash / power loss can lose
 //	---------------------------  ---------------------------------  ---------------------------------------
 //	EveryNEvents = 1             event is on stable storage         nothing acknowledged
-//	EveryNEvents = N > 1         event is written to the OS         up to N-1 acknowledged events (and the
-//	                                                                Interval bound below, if set)
+//	EveryNEvents = N > 1         event is written to the OS; an     up to about 2N acknowledged events (N
+//	                             fsync starts in the background     since the last sync started, N more if
+//	                             every N events                     the writer got ahead of a running one)
 //	Interval = d > 0             event is written to the OS         events acknowledged in the last d
 //	EveryNEvents = 0, Interval 0 event is written to the OS         everything since the last Sync/Close
 //	Sync(ctx) / Close()          all earlier writes are on stable   nothing written before the call

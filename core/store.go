@@ -282,7 +282,7 @@ func (s *Store) Close() error {
 		s.closeMu.Unlock()
 		t := newTicket()
 		s.mailbox <- &request{op: opClose, t: t}
-		<-t.done
+		<-t.Done()
 		s.closeErr = t.err
 		<-s.w.exited
 		s.segs.close()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -11,29 +13,38 @@ import (
 // written the event (and synced it, when the sync setting asks for that).
 // A Ticket is safe for concurrent use.
 type Ticket struct {
-	done    chan struct{}
+	state   atomic.Uint32 // 0 pending, 1 resolved
+	mu      sync.Mutex
+	ch      chan struct{} // made only when someone waits before resolution
 	receipt Receipt
 	err     error
 }
 
-func newTicket() *Ticket { return &Ticket{done: make(chan struct{})} }
+// closedChan is what Done returns for a resolved ticket.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func newTicket() *Ticket { return &Ticket{} }
 
 func (t *Ticket) resolve(r Receipt, err error) {
 	t.receipt, t.err = r, err
-	close(t.done)
+	t.mu.Lock()
+	t.state.Store(1)
+	ch := t.ch
+	t.mu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
 }
 
 // Wait blocks until the write is acknowledged or ctx ends. When ctx ends
 // first it returns ctx.Err(); the write itself is not cancelled and may
 // still happen.
 func (t *Ticket) Wait(ctx context.Context) (Receipt, error) {
-	select {
-	case <-t.done:
+	if t.state.Load() == 1 {
 		return t.receipt, t.err
-	default:
 	}
 	select {
-	case <-t.done:
+	case <-t.Done():
 		return t.receipt, t.err
 	case <-ctx.Done():
 		return Receipt{}, ctx.Err()
@@ -43,16 +54,27 @@ func (t *Ticket) Wait(ctx context.Context) (Receipt, error) {
 // TryCheck reports the result without blocking: done is false while the
 // write is still pending.
 func (t *Ticket) TryCheck() (r Receipt, done bool, err error) {
-	select {
-	case <-t.done:
+	if t.state.Load() == 1 {
 		return t.receipt, true, t.err
-	default:
-		return Receipt{}, false, nil
 	}
+	return Receipt{}, false, nil
 }
 
 // Done is closed when the ticket resolves; then TryCheck returns the result.
-func (t *Ticket) Done() <-chan struct{} { return t.done }
+func (t *Ticket) Done() <-chan struct{} {
+	if t.state.Load() == 1 {
+		return closedChan
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.state.Load() == 1 {
+		return closedChan
+	}
+	if t.ch == nil {
+		t.ch = make(chan struct{})
+	}
+	return t.ch
+}
 
 // ErrRetry is matched by a *RetryError: TrySubmit refused the write because
 // the writer mailbox is under pressure. Nothing was written; try again.

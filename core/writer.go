@@ -31,6 +31,7 @@ type request struct {
 	opts    AppendOptions
 	id      EventID
 	t       *Ticket
+	ticket  Ticket // t points here for appends: one allocation per write
 }
 
 // pending is an event assigned and encoded by the writer but not yet
@@ -150,9 +151,11 @@ func (w *writer) run() {
 // gather collects the group that starts with first: everything queued,
 // up to maxGroupBytes of payload or a control request. When every event is
 // synced (EveryNEvents = 1) and the previous group had several writers, it
-// waits briefly — at most a quarter of a typical fsync — for those writers
-// to queue their next events, so that one fsync covers them all instead of
-// alternating between a lone event and the rest.
+// waits — at most one typical fsync, capped at 1 ms — for those writers to
+// queue their next events, so that one fsync covers them all instead of
+// alternating between a few early arrivals and the rest. Waiting that long
+// costs at most what the split would: the early arrivals would otherwise
+// wait for a whole fsync of their own.
 func (w *writer) gather(first *request) {
 	mb := w.s.mailbox
 	w.reqs = append(w.reqs[:0], first)
@@ -164,7 +167,7 @@ func (w *writer) gather(first *request) {
 	var deadline time.Time
 	if w.s.cfg.Sync.EveryNEvents == 1 && w.lastGroup > 1 {
 		target = w.lastGroup
-		deadline = time.Now().Add(time.Duration(w.syncer.lastNs.Load() / 2))
+		deadline = time.Now().Add(min(time.Duration(w.syncer.lastNs.Load()), time.Millisecond))
 	}
 	for bytes < maxGroupBytes {
 		select {
@@ -202,6 +205,7 @@ func (w *writer) process(reqs []*request) (closing bool) {
 			continue
 		}
 		w.assign(r)
+		r.payload = nil // encoded (or refused): the caller's ticket need not keep it alive
 	}
 	if w.failed == nil {
 		w.fail(w.flush())
