@@ -19,7 +19,7 @@ func (s *Store) Append(ctx context.Context, coord Coordinate, kind Kind, payload
 // correlation, causation and flags (see AppendOptions). A failed
 // expectation returns a *ConflictError carrying expected and actual.
 func (s *Store) AppendWithOptions(ctx context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions) (Receipt, error) {
-	r, err := s.newAppend(coord, kind, payload, opts, false)
+	r, err := s.newAppend(ctx, coord, kind, payload, opts, false)
 	if err != nil {
 		return Receipt{}, err
 	}
@@ -47,7 +47,7 @@ func (s *Store) Submit(ctx context.Context, coord Coordinate, kind Kind, payload
 
 // SubmitWithOptions is Submit with AppendOptions.
 func (s *Store) SubmitWithOptions(ctx context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions) (*Ticket, error) {
-	r, err := s.newAppend(coord, kind, payload, opts, true)
+	r, err := s.newAppend(ctx, coord, kind, payload, opts, true)
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +69,7 @@ func (s *Store) TrySubmit(ctx context.Context, coord Coordinate, kind Kind, payl
 
 // TrySubmitWithOptions is TrySubmit with AppendOptions.
 func (s *Store) TrySubmitWithOptions(ctx context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions) (*Ticket, error) {
-	r, err := s.newAppend(coord, kind, payload, opts, true)
+	r, err := s.newAppend(ctx, coord, kind, payload, opts, true)
 	if err != nil {
 		return nil, err
 	}
@@ -77,25 +77,34 @@ func (s *Store) TrySubmitWithOptions(ctx context.Context, coord Coordinate, kind
 }
 
 // newAppend validates and prepares a request on the caller's goroutine.
-func (s *Store) newAppend(coord Coordinate, kind Kind, payload []byte, opts AppendOptions, copyPayload bool) (*request, error) {
+func (s *Store) newAppend(ctx context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions, copyPayload bool) (*request, error) {
+	ev, err := s.prepareEvent(ctx, coord, kind, payload, opts, copyPayload)
+	if err != nil {
+		return nil, err
+	}
+	r := &request{op: opAppend, ev: ev}
+	r.t = &r.ticket
+	return r, nil
+}
+
+// prepareEvent validates one event and computes what the writer needs:
+// id and payload digest.
+func (s *Store) prepareEvent(_ context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions, copyPayload bool) (eventReq, error) {
 	if s.readOnly {
-		return nil, ErrReadOnly
+		return eventReq{}, ErrReadOnly
 	}
 	if err := s.validateWrite(coord, kind, payload, &opts); err != nil {
-		return nil, err
+		return eventReq{}, err
 	}
 	if copyPayload {
 		payload = append([]byte(nil), payload...)
 	}
-	r := &request{
-		op:      opAppend,
+	return eventReq{
 		coord:   coord,
 		kind:    kind,
 		payload: payload,
 		phash:   payloadHash(payload),
 		opts:    opts,
 		id:      NewEventID(),
-	}
-	r.t = &r.ticket
-	return r, nil
+	}, nil
 }

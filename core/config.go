@@ -42,6 +42,30 @@ type SyncConfig struct {
 	Mode SyncMode
 }
 
+// BatchConfig bounds atomic batches and sets group commit.
+type BatchConfig struct {
+	// MaxSize is the most items one batch may hold. Default 256; range 1..4096.
+	MaxSize int
+	// MaxBytes bounds the sum of a batch's payload sizes. Default 1 MiB;
+	// range 1..16 MiB.
+	MaxBytes int
+	// GroupCommitMaxBatch is how many queued writes the writer may cover
+	// with one write call and one fsync: 1 turns group commit off (every
+	// write is written, and synced if the sync setting says so, alone),
+	// N > 1 coalesces up to N, 0 (the default) takes everything queued.
+	// Range 0..1<<20.
+	//
+	// Idempotency keys are not required for correctness in any mode: a
+	// receipt is returned only after the writes of its group are written
+	// (and synced, if configured), and a failed group fails every ticket in
+	// it and publishes nothing. They are what makes a retry after an error
+	// safe, though, in every mode: a write whose fsync failed may still be
+	// on disk and come back on reopen, and under group commit one failure
+	// fails every write of its group at once. Writers that retry on errors
+	// should send keys.
+	GroupCommitMaxBatch int
+}
+
 // Config configures a Store. Start from DefaultConfig and change what you
 // need; Open calls Validate.
 type Config struct {
@@ -66,6 +90,8 @@ type Config struct {
 	PressureRetryPct int
 	// Sync sets durability; see SyncConfig.
 	Sync SyncConfig
+	// Batch sets batch limits and group commit; see BatchConfig.
+	Batch BatchConfig
 	// Now is the wall clock used for event timestamps; tests inject a fake
 	// one. Default time.Now. Timestamps never decrease within an entity even
 	// if Now goes backwards.
@@ -84,6 +110,8 @@ const (
 	DefaultPressureRetryPct     = 75
 	DefaultSyncEveryNEvents     = 1000
 	DefaultSyncInterval         = time.Second
+	DefaultBatchMaxSize         = 256
+	DefaultBatchMaxBytes        = 1 << 20
 )
 
 // DefaultConfig returns the documented defaults for a store in dir.
@@ -100,6 +128,7 @@ func DefaultConfig(dir string) Config {
 			Interval:     DefaultSyncInterval,
 			Mode:         SyncData,
 		},
+		Batch: BatchConfig{MaxSize: DefaultBatchMaxSize, MaxBytes: DefaultBatchMaxBytes},
 	}
 }
 
@@ -129,6 +158,12 @@ func (c Config) Validate() error {
 		return bad("Sync.Interval", c.Sync.Interval, "0..1h")
 	case c.Sync.Mode != SyncData && c.Sync.Mode != SyncAll:
 		return bad("Sync.Mode", c.Sync.Mode, "SyncData or SyncAll")
+	case c.Batch.MaxSize < 1 || c.Batch.MaxSize > 4096:
+		return bad("Batch.MaxSize", c.Batch.MaxSize, "1..4096")
+	case c.Batch.MaxBytes < 1 || c.Batch.MaxBytes > 16<<20:
+		return bad("Batch.MaxBytes", c.Batch.MaxBytes, "1..16 MiB")
+	case c.Batch.GroupCommitMaxBatch < 0 || c.Batch.GroupCommitMaxBatch > 1<<20:
+		return bad("Batch.GroupCommitMaxBatch", c.Batch.GroupCommitMaxBatch, "0..1048576")
 	}
 	return nil
 }

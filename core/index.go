@@ -18,6 +18,7 @@ const (
 	chunkSize = 1 << chunkBits
 
 	entryRemoved uint8 = 1 << 0 // no event at this sequence (a gap)
+	entryHidden  uint8 = 1 << 1 // written under a fence that did not commit: never shown
 )
 
 type entry struct {
@@ -51,16 +52,18 @@ type scopeState struct {
 }
 
 type index struct {
-	mu       sync.RWMutex
-	chunks   [][]entry
-	n        uint32 // entries held == next global sequence
-	ids      idTable
-	entities []*entityState
-	byEntity map[string]uint32
-	scopes   []scopeState
-	byScope  map[string]uint32
-	kinds    map[Kind][]uint32
-	idem     map[string]uint32 // idempotency key → sequence
+	mu     sync.RWMutex
+	chunks [][]entry
+	n      uint32 // entries held == next global sequence
+	// liveEntities counts entities with at least one visible event.
+	liveEntities int
+	ids          idTable
+	entities     []*entityState
+	byEntity     map[string]uint32
+	scopes       []scopeState
+	byScope      map[string]uint32
+	kinds        map[Kind][]uint32
+	idem         map[string]uint32 // idempotency key → sequence
 
 	sortMu sync.Mutex
 	sorted []uint32 // entity numbers by name, for prefix search
@@ -114,11 +117,14 @@ func (ix *index) insertLocked(seq uint32, e entry, idem string) {
 		ix.appendEntry(entry{flags: entryRemoved})
 	}
 	ix.appendEntry(e)
-	if e.flags&entryRemoved != 0 {
+	if e.flags&(entryRemoved|entryHidden) != 0 {
 		return
 	}
-	ix.ids.insert(ix, seq)
 	es := ix.entities[e.entity]
+	if len(es.seqs) == 0 {
+		ix.liveEntities++
+	}
+	ix.ids.insert(ix, seq)
 	es.seqs = append(es.seqs, seq)
 	sc := &ix.scopes[e.scope]
 	sc.seqs = append(sc.seqs, seq)
@@ -198,7 +204,7 @@ func (ix *index) plan(r Region) []loc {
 	var out []loc
 	keep := func(seq uint32) {
 		e := ix.at(seq)
-		if e.flags&entryRemoved != 0 {
+		if e.flags&(entryRemoved|entryHidden) != 0 {
 			return
 		}
 		if r.hasEntity && !strings.HasPrefix(ix.entities[e.entity].name, r.entityPrefix) {

@@ -175,24 +175,23 @@ type idemOriginal struct {
 	phash   Hash
 }
 
-// dedupe answers r with the original receipt, or with an
-// *IdempotencyError when r is not the same event.
-func (o idemOriginal) dedupe(r *request) {
+// dedupe returns the original receipt for a retry of the same event, or
+// an *IdempotencyError when e is a different event.
+func (o idemOriginal) dedupe(e *eventReq) (Receipt, error) {
 	var why string
 	switch {
-	case o.coord != r.coord:
-		why = fmt.Sprintf("it was used for %s, not %s", o.coord, r.coord)
-	case o.kind != r.kind:
-		why = fmt.Sprintf("it was used for kind %s, not %s", o.kind, r.kind)
-	case o.phash != r.phash:
+	case o.coord != e.coord:
+		why = fmt.Sprintf("it was used for %s, not %s", o.coord, e.coord)
+	case o.kind != e.kind:
+		why = fmt.Sprintf("it was used for kind %s, not %s", o.kind, e.kind)
+	case o.phash != e.phash:
 		why = "it was used with a different payload"
 	default:
 		rc := o.receipt
 		rc.Deduplicated = true
-		r.t.receipt = rc
-		return
+		return rc, nil
 	}
-	r.t.err = &IdempotencyError{Key: r.opts.IdempotencyKey, Original: o.receipt.ID, Reason: why}
+	return Receipt{}, &IdempotencyError{Key: e.opts.IdempotencyKey, Original: o.receipt.ID, Reason: why}
 }
 
 // idemOriginal reads back the event a stored idempotency key belongs to.

@@ -11,7 +11,18 @@ import (
 const (
 	frameHeaderSize = 8 // u32 record length, u32 CRC32C over (length bytes ‖ record)
 
-	recEvent byte = 1 // an event record
+	recEvent       byte = 1 // an event
+	recBatchBegin  byte = 2 // the items of an atomic batch follow
+	recBatchCommit byte = 3 // the batch is complete: its items count
+	recFenceBegin  byte = 4 // a visibility fence opened
+	recFenceCommit byte = 5 // the fence's events become visible
+	recFenceCancel byte = 6 // the fence's events stay hidden for ever
+
+	// System flags (event record byte 1; not chained).
+	sysBatch  byte = 1 << 0 // the event is an item of an atomic batch
+	sysFenced byte = 1 << 1 // the event was written under a visibility fence
+
+	markerSize = 16 // batch and fence records
 
 	eventFixedSize = 192
 	// the chained span starts after the hash field and runs to the end of
@@ -29,7 +40,7 @@ var le = binary.LittleEndian
 // eventRecord is the decoded form of an event record. Strings and Payload
 // alias the source buffer when produced by decodeEvent.
 type eventRecord struct {
-	sysFlags byte
+	sysFlags byte // sysBatch, sysFenced
 	seq      uint64
 	coord    Coordinate
 	idem     string
@@ -133,6 +144,7 @@ func checkEvent(rec []byte) bool {
 	return eventFixedSize+v.entityLen()+v.scopeLen()+v.idemLen()+v.payloadLen() == len(rec)
 }
 
+func (v eventView) sysFlags() byte   { return v[1] }
 func (v eventView) payloadLen() int  { return int(le.Uint32(v[4:])) }
 func (v eventView) hash() (h Hash)   { copy(h[:], v[8:40]); return }
 func (v eventView) kind() Kind       { return Kind(le.Uint16(v[40:])) }
@@ -186,4 +198,40 @@ func (v eventView) decode() StoredEvent {
 		IdempotencyKey: string(v.idem()),
 		Payload:        append([]byte(nil), v.payload()...),
 	}
+}
+
+// A marker record (batch or fence): type u8, 3 zero bytes, count u32 (batch
+// items; 0 for fences), id u64 (the batch's first global sequence, or the
+// fence number).
+func appendMarkerFrame(dst []byte, typ byte, count uint32, id uint64) []byte {
+	start := len(dst)
+	dst = grow(dst, frameHeaderSize+markerSize)
+	f := dst[start:]
+	rec := f[frameHeaderSize:]
+	rec[0] = typ
+	clear(rec[1:4])
+	le.PutUint32(rec[4:], count)
+	le.PutUint64(rec[8:], id)
+	le.PutUint32(f[0:], markerSize)
+	le.PutUint32(f[4:], frameCRC(f[0:4], rec))
+	return dst
+}
+
+type marker struct {
+	typ   byte
+	count uint32
+	id    uint64
+}
+
+func decodeMarker(rec []byte) (marker, bool) {
+	if len(rec) != markerSize || rec[0] < recBatchBegin || rec[0] > recFenceCancel {
+		return marker{}, false
+	}
+	return marker{typ: rec[0], count: le.Uint32(rec[4:]), id: le.Uint64(rec[8:])}, true
+}
+
+// knownRecord reports whether rec starts like a record batpak writes; the
+// torn-tail check uses it to tell a later valid frame from noise.
+func knownRecord(rec []byte) bool {
+	return rec[0] >= recEvent && rec[0] <= recFenceCancel
 }

@@ -112,7 +112,7 @@ func scanFrames(data []byte, fn func(off int, rec []byte) error) (end int, st ta
 		return off, tailClean, nil
 	}
 	for p := off + 1; p+frameHeaderSize+minRecordSize <= len(data); p++ {
-		if rec, ok := frameAt(data, p); ok && rec[0] == recEvent {
+		if rec, ok := frameAt(data, p); ok && knownRecord(rec) {
 			return off, tailCorrupt, nil
 		}
 	}
@@ -164,7 +164,7 @@ type mapping struct {
 }
 
 // bytes returns the readable part of the mapping.
-func (m *mapping) bytes() []byte { return m.data[:m.limit.Load()] }
+func (m *mapping) bytes() []byte { return m.data[:min(m.limit.Load(), int64(len(m.data)))] }
 
 func newSegCache(dir string, budget, activeMapLen int) *segCache {
 	return &segCache{dir: dir, budget: budget, activeMapLen: activeMapLen, maps: map[uint32]*mapping{}}
@@ -176,7 +176,12 @@ func (c *segCache) setActive(id uint32, end int64) {
 	c.mu.Lock()
 	c.activeID, c.hasActive, c.activeEnd = id, true, end
 	if m, ok := c.maps[id]; ok {
-		m.limit.Store(end)
+		if len(m.data) < c.activeMapLen {
+			// mapped while sealed, at its size then: map it again, longer
+			c.dropLocked(m)
+		} else {
+			m.limit.Store(end)
+		}
 	}
 	c.mu.Unlock()
 }

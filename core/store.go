@@ -37,8 +37,24 @@ type Store struct {
 	closeErr  error
 	shut      atomic.Bool // Close finished: reads fail with ErrClosed
 
+	fence atomic.Pointer[Fence] // the open visibility fence, if any
+
 	endsMu sync.Mutex
 	ends   map[uint32]int64 // segment id → end of its data (active: see writer.stat)
+}
+
+// segmentEnd returns where a segment's data ends.
+func (s *Store) segmentEnd(id uint32) int64 {
+	s.endsMu.Lock()
+	defer s.endsMu.Unlock()
+	return s.ends[id]
+}
+
+// dropSegmentEnd forgets a removed segment.
+func (s *Store) dropSegmentEnd(id uint32) {
+	s.endsMu.Lock()
+	delete(s.ends, id)
+	s.endsMu.Unlock()
 }
 
 // setSegmentEnd records where a segment's data ends, for Stats.
@@ -122,6 +138,10 @@ type recovered struct {
 	end      int64  // data end of lastSeg
 	fileSize int64  // size of lastSeg on disk (may include zero padding)
 	nextSeq  uint64
+	// danglingFence: the log ends inside a visibility fence (a crash while
+	// it was open); the writer records its cancellation.
+	danglingFence bool
+	fenceID       uint64
 }
 
 // recover rebuilds the index from every segment, oldest first.
@@ -131,20 +151,29 @@ func (s *Store) recover() (recovered, error) {
 	if err != nil {
 		return out, fmt.Errorf("batpak: list segments: %w", err)
 	}
+	lw := &logWalker{dir: s.cfg.Dir, emit: s.indexWalked}
 	for i, id := range ids {
 		last := i == len(ids)-1
-		end, size, err := s.recoverSegment(id, last)
+		end, size, err := s.recoverSegment(lw, id, last)
 		if err != nil {
 			return out, err
 		}
 		out.lastSeg, out.end, out.fileSize = id, end, size
 		s.setSegmentEnd(id, end)
 	}
+	dangling, fenceID, err := lw.finish()
+	if err != nil {
+		return out, err
+	}
+	if lw.droppedBatches > 0 {
+		s.log.Warn("batpak: discarded batches that lack a commit record", "batches", lw.droppedBatches)
+	}
+	out.danglingFence, out.fenceID = dangling, fenceID
 	out.nextSeq = uint64(s.ix.n)
 	return out, nil
 }
 
-func (s *Store) recoverSegment(id uint32, last bool) (end, size int64, err error) {
+func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool) (end, size int64, err error) {
 	path := filepath.Join(s.cfg.Dir, segmentName(id))
 	f, err := os.Open(path)
 	if err != nil {
@@ -184,10 +213,7 @@ func (s *Store) recoverSegment(id uint32, last bool) (end, size int64, err error
 		return 0, 0, &CorruptionError{File: path, Offset: 0, Reason: why}
 	}
 	e, st2, err := scanFrames(m, func(off int, rec []byte) error {
-		if !checkEvent(rec) {
-			return &CorruptionError{File: path, Offset: int64(off), Reason: fmt.Sprintf("unknown or malformed record (type %d)", rec[0])}
-		}
-		return s.indexRecord(path, id, off, eventView(rec))
+		return lw.frame(id, off, rec)
 	})
 	if err != nil {
 		return 0, 0, err
@@ -244,24 +270,27 @@ func writeSegmentHeader(path string, id uint32) error {
 	return f.Sync()
 }
 
-// indexRecord adds one recovered event record to the index.
-func (s *Store) indexRecord(path string, seg uint32, off int, v eventView) error {
+// indexWalked adds one recovered event to the index (hidden events keep
+// their sequence and their place in the entity's chain, nothing more).
+func (s *Store) indexWalked(ev *walkedEvent) error {
 	ix := s.ix
-	seq := v.seq()
-	if seq < uint64(ix.n) || seq >= math.MaxUint32 {
-		return &CorruptionError{File: path, Offset: int64(off), Reason: fmt.Sprintf("global sequence %d out of order (next is %d)", seq, ix.n)}
+	if ev.seq < uint64(ix.n) || ev.seq >= math.MaxUint32 {
+		return &CorruptionError{File: filepath.Join(s.cfg.Dir, segmentName(ev.seg)), Offset: int64(ev.off),
+			Reason: fmt.Sprintf("global sequence %d out of order (next is %d)", ev.seq, ix.n)}
 	}
-	ent := ix.entityFor(v.entity())
-	sc := ix.scopeFor(v.scope())
+	ent := ix.entityFor(ev.entity)
+	sc := ix.scopeFor(ev.scope)
 	es := ix.entities[ent]
-	es.wExists, es.wClock, es.wTS, es.wHash = true, v.clock(), v.timestamp(), v.hash()
+	es.wExists, es.wClock, es.wTS, es.wHash = true, ev.clock, ev.ts, ev.hash
 	var idem string
-	if v.idemLen() > 0 {
-		idem = string(v.idem())
+	if len(ev.idem) > 0 && !ev.hidden {
+		idem = string(ev.idem)
 	}
-	ix.insertLocked(uint32(seq), entry{
-		id: v.id(), seg: seg, off: uint32(off), entity: ent, scope: sc, clock: v.clock(), kind: v.kind(),
-	}, idem)
+	e := entry{id: ev.id, seg: ev.seg, off: uint32(ev.off), entity: ent, scope: sc, clock: ev.clock, kind: ev.kind}
+	if ev.hidden {
+		e.flags |= entryHidden
+	}
+	ix.insertLocked(uint32(ev.seq), e, idem)
 	return nil
 }
 
@@ -322,7 +351,7 @@ func (s *Store) WriterPressure() WriterPressure {
 type Stats struct {
 	Events         uint64 // visible events
 	GlobalSequence uint64 // the sequence the next event will get
-	Entities       int
+	Entities       int    // entities with at least one visible event
 	Segments       int
 	Bytes          int64 // bytes of segment data (headers and frames; zero-filled space excluded)
 	IndexBytes     int64 // estimate of the heap the index holds
@@ -332,7 +361,7 @@ type Stats struct {
 // Stats reports counts and sizes.
 func (s *Store) Stats() Stats {
 	s.ix.mu.RLock()
-	st := Stats{GlobalSequence: uint64(s.ix.n), Entities: len(s.ix.entities), Events: uint64(s.ix.ids.used)}
+	st := Stats{GlobalSequence: uint64(s.ix.n), Entities: s.ix.liveEntities, Events: uint64(s.ix.ids.used)}
 	s.ix.mu.RUnlock()
 	st.IndexBytes = s.ix.memoryBytes()
 	var activeID uint32
@@ -403,6 +432,9 @@ func (s *Store) enqueue(r *request) (*Ticket, error) {
 	if s.closed {
 		return nil, ErrClosed
 	}
+	if r.fence == nil && (r.op == opAppend || r.op == opBatch) && s.fence.Load() != nil {
+		return nil, ErrFenceActive
+	}
 	s.mailbox <- r
 	return r.t, nil
 }
@@ -416,6 +448,9 @@ func (s *Store) tryEnqueue(r *request) (*Ticket, error) {
 	defer s.closeMu.RUnlock()
 	if s.closed {
 		return nil, ErrClosed
+	}
+	if r.fence == nil && s.fence.Load() != nil {
+		return nil, &CancelledError{Reason: "a visibility fence is active", Cause: ErrFenceActive}
 	}
 	q, c := len(s.mailbox), cap(s.mailbox)
 	if q*100 >= c*s.cfg.PressureRetryPct {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -13,68 +11,39 @@ import (
 // written the event (and synced it, when the sync setting asks for that).
 // A Ticket is safe for concurrent use.
 type Ticket struct {
-	state   atomic.Uint32 // 0 pending, 1 resolved
-	mu      sync.Mutex
-	ch      chan struct{} // made only when someone waits before resolution
+	c       completion
 	receipt Receipt
 	err     error
 }
-
-// closedChan is what Done returns for a resolved ticket.
-var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 func newTicket() *Ticket { return &Ticket{} }
 
 func (t *Ticket) resolve(r Receipt, err error) {
 	t.receipt, t.err = r, err
-	t.mu.Lock()
-	t.state.Store(1)
-	ch := t.ch
-	t.mu.Unlock()
-	if ch != nil {
-		close(ch)
-	}
+	t.c.complete()
 }
 
 // Wait blocks until the write is acknowledged or ctx ends. When ctx ends
 // first it returns ctx.Err(); the write itself is not cancelled and may
 // still happen.
 func (t *Ticket) Wait(ctx context.Context) (Receipt, error) {
-	if t.state.Load() == 1 {
-		return t.receipt, t.err
+	if err := t.c.wait(ctx); err != nil {
+		return Receipt{}, err
 	}
-	select {
-	case <-t.Done():
-		return t.receipt, t.err
-	case <-ctx.Done():
-		return Receipt{}, ctx.Err()
-	}
+	return t.receipt, t.err
 }
 
 // TryCheck reports the result without blocking: done is false while the
 // write is still pending.
 func (t *Ticket) TryCheck() (r Receipt, done bool, err error) {
-	if t.state.Load() == 1 {
-		return t.receipt, true, t.err
+	if !t.c.resolved() {
+		return Receipt{}, false, nil
 	}
-	return Receipt{}, false, nil
+	return t.receipt, true, t.err
 }
 
 // Done is closed when the ticket resolves; then TryCheck returns the result.
-func (t *Ticket) Done() <-chan struct{} {
-	if t.state.Load() == 1 {
-		return closedChan
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.state.Load() == 1 {
-		return closedChan
-	}
-	if t.ch == nil {
-		t.ch = make(chan struct{})
-	}
-	return t.ch
-}
+func (t *Ticket) Done() <-chan struct{} { return t.c.done() }
 
 // ErrRetry is matched by a *RetryError: TrySubmit refused the write because
 // the writer mailbox is under pressure. Nothing was written; try again.

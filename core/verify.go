@@ -11,7 +11,8 @@ import (
 // VerifyReport summarises a successful Verify.
 type VerifyReport struct {
 	Segments int
-	Events   int
+	Events   int // events checked, hidden ones included
+	Hidden   int // events of fences that never committed (checked, never shown)
 	Entities int
 }
 
@@ -40,9 +41,40 @@ func (s *Store) Verify() (VerifyReport, error) {
 		clock uint64
 	}
 	last := map[string]link{}
+	fail := func(seg uint32, off int, id EventID, entity []byte, why string) error {
+		return &ChainError{Segment: segmentName(seg), Offset: int64(off), ID: id, Entity: string(entity), Reason: why}
+	}
+	lw := &logWalker{dir: s.cfg.Dir}
+	lw.check = func(seg uint32, off int, v eventView) error {
+		if payloadHash(v.payload()) != v.payloadHash() {
+			return fail(seg, off, v.id(), v.entity(), "payload does not match its digest")
+		}
+		if chainHash(v, v.stringsEnd()) != v.hash() {
+			return fail(seg, off, v.id(), v.entity(), "header fields do not match the event hash")
+		}
+		return nil
+	}
+	lw.emit = func(ev *walkedEvent) error {
+		prev, seen := last[string(ev.entity)]
+		switch {
+		case !seen && ev.prev != (Hash{}):
+			return fail(ev.seg, ev.off, ev.id, ev.entity, "first event of the entity has a previous hash")
+		case !seen && ev.clock != 0:
+			return fail(ev.seg, ev.off, ev.id, ev.entity, fmt.Sprintf("first event of the entity has clock %d", ev.clock))
+		case seen && ev.prev != prev.hash:
+			return fail(ev.seg, ev.off, ev.id, ev.entity, "previous hash does not match the entity's previous event")
+		case seen && ev.clock != prev.clock+1:
+			return fail(ev.seg, ev.off, ev.id, ev.entity, fmt.Sprintf("clock %d follows clock %d", ev.clock, prev.clock))
+		}
+		last[string(ev.entity)] = link{hash: ev.hash, clock: ev.clock}
+		rep.Events++
+		if ev.hidden {
+			rep.Hidden++
+		}
+		return nil
+	}
 	for _, id := range ids {
-		name := segmentName(id)
-		path := filepath.Join(s.cfg.Dir, name)
+		path := filepath.Join(s.cfg.Dir, segmentName(id))
 		data, unmap, err := mapFile(path)
 		if err != nil {
 			return rep, err
@@ -55,42 +87,17 @@ func (s *Store) Verify() (VerifyReport, error) {
 			return rep, &CorruptionError{File: path, Reason: why}
 		}
 		rep.Segments++
-		_, st, err := scanFrames(data, func(off int, rec []byte) error {
-			if !checkEvent(rec) {
-				return &CorruptionError{File: path, Offset: int64(off), Reason: "malformed record"}
-			}
-			v := eventView(rec)
-			fail := func(why string) error {
-				return &ChainError{Segment: name, Offset: int64(off), ID: v.id(), Entity: string(v.entity()), Reason: why}
-			}
-			if payloadHash(v.payload()) != v.payloadHash() {
-				return fail("payload does not match its digest")
-			}
-			if chainHash(rec, v.stringsEnd()) != v.hash() {
-				return fail("header fields do not match the event hash")
-			}
-			prev, seen := last[string(v.entity())]
-			switch {
-			case !seen && v.prevHash() != (Hash{}):
-				return fail("first event of the entity has a previous hash")
-			case !seen && v.clock() != 0:
-				return fail(fmt.Sprintf("first event of the entity has clock %d", v.clock()))
-			case seen && v.prevHash() != prev.hash:
-				return fail("previous hash does not match the entity's previous event")
-			case seen && v.clock() != prev.clock+1:
-				return fail(fmt.Sprintf("clock %d follows clock %d", v.clock(), prev.clock))
-			}
-			last[string(v.entity())] = link{hash: v.hash(), clock: v.clock()}
-			rep.Events++
-			return nil
-		})
+		end, st, err := scanFrames(data, func(off int, rec []byte) error { return lw.frame(id, off, rec) })
 		unmap()
 		if err != nil {
 			return rep, err
 		}
 		if st == tailCorrupt || (st == tailTorn && id != ids[len(ids)-1]) {
-			return rep, &CorruptionError{File: path, Reason: "unreadable frame"}
+			return rep, &CorruptionError{File: path, Offset: int64(end), Reason: "unreadable frame"}
 		}
+	}
+	if _, _, err := lw.finish(); err != nil {
+		return rep, err
 	}
 	rep.Entities = len(last)
 	return rep, nil

@@ -2,58 +2,76 @@ package core
 
 import (
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 type op uint8
 
 const (
 	opAppend op = iota
+	opBatch
 	opSync
 	opClose
+	opFenceBegin
+	opFenceCommit
+	opFenceCancel
 )
 
-// request is one unit of work for the writer. Everything the caller could
-// compute (validation, id, payload digest) is done before it is enqueued.
-type request struct {
-	op      op
+// eventReq is one event ready for the writer: everything the caller could
+// compute (validation, id, payload digest, causation) is done.
+type eventReq struct {
 	coord   Coordinate
 	kind    Kind
 	payload []byte
 	phash   Hash
 	opts    AppendOptions
 	id      EventID
-	t       *Ticket
-	ticket  Ticket // t points here for appends: one allocation per write
 }
 
-// pending is an event assigned and encoded by the writer but not yet
-// published.
+// request is one unit of work for the writer.
+type request struct {
+	op    op
+	ev    eventReq   // opAppend
+	items []eventReq // opBatch
+	fence *Fence     // the fence a write is made under, or the fence an op acts on
+	t     *Ticket    // opAppend and control ops
+	bt    *BatchTicket
+
+	ticket Ticket // t points here for appends: one allocation per write
+}
+
+func (r *request) payloadBytes() int {
+	n := len(r.ev.payload)
+	for i := range r.items {
+		n += len(r.items[i].payload)
+	}
+	return n
+}
+
+// pending is an event written by the writer but not yet published.
 type pending struct {
-	e    entry
-	seq  uint32
-	idem string
+	e      entry
+	seq    uint32
+	idem   string
+	fenced bool
 }
 
-// maxGroupBytes stops draining the mailbox once a group's encoded frames
-// reach this size, bounding the write buffer.
+// maxGroupBytes stops draining the mailbox once a group's payloads reach
+// this size, bounding the write buffer.
 const maxGroupBytes = 8 << 20
 
 // writer owns the active segment. Only its goroutine touches its fields,
-// except the atomics and statMu-guarded position read by Stats.
+// except the atomics read by Stats and TrySubmit.
 type writer struct {
 	s    *Store
 	file *os.File
 	seg  uint32
 	off  int64 // end of written data in the active segment
-	// alloc is the file's size including preallocated zeros.
+	// alloc is the file's size including zero fill.
 	alloc   int64
 	wmap    []byte // shared writable mapping of the active segment
 	nextSeq uint64
@@ -66,11 +84,13 @@ type writer struct {
 	failed error // set once a write or sync fails; every later write fails
 
 	buf       []byte
-	bufEvents int // frames in buf
+	bufEvents int // event frames in buf
 	reqs      []*request
 	pend      []pending
-	resolved  []*request
-	groupIdm  map[string]idemOriginal // keys written earlier in this group
+	resolved  []*request                  // requests of this group to answer after publish
+	groupIdm  map[string]idemOriginal     // keys written earlier in this group
+	fence     *Fence                      // the open visibility fence, if any
+	faultHook func(faultPoint, int) error // tests only (export_test.go)
 
 	lastGroup int   // size of the previous group, for gather
 	now       int64 // wall clock (µs) of the group being processed
@@ -102,6 +122,18 @@ func newWriter(s *Store, rec recovered) (*writer, error) {
 		}
 	}
 	s.segs.setActive(w.seg, w.off)
+	if rec.danglingFence {
+		// A crash left a fence open: its events stay hidden (recovery saw to
+		// that); record the cancellation so the log says so explicitly.
+		w.buf = appendMarkerFrame(w.buf, recFenceCancel, 0, rec.fenceID)
+		err := w.flush()
+		if err == nil {
+			err = w.syncNow()
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 	w.storePos()
 	return w, nil
 }
@@ -148,32 +180,40 @@ func (w *writer) run() {
 	}
 }
 
-// gather collects the group that starts with first: everything queued,
-// up to maxGroupBytes of payload or a control request. When every event is
-// synced (EveryNEvents = 1) and the previous group had several writers, it
-// waits — at most one typical fsync, capped at 1 ms — for those writers to
-// queue their next events, so that one fsync covers them all instead of
-// alternating between a few early arrivals and the rest. Waiting that long
-// costs at most what the split would: the early arrivals would otherwise
-// wait for a whole fsync of their own.
+// gather collects the group that starts with first: what is queued, up to
+// Batch.GroupCommitMaxBatch requests and maxGroupBytes of payload. A batch
+// or a control request ends the group, so that it is the last thing the
+// group writes (a failed batch can then be rolled back without leaving a
+// hole in the log).
+//
+// When every event is synced (EveryNEvents = 1) and the previous group had
+// several writers, gather waits — at most one typical fsync, capped at
+// 1 ms — for those writers to queue their next events, so that one fsync
+// covers them all instead of alternating between a few early arrivals and
+// the rest. Waiting that long costs at most what the split would: the
+// early arrivals would otherwise wait for a whole fsync of their own.
 func (w *writer) gather(first *request) {
 	mb := w.s.mailbox
 	w.reqs = append(w.reqs[:0], first)
 	if first.op != opAppend {
 		return
 	}
-	bytes := len(first.payload)
+	limit := w.s.cfg.Batch.GroupCommitMaxBatch
+	if limit == 0 {
+		limit = int(^uint(0) >> 1)
+	}
+	bytes := first.payloadBytes()
 	target := 0
 	var deadline time.Time
 	if w.s.cfg.Sync.EveryNEvents == 1 && w.lastGroup > 1 {
-		target = w.lastGroup
+		target = min(w.lastGroup, limit)
 		deadline = time.Now().Add(min(time.Duration(w.syncer.lastNs.Load()), time.Millisecond))
 	}
-	for bytes < maxGroupBytes {
+	for bytes < maxGroupBytes && len(w.reqs) < limit {
 		select {
 		case r := <-mb:
 			w.reqs = append(w.reqs, r)
-			bytes += len(r.payload)
+			bytes += r.payloadBytes()
 			if r.op != opAppend {
 				return
 			}
@@ -187,327 +227,111 @@ func (w *writer) gather(first *request) {
 	}
 }
 
-// process handles one drained group: assign and encode every append, write
-// them with one write call, sync as configured, publish to the index, then
-// resolve tickets. It returns true after a close request.
+// process handles one group: place every single append, then the group's
+// last request if it is a batch or a control request; write with as few
+// write calls as the group allows; sync as configured; publish to the
+// index; then answer the requests. It returns true after a close request.
 func (w *writer) process(reqs []*request) (closing bool) {
 	w.buf, w.pend, w.resolved = w.buf[:0], w.pend[:0], w.resolved[:0]
 	clear(w.groupIdm)
 	w.now = w.s.nowMicros() // one wall-clock reading per group commit
-	var ctl *request
+	last := reqs[len(reqs)-1]
 	for _, r := range reqs {
-		if r.op != opAppend {
-			ctl = r
-			continue
+		if r.op == opAppend {
+			w.appendOne(r)
 		}
-		if w.failed != nil {
-			r.t.resolve(Receipt{}, w.failed)
-			continue
+	}
+	var batch *batchWrite
+	if w.failed == nil {
+		switch last.op {
+		case opBatch:
+			w.fail(w.flush()) // the batch starts on disk where the singles end
+			if w.failed == nil {
+				batch = w.writeBatch(last)
+			}
+		case opFenceBegin, opFenceCommit, opFenceCancel:
+			w.fenceMarker(last)
 		}
-		w.assign(r)
-		r.payload = nil // encoded (or refused): the caller's ticket need not keep it alive
 	}
 	if w.failed == nil {
 		w.fail(w.flush())
 	}
 	if w.failed == nil {
-		every := w.s.cfg.Sync.EveryNEvents
-		switch {
-		case w.unsynced == 0:
-		case ctl != nil, every == 1:
-			w.fail(w.syncNow())
-		case every > 0 && w.unsynced >= every:
-			w.fail(w.startSync())
-		case w.s.cfg.Sync.Interval > 0 && !w.armed:
-			w.timer.Reset(w.s.cfg.Sync.Interval)
-			w.armed = true
-		}
+		w.syncGroup(last)
+	}
+	if batch != nil && w.failed == nil {
+		w.beforePublish(batch)
 	}
 	if w.failed != nil {
 		for _, r := range w.resolved {
-			r.t.resolve(Receipt{}, w.failed)
+			r.fail(w.failed)
 		}
 	} else {
 		w.publish()
 		for _, r := range w.resolved {
-			r.t.resolve(r.t.receipt, r.t.err)
+			if r.fence != nil && r.fence == w.fence && r.ok() {
+				r.fence.held = append(r.fence.held, r) // answered when the fence ends
+				continue
+			}
+			r.answer()
 		}
 	}
-	if ctl != nil {
-		switch ctl.op {
-		case opSync:
-			ctl.t.resolve(Receipt{}, w.failed)
-		case opClose:
-			ctl.t.resolve(Receipt{}, w.finish())
-			return true
-		}
+	switch last.op {
+	case opSync:
+		last.t.resolve(Receipt{}, w.failed)
+	case opFenceBegin, opFenceCommit, opFenceCancel:
+		w.endFenceOp(last)
+	case opClose:
+		last.t.resolve(Receipt{}, w.finish())
+		return true
 	}
 	return false
 }
 
-// assign checks one append against the entity's state and idempotency
-// keys, gives it its sequence, clock, timestamp and chain hash, and encodes
-// it into w.buf. The ticket's result is staged in r.t and delivered after
-// the group is written.
-func (w *writer) assign(r *request) {
-	ix := w.s.ix
-	w.resolved = append(w.resolved, r)
-	if key := r.opts.IdempotencyKey; key != "" {
-		if orig, ok := w.groupIdm[key]; ok {
-			orig.dedupe(r)
-			return
-		}
-		if seq, ok := ix.idem[key]; ok {
-			orig, err := w.s.idemOriginal(seq)
-			if err != nil {
-				r.t.err = err
-				return
-			}
-			orig.dedupe(r)
-			return
-		}
-	}
-	// Check the expectation before creating the entity's state, so that a
-	// refused write on a new entity leaves no empty entity behind.
-	en, known := ix.byEntity[r.coord.Entity]
-	if exp := r.opts.ExpectedClock; exp.set {
-		actual := ExpectNoEvents()
-		if known && ix.entities[en].wExists {
-			actual = ExpectClock(ix.entities[en].wClock)
-		}
-		if actual != exp {
-			r.t.err = &ConflictError{Entity: r.coord.Entity, Expected: exp, Actual: actual}
-			return
-		}
-	}
-	if w.nextSeq >= math.MaxUint32 {
-		r.t.err = ErrStoreFull
+// syncGroup applies the sync setting after a group was written. A Sync
+// request and fence commits and cancellations always sync.
+func (w *writer) syncGroup(last *request) {
+	if w.unsynced == 0 && last.op != opFenceCommit && last.op != opFenceCancel {
 		return
 	}
-	if !known {
-		en = ix.entityFor([]byte(r.coord.Entity))
+	every := w.s.cfg.Sync.EveryNEvents
+	switch {
+	case last.op == opSync, last.op == opFenceCommit, last.op == opFenceCancel, every == 1:
+		w.fail(w.syncNow())
+	case every > 0 && w.unsynced >= every:
+		w.fail(w.startSync())
+	case w.s.cfg.Sync.Interval > 0 && !w.armed:
+		w.timer.Reset(w.s.cfg.Sync.Interval)
+		w.armed = true
 	}
-	es := ix.entities[en]
-	sc := ix.scopeFor([]byte(r.coord.Scope))
-	rec := eventRecord{
-		seq:     w.nextSeq,
-		coord:   r.coord,
-		idem:    r.opts.IdempotencyKey,
-		payload: r.payload,
-		header: Header{
-			ID:            r.id,
-			CorrelationID: r.opts.CorrelationID,
-			CausationID:   r.opts.CausationID,
-			Timestamp:     max(w.now, es.wTS),
-			Kind:          r.kind,
-			Flags:         r.opts.Flags,
-			PayloadHash:   r.phash,
-			PrevHash:      es.wHash,
-		},
-	}
-	if rec.header.CorrelationID.IsZero() {
-		rec.header.CorrelationID = r.id
-	}
-	if es.wExists {
-		rec.header.Clock = es.wClock + 1
-	}
-	if err := w.makeRoom(rec.frameLen()); err != nil {
-		w.fail(err)
-		r.t.err = w.failed
-		return
-	}
-	off := w.off + int64(len(w.buf))
-	w.buf = appendEventFrame(w.buf, &rec)
-	w.bufEvents++
-	es.wExists, es.wClock, es.wTS, es.wHash = true, rec.header.Clock, rec.header.Timestamp, rec.header.Hash
-	w.pend = append(w.pend, pending{
-		seq:  uint32(rec.seq),
-		idem: rec.idem,
-		e: entry{id: r.id, seg: w.seg, off: uint32(off), entity: en, scope: sc,
-			clock: rec.header.Clock, kind: r.kind},
-	})
-	w.nextSeq++
-	r.t.receipt = Receipt{ID: r.id, CorrelationID: rec.header.CorrelationID, GlobalSequence: rec.seq, Clock: rec.header.Clock, Timestamp: rec.header.Timestamp}
-	if rec.idem != "" {
-		w.groupIdm[rec.idem] = idemOriginal{receipt: r.t.receipt, coord: r.coord, kind: r.kind, phash: r.phash}
-	}
-}
-
-// makeRoom rotates to a new segment when a frame of n bytes would take the
-// active one past SegmentMaxBytes (unless the segment holds no frames yet).
-func (w *writer) makeRoom(n int) error {
-	end := w.off + int64(len(w.buf))
-	if end+int64(n) <= w.s.cfg.SegmentMaxBytes || end == segmentHeaderSize {
-		return nil
-	}
-	if err := w.flush(); err != nil {
-		return err
-	}
-	if err := w.seal(); err != nil {
-		return err
-	}
-	return w.createSegment(w.seg + 1)
-}
-
-// flush writes w.buf at the end of the active segment.
-func (w *writer) flush() error {
-	if len(w.buf) == 0 {
-		return nil
-	}
-	need := w.off + int64(len(w.buf))
-	if need > w.alloc {
-		if err := w.extend(need); err != nil {
-			return err
-		}
-	}
-	if len(w.buf) <= mappedWriteMax && w.s.cfg.Sync.EveryNEvents != 1 {
-		copy(w.wmap[w.off:need], w.buf)
-	} else if _, err := w.file.WriteAt(w.buf, w.off); err != nil {
-		return fmt.Errorf("batpak: write segment: %w", err)
-	}
-	w.off = need
-	w.alloc = max(w.alloc, need)
-	w.unsynced += w.bufEvents
-	w.buf, w.bufEvents = w.buf[:0], 0
-	return nil
-}
-
-// zeros is the fill written ahead of the data in the active segment.
-var zeros = make([]byte, 1<<20)
-
-// extend zero-fills the active segment ahead of need and syncs it once.
-// Writing into blocks that already hold (zero) data lets each later
-// fdatasync flush data only: measured here, a 15 KB group commit costs
-// ~100 µs over written blocks against ~230 µs over fallocated ones, whose
-// extents must be converted in the journal on every sync.
-func (w *writer) extend(need int64) error {
-	// The step grows with the segment (an eighth of what it holds, from
-	// 64 KiB to 4 MiB), so a small store carries little zero tail.
-	step := min(max(w.off/8, 64<<10), preallocStep)
-	// Never fill past SegmentMaxBytes: a segment file stays within it
-	// unless one event alone is larger.
-	target := max(need, min(w.alloc+step, w.s.cfg.SegmentMaxBytes))
-	for off := w.alloc; off < target; {
-		n := min(int64(len(zeros)), target-off)
-		if _, err := w.file.WriteAt(zeros[:n], off); err != nil {
-			return fmt.Errorf("batpak: preallocate segment: %w", err)
-		}
-		off += n
-	}
-	if err := unix.Fdatasync(int(w.file.Fd())); err != nil {
-		return fmt.Errorf("batpak: preallocate segment: %w", err)
-	}
-	w.fsyncs.Add(1)
-	w.alloc = target
-	return nil
-}
-
-// mappedWriteMax is the largest group copied into the shared mapping of the
-// active segment instead of being written with pwrite. For a small group
-// the system call is most of the writer's cost (~1.8 µs here, against
-// ~50 ns for the copy); a large group amortises it, and pages dirtied
-// through the mapping cost more at writeback (the kernel write-protects
-// them again), so large groups and groups synced at once use pwrite. Both
-// put the bytes in the page cache before the receipt: a killed process
-// loses nothing it acknowledged, and fdatasync flushes both alike.
-const mappedWriteMax = 1 << 10
-
-// mapActive maps the active segment for writing. Only bytes below w.alloc
-// (zero-filled ahead, so backed by allocated blocks) are ever written
-// through it, so a full disk fails extend's write instead of raising
-// SIGBUS.
-func (w *writer) mapActive() error {
-	m, err := unix.Mmap(int(w.file.Fd()), 0, w.s.segs.activeMapLen, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		return fmt.Errorf("batpak: map active segment: %w", err)
-	}
-	w.wmap = m
-	return nil
-}
-
-func (w *writer) unmapActive() {
-	if w.wmap != nil {
-		_ = unix.Munmap(w.wmap)
-		w.wmap = nil
-	}
-}
-
-// seal finishes the active segment: sync and close it. The zero-filled
-// tail stays: a reader in another process (OpenReadOnly) may have the file
-// mapped, and cutting it would turn that reader's next look at the tail
-// into SIGBUS. Readers treat the zeros as the end of data.
-func (w *writer) seal() error {
-	if err := w.awaitSync(); err != nil {
-		return err
-	}
-	w.unmapActive()
-	if err := w.file.Sync(); err != nil {
-		return fmt.Errorf("batpak: seal segment: %w", err)
-	}
-	w.fsyncs.Add(1)
-	w.unsynced = 0
-	w.s.segs.seal(w.seg, w.off)
-	w.s.setSegmentEnd(w.seg, w.off)
-	return w.file.Close()
-}
-
-// createSegment creates segment id with its header, syncs it and the
-// directory, and makes it active.
-func (w *writer) createSegment(id uint32) error {
-	dir := w.s.cfg.Dir
-	f, err := os.OpenFile(filepath.Join(dir, segmentName(id)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return fmt.Errorf("batpak: create segment: %w", err)
-	}
-	if _, err := f.Write(encodeSegmentHeader(id)); err != nil {
-		f.Close()
-		return fmt.Errorf("batpak: create segment: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("batpak: create segment: %w", err)
-	}
-	if err := syncDir(dir); err != nil {
-		f.Close()
-		return err
-	}
-	w.file, w.seg, w.off, w.alloc = f, id, segmentHeaderSize, segmentHeaderSize
-	w.s.setSegmentEnd(id, w.off)
-	if err := w.mapActive(); err != nil {
-		return err
-	}
-	w.s.segs.setActive(id, w.off)
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("batpak: sync directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("batpak: sync directory: %w", err)
-	}
-	return nil
 }
 
 // publish makes the group's events visible: first the readable end of the
-// active segment, then the index entries. In the other order a reader could
-// find a new entry in the index and read its frame while the segment's
-// readable end still stopped short of it, and fail with a CorruptionError.
+// active segment, then the index entries, so that a reader who finds an
+// entry can always read its frame. Events written under a fence are kept
+// back with the fence instead.
 func (w *writer) publish() {
 	w.s.segs.publish(w.off)
-	if len(w.pend) > 0 {
-		ix := w.s.ix
-		ix.mu.Lock()
-		for i := range w.pend {
-			p := &w.pend[i]
-			ix.insertLocked(p.seq, p.e, p.idem)
-		}
-		ix.mu.Unlock()
-	}
 	w.storePos()
+	if len(w.pend) == 0 {
+		return
+	}
+	ix := w.s.ix
+	ix.mu.Lock()
+	for i := range w.pend {
+		p := &w.pend[i]
+		if p.fenced {
+			w.fence.pend = append(w.fence.pend, *p)
+			continue
+		}
+		ix.insertLocked(p.seq, p.e, p.idem)
+	}
+	ix.mu.Unlock()
+	for i := range w.pend {
+		if p := &w.pend[i]; p.fenced && p.idem != "" {
+			w.fence.idem[p.idem] = w.groupIdm[p.idem]
+		}
+	}
 }
 
 // fail records the first write failure; from then on every write fails.
@@ -518,12 +342,18 @@ func (w *writer) fail(err error) {
 	}
 }
 
-// finish runs on Close after every queued write: sync and close the file
-// (keeping the zero-filled tail, as seal does).
+// finish runs on Close after every queued write: an open fence is
+// cancelled, then the file is synced and closed (keeping the zero-filled
+// tail, as seal does).
 func (w *writer) finish() error {
 	w.timer.Stop()
 	if w.file == nil {
 		return w.failed
+	}
+	if w.fence != nil && w.failed == nil {
+		w.buf = appendMarkerFrame(w.buf[:0], recFenceCancel, 0, w.fence.id)
+		w.fail(w.flush())
+		w.cancelFence(ErrFenceCancelled)
 	}
 	w.fail(w.awaitSync())
 	w.syncer.stop()

@@ -1,0 +1,260 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+)
+
+// ErrBatchTooLarge: a batch holds more than Config.Batch.MaxSize items or
+// more than Config.Batch.MaxBytes of payload.
+var ErrBatchTooLarge = errors.New("batpak: batch too large")
+
+// ErrBatchMixedKeys: a batch mixes idempotency keys the store already holds
+// with new items. A retry must repeat the whole batch; nothing was written.
+var ErrBatchMixedKeys = errors.New("batpak: batch mixes stored and new idempotency keys")
+
+// BatchItemError names the batch item that was refused; nothing of the
+// batch was written. It wraps the item's error (a *CoordinateError,
+// *ConflictError, …), so errors.Is and errors.As see through it.
+type BatchItemError struct {
+	Index int
+	Err   error
+}
+
+func (e *BatchItemError) Error() string {
+	return fmt.Sprintf("batpak: batch item %d: %v", e.Index, e.Err)
+}
+
+// Unwrap returns the item's error.
+func (e *BatchItemError) Unwrap() error { return e.Err }
+
+// Causation says which event caused a batch item.
+type Causation struct {
+	kind  uint8 // 0 none, 1 event id, 2 prior item
+	id    EventID
+	index int
+}
+
+// NoCausation: the item is a root cause (unless Options.CausationID says
+// otherwise). It is the zero value.
+func NoCausation() Causation { return Causation{} }
+
+// CausedBy names an event (usually one already stored) as the cause.
+func CausedBy(id EventID) Causation { return Causation{kind: 1, id: id} }
+
+// PriorItem names an earlier item of the same batch as the cause. The item
+// also takes that item's correlation id unless its options set one.
+func PriorItem(index int) Causation { return Causation{kind: 2, index: index} }
+
+// BatchItem is one event of an atomic batch.
+type BatchItem struct {
+	Coordinate Coordinate
+	Kind       Kind
+	Payload    []byte
+	Options    AppendOptions
+	Causation  Causation
+}
+
+// AppendBatch writes items atomically and waits: all of them become
+// visible together — to readers, cursors and subscribers — or none does,
+// across segment rotation and across a crash at any byte. Items of the same
+// entity continue its clock and hash chain in order. Items may carry
+// compare-and-set expectations (checked in order, each seeing the items
+// before it): if any fails, nothing is written and the error is a
+// *BatchItemError naming the item. Items may carry idempotency keys: a
+// retry whose keys are all stored returns the original receipts
+// (Deduplicated set); a batch mixing stored and new keys fails with
+// ErrBatchMixedKeys. An empty batch returns no receipts and no error.
+// Limits: Config.Batch.MaxSize items and MaxBytes of payload
+// (ErrBatchTooLarge). The batch is synced like any other write (with
+// EveryNEvents = 1, one fsync covers it).
+func (s *Store) AppendBatch(ctx context.Context, items []BatchItem) ([]Receipt, error) {
+	t, err := s.SubmitBatch(ctx, items)
+	if err != nil {
+		return nil, err
+	}
+	return t.Wait(ctx)
+}
+
+// SubmitBatch validates the batch and queues it without waiting; the
+// ticket resolves with one receipt per item. Payloads are copied.
+func (s *Store) SubmitBatch(ctx context.Context, items []BatchItem) (*BatchTicket, error) {
+	r, err := s.newBatch(ctx, items)
+	if err != nil || r == nil {
+		return emptyOr(r, err)
+	}
+	if _, err := s.enqueue(r); err != nil {
+		return nil, err
+	}
+	return r.bt, nil
+}
+
+// TrySubmitBatch is SubmitBatch that never blocks: under back-pressure it
+// returns a *RetryError, while a fence is active a *CancelledError.
+func (s *Store) TrySubmitBatch(ctx context.Context, items []BatchItem) (*BatchTicket, error) {
+	r, err := s.newBatch(ctx, items)
+	if err != nil || r == nil {
+		return emptyOr(r, err)
+	}
+	if _, err := s.tryEnqueue(r); err != nil {
+		return nil, err
+	}
+	return r.bt, nil
+}
+
+// emptyOr turns newBatch's "nothing to write" into a resolved ticket.
+func emptyOr(r *request, err error) (*BatchTicket, error) {
+	if err != nil {
+		return nil, err
+	}
+	bt := &BatchTicket{}
+	bt.resolve(nil, nil)
+	return bt, nil
+}
+
+// newBatch validates a batch on the caller's goroutine and prepares it; it
+// returns a nil request for an empty batch.
+func (s *Store) newBatch(ctx context.Context, items []BatchItem) (*request, error) {
+	if s.readOnly {
+		return nil, ErrReadOnly
+	}
+	if len(items) == 0 {
+		return nil, nil
+	}
+	if len(items) > s.cfg.Batch.MaxSize {
+		return nil, fmt.Errorf("%w: %d items, the limit is %d (Config.Batch.MaxSize)", ErrBatchTooLarge, len(items), s.cfg.Batch.MaxSize)
+	}
+	total := 0
+	for i := range items {
+		total += len(items[i].Payload)
+	}
+	if total > s.cfg.Batch.MaxBytes {
+		return nil, fmt.Errorf("%w: %d payload bytes, the limit is %d (Config.Batch.MaxBytes)", ErrBatchTooLarge, total, s.cfg.Batch.MaxBytes)
+	}
+	evs := make([]eventReq, len(items))
+	keys := map[string]int{}
+	for i := range items {
+		it := &items[i]
+		opts := it.Options
+		switch c := it.Causation; c.kind {
+		case 1:
+			opts.CausationID = c.id
+		case 2:
+			if c.index < 0 || c.index >= i {
+				return nil, &BatchItemError{Index: i, Err: errPriorItem(c.index)}
+			}
+			opts.CausationID = evs[c.index].id
+			if opts.CorrelationID.IsZero() {
+				opts.CorrelationID = evs[c.index].opts.CorrelationID
+				if opts.CorrelationID.IsZero() {
+					opts.CorrelationID = evs[c.index].id
+				}
+			}
+		}
+		if k := opts.IdempotencyKey; k != "" {
+			if j, dup := keys[k]; dup {
+				return nil, &BatchItemError{Index: i, Err: fmt.Errorf("%w: idempotency key %q is also item %d's", ErrInvalidOptions, k, j)}
+			}
+			keys[k] = i
+		}
+		ev, err := s.prepareEvent(ctx, it.Coordinate, it.Kind, it.Payload, opts, true)
+		if err != nil {
+			return nil, &BatchItemError{Index: i, Err: err}
+		}
+		evs[i] = ev
+	}
+	return &request{op: opBatch, items: evs, bt: &BatchTicket{}}, nil
+}
+
+// completion is the resolve-once machinery shared by Ticket and
+// BatchTicket: a flag for the fast path and a channel made only when
+// someone waits before resolution.
+type completion struct {
+	state atomic.Uint32 // 0 pending, 1 resolved
+	mu    sync.Mutex
+	ch    chan struct{}
+}
+
+// closedChan is what Done returns for a resolved ticket.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (c *completion) complete() {
+	c.mu.Lock()
+	c.state.Store(1)
+	ch := c.ch
+	c.mu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
+}
+
+func (c *completion) resolved() bool { return c.state.Load() == 1 }
+
+func (c *completion) done() <-chan struct{} {
+	if c.resolved() {
+		return closedChan
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.resolved() {
+		return closedChan
+	}
+	if c.ch == nil {
+		c.ch = make(chan struct{})
+	}
+	return c.ch
+}
+
+// wait blocks until resolution or ctx ends.
+func (c *completion) wait(ctx context.Context) error {
+	if c.resolved() {
+		return nil
+	}
+	select {
+	case <-c.done():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// BatchTicket is the pending result of SubmitBatch: one receipt per item,
+// in item order, or the error that refused the whole batch.
+type BatchTicket struct {
+	c        completion
+	receipts []Receipt
+	err      error
+}
+
+func (t *BatchTicket) resolve(rs []Receipt, err error) {
+	t.receipts, t.err = rs, err
+	t.c.complete()
+}
+
+// Wait blocks until the batch is acknowledged or ctx ends (then it returns
+// ctx.Err() and the batch may still be written).
+func (t *BatchTicket) Wait(ctx context.Context) ([]Receipt, error) {
+	if err := t.c.wait(ctx); err != nil {
+		return nil, err
+	}
+	return t.receipts, t.err
+}
+
+// TryCheck reports the result without blocking; done is false while the
+// batch is pending.
+func (t *BatchTicket) TryCheck() (receipts []Receipt, done bool, err error) {
+	if !t.c.resolved() {
+		return nil, false, nil
+	}
+	return t.receipts, true, t.err
+}
+
+// Done is closed when the ticket resolves.
+func (t *BatchTicket) Done() <-chan struct{} { return t.c.done() }
+
+func errPriorItem(index int) error {
+	return fmt.Errorf("%w: PriorItem(%d) must name an earlier item", ErrInvalidOptions, index)
+}

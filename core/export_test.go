@@ -1,0 +1,28 @@
+package core
+
+import "context"
+
+// Test-only access to the batch fault points (compiled into tests only).
+
+// FaultPoint names a place in the batch write path.
+type FaultPoint = faultPoint
+
+// The batch fault points, in the order the writer passes them.
+const (
+	FaultBatchStart    = faultBatchStart
+	FaultAfterBegin    = faultAfterBegin
+	FaultAfterItem     = faultAfterItem
+	FaultAfterItems    = faultAfterItems
+	FaultAfterCommit   = faultAfterCommit
+	FaultBeforePublish = faultBeforePublish
+)
+
+// SetBatchFault makes the store's writer call fn at every batch fault
+// point (item is the item index at FaultAfterItem, else -1); a non-nil
+// error fails the batch there. Call it before writing; nil removes the
+// hook. It goes through the writer's mailbox, so it is ordered after
+// writes already queued.
+func SetBatchFault(s *Store, fn func(p FaultPoint, item int) error) {
+	_ = s.Sync(context.Background()) // drain what is queued; the writer is idle after
+	s.w.faultHook = fn
+}

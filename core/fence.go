@@ -1,0 +1,257 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// ErrFenceActive: a visibility fence is open, so ordinary writes are
+// refused (write through the fence, or wait for it to end); also returned
+// by BeginFence when another fence is open.
+var ErrFenceActive = errors.New("batpak: a visibility fence is active")
+
+// ErrFenceCancelled: the fence a write was made under was cancelled (or
+// abandoned by Close): the write is on disk but hidden for ever.
+var ErrFenceCancelled = errors.New("batpak: visibility fence cancelled")
+
+// ErrFenceEnded: a write or Commit/Cancel on a fence that already ended.
+var ErrFenceEnded = errors.New("batpak: visibility fence already committed or cancelled")
+
+// ErrCancelled is matched by a *CancelledError: TrySubmit refused the write
+// and retrying soon will not help (a visibility fence is active).
+var ErrCancelled = errors.New("batpak: write cancelled")
+
+// CancelledError is TrySubmit's answer while a fence is active. It matches
+// ErrCancelled and the cause (ErrFenceActive) with errors.Is.
+type CancelledError struct {
+	Reason string
+	Cause  error
+}
+
+func (e *CancelledError) Error() string { return "batpak: write cancelled: " + e.Reason }
+
+// Is reports ErrCancelled.
+func (e *CancelledError) Is(target error) bool { return target == ErrCancelled }
+
+// Unwrap returns the cause.
+func (e *CancelledError) Unwrap() error { return e.Cause }
+
+// Fence is a visibility fence: writes made through it are written (and
+// made durable per the sync setting) but stay invisible — to reads,
+// cursors and subscribers — until Commit publishes all of them at once.
+// Cancel, or Close on a fence that was neither committed nor cancelled,
+// keeps them hidden for ever (they stay on disk, in their entities' clock
+// and hash chain). One fence can be open at a time; while it is, ordinary
+// writes fail with ErrFenceActive. A crash while a fence is open leaves its
+// writes hidden after reopen. The tickets of fenced writes resolve at
+// Commit (or fail with ErrFenceCancelled). A Fence is safe for concurrent
+// use.
+type Fence struct {
+	s  *Store
+	id uint64
+
+	endOnce sync.Once
+	endErr  error
+
+	// writer goroutine only:
+	pend []pending               // events written under the fence
+	held []*request              // requests answered when the fence ends
+	idem map[string]idemOriginal // idempotency keys written under the fence
+}
+
+// BeginFence opens a visibility fence. It fails with ErrFenceActive when
+// one is already open.
+func (s *Store) BeginFence(ctx context.Context) (*Fence, error) {
+	if s.readOnly {
+		return nil, ErrReadOnly
+	}
+	f := &Fence{s: s, id: uint64(time.Now().UnixNano()), idem: map[string]idemOriginal{}}
+	if !s.fence.CompareAndSwap(nil, f) {
+		return nil, ErrFenceActive
+	}
+	t, err := s.enqueue(&request{op: opFenceBegin, fence: f, t: newTicket()})
+	if err == nil {
+		_, err = t.Wait(ctx)
+	}
+	if err != nil {
+		s.fence.CompareAndSwap(f, nil)
+		return nil, err
+	}
+	return f, nil
+}
+
+// Submit queues an event under the fence; its ticket resolves at Commit.
+func (f *Fence) Submit(ctx context.Context, coord Coordinate, kind Kind, payload []byte) (*Ticket, error) {
+	return f.SubmitWithOptions(ctx, coord, kind, payload, AppendOptions{})
+}
+
+// SubmitWithOptions is Submit with AppendOptions.
+func (f *Fence) SubmitWithOptions(ctx context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions) (*Ticket, error) {
+	r, err := f.s.newAppend(ctx, coord, kind, payload, opts, true)
+	if err != nil {
+		return nil, err
+	}
+	r.fence = f
+	return f.s.enqueueFenced(r)
+}
+
+// SubmitReaction is Submit for a reaction (see Store.AppendReaction).
+func (f *Fence) SubmitReaction(ctx context.Context, coord Coordinate, kind Kind, payload []byte, correlation, causation EventID) (*Ticket, error) {
+	return f.SubmitWithOptions(ctx, coord, kind, payload, AppendOptions{CorrelationID: correlation, CausationID: causation})
+}
+
+// SubmitBatch queues an atomic batch under the fence; its ticket resolves
+// at Commit.
+func (f *Fence) SubmitBatch(ctx context.Context, items []BatchItem) (*BatchTicket, error) {
+	r, err := f.s.newBatch(ctx, items)
+	if err != nil || r == nil {
+		return emptyOr(r, err)
+	}
+	r.fence = f
+	if _, err := f.s.enqueueFenced(r); err != nil {
+		return nil, err
+	}
+	return r.bt, nil
+}
+
+// Outbox returns an outbox whose flushes are written under the fence.
+func (f *Fence) Outbox() *Outbox { return &Outbox{s: f.s, fence: f} }
+
+// Commit syncs and publishes every write made under the fence at once,
+// then resolves their tickets. Ordinary writes are accepted again.
+func (f *Fence) Commit(ctx context.Context) error { return f.end(ctx, opFenceCommit) }
+
+// Cancel ends the fence keeping its writes hidden for ever (they stay on
+// disk and in their entities' chains); their tickets fail with
+// ErrFenceCancelled.
+func (f *Fence) Cancel(ctx context.Context) error { return f.end(ctx, opFenceCancel) }
+
+// Close cancels the fence if it was neither committed nor cancelled, so
+// that `defer f.Close()` never leaves a fence open; after Commit or Cancel
+// it does nothing and returns nil.
+func (f *Fence) Close() error {
+	err := f.end(context.Background(), opFenceCancel)
+	if errors.Is(err, ErrFenceEnded) {
+		return nil
+	}
+	return err
+}
+
+func (f *Fence) end(ctx context.Context, o op) error {
+	first := false
+	f.endOnce.Do(func() {
+		first = true
+		t, err := f.s.enqueueFenced(&request{op: o, fence: f, t: newTicket()})
+		if err == nil {
+			_, err = t.Wait(ctx)
+		}
+		f.endErr = err
+	})
+	if !first {
+		return ErrFenceEnded
+	}
+	return f.endErr
+}
+
+// enqueueFenced hands a fenced write or fence operation to the writer.
+func (s *Store) enqueueFenced(r *request) (*Ticket, error) {
+	if s.fence.Load() != r.fence {
+		return nil, ErrFenceEnded
+	}
+	return s.enqueue(r)
+}
+
+// fenceMarker writes the marker of a fence operation ending the group.
+func (w *writer) fenceMarker(r *request) {
+	f := r.fence
+	var typ byte
+	switch r.op {
+	case opFenceBegin:
+		if w.fence != nil {
+			r.t.err = ErrFenceActive
+			return
+		}
+		typ = recFenceBegin
+	default:
+		if w.fence != f {
+			r.t.err = ErrFenceEnded
+			return
+		}
+		typ = recFenceCommit
+		if r.op == opFenceCancel {
+			typ = recFenceCancel
+		}
+	}
+	if err := w.makeRoom(frameHeaderSize + markerSize); err != nil {
+		w.fail(err)
+		return
+	}
+	w.buf = appendMarkerFrame(w.buf, typ, 0, f.id)
+	if r.op == opFenceBegin {
+		w.fence = f
+	}
+}
+
+// endFenceOp finishes a fence operation once its group is written and
+// published.
+func (w *writer) endFenceOp(r *request) {
+	f := r.fence
+	err := r.t.err
+	if err == nil {
+		err = w.failed
+	}
+	if err != nil {
+		if r.op == opFenceBegin {
+			if w.fence == f {
+				w.fence = nil
+			}
+			w.s.fence.CompareAndSwap(f, nil)
+		}
+		r.t.resolve(Receipt{}, err)
+		return
+	}
+	switch r.op {
+	case opFenceCommit:
+		ix := w.s.ix
+		ix.mu.Lock()
+		for i := range f.pend {
+			p := &f.pend[i]
+			ix.insertLocked(p.seq, p.e, p.idem)
+		}
+		ix.mu.Unlock()
+		for _, h := range f.held {
+			h.answer()
+		}
+		w.closeFence(f)
+	case opFenceCancel:
+		w.cancelFence(ErrFenceCancelled)
+	}
+	r.t.resolve(Receipt{}, nil)
+}
+
+// cancelFence keeps the open fence's events hidden (their entries hold
+// their sequences) and fails its tickets with err.
+func (w *writer) cancelFence(err error) {
+	f := w.fence
+	ix := w.s.ix
+	ix.mu.Lock()
+	for i := range f.pend {
+		p := &f.pend[i]
+		p.e.flags |= entryHidden
+		ix.insertLocked(p.seq, p.e, "")
+	}
+	ix.mu.Unlock()
+	for _, h := range f.held {
+		h.fail(fmt.Errorf("%w (fence %d)", err, f.id))
+	}
+	w.closeFence(f)
+}
+
+func (w *writer) closeFence(f *Fence) {
+	f.pend, f.held, f.idem = nil, nil, nil
+	w.fence = nil
+	w.s.fence.CompareAndSwap(f, nil)
+}

@@ -1,0 +1,188 @@
+package core
+
+import (
+	"fmt"
+	"path/filepath"
+)
+
+// The log walker turns the frames of the segments, in order, into the
+// events a reader may know about, applying the batch and fence rules:
+//
+//   - The items of a batch (events flagged sysBatch, after a batch-begin
+//     record) count only once the batch's commit record follows them, with
+//     the item count it announces, even across segment files. A batch that
+//     is followed by anything else, or by the end of the log, never happened:
+//     its items are dropped (their sequences are reused by later events).
+//   - Events written under a visibility fence (flagged sysFenced, after a
+//     fence-begin record) are visible once the fence's commit record follows;
+//     a cancel record, another fence, an ordinary event or the end of the log
+//     (a crash while the fence was open) leaves them hidden for ever. Hidden
+//     events keep their sequence and their place in the entity's clock and
+//     hash chain; they are just never shown.
+//
+// Recovery and Verify both walk the log this way, so what Open rebuilds is
+// exactly what Verify checks.
+
+// walkedEvent is one event handed on by the walker. The byte slices alias
+// the segment mapping when the event is handed on directly, and are copies
+// when it was held back (batch or fence).
+type walkedEvent struct {
+	seg    uint32
+	off    int
+	id     EventID
+	seq    uint64
+	clock  uint64
+	ts     int64
+	kind   Kind
+	hash   Hash
+	prev   Hash
+	entity []byte
+	scope  []byte
+	idem   []byte
+	hidden bool
+}
+
+func (e walkedEvent) held() walkedEvent {
+	e.entity = append([]byte(nil), e.entity...)
+	e.scope = append([]byte(nil), e.scope...)
+	e.idem = append([]byte(nil), e.idem...)
+	return e
+}
+
+type logWalker struct {
+	dir  string
+	emit func(*walkedEvent) error
+	// check, when set, is called for every event frame as it is read (Verify
+	// checks digests there), before any batch or fence rule applies.
+	check func(seg uint32, off int, v eventView) error
+
+	inBatch    bool
+	batchCount uint32
+	batch      []walkedEvent
+
+	fenceOpen bool
+	fenceID   uint64
+	fence     []walkedEvent
+
+	droppedBatches int // batches without a commit record
+	hiddenEvents   int
+}
+
+func (w *logWalker) corrupt(seg uint32, off int, why string) error {
+	return &CorruptionError{File: filepath.Join(w.dir, segmentName(seg)), Offset: int64(off), Reason: why}
+}
+
+// frame handles one valid frame.
+func (w *logWalker) frame(seg uint32, off int, rec []byte) error {
+	if rec[0] == recEvent {
+		if !checkEvent(rec) {
+			return w.corrupt(seg, off, "malformed event record")
+		}
+		v := eventView(rec)
+		if w.check != nil {
+			if err := w.check(seg, off, v); err != nil {
+				return err
+			}
+		}
+		ev := walkedEvent{
+			seg: seg, off: off, id: v.id(), seq: v.seq(), clock: v.clock(), ts: v.timestamp(),
+			kind: v.kind(), hash: v.hash(), prev: v.prevHash(),
+			entity: v.entity(), scope: v.scope(), idem: v.idem(),
+		}
+		sf := v.sysFlags()
+		if sf&sysBatch != 0 {
+			if !w.inBatch {
+				return w.corrupt(seg, off, "batch item without a batch-begin record")
+			}
+			w.batch = append(w.batch, ev.held())
+			return nil
+		}
+		w.dropBatch()
+		if sf&sysFenced != 0 {
+			if !w.fenceOpen {
+				return w.corrupt(seg, off, "fenced event without a fence-begin record")
+			}
+			w.fence = append(w.fence, ev.held())
+			return nil
+		}
+		if err := w.endFence(false); err != nil {
+			return err
+		}
+		return w.emit(&ev)
+	}
+	m, ok := decodeMarker(rec)
+	if !ok {
+		return w.corrupt(seg, off, fmt.Sprintf("unknown or malformed record (type %d)", rec[0]))
+	}
+	switch m.typ {
+	case recBatchBegin:
+		w.dropBatch()
+		w.inBatch, w.batchCount, w.batch = true, m.count, w.batch[:0]
+	case recBatchCommit:
+		if !w.inBatch {
+			return w.corrupt(seg, off, "batch-commit record without a batch-begin record")
+		}
+		if int(m.count) != len(w.batch) {
+			return w.corrupt(seg, off, fmt.Sprintf("batch-commit record counts %d items, %d were written", m.count, len(w.batch)))
+		}
+		items := w.batch
+		w.inBatch, w.batch = false, nil
+		if w.fenceOpen { // a batch written under the fence waits for it
+			w.fence = append(w.fence, items...)
+			return nil
+		}
+		for i := range items {
+			if err := w.emit(&items[i]); err != nil {
+				return err
+			}
+		}
+	case recFenceBegin:
+		w.dropBatch()
+		if err := w.endFence(false); err != nil {
+			return err
+		}
+		w.fenceOpen, w.fenceID, w.fence = true, m.id, nil
+	case recFenceCommit, recFenceCancel:
+		w.dropBatch()
+		if !w.fenceOpen || m.id != w.fenceID {
+			return w.corrupt(seg, off, "fence end record without its fence-begin record")
+		}
+		return w.endFence(m.typ == recFenceCommit)
+	}
+	return nil
+}
+
+func (w *logWalker) dropBatch() {
+	if w.inBatch {
+		w.droppedBatches++
+		w.inBatch, w.batch = false, nil
+	}
+}
+
+// endFence hands on the events of the open fence, visible or hidden.
+func (w *logWalker) endFence(visible bool) error {
+	if !w.fenceOpen {
+		return nil
+	}
+	evs := w.fence
+	w.fenceOpen, w.fence = false, nil
+	for i := range evs {
+		evs[i].hidden = !visible
+		if !visible {
+			w.hiddenEvents++
+		}
+		if err := w.emit(&evs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// finish ends the walk: an open batch never happened, and an open fence's
+// events stay hidden. It reports whether a fence was left open (the writer
+// then records its cancellation).
+func (w *logWalker) finish() (danglingFence bool, fenceID uint64, err error) {
+	w.dropBatch()
+	danglingFence, fenceID = w.fenceOpen, w.fenceID
+	return danglingFence, fenceID, w.endFence(false)
+}

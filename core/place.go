@@ -1,0 +1,200 @@
+package core
+
+import (
+	"math"
+)
+
+// Placing events: the writer's checks (idempotency, compare-and-set,
+// fences) and the assignment of sequence, clock, timestamp and chain hash.
+
+// answer delivers a request's staged result.
+func (r *request) answer() {
+	switch r.op {
+	case opBatch:
+		r.bt.resolve(r.bt.receipts, r.bt.err)
+	default:
+		r.t.resolve(r.t.receipt, r.t.err)
+	}
+}
+
+// ok reports whether the request's staged result is a success.
+func (r *request) ok() bool {
+	if r.op == opBatch {
+		return r.bt.err == nil
+	}
+	return r.t.err == nil
+}
+
+// fail answers a request with err.
+func (r *request) fail(err error) {
+	switch r.op {
+	case opBatch:
+		r.bt.resolve(nil, err)
+	default:
+		r.t.resolve(Receipt{}, err)
+	}
+}
+
+// checkFence refuses a write that does not match the writer's fence state:
+// an ordinary write while a fence is open, or a fenced write whose fence
+// has ended.
+func (w *writer) checkFence(r *request) error {
+	switch {
+	case r.fence == nil && w.fence != nil:
+		return ErrFenceActive
+	case r.fence != nil && r.fence != w.fence:
+		return ErrFenceEnded
+	}
+	return nil
+}
+
+// appendOne handles a single append of the group.
+func (w *writer) appendOne(r *request) {
+	defer func() { r.ev.payload = nil }() // encoded or refused: the ticket need not keep it
+	w.resolved = append(w.resolved, r)
+	if w.failed != nil {
+		r.t.err = w.failed
+		return
+	}
+	if err := w.checkFence(r); err != nil {
+		r.t.err = err
+		return
+	}
+	e := &r.ev
+	if key := e.opts.IdempotencyKey; key != "" {
+		orig, found, err := w.lookupIdem(key)
+		if err != nil {
+			r.t.err = err
+			return
+		}
+		if found {
+			r.t.receipt, r.t.err = orig.dedupe(e)
+			return
+		}
+	}
+	if err := w.checkExpectation(e); err != nil {
+		r.t.err = err
+		return
+	}
+	var sys byte
+	if r.fence != nil {
+		sys = sysFenced
+	}
+	r.t.receipt, r.t.err = w.place(e, sys, nil)
+}
+
+// lookupIdem finds the event an idempotency key already names: written
+// earlier in this group, held by the open fence, or published.
+func (w *writer) lookupIdem(key string) (idemOriginal, bool, error) {
+	if orig, ok := w.groupIdm[key]; ok {
+		return orig, true, nil
+	}
+	if w.fence != nil {
+		if orig, ok := w.fence.idem[key]; ok {
+			return orig, true, nil
+		}
+	}
+	if seq, ok := w.s.ix.idem[key]; ok {
+		orig, err := w.s.idemOriginal(seq)
+		return orig, err == nil, err
+	}
+	return idemOriginal{}, false, nil
+}
+
+// checkExpectation tests e's compare-and-set precondition against the
+// entity's state, queued and earlier-in-batch events included. It creates
+// nothing, so a refused write leaves no empty entity behind.
+func (w *writer) checkExpectation(e *eventReq) error {
+	exp := e.opts.ExpectedClock
+	if !exp.set {
+		return nil
+	}
+	ix := w.s.ix
+	actual := ExpectNoEvents()
+	if en, ok := ix.byEntity[e.coord.Entity]; ok && ix.entities[en].wExists {
+		actual = ExpectClock(ix.entities[en].wClock)
+	}
+	if actual != exp {
+		return &ConflictError{Entity: e.coord.Entity, Expected: exp, Actual: actual}
+	}
+	return nil
+}
+
+// place gives e its sequence, clock, timestamp and chain hash, encodes it
+// into w.buf (rotating segments as needed) and queues it for publication.
+// When saved is non-nil (a batch), the entity's prior state is recorded
+// there first, for rollback.
+func (w *writer) place(e *eventReq, sys byte, saved map[uint32]entityW) (Receipt, error) {
+	if w.nextSeq >= math.MaxUint32 {
+		return Receipt{}, ErrStoreFull
+	}
+	ix := w.s.ix
+	en := ix.entityFor([]byte(e.coord.Entity))
+	es := ix.entities[en]
+	if saved != nil {
+		if _, ok := saved[en]; !ok {
+			saved[en] = es.writerState()
+		}
+	}
+	sc := ix.scopeFor([]byte(e.coord.Scope))
+	rec := eventRecord{
+		sysFlags: sys,
+		seq:      w.nextSeq,
+		coord:    e.coord,
+		idem:     e.opts.IdempotencyKey,
+		payload:  e.payload,
+		header: Header{
+			ID:            e.id,
+			CorrelationID: e.opts.CorrelationID,
+			CausationID:   e.opts.CausationID,
+			Timestamp:     max(w.now, es.wTS),
+			Kind:          e.kind,
+			Flags:         e.opts.Flags,
+			PayloadHash:   e.phash,
+			PrevHash:      es.wHash,
+		},
+	}
+	if rec.header.CorrelationID.IsZero() {
+		rec.header.CorrelationID = e.id
+	}
+	if es.wExists {
+		rec.header.Clock = es.wClock + 1
+	}
+	if err := w.makeRoom(rec.frameLen()); err != nil {
+		w.fail(err)
+		return Receipt{}, w.failed
+	}
+	off := w.off + int64(len(w.buf))
+	w.buf = appendEventFrame(w.buf, &rec)
+	w.bufEvents++
+	es.wExists, es.wClock, es.wTS, es.wHash = true, rec.header.Clock, rec.header.Timestamp, rec.header.Hash
+	w.pend = append(w.pend, pending{
+		seq:    uint32(rec.seq),
+		idem:   rec.idem,
+		fenced: sys&sysFenced != 0,
+		e: entry{id: e.id, seg: w.seg, off: uint32(off), entity: en, scope: sc,
+			clock: rec.header.Clock, kind: e.kind},
+	})
+	w.nextSeq++
+	rc := Receipt{ID: e.id, CorrelationID: rec.header.CorrelationID, GlobalSequence: rec.seq, Clock: rec.header.Clock, Timestamp: rec.header.Timestamp}
+	if rec.idem != "" {
+		w.groupIdm[rec.idem] = idemOriginal{receipt: rc, coord: e.coord, kind: e.kind, phash: e.phash}
+	}
+	return rc, nil
+}
+
+// entityW is the writer's view of an entity, saved for batch rollback.
+type entityW struct {
+	exists bool
+	clock  uint64
+	ts     int64
+	hash   Hash
+}
+
+func (es *entityState) writerState() entityW {
+	return entityW{exists: es.wExists, clock: es.wClock, ts: es.wTS, hash: es.wHash}
+}
+
+func (es *entityState) restore(v entityW) {
+	es.wExists, es.wClock, es.wTS, es.wHash = v.exists, v.clock, v.ts, v.hash
+}

@@ -1,0 +1,171 @@
+package core
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// The writer's file work: placing frames in the active segment, zero-fill
+// ahead of the data, rotation, sealing.
+
+// makeRoom rotates to a new segment when a frame of n bytes would take the
+// active one past SegmentMaxBytes (unless the segment holds no frames yet).
+func (w *writer) makeRoom(n int) error {
+	end := w.off + int64(len(w.buf))
+	if end+int64(n) <= w.s.cfg.SegmentMaxBytes || end == segmentHeaderSize {
+		return nil
+	}
+	if err := w.flush(); err != nil {
+		return err
+	}
+	if err := w.seal(); err != nil {
+		return err
+	}
+	return w.createSegment(w.seg + 1)
+}
+
+// flush writes w.buf at the end of the active segment.
+func (w *writer) flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	need := w.off + int64(len(w.buf))
+	if need > w.alloc {
+		if err := w.extend(need); err != nil {
+			return err
+		}
+	}
+	if len(w.buf) <= mappedWriteMax && w.s.cfg.Sync.EveryNEvents != 1 {
+		copy(w.wmap[w.off:need], w.buf)
+	} else if _, err := w.file.WriteAt(w.buf, w.off); err != nil {
+		return fmt.Errorf("batpak: write segment: %w", err)
+	}
+	w.off = need
+	w.alloc = max(w.alloc, need)
+	w.unsynced += w.bufEvents
+	w.buf, w.bufEvents = w.buf[:0], 0
+	return nil
+}
+
+// zeros is the fill written ahead of the data in the active segment.
+var zeros = make([]byte, 1<<20)
+
+// extend zero-fills the active segment ahead of need and syncs it once.
+// Writing into blocks that already hold (zero) data lets each later
+// fdatasync flush data only: measured here, a 15 KB group commit costs
+// ~100 µs over written blocks against ~230 µs over fallocated ones, whose
+// extents must be converted in the journal on every sync.
+func (w *writer) extend(need int64) error {
+	// The step grows with the segment (an eighth of what it holds, from
+	// 64 KiB to 4 MiB), so a small store carries little zero tail.
+	step := min(max(w.off/8, 64<<10), preallocStep)
+	// Never fill past SegmentMaxBytes: a segment file stays within it
+	// unless one event alone is larger.
+	target := max(need, min(w.alloc+step, w.s.cfg.SegmentMaxBytes))
+	for off := w.alloc; off < target; {
+		n := min(int64(len(zeros)), target-off)
+		if _, err := w.file.WriteAt(zeros[:n], off); err != nil {
+			return fmt.Errorf("batpak: preallocate segment: %w", err)
+		}
+		off += n
+	}
+	if err := unix.Fdatasync(int(w.file.Fd())); err != nil {
+		return fmt.Errorf("batpak: preallocate segment: %w", err)
+	}
+	w.fsyncs.Add(1)
+	w.alloc = target
+	return nil
+}
+
+// mappedWriteMax is the largest group copied into the shared mapping of the
+// active segment instead of being written with pwrite. For a small group
+// the system call is most of the writer's cost (~1.8 µs here, against
+// ~50 ns for the copy); a large group amortises it, and pages dirtied
+// through the mapping cost more at writeback (the kernel write-protects
+// them again), so large groups and groups synced at once use pwrite. Both
+// put the bytes in the page cache before the receipt: a killed process
+// loses nothing it acknowledged, and fdatasync flushes both alike.
+const mappedWriteMax = 1 << 10
+
+// mapActive maps the active segment for writing. Only bytes below w.alloc
+// (zero-filled ahead, so backed by allocated blocks) are ever written
+// through it, so a full disk fails extend's write instead of raising
+// SIGBUS.
+func (w *writer) mapActive() error {
+	m, err := unix.Mmap(int(w.file.Fd()), 0, w.s.segs.activeMapLen, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("batpak: map active segment: %w", err)
+	}
+	w.wmap = m
+	return nil
+}
+
+func (w *writer) unmapActive() {
+	if w.wmap != nil {
+		_ = unix.Munmap(w.wmap)
+		w.wmap = nil
+	}
+}
+
+// seal finishes the active segment: sync and close it. The zero-filled
+// tail stays: a reader in another process (OpenReadOnly) may have the file
+// mapped, and cutting it would turn that reader's next look at the tail
+// into SIGBUS. Readers treat the zeros as the end of data.
+func (w *writer) seal() error {
+	if err := w.awaitSync(); err != nil {
+		return err
+	}
+	w.unmapActive()
+	if err := w.file.Sync(); err != nil {
+		return fmt.Errorf("batpak: seal segment: %w", err)
+	}
+	w.fsyncs.Add(1)
+	w.unsynced = 0
+	w.s.segs.seal(w.seg, w.off)
+	w.s.setSegmentEnd(w.seg, w.off)
+	return w.file.Close()
+}
+
+// createSegment creates segment id with its header, syncs it and the
+// directory, and makes it active.
+func (w *writer) createSegment(id uint32) error {
+	dir := w.s.cfg.Dir
+	f, err := os.OpenFile(filepath.Join(dir, segmentName(id)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("batpak: create segment: %w", err)
+	}
+	if _, err := f.Write(encodeSegmentHeader(id)); err != nil {
+		f.Close()
+		return fmt.Errorf("batpak: create segment: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("batpak: create segment: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		f.Close()
+		return err
+	}
+	w.file, w.seg, w.off, w.alloc = f, id, segmentHeaderSize, segmentHeaderSize
+	w.s.setSegmentEnd(id, w.off)
+	if err := w.mapActive(); err != nil {
+		return err
+	}
+	w.s.segs.setActive(id, w.off)
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("batpak: sync directory: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("batpak: sync directory: %w", err)
+	}
+	return nil
+}
