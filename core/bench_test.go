@@ -288,3 +288,47 @@ func BenchmarkStream1M(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkAppendBatch: one goroutine writes atomic batches with
+// EveryNEvents = 1, so every batch costs exactly one fsync; size=1 is the
+// single-append baseline (AppendBatch of one item), and "single" is plain
+// Append of the same events. b.N counts events.
+//
+//	go test ./core -run '^$' -bench AppendBatch -benchtime 20000x
+func BenchmarkAppendBatch(b *testing.B) {
+	kind := core.MustKind(1, 1)
+	for _, size := range []int{1, 10, 100, 256} {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			s := benchStore(b, 1)
+			ctx := context.Background()
+			items := make([]core.BatchItem, size)
+			for i := range items {
+				c, _ := core.NewCoordinate(fmt.Sprintf("order:%d", i%16), "shop")
+				items[i] = core.BatchItem{Coordinate: c, Kind: kind, Payload: payload100}
+			}
+			batches := (b.N + size - 1) / size
+			b.ResetTimer()
+			for i := 0; i < batches; i++ {
+				if _, err := s.AppendBatch(ctx, items); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			reportRate(b, batches*size)
+			b.ReportMetric(float64(batches*size)/float64(max(s.Stats().Fsyncs, 1)), "events/fsync")
+		})
+	}
+	b.Run("single", func(b *testing.B) {
+		s := benchStore(b, 1)
+		ctx := context.Background()
+		c, _ := core.NewCoordinate("order:1", "shop")
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if _, err := s.Append(ctx, c, kind, payload100); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		reportRate(b, b.N)
+	})
+}

@@ -41,6 +41,31 @@
 // the original receipt, across restarts and crashes), correlation,
 // causation and user flags.
 //
+// # Batches, outboxes and fences
+//
+// AppendBatch and SubmitBatch write several events atomically: all of them
+// become visible together (to readers, cursors and subscribers) or none
+// does, across segment rotation and across a crash at any byte. Items may
+// name an earlier item as their cause (PriorItem), carry compare-and-set
+// expectations (if one fails nothing is written) and idempotency keys (a
+// retry of a whole batch returns the original receipts; mixing stored and
+// new keys is refused). An Outbox stages events — validating each at once —
+// and flushes them as one batch.
+//
+// A Fence (BeginFence) hides writes until Commit publishes them all at
+// once; Cancel, or Close before Commit, hides them for ever. They are on
+// disk and in their entities' clock and hash chains either way, so an
+// entity's visible clocks may skip the hidden ones. While a fence is open,
+// ordinary writes fail with ErrFenceActive.
+//
+// Config.Batch.GroupCommitMaxBatch bounds how many queued writes share one
+// write call and one fsync (0: all queued; 1: none). Idempotency keys are
+// not needed for correctness in any mode — a receipt is only returned for
+// a write that is written (and synced, as configured), and a failed group
+// fails every ticket in it — but they are what makes retrying after an
+// error safe: a write whose fsync failed may still be on disk, and under
+// group commit one failure fails a whole group.
+//
 // # Durability
 //
 // Whatever the setting, an event is handed to the operating system (write)
@@ -105,6 +130,13 @@
 //	112  causation id [16] 128 payload hash [32] = BLAKE3(payload)
 //	160  previous hash [32] = event hash of the entity's previous event (zero for its first)
 //	192  entity | scope | idempotency key | payload (JSON)
+//	system flags: bit 0 = batch item, bit 1 = written under a fence
+//
+//	marker record (16 bytes): type u8 | zero [3] | count u32 | id u64
+//	  type 2 batch begin   count = items, id = the batch's first global sequence
+//	  type 3 batch commit  same count and id
+//	  type 4 fence begin   id = fence number
+//	  type 5 fence commit  type 6 fence cancel
 //
 // The event hash covers every header field, the coordinate and the
 // idempotency key, and the payload through its digest; each event names
@@ -134,6 +166,15 @@
 //     it is truncated away and logged (those events were never
 //     acknowledged under EveryNEvents = 1). In a sealed segment it is
 //     corruption.
+//
+// The frames that pass these checks are then read as a log (recovery and
+// Verify share this walk): batch items count only once their batch's
+// commit record follows with the announced item count — a batch cut short
+// by a crash, or followed by anything else, never happened, even if it
+// spans segments; events written under a fence are shown once the fence's
+// commit record follows, and stay hidden for ever after a cancel record, a
+// crash while the fence was open, or anything else. Hidden events keep
+// their global sequence and their place in the entity's chain.
 //
 // OpenReadOnly does the same without taking the lock or changing any file,
 // so it can run beside a live writer process.

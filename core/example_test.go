@@ -151,3 +151,85 @@ func ExampleStore_Verify() {
 	fmt.Println(rep.Events, rep.Entities, err)
 	// Output: 5 1 <nil>
 }
+
+func ExampleStore_AppendBatch() {
+	s, done := tempStore()
+	defer done()
+	ctx := context.Background()
+	order, _ := core.NewCoordinate("order:5", "shop")
+	payment, _ := core.NewCoordinate("payment:5", "shop")
+
+	// Both events become visible together, or neither does.
+	receipts, err := s.AppendBatch(ctx, []core.BatchItem{
+		{Coordinate: order, Kind: orderPlaced, Payload: []byte(`{"total":20}`),
+			Options: core.AppendOptions{ExpectedClock: core.ExpectNoEvents()}},
+		{Coordinate: payment, Kind: paymentTaken, Payload: []byte(`{"amount":20}`),
+			Causation: core.PriorItem(0)},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(len(receipts), receipts[1].CorrelationID == receipts[0].ID)
+
+	// A failed expectation writes nothing and names the item.
+	_, err = s.AppendBatch(ctx, []core.BatchItem{
+		{Coordinate: payment, Kind: paymentTaken, Payload: []byte(`{"refund":20}`)},
+		{Coordinate: order, Kind: orderPlaced, Payload: []byte(`{}`),
+			Options: core.AppendOptions{ExpectedClock: core.ExpectNoEvents()}},
+	})
+	var item *core.BatchItemError
+	fmt.Println(errors.As(err, &item), item.Index, errors.Is(err, core.ErrConflict))
+	st := s.Stats()
+	fmt.Println(st.Events)
+	// Output:
+	// 2 true
+	// true 1 true
+	// 2
+}
+
+func ExampleStore_BeginFence() {
+	s, done := tempStore()
+	defer done()
+	ctx := context.Background()
+	coord, _ := core.NewCoordinate("import:1", "etl")
+
+	fence, err := s.BeginFence(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer fence.Close() // cancels if we return before Commit
+
+	var tickets []*core.Ticket
+	for i := 0; i < 3; i++ {
+		t, _ := fence.Submit(ctx, coord, orderPlaced, []byte(fmt.Sprintf(`{"row":%d}`, i)))
+		tickets = append(tickets, t)
+	}
+	before, _ := s.Stream("import:1")
+	if err := fence.Commit(ctx); err != nil {
+		log.Fatal(err)
+	}
+	after, _ := s.Stream("import:1")
+	r, _ := tickets[2].Wait(ctx)
+	fmt.Println(len(before), len(after), r.Clock)
+	// Output: 0 3 2
+}
+
+func ExampleOutbox() {
+	s, done := tempStore()
+	defer done()
+	ctx := context.Background()
+	coord, _ := core.NewCoordinate("cart:9", "shop")
+
+	box := s.Outbox()
+	box.Stage(coord, orderPlaced, []byte(`{"sku":"A"}`))
+	box.Stage(coord, orderPlaced, []byte(`{"sku":"B"}`))
+	// Staging validates at once: this never reaches the store.
+	err := box.Stage(coord, orderPlaced, []byte(`{not json`))
+	fmt.Println(errors.Is(err, core.ErrInvalidPayload), box.Len())
+
+	receipts, err := box.Flush(ctx)
+	fmt.Println(len(receipts), err, box.Len())
+	// Output:
+	// true 2
+	// 2 <nil> 0
+}
