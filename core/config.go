@@ -82,6 +82,10 @@ type Config struct {
 	// bytes are accepted, one more is refused with ErrPayloadTooLarge.
 	// Default 16 MiB; range 1..64 MiB.
 	SingleAppendMaxBytes int
+	// BroadcastCapacity is how many notifications the store holds for lossy
+	// subscriptions: one that falls further behind loses the oldest (see
+	// Subscription.Dropped). Default 8192; range 1..1<<20.
+	BroadcastCapacity int
 	// ChannelCapacity is the writer mailbox size: Submit blocks and TrySubmit
 	// answers Retry when it is full. Default 4096; range 1..1<<20.
 	ChannelCapacity int
@@ -92,6 +96,9 @@ type Config struct {
 	Sync SyncConfig
 	// Batch sets batch limits and group commit; see BatchConfig.
 	Batch BatchConfig
+	// ProjectionCache keeps projected states between Project calls (see
+	// NewLRUCache, NewFileCache). Default nil: no cache.
+	ProjectionCache ProjectionCache
 	// Now is the wall clock used for event timestamps; tests inject a fake
 	// one. Default time.Now. Timestamps never decrease within an entity even
 	// if Now goes backwards.
@@ -107,6 +114,7 @@ const (
 	DefaultFDBudget             = 64
 	DefaultSingleAppendMaxBytes = 16 << 20
 	DefaultChannelCapacity      = 4096
+	DefaultBroadcastCapacity    = 8192
 	DefaultPressureRetryPct     = 75
 	DefaultSyncEveryNEvents     = 1000
 	DefaultSyncInterval         = time.Second
@@ -122,6 +130,7 @@ func DefaultConfig(dir string) Config {
 		FDBudget:             DefaultFDBudget,
 		SingleAppendMaxBytes: DefaultSingleAppendMaxBytes,
 		ChannelCapacity:      DefaultChannelCapacity,
+		BroadcastCapacity:    DefaultBroadcastCapacity,
 		PressureRetryPct:     DefaultPressureRetryPct,
 		Sync: SyncConfig{
 			EveryNEvents: DefaultSyncEveryNEvents,
@@ -148,6 +157,8 @@ func (c Config) Validate() error {
 		return bad("FDBudget", c.FDBudget, "2..65536")
 	case c.SingleAppendMaxBytes < 1 || c.SingleAppendMaxBytes > 64<<20:
 		return bad("SingleAppendMaxBytes", c.SingleAppendMaxBytes, "1..64 MiB")
+	case c.BroadcastCapacity < 1 || c.BroadcastCapacity > 1<<20:
+		return bad("BroadcastCapacity", c.BroadcastCapacity, "1..1048576")
 	case c.ChannelCapacity < 1 || c.ChannelCapacity > 1<<20:
 		return bad("ChannelCapacity", c.ChannelCapacity, "1..1048576")
 	case c.PressureRetryPct < 1 || c.PressureRetryPct > 100:

@@ -220,8 +220,10 @@ func (w *writer) endFenceOp(r *request) {
 		for i := range f.pend {
 			p := &f.pend[i]
 			ix.insertLocked(p.seq, p.e, p.idem)
+			p.fenced = false
 		}
 		ix.mu.Unlock()
+		w.notifyPublished(f.pend)
 		for _, h := range f.held {
 			h.answer()
 		}

@@ -203,20 +203,9 @@ func (ix *index) plan(r Region) []loc {
 	}
 	var out []loc
 	keep := func(seq uint32) {
-		e := ix.at(seq)
-		if e.flags&(entryRemoved|entryHidden) != 0 {
-			return
+		if e := ix.at(seq); ix.matchesLocked(r, e) {
+			out = append(out, loc{seq: seq, seg: e.seg, off: e.off})
 		}
-		if r.hasEntity && !strings.HasPrefix(ix.entities[e.entity].name, r.entityPrefix) {
-			return
-		}
-		if r.hasScope && ix.scopes[e.scope].name != r.scope {
-			return
-		}
-		if !r.matchesKindClock(e.kind, e.clock) {
-			return
-		}
-		out = append(out, loc{seq: seq, seg: e.seg, off: e.off})
 	}
 	if all {
 		for seq := uint32(0); seq < ix.n; seq++ {
@@ -359,4 +348,86 @@ func (t *idTable) grow(ix *index) {
 			t.place(ix.at(s-1).id, s-1)
 		}
 	}
+}
+
+// published is the number of sequences decided (visible or hidden).
+func (ix *index) published() uint32 {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.n
+}
+
+// matchesLocked reports whether entry e is visible and in r. Caller holds mu.
+func (ix *index) matchesLocked(r Region, e *entry) bool {
+	if e.flags&(entryRemoved|entryHidden) != 0 {
+		return false
+	}
+	if r.hasEntity && !strings.HasPrefix(ix.entities[e.entity].name, r.entityPrefix) {
+		return false
+	}
+	if r.hasScope && ix.scopes[e.scope].name != r.scope {
+		return false
+	}
+	return r.matchesKindClock(e.kind, e.clock)
+}
+
+// countMatching counts the visible events in r with sequences in [from, to).
+func (ix *index) countMatching(r Region, from, to uint64) uint64 {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	to = min(to, uint64(ix.n))
+	var n uint64
+	for seq := from; seq < to; seq++ {
+		if ix.matchesLocked(r, ix.at(uint32(seq))) {
+			n++
+		}
+	}
+	return n
+}
+
+// planFrom collects up to max visible events in r with sequence >= from,
+// in order, and returns the sequence to continue from: one past the last
+// sequence examined (all of which are decided, so nothing before it can
+// appear later).
+func (ix *index) planFrom(r Region, from uint64, max int) ([]loc, uint64) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	end := uint64(ix.n)
+	if from >= end || max <= 0 {
+		return nil, from
+	}
+	var out []loc
+	take := func(seq uint32) bool {
+		e := ix.at(seq)
+		if ix.matchesLocked(r, e) {
+			out = append(out, loc{seq: seq, seg: e.seg, off: e.off})
+		}
+		return len(out) < max
+	}
+	// Walk the shortest posting list the region allows, from `from` on.
+	var post []uint32
+	switch {
+	case r.hasScope:
+		if n, ok := ix.byScope[r.scope]; ok {
+			post = ix.scopes[n].seqs
+		} else {
+			return nil, end
+		}
+	case r.hasKind:
+		post = ix.kinds[r.kind]
+	default:
+		for seq := from; seq < end; seq++ {
+			if !take(uint32(seq)) {
+				return out, seq + 1
+			}
+		}
+		return out, end
+	}
+	i := sort.Search(len(post), func(i int) bool { return uint64(post[i]) >= from })
+	for ; i < len(post); i++ {
+		if !take(post[i]) {
+			return out, uint64(post[i]) + 1
+		}
+	}
+	return out, end
 }

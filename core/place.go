@@ -172,6 +172,8 @@ func (w *writer) place(e *eventReq, sys byte, saved map[uint32]entityW) (Receipt
 		seq:    uint32(rec.seq),
 		idem:   rec.idem,
 		fenced: sys&sysFenced != 0,
+		corr:   rec.header.CorrelationID,
+		cause:  rec.header.CausationID,
 		e: entry{id: e.id, seg: w.seg, off: uint32(off), entity: en, scope: sc,
 			clock: rec.header.Clock, kind: e.kind},
 	})

@@ -26,6 +26,7 @@ type Store struct {
 
 	ix   *index
 	segs *segCache
+	bc   *broadcaster
 	lock *os.File
 
 	mailbox chan *request
@@ -91,7 +92,7 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 		return nil, err
 	}
 	cfg.fillRuntimeDefaults()
-	s := &Store{cfg: cfg, readOnly: readOnly, log: cfg.Logger, ix: newIndex()}
+	s := &Store{cfg: cfg, readOnly: readOnly, log: cfg.Logger, ix: newIndex(), bc: newBroadcaster(cfg.BroadcastCapacity)}
 	if readOnly {
 		if _, err := os.Stat(cfg.Dir); err != nil {
 			return nil, fmt.Errorf("batpak: open read-only: %w", err)
@@ -302,6 +303,7 @@ func (s *Store) indexWalked(ev *walkedEvent) error {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		defer s.shut.Store(true)
+		defer s.bc.close()
 		if s.readOnly {
 			s.segs.close()
 			return

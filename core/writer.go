@@ -58,6 +58,8 @@ type pending struct {
 	seq    uint32
 	idem   string
 	fenced bool
+	corr   EventID // for the notification
+	cause  EventID
 }
 
 // maxGroupBytes stops draining the mailbox once a group's payloads reach
@@ -314,6 +316,7 @@ func (w *writer) publish() {
 	w.s.segs.publish(w.off)
 	w.storePos()
 	if len(w.pend) == 0 {
+		w.s.bc.signal()
 		return
 	}
 	ix := w.s.ix
@@ -332,6 +335,7 @@ func (w *writer) publish() {
 			w.fence.idem[p.idem] = w.groupIdm[p.idem]
 		}
 	}
+	w.notifyPublished(w.pend)
 }
 
 // fail records the first write failure; from then on every write fails.

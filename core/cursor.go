@@ -1,0 +1,182 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+)
+
+// Cursor delivers every visible event of a region exactly once, in global
+// order: Poll returns the next events after the cursor's position and
+// moves it; it never skips and never repeats. Later appends appear on a
+// later Poll. A fence's events appear once it commits (never, if it is
+// cancelled). A named cursor (NamedCursor) keeps a committed position in
+// the store directory: Commit persists the position reached, and a cursor
+// opened again with the same name — in this process or after a restart —
+// resumes there. A Cursor is safe for concurrent use.
+type Cursor struct {
+	s      *Store
+	region Region
+	name   string
+
+	mu        sync.Mutex
+	pos       uint64 // next global sequence to examine
+	committed uint64
+}
+
+// Cursor returns an in-memory cursor over r starting at the first event.
+func (s *Store) Cursor(r Region) *Cursor { return &Cursor{s: s, region: r} }
+
+// cursorNameRE bounds cursor names to what is safe as a file name.
+var cursorNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// ErrInvalidCursorName: a cursor name must be 1..128 characters of
+// letters, digits, '.', '_' and '-', starting with a letter or digit.
+var ErrInvalidCursorName = errors.New("batpak: invalid cursor name")
+
+// NamedCursor returns the durable cursor called name over r, positioned
+// at its last committed position (the first event if it has none). The
+// name identifies the consumer; the region is not stored, so reopen a name
+// with the same region.
+func (s *Store) NamedCursor(name string, r Region) (*Cursor, error) {
+	if !cursorNameRE.MatchString(name) {
+		return nil, fmt.Errorf("%w: %q (want 1..128 of A-Z a-z 0-9 . _ -, starting with a letter or digit)", ErrInvalidCursorName, name)
+	}
+	pos, err := loadCursor(s.cfg.Dir, name)
+	if err != nil {
+		return nil, err
+	}
+	return &Cursor{s: s, region: r, name: name, pos: pos, committed: pos}, nil
+}
+
+// Poll returns up to max of the next visible events in the region and
+// moves the position past them. It returns no events (and no error) when
+// there is nothing new.
+func (c *Cursor) Poll(max int) ([]StoredEvent, error) {
+	if err := c.s.checkReadable(); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	locs, next := c.s.ix.planFrom(c.region, c.pos, max)
+	evs, err := c.s.readLocs(locs)
+	if err != nil {
+		return nil, err
+	}
+	c.pos = next
+	return evs, nil
+}
+
+// Position is the global sequence the next Poll starts from.
+func (c *Cursor) Position() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pos
+}
+
+// Committed is the last committed position (for a named cursor, what a
+// restart resumes from).
+func (c *Cursor) Committed() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.committed
+}
+
+// Commit records the current position as processed. For a named cursor it
+// is written to the store directory (temp file, fsync, rename) before
+// Commit returns; for an unnamed one it only moves Committed.
+func (c *Cursor) Commit() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.commitLocked(c.pos)
+}
+
+func (c *Cursor) commitLocked(pos uint64) error {
+	if c.name != "" && pos != c.committed {
+		if c.s.readOnly {
+			return ErrReadOnly
+		}
+		if err := saveCursor(c.s.cfg.Dir, c.name, pos); err != nil {
+			return err
+		}
+	}
+	c.committed = pos
+	return nil
+}
+
+// Rewind moves the position back to the last committed one, so the events
+// after it are delivered again (what a restarted consumer needs).
+func (c *Cursor) Rewind() {
+	c.mu.Lock()
+	c.pos = c.committed
+	c.mu.Unlock()
+}
+
+const cursorDir = "cursors"
+
+// A cursor file: "BPCURSR1" | position u64 | CRC32C of the first 16 bytes.
+func cursorPath(dir, name string) string { return filepath.Join(dir, cursorDir, name+".pos") }
+
+func loadCursor(dir, name string) (uint64, error) {
+	b, err := os.ReadFile(cursorPath(dir, name))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("batpak: read cursor %q: %w", name, err)
+	}
+	if len(b) != 20 || string(b[:8]) != "BPCURSR1" || le.Uint32(b[16:]) != crc32c(b[:16]) {
+		return 0, &CorruptionError{File: cursorPath(dir, name), Reason: "cursor position file is damaged"}
+	}
+	return le.Uint64(b[8:]), nil
+}
+
+func saveCursor(dir, name string, pos uint64) error {
+	b := make([]byte, 20)
+	copy(b, "BPCURSR1")
+	le.PutUint64(b[8:], pos)
+	le.PutUint32(b[16:], crc32c(b[:16]))
+	if err := writeFileAtomic(filepath.Join(dir, cursorDir), name+".pos", b, true); err != nil {
+		return fmt.Errorf("batpak: commit cursor %q: %w", name, err)
+	}
+	return nil
+}
+
+// writeFileAtomic writes dir/name through a temporary file and a rename, so
+// readers see the old content or the new. With durable set it fsyncs the
+// file before the rename and the directory after: a crash then leaves the
+// old or the new content, never a damaged file.
+func writeFileAtomic(dir, name string, b []byte, durable bool) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, name+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if durable {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		return err
+	}
+	if !durable {
+		return nil
+	}
+	return syncDir(dir)
+}

@@ -1,0 +1,146 @@
+package core
+
+import (
+	"container/list"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/zeebo/blake3"
+)
+
+// CachedState is a projected state as a ProjectionCache holds it.
+type CachedState struct {
+	State []byte    // the encoded state (JSON unless the projection is a StateCodec)
+	UpTo  uint64    // the entity generation it includes (see Store.EntityGeneration)
+	Found bool      // whether any event was folded in
+	At    time.Time // when it was computed
+}
+
+// ProjectionCache stores projected states. Keys combine the entity, the
+// projection's Name and its SchemaVersion. Implementations must be safe
+// for concurrent use; a Get miss is always allowed (a cache may forget).
+type ProjectionCache interface {
+	Get(key string) (CachedState, bool)
+	Put(key string, st CachedState)
+}
+
+// LRUCache is an in-memory ProjectionCache holding at most a fixed number
+// of states, evicting the least recently used.
+type LRUCache struct {
+	mu   sync.Mutex
+	max  int
+	ll   list.List
+	keys map[string]*list.Element
+}
+
+type lruItem struct {
+	key string
+	st  CachedState
+}
+
+// NewLRUCache returns an in-memory cache of at most max states (min 1).
+func NewLRUCache(n int) *LRUCache {
+	return &LRUCache{max: max(n, 1), keys: map[string]*list.Element{}}
+}
+
+// Get implements ProjectionCache.
+func (c *LRUCache) Get(key string) (CachedState, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.keys[key]
+	if !ok {
+		return CachedState{}, false
+	}
+	c.ll.MoveToFront(e)
+	return e.Value.(*lruItem).st, true
+}
+
+// Put implements ProjectionCache.
+func (c *LRUCache) Put(key string, st CachedState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.keys[key]; ok {
+		e.Value.(*lruItem).st = st
+		c.ll.MoveToFront(e)
+		return
+	}
+	c.keys[key] = c.ll.PushFront(&lruItem{key: key, st: st})
+	for c.ll.Len() > c.max {
+		old := c.ll.Back()
+		c.ll.Remove(old)
+		delete(c.keys, old.Value.(*lruItem).key)
+	}
+}
+
+// Len is the number of cached states.
+func (c *LRUCache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ll.Len()
+}
+
+// FileCache is a ProjectionCache keeping one file per state in a
+// directory, written through a temporary file and a rename so a crash
+// leaves the old state or the new one. A damaged or unreadable file is a
+// miss. File names are the BLAKE3 digest of the key.
+type FileCache struct {
+	dir string
+}
+
+// NewFileCache returns a cache in dir (created on first Put).
+func NewFileCache(dir string) *FileCache { return &FileCache{dir: dir} }
+
+func (c *FileCache) path(key string) string {
+	sum := blake3.Sum256([]byte(key))
+	return filepath.Join(c.dir, hex.EncodeToString(sum[:16])+".state")
+}
+
+// A state file: "BPSTATE1" | upTo u64 | at (Unix ns) i64 | found u8 |
+// key length u32 | key | state | CRC32C of everything before it.
+const stateMagic = "BPSTATE1"
+
+// Get implements ProjectionCache.
+func (c *FileCache) Get(key string) (CachedState, bool) {
+	b, err := os.ReadFile(c.path(key))
+	if err != nil || len(b) < 8+8+8+1+4+4 || string(b[:8]) != stateMagic {
+		return CachedState{}, false
+	}
+	body := b[:len(b)-4]
+	if le.Uint32(b[len(b)-4:]) != crc32c(body) {
+		return CachedState{}, false
+	}
+	kl := int(le.Uint32(body[25:]))
+	if 29+kl > len(body) || string(body[29:29+kl]) != key {
+		return CachedState{}, false
+	}
+	return CachedState{
+		UpTo:  le.Uint64(body[8:]),
+		At:    time.Unix(0, int64(le.Uint64(body[16:]))),
+		Found: body[24] == 1,
+		State: append([]byte(nil), body[29+kl:]...),
+	}, true
+}
+
+// Put implements ProjectionCache. It does not fsync (a cache need not be
+// durable: a file a crash damaged fails its checksum and is a miss). A
+// failed write is dropped: the next Get misses and the state is recomputed.
+func (c *FileCache) Put(key string, st CachedState) {
+	b := make([]byte, 0, 33+len(key)+len(st.State))
+	b = append(b, stateMagic...)
+	b = le.AppendUint64(b, st.UpTo)
+	b = le.AppendUint64(b, uint64(st.At.UnixNano()))
+	found := byte(0)
+	if st.Found {
+		found = 1
+	}
+	b = append(b, found)
+	b = le.AppendUint32(b, uint32(len(key)))
+	b = append(b, key...)
+	b = append(b, st.State...)
+	b = le.AppendUint32(b, crc32c(b))
+	p := c.path(key)
+	_ = writeFileAtomic(filepath.Dir(p), filepath.Base(p), b, false)
+}

@@ -1,0 +1,234 @@
+package core
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+)
+
+// Projection folds an entity's events into state S. Apply is called for
+// each visible event of the entity whose kind is in Kinds (all kinds when
+// Kinds is empty), in clock order, starting from Init. Name and
+// SchemaVersion identify the projection in caches, so they must be stable
+// across builds; bump SchemaVersion when Apply or S changes meaning, and
+// cached states of the old version are ignored.
+type Projection[S any] interface {
+	Name() string
+	SchemaVersion() uint32
+	Kinds() []Kind
+	Init() S
+	Apply(state S, ev StoredEvent) S
+}
+
+// Incremental is implemented by projections whose Apply may continue from
+// a cached state: Project then applies only the events after the cached
+// one instead of refolding the entity.
+type Incremental interface {
+	SupportsIncremental() bool
+}
+
+// StateCodec is implemented by projections that encode their state for
+// the cache themselves; the default is encoding/json.
+type StateCodec[S any] interface {
+	EncodeState(S) ([]byte, error)
+	DecodeState([]byte) (S, error)
+}
+
+// Freshness says how current a projected state must be.
+type Freshness struct {
+	maxAge time.Duration // 0: consistent
+}
+
+// Consistent: the state includes every event of the entity published when
+// Project was called.
+func Consistent() Freshness { return Freshness{} }
+
+// MaybeStale: a cached state computed at most maxAge ago may be returned
+// without looking for newer events.
+func MaybeStale(maxAge time.Duration) Freshness { return Freshness{maxAge: maxAge} }
+
+// EntityGeneration is a number that changes whenever the entity gets a new
+// visible event (one past the global sequence of its latest one), and 0
+// for an entity with no visible events.
+func (s *Store) EntityGeneration(entity string) uint64 {
+	ix := s.ix
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	n, ok := ix.byEntity[entity]
+	if !ok || len(ix.entities[n].seqs) == 0 {
+		return 0
+	}
+	seqs := ix.entities[n].seqs
+	return uint64(seqs[len(seqs)-1]) + 1
+}
+
+// Project folds the visible events of entity through p. found is false
+// when the entity has no visible event of p's kinds (state is then
+// p.Init()). With a projection cache configured (Config.ProjectionCache)
+// the result is cached under entity, p.Name() and p.SchemaVersion();
+// an Incremental projection continues from a cached state.
+func Project[S any](s *Store, entity string, p Projection[S], fresh Freshness) (state S, found bool, err error) {
+	state, found, _, err = project(s, entity, p, fresh)
+	return state, found, err
+}
+
+// ProjectIfChanged projects only when the entity's generation differs from
+// lastGen, returning the current generation; changed is false (and state
+// the zero value) when nothing changed.
+func ProjectIfChanged[S any](s *Store, entity string, p Projection[S], lastGen uint64, fresh Freshness) (gen uint64, state S, changed bool, err error) {
+	if g := s.EntityGeneration(entity); g == lastGen {
+		return g, state, false, nil
+	}
+	state, _, gen, err = project(s, entity, p, fresh)
+	if err != nil {
+		return lastGen, state, false, err
+	}
+	return gen, state, gen != lastGen, nil
+}
+
+func cacheKey[S any](entity string, p Projection[S]) string {
+	return fmt.Sprintf("%s\x00%s\x00%d", entity, p.Name(), p.SchemaVersion())
+}
+
+func project[S any](s *Store, entity string, p Projection[S], fresh Freshness) (S, bool, uint64, error) {
+	if err := s.checkReadable(); err != nil {
+		var zero S
+		return zero, false, 0, err
+	}
+	cache := s.cfg.ProjectionCache
+	key := ""
+	state, found, from := p.Init(), false, uint64(0)
+	if cache != nil {
+		key = cacheKey(entity, p)
+		if ce, ok := cache.Get(key); ok {
+			if st, err := decodeState(p, ce.State); err == nil {
+				if fresh.maxAge > 0 && time.Since(ce.At) <= fresh.maxAge {
+					return st, ce.Found, ce.UpTo, nil
+				}
+				if inc, ok := any(p).(Incremental); ok && inc.SupportsIncremental() {
+					state, found, from = st, ce.Found, ce.UpTo
+				}
+			}
+		}
+	}
+	locs, gen := s.ix.entityEvents(entity, p.Kinds(), from)
+	if from > 0 && gen == from {
+		// cached state is current
+		return state, found, gen, nil
+	}
+	var rerr error
+	s.eachLoc(locs, func(ev StoredEvent, err error) bool {
+		if err != nil {
+			rerr = err
+			return false
+		}
+		state = p.Apply(state, ev)
+		found = true
+		return true
+	})
+	if rerr != nil {
+		var zero S
+		return zero, false, 0, rerr
+	}
+	if cache != nil {
+		if b, err := encodeState(p, state); err == nil {
+			cache.Put(key, CachedState{State: b, UpTo: gen, Found: found, At: time.Now()})
+		}
+	}
+	return state, found, gen, nil
+}
+
+func encodeState[S any](p Projection[S], st S) ([]byte, error) {
+	if c, ok := any(p).(StateCodec[S]); ok {
+		return c.EncodeState(st)
+	}
+	return json.Marshal(st)
+}
+
+func decodeState[S any](p Projection[S], b []byte) (S, error) {
+	if c, ok := any(p).(StateCodec[S]); ok {
+		return c.DecodeState(b)
+	}
+	var st S
+	err := json.Unmarshal(b, &st)
+	return st, err
+}
+
+// entityEvents returns the locations of entity's visible events with
+// global sequence >= from whose kind is in kinds (all when empty), and the
+// entity's generation.
+func (ix *index) entityEvents(entity string, kinds []Kind, from uint64) ([]loc, uint64) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	n, ok := ix.byEntity[entity]
+	if !ok {
+		return nil, 0
+	}
+	seqs := ix.entities[n].seqs
+	if len(seqs) == 0 {
+		return nil, 0
+	}
+	gen := uint64(seqs[len(seqs)-1]) + 1
+	i := sort.Search(len(seqs), func(i int) bool { return uint64(seqs[i]) >= from })
+	out := make([]loc, 0, len(seqs)-i)
+	for ; i < len(seqs); i++ {
+		e := ix.at(seqs[i])
+		if len(kinds) > 0 && !slices.Contains(kinds, e.kind) {
+			continue
+		}
+		out = append(out, loc{seq: seqs[i], seg: e.seg, off: e.off})
+	}
+	return out, gen
+}
+
+// Watcher follows a projection of one entity (see WatchProjection).
+type Watcher[S any] struct {
+	s      *Store
+	entity string
+	p      Projection[S]
+	gen    uint64
+	primed bool
+}
+
+// WatchProjection returns a watcher whose Next blocks until the entity's
+// state changes and returns it. It re-reads the entity's generation after
+// every publication, so it always converges on the true state, however
+// many notifications lossy subscribers drop.
+func WatchProjection[S any](s *Store, entity string, p Projection[S]) *Watcher[S] {
+	return &Watcher[S]{s: s, entity: entity, p: p}
+}
+
+// Next returns the entity's state as soon as it differs from the one Next
+// last returned (the first call returns the current state if the entity
+// has events). It returns ctx.Err() when ctx ends and ErrClosed when the
+// store closes.
+func (w *Watcher[S]) Next(ctx context.Context) (S, error) {
+	var zero S
+	for {
+		wake := w.s.bc.changed()
+		if err := w.s.checkReadable(); err != nil {
+			return zero, err
+		}
+		if g := w.s.EntityGeneration(w.entity); g != w.gen || (!w.primed && g > 0) {
+			st, _, gen, err := project(w.s, w.entity, w.p, Consistent())
+			if err != nil {
+				return zero, err
+			}
+			w.gen, w.primed = gen, true
+			return st, nil
+		}
+		select {
+		case <-wake:
+		case <-w.s.bc.shut:
+			return zero, ErrClosed
+		case <-ctx.Done():
+			return zero, ctx.Err()
+		}
+	}
+}
+
+// Generation is the entity generation of the state Next last returned.
+func (w *Watcher[S]) Generation() uint64 { return w.gen }

@@ -1,0 +1,245 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+)
+
+// WorkerAction is a handler's answer: go on, or stop the worker.
+type WorkerAction int
+
+const (
+	// Continue: commit the batch's position and deliver the next batch.
+	Continue WorkerAction = iota
+	// Stop: commit the batch's position and stop the worker (Join returns nil).
+	Stop
+)
+
+// Handler processes one batch of events of a cursor worker. The batch's
+// position is committed after it returns Continue or Stop; an error or a
+// panic instead restarts the worker from the last committed position
+// (at-least-once delivery), within the restart budget. The handler runs on
+// the worker's goroutine and may write to the store.
+type Handler func(ctx context.Context, batch []StoredEvent) (WorkerAction, error)
+
+// RestartPolicy bounds how often a failing handler is restarted.
+type RestartPolicy struct {
+	max    int
+	within time.Duration // 0: over the worker's life
+}
+
+// RestartOnce allows one restart over the worker's life (the default).
+func RestartOnce() RestartPolicy { return RestartPolicy{max: 1} }
+
+// RestartNever stops the worker at the first failure.
+func RestartNever() RestartPolicy { return RestartPolicy{max: 0} }
+
+// RestartBounded allows max restarts within any window of length within.
+func RestartBounded(max int, within time.Duration) RestartPolicy {
+	return RestartPolicy{max: max, within: within}
+}
+
+// WorkerConfig configures a cursor worker. Zero fields take the defaults.
+type WorkerConfig struct {
+	// Name makes the worker's position durable (a named cursor): a worker
+	// started again with the same name resumes after the last batch its
+	// handler finished, even after a restart of the process.
+	Name string
+	// BatchSize is the most events per handler call. Default 64.
+	BatchSize int
+	// IdleSleep is the longest the worker waits for new events before
+	// polling again (it also wakes as soon as the store publishes). Default 10ms.
+	IdleSleep time.Duration
+	// Restart is the restart budget. Default RestartOnce().
+	Restart *RestartPolicy
+}
+
+// WorkerError is what Join returns when a worker stopped because its
+// handler kept failing.
+type WorkerError struct {
+	Restarts int
+	Err      error // the last failure
+}
+
+func (e *WorkerError) Error() string {
+	return fmt.Sprintf("batpak: cursor worker stopped after %d restarts: %v", e.Restarts, e.Err)
+}
+
+// Unwrap returns the last failure.
+func (e *WorkerError) Unwrap() error { return e.Err }
+
+// ErrHandlerPanic is wrapped by the error a panicking handler is turned into.
+var ErrHandlerPanic = errors.New("batpak: handler panicked")
+
+// Worker runs a handler over a cursor on its own goroutine.
+type Worker struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+
+	mu       sync.Mutex
+	restarts int
+}
+
+// CursorWorker starts a worker that feeds the events of r, in order and in
+// batches, to handler. It stops when the handler answers Stop, when Stop
+// is called or ctx ends (Join returns nil), when the restart budget is
+// exhausted (Join returns a *WorkerError) or when the store closes (Join
+// returns ErrClosed).
+func (s *Store) CursorWorker(ctx context.Context, r Region, cfg WorkerConfig, handler Handler) (*Worker, error) {
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 64
+	}
+	if cfg.IdleSleep <= 0 {
+		cfg.IdleSleep = 10 * time.Millisecond
+	}
+	policy := RestartOnce()
+	if cfg.Restart != nil {
+		policy = *cfg.Restart
+	}
+	cur := s.Cursor(r)
+	if cfg.Name != "" {
+		var err error
+		if cur, err = s.NamedCursor(cfg.Name, r); err != nil {
+			return nil, err
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	w := &Worker{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		defer cancel()
+		w.err = w.run(ctx, s, cur, cfg, policy, handler)
+	}()
+	return w, nil
+}
+
+// Stop asks the worker to stop after the batch in hand; Join waits for it.
+func (w *Worker) Stop() { w.cancel() }
+
+// Join waits for the worker to end and says why it ended: nil for a Stop
+// (by the handler, Stop or ctx), a *WorkerError when its handler kept
+// failing, or the store's error (ErrClosed, a read error).
+func (w *Worker) Join() error {
+	<-w.done
+	return w.err
+}
+
+// Done is closed when the worker has ended.
+func (w *Worker) Done() <-chan struct{} { return w.done }
+
+// Restarts counts the handler failures the worker recovered from so far.
+func (w *Worker) Restarts() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.restarts
+}
+
+func (w *Worker) run(ctx context.Context, s *Store, cur *Cursor, cfg WorkerConfig, policy RestartPolicy, handler Handler) error {
+	var failures []time.Time
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		wake := s.bc.changed()
+		batch, err := cur.Poll(cfg.BatchSize)
+		if err != nil {
+			return err
+		}
+		if len(batch) == 0 {
+			t := time.NewTimer(cfg.IdleSleep)
+			select {
+			case <-wake:
+			case <-t.C:
+			case <-ctx.Done():
+			case <-s.bc.shut:
+			}
+			t.Stop()
+			continue
+		}
+		action, err := callHandler(ctx, handler, batch)
+		if err != nil {
+			now := time.Now()
+			failures = append(failures, now)
+			if policy.within > 0 {
+				kept := failures[:0]
+				for _, f := range failures {
+					if now.Sub(f) <= policy.within {
+						kept = append(kept, f)
+					}
+				}
+				failures = kept
+			}
+			if len(failures) > policy.max {
+				return &WorkerError{Restarts: w.Restarts(), Err: err}
+			}
+			w.mu.Lock()
+			w.restarts++
+			w.mu.Unlock()
+			cur.Rewind()
+			continue
+		}
+		if err := cur.Commit(); err != nil {
+			return err
+		}
+		if action == Stop {
+			return nil
+		}
+	}
+}
+
+// callHandler runs handler, turning a panic into an error.
+func callHandler(ctx context.Context, h Handler, batch []StoredEvent) (a WorkerAction, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: %v\n%s", ErrHandlerPanic, p, debug.Stack())
+		}
+	}()
+	return h(ctx, batch)
+}
+
+// Reaction is an event a React function derives from a source event.
+type Reaction struct {
+	Coordinate Coordinate
+	Kind       Kind
+	Payload    []byte
+	Options    AppendOptions // CorrelationID and CausationID are set by React
+}
+
+// React runs fn over every event of r (a cursor worker) and appends the
+// events it returns, with correlation = the source's correlation and
+// causation = the source's id, through the store's ordinary write path.
+// The reactions to one source are written as one atomic batch whose items
+// carry idempotency keys derived from the source id (unless fn sets its
+// own), so a redelivery after a restart does not write them twice.
+func (s *Store) React(ctx context.Context, r Region, cfg WorkerConfig, fn func(ctx context.Context, ev StoredEvent) ([]Reaction, error)) (*Worker, error) {
+	return s.CursorWorker(ctx, r, cfg, func(ctx context.Context, batch []StoredEvent) (WorkerAction, error) {
+		for _, ev := range batch {
+			out, err := fn(ctx, ev)
+			if err != nil {
+				return Continue, err
+			}
+			if len(out) == 0 {
+				continue
+			}
+			items := make([]BatchItem, len(out))
+			for i, re := range out {
+				opts := re.Options
+				opts.CorrelationID = ev.Header.CorrelationID
+				opts.CausationID = ev.Header.ID
+				if opts.IdempotencyKey == "" {
+					opts.IdempotencyKey = fmt.Sprintf("react:%s:%d", ev.Header.ID, i)
+				}
+				items[i] = BatchItem{Coordinate: re.Coordinate, Kind: re.Kind, Payload: re.Payload, Options: opts}
+			}
+			if _, err := s.AppendBatch(ctx, items); err != nil {
+				return Continue, fmt.Errorf("batpak: react to %s: %w", ev.Header.ID, err)
+			}
+		}
+		return Continue, nil
+	})
+}
