@@ -332,3 +332,156 @@ func BenchmarkAppendBatch(b *testing.B) {
 		reportRate(b, b.N)
 	})
 }
+
+// countProj counts an entity's events (incremental).
+type countProj struct{}
+
+func (countProj) Name() string                        { return "bench-count" }
+func (countProj) SchemaVersion() uint32               { return 1 }
+func (countProj) Kinds() []core.Kind                  { return nil }
+func (countProj) Init() int                           { return 0 }
+func (countProj) Apply(n int, _ core.StoredEvent) int { return n + 1 }
+func (countProj) SupportsIncremental() bool           { return true }
+
+// BenchmarkProject: one entity of 1k or 10k events, folded cold (no cache)
+// and cached (LRU cache, nothing new since the last Project).
+//
+//	go test ./core -run '^$' -bench Project -benchtime 2s
+func BenchmarkProject(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		for _, cached := range []bool{false, true} {
+			name := fmt.Sprintf("events=%d/cold", n)
+			if cached {
+				name = fmt.Sprintf("events=%d/cached", n)
+			}
+			b.Run(name, func(b *testing.B) {
+				cfg := core.DefaultConfig(b.TempDir())
+				if cached {
+					cfg.ProjectionCache = core.NewLRUCache(16)
+				}
+				s, err := core.Open(cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				ctx := context.Background()
+				c, _ := core.NewCoordinate("order:1", "shop")
+				kind := core.MustKind(1, 1)
+				for i := 0; i < n; i++ {
+					if _, err := s.Submit(ctx, c, kind, payload100); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := s.Sync(ctx); err != nil {
+					b.Fatal(err)
+				}
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					st, _, err := core.Project(s, "order:1", countProj{}, core.Consistent())
+					if err != nil || st != n {
+						b.Fatal(st, err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkAppendWithSubscribers: pipelined Submit (as in
+// BenchmarkSubmitPipelined) while 0, 1, 10 or 100 lossy subscribers each
+// receive every notification on their own goroutine.
+//
+//	go test ./core -run '^$' -bench AppendWithSubscribers -benchtime 300000x
+func BenchmarkAppendWithSubscribers(b *testing.B) {
+	for _, mode := range []string{"recv", "batch"} {
+		for _, subs := range []int{0, 1, 10, 100} {
+			if subs == 0 && mode == "batch" {
+				continue
+			}
+			benchSubscribers(b, mode, subs)
+		}
+	}
+}
+
+func benchSubscribers(b *testing.B, mode string, subs int) {
+	b.Run(fmt.Sprintf("%s/subscribers=%d", mode, subs), func(b *testing.B) {
+		s := benchStore(b, 1000)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var wg sync.WaitGroup
+		for i := 0; i < subs; i++ {
+			sub := s.SubscribeLossy(core.All())
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer sub.Close()
+				if mode == "batch" {
+					buf := make([]core.Notification, 256)
+					for {
+						if _, err := sub.RecvBatch(ctx, buf); err != nil {
+							return
+						}
+					}
+				}
+				for range sub.All(ctx) {
+				}
+			}()
+		}
+		kind := core.MustKind(1, 1)
+		c, _ := core.NewCoordinate("order:1", "shop")
+		window := make([]*core.Ticket, 0, 4096)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			t, err := s.Submit(ctx, c, kind, payload100)
+			if err != nil {
+				b.Fatal(err)
+			}
+			window = append(window, t)
+			if len(window) == cap(window) {
+				waitAll(b, window)
+				window = window[:0]
+			}
+		}
+		waitAll(b, window)
+		b.StopTimer()
+		reportRate(b, b.N)
+		cancel()
+		wg.Wait()
+	})
+}
+
+// BenchmarkCursorPoll: a cursor reading 100k events in polls of 256.
+//
+//	go test ./core -run '^$' -bench CursorPoll -benchtime 5x
+func BenchmarkCursorPoll(b *testing.B) {
+	s := benchStore(b, 1000)
+	ctx := context.Background()
+	kind := core.MustKind(1, 1)
+	const n = 100_000
+	for i := 0; i < n; i++ {
+		c, _ := core.NewCoordinate(fmt.Sprintf("order:%d", i%100), "shop")
+		if _, err := s.Submit(ctx, c, kind, payload100); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := s.Sync(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	total := 0
+	for i := 0; i < b.N; i++ {
+		cur := s.Cursor(core.All())
+		for {
+			evs, err := cur.Poll(256)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(evs) == 0 {
+				break
+			}
+			total += len(evs)
+		}
+	}
+	b.StopTimer()
+	reportRate(b, total)
+}

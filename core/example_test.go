@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
@@ -232,4 +233,128 @@ func ExampleOutbox() {
 	// Output:
 	// true 2
 	// 2 <nil> 0
+}
+
+// The Go idiom for event-sourced state: typed kinds as constants, a state
+// struct, and one apply function per kind, dispatched by Apply. No
+// typestate macros or monads: a projection is a plain value.
+type cartState struct {
+	Items map[string]int `json:"items"`
+	Total int            `json:"total"`
+}
+
+var (
+	itemAdded   = core.MustKind(3, 1)
+	itemRemoved = core.MustKind(3, 2)
+)
+
+type itemEvent struct {
+	SKU   string `json:"sku"`
+	Price int    `json:"price"`
+}
+
+type cartProjection struct{}
+
+func (cartProjection) Name() string          { return "cart" }
+func (cartProjection) SchemaVersion() uint32 { return 1 }
+func (cartProjection) Kinds() []core.Kind    { return []core.Kind{itemAdded, itemRemoved} }
+func (cartProjection) Init() cartState       { return cartState{Items: map[string]int{}} }
+
+func (p cartProjection) Apply(st cartState, ev core.StoredEvent) cartState {
+	var e itemEvent
+	if json.Unmarshal(ev.Payload, &e) != nil {
+		return st
+	}
+	switch ev.Header.Kind {
+	case itemAdded:
+		return addItem(st, e)
+	case itemRemoved:
+		return removeItem(st, e)
+	}
+	return st
+}
+
+func addItem(st cartState, e itemEvent) cartState {
+	st.Items[e.SKU]++
+	st.Total += e.Price
+	return st
+}
+
+func removeItem(st cartState, e itemEvent) cartState {
+	if st.Items[e.SKU] > 0 {
+		st.Items[e.SKU]--
+		st.Total -= e.Price
+	}
+	return st
+}
+
+func ExampleProject() {
+	s, done := tempStore()
+	defer done()
+	ctx := context.Background()
+	cart, _ := core.NewCoordinate("cart:1", "shop")
+	s.Append(ctx, cart, itemAdded, []byte(`{"sku":"A","price":5}`))
+	s.Append(ctx, cart, itemAdded, []byte(`{"sku":"B","price":7}`))
+	s.Append(ctx, cart, itemRemoved, []byte(`{"sku":"A","price":5}`))
+
+	st, found, err := core.Project(s, "cart:1", cartProjection{}, core.Consistent())
+	fmt.Println(found, err, st.Total, st.Items["A"], st.Items["B"])
+	// Output: true <nil> 7 0 1
+}
+
+func ExampleStore_Cursor() {
+	s, done := tempStore()
+	defer done()
+	ctx := context.Background()
+	for i := 0; i < 10; i++ {
+		c, _ := core.NewCoordinate(fmt.Sprintf("order:%d", i), "shop")
+		s.Append(ctx, c, orderPlaced, []byte(`{}`))
+	}
+	cur := s.Cursor(core.All())
+	for _, max := range []int{3, 3, 100, 100} {
+		evs, _ := cur.Poll(max)
+		fmt.Print(len(evs), " ")
+	}
+	fmt.Println()
+	// Output: 3 3 4 0
+}
+
+func ExampleStore_SubscribeLossy() {
+	s, done := tempStore()
+	defer done()
+	ctx := context.Background()
+	sub := s.SubscribeLossy(core.Entity("order:"))
+	defer sub.Close()
+	for i := 0; i < 5; i++ {
+		c, _ := core.NewCoordinate(fmt.Sprintf("order:%d", i), "shop")
+		s.Append(ctx, c, orderPlaced, []byte(`{}`))
+	}
+	// Running count of notifications, first three only.
+	counts := core.Scan(core.Take(sub.All(ctx), 3), 0, func(n int, _ core.Notification) int { return n + 1 })
+	for n := range counts {
+		fmt.Print(n, " ")
+	}
+	fmt.Println("dropped:", sub.Dropped())
+	// Output: 1 2 3 dropped: 0
+}
+
+func ExampleStore_CursorWorker() {
+	s, done := tempStore()
+	defer done()
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		c, _ := core.NewCoordinate(fmt.Sprintf("order:%d", i), "shop")
+		s.Append(ctx, c, orderPlaced, []byte(`{}`))
+	}
+	seen := 0
+	w, _ := s.CursorWorker(ctx, core.Entity("order:"), core.WorkerConfig{BatchSize: 2},
+		func(ctx context.Context, batch []core.StoredEvent) (core.WorkerAction, error) {
+			seen += len(batch)
+			if seen == 3 {
+				return core.Stop, nil
+			}
+			return core.Continue, nil
+		})
+	fmt.Println(w.Join(), seen)
+	// Output: <nil> 3
 }

@@ -34,12 +34,16 @@ type Notification struct {
 type broadcaster struct {
 	ring  []atomic.Pointer[slot]
 	mask  uint64
+	_     [48]byte      // keep head on its own cache line: the writer moves it
 	head  atomic.Uint64 // notifications published so far
-	subs  atomic.Int32  // open subscriptions: the writer skips the ring when 0
+	_     [56]byte
+	subs  atomic.Int32 // open subscriptions: the writer skips the ring when 0
 	mu    sync.Mutex
 	wake  chan struct{}
 	waits atomic.Bool // someone holds wake: close it on the next publication
 	shut  chan struct{}
+	// isShut mirrors shut for the subscribers' fast path.
+	isShut atomic.Bool
 }
 
 // slot is one ring entry; pos tells a reader whether it was overwritten.
@@ -94,9 +98,8 @@ func (b *broadcaster) changed() <-chan struct{} {
 // close wakes every waiter for good (the store closed).
 func (b *broadcaster) close() {
 	b.mu.Lock()
-	select {
-	case <-b.shut:
-	default:
+	if !b.isShut.Load() {
+		b.isShut.Store(true)
 		close(b.shut)
 	}
 	b.mu.Unlock()

@@ -66,6 +66,8 @@ var settings = []setting{
 		help: "segment files kept open and mapped for reads; 2..65536"},
 	{key: "single_append_max_bytes", flag: "single-append-max-bytes", field: "SingleAppendMaxBytes", kind: kindSize, def: formatSize(core.DefaultSingleAppendMaxBytes),
 		help: "largest accepted event payload; 1..64MiB"},
+	{key: "broadcast_capacity", flag: "broadcast-capacity", field: "BroadcastCapacity", kind: kindCount, def: core.DefaultBroadcastCapacity,
+		help: "notifications held for lossy subscribers; 1..1048576"},
 	{key: "channel_capacity", flag: "channel-capacity", field: "ChannelCapacity", kind: kindCount, def: core.DefaultChannelCapacity,
 		help: "writer mailbox size; 1..1048576"},
 	{key: "pressure_retry_pct", flag: "pressure-retry-pct", field: "PressureRetryPct", kind: kindCount, def: core.DefaultPressureRetryPct,
@@ -76,10 +78,16 @@ var settings = []setting{
 		help: "fsync at most this long after an unsynced write (0 disables); 0..1h"},
 	{key: "sync.mode", flag: "sync-mode", field: "Sync.Mode", kind: kindSyncMode, def: core.SyncData.String(),
 		help: "sync system call: data (fdatasync) or all (fsync)"},
+	{key: "batch.max_size", flag: "batch-max-size", field: "Batch.MaxSize", kind: kindCount, def: core.DefaultBatchMaxSize,
+		help: "most items in one atomic batch; 1..4096"},
+	{key: "batch.max_bytes", flag: "batch-max-bytes", field: "Batch.MaxBytes", kind: kindSize, def: formatSize(core.DefaultBatchMaxBytes),
+		help: "most payload bytes in one atomic batch; 1..16MiB"},
+	{key: "batch.group_commit_max_batch", flag: "batch-group-commit-max-batch", field: "Batch.GroupCommitMaxBatch", kind: kindCount, def: 0,
+		help: "queued writes one write+fsync may cover (0: all, 1: off); 0..1048576"},
 }
 
 // parentKeys are the config-file sections that hold settings.
-var parentKeys = map[string]bool{"sync": true}
+var parentKeys = map[string]bool{"sync": true, "batch": true}
 
 func envName(key string) string {
 	return envPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
@@ -215,6 +223,8 @@ func (a *app) loadConfig() (*resolved, error) {
 				cfg.SegmentMaxBytes = n
 			case "single_append_max_bytes":
 				cfg.SingleAppendMaxBytes = int(n)
+			case "batch.max_bytes":
+				cfg.Batch.MaxBytes = int(n)
 			}
 			shown = fmt.Sprintf("%d (%s)", n, formatSize(n))
 		case kindCount:
@@ -231,6 +241,12 @@ func (a *app) loadConfig() (*resolved, error) {
 				cfg.PressureRetryPct = n
 			case "sync.every_n_events":
 				cfg.Sync.EveryNEvents = n
+			case "broadcast_capacity":
+				cfg.BroadcastCapacity = n
+			case "batch.max_size":
+				cfg.Batch.MaxSize = n
+			case "batch.group_commit_max_batch":
+				cfg.Batch.GroupCommitMaxBatch = n
 			}
 			shown = strconv.Itoa(n)
 		case kindDuration:
