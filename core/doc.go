@@ -66,6 +66,31 @@
 // error safe: a write whose fsync failed may still be on disk, and under
 // group commit one failure fails a whole group.
 //
+// # Following the log: subscriptions, cursors, workers, projections
+//
+// SubscribeLossy(region) announces published events as they happen. The
+// writer puts each notification once into a shared ring
+// (Config.BroadcastCapacity) whatever the number of subscribers, and never
+// waits for one: a subscriber that falls a ring behind loses the oldest
+// notifications and counts those of its region in Dropped. Filter, Map,
+// Take and Scan compose the iterator Subscription.All returns.
+//
+// Cursor(region) delivers every visible event exactly once, in global
+// order (Poll); NamedCursor keeps its committed position in the store
+// directory (cursors/NAME.pos, written with fsync and rename) so a consumer
+// resumes where it stopped, across restarts and crashes. CursorWorker runs
+// a handler over a cursor on its own goroutine: the position commits after
+// the handler returns, a panic or error rewinds to the last commit
+// (at-least-once) within a restart budget. React derives events from
+// events, writing each source's reactions as one idempotent batch.
+//
+// Project folds an entity's visible events through a Projection[S] (a
+// stable name, a schema version, the kinds it reads, Init and Apply), with
+// an optional cache (NewLRUCache, NewFileCache) from which an Incremental
+// projection continues. EntityGeneration and ProjectIfChanged skip work
+// when nothing changed; WatchProjection blocks until the state changes.
+// Fenced and cancelled writes never reach any of these.
+//
 // # Durability
 //
 // Whatever the setting, an event is handed to the operating system (write)
