@@ -19,7 +19,11 @@ func (s *Store) Append(ctx context.Context, coord Coordinate, kind Kind, payload
 // correlation, causation and flags (see AppendOptions). A failed
 // expectation returns a *ConflictError carrying expected and actual.
 func (s *Store) AppendWithOptions(ctx context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions) (Receipt, error) {
-	r, err := s.newAppend(ctx, coord, kind, payload, opts, false)
+	return s.appendAs(ctx, ActionAppend, coord, kind, payload, opts)
+}
+
+func (s *Store) appendAs(ctx context.Context, action Action, coord Coordinate, kind Kind, payload []byte, opts AppendOptions) (Receipt, error) {
+	r, err := s.newAppend(ctx, action, coord, kind, payload, opts, false)
 	if err != nil {
 		return Receipt{}, err
 	}
@@ -34,7 +38,7 @@ func (s *Store) AppendWithOptions(ctx context.Context, coord Coordinate, kind Ki
 // the conversation (usually the cause's CorrelationID), causation names the
 // event it reacts to.
 func (s *Store) AppendReaction(ctx context.Context, coord Coordinate, kind Kind, payload []byte, correlation, causation EventID) (Receipt, error) {
-	return s.AppendWithOptions(ctx, coord, kind, payload, AppendOptions{CorrelationID: correlation, CausationID: causation})
+	return s.appendAs(ctx, ActionReaction, coord, kind, payload, AppendOptions{CorrelationID: correlation, CausationID: causation})
 }
 
 // Submit validates the event and queues it for the writer without waiting
@@ -47,7 +51,11 @@ func (s *Store) Submit(ctx context.Context, coord Coordinate, kind Kind, payload
 
 // SubmitWithOptions is Submit with AppendOptions.
 func (s *Store) SubmitWithOptions(ctx context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions) (*Ticket, error) {
-	r, err := s.newAppend(ctx, coord, kind, payload, opts, true)
+	return s.submitAs(ctx, ActionAppend, coord, kind, payload, opts)
+}
+
+func (s *Store) submitAs(ctx context.Context, action Action, coord Coordinate, kind Kind, payload []byte, opts AppendOptions) (*Ticket, error) {
+	r, err := s.newAppend(ctx, action, coord, kind, payload, opts, true)
 	if err != nil {
 		return nil, err
 	}
@@ -56,7 +64,7 @@ func (s *Store) SubmitWithOptions(ctx context.Context, coord Coordinate, kind Ki
 
 // SubmitReaction is Submit for a reaction (see AppendReaction).
 func (s *Store) SubmitReaction(ctx context.Context, coord Coordinate, kind Kind, payload []byte, correlation, causation EventID) (*Ticket, error) {
-	return s.SubmitWithOptions(ctx, coord, kind, payload, AppendOptions{CorrelationID: correlation, CausationID: causation})
+	return s.submitAs(ctx, ActionReaction, coord, kind, payload, AppendOptions{CorrelationID: correlation, CausationID: causation})
 }
 
 // TrySubmit is Submit that never blocks: when the writer mailbox holds at
@@ -69,17 +77,21 @@ func (s *Store) TrySubmit(ctx context.Context, coord Coordinate, kind Kind, payl
 
 // TrySubmitWithOptions is TrySubmit with AppendOptions.
 func (s *Store) TrySubmitWithOptions(ctx context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions) (*Ticket, error) {
-	r, err := s.newAppend(ctx, coord, kind, payload, opts, true)
+	r, err := s.newAppend(ctx, ActionAppend, coord, kind, payload, opts, true)
 	if err != nil {
 		return nil, err
 	}
 	return s.tryEnqueue(r)
 }
 
-// newAppend validates and prepares a request on the caller's goroutine.
-func (s *Store) newAppend(ctx context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions, copyPayload bool) (*request, error) {
+// newAppend validates, admits and prepares a request on the caller's
+// goroutine.
+func (s *Store) newAppend(ctx context.Context, action Action, coord Coordinate, kind Kind, payload []byte, opts AppendOptions, copyPayload bool) (*request, error) {
 	ev, err := s.prepareEvent(ctx, coord, kind, payload, opts, copyPayload)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.admit(ctx, action, &ev, -1, 0); err != nil {
 		return nil, err
 	}
 	r := &request{op: opAppend, ev: ev}
@@ -90,10 +102,19 @@ func (s *Store) newAppend(ctx context.Context, coord Coordinate, kind Kind, payl
 // prepareEvent validates one event and computes what the writer needs:
 // id and payload digest.
 func (s *Store) prepareEvent(_ context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions, copyPayload bool) (eventReq, error) {
+	if err := kind.validUser(); err != nil {
+		return eventReq{}, err
+	}
+	return s.prepareAnyKind(coord, kind, payload, opts, copyPayload)
+}
+
+// prepareAnyKind is prepareEvent without the user-kind check (system
+// events).
+func (s *Store) prepareAnyKind(coord Coordinate, kind Kind, payload []byte, opts AppendOptions, copyPayload bool) (eventReq, error) {
 	if s.readOnly {
 		return eventReq{}, ErrReadOnly
 	}
-	if err := s.validateWrite(coord, kind, payload, &opts); err != nil {
+	if err := s.validateWrite(coord, payload, &opts); err != nil {
 		return eventReq{}, err
 	}
 	if copyPayload {

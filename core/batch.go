@@ -82,7 +82,7 @@ func (s *Store) AppendBatch(ctx context.Context, items []BatchItem) ([]Receipt, 
 // SubmitBatch validates the batch and queues it without waiting; the
 // ticket resolves with one receipt per item. Payloads are copied.
 func (s *Store) SubmitBatch(ctx context.Context, items []BatchItem) (*BatchTicket, error) {
-	r, err := s.newBatch(ctx, items)
+	r, err := s.newBatch(ctx, ActionBatch, items)
 	if err != nil || r == nil {
 		return emptyOr(r, err)
 	}
@@ -95,7 +95,7 @@ func (s *Store) SubmitBatch(ctx context.Context, items []BatchItem) (*BatchTicke
 // TrySubmitBatch is SubmitBatch that never blocks: under back-pressure it
 // returns a *RetryError, while a fence is active a *CancelledError.
 func (s *Store) TrySubmitBatch(ctx context.Context, items []BatchItem) (*BatchTicket, error) {
-	r, err := s.newBatch(ctx, items)
+	r, err := s.newBatch(ctx, ActionBatch, items)
 	if err != nil || r == nil {
 		return emptyOr(r, err)
 	}
@@ -115,9 +115,9 @@ func emptyOr(r *request, err error) (*BatchTicket, error) {
 	return bt, nil
 }
 
-// newBatch validates a batch on the caller's goroutine and prepares it; it
-// returns a nil request for an empty batch.
-func (s *Store) newBatch(ctx context.Context, items []BatchItem) (*request, error) {
+// newBatch validates and admits a batch on the caller's goroutine and
+// prepares it; it returns a nil request for an empty batch.
+func (s *Store) newBatch(ctx context.Context, action Action, items []BatchItem) (*request, error) {
 	if s.readOnly {
 		return nil, ErrReadOnly
 	}
@@ -165,6 +165,9 @@ func (s *Store) newBatch(ctx context.Context, items []BatchItem) (*request, erro
 			return nil, &BatchItemError{Index: i, Err: err}
 		}
 		evs[i] = ev
+	}
+	if err := s.admitBatch(ctx, action, evs); err != nil {
+		return nil, err
 	}
 	return &request{op: opBatch, items: evs, bt: &BatchTicket{}}, nil
 }

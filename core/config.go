@@ -96,6 +96,10 @@ type Config struct {
 	Sync SyncConfig
 	// Batch sets batch limits and group commit; see BatchConfig.
 	Batch BatchConfig
+	// Admission, when set, is asked about every write before it is queued
+	// (see Admission); the policy package provides gates. Default nil:
+	// every valid write is admitted.
+	Admission Admission
 	// ProjectionCache keeps projected states between Project calls (see
 	// NewLRUCache, NewFileCache). Default nil: no cache.
 	ProjectionCache ProjectionCache

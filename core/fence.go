@@ -90,7 +90,7 @@ func (f *Fence) Submit(ctx context.Context, coord Coordinate, kind Kind, payload
 
 // SubmitWithOptions is Submit with AppendOptions.
 func (f *Fence) SubmitWithOptions(ctx context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions) (*Ticket, error) {
-	r, err := f.s.newAppend(ctx, coord, kind, payload, opts, true)
+	r, err := f.s.newAppend(ctx, ActionFence, coord, kind, payload, opts, true)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +106,7 @@ func (f *Fence) SubmitReaction(ctx context.Context, coord Coordinate, kind Kind,
 // SubmitBatch queues an atomic batch under the fence; its ticket resolves
 // at Commit.
 func (f *Fence) SubmitBatch(ctx context.Context, items []BatchItem) (*BatchTicket, error) {
-	r, err := f.s.newBatch(ctx, items)
+	r, err := f.s.newBatch(ctx, ActionFence, items)
 	if err != nil || r == nil {
 		return emptyOr(r, err)
 	}

@@ -36,7 +36,10 @@ func (o *Outbox) StageWithOptions(coord Coordinate, kind Kind, payload []byte, o
 // Push validates a batch item and adds it to the outbox. A PriorItem
 // causation must name an item already staged. The payload is copied.
 func (o *Outbox) Push(item BatchItem) error {
-	if err := o.s.validateWrite(item.Coordinate, item.Kind, item.Payload, &item.Options); err != nil {
+	if err := item.Kind.validUser(); err != nil {
+		return err
+	}
+	if err := o.s.validateWrite(item.Coordinate, item.Payload, &item.Options); err != nil {
 		return err
 	}
 	if c := item.Causation; c.kind == 2 && (c.index < 0 || c.index >= len(o.items)) {

@@ -386,12 +386,11 @@ func (s *Store) Stats() Stats {
 	return st
 }
 
-// validateWrite checks a single event on the caller's goroutine.
-func (s *Store) validateWrite(coord Coordinate, kind Kind, payload []byte, opts *AppendOptions) error {
+// validateWrite checks a single event's coordinate, payload and options on
+// the caller's goroutine (kinds are checked by the callers: user writes
+// refuse reserved categories, system events require them).
+func (s *Store) validateWrite(coord Coordinate, payload []byte, opts *AppendOptions) error {
 	if err := coord.Validate(); err != nil {
-		return err
-	}
-	if err := kind.validUser(); err != nil {
 		return err
 	}
 	if len(payload) > s.cfg.SingleAppendMaxBytes {

@@ -236,7 +236,7 @@ func (s *Store) React(ctx context.Context, r Region, cfg WorkerConfig, fn func(c
 				}
 				items[i] = BatchItem{Coordinate: re.Coordinate, Kind: re.Kind, Payload: re.Payload, Options: opts}
 			}
-			if _, err := s.AppendBatch(ctx, items); err != nil {
+			if _, err := s.AppendBatch(WithAction(ctx, ActionReaction), items); err != nil {
 				return Continue, fmt.Errorf("batpak: react to %s: %w", ev.Header.ID, err)
 			}
 		}
