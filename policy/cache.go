@@ -1,0 +1,236 @@
+package policy
+
+import (
+	"encoding/binary"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/tidwall/gjson"
+)
+
+// The decision cache. A decision depends only on the input fields the
+// policy reads (and on the bundle, so a reload starts a new cache). At
+// load, every reference to input in the compiled modules is collected as a
+// path of constant keys, cut at the first non-constant one:
+// input.principal.tenant → principal.tenant, input.event.payload[i].sku →
+// event.payload. The cache key is the values at those paths, so changing
+// any field the policy reads can change the decision and changing any
+// other never reaches the policy. Policies that read the input as a whole,
+// or call non-deterministic built-ins (time.now_ns, rand.intn, http.send,
+// …), are not cached.
+
+// analyzeInputs returns the input paths the bundle's modules read, and
+// false when the policy cannot be cached.
+func analyzeInputs(b bundle.Bundle) ([][]string, bool) {
+	seen := map[string]bool{}
+	var paths [][]string
+	cacheable := true
+	nondet := func(name string) {
+		if bi, ok := ast.BuiltinMap[name]; ok && bi.Nondeterministic {
+			cacheable = false
+		}
+	}
+	var visit func(x any) bool
+	visit = func(x any) bool {
+		switch v := x.(type) {
+		case ast.Ref:
+			if v[0].Equal(ast.InputRootDocument) {
+				var path []string
+				for _, t := range v[1:] {
+					s, ok := t.Value.(ast.String)
+					if !ok {
+						break
+					}
+					path = append(path, string(s))
+				}
+				if len(path) == 0 {
+					cacheable = false // the input as a whole
+				} else if k := strings.Join(path, "\x00"); !seen[k] {
+					seen[k] = true
+					paths = append(paths, path)
+				}
+			}
+			for _, t := range v[1:] { // indexes may hold references of their own
+				ast.NewGenericVisitor(visit).Walk(t)
+			}
+			return true
+		case ast.Var:
+			if v.Equal(ast.InputRootDocument.Value) {
+				cacheable = false // a bare `input`
+			}
+		case ast.Call:
+			if len(v) > 0 {
+				nondet(v[0].String())
+			}
+		case *ast.Expr:
+			if v.IsCall() {
+				nondet(v.Operator().String())
+			}
+		}
+		return false
+	}
+	for _, m := range b.Modules {
+		if m.Parsed != nil {
+			ast.NewGenericVisitor(visit).Walk(m.Parsed)
+		}
+	}
+	return paths, cacheable
+}
+
+// cacheKey renders the values at paths, each length-prefixed.
+func cacheKey(in *Input, paths [][]string) string {
+	var b strings.Builder
+	for _, p := range paths {
+		v := lookupPath(in, p)
+		b.WriteString(strconv.Itoa(len(v)))
+		b.WriteByte(':')
+		b.WriteString(v)
+	}
+	return b.String()
+}
+
+// lookupPath renders the input value at path (absent: "\x00undefined").
+func lookupPath(in *Input, p []string) string {
+	const undefined = "\x00undefined"
+	switch p[0] {
+	case "action":
+		if len(p) == 1 {
+			return string(in.Action)
+		}
+	case "principal":
+		switch {
+		case len(p) == 1:
+			return in.Principal.ID + "\x00" + in.Principal.Tenant + "\x00" + strings.Join(in.Principal.Roles, "\x00")
+		case p[1] == "id" && len(p) == 2:
+			return in.Principal.ID
+		case p[1] == "tenant" && len(p) == 2:
+			return in.Principal.Tenant
+		case p[1] == "roles":
+			return strings.Join(in.Principal.Roles, "\x00")
+		}
+	case "event":
+		e := &in.Event
+		if len(p) == 1 {
+			return e.Entity + "\x00" + e.Scope + "\x00" + e.Kind + "\x00" + string(e.Payload) + "\x00" + e.CorrelationID + "\x00" + e.CausationID + "\x00" + e.IdempotencyKey + "\x00" + anyString(e.ExpectedClock)
+		}
+		if len(p) > 2 && p[1] != "payload" {
+			return undefined // scalars have no fields
+		}
+		switch p[1] {
+		case "entity":
+			return e.Entity
+		case "scope":
+			return e.Scope
+		case "kind":
+			return e.Kind
+		case "category":
+			return strconv.Itoa(int(e.Category))
+		case "type":
+			return strconv.Itoa(int(e.Type))
+		case "correlation_id":
+			return e.CorrelationID
+		case "causation_id":
+			return e.CausationID
+		case "idempotency_key":
+			return e.IdempotencyKey
+		case "expected_clock":
+			return anyString(e.ExpectedClock)
+		case "payload":
+			if len(p) == 2 {
+				return string(e.Payload)
+			}
+			r := gjson.GetBytes(e.Payload, gjsonPath(p[2:]))
+			if !r.Exists() {
+				return undefined
+			}
+			return r.Raw
+		}
+	case "batch":
+		if in.Batch == nil {
+			return undefined
+		}
+		var buf [16]byte
+		binary.LittleEndian.PutUint64(buf[:], uint64(in.Batch.Size))
+		binary.LittleEndian.PutUint64(buf[8:], uint64(in.Batch.Index))
+		switch {
+		case len(p) == 1:
+			return string(buf[:])
+		case p[1] == "size" && len(p) == 2:
+			return string(buf[:8])
+		case p[1] == "index" && len(p) == 2:
+			return string(buf[8:])
+		}
+	case "entity":
+		switch {
+		case len(p) == 1:
+			return strconv.FormatBool(in.Entity.Exists) + strconv.FormatUint(in.Entity.Clock, 10)
+		case p[1] == "exists" && len(p) == 2:
+			return strconv.FormatBool(in.Entity.Exists)
+		case p[1] == "clock" && len(p) == 2:
+			return strconv.FormatUint(in.Entity.Clock, 10)
+		}
+	}
+	return undefined
+}
+
+func anyString(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "\x00null"
+	case string:
+		return x
+	case uint64:
+		return strconv.FormatUint(x, 10)
+	default:
+		return "\x00?"
+	}
+}
+
+// gjsonPath escapes keys for a gjson path.
+func gjsonPath(keys []string) string {
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		for _, c := range k {
+			switch c {
+			case '.', '*', '?', '\\', '|', '#', '@', '!', '=', '<', '>', '%':
+				b.WriteByte('\\')
+			}
+			b.WriteRune(c)
+		}
+	}
+	return b.String()
+}
+
+// decisionCache is a bounded map; when full it starts over (a decision is
+// cheap to recompute, and the working set of a write policy is small).
+type decisionCache struct {
+	mu  sync.RWMutex
+	max int
+	m   map[string]Decision
+}
+
+func newDecisionCache(max int) *decisionCache {
+	return &decisionCache{max: max, m: make(map[string]Decision)}
+}
+
+func (c *decisionCache) get(k string) (Decision, bool) {
+	c.mu.RLock()
+	d, ok := c.m[k]
+	c.mu.RUnlock()
+	return d, ok
+}
+
+func (c *decisionCache) put(k string, d Decision) {
+	c.mu.Lock()
+	if len(c.m) >= c.max {
+		clear(c.m)
+	}
+	c.m[k] = d
+	c.mu.Unlock()
+}

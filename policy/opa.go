@@ -1,0 +1,370 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/rego"
+)
+
+// DecisionPath is where an OPA policy's write decision lives: an object
+// with allow (bool) and deny (a set of {code, message, ...} objects or of
+// strings).
+const DecisionPath = "data.batpak.write"
+
+// OPAGate is a Gate that asks an Open Policy Agent (Rego v1) bundle. It
+// fails closed: a bundle without a decision, an undefined result, a
+// malformed decision or an evaluation error denies with POLICY_ERROR and
+// the cause. Reload swaps bundles atomically; a broken bundle is refused
+// and the loaded one stays in force. Decisions are cached on exactly the
+// input fields the policy reads (see the package documentation).
+type OPAGate struct {
+	name   string
+	source string // bundle directory or tarball
+	cur    atomic.Pointer[loadedPolicy]
+	mu     sync.Mutex // serialises reloads
+	opts   OPAOptions
+}
+
+// OPAOptions tunes an OPAGate.
+type OPAOptions struct {
+	// Name is the gate's name in denials. Default "opa".
+	Name string
+	// CacheSize bounds the decision cache (entries); 0 means 65536, a
+	// negative value turns the cache off.
+	CacheSize int
+	// Timeout bounds one evaluation; 0 means 100ms. A timeout denies
+	// (POLICY_ERROR).
+	Timeout time.Duration
+}
+
+type loadedPolicy struct {
+	query    rego.PreparedEvalQuery
+	revision string
+	cache    *decisionCache // nil: not cacheable
+	paths    [][]string     // input paths the policy reads
+	hasAllow bool           // the policy defines an allow rule
+}
+
+// LoadOPA loads the bundle at path — a directory of .rego modules and
+// data.json/data.yaml files (a .manifest's roots and revision respected),
+// or a bundle tarball (.tar.gz) — and compiles it. Errors name the file
+// and line of compile errors.
+func LoadOPA(ctx context.Context, path string, opts OPAOptions) (*OPAGate, error) {
+	if opts.Name == "" {
+		opts.Name = "opa"
+	}
+	if opts.CacheSize == 0 {
+		opts.CacheSize = 1 << 16
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 100 * time.Millisecond
+	}
+	g := &OPAGate{name: opts.Name, source: path, opts: opts}
+	if err := g.Reload(ctx); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// Name implements Gate.
+func (g *OPAGate) Name() string { return g.name }
+
+// Revision is the loaded bundle's revision (from its .manifest).
+func (g *OPAGate) Revision() string { return g.cur.Load().revision }
+
+// InputPaths lists the input paths the loaded policy reads (what the
+// decision cache keys on), e.g. "principal.tenant"; nil when the policy
+// reads the input as a whole or uses non-deterministic built-ins (no
+// caching then).
+func (g *OPAGate) InputPaths() []string {
+	p := g.cur.Load()
+	if p.cache == nil {
+		return nil
+	}
+	out := make([]string, len(p.paths))
+	for i, path := range p.paths {
+		out[i] = strings.Join(path, ".")
+	}
+	return out
+}
+
+// Reload reads and compiles the bundle again. If it fails — unreadable,
+// compile errors, no decision at data.batpak.write — the error says why
+// and the loaded policy stays in force; on success the new one replaces
+// it atomically (every evaluation sees one or the other) and the decision
+// cache starts empty.
+func (g *OPAGate) Reload(ctx context.Context) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	b, err := readBundle(g.source)
+	if err != nil {
+		return fmt.Errorf("batpak: policy bundle %s: %w", g.source, err)
+	}
+	if len(b.Modules) == 0 {
+		return fmt.Errorf("batpak: policy bundle %s has no Rego modules", g.source)
+	}
+	r := rego.New(
+		rego.Query(DecisionPath),
+		rego.ParsedBundle("batpak", &b),
+		rego.SetRegoVersion(ast.RegoV1),
+	)
+	pq, err := r.PrepareForEval(ctx)
+	if err != nil {
+		return fmt.Errorf("batpak: policy bundle %s does not compile: %w", g.source, err)
+	}
+	hasAllow, hasDeny := decisionRules(b)
+	if !hasAllow && !hasDeny {
+		return fmt.Errorf("batpak: policy bundle %s defines neither allow nor deny in package batpak.write", g.source)
+	}
+	lp := &loadedPolicy{query: pq, revision: b.Manifest.Revision, hasAllow: hasAllow}
+	if paths, ok := analyzeInputs(b); ok && g.opts.CacheSize > 0 {
+		lp.paths = paths
+		lp.cache = newDecisionCache(g.opts.CacheSize)
+	}
+	g.cur.Store(lp)
+	return nil
+}
+
+func readBundle(path string) (bundle.Bundle, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return bundle.Bundle{}, err
+	}
+	var rd *bundle.Reader
+	if st.IsDir() {
+		rd = bundle.NewCustomReader(bundle.NewDirectoryLoader(path).WithFilter(skipTests))
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return bundle.Bundle{}, err
+		}
+		defer f.Close()
+		rd = bundle.NewCustomReader(bundle.NewTarballLoader(f))
+	}
+	return rd.WithRegoVersion(ast.RegoV1).WithSkipBundleVerification(true).Read()
+}
+
+// skipTests leaves *_test.rego files out of the policy (they are for
+// `batpak policy test`).
+func skipTests(abspath string, info fs.FileInfo, _ int) bool {
+	return !info.IsDir() && strings.HasSuffix(abspath, "_test.rego")
+}
+
+// decisionRules reports whether package batpak.write defines allow and deny.
+func decisionRules(b bundle.Bundle) (allow, deny bool) {
+	want := ast.MustParseRef(DecisionPath)
+	for _, m := range b.Modules {
+		if m.Parsed == nil || !m.Parsed.Package.Path.Equal(want) {
+			continue
+		}
+		for _, r := range m.Parsed.Rules {
+			switch r.Head.Name.String() {
+			case "allow":
+				allow = true
+			case "deny":
+				deny = true
+			}
+			if len(r.Head.Reference) > 0 {
+				switch r.Head.Reference[0].Value.String() {
+				case "allow":
+					allow = true
+				case "deny":
+					deny = true
+				}
+			}
+		}
+	}
+	return allow, deny
+}
+
+// Evaluate implements Gate.
+func (g *OPAGate) Evaluate(ctx context.Context, in *Input) *Denial {
+	d, _ := g.Decide(ctx, in)
+	if d.Allowed {
+		return nil
+	}
+	den := denialOf(g.name, d.Reasons)
+	den.Revision = d.Revision
+	return den
+}
+
+// Decision is a policy's answer about one input.
+type Decision struct {
+	Allowed  bool
+	Reasons  []Reason // why not, when not allowed
+	Revision string   // the bundle revision that decided
+	Cached   bool     // answered from the decision cache
+}
+
+// Decide evaluates the policy for in. The error repeats a POLICY_ERROR
+// reason (the decision is then a denial, never an allow).
+func (g *OPAGate) Decide(ctx context.Context, in *Input) (Decision, error) {
+	lp := g.cur.Load()
+	var key string
+	if lp.cache != nil {
+		key = cacheKey(in, lp.paths)
+		if d, ok := lp.cache.get(key); ok {
+			d.Cached = true
+			return d, nil
+		}
+	}
+	d, err := g.eval(ctx, lp, in)
+	if err == nil && lp.cache != nil {
+		lp.cache.put(key, d)
+	}
+	return d, err
+}
+
+func (g *OPAGate) eval(ctx context.Context, lp *loadedPolicy, in *Input) (Decision, error) {
+	fail := func(err error) (Decision, error) {
+		return Decision{Revision: lp.revision, Reasons: []Reason{{Code: CodePolicyError, Message: err.Error()}}}, err
+	}
+	value, err := inputValue(in)
+	if err != nil {
+		return fail(fmt.Errorf("building the policy input: %w", err))
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.opts.Timeout)
+	defer cancel()
+	rs, err := lp.query.Eval(ctx, rego.EvalParsedInput(value))
+	if err != nil {
+		return fail(fmt.Errorf("policy evaluation failed: %w", err))
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return fail(errors.New("policy decision data.batpak.write is undefined"))
+	}
+	obj, ok := rs[0].Expressions[0].Value.(map[string]any)
+	if !ok {
+		return fail(fmt.Errorf("policy decision data.batpak.write is %T, want an object with allow and deny", rs[0].Expressions[0].Value))
+	}
+	d := Decision{Revision: lp.revision}
+	reasons, err := parseDeny(obj["deny"])
+	if err != nil {
+		return fail(err)
+	}
+	allow, present := obj["allow"]
+	switch a := allow.(type) {
+	case bool:
+		d.Allowed = a && len(reasons) == 0
+	case nil:
+		if present {
+			return fail(errors.New("policy decision allow is null, want true or false"))
+		}
+		// An allow rule that is undefined here does not allow; a policy
+		// with deny rules only allows what it does not deny.
+		d.Allowed = !lp.hasAllow && len(reasons) == 0
+	default:
+		return fail(fmt.Errorf("policy decision allow is %T, want a boolean", allow))
+	}
+	if !d.Allowed {
+		if len(reasons) == 0 {
+			reasons = []Reason{{Code: CodeNotAllowed, Message: "the policy did not allow this write"}}
+		}
+		d.Reasons = reasons
+	}
+	return d, nil
+}
+
+// parseDeny reads the deny set: objects {code, message, ...} or strings.
+func parseDeny(v any) ([]Reason, error) {
+	if v == nil {
+		return nil, nil
+	}
+	items, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("policy decision deny is %T, want a set", v)
+	}
+	out := make([]Reason, 0, len(items))
+	for _, it := range items {
+		switch x := it.(type) {
+		case string:
+			out = append(out, Reason{Code: "DENIED", Message: x})
+		case map[string]any:
+			r := Reason{Context: map[string]any{}}
+			for k, val := range x {
+				switch k {
+				case "code":
+					r.Code = fmt.Sprint(val)
+				case "message", "msg":
+					r.Message = fmt.Sprint(val)
+				default:
+					r.Context[k] = val
+				}
+			}
+			if r.Code == "" {
+				r.Code = "DENIED"
+			}
+			if len(r.Context) == 0 {
+				r.Context = nil
+			}
+			out = append(out, r)
+		default:
+			return nil, fmt.Errorf("policy decision deny holds %T, want objects or strings", it)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Code != out[j].Code {
+			return out[i].Code < out[j].Code
+		}
+		return out[i].Message < out[j].Message
+	})
+	return out, nil
+}
+
+// Watch reloads the bundle whenever a file under its directory changes
+// (debounced by 200ms) until ctx ends. Failed reloads are reported to
+// onError (may be nil) and leave the loaded policy in force.
+func (g *OPAGate) Watch(ctx context.Context, onError func(error)) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return err
+	}
+	root := g.source
+	if st, err := os.Stat(root); err == nil && !st.IsDir() {
+		root = filepath.Dir(root)
+	}
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			return w.Add(p)
+		}
+		return err
+	})
+	if err != nil {
+		w.Close()
+		return err
+	}
+	go func() {
+		defer w.Close()
+		var timer <-chan time.Time
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.Events:
+				timer = time.After(200 * time.Millisecond)
+			case err := <-w.Errors:
+				if onError != nil && err != nil {
+					onError(err)
+				}
+			case <-timer:
+				timer = nil
+				if err := g.Reload(ctx); err != nil && onError != nil {
+					onError(err)
+				}
+			}
+		}
+	}()
+	return nil
+}

@@ -1,0 +1,158 @@
+package policy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/batpak-go/batpak/core"
+)
+
+// Receipt proves that a proposal passed a GateSet (or was bypassed, with a
+// reason). Only gate evaluation and Pipeline.Bypass make receipts, and a
+// receipt can be committed once.
+type Receipt struct {
+	in     *Input
+	gates  []string
+	bypass string // the reason, for a bypass receipt
+	used   atomic.Bool
+}
+
+// Input is the proposal the receipt is for.
+func (r *Receipt) Input() *Input { return r.in }
+
+// Gates lists the gates the proposal passed (none for a bypass).
+func (r *Receipt) Gates() []string { return r.gates }
+
+// Bypassed reports whether the receipt came from Bypass.
+func (r *Receipt) Bypassed() bool { return r.bypass != "" }
+
+// ErrReceiptUsed: a receipt was committed twice.
+var ErrReceiptUsed = errors.New("batpak: policy receipt already used")
+
+// ErrNoReason: Bypass needs a reason.
+var ErrNoReason = errors.New("batpak: a bypass needs a reason")
+
+// Committed reports a committed proposal.
+type Committed struct {
+	Gates    []string
+	Bypassed bool
+	Audit    *core.Receipt // the audit record of a bypass
+}
+
+// Pipeline evaluates proposals through a GateSet and commits them.
+// Bypass lets a proposal through without evaluation, for a stated reason;
+// committing a bypass first records an audit event in the store (who, why,
+// what) — a bypass is never silent.
+type Pipeline struct {
+	gates *GateSet
+	store *core.Store
+}
+
+// NewPipeline returns a pipeline over gates that records bypasses in store.
+func NewPipeline(gates *GateSet, store *core.Store) *Pipeline {
+	return &Pipeline{gates: gates, store: store}
+}
+
+// Evaluate runs the gates (fail-fast); the error is a *Denial.
+func (p *Pipeline) Evaluate(ctx context.Context, in *Input) (*Receipt, error) {
+	return p.gates.Evaluate(ctx, in)
+}
+
+// Bypass returns a receipt for in without evaluating it. reason must say
+// why; the principal in ctx is recorded as who.
+func (p *Pipeline) Bypass(_ context.Context, in *Input, reason string) (*Receipt, error) {
+	if reason == "" {
+		return nil, ErrNoReason
+	}
+	return &Receipt{in: in, bypass: reason}, nil
+}
+
+// AuditEntity is the entity bypass audit records are written to (scope
+// "policy"); KindBypassAudit is their kind.
+const AuditEntity = "batpak:audit:bypass"
+
+// KindBypassAudit is the system kind of bypass audit records.
+var KindBypassAudit, _ = core.SystemKind(0x001)
+
+// Commit runs fn once for a receipt of this pipeline's making. For a
+// bypass receipt it first writes the audit record (and fails without
+// running fn if it cannot), then runs fn with a context that lets the
+// bypassed write through the store's Admitter.
+func (p *Pipeline) Commit(ctx context.Context, r *Receipt, fn func(ctx context.Context) error) (Committed, error) {
+	if r == nil {
+		return Committed{}, errors.New("batpak: nil policy receipt")
+	}
+	if !r.used.CompareAndSwap(false, true) {
+		return Committed{}, ErrReceiptUsed
+	}
+	c := Committed{Gates: r.gates, Bypassed: r.Bypassed()}
+	if r.Bypassed() {
+		rc, err := p.audit(ctx, r)
+		if err != nil {
+			return Committed{}, fmt.Errorf("batpak: bypass not committed, its audit record failed: %w", err)
+		}
+		c.Audit = &rc
+		ctx = context.WithValue(ctx, bypassKey{}, r)
+	}
+	return c, fn(ctx)
+}
+
+type bypassKey struct{}
+
+// bypassed reports whether ctx carries a bypass receipt for this write.
+func bypassed(ctx context.Context, in *Input) bool {
+	r, ok := ctx.Value(bypassKey{}).(*Receipt)
+	return ok && r.in.Event.Entity == in.Event.Entity && r.in.Event.Scope == in.Event.Scope && r.in.Event.Kind == in.Event.Kind
+}
+
+// auditRecord is the payload of a bypass audit event.
+type auditRecord struct {
+	Who  Principal `json:"who"`
+	Why  string    `json:"why"`
+	What *Input    `json:"what"`
+	At   time.Time `json:"at"`
+}
+
+func (p *Pipeline) audit(ctx context.Context, r *Receipt) (core.Receipt, error) {
+	if p.store == nil {
+		return core.Receipt{}, errors.New("batpak: the pipeline has no store to record the bypass in")
+	}
+	b, err := json.Marshal(auditRecord{Who: PrincipalFrom(ctx), Why: r.bypass, What: r.in, At: time.Now().UTC()})
+	if err != nil {
+		return core.Receipt{}, err
+	}
+	coord, err := core.NewCoordinate(AuditEntity, "policy")
+	if err != nil {
+		return core.Receipt{}, err
+	}
+	return p.store.AppendSystem(ctx, coord, KindBypassAudit, b, core.AppendOptions{})
+}
+
+// Admitter is the store's write gate (core.Admission) made of a GateSet:
+// set it as core.Config.Admission. Every write's proposal becomes an Input
+// (principal from the context) and goes through the gates, fail-fast; a
+// denial is returned to the writer as a *Denial. A write committed through
+// a Pipeline bypass passes.
+type Admitter struct {
+	gates *GateSet
+}
+
+// NewAdmitter returns an admitter over the gates, in order.
+func NewAdmitter(gates ...Gate) *Admitter { return &Admitter{gates: NewGateSet(gates...)} }
+
+// Admit implements core.Admission.
+func (a *Admitter) Admit(ctx context.Context, p *core.Proposal) error {
+	in := InputFromProposal(ctx, p)
+	if bypassed(ctx, in) {
+		return nil
+	}
+	_, err := a.gates.Evaluate(ctx, in)
+	return err
+}
+
+// Gates returns the admitter's gate set.
+func (a *Admitter) Gates() *GateSet { return a.gates }
