@@ -55,7 +55,14 @@ func (k Kind) Type() uint16 { return uint16(k) & MaxKindType }
 
 // String renders the kind as "CAT:TYPE" in hex, e.g. "0x1:0x2a"; ParseKind
 // reads it back.
-func (k Kind) String() string { return fmt.Sprintf("%#x:%#x", k.Category(), k.Type()) }
+func (k Kind) String() string {
+	b := make([]byte, 0, 10)
+	b = append(b, "0x"...)
+	b = strconv.AppendUint(b, uint64(k.Category()), 16)
+	b = append(b, ":0x"...)
+	b = strconv.AppendUint(b, uint64(k.Type()), 16)
+	return string(b)
+}
 
 // validUser reports whether k is a kind users may write.
 func (k Kind) validUser() error {

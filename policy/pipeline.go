@@ -150,8 +150,10 @@ func (a *Admitter) Admit(ctx context.Context, p *core.Proposal) error {
 	if bypassed(ctx, in) {
 		return nil
 	}
-	_, err := a.gates.Evaluate(ctx, in)
-	return err
+	if d := a.gates.check(ctx, in); d != nil {
+		return d
+	}
+	return nil
 }
 
 // Gates returns the admitter's gate set.
