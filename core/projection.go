@@ -30,6 +30,18 @@ type Incremental interface {
 	SupportsIncremental() bool
 }
 
+// BatchApplier is implemented by projections that fold many events per
+// call (a WebAssembly plugin crossing into its sandbox once per batch, not
+// once per event). Project then calls ApplyBatch with up to
+// ProjectBatchSize events at a time instead of Apply; an error fails the
+// Project call.
+type BatchApplier[S any] interface {
+	ApplyBatch(state S, evs []StoredEvent) (S, error)
+}
+
+// ProjectBatchSize is how many events Project hands a BatchApplier at once.
+const ProjectBatchSize = 256
+
 // StateCodec is implemented by projections that encode their state for
 // the cache themselves; the default is encoding/json.
 type StateCodec[S any] interface {
@@ -120,15 +132,26 @@ func project[S any](s *Store, entity string, p Projection[S], fresh Freshness) (
 		return state, found, gen, nil
 	}
 	var rerr error
-	s.eachLoc(locs, func(ev StoredEvent, err error) bool {
-		if err != nil {
+	if ba, ok := any(p).(BatchApplier[S]); ok {
+		for i := 0; i < len(locs) && rerr == nil; i += ProjectBatchSize {
+			evs, err := s.readLocs(locs[i:min(i+ProjectBatchSize, len(locs))])
+			if err == nil {
+				state, err = ba.ApplyBatch(state, evs)
+			}
 			rerr = err
-			return false
+			found = true
 		}
-		state = p.Apply(state, ev)
-		found = true
-		return true
-	})
+	} else {
+		s.eachLoc(locs, func(ev StoredEvent, err error) bool {
+			if err != nil {
+				rerr = err
+				return false
+			}
+			state = p.Apply(state, ev)
+			found = true
+			return true
+		})
+	}
 	if rerr != nil {
 		var zero S
 		return zero, false, 0, rerr

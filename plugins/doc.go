@@ -1,0 +1,55 @@
+// Package plugins hosts WebAssembly plugins in a wazero sandbox: projection
+// plugins that fold events into state and handler plugins that answer a
+// cursor worker's batches with continue/stop and reactions. It is the only
+// package that imports wazero. The ABI (exports, imports, byte layouts) is
+// in package plugins/abi; Go plugin authors import sdk/guest.
+//
+// # Loading
+//
+//	host, _ := plugins.NewHost(plugins.HostOptions{CacheDir: "cache/"})
+//	p, err := host.Load(ctx, wasmBytes, plugins.Manifest{
+//		Name: "order-total", Version: "1.0.0", Kind: plugins.KindProjection,
+//		SHA256: "…", // optional pin: other bytes are refused
+//	})
+//	state, found, err := core.Project(store, "order:1", plugins.Projection{P: p}, core.Consistent())
+//	worker, err := store.CursorWorker(ctx, region, cfg, handlerPlugin.Handler(store))
+//
+// Load checks the pin, compiles (cached on disk across runs when CacheDir
+// is set), instantiates WASI and the host module first (a Go c-shared
+// guest's _initialize runs at instantiation), checks the module's ABI
+// version and exports, and refuses anything off with a *LoadError. Each
+// plugin has its own runtime (so its own memory limit) and a pool of
+// instances: instances are not goroutine-safe, calls check one out.
+// Plugin.Swap replaces the module with a new version while calls go on.
+//
+// # Sandbox and determinism
+//
+// A plugin imports only WASI and batpak.log. By default it has no
+// preopened directories (no files), no sockets, an empty environment, a
+// clock fixed at 2020-01-01T00:00:00Z and a random source of zeros, so the
+// same events always give byte-identical state. Manifest.Grants can give
+// it the real clock, real randomness or environment variables; never files
+// or network.
+//
+// # Limits and faults
+//
+// Manifest.Limits cap linear memory (pages), each call's time (the call is
+// interrupted: WithCloseOnContextDone), and the output size. A trap, a
+// timeout, memory exhaustion, an output over the cap or not following the
+// ABI, or an error the plugin reports comes back as a *PluginFault (plugin,
+// kind of fault, cause); the instance is discarded, and neither the host
+// nor the store is affected. After Limits.MaxFaults consecutive faults the
+// plugin is quarantined — calls fail at once with FaultQuarantined — until
+// Reset or Swap.
+//
+// # Store seams
+//
+// Projection adapts a projection plugin to core.Project: state is the
+// plugin's bytes, events are folded a batch (core.ProjectBatchSize) per
+// call, and cached states are keyed by plugin name, version and module
+// digest. Plugin.Handler adapts a handler plugin to core.CursorWorker: the
+// reactions it returns are written as one atomic batch through the
+// store's write gates (action "plugin", principal "plugin:NAME"), with
+// correlation and causation from the source event and idempotency keys
+// derived from it, so at-least-once redelivery writes nothing twice.
+package plugins

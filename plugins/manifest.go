@@ -1,0 +1,146 @@
+package plugins
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Kind is what a plugin does.
+type Kind string
+
+const (
+	// KindProjection plugins export batpak_fold.
+	KindProjection Kind = "projection"
+	// KindHandler plugins export batpak_handle.
+	KindHandler Kind = "handler"
+)
+
+// Limits bound one plugin. Zero fields take the defaults.
+type Limits struct {
+	// MemoryPages caps linear memory in 64 KiB pages. Default 512 (32 MiB).
+	MemoryPages uint32 `json:"memory_pages,omitempty"`
+	// Timeout bounds one call. Default 1s.
+	Timeout Duration `json:"timeout,omitempty"`
+	// MaxOutputBytes bounds a call's output (state or handler answer).
+	// Default 16 MiB.
+	MaxOutputBytes uint32 `json:"max_output_bytes,omitempty"`
+	// MaxFaults is how many consecutive faults quarantine the plugin
+	// until it is reloaded. Default 5.
+	MaxFaults int `json:"max_faults,omitempty"`
+	// PoolSize bounds the idle instances kept for reuse. Default 8.
+	PoolSize int `json:"pool_size,omitempty"`
+}
+
+// Grants opens the sandbox. By default a plugin sees no files, no network,
+// no environment, a clock fixed at the Unix epoch and a random source of
+// zeros, so a replay gives byte-identical results.
+type Grants struct {
+	// Env variables visible to the plugin.
+	Env map[string]string `json:"env,omitempty"`
+	// Clock gives the real wall and monotonic clocks.
+	Clock bool `json:"clock,omitempty"`
+	// Random gives a cryptographic random source.
+	Random bool `json:"random,omitempty"`
+}
+
+// Manifest describes a plugin.
+type Manifest struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Kind    Kind   `json:"kind"`
+	// SHA256 pins the module: loading bytes with another digest fails.
+	// Empty means unpinned.
+	SHA256 string `json:"sha256,omitempty"`
+	Limits Limits `json:"limits,omitempty"`
+	Grants Grants `json:"grants,omitempty"`
+}
+
+// Duration is a time.Duration that reads and writes as "250ms" in JSON.
+type Duration time.Duration
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration: want a string like \"250ms\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// ErrInvalidManifest is wrapped by manifest validation errors.
+var ErrInvalidManifest = errors.New("batpak: invalid plugin manifest")
+
+func (m *Manifest) normalize() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidManifest, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case !nameRE.MatchString(m.Name):
+		return bad("name %q: want 1..64 of a-z 0-9 . _ -, starting with a letter or digit", m.Name)
+	case m.Version == "":
+		return bad("version is empty")
+	case m.Kind != KindProjection && m.Kind != KindHandler:
+		return bad("kind %q: want projection or handler", m.Kind)
+	case m.SHA256 != "" && len(m.SHA256) != 64:
+		return bad("sha256 %q: want 64 hex digits", m.SHA256)
+	}
+	m.SHA256 = strings.ToLower(m.SHA256)
+	l := &m.Limits
+	if l.MemoryPages == 0 {
+		l.MemoryPages = 512
+	}
+	if l.MemoryPages > 65536 {
+		return bad("limits.memory_pages %d: at most 65536 (4 GiB)", l.MemoryPages)
+	}
+	if l.Timeout <= 0 {
+		l.Timeout = Duration(time.Second)
+	}
+	if l.MaxOutputBytes == 0 {
+		l.MaxOutputBytes = 16 << 20
+	}
+	if l.MaxFaults <= 0 {
+		l.MaxFaults = 5
+	}
+	if l.PoolSize <= 0 {
+		l.PoolSize = 8
+	}
+	return nil
+}
+
+// LoadManifest reads a manifest from a JSON file.
+func LoadManifest(path string) (Manifest, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Manifest{}, err
+	}
+	var m Manifest
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return Manifest{}, fmt.Errorf("%w: %s: %v", ErrInvalidManifest, path, err)
+	}
+	return m, nil
+}
+
+// Digest is the hex SHA-256 of module bytes, as Manifest.SHA256 pins it.
+func Digest(wasm []byte) string {
+	sum := sha256.Sum256(wasm)
+	return hex.EncodeToString(sum[:])
+}

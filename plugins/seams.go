@@ -1,0 +1,162 @@
+package plugins
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/plugins/abi"
+	"github.com/batpak-go/batpak/policy"
+)
+
+// EncodeBatch encodes events in the ABI's batch layout.
+func EncodeBatch(dst []byte, evs []core.StoredEvent) []byte {
+	dst = abi.AppendBatchHeader(dst, len(evs))
+	for i := range evs {
+		ev := &evs[i]
+		h := &ev.Header
+		dst = abi.AppendEvent(dst, &abi.EventRecord{
+			Seq: ev.GlobalSequence, Clock: h.Clock, Timestamp: h.Timestamp,
+			Kind: uint16(h.Kind), Flags: h.Flags,
+			ID: h.ID, Correlation: h.CorrelationID, Causation: h.CausationID,
+			Entity: []byte(ev.Coordinate.Entity), Scope: []byte(ev.Coordinate.Scope), Payload: ev.Payload,
+		})
+	}
+	return dst
+}
+
+// Fold runs a projection plugin over events: fold(state, batch) → state.
+func (p *Plugin) Fold(ctx context.Context, state []byte, evs []core.StoredEvent) ([]byte, error) {
+	if k := p.Manifest().Kind; k != KindProjection {
+		return nil, fmt.Errorf("batpak: plugin %s is a %s plugin, not a projection", p.name, k)
+	}
+	return p.call(ctx, abi.ExportFold, state, EncodeBatch(nil, evs))
+}
+
+// Projection adapts a projection plugin to core.Project: the state is the
+// plugin's bytes, events are folded a batch per call, and cached states
+// are keyed by plugin name, version and module digest (so a new build is
+// never served an old build's state).
+type Projection struct {
+	P    *Plugin
+	Ctx  context.Context // for the calls; nil means context.Background()
+	Only []core.Kind     // the kinds folded; nil means all
+}
+
+// Name implements core.Projection: plugin name, version and digest.
+func (pr Projection) Name() string {
+	v := pr.P.cur.Load()
+	return fmt.Sprintf("plugin:%s@%s:%s", v.m.Name, v.m.Version, v.digest[:16])
+}
+
+// SchemaVersion implements core.Projection.
+func (pr Projection) SchemaVersion() uint32 { return abi.Version }
+
+// Kinds implements core.Projection.
+func (pr Projection) Kinds() []core.Kind { return pr.Only }
+
+// Init implements core.Projection: an empty state.
+func (pr Projection) Init() []byte { return nil }
+
+// Apply implements core.Projection for one event. core.Project uses
+// ApplyBatch instead; Apply keeps the state unchanged if the plugin faults.
+func (pr Projection) Apply(state []byte, ev core.StoredEvent) []byte {
+	out, err := pr.ApplyBatch(state, []core.StoredEvent{ev})
+	if err != nil {
+		return state
+	}
+	return out
+}
+
+// ApplyBatch implements core.BatchApplier.
+func (pr Projection) ApplyBatch(state []byte, evs []core.StoredEvent) ([]byte, error) {
+	ctx := pr.Ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	return pr.P.Fold(ctx, state, evs)
+}
+
+// SupportsIncremental implements core.Incremental: a fold continues from
+// any state.
+func (pr Projection) SupportsIncremental() bool { return true }
+
+// EncodeState implements core.StateCodec (the bytes as they are).
+func (pr Projection) EncodeState(s []byte) ([]byte, error) { return s, nil }
+
+// DecodeState implements core.StateCodec.
+func (pr Projection) DecodeState(b []byte) ([]byte, error) { return b, nil }
+
+// Handle runs a handler plugin over events and returns its action and the
+// reactions it asks for (aliasing nothing of the plugin's memory).
+func (p *Plugin) Handle(ctx context.Context, evs []core.StoredEvent) (uint32, []abi.Reaction, error) {
+	v := p.cur.Load()
+	if v.m.Kind != KindHandler {
+		return 0, nil, fmt.Errorf("batpak: plugin %s is a %s plugin, not a handler", p.name, v.m.Kind)
+	}
+	out, err := p.call(ctx, abi.ExportHandle, EncodeBatch(nil, evs))
+	if err != nil {
+		return 0, nil, err
+	}
+	action, rs, err := abi.ParseHandlerOutput(out)
+	if err != nil {
+		p.faults.Add(1)
+		return 0, nil, &PluginFault{Plugin: v.m.Name, Version: v.m.Version, Kind: FaultOutput, Cause: err}
+	}
+	for _, r := range rs {
+		if int(r.Source) >= len(evs) {
+			p.faults.Add(1)
+			return 0, nil, &PluginFault{Plugin: v.m.Name, Version: v.m.Version, Kind: FaultOutput,
+				Cause: fmt.Errorf("reaction names source event %d of a batch of %d", r.Source, len(evs))}
+		}
+	}
+	return action, rs, nil
+}
+
+// Principal is the identity a plugin's writes carry to the store's gates.
+func (p *Plugin) Principal() policy.Principal {
+	return policy.Principal{ID: "plugin:" + p.name, Roles: []string{"plugin"}}
+}
+
+// Handler adapts a handler plugin to core.CursorWorker. For each batch it
+// calls the plugin and writes the reactions it returns as one atomic batch
+// through the store's write gates (action "plugin", principal
+// "plugin:NAME"), with correlation = the source event's correlation,
+// causation = the source event's id, and an idempotency key derived from
+// the source so that a redelivery (at-least-once) writes nothing twice. A
+// plugin fault is the handler's error: the worker restarts from its last
+// commit within its restart budget.
+func (p *Plugin) Handler(store *core.Store) core.Handler {
+	return func(ctx context.Context, batch []core.StoredEvent) (core.WorkerAction, error) {
+		action, rs, err := p.Handle(ctx, batch)
+		if err != nil {
+			return core.Continue, err
+		}
+		if len(rs) > 0 {
+			items := make([]core.BatchItem, len(rs))
+			for i, r := range rs {
+				src := &batch[r.Source]
+				coord, err := core.NewCoordinate(string(r.Entity), string(r.Scope))
+				if err != nil {
+					return core.Continue, fmt.Errorf("batpak: plugin %s reaction %d: %w", p.name, i, err)
+				}
+				items[i] = core.BatchItem{
+					Coordinate: coord, Kind: core.Kind(r.Kind), Payload: append([]byte(nil), r.Payload...),
+					Options: core.AppendOptions{
+						CorrelationID:  src.Header.CorrelationID,
+						CausationID:    src.Header.ID,
+						IdempotencyKey: fmt.Sprintf("plugin:%s:%s:%d", p.name, src.Header.ID, i),
+					},
+				}
+			}
+			wctx := policy.WithPrincipal(core.WithAction(ctx, core.ActionPlugin), p.Principal())
+			if _, err := store.AppendBatch(wctx, items); err != nil {
+				return core.Continue, fmt.Errorf("batpak: plugin %s reactions: %w", p.name, err)
+			}
+		}
+		if action == abi.ActionStop {
+			return core.Stop, nil
+		}
+		return core.Continue, nil
+	}
+}
