@@ -102,6 +102,9 @@ func (w *writer) writeBatch(r *request) *batchWrite {
 		if err := w.checkExpectation(e); err != nil {
 			return abort(&BatchItemError{Index: i, Err: err})
 		}
+		if err := w.checkImportedID(e); err != nil {
+			return abort(&BatchItemError{Index: i, Err: err})
+		}
 		rc, err := w.place(e, sys, bw.mark.saved)
 		if err != nil {
 			return abort(&BatchItemError{Index: i, Err: err})

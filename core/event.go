@@ -74,7 +74,11 @@ type StoredEvent struct {
 	Header         Header
 	GlobalSequence uint64 // position in the store's total order, from 0
 	IdempotencyKey string // empty when the write carried none
-	Payload        json.RawMessage
+	// Payload is the event's JSON; nil when Redacted.
+	Payload json.RawMessage
+	// Redacted: the payload was erased (Store.Redact, Store.EraseEntity).
+	// The header, and the chain through the payload's digest, remain.
+	Redacted bool
 }
 
 // Receipt acknowledges a write. What it promises about durability depends on

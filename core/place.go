@@ -1,6 +1,7 @@
 package core
 
 import (
+	"fmt"
 	"math"
 )
 
@@ -76,6 +77,10 @@ func (w *writer) appendOne(r *request) {
 		r.t.err = err
 		return
 	}
+	if err := w.checkImportedID(e); err != nil {
+		r.t.err = err
+		return
+	}
 	var sys byte
 	if r.fence != nil {
 		sys = sysFenced
@@ -120,6 +125,23 @@ func (w *writer) checkExpectation(e *eventReq) error {
 	return nil
 }
 
+// checkImportedID refuses an imported event whose id the store already
+// holds (published, or written earlier in this group).
+func (w *writer) checkImportedID(e *eventReq) error {
+	if !e.imported {
+		return nil
+	}
+	if _, ok := w.s.ix.lookup(e.id); ok {
+		return fmt.Errorf("%w: %s", ErrDuplicateID, e.id)
+	}
+	for i := range w.pend {
+		if w.pend[i].e.id == e.id {
+			return fmt.Errorf("%w: %s (twice in one import)", ErrDuplicateID, e.id)
+		}
+	}
+	return nil
+}
+
 // place gives e its sequence, clock, timestamp and chain hash, encodes it
 // into w.buf (rotating segments as needed) and queues it for publication.
 // When saved is non-nil (a batch), the entity's prior state is recorded
@@ -156,6 +178,9 @@ func (w *writer) place(e *eventReq, sys byte, saved map[uint32]entityW) (Receipt
 	}
 	if rec.header.CorrelationID.IsZero() {
 		rec.header.CorrelationID = e.id
+	}
+	if e.ts != 0 {
+		rec.header.Timestamp = max(e.ts, es.wTS)
 	}
 	if es.wExists {
 		rec.header.Clock = es.wClock + 1

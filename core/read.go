@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"iter"
 	"path/filepath"
+	"time"
 )
 
 // Get returns the visible event with this id, or ErrNotFound.
@@ -160,11 +161,26 @@ func (s *Store) eachLoc(locs []loc, fn func(StoredEvent, error) bool) {
 }
 
 func (s *Store) decodeAt(m *mapping, l loc) (StoredEvent, error) {
-	rec, ok := frameAt(m.bytes(), int(l.off))
-	if !ok || !checkEvent(rec) {
-		return StoredEvent{}, &CorruptionError{File: filepath.Join(s.cfg.Dir, segmentName(l.seg)), Offset: int64(l.off), Reason: "event frame fails its checksum on read"}
+	for try := 0; ; try++ {
+		// Copy the frame first and check the copy: a redaction may rewrite
+		// the frame in place while we read it.
+		data := m.bytes()
+		off := int(l.off)
+		if off+frameHeaderSize <= len(data) {
+			n := int(le.Uint32(data[off:]))
+			if n >= minRecordSize && n <= maxRecordSize && off+frameHeaderSize+n <= len(data) {
+				buf := make([]byte, frameHeaderSize+n)
+				copy(buf, data[off:])
+				if rec, ok := frameAt(buf, 0); ok && checkEvent(rec) {
+					return eventView(rec).decodeOwned(), nil
+				}
+			}
+		}
+		if try == readRetries {
+			return StoredEvent{}, &CorruptionError{File: filepath.Join(s.cfg.Dir, segmentName(l.seg)), Offset: int64(l.off), Reason: "event frame fails its checksum on read"}
+		}
+		time.Sleep(readRetryWait)
 	}
-	return eventView(rec).decode(), nil
 }
 
 // idemOriginal is what a repeated idempotency key is checked against.

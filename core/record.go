@@ -19,8 +19,9 @@ const (
 	recFenceCancel byte = 6 // the fence's events stay hidden for ever
 
 	// System flags (event record byte 1; not chained).
-	sysBatch  byte = 1 << 0 // the event is an item of an atomic batch
-	sysFenced byte = 1 << 1 // the event was written under a visibility fence
+	sysBatch    byte = 1 << 0 // the event is an item of an atomic batch
+	sysFenced   byte = 1 << 1 // the event was written under a visibility fence
+	sysRedacted byte = 1 << 2 // the payload was erased (zeros); its digest stays
 
 	markerSize = 16 // batch and fence records
 
@@ -178,8 +179,18 @@ func (v eventView) stringsEnd() int {
 }
 func (v eventView) payload() []byte { return v[v.stringsEnd():] }
 
-// decode copies the record into a StoredEvent (no aliasing of v).
-func (v eventView) decode() StoredEvent {
+// decodeOwned is decode for a record in a buffer the caller owns: the
+// payload aliases it instead of being copied.
+func (v eventView) decodeOwned() StoredEvent {
+	ev := v.decodeHeader()
+	if v.sysFlags()&sysRedacted == 0 {
+		ev.Payload = v.payload()
+	}
+	return ev
+}
+
+// decodeHeader copies everything but the payload out of the record.
+func (v eventView) decodeHeader() StoredEvent {
 	var h Header
 	h.ID = v.id()
 	copy(h.CorrelationID[:], v[96:112])
@@ -196,7 +207,7 @@ func (v eventView) decode() StoredEvent {
 		Header:         h,
 		GlobalSequence: v.seq(),
 		IdempotencyKey: string(v.idem()),
-		Payload:        append([]byte(nil), v.payload()...),
+		Redacted:       v.sysFlags()&sysRedacted != 0,
 	}
 }
 

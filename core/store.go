@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
@@ -39,6 +40,11 @@ type Store struct {
 	shut      atomic.Bool // Close finished: reads fail with ErrClosed
 
 	fence atomic.Pointer[Fence] // the open visibility fence, if any
+	// rewriteMu orders in-place rewrites of published frames (redaction)
+	// against snapshots copying them.
+	rewriteMu sync.RWMutex
+
+	openReport OpenReport
 
 	endsMu sync.Mutex
 	ends   map[uint32]int64 // segment id → end of its data (active: see writer.stat)
@@ -112,7 +118,9 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 		activeMapLen = int(cfg.SegmentMaxBytes) + cfg.SingleAppendMaxBytes + 1<<20 + preallocStep
 	}
 	s.segs = newSegCache(cfg.Dir, cfg.FDBudget, activeMapLen)
+	began := time.Now()
 	rec, err := s.recover()
+	s.openReport.Elapsed = time.Since(began)
 	if err != nil {
 		s.segs.close()
 		_ = releaseLock(s.lock)
@@ -166,6 +174,11 @@ func (s *Store) recover() (recovered, error) {
 	if err != nil {
 		return out, err
 	}
+	s.openReport.Path = "scan"
+	s.openReport.Segments = len(ids)
+	s.openReport.Entries = uint64(s.ix.n)
+	s.openReport.Hidden = lw.hiddenEvents
+	s.openReport.DroppedBatch = lw.droppedBatches
 	if lw.droppedBatches > 0 {
 		s.log.Warn("batpak: discarded batches that lack a commit record", "batches", lw.droppedBatches)
 	}
@@ -229,6 +242,7 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool) (end, size i
 		}
 		if !s.readOnly {
 			s.log.Warn("batpak: discarding a torn tail left by a crash", "file", path, "offset", end, "bytes", size-end)
+			s.openReport.TornTailBytes += size - end
 			if err := zeroTail(path, end, size); err != nil {
 				return 0, 0, err
 			}

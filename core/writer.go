@@ -19,17 +19,20 @@ const (
 	opFenceBegin
 	opFenceCommit
 	opFenceCancel
+	opSnapshot
 )
 
 // eventReq is one event ready for the writer: everything the caller could
 // compute (validation, id, payload digest, causation) is done.
 type eventReq struct {
-	coord   Coordinate
-	kind    Kind
-	payload []byte
-	phash   Hash
-	opts    AppendOptions
-	id      EventID
+	coord    Coordinate
+	kind     Kind
+	payload  []byte
+	phash    Hash
+	opts     AppendOptions
+	id       EventID
+	ts       int64 // imports: the original timestamp (0: now)
+	imported bool  // the id comes from elsewhere: refuse one the store holds
 }
 
 // request is one unit of work for the writer.
@@ -40,6 +43,7 @@ type request struct {
 	fence *Fence     // the fence a write is made under, or the fence an op acts on
 	t     *Ticket    // opAppend and control ops
 	bt    *BatchTicket
+	snap  *snapPoint // opSnapshot: where the published log ends
 
 	ticket Ticket // t points here for appends: one allocation per write
 }
@@ -281,6 +285,11 @@ func (w *writer) process(reqs []*request) (closing bool) {
 	switch last.op {
 	case opSync:
 		last.t.resolve(Receipt{}, w.failed)
+	case opSnapshot:
+		if w.failed == nil {
+			*last.snap = snapPoint{seg: w.seg, end: w.off, events: uint64(w.s.ix.published())}
+		}
+		last.t.resolve(Receipt{}, w.failed)
 	case opFenceBegin, opFenceCommit, opFenceCancel:
 		w.endFenceOp(last)
 	case opClose:
@@ -298,7 +307,7 @@ func (w *writer) syncGroup(last *request) {
 	}
 	every := w.s.cfg.Sync.EveryNEvents
 	switch {
-	case last.op == opSync, last.op == opFenceCommit, last.op == opFenceCancel, every == 1:
+	case last.op == opSync, last.op == opSnapshot, last.op == opFenceCommit, last.op == opFenceCancel, every == 1:
 		w.fail(w.syncNow())
 	case every > 0 && w.unsynced >= every:
 		w.fail(w.startSync())

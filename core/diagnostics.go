@@ -1,0 +1,47 @@
+package core
+
+import (
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// OpenReport says how Open rebuilt the index.
+type OpenReport struct {
+	// Path is how the index was rebuilt: "scan" (every frame of every
+	// segment read and checked).
+	Path          string
+	Segments      int
+	Entries       uint64 // events restored (hidden ones included)
+	Hidden        int    // events of fences that never committed
+	DroppedBatch  int    // batches discarded for lack of a commit record
+	TornTailBytes int64  // bytes of a torn tail discarded
+	Elapsed       time.Duration
+}
+
+// Diagnostics is Stats plus what an operator needs to see how the store
+// is doing.
+type Diagnostics struct {
+	Stats
+	VisibleSequence uint64 // sequences decided (visible or hidden) so far
+	BytesOnDisk     int64  // segment file sizes, zero fill included
+	MappedSegments  int    // segment files mapped for reads now
+	Pressure        WriterPressure
+	Open            OpenReport
+}
+
+// Diagnostics reports counts, sizes, writer pressure and how Open went.
+func (s *Store) Diagnostics() Diagnostics {
+	d := Diagnostics{Stats: s.Stats(), Pressure: s.WriterPressure(), Open: s.openReport}
+	d.VisibleSequence = uint64(s.ix.published())
+	ids, _ := listSegments(s.cfg.Dir)
+	for _, id := range ids {
+		if fi, err := os.Stat(filepath.Join(s.cfg.Dir, segmentName(id))); err == nil {
+			d.BytesOnDisk += fi.Size()
+		}
+	}
+	s.segs.mu.Lock()
+	d.MappedSegments = len(s.segs.maps)
+	s.segs.mu.Unlock()
+	return d
+}

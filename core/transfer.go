@@ -1,0 +1,207 @@
+package core
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// ErrDuplicateID: an imported event's id is already in the store with
+// other content (a re-import of the same event is skipped instead).
+var ErrDuplicateID = errors.New("batpak: an event with this id exists")
+
+// ExportedEvent is one line of an export: an event with everything an
+// import needs to recreate it (global sequence and clock are informative:
+// the importing store assigns its own).
+type ExportedEvent struct {
+	ID             EventID         `json:"id"`
+	Entity         string          `json:"entity"`
+	Scope          string          `json:"scope"`
+	Kind           string          `json:"kind"`
+	Clock          uint64          `json:"clock"`
+	GlobalSequence uint64          `json:"global_sequence"`
+	CorrelationID  EventID         `json:"correlation_id"`
+	CausationID    *EventID        `json:"causation_id"`
+	Timestamp      int64           `json:"timestamp_us"`
+	Flags          uint16          `json:"flags,omitempty"`
+	IdempotencyKey string          `json:"idempotency_key,omitempty"`
+	Redacted       bool            `json:"redacted,omitempty"`
+	Payload        json.RawMessage `json:"payload"`
+}
+
+// Exported converts a stored event to its export form.
+func Exported(ev StoredEvent) ExportedEvent {
+	h := ev.Header
+	x := ExportedEvent{
+		ID: h.ID, Entity: ev.Coordinate.Entity, Scope: ev.Coordinate.Scope, Kind: h.Kind.String(),
+		Clock: h.Clock, GlobalSequence: ev.GlobalSequence, CorrelationID: h.CorrelationID,
+		Timestamp: h.Timestamp, Flags: h.Flags, IdempotencyKey: ev.IdempotencyKey,
+		Redacted: ev.Redacted, Payload: ev.Payload,
+	}
+	if !h.CausationID.IsZero() {
+		c := h.CausationID
+		x.CausationID = &c
+	}
+	if x.Payload == nil {
+		x.Payload = json.RawMessage("null")
+	}
+	return x
+}
+
+// Export writes the visible events in r, in global order, as
+// newline-delimited JSON (one ExportedEvent per line) and returns how many
+// it wrote. progress, when set, is called after each event.
+func (s *Store) Export(w io.Writer, r Region, progress func(n int)) (int, error) {
+	bw := bufio.NewWriterSize(w, 1<<16)
+	enc := json.NewEncoder(bw)
+	enc.SetEscapeHTML(false)
+	n := 0
+	for ev, err := range s.Events(r) {
+		if err != nil {
+			return n, err
+		}
+		if err := enc.Encode(Exported(ev)); err != nil {
+			return n, err
+		}
+		n++
+		if progress != nil {
+			progress(n)
+		}
+	}
+	return n, bw.Flush()
+}
+
+// ImportStats reports an import.
+type ImportStats struct {
+	Imported int // written
+	Skipped  int // already in the store with the same id and content
+}
+
+// importChunk is how many events one import batch carries (within the
+// default Batch.MaxSize).
+const importChunk = 256
+
+// Import reads newline-delimited ExportedEvents and writes them, keeping
+// their ids, correlation and causation ids, timestamps (never before the
+// entity's last), flags and idempotency keys; the store assigns clocks and
+// global sequences. Events are written in atomic batches through the
+// write gates (action "import"). An event whose id the store already holds
+// with the same coordinate, kind and payload is skipped, so an import can
+// be run again after a failure; one whose id is held by a different event
+// fails with ErrDuplicateID. Lines are numbered in errors. progress, when
+// set, is called after each batch with the lines read so far.
+func (s *Store) Import(ctx context.Context, rd io.Reader, progress func(lines int)) (ImportStats, error) {
+	var st ImportStats
+	ctx = WithAction(ctx, ActionImport)
+	sc := bufio.NewScanner(rd)
+	sc.Buffer(make([]byte, 1<<20), s.cfg.SingleAppendMaxBytes*2+1<<20)
+	line := 0
+	var items []BatchItem
+	var metas []importMeta
+	flush := func() error {
+		if len(items) == 0 {
+			return nil
+		}
+		n, err := s.importBatch(ctx, items, metas)
+		st.Imported += n
+		st.Skipped += len(items) - n
+		items, metas = items[:0], metas[:0]
+		if progress != nil {
+			progress(line)
+		}
+		return err
+	}
+	for sc.Scan() {
+		line++
+		b := sc.Bytes()
+		if len(b) == 0 {
+			continue
+		}
+		var x ExportedEvent
+		if err := json.Unmarshal(b, &x); err != nil {
+			return st, fmt.Errorf("batpak: import line %d: %w", line, err)
+		}
+		coord, err := NewCoordinate(x.Entity, x.Scope)
+		if err != nil {
+			return st, fmt.Errorf("batpak: import line %d: %w", line, err)
+		}
+		kind, err := ParseKind(x.Kind)
+		if err != nil {
+			return st, fmt.Errorf("batpak: import line %d: %w", line, err)
+		}
+		if x.ID.IsZero() {
+			return st, fmt.Errorf("batpak: import line %d: no id", line)
+		}
+		opts := AppendOptions{CorrelationID: x.CorrelationID, Flags: x.Flags, IdempotencyKey: x.IdempotencyKey}
+		if x.CausationID != nil {
+			opts.CausationID = *x.CausationID
+		}
+		payload := []byte(x.Payload)
+		if len(payload) == 0 {
+			payload = []byte("null")
+		}
+		items = append(items, BatchItem{Coordinate: coord, Kind: kind, Payload: payload, Options: opts})
+		metas = append(metas, importMeta{id: x.ID, ts: x.Timestamp, line: line})
+		if len(items) == importChunk {
+			if err := flush(); err != nil {
+				return st, err
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return st, fmt.Errorf("batpak: import line %d: %w", line+1, err)
+	}
+	return st, flush()
+}
+
+type importMeta struct {
+	id   EventID
+	ts   int64
+	line int
+}
+
+// importBatch writes one chunk as an atomic batch, skipping events already
+// imported. It returns how many it wrote.
+func (s *Store) importBatch(ctx context.Context, items []BatchItem, metas []importMeta) (int, error) {
+	keep := make([]int, 0, len(items))
+	for i := range items {
+		ev, err := s.Get(metas[i].id)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			keep = append(keep, i)
+		case err != nil:
+			return 0, err
+		case ev.Coordinate == items[i].Coordinate && ev.Header.Kind == items[i].Kind && ev.Header.PayloadHash == payloadHash(items[i].Payload):
+			// already imported
+		default:
+			return 0, fmt.Errorf("batpak: import line %d: %w: %s is %s, not this event", metas[i].line, ErrDuplicateID, metas[i].id, ev.Coordinate)
+		}
+	}
+	if len(keep) == 0 {
+		return 0, nil
+	}
+	evs := make([]eventReq, len(keep))
+	for j, i := range keep {
+		it := &items[i]
+		ev, err := s.prepareEvent(ctx, it.Coordinate, it.Kind, it.Payload, it.Options, true)
+		if err != nil {
+			return 0, fmt.Errorf("batpak: import line %d: %w", metas[i].line, err)
+		}
+		ev.id, ev.ts, ev.imported = metas[i].id, metas[i].ts, true
+		evs[j] = ev
+	}
+	if err := s.admitBatch(ctx, ActionImport, evs); err != nil {
+		return 0, err
+	}
+	r := &request{op: opBatch, items: evs, bt: &BatchTicket{}}
+	if _, err := s.enqueue(r); err != nil {
+		return 0, err
+	}
+	if _, err := r.bt.Wait(ctx); err != nil {
+		return 0, err
+	}
+	return len(keep), nil
+}
