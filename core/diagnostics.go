@@ -8,9 +8,12 @@ import (
 
 // OpenReport says how Open rebuilt the index.
 type OpenReport struct {
-	// Path is how the index was rebuilt: "scan" (every frame of every
-	// segment read and checked).
+	// Path is how the index was rebuilt: "checkpoint" (the index saved at
+	// the last Close, then the log written after it) or "scan" (every frame
+	// of every segment read and checked).
 	Path          string
+	Restored      uint64 // entries loaded from the checkpoint
+	TailReplayed  uint64 // entries read from the log after the checkpoint
 	Segments      int
 	Entries       uint64 // events restored (hidden ones included)
 	Hidden        int    // events of fences that never committed

@@ -96,7 +96,12 @@ const (
 // if a valid frame can be found anywhere after it the segment is corrupt
 // (data in the middle is never silently dropped), otherwise it is a torn tail.
 func scanFrames(data []byte, fn func(off int, rec []byte) error) (end int, st tailState, err error) {
-	off := segmentHeaderSize
+	return scanFramesFrom(data, segmentHeaderSize, fn)
+}
+
+// scanFramesFrom is scanFrames starting at offset from (a frame boundary).
+func scanFramesFrom(data []byte, from int, fn func(off int, rec []byte) error) (end int, st tailState, err error) {
+	off := from
 	for {
 		rec, ok := frameAt(data, off)
 		if !ok {

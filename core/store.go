@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -160,21 +161,29 @@ func (s *Store) recover() (recovered, error) {
 	if err != nil {
 		return out, fmt.Errorf("batpak: list segments: %w", err)
 	}
-	lw := &logWalker{dir: s.cfg.Dir, emit: s.indexWalked}
-	for i, id := range ids {
-		last := i == len(ids)-1
-		end, size, err := s.recoverSegment(lw, id, last)
-		if err != nil {
-			return out, err
-		}
-		out.lastSeg, out.end, out.fileSize = id, end, size
-		s.setSegmentEnd(id, end)
+	ck := s.loadCheckpoint(ids)
+	lw, err := s.scanLog(ids, ck, &out)
+	if errors.Is(err, errCheckpointStale) {
+		s.log.Warn("batpak: index checkpoint does not match the log; scanning the log", "reason", err)
+		s.ix, ck = newIndex(), nil
+		s.endsMu.Lock()
+		s.ends = nil
+		s.endsMu.Unlock()
+		lw, err = s.scanLog(ids, nil, &out)
+	}
+	if err != nil {
+		return out, err
 	}
 	dangling, fenceID, err := lw.finish()
 	if err != nil {
 		return out, err
 	}
 	s.openReport.Path = "scan"
+	if ck != nil {
+		s.openReport.Path = "checkpoint"
+		s.openReport.Restored = ck.entries
+		s.openReport.TailReplayed = uint64(s.ix.n) - ck.entries
+	}
 	s.openReport.Segments = len(ids)
 	s.openReport.Entries = uint64(s.ix.n)
 	s.openReport.Hidden = lw.hiddenEvents
@@ -187,7 +196,37 @@ func (s *Store) recover() (recovered, error) {
 	return out, nil
 }
 
-func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool) (end, size int64, err error) {
+// errCheckpointStale: the checkpoint covers log data that is not there.
+var errCheckpointStale = errors.New("index checkpoint is stale")
+
+// scanLog walks every segment into the index; frames a checkpoint covers
+// are only checked.
+func (s *Store) scanLog(ids []uint32, ck *checkpointInfo, out *recovered) (*logWalker, error) {
+	lw := &logWalker{dir: s.cfg.Dir, emit: s.indexWalked}
+	for i, id := range ids {
+		last := i == len(ids)-1
+		// Frames the checkpoint covers are checked (length and CRC) but not
+		// read into the index: Open stays as strict about damage as a scan.
+		from := segmentHeaderSize
+		if ck != nil {
+			switch {
+			case id < ck.seg:
+				from = math.MaxInt
+			case id == ck.seg:
+				from = int(ck.end)
+			}
+		}
+		end, size, err := s.recoverSegment(lw, id, last, from)
+		if err != nil {
+			return nil, err
+		}
+		out.lastSeg, out.end, out.fileSize = id, end, size
+		s.setSegmentEnd(id, end)
+	}
+	return lw, nil
+}
+
+func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int) (end, size int64, err error) {
 	path := filepath.Join(s.cfg.Dir, segmentName(id))
 	f, err := os.Open(path)
 	if err != nil {
@@ -227,12 +266,18 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool) (end, size i
 		return 0, 0, &CorruptionError{File: path, Offset: 0, Reason: why}
 	}
 	e, st2, err := scanFrames(m, func(off int, rec []byte) error {
+		if off < from {
+			return nil // in the checkpoint: checked, not indexed again
+		}
 		return lw.frame(id, off, rec)
 	})
 	if err != nil {
 		return 0, 0, err
 	}
 	end = int64(e)
+	if covered := s.checkpointEnd(id, from); covered > end {
+		return 0, 0, fmt.Errorf("%w: %s: readable data ends at %d, the checkpoint covers up to %d", errCheckpointStale, path, end, covered)
+	}
 	switch st2 {
 	case tailCorrupt:
 		return 0, 0, &CorruptionError{File: path, Offset: end, Reason: "frame fails its length or checksum check and valid frames follow it"}
@@ -249,6 +294,18 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool) (end, size i
 		}
 	}
 	return end, size, nil
+}
+
+// checkpointEnd is how far the checkpoint covers segment id (0: not at all).
+func (s *Store) checkpointEnd(id uint32, from int) int64 {
+	switch {
+	case from == segmentHeaderSize:
+		return 0
+	case from == math.MaxInt:
+		return s.segmentEnd(id)
+	default:
+		return int64(from)
+	}
 }
 
 // zeroTail overwrites [from, size) with zeros and syncs: a torn tail is
@@ -330,6 +387,14 @@ func (s *Store) Close() error {
 		<-t.Done()
 		s.closeErr = t.err
 		<-s.w.exited
+		if s.closeErr == nil {
+			// A checkpoint that fails to write costs the next Open a scan,
+			// nothing else: report it, keep closing.
+			seg, off := s.w.stat()
+			if err := s.writeCheckpoint(seg, off); err != nil {
+				s.log.Warn("batpak: index checkpoint not written", "err", err)
+			}
+		}
 		s.segs.close()
 		if err := releaseLock(s.lock); err != nil && s.closeErr == nil {
 			s.closeErr = err

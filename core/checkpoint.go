@@ -1,0 +1,235 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// The index checkpoint: the whole in-memory index, written at Close
+// (temporary file, fsync, rename) with its watermark — the segment and
+// offset where the log stood. Open loads it and reads only the log after
+// the watermark, which stays valid whatever is appended later, crashes
+// included. A checkpoint that is damaged, or that does not match the
+// segment files (one it lists is missing, or shorter than its watermark),
+// is ignored and the log is scanned in full; every path yields the same
+// index.
+//
+//	"BPCKPT01" | watermark segment u32 | watermark offset u64 | entries u32 |
+//	segments u32 × (id u32, data end u64) |
+//	entities u32 × (name length u16, name, exists u8, clock u64, ts i64, hash [32]) |
+//	scopes u32 × (name length u16, name) |
+//	entries × (id [16], segment u32, offset u32, entity u32, scope u32, clock u64, kind u16, flags u8) |
+//	idempotency keys u32 × (length u16, key, sequence u32) |
+//	CRC32C of all before it u32
+
+const checkpointName = "index.ckpt"
+
+const checkpointMagic = "BPCKPT01"
+
+type checkpointInfo struct {
+	seg     uint32
+	end     int64
+	entries uint64
+}
+
+// writeCheckpoint saves the index. Called by Close once the writer has
+// stopped, so the index and segment ends are final.
+func (s *Store) writeCheckpoint(seg uint32, end int64) error {
+	ix := s.ix
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	b := make([]byte, 0, 64+int(ix.n)*43)
+	b = append(b, checkpointMagic...)
+	b = le.AppendUint32(b, seg)
+	b = le.AppendUint64(b, uint64(end))
+	b = le.AppendUint32(b, ix.n)
+	s.endsMu.Lock()
+	ids := make([]uint32, 0, len(s.ends))
+	for id := range s.ends {
+		ids = append(ids, id)
+	}
+	sortU32(ids)
+	b = le.AppendUint32(b, uint32(len(ids)))
+	for _, id := range ids {
+		b = le.AppendUint32(b, id)
+		b = le.AppendUint64(b, uint64(s.ends[id]))
+	}
+	s.endsMu.Unlock()
+	b = le.AppendUint32(b, uint32(len(ix.entities)))
+	for _, es := range ix.entities {
+		b = le.AppendUint16(b, uint16(len(es.name)))
+		b = append(b, es.name...)
+		ex := byte(0)
+		if es.wExists {
+			ex = 1
+		}
+		b = append(b, ex)
+		b = le.AppendUint64(b, es.wClock)
+		b = le.AppendUint64(b, uint64(es.wTS))
+		b = append(b, es.wHash[:]...)
+	}
+	b = le.AppendUint32(b, uint32(len(ix.scopes)))
+	for _, sc := range ix.scopes {
+		b = le.AppendUint16(b, uint16(len(sc.name)))
+		b = append(b, sc.name...)
+	}
+	for seq := uint32(0); seq < ix.n; seq++ {
+		e := ix.at(seq)
+		b = append(b, e.id[:]...)
+		b = le.AppendUint32(b, e.seg)
+		b = le.AppendUint32(b, e.off)
+		b = le.AppendUint32(b, e.entity)
+		b = le.AppendUint32(b, e.scope)
+		b = le.AppendUint64(b, e.clock)
+		b = le.AppendUint16(b, uint16(e.kind))
+		b = append(b, e.flags)
+	}
+	b = le.AppendUint32(b, uint32(len(ix.idem)))
+	for k, seq := range ix.idem {
+		b = le.AppendUint16(b, uint16(len(k)))
+		b = append(b, k...)
+		b = le.AppendUint32(b, seq)
+	}
+	b = le.AppendUint32(b, crc32c(b))
+	return writeFileAtomic(s.cfg.Dir, checkpointName, b, true)
+}
+
+func sortU32(a []uint32) {
+	for i := 1; i < len(a); i++ {
+		for j := i; j > 0 && a[j] < a[j-1]; j-- {
+			a[j], a[j-1] = a[j-1], a[j]
+		}
+	}
+}
+
+var errBadCheckpoint = errors.New("checkpoint damaged")
+
+// loadCheckpoint restores the index from the checkpoint when it is sound
+// and matches the segment files; otherwise it leaves the index empty and
+// returns nil (the caller scans the log).
+func (s *Store) loadCheckpoint(ids []uint32) *checkpointInfo {
+	path := filepath.Join(s.cfg.Dir, checkpointName)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			s.log.Warn("batpak: index checkpoint unreadable; scanning the log", "err", err)
+		}
+		return nil
+	}
+	ck, err := s.restoreCheckpoint(b, ids)
+	if err != nil {
+		s.log.Warn("batpak: index checkpoint not used; scanning the log", "file", path, "reason", err)
+		s.ix = newIndex()
+		s.endsMu.Lock()
+		s.ends = nil
+		s.endsMu.Unlock()
+		return nil
+	}
+	return ck
+}
+
+type ckReader struct {
+	b   []byte
+	off int
+	err error
+}
+
+func (r *ckReader) take(n int) []byte {
+	if r.err != nil || n < 0 || r.off+n > len(r.b) {
+		r.err = errBadCheckpoint
+		return make([]byte, max(n, 0))
+	}
+	v := r.b[r.off : r.off+n]
+	r.off += n
+	return v
+}
+
+func (r *ckReader) u16() uint16 { return le.Uint16(r.take(2)) }
+func (r *ckReader) u32() uint32 { return le.Uint32(r.take(4)) }
+func (r *ckReader) u64() uint64 { return le.Uint64(r.take(8)) }
+
+func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, error) {
+	if len(b) < len(checkpointMagic)+4 || string(b[:len(checkpointMagic)]) != checkpointMagic {
+		return nil, fmt.Errorf("%w: bad magic", errBadCheckpoint)
+	}
+	body := b[:len(b)-4]
+	if le.Uint32(b[len(b)-4:]) != crc32c(body) {
+		return nil, fmt.Errorf("%w: checksum mismatch", errBadCheckpoint)
+	}
+	r := &ckReader{b: body, off: len(checkpointMagic)}
+	ck := &checkpointInfo{seg: r.u32(), end: int64(r.u64())}
+	n := r.u32()
+	ck.entries = uint64(n)
+	present := map[uint32]bool{}
+	for _, id := range ids {
+		present[id] = true
+	}
+	nseg := int(r.u32())
+	for i := 0; i < nseg && r.err == nil; i++ {
+		id, end := r.u32(), int64(r.u64())
+		if !present[id] {
+			return nil, fmt.Errorf("segment %d is listed but missing", id)
+		}
+		if fi, err := os.Stat(filepath.Join(s.cfg.Dir, segmentName(id))); err != nil || fi.Size() < end {
+			return nil, fmt.Errorf("segment %d is shorter than the checkpoint says", id)
+		}
+		s.setSegmentEnd(id, end)
+	}
+	for _, id := range ids {
+		if id < ck.seg {
+			s.endsMu.Lock()
+			_, ok := s.ends[id]
+			s.endsMu.Unlock()
+			if !ok {
+				return nil, fmt.Errorf("segment %d is not in the checkpoint", id)
+			}
+		}
+	}
+	if ck.seg != 0 && !present[ck.seg] {
+		return nil, fmt.Errorf("watermark segment %d is missing", ck.seg)
+	}
+	ix := s.ix
+	nent := int(r.u32())
+	for i := 0; i < nent && r.err == nil; i++ {
+		name := string(r.take(int(r.u16())))
+		es := &entityState{name: name}
+		es.wExists = r.take(1)[0] == 1
+		es.wClock = r.u64()
+		es.wTS = int64(r.u64())
+		copy(es.wHash[:], r.take(32))
+		ix.byEntity[name] = uint32(len(ix.entities))
+		ix.entities = append(ix.entities, es)
+	}
+	nsc := int(r.u32())
+	for i := 0; i < nsc && r.err == nil; i++ {
+		name := string(r.take(int(r.u16())))
+		ix.byScope[name] = uint32(len(ix.scopes))
+		ix.scopes = append(ix.scopes, scopeState{name: name})
+	}
+	for seq := uint32(0); seq < n && r.err == nil; seq++ {
+		var e entry
+		copy(e.id[:], r.take(16))
+		e.seg, e.off, e.entity, e.scope = r.u32(), r.u32(), r.u32(), r.u32()
+		e.clock = r.u64()
+		e.kind = Kind(r.u16())
+		e.flags = r.take(1)[0]
+		if int(e.entity) >= len(ix.entities) || int(e.scope) >= len(ix.scopes) {
+			return nil, fmt.Errorf("%w: entry %d names an unknown entity or scope", errBadCheckpoint, seq)
+		}
+		ix.insertLocked(seq, e, "")
+	}
+	nid := int(r.u32())
+	for i := 0; i < nid && r.err == nil; i++ {
+		k := string(r.take(int(r.u16())))
+		ix.idem[k] = r.u32()
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	if r.off != len(body) {
+		return nil, fmt.Errorf("%w: %d bytes left over", errBadCheckpoint, len(body)-r.off)
+	}
+	return ck, nil
+}
