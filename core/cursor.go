@@ -87,7 +87,8 @@ func (c *Cursor) Committed() uint64 {
 
 // Commit records the current position as processed. For a named cursor it
 // is written to the store directory (temp file, fsync, rename) before
-// Commit returns; for an unnamed one it only moves Committed.
+// Commit returns (ErrClosed once the store is closing); for an unnamed one
+// it only moves Committed.
 func (c *Cursor) Commit() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -98,6 +99,13 @@ func (c *Cursor) commitLocked(pos uint64) error {
 	if c.name != "" && pos != c.committed {
 		if c.s.readOnly {
 			return ErrReadOnly
+		}
+		// Like any write, none once Close has begun: the directory may
+		// belong to another process by then.
+		c.s.closeMu.RLock()
+		defer c.s.closeMu.RUnlock()
+		if c.s.closed {
+			return ErrClosed
 		}
 		if err := saveCursor(c.s.cfg.Dir, c.name, pos); err != nil {
 			return err

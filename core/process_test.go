@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,6 +41,12 @@ func TestHelperProcess(t *testing.T) {
 		err = helperTryOpen(dir)
 	case "crash":
 		err = helperCrash(dir)
+	case "cursor":
+		err = helperCursor(dir)
+	case "batchcrash":
+		err = helperBatchCrash(dir)
+	case "fencecrash":
+		err = helperFenceCrash(dir)
 	default:
 		err = fmt.Errorf("unknown helper mode %q", mode)
 	}
@@ -125,6 +132,42 @@ func (c *child) line() (string, bool) {
 		return "", false // a partial last line is not a message
 	}
 	return strings.TrimSuffix(s, "\n"), true
+}
+
+// killWhen reads the child's lines until stop accepts one, waits delay,
+// kills the child with SIGKILL and reads what it printed before dying
+// (lines already in the pipe count too). Every complete line is returned.
+// A line starting with "ERR", or the child stopping on its own, fails the
+// test.
+func (c *child) killWhen(t *testing.T, stop func(line string) bool, delay time.Duration) []string {
+	t.Helper()
+	var lines []string
+	killed := false
+	for {
+		ln, ok := c.line()
+		if !ok {
+			break
+		}
+		if strings.HasPrefix(ln, "ERR") && !killed {
+			t.Fatalf("helper said %q; stderr:\n%s", ln, c.stderr)
+		}
+		lines = append(lines, ln)
+		if !killed && stop(ln) {
+			time.Sleep(delay)
+			if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			killed = true
+		}
+	}
+	err := c.cmd.Wait()
+	if !killed {
+		t.Fatalf("helper stopped on its own (%v) after %d lines; stderr:\n%s", err, len(lines), c.stderr)
+	}
+	if ws, ok := c.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("helper was not killed by SIGKILL: %v; stderr:\n%s", c.cmd.ProcessState, c.stderr)
+	}
+	return lines
 }
 
 type lockedWriter struct {

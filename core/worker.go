@@ -22,8 +22,10 @@ const (
 // Handler processes one batch of events of a cursor worker. The batch's
 // position is committed after it returns Continue or Stop; an error or a
 // panic instead restarts the worker from the last committed position
-// (at-least-once delivery), within the restart budget. The handler runs on
-// the worker's goroutine and may write to the store.
+// (at-least-once delivery), within the restart budget — unless the worker
+// was being stopped (Join returns nil) or the store closing (ErrClosed):
+// those end it without spending the budget. The handler runs on the
+// worker's goroutine and may write to the store.
 type Handler func(ctx context.Context, batch []StoredEvent) (WorkerAction, error)
 
 // RestartPolicy bounds how often a failing handler is restarted.
@@ -163,6 +165,14 @@ func (w *Worker) run(ctx context.Context, s *Store, cur *Cursor, cfg WorkerConfi
 		}
 		action, err := callHandler(ctx, handler, batch)
 		if err != nil {
+			// Neither a stop nor a closing store is the handler failing:
+			// restarting would not help, and the budget is not spent.
+			if ctx.Err() != nil {
+				return nil
+			}
+			if s.closing() {
+				return ErrClosed
+			}
 			now := time.Now()
 			failures = append(failures, now)
 			if policy.within > 0 {
@@ -192,6 +202,13 @@ func (w *Worker) run(ctx context.Context, s *Store, cur *Cursor, cfg WorkerConfi
 	}
 }
 
+// closing reports whether Close has begun (writes fail with ErrClosed).
+func (s *Store) closing() bool {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	return s.closed || s.shut.Load()
+}
+
 // callHandler runs handler, turning a panic into an error.
 func callHandler(ctx context.Context, h Handler, batch []StoredEvent) (a WorkerAction, err error) {
 	defer func() {
@@ -214,8 +231,11 @@ type Reaction struct {
 // events it returns, with correlation = the source's correlation and
 // causation = the source's id, through the store's ordinary write path.
 // The reactions to one source are written as one atomic batch whose items
-// carry idempotency keys derived from the source id (unless fn sets its
-// own), so a redelivery after a restart does not write them twice.
+// carry idempotency keys derived from the worker's name and the source id
+// (unless fn sets its own), so a redelivery after a restart does not write
+// them twice, and reactors of different names reacting to the same event
+// do not collide. Unnamed reactors share one key space: give each reactor
+// a name when several react to the same events.
 func (s *Store) React(ctx context.Context, r Region, cfg WorkerConfig, fn func(ctx context.Context, ev StoredEvent) ([]Reaction, error)) (*Worker, error) {
 	return s.CursorWorker(ctx, r, cfg, func(ctx context.Context, batch []StoredEvent) (WorkerAction, error) {
 		for _, ev := range batch {
@@ -232,7 +252,7 @@ func (s *Store) React(ctx context.Context, r Region, cfg WorkerConfig, fn func(c
 				opts.CorrelationID = ev.Header.CorrelationID
 				opts.CausationID = ev.Header.ID
 				if opts.IdempotencyKey == "" {
-					opts.IdempotencyKey = fmt.Sprintf("react:%s:%d", ev.Header.ID, i)
+					opts.IdempotencyKey = reactionKey(cfg.Name, ev.Header.ID, i)
 				}
 				items[i] = BatchItem{Coordinate: re.Coordinate, Kind: re.Kind, Payload: re.Payload, Options: opts}
 			}
@@ -242,4 +262,13 @@ func (s *Store) React(ctx context.Context, r Region, cfg WorkerConfig, fn func(c
 		}
 		return Continue, nil
 	})
+}
+
+// reactionKey is the idempotency key of the i-th reaction of a reactor
+// named name (possibly "") to the event src.
+func reactionKey(name string, src EventID, i int) string {
+	if name == "" {
+		return fmt.Sprintf("react:%s:%d", src, i)
+	}
+	return fmt.Sprintf("react:%s:%s:%d", name, src, i)
 }

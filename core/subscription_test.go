@@ -1,0 +1,647 @@
+package core_test
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"reflect"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/core"
+)
+
+// Lossy subscriptions (issue 4): notifications of the events published in
+// a region from the moment of subscribing, composable with Filter, Map,
+// Take and Scan; a subscriber that falls behind loses notifications and
+// counts exactly the ones of its region it lost; the writer never waits
+// for one; closing the subscription or the store ends it.
+
+// notificationOf is the notification a subscriber should get for ev.
+func notificationOf(ev core.StoredEvent) core.Notification {
+	return core.Notification{
+		ID:             ev.Header.ID,
+		CorrelationID:  ev.Header.CorrelationID,
+		CausationID:    ev.Header.CausationID,
+		Coordinate:     ev.Coordinate,
+		Kind:           ev.Header.Kind,
+		Clock:          ev.Header.Clock,
+		GlobalSequence: ev.GlobalSequence,
+	}
+}
+
+// recvN receives n notifications, failing the test if they do not come
+// within a few seconds.
+func recvN(t *testing.T, sub *core.Subscription, n int) []core.Notification {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var out []core.Notification
+	for len(out) < n {
+		nt, err := sub.Recv(ctx)
+		if err != nil {
+			t.Fatalf("Recv after %d of %d notifications: %v", len(out), n, err)
+		}
+		out = append(out, nt)
+	}
+	return out
+}
+
+// drainSub takes every notification that is ready.
+func drainSub(t *testing.T, sub *core.Subscription) []core.Notification {
+	t.Helper()
+	var out []core.Notification
+	for {
+		nt, ok, err := sub.TryRecv()
+		if err != nil {
+			t.Fatalf("TryRecv: %v", err)
+		}
+		if !ok {
+			return out
+		}
+		out = append(out, nt)
+	}
+}
+
+func expectNoNotification(t *testing.T, sub *core.Subscription, what string) {
+	t.Helper()
+	if got := drainSub(t, sub); len(got) > 0 {
+		t.Fatalf("%s: unexpected notifications %+v", what, got)
+	}
+}
+
+func TestSubscriptionRegionsAndFields(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	// Written before anyone subscribes: never announced.
+	early := mustAppend(t, s, mustCoord(t, "a:1", "s1"), kindA, `{}`)
+	regions := []core.Region{
+		core.All(),
+		core.Entity("a:"),
+		core.Entity("a:1"),
+		core.Scope("s2"),
+		core.All().WithKind(kindB),
+		core.Entity("a:").WithScope("s1").WithKind(kindA),
+		core.All().WithCategory(2),
+		core.Entity("a:").WithClockRange(1, 2),
+		core.Entity("zzz"),
+	}
+	subs := make([]*core.Subscription, len(regions))
+	for i, r := range regions {
+		subs[i] = s.SubscribeLossy(r)
+		defer subs[i].Close()
+	}
+	coords := []core.Coordinate{
+		mustCoord(t, "a:1", "s1"), mustCoord(t, "a:2", "s2"), mustCoord(t, "b:1", "s1"),
+		mustCoord(t, "a:10", "s1"), mustCoord(t, "b:2", "s2"),
+	}
+	kinds := []core.Kind{kindA, kindB, kindC}
+	var last core.Receipt = early
+	for i := 0; i < 40; i++ {
+		o := core.AppendOptions{}
+		if i%3 == 1 { // a reaction to the previous event
+			o.CorrelationID, o.CausationID = last.CorrelationID, last.ID
+		}
+		last = mustAppendOpts(t, s, coords[i%len(coords)], kinds[(i/2)%3], payloadN(i), o)
+		if i%10 == 9 {
+			items := []core.BatchItem{
+				{Coordinate: coords[(i+1)%len(coords)], Kind: kindB, Payload: []byte(`{"batch":0}`)},
+				{Coordinate: coords[(i+2)%len(coords)], Kind: kindC, Payload: []byte(`{"batch":1}`), Causation: core.PriorItem(0)},
+			}
+			if _, err := s.AppendBatch(ctx, items); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i, r := range regions {
+		var want []core.Notification
+		for _, ev := range mustQuery(t, s, r) {
+			if ev.GlobalSequence != early.GlobalSequence {
+				want = append(want, notificationOf(ev))
+			}
+		}
+		got := recvN(t, subs[i], len(want))
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("region %v:\n got %+v\nwant %+v", r, got, want)
+		}
+		expectNoNotification(t, subs[i], fmt.Sprintf("region %v", r))
+		if d := subs[i].Dropped(); d != 0 {
+			t.Fatalf("region %v: Dropped = %d, want 0", r, d)
+		}
+	}
+}
+
+func TestSubscriptionCombinators(t *testing.T) {
+	s := openStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sub := s.SubscribeLossy(core.Entity("n:"))
+	defer sub.Close()
+	c := mustCoord(t, "n:1", "s")
+	for i := 0; i < 12; i++ {
+		k := kindA
+		if i%3 == 2 {
+			k = kindB
+		}
+		mustAppend(t, s, c, k, payloadN(i))
+		mustAppend(t, s, mustCoord(t, "other", "s"), kindA, `{}`) // not in the region
+	}
+	// kindA clocks are 0,1,3,4,6,7,…: running sums of the first four.
+	clocks := core.Map(core.Filter(sub.All(ctx), func(n core.Notification) bool { return n.Kind == kindA }),
+		func(n core.Notification) uint64 { return n.Clock })
+	var sums []uint64
+	for v := range core.Take(core.Scan(clocks, uint64(100), func(acc, c uint64) uint64 { return acc + c }), 4) {
+		sums = append(sums, v)
+	}
+	if want := []uint64{100, 101, 104, 108}; !slices.Equal(sums, want) {
+		t.Fatalf("running sums %v, want %v", sums, want)
+	}
+	// Take stopped without pulling a notification past the ones it needed:
+	// the next one (clock 5, a kindB) is still there.
+	nt, ok, err := sub.TryRecv()
+	if err != nil || !ok || nt.Clock != 5 || nt.Kind != kindB {
+		t.Fatalf("after Take: %+v, %v, %v; want clock 5 of kind B", nt, ok, err)
+	}
+	// Take(0) yields nothing and reads nothing.
+	for range core.Take(sub.All(ctx), 0) {
+		t.Fatal("Take(0) yielded")
+	}
+	n := 0
+	for range core.Take(sub.All(ctx), 6) { // clocks 6..11
+		n++
+	}
+	if n != 6 {
+		t.Fatalf("Take(6) yielded %d", n)
+	}
+	expectNoNotification(t, sub, "after reading everything")
+
+	// The combinators on plain sequences, stopping early at every level.
+	nums := slices.Values([]int{1, 2, 3, 4, 5, 6, 7, 8})
+	even := core.Filter(nums, func(v int) bool { return v%2 == 0 })
+	strs := core.Map(even, func(v int) string { return fmt.Sprint(v) })
+	cat := core.Scan(strs, "", func(acc, s string) string { return acc + s })
+	if got := slices.Collect(cat); !slices.Equal(got, []string{"2", "24", "246", "2468"}) {
+		t.Fatalf("Scan(Map(Filter)) = %v", got)
+	}
+	if got := slices.Collect(core.Take(cat, 2)); !slices.Equal(got, []string{"2", "24"}) {
+		t.Fatalf("Take(2) = %v", got)
+	}
+	if got := slices.Collect(core.Take(cat, 10)); len(got) != 4 {
+		t.Fatalf("Take(10) of 4 = %v", got)
+	}
+	for v := range core.Map(core.Filter(nums, func(int) bool { return true }), func(v int) int { return -v }) {
+		if v == -3 {
+			break // early exit through two layers must not panic
+		}
+	}
+	for acc := range core.Scan(nums, 0, func(a, v int) int { return a + v }) {
+		if acc > 5 {
+			break
+		}
+	}
+	var pulled []int
+	counting := iter.Seq[int](func(yield func(int) bool) {
+		for i := 0; ; i++ {
+			pulled = append(pulled, i)
+			if !yield(i) {
+				return
+			}
+		}
+	})
+	if got := slices.Collect(core.Take(counting, 3)); !slices.Equal(got, []int{0, 1, 2}) || len(pulled) != 3 {
+		t.Fatalf("Take(3) of an endless sequence = %v after pulling %v", got, pulled)
+	}
+}
+
+func TestSubscriptionClosing(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	c := mustCoord(t, "c:1", "s")
+
+	// TryRecv with nothing ready, Recv that times out.
+	sub := s.SubscribeLossy(core.All())
+	if _, ok, err := sub.TryRecv(); ok || err != nil {
+		t.Fatalf("TryRecv with nothing published: %v, %v", ok, err)
+	}
+	tctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	if _, err := sub.Recv(tctx); !isErr(err, context.DeadlineExceeded) {
+		t.Fatalf("Recv with nothing published: %v, want DeadlineExceeded", err)
+	}
+	cancel()
+	r := mustAppend(t, s, c, kindA, `{}`)
+	if nt, ok, err := sub.TryRecv(); !ok || err != nil || nt.ID != r.ID {
+		t.Fatalf("TryRecv = %+v, %v, %v; want the appended event", nt, ok, err)
+	}
+
+	// RecvBatch takes what is ready, up to the buffer's length.
+	for i := 0; i < 5; i++ {
+		mustAppend(t, s, c, kindA, payloadN(i))
+	}
+	buf := make([]core.Notification, 3)
+	if n, err := sub.RecvBatch(ctx, buf); n != 3 || err != nil || buf[0].Clock != 1 {
+		t.Fatalf("RecvBatch = %d, %v (first clock %d); want 3 from clock 1", n, err, buf[0].Clock)
+	}
+	if n, err := sub.RecvBatch(ctx, buf); n != 2 || err != nil || buf[1].Clock != 5 {
+		t.Fatalf("RecvBatch = %d, %v; want the last 2", n, err)
+	}
+	tctx, cancel = context.WithTimeout(ctx, 20*time.Millisecond)
+	if _, err := sub.RecvBatch(tctx, buf); !isErr(err, context.DeadlineExceeded) {
+		t.Fatalf("RecvBatch with nothing published: %v, want DeadlineExceeded", err)
+	}
+	cancel()
+
+	// Close unblocks a waiting Recv and ends All; it is idempotent.
+	recvErr := make(chan error, 1)
+	go func() {
+		_, err := sub.Recv(ctx)
+		recvErr <- err
+	}()
+	allDone := make(chan int, 1)
+	go func() {
+		n := 0
+		for range sub.All(ctx) {
+			n++
+		}
+		allDone <- n
+	}()
+	time.Sleep(20 * time.Millisecond)
+	sub.Close()
+	sub.Close()
+	select {
+	case err := <-recvErr:
+		if !isErr(err, core.ErrSubscriptionClosed) {
+			t.Fatalf("Recv across Close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Recv still blocked after Close")
+	}
+	select {
+	case <-allDone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("All still running after Close")
+	}
+	mustAppend(t, s, c, kindA, `{}`)
+	if _, _, err := sub.TryRecv(); !isErr(err, core.ErrSubscriptionClosed) {
+		t.Fatalf("TryRecv after Close: %v", err)
+	}
+	if _, err := sub.Recv(ctx); !isErr(err, core.ErrSubscriptionClosed) {
+		t.Fatalf("Recv after Close: %v", err)
+	}
+	if _, err := sub.RecvBatch(ctx, buf); !isErr(err, core.ErrSubscriptionClosed) {
+		t.Fatalf("RecvBatch after Close: %v", err)
+	}
+
+	// The store closing ends every subscription, waiting or not.
+	waiting := s.SubscribeLossy(core.All())
+	idle := s.SubscribeLossy(core.Entity("c:"))
+	defer waiting.Close()
+	defer idle.Close()
+	go func() {
+		_, err := waiting.Recv(ctx)
+		recvErr <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-recvErr:
+		if !isErr(err, core.ErrSubscriptionClosed) {
+			t.Fatalf("Recv across store Close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Recv still blocked after the store closed")
+	}
+	for _, sb := range []*core.Subscription{waiting, idle, s.SubscribeLossy(core.All())} {
+		if _, err := sb.Recv(ctx); !isErr(err, core.ErrSubscriptionClosed) {
+			t.Fatalf("Recv after store Close: %v", err)
+		}
+		if _, _, err := sb.TryRecv(); !isErr(err, core.ErrSubscriptionClosed) {
+			t.Fatalf("TryRecv after store Close: %v", err)
+		}
+		if _, err := sb.RecvBatch(ctx, buf); !isErr(err, core.ErrSubscriptionClosed) {
+			t.Fatalf("RecvBatch after store Close: %v", err)
+		}
+		for range sb.All(ctx) {
+			t.Fatal("All yielded after store Close")
+		}
+	}
+}
+
+func TestSubscriptionFences(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	sub := s.SubscribeLossy(core.Entity("f:"))
+	defer sub.Close()
+	c1, c2 := mustCoord(t, "f:1", "s"), mustCoord(t, "f:2", "s")
+	a := mustAppend(t, s, c1, kindA, `{"a":1}`)
+
+	f, err := s.BeginFence(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	late := s.SubscribeLossy(core.Entity("f:")) // subscribed while the fence is open
+	defer late.Close()
+	var tks []*core.Ticket
+	for i := 0; i < 3; i++ {
+		tk, err := f.Submit(ctx, []core.Coordinate{c1, c2}[i%2], kindA, []byte(payloadN(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tks = append(tks, tk)
+	}
+	bt, err := f.SubmitBatch(ctx, []core.BatchItem{
+		{Coordinate: c2, Kind: kindB, Payload: []byte(`{"b":0}`)},
+		{Coordinate: c1, Kind: kindB, Payload: []byte(`{"b":1}`)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := recvN(t, sub, 1); got[0].ID != a.ID {
+		t.Fatalf("first notification %+v, want the event before the fence", got[0])
+	}
+	expectNoNotification(t, sub, "fence open")
+	expectNoNotification(t, late, "fence open")
+	if err := f.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var want []core.EventID
+	for _, tk := range tks {
+		r, err := tk.Wait(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, r.ID)
+	}
+	rs, err := bt.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		want = append(want, r.ID)
+	}
+	for _, sb := range []*core.Subscription{sub, late} {
+		got := recvN(t, sb, len(want))
+		for i, nt := range got {
+			if nt.ID != want[i] {
+				t.Fatalf("committed fence: notification %d is %s, want %s", i, nt.ID, want[i])
+			}
+		}
+		expectNoNotification(t, sb, "after the commit")
+	}
+
+	// A cancelled fence is never announced, nor counted as dropped.
+	f, err = s.BeginFence(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := f.Submit(ctx, c1, kindA, []byte(`{"leak":true}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := mustAppend(t, s, c2, kindA, `{}`)
+	for _, sb := range []*core.Subscription{sub, late} {
+		if got := recvN(t, sb, 1); got[0].ID != after.ID {
+			t.Fatalf("after a cancelled fence: %+v, want the next ordinary event", got[0])
+		}
+		expectNoNotification(t, sb, "after the cancelled fence")
+		if d := sb.Dropped(); d != 0 {
+			t.Fatalf("Dropped = %d after a cancelled fence, want 0", d)
+		}
+	}
+}
+
+// accountFor drains sub and checks that every notification it ever gave
+// (earlier ones in got) plus what it dropped is exactly the events of
+// region published while it was subscribed (want, in order): what it
+// received is a subsequence of want, in order, field for field.
+func accountFor(t *testing.T, what string, sub *core.Subscription, got []core.Notification, want []core.StoredEvent) {
+	t.Helper()
+	got = append(got, drainSub(t, sub)...)
+	dropped := sub.Dropped()
+	if uint64(len(got))+dropped != uint64(len(want)) {
+		t.Fatalf("%s: received %d + dropped %d != %d events published in the region", what, len(got), dropped, len(want))
+	}
+	j := 0
+	for _, nt := range got {
+		for j < len(want) && want[j].GlobalSequence != nt.GlobalSequence {
+			j++
+		}
+		if j == len(want) {
+			t.Fatalf("%s: notification %+v is not one of the region's events, or out of order", what, nt)
+		}
+		if w := notificationOf(want[j]); nt != w {
+			t.Fatalf("%s: notification %+v, want %+v", what, nt, w)
+		}
+		j++
+	}
+}
+
+func TestSubscriberNeverSlowsTheWriter(t *testing.T) {
+	s := openStore(t, func(c *core.Config) { c.BroadcastCapacity = 64 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	regions := []core.Region{core.All(), core.Entity("w:1"), core.All().WithKind(kindB), core.Entity("nobody")}
+	var subs []*core.Subscription
+	for _, r := range regions {
+		sub := s.SubscribeLossy(r)
+		defer sub.Close()
+		subs = append(subs, sub)
+	}
+	const writers, each = 4, 1500
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for g := 0; g < writers; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			c, _ := core.NewCoordinate(fmt.Sprintf("w:%d", g), "s")
+			var tk *core.Ticket
+			for i := 0; i < each; i++ {
+				var err error
+				if tk, err = s.Submit(ctx, c, []core.Kind{kindA, kindB}[i%2], []byte(payloadN(i))); err != nil {
+					errs <- err
+					return
+				}
+			}
+			if _, err := tk.Wait(ctx); err != nil {
+				errs <- err
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if got := s.Stats().Events; got != writers*each {
+		t.Fatalf("%d events, want %d", got, writers*each)
+	}
+	for i, sub := range subs {
+		got := drainSub(t, sub)
+		if len(got) > 64 {
+			t.Fatalf("region %v: %d notifications held, more than the capacity", regions[i], len(got))
+		}
+		accountFor(t, fmt.Sprint(regions[i]), sub, got, mustQuery(t, s, regions[i]))
+		if i < 3 && sub.Dropped() == 0 {
+			t.Fatalf("region %v: nothing dropped by a subscriber that never read", regions[i])
+		}
+	}
+}
+
+// TestBurstWithCapacityOne: with a one-notification ring, concurrent
+// writers overwhelm every subscriber. A projection watcher still converges
+// on the true state; lossy subscribers account exactly for what they lost.
+func TestBurstWithCapacityOne(t *testing.T) {
+	s := openStore(t, func(c *core.Config) { c.BroadcastCapacity = 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	hot := core.Entity("hot")
+	kindBRegion := core.All().WithKind(kindB)
+	idle := s.SubscribeLossy(hot) // never reads during the burst
+	defer idle.Close()
+
+	// Readers that keep up as best they can.
+	type reader struct {
+		region core.Region
+		batch  bool // RecvBatch instead of Recv
+		sub    *core.Subscription
+		got    []core.Notification
+	}
+	readers := []*reader{{region: hot}, {region: kindBRegion}, {region: core.All()}, {region: hot, batch: true}}
+	rctx, stopReaders := context.WithCancel(ctx)
+	var rwg sync.WaitGroup
+	for _, r := range readers {
+		r.sub = s.SubscribeLossy(r.region)
+		defer r.sub.Close()
+		rwg.Add(1)
+		go func() {
+			defer rwg.Done()
+			buf := make([]core.Notification, 16)
+			for r.batch {
+				n, err := r.sub.RecvBatch(rctx, buf)
+				if err != nil {
+					return
+				}
+				if n == 0 {
+					t.Error("RecvBatch returned no notifications and no error")
+					return
+				}
+				r.got = append(r.got, buf[:n]...)
+			}
+			for {
+				nt, err := r.sub.Recv(rctx)
+				if err != nil {
+					return
+				}
+				r.got = append(r.got, nt)
+			}
+		}()
+	}
+
+	// The watcher: every state it reports has a count that only grows.
+	p := ledger{name: "hot", version: 1, factor: 1, allKinds: true}
+	w := core.WatchProjection(s, "hot", p)
+	var lastSeen atomic.Pointer[ledgerState]
+	watchErr := make(chan error, 1)
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go func() {
+		prev := -1
+		for {
+			st, err := w.Next(wctx)
+			if err != nil {
+				watchErr <- err
+				return
+			}
+			if len(st.Seqs) <= prev {
+				watchErr <- fmt.Errorf("watcher went from %d to %d events", prev, len(st.Seqs))
+				return
+			}
+			prev = len(st.Seqs)
+			lastSeen.Store(&st)
+		}
+	}()
+
+	const writers, each = 4, 150
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for g := 0; g < writers; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			hotC, _ := core.NewCoordinate("hot", "s")
+			cold, _ := core.NewCoordinate(fmt.Sprintf("cold:%d", g), "s")
+			for i := 0; i < each; i++ {
+				k := []core.Kind{kindA, kindB, kindC}[(g+i)%3]
+				var err error
+				switch {
+				case i%25 == 24:
+					_, err = s.AppendBatch(ctx, []core.BatchItem{
+						{Coordinate: hotC, Kind: kindB, Payload: []byte(`{"amt":1}`)},
+						{Coordinate: cold, Kind: kindB, Payload: []byte(`{"amt":1}`)},
+						{Coordinate: hotC, Kind: kindA, Payload: []byte(`{"amt":1}`)},
+					})
+				case i%3 == 0:
+					_, err = s.Append(ctx, hotC, k, []byte(`{"amt":1}`))
+				default:
+					_, err = s.Append(ctx, cold, k, []byte(`{"amt":1}`))
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	want, found, err := core.Project(s, "hot", p, core.Consistent())
+	if err != nil || !found {
+		t.Fatal(err, found)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if st := lastSeen.Load(); st != nil && reflect.DeepEqual(*st, want) {
+			break
+		}
+		select {
+		case err := <-watchErr:
+			t.Fatalf("watcher: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the watcher did not converge: last saw %d events, the entity has %d", len(lastSeen.Load().Seqs), len(want.Seqs))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if w.Generation() != s.EntityGeneration("hot") {
+		t.Fatalf("watcher generation %d, entity generation %d", w.Generation(), s.EntityGeneration("hot"))
+	}
+	stopWatch()
+
+	stopReaders()
+	rwg.Wait()
+	for _, r := range readers {
+		accountFor(t, fmt.Sprintf("reader %v (batch %v)", r.region, r.batch), r.sub, r.got, mustQuery(t, s, r.region))
+	}
+	hotEvents := mustQuery(t, s, hot)
+	accountFor(t, "idle subscriber", idle, nil, hotEvents)
+	if idle.Dropped() == 0 {
+		t.Fatalf("idle subscriber with capacity 1 dropped nothing of %d events", len(hotEvents))
+	}
+}
