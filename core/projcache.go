@@ -17,6 +17,9 @@ type CachedState struct {
 	UpTo  uint64    // the entity generation it includes (see Store.EntityGeneration)
 	Found bool      // whether any event was folded in
 	At    time.Time // when it was computed
+	// Erasures is the store's erasure epoch when it was computed: a state
+	// computed before a redaction is never served after it.
+	Erasures uint64
 }
 
 // ProjectionCache stores projected states. Keys combine the entity, the
@@ -98,9 +101,10 @@ func (c *FileCache) path(key string) string {
 	return filepath.Join(c.dir, hex.EncodeToString(sum[:16])+".state")
 }
 
-// A state file: "BPSTATE1" | upTo u64 | at (Unix ns) i64 | found u8 |
-// key length u32 | key | state | CRC32C of everything before it.
-const stateMagic = "BPSTATE1"
+// A state file: "BPSTATE2" | upTo u64 | at (Unix ns) i64 | found u8 |
+// key length u32 | key | erasures u64 | state | CRC32C of everything
+// before it.
+const stateMagic = "BPSTATE2"
 
 // Get implements ProjectionCache.
 func (c *FileCache) Get(key string) (CachedState, bool) {
@@ -113,14 +117,15 @@ func (c *FileCache) Get(key string) (CachedState, bool) {
 		return CachedState{}, false
 	}
 	kl := int(le.Uint32(body[25:]))
-	if 29+kl > len(body) || string(body[29:29+kl]) != key {
+	if 29+kl+8 > len(body) || string(body[29:29+kl]) != key {
 		return CachedState{}, false
 	}
 	return CachedState{
-		UpTo:  le.Uint64(body[8:]),
-		At:    time.Unix(0, int64(le.Uint64(body[16:]))),
-		Found: body[24] == 1,
-		State: append([]byte(nil), body[29+kl:]...),
+		UpTo:     le.Uint64(body[8:]),
+		At:       time.Unix(0, int64(le.Uint64(body[16:]))),
+		Found:    body[24] == 1,
+		Erasures: le.Uint64(body[29+kl:]),
+		State:    append([]byte(nil), body[29+kl+8:]...),
 	}, true
 }
 
@@ -139,6 +144,7 @@ func (c *FileCache) Put(key string, st CachedState) {
 	b = append(b, found)
 	b = le.AppendUint32(b, uint32(len(key)))
 	b = append(b, key...)
+	b = le.AppendUint64(b, st.Erasures)
 	b = append(b, st.State...)
 	b = le.AppendUint32(b, crc32c(b))
 	p := c.path(key)

@@ -115,7 +115,7 @@ func project[S any](s *Store, entity string, p Projection[S], fresh Freshness) (
 	state, found, from := p.Init(), false, uint64(0)
 	if cache != nil {
 		key = cacheKey(entity, p)
-		if ce, ok := cache.Get(key); ok {
+		if ce, ok := cache.Get(key); ok && ce.Erasures == s.erasures.Load() {
 			if st, err := decodeState(p, ce.State); err == nil {
 				if fresh.maxAge > 0 && time.Since(ce.At) <= fresh.maxAge {
 					return st, ce.Found, ce.UpTo, nil
@@ -126,6 +126,7 @@ func project[S any](s *Store, entity string, p Projection[S], fresh Freshness) (
 			}
 		}
 	}
+	erasures := s.erasures.Load() // before reading: a redaction meanwhile makes this state stale
 	locs, gen := s.ix.entityEvents(entity, p.Kinds(), from)
 	if from > 0 && gen == from {
 		// cached state is current
@@ -158,7 +159,7 @@ func project[S any](s *Store, entity string, p Projection[S], fresh Freshness) (
 	}
 	if cache != nil {
 		if b, err := encodeState(p, state); err == nil {
-			cache.Put(key, CachedState{State: b, UpTo: gen, Found: found, At: time.Now()})
+			cache.Put(key, CachedState{State: b, UpTo: gen, Found: found, At: time.Now(), Erasures: erasures})
 		}
 	}
 	return state, found, gen, nil

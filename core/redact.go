@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -50,6 +51,9 @@ func (s *Store) EraseEntity(ctx context.Context, entity string) (int, error) {
 	if len(locs) == 0 {
 		return 0, nil
 	}
+	if err := s.bumpErasures(); err != nil {
+		return 0, err
+	}
 	n := 0
 	for _, l := range locs {
 		done, err := s.redactOne(l)
@@ -64,12 +68,48 @@ func (s *Store) EraseEntity(ctx context.Context, entity string) (int, error) {
 }
 
 func (s *Store) redactLocs(ctx context.Context, locs []loc) error {
+	if err := s.bumpErasures(); err != nil {
+		return err
+	}
 	for _, l := range locs {
 		if _, err := s.redactOne(l); err != nil {
 			return err
 		}
 	}
 	return s.Sync(ctx)
+}
+
+// The erasure epoch counts redactions over the store's life, persisted in
+// the directory: projection caches tag states with it and never serve a
+// state computed before a redaction, in this process or after a restart.
+const erasureFile = "erasures"
+
+func loadErasures(dir string) (uint64, error) {
+	b, err := os.ReadFile(filepath.Join(dir, erasureFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("batpak: read erasure epoch: %w", err)
+	}
+	if len(b) != 12 || le.Uint32(b[8:]) != crc32c(b[:8]) {
+		return 0, &CorruptionError{File: filepath.Join(dir, erasureFile), Reason: "erasure epoch file is damaged"}
+	}
+	return le.Uint64(b), nil
+}
+
+// bumpErasures raises the epoch durably before any payload is erased (once
+// per Redact or EraseEntity), so a crash in between can only invalidate
+// caches, never leave one stale.
+func (s *Store) bumpErasures() error {
+	n := s.erasures.Load() + 1
+	b := le.AppendUint64(nil, n)
+	b = le.AppendUint32(b, crc32c(b))
+	if err := writeFileAtomic(s.cfg.Dir, erasureFile, b, true); err != nil {
+		return fmt.Errorf("batpak: record erasure epoch: %w", err)
+	}
+	s.erasures.Store(n)
+	return nil
 }
 
 // redactOne rewrites one record in place: zeroed payload, redacted flag,

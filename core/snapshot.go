@@ -85,6 +85,11 @@ func (s *Store) Snapshot(ctx context.Context, dest string) (SnapshotReport, erro
 			return rep, err
 		}
 	}
+	if _, err := os.Stat(filepath.Join(s.cfg.Dir, erasureFile)); err == nil {
+		if _, err := copyFile(filepath.Join(s.cfg.Dir, erasureFile), filepath.Join(dest, erasureFile), -1); err != nil {
+			return rep, fmt.Errorf("batpak: snapshot erasure epoch: %w", err)
+		}
+	}
 	if err := copyDir(filepath.Join(s.cfg.Dir, cursorDir), filepath.Join(dest, cursorDir)); err != nil {
 		return rep, fmt.Errorf("batpak: snapshot cursors: %w", err)
 	}

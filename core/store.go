@@ -44,6 +44,7 @@ type Store struct {
 	// rewriteMu orders in-place rewrites of published frames (redaction)
 	// against snapshots copying them.
 	rewriteMu sync.RWMutex
+	erasures  atomic.Uint64 // redactions so far (see redact.go)
 
 	openReport OpenReport
 
@@ -119,6 +120,12 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 		activeMapLen = int(cfg.SegmentMaxBytes) + cfg.SingleAppendMaxBytes + 1<<20 + preallocStep
 	}
 	s.segs = newSegCache(cfg.Dir, cfg.FDBudget, activeMapLen)
+	n, err := loadErasures(cfg.Dir)
+	if err != nil {
+		_ = releaseLock(s.lock)
+		return nil, err
+	}
+	s.erasures.Store(n)
 	began := time.Now()
 	rec, err := s.recover()
 	s.openReport.Elapsed = time.Since(began)

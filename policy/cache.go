@@ -92,9 +92,12 @@ func cacheKey(in *Input, paths [][]string) string {
 	return b.String()
 }
 
-// lookupPath renders the input value at path (absent: "\x00undefined").
+// undefined renders an input value that is absent.
+const undefined = "\x00undefined"
+
+// lookupPath renders the input value at path (absent: undefined). Lists
+// are length-prefixed, so that different values never render alike.
 func lookupPath(in *Input, p []string) string {
-	const undefined = "\x00undefined"
 	switch p[0] {
 	case "action":
 		if len(p) == 1 {
@@ -103,18 +106,18 @@ func lookupPath(in *Input, p []string) string {
 	case "principal":
 		switch {
 		case len(p) == 1:
-			return in.Principal.ID + "\x00" + in.Principal.Tenant + "\x00" + strings.Join(in.Principal.Roles, "\x00")
+			return joinLP(in.Principal.ID, in.Principal.Tenant) + joinLP(in.Principal.Roles...)
 		case p[1] == "id" && len(p) == 2:
 			return in.Principal.ID
 		case p[1] == "tenant" && len(p) == 2:
 			return in.Principal.Tenant
 		case p[1] == "roles":
-			return strings.Join(in.Principal.Roles, "\x00")
+			return joinLP(in.Principal.Roles...)
 		}
 	case "event":
 		e := &in.Event
 		if len(p) == 1 {
-			return e.Entity + "\x00" + e.Scope + "\x00" + e.Kind + "\x00" + string(e.Payload) + "\x00" + e.CorrelationID + "\x00" + e.CausationID + "\x00" + e.IdempotencyKey + "\x00" + anyString(e.ExpectedClock)
+			return joinLP(e.Entity, e.Scope, e.Kind, string(e.Payload), e.CorrelationID, e.CausationID, e.IdempotencyKey, anyString(e.ExpectedClock))
 		}
 		if len(p) > 2 && p[1] != "payload" {
 			return undefined // scalars have no fields
@@ -142,11 +145,7 @@ func lookupPath(in *Input, p []string) string {
 			if len(p) == 2 {
 				return string(e.Payload)
 			}
-			r := gjson.GetBytes(e.Payload, gjsonPath(p[2:]))
-			if !r.Exists() {
-				return undefined
-			}
-			return r.Raw
+			return payloadAt(e.Payload, p[2:])
 		}
 	case "batch":
 		if in.Batch == nil {
@@ -189,22 +188,44 @@ func anyString(v any) string {
 	}
 }
 
-// gjsonPath escapes keys for a gjson path.
-func gjsonPath(keys []string) string {
+// joinLP renders a list of strings, each length-prefixed.
+func joinLP(ss ...string) string {
 	var b strings.Builder
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteByte('.')
-		}
-		for _, c := range k {
-			switch c {
-			case '.', '*', '?', '\\', '|', '#', '@', '!', '=', '<', '>', '%':
-				b.WriteByte('\\')
-			}
-			b.WriteRune(c)
-		}
+	for _, s := range ss {
+		b.WriteString(strconv.Itoa(len(s)))
+		b.WriteByte(':')
+		b.WriteString(s)
 	}
 	return b.String()
+}
+
+// payloadAt renders the payload's value at keys as the policy sees it:
+// each key names a member of an object — compared unescaped, the last one
+// when the JSON repeats a key (as the policy's parser keeps) — and never
+// an array element.
+func payloadAt(payload []byte, keys []string) string {
+	if !gjson.ValidBytes(payload) {
+		return "\x00invalid" // never cached: evaluating it fails
+	}
+	v := gjson.ParseBytes(payload)
+	for _, k := range keys {
+		if !v.IsObject() {
+			return undefined
+		}
+		var member gjson.Result
+		found := false
+		v.ForEach(func(key, val gjson.Result) bool {
+			if key.String() == k {
+				member, found = val, true
+			}
+			return true
+		})
+		if !found {
+			return undefined
+		}
+		v = member
+	}
+	return v.Raw
 }
 
 // decisionCache is a bounded map; when full it starts over (a decision is

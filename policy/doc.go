@@ -59,7 +59,9 @@
 // deny rules only admits what it does not deny). Every deny entry becomes
 // a Reason (extra object fields go to its Context). The gate fails closed:
 // no decision, an undefined result, a malformed decision, an evaluation
-// error or a timeout denies with POLICY_ERROR and the cause — never allows.
+// error (built-in errors included, such as a division by zero: evaluation
+// is strict, so an erring deny rule is never silently skipped) or a
+// timeout denies with POLICY_ERROR and the cause — never allows.
 // Each decision carries the bundle's revision.
 //
 // Reload compiles the bundle again and swaps it in atomically; a bundle
@@ -86,8 +88,10 @@
 // first denial and otherwise returns a Receipt (only evaluation makes
 // one); EvaluateAll returns every denial. A gate that panics is turned
 // into a GATE_DEFECT denial; the process lives. A Pipeline commits a
-// receipt once (Commit runs the write); Bypass lets a proposal through
-// without evaluation for a stated reason, and committing it first writes
-// an audit event to the store (entity batpak:audit:bypass, scope policy,
-// system kind 0x0:0x1; who, why, what) — a bypass is never silent.
+// receipt of its own gate set once (Commit runs the write); Bypass lets a
+// proposal through without evaluation for a stated reason, and committing
+// it first writes an audit event to the store (entity batpak:audit:bypass,
+// scope policy, system kind 0x0:0x1; who, why, what) — a bypass is never
+// silent. Only the bypassed write (same coordinate, kind and payload)
+// passes the Admitter; other writes in the same Commit are judged.
 package policy

@@ -51,7 +51,7 @@ func (gs *GateSet) Evaluate(ctx context.Context, in *Input) (*Receipt, error) {
 	if d := gs.check(ctx, in); d != nil {
 		return nil, d
 	}
-	return &Receipt{in: in, gates: gs.Names()}, nil
+	return &Receipt{in: in, gates: gs.Names(), issuer: gs}, nil
 }
 
 // check is Evaluate without the receipt (the Admitter's hot path).
@@ -85,13 +85,15 @@ func runGate(ctx context.Context, g Gate, in *Input) (d *Denial) {
 		}
 	}()
 	d = g.Evaluate(ctx, in)
-	if d != nil {
-		if d.Gate == "" {
-			d.Gate = g.Name()
+	if d != nil && (d.Gate == "" || len(d.Reasons) == 0) {
+		c := *d // the gate may hand the same denial to every writer: complete a copy
+		if c.Gate == "" {
+			c.Gate = g.Name()
 		}
-		if len(d.Reasons) == 0 {
-			d.Reasons = []Reason{{Code: d.Code, Message: d.Message, Context: d.Context}}
+		if len(c.Reasons) == 0 {
+			c.Reasons = []Reason{{Code: c.Code, Message: c.Message, Context: c.Context}}
 		}
+		d = &c
 	}
 	return d
 }

@@ -120,6 +120,7 @@ func (g *OPAGate) Reload(ctx context.Context) error {
 		rego.Query(DecisionPath),
 		rego.ParsedBundle("batpak", &b),
 		rego.SetRegoVersion(ast.RegoV1),
+		rego.StrictBuiltinErrors(true), // a built-in's error fails closed, never leaves a deny rule silently undefined
 	)
 	pq, err := r.PrepareForEval(ctx)
 	if err != nil {
@@ -127,7 +128,7 @@ func (g *OPAGate) Reload(ctx context.Context) error {
 	}
 	hasAllow, hasDeny := decisionRules(b)
 	if !hasAllow && !hasDeny {
-		return fmt.Errorf("batpak: policy bundle %s defines neither allow nor deny in package batpak.write", g.source)
+		return fmt.Errorf("batpak: policy bundle %s defines no decision at %s (neither allow nor deny in package batpak.write)", g.source, DecisionPath)
 	}
 	lp := &loadedPolicy{query: pq, revision: b.Manifest.Revision, hasAllow: hasAllow}
 	if paths, ok := analyzeInputs(b); ok && g.opts.CacheSize > 0 {
@@ -163,27 +164,34 @@ func skipTests(abspath string, info fs.FileInfo, _ int) bool {
 	return !info.IsDir() && strings.HasSuffix(abspath, "_test.rego")
 }
 
-// decisionRules reports whether package batpak.write defines allow and deny.
+// decisionRules reports whether the bundle's rules define the decision's
+// allow and deny: rules in package batpak.write, ref-head rules such as
+// write.allow in package batpak, or a rule defining data.batpak.write as a
+// whole (that decision must then say allow itself: both are reported).
 func decisionRules(b bundle.Bundle) (allow, deny bool) {
 	want := ast.MustParseRef(DecisionPath)
 	for _, m := range b.Modules {
-		if m.Parsed == nil || !m.Parsed.Package.Path.Equal(want) {
+		if m.Parsed == nil {
 			continue
 		}
 		for _, r := range m.Parsed.Rules {
-			switch r.Head.Name.String() {
-			case "allow":
-				allow = true
-			case "deny":
-				deny = true
+			head := r.Head.Ref()
+			if _, ok := head[0].Value.(ast.Var); !ok {
+				continue
 			}
-			if len(r.Head.Reference) > 0 {
-				switch r.Head.Reference[0].Value.String() {
-				case "allow":
-					allow = true
-				case "deny":
-					deny = true
-				}
+			path := m.Parsed.Package.Path.Extend(head)
+			if !path.HasPrefix(want) {
+				continue
+			}
+			if len(path) == len(want) {
+				allow, deny = true, true
+				continue
+			}
+			switch path[len(want)].Value {
+			case ast.String("allow"):
+				allow = true
+			case ast.String("deny"):
+				deny = true
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,7 +18,9 @@ import (
 type Receipt struct {
 	in     *Input
 	gates  []string
-	bypass string // the reason, for a bypass receipt
+	issuer *GateSet  // the gate set that evaluated (or the bypassing pipeline's)
+	bypass string    // the reason, for a bypass receipt
+	who    Principal // who asked for the bypass
 	used   atomic.Bool
 }
 
@@ -32,6 +35,10 @@ func (r *Receipt) Bypassed() bool { return r.bypass != "" }
 
 // ErrReceiptUsed: a receipt was committed twice.
 var ErrReceiptUsed = errors.New("batpak: policy receipt already used")
+
+// ErrForeignReceipt: a receipt not made by the pipeline's gate set (or its
+// Bypass) was committed.
+var ErrForeignReceipt = errors.New("batpak: policy receipt not made by this pipeline")
 
 // ErrNoReason: Bypass needs a reason.
 var ErrNoReason = errors.New("batpak: a bypass needs a reason")
@@ -63,12 +70,16 @@ func (p *Pipeline) Evaluate(ctx context.Context, in *Input) (*Receipt, error) {
 }
 
 // Bypass returns a receipt for in without evaluating it. reason must say
-// why; the principal in ctx is recorded as who.
-func (p *Pipeline) Bypass(_ context.Context, in *Input, reason string) (*Receipt, error) {
+// why; the principal in ctx is recorded as who (the one in Commit's ctx
+// if this one has none).
+func (p *Pipeline) Bypass(ctx context.Context, in *Input, reason string) (*Receipt, error) {
 	if reason == "" {
 		return nil, ErrNoReason
 	}
-	return &Receipt{in: in, bypass: reason}, nil
+	if in == nil {
+		return nil, errors.New("batpak: a bypass needs the proposal it lets through")
+	}
+	return &Receipt{in: in, bypass: reason, issuer: p.gates, who: PrincipalFrom(ctx)}, nil
 }
 
 // AuditEntity is the entity bypass audit records are written to (scope
@@ -85,6 +96,9 @@ var KindBypassAudit, _ = core.SystemKind(0x001)
 func (p *Pipeline) Commit(ctx context.Context, r *Receipt, fn func(ctx context.Context) error) (Committed, error) {
 	if r == nil {
 		return Committed{}, errors.New("batpak: nil policy receipt")
+	}
+	if r.issuer == nil || r.issuer != p.gates {
+		return Committed{}, ErrForeignReceipt
 	}
 	if !r.used.CompareAndSwap(false, true) {
 		return Committed{}, ErrReceiptUsed
@@ -103,10 +117,12 @@ func (p *Pipeline) Commit(ctx context.Context, r *Receipt, fn func(ctx context.C
 
 type bypassKey struct{}
 
-// bypassed reports whether ctx carries a bypass receipt for this write.
+// bypassed reports whether ctx carries a bypass receipt for this write:
+// the same coordinate, kind and payload bytes.
 func bypassed(ctx context.Context, in *Input) bool {
 	r, ok := ctx.Value(bypassKey{}).(*Receipt)
-	return ok && r.in.Event.Entity == in.Event.Entity && r.in.Event.Scope == in.Event.Scope && r.in.Event.Kind == in.Event.Kind
+	return ok && r.in.Event.Entity == in.Event.Entity && r.in.Event.Scope == in.Event.Scope && r.in.Event.Kind == in.Event.Kind &&
+		bytes.Equal(r.in.Event.Payload, in.Event.Payload)
 }
 
 // auditRecord is the payload of a bypass audit event.
@@ -121,7 +137,11 @@ func (p *Pipeline) audit(ctx context.Context, r *Receipt) (core.Receipt, error) 
 	if p.store == nil {
 		return core.Receipt{}, errors.New("batpak: the pipeline has no store to record the bypass in")
 	}
-	b, err := json.Marshal(auditRecord{Who: PrincipalFrom(ctx), Why: r.bypass, What: r.in, At: time.Now().UTC()})
+	who := r.who
+	if who.ID == "" && who.Tenant == "" && len(who.Roles) == 0 {
+		who = PrincipalFrom(ctx)
+	}
+	b, err := json.Marshal(auditRecord{Who: who, Why: r.bypass, What: r.in, At: time.Now().UTC()})
 	if err != nil {
 		return core.Receipt{}, err
 	}

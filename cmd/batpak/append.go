@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/policy"
 )
 
 // receiptJSON is append --json's output.
@@ -101,14 +102,17 @@ syncs).`,
 				return badInput("--data", err)
 			}
 
-			s, _, err := a.openWrite()
+			s, _, ctx, err := a.openWrite(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer closeStore(s, &err)
-			r, err := s.AppendWithOptions(cmd.Context(), coord, kind, payload, opts)
+			r, err := s.AppendWithOptions(ctx, coord, kind, payload, opts)
+			var den *policy.Denial
 			switch {
 			case err == nil:
+			case errors.As(err, &den):
+				return denialError(den)
 			case errors.Is(err, context.Canceled):
 				return fmt.Errorf("interrupted while waiting for the receipt; the event may still have been written: %w", err)
 			case errors.Is(err, core.ErrConflict):

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/policy"
 )
 
 // defaultDataDir is where the store lives when nothing says otherwise.
@@ -36,20 +36,24 @@ const configEnv = envPrefix + "_CONFIG"
 type valueKind int
 
 const (
-	kindPath     valueKind = iota // a string
-	kindSize                      // bytes: 268435456 or 256MiB
-	kindCount                     // a whole number
-	kindDuration                  // a Go duration: 1s, 500ms, 0
-	kindSyncMode                  // data | all
+	kindPath         valueKind = iota // a path that must not be empty
+	kindSize                          // bytes: 268435456 or 256MiB
+	kindCount                         // a whole number
+	kindDuration                      // a Go duration: 1s, 500ms, 0
+	kindSyncMode                      // data | all
+	kindOptionalPath                  // a path, or empty for none
+	kindText                          // free text, may be empty
+	kindList                          // a comma-separated list (a YAML list in the file)
 )
 
 // setting is one configuration key: its config-file key, flag name,
 // environment variable (derived from the key), default and the core.Config
-// field it fills.
+// field it fills. Settings with no field (policy.dir, principal.*) are not
+// store settings: they fill resolved's policy fields instead.
 type setting struct {
 	key   string // viper key, as written in config.yaml
 	flag  string // persistent flag name, without --
-	field string // core.Config field, as core.Config.Validate names it
+	field string // core.Config field, as core.Config.Validate names it; "" if none
 	kind  valueKind
 	def   any // default, in the form a user would write it
 	help  string
@@ -84,10 +88,18 @@ var settings = []setting{
 		help: "most payload bytes in one atomic batch; 1..16MiB"},
 	{key: "batch.group_commit_max_batch", flag: "batch-group-commit-max-batch", field: "Batch.GroupCommitMaxBatch", kind: kindCount, def: 0,
 		help: "queued writes one write+fsync may cover (0: all, 1: off); 0..1048576"},
+	{key: "policy.dir", flag: "policy-dir", kind: kindOptionalPath, def: "",
+		help: "write policy bundle (Rego v1) that append and demo enforce; empty: no policy"},
+	{key: "principal.id", flag: "principal-id", kind: kindText, def: "",
+		help: "who writes: the principal id policies see as input.principal.id"},
+	{key: "principal.tenant", flag: "tenant", kind: kindText, def: "",
+		help: "the writing principal's tenant (input.principal.tenant)"},
+	{key: "principal.roles", flag: "roles", kind: kindList, def: "",
+		help: "the writing principal's roles, comma-separated (input.principal.roles)"},
 }
 
 // parentKeys are the config-file sections that hold settings.
-var parentKeys = map[string]bool{"sync": true, "batch": true}
+var parentKeys = map[string]bool{"sync": true, "batch": true, "policy": true, "principal": true}
 
 func envName(key string) string {
 	return envPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
@@ -124,6 +136,18 @@ type resolved struct {
 	cfg        core.Config
 	configFile string // "" when no config file was read
 	entries    []entry
+	policyDir  string           // policy.dir; "" when writes are not gated
+	principal  policy.Principal // principal.*: who the write verbs write as
+}
+
+// source returns where key's value came from ("" for an unknown key).
+func (r *resolved) source(key string) string {
+	for _, e := range r.entries {
+		if e.key == key {
+			return e.source
+		}
+	}
+	return ""
 }
 
 // entry is one setting's effective value and where it came from.
@@ -197,22 +221,46 @@ func (a *app) loadConfig() (*resolved, error) {
 		}
 		var shown string
 		switch s.kind {
-		case kindPath:
+		case kindPath, kindOptionalPath:
 			str, ok := raw.(string)
 			if !ok {
 				return nil, bad(fmt.Errorf("%v is not a path", raw))
 			}
-			if str == "" {
+			if str == "" && s.kind == kindPath {
 				return nil, bad(errors.New("empty; set it to the store directory"))
 			}
-			if rest, ok := strings.CutPrefix(str, "~/"); ok {
-				home, err := os.UserHomeDir()
-				if err != nil {
-					return nil, bad(fmt.Errorf("cannot expand ~: %w", err))
-				}
-				str = filepath.Join(home, rest)
+			str, err := expandHome(str)
+			if err != nil {
+				return nil, bad(err)
 			}
-			cfg.Dir, shown = str, str
+			switch s.key {
+			case "data_dir":
+				cfg.Dir = str
+			case "policy.dir":
+				res.policyDir = str
+			}
+			shown = orNone(str)
+		case kindText:
+			str, err := parseText(raw)
+			if err != nil {
+				return nil, bad(err)
+			}
+			switch s.key {
+			case "principal.id":
+				res.principal.ID = str
+			case "principal.tenant":
+				res.principal.Tenant = str
+			}
+			shown = orNone(str)
+		case kindList:
+			list, err := parseList(raw)
+			if err != nil {
+				return nil, bad(err)
+			}
+			if s.key == "principal.roles" {
+				res.principal.Roles = list
+			}
+			shown = orNone(strings.Join(list, ","))
 		case kindSize:
 			n, err := parseSize(raw)
 			if err != nil {
@@ -267,7 +315,7 @@ func (a *app) loadConfig() (*resolved, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, a.explainInvalid(err, res)
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(a.stderr, nil))
+	cfg.Logger = newLineLogger(a.stderr)
 	res.cfg = cfg
 	a.res = res
 	return res, nil
@@ -282,7 +330,7 @@ func (a *app) explainInvalid(err error, res *resolved) error {
 		return err
 	}
 	for _, e := range res.entries {
-		if e.field == ce.Field {
+		if e.field != "" && e.field == ce.Field {
 			return &detailError{msg: fmt.Sprintf("invalid config: %s = %s (from %s): want %s", e.key, e.value, e.source, ce.Want), err: err}
 		}
 	}
@@ -457,6 +505,72 @@ func parseDuration(raw any) (time.Duration, error) {
 		}
 	}
 	return 0, fmt.Errorf("%v is not a duration: want a number with a unit, e.g. 1s, 250ms or 0", raw)
+}
+
+// expandHome expands a leading ~/ to the home directory.
+func expandHome(path string) (string, error) {
+	rest, ok := strings.CutPrefix(path, "~/")
+	if !ok {
+		return path, nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("cannot expand ~: %w", err)
+	}
+	return filepath.Join(home, rest), nil
+}
+
+// orNone renders an empty value as (none), so that "batpak config" always
+// has a word in the value column.
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// parseText reads a free-text value; YAML may have made a number or a
+// boolean of it (principal.id: 42).
+func parseText(raw any) (string, error) {
+	switch x := raw.(type) {
+	case nil:
+		return "", nil
+	case string:
+		return strings.TrimSpace(x), nil
+	case int, int64, uint64, float64, bool:
+		return fmt.Sprint(x), nil
+	}
+	return "", fmt.Errorf("%v is not a single value", raw)
+}
+
+// parseList reads a list: a comma-separated string (flags, environment,
+// the file) or a YAML list. Items are trimmed; empty items are dropped.
+func parseList(raw any) ([]string, error) {
+	var items []string
+	switch x := raw.(type) {
+	case nil:
+	case string:
+		items = strings.Split(x, ",")
+	case []string:
+		items = x
+	case []any:
+		for _, it := range x {
+			s, err := parseText(it)
+			if err != nil {
+				return nil, fmt.Errorf("list item %w", err)
+			}
+			items = append(items, s)
+		}
+	default:
+		return nil, fmt.Errorf("%v is not a list: want a,b,c or a YAML list", raw)
+	}
+	var out []string
+	for _, it := range items {
+		if it = strings.TrimSpace(it); it != "" {
+			out = append(out, it)
+		}
+	}
+	return out, nil
 }
 
 func parseSyncMode(raw any) (core.SyncMode, error) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"regexp"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/policy"
 )
 
 // The demo's event kinds: category 1 is orders, category 2 payments.
@@ -105,12 +107,12 @@ payment provider's capture call would.`,
 			if orders < 1 {
 				return badInput("--orders", fmt.Errorf("%d: want at least 1", orders))
 			}
-			s, res, err := a.openWrite()
+			s, res, ctx, err := a.openWrite(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer closeStore(s, &err)
-			ctx, w := cmd.Context(), cmd.OutOrStdout()
+			w := cmd.OutOrStdout()
 
 			last, err := highestOrderNumber(s)
 			if err != nil {
@@ -131,7 +133,11 @@ payment provider's capture call would.`,
 					return fmt.Errorf("interrupted after %d of %d orders (%d events written): %w", i, orders, 3*i, ctx.Err())
 				}
 				chain, err = writeDemoOrder(ctx, s, first+i)
-				if err != nil {
+				var den *policy.Denial
+				switch {
+				case errors.As(err, &den):
+					return fmt.Errorf("order:%d: %w", first+i, denialError(den))
+				case err != nil:
 					return fmt.Errorf("order:%d: %w", first+i, err)
 				}
 				if i < shown {

@@ -17,22 +17,32 @@
 //	batpak stats [--json]
 //	batpak demo [--orders N]
 //	batpak config
+//	batpak policy test DIR [--run REGEX]
+//	batpak policy eval [--bundle DIR] --input FILE [--json]
 //
 // # Configuration
 //
 // Each setting can come from a flag, a BATPAK_* environment variable, a
 // YAML config file or the built-in default, in that order of precedence:
 //
-//	key                      flag                        environment
-//	data_dir                 --data-dir                  BATPAK_DATA_DIR
-//	segment_max_bytes        --segment-max-bytes         BATPAK_SEGMENT_MAX_BYTES
-//	fd_budget                --fd-budget                 BATPAK_FD_BUDGET
-//	single_append_max_bytes  --single-append-max-bytes   BATPAK_SINGLE_APPEND_MAX_BYTES
-//	channel_capacity         --channel-capacity          BATPAK_CHANNEL_CAPACITY
-//	pressure_retry_pct       --pressure-retry-pct        BATPAK_PRESSURE_RETRY_PCT
-//	sync.every_n_events      --sync-every-n-events       BATPAK_SYNC_EVERY_N_EVENTS
-//	sync.interval            --sync-interval             BATPAK_SYNC_INTERVAL
-//	sync.mode                --sync-mode                 BATPAK_SYNC_MODE
+//	key                           flag                            environment
+//	data_dir                      --data-dir                      BATPAK_DATA_DIR
+//	segment_max_bytes             --segment-max-bytes             BATPAK_SEGMENT_MAX_BYTES
+//	fd_budget                     --fd-budget                     BATPAK_FD_BUDGET
+//	single_append_max_bytes       --single-append-max-bytes       BATPAK_SINGLE_APPEND_MAX_BYTES
+//	broadcast_capacity            --broadcast-capacity            BATPAK_BROADCAST_CAPACITY
+//	channel_capacity              --channel-capacity              BATPAK_CHANNEL_CAPACITY
+//	pressure_retry_pct            --pressure-retry-pct            BATPAK_PRESSURE_RETRY_PCT
+//	sync.every_n_events           --sync-every-n-events           BATPAK_SYNC_EVERY_N_EVENTS
+//	sync.interval                 --sync-interval                 BATPAK_SYNC_INTERVAL
+//	sync.mode                     --sync-mode                     BATPAK_SYNC_MODE
+//	batch.max_size                --batch-max-size                BATPAK_BATCH_MAX_SIZE
+//	batch.max_bytes               --batch-max-bytes               BATPAK_BATCH_MAX_BYTES
+//	batch.group_commit_max_batch  --batch-group-commit-max-batch  BATPAK_BATCH_GROUP_COMMIT_MAX_BATCH
+//	policy.dir                    --policy-dir                    BATPAK_POLICY_DIR
+//	principal.id                  --principal-id                  BATPAK_PRINCIPAL_ID
+//	principal.tenant              --tenant                        BATPAK_PRINCIPAL_TENANT
+//	principal.roles               --roles                         BATPAK_PRINCIPAL_ROLES
 //
 // The config file is --config FILE, else $BATPAK_CONFIG, else ./config.yaml,
 // else $XDG_CONFIG_HOME/batpak/config.yaml (~/.config/batpak/config.yaml),
@@ -45,11 +55,25 @@
 // core.Config from core.DefaultConfig, checked by core.Config.Validate.
 // "batpak config" prints each effective value and its source.
 //
+// # Write policies
+//
+// With policy.dir set, append and demo load that Open Policy Agent bundle
+// (Rego v1, decision data.batpak.write; see package policy) before opening
+// the store, set it as the store's admission gate and write as the
+// principal principal.id, principal.tenant and principal.roles (a
+// comma-separated list; a YAML list in the file). A denied write writes
+// nothing; the error names the gate, the policy revision and every reason
+// with its context. "batpak policy test DIR" runs a bundle's Rego unit
+// tests; "batpak policy eval" asks a bundle about one input document.
+//
 // # Errors and exit codes
 //
 // Errors go to stderr as one line starting with "batpak: " that names the
-// flag or argument at fault; usage follows only when the command itself was
-// misused (unknown flag, missing required flag, wrong arguments). The exit
-// code is 0 on success, 1 on any error and 130 when interrupted (SIGINT or
-// SIGTERM cancel the command's context; a second signal kills the process).
+// flag or argument at fault (a policy denial adds one line per reason, a
+// Rego compile failure one per error); usage follows only when the command
+// itself was misused (unknown flag, missing required flag, wrong
+// arguments). The exit code is 0 on success, 1 on any error (a denied
+// write included), 2 when "batpak policy eval" reports a denial, and 130
+// when interrupted (SIGINT or SIGTERM cancel the command's context; a
+// second signal kills the process).
 package main

@@ -32,6 +32,7 @@ func main() {
 const (
 	exitOK          = 0
 	exitError       = 1   // bad input, missing store, failed verify, I/O errors
+	exitDenied      = 2   // policy eval: the policy denied the input
 	exitInterrupted = 130 // SIGINT or SIGTERM
 )
 
@@ -49,6 +50,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
+	}
+	var ec *exitCodeError
+	if errors.As(err, &ec) {
+		return ec.code // the command has said everything already
 	}
 	if ctx.Err() != nil {
 		if err == ctx.Err() {
@@ -106,7 +111,9 @@ sources.
 
 Read commands (get, query, ancestors, verify, stats) open the store
 read-only and work beside a running writer; write commands (append, demo)
-take the store's lock.`,
+take the store's lock. With policy.dir set (--policy-dir), every write is
+judged by that Rego policy first, as the principal --principal-id,
+--tenant, --roles; "batpak policy" tests and evaluates policies.`,
 		Example: `  batpak demo
   batpak query --entity-prefix order: --json
   batpak append --entity order:42 --scope shop --kind 1:1 --data '{"total_cents":998}'
@@ -124,14 +131,22 @@ take the store's lock.`,
 		&cobra.Group{ID: "write", Title: "Write commands:"},
 		&cobra.Group{ID: "read", Title: "Read commands:"},
 		&cobra.Group{ID: "inspect", Title: "Inspect commands:"},
+		&cobra.Group{ID: "policy", Title: "Policy commands:"},
 	)
 	root.AddCommand(
 		newAppendCmd(a), newDemoCmd(a),
 		newGetCmd(a), newQueryCmd(a), newAncestorsCmd(a),
 		newVerifyCmd(a), newStatsCmd(a), newConfigCmd(a),
+		newPolicyCmd(a),
 	)
 	return root
 }
+
+// exitCodeError ends a command with a particular exit code after it has
+// printed its result (policy eval: 2 for a denial); run prints nothing.
+type exitCodeError struct{ code int }
+
+func (e *exitCodeError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
 // usageError marks a mistake in how a command was called; run prints the
 // command's usage after the message.

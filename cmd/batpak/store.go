@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/policy"
 )
 
 // withReadStore opens the configured store read-only, runs fn on it and
@@ -42,20 +44,42 @@ func (a *app) openRead() (*core.Store, *resolved, error) {
 }
 
 // openWrite opens (creating if needed) the configured store for writing.
-func (a *app) openWrite() (*core.Store, *resolved, error) {
+// When policy.dir is set, the store's writes are gated by that policy
+// (loaded before the store is opened, so a broken policy changes nothing
+// on disk), and the returned context carries the configured principal:
+// write with it.
+func (a *app) openWrite(ctx context.Context) (*core.Store, *resolved, context.Context, error) {
 	res, err := a.loadConfig()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	s, err := core.Open(res.cfg)
+	cfg := res.cfg
+	if res.policyDir != "" {
+		gate, err := policy.LoadOPA(ctx, res.policyDir, policy.OPAOptions{})
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("policy.dir %s (from %s): %w", res.policyDir, res.source("policy.dir"), unprefixed(err))
+		}
+		cfg.Admission = policy.NewAdmitter(gate)
+	}
+	s, err := core.Open(cfg)
 	if err != nil {
 		var le *core.LockedError
 		if errors.As(err, &le) {
-			return nil, nil, &detailError{msg: err.Error() + " (one writer at a time; read commands work beside it)", err: err}
+			return nil, nil, nil, &detailError{msg: err.Error() + " (one writer at a time; read commands work beside it)", err: err}
 		}
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return s, res, nil
+	return s, res, policy.WithPrincipal(ctx, res.principal), nil
+}
+
+// unprefixed drops the "batpak: " prefix of an error that is about to be
+// wrapped (the CLI adds one prefix to the whole line).
+func unprefixed(err error) error {
+	msg := err.Error()
+	if rest, ok := strings.CutPrefix(msg, "batpak: "); ok {
+		return &detailError{msg: rest, err: err}
+	}
+	return err
 }
 
 // checkStoreDir tells a missing or foreign directory apart from an empty

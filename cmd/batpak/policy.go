@@ -1,0 +1,517 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/loader"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/tester"
+	"github.com/spf13/cobra"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/policy"
+)
+
+func newPolicyCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "policy",
+		Short:   "Test and evaluate write policies (Rego v1)",
+		GroupID: "policy",
+		Long: `A write policy is an Open Policy Agent bundle (Rego v1): a directory of
+.rego modules, data.json/data.yaml files and an optional .manifest, whose
+decision is data.batpak.write = {allow, deny}. Set policy.dir
+(--policy-dir, BATPAK_POLICY_DIR) and the write commands (append, demo)
+ask it about every event, as the principal principal.id, principal.tenant
+and principal.roles (--principal-id, --tenant, --roles).
+
+  policy test DIR     runs the bundle's Rego unit tests (test_* rules)
+  policy eval         asks the bundle about one input document`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown command %q for %q", args[0], cmd.CommandPath())
+			}
+			return cmd.Help()
+		},
+	}
+	cmd.AddCommand(newPolicyTestCmd(a), newPolicyEvalCmd(a))
+	return cmd
+}
+
+// policyTestTimeout bounds one Rego test.
+const policyTestTimeout = 5 * time.Second
+
+func newPolicyTestCmd(_ *app) *cobra.Command {
+	var run string
+	cmd := &cobra.Command{
+		Use:   "test DIR",
+		Short: "Run a policy bundle's Rego unit tests",
+		Long: `Run the Rego unit tests in DIR, as "opa test --bundle DIR" does: DIR is
+loaded as a bundle (Rego v1; its .manifest roots apply, data.json and
+data.yaml files are its data) together with its *_test.rego files, and
+every rule named test_* is a test. A test passes when it is true; one that
+is false or undefined fails, one whose evaluation fails is an error.
+
+One line per test (PASS, FAIL, ERROR or SKIP, package.rule, duration),
+then "N passed, M failed". The exit code is 1 when a test fails or errs,
+when DIR holds no tests, and when the bundle does not compile (the
+errors name file and line).`,
+		Example: `  batpak policy test examples/policies
+  batpak policy test examples/policies --run 'test_deny_.*'`,
+		Args: exactArgs("DIR"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runPolicyTests(cmd, args[0], run)
+		},
+	}
+	cmd.Flags().StringVar(&run, "run", "", "run only tests whose package.rule name matches this regular expression")
+	return cmd
+}
+
+func runPolicyTests(cmd *cobra.Command, dir, filter string) error {
+	ctx, w := cmd.Context(), cmd.OutOrStdout()
+	if _, err := os.Stat(dir); err != nil {
+		return badInput("DIR", err)
+	}
+	b, err := loader.NewFileLoader().
+		WithRegoVersion(ast.RegoV1).
+		WithProcessAnnotation(true).
+		WithSkipBundleVerification(true).
+		AsBundle(dir)
+	if err != nil {
+		return regoError("policy bundle "+dir+" does not load", err)
+	}
+	store := inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false))
+	txn, err := store.NewTransaction(ctx, storage.WriteParams)
+	if err != nil {
+		return err
+	}
+	defer store.Abort(ctx, txn)
+	compiler := ast.NewCompiler().
+		WithCapabilities(ast.CapabilitiesForThisVersion()).
+		WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn)).
+		WithEnablePrintStatements(true).
+		WithDefaultRegoVersion(ast.RegoV1)
+	runner := tester.NewRunner().
+		SetCompiler(compiler).
+		SetStore(store).
+		SetDefaultRegoVersion(ast.RegoV1).
+		SetBundles(map[string]*bundle.Bundle{dir: b}).
+		CapturePrintOutput(true).
+		SetTimeout(policyTestTimeout).
+		Filter(filter)
+	ch, err := runner.RunTests(ctx, txn)
+	if err != nil {
+		if strings.HasPrefix(err.Error(), "error parsing regexp") {
+			return badInput("--run", err)
+		}
+		return regoError("policy bundle "+dir+" does not compile", err)
+	}
+	var results []*tester.Result
+	for r := range ch {
+		results = append(results, r)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if len(results) == 0 {
+		if filter != "" {
+			return fmt.Errorf("no tests in %s match --run %q", dir, filter)
+		}
+		return fmt.Errorf("no tests in %s: a test is a rule named test_* (by convention in a *_test.rego file)", dir)
+	}
+	// Tests run in parallel; report them in source order.
+	sort.Slice(results, func(i, j int) bool {
+		li, lj := results[i].Location, results[j].Location
+		if li != nil && lj != nil && (li.File != lj.File || li.Row != lj.Row) {
+			if li.File != lj.File {
+				return li.File < lj.File
+			}
+			return li.Row < lj.Row
+		}
+		return results[i].Package+"."+results[i].Name < results[j].Package+"."+results[j].Name
+	})
+
+	var passed, failed, errored, skipped int
+	var out bytes.Buffer
+	for _, r := range results {
+		name := strings.TrimPrefix(r.Package, "data.") + "." + r.Name
+		switch {
+		case r.Skip:
+			skipped++
+			fmt.Fprintf(&out, "SKIP  %s\n", name)
+			continue
+		case r.Pass():
+			passed++
+			fmt.Fprintf(&out, "PASS  %s (%s)\n", name, roundDuration(r.Duration))
+		case r.Error != nil:
+			errored++
+			fmt.Fprintf(&out, "ERROR %s (%s)\n", name, roundDuration(r.Duration))
+			for _, line := range regoErrorLines(r.Error) {
+				fmt.Fprintf(&out, "      %s\n", line)
+			}
+		default:
+			failed++
+			fmt.Fprintf(&out, "FAIL  %s (%s)\n", name, roundDuration(r.Duration))
+			if r.Location != nil {
+				fmt.Fprintf(&out, "      %s:%d: the test is false or undefined\n", r.Location.File, r.Location.Row)
+			}
+		}
+		if !r.Pass() && len(r.Output) > 0 {
+			for _, line := range strings.Split(strings.TrimRight(string(r.Output), "\n"), "\n") {
+				fmt.Fprintf(&out, "      | %s\n", line)
+			}
+		}
+	}
+	summary := fmt.Sprintf("%d passed, %d failed", passed, failed+errored)
+	if errored > 0 {
+		summary += fmt.Sprintf(" (%s)", plural(errored, "error", "errors"))
+	}
+	if skipped > 0 {
+		summary += fmt.Sprintf(", %d skipped", skipped)
+	}
+	fmt.Fprintf(&out, "%s\n", summary)
+	if _, err := w.Write(out.Bytes()); err != nil {
+		return err
+	}
+	if failed+errored > 0 {
+		return fmt.Errorf("%d of %s in %s failed", failed+errored, plural(len(results)-skipped, "policy test", "policy tests"), dir)
+	}
+	return nil
+}
+
+func roundDuration(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond)
+	}
+	return d.Round(time.Microsecond)
+}
+
+// regoError reports Rego parse, compile or load errors, one per line, each
+// naming file and line.
+func regoError(what string, err error) error {
+	lines := regoErrorLines(err)
+	msg := what + ":"
+	if len(lines) == 0 {
+		return &detailError{msg: what + ": " + err.Error(), err: err}
+	}
+	if len(lines) == 1 {
+		msg += " " + lines[0]
+	} else {
+		msg = fmt.Sprintf("%s (%d errors):", what, len(lines))
+		for _, l := range lines {
+			msg += "\n  " + l
+		}
+	}
+	return &detailError{msg: msg, err: err}
+}
+
+// regoErrorLines flattens OPA's error lists into "file:line: code: message"
+// lines.
+func regoErrorLines(err error) []string {
+	var ae ast.Errors
+	var le loader.Errors
+	var one *ast.Error
+	switch {
+	case errors.As(err, &ae):
+		ae.Sort()
+		out := make([]string, 0, len(ae))
+		for _, e := range ae {
+			out = append(out, e.Error())
+		}
+		return out
+	case errors.As(err, &le):
+		var out []string
+		for _, e := range le {
+			out = append(out, regoErrorLines(e)...)
+		}
+		return out
+	case errors.As(err, &one):
+		return []string{one.Error()}
+	}
+	var out []string
+	for _, l := range strings.Split(strings.TrimPrefix(err.Error(), "batpak: "), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// decisionJSON is policy eval --json's output.
+type decisionJSON struct {
+	Decision   string          `json:"decision"` // "allowed" or "denied"
+	Allowed    bool            `json:"allowed"`
+	Reasons    []policy.Reason `json:"reasons"`
+	Bundle     string          `json:"bundle"`
+	Revision   string          `json:"revision"`
+	InputPaths []string        `json:"input_paths"` // null: the policy's decisions are not cached
+}
+
+func newPolicyEvalCmd(a *app) *cobra.Command {
+	var bundleDir, inputFile string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "eval [--bundle DIR] --input FILE",
+		Short: "Ask a write policy about one input document",
+		Long: `Load the policy bundle (--bundle, default policy.dir) as the write commands
+do, read FILE (- for stdin) as the policy input document — the JSON object
+the store builds for every proposed write: action, principal, event,
+batch, entity; see the policy package documentation — and print the
+decision: allowed or denied, every reason (code, message and context), the
+bundle's revision, and the input paths the policy reads (the fields its
+decision cache is keyed on).
+
+event.kind may be written as the CLI's --kind takes it (1:1) and is
+shown to the policy as the store does (0x1:0x1); category and type are
+filled from it when left out.
+
+Exit codes: 0 allowed, 2 denied, 1 an error (unreadable input, a bundle
+that does not load, a policy that could not decide: the store would deny).`,
+		Example: `  batpak policy eval --bundle examples/policies --input examples/policies/input-allowed.json
+  batpak policy eval --input - --json < input.json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireFlags(cmd, "input"); err != nil {
+				return err
+			}
+			dir, from := bundleDir, "--bundle"
+			if !cmd.Flags().Changed("bundle") {
+				res, err := a.loadConfig()
+				if err != nil {
+					return err
+				}
+				if res.policyDir == "" {
+					return usagef("no policy: give --bundle DIR or set policy.dir (--policy-dir, %s)", envName("policy.dir"))
+				}
+				dir, from = res.policyDir, "policy.dir (from "+res.source("policy.dir")+")"
+			}
+			if dir == "" {
+				return badInput("--bundle", errors.New("empty"))
+			}
+			in, err := readInputDoc(cmd.InOrStdin(), inputFile)
+			if err != nil {
+				return badInput("--input", err)
+			}
+			// The default options: with the cache off (CacheSize < 0),
+			// InputPaths would report nothing.
+			gate, err := policy.LoadOPA(cmd.Context(), dir, policy.OPAOptions{})
+			if err != nil {
+				return regoError(from+" "+dir, unprefixed(err))
+			}
+			d, evalErr := gate.Decide(cmd.Context(), in)
+			out := decisionJSON{
+				Decision: "denied", Allowed: d.Allowed, Reasons: d.Reasons, Bundle: dir,
+				Revision: d.Revision, InputPaths: gate.InputPaths(),
+			}
+			if d.Allowed {
+				out.Decision = "allowed"
+			}
+			if out.Reasons == nil {
+				out.Reasons = []policy.Reason{}
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				err = newJSONLines(w).write(out)
+			} else {
+				err = printDecision(w, out)
+			}
+			switch {
+			case err != nil:
+				return err
+			case evalErr != nil:
+				return fmt.Errorf("the policy could not decide (the store would deny the write): %w", evalErr)
+			case !d.Allowed:
+				return &exitCodeError{code: exitDenied}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&bundleDir, "bundle", "", "policy bundle directory or .tar.gz (default: policy.dir)")
+	f.StringVar(&inputFile, "input", "", "input document (JSON), - for stdin")
+	f.BoolVar(&asJSON, "json", false, "print the decision as one JSON object")
+	return cmd
+}
+
+func printDecision(w io.Writer, d decisionJSON) error {
+	var b bytes.Buffer
+	b.WriteString(d.Decision + "\n")
+	fmt.Fprintf(&b, "bundle:   %s\n", d.Bundle)
+	fmt.Fprintf(&b, "revision: %s\n", orNone(d.Revision))
+	if len(d.Reasons) > 0 {
+		fmt.Fprintf(&b, "reasons:  %d\n", len(d.Reasons))
+		for _, r := range d.Reasons {
+			fmt.Fprintf(&b, "  %s: %s\n", r.Code, r.Message)
+			for _, k := range sortedKeys(r.Context) {
+				fmt.Fprintf(&b, "      %s: %s\n", k, compactJSON(r.Context[k]))
+			}
+		}
+	}
+	if d.InputPaths == nil {
+		b.WriteString("reads:    the input as a whole, or non-deterministic built-ins (decisions are not cached)\n")
+	} else {
+		fmt.Fprintf(&b, "reads:    %s\n", strings.Join(d.InputPaths, ", "))
+	}
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// compactJSON renders v as one line of JSON (without HTML escaping).
+func compactJSON(v any) string {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return fmt.Sprint(v)
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// actions are the write paths a proposal can come through.
+var actions = []core.Action{core.ActionAppend, core.ActionBatch, core.ActionFence, core.ActionImport, core.ActionReaction, core.ActionPlugin}
+
+// readInputDoc reads a policy input document from name (- for stdin). It
+// refuses unknown fields (a typo would otherwise be an empty field the
+// policy judges) and normalises what the store would have normalised:
+// the kind's spelling and expected_clock's type.
+func readInputDoc(stdin io.Reader, name string) (*policy.Input, error) {
+	r := stdin
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	dec := json.NewDecoder(r)
+	dec.UseNumber()
+	dec.DisallowUnknownFields()
+	var in policy.Input
+	if err := dec.Decode(&in); err != nil {
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil, fmt.Errorf("%s is empty: want one JSON object (the policy input document)", name)
+		case errors.As(err, &se):
+			return nil, fmt.Errorf("%s is not valid JSON: %v (at byte %d)", name, err, se.Offset)
+		case errors.As(err, &te):
+			return nil, fmt.Errorf("%s: %s is %s, want %s", name, te.Field, te.Value, te.Type)
+		}
+		return nil, fmt.Errorf("%s: %v", name, strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s holds more than one JSON value", name)
+	}
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("%s: %s: %s", name, field, fmt.Sprintf(format, args...))
+	}
+
+	known := false
+	for _, act := range actions {
+		known = known || in.Action == act
+	}
+	if !known {
+		names := make([]string, len(actions))
+		for i, act := range actions {
+			names[i] = string(act)
+		}
+		return nil, bad("action", "%q is not a write path: want one of %s", in.Action, strings.Join(names, ", "))
+	}
+
+	switch x := in.Event.ExpectedClock.(type) {
+	case nil:
+	case string:
+		if x != "no_events" {
+			return nil, bad("event.expected_clock", `%q: want null, "no_events" or a clock`, x)
+		}
+	case json.Number:
+		c, err := strconv.ParseUint(string(x), 10, 64)
+		if err != nil {
+			return nil, bad("event.expected_clock", "%s is not a clock (a whole number ≥ 0)", x)
+		}
+		in.Event.ExpectedClock = c
+	default:
+		return nil, bad("event.expected_clock", `%v: want null, "no_events" or a clock`, x)
+	}
+
+	ev := &in.Event
+	switch {
+	case ev.Kind != "":
+		cat, typ, err := parseAnyKind(ev.Kind)
+		if err != nil {
+			return nil, bad("event.kind", "%v", err)
+		}
+		if (ev.Category != 0 || ev.Type != 0) && (ev.Category != cat || ev.Type != typ) {
+			return nil, bad("event.kind", "%q disagrees with category %d and type %d", ev.Kind, ev.Category, ev.Type)
+		}
+		ev.Kind, ev.Category, ev.Type = fmt.Sprintf("0x%x:0x%x", cat, typ), cat, typ
+	case ev.Category != 0 || ev.Type != 0:
+		if ev.Category > 0xF || ev.Type > core.MaxKindType {
+			return nil, bad("event", "category %d, type %d is not a kind (category 0..15, type 0..4095)", ev.Category, ev.Type)
+		}
+		ev.Kind = fmt.Sprintf("0x%x:0x%x", ev.Category, ev.Type)
+	}
+	return &in, nil
+}
+
+// parseAnyKind reads CATEGORY:TYPE (decimal or 0x hex) without refusing
+// the reserved categories: the input may describe any kind a gate can see.
+func parseAnyKind(s string) (cat, typ uint16, err error) {
+	c, t, ok := strings.Cut(s, ":")
+	if ok {
+		cn, err1 := strconv.ParseUint(strings.TrimSpace(c), 0, 16)
+		tn, err2 := strconv.ParseUint(strings.TrimSpace(t), 0, 16)
+		if err1 == nil && err2 == nil && cn <= 0xF && tn <= core.MaxKindType {
+			return uint16(cn), uint16(tn), nil
+		}
+	}
+	return 0, 0, fmt.Errorf("%q is not a kind: want CATEGORY:TYPE, e.g. 0x1:0x1 or 1:1 (category 0..15, type 0..4095)", s)
+}
+
+// denialError renders a policy denial with every reason and its context,
+// one reason a line.
+func denialError(d *policy.Denial) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "write denied by gate %q", d.Gate)
+	if d.Revision != "" {
+		fmt.Fprintf(&b, " (policy revision %s)", d.Revision)
+	}
+	b.WriteString("; nothing was written:")
+	reasons := d.Reasons
+	if len(reasons) == 0 {
+		reasons = []policy.Reason{{Code: d.Code, Message: d.Message, Context: d.Context}}
+	}
+	for _, r := range reasons {
+		fmt.Fprintf(&b, "\n  %s: %s", r.Code, r.Message)
+		if len(r.Context) > 0 {
+			b.WriteString(" " + compactJSON(r.Context))
+		}
+	}
+	return &detailError{msg: b.String(), err: d}
+}

@@ -1,0 +1,403 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// examplePolicies is the repository's example bundle, as an absolute path
+// (isolate changes the working directory).
+func examplePolicies(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join("..", "..", "examples", "policies"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// wantExit runs the CLI and fails the test unless it exits with code.
+func wantExit(t *testing.T, code int, stdin string, args ...string) result {
+	t.Helper()
+	r := batpakIn(t, stdin, args...)
+	if r.code != code {
+		t.Fatalf("batpak %q: exit %d, want %d\nstdout: %s\nstderr: %s", args, r.code, code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+func contains(t *testing.T, what, s string, wants ...string) {
+	t.Helper()
+	for _, w := range wants {
+		if !strings.Contains(s, w) {
+			t.Errorf("%s lacks %q:\n%s", what, w, s)
+		}
+	}
+}
+
+func TestPolicyTestExamples(t *testing.T) {
+	bundle := examplePolicies(t)
+	isolate(t)
+	out := ok(t, "policy", "test", bundle)
+	m := regexp.MustCompile(`(?m)^(\d+) passed, 0 failed\n\z`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no passing summary at the end:\n%s", out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if fmt.Sprint(len(lines)-1) != m[1] {
+		t.Errorf("%d test lines for %s tests", len(lines)-1, m[1])
+	}
+	passLine := regexp.MustCompile(`^PASS  batpak\.write_test\.test_\w+ \([0-9.]+[µnm]?s\)$`)
+	for _, l := range lines[:len(lines)-1] {
+		if !passLine.MatchString(l) {
+			t.Errorf("test line %q", l)
+		}
+	}
+	contains(t, "policy test", out, "PASS  batpak.write_test.test_clerk_places_order (", "PASS  batpak.write_test.test_deny_other_tenants_entity (")
+
+	// --run selects tests by name.
+	out = ok(t, "policy", "test", bundle, "--run", "test_deny_.*_total$")
+	if !strings.HasSuffix(out, "5 passed, 0 failed\n") {
+		t.Errorf("--run: %s", out)
+	}
+	fails(t, []string{"policy", "test", bundle, "--run", "nothing_matches_this"}, "no tests in "+bundle+" match --run")
+}
+
+const smallPolicy = `package batpak.write
+
+default allow := false
+
+allow if input.principal.tenant == "acme"
+`
+
+func TestPolicyTestFailures(t *testing.T) {
+	dir := isolate(t)
+
+	// One test passes, one fails, one errs at run time.
+	failing := filepath.Join(dir, "failing")
+	writeFile(t, filepath.Join(failing, "write.rego"), smallPolicy)
+	writeFile(t, filepath.Join(failing, "write_test.rego"), `package batpak.write_test
+
+import data.batpak.write
+
+test_acme_allowed if write.allow with input as {"principal": {"tenant": "acme"}}
+
+test_globex_allowed if {
+	print("globex is", "denied")
+	write.allow with input as {"principal": {"tenant": "globex"}}
+}
+`)
+	r := batpak(t, "policy", "test", failing)
+	if r.code != exitError {
+		t.Fatalf("exit %d, want %d\n%s%s", r.code, exitError, r.stdout, r.stderr)
+	}
+	contains(t, "stdout", r.stdout,
+		"PASS  batpak.write_test.test_acme_allowed (",
+		"FAIL  batpak.write_test.test_globex_allowed (",
+		filepath.Join(failing, "write_test.rego")+":7: the test is false or undefined",
+		"      | globex is denied",
+		"1 passed, 1 failed\n",
+	)
+	if r.stderr != "batpak: 1 of 2 policy tests in "+failing+" failed\n" {
+		t.Errorf("stderr = %q", r.stderr)
+	}
+
+	// A test whose evaluation errs is an ERROR and counts as failed.
+	writeFile(t, filepath.Join(failing, "more_test.rego"), `package batpak.write_test
+
+answer := 1 if input.x == 1
+
+answer := 2 if input.x == 1
+
+test_conflict if answer == 1 with input.x as 1
+`)
+	r = batpak(t, "policy", "test", failing)
+	contains(t, "stdout", r.stdout, "ERROR batpak.write_test.test_conflict (", "1 passed, 2 failed (1 error)\n")
+	if r.code != exitError {
+		t.Errorf("exit %d with an erring test", r.code)
+	}
+
+	// No tests.
+	empty := filepath.Join(dir, "empty")
+	writeFile(t, filepath.Join(empty, "write.rego"), smallPolicy)
+	fails(t, []string{"policy", "test", empty}, "no tests in "+empty, "test_*")
+
+	// Parse and compile errors name file and line.
+	broken := filepath.Join(dir, "broken")
+	writeFile(t, filepath.Join(broken, "write.rego"), "package batpak.write\n\nallow if {\n\tinput.x ==\n}\n")
+	fails(t, []string{"policy", "test", broken}, "does not load", filepath.Join(broken, "write.rego")+":5", "rego_parse_error")
+	writeFile(t, filepath.Join(broken, "write.rego"), "package batpak.write\n\nallow if {\n\tundefined_function(input.x)\n}\n")
+	fails(t, []string{"policy", "test", broken}, "does not compile", filepath.Join(broken, "write.rego")+":4", "undefined function undefined_function")
+
+	// Rego v1 only: a v0-style rule is a parse error.
+	writeFile(t, filepath.Join(broken, "write.rego"), "package batpak.write\n\nallow { input.x }\n")
+	fails(t, []string{"policy", "test", broken}, filepath.Join(broken, "write.rego")+":3", "rego_parse_error")
+
+	fails(t, []string{"policy", "test", filepath.Join(dir, "missing")}, "DIR: ", "no such file or directory")
+	r = fails(t, []string{"policy", "test"}, "batpak policy test needs DIR")
+	contains(t, "stderr", r.stderr, "Usage:")
+	r = fails(t, []string{"policy", "tset"}, `unknown command "tset" for "batpak policy"`)
+	contains(t, "stderr", r.stderr, "Usage:", "Available Commands:")
+	if out := ok(t, "policy"); !strings.Contains(out, "policy test DIR") || !strings.Contains(out, "Available Commands:") {
+		t.Errorf("batpak policy:\n%s", out)
+	}
+}
+
+func TestPolicyEval(t *testing.T) {
+	bundle := examplePolicies(t)
+	allowedInput, deniedInput := filepath.Join(bundle, "input-allowed.json"), filepath.Join(bundle, "input-denied.json")
+	dir := isolate(t)
+
+	r := wantExit(t, exitOK, "", "policy", "eval", "--bundle", bundle, "--input", allowedInput)
+	contains(t, "allowed eval", r.stdout, "allowed\n", "bundle:   "+bundle, "revision: shop-tenancy-2025.06.1",
+		"reads:    ", "principal.tenant", "event.entity", "event.payload.total_cents")
+	if strings.Contains(r.stdout, "reasons") || r.stderr != "" {
+		t.Errorf("allowed eval:\n%s%s", r.stdout, r.stderr)
+	}
+
+	r = wantExit(t, exitDenied, "", "policy", "eval", "--bundle", bundle, "--input", deniedInput)
+	contains(t, "denied eval", r.stdout, "denied\n", "reasons:  3\n",
+		`  TENANT_MISMATCH: tenant "globex" may write only entities prefixed "globex:", not "acme:order:1002"`,
+		`      entity: "acme:order:1002"`,
+		`  ORDER_OVER_LIMIT: total_cents 24485 is over tenant "globex"'s limit of 20000`,
+		`      limit: 20000`,
+		`  CURRENCY_NOT_ALLOWED: tenant "globex" trades in ["EUR", "USD"], not "GBP"`,
+	)
+	if r.stderr != "" {
+		t.Errorf("a denial is not an error: stderr %q", r.stderr)
+	}
+
+	// --json, input from stdin.
+	doc, err := os.ReadFile(deniedInput)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = wantExit(t, exitDenied, string(doc), "policy", "eval", "--bundle", bundle, "--input", "-", "--json")
+	d := decode[decisionJSON](t, r.stdout)
+	if d.Decision != "denied" || d.Allowed || d.Revision != "shop-tenancy-2025.06.1" || d.Bundle != bundle || len(d.Reasons) != 3 {
+		t.Errorf("eval --json = %+v", d)
+	}
+	var codes []string
+	for _, reason := range d.Reasons {
+		codes = append(codes, reason.Code)
+	}
+	if fmt.Sprint(codes) != "[CURRENCY_NOT_ALLOWED ORDER_OVER_LIMIT TENANT_MISMATCH]" {
+		t.Errorf("codes %v", codes)
+	}
+	if d.Reasons[2].Context["tenant"] != "globex" || d.Reasons[2].Context["entity"] != "acme:order:1002" {
+		t.Errorf("TENANT_MISMATCH context %v", d.Reasons[2].Context)
+	}
+	if !strings.Contains(strings.Join(d.InputPaths, ","), "principal.roles") {
+		t.Errorf("input_paths %v", d.InputPaths)
+	}
+	d = decode[decisionJSON](t, wantExit(t, exitOK, "", "policy", "eval", "--bundle", bundle, "--input", allowedInput, "--json").stdout)
+	if d.Decision != "allowed" || !d.Allowed || d.Reasons == nil || len(d.Reasons) != 0 {
+		t.Errorf("allowed eval --json = %+v", d)
+	}
+
+	// The bundle defaults to policy.dir; the kind may be spelled 1:1.
+	short := `{"action": "append", "principal": {"id": "u", "tenant": "acme", "roles": ["cashier"]},
+		"event": {"entity": "acme:payment:1", "scope": "shop", "kind": "2:1", "payload": {"amount_cents": 5, "currency": "EUR"}}}`
+	wantExit(t, exitOK, short, "policy", "eval", "--policy-dir", bundle, "--input", "-")
+	t.Setenv("BATPAK_POLICY_DIR", bundle)
+	r = wantExit(t, exitDenied, strings.Replace(short, `"2:1"`, `"1:1"`, 1), "policy", "eval", "--input", "-")
+	contains(t, "eval via BATPAK_POLICY_DIR", r.stdout, "KIND_NOT_ALLOWED: no role of [\"cashier\"] may write kind 0x1:0x1")
+	t.Setenv("BATPAK_POLICY_DIR", "")
+
+	// Mistakes.
+	writeFile(t, "typo.json", `{"action": "append", "princpal": {}}`)
+	writeFile(t, "clock.json", `{"action": "append", "event": {"kind": "1:1", "expected_clock": -1}}`)
+	writeFile(t, "action.json", `{"action": "delete", "event": {"kind": "1:1"}}`)
+	writeFile(t, "kind.json", `{"action": "append", "event": {"kind": "1:1", "category": 2}}`)
+	writeFile(t, "two.json", `{"action": "append"} {}`)
+	for _, c := range []struct {
+		args  []string
+		wants []string
+	}{
+		{[]string{"--bundle", bundle}, []string{"missing required flag --input"}},
+		{[]string{"--input", "typo.json"}, []string{"no policy: give --bundle DIR or set policy.dir"}},
+		{[]string{"--bundle", bundle, "--input", "missing.json"}, []string{"--input: open missing.json"}},
+		{[]string{"--bundle", bundle, "--input", "typo.json"}, []string{"--input: typo.json", `unknown field "princpal"`}},
+		{[]string{"--bundle", bundle, "--input", "clock.json"}, []string{"event.expected_clock", "-1 is not a clock"}},
+		{[]string{"--bundle", bundle, "--input", "action.json"}, []string{`action: "delete" is not a write path`, "append, batch, fence, import, reaction, plugin"}},
+		{[]string{"--bundle", bundle, "--input", "kind.json"}, []string{`event.kind: "1:1" disagrees with category 2`}},
+		{[]string{"--bundle", bundle, "--input", "two.json"}, []string{"more than one JSON value"}},
+		{[]string{"--bundle", filepath.Join(dir, "nowhere"), "--input", allowedInput}, []string{"--bundle " + filepath.Join(dir, "nowhere"), "no such file"}},
+	} {
+		fails(t, append([]string{"policy", "eval"}, c.args...), c.wants...)
+	}
+
+	// A policy that cannot decide: its decision is printed (the store would
+	// deny) and the exit code is 1.
+	odd := filepath.Join(dir, "odd")
+	writeFile(t, filepath.Join(odd, "write.rego"), "package batpak.write\n\nallow := \"yes\"\n")
+	r = fails(t, []string{"policy", "eval", "--bundle", odd, "--input", allowedInput}, "the policy could not decide", "allow is string, want a boolean")
+	contains(t, "eval of an undecided policy", r.stdout, "denied\n", "POLICY_ERROR")
+
+	// A bundle that does not compile names the file and line.
+	writeFile(t, filepath.Join(odd, "write.rego"), "package batpak.write\n\nallow if {\n\tno_such_function(1)\n}\n")
+	fails(t, []string{"policy", "eval", "--bundle", odd, "--input", allowedInput}, "--bundle "+odd, "write.rego:4", "undefined function no_such_function")
+}
+
+// storeEvents returns the store's event count from stats --json.
+func storeEvents(t *testing.T, dd string) uint64 {
+	t.Helper()
+	return decode[statsJSON](t, ok(t, "stats", dd, "--json")).Events
+}
+
+func TestAppendWithPolicy(t *testing.T) {
+	bundle := examplePolicies(t)
+	dir := filepath.Join(isolate(t), "store")
+	dd := "--data-dir=" + dir
+	as := func(tenant, roles string) []string {
+		return []string{dd, "--policy-dir", bundle, "--principal-id", "u-test", "--tenant", tenant, "--roles", roles}
+	}
+	appendArgs := func(who []string, entity, kind, data string) []string {
+		return append(append([]string{"append"}, who...), "--entity", entity, "--scope", "shop", "--kind", kind, "--data", data)
+	}
+	order := `{"items":[{"sku":"BAT-AA-4","qty":2,"price_cents":499}],"total_cents":998,"currency":"EUR"}`
+
+	// Allowed: acme's clerk places an acme order.
+	out := ok(t, appendArgs(as("acme", "clerk"), "acme:order:1", "1:1", order)...)
+	if !strings.HasPrefix(out, "appended ") {
+		t.Errorf("allowed append: %q", out)
+	}
+	if n := storeEvents(t, dd); n != 1 {
+		t.Fatalf("%d events after one allowed append", n)
+	}
+
+	// Denied: another tenant's entity. The message names gate, revision,
+	// every reason and its context; nothing is written.
+	r := fails(t, appendArgs(as("acme", "clerk"), "globex:order:1", "1:1", order),
+		`write denied by gate "opa" (policy revision shop-tenancy-2025.06.1); nothing was written:`,
+		`  TENANT_MISMATCH: tenant "acme" may write only entities prefixed "acme:", not "globex:order:1" {"entity":"globex:order:1","tenant":"acme"}`)
+	if strings.Contains(r.stderr, "Usage:") {
+		t.Errorf("usage after a denial:\n%s", r.stderr)
+	}
+	// Several reasons at once, one a line.
+	r = fails(t, appendArgs(as("acme", "cashier"), "acme:order:2", "1:1", `{"items":[],"total_cents":-5,"currency":"EUR"}`),
+		"\n  INVALID_TOTAL: total_cents must be a positive whole number of cents, not -5",
+		"\n  KIND_NOT_ALLOWED: no role of [\"cashier\"] may write kind 0x1:0x1",
+		"\n  NO_ITEMS: an order needs a non-empty items list")
+	// No principal at all.
+	fails(t, []string{"append", dd, "--policy-dir", bundle, "--entity", "acme:order:3", "--scope", "shop", "--kind", "1:2", "--data", "{}"},
+		"NO_PRINCIPAL: the write carries no principal")
+	if n := storeEvents(t, dd); n != 1 {
+		t.Errorf("%d events after denied appends, want 1: a denied write was written", n)
+	}
+
+	// demo writes order:<n> entities, which no tenant may write.
+	fails(t, []string{"demo", dd, "--policy-dir", bundle, "--principal-id", "u", "--tenant", "acme", "--roles", "manager"},
+		"order:1: write denied by gate \"opa\"", "TENANT_MISMATCH")
+	if n := storeEvents(t, dd); n != 1 {
+		t.Errorf("%d events after a denied demo, want 1", n)
+	}
+
+	// Without a policy the same writes go through (the principal is then
+	// only carried along).
+	ok(t, appendArgs([]string{dd, "--tenant", "acme"}, "globex:order:1", "1:1", order)...)
+	if n := storeEvents(t, dd); n != 2 {
+		t.Errorf("%d events, want 2", n)
+	}
+
+	// A broken policy refuses to write before opening the store.
+	broken := filepath.Join(filepath.Dir(dir), "broken")
+	writeFile(t, filepath.Join(broken, "write.rego"), "package batpak.write\n\nallow if {\n\tinput.x ==\n}\n")
+	other := filepath.Join(filepath.Dir(dir), "other-store")
+	fails(t, []string{"append", "--data-dir", other, "--policy-dir", broken, "--entity", "e", "--scope", "s", "--kind", "1:1", "--data", "{}"},
+		"policy.dir "+broken+" (from flag --policy-dir)", "write.rego:5", "rego_parse_error")
+	if _, err := os.Stat(other); !os.IsNotExist(err) {
+		t.Errorf("a broken policy created the store directory (stat: %v)", err)
+	}
+}
+
+func TestPolicyConfigPrecedence(t *testing.T) {
+	bundle := examplePolicies(t)
+	home := isolate(t)
+	cfgFile := filepath.Join(home, "batpak.yaml")
+	writeFile(t, cfgFile, fmt.Sprintf(`data_dir: %s
+policy:
+  dir: %s
+principal:
+  id: u-file
+  tenant: acme
+  roles: [clerk, auditor]
+`, filepath.Join(home, "store"), bundle))
+
+	// settings returns key → [value, source] for the policy and principal keys.
+	settings := func(args ...string) map[string][2]string {
+		t.Helper()
+		out := ok(t, append([]string{"config"}, args...)...)
+		m := map[string][2]string{}
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 4 && (strings.HasPrefix(f[0], "policy.") || strings.HasPrefix(f[0], "principal.")) {
+				m[f[0]] = [2]string{f[1], strings.Join(f[2:len(f)-1], " ")}
+			}
+		}
+		return m
+	}
+	want := func(m map[string][2]string, key, value, source string) {
+		t.Helper()
+		if got := m[key]; got != [2]string{value, source} {
+			t.Errorf("%s = %q from %q, want %q from %q", key, got[0], got[1], value, source)
+		}
+	}
+
+	m := settings()
+	want(m, "policy.dir", "(none)", "default")
+	want(m, "principal.id", "(none)", "default")
+	want(m, "principal.tenant", "(none)", "default")
+	want(m, "principal.roles", "(none)", "default")
+
+	m = settings("--config", cfgFile)
+	want(m, "policy.dir", bundle, "config "+cfgFile)
+	want(m, "principal.id", "u-file", "config "+cfgFile)
+	want(m, "principal.tenant", "acme", "config "+cfgFile)
+	want(m, "principal.roles", "clerk,auditor", "config "+cfgFile)
+	order := `{"items":[{"sku":"S","qty":1,"price_cents":100}],"total_cents":100,"currency":"EUR"}`
+	write := func(entity string, args ...string) result {
+		t.Helper()
+		return batpak(t, append([]string{"append", "--config", cfgFile, "--entity", entity, "--scope", "shop", "--kind", "1:1", "--data", order}, args...)...)
+	}
+	if r := write("acme:order:1"); r.code != 0 {
+		t.Errorf("acme clerk from the config file: %s", r.stderr)
+	}
+
+	// Env beats the file.
+	t.Setenv("BATPAK_PRINCIPAL_TENANT", "globex")
+	t.Setenv("BATPAK_PRINCIPAL_ROLES", "cashier, manager")
+	m = settings("--config", cfgFile)
+	want(m, "principal.tenant", "globex", "env BATPAK_PRINCIPAL_TENANT")
+	want(m, "principal.roles", "cashier,manager", "env BATPAK_PRINCIPAL_ROLES")
+	want(m, "principal.id", "u-file", "config "+cfgFile)
+	if r := write("acme:order:2"); r.code != exitError || !strings.Contains(r.stderr, `tenant "globex" may write only`) {
+		t.Errorf("env tenant globex writing acme: exit %d, %s", r.code, r.stderr)
+	}
+	if r := write("globex:order:2"); r.code != 0 {
+		t.Errorf("env tenant globex writing globex: %s", r.stderr)
+	}
+
+	// Flags beat env; an empty --policy-dir turns the policy off.
+	m = settings("--config", cfgFile, "--tenant", "initech", "--roles", "clerk", "--principal-id", "u-flag", "--policy-dir", "")
+	want(m, "principal.tenant", "initech", "flag --tenant")
+	want(m, "principal.roles", "clerk", "flag --roles")
+	want(m, "principal.id", "u-flag", "flag --principal-id")
+	want(m, "policy.dir", "(none)", "flag --policy-dir")
+	if r := write("initech:order:3", "--tenant", "initech", "--roles", "clerk"); r.code != exitError || !strings.Contains(r.stderr, `UNKNOWN_TENANT: tenant "initech" is not configured`) {
+		t.Errorf("flag tenant initech: exit %d, %s", r.code, r.stderr)
+	}
+	if r := write("anything", "--policy-dir", ""); r.code != 0 {
+		t.Errorf("--policy-dir '' still gates: %s", r.stderr)
+	}
+
+	// A principal key that is not a list or a value is refused.
+	bad := filepath.Join(home, "bad.yaml")
+	writeFile(t, bad, "principal:\n  tenant: [a, b]\n")
+	t.Setenv("BATPAK_PRINCIPAL_TENANT", "")
+	fails(t, []string{"config", "--config", bad}, "principal.tenant (from config "+bad+")", "not a single value")
+}
