@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/binary"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -184,7 +185,9 @@ func anyString(v any) string {
 	case uint64:
 		return strconv.FormatUint(x, 10)
 	default:
-		return "\x00?"
+		// any other number (int, float64, json.Number): its printed value,
+		// marked so it cannot collide with a string
+		return "\x00#" + fmt.Sprint(x)
 	}
 }
 

@@ -129,10 +129,19 @@ func inputValue(in *Input) (ast.Value, error) {
 	}
 	expected := ast.NullTerm()
 	switch x := in.Event.ExpectedClock.(type) {
+	case nil:
 	case string:
 		expected = ast.StringTerm(x)
 	case uint64:
 		expected = ast.UIntNumberTerm(x)
+	case int:
+		expected = ast.IntNumberTerm(x)
+	case float64:
+		expected = ast.FloatNumberTerm(x)
+	case json.Number:
+		expected = ast.NumberTerm(x)
+	default:
+		return nil, fmt.Errorf("event.expected_clock is %T, want null, \"no_events\" or a number", x)
 	}
 	batch := ast.NullTerm()
 	if in.Batch != nil {
