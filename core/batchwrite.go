@@ -210,6 +210,11 @@ func (w *writer) rollback(m *batchMark) {
 // segments created since are deleted and the bytes after pos zeroed and
 // synced, so neither this process nor a recovery will see them.
 func (w *writer) unwrite(seg uint32, pos int64) error {
+	// The group's background sync may still be running on the active file:
+	// let it finish before that file is closed and removed.
+	if err := w.awaitSync(); err != nil {
+		return err
+	}
 	dir := w.s.cfg.Dir
 	for w.seg > seg {
 		w.unmapActive()

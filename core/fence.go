@@ -73,11 +73,17 @@ func (s *Store) BeginFence(ctx context.Context) (*Fence, error) {
 		return nil, ErrFenceActive
 	}
 	t, err := s.enqueue(&request{op: opFenceBegin, fence: f, t: newTicket()})
-	if err == nil {
-		_, err = t.Wait(ctx)
-	}
 	if err != nil {
 		s.fence.CompareAndSwap(f, nil)
+		return nil, err
+	}
+	if _, err := t.Wait(ctx); err != nil {
+		if _, done, terr := t.TryCheck(); !done || terr == nil {
+			// ctx ended first and the writer opens the fence anyway: have it
+			// cancelled right behind, or a fence nobody holds would refuse
+			// every ordinary write. (A refused begin cleared s.fence itself.)
+			_, _ = s.enqueueFenced(&request{op: opFenceCancel, fence: f, t: newTicket()})
+		}
 		return nil, err
 	}
 	return f, nil

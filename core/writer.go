@@ -366,6 +366,7 @@ func (w *writer) finish() error {
 	if w.fence != nil && w.failed == nil {
 		w.buf = appendMarkerFrame(w.buf[:0], recFenceCancel, 0, w.fence.id)
 		w.fail(w.flush())
+		w.storePos() // the log ends after the marker (the checkpoint's watermark)
 		w.cancelFence(ErrFenceCancelled)
 	}
 	w.fail(w.awaitSync())
