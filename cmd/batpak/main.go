@@ -132,12 +132,14 @@ judged by that Rego policy first, as the principal --principal-id,
 		&cobra.Group{ID: "read", Title: "Read commands:"},
 		&cobra.Group{ID: "inspect", Title: "Inspect commands:"},
 		&cobra.Group{ID: "policy", Title: "Policy commands:"},
+		&cobra.Group{ID: "maintenance", Title: "Maintenance commands:"},
 	)
 	root.AddCommand(
 		newAppendCmd(a), newDemoCmd(a),
 		newGetCmd(a), newQueryCmd(a), newAncestorsCmd(a),
 		newVerifyCmd(a), newStatsCmd(a), newConfigCmd(a),
 		newPolicyCmd(a),
+		newExportCmd(a), newImportCmd(a), newSnapshotCmd(a), newRedactCmd(a),
 	)
 	return root
 }

@@ -31,6 +31,7 @@ type eventJSON struct {
 	Timestamp      string          `json:"timestamp"`
 	IdempotencyKey string          `json:"idempotency_key,omitempty"`
 	Flags          uint16          `json:"flags,omitempty"`
+	Redacted       bool            `json:"redacted,omitempty"`
 	Payload        json.RawMessage `json:"payload"`
 }
 
@@ -47,7 +48,11 @@ func toEventJSON(ev core.StoredEvent) eventJSON {
 		Timestamp:      formatMicros(h.Timestamp),
 		IdempotencyKey: ev.IdempotencyKey,
 		Flags:          h.Flags,
+		Redacted:       ev.Redacted,
 		Payload:        ev.Payload,
+	}
+	if ev.Redacted {
+		out.Payload = json.RawMessage("null")
 	}
 	if !h.CausationID.IsZero() {
 		c := h.CausationID
@@ -96,6 +101,11 @@ func printEvent(w io.Writer, ev core.StoredEvent) error {
 		row("flags", fmt.Sprintf("%#04x", h.Flags))
 	}
 	row("hash", h.Hash.String())
+	if ev.Redacted {
+		row("payload", "(redacted: erased from disk; its digest still chains the event)")
+		_, err := w.Write(b.Bytes())
+		return err
+	}
 	b.WriteString("payload\n")
 	var pretty bytes.Buffer
 	if err := json.Indent(&pretty, ev.Payload, "  ", "  "); err != nil {
@@ -111,6 +121,9 @@ func printEvent(w io.Writer, ev core.StoredEvent) error {
 
 // compactPayload renders a payload on one line, cut to max runes.
 func compactPayload(p json.RawMessage, max int) string {
+	if p == nil {
+		return "(redacted)"
+	}
 	var b bytes.Buffer
 	if err := json.Compact(&b, p); err != nil {
 		b.Reset()

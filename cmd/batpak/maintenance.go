@@ -1,0 +1,233 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/batpak-go/batpak/core"
+)
+
+// progressMin is the number of events from which export and import show a
+// progress bar on stderr (--progress forces it, --no-progress hides it).
+const progressMin = 20000
+
+// newProgress returns a progress bar over total items, or nil when it
+// should not be shown.
+func newProgress(w io.Writer, total int64, what string, force, hide bool) *progressbar.ProgressBar {
+	if hide || (!force && total < progressMin) {
+		return nil
+	}
+	return progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetDescription(what),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("events"),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
+}
+
+func newExportCmd(a *app) *cobra.Command {
+	var (
+		out                 string
+		entityPrefix, scope string
+		progress, quiet     bool
+	)
+	cmd := &cobra.Command{
+		Use:     "export",
+		Short:   "Write every visible event as NDJSON (one JSON object per line)",
+		GroupID: "maintenance",
+		Long: `Write the store's visible events, in global order, as newline-delimited
+JSON: id, entity, scope, kind, clock, global_sequence, correlation_id,
+causation_id, timestamp_us, flags, idempotency_key, redacted, payload.
+"batpak import" reads it back into another store, keeping ids,
+correlation and causation. Hidden (fenced) events are not exported;
+redacted ones are, without payload.`,
+		Example: `  batpak export --out events.ndjson
+  batpak export --scope shop | gzip > shop.ndjson.gz`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r := core.All()
+			if entityPrefix != "" {
+				r = r.WithEntity(entityPrefix)
+			}
+			if scope != "" {
+				r = r.WithScope(scope)
+			}
+			return a.withReadStore(func(s *core.Store, _ *resolved) error {
+				w := cmd.OutOrStdout()
+				if out != "" && out != "-" {
+					f, err := os.Create(out)
+					if err != nil {
+						return err
+					}
+					defer f.Close()
+					w = f
+				}
+				bar := newProgress(cmd.ErrOrStderr(), int64(s.Stats().Events), "export", progress, quiet)
+				n, err := s.Export(w, r, func(n int) {
+					if bar != nil && n%1024 == 0 {
+						_ = bar.Set(n)
+					}
+				})
+				if bar != nil {
+					_ = bar.Finish()
+				}
+				if err != nil {
+					return err
+				}
+				if out != "" && out != "-" {
+					_, err = fmt.Fprintf(cmd.OutOrStdout(), "exported %s to %s\n", plural(n, "event", "events"), out)
+				}
+				return err
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&out, "out", "o", "", "write to this file instead of stdout")
+	f.StringVar(&entityPrefix, "entity-prefix", "", "only entities starting with this prefix")
+	f.StringVar(&scope, "scope", "", "only this scope")
+	f.BoolVar(&progress, "progress", false, "always show a progress bar")
+	f.BoolVar(&quiet, "no-progress", false, "never show a progress bar")
+	return cmd
+}
+
+func newImportCmd(a *app) *cobra.Command {
+	var progress, quiet bool
+	cmd := &cobra.Command{
+		Use:     "import FILE",
+		Short:   "Write the events of an NDJSON export into the store",
+		GroupID: "maintenance",
+		Long: `Read an export ("batpak export"; "-" reads stdin) and write its events,
+keeping their ids, correlation and causation ids, timestamps, flags and
+idempotency keys; this store assigns clocks and global sequences. Events
+go in atomic batches of up to 256 through the store's write policy
+(action "import"). An event already in the store (same id and content) is
+skipped, so an interrupted import can simply be run again.`,
+		Args: exactArgs("FILE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var in io.Reader = cmd.InOrStdin()
+			var total int64
+			if args[0] != "-" {
+				f, err := os.Open(args[0])
+				if err != nil {
+					return badInput("FILE", err)
+				}
+				defer f.Close()
+				if fi, err := f.Stat(); err == nil {
+					total = fi.Size() / 200 // a rough event count, for the bar
+				}
+				in = f
+			}
+			s, _, ctx, err := a.openWrite(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer closeStore(s, &err)
+			bar := newProgress(cmd.ErrOrStderr(), max(total, 1), "import", progress, quiet || total == 0)
+			st, err := s.Import(ctx, in, func(lines int) {
+				if bar != nil {
+					if int64(lines) > bar.GetMax64() {
+						bar.ChangeMax64(int64(lines) * 2)
+					}
+					_ = bar.Set(lines)
+				}
+			})
+			if bar != nil {
+				_ = bar.Finish()
+			}
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "imported %s, skipped %d already present\n", plural(st.Imported, "event", "events"), st.Skipped)
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&progress, "progress", false, "always show a progress bar")
+	cmd.Flags().BoolVar(&quiet, "no-progress", false, "never show a progress bar")
+	return cmd
+}
+
+func newSnapshotCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:     "snapshot DEST",
+		Short:   "Copy the store, consistently, into a new directory",
+		GroupID: "maintenance",
+		Long: `Copy the store into DEST (which must not exist, or be an empty directory;
+a symbolic link is refused) while it stays writable: the copy holds
+exactly the events published when the snapshot point was taken, with
+hidden ranges and durable cursor positions. Open the copy like any store
+(--data-dir DEST).`,
+		Args: exactArgs("DEST"),
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			s, _, ctx, err := a.openWrite(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer closeStore(s, &err)
+			rep, err := s.Snapshot(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "snapshot of %s (%s in %s) written to %s in %v\n",
+				plural(int(rep.GlobalSequence), "sequence", "sequences"), formatSize(rep.Bytes),
+				plural(rep.Segments, "segment", "segments"), rep.Dest, rep.Elapsed.Round(time.Millisecond))
+			return err
+		},
+	}
+}
+
+func newRedactCmd(a *app) *cobra.Command {
+	var entity string
+	cmd := &cobra.Command{
+		Use:     "redact [ID]",
+		Short:   "Erase an event's payload (or every payload of an entity)",
+		GroupID: "maintenance",
+		Long: `Overwrite the payload of event ID on disk with zeros, in place, and mark
+the event redacted; with --entity, every event of that entity. The
+header stays, so the hash chain still verifies ("batpak verify"), and
+reads show the event as redacted with no payload. Projection caches never
+serve state computed before the redaction. Snapshots and exports taken
+earlier still hold the payload.`,
+		Example: `  batpak redact 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e
+  batpak redact --entity customer:42`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			if (len(args) == 1) == (entity != "") {
+				return usagef("give an event ID or --entity, not both")
+			}
+			var id core.EventID
+			if len(args) == 1 {
+				if id, err = core.ParseEventID(args[0]); err != nil {
+					return badInput("ID", err)
+				}
+			}
+			s, _, ctx, err := a.openWrite(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer closeStore(s, &err)
+			if entity != "" {
+				n, err := s.EraseEntity(ctx, entity)
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "redacted %s of %s\n", plural(n, "event", "events"), entity)
+				return err
+			}
+			if err := s.Redact(ctx, id); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "redacted %s\n", id)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&entity, "entity", "", "redact every event of this entity")
+	return cmd
+}
