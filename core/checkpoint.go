@@ -178,7 +178,7 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 		s.setSegmentEnd(id, end)
 	}
 	for _, id := range ids {
-		if id < ck.seg {
+		if segID(id) < segID(ck.seg) {
 			s.endsMu.Lock()
 			_, ok := s.ends[id]
 			s.endsMu.Unlock()

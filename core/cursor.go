@@ -61,8 +61,12 @@ func (c *Cursor) Poll(max int) ([]StoredEvent, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	locs, next := c.s.ix.planFrom(c.region, c.pos, max)
-	evs, err := c.s.readLocs(locs)
+	var next uint64
+	evs, err := c.s.readRetry(func() []loc {
+		var locs []loc
+		locs, next = c.s.ix.planFrom(c.region, c.pos, max)
+		return locs
+	})
 	if err != nil {
 		return nil, err
 	}

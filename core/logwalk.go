@@ -27,19 +27,20 @@ import (
 // the segment mapping when the event is handed on directly, and are copies
 // when it was held back (batch or fence).
 type walkedEvent struct {
-	seg    uint32
-	off    int
-	id     EventID
-	seq    uint64
-	clock  uint64
-	ts     int64
-	kind   Kind
-	hash   Hash
-	prev   Hash
-	entity []byte
-	scope  []byte
-	idem   []byte
-	hidden bool
+	seg     uint32
+	off     int
+	id      EventID
+	seq     uint64
+	clock   uint64
+	ts      int64
+	kind    Kind
+	hash    Hash
+	prev    Hash
+	entity  []byte
+	scope   []byte
+	idem    []byte
+	hidden  bool
+	removed bool // a compaction stub: in the chain, never shown
 }
 
 func (e walkedEvent) held() walkedEvent {
@@ -90,6 +91,7 @@ func (w *logWalker) frame(seg uint32, off int, rec []byte) error {
 			entity: v.entity(), scope: v.scope(), idem: v.idem(),
 		}
 		sf := v.sysFlags()
+		ev.removed = sf&sysRemoved != 0
 		if sf&sysBatch != 0 {
 			if !w.inBatch {
 				return w.corrupt(seg, off, "batch item without a batch-begin record")

@@ -13,22 +13,36 @@ func (s *Store) Get(id EventID) (StoredEvent, error) {
 	if err := s.checkReadable(); err != nil {
 		return StoredEvent{}, err
 	}
-	s.ix.mu.RLock()
-	seq, ok := s.ix.lookup(id)
-	var l loc
-	if ok {
+	var found bool
+	evs, err := s.readRetry(func() []loc {
+		s.ix.mu.RLock()
+		defer s.ix.mu.RUnlock()
+		seq, ok := s.ix.lookup(id)
+		if found = ok; !ok {
+			return nil
+		}
 		e := s.ix.at(seq)
-		l = loc{seq: seq, seg: e.seg, off: e.off}
-	}
-	s.ix.mu.RUnlock()
-	if !ok {
-		return StoredEvent{}, fmt.Errorf("%w: %s", ErrNotFound, id)
-	}
-	evs, err := s.readLocs([]loc{l})
+		return []loc{{seq: seq, seg: e.seg, off: e.off}}
+	})
 	if err != nil {
 		return StoredEvent{}, err
 	}
+	if !found || len(evs) == 0 {
+		return StoredEvent{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
 	return evs[0], nil
+}
+
+// readRetry plans and reads, planning again (a few times) if the read
+// failed while a compaction replaced segment files under it.
+func (s *Store) readRetry(plan func() []loc) ([]StoredEvent, error) {
+	for try := 0; ; try++ {
+		epoch := s.compactions.Load()
+		evs, err := s.readLocs(plan())
+		if err == nil || try == 3 || s.compactions.Load() == epoch {
+			return evs, err
+		}
+	}
 }
 
 // Query returns the visible events in r, ordered by global sequence.
@@ -37,7 +51,7 @@ func (s *Store) Query(r Region) ([]StoredEvent, error) {
 	if err := s.checkReadable(); err != nil {
 		return nil, err
 	}
-	return s.readLocs(s.ix.plan(r))
+	return s.readRetry(func() []loc { return s.ix.plan(r) })
 }
 
 // Events iterates over the visible events in r in global order, reading
@@ -56,7 +70,39 @@ func (s *Store) Events(r Region) iter.Seq2[StoredEvent, error] {
 			yield(StoredEvent{}, err)
 			return
 		}
-		s.eachLoc(s.ix.plan(r), yield)
+		// On a read error after a compaction, plan the rest again from
+		// the last event delivered.
+		next := uint64(0)
+		for try := 0; ; try++ {
+			epoch := s.compactions.Load()
+			var locs []loc
+			if try == 0 {
+				locs = s.ix.plan(r)
+			} else {
+				locs, _ = s.ix.planFrom(r, next, int(^uint(0)>>1))
+			}
+			var failed error
+			stopped := false
+			s.eachLoc(locs, func(ev StoredEvent, err error) bool {
+				if err != nil {
+					failed = err
+					return false
+				}
+				next = ev.GlobalSequence + 1
+				if !yield(ev, nil) {
+					stopped = true
+					return false
+				}
+				return true
+			})
+			if stopped || failed == nil {
+				return
+			}
+			if try == 3 || s.compactions.Load() == epoch {
+				yield(StoredEvent{}, failed)
+				return
+			}
+		}
 	}
 }
 
@@ -65,7 +111,7 @@ func (s *Store) Stream(entity string) ([]StoredEvent, error) {
 	if err := s.checkReadable(); err != nil {
 		return nil, err
 	}
-	return s.readLocs(s.ix.stream(entity))
+	return s.readRetry(func() []loc { return s.ix.stream(entity) })
 }
 
 // ByScope returns the events filed under exactly this scope, in global order.

@@ -21,7 +21,8 @@ const (
 	// System flags (event record byte 1; not chained).
 	sysBatch    byte = 1 << 0 // the event is an item of an atomic batch
 	sysFenced   byte = 1 << 1 // the event was written under a visibility fence
-	sysRedacted byte = 1 << 2 // the payload was erased (zeros); its digest stays
+	sysRedacted byte = 1 << 2 // the payload was erased (zeros, or gone after compaction); its digest stays
+	sysRemoved  byte = 1 << 3 // removed by compaction: a header-only stub keeping the chain
 
 	markerSize = 16 // batch and fence records
 

@@ -29,7 +29,25 @@ const (
 
 var segmentMagic = [8]byte{'B', 'P', 'A', 'K', 'S', 'E', 'G', 0}
 
-func segmentName(id uint32) string { return fmt.Sprintf("%020d%s", id, segmentSuffix) }
+// Segment keys. A segment is named by its position in the log (id, the low
+// 24 bits of its key) and, once compaction has rewritten it, a generation
+// (the high 8 bits): "<id>.seg" for generation 0, "<id>.<gen>.seg" after.
+// A rewrite never reuses a file name, so a reader holding an old location
+// fails cleanly (and retries) instead of reading another file's bytes.
+const (
+	segIDBits = 24
+	segIDMask = 1<<segIDBits - 1
+)
+
+func segID(key uint32) uint32  { return key & segIDMask }
+func segGen(key uint32) uint32 { return key >> segIDBits }
+
+func segmentName(key uint32) string {
+	if g := segGen(key); g > 0 {
+		return fmt.Sprintf("%020d.%d%s", segID(key), g, segmentSuffix)
+	}
+	return fmt.Sprintf("%020d%s", key, segmentSuffix)
+}
 
 func encodeSegmentHeader(id uint32) []byte {
 	h := make([]byte, segmentHeaderSize)
@@ -71,13 +89,33 @@ func listSegments(dir string) ([]uint32, error) {
 		if !strings.HasSuffix(name, segmentSuffix) || e.IsDir() {
 			continue
 		}
-		n, err := strconv.ParseUint(strings.TrimSuffix(name, segmentSuffix), 10, 32)
+		base, gen, _ := strings.Cut(strings.TrimSuffix(name, segmentSuffix), ".")
+		n, err := strconv.ParseUint(base, 10, segIDBits)
 		if err != nil {
 			continue
 		}
-		ids = append(ids, uint32(n))
+		key := uint32(n)
+		if gen != "" {
+			g, err := strconv.ParseUint(gen, 10, 8)
+			if err != nil || g == 0 {
+				continue
+			}
+			key |= uint32(g) << segIDBits
+		}
+		ids = append(ids, key)
 	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	sort.Slice(ids, func(i, j int) bool {
+		if a, b := segID(ids[i]), segID(ids[j]); a != b {
+			return a < b
+		}
+		return segGen(ids[i]) < segGen(ids[j])
+	})
+	for i := 1; i < len(ids); i++ {
+		if segID(ids[i]) == segID(ids[i-1]) {
+			return nil, &CorruptionError{File: filepath.Join(dir, segmentName(ids[i])),
+				Reason: fmt.Sprintf("two generations of segment %d (%s too)", segID(ids[i]), segmentName(ids[i-1]))}
+		}
+	}
 	return ids, nil
 }
 
@@ -274,6 +312,16 @@ func (c *segCache) dropLocked(m *mapping) {
 		_ = unix.Munmap(m.data)
 		m.data = nil
 	}
+}
+
+// forget drops segment id from the cache (its file was replaced); readers
+// holding its mapping keep it until they release it.
+func (c *segCache) forget(id uint32) {
+	c.mu.Lock()
+	if m, ok := c.maps[id]; ok {
+		c.dropLocked(m)
+	}
+	c.mu.Unlock()
 }
 
 // close unmaps everything not in use.

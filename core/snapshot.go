@@ -68,7 +68,7 @@ func (s *Store) Snapshot(ctx context.Context, dest string) (SnapshotReport, erro
 		return rep, err
 	}
 	for _, id := range ids {
-		if id > pt.seg {
+		if segID(id) > segID(pt.seg) {
 			break // created after the snapshot point
 		}
 		limit := int64(-1)

@@ -45,6 +45,9 @@ type Store struct {
 	// against snapshots copying them.
 	rewriteMu sync.RWMutex
 	erasures  atomic.Uint64 // redactions so far (see redact.go)
+	// compactions counts committed compactions: a read that fails while it
+	// changed is planned again (see readRetry).
+	compactions atomic.Uint64
 
 	openReport OpenReport
 
@@ -120,6 +123,12 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 		activeMapLen = int(cfg.SegmentMaxBytes) + cfg.SingleAppendMaxBytes + 1<<20 + preallocStep
 	}
 	s.segs = newSegCache(cfg.Dir, cfg.FDBudget, activeMapLen)
+	if !readOnly {
+		if err := finishCompaction(cfg.Dir); err != nil {
+			_ = releaseLock(s.lock)
+			return nil, err
+		}
+	}
 	n, err := loadErasures(cfg.Dir)
 	if err != nil {
 		_ = releaseLock(s.lock)
@@ -217,7 +226,7 @@ func (s *Store) scanLog(ids []uint32, ck *checkpointInfo, out *recovered) (*logW
 		from := segmentHeaderSize
 		if ck != nil {
 			switch {
-			case id < ck.seg:
+			case segID(id) < segID(ck.seg):
 				from = math.MaxInt
 			case id == ck.seg:
 				from = int(ck.end)
@@ -362,12 +371,15 @@ func (s *Store) indexWalked(ev *walkedEvent) error {
 	es := ix.entities[ent]
 	es.wExists, es.wClock, es.wTS, es.wHash = true, ev.clock, ev.ts, ev.hash
 	var idem string
-	if len(ev.idem) > 0 && !ev.hidden {
+	if len(ev.idem) > 0 && !ev.hidden && !ev.removed {
 		idem = string(ev.idem)
 	}
 	e := entry{id: ev.id, seg: ev.seg, off: uint32(ev.off), entity: ent, scope: sc, clock: ev.clock, kind: ev.kind}
 	if ev.hidden {
 		e.flags |= entryHidden
+	}
+	if ev.removed {
+		e.flags |= entryRemoved
 	}
 	ix.insertLocked(uint32(ev.seq), e, idem)
 	return nil

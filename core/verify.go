@@ -46,7 +46,7 @@ func (s *Store) Verify() (VerifyReport, error) {
 	}
 	lw := &logWalker{dir: s.cfg.Dir}
 	lw.check = func(seg uint32, off int, v eventView) error {
-		if v.sysFlags()&sysRedacted == 0 && payloadHash(v.payload()) != v.payloadHash() {
+		if v.sysFlags()&(sysRedacted|sysRemoved) == 0 && payloadHash(v.payload()) != v.payloadHash() {
 			return fail(seg, off, v.id(), v.entity(), "payload does not match its digest")
 		}
 		if chainHash(v, v.stringsEnd()) != v.hash() {
@@ -74,7 +74,7 @@ func (s *Store) Verify() (VerifyReport, error) {
 		return nil
 	}
 	for _, id := range ids {
-		if limitOff >= 0 && id > limitSeg {
+		if limitOff >= 0 && segID(id) > segID(limitSeg) {
 			// Created by a write still in progress (a batch crossing into a
 			// new segment): nothing in it is published yet.
 			break

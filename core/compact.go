@@ -1,0 +1,474 @@
+package core
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Compaction rewrites sealed segments (never the one being written, so
+// the store stays writable) to drop what is no longer wanted:
+//
+//   - Retention: events the Keep predicate refuses, events older than
+//     MaxAge, events beyond an entity's newest MaxPerEntity, are removed:
+//     each leaves a stub — its header without the payload, flagged removed
+//     — so the entity's hash chain still links (the chain covers the
+//     payload only through its digest) and Verify still passes. Removed
+//     events are invisible: Get, Query, cursors and projections skip them.
+//   - Tombstone: events the predicate picks keep their header, visibly, as
+//     redacted, and lose their payload bytes.
+//   - Merge: sealed segments are combined into as few files as
+//     SegmentMaxBytes allows.
+//
+// Everything else is copied byte for byte: global sequences, ids, payloads
+// of kept events, batch and fence records (so hidden ranges stay hidden),
+// and durable cursor positions are untouched. Redacted events shrink to
+// stubs too.
+//
+// Crash safety: the new segments are written under temporary names and
+// synced; then a journal naming them and the files they replace is synced
+// (the commit point); then they are renamed into place, the index is
+// switched over, the old files are deleted and the journal removed. Open
+// finishes a journal it finds and deletes temporary files it finds without
+// one, so a crash at any point leaves the old segments or the new ones,
+// never a mix. A rewritten segment gets a new file name (a generation
+// suffix), so readers that planned against the old files either still
+// read them (an open mapping) or retry.
+
+// CompactConfig says what Compact does; combine the constructors' fields
+// as needed. The zero value rewrites nothing.
+type CompactConfig struct {
+	// Merge combines sealed segments into as few files as SegmentMaxBytes
+	// allows.
+	Merge bool
+	// Keep, when set, removes the visible events it returns false for.
+	Keep func(StoredEvent) bool
+	// Tombstone, when set, erases the payload of the visible events it
+	// returns true for (they stay visible, Redacted).
+	Tombstone func(StoredEvent) bool
+	// MaxAge, when positive, removes events whose timestamp is older than
+	// now minus MaxAge (now: Config.Now).
+	MaxAge time.Duration
+	// MaxPerEntity, when positive, keeps only each entity's newest N
+	// visible events (counting those in the segment being written).
+	MaxPerEntity int
+}
+
+// Merge returns a config that combines sealed segments.
+func Merge() CompactConfig { return CompactConfig{Merge: true} }
+
+// Retention returns a config that removes events keep refuses.
+func Retention(keep func(StoredEvent) bool) CompactConfig { return CompactConfig{Keep: keep} }
+
+// TombstoneWhere returns a config that erases the payloads of the events
+// pred picks.
+func TombstoneWhere(pred func(StoredEvent) bool) CompactConfig {
+	return CompactConfig{Tombstone: pred}
+}
+
+// CompactReport says what Compact did.
+type CompactReport struct {
+	SegmentsRewritten int   // sealed segments read
+	SegmentsRemoved   int   // files fewer than before (merges)
+	BytesReclaimed    int64 // bytes of segment data fewer than before
+	EventsRemoved     int
+	EventsTombstoned  int
+	Elapsed           time.Duration
+}
+
+const (
+	compactJournal = "compact.journal"
+	tmpSuffix      = ".tmp"
+)
+
+// Compact rewrites the sealed segments per cfg (see CompactConfig). It
+// waits for a running snapshot or redaction and makes them wait. Errors:
+// ErrReadOnly, I/O errors (the old segments then stay in force).
+func (s *Store) Compact(ctx context.Context, cfg CompactConfig) (CompactReport, error) {
+	start := time.Now()
+	var rep CompactReport
+	if s.readOnly {
+		return rep, ErrReadOnly
+	}
+	if err := s.checkReadable(); err != nil {
+		return rep, err
+	}
+	s.rewriteMu.Lock()
+	defer s.rewriteMu.Unlock()
+	active, _ := s.w.stat()
+	all, err := listSegments(s.cfg.Dir)
+	if err != nil {
+		return rep, err
+	}
+	var sealed []uint32
+	for _, k := range all {
+		if segID(k) < segID(active) {
+			sealed = append(sealed, k)
+		}
+	}
+	if len(sealed) == 0 {
+		return rep, nil
+	}
+	plan := s.compactPlan(cfg)
+	outs, err := s.rewriteSegments(ctx, sealed, cfg, plan, &rep)
+	if err != nil {
+		for _, o := range outs {
+			os.Remove(o.tmpPath)
+		}
+		return rep, err
+	}
+	if err := s.commitCompaction(sealed, outs, &rep); err != nil {
+		return rep, err
+	}
+	rep.Elapsed = time.Since(start)
+	return rep, nil
+}
+
+// compactPlan precomputes what needs the index: each entity's cutoff for
+// MaxPerEntity.
+type compactPlanT struct {
+	cutoff map[string]uint32 // entity → first sequence kept
+	now    int64
+}
+
+func (s *Store) compactPlan(cfg CompactConfig) compactPlanT {
+	p := compactPlanT{now: s.nowMicros()}
+	if cfg.MaxPerEntity > 0 {
+		p.cutoff = map[string]uint32{}
+		s.ix.mu.RLock()
+		for _, es := range s.ix.entities {
+			if len(es.seqs) > cfg.MaxPerEntity {
+				p.cutoff[es.name] = es.seqs[len(es.seqs)-cfg.MaxPerEntity]
+			}
+		}
+		s.ix.mu.RUnlock()
+	}
+	return p
+}
+
+// compactOut is one rewritten segment.
+type compactOut struct {
+	key     uint32
+	tmpPath string
+	path    string
+	size    int64
+	locs    map[uint32]uint32 // sequence → new offset
+	removed []uint32          // sequences now stubs (invisible)
+}
+
+func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg CompactConfig, plan compactPlanT, rep *CompactReport) ([]*compactOut, error) {
+	var outs []*compactOut
+	var cur *compactOut
+	var buf []byte
+	flush := func() error {
+		if cur == nil {
+			return nil
+		}
+		f, err := os.OpenFile(cur.tmpPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return err
+		}
+		w := bufio.NewWriterSize(f, 1<<20)
+		_, err = w.Write(buf)
+		if err == nil {
+			err = w.Flush()
+		}
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		cur.size = int64(len(buf))
+		cur, buf = nil, buf[:0]
+		return err
+	}
+	open := func(from uint32) {
+		key := segID(from) | (segGen(from)+1)<<segIDBits
+		if segGen(from) == 255 {
+			key = segID(from) | 1<<segIDBits // wraps after 255 rewrites of one slot
+		}
+		path := filepath.Join(s.cfg.Dir, segmentName(key))
+		cur = &compactOut{key: key, path: path, tmpPath: path + tmpSuffix, locs: map[uint32]uint32{}}
+		outs = append(outs, cur)
+		buf = append(buf[:0], encodeSegmentHeader(key)...)
+	}
+	for _, key := range sealed {
+		if err := ctx.Err(); err != nil {
+			return outs, err
+		}
+		path := filepath.Join(s.cfg.Dir, segmentName(key))
+		data, unmap, err := mapFile(path)
+		if err != nil {
+			return outs, err
+		}
+		rep.SegmentsRewritten++
+		// Merging appends a segment to the current output only if it would
+		// fit uncompacted: outputs never exceed SegmentMaxBytes.
+		if cur == nil || !cfg.Merge || int64(len(buf))+s.segmentEnd(key)-segmentHeaderSize > s.cfg.SegmentMaxBytes {
+			if err := flush(); err != nil {
+				unmap()
+				return outs, err
+			}
+			open(key)
+		}
+		_, st, err := scanFrames(data, func(off int, rec []byte) error {
+			frame := data[off : off+frameHeaderSize+len(rec)]
+			if rec[0] != recEvent || !checkEvent(rec) {
+				buf = append(buf, frame...)
+				return nil
+			}
+			v := eventView(rec)
+			seq := uint32(v.seq())
+			if !s.visibleEntry(seq, v.id()) {
+				buf = append(buf, frame...) // hidden, a stub, or a batch that never was
+				return nil
+			}
+			newOff := uint32(len(buf))
+			switch act := s.compactAction(cfg, plan, v, seq); act {
+			case sysRemoved:
+				buf = appendStub(buf, rec, sysRemoved)
+				cur.removed = append(cur.removed, seq)
+				rep.EventsRemoved++
+			case sysRedacted:
+				buf = appendStub(buf, rec, sysRedacted)
+				if v.sysFlags()&sysRedacted == 0 {
+					rep.EventsTombstoned++
+				}
+			default:
+				buf = append(buf, frame...)
+			}
+			cur.locs[seq] = newOff
+			return nil
+		})
+		unmap()
+		if err != nil {
+			return outs, err
+		}
+		if st != tailClean {
+			return outs, &CorruptionError{File: path, Reason: "unreadable frame in a sealed segment; run Verify"}
+		}
+	}
+	return outs, flush()
+}
+
+// visibleEntry reports whether the index entry at seq is this event and
+// visible.
+func (s *Store) visibleEntry(seq uint32, id EventID) bool {
+	s.ix.mu.RLock()
+	defer s.ix.mu.RUnlock()
+	if seq >= s.ix.n {
+		return false
+	}
+	e := s.ix.at(seq)
+	return e.id == id && e.flags&(entryHidden|entryRemoved) == 0
+}
+
+// compactAction decides an event's fate: 0 keep, sysRemoved, sysRedacted.
+func (s *Store) compactAction(cfg CompactConfig, plan compactPlanT, v eventView, seq uint32) byte {
+	if cfg.MaxAge > 0 && v.timestamp() < plan.now-cfg.MaxAge.Microseconds() {
+		return sysRemoved
+	}
+	if c, ok := plan.cutoff[string(v.entity())]; ok && seq < c {
+		return sysRemoved
+	}
+	if cfg.Keep != nil || cfg.Tombstone != nil {
+		ev := v.decodeHeader()
+		if v.sysFlags()&sysRedacted == 0 {
+			ev.Payload = append([]byte(nil), v.payload()...) // the mapping goes away
+		}
+		if cfg.Keep != nil && !cfg.Keep(ev) {
+			return sysRemoved
+		}
+		if cfg.Tombstone != nil && cfg.Tombstone(ev) {
+			return sysRedacted
+		}
+	}
+	if v.sysFlags()&sysRedacted != 0 && v.payloadLen() > 0 {
+		return sysRedacted // shrink a redaction's zeros
+	}
+	return 0
+}
+
+// appendStub appends the frame of rec without its payload, flagged.
+func appendStub(dst, rec []byte, flag byte) []byte {
+	v := eventView(rec)
+	n := v.stringsEnd()
+	start := len(dst)
+	dst = grow(dst, frameHeaderSize+n)
+	f := dst[start:]
+	nrec := f[frameHeaderSize:]
+	copy(nrec, rec[:n])
+	nrec[1] |= flag
+	le.PutUint32(nrec[4:], 0)
+	le.PutUint32(f[0:], uint32(n))
+	le.PutUint32(f[4:], frameCRC(f[0:4], nrec))
+	return dst
+}
+
+// commitCompaction makes the rewrite take effect (see the package notes).
+func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, rep *CompactReport) error {
+	dir := s.cfg.Dir
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	// The checkpoint describes the old files: without it, the next Open scans.
+	if err := os.Remove(filepath.Join(dir, checkpointName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	var j strings.Builder
+	for _, o := range outs {
+		fmt.Fprintf(&j, "rename %s %s\n", filepath.Base(o.tmpPath), filepath.Base(o.path))
+	}
+	for _, k := range sealed {
+		fmt.Fprintf(&j, "delete %s\n", segmentName(k))
+	}
+	if err := writeFileAtomic(dir, compactJournal, []byte(j.String()), true); err != nil {
+		return err
+	}
+	// Committed: from here on the new segments win, on any path.
+	for _, o := range outs {
+		if err := os.Rename(o.tmpPath, o.path); err != nil {
+			return fmt.Errorf("batpak: compaction (committed; the next Open finishes it): %w", err)
+		}
+	}
+	var oldBytes int64
+	for _, k := range sealed {
+		oldBytes += s.segmentEnd(k)
+	}
+	s.switchIndex(sealed, outs)
+	for _, k := range sealed {
+		s.segs.forget(k)
+		if err := os.Remove(filepath.Join(dir, segmentName(k))); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("batpak: compaction (committed; the next Open finishes it): %w", err)
+		}
+	}
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	if err := os.Remove(filepath.Join(dir, compactJournal)); err != nil {
+		return err
+	}
+	var newBytes int64
+	for _, o := range outs {
+		newBytes += o.size
+	}
+	rep.SegmentsRemoved = len(sealed) - len(outs)
+	rep.BytesReclaimed = oldBytes - newBytes
+	return syncDir(dir)
+}
+
+// switchIndex points the index at the rewritten segments: new locations,
+// removed events out of every posting list, the id table and the
+// idempotency keys.
+func (s *Store) switchIndex(sealed []uint32, outs []*compactOut) {
+	ix := s.ix
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	removed := map[uint32]bool{}
+	for _, o := range outs {
+		for seq, off := range o.locs {
+			e := ix.at(seq)
+			e.seg, e.off = o.key, off
+		}
+		for _, seq := range o.removed {
+			removed[seq] = true
+			ix.at(seq).flags |= entryRemoved
+		}
+	}
+	if len(removed) > 0 {
+		keep := func(seqs []uint32) []uint32 {
+			out := seqs[:0]
+			for _, q := range seqs {
+				if !removed[q] {
+					out = append(out, q)
+				}
+			}
+			return out
+		}
+		ix.liveEntities = 0
+		for _, es := range ix.entities {
+			es.seqs = keep(es.seqs)
+			if len(es.seqs) > 0 {
+				ix.liveEntities++
+			}
+		}
+		for i := range ix.scopes {
+			ix.scopes[i].seqs = keep(ix.scopes[i].seqs)
+		}
+		for k, seqs := range ix.kinds {
+			ix.kinds[k] = keep(seqs)
+		}
+		for k, q := range ix.idem {
+			if removed[q] {
+				delete(ix.idem, k)
+			}
+		}
+		ix.ids = idTable{}
+		for seq := uint32(0); seq < ix.n; seq++ {
+			if ix.at(seq).flags&(entryRemoved|entryHidden) == 0 {
+				ix.ids.insert(ix, seq)
+			}
+		}
+	}
+	s.endsMu.Lock()
+	for _, k := range sealed {
+		delete(s.ends, k)
+	}
+	for _, o := range outs {
+		s.ends[o.key] = o.size
+	}
+	s.endsMu.Unlock()
+	s.compactions.Add(1)
+}
+
+// finishCompaction completes a committed compaction a crash interrupted,
+// and deletes the temporary files of one that never committed. Open calls
+// it before reading any segment.
+func finishCompaction(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, compactJournal))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("batpak: read compaction journal: %w", err)
+	default:
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			f := strings.Fields(line)
+			switch {
+			case len(f) == 3 && f[0] == "rename":
+				if err := os.Rename(filepath.Join(dir, f[1]), filepath.Join(dir, f[2])); err != nil && !errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("batpak: finish compaction: %w", err)
+				}
+			case len(f) == 2 && f[0] == "delete":
+				if err := os.Remove(filepath.Join(dir, f[1])); err != nil && !errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("batpak: finish compaction: %w", err)
+				}
+			default:
+				return &CorruptionError{File: filepath.Join(dir, compactJournal), Reason: fmt.Sprintf("unreadable line %q", line)}
+			}
+		}
+		if err := syncDir(dir); err != nil {
+			return err
+		}
+		if err := os.Remove(filepath.Join(dir, compactJournal)); err != nil {
+			return err
+		}
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), segmentSuffix+tmpSuffix) {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
