@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -45,14 +46,17 @@ offset, event id) and exits 1. Safe to run beside a live writer.`,
 
 // statsJSON is stats --json's output: core.Stats plus the directory.
 type statsJSON struct {
-	Dir            string `json:"dir"`
-	Events         uint64 `json:"events"`
-	GlobalSequence uint64 `json:"global_sequence"`
-	Entities       int    `json:"entities"`
-	Segments       int    `json:"segments"`
-	Bytes          int64  `json:"bytes"`
-	IndexBytes     int64  `json:"index_bytes"`
-	Fsyncs         uint64 `json:"fsyncs"`
+	Dir            string  `json:"dir"`
+	Events         uint64  `json:"events"`
+	GlobalSequence uint64  `json:"global_sequence"`
+	Entities       int     `json:"entities"`
+	Segments       int     `json:"segments"`
+	Bytes          int64   `json:"bytes"`
+	IndexBytes     int64   `json:"index_bytes"`
+	Fsyncs         uint64  `json:"fsyncs"`
+	BytesOnDisk    int64   `json:"bytes_on_disk"`
+	OpenPath       string  `json:"open_path"`
+	OpenMillis     float64 `json:"open_ms"`
 }
 
 func newStatsCmd(a *app) *cobra.Command {
@@ -68,13 +72,14 @@ writer) is always 0 here.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			var (
-				st  core.Stats
+				d   core.Diagnostics
 				dir string
 			)
 			err = a.withReadStore(func(s *core.Store, res *resolved) error {
-				st, dir = s.Stats(), res.cfg.Dir
+				d, dir = s.Diagnostics(), res.cfg.Dir
 				return nil
 			})
+			st := d.Stats
 			if err != nil {
 				return err
 			}
@@ -82,9 +87,15 @@ writer) is always 0 here.`,
 				return newJSONLines(cmd.OutOrStdout()).write(statsJSON{
 					Dir: dir, Events: st.Events, GlobalSequence: st.GlobalSequence, Entities: st.Entities,
 					Segments: st.Segments, Bytes: st.Bytes, IndexBytes: st.IndexBytes, Fsyncs: st.Fsyncs,
+					BytesOnDisk: d.BytesOnDisk, OpenPath: d.Open.Path, OpenMillis: float64(d.Open.Elapsed.Microseconds()) / 1000,
 				})
 			}
-			return printStats(cmd.OutOrStdout(), dir, st)
+			if err := printStats(cmd.OutOrStdout(), dir, st); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "on disk        %d (%s, zero fill included)\nopened via     %s in %v (%d restored, %d read from the log)\n",
+				d.BytesOnDisk, formatSize(d.BytesOnDisk), d.Open.Path, d.Open.Elapsed.Round(time.Microsecond), d.Open.Restored, d.Open.Entries-d.Open.Restored)
+			return err
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the statistics as one JSON object")

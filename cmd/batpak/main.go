@@ -133,13 +133,15 @@ judged by that Rego policy first, as the principal --principal-id,
 		&cobra.Group{ID: "inspect", Title: "Inspect commands:"},
 		&cobra.Group{ID: "policy", Title: "Policy commands:"},
 		&cobra.Group{ID: "maintenance", Title: "Maintenance commands:"},
+		&cobra.Group{ID: "plugin", Title: "Plugin commands:"},
 	)
 	root.AddCommand(
 		newAppendCmd(a), newDemoCmd(a),
 		newGetCmd(a), newQueryCmd(a), newAncestorsCmd(a),
 		newVerifyCmd(a), newStatsCmd(a), newConfigCmd(a),
 		newPolicyCmd(a),
-		newExportCmd(a), newImportCmd(a), newSnapshotCmd(a), newRedactCmd(a),
+		newExportCmd(a), newImportCmd(a), newSnapshotCmd(a), newRedactCmd(a), newCompactCmd(a),
+		newPluginCmd(a),
 	)
 	return root
 }

@@ -73,3 +73,23 @@ func TestSnapshotAndRedact(t *testing.T) {
 	}
 	fails(t, []string{"redact", "--data-dir=" + dir}, "give an event ID or --entity")
 }
+
+func TestCompactCLI(t *testing.T) {
+	dir := filepath.Join(isolate(t), "store")
+	seg := "--segment-max-bytes=64KiB"
+	ok(t, "demo", "--data-dir="+dir, seg, "--orders", "400")
+	before := decode[statsJSON](t, ok(t, "stats", "--data-dir="+dir, "--json"))
+	if before.Segments < 3 {
+		t.Fatalf("want several segments, have %d", before.Segments)
+	}
+	out := ok(t, "compact", "--data-dir="+dir, seg, "--max-per-entity", "1", "--merge")
+	if !strings.Contains(out, "events removed") || strings.Contains(out, " 0 events removed") {
+		t.Fatalf("compact: %q", out)
+	}
+	ok(t, "verify", "--data-dir="+dir)
+	after := decode[statsJSON](t, ok(t, "stats", "--data-dir="+dir, "--json"))
+	if after.Events >= before.Events || after.GlobalSequence != before.GlobalSequence || after.Bytes >= before.Bytes {
+		t.Fatalf("stats before %+v after %+v", before, after)
+	}
+	fails(t, []string{"compact", "--data-dir=" + dir, "--max-per-entity", "-1"}, "must not be negative")
+}
