@@ -520,9 +520,20 @@ func describeJSONError(p []byte) string {
 	return "invalid JSON"
 }
 
-// enqueue hands a request to the writer. It fails with ErrReadOnly or
-// ErrClosed without enqueueing.
+// enqueue hands a request to the writer, blocking while the mailbox is
+// full. It fails with ErrReadOnly, ErrClosed or ErrFenceActive without
+// enqueueing.
 func (s *Store) enqueue(r *request) (*Ticket, error) {
+	return s.send(r, false)
+}
+
+// tryEnqueue is enqueue that refuses instead of blocking: a *RetryError
+// under pressure, a *CancelledError while a fence is active.
+func (s *Store) tryEnqueue(r *request) (*Ticket, error) {
+	return s.send(r, true)
+}
+
+func (s *Store) send(r *request, try bool) (*Ticket, error) {
 	if s.readOnly {
 		return nil, ErrReadOnly
 	}
@@ -532,24 +543,14 @@ func (s *Store) enqueue(r *request) (*Ticket, error) {
 		return nil, ErrClosed
 	}
 	if r.fence == nil && (r.op == opAppend || r.op == opBatch) && s.fence.Load() != nil {
+		if try {
+			return nil, &CancelledError{Reason: "a visibility fence is active", Cause: ErrFenceActive}
+		}
 		return nil, ErrFenceActive
 	}
-	s.mailbox <- r
-	return r.t, nil
-}
-
-// tryEnqueue is enqueue that refuses instead of blocking under pressure.
-func (s *Store) tryEnqueue(r *request) (*Ticket, error) {
-	if s.readOnly {
-		return nil, ErrReadOnly
-	}
-	s.closeMu.RLock()
-	defer s.closeMu.RUnlock()
-	if s.closed {
-		return nil, ErrClosed
-	}
-	if r.fence == nil && s.fence.Load() != nil {
-		return nil, &CancelledError{Reason: "a visibility fence is active", Cause: ErrFenceActive}
+	if !try {
+		s.mailbox <- r
+		return r.t, nil
 	}
 	q, c := len(s.mailbox), cap(s.mailbox)
 	if q*100 >= c*s.cfg.PressureRetryPct {
