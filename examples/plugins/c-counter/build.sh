@@ -1,0 +1,16 @@
+#!/bin/sh
+# Builds c-counter.wasm (or the path given as $1) from counter.c.
+# Needs clang and wasm-ld (Debian/Ubuntu: apt-get install clang lld).
+# Freestanding: no libc, so no wasi-libc or compiler-rt for wasm32 is needed.
+# (counter.c also names its exports with export_name, which exports
+# _initialize; the --export flags list the ABI's functions for the reader.)
+set -eu
+cd "$(dirname "$0")"
+out="${1:-c-counter.wasm}"
+"${CC:-clang}" --target=wasm32-wasi -O2 -nostdlib \
+	-Wl,--no-entry \
+	-Wl,--export=batpak_abi_version \
+	-Wl,--export=batpak_alloc \
+	-Wl,--export=batpak_fold \
+	-Wl,--strip-all \
+	-o "$out" counter.c
