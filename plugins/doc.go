@@ -34,11 +34,13 @@
 // # Limits and faults
 //
 // Manifest.Limits cap linear memory (pages), each call's time (the call is
-// interrupted: WithCloseOnContextDone), and the output size. A trap, a
+// interrupted: WithCloseOnContextDone; a fresh instance's initialization,
+// at Load or in a call, counts too), and the output size. A trap, a
 // timeout, memory exhaustion, an output over the cap or not following the
 // ABI, or an error the plugin reports comes back as a *PluginFault (plugin,
 // kind of fault, cause); the instance is discarded, and neither the host
-// nor the store is affected. After Limits.MaxFaults consecutive faults the
+// nor the store is affected. A call whose caller's context ends first
+// fails with that context's error and is not counted as a fault. After Limits.MaxFaults consecutive faults the
 // plugin is quarantined — calls fail at once with FaultQuarantined — until
 // Reset or Swap.
 //

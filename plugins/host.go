@@ -15,6 +15,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
 
@@ -35,6 +36,10 @@ type Host struct {
 type HostOptions struct {
 	// CacheDir keeps compiled modules between runs (a Go guest compiles in
 	// about a second cold, ~50 ms from the cache). Empty: in memory only.
+	// Do not share the directory with other wazero runtimes: wazero keys
+	// its cache by module only, and code compiled by a runtime without
+	// WithCloseOnContextDone cannot be interrupted, so Limits.Timeout
+	// would not stop a loop.
 	CacheDir string
 	// Logger receives plugins' log calls. Default slog.Default().
 	Logger *slog.Logger
@@ -89,7 +94,26 @@ type version struct {
 	mod     wazero.CompiledModule
 	cfg     wazero.ModuleConfig
 	exports map[string]bool
-	pool    chan api.Module
+	pool    chan *instance
+}
+
+// instance is one instance of a module and the linear memory that
+// enforces its limit.
+type instance struct {
+	mod   api.Module
+	mem   *limitedMemory
+	funcs map[string]api.Function // looked up once: a lookup allocates
+}
+
+// fn returns the exported function name (the instance is used by one
+// goroutine at a time, so the cache needs no lock).
+func (i *instance) fn(name string) api.Function {
+	f, ok := i.funcs[name]
+	if !ok {
+		f = i.mod.ExportedFunction(name)
+		i.funcs[name] = f
+	}
+	return f
 }
 
 // Load compiles wasm as the plugin described by m and registers it under
@@ -135,7 +159,7 @@ func (h *Host) Unload(ctx context.Context, name string) error {
 
 func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, error) {
 	if err := m.normalize(); err != nil {
-		return nil, err
+		return nil, &LoadError{Plugin: m.Name, Reason: "invalid manifest", Cause: err}
 	}
 	refuse := func(reason string, cause error) (*version, error) {
 		return nil, &LoadError{Plugin: m.Name, Reason: reason, Cause: cause}
@@ -144,9 +168,11 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	if m.SHA256 != "" && m.SHA256 != digest {
 		return refuse(fmt.Sprintf("sha256 %s does not match the pinned %s", digest, m.SHA256), nil)
 	}
+	// The memory limit is not wazero's WithMemoryLimitPages: that refuses
+	// memory.grow silently, and a module that then traps would look like any
+	// other trap. limitedMemory enforces it and remembers the refusal.
 	rc := wazero.NewRuntimeConfig().
 		WithCompilationCache(h.cache).
-		WithMemoryLimitPages(m.Limits.MemoryPages).
 		WithCloseOnContextDone(true)
 	rt := wazero.NewRuntimeWithConfig(ctx, rc)
 	fail := func(reason string, cause error) (*version, error) {
@@ -183,6 +209,12 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	if err != nil {
 		return fail("module does not compile", err)
 	}
+	switch defined, pages := initialMemory(wasm); {
+	case !defined:
+		return fail("the module defines no memory of its own (the host passes inputs in it)", nil)
+	case pages > uint64(m.Limits.MemoryPages):
+		return fail(fmt.Sprintf("its initial memory is %d pages, over the limit of %d", pages, m.Limits.MemoryPages), nil)
+	}
 	exports := map[string]bool{}
 	for n := range mod.ExportedFunctions() {
 		exports[n] = true
@@ -218,20 +250,26 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	for k, val := range m.Grants.Env {
 		cfg = cfg.WithEnv(k, val)
 	}
-	v := &version{m: m, digest: digest, rt: rt, mod: mod, cfg: cfg, exports: exports, pool: make(chan api.Module, m.Limits.PoolSize)}
+	v := &version{m: m, digest: digest, rt: rt, mod: mod, cfg: cfg, exports: exports, pool: make(chan *instance, m.Limits.PoolSize)}
 	// Instantiate once now: the ABI version is checked and the first
-	// instance is ready for the first call.
-	inst, err := v.instantiate(ctx)
+	// instance is ready for the first call. Both are bounded by the call
+	// timeout (a start function or _initialize could loop).
+	tctx, cancel := context.WithTimeout(ctx, time.Duration(m.Limits.Timeout))
+	defer cancel()
+	inst, err := v.instantiate(tctx)
 	if err != nil {
+		if tctx.Err() != nil && ctx.Err() == nil {
+			return fail(fmt.Sprintf("instantiating the module took longer than the %v timeout", time.Duration(m.Limits.Timeout)), err)
+		}
 		return fail("instantiating the module", err)
 	}
-	res, err := inst.ExportedFunction(abi.ExportABIVersion).Call(ctx)
+	res, err := inst.fn(abi.ExportABIVersion).Call(tctx)
 	if err != nil || len(res) != 1 {
-		inst.Close(ctx)
+		inst.mod.Close(ctx)
 		return fail("calling "+abi.ExportABIVersion, err)
 	}
 	if got := api.DecodeI32(res[0]); got != abi.Version {
-		inst.Close(ctx)
+		inst.mod.Close(ctx)
 		return fail(fmt.Sprintf("ABI version %d, this host speaks version %d", got, abi.Version), nil)
 	}
 	v.pool <- inst
@@ -275,15 +313,117 @@ func (zeroReader) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (v *version) instantiate(ctx context.Context) (api.Module, error) {
-	return v.rt.InstantiateModule(ctx, v.mod, v.cfg)
+// instantiate makes a new instance whose linear memory enforces
+// Limits.MemoryPages.
+func (v *version) instantiate(ctx context.Context) (*instance, error) {
+	mem := &limitedMemory{limit: uint64(v.m.Limits.MemoryPages) * 65536}
+	ctx = experimental.WithMemoryAllocator(ctx, experimental.MemoryAllocatorFunc(
+		func(_, _ uint64) experimental.LinearMemory { return mem }))
+	mod, err := v.rt.InstantiateModule(ctx, v.mod, v.cfg)
+	if err != nil {
+		return &instance{mem: mem}, err
+	}
+	if uint64(len(mem.buf)) > mem.limit {
+		mod.Close(ctx)
+		return &instance{mem: mem}, fmt.Errorf("its initial memory (%d bytes) is over the limit of %d pages", len(mem.buf), v.m.Limits.MemoryPages)
+	}
+	return &instance{mod: mod, mem: mem, funcs: map[string]api.Function{}}, nil
+}
+
+// limitedMemory is an instance's linear memory (a wazero
+// experimental.LinearMemory). It refuses to grow past limit bytes and
+// records that it did, so that the trap a refused memory.grow usually
+// leads to (a Go guest's "out of memory", a C guest's abort) is reported
+// as FaultMemory rather than FaultTrap.
+type limitedMemory struct {
+	limit     uint64
+	buf       []byte
+	allocated bool
+	refused   atomic.Bool // a grow was refused during the current call
+}
+
+// Reallocate implements experimental.LinearMemory. The first call, for the
+// module's initial size, always succeeds (wazero cannot take a refusal
+// there); Load refuses a module whose initial memory is over the limit
+// before instantiating it, and instantiate checks it again after.
+func (m *limitedMemory) Reallocate(size uint64) []byte {
+	if m.allocated && size > m.limit {
+		m.refused.Store(true)
+		return nil
+	}
+	m.allocated = true
+	if size <= uint64(cap(m.buf)) {
+		// Memory never shrinks: the bytes up to cap were never exposed and
+		// are still zero.
+		m.buf = m.buf[:size]
+		return m.buf
+	}
+	b := make([]byte, size, max(size, min(2*uint64(cap(m.buf)), m.limit)))
+	copy(b, m.buf)
+	m.buf = b
+	return b
+}
+
+// Free implements experimental.LinearMemory; the garbage collector frees
+// the buffer with the instance.
+func (m *limitedMemory) Free() {}
+
+// initialMemory reads from a module's memory section whether it defines a
+// memory and its initial size in pages (the largest, should it define
+// several). wasm has already compiled, so it is well formed; a malformed
+// section reads as a memory of 0 pages, and instantiate checks the size
+// again.
+func initialMemory(wasm []byte) (defined bool, pages uint64) {
+	uleb := func(b []byte) (uint64, int) {
+		var v uint64
+		for i := 0; i < len(b) && i < 10; i++ {
+			v |= uint64(b[i]&0x7f) << (7 * i)
+			if b[i]&0x80 == 0 {
+				return v, i + 1
+			}
+		}
+		return 0, 0
+	}
+	const memorySection = 5
+	if len(wasm) < 8 {
+		return true, 0
+	}
+	r := wasm[8:] // magic and version
+	for len(r) > 0 {
+		id := r[0]
+		size, n := uleb(r[1:])
+		if n == 0 || size > uint64(len(r)-1-n) {
+			return true, 0
+		}
+		sec := r[1+n : 1+n+int(size)]
+		r = r[1+n+int(size):]
+		if id != memorySection {
+			continue
+		}
+		count, n := uleb(sec)
+		sec = sec[n:]
+		var most uint64
+		for i := uint64(0); i < count && n > 0 && len(sec) > 0; i++ {
+			flags := sec[0]
+			var pages uint64
+			pages, n = uleb(sec[1:])
+			sec = sec[1+n:]
+			most = max(most, pages)
+			if flags&1 != 0 { // a maximum follows
+				_, n = uleb(sec)
+				sec = sec[n:]
+			}
+		}
+		return count > 0, most
+	}
+	return false, 0
 }
 
 func (v *version) close(ctx context.Context) error {
 	for {
 		select {
 		case inst := <-v.pool:
-			inst.Close(ctx)
+			inst.mod.Close(ctx)
 		default:
 			return v.rt.Close(ctx)
 		}
@@ -333,9 +473,10 @@ func (p *Plugin) Swap(ctx context.Context, wasm []byte, m Manifest) error {
 }
 
 // call runs export with inputs copied into guest memory and returns a
-// copy of the output. Faults discard the instance and count toward
-// quarantine.
-func (p *Plugin) call(ctx context.Context, export string, inputs ...[]byte) ([]byte, error) {
+// copy of the output. check, if not nil, validates the output: its error
+// is a FaultOutput. Faults discard the instance and count toward
+// quarantine; only a call whose output passed check resets the count.
+func (p *Plugin) call(ctx context.Context, export string, check func(out []byte) error, inputs ...[]byte) ([]byte, error) {
 	v := p.cur.Load()
 	fault := func(kind FaultKind, cause error) error {
 		if kind != FaultQuarantined {
@@ -346,23 +487,43 @@ func (p *Plugin) call(ctx context.Context, export string, inputs ...[]byte) ([]b
 	if p.Quarantined() {
 		return nil, fault(FaultQuarantined, fmt.Errorf("%d consecutive faults; reload the plugin", p.faults.Load()))
 	}
-	inst, err := v.checkout(ctx)
-	if err != nil {
-		return nil, fault(FaultTrap, err)
+	// A call the caller gave up on (its context ended) is not the plugin's
+	// fault: it is neither reported as a timeout nor counted.
+	parent := ctx
+	abandoned := func() error {
+		return fmt.Errorf("batpak: plugin %s@%s: call abandoned: %w", v.m.Name, v.m.Version, context.Cause(parent))
 	}
+	// The timeout covers a fresh instance's initialization too.
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(v.m.Limits.Timeout))
 	defer cancel()
+	inst, err := v.checkout(ctx)
+	if err != nil {
+		if parent.Err() != nil {
+			return nil, abandoned()
+		}
+		kind, err := v.classifyErr(ctx, inst, err)
+		return nil, fault(kind, fmt.Errorf("instantiating: %w", err))
+	}
 	out, kind, err := v.invoke(ctx, inst, export, inputs)
 	if err != nil {
-		inst.Close(context.Background())
+		inst.mod.Close(context.Background())
+		if parent.Err() != nil {
+			return nil, abandoned()
+		}
 		return nil, fault(kind, err)
+	}
+	if check != nil {
+		if err := check(out); err != nil {
+			inst.mod.Close(context.Background())
+			return nil, fault(FaultOutput, err)
+		}
 	}
 	p.faults.Store(0)
 	v.put(inst, p.cur.Load() == v)
 	return out, nil
 }
 
-func (v *version) checkout(ctx context.Context) (api.Module, error) {
+func (v *version) checkout(ctx context.Context) (*instance, error) {
 	select {
 	case inst := <-v.pool:
 		return inst, nil
@@ -371,22 +532,23 @@ func (v *version) checkout(ctx context.Context) (api.Module, error) {
 	}
 }
 
-func (v *version) put(inst api.Module, current bool) {
+func (v *version) put(inst *instance, current bool) {
 	if !current {
-		inst.Close(context.Background())
+		inst.mod.Close(context.Background())
 		return
 	}
 	select {
 	case v.pool <- inst:
 	default:
-		inst.Close(context.Background())
+		inst.mod.Close(context.Background())
 	}
 }
 
 // invoke passes inputs, calls export and reads the packed result.
-func (v *version) invoke(ctx context.Context, inst api.Module, export string, inputs [][]byte) ([]byte, FaultKind, error) {
-	mem := inst.Memory()
-	alloc := inst.ExportedFunction(abi.ExportAlloc)
+func (v *version) invoke(ctx context.Context, inst *instance, export string, inputs [][]byte) ([]byte, FaultKind, error) {
+	inst.mem.refused.Store(false)
+	mem := inst.mod.Memory()
+	alloc := inst.fn(abi.ExportAlloc)
 	params := make([]uint64, 0, 2*len(inputs))
 	for _, in := range inputs {
 		ptr := uint32(0)
@@ -397,13 +559,16 @@ func (v *version) invoke(ctx context.Context, inst api.Module, export string, in
 				return nil, kind, err
 			}
 			ptr = uint32(res[0])
+			if ptr == 0 && inst.mem.refused.Load() {
+				return nil, FaultMemory, fmt.Errorf("%s(%d) failed: the module was refused memory beyond its limit of %d pages", abi.ExportAlloc, len(in), v.m.Limits.MemoryPages)
+			}
 			if ptr == 0 || !mem.Write(ptr, in) {
 				return nil, FaultOutput, fmt.Errorf("%s(%d) returned an unusable buffer %#x", abi.ExportAlloc, len(in), ptr)
 			}
 		}
 		params = append(params, uint64(ptr), uint64(len(in)))
 	}
-	res, err := inst.ExportedFunction(export).Call(ctx, params...)
+	res, err := inst.fn(export).Call(ctx, params...)
 	if err != nil {
 		kind, err := v.classifyErr(ctx, inst, err)
 		return nil, kind, err
@@ -427,9 +592,9 @@ func (v *version) invoke(ctx context.Context, inst api.Module, export string, in
 }
 
 // classifyErr names a failed call: a timeout (the context), memory
-// exhaustion (a trap with memory at its cap, or an out-of-memory exit), or
-// another trap.
-func (v *version) classifyErr(ctx context.Context, inst api.Module, err error) (FaultKind, error) {
+// exhaustion (the module was refused memory during the call, or reports
+// running out), or another trap.
+func (v *version) classifyErr(ctx context.Context, inst *instance, err error) (FaultKind, error) {
 	var exit *sys.ExitError
 	if errors.As(err, &exit) {
 		switch exit.ExitCode() {
@@ -442,8 +607,8 @@ func (v *version) classifyErr(ctx context.Context, inst api.Module, err error) (
 	if ctx.Err() != nil {
 		return FaultTimeout, fmt.Errorf("the call did not finish within %v: %w", time.Duration(v.m.Limits.Timeout), err)
 	}
-	if mem := inst.Memory(); mem != nil && uint64(mem.Size())+4*65536 > uint64(v.m.Limits.MemoryPages)*65536 {
-		return FaultMemory, fmt.Errorf("memory at its limit of %d pages: %w", v.m.Limits.MemoryPages, err)
+	if inst.mem.refused.Load() {
+		return FaultMemory, fmt.Errorf("the module was refused memory beyond its limit of %d pages: %w", v.m.Limits.MemoryPages, err)
 	}
 	if strings.Contains(err.Error(), "out of memory") {
 		return FaultMemory, err

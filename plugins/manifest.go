@@ -39,8 +39,8 @@ type Limits struct {
 }
 
 // Grants opens the sandbox. By default a plugin sees no files, no network,
-// no environment, a clock fixed at the Unix epoch and a random source of
-// zeros, so a replay gives byte-identical results.
+// no environment, a clock fixed at 2020-01-01T00:00:00Z and a random
+// source of zeros, so a replay gives byte-identical results.
 type Grants struct {
 	// Env variables visible to the plugin.
 	Env map[string]string `json:"env,omitempty"`
@@ -98,7 +98,7 @@ func (m *Manifest) normalize() error {
 		return bad("version is empty")
 	case m.Kind != KindProjection && m.Kind != KindHandler:
 		return bad("kind %q: want projection or handler", m.Kind)
-	case m.SHA256 != "" && len(m.SHA256) != 64:
+	case m.SHA256 != "" && !isHex64(m.SHA256):
 		return bad("sha256 %q: want 64 hex digits", m.SHA256)
 	}
 	m.SHA256 = strings.ToLower(m.SHA256)
@@ -122,6 +122,11 @@ func (m *Manifest) normalize() error {
 		l.PoolSize = 8
 	}
 	return nil
+}
+
+func isHex64(s string) bool {
+	_, err := hex.DecodeString(s)
+	return len(s) == 64 && err == nil
 }
 
 // LoadManifest reads a manifest from a JSON file.

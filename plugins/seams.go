@@ -3,6 +3,8 @@ package plugins
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/plugins/abi"
@@ -11,6 +13,12 @@ import (
 
 // EncodeBatch encodes events in the ABI's batch layout.
 func EncodeBatch(dst []byte, evs []core.StoredEvent) []byte {
+	size := 4
+	for i := range evs {
+		ev := &evs[i]
+		size += 4 + abi.EventFixed + len(ev.Coordinate.Entity) + len(ev.Coordinate.Scope) + len(ev.Payload)
+	}
+	dst = slices.Grow(dst, size) // one allocation, not one growth per event
 	dst = abi.AppendBatchHeader(dst, len(evs))
 	for i := range evs {
 		ev := &evs[i]
@@ -30,7 +38,24 @@ func (p *Plugin) Fold(ctx context.Context, state []byte, evs []core.StoredEvent)
 	if k := p.Manifest().Kind; k != KindProjection {
 		return nil, fmt.Errorf("batpak: plugin %s is a %s plugin, not a projection", p.name, k)
 	}
-	return p.call(ctx, abi.ExportFold, state, EncodeBatch(nil, evs))
+	batch := encodeBatch(evs)
+	defer batchBufs.Put(batch)
+	return p.call(ctx, abi.ExportFold, nil, state, *batch)
+}
+
+// batchBufs recycles encoded batches: call copies them into the guest and
+// keeps nothing.
+var batchBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// encodeBatch encodes evs into a buffer from batchBufs (put it back when
+// done).
+func encodeBatch(evs []core.StoredEvent) *[]byte {
+	b := batchBufs.Get().(*[]byte)
+	if cap(*b) > 4<<20 {
+		*b = nil // do not keep a huge one around
+	}
+	*b = EncodeBatch((*b)[:0], evs)
+	return b
 }
 
 // Projection adapts a projection plugin to core.Project: the state is the
@@ -94,21 +119,26 @@ func (p *Plugin) Handle(ctx context.Context, evs []core.StoredEvent) (uint32, []
 	if v.m.Kind != KindHandler {
 		return 0, nil, fmt.Errorf("batpak: plugin %s is a %s plugin, not a handler", p.name, v.m.Kind)
 	}
-	out, err := p.call(ctx, abi.ExportHandle, EncodeBatch(nil, evs))
+	var action uint32
+	var rs []abi.Reaction
+	batch := encodeBatch(evs)
+	defer batchBufs.Put(batch)
+	// The answer is checked inside the call, so that a malformed one is a
+	// fault that counts toward quarantine like any other.
+	_, err := p.call(ctx, abi.ExportHandle, func(out []byte) error {
+		var err error
+		if action, rs, err = abi.ParseHandlerOutput(out); err != nil {
+			return err
+		}
+		for _, r := range rs {
+			if int(r.Source) >= len(evs) {
+				return fmt.Errorf("reaction names source event %d of a batch of %d", r.Source, len(evs))
+			}
+		}
+		return nil
+	}, *batch)
 	if err != nil {
 		return 0, nil, err
-	}
-	action, rs, err := abi.ParseHandlerOutput(out)
-	if err != nil {
-		p.faults.Add(1)
-		return 0, nil, &PluginFault{Plugin: v.m.Name, Version: v.m.Version, Kind: FaultOutput, Cause: err}
-	}
-	for _, r := range rs {
-		if int(r.Source) >= len(evs) {
-			p.faults.Add(1)
-			return 0, nil, &PluginFault{Plugin: v.m.Name, Version: v.m.Version, Kind: FaultOutput,
-				Cause: fmt.Errorf("reaction names source event %d of a batch of %d", r.Source, len(evs))}
-		}
 	}
 	return action, rs, nil
 }
