@@ -50,8 +50,9 @@
 // plugin's bytes, events are folded a batch (core.ProjectBatchSize) per
 // call, and cached states are keyed by plugin name, version and module
 // digest. Plugin.Handler adapts a handler plugin to core.CursorWorker: the
-// reactions it returns are written as one atomic batch through the
-// store's write gates (action "plugin", principal "plugin:NAME"), with
+// reactions to each source event are written as one atomic batch through
+// the store's write gates (action "plugin", principal "plugin:NAME"), with
 // correlation and causation from the source event and idempotency keys
-// derived from it, so at-least-once redelivery writes nothing twice.
+// numbered within that source, so at-least-once redelivery writes nothing
+// twice however the worker cuts its batches.
 package plugins

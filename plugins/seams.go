@@ -149,11 +149,12 @@ func (p *Plugin) Principal() policy.Principal {
 }
 
 // Handler adapts a handler plugin to core.CursorWorker. For each batch it
-// calls the plugin and writes the reactions it returns as one atomic batch
-// through the store's write gates (action "plugin", principal
-// "plugin:NAME"), with correlation = the source event's correlation,
-// causation = the source event's id, and an idempotency key derived from
-// the source so that a redelivery (at-least-once) writes nothing twice. A
+// calls the plugin and writes the reactions it returns, those of each
+// source event as one atomic batch, through the store's write gates
+// (action "plugin", principal "plugin:NAME"), with correlation = the
+// source event's correlation, causation = the source event's id, and an
+// idempotency key numbered within the source, so a redelivery
+// (at-least-once) writes nothing twice however the batches are cut. A
 // plugin fault is the handler's error: the worker restarts from its last
 // commit within its restart budget.
 func (p *Plugin) Handler(store *core.Store) core.Handler {
@@ -162,26 +163,35 @@ func (p *Plugin) Handler(store *core.Store) core.Handler {
 		if err != nil {
 			return core.Continue, err
 		}
-		if len(rs) > 0 {
-			items := make([]core.BatchItem, len(rs))
-			for i, r := range rs {
-				src := &batch[r.Source]
-				coord, err := core.NewCoordinate(string(r.Entity), string(r.Scope))
-				if err != nil {
-					return core.Continue, fmt.Errorf("batpak: plugin %s reaction %d: %w", p.name, i, err)
-				}
-				items[i] = core.BatchItem{
-					Coordinate: coord, Kind: core.Kind(r.Kind), Payload: append([]byte(nil), r.Payload...),
-					Options: core.AppendOptions{
-						CorrelationID:  src.Header.CorrelationID,
-						CausationID:    src.Header.ID,
-						IdempotencyKey: fmt.Sprintf("plugin:%s:%s:%d", p.name, src.Header.ID, i),
-					},
-				}
+		// The reactions to each source event are written as one atomic
+		// batch, numbered within that source: a redelivery finds the same
+		// keys however the worker cuts its batches (a restart with another
+		// BatchSize, more events arrived), so nothing is written twice.
+		bySource := map[uint32][]core.BatchItem{}
+		var order []uint32
+		for i, r := range rs {
+			src := &batch[r.Source]
+			coord, err := core.NewCoordinate(string(r.Entity), string(r.Scope))
+			if err != nil {
+				return core.Continue, fmt.Errorf("batpak: plugin %s reaction %d: %w", p.name, i, err)
 			}
-			wctx := policy.WithPrincipal(core.WithAction(ctx, core.ActionPlugin), p.Principal())
-			if _, err := store.AppendBatch(wctx, items); err != nil {
-				return core.Continue, fmt.Errorf("batpak: plugin %s reactions: %w", p.name, err)
+			if _, seen := bySource[r.Source]; !seen {
+				order = append(order, r.Source)
+			}
+			n := len(bySource[r.Source])
+			bySource[r.Source] = append(bySource[r.Source], core.BatchItem{
+				Coordinate: coord, Kind: core.Kind(r.Kind), Payload: append([]byte(nil), r.Payload...),
+				Options: core.AppendOptions{
+					CorrelationID:  src.Header.CorrelationID,
+					CausationID:    src.Header.ID,
+					IdempotencyKey: fmt.Sprintf("plugin:%s:%s:%d", p.name, src.Header.ID, n),
+				},
+			})
+		}
+		wctx := policy.WithPrincipal(core.WithAction(ctx, core.ActionPlugin), p.Principal())
+		for _, src := range order {
+			if _, err := store.AppendBatch(wctx, bySource[src]); err != nil {
+				return core.Continue, fmt.Errorf("batpak: plugin %s reactions to %s: %w", p.name, batch[src].Header.ID, err)
 			}
 		}
 		if action == abi.ActionStop {
