@@ -34,13 +34,13 @@ type Incremental interface {
 // call (a WebAssembly plugin crossing into its sandbox once per batch, not
 // once per event). Project then calls ApplyBatch with up to
 // ProjectBatchSize events at a time instead of Apply; an error fails the
-// Project call.
+// Project call. The slice is reused between calls: do not keep it.
 type BatchApplier[S any] interface {
 	ApplyBatch(state S, evs []StoredEvent) (S, error)
 }
 
 // ProjectBatchSize is how many events Project hands a BatchApplier at once.
-const ProjectBatchSize = 256
+const ProjectBatchSize = 1024
 
 // StateCodec is implemented by projections that encode their state for
 // the cache themselves; the default is encoding/json.
@@ -106,63 +106,80 @@ func cacheKey[S any](entity string, p Projection[S]) string {
 }
 
 func project[S any](s *Store, entity string, p Projection[S], fresh Freshness) (S, bool, uint64, error) {
+	var zero S
 	if err := s.checkReadable(); err != nil {
-		var zero S
 		return zero, false, 0, err
 	}
+	// The epoch is read once, before the cache and before reading: an
+	// erasure after this makes whatever is computed here stale.
+	erasures := s.erasures.Load()
 	cache := s.cfg.ProjectionCache
 	key := ""
-	state, found, from := p.Init(), false, uint64(0)
+	var cached *CachedState // a current state an Incremental projection continues
 	if cache != nil {
 		key = cacheKey(entity, p)
-		if ce, ok := cache.Get(key); ok && ce.Erasures == s.erasures.Load() {
+		if ce, ok := cache.Get(key); ok && ce.Erasures == erasures {
 			if st, err := decodeState(p, ce.State); err == nil {
 				if fresh.maxAge > 0 && time.Since(ce.At) <= fresh.maxAge {
 					return st, ce.Found, ce.UpTo, nil
 				}
 				if inc, ok := any(p).(Incremental); ok && inc.SupportsIncremental() {
-					state, found, from = st, ce.Found, ce.UpTo
+					cached = &ce
 				}
 			}
 		}
 	}
-	erasures := s.erasures.Load() // before reading: a redaction meanwhile makes this state stale
-	locs, gen := s.ix.entityEvents(entity, p.Kinds(), from)
-	if from > 0 && gen == from {
-		// cached state is current
+	// A read that fails while a compaction replaced segment files is done
+	// again from the start (see readRetry).
+	for try := 0; ; try++ {
+		epoch := s.compactions.Load()
+		state, found, from := p.Init(), false, uint64(0)
+		if cached != nil {
+			st, err := decodeState(p, cached.State) // afresh: Apply may have changed the last one
+			if err != nil {
+				return zero, false, 0, err
+			}
+			state, found, from = st, cached.Found, cached.UpTo
+		}
+		locs, gen := s.ix.entityEvents(entity, p.Kinds(), from)
+		if from > 0 && gen == from {
+			// cached state is current
+			return state, found, gen, nil
+		}
+		var rerr error
+		if ba, ok := any(p).(BatchApplier[S]); ok {
+			for i := 0; i < len(locs) && rerr == nil; i += ProjectBatchSize {
+				evs, err := s.readLocs(locs[i:min(i+ProjectBatchSize, len(locs))])
+				if err == nil {
+					state, err = ba.ApplyBatch(state, evs)
+				}
+				rerr = err
+				found = true
+			}
+		} else {
+			s.eachLoc(locs, func(ev StoredEvent, err error) bool {
+				if err != nil {
+					rerr = err
+					return false
+				}
+				state = p.Apply(state, ev)
+				found = true
+				return true
+			})
+		}
+		if rerr != nil {
+			if try < 3 && s.compactions.Load() != epoch {
+				continue
+			}
+			return zero, false, 0, rerr
+		}
+		if cache != nil {
+			if b, err := encodeState(p, state); err == nil {
+				cache.Put(key, CachedState{State: b, UpTo: gen, Found: found, At: time.Now(), Erasures: erasures})
+			}
+		}
 		return state, found, gen, nil
 	}
-	var rerr error
-	if ba, ok := any(p).(BatchApplier[S]); ok {
-		for i := 0; i < len(locs) && rerr == nil; i += ProjectBatchSize {
-			evs, err := s.readLocs(locs[i:min(i+ProjectBatchSize, len(locs))])
-			if err == nil {
-				state, err = ba.ApplyBatch(state, evs)
-			}
-			rerr = err
-			found = true
-		}
-	} else {
-		s.eachLoc(locs, func(ev StoredEvent, err error) bool {
-			if err != nil {
-				rerr = err
-				return false
-			}
-			state = p.Apply(state, ev)
-			found = true
-			return true
-		})
-	}
-	if rerr != nil {
-		var zero S
-		return zero, false, 0, rerr
-	}
-	if cache != nil {
-		if b, err := encodeState(p, state); err == nil {
-			cache.Put(key, CachedState{State: b, UpTo: gen, Found: found, At: time.Now(), Erasures: erasures})
-		}
-	}
-	return state, found, gen, nil
 }
 
 func encodeState[S any](p Projection[S], st S) ([]byte, error) {
