@@ -1,10 +1,11 @@
 // Command batpak works on a batpak event store in a local directory.
 //
 // It is a thin shell over package core: every verb opens the store,
-// does one thing and closes it. Write verbs (append, demo) open the store
-// with core.Open and take its lock; read verbs (get, query, ancestors,
-// verify, stats) use core.OpenReadOnly, so they work beside a live writer
-// and never change a file.
+// does one thing and closes it. Write verbs (append, demo, import,
+// snapshot, redact, compact) open the store with core.Open and take its
+// lock; read verbs (get, query, ancestors, verify, stats, export, plugin
+// project) use core.OpenReadOnly, so they work beside a live writer and
+// never change a file.
 //
 //	batpak append --entity E --scope S --kind CAT:TYPE --data JSON
 //	              [--idempotency-key K] [--expect-clock N | --expect-new]
@@ -19,6 +20,14 @@
 //	batpak config
 //	batpak policy test DIR [--run REGEX]
 //	batpak policy eval [--bundle DIR] --input FILE [--json]
+//	batpak plugin build DIR [-o OUT.wasm]
+//	batpak plugin inspect FILE [--manifest FILE] [--json]
+//	batpak plugin project --plugin FILE --entity E [--manifest FILE] [--json]
+//	batpak export [-o FILE] [--entity-prefix P] [--scope S]
+//	batpak import FILE|-
+//	batpak snapshot DEST
+//	batpak redact ID | --entity E
+//	batpak compact [--merge] [--max-age D] [--max-per-entity N] [--tombstone-entity E]
 //
 // # Configuration
 //
