@@ -32,6 +32,10 @@ type checkpointInfo struct {
 	seg     uint32
 	end     int64
 	entries uint64
+	hidden  int // restored entries of fences that never committed
+	// located counts the restored entries that name an event frame;
+	// matched counts those the covered frames confirmed (see cover).
+	located, matched int
 }
 
 // writeCheckpoint saves the index. Called by Close once the writer has
@@ -218,6 +222,12 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 		if int(e.entity) >= len(ix.entities) || int(e.scope) >= len(ix.scopes) {
 			return nil, fmt.Errorf("%w: entry %d names an unknown entity or scope", errBadCheckpoint, seq)
 		}
+		if !e.id.IsZero() {
+			ck.located++
+		}
+		if e.flags&entryHidden != 0 {
+			ck.hidden++
+		}
 		ix.insertLocked(seq, e, "")
 	}
 	nid := int(r.u32())
@@ -232,4 +242,33 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 		return nil, fmt.Errorf("%w: %d bytes left over", errBadCheckpoint, len(body)-r.off)
 	}
 	return ck, nil
+}
+
+// cover checks a frame the checkpoint covers (at off in segment seg; the
+// checkpoint covers the segment up to from) against the restored index:
+// the watermark must not fall inside the frame, and an event frame at a
+// place an entry names must be that entry's event. A checkpoint of
+// another store, or of other files, is so found out instead of being
+// trusted (Open then scans).
+func (ck *checkpointInfo) cover(ix *index, seg uint32, off int, rec []byte, from int) error {
+	if off+frameHeaderSize+len(rec) > from {
+		return fmt.Errorf("%w: the watermark falls inside the frame at offset %d of %s", errCheckpointStale, off, segmentName(seg))
+	}
+	if rec[0] != recEvent || !checkEvent(rec) {
+		return nil
+	}
+	v := eventView(rec)
+	seq := v.seq()
+	if seq >= uint64(ix.n) {
+		return nil // a batch that never committed, at the very end
+	}
+	e := ix.at(uint32(seq))
+	if e.seg != seg || e.off != uint32(off) {
+		return nil // a batch that never committed: its sequence was reused
+	}
+	if e.id != v.id() {
+		return fmt.Errorf("%w: %s at offset %d holds event %s, the checkpoint says %s", errCheckpointStale, segmentName(seg), off, v.id(), e.id)
+	}
+	ck.matched++
+	return nil
 }

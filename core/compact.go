@@ -20,10 +20,18 @@ import (
 //     — so the entity's hash chain still links (the chain covers the
 //     payload only through its digest) and Verify still passes. Removed
 //     events are invisible: Get, Query, cursors and projections skip them.
+//     Their idempotency keys are forgotten: a write repeating one is a new
+//     event.
 //   - Tombstone: events the predicate picks keep their header, visibly, as
-//     redacted, and lose their payload bytes.
-//   - Merge: sealed segments are combined into as few files as
-//     SegmentMaxBytes allows.
+//     redacted, and lose their payload bytes. Their idempotency keys still
+//     dedupe (the payload digest is in the header).
+//   - Merge: sealed segments are combined, after the above, into as few
+//     files as SegmentMaxBytes allows.
+//
+// Removing or tombstoning events raises the erasure epoch, as a redaction
+// does, so projection states cached before are not served after. The
+// segments of a visibility fence still open are left alone (its events
+// are not in the index until it ends).
 //
 // Everything else is copied byte for byte: global sequences, ids, payloads
 // of kept events, batch and fence records (so hidden ranges stay hidden),
@@ -98,9 +106,20 @@ func (s *Store) Compact(ctx context.Context, cfg CompactConfig) (CompactReport, 
 	if err := s.checkReadable(); err != nil {
 		return rep, err
 	}
+	s.erasureMu.Lock()
+	defer s.erasureMu.Unlock()
 	s.rewriteMu.Lock()
 	defer s.rewriteMu.Unlock()
 	active, _ := s.w.stat()
+	// Events written under a fence that is still open are not in the index
+	// yet, so their entries could not follow them to the new files: the
+	// segments from the fence's first one on are left alone. (Read after
+	// active: a fence begun later begins in active or after it.)
+	if f := s.fence.Load(); f != nil {
+		if b := f.beginSeg.Load(); b != 0 && segID(b) < segID(active) {
+			active = b
+		}
+	}
 	all, err := listSegments(s.cfg.Dir)
 	if err != nil {
 		return rep, err
@@ -122,7 +141,18 @@ func (s *Store) Compact(ctx context.Context, cfg CompactConfig) (CompactReport, 
 		}
 		return rep, err
 	}
-	if err := s.commitCompaction(sealed, outs, &rep); err != nil {
+	// Removing or tombstoning events is an erasure: projection states
+	// cached before it must not be served after it (see redact.go).
+	var epoch uint64
+	if rep.EventsRemoved+rep.EventsTombstoned > 0 {
+		if epoch, err = s.raiseErasures(); err != nil {
+			for _, o := range outs {
+				os.Remove(o.tmpPath)
+			}
+			return rep, err
+		}
+	}
+	if err := s.commitCompaction(sealed, outs, epoch, &rep); err != nil {
 		return rep, err
 	}
 	rep.Elapsed = time.Since(start)
@@ -164,7 +194,7 @@ type compactOut struct {
 func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg CompactConfig, plan compactPlanT, rep *CompactReport) ([]*compactOut, error) {
 	var outs []*compactOut
 	var cur *compactOut
-	var buf []byte
+	var buf, part []byte
 	flush := func() error {
 		if cur == nil {
 			return nil
@@ -208,42 +238,44 @@ func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg Compac
 			return outs, err
 		}
 		rep.SegmentsRewritten++
-		// Merging appends a segment to the current output only if it would
-		// fit uncompacted: outputs never exceed SegmentMaxBytes.
-		if cur == nil || !cfg.Merge || int64(len(buf))+s.segmentEnd(key)-segmentHeaderSize > s.cfg.SegmentMaxBytes {
-			if err := flush(); err != nil {
-				unmap()
-				return outs, err
-			}
-			open(key)
-		}
+		// The segment's frames are rewritten into part (offsets relative to
+		// its start), then placed: merging appends part to the current
+		// output when the result stays within SegmentMaxBytes.
+		part = part[:0]
+		locs := map[uint32]uint32{}
+		var removed []uint32
 		_, st, err := scanFrames(data, func(off int, rec []byte) error {
 			frame := data[off : off+frameHeaderSize+len(rec)]
 			if rec[0] != recEvent || !checkEvent(rec) {
-				buf = append(buf, frame...)
+				part = append(part, frame...)
 				return nil
 			}
 			v := eventView(rec)
 			seq := uint32(v.seq())
-			if !s.visibleEntry(seq, v.id()) {
-				buf = append(buf, frame...) // hidden, a stub, or a batch that never was
+			newOff := uint32(len(part))
+			owned, visible := s.entryOf(seq, v.id())
+			if owned {
+				// Every entry follows its frame, hidden ones and stubs too,
+				// so the index (and the checkpoint) always names real places.
+				locs[seq] = newOff
+			}
+			if !visible {
+				part = append(part, frame...) // hidden, a stub, or a batch that never was
 				return nil
 			}
-			newOff := uint32(len(buf))
 			switch act := s.compactAction(cfg, plan, v, seq); act {
 			case sysRemoved:
-				buf = appendStub(buf, rec, sysRemoved)
-				cur.removed = append(cur.removed, seq)
+				part = appendStub(part, rec, sysRemoved)
+				removed = append(removed, seq)
 				rep.EventsRemoved++
 			case sysRedacted:
-				buf = appendStub(buf, rec, sysRedacted)
+				part = appendStub(part, rec, sysRedacted)
 				if v.sysFlags()&sysRedacted == 0 {
 					rep.EventsTombstoned++
 				}
 			default:
-				buf = append(buf, frame...)
+				part = append(part, frame...)
 			}
-			cur.locs[seq] = newOff
 			return nil
 		})
 		unmap()
@@ -253,20 +285,35 @@ func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg Compac
 		if st != tailClean {
 			return outs, &CorruptionError{File: path, Reason: "unreadable frame in a sealed segment; run Verify"}
 		}
+		if cur == nil || !cfg.Merge || int64(len(buf)+len(part)) > s.cfg.SegmentMaxBytes {
+			if err := flush(); err != nil {
+				return outs, err
+			}
+			open(key)
+		}
+		base := uint32(len(buf))
+		buf = append(buf, part...)
+		for seq, off := range locs {
+			cur.locs[seq] = base + off
+		}
+		cur.removed = append(cur.removed, removed...)
 	}
 	return outs, flush()
 }
 
-// visibleEntry reports whether the index entry at seq is this event and
-// visible.
-func (s *Store) visibleEntry(seq uint32, id EventID) bool {
+// entryOf reports whether the index entry at seq is this event (owned)
+// and whether it is visible.
+func (s *Store) entryOf(seq uint32, id EventID) (owned, visible bool) {
 	s.ix.mu.RLock()
 	defer s.ix.mu.RUnlock()
 	if seq >= s.ix.n {
-		return false
+		return false, false
 	}
 	e := s.ix.at(seq)
-	return e.id == id && e.flags&(entryHidden|entryRemoved) == 0
+	if e.id != id {
+		return false, false
+	}
+	return true, e.flags&(entryHidden|entryRemoved) == 0
 }
 
 // compactAction decides an event's fate: 0 keep, sysRemoved, sysRedacted.
@@ -312,7 +359,7 @@ func appendStub(dst, rec []byte, flag byte) []byte {
 }
 
 // commitCompaction makes the rewrite take effect (see the package notes).
-func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, rep *CompactReport) error {
+func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, epoch uint64, rep *CompactReport) error {
 	dir := s.cfg.Dir
 	if err := syncDir(dir); err != nil {
 		return err
@@ -328,29 +375,39 @@ func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, rep *Compa
 	for _, k := range sealed {
 		fmt.Fprintf(&j, "delete %s\n", segmentName(k))
 	}
+	s.compactStage("written")
 	if err := writeFileAtomic(dir, compactJournal, []byte(j.String()), true); err != nil {
 		return err
 	}
 	// Committed: from here on the new segments win, on any path.
-	for _, o := range outs {
+	s.compactStage("committed")
+	for i, o := range outs {
 		if err := os.Rename(o.tmpPath, o.path); err != nil {
 			return fmt.Errorf("batpak: compaction (committed; the next Open finishes it): %w", err)
+		}
+		if i == 0 {
+			s.compactStage("renaming")
 		}
 	}
 	var oldBytes int64
 	for _, k := range sealed {
 		oldBytes += s.segmentEnd(k)
 	}
-	s.switchIndex(sealed, outs)
-	for _, k := range sealed {
+	s.switchIndex(sealed, outs, epoch)
+	s.compactStage("switched")
+	for i, k := range sealed {
 		s.segs.forget(k)
 		if err := os.Remove(filepath.Join(dir, segmentName(k))); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("batpak: compaction (committed; the next Open finishes it): %w", err)
+		}
+		if i == 0 {
+			s.compactStage("deleting")
 		}
 	}
 	if err := syncDir(dir); err != nil {
 		return err
 	}
+	s.compactStage("deleted")
 	if err := os.Remove(filepath.Join(dir, compactJournal)); err != nil {
 		return err
 	}
@@ -363,10 +420,18 @@ func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, rep *Compa
 	return syncDir(dir)
 }
 
+// compactStage calls the test hook (export_test.go) at a point of the
+// commit; production code never sets it.
+func (s *Store) compactStage(stage string) {
+	if s.compactHook != nil {
+		s.compactHook(stage)
+	}
+}
+
 // switchIndex points the index at the rewritten segments: new locations,
 // removed events out of every posting list, the id table and the
-// idempotency keys.
-func (s *Store) switchIndex(sealed []uint32, outs []*compactOut) {
+// idempotency keys; then publishes the erasure epoch (when not 0).
+func (s *Store) switchIndex(sealed []uint32, outs []*compactOut, epoch uint64) {
 	ix := s.ix
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
@@ -424,12 +489,15 @@ func (s *Store) switchIndex(sealed []uint32, outs []*compactOut) {
 		s.ends[o.key] = o.size
 	}
 	s.endsMu.Unlock()
+	if epoch != 0 {
+		s.erasures.Store(epoch)
+	}
 	s.compactions.Add(1)
 }
 
 // finishCompaction completes a committed compaction a crash interrupted,
-// and deletes the temporary files of one that never committed. Open calls
-// it before reading any segment.
+// and deletes the temporary files of one that never committed (and those
+// of interrupted atomic writes). Open calls it before reading any segment.
 func finishCompaction(dir string) error {
 	b, err := os.ReadFile(filepath.Join(dir, compactJournal))
 	switch {
@@ -464,11 +532,27 @@ func finishCompaction(dir string) error {
 		return err
 	}
 	for _, e := range ents {
-		if strings.HasSuffix(e.Name(), segmentSuffix+tmpSuffix) {
+		if strayTemp(e.Name()) {
 			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// strayTemp reports whether name is a temporary file a crash left in the
+// store directory: a compaction's segment that never committed, or the
+// temporary file of an atomic write (writeFileAtomic) of the journal, the
+// checkpoint or the erasure epoch.
+func strayTemp(name string) bool {
+	if strings.HasSuffix(name, segmentSuffix+tmpSuffix) {
+		return true
+	}
+	for _, f := range []string{compactJournal, checkpointName, erasureFile} {
+		if strings.HasPrefix(name, f+tmpSuffix) {
+			return true
+		}
+	}
+	return false
 }

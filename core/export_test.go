@@ -26,3 +26,10 @@ func SetBatchFault(s *Store, fn func(p FaultPoint, item int) error) {
 	_ = s.Sync(context.Background()) // drain what is queued; the writer is idle after
 	s.w.faultHook = fn
 }
+
+// SetCompactHook makes Compact call fn at each point of its commit:
+// "written" (new segments synced under temporary names), "committed"
+// (journal synced), "renaming" (first new segment renamed), "switched"
+// (index switched), "deleting" (first old segment deleted), "deleted".
+// Set it before compacting; nil removes it.
+func SetCompactHook(s *Store, fn func(stage string)) { s.compactHook = fn }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -55,6 +56,10 @@ type Fence struct {
 
 	endOnce sync.Once
 	endErr  error
+
+	// beginSeg is the segment its begin record went to (0 until written):
+	// compaction leaves the segments of an open fence alone.
+	beginSeg atomic.Uint32
 
 	// writer goroutine only:
 	pend []pending               // events written under the fence
@@ -198,6 +203,7 @@ func (w *writer) fenceMarker(r *request) {
 	w.buf = appendMarkerFrame(w.buf, typ, 0, f.id)
 	if r.op == opFenceBegin {
 		w.fence = f
+		f.beginSeg.Store(w.seg)
 	}
 }
 

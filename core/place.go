@@ -99,7 +99,13 @@ func (w *writer) lookupIdem(key string) (idemOriginal, bool, error) {
 			return orig, true, nil
 		}
 	}
-	if seq, ok := w.s.ix.idem[key]; ok {
+	// The writer is not the index's only mutator: a compaction drops the
+	// keys of the events it removes, under the lock.
+	ix := w.s.ix
+	ix.mu.RLock()
+	seq, ok := ix.idem[key]
+	ix.mu.RUnlock()
+	if ok {
 		orig, err := w.s.idemOriginal(seq)
 		return orig, err == nil, err
 	}
@@ -131,7 +137,10 @@ func (w *writer) checkImportedID(e *eventReq) error {
 	if !e.imported {
 		return nil
 	}
-	if _, ok := w.s.ix.lookup(e.id); ok {
+	w.s.ix.mu.RLock() // a compaction rebuilds the id table
+	_, ok := w.s.ix.lookup(e.id)
+	w.s.ix.mu.RUnlock()
+	if ok {
 		return fmt.Errorf("%w: %s", ErrDuplicateID, e.id)
 	}
 	for i := range w.pend {

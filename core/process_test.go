@@ -48,7 +48,11 @@ func TestHelperProcess(t *testing.T) {
 	case "fencecrash":
 		err = helperFenceCrash(dir)
 	default:
-		err = fmt.Errorf("unknown helper mode %q", mode)
+		if fn, ok := helperModes[mode]; ok {
+			err = fn(dir)
+		} else {
+			err = fmt.Errorf("unknown helper mode %q", mode)
+		}
 	}
 	if err != nil {
 		fmt.Printf("ERR %v\n", err)

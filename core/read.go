@@ -259,10 +259,12 @@ func (o idemOriginal) dedupe(e *eventReq) (Receipt, error) {
 // idemOriginal reads back the event a stored idempotency key belongs to.
 // Called by the writer.
 func (s *Store) idemOriginal(seq uint32) (idemOriginal, error) {
-	s.ix.mu.RLock()
-	e := *s.ix.at(seq)
-	s.ix.mu.RUnlock()
-	evs, err := s.readLocs([]loc{{seq: seq, seg: e.seg, off: e.off}})
+	evs, err := s.readRetry(func() []loc {
+		s.ix.mu.RLock()
+		e := *s.ix.at(seq)
+		s.ix.mu.RUnlock()
+		return []loc{{seq: seq, seg: e.seg, off: e.off}}
+	})
 	if err != nil {
 		return idemOriginal{}, err
 	}

@@ -27,6 +27,10 @@ func (s *Store) Redact(ctx context.Context, id EventID) error {
 	if s.readOnly {
 		return ErrReadOnly
 	}
+	// Locations are looked up under erasureMu, which a compaction holds
+	// while it moves events to other files.
+	s.erasureMu.Lock()
+	defer s.erasureMu.Unlock()
 	s.ix.mu.RLock()
 	seq, ok := s.ix.lookup(id)
 	var l loc
@@ -38,7 +42,8 @@ func (s *Store) Redact(ctx context.Context, id EventID) error {
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	return s.redactLocs(ctx, []loc{l})
+	_, err := s.redactLocs(ctx, []loc{l})
+	return err
 }
 
 // EraseEntity redacts every visible event of entity and returns how many
@@ -47,41 +52,42 @@ func (s *Store) EraseEntity(ctx context.Context, entity string) (int, error) {
 	if s.readOnly {
 		return 0, ErrReadOnly
 	}
+	s.erasureMu.Lock()
+	defer s.erasureMu.Unlock()
 	locs := s.ix.stream(entity)
 	if len(locs) == 0 {
 		return 0, nil
 	}
-	if err := s.bumpErasures(); err != nil {
+	return s.redactLocs(ctx, locs)
+}
+
+// redactLocs erases the payloads at locs and returns how many it erased.
+// The caller holds erasureMu.
+func (s *Store) redactLocs(ctx context.Context, locs []loc) (int, error) {
+	n, err := s.raiseErasures()
+	if err != nil {
 		return 0, err
 	}
-	n := 0
+	// Published only once the frames are rewritten: a projection that read
+	// the event before then is tagged with the old epoch, so never served.
+	defer s.erasures.Store(n)
+	done := 0
 	for _, l := range locs {
-		done, err := s.redactOne(l)
+		ok, err := s.redactOne(l)
 		if err != nil {
-			return n, err
+			return done, err
 		}
-		if done {
-			n++
+		if ok {
+			done++
 		}
 	}
-	return n, s.Sync(ctx)
+	return done, s.Sync(ctx)
 }
 
-func (s *Store) redactLocs(ctx context.Context, locs []loc) error {
-	if err := s.bumpErasures(); err != nil {
-		return err
-	}
-	for _, l := range locs {
-		if _, err := s.redactOne(l); err != nil {
-			return err
-		}
-	}
-	return s.Sync(ctx)
-}
-
-// The erasure epoch counts redactions over the store's life, persisted in
-// the directory: projection caches tag states with it and never serve a
-// state computed before a redaction, in this process or after a restart.
+// The erasure epoch counts erasures (redactions, and compactions that
+// remove or tombstone events) over the store's life, persisted in the
+// directory: projection caches tag states with it and never serve a state
+// computed before an erasure, in this process or after a restart.
 const erasureFile = "erasures"
 
 func loadErasures(dir string) (uint64, error) {
@@ -98,18 +104,18 @@ func loadErasures(dir string) (uint64, error) {
 	return le.Uint64(b), nil
 }
 
-// bumpErasures raises the epoch durably before any payload is erased (once
-// per Redact or EraseEntity), so a crash in between can only invalidate
-// caches, never leave one stale.
-func (s *Store) bumpErasures() error {
+// raiseErasures records the next erasure epoch durably, before anything is
+// erased, so that a crash in between can only invalidate caches, never
+// leave one stale; it returns the epoch, which the caller publishes
+// (s.erasures) once the erasure is done. The caller holds erasureMu.
+func (s *Store) raiseErasures() (uint64, error) {
 	n := s.erasures.Load() + 1
 	b := le.AppendUint64(nil, n)
 	b = le.AppendUint32(b, crc32c(b))
 	if err := writeFileAtomic(s.cfg.Dir, erasureFile, b, true); err != nil {
-		return fmt.Errorf("batpak: record erasure epoch: %w", err)
+		return 0, fmt.Errorf("batpak: record erasure epoch: %w", err)
 	}
-	s.erasures.Store(n)
-	return nil
+	return n, nil
 }
 
 // redactOne rewrites one record in place: zeroed payload, redacted flag,

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -27,8 +28,11 @@ type SnapshotReport struct {
 	Dest     string
 	Segments int
 	Bytes    int64
-	// GlobalSequence is the sequence the copy's next event will get: the
-	// copy holds exactly the events published before the snapshot point.
+	// GlobalSequence is the number of sequences published at the snapshot
+	// point: the copy shows exactly the events with sequences below it,
+	// and its next event gets this sequence — unless a fence was open at
+	// the point: its writes, hidden in the copy, take the sequences after
+	// it.
 	GlobalSequence uint64
 	Elapsed        time.Duration
 }
@@ -38,7 +42,8 @@ type SnapshotReport struct {
 // consistent: opening it shows exactly the events published when the
 // snapshot point was taken (a fence open then stays open in the copy, so
 // its writes are hidden there), with hidden ranges and durable cursor
-// positions. Files are synced before Snapshot returns. The snapshot point
+// positions (one committed past the snapshot point, while the copy was
+// being made, is copied as the point). Files are synced before Snapshot returns. The snapshot point
 // is taken through the writer (after everything queued before the call);
 // the copy happens on the calling goroutine.
 func (s *Store) Snapshot(ctx context.Context, dest string) (SnapshotReport, error) {
@@ -50,6 +55,11 @@ func (s *Store) Snapshot(ctx context.Context, dest string) (SnapshotReport, erro
 	if err := checkSnapshotDest(dest); err != nil {
 		return rep, err
 	}
+	// Held from before the snapshot point: a compaction or redaction
+	// between the point and the copy would put other bytes, or files with
+	// other names and contents, under the copy.
+	s.rewriteMu.RLock()
+	defer s.rewriteMu.RUnlock()
 	pt := &snapPoint{}
 	t, err := s.enqueue(&request{op: opSnapshot, t: newTicket(), snap: pt})
 	if err != nil {
@@ -58,8 +68,6 @@ func (s *Store) Snapshot(ctx context.Context, dest string) (SnapshotReport, erro
 	if _, err := t.Wait(ctx); err != nil {
 		return rep, err
 	}
-	s.rewriteMu.RLock()
-	defer s.rewriteMu.RUnlock()
 	if err := os.MkdirAll(dest, 0o755); err != nil {
 		return rep, fmt.Errorf("batpak: snapshot: %w", err)
 	}
@@ -90,7 +98,7 @@ func (s *Store) Snapshot(ctx context.Context, dest string) (SnapshotReport, erro
 			return rep, fmt.Errorf("batpak: snapshot erasure epoch: %w", err)
 		}
 	}
-	if err := copyDir(filepath.Join(s.cfg.Dir, cursorDir), filepath.Join(dest, cursorDir)); err != nil {
+	if err := copyCursors(s.cfg.Dir, dest, pt.events); err != nil {
 		return rep, fmt.Errorf("batpak: snapshot cursors: %w", err)
 	}
 	if err := syncDir(dest); err != nil {
@@ -149,24 +157,40 @@ func copyFile(src, dst string, limit int64) (int64, error) {
 	return n, err
 }
 
-func copyDir(src, dst string) error {
-	ents, err := os.ReadDir(src)
+// copyCursors copies the durable cursor positions of the store in src to
+// dst. A position is copied as at most limit (the snapshot point): a
+// consumer that committed past the point after it was taken must not skip,
+// in the copy, the events the copy will get there.
+func copyCursors(src, dst string, limit uint64) error {
+	ents, err := os.ReadDir(filepath.Join(src, cursorDir))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		return err
-	}
 	for _, e := range ents {
-		if e.IsDir() || filepath.Ext(e.Name()) != ".pos" {
+		name, ok := strings.CutSuffix(e.Name(), ".pos")
+		if e.IsDir() || !ok || !cursorNameRE.MatchString(name) {
 			continue
 		}
-		if _, err := copyFile(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name()), -1); err != nil {
+		pos, err := loadCursor(src, name)
+		if err != nil {
+			// Damaged: copied as it is (the copy reports it as the source does).
+			if err := os.MkdirAll(filepath.Join(dst, cursorDir), 0o755); err != nil {
+				return err
+			}
+			if _, err := copyFile(cursorPath(src, name), cursorPath(dst, name), -1); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := saveCursor(dst, name, min(pos, limit)); err != nil {
 			return err
 		}
 	}
-	return syncDir(dst)
+	if _, err := os.Stat(filepath.Join(dst, cursorDir)); err == nil {
+		return syncDir(filepath.Join(dst, cursorDir))
+	}
+	return nil
 }

@@ -44,12 +44,18 @@ type Store struct {
 	// rewriteMu orders in-place rewrites of published frames (redaction)
 	// against snapshots copying them.
 	rewriteMu sync.RWMutex
-	erasures  atomic.Uint64 // redactions so far (see redact.go)
+	erasures  atomic.Uint64 // the erasure epoch (see redact.go)
+	// erasureMu serialises erasures (Redact, EraseEntity, Compact): each
+	// raises the epoch once, and looks up the locations it rewrites while
+	// no compaction can move them. Taken before rewriteMu.
+	erasureMu sync.Mutex
 	// compactions counts committed compactions: a read that fails while it
 	// changed is planned again (see readRetry).
 	compactions atomic.Uint64
 
 	openReport OpenReport
+
+	compactHook func(stage string) // tests only (export_test.go)
 
 	endsMu sync.Mutex
 	ends   map[uint32]int64 // segment id → end of its data (active: see writer.stat)
@@ -199,10 +205,11 @@ func (s *Store) recover() (recovered, error) {
 		s.openReport.Path = "checkpoint"
 		s.openReport.Restored = ck.entries
 		s.openReport.TailReplayed = uint64(s.ix.n) - ck.entries
+		s.openReport.Hidden = ck.hidden
 	}
 	s.openReport.Segments = len(ids)
 	s.openReport.Entries = uint64(s.ix.n)
-	s.openReport.Hidden = lw.hiddenEvents
+	s.openReport.Hidden += lw.hiddenEvents
 	s.openReport.DroppedBatch = lw.droppedBatches
 	if lw.droppedBatches > 0 {
 		s.log.Warn("batpak: discarded batches that lack a commit record", "batches", lw.droppedBatches)
@@ -232,17 +239,20 @@ func (s *Store) scanLog(ids []uint32, ck *checkpointInfo, out *recovered) (*logW
 				from = int(ck.end)
 			}
 		}
-		end, size, err := s.recoverSegment(lw, id, last, from)
+		end, size, err := s.recoverSegment(lw, id, last, from, ck)
 		if err != nil {
 			return nil, err
 		}
 		out.lastSeg, out.end, out.fileSize = id, end, size
 		s.setSegmentEnd(id, end)
 	}
+	if ck != nil && ck.matched != ck.located {
+		return nil, fmt.Errorf("%w: %d of its %d events are not where it says", errCheckpointStale, ck.located-ck.matched, ck.located)
+	}
 	return lw, nil
 }
 
-func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int) (end, size int64, err error) {
+func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck *checkpointInfo) (end, size int64, err error) {
 	path := filepath.Join(s.cfg.Dir, segmentName(id))
 	f, err := os.Open(path)
 	if err != nil {
@@ -283,7 +293,7 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int) (e
 	}
 	e, st2, err := scanFrames(m, func(off int, rec []byte) error {
 		if off < from {
-			return nil // in the checkpoint: checked, not indexed again
+			return ck.cover(s.ix, id, off, rec, from) // in the checkpoint: checked, not indexed again
 		}
 		return lw.frame(id, off, rec)
 	})

@@ -87,12 +87,18 @@ const importChunk = 256
 // Import reads newline-delimited ExportedEvents and writes them, keeping
 // their ids, correlation and causation ids, timestamps (never before the
 // entity's last), flags and idempotency keys; the store assigns clocks and
-// global sequences. Events are written in atomic batches through the
-// write gates (action "import"). An event whose id the store already holds
-// with the same coordinate, kind and payload is skipped, so an import can
-// be run again after a failure; one whose id is held by a different event
-// fails with ErrDuplicateID. Lines are numbered in errors. progress, when
-// set, is called after each batch with the lines read so far.
+// global sequences (so an entity whose source had hidden events gets
+// contiguous clocks). Events are written in atomic batches through the
+// write gates (action "import"); a refused batch writes nothing. An event
+// whose id the store already holds with the same coordinate, kind and
+// payload is skipped, so an import can be run again after a failure; one
+// whose id is held by a different event fails with ErrDuplicateID. A
+// redacted event (exported with "redacted":true and a null payload) is
+// imported as an ordinary event whose payload is the JSON null — the
+// erased payload cannot be restored — or skipped when the store holds its
+// id with the same coordinate and kind. Lines are numbered in errors.
+// progress, when set, is called after each batch with the lines read so
+// far.
 func (s *Store) Import(ctx context.Context, rd io.Reader, progress func(lines int)) (ImportStats, error) {
 	var st ImportStats
 	ctx = WithAction(ctx, ActionImport)
@@ -144,7 +150,7 @@ func (s *Store) Import(ctx context.Context, rd io.Reader, progress func(lines in
 			payload = []byte("null")
 		}
 		items = append(items, BatchItem{Coordinate: coord, Kind: kind, Payload: payload, Options: opts})
-		metas = append(metas, importMeta{id: x.ID, ts: x.Timestamp, line: line})
+		metas = append(metas, importMeta{id: x.ID, ts: x.Timestamp, line: line, redacted: x.Redacted})
 		if len(items) == importChunk {
 			if err := flush(); err != nil {
 				return st, err
@@ -158,9 +164,10 @@ func (s *Store) Import(ctx context.Context, rd io.Reader, progress func(lines in
 }
 
 type importMeta struct {
-	id   EventID
-	ts   int64
-	line int
+	id       EventID
+	ts       int64
+	line     int
+	redacted bool // exported redacted: its payload is gone
 }
 
 // importBatch writes one chunk as an atomic batch, skipping events already
@@ -174,8 +181,9 @@ func (s *Store) importBatch(ctx context.Context, items []BatchItem, metas []impo
 			keep = append(keep, i)
 		case err != nil:
 			return 0, err
-		case ev.Coordinate == items[i].Coordinate && ev.Header.Kind == items[i].Kind && ev.Header.PayloadHash == payloadHash(items[i].Payload):
-			// already imported
+		case ev.Coordinate == items[i].Coordinate && ev.Header.Kind == items[i].Kind &&
+			(ev.Header.PayloadHash == payloadHash(items[i].Payload) || metas[i].redacted):
+			// already imported (a redacted export of it has no payload to compare)
 		default:
 			return 0, fmt.Errorf("batpak: import line %d: %w: %s is %s, not this event", metas[i].line, ErrDuplicateID, metas[i].id, ev.Coordinate)
 		}
@@ -193,15 +201,23 @@ func (s *Store) importBatch(ctx context.Context, items []BatchItem, metas []impo
 		ev.id, ev.ts, ev.imported = metas[i].id, metas[i].ts, true
 		evs[j] = ev
 	}
+	// An item's error names its line.
+	lineErr := func(err error) error {
+		var bie *BatchItemError
+		if errors.As(err, &bie) && bie.Index >= 0 && bie.Index < len(keep) {
+			return fmt.Errorf("batpak: import line %d: %w", metas[keep[bie.Index]].line, err)
+		}
+		return err
+	}
 	if err := s.admitBatch(ctx, ActionImport, evs); err != nil {
-		return 0, err
+		return 0, lineErr(err)
 	}
 	r := &request{op: opBatch, items: evs, bt: &BatchTicket{}}
 	if _, err := s.enqueue(r); err != nil {
 		return 0, err
 	}
 	if _, err := r.bt.Wait(ctx); err != nil {
-		return 0, err
+		return 0, lineErr(err)
 	}
 	return len(keep), nil
 }

@@ -28,6 +28,10 @@ func (s *Store) Verify() (VerifyReport, error) {
 	if err := s.checkReadable(); err != nil {
 		return rep, err
 	}
+	// No redaction rewrites a frame, and no compaction replaces a file,
+	// while they are being checked.
+	s.rewriteMu.RLock()
+	defer s.rewriteMu.RUnlock()
 	ids, err := listSegments(s.cfg.Dir)
 	if err != nil {
 		return rep, err

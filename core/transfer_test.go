@@ -1,0 +1,323 @@
+package core_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/core"
+)
+
+// Export writes the visible events as NDJSON; Import writes them into
+// another store keeping everything but clocks and global sequences.
+
+// transferSource builds a store with a rich history, timestamps from an
+// injected clock, and one redacted event; it returns the store and the
+// redacted event's id.
+func transferSource(t *testing.T) (*core.Store, core.EventID) {
+	t.Helper()
+	clk := newFakeClock(time.Date(2021, 3, 4, 5, 6, 7, 0, time.UTC))
+	s := openStore(t, smallSegments, func(c *core.Config) {
+		c.Now = func() time.Time { clk.add(1234 * time.Microsecond); return clk.now() }
+	})
+	rs := richHistory(t, s, 3)
+	if err := s.Redact(context.Background(), rs[5].ID); err != nil {
+		t.Fatal(err)
+	}
+	return s, rs[5].ID
+}
+
+func exportLines(t *testing.T, s *core.Store) ([]byte, []core.ExportedEvent) {
+	t.Helper()
+	var buf bytes.Buffer
+	var prog []int
+	n, err := s.Export(&buf, core.All(), func(n int) { prog = append(prog, n) })
+	if err != nil {
+		t.Fatalf("Export: %v", err)
+	}
+	var xs []core.ExportedEvent
+	for i, ln := range strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n") {
+		var x core.ExportedEvent
+		if err := json.Unmarshal([]byte(ln), &x); err != nil {
+			t.Fatalf("export line %d is not JSON: %v", i+1, err)
+		}
+		xs = append(xs, x)
+	}
+	if n != len(xs) || len(prog) != n || prog[n-1] != n {
+		t.Fatalf("Export wrote %d, %d lines, progress %d calls", n, len(xs), len(prog))
+	}
+	return buf.Bytes(), xs
+}
+
+func mustImport(t *testing.T, s *core.Store, data []byte) core.ImportStats {
+	t.Helper()
+	st, err := s.Import(context.Background(), bytes.NewReader(data), nil)
+	if err != nil {
+		t.Fatalf("Import: %v", err)
+	}
+	return st
+}
+
+func TestExportImportRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	src, redactedID := transferSource(t)
+	data, xs := exportLines(t, src)
+	srcEvs := mustQuery(t, src, core.All())
+	if len(xs) != len(srcEvs) {
+		t.Fatalf("exported %d of %d visible events", len(xs), len(srcEvs))
+	}
+	noLeak(t, "export", srcEvs)
+	for i, x := range xs {
+		if x.ID != srcEvs[i].Header.ID || x.GlobalSequence != srcEvs[i].GlobalSequence || x.Clock != srcEvs[i].Header.Clock {
+			t.Fatalf("export line %d is %s, want %s", i+1, x.ID, srcEvs[i].Header.ID)
+		}
+		// Redacted events export as such, with a null payload.
+		if x.ID == redactedID {
+			if !x.Redacted || string(x.Payload) != "null" {
+				t.Fatalf("redacted event exports as redacted=%v payload %s", x.Redacted, x.Payload)
+			}
+		} else if x.Redacted || !bytes.Equal(x.Payload, srcEvs[i].Payload) {
+			t.Fatalf("line %d: payload %s, want %s", i+1, x.Payload, srcEvs[i].Payload)
+		}
+	}
+
+	dst := openStore(t)
+	var prog []int
+	st, err := dst.Import(ctx, bytes.NewReader(data), func(lines int) { prog = append(prog, lines) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Imported != len(xs) || st.Skipped != 0 || len(prog) == 0 || prog[len(prog)-1] != len(xs) || !slices.IsSorted(prog) {
+		t.Fatalf("Import: %+v, progress %v", st, prog)
+	}
+	dstEvs := mustQuery(t, dst, core.All())
+	checkImported(t, srcEvs, dstEvs, redactedID)
+	for _, e := range []string{"acct:0", "acct:1", "acct:ghost", "order:1", "order:2"} {
+		a, _ := src.Stream(e)
+		b, _ := dst.Stream(e)
+		if !slices.Equal(ids(a), ids(b)) {
+			t.Fatalf("Stream(%s) differs after the round trip", e)
+		}
+		for i, ev := range b {
+			if ev.Header.Clock != uint64(i) {
+				t.Fatalf("%s: imported clocks run %d at %d (the importer assigns clocks)", e, ev.Header.Clock, i)
+			}
+		}
+	}
+	mustVerify(t, dst)
+	// Imported idempotency keys dedupe in the new store.
+	for _, ev := range srcEvs {
+		if ev.IdempotencyKey == "" || ev.Redacted {
+			continue
+		}
+		r := mustAppendOpts(t, dst, ev.Coordinate, ev.Header.Kind, string(ev.Payload), core.AppendOptions{IdempotencyKey: ev.IdempotencyKey})
+		if !r.Deduplicated || r.ID != ev.Header.ID || r.Timestamp != ev.Header.Timestamp {
+			t.Fatalf("imported key %q: %+v", ev.IdempotencyKey, r)
+		}
+	}
+
+	// Importing again skips everything and writes nothing.
+	before := captureState(t, dst)
+	if st := mustImport(t, dst, data); st.Imported != 0 || st.Skipped != len(xs) {
+		t.Fatalf("re-import: %+v", st)
+	}
+	sameState(t, "after a re-import", captureState(t, dst), before)
+
+	// An import cut short, run again, writes the rest once.
+	half := bytes.SplitAfterN(data, []byte("\n"), len(xs)/2+1)
+	part := bytes.Join(half[:len(xs)/2], nil)
+	dst2 := openStore(t)
+	if st := mustImport(t, dst2, part); st.Imported != len(xs)/2 {
+		t.Fatalf("first half: %+v", st)
+	}
+	if st := mustImport(t, dst2, data); st.Imported != len(xs)-len(xs)/2 || st.Skipped != len(xs)/2 {
+		t.Fatalf("whole after half: %+v", st)
+	}
+	checkImported(t, srcEvs, mustQuery(t, dst2, core.All()), redactedID)
+
+	// The source redacts an event after it was imported: its redacted
+	// export is the same event, skipped.
+	if err := src.Redact(ctx, srcEvs[7].Header.ID); err != nil {
+		t.Fatal(err)
+	}
+	data2, _ := exportLines(t, src)
+	if st := mustImport(t, dst2, data2); st.Imported != 0 || st.Skipped != len(xs) {
+		t.Fatalf("re-import after a redaction in the source: %+v", st)
+	}
+	if ev, _ := dst2.Get(srcEvs[7].Header.ID); !bytes.Equal(ev.Payload, srcEvs[7].Payload) {
+		t.Fatal("the re-import changed an imported event")
+	}
+}
+
+// checkImported compares an import with its source: everything but clocks
+// and sequences; a redacted source event imports with the payload null.
+func checkImported(t *testing.T, src, dst []core.StoredEvent, redacted core.EventID) {
+	t.Helper()
+	if len(dst) != len(src) {
+		t.Fatalf("%d events imported, %d exported", len(dst), len(src))
+	}
+	for i := range src {
+		a, b := src[i], dst[i]
+		ha, hb := a.Header, b.Header
+		if ha.ID != hb.ID || a.Coordinate != b.Coordinate || ha.Kind != hb.Kind || ha.CorrelationID != hb.CorrelationID ||
+			ha.CausationID != hb.CausationID || ha.Timestamp != hb.Timestamp || ha.Flags != hb.Flags || a.IdempotencyKey != b.IdempotencyKey {
+			t.Fatalf("event %d differs after import:\n %+v\n %+v", i, a, b)
+		}
+		if ha.ID == redacted {
+			// Documented: the erased payload cannot come back; the event
+			// imports as an ordinary one whose payload is null.
+			if b.Redacted || string(b.Payload) != "null" || hb.PayloadHash != payloadDigest([]byte("null")) {
+				t.Fatalf("redacted event imported as redacted=%v payload %s", b.Redacted, b.Payload)
+			}
+			continue
+		}
+		if b.Redacted || !bytes.Equal(a.Payload, b.Payload) || ha.PayloadHash != hb.PayloadHash {
+			t.Fatalf("event %d: payload %s, want %s", i, b.Payload, a.Payload)
+		}
+	}
+}
+
+func TestImportConflictingID(t *testing.T) {
+	src, _ := transferSource(t)
+	data, xs := exportLines(t, src)
+	dst := openStore(t)
+	mustImport(t, dst, data[:bytes.IndexByte(data, '\n')+1]) // the first event only
+	before := captureState(t, dst)
+
+	// Line 4 reuses the first event's id for another payload.
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	x := xs[0]
+	x.Payload = json.RawMessage(`{"forged":true}`)
+	b, _ := json.Marshal(x)
+	in := strings.Join([]string{lines[1], lines[2], "", string(b), lines[3]}, "\n") + "\n"
+	_, err := dst.Import(context.Background(), strings.NewReader(in), nil)
+	if !isErr(err, core.ErrDuplicateID) || !strings.Contains(err.Error(), "line 4") || !strings.Contains(err.Error(), x.ID.String()) {
+		t.Fatalf("Import of a conflicting id: %v, want ErrDuplicateID naming line 4 and the id", err)
+	}
+	sameState(t, "after a refused import", captureState(t, dst), before)
+
+	// The same id for another coordinate or kind conflicts too.
+	for _, mod := range []func(*core.ExportedEvent){
+		func(x *core.ExportedEvent) { x.Entity = "someone:else" },
+		func(x *core.ExportedEvent) { x.Kind = kindC.String() },
+	} {
+		x := xs[0]
+		mod(&x)
+		b, _ := json.Marshal(x)
+		if _, err := dst.Import(context.Background(), bytes.NewReader(append(b, '\n')), nil); !isErr(err, core.ErrDuplicateID) || !strings.Contains(err.Error(), "line 1") {
+			t.Fatalf("conflicting id: %v", err)
+		}
+	}
+	// Twice in one import: the second copy is refused, nothing written.
+	in = lines[1] + "\n" + lines[1] + "\n"
+	_, err = dst.Import(context.Background(), strings.NewReader(in), nil)
+	if !isErr(err, core.ErrDuplicateID) || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("an id twice in one import: %v", err)
+	}
+	sameState(t, "after refused imports", captureState(t, dst), before)
+}
+
+func TestImportMalformedLines(t *testing.T) {
+	src, _ := transferSource(t)
+	_, xs := exportLines(t, src)
+	good, _ := json.Marshal(xs[0])
+	mod := func(f func(*core.ExportedEvent)) string {
+		x := xs[1]
+		f(&x)
+		b, _ := json.Marshal(x)
+		return string(b)
+	}
+	cases := map[string]string{
+		"not JSON":         `{"id":`,
+		"not an object":    `[1,2,3]`,
+		"bad id":           strings.Replace(mod(func(*core.ExportedEvent) {}), xs[1].ID.String(), "not-a-uuid", 1),
+		"no id":            mod(func(x *core.ExportedEvent) { x.ID = core.EventID{} }),
+		"bad kind":         mod(func(x *core.ExportedEvent) { x.Kind = "0x9:0xZZZ" }),
+		"system kind":      mod(func(x *core.ExportedEvent) { x.Kind = "0x0:0x001" }),
+		"empty entity":     mod(func(x *core.ExportedEvent) { x.Entity = "" }),
+		"payload not JSON": strings.Replace(mod(func(x *core.ExportedEvent) { x.Payload = json.RawMessage(`"PAYLOAD"`) }), `"PAYLOAD"`, `{bad`, 1),
+	}
+	for name, bad := range cases {
+		t.Run(name, func(t *testing.T) {
+			dst := openStore(t)
+			in := string(good) + "\n\n" + bad + "\n"
+			_, err := dst.Import(context.Background(), strings.NewReader(in), nil)
+			if err == nil || !strings.Contains(err.Error(), "line 3") {
+				t.Fatalf("Import with a bad line 3 (%s): %v", bad, err)
+			}
+			if st := dst.Stats(); st.Events != 0 {
+				t.Fatalf("a malformed chunk wrote %d events", st.Events)
+			}
+		})
+	}
+}
+
+// denyKind is a write gate refusing one kind; it records the actions it
+// was asked about.
+type denyKind struct {
+	kind    core.Kind
+	mu      sync.Mutex
+	actions map[core.Action]int
+}
+
+var errDenied = errors.New("denied by the test gate")
+
+func (d *denyKind) Admit(_ context.Context, p *core.Proposal) error {
+	d.mu.Lock()
+	d.actions[p.Action]++
+	d.mu.Unlock()
+	if p.Kind == d.kind {
+		return fmt.Errorf("%w: kind %s", errDenied, p.Kind)
+	}
+	return nil
+}
+
+// TestImportWriteGate: imports pass the write gate (action "import"); a
+// refused event fails the import naming its line, and nothing of its chunk
+// is written.
+func TestImportWriteGate(t *testing.T) {
+	src, _ := transferSource(t)
+	data, xs := exportLines(t, src)
+	gate := &denyKind{kind: kindB, actions: map[core.Action]int{}}
+	dst := openStore(t, func(c *core.Config) { c.Admission = gate })
+	firstB := slices.IndexFunc(xs, func(x core.ExportedEvent) bool { return x.Kind == kindB.String() })
+	_, err := dst.Import(context.Background(), bytes.NewReader(data), nil)
+	if !errors.Is(err, errDenied) || !strings.Contains(err.Error(), fmt.Sprintf("line %d:", firstB+1)) {
+		t.Fatalf("Import through a gate refusing %s: %v (first such line %d)", kindB, err, firstB+1)
+	}
+	var bie *core.BatchItemError
+	if !errors.As(err, &bie) {
+		t.Fatalf("%T does not name the batch item", err)
+	}
+	if st := dst.Stats(); st.Events != 0 || st.GlobalSequence != 0 {
+		t.Fatalf("a refused chunk wrote %+v", st)
+	}
+	if gate.actions[core.ActionImport] == 0 || len(gate.actions) != 1 {
+		t.Fatalf("gate saw actions %v, want only %q", gate.actions, core.ActionImport)
+	}
+
+	// More than one chunk: the chunks before the refused one are written,
+	// nothing of it.
+	var in strings.Builder
+	for i := 0; i < 300; i++ {
+		fmt.Fprintf(&in, `{"id":%q,"entity":"big:%d","scope":"s","kind":%q,"correlation_id":%q,"timestamp_us":%d,"payload":{"i":%d}}`+"\n",
+			core.NewEventID(), i%3, kindA.String(), core.NewEventID(), 1000+i, i)
+	}
+	fmt.Fprintf(&in, `{"id":%q,"entity":"big:0","scope":"s","kind":%q,"correlation_id":%q,"timestamp_us":1,"payload":{}}`+"\n",
+		core.NewEventID(), kindB.String(), core.NewEventID())
+	st, err := dst.Import(context.Background(), strings.NewReader(in.String()), nil)
+	if !errors.Is(err, errDenied) || !strings.Contains(err.Error(), "line 301:") {
+		t.Fatalf("second chunk refused: %+v, %v", st, err)
+	}
+	if s := dst.Stats(); st.Imported != 256 || s.Events != 256 {
+		t.Fatalf("%+v, %d events stored; want the first chunk of 256 only", st, s.Events)
+	}
+	mustVerify(t, dst)
+}
