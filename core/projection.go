@@ -148,12 +148,21 @@ func project[S any](s *Store, entity string, p Projection[S], fresh Freshness) (
 		}
 		var rerr error
 		if ba, ok := any(p).(BatchApplier[S]); ok {
+			// One slice serves every call (see BatchApplier).
+			evs := make([]StoredEvent, 0, min(len(locs), ProjectBatchSize))
 			for i := 0; i < len(locs) && rerr == nil; i += ProjectBatchSize {
-				evs, err := s.readLocs(locs[i:min(i+ProjectBatchSize, len(locs))])
-				if err == nil {
-					state, err = ba.ApplyBatch(state, evs)
+				evs = evs[:0]
+				s.eachLoc(locs[i:min(i+ProjectBatchSize, len(locs))], func(ev StoredEvent, err error) bool {
+					if err != nil {
+						rerr = err
+						return false
+					}
+					evs = append(evs, ev)
+					return true
+				})
+				if rerr == nil {
+					state, rerr = ba.ApplyBatch(state, evs)
 				}
-				rerr = err
 				found = true
 			}
 		} else {
