@@ -209,9 +209,6 @@ func checkAfterCompactCrash(t *testing.T, cfg core.Config, acks []ccAck) {
 	t.Helper()
 	s, err := core.Open(cfg)
 	if err != nil {
-		if d := os.Getenv("CCFAIL"); d != "" {
-			copyTree(t, cfg.Dir, d, nil)
-		}
 		t.Fatalf("Open after a SIGKILL during compaction: %v", err)
 	}
 	defer s.Close()

@@ -39,7 +39,7 @@ func (w *writer) flush() error {
 		}
 	}
 	if len(w.buf) <= mappedWriteMax && w.s.cfg.Sync.EveryNEvents != 1 {
-		copy(w.wmap[w.off:need], w.buf)
+		copyAscending(w.wmap[w.off:need], w.buf)
 	} else if _, err := w.file.WriteAt(w.buf, w.off); err != nil {
 		return fmt.Errorf("batpak: write segment: %w", err)
 	}
@@ -48,6 +48,21 @@ func (w *writer) flush() error {
 	w.unsynced += w.bufEvents
 	w.buf, w.bufEvents = w.buf[:0], 0
 	return nil
+}
+
+// copyAscending copies src into dst (a shared mapping of the active
+// segment) first byte first, so that a process killed in the middle of it
+// leaves a prefix of the group in the file — a torn tail, as a cut-short
+// write(2) does — and never a later frame without the ones before it,
+// which recovery must take for corruption. The runtime's memmove does not
+// promise that order: above 256 bytes, with AVX, it stores the middle
+// before the first and last bytes. Its paths up to 256 bytes store in
+// ascending order, so the copy goes in 256-byte steps.
+func copyAscending(dst, src []byte) {
+	for len(src) > 0 {
+		n := copy(dst, src[:min(len(src), 256)])
+		dst, src = dst[n:], src[n:]
+	}
 }
 
 // zeros is the fill written ahead of the data in the active segment.
