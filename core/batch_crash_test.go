@@ -247,12 +247,7 @@ func checkAfterBatchCrash(t *testing.T, dir string, round int, acked []ackedBatc
 // one store: after each reopen every batch is whole or absent, every
 // acknowledged batch is there, Verify passes and the store writes on.
 func TestKill9Batches(t *testing.T) {
-	if testing.Short() {
-		t.Skip("crash test: skipped with -short")
-	}
-	seed := time.Now().UnixNano()
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewSource(seed))
+	rng := crashRNG(t)
 	var dir string
 	var all []ackedBatch
 	incomplete, cut := 0, 0
@@ -345,12 +340,7 @@ func helperFenceCrash(dir string) error {
 // durable: after reopen (and in read-only opens before and after) they are
 // hidden, the entities' clocks continue past them and Verify counts them.
 func TestKill9DuringFence(t *testing.T) {
-	if testing.Short() {
-		t.Skip("crash test: skipped with -short")
-	}
-	seed := time.Now().UnixNano()
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewSource(seed))
+	rng := crashRNG(t)
 	dir := t.TempDir()
 	var visible []core.EventID
 	hiddenBefore := 0

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/batpak-go/batpak/core"
 )
@@ -534,12 +533,7 @@ func helperCheckpointCrash(dir string) error {
 }
 
 func TestCheckpointSurvivesKill(t *testing.T) {
-	if testing.Short() {
-		t.Skip("crash test: skipped with -short")
-	}
-	seed := time.Now().UnixNano()
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewSource(seed))
+	rng := crashRNG(t)
 	dir := t.TempDir()
 	cfg := ckBase(t, dir)
 	for round := 0; round < 2; round++ {

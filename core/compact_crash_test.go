@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -131,12 +130,7 @@ type ccAck struct {
 }
 
 func TestCompactSurvivesKill(t *testing.T) {
-	if testing.Short() {
-		t.Skip("crash test: skipped with -short")
-	}
-	seed := time.Now().UnixNano()
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewSource(seed))
+	rng := crashRNG(t)
 	dir := t.TempDir()
 	cfg := testConfig(dir)
 	smallSegments(&cfg)

@@ -3,7 +3,6 @@ package core_test
 import (
 	"context"
 	"fmt"
-	"math/rand"
 	"os"
 	"strconv"
 	"strings"
@@ -209,12 +208,7 @@ func checkAfterCrash(t *testing.T, dir string, acks []ack) {
 }
 
 func testKill9(t *testing.T, everyN, rounds int) {
-	if testing.Short() {
-		t.Skip("crash test: skipped with -short")
-	}
-	seed := time.Now().UnixNano()
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewSource(seed))
+	rng := crashRNG(t)
 	dir := t.TempDir() // one store through every round: recovery after recovery
 	var all []ack
 	for round := 0; round < rounds; round++ {

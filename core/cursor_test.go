@@ -301,18 +301,7 @@ func TestCursorFences(t *testing.T) {
 		}
 	}
 	// A cancelled fence: nothing, ever; the next ordinary event is next.
-	f, err = s.BeginFence(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 3; i++ {
-		if _, err := f.Submit(ctx, c, kindB, []byte(`{"leak":true}`)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := f.Cancel(ctx); err != nil {
-		t.Fatal(err)
-	}
+	writeLeakingFence(t, s, c, kindB, 3)
 	after := mustAppend(t, s, c, kindB, `{}`)
 	for _, cu := range []*core.Cursor{cur, kindCur, mid, s.Cursor(core.All().WithKind(kindB))} {
 		evs := pollAll(t, cu, 100)

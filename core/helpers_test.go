@@ -9,11 +9,13 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/core"
 )
@@ -299,3 +301,34 @@ func jsonString(n int) string {
 }
 
 func payloadN(i int) string { return fmt.Sprintf(`{"n":%d}`, i) }
+
+// crashRNG skips a crash test under -short and returns a random source
+// whose seed is logged, so a failing run can be replayed.
+func crashRNG(t *testing.T) *rand.Rand {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("crash test: skipped with -short")
+	}
+	seed := time.Now().UnixNano()
+	t.Logf("seed %d", seed)
+	return rand.New(rand.NewSource(seed))
+}
+
+// writeLeakingFence writes n events (payload {"leak":true}) under a fence
+// and cancels it: they are on disk and must never be seen.
+func writeLeakingFence(t testing.TB, s *core.Store, c core.Coordinate, k core.Kind, n int) {
+	t.Helper()
+	ctx := context.Background()
+	f, err := s.BeginFence(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		if _, err := f.Submit(ctx, c, k, []byte(`{"leak":true}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -3,7 +3,6 @@ package core_test
 import (
 	"context"
 	"fmt"
-	"math/rand"
 	"strings"
 	"testing"
 	"time"
@@ -44,12 +43,7 @@ func helperMappedBatch(dir string) error {
 }
 
 func TestKillDuringMappedBatchWrite(t *testing.T) {
-	if testing.Short() {
-		t.Skip("crash test: skipped with -short")
-	}
-	seed := time.Now().UnixNano()
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewSource(seed))
+	rng := crashRNG(t)
 	for round := 0; round < 12; round++ {
 		dir := t.TempDir()
 		c := startHelper(t, "mappedbatch", dir)

@@ -397,18 +397,7 @@ func TestSubscriptionFences(t *testing.T) {
 	}
 
 	// A cancelled fence is never announced, nor counted as dropped.
-	f, err = s.BeginFence(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 3; i++ {
-		if _, err := f.Submit(ctx, c1, kindA, []byte(`{"leak":true}`)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := f.Cancel(ctx); err != nil {
-		t.Fatal(err)
-	}
+	writeLeakingFence(t, s, c1, kindA, 3)
 	after := mustAppend(t, s, c2, kindA, `{}`)
 	for _, sb := range []*core.Subscription{sub, late} {
 		if got := recvN(t, sb, 1); got[0].ID != after.ID {

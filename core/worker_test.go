@@ -515,18 +515,7 @@ func TestWorkerFences(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the committed events", func() bool { return d.len() == 5 })
-	f, err = s.BeginFence(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 4; i++ {
-		if _, err := f.Submit(ctx, c, kindA, []byte(`{"leak":true}`)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := f.Cancel(ctx); err != nil {
-		t.Fatal(err)
-	}
+	writeLeakingFence(t, s, c, kindA, 4)
 	mustAppend(t, s, c, kindA, `{"last":true}`)
 	eventually(t, "the last event", func() bool { return d.len() == 6 })
 	w.Stop()
