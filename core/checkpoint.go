@@ -176,7 +176,7 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 		if !present[id] {
 			return nil, fmt.Errorf("segment %d is listed but missing", id)
 		}
-		if fi, err := os.Stat(filepath.Join(s.cfg.Dir, segmentName(id))); err != nil || fi.Size() < end {
+		if n, err := logicalSize(filepath.Join(s.cfg.Dir, segmentName(id))); err != nil || n < end {
 			return nil, fmt.Errorf("segment %d is shorter than the checkpoint says", id)
 		}
 		s.setSegmentEnd(id, end)
@@ -258,7 +258,15 @@ func (ck *checkpointInfo) cover(ix *index, seg uint32, off int, rec []byte, from
 		return nil
 	}
 	v := eventView(rec)
-	seq := v.seq()
+	return ck.coverEvent(ix, seg, off, len(rec), from, v.seq(), v.id())
+}
+
+// coverEvent is cover for an event known by its sequence and id (from a
+// frame, or from a segment footer); n is its record length.
+func (ck *checkpointInfo) coverEvent(ix *index, seg uint32, off, n, from int, seq uint64, id EventID) error {
+	if off+frameHeaderSize+n > from {
+		return fmt.Errorf("%w: the watermark falls inside the frame at offset %d of %s", errCheckpointStale, off, segmentName(seg))
+	}
 	if seq >= uint64(ix.n) {
 		return nil // a batch that never committed, at the very end
 	}
@@ -266,8 +274,8 @@ func (ck *checkpointInfo) cover(ix *index, seg uint32, off int, rec []byte, from
 	if e.seg != seg || e.off != uint32(off) {
 		return nil // a batch that never committed: its sequence was reused
 	}
-	if e.id != v.id() {
-		return fmt.Errorf("%w: %s at offset %d holds event %s, the checkpoint says %s", errCheckpointStale, segmentName(seg), off, v.id(), e.id)
+	if e.id != id {
+		return fmt.Errorf("%w: %s at offset %d holds event %s, the checkpoint says %s", errCheckpointStale, segmentName(seg), off, id, e.id)
 	}
 	ck.matched++
 	return nil

@@ -301,50 +301,65 @@ func TestCheckpointDamageFallsBackToScan(t *testing.T) {
 	orig, _, origW := scanRef(t, base, ckEntities...)
 
 	for _, d := range ckDamages {
-		t.Run(d.name, func(t *testing.T) {
-			dir := filepath.Join(t.TempDir(), "damaged")
-			copyTree(t, base, dir, nil)
-			d.fn(t, dir, other)
-			ref, refRep, refW := orig, core.OpenReport{}, origW
-			if d.segmentsToo {
-				ref, refRep, refW = scanRef(t, dir, ckEntities...)
+		for _, footers := range []bool{true, false} {
+			name, want := d.name+", footers", "footers"
+			if !footers {
+				name, want = d.name+", no footers", "scan"
 			}
-
-			cfg := testConfig(dir)
-			smallSegments(&cfg)
-			ro, err := core.OpenReadOnly(cfg)
-			if err != nil {
-				t.Fatalf("OpenReadOnly: %v", err)
-			}
-			if p := ro.Diagnostics().Open.Path; p != "scan" {
-				t.Errorf("read-only open: path %q, want scan", p)
-			}
-			sameState(t, "read-only open of the damaged store vs scan", captureState(t, ro), ref)
-			ro.Close()
-
-			s, rep := openPath(t, cfg)
-			if rep.Path != "scan" || rep.Restored != 0 || rep.TailReplayed != 0 {
-				t.Fatalf("open report %+v, want a scan", rep)
-			}
-			if d.segmentsToo && (rep.Entries != refRep.Entries || rep.Hidden != refRep.Hidden) {
-				t.Fatalf("open report %+v, a scan of the same files gives %+v", rep, refRep)
-			}
-			got := captureState(t, s)
-			sameState(t, "damaged checkpoint vs scan", got, ref)
-			allGettable(t, s, ref.events)
-			noLeak(t, d.name, got.events)
-			sameStrings(t, "writes after the fallback", continueWrites(t, s, ckEntities...), refW)
-			mustVerify(t, s)
-
-			// Close writes a sound checkpoint again.
-			after := captureState(t, s)
-			s2 := reopen(t, s)
-			if p := s2.Diagnostics().Open.Path; p != "checkpoint" {
-				t.Fatalf("reopen after the fallback: path %q", p)
-			}
-			sameState(t, "reopened", captureState(t, s2), after)
-		})
+			t.Run(name, func(t *testing.T) { checkpointDamage(t, d, base, other, footers, want, orig, origW) })
+		}
 	}
+}
+
+// checkpointDamage opens a copy of base with its checkpoint damaged by d
+// (and its segment footers removed unless footers): Open must take path
+// want and restore what a frame scan does.
+func checkpointDamage(t *testing.T, d ckDamage, base, other string, footers bool, want string, orig visibleState, origW []string) {
+	dir := filepath.Join(t.TempDir(), "damaged")
+	skip := func(string) bool { return false }
+	if !footers {
+		skip = func(n string) bool { return strings.HasSuffix(n, ".idx") }
+	}
+	copyTree(t, base, dir, skip)
+	d.fn(t, dir, other)
+	ref, refRep, refW := orig, core.OpenReport{}, origW
+	if d.segmentsToo {
+		ref, refRep, refW = scanRef(t, dir, ckEntities...)
+	}
+
+	cfg := testConfig(dir)
+	smallSegments(&cfg)
+	ro, err := core.OpenReadOnly(cfg)
+	if err != nil {
+		t.Fatalf("OpenReadOnly: %v", err)
+	}
+	if p := ro.Diagnostics().Open.Path; p != want {
+		t.Errorf("read-only open: path %q, want %s", p, want)
+	}
+	sameState(t, "read-only open of the damaged store vs scan", captureState(t, ro), ref)
+	ro.Close()
+
+	s, rep := openPath(t, cfg)
+	if rep.Path != want || rep.Restored != 0 || rep.TailReplayed != 0 {
+		t.Fatalf("open report %+v, want path %s", rep, want)
+	}
+	if d.segmentsToo && (rep.Entries != refRep.Entries || rep.Hidden != refRep.Hidden) {
+		t.Fatalf("open report %+v, a scan of the same files gives %+v", rep, refRep)
+	}
+	got := captureState(t, s)
+	sameState(t, "damaged checkpoint vs scan", got, ref)
+	allGettable(t, s, ref.events)
+	noLeak(t, d.name, got.events)
+	sameStrings(t, "writes after the fallback", continueWrites(t, s, ckEntities...), refW)
+	mustVerify(t, s)
+
+	// Close writes a sound checkpoint again.
+	after := captureState(t, s)
+	s2 := reopen(t, s)
+	if p := s2.Diagnostics().Open.Path; p != "checkpoint" {
+		t.Fatalf("reopen after the fallback: path %q", p)
+	}
+	sameState(t, "reopened", captureState(t, s2), after)
 }
 
 func TestCheckpointCoveredFrameDamageFailsOpen(t *testing.T) {

@@ -1,7 +1,6 @@
 package core
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -83,10 +82,13 @@ func TombstoneWhere(pred func(StoredEvent) bool) CompactConfig {
 type CompactReport struct {
 	SegmentsRewritten int   // sealed segments read
 	SegmentsRemoved   int   // files fewer than before (merges)
-	BytesReclaimed    int64 // bytes of segment data fewer than before
-	EventsRemoved     int
-	EventsTombstoned  int
-	Elapsed           time.Duration
+	BytesReclaimed    int64 // bytes of segment data fewer than before (uncompressed)
+	// DiskBytesReclaimed is how much less the segment files take on disk:
+	// zero fill dropped and, with Config.Compression, compression included.
+	DiskBytesReclaimed int64
+	EventsRemoved      int
+	EventsTombstoned   int
+	Elapsed            time.Duration
 }
 
 const (
@@ -98,23 +100,29 @@ const (
 // waits for a running snapshot or redaction and makes them wait. Errors:
 // ErrReadOnly, I/O errors (the old segments then stay in force).
 func (s *Store) Compact(ctx context.Context, cfg CompactConfig) (CompactReport, error) {
-	start := time.Now()
-	var rep CompactReport
 	if s.readOnly {
-		return rep, ErrReadOnly
+		return CompactReport{}, ErrReadOnly
 	}
 	if err := s.checkReadable(); err != nil {
-		return rep, err
+		return CompactReport{}, err
 	}
 	s.erasureMu.Lock()
 	defer s.erasureMu.Unlock()
-	s.rewriteMu.Lock()
-	defer s.rewriteMu.Unlock()
+	sealed, err := s.sealedKeys()
+	if err != nil {
+		return CompactReport{}, err
+	}
+	return s.compactLocked(ctx, sealed, cfg, true)
+}
+
+// sealedKeys lists the segments a rewrite may touch, oldest first: those
+// before the one being written. Events written under a fence that is
+// still open are not in the index yet, so their entries could not follow
+// them to new files: the segments from the fence's first one on are left
+// alone too. The caller holds erasureMu.
+func (s *Store) sealedKeys() ([]uint32, error) {
 	active, _ := s.w.stat()
-	// Events written under a fence that is still open are not in the index
-	// yet, so their entries could not follow them to the new files: the
-	// segments from the fence's first one on are left alone. (Read after
-	// active: a fence begun later begins in active or after it.)
+	// (Read after active: a fence begun later begins in active or after it.)
 	if f := s.fence.Load(); f != nil {
 		if b := f.beginSeg.Load(); b != 0 && segID(b) < segID(active) {
 			active = b
@@ -122,7 +130,7 @@ func (s *Store) Compact(ctx context.Context, cfg CompactConfig) (CompactReport, 
 	}
 	all, err := listSegments(s.cfg.Dir)
 	if err != nil {
-		return rep, err
+		return nil, err
 	}
 	var sealed []uint32
 	for _, k := range all {
@@ -130,6 +138,17 @@ func (s *Store) Compact(ctx context.Context, cfg CompactConfig) (CompactReport, 
 			sealed = append(sealed, k)
 		}
 	}
+	return sealed, nil
+}
+
+// compactLocked rewrites the segments sealed per cfg. raiseEpoch: record
+// an erasure when events are removed or tombstoned (a redaction, which
+// has raised it already, passes false). The caller holds erasureMu.
+func (s *Store) compactLocked(ctx context.Context, sealed []uint32, cfg CompactConfig, raiseEpoch bool) (CompactReport, error) {
+	start := time.Now()
+	var rep CompactReport
+	s.rewriteMu.Lock()
+	defer s.rewriteMu.Unlock()
 	if len(sealed) == 0 {
 		return rep, nil
 	}
@@ -144,7 +163,7 @@ func (s *Store) Compact(ctx context.Context, cfg CompactConfig) (CompactReport, 
 	// Removing or tombstoning events is an erasure: projection states
 	// cached before it must not be served after it (see redact.go).
 	var epoch uint64
-	if rep.EventsRemoved+rep.EventsTombstoned > 0 {
+	if raiseEpoch && rep.EventsRemoved+rep.EventsTombstoned > 0 {
 		if epoch, err = s.raiseErasures(); err != nil {
 			for _, o := range outs {
 				os.Remove(o.tmpPath)
@@ -183,12 +202,14 @@ func (s *Store) compactPlan(cfg CompactConfig) compactPlanT {
 
 // compactOut is one rewritten segment.
 type compactOut struct {
-	key     uint32
-	tmpPath string
-	path    string
-	size    int64
-	locs    map[uint32]uint32 // sequence → new offset
-	removed []uint32          // sequences now stubs (invisible)
+	key      uint32
+	tmpPath  string
+	path     string
+	size     int64 // logical size (plain segment bytes)
+	fileSize int64 // bytes on disk (smaller when packed)
+	footer   []byte
+	locs     map[uint32]uint32 // sequence → new offset
+	removed  []uint32          // sequences now stubs (invisible)
 }
 
 func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg CompactConfig, plan compactPlanT, rep *CompactReport) ([]*compactOut, error) {
@@ -199,22 +220,16 @@ func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg Compac
 		if cur == nil {
 			return nil
 		}
-		f, err := os.OpenFile(cur.tmpPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-		if err != nil {
-			return err
-		}
-		w := bufio.NewWriterSize(f, 1<<20)
-		_, err = w.Write(buf)
-		if err == nil {
-			err = w.Flush()
-		}
-		if err == nil {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
 		cur.size = int64(len(buf))
+		var err error
+		if s.cfg.Compression != CompressionNone {
+			cur.fileSize, err = writePackedFile(cur.tmpPath, buf, cur.key, s.cfg.Compression)
+		} else {
+			cur.fileSize, err = writePlainFile(cur.tmpPath, buf)
+		}
+		if err == nil {
+			cur.footer, err = buildFooter(buf, cur.key)
+		}
 		cur, buf = nil, buf[:0]
 		return err
 	}
@@ -233,9 +248,12 @@ func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg Compac
 			return outs, err
 		}
 		path := filepath.Join(s.cfg.Dir, segmentName(key))
-		data, unmap, err := mapFile(path)
+		data, _, unmap, err := loadSegment(path, key)
 		if err != nil {
 			return outs, err
+		}
+		if end := s.segmentEnd(key); end > 0 && int64(len(data)) > end {
+			data = data[:end]
 		}
 		rep.SegmentsRewritten++
 		// The segment's frames are rewritten into part (offsets relative to
@@ -368,12 +386,26 @@ func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, epoch uint
 	if err := os.Remove(filepath.Join(dir, checkpointName)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
+	// Each new segment's footer goes with it: written beside it under a
+	// temporary name, renamed into place by the journal.
+	for _, o := range outs {
+		if o.footer == nil {
+			continue
+		}
+		if _, err := writePlainFile(filepath.Join(dir, footerName(o.key)+tmpSuffix), o.footer); err != nil {
+			return err
+		}
+	}
 	var j strings.Builder
 	for _, o := range outs {
 		fmt.Fprintf(&j, "rename %s %s\n", filepath.Base(o.tmpPath), filepath.Base(o.path))
+		if o.footer != nil {
+			fmt.Fprintf(&j, "rename %s %s\n", footerName(o.key)+tmpSuffix, footerName(o.key))
+		}
 	}
 	for _, k := range sealed {
 		fmt.Fprintf(&j, "delete %s\n", segmentName(k))
+		fmt.Fprintf(&j, "delete %s\n", footerName(k))
 	}
 	s.compactStage("written")
 	if err := writeFileAtomic(dir, compactJournal, []byte(j.String()), true); err != nil {
@@ -385,19 +417,30 @@ func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, epoch uint
 		if err := os.Rename(o.tmpPath, o.path); err != nil {
 			return fmt.Errorf("batpak: compaction (committed; the next Open finishes it): %w", err)
 		}
+		if o.footer != nil {
+			if err := os.Rename(filepath.Join(dir, footerName(o.key)+tmpSuffix), filepath.Join(dir, footerName(o.key))); err != nil {
+				return fmt.Errorf("batpak: compaction (committed; the next Open finishes it): %w", err)
+			}
+		}
 		if i == 0 {
 			s.compactStage("renaming")
 		}
 	}
-	var oldBytes int64
+	var oldBytes, oldDisk int64
 	for _, k := range sealed {
 		oldBytes += s.segmentEnd(k)
+		if fi, err := os.Stat(filepath.Join(dir, segmentName(k))); err == nil {
+			oldDisk += fi.Size()
+		}
 	}
 	s.switchIndex(sealed, outs, epoch)
 	s.compactStage("switched")
 	for i, k := range sealed {
 		s.segs.forget(k)
 		if err := os.Remove(filepath.Join(dir, segmentName(k))); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("batpak: compaction (committed; the next Open finishes it): %w", err)
+		}
+		if err := os.Remove(filepath.Join(dir, footerName(k))); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("batpak: compaction (committed; the next Open finishes it): %w", err)
 		}
 		if i == 0 {
@@ -411,10 +454,12 @@ func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, epoch uint
 	if err := os.Remove(filepath.Join(dir, compactJournal)); err != nil {
 		return err
 	}
-	var newBytes int64
+	var newBytes, newDisk int64
 	for _, o := range outs {
 		newBytes += o.size
+		newDisk += o.fileSize
 	}
+	rep.DiskBytesReclaimed = oldDisk - newDisk
 	rep.SegmentsRemoved = len(sealed) - len(outs)
 	rep.BytesReclaimed = oldBytes - newBytes
 	return syncDir(dir)
@@ -546,7 +591,7 @@ func finishCompaction(dir string) error {
 // temporary file of an atomic write (writeFileAtomic) of the journal, the
 // checkpoint or the erasure epoch.
 func strayTemp(name string) bool {
-	if strings.HasSuffix(name, segmentSuffix+tmpSuffix) {
+	if strings.HasSuffix(name, segmentSuffix+tmpSuffix) || strings.Contains(name, footerSuffix+tmpSuffix) {
 		return true
 	}
 	for _, f := range []string{compactJournal, checkpointName, erasureFile} {
@@ -555,4 +600,20 @@ func strayTemp(name string) bool {
 		}
 	}
 	return false
+}
+
+// writePlainFile writes a plain segment's bytes to path and syncs it.
+func writePlainFile(path string, data []byte) (int64, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return int64(len(data)), err
 }

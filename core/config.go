@@ -96,6 +96,13 @@ type Config struct {
 	Sync SyncConfig
 	// Batch sets batch limits and group commit; see BatchConfig.
 	Batch BatchConfig
+	// Compression stores sealed segments compressed in blocks (zstd or
+	// s2): a background task packs each segment once it is sealed, and a
+	// read of one event decompresses one block of about 64 KiB. The segment
+	// being written is never compressed. Default CompressionNone. Changing
+	// it later affects segments sealed (or compacted) from then on; a store
+	// holds plain and packed segments side by side.
+	Compression Compression
 	// Admission, when set, is asked about every write before it is queued
 	// (see Admission); the policy package provides gates. Default nil:
 	// every valid write is admitted.
@@ -177,6 +184,8 @@ func (c Config) Validate() error {
 		return bad("Batch.MaxSize", c.Batch.MaxSize, "1..4096")
 	case c.Batch.MaxBytes < 1 || c.Batch.MaxBytes > 16<<20:
 		return bad("Batch.MaxBytes", c.Batch.MaxBytes, "1..16 MiB")
+	case c.Compression > CompressionS2:
+		return bad("Compression", c.Compression, "CompressionNone, CompressionZstd or CompressionS2")
 	case c.Batch.GroupCommitMaxBatch < 0 || c.Batch.GroupCommitMaxBatch > 1<<20:
 		return bad("Batch.GroupCommitMaxBatch", c.Batch.GroupCommitMaxBatch, "0..1048576")
 	}

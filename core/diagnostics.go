@@ -9,17 +9,23 @@ import (
 // OpenReport says how Open rebuilt the index.
 type OpenReport struct {
 	// Path is how the index was rebuilt: "checkpoint" (the index saved at
-	// the last Close, then the log written after it) or "scan" (every frame
-	// of every segment read and checked).
-	Path          string
-	Restored      uint64 // entries loaded from the checkpoint
-	TailReplayed  uint64 // entries read from the log after the checkpoint
-	Segments      int
-	Entries       uint64 // events restored (hidden ones included)
-	Hidden        int    // events of fences that never committed
-	DroppedBatch  int    // batches discarded for lack of a commit record
-	TornTailBytes int64  // bytes of a torn tail discarded
-	Elapsed       time.Duration
+	// the last Close, then the log written after it), "footers" (segment
+	// footers replayed, frames read only where no usable footer covers
+	// them) or "scan" (every frame of every segment read and checked).
+	Path string
+	// Footers is how many segment footers were used (with a checkpoint,
+	// to check it against the segments without reading their frames).
+	Footers int
+	// SegmentsScanned is how many segments had frames read.
+	SegmentsScanned int
+	Restored        uint64 // entries loaded from the checkpoint
+	TailReplayed    uint64 // entries read from the log after the checkpoint
+	Segments        int
+	Entries         uint64 // events restored (hidden ones included)
+	Hidden          int    // events of fences that never committed
+	DroppedBatch    int    // batches discarded for lack of a commit record
+	TornTailBytes   int64  // bytes of a torn tail discarded
+	Elapsed         time.Duration
 }
 
 // Diagnostics is Stats plus what an operator needs to see how the store

@@ -90,32 +90,42 @@ func (w *logWalker) frame(seg uint32, off int, rec []byte) error {
 			kind: v.kind(), hash: v.hash(), prev: v.prevHash(),
 			entity: v.entity(), scope: v.scope(), idem: v.idem(),
 		}
-		sf := v.sysFlags()
-		ev.removed = sf&sysRemoved != 0
-		if sf&sysBatch != 0 {
-			if !w.inBatch {
-				return w.corrupt(seg, off, "batch item without a batch-begin record")
-			}
-			w.batch = append(w.batch, ev.held())
-			return nil
-		}
-		w.dropBatch()
-		if sf&sysFenced != 0 {
-			if !w.fenceOpen {
-				return w.corrupt(seg, off, "fenced event without a fence-begin record")
-			}
-			w.fence = append(w.fence, ev.held())
-			return nil
-		}
-		if err := w.endFence(false); err != nil {
-			return err
-		}
-		return w.emit(&ev)
+		return w.event(ev, v.sysFlags())
 	}
 	m, ok := decodeMarker(rec)
 	if !ok {
 		return w.corrupt(seg, off, fmt.Sprintf("unknown or malformed record (type %d)", rec[0]))
 	}
+	return w.marker(seg, off, m)
+}
+
+// event handles one event record (sf: its system flags); a segment
+// footer replays its events through here too.
+func (w *logWalker) event(ev walkedEvent, sf byte) error {
+	ev.removed = sf&sysRemoved != 0
+	if sf&sysBatch != 0 {
+		if !w.inBatch {
+			return w.corrupt(ev.seg, ev.off, "batch item without a batch-begin record")
+		}
+		w.batch = append(w.batch, ev.held())
+		return nil
+	}
+	w.dropBatch()
+	if sf&sysFenced != 0 {
+		if !w.fenceOpen {
+			return w.corrupt(ev.seg, ev.off, "fenced event without a fence-begin record")
+		}
+		w.fence = append(w.fence, ev.held())
+		return nil
+	}
+	if err := w.endFence(false); err != nil {
+		return err
+	}
+	return w.emit(&ev)
+}
+
+// marker handles one batch or fence record.
+func (w *logWalker) marker(seg uint32, off int, m marker) error {
 	switch m.typ {
 	case recBatchBegin:
 		w.dropBatch()

@@ -210,16 +210,13 @@ func (s *Store) decodeAt(m *mapping, l loc) (StoredEvent, error) {
 	for try := 0; ; try++ {
 		// Copy the frame first and check the copy: a redaction may rewrite
 		// the frame in place while we read it.
-		data := m.bytes()
-		off := int(l.off)
-		if off+frameHeaderSize <= len(data) {
-			n := int(le.Uint32(data[off:]))
-			if n >= minRecordSize && n <= maxRecordSize && off+frameHeaderSize+n <= len(data) {
-				buf := make([]byte, frameHeaderSize+n)
-				copy(buf, data[off:])
-				if rec, ok := frameAt(buf, 0); ok && checkEvent(rec) {
-					return eventView(rec).decodeOwned(), nil
-				}
+		buf, ok, err := m.frameCopy(int(l.off))
+		if err != nil {
+			return StoredEvent{}, &CorruptionError{File: filepath.Join(s.cfg.Dir, segmentName(l.seg)), Offset: int64(l.off), Reason: err.Error()}
+		}
+		if ok {
+			if rec, ok := frameAt(buf, 0); ok && checkEvent(rec) {
+				return eventView(rec).decodeOwned(), nil
 			}
 		}
 		if try == readRetries {

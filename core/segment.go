@@ -203,11 +203,34 @@ type mapping struct {
 	limit atomic.Int64
 	refs  int
 	elem  *list.Element
-	gone  bool // evicted from the cache; unmap when refs reach 0
+	// pk is the block table of a packed (compressed) segment: data is then
+	// the file, read through pk.frame, and limit its logical size.
+	pk   *packedSeg
+	gone bool // evicted from the cache; unmap when refs reach 0
 }
 
-// bytes returns the readable part of the mapping.
+// bytes returns the readable part of the mapping of a plain segment.
 func (m *mapping) bytes() []byte { return m.data[:min(m.limit.Load(), int64(len(m.data)))] }
+
+// frameCopy returns a copy of the frame (header and record) at off, or
+// false when no sound frame starts there. A packed segment decompresses
+// the one block holding it.
+func (m *mapping) frameCopy(off int) ([]byte, bool, error) {
+	if m.pk != nil {
+		return m.pk.frame(m.data, off)
+	}
+	data := m.bytes()
+	if off+frameHeaderSize > len(data) {
+		return nil, false, nil
+	}
+	n := int(le.Uint32(data[off:]))
+	if n < minRecordSize || n > maxRecordSize || off+frameHeaderSize+n > len(data) {
+		return nil, false, nil
+	}
+	buf := make([]byte, frameHeaderSize+n)
+	copy(buf, data[off:])
+	return buf, true, nil
+}
 
 func newSegCache(dir string, budget, activeMapLen int) *segCache {
 	return &segCache{dir: dir, budget: budget, activeMapLen: activeMapLen, maps: map[uint32]*mapping{}}
@@ -277,6 +300,15 @@ func (c *segCache) acquire(id uint32) (*mapping, error) {
 	}
 	m := &mapping{id: id, data: data, refs: 1}
 	m.limit.Store(min(limit, int64(len(data))))
+	if isPackedHeader(data) {
+		pk, err := parsePacked(data, id)
+		if err != nil {
+			_ = unix.Munmap(data)
+			return nil, &CorruptionError{File: path, Reason: err.Error()}
+		}
+		m.pk = pk
+		m.limit.Store(pk.size)
+	}
 	m.elem = c.lru.PushFront(m)
 	c.maps[id] = m
 	c.evictLocked()

@@ -54,6 +54,8 @@ type Store struct {
 	compactions atomic.Uint64
 
 	openReport OpenReport
+	noFooters  bool // recovery reads frames, not segment footers
+	sl         *sealer
 
 	compactHook func(stage string) // tests only (export_test.go)
 
@@ -161,6 +163,7 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 	s.w = w
 	s.mailbox = make(chan *request, cfg.ChannelCapacity)
 	go w.run()
+	s.startSealer()
 	return s, nil
 }
 
@@ -185,12 +188,17 @@ func (s *Store) recover() (recovered, error) {
 	}
 	ck := s.loadCheckpoint(ids)
 	lw, err := s.scanLog(ids, ck, &out)
+	if errors.Is(err, errFooterStale) {
+		s.log.Warn("batpak: a segment footer does not match the log; reading the segments instead", "reason", err)
+		s.resetIndex()
+		s.noFooters = true
+		ck = s.loadCheckpoint(ids)
+		lw, err = s.scanLog(ids, ck, &out)
+	}
 	if errors.Is(err, errCheckpointStale) {
 		s.log.Warn("batpak: index checkpoint does not match the log; scanning the log", "reason", err)
-		s.ix, ck = newIndex(), nil
-		s.endsMu.Lock()
-		s.ends = nil
-		s.endsMu.Unlock()
+		s.resetIndex()
+		ck = nil
 		lw, err = s.scanLog(ids, nil, &out)
 	}
 	if err != nil {
@@ -201,6 +209,9 @@ func (s *Store) recover() (recovered, error) {
 		return out, err
 	}
 	s.openReport.Path = "scan"
+	if s.openReport.Footers > 0 {
+		s.openReport.Path = "footers"
+	}
 	if ck != nil {
 		s.openReport.Path = "checkpoint"
 		s.openReport.Restored = ck.entries
@@ -217,6 +228,15 @@ func (s *Store) recover() (recovered, error) {
 	out.danglingFence, out.fenceID = dangling, fenceID
 	out.nextSeq = uint64(s.ix.n)
 	return out, nil
+}
+
+// resetIndex forgets what a recovery attempt restored, before another.
+func (s *Store) resetIndex() {
+	s.ix = newIndex()
+	s.endsMu.Lock()
+	s.ends = nil
+	s.endsMu.Unlock()
+	s.openReport.Footers, s.openReport.SegmentsScanned = 0, 0
 }
 
 // errCheckpointStale: the checkpoint covers log data that is not there.
@@ -282,6 +302,9 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		return 0, 0, fmt.Errorf("batpak: mmap %s: %w", path, err)
 	}
 	defer unix.Munmap(m)
+	if isPackedHeader(m) {
+		return s.recoverPacked(lw, id, path, m, from, ck)
+	}
 	if why := checkSegmentHeader(m, id); why != "" {
 		// Only a file that is zeros throughout can be a segment whose creation
 		// a crash interrupted; a zeroed header with frames after it is damage.
@@ -291,7 +314,24 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		}
 		return 0, 0, &CorruptionError{File: path, Offset: 0, Reason: why}
 	}
-	e, st2, err := scanFrames(m, func(off int, rec []byte) error {
+	start := segmentHeaderSize
+	// A plain segment the checkpoint covers has its frames checked (a
+	// read of mapped bytes, no decoding): the checkpoint path stays as
+	// strict about damage as a scan. Without a checkpoint, its footer
+	// stands in for the frames it covers.
+	if fo := s.usableFooter(id, size, ck != nil, func(off int) ([]byte, bool, error) {
+		rec, ok := frameAt(m, off)
+		if !ok {
+			return nil, false, nil
+		}
+		return m[off : off+frameHeaderSize+len(rec)], true, nil
+	}); fo != nil {
+		if err := fo.replay(lw, from, ck, s.ix); err != nil {
+			return 0, 0, err
+		}
+		start = int(fo.end)
+	}
+	e, st2, err := scanFramesFrom(m, start, func(off int, rec []byte) error {
 		if off < from {
 			return ck.cover(s.ix, id, off, rec, from) // in the checkpoint: checked, not indexed again
 		}
@@ -300,13 +340,17 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 	if err != nil {
 		return 0, 0, err
 	}
+	if e > start {
+		s.openReport.SegmentsScanned++
+	}
 	end = int64(e)
+	if st2 == tailCorrupt {
+		return 0, 0, &CorruptionError{File: path, Offset: end, Reason: "frame fails its length or checksum check and valid frames follow it"}
+	}
 	if covered := s.checkpointEnd(id, from); covered > end {
 		return 0, 0, fmt.Errorf("%w: %s: readable data ends at %d, the checkpoint covers up to %d", errCheckpointStale, path, end, covered)
 	}
 	switch st2 {
-	case tailCorrupt:
-		return 0, 0, &CorruptionError{File: path, Offset: end, Reason: "frame fails its length or checksum check and valid frames follow it"}
 	case tailTorn:
 		if !last {
 			return 0, 0, &CorruptionError{File: path, Offset: end, Reason: "unreadable bytes at the end of a sealed segment"}
@@ -320,6 +364,63 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		}
 	}
 	return end, size, nil
+}
+
+// recoverPacked recovers a packed (compressed) segment: from its footer
+// when it has a usable one, otherwise by decompressing and scanning it.
+// A packed segment is complete by construction (it was written whole and
+// synced before it replaced the plain one), so any damage is corruption.
+func (s *Store) recoverPacked(lw *logWalker, id uint32, path string, file []byte, from int, ck *checkpointInfo) (end, size int64, err error) {
+	pk, err := parsePacked(file, id)
+	if err != nil {
+		return 0, 0, &CorruptionError{File: path, Reason: err.Error()}
+	}
+	if fo := s.usableFooter(id, pk.size, false, func(off int) ([]byte, bool, error) { return pk.frame(file, off) }); fo != nil && fo.end == pk.size {
+		if err := fo.replay(lw, from, ck, s.ix); err != nil {
+			return 0, 0, err
+		}
+		return pk.size, pk.size, nil
+	}
+	data, err := pk.logical(file, id)
+	if err != nil {
+		return 0, 0, &CorruptionError{File: path, Reason: err.Error()}
+	}
+	s.openReport.SegmentsScanned++
+	e, st, err := scanFrames(data, func(off int, rec []byte) error {
+		if off < from {
+			return ck.cover(s.ix, id, off, rec, from)
+		}
+		return lw.frame(id, off, rec)
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	if st != tailClean || int64(e) != pk.size {
+		return 0, 0, &CorruptionError{File: path, Offset: int64(e), Reason: "unreadable frame inside a packed segment"}
+	}
+	return pk.size, pk.size, nil
+}
+
+// usableFooter returns the footer of segment id when footers are in use
+// (and not skipped) and it matches the segment (size: its logical size; frame reads one
+// frame), else nil.
+func (s *Store) usableFooter(id uint32, size int64, skip bool, frame func(off int) ([]byte, bool, error)) *footer {
+	if s.noFooters || skip {
+		return nil
+	}
+	fo, why := readFooter(s.cfg.Dir, id)
+	if fo == nil {
+		if why != "" {
+			s.log.Warn("batpak: segment footer not used; scanning the segment", "file", footerName(id), "reason", why)
+		}
+		return nil
+	}
+	if !fo.matches(size, frame) {
+		s.log.Warn("batpak: segment footer does not match its segment; scanning the segment", "file", footerName(id))
+		return nil
+	}
+	s.openReport.Footers++
+	return fo
 }
 
 // checkpointEnd is how far the checkpoint covers segment id (0: not at all).
@@ -416,10 +517,12 @@ func (s *Store) Close() error {
 		<-t.Done()
 		s.closeErr = t.err
 		<-s.w.exited
+		s.stopSealer()
 		if s.closeErr == nil {
-			// A checkpoint that fails to write costs the next Open a scan,
-			// nothing else: report it, keep closing.
+			// A footer or checkpoint that fails to write costs the next Open
+			// a scan, nothing else: report it, keep closing.
 			seg, off := s.w.stat()
+			s.footerOnClose(seg)
 			if err := s.writeCheckpoint(seg, off); err != nil {
 				s.log.Warn("batpak: index checkpoint not written", "err", err)
 			}

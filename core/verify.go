@@ -84,7 +84,7 @@ func (s *Store) Verify() (VerifyReport, error) {
 			break
 		}
 		path := filepath.Join(s.cfg.Dir, segmentName(id))
-		data, unmap, err := mapFile(path)
+		data, _, unmap, err := loadSegment(path, id)
 		if err != nil {
 			return rep, err
 		}

@@ -112,11 +112,17 @@ func newWriter(s *Store, rec recovered) (*writer, error) {
 	w.timer = time.NewTimer(time.Hour)
 	w.timer.Stop()
 	w.syncer.start(s.cfg.Sync.Mode, &w.fsyncs)
-	if rec.lastSeg == 0 {
+	switch {
+	case rec.lastSeg == 0:
 		if err := w.createSegment(1); err != nil {
 			return nil, err
 		}
-	} else {
+	case isPackedFile(filepath.Join(s.cfg.Dir, segmentName(rec.lastSeg))):
+		// Packed segments are never appended to.
+		if err := w.createSegment(segID(rec.lastSeg) + 1); err != nil {
+			return nil, err
+		}
+	default:
 		f, err := os.OpenFile(filepath.Join(s.cfg.Dir, segmentName(rec.lastSeg)), os.O_RDWR, 0)
 		if err != nil {
 			return nil, fmt.Errorf("batpak: open active segment: %w", err)

@@ -24,7 +24,11 @@ func (w *writer) makeRoom(n int) error {
 	if err := w.seal(); err != nil {
 		return err
 	}
-	return w.createSegment(w.seg + 1)
+	if err := w.createSegment(w.seg + 1); err != nil {
+		return err
+	}
+	w.s.kickSealer() // footer (and pack) the segment just sealed
+	return nil
 }
 
 // flush writes w.buf at the end of the active segment.

@@ -1,0 +1,148 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+)
+
+// The sealer is the store's background maintenance of sealed segments.
+// Woken when the writer rotates to a new segment (and once after Open, for
+// work a crash or a Close left), it
+//
+//   - packs every sealed plain segment when Config.Compression asks for it,
+//     one segment at a time, through the compaction path (new generation,
+//     journal, crash-safe; nothing else about the segment changes), and
+//   - writes the footer of every sealed segment that lacks a current one.
+//
+// It works under erasureMu like a compaction, so Compact, Redact and
+// EraseEntity wait for the segment in hand, never for the whole sweep.
+// Close stops it (an interrupted packing leaves the plain segment in
+// force) and then writes the footer of the segment being written.
+type sealer struct {
+	kick   chan struct{}
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (s *Store) startSealer() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.sl = &sealer{kick: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(s.sl.done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.sl.kick:
+				if err := s.sealPending(ctx); err != nil && ctx.Err() == nil {
+					s.log.Warn("batpak: sealing segments failed; retried at the next rotation", "err", err)
+				}
+			}
+		}
+	}()
+	s.kickSealer()
+}
+
+// kickSealer asks the sealer for a sweep (never blocks).
+func (s *Store) kickSealer() {
+	if s.sl == nil {
+		return
+	}
+	select {
+	case s.sl.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Store) stopSealer() {
+	if s.sl == nil {
+		return
+	}
+	s.sl.cancel()
+	<-s.sl.done
+}
+
+// SealSegments does now, on the calling goroutine, the work the store
+// does in the background after each rotation: every sealed segment is
+// packed (when Config.Compression asks for it) and given a current footer.
+// It returns when none is left to do. Errors: ErrReadOnly, ErrClosed,
+// ctx's error, I/O errors and *CorruptionError (a sealed segment that
+// cannot be read is left as it is).
+func (s *Store) SealSegments(ctx context.Context) error {
+	if s.readOnly {
+		return ErrReadOnly
+	}
+	if err := s.checkReadable(); err != nil {
+		return err
+	}
+	return s.sealPending(ctx)
+}
+
+// sealPending packs and footers the sealed segments that need it.
+func (s *Store) sealPending(ctx context.Context) error {
+	for ctx.Err() == nil {
+		did, err := s.sealOne(ctx)
+		if err != nil || !did {
+			return err
+		}
+	}
+	return nil
+}
+
+// sealOne does the next piece of sealing work, if any.
+func (s *Store) sealOne(ctx context.Context) (bool, error) {
+	s.erasureMu.Lock()
+	defer s.erasureMu.Unlock()
+	if s.shut.Load() {
+		return false, nil
+	}
+	sealed, err := s.sealedKeys()
+	if err != nil {
+		return false, err
+	}
+	for _, k := range sealed {
+		path := filepath.Join(s.cfg.Dir, segmentName(k))
+		if s.cfg.Compression != CompressionNone && !isPackedFile(path) {
+			_, err := s.compactLocked(ctx, []uint32{k}, CompactConfig{}, false)
+			return err == nil, err
+		}
+		if end, ok := footerEnd(s.cfg.Dir, k); !ok || end != s.segmentEnd(k) {
+			return true, s.writeSegmentFooter(k)
+		}
+	}
+	return false, nil
+}
+
+// writeSegmentFooter builds the footer of segment key from its frames
+// (up to its recorded end) and saves it. The caller holds erasureMu, so
+// no compaction or redaction rewrites the segment meanwhile.
+func (s *Store) writeSegmentFooter(key uint32) error {
+	data, _, release, err := loadSegment(filepath.Join(s.cfg.Dir, segmentName(key)), key)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if end := s.segmentEnd(key); end > 0 && int64(len(data)) > end {
+		data = data[:end]
+	}
+	b, err := buildFooter(data, key)
+	if err != nil {
+		return err
+	}
+	return writeFooter(s.cfg.Dir, key, b)
+}
+
+// footerOnClose writes the footer of the segment being written, once the
+// writer has stopped.
+func (s *Store) footerOnClose(key uint32) {
+	if key == 0 {
+		return
+	}
+	s.erasureMu.Lock()
+	defer s.erasureMu.Unlock()
+	if err := s.writeSegmentFooter(key); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("batpak: segment footer not written; the next Open scans the segment", "segment", segmentName(key), "err", err)
+	}
+}
