@@ -34,6 +34,13 @@ type Diagnostics struct {
 	Stats
 	VisibleSequence uint64 // sequences decided (visible or hidden) so far
 	BytesOnDisk     int64  // segment file sizes, zero fill included
+	// PackedSegments is how many segments are stored compressed;
+	// PackedBytes what they take on disk and PackedRawBytes their
+	// uncompressed size (the ratio is PackedRawBytes / PackedBytes).
+	PackedSegments int
+	PackedBytes    int64
+	PackedRawBytes int64
+	Footers        int // sealed segments with a footer file
 	MappedSegments  int    // segment files mapped for reads now
 	Pressure        WriterPressure
 	Open            OpenReport
@@ -45,8 +52,21 @@ func (s *Store) Diagnostics() Diagnostics {
 	d.VisibleSequence = uint64(s.ix.published())
 	ids, _ := listSegments(s.cfg.Dir)
 	for _, id := range ids {
-		if fi, err := os.Stat(filepath.Join(s.cfg.Dir, segmentName(id))); err == nil {
-			d.BytesOnDisk += fi.Size()
+		path := filepath.Join(s.cfg.Dir, segmentName(id))
+		fi, err := os.Stat(path)
+		if err != nil {
+			continue
+		}
+		d.BytesOnDisk += fi.Size()
+		if isPackedFile(path) {
+			d.PackedSegments++
+			d.PackedBytes += fi.Size()
+			if n, err := logicalSize(path); err == nil {
+				d.PackedRawBytes += n
+			}
+		}
+		if _, ok := footerEnd(s.cfg.Dir, id); ok {
+			d.Footers++
 		}
 	}
 	s.segs.mu.Lock()

@@ -15,7 +15,10 @@ import (
 // and flags the record redacted, in place and synced; the header stays,
 // and with it the hash chain, which covers the payload only through its
 // digest: Verify still passes, and reads return the event with Redacted
-// set and no payload. This is erasure of the payload, not of the fact that
+// set and no payload. In a packed (compressed) segment, which is never
+// rewritten in place, the segment is rewritten instead (a compaction of
+// that one segment, same crash safety) with the event as a redacted stub:
+// its header without the payload bytes. This is erasure of the payload, not of the fact that
 // an event happened; erase identifying data from entity and scope names by
 // not putting it there.
 
@@ -72,7 +75,18 @@ func (s *Store) redactLocs(ctx context.Context, locs []loc) (int, error) {
 	// the event before then is tagged with the old epoch, so never served.
 	defer s.erasures.Store(n)
 	done := 0
+	packed := map[uint32]bool{}
+	ids := map[EventID]bool{}
 	for _, l := range locs {
+		if s.isPacked(l.seg) {
+			// A packed segment is not rewritten in place: the events are
+			// tombstoned by rewriting the segment (see redactPacked).
+			packed[l.seg] = true
+			s.ix.mu.RLock()
+			ids[s.ix.at(l.seq).id] = true
+			s.ix.mu.RUnlock()
+			continue
+		}
 		ok, err := s.redactOne(l)
 		if err != nil {
 			return done, err
@@ -81,7 +95,29 @@ func (s *Store) redactLocs(ctx context.Context, locs []loc) (int, error) {
 			done++
 		}
 	}
+	if len(packed) > 0 {
+		keys := make([]uint32, 0, len(packed))
+		for k := range packed {
+			keys = append(keys, k)
+		}
+		sortU32(keys)
+		rep, err := s.compactLocked(ctx, keys, CompactConfig{Tombstone: func(ev StoredEvent) bool { return ids[ev.Header.ID] }}, false)
+		done += rep.EventsTombstoned
+		if err != nil {
+			return done, err
+		}
+	}
 	return done, s.Sync(ctx)
+}
+
+// isPacked reports whether segment key is stored packed (compressed).
+func (s *Store) isPacked(key uint32) bool {
+	m, err := s.segs.acquire(key)
+	if err != nil {
+		return false
+	}
+	defer s.segs.release(m)
+	return m.pk != nil
 }
 
 // The erasure epoch counts erasures (redactions, and compactions that

@@ -89,9 +89,24 @@ func (s *Store) Snapshot(ctx context.Context, dest string) (SnapshotReport, erro
 		}
 		rep.Segments++
 		rep.Bytes += n
+		// The segment's footer, when it covers no more than was copied:
+		// the copy then opens without reading its frames.
+		if end, ok := footerEnd(s.cfg.Dir, id); ok && (limit < 0 || end <= limit) {
+			if _, err := copyFile(filepath.Join(s.cfg.Dir, footerName(id)), filepath.Join(dest, footerName(id)), -1); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return rep, fmt.Errorf("batpak: snapshot footer of segment %d: %w", id, err)
+			}
+		}
 		if err := ctx.Err(); err != nil {
 			return rep, err
 		}
+	}
+	// The index checkpoint of the last Close, if no compaction has
+	// invalidated it since: it covers a prefix of what was copied, so the
+	// copy opens by loading it and reading only the log after it (Open
+	// checks it against the copied segments and ignores it if it does not
+	// fit).
+	if _, err := copyFile(filepath.Join(s.cfg.Dir, checkpointName), filepath.Join(dest, checkpointName), -1); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return rep, fmt.Errorf("batpak: snapshot checkpoint: %w", err)
 	}
 	if _, err := os.Stat(filepath.Join(s.cfg.Dir, erasureFile)); err == nil {
 		if _, err := copyFile(filepath.Join(s.cfg.Dir, erasureFile), filepath.Join(dest, erasureFile), -1); err != nil {
