@@ -185,6 +185,9 @@ func bigStore(b *testing.B) string {
 				return
 			}
 		}
+		if big.err = s.SealSegments(ctx); big.err != nil {
+			return
+		}
 		big.err = s.Close()
 	})
 	if big.err != nil {
@@ -202,18 +205,33 @@ func TestMain(m *testing.M) {
 }
 
 // BenchmarkOpen1M: index rebuild of 1M events, from the checkpoint the
-// last Close wrote (frames still CRC-checked) and by a full scan (the
-// checkpoint moved aside).
+// last Close wrote (frames still CRC-checked), from the segment footers
+// (the checkpoint moved aside), and by a full scan (footers moved aside
+// too).
+//
+//	go test ./core -run '^$' -bench Open1M -benchtime 5x
 func BenchmarkOpen1M(b *testing.B) {
 	dir := bigStore(b)
-	ckpt := filepath.Join(dir, "index.ckpt")
-	for _, path := range []string{"checkpoint", "scan"} {
+	aside := func(b *testing.B, pattern string) {
+		paths, _ := filepath.Glob(filepath.Join(dir, pattern))
+		for _, p := range paths {
+			if err := os.Rename(p, p+".aside"); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Cleanup(func() {
+			for _, p := range paths {
+				os.Rename(p+".aside", p)
+			}
+		})
+	}
+	for _, path := range []string{"checkpoint", "footers", "scan"} {
 		b.Run(path, func(b *testing.B) {
+			if path != "checkpoint" {
+				aside(b, "index.ckpt")
+			}
 			if path == "scan" {
-				if err := os.Rename(ckpt, ckpt+".aside"); err != nil {
-					b.Fatal(err)
-				}
-				defer os.Rename(ckpt+".aside", ckpt)
+				aside(b, "*.idx")
 			}
 			for i := 0; i < b.N; i++ {
 				s, err := core.OpenReadOnly(core.DefaultConfig(dir))
