@@ -41,9 +41,9 @@ type Diagnostics struct {
 	PackedBytes    int64
 	PackedRawBytes int64
 	Footers        int // sealed segments with a footer file
-	MappedSegments  int    // segment files mapped for reads now
-	Pressure        WriterPressure
-	Open            OpenReport
+	MappedSegments int // segment files mapped for reads now
+	Pressure       WriterPressure
+	Open           OpenReport
 }
 
 // Diagnostics reports counts, sizes, writer pressure and how Open went.

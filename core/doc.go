@@ -130,8 +130,10 @@
 //
 // # On disk
 //
-// A store directory holds segment files "<20-digit id>.seg" and a LOCK file
-// (flock; holds the writer's pid). Integers are little-endian.
+// A store directory holds segment files "<20-digit id>.seg" (after a
+// compaction or packing, "<id>.<generation>.seg"), their footers
+// "<name>.idx", the index checkpoint "index.ckpt", and a LOCK file (flock;
+// holds the writer's pid). Integers are little-endian.
 //
 //	segment file
 //	+----------------------------+---------+---------+-----+---------+------------------+
@@ -203,4 +205,47 @@
 //
 // OpenReadOnly does the same without taking the lock or changing any file,
 // so it can run beside a live writer process.
+//
+// # Cold start: checkpoint, footers, scan
+//
+// Reading every frame is the slow path. Open takes the first that applies
+// and reports it in Diagnostics().Open (Path, Footers, SegmentsScanned,
+// Restored, TailReplayed, Elapsed); every path yields the same index:
+//
+//  1. checkpoint — index.ckpt, the whole index written at Close (temporary
+//     file, fsync, rename) with its watermark. It is loaded, the frames it
+//     covers in plain segments are CRC-checked against it (no decoding),
+//     and only the log after the watermark is read. A checkpoint that is
+//     damaged, from another store, or names files or places that do not
+//     match is ignored. Compaction deletes it.
+//  2. footers — "<segment>.idx" beside each segment, written when it is
+//     sealed (rotation, by the background sealer; Close, for the segment
+//     being written; compaction, for what it writes): each frame's
+//     recovery data (ids, sequences, clocks, hashes, names, batch and
+//     fence records), replayed through the same walk as the frames. A
+//     footer is used only when its CRC holds and the frame it says ends
+//     its part of the segment is there with the CRC it recorded; frames
+//     after that end are scanned. Other segments are scanned.
+//  3. scan — every frame of every segment.
+//
+// # Packed segments
+//
+// With Config.Compression (zstd or s2), the sealer rewrites each sealed
+// segment, through the compaction path (new file generation, journal,
+// crash-safe), as a packed file: the plain segment's bytes cut at frame
+// boundaries into ~64 KiB blocks, each compressed alone, then a block
+// table and a trailer:
+//
+//	header (32, version 2, codec at byte 10) | blocks |
+//	table: n × (logical start u32, file offset u64, stored length u32,
+//	            logical length u32, CRC32C of the stored bytes u32) |
+//	trailer: "BPAKBLKS" | table offset u64 | n u32 | logical size u64 |
+//	         CRC32C of table and trailer u32
+//
+// Offsets stay those of the plain segment, so the index does not change
+// and a read of one event decompresses one block (the last four blocks
+// read are cached per segment). A block that fails its CRC is a
+// *CorruptionError. Packed segments are never appended to or rewritten in
+// place: Redact on an event in one rewrites the segment with the event as
+// a redacted stub.
 package core
