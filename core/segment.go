@@ -3,6 +3,7 @@ package core
 import (
 	"bytes"
 	"container/list"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -276,6 +277,9 @@ func (c *segCache) acquire(id uint32) (*mapping, error) {
 	}
 	path := filepath.Join(c.dir, segmentName(id))
 	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("batpak: segment %s was rewritten (compaction or packing) after this store read its index; reopen the store to read it: %w", segmentName(id), err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("batpak: open segment: %w", err)
 	}

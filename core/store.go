@@ -101,7 +101,11 @@ func Open(cfg Config) (*Store, error) {
 // OpenReadOnly opens an existing store for reading only: no lock is taken
 // (it works beside a live writer process), no writer goroutine runs, nothing
 // on disk is changed, and every write returns ErrReadOnly. It shows the
-// events that were written when it opened.
+// events that were written when it opened. Beside a live writer, a segment
+// the writer rewrites later (Compact, Redact in a packed segment, or the
+// packing of sealed segments under Config.Compression) has a new file
+// name: reads of it fail with an error saying so until the read-only
+// store is reopened.
 func OpenReadOnly(cfg Config) (*Store, error) {
 	return open(cfg, true)
 }
