@@ -41,6 +41,7 @@ const (
 	kindCount                         // a whole number
 	kindDuration                      // a Go duration: 1s, 500ms, 0
 	kindSyncMode                      // data | all
+	kindCompression                   // none | zstd | s2
 	kindOptionalPath                  // a path, or empty for none
 	kindText                          // free text, may be empty
 	kindList                          // a comma-separated list (a YAML list in the file)
@@ -66,6 +67,8 @@ var settings = []setting{
 		help: "store directory (created by write commands)"},
 	{key: "segment_max_bytes", flag: "segment-max-bytes", field: "SegmentMaxBytes", kind: kindSize, def: formatSize(core.DefaultSegmentMaxBytes),
 		help: "seal a segment file at this size; 64KiB..4GiB-1"},
+	{key: "compression", flag: "compression", field: "Compression", kind: kindCompression, def: core.CompressionNone.String(),
+		help: "store sealed segments compressed: none, zstd (best ratio) or s2 (cheaper); the segment being written never is"},
 	{key: "fd_budget", flag: "fd-budget", field: "FDBudget", kind: kindCount, def: core.DefaultFDBudget,
 		help: "segment files kept open and mapped for reads; 2..65536"},
 	{key: "single_append_max_bytes", flag: "single-append-max-bytes", field: "SingleAppendMaxBytes", kind: kindSize, def: formatSize(core.DefaultSingleAppendMaxBytes),
@@ -309,6 +312,12 @@ func (a *app) loadConfig() (*resolved, error) {
 				return nil, bad(err)
 			}
 			cfg.Sync.Mode, shown = m, m.String()
+		case kindCompression:
+			c, err := parseCompression(raw)
+			if err != nil {
+				return nil, bad(err)
+			}
+			cfg.Compression, shown = c, c.String()
 		}
 		res.entries = append(res.entries, entry{setting: s, value: shown, source: src})
 	}
@@ -582,4 +591,24 @@ func parseSyncMode(raw any) (core.SyncMode, error) {
 		return core.SyncAll, nil
 	}
 	return 0, fmt.Errorf("%v is not a sync mode: want data (fdatasync) or all (fsync)", raw)
+}
+
+// parseCompression reads a compression setting: none, zstd or s2 (any
+// case), as core.ParseCompression reads it.
+func parseCompression(raw any) (core.Compression, error) {
+	if s, ok := raw.(string); ok {
+		if c, err := core.ParseCompression(s); err == nil {
+			return c, nil
+		}
+	}
+	return 0, fmt.Errorf("%s is not a compression: want none, zstd or s2", quoteRaw(raw))
+}
+
+// quoteRaw renders a refused raw value: strings quoted, anything else
+// (a YAML number, list, ...) as is.
+func quoteRaw(raw any) string {
+	if s, ok := raw.(string); ok {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprint(raw)
 }

@@ -2,10 +2,10 @@
 //
 // It is a thin shell over package core: every verb opens the store,
 // does one thing and closes it. Write verbs (append, demo, import,
-// snapshot, redact, compact) open the store with core.Open and take its
-// lock; read verbs (get, query, ancestors, verify, stats, export, plugin
-// project) use core.OpenReadOnly, so they work beside a live writer and
-// never change a file.
+// snapshot, redact, compact, seal) open the store with core.Open and take
+// its lock; read verbs (get, query, ancestors, verify, stats, export,
+// plugin project) use core.OpenReadOnly, so they work beside a live writer
+// and never change a file.
 //
 //	batpak append --entity E --scope S --kind CAT:TYPE --data JSON
 //	              [--idempotency-key K] [--expect-clock N | --expect-new]
@@ -28,6 +28,7 @@
 //	batpak snapshot DEST
 //	batpak redact ID | --entity E
 //	batpak compact [--merge] [--max-age D] [--max-per-entity N] [--tombstone-entity E]
+//	batpak seal
 //
 // # Configuration
 //
@@ -37,6 +38,7 @@
 //	key                           flag                            environment
 //	data_dir                      --data-dir                      BATPAK_DATA_DIR
 //	segment_max_bytes             --segment-max-bytes             BATPAK_SEGMENT_MAX_BYTES
+//	compression                   --compression                   BATPAK_COMPRESSION
 //	fd_budget                     --fd-budget                     BATPAK_FD_BUDGET
 //	single_append_max_bytes       --single-append-max-bytes       BATPAK_SINGLE_APPEND_MAX_BYTES
 //	broadcast_capacity            --broadcast-capacity            BATPAK_BROADCAST_CAPACITY
@@ -60,9 +62,21 @@
 // with --config or $BATPAK_CONFIG and a warning in a file found by looking
 // around (a config.yaml in the current directory may belong to another
 // tool). Sizes accept a byte count or a whole number of KiB, MiB or GiB;
-// sync.interval is a Go duration (1s, 250ms, 0). The settings build a
+// sync.interval is a Go duration (1s, 250ms, 0); compression is none, zstd
+// or s2. The settings build a
 // core.Config from core.DefaultConfig, checked by core.Config.Validate.
 // "batpak config" prints each effective value and its source.
+//
+// # Compressed segments
+//
+// With compression set, a store opened for writing packs its sealed
+// segments (never the one being written) in the background, one at a
+// time, in blocks of about 64 KiB; a read decompresses one block. A write
+// verb stops that work when it closes the store, so a short command may
+// leave segments unpacked: "batpak seal" packs them, and writes any
+// missing segment footers (which let the next open skip reading frames),
+// before it returns. A store holds plain and packed segments side by side;
+// every verb reads both, whatever compression is set to.
 //
 // # Write policies
 //

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"text/tabwriter"
 	"time"
 
@@ -44,19 +45,64 @@ offset, event id) and exits 1. Safe to run beside a live writer.`,
 	}
 }
 
-// statsJSON is stats --json's output: core.Stats plus the directory.
+// statsJSON is stats --json's output: core.Diagnostics' counts and sizes
+// plus the directory. packed_ratio is packed_raw_bytes / packed_bytes (0
+// when no segment is packed); the open_* fields say how this (read-only)
+// open rebuilt the index.
 type statsJSON struct {
-	Dir            string  `json:"dir"`
-	Events         uint64  `json:"events"`
-	GlobalSequence uint64  `json:"global_sequence"`
-	Entities       int     `json:"entities"`
-	Segments       int     `json:"segments"`
-	Bytes          int64   `json:"bytes"`
-	IndexBytes     int64   `json:"index_bytes"`
-	Fsyncs         uint64  `json:"fsyncs"`
-	BytesOnDisk    int64   `json:"bytes_on_disk"`
-	OpenPath       string  `json:"open_path"`
-	OpenMillis     float64 `json:"open_ms"`
+	Dir                 string  `json:"dir"`
+	Events              uint64  `json:"events"`
+	GlobalSequence      uint64  `json:"global_sequence"`
+	Entities            int     `json:"entities"`
+	Segments            int     `json:"segments"`
+	Bytes               int64   `json:"bytes"`
+	IndexBytes          int64   `json:"index_bytes"`
+	Fsyncs              uint64  `json:"fsyncs"`
+	BytesOnDisk         int64   `json:"bytes_on_disk"`
+	PackedSegments      int     `json:"packed_segments"`
+	PackedBytes         int64   `json:"packed_bytes"`
+	PackedRawBytes      int64   `json:"packed_raw_bytes"`
+	PackedRatio         float64 `json:"packed_ratio"`
+	Footers             int     `json:"footers"`
+	OpenPath            string  `json:"open_path"`
+	OpenFooters         int     `json:"open_footers"`
+	OpenSegmentsScanned int     `json:"open_segments_scanned"`
+	OpenRestored        uint64  `json:"open_restored"`
+	OpenEntries         uint64  `json:"open_entries"`
+	OpenMillis          float64 `json:"open_ms"`
+}
+
+func toStatsJSON(dir string, d core.Diagnostics) statsJSON {
+	st := d.Stats
+	return statsJSON{
+		Dir: dir, Events: st.Events, GlobalSequence: st.GlobalSequence, Entities: st.Entities,
+		Segments: st.Segments, Bytes: st.Bytes, IndexBytes: st.IndexBytes, Fsyncs: st.Fsyncs,
+		BytesOnDisk:    d.BytesOnDisk,
+		PackedSegments: d.PackedSegments, PackedBytes: d.PackedBytes, PackedRawBytes: d.PackedRawBytes,
+		PackedRatio: math.Round(packedRatio(d)*100) / 100, Footers: d.Footers,
+		OpenPath: d.Open.Path, OpenFooters: d.Open.Footers, OpenSegmentsScanned: d.Open.SegmentsScanned,
+		OpenRestored: d.Open.Restored, OpenEntries: d.Open.Entries,
+		OpenMillis: float64(d.Open.Elapsed.Microseconds()) / 1000,
+	}
+}
+
+// packedRatio is how many times smaller the packed segments are than
+// their content; 0 when none is packed.
+func packedRatio(d core.Diagnostics) float64 {
+	if d.PackedBytes <= 0 {
+		return 0
+	}
+	return float64(d.PackedRawBytes) / float64(d.PackedBytes)
+}
+
+// packedLine describes the packed segments: "3 segments, 12.1 MiB on disk
+// for 61.0 MiB raw (5.0x)".
+func packedLine(d core.Diagnostics) string {
+	if d.PackedSegments == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%s, %s on disk for %s raw (%.1fx)", plural(d.PackedSegments, "segment", "segments"),
+		humanBytes(d.PackedBytes), humanBytes(d.PackedRawBytes), packedRatio(d))
 }
 
 func newStatsCmd(a *app) *cobra.Command {
@@ -67,8 +113,13 @@ func newStatsCmd(a *app) *cobra.Command {
 		GroupID: "inspect",
 		Long: `Print the store's statistics: visible events, the next global sequence,
 entities, segment files, bytes in segments, the index's estimated heap
-size. The store is opened read-only, so fsyncs (a count kept by the
-writer) is always 0 here.`,
+size, the segment files' size on disk; how many segments are packed
+(compressed: what they take on disk, their uncompressed size and the
+ratio) and how many have an index footer; and how this open rebuilt the
+index: from the checkpoint, from segment footers or by scanning segments,
+with the footers it used and the segments whose frames it read. The store
+is opened read-only, so fsyncs (a count kept by the writer) is always 0
+here, and the open figures are this command's own open.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			var (
@@ -79,30 +130,21 @@ writer) is always 0 here.`,
 				d, dir = s.Diagnostics(), res.cfg.Dir
 				return nil
 			})
-			st := d.Stats
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return newJSONLines(cmd.OutOrStdout()).write(statsJSON{
-					Dir: dir, Events: st.Events, GlobalSequence: st.GlobalSequence, Entities: st.Entities,
-					Segments: st.Segments, Bytes: st.Bytes, IndexBytes: st.IndexBytes, Fsyncs: st.Fsyncs,
-					BytesOnDisk: d.BytesOnDisk, OpenPath: d.Open.Path, OpenMillis: float64(d.Open.Elapsed.Microseconds()) / 1000,
-				})
+				return newJSONLines(cmd.OutOrStdout()).write(toStatsJSON(dir, d))
 			}
-			if err := printStats(cmd.OutOrStdout(), dir, st); err != nil {
-				return err
-			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "on disk        %d (%s, zero fill included)\nopened via     %s in %v (%d restored, %d read from the log)\n",
-				d.BytesOnDisk, formatSize(d.BytesOnDisk), d.Open.Path, d.Open.Elapsed.Round(time.Microsecond), d.Open.Restored, d.Open.Entries-d.Open.Restored)
-			return err
+			return printStats(cmd.OutOrStdout(), dir, d)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the statistics as one JSON object")
 	return cmd
 }
 
-func printStats(w io.Writer, dir string, st core.Stats) error {
+func printStats(w io.Writer, dir string, d core.Diagnostics) error {
+	st, o := d.Stats, d.Open
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "store\t%s\n", dir)
 	fmt.Fprintf(tw, "events\t%d\n", st.Events)
@@ -112,6 +154,12 @@ func printStats(w io.Writer, dir string, st core.Stats) error {
 	fmt.Fprintf(tw, "bytes\t%d (%s)\n", st.Bytes, humanBytes(st.Bytes))
 	fmt.Fprintf(tw, "index bytes\t%d (%s, estimate)\n", st.IndexBytes, humanBytes(st.IndexBytes))
 	fmt.Fprintf(tw, "fsyncs\t%d\n", st.Fsyncs)
+	fmt.Fprintf(tw, "on disk\t%d (%s, zero fill included)\n", d.BytesOnDisk, humanBytes(d.BytesOnDisk))
+	fmt.Fprintf(tw, "packed\t%s\n", packedLine(d))
+	fmt.Fprintf(tw, "footers\t%d of %d segments\n", d.Footers, st.Segments)
+	fmt.Fprintf(tw, "opened via\t%s in %v (%s used, %s scanned; %d restored, %d read from the log)\n",
+		o.Path, o.Elapsed.Round(time.Microsecond), plural(o.Footers, "footer", "footers"),
+		plural(o.SegmentsScanned, "segment", "segments"), o.Restored, o.Entries-o.Restored)
 	return tw.Flush()
 }
 

@@ -140,7 +140,7 @@ judged by that Rego policy first, as the principal --principal-id,
 		newGetCmd(a), newQueryCmd(a), newAncestorsCmd(a),
 		newVerifyCmd(a), newStatsCmd(a), newConfigCmd(a),
 		newPolicyCmd(a),
-		newExportCmd(a), newImportCmd(a), newSnapshotCmd(a), newRedactCmd(a), newCompactCmd(a),
+		newExportCmd(a), newImportCmd(a), newSnapshotCmd(a), newRedactCmd(a), newCompactCmd(a), newSealCmd(a),
 		newPluginCmd(a),
 	)
 	return root

@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -692,4 +693,268 @@ func TestVerifyFailure(t *testing.T) {
 	if got := ok(t, "verify", dd); got != "ok: 6 events in 4 entities across 1 segments\n" {
 		t.Errorf("verify after repair = %q", got)
 	}
+}
+
+// configEntry returns key's value and source as "batpak config" prints
+// them.
+func configEntry(t *testing.T, key string, args ...string) (value, source string) {
+	t.Helper()
+	out := ok(t, append([]string{"config"}, args...)...)
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 4 && f[0] == key {
+			return f[1], strings.Join(f[2:len(f)-1], " ")
+		}
+	}
+	t.Fatalf("batpak config lists no %s:\n%s", key, out)
+	return "", ""
+}
+
+func TestCompressionConfig(t *testing.T) {
+	home := isolate(t)
+	want := func(value, source string, args ...string) {
+		t.Helper()
+		if v, s := configEntry(t, "compression", args...); v != value || s != source {
+			t.Errorf("config %q: compression = %q from %q, want %q from %q", args, v, s, value, source)
+		}
+	}
+	want("none", "default")
+	cfgFile := filepath.Join(home, "c.yaml")
+	writeFile(t, cfgFile, "compression: s2\n")
+	want("s2", "config "+cfgFile, "--config", cfgFile)
+	t.Setenv("BATPAK_COMPRESSION", "zstd")
+	want("zstd", "env BATPAK_COMPRESSION", "--config", cfgFile)
+	want("none", "flag --compression", "--config", cfgFile, "--compression", "none")
+	want("s2", "flag --compression", "--compression", " S2 ") // any case, spaces trimmed
+	t.Setenv("BATPAK_COMPRESSION", "")
+
+	// Bad values name the key, where the value came from and what is
+	// allowed, and are refused before the store is touched.
+	dir := filepath.Join(home, "store")
+	appendArgs := []string{"append", "--data-dir", dir, "--entity", "e", "--scope", "s", "--kind", "1:1", "--data", "{}"}
+	r := fails(t, append(appendArgs, "--compression", "lz4"),
+		"invalid config: compression (from flag --compression)", `"lz4" is not a compression`, "want none, zstd or s2")
+	if strings.Contains(r.stderr, "Usage:") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		t.Errorf("want one line without usage:\n%s", r.stderr)
+	}
+	t.Setenv("BATPAK_COMPRESSION", "gzip")
+	fails(t, []string{"seal", "--data-dir", dir}, "compression (from env BATPAK_COMPRESSION)", `"gzip"`, "want none, zstd or s2")
+	fails(t, []string{"stats", "--data-dir", dir}, "compression (from env BATPAK_COMPRESSION)")
+	t.Setenv("BATPAK_COMPRESSION", "")
+	writeFile(t, cfgFile, "compression: 3\n")
+	fails(t, []string{"config", "--config", cfgFile}, "compression (from config "+cfgFile+")", "3 is not a compression", "want none, zstd or s2")
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("a bad compression value created the store (stat: %v)", err)
+	}
+}
+
+// orderPayload is a realistic JSON event payload of about 1 KiB, different
+// for every i.
+func orderPayload(i int) string {
+	type item struct {
+		SKU        string `json:"sku"`
+		Name       string `json:"name"`
+		Qty        int    `json:"qty"`
+		PriceCents int    `json:"price_cents"`
+	}
+	names := []string{"Ada Lovelace", "Grace Hopper", "Barbara Liskov", "Ken Thompson", "Margaret Hamilton"}
+	cities := []string{"Amsterdam", "Utrecht", "Rotterdam", "Eindhoven"}
+	var items []item
+	total := 0
+	for k := range 2 + i%4 {
+		it := item{SKU: fmt.Sprintf("BAT-%03d-%d", (i*7+k)%500, k), Name: demoCatalog[(i+k)%len(demoCatalog)].Name,
+			Qty: 1 + (i+k)%3, PriceCents: 299 + (i*31+k*17)%2000}
+		total += it.Qty * it.PriceCents
+		items = append(items, it)
+	}
+	b, err := json.Marshal(map[string]any{
+		"order":    fmt.Sprintf("order:%d", i),
+		"customer": map[string]any{"id": fmt.Sprintf("cust-%04d", i%53), "name": names[i%len(names)], "email": fmt.Sprintf("customer%d@example.com", i%53)},
+		"shipping": map[string]any{
+			"street": fmt.Sprintf("Keizersgracht %d", 1+i%300), "postcode": fmt.Sprintf("%04d AB", 1000+i%9000),
+			"city": cities[i%len(cities)], "country": "NL",
+		},
+		"items":       items,
+		"total_cents": total,
+		"currency":    "EUR",
+		"placed_at":   fmt.Sprintf("2026-03-%02dT%02d:%02d:%02dZ", 1+i%28, i%24, i%60, (i*13)%60),
+		"notes":       "Leave the parcel with the neighbours at number 12 if nobody answers; do not ring after 21:00.",
+		"tags":        []string{"web", "first-order", "gift-wrap"}[:1+i%3],
+	})
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+// sameJSON reports whether a and b are the same JSON value, whitespace and
+// key order aside.
+func sameJSON(t *testing.T, a, b []byte) bool {
+	t.Helper()
+	var x, y any
+	if err := json.Unmarshal(a, &x); err != nil {
+		t.Fatalf("not JSON: %s", a)
+	}
+	if err := json.Unmarshal(b, &y); err != nil {
+		t.Fatalf("not JSON: %s", b)
+	}
+	return reflect.DeepEqual(x, y)
+}
+
+// TestSealCompressedStore builds a store through the CLI with zstd and
+// small segments, seals it and checks that the sealed segments are packed
+// and footered, smaller on disk, and that every event still reads back.
+func TestSealCompressedStore(t *testing.T) {
+	dir := filepath.Join(isolate(t), "store")
+	flags := []string{"--data-dir", dir, "--compression", "zstd", "--segment-max-bytes", "64KiB"}
+	run := func(args ...string) string {
+		t.Helper()
+		return ok(t, append(args, flags...)...)
+	}
+	fails(t, append([]string{"seal"}, flags...), "no store at "+dir)
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("seal on a missing store created it (stat: %v)", err)
+	}
+
+	// 250 events written with zstd: each append's open lets the store pack
+	// sealed segments in the background, until the command closes it. Then
+	// 150 more with compression none: the segments sealed meanwhile stay
+	// plain, so seal (with zstd) has packing left to do.
+	const n, zstdEvents = 400, 250
+	payloads := map[string]string{} // id → payload
+	var ids []string
+	for i := range n {
+		args := []string{"append", "--entity", fmt.Sprintf("order:%d", i%40), "--scope", "shop", "--kind", "1:1", "--data", orderPayload(i), "--json"}
+		if i < zstdEvents {
+			args = append(args, flags...)
+		} else {
+			args = append(args, "--data-dir", dir, "--segment-max-bytes", "64KiB")
+		}
+		rc := decode[receiptJSON](t, ok(t, args...))
+		if rc.GlobalSequence != uint64(i) {
+			t.Fatalf("append %d: global sequence %d", i, rc.GlobalSequence)
+		}
+		payloads[rc.ID.String()] = orderPayload(i)
+		ids = append(ids, rc.ID.String())
+		if i == zstdEvents-1 {
+			if st := decode[statsJSON](t, run("stats", "--json")); st.PackedSegments == 0 || st.Segments < 4 {
+				t.Fatalf("after %d appends with zstd: %d of %d segments packed, want some packed in the background", zstdEvents, st.PackedSegments, st.Segments)
+			}
+		}
+	}
+
+	before := decode[statsJSON](t, run("stats", "--json"))
+	if before.Events != n || before.PackedSegments >= before.Segments-2 {
+		t.Fatalf("before seal: %d events, %d of %d segments packed; want %d events and at least 2 sealed segments plain", before.Events, before.PackedSegments, before.Segments, n)
+	}
+	out := run("seal")
+	after := decode[statsJSON](t, run("stats", "--json"))
+	sealed := after.Segments - 1 // all but the segment being written
+	if after.PackedSegments != sealed || after.PackedSegments == 0 {
+		t.Errorf("after seal: %d of %d segments packed, want every sealed one (%d)", after.PackedSegments, after.Segments, sealed)
+	}
+	if after.PackedRawBytes <= after.PackedBytes || after.PackedRatio < 2 {
+		t.Errorf("packed segments take %d bytes for %d raw (ratio %.2f), want at least 2x smaller", after.PackedBytes, after.PackedRawBytes, after.PackedRatio)
+	}
+	if after.Footers != after.Segments {
+		t.Errorf("after seal: %d footers for %d segments", after.Footers, after.Segments)
+	}
+	if after.BytesOnDisk >= before.BytesOnDisk || after.Events != n || after.GlobalSequence != n || after.Bytes != before.Bytes {
+		t.Errorf("stats before %+v\nafter %+v", before, after)
+	}
+	// The seal report: packed and footer counts before → after, disk bytes.
+	for _, re := range []string{
+		`^sealed in \S+ \(compression zstd\)\n`,
+		fmt.Sprintf(`\npacked +%d → %d segments, [0-9.]+ [KM]iB on disk for [0-9.]+ [KM]iB raw \([0-9.]+x\)\n`, before.PackedSegments, sealed),
+		fmt.Sprintf(`\nfooters +%d → %d of %d segments\n`, before.Footers, after.Segments, after.Segments),
+		`\non disk +[0-9.]+ [KM]iB → [0-9.]+ [KM]iB \([0-9.]+ [KM]iB reclaimed\)\n$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("seal output does not match %q:\n%s", re, out)
+		}
+	}
+	// A second seal has nothing left to do.
+	if out := run("seal"); !strings.Contains(out, fmt.Sprintf("packed   %d → %d segments", sealed, sealed)) ||
+		!strings.Contains(out, fmt.Sprintf("footers  %d → %d of", after.Segments, after.Segments)) || strings.Contains(out, "reclaimed") {
+		t.Errorf("second seal:\n%s", out)
+	}
+	text := run("stats")
+	if !regexp.MustCompile(fmt.Sprintf(`\npacked +%d segments, [0-9.]+ KiB on disk for [0-9.]+ KiB raw \([0-9.]+x\)\n`, sealed)).MatchString(text) ||
+		!strings.Contains(text, fmt.Sprintf("footers        %d of %d segments", after.Segments, after.Segments)) {
+		t.Errorf("stats:\n%s", text)
+	}
+
+	if got, want := run("verify"), fmt.Sprintf("ok: %d events in 40 entities across %d segments\n", n, after.Segments); got != want {
+		t.Errorf("verify = %q, want %q", got, want)
+	}
+	lines := parseLines(t, run("query", "--json"))
+	if len(lines) != n {
+		t.Fatalf("query: %d events, want %d", len(lines), n)
+	}
+	for i, l := range lines {
+		id := str(t, l, "id")
+		if id != ids[i] || num(t, l, "global_sequence") != uint64(i) || !sameJSON(t, l["payload"], []byte(payloads[id])) {
+			t.Fatalf("query line %d: %s seq %s payload %s\nwant %s seq %d payload %s", i, id, l["global_sequence"], l["payload"], ids[i], i, payloads[ids[i]])
+		}
+	}
+	if got := parseLines(t, run("query", "--json", "--entity-prefix", "order:7", "--limit", "3")); len(got) != 3 || str(t, got[0], "id") != ids[7] {
+		t.Errorf("query --entity-prefix order:7: %v", got)
+	}
+	for _, i := range []int{0, 1, n / 2, n - 1} { // packed segments first, the active one last
+		ev := decode[map[string]json.RawMessage](t, run("get", ids[i], "--json"))
+		if !sameJSON(t, ev["payload"], []byte(payloads[ids[i]])) || num(t, ev, "global_sequence") != uint64(i) {
+			t.Errorf("get %s: %s", ids[i], ev["payload"])
+		}
+	}
+
+	// The open report: a read-only open after a clean close starts from the
+	// checkpoint and replays the packed segments' footers; without the
+	// checkpoint, it opens from footers alone and reads no frames.
+	if after.OpenPath != "checkpoint" || after.OpenFooters == 0 || after.OpenRestored != n {
+		t.Errorf("open report: path %q, %d footers, %d restored", after.OpenPath, after.OpenFooters, after.OpenRestored)
+	}
+	if err := os.Remove(filepath.Join(dir, "index.ckpt")); err != nil {
+		t.Fatal(err)
+	}
+	st := decode[statsJSON](t, run("stats", "--json"))
+	if st.OpenPath != "footers" || st.OpenFooters != st.Segments || st.OpenSegmentsScanned != 0 || st.OpenRestored != 0 || st.OpenEntries != n {
+		t.Errorf("open without a checkpoint: %+v", st)
+	}
+	if text := run("stats"); !strings.Contains(text, "opened via     footers in ") ||
+		!strings.Contains(text, fmt.Sprintf("(%d footers used, 0 segments scanned; 0 restored, %d read from the log)", st.Segments, n)) {
+		t.Errorf("stats without a checkpoint:\n%s", text)
+	}
+
+	// compact writes with the compression in force: with none, the packed
+	// segments come back plain and take more room on disk.
+	out = ok(t, "compact", "--data-dir", dir, "--segment-max-bytes", "64KiB")
+	if !regexp.MustCompile(`, 0 B of data reclaimed, [0-9.]+ [KM]iB more on disk, in `).MatchString(out) {
+		t.Errorf("compact with compression none: %q", out)
+	}
+	if st := decode[statsJSON](t, run("stats", "--json")); st.PackedSegments != 0 || st.PackedRatio != 0 || st.Events != n {
+		t.Errorf("after compact with compression none: %+v", st)
+	}
+	ok(t, "verify", "--data-dir", dir)
+}
+
+// With compression none, seal writes footers but packs nothing.
+func TestSealWithoutCompression(t *testing.T) {
+	dir := filepath.Join(isolate(t), "store")
+	dd, seg := "--data-dir="+dir, "--segment-max-bytes=64KiB"
+	ok(t, "demo", dd, seg, "--orders", "300")
+	before := decode[statsJSON](t, ok(t, "stats", dd, "--json"))
+	if before.Segments < 3 || before.PackedSegments != 0 {
+		t.Fatalf("before seal: %+v", before)
+	}
+	out := ok(t, "seal", dd, seg)
+	after := decode[statsJSON](t, ok(t, "stats", dd, "--json"))
+	if after.PackedSegments != 0 || after.PackedBytes != 0 || after.Footers != after.Segments || after.Events != before.Events {
+		t.Errorf("after seal: %+v", after)
+	}
+	if !strings.Contains(out, "sealed in ") || !strings.Contains(out, "(compression none)") ||
+		!strings.Contains(out, "packed   0 → 0 segments; compression none packs nothing") ||
+		!strings.Contains(out, fmt.Sprintf("→ %d of %d segments", after.Segments, after.Segments)) {
+		t.Errorf("seal:\n%s", out)
+	}
+	ok(t, "verify", dd)
 }

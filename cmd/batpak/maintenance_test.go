@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -83,7 +84,8 @@ func TestCompactCLI(t *testing.T) {
 		t.Fatalf("want several segments, have %d", before.Segments)
 	}
 	out := ok(t, "compact", "--data-dir="+dir, seg, "--max-per-entity", "1", "--merge")
-	if !strings.Contains(out, "events removed") || strings.Contains(out, " 0 events removed") {
+	if !strings.Contains(out, "events removed") || strings.Contains(out, " 0 events removed") ||
+		!regexp.MustCompile(`, [0-9.]+ KiB of data reclaimed, [0-9.]+ KiB on disk reclaimed, in `).MatchString(out) {
 		t.Fatalf("compact: %q", out)
 	}
 	ok(t, "verify", "--data-dir="+dir)
