@@ -1328,6 +1328,19 @@ func TestPackedReadsDuringSealing(t *testing.T) {
 						fail(fmt.Errorf("Query(All) returned %d events after %d were acknowledged", len(all), len(snap)))
 						return
 					}
+					// The lazy iterator, reading each event as the loop reaches it.
+					n := 0
+					for ev, err := range s.Events(core.Scope("eu")) {
+						if err != nil {
+							fail(fmt.Errorf("Events(eu) after %d events: %w", n, err))
+							return
+						}
+						if ev.Coordinate.Scope != "eu" {
+							fail(fmt.Errorf("Events(eu) yields %v", ev.Coordinate))
+							return
+						}
+						n++
+					}
 					ent := fmt.Sprintf("rw%d:%d", rng.Intn(writers), rng.Intn(9))
 					evs, err := s.Stream(ent)
 					if err != nil {
