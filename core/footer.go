@@ -18,8 +18,9 @@ import (
 // log walker as a frame scan (batch and fence rules included), reading no
 // payload and decompressing nothing.
 //
-//	"BPFOOT01" | segment key u32 | covered end u64 | last frame offset u64 |
-//	last frame CRC u32 | names u32 × (length u16, bytes) |
+//	"BPFOOT02" | segment key u32 | covered end u64 | last frame offset u64 |
+//	last event offset u64 (all ones: none) | last event id [16] |
+//	names u32 × (length u16, bytes) |
 //	items u32 × item | CRC32C of all before it u32
 //	item: type u8 | offset u32 | frame length u32 | then, for an event:
 //	  sequence u64, id [16], clock u64, timestamp i64, kind u16,
@@ -28,16 +29,18 @@ import (
 //	  for a batch or fence record: count u32, id u64
 //
 // A footer covers the segment from its header to "covered end". It is
-// used only when its checksum holds, it names the segment, and the frame
-// it says ends the covered part is there with the checksum it recorded;
-// frames after the covered end (a segment written on after a Close) are
-// scanned. Anything else — a missing, damaged or stale footer, or one that
+// used only when its checksum holds, it names the segment, its items tile
+// the covered part frame after frame, the frame it says ends that part is
+// there, and the last event it lists is in the segment at its offset with
+// its id (ids are random, so another store's footer for a segment of the
+// same layout fails this; a redaction in place keeps it). Frames after the
+// covered end (a segment written on after a Close) are scanned. Anything else — a missing, damaged or stale footer, or one that
 // disagrees with the log while replayed — costs that segment a frame scan,
 // never a wrong index. Footers say nothing about damage inside the frames
 // they cover: that is Verify's job.
 const (
 	footerSuffix = ".idx"
-	footerMagic  = "BPFOOT01"
+	footerMagic  = "BPFOOT02"
 )
 
 func footerName(key uint32) string {
@@ -65,7 +68,8 @@ func buildFooter(data []byte, key uint32) ([]byte, error) {
 	}
 	items := make([]byte, 0, 1024)
 	n := 0
-	lastOff, lastCRC := 0, uint32(0)
+	lastOff, lastEv := 0, -1
+	var lastID EventID
 	end, st, err := scanFrames(data, func(off int, rec []byte) error {
 		items = append(items, rec[0])
 		items = le.AppendUint32(items, uint32(off))
@@ -77,6 +81,7 @@ func buildFooter(data []byte, key uint32) ([]byte, error) {
 			v := eventView(rec)
 			items = le.AppendUint64(items, v.seq())
 			id := v.id()
+			lastEv, lastID = off, id
 			items = append(items, id[:]...)
 			items = le.AppendUint64(items, v.clock())
 			items = le.AppendUint64(items, uint64(v.timestamp()))
@@ -97,7 +102,7 @@ func buildFooter(data []byte, key uint32) ([]byte, error) {
 			items = le.AppendUint64(items, m.id)
 		}
 		n++
-		lastOff, lastCRC = off, le.Uint32(data[off+4:])
+		lastOff = off
 		return nil
 	})
 	if err != nil {
@@ -111,7 +116,8 @@ func buildFooter(data []byte, key uint32) ([]byte, error) {
 	b = le.AppendUint32(b, key)
 	b = le.AppendUint64(b, uint64(end))
 	b = le.AppendUint64(b, uint64(lastOff))
-	b = le.AppendUint32(b, lastCRC)
+	b = le.AppendUint64(b, uint64(int64(lastEv)))
+	b = append(b, lastID[:]...)
 	b = le.AppendUint32(b, uint32(len(names)))
 	b = append(b, nameTab...)
 	b = le.AppendUint32(b, uint32(n))
@@ -124,7 +130,8 @@ type footer struct {
 	key     uint32
 	end     int64
 	lastOff int64
-	lastCRC uint32
+	lastEv  int64 // -1: no event
+	lastID  EventID
 	names   [][]byte
 	n       int
 	items   []byte
@@ -140,7 +147,7 @@ func readFooter(dir string, key uint32) (*footer, string) {
 	if err != nil {
 		return nil, err.Error()
 	}
-	if len(b) < len(footerMagic)+36 || string(b[:len(footerMagic)]) != footerMagic {
+	if len(b) < len(footerMagic)+56 || string(b[:len(footerMagic)]) != footerMagic {
 		return nil, "bad magic"
 	}
 	body := b[:len(b)-4]
@@ -148,7 +155,8 @@ func readFooter(dir string, key uint32) (*footer, string) {
 		return nil, "checksum mismatch"
 	}
 	r := &ckReader{b: body, off: len(footerMagic)}
-	f := &footer{key: r.u32(), end: int64(r.u64()), lastOff: int64(r.u64()), lastCRC: r.u32()}
+	f := &footer{key: r.u32(), end: int64(r.u64()), lastOff: int64(r.u64()), lastEv: int64(r.u64())}
+	copy(f.lastID[:], r.take(16))
 	if f.key != key {
 		return nil, fmt.Sprintf("names segment %s", segmentName(f.key))
 	}
@@ -164,18 +172,32 @@ func readFooter(dir string, key uint32) (*footer, string) {
 	return f, ""
 }
 
-// matches checks the footer against the segment's logical bytes: it must
-// end on the frame it recorded. frameAt reads that one frame (for a packed
-// segment, by decompressing its block).
+// matches checks the footer against the segment (size: its logical
+// size): the frame it says ends the covered part must be there, and the
+// last event it lists must be where it says, with its id. frameAt reads one
+// frame (for a packed segment, by decompressing its block).
 func (f *footer) matches(size int64, frameAt func(off int) ([]byte, bool, error)) bool {
 	if f.end > size || f.end < segmentHeaderSize {
 		return false
 	}
 	if f.n == 0 {
-		return f.end == segmentHeaderSize
+		return f.end == segmentHeaderSize && f.lastEv < 0
 	}
 	fr, ok, err := frameAt(int(f.lastOff))
-	return err == nil && ok && f.lastOff+int64(len(fr)) == f.end && le.Uint32(fr[4:]) == f.lastCRC
+	if err != nil || !ok || f.lastOff+int64(len(fr)) != f.end {
+		return false
+	}
+	if f.lastEv < 0 {
+		return true
+	}
+	if f.lastEv >= f.end {
+		return false
+	}
+	if fr, ok, err = frameAt(int(f.lastEv)); err != nil || !ok {
+		return false
+	}
+	rec := fr[frameHeaderSize:]
+	return rec[0] == recEvent && checkEvent(rec) && eventView(rec).id() == f.lastID
 }
 
 // replay hands the footer's items on: those before from (the part of the
@@ -184,12 +206,17 @@ func (f *footer) matches(size int64, frameAt func(off int) ([]byte, bool, error)
 func (f *footer) replay(lw *logWalker, from int, ck *checkpointInfo, ix *index) error {
 	r := &ckReader{b: f.items}
 	stale := func(why string) error { return fmt.Errorf("%w: %s: %s", errFooterStale, footerName(f.key), why) }
+	next := segmentHeaderSize // items must tile the covered part
 	for i := 0; i < f.n; i++ {
 		typ := r.take(1)[0]
 		off, flen := int(r.u32()), int(r.u32())
 		if r.err != nil {
 			return stale("truncated")
 		}
+		if off != next || flen < minRecordSize {
+			return stale(fmt.Sprintf("item %d at offset %d, the previous frame ends at %d", i, off, next))
+		}
+		next = off + frameHeaderSize + flen
 		if typ != recEvent {
 			m := marker{typ: typ, count: r.u32()}
 			m.id = r.u64()
@@ -233,6 +260,9 @@ func (f *footer) replay(lw *logWalker, from int, ck *checkpointInfo, ix *index) 
 	}
 	if r.off != len(r.b) {
 		return stale("bytes left over")
+	}
+	if int64(next) != f.end {
+		return stale(fmt.Sprintf("items end at %d, the footer covers up to %d", next, f.end))
 	}
 	return nil
 }

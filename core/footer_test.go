@@ -22,7 +22,8 @@ type footerFile struct {
 	key     uint32
 	end     uint64
 	lastOff uint64
-	lastCRC uint32
+	lastEv  uint64 // offset of the last event (all ones: none)
+	lastID  [16]byte
 	names   [][]byte
 	items   [][]byte // raw items
 }
@@ -39,14 +40,15 @@ const (
 
 func parseFooter(t testing.TB, b []byte) *footerFile {
 	t.Helper()
-	if len(b) < 40 || string(b[:8]) != "BPFOOT01" {
+	if len(b) < 60 || string(b[:8]) != "BPFOOT02" {
 		t.Fatalf("not a footer (%d bytes)", len(b))
 	}
 	if crc32Castagnoli(b[:len(b)-4]) != le.Uint32(b[len(b)-4:]) {
 		t.Fatal("footer fails its checksum")
 	}
-	f := &footerFile{key: le.Uint32(b[8:]), end: le.Uint64(b[12:]), lastOff: le.Uint64(b[20:]), lastCRC: le.Uint32(b[28:])}
-	p := 32
+	f := &footerFile{key: le.Uint32(b[8:]), end: le.Uint64(b[12:]), lastOff: le.Uint64(b[20:]), lastEv: le.Uint64(b[28:])}
+	copy(f.lastID[:], b[36:52])
+	p := 52
 	nn := int(le.Uint32(b[p:]))
 	p += 4
 	for i := 0; i < nn; i++ {
@@ -71,11 +73,12 @@ func parseFooter(t testing.TB, b []byte) *footerFile {
 }
 
 func (f *footerFile) encode() []byte {
-	b := []byte("BPFOOT01")
+	b := []byte("BPFOOT02")
 	b = le.AppendUint32(b, f.key)
 	b = le.AppendUint64(b, f.end)
 	b = le.AppendUint64(b, f.lastOff)
-	b = le.AppendUint32(b, f.lastCRC)
+	b = le.AppendUint64(b, f.lastEv)
+	b = append(b, f.lastID[:]...)
 	b = le.AppendUint32(b, uint32(len(f.names)))
 	for _, n := range f.names {
 		b = le.AppendUint16(b, uint16(len(n)))
@@ -283,7 +286,9 @@ var ftDamages = []ftDamage{
 			off, flen := le.Uint32(last[ftItemOffFrameOff:]), le.Uint32(last[ftItemOffFrameLen:])
 			f.items = f.items[:k]
 			f.lastOff, f.end = uint64(off), uint64(off)+8+uint64(flen)
-			f.lastCRC = le.Uint32(content[off+4:])
+			f.lastEv = uint64(off)
+			copy(f.lastID[:], last[ftItemOffID:])
+			_ = content
 		})
 	}},
 }
@@ -298,8 +303,8 @@ func foreignFooter(t *testing.T, seg, other string) {
 		t.Fatalf("the other store's footer does not have the same layout: key %d/%d end %d/%d last %d/%d items %d/%d",
 			a.key, b.key, a.end, b.end, a.lastOff, b.lastOff, len(a.items), len(b.items))
 	}
-	if a.lastCRC == b.lastCRC {
-		t.Logf("%s ends on a marker record, the same bytes in both stores: the last-frame check cannot tell them apart", filepath.Base(seg))
+	if a.lastID == b.lastID {
+		t.Fatalf("%s: both stores' footers name the same last event", filepath.Base(seg))
 	}
 	data, err := os.ReadFile(theirs)
 	if err != nil {

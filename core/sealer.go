@@ -109,7 +109,7 @@ func (s *Store) sealOne(ctx context.Context) (bool, error) {
 			return err == nil, err
 		}
 		if end, ok := footerEnd(s.cfg.Dir, k); !ok || end != s.segmentEnd(k) {
-			return true, s.writeSegmentFooter(k)
+			return true, s.writeSegmentFooter(k, s.segmentEnd(k))
 		}
 	}
 	return false, nil
@@ -118,13 +118,13 @@ func (s *Store) sealOne(ctx context.Context) (bool, error) {
 // writeSegmentFooter builds the footer of segment key from its frames
 // (up to its recorded end) and saves it. The caller holds erasureMu, so
 // no compaction or redaction rewrites the segment meanwhile.
-func (s *Store) writeSegmentFooter(key uint32) error {
+func (s *Store) writeSegmentFooter(key uint32, end int64) error {
 	data, _, release, err := loadSegment(filepath.Join(s.cfg.Dir, segmentName(key)), key)
 	if err != nil {
 		return err
 	}
 	defer release()
-	if end := s.segmentEnd(key); end > 0 && int64(len(data)) > end {
+	if end > 0 && int64(len(data)) > end {
 		data = data[:end]
 	}
 	b, err := buildFooter(data, key)
@@ -134,15 +134,15 @@ func (s *Store) writeSegmentFooter(key uint32) error {
 	return writeFooter(s.cfg.Dir, key, b)
 }
 
-// footerOnClose writes the footer of the segment being written, once the
-// writer has stopped.
-func (s *Store) footerOnClose(key uint32) {
+// footerOnClose writes the footer of the segment being written (its data
+// ends at end), once the writer has stopped.
+func (s *Store) footerOnClose(key uint32, end int64) {
 	if key == 0 {
 		return
 	}
 	s.erasureMu.Lock()
 	defer s.erasureMu.Unlock()
-	if err := s.writeSegmentFooter(key); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := s.writeSegmentFooter(key, end); err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.log.Warn("batpak: segment footer not written; the next Open scans the segment", "segment", segmentName(key), "err", err)
 	}
 }

@@ -149,6 +149,15 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 	s.erasures.Store(n)
 	began := time.Now()
 	rec, err := s.recover()
+	for try := 1; err != nil && readOnly && try <= 8; try++ {
+		// Beside a live writer, a read-only open can catch files changing
+		// under it: a frame half written at the tail, a segment replaced by
+		// a compaction or packing. Damage stays; those pass: read again.
+		time.Sleep(time.Duration(try) * 2 * time.Millisecond)
+		s.resetIndex()
+		s.openReport, s.noFooters = OpenReport{}, false
+		rec, err = s.recover()
+	}
 	s.openReport.Elapsed = time.Since(began)
 	if err != nil {
 		s.segs.close()
@@ -331,8 +340,9 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		return m[off : off+frameHeaderSize+len(rec)], true, nil
 	}); fo != nil {
 		if err := fo.replay(lw, from, ck, s.ix); err != nil {
-			return 0, 0, err
+			return 0, 0, s.dropStaleFooter(id, err)
 		}
+		s.openReport.Footers++
 		start = int(fo.end)
 	}
 	e, st2, err := scanFramesFrom(m, start, func(off int, rec []byte) error {
@@ -381,8 +391,9 @@ func (s *Store) recoverPacked(lw *logWalker, id uint32, path string, file []byte
 	}
 	if fo := s.usableFooter(id, pk.size, false, func(off int) ([]byte, bool, error) { return pk.frame(file, off) }); fo != nil && fo.end == pk.size {
 		if err := fo.replay(lw, from, ck, s.ix); err != nil {
-			return 0, 0, err
+			return 0, 0, s.dropStaleFooter(id, err)
 		}
+		s.openReport.Footers++
 		return pk.size, pk.size, nil
 	}
 	data, err := pk.logical(file, id)
@@ -405,6 +416,16 @@ func (s *Store) recoverPacked(lw *logWalker, id uint32, path string, file []byte
 	return pk.size, pk.size, nil
 }
 
+// dropStaleFooter removes the footer of segment id when replaying it
+// showed it does not match the log (the sealer writes a sound one), and
+// returns err.
+func (s *Store) dropStaleFooter(id uint32, err error) error {
+	if errors.Is(err, errFooterStale) && !s.readOnly {
+		_ = os.Remove(filepath.Join(s.cfg.Dir, footerName(id)))
+	}
+	return err
+}
+
 // usableFooter returns the footer of segment id when footers are in use
 // (and not skipped) and it matches the segment (size: its logical size; frame reads one
 // frame), else nil.
@@ -413,17 +434,20 @@ func (s *Store) usableFooter(id uint32, size int64, skip bool, frame func(off in
 		return nil
 	}
 	fo, why := readFooter(s.cfg.Dir, id)
+	if fo == nil && why == "" {
+		return nil // none
+	}
+	if fo != nil && !fo.matches(size, frame) {
+		fo, why = nil, "it does not match the segment"
+	}
 	if fo == nil {
-		if why != "" {
-			s.log.Warn("batpak: segment footer not used; scanning the segment", "file", footerName(id), "reason", why)
+		s.log.Warn("batpak: segment footer not used; scanning the segment", "file", footerName(id), "reason", why)
+		if !s.readOnly {
+			// The sealer writes a sound one in its place.
+			_ = os.Remove(filepath.Join(s.cfg.Dir, footerName(id)))
 		}
 		return nil
 	}
-	if !fo.matches(size, frame) {
-		s.log.Warn("batpak: segment footer does not match its segment; scanning the segment", "file", footerName(id))
-		return nil
-	}
-	s.openReport.Footers++
 	return fo
 }
 
@@ -526,7 +550,7 @@ func (s *Store) Close() error {
 			// A footer or checkpoint that fails to write costs the next Open
 			// a scan, nothing else: report it, keep closing.
 			seg, off := s.w.stat()
-			s.footerOnClose(seg)
+			s.footerOnClose(seg, off)
 			if err := s.writeCheckpoint(seg, off); err != nil {
 				s.log.Warn("batpak: index checkpoint not written", "err", err)
 			}

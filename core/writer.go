@@ -101,6 +101,8 @@ type writer struct {
 	lastGroup int   // size of the previous group, for gather
 	now       int64 // wall clock (µs) of the group being processed
 
+	rotated bool // a segment was sealed since the last publish
+
 	exited chan struct{}
 	fsyncs atomic.Uint64
 	costNs atomic.Int64  // moving average of writer time per event
@@ -327,9 +329,20 @@ func (w *writer) syncGroup(last *request) {
 // active segment, then the index entries, so that a reader who finds an
 // entry can always read its frame. Events written under a fence are kept
 // back with the fence instead.
+//
+// The writer's position (w.stat) moves only after the entries are in: a
+// segment older than the position it reports holds no event the index
+// lacks (fenced ones aside, see sealedKeys), so a compaction or the sealer
+// may rewrite it. The sealer is woken after a rotation only then.
 func (w *writer) publish() {
 	w.s.segs.publish(w.off)
-	w.storePos()
+	defer func() {
+		w.storePos()
+		if w.rotated {
+			w.rotated = false
+			w.s.kickSealer() // footer (and pack) the segment just sealed
+		}
+	}()
 	if len(w.pend) == 0 {
 		w.s.bc.signal()
 		return

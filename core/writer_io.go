@@ -27,7 +27,7 @@ func (w *writer) makeRoom(n int) error {
 	if err := w.createSegment(w.seg + 1); err != nil {
 		return err
 	}
-	w.s.kickSealer() // footer (and pack) the segment just sealed
+	w.rotated = true // the sealer is woken once the group is published
 	return nil
 }
 
