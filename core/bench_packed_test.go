@@ -225,3 +225,24 @@ func BenchmarkCompact(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPackedScan reads every event in order (Query of the whole
+// store): sequential reads decompress each block once.
+//
+//	go test ./core -run '^$' -bench PackedScan -benchtime 5x
+func BenchmarkPackedScan(b *testing.B) {
+	const n = 200_000
+	for _, c := range []core.Compression{core.CompressionNone, core.CompressionS2, core.CompressionZstd} {
+		b.Run(c.String(), func(b *testing.B) {
+			s, _ := packedFixture(b, n, c)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				evs, err := s.Query(core.All())
+				if err != nil || len(evs) != n {
+					b.Fatalf("%d events, %v", len(evs), err)
+				}
+			}
+			reportRate(b, n*b.N)
+		})
+	}
+}
