@@ -64,6 +64,10 @@ type CompactConfig struct {
 	// MaxPerEntity, when positive, keeps only each entity's newest N
 	// visible events (counting those in the segment being written).
 	MaxPerEntity int
+
+	// pack: the sealer's rewrite of one segment into a packed file, byte
+	// for byte (no stub shrinking), so every event keeps its offset.
+	pack bool
 }
 
 // Merge returns a config that combines sealed segments.
@@ -223,7 +227,7 @@ func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg Compac
 		cur.size = int64(len(buf))
 		var err error
 		if s.cfg.Compression != CompressionNone {
-			cur.fileSize, err = writePackedFile(cur.tmpPath, buf, cur.key, s.cfg.Compression)
+			cur.fileSize, err = writePackedFile(cur.tmpPath, buf, cur.key, s.cfg.Compression, cfg.pack)
 		} else {
 			cur.fileSize, err = writePlainFile(cur.tmpPath, buf)
 		}
@@ -234,10 +238,7 @@ func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg Compac
 		return err
 	}
 	open := func(from uint32) {
-		key := segID(from) | (segGen(from)+1)<<segIDBits
-		if segGen(from) == 255 {
-			key = segID(from) | 1<<segIDBits // wraps after 255 rewrites of one slot
-		}
+		key := repackedKey(from) // the next generation; wraps after 255 rewrites of one slot
 		path := filepath.Join(s.cfg.Dir, segmentName(key))
 		cur = &compactOut{key: key, path: path, tmpPath: path + tmpSuffix, locs: map[uint32]uint32{}}
 		outs = append(outs, cur)
@@ -336,6 +337,9 @@ func (s *Store) entryOf(seq uint32, id EventID) (owned, visible bool) {
 
 // compactAction decides an event's fate: 0 keep, sysRemoved, sysRedacted.
 func (s *Store) compactAction(cfg CompactConfig, plan compactPlanT, v eventView, seq uint32) byte {
+	if cfg.pack {
+		return 0
+	}
 	if cfg.MaxAge > 0 && v.timestamp() < plan.now-cfg.MaxAge.Microseconds() {
 		return sysRemoved
 	}

@@ -40,7 +40,10 @@ type Diagnostics struct {
 	PackedSegments int
 	PackedBytes    int64
 	PackedRawBytes int64
-	Footers        int // sealed segments with a footer file
+	// Footers is how many segments have a footer file (the one being
+	// written has one after a Close); whether each is current is checked
+	// when Open uses it.
+	Footers int
 	MappedSegments int // segment files mapped for reads now
 	Pressure       WriterPressure
 	Open           OpenReport

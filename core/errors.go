@@ -1,6 +1,7 @@
 package core
 
 import (
+	"os"
 	"errors"
 	"fmt"
 )
@@ -92,6 +93,18 @@ type CorruptionError struct {
 	File   string
 	Offset int64
 	Reason string
+	// live: what a reader beside a live writer can see while files change
+	// under it (two generations of a segment mid-compaction, a frame half
+	// written at the tail); a read-only store reads again before reporting it.
+	live bool
+}
+
+// liveChange reports whether err may come from files a live writer was
+// changing under a read-only reader (see CorruptionError.live), rather
+// than from damage.
+func liveChange(err error) bool {
+	var ce *CorruptionError
+	return errors.Is(err, os.ErrNotExist) || (errors.As(err, &ce) && ce.live)
 }
 
 func (e *CorruptionError) Error() string {

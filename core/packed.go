@@ -54,7 +54,8 @@ func ParseCompression(s string) (Compression, error) {
 // Packed segments. A sealed segment can be stored compressed, as a new
 // generation of its file (written like a compaction's, see compact.go):
 //
-//	header (32 bytes, as a plain segment's, version 2, codec at byte 10) |
+//	header (32 bytes, as a plain segment's, version 2, codec at byte 10,
+//	        byte 11 = 1 when every frame kept its offset, see packedSamePlaces) |
 //	blocks | block table | trailer
 //	block table: n × (logical start u32, file offset u64, stored length u32,
 //	                  logical length u32, CRC32C of the stored bytes u32)
@@ -74,6 +75,20 @@ const (
 )
 
 var packedMagic = [8]byte{'B', 'P', 'A', 'K', 'B', 'L', 'K', 'S'}
+
+// packedSamePlaces (header byte 11) marks a packed segment written by the
+// sealer from the previous generation byte for byte: every frame is at the
+// offset it had there. A reader whose index names the previous generation
+// (a read-only store that opened before the packing) reads this one.
+const packedSamePlaces = 1
+
+// repackedKey is the generation that packing segment key produces.
+func repackedKey(key uint32) uint32 {
+	if segGen(key) == 255 {
+		return segID(key) | 1<<segIDBits
+	}
+	return segID(key) | (segGen(key)+1)<<segIDBits
+}
 
 var (
 	zstdEnc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
@@ -104,9 +119,9 @@ type packedSeg struct {
 
 // encodePacked compresses the logical segment data (header included) into
 // a packed segment file's bytes.
-func encodePacked(data []byte, key uint32, codec Compression) ([]byte, error) {
+func encodePacked(data []byte, key uint32, codec Compression, samePlaces bool) ([]byte, error) {
 	out := make([]byte, 0, len(data)/3+1024)
-	h := encodeSegmentHeaderVersion(key, packedVersion, codec)
+	h := encodeSegmentHeaderVersion(key, packedVersion, codec, samePlaces)
 	out = append(out, h...)
 	var table []byte
 	pos := segmentHeaderSize
@@ -154,11 +169,14 @@ func encodePacked(data []byte, key uint32, codec Compression) ([]byte, error) {
 	return out, nil
 }
 
-func encodeSegmentHeaderVersion(key uint32, version uint16, codec Compression) []byte {
+func encodeSegmentHeaderVersion(key uint32, version uint16, codec Compression, samePlaces bool) []byte {
 	h := make([]byte, segmentHeaderSize)
 	copy(h, segmentMagic[:])
 	le.PutUint16(h[8:], version)
 	h[10] = byte(codec)
+	if samePlaces {
+		h[11] = packedSamePlaces
+	}
 	le.PutUint64(h[12:], uint64(key))
 	le.PutUint32(h[20:], crc32c(h[:20]))
 	return h
@@ -330,8 +348,8 @@ func loadSegment(path string, key uint32) (data []byte, packed bool, release fun
 }
 
 // writePackedFile writes a packed segment to path and syncs it.
-func writePackedFile(path string, data []byte, key uint32, codec Compression) (int64, error) {
-	b, err := encodePacked(data, key, codec)
+func writePackedFile(path string, data []byte, key uint32, codec Compression, samePlaces bool) (int64, error) {
+	b, err := encodePacked(data, key, codec, samePlaces)
 	if err != nil {
 		return 0, err
 	}
@@ -370,6 +388,19 @@ func logicalSize(path string) (int64, error) {
 		return 0, err
 	}
 	return int64(le.Uint64(tr[20:])), nil
+}
+
+// samePlacesPacked reports whether path is a packed segment whose frames
+// kept the offsets of the previous generation (see packedSamePlaces).
+func samePlacesPacked(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	h := make([]byte, segmentHeaderSize)
+	_, err = f.ReadAt(h, 0)
+	return err == nil && isPackedHeader(h) && h[11] == packedSamePlaces
 }
 
 // isPackedFile reports whether the segment file at path is packed.

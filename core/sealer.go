@@ -105,7 +105,7 @@ func (s *Store) sealOne(ctx context.Context) (bool, error) {
 	for _, k := range sealed {
 		path := filepath.Join(s.cfg.Dir, segmentName(k))
 		if s.cfg.Compression != CompressionNone && !isPackedFile(path) {
-			_, err := s.compactLocked(ctx, []uint32{k}, CompactConfig{}, false)
+			_, err := s.compactLocked(ctx, []uint32{k}, CompactConfig{pack: true}, false)
 			return err == nil, err
 		}
 		if end, ok := footerEnd(s.cfg.Dir, k); !ok || end != s.segmentEnd(k) {

@@ -112,8 +112,16 @@ func listSegments(dir string) ([]uint32, error) {
 		return segGen(ids[i]) < segGen(ids[j])
 	})
 	for i := 1; i < len(ids); i++ {
+		if segID(ids[i]) == segID(ids[i-1]) && ids[i] == repackedKey(ids[i-1]) && samePlacesPacked(filepath.Join(dir, segmentName(ids[i]))) {
+			// A packing caught between its rename and its delete (a reader
+			// beside a live writer sees this): the packed file holds the
+			// same frames; take it.
+			ids = append(ids[:i-1], ids[i:]...)
+			i--
+			continue
+		}
 		if segID(ids[i]) == segID(ids[i-1]) {
-			return nil, &CorruptionError{File: filepath.Join(dir, segmentName(ids[i])),
+			return nil, &CorruptionError{File: filepath.Join(dir, segmentName(ids[i])), live: true,
 				Reason: fmt.Sprintf("two generations of segment %d (%s too)", segID(ids[i]), segmentName(ids[i-1]))}
 		}
 	}
@@ -276,7 +284,17 @@ func (c *segCache) acquire(id uint32) (*mapping, error) {
 		return m, nil
 	}
 	path := filepath.Join(c.dir, segmentName(id))
+	fileKey := id
 	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		// Packed since the index was built (by this store's sealer, or by
+		// the writer beside a read-only store): the next generation holds
+		// the same frames at the same offsets.
+		if next := repackedKey(id); samePlacesPacked(filepath.Join(c.dir, segmentName(next))) {
+			fileKey, path = next, filepath.Join(c.dir, segmentName(next))
+			f, err = os.Open(path)
+		}
+	}
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("batpak: segment %s was rewritten (compaction or packing) after this store read its index; reopen the store to read it: %w", segmentName(id), err)
 	}
@@ -305,7 +323,7 @@ func (c *segCache) acquire(id uint32) (*mapping, error) {
 	m := &mapping{id: id, data: data, refs: 1}
 	m.limit.Store(min(limit, int64(len(data))))
 	if isPackedHeader(data) {
-		pk, err := parsePacked(data, id)
+		pk, err := parsePacked(data, fileKey)
 		if err != nil {
 			_ = unix.Munmap(data)
 			return nil, &CorruptionError{File: path, Reason: err.Error()}

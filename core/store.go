@@ -149,7 +149,7 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 	s.erasures.Store(n)
 	began := time.Now()
 	rec, err := s.recover()
-	for try := 1; err != nil && readOnly && try <= 8; try++ {
+	for try := 1; err != nil && readOnly && try <= 8 && liveChange(err); try++ {
 		// Beside a live writer, a read-only open can catch files changing
 		// under it: a frame half written at the tail, a segment replaced by
 		// a compaction or packing. Damage stays; those pass: read again.
@@ -273,6 +273,14 @@ func (s *Store) scanLog(ids []uint32, ck *checkpointInfo, out *recovered) (*logW
 			}
 		}
 		end, size, err := s.recoverSegment(lw, id, last, from, ck)
+		if errors.Is(err, os.ErrNotExist) && ck == nil {
+			// Packed since it was listed (a reader beside a live writer):
+			// the next generation holds the same frames at the same offsets.
+			if next := repackedKey(id); samePlacesPacked(filepath.Join(s.cfg.Dir, segmentName(next))) {
+				id = next
+				end, size, err = s.recoverSegment(lw, id, last, from, ck)
+			}
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -359,7 +367,7 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 	}
 	end = int64(e)
 	if st2 == tailCorrupt {
-		return 0, 0, &CorruptionError{File: path, Offset: end, Reason: "frame fails its length or checksum check and valid frames follow it"}
+		return 0, 0, &CorruptionError{File: path, Offset: end, Reason: "frame fails its length or checksum check and valid frames follow it", live: last && s.readOnly}
 	}
 	if covered := s.checkpointEnd(id, from); covered > end {
 		return 0, 0, fmt.Errorf("%w: %s: readable data ends at %d, the checkpoint covers up to %d", errCheckpointStale, path, end, covered)

@@ -1,9 +1,11 @@
 package core
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -24,6 +26,18 @@ type VerifyReport struct {
 // frames. Verify reads from disk, not from the index, and may run while the
 // store is being written (it checks what was written when it started).
 func (s *Store) Verify() (VerifyReport, error) {
+	for try := 1; ; try++ {
+		rep, err := s.verifyOnce()
+		// A read-only store beside a live writer can catch files changing
+		// under it (see OpenReadOnly): read again before reporting that.
+		if err == nil || !s.readOnly || try > 8 || !liveChange(err) {
+			return rep, err
+		}
+		time.Sleep(time.Duration(try) * 2 * time.Millisecond)
+	}
+}
+
+func (s *Store) verifyOnce() (VerifyReport, error) {
 	var rep VerifyReport
 	if err := s.checkReadable(); err != nil {
 		return rep, err
@@ -85,6 +99,11 @@ func (s *Store) Verify() (VerifyReport, error) {
 		}
 		path := filepath.Join(s.cfg.Dir, segmentName(id))
 		data, _, unmap, err := loadSegment(path, id)
+		if next := repackedKey(id); errors.Is(err, os.ErrNotExist) && samePlacesPacked(filepath.Join(s.cfg.Dir, segmentName(next))) {
+			// Packed since it was listed: the same frames, same offsets.
+			id, path = next, filepath.Join(s.cfg.Dir, segmentName(next))
+			data, _, unmap, err = loadSegment(path, id)
+		}
 		if err != nil {
 			return rep, err
 		}
@@ -107,7 +126,7 @@ func (s *Store) Verify() (VerifyReport, error) {
 			return rep, err
 		}
 		if st == tailCorrupt || (st == tailTorn && id != ids[len(ids)-1]) {
-			return rep, &CorruptionError{File: path, Offset: int64(end), Reason: "unreadable frame"}
+			return rep, &CorruptionError{File: path, Offset: int64(end), Reason: "unreadable frame", live: id == ids[len(ids)-1]}
 		}
 	}
 	if _, _, err := lw.finish(); err != nil {
