@@ -43,7 +43,7 @@ type Diagnostics struct {
 	// Footers is how many segments have a footer file (the one being
 	// written has one after a Close); whether each is current is checked
 	// when Open uses it.
-	Footers int
+	Footers        int
 	MappedSegments int // segment files mapped for reads now
 	Pressure       WriterPressure
 	Open           OpenReport

@@ -1,9 +1,9 @@
 package core
 
 import (
-	"os"
 	"errors"
 	"fmt"
+	"os"
 )
 
 // Sentinel errors. Every error a Store returns either is one of these or
