@@ -39,7 +39,7 @@ offset, event id) and exits 1. Safe to run beside a live writer.`,
 			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "ok: %d events in %d entities across %d segments\n", rep.Events, rep.Entities, rep.Segments)
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "ok: %s in %s across %s\n", plural(int(rep.Events), "event", "events"), plural(rep.Entities, "entity", "entities"), plural(rep.Segments, "segment", "segments"))
 			return err
 		},
 	}

@@ -389,7 +389,7 @@ func TestDemoTwiceThenVerify(t *testing.T) {
 	if !strings.Contains(out, "(order:6..order:7, continuing after order:5)") || !strings.Contains(out, "store: 21 events, 14 entities") {
 		t.Errorf("second demo:\n%s", out)
 	}
-	if got := ok(t, "verify", dd); got != "ok: 21 events in 14 entities across 1 segments\n" {
+	if got := ok(t, "verify", dd); got != "ok: 21 events in 14 entities across 1 segment\n" {
 		t.Errorf("verify = %q", got)
 	}
 
@@ -508,13 +508,13 @@ func TestConfigPrecedence(t *testing.T) {
 	appendTo("--config", cfgFile, "--data-dir", flagDir)
 
 	// Each layer's store got exactly the appends made while it won.
-	if got := events(fileDir); got != "ok: 1 events in 1 entities across 1 segments" {
+	if got := events(fileDir); got != "ok: 1 event in 1 entity across 1 segment" {
 		t.Errorf("file store: %s", got)
 	}
-	if got := events(envDir); got != "ok: 2 events in 1 entities across 1 segments" {
+	if got := events(envDir); got != "ok: 2 events in 1 entity across 1 segment" {
 		t.Errorf("env store: %s", got)
 	}
-	if got := events(flagDir); got != "ok: 3 events in 1 entities across 1 segments" {
+	if got := events(flagDir); got != "ok: 3 events in 1 entity across 1 segment" {
 		t.Errorf("flag store: %s", got)
 	}
 
@@ -578,7 +578,7 @@ func TestLockedStoreAndReadBesideWriter(t *testing.T) {
 	fails(t, []string{"demo", dd}, "is locked by pid ")
 
 	// Reads work beside the live writer.
-	if got := ok(t, "verify", dd); got != "ok: 1 events in 1 entities across 1 segments\n" {
+	if got := ok(t, "verify", dd); got != "ok: 1 event in 1 entity across 1 segment\n" {
 		t.Errorf("verify beside a writer = %q", got)
 	}
 	if lines := parseLines(t, ok(t, "query", dd, "--json")); len(lines) != 1 || string(lines[0]["payload"]) != `{"n":1}` {
@@ -643,7 +643,7 @@ func TestReadWhileWriterCloses(t *testing.T) {
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
-		if r := <-done; r.code != 0 || r.stdout != "ok: 1 events in 1 entities across 1 segments\n" {
+		if r := <-done; r.code != 0 || r.stdout != "ok: 1 event in 1 entity across 1 segment\n" {
 			t.Fatalf("verify beside a closing writer: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
 	}
@@ -690,7 +690,7 @@ func TestVerifyFailure(t *testing.T) {
 	fails(t, []string{"verify", dd}, "verify failed: hash chain broken at 00000000000000000001.seg offset "+fmt.Sprint(off), `entity "order:2"`, "payload does not match its digest")
 
 	writeFile(t, seg, string(orig))
-	if got := ok(t, "verify", dd); got != "ok: 6 events in 4 entities across 1 segments\n" {
+	if got := ok(t, "verify", dd); got != "ok: 6 events in 4 entities across 1 segment\n" {
 		t.Errorf("verify after repair = %q", got)
 	}
 }
@@ -884,7 +884,7 @@ func TestSealCompressedStore(t *testing.T) {
 		t.Errorf("stats:\n%s", text)
 	}
 
-	if got, want := run("verify"), fmt.Sprintf("ok: %d events in 40 entities across %d segments\n", n, after.Segments); got != want {
+	if got, want := run("verify"), fmt.Sprintf("ok: %d events in 40 entities across %s\n", n, plural(after.Segments, "segment", "segments")); got != want {
 		t.Errorf("verify = %q, want %q", got, want)
 	}
 	lines := parseLines(t, run("query", "--json"))
