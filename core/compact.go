@@ -112,6 +112,9 @@ func (s *Store) Compact(ctx context.Context, cfg CompactConfig) (CompactReport, 
 	}
 	s.erasureMu.Lock()
 	defer s.erasureMu.Unlock()
+	if s.maintClosed {
+		return CompactReport{}, ErrClosed
+	}
 	sealed, err := s.sealedKeys()
 	if err != nil {
 		return CompactReport{}, err
@@ -418,6 +421,7 @@ func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, epoch uint
 	// Committed: from here on the new segments win, on any path.
 	s.compactStage("committed")
 	for i, o := range outs {
+		s.segs.forget(o.key) // a mapping left from a generation number's earlier use
 		if err := os.Rename(o.tmpPath, o.path); err != nil {
 			return fmt.Errorf("batpak: compaction (committed; the next Open finishes it): %w", err)
 		}
@@ -447,6 +451,7 @@ func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, epoch uint
 		if err := os.Remove(filepath.Join(dir, footerName(k))); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("batpak: compaction (committed; the next Open finishes it): %w", err)
 		}
+		s.segs.forget(k) // again: a reader may have mapped it between the first forget and the delete
 		if i == 0 {
 			s.compactStage("deleting")
 		}
@@ -554,13 +559,26 @@ func finishCompaction(dir string) error {
 	case err != nil:
 		return fmt.Errorf("batpak: read compaction journal: %w", err)
 	default:
-		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-			f := strings.Fields(line)
-			switch {
-			case len(f) == 3 && f[0] == "rename":
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		// Every new segment must be in place before any old one goes (a
+		// footer may be missing: it is optional): a new segment that is missing (neither renamed yet nor still under its
+		// temporary name) means the compaction cannot be finished, and the
+		// old segments are all that is left of those events.
+		for _, line := range lines {
+			if f := strings.Fields(line); len(f) == 3 && f[0] == "rename" {
 				if err := os.Rename(filepath.Join(dir, f[1]), filepath.Join(dir, f[2])); err != nil && !errors.Is(err, os.ErrNotExist) {
 					return fmt.Errorf("batpak: finish compaction: %w", err)
 				}
+				if _, err := os.Stat(filepath.Join(dir, f[2])); err != nil && strings.HasSuffix(f[2], segmentSuffix) {
+					return &CorruptionError{File: filepath.Join(dir, compactJournal),
+						Reason: fmt.Sprintf("the compaction it records wrote %s, which is missing; the segments it replaces were kept (remove the journal to open them)", f[2])}
+				}
+			}
+		}
+		for _, line := range lines {
+			f := strings.Fields(line)
+			switch {
+			case len(f) == 3 && f[0] == "rename":
 			case len(f) == 2 && f[0] == "delete":
 				if err := os.Remove(filepath.Join(dir, f[1])); err != nil && !errors.Is(err, os.ErrNotExist) {
 					return fmt.Errorf("batpak: finish compaction: %w", err)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 )
 
 // Sentinel errors. Every error a Store returns either is one of these or
@@ -97,6 +99,24 @@ type CorruptionError struct {
 	// under it (two generations of a segment mid-compaction, a frame half
 	// written at the tail); a read-only store reads again before reporting it.
 	live bool
+}
+
+// segmentFiles names the segment files in dir and says whether a
+// compaction journal is there (a compaction is committing): a read-only
+// reader compares it before and after a read that failed.
+func segmentFiles(dir string) string {
+	ents, _ := os.ReadDir(dir)
+	var b strings.Builder
+	for _, e := range ents {
+		if n := e.Name(); strings.HasSuffix(n, segmentSuffix) || n == compactJournal {
+			b.WriteString(n)
+			b.WriteByte('\n')
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, compactJournal)); err == nil {
+		b.WriteString("(journal)") // present at the end too
+	}
+	return b.String()
 }
 
 // liveChange reports whether err may come from files a live writer was

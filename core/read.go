@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"path/filepath"
 	"time"
 )
 
@@ -212,7 +211,7 @@ func (s *Store) decodeAt(m *mapping, l loc) (StoredEvent, error) {
 		// the frame in place while we read it.
 		buf, ok, err := m.frameCopy(int(l.off))
 		if err != nil {
-			return StoredEvent{}, &CorruptionError{File: filepath.Join(s.cfg.Dir, segmentName(l.seg)), Offset: int64(l.off), Reason: err.Error()}
+			return StoredEvent{}, &CorruptionError{File: m.file, Offset: int64(l.off), Reason: err.Error()}
 		}
 		if ok {
 			if rec, ok := frameAt(buf, 0); ok && checkEvent(rec) {
@@ -220,7 +219,7 @@ func (s *Store) decodeAt(m *mapping, l loc) (StoredEvent, error) {
 			}
 		}
 		if try == readRetries {
-			return StoredEvent{}, &CorruptionError{File: filepath.Join(s.cfg.Dir, segmentName(l.seg)), Offset: int64(l.off), Reason: "event frame fails its checksum on read"}
+			return StoredEvent{}, &CorruptionError{File: m.file, Offset: int64(l.off), Reason: "event frame fails its checksum on read"}
 		}
 		time.Sleep(readRetryWait)
 	}

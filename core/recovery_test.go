@@ -562,20 +562,27 @@ func TestVerifyDetectsForgedEvent(t *testing.T) {
 	expectChainError(t, s, npath, nf, next.ID, "previous")
 }
 
-// Removing an event from the middle of an entity's chain is detected at
-// the entity's next event.
-func TestVerifyDetectsRemovedEvent(t *testing.T) {
+// Removing an event from the middle of the log leaves a gap in the global
+// sequences: Open refuses the store, naming the frame after the gap
+// (events are never silently missing).
+func TestOpenDetectsRemovedEvent(t *testing.T) {
 	base, rs := tamperFixture(t)
 	cfg := copyStore(t, base)
 	path, d, f := locate(t, cfg.Dir, rs[117].ID)
 	cut := append(append([]byte(nil), d[:f.Off]...), d[f.end():]...)
 	writeFile(t, path, cut)
-	s := openWith(t, cfg)
-	if _, err := s.Get(rs[117].ID); !errors.Is(err, core.ErrNotFound) {
-		t.Fatalf("removed event still found: %v", err)
+	os.Remove(filepath.Join(cfg.Dir, checkpointFile))
+	for _, open := range []func(core.Config) (*core.Store, error){core.Open, core.OpenReadOnly} {
+		s, err := open(cfg)
+		if err == nil {
+			s.Close()
+			t.Fatal("Open succeeded over a log with an event cut out")
+		}
+		var ce *core.CorruptionError
+		if !errors.As(err, &ce) || ce.File != path || ce.Offset != int64(f.Off) || !strings.Contains(ce.Reason, "global sequence 118") {
+			t.Fatalf("got %v, want a *CorruptionError naming %s at %d (sequence 118)", err, path, f.Off)
+		}
 	}
-	npath, _, nf := locate(t, cfg.Dir, rs[121].ID)
-	expectChainError(t, s, npath, nf, rs[121].ID, "")
 }
 
 func TestVerifyCleanStore(t *testing.T) {

@@ -23,8 +23,8 @@ import (
 // not putting it there.
 
 // Redact erases the payload of the visible event id. Redacting an already
-// redacted event does nothing. Errors: ErrNotFound, ErrReadOnly, I/O
-// errors. The erasure is synced to disk before Redact returns; a snapshot
+// redacted event does nothing. Errors: ErrNotFound, ErrReadOnly,
+// ErrClosed, I/O errors. The erasure is synced to disk before Redact returns; a snapshot
 // taken earlier still holds the payload.
 func (s *Store) Redact(ctx context.Context, id EventID) error {
 	if s.readOnly {
@@ -34,6 +34,9 @@ func (s *Store) Redact(ctx context.Context, id EventID) error {
 	// while it moves events to other files.
 	s.erasureMu.Lock()
 	defer s.erasureMu.Unlock()
+	if s.maintClosed {
+		return ErrClosed
+	}
 	s.ix.mu.RLock()
 	seq, ok := s.ix.lookup(id)
 	var l loc
@@ -57,6 +60,9 @@ func (s *Store) EraseEntity(ctx context.Context, entity string) (int, error) {
 	}
 	s.erasureMu.Lock()
 	defer s.erasureMu.Unlock()
+	if s.maintClosed {
+		return 0, ErrClosed
+	}
 	locs := s.ix.stream(entity)
 	if len(locs) == 0 {
 		return 0, nil

@@ -18,8 +18,9 @@ import (
 //
 // It works under erasureMu like a compaction, so Compact, Redact and
 // EraseEntity wait for the segment in hand, never for the whole sweep.
-// Close stops it (an interrupted packing leaves the plain segment in
-// force) and then writes the footer of the segment being written.
+// Close stops it (after the segment in hand; a packing cut short by a
+// crash leaves the plain segment in force) and then writes the footer of
+// the segment being written.
 type sealer struct {
 	kick   chan struct{}
 	cancel context.CancelFunc
@@ -80,39 +81,62 @@ func (s *Store) SealSegments(ctx context.Context) error {
 	return s.sealPending(ctx)
 }
 
-// sealPending packs and footers the sealed segments that need it.
+// sealPending packs and footers the sealed segments that need it. A
+// segment that fails is skipped for the rest of the sweep (the first
+// error is returned at the end), so one damaged segment holds up no other.
 func (s *Store) sealPending(ctx context.Context) error {
-	for ctx.Err() == nil {
-		did, err := s.sealOne(ctx)
-		if err != nil || !did {
+	failed := map[uint32]bool{}
+	var first error
+	for {
+		if err := ctx.Err(); err != nil {
 			return err
 		}
+		k, did, err := s.sealOne(ctx, failed)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if k == 0 { // not about one segment (ErrClosed, a listing error)
+				return err
+			}
+			failed[k] = true
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		if !did {
+			return first
+		}
 	}
-	return nil
 }
 
-// sealOne does the next piece of sealing work, if any.
-func (s *Store) sealOne(ctx context.Context) (bool, error) {
+// sealOne does the next piece of sealing work, if any, skipping the
+// segments in skip; it returns the segment it worked on.
+func (s *Store) sealOne(ctx context.Context, skip map[uint32]bool) (uint32, bool, error) {
 	s.erasureMu.Lock()
 	defer s.erasureMu.Unlock()
-	if s.shut.Load() {
-		return false, nil
+	if s.maintClosed {
+		return 0, false, ErrClosed
 	}
 	sealed, err := s.sealedKeys()
 	if err != nil {
-		return false, err
+		return 0, false, err
 	}
 	for _, k := range sealed {
+		if skip[k] {
+			continue
+		}
 		path := filepath.Join(s.cfg.Dir, segmentName(k))
 		if s.cfg.Compression != CompressionNone && !isPackedFile(path) {
 			_, err := s.compactLocked(ctx, []uint32{k}, CompactConfig{pack: true}, false)
-			return err == nil, err
+			return k, err == nil, err
 		}
 		if end, ok := footerEnd(s.cfg.Dir, k); !ok || end != s.segmentEnd(k) {
-			return true, s.writeSegmentFooter(k, s.segmentEnd(k))
+			return k, true, s.writeSegmentFooter(k, s.segmentEnd(k))
 		}
 	}
-	return false, nil
+	return 0, false, nil
 }
 
 // writeSegmentFooter builds the footer of segment key from its frames
@@ -135,13 +159,11 @@ func (s *Store) writeSegmentFooter(key uint32, end int64) error {
 }
 
 // footerOnClose writes the footer of the segment being written (its data
-// ends at end), once the writer has stopped.
+// ends at end), once the writer has stopped. Close holds erasureMu.
 func (s *Store) footerOnClose(key uint32, end int64) {
 	if key == 0 {
 		return
 	}
-	s.erasureMu.Lock()
-	defer s.erasureMu.Unlock()
 	if err := s.writeSegmentFooter(key, end); err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.log.Warn("batpak: segment footer not written; the next Open scans the segment", "segment", segmentName(key), "err", err)
 	}

@@ -214,7 +214,10 @@ type mapping struct {
 	elem  *list.Element
 	// pk is the block table of a packed (compressed) segment: data is then
 	// the file, read through pk.frame, and limit its logical size.
-	pk   *packedSeg
+	pk *packedSeg
+	// file is the segment file mapped (another generation than id names
+	// when a packing replaced it, see acquire).
+	file string
 	gone bool // evicted from the cache; unmap when refs reach 0
 }
 
@@ -320,7 +323,7 @@ func (c *segCache) acquire(id uint32) (*mapping, error) {
 	if err != nil {
 		return nil, fmt.Errorf("batpak: mmap segment %s: %w", path, err)
 	}
-	m := &mapping{id: id, data: data, refs: 1}
+	m := &mapping{id: id, data: data, refs: 1, file: path}
 	m.limit.Store(min(limit, int64(len(data))))
 	if isPackedHeader(data) {
 		pk, err := parsePacked(data, fileKey)
@@ -330,6 +333,13 @@ func (c *segCache) acquire(id uint32) (*mapping, error) {
 		}
 		m.pk = pk
 		m.limit.Store(pk.size)
+	}
+	if fileKey != id {
+		// Not cached under a name that no longer exists (it could come back
+		// with other content when generation numbers wrap): unmapped when
+		// released.
+		m.gone = true
+		return m, nil
 	}
 	m.elem = c.lru.PushFront(m)
 	c.maps[id] = m

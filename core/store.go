@@ -55,7 +55,12 @@ type Store struct {
 
 	openReport OpenReport
 	noFooters  bool // recovery reads frames, not segment footers
-	sl         *sealer
+	// maintClosed is set by Close under erasureMu: maintenance that takes
+	// erasureMu afterwards (Compact, Redact, EraseEntity, the sealer)
+	// does nothing, so no file changes once Close has written its footer
+	// and checkpoint and released the lock.
+	maintClosed bool
+	sl          *sealer
 
 	compactHook func(stage string) // tests only (export_test.go)
 
@@ -148,11 +153,22 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 	}
 	s.erasures.Store(n)
 	began := time.Now()
+	var files string
+	if readOnly {
+		files = segmentFiles(cfg.Dir)
+	}
 	rec, err := s.recover()
-	for try := 1; err != nil && readOnly && try <= 8 && liveChange(err); try++ {
+	for try := 1; err != nil && readOnly && try <= 8; try++ {
 		// Beside a live writer, a read-only open can catch files changing
-		// under it: a frame half written at the tail, a segment replaced by
-		// a compaction or packing. Damage stays; those pass: read again.
+		// under it: a frame half written at the tail, segments replaced by
+		// a compaction or packing (events seen twice or not at all while
+		// it commits). Damage stays, those pass: read again while the error
+		// is of that kind or the files changed meanwhile.
+		now := segmentFiles(cfg.Dir)
+		if !liveChange(err) && now == files {
+			break
+		}
+		files = now
 		time.Sleep(time.Duration(try) * 2 * time.Millisecond)
 		s.resetIndex()
 		s.openReport, s.noFooters = OpenReport{}, false
@@ -200,19 +216,27 @@ func (s *Store) recover() (recovered, error) {
 		return out, fmt.Errorf("batpak: list segments: %w", err)
 	}
 	ck := s.loadCheckpoint(ids)
-	lw, err := s.scanLog(ids, ck, &out)
-	if errors.Is(err, errFooterStale) {
-		s.log.Warn("batpak: a segment footer does not match the log; reading the segments instead", "reason", err)
-		s.resetIndex()
-		s.noFooters = true
-		ck = s.loadCheckpoint(ids)
+	ckBad := false
+	var lw *logWalker
+	for {
 		lw, err = s.scanLog(ids, ck, &out)
-	}
-	if errors.Is(err, errCheckpointStale) {
-		s.log.Warn("batpak: index checkpoint does not match the log; scanning the log", "reason", err)
-		s.resetIndex()
-		ck = nil
-		lw, err = s.scanLog(ids, nil, &out)
+		switch {
+		case errors.Is(err, errFooterStale) && !s.noFooters:
+			// The stale footer is gone (dropStaleFooter); read frames.
+			s.log.Warn("batpak: a segment footer does not match the log; reading the segments instead", "reason", err)
+			s.resetIndex()
+			s.noFooters = true
+			if ck = nil; !ckBad {
+				ck = s.loadCheckpoint(ids)
+			}
+			continue
+		case errors.Is(err, errCheckpointStale) && ck != nil:
+			s.log.Warn("batpak: index checkpoint does not match the log; scanning the log", "reason", err)
+			s.resetIndex()
+			ck, ckBad = nil, true
+			continue
+		}
+		break
 	}
 	if err != nil {
 		return out, err
@@ -509,7 +533,9 @@ func writeSegmentHeader(path string, id uint32) error {
 // their sequence and their place in the entity's chain, nothing more).
 func (s *Store) indexWalked(ev *walkedEvent) error {
 	ix := s.ix
-	if ev.seq < uint64(ix.n) || ev.seq >= math.MaxUint32 {
+	// Sequences run without gaps (a batch that never committed gives its
+	// sequences back): a gap means events are missing.
+	if ev.seq != uint64(ix.n) || ev.seq >= math.MaxUint32 {
 		return &CorruptionError{File: filepath.Join(s.cfg.Dir, segmentName(ev.seg)), Offset: int64(ev.off),
 			Reason: fmt.Sprintf("global sequence %d out of order (next is %d)", ev.seq, ix.n)}
 	}
@@ -554,6 +580,11 @@ func (s *Store) Close() error {
 		s.closeErr = t.err
 		<-s.w.exited
 		s.stopSealer()
+		// Held to the end: a Redact or Compact still running finishes
+		// first, and none starts after (see maintClosed).
+		s.erasureMu.Lock()
+		defer s.erasureMu.Unlock()
+		s.maintClosed = true
 		if s.closeErr == nil {
 			// A footer or checkpoint that fails to write costs the next Open
 			// a scan, nothing else: report it, keep closing.
