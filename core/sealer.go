@@ -81,17 +81,19 @@ func (s *Store) SealSegments(ctx context.Context) error {
 	return s.sealPending(ctx)
 }
 
-// sealPending packs and footers the sealed segments that need it. A
-// segment that fails is skipped for the rest of the sweep (the first
-// error is returned at the end), so one damaged segment holds up no other.
+// sealPending packs and footers the sealed segments that need it. Each
+// segment is worked on at most once per sweep; one that fails is skipped
+// for the rest of it (the first error is returned at the end), so one
+// damaged segment holds up no other.
 func (s *Store) sealPending(ctx context.Context) error {
-	failed := map[uint32]bool{}
+	handled := map[uint32]bool{}
 	var first error
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		k, did, err := s.sealOne(ctx, failed)
+		k, did, err := s.sealOne(ctx, handled)
+		handled[k] = true
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -99,7 +101,6 @@ func (s *Store) sealPending(ctx context.Context) error {
 			if k == 0 { // not about one segment (ErrClosed, a listing error)
 				return err
 			}
-			failed[k] = true
 			if first == nil {
 				first = err
 			}
