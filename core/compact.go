@@ -624,7 +624,7 @@ func strayTemp(name string) bool {
 	return false
 }
 
-// writePlainFile writes a plain segment's bytes to path and syncs it.
+// writePlainFile writes data to path (created or truncated) and syncs it.
 func writePlainFile(path string, data []byte) (int64, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {

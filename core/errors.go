@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Sentinel errors. Every error a Store returns either is one of these or
@@ -117,6 +118,27 @@ func segmentFiles(dir string) string {
 		b.WriteString("(journal)") // present at the end too
 	}
 	return b.String()
+}
+
+// readBesideWriter runs read, a read of the whole log by a read-only
+// store, and runs it again (up to 8 times, a few milliseconds apart) while
+// it fails in a way a live writer explains: files changing under it — a
+// frame half written at the tail, segments replaced by a compaction or
+// packing (events seen twice or not at all while it commits). Damage
+// stays; those pass. It returns read's last error.
+func readBesideWriter(dir string, read func() error) error {
+	files := segmentFiles(dir)
+	err := read()
+	for try := 1; err != nil && try <= 8; try++ {
+		now := segmentFiles(dir)
+		if !liveChange(err) && now == files {
+			break
+		}
+		files = now
+		time.Sleep(time.Duration(try) * 2 * time.Millisecond)
+		err = read()
+	}
+	return err
 }
 
 // liveChange reports whether err may come from files a live writer was

@@ -353,38 +353,46 @@ func writePackedFile(path string, data []byte, key uint32, codec Compression, sa
 	if err != nil {
 		return 0, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	return writePlainFile(path, b)
+}
+
+// fileHeader reads the first segmentHeaderSize bytes of the file at path
+// and its size; ok is false when it cannot be opened or is shorter.
+func fileHeader(path string) (h []byte, size int64, f *os.File, ok bool) {
+	f, err := os.Open(path)
 	if err != nil {
-		return 0, err
+		return nil, 0, nil, false
 	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
+	st, err := f.Stat()
+	h = make([]byte, segmentHeaderSize)
+	if err != nil || st.Size() < segmentHeaderSize {
+		f.Close()
+		return nil, 0, nil, false
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if _, err := f.ReadAt(h, 0); err != nil {
+		f.Close()
+		return nil, 0, nil, false
 	}
-	return int64(len(b)), err
+	return h, st.Size(), f, true
 }
 
 // logicalSize is the size of a segment's plain content: the file size of
 // a plain segment, the size its trailer records for a packed one.
 func logicalSize(path string) (int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return 0, err
-	}
-	h := make([]byte, segmentHeaderSize)
-	if _, err := f.ReadAt(h, 0); err != nil || !isPackedHeader(h) || st.Size() < segmentHeaderSize+packedTrailer {
+	h, size, f, ok := fileHeader(path)
+	if !ok {
+		st, err := os.Stat(path)
+		if err != nil {
+			return 0, err
+		}
 		return st.Size(), nil
 	}
+	defer f.Close()
+	if !isPackedHeader(h) || size < segmentHeaderSize+packedTrailer {
+		return size, nil
+	}
 	tr := make([]byte, packedTrailer)
-	if _, err := f.ReadAt(tr, st.Size()-packedTrailer); err != nil {
+	if _, err := f.ReadAt(tr, size-packedTrailer); err != nil {
 		return 0, err
 	}
 	return int64(le.Uint64(tr[20:])), nil
@@ -393,24 +401,18 @@ func logicalSize(path string) (int64, error) {
 // samePlacesPacked reports whether path is a packed segment whose frames
 // kept the offsets of the previous generation (see packedSamePlaces).
 func samePlacesPacked(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
+	h, _, f, ok := fileHeader(path)
+	if ok {
+		f.Close()
 	}
-	defer f.Close()
-	h := make([]byte, segmentHeaderSize)
-	_, err = f.ReadAt(h, 0)
-	return err == nil && isPackedHeader(h) && h[11] == packedSamePlaces
+	return ok && isPackedHeader(h) && h[11] == packedSamePlaces
 }
 
 // isPackedFile reports whether the segment file at path is packed.
 func isPackedFile(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
+	h, _, f, ok := fileHeader(path)
+	if ok {
+		f.Close()
 	}
-	defer f.Close()
-	h := make([]byte, segmentHeaderSize)
-	_, err = f.ReadAt(h, 0)
-	return err == nil && isPackedHeader(h)
+	return ok && isPackedHeader(h)
 }

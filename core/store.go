@@ -153,25 +153,19 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 	}
 	s.erasures.Store(n)
 	began := time.Now()
-	var files string
+	var rec recovered
 	if readOnly {
-		files = segmentFiles(cfg.Dir)
-	}
-	rec, err := s.recover()
-	for try := 1; err != nil && readOnly && try <= 8; try++ {
-		// Beside a live writer, a read-only open can catch files changing
-		// under it: a frame half written at the tail, segments replaced by
-		// a compaction or packing (events seen twice or not at all while
-		// it commits). Damage stays, those pass: read again while the error
-		// is of that kind or the files changed meanwhile.
-		now := segmentFiles(cfg.Dir)
-		if !liveChange(err) && now == files {
-			break
-		}
-		files = now
-		time.Sleep(time.Duration(try) * 2 * time.Millisecond)
-		s.resetIndex()
-		s.openReport, s.noFooters = OpenReport{}, false
+		first := true
+		err = readBesideWriter(cfg.Dir, func() (err error) {
+			if !first {
+				s.resetIndex()
+				s.openReport, s.noFooters = OpenReport{}, false
+			}
+			first = false
+			rec, err = s.recover()
+			return err
+		})
+	} else {
 		rec, err = s.recover()
 	}
 	s.openReport.Elapsed = time.Since(began)
@@ -377,12 +371,7 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		s.openReport.Footers++
 		start = int(fo.end)
 	}
-	e, st2, err := scanFramesFrom(m, start, func(off int, rec []byte) error {
-		if off < from {
-			return ck.cover(s.ix, id, off, rec, from) // in the checkpoint: checked, not indexed again
-		}
-		return lw.frame(id, off, rec)
-	})
+	e, st2, err := scanFramesFrom(m, start, s.recoverFrame(lw, id, from, ck))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -412,6 +401,18 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 	return end, size, nil
 }
 
+// recoverFrame is what recovery does with each frame of segment id: a
+// frame before from (the part the checkpoint covers) is checked against
+// the restored index, not indexed again; the others go through the walker.
+func (s *Store) recoverFrame(lw *logWalker, id uint32, from int, ck *checkpointInfo) func(off int, rec []byte) error {
+	return func(off int, rec []byte) error {
+		if off < from {
+			return ck.cover(s.ix, id, off, rec, from)
+		}
+		return lw.frame(id, off, rec)
+	}
+}
+
 // recoverPacked recovers a packed (compressed) segment: from its footer
 // when it has a usable one, otherwise by decompressing and scanning it.
 // A packed segment is complete by construction (it was written whole and
@@ -433,12 +434,7 @@ func (s *Store) recoverPacked(lw *logWalker, id uint32, path string, file []byte
 		return 0, 0, &CorruptionError{File: path, Reason: err.Error()}
 	}
 	s.openReport.SegmentsScanned++
-	e, st, err := scanFrames(data, func(off int, rec []byte) error {
-		if off < from {
-			return ck.cover(s.ix, id, off, rec, from)
-		}
-		return lw.frame(id, off, rec)
-	})
+	e, st, err := scanFrames(data, s.recoverFrame(lw, id, from, ck))
 	if err != nil {
 		return 0, 0, err
 	}

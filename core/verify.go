@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,24 +25,15 @@ type VerifyReport struct {
 // frames. Verify reads from disk, not from the index, and may run while the
 // store is being written (it checks what was written when it started).
 func (s *Store) Verify() (VerifyReport, error) {
-	files := ""
-	if s.readOnly {
-		files = segmentFiles(s.cfg.Dir)
+	if !s.readOnly {
+		return s.verifyOnce()
 	}
-	for try := 1; ; try++ {
-		rep, err := s.verifyOnce()
-		// A read-only store beside a live writer can catch files changing
-		// under it (see OpenReadOnly): read again before reporting that.
-		if err == nil || !s.readOnly || try > 8 {
-			return rep, err
-		}
-		now := segmentFiles(s.cfg.Dir)
-		if !liveChange(err) && now == files {
-			return rep, err
-		}
-		files = now
-		time.Sleep(time.Duration(try) * 2 * time.Millisecond)
-	}
+	var rep VerifyReport
+	err := readBesideWriter(s.cfg.Dir, func() (err error) {
+		rep, err = s.verifyOnce()
+		return err
+	})
+	return rep, err
 }
 
 func (s *Store) verifyOnce() (VerifyReport, error) {
