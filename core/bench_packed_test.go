@@ -3,7 +3,7 @@ package core_test
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"testing"
@@ -12,33 +12,8 @@ import (
 	"github.com/batpak-go/batpak/core"
 )
 
-// orderJSON returns a realistic order event: nested customer and address,
-// a few line items, money, timestamps — what an e-commerce store logs.
-func orderJSON(r *rand.Rand, i int) []byte {
-	first := []string{"Maria", "James", "Aiko", "Oluwaseun", "Sofia", "Lukas", "Priya", "Mateo", "Chloe", "Wei"}
-	last := []string{"Garcia", "Smith", "Tanaka", "Adeyemi", "Rossi", "Müller", "Sharma", "López", "Martin", "Chen"}
-	cities := []string{"Springfield", "Lyon", "Osaka", "Lagos", "Milan", "Hamburg", "Pune", "Bogotá", "Montréal", "Shenzhen"}
-	products := []string{"Wireless Mouse", "USB-C Cable 2m", "Mechanical Keyboard", "27\" Monitor", "Laptop Stand", "Noise Cancelling Headphones", "Webcam 1080p", "Desk Lamp", "Ergonomic Chair", "Phone Case"}
-	statuses := []string{"placed", "paid", "packed", "shipped", "delivered"}
-	fn, ln := first[r.IntN(len(first))], last[r.IntN(len(last))]
-	items := ""
-	total := 0.0
-	for k := 0; k < 1+r.IntN(3); k++ {
-		p := r.IntN(len(products))
-		qty := 1 + r.IntN(3)
-		price := float64(500+r.IntN(20000)) / 100
-		total += float64(qty) * price
-		if k > 0 {
-			items += ","
-		}
-		items += fmt.Sprintf(`{"sku":"SKU-%05d","name":%q,"qty":%d,"unit_price":%.2f}`, 10000+p*37, products[p], qty, price)
-	}
-	ts := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(i) * 1337 * time.Millisecond)
-	return fmt.Appendf(nil, `{"order_id":"ord_%08d","customer":{"id":"cus_%06d","name":"%s %s","email":"%s.%s@example.com","address":{"street":"%d %s Street","city":%q,"postcode":"%05d"}},"items":[%s],"currency":"EUR","total":%.2f,"status":%q,"placed_at":%q}`,
-		i, r.IntN(50000), fn, ln, fn, ln, 1+r.IntN(300), ln, cities[r.IntN(len(cities))], r.IntN(99999), items, total, statuses[r.IntN(len(statuses))], ts.Format(time.RFC3339))
-}
-
-// packedFixture builds a store of n order events in 16 MiB segments with
+// packedFixture builds a store of n order events (pkOrderJSON: nested
+// customer and address, line items, money, timestamps) in 16 MiB segments with
 // the given compression, sealed (packed and footered), and returns it
 // open with the ids of its events.
 func packedFixture(b *testing.B, n int, c core.Compression) (*core.Store, []core.EventID) {
@@ -52,7 +27,7 @@ func packedFixture(b *testing.B, n int, c core.Compression) (*core.Store, []core
 	}
 	b.Cleanup(func() { s.Close() })
 	ctx := context.Background()
-	r := rand.New(rand.NewPCG(1, 2))
+	r := rand.New(rand.NewSource(1))
 	ids := make([]core.EventID, 0, n)
 	window := make([]*core.Ticket, 0, 4096)
 	flush := func() {
@@ -67,7 +42,7 @@ func packedFixture(b *testing.B, n int, c core.Compression) (*core.Store, []core
 	}
 	for i := 0; i < n; i++ {
 		coord, _ := core.NewCoordinate(fmt.Sprintf("order:%d", i%20000), "shop")
-		t, err := s.Submit(ctx, coord, core.MustKind(1, 1+uint16(i%4)), orderJSON(r, i))
+		t, err := s.Submit(ctx, coord, core.MustKind(1, 1+uint16(i%4)), []byte(pkOrderJSON(r, i)))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -96,12 +71,12 @@ func BenchmarkPacked(b *testing.B) {
 			if c != core.CompressionNone && d.PackedSegments == 0 {
 				b.Fatal("nothing packed")
 			}
-			r := rand.New(rand.NewPCG(3, 4))
+			r := rand.New(rand.NewSource(3))
 			// Only events of sealed segments: the active one is never packed.
 			sealed := ids[:len(ids)*3/4]
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if _, err := s.Get(sealed[r.IntN(len(sealed))]); err != nil {
+				if _, err := s.Get(sealed[r.Intn(len(sealed))]); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"math/rand"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,7 +29,7 @@ func TestReadOnlyBesideCompressingWriter(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		r := rand.New(rand.NewPCG(7, 8))
+		r := rand.New(rand.NewSource(7))
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
@@ -37,34 +37,25 @@ func TestReadOnlyBesideCompressingWriter(t *testing.T) {
 			default:
 			}
 			c := mustCoord(t, fmt.Sprintf("order:%d", i%40), "shop")
-			if _, err := w.Append(ctx, c, kindA, orderJSON(r, i)); err != nil {
+			if _, err := w.Append(ctx, c, kindA, []byte(pkOrderJSON(r, i))); err != nil {
 				t.Errorf("append: %v", err)
 				return
 			}
 			written.Add(1)
 		}
 	}()
-	deadline := time.Now().Add(3 * time.Second)
-	rounds, failures := 0, map[string]int{}
-	for time.Now().Before(deadline) {
-		rounds++
-		ro, err := core.OpenReadOnly(cfg)
-		if err != nil {
-			failures["open: "+err.Error()]++
-			continue
-		}
+	rounds, failures := readOnlyRounds(cfg, 3*time.Second, func(ro *core.Store, fail func(string)) {
 		n := ro.Stats().Events
 		evs, err := ro.Query(core.All())
 		if err != nil {
-			failures["query: "+err.Error()]++
+			fail("query: " + err.Error())
 		} else if uint64(len(evs)) != n {
-			failures[fmt.Sprintf("query: %d events, Stats says %d", len(evs), n)]++
+			fail(fmt.Sprintf("query: %d events, Stats says %d", len(evs), n))
 		}
 		if _, err := ro.Verify(); err != nil {
-			failures["verify: "+err.Error()]++
+			fail("verify: " + err.Error())
 		}
-		ro.Close()
-	}
+	})
 	close(stop)
 	wg.Wait()
 	d := w.Diagnostics()
@@ -86,9 +77,9 @@ func TestReadOnlyBesideMergingWriter(t *testing.T) {
 	w := openWith(t, cfg)
 	defer w.Close()
 	ctx := context.Background()
-	r := rand.New(rand.NewPCG(9, 10))
+	r := rand.New(rand.NewSource(9))
 	for i := 0; i < 1500; i++ {
-		mustAppend(t, w, mustCoord(t, fmt.Sprintf("order:%d", i%40), "shop"), kindA, string(orderJSON(r, i)))
+		mustAppend(t, w, mustCoord(t, fmt.Sprintf("order:%d", i%40), "shop"), kindA, pkOrderJSON(r, i))
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -103,7 +94,7 @@ func TestReadOnlyBesideMergingWriter(t *testing.T) {
 			default:
 			}
 			for k := 0; k < 50; k++ {
-				mustAppend(t, w, mustCoord(t, fmt.Sprintf("order:%d", i%40), "shop"), kindA, string(orderJSON(r, i)))
+				mustAppend(t, w, mustCoord(t, fmt.Sprintf("order:%d", i%40), "shop"), kindA, pkOrderJSON(r, i))
 			}
 			if _, err := w.Compact(ctx, core.CompactConfig{Merge: true, Tombstone: func(ev core.StoredEvent) bool { return ev.GlobalSequence%7 == 0 }}); err != nil {
 				t.Errorf("compact: %v", err)
@@ -112,20 +103,11 @@ func TestReadOnlyBesideMergingWriter(t *testing.T) {
 			compactions.Add(1)
 		}
 	}()
-	deadline := time.Now().Add(3 * time.Second)
-	rounds, failures := 0, map[string]int{}
-	for time.Now().Before(deadline) {
-		rounds++
-		ro, err := core.OpenReadOnly(cfg)
-		if err != nil {
-			failures["open: "+err.Error()]++
-			continue
-		}
+	rounds, failures := readOnlyRounds(cfg, 3*time.Second, func(ro *core.Store, fail func(string)) {
 		if _, err := ro.Verify(); err != nil {
-			failures["verify: "+err.Error()]++
+			fail("verify: " + err.Error())
 		}
-		ro.Close()
-	}
+	})
 	close(stop)
 	wg.Wait()
 	t.Logf("%d read-only rounds beside %d compactions", rounds, compactions.Load())
@@ -146,10 +128,10 @@ func TestMaintenanceAfterClose(t *testing.T) {
 	cfg.Compression = core.CompressionZstd
 	s := openWith(t, cfg)
 	ctx := context.Background()
-	r := rand.New(rand.NewPCG(11, 12))
+	r := rand.New(rand.NewSource(11))
 	var ids []core.EventID
 	for i := 0; i < 600; i++ {
-		ids = append(ids, mustAppend(t, s, mustCoord(t, fmt.Sprintf("order:%d", i%10), "shop"), kindA, string(orderJSON(r, i))).ID)
+		ids = append(ids, mustAppend(t, s, mustCoord(t, fmt.Sprintf("order:%d", i%10), "shop"), kindA, pkOrderJSON(r, i)).ID)
 	}
 	if err := s.SealSegments(ctx); err != nil {
 		t.Fatal(err)
@@ -186,4 +168,22 @@ func TestMaintenanceAfterClose(t *testing.T) {
 	if ev, err := s2.Get(ids[3]); err != nil || ev.Redacted {
 		t.Fatalf("event after a refused Redact: %+v, %v", ev.Header, err)
 	}
+}
+
+// readOnlyRounds opens cfg read-only again and again for d, running check
+// on each open store, and counts the failures by message.
+func readOnlyRounds(cfg core.Config, d time.Duration, check func(ro *core.Store, fail func(string))) (int, map[string]int) {
+	deadline := time.Now().Add(d)
+	rounds, failures := 0, map[string]int{}
+	for time.Now().Before(deadline) {
+		rounds++
+		ro, err := core.OpenReadOnly(cfg)
+		if err != nil {
+			failures["open: "+err.Error()]++
+			continue
+		}
+		check(ro, func(msg string) { failures[msg]++ })
+		ro.Close()
+	}
+	return rounds, failures
 }
