@@ -7,7 +7,6 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -243,17 +242,49 @@ func checkAfterBatchCrash(t *testing.T, dir string, round int, acked []ackedBatc
 	return log.String()
 }
 
-// A child writing large batches is killed at random points, 20 times, on
-// one store: after each reopen every batch is whole or absent, every
-// acknowledged batch is there, Verify passes and the store writes on.
+// logEndsInsideBatch reports whether the log in dir, as a kill left it,
+// ends inside a batch: its last batch record is a begin record with no
+// commit record after it (the items after it, if any, cut short).
+func logEndsInsideBatch(t *testing.T, dir string) bool {
+	t.Helper()
+	var last byte
+	for _, p := range segmentFiles(t, dir) {
+		data, fs := readFrames(t, p)
+		for _, f := range fs {
+			if typ := data[f.recStart()]; typ == 2 || typ == 3 { // batch begin, batch commit
+				last = typ
+			}
+		}
+	}
+	return last == 2
+}
+
+// Rounds of TestKill9Batches: at least kill9BatchRounds, and more until
+// kill9BatchMinCut kills have landed inside a batch, up to
+// kill9BatchMaxRounds.
+const (
+	kill9BatchRounds    = 20
+	kill9BatchMinCut    = 5
+	kill9BatchMaxRounds = 50
+)
+
+// A child writing large batches is killed at random points, at least 20
+// times, on one store: after each reopen every batch is whole or absent,
+// every acknowledged batch is there, Verify passes and the store writes
+// on. The rounds go on until several kills have cut a batch on disk (the
+// case the test is about), failing if that never happens.
 func TestKill9Batches(t *testing.T) {
 	rng := crashRNG(t)
 	var dir string
 	var all []ackedBatch
-	incomplete, cut := 0, 0
-	for round := 0; round < 20; round++ {
+	cut := 0
+	round := 0
+	for ; round < kill9BatchRounds || cut < kill9BatchMinCut; round++ {
+		if round == kill9BatchMaxRounds {
+			t.Fatalf("only %d of %d kills landed inside a batch; want at least %d", cut, round, kill9BatchMinCut)
+		}
 		if round%5 == 0 { // a fresh store every five rounds keeps the checks short
-			dir, all, incomplete = t.TempDir(), nil, 0
+			dir, all = t.TempDir(), nil
 		}
 		start := time.Now()
 		everyN := []int{1, 1000}[round%2]
@@ -266,21 +297,18 @@ func TestKill9Batches(t *testing.T) {
 		for _, ln := range lines {
 			all = append(all, parseAckedBatch(t, ln))
 		}
-		log := checkAfterBatchCrash(t, dir, round, all)
-		// Recovery logs how many incomplete batches the log holds (those
-		// of earlier rounds stay on disk, skipped again).
-		n := 0
-		if m := regexp.MustCompile(`discarded batches.* batches=(\d+)`).FindStringSubmatch(log); m != nil {
-			n, _ = strconv.Atoi(m[1])
-		}
-		if n > incomplete {
+		inside := logEndsInsideBatch(t, dir)
+		if inside {
 			cut++
 		}
-		incomplete = n
-		t.Logf("round %d: killed %v after acknowledgement %d (%d read), %v; %d incomplete batches on disk",
-			round, delay, target, len(lines), time.Since(start).Round(time.Millisecond), n)
+		log := checkAfterBatchCrash(t, dir, round, all)
+		if inside && !strings.Contains(log, "discarded batches") {
+			t.Fatalf("round %d: the log ended inside a batch, and Open did not say it discarded one; log:\n%s", round, log)
+		}
+		t.Logf("round %d: killed %v after acknowledgement %d (%d read), %v; inside a batch: %v",
+			round, delay, target, len(lines), time.Since(start).Round(time.Millisecond), inside)
 	}
-	t.Logf("the kill cut a batch in %d of 20 rounds", cut)
+	t.Logf("the kill cut a batch in %d of %d rounds", cut, round)
 }
 
 // helperFenceCrash appends BATPAK_EVENTS events (printing "PRE id"), opens

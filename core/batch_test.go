@@ -961,20 +961,28 @@ func TestGroupCommitMaxBatch(t *testing.T) {
 
 // Verify may run while the store is written: it checks what was published
 // when it started, so batches in flight — even across a segment rotation —
-// never look like damage, and its count is always whole batches.
+// never look like damage, and its count is always whole batches. The
+// batches go on until enough Verify runs overlapped a batch being
+// published and a segment rotation (failing if they never do).
 func TestVerifyDuringBatches(t *testing.T) {
-	const batches, size = 40, 9
+	const (
+		minBatches, maxBatches, size = 40, 600, 9
+		minOverlaps                  = 10 // Verify runs during which a batch was published
+		minRotations                 = 2  // Verify runs during which a segment was added
+	)
 	s := openStore(t, func(c *core.Config) { c.SegmentMaxBytes = 64 << 10 })
 	ctx := context.Background()
 	var done atomic.Bool
 	var wg sync.WaitGroup
 	bad := make(chan error, 1)
-	var runs atomic.Int64
+	var runs, overlaps, rotations atomic.Int64
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for !done.Load() {
+			before := s.Stats()
 			rep, err := s.Verify()
+			after := s.Stats()
 			if err == nil && rep.Events%size != 0 {
 				err = fmt.Errorf("Verify counted %d events, not whole batches of %d", rep.Events, size)
 			}
@@ -983,9 +991,19 @@ func TestVerifyDuringBatches(t *testing.T) {
 				return
 			}
 			runs.Add(1)
+			if after.Events > before.Events {
+				overlaps.Add(1)
+			}
+			if after.Segments > before.Segments {
+				rotations.Add(1)
+			}
 		}
 	}()
-	for b := 0; b < batches && len(bad) == 0; b++ {
+	b := 0
+	for ; b < minBatches || overlaps.Load() < minOverlaps || rotations.Load() < minRotations; b++ {
+		if b == maxBatches || len(bad) > 0 {
+			break
+		}
 		items := make([]core.BatchItem, size)
 		for i := range items {
 			items[i] = core.BatchItem{Coordinate: mustCoord(t, fmt.Sprintf("vd:%d", i%4), "s"), Kind: kindA,
@@ -1002,10 +1020,14 @@ func TestVerifyDuringBatches(t *testing.T) {
 		t.Fatalf("Verify during batches: %v", err)
 	default:
 	}
-	if rep := mustVerify(t, s); rep.Events != batches*size || rep.Segments < 5 {
-		t.Fatalf("Verify: %+v", rep)
+	if overlaps.Load() < minOverlaps || rotations.Load() < minRotations {
+		t.Fatalf("after %d batches, %d of %d Verify runs overlapped a batch (want %d) and %d a rotation (want %d)",
+			b, overlaps.Load(), runs.Load(), minOverlaps, rotations.Load(), minRotations)
 	}
-	t.Logf("%d Verify runs", runs.Load())
+	if rep := mustVerify(t, s); rep.Events != b*size || rep.Segments < 5 {
+		t.Fatalf("Verify: %+v after %d batches", rep, b)
+	}
+	t.Logf("%d batches, %d Verify runs: %d overlapped a batch, %d a rotation", b, runs.Load(), overlaps.Load(), rotations.Load())
 }
 
 func TestBatchReadOnlyAndClosed(t *testing.T) {

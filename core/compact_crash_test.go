@@ -31,6 +31,14 @@ func ccPayload(round, i int) string {
 
 func ccTomb(ev core.StoredEvent) bool { return strings.Contains(string(ev.Payload), `"t":1`) }
 
+// ccFastWrites is how many events a compactcrash child writes as fast as
+// it can; after them it writes one every ccSlowWrite, so that compactions
+// (which rewrite every sealed segment) keep up and the store stays small.
+const (
+	ccFastWrites = 1500
+	ccSlowWrite  = 2 * time.Millisecond
+)
+
 // helperCompactCrash writes (singles and batches) while compacting in a
 // loop (Merge and Tombstone only: nothing disappears) until killed. It
 // prints "ACK id seq i" for each acknowledged event, and "BEGIN n" and
@@ -71,6 +79,9 @@ func helperCompactCrash(dir string) error {
 	go func() {
 		ctx := context.Background()
 		for i := 0; ; {
+			if i >= ccFastWrites {
+				time.Sleep(ccSlowWrite)
+			}
 			c, _ := core.NewCoordinate(fmt.Sprintf("cc:%d", i%5), "s")
 			if i%20 == 0 {
 				items := []core.BatchItem{
@@ -129,19 +140,37 @@ type ccAck struct {
 	round, i int
 }
 
+// Random-moment rounds of TestCompactSurvivesKill: at least
+// ccRandomRounds, and more until ccMinMidway of them killed a compaction
+// in its file work, up to ccMaxRandomRounds.
+const (
+	ccRandomRounds    = 3
+	ccMinMidway       = 3
+	ccMaxRandomRounds = 30
+)
+
 func TestCompactSurvivesKill(t *testing.T) {
 	rng := crashRNG(t)
-	dir := t.TempDir()
-	cfg := testConfig(dir)
-	smallSegments(&cfg)
+	var dir string
+	var cfg core.Config
 	var acks []ccAck
 	start := time.Now()
 	// First a kill at each point of the commit (writes going on), then
-	// kills at random moments of a compaction.
+	// kills at random moments of a compaction until enough of them landed
+	// in its file work.
 	stages := []string{"written", "committed", "renaming", "switched", "deleting", "deleted"}
-	rounds := len(stages) + 3
-	midway := 0
-	for round := 0; round < rounds; round++ {
+	midway, random := 0, 0
+	round := 0
+	for ; round < len(stages) || random < ccRandomRounds || midway < ccMinMidway; round++ {
+		if random == ccMaxRandomRounds {
+			t.Fatalf("only %d of %d kills at random moments landed in a compaction's file work; want at least %d",
+				midway, random, ccMinMidway)
+		}
+		if round%3 == 0 { // a fresh store every three rounds keeps compactions short
+			dir, acks = t.TempDir(), nil
+			cfg = testConfig(dir)
+			smallSegments(&cfg)
+		}
 		var c *child
 		var lines []string
 		if round < len(stages) {
@@ -149,17 +178,31 @@ func TestCompactSurvivesKill(t *testing.T) {
 			c = startHelper(t, "compactcrash", dir, "BATPAK_ROUND="+strconv.Itoa(round), "BATPAK_STAGE="+stage)
 			lines = c.killWhen(t, func(ln string) bool { return strings.HasPrefix(ln, "STAGE") }, time.Duration(rng.Intn(2000))*time.Microsecond)
 		} else {
+			random++
 			c = startHelper(t, "compactcrash", dir, "BATPAK_ROUND="+strconv.Itoa(round))
-			// A random moment after a compaction starts, once a random
-			// number of events were acknowledged.
+			// A random moment of a compaction, once a random number of
+			// events were acknowledged: within the time the compaction
+			// before it took (as seen from here), so that the kill lands
+			// in the compaction whatever the speed of the machine.
 			target := 100 + rng.Intn(900)
 			nAck := 0
+			var begun time.Time
+			var took time.Duration
 			lines = c.killWhen(t, func(ln string) bool {
-				if strings.HasPrefix(ln, "ACK") {
+				switch {
+				case strings.HasPrefix(ln, "ACK"):
 					nAck++
+				case strings.HasPrefix(ln, "COMPACT") && !begun.IsZero():
+					took = time.Since(begun)
+				case strings.HasPrefix(ln, "BEGIN"):
+					begun = time.Now()
+					if nAck >= target && took > 0 {
+						time.Sleep(time.Duration(rng.Int63n(int64(took))))
+						return true
+					}
 				}
-				return nAck >= target && strings.HasPrefix(ln, "BEGIN")
-			}, time.Duration(rng.Intn(20000))*time.Microsecond)
+				return false
+			}, 0)
 		}
 		nCompact, nAcks, stage := 0, 0, ""
 		for _, ln := range lines {
@@ -190,13 +233,16 @@ func TestCompactSurvivesKill(t *testing.T) {
 		// What the kill left: temporary segments (before the commit point)
 		// or a journal (after it) show it interrupted a compaction.
 		left := leftovers(t, dir)
-		if len(left) > 0 {
+		switch {
+		case round < len(stages) && len(left) == 0:
+			t.Fatalf("round %d: killed at %q, yet no temporary segment or journal was left", round, stage)
+		case round >= len(stages) && len(left) > 0:
 			midway++
 		}
 		checkAfterCompactCrash(t, cfg, acks)
 		t.Logf("round %d: killed %s after %d acknowledgements and %d compactions, leaving %v", round, stage, nAcks, nCompact, left)
 	}
-	t.Logf("%d rounds (%d killed inside a compaction's file work) in %v", rounds, midway, time.Since(start).Round(time.Millisecond))
+	t.Logf("%d rounds (%d of %d random kills inside a compaction's file work) in %v", round, midway, random, time.Since(start).Round(time.Millisecond))
 }
 
 func checkAfterCompactCrash(t *testing.T, cfg core.Config, acks []ccAck) {
