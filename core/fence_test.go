@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/core"
 )
@@ -481,38 +482,77 @@ func TestFenceCancelled(t *testing.T) {
 
 // A reader polling while a fence commits sees all of the fence's events
 // or none, even when they span segments and were written by many writes.
+// Each round waits until the reader has looked several times while the
+// fence's writes were durable and hidden; rounds go on until a reader was
+// reading while at least two commits published (failing if never).
 func TestFenceCommitIsAtomicForReaders(t *testing.T) {
+	const (
+		minRounds, maxRounds = 6, 40
+		minHiddenLooks       = 3 // observations per round while the fence's writes are hidden
+		minCommitsSeen       = 2 // commits during which a reader was reading
+		waitLooks            = 20 * time.Second
+	)
 	s := openStore(t, func(c *core.Config) { c.SegmentMaxBytes = 64 << 10 })
 	ctx := context.Background()
 	for i := 0; i < 5; i++ {
 		mustAppend(t, s, mustCoord(t, fmt.Sprintf("ra:%d", i), "s"), kindA, payloadN(i))
 	}
-	const rounds = 6
+	// phase counts the fence's steps, three per round r: 3r+1 its writes
+	// are durable and hidden, 3r+2 Commit (or Cancel, every third round)
+	// is running, 3r+3 it has ended. totals[p] is the number of visible
+	// events in phase p.
+	var phase atomic.Int64
+	totals := []int{5}
+	committing := func(p int64) bool { return p%3 == 2 && (p/3)%3 != 2 }
+	type look struct {
+		from, to int64 // the phases when the observation began and ended
+		n        int
+	}
 	var done atomic.Bool
+	var hiddenLooks, commitsSeen atomic.Int64
 	var wg sync.WaitGroup
-	counts := make(chan int, 1<<16)
+	looks := make(chan look, 1<<16)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		counted := int64(0) // the last commit phase counted in commitsSeen
 		for !done.Load() {
+			from := phase.Load()
 			n := int(s.Stats().Events)
 			evs, err := s.Query(core.All())
 			if err != nil {
 				return
 			}
+			to := phase.Load()
+			if from == to && from%3 == 1 {
+				hiddenLooks.Add(1)
+			}
+			for p := max(from, counted+1); p <= to; p++ {
+				if committing(p) {
+					commitsSeen.Add(1)
+					counted = p
+				}
+			}
 			select {
-			case counts <- n:
+			case looks <- look{from, to, n}:
 			default:
 			}
 			select {
-			case counts <- len(evs):
+			case looks <- look{from, to, len(evs)}:
 			default:
 			}
 		}
 	}()
-	total := 5
-	valid := map[int]bool{5: true}
-	for round := 0; round < rounds; round++ {
+	step := func(visible int) {
+		totals = append(totals, visible)
+		phase.Add(1)
+	}
+	total, cancelled := 5, 0
+	round := 0
+	for ; round < minRounds || commitsSeen.Load() < minCommitsSeen; round++ {
+		if round == maxRounds {
+			t.Fatalf("in %d rounds, readers were reading during only %d commits; want %d", round, commitsSeen.Load(), minCommitsSeen)
+		}
 		f := mustBeginFence(t, s)
 		var tickets []*core.Ticket
 		var bts []*core.BatchTicket
@@ -539,15 +579,31 @@ func TestFenceCommitIsAtomicForReaders(t *testing.T) {
 			tickets = append(tickets, tk)
 			n++
 		}
+		if err := s.Sync(ctx); err != nil { // the fenced writes are on disk, hidden
+			t.Fatal(err)
+		}
+		before := hiddenLooks.Load()
+		step(total) // 3r+1
+		for deadline := time.Now().Add(waitLooks); hiddenLooks.Load() < before+minHiddenLooks; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: readers looked %d times in %v while the fence's writes were hidden; want %d",
+					round, hiddenLooks.Load()-before, waitLooks, minHiddenLooks)
+			}
+		}
+		step(total) // 3r+2
 		if round%3 == 2 {
 			if err := f.Cancel(ctx); err != nil {
 				t.Fatal(err)
 			}
+			cancelled++
+			step(total) // 3r+3
 			continue
 		}
 		if err := f.Commit(ctx); err != nil {
 			t.Fatal(err)
 		}
+		total += n
+		step(total) // 3r+3
 		for _, tk := range tickets {
 			if _, err := tk.Wait(ctx); err != nil {
 				t.Fatal(err)
@@ -558,26 +614,31 @@ func TestFenceCommitIsAtomicForReaders(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		total += n
-		valid[total] = true
 	}
 	done.Store(true)
 	wg.Wait()
-	close(counts)
+	close(looks)
 	seen := 0
-	for n := range counts {
-		if !valid[n] {
-			t.Fatalf("a reader saw %d events; only %v are whole fences", n, valid)
+	for l := range looks {
+		// What a reader saw is the total of one of the phases it looked
+		// through: all of a fence's events or none.
+		ok := false
+		for p := l.from; p <= l.to; p++ {
+			ok = ok || totals[p] == l.n
+		}
+		if !ok {
+			t.Fatalf("a reader saw %d events between phases %d and %d; the totals were %v", l.n, l.from, l.to, totals[l.from:l.to+1])
 		}
 		seen++
 	}
 	if got := int(s.Stats().Events); got != total {
 		t.Fatalf("%d events, want %d", got, total)
 	}
-	if rep := mustVerify(t, s); rep.Hidden != 2*(10*5+30) {
-		t.Fatalf("Verify: %+v", rep)
+	if rep := mustVerify(t, s); rep.Hidden != cancelled*(10*5+30) {
+		t.Fatalf("Verify: %+v; %d fences cancelled", rep, cancelled)
 	}
-	t.Logf("%d observations", seen)
+	t.Logf("%d rounds, %d observations: %d while fenced writes were hidden, readers reading during %d commits",
+		round, seen, hiddenLooks.Load(), commitsSeen.Load())
 }
 
 // A BeginFence whose context ends before the writer answers leaves no
