@@ -966,7 +966,7 @@ func TestGroupCommitMaxBatch(t *testing.T) {
 // published and a segment rotation (failing if they never do).
 func TestVerifyDuringBatches(t *testing.T) {
 	const (
-		minBatches, maxBatches, size = 40, 600, 9
+		minBatches, maxBatches, size = 40, 200, 9
 		minOverlaps                  = 10 // Verify runs during which a batch was published
 		minRotations                 = 2  // Verify runs during which a segment was added
 	)
