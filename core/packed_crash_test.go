@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,6 +81,18 @@ func helperPackCrash(dir string) error {
 	}
 }
 
+// packingFiles reports whether dir holds a compaction's temporary
+// segment or journal (the sealer packing a segment).
+func packingFiles(dir string) bool {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if n := e.Name(); strings.HasSuffix(n, ".seg.tmp") || strings.HasPrefix(n, "compact.journal") {
+			return true
+		}
+	}
+	return false
+}
+
 type pcAck struct {
 	id       core.EventID
 	seq      uint64
@@ -92,15 +105,52 @@ func TestPackedSealerSurvivesKill(t *testing.T) {
 	var acks []pcAck
 	start := time.Now()
 	midway, rounds := 0, 0
-	for round := 0; round < 16 && time.Since(start) < 7*time.Second; round++ {
+	// Up to 16 rounds in about 7 s, and more until pcMinMidway kills
+	// landed with packing work in flight (temporary files or a journal on
+	// disk), up to pcMaxRounds.
+	const pcMinMidway, pcMaxRounds = 2, 40
+	for round := 0; (round < 16 && time.Since(start) < 7*time.Second) || midway < pcMinMidway; round++ {
+		if round == pcMaxRounds {
+			t.Fatalf("only %d of %d kills landed with packing work in flight; want %d", midway, round, pcMinMidway)
+		}
 		rounds++
 		c := startHelper(t, "packcrash", dir, "BATPAK_ROUND="+strconv.Itoa(round))
 		target := 150 + rng.Intn(1200)
 		n := 0
-		lines := c.killWhen(t, func(ln string) bool {
-			n++
-			return n >= target
-		}, time.Duration(rng.Intn(30000))*time.Microsecond)
+		var lines []string
+		if round%2 == 0 {
+			// A random moment.
+			lines = c.killWhen(t, func(ln string) bool {
+				n++
+				return n >= target
+			}, time.Duration(rng.Intn(30000))*time.Microsecond)
+		} else {
+			// Soon after packing files appear, once target events were
+			// acknowledged.
+			var counted atomic.Int64
+			var packing atomic.Bool
+			stop := make(chan struct{})
+			go func() {
+				giveUp := time.Now().Add(15 * time.Second) // then kill anyway
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(100 * time.Microsecond):
+					}
+					if counted.Load() >= int64(target) && packingFiles(dir) || time.Now().After(giveUp) {
+						packing.Store(true)
+						return
+					}
+				}
+			}()
+			lines = c.killWhen(t, func(ln string) bool {
+				counted.Store(int64(n))
+				n++
+				return packing.Load()
+			}, time.Duration(rng.Intn(2000))*time.Microsecond)
+			close(stop)
+		}
 		nAcks := 0
 		for _, ln := range lines {
 			f := strings.Fields(ln)
