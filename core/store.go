@@ -100,7 +100,10 @@ func (s *Store) setSegmentEnd(id uint32, end int64) {
 // the segment files. A torn tail (a partly written last frame, as left by a
 // crash) is truncated away and logged; a frame that fails its checks with
 // valid frames after it, or a damaged segment header, fails Open with a
-// *CorruptionError naming the file and offset.
+// *CorruptionError naming the file and offset. A compaction journal left
+// by a crash is finished only when it passes its checks; otherwise Open
+// fails with a *CorruptionError naming the journal, with no file renamed
+// or deleted.
 func Open(cfg Config) (*Store, error) {
 	return open(cfg, false)
 }
@@ -112,7 +115,11 @@ func Open(cfg Config) (*Store, error) {
 // the writer rewrites later (Compact, Redact in a packed segment, or the
 // packing of sealed segments under Config.Compression) has a new file
 // name: reads of it fail with an error saying so until the read-only
-// store is reopened.
+// store is reopened. A compaction committing while it opens is never
+// reported as damage: it reads the segments the compaction protocol says
+// are live (see core/doc.go), holding one file descriptor per segment
+// until its index is built. A damaged compaction journal fails it with a
+// *CorruptionError naming the journal.
 func OpenReadOnly(cfg Config) (*Store, error) {
 	return open(cfg, true)
 }

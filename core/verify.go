@@ -24,6 +24,9 @@ type VerifyReport struct {
 // segment, offset and event id, or a *CorruptionError for unreadable
 // frames. Verify reads from disk, not from the index, and may run while the
 // store is being written (it checks what was written when it started).
+// On a read-only store beside a compacting writer it checks the segments
+// live when it starts (see OpenReadOnly), holding one file descriptor per
+// segment until it returns.
 func (s *Store) Verify() (VerifyReport, error) {
 	if !s.readOnly {
 		return s.verifyOnce()
