@@ -41,11 +41,15 @@ import (
 // synced; then a journal naming them and the files they replace is synced
 // (the commit point); then they are renamed into place, the index is
 // switched over, the old files are deleted and the journal removed. Open
-// finishes a journal it finds and deletes temporary files it finds without
-// one, so a crash at any point leaves the old segments or the new ones,
-// never a mix. A rewritten segment gets a new file name (a generation
-// suffix), so readers that planned against the old files either still
-// read them (an open mapping) or retry.
+// finishes a journal it finds (once it passes its checks: checksum, names,
+// new segments in place and holding what they replace; see journal.go)
+// and deletes temporary files it finds without one, so a crash at any
+// point leaves the old segments or the new ones, never a mix. A rewritten
+// segment gets a new file name (a generation suffix), so readers that
+// planned against the old files either still read them (an open mapping)
+// or retry. A reader beside the writer that lists the directory while a
+// journal is in place reads the new segments and skips the ones the
+// journal deletes (see liveset.go).
 
 // CompactConfig says what Compact does; combine the constructors' fields
 // as needed. The zero value rewrites nothing.
@@ -403,19 +407,8 @@ func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, epoch uint
 			return err
 		}
 	}
-	var j strings.Builder
-	for _, o := range outs {
-		fmt.Fprintf(&j, "rename %s %s\n", filepath.Base(o.tmpPath), filepath.Base(o.path))
-		if o.footer != nil {
-			fmt.Fprintf(&j, "rename %s %s\n", footerName(o.key)+tmpSuffix, footerName(o.key))
-		}
-	}
-	for _, k := range sealed {
-		fmt.Fprintf(&j, "delete %s\n", segmentName(k))
-		fmt.Fprintf(&j, "delete %s\n", footerName(k))
-	}
 	s.compactStage("written")
-	if err := writeFileAtomic(dir, compactJournal, []byte(j.String()), true); err != nil {
+	if err := writeFileAtomic(dir, compactJournal, encodeJournal(sealed, outs), true); err != nil {
 		return err
 	}
 	// Committed: from here on the new segments win, on any path.
@@ -547,65 +540,6 @@ func (s *Store) switchIndex(sealed []uint32, outs []*compactOut, epoch uint64) {
 		s.erasures.Store(epoch)
 	}
 	s.compactions.Add(1)
-}
-
-// finishCompaction completes a committed compaction a crash interrupted,
-// and deletes the temporary files of one that never committed (and those
-// of interrupted atomic writes). Open calls it before reading any segment.
-func finishCompaction(dir string) error {
-	b, err := os.ReadFile(filepath.Join(dir, compactJournal))
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-	case err != nil:
-		return fmt.Errorf("batpak: read compaction journal: %w", err)
-	default:
-		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-		// Every new segment must be in place before any old one goes (a
-		// footer may be missing: it is optional): a new segment that is missing (neither renamed yet nor still under its
-		// temporary name) means the compaction cannot be finished, and the
-		// old segments are all that is left of those events.
-		for _, line := range lines {
-			if f := strings.Fields(line); len(f) == 3 && f[0] == "rename" {
-				if err := os.Rename(filepath.Join(dir, f[1]), filepath.Join(dir, f[2])); err != nil && !errors.Is(err, os.ErrNotExist) {
-					return fmt.Errorf("batpak: finish compaction: %w", err)
-				}
-				if _, err := os.Stat(filepath.Join(dir, f[2])); err != nil && strings.HasSuffix(f[2], segmentSuffix) {
-					return &CorruptionError{File: filepath.Join(dir, compactJournal),
-						Reason: fmt.Sprintf("the compaction it records wrote %s, which is missing; the segments it replaces were kept (remove the journal to open them)", f[2])}
-				}
-			}
-		}
-		for _, line := range lines {
-			f := strings.Fields(line)
-			switch {
-			case len(f) == 3 && f[0] == "rename":
-			case len(f) == 2 && f[0] == "delete":
-				if err := os.Remove(filepath.Join(dir, f[1])); err != nil && !errors.Is(err, os.ErrNotExist) {
-					return fmt.Errorf("batpak: finish compaction: %w", err)
-				}
-			default:
-				return &CorruptionError{File: filepath.Join(dir, compactJournal), Reason: fmt.Sprintf("unreadable line %q", line)}
-			}
-		}
-		if err := syncDir(dir); err != nil {
-			return err
-		}
-		if err := os.Remove(filepath.Join(dir, compactJournal)); err != nil {
-			return err
-		}
-	}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if strayTemp(e.Name()) {
-			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 // strayTemp reports whether name is a temporary file a crash left in the

@@ -356,10 +356,11 @@ func TestFinishCompactionJournal(t *testing.T) {
 		merged = append(merged, data2[segHeaderSize:fs2[len(fs2)-1].end()]...)
 		writeFile(t, filepath.Join(cfg.Dir, segGenName(segs[0], 1)+".tmp"), merged)
 		writeFile(t, filepath.Join(cfg.Dir, segGenName(segs[2], 1)), regenerate(t, segs[2], 1))
-		j := fmt.Sprintf("rename %s.tmp %s\nrename %s.tmp %s\ndelete %s\ndelete %s\ndelete %s\n",
-			segGenName(segs[0], 1), segGenName(segs[0], 1), segGenName(segs[2], 1), segGenName(segs[2], 1),
-			filepath.Base(segs[0]), filepath.Base(segs[1]), filepath.Base(segs[2]))
-		writeFile(t, filepath.Join(cfg.Dir, "compact.journal"), []byte(j))
+		j := sealJournal(
+			fmt.Sprintf("rename %s.tmp %s", segGenName(segs[0], 1), segGenName(segs[0], 1)),
+			fmt.Sprintf("rename %s.tmp %s", segGenName(segs[2], 1), segGenName(segs[2], 1)),
+			"delete "+filepath.Base(segs[0]), "delete "+filepath.Base(segs[1]), "delete "+filepath.Base(segs[2]))
+		writeFile(t, filepath.Join(cfg.Dir, "compact.journal"), j)
 
 		s := openWith(t, cfg)
 		if l := leftovers(t, cfg.Dir); len(l) > 0 {

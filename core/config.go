@@ -77,6 +77,8 @@ type Config struct {
 	SegmentMaxBytes int64
 	// FDBudget bounds the segment files kept open and memory-mapped for
 	// reads (least recently used are closed first). Default 64; range 2..65536.
+	// A read-only store's Open and Verify also hold one descriptor per
+	// segment while they read the whole log (see OpenReadOnly).
 	FDBudget int
 	// SingleAppendMaxBytes bounds one event's payload: exactly this many
 	// bytes are accepted, one more is refused with ErrPayloadTooLarge.

@@ -204,7 +204,19 @@
 // their global sequence and their place in the entity's chain.
 //
 // OpenReadOnly does the same without taking the lock or changing any file,
-// so it can run beside a live writer process.
+// so it can run beside a live writer process. It reads the segment set the
+// compaction protocol says is live when it lists the directory (journal
+// read around the listing; a compaction's new generations count once all
+// are in place, and the files they replace stop counting then) and holds
+// one descriptor per segment while it reads the log, so a compaction
+// committing meanwhile is never taken for damage (liveset.go). Verify on
+// a read-only store does the same.
+//
+// A compaction journal that fails its checks (checksum, names that are
+// not this store's segment files, a journal that does not describe a
+// compaction, new segments missing or not holding what they replace)
+// fails Open with a *CorruptionError naming it, with no file renamed or
+// deleted (journal.go).
 //
 // # Cold start: checkpoint, footers, scan
 //

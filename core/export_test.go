@@ -31,5 +31,10 @@ func SetBatchFault(s *Store, fn func(p FaultPoint, item int) error) {
 // "written" (new segments synced under temporary names), "committed"
 // (journal synced), "renaming" (first new segment renamed), "switched"
 // (index switched), "deleting" (first old segment deleted), "deleted".
-// Set it before compacting; nil removes it.
-func SetCompactHook(s *Store, fn func(stage string)) { s.compactHook = fn }
+// Set it before compacting; nil removes it. It is set under erasureMu,
+// which every compaction (the sealer's packing too) holds while it runs.
+func SetCompactHook(s *Store, fn func(stage string)) {
+	s.erasureMu.Lock()
+	s.compactHook = fn
+	s.erasureMu.Unlock()
+}

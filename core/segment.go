@@ -7,9 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -78,54 +75,14 @@ func checkSegmentHeader(data []byte, id uint32) string {
 	return ""
 }
 
-// listSegments returns the segment ids in dir, ascending.
+// listSegments returns the segment ids in dir, ascending (see
+// orderSegments).
 func listSegments(dir string) ([]uint32, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	var ids []uint32
-	for _, e := range ents {
-		name := e.Name()
-		if !strings.HasSuffix(name, segmentSuffix) || e.IsDir() {
-			continue
-		}
-		base, gen, _ := strings.Cut(strings.TrimSuffix(name, segmentSuffix), ".")
-		n, err := strconv.ParseUint(base, 10, segIDBits)
-		if err != nil {
-			continue
-		}
-		key := uint32(n)
-		if gen != "" {
-			g, err := strconv.ParseUint(gen, 10, 8)
-			if err != nil || g == 0 {
-				continue
-			}
-			key |= uint32(g) << segIDBits
-		}
-		ids = append(ids, key)
-	}
-	sort.Slice(ids, func(i, j int) bool {
-		if a, b := segID(ids[i]), segID(ids[j]); a != b {
-			return a < b
-		}
-		return segGen(ids[i]) < segGen(ids[j])
-	})
-	for i := 1; i < len(ids); i++ {
-		if segID(ids[i]) == segID(ids[i-1]) && ids[i] == repackedKey(ids[i-1]) && samePlacesPacked(filepath.Join(dir, segmentName(ids[i]))) {
-			// A packing caught between its rename and its delete (a reader
-			// beside a live writer sees this): the packed file holds the
-			// same frames; take it.
-			ids = append(ids[:i-1], ids[i:]...)
-			i--
-			continue
-		}
-		if segID(ids[i]) == segID(ids[i-1]) {
-			return nil, &CorruptionError{File: filepath.Join(dir, segmentName(ids[i])), live: true,
-				Reason: fmt.Sprintf("two generations of segment %d (%s too)", segID(ids[i]), segmentName(ids[i-1]))}
-		}
-	}
-	return ids, nil
+	return orderSegments(dir, segmentKeys(ents))
 }
 
 // tailState says how a frame scan ended.

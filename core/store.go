@@ -61,6 +61,8 @@ type Store struct {
 	// and checkpoint and released the lock.
 	maintClosed bool
 	sl          *sealer
+	// snap: the segment files recovery reads (during Open only).
+	snap *segmentSnapshot
 
 	compactHook func(stage string) // tests only (export_test.go)
 
@@ -98,7 +100,10 @@ func (s *Store) setSegmentEnd(id uint32, end int64) {
 // the segment files. A torn tail (a partly written last frame, as left by a
 // crash) is truncated away and logged; a frame that fails its checks with
 // valid frames after it, or a damaged segment header, fails Open with a
-// *CorruptionError naming the file and offset.
+// *CorruptionError naming the file and offset. A compaction journal left
+// by a crash is finished only when it passes its checks; otherwise Open
+// fails with a *CorruptionError naming the journal, with no file renamed
+// or deleted.
 func Open(cfg Config) (*Store, error) {
 	return open(cfg, false)
 }
@@ -110,7 +115,11 @@ func Open(cfg Config) (*Store, error) {
 // the writer rewrites later (Compact, Redact in a packed segment, or the
 // packing of sealed segments under Config.Compression) has a new file
 // name: reads of it fail with an error saying so until the read-only
-// store is reopened.
+// store is reopened. A compaction committing while it opens is never
+// reported as damage: it reads the segments the compaction protocol says
+// are live (see core/doc.go), holding one file descriptor per segment
+// until its index is built. A damaged compaction journal fails it with a
+// *CorruptionError naming the journal.
 func OpenReadOnly(cfg Config) (*Store, error) {
 	return open(cfg, true)
 }
@@ -205,10 +214,13 @@ type recovered struct {
 // recover rebuilds the index from every segment, oldest first.
 func (s *Store) recover() (recovered, error) {
 	var out recovered
-	ids, err := listSegments(s.cfg.Dir)
+	snap, err := takeSegmentSnapshot(s.cfg.Dir, s.readOnly)
 	if err != nil {
-		return out, fmt.Errorf("batpak: list segments: %w", err)
+		return out, err
 	}
+	s.snap = snap
+	defer func() { snap.close(); s.snap = nil }()
+	ids := snap.keys
 	ck := s.loadCheckpoint(ids)
 	ckBad := false
 	var lw *logWalker
@@ -313,18 +325,18 @@ func (s *Store) scanLog(ids []uint32, ck *checkpointInfo, out *recovered) (*logW
 
 func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck *checkpointInfo) (end, size int64, err error) {
 	path := filepath.Join(s.cfg.Dir, segmentName(id))
-	f, err := os.Open(path)
+	f, done, err := s.snap.open(id)
 	if err != nil {
 		return 0, 0, fmt.Errorf("batpak: open segment: %w", err)
 	}
 	st, err := f.Stat()
 	if err != nil {
-		f.Close()
+		done()
 		return 0, 0, err
 	}
 	size = st.Size()
 	if size < segmentHeaderSize {
-		f.Close()
+		done()
 		if last && !s.readOnly {
 			// A crash while a new segment was being created.
 			s.log.Warn("batpak: recreating a segment left incomplete by a crash", "file", path, "size", size)
@@ -336,7 +348,7 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		return 0, 0, &CorruptionError{File: path, Offset: 0, Reason: "file shorter than the segment header"}
 	}
 	m, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
-	f.Close()
+	done()
 	if err != nil {
 		return 0, 0, fmt.Errorf("batpak: mmap %s: %w", path, err)
 	}

@@ -24,6 +24,9 @@ type VerifyReport struct {
 // segment, offset and event id, or a *CorruptionError for unreadable
 // frames. Verify reads from disk, not from the index, and may run while the
 // store is being written (it checks what was written when it started).
+// On a read-only store beside a compacting writer it checks the segments
+// live when it starts (see OpenReadOnly), holding one file descriptor per
+// segment until it returns.
 func (s *Store) Verify() (VerifyReport, error) {
 	if !s.readOnly {
 		return s.verifyOnce()
@@ -45,10 +48,12 @@ func (s *Store) verifyOnce() (VerifyReport, error) {
 	// while they are being checked.
 	s.rewriteMu.RLock()
 	defer s.rewriteMu.RUnlock()
-	ids, err := listSegments(s.cfg.Dir)
+	snap, err := takeSegmentSnapshot(s.cfg.Dir, s.readOnly)
 	if err != nil {
 		return rep, err
 	}
+	defer snap.close()
+	ids := snap.keys
 	limitSeg, limitOff := uint32(0), int64(-1)
 	if s.w != nil {
 		limitSeg, limitOff = s.w.stat()
@@ -97,7 +102,7 @@ func (s *Store) verifyOnce() (VerifyReport, error) {
 			break
 		}
 		path := filepath.Join(s.cfg.Dir, segmentName(id))
-		data, _, unmap, err := loadSegment(path, id)
+		data, unmap, err := snap.load(id)
 		if next := repackedKey(id); errors.Is(err, os.ErrNotExist) && samePlacesPacked(filepath.Join(s.cfg.Dir, segmentName(next))) {
 			// Packed since it was listed: the same frames, same offsets.
 			id, path = next, filepath.Join(s.cfg.Dir, segmentName(next))
@@ -142,6 +147,11 @@ func mapFile(path string) ([]byte, func(), error) {
 		return nil, nil, err
 	}
 	defer f.Close()
+	return mapOpened(f, path)
+}
+
+// mapOpened maps the whole of the open file f (at path) read-only.
+func mapOpened(f *os.File, path string) ([]byte, func(), error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, nil, err

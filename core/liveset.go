@@ -1,0 +1,229 @@
+package core
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+)
+
+// Segment snapshots: which segment files a reading of the whole log
+// (recovery at Open, Verify) reads, when a writer may be compacting or
+// packing beside it (a read-only store next to a live writer process).
+//
+// Listing the directory is not atomic with respect to a compaction's
+// renames and deletes: between a new generation's rename and the delete
+// of the files it replaces, both are there ("two generations of segment
+// N", or a merged segment beside the later segments it absorbed). The
+// on-disk protocol says which set is live at every moment, and a snapshot
+// follows it:
+//
+//   - Without a journal, the files listed are the live set (compaction
+//     renames and deletes only while its journal is in place).
+//   - With a journal (a compaction committed, its file work in progress):
+//     the compaction renames every new segment into place before it
+//     deletes any file it replaces. So while one of the new segments the
+//     journal names is not in place yet, the live set is the listing
+//     without the new segments (the old ones are all still there); once
+//     they all are, it is the listing without the segments the journal
+//     deletes, plus the new ones (listed or not).
+//   - The journal is read before and after the listing; when the two
+//     differ (a commit began or ended meanwhile) the listing is taken
+//     again. A listing unexplained by the journal (two generations of one
+//     segment) is taken again too, and reported only if it persists.
+//   - The files of a read-only snapshot are opened (pinned) right after
+//     the listing and read through those descriptors, so deletes that come
+//     later do not affect the reading: one descriptor per segment is held
+//     until it ends. A file gone before it could be opened means the
+//     writer moved on; the snapshot is taken again.
+//
+// A writable store needs none of this (it holds the lock; its own
+// compactions exclude its readings of the whole log), but takes the same
+// path unpinned.
+
+// snapshotTries bounds how often a snapshot is taken again because the
+// writer changed the directory meanwhile (each time means a commit began,
+// ended or deleted files within a few microseconds of the listing).
+const snapshotTries = 64
+
+// segmentSnapshot is the set of segment files one reading of the log uses.
+type segmentSnapshot struct {
+	dir   string
+	keys  []uint32            // oldest first
+	files map[uint32]*os.File // pinned files (read-only stores), by key
+}
+
+// segmentKeys returns the keys of the segment files among ents.
+func segmentKeys(ents []os.DirEntry) []uint32 {
+	var ids []uint32
+	for _, e := range ents {
+		if key, ok := parseSegmentName(e.Name()); ok && !e.IsDir() {
+			ids = append(ids, key)
+		}
+	}
+	return ids
+}
+
+// orderSegments sorts segment keys by id and generation and fails with a
+// *CorruptionError when one id has two generations (a packing caught
+// between its rename and its delete is resolved: its packed file holds
+// the same frames).
+func orderSegments(dir string, ids []uint32) ([]uint32, error) {
+	sort.Slice(ids, func(i, j int) bool {
+		if a, b := segID(ids[i]), segID(ids[j]); a != b {
+			return a < b
+		}
+		return segGen(ids[i]) < segGen(ids[j])
+	})
+	for i := 1; i < len(ids); i++ {
+		if segID(ids[i]) == segID(ids[i-1]) && ids[i] == repackedKey(ids[i-1]) && samePlacesPacked(filepath.Join(dir, segmentName(ids[i]))) {
+			ids = append(ids[:i-1], ids[i:]...)
+			i--
+			continue
+		}
+		if segID(ids[i]) == segID(ids[i-1]) {
+			return nil, &CorruptionError{File: filepath.Join(dir, segmentName(ids[i])), live: true,
+				Reason: fmt.Sprintf("two generations of segment %d (%s too)", segID(ids[i]), segmentName(ids[i-1]))}
+		}
+	}
+	return ids, nil
+}
+
+// takeSegmentSnapshot returns the live segment files of dir (see above),
+// pinned when pin is set. Call close when done. Errors: a *CorruptionError
+// for a journal that fails its checks or a listing no journal explains,
+// I/O errors.
+func takeSegmentSnapshot(dir string, pin bool) (*segmentSnapshot, error) {
+	for try := 0; ; try++ {
+		again := try < snapshotTries
+		j, before, err := readJournal(dir)
+		if err != nil {
+			return nil, err
+		}
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return nil, fmt.Errorf("batpak: list segments: %w", err)
+		}
+		_, after, err := readJournal(dir)
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(before, after) && again {
+			continue // a commit began or ended during the listing
+		}
+		keys := segmentKeys(ents)
+		if j != nil {
+			keys = applyJournal(dir, keys, j)
+		}
+		keys, err = orderSegments(dir, keys)
+		if err != nil {
+			if liveChange(err) && again {
+				continue
+			}
+			return nil, err
+		}
+		p := &segmentSnapshot{dir: dir, keys: keys}
+		if !pin {
+			return p, nil
+		}
+		p.files = make(map[uint32]*os.File, len(keys))
+		for _, k := range keys {
+			f, err := os.Open(filepath.Join(dir, segmentName(k)))
+			if err != nil {
+				p.close()
+				if errors.Is(err, os.ErrNotExist) && again {
+					p = nil
+					break // deleted since the listing: the writer moved on
+				}
+				return nil, fmt.Errorf("batpak: open segment: %w", err)
+			}
+			p.files[k] = f
+		}
+		if p != nil {
+			return p, nil
+		}
+	}
+}
+
+// applyJournal turns a listing taken while j was in place into the live
+// set: before every new segment j names is in place, the listing without
+// them; after, the listing without the segments j deletes, with the new
+// ones.
+func applyJournal(dir string, keys []uint32, j *compactionJournal) []uint32 {
+	renamed := true
+	for _, k := range j.newSegs {
+		if _, err := os.Stat(filepath.Join(dir, segmentName(k))); err != nil {
+			renamed = false
+			break
+		}
+	}
+	drop := map[uint32]bool{}
+	for _, k := range j.newSegs {
+		drop[k] = true
+	}
+	if renamed {
+		for _, k := range j.oldSegs {
+			drop[k] = true
+		}
+	}
+	out := keys[:0]
+	for _, k := range keys {
+		if !drop[k] {
+			out = append(out, k)
+		}
+	}
+	if renamed {
+		out = append(out, j.newSegs...)
+	}
+	return out
+}
+
+// open returns segment key's file and a function to call when done with
+// it: the pinned file (done does nothing), or the file opened by name.
+func (p *segmentSnapshot) open(key uint32) (*os.File, func(), error) {
+	if f, ok := p.files[key]; ok {
+		return f, func() {}, nil
+	}
+	f, err := os.Open(filepath.Join(p.dir, segmentName(key)))
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() { f.Close() }, nil
+}
+
+// load is loadSegment for segment key of the snapshot.
+func (p *segmentSnapshot) load(key uint32) (data []byte, release func(), err error) {
+	f, done, err := p.open(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer done()
+	path := filepath.Join(p.dir, segmentName(key))
+	data, unmap, err := mapOpened(f, path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !isPackedHeader(data) {
+		return data, unmap, nil
+	}
+	defer unmap()
+	pk, err := parsePacked(data, key)
+	if err != nil {
+		return nil, nil, &CorruptionError{File: path, Reason: err.Error()}
+	}
+	out, err := pk.logical(data, key)
+	if err != nil {
+		return nil, nil, &CorruptionError{File: path, Reason: err.Error()}
+	}
+	return out, func() {}, nil
+}
+
+// close releases the pinned files.
+func (p *segmentSnapshot) close() {
+	for _, f := range p.files {
+		f.Close()
+	}
+	p.files = nil
+}
