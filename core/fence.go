@@ -46,7 +46,10 @@ func (e *CancelledError) Unwrap() error { return e.Cause }
 // Cancel, or Close on a fence that was neither committed nor cancelled,
 // keeps them hidden for ever (they stay on disk, in their entities' clock
 // and hash chain). One fence can be open at a time; while it is, ordinary
-// writes fail with ErrFenceActive. A crash while a fence is open leaves its
+// writes fail with ErrFenceActive. A fence not ended within its deadline
+// (Config.FenceTimeout, or BeginFenceTimeout's) expires: it is cancelled
+// as by Cancel, a KindFenceExpired event records it, and Commit, Cancel
+// and writes through it fail with ErrFenceExpired. A crash while a fence is open leaves its
 // writes hidden after reopen. The tickets of fenced writes resolve at
 // Commit (or fail with ErrFenceCancelled). A Fence is safe for concurrent
 // use.
