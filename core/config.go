@@ -116,6 +116,21 @@ type Config struct {
 	// one. Default time.Now. Timestamps never decrease within an entity even
 	// if Now goes backwards.
 	Now func() time.Time
+	// FenceTimeout is how long a visibility fence may stay open: when it
+	// passes, the store cancels the fence (its writes stay hidden, as after
+	// Cancel) and records a KindFenceExpired event, so a forgotten fence
+	// cannot refuse ordinary writes for ever. BeginFenceTimeout sets one
+	// fence's own. Default 30s; range 1ms..24h.
+	FenceTimeout time.Duration
+	// Salvage opens a store whose log is shorter than the store durably
+	// recorded (a damaged, truncated or deleted segment: see
+	// LogTruncatedError) instead of failing: the loss is recorded as a
+	// KindLogSalvaged system event, logged, counted in
+	// Diagnostics().Open.LostSequences, and the next sequence moves past
+	// the recorded end so no sequence is given twice. Default false: such
+	// a store fails Open with a *LogTruncatedError. A read-only open with
+	// Salvage shows what is left and writes nothing.
+	Salvage bool
 	// Logger receives recovery and maintenance messages (a truncated torn
 	// tail, for example). Default: slog.Default().
 	Logger *slog.Logger
@@ -150,7 +165,8 @@ func DefaultConfig(dir string) Config {
 			Interval:     DefaultSyncInterval,
 			Mode:         SyncData,
 		},
-		Batch: BatchConfig{MaxSize: DefaultBatchMaxSize, MaxBytes: DefaultBatchMaxBytes},
+		Batch:        BatchConfig{MaxSize: DefaultBatchMaxSize, MaxBytes: DefaultBatchMaxBytes},
+		FenceTimeout: DefaultFenceTimeout,
 	}
 }
 
@@ -190,6 +206,8 @@ func (c Config) Validate() error {
 		return bad("Compression", c.Compression, "CompressionNone, CompressionZstd or CompressionS2")
 	case c.Batch.GroupCommitMaxBatch < 0 || c.Batch.GroupCommitMaxBatch > 1<<20:
 		return bad("Batch.GroupCommitMaxBatch", c.Batch.GroupCommitMaxBatch, "0..1048576")
+	case c.FenceTimeout < MinFenceTimeout || c.FenceTimeout > MaxFenceTimeout:
+		return bad("FenceTimeout", c.FenceTimeout, "1ms..24h")
 	}
 	return nil
 }

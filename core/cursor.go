@@ -1,6 +1,7 @@
 package core
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -49,6 +50,9 @@ func (s *Store) NamedCursor(name string, r Region) (*Cursor, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkCursorPos(name, pos); err != nil {
+		return nil, err
+	}
 	return &Cursor{s: s, region: r, name: name, pos: pos, committed: pos}, nil
 }
 
@@ -61,6 +65,9 @@ func (c *Cursor) Poll(max int) ([]StoredEvent, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.s.checkCursorPos(c.name, c.pos); err != nil {
+		return nil, err
+	}
 	var next uint64
 	evs, err := c.s.readRetry(func() []loc {
 		var locs []loc
@@ -92,7 +99,10 @@ func (c *Cursor) Committed() uint64 {
 // Commit records the current position as processed. For a named cursor it
 // is written to the store directory (temp file, fsync, rename) before
 // Commit returns (ErrClosed once the store is closing); for an unnamed one
-// it only moves Committed.
+// it only moves Committed. A committed position is never durable before
+// the events it covers: when they are not yet on stable storage (a sync
+// setting other than EveryNEvents = 1), Commit syncs the log first, as
+// Store.Sync does.
 func (c *Cursor) Commit() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -103,6 +113,9 @@ func (c *Cursor) commitLocked(pos uint64) error {
 	if c.name != "" && pos != c.committed {
 		if c.s.readOnly {
 			return ErrReadOnly
+		}
+		if err := c.s.syncedTo(pos); err != nil {
+			return err
 		}
 		// Like any write, none once Close has begun: the directory may
 		// belong to another process by then.
@@ -128,6 +141,30 @@ func (c *Cursor) Rewind() {
 }
 
 const cursorDir = "cursors"
+
+// syncedTo makes sure the first pos sequences are on stable storage,
+// syncing the log when they may not be (cheap when they are).
+func (s *Store) syncedTo(pos uint64) error {
+	if s.w == nil || s.w.durable.Load() >= pos {
+		return nil
+	}
+	return s.Sync(context.Background())
+}
+
+// checkCursorPos fails with a *CursorAheadError when a cursor position is
+// past the end of the log (a writable store's log only grows, so that is
+// damage, never a reason to skip). A read-only store shows the log as it
+// was when it opened, so a writer's later commits may be ahead of it: it
+// does not check.
+func (s *Store) checkCursorPos(name string, pos uint64) error {
+	if s.readOnly {
+		return nil
+	}
+	if end := uint64(s.ix.published()); pos > end {
+		return &CursorAheadError{Name: name, Position: pos, LogEnd: end}
+	}
+	return nil
+}
 
 // A cursor file: "BPCURSR1" | position u64 | CRC32C of the first 16 bytes.
 func cursorPath(dir, name string) string { return filepath.Join(dir, cursorDir, name+".pos") }

@@ -25,7 +25,14 @@ type OpenReport struct {
 	Hidden          int    // events of fences that never committed
 	DroppedBatch    int    // batches discarded for lack of a commit record
 	TornTailBytes   int64  // bytes of a torn tail discarded
-	Elapsed         time.Duration
+	// ErasureEpochReset is 1 when the erasure epoch file was damaged and
+	// Open moved to a fresh epoch (cached projection states from before
+	// are recomputed), else 0.
+	ErasureEpochReset int
+	// LostSequences is how many sequences Open found missing from the log
+	// and skipped under Config.Salvage (0 unless it salvaged).
+	LostSequences uint64
+	Elapsed       time.Duration
 }
 
 // Diagnostics is Stats plus what an operator needs to see how the store

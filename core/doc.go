@@ -56,7 +56,10 @@
 // once; Cancel, or Close before Commit, hides them for ever. They are on
 // disk and in their entities' clock and hash chains either way, so an
 // entity's visible clocks may skip the hidden ones. While a fence is open,
-// ordinary writes fail with ErrFenceActive.
+// ordinary writes fail with ErrFenceActive. A fence still open
+// Config.FenceTimeout (default 30s) after it began expires: the store
+// cancels it as Cancel would, records a KindFenceExpired event, and
+// Commit then fails with ErrFenceExpired.
 //
 // Config.Batch.GroupCommitMaxBatch bounds how many queued writes share one
 // write call and one fsync (0: all queued; 1: none). Idempotency keys are
@@ -108,6 +111,9 @@
 //	EveryNEvents = 0, Interval 0 event is written to the OS         everything since the last Sync/Close
 //	Sync(ctx) / Close()          all earlier writes are on stable   nothing written before the call
 //	                             storage when they return
+//	Cursor.Commit (named)        the position, and every event      never a position ahead of the log
+//	                             before it, are on stable storage   (Commit syncs the log first when
+//	                                                                the events are not synced yet)
 //
 // Mode SyncData uses fdatasync and SyncAll uses fsync; both make the event
 // durable. The default is EveryNEvents = 1000, Interval = 1s, SyncData.
@@ -202,6 +208,22 @@
 // commit record follows, and stay hidden for ever after a cancel record, a
 // crash while the fence was open, or anything else. Hidden events keep
 // their global sequence and their place in the entity's chain.
+//
+// A log shorter than the store durably recorded is not a torn tail but
+// lost acknowledged events (a deleted, truncated or zeroed segment): the
+// index checkpoint, every segment footer and every named cursor position
+// record how far the log went, each written only once what it covers is
+// on stable storage, so no crash leaves one ahead of the log. Open then
+// fails with a *LogTruncatedError (ErrLogTruncated) and changes nothing;
+// with Config.Salvage it opens, records the loss as a KindLogSalvaged
+// event at the recorded end and never gives a lost sequence to a new
+// event. A named cursor committed past the end of the log is a
+// *CursorAheadError (ErrCursorAhead), never a silent skip.
+//
+// A damaged erasure epoch file ("erasures") only loses which epoch cached
+// projection states were tagged with: Open moves to a fresh random epoch
+// no cache holds, rewrites the file, logs a warning and reports it in
+// Diagnostics().Open.ErasureEpochReset.
 //
 // OpenReadOnly does the same without taking the lock or changing any file,
 // so it can run beside a live writer process. It reads the segment set the

@@ -46,7 +46,10 @@ func (e *CancelledError) Unwrap() error { return e.Cause }
 // Cancel, or Close on a fence that was neither committed nor cancelled,
 // keeps them hidden for ever (they stay on disk, in their entities' clock
 // and hash chain). One fence can be open at a time; while it is, ordinary
-// writes fail with ErrFenceActive. A crash while a fence is open leaves its
+// writes fail with ErrFenceActive. A fence not ended within its deadline
+// (Config.FenceTimeout, or BeginFenceTimeout's) expires: it is cancelled
+// as by Cancel, a KindFenceExpired event records it, and Commit, Cancel
+// and writes through it fail with ErrFenceExpired. A crash while a fence is open leaves its
 // writes hidden after reopen. The tickets of fenced writes resolve at
 // Commit (or fail with ErrFenceCancelled). A Fence is safe for concurrent
 // use.
@@ -61,6 +64,11 @@ type Fence struct {
 	// compaction leaves the segments of an open fence alone.
 	beginSeg atomic.Uint32
 
+	timeout time.Duration // its deadline, from begin (see expire)
+	expired atomic.Bool   // the deadline passed and cancelled it
+	timer   *time.Timer   // writer goroutine only: set at begin, stopped at end
+	hidden  int           // events its expiry hid (read after the cancel resolved)
+
 	// writer goroutine only:
 	pend []pending               // events written under the fence
 	held []*request              // requests answered when the fence ends
@@ -68,12 +76,23 @@ type Fence struct {
 }
 
 // BeginFence opens a visibility fence. It fails with ErrFenceActive when
-// one is already open.
+// one is already open. The fence expires Config.FenceTimeout after it
+// opened (see Fence).
 func (s *Store) BeginFence(ctx context.Context) (*Fence, error) {
+	return s.BeginFenceTimeout(ctx, s.cfg.FenceTimeout)
+}
+
+// BeginFenceTimeout is BeginFence with its own deadline instead of
+// Config.FenceTimeout (same range, 1ms..24h; outside it the error is a
+// *ConfigError naming FenceTimeout).
+func (s *Store) BeginFenceTimeout(ctx context.Context, timeout time.Duration) (*Fence, error) {
 	if s.readOnly {
 		return nil, ErrReadOnly
 	}
-	f := &Fence{s: s, id: uint64(time.Now().UnixNano()), idem: map[string]idemOriginal{}}
+	if err := checkFenceTimeout(timeout); err != nil {
+		return nil, err
+	}
+	f := &Fence{s: s, id: uint64(time.Now().UnixNano()), idem: map[string]idemOriginal{}, timeout: timeout}
 	if !s.fence.CompareAndSwap(nil, f) {
 		return nil, ErrFenceActive
 	}
@@ -141,11 +160,11 @@ func (f *Fence) Commit(ctx context.Context) error { return f.end(ctx, opFenceCom
 func (f *Fence) Cancel(ctx context.Context) error { return f.end(ctx, opFenceCancel) }
 
 // Close cancels the fence if it was neither committed nor cancelled, so
-// that `defer f.Close()` never leaves a fence open; after Commit or Cancel
-// it does nothing and returns nil.
+// that `defer f.Close()` never leaves a fence open; after Commit, Cancel
+// or its expiry it does nothing and returns nil.
 func (f *Fence) Close() error {
 	err := f.end(context.Background(), opFenceCancel)
-	if errors.Is(err, ErrFenceEnded) {
+	if errors.Is(err, ErrFenceEnded) || errors.Is(err, ErrFenceExpired) {
 		return nil
 	}
 	return err
@@ -162,6 +181,9 @@ func (f *Fence) end(ctx context.Context, o op) error {
 		f.endErr = err
 	})
 	if !first {
+		if f.expired.Load() {
+			return fmt.Errorf("%w (fence %d, after %s)", ErrFenceExpired, f.id, f.timeout)
+		}
 		return ErrFenceEnded
 	}
 	return f.endErr
@@ -170,6 +192,9 @@ func (f *Fence) end(ctx context.Context, o op) error {
 // enqueueFenced hands a fenced write or fence operation to the writer.
 func (s *Store) enqueueFenced(r *request) (*Ticket, error) {
 	if s.fence.Load() != r.fence {
+		if r.fence.expired.Load() {
+			return nil, fmt.Errorf("%w (fence %d, after %s)", ErrFenceExpired, r.fence.id, r.fence.timeout)
+		}
 		return nil, ErrFenceEnded
 	}
 	return s.enqueue(r)
@@ -226,6 +251,8 @@ func (w *writer) endFenceOp(r *request) {
 		return
 	}
 	switch r.op {
+	case opFenceBegin:
+		f.timer = time.AfterFunc(f.timeout, f.expire)
 	case opFenceCommit:
 		ix := w.s.ix
 		ix.mu.Lock()
@@ -241,7 +268,12 @@ func (w *writer) endFenceOp(r *request) {
 		}
 		w.closeFence(f)
 	case opFenceCancel:
-		w.cancelFence(ErrFenceCancelled)
+		if f.expired.Load() {
+			f.hidden = len(f.pend)
+			w.cancelFence(errFenceExpiredCancel)
+		} else {
+			w.cancelFence(ErrFenceCancelled)
+		}
 	}
 	r.t.resolve(Receipt{}, nil)
 }
@@ -265,6 +297,9 @@ func (w *writer) cancelFence(err error) {
 }
 
 func (w *writer) closeFence(f *Fence) {
+	if f.timer != nil {
+		f.timer.Stop()
+	}
 	f.pend, f.held, f.idem = nil, nil, nil
 	w.fence = nil
 	w.s.fence.CompareAndSwap(f, nil)

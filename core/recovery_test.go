@@ -55,6 +55,20 @@ func copyStore(t *testing.T, cfg core.Config) core.Config {
 	return cfg
 }
 
+// asCrashed removes what only a Close writes — the index checkpoint and
+// the footer of the segment being written — so that damage to the last
+// segment stands for a torn tail left by a crash rather than for the loss
+// of events a Close recorded (see TestDamagedLastSegmentFailsOpen).
+func asCrashed(t *testing.T, dir string) {
+	t.Helper()
+	last := lastSegment(t, dir)
+	for _, p := range []string{filepath.Join(dir, "index.ckpt"), strings.TrimSuffix(last, ".seg") + ".idx"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+}
+
 // checkPrefix asserts s holds exactly the first n of rs, verifies, and
 // shows the store is writable with clocks and chains continuing.
 func checkPrefix(t *testing.T, s *core.Store, rs []core.Receipt, n int) {
@@ -128,6 +142,7 @@ func TestTornTailRecovery(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			cfg := copyStore(t, base)
 			path := lastSegment(t, cfg.Dir)
+			asCrashed(t, cfg.Dir)
 			size := int64(len(data) - k)
 			if err := os.Truncate(path, size); err != nil {
 				t.Fatal(err)

@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -132,18 +133,43 @@ func (s *Store) isPacked(key uint32) bool {
 // computed before an erasure, in this process or after a restart.
 const erasureFile = "erasures"
 
-func loadErasures(dir string) (uint64, error) {
+// loadErasures reads the erasure epoch. A damaged file (wrong size or
+// checksum) loses only which epoch caches were tagged with, not data: the
+// store moves to a fresh epoch no cache can hold (see freshErasureEpoch)
+// and damaged reports it, for the caller to rewrite the file and say so.
+func loadErasures(dir string) (n uint64, damaged bool, err error) {
 	b, err := os.ReadFile(filepath.Join(dir, erasureFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
+		return 0, false, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("batpak: read erasure epoch: %w", err)
+		return 0, false, fmt.Errorf("batpak: read erasure epoch: %w", err)
 	}
 	if len(b) != 12 || le.Uint32(b[8:]) != crc32c(b[:8]) {
-		return 0, &CorruptionError{File: filepath.Join(dir, erasureFile), Reason: "erasure epoch file is damaged"}
+		n, err := freshErasureEpoch()
+		return n, true, err
 	}
-	return le.Uint64(b), nil
+	return le.Uint64(b), false, nil
+}
+
+// freshErasureEpoch returns a random epoch in [2^62, 2^63): caches
+// compare epochs for equality, and the states they hold were tagged with
+// the epochs this store counted up from 0 (or from an earlier fresh
+// epoch, another random draw), so none holds it; raising it by one per
+// erasure never wraps.
+func freshErasureEpoch() (uint64, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return 0, fmt.Errorf("batpak: choose a fresh erasure epoch: %w", err)
+	}
+	return 1<<62 | le.Uint64(b[:])&(1<<62-1), nil
+}
+
+// writeErasures records epoch n durably.
+func writeErasures(dir string, n uint64) error {
+	b := le.AppendUint64(nil, n)
+	b = le.AppendUint32(b, crc32c(b))
+	return writeFileAtomic(dir, erasureFile, b, true)
 }
 
 // raiseErasures records the next erasure epoch durably, before anything is
@@ -152,9 +178,7 @@ func loadErasures(dir string) (uint64, error) {
 // (s.erasures) once the erasure is done. The caller holds erasureMu.
 func (s *Store) raiseErasures() (uint64, error) {
 	n := s.erasures.Load() + 1
-	b := le.AppendUint64(nil, n)
-	b = le.AppendUint32(b, crc32c(b))
-	if err := writeFileAtomic(s.cfg.Dir, erasureFile, b, true); err != nil {
+	if err := writeErasures(s.cfg.Dir, n); err != nil {
 		return 0, fmt.Errorf("batpak: record erasure epoch: %w", err)
 	}
 	return n, nil
@@ -213,3 +237,18 @@ func (s *Store) redactOne(l loc) (bool, error) {
 const readRetries = 3
 
 var readRetryWait = 200 * time.Microsecond
+
+// resetErasures moves a store whose erasure epoch file was damaged to the
+// fresh epoch n: the file is rewritten (a read-only store keeps n in
+// memory only), the reset logged and counted in Diagnostics().Open.
+func (s *Store) resetErasures(n uint64) error {
+	path := filepath.Join(s.cfg.Dir, erasureFile)
+	s.log.Warn("batpak: the erasure epoch file is damaged; moving to a fresh epoch (cached projection states are recomputed)", "file", path, "epoch", n)
+	if s.readOnly {
+		return nil
+	}
+	if err := writeErasures(s.cfg.Dir, n); err != nil {
+		return fmt.Errorf("batpak: record a fresh erasure epoch: %w", err)
+	}
+	return nil
+}

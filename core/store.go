@@ -66,6 +66,15 @@ type Store struct {
 
 	compactHook func(stage string) // tests only (export_test.go)
 
+	// repairs are the changes recovery decided on (a torn tail zeroed, a
+	// stale footer removed, a segment header rewritten), made only once
+	// the log is known not to be shorter than recorded: a refused Open
+	// changes nothing.
+	repairs []func() error
+	// salvaged: Open found the log shorter than recorded and Config.Salvage
+	// was set; the loss is recorded once the writer runs (see logend.go).
+	salvaged *LogTruncatedError
+
 	endsMu sync.Mutex
 	ends   map[uint32]int64 // segment id → end of its data (active: see writer.stat)
 }
@@ -155,12 +164,18 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 			return nil, err
 		}
 	}
-	n, err := loadErasures(cfg.Dir)
+	n, damaged, err := loadErasures(cfg.Dir)
+	if err == nil && damaged {
+		err = s.resetErasures(n)
+	}
 	if err != nil {
 		_ = releaseLock(s.lock)
 		return nil, err
 	}
 	s.erasures.Store(n)
+	// Read before the log: beside a live writer, nothing recorded here is
+	// ahead of what the scan below reads.
+	logRecs := readLogRecords(cfg.Dir)
 	began := time.Now()
 	var rec recovered
 	if readOnly {
@@ -178,6 +193,15 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 		rec, err = s.recover()
 	}
 	s.openReport.Elapsed = time.Since(began)
+	if damaged {
+		s.openReport.ErasureEpochReset = 1
+	}
+	if err == nil {
+		err = s.checkLogEnd(logRecs, &rec)
+	}
+	if err == nil {
+		err = s.runRepairs()
+	}
 	if err != nil {
 		s.segs.close()
 		_ = releaseLock(s.lock)
@@ -196,6 +220,12 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 	s.mailbox = make(chan *request, cfg.ChannelCapacity)
 	go w.run()
 	s.startSealer()
+	if s.salvaged != nil {
+		if err := s.recordSalvage(s.salvaged); err != nil {
+			_ = s.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -340,7 +370,8 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		if last && !s.readOnly {
 			// A crash while a new segment was being created.
 			s.log.Warn("batpak: recreating a segment left incomplete by a crash", "file", path, "size", size)
-			return segmentHeaderSize, segmentHeaderSize, writeSegmentHeader(path, id)
+			s.repair(func() error { return writeSegmentHeader(path, id) })
+			return segmentHeaderSize, segmentHeaderSize, nil
 		}
 		if last {
 			return 0, 0, nil
@@ -359,9 +390,13 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 	if why := checkSegmentHeader(m, id); why != "" {
 		// Only a file that is zeros throughout can be a segment whose creation
 		// a crash interrupted; a zeroed header with frames after it is damage.
-		if last && !s.readOnly && allZero(m) {
+		if last && allZero(m) {
+			if s.readOnly {
+				return 0, 0, nil // holds nothing yet
+			}
 			s.log.Warn("batpak: recreating a segment left incomplete by a crash", "file", path)
-			return segmentHeaderSize, segmentHeaderSize, writeSegmentHeader(path, id)
+			s.repair(func() error { return writeSegmentHeader(path, id) })
+			return segmentHeaderSize, segmentHeaderSize, nil
 		}
 		return 0, 0, &CorruptionError{File: path, Offset: 0, Reason: why}
 	}
@@ -405,9 +440,7 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		if !s.readOnly {
 			s.log.Warn("batpak: discarding a torn tail left by a crash", "file", path, "offset", end, "bytes", size-end)
 			s.openReport.TornTailBytes += size - end
-			if err := zeroTail(path, end, size); err != nil {
-				return 0, 0, err
-			}
+			s.repair(func() error { return zeroTail(path, end, size) })
 		}
 	}
 	return end, size, nil
@@ -461,7 +494,7 @@ func (s *Store) recoverPacked(lw *logWalker, id uint32, path string, file []byte
 // returns err.
 func (s *Store) dropStaleFooter(id uint32, err error) error {
 	if errors.Is(err, errFooterStale) && !s.readOnly {
-		_ = os.Remove(filepath.Join(s.cfg.Dir, footerName(id)))
+		s.repair(removeFooter(s.cfg.Dir, id))
 	}
 	return err
 }
@@ -484,7 +517,7 @@ func (s *Store) usableFooter(id uint32, size int64, skip bool, frame func(off in
 		s.log.Warn("batpak: segment footer not used; scanning the segment", "file", footerName(id), "reason", why)
 		if !s.readOnly {
 			// The sealer writes a sound one in its place.
-			_ = os.Remove(filepath.Join(s.cfg.Dir, footerName(id)))
+			s.repair(removeFooter(s.cfg.Dir, id))
 		}
 		return nil
 	}
@@ -542,8 +575,11 @@ func writeSegmentHeader(path string, id uint32) error {
 func (s *Store) indexWalked(ev *walkedEvent) error {
 	ix := s.ix
 	// Sequences run without gaps (a batch that never committed gives its
-	// sequences back): a gap means events are missing.
-	if ev.seq != uint64(ix.n) || ev.seq >= math.MaxUint32 {
+	// sequences back): a gap means events are missing — except before the
+	// event that records a salvaged loss (see logend.go), which takes the
+	// sequence the store had recorded.
+	salvage := ev.kind == KindLogSalvaged && !ev.hidden && ev.seq > uint64(ix.n)
+	if (ev.seq != uint64(ix.n) && !salvage) || ev.seq >= math.MaxUint32 {
 		return &CorruptionError{File: filepath.Join(s.cfg.Dir, segmentName(ev.seg)), Offset: int64(ev.off),
 			Reason: fmt.Sprintf("global sequence %d out of order (next is %d)", ev.seq, ix.n)}
 	}

@@ -68,6 +68,7 @@ func (w *writer) inFlightDone() <-chan error {
 
 func (w *writer) syncFinished(err error) {
 	w.syncer.busy = false
+	w.synced(err)
 	w.fail(err)
 }
 
@@ -77,7 +78,9 @@ func (w *writer) awaitSync() error {
 		return nil
 	}
 	w.syncer.busy = false
-	return <-w.syncer.done
+	err := <-w.syncer.done
+	w.synced(err)
+	return err
 }
 
 // startSync starts a background sync of everything written so far. If one
@@ -88,6 +91,7 @@ func (w *writer) startSync() error {
 		return err
 	}
 	w.syncer.busy = true
+	w.syncingSeq = w.nextSeq
 	w.syncer.req <- w.file
 	w.unsynced = 0
 	w.disarm()
@@ -102,6 +106,7 @@ func (w *writer) syncNow() error {
 	if err := w.syncer.sync(w.file); err != nil {
 		return err
 	}
+	w.durable.Store(w.nextSeq)
 	w.unsynced = 0
 	w.disarm()
 	return nil
@@ -111,5 +116,12 @@ func (w *writer) disarm() {
 	if w.armed {
 		w.timer.Stop()
 		w.armed = false
+	}
+}
+
+// synced records a finished background sync (err nil: it succeeded).
+func (w *writer) synced(err error) {
+	if err == nil {
+		w.durable.Store(w.syncingSeq)
 	}
 }

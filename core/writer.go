@@ -103,6 +103,13 @@ type writer struct {
 
 	rotated bool // a segment was sealed since the last publish
 
+	// durable is how many sequences are on stable storage (the writer's
+	// sequence when the last successful sync started; 0 until the first,
+	// since what Open found may not be synced yet). Cursor.Commit syncs
+	// first when its position is past it.
+	durable    atomic.Uint64
+	syncingSeq uint64 // the writer's sequence when the background sync started
+
 	exited chan struct{}
 	fsyncs atomic.Uint64
 	costNs atomic.Int64  // moving average of writer time per event
@@ -311,6 +318,14 @@ func (w *writer) process(reqs []*request) (closing bool) {
 // request and fence commits and cancellations always sync.
 func (w *writer) syncGroup(last *request) {
 	if w.unsynced == 0 && last.op != opFenceCommit && last.op != opFenceCancel {
+		if last.op == opSync {
+			// Everything is written but maybe not yet synced: a background
+			// sync may still run, or nothing was synced since Open.
+			w.fail(w.awaitSync())
+			if w.failed == nil && w.durable.Load() < w.nextSeq {
+				w.fail(w.syncNow())
+			}
+		}
 		return
 	}
 	every := w.s.cfg.Sync.EveryNEvents
@@ -395,6 +410,8 @@ func (w *writer) finish() error {
 	if err == nil {
 		if e := w.file.Sync(); e != nil {
 			err = fmt.Errorf("batpak: close segment: %w", e)
+		} else {
+			w.durable.Store(w.nextSeq)
 		}
 		w.fsyncs.Add(1)
 	}
