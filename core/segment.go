@@ -12,8 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-
-	"golang.org/x/sys/unix"
 )
 
 // Segment files: "<20-digit id>.seg", a 32-byte header, then frames.
@@ -319,7 +317,7 @@ func (c *segCache) acquire(id uint32) (*mapping, error) {
 	if n == 0 {
 		return nil, &CorruptionError{File: path, Reason: "empty segment file"}
 	}
-	data, err := unix.Mmap(int(f.Fd()), 0, n, unix.PROT_READ, unix.MAP_SHARED)
+	data, err := mmapRead(f, n)
 	if err != nil {
 		return nil, fmt.Errorf("batpak: mmap segment %s: %w", path, err)
 	}
@@ -328,7 +326,7 @@ func (c *segCache) acquire(id uint32) (*mapping, error) {
 	if isPackedHeader(data) {
 		pk, err := parsePacked(data, fileKey)
 		if err != nil {
-			_ = unix.Munmap(data)
+			_ = munmap(data)
 			return nil, &CorruptionError{File: path, Reason: err.Error()}
 		}
 		m.pk = pk
@@ -351,7 +349,7 @@ func (c *segCache) release(m *mapping) {
 	c.mu.Lock()
 	m.refs--
 	if m.refs == 0 && m.gone {
-		_ = unix.Munmap(m.data)
+		_ = munmap(m.data)
 		m.data = nil
 	}
 	c.mu.Unlock()
@@ -373,7 +371,7 @@ func (c *segCache) dropLocked(m *mapping) {
 	delete(c.maps, m.id)
 	m.gone = true
 	if m.refs == 0 {
-		_ = unix.Munmap(m.data)
+		_ = munmap(m.data)
 		m.data = nil
 	}
 }
