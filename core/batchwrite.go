@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-
-	"golang.org/x/sys/unix"
 )
 
 // The writer's side of atomic batches: a batch is written as a
@@ -249,7 +247,7 @@ func (w *writer) unwrite(seg uint32, pos int64) error {
 			}
 			off += n
 		}
-		if err := unix.Fdatasync(int(w.file.Fd())); err != nil {
+		if err := syncData(w.file); err != nil {
 			return fmt.Errorf("batpak: roll back batch: %w", err)
 		}
 		w.fsyncs.Add(1)

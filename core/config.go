@@ -11,9 +11,11 @@ type SyncMode uint8
 
 const (
 	// SyncData uses fdatasync: file data and the metadata needed to read it
-	// back (size). The default.
+	// back (size). The default. On macOS it is fsync, which does not flush
+	// the drive's cache (see Platforms in the package doc).
 	SyncData SyncMode = iota
-	// SyncAll uses fsync: data and all file metadata (timestamps too).
+	// SyncAll uses fsync: data and all file metadata (timestamps too). On
+	// macOS it is F_FULLFSYNC, which also flushes the drive's cache.
 	SyncAll
 )
 

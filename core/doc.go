@@ -116,7 +116,7 @@
 //	                                                                the events are not synced yet)
 //
 // Mode SyncData uses fdatasync and SyncAll uses fsync; both make the event
-// durable. The default is EveryNEvents = 1000, Interval = 1s, SyncData.
+// durable on Linux (see Platforms for macOS and Windows). The default is EveryNEvents = 1000, Interval = 1s, SyncData.
 // Under EveryNEvents = 1, concurrent writers share fsyncs: the writer covers
 // everything queued with one write and one fsync.
 //
@@ -138,8 +138,8 @@
 //
 // A store directory holds segment files "<20-digit id>.seg" (after a
 // compaction or packing, "<id>.<generation>.seg"), their footers
-// "<name>.idx", the index checkpoint "index.ckpt", and a LOCK file (flock;
-// holds the writer's pid). Integers are little-endian.
+// "<name>.idx", the index checkpoint "index.ckpt", and a LOCK file (flock,
+// LockFileEx on Windows; holds the writer's pid). Integers are little-endian.
 //
 //	segment file
 //	+----------------------------+---------+---------+-----+---------+------------------+
@@ -282,4 +282,38 @@
 // *CorruptionError. Packed segments are never appended to or rewritten in
 // place: Redact on an event in one rewrites the segment with the event as
 // a redacted stub.
+//
+// # Platforms
+//
+// The store builds for Linux, macOS and Windows (amd64 and arm64; other
+// Unix systems use the macOS-style calls). Its tests run on Linux, where
+// everything above is measured; the operating-system calls are in
+// os_unix.go, os_linux.go, os_darwin.go, os_bsd.go and os_windows.go. What
+// differs:
+//
+//   - Sync modes. Linux: SyncData is fdatasync, SyncAll fsync. macOS:
+//     SyncData is fsync(2), which hands the data to the drive but does not
+//     flush the drive's write cache, so a power loss can still lose
+//     acknowledged events; SyncAll is fcntl(F_FULLFSYNC), which does
+//     (several times slower). Choose SyncAll on macOS when power loss
+//     matters. Windows: both are FlushFileBuffers.
+//   - Directory syncs (after creating, renaming or removing a segment,
+//     footer, cursor or journal file) are fsyncs of the directory on Unix and
+//     nothing on Windows, which cannot flush a directory handle; NTFS's
+//     metadata journal commits those changes on its own schedule, so a power
+//     loss (not a process crash) soon after one can undo it.
+//   - The writer lock is flock(2) on Unix and LockFileEx on Windows; both
+//     are released by the kernel when the process dies.
+//   - Reads map segment files read-only on both. On Unix the active segment
+//     is mapped once, past its end, and read as it grows; Windows cannot map
+//     past the end of a file, so there a reader maps it again after it
+//     grew. The writer copies small groups into a shared writable mapping
+//     on Unix; on Windows it writes every group with WriteAt.
+//   - Replacing files: compaction and packing remove or rename over segment
+//     files. Unix allows that while a reader (a Get in flight, another
+//     process's OpenReadOnly, a backup) has them open or mapped. Windows
+//     refuses to delete or rename over a file that is open or mapped, so
+//     there a compaction beside such a reader can fail with an error after
+//     it committed; its journal makes the next Open finish it, as after a
+//     crash at that point. This path is not exercised by the tests.
 package core

@@ -6,26 +6,25 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
 const lockFileName = "LOCK"
 
-// acquireLock takes the store's exclusive writer lock (flock on dir/LOCK) and
-// records this process's pid in it. The kernel drops the lock when the
-// process dies, so a crash never leaves a stale lock.
+// acquireLock takes the store's exclusive writer lock (flock on dir/LOCK,
+// LockFileEx on Windows) and records this process's pid in it. The kernel
+// drops the lock when the process dies, so a crash never leaves a stale
+// lock.
 func acquireLock(dir string) (*os.File, error) {
 	path := filepath.Join(dir, lockFileName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("batpak: open lock file: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	if err := lockFile(f); err != nil {
 		b, _ := os.ReadFile(path)
 		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 		f.Close()
-		if err == unix.EWOULDBLOCK {
+		if err == errLocked {
 			return nil, &LockedError{Dir: dir, PID: pid}
 		}
 		return nil, fmt.Errorf("batpak: lock %s: %w", path, err)
@@ -41,6 +40,6 @@ func releaseLock(f *os.File) error {
 		return nil
 	}
 	_ = f.Truncate(0)
-	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	_ = unlockFile(f)
 	return f.Close()
 }

@@ -8,8 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Erasure. Redact overwrites an event's payload bytes on disk with zeros
@@ -226,7 +224,7 @@ func (s *Store) redactOne(l loc) (bool, error) {
 	if _, err := f.WriteAt(frame[:frameHeaderSize], int64(l.off)); err != nil {
 		return false, fmt.Errorf("batpak: redact: %w", err)
 	}
-	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+	if err := syncData(f); err != nil {
 		return false, fmt.Errorf("batpak: redact: %w", err)
 	}
 	return true, nil

@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-
-	"golang.org/x/sys/unix"
 )
 
 // Segment files: "<20-digit id>.seg", a 32-byte header, then frames.
@@ -276,7 +274,7 @@ func (c *segCache) acquire(id uint32) (*mapping, error) {
 	if n == 0 {
 		return nil, &CorruptionError{File: path, Reason: "empty segment file"}
 	}
-	data, err := unix.Mmap(int(f.Fd()), 0, n, unix.PROT_READ, unix.MAP_SHARED)
+	data, err := mmapRead(f, n)
 	if err != nil {
 		return nil, fmt.Errorf("batpak: mmap segment %s: %w", path, err)
 	}
@@ -285,7 +283,7 @@ func (c *segCache) acquire(id uint32) (*mapping, error) {
 	if isPackedHeader(data) {
 		pk, err := parsePacked(data, fileKey)
 		if err != nil {
-			_ = unix.Munmap(data)
+			_ = munmap(data)
 			return nil, &CorruptionError{File: path, Reason: err.Error()}
 		}
 		m.pk = pk
@@ -308,7 +306,7 @@ func (c *segCache) release(m *mapping) {
 	c.mu.Lock()
 	m.refs--
 	if m.refs == 0 && m.gone {
-		_ = unix.Munmap(m.data)
+		_ = munmap(m.data)
 		m.data = nil
 	}
 	c.mu.Unlock()
@@ -330,7 +328,7 @@ func (c *segCache) dropLocked(m *mapping) {
 	delete(c.maps, m.id)
 	m.gone = true
 	if m.refs == 0 {
-		_ = unix.Munmap(m.data)
+		_ = munmap(m.data)
 		m.data = nil
 	}
 }

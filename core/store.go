@@ -15,7 +15,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
-	"golang.org/x/sys/unix"
 )
 
 // Store is an open event store. All methods are safe for concurrent use.
@@ -378,12 +377,12 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		}
 		return 0, 0, &CorruptionError{File: path, Offset: 0, Reason: "file shorter than the segment header"}
 	}
-	m, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	m, err := mmapRead(f, int(size))
 	done()
 	if err != nil {
 		return 0, 0, fmt.Errorf("batpak: mmap %s: %w", path, err)
 	}
-	defer unix.Munmap(m)
+	defer munmap(m)
 	if isPackedHeader(m) {
 		return s.recoverPacked(lw, id, path, m, from, ck)
 	}

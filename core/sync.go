@@ -5,8 +5,6 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // syncer runs fsyncs that no receipt waits for (EveryNEvents > 1, the
@@ -41,9 +39,9 @@ func (sy *syncer) sync(f *os.File) error {
 	start := time.Now()
 	var err error
 	if sy.mode == SyncAll {
-		err = f.Sync()
+		err = syncAll(f)
 	} else {
-		err = unix.Fdatasync(int(f.Fd()))
+		err = syncData(f)
 	}
 	sy.fsyncs.Add(1)
 	d := time.Since(start).Nanoseconds()

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-
-	"golang.org/x/sys/unix"
 )
 
 // VerifyReport summarises a successful Verify.
@@ -159,9 +157,9 @@ func mapOpened(f *os.File, path string) ([]byte, func(), error) {
 	if st.Size() == 0 {
 		return nil, func() {}, nil
 	}
-	data, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	data, err := mmapRead(f, int(st.Size()))
 	if err != nil {
 		return nil, nil, fmt.Errorf("batpak: mmap %s: %w", path, err)
 	}
-	return data, func() { _ = unix.Munmap(data) }, nil
+	return data, func() { _ = munmap(data) }, nil
 }

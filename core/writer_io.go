@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-
-	"golang.org/x/sys/unix"
 )
 
 // The writer's file work: placing frames in the active segment, zero-fill
@@ -42,7 +40,7 @@ func (w *writer) flush() error {
 			return err
 		}
 	}
-	if len(w.buf) <= mappedWriteMax && w.s.cfg.Sync.EveryNEvents != 1 {
+	if w.wmap != nil && len(w.buf) <= mappedWriteMax && w.s.cfg.Sync.EveryNEvents != 1 {
 		copyAscending(w.wmap[w.off:need], w.buf)
 	} else if _, err := w.file.WriteAt(w.buf, w.off); err != nil {
 		return fmt.Errorf("batpak: write segment: %w", err)
@@ -91,7 +89,7 @@ func (w *writer) extend(need int64) error {
 		}
 		off += n
 	}
-	if err := unix.Fdatasync(int(w.file.Fd())); err != nil {
+	if err := syncData(w.file); err != nil {
 		return fmt.Errorf("batpak: preallocate segment: %w", err)
 	}
 	w.fsyncs.Add(1)
@@ -114,7 +112,7 @@ const mappedWriteMax = 1 << 10
 // through it, so a full disk fails extend's write instead of raising
 // SIGBUS.
 func (w *writer) mapActive() error {
-	m, err := unix.Mmap(int(w.file.Fd()), 0, w.s.segs.activeMapLen, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	m, err := mmapWrite(w.file, w.s.segs.activeMapLen)
 	if err != nil {
 		return fmt.Errorf("batpak: map active segment: %w", err)
 	}
@@ -124,7 +122,7 @@ func (w *writer) mapActive() error {
 
 func (w *writer) unmapActive() {
 	if w.wmap != nil {
-		_ = unix.Munmap(w.wmap)
+		_ = munmap(w.wmap)
 		w.wmap = nil
 	}
 }
@@ -178,12 +176,7 @@ func (w *writer) createSegment(id uint32) error {
 }
 
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("batpak: sync directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
+	if err := syncDirEntries(dir); err != nil {
 		return fmt.Errorf("batpak: sync directory: %w", err)
 	}
 	return nil

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/testenv"
 	"github.com/batpak-go/batpak/plugins"
 )
 
@@ -29,7 +30,7 @@ func benchGuests(b *testing.B) []struct {
 		name string
 		wasm []byte
 	}{{"go-guest", goCounter(b)}}
-	if haveClang() {
+	if haveClang() || testenv.Required() {
 		gs = append(gs, struct {
 			name string
 			wasm []byte

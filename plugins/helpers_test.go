@@ -20,6 +20,7 @@ import (
 	"testing"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/testenv"
 	"github.com/batpak-go/batpak/plugins"
 )
 
@@ -224,11 +225,12 @@ func haveClang() bool {
 }
 
 // cCounter builds examples/plugins/c-counter with its build.sh, or skips
-// the test when clang or wasm-ld is missing.
+// the test when clang or wasm-ld is missing (fails, with
+// BATPAK_REQUIRE_TOOLS=1).
 func cCounter(t testing.TB) []byte {
 	t.Helper()
-	if !haveClang() {
-		t.Skip("the C plugin needs clang and wasm-ld, not found: apt-get install clang lld (Debian/Ubuntu)")
+	for _, tool := range []string{"clang", "wasm-ld"} {
+		testenv.NeedTool(t, tool, "the C plugin needs clang and wasm-ld: apt-get install clang lld (Debian/Ubuntu)")
 	}
 	dir := filepath.Join(moduleRoot, "examples", "plugins", "c-counter")
 	inputs := []string{filepath.Join(dir, "counter.c"), filepath.Join(dir, "build.sh")}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/examples/plugins/wasmbuild"
+	"github.com/batpak-go/batpak/internal/testenv"
 	"github.com/batpak-go/batpak/plugins"
 )
 
@@ -293,7 +294,7 @@ func TestPluginBuild(t *testing.T) {
 	// every run would rebuild the runtime for wasip1.
 	goEnv, err := exec.Command("go", "env", "GOCACHE", "GOMODCACHE", "GOPATH").Output()
 	if err != nil {
-		t.Skipf("go env: %v", err)
+		testenv.Skipf(t, "go env: %v", err)
 	}
 	dir := pluginIsolate(t)
 	for i, v := range strings.Fields(string(goEnv)) {

@@ -2,7 +2,8 @@
 # Rebuilds the fault fixtures (*.wasm) from their WebAssembly text (*.wat).
 # Needs wat2wasm (Debian/Ubuntu: apt-get install wabt). The .wasm files are
 # committed so the tests run without wabt; TestFixturesMatchSources checks
-# they are current when the wat2wasm version matches WAT2WASM_VERSION.
+# they are current: byte for byte with the wat2wasm version in
+# WAT2WASM_VERSION, by their disassembly (wasm2wat) with any other.
 set -eu
 cd "$(dirname "$0")"
 for f in *.wat; do
