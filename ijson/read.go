@@ -139,6 +139,9 @@ func Lookup(doc []byte, key string) (raw []byte, ok bool) {
 	if i >= len(doc) || doc[i] != '{' {
 		return nil, false
 	}
+	if !utf8.ValidString(key) {
+		return nil, false // decoded names are UTF-8
+	}
 	// A name spelled without escapes equals key when its bytes do, unless
 	// it holds bytes that are not UTF-8 (they decode to U+FFFD).
 	fffd := strings.Contains(key, "\uFFFD")
