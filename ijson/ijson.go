@@ -77,6 +77,8 @@ type validator struct {
 	names  []name   // the names of open objects in linear mode
 	seed   maphash.Seed
 	seeded bool
+	// syntaxOnly: UTF-8 and repeated names are not checked (ValidSyntax)
+	syntaxOnly bool
 	// the longest names and objs were (what release must clear)
 	hiNames, hiObjs int
 }
@@ -91,13 +93,25 @@ func Validate(doc []byte, maxDepth int) error {
 		maxDepth = MaxDepth
 	}
 	v := pool.Get().(*validator)
-	v.b, v.max = doc, maxDepth
+	v.b, v.max, v.syntaxOnly = doc, maxDepth, false
 	err := v.run()
 	v.release()
 	if err != nil {
 		return err
 	}
 	return nil
+}
+
+// ValidSyntax reports whether doc is one JSON value nested at most
+// MaxDepth deep, checking neither UTF-8 nor repeated names: what
+// encoding/json's json.Valid accepts (and so what the policy's decoder
+// reads), in the same single pass without recursion.
+func ValidSyntax(doc []byte) bool {
+	v := pool.Get().(*validator)
+	v.b, v.max, v.syntaxOnly = doc, MaxDepth, true
+	err := v.run()
+	v.release()
+	return err == nil
 }
 
 // pool keeps validators' stacks between calls: validating a payload
@@ -269,8 +283,10 @@ func (v *validator) run() *Error {
 			if err != nil {
 				return err
 			}
-			if err := v.member(i, end, esc); err != nil {
-				return err
+			if !v.syntaxOnly {
+				if err := v.member(i, end, esc); err != nil {
+					return err
+				}
 			}
 			i = v.ws(end)
 			if i >= len(b) || b[i] != ':' {
@@ -329,6 +345,8 @@ func (v *validator) str(i int) (end int, esc bool, err *Error) {
 			}
 		case c < 0x20:
 			return 0, false, v.bad(j, "in string literal")
+		case v.syntaxOnly:
+			j++
 		default:
 			r, size := utf8.DecodeRune(b[j:])
 			if r == utf8.RuneError && size == 1 {

@@ -81,6 +81,9 @@ func referenceOf(doc []byte) reference {
 func check(t *testing.T, doc []byte, limit int) {
 	t.Helper()
 	ref := referenceOf(doc)
+	if got, want := ijson.ValidSyntax(doc), json.Valid(doc); got != want {
+		t.Fatalf("ValidSyntax(%q) = %v, json.Valid %v", doc, got, want)
+	}
 	err := ijson.Validate(doc, limit)
 	var e *ijson.Error
 	if err != nil && !errors.As(err, &e) {
