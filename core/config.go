@@ -90,6 +90,14 @@ type Config struct {
 	// subscriptions: one that falls further behind loses the oldest (see
 	// Subscription.Dropped). Default 8192; range 1..1<<20.
 	BroadcastCapacity int
+	// MaxJSONDepth bounds how deeply a payload's arrays and objects may
+	// nest (1 is depth 0, [] and {} depth 1, [{}] depth 2): exactly this
+	// depth is accepted, one more is refused with a *PayloadError (rule
+	// "depth"). 0 means DefaultMaxJSONDepth (512); range 0..MaxMaxJSONDepth
+	// (4096: with room to spare for the envelopes a payload travels in, an
+	// export line or a policy input, within the 10000 levels encoding/json
+	// reads).
+	MaxJSONDepth int
 	// ChannelCapacity is the writer mailbox size: Submit blocks and TrySubmit
 	// answers Retry when it is full. Default 4096; range 1..1<<20.
 	ChannelCapacity int
@@ -150,6 +158,8 @@ const (
 	DefaultSyncInterval         = time.Second
 	DefaultBatchMaxSize         = 256
 	DefaultBatchMaxBytes        = 1 << 20
+	DefaultMaxJSONDepth         = 512
+	MaxMaxJSONDepth             = 4096
 )
 
 // DefaultConfig returns the documented defaults for a store in dir.
@@ -188,6 +198,8 @@ func (c Config) Validate() error {
 		return bad("FDBudget", c.FDBudget, "2..65536")
 	case c.SingleAppendMaxBytes < 1 || c.SingleAppendMaxBytes > 64<<20:
 		return bad("SingleAppendMaxBytes", c.SingleAppendMaxBytes, "1..64 MiB")
+	case c.MaxJSONDepth < 0 || c.MaxJSONDepth > MaxMaxJSONDepth:
+		return bad("MaxJSONDepth", c.MaxJSONDepth, "0..4096 (0: 512)")
 	case c.BroadcastCapacity < 1 || c.BroadcastCapacity > 1<<20:
 		return bad("BroadcastCapacity", c.BroadcastCapacity, "1..1048576")
 	case c.ChannelCapacity < 1 || c.ChannelCapacity > 1<<20:

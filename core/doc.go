@@ -16,7 +16,11 @@
 //
 // An event lives at a Coordinate (Entity: the stream whose clock and hash
 // chain it extends; Scope: the partition it is filed under) and has a Kind
-// (4-bit category, 12-bit type). Payloads are JSON. Every event gets a
+// (4-bit category, 12-bit type). Payloads are I-JSON (RFC 7493): one JSON
+// value in UTF-8, nested at most Config.MaxJSONDepth deep, no object
+// repeating a member name (names compared with escapes decoded, as the
+// policy reads them); every write path refuses anything else with a
+// *PayloadError. Every event gets a
 // UUIDv7 id, a correlation id (defaulting to its own id), a causation id
 // (zero for a root cause), a per-entity Clock (0, 1, 2, …), a timestamp in
 // microseconds that never decreases within an entity, and a global sequence

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/batpak-go/batpak/ijson"
 )
 
 // Sentinel errors. Every error a Store returns either is one of these or
@@ -24,7 +26,9 @@ var (
 	ErrInvalidCoordinate = errors.New("batpak: invalid coordinate")
 	// ErrInvalidKind: a kind uses a reserved category or a type above 0xFFF.
 	ErrInvalidKind = errors.New("batpak: invalid event kind")
-	// ErrInvalidPayload: the payload is not a single valid JSON value.
+	// ErrInvalidPayload: the payload is not a single valid JSON value, is
+	// nested deeper than Config.MaxJSONDepth or repeats a member name in an
+	// object; see PayloadError.
 	ErrInvalidPayload = errors.New("batpak: payload is not valid JSON")
 	// ErrPayloadTooLarge: the payload is larger than Config.SingleAppendMaxBytes.
 	ErrPayloadTooLarge = errors.New("batpak: payload too large")
@@ -60,6 +64,30 @@ func (e *CoordinateError) Error() string {
 
 // Is reports ErrInvalidCoordinate.
 func (e *CoordinateError) Is(target error) bool { return target == ErrInvalidCoordinate }
+
+// PayloadError says why a payload was refused (nothing written): Rule is
+// "syntax" (not one RFC 8259 JSON value), "utf8" (a string that is not
+// UTF-8), "depth" (nested deeper than Limit, Config.MaxJSONDepth) or
+// "duplicate-key" (an object repeats the member name Key, compared with
+// escapes decoded: I-JSON, RFC 7493). Offset is the byte where the
+// payload was refused.
+type PayloadError struct {
+	Offset int
+	Rule   string
+	Limit  int
+	Key    string
+	Reason string
+}
+
+func (e *PayloadError) Error() string {
+	if e.Rule == ijson.RuleDepth {
+		return fmt.Sprintf("batpak: payload is not valid JSON: at byte %d: %s (Config.MaxJSONDepth)", e.Offset, e.Reason)
+	}
+	return fmt.Sprintf("batpak: payload is not valid JSON: at byte %d: %s", e.Offset, e.Reason)
+}
+
+// Is reports ErrInvalidPayload.
+func (e *PayloadError) Is(target error) bool { return target == ErrInvalidPayload }
 
 // KindError says why a category/type pair is not a usable kind.
 type KindError struct {

@@ -2,7 +2,6 @@ package core
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,7 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/tidwall/gjson"
+	"github.com/batpak-go/batpak/ijson"
 )
 
 // Store is an open event store. All methods are safe for concurrent use.
@@ -717,8 +716,8 @@ func (s *Store) validateWrite(coord Coordinate, payload []byte, opts *AppendOpti
 	if len(payload) > s.cfg.SingleAppendMaxBytes {
 		return fmt.Errorf("%w: %d bytes, the limit is %d (Config.SingleAppendMaxBytes)", ErrPayloadTooLarge, len(payload), s.cfg.SingleAppendMaxBytes)
 	}
-	if !gjson.ValidBytes(payload) || !utf8.Valid(payload) {
-		return fmt.Errorf("%w: %s", ErrInvalidPayload, describeJSONError(payload))
+	if err := ijson.Validate(payload, s.maxJSONDepth()); err != nil {
+		return payloadError(err)
 	}
 	if len(opts.IdempotencyKey) > MaxIdempotencyKeyBytes {
 		return fmt.Errorf("%w: idempotency key is %d bytes, the limit is %d", ErrInvalidOptions, len(opts.IdempotencyKey), MaxIdempotencyKeyBytes)
@@ -729,18 +728,25 @@ func (s *Store) validateWrite(coord Coordinate, payload []byte, opts *AppendOpti
 	return nil
 }
 
-func describeJSONError(p []byte) string {
-	if len(p) == 0 {
-		return "empty payload (use {} or null for no data)"
+// maxJSONDepth is Config.MaxJSONDepth with 0 read as the default.
+func (s *Store) maxJSONDepth() int {
+	if s.cfg.MaxJSONDepth == 0 {
+		return DefaultMaxJSONDepth
 	}
-	if !utf8.Valid(p) {
-		return "not valid UTF-8"
+	return s.cfg.MaxJSONDepth
+}
+
+// payloadError turns the validator's refusal into a *PayloadError.
+func payloadError(err error) error {
+	var e *ijson.Error
+	if !errors.As(err, &e) {
+		return fmt.Errorf("%w: %v", ErrInvalidPayload, err)
 	}
-	var v any
-	if err := json.Unmarshal(p, &v); err != nil {
-		return err.Error()
+	reason := e.Msg
+	if e.Msg == "empty input" {
+		reason = "empty payload (use {} or null for no data)"
 	}
-	return "invalid JSON"
+	return &PayloadError{Offset: e.Offset, Rule: e.Rule, Limit: e.Limit, Key: e.Key, Reason: reason}
 }
 
 // enqueue hands a request to the writer, blocking while the mailbox is

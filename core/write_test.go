@@ -40,7 +40,7 @@ var jsonTable = []string{
 	`{"a":1,"b":[1,2,{"c":null}],"d":{"e":{"f":{"g":"deep"}}}}`,
 	`[null,true,false,0,"",[],{}]`,
 	`[[[[[[[[[[[]]]]]]]]]]]`,
-	`{"dup":1,"dup":2}`,
+	`{"dup":1,"x":{"dup":2}}`, // one name in two objects (repeating it in one is refused)
 	`{"key with spaces":"v","日本":"語","":"empty key"}`,
 	"  {\n\t\"pretty\" : [ 1 , 2 ]\n}  ",
 	`{"big":[` + strings.Repeat(`[1,"x",{"k":2.5}],`, 200) + `0]}`,

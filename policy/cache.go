@@ -9,7 +9,8 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
-	"github.com/tidwall/gjson"
+
+	"github.com/batpak-go/batpak/ijson"
 )
 
 // The decision cache. A decision depends only on the input fields the
@@ -23,12 +24,12 @@ import (
 // or call non-deterministic built-ins (time.now_ns, rand.intn, http.send,
 // …), are not cached.
 
-// analyzeInputs returns the input paths the bundle's modules read, and
-// false when the policy cannot be cached.
-func analyzeInputs(b bundle.Bundle) ([][]string, bool) {
+// analyzeInputs returns the input paths the bundle's modules read, false
+// when the policy cannot be cached, and whether it reads the input as a
+// whole (then it is not cached either).
+func analyzeInputs(b bundle.Bundle) (paths [][]string, cacheable, whole bool) {
 	seen := map[string]bool{}
-	var paths [][]string
-	cacheable := true
+	cacheable = true
 	nondet := func(name string) {
 		if bi, ok := ast.BuiltinMap[name]; ok && bi.Nondeterministic {
 			cacheable = false
@@ -48,7 +49,7 @@ func analyzeInputs(b bundle.Bundle) ([][]string, bool) {
 					path = append(path, string(s))
 				}
 				if len(path) == 0 {
-					cacheable = false // the input as a whole
+					cacheable, whole = false, true // the input as a whole
 				} else if k := strings.Join(path, "\x00"); !seen[k] {
 					seen[k] = true
 					paths = append(paths, path)
@@ -60,7 +61,7 @@ func analyzeInputs(b bundle.Bundle) ([][]string, bool) {
 			return true
 		case ast.Var:
 			if v.Equal(ast.InputRootDocument.Value) {
-				cacheable = false // a bare `input`
+				cacheable, whole = false, true // a bare `input`
 			}
 		case ast.Call:
 			if len(v) > 0 {
@@ -78,7 +79,7 @@ func analyzeInputs(b bundle.Bundle) ([][]string, bool) {
 			ast.NewGenericVisitor(visit).Walk(m.Parsed)
 		}
 	}
-	return paths, cacheable
+	return paths, cacheable, whole
 }
 
 // cacheKey renders the values at paths, each length-prefixed.
@@ -204,31 +205,21 @@ func joinLP(ss ...string) string {
 
 // payloadAt renders the payload's value at keys as the policy sees it:
 // each key names a member of an object — compared unescaped, the last one
-// when the JSON repeats a key (as the policy's parser keeps) — and never
-// an array element.
+// when the JSON repeats a key (as the policy's parser keeps; ijson.Lookup)
+// — and never an array element.
 func payloadAt(payload []byte, keys []string) string {
-	if !gjson.ValidBytes(payload) {
+	if !ijson.ValidSyntax(payload) {
 		return "\x00invalid" // never cached: evaluating it fails
 	}
-	v := gjson.ParseBytes(payload)
+	v := payload
 	for _, k := range keys {
-		if !v.IsObject() {
-			return undefined
-		}
-		var member gjson.Result
-		found := false
-		v.ForEach(func(key, val gjson.Result) bool {
-			if key.String() == k {
-				member, found = val, true
-			}
-			return true
-		})
-		if !found {
+		member, ok := ijson.Lookup(v, k)
+		if !ok {
 			return undefined
 		}
 		v = member
 	}
-	return v.Raw
+	return string(v)
 }
 
 // decisionCache is a bounded map; when full it starts over (a decision is

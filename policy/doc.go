@@ -71,7 +71,11 @@
 // # Speed
 //
 // Evaluation runs on the writing goroutine with a prepared query and the
-// input built directly as an ast.Value. Decisions are cached, keyed on
+// input built directly as an ast.Value. Of the payload, only what the
+// policy reads is converted (the members on its input.event.payload.…
+// paths; the payload whole if it reads input.event.payload or input as a
+// whole), at most OPAOptions.MaxInputValues values, inside the evaluation
+// timeout: a larger payload denies with POLICY_ERROR naming the limit. Decisions are cached, keyed on
 // exactly the input fields the policy reads: at load, every reference to
 // input in the compiled modules becomes a path (input.principal.tenant,
 // input.event.payload.amount; a path stops at the first non-constant

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -107,15 +106,12 @@ func InputFromProposal(ctx context.Context, p *core.Proposal) *Input {
 }
 
 // inputValue builds the OPA input document for in as an ast.Value
-// directly (no JSON round trip for the fixed fields).
-func inputValue(in *Input) (ast.Value, error) {
-	payload := ast.NullTerm()
-	if len(in.Event.Payload) > 0 {
-		v, err := ast.ValueFromReader(bytes.NewReader(in.Event.Payload))
-		if err != nil {
-			return nil, fmt.Errorf("payload: %w", err)
-		}
-		payload = ast.NewTerm(v)
+// directly (no JSON round trip for the fixed fields), with the parts of
+// the payload the policy reads (see payload.go), within ctx.
+func inputValue(ctx context.Context, in *Input, reads *payloadReads, maxValues int) (ast.Value, error) {
+	payload, err := payloadTerm(ctx, in.Event.Payload, reads, maxValues)
+	if err != nil {
+		return nil, fmt.Errorf("payload: %w", err)
 	}
 	roles := make([]*ast.Term, len(in.Principal.Roles))
 	for i, r := range in.Principal.Roles {

@@ -45,9 +45,17 @@ type OPAOptions struct {
 	// CacheSize bounds the decision cache (entries); 0 means 65536, a
 	// negative value turns the cache off.
 	CacheSize int
-	// Timeout bounds one evaluation; 0 means 100ms. A timeout denies
-	// (POLICY_ERROR).
+	// Timeout bounds one evaluation, building its input included; 0 means
+	// 100ms. A timeout denies (POLICY_ERROR).
 	Timeout time.Duration
+	// MaxInputValues bounds the JSON values (objects, arrays, strings,
+	// numbers, booleans, nulls) of the payload converted for one
+	// evaluation. Only what the policy reads is converted: the members on
+	// its input.event.payload.… paths, or the payload whole if it reads
+	// input.event.payload or input as a whole. Exactly this many are
+	// converted; one more denies with POLICY_ERROR naming the limit. 0
+	// means DefaultMaxInputValues (65536); a negative value: no limit.
+	MaxInputValues int
 }
 
 type loadedPolicy struct {
@@ -55,6 +63,7 @@ type loadedPolicy struct {
 	revision string
 	cache    *decisionCache // nil: not cacheable
 	paths    [][]string     // input paths the policy reads
+	reads    *payloadReads  // the parts of the payload the policy reads
 	hasAllow bool           // the policy defines an allow rule
 }
 
@@ -71,6 +80,9 @@ func LoadOPA(ctx context.Context, path string, opts OPAOptions) (*OPAGate, error
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = 100 * time.Millisecond
+	}
+	if opts.MaxInputValues == 0 {
+		opts.MaxInputValues = DefaultMaxInputValues
 	}
 	g := &OPAGate{name: opts.Name, source: path, opts: opts}
 	if err := g.Reload(ctx); err != nil {
@@ -131,7 +143,9 @@ func (g *OPAGate) Reload(ctx context.Context) error {
 		return fmt.Errorf("batpak: policy bundle %s defines no decision at %s (neither allow nor deny in package batpak.write)", g.source, DecisionPath)
 	}
 	lp := &loadedPolicy{query: pq, revision: b.Manifest.Revision, hasAllow: hasAllow}
-	if paths, ok := analyzeInputs(b); ok && g.opts.CacheSize > 0 {
+	paths, ok, whole := analyzeInputs(b)
+	lp.reads = payloadReadsOf(paths, whole)
+	if ok && g.opts.CacheSize > 0 {
 		lp.paths = paths
 		lp.cache = newDecisionCache(g.opts.CacheSize)
 	}
@@ -240,12 +254,12 @@ func (g *OPAGate) eval(ctx context.Context, lp *loadedPolicy, in *Input) (Decisi
 	fail := func(err error) (Decision, error) {
 		return Decision{Revision: lp.revision, Reasons: []Reason{{Code: CodePolicyError, Message: err.Error()}}}, err
 	}
-	value, err := inputValue(in)
+	ctx, cancel := context.WithTimeout(ctx, g.opts.Timeout)
+	defer cancel()
+	value, err := inputValue(ctx, in, lp.reads, g.opts.MaxInputValues)
 	if err != nil {
 		return fail(fmt.Errorf("building the policy input: %w", err))
 	}
-	ctx, cancel := context.WithTimeout(ctx, g.opts.Timeout)
-	defer cancel()
 	rs, err := lp.query.Eval(ctx, rego.EvalParsedInput(value))
 	if err != nil {
 		return fail(fmt.Errorf("policy evaluation failed: %w", err))

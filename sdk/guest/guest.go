@@ -162,6 +162,9 @@ func Uint64(state []byte) uint64 {
 func PutUint64(v uint64) []byte { return binary.LittleEndian.AppendUint64(nil, v) }
 
 // JSON decodes a JSON state into v (an empty state leaves v unchanged).
+// It is encoding/json, which matches struct fields case-insensitively: to
+// read payload fields exactly as the policy does, compare names with
+// escapes decoded and case kept (see ijson.Lookup).
 func JSON(state []byte, v any) error {
 	if len(state) == 0 {
 		return nil

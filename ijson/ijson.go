@@ -1,0 +1,479 @@
+// Package ijson checks and reads JSON the way batpak's store accepts it
+// and its policies read it.
+//
+// The store accepts an event payload when it is exactly one JSON value
+// (RFC 8259) in valid UTF-8, nested no deeper than a limit, whose objects
+// never repeat a member name (I-JSON, RFC 7493 section 2.3). Member names
+// are compared after decoding escapes exactly as encoding/json decodes
+// them — the decoder the policy input is built with — so "a" and "\u0061"
+// are one name, and an unpaired surrogate escape (\ud800) reads as U+FFFD,
+// like a literal U+FFFD. Validate checks all of it in one pass without
+// recursion: time linear in the input; memory proportional to the nesting
+// depth plus the member names of the objects open at once (names without
+// escapes are not copied).
+//
+// Lookup and Unquote read members with the same decoding, so a plugin
+// reading a payload field sees what the policy saw.
+//
+// The package uses only the standard library and builds for every GOOS,
+// wasip1 guests included.
+package ijson
+
+import (
+	"fmt"
+	"hash/maphash"
+	"sync"
+	"unicode/utf8"
+)
+
+// MaxDepth is the deepest nesting Validate can be asked to allow:
+// encoding/json's own limit, so whatever Validate accepts the policy's
+// decoder can read.
+const MaxDepth = 10000
+
+// The rules an Error names.
+const (
+	RuleSyntax       = "syntax"        // not one RFC 8259 JSON value
+	RuleUTF8         = "utf8"          // a string holds bytes that are not UTF-8
+	RuleDepth        = "depth"         // nested deeper than the limit
+	RuleDuplicateKey = "duplicate-key" // an object repeats a member name
+)
+
+// Error says why Validate refused its input.
+type Error struct {
+	Offset int    // byte offset where the input was refused
+	Rule   string // RuleSyntax, RuleUTF8, RuleDepth or RuleDuplicateKey
+	Limit  int    // the depth limit (RuleDepth)
+	Key    string // the repeated member name, escapes decoded (RuleDuplicateKey)
+	Msg    string // what was wrong, in words
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("at byte %d: %s", e.Offset, e.Msg) }
+
+// linearNames is how many member names of one object are compared one by
+// one; an object with more switches to a hash set.
+const linearNames = 16
+
+// name is a member name of an open object: its decoded bytes (a slice of
+// the input when it has no escapes) and the offset of its opening quote.
+type name struct {
+	s   []byte
+	off int
+}
+
+// object is an open object's record of its member names.
+type object struct {
+	first int               // index of its first name in validator.names (linear mode)
+	n     int               // names seen
+	set   map[uint64]int    // hash of a decoded name → the offset of the first name with that hash
+	more  map[string]string // names whose hash collided with a different name's
+}
+
+type validator struct {
+	b      []byte
+	max    int
+	stack  []byte   // '{' or '[' for each open container
+	objs   []object // one for each open object
+	names  []name   // the names of open objects in linear mode
+	seed   maphash.Seed
+	seeded bool
+	// syntaxOnly: UTF-8 and repeated names are not checked (ValidSyntax)
+	syntaxOnly bool
+	// the longest names and objs were (what release must clear)
+	hiNames, hiObjs int
+}
+
+// Validate reports whether doc is exactly one JSON value in valid UTF-8,
+// nested at most maxDepth deep (arrays and objects count one level each: 1
+// is depth 0, [] and {} depth 1, [{}] depth 2), whose objects never repeat
+// a member name. maxDepth outside 1..MaxDepth is taken as MaxDepth. The
+// error is an *Error.
+func Validate(doc []byte, maxDepth int) error {
+	if maxDepth < 1 || maxDepth > MaxDepth {
+		maxDepth = MaxDepth
+	}
+	v := pool.Get().(*validator)
+	v.b, v.max, v.syntaxOnly = doc, maxDepth, false
+	err := v.run()
+	v.release()
+	if err != nil {
+		return err
+	}
+	return nil
+}
+
+// ValidSyntax reports whether doc is one JSON value nested at most
+// MaxDepth deep, checking neither UTF-8 nor repeated names: what
+// encoding/json's json.Valid accepts (and so what the policy's decoder
+// reads), in the same single pass without recursion.
+func ValidSyntax(doc []byte) bool {
+	v := pool.Get().(*validator)
+	v.b, v.max, v.syntaxOnly = doc, MaxDepth, true
+	err := v.run()
+	v.release()
+	return err == nil
+}
+
+// pool keeps validators' stacks between calls: validating a payload
+// allocates nothing unless it is refused or has an object of many names
+// or names with escapes.
+var pool = sync.Pool{New: func() any { return new(validator) }}
+
+// release clears v and returns it to the pool unless a payload grew its
+// stacks far (those go to the garbage collector).
+func (v *validator) release() {
+	v.b = nil
+	clear(v.names[:v.hiNames]) // no slices of the payload left behind
+	clear(v.objs[:v.hiObjs])
+	v.hiNames, v.hiObjs = 0, 0
+	v.stack, v.objs, v.names = v.stack[:0], v.objs[:0], v.names[:0]
+	if cap(v.stack) <= 1024 && cap(v.objs) <= 256 && cap(v.names) <= 1024 {
+		pool.Put(v)
+	}
+}
+
+// strPlain marks the bytes a string holds as they are: printable ASCII
+// other than the quote and the backslash.
+var strPlain = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+func isWS(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+func (v *validator) ws(i int) int {
+	for i < len(v.b) && isWS(v.b[i]) {
+		i++
+	}
+	return i
+}
+
+func (v *validator) syntax(i int, msg string) *Error {
+	return &Error{Offset: i, Rule: RuleSyntax, Msg: msg}
+}
+
+// bad reports the byte at i (or the end of the input) as unexpected.
+func (v *validator) bad(i int, context string) *Error {
+	if i >= len(v.b) {
+		if len(v.b) == 0 || len(v.b) == v.ws(0) {
+			return v.syntax(i, "empty input")
+		}
+		return v.syntax(i, "unexpected end of JSON input")
+	}
+	return v.syntax(i, fmt.Sprintf("invalid character %s %s", quoteChar(v.b[i]), context))
+}
+
+func quoteChar(c byte) string {
+	switch {
+	case c == '\'':
+		return `'\''`
+	case c == '"':
+		return `'"'`
+	case c < 0x20 || c >= 0x7f:
+		return fmt.Sprintf("%q", rune(c))
+	}
+	return "'" + string(rune(c)) + "'"
+}
+
+const (
+	stValue = iota // a value is next
+	stAfter        // a value ended
+	stName         // a member name is next
+)
+
+func (v *validator) run() *Error {
+	b := v.b
+	i := 0
+	state := stValue
+	for {
+		switch state {
+		case stValue:
+			i = v.ws(i)
+			if i >= len(b) {
+				return v.bad(i, "")
+			}
+			switch c := b[i]; {
+			case c == '{' || c == '[':
+				if len(v.stack) >= v.max {
+					return &Error{Offset: i, Rule: RuleDepth, Limit: v.max, Msg: fmt.Sprintf("nested deeper than %d levels", v.max)}
+				}
+				v.stack = append(v.stack, c)
+				i = v.ws(i + 1)
+				if c == '{' {
+					v.objs = append(v.objs, object{first: len(v.names)})
+					v.hiObjs = max(v.hiObjs, len(v.objs))
+					if i < len(b) && b[i] == '}' {
+						v.pop()
+						i++
+						state = stAfter
+					} else {
+						state = stName
+					}
+				} else if i < len(b) && b[i] == ']' {
+					v.pop()
+					i++
+					state = stAfter
+				}
+			case c == '"':
+				end, _, err := v.str(i)
+				if err != nil {
+					return err
+				}
+				i, state = end, stAfter
+			case c == '-' || (c >= '0' && c <= '9'):
+				end, err := v.number(i)
+				if err != nil {
+					return err
+				}
+				i, state = end, stAfter
+			case c == 't':
+				if err := v.literal(i, "true"); err != nil {
+					return err
+				}
+				i, state = i+4, stAfter
+			case c == 'f':
+				if err := v.literal(i, "false"); err != nil {
+					return err
+				}
+				i, state = i+5, stAfter
+			case c == 'n':
+				if err := v.literal(i, "null"); err != nil {
+					return err
+				}
+				i, state = i+4, stAfter
+			default:
+				return v.bad(i, "looking for beginning of value")
+			}
+		case stAfter:
+			i = v.ws(i)
+			if len(v.stack) == 0 {
+				if i < len(b) {
+					return v.bad(i, "after top-level value")
+				}
+				return nil
+			}
+			top := v.stack[len(v.stack)-1]
+			if i >= len(b) {
+				return v.bad(i, "")
+			}
+			switch c := b[i]; {
+			case c == ',':
+				i++
+				if top == '{' {
+					i = v.ws(i)
+					state = stName
+				} else {
+					state = stValue
+				}
+			case c == '}' && top == '{', c == ']' && top == '[':
+				v.pop()
+				i++
+			case top == '{':
+				return v.bad(i, "after object key:value pair")
+			default:
+				return v.bad(i, "after array element")
+			}
+		case stName:
+			if i >= len(b) || b[i] != '"' {
+				return v.bad(i, "looking for beginning of object key string")
+			}
+			end, esc, err := v.str(i)
+			if err != nil {
+				return err
+			}
+			if !v.syntaxOnly {
+				if err := v.member(i, end, esc); err != nil {
+					return err
+				}
+			}
+			i = v.ws(end)
+			if i >= len(b) || b[i] != ':' {
+				return v.bad(i, "after object key")
+			}
+			i++
+			state = stValue
+		}
+	}
+}
+
+// pop closes the innermost container.
+func (v *validator) pop() {
+	if v.stack[len(v.stack)-1] == '{' {
+		o := &v.objs[len(v.objs)-1]
+		v.names = v.names[:o.first]
+		v.objs = v.objs[:len(v.objs)-1]
+	}
+	v.stack = v.stack[:len(v.stack)-1]
+}
+
+// str checks the string whose opening quote is at i and returns the index
+// after its closing quote and whether it holds escapes.
+func (v *validator) str(i int) (end int, esc bool, err *Error) {
+	b := v.b
+	j := i + 1
+	for j < len(b) {
+		c := b[j]
+		if strPlain[c] {
+			j++
+			continue
+		}
+		switch {
+		case c == '"':
+			return j + 1, esc, nil
+		case c == '\\':
+			esc = true
+			if j+1 >= len(b) {
+				return 0, false, v.bad(j+1, "")
+			}
+			switch b[j+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				j += 2
+			case 'u':
+				for k := j + 2; k < j+6; k++ {
+					if k >= len(b) {
+						return 0, false, v.bad(k, "")
+					}
+					if !isHex(b[k]) {
+						return 0, false, v.bad(k, "in \\u hexadecimal character escape")
+					}
+				}
+				j += 6
+			default:
+				return 0, false, v.bad(j+1, "in string escape code")
+			}
+		case c < 0x20:
+			return 0, false, v.bad(j, "in string literal")
+		case v.syntaxOnly:
+			j++
+		default:
+			r, size := utf8.DecodeRune(b[j:])
+			if r == utf8.RuneError && size == 1 {
+				return 0, false, &Error{Offset: j, Rule: RuleUTF8, Msg: fmt.Sprintf("byte %#x in a string is not valid UTF-8", c)}
+			}
+			j += size
+		}
+	}
+	return 0, false, v.bad(j, "")
+}
+
+func isHex(c byte) bool {
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// number checks the number starting at i and returns the index after it.
+func (v *validator) number(i int) (int, *Error) {
+	b := v.b
+	j := i
+	if b[j] == '-' {
+		j++
+	}
+	switch {
+	case j >= len(b):
+		return 0, v.bad(j, "")
+	case b[j] == '0':
+		j++
+	case b[j] >= '1' && b[j] <= '9':
+		for j++; j < len(b) && isDigit(b[j]); j++ {
+		}
+	default:
+		return 0, v.bad(j, "in numeric literal")
+	}
+	if j < len(b) && b[j] == '.' {
+		j++
+		if j >= len(b) || !isDigit(b[j]) {
+			return 0, v.bad(j, "after decimal point in numeric literal")
+		}
+		for j++; j < len(b) && isDigit(b[j]); j++ {
+		}
+	}
+	if j < len(b) && (b[j] == 'e' || b[j] == 'E') {
+		j++
+		if j < len(b) && (b[j] == '+' || b[j] == '-') {
+			j++
+		}
+		if j >= len(b) || !isDigit(b[j]) {
+			return 0, v.bad(j, "in exponent of numeric literal")
+		}
+		for j++; j < len(b) && isDigit(b[j]); j++ {
+		}
+	}
+	return j, nil
+}
+
+func (v *validator) literal(i int, lit string) *Error {
+	for k := 1; k < len(lit); k++ {
+		if i+k >= len(v.b) {
+			return v.bad(i+k, "")
+		}
+		if v.b[i+k] != lit[k] {
+			return v.bad(i+k, fmt.Sprintf("in literal %s (expecting %q)", lit, lit[k]))
+		}
+	}
+	return nil
+}
+
+// member records the name whose string is b[start:end] in the innermost
+// object and refuses it if that object already has it.
+func (v *validator) member(start, end int, esc bool) *Error {
+	s := v.b[start+1 : end-1]
+	if esc {
+		s, _ = unquote(v.b[start:end])
+	}
+	o := &v.objs[len(v.objs)-1]
+	o.n++
+	if o.set == nil {
+		for _, n := range v.names[o.first:] {
+			if string(n.s) == string(s) {
+				return v.duplicate(start, s)
+			}
+		}
+		if o.n <= linearNames {
+			v.names = append(v.names, name{s: s, off: start})
+			v.hiNames = max(v.hiNames, len(v.names))
+			return nil
+		}
+		// Too many for pairwise comparison: hash them.
+		if !v.seeded {
+			v.seed, v.seeded = maphash.MakeSeed(), true
+		}
+		o.set = make(map[uint64]int, 2*linearNames)
+		for _, n := range v.names[o.first:] {
+			o.set[maphash.Bytes(v.seed, n.s)] = n.off
+		}
+		v.names = v.names[:o.first]
+	}
+	h := maphash.Bytes(v.seed, s)
+	off, seen := o.set[h]
+	if !seen {
+		o.set[h] = start
+		return nil
+	}
+	if string(v.nameAt(off)) == string(s) {
+		return v.duplicate(start, s)
+	}
+	// Two names with one hash: keep the later ones by value.
+	if o.more == nil {
+		o.more = map[string]string{}
+	}
+	if _, dup := o.more[string(s)]; dup {
+		return v.duplicate(start, s)
+	}
+	o.more[string(s)] = ""
+	return nil
+}
+
+// nameAt decodes the member name whose opening quote is at off.
+func (v *validator) nameAt(off int) []byte {
+	end := skipString(v.b, off)
+	s, _ := unquote(v.b[off:end])
+	return s
+}
+
+func (v *validator) duplicate(off int, s []byte) *Error {
+	return &Error{Offset: off, Rule: RuleDuplicateKey, Key: string(s),
+		Msg: fmt.Sprintf("member name %q repeated in one object (I-JSON, RFC 7493, allows each name once)", s)}
+}

@@ -1,0 +1,7 @@
+//go:build race
+
+package policy_test
+
+// raceEnabled: the race detector slows byte loops tenfold and more; tests
+// that scan large payloads scale them down.
+const raceEnabled = true
