@@ -215,3 +215,15 @@ func TestMaintenanceWithoutAdmissionIsRecorded(t *testing.T) {
 		t.Fatalf("audit records %+v", a)
 	}
 }
+
+// withoutSystem leaves out batpak's own records (the audit records of
+// erasures), for checks about application events.
+func withoutSystem(evs []core.StoredEvent) []core.StoredEvent {
+	out := evs[:0:0]
+	for _, ev := range evs {
+		if ev.Header.Kind.Category() != core.CategorySystem {
+			out = append(out, ev)
+		}
+	}
+	return out
+}

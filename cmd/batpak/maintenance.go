@@ -49,7 +49,9 @@ JSON: id, entity, scope, kind, clock, global_sequence, correlation_id,
 causation_id, timestamp_us, flags, idempotency_key, redacted, payload.
 "batpak import" reads it back into another store, keeping ids,
 correlation and causation. Hidden (fenced) events are not exported;
-redacted ones are, without payload.`,
+redacted ones are, without payload. System records (the store's audit
+records of erasures and bypasses) stay behind: "batpak query
+--entity-prefix batpak:audit" reads them.`,
 		Example: `  batpak export --out events.ndjson
   batpak export --scope shop | gzip > shop.ndjson.gz`,
 		Args: noArgs,
