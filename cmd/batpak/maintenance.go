@@ -202,8 +202,8 @@ earlier still hold the payload.
 With policy.dir set (--policy-dir), the redaction is judged by the policy
 first (input.action "redact", or "erase" with --entity; the events and
 entities it would erase are in input.maintenance), as the principal
---principal-id, --tenant, --roles; --reason says why. Every redaction is
-recorded, before it is done, as an audit event on entity
+--principal-id, --tenant, --roles; --reason says why. An admitted
+redaction is recorded, before it is done, as an audit event on entity
 batpak:audit:maintenance (who, why, what, how many).`,
 		Example: `  batpak redact 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e --reason "GDPR request 17"
   batpak redact --entity customer:42`,
