@@ -2,14 +2,23 @@ package core
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
+	"time"
+
+	"github.com/batpak-go/batpak/internal/trusted"
 )
 
 // Admission is the store's write gate: every path that writes — Append,
 // Submit, TrySubmit, reactions, batches (each item, then the batch as a
-// whole), outbox flushes, fence writes, imports and writes made for
-// plugins — asks it before anything is queued. A non-nil error refuses
+// whole), outbox flushes, fence writes, imports, writes made for plugins
+// and system records written by application code (AppendSystem, action
+// ActionSystem) — asks it before anything is queued. Destructive
+// operations (Redact, EraseEntity, Compact) ask it too, through
+// MaintenanceAdmission, which an Admission must also implement for them
+// to run at all. A non-nil error refuses
 // the write: nothing is written and nothing is announced, and the error is
 // returned to the writer as is (so a *policy.Denial stays reachable with
 // errors.As; batch items are wrapped in *BatchItemError naming the item).
@@ -36,6 +45,14 @@ const (
 	ActionImport   Action = "import"   // imports of exported events
 	ActionReaction Action = "reaction" // AppendReaction, SubmitReaction, React
 	ActionPlugin   Action = "plugin"   // writes a plugin emitted
+	ActionSystem   Action = "system"   // AppendSystem by application code
+)
+
+// The destructive operations (see MaintenanceAdmission).
+const (
+	ActionRedact  Action = "redact"  // Redact
+	ActionErase   Action = "erase"   // EraseEntity
+	ActionCompact Action = "compact" // Compact
 )
 
 // Proposal describes one write for admission.
@@ -54,6 +71,33 @@ type Proposal struct {
 	// when the write was proposed (queued writes not included).
 	EntityExists bool
 	EntityClock  uint64
+	// Plugin names the plugin that emitted the write (WithPlugin); nil
+	// for writes no plugin made.
+	Plugin *PluginRef
+}
+
+// PluginRef identifies a plugin to the gates: its name, version and the
+// digest of its module.
+type PluginRef struct {
+	Name    string
+	Version string
+	Digest  string
+}
+
+type pluginKey struct{}
+
+// WithPlugin marks writes made with ctx as emitted by plugin p (a plugin
+// host sets it, with WithAction(ctx, ActionPlugin)); gates see it as the
+// proposal's Plugin.
+func WithPlugin(ctx context.Context, p PluginRef) context.Context {
+	return context.WithValue(ctx, pluginKey{}, p)
+}
+
+func pluginOf(ctx context.Context) *PluginRef {
+	if p, ok := ctx.Value(pluginKey{}).(PluginRef); ok {
+		return &p
+	}
+	return nil
 }
 
 type actionKey struct{}
@@ -86,6 +130,7 @@ func (s *Store) proposal(ctx context.Context, action Action, ev *eventReq, index
 	p := &Proposal{
 		Action: actionOf(ctx, action), Coordinate: ev.coord, Kind: ev.kind, ID: ev.id,
 		Payload: ev.payload, Options: ev.opts, BatchIndex: index, BatchSize: size,
+		Plugin: pluginOf(ctx),
 	}
 	ix := s.ix
 	ix.mu.RLock()
@@ -129,10 +174,13 @@ func SystemKind(typ uint16) (Kind, error) {
 var ErrNotSystemKind = errors.New("batpak: not a system kind")
 
 // AppendSystem writes one of batpak's own records (a kind from SystemKind)
-// and waits for it, without asking the Admission gate: it is how the
-// packages above core record what the gate must not be able to refuse,
-// such as the audit record of a policy bypass. Applications should write
-// their own kinds with Append. Durability as Append.
+// and waits for it. With an Admission set, the record is proposed to it
+// like any write, as ActionSystem, so application code cannot use system
+// kinds to go around the gate; only the packages of this module (policy,
+// recording the audit record of a bypass) can write a system record the
+// gate is not asked about (see internal/trusted). Applications should write
+// their own kinds with Append. Errors: ErrNotSystemKind, the gate's
+// refusal, Append's errors. Durability as Append.
 func (s *Store) AppendSystem(ctx context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions) (Receipt, error) {
 	if kind.Category() != CategorySystem {
 		return Receipt{}, fmt.Errorf("%w: %s", ErrNotSystemKind, kind)
@@ -141,6 +189,17 @@ func (s *Store) AppendSystem(ctx context.Context, coord Coordinate, kind Kind, p
 	if err != nil {
 		return Receipt{}, err
 	}
+	if !trusted.Marked(ctx) {
+		if err := s.admit(WithAction(ctx, ActionSystem), ActionSystem, &ev, -1, 0); err != nil {
+			return Receipt{}, err
+		}
+	}
+	return s.appendSystemEvent(ctx, ev)
+}
+
+// appendSystemEvent queues a prepared system record without asking the
+// gate and waits for it.
+func (s *Store) appendSystemEvent(ctx context.Context, ev eventReq) (Receipt, error) {
 	r := &request{op: opAppend, ev: ev}
 	r.t = &r.ticket
 	t, err := s.enqueue(r)
@@ -148,4 +207,201 @@ func (s *Store) AppendSystem(ctx context.Context, coord Coordinate, kind Kind, p
 		return Receipt{}, err
 	}
 	return t.Wait(ctx)
+}
+
+// MaintenanceAdmission is implemented by gates that judge the destructive
+// operations: Redact (ActionRedact), EraseEntity (ActionErase) and Compact
+// (ActionCompact). Each operation first works out exactly what it would
+// erase or remove, then asks AdmitMaintenance, then — under the same lock,
+// so the plan cannot change in between — records the audit event and
+// carries it out. A non-nil error refuses the operation: nothing is erased,
+// removed or recorded, and the error is returned as is. The grant's Who is
+// written into the audit record.
+//
+// Fail closed: when Config.Admission is set but does not implement
+// MaintenanceAdmission, the destructive operations are refused with
+// ErrMaintenanceNotAdmitted. Without an Admission they run unasked and
+// unrecorded, as every write then does.
+type MaintenanceAdmission interface {
+	AdmitMaintenance(ctx context.Context, p *MaintenanceProposal) (MaintenanceGrant, error)
+}
+
+// MaintenanceGrant is what a gate says when it admits a destructive
+// operation.
+type MaintenanceGrant struct {
+	// Who is recorded as the audit record's "who" (one JSON value; empty
+	// is recorded as null).
+	Who json.RawMessage
+}
+
+// MaintenanceProposal describes a destructive operation for admission:
+// what it would erase or remove, worked out before anything is done.
+type MaintenanceProposal struct {
+	Action Action // ActionRedact, ActionErase or ActionCompact
+	// Reason is why (WithReason); "" when the caller gave none.
+	Reason string
+	// IDs lists the events whose payloads Redact or EraseEntity would
+	// erase (visible, not yet redacted); nil for Compact.
+	IDs []EventID
+	// Entity is the entity asked for: EraseEntity's argument, or the
+	// entity of Redact's event.
+	Entity string
+	// Entities maps every entity whose events the operation would erase or
+	// remove to how many; the tenants of the data at stake, for a policy
+	// that names tenants in entities.
+	Entities map[string]int
+	// Compact is what Compact was asked to do; nil for the others.
+	Compact *CompactStrategy
+	// EventsErased counts the payloads the operation would erase (Redact,
+	// EraseEntity, Compact's tombstones); EventsRemoved the events Compact
+	// would remove; Segments the sealed segments Compact would rewrite.
+	EventsErased  int
+	EventsRemoved int
+	Segments      int
+}
+
+// CompactStrategy describes a CompactConfig for admission. Keep and
+// Tombstone are Go predicates: the gate sees only whether they are set
+// (and, in the proposal's counts, what they picked).
+type CompactStrategy struct {
+	Merge        bool
+	MaxAge       time.Duration
+	MaxPerEntity int
+	Keep         bool
+	Tombstone    bool
+}
+
+// ErrMaintenanceNotAdmitted: the store's Admission does not implement
+// MaintenanceAdmission, so it cannot judge Redact, EraseEntity or Compact,
+// which are then refused (the gate fails closed).
+var ErrMaintenanceNotAdmitted = errors.New("batpak: the store's Admission cannot judge destructive operations (it does not implement core.MaintenanceAdmission); refused")
+
+type reasonKey struct{}
+
+// WithReason states why the destructive operations made with ctx are done
+// ("GDPR request 1234"); gates see it as MaintenanceProposal.Reason, and
+// the audit record keeps it.
+func WithReason(ctx context.Context, why string) context.Context {
+	return context.WithValue(ctx, reasonKey{}, why)
+}
+
+func reasonOf(ctx context.Context) string {
+	r, _ := ctx.Value(reasonKey{}).(string)
+	return r
+}
+
+// MaintenanceAuditEntity is the entity (scope MaintenanceAuditScope) of
+// the audit records of destructive operations; KindMaintenanceAudit is
+// their kind. Each record is a JSON object:
+//
+//	{"action": "redact"|"erase"|"compact", "who": <the grant's Who>,
+//	 "why": "...", "entity": "...", "ids": [...], "entities": {"e": n, ...},
+//	 "compact": {...} or null, "events_erased": n, "events_removed": n,
+//	 "segments": n, "truncated": false, "at": "RFC 3339 time"}
+//
+// ids and entities list at most MaintenanceAuditListMax items each
+// (truncated is then true; the counts are always complete).
+const (
+	MaintenanceAuditEntity = "batpak:audit:maintenance"
+	MaintenanceAuditScope  = "batpak"
+	// MaintenanceAuditListMax bounds the ids and entities an audit record
+	// lists, so that it always fits a single append.
+	MaintenanceAuditListMax = 256
+)
+
+// KindMaintenanceAudit is the system kind (0x0:0x2) of the audit records
+// of destructive operations. (0x0:0x1 is the policy package's bypass
+// audit record.)
+var KindMaintenanceAudit = Kind(0x002)
+
+type maintenanceRecord struct {
+	Action        Action           `json:"action"`
+	Who           json.RawMessage  `json:"who"`
+	Why           string           `json:"why"`
+	Entity        string           `json:"entity,omitempty"`
+	IDs           []EventID        `json:"ids,omitempty"`
+	Entities      map[string]int   `json:"entities"`
+	Compact       *compactStrategy `json:"compact"`
+	EventsErased  int              `json:"events_erased"`
+	EventsRemoved int              `json:"events_removed"`
+	Segments      int              `json:"segments"`
+	Truncated     bool             `json:"truncated"`
+	At            time.Time        `json:"at"`
+}
+
+type compactStrategy struct {
+	Merge         bool    `json:"merge"`
+	MaxAgeSeconds float64 `json:"max_age_seconds"`
+	MaxPerEntity  int     `json:"max_per_entity"`
+	Keep          bool    `json:"keep"`
+	Tombstone     bool    `json:"tombstone"`
+}
+
+// admitMaintenance asks the gate about p (fail closed: an Admission that
+// cannot judge maintenance refuses it) and, when admitted and the
+// operation erases or removes anything, records the audit event and syncs
+// it before returning: no erasure without its record. Without an
+// Admission it does nothing. The caller holds erasureMu, so the plan in p
+// stays true until it is carried out.
+func (s *Store) admitMaintenance(ctx context.Context, p *MaintenanceProposal) error {
+	if s.cfg.Admission == nil {
+		return nil
+	}
+	p.Reason = reasonOf(ctx)
+	ma, ok := s.cfg.Admission.(MaintenanceAdmission)
+	if !ok {
+		return ErrMaintenanceNotAdmitted
+	}
+	grant, err := ma.AdmitMaintenance(ctx, p)
+	if err != nil {
+		return err
+	}
+	if p.EventsErased+p.EventsRemoved == 0 {
+		return nil
+	}
+	rec := maintenanceRecord{
+		Action: p.Action, Who: grant.Who, Why: p.Reason, Entity: p.Entity,
+		EventsErased: p.EventsErased, EventsRemoved: p.EventsRemoved, Segments: p.Segments,
+		Entities: map[string]int{}, At: time.UnixMicro(s.nowMicros()).UTC(),
+	}
+	if len(rec.Who) == 0 || !json.Valid(rec.Who) {
+		rec.Who = json.RawMessage("null")
+	}
+	rec.IDs = p.IDs
+	if len(rec.IDs) > MaintenanceAuditListMax {
+		rec.IDs, rec.Truncated = rec.IDs[:MaintenanceAuditListMax], true
+	}
+	names := make([]string, 0, len(p.Entities))
+	for e := range p.Entities {
+		names = append(names, e)
+	}
+	sort.Strings(names)
+	if len(names) > MaintenanceAuditListMax {
+		names, rec.Truncated = names[:MaintenanceAuditListMax], true
+	}
+	for _, e := range names {
+		rec.Entities[e] = p.Entities[e]
+	}
+	if c := p.Compact; c != nil {
+		rec.Compact = &compactStrategy{Merge: c.Merge, MaxAgeSeconds: c.MaxAge.Seconds(), MaxPerEntity: c.MaxPerEntity, Keep: c.Keep, Tombstone: c.Tombstone}
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("batpak: %s not done, its audit record failed: %w", p.Action, err)
+	}
+	coord, err := NewCoordinate(MaintenanceAuditEntity, MaintenanceAuditScope)
+	if err != nil {
+		return err
+	}
+	ev, err := s.prepareAnyKind(coord, KindMaintenanceAudit, b, AppendOptions{}, false)
+	if err == nil {
+		_, err = s.appendSystemEvent(ctx, ev)
+	}
+	if err == nil {
+		err = s.Sync(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("batpak: %s not done, its audit record failed: %w", p.Action, err)
+	}
+	return nil
 }

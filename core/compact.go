@@ -105,8 +105,14 @@ const (
 )
 
 // Compact rewrites the sealed segments per cfg (see CompactConfig). It
-// waits for a running snapshot or redaction and makes them wait. Errors:
-// ErrReadOnly, I/O errors (the old segments then stay in force).
+// waits for a running snapshot or redaction and makes them wait. With
+// Config.Admission set it is admitted (ActionCompact; see
+// MaintenanceAdmission) once the new segments are written and before they
+// take effect, so the gate judges exactly what will be removed; then, if
+// it removes or tombstones events, it is recorded as an audit event
+// (MaintenanceAuditEntity) before it takes effect. Errors: ErrReadOnly,
+// ErrMaintenanceNotAdmitted, the gate's refusal, I/O errors (the old
+// segments then stay in force).
 func (s *Store) Compact(ctx context.Context, cfg CompactConfig) (CompactReport, error) {
 	if s.readOnly {
 		return CompactReport{}, ErrReadOnly
@@ -123,7 +129,13 @@ func (s *Store) Compact(ctx context.Context, cfg CompactConfig) (CompactReport, 
 	if err != nil {
 		return CompactReport{}, err
 	}
-	return s.compactLocked(ctx, sealed, cfg, true)
+	strategy := &CompactStrategy{Merge: cfg.Merge, MaxAge: cfg.MaxAge, MaxPerEntity: cfg.MaxPerEntity, Keep: cfg.Keep != nil, Tombstone: cfg.Tombstone != nil}
+	return s.compactLocked(ctx, sealed, cfg, true, func(affected map[string]int, rep *CompactReport) error {
+		return s.admitMaintenance(ctx, &MaintenanceProposal{
+			Action: ActionCompact, Entities: affected, Compact: strategy,
+			EventsErased: rep.EventsTombstoned, EventsRemoved: rep.EventsRemoved, Segments: rep.SegmentsRewritten,
+		})
+	})
 }
 
 // sealedKeys lists the segments a rewrite may touch, oldest first: those
@@ -154,17 +166,31 @@ func (s *Store) sealedKeys() ([]uint32, error) {
 
 // compactLocked rewrites the segments sealed per cfg. raiseEpoch: record
 // an erasure when events are removed or tombstoned (a redaction, which
-// has raised it already, passes false). The caller holds erasureMu.
-func (s *Store) compactLocked(ctx context.Context, sealed []uint32, cfg CompactConfig, raiseEpoch bool) (CompactReport, error) {
+// has raised it already, passes false). admit, when set, is asked once the
+// new segments are written and before anything takes effect, with the
+// entities whose events are removed or tombstoned (and how many) and the
+// report so far; its error abandons the rewrite. The caller holds
+// erasureMu.
+func (s *Store) compactLocked(ctx context.Context, sealed []uint32, cfg CompactConfig, raiseEpoch bool, admit func(affected map[string]int, rep *CompactReport) error) (CompactReport, error) {
 	start := time.Now()
 	var rep CompactReport
 	s.rewriteMu.Lock()
 	defer s.rewriteMu.Unlock()
+	var affected map[string]int
+	if admit != nil {
+		affected = map[string]int{}
+	}
 	if len(sealed) == 0 {
+		if admit != nil {
+			return rep, admit(affected, &rep)
+		}
 		return rep, nil
 	}
 	plan := s.compactPlan(cfg)
-	outs, err := s.rewriteSegments(ctx, sealed, cfg, plan, &rep)
+	outs, err := s.rewriteSegments(ctx, sealed, cfg, plan, &rep, affected)
+	if err == nil && admit != nil {
+		err = admit(affected, &rep)
+	}
 	if err != nil {
 		for _, o := range outs {
 			os.Remove(o.tmpPath)
@@ -223,7 +249,10 @@ type compactOut struct {
 	removed  []uint32          // sequences now stubs (invisible)
 }
 
-func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg CompactConfig, plan compactPlanT, rep *CompactReport) ([]*compactOut, error) {
+// rewriteSegments writes the new segments under temporary names and
+// counts, in affected (when not nil), the events removed or tombstoned
+// per entity.
+func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg CompactConfig, plan compactPlanT, rep *CompactReport, affected map[string]int) ([]*compactOut, error) {
 	var outs []*compactOut
 	var cur *compactOut
 	var buf, part []byte
@@ -294,10 +323,16 @@ func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg Compac
 				part = appendStub(part, rec, sysRemoved)
 				removed = append(removed, seq)
 				rep.EventsRemoved++
+				if affected != nil {
+					affected[string(v.entity())]++
+				}
 			case sysRedacted:
 				part = appendStub(part, rec, sysRedacted)
 				if v.sysFlags()&sysRedacted == 0 {
 					rep.EventsTombstoned++
+					if affected != nil {
+						affected[string(v.entity())]++
+					}
 				}
 			default:
 				part = append(part, frame...)

@@ -98,6 +98,23 @@
 // when nothing changed; WatchProjection blocks until the state changes.
 // Fenced and cancelled writes never reach any of these.
 //
+// # The gate: writes and destructive operations
+//
+// Config.Admission (see Admission) is asked about every write on every
+// path before anything is queued, system records written by application
+// code included (AppendSystem, ActionSystem; only batpak's own packages
+// can write a system record the gate is not asked about). The destructive
+// operations — Redact, EraseEntity, Compact — ask it too, through
+// MaintenanceAdmission, with exactly what they would erase or remove (ids,
+// entities and counts; a compaction is asked once its new segments are
+// written, before they take effect), under the lock that keeps the plan
+// true until it is carried out. An Admission that cannot judge them
+// refuses them (ErrMaintenanceNotAdmitted): the gate fails closed. Every
+// admitted operation that erases or removes events is first recorded,
+// synced, as an audit event on MaintenanceAuditEntity (who the gate
+// admitted, why — WithReason —, what, how many); a refused one changes
+// and records nothing. Without an Admission nothing is asked or recorded.
+//
 // # Durability
 //
 // Whatever the setting, an event is handed to the operating system (write)

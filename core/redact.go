@@ -22,9 +22,13 @@ import (
 // not putting it there.
 
 // Redact erases the payload of the visible event id. Redacting an already
-// redacted event does nothing. Errors: ErrNotFound, ErrReadOnly,
-// ErrClosed, I/O errors. The erasure is synced to disk before Redact returns; a snapshot
-// taken earlier still holds the payload.
+// redacted event does nothing. With Config.Admission set it is admitted
+// first (ActionRedact; see MaintenanceAdmission) and, when it erases
+// something, recorded as an audit event (MaintenanceAuditEntity) before
+// it is done. Errors:
+// ErrNotFound, ErrReadOnly, ErrClosed, ErrMaintenanceNotAdmitted, the
+// gate's refusal, I/O errors. The erasure is synced to disk before Redact
+// returns; a snapshot taken earlier still holds the payload.
 func (s *Store) Redact(ctx context.Context, id EventID) error {
 	if s.readOnly {
 		return ErrReadOnly
@@ -47,12 +51,13 @@ func (s *Store) Redact(ctx context.Context, id EventID) error {
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	_, err := s.redactLocs(ctx, []loc{l})
+	_, err := s.eraseAdmitted(ctx, ActionRedact, "", []loc{l})
 	return err
 }
 
 // EraseEntity redacts every visible event of entity and returns how many
-// it erased (already redacted ones are not counted).
+// it erased (already redacted ones are not counted). Admission, audit
+// record and errors as Redact (ActionErase).
 func (s *Store) EraseEntity(ctx context.Context, entity string) (int, error) {
 	if s.readOnly {
 		return 0, ErrReadOnly
@@ -62,11 +67,47 @@ func (s *Store) EraseEntity(ctx context.Context, entity string) (int, error) {
 	if s.maintClosed {
 		return 0, ErrClosed
 	}
-	locs := s.ix.stream(entity)
-	if len(locs) == 0 {
+	return s.eraseAdmitted(ctx, ActionErase, entity, s.ix.stream(entity))
+}
+
+// eraseAdmitted plans the erasure of the events at locs (those not yet
+// redacted), asks the gate, records it and carries it out. The caller
+// holds erasureMu, so no other erasure or compaction changes the plan
+// between the question and the answer.
+func (s *Store) eraseAdmitted(ctx context.Context, action Action, entity string, locs []loc) (int, error) {
+	evs, err := s.readRetry(func() []loc { return locs })
+	if err != nil {
+		return 0, err
+	}
+	p := &MaintenanceProposal{Action: action, Entity: entity, Entities: map[string]int{}}
+	bySeq := make(map[uint64]*StoredEvent, len(evs))
+	for i := range evs {
+		bySeq[evs[i].GlobalSequence] = &evs[i]
+	}
+	todo := locs[:0:0]
+	for _, l := range locs {
+		ev, ok := bySeq[uint64(l.seq)]
+		if !ok {
+			continue // not visible
+		}
+		if p.Entity == "" {
+			p.Entity = ev.Coordinate.Entity
+		}
+		if ev.Redacted {
+			continue
+		}
+		todo = append(todo, l)
+		p.IDs = append(p.IDs, ev.Header.ID)
+		p.Entities[ev.Coordinate.Entity]++
+	}
+	p.EventsErased = len(todo)
+	if err := s.admitMaintenance(ctx, p); err != nil {
+		return 0, err
+	}
+	if len(todo) == 0 {
 		return 0, nil
 	}
-	return s.redactLocs(ctx, locs)
+	return s.redactLocs(ctx, todo)
 }
 
 // redactLocs erases the payloads at locs and returns how many it erased.
@@ -106,7 +147,7 @@ func (s *Store) redactLocs(ctx context.Context, locs []loc) (int, error) {
 			keys = append(keys, k)
 		}
 		sortU32(keys)
-		rep, err := s.compactLocked(ctx, keys, CompactConfig{Tombstone: func(ev StoredEvent) bool { return ids[ev.Header.ID] }}, false)
+		rep, err := s.compactLocked(ctx, keys, CompactConfig{Tombstone: func(ev StoredEvent) bool { return ids[ev.Header.ID] }}, false, nil)
 		done += rep.EventsTombstoned
 		if err != nil {
 			return done, err

@@ -130,7 +130,7 @@ func (s *Store) sealOne(ctx context.Context, skip map[uint32]bool) (uint32, bool
 		}
 		path := filepath.Join(s.cfg.Dir, segmentName(k))
 		if s.cfg.Compression != CompressionNone && !isPackedFile(path) {
-			_, err := s.compactLocked(ctx, []uint32{k}, CompactConfig{pack: true}, false)
+			_, err := s.compactLocked(ctx, []uint32{k}, CompactConfig{pack: true}, false, nil)
 			return k, err == nil, err
 		}
 		if end, ok := footerEnd(s.cfg.Dir, k); !ok || end != s.segmentEnd(k) {

@@ -53,7 +53,10 @@ func Exported(ev StoredEvent) ExportedEvent {
 
 // Export writes the visible events in r, in global order, as
 // newline-delimited JSON (one ExportedEvent per line) and returns how many
-// it wrote. progress, when set, is called after each event.
+// it wrote. progress, when set, is called after each event. System
+// records (category 0x0: the audit records of this store's erasures and
+// bypasses) are left out: they are this store's own history, which Import
+// refuses to forge into another store (read them with Query).
 func (s *Store) Export(w io.Writer, r Region, progress func(n int)) (int, error) {
 	bw := bufio.NewWriterSize(w, 1<<16)
 	enc := json.NewEncoder(bw)
@@ -62,6 +65,9 @@ func (s *Store) Export(w io.Writer, r Region, progress func(n int)) (int, error)
 	for ev, err := range s.Events(r) {
 		if err != nil {
 			return n, err
+		}
+		if ev.Header.Kind.Category() == CategorySystem {
+			continue
 		}
 		if err := enc.Encode(Exported(ev)); err != nil {
 			return n, err

@@ -51,8 +51,15 @@
 // call, and cached states are keyed by plugin name, version and module
 // digest. Plugin.Handler adapts a handler plugin to core.CursorWorker: the
 // reactions to each source event are written as one atomic batch through
-// the store's write gates (action "plugin", principal "plugin:NAME"), with
-// correlation and causation from the source event and idempotency keys
-// numbered within that source, so at-least-once redelivery writes nothing
-// twice however the worker cuts its batches.
+// the store's write gates (action "plugin"), with correlation and
+// causation from the source event and idempotency keys numbered within
+// that source, so at-least-once redelivery writes nothing twice however
+// the worker cuts its batches.
+//
+// A plugin is loaded on behalf of a principal (Host.LoadFor): its writes
+// carry that principal (tenant, roles) as input.principal and the plugin's
+// name, version and module digest as input.plugin, so a tenant policy
+// admits a tenant's plugin into that tenant only and can tell one tenant's
+// plugin from another's. A plugin loaded with Load writes as
+// "plugin:NAME" with no tenant, which a tenant policy refuses.
 package plugins

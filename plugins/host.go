@@ -20,6 +20,7 @@ import (
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/batpak-go/batpak/plugins/abi"
+	"github.com/batpak-go/batpak/policy"
 )
 
 // Host loads and runs plugins. Each plugin gets its own wazero runtime
@@ -82,6 +83,7 @@ func (h *Host) Close(ctx context.Context) error {
 type Plugin struct {
 	h      *Host
 	name   string
+	owner  policy.Principal // on whose behalf it was loaded (LoadFor); zero for Load
 	cur    atomic.Pointer[version]
 	faults atomic.Int32 // consecutive
 }
@@ -121,11 +123,15 @@ func (i *instance) fn(name string) api.Function {
 // digest that does not match m.SHA256, a module whose ABI version is not
 // abi.Version, and one missing the exports its kind needs.
 func (h *Host) Load(ctx context.Context, wasm []byte, m Manifest) (*Plugin, error) {
+	return h.load(ctx, wasm, m, policy.Principal{})
+}
+
+func (h *Host) load(ctx context.Context, wasm []byte, m Manifest, owner policy.Principal) (*Plugin, error) {
 	v, err := h.compile(ctx, wasm, m)
 	if err != nil {
 		return nil, err
 	}
-	p := &Plugin{h: h, name: v.m.Name}
+	p := &Plugin{h: h, name: v.m.Name, owner: owner}
 	p.cur.Store(v)
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -143,15 +143,41 @@ func (p *Plugin) Handle(ctx context.Context, evs []core.StoredEvent) (uint32, []
 	return action, rs, nil
 }
 
-// Principal is the identity a plugin's writes carry to the store's gates.
+// LoadFor loads wasm as Load does, on behalf of owner: the principal
+// (id, tenant, roles) that loads it. The plugin's writes carry owner to the
+// store's gates as input.principal, and the plugin's name, version and
+// module digest as input.plugin, so a tenant policy admits a tenant's
+// plugin into that tenant only and can tell one tenant's plugin from
+// another's. Errors as Load.
+func (h *Host) LoadFor(ctx context.Context, owner policy.Principal, wasm []byte, m Manifest) (*Plugin, error) {
+	owner.Roles = slices.Clone(owner.Roles)
+	return h.load(ctx, wasm, m, owner)
+}
+
+// Principal is the identity a plugin's writes carry to the store's gates:
+// the principal it was loaded for (LoadFor); for a plugin loaded with
+// Load, "plugin:NAME" with role "plugin" and no tenant (which a tenant
+// policy refuses).
 func (p *Plugin) Principal() policy.Principal {
+	if o := p.owner; o.ID != "" || o.Tenant != "" || len(o.Roles) > 0 {
+		o.Roles = slices.Clone(o.Roles)
+		return o
+	}
 	return policy.Principal{ID: "plugin:" + p.name, Roles: []string{"plugin"}}
+}
+
+// Ref identifies the plugin's current version to the store's gates (core
+// Proposal.Plugin, policy input.plugin): name, version and the sha256 of
+// its module, hex.
+func (p *Plugin) Ref() core.PluginRef {
+	v := p.cur.Load()
+	return core.PluginRef{Name: v.m.Name, Version: v.m.Version, Digest: v.digest}
 }
 
 // Handler adapts a handler plugin to core.CursorWorker. For each batch it
 // calls the plugin and writes the reactions it returns, those of each
 // source event as one atomic batch, through the store's write gates
-// (action "plugin", principal "plugin:NAME"), with correlation = the
+// (action "plugin", principal Principal(), plugin Ref()), with correlation = the
 // source event's correlation, causation = the source event's id, and an
 // idempotency key numbered within the source, so a redelivery
 // (at-least-once) writes nothing twice however the batches are cut. A
@@ -188,7 +214,8 @@ func (p *Plugin) Handler(store *core.Store) core.Handler {
 				},
 			})
 		}
-		wctx := policy.WithPrincipal(core.WithAction(ctx, core.ActionPlugin), p.Principal())
+		wctx := core.WithPlugin(core.WithAction(ctx, core.ActionPlugin), p.Ref())
+		wctx = policy.WithPrincipal(wctx, p.Principal())
 		for _, src := range order {
 			if _, err := store.AppendBatch(wctx, bySource[src]); err != nil {
 				return core.Continue, fmt.Errorf("batpak: plugin %s reactions to %s: %w", p.name, batch[src].Header.ID, err)

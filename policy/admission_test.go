@@ -455,7 +455,7 @@ func TestPolicyInputOnEveryPath(t *testing.T) {
 	s := openGated(t, g)
 	// An existing entity (written around the gate, through a bypass).
 	existing := mustCoord(t, "acme:order:1", "shop")
-	p := policy.NewPipeline(policy.NewGateSet(g), s)
+	p := admitterOf(t, s).Pipeline(s)
 	seed := &policy.Input{Event: policy.Event{Entity: existing.Entity, Scope: "shop", Kind: "0x1:0x1", Payload: json.RawMessage(`{}`)}}
 	r, err := p.Bypass(clerkCtx, seed, "seed the store")
 	if err != nil {
@@ -708,21 +708,38 @@ func TestReactIsGated(t *testing.T) {
 	}
 }
 
-// Without an Admission every valid write is admitted (and a system
-// record, the audit trail, never asks the gate).
-func TestAppendSystemSkipsTheGate(t *testing.T) {
-	refuseAll := policy.GateFunc("closed", func(context.Context, *policy.Input) *policy.Denial {
-		return policy.Deny("CLOSED", "closed", nil)
+// Application code cannot write a system record around the gate: with an
+// Admission, AppendSystem is proposed to it as action "system". Only
+// batpak's own audit records (a bypass's, written by the pipeline) skip it.
+func TestAppendSystemIsAdmitted(t *testing.T) {
+	refuseAll := policy.GateFunc("closed", func(_ context.Context, in *policy.Input) *policy.Denial {
+		return policy.Deny("CLOSED", "closed "+string(in.Action), nil)
 	})
 	s := openGated(t, refuseAll)
 	if _, err := s.Append(clerkCtx, mustCoord(t, "acme:1", "shop"), kindA, []byte(`{}`)); asDenial(t, err).Code != "CLOSED" {
 		t.Fatal("admitted")
 	}
-	if _, err := s.AppendSystem(clerkCtx, mustCoord(t, policy.AuditEntity, "policy"), policy.KindBypassAudit, []byte(`{}`), core.AppendOptions{}); err != nil {
-		t.Fatalf("AppendSystem through a closed gate: %v", err)
+	_, err := s.AppendSystem(clerkCtx, mustCoord(t, policy.AuditEntity, "policy"), policy.KindBypassAudit, []byte(`{"forged":true}`), core.AppendOptions{})
+	if d := asDenial(t, err); d.Message != "closed system" {
+		t.Fatalf("AppendSystem through a closed gate: %+v", d)
+	}
+	if evs, _ := s.Stream(policy.AuditEntity); len(evs) != 0 {
+		t.Fatalf("a refused system record was written: %d", len(evs))
 	}
 	// A user kind cannot be smuggled in as a system record.
 	if _, err := s.AppendSystem(clerkCtx, mustCoord(t, "acme:1", "shop"), kindA, []byte(`{}`), core.AppendOptions{}); !errors.Is(err, core.ErrNotSystemKind) {
 		t.Fatalf("AppendSystem with a user kind: %v", err)
+	}
+	// The pipeline's own audit record of a bypass goes through the closed gate.
+	p := admitterOf(t, s).Pipeline(s)
+	r, err := p.Bypass(clerkCtx, sampleInput("acme:1"), "repair")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Commit(clerkCtx, r, func(context.Context) error { return nil }); err != nil {
+		t.Fatalf("bypass audit through a closed gate: %v", err)
+	}
+	if evs, _ := s.Stream(policy.AuditEntity); len(evs) != 1 {
+		t.Fatalf("%d bypass audit records, want 1", len(evs))
 	}
 }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -164,6 +165,10 @@ func lookupPath(in *Input, p []string) string {
 		case p[1] == "index" && len(p) == 2:
 			return string(buf[8:])
 		}
+	case "plugin":
+		return jsonAt(in.Plugin, p[1:]) // nil: null, as the policy sees it
+	case "maintenance":
+		return jsonAt(in.Maintenance, p[1:])
 	case "entity":
 		switch {
 		case len(p) == 1:
@@ -175,6 +180,19 @@ func lookupPath(in *Input, p []string) string {
 		}
 	}
 	return undefined
+}
+
+// jsonAt renders the value at keys of x's JSON (the JSON inputValue gives
+// the policy), as payloadAt does for a payload.
+func jsonAt(x any, keys []string) string {
+	b, err := json.Marshal(x)
+	if err != nil {
+		return "\x00invalid"
+	}
+	if len(keys) == 0 {
+		return string(b)
+	}
+	return payloadAt(b, keys)
 }
 
 func anyString(v any) string {

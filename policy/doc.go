@@ -7,7 +7,9 @@
 //
 // core asks one Admission about every write, on every path (Append,
 // Submit, TrySubmit, reactions, batches item by item, outbox flushes,
-// fence writes, imports, plugin writes), before anything is queued. An
+// fence writes, imports, plugin writes, system records written by
+// applications), before anything is queued, and about every destructive
+// operation (Redact, EraseEntity, Compact) before anything is erased. An
 // Admitter is that Admission, made of gates:
 //
 //	gate, err := policy.LoadOPA(ctx, "policies/", policy.OPAOptions{})
@@ -26,7 +28,8 @@
 // Gates judge an *Input; an OPA policy sees the same thing as input:
 //
 //	{
-//	  "action":    "append" | "batch" | "fence" | "import" | "reaction" | "plugin",
+//	  "action":    "append" | "batch" | "fence" | "import" | "reaction" | "plugin"
+//	             | "system" | "redact" | "erase" | "compact",
 //	  "principal": {"id": "u1", "tenant": "acme", "roles": ["clerk"]},
 //	  "event": {
 //	    "entity": "acme:order:1", "scope": "shop",
@@ -38,12 +41,28 @@
 //	    "expected_clock": null             // or "no_events", or a number
 //	  },
 //	  "batch":  null | {"size": 3, "index": 0},
-//	  "entity": {"exists": true, "clock": 41}   // the entity's visible state
+//	  "entity": {"exists": true, "clock": 41},  // the entity's visible state
+//	  "plugin": null | {"name": "shipper", "version": "1.2.0", "digest": "9f86…"},
+//	  "maintenance": null | {                   // redact, erase, compact
+//	    "reason": "GDPR request 17",            // core.WithReason
+//	    "ids": ["0190…"],                       // redact, erase: payloads erased
+//	    "entity": "acme:customer:7",            // erase: the entity; redact: the event's
+//	    "entities": {"acme:customer:7": 3},     // every entity erased or removed from → how many
+//	    "compact": null | {"merge": false, "max_age_seconds": 0, "max_per_entity": 100,
+//	                       "keep": false, "tombstone": false},
+//	    "events_erased": 3, "events_removed": 0, "segments": 0
+//	  }
 //	}
 //
 // The principal comes from the context (WithPrincipal); the CLI and the
 // server set it, embedded callers can. A write without one has an empty
-// principal, which a tenant policy will refuse.
+// principal, which a tenant policy will refuse. A plugin's writes carry
+// the principal it was loaded for (plugins.Host.LoadFor) and name the
+// plugin in "plugin". For a destructive operation "event" has empty
+// fields, "batch" is null and "entity" is {false, 0}; gates see these
+// inputs too (check the action): a gate written for writes only should
+// refuse actions it does not know. Admitter.AdmitMaintenance passes the
+// principal on to the store's audit record of the operation.
 //
 // # OPA policies
 //
@@ -97,5 +116,10 @@
 // it first writes an audit event to the store (entity batpak:audit:bypass,
 // scope policy, system kind 0x0:0x1; who, why, what) — a bypass is never
 // silent. Only the bypassed write (same coordinate, kind and payload)
-// passes the Admitter; other writes in the same Commit are judged.
+// passes, and only the Admitter the pipeline was made from
+// (Admitter.Pipeline) honours it: a receipt of any other pipeline (one
+// from NewPipeline, over an empty gate set, or of another admitter) lets
+// nothing through, and only the issuing pipeline commits it. Other writes
+// in the same Commit are judged. No bypass applies to destructive
+// operations.
 package policy

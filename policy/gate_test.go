@@ -337,7 +337,7 @@ type auditPayload struct {
 func TestBypassIsAuditedAndLetsOnlyItsWriteThrough(t *testing.T) {
 	rec := &recorder{}
 	s := openGated(t, rec)
-	p := policy.NewPipeline(policy.NewGateSet(rec), s)
+	p := admitterOf(t, s).Pipeline(s)
 	admin := policy.Principal{ID: "ops-7", Tenant: "acme", Roles: []string{"oncall"}}
 	ctx := policy.WithPrincipal(context.Background(), admin)
 	coord := mustCoord(t, "deny:order:9", "shop")
@@ -440,7 +440,7 @@ func TestBypassIsAuditedAndLetsOnlyItsWriteThrough(t *testing.T) {
 // elsewhere (a queue, a background job) without one.
 func TestBypassRecordsWhoAskedForIt(t *testing.T) {
 	s := openGated(t, &recorder{})
-	p := policy.NewPipeline(policy.NewGateSet(&recorder{}), s)
+	p := admitterOf(t, s).Pipeline(s)
 	who := policy.Principal{ID: "ops-1", Tenant: "acme"}
 	r, err := p.Bypass(policy.WithPrincipal(context.Background(), who), sampleInput("deny:x"), "because")
 	if err != nil {
@@ -488,5 +488,60 @@ func TestBypassIsNeverSilent(t *testing.T) {
 	r, _ = p.Bypass(clerkCtx, sampleInput("x"), "reason")
 	if _, err := p.Commit(clerkCtx, r, func(context.Context) error { t.Error("fn ran"); return nil }); err == nil {
 		t.Fatal("a bypass committed on a closed store")
+	}
+}
+
+// A bypass receipt lets a write through only the Admitter of the pipeline
+// that issued it: a pipeline over an empty gate set, or one made from
+// another admitter, cannot open the store's gate.
+func TestBypassHonouredOnlyByItsOwnAdmitter(t *testing.T) {
+	rec := &recorder{}
+	s := openGated(t, rec)
+	coord := mustCoord(t, "deny:order:1", "shop")
+	in := sampleInput(coord.Entity)
+	try := func(p *policy.Pipeline) error {
+		t.Helper()
+		r, err := p.Bypass(clerkCtx, in, "INC-7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var werr error
+		if _, err := p.Commit(clerkCtx, r, func(ctx context.Context) error {
+			_, werr = s.Append(ctx, coord, kindA, in.Event.Payload)
+			return nil
+		}); err != nil {
+			t.Fatalf("Commit: %v", err)
+		}
+		return werr
+	}
+	for name, p := range map[string]*policy.Pipeline{
+		"empty gate set":  policy.NewPipeline(policy.NewGateSet(), s),
+		"same gates":      policy.NewPipeline(admitterOf(t, s).Gates(), s),
+		"other admitter":  policy.NewAdmitter(rec).Pipeline(s),
+		"other admitter2": policy.NewAdmitter().Pipeline(s),
+	} {
+		if d := asDenial(t, try(p)); d.Code != "ENTITY_REFUSED" {
+			t.Fatalf("%s: a foreign bypass got through: %+v", name, d)
+		}
+	}
+	if evs, _ := s.Stream(coord.Entity); len(evs) != 0 {
+		t.Fatalf("%d events written through foreign bypasses", len(evs))
+	}
+	// A receipt is committed only by the pipeline that issued it.
+	a := admitterOf(t, s)
+	p1, p2 := a.Pipeline(s), a.Pipeline(s)
+	r, err := p1.Bypass(clerkCtx, in, "INC-7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p2.Commit(clerkCtx, r, func(context.Context) error { t.Error("fn ran"); return nil }); !errors.Is(err, policy.ErrForeignReceipt) {
+		t.Fatalf("Commit by another pipeline: %v, want ErrForeignReceipt", err)
+	}
+	// Its own pipeline's bypass passes.
+	if err := try(a.Pipeline(s)); err != nil {
+		t.Fatalf("own bypass: %v", err)
+	}
+	if evs, _ := s.Stream(coord.Entity); len(evs) != 1 {
+		t.Fatalf("%d events after the own bypass, want 1", len(evs))
 	}
 }

@@ -57,6 +57,16 @@ func openGated(t testing.TB, gates ...policy.Gate) *core.Store {
 	return s
 }
 
+// admitterOf returns the Admitter openGated gave s.
+func admitterOf(t testing.TB, s *core.Store) *policy.Admitter {
+	t.Helper()
+	a, ok := s.Config().Admission.(*policy.Admitter)
+	if !ok {
+		t.Fatalf("the store's Admission is %T", s.Config().Admission)
+	}
+	return a
+}
+
 // recorder is a gate that remembers every input it judged and refuses the
 // writes to entities starting with "deny:" with two reasons.
 type recorder struct {

@@ -39,6 +39,66 @@ type Input struct {
 	Event     Event       `json:"event"`
 	Batch     *Batch      `json:"batch"`
 	Entity    Entity      `json:"entity"`
+	// Plugin names the plugin that emitted the write (action "plugin");
+	// nil otherwise.
+	Plugin *Plugin `json:"plugin"`
+	// Maintenance describes a destructive operation (action "redact",
+	// "erase" or "compact"; Event, Batch and Entity are then empty); nil
+	// for writes.
+	Maintenance *Maintenance `json:"maintenance"`
+}
+
+// Plugin identifies the plugin behind a write: the principal is the one
+// it was loaded for, this says which plugin of theirs wrote.
+type Plugin struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Digest  string `json:"digest"` // the module's sha256, hex
+}
+
+// Maintenance is what a destructive operation would erase or remove,
+// worked out before anything is done (see core.MaintenanceProposal).
+type Maintenance struct {
+	Reason string   `json:"reason"` // core.WithReason; "" when none was given
+	IDs    []string `json:"ids"`    // redact, erase: the events whose payloads go
+	Entity string   `json:"entity"` // erase: the entity; redact: the event's
+	// Entities maps each entity whose events are erased or removed to how
+	// many: a tenant policy checks that they are all the tenant's.
+	Entities map[string]int `json:"entities"`
+	// Compact is what compact was asked to do; nil for the others.
+	Compact       *Compaction `json:"compact"`
+	EventsErased  int         `json:"events_erased"`  // payloads erased (tombstones included)
+	EventsRemoved int         `json:"events_removed"` // events removed (compact)
+	Segments      int         `json:"segments"`       // sealed segments rewritten (compact)
+}
+
+// Compaction is a compaction's strategy; keep and tombstone say whether a
+// Go predicate was given (what it picked is in the counts and entities).
+type Compaction struct {
+	Merge         bool    `json:"merge"`
+	MaxAgeSeconds float64 `json:"max_age_seconds"`
+	MaxPerEntity  int     `json:"max_per_entity"`
+	Keep          bool    `json:"keep"`
+	Tombstone     bool    `json:"tombstone"`
+}
+
+// InputFromMaintenance builds the input for a proposed destructive
+// operation, taking the principal from ctx.
+func InputFromMaintenance(ctx context.Context, p *core.MaintenanceProposal) *Input {
+	m := &Maintenance{
+		Reason: p.Reason, Entity: p.Entity, Entities: p.Entities, IDs: make([]string, len(p.IDs)),
+		EventsErased: p.EventsErased, EventsRemoved: p.EventsRemoved, Segments: p.Segments,
+	}
+	if m.Entities == nil {
+		m.Entities = map[string]int{}
+	}
+	for i, id := range p.IDs {
+		m.IDs[i] = id.String()
+	}
+	if c := p.Compact; c != nil {
+		m.Compact = &Compaction{Merge: c.Merge, MaxAgeSeconds: c.MaxAge.Seconds(), MaxPerEntity: c.MaxPerEntity, Keep: c.Keep, Tombstone: c.Tombstone}
+	}
+	return &Input{Action: p.Action, Principal: PrincipalFrom(ctx), Maintenance: m}
 }
 
 // Event is the proposed event.
@@ -85,6 +145,9 @@ func InputFromProposal(ctx context.Context, p *core.Proposal) *Input {
 			IdempotencyKey: p.Options.IdempotencyKey,
 		},
 		Entity: Entity{Exists: p.EntityExists, Clock: p.EntityClock},
+	}
+	if pl := p.Plugin; pl != nil {
+		in.Plugin = &Plugin{Name: pl.Name, Version: pl.Version, Digest: pl.Digest}
 	}
 	if id := p.Options.CorrelationID; !id.IsZero() {
 		in.Event.CorrelationID = id.String()
@@ -139,6 +202,21 @@ func inputValue(ctx context.Context, in *Input, reads *payloadReads, maxValues i
 	default:
 		return nil, fmt.Errorf("event.expected_clock is %T, want null, \"no_events\" or a number", x)
 	}
+	plugin, maint := ast.NullTerm(), ast.NullTerm()
+	if in.Plugin != nil {
+		t, err := jsonTerm(in.Plugin)
+		if err != nil {
+			return nil, fmt.Errorf("plugin: %w", err)
+		}
+		plugin = t
+	}
+	if in.Maintenance != nil {
+		t, err := jsonTerm(in.Maintenance)
+		if err != nil {
+			return nil, fmt.Errorf("maintenance: %w", err)
+		}
+		maint = t
+	}
 	batch := ast.NullTerm()
 	if in.Batch != nil {
 		batch = ast.ObjectTerm(
@@ -170,5 +248,21 @@ func inputValue(ctx context.Context, in *Input, reads *payloadReads, maxValues i
 			ast.Item(ast.StringTerm("exists"), ast.BooleanTerm(in.Entity.Exists)),
 			ast.Item(ast.StringTerm("clock"), ast.UIntNumberTerm(in.Entity.Clock)),
 		)),
+		ast.Item(ast.StringTerm("plugin"), plugin),
+		ast.Item(ast.StringTerm("maintenance"), maint),
 	), nil
+}
+
+// jsonTerm renders x (a *Plugin or *Maintenance) as a term through its
+// JSON, the same JSON the decision cache keys on (see lookupPath).
+func jsonTerm(x any) (*ast.Term, error) {
+	b, err := json.Marshal(x)
+	if err != nil {
+		return nil, err
+	}
+	v, err := ast.ValueFromReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	return ast.NewTerm(v), nil
 }

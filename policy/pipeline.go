@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/trusted"
 )
 
 // Receipt proves that a proposal passed a GateSet (or was bypassed, with a
@@ -19,6 +20,7 @@ type Receipt struct {
 	in     *Input
 	gates  []string
 	issuer *GateSet  // the gate set that evaluated (or the bypassing pipeline's)
+	pipe   *Pipeline // the pipeline that issued a bypass receipt
 	bypass string    // the reason, for a bypass receipt
 	who    Principal // who asked for the bypass
 	used   atomic.Bool
@@ -36,8 +38,8 @@ func (r *Receipt) Bypassed() bool { return r.bypass != "" }
 // ErrReceiptUsed: a receipt was committed twice.
 var ErrReceiptUsed = errors.New("batpak: policy receipt already used")
 
-// ErrForeignReceipt: a receipt not made by the pipeline's gate set (or its
-// Bypass) was committed.
+// ErrForeignReceipt: a receipt not made by the pipeline's gate set (or,
+// for a bypass, by this very pipeline's Bypass) was committed.
 var ErrForeignReceipt = errors.New("batpak: policy receipt not made by this pipeline")
 
 // ErrNoReason: Bypass needs a reason.
@@ -53,15 +55,29 @@ type Committed struct {
 // Pipeline evaluates proposals through a GateSet and commits them.
 // Bypass lets a proposal through without evaluation, for a stated reason;
 // committing a bypass first records an audit event in the store (who, why,
-// what) — a bypass is never silent.
+// what) — a bypass is never silent. A bypass receipt is honoured only by
+// the Admitter the pipeline was made from (Admitter.Pipeline) and
+// committed only by the pipeline that issued it: a receipt from any other
+// pipeline — one over an empty gate set, one recording in another store —
+// lets nothing through.
 type Pipeline struct {
-	gates *GateSet
-	store *core.Store
+	gates    *GateSet
+	store    *core.Store
+	admitter *Admitter // whose Admit honours this pipeline's bypasses; nil: none does
 }
 
 // NewPipeline returns a pipeline over gates that records bypasses in store.
+// No Admitter honours its bypass receipts (a bypassed write is then judged
+// like any other); use Admitter.Pipeline for a pipeline whose bypasses the
+// store's Admitter lets through.
 func NewPipeline(gates *GateSet, store *core.Store) *Pipeline {
 	return &Pipeline{gates: gates, store: store}
+}
+
+// Pipeline returns a pipeline over a's gates that records bypasses in
+// store, and whose bypass receipts a (and only a) honours.
+func (a *Admitter) Pipeline(store *core.Store) *Pipeline {
+	return &Pipeline{gates: a.gates, store: store, admitter: a}
 }
 
 // Evaluate runs the gates (fail-fast); the error is a *Denial.
@@ -79,7 +95,7 @@ func (p *Pipeline) Bypass(ctx context.Context, in *Input, reason string) (*Recei
 	if in == nil {
 		return nil, errors.New("batpak: a bypass needs the proposal it lets through")
 	}
-	return &Receipt{in: in, bypass: reason, issuer: p.gates, who: PrincipalFrom(ctx)}, nil
+	return &Receipt{in: in, bypass: reason, issuer: p.gates, pipe: p, who: PrincipalFrom(ctx)}, nil
 }
 
 // AuditEntity is the entity bypass audit records are written to (scope
@@ -97,7 +113,7 @@ func (p *Pipeline) Commit(ctx context.Context, r *Receipt, fn func(ctx context.C
 	if r == nil {
 		return Committed{}, errors.New("batpak: nil policy receipt")
 	}
-	if r.issuer == nil || r.issuer != p.gates {
+	if r.issuer == nil || r.issuer != p.gates || (r.Bypassed() && r.pipe != p) {
 		return Committed{}, ErrForeignReceipt
 	}
 	if !r.used.CompareAndSwap(false, true) {
@@ -117,11 +133,12 @@ func (p *Pipeline) Commit(ctx context.Context, r *Receipt, fn func(ctx context.C
 
 type bypassKey struct{}
 
-// bypassed reports whether ctx carries a bypass receipt for this write:
-// the same coordinate, kind and payload bytes.
-func bypassed(ctx context.Context, in *Input) bool {
+// bypassed reports whether ctx carries a bypass receipt for this write
+// that a honours: issued by a pipeline made from a, for the same
+// coordinate, kind and payload bytes.
+func (a *Admitter) bypassed(ctx context.Context, in *Input) bool {
 	r, ok := ctx.Value(bypassKey{}).(*Receipt)
-	return ok && r.in.Event.Entity == in.Event.Entity && r.in.Event.Scope == in.Event.Scope && r.in.Event.Kind == in.Event.Kind &&
+	return ok && r.pipe != nil && r.pipe.admitter == a && r.in.Event.Entity == in.Event.Entity && r.in.Event.Scope == in.Event.Scope && r.in.Event.Kind == in.Event.Kind &&
 		bytes.Equal(r.in.Event.Payload, in.Event.Payload)
 }
 
@@ -149,14 +166,19 @@ func (p *Pipeline) audit(ctx context.Context, r *Receipt) (core.Receipt, error) 
 	if err != nil {
 		return core.Receipt{}, err
 	}
-	return p.store.AppendSystem(ctx, coord, KindBypassAudit, b, core.AppendOptions{})
+	// Marked: the gate is not asked about its own audit record.
+	return p.store.AppendSystem(trusted.Mark(ctx), coord, KindBypassAudit, b, core.AppendOptions{})
 }
 
 // Admitter is the store's write gate (core.Admission) made of a GateSet:
 // set it as core.Config.Admission. Every write's proposal becomes an Input
 // (principal from the context) and goes through the gates, fail-fast; a
 // denial is returned to the writer as a *Denial. A write committed through
-// a Pipeline bypass passes.
+// a bypass of one of its own pipelines (Admitter.Pipeline) passes. It
+// judges destructive operations too (core.MaintenanceAdmission): Redact,
+// EraseEntity and Compact become an Input with action "redact", "erase"
+// or "compact" and Maintenance set, through the same gates; no bypass
+// applies to them.
 type Admitter struct {
 	gates *GateSet
 }
@@ -167,13 +189,28 @@ func NewAdmitter(gates ...Gate) *Admitter { return &Admitter{gates: NewGateSet(g
 // Admit implements core.Admission.
 func (a *Admitter) Admit(ctx context.Context, p *core.Proposal) error {
 	in := InputFromProposal(ctx, p)
-	if bypassed(ctx, in) {
+	if a.bypassed(ctx, in) {
 		return nil
 	}
 	if d := a.gates.check(ctx, in); d != nil {
 		return d
 	}
 	return nil
+}
+
+// AdmitMaintenance implements core.MaintenanceAdmission: the operation
+// goes through the gates as an Input from InputFromMaintenance; the grant
+// names the principal, which the store's audit record keeps as "who".
+func (a *Admitter) AdmitMaintenance(ctx context.Context, p *core.MaintenanceProposal) (core.MaintenanceGrant, error) {
+	in := InputFromMaintenance(ctx, p)
+	if d := a.gates.check(ctx, in); d != nil {
+		return core.MaintenanceGrant{}, d
+	}
+	who, err := json.Marshal(in.Principal)
+	if err != nil {
+		return core.MaintenanceGrant{}, err
+	}
+	return core.MaintenanceGrant{Who: who}, nil
 }
 
 // Gates returns the admitter's gate set.

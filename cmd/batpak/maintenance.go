@@ -49,7 +49,9 @@ JSON: id, entity, scope, kind, clock, global_sequence, correlation_id,
 causation_id, timestamp_us, flags, idempotency_key, redacted, payload.
 "batpak import" reads it back into another store, keeping ids,
 correlation and causation. Hidden (fenced) events are not exported;
-redacted ones are, without payload.`,
+redacted ones are, without payload. System records (the store's audit
+records of erasures and bypasses) stay behind: "batpak query
+--entity-prefix batpak:audit" reads them.`,
 		Example: `  batpak export --out events.ndjson
   batpak export --scope shop | gzip > shop.ndjson.gz`,
 		Args: noArgs,
@@ -185,7 +187,7 @@ hidden ranges and durable cursor positions. Open the copy like any store
 }
 
 func newRedactCmd(a *app) *cobra.Command {
-	var entity string
+	var entity, reason string
 	cmd := &cobra.Command{
 		Use:     "redact [ID]",
 		Short:   "Erase an event's payload (or every payload of an entity)",
@@ -195,8 +197,15 @@ the event redacted; with --entity, every event of that entity. The
 header stays, so the hash chain still verifies ("batpak verify"), and
 reads show the event as redacted with no payload. Projection caches never
 serve state computed before the redaction. Snapshots and exports taken
-earlier still hold the payload.`,
-		Example: `  batpak redact 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e
+earlier still hold the payload.
+
+With policy.dir set (--policy-dir), the redaction is judged by the policy
+first (input.action "redact", or "erase" with --entity; the events and
+entities it would erase are in input.maintenance), as the principal
+--principal-id, --tenant, --roles; --reason says why. An admitted
+redaction is recorded, before it is done, as an audit event on entity
+batpak:audit:maintenance (who, why, what, how many).`,
+		Example: `  batpak redact 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e --reason "GDPR request 17"
   batpak redact --entity customer:42`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
@@ -214,22 +223,24 @@ earlier still hold the payload.`,
 				return err
 			}
 			defer closeStore(s, &err)
+			ctx = core.WithReason(ctx, reason)
 			if entity != "" {
 				n, err := s.EraseEntity(ctx, entity)
 				if err != nil {
-					return err
+					return maintenanceDenial("redact", err)
 				}
 				_, err = fmt.Fprintf(cmd.OutOrStdout(), "redacted %s of %s\n", plural(n, "event", "events"), entity)
 				return err
 			}
 			if err := s.Redact(ctx, id); err != nil {
-				return err
+				return maintenanceDenial("redact", err)
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "redacted %s\n", id)
 			return err
 		},
 	}
 	cmd.Flags().StringVar(&entity, "entity", "", "redact every event of this entity")
+	cmd.Flags().StringVar(&reason, "reason", "", "why (the policy sees it; the audit record keeps it)")
 	return cmd
 }
 
@@ -239,6 +250,7 @@ func newCompactCmd(a *app) *cobra.Command {
 		maxAge       time.Duration
 		maxPerEntity int
 		tombstone    string
+		reason       string
 	)
 	cmd := &cobra.Command{
 		Use:     "compact",
@@ -257,7 +269,13 @@ zstd or s2 they are packed, with none (the default) packed segments are
 written back plain. Run compact with the compression the store uses.
 Data reclaimed counts uncompressed segment bytes; on disk counts file
 sizes, zero fill and compression included (the new files can take more
-room: packed segments written back plain, say).`,
+room: packed segments written back plain, say).
+
+With policy.dir set (--policy-dir), the compaction is judged by the policy
+(input.action "compact") once the new segments are written and before they
+take effect: input.maintenance says what it would remove or tombstone and
+of which entities. One that removes or tombstones events is recorded as an
+audit event on entity batpak:audit:maintenance before it takes effect.`,
 		Example: `  batpak compact --merge
   batpak compact --max-age 720h --max-per-entity 1000`,
 		Args: noArgs,
@@ -274,9 +292,9 @@ room: packed segments written back plain, say).`,
 				return err
 			}
 			defer closeStore(s, &err)
-			rep, err := s.Compact(ctx, cfg)
+			rep, err := s.Compact(core.WithReason(ctx, reason), cfg)
 			if err != nil {
-				return err
+				return maintenanceDenial("compact", err)
 			}
 			disk := humanBytes(rep.DiskBytesReclaimed) + " on disk reclaimed"
 			if rep.DiskBytesReclaimed < 0 {
@@ -294,6 +312,7 @@ room: packed segments written back plain, say).`,
 	f.DurationVar(&maxAge, "max-age", 0, "remove events older than this (e.g. 720h)")
 	f.IntVar(&maxPerEntity, "max-per-entity", 0, "keep only each entity's newest N events")
 	f.StringVar(&tombstone, "tombstone-entity", "", "erase the payloads of this entity's events (they stay, redacted)")
+	f.StringVar(&reason, "reason", "", "why (the policy sees it; the audit record keeps it)")
 	return cmd
 }
 

@@ -497,12 +497,27 @@ func parseAnyKind(s string) (cat, typ uint16, err error) {
 // denialError renders a policy denial with every reason and its context,
 // one reason a line.
 func denialError(d *policy.Denial) error {
+	return denialErrorOf("write", "nothing was written", d)
+}
+
+// maintenanceDenial turns a *policy.Denial refusing a destructive
+// operation (what: "redact", "compact") into the CLI's message; other
+// errors pass as they are.
+func maintenanceDenial(what string, err error) error {
+	var d *policy.Denial
+	if errors.As(err, &d) {
+		return denialErrorOf(what, "nothing was changed", d)
+	}
+	return err
+}
+
+func denialErrorOf(what, outcome string, d *policy.Denial) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "write denied by gate %q", d.Gate)
+	fmt.Fprintf(&b, "%s denied by gate %q", what, d.Gate)
 	if d.Revision != "" {
 		fmt.Fprintf(&b, " (policy revision %s)", d.Revision)
 	}
-	b.WriteString("; nothing was written:")
+	b.WriteString("; " + outcome + ":")
 	reasons := d.Reasons
 	if len(reasons) == 0 {
 		reasons = []policy.Reason{{Code: d.Code, Message: d.Message, Context: d.Context}}

@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/policy"
 )
 
 // examplePolicies is the repository's example bundle, as an absolute path
@@ -153,7 +158,7 @@ func TestPolicyEval(t *testing.T) {
 	dir := isolate(t)
 
 	r := wantExit(t, exitOK, "", "policy", "eval", "--bundle", bundle, "--input", allowedInput)
-	contains(t, "allowed eval", r.stdout, "allowed\n", "bundle:   "+bundle, "revision: shop-tenancy-2025.06.1",
+	contains(t, "allowed eval", r.stdout, "allowed\n", "bundle:   "+bundle, "revision: shop-tenancy-2025.07.1",
 		"reads:    ", "principal.tenant", "event.entity", "event.payload.total_cents")
 	if strings.Contains(r.stdout, "reasons") || r.stderr != "" {
 		t.Errorf("allowed eval:\n%s%s", r.stdout, r.stderr)
@@ -178,7 +183,7 @@ func TestPolicyEval(t *testing.T) {
 	}
 	r = wantExit(t, exitDenied, string(doc), "policy", "eval", "--bundle", bundle, "--input", "-", "--json")
 	d := decode[decisionJSON](t, r.stdout)
-	if d.Decision != "denied" || d.Allowed || d.Revision != "shop-tenancy-2025.06.1" || d.Bundle != bundle || len(d.Reasons) != 3 {
+	if d.Decision != "denied" || d.Allowed || d.Revision != "shop-tenancy-2025.07.1" || d.Bundle != bundle || len(d.Reasons) != 3 {
 		t.Errorf("eval --json = %+v", d)
 	}
 	var codes []string
@@ -273,7 +278,7 @@ func TestAppendWithPolicy(t *testing.T) {
 	// Denied: another tenant's entity. The message names gate, revision,
 	// every reason and its context; nothing is written.
 	r := fails(t, appendArgs(as("acme", "clerk"), "globex:order:1", "1:1", order),
-		`write denied by gate "opa" (policy revision shop-tenancy-2025.06.1); nothing was written:`,
+		`write denied by gate "opa" (policy revision shop-tenancy-2025.07.1); nothing was written:`,
 		`  TENANT_MISMATCH: tenant "acme" may write only entities prefixed "acme:", not "globex:order:1" {"entity":"globex:order:1","tenant":"acme"}`)
 	if strings.Contains(r.stderr, "Usage:") {
 		t.Errorf("usage after a denial:\n%s", r.stderr)
@@ -400,4 +405,128 @@ principal:
 	writeFile(t, bad, "principal:\n  tenant: [a, b]\n")
 	t.Setenv("BATPAK_PRINCIPAL_TENANT", "")
 	fails(t, []string{"config", "--config", bad}, "principal.tenant (from config "+bad+")", "not a single value")
+}
+
+// With --policy-dir, redact and compact are judged by the policy: another
+// tenant's clerk cannot erase a tenant's event; that tenant's admin can,
+// and the erasure leaves an audit event (who, why, what, how many).
+func TestMaintenanceWithPolicy(t *testing.T) {
+	bundle := examplePolicies(t)
+	dir := filepath.Join(isolate(t), "store")
+	dd := "--data-dir=" + dir
+	seg := "--segment-max-bytes=64KiB"
+	// Orders of both tenants, over several segments, written without a policy.
+	cfg := core.DefaultConfig(dir)
+	cfg.SegmentMaxBytes = 64 << 10
+	s, err := core.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]core.EventID{}
+	for i := 0; i < 200; i++ {
+		for _, tenant := range []string{"acme", "globex"} {
+			// Few entities (the policy input lists every entity a
+			// compaction touches), 25 events each.
+			c, err := core.NewCoordinate(fmt.Sprintf("%s:order:%d", tenant, i%8), "shop")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := s.Append(context.Background(), c, core.MustKind(1, 1), []byte(orderPayload(i)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, seen := ids[c.Entity]; !seen {
+				ids[c.Entity] = r.ID // the entity's first event, in a sealed segment
+			}
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	as := func(tenant, roles string, args ...string) []string {
+		return append(append([]string{}, args...), dd, seg, "--policy-dir", bundle, "--principal-id", "u-test", "--tenant", tenant, "--roles", roles)
+	}
+	victim := ids["globex:order:7"].String()
+	intact := func() {
+		t.Helper()
+		if out := ok(t, "get", dd, victim); strings.Contains(out, "(redacted") || !strings.Contains(out, "total_cents") {
+			t.Fatalf("globex's event lost its payload:\n%s", out)
+		}
+	}
+	audits := func() []map[string]json.RawMessage {
+		t.Helper()
+		return parseLines(t, ok(t, "query", dd, "--entity-prefix", core.MaintenanceAuditEntity, "--json"))
+	}
+
+	// Another tenant's clerk: denied, payload intact, nothing recorded.
+	fails(t, as("acme", "clerk", "redact", victim, "--reason", "cleanup"),
+		`redact denied by gate "opa"`, "nothing was changed",
+		`MAINTENANCE_NOT_ALLOWED`, `TENANT_MISMATCH: tenant "acme" may redact only entities prefixed "acme:", not "globex:order:7"`)
+	intact()
+	// Another tenant's admin, and globex's own clerk: denied too.
+	fails(t, as("acme", "admin", "redact", victim, "--reason", "cleanup"), "TENANT_MISMATCH")
+	fails(t, as("globex", "clerk", "redact", victim, "--reason", "cleanup"), "MAINTENANCE_NOT_ALLOWED")
+	fails(t, as("acme", "admin", "redact", "--entity", "globex:order:8", "--reason", "cleanup"), "TENANT_MISMATCH")
+	intact()
+	if a := audits(); len(a) != 0 {
+		t.Fatalf("%d audit records after denied redactions", len(a))
+	}
+
+	// globex's admin: erased, and recorded.
+	if out := ok(t, as("globex", "admin", "redact", victim, "--reason", "GDPR request 17")...); !strings.Contains(out, "redacted "+victim) {
+		t.Fatalf("redact: %q", out)
+	}
+	if out := ok(t, "get", dd, victim); !strings.Contains(out, "(redacted") {
+		t.Fatalf("not redacted:\n%s", out)
+	}
+	a := audits()
+	if len(a) != 1 {
+		t.Fatalf("%d audit records, want 1", len(a))
+	}
+	var rec struct {
+		Action   string           `json:"action"`
+		Who      policy.Principal `json:"who"`
+		Why      string           `json:"why"`
+		IDs      []string         `json:"ids"`
+		Entities map[string]int   `json:"entities"`
+		Erased   int              `json:"events_erased"`
+		Removed  int              `json:"events_removed"`
+	}
+	if err := json.Unmarshal(a[0]["payload"], &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Action != "redact" || rec.Who.Tenant != "globex" || rec.Who.ID != "u-test" || rec.Why != "GDPR request 17" ||
+		len(rec.IDs) != 1 || rec.IDs[0] != victim || rec.Entities["globex:order:7"] != 1 || rec.Erased != 1 {
+		t.Fatalf("audit record %s", a[0]["payload"])
+	}
+
+	// compact: a clerk may not; acme's admin may not remove globex's
+	// events; globex's admin may tombstone its own.
+	before := storeEvents(t, dd)
+	fails(t, as("acme", "clerk", "compact", "--merge"), `compact denied by gate "opa"`, "MAINTENANCE_NOT_ALLOWED")
+	fails(t, as("acme", "admin", "compact", "--max-per-entity", "0", "--tombstone-entity", "globex:order:3"), "TENANT_MISMATCH", `not "globex:order:3"`)
+	fails(t, as("acme", "admin", "compact", "--max-age", "1ns"), "TENANT_MISMATCH")
+	if n := storeEvents(t, dd); n != before {
+		t.Fatalf("%d events after denied compactions, want %d", n, before)
+	}
+	if out := ok(t, "get", dd, ids["globex:order:3"].String()); strings.Contains(out, "(redacted") {
+		t.Fatalf("a denied compaction tombstoned:\n%s", out)
+	}
+	out := ok(t, as("globex", "admin", "compact", "--tombstone-entity", "globex:order:3", "--reason", "retention")...)
+	m := regexp.MustCompile(`, ([0-9]+) events? tombstoned`).FindStringSubmatch(out)
+	if m == nil || m[1] == "0" {
+		t.Fatalf("compact: %q", out)
+	}
+	if out := ok(t, "get", dd, ids["globex:order:3"].String()); !strings.Contains(out, "(redacted") {
+		t.Fatalf("not tombstoned:\n%s", out)
+	}
+	if a := audits(); len(a) != 2 || !strings.Contains(string(a[1]["payload"]), `"action":"compact"`) || !strings.Contains(string(a[1]["payload"]), `"entities":{"globex:order:3":`+m[1]+`}`) {
+		t.Fatalf("audit records %v", a)
+	}
+	// A merge removes nothing: an admin may run it, and nothing is recorded.
+	ok(t, as("acme", "admin", "compact", "--merge")...)
+	if a := audits(); len(a) != 2 {
+		t.Fatalf("%d audit records after a merge, want 2", len(a))
+	}
+	ok(t, "verify", dd)
 }

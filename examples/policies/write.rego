@@ -6,7 +6,8 @@
 # reason's context). A write is admitted when allow is true and deny is
 # empty. The input document is described in README.md.
 #
-# Rules:
+# Rules for writes (actions append, batch, fence, import, reaction,
+# plugin):
 #   - a write needs a principal (id and tenant) of a configured tenant;
 #   - a tenant writes only entities prefixed with its id and a colon
 #     ("acme:order:1" for tenant acme);
@@ -17,7 +18,21 @@
 #     tenant's max_order_cents, a currency of the tenant's, and an optional
 #     note of at most max_note_chars characters;
 #   - a payment (PaymentCaptured, 0x2:0x1) has a positive whole amount_cents
-#     in a currency of the tenant's.
+#     in a currency of the tenant's;
+#   - a plugin writes as the principal that loaded it: it names itself
+#     (input.plugin) and is one of the tenant's plugins
+#     (data.batpak.shop.tenants[t].plugins); the rules above apply with the
+#     loader's tenant and roles, so a tenant's plugin writes only into its
+#     own tenant;
+#   - system records (action system) are batpak's own: never admitted.
+#
+# Rules for destructive operations (actions redact, erase, compact):
+#   - only a principal with a maintenance role (data.batpak.shop.
+#     maintenance_roles) of a configured tenant may run them, with a reason
+#     for redact and erase;
+#   - every entity whose events they would erase or remove
+#     (input.maintenance.entities, and input.maintenance.entity) is the
+#     tenant's own.
 #
 # The input carries the parsed payload, not its size in bytes, so size
 # limits are field rules: the number of items and the length of the note.
@@ -62,6 +77,14 @@ deny contains {
 	not shop.tenants[tenant]
 }
 
+# The actions that write events; the others are destructive operations
+# (redact, erase, compact) and system records.
+write_actions := {"append", "batch", "fence", "import", "reaction", "plugin"}
+
+maintenance_actions := {"redact", "erase", "compact"}
+
+writing if input.action in write_actions
+
 # --- where: a tenant's own entities ---
 
 deny contains {
@@ -70,6 +93,7 @@ deny contains {
 	"tenant": tenant,
 	"entity": entity,
 } if {
+	writing
 	tenant := input.principal.tenant
 	tenant != ""
 	prefix := concat("", [tenant, ":"])
@@ -85,6 +109,7 @@ deny contains {
 	"kind": kind,
 	"roles": roles,
 } if {
+	writing
 	not kind_allowed
 	kind := input.event.kind
 	roles := input.principal.roles
@@ -252,4 +277,92 @@ positive_whole(x) if {
 	is_number(x)
 	x > 0
 	x == floor(x)
+}
+
+# --- plugins: a tenant's plugin writes as the tenant that loaded it ---
+
+deny contains {
+	"code": "NO_PLUGIN",
+	"message": "a plugin write names no plugin (input.plugin.name)",
+} if {
+	input.action == "plugin"
+	not has_plugin
+}
+
+has_plugin if input.plugin.name != ""
+
+deny contains {
+	"code": "PLUGIN_NOT_ALLOWED",
+	"message": sprintf("plugin %q is not one of tenant %q's plugins %v", [name, tenant, plugins]),
+	"plugin": name,
+	"tenant": tenant,
+} if {
+	input.action == "plugin"
+	name := input.plugin.name
+	name != ""
+	tenant := input.principal.tenant
+	plugins := object.get(shop.tenants, [tenant, "plugins"], [])
+	not name in plugins
+}
+
+# --- system records are batpak's own ---
+
+deny contains {
+	"code": "SYSTEM_WRITE",
+	"message": "system records are written by batpak itself, not by applications",
+} if {
+	input.action == "system"
+}
+
+# --- destructive operations: redact, erase, compact ---
+
+deny contains {
+	"code": "MAINTENANCE_NOT_ALLOWED",
+	"message": sprintf("%s needs one of the roles %v; %v has none", [input.action, shop.maintenance_roles, roles]),
+	"roles": roles,
+} if {
+	input.action in maintenance_actions
+	not maintainer
+	roles := input.principal.roles
+}
+
+maintainer if {
+	some role in input.principal.roles
+	role in shop.maintenance_roles
+}
+
+deny contains {
+	"code": "NO_REASON",
+	"message": sprintf("%s erases data: give a reason", [input.action]),
+} if {
+	input.action in {"redact", "erase"}
+	not has_reason
+}
+
+has_reason if input.maintenance.reason != ""
+
+deny contains {
+	"code": "TENANT_MISMATCH",
+	"message": sprintf("tenant %q may %s only entities prefixed %q, not %q", [tenant, input.action, prefix, entity]),
+	"tenant": tenant,
+	"entity": entity,
+} if {
+	input.action in maintenance_actions
+	tenant := input.principal.tenant
+	tenant != ""
+	prefix := concat("", [tenant, ":"])
+	some entity in maintained_entities
+	not startswith(entity, prefix)
+}
+
+# maintained_entities: every entity the operation would erase or remove
+# events of, and the entity asked for.
+maintained_entities contains entity if {
+	some entity, _ in input.maintenance.entities
+}
+
+maintained_entities contains entity if {
+	entity := input.maintenance.entity
+	is_string(entity)
+	entity != ""
 }

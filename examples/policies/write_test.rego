@@ -41,6 +41,8 @@ doc(principal, entity, kind, payload) := {
 	},
 	"batch": null,
 	"entity": {"exists": false, "clock": 0},
+	"plugin": null,
+	"maintenance": null,
 }
 
 place(principal, payload) := doc(principal, concat(":", [principal.tenant, "order:1"]), "0x1:0x1", payload)
@@ -284,4 +286,115 @@ test_reasons_are_objects_with_code_and_message if {
 		is_string(r.message)
 		r.message != ""
 	}
+}
+
+# --- plugins ---
+
+acme_admin := {"id": "u-ops", "tenant": "acme", "roles": ["admin"]}
+
+globex_admin := {"id": "u-gops", "tenant": "globex", "roles": ["admin"]}
+
+globex_clerk := {"id": "u-bob", "tenant": "globex", "roles": ["clerk"]}
+
+auto_ship := {"name": "auto-ship", "version": "1.0.0", "digest": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}
+
+# by_plugin is a plugin's write: the principal that loaded it, and the plugin.
+by_plugin(principal, plugin, entity) := object.union(doc(principal, entity, "0x1:0x2", shipment), {"action": "plugin", "plugin": plugin})
+
+test_tenants_plugin_writes_into_its_tenant if {
+	allowed(by_plugin(clerk, auto_ship, "acme:order:1"))
+}
+
+test_tenants_plugin_cannot_write_into_another_tenant if {
+	denied_only(by_plugin(clerk, auto_ship, "globex:order:1"), "TENANT_MISMATCH")
+}
+
+test_plugin_of_another_tenant_is_told_apart if {
+	# The same plugin loaded for globex, which has not taken it on.
+	denied_only(by_plugin(globex_clerk, auto_ship, "globex:order:1"), "PLUGIN_NOT_ALLOWED")
+	allowed(by_plugin(globex_clerk, object.union(auto_ship, {"name": "shipper"}), "globex:order:1"))
+}
+
+test_plugin_write_without_tenant if {
+	# A plugin loaded for nobody (plugins.Host.Load) writes as plugin:NAME.
+	req := by_plugin({"id": "plugin:auto-ship", "tenant": "", "roles": ["plugin"]}, auto_ship, "acme:order:1")
+	"NO_PRINCIPAL" in codes(req)
+	not write.allow with input as req
+}
+
+test_plugin_write_must_name_its_plugin if {
+	denied_only(by_plugin(clerk, null, "acme:order:1"), "NO_PLUGIN")
+	denied_only(by_plugin(clerk, object.union(auto_ship, {"name": ""}), "acme:order:1"), "NO_PLUGIN")
+}
+
+test_plugin_writes_with_the_loaders_roles if {
+	# Loaded by a cashier, it may not write shipments (0x1:0x2).
+	denied_only(by_plugin(cashier, auto_ship, "acme:order:1"), "KIND_NOT_ALLOWED")
+}
+
+# --- system records ---
+
+test_application_system_record_denied if {
+	req := object.union(doc(acme_admin, "batpak:audit:bypass", "0x0:0x1", {}), {"action": "system"})
+	"SYSTEM_WRITE" in codes(req)
+	not write.allow with input as req
+}
+
+# --- destructive operations ---
+
+# maint is the input of a destructive operation.
+maint(principal, action, m) := {
+	"action": action,
+	"principal": principal,
+	"event": {"entity": "", "scope": "", "kind": "", "category": 0, "type": 0, "payload": null, "correlation_id": null, "causation_id": null, "idempotency_key": null, "expected_clock": null},
+	"batch": null,
+	"entity": {"exists": false, "clock": 0},
+	"plugin": null,
+	"maintenance": object.union({"reason": "GDPR request 17", "ids": [], "entity": "", "entities": {}, "compact": null, "events_erased": 0, "events_removed": 0, "segments": 0}, m),
+}
+
+redact_globex := {"ids": ["0197a2c4-5e1f-7a3b-9c2d-4e6f8a0b1c2d"], "entity": "globex:order:7", "entities": {"globex:order:7": 1}, "events_erased": 1}
+
+test_admin_redacts_own_tenant if {
+	allowed(maint(globex_admin, "redact", redact_globex))
+	allowed(maint(globex_admin, "erase", redact_globex))
+}
+
+test_clerk_cannot_redact if {
+	denied_only(maint(globex_clerk, "redact", redact_globex), "MAINTENANCE_NOT_ALLOWED")
+}
+
+test_other_tenant_cannot_redact if {
+	denied_only(maint(acme_admin, "redact", redact_globex), "TENANT_MISMATCH")
+	codes(maint(clerk, "redact", redact_globex)) == {"MAINTENANCE_NOT_ALLOWED", "TENANT_MISMATCH"}
+}
+
+test_erase_of_another_tenants_empty_entity if {
+	# Nothing to erase yet, but the entity named is globex's.
+	denied_only(maint(acme_admin, "erase", {"entity": "globex:customer:1"}), "TENANT_MISMATCH")
+}
+
+test_redact_needs_a_reason if {
+	denied_only(maint(globex_admin, "redact", object.union(redact_globex, {"reason": ""})), "NO_REASON")
+}
+
+test_compact_own_tenant if {
+	allowed(maint(acme_admin, "compact", {"reason": "", "compact": {"merge": true, "max_age_seconds": 0, "max_per_entity": 0, "keep": false, "tombstone": false}}))
+	allowed(maint(acme_admin, "compact", {"entities": {"acme:order:1": 3, "acme:order:2": 1}, "events_removed": 4}))
+}
+
+test_compact_touching_another_tenant if {
+	req := maint(acme_admin, "compact", {"entities": {"acme:order:1": 3, "globex:order:2": 1}, "events_removed": 4})
+	denied_only(req, "TENANT_MISMATCH")
+	some r in reasons(req)
+	r.entity == "globex:order:2"
+}
+
+test_compact_needs_admin if {
+	denied_only(maint(clerk, "compact", {}), "MAINTENANCE_NOT_ALLOWED")
+}
+
+test_maintenance_without_principal if {
+	req := maint({"id": "", "tenant": "", "roles": []}, "compact", {})
+	codes(req) == {"NO_PRINCIPAL", "MAINTENANCE_NOT_ALLOWED"}
 }

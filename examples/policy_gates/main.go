@@ -240,11 +240,12 @@ func run(w io.Writer, now func() time.Time) error {
 		return err
 	}
 
-	// 4. An operator lets it through: a Pipeline over the same gates
+	// 4. An operator lets it through: a Pipeline made from the store's admitter
+	// (the only kind of pipeline whose bypasses that admitter honours)
 	// evaluates the debit (still denied), then Bypass issues a receipt
 	// for a stated reason, and Commit first records who, why and what in
 	// an audit event, then runs the write with the bypass in its context.
-	pipe := policy.NewPipeline(admitter.Gates(), s)
+	pipe := admitter.Pipeline(s)
 	operator := policy.WithPrincipal(ctx, policy.Principal{ID: "u-ops-7", Tenant: "bank", Roles: []string{"operator"}})
 	batch := transferBatch(late)
 	debit := &policy.Input{
