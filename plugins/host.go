@@ -205,15 +205,24 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	if err != nil {
 		return fail("instantiating host functions", err)
 	}
-	mod, err := rt.CompileModule(ctx, wasm)
+	// Measure what the module declares before wazero allocates it (see
+	// module.go), and bound its tables' growth.
+	shape, err := readModule(wasm)
+	if err != nil {
+		if _, cerr := rt.CompileModule(ctx, wasm); cerr != nil {
+			return fail("module does not compile", cerr)
+		}
+		return fail("the host cannot measure the module's sections", err)
+	}
+	if !shape.memDefined {
+		return fail("the module defines no memory of its own (the host passes inputs in it)", nil)
+	}
+	if reason := shape.check(m.Limits); reason != "" {
+		return fail(reason, nil)
+	}
+	mod, err := rt.CompileModule(ctx, shape.boundTables(wasm, uint64(m.Limits.TableElements)))
 	if err != nil {
 		return fail("module does not compile", err)
-	}
-	switch defined, pages := initialMemory(wasm); {
-	case !defined:
-		return fail("the module defines no memory of its own (the host passes inputs in it)", nil)
-	case pages > uint64(m.Limits.MemoryPages):
-		return fail(fmt.Sprintf("its initial memory is %d pages, over the limit of %d", pages, m.Limits.MemoryPages), nil)
 	}
 	exports := map[string]bool{}
 	for n := range mod.ExportedFunctions() {
@@ -368,57 +377,6 @@ func (m *limitedMemory) Reallocate(size uint64) []byte {
 // the buffer with the instance.
 func (m *limitedMemory) Free() {}
 
-// initialMemory reads from a module's memory section whether it defines a
-// memory and its initial size in pages (the largest, should it define
-// several). wasm has already compiled, so it is well formed; a malformed
-// section reads as a memory of 0 pages, and instantiate checks the size
-// again.
-func initialMemory(wasm []byte) (defined bool, pages uint64) {
-	uleb := func(b []byte) (uint64, int) {
-		var v uint64
-		for i := 0; i < len(b) && i < 10; i++ {
-			v |= uint64(b[i]&0x7f) << (7 * i)
-			if b[i]&0x80 == 0 {
-				return v, i + 1
-			}
-		}
-		return 0, 0
-	}
-	const memorySection = 5
-	if len(wasm) < 8 {
-		return true, 0
-	}
-	r := wasm[8:] // magic and version
-	for len(r) > 0 {
-		id := r[0]
-		size, n := uleb(r[1:])
-		if n == 0 || size > uint64(len(r)-1-n) {
-			return true, 0
-		}
-		sec := r[1+n : 1+n+int(size)]
-		r = r[1+n+int(size):]
-		if id != memorySection {
-			continue
-		}
-		count, n := uleb(sec)
-		sec = sec[n:]
-		var most uint64
-		for i := uint64(0); i < count && n > 0 && len(sec) > 0; i++ {
-			flags := sec[0]
-			var pages uint64
-			pages, n = uleb(sec[1:])
-			sec = sec[1+n:]
-			most = max(most, pages)
-			if flags&1 != 0 { // a maximum follows
-				_, n = uleb(sec)
-				sec = sec[n:]
-			}
-		}
-		return count > 0, most
-	}
-	return false, 0
-}
-
 func (v *version) close(ctx context.Context) error {
 	for {
 		select {
@@ -512,6 +470,14 @@ func (p *Plugin) call(ctx context.Context, export string, check func(out []byte)
 		}
 		return nil, fault(kind, err)
 	}
+	// A call that returned but outran its deadline (work wazero could not
+	// interrupt) is a timeout all the same. The clock decides, not ctx.Err:
+	// the context's timer may not have fired yet when the guest's code
+	// held the thread.
+	if dl, _ := ctx.Deadline(); time.Now().After(dl) && parent.Err() == nil {
+		inst.mod.Close(context.Background())
+		return nil, fault(FaultTimeout, fmt.Errorf("the call returned after its %v timeout", time.Duration(v.m.Limits.Timeout)))
+	}
 	if check != nil {
 		if err := check(out); err != nil {
 			inst.mod.Close(context.Background())
@@ -595,6 +561,9 @@ func (v *version) invoke(ctx context.Context, inst *instance, export string, inp
 // exhaustion (the module was refused memory during the call, or reports
 // running out), or another trap.
 func (v *version) classifyErr(ctx context.Context, inst *instance, err error) (FaultKind, error) {
+	if strings.Contains(err.Error(), "stack overflow") {
+		return FaultStack, fmt.Errorf("the call stack ran out: %w", err)
+	}
 	var exit *sys.ExitError
 	if errors.As(err, &exit) {
 		switch exit.ExitCode() {

@@ -36,6 +36,18 @@ type Limits struct {
 	MaxFaults int `json:"max_faults,omitempty"`
 	// PoolSize bounds the idle instances kept for reuse. Default 8.
 	PoolSize int `json:"pool_size,omitempty"`
+	// TableElements caps the elements of all the module's tables together,
+	// declared and grown (each costs the host 8 bytes). Load refuses a
+	// module whose tables declare more at their minimum; a table.grow past
+	// it fails (returns -1 to the guest). Default 131072 (1 MiB), at most
+	// 4194304 (32 MiB).
+	TableElements uint32 `json:"table_elements,omitempty"`
+	// Tables caps how many tables the module declares. Default 4, at most
+	// 64.
+	Tables uint32 `json:"tables,omitempty"`
+	// Globals caps how many globals the module declares. Default 1024, at
+	// most 65536.
+	Globals uint32 `json:"globals,omitempty"`
 }
 
 // Grants opens the sandbox. By default a plugin sees no files, no network,
@@ -120,6 +132,22 @@ func (m *Manifest) normalize() error {
 	}
 	if l.PoolSize <= 0 {
 		l.PoolSize = 8
+	}
+	for _, f := range []struct {
+		v        *uint32
+		name     string
+		def, max uint32
+	}{
+		{&l.TableElements, "table_elements", 1 << 17, 1 << 22},
+		{&l.Tables, "tables", 4, 64},
+		{&l.Globals, "globals", 1024, 1 << 16},
+	} {
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+		if *f.v > f.max {
+			return bad("limits.%s %d: at most %d", f.name, *f.v, f.max)
+		}
 	}
 	return nil
 }
