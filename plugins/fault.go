@@ -17,6 +17,7 @@ const (
 	FaultOutput      FaultKind = "malformed"    // the result does not follow the ABI
 	FaultOutputLimit FaultKind = "output-limit" // the result is larger than Limits.MaxOutputBytes
 	FaultGuest       FaultKind = "guest-error"  // the plugin reported an error
+	FaultLogLimit    FaultKind = "log-limit"    // the call asked to log over 16 times its budget
 	FaultQuarantined FaultKind = "quarantined"  // too many consecutive faults; reload to resume
 )
 

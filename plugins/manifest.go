@@ -48,6 +48,14 @@ type Limits struct {
 	// Globals caps how many globals the module declares. Default 1024, at
 	// most 65536.
 	Globals uint32 `json:"globals,omitempty"`
+	// LogLines and LogBytes are each call's log budget: lines and bytes of
+	// text through batpak.log and stderr together (a stderr line ends at a
+	// newline or 4 KiB). What is over the budget is dropped, counted in
+	// Plugin.Stats and noted once per call; a call asking to log more than
+	// 16 times either budget faults (FaultLogLimit). Defaults 256 lines and
+	// 65536 bytes; at most 65536 lines and 16 MiB.
+	LogLines uint32 `json:"log_lines,omitempty"`
+	LogBytes uint32 `json:"log_bytes,omitempty"`
 }
 
 // Grants opens the sandbox. By default a plugin sees no files, no network,
@@ -141,6 +149,8 @@ func (m *Manifest) normalize() error {
 		{&l.TableElements, "table_elements", 1 << 17, 1 << 22},
 		{&l.Tables, "tables", 4, 64},
 		{&l.Globals, "globals", 1024, 1 << 16},
+		{&l.LogLines, "log_lines", 256, 1 << 16},
+		{&l.LogBytes, "log_bytes", 64 << 10, 16 << 20},
 	} {
 		if *f.v == 0 {
 			*f.v = f.def

@@ -3,7 +3,7 @@
 ;; through batpak.log (stream 0) or to stderr (stream 1). With no state it
 ;; writes, through both, a line that tries to forge the CLI's output with a
 ;; newline, ANSI escapes, NUL, invalid UTF-8, C1 and U+2028, then floods
-;; batpak.log with 2000 lines of 1 KiB. fold returns an empty state.
+;; batpak.log with 600 lines of 1 KiB. fold returns an empty state.
 (module
   (import "batpak" "log" (func $log (param i32 i32 i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
@@ -53,7 +53,7 @@
       (else
         (call $log (i32.const 2) (i32.const 256) (i32.const 66))
         (call $stderr (i32.const 256) (i32.const 66))
-        (call $lines (i32.const 2000) (i32.const 1024) (i32.const 0))))
+        (call $lines (i32.const 600) (i32.const 1024) (i32.const 0))))
     (global.set $top (i32.const 1024))
     (i64.const 0))
   (func (export "batpak_handle") (param i32 i32) (result i64)
