@@ -235,7 +235,11 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	if reason := shape.check(m.Limits); reason != "" {
 		return fail(reason, nil)
 	}
-	mod, err := rt.CompileModule(ctx, shape.boundTables(wasm, uint64(m.Limits.TableElements)))
+	counted, err := addCallDepth(shape.boundTables(wasm, uint64(m.Limits.TableElements)), m.Limits.CallDepth)
+	if err != nil {
+		return fail("the host cannot add its call-depth counter to the module", err)
+	}
+	mod, err := rt.CompileModule(ctx, counted)
 	if err != nil {
 		return fail("module does not compile", err)
 	}
@@ -661,6 +665,11 @@ func (v *version) classifyErr(ctx context.Context, inst *instance, err error) (F
 	if inst.logs != nil && inst.logs.flooded {
 		return FaultLogLimit, fmt.Errorf("it asked to log %d lines, %d bytes: over 16 times its budget of %d lines, %d bytes per call",
 			inst.logs.lines, inst.logs.bytes, v.m.Limits.LogLines, v.m.Limits.LogBytes)
+	}
+	if inst.mod != nil {
+		if g := inst.mod.ExportedGlobal(depthExport); g != nil && g.Get() > uint64(v.m.Limits.CallDepth) {
+			return FaultStack, fmt.Errorf("the call went deeper than its limit of %d nested calls", v.m.Limits.CallDepth)
+		}
 	}
 	if strings.Contains(err.Error(), "stack overflow") {
 		return FaultStack, fmt.Errorf("the call stack ran out: %w", err)

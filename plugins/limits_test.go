@@ -170,7 +170,7 @@ func TestDeclaredTableAndGlobalLimits(t *testing.T) {
 
 // TestDeepRecursion: a guest that recurses without end faults with
 // FaultStack quickly, the host heap stays bounded, the instance is
-// discarded and the host goes on serving.
+// discarded and the host goes on serving; limits.call_depth is exact.
 func TestDeepRecursion(t *testing.T) {
 	ctx := context.Background()
 	h := newHost(t)
@@ -191,6 +191,29 @@ func TestDeepRecursion(t *testing.T) {
 	}
 	guard.check(t, "unbounded recursion, 3 calls", 64<<20)
 	stillServes(t, good)
+
+	// limits.call_depth at the boundary: exactly the limit of nested
+	// calls (the export itself included) returns, one more faults.
+	for _, limit := range []uint32{2, 500} {
+		m := projManifest(fmt.Sprintf("depth-%d", limit))
+		m.Limits.CallDepth = limit
+		p := load(t, h, fixture(t, "recurse"), m)
+		st, err := p.Fold(ctx, u32s(limit), []core.StoredEvent{oneEvent(kindA)})
+		if err != nil || u64(t, st) != uint64(limit) {
+			t.Fatalf("nesting exactly %d calls: %x, %v", limit, st, err)
+		}
+		_, err = p.Fold(ctx, u32s(limit+1), []core.StoredEvent{oneEvent(kindA)})
+		if f := asFault(t, err); f.Kind != plugins.FaultStack || !strings.Contains(err.Error(), fmt.Sprintf("limit of %d nested calls", limit)) {
+			t.Fatalf("nesting %d calls: %v, want a stack fault naming the limit", limit+1, err)
+		}
+		// The instance that faulted was discarded and the count returns to
+		// zero after each call: the limit holds call after call.
+		for i := 0; i < 2; i++ {
+			if st, err := p.Fold(ctx, u32s(limit), []core.StoredEvent{oneEvent(kindA)}); err != nil || u64(t, st) != uint64(limit) {
+				t.Fatalf("nesting %d calls after the fault (call %d): %x, %v", limit, i, st, err)
+			}
+		}
+	}
 }
 
 // TestCallOverDeadlineIsAFault: a call that returns normally but long

@@ -56,6 +56,13 @@ type Limits struct {
 	// 65536 bytes; at most 65536 lines and 16 MiB.
 	LogLines uint32 `json:"log_lines,omitempty"`
 	LogBytes uint32 `json:"log_bytes,omitempty"`
+	// CallDepth caps the depth of nested calls in the module (Load adds a
+	// counter to every function): a call that goes deeper traps and
+	// faults with FaultStack. Each level costs the host a frame of stack
+	// (tens of bytes plus 8 per parameter and local); wazero's own ceiling
+	// (about 50 MB) stops a module whose frames are large first. Default
+	// 10000, at most 1000000.
+	CallDepth uint32 `json:"call_depth,omitempty"`
 }
 
 // Grants opens the sandbox. By default a plugin sees no files, no network,
@@ -151,6 +158,7 @@ func (m *Manifest) normalize() error {
 		{&l.Globals, "globals", 1024, 1 << 16},
 		{&l.LogLines, "log_lines", 256, 1 << 16},
 		{&l.LogBytes, "log_bytes", 64 << 10, 16 << 20},
+		{&l.CallDepth, "call_depth", 10000, 1000000},
 	} {
 		if *f.v == 0 {
 			*f.v = f.def

@@ -3,6 +3,7 @@ package plugins
 import (
 	"errors"
 	"fmt"
+	"sort"
 )
 
 // What Load measures in a module's binary before instantiating it. wazero
@@ -335,4 +336,412 @@ func appendULEB(b []byte, v uint64) []byte {
 		}
 		b = append(b, c|0x80)
 	}
+}
+
+// The call-depth counter. wazero grows a call's stack on the Go heap up to
+// a ceiling of its own (about 50 MB, then one more doubling: ~130 MB live
+// and ~160 MB allocated per call that recurses without end) that no option
+// lowers. So Load adds a counter to the module: a mutable i32 global,
+// exported as depthExport, that every defined function increments on entry
+// (trapping above Limits.CallDepth) and decrements on exit; the body runs
+// in a block of the function's result type, every return becomes a branch
+// out of that block, and a tail call decrements first. A trap with the
+// counter above the limit is a FaultStack. The rewrite changes only code,
+// types, globals and exports, each by appending, so no index the module
+// uses moves.
+
+// depthExport names the exported call-depth global Load adds.
+const depthExport = "batpak.call_depth"
+
+// More wasm section ids.
+const (
+	secType     = 1
+	secFunction = 3
+	secExport   = 7
+	secCode     = 10
+	secTag      = 13
+)
+
+// sectionOrder is each known section's place in a module.
+var sectionOrder = map[byte]int{1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 13: 6, 6: 7, 7: 8, 8: 9, 9: 10, 12: 11, 10: 12, 11: 13}
+
+// funcType is one function type, as raw value types.
+type funcType struct{ params, results []byte }
+
+// addCallDepth returns wasm with the call-depth counter (see above), or an
+// error for a construct it cannot rewrite.
+func addCallDepth(wasm []byte, limit uint32) ([]byte, error) {
+	type section struct {
+		id   byte
+		body []byte
+	}
+	var secs []section
+	for off := 8; off < len(wasm); {
+		r := wasmReader{b: wasm[off+1:]}
+		size := r.uleb()
+		if r.err != nil || size > uint64(len(r.b)) {
+			return nil, errMalformed
+		}
+		secs = append(secs, section{wasm[off], r.b[:size]})
+		off = len(wasm) - len(r.b) + int(size)
+	}
+	origSections := len(secs)
+	find := func(id byte) int {
+		for i, s := range secs {
+			if s.id == id {
+				return i
+			}
+		}
+		return -1
+	}
+	// Types, imported functions and globals, and each defined function's
+	// type.
+	var types []funcType
+	if i := find(secType); i >= 0 {
+		r := wasmReader{b: secs[i].body}
+		for n := r.uleb(); n > 0 && r.err == nil; n-- {
+			if r.u8() != 0x60 {
+				return nil, fmt.Errorf("%w: a type that is not a function type", errMalformed)
+			}
+			var t funcType
+			t.params = r.valTypes()
+			t.results = r.valTypes()
+			types = append(types, t)
+		}
+		if r.err != nil {
+			return nil, r.err
+		}
+	}
+	var importedGlobals uint64
+	if i := find(secImport); i >= 0 {
+		r := wasmReader{b: secs[i].body}
+		for n := r.uleb(); n > 0 && r.err == nil; n-- {
+			r.skip(r.uleb())
+			r.skip(r.uleb())
+			switch r.u8() {
+			case 0x00:
+				r.uleb()
+			case 0x01:
+				r.u8()
+				r.limits()
+			case 0x02:
+				r.limits()
+			case 0x03:
+				r.u8()
+				r.u8()
+				importedGlobals++
+			default:
+				r.fail()
+			}
+		}
+		if r.err != nil {
+			return nil, r.err
+		}
+	}
+	var funcTypes []uint64
+	if i := find(secFunction); i >= 0 {
+		r := wasmReader{b: secs[i].body}
+		for n := r.uleb(); n > 0 && r.err == nil; n-- {
+			funcTypes = append(funcTypes, r.uleb())
+		}
+		if r.err != nil {
+			return nil, r.err
+		}
+	}
+	// The new global: index after every existing one.
+	g := importedGlobals
+	gi := find(secGlobal)
+	if gi >= 0 {
+		r := wasmReader{b: secs[gi].body}
+		g += r.uleb()
+	}
+	// Block types for the wrapper blocks: a result-only type for functions
+	// with several results (appended when the module has none).
+	blockType := func(results []byte) []byte {
+		switch len(results) {
+		case 0:
+			return []byte{0x40}
+		case 1:
+			return results
+		}
+		for i, t := range types {
+			if len(t.params) == 0 && string(t.results) == string(results) {
+				return appendSLEB(nil, int64(i))
+			}
+		}
+		types = append(types, funcType{results: results})
+		return appendSLEB(nil, int64(len(types)-1))
+	}
+	ci := find(secCode)
+	if ci >= 0 {
+		r := wasmReader{b: secs[ci].body}
+		n := r.uleb()
+		if r.err != nil || n != uint64(len(funcTypes)) {
+			return nil, errMalformed
+		}
+		code := appendULEB(nil, n)
+		for i := uint64(0); i < n; i++ {
+			size := r.uleb()
+			if r.err != nil || size > uint64(len(r.b)) {
+				return nil, errMalformed
+			}
+			body := r.b[:size]
+			r.b = r.b[size:]
+			if funcTypes[i] >= uint64(len(types)) {
+				return nil, errMalformed
+			}
+			nb, err := countDepth(body, g, limit, blockType(types[funcTypes[i]].results))
+			if err != nil {
+				return nil, fmt.Errorf("function %d: %w", i, err)
+			}
+			code = appendULEB(code, uint64(len(nb)))
+			code = append(code, nb...)
+		}
+		secs[ci].body = code
+	}
+	// The type section (perhaps with new block types).
+	if len(types) > 0 {
+		body := appendULEB(nil, uint64(len(types)))
+		for _, t := range types {
+			body = append(body, 0x60)
+			body = append(appendULEB(body, uint64(len(t.params))), t.params...)
+			body = append(appendULEB(body, uint64(len(t.results))), t.results...)
+		}
+		if i := find(secType); i >= 0 {
+			secs[i].body = body
+		} else {
+			secs = append(secs, section{secType, body})
+		}
+	}
+	// The global: (mut i32) = 0.
+	global := []byte{0x7f, 0x01, 0x41, 0x00, 0x0b}
+	if gi >= 0 {
+		r := wasmReader{b: secs[gi].body}
+		count := r.uleb()
+		secs[gi].body = append(append(appendULEB(nil, count+1), r.b...), global...)
+	} else {
+		secs = append(secs, section{secGlobal, append([]byte{1}, global...)})
+	}
+	// The export.
+	export := append(appendULEB(nil, uint64(len(depthExport))), depthExport...)
+	export = appendULEB(append(export, 0x03), g)
+	if i := find(secExport); i >= 0 {
+		r := wasmReader{b: secs[i].body}
+		count := r.uleb()
+		secs[i].body = append(append(appendULEB(nil, count+1), r.b...), export...)
+	} else {
+		secs = append(secs, section{secExport, append([]byte{1}, export...)})
+	}
+	// Reassemble in wasm's section order; a custom section stays after the
+	// known section it followed.
+	type keyed struct {
+		order, custom, i int
+		s                section
+	}
+	ks := make([]keyed, len(secs))
+	prev := 0
+	for i, sec := range secs {
+		if sec.id == 0 {
+			ks[i] = keyed{prev, 1, i, sec}
+			continue
+		}
+		o, ok := sectionOrder[sec.id]
+		if !ok {
+			return nil, fmt.Errorf("%w: unknown section %d", errMalformed, sec.id)
+		}
+		if i < origSections {
+			prev = o
+		}
+		ks[i] = keyed{o, 0, i, sec}
+	}
+	sort.SliceStable(ks, func(a, b int) bool {
+		x, y := ks[a], ks[b]
+		if x.order != y.order {
+			return x.order < y.order
+		}
+		return x.custom < y.custom
+	})
+	out := append([]byte(nil), wasm[:8]...)
+	for _, k := range ks {
+		out = append(out, k.s.id)
+		out = appendULEB(out, uint64(len(k.s.body)))
+		out = append(out, k.s.body...)
+	}
+	return out, nil
+}
+
+// valTypes reads a vector of value types (numeric, vector or reference).
+func (r *wasmReader) valTypes() []byte {
+	n := r.uleb()
+	if n > uint64(len(r.b)) {
+		r.fail()
+		return nil
+	}
+	out := append([]byte(nil), r.b[:n]...)
+	for _, t := range out {
+		switch t {
+		case 0x7f, 0x7e, 0x7d, 0x7c, 0x7b, 0x70, 0x6f:
+		default:
+			r.fail()
+			return nil
+		}
+	}
+	r.b = r.b[n:]
+	return out
+}
+
+func appendSLEB(b []byte, v int64) []byte {
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if (v == 0 && c&0x40 == 0) || (v == -1 && c&0x40 != 0) {
+			return append(b, c)
+		}
+		b = append(b, c|0x80)
+	}
+}
+
+// countDepth rewrites one function body (locals and code) to count its
+// call depth in global g (see addCallDepth); bt is the wrapper block's
+// type.
+func countDepth(body []byte, g uint64, limit uint32, bt []byte) ([]byte, error) {
+	r := wasmReader{b: body}
+	for n := r.uleb(); n > 0 && r.err == nil; n-- {
+		r.uleb()
+		r.u8()
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	out := make([]byte, 0, len(body)+32)
+	out = append(out, body[:len(body)-len(r.b)]...) // the locals
+	// global.get g; i32.const 1; i32.add; global.set g
+	// global.get g; i32.const limit; i32.gt_u; if; unreachable; end
+	// block bt
+	gi := appendULEB(nil, g)
+	enter := append(append([]byte{0x23}, gi...), 0x41, 0x01, 0x6a, 0x24)
+	enter = append(append(enter, gi...), 0x23)
+	enter = append(append(enter, gi...), 0x41)
+	enter = append(appendSLEB(enter, int64(limit)), 0x4b, 0x04, 0x40, 0x00, 0x0b, 0x02)
+	enter = append(enter, bt...)
+	leave := append(append([]byte{0x23}, gi...), 0x41, 0x01, 0x6b, 0x24)
+	leave = append(leave, gi...)
+	out = append(out, enter...)
+	depth := 0 // blocks open inside the wrapper
+	for len(r.b) > 0 && r.err == nil {
+		start := r.b
+		op := r.u8()
+		switch op {
+		case 0x0f: // return: branch out of the wrapper block
+			out = append(out, 0x0c)
+			out = appendULEB(out, uint64(depth))
+			continue
+		case 0x12, 0x13: // return_call, return_call_indirect: leave first
+			out = append(out, leave...)
+		}
+		switch op {
+		case 0x02, 0x03, 0x04: // block, loop, if
+			depth++
+			r.blockType()
+		case 0x0b: // end
+			depth--
+		case 0x0c, 0x0d, 0x10, 0x12, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0xd2:
+			r.uleb()
+		case 0x0e: // br_table
+			for n := r.uleb(); n > 0 && r.err == nil; n-- {
+				r.uleb()
+			}
+			r.uleb()
+		case 0x11, 0x13: // call_indirect: type, table
+			r.uleb()
+			r.uleb()
+		case 0x1c: // select t*
+			r.valTypes()
+		case 0x3f, 0x40: // memory.size, memory.grow
+			r.uleb()
+		case 0x41, 0x42:
+			r.sleb()
+		case 0x43:
+			r.skip(4)
+		case 0x44:
+			r.skip(8)
+		case 0xd0: // ref.null
+			r.u8()
+		case 0xfc:
+			switch sub := r.uleb(); {
+			case sub <= 7:
+			case sub == 8, sub == 12, sub == 14: // memory.init, table.init, table.copy
+				r.uleb()
+				r.uleb()
+			case sub == 10: // memory.copy
+				r.uleb()
+				r.uleb()
+			case sub == 9, sub == 11, sub == 13, sub >= 15 && sub <= 17:
+				r.uleb()
+			default:
+				r.fail()
+			}
+		case 0xfd:
+			switch sub := r.uleb(); {
+			case sub <= 11, sub == 92, sub == 93:
+				r.memarg()
+			case sub == 12, sub == 13:
+				r.skip(16)
+			case sub >= 21 && sub <= 34:
+				r.u8()
+			case sub >= 84 && sub <= 91:
+				r.memarg()
+				r.u8()
+			}
+		case 0xfe:
+			if r.uleb() == 0x03 {
+				r.u8()
+			} else {
+				r.memarg()
+			}
+		default:
+			switch {
+			case op >= 0x28 && op <= 0x3e: // loads and stores
+				r.memarg()
+			case op == 0x00, op == 0x01, op == 0x05, op == 0x1a, op == 0x1b, op == 0xd1,
+				op >= 0x45 && op <= 0xc4:
+			default:
+				return nil, fmt.Errorf("%w: opcode %#x", errUnsupported, op)
+			}
+		}
+		if r.err != nil {
+			break
+		}
+		if depth < 0 { // the body's own end, which now closes the wrapper
+			out = append(out, start[:len(start)-len(r.b)]...)
+			out = append(out, leave...)
+			out = append(out, 0x0b)
+			if len(r.b) != 0 {
+				return nil, errMalformed
+			}
+			return out, nil
+		}
+		out = append(out, start[:len(start)-len(r.b)]...)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return nil, errMalformed
+}
+
+var errUnsupported = errors.New("an instruction the host cannot instrument")
+
+func (r *wasmReader) memarg() {
+	if r.uleb()&0x40 != 0 { // a memory index follows
+		r.uleb()
+	}
+	r.uleb()
+}
+
+func (r *wasmReader) blockType() {
+	if len(r.b) > 0 && (r.b[0] == 0x40 || r.b[0] >= 0x6f && r.b[0] <= 0x7f) {
+		r.u8()
+		return
+	}
+	r.sleb() // a type index
 }
