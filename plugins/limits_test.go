@@ -82,6 +82,7 @@ func TestTableGrowLimit(t *testing.T) {
 	const limit = 4096
 	m := projManifest("tablegrow")
 	m.Limits = faultLimits
+	m.Limits.Timeout = plugins.Duration(10 * time.Second) // not what is tested (a loaded machine is slow)
 	m.Limits.TableElements = limit
 	p := load(t, h, fixture(t, "tablegrow"), m)
 	// The table has 1 element: growing by limit-1 reaches the limit.
@@ -177,6 +178,7 @@ func TestDeepRecursion(t *testing.T) {
 	good := load(t, h, fixture(t, "counter"), projManifest("good"))
 	m := projManifest("recurse")
 	m.Limits.MaxFaults = 100
+	m.Limits.Timeout = plugins.Duration(10 * time.Second)
 	p := load(t, h, fixture(t, "recurse"), m)
 	guard := newHeapGuard()
 	for i := 0; i < 3; i++ {
@@ -197,6 +199,7 @@ func TestDeepRecursion(t *testing.T) {
 	for _, limit := range []uint32{2, 500} {
 		m := projManifest(fmt.Sprintf("depth-%d", limit))
 		m.Limits.CallDepth = limit
+		m.Limits.Timeout = plugins.Duration(10 * time.Second)
 		p := load(t, h, fixture(t, "recurse"), m)
 		st, err := p.Fold(ctx, u32s(limit), []core.StoredEvent{oneEvent(kindA)})
 		if err != nil || u64(t, st) != uint64(limit) {
@@ -253,6 +256,7 @@ func TestMemoryLimitExact(t *testing.T) {
 	for _, n := range []uint32{2, 80} {
 		m := projManifest("growpages")
 		m.Limits = faultLimits
+		m.Limits.Timeout = plugins.Duration(10 * time.Second) // not what is tested (a loaded machine is slow)
 		m.Limits.MemoryPages = n
 		p := load(t, h, fixture(t, "growpages"), m)
 		st, err := p.Fold(ctx, u32s(n), ev)
