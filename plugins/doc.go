@@ -33,16 +33,43 @@
 //
 // # Limits and faults
 //
-// Manifest.Limits cap linear memory (pages), each call's time (the call is
-// interrupted: WithCloseOnContextDone; a fresh instance's initialization,
-// at Load or in a call, counts too), and the output size. A trap, a
-// timeout, memory exhaustion, an output over the cap or not following the
-// ABI, or an error the plugin reports comes back as a *PluginFault (plugin,
-// kind of fault, cause); the instance is discarded, and neither the host
-// nor the store is affected. A call whose caller's context ends first
-// fails with that context's error and is not counted as a fault. After Limits.MaxFaults consecutive faults the
-// plugin is quarantined — calls fail at once with FaultQuarantined — until
-// Reset or Swap.
+// Manifest.Limits bound every resource a plugin can make the host spend
+// (defaults and ceilings on each field):
+//
+//	resource                  limit                           enforced
+//	linear memory             memory_pages (32 MiB)           at Load (initial size) and at memory.grow
+//	table elements            table_elements (131072)         at Load (declared); table maxima are lowered
+//	                                                         so table.grow past it returns -1
+//	tables, globals           tables (4), globals (1024)      at Load
+//	element, data segments    table_elements; memory_pages    at Load
+//	nested calls              call_depth (10000)              a counter Load adds to every function
+//	time                      timeout (1s)                    the call is interrupted; a call that
+//	                                                         returns after it faults all the same
+//	output                    max_output_bytes (16 MiB)       after the call
+//	log lines and bytes       log_lines (256), log_bytes      per call: excess dropped and counted
+//	                          (64 KiB)                        (Plugin.Stats); 16 times over faults
+//
+// Load reads the module's sections itself (module.go) and refuses what it
+// cannot measure. The two changes it makes to the module — lower table
+// maxima and the call-depth counter — append to the module and move no
+// index; Plugin.Digest and the sha256 pin are the original bytes'.
+//
+// A trap, a timeout, memory exhaustion, a stack over call_depth, a log
+// flood, an output over the cap or not following the ABI, or an error the
+// plugin reports comes back as a *PluginFault (plugin, kind of fault,
+// cause); the instance is discarded, and neither the host nor the store is
+// affected. A call whose caller's context ends first fails with that
+// context's error and is not counted as a fault. After Limits.MaxFaults
+// consecutive faults the plugin is quarantined — calls fail at once with
+// FaultQuarantined — until Reset or Swap.
+//
+// # Logs
+//
+// batpak.log and the plugin's stderr (a line per newline, or per 4 KiB)
+// go to HostOptions.Logger with the attributes plugin, version and stream
+// ("log" or "stderr"); the text is escaped (control characters, invalid
+// UTF-8) so a plugin cannot forge log lines or drive a terminal. A
+// plugin's error text is escaped the same way.
 //
 // # Store seams
 //

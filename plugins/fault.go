@@ -13,9 +13,11 @@ const (
 	FaultTrap        FaultKind = "trap"         // the module trapped (unreachable, bad memory access, …)
 	FaultTimeout     FaultKind = "timeout"      // the call outran Limits.Timeout
 	FaultMemory      FaultKind = "memory"       // the module hit Limits.MemoryPages
+	FaultStack       FaultKind = "stack"        // the module's call stack ran out (unbounded recursion)
 	FaultOutput      FaultKind = "malformed"    // the result does not follow the ABI
 	FaultOutputLimit FaultKind = "output-limit" // the result is larger than Limits.MaxOutputBytes
 	FaultGuest       FaultKind = "guest-error"  // the plugin reported an error
+	FaultLogLimit    FaultKind = "log-limit"    // the call asked to log over 16 times its budget
 	FaultQuarantined FaultKind = "quarantined"  // too many consecutive faults; reload to resume
 )
 

@@ -19,6 +19,7 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
 
+	"github.com/batpak-go/batpak/internal/printable"
 	"github.com/batpak-go/batpak/plugins/abi"
 	"github.com/batpak-go/batpak/policy"
 )
@@ -86,6 +87,9 @@ type Plugin struct {
 	owner  policy.Principal // on whose behalf it was loaded (LoadFor); zero for Load
 	cur    atomic.Pointer[version]
 	faults atomic.Int32 // consecutive
+
+	logLines, logBytes               atomic.Uint64
+	droppedLogLines, droppedLogBytes atomic.Uint64
 }
 
 // version is one loaded module of a plugin; Swap replaces it.
@@ -97,6 +101,9 @@ type version struct {
 	cfg     wazero.ModuleConfig
 	exports map[string]bool
 	pool    chan *instance
+
+	log      *slog.Logger
+	logAttrs []any // plugin and version, on every log line
 }
 
 // instance is one instance of a module and the linear memory that
@@ -104,6 +111,7 @@ type version struct {
 type instance struct {
 	mod   api.Module
 	mem   *limitedMemory
+	logs  *logBudget
 	funcs map[string]api.Function // looked up once: a lookup allocates
 }
 
@@ -188,11 +196,18 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		return fail("instantiating WASI", err)
 	}
-	name := m.Name
 	_, err := rt.NewHostModuleBuilder(abi.ImportModule).
 		NewFunctionBuilder().
 		WithFunc(func(ctx context.Context, mod api.Module, level, ptr, n uint32) {
-			b, ok := mod.Memory().Read(ptr, min(n, 4096))
+			b, _ := ctx.Value(logBudgetKey{}).(*logBudget)
+			if b == nil {
+				return // not a call of this host (cannot happen)
+			}
+			keep := b.take(uint64(n))
+			if keep == 0 {
+				return
+			}
+			text, ok := mod.Memory().Read(ptr, uint32(keep))
 			if !ok {
 				return
 			}
@@ -205,21 +220,34 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 			case abi.LogError:
 				lvl = slog.LevelError
 			}
-			h.log.Log(ctx, lvl, string(b), "plugin", name)
+			b.log.Log(ctx, lvl, printable.String(string(text)), append(b.attrs[:len(b.attrs):len(b.attrs)], "stream", "log")...)
 		}).Export(abi.ImportLog).
 		Instantiate(ctx)
 	if err != nil {
 		return fail("instantiating host functions", err)
 	}
-	mod, err := rt.CompileModule(ctx, wasm)
+	// Measure what the module declares before wazero allocates it (see
+	// module.go), and bound its tables' growth.
+	shape, err := readModule(wasm)
+	if err != nil {
+		if _, cerr := rt.CompileModule(ctx, wasm); cerr != nil {
+			return fail("module does not compile", cerr)
+		}
+		return fail("the host cannot measure the module's sections", err)
+	}
+	if !shape.memDefined {
+		return fail("the module defines no memory of its own (the host passes inputs in it)", nil)
+	}
+	if reason := shape.check(m.Limits); reason != "" {
+		return fail(reason, nil)
+	}
+	counted, err := addCallDepth(shape.boundTables(wasm, uint64(m.Limits.TableElements)), m.Limits.CallDepth)
+	if err != nil {
+		return fail("the host cannot add its call-depth counter to the module", err)
+	}
+	mod, err := rt.CompileModule(ctx, counted)
 	if err != nil {
 		return fail("module does not compile", err)
-	}
-	switch defined, pages := initialMemory(wasm); {
-	case !defined:
-		return fail("the module defines no memory of its own (the host passes inputs in it)", nil)
-	case pages > uint64(m.Limits.MemoryPages):
-		return fail(fmt.Sprintf("its initial memory is %d pages, over the limit of %d", pages, m.Limits.MemoryPages), nil)
 	}
 	exports := map[string]bool{}
 	for n := range mod.ExportedFunctions() {
@@ -237,7 +265,7 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 		}
 	}
 	cfg := wazero.NewModuleConfig().WithName("").WithStartFunctions().
-		WithStdout(io.Discard).WithStderr(&logWriter{log: h.log, plugin: m.Name})
+		WithStdout(io.Discard)
 	if exports["_initialize"] {
 		cfg = cfg.WithStartFunctions("_initialize")
 	}
@@ -256,7 +284,8 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	for k, val := range m.Grants.Env {
 		cfg = cfg.WithEnv(k, val)
 	}
-	v := &version{m: m, digest: digest, rt: rt, mod: mod, cfg: cfg, exports: exports, pool: make(chan *instance, m.Limits.PoolSize)}
+	v := &version{m: m, digest: digest, rt: rt, mod: mod, cfg: cfg, exports: exports, pool: make(chan *instance, m.Limits.PoolSize),
+		log: h.log, logAttrs: []any{"plugin", m.Name, "version", m.Version}}
 	// Instantiate once now: the ABI version is checked and the first
 	// instance is ready for the first call. Both are bounded by the call
 	// timeout (a start function or _initialize could loop).
@@ -286,29 +315,99 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 // 2020-01-01T00:00:00Z, always.
 const fixedEpoch = 1577836800
 
-// logWriter turns a plugin's stderr into log lines (at most 4 KiB a line).
-type logWriter struct {
-	mu     sync.Mutex
-	log    *slog.Logger
-	plugin string
-	buf    []byte
+// logBudgetKey is the context key of the running call's *logBudget.
+type logBudgetKey struct{}
+
+// logFloodFactor is how many times its log budget a call may ask to log
+// before it faults.
+const logFloodFactor = 16
+
+// logBudget is an instance's log budget for the call it is running (reset
+// at each call) and what the call has asked for and been given. An
+// instance runs one call at a time, so it needs no lock.
+type logBudget struct {
+	log   *slog.Logger
+	attrs []any // plugin and version; the plugin's own lines add "stream" (log or stderr)
+
+	maxLines, maxBytes    uint64
+	lines, bytes          uint64 // asked for
+	keptLines, keptBytes  uint64
+	droppedLines, dropped uint64 // dropped: bytes
+	flooded               bool
+	stderr                []byte // a partial stderr line
 }
 
-func (w *logWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf = append(w.buf, p...)
-	for {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			if len(w.buf) > 4096 {
-				i = 4096
-			} else {
-				return len(p), nil
-			}
+// errLogFlood is what a log call over logFloodFactor × the budget panics
+// with; the call then faults with FaultLogLimit.
+var errLogFlood = errors.New("the plugin asked to log over 16 times its budget")
+
+// reset starts a call.
+func (b *logBudget) reset(l Limits) {
+	*b = logBudget{log: b.log, attrs: b.attrs, maxLines: uint64(l.LogLines), maxBytes: uint64(l.LogBytes)}
+}
+
+// take accounts for a line of n bytes and returns how many of them to log
+// (0: drop the line). Over logFloodFactor × the budget it panics with
+// errLogFlood, which ends the guest's call.
+func (b *logBudget) take(n uint64) uint64 {
+	b.lines++
+	b.bytes += n
+	if b.lines > logFloodFactor*b.maxLines || b.bytes > logFloodFactor*b.maxBytes {
+		b.flooded = true
+		b.droppedLines++
+		b.dropped += n
+		panic(errLogFlood)
+	}
+	if b.keptLines >= b.maxLines || b.keptBytes >= b.maxBytes {
+		b.droppedLines++
+		b.dropped += n
+		return 0
+	}
+	keep := min(n, b.maxBytes-b.keptBytes)
+	b.keptLines++
+	b.keptBytes += keep
+	b.dropped += n - keep
+	return keep
+}
+
+// Write implements io.Writer for the instance's stderr: each line (ending
+// at a newline, or 4 KiB without one) is a log line at warning level,
+// within the budget.
+func (b *logBudget) Write(p []byte) (int, error) {
+	for _, c := range p {
+		if c == '\n' {
+			b.stderrLine()
+			continue
 		}
-		w.log.Warn(string(w.buf[:i]), "plugin", w.plugin, "stream", "stderr")
-		w.buf = w.buf[min(i+1, len(w.buf)):]
+		b.stderr = append(b.stderr, c)
+		if len(b.stderr) == 4096 {
+			b.stderrLine()
+		}
+	}
+	return len(p), nil
+}
+
+// stderrLine logs the buffered stderr line.
+func (b *logBudget) stderrLine() {
+	line := b.stderr
+	b.stderr = b.stderr[:0]
+	if keep := b.take(uint64(len(line))); keep > 0 {
+		b.log.Warn(printable.String(string(line[:keep])), append(b.attrs[:len(b.attrs):len(b.attrs)], "stream", "stderr")...)
+	}
+}
+
+// finish ends a call: a partial stderr line is logged, and a note if lines
+// were dropped.
+func (b *logBudget) finish() {
+	if len(b.stderr) > 0 && !b.flooded {
+		func() {
+			defer func() { _ = recover() }() // a flood here is already counted
+			b.stderrLine()
+		}()
+	}
+	if b.droppedLines > 0 || b.dropped > 0 {
+		b.log.Warn("batpak: plugin call over its log budget; the excess was dropped", append(b.attrs[:len(b.attrs):len(b.attrs)],
+			"dropped_lines", b.droppedLines, "dropped_bytes", b.dropped, "log_lines", b.maxLines, "log_bytes", b.maxBytes)...)
 	}
 }
 
@@ -323,17 +422,21 @@ func (zeroReader) Read(p []byte) (int, error) {
 // Limits.MemoryPages.
 func (v *version) instantiate(ctx context.Context) (*instance, error) {
 	mem := &limitedMemory{limit: uint64(v.m.Limits.MemoryPages) * 65536}
+	logs := &logBudget{log: v.log, attrs: v.logAttrs}
+	logs.reset(v.m.Limits) // initialization logs within a call's budget
 	ctx = experimental.WithMemoryAllocator(ctx, experimental.MemoryAllocatorFunc(
 		func(_, _ uint64) experimental.LinearMemory { return mem }))
-	mod, err := v.rt.InstantiateModule(ctx, v.mod, v.cfg)
+	ctx = context.WithValue(ctx, logBudgetKey{}, logs)
+	mod, err := v.rt.InstantiateModule(ctx, v.mod, v.cfg.WithStderr(logs))
+	logs.finish()
 	if err != nil {
-		return &instance{mem: mem}, err
+		return &instance{mem: mem, logs: logs}, err
 	}
 	if uint64(len(mem.buf)) > mem.limit {
 		mod.Close(ctx)
-		return &instance{mem: mem}, fmt.Errorf("its initial memory (%d bytes) is over the limit of %d pages", len(mem.buf), v.m.Limits.MemoryPages)
+		return &instance{mem: mem, logs: logs}, fmt.Errorf("its initial memory (%d bytes) is over the limit of %d pages", len(mem.buf), v.m.Limits.MemoryPages)
 	}
-	return &instance{mod: mod, mem: mem, funcs: map[string]api.Function{}}, nil
+	return &instance{mod: mod, mem: mem, logs: logs, funcs: map[string]api.Function{}}, nil
 }
 
 // limitedMemory is an instance's linear memory (a wazero
@@ -373,57 +476,6 @@ func (m *limitedMemory) Reallocate(size uint64) []byte {
 // Free implements experimental.LinearMemory; the garbage collector frees
 // the buffer with the instance.
 func (m *limitedMemory) Free() {}
-
-// initialMemory reads from a module's memory section whether it defines a
-// memory and its initial size in pages (the largest, should it define
-// several). wasm has already compiled, so it is well formed; a malformed
-// section reads as a memory of 0 pages, and instantiate checks the size
-// again.
-func initialMemory(wasm []byte) (defined bool, pages uint64) {
-	uleb := func(b []byte) (uint64, int) {
-		var v uint64
-		for i := 0; i < len(b) && i < 10; i++ {
-			v |= uint64(b[i]&0x7f) << (7 * i)
-			if b[i]&0x80 == 0 {
-				return v, i + 1
-			}
-		}
-		return 0, 0
-	}
-	const memorySection = 5
-	if len(wasm) < 8 {
-		return true, 0
-	}
-	r := wasm[8:] // magic and version
-	for len(r) > 0 {
-		id := r[0]
-		size, n := uleb(r[1:])
-		if n == 0 || size > uint64(len(r)-1-n) {
-			return true, 0
-		}
-		sec := r[1+n : 1+n+int(size)]
-		r = r[1+n+int(size):]
-		if id != memorySection {
-			continue
-		}
-		count, n := uleb(sec)
-		sec = sec[n:]
-		var most uint64
-		for i := uint64(0); i < count && n > 0 && len(sec) > 0; i++ {
-			flags := sec[0]
-			var pages uint64
-			pages, n = uleb(sec[1:])
-			sec = sec[1+n:]
-			most = max(most, pages)
-			if flags&1 != 0 { // a maximum follows
-				_, n = uleb(sec)
-				sec = sec[n:]
-			}
-		}
-		return count > 0, most
-	}
-	return false, 0
-}
 
 func (v *version) close(ctx context.Context) error {
 	for {
@@ -511,12 +563,25 @@ func (p *Plugin) call(ctx context.Context, export string, check func(out []byte)
 		return nil, fault(kind, fmt.Errorf("instantiating: %w", err))
 	}
 	out, kind, err := v.invoke(ctx, inst, export, inputs)
+	inst.logs.finish()
+	p.logLines.Add(inst.logs.keptLines)
+	p.logBytes.Add(inst.logs.keptBytes)
+	p.droppedLogLines.Add(inst.logs.droppedLines)
+	p.droppedLogBytes.Add(inst.logs.dropped)
 	if err != nil {
 		inst.mod.Close(context.Background())
 		if parent.Err() != nil {
 			return nil, abandoned()
 		}
 		return nil, fault(kind, err)
+	}
+	// A call that returned but outran its deadline (work wazero could not
+	// interrupt) is a timeout all the same. The clock decides, not ctx.Err:
+	// the context's timer may not have fired yet when the guest's code
+	// held the thread.
+	if dl, _ := ctx.Deadline(); time.Now().After(dl) && parent.Err() == nil {
+		inst.mod.Close(context.Background())
+		return nil, fault(FaultTimeout, fmt.Errorf("the call returned after its %v timeout", time.Duration(v.m.Limits.Timeout)))
 	}
 	if check != nil {
 		if err := check(out); err != nil {
@@ -553,6 +618,8 @@ func (v *version) put(inst *instance, current bool) {
 // invoke passes inputs, calls export and reads the packed result.
 func (v *version) invoke(ctx context.Context, inst *instance, export string, inputs [][]byte) ([]byte, FaultKind, error) {
 	inst.mem.refused.Store(false)
+	inst.logs.reset(v.m.Limits)
+	ctx = context.WithValue(ctx, logBudgetKey{}, inst.logs)
 	mem := inst.mod.Memory()
 	alloc := inst.fn(abi.ExportAlloc)
 	params := make([]uint64, 0, 2*len(inputs))
@@ -592,7 +659,7 @@ func (v *version) invoke(ctx context.Context, inst *instance, export string, inp
 	}
 	out := bytes.Clone(b)
 	if isErr {
-		return nil, FaultGuest, errors.New(string(out))
+		return nil, FaultGuest, errors.New(printable.String(string(out)))
 	}
 	return out, "", nil
 }
@@ -601,6 +668,18 @@ func (v *version) invoke(ctx context.Context, inst *instance, export string, inp
 // exhaustion (the module was refused memory during the call, or reports
 // running out), or another trap.
 func (v *version) classifyErr(ctx context.Context, inst *instance, err error) (FaultKind, error) {
+	if inst.logs != nil && inst.logs.flooded {
+		return FaultLogLimit, fmt.Errorf("it asked to log %d lines, %d bytes: over 16 times its budget of %d lines, %d bytes per call",
+			inst.logs.lines, inst.logs.bytes, v.m.Limits.LogLines, v.m.Limits.LogBytes)
+	}
+	if inst.mod != nil {
+		if g := inst.mod.ExportedGlobal(depthExport); g != nil && g.Get() > uint64(v.m.Limits.CallDepth) {
+			return FaultStack, fmt.Errorf("the call went deeper than its limit of %d nested calls", v.m.Limits.CallDepth)
+		}
+	}
+	if strings.Contains(err.Error(), "stack overflow") {
+		return FaultStack, fmt.Errorf("the call stack ran out: %w", err)
+	}
 	var exit *sys.ExitError
 	if errors.As(err, &exit) {
 		switch exit.ExitCode() {
@@ -620,4 +699,20 @@ func (v *version) classifyErr(ctx context.Context, inst *instance, err error) (F
 		return FaultMemory, err
 	}
 	return FaultTrap, err
+}
+
+// Stats are a plugin's running totals since it was loaded.
+type Stats struct {
+	// LogLines and LogBytes are what its calls logged; DroppedLogLines and
+	// DroppedLogBytes what was over their budgets and dropped.
+	LogLines, LogBytes               uint64
+	DroppedLogLines, DroppedLogBytes uint64
+}
+
+// Stats returns the plugin's running totals.
+func (p *Plugin) Stats() Stats {
+	return Stats{
+		LogLines: p.logLines.Load(), LogBytes: p.logBytes.Load(),
+		DroppedLogLines: p.droppedLogLines.Load(), DroppedLogBytes: p.droppedLogBytes.Load(),
+	}
 }

@@ -36,6 +36,33 @@ type Limits struct {
 	MaxFaults int `json:"max_faults,omitempty"`
 	// PoolSize bounds the idle instances kept for reuse. Default 8.
 	PoolSize int `json:"pool_size,omitempty"`
+	// TableElements caps the elements of all the module's tables together,
+	// declared and grown (each costs the host 8 bytes). Load refuses a
+	// module whose tables declare more at their minimum; a table.grow past
+	// it fails (returns -1 to the guest). Default 131072 (1 MiB), at most
+	// 4194304 (32 MiB).
+	TableElements uint32 `json:"table_elements,omitempty"`
+	// Tables caps how many tables the module declares. Default 4, at most
+	// 64.
+	Tables uint32 `json:"tables,omitempty"`
+	// Globals caps how many globals the module declares. Default 1024, at
+	// most 65536.
+	Globals uint32 `json:"globals,omitempty"`
+	// LogLines and LogBytes are each call's log budget: lines and bytes of
+	// text through batpak.log and stderr together (a stderr line ends at a
+	// newline or 4 KiB). What is over the budget is dropped, counted in
+	// Plugin.Stats and noted once per call; a call asking to log more than
+	// 16 times either budget faults (FaultLogLimit). Defaults 256 lines and
+	// 65536 bytes; at most 65536 lines and 16 MiB.
+	LogLines uint32 `json:"log_lines,omitempty"`
+	LogBytes uint32 `json:"log_bytes,omitempty"`
+	// CallDepth caps the depth of nested calls in the module (Load adds a
+	// counter to every function): a call that goes deeper traps and
+	// faults with FaultStack. Each level costs the host a frame of stack
+	// (tens of bytes plus 8 per parameter and local); wazero's own ceiling
+	// (about 50 MB) stops a module whose frames are large first. Default
+	// 10000, at most 1000000.
+	CallDepth uint32 `json:"call_depth,omitempty"`
 }
 
 // Grants opens the sandbox. By default a plugin sees no files, no network,
@@ -120,6 +147,25 @@ func (m *Manifest) normalize() error {
 	}
 	if l.PoolSize <= 0 {
 		l.PoolSize = 8
+	}
+	for _, f := range []struct {
+		v        *uint32
+		name     string
+		def, max uint32
+	}{
+		{&l.TableElements, "table_elements", 1 << 17, 1 << 22},
+		{&l.Tables, "tables", 4, 64},
+		{&l.Globals, "globals", 1024, 1 << 16},
+		{&l.LogLines, "log_lines", 256, 1 << 16},
+		{&l.LogBytes, "log_bytes", 64 << 10, 16 << 20},
+		{&l.CallDepth, "call_depth", 10000, 1000000},
+	} {
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+		if *f.v > f.max {
+			return bad("limits.%s %d: at most %d", f.name, *f.v, f.max)
+		}
 	}
 	return nil
 }

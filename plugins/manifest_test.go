@@ -23,13 +23,20 @@ func TestLimitsDefaults(t *testing.T) {
 		MaxOutputBytes: 16 << 20,
 		MaxFaults:      5,
 		PoolSize:       8,
+		TableElements:  1 << 17,
+		Tables:         4,
+		Globals:        1024,
+		LogLines:       256,
+		LogBytes:       64 << 10,
+		CallDepth:      10000,
 	}
 	if got != want {
 		t.Fatalf("default limits %+v, want %+v", got, want)
 	}
 	// Set limits are kept.
 	m := projManifest("set")
-	m.Limits = plugins.Limits{MemoryPages: 3, Timeout: plugins.Duration(time.Millisecond), MaxOutputBytes: 9, MaxFaults: 1, PoolSize: 2}
+	m.Limits = plugins.Limits{MemoryPages: 3, Timeout: plugins.Duration(time.Millisecond), MaxOutputBytes: 9, MaxFaults: 1, PoolSize: 2,
+		TableElements: 1, Tables: 1, Globals: 1, LogLines: 1, LogBytes: 1, CallDepth: 1}
 	p = load(t, newHost(t), fixture(t, "counter"), m)
 	if got := p.Manifest().Limits; got != m.Limits {
 		t.Fatalf("limits %+v, want %+v", got, m.Limits)
@@ -59,6 +66,12 @@ func TestManifestValidation(t *testing.T) {
 		{"short sha256", with(func(m *plugins.Manifest) { m.SHA256 = "abc123" }), `sha256 "abc123"`},
 		{"sha256 not hex", with(func(m *plugins.Manifest) { m.SHA256 = strings.Repeat("zz", 32) }), "want 64 hex digits"},
 		{"memory over 4 GiB", with(func(m *plugins.Manifest) { m.Limits.MemoryPages = 65537 }), "memory_pages 65537"},
+		{"table elements over the ceiling", with(func(m *plugins.Manifest) { m.Limits.TableElements = 1<<22 + 1 }), "table_elements 4194305: at most 4194304"},
+		{"tables over the ceiling", with(func(m *plugins.Manifest) { m.Limits.Tables = 65 }), "tables 65: at most 64"},
+		{"globals over the ceiling", with(func(m *plugins.Manifest) { m.Limits.Globals = 1<<16 + 1 }), "globals 65537: at most 65536"},
+		{"log lines over the ceiling", with(func(m *plugins.Manifest) { m.Limits.LogLines = 1<<16 + 1 }), "log_lines 65537: at most 65536"},
+		{"log bytes over the ceiling", with(func(m *plugins.Manifest) { m.Limits.LogBytes = 16<<20 + 1 }), "log_bytes 16777217: at most 16777216"},
+		{"call depth over the ceiling", with(func(m *plugins.Manifest) { m.Limits.CallDepth = 1000001 }), "call_depth 1000001: at most 1000000"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -75,6 +88,11 @@ func TestManifestValidation(t *testing.T) {
 			}
 		})
 	}
+	// Every limit at its ceiling is accepted.
+	load(t, h, wasm, with(func(m *plugins.Manifest) {
+		m.Name = "ceilings"
+		m.Limits = plugins.Limits{TableElements: 1 << 22, Tables: 64, Globals: 1 << 16, LogLines: 1 << 16, LogBytes: 16 << 20, CallDepth: 1000000}
+	}))
 	// The longest and shortest valid names.
 	for _, name := range []string{"a", strings.Repeat("a", 64), "order-total.v2_x"} {
 		load(t, h, wasm, with(func(m *plugins.Manifest) { m.Name = name }))

@@ -7,10 +7,17 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+
+	"github.com/batpak-go/batpak/internal/printable"
 )
 
 // lineHandler prints core's log records the way the CLI prints
-// everything else: "batpak: warning: message (key=value, …)".
+// everything else: "batpak: warning: message (key=value, …)". A plugin's
+// own lines (records with plugin and stream attributes, as package plugins
+// logs them) read "batpak: plugin NAME@VERSION: text (…)", so a plugin
+// cannot pass its text off as the CLI's; the message and every value are
+// escaped (printable.String), so no record prints as more than one line or
+// sends escape sequences.
 type lineHandler struct {
 	mu    *sync.Mutex
 	w     io.Writer
@@ -32,16 +39,33 @@ func (h *lineHandler) Handle(_ context.Context, r slog.Record) error {
 	case r.Level >= slog.LevelWarn:
 		b.WriteString("warning: ")
 	}
-	b.WriteString(strings.TrimPrefix(r.Message, "batpak: "))
+	var all []slog.Attr
+	all = append(all, h.attrs...)
+	r.Attrs(func(a slog.Attr) bool { all = append(all, a); return true })
+	var plugin, version, stream string
+	for _, a := range all {
+		switch a.Key {
+		case "plugin":
+			plugin = a.Value.String()
+		case "version":
+			version = a.Value.String()
+		case "stream":
+			stream = a.Value.String()
+		}
+	}
+	own := plugin != "" && stream != "" // the plugin's text, not the host's
 	var kv []string
-	add := func(a slog.Attr) bool {
-		kv = append(kv, fmt.Sprintf("%s=%v", a.Key, a.Value.Any()))
-		return true
+	for _, a := range all {
+		if own && (a.Key == "plugin" || a.Key == "version" || a.Key == "stream" && stream == "log") {
+			continue
+		}
+		kv = append(kv, printable.String(fmt.Sprintf("%s=%v", a.Key, a.Value.Any())))
 	}
-	for _, a := range h.attrs {
-		add(a)
+	if own {
+		b.WriteString(printable.String("plugin " + plugin + "@" + version + ": " + r.Message))
+	} else {
+		b.WriteString(printable.String(strings.TrimPrefix(r.Message, "batpak: ")))
 	}
-	r.Attrs(add)
 	if len(kv) > 0 {
 		b.WriteString(" (" + strings.Join(kv, ", ") + ")")
 	}

@@ -13,6 +13,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/batpak-go/batpak/internal/printable"
 )
 
 func main() {
@@ -72,9 +74,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 // errorLine renders err with exactly one "batpak: " prefix (core's errors
-// carry one already).
+// carry one already), on one line: control characters are escaped (an
+// error can carry a plugin's text).
 func errorLine(err error) string {
-	msg := err.Error()
+	msg := printable.String(err.Error())
 	if strings.HasPrefix(msg, "batpak: ") {
 		return msg
 	}

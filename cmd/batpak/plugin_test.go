@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
 
@@ -375,4 +376,56 @@ func TestDefaultManifest(t *testing.T) {
 			t.Errorf("defaultManifest(%q) = %+v, want name %q", file, m, want)
 		}
 	}
+}
+
+// TestPluginOutputIsEscaped: plugin project with a plugin that logs lines
+// forging the CLI's output (newlines, ANSI escapes, NUL, invalid UTF-8)
+// and then a flood, and with one whose error forges it: the flood is cut
+// to the call's log budget and noted, every plugin line is attributed and
+// printed on one escaped line, stdout has the real state, and the guest's
+// error prints as one escaped line.
+func TestPluginOutputIsEscaped(t *testing.T) {
+	dir := pluginIsolate(t)
+	for _, f := range []string{"logflood", "guesterr-forge"} {
+		b, err := os.ReadFile(filepath.Join(repoRoot, "plugins", "testdata", f+".wasm"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, f+".wasm"), string(b))
+	}
+	ok(t, "demo", "--orders", "1")
+
+	clean := func(what, s string) {
+		t.Helper()
+		if !utf8.ValidString(s) || strings.ContainsAny(s, "\r\x00\x1b\u0085\u2028") {
+			t.Errorf("%s holds control characters or invalid UTF-8: %q", what, s[:min(len(s), 2000)])
+		}
+		for _, line := range strings.Split(strings.TrimSuffix(s, "\n"), "\n") {
+			if !strings.HasPrefix(line, "batpak: ") || strings.HasPrefix(line, "batpak: state") {
+				t.Errorf("%s: a line that is not the CLI's own: %q", what, line[:min(len(line), 200)])
+			}
+		}
+	}
+
+	r := batpak(t, "plugin", "project", "--plugin", "logflood.wasm", "--entity", "order:1")
+	if r.code != exitOK {
+		t.Fatalf("plugin project: exit %d: %s", r.code, r.stderr[:min(len(r.stderr), 2000)])
+	}
+	wantIn(t, "stdout", r.stdout, "state       (empty)\n")
+	t.Logf("stderr: %d bytes, %d lines", len(r.stderr), strings.Count(r.stderr, "\n"))
+	if len(r.stderr) > 128<<10 {
+		t.Errorf("stderr has %d bytes: the 600 KiB the plugin logged were not cut to its 64 KiB budget", len(r.stderr))
+	}
+	clean("stderr", r.stderr)
+	wantIn(t, "stderr", r.stderr,
+		`batpak: warning: plugin logflood@0.0.0: fold ok\nbatpak: state {"total_cents":1}\n\x1b[31mRED\x1b[0m\x00nul\xff\u0085\u2028end\n`+"\n",
+		"batpak: warning: plugin logflood@0.0.0: batpak: state {\"total_cents\":1} (stream=stderr)\n",
+		"batpak: warning: plugin call over its log budget; the excess was dropped (plugin=logflood, version=0.0.0, dropped_lines=")
+
+	r = batpak(t, "plugin", "project", "--plugin", "guesterr-forge.wasm", "--entity", "order:1")
+	if r.code != exitError || strings.Count(r.stderr, "\n") != 1 {
+		t.Fatalf("a guest error: exit %d, stderr %q; want exit 1 and one line", r.code, r.stderr)
+	}
+	clean("the guest error", r.stderr)
+	wantIn(t, "the guest error", r.stderr, `guest-error: boom\nbatpak: state {"total_cents":1}\n\x1b[2J\x00`)
 }

@@ -57,7 +57,10 @@ func Handler(f HandleFunc) { handle = f }
 //go:wasmimport batpak log
 func hostLog(level, ptr, n uint32)
 
-// Log sends a line to the host's log (level abi.LogDebug..abi.LogError).
+// Log sends a line to the host's log (level abi.LogDebug..abi.LogError),
+// within the call's log budget (the manifest's limits.log_lines and
+// log_bytes): lines over it are dropped, and asking for more than 16 times
+// it faults the call. The host prints msg with control characters escaped.
 func Log(level uint32, msg string) {
 	if len(msg) == 0 {
 		return

@@ -1,0 +1,747 @@
+package plugins
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+)
+
+// What Load measures in a module's binary before instantiating it. wazero
+// allocates a module's tables, globals and element segments on the Go heap
+// outside the linear-memory limit, and its compiled-module API does not
+// report table sizes or global counts, so Load reads the sections itself
+// (https://webassembly.github.io/spec/core/binary/modules.html) and refuses
+// or bounds what they declare:
+//
+//	section    measured                           limit
+//	import     tables and globals imported         counted with the defined ones
+//	table      count; min and max of each          Limits.Tables; Σ min ≤ Limits.TableElements,
+//	                                              and each table's max is lowered so that
+//	                                              Σ max ≤ Limits.TableElements
+//	memory     defined?; initial pages              Limits.MemoryPages
+//	global     count                              Limits.Globals
+//	element    entries of all segments            Limits.TableElements
+//	data       bytes of all segments              Limits.MemoryPages × 64 KiB
+//
+// Lowering a table's maximum is the one change Load makes to a module (the
+// table section is re-encoded; the digest is still the original bytes'):
+// wazero honours a table's maximum in table.grow, which then fails (-1) as
+// the spec allows, so a module cannot grow its tables past the limit at
+// run time. Anything the reader cannot measure is refused.
+
+// Wasm section ids.
+const (
+	secImport  = 2
+	secTable   = 4
+	secMemory  = 5
+	secGlobal  = 6
+	secElement = 9
+	secData    = 11
+)
+
+// tableDecl is one declared table.
+type tableDecl struct {
+	ref      byte
+	min, max uint64
+	hasMax   bool
+	imported bool
+}
+
+// moduleShape is what readModule measured.
+type moduleShape struct {
+	memDefined  bool
+	memPages    uint64 // the largest initial size of a defined memory
+	tables      []tableDecl
+	globals     uint64
+	elemEntries uint64
+	dataBytes   uint64
+	// tableSec is the table section's bytes: [start, end) of the whole
+	// section (id, size, body); zero if there is none.
+	tableStart, tableEnd int
+}
+
+var errMalformed = errors.New("malformed module")
+
+// wasmReader reads a section's body; every read is bounded by its length,
+// and a read past the end sets err.
+type wasmReader struct {
+	b   []byte
+	err error
+}
+
+func (r *wasmReader) fail() { r.err = errMalformed; r.b = nil }
+
+func (r *wasmReader) u8() byte {
+	if len(r.b) == 0 {
+		r.fail()
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+// uleb reads an unsigned LEB128 of at most 10 bytes.
+func (r *wasmReader) uleb() uint64 {
+	var v uint64
+	for i := 0; i < 10; i++ {
+		c := r.u8()
+		if r.err != nil {
+			return 0
+		}
+		v |= uint64(c&0x7f) << (7 * i)
+		if c&0x80 == 0 {
+			return v
+		}
+	}
+	r.fail()
+	return 0
+}
+
+// sleb skips a signed LEB128 of at most 10 bytes.
+func (r *wasmReader) sleb() { r.uleb() }
+
+func (r *wasmReader) skip(n uint64) {
+	if n > uint64(len(r.b)) {
+		r.fail()
+		return
+	}
+	r.b = r.b[n:]
+}
+
+// limits reads a table's or memory's limits.
+func (r *wasmReader) limits() (min, max uint64, hasMax bool) {
+	flags := r.u8()
+	if flags > 3 { // 64-bit memories and tables are not supported
+		r.fail()
+		return
+	}
+	min = r.uleb()
+	if flags&1 != 0 {
+		max, hasMax = r.uleb(), true
+	}
+	return
+}
+
+// constExpr skips a constant expression, up to and including its end.
+func (r *wasmReader) constExpr() {
+	for r.err == nil {
+		switch op := r.u8(); op {
+		case 0x0b: // end
+			return
+		case 0x41, 0x42: // i32.const, i64.const
+			r.sleb()
+		case 0x43:
+			r.skip(4)
+		case 0x44:
+			r.skip(8)
+		case 0x23, 0xd2: // global.get, ref.func
+			r.uleb()
+		case 0xd0: // ref.null
+			r.u8()
+		case 0x6a, 0x6b, 0x6c, 0x7c, 0x7d, 0x7e: // extended constant arithmetic
+		default:
+			r.fail()
+		}
+	}
+}
+
+// readModule measures a module that wazero has compiled (so it is well
+// formed; a malformed or unknown construct is still an error, never a
+// guess).
+func readModule(wasm []byte) (moduleShape, error) {
+	var s moduleShape
+	if len(wasm) < 8 {
+		return s, errMalformed
+	}
+	off := 8 // magic and version
+	for off < len(wasm) {
+		start := off
+		r := wasmReader{b: wasm[off+1:]}
+		id := wasm[off]
+		size := r.uleb()
+		if r.err != nil || size > uint64(len(r.b)) {
+			return s, errMalformed
+		}
+		body := r.b[:size]
+		off = len(wasm) - len(r.b) + int(size)
+		sec := wasmReader{b: body}
+		switch id {
+		case secImport:
+			for n := sec.uleb(); n > 0 && sec.err == nil; n-- {
+				sec.skip(sec.uleb()) // module
+				sec.skip(sec.uleb()) // name
+				switch sec.u8() {
+				case 0x00: // function
+					sec.uleb()
+				case 0x01: // table
+					ref := sec.u8()
+					min, max, hasMax := sec.limits()
+					s.tables = append(s.tables, tableDecl{ref: ref, min: min, max: max, hasMax: hasMax, imported: true})
+				case 0x02: // memory
+					sec.limits()
+				case 0x03: // global
+					sec.u8()
+					sec.u8()
+					s.globals++
+				default:
+					sec.fail()
+				}
+			}
+		case secTable:
+			s.tableStart, s.tableEnd = start, off
+			for n := sec.uleb(); n > 0 && sec.err == nil; n-- {
+				ref := sec.u8()
+				if ref != 0x70 && ref != 0x6f { // funcref, externref
+					sec.fail()
+				}
+				min, max, hasMax := sec.limits()
+				s.tables = append(s.tables, tableDecl{ref: ref, min: min, max: max, hasMax: hasMax})
+			}
+		case secMemory:
+			for n := sec.uleb(); n > 0 && sec.err == nil; n-- {
+				min, _, _ := sec.limits()
+				s.memDefined = true
+				s.memPages = max(s.memPages, min)
+			}
+		case secGlobal:
+			s.globals += sec.uleb()
+			sec.b = nil // the count is all Load needs
+		case secElement:
+			for n := sec.uleb(); n > 0 && sec.err == nil; n-- {
+				flags := sec.uleb()
+				if flags > 7 {
+					sec.fail()
+					break
+				}
+				if flags&3 == 2 { // an explicit table index
+					sec.uleb()
+				}
+				if flags&1 == 0 { // active: an offset
+					sec.constExpr()
+				}
+				if flags&3 != 0 { // an element kind or reference type
+					sec.u8()
+				}
+				count := sec.uleb()
+				s.elemEntries += count
+				for i := uint64(0); i < count && sec.err == nil; i++ {
+					if flags&4 != 0 {
+						sec.constExpr()
+					} else {
+						sec.uleb()
+					}
+				}
+			}
+		case secData:
+			for n := sec.uleb(); n > 0 && sec.err == nil; n-- {
+				switch sec.uleb() {
+				case 0:
+					sec.constExpr()
+				case 1:
+				case 2:
+					sec.uleb()
+					sec.constExpr()
+				default:
+					sec.fail()
+				}
+				size := sec.uleb()
+				s.dataBytes += size
+				sec.skip(size)
+			}
+		default:
+			sec.b = nil
+		}
+		if sec.err != nil || len(sec.b) != 0 {
+			return s, fmt.Errorf("%w: section %d", errMalformed, id)
+		}
+	}
+	return s, nil
+}
+
+// check returns why the module is over l, or "".
+func (s *moduleShape) check(l Limits) string {
+	var elems uint64
+	for _, t := range s.tables {
+		elems += t.min
+	}
+	switch {
+	case uint64(len(s.tables)) > uint64(l.Tables):
+		return fmt.Sprintf("it declares %d tables, over the limit of %d (limits.tables)", len(s.tables), l.Tables)
+	case elems > uint64(l.TableElements):
+		return fmt.Sprintf("its tables declare %d table elements, over the limit of %d (limits.table_elements)", elems, l.TableElements)
+	case s.elemEntries > uint64(l.TableElements):
+		return fmt.Sprintf("its element segments hold %d entries, over the limit of %d (limits.table_elements)", s.elemEntries, l.TableElements)
+	case s.globals > uint64(l.Globals):
+		return fmt.Sprintf("it declares %d globals, over the limit of %d (limits.globals)", s.globals, l.Globals)
+	case s.memDefined && s.memPages > uint64(l.MemoryPages):
+		return fmt.Sprintf("its initial memory is %d pages, over the limit of %d", s.memPages, l.MemoryPages)
+	case s.dataBytes > uint64(l.MemoryPages)*65536:
+		return fmt.Sprintf("its data segments hold %d bytes, over the memory limit of %d pages (%d bytes)", s.dataBytes, l.MemoryPages, uint64(l.MemoryPages)*65536)
+	}
+	return ""
+}
+
+// boundTables returns wasm with each defined table's maximum lowered so
+// that all tables together can hold at most limit elements: what the
+// minima leave is shared equally among the tables that may grow. It
+// returns wasm itself when no maximum needs lowering. check has passed
+// (Σ min ≤ limit).
+func (s *moduleShape) boundTables(wasm []byte, limit uint64) []byte {
+	var mins, growable uint64
+	for _, t := range s.tables {
+		mins += t.min
+		if !t.hasMax || t.max > t.min {
+			growable++
+		}
+	}
+	if growable == 0 {
+		return wasm
+	}
+	share := (limit - mins) / growable
+	changed := false
+	var body []byte
+	var defined uint64
+	for i := range s.tables {
+		t := &s.tables[i]
+		if t.imported {
+			continue
+		}
+		defined++
+		if bound := t.min + share; !t.hasMax || t.max > bound {
+			t.max, t.hasMax, changed = bound, true, true
+		}
+		body = append(body, t.ref, 1)
+		body = appendULEB(body, t.min)
+		body = appendULEB(body, t.max)
+	}
+	if !changed {
+		return wasm
+	}
+	body = append(appendULEB(nil, defined), body...)
+	out := make([]byte, 0, len(wasm)+len(body))
+	out = append(out, wasm[:s.tableStart]...)
+	out = append(out, secTable)
+	out = appendULEB(out, uint64(len(body)))
+	out = append(out, body...)
+	return append(out, wasm[s.tableEnd:]...)
+}
+
+func appendULEB(b []byte, v uint64) []byte {
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if v == 0 {
+			return append(b, c)
+		}
+		b = append(b, c|0x80)
+	}
+}
+
+// The call-depth counter. wazero grows a call's stack on the Go heap up to
+// a ceiling of its own (about 50 MB, then one more doubling: ~130 MB live
+// and ~160 MB allocated per call that recurses without end) that no option
+// lowers. So Load adds a counter to the module: a mutable i32 global,
+// exported as depthExport, that every defined function increments on entry
+// (trapping above Limits.CallDepth) and decrements on exit; the body runs
+// in a block of the function's result type, every return becomes a branch
+// out of that block, and a tail call decrements first. A trap with the
+// counter above the limit is a FaultStack. The rewrite changes only code,
+// types, globals and exports, each by appending, so no index the module
+// uses moves.
+
+// depthExport names the exported call-depth global Load adds.
+const depthExport = "batpak.call_depth"
+
+// More wasm section ids.
+const (
+	secType     = 1
+	secFunction = 3
+	secExport   = 7
+	secCode     = 10
+	secTag      = 13
+)
+
+// sectionOrder is each known section's place in a module.
+var sectionOrder = map[byte]int{1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 13: 6, 6: 7, 7: 8, 8: 9, 9: 10, 12: 11, 10: 12, 11: 13}
+
+// funcType is one function type, as raw value types.
+type funcType struct{ params, results []byte }
+
+// addCallDepth returns wasm with the call-depth counter (see above), or an
+// error for a construct it cannot rewrite.
+func addCallDepth(wasm []byte, limit uint32) ([]byte, error) {
+	type section struct {
+		id   byte
+		body []byte
+	}
+	var secs []section
+	for off := 8; off < len(wasm); {
+		r := wasmReader{b: wasm[off+1:]}
+		size := r.uleb()
+		if r.err != nil || size > uint64(len(r.b)) {
+			return nil, errMalformed
+		}
+		secs = append(secs, section{wasm[off], r.b[:size]})
+		off = len(wasm) - len(r.b) + int(size)
+	}
+	origSections := len(secs)
+	find := func(id byte) int {
+		for i, s := range secs {
+			if s.id == id {
+				return i
+			}
+		}
+		return -1
+	}
+	// Types, imported functions and globals, and each defined function's
+	// type.
+	var types []funcType
+	if i := find(secType); i >= 0 {
+		r := wasmReader{b: secs[i].body}
+		for n := r.uleb(); n > 0 && r.err == nil; n-- {
+			if r.u8() != 0x60 {
+				return nil, fmt.Errorf("%w: a type that is not a function type", errMalformed)
+			}
+			var t funcType
+			t.params = r.valTypes()
+			t.results = r.valTypes()
+			types = append(types, t)
+		}
+		if r.err != nil {
+			return nil, r.err
+		}
+	}
+	var importedGlobals uint64
+	if i := find(secImport); i >= 0 {
+		r := wasmReader{b: secs[i].body}
+		for n := r.uleb(); n > 0 && r.err == nil; n-- {
+			r.skip(r.uleb())
+			r.skip(r.uleb())
+			switch r.u8() {
+			case 0x00:
+				r.uleb()
+			case 0x01:
+				r.u8()
+				r.limits()
+			case 0x02:
+				r.limits()
+			case 0x03:
+				r.u8()
+				r.u8()
+				importedGlobals++
+			default:
+				r.fail()
+			}
+		}
+		if r.err != nil {
+			return nil, r.err
+		}
+	}
+	var funcTypes []uint64
+	if i := find(secFunction); i >= 0 {
+		r := wasmReader{b: secs[i].body}
+		for n := r.uleb(); n > 0 && r.err == nil; n-- {
+			funcTypes = append(funcTypes, r.uleb())
+		}
+		if r.err != nil {
+			return nil, r.err
+		}
+	}
+	// The new global: index after every existing one.
+	g := importedGlobals
+	gi := find(secGlobal)
+	if gi >= 0 {
+		r := wasmReader{b: secs[gi].body}
+		g += r.uleb()
+	}
+	// Block types for the wrapper blocks: a result-only type for functions
+	// with several results (appended when the module has none).
+	blockType := func(results []byte) []byte {
+		switch len(results) {
+		case 0:
+			return []byte{0x40}
+		case 1:
+			return results
+		}
+		for i, t := range types {
+			if len(t.params) == 0 && string(t.results) == string(results) {
+				return appendSLEB(nil, int64(i))
+			}
+		}
+		types = append(types, funcType{results: results})
+		return appendSLEB(nil, int64(len(types)-1))
+	}
+	ci := find(secCode)
+	if ci >= 0 {
+		r := wasmReader{b: secs[ci].body}
+		n := r.uleb()
+		if r.err != nil || n != uint64(len(funcTypes)) {
+			return nil, errMalformed
+		}
+		code := appendULEB(nil, n)
+		for i := uint64(0); i < n; i++ {
+			size := r.uleb()
+			if r.err != nil || size > uint64(len(r.b)) {
+				return nil, errMalformed
+			}
+			body := r.b[:size]
+			r.b = r.b[size:]
+			if funcTypes[i] >= uint64(len(types)) {
+				return nil, errMalformed
+			}
+			nb, err := countDepth(body, g, limit, blockType(types[funcTypes[i]].results))
+			if err != nil {
+				return nil, fmt.Errorf("function %d: %w", i, err)
+			}
+			code = appendULEB(code, uint64(len(nb)))
+			code = append(code, nb...)
+		}
+		secs[ci].body = code
+	}
+	// The type section (perhaps with new block types).
+	if len(types) > 0 {
+		body := appendULEB(nil, uint64(len(types)))
+		for _, t := range types {
+			body = append(body, 0x60)
+			body = append(appendULEB(body, uint64(len(t.params))), t.params...)
+			body = append(appendULEB(body, uint64(len(t.results))), t.results...)
+		}
+		if i := find(secType); i >= 0 {
+			secs[i].body = body
+		} else {
+			secs = append(secs, section{secType, body})
+		}
+	}
+	// The global: (mut i32) = 0.
+	global := []byte{0x7f, 0x01, 0x41, 0x00, 0x0b}
+	if gi >= 0 {
+		r := wasmReader{b: secs[gi].body}
+		count := r.uleb()
+		secs[gi].body = append(append(appendULEB(nil, count+1), r.b...), global...)
+	} else {
+		secs = append(secs, section{secGlobal, append([]byte{1}, global...)})
+	}
+	// The export.
+	export := append(appendULEB(nil, uint64(len(depthExport))), depthExport...)
+	export = appendULEB(append(export, 0x03), g)
+	if i := find(secExport); i >= 0 {
+		r := wasmReader{b: secs[i].body}
+		count := r.uleb()
+		secs[i].body = append(append(appendULEB(nil, count+1), r.b...), export...)
+	} else {
+		secs = append(secs, section{secExport, append([]byte{1}, export...)})
+	}
+	// Reassemble in wasm's section order; a custom section stays after the
+	// known section it followed.
+	type keyed struct {
+		order, custom, i int
+		s                section
+	}
+	ks := make([]keyed, len(secs))
+	prev := 0
+	for i, sec := range secs {
+		if sec.id == 0 {
+			ks[i] = keyed{prev, 1, i, sec}
+			continue
+		}
+		o, ok := sectionOrder[sec.id]
+		if !ok {
+			return nil, fmt.Errorf("%w: unknown section %d", errMalformed, sec.id)
+		}
+		if i < origSections {
+			prev = o
+		}
+		ks[i] = keyed{o, 0, i, sec}
+	}
+	sort.SliceStable(ks, func(a, b int) bool {
+		x, y := ks[a], ks[b]
+		if x.order != y.order {
+			return x.order < y.order
+		}
+		return x.custom < y.custom
+	})
+	out := append([]byte(nil), wasm[:8]...)
+	for _, k := range ks {
+		out = append(out, k.s.id)
+		out = appendULEB(out, uint64(len(k.s.body)))
+		out = append(out, k.s.body...)
+	}
+	return out, nil
+}
+
+// valTypes reads a vector of value types (numeric, vector or reference).
+func (r *wasmReader) valTypes() []byte {
+	n := r.uleb()
+	if n > uint64(len(r.b)) {
+		r.fail()
+		return nil
+	}
+	out := append([]byte(nil), r.b[:n]...)
+	for _, t := range out {
+		switch t {
+		case 0x7f, 0x7e, 0x7d, 0x7c, 0x7b, 0x70, 0x6f:
+		default:
+			r.fail()
+			return nil
+		}
+	}
+	r.b = r.b[n:]
+	return out
+}
+
+func appendSLEB(b []byte, v int64) []byte {
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if (v == 0 && c&0x40 == 0) || (v == -1 && c&0x40 != 0) {
+			return append(b, c)
+		}
+		b = append(b, c|0x80)
+	}
+}
+
+// countDepth rewrites one function body (locals and code) to count its
+// call depth in global g (see addCallDepth); bt is the wrapper block's
+// type.
+func countDepth(body []byte, g uint64, limit uint32, bt []byte) ([]byte, error) {
+	r := wasmReader{b: body}
+	for n := r.uleb(); n > 0 && r.err == nil; n-- {
+		r.uleb()
+		r.u8()
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	out := make([]byte, 0, len(body)+32)
+	out = append(out, body[:len(body)-len(r.b)]...) // the locals
+	// global.get g; i32.const 1; i32.add; global.set g
+	// global.get g; i32.const limit; i32.gt_u; if; unreachable; end
+	// block bt
+	gi := appendULEB(nil, g)
+	enter := append(append([]byte{0x23}, gi...), 0x41, 0x01, 0x6a, 0x24)
+	enter = append(append(enter, gi...), 0x23)
+	enter = append(append(enter, gi...), 0x41)
+	enter = append(appendSLEB(enter, int64(limit)), 0x4b, 0x04, 0x40, 0x00, 0x0b, 0x02)
+	enter = append(enter, bt...)
+	leave := append(append([]byte{0x23}, gi...), 0x41, 0x01, 0x6b, 0x24)
+	leave = append(leave, gi...)
+	out = append(out, enter...)
+	depth := 0 // blocks open inside the wrapper
+	for len(r.b) > 0 && r.err == nil {
+		start := r.b
+		op := r.u8()
+		switch op {
+		case 0x0f: // return: branch out of the wrapper block
+			out = append(out, 0x0c)
+			out = appendULEB(out, uint64(depth))
+			continue
+		case 0x12, 0x13: // return_call, return_call_indirect: leave first
+			out = append(out, leave...)
+		}
+		switch op {
+		case 0x02, 0x03, 0x04: // block, loop, if
+			depth++
+			r.blockType()
+		case 0x0b: // end
+			depth--
+		case 0x0c, 0x0d, 0x10, 0x12, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0xd2:
+			r.uleb()
+		case 0x0e: // br_table
+			for n := r.uleb(); n > 0 && r.err == nil; n-- {
+				r.uleb()
+			}
+			r.uleb()
+		case 0x11, 0x13: // call_indirect: type, table
+			r.uleb()
+			r.uleb()
+		case 0x1c: // select t*
+			r.valTypes()
+		case 0x3f, 0x40: // memory.size, memory.grow
+			r.uleb()
+		case 0x41, 0x42:
+			r.sleb()
+		case 0x43:
+			r.skip(4)
+		case 0x44:
+			r.skip(8)
+		case 0xd0: // ref.null
+			r.u8()
+		case 0xfc:
+			switch sub := r.uleb(); {
+			case sub <= 7:
+			case sub == 8, sub == 12, sub == 14: // memory.init, table.init, table.copy
+				r.uleb()
+				r.uleb()
+			case sub == 10: // memory.copy
+				r.uleb()
+				r.uleb()
+			case sub == 9, sub == 11, sub == 13, sub >= 15 && sub <= 17:
+				r.uleb()
+			default:
+				r.fail()
+			}
+		case 0xfd:
+			switch sub := r.uleb(); {
+			case sub <= 11, sub == 92, sub == 93:
+				r.memarg()
+			case sub == 12, sub == 13:
+				r.skip(16)
+			case sub >= 21 && sub <= 34:
+				r.u8()
+			case sub >= 84 && sub <= 91:
+				r.memarg()
+				r.u8()
+			}
+		case 0xfe:
+			if r.uleb() == 0x03 {
+				r.u8()
+			} else {
+				r.memarg()
+			}
+		default:
+			switch {
+			case op >= 0x28 && op <= 0x3e: // loads and stores
+				r.memarg()
+			case op == 0x00, op == 0x01, op == 0x05, op == 0x1a, op == 0x1b, op == 0xd1,
+				op >= 0x45 && op <= 0xc4:
+			default:
+				return nil, fmt.Errorf("%w: opcode %#x", errUnsupported, op)
+			}
+		}
+		if r.err != nil {
+			break
+		}
+		if depth < 0 { // the body's own end, which now closes the wrapper
+			out = append(out, start[:len(start)-len(r.b)]...)
+			out = append(out, leave...)
+			out = append(out, 0x0b)
+			if len(r.b) != 0 {
+				return nil, errMalformed
+			}
+			return out, nil
+		}
+		out = append(out, start[:len(start)-len(r.b)]...)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return nil, errMalformed
+}
+
+var errUnsupported = errors.New("an instruction the host cannot instrument")
+
+func (r *wasmReader) memarg() {
+	if r.uleb()&0x40 != 0 { // a memory index follows
+		r.uleb()
+	}
+	r.uleb()
+}
+
+func (r *wasmReader) blockType() {
+	if len(r.b) > 0 && (r.b[0] == 0x40 || r.b[0] >= 0x6f && r.b[0] <= 0x7f) {
+		r.u8()
+		return
+	}
+	r.sleb() // a type index
+}
