@@ -74,10 +74,16 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 // errorLine renders err with exactly one "batpak: " prefix (core's errors
-// carry one already), on one line: control characters are escaped (an
-// error can carry a plugin's text).
+// carry one already). Control characters are escaped line by line (an
+// error can carry a plugin's text); the line breaks the CLI's own
+// multi-line errors put in (one per policy reason, whose text is escaped
+// where it is added) are kept.
 func errorLine(err error) string {
-	msg := printable.String(err.Error())
+	lines := strings.Split(err.Error(), "\n")
+	for i, l := range lines {
+		lines[i] = printable.String(l)
+	}
+	msg := strings.Join(lines, "\n")
 	if strings.HasPrefix(msg, "batpak: ") {
 		return msg
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/printable"
 	"github.com/batpak-go/batpak/policy"
 )
 
@@ -523,7 +524,9 @@ func denialErrorOf(what, outcome string, d *policy.Denial) error {
 		reasons = []policy.Reason{{Code: d.Code, Message: d.Message, Context: d.Context}}
 	}
 	for _, r := range reasons {
-		fmt.Fprintf(&b, "\n  %s: %s", r.Code, r.Message)
+		// Code and message can carry payload text a policy quoted: escape
+		// them, so each reason stays one line.
+		fmt.Fprintf(&b, "\n  %s: %s", printable.String(r.Code), printable.String(r.Message))
 		if len(r.Context) > 0 {
 			b.WriteString(" " + compactJSON(r.Context))
 		}

@@ -309,6 +309,18 @@ func TestAppendWithPolicy(t *testing.T) {
 		t.Errorf("%d events, want 2", n)
 	}
 
+	// A reason that quotes payload text cannot forge lines of its own:
+	// a newline or escape sequence in the payload is printed escaped.
+	quoting := filepath.Join(filepath.Dir(dir), "quoting")
+	writeFile(t, filepath.Join(quoting, "write.rego"), "package batpak.write\n\nallow := true\n\n"+
+		"deny contains {\"code\": \"BAD_NOTE\", \"message\": sprintf(\"note %s\", [input.event.payload.note])} if input.event.payload.note\n")
+	r = fails(t, []string{"append", "--data-dir", filepath.Join(filepath.Dir(dir), "quoting-store"), "--policy-dir", quoting,
+		"--entity", "e", "--scope", "s", "--kind", "1:1", "--data", `{"note":"x\n  ALLOWED: forged\u001b[2J"}`},
+		`BAD_NOTE: note x\n  ALLOWED: forged\x1b[2J`)
+	if got := strings.Count(r.stderr, "\n"); got != 2 {
+		t.Errorf("a denial with one reason printed %d lines, want 2:\n%s", got, r.stderr)
+	}
+
 	// A broken policy refuses to write before opening the store.
 	broken := filepath.Join(filepath.Dir(dir), "broken")
 	writeFile(t, filepath.Join(broken, "write.rego"), "package batpak.write\n\nallow if {\n\tinput.x ==\n}\n")
