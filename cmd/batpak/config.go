@@ -45,6 +45,7 @@ const (
 	kindOptionalPath                  // a path, or empty for none
 	kindText                          // free text, may be empty
 	kindList                          // a comma-separated list (a YAML list in the file)
+	kindBool                          // true | false
 )
 
 // setting is one configuration key: its config-file key, flag name,
@@ -73,12 +74,18 @@ var settings = []setting{
 		help: "segment files kept open and mapped for reads; 2..65536"},
 	{key: "single_append_max_bytes", flag: "single-append-max-bytes", field: "SingleAppendMaxBytes", kind: kindSize, def: formatSize(core.DefaultSingleAppendMaxBytes),
 		help: "largest accepted event payload; 1..64MiB"},
+	{key: "max_json_depth", flag: "max-json-depth", field: "MaxJSONDepth", kind: kindCount, def: core.DefaultMaxJSONDepth,
+		help: "deepest nesting of arrays and objects a payload may have; 0..4096 (0: 512)"},
 	{key: "broadcast_capacity", flag: "broadcast-capacity", field: "BroadcastCapacity", kind: kindCount, def: core.DefaultBroadcastCapacity,
 		help: "notifications held for lossy subscribers; 1..1048576"},
 	{key: "channel_capacity", flag: "channel-capacity", field: "ChannelCapacity", kind: kindCount, def: core.DefaultChannelCapacity,
 		help: "writer mailbox size; 1..1048576"},
 	{key: "pressure_retry_pct", flag: "pressure-retry-pct", field: "PressureRetryPct", kind: kindCount, def: core.DefaultPressureRetryPct,
 		help: "mailbox fill percentage at which TrySubmit answers retry; 1..100"},
+	{key: "fence_timeout", flag: "fence-timeout", field: "FenceTimeout", kind: kindDuration, def: core.DefaultFenceTimeout.String(),
+		help: "a visibility fence left open this long is cancelled (its writes discarded); 1ms..24h"},
+	{key: "salvage", flag: "salvage", field: "Salvage", kind: kindBool, def: false,
+		help: "open a store whose log lost durable events: record the loss and go on (default: refuse to open)"},
 	{key: "sync.every_n_events", flag: "sync-every-n-events", field: "Sync.EveryNEvents", kind: kindCount, def: core.DefaultSyncEveryNEvents,
 		help: "fsync after this many events (0 disables); 0..1048576"},
 	{key: "sync.interval", flag: "sync-interval", field: "Sync.Interval", kind: kindDuration, def: core.DefaultSyncInterval.String(),
@@ -121,6 +128,8 @@ func registerConfigFlags(fs *pflag.FlagSet, v *viper.Viper, configFile *string) 
 		case kindDuration:
 			d, _ := time.ParseDuration(s.def.(string))
 			fs.Duration(s.flag, d, help)
+		case kindBool:
+			fs.Bool(s.flag, s.def.(bool), help)
 		default:
 			fs.String(s.flag, s.def.(string), help)
 		}
@@ -298,6 +307,8 @@ func (a *app) loadConfig() (*resolved, error) {
 				cfg.Batch.MaxSize = n
 			case "batch.group_commit_max_batch":
 				cfg.Batch.GroupCommitMaxBatch = n
+			case "max_json_depth":
+				cfg.MaxJSONDepth = n
 			}
 			shown = strconv.Itoa(n)
 		case kindDuration:
@@ -305,7 +316,22 @@ func (a *app) loadConfig() (*resolved, error) {
 			if err != nil {
 				return nil, bad(err)
 			}
-			cfg.Sync.Interval, shown = d, d.String()
+			switch s.key {
+			case "sync.interval":
+				cfg.Sync.Interval = d
+			case "fence_timeout":
+				cfg.FenceTimeout = d
+			}
+			shown = d.String()
+		case kindBool:
+			b, err := parseBool(raw)
+			if err != nil {
+				return nil, bad(err)
+			}
+			if s.key == "salvage" {
+				cfg.Salvage = b
+			}
+			shown = strconv.FormatBool(b)
 		case kindSyncMode:
 			m, err := parseSyncMode(raw)
 			if err != nil {
@@ -495,6 +521,22 @@ func toInt64(raw any) (int64, error) {
 		return n, nil
 	}
 	return 0, fmt.Errorf("%v is not a whole number", raw)
+}
+
+// parseBool reads true or false (YAML, the environment or a flag).
+func parseBool(raw any) (bool, error) {
+	switch x := raw.(type) {
+	case bool:
+		return x, nil
+	case string:
+		switch strings.ToLower(strings.TrimSpace(x)) {
+		case "true":
+			return true, nil
+		case "false", "":
+			return false, nil
+		}
+	}
+	return false, fmt.Errorf("%v is not true or false", raw)
 }
 
 // parseDuration reads a Go duration string ("1s", "250ms", "0").

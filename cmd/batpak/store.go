@@ -38,7 +38,7 @@ func (a *app) openRead() (*core.Store, *resolved, error) {
 	}
 	s, err := core.OpenReadOnly(res.cfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, salvageHint(err)
 	}
 	return s, res, nil
 }
@@ -67,9 +67,19 @@ func (a *app) openWrite(ctx context.Context) (*core.Store, *resolved, context.Co
 		if errors.As(err, &le) {
 			return nil, nil, nil, &detailError{msg: err.Error() + " (one writer at a time; read commands work beside it)", err: err}
 		}
-		return nil, nil, nil, err
+		return nil, nil, nil, salvageHint(err)
 	}
 	return s, res, policy.WithPrincipal(ctx, res.principal), nil
+}
+
+// salvageHint names the CLI's way past a log that lost acknowledged
+// events (core's message names Config.Salvage).
+func salvageHint(err error) error {
+	var lt *core.LogTruncatedError
+	if !errors.As(err, &lt) {
+		return err
+	}
+	return &detailError{msg: err.Error() + "; --salvage (salvage: true, BATPAK_SALVAGE) opens it: a read command shows what is left, a write command records the loss first", err: err}
 }
 
 // unprefixed drops the "batpak: " prefix of an error that is about to be
