@@ -220,8 +220,8 @@ func (s *Store) appendSystemEvent(ctx context.Context, ev eventReq) (Receipt, er
 //
 // Fail closed: when Config.Admission is set but does not implement
 // MaintenanceAdmission, the destructive operations are refused with
-// ErrMaintenanceNotAdmitted. Without an Admission they run unasked and
-// unrecorded, as every write then does.
+// ErrMaintenanceNotAdmitted. Without an Admission they run unasked (and
+// are still recorded).
 type MaintenanceAdmission interface {
 	AdmitMaintenance(ctx context.Context, p *MaintenanceProposal) (MaintenanceGrant, error)
 }
@@ -294,7 +294,7 @@ func reasonOf(ctx context.Context) string {
 // the audit records of destructive operations; KindMaintenanceAudit is
 // their kind. Each record is a JSON object:
 //
-//	{"action": "redact"|"erase"|"compact", "who": <the grant's Who>,
+//	{"action": "redact"|"erase"|"compact", "who": <the grant's Who or null>,
 //	 "why": "...", "entity": "...", "ids": [...], "entities": {"e": n, ...},
 //	 "compact": {...} or null, "events_erased": n, "events_removed": n,
 //	 "segments": n, "truncated": false, "at": "RFC 3339 time"}
@@ -340,21 +340,20 @@ type compactStrategy struct {
 // admitMaintenance asks the gate about p (fail closed: an Admission that
 // cannot judge maintenance refuses it) and, when admitted and the
 // operation erases or removes anything, records the audit event and syncs
-// it before returning: no erasure without its record. Without an
-// Admission it does nothing. The caller holds erasureMu, so the plan in p
-// stays true until it is carried out.
+// it before returning: no erasure without its record. The caller holds
+// erasureMu, so the plan in p stays true until it is carried out.
 func (s *Store) admitMaintenance(ctx context.Context, p *MaintenanceProposal) error {
-	if s.cfg.Admission == nil {
-		return nil
-	}
 	p.Reason = reasonOf(ctx)
-	ma, ok := s.cfg.Admission.(MaintenanceAdmission)
-	if !ok {
-		return ErrMaintenanceNotAdmitted
-	}
-	grant, err := ma.AdmitMaintenance(ctx, p)
-	if err != nil {
-		return err
+	var grant MaintenanceGrant
+	if s.cfg.Admission != nil {
+		ma, ok := s.cfg.Admission.(MaintenanceAdmission)
+		if !ok {
+			return ErrMaintenanceNotAdmitted
+		}
+		var err error
+		if grant, err = ma.AdmitMaintenance(ctx, p); err != nil {
+			return err
+		}
 	}
 	if p.EventsErased+p.EventsRemoved == 0 {
 		return nil

@@ -108,8 +108,8 @@ const (
 // waits for a running snapshot or redaction and makes them wait. With
 // Config.Admission set it is admitted (ActionCompact; see
 // MaintenanceAdmission) once the new segments are written and before they
-// take effect, so the gate judges exactly what will be removed; then, if
-// it removes or tombstones events, it is recorded as an audit event
+// take effect, so the gate judges exactly what will be removed; one that
+// removes or tombstones events is recorded as an audit event
 // (MaintenanceAuditEntity) before it takes effect. Errors: ErrReadOnly,
 // ErrMaintenanceNotAdmitted, the gate's refusal, I/O errors (the old
 // segments then stay in force).

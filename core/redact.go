@@ -23,9 +23,8 @@ import (
 
 // Redact erases the payload of the visible event id. Redacting an already
 // redacted event does nothing. With Config.Admission set it is admitted
-// first (ActionRedact; see MaintenanceAdmission) and, when it erases
-// something, recorded as an audit event (MaintenanceAuditEntity) before
-// it is done. Errors:
+// first (ActionRedact; see MaintenanceAdmission); an erasure is recorded as
+// an audit event (MaintenanceAuditEntity) before it is done. Errors:
 // ErrNotFound, ErrReadOnly, ErrClosed, ErrMaintenanceNotAdmitted, the
 // gate's refusal, I/O errors. The erasure is synced to disk before Redact
 // returns; a snapshot taken earlier still holds the payload.

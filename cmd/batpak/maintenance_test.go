@@ -91,8 +91,13 @@ func TestCompactCLI(t *testing.T) {
 	}
 	ok(t, "verify", "--data-dir="+dir)
 	after := decode[statsJSON](t, ok(t, "stats", "--data-dir="+dir, "--json"))
-	if after.Events >= before.Events || after.GlobalSequence != before.GlobalSequence || after.Bytes >= before.Bytes {
+	// One event more in the log: the compaction's audit record.
+	if after.Events >= before.Events || after.GlobalSequence != before.GlobalSequence+1 || after.Bytes >= before.Bytes {
 		t.Fatalf("stats before %+v after %+v", before, after)
+	}
+	if audit := parseLines(t, ok(t, "query", "--data-dir="+dir, "--entity-prefix", "batpak:audit:maintenance", "--json")); len(audit) != 1 ||
+		!strings.Contains(string(audit[0]["payload"]), `"action":"compact"`) {
+		t.Fatalf("audit records %v", audit)
 	}
 	fails(t, []string{"compact", "--data-dir=" + dir, "--max-per-entity", "-1"}, "must not be negative")
 }
