@@ -297,7 +297,8 @@ func reasonOf(ctx context.Context) string {
 //	{"action": "redact"|"erase"|"compact", "who": <the grant's Who or null>,
 //	 "why": "...", "entity": "...", "ids": [...], "entities": {"e": n, ...},
 //	 "compact": {...} or null, "events_erased": n, "events_removed": n,
-//	 "segments": n, "truncated": false, "at": "RFC 3339 time"}
+//	 "segments": n, "truncated": false,
+//	 "at": "RFC 3339 time, UTC, always with microseconds"}
 //
 // ids and entities list at most MaintenanceAuditListMax items each
 // (truncated is then true; the counts are always complete).
@@ -314,6 +315,10 @@ const (
 // audit record.)
 var KindMaintenanceAudit = Kind(0x002)
 
+// auditTimeFormat is RFC 3339 with a fixed six-digit fraction, so audit
+// records of the same operation have the same size.
+const auditTimeFormat = "2006-01-02T15:04:05.000000Z07:00"
+
 type maintenanceRecord struct {
 	Action        Action           `json:"action"`
 	Who           json.RawMessage  `json:"who"`
@@ -326,7 +331,7 @@ type maintenanceRecord struct {
 	EventsRemoved int              `json:"events_removed"`
 	Segments      int              `json:"segments"`
 	Truncated     bool             `json:"truncated"`
-	At            time.Time        `json:"at"`
+	At            string           `json:"at"`
 }
 
 type compactStrategy struct {
@@ -361,7 +366,7 @@ func (s *Store) admitMaintenance(ctx context.Context, p *MaintenanceProposal) er
 	rec := maintenanceRecord{
 		Action: p.Action, Who: grant.Who, Why: p.Reason, Entity: p.Entity,
 		EventsErased: p.EventsErased, EventsRemoved: p.EventsRemoved, Segments: p.Segments,
-		Entities: map[string]int{}, At: time.UnixMicro(s.nowMicros()).UTC(),
+		Entities: map[string]int{}, At: time.UnixMicro(s.nowMicros()).UTC().Format(auditTimeFormat),
 	}
 	if len(rec.Who) == 0 || !json.Valid(rec.Who) {
 		rec.Who = json.RawMessage("null")

@@ -112,8 +112,8 @@
 // refuses them (ErrMaintenanceNotAdmitted): the gate fails closed. Every
 // admitted operation that erases or removes events is first recorded,
 // synced, as an audit event on MaintenanceAuditEntity (who the gate
-// admitted, why — WithReason —, what, how many), with or without an
-// Admission; a refused one changes and records nothing.
+// admitted — null without one —, why — WithReason —, what, how many),
+// with or without an Admission; a refused one changes and records nothing.
 //
 // # Durability
 //

@@ -62,14 +62,16 @@ func TestReadOnlyDuringCompactionCommit(t *testing.T) {
 				if err != nil {
 					failures = append(failures, stage+": query: "+err.Error())
 				}
-				views = append(views, seen{stage, ids(evs)})
+				// The compaction's audit record is written before any
+				// stage: what is compared is the events around it.
+				views = append(views, seen{stage, ids(withoutNewAudit(evs, nil))})
 			})
 			rep, err := s.Compact(context.Background(), tc.cc)
 			if err != nil {
 				t.Fatal(err)
 			}
 			core.SetCompactHook(s, nil)
-			after := ids(mustQuery(t, s, core.All()))
+			after := ids(withoutNewAudit(mustQuery(t, s, core.All()), nil))
 			t.Logf("%+v", rep)
 			if rep.SegmentsRewritten < 4 {
 				t.Fatalf("%d segments rewritten: nothing to test", rep.SegmentsRewritten)

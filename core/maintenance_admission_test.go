@@ -227,3 +227,20 @@ func withoutSystem(evs []core.StoredEvent) []core.StoredEvent {
 	}
 	return out
 }
+
+// withoutNewAudit leaves out of evs the audit records of destructive
+// operations (MaintenanceAuditEntity) that are not in had: what an
+// operation recorded about itself, for checks about the events it kept.
+func withoutNewAudit(evs, had []core.StoredEvent) []core.StoredEvent {
+	old := map[core.EventID]bool{}
+	for _, ev := range had {
+		old[ev.Header.ID] = true
+	}
+	out := evs[:0:0]
+	for _, ev := range evs {
+		if ev.Coordinate.Entity != core.MaintenanceAuditEntity || old[ev.Header.ID] {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
