@@ -3,7 +3,6 @@ package core
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -170,9 +169,6 @@ func SystemKind(typ uint16) (Kind, error) {
 	return Kind(typ), nil
 }
 
-// ErrNotSystemKind: AppendSystem takes only category 0x0 kinds.
-var ErrNotSystemKind = errors.New("batpak: not a system kind")
-
 // AppendSystem writes one of batpak's own records (a kind from SystemKind)
 // and waits for it. With an Admission set, the record is proposed to it
 // like any write, as ActionSystem, so application code cannot use system
@@ -270,11 +266,6 @@ type CompactStrategy struct {
 	Keep         bool
 	Tombstone    bool
 }
-
-// ErrMaintenanceNotAdmitted: the store's Admission does not implement
-// MaintenanceAdmission, so it cannot judge Redact, EraseEntity or Compact,
-// which are then refused (the gate fails closed).
-var ErrMaintenanceNotAdmitted = errors.New("batpak: the store's Admission cannot judge destructive operations (it does not implement core.MaintenanceAdmission); refused")
 
 type reasonKey struct{}
 

@@ -2,34 +2,10 @@ package core
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 )
-
-// ErrBatchTooLarge: a batch holds more than Config.Batch.MaxSize items or
-// more than Config.Batch.MaxBytes of payload.
-var ErrBatchTooLarge = errors.New("batpak: batch too large")
-
-// ErrBatchMixedKeys: a batch mixes idempotency keys the store already holds
-// with new items. A retry must repeat the whole batch; nothing was written.
-var ErrBatchMixedKeys = errors.New("batpak: batch mixes stored and new idempotency keys")
-
-// BatchItemError names the batch item that was refused; nothing of the
-// batch was written. It wraps the item's error (a *CoordinateError,
-// *ConflictError, …), so errors.Is and errors.As see through it.
-type BatchItemError struct {
-	Index int
-	Err   error
-}
-
-func (e *BatchItemError) Error() string {
-	return fmt.Sprintf("batpak: batch item %d: %v", e.Index, e.Err)
-}
-
-// Unwrap returns the item's error.
-func (e *BatchItemError) Unwrap() error { return e.Err }
 
 // Causation says which event caused a batch item.
 type Causation struct {

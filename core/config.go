@@ -1,7 +1,6 @@
 package core
 
 import (
-	"fmt"
 	"log/slog"
 	"time"
 )
@@ -234,17 +233,3 @@ func (c *Config) fillRuntimeDefaults() {
 		c.Logger = slog.Default()
 	}
 }
-
-// ConfigError names a Config field that is out of its documented range.
-type ConfigError struct {
-	Field string // Go field name, e.g. "Sync.EveryNEvents"
-	Value any
-	Want  string // the allowed range
-}
-
-func (e *ConfigError) Error() string {
-	return fmt.Sprintf("batpak: invalid config: %s = %v, want %s", e.Field, e.Value, e.Want)
-}
-
-// Is reports ErrInvalidConfig.
-func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }

@@ -34,10 +34,6 @@ func (s *Store) Cursor(r Region) *Cursor { return &Cursor{s: s, region: r} }
 // cursorNameRE bounds cursor names to what is safe as a file name.
 var cursorNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
-// ErrInvalidCursorName: a cursor name must be 1..128 characters of
-// letters, digits, '.', '_' and '-', starting with a letter or digit.
-var ErrInvalidCursorName = errors.New("batpak: invalid cursor name")
-
 // NamedCursor returns the durable cursor called name over r, positioned
 // at its last committed position (the first event if it has none). The
 // name identifies the consumer; the region is not stored, so reopen a name

@@ -19,7 +19,7 @@ import (
 	"github.com/batpak-go/batpak/core"
 )
 
-// Guaranteed cursors (issue 4): Poll delivers every visible event of a
+// Guaranteed cursors: Poll delivers every visible event of a
 // region exactly once, in global order, never skipping and never
 // repeating; a named cursor's committed position is kept in the store
 // directory and survives Close, reopen and a SIGKILL.

@@ -9,37 +9,6 @@ import (
 	"time"
 )
 
-// ErrFenceActive: a visibility fence is open, so ordinary writes are
-// refused (write through the fence, or wait for it to end); also returned
-// by BeginFence when another fence is open.
-var ErrFenceActive = errors.New("batpak: a visibility fence is active")
-
-// ErrFenceCancelled: the fence a write was made under was cancelled (or
-// abandoned by Close): the write is on disk but hidden for ever.
-var ErrFenceCancelled = errors.New("batpak: visibility fence cancelled")
-
-// ErrFenceEnded: a write or Commit/Cancel on a fence that already ended.
-var ErrFenceEnded = errors.New("batpak: visibility fence already committed or cancelled")
-
-// ErrCancelled is matched by a *CancelledError: TrySubmit refused the write
-// and retrying soon will not help (a visibility fence is active).
-var ErrCancelled = errors.New("batpak: write cancelled")
-
-// CancelledError is TrySubmit's answer while a fence is active. It matches
-// ErrCancelled and the cause (ErrFenceActive) with errors.Is.
-type CancelledError struct {
-	Reason string
-	Cause  error
-}
-
-func (e *CancelledError) Error() string { return "batpak: write cancelled: " + e.Reason }
-
-// Is reports ErrCancelled.
-func (e *CancelledError) Is(target error) bool { return target == ErrCancelled }
-
-// Unwrap returns the cause.
-func (e *CancelledError) Unwrap() error { return e.Cause }
-
 // Fence is a visibility fence: writes made through it are written (and
 // made durable per the sync setting) but stay invisible — to reads,
 // cursors and subscribers — until Commit publishes all of them at once.

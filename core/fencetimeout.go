@@ -3,7 +3,6 @@ package core
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -17,10 +16,6 @@ import (
 // KindFenceExpired system event. Ordinary writes are accepted again from
 // then on; Commit, Cancel and writes through the fence fail with
 // ErrFenceExpired (Fence.Close returns nil).
-
-// ErrFenceExpired: the fence's deadline passed before it was committed, so
-// the store cancelled it (its writes are hidden for ever, as after Cancel).
-var ErrFenceExpired = errors.New("batpak: visibility fence expired before it was committed")
 
 // errFenceExpiredCancel is what the tickets of an expired fence's writes
 // fail with: they were cancelled, because the fence expired.

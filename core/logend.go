@@ -3,7 +3,6 @@ package core
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -29,48 +28,6 @@ import (
 // each footer must parse whole and name, for every event the log still
 // holds, the same event id (ids are random, so another store's files are
 // found out); cursor positions carry no ids and always count.
-
-// ErrLogTruncated is matched by a *LogTruncatedError.
-var ErrLogTruncated = errors.New("batpak: the log is shorter than the store recorded")
-
-// LogTruncatedError is returned by Open when the segment files hold fewer
-// sequences than the store durably recorded (in its checkpoint, a segment
-// footer or a named cursor position): acknowledged events are missing.
-// Nothing was changed on disk. Open with Config.Salvage to continue past
-// the loss (recorded as a KindLogSalvaged event).
-type LogTruncatedError struct {
-	Dir      string
-	Recorded uint64 // sequences the store recorded durably (the next sequence it would have given)
-	Found    uint64 // sequences the segment files hold
-	Evidence string // which file recorded Recorded
-}
-
-func (e *LogTruncatedError) Error() string {
-	return fmt.Sprintf("batpak: the log of %s ends at sequence %d but %s records %d: %d acknowledged events are missing (Config.Salvage opens it anyway and records the loss)",
-		e.Dir, e.Found, e.Evidence, e.Recorded, e.Recorded-e.Found)
-}
-
-// Is reports ErrLogTruncated.
-func (e *LogTruncatedError) Is(target error) bool { return target == ErrLogTruncated }
-
-// ErrCursorAhead is matched by a *CursorAheadError.
-var ErrCursorAhead = errors.New("batpak: cursor position is ahead of the log")
-
-// CursorAheadError is returned by NamedCursor (and Poll) when a cursor's
-// committed position is past the end of the log: the events it says were
-// processed are not there. Nothing is skipped silently.
-type CursorAheadError struct {
-	Name     string
-	Position uint64 // the committed position
-	LogEnd   uint64 // the next sequence of the log
-}
-
-func (e *CursorAheadError) Error() string {
-	return fmt.Sprintf("batpak: cursor %q is committed at %d, past the end of the log (%d)", e.Name, e.Position, e.LogEnd)
-}
-
-// Is reports ErrCursorAhead.
-func (e *CursorAheadError) Is(target error) bool { return target == ErrCursorAhead }
 
 // KindLogSalvaged is the system event Open writes under Config.Salvage when
 // the log is shorter than recorded. Its global sequence is the recorded

@@ -2,12 +2,7 @@ package core
 
 import (
 	"context"
-	"errors"
 )
-
-// ErrOutboxUnderFence: Flush on a fence's outbox would wait for the fence's
-// Commit; use SubmitFlush and wait on the ticket after Commit.
-var ErrOutboxUnderFence = errors.New("batpak: Flush on a fence's outbox would wait for the fence to commit; use SubmitFlush")
 
 // Outbox collects events to write as one atomic batch. Staging validates
 // each event at once (a bad coordinate fails at Stage, not at Flush), so a

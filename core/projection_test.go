@@ -18,7 +18,7 @@ import (
 	"github.com/batpak-go/batpak/core"
 )
 
-// Projections (issue 4): Project folds exactly the visible events of an
+// Projections: Project folds exactly the visible events of an
 // entity, whatever cache sits in front of it, and agrees with a plain fold
 // of Stream and with a model of what was written; caches are keyed by
 // entity, name and schema version, a damaged cache file is a miss, an

@@ -12,10 +12,6 @@ import (
 	"time"
 )
 
-// ErrSnapshotDest: the snapshot destination exists and is not an empty
-// directory, or is a symbolic link.
-var ErrSnapshotDest = errors.New("batpak: snapshot destination refused")
-
 // snapPoint is where the published log ends at a snapshot.
 type snapPoint struct {
 	seg    uint32

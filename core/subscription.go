@@ -2,14 +2,10 @@ package core
 
 import (
 	"context"
-	"errors"
 	"iter"
 	"sync"
 	"sync/atomic"
 )
-
-// ErrSubscriptionClosed: the subscription, or its store, was closed.
-var ErrSubscriptionClosed = errors.New("batpak: subscription closed")
 
 // Subscription receives notifications of published events in a region,
 // from the moment it was made. It is lossy by design: the writer never

@@ -14,7 +14,7 @@ import (
 	"github.com/batpak-go/batpak/core"
 )
 
-// Lossy subscriptions (issue 4): notifications of the events published in
+// Lossy subscriptions: notifications of the events published in
 // a region from the moment of subscribing, composable with Filter, Map,
 // Take and Scan; a subscriber that falls behind loses notifications and
 // counts exactly the ones of its region it lost; the writer never waits

@@ -2,9 +2,6 @@ package core
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"time"
 )
 
 // Ticket is the pending result of Submit. It resolves once the writer has
@@ -44,23 +41,6 @@ func (t *Ticket) TryCheck() (r Receipt, done bool, err error) {
 
 // Done is closed when the ticket resolves; then TryCheck returns the result.
 func (t *Ticket) Done() <-chan struct{} { return t.c.done() }
-
-// ErrRetry is matched by a *RetryError: TrySubmit refused the write because
-// the writer mailbox is under pressure. Nothing was written; try again.
-var ErrRetry = errors.New("batpak: writer under pressure, retry")
-
-// RetryError is TrySubmit's answer under back-pressure.
-type RetryError struct {
-	After  time.Duration // suggested wait before retrying
-	Reason string
-}
-
-func (e *RetryError) Error() string {
-	return fmt.Sprintf("batpak: retry after %v: %s", e.After, e.Reason)
-}
-
-// Is reports ErrRetry.
-func (e *RetryError) Is(target error) bool { return target == ErrRetry }
 
 // WriterPressure is a snapshot of the writer mailbox.
 type WriterPressure struct {

@@ -9,10 +9,6 @@ import (
 	"io"
 )
 
-// ErrDuplicateID: an imported event's id is already in the store with
-// other content (a re-import of the same event is skipped instead).
-var ErrDuplicateID = errors.New("batpak: an event with this id exists")
-
 // ExportedEvent is one line of an export: an event with everything an
 // import needs to recreate it (global sequence and clock are informative:
 // the importing store assigns its own).

@@ -2,7 +2,6 @@ package core
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"runtime/debug"
 	"sync"
@@ -59,23 +58,6 @@ type WorkerConfig struct {
 	// Restart is the restart budget. Default RestartOnce().
 	Restart *RestartPolicy
 }
-
-// WorkerError is what Join returns when a worker stopped because its
-// handler kept failing.
-type WorkerError struct {
-	Restarts int
-	Err      error // the last failure
-}
-
-func (e *WorkerError) Error() string {
-	return fmt.Sprintf("batpak: cursor worker stopped after %d restarts: %v", e.Restarts, e.Err)
-}
-
-// Unwrap returns the last failure.
-func (e *WorkerError) Unwrap() error { return e.Err }
-
-// ErrHandlerPanic is wrapped by the error a panicking handler is turned into.
-var ErrHandlerPanic = errors.New("batpak: handler panicked")
 
 // Worker runs a handler over a cursor on its own goroutine.
 type Worker struct {

@@ -15,7 +15,7 @@ import (
 	"github.com/batpak-go/batpak/core"
 )
 
-// Cursor workers and React (issue 4): a worker feeds a region's events to
+// Cursor workers and React: a worker feeds a region's events to
 // its handler in batches and commits after each; a failing handler
 // (error or panic) is restarted from the last committed position within
 // its budget; Stop, ctx and Close end it, and Join says why. React derives

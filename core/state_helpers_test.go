@@ -15,10 +15,10 @@ import (
 	"github.com/zeebo/blake3"
 )
 
-// Helpers shared by the issue 7 tests (checkpoint, snapshot, compaction,
-// redaction, export/import).
+// Helpers shared by the cold-start and maintenance tests (checkpoint,
+// snapshot, compaction, redaction, export/import).
 
-// helperModes are the child-process modes of the issue 7 tests, looked up
+// helperModes are the child-process modes of those tests, looked up
 // by TestHelperProcess for modes it does not know itself.
 var helperModes = map[string]func(dir string) error{}
 

@@ -1,0 +1,56 @@
+package core
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// segmentFiles names the segment files in dir and says whether a
+// compaction journal is there (a compaction is committing): a read-only
+// reader compares it before and after a read that failed.
+func segmentFiles(dir string) string {
+	ents, _ := os.ReadDir(dir)
+	var b strings.Builder
+	for _, e := range ents {
+		if n := e.Name(); strings.HasSuffix(n, segmentSuffix) || n == compactJournal {
+			b.WriteString(n)
+			b.WriteByte('\n')
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, compactJournal)); err == nil {
+		b.WriteString("(journal)") // present at the end too
+	}
+	return b.String()
+}
+
+// readBesideWriter runs read, a read of the whole log by a read-only
+// store, and runs it again (up to 8 times, a few milliseconds apart) while
+// it fails in a way a live writer explains: files changing under it — a
+// frame half written at the tail, segments replaced by a compaction or
+// packing (events seen twice or not at all while it commits). Damage
+// stays; those pass. It returns read's last error.
+func readBesideWriter(dir string, read func() error) error {
+	files := segmentFiles(dir)
+	err := read()
+	for try := 1; err != nil && try <= 8; try++ {
+		now := segmentFiles(dir)
+		if !liveChange(err) && now == files {
+			break
+		}
+		files = now
+		time.Sleep(time.Duration(try) * 2 * time.Millisecond)
+		err = read()
+	}
+	return err
+}
+
+// liveChange reports whether err may come from files a live writer was
+// changing under a read-only reader (see CorruptionError.live), rather
+// than from damage.
+func liveChange(err error) bool {
+	var ce *CorruptionError
+	return errors.Is(err, os.ErrNotExist) || (errors.As(err, &ce) && ce.live)
+}
