@@ -1,0 +1,143 @@
+package core
+
+import (
+	"fmt"
+	"time"
+)
+
+// The fetch layer: reading events at index locations out of the segment
+// mappings, with the checks and retries that reads beside a redaction or a
+// compaction need. It sits below both the public reads (read.go) and the
+// writer (the idempotency check reads back a key's original event), and
+// calls neither.
+
+// readRetry plans and reads, planning again (a few times) if the read
+// failed while a compaction replaced segment files under it.
+func (s *Store) readRetry(plan func() []loc) ([]StoredEvent, error) {
+	for try := 0; ; try++ {
+		epoch := s.compactions.Load()
+		evs, err := s.readLocs(plan())
+		if err == nil || try == 3 || s.compactions.Load() == epoch {
+			return evs, err
+		}
+	}
+}
+
+// readLocs reads the events at locs.
+func (s *Store) readLocs(locs []loc) ([]StoredEvent, error) {
+	if len(locs) == 0 {
+		return nil, nil
+	}
+	out := make([]StoredEvent, 0, len(locs))
+	var rerr error
+	s.eachLoc(locs, func(ev StoredEvent, err error) bool {
+		if err != nil {
+			rerr = err
+			return false
+		}
+		out = append(out, ev)
+		return true
+	})
+	if rerr != nil {
+		return nil, rerr
+	}
+	return out, nil
+}
+
+// eachLoc reads the events at locs in order and hands each to fn until fn
+// returns false or a read fails (fn then gets the error, once). One segment
+// mapping is held across consecutive events of the same segment.
+func (s *Store) eachLoc(locs []loc, fn func(StoredEvent, error) bool) {
+	var m *mapping
+	defer func() {
+		if m != nil {
+			s.segs.release(m)
+		}
+	}()
+	for _, l := range locs {
+		if m == nil || m.id != l.seg {
+			if m != nil {
+				s.segs.release(m)
+				m = nil
+			}
+			var err error
+			if m, err = s.segs.acquire(l.seg); err != nil {
+				fn(StoredEvent{}, err)
+				return
+			}
+		}
+		ev, err := s.decodeAt(m, l)
+		if !fn(ev, err) || err != nil {
+			return
+		}
+	}
+}
+
+func (s *Store) decodeAt(m *mapping, l loc) (StoredEvent, error) {
+	for try := 0; ; try++ {
+		// Copy the frame first and check the copy: a redaction may rewrite
+		// the frame in place while we read it.
+		buf, ok, err := m.frameCopy(int(l.off))
+		if err != nil {
+			return StoredEvent{}, &CorruptionError{File: m.file, Offset: int64(l.off), Reason: err.Error()}
+		}
+		if ok {
+			if rec, ok := frameAt(buf, 0); ok && checkEvent(rec) {
+				return eventView(rec).decodeOwned(), nil
+			}
+		}
+		if try == readRetries {
+			return StoredEvent{}, &CorruptionError{File: m.file, Offset: int64(l.off), Reason: "event frame fails its checksum on read"}
+		}
+		time.Sleep(readRetryWait)
+	}
+}
+
+// idemOriginal is what a repeated idempotency key is checked against.
+type idemOriginal struct {
+	receipt Receipt
+	coord   Coordinate
+	kind    Kind
+	phash   Hash
+}
+
+// dedupe returns the original receipt for a retry of the same event, or
+// an *IdempotencyError when e is a different event.
+func (o idemOriginal) dedupe(e *eventReq) (Receipt, error) {
+	var why string
+	switch {
+	case o.coord != e.coord:
+		why = fmt.Sprintf("it was used for %s, not %s", o.coord, e.coord)
+	case o.kind != e.kind:
+		why = fmt.Sprintf("it was used for kind %s, not %s", o.kind, e.kind)
+	case o.phash != e.phash:
+		why = "it was used with a different payload"
+	default:
+		rc := o.receipt
+		rc.Deduplicated = true
+		return rc, nil
+	}
+	return Receipt{}, &IdempotencyError{Key: e.opts.IdempotencyKey, Original: o.receipt.ID, Reason: why}
+}
+
+// idemOriginal reads back the event a stored idempotency key belongs to.
+// Called by the writer.
+func (s *Store) idemOriginal(seq uint32) (idemOriginal, error) {
+	evs, err := s.readRetry(func() []loc {
+		s.ix.mu.RLock()
+		e := *s.ix.at(seq)
+		s.ix.mu.RUnlock()
+		return []loc{{seq: seq, seg: e.seg, off: e.off}}
+	})
+	if err != nil {
+		return idemOriginal{}, err
+	}
+	ev := evs[0]
+	h := ev.Header
+	return idemOriginal{
+		receipt: Receipt{ID: h.ID, CorrelationID: h.CorrelationID, GlobalSequence: uint64(seq), Clock: h.Clock, Timestamp: h.Timestamp},
+		coord:   ev.Coordinate,
+		kind:    h.Kind,
+		phash:   h.PayloadHash,
+	}, nil
+}
