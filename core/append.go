@@ -2,6 +2,8 @@ package core
 
 import (
 	"context"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // Append writes one event and waits for its receipt. payload must be one
@@ -124,7 +126,7 @@ func (s *Store) prepareAnyKind(coord Coordinate, kind Kind, payload []byte, opts
 		coord:   coord,
 		kind:    kind,
 		payload: payload,
-		phash:   payloadHash(payload),
+		phash:   format.PayloadHash(payload),
 		opts:    opts,
 		id:      NewEventID(),
 	}, nil

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // The index checkpoint: the whole in-memory index, written at Close
@@ -96,7 +98,7 @@ func (s *Store) writeCheckpoint(seg uint32, end int64) error {
 		b = append(b, k...)
 		b = le.AppendUint32(b, seq)
 	}
-	b = le.AppendUint32(b, crc32c(b))
+	b = le.AppendUint32(b, format.CRC32C(b))
 	return writeFileAtomic(s.cfg.Dir, checkpointName, b, true)
 }
 
@@ -159,7 +161,7 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 		return nil, fmt.Errorf("%w: bad magic", errBadCheckpoint)
 	}
 	body := b[:len(b)-4]
-	if le.Uint32(b[len(b)-4:]) != crc32c(body) {
+	if le.Uint32(b[len(b)-4:]) != format.CRC32C(body) {
 		return nil, fmt.Errorf("%w: checksum mismatch", errBadCheckpoint)
 	}
 	r := &ckReader{b: body, off: len(checkpointMagic)}
@@ -176,13 +178,13 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 		if !present[id] {
 			return nil, fmt.Errorf("segment %d is listed but missing", id)
 		}
-		if n, err := logicalSize(filepath.Join(s.cfg.Dir, segmentName(id))); err != nil || n < end {
+		if n, err := logicalSize(filepath.Join(s.cfg.Dir, format.SegmentName(id))); err != nil || n < end {
 			return nil, fmt.Errorf("segment %d is shorter than the checkpoint says", id)
 		}
 		s.setSegmentEnd(id, end)
 	}
 	for _, id := range ids {
-		if segID(id) < segID(ck.seg) {
+		if format.SegID(id) < format.SegID(ck.seg) {
 			s.endsMu.Lock()
 			_, ok := s.ends[id]
 			s.endsMu.Unlock()
@@ -251,21 +253,21 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 // another store, or of other files, is so found out instead of being
 // trusted (Open then scans).
 func (ck *checkpointInfo) cover(ix *index, seg uint32, off int, rec []byte, from int) error {
-	if off+frameHeaderSize+len(rec) > from {
-		return fmt.Errorf("%w: the watermark falls inside the frame at offset %d of %s", errCheckpointStale, off, segmentName(seg))
+	if off+format.FrameHeaderSize+len(rec) > from {
+		return fmt.Errorf("%w: the watermark falls inside the frame at offset %d of %s", errCheckpointStale, off, format.SegmentName(seg))
 	}
-	if rec[0] != recEvent || !checkEvent(rec) {
+	if rec[0] != format.RecEvent || !format.CheckEvent(rec) {
 		return nil
 	}
-	v := eventView(rec)
-	return ck.coverEvent(ix, seg, off, len(rec), from, v.seq(), v.id())
+	v := format.EventView(rec)
+	return ck.coverEvent(ix, seg, off, len(rec), from, v.Seq(), v.ID())
 }
 
 // coverEvent is cover for an event known by its sequence and id (from a
 // frame, or from a segment footer); n is its record length.
 func (ck *checkpointInfo) coverEvent(ix *index, seg uint32, off, n, from int, seq uint64, id EventID) error {
-	if off+frameHeaderSize+n > from {
-		return fmt.Errorf("%w: the watermark falls inside the frame at offset %d of %s", errCheckpointStale, off, segmentName(seg))
+	if off+format.FrameHeaderSize+n > from {
+		return fmt.Errorf("%w: the watermark falls inside the frame at offset %d of %s", errCheckpointStale, off, format.SegmentName(seg))
 	}
 	if seq >= uint64(ix.n) {
 		return nil // a batch that never committed, at the very end
@@ -275,7 +277,7 @@ func (ck *checkpointInfo) coverEvent(ix *index, seg uint32, off, n, from int, se
 		return nil // a batch that never committed: its sequence was reused
 	}
 	if e.id != id {
-		return fmt.Errorf("%w: %s at offset %d holds event %s, the checkpoint says %s", errCheckpointStale, segmentName(seg), off, id, e.id)
+		return fmt.Errorf("%w: %s at offset %d holds event %s, the checkpoint says %s", errCheckpointStale, format.SegmentName(seg), off, id, e.id)
 	}
 	ck.matched++
 	return nil

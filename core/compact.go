@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // Compaction rewrites sealed segments (never the one being written, so
@@ -147,7 +149,7 @@ func (s *Store) sealedKeys() ([]uint32, error) {
 	active, _ := s.w.stat()
 	// (Read after active: a fence begun later begins in active or after it.)
 	if f := s.fence.Load(); f != nil {
-		if b := f.beginSeg.Load(); b != 0 && segID(b) < segID(active) {
+		if b := f.beginSeg.Load(); b != 0 && format.SegID(b) < format.SegID(active) {
 			active = b
 		}
 	}
@@ -157,7 +159,7 @@ func (s *Store) sealedKeys() ([]uint32, error) {
 	}
 	var sealed []uint32
 	for _, k := range all {
-		if segID(k) < segID(active) {
+		if format.SegID(k) < format.SegID(active) {
 			sealed = append(sealed, k)
 		}
 	}
@@ -275,16 +277,16 @@ func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg Compac
 	}
 	open := func(from uint32) {
 		key := repackedKey(from) // the next generation; wraps after 255 rewrites of one slot
-		path := filepath.Join(s.cfg.Dir, segmentName(key))
+		path := filepath.Join(s.cfg.Dir, format.SegmentName(key))
 		cur = &compactOut{key: key, path: path, tmpPath: path + tmpSuffix, locs: map[uint32]uint32{}}
 		outs = append(outs, cur)
-		buf = append(buf[:0], encodeSegmentHeader(key)...)
+		buf = append(buf[:0], format.EncodeSegmentHeader(key)...)
 	}
 	for _, key := range sealed {
 		if err := ctx.Err(); err != nil {
 			return outs, err
 		}
-		path := filepath.Join(s.cfg.Dir, segmentName(key))
+		path := filepath.Join(s.cfg.Dir, format.SegmentName(key))
 		data, _, unmap, err := loadSegment(path, key)
 		if err != nil {
 			return outs, err
@@ -299,16 +301,16 @@ func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg Compac
 		part = part[:0]
 		locs := map[uint32]uint32{}
 		var removed []uint32
-		_, st, err := scanFrames(data, func(off int, rec []byte) error {
-			frame := data[off : off+frameHeaderSize+len(rec)]
-			if rec[0] != recEvent || !checkEvent(rec) {
+		_, st, err := format.ScanFrames(data, format.SegmentHeaderSize, func(off int, rec []byte) error {
+			frame := data[off : off+format.FrameHeaderSize+len(rec)]
+			if rec[0] != format.RecEvent || !format.CheckEvent(rec) {
 				part = append(part, frame...)
 				return nil
 			}
-			v := eventView(rec)
-			seq := uint32(v.seq())
+			v := format.EventView(rec)
+			seq := uint32(v.Seq())
 			newOff := uint32(len(part))
-			owned, visible := s.entryOf(seq, v.id())
+			owned, visible := s.entryOf(seq, v.ID())
 			if owned {
 				// Every entry follows its frame, hidden ones and stubs too,
 				// so the index (and the checkpoint) always names real places.
@@ -319,19 +321,19 @@ func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg Compac
 				return nil
 			}
 			switch act := s.compactAction(cfg, plan, v, seq); act {
-			case sysRemoved:
-				part = appendStub(part, rec, sysRemoved)
+			case format.SysRemoved:
+				part = appendStub(part, rec, format.SysRemoved)
 				removed = append(removed, seq)
 				rep.EventsRemoved++
 				if affected != nil {
-					affected[string(v.entity())]++
+					affected[string(v.Entity())]++
 				}
-			case sysRedacted:
-				part = appendStub(part, rec, sysRedacted)
-				if v.sysFlags()&sysRedacted == 0 {
+			case format.SysRedacted:
+				part = appendStub(part, rec, format.SysRedacted)
+				if v.SysFlags()&format.SysRedacted == 0 {
 					rep.EventsTombstoned++
 					if affected != nil {
-						affected[string(v.entity())]++
+						affected[string(v.Entity())]++
 					}
 				}
 			default:
@@ -343,7 +345,7 @@ func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg Compac
 		if err != nil {
 			return outs, err
 		}
-		if st != tailClean {
+		if st != format.TailClean {
 			return outs, &CorruptionError{File: path, Reason: "unreadable frame in a sealed segment; run Verify"}
 		}
 		if cur == nil || !cfg.Merge || int64(len(buf)+len(part)) > s.cfg.SegmentMaxBytes {
@@ -377,48 +379,48 @@ func (s *Store) entryOf(seq uint32, id EventID) (owned, visible bool) {
 	return true, e.flags&(entryHidden|entryRemoved) == 0
 }
 
-// compactAction decides an event's fate: 0 keep, sysRemoved, sysRedacted.
-func (s *Store) compactAction(cfg CompactConfig, plan compactPlanT, v eventView, seq uint32) byte {
+// compactAction decides an event's fate: 0 keep, format.SysRemoved, format.SysRedacted.
+func (s *Store) compactAction(cfg CompactConfig, plan compactPlanT, v format.EventView, seq uint32) byte {
 	if cfg.pack {
 		return 0
 	}
-	if cfg.MaxAge > 0 && v.timestamp() < plan.now-cfg.MaxAge.Microseconds() {
-		return sysRemoved
+	if cfg.MaxAge > 0 && v.Timestamp() < plan.now-cfg.MaxAge.Microseconds() {
+		return format.SysRemoved
 	}
-	if c, ok := plan.cutoff[string(v.entity())]; ok && seq < c {
-		return sysRemoved
+	if c, ok := plan.cutoff[string(v.Entity())]; ok && seq < c {
+		return format.SysRemoved
 	}
 	if cfg.Keep != nil || cfg.Tombstone != nil {
-		ev := v.decodeHeader()
-		if v.sysFlags()&sysRedacted == 0 {
-			ev.Payload = append([]byte(nil), v.payload()...) // the mapping goes away
+		ev := decodeHeader(v)
+		if v.SysFlags()&format.SysRedacted == 0 {
+			ev.Payload = append([]byte(nil), v.Payload()...) // the mapping goes away
 		}
 		if cfg.Keep != nil && !cfg.Keep(ev) {
-			return sysRemoved
+			return format.SysRemoved
 		}
 		if cfg.Tombstone != nil && cfg.Tombstone(ev) {
-			return sysRedacted
+			return format.SysRedacted
 		}
 	}
-	if v.sysFlags()&sysRedacted != 0 && v.payloadLen() > 0 {
-		return sysRedacted // shrink a redaction's zeros
+	if v.SysFlags()&format.SysRedacted != 0 && v.PayloadLen() > 0 {
+		return format.SysRedacted // shrink a redaction's zeros
 	}
 	return 0
 }
 
 // appendStub appends the frame of rec without its payload, flagged.
 func appendStub(dst, rec []byte, flag byte) []byte {
-	v := eventView(rec)
-	n := v.stringsEnd()
+	v := format.EventView(rec)
+	n := v.StringsEnd()
 	start := len(dst)
-	dst = grow(dst, frameHeaderSize+n)
+	dst = format.Grow(dst, format.FrameHeaderSize+n)
 	f := dst[start:]
-	nrec := f[frameHeaderSize:]
+	nrec := f[format.FrameHeaderSize:]
 	copy(nrec, rec[:n])
 	nrec[1] |= flag
 	le.PutUint32(nrec[4:], 0)
 	le.PutUint32(f[0:], uint32(n))
-	le.PutUint32(f[4:], frameCRC(f[0:4], nrec))
+	le.PutUint32(f[4:], format.FrameCRC(f[0:4], nrec))
 	return dst
 }
 
@@ -465,7 +467,7 @@ func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, epoch uint
 	var oldBytes, oldDisk int64
 	for _, k := range sealed {
 		oldBytes += s.segmentEnd(k)
-		if fi, err := os.Stat(filepath.Join(dir, segmentName(k))); err == nil {
+		if fi, err := os.Stat(filepath.Join(dir, format.SegmentName(k))); err == nil {
 			oldDisk += fi.Size()
 		}
 	}
@@ -473,7 +475,7 @@ func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, epoch uint
 	s.compactStage("switched")
 	for i, k := range sealed {
 		s.segs.forget(k)
-		if err := os.Remove(filepath.Join(dir, segmentName(k))); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := os.Remove(filepath.Join(dir, format.SegmentName(k))); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("batpak: compaction (committed; the next Open finishes it): %w", err)
 		}
 		if err := os.Remove(filepath.Join(dir, footerName(k))); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -582,7 +584,7 @@ func (s *Store) switchIndex(sealed []uint32, outs []*compactOut, epoch uint64) {
 // temporary file of an atomic write (writeFileAtomic) of the journal, the
 // checkpoint or the erasure epoch.
 func strayTemp(name string) bool {
-	if strings.HasSuffix(name, segmentSuffix+tmpSuffix) || strings.Contains(name, footerSuffix+tmpSuffix) {
+	if strings.HasSuffix(name, format.SegmentSuffix+tmpSuffix) || strings.Contains(name, footerSuffix+tmpSuffix) {
 		return true
 	}
 	for _, f := range []string{compactJournal, checkpointName, erasureFile} {

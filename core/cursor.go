@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"sync"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // Cursor delivers every visible event of a region exactly once, in global
@@ -173,7 +175,7 @@ func loadCursor(dir, name string) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("batpak: read cursor %q: %w", name, err)
 	}
-	if len(b) != 20 || string(b[:8]) != "BPCURSR1" || le.Uint32(b[16:]) != crc32c(b[:16]) {
+	if len(b) != 20 || string(b[:8]) != "BPCURSR1" || le.Uint32(b[16:]) != format.CRC32C(b[:16]) {
 		return 0, &CorruptionError{File: cursorPath(dir, name), Reason: "cursor position file is damaged"}
 	}
 	return le.Uint64(b[8:]), nil
@@ -183,7 +185,7 @@ func saveCursor(dir, name string, pos uint64) error {
 	b := make([]byte, 20)
 	copy(b, "BPCURSR1")
 	le.PutUint64(b[8:], pos)
-	le.PutUint32(b[16:], crc32c(b[:16]))
+	le.PutUint32(b[16:], format.CRC32C(b[:16]))
 	if err := writeFileAtomic(filepath.Join(dir, cursorDir), name+".pos", b, true); err != nil {
 		return fmt.Errorf("batpak: commit cursor %q: %w", name, err)
 	}

@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // OpenReport says how Open rebuilt the index.
@@ -62,7 +64,7 @@ func (s *Store) Diagnostics() Diagnostics {
 	d.VisibleSequence = uint64(s.ix.published())
 	ids, _ := listSegments(s.cfg.Dir)
 	for _, id := range ids {
-		path := filepath.Join(s.cfg.Dir, segmentName(id))
+		path := filepath.Join(s.cfg.Dir, format.SegmentName(id))
 		fi, err := os.Stat(path)
 		if err != nil {
 			continue

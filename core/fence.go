@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // Fence is a visibility fence: writes made through it are written (and
@@ -179,22 +181,22 @@ func (w *writer) fenceMarker(r *request) {
 			r.t.err = ErrFenceActive
 			return
 		}
-		typ = recFenceBegin
+		typ = format.RecFenceBegin
 	default:
 		if w.fence != f {
 			r.t.err = ErrFenceEnded
 			return
 		}
-		typ = recFenceCommit
+		typ = format.RecFenceCommit
 		if r.op == opFenceCancel {
-			typ = recFenceCancel
+			typ = format.RecFenceCancel
 		}
 	}
-	if err := w.makeRoom(frameHeaderSize + markerSize); err != nil {
+	if err := w.makeRoom(format.FrameHeaderSize + format.MarkerSize); err != nil {
 		w.fail(err)
 		return
 	}
-	w.buf = appendMarkerFrame(w.buf, typ, 0, f.id)
+	w.buf = format.AppendMarker(w.buf, typ, 0, f.id)
 	if r.op == opFenceBegin {
 		w.fence = f
 		f.beginSeg.Store(w.seg)

@@ -3,6 +3,8 @@ package core
 import (
 	"fmt"
 	"time"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // The fetch layer: reading events at index locations out of the segment
@@ -82,8 +84,8 @@ func (s *Store) decodeAt(m *mapping, l loc) (StoredEvent, error) {
 			return StoredEvent{}, &CorruptionError{File: m.file, Offset: int64(l.off), Reason: err.Error()}
 		}
 		if ok {
-			if rec, ok := frameAt(buf, 0); ok && checkEvent(rec) {
-				return eventView(rec).decodeOwned(), nil
+			if rec, ok := format.FrameAt(buf, 0); ok && format.CheckEvent(rec) {
+				return decodeOwned(format.EventView(rec)), nil
 			}
 		}
 		if try == readRetries {

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // Segment footers. When a segment is sealed (rotation, Close, or a
@@ -44,7 +46,7 @@ const (
 )
 
 func footerName(key uint32) string {
-	return strings.TrimSuffix(segmentName(key), segmentSuffix) + footerSuffix
+	return strings.TrimSuffix(format.SegmentName(key), format.SegmentSuffix) + footerSuffix
 }
 
 // errFooterStale: a footer disagreed with the log; Open retries without
@@ -70,36 +72,36 @@ func buildFooter(data []byte, key uint32) ([]byte, error) {
 	n := 0
 	lastOff, lastEv := 0, -1
 	var lastID EventID
-	end, st, err := scanFrames(data, func(off int, rec []byte) error {
+	end, st, err := format.ScanFrames(data, format.SegmentHeaderSize, func(off int, rec []byte) error {
 		items = append(items, rec[0])
 		items = le.AppendUint32(items, uint32(off))
 		items = le.AppendUint32(items, uint32(len(rec)))
-		if rec[0] == recEvent {
-			if !checkEvent(rec) {
+		if rec[0] == format.RecEvent {
+			if !format.CheckEvent(rec) {
 				return fmt.Errorf("malformed event record at offset %d", off)
 			}
-			v := eventView(rec)
-			items = le.AppendUint64(items, v.seq())
-			id := v.id()
+			v := format.EventView(rec)
+			items = le.AppendUint64(items, v.Seq())
+			id := v.ID()
 			lastEv, lastID = off, id
 			items = append(items, id[:]...)
-			items = le.AppendUint64(items, v.clock())
-			items = le.AppendUint64(items, uint64(v.timestamp()))
-			items = le.AppendUint16(items, uint16(v.kind()))
-			items = append(items, v.sysFlags())
-			h := v.hash()
+			items = le.AppendUint64(items, v.Clock())
+			items = le.AppendUint64(items, uint64(v.Timestamp()))
+			items = le.AppendUint16(items, uint16(v.Kind()))
+			items = append(items, v.SysFlags())
+			h := v.Hash()
 			items = append(items, h[:]...)
-			items = le.AppendUint32(items, name(v.entity()))
-			items = le.AppendUint32(items, name(v.scope()))
-			items = le.AppendUint16(items, uint16(len(v.idem())))
-			items = append(items, v.idem()...)
+			items = le.AppendUint32(items, name(v.Entity()))
+			items = le.AppendUint32(items, name(v.Scope()))
+			items = le.AppendUint16(items, uint16(len(v.Idem())))
+			items = append(items, v.Idem()...)
 		} else {
-			m, ok := decodeMarker(rec)
+			m, ok := format.DecodeMarker(rec)
 			if !ok {
 				return fmt.Errorf("unknown record at offset %d", off)
 			}
-			items = le.AppendUint32(items, m.count)
-			items = le.AppendUint64(items, m.id)
+			items = le.AppendUint32(items, m.Count)
+			items = le.AppendUint64(items, m.ID)
 		}
 		n++
 		lastOff = off
@@ -108,7 +110,7 @@ func buildFooter(data []byte, key uint32) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("batpak: segment footer: %w", err)
 	}
-	if st != tailClean {
+	if st != format.TailClean {
 		return nil, fmt.Errorf("batpak: segment footer: unreadable frame at offset %d", end)
 	}
 	b := make([]byte, 0, 40+len(nameTab)+len(items))
@@ -122,7 +124,7 @@ func buildFooter(data []byte, key uint32) ([]byte, error) {
 	b = append(b, nameTab...)
 	b = le.AppendUint32(b, uint32(n))
 	b = append(b, items...)
-	return le.AppendUint32(b, crc32c(b)), nil
+	return le.AppendUint32(b, format.CRC32C(b)), nil
 }
 
 // footer is a loaded, checksum-checked footer.
@@ -151,14 +153,14 @@ func readFooter(dir string, key uint32) (*footer, string) {
 		return nil, "bad magic"
 	}
 	body := b[:len(b)-4]
-	if le.Uint32(b[len(b)-4:]) != crc32c(body) {
+	if le.Uint32(b[len(b)-4:]) != format.CRC32C(body) {
 		return nil, "checksum mismatch"
 	}
 	r := &ckReader{b: body, off: len(footerMagic)}
 	f := &footer{key: r.u32(), end: int64(r.u64()), lastOff: int64(r.u64()), lastEv: int64(r.u64())}
 	copy(f.lastID[:], r.take(16))
 	if f.key != key {
-		return nil, fmt.Sprintf("names segment %s", segmentName(f.key))
+		return nil, fmt.Sprintf("names segment %s", format.SegmentName(f.key))
 	}
 	nn := int(r.u32())
 	for i := 0; i < nn && r.err == nil; i++ {
@@ -174,16 +176,16 @@ func readFooter(dir string, key uint32) (*footer, string) {
 
 // matches checks the footer against the segment (size: its logical
 // size): the frame it says ends the covered part must be there, and the
-// last event it lists must be where it says, with its id. frameAt reads one
+// last event it lists must be where it says, with its id. readFrame reads one
 // frame (for a packed segment, by decompressing its block).
-func (f *footer) matches(size int64, frameAt func(off int) ([]byte, bool, error)) bool {
-	if f.end > size || f.end < segmentHeaderSize {
+func (f *footer) matches(size int64, readFrame func(off int) ([]byte, bool, error)) bool {
+	if f.end > size || f.end < format.SegmentHeaderSize {
 		return false
 	}
 	if f.n == 0 {
-		return f.end == segmentHeaderSize && f.lastEv < 0
+		return f.end == format.SegmentHeaderSize && f.lastEv < 0
 	}
-	fr, ok, err := frameAt(int(f.lastOff))
+	fr, ok, err := readFrame(int(f.lastOff))
 	if err != nil || !ok || f.lastOff+int64(len(fr)) != f.end {
 		return false
 	}
@@ -193,11 +195,11 @@ func (f *footer) matches(size int64, frameAt func(off int) ([]byte, bool, error)
 	if f.lastEv >= f.end {
 		return false
 	}
-	if fr, ok, err = frameAt(int(f.lastEv)); err != nil || !ok {
+	if fr, ok, err = readFrame(int(f.lastEv)); err != nil || !ok {
 		return false
 	}
-	rec := fr[frameHeaderSize:]
-	return rec[0] == recEvent && checkEvent(rec) && eventView(rec).id() == f.lastID
+	rec := fr[format.FrameHeaderSize:]
+	return rec[0] == format.RecEvent && format.CheckEvent(rec) && format.EventView(rec).ID() == f.lastID
 }
 
 // replay hands the footer's items on: those before from (the part of the
@@ -206,26 +208,26 @@ func (f *footer) matches(size int64, frameAt func(off int) ([]byte, bool, error)
 func (f *footer) replay(lw *logWalker, from int, ck *checkpointInfo, ix *index) error {
 	r := &ckReader{b: f.items}
 	stale := func(why string) error { return fmt.Errorf("%w: %s: %s", errFooterStale, footerName(f.key), why) }
-	next := segmentHeaderSize // items must tile the covered part
+	next := format.SegmentHeaderSize // items must tile the covered part
 	for i := 0; i < f.n; i++ {
 		typ := r.take(1)[0]
 		off, flen := int(r.u32()), int(r.u32())
 		if r.err != nil {
 			return stale("truncated")
 		}
-		if off != next || flen < minRecordSize {
+		if off != next || flen < format.MinRecordSize {
 			return stale(fmt.Sprintf("item %d at offset %d, the previous frame ends at %d", i, off, next))
 		}
-		next = off + frameHeaderSize + flen
-		if typ != recEvent {
-			m := marker{typ: typ, count: r.u32()}
-			m.id = r.u64()
-			if r.err != nil || typ < recBatchBegin || typ > recFenceCancel {
+		next = off + format.FrameHeaderSize + flen
+		if typ != format.RecEvent {
+			m := format.Marker{Type: typ, Count: r.u32()}
+			m.ID = r.u64()
+			if r.err != nil || typ < format.RecBatchBegin || typ > format.RecFenceCancel {
 				return stale("bad item")
 			}
 			if off < from {
-				if off+frameHeaderSize+flen > from {
-					return fmt.Errorf("%w: the watermark falls inside the frame at offset %d of %s", errCheckpointStale, off, segmentName(f.key))
+				if off+format.FrameHeaderSize+flen > from {
+					return fmt.Errorf("%w: the watermark falls inside the frame at offset %d of %s", errCheckpointStale, off, format.SegmentName(f.key))
 				}
 				continue
 			}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // The compaction journal, compact.journal, is the commit point of a
@@ -49,29 +51,29 @@ func encodeJournal(sealed []uint32, outs []*compactOut) []byte {
 	var j bytes.Buffer
 	j.WriteString(journalHeader + "\n")
 	for _, o := range outs {
-		fmt.Fprintf(&j, "rename %s %s\n", segmentName(o.key)+tmpSuffix, segmentName(o.key))
+		fmt.Fprintf(&j, "rename %s %s\n", format.SegmentName(o.key)+tmpSuffix, format.SegmentName(o.key))
 		if o.footer != nil {
 			fmt.Fprintf(&j, "rename %s %s\n", footerName(o.key)+tmpSuffix, footerName(o.key))
 		}
 	}
 	for _, k := range sealed {
-		fmt.Fprintf(&j, "delete %s\n", segmentName(k))
+		fmt.Fprintf(&j, "delete %s\n", format.SegmentName(k))
 		fmt.Fprintf(&j, "delete %s\n", footerName(k))
 	}
-	fmt.Fprintf(&j, "crc32c %08x\n", crc32c(j.Bytes()))
+	fmt.Fprintf(&j, "crc32c %08x\n", format.CRC32C(j.Bytes()))
 	return j.Bytes()
 }
 
 // parseSegmentName returns the key a segment file name stands for; ok is
 // false for any other name. Only the store's own spelling is accepted
-// (segmentName(key) == name): listing, journals and snapshots agree on
+// (format.SegmentName(key) == name): listing, journals and snapshots agree on
 // what a segment file is.
 func parseSegmentName(name string) (key uint32, ok bool) {
-	if !strings.HasSuffix(name, segmentSuffix) {
+	if !strings.HasSuffix(name, format.SegmentSuffix) {
 		return 0, false
 	}
-	base, gen, _ := strings.Cut(strings.TrimSuffix(name, segmentSuffix), ".")
-	n, err := strconv.ParseUint(base, 10, segIDBits)
+	base, gen, _ := strings.Cut(strings.TrimSuffix(name, format.SegmentSuffix), ".")
+	n, err := strconv.ParseUint(base, 10, format.SegIDBits)
 	if err != nil {
 		return 0, false
 	}
@@ -81,9 +83,9 @@ func parseSegmentName(name string) (key uint32, ok bool) {
 		if err != nil || g == 0 {
 			return 0, false
 		}
-		key |= uint32(g) << segIDBits
+		key |= uint32(g) << format.SegIDBits
 	}
-	return key, segmentName(key) == name
+	return key, format.SegmentName(key) == name
 }
 
 // parseFooterName is parseSegmentName for segment footer file names.
@@ -91,7 +93,7 @@ func parseFooterName(name string) (key uint32, ok bool) {
 	if !strings.HasSuffix(name, footerSuffix) {
 		return 0, false
 	}
-	key, ok = parseSegmentName(strings.TrimSuffix(name, footerSuffix) + segmentSuffix)
+	key, ok = parseSegmentName(strings.TrimSuffix(name, footerSuffix) + format.SegmentSuffix)
 	return key, ok && footerName(key) == name
 }
 
@@ -117,7 +119,7 @@ func parseJournal(dir string, b []byte) (*compactionJournal, error) {
 	if err != nil {
 		return nil, bad("checksum %q is not 8 hex digits", sum)
 	}
-	if got := crc32c(body); uint32(want) != got {
+	if got := format.CRC32C(body); uint32(want) != got {
 		return nil, bad("checksum mismatch: the file says %08x, its content gives %08x", want, got)
 	}
 	lines := strings.Split(strings.TrimSuffix(string(body), "\n"), "\n")
@@ -164,31 +166,31 @@ func parseJournal(dir string, b []byte) (*compactionJournal, error) {
 	replaced := map[uint32]uint32{} // id → replaced key
 	for _, k := range j.oldSegs {
 		if newSegs[k] {
-			return nil, bad("it deletes %s, which it also writes", segmentName(k))
+			return nil, bad("it deletes %s, which it also writes", format.SegmentName(k))
 		}
-		replaced[segID(k)] = k
+		replaced[format.SegID(k)] = k
 	}
-	first := segID(j.newSegs[0])
+	first := format.SegID(j.newSegs[0])
 	for _, k := range j.newSegs {
-		old, ok := replaced[segID(k)]
+		old, ok := replaced[format.SegID(k)]
 		if !ok || repackedKey(old) != k {
-			return nil, bad("new segment %s is not the next generation of a segment it replaces", segmentName(k))
+			return nil, bad("new segment %s is not the next generation of a segment it replaces", format.SegmentName(k))
 		}
-		first = min(first, segID(k))
+		first = min(first, format.SegID(k))
 	}
 	for _, k := range j.oldSegs {
-		if segID(k) < first {
-			return nil, bad("it deletes %s, before the first segment it writes", segmentName(k))
+		if format.SegID(k) < first {
+			return nil, bad("it deletes %s, before the first segment it writes", format.SegmentName(k))
 		}
 	}
 	for k := range newFooters {
 		if !newSegs[k] {
-			return nil, bad("it renames the footer of %s, which it does not write", segmentName(k))
+			return nil, bad("it renames the footer of %s, which it does not write", format.SegmentName(k))
 		}
 	}
 	for k := range oldFooters {
 		if !oldSegs[k] {
-			return nil, bad("it deletes the footer of %s, which it does not replace", segmentName(k))
+			return nil, bad("it deletes the footer of %s, which it does not replace", format.SegmentName(k))
 		}
 	}
 	return j, nil
@@ -210,7 +212,7 @@ func readJournal(dir string) (*compactionJournal, []byte, error) {
 // newSegmentPath returns where new segment key of a committed journal is
 // now: its final name, or its temporary name before the rename.
 func newSegmentPath(dir string, key uint32) (string, bool) {
-	final := filepath.Join(dir, segmentName(key))
+	final := filepath.Join(dir, format.SegmentName(key))
 	for _, p := range []string{final, final + tmpSuffix, final} {
 		if _, err := os.Stat(p); err == nil {
 			return p, true
@@ -238,12 +240,12 @@ func segmentSeqs(path string, key uint32) (r seqRange, sound bool, err error) {
 		return r, false, err
 	}
 	defer release()
-	if !packed && checkSegmentHeader(data, key) != "" {
+	if !packed && format.CheckSegmentHeader(data, key) != "" {
 		return r, false, nil
 	}
-	_, st, _ := scanFrames(data, func(_ int, rec []byte) error {
-		if rec[0] == recEvent && checkEvent(rec) {
-			q := eventView(rec).seq()
+	_, st, _ := format.ScanFrames(data, format.SegmentHeaderSize, func(_ int, rec []byte) error {
+		if rec[0] == format.RecEvent && format.CheckEvent(rec) {
+			q := format.EventView(rec).Seq()
 			if !r.any {
 				r.first, r.any = q, true
 			}
@@ -251,7 +253,7 @@ func segmentSeqs(path string, key uint32) (r seqRange, sound bool, err error) {
 		}
 		return nil
 	})
-	return r, st == tailClean, nil
+	return r, st == format.TailClean, nil
 }
 
 // checkJournalTargets fails unless every new segment of j is in place
@@ -264,7 +266,7 @@ func checkJournalTargets(dir string, j *compactionJournal) error {
 		p, ok := newSegmentPath(dir, k)
 		if !ok {
 			return &CorruptionError{File: jpath,
-				Reason: fmt.Sprintf("the compaction it records wrote %s, which is missing; the segments it replaces were kept (remove the journal to open them)", segmentName(k))}
+				Reason: fmt.Sprintf("the compaction it records wrote %s, which is missing; the segments it replaces were kept (remove the journal to open them)", format.SegmentName(k))}
 		}
 		r, sound, err := segmentSeqs(p, k)
 		if err != nil {
@@ -277,7 +279,7 @@ func checkJournalTargets(dir string, j *compactionJournal) error {
 		news = append(news, r)
 	}
 	for _, k := range j.oldSegs {
-		p := filepath.Join(dir, segmentName(k))
+		p := filepath.Join(dir, format.SegmentName(k))
 		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
 			continue // deleted before a crash
 		}
@@ -294,7 +296,7 @@ func checkJournalTargets(dir string, j *compactionJournal) error {
 		}
 		if !held {
 			return &CorruptionError{File: jpath,
-				Reason: fmt.Sprintf("it would delete %s (events %d to %d), which no new segment it names holds; nothing was renamed or deleted (remove the journal to open the segments)", segmentName(k), r.first, r.last)}
+				Reason: fmt.Sprintf("it would delete %s (events %d to %d), which no new segment it names holds; nothing was renamed or deleted (remove the journal to open the segments)", format.SegmentName(k), r.first, r.last)}
 		}
 	}
 	return nil

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // Segment snapshots: which segment files a reading of the whole log
@@ -72,20 +74,20 @@ func segmentKeys(ents []os.DirEntry) []uint32 {
 // the same frames).
 func orderSegments(dir string, ids []uint32) ([]uint32, error) {
 	sort.Slice(ids, func(i, j int) bool {
-		if a, b := segID(ids[i]), segID(ids[j]); a != b {
+		if a, b := format.SegID(ids[i]), format.SegID(ids[j]); a != b {
 			return a < b
 		}
-		return segGen(ids[i]) < segGen(ids[j])
+		return format.SegGen(ids[i]) < format.SegGen(ids[j])
 	})
 	for i := 1; i < len(ids); i++ {
-		if segID(ids[i]) == segID(ids[i-1]) && ids[i] == repackedKey(ids[i-1]) && samePlacesPacked(filepath.Join(dir, segmentName(ids[i]))) {
+		if format.SegID(ids[i]) == format.SegID(ids[i-1]) && ids[i] == repackedKey(ids[i-1]) && samePlacesPacked(filepath.Join(dir, format.SegmentName(ids[i]))) {
 			ids = append(ids[:i-1], ids[i:]...)
 			i--
 			continue
 		}
-		if segID(ids[i]) == segID(ids[i-1]) {
-			return nil, &CorruptionError{File: filepath.Join(dir, segmentName(ids[i])), live: true,
-				Reason: fmt.Sprintf("two generations of segment %d (%s too)", segID(ids[i]), segmentName(ids[i-1]))}
+		if format.SegID(ids[i]) == format.SegID(ids[i-1]) {
+			return nil, &CorruptionError{File: filepath.Join(dir, format.SegmentName(ids[i])), live: true,
+				Reason: fmt.Sprintf("two generations of segment %d (%s too)", format.SegID(ids[i]), format.SegmentName(ids[i-1]))}
 		}
 	}
 	return ids, nil
@@ -130,7 +132,7 @@ func takeSegmentSnapshot(dir string, pin bool) (*segmentSnapshot, error) {
 		}
 		p.files = make(map[uint32]*os.File, len(keys))
 		for _, k := range keys {
-			f, err := os.Open(filepath.Join(dir, segmentName(k)))
+			f, err := os.Open(filepath.Join(dir, format.SegmentName(k)))
 			if err != nil {
 				p.close()
 				if errors.Is(err, os.ErrNotExist) && again {
@@ -154,7 +156,7 @@ func takeSegmentSnapshot(dir string, pin bool) (*segmentSnapshot, error) {
 func applyJournal(dir string, keys []uint32, j *compactionJournal) []uint32 {
 	renamed := true
 	for _, k := range j.newSegs {
-		if _, err := os.Stat(filepath.Join(dir, segmentName(k))); err != nil {
+		if _, err := os.Stat(filepath.Join(dir, format.SegmentName(k))); err != nil {
 			renamed = false
 			break
 		}
@@ -186,7 +188,7 @@ func (p *segmentSnapshot) open(key uint32) (*os.File, func(), error) {
 	if f, ok := p.files[key]; ok {
 		return f, func() {}, nil
 	}
-	f, err := os.Open(filepath.Join(p.dir, segmentName(key)))
+	f, err := os.Open(filepath.Join(p.dir, format.SegmentName(key)))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -200,7 +202,7 @@ func (p *segmentSnapshot) load(key uint32) (data []byte, release func(), err err
 		return nil, nil, err
 	}
 	defer done()
-	path := filepath.Join(p.dir, segmentName(key))
+	path := filepath.Join(p.dir, format.SegmentName(key))
 	data, unmap, err := mapOpened(f, path)
 	if err != nil {
 		return nil, nil, err

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // How far the log durably went. The segment files are not the only record
@@ -96,7 +98,7 @@ func checkpointRecord(b []byte) (logRecord, bool) {
 		return logRecord{}, false
 	}
 	body := b[:len(b)-4]
-	if le.Uint32(b[len(b)-4:]) != crc32c(body) {
+	if le.Uint32(b[len(b)-4:]) != format.CRC32C(body) {
 		return logRecord{}, false
 	}
 	r := &ckReader{b: body, off: len(checkpointMagic)}
@@ -155,7 +157,7 @@ func (f *footer) record() (logRecord, bool) {
 	}
 	var evs, batch []ev
 	r := &ckReader{b: f.items}
-	next, lastOff, lastEv := int64(segmentHeaderSize), int64(-1), int64(-1)
+	next, lastOff, lastEv := int64(format.SegmentHeaderSize), int64(-1), int64(-1)
 	var lastID EventID
 	for i := 0; i < f.n; i++ {
 		typ := r.take(1)[0]
@@ -163,11 +165,11 @@ func (f *footer) record() (logRecord, bool) {
 		if r.err != nil || off != next {
 			return logRecord{}, false
 		}
-		lastOff, next = off, off+frameHeaderSize+flen
-		if typ != recEvent {
+		lastOff, next = off, off+format.FrameHeaderSize+flen
+		if typ != format.RecEvent {
 			r.u32()
 			r.u64()
-			if typ == recBatchCommit {
+			if typ == format.RecBatchCommit {
 				evs = append(evs, batch...)
 			}
 			batch = batch[:0]
@@ -180,7 +182,7 @@ func (f *footer) record() (logRecord, bool) {
 		r.take(32 + 4 + 4)
 		r.take(int(r.u16()))
 		lastEv, lastID = off, e.id
-		if sf&sysBatch != 0 {
+		if sf&format.SysBatch != 0 {
 			batch = append(batch, e)
 			continue
 		}

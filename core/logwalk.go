@@ -3,17 +3,19 @@ package core
 import (
 	"fmt"
 	"path/filepath"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // The log walker turns the frames of the segments, in order, into the
 // events a reader may know about, applying the batch and fence rules:
 //
-//   - The items of a batch (events flagged sysBatch, after a batch-begin
+//   - The items of a batch (events flagged format.SysBatch, after a batch-begin
 //     record) count only once the batch's commit record follows them, with
 //     the item count it announces, even across segment files. A batch that
 //     is followed by anything else, or by the end of the log, never happened:
 //     its items are dropped (their sequences are reused by later events).
-//   - Events written under a visibility fence (flagged sysFenced, after a
+//   - Events written under a visibility fence (flagged format.SysFenced, after a
 //     fence-begin record) are visible once the fence's commit record follows;
 //     a cancel record, another fence, an ordinary event or the end of the log
 //     (a crash while the fence was open) leaves them hidden for ever. Hidden
@@ -55,7 +57,7 @@ type logWalker struct {
 	emit func(*walkedEvent) error
 	// check, when set, is called for every event frame as it is read (Verify
 	// checks digests there), before any batch or fence rule applies.
-	check func(seg uint32, off int, v eventView) error
+	check func(seg uint32, off int, v format.EventView) error
 
 	inBatch    bool
 	batchCount uint32
@@ -70,29 +72,29 @@ type logWalker struct {
 }
 
 func (w *logWalker) corrupt(seg uint32, off int, why string) error {
-	return &CorruptionError{File: filepath.Join(w.dir, segmentName(seg)), Offset: int64(off), Reason: why}
+	return &CorruptionError{File: filepath.Join(w.dir, format.SegmentName(seg)), Offset: int64(off), Reason: why}
 }
 
 // frame handles one valid frame.
 func (w *logWalker) frame(seg uint32, off int, rec []byte) error {
-	if rec[0] == recEvent {
-		if !checkEvent(rec) {
+	if rec[0] == format.RecEvent {
+		if !format.CheckEvent(rec) {
 			return w.corrupt(seg, off, "malformed event record")
 		}
-		v := eventView(rec)
+		v := format.EventView(rec)
 		if w.check != nil {
 			if err := w.check(seg, off, v); err != nil {
 				return err
 			}
 		}
 		ev := walkedEvent{
-			seg: seg, off: off, id: v.id(), seq: v.seq(), clock: v.clock(), ts: v.timestamp(),
-			kind: v.kind(), hash: v.hash(), prev: v.prevHash(),
-			entity: v.entity(), scope: v.scope(), idem: v.idem(),
+			seg: seg, off: off, id: v.ID(), seq: v.Seq(), clock: v.Clock(), ts: v.Timestamp(),
+			kind: Kind(v.Kind()), hash: v.Hash(), prev: v.PrevHash(),
+			entity: v.Entity(), scope: v.Scope(), idem: v.Idem(),
 		}
-		return w.event(ev, v.sysFlags())
+		return w.event(ev, v.SysFlags())
 	}
-	m, ok := decodeMarker(rec)
+	m, ok := format.DecodeMarker(rec)
 	if !ok {
 		return w.corrupt(seg, off, fmt.Sprintf("unknown or malformed record (type %d)", rec[0]))
 	}
@@ -102,8 +104,8 @@ func (w *logWalker) frame(seg uint32, off int, rec []byte) error {
 // event handles one event record (sf: its system flags); a segment
 // footer replays its events through here too.
 func (w *logWalker) event(ev walkedEvent, sf byte) error {
-	ev.removed = sf&sysRemoved != 0
-	if sf&sysBatch != 0 {
+	ev.removed = sf&format.SysRemoved != 0
+	if sf&format.SysBatch != 0 {
 		if !w.inBatch {
 			return w.corrupt(ev.seg, ev.off, "batch item without a batch-begin record")
 		}
@@ -111,7 +113,7 @@ func (w *logWalker) event(ev walkedEvent, sf byte) error {
 		return nil
 	}
 	w.dropBatch()
-	if sf&sysFenced != 0 {
+	if sf&format.SysFenced != 0 {
 		if !w.fenceOpen {
 			return w.corrupt(ev.seg, ev.off, "fenced event without a fence-begin record")
 		}
@@ -124,18 +126,18 @@ func (w *logWalker) event(ev walkedEvent, sf byte) error {
 	return w.emit(&ev)
 }
 
-// marker handles one batch or fence record.
-func (w *logWalker) marker(seg uint32, off int, m marker) error {
-	switch m.typ {
-	case recBatchBegin:
+// format.Marker handles one batch or fence record.
+func (w *logWalker) marker(seg uint32, off int, m format.Marker) error {
+	switch m.Type {
+	case format.RecBatchBegin:
 		w.dropBatch()
-		w.inBatch, w.batchCount, w.batch = true, m.count, w.batch[:0]
-	case recBatchCommit:
+		w.inBatch, w.batchCount, w.batch = true, m.Count, w.batch[:0]
+	case format.RecBatchCommit:
 		if !w.inBatch {
 			return w.corrupt(seg, off, "batch-commit record without a batch-begin record")
 		}
-		if int(m.count) != len(w.batch) {
-			return w.corrupt(seg, off, fmt.Sprintf("batch-commit record counts %d items, %d were written", m.count, len(w.batch)))
+		if int(m.Count) != len(w.batch) {
+			return w.corrupt(seg, off, fmt.Sprintf("batch-commit record counts %d items, %d were written", m.Count, len(w.batch)))
 		}
 		items := w.batch
 		w.inBatch, w.batch = false, nil
@@ -148,18 +150,18 @@ func (w *logWalker) marker(seg uint32, off int, m marker) error {
 				return err
 			}
 		}
-	case recFenceBegin:
+	case format.RecFenceBegin:
 		w.dropBatch()
 		if err := w.endFence(false); err != nil {
 			return err
 		}
-		w.fenceOpen, w.fenceID, w.fence = true, m.id, nil
-	case recFenceCommit, recFenceCancel:
+		w.fenceOpen, w.fenceID, w.fence = true, m.ID, nil
+	case format.RecFenceCommit, format.RecFenceCancel:
 		w.dropBatch()
-		if !w.fenceOpen || m.id != w.fenceID {
+		if !w.fenceOpen || m.ID != w.fenceID {
 			return w.corrupt(seg, off, "fence end record without its fence-begin record")
 		}
-		return w.endFence(m.typ == recFenceCommit)
+		return w.endFence(m.Type == format.RecFenceCommit)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 )
@@ -84,10 +85,10 @@ const packedSamePlaces = 1
 
 // repackedKey is the generation that packing segment key produces.
 func repackedKey(key uint32) uint32 {
-	if segGen(key) == 255 {
-		return segID(key) | 1<<segIDBits
+	if format.SegGen(key) == 255 {
+		return format.SegID(key) | 1<<format.SegIDBits
 	}
-	return segID(key) | (segGen(key)+1)<<segIDBits
+	return format.SegID(key) | (format.SegGen(key)+1)<<format.SegIDBits
 }
 
 var (
@@ -124,22 +125,22 @@ func encodePacked(data []byte, key uint32, codec Compression, samePlaces bool) (
 	h := encodeSegmentHeaderVersion(key, packedVersion, codec, samePlaces)
 	out = append(out, h...)
 	var table []byte
-	pos := segmentHeaderSize
+	pos := format.SegmentHeaderSize
 	nblocks := 0
 	for pos < len(data) {
 		end := pos
 		for end < len(data) && (end == pos || end-pos < packedBlockSize) {
-			if end+frameHeaderSize > len(data) {
+			if end+format.FrameHeaderSize > len(data) {
 				return nil, fmt.Errorf("batpak: pack segment: no frame at offset %d", end)
 			}
 			n := int(le.Uint32(data[end:]))
-			if n < minRecordSize || end+frameHeaderSize+n > len(data) {
+			if n < format.MinRecordSize || end+format.FrameHeaderSize+n > len(data) {
 				return nil, fmt.Errorf("batpak: pack segment: no frame at offset %d", end)
 			}
-			if end != pos && end+frameHeaderSize+n-pos > packedBlockSize {
+			if end != pos && end+format.FrameHeaderSize+n-pos > packedBlockSize {
 				break
 			}
-			end += frameHeaderSize + n
+			end += format.FrameHeaderSize + n
 		}
 		at := len(out)
 		switch codec {
@@ -155,7 +156,7 @@ func encodePacked(data []byte, key uint32, codec Compression, samePlaces bool) (
 		table = le.AppendUint64(table, uint64(at))
 		table = le.AppendUint32(table, uint32(len(stored)))
 		table = le.AppendUint32(table, uint32(end-pos))
-		table = le.AppendUint32(table, crc32c(stored))
+		table = le.AppendUint32(table, format.CRC32C(stored))
 		nblocks++
 		pos = end
 	}
@@ -165,28 +166,28 @@ func encodePacked(data []byte, key uint32, codec Compression, samePlaces bool) (
 	out = le.AppendUint64(out, uint64(tableAt))
 	out = le.AppendUint32(out, uint32(nblocks))
 	out = le.AppendUint64(out, uint64(len(data)))
-	out = le.AppendUint32(out, crc32c(out[tableAt:]))
+	out = le.AppendUint32(out, format.CRC32C(out[tableAt:]))
 	return out, nil
 }
 
 func encodeSegmentHeaderVersion(key uint32, version uint16, codec Compression, samePlaces bool) []byte {
-	h := make([]byte, segmentHeaderSize)
-	copy(h, segmentMagic[:])
+	h := make([]byte, format.SegmentHeaderSize)
+	copy(h, format.SegmentMagic[:])
 	le.PutUint16(h[8:], version)
 	h[10] = byte(codec)
 	if samePlaces {
 		h[11] = packedSamePlaces
 	}
 	le.PutUint64(h[12:], uint64(key))
-	le.PutUint32(h[20:], crc32c(h[:20]))
+	le.PutUint32(h[20:], format.CRC32C(h[:20]))
 	return h
 }
 
 // isPackedHeader reports whether data starts with a sound packed-segment
 // header.
 func isPackedHeader(data []byte) bool {
-	return len(data) >= segmentHeaderSize && string(data[:8]) == string(segmentMagic[:]) &&
-		le.Uint16(data[8:]) == packedVersion && le.Uint32(data[20:]) == crc32c(data[:20])
+	return len(data) >= format.SegmentHeaderSize && string(data[:8]) == string(format.SegmentMagic[:]) &&
+		le.Uint16(data[8:]) == packedVersion && le.Uint32(data[20:]) == format.CRC32C(data[:20])
 }
 
 // errPacked marks a packed segment whose structure is damaged.
@@ -196,7 +197,7 @@ var errPacked = errors.New("packed segment damaged")
 // file in data). It checks the header, the trailer and the table; block
 // contents are checked when read.
 func parsePacked(data []byte, key uint32) (*packedSeg, error) {
-	if len(data) < segmentHeaderSize+packedTrailer {
+	if len(data) < format.SegmentHeaderSize+packedTrailer {
 		return nil, fmt.Errorf("%w: file shorter than header and trailer", errPacked)
 	}
 	if le.Uint64(data[12:]) != uint64(key) {
@@ -211,24 +212,24 @@ func parsePacked(data []byte, key uint32) (*packedSeg, error) {
 		return nil, fmt.Errorf("%w: no block table trailer (a segment packed only in part)", errPacked)
 	}
 	tableAt, n, size := int64(le.Uint64(tr[8:])), int(le.Uint32(tr[16:])), int64(le.Uint64(tr[20:]))
-	if tableAt < segmentHeaderSize || tableAt+int64(n)*packedTableItem != int64(len(data)-packedTrailer) {
+	if tableAt < format.SegmentHeaderSize || tableAt+int64(n)*packedTableItem != int64(len(data)-packedTrailer) {
 		return nil, fmt.Errorf("%w: block table out of place", errPacked)
 	}
-	if crc32c(data[tableAt:len(data)-4]) != le.Uint32(tr[28:]) {
+	if format.CRC32C(data[tableAt:len(data)-4]) != le.Uint32(tr[28:]) {
 		return nil, fmt.Errorf("%w: block table checksum mismatch", errPacked)
 	}
 	p := &packedSeg{codec: codec, size: size, blocks: make([]packedBlock, n)}
-	want := uint32(segmentHeaderSize)
+	want := uint32(format.SegmentHeaderSize)
 	for i := range p.blocks {
 		t := data[tableAt+int64(i)*packedTableItem:]
 		b := packedBlock{start: le.Uint32(t), fileAt: int64(le.Uint64(t[4:])), stored: le.Uint32(t[12:]), length: le.Uint32(t[16:]), crc: le.Uint32(t[20:])}
-		if b.start != want || b.fileAt < segmentHeaderSize || b.fileAt+int64(b.stored) > tableAt || b.length == 0 {
+		if b.start != want || b.fileAt < format.SegmentHeaderSize || b.fileAt+int64(b.stored) > tableAt || b.length == 0 {
 			return nil, fmt.Errorf("%w: block %d out of place", errPacked, i)
 		}
 		want += b.length
 		p.blocks[i] = b
 	}
-	if int64(want) != size && !(n == 0 && size == segmentHeaderSize) {
+	if int64(want) != size && !(n == 0 && size == format.SegmentHeaderSize) {
 		return nil, fmt.Errorf("%w: blocks cover %d bytes, the trailer says %d", errPacked, want, size)
 	}
 	for i := range p.cache {
@@ -266,7 +267,7 @@ func (p *packedSeg) block(file []byte, i int) ([]byte, error) {
 func (p *packedSeg) decode(file []byte, i int, dst []byte) ([]byte, error) {
 	b := p.blocks[i]
 	stored := file[b.fileAt : b.fileAt+int64(b.stored)]
-	if crc32c(stored) != b.crc {
+	if format.CRC32C(stored) != b.crc {
 		return nil, fmt.Errorf("%w: block %d (file offset %d) fails its checksum", errPacked, i, b.fileAt)
 	}
 	start := len(dst)
@@ -277,7 +278,7 @@ func (p *packedSeg) decode(file []byte, i int, dst []byte) ([]byte, error) {
 	case CompressionS2:
 		var n int
 		if n, err = s2.DecodedLen(stored); err == nil {
-			dst = grow(dst, n)
+			dst = format.Grow(dst, n)
 			_, err = s2.Decode(dst[start:], stored)
 		}
 	}
@@ -302,18 +303,18 @@ func (p *packedSeg) frame(file []byte, off int) ([]byte, bool, error) {
 		return nil, false, err
 	}
 	rel := off - int(p.blocks[i].start)
-	rec, ok := frameAt(d, rel)
+	rec, ok := format.FrameAt(d, rel)
 	if !ok {
 		return nil, false, nil
 	}
-	return append([]byte(nil), d[rel:rel+frameHeaderSize+len(rec)]...), true, nil
+	return append([]byte(nil), d[rel:rel+format.FrameHeaderSize+len(rec)]...), true, nil
 }
 
 // logical decompresses every block into the plain segment's bytes (header
 // included: a plain header for key, so frame scans apply unchanged).
 func (p *packedSeg) logical(file []byte, key uint32) ([]byte, error) {
 	out := make([]byte, 0, p.size)
-	out = append(out, encodeSegmentHeader(key)...)
+	out = append(out, format.EncodeSegmentHeader(key)...)
 	for i := range p.blocks {
 		var err error
 		if out, err = p.decode(file, i, out); err != nil {
@@ -356,7 +357,7 @@ func writePackedFile(path string, data []byte, key uint32, codec Compression, sa
 	return writePlainFile(path, b)
 }
 
-// fileHeader reads the first segmentHeaderSize bytes of the file at path
+// fileHeader reads the first format.SegmentHeaderSize bytes of the file at path
 // and its size; ok is false when it cannot be opened or is shorter.
 func fileHeader(path string) (h []byte, size int64, f *os.File, ok bool) {
 	f, err := os.Open(path)
@@ -364,8 +365,8 @@ func fileHeader(path string) (h []byte, size int64, f *os.File, ok bool) {
 		return nil, 0, nil, false
 	}
 	st, err := f.Stat()
-	h = make([]byte, segmentHeaderSize)
-	if err != nil || st.Size() < segmentHeaderSize {
+	h = make([]byte, format.SegmentHeaderSize)
+	if err != nil || st.Size() < format.SegmentHeaderSize {
 		f.Close()
 		return nil, 0, nil, false
 	}
@@ -388,7 +389,7 @@ func logicalSize(path string) (int64, error) {
 		return st.Size(), nil
 	}
 	defer f.Close()
-	if !isPackedHeader(h) || size < segmentHeaderSize+packedTrailer {
+	if !isPackedHeader(h) || size < format.SegmentHeaderSize+packedTrailer {
 		return size, nil
 	}
 	tr := make([]byte, packedTrailer)

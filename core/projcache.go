@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/zeebo/blake3"
 )
 
@@ -113,7 +114,7 @@ func (c *FileCache) Get(key string) (CachedState, bool) {
 		return CachedState{}, false
 	}
 	body := b[:len(b)-4]
-	if le.Uint32(b[len(b)-4:]) != crc32c(body) {
+	if le.Uint32(b[len(b)-4:]) != format.CRC32C(body) {
 		return CachedState{}, false
 	}
 	kl := int(le.Uint32(body[25:]))
@@ -146,7 +147,7 @@ func (c *FileCache) Put(key string, st CachedState) {
 	b = append(b, key...)
 	b = le.AppendUint64(b, st.Erasures)
 	b = append(b, st.State...)
-	b = le.AppendUint32(b, crc32c(b))
+	b = le.AppendUint32(b, format.CRC32C(b))
 	p := c.path(key)
 	_ = writeFileAtomic(filepath.Dir(p), filepath.Base(p), b, false)
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // segmentFiles names the segment files in dir and says whether a
@@ -15,7 +17,7 @@ func segmentFiles(dir string) string {
 	ents, _ := os.ReadDir(dir)
 	var b strings.Builder
 	for _, e := range ents {
-		if n := e.Name(); strings.HasSuffix(n, segmentSuffix) || n == compactJournal {
+		if n := e.Name(); strings.HasSuffix(n, format.SegmentSuffix) || n == compactJournal {
 			b.WriteString(n)
 			b.WriteByte('\n')
 		}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // Erasure. Redact overwrites an event's payload bytes on disk with zeros
@@ -183,7 +185,7 @@ func loadErasures(dir string) (n uint64, damaged bool, err error) {
 	if err != nil {
 		return 0, false, fmt.Errorf("batpak: read erasure epoch: %w", err)
 	}
-	if len(b) != 12 || le.Uint32(b[8:]) != crc32c(b[:8]) {
+	if len(b) != 12 || le.Uint32(b[8:]) != format.CRC32C(b[:8]) {
 		n, err := freshErasureEpoch()
 		return n, true, err
 	}
@@ -206,7 +208,7 @@ func freshErasureEpoch() (uint64, error) {
 // writeErasures records epoch n durably.
 func writeErasures(dir string, n uint64) error {
 	b := le.AppendUint64(nil, n)
-	b = le.AppendUint32(b, crc32c(b))
+	b = le.AppendUint32(b, format.CRC32C(b))
 	return writeFileAtomic(dir, erasureFile, b, true)
 }
 
@@ -229,28 +231,28 @@ func (s *Store) raiseErasures() (uint64, error) {
 func (s *Store) redactOne(l loc) (bool, error) {
 	s.rewriteMu.Lock()
 	defer s.rewriteMu.Unlock()
-	path := filepath.Join(s.cfg.Dir, segmentName(l.seg))
+	path := filepath.Join(s.cfg.Dir, format.SegmentName(l.seg))
 	m, err := s.segs.acquire(l.seg)
 	if err != nil {
 		return false, err
 	}
-	rec, ok := frameAt(m.bytes(), int(l.off))
-	if !ok || !checkEvent(rec) {
+	rec, ok := format.FrameAt(m.bytes(), int(l.off))
+	if !ok || !format.CheckEvent(rec) {
 		s.segs.release(m)
 		return false, &CorruptionError{File: path, Offset: int64(l.off), Reason: "event frame fails its checksum before redaction"}
 	}
-	v := eventView(rec)
-	if v.sysFlags()&sysRedacted != 0 {
+	v := format.EventView(rec)
+	if v.SysFlags()&format.SysRedacted != 0 {
 		s.segs.release(m)
 		return false, nil
 	}
-	frame := make([]byte, frameHeaderSize+len(rec))
+	frame := make([]byte, format.FrameHeaderSize+len(rec))
 	copy(frame, m.bytes()[l.off:int(l.off)+len(frame)])
 	s.segs.release(m)
-	nrec := frame[frameHeaderSize:]
-	nrec[1] |= sysRedacted
-	clear(eventView(nrec).payload())
-	le.PutUint32(frame[4:], frameCRC(frame[0:4], nrec))
+	nrec := frame[format.FrameHeaderSize:]
+	nrec[1] |= format.SysRedacted
+	clear(format.EventView(nrec).Payload())
+	le.PutUint32(frame[4:], format.FrameCRC(frame[0:4], nrec))
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return false, fmt.Errorf("batpak: redact: %w", err)
@@ -258,10 +260,10 @@ func (s *Store) redactOne(l loc) (bool, error) {
 	defer f.Close()
 	// The checksum goes last: a reader sees the old frame, a frame that
 	// fails its checksum (and retries), or the new frame.
-	if _, err := f.WriteAt(frame[frameHeaderSize:], int64(l.off)+frameHeaderSize); err != nil {
+	if _, err := f.WriteAt(frame[format.FrameHeaderSize:], int64(l.off)+format.FrameHeaderSize); err != nil {
 		return false, fmt.Errorf("batpak: redact: %w", err)
 	}
-	if _, err := f.WriteAt(frame[:frameHeaderSize], int64(l.off)); err != nil {
+	if _, err := f.WriteAt(frame[:format.FrameHeaderSize], int64(l.off)); err != nil {
 		return false, fmt.Errorf("batpak: redact: %w", err)
 	}
 	if err := syncData(f); err != nil {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // The sealer is the store's background maintenance of sealed segments.
@@ -128,7 +130,7 @@ func (s *Store) sealOne(ctx context.Context, skip map[uint32]bool) (uint32, bool
 		if skip[k] {
 			continue
 		}
-		path := filepath.Join(s.cfg.Dir, segmentName(k))
+		path := filepath.Join(s.cfg.Dir, format.SegmentName(k))
 		if s.cfg.Compression != CompressionNone && !isPackedFile(path) {
 			_, err := s.compactLocked(ctx, []uint32{k}, CompactConfig{pack: true}, false, nil)
 			return k, err == nil, err
@@ -144,7 +146,7 @@ func (s *Store) sealOne(ctx context.Context, skip map[uint32]bool) (uint32, bool
 // (up to its recorded end) and saves it. The caller holds erasureMu, so
 // no compaction or redaction rewrites the segment meanwhile.
 func (s *Store) writeSegmentFooter(key uint32, end int64) error {
-	data, _, release, err := loadSegment(filepath.Join(s.cfg.Dir, segmentName(key)), key)
+	data, _, release, err := loadSegment(filepath.Join(s.cfg.Dir, format.SegmentName(key)), key)
 	if err != nil {
 		return err
 	}
@@ -166,6 +168,6 @@ func (s *Store) footerOnClose(key uint32, end int64) {
 		return
 	}
 	if err := s.writeSegmentFooter(key, end); err != nil && !errors.Is(err, os.ErrNotExist) {
-		s.log.Warn("batpak: segment footer not written; the next Open scans the segment", "segment", segmentName(key), "err", err)
+		s.log.Warn("batpak: segment footer not written; the next Open scans the segment", "segment", format.SegmentName(key), "err", err)
 	}
 }

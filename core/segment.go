@@ -1,7 +1,6 @@
 package core
 
 import (
-	"bytes"
 	"container/list"
 	"errors"
 	"fmt"
@@ -9,69 +8,15 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
-// Segment files: "<20-digit id>.seg", a 32-byte header, then frames.
-const (
-	segmentHeaderSize = 32
-	segmentVersion    = 1
-	segmentSuffix     = ".seg"
-	// preallocStep is the most the active segment is zero-filled ahead of
-	// its data at a time, so that fdatasync need not journal a size or
-	// extent change on every group commit. The zeros are never cut off
-	// (see writer.seal); readers take them as the end of data.
-	preallocStep = 4 << 20
-)
-
-var segmentMagic = [8]byte{'B', 'P', 'A', 'K', 'S', 'E', 'G', 0}
-
-// Segment keys. A segment is named by its position in the log (id, the low
-// 24 bits of its key) and, once compaction has rewritten it, a generation
-// (the high 8 bits): "<id>.seg" for generation 0, "<id>.<gen>.seg" after.
-// A rewrite never reuses a file name, so a reader holding an old location
-// fails cleanly (and retries) instead of reading another file's bytes.
-const (
-	segIDBits = 24
-	segIDMask = 1<<segIDBits - 1
-)
-
-func segID(key uint32) uint32  { return key & segIDMask }
-func segGen(key uint32) uint32 { return key >> segIDBits }
-
-func segmentName(key uint32) string {
-	if g := segGen(key); g > 0 {
-		return fmt.Sprintf("%020d.%d%s", segID(key), g, segmentSuffix)
-	}
-	return fmt.Sprintf("%020d%s", key, segmentSuffix)
-}
-
-func encodeSegmentHeader(id uint32) []byte {
-	h := make([]byte, segmentHeaderSize)
-	copy(h, segmentMagic[:])
-	le.PutUint16(h[8:], segmentVersion)
-	le.PutUint64(h[12:], uint64(id))
-	le.PutUint32(h[20:], crc32c(h[:20]))
-	return h
-}
-
-func crc32c(b []byte) uint32 { return frameCRC(nil, b) }
-
-// checkSegmentHeader validates magic, version, checksum and id.
-func checkSegmentHeader(data []byte, id uint32) string {
-	switch {
-	case len(data) < segmentHeaderSize:
-		return "file shorter than the segment header"
-	case !bytes.Equal(data[:8], segmentMagic[:]):
-		return "bad magic (not a batpak segment)"
-	case le.Uint32(data[20:]) != crc32c(data[:20]):
-		return "segment header checksum mismatch"
-	case le.Uint16(data[8:]) != segmentVersion:
-		return fmt.Sprintf("unsupported segment version %d", le.Uint16(data[8:]))
-	case le.Uint64(data[12:]) != uint64(id):
-		return fmt.Sprintf("header names segment %d", le.Uint64(data[12:]))
-	}
-	return ""
-}
+// preallocStep is the most the active segment is zero-filled ahead of its
+// data at a time, so that fdatasync need not journal a size or extent
+// change on every group commit. The zeros are never cut off (see
+// writer.seal); readers take them as the end of data.
+const preallocStep = 4 << 20
 
 // listSegments returns the segment ids in dir, ascending (see
 // orderSegments).
@@ -81,64 +26,6 @@ func listSegments(dir string) ([]uint32, error) {
 		return nil, err
 	}
 	return orderSegments(dir, segmentKeys(ents))
-}
-
-// tailState says how a frame scan ended.
-type tailState int
-
-const (
-	tailClean   tailState = iota // end of file, or zero padding from preallocation
-	tailTorn                     // unreadable bytes with no valid frame after them
-	tailCorrupt                  // an unreadable frame followed by valid ones
-)
-
-// scanFrames calls fn for every valid frame after the segment header and
-// returns where the valid data ends and how the scan ended. A frame that
-// fails its checks ends the scan: if only zeros follow it is a clean end,
-// if a valid frame can be found anywhere after it the segment is corrupt
-// (data in the middle is never silently dropped), otherwise it is a torn tail.
-func scanFrames(data []byte, fn func(off int, rec []byte) error) (end int, st tailState, err error) {
-	return scanFramesFrom(data, segmentHeaderSize, fn)
-}
-
-// scanFramesFrom is scanFrames starting at offset from (a frame boundary).
-func scanFramesFrom(data []byte, from int, fn func(off int, rec []byte) error) (end int, st tailState, err error) {
-	off := from
-	for {
-		rec, ok := frameAt(data, off)
-		if !ok {
-			break
-		}
-		if err := fn(off, rec); err != nil {
-			return off, tailClean, err
-		}
-		off += frameHeaderSize + len(rec)
-	}
-	rest := data[off:]
-	if allZero(rest) {
-		return off, tailClean, nil
-	}
-	for p := off + 1; p+frameHeaderSize+minRecordSize <= len(data); p++ {
-		if rec, ok := frameAt(data, p); ok && knownRecord(rec) {
-			return off, tailCorrupt, nil
-		}
-	}
-	return off, tailTorn, nil
-}
-
-func allZero(b []byte) bool {
-	for len(b) >= 8 {
-		if le.Uint64(b) != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // segCache maps segment files for reading, keeping at most budget mappings
@@ -187,14 +74,14 @@ func (m *mapping) frameCopy(off int) ([]byte, bool, error) {
 		return m.pk.frame(m.data, off)
 	}
 	data := m.bytes()
-	if off+frameHeaderSize > len(data) {
+	if off+format.FrameHeaderSize > len(data) {
 		return nil, false, nil
 	}
 	n := int(le.Uint32(data[off:]))
-	if n < minRecordSize || n > maxRecordSize || off+frameHeaderSize+n > len(data) {
+	if n < format.MinRecordSize || n > format.MaxRecordSize || off+format.FrameHeaderSize+n > len(data) {
 		return nil, false, nil
 	}
-	buf := make([]byte, frameHeaderSize+n)
+	buf := make([]byte, format.FrameHeaderSize+n)
 	copy(buf, data[off:])
 	return buf, true, nil
 }
@@ -241,20 +128,20 @@ func (c *segCache) acquire(id uint32) (*mapping, error) {
 		c.lru.MoveToFront(m.elem)
 		return m, nil
 	}
-	path := filepath.Join(c.dir, segmentName(id))
+	path := filepath.Join(c.dir, format.SegmentName(id))
 	fileKey := id
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		// Packed since the index was built (by this store's sealer, or by
 		// the writer beside a read-only store): the next generation holds
 		// the same frames at the same offsets.
-		if next := repackedKey(id); samePlacesPacked(filepath.Join(c.dir, segmentName(next))) {
-			fileKey, path = next, filepath.Join(c.dir, segmentName(next))
+		if next := repackedKey(id); samePlacesPacked(filepath.Join(c.dir, format.SegmentName(next))) {
+			fileKey, path = next, filepath.Join(c.dir, format.SegmentName(next))
 			f, err = os.Open(path)
 		}
 	}
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("batpak: segment %s was rewritten (compaction or packing) after this store read its index; reopen the store to read it: %w", segmentName(id), err)
+		return nil, fmt.Errorf("batpak: segment %s was rewritten (compaction or packing) after this store read its index; reopen the store to read it: %w", format.SegmentName(id), err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("batpak: open segment: %w", err)

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // snapPoint is where the published log ends at a snapshot.
@@ -72,14 +74,14 @@ func (s *Store) Snapshot(ctx context.Context, dest string) (SnapshotReport, erro
 		return rep, err
 	}
 	for _, id := range ids {
-		if segID(id) > segID(pt.seg) {
+		if format.SegID(id) > format.SegID(pt.seg) {
 			break // created after the snapshot point
 		}
 		limit := int64(-1)
 		if id == pt.seg {
 			limit = pt.end
 		}
-		n, err := copyFile(filepath.Join(s.cfg.Dir, segmentName(id)), filepath.Join(dest, segmentName(id)), limit)
+		n, err := copyFile(filepath.Join(s.cfg.Dir, format.SegmentName(id)), filepath.Join(dest, format.SegmentName(id)), limit)
 		if err != nil {
 			return rep, fmt.Errorf("batpak: snapshot segment %d: %w", id, err)
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/batpak-go/batpak/ijson"
 )
 
@@ -321,10 +322,10 @@ func (s *Store) scanLog(ids []uint32, ck *checkpointInfo, out *recovered) (*logW
 		last := i == len(ids)-1
 		// Frames the checkpoint covers are checked (length and CRC) but not
 		// read into the index: Open stays as strict about damage as a scan.
-		from := segmentHeaderSize
+		from := format.SegmentHeaderSize
 		if ck != nil {
 			switch {
-			case segID(id) < segID(ck.seg):
+			case format.SegID(id) < format.SegID(ck.seg):
 				from = math.MaxInt
 			case id == ck.seg:
 				from = int(ck.end)
@@ -334,7 +335,7 @@ func (s *Store) scanLog(ids []uint32, ck *checkpointInfo, out *recovered) (*logW
 		if errors.Is(err, os.ErrNotExist) && ck == nil {
 			// Packed since it was listed (a reader beside a live writer):
 			// the next generation holds the same frames at the same offsets.
-			if next := repackedKey(id); samePlacesPacked(filepath.Join(s.cfg.Dir, segmentName(next))) {
+			if next := repackedKey(id); samePlacesPacked(filepath.Join(s.cfg.Dir, format.SegmentName(next))) {
 				id = next
 				end, size, err = s.recoverSegment(lw, id, last, from, ck)
 			}
@@ -352,7 +353,7 @@ func (s *Store) scanLog(ids []uint32, ck *checkpointInfo, out *recovered) (*logW
 }
 
 func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck *checkpointInfo) (end, size int64, err error) {
-	path := filepath.Join(s.cfg.Dir, segmentName(id))
+	path := filepath.Join(s.cfg.Dir, format.SegmentName(id))
 	f, done, err := s.snap.open(id)
 	if err != nil {
 		return 0, 0, fmt.Errorf("batpak: open segment: %w", err)
@@ -363,13 +364,13 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		return 0, 0, err
 	}
 	size = st.Size()
-	if size < segmentHeaderSize {
+	if size < format.SegmentHeaderSize {
 		done()
 		if last && !s.readOnly {
 			// A crash while a new segment was being created.
 			s.log.Warn("batpak: recreating a segment left incomplete by a crash", "file", path, "size", size)
 			s.repair(func() error { return writeSegmentHeader(path, id) })
-			return segmentHeaderSize, segmentHeaderSize, nil
+			return format.SegmentHeaderSize, format.SegmentHeaderSize, nil
 		}
 		if last {
 			return 0, 0, nil
@@ -385,30 +386,30 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 	if isPackedHeader(m) {
 		return s.recoverPacked(lw, id, path, m, from, ck)
 	}
-	if why := checkSegmentHeader(m, id); why != "" {
+	if why := format.CheckSegmentHeader(m, id); why != "" {
 		// Only a file that is zeros throughout can be a segment whose creation
 		// a crash interrupted; a zeroed header with frames after it is damage.
-		if last && allZero(m) {
+		if last && format.AllZero(m) {
 			if s.readOnly {
 				return 0, 0, nil // holds nothing yet
 			}
 			s.log.Warn("batpak: recreating a segment left incomplete by a crash", "file", path)
 			s.repair(func() error { return writeSegmentHeader(path, id) })
-			return segmentHeaderSize, segmentHeaderSize, nil
+			return format.SegmentHeaderSize, format.SegmentHeaderSize, nil
 		}
 		return 0, 0, &CorruptionError{File: path, Offset: 0, Reason: why}
 	}
-	start := segmentHeaderSize
+	start := format.SegmentHeaderSize
 	// A plain segment the checkpoint covers has its frames checked (a
 	// read of mapped bytes, no decoding): the checkpoint path stays as
 	// strict about damage as a scan. Without a checkpoint, its footer
 	// stands in for the frames it covers.
 	if fo := s.usableFooter(id, size, ck != nil, func(off int) ([]byte, bool, error) {
-		rec, ok := frameAt(m, off)
+		rec, ok := format.FrameAt(m, off)
 		if !ok {
 			return nil, false, nil
 		}
-		return m[off : off+frameHeaderSize+len(rec)], true, nil
+		return m[off : off+format.FrameHeaderSize+len(rec)], true, nil
 	}); fo != nil {
 		if err := fo.replay(lw, from, ck, s.ix); err != nil {
 			return 0, 0, s.dropStaleFooter(id, err)
@@ -416,7 +417,7 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		s.openReport.Footers++
 		start = int(fo.end)
 	}
-	e, st2, err := scanFramesFrom(m, start, s.recoverFrame(lw, id, from, ck))
+	e, st2, err := format.ScanFrames(m, start, s.recoverFrame(lw, id, from, ck))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -424,14 +425,14 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		s.openReport.SegmentsScanned++
 	}
 	end = int64(e)
-	if st2 == tailCorrupt {
+	if st2 == format.TailCorrupt {
 		return 0, 0, &CorruptionError{File: path, Offset: end, Reason: "frame fails its length or checksum check and valid frames follow it", live: last && s.readOnly}
 	}
 	if covered := s.checkpointEnd(id, from); covered > end {
 		return 0, 0, fmt.Errorf("%w: %s: readable data ends at %d, the checkpoint covers up to %d", errCheckpointStale, path, end, covered)
 	}
 	switch st2 {
-	case tailTorn:
+	case format.TailTorn:
 		if !last {
 			return 0, 0, &CorruptionError{File: path, Offset: end, Reason: "unreadable bytes at the end of a sealed segment"}
 		}
@@ -477,11 +478,11 @@ func (s *Store) recoverPacked(lw *logWalker, id uint32, path string, file []byte
 		return 0, 0, &CorruptionError{File: path, Reason: err.Error()}
 	}
 	s.openReport.SegmentsScanned++
-	e, st, err := scanFrames(data, s.recoverFrame(lw, id, from, ck))
+	e, st, err := format.ScanFrames(data, format.SegmentHeaderSize, s.recoverFrame(lw, id, from, ck))
 	if err != nil {
 		return 0, 0, err
 	}
-	if st != tailClean || int64(e) != pk.size {
+	if st != format.TailClean || int64(e) != pk.size {
 		return 0, 0, &CorruptionError{File: path, Offset: int64(e), Reason: "unreadable frame inside a packed segment"}
 	}
 	return pk.size, pk.size, nil
@@ -525,7 +526,7 @@ func (s *Store) usableFooter(id uint32, size int64, skip bool, frame func(off in
 // checkpointEnd is how far the checkpoint covers segment id (0: not at all).
 func (s *Store) checkpointEnd(id uint32, from int) int64 {
 	switch {
-	case from == segmentHeaderSize:
+	case from == format.SegmentHeaderSize:
 		return 0
 	case from == math.MaxInt:
 		return s.segmentEnd(id)
@@ -562,7 +563,7 @@ func writeSegmentHeader(path string, id uint32) error {
 		return fmt.Errorf("batpak: rewrite segment header: %w", err)
 	}
 	defer f.Close()
-	if _, err := f.Write(encodeSegmentHeader(id)); err != nil {
+	if _, err := f.Write(format.EncodeSegmentHeader(id)); err != nil {
 		return fmt.Errorf("batpak: rewrite segment header: %w", err)
 	}
 	return f.Sync()
@@ -578,7 +579,7 @@ func (s *Store) indexWalked(ev *walkedEvent) error {
 	// sequence the store had recorded.
 	salvage := ev.kind == KindLogSalvaged && !ev.hidden && ev.seq > uint64(ix.n)
 	if (ev.seq != uint64(ix.n) && !salvage) || ev.seq >= math.MaxUint32 {
-		return &CorruptionError{File: filepath.Join(s.cfg.Dir, segmentName(ev.seg)), Offset: int64(ev.off),
+		return &CorruptionError{File: filepath.Join(s.cfg.Dir, format.SegmentName(ev.seg)), Offset: int64(ev.off),
 			Reason: fmt.Sprintf("global sequence %d out of order (next is %d)", ev.seq, ix.n)}
 	}
 	ent := ix.entityFor(ev.entity)

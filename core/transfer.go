@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // ExportedEvent is one line of an export: an event with everything an
@@ -184,7 +186,7 @@ func (s *Store) importBatch(ctx context.Context, items []BatchItem, metas []impo
 		case err != nil:
 			return 0, err
 		case ev.Coordinate == items[i].Coordinate && ev.Header.Kind == items[i].Kind &&
-			(ev.Header.PayloadHash == payloadHash(items[i].Payload) || metas[i].redacted):
+			(ev.Header.PayloadHash == format.PayloadHash(items[i].Payload) || metas[i].redacted):
 			// already imported (a redacted export of it has no payload to compare)
 		default:
 			return 0, fmt.Errorf("batpak: import line %d: %w: %s is %s, not this event", metas[i].line, ErrDuplicateID, metas[i].id, ev.Coordinate)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // VerifyReport summarises a successful Verify.
@@ -62,15 +64,15 @@ func (s *Store) verifyOnce() (VerifyReport, error) {
 	}
 	last := map[string]link{}
 	fail := func(seg uint32, off int, id EventID, entity []byte, why string) error {
-		return &ChainError{Segment: segmentName(seg), Offset: int64(off), ID: id, Entity: string(entity), Reason: why}
+		return &ChainError{Segment: format.SegmentName(seg), Offset: int64(off), ID: id, Entity: string(entity), Reason: why}
 	}
 	lw := &logWalker{dir: s.cfg.Dir}
-	lw.check = func(seg uint32, off int, v eventView) error {
-		if v.sysFlags()&(sysRedacted|sysRemoved) == 0 && payloadHash(v.payload()) != v.payloadHash() {
-			return fail(seg, off, v.id(), v.entity(), "payload does not match its digest")
+	lw.check = func(seg uint32, off int, v format.EventView) error {
+		if v.SysFlags()&(format.SysRedacted|format.SysRemoved) == 0 && format.PayloadHash(v.Payload()) != v.PayloadHash() {
+			return fail(seg, off, v.ID(), v.Entity(), "payload does not match its digest")
 		}
-		if chainHash(v, v.stringsEnd()) != v.hash() {
-			return fail(seg, off, v.id(), v.entity(), "header fields do not match the event hash")
+		if format.ChainHash(v, v.StringsEnd()) != v.Hash() {
+			return fail(seg, off, v.ID(), v.Entity(), "header fields do not match the event hash")
 		}
 		return nil
 	}
@@ -94,16 +96,16 @@ func (s *Store) verifyOnce() (VerifyReport, error) {
 		return nil
 	}
 	for _, id := range ids {
-		if limitOff >= 0 && segID(id) > segID(limitSeg) {
+		if limitOff >= 0 && format.SegID(id) > format.SegID(limitSeg) {
 			// Created by a write still in progress (a batch crossing into a
 			// new segment): nothing in it is published yet.
 			break
 		}
-		path := filepath.Join(s.cfg.Dir, segmentName(id))
+		path := filepath.Join(s.cfg.Dir, format.SegmentName(id))
 		data, unmap, err := snap.load(id)
-		if next := repackedKey(id); errors.Is(err, os.ErrNotExist) && samePlacesPacked(filepath.Join(s.cfg.Dir, segmentName(next))) {
+		if next := repackedKey(id); errors.Is(err, os.ErrNotExist) && samePlacesPacked(filepath.Join(s.cfg.Dir, format.SegmentName(next))) {
 			// Packed since it was listed: the same frames, same offsets.
-			id, path = next, filepath.Join(s.cfg.Dir, segmentName(next))
+			id, path = next, filepath.Join(s.cfg.Dir, format.SegmentName(next))
 			data, _, unmap, err = loadSegment(path, id)
 		}
 		if err != nil {
@@ -112,9 +114,9 @@ func (s *Store) verifyOnce() (VerifyReport, error) {
 		if id == limitSeg && limitOff >= 0 && int64(len(data)) > limitOff {
 			data = data[:limitOff]
 		}
-		if why := checkSegmentHeader(data, id); why != "" {
+		if why := format.CheckSegmentHeader(data, id); why != "" {
 			unmap()
-			if id == ids[len(ids)-1] && len(data) < segmentHeaderSize {
+			if id == ids[len(ids)-1] && len(data) < format.SegmentHeaderSize {
 				// A crash while the last segment was being created: it holds
 				// nothing (Open recreates it; a read-only open skips it).
 				break
@@ -122,12 +124,12 @@ func (s *Store) verifyOnce() (VerifyReport, error) {
 			return rep, &CorruptionError{File: path, Reason: why}
 		}
 		rep.Segments++
-		end, st, err := scanFrames(data, func(off int, rec []byte) error { return lw.frame(id, off, rec) })
+		end, st, err := format.ScanFrames(data, format.SegmentHeaderSize, func(off int, rec []byte) error { return lw.frame(id, off, rec) })
 		unmap()
 		if err != nil {
 			return rep, err
 		}
-		if st == tailCorrupt || (st == tailTorn && id != ids[len(ids)-1]) {
+		if st == format.TailCorrupt || (st == format.TailTorn && id != ids[len(ids)-1]) {
 			return rep, &CorruptionError{File: path, Offset: int64(end), Reason: "unreadable frame", live: id == ids[len(ids)-1]}
 		}
 	}

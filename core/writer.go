@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"sync/atomic"
 	"time"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 type op uint8
@@ -126,13 +128,13 @@ func newWriter(s *Store, rec recovered) (*writer, error) {
 		if err := w.createSegment(1); err != nil {
 			return nil, err
 		}
-	case isPackedFile(filepath.Join(s.cfg.Dir, segmentName(rec.lastSeg))):
+	case isPackedFile(filepath.Join(s.cfg.Dir, format.SegmentName(rec.lastSeg))):
 		// Packed segments are never appended to.
-		if err := w.createSegment(segID(rec.lastSeg) + 1); err != nil {
+		if err := w.createSegment(format.SegID(rec.lastSeg) + 1); err != nil {
 			return nil, err
 		}
 	default:
-		f, err := os.OpenFile(filepath.Join(s.cfg.Dir, segmentName(rec.lastSeg)), os.O_RDWR, 0)
+		f, err := os.OpenFile(filepath.Join(s.cfg.Dir, format.SegmentName(rec.lastSeg)), os.O_RDWR, 0)
 		if err != nil {
 			return nil, fmt.Errorf("batpak: open active segment: %w", err)
 		}
@@ -146,7 +148,7 @@ func newWriter(s *Store, rec recovered) (*writer, error) {
 	if rec.danglingFence {
 		// A crash left a fence open: its events stay hidden (recovery saw to
 		// that); record the cancellation so the log says so explicitly.
-		w.buf = appendMarkerFrame(w.buf, recFenceCancel, 0, rec.fenceID)
+		w.buf = format.AppendMarker(w.buf, format.RecFenceCancel, 0, rec.fenceID)
 		err := w.flush()
 		if err == nil {
 			err = w.syncNow()
@@ -398,7 +400,7 @@ func (w *writer) finish() error {
 		return w.failed
 	}
 	if w.fence != nil && w.failed == nil {
-		w.buf = appendMarkerFrame(w.buf[:0], recFenceCancel, 0, w.fence.id)
+		w.buf = format.AppendMarker(w.buf[:0], format.RecFenceCancel, 0, w.fence.id)
 		w.fail(w.flush())
 		w.storePos() // the log ends after the marker (the checkpoint's watermark)
 		w.cancelFence(ErrFenceCancelled)

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // The writer's side of atomic batches: a batch is written as a
-// batch-begin record, its items (flagged sysBatch) and a batch-commit
+// batch-begin record, its items (flagged format.SysBatch) and a batch-commit
 // record, and ends its group, so it is the last thing on disk when the
 // group is synced. If anything goes wrong before the batch is published —
 // a failed expectation, a mixed idempotent retry, an injected fault — the
@@ -81,16 +83,16 @@ func (w *writer) writeBatch(r *request) *batchWrite {
 		r.bt.err = err
 		return nil
 	}
-	sys := sysBatch
+	sys := format.SysBatch
 	if r.fence != nil {
-		sys |= sysFenced
+		sys |= format.SysFenced
 	}
 	n := len(r.items)
-	if err := w.makeRoom(frameHeaderSize + markerSize); err != nil {
+	if err := w.makeRoom(format.FrameHeaderSize + format.MarkerSize); err != nil {
 		w.fail(err)
 		return abort(w.failed)
 	}
-	w.buf = appendMarkerFrame(w.buf, recBatchBegin, uint32(n), w.nextSeq)
+	w.buf = format.AppendMarker(w.buf, format.RecBatchBegin, uint32(n), w.nextSeq)
 	if err := w.fault(faultAfterBegin, -1); err != nil {
 		return abort(err)
 	}
@@ -118,11 +120,11 @@ func (w *writer) writeBatch(r *request) *batchWrite {
 	if err := w.fault(faultAfterItems, -1); err != nil {
 		return abort(err)
 	}
-	if err := w.makeRoom(frameHeaderSize + markerSize); err != nil {
+	if err := w.makeRoom(format.FrameHeaderSize + format.MarkerSize); err != nil {
 		w.fail(err)
 		return abort(w.failed)
 	}
-	w.buf = appendMarkerFrame(w.buf, recBatchCommit, uint32(n), bw.mark.nextSeq)
+	w.buf = format.AppendMarker(w.buf, format.RecBatchCommit, uint32(n), bw.mark.nextSeq)
 	if err := w.flush(); err != nil {
 		w.fail(err)
 		return abort(w.failed)
@@ -217,12 +219,12 @@ func (w *writer) unwrite(seg uint32, pos int64) error {
 	for w.seg > seg {
 		w.unmapActive()
 		w.file.Close()
-		if err := os.Remove(filepath.Join(dir, segmentName(w.seg))); err != nil {
+		if err := os.Remove(filepath.Join(dir, format.SegmentName(w.seg))); err != nil {
 			return fmt.Errorf("batpak: roll back batch: %w", err)
 		}
 		w.s.dropSegmentEnd(w.seg)
 		w.seg--
-		f, err := os.OpenFile(filepath.Join(dir, segmentName(w.seg)), os.O_RDWR, 0)
+		f, err := os.OpenFile(filepath.Join(dir, format.SegmentName(w.seg)), os.O_RDWR, 0)
 		if err != nil {
 			return fmt.Errorf("batpak: roll back batch: %w", err)
 		}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // The writer's file work: placing frames in the active segment, zero-fill
@@ -13,7 +15,7 @@ import (
 // active one past SegmentMaxBytes (unless the segment holds no frames yet).
 func (w *writer) makeRoom(n int) error {
 	end := w.off + int64(len(w.buf))
-	if end+int64(n) <= w.s.cfg.SegmentMaxBytes || end == segmentHeaderSize {
+	if end+int64(n) <= w.s.cfg.SegmentMaxBytes || end == format.SegmentHeaderSize {
 		return nil
 	}
 	if err := w.flush(); err != nil {
@@ -150,11 +152,11 @@ func (w *writer) seal() error {
 // directory, and makes it active.
 func (w *writer) createSegment(id uint32) error {
 	dir := w.s.cfg.Dir
-	f, err := os.OpenFile(filepath.Join(dir, segmentName(id)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(filepath.Join(dir, format.SegmentName(id)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("batpak: create segment: %w", err)
 	}
-	if _, err := f.Write(encodeSegmentHeader(id)); err != nil {
+	if _, err := f.Write(format.EncodeSegmentHeader(id)); err != nil {
 		f.Close()
 		return fmt.Errorf("batpak: create segment: %w", err)
 	}
@@ -166,7 +168,7 @@ func (w *writer) createSegment(id uint32) error {
 		f.Close()
 		return err
 	}
-	w.file, w.seg, w.off, w.alloc = f, id, segmentHeaderSize, segmentHeaderSize
+	w.file, w.seg, w.off, w.alloc = f, id, format.SegmentHeaderSize, format.SegmentHeaderSize
 	w.s.setSegmentEnd(id, w.off)
 	if err := w.mapActive(); err != nil {
 		return err

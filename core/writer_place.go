@@ -3,6 +3,8 @@ package core
 import (
 	"fmt"
 	"math"
+
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // Placing events: the writer's checks (idempotency, compare-and-set,
@@ -83,7 +85,7 @@ func (w *writer) appendOne(r *request) {
 	}
 	var sys byte
 	if r.fence != nil {
-		sys = sysFenced
+		sys = format.SysFenced
 	}
 	r.t.receipt, r.t.err = w.place(e, sys, nil)
 }
@@ -168,53 +170,52 @@ func (w *writer) place(e *eventReq, sys byte, saved map[uint32]entityW) (Receipt
 		}
 	}
 	sc := ix.scopeFor([]byte(e.coord.Scope))
-	rec := eventRecord{
-		sysFlags: sys,
-		seq:      w.nextSeq,
-		coord:    e.coord,
-		idem:     e.opts.IdempotencyKey,
-		payload:  e.payload,
-		header: Header{
-			ID:            e.id,
-			CorrelationID: e.opts.CorrelationID,
-			CausationID:   e.opts.CausationID,
-			Timestamp:     max(w.now, es.wTS),
-			Kind:          e.kind,
-			Flags:         e.opts.Flags,
-			PayloadHash:   e.phash,
-			PrevHash:      es.wHash,
-		},
+	rec := format.Event{
+		SysFlags:      sys,
+		Seq:           w.nextSeq,
+		Entity:        e.coord.Entity,
+		Scope:         e.coord.Scope,
+		Idem:          e.opts.IdempotencyKey,
+		Payload:       e.payload,
+		ID:            e.id,
+		CorrelationID: e.opts.CorrelationID,
+		CausationID:   e.opts.CausationID,
+		Timestamp:     max(w.now, es.wTS),
+		Kind:          uint16(e.kind),
+		Flags:         e.opts.Flags,
+		PayloadHash:   e.phash,
+		PrevHash:      es.wHash,
 	}
-	if rec.header.CorrelationID.IsZero() {
-		rec.header.CorrelationID = e.id
+	if rec.CorrelationID == (EventID{}) {
+		rec.CorrelationID = e.id
 	}
 	if e.ts != 0 {
-		rec.header.Timestamp = max(e.ts, es.wTS)
+		rec.Timestamp = max(e.ts, es.wTS)
 	}
 	if es.wExists {
-		rec.header.Clock = es.wClock + 1
+		rec.Clock = es.wClock + 1
 	}
-	if err := w.makeRoom(rec.frameLen()); err != nil {
+	if err := w.makeRoom(rec.FrameLen()); err != nil {
 		w.fail(err)
 		return Receipt{}, w.failed
 	}
 	off := w.off + int64(len(w.buf))
-	w.buf = appendEventFrame(w.buf, &rec)
+	w.buf = format.AppendEvent(w.buf, &rec)
 	w.bufEvents++
-	es.wExists, es.wClock, es.wTS, es.wHash = true, rec.header.Clock, rec.header.Timestamp, rec.header.Hash
+	es.wExists, es.wClock, es.wTS, es.wHash = true, rec.Clock, rec.Timestamp, rec.Hash
 	w.pend = append(w.pend, pending{
-		seq:    uint32(rec.seq),
-		idem:   rec.idem,
-		fenced: sys&sysFenced != 0,
-		corr:   rec.header.CorrelationID,
-		cause:  rec.header.CausationID,
+		seq:    uint32(rec.Seq),
+		idem:   rec.Idem,
+		fenced: sys&format.SysFenced != 0,
+		corr:   rec.CorrelationID,
+		cause:  rec.CausationID,
 		e: entry{id: e.id, seg: w.seg, off: uint32(off), entity: en, scope: sc,
-			clock: rec.header.Clock, kind: e.kind},
+			clock: rec.Clock, kind: e.kind},
 	})
 	w.nextSeq++
-	rc := Receipt{ID: e.id, CorrelationID: rec.header.CorrelationID, GlobalSequence: rec.seq, Clock: rec.header.Clock, Timestamp: rec.header.Timestamp}
-	if rec.idem != "" {
-		w.groupIdm[rec.idem] = idemOriginal{receipt: rc, coord: e.coord, kind: e.kind, phash: e.phash}
+	rc := Receipt{ID: e.id, CorrelationID: rec.CorrelationID, GlobalSequence: rec.Seq, Clock: rec.Clock, Timestamp: rec.Timestamp}
+	if rec.Idem != "" {
+		w.groupIdm[rec.Idem] = idemOriginal{receipt: rc, coord: e.coord, kind: e.kind, phash: e.phash}
 	}
 	return rc, nil
 }

@@ -1,0 +1,140 @@
+package format
+
+import (
+	"encoding/binary"
+	"hash/crc32"
+)
+
+var le = binary.LittleEndian
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// Frame sizes and record bounds.
+const (
+	// FrameHeaderSize is the frame prefix: u32 record length, u32 CRC32C
+	// over (length bytes ‖ record).
+	FrameHeaderSize = 8
+	// MinRecordSize is the smallest record a frame may hold.
+	MinRecordSize = 16
+	// MaxRecordSize is the largest: a 64 MiB payload with the longest
+	// coordinate and idempotency key.
+	MaxRecordSize = 64<<20 + EventFixedSize + 3*MaxIdempotencyKeyBytes + 2*MaxCoordinatePartBytes
+	// MaxIdempotencyKeyBytes is the longest idempotency key a record holds.
+	MaxIdempotencyKeyBytes = 256
+	// MaxCoordinatePartBytes is the longest entity or scope a record holds.
+	MaxCoordinatePartBytes = 1024
+)
+
+// CRC32C is the Castagnoli CRC of b, as headers and footers use it.
+func CRC32C(b []byte) uint32 { return FrameCRC(nil, b) }
+
+// FrameCRC is the frame checksum: CRC32C over lenBytes then rec.
+func FrameCRC(lenBytes, rec []byte) uint32 {
+	return crc32.Update(crc32.Update(0, crcTable, lenBytes), crcTable, rec)
+}
+
+// AppendFrame appends rec framed (length and CRC) to dst.
+func AppendFrame(dst, rec []byte) []byte {
+	start := len(dst)
+	dst = Grow(dst, FrameHeaderSize+len(rec))
+	f := dst[start:]
+	copy(f[FrameHeaderSize:], rec)
+	SealFrame(f[:FrameHeaderSize+len(rec)])
+	return dst
+}
+
+// SealFrame writes the length and CRC of the frame f, whose record
+// (f[FrameHeaderSize:]) is already in place.
+func SealFrame(f []byte) {
+	rec := f[FrameHeaderSize:]
+	le.PutUint32(f[0:], uint32(len(rec)))
+	le.PutUint32(f[4:], FrameCRC(f[0:4], rec))
+}
+
+// FrameAt returns the record of a valid frame starting at off, or false:
+// the length must be within bounds and fit in data, and the CRC hold.
+func FrameAt(data []byte, off int) ([]byte, bool) {
+	if off < 0 || off+FrameHeaderSize > len(data) {
+		return nil, false
+	}
+	n := int(le.Uint32(data[off:]))
+	if n < MinRecordSize || n > MaxRecordSize || off+FrameHeaderSize+n > len(data) {
+		return nil, false
+	}
+	rec := data[off+FrameHeaderSize : off+FrameHeaderSize+n]
+	if FrameCRC(data[off:off+4], rec) != le.Uint32(data[off+4:]) {
+		return nil, false
+	}
+	return rec, true
+}
+
+// Tail says how a frame scan ended.
+type Tail int
+
+const (
+	// TailClean: end of data, or zero padding from preallocation.
+	TailClean Tail = iota
+	// TailTorn: unreadable bytes with no valid frame after them (a write
+	// cut short).
+	TailTorn
+	// TailCorrupt: an unreadable frame followed by valid ones (damage in
+	// the middle of the log).
+	TailCorrupt
+)
+
+// ScanFrames calls fn for every valid frame from offset from (a frame
+// boundary; SegmentHeaderSize for a whole segment) and returns where the
+// valid data ends and how the scan ended. A frame that fails its checks
+// ends the scan: if only zeros follow it is a clean end, if a valid frame
+// of a known record type can be found anywhere after it the data is
+// corrupt (data in the middle is never silently dropped), otherwise it is
+// a torn tail. An error from fn stops the scan and is returned with the
+// offset of that frame.
+func ScanFrames(data []byte, from int, fn func(off int, rec []byte) error) (end int, tail Tail, err error) {
+	off := from
+	for {
+		rec, ok := FrameAt(data, off)
+		if !ok {
+			break
+		}
+		if err := fn(off, rec); err != nil {
+			return off, TailClean, err
+		}
+		off += FrameHeaderSize + len(rec)
+	}
+	if AllZero(data[off:]) {
+		return off, TailClean, nil
+	}
+	for p := off + 1; p+FrameHeaderSize+MinRecordSize <= len(data); p++ {
+		if rec, ok := FrameAt(data, p); ok && KnownRecord(rec) {
+			return off, TailCorrupt, nil
+		}
+	}
+	return off, TailTorn, nil
+}
+
+// AllZero reports whether b holds only zero bytes.
+func AllZero(b []byte) bool {
+	for len(b) >= 8 {
+		if le.Uint64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Grow extends b by n bytes, reallocating (doubling) when needed.
+func Grow(b []byte, n int) []byte {
+	if cap(b)-len(b) < n {
+		nb := make([]byte, len(b), 2*cap(b)+n)
+		copy(nb, b)
+		b = nb
+	}
+	return b[:len(b)+n]
+}
