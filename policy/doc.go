@@ -115,8 +115,9 @@
 // proposal through without evaluation for a stated reason, and committing
 // it first writes an audit event to the store (entity batpak:audit:bypass,
 // scope policy, system kind 0x0:0x1; who, why, what) — a bypass is never
-// silent. Only the bypassed write (same coordinate, kind and payload)
-// passes, and only the Admitter the pipeline was made from
+// silent. Only the bypassed write (same action, coordinate, kind and
+// payload) passes, once, while Commit runs (a context kept from fn lets
+// nothing through afterwards), and only the Admitter the pipeline was made from
 // (Admitter.Pipeline) honours it: a receipt of any other pipeline (one
 // from NewPipeline, over an empty gate set, or of another admitter) lets
 // nothing through, and only the issuing pipeline commits it. Other writes

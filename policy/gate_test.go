@@ -362,7 +362,8 @@ func TestBypassIsAuditedAndLetsOnlyItsWriteThrough(t *testing.T) {
 		t.Fatalf("Bypass: %v, %v", r, err)
 	}
 	var written core.Receipt
-	var other, samePlace, admitted error
+	var other, samePlace, again, admitted error
+	var kept context.Context
 	c, err := p.Commit(ctx, r, func(ctx context.Context) error {
 		var err error
 		// The bypassed write passes the Admitter that refuses it...
@@ -371,8 +372,11 @@ func TestBypassIsAuditedAndLetsOnlyItsWriteThrough(t *testing.T) {
 		}
 		// ... a different write in the same fn is still judged ...
 		_, other = s.Append(ctx, mustCoord(t, "deny:order:10", "shop"), kindA, []byte(`{}`))
-		// ... and so is another write to the same place.
+		// ... and so is another write to the same place ...
 		_, samePlace = s.Append(ctx, coord, kindA, []byte(`{"fix":"something else"}`))
+		// ... and the same write again: one bypass, one write.
+		_, again = s.Append(ctx, coord, kindA, in.Event.Payload)
+		kept = ctx
 		// An admitted write goes through as ever.
 		_, admitted = s.Append(ctx, mustCoord(t, "acme:order:11", "shop"), kindA, []byte(`{}`))
 		return nil
@@ -385,6 +389,9 @@ func TestBypassIsAuditedAndLetsOnlyItsWriteThrough(t *testing.T) {
 	}
 	if d := asDenial(t, samePlace); d.Code != "ENTITY_REFUSED" {
 		t.Fatalf("another write to the bypassed place: %v", samePlace)
+	}
+	if d := asDenial(t, again); d.Code != "ENTITY_REFUSED" {
+		t.Fatalf("the bypassed write a second time: %v", again)
 	}
 	if admitted != nil {
 		t.Fatalf("an admitted write in fn: %v", admitted)
@@ -430,9 +437,13 @@ func TestBypassIsAuditedAndLetsOnlyItsWriteThrough(t *testing.T) {
 	if audit, _ := s.Stream(policy.AuditEntity); len(audit) != 1 {
 		t.Fatalf("%d audit records after a second commit", len(audit))
 	}
-	// Outside Commit the write is refused again.
+	// Outside Commit the write is refused again, even with the context fn
+	// was given.
 	if _, err := s.Append(ctx, coord, kindA, in.Event.Payload); asDenial(t, err).Code != "ENTITY_REFUSED" {
 		t.Fatal("the bypass outlived its commit")
+	}
+	if _, err := s.Append(kept, coord, kindA, in.Event.Payload); asDenial(t, err).Code != "ENTITY_REFUSED" {
+		t.Fatal("a context kept from fn let the bypassed write through after Commit")
 	}
 }
 

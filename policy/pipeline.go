@@ -24,6 +24,7 @@ type Receipt struct {
 	bypass string    // the reason, for a bypass receipt
 	who    Principal // who asked for the bypass
 	used   atomic.Bool
+	spent  atomic.Bool // a bypass receipt let its one write through, or its Commit returned
 }
 
 // Input is the proposal the receipt is for.
@@ -127,6 +128,8 @@ func (p *Pipeline) Commit(ctx context.Context, r *Receipt, fn func(ctx context.C
 		}
 		c.Audit = &rc
 		ctx = context.WithValue(ctx, bypassKey{}, r)
+		// A context fn kept lets nothing through once Commit returned.
+		defer r.spent.Store(true)
 	}
 	return c, fn(ctx)
 }
@@ -135,11 +138,18 @@ type bypassKey struct{}
 
 // bypassed reports whether ctx carries a bypass receipt for this write
 // that a honours: issued by a pipeline made from a, for the same
-// coordinate, kind and payload bytes.
+// coordinate, kind and payload bytes (and action, when the bypassed Input
+// names one), not yet spent. It spends the
+// receipt: one bypass lets one write through, and only while its Commit
+// runs.
 func (a *Admitter) bypassed(ctx context.Context, in *Input) bool {
 	r, ok := ctx.Value(bypassKey{}).(*Receipt)
-	return ok && r.pipe != nil && r.pipe.admitter == a && r.in.Event.Entity == in.Event.Entity && r.in.Event.Scope == in.Event.Scope && r.in.Event.Kind == in.Event.Kind &&
-		bytes.Equal(r.in.Event.Payload, in.Event.Payload)
+	if !ok || r.pipe == nil || r.pipe.admitter != a || (r.in.Action != "" && r.in.Action != in.Action) ||
+		r.in.Event.Entity != in.Event.Entity || r.in.Event.Scope != in.Event.Scope || r.in.Event.Kind != in.Event.Kind ||
+		!bytes.Equal(r.in.Event.Payload, in.Event.Payload) {
+		return false
+	}
+	return r.spent.CompareAndSwap(false, true)
 }
 
 // auditRecord is the payload of a bypass audit event.
