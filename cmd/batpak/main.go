@@ -74,16 +74,23 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 // errorLine renders err with exactly one "batpak: " prefix (core's errors
-// carry one already). Control characters are escaped line by line (an
-// error can carry a plugin's text); the line breaks the CLI's own
-// multi-line errors put in (one per policy reason, whose text is escaped
-// where it is added) are kept.
+// carry one already), on one line: control characters, line breaks
+// included, are escaped (an error can carry a plugin's or a module's
+// text). The one exception is an error the CLI laid out in lines itself (a
+// *linesError, e.g. a policy denial with one reason a line, whose text is
+// escaped where it is added): its line breaks are kept.
 func errorLine(err error) string {
-	lines := strings.Split(err.Error(), "\n")
-	for i, l := range lines {
-		lines[i] = printable.String(l)
+	var msg string
+	var le *linesError
+	if errors.As(err, &le) {
+		lines := strings.Split(err.Error(), "\n")
+		for i, l := range lines {
+			lines[i] = printable.String(l)
+		}
+		msg = strings.Join(lines, "\n")
+	} else {
+		msg = printable.String(err.Error())
 	}
-	msg := strings.Join(lines, "\n")
 	if strings.HasPrefix(msg, "batpak: ") {
 		return msg
 	}
@@ -196,6 +203,10 @@ type detailError struct {
 
 func (e *detailError) Error() string { return e.msg }
 func (e *detailError) Unwrap() error { return e.err }
+
+// linesError is a detailError whose message the CLI laid out in several
+// lines, every untrusted part of them already escaped (see errorLine).
+type linesError struct{ detailError }
 
 // noArgs refuses positional arguments with a usage error.
 func noArgs(cmd *cobra.Command, args []string) error {

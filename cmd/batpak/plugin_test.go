@@ -386,7 +386,7 @@ func TestDefaultManifest(t *testing.T) {
 // error prints as one escaped line.
 func TestPluginOutputIsEscaped(t *testing.T) {
 	dir := pluginIsolate(t)
-	for _, f := range []string{"logflood", "guesterr-forge"} {
+	for _, f := range []string{"logflood", "guesterr-forge", "importname-forge"} {
 		b, err := os.ReadFile(filepath.Join(repoRoot, "plugins", "testdata", f+".wasm"))
 		if err != nil {
 			t.Fatal(err)
@@ -428,4 +428,13 @@ func TestPluginOutputIsEscaped(t *testing.T) {
 	}
 	clean("the guest error", r.stderr)
 	wantIn(t, "the guest error", r.stderr, `guest-error: boom\nbatpak: state {"total_cents":1}\n\x1b[2J\x00`)
+
+	// A module whose import names forge lines: refused at load, the error
+	// (which quotes the names) on one escaped line.
+	r = batpak(t, "plugin", "project", "--plugin", "importname-forge.wasm", "--entity", "order:1")
+	if r.code != exitError || strings.Count(r.stderr, "\n") != 1 {
+		t.Fatalf("a module with forged import names: exit %d, stderr %q; want exit 1 and one line", r.code, r.stderr)
+	}
+	clean("the load error", r.stderr)
+	wantIn(t, "the load error", r.stderr, `batpak: state {"forged":1}\n`)
 }

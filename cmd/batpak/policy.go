@@ -531,5 +531,5 @@ func denialErrorOf(what, outcome string, d *policy.Denial) error {
 			b.WriteString(" " + compactJSON(r.Context))
 		}
 	}
-	return &detailError{msg: b.String(), err: d}
+	return &linesError{detailError{msg: b.String(), err: d}}
 }
