@@ -174,12 +174,19 @@ func SystemKind(typ uint16) (Kind, error) {
 // like any write, as ActionSystem, so application code cannot use system
 // kinds to go around the gate; only the packages of this module (policy,
 // recording the audit record of a bypass) can write a system record the
-// gate is not asked about (see internal/trusted). Applications should write
-// their own kinds with Append. Errors: ErrNotSystemKind, the gate's
-// refusal, Append's errors. Durability as Append.
+// gate is not asked about (see internal/trusted), and only they can write
+// to the store's own entities (ReservedEntityPrefix). Applications should
+// write their own kinds with Append. Errors: ErrNotSystemKind, a
+// *CoordinateError for a reserved entity, the gate's refusal, Append's
+// errors. Durability as Append.
 func (s *Store) AppendSystem(ctx context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions) (Receipt, error) {
 	if kind.Category() != CategorySystem {
 		return Receipt{}, fmt.Errorf("%w: %s", ErrNotSystemKind, kind)
+	}
+	if !trusted.Marked(ctx) {
+		if err := checkUnreserved(coord); err != nil {
+			return Receipt{}, err
+		}
 	}
 	ev, err := s.prepareAnyKind(coord, kind, payload, opts, false)
 	if err != nil {

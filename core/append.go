@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"strings"
 
 	"github.com/batpak-go/batpak/core/internal/format"
 )
@@ -107,7 +108,25 @@ func (s *Store) prepareEvent(_ context.Context, coord Coordinate, kind Kind, pay
 	if err := kind.validUser(); err != nil {
 		return eventReq{}, err
 	}
+	if err := checkUnreserved(coord); err != nil {
+		return eventReq{}, err
+	}
 	return s.prepareAnyKind(coord, kind, payload, opts, copyPayload)
+}
+
+// ReservedEntityPrefix starts the entities of the store's own records
+// (audit records, log salvage, expired fences). Application writes to
+// such an entity — Append, batches, fences, Import, reactions, and
+// AppendSystem from application code — are refused with a
+// *CoordinateError, so no application can forge or bury those records.
+const ReservedEntityPrefix = "batpak:"
+
+// checkUnreserved refuses an application write to a reserved entity.
+func checkUnreserved(coord Coordinate) error {
+	if strings.HasPrefix(coord.Entity, ReservedEntityPrefix) {
+		return &CoordinateError{Part: "entity", Value: coord.Entity, Reason: "the prefix " + ReservedEntityPrefix + " is reserved for the store's own records"}
+	}
+	return nil
 }
 
 // prepareAnyKind is prepareEvent without the user-kind check (system

@@ -103,7 +103,9 @@
 // Config.Admission (see Admission) is asked about every write on every
 // path before anything is queued, system records written by application
 // code included (AppendSystem, ActionSystem; only batpak's own packages
-// can write a system record the gate is not asked about). The destructive
+// can write a system record the gate is not asked about; entities starting
+// with ReservedEntityPrefix, "batpak:", hold the store's own records and
+// refuse every application write). The destructive
 // operations — Redact, EraseEntity, Compact — ask it too, through
 // MaintenanceAdmission, with exactly what they would erase or remove (ids,
 // entities and counts; a compaction is asked once its new segments are

@@ -194,9 +194,17 @@ func TestCompactIsAdmittedWithItsPlan(t *testing.T) {
 	if len(a) != 1 || a[0].Action != "compact" || a[0].Erased != rep.EventsTombstoned || a[0].Compact == nil || !a[0].Compact.Tombstone {
 		t.Fatalf("audit records %+v", a)
 	}
-	// Application code cannot write a system record around the gate.
-	if _, err := s.AppendSystem(context.Background(), mustCoord(t, core.MaintenanceAuditEntity, core.MaintenanceAuditScope), core.KindMaintenanceAudit, []byte(`{"forged":true}`), core.AppendOptions{}); err == nil {
-		t.Fatal("a forged audit record was written")
+	// Application code cannot forge an audit record: the store's own
+	// entities are reserved, gate or not ...
+	if _, err := s.AppendSystem(context.Background(), mustCoord(t, core.MaintenanceAuditEntity, core.MaintenanceAuditScope), core.KindMaintenanceAudit, []byte(`{"forged":true}`), core.AppendOptions{}); !errors.Is(err, core.ErrInvalidCoordinate) {
+		t.Fatalf("a forged audit record: %v, want a reserved-entity refusal", err)
+	}
+	if _, err := s.Append(context.Background(), mustCoord(t, core.MaintenanceAuditEntity+":x", "s"), kindA, []byte(`{}`)); !errors.Is(err, core.ErrInvalidCoordinate) {
+		t.Fatalf("an application event on a reserved entity: %v", err)
+	}
+	// ... and a system record elsewhere goes through the gate.
+	if _, err := s.AppendSystem(context.Background(), mustCoord(t, "app:sys", "s"), core.KindMaintenanceAudit, []byte(`{"forged":true}`), core.AppendOptions{}); err == nil {
+		t.Fatal("a system record was written around the gate")
 	}
 	if g.sys != 1 || len(audits(t, s)) != 1 {
 		t.Fatalf("system proposals %d, audit records %d", g.sys, len(audits(t, s)))

@@ -51,7 +51,7 @@ func writePaths(t *testing.T, s *core.Store, payload []byte) map[string]error {
 	line = bytes.Replace(line, []byte(`"payload":null`), append([]byte(`"payload":`), payload...), 1)
 	_, out["Import"] = s.Import(ctx, bytes.NewReader(line), nil)
 	sys, _ := core.SystemKind(0x7)
-	_, out["AppendSystem"] = s.AppendSystem(ctx, mustCoord(t, "batpak:test", "s"), sys, payload, core.AppendOptions{})
+	_, out["AppendSystem"] = s.AppendSystem(ctx, mustCoord(t, "sys:test", "s"), sys, payload, core.AppendOptions{})
 	return out
 }
 

@@ -719,7 +719,12 @@ func TestAppendSystemIsAdmitted(t *testing.T) {
 	if _, err := s.Append(clerkCtx, mustCoord(t, "acme:1", "shop"), kindA, []byte(`{}`)); asDenial(t, err).Code != "CLOSED" {
 		t.Fatal("admitted")
 	}
-	_, err := s.AppendSystem(clerkCtx, mustCoord(t, policy.AuditEntity, "policy"), policy.KindBypassAudit, []byte(`{"forged":true}`), core.AppendOptions{})
+	// The store's own entities are reserved: a forged bypass record is
+	// refused before any gate.
+	if _, err := s.AppendSystem(clerkCtx, mustCoord(t, policy.AuditEntity, "policy"), policy.KindBypassAudit, []byte(`{"forged":true}`), core.AppendOptions{}); !errors.Is(err, core.ErrInvalidCoordinate) {
+		t.Fatalf("a forged bypass record: %v, want a reserved-entity refusal", err)
+	}
+	_, err := s.AppendSystem(clerkCtx, mustCoord(t, "acme:sys", "policy"), policy.KindBypassAudit, []byte(`{"forged":true}`), core.AppendOptions{})
 	if d := asDenial(t, err); d.Message != "closed system" {
 		t.Fatalf("AppendSystem through a closed gate: %+v", d)
 	}
