@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // Injected failures in the batch write path (core.SetBatchFault). Whatever
@@ -301,7 +302,7 @@ func TestBatchFaultAtSegmentStart(t *testing.T) {
 			mustAppend(t, s, c, kindA, `{}`)
 			// One event that leaves exactly tc.room bytes in the segment.
 			frame := segMax - tc.room - int(s.Stats().Bytes)
-			mustAppend(t, s, c, kindA, jsonString(frame-frameHeaderSize-recFixedSize-len("fill")-len("s")))
+			mustAppend(t, s, c, kindA, jsonString(frame-format.FrameHeaderSize-format.EventFixedSize-len("fill")-len("s")))
 			if st := s.Stats(); st.Bytes != segMax-int64(tc.room) || st.Segments != 1 {
 				t.Fatalf("fixture: %+v", st)
 			}

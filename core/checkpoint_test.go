@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // The index checkpoint: Open restores the index saved at Close and reads
@@ -382,7 +383,7 @@ func TestCheckpointCoveredFrameDamageFailsOpen(t *testing.T) {
 			path := segmentFiles(t, dir)[which]
 			data, fs := readFrames(t, path)
 			f := fs[len(fs)/2]
-			data[f.recStart()+recFixedSize+2] ^= 0x01 // a byte of the coordinate or payload
+			data[f.recStart()+format.EventFixedSize+2] ^= 0x01 // a byte of the coordinate or payload
 			writeFile(t, path, data)
 			cfg := testConfig(dir)
 			smallSegments(&cfg)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // Compaction is crash-safe: a SIGKILL at any point leaves the old segments
@@ -311,14 +312,14 @@ func checkAfterCompactCrash(t *testing.T, cfg core.Config, acks []ccAck) {
 func regenerate(t *testing.T, path string, gen uint32) []byte {
 	t.Helper()
 	data, fs := readFrames(t, path)
-	end := segHeaderSize
+	end := format.SegmentHeaderSize
 	if len(fs) > 0 {
 		end = fs[len(fs)-1].end()
 	}
 	out := append([]byte(nil), data[:end]...)
 	key := le.Uint64(out[12:]) | uint64(gen)<<24
 	le.PutUint64(out[12:], key)
-	le.PutUint32(out[20:], crc32Castagnoli(out[:20]))
+	le.PutUint32(out[20:], format.CRC32C(out[:20]))
 	return out
 }
 
@@ -353,7 +354,7 @@ func TestFinishCompactionJournal(t *testing.T) {
 		// segment 3 rewritten as 3.1 and already renamed before the crash.
 		merged := regenerate(t, segs[0], 1)
 		data2, fs2 := readFrames(t, segs[1])
-		merged = append(merged, data2[segHeaderSize:fs2[len(fs2)-1].end()]...)
+		merged = append(merged, data2[format.SegmentHeaderSize:fs2[len(fs2)-1].end()]...)
 		writeFile(t, filepath.Join(cfg.Dir, segGenName(segs[0], 1)+".tmp"), merged)
 		writeFile(t, filepath.Join(cfg.Dir, segGenName(segs[2], 1)), regenerate(t, segs[2], 1))
 		j := sealJournal(

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // Segment footers: Open replays them instead of reading frames, and any
@@ -43,7 +44,7 @@ func parseFooter(t testing.TB, b []byte) *footerFile {
 	if len(b) < 60 || string(b[:8]) != "BPFOOT02" {
 		t.Fatalf("not a footer (%d bytes)", len(b))
 	}
-	if crc32Castagnoli(b[:len(b)-4]) != le.Uint32(b[len(b)-4:]) {
+	if format.CRC32C(b[:len(b)-4]) != le.Uint32(b[len(b)-4:]) {
 		t.Fatal("footer fails its checksum")
 	}
 	f := &footerFile{key: le.Uint32(b[8:]), end: le.Uint64(b[12:]), lastOff: le.Uint64(b[20:]), lastEv: le.Uint64(b[28:])}
@@ -88,7 +89,7 @@ func (f *footerFile) encode() []byte {
 	for _, it := range f.items {
 		b = append(b, it...)
 	}
-	return le.AppendUint32(b, crc32Castagnoli(b))
+	return le.AppendUint32(b, format.CRC32C(b))
 }
 
 func readFooterFile(t testing.TB, path string) *footerFile {
@@ -108,7 +109,7 @@ func segmentKey(t testing.TB, path string) uint32 {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	h := make([]byte, segHeaderSize)
+	h := make([]byte, format.SegmentHeaderSize)
 	if _, err := f.ReadAt(h, 0); err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"log/slog"
 	"math/rand"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // Shared fixtures and helpers for the behaviour tests. Everything here goes
@@ -155,11 +155,6 @@ func sameEvents(t testing.TB, what string, a, b []core.StoredEvent) {
 
 // ---- on-disk helpers ----
 
-const (
-	segHeaderSize   = 32
-	frameHeaderSize = 8
-)
-
 // segmentFiles returns the store's segment file paths, oldest first.
 func segmentFiles(t testing.TB, dir string) []string {
 	t.Helper()
@@ -213,32 +208,17 @@ type frame struct {
 	Len int // record length
 }
 
-func (f frame) recStart() int { return f.Off + frameHeaderSize }
-func (f frame) end() int      { return f.Off + frameHeaderSize + f.Len }
+func (f frame) recStart() int { return f.Off + format.FrameHeaderSize }
+func (f frame) end() int      { return f.Off + format.FrameHeaderSize + f.Len }
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-func frameCRC(lenBytes, rec []byte) uint32 {
-	return crc32.Update(crc32.Update(0, castagnoli, lenBytes), castagnoli, rec)
-}
-
-// frames parses the frames of a segment file's contents, stopping at the
+// frames lists the frames of a segment file's contents, stopping at the
 // first one that does not check out (or at zero padding).
 func frames(data []byte) []frame {
 	var out []frame
-	off := segHeaderSize
-	for off+frameHeaderSize <= len(data) {
-		n := int(binary.LittleEndian.Uint32(data[off:]))
-		if n == 0 || off+frameHeaderSize+n > len(data) {
-			break
-		}
-		rec := data[off+frameHeaderSize : off+frameHeaderSize+n]
-		if frameCRC(data[off:off+4], rec) != binary.LittleEndian.Uint32(data[off+4:]) {
-			break
-		}
-		out = append(out, frame{Off: off, Len: n})
-		off += frameHeaderSize + n
-	}
+	format.ScanFrames(data, format.SegmentHeaderSize, func(off int, rec []byte) error {
+		out = append(out, frame{Off: off, Len: len(rec)})
+		return nil
+	})
 	return out
 }
 
@@ -255,33 +235,17 @@ func readFrames(t testing.TB, path string) ([]byte, []frame) {
 // edited record passes the frame check.
 func fixFrameCRC(data []byte, off int) {
 	n := int(binary.LittleEndian.Uint32(data[off:]))
-	rec := data[off+frameHeaderSize : off+frameHeaderSize+n]
-	binary.LittleEndian.PutUint32(data[off+4:], frameCRC(data[off:off+4], rec))
+	format.SealFrame(data[off : off+format.FrameHeaderSize+n])
 }
-
-// Record field offsets (within the record, after the frame header); see the
-// package documentation's layout.
-const (
-	recOffEntityLen = 44
-	recOffScopeLen  = 46
-	recOffIdemLen   = 48
-	recOffClock     = 64
-	recOffID        = 80
-	recFixedSize    = 192
-)
 
 // recordID reads the event id of the record of f.
 func recordID(data []byte, f frame) core.EventID {
-	var id core.EventID
-	copy(id[:], data[f.recStart()+recOffID:])
-	return id
+	return format.EventView(data[f.recStart():f.end()]).ID()
 }
 
 // payloadOffset is the file offset of the first payload byte of f.
 func payloadOffset(data []byte, f frame) int {
-	r := data[f.recStart():]
-	le := binary.LittleEndian
-	return f.recStart() + recFixedSize + int(le.Uint16(r[recOffEntityLen:])) + int(le.Uint16(r[recOffScopeLen:])) + int(le.Uint16(r[recOffIdemLen:]))
+	return f.recStart() + format.EventView(data[f.recStart():f.end()]).StringsEnd()
 }
 
 func writeFile(t testing.TB, path string, data []byte) {

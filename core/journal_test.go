@@ -11,13 +11,14 @@ import (
 	"testing"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // sealJournal lays out a compaction journal as the store writes it: the
 // header, the lines, and the CRC-32C of everything before the last line.
 func sealJournal(lines ...string) []byte {
 	body := "batpak compaction journal 1\n" + strings.Join(lines, "\n") + "\n"
-	return []byte(body + fmt.Sprintf("crc32c %08x\n", crc32Castagnoli([]byte(body))))
+	return []byte(body + fmt.Sprintf("crc32c %08x\n", format.CRC32C([]byte(body))))
 }
 
 // storeFiles fingerprints the files of a store directory (the lock file

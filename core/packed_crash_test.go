@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // The background sealer is crash-safe: a SIGKILL while it packs or
@@ -175,7 +176,7 @@ func TestPackedSealerSurvivesKill(t *testing.T) {
 		for _, p := range segmentFiles(t, dir) {
 			// (A segment whose creation the kill cut short may be shorter
 			// than a header: Open recreates it.)
-			if b, err := os.ReadFile(p); err == nil && len(b) >= segHeaderSize && le.Uint16(b[8:]) == 2 {
+			if b, err := os.ReadFile(p); err == nil && len(b) >= format.SegmentHeaderSize && le.Uint16(b[8:]) == 2 {
 				packed++
 			}
 		}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 )
@@ -336,7 +337,7 @@ func isPackedSegment(t testing.TB, path string) bool {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	h := make([]byte, segHeaderSize)
+	h := make([]byte, format.SegmentHeaderSize)
 	if _, err := f.ReadAt(h, 0); err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
@@ -350,7 +351,7 @@ func readPacked(t testing.TB, path string) *packedFile {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(data) < segHeaderSize+pkTrailer || binary.LittleEndian.Uint16(data[8:]) != 2 {
+	if len(data) < format.SegmentHeaderSize+pkTrailer || binary.LittleEndian.Uint16(data[8:]) != 2 {
 		t.Fatalf("%s is not a packed segment", path)
 	}
 	tr := data[len(data)-pkTrailer:]
@@ -392,7 +393,7 @@ func (p *packedFile) block(t testing.TB, i int) []byte {
 // logical returns the plain segment content (header and frames).
 func (p *packedFile) logical(t testing.TB) []byte {
 	t.Helper()
-	out := append([]byte(nil), p.data[:segHeaderSize]...)
+	out := append([]byte(nil), p.data[:format.SegmentHeaderSize]...)
 	for i := range p.blocks {
 		out = append(out, p.block(t, i)...)
 	}
@@ -859,7 +860,7 @@ func TestPackedTruncated(t *testing.T) {
 		"trailer cut":            size - 5,
 		"block table cut":        size - pkTrailer - 3,
 		"half the file":          size / 2,
-		"header and a few bytes": segHeaderSize + 10,
+		"header and a few bytes": format.SegmentHeaderSize + 10,
 	}
 	for name, cut := range cuts {
 		for _, keep := range []string{"checkpoint and footers", "footers", "nothing"} {

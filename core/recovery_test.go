@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/zeebo/blake3"
 )
 
@@ -129,8 +130,8 @@ func TestTornTailRecovery(t *testing.T) {
 		"one byte of payload":             1,
 		"half the payload":                (len(data) - payloadOffset(data, last)) / 2,
 		"all the payload":                 len(data) - payloadOffset(data, last),
-		"into the fixed record":           full - frameHeaderSize - 100,
-		"leaves only the frame header":    full - frameHeaderSize,
+		"into the fixed record":           full - format.FrameHeaderSize - 100,
+		"leaves only the frame header":    full - format.FrameHeaderSize,
 		"leaves the length and 2 of CRC":  full - 6,
 		"leaves 3 bytes of the length":    full - 3,
 		"leaves 1 byte of the length":     full - 1,
@@ -148,7 +149,7 @@ func TestTornTailRecovery(t *testing.T) {
 				t.Fatal(err)
 			}
 			complete := 0
-			end := segHeaderSize
+			end := format.SegmentHeaderSize
 			for _, f := range fs {
 				if int64(f.end()) <= size {
 					complete++
@@ -328,10 +329,10 @@ func TestCorruptFrameInTheMiddle(t *testing.T) {
 		"length field":       victim.Off + 1,
 		"CRC field":          victim.Off + 5,
 		"record type":        victim.recStart(),
-		"clock field":        victim.recStart() + recOffClock,
+		"clock field":        victim.recStart() + format.OffClock,
 		"last payload byte":  victim.end() - 1,
 		"length, high byte":  victim.Off + 3,
-		"entity string byte": victim.recStart() + recFixedSize,
+		"entity string byte": victim.recStart() + format.EventFixedSize,
 	}
 	for name, at := range where {
 		t.Run(name, func(t *testing.T) {
@@ -397,7 +398,7 @@ func TestZeroedHeaderWithDataIsCorruption(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clear(d[:segHeaderSize])
+	clear(d[:format.SegmentHeaderSize])
 	writeFile(t, path, d)
 	expectCorruption(t, cfg, path, 0)
 }
@@ -524,7 +525,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			d[p]++ // 2 -> 3: still valid JSON
 		}, "payload"},
 		{"clock", func(d []byte, f frame) {
-			p := f.recStart() + recOffClock
+			p := f.recStart() + format.OffClock
 			binary.LittleEndian.PutUint64(d[p:], binary.LittleEndian.Uint64(d[p:])+1)
 		}, ""},
 		{"kind", func(d []byte, f frame) { d[f.recStart()+40] ^= 0x03 }, ""},
@@ -533,8 +534,8 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		{"causation id", func(d []byte, f frame) { d[f.recStart()+120] ^= 0x01 }, ""},
 		{"scope byte", func(d []byte, f frame) {
 			r := d[f.recStart():]
-			el := int(binary.LittleEndian.Uint16(r[recOffEntityLen:]))
-			d[f.recStart()+recFixedSize+el] = 'S'
+			el := int(binary.LittleEndian.Uint16(r[format.OffEntityLen:]))
+			d[f.recStart()+format.EventFixedSize+el] = 'S'
 		}, ""},
 	}
 	for _, c := range cases {

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/zeebo/blake3"
 )
 
@@ -229,11 +230,9 @@ func readCheckpoint(t testing.TB, dir string) []byte {
 func writeCheckpoint(t testing.TB, dir string, body []byte) {
 	t.Helper()
 	b := append([]byte(nil), body...)
-	b = le.AppendUint32(b, crc32Castagnoli(b))
+	b = le.AppendUint32(b, format.CRC32C(b))
 	writeFile(t, filepath.Join(dir, checkpointFile), b)
 }
-
-func crc32Castagnoli(b []byte) uint32 { return frameCRC(nil, b) }
 
 // ckSegments returns the offsets of the (id, end) pairs of the
 // checkpoint's segment list.

@@ -102,7 +102,7 @@ func ScanFrames(data []byte, from int, fn func(off int, rec []byte) error) (end 
 		}
 		off += FrameHeaderSize + len(rec)
 	}
-	if AllZero(data[off:]) {
+	if off >= len(data) || AllZero(data[off:]) {
 		return off, TailClean, nil
 	}
 	for p := off + 1; p+FrameHeaderSize+MinRecordSize <= len(data); p++ {

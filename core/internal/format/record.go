@@ -28,9 +28,16 @@ const (
 	// it runs to the end of the idempotency key (the payload is chained
 	// through its digest).
 	ChainStart = 40
-	// Offsets of the fields a writer patches in place.
+	// Offsets of fields within an event record (see the package doc).
 	OffSysFlags    = 1
 	OffHash        = 8
+	OffKind        = 40
+	OffEntityLen   = 44
+	OffScopeLen    = 46
+	OffIdemLen     = 48
+	OffSeq         = 56
+	OffClock       = 64
+	OffID          = 80
 	OffPayloadHash = 128
 )
 
