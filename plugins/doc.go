@@ -1,8 +1,9 @@
 // Package plugins hosts WebAssembly plugins in a wazero sandbox: projection
 // plugins that fold events into state and handler plugins that answer a
 // cursor worker's batches with continue/stop and reactions. It is the only
-// package that imports wazero. The ABI (exports, imports, byte layouts) is
-// in package plugins/abi; Go plugin authors import sdk/guest.
+// package that imports wazero, and it links no OPA (of package policy it
+// needs only Principal). The ABI (exports, imports, byte layouts) is in
+// package plugins/abi; Go plugin authors import sdk/guest.
 //
 // # Loading
 //
@@ -21,6 +22,11 @@
 // plugin has its own runtime (so its own memory limit) and a pool of
 // instances: instances are not goroutine-safe, calls check one out.
 // Plugin.Swap replaces the module with a new version while calls go on.
+//
+// Inspect reads a module without loading it (what `batpak plugin inspect`
+// prints): its exports and imports with their signatures, its declared
+// memory limits, the plugin kinds its exports allow and the ABI version
+// the module answers, in a sandbox of its own.
 //
 // # Sandbox and determinism
 //

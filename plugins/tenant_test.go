@@ -12,6 +12,7 @@ import (
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/plugins"
 	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/policy/opa"
 )
 
 // A handler plugin loaded for tenant acme writes as acme (its loader's
@@ -20,7 +21,7 @@ import (
 // globex, and the same module loaded for globex is told apart from acme's.
 func TestPluginWritesCarryTheLoadersTenant(t *testing.T) {
 	ctx := context.Background()
-	opa, err := policy.LoadOPA(ctx, filepath.Join(moduleRoot, "examples", "policies"), policy.OPAOptions{Timeout: 10 * time.Second})
+	tenancy, err := opa.Load(ctx, filepath.Join(moduleRoot, "examples", "policies"), opa.Options{Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +36,7 @@ func TestPluginWritesCarryTheLoadersTenant(t *testing.T) {
 		}
 		return nil
 	})
-	s := openStore(t, func(c *core.Config) { c.Admission = policy.NewAdmitter(spy, opa) })
+	s := openStore(t, func(c *core.Config) { c.Admission = policy.NewAdmitter(spy, tenancy) })
 
 	acmeClerk := policy.Principal{ID: "u-ada", Tenant: "acme", Roles: []string{"clerk"}}
 	globexClerk := policy.Principal{ID: "u-bob", Tenant: "globex", Roles: []string{"clerk"}}

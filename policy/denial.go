@@ -41,14 +41,6 @@ func Deny(code, message string, context map[string]any) *Denial {
 	return &Denial{Code: code, Message: message, Context: context, Reasons: []Reason{{Code: code, Message: message, Context: context}}}
 }
 
-func denialOf(gate string, reasons []Reason) *Denial {
-	d := &Denial{Gate: gate, Reasons: reasons}
-	if len(reasons) > 0 {
-		d.Code, d.Message, d.Context = reasons[0].Code, reasons[0].Message, reasons[0].Context
-	}
-	return d
-}
-
 func (d *Denial) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "batpak: write denied by gate %q", d.Gate)

@@ -1,7 +1,8 @@
-// Package policy gates writes to a batpak store: native Go gates, ordered
-// gate sets, a pipeline with audited bypasses, and an Open Policy Agent
-// gate that evaluates Rego v1 write policies. It is the only package that
-// imports OPA.
+// Package policy gates writes to a batpak store: the gate types, ordered
+// gate sets, the admitter the store asks, a pipeline with audited
+// bypasses, and the input document every gate judges. It links no Open
+// Policy Agent code: the OPA gate, which evaluates Rego v1 write policies,
+// is in package policy/opa, the only package that imports OPA.
 //
 // # Wiring
 //
@@ -12,7 +13,7 @@
 // operation (Redact, EraseEntity, Compact) before anything is erased. An
 // Admitter is that Admission, made of gates:
 //
-//	gate, err := policy.LoadOPA(ctx, "policies/", policy.OPAOptions{})
+//	gate, err := opa.Load(ctx, "policies/", opa.Options{}) // package policy/opa
 //	cfg := core.DefaultConfig(dir)
 //	cfg.Admission = policy.NewAdmitter(gate)
 //	store, err := core.Open(cfg)
@@ -25,7 +26,8 @@
 //
 // # The input document
 //
-// Gates judge an *Input; an OPA policy sees the same thing as input:
+// Gates judge an *Input; an OPA policy (policy/opa) sees the same thing
+// as input:
 //
 //	{
 //	  "action":    "append" | "batch" | "fence" | "import" | "reaction" | "plugin"
@@ -63,46 +65,6 @@
 // inputs too (check the action): a gate written for writes only should
 // refuse actions it does not know. Admitter.AdmitMaintenance passes the
 // principal on to the store's audit record of the operation.
-//
-// # OPA policies
-//
-// LoadOPA reads a bundle directory (Rego modules, data.json/data.yaml, an
-// optional .manifest whose roots and revision are respected; *_test.rego
-// files are left out) or a bundle tarball. The decision is
-// data.batpak.write, an object with
-//
-//	allow  boolean: the write may go ahead
-//	deny   a set of {"code": …, "message": …, …} objects or of strings
-//
-// A write is admitted when allow is true and deny is empty (a policy with
-// deny rules only admits what it does not deny). Every deny entry becomes
-// a Reason (extra object fields go to its Context). The gate fails closed:
-// no decision, an undefined result, a malformed decision, an evaluation
-// error (built-in errors included, such as a division by zero: evaluation
-// is strict, so an erring deny rule is never silently skipped) or a
-// timeout denies with POLICY_ERROR and the cause — never allows.
-// Each decision carries the bundle's revision.
-//
-// Reload compiles the bundle again and swaps it in atomically; a bundle
-// that does not compile is refused with its errors and the loaded policy
-// stays in force. Watch reloads on file changes.
-//
-// # Speed
-//
-// Evaluation runs on the writing goroutine with a prepared query and the
-// input built directly as an ast.Value. Of the payload, only what the
-// policy reads is converted (the members on its input.event.payload.…
-// paths; the payload whole if it reads input.event.payload or input as a
-// whole), at most OPAOptions.MaxInputValues values, inside the evaluation
-// timeout: a larger payload denies with POLICY_ERROR naming the limit. Decisions are cached, keyed on
-// exactly the input fields the policy reads: at load, every reference to
-// input in the compiled modules becomes a path (input.principal.tenant,
-// input.event.payload.amount; a path stops at the first non-constant
-// index), and the key is the values at those paths — so a field the policy
-// never reads cannot change a cached decision, and one it reads always
-// can. A reload starts an empty cache. Policies that read the input as a
-// whole or call non-deterministic built-ins (time.now_ns, rand.intn,
-// http.send, …) are not cached.
 //
 // # Native gates and the pipeline
 //

@@ -81,7 +81,7 @@
 // # Write policies
 //
 // With policy.dir set, append and demo load that Open Policy Agent bundle
-// (Rego v1, decision data.batpak.write; see package policy) before opening
+// (Rego v1, decision data.batpak.write; see package policy/opa) before opening
 // the store, set it as the store's admission gate and write as the
 // principal principal.id, principal.tenant and principal.roles (a
 // comma-separated list; a YAML list in the file). A denied write writes

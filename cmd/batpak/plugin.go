@@ -14,14 +14,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/tetratelabs/wazero"
-	"github.com/tetratelabs/wazero/api"
-	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/plugins"
@@ -261,63 +257,33 @@ func (a *app) runPluginInspect(ctx context.Context, w io.Writer, file, manifestF
 	}
 	rep := inspectReport{File: file, Size: len(wasm), SHA256: plugins.Digest(wasm), Exports: []wasmFunc{}, Imports: []wasmFunc{}}
 
-	// The module's shape, from wazero's compiled module. The interpreter
-	// compiles fastest and this runtime shares no cache with the plugin
-	// host's (whose code must be interruptible).
-	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter().
-		WithCloseOnContextDone(true).WithMemoryLimitPages(1024))
-	defer rt.Close(ctx)
-	mod, err := rt.CompileModule(ctx, wasm)
+	// The module's shape, and its ABI version as it answers itself.
+	ins, err := plugins.Inspect(ctx, wasm)
 	if err != nil {
-		return fmt.Errorf("%s is not a WebAssembly module wazero accepts: %v", file, err)
+		return fmt.Errorf("%s is %v", file, unprefixed(err))
 	}
-	names := make([]string, 0, len(mod.ExportedFunctions()))
-	for n := range mod.ExportedFunctions() {
-		names = append(names, n)
+	for _, e := range ins.Exports {
+		rep.Exports = append(rep.Exports, wasmItem(e))
 	}
-	sort.Strings(names)
-	for _, n := range names {
-		d := mod.ExportedFunctions()[n]
-		rep.Exports = append(rep.Exports, wasmFunc{Name: n, Kind: "function", Params: valueTypes(d.ParamTypes()), Results: valueTypes(d.ResultTypes())})
+	for _, i := range ins.Imports {
+		rep.Imports = append(rep.Imports, wasmItem(i))
 	}
-	for n, m := range mod.ExportedMemories() {
-		rep.Exports = append(rep.Exports, wasmFunc{Name: n, Kind: "memory"})
-		rep.Memory = memInfo(m)
+	if m := ins.Memory; m != nil {
+		rep.Memory = &memoryInfo{MinPages: m.MinPages, MaxPages: m.MaxPages}
 	}
-	for _, d := range mod.ImportedFunctions() {
-		mn, n, _ := d.Import()
-		rep.Imports = append(rep.Imports, wasmFunc{Module: mn, Name: n, Kind: "function", Params: valueTypes(d.ParamTypes()), Results: valueTypes(d.ResultTypes())})
-	}
-	for _, m := range mod.ImportedMemories() {
-		mn, n, _ := m.Import()
-		rep.Imports = append(rep.Imports, wasmFunc{Module: mn, Name: n, Kind: "memory"})
-		rep.Memory = memInfo(m)
-	}
-	exports := mod.ExportedFunctions()
-	_, fold := exports[abi.ExportFold]
-	_, handle := exports[abi.ExportHandle]
 	rep.Kinds = []string{}
-	if fold {
-		rep.Kinds = append(rep.Kinds, string(plugins.KindProjection))
-	}
-	if handle {
-		rep.Kinds = append(rep.Kinds, string(plugins.KindHandler))
+	for _, k := range ins.Kinds {
+		rep.Kinds = append(rep.Kinds, string(k))
 	}
 	kind := plugins.KindProjection
-	if handle && !fold {
+	if len(ins.Kinds) == 1 && ins.Kinds[0] == plugins.KindHandler {
 		kind = plugins.KindHandler
 	}
-
-	// The ABI version, as the module itself answers.
-	if _, ok := exports[abi.ExportABIVersion]; ok {
-		v, err := callABIVersion(ctx, rt, mod, exports)
-		if err != nil {
-			rep.ABIError = err.Error()
-		} else {
-			rep.ABIVersion = &v
-		}
+	if ins.ABIError != nil {
+		rep.ABIError = ins.ABIError.Error()
 	} else {
-		rep.ABIError = "the module does not export " + abi.ExportABIVersion
+		v := ins.ABIVersion
+		rep.ABIVersion = &v
 	}
 
 	// The verdict: does the plugin host load it?
@@ -412,53 +378,8 @@ func printInspect(w io.Writer, rep *inspectReport) error {
 	return err
 }
 
-func valueTypes(ts []api.ValueType) []string {
-	out := make([]string, len(ts))
-	for i, t := range ts {
-		out[i] = api.ValueTypeName(t)
-	}
-	return out
-}
-
-func memInfo(m api.MemoryDefinition) *memoryInfo {
-	mi := &memoryInfo{MinPages: m.Min()}
-	if mx, ok := m.Max(); ok {
-		mi.MaxPages = &mx
-	}
-	return mi
-}
-
-// callABIVersion instantiates mod in rt (sandboxed: WASI without files,
-// network or environment, batpak.log discarded; _initialize first if the
-// module has it) and returns what batpak_abi_version answers.
-func callABIVersion(ctx context.Context, rt wazero.Runtime, mod wazero.CompiledModule, exports map[string]api.FunctionDefinition) (int32, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
-		return 0, err
-	}
-	if _, err := rt.NewHostModuleBuilder(abi.ImportModule).NewFunctionBuilder().
-		WithFunc(func(context.Context, api.Module, uint32, uint32, uint32) {}).
-		Export(abi.ImportLog).Instantiate(ctx); err != nil {
-		return 0, err
-	}
-	cfg := wazero.NewModuleConfig().WithName("").WithStartFunctions().WithStdout(io.Discard).WithStderr(io.Discard)
-	if _, ok := exports["_initialize"]; ok {
-		cfg = cfg.WithStartFunctions("_initialize")
-	}
-	inst, err := rt.InstantiateModule(ctx, mod, cfg)
-	if err != nil {
-		return 0, fmt.Errorf("instantiating: %v", err)
-	}
-	defer inst.Close(ctx)
-	res, err := inst.ExportedFunction(abi.ExportABIVersion).Call(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("calling %s: %v", abi.ExportABIVersion, err)
-	}
-	if len(res) != 1 {
-		return 0, fmt.Errorf("%s returned %d values, want one i32", abi.ExportABIVersion, len(res))
-	}
-	return api.DecodeI32(res[0]), nil
+func wasmItem(it plugins.ModuleItem) wasmFunc {
+	return wasmFunc{Module: it.Module, Name: it.Name, Kind: it.Kind, Params: it.Params, Results: it.Results}
 }
 
 // ---- project ----

@@ -12,17 +12,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/bundle"
-	"github.com/open-policy-agent/opa/v1/loader"
-	"github.com/open-policy-agent/opa/v1/storage"
-	"github.com/open-policy-agent/opa/v1/storage/inmem"
-	"github.com/open-policy-agent/opa/v1/tester"
 	"github.com/spf13/cobra"
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/internal/printable"
 	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/policy/opa"
 )
 
 func newPolicyCmd(a *app) *cobra.Command {
@@ -50,9 +45,6 @@ and principal.roles (--principal-id, --tenant, --roles).
 	cmd.AddCommand(newPolicyTestCmd(a), newPolicyEvalCmd(a))
 	return cmd
 }
-
-// policyTestTimeout bounds one Rego test.
-const policyTestTimeout = 5 * time.Second
 
 func newPolicyTestCmd(_ *app) *cobra.Command {
 	var run string
@@ -85,46 +77,16 @@ func runPolicyTests(cmd *cobra.Command, dir, filter string) error {
 	if _, err := os.Stat(dir); err != nil {
 		return badInput("DIR", err)
 	}
-	b, err := loader.NewFileLoader().
-		WithRegoVersion(ast.RegoV1).
-		WithProcessAnnotation(true).
-		WithSkipBundleVerification(true).
-		AsBundle(dir)
-	if err != nil {
+	results, err := opa.RunTests(ctx, dir, opa.TestOptions{Run: filter})
+	switch {
+	case errors.Is(err, opa.ErrBundleLoad):
 		return regoError("policy bundle "+dir+" does not load", err)
-	}
-	store := inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false))
-	txn, err := store.NewTransaction(ctx, storage.WriteParams)
-	if err != nil {
-		return err
-	}
-	defer store.Abort(ctx, txn)
-	compiler := ast.NewCompiler().
-		WithCapabilities(ast.CapabilitiesForThisVersion()).
-		WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn)).
-		WithEnablePrintStatements(true).
-		WithDefaultRegoVersion(ast.RegoV1)
-	runner := tester.NewRunner().
-		SetCompiler(compiler).
-		SetStore(store).
-		SetDefaultRegoVersion(ast.RegoV1).
-		SetBundles(map[string]*bundle.Bundle{dir: b}).
-		CapturePrintOutput(true).
-		SetTimeout(policyTestTimeout).
-		Filter(filter)
-	ch, err := runner.RunTests(ctx, txn)
-	if err != nil {
-		if strings.HasPrefix(err.Error(), "error parsing regexp") {
-			return badInput("--run", err)
-		}
+	case errors.Is(err, opa.ErrTestFilter):
+		return badInput("--run", err)
+	case errors.Is(err, opa.ErrBundleCompile):
 		return regoError("policy bundle "+dir+" does not compile", err)
-	}
-	var results []*tester.Result
-	for r := range ch {
-		results = append(results, r)
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
+	case err != nil:
+		return err
 	}
 	if len(results) == 0 {
 		if filter != "" {
@@ -132,44 +94,33 @@ func runPolicyTests(cmd *cobra.Command, dir, filter string) error {
 		}
 		return fmt.Errorf("no tests in %s: a test is a rule named test_* (by convention in a *_test.rego file)", dir)
 	}
-	// Tests run in parallel; report them in source order.
-	sort.Slice(results, func(i, j int) bool {
-		li, lj := results[i].Location, results[j].Location
-		if li != nil && lj != nil && (li.File != lj.File || li.Row != lj.Row) {
-			if li.File != lj.File {
-				return li.File < lj.File
-			}
-			return li.Row < lj.Row
-		}
-		return results[i].Package+"."+results[i].Name < results[j].Package+"."+results[j].Name
-	})
 
 	var passed, failed, errored, skipped int
 	var out bytes.Buffer
 	for _, r := range results {
 		name := strings.TrimPrefix(r.Package, "data.") + "." + r.Name
 		switch {
-		case r.Skip:
+		case r.Skipped:
 			skipped++
 			fmt.Fprintf(&out, "SKIP  %s\n", name)
 			continue
-		case r.Pass():
+		case r.Passed:
 			passed++
 			fmt.Fprintf(&out, "PASS  %s (%s)\n", name, roundDuration(r.Duration))
-		case r.Error != nil:
+		case r.Err != nil:
 			errored++
 			fmt.Fprintf(&out, "ERROR %s (%s)\n", name, roundDuration(r.Duration))
-			for _, line := range regoErrorLines(r.Error) {
+			for _, line := range opa.ErrorLines(r.Err) {
 				fmt.Fprintf(&out, "      %s\n", line)
 			}
 		default:
 			failed++
 			fmt.Fprintf(&out, "FAIL  %s (%s)\n", name, roundDuration(r.Duration))
-			if r.Location != nil {
-				fmt.Fprintf(&out, "      %s:%d: the test is false or undefined\n", r.Location.File, r.Location.Row)
+			if r.File != "" {
+				fmt.Fprintf(&out, "      %s:%d: the test is false or undefined\n", r.File, r.Row)
 			}
 		}
-		if !r.Pass() && len(r.Output) > 0 {
+		if !r.Passed && len(r.Output) > 0 {
 			for _, line := range strings.Split(strings.TrimRight(string(r.Output), "\n"), "\n") {
 				fmt.Fprintf(&out, "      | %s\n", line)
 			}
@@ -205,7 +156,7 @@ func roundDuration(d time.Duration) time.Duration {
 // regoError reports Rego parse, compile or load errors, one per line, each
 // naming file and line.
 func regoError(what string, err error) error {
-	lines := regoErrorLines(err)
+	lines := opa.ErrorLines(err)
 	msg := what + ":"
 	if len(lines) == 0 {
 		return &detailError{msg: what + ": " + err.Error(), err: err}
@@ -219,38 +170,6 @@ func regoError(what string, err error) error {
 		}
 	}
 	return &detailError{msg: msg, err: err}
-}
-
-// regoErrorLines flattens OPA's error lists into "file:line: code: message"
-// lines.
-func regoErrorLines(err error) []string {
-	var ae ast.Errors
-	var le loader.Errors
-	var one *ast.Error
-	switch {
-	case errors.As(err, &ae):
-		ae.Sort()
-		out := make([]string, 0, len(ae))
-		for _, e := range ae {
-			out = append(out, e.Error())
-		}
-		return out
-	case errors.As(err, &le):
-		var out []string
-		for _, e := range le {
-			out = append(out, regoErrorLines(e)...)
-		}
-		return out
-	case errors.As(err, &one):
-		return []string{one.Error()}
-	}
-	var out []string
-	for _, l := range strings.Split(strings.TrimPrefix(err.Error(), "batpak: "), "\n") {
-		if l = strings.TrimSpace(l); l != "" {
-			out = append(out, l)
-		}
-	}
-	return out
 }
 
 // decisionJSON is policy eval --json's output.
@@ -310,7 +229,7 @@ that does not load, a policy that could not decide: the store would deny).`,
 			}
 			// The default options: with the cache off (CacheSize < 0),
 			// InputPaths would report nothing.
-			gate, err := policy.LoadOPA(cmd.Context(), dir, policy.OPAOptions{})
+			gate, err := opa.Load(cmd.Context(), dir, opa.Options{})
 			if err != nil {
 				return regoError(from+" "+dir, unprefixed(err))
 			}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/policy/opa"
 )
 
 // withReadStore opens the configured store read-only, runs fn on it and
@@ -55,7 +56,7 @@ func (a *app) openWrite(ctx context.Context) (*core.Store, *resolved, context.Co
 	}
 	cfg := res.cfg
 	if res.policyDir != "" {
-		gate, err := policy.LoadOPA(ctx, res.policyDir, policy.OPAOptions{})
+		gate, err := opa.Load(ctx, res.policyDir, opa.Options{})
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("policy.dir %s (from %s): %w", res.policyDir, res.source("policy.dir"), unprefixed(err))
 		}

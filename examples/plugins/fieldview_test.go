@@ -15,6 +15,7 @@ import (
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/examples/plugins/internal/jsonfield"
 	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/policy/opa"
 )
 
 // The two payloads, as tenant acme under examples/policies: the
@@ -23,7 +24,7 @@ import (
 // an escape is read as 998 by the policy and by a plugin alike.
 func TestPolicyAndPluginReadTheSameOrder(t *testing.T) {
 	ctx := policy.WithPrincipal(context.Background(), policy.Principal{ID: "u1", Tenant: "acme", Roles: []string{"clerk"}})
-	gate, err := policy.LoadOPA(ctx, filepath.Join("..", "policies"), policy.OPAOptions{})
+	gate, err := opa.Load(ctx, filepath.Join("..", "policies"), opa.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +80,7 @@ deny contains {"code": "FFFD", "message": "v", "v": input.event.payload["\ufffd"
 	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(rego), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	gate, err := policy.LoadOPA(context.Background(), dir, policy.OPAOptions{})
+	gate, err := opa.Load(context.Background(), dir, opa.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

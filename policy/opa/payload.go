@@ -1,4 +1,4 @@
-package policy
+package opa
 
 import (
 	"bytes"
@@ -20,15 +20,15 @@ import (
 // — the payload paths the decision cache keys on (see cache.go): a policy
 // reading input.event.payload.total_cents gets an object holding just
 // total_cents, whatever else the payload holds — and at most
-// OPAOptions.MaxInputValues values, under the evaluation's timeout. A
+// Options.MaxInputValues values, under the evaluation's timeout. A
 // policy that reads the payload as a whole (input.event.payload, or input
 // itself) gets it whole, within the same limit.
 
-// DefaultMaxInputValues is OPAOptions.MaxInputValues's default.
+// DefaultMaxInputValues is Options.MaxInputValues's default.
 const DefaultMaxInputValues = 1 << 16
 
 // errInputTooLarge: the payload holds more values where the policy reads
-// it than OPAOptions.MaxInputValues.
+// it than Options.MaxInputValues.
 var errInputTooLarge = errors.New("too many payload values for the policy input")
 
 // payloadReads is the part of the payload a policy reads: all of it
@@ -81,7 +81,7 @@ type converter struct {
 func (c *converter) count() error {
 	c.n++
 	if c.max > 0 && c.n > c.max {
-		return fmt.Errorf("%w: more than %d where the policy reads it (OPAOptions.MaxInputValues)", errInputTooLarge, c.max)
+		return fmt.Errorf("%w: more than %d where the policy reads it (opa.Options.MaxInputValues)", errInputTooLarge, c.max)
 	}
 	if c.n&1023 == 0 {
 		return c.ctx.Err()

@@ -1,4 +1,4 @@
-package policy_test
+package opa_test
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/policy/opa"
 )
 
 // A typical tenant/kind policy: a tenant writes only entities prefixed
@@ -43,7 +44,7 @@ var benchPayload = []byte(`{"order":"order-000123","sku":"SKU-12345","qty":3,"pr
 // OPA policy in one run (sync every 1000 events; 8 writers, blocking
 // Append). The gated/ungated ratio is the figure to watch.
 //
-//	go test ./policy -run '^$' -bench GatedAppend -benchtime 200000x
+//	go test ./policy/opa -run '^$' -bench GatedAppend -benchtime 200000x
 func BenchmarkGatedAppend(b *testing.B) {
 	for _, gated := range []bool{false, true} {
 		name := "ungated"
@@ -53,7 +54,7 @@ func BenchmarkGatedAppend(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			cfg := core.DefaultConfig(b.TempDir())
 			if gated {
-				g, err := policy.LoadOPA(context.Background(), writeBundle(b, map[string]string{"write.rego": tenantPolicy, "data.json": tenantData}), policy.OPAOptions{})
+				g, err := opa.Load(context.Background(), writeBundle(b, map[string]string{"write.rego": tenantPolicy, "data.json": tenantData}), opa.Options{})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -96,7 +97,7 @@ func BenchmarkGatedAppend(b *testing.B) {
 // BenchmarkDecision measures one OPA decision, from the decision cache and
 // evaluated in full.
 //
-//	go test ./policy -run '^$' -bench Decision
+//	go test ./policy/opa -run '^$' -bench Decision
 func BenchmarkDecision(b *testing.B) {
 	dir := writeBundle(b, map[string]string{"write.rego": tenantPolicy, "data.json": tenantData})
 	for _, cached := range []bool{true, false} {
@@ -106,7 +107,7 @@ func BenchmarkDecision(b *testing.B) {
 			name, size = "cached", 0
 		}
 		b.Run(name, func(b *testing.B) {
-			g, err := policy.LoadOPA(context.Background(), dir, policy.OPAOptions{CacheSize: size})
+			g, err := opa.Load(context.Background(), dir, opa.Options{CacheSize: size})
 			if err != nil {
 				b.Fatal(err)
 			}

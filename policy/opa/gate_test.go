@@ -1,4 +1,4 @@
-package policy_test
+package opa_test
 
 import (
 	"archive/tar"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/policy/opa"
 )
 
 // The OPA gate: loading bundles, decisions, failing closed, hot reload.
@@ -26,14 +27,14 @@ import (
 // evaluation timeout is generous: under -race on a busy machine the
 // default 100ms can run out, and a timeout is not what these tests are
 // about (the timeout test sets its own).
-func loadOPA(t testing.TB, files map[string]string, opts policy.OPAOptions) *policy.OPAGate {
+func loadOPA(t testing.TB, files map[string]string, opts opa.Options) *opa.Gate {
 	t.Helper()
 	if opts.Timeout == 0 {
 		opts.Timeout = 10 * time.Second
 	}
-	g, err := policy.LoadOPA(context.Background(), writeBundle(t, files), opts)
+	g, err := opa.Load(context.Background(), writeBundle(t, files), opts)
 	if err != nil {
-		t.Fatalf("LoadOPA: %v", err)
+		t.Fatalf("Load: %v", err)
 	}
 	return g
 }
@@ -54,7 +55,7 @@ func orderInput(p policy.Principal, entity, kind, payload string) *policy.Input 
 	}
 }
 
-func decide(t testing.TB, g *policy.OPAGate, in *policy.Input) policy.Decision {
+func decide(t testing.TB, g *opa.Gate, in *policy.Input) opa.Decision {
 	t.Helper()
 	d, err := g.Decide(context.Background(), in)
 	if err != nil {
@@ -65,7 +66,7 @@ func decide(t testing.TB, g *policy.OPAGate, in *policy.Input) policy.Decision {
 
 // mustFailClosed checks that g refuses in with POLICY_ERROR, cause in
 // the message, through Decide and Evaluate alike.
-func mustFailClosed(t testing.TB, g *policy.OPAGate, in *policy.Input, cause string) {
+func mustFailClosed(t testing.TB, g *opa.Gate, in *policy.Input, cause string) {
 	t.Helper()
 	d, err := g.Decide(context.Background(), in)
 	if err == nil || d.Allowed {
@@ -88,7 +89,7 @@ func TestOPALoadsADirectoryBundle(t *testing.T) {
 		"write.rego": tenantPolicy,
 		"data.json":  tenantData,
 		".manifest":  `{"revision": "2024-06-01.1", "roots": ["batpak", "roles"]}`,
-	}, policy.OPAOptions{})
+	}, opa.Options{})
 	if g.Name() != "opa" || g.Revision() != "2024-06-01.1" {
 		t.Fatalf("name %q revision %q", g.Name(), g.Revision())
 	}
@@ -121,7 +122,7 @@ func TestOPALoadsYAMLDataAndSkipsTestFiles(t *testing.T) {
 		"write.rego":      tenantPolicy,
 		"data.yaml":       "roles:\n  clerk:\n    kinds: [\"0x3:0x3\"]\n",
 		"write_test.rego": "package batpak.write_test\n\nthis is not rego at all\n",
-	}, policy.OPAOptions{Name: "yaml"})
+	}, opa.Options{Name: "yaml"})
 	if g.Evaluate(context.Background(), orderInput(clerk, "acme:order:1", "3:3", `{}`)) != nil {
 		t.Fatal("the YAML data was not loaded")
 	}
@@ -137,9 +138,9 @@ func TestOPAManifestRootsAreEnforced(t *testing.T) {
 		"data.json":  tenantData,
 		".manifest":  `{"revision": "r1", "roots": ["batpak", "roles"]}`,
 	})
-	_, err := policy.LoadOPA(context.Background(), dir, policy.OPAOptions{})
+	_, err := opa.Load(context.Background(), dir, opa.Options{})
 	if err == nil || !strings.Contains(err.Error(), "roots") || !strings.Contains(err.Error(), "other.rego") {
-		t.Fatalf("LoadOPA with a module outside the roots: %v", err)
+		t.Fatalf("Load with a module outside the roots: %v", err)
 	}
 	// Data outside the roots is refused too.
 	dir = writeBundle(t, map[string]string{
@@ -147,8 +148,8 @@ func TestOPAManifestRootsAreEnforced(t *testing.T) {
 		"data.json":  tenantData,
 		".manifest":  `{"revision": "r1", "roots": ["batpak"]}`,
 	})
-	if _, err := policy.LoadOPA(context.Background(), dir, policy.OPAOptions{}); err == nil || !strings.Contains(err.Error(), "roots") {
-		t.Fatalf("LoadOPA with data outside the roots: %v", err)
+	if _, err := opa.Load(context.Background(), dir, opa.Options{}); err == nil || !strings.Contains(err.Error(), "roots") {
+		t.Fatalf("Load with data outside the roots: %v", err)
 	}
 }
 
@@ -184,7 +185,7 @@ func TestOPALoadsATarball(t *testing.T) {
 		"data.json":                tenantData,
 		".manifest":                `{"revision": "tar-1", "roots": ["batpak", "roles"]}`,
 	})
-	g, err := policy.LoadOPA(context.Background(), path, policy.OPAOptions{Timeout: 10 * time.Second})
+	g, err := opa.Load(context.Background(), path, opa.Options{Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +216,7 @@ func TestOPALoadsATarball(t *testing.T) {
 		"x.rego":     "package x\n\ny := 1\n",
 		".manifest":  `{"roots": ["batpak"]}`,
 	})
-	if _, err := policy.LoadOPA(context.Background(), bad, policy.OPAOptions{}); err == nil || !strings.Contains(err.Error(), "roots") {
+	if _, err := opa.Load(context.Background(), bad, opa.Options{}); err == nil || !strings.Contains(err.Error(), "roots") {
 		t.Fatalf("tarball outside roots: %v", err)
 	}
 	// Not a tarball at all.
@@ -223,7 +224,7 @@ func TestOPALoadsATarball(t *testing.T) {
 	if err := os.WriteFile(junk, []byte("not gzip"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := policy.LoadOPA(context.Background(), junk, policy.OPAOptions{}); err == nil {
+	if _, err := opa.Load(context.Background(), junk, opa.Options{}); err == nil {
 		t.Fatal("a junk tarball loaded")
 	}
 }
@@ -239,16 +240,16 @@ func TestOPARefusesBundlesWithoutADecision(t *testing.T) {
 	}
 	for name, files := range cases {
 		t.Run(name, func(t *testing.T) {
-			g, err := policy.LoadOPA(context.Background(), writeBundle(t, files), policy.OPAOptions{})
+			g, err := opa.Load(context.Background(), writeBundle(t, files), opa.Options{})
 			if err == nil || g != nil {
-				t.Fatalf("LoadOPA = %v, %v; want an error", g, err)
+				t.Fatalf("Load = %v, %v; want an error", g, err)
 			}
 			if strings.Contains(name, "error") && !strings.Contains(err.Error(), "broken.rego") {
 				t.Fatalf("error %q does not name the file", err)
 			}
 		})
 	}
-	if _, err := policy.LoadOPA(context.Background(), filepath.Join(t.TempDir(), "missing"), policy.OPAOptions{}); err == nil {
+	if _, err := opa.Load(context.Background(), filepath.Join(t.TempDir(), "missing"), opa.Options{}); err == nil {
 		t.Fatal("a missing bundle loaded")
 	}
 }
@@ -272,7 +273,7 @@ deny contains "no notes on big orders" if {
 }
 
 deny contains {"message": "a code-less reason"} if input.event.payload.codeless
-`, ".manifest": `{"revision": "v7"}`}, policy.OPAOptions{Name: "orders"})
+`, ".manifest": `{"revision": "v7"}`}, opa.Options{Name: "orders"})
 
 	if d := decide(t, g, orderInput(clerk, "acme:1", "1:1", `{"amount": 5, "sku": "a"}`)); !d.Allowed || d.Reasons != nil {
 		t.Fatalf("decision %+v", d)
@@ -317,7 +318,7 @@ func TestOPAAllowAndDenyDefaults(t *testing.T) {
 	denyOnly := loadOPA(t, map[string]string{"p.rego": `package batpak.write
 
 deny contains {"code": "BIG", "message": "too big"} if input.event.payload.amount > 100
-`}, policy.OPAOptions{})
+`}, opa.Options{})
 	if d := decide(t, denyOnly, orderInput(policy.Principal{}, "x", "1:1", `{"amount": 1}`)); !d.Allowed {
 		t.Fatalf("deny-only policy refused what it does not deny: %+v", d)
 	}
@@ -331,7 +332,7 @@ deny contains {"code": "BIG", "message": "too big"} if input.event.payload.amoun
 	allowOnly := loadOPA(t, map[string]string{"p.rego": `package batpak.write
 
 allow if input.action == "append"
-`}, policy.OPAOptions{})
+`}, opa.Options{})
 	if d := decide(t, allowOnly, orderInput(clerk, "x", "1:1", `{}`)); !d.Allowed {
 		t.Fatalf("allow: %+v", d)
 	}
@@ -348,7 +349,7 @@ allow if input.action == "append"
 default allow := false
 
 deny contains "never" if false
-`}, policy.OPAOptions{})
+`}, opa.Options{})
 	if d := decide(t, both, in); d.Allowed || d.Reasons[0].Code != policy.CodeNotAllowed {
 		t.Fatalf("default allow false: %+v", d)
 	}
@@ -357,7 +358,7 @@ deny contains "never" if false
 	refHead := loadOPA(t, map[string]string{"p.rego": `package batpak
 
 write.allow if input.principal.tenant == "acme"
-`}, policy.OPAOptions{})
+`}, opa.Options{})
 	if d := decide(t, refHead, orderInput(clerk, "x", "1:1", `{}`)); !d.Allowed {
 		t.Fatalf("ref-head allow: %+v", d)
 	}
@@ -371,34 +372,34 @@ write.allow if input.principal.tenant == "acme"
 func TestOPAFailsClosed(t *testing.T) {
 	in := func(payload string) *policy.Input { return orderInput(clerk, "acme:order:1", "1:1", payload) }
 	t.Run("allow is not a boolean", func(t *testing.T) {
-		g := loadOPA(t, map[string]string{"p.rego": "package batpak.write\n\nallow := \"yes\"\n"}, policy.OPAOptions{})
+		g := loadOPA(t, map[string]string{"p.rego": "package batpak.write\n\nallow := \"yes\"\n"}, opa.Options{})
 		mustFailClosed(t, g, in(`{}`), "allow is string")
 	})
 	t.Run("allow is null", func(t *testing.T) {
-		g := loadOPA(t, map[string]string{"p.rego": "package batpak.write\n\nallow := null\n"}, policy.OPAOptions{})
+		g := loadOPA(t, map[string]string{"p.rego": "package batpak.write\n\nallow := null\n"}, opa.Options{})
 		mustFailClosed(t, g, in(`{}`), "allow is null")
 	})
 	t.Run("deny is not a set", func(t *testing.T) {
-		g := loadOPA(t, map[string]string{"p.rego": "package batpak.write\n\nallow := true\n\ndeny := \"no\"\n"}, policy.OPAOptions{})
+		g := loadOPA(t, map[string]string{"p.rego": "package batpak.write\n\nallow := true\n\ndeny := \"no\"\n"}, opa.Options{})
 		mustFailClosed(t, g, in(`{}`), "deny is string")
 	})
 	t.Run("deny holds numbers", func(t *testing.T) {
-		g := loadOPA(t, map[string]string{"p.rego": "package batpak.write\n\nallow := true\n\ndeny contains 42\n"}, policy.OPAOptions{})
+		g := loadOPA(t, map[string]string{"p.rego": "package batpak.write\n\nallow := true\n\ndeny contains 42\n"}, opa.Options{})
 		mustFailClosed(t, g, in(`{}`), "deny holds")
 	})
 	t.Run("decision undefined", func(t *testing.T) {
 		g := loadOPA(t, map[string]string{"p.rego": `package batpak
 
 write := {"allow": true} if input.action == "import"
-`}, policy.OPAOptions{})
+`}, opa.Options{})
 		mustFailClosed(t, g, in(`{}`), "undefined")
 	})
 	t.Run("decision not an object", func(t *testing.T) {
-		g := loadOPA(t, map[string]string{"p.rego": "package batpak\n\nwrite := true\n"}, policy.OPAOptions{})
+		g := loadOPA(t, map[string]string{"p.rego": "package batpak\n\nwrite := true\n"}, opa.Options{})
 		mustFailClosed(t, g, in(`{}`), "want an object")
 	})
 	t.Run("decision object without allow", func(t *testing.T) {
-		g := loadOPA(t, map[string]string{"p.rego": "package batpak\n\nwrite := {\"deny\": set()}\n"}, policy.OPAOptions{})
+		g := loadOPA(t, map[string]string{"p.rego": "package batpak\n\nwrite := {\"deny\": set()}\n"}, opa.Options{})
 		if d, _ := g.Decide(context.Background(), in(`{}`)); d.Allowed {
 			t.Fatalf("a decision object without allow admitted: %+v", d)
 		}
@@ -408,7 +409,7 @@ write := {"allow": true} if input.action == "import"
 
 allow := true if input.event.payload.a
 allow := false if input.event.payload.b
-`}, policy.OPAOptions{})
+`}, opa.Options{})
 		if d := decide(t, g, in(`{"a": true}`)); !d.Allowed {
 			t.Fatalf("a: %+v", d)
 		}
@@ -418,7 +419,7 @@ allow := false if input.event.payload.b
 		g := loadOPA(t, map[string]string{"p.rego": `package batpak.write
 
 allow if input.event.payload.total / input.event.payload.qty < 50
-`}, policy.OPAOptions{})
+`}, opa.Options{})
 		if d := decide(t, g, in(`{"total": 10, "qty": 2}`)); !d.Allowed {
 			t.Fatalf("%+v", d)
 		}
@@ -428,7 +429,7 @@ allow if input.event.payload.total / input.event.payload.qty < 50
 		g := loadOPA(t, map[string]string{"p.rego": `package batpak.write
 
 deny contains "unit price over 100" if input.event.payload.total / input.event.payload.qty > 100
-`}, policy.OPAOptions{})
+`}, opa.Options{})
 		if d := decide(t, g, in(`{"total": 10, "qty": 2}`)); !d.Allowed {
 			t.Fatalf("%+v", d)
 		}
@@ -441,21 +442,21 @@ deny contains "unit price over 100" if input.event.payload.total / input.event.p
 		g := loadOPA(t, map[string]string{"p.rego": `package batpak.write
 
 deny contains "over the limit" if input.event.payload.amount + 1 > 100
-`}, policy.OPAOptions{})
+`}, opa.Options{})
 		mustFailClosed(t, g, in(`{"amount": "lots"}`), "operand 1 must be number")
 	})
 	t.Run("builtin error", func(t *testing.T) {
 		g := loadOPA(t, map[string]string{"p.rego": `package batpak.write
 
 allow if to_number(input.event.payload.qty) < 10
-`}, policy.OPAOptions{})
+`}, opa.Options{})
 		if d := decide(t, g, in(`{"qty": "3"}`)); !d.Allowed {
 			t.Fatalf("%+v", d)
 		}
 		mustFailClosed(t, g, in(`{"qty": "three"}`), "to_number")
 	})
 	t.Run("payload that is not JSON", func(t *testing.T) {
-		g := loadOPA(t, map[string]string{"p.rego": "package batpak.write\n\nallow := true\n"}, policy.OPAOptions{CacheSize: -1})
+		g := loadOPA(t, map[string]string{"p.rego": "package batpak.write\n\nallow := true\n"}, opa.Options{CacheSize: -1})
 		mustFailClosed(t, g, in(`{"unterminated": `), "payload")
 	})
 	t.Run("timeout", func(t *testing.T) {
@@ -468,7 +469,7 @@ allow if {
 	some j in numbers.range(1, 5000)
 	i * j == -1
 }
-`}, policy.OPAOptions{Timeout: 20 * time.Millisecond})
+`}, opa.Options{Timeout: 20 * time.Millisecond})
 		if d := decide(t, g, in(`{"quick": true}`)); !d.Allowed {
 			t.Fatalf("quick: %+v", d)
 		}
@@ -482,7 +483,7 @@ allow if {
 		g := loadOPA(t, map[string]string{"p.rego": `package batpak.write
 
 allow if input.event.payload.total / input.event.payload.qty < 50
-`}, policy.OPAOptions{})
+`}, opa.Options{})
 		for i := 0; i < 3; i++ {
 			d, err := g.Decide(context.Background(), in(`{"total": 10, "qty": 0}`))
 			if err == nil || d.Allowed || d.Cached {
@@ -528,7 +529,7 @@ func nInput(n int) *policy.Input {
 
 func TestOPAReload(t *testing.T) {
 	dir := writeBundle(t, policyVersion("even"))
-	g, err := policy.LoadOPA(context.Background(), dir, policy.OPAOptions{Timeout: 10 * time.Second})
+	g, err := opa.Load(context.Background(), dir, opa.Options{Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -565,7 +566,7 @@ func TestOPAReload(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			d := t.TempDir()
 			writeFiles(t, d, policyVersion("odd"))
-			g, err := policy.LoadOPA(context.Background(), d, policy.OPAOptions{Timeout: 10 * time.Second})
+			g, err := opa.Load(context.Background(), d, opa.Options{Timeout: 10 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -606,7 +607,7 @@ func TestOPAReloadUnderConcurrentWrites(t *testing.T) {
 	dir := writeBundle(t, policyVersion("even"))
 	// A generous timeout: a timeout is no policy's answer, and the
 	// reloads compete for the CPU.
-	g, err := policy.LoadOPA(context.Background(), dir, policy.OPAOptions{Timeout: 10 * time.Second})
+	g, err := opa.Load(context.Background(), dir, opa.Options{Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -686,7 +687,7 @@ func TestOPAReloadUnderConcurrentWrites(t *testing.T) {
 
 func TestOPAWatchReloadsOnChange(t *testing.T) {
 	dir := writeBundle(t, policyVersion("even"))
-	g, err := policy.LoadOPA(context.Background(), dir, policy.OPAOptions{Timeout: 10 * time.Second})
+	g, err := opa.Load(context.Background(), dir, opa.Options{Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package policy
+package opa
 
 import (
 	"context"
@@ -17,6 +17,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/rego"
+
+	"github.com/batpak-go/batpak/policy"
 )
 
 // DecisionPath is where an OPA policy's write decision lives: an object
@@ -24,22 +26,22 @@ import (
 // strings).
 const DecisionPath = "data.batpak.write"
 
-// OPAGate is a Gate that asks an Open Policy Agent (Rego v1) bundle. It
+// Gate is a policy.Gate that asks an Open Policy Agent (Rego v1) bundle. It
 // fails closed: a bundle without a decision, an undefined result, a
 // malformed decision or an evaluation error denies with POLICY_ERROR and
 // the cause. Reload swaps bundles atomically; a broken bundle is refused
 // and the loaded one stays in force. Decisions are cached on exactly the
 // input fields the policy reads (see the package documentation).
-type OPAGate struct {
+type Gate struct {
 	name   string
 	source string // bundle directory or tarball
 	cur    atomic.Pointer[loadedPolicy]
 	mu     sync.Mutex // serialises reloads
-	opts   OPAOptions
+	opts   Options
 }
 
-// OPAOptions tunes an OPAGate.
-type OPAOptions struct {
+// Options tunes a Gate.
+type Options struct {
 	// Name is the gate's name in denials. Default "opa".
 	Name string
 	// CacheSize bounds the decision cache (entries); 0 means 65536, a
@@ -67,11 +69,11 @@ type loadedPolicy struct {
 	hasAllow bool           // the policy defines an allow rule
 }
 
-// LoadOPA loads the bundle at path — a directory of .rego modules and
+// Load loads the bundle at path — a directory of .rego modules and
 // data.json/data.yaml files (a .manifest's roots and revision respected),
 // or a bundle tarball (.tar.gz) — and compiles it. Errors name the file
 // and line of compile errors.
-func LoadOPA(ctx context.Context, path string, opts OPAOptions) (*OPAGate, error) {
+func Load(ctx context.Context, path string, opts Options) (*Gate, error) {
 	if opts.Name == "" {
 		opts.Name = "opa"
 	}
@@ -84,24 +86,24 @@ func LoadOPA(ctx context.Context, path string, opts OPAOptions) (*OPAGate, error
 	if opts.MaxInputValues == 0 {
 		opts.MaxInputValues = DefaultMaxInputValues
 	}
-	g := &OPAGate{name: opts.Name, source: path, opts: opts}
+	g := &Gate{name: opts.Name, source: path, opts: opts}
 	if err := g.Reload(ctx); err != nil {
 		return nil, err
 	}
 	return g, nil
 }
 
-// Name implements Gate.
-func (g *OPAGate) Name() string { return g.name }
+// Name implements policy.Gate.
+func (g *Gate) Name() string { return g.name }
 
 // Revision is the loaded bundle's revision (from its .manifest).
-func (g *OPAGate) Revision() string { return g.cur.Load().revision }
+func (g *Gate) Revision() string { return g.cur.Load().revision }
 
 // InputPaths lists the input paths the loaded policy reads (what the
 // decision cache keys on), e.g. "principal.tenant"; nil when the policy
 // reads the input as a whole or uses non-deterministic built-ins (no
 // caching then).
-func (g *OPAGate) InputPaths() []string {
+func (g *Gate) InputPaths() []string {
 	p := g.cur.Load()
 	if p.cache == nil {
 		return nil
@@ -118,7 +120,7 @@ func (g *OPAGate) InputPaths() []string {
 // and the loaded policy stays in force; on success the new one replaces
 // it atomically (every evaluation sees one or the other) and the decision
 // cache starts empty.
-func (g *OPAGate) Reload(ctx context.Context) error {
+func (g *Gate) Reload(ctx context.Context) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	b, err := readBundle(g.source)
@@ -212,28 +214,30 @@ func decisionRules(b bundle.Bundle) (allow, deny bool) {
 	return allow, deny
 }
 
-// Evaluate implements Gate.
-func (g *OPAGate) Evaluate(ctx context.Context, in *Input) *Denial {
+// Evaluate implements policy.Gate.
+func (g *Gate) Evaluate(ctx context.Context, in *policy.Input) *policy.Denial {
 	d, _ := g.Decide(ctx, in)
 	if d.Allowed {
 		return nil
 	}
-	den := denialOf(g.name, d.Reasons)
-	den.Revision = d.Revision
+	den := &policy.Denial{Gate: g.name, Reasons: d.Reasons, Revision: d.Revision}
+	if len(d.Reasons) > 0 {
+		den.Code, den.Message, den.Context = d.Reasons[0].Code, d.Reasons[0].Message, d.Reasons[0].Context
+	}
 	return den
 }
 
 // Decision is a policy's answer about one input.
 type Decision struct {
 	Allowed  bool
-	Reasons  []Reason // why not, when not allowed
-	Revision string   // the bundle revision that decided
-	Cached   bool     // answered from the decision cache
+	Reasons  []policy.Reason // why not, when not allowed
+	Revision string          // the bundle revision that decided
+	Cached   bool            // answered from the decision cache
 }
 
 // Decide evaluates the policy for in. The error repeats a POLICY_ERROR
 // reason (the decision is then a denial, never an allow).
-func (g *OPAGate) Decide(ctx context.Context, in *Input) (Decision, error) {
+func (g *Gate) Decide(ctx context.Context, in *policy.Input) (Decision, error) {
 	lp := g.cur.Load()
 	var key string
 	if lp.cache != nil {
@@ -250,9 +254,9 @@ func (g *OPAGate) Decide(ctx context.Context, in *Input) (Decision, error) {
 	return d, err
 }
 
-func (g *OPAGate) eval(ctx context.Context, lp *loadedPolicy, in *Input) (Decision, error) {
+func (g *Gate) eval(ctx context.Context, lp *loadedPolicy, in *policy.Input) (Decision, error) {
 	fail := func(err error) (Decision, error) {
-		return Decision{Revision: lp.revision, Reasons: []Reason{{Code: CodePolicyError, Message: err.Error()}}}, err
+		return Decision{Revision: lp.revision, Reasons: []policy.Reason{{Code: policy.CodePolicyError, Message: err.Error()}}}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.opts.Timeout)
 	defer cancel()
@@ -292,7 +296,7 @@ func (g *OPAGate) eval(ctx context.Context, lp *loadedPolicy, in *Input) (Decisi
 	}
 	if !d.Allowed {
 		if len(reasons) == 0 {
-			reasons = []Reason{{Code: CodeNotAllowed, Message: "the policy did not allow this write"}}
+			reasons = []policy.Reason{{Code: policy.CodeNotAllowed, Message: "the policy did not allow this write"}}
 		}
 		d.Reasons = reasons
 	}
@@ -300,7 +304,7 @@ func (g *OPAGate) eval(ctx context.Context, lp *loadedPolicy, in *Input) (Decisi
 }
 
 // parseDeny reads the deny set: objects {code, message, ...} or strings.
-func parseDeny(v any) ([]Reason, error) {
+func parseDeny(v any) ([]policy.Reason, error) {
 	if v == nil {
 		return nil, nil
 	}
@@ -308,13 +312,13 @@ func parseDeny(v any) ([]Reason, error) {
 	if !ok {
 		return nil, fmt.Errorf("policy decision deny is %T, want a set", v)
 	}
-	out := make([]Reason, 0, len(items))
+	out := make([]policy.Reason, 0, len(items))
 	for _, it := range items {
 		switch x := it.(type) {
 		case string:
-			out = append(out, Reason{Code: "DENIED", Message: x})
+			out = append(out, policy.Reason{Code: "DENIED", Message: x})
 		case map[string]any:
-			r := Reason{Context: map[string]any{}}
+			r := policy.Reason{Context: map[string]any{}}
 			for k, val := range x {
 				switch k {
 				case "code":
@@ -348,7 +352,7 @@ func parseDeny(v any) ([]Reason, error) {
 // Watch reloads the bundle whenever a file under its directory changes
 // (debounced by 200ms) until ctx ends. Failed reloads are reported to
 // onError (may be nil) and leave the loaded policy in force.
-func (g *OPAGate) Watch(ctx context.Context, onError func(error)) error {
+func (g *Gate) Watch(ctx context.Context, onError func(error)) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return err

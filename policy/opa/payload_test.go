@@ -1,4 +1,4 @@
-package policy_test
+package opa_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/policy/opa"
 )
 
 // A policy reading one payload field (the usual case) and one reading the
@@ -47,7 +48,7 @@ func largeInput(payload []byte) *policy.Input {
 
 // decideMeasured decides in and reports the decision, the time it took
 // and the bytes allocated meanwhile.
-func decideMeasured(t *testing.T, g *policy.OPAGate, in *policy.Input) (policy.Decision, time.Duration, uint64) {
+func decideMeasured(t *testing.T, g *opa.Gate, in *policy.Input) (opa.Decision, time.Duration, uint64) {
 	t.Helper()
 	runtime.GC()
 	var m0, m1 runtime.MemStats
@@ -60,7 +61,7 @@ func decideMeasured(t *testing.T, g *policy.OPAGate, in *policy.Input) (policy.D
 }
 
 // TestLargePayloadPolicyInputBounded: converting a payload for the policy
-// costs what the policy reads, never more than OPAOptions.MaxInputValues
+// costs what the policy reads, never more than Options.MaxInputValues
 // values, and counts inside the policy timeout.
 func TestLargePayloadPolicyInputBounded(t *testing.T) {
 	scale, maxValues, slack := 1, 0, time.Second // slack for a loaded machine
@@ -85,7 +86,7 @@ func TestLargePayloadPolicyInputBounded(t *testing.T) {
 		{"items of wide", itemsPolicy, wide, false, "MaxInputValues|context deadline exceeded"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			g, err := policy.LoadOPA(context.Background(), writeBundle(t, map[string]string{"p.rego": tc.rego}), policy.OPAOptions{Timeout: timeout, MaxInputValues: maxValues})
+			g, err := opa.Load(context.Background(), writeBundle(t, map[string]string{"p.rego": tc.rego}), opa.Options{Timeout: timeout, MaxInputValues: maxValues})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -110,7 +111,7 @@ func TestLargePayloadPolicyInputBounded(t *testing.T) {
 // TestPolicyInputValueLimit: exactly MaxInputValues values are converted,
 // one more is refused with a denial naming the limit.
 func TestPolicyInputValueLimit(t *testing.T) {
-	g, err := policy.LoadOPA(context.Background(), writeBundle(t, map[string]string{"p.rego": wholePolicy}), policy.OPAOptions{MaxInputValues: 10})
+	g, err := opa.Load(context.Background(), writeBundle(t, map[string]string{"p.rego": wholePolicy}), opa.Options{MaxInputValues: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +125,7 @@ func TestPolicyInputValueLimit(t *testing.T) {
 		t.Errorf("11 values: %v, %v; want a denial naming the limit 10", d, err)
 	}
 	// What the policy does not read is not counted.
-	g2, err := policy.LoadOPA(context.Background(), writeBundle(t, map[string]string{"p.rego": fieldPolicy}), policy.OPAOptions{MaxInputValues: 10})
+	g2, err := opa.Load(context.Background(), writeBundle(t, map[string]string{"p.rego": fieldPolicy}), opa.Options{MaxInputValues: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,20 +149,20 @@ func containsAny(s string, subs []string) bool {
 // conversion uses): escaped names decoded, the last of repeated names,
 // numbers as written.
 func TestPolicySeesPayloadAsEncodingJSON(t *testing.T) {
-	g, err := policy.LoadOPA(context.Background(), writeBundle(t, map[string]string{"p.rego": `package batpak.write
+	g, err := opa.Load(context.Background(), writeBundle(t, map[string]string{"p.rego": `package batpak.write
 
 deny contains {"code": "WHOLE", "message": "whole", "v": input.event.payload}
 
 deny contains {"code": "FIELD", "message": "field", "v": input.event.payload.total_cents}
-`}), policy.OPAOptions{CacheSize: -1})
+`}), opa.Options{CacheSize: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A policy reading only the field gets only the field (pruned input).
-	gf, err := policy.LoadOPA(context.Background(), writeBundle(t, map[string]string{"p.rego": `package batpak.write
+	gf, err := opa.Load(context.Background(), writeBundle(t, map[string]string{"p.rego": `package batpak.write
 
 deny contains {"code": "FIELD", "message": "field", "v": input.event.payload.total_cents}
-`}), policy.OPAOptions{CacheSize: -1})
+`}), opa.Options{CacheSize: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

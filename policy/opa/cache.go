@@ -1,4 +1,4 @@
-package policy
+package opa
 
 import (
 	"encoding/binary"
@@ -12,6 +12,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/bundle"
 
 	"github.com/batpak-go/batpak/ijson"
+	"github.com/batpak-go/batpak/policy"
 )
 
 // The decision cache. A decision depends only on the input fields the
@@ -84,7 +85,7 @@ func analyzeInputs(b bundle.Bundle) (paths [][]string, cacheable, whole bool) {
 }
 
 // cacheKey renders the values at paths, each length-prefixed.
-func cacheKey(in *Input, paths [][]string) string {
+func cacheKey(in *policy.Input, paths [][]string) string {
 	var b strings.Builder
 	for _, p := range paths {
 		v := lookupPath(in, p)
@@ -100,7 +101,7 @@ const undefined = "\x00undefined"
 
 // lookupPath renders the input value at path (absent: undefined). Lists
 // are length-prefixed, so that different values never render alike.
-func lookupPath(in *Input, p []string) string {
+func lookupPath(in *policy.Input, p []string) string {
 	switch p[0] {
 	case "action":
 		if len(p) == 1 {

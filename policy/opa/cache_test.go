@@ -1,4 +1,4 @@
-package policy_test
+package opa_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/policy/opa"
 )
 
 // The decision cache: keyed on exactly the input fields the policy reads,
@@ -29,18 +30,18 @@ allow if {
 }
 `
 
-func sortedPaths(g *policy.OPAGate) []string {
+func sortedPaths(g *opa.Gate) []string {
 	p := slices.Clone(g.InputPaths())
 	slices.Sort(p)
 	return p
 }
 
 func TestInputPathsListWhatThePolicyReads(t *testing.T) {
-	g := loadOPA(t, map[string]string{"p.rego": limitPolicy}, policy.OPAOptions{})
+	g := loadOPA(t, map[string]string{"p.rego": limitPolicy}, opa.Options{})
 	if got := strings.Join(sortedPaths(g), " "); got != "event.kind event.payload.amount principal.tenant" {
 		t.Fatalf("InputPaths = %s", got)
 	}
-	g = loadOPA(t, map[string]string{"write.rego": tenantPolicy, "data.json": tenantData}, policy.OPAOptions{})
+	g = loadOPA(t, map[string]string{"write.rego": tenantPolicy, "data.json": tenantData}, opa.Options{})
 	if got := strings.Join(sortedPaths(g), " "); got != "event.entity event.kind principal.roles principal.tenant" {
 		t.Fatalf("InputPaths = %s", got)
 	}
@@ -65,7 +66,7 @@ ok(e) if e.clock < 100
 cap := input.batch.size
 `,
 		"data.json": `{"skus": ["a"]}`,
-	}, policy.OPAOptions{})
+	}, opa.Options{})
 	if got := strings.Join(sortedPaths(g), " "); got != "batch.size entity event.payload.items event.payload.lines" {
 		t.Fatalf("InputPaths = %s", got)
 	}
@@ -79,7 +80,7 @@ func baseLimitInput() *policy.Input {
 }
 
 func TestCacheKeysOnReferencedFieldsOnly(t *testing.T) {
-	g := loadOPA(t, map[string]string{"p.rego": limitPolicy}, policy.OPAOptions{})
+	g := loadOPA(t, map[string]string{"p.rego": limitPolicy}, opa.Options{})
 	if d := decide(t, g, baseLimitInput()); !d.Allowed || d.Cached {
 		t.Fatalf("first decision %+v", d)
 	}
@@ -254,14 +255,14 @@ deny contains "first line" if input.event.payload.items[0].qty > 5
 	for name, files := range policies {
 		t.Run(name, func(t *testing.T) {
 			dir := writeBundle(t, files)
-			cached, err := policy.LoadOPA(context.Background(), dir, policy.OPAOptions{Timeout: 10 * time.Second})
+			cached, err := opa.Load(context.Background(), dir, opa.Options{Timeout: 10 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if cached.InputPaths() == nil {
 				t.Fatal("the policy is not cached")
 			}
-			reference, err := policy.LoadOPA(context.Background(), dir, policy.OPAOptions{CacheSize: -1, Timeout: 10 * time.Second})
+			reference, err := opa.Load(context.Background(), dir, opa.Options{CacheSize: -1, Timeout: 10 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -302,7 +303,7 @@ deny contains "first line" if input.event.payload.items[0].qty > 5
 	}
 }
 
-func reasonsOf(d policy.Decision) string {
+func reasonsOf(d opa.Decision) string {
 	var b strings.Builder
 	for _, r := range d.Reasons {
 		fmt.Fprintf(&b, "%s:%s;", r.Code, r.Message)
@@ -321,8 +322,8 @@ func TestCacheKeysOnOddPayloadKeys(t *testing.T) {
 		fmt.Fprintf(&rules, "deny contains \"key %d\" if input.event.payload[%q] == 1\n", i, k)
 	}
 	rules.WriteString(`deny contains "nested" if input.event.payload.o["k.l"].m == 1` + "\n")
-	g := loadOPA(t, map[string]string{"p.rego": rules.String()}, policy.OPAOptions{})
-	ref := loadOPA(t, map[string]string{"p.rego": rules.String()}, policy.OPAOptions{CacheSize: -1})
+	g := loadOPA(t, map[string]string{"p.rego": rules.String()}, opa.Options{})
+	ref := loadOPA(t, map[string]string{"p.rego": rules.String()}, opa.Options{CacheSize: -1})
 	paths := g.InputPaths()
 	if len(paths) != len(keys)+1 || !slices.Contains(paths, "event.payload.a.b") {
 		t.Fatalf("InputPaths = %q", paths)
@@ -335,10 +336,10 @@ func TestCacheKeysOnOddPayloadKeys(t *testing.T) {
 		return string(b)
 	}
 	// agree checks that the cached gate answers as the policy does.
-	agree := func(p string) policy.Decision {
+	agree := func(p string) opa.Decision {
 		t.Helper()
 		in := orderInput(clerk, "acme:1", "1:1", p)
-		var d policy.Decision
+		var d opa.Decision
 		for round := 0; round < 2; round++ {
 			var err error
 			d, err = g.Decide(context.Background(), in)
@@ -386,7 +387,7 @@ func TestCacheKeysOnOddPayloadKeys(t *testing.T) {
 
 func TestReloadStartsAnEmptyCache(t *testing.T) {
 	dir := writeBundle(t, map[string]string{"p.rego": limitPolicy})
-	g, err := policy.LoadOPA(context.Background(), dir, policy.OPAOptions{Timeout: 10 * time.Second})
+	g, err := opa.Load(context.Background(), dir, opa.Options{Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,7 +453,7 @@ allow if req.principal.tenant == "acme"`,
 	}
 	for name, body := range cases {
 		t.Run(name, func(t *testing.T) {
-			g := loadOPA(t, map[string]string{"p.rego": "package batpak.write\n\n" + body + "\n"}, policy.OPAOptions{})
+			g := loadOPA(t, map[string]string{"p.rego": "package batpak.write\n\n" + body + "\n"}, opa.Options{})
 			if p := g.InputPaths(); p != nil {
 				t.Fatalf("InputPaths = %q, want nil (not cacheable)", p)
 			}
@@ -472,7 +473,7 @@ allow if req.principal.tenant == "acme"`,
 
 // A small cache that keeps filling up still answers correctly.
 func TestBoundedCache(t *testing.T) {
-	g := loadOPA(t, map[string]string{"p.rego": limitPolicy}, policy.OPAOptions{CacheSize: 3})
+	g := loadOPA(t, map[string]string{"p.rego": limitPolicy}, opa.Options{CacheSize: 3})
 	hits := 0
 	for i := 0; i < 200; i++ {
 		amount := (i / 2 * 37) % 8 * 30 // 0..210, each asked twice in a row
@@ -488,7 +489,7 @@ func TestBoundedCache(t *testing.T) {
 	if hits == 0 {
 		t.Fatal("no cache hits")
 	}
-	off := loadOPA(t, map[string]string{"p.rego": limitPolicy}, policy.OPAOptions{CacheSize: -1})
+	off := loadOPA(t, map[string]string{"p.rego": limitPolicy}, opa.Options{CacheSize: -1})
 	for i := 0; i < 3; i++ {
 		if d := decide(t, off, baseLimitInput()); d.Cached || !d.Allowed {
 			t.Fatalf("cache off: %+v", d)

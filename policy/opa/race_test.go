@@ -1,6 +1,6 @@
 //go:build race
 
-package policy_test
+package opa_test
 
 // raceEnabled: the race detector slows byte loops tenfold and more; tests
 // that scan large payloads scale them down.

@@ -1,5 +1,5 @@
 //go:build !race
 
-package policy_test
+package opa_test
 
 const raceEnabled = false
