@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/printable"
 	"github.com/batpak-go/batpak/plugins"
 	"github.com/batpak-go/batpak/plugins/abi"
 )
@@ -321,7 +322,8 @@ func (a *app) runPluginInspect(ctx context.Context, w io.Writer, file, manifestF
 
 func printInspect(w io.Writer, rep *inspectReport) error {
 	var b bytes.Buffer
-	row := func(k, v string) { fmt.Fprintf(&b, "%-12s %s\n", k, v) }
+	// Names and messages come from the module: print them escaped.
+	row := func(k, v string) { fmt.Fprintf(&b, "%-12s %s\n", k, printable.String(v)) }
 	row("file", rep.File)
 	row("size", fmt.Sprintf("%s (%d bytes)", humanBytes(int64(rep.Size)), rep.Size))
 	row("sha256", rep.SHA256)
@@ -360,9 +362,9 @@ func printInspect(w io.Writer, rep *inspectReport) error {
 		fmt.Fprintf(&b, "%s (%d)\n", title, len(fs))
 		qualified := func(f wasmFunc) string {
 			if f.Module != "" {
-				return f.Module + "." + f.Name
+				return printable.String(f.Module + "." + f.Name)
 			}
-			return f.Name
+			return printable.String(f.Name)
 		}
 		width := 0
 		for _, f := range fs {
@@ -509,7 +511,15 @@ func (a *app) runPluginProject(ctx context.Context, w io.Writer, file, manifestF
 		return newJSONLines(w).write(res)
 	}
 	var b bytes.Buffer
-	row := func(k, v string) { fmt.Fprintf(&b, "%-11s %s\n", k, v) }
+	// What the plugin returned is printed escaped, line by line (a
+	// pretty-printed state has lines of its own).
+	row := func(k, v string) {
+		lines := strings.Split(v, "\n")
+		for i, l := range lines {
+			lines[i] = printable.String(l)
+		}
+		fmt.Fprintf(&b, "%-11s %s\n", k, strings.Join(lines, "\n"))
+	}
 	row("plugin", fmt.Sprintf("%s %s (sha256 %s…; loaded in %v, folded in %v)", res.Plugin, res.Version, res.SHA256[:12],
 		loaded.Round(time.Millisecond), folded.Round(10*time.Microsecond)))
 	row("entity", entity)

@@ -386,7 +386,7 @@ func TestDefaultManifest(t *testing.T) {
 // error prints as one escaped line.
 func TestPluginOutputIsEscaped(t *testing.T) {
 	dir := pluginIsolate(t)
-	for _, f := range []string{"logflood", "guesterr-forge", "importname-forge"} {
+	for _, f := range []string{"logflood", "guesterr-forge", "importname-forge", "inspect-forge"} {
 		b, err := os.ReadFile(filepath.Join(repoRoot, "plugins", "testdata", f+".wasm"))
 		if err != nil {
 			t.Fatal(err)
@@ -437,4 +437,12 @@ func TestPluginOutputIsEscaped(t *testing.T) {
 	}
 	clean("the load error", r.stderr)
 	wantIn(t, "the load error", r.stderr, `batpak: state {"forged":1}\n`)
+
+	// plugin inspect prints the names a module declares escaped (and
+	// exits 1: the module does not load).
+	out := batpak(t, "plugin", "inspect", "inspect-forge.wasm").stdout
+	if strings.ContainsAny(out, "\r\x1b") || strings.Contains(out, "\nbatpak: state") {
+		t.Errorf("inspect printed a module's names raw:\n%q", out)
+	}
+	wantIn(t, "inspect", out, `\x1b[2K\rbatpak: state {"forged":1}\n.f\n\x1b[31m`)
 }
