@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/batpak-go/batpak/internal/trusted"
@@ -377,7 +377,7 @@ func (s *Store) admitMaintenance(ctx context.Context, p *MaintenanceProposal) er
 	for e := range p.Entities {
 		names = append(names, e)
 	}
-	sort.Strings(names)
+	slices.Sort(names)
 	if len(names) > MaintenanceAuditListMax {
 		names, rec.Truncated = names[:MaintenanceAuditListMax], true
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/batpak-go/batpak/core/internal/format"
 )
@@ -56,7 +57,7 @@ func (s *Store) writeCheckpoint(seg uint32, end int64) error {
 	for id := range s.ends {
 		ids = append(ids, id)
 	}
-	sortU32(ids)
+	slices.Sort(ids)
 	b = le.AppendUint32(b, uint32(len(ids)))
 	for _, id := range ids {
 		b = le.AppendUint32(b, id)
@@ -100,14 +101,6 @@ func (s *Store) writeCheckpoint(seg uint32, end int64) error {
 	}
 	b = le.AppendUint32(b, format.CRC32C(b))
 	return writeFileAtomic(s.cfg.Dir, checkpointName, b, true)
-}
-
-func sortU32(a []uint32) {
-	for i := 1; i < len(a); i++ {
-		for j := i; j > 0 && a[j] < a[j-1]; j-- {
-			a[j], a[j-1] = a[j-1], a[j]
-		}
-	}
 }
 
 var errBadCheckpoint = errors.New("checkpoint damaged")

@@ -2,11 +2,12 @@ package core
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 
 	"github.com/batpak-go/batpak/core/internal/format"
 )
@@ -73,11 +74,8 @@ func segmentKeys(ents []os.DirEntry) []uint32 {
 // between its rename and its delete is resolved: its packed file holds
 // the same frames).
 func orderSegments(dir string, ids []uint32) ([]uint32, error) {
-	sort.Slice(ids, func(i, j int) bool {
-		if a, b := format.SegID(ids[i]), format.SegID(ids[j]); a != b {
-			return a < b
-		}
-		return format.SegGen(ids[i]) < format.SegGen(ids[j])
+	slices.SortFunc(ids, func(a, b uint32) int {
+		return cmp.Or(cmp.Compare(format.SegID(a), format.SegID(b)), cmp.Compare(format.SegGen(a), format.SegGen(b)))
 	})
 	for i := 1; i < len(ids); i++ {
 		if format.SegID(ids[i]) == format.SegID(ids[i-1]) && ids[i] == repackedKey(ids[i-1]) && samePlacesPacked(filepath.Join(dir, format.SegmentName(ids[i]))) {

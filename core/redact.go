@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
@@ -147,7 +148,7 @@ func (s *Store) redactLocs(ctx context.Context, locs []loc) (int, error) {
 		for k := range packed {
 			keys = append(keys, k)
 		}
-		sortU32(keys)
+		slices.Sort(keys)
 		rep, err := s.compactLocked(ctx, keys, CompactConfig{Tombstone: func(ev StoredEvent) bool { return ids[ev.Header.ID] }}, false, nil)
 		done += rep.EventsTombstoned
 		if err != nil {

@@ -8,7 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -419,7 +419,7 @@ func (a *app) unknownKeys() []string {
 			out = append(out, strconv.Quote(k))
 		}
 	}
-	sort.Strings(out)
+	slices.Sort(out)
 	return out
 }
 

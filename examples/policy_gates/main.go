@@ -18,7 +18,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -383,7 +383,7 @@ func printBalances(w io.Writer, s *core.Store) error {
 	for a := range balance {
 		accounts = append(accounts, a)
 	}
-	sort.Strings(accounts)
+	slices.Sort(accounts)
 	fmt.Fprintf(w, "\nledger: %d events; balances from zero:\n", len(evs))
 	for _, a := range accounts {
 		fmt.Fprintf(w, "  %-12s %12s\n", a, money(balance[a]))

@@ -1,13 +1,14 @@
 package opa
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -340,11 +341,8 @@ func parseDeny(v any) ([]policy.Reason, error) {
 			return nil, fmt.Errorf("policy decision deny holds %T, want objects or strings", it)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Code != out[j].Code {
-			return out[i].Code < out[j].Code
-		}
-		return out[i].Message < out[j].Message
+	slices.SortFunc(out, func(a, b policy.Reason) int {
+		return cmp.Or(strings.Compare(a.Code, b.Code), strings.Compare(a.Message, b.Message))
 	})
 	return out, nil
 }
