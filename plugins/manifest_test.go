@@ -36,7 +36,7 @@ func TestLimitsDefaults(t *testing.T) {
 	}
 	// Set limits are kept.
 	m := projManifest("set")
-	m.Limits = plugins.Limits{MemoryPages: 3, Timeout: plugins.Duration(time.Millisecond), MaxOutputBytes: 9, MaxFaults: 1, PoolSize: 2,
+	m.Limits = plugins.Limits{MemoryPages: 3, Timeout: plugins.Duration(3 * time.Second), MaxOutputBytes: 9, MaxFaults: 1, PoolSize: 2,
 		TableElements: 1, Tables: 1, Globals: 1, LogLines: 1, LogBytes: 1, CallDepth: 1, StackBytes: 1 << 10}
 	p = load(t, newHost(t), fixture(t, "counter"), m)
 	if got := p.Manifest().Limits; got != m.Limits {

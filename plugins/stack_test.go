@@ -29,6 +29,7 @@ func TestLoadRefusesModuleInvalidAsWritten(t *testing.T) {
 		t.Fatalf("Load accepted a module that is not valid as written; nesting 20000 calls against call_depth %d then gave %x, %v",
 			p.Manifest().Limits.CallDepth, st, ferr)
 	}
+	t.Logf("Load: %v", err)
 	le := asLoadError(t, err)
 	if le.Plugin != "depthreset" || !strings.Contains(le.Error(), "not valid WebAssembly") || !strings.Contains(le.Error(), "global") {
 		t.Fatalf("Load: %v, want a load error saying the module is not valid WebAssembly (its global index)", err)
