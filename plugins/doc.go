@@ -49,20 +49,35 @@
 //	tables, globals           tables (4), globals (1024)      at Load
 //	element, data segments    table_elements; memory_pages    at Load
 //	nested calls              call_depth (10000)              a counter Load adds to every function
+//	call stack                stack_bytes (4 MiB, as          each call charges its frame: 8 × (4 +
+//	                          charged; at most 256 MiB)       params + results + locals + body bytes)
 //	time                      timeout (1s)                    the call is interrupted; a call that
 //	                                                         returns after it faults all the same
 //	output                    max_output_bytes (16 MiB)       after the call
 //	log lines and bytes       log_lines (256), log_bytes      per call: excess dropped and counted
 //	                          (64 KiB)                        (Plugin.Stats); 16 times over faults
 //
-// Load reads the module's sections itself (module.go) and refuses what it
-// cannot measure. The two changes it makes to the module — lower table
-// maxima and the call-depth counter — append to the module and move no
-// index; Plugin.Digest and the sha256 pin are the original bytes'.
+// Load validates the module as written (a module that is not valid
+// WebAssembly is refused), reads its sections itself (module.go) and
+// refuses what it cannot measure. The two changes it makes to the module
+// — lower table maxima and the call-stack counters — append to the module
+// and move no index; Plugin.Digest and the sha256 pin are the original
+// bytes'.
 //
-// A trap, a timeout, memory exhaustion, a stack over call_depth, a log
-// flood, an output over the cap or not following the ABI, or an error the
-// plugin reports comes back as a *PluginFault (plugin, kind of fault,
+// The call stack is on the host's heap (wazero's, grown by doubling), so
+// a running call holds up to about twice what stack_bytes charges. A
+// frame costs what the function keeps across the calls it makes: wazero
+// gives every such value a slot of its own, so a frame grows with the
+// function's code, not only with its locals — 16 bytes for a frame that
+// keeps nothing, about 8 KB for one keeping 600 live i64 locals. The
+// charge over-estimates it (a Go guest's calls peak at about 0.5 MiB
+// charged). wazero keeps a call's stack with the function handle the host
+// reuses; after a call that charged more than 256 KiB the handles are
+// dropped, so idle pooled instances hold little stack.
+//
+// A trap, a timeout, memory exhaustion, a stack over call_depth or
+// stack_bytes, a log flood, an output over the cap or not following the
+// ABI, or an error the plugin reports comes back as a *PluginFault (plugin, kind of fault,
 // cause); the instance is discarded, and neither the host nor the store is
 // affected. A call whose caller's context ends first fails with that
 // context's error and is not counted as a fault. After Limits.MaxFaults

@@ -13,7 +13,7 @@ const (
 	FaultTrap        FaultKind = "trap"         // the module trapped (unreachable, bad memory access, …)
 	FaultTimeout     FaultKind = "timeout"      // the call outran Limits.Timeout
 	FaultMemory      FaultKind = "memory"       // the module hit Limits.MemoryPages
-	FaultStack       FaultKind = "stack"        // the module's call stack ran out (unbounded recursion)
+	FaultStack       FaultKind = "stack"        // a call went over limits.call_depth or limits.stack_bytes
 	FaultOutput      FaultKind = "malformed"    // the result does not follow the ABI
 	FaultOutputLimit FaultKind = "output-limit" // the result is larger than Limits.MaxOutputBytes
 	FaultGuest       FaultKind = "guest-error"  // the plugin reported an error

@@ -60,6 +60,20 @@ func (g *heapGuard) check(t *testing.T, what string, limit uint64) {
 	}
 }
 
+// checkInUse is check for the heap in use only: what the host still holds
+// after GC, not what it took from the OS for calls that have ended.
+func (g *heapGuard) checkInUse(t *testing.T, what string, limit uint64) {
+	t.Helper()
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	inUse := int64(after.HeapAlloc) - int64(g.before.HeapAlloc)
+	t.Logf("%s: heap in use %+d KiB (heap from the OS %+d KiB)", what, inUse>>10, (int64(after.HeapSys)-int64(g.before.HeapSys))>>10)
+	if inUse > int64(limit) {
+		t.Errorf("%s: the host holds %d MiB more heap; want at most %d MiB", what, inUse>>20, limit>>20)
+	}
+}
+
 // stillServes checks that a healthy plugin on the same host answers.
 func stillServes(t *testing.T, good *plugins.Plugin) {
 	t.Helper()

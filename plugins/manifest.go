@@ -58,11 +58,19 @@ type Limits struct {
 	LogBytes uint32 `json:"log_bytes,omitempty"`
 	// CallDepth caps the depth of nested calls in the module (Load adds a
 	// counter to every function): a call that goes deeper traps and
-	// faults with FaultStack. Each level costs the host a frame of stack
-	// (tens of bytes plus 8 per parameter and local); wazero's own ceiling
-	// (about 50 MB) stops a module whose frames are large first. Default
-	// 10000, at most 1000000.
+	// faults with FaultStack. Default 10000, at most 1000000.
 	CallDepth uint32 `json:"call_depth,omitempty"`
+	// StackBytes caps the call stack one call may use, in bytes, as the
+	// host counts it: each nested call of a function charges its frame,
+	// 8 × (4 + its parameters + results + locals + the size of its body
+	// in bytes), while it runs (Load adds the counter). wazero keeps every
+	// value a function holds across a call in a stack slot of its own, so
+	// a frame grows with the function's code, not only its locals; the
+	// charge bounds it. A call over the limit traps and faults with
+	// FaultStack. The host allocates the stack on its heap, up to twice
+	// the limit per running call. Default 4194304 (4 MiB), at most
+	// 268435456 (256 MiB).
+	StackBytes uint32 `json:"stack_bytes,omitempty"`
 }
 
 // Grants opens the sandbox. By default a plugin sees no files, no network,
@@ -159,6 +167,7 @@ func (m *Manifest) normalize() error {
 		{&l.LogLines, "log_lines", 256, 1 << 16},
 		{&l.LogBytes, "log_bytes", 64 << 10, 16 << 20},
 		{&l.CallDepth, "call_depth", 10000, 1000000},
+		{&l.StackBytes, "stack_bytes", 4 << 20, 256 << 20},
 	} {
 		if *f.v == 0 {
 			*f.v = f.def

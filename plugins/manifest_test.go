@@ -29,14 +29,15 @@ func TestLimitsDefaults(t *testing.T) {
 		LogLines:       256,
 		LogBytes:       64 << 10,
 		CallDepth:      10000,
+		StackBytes:     4 << 20,
 	}
 	if got != want {
 		t.Fatalf("default limits %+v, want %+v", got, want)
 	}
 	// Set limits are kept.
 	m := projManifest("set")
-	m.Limits = plugins.Limits{MemoryPages: 3, Timeout: plugins.Duration(time.Millisecond), MaxOutputBytes: 9, MaxFaults: 1, PoolSize: 2,
-		TableElements: 1, Tables: 1, Globals: 1, LogLines: 1, LogBytes: 1, CallDepth: 1}
+	m.Limits = plugins.Limits{MemoryPages: 3, Timeout: plugins.Duration(3 * time.Second), MaxOutputBytes: 9, MaxFaults: 1, PoolSize: 2,
+		TableElements: 1, Tables: 1, Globals: 1, LogLines: 1, LogBytes: 1, CallDepth: 1, StackBytes: 1 << 10}
 	p = load(t, newHost(t), fixture(t, "counter"), m)
 	if got := p.Manifest().Limits; got != m.Limits {
 		t.Fatalf("limits %+v, want %+v", got, m.Limits)
@@ -72,6 +73,7 @@ func TestManifestValidation(t *testing.T) {
 		{"log lines over the ceiling", with(func(m *plugins.Manifest) { m.Limits.LogLines = 1<<16 + 1 }), "log_lines 65537: at most 65536"},
 		{"log bytes over the ceiling", with(func(m *plugins.Manifest) { m.Limits.LogBytes = 16<<20 + 1 }), "log_bytes 16777217: at most 16777216"},
 		{"call depth over the ceiling", with(func(m *plugins.Manifest) { m.Limits.CallDepth = 1000001 }), "call_depth 1000001: at most 1000000"},
+		{"stack bytes over the ceiling", with(func(m *plugins.Manifest) { m.Limits.StackBytes = 256<<20 + 1 }), "stack_bytes 268435457: at most 268435456"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -91,7 +93,7 @@ func TestManifestValidation(t *testing.T) {
 	// Every limit at its ceiling is accepted.
 	load(t, h, wasm, with(func(m *plugins.Manifest) {
 		m.Name = "ceilings"
-		m.Limits = plugins.Limits{TableElements: 1 << 22, Tables: 64, Globals: 1 << 16, LogLines: 1 << 16, LogBytes: 16 << 20, CallDepth: 1000000}
+		m.Limits = plugins.Limits{TableElements: 1 << 22, Tables: 64, Globals: 1 << 16, LogLines: 1 << 16, LogBytes: 16 << 20, CallDepth: 1000000, StackBytes: 256 << 20}
 	}))
 	// The longest and shortest valid names.
 	for _, name := range []string{"a", strings.Repeat("a", 64), "order-total.v2_x"} {

@@ -338,20 +338,58 @@ func appendULEB(b []byte, v uint64) []byte {
 	}
 }
 
-// The call-depth counter. wazero grows a call's stack on the Go heap up to
-// a ceiling of its own (about 50 MB, then one more doubling: ~130 MB live
-// and ~160 MB allocated per call that recurses without end) that no option
-// lowers. So Load adds a counter to the module: a mutable i32 global,
-// exported as depthExport, that every defined function increments on entry
-// (trapping above Limits.CallDepth) and decrements on exit; the body runs
-// in a block of the function's result type, every return becomes a branch
-// out of that block, and a tail call decrements first. A trap with the
-// counter above the limit is a FaultStack. The rewrite changes only code,
-// types, globals and exports, each by appending, so no index the module
-// uses moves.
+// The call-stack counters. wazero runs a call on a stack it allocates on
+// the Go heap and grows by doubling, up to a ceiling of its own (400 MB)
+// that no option lowers; the stack stays allocated with the function
+// handle the host keeps for the next call. A frame's size is set by
+// wazero's compiler: every value the function keeps across a call takes
+// a slot of its own (8 or 16 bytes; slots are not shared), so a frame
+// grows with the function's code, not only with its locals — measured
+// with wazero 1.12 on amd64: 16 bytes for a frame that keeps nothing,
+// about 8 KB for one keeping 600 i64 locals, about 9 KB for a function
+// that keeps 1,000 successive values of one local across 1,000 calls.
+//
+// So Load adds three mutable i32 globals to the module, exported under
+// the names below, and every defined function, on entry:
+//
+//   - increments the depth, trapping above Limits.CallDepth;
+//   - adds its frame cost (frameCost) to the stack, trapping above
+//     Limits.StackBytes;
+//   - raises the peak to the stack if it is higher;
+//
+// and undoes the first two on exit. The body runs in a block of the
+// function's result type, every return becomes a branch out of that
+// block, and a tail call undoes them first. A trap with the depth or the
+// stack above its limit is a FaultStack; the host reads the peak after a
+// call (see Plugin.call). The rewrite changes only code, types, globals
+// and exports, each by appending, so no index the module uses moves; Load
+// validates the module as written first, so its code cannot name the
+// counters.
 
-// depthExport names the exported call-depth global Load adds.
-const depthExport = "batpak.call_depth"
+// The exported names of the globals Load adds.
+const (
+	depthExport = "batpak.call_depth"
+	stackExport = "batpak.stack_bytes"
+	peakExport  = "batpak.stack_peak"
+)
+
+// frameCost is what a call of a function charges against
+// Limits.StackBytes: 8 bytes × (4 + parameters + results + locals + the
+// size in bytes of its body as written, locals declarations and code).
+// Each byte of code defines at most one value, so this bounds the slots
+// of a frame as wazero's compiler lays it out, with a margin (2 to 10
+// times what the measured frames above use); the 4 are the return
+// address, frame pointer and stack check. It saturates at limit+1, so a
+// function that alone is over the limit faults when called.
+func frameCost(paramsResults, locals, bodySize uint64, limit uint32) uint32 {
+	slots := uint64(4)
+	for _, n := range []uint64{paramsResults, locals, bodySize} {
+		if slots += n; slots < n || slots > uint64(limit)/8+1 {
+			return limit + 1
+		}
+	}
+	return uint32(min(8*slots, uint64(limit)+1))
+}
 
 // More wasm section ids.
 const (
@@ -368,9 +406,9 @@ var sectionOrder = map[byte]int{1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 13: 6, 6: 7, 7: 8,
 // funcType is one function type, as raw value types.
 type funcType struct{ params, results []byte }
 
-// addCallDepth returns wasm with the call-depth counter (see above), or an
-// error for a construct it cannot rewrite.
-func addCallDepth(wasm []byte, limit uint32) ([]byte, error) {
+// addStackCounters returns wasm with the call-stack counters (see above), or
+// an error for a construct it cannot rewrite.
+func addStackCounters(wasm []byte, l Limits) ([]byte, error) {
 	type section struct {
 		id   byte
 		body []byte
@@ -448,7 +486,8 @@ func addCallDepth(wasm []byte, limit uint32) ([]byte, error) {
 			return nil, r.err
 		}
 	}
-	// The new global: index after every existing one.
+	// The new globals: indexes after every existing one (g: the depth,
+	// g+1: the stack, g+2: the peak).
 	g := importedGlobals
 	gi := find(secGlobal)
 	if gi >= 0 {
@@ -490,7 +529,8 @@ func addCallDepth(wasm []byte, limit uint32) ([]byte, error) {
 			if funcTypes[i] >= uint64(len(types)) {
 				return nil, errMalformed
 			}
-			nb, err := countDepth(body, g, limit, blockType(types[funcTypes[i]].results))
+			ft := types[funcTypes[i]]
+			nb, err := countStack(body, g, l, uint64(len(ft.params)+len(ft.results)), blockType(ft.results))
 			if err != nil {
 				return nil, fmt.Errorf("function %d: %w", i, err)
 			}
@@ -513,24 +553,28 @@ func addCallDepth(wasm []byte, limit uint32) ([]byte, error) {
 			secs = append(secs, section{secType, body})
 		}
 	}
-	// The global: (mut i32) = 0.
+	// The globals: (mut i32) = 0, three times.
 	global := []byte{0x7f, 0x01, 0x41, 0x00, 0x0b}
+	globals := append(append(append([]byte(nil), global...), global...), global...)
 	if gi >= 0 {
 		r := wasmReader{b: secs[gi].body}
 		count := r.uleb()
-		secs[gi].body = append(append(appendULEB(nil, count+1), r.b...), global...)
+		secs[gi].body = append(append(appendULEB(nil, count+3), r.b...), globals...)
 	} else {
-		secs = append(secs, section{secGlobal, append([]byte{1}, global...)})
+		secs = append(secs, section{secGlobal, append([]byte{3}, globals...)})
 	}
-	// The export.
-	export := append(appendULEB(nil, uint64(len(depthExport))), depthExport...)
-	export = appendULEB(append(export, 0x03), g)
+	// The exports.
+	var exports []byte
+	for i, name := range []string{depthExport, stackExport, peakExport} {
+		exports = append(appendULEB(exports, uint64(len(name))), name...)
+		exports = appendULEB(append(exports, 0x03), g+uint64(i))
+	}
 	if i := find(secExport); i >= 0 {
 		r := wasmReader{b: secs[i].body}
 		count := r.uleb()
-		secs[i].body = append(append(appendULEB(nil, count+1), r.b...), export...)
+		secs[i].body = append(append(appendULEB(nil, count+3), r.b...), exports...)
 	} else {
-		secs = append(secs, section{secExport, append([]byte{1}, export...)})
+		secs = append(secs, section{secExport, append([]byte{3}, exports...)})
 	}
 	// Reassemble in wasm's section order; a custom section stays after the
 	// known section it followed.
@@ -601,31 +645,42 @@ func appendSLEB(b []byte, v int64) []byte {
 	}
 }
 
-// countDepth rewrites one function body (locals and code) to count its
-// call depth in global g (see addCallDepth); bt is the wrapper block's
-// type.
-func countDepth(body []byte, g uint64, limit uint32, bt []byte) ([]byte, error) {
+// countStack rewrites one function body (locals and code) to count its
+// call depth in global g, its frame cost in global g+1 and the peak of
+// g+1 in g+2 (see addStackCounters); paramsResults is the function type's
+// parameters and results together, bt is the wrapper block's type.
+func countStack(body []byte, g uint64, l Limits, paramsResults uint64, bt []byte) ([]byte, error) {
 	r := wasmReader{b: body}
+	var locals uint64
 	for n := r.uleb(); n > 0 && r.err == nil; n-- {
-		r.uleb()
+		locals = min(locals+r.uleb(), 1<<40) // wazero refuses far fewer
 		r.u8()
 	}
 	if r.err != nil {
 		return nil, r.err
 	}
-	out := make([]byte, 0, len(body)+32)
+	cost := frameCost(paramsResults, locals, uint64(len(body)), l.StackBytes)
+	out := make([]byte, 0, len(body)+64)
 	out = append(out, body[:len(body)-len(r.b)]...) // the locals
-	// global.get g; i32.const 1; i32.add; global.set g
-	// global.get g; i32.const limit; i32.gt_u; if; unreachable; end
-	// block bt
-	gi := appendULEB(nil, g)
-	enter := append(append([]byte{0x23}, gi...), 0x41, 0x01, 0x6a, 0x24)
-	enter = append(append(enter, gi...), 0x23)
-	enter = append(append(enter, gi...), 0x41)
-	enter = append(appendSLEB(enter, int64(limit)), 0x4b, 0x04, 0x40, 0x00, 0x0b, 0x02)
-	enter = append(enter, bt...)
-	leave := append(append([]byte{0x23}, gi...), 0x41, 0x01, 0x6b, 0x24)
-	leave = append(leave, gi...)
+	gd, gs, gp := appendULEB(nil, g), appendULEB(nil, g+1), appendULEB(nil, g+2)
+	get := func(b, g []byte) []byte { return append(append(b, 0x23), g...) }
+	set := func(b, g []byte) []byte { return append(append(b, 0x24), g...) }
+	i32 := func(b []byte, v uint32) []byte { return appendSLEB(append(b, 0x41), int64(int32(v))) }
+	trapAbove := func(b, g []byte, limit uint32) []byte { // if g > limit: unreachable
+		return append(i32(get(b, g), limit), 0x4b, 0x04, 0x40, 0x00, 0x0b)
+	}
+	// depth += 1; trap above the limit; stack += cost; trap above the
+	// limit; peak = max(peak, stack); block bt
+	enter := set(append(i32(get(nil, gd), 1), 0x6a), gd)
+	enter = trapAbove(enter, gd, l.CallDepth)
+	enter = set(append(i32(get(enter, gs), cost), 0x6a), gs)
+	enter = trapAbove(enter, gs, l.StackBytes)
+	enter = append(get(get(enter, gs), gp), 0x4b, 0x04, 0x40)
+	enter = append(set(get(enter, gs), gp), 0x0b)
+	enter = append(append(enter, 0x02), bt...)
+	// depth -= 1; stack -= cost
+	leave := set(append(i32(get(nil, gd), 1), 0x6b), gd)
+	leave = set(append(i32(get(leave, gs), cost), 0x6b), gs)
 	out = append(out, enter...)
 	depth := 0 // blocks open inside the wrapper
 	for len(r.b) > 0 && r.err == nil {
