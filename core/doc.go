@@ -309,8 +309,9 @@
 // The store builds for Linux, macOS and Windows (amd64 and arm64; other
 // Unix systems use the macOS-style calls). Its tests run on Linux, where
 // everything above is measured; the operating-system calls are in
-// os_unix.go, os_linux.go, os_darwin.go, os_bsd.go and os_windows.go. What
-// differs:
+// core/internal/vfs (os_unix.go, os_linux.go, os_darwin.go, os_bsd.go and
+// os_windows.go), behind the file-system seam (vfs.FS) that every file
+// operation of the store goes through. What differs:
 //
 //   - Sync modes. Linux: SyncData is fdatasync, SyncAll fsync. macOS:
 //     SyncData is fsync(2), which hands the data to the drive but does not

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"sync/atomic"
 	"time"
+
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 type op uint8
@@ -74,7 +76,7 @@ const maxGroupBytes = 8 << 20
 // except the atomics read by Stats and TrySubmit.
 type writer struct {
 	s    *Store
-	file *os.File
+	file vfs.File
 	seg  uint32
 	off  int64 // end of written data in the active segment
 	// alloc is the file's size including zero fill.
@@ -126,13 +128,13 @@ func newWriter(s *Store, rec recovered) (*writer, error) {
 		if err := w.createSegment(1); err != nil {
 			return nil, err
 		}
-	case isPackedFile(filepath.Join(s.cfg.Dir, segmentName(rec.lastSeg))):
+	case isPackedFile(s.fs, filepath.Join(s.cfg.Dir, segmentName(rec.lastSeg))):
 		// Packed segments are never appended to.
 		if err := w.createSegment(segID(rec.lastSeg) + 1); err != nil {
 			return nil, err
 		}
 	default:
-		f, err := os.OpenFile(filepath.Join(s.cfg.Dir, segmentName(rec.lastSeg)), os.O_RDWR, 0)
+		f, err := s.fs.OpenFile(filepath.Join(s.cfg.Dir, segmentName(rec.lastSeg)), os.O_RDWR, 0)
 		if err != nil {
 			return nil, fmt.Errorf("batpak: open active segment: %w", err)
 		}

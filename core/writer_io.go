@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // The writer's file work: placing frames in the active segment, zero-fill
@@ -89,7 +91,7 @@ func (w *writer) extend(need int64) error {
 		}
 		off += n
 	}
-	if err := syncData(w.file); err != nil {
+	if err := w.file.SyncData(); err != nil {
 		return fmt.Errorf("batpak: preallocate segment: %w", err)
 	}
 	w.fsyncs.Add(1)
@@ -112,7 +114,7 @@ const mappedWriteMax = 1 << 10
 // through it, so a full disk fails extend's write instead of raising
 // SIGBUS.
 func (w *writer) mapActive() error {
-	m, err := mmapWrite(w.file, w.s.segs.activeMapLen)
+	m, err := w.s.fs.MmapWrite(w.file, w.s.segs.activeMapLen)
 	if err != nil {
 		return fmt.Errorf("batpak: map active segment: %w", err)
 	}
@@ -122,7 +124,7 @@ func (w *writer) mapActive() error {
 
 func (w *writer) unmapActive() {
 	if w.wmap != nil {
-		_ = munmap(w.wmap)
+		_ = w.s.fs.Munmap(w.wmap)
 		w.wmap = nil
 	}
 }
@@ -150,7 +152,7 @@ func (w *writer) seal() error {
 // directory, and makes it active.
 func (w *writer) createSegment(id uint32) error {
 	dir := w.s.cfg.Dir
-	f, err := os.OpenFile(filepath.Join(dir, segmentName(id)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := w.s.fs.OpenFile(filepath.Join(dir, segmentName(id)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("batpak: create segment: %w", err)
 	}
@@ -162,7 +164,7 @@ func (w *writer) createSegment(id uint32) error {
 		f.Close()
 		return fmt.Errorf("batpak: create segment: %w", err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := syncDir(w.s.fs, dir); err != nil {
 		f.Close()
 		return err
 	}
@@ -175,8 +177,8 @@ func (w *writer) createSegment(id uint32) error {
 	return nil
 }
 
-func syncDir(dir string) error {
-	if err := syncDirEntries(dir); err != nil {
+func syncDir(fsys vfs.FS, dir string) error {
+	if err := fsys.SyncDir(dir); err != nil {
 		return fmt.Errorf("batpak: sync directory: %w", err)
 	}
 	return nil
