@@ -47,16 +47,44 @@ type SnapshotReport struct {
 // positions (one committed past the snapshot point, while the copy was
 // being made, is copied as the point). Files are synced before Snapshot returns. The snapshot point
 // is taken through the writer (after everything queued before the call);
-// the copy happens on the calling goroutine.
+// the copy happens on the calling goroutine. If it fails, what it copied
+// is removed (dest is left as it was, empty or missing), so it can be
+// retried into the same dest.
 func (s *Store) Snapshot(ctx context.Context, dest string) (SnapshotReport, error) {
-	start := time.Now()
-	rep := SnapshotReport{Dest: dest}
 	if s.readOnly {
-		return rep, ErrReadOnly
+		return SnapshotReport{Dest: dest}, ErrReadOnly
 	}
 	if err := checkSnapshotDest(s.fs, dest); err != nil {
-		return rep, err
+		return SnapshotReport{Dest: dest}, err
 	}
+	_, statErr := s.fs.Lstat(dest)
+	rep, err := s.snapshot(ctx, dest)
+	if err != nil {
+		// dest was empty or missing: leave it so, and the call retryable
+		// (a full disk, a cancelled context).
+		removeContents(s.fs, dest)
+		if statErr != nil {
+			_ = s.fs.Remove(dest)
+		}
+	}
+	return rep, err
+}
+
+// removeContents removes everything under dir, best effort.
+func removeContents(fsys vfs.FS, dir string) {
+	ents, _ := fsys.ReadDir(dir)
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		if e.IsDir() {
+			removeContents(fsys, p)
+		}
+		_ = fsys.Remove(p)
+	}
+}
+
+func (s *Store) snapshot(ctx context.Context, dest string) (SnapshotReport, error) {
+	start := time.Now()
+	rep := SnapshotReport{Dest: dest}
 	// Held from before the snapshot point: a compaction or redaction
 	// between the point and the copy would put other bytes, or files with
 	// other names and contents, under the copy.

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -275,6 +276,11 @@ func (w *writer) process(reqs []*request) (closing bool) {
 		case opFenceBegin, opFenceCommit, opFenceCancel:
 			w.fenceMarker(last)
 		}
+	}
+	if last.op == opBatch && batch == nil && w.failed != nil && !slices.Contains(w.resolved, last) {
+		// Not attempted (the writer had stopped, or the singles before it
+		// failed): it fails with the writer's error below.
+		w.resolved = append(w.resolved, last)
 	}
 	if w.failed == nil {
 		w.fail(w.flush())
