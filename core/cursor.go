@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -201,7 +202,11 @@ func saveCursor(fsys vfs.FS, dir, name string, pos uint64) error {
 // file before the rename and the directory after: a crash then leaves the
 // old or the new content, never a damaged file.
 func writeFileAtomic(fsys vfs.FS, dir, name string, b []byte, durable bool) error {
-	if err := fsys.MkdirAll(dir, 0o755); err != nil {
+	mkdir := fsys.MkdirAll
+	if durable {
+		mkdir = func(dir string, _ fs.FileMode) error { return mkdirDurable(fsys, dir) }
+	}
+	if err := mkdir(dir, 0o755); err != nil {
 		return err
 	}
 	f, err := vfs.CreateTemp(fsys, dir, name+".tmp*")

@@ -139,7 +139,10 @@
 // Mode SyncData uses fdatasync and SyncAll uses fsync; both make the event
 // durable on Linux (see Platforms for macOS and Windows). The default is EveryNEvents = 1000, Interval = 1s, SyncData.
 // Under EveryNEvents = 1, concurrent writers share fsyncs: the writer covers
-// everything queued with one write and one fsync.
+// everything queued with one write and one fsync. Directories the store
+// creates (the store directory itself, cursors/, a snapshot's destination)
+// have their entry synced in their parent, so a power loss cannot take a
+// new store's whole directory with it.
 //
 // If a write or fsync fails, the writer stops: that group's tickets and
 // every later write fail with the I/O error, reads keep working, and the

@@ -98,7 +98,7 @@ func (s *Store) snapshot(ctx context.Context, dest string) (SnapshotReport, erro
 	if _, err := t.Wait(ctx); err != nil {
 		return rep, err
 	}
-	if err := s.fs.MkdirAll(dest, 0o755); err != nil {
+	if err := mkdirDurable(s.fs, dest); err != nil {
 		return rep, fmt.Errorf("batpak: snapshot: %w", err)
 	}
 	ids, err := listSegments(s.fs, s.cfg.Dir)

@@ -147,7 +147,7 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 			return nil, fmt.Errorf("batpak: open read-only: %w", err)
 		}
 	} else {
-		if err := s.fs.MkdirAll(cfg.Dir, 0o755); err != nil {
+		if err := mkdirDurable(s.fs, cfg.Dir); err != nil {
 			return nil, fmt.Errorf("batpak: create store directory: %w", err)
 		}
 		l, err := acquireLock(s.fs, cfg.Dir)

@@ -183,3 +183,26 @@ func syncDir(fsys vfs.FS, dir string) error {
 	}
 	return nil
 }
+
+// mkdirDurable creates dir and any missing parents (MkdirAll) and syncs
+// the parent of each directory it created, so that the new directories
+// survive a power loss (files synced inside a directory whose own entry
+// was never synced can vanish with it).
+func mkdirDurable(fsys vfs.FS, dir string) error {
+	var created []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := fsys.Stat(d); err == nil || filepath.Dir(d) == d {
+			break
+		}
+		created = append(created, d)
+	}
+	if err := fsys.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for i := len(created) - 1; i >= 0; i-- {
+		if err := syncDir(fsys, filepath.Dir(created[i])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
