@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // The index checkpoint: the whole in-memory index, written at Close
@@ -100,7 +101,7 @@ func (s *Store) writeCheckpoint(seg uint32, end int64) error {
 		b = le.AppendUint32(b, seq)
 	}
 	b = le.AppendUint32(b, format.CRC32C(b))
-	return writeFileAtomic(s.cfg.Dir, checkpointName, b, true)
+	return writeFileAtomic(s.fs, s.cfg.Dir, checkpointName, b, true)
 }
 
 var errBadCheckpoint = errors.New("checkpoint damaged")
@@ -110,7 +111,7 @@ var errBadCheckpoint = errors.New("checkpoint damaged")
 // returns nil (the caller scans the log).
 func (s *Store) loadCheckpoint(ids []uint32) *checkpointInfo {
 	path := filepath.Join(s.cfg.Dir, checkpointName)
-	b, err := os.ReadFile(path)
+	b, err := vfs.ReadFile(s.fs, path)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			s.log.Warn("batpak: index checkpoint unreadable; scanning the log", "err", err)
@@ -171,7 +172,7 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 		if !present[id] {
 			return nil, fmt.Errorf("segment %d is listed but missing", id)
 		}
-		if n, err := logicalSize(filepath.Join(s.cfg.Dir, format.SegmentName(id))); err != nil || n < end {
+		if n, err := logicalSize(s.fs, filepath.Join(s.cfg.Dir, format.SegmentName(id))); err != nil || n < end {
 			return nil, fmt.Errorf("segment %d is shorter than the checkpoint says", id)
 		}
 		s.setSegmentEnd(id, end)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // Compaction rewrites sealed segments (never the one being written, so
@@ -153,7 +154,7 @@ func (s *Store) sealedKeys() ([]uint32, error) {
 			active = b
 		}
 	}
-	all, err := listSegments(s.cfg.Dir)
+	all, err := listSegments(s.fs, s.cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +196,7 @@ func (s *Store) compactLocked(ctx context.Context, sealed []uint32, cfg CompactC
 	}
 	if err != nil {
 		for _, o := range outs {
-			os.Remove(o.tmpPath)
+			s.fs.Remove(o.tmpPath)
 		}
 		return rep, err
 	}
@@ -205,7 +206,7 @@ func (s *Store) compactLocked(ctx context.Context, sealed []uint32, cfg CompactC
 	if raiseEpoch && rep.EventsRemoved+rep.EventsTombstoned > 0 {
 		if epoch, err = s.raiseErasures(); err != nil {
 			for _, o := range outs {
-				os.Remove(o.tmpPath)
+				s.fs.Remove(o.tmpPath)
 			}
 			return rep, err
 		}
@@ -265,9 +266,9 @@ func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg Compac
 		cur.size = int64(len(buf))
 		var err error
 		if s.cfg.Compression != CompressionNone {
-			cur.fileSize, err = writePackedFile(cur.tmpPath, buf, cur.key, s.cfg.Compression, cfg.pack)
+			cur.fileSize, err = writePackedFile(s.fs, cur.tmpPath, buf, cur.key, s.cfg.Compression, cfg.pack)
 		} else {
-			cur.fileSize, err = writePlainFile(cur.tmpPath, buf)
+			cur.fileSize, err = writePlainFile(s.fs, cur.tmpPath, buf)
 		}
 		if err == nil {
 			cur.footer, err = buildFooter(buf, cur.key)
@@ -287,7 +288,7 @@ func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg Compac
 			return outs, err
 		}
 		path := filepath.Join(s.cfg.Dir, format.SegmentName(key))
-		data, _, unmap, err := loadSegment(path, key)
+		data, _, unmap, err := loadSegment(s.fs, path, key)
 		if err != nil {
 			return outs, err
 		}
@@ -427,11 +428,11 @@ func appendStub(dst, rec []byte, flag byte) []byte {
 // commitCompaction makes the rewrite take effect (see the package notes).
 func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, epoch uint64, rep *CompactReport) error {
 	dir := s.cfg.Dir
-	if err := syncDir(dir); err != nil {
+	if err := syncDir(s.fs, dir); err != nil {
 		return err
 	}
 	// The checkpoint describes the old files: without it, the next Open scans.
-	if err := os.Remove(filepath.Join(dir, checkpointName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := s.fs.Remove(filepath.Join(dir, checkpointName)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	// Each new segment's footer goes with it: written beside it under a
@@ -440,23 +441,23 @@ func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, epoch uint
 		if o.footer == nil {
 			continue
 		}
-		if _, err := writePlainFile(filepath.Join(dir, footerName(o.key)+tmpSuffix), o.footer); err != nil {
+		if _, err := writePlainFile(s.fs, filepath.Join(dir, footerName(o.key)+tmpSuffix), o.footer); err != nil {
 			return err
 		}
 	}
 	s.compactStage("written")
-	if err := writeFileAtomic(dir, compactJournal, encodeJournal(sealed, outs), true); err != nil {
+	if err := writeFileAtomic(s.fs, dir, compactJournal, encodeJournal(sealed, outs), true); err != nil {
 		return err
 	}
 	// Committed: from here on the new segments win, on any path.
 	s.compactStage("committed")
 	for i, o := range outs {
 		s.segs.forget(o.key) // a mapping left from a generation number's earlier use
-		if err := os.Rename(o.tmpPath, o.path); err != nil {
+		if err := s.fs.Rename(o.tmpPath, o.path); err != nil {
 			return fmt.Errorf("batpak: compaction (committed; the next Open finishes it): %w", err)
 		}
 		if o.footer != nil {
-			if err := os.Rename(filepath.Join(dir, footerName(o.key)+tmpSuffix), filepath.Join(dir, footerName(o.key))); err != nil {
+			if err := s.fs.Rename(filepath.Join(dir, footerName(o.key)+tmpSuffix), filepath.Join(dir, footerName(o.key))); err != nil {
 				return fmt.Errorf("batpak: compaction (committed; the next Open finishes it): %w", err)
 			}
 		}
@@ -467,7 +468,7 @@ func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, epoch uint
 	var oldBytes, oldDisk int64
 	for _, k := range sealed {
 		oldBytes += s.segmentEnd(k)
-		if fi, err := os.Stat(filepath.Join(dir, format.SegmentName(k))); err == nil {
+		if fi, err := s.fs.Stat(filepath.Join(dir, format.SegmentName(k))); err == nil {
 			oldDisk += fi.Size()
 		}
 	}
@@ -475,10 +476,10 @@ func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, epoch uint
 	s.compactStage("switched")
 	for i, k := range sealed {
 		s.segs.forget(k)
-		if err := os.Remove(filepath.Join(dir, format.SegmentName(k))); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := s.fs.Remove(filepath.Join(dir, format.SegmentName(k))); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("batpak: compaction (committed; the next Open finishes it): %w", err)
 		}
-		if err := os.Remove(filepath.Join(dir, footerName(k))); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := s.fs.Remove(filepath.Join(dir, footerName(k))); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("batpak: compaction (committed; the next Open finishes it): %w", err)
 		}
 		s.segs.forget(k) // again: a reader may have mapped it between the first forget and the delete
@@ -486,11 +487,11 @@ func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, epoch uint
 			s.compactStage("deleting")
 		}
 	}
-	if err := syncDir(dir); err != nil {
+	if err := syncDir(s.fs, dir); err != nil {
 		return err
 	}
 	s.compactStage("deleted")
-	if err := os.Remove(filepath.Join(dir, compactJournal)); err != nil {
+	if err := s.fs.Remove(filepath.Join(dir, compactJournal)); err != nil {
 		return err
 	}
 	var newBytes, newDisk int64
@@ -501,7 +502,7 @@ func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, epoch uint
 	rep.DiskBytesReclaimed = oldDisk - newDisk
 	rep.SegmentsRemoved = len(sealed) - len(outs)
 	rep.BytesReclaimed = oldBytes - newBytes
-	return syncDir(dir)
+	return syncDir(s.fs, dir)
 }
 
 // compactStage calls the test hook (export_test.go) at a point of the
@@ -596,8 +597,8 @@ func strayTemp(name string) bool {
 }
 
 // writePlainFile writes data to path (created or truncated) and syncs it.
-func writePlainFile(path string, data []byte) (int64, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+func writePlainFile(fsys vfs.FS, path string, data []byte) (int64, error) {
+	f, err := fsys.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return 0, err
 	}

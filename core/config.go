@@ -3,6 +3,8 @@ package core
 import (
 	"log/slog"
 	"time"
+
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // SyncMode chooses the system call that makes writes durable.
@@ -143,6 +145,10 @@ type Config struct {
 	// Logger receives recovery and maintenance messages (a truncated torn
 	// tail, for example). Default: slog.Default().
 	Logger *slog.Logger
+
+	// fs is the file system the store uses; nil is the operating system's
+	// (tests set another through export_test.go).
+	fs vfs.FS
 }
 
 // Defaults, exported so callers and documentation can name them.

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sync"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // Cursor delivers every visible event of a region exactly once, in global
@@ -44,7 +46,7 @@ func (s *Store) NamedCursor(name string, r Region) (*Cursor, error) {
 	if !cursorNameRE.MatchString(name) {
 		return nil, fmt.Errorf("%w: %q (want 1..128 of A-Z a-z 0-9 . _ -, starting with a letter or digit)", ErrInvalidCursorName, name)
 	}
-	pos, err := loadCursor(s.cfg.Dir, name)
+	pos, err := loadCursor(s.fs, s.cfg.Dir, name)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +124,7 @@ func (c *Cursor) commitLocked(pos uint64) error {
 		if c.s.closed {
 			return ErrClosed
 		}
-		if err := saveCursor(c.s.cfg.Dir, c.name, pos); err != nil {
+		if err := saveCursor(c.s.fs, c.s.cfg.Dir, c.name, pos); err != nil {
 			return err
 		}
 	}
@@ -167,8 +169,8 @@ func (s *Store) checkCursorPos(name string, pos uint64) error {
 // A cursor file: "BPCURSR1" | position u64 | CRC32C of the first 16 bytes.
 func cursorPath(dir, name string) string { return filepath.Join(dir, cursorDir, name+".pos") }
 
-func loadCursor(dir, name string) (uint64, error) {
-	b, err := os.ReadFile(cursorPath(dir, name))
+func loadCursor(fsys vfs.FS, dir, name string) (uint64, error) {
+	b, err := vfs.ReadFile(fsys, cursorPath(dir, name))
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
 	}
@@ -181,12 +183,12 @@ func loadCursor(dir, name string) (uint64, error) {
 	return le.Uint64(b[8:]), nil
 }
 
-func saveCursor(dir, name string, pos uint64) error {
+func saveCursor(fsys vfs.FS, dir, name string, pos uint64) error {
 	b := make([]byte, 20)
 	copy(b, "BPCURSR1")
 	le.PutUint64(b[8:], pos)
 	le.PutUint32(b[16:], format.CRC32C(b[:16]))
-	if err := writeFileAtomic(filepath.Join(dir, cursorDir), name+".pos", b, true); err != nil {
+	if err := writeFileAtomic(fsys, filepath.Join(dir, cursorDir), name+".pos", b, true); err != nil {
 		return fmt.Errorf("batpak: commit cursor %q: %w", name, err)
 	}
 	return nil
@@ -196,16 +198,20 @@ func saveCursor(dir, name string, pos uint64) error {
 // readers see the old content or the new. With durable set it fsyncs the
 // file before the rename and the directory after: a crash then leaves the
 // old or the new content, never a damaged file.
-func writeFileAtomic(dir, name string, b []byte, durable bool) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+func writeFileAtomic(fsys vfs.FS, dir, name string, b []byte, durable bool) error {
+	mkdir := fsys.MkdirAll
+	if durable {
+		mkdir = func(dir string, _ fs.FileMode) error { return mkdirDurable(fsys, dir) }
+	}
+	if err := mkdir(dir, 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, name+".tmp*")
+	f, err := vfs.CreateTemp(fsys, dir, name+".tmp*")
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp)
+	defer fsys.Remove(tmp)
 	if _, err := f.Write(b); err != nil {
 		f.Close()
 		return err
@@ -219,11 +225,11 @@ func writeFileAtomic(dir, name string, b []byte, durable bool) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+	if err := fsys.Rename(tmp, filepath.Join(dir, name)); err != nil {
 		return err
 	}
 	if !durable {
 		return nil
 	}
-	return syncDir(dir)
+	return syncDir(fsys, dir)
 }

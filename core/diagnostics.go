@@ -1,7 +1,6 @@
 package core
 
 import (
-	"os"
 	"path/filepath"
 	"time"
 
@@ -62,22 +61,22 @@ type Diagnostics struct {
 func (s *Store) Diagnostics() Diagnostics {
 	d := Diagnostics{Stats: s.Stats(), Pressure: s.WriterPressure(), Open: s.openReport}
 	d.VisibleSequence = uint64(s.ix.published())
-	ids, _ := listSegments(s.cfg.Dir)
+	ids, _ := listSegments(s.fs, s.cfg.Dir)
 	for _, id := range ids {
 		path := filepath.Join(s.cfg.Dir, format.SegmentName(id))
-		fi, err := os.Stat(path)
+		fi, err := s.fs.Stat(path)
 		if err != nil {
 			continue
 		}
 		d.BytesOnDisk += fi.Size()
-		if isPackedFile(path) {
+		if isPackedFile(s.fs, path) {
 			d.PackedSegments++
 			d.PackedBytes += fi.Size()
-			if n, err := logicalSize(path); err == nil {
+			if n, err := logicalSize(s.fs, path); err == nil {
 				d.PackedRawBytes += n
 			}
 		}
-		if _, ok := footerEnd(s.cfg.Dir, id); ok {
+		if _, ok := footerEnd(s.fs, s.cfg.Dir, id); ok {
 			d.Footers++
 		}
 	}

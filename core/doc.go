@@ -141,7 +141,10 @@
 // Mode SyncData uses fdatasync and SyncAll uses fsync; both make the event
 // durable on Linux (see Platforms for macOS and Windows). The default is EveryNEvents = 1000, Interval = 1s, SyncData.
 // Under EveryNEvents = 1, concurrent writers share fsyncs: the writer covers
-// everything queued with one write and one fsync.
+// everything queued with one write and one fsync. Directories the store
+// creates (the store directory itself, cursors/, a snapshot's destination)
+// have their entry synced in their parent, so a power loss cannot take a
+// new store's whole directory with it.
 //
 // If a write or fsync fails, the writer stops: that group's tickets and
 // every later write fail with the I/O error, reads keep working, and the
@@ -311,8 +314,9 @@
 // The store builds for Linux, macOS and Windows (amd64 and arm64; other
 // Unix systems use the macOS-style calls). Its tests run on Linux, where
 // everything above is measured; the operating-system calls are in
-// os_unix.go, os_linux.go, os_darwin.go, os_bsd.go and os_windows.go. What
-// differs:
+// core/internal/vfs (os_unix.go, os_linux.go, os_darwin.go, os_bsd.go and
+// os_windows.go), behind the file-system seam (vfs.FS) that every file
+// operation of the store goes through. What differs:
 //
 //   - Sync modes. Linux: SyncData is fdatasync, SyncAll fsync. macOS:
 //     SyncData is fsync(2), which hands the data to the drive but does not

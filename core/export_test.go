@@ -1,6 +1,10 @@
 package core
 
-import "context"
+import (
+	"context"
+
+	"github.com/batpak-go/batpak/core/internal/vfs"
+)
 
 // Test-only access to the batch fault points (compiled into tests only).
 
@@ -37,4 +41,16 @@ func SetCompactHook(s *Store, fn func(stage string)) {
 	s.erasureMu.Lock()
 	s.compactHook = fn
 	s.erasureMu.Unlock()
+}
+
+// OpenWithFS is Open with every file operation going through fsys.
+func OpenWithFS(cfg Config, fsys vfs.FS) (*Store, error) {
+	cfg.fs = fsys
+	return Open(cfg)
+}
+
+// OpenReadOnlyWithFS is OpenReadOnly through fsys.
+func OpenReadOnlyWithFS(cfg Config, fsys vfs.FS) (*Store, error) {
+	cfg.fs = fsys
+	return OpenReadOnly(cfg)
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // Segment footers. When a segment is sealed (rotation, Close, or a
@@ -141,8 +142,8 @@ type footer struct {
 
 // readFooter loads the footer of segment key; nil when it is missing or
 // fails its own checks (the reason is returned for the log).
-func readFooter(dir string, key uint32) (*footer, string) {
-	b, err := os.ReadFile(filepath.Join(dir, footerName(key)))
+func readFooter(fsys vfs.FS, dir string, key uint32) (*footer, string) {
+	b, err := vfs.ReadFile(fsys, filepath.Join(dir, footerName(key)))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, ""
 	}
@@ -270,14 +271,14 @@ func (f *footer) replay(lw *logWalker, from int, ck *checkpointInfo, ix *index) 
 }
 
 // writeFooter saves a footer built for segment key (atomically).
-func writeFooter(dir string, key uint32, b []byte) error {
-	return writeFileAtomic(dir, footerName(key), b, true)
+func writeFooter(fsys vfs.FS, dir string, key uint32, b []byte) error {
+	return writeFileAtomic(fsys, dir, footerName(key), b, true)
 }
 
 // footerEnd reads how far the footer of segment key says it covers,
 // without checking the rest of it (the sealer's "is it current" test).
-func footerEnd(dir string, key uint32) (int64, bool) {
-	f, err := os.Open(filepath.Join(dir, footerName(key)))
+func footerEnd(fsys vfs.FS, dir string, key uint32) (int64, bool) {
+	f, err := fsys.Open(filepath.Join(dir, footerName(key)))
 	if err != nil {
 		return 0, false
 	}

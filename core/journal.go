@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // The compaction journal, compact.journal, is the commit point of a
@@ -197,8 +198,8 @@ func parseJournal(dir string, b []byte) (*compactionJournal, error) {
 }
 
 // readJournal reads and checks the journal in dir; nil when there is none.
-func readJournal(dir string) (*compactionJournal, []byte, error) {
-	b, err := os.ReadFile(filepath.Join(dir, compactJournal))
+func readJournal(fsys vfs.FS, dir string) (*compactionJournal, []byte, error) {
+	b, err := vfs.ReadFile(fsys, filepath.Join(dir, compactJournal))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil, nil
 	}
@@ -211,10 +212,10 @@ func readJournal(dir string) (*compactionJournal, []byte, error) {
 
 // newSegmentPath returns where new segment key of a committed journal is
 // now: its final name, or its temporary name before the rename.
-func newSegmentPath(dir string, key uint32) (string, bool) {
+func newSegmentPath(fsys vfs.FS, dir string, key uint32) (string, bool) {
 	final := filepath.Join(dir, format.SegmentName(key))
 	for _, p := range []string{final, final + tmpSuffix, final} {
-		if _, err := os.Stat(p); err == nil {
+		if _, err := fsys.Stat(p); err == nil {
 			return p, true
 		}
 	}
@@ -230,8 +231,8 @@ type seqRange struct {
 // segmentSeqs reads the segment file at path (key: its key) and returns
 // the sequences of its events; sound is false when it is damaged (a bad
 // header or an unreadable frame).
-func segmentSeqs(path string, key uint32) (r seqRange, sound bool, err error) {
-	data, packed, release, err := loadSegment(path, key)
+func segmentSeqs(fsys vfs.FS, path string, key uint32) (r seqRange, sound bool, err error) {
+	data, packed, release, err := loadSegment(fsys, path, key)
 	if err != nil {
 		var ce *CorruptionError
 		if errors.As(err, &ce) {
@@ -259,16 +260,16 @@ func segmentSeqs(path string, key uint32) (r seqRange, sound bool, err error) {
 // checkJournalTargets fails unless every new segment of j is in place
 // (final or temporary name) and sound, and holds the events of every
 // replaced segment still on disk: finishing j then loses nothing.
-func checkJournalTargets(dir string, j *compactionJournal) error {
+func checkJournalTargets(fsys vfs.FS, dir string, j *compactionJournal) error {
 	jpath := filepath.Join(dir, compactJournal)
 	var news []seqRange
 	for _, k := range j.newSegs {
-		p, ok := newSegmentPath(dir, k)
+		p, ok := newSegmentPath(fsys, dir, k)
 		if !ok {
 			return &CorruptionError{File: jpath,
 				Reason: fmt.Sprintf("the compaction it records wrote %s, which is missing; the segments it replaces were kept (remove the journal to open them)", format.SegmentName(k))}
 		}
-		r, sound, err := segmentSeqs(p, k)
+		r, sound, err := segmentSeqs(fsys, p, k)
 		if err != nil {
 			return fmt.Errorf("batpak: finish compaction: %w", err)
 		}
@@ -280,10 +281,10 @@ func checkJournalTargets(dir string, j *compactionJournal) error {
 	}
 	for _, k := range j.oldSegs {
 		p := filepath.Join(dir, format.SegmentName(k))
-		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+		if _, err := fsys.Stat(p); errors.Is(err, os.ErrNotExist) {
 			continue // deleted before a crash
 		}
-		r, _, err := segmentSeqs(p, k)
+		r, _, err := segmentSeqs(fsys, p, k)
 		if err != nil {
 			return fmt.Errorf("batpak: finish compaction: %w", err)
 		}
@@ -307,41 +308,41 @@ func checkJournalTargets(dir string, j *compactionJournal) error {
 // of interrupted atomic writes). Open calls it before reading any segment.
 // A journal that fails its checks (see journalHeader) fails Open with a
 // *CorruptionError naming it, with nothing renamed or deleted.
-func finishCompaction(dir string) error {
-	j, _, err := readJournal(dir)
+func finishCompaction(fsys vfs.FS, dir string) error {
+	j, _, err := readJournal(fsys, dir)
 	if err != nil {
 		return err
 	}
 	if j != nil {
 		// Every new segment must be in place and hold what it replaces
 		// before any file is renamed or deleted.
-		if err := checkJournalTargets(dir, j); err != nil {
+		if err := checkJournalTargets(fsys, dir, j); err != nil {
 			return err
 		}
 		for _, r := range j.renames {
-			if err := os.Rename(filepath.Join(dir, r[0]), filepath.Join(dir, r[1])); err != nil && !errors.Is(err, os.ErrNotExist) {
+			if err := fsys.Rename(filepath.Join(dir, r[0]), filepath.Join(dir, r[1])); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("batpak: finish compaction: %w", err)
 			}
 		}
 		for _, name := range j.deletes {
-			if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			if err := fsys.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("batpak: finish compaction: %w", err)
 			}
 		}
-		if err := syncDir(dir); err != nil {
+		if err := syncDir(fsys, dir); err != nil {
 			return err
 		}
-		if err := os.Remove(filepath.Join(dir, compactJournal)); err != nil {
+		if err := fsys.Remove(filepath.Join(dir, compactJournal)); err != nil {
 			return err
 		}
 	}
-	ents, err := os.ReadDir(dir)
+	ents, err := fsys.ReadDir(dir)
 	if err != nil {
 		return err
 	}
 	for _, e := range ents {
 		if strayTemp(e.Name()) {
-			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+			if err := fsys.Remove(filepath.Join(dir, e.Name())); err != nil {
 				return err
 			}
 		}

@@ -5,11 +5,13 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // Segment snapshots: which segment files a reading of the whole log
@@ -53,13 +55,14 @@ const snapshotTries = 64
 
 // segmentSnapshot is the set of segment files one reading of the log uses.
 type segmentSnapshot struct {
+	fs    vfs.FS
 	dir   string
 	keys  []uint32            // oldest first
-	files map[uint32]*os.File // pinned files (read-only stores), by key
+	files map[uint32]vfs.File // pinned files (read-only stores), by key
 }
 
 // segmentKeys returns the keys of the segment files among ents.
-func segmentKeys(ents []os.DirEntry) []uint32 {
+func segmentKeys(ents []fs.DirEntry) []uint32 {
 	var ids []uint32
 	for _, e := range ents {
 		if key, ok := parseSegmentName(e.Name()); ok && !e.IsDir() {
@@ -73,12 +76,12 @@ func segmentKeys(ents []os.DirEntry) []uint32 {
 // *CorruptionError when one id has two generations (a packing caught
 // between its rename and its delete is resolved: its packed file holds
 // the same frames).
-func orderSegments(dir string, ids []uint32) ([]uint32, error) {
+func orderSegments(fsys vfs.FS, dir string, ids []uint32) ([]uint32, error) {
 	slices.SortFunc(ids, func(a, b uint32) int {
 		return cmp.Or(cmp.Compare(format.SegID(a), format.SegID(b)), cmp.Compare(format.SegGen(a), format.SegGen(b)))
 	})
 	for i := 1; i < len(ids); i++ {
-		if format.SegID(ids[i]) == format.SegID(ids[i-1]) && ids[i] == repackedKey(ids[i-1]) && samePlacesPacked(filepath.Join(dir, format.SegmentName(ids[i]))) {
+		if format.SegID(ids[i]) == format.SegID(ids[i-1]) && ids[i] == repackedKey(ids[i-1]) && samePlacesPacked(fsys, filepath.Join(dir, format.SegmentName(ids[i]))) {
 			ids = append(ids[:i-1], ids[i:]...)
 			i--
 			continue
@@ -95,18 +98,18 @@ func orderSegments(dir string, ids []uint32) ([]uint32, error) {
 // pinned when pin is set. Call close when done. Errors: a *CorruptionError
 // for a journal that fails its checks or a listing no journal explains,
 // I/O errors.
-func takeSegmentSnapshot(dir string, pin bool) (*segmentSnapshot, error) {
+func takeSegmentSnapshot(fsys vfs.FS, dir string, pin bool) (*segmentSnapshot, error) {
 	for try := 0; ; try++ {
 		again := try < snapshotTries
-		j, before, err := readJournal(dir)
+		j, before, err := readJournal(fsys, dir)
 		if err != nil {
 			return nil, err
 		}
-		ents, err := os.ReadDir(dir)
+		ents, err := fsys.ReadDir(dir)
 		if err != nil {
 			return nil, fmt.Errorf("batpak: list segments: %w", err)
 		}
-		_, after, err := readJournal(dir)
+		_, after, err := readJournal(fsys, dir)
 		if err != nil {
 			return nil, err
 		}
@@ -115,22 +118,22 @@ func takeSegmentSnapshot(dir string, pin bool) (*segmentSnapshot, error) {
 		}
 		keys := segmentKeys(ents)
 		if j != nil {
-			keys = applyJournal(dir, keys, j)
+			keys = applyJournal(fsys, dir, keys, j)
 		}
-		keys, err = orderSegments(dir, keys)
+		keys, err = orderSegments(fsys, dir, keys)
 		if err != nil {
 			if liveChange(err) && again {
 				continue
 			}
 			return nil, err
 		}
-		p := &segmentSnapshot{dir: dir, keys: keys}
+		p := &segmentSnapshot{fs: fsys, dir: dir, keys: keys}
 		if !pin {
 			return p, nil
 		}
-		p.files = make(map[uint32]*os.File, len(keys))
+		p.files = make(map[uint32]vfs.File, len(keys))
 		for _, k := range keys {
-			f, err := os.Open(filepath.Join(dir, format.SegmentName(k)))
+			f, err := fsys.Open(filepath.Join(dir, format.SegmentName(k)))
 			if err != nil {
 				p.close()
 				if errors.Is(err, os.ErrNotExist) && again {
@@ -151,10 +154,10 @@ func takeSegmentSnapshot(dir string, pin bool) (*segmentSnapshot, error) {
 // set: before every new segment j names is in place, the listing without
 // them; after, the listing without the segments j deletes, with the new
 // ones.
-func applyJournal(dir string, keys []uint32, j *compactionJournal) []uint32 {
+func applyJournal(fsys vfs.FS, dir string, keys []uint32, j *compactionJournal) []uint32 {
 	renamed := true
 	for _, k := range j.newSegs {
-		if _, err := os.Stat(filepath.Join(dir, format.SegmentName(k))); err != nil {
+		if _, err := fsys.Stat(filepath.Join(dir, format.SegmentName(k))); err != nil {
 			renamed = false
 			break
 		}
@@ -182,11 +185,11 @@ func applyJournal(dir string, keys []uint32, j *compactionJournal) []uint32 {
 
 // open returns segment key's file and a function to call when done with
 // it: the pinned file (done does nothing), or the file opened by name.
-func (p *segmentSnapshot) open(key uint32) (*os.File, func(), error) {
+func (p *segmentSnapshot) open(key uint32) (vfs.File, func(), error) {
 	if f, ok := p.files[key]; ok {
 		return f, func() {}, nil
 	}
-	f, err := os.Open(filepath.Join(p.dir, format.SegmentName(key)))
+	f, err := p.fs.Open(filepath.Join(p.dir, format.SegmentName(key)))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -201,7 +204,7 @@ func (p *segmentSnapshot) load(key uint32) (data []byte, release func(), err err
 	}
 	defer done()
 	path := filepath.Join(p.dir, format.SegmentName(key))
-	data, unmap, err := mapOpened(f, path)
+	data, unmap, err := mapOpened(p.fs, f, path)
 	if err != nil {
 		return nil, nil, err
 	}

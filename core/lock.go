@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 const lockFileName = "LOCK"
@@ -14,17 +16,17 @@ const lockFileName = "LOCK"
 // LockFileEx on Windows) and records this process's pid in it. The kernel
 // drops the lock when the process dies, so a crash never leaves a stale
 // lock.
-func acquireLock(dir string) (*os.File, error) {
+func acquireLock(fsys vfs.FS, dir string) (vfs.File, error) {
 	path := filepath.Join(dir, lockFileName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := fsys.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("batpak: open lock file: %w", err)
 	}
-	if err := lockFile(f); err != nil {
-		b, _ := os.ReadFile(path)
+	if err := fsys.Lock(f); err != nil {
+		b, _ := vfs.ReadFile(fsys, path)
 		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 		f.Close()
-		if err == errLocked {
+		if err == vfs.ErrLocked {
 			return nil, &LockedError{Dir: dir, PID: pid}
 		}
 		return nil, fmt.Errorf("batpak: lock %s: %w", path, err)
@@ -35,11 +37,11 @@ func acquireLock(dir string) (*os.File, error) {
 	return f, nil
 }
 
-func releaseLock(f *os.File) error {
+func releaseLock(fsys vfs.FS, f vfs.File) error {
 	if f == nil {
 		return nil
 	}
 	_ = f.Truncate(0)
-	_ = unlockFile(f)
+	_ = fsys.Unlock(f)
 	return f.Close()
 }

@@ -4,11 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // How far the log durably went. The segment files are not the only record
@@ -51,20 +51,20 @@ type logRecord struct {
 
 // readLogRecords gathers the checkpoint, footer and cursor records of dir
 // (unreadable or damaged ones are skipped: they prove nothing).
-func readLogRecords(dir string) []logRecord {
+func readLogRecords(fsys vfs.FS, dir string) []logRecord {
 	var out []logRecord
-	if b, err := os.ReadFile(filepath.Join(dir, checkpointName)); err == nil {
+	if b, err := vfs.ReadFile(fsys, filepath.Join(dir, checkpointName)); err == nil {
 		if r, ok := checkpointRecord(b); ok {
 			out = append(out, r)
 		}
 	}
-	ents, _ := os.ReadDir(dir)
+	ents, _ := fsys.ReadDir(dir)
 	for _, e := range ents {
 		name := e.Name()
 		if e.IsDir() || !strings.HasSuffix(name, footerSuffix) {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(dir, name))
+		b, err := vfs.ReadFile(fsys, filepath.Join(dir, name))
 		if err != nil || len(b) < len(footerMagic)+4 {
 			continue
 		}
@@ -72,19 +72,19 @@ func readLogRecords(dir string) []logRecord {
 		if footerName(key) != name {
 			continue
 		}
-		if f, why := readFooter(dir, key); f != nil && why == "" {
+		if f, why := readFooter(fsys, dir, key); f != nil && why == "" {
 			if r, ok := f.record(); ok {
 				out = append(out, r)
 			}
 		}
 	}
-	cents, _ := os.ReadDir(filepath.Join(dir, cursorDir))
+	cents, _ := fsys.ReadDir(filepath.Join(dir, cursorDir))
 	for _, e := range cents {
 		name, ok := strings.CutSuffix(e.Name(), ".pos")
 		if !ok || e.IsDir() || !cursorNameRE.MatchString(name) {
 			continue
 		}
-		if pos, err := loadCursor(dir, name); err == nil && pos > 0 {
+		if pos, err := loadCursor(fsys, dir, name); err == nil && pos > 0 {
 			out = append(out, logRecord{end: pos, what: fmt.Sprintf("cursor %q (%s)", name, filepath.Join(cursorDir, name+".pos"))})
 		}
 	}
@@ -310,9 +310,9 @@ func (s *Store) runRepairs() error {
 
 // removeFooter returns a repair deleting the footer of segment key (the
 // sealer writes a sound one in its place).
-func removeFooter(dir string, key uint32) func() error {
+func removeFooter(fsys vfs.FS, dir string, key uint32) func() error {
 	return func() error {
-		_ = os.Remove(filepath.Join(dir, footerName(key)))
+		_ = fsys.Remove(filepath.Join(dir, footerName(key)))
 		return nil
 	}
 }

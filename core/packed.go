@@ -3,12 +3,12 @@ package core
 import (
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 	"sync"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/vfs"
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 )
@@ -328,8 +328,8 @@ func (p *packedSeg) logical(file []byte, key uint32) ([]byte, error) {
 // a read-only mapping of a plain segment, the decompressed content of a
 // packed one. packed reports which; release frees the bytes. A damaged
 // packed segment is a *CorruptionError.
-func loadSegment(path string, key uint32) (data []byte, packed bool, release func(), err error) {
-	data, unmap, err := mapFile(path)
+func loadSegment(fsys vfs.FS, path string, key uint32) (data []byte, packed bool, release func(), err error) {
+	data, unmap, err := mapFile(fsys, path)
 	if err != nil {
 		return nil, false, nil, err
 	}
@@ -349,18 +349,18 @@ func loadSegment(path string, key uint32) (data []byte, packed bool, release fun
 }
 
 // writePackedFile writes a packed segment to path and syncs it.
-func writePackedFile(path string, data []byte, key uint32, codec Compression, samePlaces bool) (int64, error) {
+func writePackedFile(fsys vfs.FS, path string, data []byte, key uint32, codec Compression, samePlaces bool) (int64, error) {
 	b, err := encodePacked(data, key, codec, samePlaces)
 	if err != nil {
 		return 0, err
 	}
-	return writePlainFile(path, b)
+	return writePlainFile(fsys, path, b)
 }
 
 // fileHeader reads the first format.SegmentHeaderSize bytes of the file at path
 // and its size; ok is false when it cannot be opened or is shorter.
-func fileHeader(path string) (h []byte, size int64, f *os.File, ok bool) {
-	f, err := os.Open(path)
+func fileHeader(fsys vfs.FS, path string) (h []byte, size int64, f vfs.File, ok bool) {
+	f, err := fsys.Open(path)
 	if err != nil {
 		return nil, 0, nil, false
 	}
@@ -379,10 +379,10 @@ func fileHeader(path string) (h []byte, size int64, f *os.File, ok bool) {
 
 // logicalSize is the size of a segment's plain content: the file size of
 // a plain segment, the size its trailer records for a packed one.
-func logicalSize(path string) (int64, error) {
-	h, size, f, ok := fileHeader(path)
+func logicalSize(fsys vfs.FS, path string) (int64, error) {
+	h, size, f, ok := fileHeader(fsys, path)
 	if !ok {
-		st, err := os.Stat(path)
+		st, err := fsys.Stat(path)
 		if err != nil {
 			return 0, err
 		}
@@ -401,8 +401,8 @@ func logicalSize(path string) (int64, error) {
 
 // samePlacesPacked reports whether path is a packed segment whose frames
 // kept the offsets of the previous generation (see packedSamePlaces).
-func samePlacesPacked(path string) bool {
-	h, _, f, ok := fileHeader(path)
+func samePlacesPacked(fsys vfs.FS, path string) bool {
+	h, _, f, ok := fileHeader(fsys, path)
 	if ok {
 		f.Close()
 	}
@@ -410,8 +410,8 @@ func samePlacesPacked(path string) bool {
 }
 
 // isPackedFile reports whether the segment file at path is packed.
-func isPackedFile(path string) bool {
-	h, _, f, ok := fileHeader(path)
+func isPackedFile(fsys vfs.FS, path string) bool {
+	h, _, f, ok := fileHeader(fsys, path)
 	if ok {
 		f.Close()
 	}

@@ -3,12 +3,12 @@ package core
 import (
 	"container/list"
 	"encoding/hex"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/vfs"
 	"github.com/zeebo/blake3"
 )
 
@@ -109,7 +109,7 @@ const stateMagic = "BPSTATE2"
 
 // Get implements ProjectionCache.
 func (c *FileCache) Get(key string) (CachedState, bool) {
-	b, err := os.ReadFile(c.path(key))
+	b, err := vfs.ReadFile(vfs.Default(), c.path(key))
 	if err != nil || len(b) < 8+8+8+1+4+4 || string(b[:8]) != stateMagic {
 		return CachedState{}, false
 	}
@@ -149,5 +149,5 @@ func (c *FileCache) Put(key string, st CachedState) {
 	b = append(b, st.State...)
 	b = le.AppendUint32(b, format.CRC32C(b))
 	p := c.path(key)
-	_ = writeFileAtomic(filepath.Dir(p), filepath.Base(p), b, false)
+	_ = writeFileAtomic(vfs.Default(), filepath.Dir(p), filepath.Base(p), b, false)
 }

@@ -8,13 +8,14 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // segmentFiles names the segment files in dir and says whether a
 // compaction journal is there (a compaction is committing): a read-only
 // reader compares it before and after a read that failed.
-func segmentFiles(dir string) string {
-	ents, _ := os.ReadDir(dir)
+func segmentFiles(fsys vfs.FS, dir string) string {
+	ents, _ := fsys.ReadDir(dir)
 	var b strings.Builder
 	for _, e := range ents {
 		if n := e.Name(); strings.HasSuffix(n, format.SegmentSuffix) || n == compactJournal {
@@ -22,7 +23,7 @@ func segmentFiles(dir string) string {
 			b.WriteByte('\n')
 		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, compactJournal)); err == nil {
+	if _, err := fsys.Stat(filepath.Join(dir, compactJournal)); err == nil {
 		b.WriteString("(journal)") // present at the end too
 	}
 	return b.String()
@@ -34,11 +35,11 @@ func segmentFiles(dir string) string {
 // frame half written at the tail, segments replaced by a compaction or
 // packing (events seen twice or not at all while it commits). Damage
 // stays; those pass. It returns read's last error.
-func readBesideWriter(dir string, read func() error) error {
-	files := segmentFiles(dir)
+func readBesideWriter(fsys vfs.FS, dir string, read func() error) error {
+	files := segmentFiles(fsys, dir)
 	err := read()
 	for try := 1; err != nil && try <= 8; try++ {
-		now := segmentFiles(dir)
+		now := segmentFiles(fsys, dir)
 		if !liveChange(err) && now == files {
 			break
 		}

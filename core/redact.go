@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // Erasure. Redact overwrites an event's payload bytes on disk with zeros
@@ -178,8 +179,8 @@ const erasureFile = "erasures"
 // checksum) loses only which epoch caches were tagged with, not data: the
 // store moves to a fresh epoch no cache can hold (see freshErasureEpoch)
 // and damaged reports it, for the caller to rewrite the file and say so.
-func loadErasures(dir string) (n uint64, damaged bool, err error) {
-	b, err := os.ReadFile(filepath.Join(dir, erasureFile))
+func loadErasures(fsys vfs.FS, dir string) (n uint64, damaged bool, err error) {
+	b, err := vfs.ReadFile(fsys, filepath.Join(dir, erasureFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, false, nil
 	}
@@ -207,10 +208,10 @@ func freshErasureEpoch() (uint64, error) {
 }
 
 // writeErasures records epoch n durably.
-func writeErasures(dir string, n uint64) error {
+func writeErasures(fsys vfs.FS, dir string, n uint64) error {
 	b := le.AppendUint64(nil, n)
 	b = le.AppendUint32(b, format.CRC32C(b))
-	return writeFileAtomic(dir, erasureFile, b, true)
+	return writeFileAtomic(fsys, dir, erasureFile, b, true)
 }
 
 // raiseErasures records the next erasure epoch durably, before anything is
@@ -219,7 +220,7 @@ func writeErasures(dir string, n uint64) error {
 // (s.erasures) once the erasure is done. The caller holds erasureMu.
 func (s *Store) raiseErasures() (uint64, error) {
 	n := s.erasures.Load() + 1
-	if err := writeErasures(s.cfg.Dir, n); err != nil {
+	if err := writeErasures(s.fs, s.cfg.Dir, n); err != nil {
 		return 0, fmt.Errorf("batpak: record erasure epoch: %w", err)
 	}
 	return n, nil
@@ -254,7 +255,7 @@ func (s *Store) redactOne(l loc) (bool, error) {
 	nrec[1] |= format.SysRedacted
 	clear(format.EventView(nrec).Payload())
 	le.PutUint32(frame[4:], format.FrameCRC(frame[0:4], nrec))
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := s.fs.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return false, fmt.Errorf("batpak: redact: %w", err)
 	}
@@ -267,7 +268,7 @@ func (s *Store) redactOne(l loc) (bool, error) {
 	if _, err := f.WriteAt(frame[:format.FrameHeaderSize], int64(l.off)); err != nil {
 		return false, fmt.Errorf("batpak: redact: %w", err)
 	}
-	if err := syncData(f); err != nil {
+	if err := f.SyncData(); err != nil {
 		return false, fmt.Errorf("batpak: redact: %w", err)
 	}
 	return true, nil
@@ -288,7 +289,7 @@ func (s *Store) resetErasures(n uint64) error {
 	if s.readOnly {
 		return nil
 	}
-	if err := writeErasures(s.cfg.Dir, n); err != nil {
+	if err := writeErasures(s.fs, s.cfg.Dir, n); err != nil {
 		return fmt.Errorf("batpak: record a fresh erasure epoch: %w", err)
 	}
 	return nil

@@ -131,11 +131,11 @@ func (s *Store) sealOne(ctx context.Context, skip map[uint32]bool) (uint32, bool
 			continue
 		}
 		path := filepath.Join(s.cfg.Dir, format.SegmentName(k))
-		if s.cfg.Compression != CompressionNone && !isPackedFile(path) {
+		if s.cfg.Compression != CompressionNone && !isPackedFile(s.fs, path) {
 			_, err := s.compactLocked(ctx, []uint32{k}, CompactConfig{pack: true}, false, nil)
 			return k, err == nil, err
 		}
-		if end, ok := footerEnd(s.cfg.Dir, k); !ok || end != s.segmentEnd(k) {
+		if end, ok := footerEnd(s.fs, s.cfg.Dir, k); !ok || end != s.segmentEnd(k) {
 			return k, true, s.writeSegmentFooter(k, s.segmentEnd(k))
 		}
 	}
@@ -146,7 +146,7 @@ func (s *Store) sealOne(ctx context.Context, skip map[uint32]bool) (uint32, bool
 // (up to its recorded end) and saves it. The caller holds erasureMu, so
 // no compaction or redaction rewrites the segment meanwhile.
 func (s *Store) writeSegmentFooter(key uint32, end int64) error {
-	data, _, release, err := loadSegment(filepath.Join(s.cfg.Dir, format.SegmentName(key)), key)
+	data, _, release, err := loadSegment(s.fs, filepath.Join(s.cfg.Dir, format.SegmentName(key)), key)
 	if err != nil {
 		return err
 	}
@@ -158,7 +158,7 @@ func (s *Store) writeSegmentFooter(key uint32, end int64) error {
 	if err != nil {
 		return err
 	}
-	return writeFooter(s.cfg.Dir, key, b)
+	return writeFooter(s.fs, s.cfg.Dir, key, b)
 }
 
 // footerOnClose writes the footer of the segment being written (its data

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // preallocStep is the most the active segment is zero-filled ahead of its
@@ -20,17 +21,18 @@ const preallocStep = 4 << 20
 
 // listSegments returns the segment ids in dir, ascending (see
 // orderSegments).
-func listSegments(dir string) ([]uint32, error) {
-	ents, err := os.ReadDir(dir)
+func listSegments(fsys vfs.FS, dir string) ([]uint32, error) {
+	ents, err := fsys.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	return orderSegments(dir, segmentKeys(ents))
+	return orderSegments(fsys, dir, segmentKeys(ents))
 }
 
 // segCache maps segment files for reading, keeping at most budget mappings
 // (least recently used are unmapped first, once no reader holds them).
 type segCache struct {
+	fs     vfs.FS
 	dir    string
 	budget int
 	// activeMapLen is the mapping length used for the active segment, so it
@@ -86,8 +88,8 @@ func (m *mapping) frameCopy(off int) ([]byte, bool, error) {
 	return buf, true, nil
 }
 
-func newSegCache(dir string, budget, activeMapLen int) *segCache {
-	return &segCache{dir: dir, budget: budget, activeMapLen: activeMapLen, maps: map[uint32]*mapping{}}
+func newSegCache(fsys vfs.FS, dir string, budget, activeMapLen int) *segCache {
+	return &segCache{fs: fsys, dir: dir, budget: budget, activeMapLen: activeMapLen, maps: map[uint32]*mapping{}}
 }
 
 // setActive records which segment is being appended to and where its
@@ -130,14 +132,14 @@ func (c *segCache) acquire(id uint32) (*mapping, error) {
 	}
 	path := filepath.Join(c.dir, format.SegmentName(id))
 	fileKey := id
-	f, err := os.Open(path)
+	f, err := c.fs.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		// Packed since the index was built (by this store's sealer, or by
 		// the writer beside a read-only store): the next generation holds
 		// the same frames at the same offsets.
-		if next := repackedKey(id); samePlacesPacked(filepath.Join(c.dir, format.SegmentName(next))) {
+		if next := repackedKey(id); samePlacesPacked(c.fs, filepath.Join(c.dir, format.SegmentName(next))) {
 			fileKey, path = next, filepath.Join(c.dir, format.SegmentName(next))
-			f, err = os.Open(path)
+			f, err = c.fs.Open(path)
 		}
 	}
 	if errors.Is(err, os.ErrNotExist) {
@@ -161,7 +163,7 @@ func (c *segCache) acquire(id uint32) (*mapping, error) {
 	if n == 0 {
 		return nil, &CorruptionError{File: path, Reason: "empty segment file"}
 	}
-	data, err := mmapRead(f, n)
+	data, err := c.fs.MmapRead(f, n)
 	if err != nil {
 		return nil, fmt.Errorf("batpak: mmap segment %s: %w", path, err)
 	}
@@ -170,7 +172,7 @@ func (c *segCache) acquire(id uint32) (*mapping, error) {
 	if isPackedHeader(data) {
 		pk, err := parsePacked(data, fileKey)
 		if err != nil {
-			_ = munmap(data)
+			_ = c.fs.Munmap(data)
 			return nil, &CorruptionError{File: path, Reason: err.Error()}
 		}
 		m.pk = pk
@@ -193,7 +195,7 @@ func (c *segCache) release(m *mapping) {
 	c.mu.Lock()
 	m.refs--
 	if m.refs == 0 && m.gone {
-		_ = munmap(m.data)
+		_ = c.fs.Munmap(m.data)
 		m.data = nil
 	}
 	c.mu.Unlock()
@@ -215,7 +217,7 @@ func (c *segCache) dropLocked(m *mapping) {
 	delete(c.maps, m.id)
 	m.gone = true
 	if m.refs == 0 {
-		_ = munmap(m.data)
+		_ = c.fs.Munmap(m.data)
 		m.data = nil
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // snapPoint is where the published log ends at a snapshot.
@@ -43,16 +44,44 @@ type SnapshotReport struct {
 // positions (one committed past the snapshot point, while the copy was
 // being made, is copied as the point). Files are synced before Snapshot returns. The snapshot point
 // is taken through the writer (after everything queued before the call);
-// the copy happens on the calling goroutine.
+// the copy happens on the calling goroutine. If it fails, what it copied
+// is removed (dest is left as it was, empty or missing), so it can be
+// retried into the same dest.
 func (s *Store) Snapshot(ctx context.Context, dest string) (SnapshotReport, error) {
+	if s.readOnly {
+		return SnapshotReport{Dest: dest}, ErrReadOnly
+	}
+	if err := checkSnapshotDest(s.fs, dest); err != nil {
+		return SnapshotReport{Dest: dest}, err
+	}
+	_, statErr := s.fs.Lstat(dest)
+	rep, err := s.snapshot(ctx, dest)
+	if err != nil {
+		// dest was empty or missing: leave it so, and the call retryable
+		// (a full disk, a cancelled context).
+		removeContents(s.fs, dest)
+		if statErr != nil {
+			_ = s.fs.Remove(dest)
+		}
+	}
+	return rep, err
+}
+
+// removeContents removes everything under dir, best effort.
+func removeContents(fsys vfs.FS, dir string) {
+	ents, _ := fsys.ReadDir(dir)
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		if e.IsDir() {
+			removeContents(fsys, p)
+		}
+		_ = fsys.Remove(p)
+	}
+}
+
+func (s *Store) snapshot(ctx context.Context, dest string) (SnapshotReport, error) {
 	start := time.Now()
 	rep := SnapshotReport{Dest: dest}
-	if s.readOnly {
-		return rep, ErrReadOnly
-	}
-	if err := checkSnapshotDest(dest); err != nil {
-		return rep, err
-	}
 	// Held from before the snapshot point: a compaction or redaction
 	// between the point and the copy would put other bytes, or files with
 	// other names and contents, under the copy.
@@ -66,10 +95,10 @@ func (s *Store) Snapshot(ctx context.Context, dest string) (SnapshotReport, erro
 	if _, err := t.Wait(ctx); err != nil {
 		return rep, err
 	}
-	if err := os.MkdirAll(dest, 0o755); err != nil {
+	if err := mkdirDurable(s.fs, dest); err != nil {
 		return rep, fmt.Errorf("batpak: snapshot: %w", err)
 	}
-	ids, err := listSegments(s.cfg.Dir)
+	ids, err := listSegments(s.fs, s.cfg.Dir)
 	if err != nil {
 		return rep, err
 	}
@@ -81,7 +110,7 @@ func (s *Store) Snapshot(ctx context.Context, dest string) (SnapshotReport, erro
 		if id == pt.seg {
 			limit = pt.end
 		}
-		n, err := copyFile(filepath.Join(s.cfg.Dir, format.SegmentName(id)), filepath.Join(dest, format.SegmentName(id)), limit)
+		n, err := copyFile(s.fs, filepath.Join(s.cfg.Dir, format.SegmentName(id)), filepath.Join(dest, format.SegmentName(id)), limit)
 		if err != nil {
 			return rep, fmt.Errorf("batpak: snapshot segment %d: %w", id, err)
 		}
@@ -89,8 +118,8 @@ func (s *Store) Snapshot(ctx context.Context, dest string) (SnapshotReport, erro
 		rep.Bytes += n
 		// The segment's footer, when it covers no more than was copied:
 		// the copy then opens without reading its frames.
-		if end, ok := footerEnd(s.cfg.Dir, id); ok && (limit < 0 || end <= limit) {
-			if _, err := copyFile(filepath.Join(s.cfg.Dir, footerName(id)), filepath.Join(dest, footerName(id)), -1); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if end, ok := footerEnd(s.fs, s.cfg.Dir, id); ok && (limit < 0 || end <= limit) {
+			if _, err := copyFile(s.fs, filepath.Join(s.cfg.Dir, footerName(id)), filepath.Join(dest, footerName(id)), -1); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return rep, fmt.Errorf("batpak: snapshot footer of segment %d: %w", id, err)
 			}
 		}
@@ -103,18 +132,18 @@ func (s *Store) Snapshot(ctx context.Context, dest string) (SnapshotReport, erro
 	// copy opens by loading it and reading only the log after it (Open
 	// checks it against the copied segments and ignores it if it does not
 	// fit).
-	if _, err := copyFile(filepath.Join(s.cfg.Dir, checkpointName), filepath.Join(dest, checkpointName), -1); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if _, err := copyFile(s.fs, filepath.Join(s.cfg.Dir, checkpointName), filepath.Join(dest, checkpointName), -1); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return rep, fmt.Errorf("batpak: snapshot checkpoint: %w", err)
 	}
-	if _, err := os.Stat(filepath.Join(s.cfg.Dir, erasureFile)); err == nil {
-		if _, err := copyFile(filepath.Join(s.cfg.Dir, erasureFile), filepath.Join(dest, erasureFile), -1); err != nil {
+	if _, err := s.fs.Stat(filepath.Join(s.cfg.Dir, erasureFile)); err == nil {
+		if _, err := copyFile(s.fs, filepath.Join(s.cfg.Dir, erasureFile), filepath.Join(dest, erasureFile), -1); err != nil {
 			return rep, fmt.Errorf("batpak: snapshot erasure epoch: %w", err)
 		}
 	}
-	if err := copyCursors(s.cfg.Dir, dest, pt.events); err != nil {
+	if err := copyCursors(s.fs, s.cfg.Dir, dest, pt.events); err != nil {
 		return rep, fmt.Errorf("batpak: snapshot cursors: %w", err)
 	}
-	if err := syncDir(dest); err != nil {
+	if err := syncDir(s.fs, dest); err != nil {
 		return rep, err
 	}
 	rep.GlobalSequence = pt.events
@@ -122,8 +151,8 @@ func (s *Store) Snapshot(ctx context.Context, dest string) (SnapshotReport, erro
 	return rep, nil
 }
 
-func checkSnapshotDest(dest string) error {
-	fi, err := os.Lstat(dest)
+func checkSnapshotDest(fsys vfs.FS, dest string) error {
+	fi, err := fsys.Lstat(dest)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil
@@ -134,7 +163,7 @@ func checkSnapshotDest(dest string) error {
 	case !fi.IsDir():
 		return fmt.Errorf("%w: %s exists and is not a directory", ErrSnapshotDest, dest)
 	}
-	ents, err := os.ReadDir(dest)
+	ents, err := fsys.ReadDir(dest)
 	if err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrSnapshotDest, dest, err)
 	}
@@ -146,13 +175,13 @@ func checkSnapshotDest(dest string) error {
 
 // copyFile copies src to dst (at most limit bytes when limit >= 0) and
 // syncs dst. The kernel does the copying where it can (copy_file_range).
-func copyFile(src, dst string, limit int64) (int64, error) {
-	in, err := os.Open(src)
+func copyFile(fsys vfs.FS, src, dst string, limit int64) (int64, error) {
+	in, err := fsys.Open(src)
 	if err != nil {
 		return 0, err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	out, err := fsys.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return 0, err
 	}
@@ -174,8 +203,8 @@ func copyFile(src, dst string, limit int64) (int64, error) {
 // dst. A position is copied as at most limit (the snapshot point): a
 // consumer that committed past the point after it was taken must not skip,
 // in the copy, the events the copy will get there.
-func copyCursors(src, dst string, limit uint64) error {
-	ents, err := os.ReadDir(filepath.Join(src, cursorDir))
+func copyCursors(fsys vfs.FS, src, dst string, limit uint64) error {
+	ents, err := fsys.ReadDir(filepath.Join(src, cursorDir))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -187,23 +216,23 @@ func copyCursors(src, dst string, limit uint64) error {
 		if e.IsDir() || !ok || !cursorNameRE.MatchString(name) {
 			continue
 		}
-		pos, err := loadCursor(src, name)
+		pos, err := loadCursor(fsys, src, name)
 		if err != nil {
 			// Damaged: copied as it is (the copy reports it as the source does).
-			if err := os.MkdirAll(filepath.Join(dst, cursorDir), 0o755); err != nil {
+			if err := fsys.MkdirAll(filepath.Join(dst, cursorDir), 0o755); err != nil {
 				return err
 			}
-			if _, err := copyFile(cursorPath(src, name), cursorPath(dst, name), -1); err != nil {
+			if _, err := copyFile(fsys, cursorPath(src, name), cursorPath(dst, name), -1); err != nil {
 				return err
 			}
 			continue
 		}
-		if err := saveCursor(dst, name, min(pos, limit)); err != nil {
+		if err := saveCursor(fsys, dst, name, min(pos, limit)); err != nil {
 			return err
 		}
 	}
-	if _, err := os.Stat(filepath.Join(dst, cursorDir)); err == nil {
-		return syncDir(filepath.Join(dst, cursorDir))
+	if _, err := fsys.Stat(filepath.Join(dst, cursorDir)); err == nil {
+		return syncDir(fsys, filepath.Join(dst, cursorDir))
 	}
 	return nil
 }

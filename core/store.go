@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/vfs"
 	"github.com/batpak-go/batpak/ijson"
 )
 
@@ -28,7 +29,8 @@ type Store struct {
 	ix   *index
 	segs *segCache
 	bc   *broadcaster
-	lock *os.File
+	lock vfs.File
+	fs   vfs.FS // every file operation goes through it
 
 	mailbox chan *request
 	closeMu sync.RWMutex // held shared while sending to mailbox
@@ -137,16 +139,19 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 		return nil, err
 	}
 	cfg.fillRuntimeDefaults()
-	s := &Store{cfg: cfg, readOnly: readOnly, log: cfg.Logger, ix: newIndex(), bc: newBroadcaster(cfg.BroadcastCapacity)}
+	s := &Store{cfg: cfg, readOnly: readOnly, log: cfg.Logger, ix: newIndex(), bc: newBroadcaster(cfg.BroadcastCapacity), fs: cfg.fs}
+	if s.fs == nil {
+		s.fs = vfs.Default()
+	}
 	if readOnly {
-		if _, err := os.Stat(cfg.Dir); err != nil {
+		if _, err := s.fs.Stat(cfg.Dir); err != nil {
 			return nil, fmt.Errorf("batpak: open read-only: %w", err)
 		}
 	} else {
-		if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		if err := mkdirDurable(s.fs, cfg.Dir); err != nil {
 			return nil, fmt.Errorf("batpak: create store directory: %w", err)
 		}
-		l, err := acquireLock(cfg.Dir)
+		l, err := acquireLock(s.fs, cfg.Dir)
 		if err != nil {
 			return nil, err
 		}
@@ -156,30 +161,30 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 	if !readOnly {
 		activeMapLen = int(cfg.SegmentMaxBytes) + cfg.SingleAppendMaxBytes + 1<<20 + preallocStep
 	}
-	s.segs = newSegCache(cfg.Dir, cfg.FDBudget, activeMapLen)
+	s.segs = newSegCache(s.fs, cfg.Dir, cfg.FDBudget, activeMapLen)
 	if !readOnly {
-		if err := finishCompaction(cfg.Dir); err != nil {
-			_ = releaseLock(s.lock)
+		if err := finishCompaction(s.fs, cfg.Dir); err != nil {
+			_ = releaseLock(s.fs, s.lock)
 			return nil, err
 		}
 	}
-	n, damaged, err := loadErasures(cfg.Dir)
+	n, damaged, err := loadErasures(s.fs, cfg.Dir)
 	if err == nil && damaged {
 		err = s.resetErasures(n)
 	}
 	if err != nil {
-		_ = releaseLock(s.lock)
+		_ = releaseLock(s.fs, s.lock)
 		return nil, err
 	}
 	s.erasures.Store(n)
 	// Read before the log: beside a live writer, nothing recorded here is
 	// ahead of what the scan below reads.
-	logRecs := readLogRecords(cfg.Dir)
+	logRecs := readLogRecords(s.fs, cfg.Dir)
 	began := time.Now()
 	var rec recovered
 	if readOnly {
 		first := true
-		err = readBesideWriter(cfg.Dir, func() (err error) {
+		err = readBesideWriter(s.fs, cfg.Dir, func() (err error) {
 			if !first {
 				s.resetIndex()
 				s.openReport, s.noFooters = OpenReport{}, false
@@ -203,7 +208,7 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 	}
 	if err != nil {
 		s.segs.close()
-		_ = releaseLock(s.lock)
+		_ = releaseLock(s.fs, s.lock)
 		return nil, err
 	}
 	if readOnly {
@@ -212,7 +217,7 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 	w, err := newWriter(s, rec)
 	if err != nil {
 		s.segs.close()
-		_ = releaseLock(s.lock)
+		_ = releaseLock(s.fs, s.lock)
 		return nil, err
 	}
 	s.w = w
@@ -243,7 +248,7 @@ type recovered struct {
 // recover rebuilds the index from every segment, oldest first.
 func (s *Store) recover() (recovered, error) {
 	var out recovered
-	snap, err := takeSegmentSnapshot(s.cfg.Dir, s.readOnly)
+	snap, err := takeSegmentSnapshot(s.fs, s.cfg.Dir, s.readOnly)
 	if err != nil {
 		return out, err
 	}
@@ -335,7 +340,7 @@ func (s *Store) scanLog(ids []uint32, ck *checkpointInfo, out *recovered) (*logW
 		if errors.Is(err, os.ErrNotExist) && ck == nil {
 			// Packed since it was listed (a reader beside a live writer):
 			// the next generation holds the same frames at the same offsets.
-			if next := repackedKey(id); samePlacesPacked(filepath.Join(s.cfg.Dir, format.SegmentName(next))) {
+			if next := repackedKey(id); samePlacesPacked(s.fs, filepath.Join(s.cfg.Dir, format.SegmentName(next))) {
 				id = next
 				end, size, err = s.recoverSegment(lw, id, last, from, ck)
 			}
@@ -369,7 +374,7 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		if last && !s.readOnly {
 			// A crash while a new segment was being created.
 			s.log.Warn("batpak: recreating a segment left incomplete by a crash", "file", path, "size", size)
-			s.repair(func() error { return writeSegmentHeader(path, id) })
+			s.repair(func() error { return writeSegmentHeader(s.fs, path, id) })
 			return format.SegmentHeaderSize, format.SegmentHeaderSize, nil
 		}
 		if last {
@@ -377,12 +382,12 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		}
 		return 0, 0, &CorruptionError{File: path, Offset: 0, Reason: "file shorter than the segment header"}
 	}
-	m, err := mmapRead(f, int(size))
+	m, err := s.fs.MmapRead(f, int(size))
 	done()
 	if err != nil {
 		return 0, 0, fmt.Errorf("batpak: mmap %s: %w", path, err)
 	}
-	defer munmap(m)
+	defer s.fs.Munmap(m)
 	if isPackedHeader(m) {
 		return s.recoverPacked(lw, id, path, m, from, ck)
 	}
@@ -394,7 +399,7 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 				return 0, 0, nil // holds nothing yet
 			}
 			s.log.Warn("batpak: recreating a segment left incomplete by a crash", "file", path)
-			s.repair(func() error { return writeSegmentHeader(path, id) })
+			s.repair(func() error { return writeSegmentHeader(s.fs, path, id) })
 			return format.SegmentHeaderSize, format.SegmentHeaderSize, nil
 		}
 		return 0, 0, &CorruptionError{File: path, Offset: 0, Reason: why}
@@ -439,7 +444,7 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		if !s.readOnly {
 			s.log.Warn("batpak: discarding a torn tail left by a crash", "file", path, "offset", end, "bytes", size-end)
 			s.openReport.TornTailBytes += size - end
-			s.repair(func() error { return zeroTail(path, end, size) })
+			s.repair(func() error { return zeroTail(s.fs, path, end, size) })
 		}
 	}
 	return end, size, nil
@@ -493,7 +498,7 @@ func (s *Store) recoverPacked(lw *logWalker, id uint32, path string, file []byte
 // returns err.
 func (s *Store) dropStaleFooter(id uint32, err error) error {
 	if errors.Is(err, errFooterStale) && !s.readOnly {
-		s.repair(removeFooter(s.cfg.Dir, id))
+		s.repair(removeFooter(s.fs, s.cfg.Dir, id))
 	}
 	return err
 }
@@ -505,7 +510,7 @@ func (s *Store) usableFooter(id uint32, size int64, skip bool, frame func(off in
 	if s.noFooters || skip {
 		return nil
 	}
-	fo, why := readFooter(s.cfg.Dir, id)
+	fo, why := readFooter(s.fs, s.cfg.Dir, id)
 	if fo == nil && why == "" {
 		return nil // none
 	}
@@ -516,7 +521,7 @@ func (s *Store) usableFooter(id uint32, size int64, skip bool, frame func(off in
 		s.log.Warn("batpak: segment footer not used; scanning the segment", "file", footerName(id), "reason", why)
 		if !s.readOnly {
 			// The sealer writes a sound one in its place.
-			s.repair(removeFooter(s.cfg.Dir, id))
+			s.repair(removeFooter(s.fs, s.cfg.Dir, id))
 		}
 		return nil
 	}
@@ -538,8 +543,8 @@ func (s *Store) checkpointEnd(id uint32, from int) int64 {
 // zeroTail overwrites [from, size) with zeros and syncs: a torn tail is
 // discarded without shrinking the file, which a reader in another process
 // may have mapped (see writer.seal).
-func zeroTail(path string, from, size int64) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+func zeroTail(fsys vfs.FS, path string, from, size int64) error {
+	f, err := fsys.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("batpak: discard torn tail: %w", err)
 	}
@@ -557,8 +562,8 @@ func zeroTail(path string, from, size int64) error {
 	return nil
 }
 
-func writeSegmentHeader(path string, id uint32) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+func writeSegmentHeader(fsys vfs.FS, path string, id uint32) error {
+	f, err := fsys.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return fmt.Errorf("batpak: rewrite segment header: %w", err)
 	}
@@ -638,7 +643,7 @@ func (s *Store) Close() error {
 			}
 		}
 		s.segs.close()
-		if err := releaseLock(s.lock); err != nil && s.closeErr == nil {
+		if err := releaseLock(s.fs, s.lock); err != nil && s.closeErr == nil {
 			s.closeErr = err
 		}
 	})

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // VerifyReport summarises a successful Verify.
@@ -32,7 +33,7 @@ func (s *Store) Verify() (VerifyReport, error) {
 		return s.verifyOnce()
 	}
 	var rep VerifyReport
-	err := readBesideWriter(s.cfg.Dir, func() (err error) {
+	err := readBesideWriter(s.fs, s.cfg.Dir, func() (err error) {
 		rep, err = s.verifyOnce()
 		return err
 	})
@@ -48,7 +49,7 @@ func (s *Store) verifyOnce() (VerifyReport, error) {
 	// while they are being checked.
 	s.rewriteMu.RLock()
 	defer s.rewriteMu.RUnlock()
-	snap, err := takeSegmentSnapshot(s.cfg.Dir, s.readOnly)
+	snap, err := takeSegmentSnapshot(s.fs, s.cfg.Dir, s.readOnly)
 	if err != nil {
 		return rep, err
 	}
@@ -103,10 +104,10 @@ func (s *Store) verifyOnce() (VerifyReport, error) {
 		}
 		path := filepath.Join(s.cfg.Dir, format.SegmentName(id))
 		data, unmap, err := snap.load(id)
-		if next := repackedKey(id); errors.Is(err, os.ErrNotExist) && samePlacesPacked(filepath.Join(s.cfg.Dir, format.SegmentName(next))) {
+		if next := repackedKey(id); errors.Is(err, os.ErrNotExist) && samePlacesPacked(s.fs, filepath.Join(s.cfg.Dir, format.SegmentName(next))) {
 			// Packed since it was listed: the same frames, same offsets.
 			id, path = next, filepath.Join(s.cfg.Dir, format.SegmentName(next))
-			data, _, unmap, err = loadSegment(path, id)
+			data, _, unmap, err = loadSegment(s.fs, path, id)
 		}
 		if err != nil {
 			return rep, err
@@ -141,17 +142,17 @@ func (s *Store) verifyOnce() (VerifyReport, error) {
 }
 
 // mapFile maps a whole file read-only.
-func mapFile(path string) ([]byte, func(), error) {
-	f, err := os.Open(path)
+func mapFile(fsys vfs.FS, path string) ([]byte, func(), error) {
+	f, err := fsys.Open(path)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer f.Close()
-	return mapOpened(f, path)
+	return mapOpened(fsys, f, path)
 }
 
 // mapOpened maps the whole of the open file f (at path) read-only.
-func mapOpened(f *os.File, path string) ([]byte, func(), error) {
+func mapOpened(fsys vfs.FS, f vfs.File, path string) ([]byte, func(), error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, nil, err
@@ -159,9 +160,9 @@ func mapOpened(f *os.File, path string) ([]byte, func(), error) {
 	if st.Size() == 0 {
 		return nil, func() {}, nil
 	}
-	data, err := mmapRead(f, int(st.Size()))
+	data, err := fsys.MmapRead(f, int(st.Size()))
 	if err != nil {
 		return nil, nil, fmt.Errorf("batpak: mmap %s: %w", path, err)
 	}
-	return data, func() { _ = munmap(data) }, nil
+	return data, func() { _ = fsys.Munmap(data) }, nil
 }

@@ -5,10 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 type op uint8
@@ -76,7 +78,7 @@ const maxGroupBytes = 8 << 20
 // except the atomics read by Stats and TrySubmit.
 type writer struct {
 	s    *Store
-	file *os.File
+	file vfs.File
 	seg  uint32
 	off  int64 // end of written data in the active segment
 	// alloc is the file's size including zero fill.
@@ -128,13 +130,13 @@ func newWriter(s *Store, rec recovered) (*writer, error) {
 		if err := w.createSegment(1); err != nil {
 			return nil, err
 		}
-	case isPackedFile(filepath.Join(s.cfg.Dir, format.SegmentName(rec.lastSeg))):
+	case isPackedFile(s.fs, filepath.Join(s.cfg.Dir, format.SegmentName(rec.lastSeg))):
 		// Packed segments are never appended to.
 		if err := w.createSegment(format.SegID(rec.lastSeg) + 1); err != nil {
 			return nil, err
 		}
 	default:
-		f, err := os.OpenFile(filepath.Join(s.cfg.Dir, format.SegmentName(rec.lastSeg)), os.O_RDWR, 0)
+		f, err := s.fs.OpenFile(filepath.Join(s.cfg.Dir, format.SegmentName(rec.lastSeg)), os.O_RDWR, 0)
 		if err != nil {
 			return nil, fmt.Errorf("batpak: open active segment: %w", err)
 		}
@@ -275,6 +277,11 @@ func (w *writer) process(reqs []*request) (closing bool) {
 		case opFenceBegin, opFenceCommit, opFenceCancel:
 			w.fenceMarker(last)
 		}
+	}
+	if last.op == opBatch && batch == nil && w.failed != nil && !slices.Contains(w.resolved, last) {
+		// Not attempted (the writer had stopped, or the singles before it
+		// failed): it fails with the writer's error below.
+		w.resolved = append(w.resolved, last)
 	}
 	if w.failed == nil {
 		w.fail(w.flush())

@@ -219,12 +219,12 @@ func (w *writer) unwrite(seg uint32, pos int64) error {
 	for w.seg > seg {
 		w.unmapActive()
 		w.file.Close()
-		if err := os.Remove(filepath.Join(dir, format.SegmentName(w.seg))); err != nil {
+		if err := w.s.fs.Remove(filepath.Join(dir, format.SegmentName(w.seg))); err != nil {
 			return fmt.Errorf("batpak: roll back batch: %w", err)
 		}
 		w.s.dropSegmentEnd(w.seg)
 		w.seg--
-		f, err := os.OpenFile(filepath.Join(dir, format.SegmentName(w.seg)), os.O_RDWR, 0)
+		f, err := w.s.fs.OpenFile(filepath.Join(dir, format.SegmentName(w.seg)), os.O_RDWR, 0)
 		if err != nil {
 			return fmt.Errorf("batpak: roll back batch: %w", err)
 		}
@@ -237,7 +237,7 @@ func (w *writer) unwrite(seg uint32, pos int64) error {
 		if err := w.mapActive(); err != nil {
 			return err
 		}
-		if err := syncDir(dir); err != nil {
+		if err := syncDir(w.s.fs, dir); err != nil {
 			return err
 		}
 	}
@@ -249,7 +249,7 @@ func (w *writer) unwrite(seg uint32, pos int64) error {
 			}
 			off += n
 		}
-		if err := syncData(w.file); err != nil {
+		if err := w.file.SyncData(); err != nil {
 			return fmt.Errorf("batpak: roll back batch: %w", err)
 		}
 		w.fsyncs.Add(1)

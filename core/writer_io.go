@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // The writer's file work: placing frames in the active segment, zero-fill
@@ -91,7 +92,7 @@ func (w *writer) extend(need int64) error {
 		}
 		off += n
 	}
-	if err := syncData(w.file); err != nil {
+	if err := w.file.SyncData(); err != nil {
 		return fmt.Errorf("batpak: preallocate segment: %w", err)
 	}
 	w.fsyncs.Add(1)
@@ -114,7 +115,7 @@ const mappedWriteMax = 1 << 10
 // through it, so a full disk fails extend's write instead of raising
 // SIGBUS.
 func (w *writer) mapActive() error {
-	m, err := mmapWrite(w.file, w.s.segs.activeMapLen)
+	m, err := w.s.fs.MmapWrite(w.file, w.s.segs.activeMapLen)
 	if err != nil {
 		return fmt.Errorf("batpak: map active segment: %w", err)
 	}
@@ -124,7 +125,7 @@ func (w *writer) mapActive() error {
 
 func (w *writer) unmapActive() {
 	if w.wmap != nil {
-		_ = munmap(w.wmap)
+		_ = w.s.fs.Munmap(w.wmap)
 		w.wmap = nil
 	}
 }
@@ -152,7 +153,7 @@ func (w *writer) seal() error {
 // directory, and makes it active.
 func (w *writer) createSegment(id uint32) error {
 	dir := w.s.cfg.Dir
-	f, err := os.OpenFile(filepath.Join(dir, format.SegmentName(id)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := w.s.fs.OpenFile(filepath.Join(dir, format.SegmentName(id)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("batpak: create segment: %w", err)
 	}
@@ -164,7 +165,7 @@ func (w *writer) createSegment(id uint32) error {
 		f.Close()
 		return fmt.Errorf("batpak: create segment: %w", err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := syncDir(w.s.fs, dir); err != nil {
 		f.Close()
 		return err
 	}
@@ -177,9 +178,32 @@ func (w *writer) createSegment(id uint32) error {
 	return nil
 }
 
-func syncDir(dir string) error {
-	if err := syncDirEntries(dir); err != nil {
+func syncDir(fsys vfs.FS, dir string) error {
+	if err := fsys.SyncDir(dir); err != nil {
 		return fmt.Errorf("batpak: sync directory: %w", err)
+	}
+	return nil
+}
+
+// mkdirDurable creates dir and any missing parents (MkdirAll) and syncs
+// the parent of each directory it created, so that the new directories
+// survive a power loss (files synced inside a directory whose own entry
+// was never synced can vanish with it).
+func mkdirDurable(fsys vfs.FS, dir string) error {
+	var created []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := fsys.Stat(d); err == nil || filepath.Dir(d) == d {
+			break
+		}
+		created = append(created, d)
+	}
+	if err := fsys.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for i := len(created) - 1; i >= 0; i-- {
+		if err := syncDir(fsys, filepath.Dir(created[i])); err != nil {
+			return err
+		}
 	}
 	return nil
 }

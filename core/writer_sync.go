@@ -2,9 +2,10 @@ package core
 
 import (
 	"fmt"
-	"os"
 	"sync/atomic"
 	"time"
+
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // syncer runs fsyncs that no receipt waits for (EveryNEvents > 1, the
@@ -15,7 +16,7 @@ import (
 type syncer struct {
 	mode   SyncMode
 	fsyncs *atomic.Uint64
-	req    chan *os.File
+	req    chan vfs.File
 	done   chan error
 	busy   bool // a sync is in flight (writer goroutine only)
 	lastNs atomic.Int64
@@ -23,7 +24,7 @@ type syncer struct {
 
 func (sy *syncer) start(mode SyncMode, fsyncs *atomic.Uint64) {
 	sy.mode, sy.fsyncs = mode, fsyncs
-	sy.req = make(chan *os.File, 1)
+	sy.req = make(chan vfs.File, 1)
 	sy.done = make(chan error, 1)
 	go func() {
 		for f := range sy.req {
@@ -35,13 +36,13 @@ func (sy *syncer) start(mode SyncMode, fsyncs *atomic.Uint64) {
 func (sy *syncer) stop() { close(sy.req) }
 
 // sync flushes f with the configured system call and records its duration.
-func (sy *syncer) sync(f *os.File) error {
+func (sy *syncer) sync(f vfs.File) error {
 	start := time.Now()
 	var err error
 	if sy.mode == SyncAll {
-		err = syncAll(f)
+		err = f.SyncAll()
 	} else {
-		err = syncData(f)
+		err = f.SyncData()
 	}
 	sy.fsyncs.Add(1)
 	d := time.Since(start).Nanoseconds()

@@ -1,4 +1,4 @@
-package core
+package vfs
 
 import (
 	"errors"
@@ -9,9 +9,6 @@ import (
 )
 
 // The Windows versions of the calls os_unix.go and os_linux.go make.
-
-// errLocked is what lockFile returns when another process holds the lock.
-var errLocked = errors.New("locked by another process")
 
 // lockRange is the byte range lockFile locks: one byte at the largest
 // offset, far past the pid the file holds, because Windows locks are
@@ -24,7 +21,7 @@ func lockFile(f *os.File) error {
 	ol := windows.Overlapped{Offset: lockRange, OffsetHigh: lockRange}
 	err := windows.LockFileEx(windows.Handle(f.Fd()), windows.LOCKFILE_EXCLUSIVE_LOCK|windows.LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, &ol)
 	if err == windows.ERROR_LOCK_VIOLATION {
-		return errLocked
+		return ErrLocked
 	}
 	return err
 }

@@ -1,6 +1,6 @@
 //go:build unix && !linux && !darwin
 
-package core
+package vfs
 
 import "os"
 

@@ -1,9 +1,8 @@
 //go:build unix
 
-package core
+package vfs
 
 import (
-	"errors"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -12,15 +11,12 @@ import (
 // The calls Linux, macOS and the BSDs share: the writer lock and memory
 // mappings. Per-OS syncs are in os_linux.go, os_darwin.go and os_bsd.go.
 
-// errLocked is what lockFile returns when another process holds the lock.
-var errLocked = errors.New("locked by another process")
-
 // lockFile takes an exclusive flock on f without waiting. The kernel drops
 // it when the process dies.
 func lockFile(f *os.File) error {
 	err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 	if err == unix.EWOULDBLOCK {
-		return errLocked
+		return ErrLocked
 	}
 	return err
 }

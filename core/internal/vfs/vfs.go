@@ -1,0 +1,98 @@
+package vfs
+
+import (
+	"errors"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// File is an open file of an FS.
+type File interface {
+	io.Reader
+	io.ReaderAt
+	io.Writer
+	io.WriterAt
+	// Name is the path the file was opened with.
+	Name() string
+	Stat() (fs.FileInfo, error)
+	Truncate(size int64) error
+	// Sync is os.File.Sync: fsync (F_FULLFSYNC on macOS).
+	Sync() error
+	// SyncData flushes the data and the metadata needed to read it back.
+	SyncData() error
+	// SyncAll flushes the data and all metadata, through the drive's cache
+	// where the OS separates the two (macOS).
+	SyncAll() error
+	Close() error
+}
+
+// FS is the set of file-system operations the store makes. See the package
+// documentation for the contract.
+type FS interface {
+	// Open opens a file for reading.
+	Open(name string) (File, error)
+	// OpenFile opens a file with os.OpenFile's flags and permissions.
+	OpenFile(name string, flag int, perm fs.FileMode) (File, error)
+	Rename(oldpath, newpath string) error
+	Remove(name string) error
+	MkdirAll(path string, perm fs.FileMode) error
+	ReadDir(name string) ([]fs.DirEntry, error)
+	Stat(name string) (fs.FileInfo, error)
+	Lstat(name string) (fs.FileInfo, error)
+	// SyncDir makes the entries of directory dir durable.
+	SyncDir(dir string) error
+	// Lock takes an exclusive lock on f without waiting (ErrLocked when
+	// held elsewhere); Unlock releases it.
+	Lock(f File) error
+	Unlock(f File) error
+	// MmapRead maps the first n bytes of f read-only (fewer where the
+	// mapping stops at EOF).
+	MmapRead(f File, n int) ([]byte, error)
+	// MmapWrite maps the first n bytes of f writable, or returns nil where
+	// that is not supported.
+	MmapWrite(f File, n int) ([]byte, error)
+	// Munmap releases a mapping made by MmapRead or MmapWrite.
+	Munmap(b []byte) error
+}
+
+// ErrLocked is what Lock returns when another holder has the lock.
+var ErrLocked = errors.New("locked by another process")
+
+// Default returns the operating system's file system.
+func Default() FS { return osFS{} }
+
+// ReadFile reads the whole file name, as os.ReadFile does.
+func ReadFile(fsys FS, name string) ([]byte, error) {
+	if r, ok := fsys.(interface{ ReadFile(string) ([]byte, error) }); ok {
+		return r.ReadFile(name)
+	}
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+// CreateTemp creates a new file in dir for reading and writing, named by
+// pattern with its last "*" replaced by a random string (appended when
+// there is none), as os.CreateTemp does.
+func CreateTemp(fsys FS, dir, pattern string) (File, error) {
+	prefix, suffix := pattern, ""
+	if i := strings.LastIndexByte(pattern, '*'); i >= 0 {
+		prefix, suffix = pattern[:i], pattern[i+1:]
+	}
+	for try := 0; ; try++ {
+		name := filepath.Join(dir, prefix+strconv.FormatUint(uint64(rand.Uint32()), 10)+suffix)
+		f, err := fsys.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, fs.ErrExist) && try < 10000 {
+			continue
+		}
+		return f, err
+	}
+}
