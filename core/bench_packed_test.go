@@ -12,7 +12,7 @@ import (
 	"github.com/batpak-go/batpak/core"
 )
 
-// packedFixture builds a store of n order events (pkOrderJSON: nested
+// packedFixture builds a store of n order events (orderJSON: nested
 // customer and address, line items, money, timestamps) in 16 MiB segments with
 // the given compression, sealed (packed and footered), and returns it
 // open with the ids of its events.
@@ -42,7 +42,7 @@ func packedFixture(b *testing.B, n int, c core.Compression) (*core.Store, []core
 	}
 	for i := 0; i < n; i++ {
 		coord, _ := core.NewCoordinate(fmt.Sprintf("order:%d", i%20000), "shop")
-		t, err := s.Submit(ctx, coord, core.MustKind(1, 1+uint16(i%4)), []byte(pkOrderJSON(r, i)))
+		t, err := s.Submit(ctx, coord, core.MustKind(1, 1+uint16(i%4)), []byte(orderJSON(r, i)))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -23,10 +23,10 @@ import (
 
 func smallSegments(c *core.Config) { c.SegmentMaxBytes = 64 << 10 }
 
-// ckBase builds a closed store in dir with a rich history over several
+// checkpointBase builds a closed store in dir with a rich history over several
 // 64 KiB segments (hidden events and a redaction included) and returns
 // its config.
-func ckBase(t *testing.T, dir string) core.Config {
+func checkpointBase(t *testing.T, dir string) core.Config {
 	t.Helper()
 	cfg := testConfig(dir)
 	smallSegments(&cfg)
@@ -86,12 +86,12 @@ func readOnlyScanRef(t *testing.T, dir string) visibleState {
 	return captureState(t, s)
 }
 
-var ckEntities = []string{"acct:0", "acct:3", "order:1", "acct:ghost", "new:1"}
+var checkpointEntities = []string{"acct:0", "acct:3", "order:1", "acct:ghost", "new:1"}
 
 func TestCheckpointOpenPath(t *testing.T) {
 	dir := t.TempDir()
-	cfg := ckBase(t, dir)
-	ref, refRep, refW := scanRef(t, dir, ckEntities...)
+	cfg := checkpointBase(t, dir)
+	ref, refRep, refW := scanRef(t, dir, checkpointEntities...)
 	if refRep.Hidden == 0 {
 		t.Fatal("the base history should hold hidden events")
 	}
@@ -106,7 +106,7 @@ func TestCheckpointOpenPath(t *testing.T) {
 	sameState(t, "checkpoint vs scan", captureState(t, s), ref)
 	allGettable(t, s, ref.events)
 	noLeak(t, "checkpoint path", ref.events)
-	sameStrings(t, "writes after the checkpoint open", continueWrites(t, s, ckEntities...), refW)
+	sameStrings(t, "writes after the checkpoint open", continueWrites(t, s, checkpointEntities...), refW)
 
 	// Writes after the watermark (singles, a batch, a cancelled fence),
 	// then a copy of the directory as a crash would leave it: the
@@ -130,7 +130,7 @@ func TestCheckpointOpenPath(t *testing.T) {
 	crashed := filepath.Join(t.TempDir(), "crashed")
 	copyTree(t, dir, crashed, nil)
 
-	ref2, refRep2, refW2 := scanRef(t, crashed, ckEntities...)
+	ref2, refRep2, refW2 := scanRef(t, crashed, checkpointEntities...)
 	cfg2 := cfg
 	cfg2.Dir = crashed
 	s2, rep2 := openPath(t, cfg2)
@@ -154,12 +154,12 @@ func TestCheckpointOpenPath(t *testing.T) {
 	if !d.Deduplicated || d.ID != tail[299].ID {
 		t.Fatalf("tail idempotency key after a checkpoint open: %+v", d)
 	}
-	sameStrings(t, "writes after the checkpoint+tail open", continueWrites(t, s2, ckEntities...), refW2)
+	sameStrings(t, "writes after the checkpoint+tail open", continueWrites(t, s2, checkpointEntities...), refW2)
 	mustVerify(t, s2)
 }
 
-// ckDamage damages the checkpoint (and possibly the segments) of dir.
-type ckDamage struct {
+// checkpointDamageCase damages the checkpoint (and possibly the segments) of dir.
+type checkpointDamageCase struct {
 	name string
 	fn   func(t *testing.T, dir, other string)
 	// segmentsToo: the damage also changes the segment files, so the
@@ -179,7 +179,7 @@ func flipCheckpointByte(at func(n int) int) func(t *testing.T, dir, _ string) {
 	}
 }
 
-var ckDamages = []ckDamage{
+var checkpointDamageCases = []checkpointDamageCase{
 	{name: "flipped byte in the header", fn: flipCheckpointByte(func(int) int { return 13 })},
 	{name: "flipped byte in the middle", fn: flipCheckpointByte(func(n int) int { return n / 2 })},
 	{name: "flipped byte in the checksum", fn: flipCheckpointByte(func(n int) int { return n - 1 })},
@@ -190,7 +190,7 @@ var ckDamages = []ckDamage{
 		}
 	}},
 	{name: "truncated to the header", fn: func(t *testing.T, dir, _ string) {
-		if err := os.Truncate(filepath.Join(dir, checkpointFile), ckHeader); err != nil {
+		if err := os.Truncate(filepath.Join(dir, checkpointFile), checkpointHeader); err != nil {
 			t.Fatal(err)
 		}
 	}},
@@ -237,13 +237,13 @@ var ckDamages = []ckDamage{
 	}},
 	{name: "naming a missing segment", fn: func(t *testing.T, dir, _ string) {
 		body := readCheckpoint(t, dir)
-		segs := ckSegments(body)
+		segs := checkpointSegments(body)
 		le.PutUint32(body[segs[1]:], 999)
 		writeCheckpoint(t, dir, body)
 	}},
 	{name: "listing a segment end past the data", fn: func(t *testing.T, dir, _ string) {
 		body := readCheckpoint(t, dir)
-		at := ckSegments(body)[0] + 4
+		at := checkpointSegments(body)[0] + 4
 		le.PutUint64(body[at:], le.Uint64(body[at:])+64)
 		writeCheckpoint(t, dir, body)
 	}},
@@ -255,7 +255,7 @@ var ckDamages = []ckDamage{
 			t.Skip("no zero fill after the watermark to point into")
 		}
 		le.PutUint64(body[12:], wend+96)
-		for _, at := range ckSegments(body) {
+		for _, at := range checkpointSegments(body) {
 			if le.Uint32(body[at:]) == wseg {
 				le.PutUint64(body[at+4:], wend+96)
 			}
@@ -267,7 +267,7 @@ var ckDamages = []ckDamage{
 		_, fs := readFrames(t, lastSegment(t, dir))
 		f := fs[len(fs)-1]
 		le.PutUint64(body[12:], uint64(f.Off+3))
-		for _, at := range ckSegments(body) {
+		for _, at := range checkpointSegments(body) {
 			if le.Uint32(body[at:]) == le.Uint32(body[8:]) {
 				le.PutUint64(body[at+4:], uint64(f.Off+3))
 			}
@@ -294,14 +294,14 @@ var ckDamages = []ckDamage{
 
 func TestCheckpointDamageFallsBackToScan(t *testing.T) {
 	base := filepath.Join(t.TempDir(), "base")
-	ckBase(t, base)
+	checkpointBase(t, base)
 	// Another store with exactly the same history (same sizes, offsets
 	// and watermark) but other ids.
 	other := filepath.Join(t.TempDir(), "other")
-	ckBase(t, other)
-	orig, _, origW := scanRef(t, base, ckEntities...)
+	checkpointBase(t, other)
+	orig, _, origW := scanRef(t, base, checkpointEntities...)
 
-	for _, d := range ckDamages {
+	for _, d := range checkpointDamageCases {
 		for _, footers := range []bool{true, false} {
 			name, want := d.name+", footers", "footers"
 			if !footers {
@@ -315,7 +315,7 @@ func TestCheckpointDamageFallsBackToScan(t *testing.T) {
 // checkpointDamage opens a copy of base with its checkpoint damaged by d
 // (and its segment footers removed unless footers): Open must take path
 // want and restore what a frame scan does.
-func checkpointDamage(t *testing.T, d ckDamage, base, other string, footers bool, want string, orig visibleState, origW []string) {
+func checkpointDamage(t *testing.T, d checkpointDamageCase, base, other string, footers bool, want string, orig visibleState, origW []string) {
 	dir := filepath.Join(t.TempDir(), "damaged")
 	skip := func(string) bool { return false }
 	if !footers {
@@ -360,7 +360,7 @@ func checkpointDamage(t *testing.T, d ckDamage, base, other string, footers bool
 	sameState(t, "damaged checkpoint vs scan", got, ref)
 	allGettable(t, s, ref.events)
 	noLeak(t, d.name, got.events)
-	sameStrings(t, "writes after the fallback", continueWrites(t, s, ckEntities...), refW)
+	sameStrings(t, "writes after the fallback", continueWrites(t, s, checkpointEntities...), refW)
 	mustVerify(t, s)
 
 	// Close writes a sound checkpoint again.
@@ -374,7 +374,7 @@ func checkpointDamage(t *testing.T, d ckDamage, base, other string, footers bool
 
 func TestCheckpointCoveredFrameDamageFailsOpen(t *testing.T) {
 	base := filepath.Join(t.TempDir(), "base")
-	ckBase(t, base)
+	checkpointBase(t, base)
 	segs := segmentFiles(t, base)
 	for _, which := range []int{0, 1, len(segs) - 1} {
 		t.Run(fmt.Sprintf("segment %d of %d", which+1, len(segs)), func(t *testing.T) {
@@ -411,7 +411,7 @@ func TestCheckpointCoveredFrameDamageFailsOpen(t *testing.T) {
 func TestCheckpointHiddenOnEveryPath(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	cfg := ckBase(t, dir) // cancelled fences inside the checkpoint
+	cfg := checkpointBase(t, dir) // cancelled fences inside the checkpoint
 	s := openWith(t, cfg)
 	mustAppend(t, s, mustCoord(t, "acct:1", "eu"), kindA, `{"x":1}`)
 	writeCancelledFence(t, s, true) // hidden, in the tail
@@ -435,7 +435,7 @@ func TestCheckpointHiddenOnEveryPath(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ref, refRep, refW := scanRef(t, crashed, ckEntities...)
+	ref, refRep, refW := scanRef(t, crashed, checkpointEntities...)
 	if refRep.Hidden != 2*6+6+3 {
 		t.Fatalf("scan found %d hidden events", refRep.Hidden)
 	}
@@ -458,7 +458,7 @@ func TestCheckpointHiddenOnEveryPath(t *testing.T) {
 		t.Errorf("checkpoint+tail: %+v (scan: %+v)", rep, refRep)
 	}
 	sameState(t, "checkpoint+tail with a fence left open", captureState(t, s2), ref)
-	sameStrings(t, "writes after", continueWrites(t, s2, ckEntities...), refW)
+	sameStrings(t, "writes after", continueWrites(t, s2, checkpointEntities...), refW)
 	mustVerify(t, s2)
 	after := captureState(t, s2)
 	s3 := reopen(t, s2)
@@ -473,7 +473,7 @@ func TestCheckpointHiddenOnEveryPath(t *testing.T) {
 // writer uses the checkpoint and replays what the writer added since.
 func TestCheckpointReadOnlyBesideWriter(t *testing.T) {
 	dir := t.TempDir()
-	cfg := ckBase(t, dir)
+	cfg := checkpointBase(t, dir)
 	ro0, err := core.OpenReadOnly(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -504,7 +504,7 @@ func TestCheckpointReadOnlyBesideWriter(t *testing.T) {
 
 func init() { helperModes["ckptcrash"] = helperCheckpointCrash }
 
-func ckCrashPayload(g, i int) string {
+func checkpointCrashPayload(g, i int) string {
 	return fmt.Sprintf(`{"g":%d,"i":%d,"pad":"%s"}`, g, i, strings.Repeat("k", 50+(g*7+i)%150))
 }
 
@@ -533,12 +533,12 @@ func helperCheckpointCrash(dir string) error {
 				var err error
 				if i%50 == 49 {
 					var rs []core.Receipt
-					rs, err = s.AppendBatch(context.Background(), []core.BatchItem{{Coordinate: c, Kind: kindA, Payload: []byte(ckCrashPayload(g, i))}})
+					rs, err = s.AppendBatch(context.Background(), []core.BatchItem{{Coordinate: c, Kind: kindA, Payload: []byte(checkpointCrashPayload(g, i))}})
 					if err == nil {
 						r = rs[0]
 					}
 				} else {
-					r, err = s.Append(context.Background(), c, kindA, []byte(ckCrashPayload(g, i)))
+					r, err = s.Append(context.Background(), c, kindA, []byte(checkpointCrashPayload(g, i)))
 				}
 				if err != nil {
 					errs <- err
@@ -560,7 +560,7 @@ func helperCheckpointCrash(dir string) error {
 func TestCheckpointSurvivesKill(t *testing.T) {
 	rng := crashRNG(t)
 	dir := t.TempDir()
-	cfg := ckBase(t, dir)
+	cfg := checkpointBase(t, dir)
 	for round := 0; round < 2; round++ {
 		before, err := core.OpenReadOnly(cfg)
 		if err != nil {
@@ -609,7 +609,7 @@ func TestCheckpointSurvivesKill(t *testing.T) {
 			if err != nil {
 				t.Fatalf("acknowledged event %s lost: %v", a.id, err)
 			}
-			if ev.GlobalSequence != a.seq || string(ev.Payload) != ckCrashPayload(a.g, a.i) {
+			if ev.GlobalSequence != a.seq || string(ev.Payload) != checkpointCrashPayload(a.g, a.i) {
 				t.Fatalf("acknowledged event %s read back as seq %d %s", a.id, ev.GlobalSequence, ev.Payload)
 			}
 		}

@@ -333,7 +333,7 @@ func segGenName(path string, gen int) string {
 func journalStore(t *testing.T) (core.Config, visibleState) {
 	t.Helper()
 	dir := t.TempDir()
-	cfg := ckBase(t, dir)
+	cfg := checkpointBase(t, dir)
 	s := openWith(t, cfg)
 	st := captureState(t, s)
 	if err := s.Close(); err != nil {

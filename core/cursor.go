@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -192,44 +191,4 @@ func saveCursor(fsys vfs.FS, dir, name string, pos uint64) error {
 		return fmt.Errorf("batpak: commit cursor %q: %w", name, err)
 	}
 	return nil
-}
-
-// writeFileAtomic writes dir/name through a temporary file and a rename, so
-// readers see the old content or the new. With durable set it fsyncs the
-// file before the rename and the directory after: a crash then leaves the
-// old or the new content, never a damaged file.
-func writeFileAtomic(fsys vfs.FS, dir, name string, b []byte, durable bool) error {
-	mkdir := fsys.MkdirAll
-	if durable {
-		mkdir = func(dir string, _ fs.FileMode) error { return mkdirDurable(fsys, dir) }
-	}
-	if err := mkdir(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := vfs.CreateTemp(fsys, dir, name+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer fsys.Remove(tmp)
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if durable {
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return err
-		}
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := fsys.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return err
-	}
-	if !durable {
-		return nil
-	}
-	return syncDir(fsys, dir)
 }

@@ -141,7 +141,7 @@ func footerBase(t *testing.T, dir string, packed bool) core.Config {
 		rng := rand.New(rand.NewSource(int64(b)))
 		var items []core.BatchItem
 		for k := 0; k < 24; k++ {
-			items = append(items, core.BatchItem{Coordinate: mustCoord(t, fmt.Sprintf("big:%d", b), "eu"), Kind: kindB, Payload: []byte(pkOrderJSON(rng, k))})
+			items = append(items, core.BatchItem{Coordinate: mustCoord(t, fmt.Sprintf("big:%d", b), "eu"), Kind: kindB, Payload: []byte(orderJSON(rng, k))})
 		}
 		if _, err := s.AppendBatch(ctx, items); err != nil {
 			t.Fatal(err)
@@ -153,7 +153,7 @@ func footerBase(t *testing.T, dir string, packed bool) core.Config {
 	}
 	rng := rand.New(rand.NewSource(99))
 	for k := 0; k < 80; k++ {
-		if _, err := f.Submit(ctx, mustCoord(t, fmt.Sprintf("fenced:%d", k%4), "us"), kindA, []byte(pkOrderJSON(rng, k))); err != nil {
+		if _, err := f.Submit(ctx, mustCoord(t, fmt.Sprintf("fenced:%d", k%4), "us"), kindA, []byte(orderJSON(rng, k))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -590,7 +590,7 @@ func TestFooterCoversPrefix(t *testing.T) {
 				t.Errorf("open report %+v; want the footer used and the frames after it read", rep)
 			}
 			sameState(t, "footer and tail vs scan", captureState(t, c), want)
-			all := append(append([]pkEvent(nil), h.events...), h2.events...)
+			all := append(append([]sampleEvent(nil), h.events...), h2.events...)
 			got := mustQuery(t, c, core.All())
 			if len(got) != len(all) {
 				t.Fatalf("%d events, want %d", len(got), len(all))

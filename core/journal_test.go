@@ -104,7 +104,7 @@ func refusedJournal(t *testing.T, cfg core.Config, victim string, j []byte, want
 // is removed by hand every event is there.
 func TestCompactionJournalRefused(t *testing.T) {
 	base := t.TempDir()
-	cfg := ckBase(t, filepath.Join(base, "store"))
+	cfg := checkpointBase(t, filepath.Join(base, "store"))
 	victim := filepath.Join(base, "victim.txt")
 	writeFile(t, victim, []byte("keep me"))
 	ro, err := core.OpenReadOnly(cfg)
@@ -169,7 +169,7 @@ func TestCompactionJournalRefused(t *testing.T) {
 // compaction, the state after it, and the journal the compaction wrote.
 func crashImageAtCommit(t *testing.T) (core.Config, visibleState, visibleState, []byte) {
 	t.Helper()
-	cfg := ckBase(t, t.TempDir())
+	cfg := checkpointBase(t, t.TempDir())
 	s := openWith(t, cfg)
 	before := captureState(t, s)
 	image := t.TempDir()

@@ -121,7 +121,7 @@ func TestReadOnlyVerifyBesideCompactingWriter(t *testing.T) {
 	ctx := context.Background()
 	r := rand.New(rand.NewSource(21))
 	for i := 0; i < 600; i++ {
-		mustAppend(t, w, mustCoord(t, fmt.Sprintf("order:%d", i%40), "shop"), kindA, pkOrderJSON(r, i))
+		mustAppend(t, w, mustCoord(t, fmt.Sprintf("order:%d", i%40), "shop"), kindA, orderJSON(r, i))
 	}
 	// Slow file work (a loaded disk): both generations of a segment stay
 	// in place longer than a reader's listing, and longer than a few
@@ -144,7 +144,7 @@ func TestReadOnlyVerifyBesideCompactingWriter(t *testing.T) {
 			default:
 			}
 			for k := 0; k < 40; k++ {
-				mustAppend(t, w, mustCoord(t, fmt.Sprintf("order:%d", i%40), "shop"), kindA, pkOrderJSON(r, i))
+				mustAppend(t, w, mustCoord(t, fmt.Sprintf("order:%d", i%40), "shop"), kindA, orderJSON(r, i))
 			}
 			cc := core.CompactConfig{Merge: true, Tombstone: func(ev core.StoredEvent) bool { return ev.GlobalSequence%7 == 0 }}
 			if i%2 == 0 {
@@ -199,7 +199,7 @@ func TestReadOnlyVerifyBesideCompactingWriter(t *testing.T) {
 // Damage stays damage: two generations of one segment with no journal to
 // explain them fail a read-only open (after a few listings) and Verify.
 func TestReadOnlyTwoGenerationsWithoutJournal(t *testing.T) {
-	cfg := ckBase(t, t.TempDir())
+	cfg := checkpointBase(t, t.TempDir())
 	segs := segmentFiles(t, cfg.Dir)
 	writeFile(t, filepath.Join(cfg.Dir, segGenName(segs[1], 1)), regenerate(t, segs[1], 1))
 	_, err := core.OpenReadOnly(cfg)

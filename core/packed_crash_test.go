@@ -25,7 +25,7 @@ func init() { helperModes["packcrash"] = helperPackCrash }
 
 // pcPayload is the payload of event i of round round (a function of both).
 func pcPayload(round, i int) string {
-	return pkOrderJSON(rand.New(rand.NewSource(int64(round)<<32|int64(i))), i)
+	return orderJSON(rand.New(rand.NewSource(int64(round)<<32|int64(i))), i)
 }
 
 func pcConfig(dir string) core.Config {
@@ -52,7 +52,7 @@ func helperPackCrash(dir string) error {
 		return err
 	}
 	for i := 0; ; {
-		c, _ := core.NewCoordinate(fmt.Sprintf("pc:%d", i%11), pkScopes[i%3])
+		c, _ := core.NewCoordinate(fmt.Sprintf("pc:%d", i%11), sampleScopes[i%3])
 		if i%25 == 0 {
 			items := []core.BatchItem{
 				{Coordinate: c, Kind: kindA, Payload: []byte(pcPayload(round, i))},
@@ -269,7 +269,7 @@ func checkAfterPackCrash(t *testing.T, dir string, acks []pcAck) {
 		if a.i%25 < 3 {
 			continue // a batch item, unkeyed
 		}
-		c := mustCoord(t, fmt.Sprintf("pc:%d", a.i%11), pkScopes[a.i%3])
+		c := mustCoord(t, fmt.Sprintf("pc:%d", a.i%11), sampleScopes[a.i%3])
 		r := mustAppendOpts(t, s, c, kindA, pcPayload(a.round, a.i), core.AppendOptions{IdempotencyKey: fmt.Sprintf("pc-%d-%d", a.round, a.i)})
 		if !r.Deduplicated || r.ID != a.id {
 			t.Fatalf("retry of acknowledged %s: %+v", a.id, r)

@@ -31,14 +31,14 @@ import (
 // ---- realistic order payloads ----
 
 var (
-	pkFirst   = []string{"Amelia", "Bruno", "Chloé", "Dmitri", "Elena", "Farid", "Grace", "Hiroshi", "Inès", "Jonas", "Kavya", "Lukas", "Maya", "Noah", "Olga", "Priya"}
-	pkLast    = []string{"Schneider", "Okafor", "Martínez", "Nakamura", "Kowalski", "Dubois", "Haddad", "Lindqvist", "O'Brien", "Rossi", "Patel", "Novak"}
-	pkStreets = []string{"Elm Street", "Rue de Rivoli", "Hauptstraße", "Calle Mayor", "King's Road", "Via Roma", "Maple Avenue", "Sakura-dori"}
-	pkCities  = []struct{ City, Zip, Country string }{
+	sampleFirstNames = []string{"Amelia", "Bruno", "Chloé", "Dmitri", "Elena", "Farid", "Grace", "Hiroshi", "Inès", "Jonas", "Kavya", "Lukas", "Maya", "Noah", "Olga", "Priya"}
+	sampleLastNames  = []string{"Schneider", "Okafor", "Martínez", "Nakamura", "Kowalski", "Dubois", "Haddad", "Lindqvist", "O'Brien", "Rossi", "Patel", "Novak"}
+	sampleStreets    = []string{"Elm Street", "Rue de Rivoli", "Hauptstraße", "Calle Mayor", "King's Road", "Via Roma", "Maple Avenue", "Sakura-dori"}
+	sampleCities     = []struct{ City, Zip, Country string }{
 		{"Berlin", "10115", "DE"}, {"Paris", "75001", "FR"}, {"Madrid", "28013", "ES"}, {"London", "SW3 4UP", "GB"},
 		{"Rome", "00184", "IT"}, {"Springfield", "62701", "US"}, {"Osaka", "530-0001", "JP"},
 	}
-	pkProducts = []struct {
+	sampleProducts = []struct {
 		SKU, Name string
 		Price     float64
 	}{
@@ -47,61 +47,61 @@ var (
 		{"SKU-3001", "Bamboo cutting board", 19.95}, {"SKU-3002", "Glass storage jar", 6.4}, {"SKU-3003", "Milk frother", 29.5},
 		{"SKU-4001", "Stoneware dinner plate", 14.25}, {"SKU-4002", "Salad bowl, oak", 42}, {"SKU-4003", "Pepper mill", 22.8},
 	}
-	pkStatuses = []string{"placed", "paid", "packed", "shipped", "delivered", "returned"}
+	sampleStatuses = []string{"placed", "paid", "packed", "shipped", "delivered", "returned"}
 )
 
-type pkAddress struct {
+type sampleAddress struct {
 	Street  string `json:"street"`
 	City    string `json:"city"`
 	Zip     string `json:"zip"`
 	Country string `json:"country"`
 }
 
-type pkCustomer struct {
-	ID      string    `json:"id"`
-	Name    string    `json:"name"`
-	Email   string    `json:"email"`
-	Address pkAddress `json:"address"`
+type sampleCustomer struct {
+	ID      string        `json:"id"`
+	Name    string        `json:"name"`
+	Email   string        `json:"email"`
+	Address sampleAddress `json:"address"`
 }
 
-type pkItem struct {
+type sampleItem struct {
 	SKU       string  `json:"sku"`
 	Name      string  `json:"name"`
 	Qty       int     `json:"qty"`
 	UnitPrice float64 `json:"unit_price"`
 }
 
-type pkOrder struct {
-	OrderID  string     `json:"order_id"`
-	PlacedAt string     `json:"placed_at"`
-	Status   string     `json:"status"`
-	Customer pkCustomer `json:"customer"`
-	Items    []pkItem   `json:"items"`
-	Total    float64    `json:"total"`
-	Currency string     `json:"currency"`
-	Notes    string     `json:"notes,omitempty"`
+type sampleOrder struct {
+	OrderID  string         `json:"order_id"`
+	PlacedAt string         `json:"placed_at"`
+	Status   string         `json:"status"`
+	Customer sampleCustomer `json:"customer"`
+	Items    []sampleItem   `json:"items"`
+	Total    float64        `json:"total"`
+	Currency string         `json:"currency"`
+	Notes    string         `json:"notes,omitempty"`
 }
 
-// pkOrderJSON is a realistic order (300-600 bytes), a function of rng only:
+// orderJSON is a realistic order (300-600 bytes), a function of rng only:
 // two generators with the same seed give payloads of the same sizes.
-func pkOrderJSON(rng *rand.Rand, i int) string {
-	f, l := pkFirst[rng.Intn(len(pkFirst))], pkLast[rng.Intn(len(pkLast))]
-	c := pkCities[rng.Intn(len(pkCities))]
-	o := pkOrder{
+func orderJSON(rng *rand.Rand, i int) string {
+	f, l := sampleFirstNames[rng.Intn(len(sampleFirstNames))], sampleLastNames[rng.Intn(len(sampleLastNames))]
+	c := sampleCities[rng.Intn(len(sampleCities))]
+	o := sampleOrder{
 		OrderID:  fmt.Sprintf("ORD-2024-%06d", i),
 		PlacedAt: time.Date(2024, 3, 1, 8, 0, 0, 0, time.UTC).Add(time.Duration(i)*97*time.Second + time.Duration(rng.Intn(1000))*time.Millisecond).Format("2006-01-02T15:04:05.000Z"),
-		Status:   pkStatuses[rng.Intn(len(pkStatuses))],
-		Customer: pkCustomer{
+		Status:   sampleStatuses[rng.Intn(len(sampleStatuses))],
+		Customer: sampleCustomer{
 			ID:      fmt.Sprintf("cust-%05d", rng.Intn(5000)),
 			Name:    f + " " + l,
 			Email:   strings.ToLower(strings.ReplaceAll(f+"."+l, "'", "")) + "@example.com",
-			Address: pkAddress{Street: fmt.Sprintf("%d %s", 1+rng.Intn(200), pkStreets[rng.Intn(len(pkStreets))]), City: c.City, Zip: c.Zip, Country: c.Country},
+			Address: sampleAddress{Street: fmt.Sprintf("%d %s", 1+rng.Intn(200), sampleStreets[rng.Intn(len(sampleStreets))]), City: c.City, Zip: c.Zip, Country: c.Country},
 		},
 		Currency: "EUR",
 	}
 	for k := 0; k <= rng.Intn(3); k++ {
-		p := pkProducts[rng.Intn(len(pkProducts))]
-		it := pkItem{SKU: p.SKU, Name: p.Name, Qty: 1 + rng.Intn(4), UnitPrice: p.Price}
+		p := sampleProducts[rng.Intn(len(sampleProducts))]
+		it := sampleItem{SKU: p.SKU, Name: p.Name, Qty: 1 + rng.Intn(4), UnitPrice: p.Price}
 		o.Items = append(o.Items, it)
 		o.Total += float64(it.Qty) * it.UnitPrice
 	}
@@ -118,8 +118,8 @@ func pkOrderJSON(rng *rand.Rand, i int) string {
 
 // ---- a recorded history ----
 
-// pkEvent is a visible event as it was written.
-type pkEvent struct {
+// sampleEvent is a visible event as it was written.
+type sampleEvent struct {
 	r       core.Receipt
 	coord   core.Coordinate
 	kind    core.Kind
@@ -127,20 +127,20 @@ type pkEvent struct {
 	idem    string
 }
 
-type pkHistory struct {
-	events []pkEvent // visible events, in sequence order
-	hidden int       // events of the cancelled fence
+type sampleHistory struct {
+	events []sampleEvent // visible events, in sequence order
+	hidden int           // events of the cancelled fence
 }
 
-func (h *pkHistory) byID() map[core.EventID]pkEvent {
-	m := make(map[core.EventID]pkEvent, len(h.events))
+func (h *sampleHistory) byID() map[core.EventID]sampleEvent {
+	m := make(map[core.EventID]sampleEvent, len(h.events))
 	for _, e := range h.events {
 		m[e.r.ID] = e
 	}
 	return m
 }
 
-func (h *pkHistory) entities() []string {
+func (h *sampleHistory) entities() []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, e := range h.events {
@@ -153,42 +153,42 @@ func (h *pkHistory) entities() []string {
 	return out
 }
 
-var pkScopes = []string{"eu", "us", "apac"}
+var sampleScopes = []string{"eu", "us", "apac"}
 
 // writeOrders writes about n visible events of realistic orders: singles
 // over many entities (every fifth with an idempotency key), three-item
 // batches (one item keyed), a committed fence of three events and a
 // cancelled fence of four. The layout (frame sizes, segment boundaries)
 // depends on seed only.
-func writeOrders(t testing.TB, s *core.Store, n int, seed int64) *pkHistory {
+func writeOrders(t testing.TB, s *core.Store, n int, seed int64) *sampleHistory {
 	t.Helper()
 	return writeOrdersKeyed(t, s, n, seed, "")
 }
 
 // writeOrdersKeyed is writeOrders with idempotency keys starting with
 // keyPrefix (a second history in the same store needs other keys).
-func writeOrdersKeyed(t testing.TB, s *core.Store, n int, seed int64, keyPrefix string) *pkHistory {
+func writeOrdersKeyed(t testing.TB, s *core.Store, n int, seed int64, keyPrefix string) *sampleHistory {
 	t.Helper()
 	ctx := context.Background()
 	rng := rand.New(rand.NewSource(seed))
-	h := &pkHistory{}
+	h := &sampleHistory{}
 	fenced, leaked := false, false
 	for i := 0; len(h.events) < n; i++ {
 		switch {
 		case i%40 == 39:
 			ent := fmt.Sprintf("order:%05d", i)
 			items := []core.BatchItem{
-				{Coordinate: mustCoord(t, ent, "eu"), Kind: kindA, Payload: []byte(pkOrderJSON(rng, i))},
-				{Coordinate: mustCoord(t, ent, "eu"), Kind: kindB, Payload: []byte(pkOrderJSON(rng, i)), Causation: core.PriorItem(0),
+				{Coordinate: mustCoord(t, ent, "eu"), Kind: kindA, Payload: []byte(orderJSON(rng, i))},
+				{Coordinate: mustCoord(t, ent, "eu"), Kind: kindB, Payload: []byte(orderJSON(rng, i)), Causation: core.PriorItem(0),
 					Options: core.AppendOptions{IdempotencyKey: fmt.Sprintf("%sbatch-%05d", keyPrefix, i)}},
-				{Coordinate: mustCoord(t, fmt.Sprintf("cust:%03d", i%120), "eu"), Kind: kindC, Payload: []byte(pkOrderJSON(rng, i)), Causation: core.PriorItem(1)},
+				{Coordinate: mustCoord(t, fmt.Sprintf("cust:%03d", i%120), "eu"), Kind: kindC, Payload: []byte(orderJSON(rng, i)), Causation: core.PriorItem(1)},
 			}
 			rs, err := s.AppendBatch(ctx, items)
 			if err != nil {
 				t.Fatalf("AppendBatch: %v", err)
 			}
 			for k, r := range rs {
-				h.events = append(h.events, pkEvent{r: r, coord: items[k].Coordinate, kind: items[k].Kind, payload: string(items[k].Payload), idem: items[k].Options.IdempotencyKey})
+				h.events = append(h.events, sampleEvent{r: r, coord: items[k].Coordinate, kind: items[k].Kind, payload: string(items[k].Payload), idem: items[k].Options.IdempotencyKey})
 			}
 		case !fenced && len(h.events) >= n/3:
 			fenced = true
@@ -197,16 +197,16 @@ func writeOrdersKeyed(t testing.TB, s *core.Store, n int, seed int64, keyPrefix 
 				t.Fatal(err)
 			}
 			var tks []*core.Ticket
-			var evs []pkEvent
+			var evs []sampleEvent
 			for k := 0; k < 3; k++ {
 				c := mustCoord(t, fmt.Sprintf("cust:%03d", k), "us")
-				p := pkOrderJSON(rng, i)
+				p := orderJSON(rng, i)
 				tk, err := f.Submit(ctx, c, kindB, []byte(p))
 				if err != nil {
 					t.Fatal(err)
 				}
 				tks = append(tks, tk)
-				evs = append(evs, pkEvent{coord: c, kind: kindB, payload: p})
+				evs = append(evs, sampleEvent{coord: c, kind: kindB, payload: p})
 			}
 			if err := f.Commit(ctx); err != nil {
 				t.Fatal(err)
@@ -224,22 +224,22 @@ func writeOrdersKeyed(t testing.TB, s *core.Store, n int, seed int64, keyPrefix 
 			writeLeakingFence(t, s, mustCoord(t, "cust:001", "us"), kindC, 4)
 			h.hidden += 4
 		default:
-			c := mustCoord(t, fmt.Sprintf("cust:%03d", (i*7)%120), pkScopes[i%3])
+			c := mustCoord(t, fmt.Sprintf("cust:%03d", (i*7)%120), sampleScopes[i%3])
 			k := []core.Kind{kindA, kindB, kindC}[i%3]
-			p := pkOrderJSON(rng, i)
+			p := orderJSON(rng, i)
 			o := core.AppendOptions{}
 			if i%5 == 0 {
 				o.IdempotencyKey = fmt.Sprintf("%sord-%06d", keyPrefix, i)
 			}
 			r := mustAppendOpts(t, s, c, k, p, o)
-			h.events = append(h.events, pkEvent{r: r, coord: c, kind: k, payload: p, idem: o.IdempotencyKey})
+			h.events = append(h.events, sampleEvent{r: r, coord: c, kind: k, payload: p, idem: o.IdempotencyKey})
 		}
 	}
 	return h
 }
 
 // sameAsWritten fails unless ev is the event e as it was written.
-func sameAsWritten(t testing.TB, what string, ev core.StoredEvent, e pkEvent) {
+func sameAsWritten(t testing.TB, what string, ev core.StoredEvent, e sampleEvent) {
 	t.Helper()
 	if ev.Header.ID != e.r.ID || ev.GlobalSequence != e.r.GlobalSequence || ev.Header.Clock != e.r.Clock ||
 		ev.Header.Timestamp != e.r.Timestamp || ev.Coordinate != e.coord || ev.Header.Kind != e.kind ||
@@ -251,7 +251,7 @@ func sameAsWritten(t testing.TB, what string, ev core.StoredEvent, e pkEvent) {
 
 // checkWritten reads every event of h with Get, in random order, and the
 // whole store with Query: both must show exactly what was written.
-func checkWritten(t testing.TB, s *core.Store, h *pkHistory, what string) {
+func checkWritten(t testing.TB, s *core.Store, h *sampleHistory, what string) {
 	t.Helper()
 	rng := rand.New(rand.NewSource(int64(len(h.events))))
 	for _, i := range rng.Perm(len(h.events)) {
@@ -308,11 +308,11 @@ func sameViews(t testing.TB, what string, a, b readViews) {
 // ---- packed segment files (format: see core/packed.go) ----
 
 const (
-	pkTrailer   = 32
-	pkTableItem = 24
+	packedTrailer   = 32
+	packedTableItem = 24
 )
 
-type pkBlock struct {
+type packedBlock struct {
 	start  uint32
 	fileAt int64
 	stored uint32
@@ -325,7 +325,7 @@ type packedFile struct {
 	data   []byte
 	codec  byte
 	size   int64
-	blocks []pkBlock
+	blocks []packedBlock
 }
 
 // isPackedSegment reports whether the segment file at path is packed
@@ -351,18 +351,18 @@ func readPacked(t testing.TB, path string) *packedFile {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(data) < format.SegmentHeaderSize+pkTrailer || binary.LittleEndian.Uint16(data[8:]) != 2 {
+	if len(data) < format.SegmentHeaderSize+packedTrailer || binary.LittleEndian.Uint16(data[8:]) != 2 {
 		t.Fatalf("%s is not a packed segment", path)
 	}
-	tr := data[len(data)-pkTrailer:]
+	tr := data[len(data)-packedTrailer:]
 	if string(tr[:8]) != "BPAKBLKS" {
 		t.Fatalf("%s: no trailer", path)
 	}
 	p := &packedFile{path: path, data: data, codec: data[10], size: int64(le.Uint64(tr[20:]))}
 	tableAt, n := int(le.Uint64(tr[8:])), int(le.Uint32(tr[16:]))
 	for i := 0; i < n; i++ {
-		b := data[tableAt+i*pkTableItem:]
-		p.blocks = append(p.blocks, pkBlock{start: le.Uint32(b), fileAt: int64(le.Uint64(b[4:])), stored: le.Uint32(b[12:]), length: le.Uint32(b[16:]), crc: le.Uint32(b[20:])})
+		b := data[tableAt+i*packedTableItem:]
+		p.blocks = append(p.blocks, packedBlock{start: le.Uint32(b), fileAt: int64(le.Uint64(b[4:])), stored: le.Uint32(b[12:]), length: le.Uint32(b[16:]), crc: le.Uint32(b[20:])})
 	}
 	return p
 }
@@ -675,7 +675,7 @@ func TestPackedReadOnlyOpenBesideSealer(t *testing.T) {
 		rng := rand.New(rand.NewSource(9))
 		for i := 0; i < 5000; i++ {
 			c, _ := core.NewCoordinate(fmt.Sprintf("ro:%d", i%7), "eu")
-			if _, err := s.Append(ctx, c, kindA, []byte(pkOrderJSON(rng, i))); err != nil {
+			if _, err := s.Append(ctx, c, kindA, []byte(orderJSON(rng, i))); err != nil {
 				werr <- err
 				return
 			}
@@ -730,7 +730,7 @@ func sum(m map[string]int) int {
 
 // packedBase builds a closed zstd store with every sealed segment packed
 // and footered; it returns the config and the history.
-func packedBase(t *testing.T, n int, segmentMax int64) (core.Config, *pkHistory) {
+func packedBase(t *testing.T, n int, segmentMax int64) (core.Config, *sampleHistory) {
 	t.Helper()
 	cfg := zstdConfig(t.TempDir())
 	cfg.SegmentMaxBytes = segmentMax
@@ -856,9 +856,9 @@ func TestPackedTruncated(t *testing.T) {
 	victim := segs[1]
 	size := fileSize(t, victim)
 	cuts := map[string]int64{
-		"trailer missing":        size - pkTrailer,
+		"trailer missing":        size - packedTrailer,
 		"trailer cut":            size - 5,
-		"block table cut":        size - pkTrailer - 3,
+		"block table cut":        size - packedTrailer - 3,
 		"half the file":          size / 2,
 		"header and a few bytes": format.SegmentHeaderSize + 10,
 	}
@@ -894,14 +894,14 @@ func TestPackedTruncated(t *testing.T) {
 	}
 	// A flipped byte in the structure: header, block table, trailer.
 	pf := readPacked(t, victim)
-	tableAt := int64(le.Uint64(pf.data[len(pf.data)-pkTrailer+8:]))
+	tableAt := int64(le.Uint64(pf.data[len(pf.data)-packedTrailer+8:]))
 	flips := map[string]int64{
 		"header: segment id":     12,
 		"header: checksum":       21,
 		"block table: offset":    tableAt + 5,
 		"block table: length":    tableAt + 17,
-		"trailer: magic":         size - pkTrailer + 2,
-		"trailer: logical size":  size - pkTrailer + 21,
+		"trailer: magic":         size - packedTrailer + 2,
+		"trailer: logical size":  size - packedTrailer + 21,
 		"trailer: checksum":      size - 1,
 		"last block's last byte": int64(pf.blocks[len(pf.blocks)-1].fileAt) + int64(pf.blocks[len(pf.blocks)-1].stored) - 1,
 	}
@@ -959,7 +959,7 @@ func TestPackedRedact(t *testing.T) {
 		}
 	}
 	// Redact: two keyed singles in packed segments, one in the active one.
-	var red []pkEvent
+	var red []sampleEvent
 	for _, e := range h.events {
 		if e.idem != "" && strings.HasPrefix(e.idem, "ord-") && !inActive[e.r.ID] && (len(red) == 0 || e.r.GlobalSequence > red[0].r.GlobalSequence+400) {
 			red = append(red, e)
@@ -979,7 +979,7 @@ func TestPackedRedact(t *testing.T) {
 	}
 	// EraseEntity: an entity with events in several packed segments.
 	const erased = "cust:042"
-	var erasedEvs []pkEvent
+	var erasedEvs []sampleEvent
 	for _, e := range h.events {
 		if e.coord.Entity == erased {
 			erasedEvs = append(erasedEvs, e)
@@ -1005,7 +1005,7 @@ func TestPackedRedact(t *testing.T) {
 	}
 
 	gone := map[core.EventID]bool{}
-	for _, e := range append(append([]pkEvent(nil), red...), erasedEvs...) {
+	for _, e := range append(append([]sampleEvent(nil), red...), erasedEvs...) {
 		gone[e.r.ID] = true
 	}
 	check := func(s *core.Store, what string) {
@@ -1081,7 +1081,7 @@ func TestPackedRedact(t *testing.T) {
 
 // compactPair returns two copies of one closed plain store: the first
 // opened as it is, the second with zstd and every sealed segment packed.
-func compactPair(t *testing.T) (plain, packed *core.Store, h *pkHistory) {
+func compactPair(t *testing.T) (plain, packed *core.Store, h *sampleHistory) {
 	t.Helper()
 	cfg := testConfig(t.TempDir())
 	smallSegments(&cfg)
@@ -1203,7 +1203,7 @@ func TestPackedSnapshotWhileWriting(t *testing.T) {
 			rng := rand.New(rand.NewSource(int64(w)))
 			for i := 0; !stop.Load() && i < 4000; i++ {
 				c, _ := core.NewCoordinate(fmt.Sprintf("w%d:%d", w, i%17), "eu")
-				p := pkOrderJSON(rng, i)
+				p := orderJSON(rng, i)
 				r, err := s.Append(ctx, c, kindA, []byte(p))
 				if err != nil {
 					errs <- err
@@ -1304,8 +1304,8 @@ func TestPackedReadsDuringSealing(t *testing.T) {
 			defer writing.Add(-1)
 			rng := rand.New(rand.NewSource(int64(100 + w)))
 			for i := 0; i < perWriter; i++ {
-				c, _ := core.NewCoordinate(fmt.Sprintf("rw%d:%d", w, i%9), pkScopes[i%3])
-				p := pkOrderJSON(rng, i)
+				c, _ := core.NewCoordinate(fmt.Sprintf("rw%d:%d", w, i%9), sampleScopes[i%3])
+				p := orderJSON(rng, i)
 				r, err := s.Append(ctx, c, kindB, []byte(p))
 				if err != nil {
 					fail(fmt.Errorf("append: %w", err))

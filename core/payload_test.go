@@ -212,7 +212,7 @@ func TestDuplicateMemberNamesManyKeys(t *testing.T) {
 }
 
 // BenchmarkPayloadValidation: the write path's payload check on realistic
-// ~500-byte orders (pkOrderJSON), against encoding/json's json.Valid.
+// ~500-byte orders (orderJSON), against encoding/json's json.Valid.
 //
 //	go test ./core -run '^$' -bench PayloadValidation
 func BenchmarkPayloadValidation(b *testing.B) {
@@ -220,7 +220,7 @@ func BenchmarkPayloadValidation(b *testing.B) {
 	docs := make([][]byte, 64)
 	size := 0
 	for i := range docs {
-		docs[i] = []byte(pkOrderJSON(r, i))
+		docs[i] = []byte(orderJSON(r, i))
 		size += len(docs[i])
 	}
 	b.Logf("%d orders, %d bytes on average", len(docs), size/len(docs))

@@ -37,7 +37,7 @@ func TestReadOnlyBesideCompressingWriter(t *testing.T) {
 			default:
 			}
 			c := mustCoord(t, fmt.Sprintf("order:%d", i%40), "shop")
-			if _, err := w.Append(ctx, c, kindA, []byte(pkOrderJSON(r, i))); err != nil {
+			if _, err := w.Append(ctx, c, kindA, []byte(orderJSON(r, i))); err != nil {
 				t.Errorf("append: %v", err)
 				return
 			}
@@ -79,7 +79,7 @@ func TestReadOnlyBesideMergingWriter(t *testing.T) {
 	ctx := context.Background()
 	r := rand.New(rand.NewSource(9))
 	for i := 0; i < 1500; i++ {
-		mustAppend(t, w, mustCoord(t, fmt.Sprintf("order:%d", i%40), "shop"), kindA, pkOrderJSON(r, i))
+		mustAppend(t, w, mustCoord(t, fmt.Sprintf("order:%d", i%40), "shop"), kindA, orderJSON(r, i))
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -94,7 +94,7 @@ func TestReadOnlyBesideMergingWriter(t *testing.T) {
 			default:
 			}
 			for k := 0; k < 50; k++ {
-				mustAppend(t, w, mustCoord(t, fmt.Sprintf("order:%d", i%40), "shop"), kindA, pkOrderJSON(r, i))
+				mustAppend(t, w, mustCoord(t, fmt.Sprintf("order:%d", i%40), "shop"), kindA, orderJSON(r, i))
 			}
 			if _, err := w.Compact(ctx, core.CompactConfig{Merge: true, Tombstone: func(ev core.StoredEvent) bool { return ev.GlobalSequence%7 == 0 }}); err != nil {
 				t.Errorf("compact: %v", err)
@@ -131,7 +131,7 @@ func TestMaintenanceAfterClose(t *testing.T) {
 	r := rand.New(rand.NewSource(11))
 	var ids []core.EventID
 	for i := 0; i < 600; i++ {
-		ids = append(ids, mustAppend(t, s, mustCoord(t, fmt.Sprintf("order:%d", i%10), "shop"), kindA, pkOrderJSON(r, i)).ID)
+		ids = append(ids, mustAppend(t, s, mustCoord(t, fmt.Sprintf("order:%d", i%10), "shop"), kindA, orderJSON(r, i)).ID)
 	}
 	if err := s.SealSegments(ctx); err != nil {
 		t.Fatal(err)

@@ -211,7 +211,7 @@ func richHistory(t *testing.T, s *core.Store, rounds int) []core.Receipt {
 
 var le = binary.LittleEndian
 
-const ckHeader = 8 + 4 + 8 + 4 // magic, watermark segment, watermark offset, entries
+const checkpointHeader = 8 + 4 + 8 + 4 // magic, watermark segment, watermark offset, entries
 
 // readCheckpoint returns the checkpoint's bytes without its CRC.
 func readCheckpoint(t testing.TB, dir string) []byte {
@@ -220,7 +220,7 @@ func readCheckpoint(t testing.TB, dir string) []byte {
 	if err != nil {
 		t.Fatalf("no checkpoint: %v", err)
 	}
-	if len(b) < ckHeader+4 || string(b[:8]) != "BPCKPT01" {
+	if len(b) < checkpointHeader+4 || string(b[:8]) != "BPCKPT01" {
 		t.Fatalf("checkpoint does not look like one (%d bytes)", len(b))
 	}
 	return b[:len(b)-4]
@@ -234,13 +234,13 @@ func writeCheckpoint(t testing.TB, dir string, body []byte) {
 	writeFile(t, filepath.Join(dir, checkpointFile), b)
 }
 
-// ckSegments returns the offsets of the (id, end) pairs of the
+// checkpointSegments returns the offsets of the (id, end) pairs of the
 // checkpoint's segment list.
-func ckSegments(body []byte) []int {
-	n := int(le.Uint32(body[ckHeader:]))
+func checkpointSegments(body []byte) []int {
+	n := int(le.Uint32(body[checkpointHeader:]))
 	out := make([]int, n)
 	for i := range out {
-		out[i] = ckHeader + 4 + i*12
+		out[i] = checkpointHeader + 4 + i*12
 	}
 	return out
 }

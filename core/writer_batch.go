@@ -242,14 +242,7 @@ func (w *writer) unwrite(seg uint32, pos int64) error {
 		}
 	}
 	if w.off > pos {
-		for off := pos; off < w.off; {
-			n := min(int64(len(zeros)), w.off-off)
-			if _, err := w.file.WriteAt(zeros[:n], off); err != nil {
-				return fmt.Errorf("batpak: roll back batch: %w", err)
-			}
-			off += n
-		}
-		if err := w.file.SyncData(); err != nil {
+		if err := zeroFill(w.file, pos, w.off); err != nil {
 			return fmt.Errorf("batpak: roll back batch: %w", err)
 		}
 		w.fsyncs.Add(1)

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 
 	"github.com/batpak-go/batpak/core/internal/format"
-	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // The writer's file work: placing frames in the active segment, zero-fill
@@ -70,9 +69,6 @@ func copyAscending(dst, src []byte) {
 	}
 }
 
-// zeros is the fill written ahead of the data in the active segment.
-var zeros = make([]byte, 1<<20)
-
 // extend zero-fills the active segment ahead of need and syncs it once.
 // Writing into blocks that already hold (zero) data lets each later
 // fdatasync flush data only: measured here, a 15 KB group commit costs
@@ -85,14 +81,7 @@ func (w *writer) extend(need int64) error {
 	// Never fill past SegmentMaxBytes: a segment file stays within it
 	// unless one event alone is larger.
 	target := max(need, min(w.alloc+step, w.s.cfg.SegmentMaxBytes))
-	for off := w.alloc; off < target; {
-		n := min(int64(len(zeros)), target-off)
-		if _, err := w.file.WriteAt(zeros[:n], off); err != nil {
-			return fmt.Errorf("batpak: preallocate segment: %w", err)
-		}
-		off += n
-	}
-	if err := w.file.SyncData(); err != nil {
+	if err := zeroFill(w.file, w.alloc, target); err != nil {
 		return fmt.Errorf("batpak: preallocate segment: %w", err)
 	}
 	w.fsyncs.Add(1)
@@ -175,35 +164,5 @@ func (w *writer) createSegment(id uint32) error {
 		return err
 	}
 	w.s.segs.setActive(id, w.off)
-	return nil
-}
-
-func syncDir(fsys vfs.FS, dir string) error {
-	if err := fsys.SyncDir(dir); err != nil {
-		return fmt.Errorf("batpak: sync directory: %w", err)
-	}
-	return nil
-}
-
-// mkdirDurable creates dir and any missing parents (MkdirAll) and syncs
-// the parent of each directory it created, so that the new directories
-// survive a power loss (files synced inside a directory whose own entry
-// was never synced can vanish with it).
-func mkdirDurable(fsys vfs.FS, dir string) error {
-	var created []string
-	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
-		if _, err := fsys.Stat(d); err == nil || filepath.Dir(d) == d {
-			break
-		}
-		created = append(created, d)
-	}
-	if err := fsys.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	for i := len(created) - 1; i >= 0; i-- {
-		if err := syncDir(fsys, filepath.Dir(created[i])); err != nil {
-			return err
-		}
-	}
 	return nil
 }

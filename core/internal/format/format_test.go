@@ -1,0 +1,115 @@
+package format_test
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/batpak-go/batpak/core/internal/format"
+)
+
+func sampleEvent() format.Event {
+	p := []byte(`{"total_cents":998}`)
+	return format.Event{
+		SysFlags: format.SysBatch, Seq: 41, Entity: "order:42", Scope: "shop", Idem: "k-1",
+		ID: [16]byte{1}, CorrelationID: [16]byte{2}, CausationID: [16]byte{3},
+		Timestamp: 1700000000000000, Clock: 7, Kind: 0x1001, Flags: 0xbeef,
+		PayloadHash: format.PayloadHash(p), PrevHash: [32]byte{9}, Payload: p,
+	}
+}
+
+// An event encodes to a frame that reads back field for field, whose chain
+// hash covers the header and strings but not the payload bytes.
+func TestEventRoundTrip(t *testing.T) {
+	e := sampleEvent()
+	seg := format.EncodeSegmentHeader(5)
+	seg = format.AppendEvent(seg, &e)
+	seg = format.AppendMarker(seg, format.RecBatchCommit, 1, 41)
+	if len(seg) != format.SegmentHeaderSize+e.FrameLen()+format.FrameHeaderSize+format.MarkerSize {
+		t.Fatalf("encoded %d bytes", len(seg))
+	}
+	if why := format.CheckSegmentHeader(seg, 5); why != "" {
+		t.Fatal(why)
+	}
+	if why := format.CheckSegmentHeader(seg, 6); why == "" {
+		t.Fatal("a header for segment 5 passed as segment 6")
+	}
+	rec, ok := format.FrameAt(seg, format.SegmentHeaderSize)
+	if !ok || !format.CheckEvent(rec) {
+		t.Fatal("the event frame does not check out")
+	}
+	v := format.EventView(rec)
+	if v.Seq() != e.Seq || v.Clock() != e.Clock || v.Timestamp() != e.Timestamp || v.Kind() != e.Kind || v.Flags() != e.Flags ||
+		v.SysFlags() != e.SysFlags || v.ID() != e.ID || v.CorrelationID() != e.CorrelationID || v.CausationID() != e.CausationID ||
+		v.PayloadHash() != e.PayloadHash || v.PrevHash() != e.PrevHash || v.Hash() != e.Hash ||
+		string(v.Entity()) != e.Entity || string(v.Scope()) != e.Scope || string(v.Idem()) != e.Idem || !bytes.Equal(v.Payload(), e.Payload) {
+		t.Fatalf("read back %x", rec)
+	}
+	if e.Hash != format.ChainHash(rec, v.StringsEnd()) {
+		t.Fatal("the stored hash is not the chain hash of the record")
+	}
+	erased := format.EventView(append([]byte(nil), rec...))
+	clear(erased.Payload()) // an erasure keeps the chain
+	if format.ChainHash(erased, erased.StringsEnd()) != e.Hash {
+		t.Fatal("erasing the payload changed the chain hash")
+	}
+	var seen []byte
+	end, tail, err := format.ScanFrames(seg, format.SegmentHeaderSize, func(_ int, rec []byte) error {
+		seen = append(seen, rec[0])
+		return nil
+	})
+	if err != nil || tail != format.TailClean || end != len(seg) || string(seen) != string([]byte{format.RecEvent, format.RecBatchCommit}) {
+		t.Fatalf("scan: end %d of %d, tail %v, records %v, %v", end, len(seg), tail, seen, err)
+	}
+	m, ok := format.DecodeMarker(seg[end-format.MarkerSize:])
+	if !ok || m != (format.Marker{Type: format.RecBatchCommit, Count: 1, ID: 41}) {
+		t.Fatalf("marker %+v", m)
+	}
+}
+
+// A scan tells zero padding, a torn tail and damage in the middle apart,
+// and stops at an error from its callback.
+func TestScanFramesTails(t *testing.T) {
+	e := sampleEvent()
+	one := format.AppendEvent(format.EncodeSegmentHeader(1), &e)
+	two := format.AppendEvent(append([]byte(nil), one...), &e)
+	for _, tc := range []struct {
+		name string
+		data []byte
+		end  int
+		tail format.Tail
+	}{
+		{"zero padding", append(append([]byte(nil), two...), make([]byte, 100)...), len(two), format.TailClean},
+		{"torn last frame", two[:len(two)-3], len(one), format.TailTorn},
+		{"damaged first frame", func() []byte {
+			d := append([]byte(nil), two...)
+			d[format.SegmentHeaderSize+format.FrameHeaderSize+format.OffClock] ^= 1
+			return d
+		}(), format.SegmentHeaderSize, format.TailCorrupt},
+		{"shorter than the header", one[:10], format.SegmentHeaderSize, format.TailClean},
+	} {
+		end, tail, err := format.ScanFrames(tc.data, format.SegmentHeaderSize, func(int, []byte) error { return nil })
+		if err != nil || end != tc.end || tail != tc.tail {
+			t.Errorf("%s: end %d tail %v (%v), want end %d tail %v", tc.name, end, tail, err, tc.end, tc.tail)
+		}
+	}
+	stop := errors.New("stop")
+	if end, _, err := format.ScanFrames(two, format.SegmentHeaderSize, func(off int, _ []byte) error {
+		if off > format.SegmentHeaderSize {
+			return stop
+		}
+		return nil
+	}); err != stop || end != len(one) {
+		t.Fatalf("callback error: end %d, %v", end, err)
+	}
+}
+
+func TestSegmentNames(t *testing.T) {
+	if n := format.SegmentName(7); n != "00000000000000000007.seg" {
+		t.Error(n)
+	}
+	key := uint32(3)<<format.SegIDBits | 7
+	if n := format.SegmentName(key); n != "00000000000000000007.3.seg" || format.SegID(key) != 7 || format.SegGen(key) != 3 {
+		t.Error(n)
+	}
+}

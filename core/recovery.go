@@ -1,0 +1,445 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/vfs"
+)
+
+// Recovery: everything Open does to turn the files of a store directory
+// into an index and the writer's starting point, in order —
+//
+//  1. finish or discard an interrupted compaction (its journal, journal.go);
+//  2. load the erasure epoch (a damaged file moves to a fresh one);
+//  3. read what the store recorded about its log's end (logend.go);
+//  4. rebuild the index: the checkpoint (checkpoint.go), then segment
+//     footers (footer.go), then a frame scan of what neither covers, every
+//     path through the same walk (recovery_walk.go);
+//  5. check the log reaches what was recorded (or salvage), and run the
+//     repairs recovery deferred until that check passed.
+//
+// A read-only store runs 2–5 beside a live writer and reads again when the
+// files changed under it (readretry.go).
+
+// recoverStore runs recovery for s (see above) and returns where the log
+// ends. On error nothing on disk was changed beyond finishing a committed
+// compaction.
+func (s *Store) recoverStore() (recovered, error) {
+	cfg := s.cfg
+	if !s.readOnly {
+		if err := finishCompaction(s.fs, cfg.Dir); err != nil {
+			return recovered{}, err
+		}
+	}
+	n, damaged, err := loadErasures(s.fs, cfg.Dir)
+	if err == nil && damaged {
+		err = s.resetErasures(n)
+	}
+	if err != nil {
+		return recovered{}, err
+	}
+	s.erasures.Store(n)
+	// Read before the log: beside a live writer, nothing recorded here is
+	// ahead of what the scan below reads.
+	logRecs := readLogRecords(s.fs, cfg.Dir)
+	began := time.Now()
+	var rec recovered
+	if s.readOnly {
+		first := true
+		err = readBesideWriter(s.fs, cfg.Dir, func() (err error) {
+			if !first {
+				s.resetIndex()
+				s.openReport, s.noFooters = OpenReport{}, false
+			}
+			first = false
+			rec, err = s.recover()
+			return err
+		})
+	} else {
+		rec, err = s.recover()
+	}
+	s.openReport.Elapsed = time.Since(began)
+	if damaged {
+		s.openReport.ErasureEpochReset = 1
+	}
+	if err == nil {
+		err = s.checkLogEnd(logRecs, &rec)
+	}
+	if err == nil {
+		err = s.runRepairs()
+	}
+	return rec, err
+}
+
+// recovered is what recovery learned about the tail of the log.
+type recovered struct {
+	lastSeg  uint32 // 0: no segment yet
+	end      int64  // data end of lastSeg
+	fileSize int64  // size of lastSeg on disk (may include zero padding)
+	nextSeq  uint64
+	// danglingFence: the log ends inside a visibility fence (a crash while
+	// it was open); the writer records its cancellation.
+	danglingFence bool
+	fenceID       uint64
+}
+
+// recover rebuilds the index from every segment, oldest first.
+func (s *Store) recover() (recovered, error) {
+	var out recovered
+	snap, err := takeSegmentSnapshot(s.fs, s.cfg.Dir, s.readOnly)
+	if err != nil {
+		return out, err
+	}
+	s.snap = snap
+	defer func() { snap.close(); s.snap = nil }()
+	ids := snap.keys
+	ck := s.loadCheckpoint(ids)
+	ckBad := false
+	var lw *logWalker
+	for {
+		lw, err = s.scanLog(ids, ck, &out)
+		switch {
+		case errors.Is(err, errFooterStale) && !s.noFooters:
+			// The stale footer is gone (dropStaleFooter); read frames.
+			s.log.Warn("batpak: a segment footer does not match the log; reading the segments instead", "reason", err)
+			s.resetIndex()
+			s.noFooters = true
+			if ck = nil; !ckBad {
+				ck = s.loadCheckpoint(ids)
+			}
+			continue
+		case errors.Is(err, errCheckpointStale) && ck != nil:
+			s.log.Warn("batpak: index checkpoint does not match the log; scanning the log", "reason", err)
+			s.resetIndex()
+			ck, ckBad = nil, true
+			continue
+		}
+		break
+	}
+	if err != nil {
+		return out, err
+	}
+	dangling, fenceID, err := lw.finish()
+	if err != nil {
+		return out, err
+	}
+	s.openReport.Path = "scan"
+	if s.openReport.Footers > 0 {
+		s.openReport.Path = "footers"
+	}
+	if ck != nil {
+		s.openReport.Path = "checkpoint"
+		s.openReport.Restored = ck.entries
+		s.openReport.TailReplayed = uint64(s.ix.n) - ck.entries
+		s.openReport.Hidden = ck.hidden
+	}
+	s.openReport.Segments = len(ids)
+	s.openReport.Entries = uint64(s.ix.n)
+	s.openReport.Hidden += lw.hiddenEvents
+	s.openReport.DroppedBatch = lw.droppedBatches
+	if lw.droppedBatches > 0 {
+		s.log.Warn("batpak: discarded batches that lack a commit record", "batches", lw.droppedBatches)
+	}
+	out.danglingFence, out.fenceID = dangling, fenceID
+	out.nextSeq = uint64(s.ix.n)
+	return out, nil
+}
+
+// resetIndex forgets what a recovery attempt restored, before another.
+func (s *Store) resetIndex() {
+	s.ix = newIndex()
+	s.endsMu.Lock()
+	s.ends = nil
+	s.endsMu.Unlock()
+	s.openReport.Footers, s.openReport.SegmentsScanned = 0, 0
+}
+
+// errCheckpointStale: the checkpoint covers log data that is not there.
+var errCheckpointStale = errors.New("index checkpoint is stale")
+
+// scanLog walks every segment into the index; frames a checkpoint covers
+// are only checked.
+func (s *Store) scanLog(ids []uint32, ck *checkpointInfo, out *recovered) (*logWalker, error) {
+	lw := &logWalker{dir: s.cfg.Dir, emit: s.indexWalked}
+	for i, id := range ids {
+		last := i == len(ids)-1
+		// Frames the checkpoint covers are checked (length and CRC) but not
+		// read into the index: Open stays as strict about damage as a scan.
+		from := format.SegmentHeaderSize
+		if ck != nil {
+			switch {
+			case format.SegID(id) < format.SegID(ck.seg):
+				from = math.MaxInt
+			case id == ck.seg:
+				from = int(ck.end)
+			}
+		}
+		end, size, err := s.recoverSegment(lw, id, last, from, ck)
+		if errors.Is(err, os.ErrNotExist) && ck == nil {
+			// Packed since it was listed (a reader beside a live writer):
+			// the next generation holds the same frames at the same offsets.
+			if next := repackedKey(id); samePlacesPacked(s.fs, filepath.Join(s.cfg.Dir, format.SegmentName(next))) {
+				id = next
+				end, size, err = s.recoverSegment(lw, id, last, from, ck)
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		out.lastSeg, out.end, out.fileSize = id, end, size
+		s.setSegmentEnd(id, end)
+	}
+	if ck != nil && ck.matched != ck.located {
+		return nil, fmt.Errorf("%w: %d of its %d events are not where it says", errCheckpointStale, ck.located-ck.matched, ck.located)
+	}
+	return lw, nil
+}
+
+func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck *checkpointInfo) (end, size int64, err error) {
+	path := filepath.Join(s.cfg.Dir, format.SegmentName(id))
+	f, done, err := s.snap.open(id)
+	if err != nil {
+		return 0, 0, fmt.Errorf("batpak: open segment: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		done()
+		return 0, 0, err
+	}
+	size = st.Size()
+	if size < format.SegmentHeaderSize {
+		done()
+		if last && !s.readOnly {
+			// A crash while a new segment was being created.
+			s.log.Warn("batpak: recreating a segment left incomplete by a crash", "file", path, "size", size)
+			s.repair(func() error { return writeSegmentHeader(s.fs, path, id) })
+			return format.SegmentHeaderSize, format.SegmentHeaderSize, nil
+		}
+		if last {
+			return 0, 0, nil
+		}
+		return 0, 0, &CorruptionError{File: path, Offset: 0, Reason: "file shorter than the segment header"}
+	}
+	m, err := s.fs.MmapRead(f, int(size))
+	done()
+	if err != nil {
+		return 0, 0, fmt.Errorf("batpak: mmap %s: %w", path, err)
+	}
+	defer s.fs.Munmap(m)
+	if isPackedHeader(m) {
+		return s.recoverPacked(lw, id, path, m, from, ck)
+	}
+	if why := format.CheckSegmentHeader(m, id); why != "" {
+		// Only a file that is zeros throughout can be a segment whose creation
+		// a crash interrupted; a zeroed header with frames after it is damage.
+		if last && format.AllZero(m) {
+			if s.readOnly {
+				return 0, 0, nil // holds nothing yet
+			}
+			s.log.Warn("batpak: recreating a segment left incomplete by a crash", "file", path)
+			s.repair(func() error { return writeSegmentHeader(s.fs, path, id) })
+			return format.SegmentHeaderSize, format.SegmentHeaderSize, nil
+		}
+		return 0, 0, &CorruptionError{File: path, Offset: 0, Reason: why}
+	}
+	start := format.SegmentHeaderSize
+	// A plain segment the checkpoint covers has its frames checked (a
+	// read of mapped bytes, no decoding): the checkpoint path stays as
+	// strict about damage as a scan. Without a checkpoint, its footer
+	// stands in for the frames it covers.
+	if fo := s.usableFooter(id, size, ck != nil, func(off int) ([]byte, bool, error) {
+		rec, ok := format.FrameAt(m, off)
+		if !ok {
+			return nil, false, nil
+		}
+		return m[off : off+format.FrameHeaderSize+len(rec)], true, nil
+	}); fo != nil {
+		if err := fo.replay(lw, from, ck, s.ix); err != nil {
+			return 0, 0, s.dropStaleFooter(id, err)
+		}
+		s.openReport.Footers++
+		start = int(fo.end)
+	}
+	e, st2, err := format.ScanFrames(m, start, s.recoverFrame(lw, id, from, ck))
+	if err != nil {
+		return 0, 0, err
+	}
+	if e > start {
+		s.openReport.SegmentsScanned++
+	}
+	end = int64(e)
+	if st2 == format.TailCorrupt {
+		return 0, 0, &CorruptionError{File: path, Offset: end, Reason: "frame fails its length or checksum check and valid frames follow it", live: last && s.readOnly}
+	}
+	if covered := s.checkpointEnd(id, from); covered > end {
+		return 0, 0, fmt.Errorf("%w: %s: readable data ends at %d, the checkpoint covers up to %d", errCheckpointStale, path, end, covered)
+	}
+	switch st2 {
+	case format.TailTorn:
+		if !last {
+			return 0, 0, &CorruptionError{File: path, Offset: end, Reason: "unreadable bytes at the end of a sealed segment"}
+		}
+		if !s.readOnly {
+			s.log.Warn("batpak: discarding a torn tail left by a crash", "file", path, "offset", end, "bytes", size-end)
+			s.openReport.TornTailBytes += size - end
+			s.repair(func() error { return zeroTail(s.fs, path, end, size) })
+		}
+	}
+	return end, size, nil
+}
+
+// recoverFrame is what recovery does with each frame of segment id: a
+// frame before from (the part the checkpoint covers) is checked against
+// the restored index, not indexed again; the others go through the walker.
+func (s *Store) recoverFrame(lw *logWalker, id uint32, from int, ck *checkpointInfo) func(off int, rec []byte) error {
+	return func(off int, rec []byte) error {
+		if off < from {
+			return ck.cover(s.ix, id, off, rec, from)
+		}
+		return lw.frame(id, off, rec)
+	}
+}
+
+// recoverPacked recovers a packed (compressed) segment: from its footer
+// when it has a usable one, otherwise by decompressing and scanning it.
+// A packed segment is complete by construction (it was written whole and
+// synced before it replaced the plain one), so any damage is corruption.
+func (s *Store) recoverPacked(lw *logWalker, id uint32, path string, file []byte, from int, ck *checkpointInfo) (end, size int64, err error) {
+	pk, err := parsePacked(file, id)
+	if err != nil {
+		return 0, 0, &CorruptionError{File: path, Reason: err.Error()}
+	}
+	if fo := s.usableFooter(id, pk.size, false, func(off int) ([]byte, bool, error) { return pk.frame(file, off) }); fo != nil && fo.end == pk.size {
+		if err := fo.replay(lw, from, ck, s.ix); err != nil {
+			return 0, 0, s.dropStaleFooter(id, err)
+		}
+		s.openReport.Footers++
+		return pk.size, pk.size, nil
+	}
+	data, err := pk.logical(file, id)
+	if err != nil {
+		return 0, 0, &CorruptionError{File: path, Reason: err.Error()}
+	}
+	s.openReport.SegmentsScanned++
+	e, st, err := format.ScanFrames(data, format.SegmentHeaderSize, s.recoverFrame(lw, id, from, ck))
+	if err != nil {
+		return 0, 0, err
+	}
+	if st != format.TailClean || int64(e) != pk.size {
+		return 0, 0, &CorruptionError{File: path, Offset: int64(e), Reason: "unreadable frame inside a packed segment"}
+	}
+	return pk.size, pk.size, nil
+}
+
+// dropStaleFooter removes the footer of segment id when replaying it
+// showed it does not match the log (the sealer writes a sound one), and
+// returns err.
+func (s *Store) dropStaleFooter(id uint32, err error) error {
+	if errors.Is(err, errFooterStale) && !s.readOnly {
+		s.repair(removeFooter(s.fs, s.cfg.Dir, id))
+	}
+	return err
+}
+
+// usableFooter returns the footer of segment id when footers are in use
+// (and not skipped) and it matches the segment (size: its logical size; frame reads one
+// frame), else nil.
+func (s *Store) usableFooter(id uint32, size int64, skip bool, frame func(off int) ([]byte, bool, error)) *footer {
+	if s.noFooters || skip {
+		return nil
+	}
+	fo, why := readFooter(s.fs, s.cfg.Dir, id)
+	if fo == nil && why == "" {
+		return nil // none
+	}
+	if fo != nil && !fo.matches(size, frame) {
+		fo, why = nil, "it does not match the segment"
+	}
+	if fo == nil {
+		s.log.Warn("batpak: segment footer not used; scanning the segment", "file", footerName(id), "reason", why)
+		if !s.readOnly {
+			// The sealer writes a sound one in its place.
+			s.repair(removeFooter(s.fs, s.cfg.Dir, id))
+		}
+		return nil
+	}
+	return fo
+}
+
+// checkpointEnd is how far the checkpoint covers segment id (0: not at all).
+func (s *Store) checkpointEnd(id uint32, from int) int64 {
+	switch {
+	case from == format.SegmentHeaderSize:
+		return 0
+	case from == math.MaxInt:
+		return s.segmentEnd(id)
+	default:
+		return int64(from)
+	}
+}
+
+// zeroTail overwrites [from, size) with zeros and syncs: a torn tail is
+// discarded without shrinking the file, which a reader in another process
+// may have mapped (see writer.seal).
+func zeroTail(fsys vfs.FS, path string, from, size int64) error {
+	f, err := fsys.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("batpak: discard torn tail: %w", err)
+	}
+	defer f.Close()
+	if err := zeroFill(f, from, size); err != nil {
+		return fmt.Errorf("batpak: discard torn tail: %w", err)
+	}
+	return nil
+}
+
+// writeSegmentHeader writes the header of segment id at the start of path.
+func writeSegmentHeader(fsys vfs.FS, path string, id uint32) error {
+	f, err := fsys.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("batpak: rewrite segment header: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.Write(format.EncodeSegmentHeader(id)); err != nil {
+		return fmt.Errorf("batpak: rewrite segment header: %w", err)
+	}
+	return f.Sync()
+}
+
+// indexWalked adds one recovered event to the index (hidden events keep
+// their sequence and their place in the entity's chain, nothing more).
+func (s *Store) indexWalked(ev *walkedEvent) error {
+	ix := s.ix
+	// Sequences run without gaps (a batch that never committed gives its
+	// sequences back): a gap means events are missing — except before the
+	// event that records a salvaged loss (see logend.go), which takes the
+	// sequence the store had recorded.
+	salvage := ev.kind == KindLogSalvaged && !ev.hidden && ev.seq > uint64(ix.n)
+	if (ev.seq != uint64(ix.n) && !salvage) || ev.seq >= math.MaxUint32 {
+		return &CorruptionError{File: filepath.Join(s.cfg.Dir, format.SegmentName(ev.seg)), Offset: int64(ev.off),
+			Reason: fmt.Sprintf("global sequence %d out of order (next is %d)", ev.seq, ix.n)}
+	}
+	ent := ix.entityFor(ev.entity)
+	sc := ix.scopeFor(ev.scope)
+	es := ix.entities[ent]
+	es.wExists, es.wClock, es.wTS, es.wHash = true, ev.clock, ev.ts, ev.hash
+	var idem string
+	if len(ev.idem) > 0 && !ev.hidden && !ev.removed {
+		idem = string(ev.idem)
+	}
+	e := entry{id: ev.id, seg: ev.seg, off: uint32(ev.off), entity: ent, scope: sc, clock: ev.clock, kind: ev.kind}
+	if ev.hidden {
+		e.flags |= entryHidden
+	}
+	if ev.removed {
+		e.flags |= entryRemoved
+	}
+	ix.insertLocked(uint32(ev.seq), e, idem)
+	return nil
+}
