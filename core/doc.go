@@ -244,7 +244,11 @@
 // with Config.Salvage it opens, records the loss as a KindLogSalvaged
 // event at the recorded end and never gives a lost sequence to a new
 // event. A named cursor committed past the end of the log is a
-// *CursorAheadError (ErrCursorAhead), never a silent skip.
+// *CursorAheadError (ErrCursorAhead), never a silent skip. The check
+// knows only what those files record: if the newest segment is removed
+// together with its footer and the checkpoint (and no cursor got past
+// it), what is left is a consistent shorter log, and Open cannot tell it
+// from one that never went further.
 //
 // A damaged erasure epoch file ("erasures") only loses which epoch cached
 // projection states were tagged with: Open moves to a fresh random epoch
