@@ -219,7 +219,7 @@ func TestEveryWritePathIsGated(t *testing.T) {
 			if in := rec.inputs(); len(in) != 1 || in[0].Action != wp.action {
 				t.Fatalf("gate saw %+v", in)
 			}
-			w.sameDisk(t)
+			w.SameDisk(t)
 			if f != nil {
 				if err := f.Commit(ctx); err != nil {
 					t.Fatal(err)
@@ -228,7 +228,7 @@ func TestEveryWritePathIsGated(t *testing.T) {
 			if evs, _ := s.Stream("deny:1"); len(evs) != 0 {
 				t.Fatal("the refused event is readable")
 			}
-			w.silent(t)
+			w.Silent(t)
 		})
 	}
 }
@@ -333,7 +333,7 @@ func TestBatchDeniedItemRefusesTheBatch(t *testing.T) {
 			if seen[1].Event.Kind != "0x2:0x2a" || seen[1].Event.Category != 2 || seen[1].Event.Type != 0x2a {
 				t.Fatalf("item 1 kind %q %d %d", seen[1].Event.Kind, seen[1].Event.Category, seen[1].Event.Type)
 			}
-			w.sameDisk(t)
+			w.SameDisk(t)
 			if f != nil {
 				if err := f.Commit(clerkCtx); err != nil {
 					t.Fatal(err)
@@ -344,7 +344,7 @@ func TestBatchDeniedItemRefusesTheBatch(t *testing.T) {
 					t.Fatalf("%s was written by a refused batch", e)
 				}
 			}
-			w.silent(t)
+			w.Silent(t)
 		})
 	}
 }

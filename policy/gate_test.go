@@ -164,7 +164,7 @@ func TestPanickingGateIsADefectNotACrash(t *testing.T) {
 	if d.Code != policy.CodeGateDefect || d.Gate != "buggy" {
 		t.Fatalf("store denial %+v", d)
 	}
-	w.unchanged(t)
+	w.Unchanged(t)
 }
 
 func TestGateDenialIsCompleted(t *testing.T) {

@@ -201,7 +201,7 @@ deny contains {"code": "AMOUNT", "message": "amount over the limit", "limit": da
 	if d.Gate != "tenancy" || d.Revision != "r42" || d.Code != "AMOUNT" || fmt.Sprint(d.Context["limit"]) != "100" {
 		t.Fatalf("denial %+v", d)
 	}
-	w.unchanged(t)
+	w.Unchanged(t)
 	// Another tenant's entity, a kind the role may not write and too
 	// large an amount: allow is false and there is one reason.
 	other := policy.WithPrincipal(context.Background(), policy.Principal{ID: "u2", Tenant: "globex", Roles: []string{"clerk"}})

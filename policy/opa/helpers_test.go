@@ -1,198 +1,26 @@
 package opa_test
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
-	"io"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"testing"
-	"time"
 
-	"github.com/batpak-go/batpak/core"
-	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/policy/internal/policytest"
 )
 
-// Shared fixtures for the OPA gate's tests (the same as policy's own).
-// Everything goes through the public API of policy, policy/opa and core; the store's directory is only read (to
-// prove that a refused write wrote no byte).
-
+// Fixtures shared by the policy packages' tests (policytest): a gated
+// store, denial helpers, a watch proving a refused write left no trace.
 var (
-	kindA = core.MustKind(1, 1) // "0x1:0x1"
-	kindB = core.MustKind(2, 0x2a)
+	kindA       = policytest.KindA
+	kindB       = policytest.KindB
+	clerk       = policytest.Clerk
+	clerkCtx    = policytest.ClerkCtx
+	mustCoord   = policytest.MustCoord
+	openGated   = policytest.OpenGated
+	admitterOf  = policytest.AdmitterOf
+	asDenial    = policytest.AsDenial
+	reasonCodes = policytest.ReasonCodes
+	watchStore  = policytest.WatchStore
 )
-
-var (
-	clerk    = policy.Principal{ID: "u1", Tenant: "acme", Roles: []string{"clerk"}}
-	clerkCtx = policy.WithPrincipal(context.Background(), clerk)
-)
-
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-func mustCoord(t testing.TB, entity, scope string) core.Coordinate {
-	t.Helper()
-	c, err := core.NewCoordinate(entity, scope)
-	if err != nil {
-		t.Fatalf("NewCoordinate(%q, %q): %v", entity, scope, err)
-	}
-	return c
-}
-
-// openGated opens a store in a fresh directory whose Admission is an
-// Admitter over gates, and closes it when the test ends.
-func openGated(t testing.TB, gates ...policy.Gate) *core.Store {
-	t.Helper()
-	cfg := core.DefaultConfig(t.TempDir())
-	cfg.Logger = quietLogger()
-	cfg.Admission = policy.NewAdmitter(gates...)
-	s, err := core.Open(cfg)
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	return s
-}
-
-// admitterOf returns the Admitter openGated gave s.
-func admitterOf(t testing.TB, s *core.Store) *policy.Admitter {
-	t.Helper()
-	a, ok := s.Config().Admission.(*policy.Admitter)
-	if !ok {
-		t.Fatalf("the store's Admission is %T", s.Config().Admission)
-	}
-	return a
-}
-
-// asDenial finds the *policy.Denial in err.
-func asDenial(t testing.TB, err error) *policy.Denial {
-	t.Helper()
-	if err == nil {
-		t.Fatal("the write was admitted, want a denial")
-	}
-	var d *policy.Denial
-	if !errors.As(err, &d) {
-		t.Fatalf("error %v (%T) holds no *policy.Denial", err, err)
-	}
-	return d
-}
-
-// reasonCodes lists the codes of d's reasons.
-func reasonCodes(d *policy.Denial) []string {
-	out := make([]string, len(d.Reasons))
-	for i, r := range d.Reasons {
-		out[i] = r.Code
-	}
-	return out
-}
-
-// watch observes a store across a write that must be refused: the
-// segment files byte for byte, Stats, a lossy subscription and a cursor.
-type watch struct {
-	s      *core.Store
-	files  map[string][]byte
-	stats  core.Stats
-	sub    *core.Subscription
-	cursor *core.Cursor
-}
-
-func watchStore(t testing.TB, s *core.Store) *watch {
-	t.Helper()
-	w := &watch{s: s, sub: s.SubscribeLossy(core.All())}
-	t.Cleanup(w.sub.Close)
-	w.cursor = s.Cursor(core.All())
-	for { // skip what is already there
-		evs, err := w.cursor.Poll(1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(evs) == 0 {
-			break
-		}
-	}
-	w.files, w.stats = diskState(t, s)
-	return w
-}
-
-// diskState syncs (so that no periodic sync runs in between) and reads
-// every segment file and the stats.
-func diskState(t testing.TB, s *core.Store) (map[string][]byte, core.Stats) {
-	t.Helper()
-	if err := s.Sync(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	files := map[string][]byte{}
-	names, err := filepath.Glob(filepath.Join(s.Dir(), "*.seg"))
-	if err != nil || len(names) == 0 {
-		t.Fatalf("no segment files in %s (%v)", s.Dir(), err)
-	}
-	for _, n := range names {
-		b, err := os.ReadFile(n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[filepath.Base(n)] = b
-	}
-	return files, s.Stats()
-}
-
-// unchanged checks that nothing was written or announced since the watch
-// began (sameDisk, then silent).
-func (w *watch) unchanged(t testing.TB) {
-	t.Helper()
-	w.sameDisk(t)
-	w.silent(t)
-}
-
-// sameDisk checks that the segment files and stats are as they were.
-func (w *watch) sameDisk(t testing.TB) {
-	t.Helper()
-	files, stats := diskState(t, w.s)
-	if len(files) != len(w.files) {
-		t.Fatalf("segment files: %d, were %d", len(files), len(w.files))
-	}
-	for name, b := range w.files {
-		if !bytes.Equal(files[name], b) {
-			t.Fatalf("segment %s changed: %d bytes, were %d", name, len(files[name]), len(b))
-		}
-	}
-	if stats != w.stats {
-		t.Fatalf("stats changed:\n got %+v\nwant %+v", stats, w.stats)
-	}
-}
-
-// silent checks that nothing was announced or became readable since the
-// watch began: then an admitted probe write (queued behind anything a
-// faulty path might have queued) is the first and only thing the
-// subscription and the cursor see.
-func (w *watch) silent(t testing.TB) {
-	t.Helper()
-	if n, ok, err := w.sub.TryRecv(); err != nil || ok {
-		t.Fatalf("the subscription was notified: %+v (%v)", n, err)
-	}
-	if evs, err := w.cursor.Poll(10); err != nil || len(evs) != 0 {
-		t.Fatalf("the cursor polled %d events (%v)", len(evs), err)
-	}
-	probe, err := w.s.Append(clerkCtx, mustCoord(t, "acme:probe", "probe"), kindA, []byte(`{"amount":1}`))
-	if err != nil {
-		t.Fatalf("probe write: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	n, err := w.sub.Recv(ctx)
-	if err != nil || n.ID != probe.ID {
-		t.Fatalf("first notification after the refused write: %+v (%v), want the probe %s", n, err, probe.ID)
-	}
-	evs, err := w.cursor.Poll(10)
-	if err != nil || len(evs) != 1 || evs[0].Header.ID != probe.ID {
-		t.Fatalf("cursor after the refused write polled %d events (%v), want only the probe", len(evs), err)
-	}
-	if got := w.s.Stats().Events; got != w.stats.Events+1 {
-		t.Fatalf("events after the probe: %d, want %d", got, w.stats.Events+1)
-	}
-}
 
 func mustJSON(t testing.TB, v any) string {
 	t.Helper()
