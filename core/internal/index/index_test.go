@@ -167,7 +167,7 @@ func randomFilter(rng *rand.Rand) Filter {
 }
 
 func TestPlanMatchesEveryFilter(t *testing.T) {
-	m := randomModel(t, 2, 20000)
+	m := randomModel(t, 2, 10000)
 	rng := rand.New(rand.NewSource(3))
 	for i := range 300 {
 		f := randomFilter(rng)
@@ -346,7 +346,7 @@ func TestMemoryBytesTracksTheHeap(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	m := randomModel(t, 9, 200000)
+	m := randomModel(t, 9, 100000)
 	m.events = nil // only the index stays reachable
 	runtime.GC()
 	runtime.ReadMemStats(&after)
