@@ -132,13 +132,13 @@ func (s *Store) proposal(ctx context.Context, action Action, ev *eventReq, index
 		Plugin: pluginOf(ctx),
 	}
 	ix := s.ix
-	ix.mu.RLock()
-	if n, ok := ix.byEntity[ev.coord.Entity]; ok {
-		if seqs := ix.entities[n].seqs; len(seqs) > 0 {
-			p.EntityExists, p.EntityClock = true, ix.at(seqs[len(seqs)-1]).clock
+	ix.RLock()
+	if n, ok := ix.EntityNamed(ev.coord.Entity); ok {
+		if seqs := ix.Entity(n).Seqs; len(seqs) > 0 {
+			p.EntityExists, p.EntityClock = true, ix.At(seqs[len(seqs)-1]).Clock
 		}
 	}
-	ix.mu.RUnlock()
+	ix.RUnlock()
 	return p
 }
 

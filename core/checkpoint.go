@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/index"
 	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
@@ -46,13 +47,13 @@ type checkpointInfo struct {
 // stopped, so the index and segment ends are final.
 func (s *Store) writeCheckpoint(seg uint32, end int64) error {
 	ix := s.ix
-	ix.mu.RLock()
-	defer ix.mu.RUnlock()
-	b := make([]byte, 0, 64+int(ix.n)*43)
+	ix.RLock()
+	defer ix.RUnlock()
+	b := make([]byte, 0, 64+int(ix.Len())*43)
 	b = append(b, checkpointMagic...)
 	b = le.AppendUint32(b, seg)
 	b = le.AppendUint64(b, uint64(end))
-	b = le.AppendUint32(b, ix.n)
+	b = le.AppendUint32(b, ix.Len())
 	s.endsMu.Lock()
 	ids := make([]uint32, 0, len(s.ends))
 	for id := range s.ends {
@@ -65,37 +66,39 @@ func (s *Store) writeCheckpoint(seg uint32, end int64) error {
 		b = le.AppendUint64(b, uint64(s.ends[id]))
 	}
 	s.endsMu.Unlock()
-	b = le.AppendUint32(b, uint32(len(ix.entities)))
-	for _, es := range ix.entities {
-		b = le.AppendUint16(b, uint16(len(es.name)))
-		b = append(b, es.name...)
+	b = le.AppendUint32(b, uint32(ix.NumEntities()))
+	for n := range uint32(ix.NumEntities()) {
+		es := ix.Entity(n)
+		b = le.AppendUint16(b, uint16(len(es.Name)))
+		b = append(b, es.Name...)
 		ex := byte(0)
-		if es.wExists {
+		if es.Head.Exists {
 			ex = 1
 		}
 		b = append(b, ex)
-		b = le.AppendUint64(b, es.wClock)
-		b = le.AppendUint64(b, uint64(es.wTS))
-		b = append(b, es.wHash[:]...)
+		b = le.AppendUint64(b, es.Head.Clock)
+		b = le.AppendUint64(b, uint64(es.Head.TS))
+		b = append(b, es.Head.Hash[:]...)
 	}
-	b = le.AppendUint32(b, uint32(len(ix.scopes)))
-	for _, sc := range ix.scopes {
-		b = le.AppendUint16(b, uint16(len(sc.name)))
-		b = append(b, sc.name...)
+	b = le.AppendUint32(b, uint32(ix.NumScopes()))
+	for n := range uint32(ix.NumScopes()) {
+		name := ix.ScopeName(n)
+		b = le.AppendUint16(b, uint16(len(name)))
+		b = append(b, name...)
 	}
-	for seq := uint32(0); seq < ix.n; seq++ {
-		e := ix.at(seq)
-		b = append(b, e.id[:]...)
-		b = le.AppendUint32(b, e.seg)
-		b = le.AppendUint32(b, e.off)
-		b = le.AppendUint32(b, e.entity)
-		b = le.AppendUint32(b, e.scope)
-		b = le.AppendUint64(b, e.clock)
-		b = le.AppendUint16(b, uint16(e.kind))
-		b = append(b, e.flags)
+	for seq := uint32(0); seq < ix.Len(); seq++ {
+		e := ix.At(seq)
+		b = append(b, e.ID[:]...)
+		b = le.AppendUint32(b, e.Seg)
+		b = le.AppendUint32(b, e.Off)
+		b = le.AppendUint32(b, e.Entity)
+		b = le.AppendUint32(b, e.Scope)
+		b = le.AppendUint64(b, e.Clock)
+		b = le.AppendUint16(b, e.Kind)
+		b = append(b, e.Flags)
 	}
-	b = le.AppendUint32(b, uint32(len(ix.idem)))
-	for k, seq := range ix.idem {
+	b = le.AppendUint32(b, uint32(ix.NumIdems()))
+	for k, seq := range ix.Idems() {
 		b = le.AppendUint16(b, uint16(len(k)))
 		b = append(b, k...)
 		b = le.AppendUint32(b, seq)
@@ -121,7 +124,7 @@ func (s *Store) loadCheckpoint(ids []uint32) *checkpointInfo {
 	ck, err := s.restoreCheckpoint(b, ids)
 	if err != nil {
 		s.log.Warn("batpak: index checkpoint not used; scanning the log", "file", path, "reason", err)
-		s.ix = newIndex()
+		s.ix = index.New()
 		s.endsMu.Lock()
 		s.ends = nil
 		s.endsMu.Unlock()
@@ -194,42 +197,40 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 	nent := int(r.u32())
 	for i := 0; i < nent && r.err == nil; i++ {
 		name := string(r.take(int(r.u16())))
-		es := &entityState{name: name}
-		es.wExists = r.take(1)[0] == 1
-		es.wClock = r.u64()
-		es.wTS = int64(r.u64())
-		copy(es.wHash[:], r.take(32))
-		ix.byEntity[name] = uint32(len(ix.entities))
-		ix.entities = append(ix.entities, es)
+		var head index.Head
+		head.Exists = r.take(1)[0] == 1
+		head.Clock = r.u64()
+		head.TS = int64(r.u64())
+		copy(head.Hash[:], r.take(32))
+		ix.AddEntity(name, head)
 	}
 	nsc := int(r.u32())
 	for i := 0; i < nsc && r.err == nil; i++ {
 		name := string(r.take(int(r.u16())))
-		ix.byScope[name] = uint32(len(ix.scopes))
-		ix.scopes = append(ix.scopes, scopeState{name: name})
+		ix.AddScope(name)
 	}
 	for seq := uint32(0); seq < n && r.err == nil; seq++ {
-		var e entry
-		copy(e.id[:], r.take(16))
-		e.seg, e.off, e.entity, e.scope = r.u32(), r.u32(), r.u32(), r.u32()
-		e.clock = r.u64()
-		e.kind = Kind(r.u16())
-		e.flags = r.take(1)[0]
-		if int(e.entity) >= len(ix.entities) || int(e.scope) >= len(ix.scopes) {
+		var e index.Entry
+		copy(e.ID[:], r.take(16))
+		e.Seg, e.Off, e.Entity, e.Scope = r.u32(), r.u32(), r.u32(), r.u32()
+		e.Clock = r.u64()
+		e.Kind = r.u16()
+		e.Flags = r.take(1)[0]
+		if int(e.Entity) >= ix.NumEntities() || int(e.Scope) >= ix.NumScopes() {
 			return nil, fmt.Errorf("%w: entry %d names an unknown entity or scope", errBadCheckpoint, seq)
 		}
-		if !e.id.IsZero() {
+		if !EventID(e.ID).IsZero() {
 			ck.located++
 		}
-		if e.flags&entryHidden != 0 {
+		if e.Flags&index.Hidden != 0 {
 			ck.hidden++
 		}
-		ix.insertLocked(seq, e, "")
+		ix.InsertLocked(seq, e, "")
 	}
 	nid := int(r.u32())
 	for i := 0; i < nid && r.err == nil; i++ {
 		k := string(r.take(int(r.u16())))
-		ix.idem[k] = r.u32()
+		ix.SetIdem(k, r.u32())
 	}
 	if r.err != nil {
 		return nil, r.err
@@ -246,7 +247,7 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 // place an entry names must be that entry's event. A checkpoint of
 // another store, or of other files, is so found out instead of being
 // trusted (Open then scans).
-func (ck *checkpointInfo) cover(ix *index, seg uint32, off int, rec []byte, from int) error {
+func (ck *checkpointInfo) cover(ix *index.Index, seg uint32, off int, rec []byte, from int) error {
 	if off+format.FrameHeaderSize+len(rec) > from {
 		return fmt.Errorf("%w: the watermark falls inside the frame at offset %d of %s", errCheckpointStale, off, format.SegmentName(seg))
 	}
@@ -259,19 +260,19 @@ func (ck *checkpointInfo) cover(ix *index, seg uint32, off int, rec []byte, from
 
 // coverEvent is cover for an event known by its sequence and id (from a
 // frame, or from a segment footer); n is its record length.
-func (ck *checkpointInfo) coverEvent(ix *index, seg uint32, off, n, from int, seq uint64, id EventID) error {
+func (ck *checkpointInfo) coverEvent(ix *index.Index, seg uint32, off, n, from int, seq uint64, id EventID) error {
 	if off+format.FrameHeaderSize+n > from {
 		return fmt.Errorf("%w: the watermark falls inside the frame at offset %d of %s", errCheckpointStale, off, format.SegmentName(seg))
 	}
-	if seq >= uint64(ix.n) {
+	if seq >= uint64(ix.Len()) {
 		return nil // a batch that never committed, at the very end
 	}
-	e := ix.at(uint32(seq))
-	if e.seg != seg || e.off != uint32(off) {
+	e := ix.At(uint32(seq))
+	if e.Seg != seg || e.Off != uint32(off) {
 		return nil // a batch that never committed: its sequence was reused
 	}
-	if e.id != id {
-		return fmt.Errorf("%w: %s at offset %d holds event %s, the checkpoint says %s", errCheckpointStale, format.SegmentName(seg), off, id, e.id)
+	if e.ID != id {
+		return fmt.Errorf("%w: %s at offset %d holds event %s, the checkpoint says %s", errCheckpointStale, format.SegmentName(seg), off, id, EventID(e.ID))
 	}
 	ck.matched++
 	return nil

@@ -229,13 +229,13 @@ func (s *Store) compactPlan(cfg CompactConfig) compactPlanT {
 	p := compactPlanT{now: s.nowMicros()}
 	if cfg.MaxPerEntity > 0 {
 		p.cutoff = map[string]uint32{}
-		s.ix.mu.RLock()
-		for _, es := range s.ix.entities {
-			if len(es.seqs) > cfg.MaxPerEntity {
-				p.cutoff[es.name] = es.seqs[len(es.seqs)-cfg.MaxPerEntity]
+		s.ix.RLock()
+		for n := range uint32(s.ix.NumEntities()) {
+			if es := s.ix.Entity(n); len(es.Seqs) > cfg.MaxPerEntity {
+				p.cutoff[es.Name] = es.Seqs[len(es.Seqs)-cfg.MaxPerEntity]
 			}
 		}
-		s.ix.mu.RUnlock()
+		s.ix.RUnlock()
 	}
 	return p
 }
@@ -368,16 +368,16 @@ func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg Compac
 // entryOf reports whether the index entry at seq is this event (owned)
 // and whether it is visible.
 func (s *Store) entryOf(seq uint32, id EventID) (owned, visible bool) {
-	s.ix.mu.RLock()
-	defer s.ix.mu.RUnlock()
-	if seq >= s.ix.n {
+	s.ix.RLock()
+	defer s.ix.RUnlock()
+	if seq >= s.ix.Len() {
 		return false, false
 	}
-	e := s.ix.at(seq)
-	if e.id != id {
+	e := s.ix.At(seq)
+	if e.ID != id {
 		return false, false
 	}
-	return true, e.flags&(entryHidden|entryRemoved) == 0
+	return true, e.Visible()
 }
 
 // compactAction decides an event's fate: 0 keep, format.SysRemoved, format.SysRedacted.
@@ -518,54 +518,19 @@ func (s *Store) compactStage(stage string) {
 // idempotency keys; then publishes the erasure epoch (when not 0).
 func (s *Store) switchIndex(sealed []uint32, outs []*compactOut, epoch uint64) {
 	ix := s.ix
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
+	ix.Lock()
+	defer ix.Unlock()
 	removed := map[uint32]bool{}
 	for _, o := range outs {
 		for seq, off := range o.locs {
-			e := ix.at(seq)
-			e.seg, e.off = o.key, off
+			e := ix.At(seq)
+			e.Seg, e.Off = o.key, off
 		}
 		for _, seq := range o.removed {
 			removed[seq] = true
-			ix.at(seq).flags |= entryRemoved
 		}
 	}
-	if len(removed) > 0 {
-		keep := func(seqs []uint32) []uint32 {
-			out := seqs[:0]
-			for _, q := range seqs {
-				if !removed[q] {
-					out = append(out, q)
-				}
-			}
-			return out
-		}
-		ix.liveEntities = 0
-		for _, es := range ix.entities {
-			es.seqs = keep(es.seqs)
-			if len(es.seqs) > 0 {
-				ix.liveEntities++
-			}
-		}
-		for i := range ix.scopes {
-			ix.scopes[i].seqs = keep(ix.scopes[i].seqs)
-		}
-		for k, seqs := range ix.kinds {
-			ix.kinds[k] = keep(seqs)
-		}
-		for k, q := range ix.idem {
-			if removed[q] {
-				delete(ix.idem, k)
-			}
-		}
-		ix.ids = idTable{}
-		for seq := uint32(0); seq < ix.n; seq++ {
-			if ix.at(seq).flags&(entryRemoved|entryHidden) == 0 {
-				ix.ids.insert(ix, seq)
-			}
-		}
-	}
+	ix.RemoveLocked(removed)
 	s.endsMu.Lock()
 	for _, k := range sealed {
 		delete(s.ends, k)

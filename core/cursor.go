@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/index"
 	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
@@ -68,9 +69,9 @@ func (c *Cursor) Poll(max int) ([]StoredEvent, error) {
 		return nil, err
 	}
 	var next uint64
-	evs, err := c.s.readRetry(func() []loc {
-		var locs []loc
-		locs, next = c.s.ix.planFrom(c.region, c.pos, max)
+	evs, err := c.s.readRetry(func() []index.Loc {
+		var locs []index.Loc
+		locs, next = c.s.ix.PlanFrom(c.region.filter(), c.pos, max)
 		return locs
 	})
 	if err != nil {
@@ -159,7 +160,7 @@ func (s *Store) checkCursorPos(name string, pos uint64) error {
 	if s.readOnly {
 		return nil
 	}
-	if end := uint64(s.ix.published()); pos > end {
+	if end := uint64(s.ix.Published()); pos > end {
 		return &CursorAheadError{Name: name, Position: pos, LogEnd: end}
 	}
 	return nil

@@ -60,7 +60,7 @@ type Diagnostics struct {
 // Diagnostics reports counts, sizes, writer pressure and how Open went.
 func (s *Store) Diagnostics() Diagnostics {
 	d := Diagnostics{Stats: s.Stats(), Pressure: s.WriterPressure(), Open: s.openReport}
-	d.VisibleSequence = uint64(s.ix.published())
+	d.VisibleSequence = uint64(s.ix.Published())
 	ids, _ := listSegments(s.fs, s.cfg.Dir)
 	for _, id := range ids {
 		path := filepath.Join(s.cfg.Dir, format.SegmentName(id))

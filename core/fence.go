@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/index"
 )
 
 // Fence is a visibility fence: writes made through it are written (and
@@ -226,13 +227,13 @@ func (w *writer) endFenceOp(r *request) {
 		f.timer = time.AfterFunc(f.timeout, f.expire)
 	case opFenceCommit:
 		ix := w.s.ix
-		ix.mu.Lock()
+		ix.Lock()
 		for i := range f.pend {
 			p := &f.pend[i]
-			ix.insertLocked(p.seq, p.e, p.idem)
+			ix.InsertLocked(p.seq, p.e, p.idem)
 			p.fenced = false
 		}
-		ix.mu.Unlock()
+		ix.Unlock()
 		w.notifyPublished(f.pend)
 		for _, h := range f.held {
 			h.answer()
@@ -254,13 +255,13 @@ func (w *writer) endFenceOp(r *request) {
 func (w *writer) cancelFence(err error) {
 	f := w.fence
 	ix := w.s.ix
-	ix.mu.Lock()
+	ix.Lock()
 	for i := range f.pend {
 		p := &f.pend[i]
-		p.e.flags |= entryHidden
-		ix.insertLocked(p.seq, p.e, "")
+		p.e.Flags |= index.Hidden
+		ix.InsertLocked(p.seq, p.e, "")
 	}
-	ix.mu.Unlock()
+	ix.Unlock()
 	for _, h := range f.held {
 		h.fail(fmt.Errorf("%w (fence %d)", err, f.id))
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/index"
 )
 
 // The fetch layer: reading events at index locations out of the segment
@@ -15,7 +16,7 @@ import (
 
 // readRetry plans and reads, planning again (a few times) if the read
 // failed while a compaction replaced segment files under it.
-func (s *Store) readRetry(plan func() []loc) ([]StoredEvent, error) {
+func (s *Store) readRetry(plan func() []index.Loc) ([]StoredEvent, error) {
 	for try := 0; ; try++ {
 		epoch := s.compactions.Load()
 		evs, err := s.readLocs(plan())
@@ -26,7 +27,7 @@ func (s *Store) readRetry(plan func() []loc) ([]StoredEvent, error) {
 }
 
 // readLocs reads the events at locs.
-func (s *Store) readLocs(locs []loc) ([]StoredEvent, error) {
+func (s *Store) readLocs(locs []index.Loc) ([]StoredEvent, error) {
 	if len(locs) == 0 {
 		return nil, nil
 	}
@@ -49,7 +50,7 @@ func (s *Store) readLocs(locs []loc) ([]StoredEvent, error) {
 // eachLoc reads the events at locs in order and hands each to fn until fn
 // returns false or a read fails (fn then gets the error, once). One segment
 // mapping is held across consecutive events of the same segment.
-func (s *Store) eachLoc(locs []loc, fn func(StoredEvent, error) bool) {
+func (s *Store) eachLoc(locs []index.Loc, fn func(StoredEvent, error) bool) {
 	var m *mapping
 	defer func() {
 		if m != nil {
@@ -57,13 +58,13 @@ func (s *Store) eachLoc(locs []loc, fn func(StoredEvent, error) bool) {
 		}
 	}()
 	for _, l := range locs {
-		if m == nil || m.id != l.seg {
+		if m == nil || m.id != l.Seg {
 			if m != nil {
 				s.segs.release(m)
 				m = nil
 			}
 			var err error
-			if m, err = s.segs.acquire(l.seg); err != nil {
+			if m, err = s.segs.acquire(l.Seg); err != nil {
 				fn(StoredEvent{}, err)
 				return
 			}
@@ -75,13 +76,13 @@ func (s *Store) eachLoc(locs []loc, fn func(StoredEvent, error) bool) {
 	}
 }
 
-func (s *Store) decodeAt(m *mapping, l loc) (StoredEvent, error) {
+func (s *Store) decodeAt(m *mapping, l index.Loc) (StoredEvent, error) {
 	for try := 0; ; try++ {
 		// Copy the frame first and check the copy: a redaction may rewrite
 		// the frame in place while we read it.
-		buf, ok, err := m.frameCopy(int(l.off))
+		buf, ok, err := m.frameCopy(int(l.Off))
 		if err != nil {
-			return StoredEvent{}, &CorruptionError{File: m.file, Offset: int64(l.off), Reason: err.Error()}
+			return StoredEvent{}, &CorruptionError{File: m.file, Offset: int64(l.Off), Reason: err.Error()}
 		}
 		if ok {
 			if rec, ok := format.FrameAt(buf, 0); ok && format.CheckEvent(rec) {
@@ -89,7 +90,7 @@ func (s *Store) decodeAt(m *mapping, l loc) (StoredEvent, error) {
 			}
 		}
 		if try == readRetries {
-			return StoredEvent{}, &CorruptionError{File: m.file, Offset: int64(l.off), Reason: "event frame fails its checksum on read"}
+			return StoredEvent{}, &CorruptionError{File: m.file, Offset: int64(l.Off), Reason: "event frame fails its checksum on read"}
 		}
 		time.Sleep(readRetryWait)
 	}
@@ -125,11 +126,11 @@ func (o idemOriginal) dedupe(e *eventReq) (Receipt, error) {
 // idemOriginal reads back the event a stored idempotency key belongs to.
 // Called by the writer.
 func (s *Store) idemOriginal(seq uint32) (idemOriginal, error) {
-	evs, err := s.readRetry(func() []loc {
-		s.ix.mu.RLock()
-		e := *s.ix.at(seq)
-		s.ix.mu.RUnlock()
-		return []loc{{seq: seq, seg: e.seg, off: e.off}}
+	evs, err := s.readRetry(func() []index.Loc {
+		s.ix.RLock()
+		e := *s.ix.At(seq)
+		s.ix.RUnlock()
+		return []index.Loc{{Seq: seq, Seg: e.Seg, Off: e.Off}}
 	})
 	if err != nil {
 		return idemOriginal{}, err

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/index"
 	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
@@ -206,7 +207,7 @@ func (f *footer) matches(size int64, readFrame func(off int) ([]byte, bool, erro
 // replay hands the footer's items on: those before from (the part of the
 // segment the checkpoint covers) are checked against the restored index,
 // the rest go through the walker, as the frames would.
-func (f *footer) replay(lw *logWalker, from int, ck *checkpointInfo, ix *index) error {
+func (f *footer) replay(lw *logWalker, from int, ck *checkpointInfo, ix *index.Index) error {
 	r := &ckReader{b: f.items}
 	stale := func(why string) error { return fmt.Errorf("%w: %s: %s", errFooterStale, footerName(f.key), why) }
 	next := format.SegmentHeaderSize // items must tile the covered part

@@ -213,8 +213,8 @@ func (f *footer) record() (logRecord, bool) {
 // caller holds the recovered index.
 func (s *Store) recordedEnd(recs []logRecord) (uint64, string) {
 	ix := s.ix
-	ix.mu.RLock()
-	defer ix.mu.RUnlock()
+	ix.RLock()
+	defer ix.RUnlock()
 	var best uint64
 	var what string
 	for _, r := range recs {
@@ -224,8 +224,8 @@ func (s *Store) recordedEnd(recs []logRecord) (uint64, string) {
 		ours := true
 		if r.ids != nil {
 			r.ids(func(seq uint64, id EventID) bool {
-				if seq < uint64(ix.n) {
-					if e := ix.at(uint32(seq)); !e.id.IsZero() && e.id != id {
+				if seq < uint64(ix.Len()) {
+					if e := ix.At(uint32(seq)); !EventID(e.ID).IsZero() && e.ID != id {
 						ours = false
 					}
 				}

@@ -119,16 +119,16 @@ func (w *writer) notifyPublished(ps []pending) {
 	ns := make([]slot, 0, len(ps))
 	for i := range ps {
 		p := &ps[i]
-		if p.fenced || p.e.flags&(entryHidden|entryRemoved) != 0 {
+		if p.fenced || !p.e.Visible() {
 			continue
 		}
 		ns = append(ns, slot{n: Notification{
-			ID:             p.e.id,
+			ID:             p.e.ID,
 			CorrelationID:  p.corr,
 			CausationID:    p.cause,
-			Coordinate:     Coordinate{Entity: ix.entities[p.e.entity].name, Scope: ix.scopes[p.e.scope].name},
-			Kind:           p.e.kind,
-			Clock:          p.e.clock,
+			Coordinate:     Coordinate{Entity: ix.Entity(p.e.Entity).Name, Scope: ix.ScopeName(p.e.Scope)},
+			Kind:           Kind(p.e.Kind),
+			Clock:          p.e.Clock,
 			GlobalSequence: uint64(p.seq),
 		}})
 	}

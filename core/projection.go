@@ -4,9 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
-	"sort"
 	"time"
+
+	"github.com/batpak-go/batpak/core/internal/index"
 )
 
 // Projection folds an entity's events into state S. Apply is called for
@@ -67,13 +67,13 @@ func MaybeStale(maxAge time.Duration) Freshness { return Freshness{maxAge: maxAg
 // for an entity with no visible events.
 func (s *Store) EntityGeneration(entity string) uint64 {
 	ix := s.ix
-	ix.mu.RLock()
-	defer ix.mu.RUnlock()
-	n, ok := ix.byEntity[entity]
-	if !ok || len(ix.entities[n].seqs) == 0 {
+	ix.RLock()
+	defer ix.RUnlock()
+	n, ok := ix.EntityNamed(entity)
+	if !ok || len(ix.Entity(n).Seqs) == 0 {
 		return 0
 	}
-	seqs := ix.entities[n].seqs
+	seqs := ix.Entity(n).Seqs
 	return uint64(seqs[len(seqs)-1]) + 1
 }
 
@@ -141,7 +141,7 @@ func project[S any](s *Store, entity string, p Projection[S], fresh Freshness) (
 			}
 			state, found, from = st, cached.Found, cached.UpTo
 		}
-		locs, gen := s.ix.entityEvents(entity, p.Kinds(), from)
+		locs, gen := index.EntityEvents(s.ix, entity, p.Kinds(), from)
 		if from > 0 && gen == from {
 			// cached state is current
 			return state, found, gen, nil
@@ -205,33 +205,6 @@ func decodeState[S any](p Projection[S], b []byte) (S, error) {
 	var st S
 	err := json.Unmarshal(b, &st)
 	return st, err
-}
-
-// entityEvents returns the locations of entity's visible events with
-// global sequence >= from whose kind is in kinds (all when empty), and the
-// entity's generation.
-func (ix *index) entityEvents(entity string, kinds []Kind, from uint64) ([]loc, uint64) {
-	ix.mu.RLock()
-	defer ix.mu.RUnlock()
-	n, ok := ix.byEntity[entity]
-	if !ok {
-		return nil, 0
-	}
-	seqs := ix.entities[n].seqs
-	if len(seqs) == 0 {
-		return nil, 0
-	}
-	gen := uint64(seqs[len(seqs)-1]) + 1
-	i := sort.Search(len(seqs), func(i int) bool { return uint64(seqs[i]) >= from })
-	out := make([]loc, 0, len(seqs)-i)
-	for ; i < len(seqs); i++ {
-		e := ix.at(seqs[i])
-		if len(kinds) > 0 && !slices.Contains(kinds, e.kind) {
-			continue
-		}
-		out = append(out, loc{seq: seqs[i], seg: e.seg, off: e.off})
-	}
-	return out, gen
 }
 
 // Watcher follows a projection of one entity (see WatchProjection).

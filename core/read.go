@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+
+	"github.com/batpak-go/batpak/core/internal/index"
 )
 
 // Get returns the visible event with this id, or ErrNotFound.
@@ -12,15 +14,15 @@ func (s *Store) Get(id EventID) (StoredEvent, error) {
 		return StoredEvent{}, err
 	}
 	var found bool
-	evs, err := s.readRetry(func() []loc {
-		s.ix.mu.RLock()
-		defer s.ix.mu.RUnlock()
-		seq, ok := s.ix.lookup(id)
+	evs, err := s.readRetry(func() []index.Loc {
+		s.ix.RLock()
+		defer s.ix.RUnlock()
+		seq, ok := s.ix.Lookup(id)
 		if found = ok; !ok {
 			return nil
 		}
-		e := s.ix.at(seq)
-		return []loc{{seq: seq, seg: e.seg, off: e.off}}
+		e := s.ix.At(seq)
+		return []index.Loc{{Seq: seq, Seg: e.Seg, Off: e.Off}}
 	})
 	if err != nil {
 		return StoredEvent{}, err
@@ -37,7 +39,7 @@ func (s *Store) Query(r Region) ([]StoredEvent, error) {
 	if err := s.checkReadable(); err != nil {
 		return nil, err
 	}
-	return s.readRetry(func() []loc { return s.ix.plan(r) })
+	return s.readRetry(func() []index.Loc { return s.ix.Plan(r.filter()) })
 }
 
 // Events iterates over the visible events in r in global order, reading
@@ -61,11 +63,11 @@ func (s *Store) Events(r Region) iter.Seq2[StoredEvent, error] {
 		next := uint64(0)
 		for try := 0; ; try++ {
 			epoch := s.compactions.Load()
-			var locs []loc
+			var locs []index.Loc
 			if try == 0 {
-				locs = s.ix.plan(r)
+				locs = s.ix.Plan(r.filter())
 			} else {
-				locs, _ = s.ix.planFrom(r, next, int(^uint(0)>>1))
+				locs, _ = s.ix.PlanFrom(r.filter(), next, int(^uint(0)>>1))
 			}
 			var failed error
 			stopped := false
@@ -97,7 +99,7 @@ func (s *Store) Stream(entity string) ([]StoredEvent, error) {
 	if err := s.checkReadable(); err != nil {
 		return nil, err
 	}
-	return s.readRetry(func() []loc { return s.ix.stream(entity) })
+	return s.readRetry(func() []index.Loc { return s.ix.Stream(entity) })
 }
 
 // ByScope returns the events filed under exactly this scope, in global order.

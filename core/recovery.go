@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/index"
 	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
@@ -136,24 +137,24 @@ func (s *Store) recover() (recovered, error) {
 	if ck != nil {
 		s.openReport.Path = "checkpoint"
 		s.openReport.Restored = ck.entries
-		s.openReport.TailReplayed = uint64(s.ix.n) - ck.entries
+		s.openReport.TailReplayed = uint64(s.ix.Len()) - ck.entries
 		s.openReport.Hidden = ck.hidden
 	}
 	s.openReport.Segments = len(ids)
-	s.openReport.Entries = uint64(s.ix.n)
+	s.openReport.Entries = uint64(s.ix.Len())
 	s.openReport.Hidden += lw.hiddenEvents
 	s.openReport.DroppedBatch = lw.droppedBatches
 	if lw.droppedBatches > 0 {
 		s.log.Warn("batpak: discarded batches that lack a commit record", "batches", lw.droppedBatches)
 	}
 	out.danglingFence, out.fenceID = dangling, fenceID
-	out.nextSeq = uint64(s.ix.n)
+	out.nextSeq = uint64(s.ix.Len())
 	return out, nil
 }
 
 // resetIndex forgets what a recovery attempt restored, before another.
 func (s *Store) resetIndex() {
-	s.ix = newIndex()
+	s.ix = index.New()
 	s.endsMu.Lock()
 	s.ends = nil
 	s.endsMu.Unlock()
@@ -420,26 +421,25 @@ func (s *Store) indexWalked(ev *walkedEvent) error {
 	// sequences back): a gap means events are missing — except before the
 	// event that records a salvaged loss (see logend.go), which takes the
 	// sequence the store had recorded.
-	salvage := ev.kind == KindLogSalvaged && !ev.hidden && ev.seq > uint64(ix.n)
-	if (ev.seq != uint64(ix.n) && !salvage) || ev.seq >= math.MaxUint32 {
+	salvage := ev.kind == KindLogSalvaged && !ev.hidden && ev.seq > uint64(ix.Len())
+	if (ev.seq != uint64(ix.Len()) && !salvage) || ev.seq >= math.MaxUint32 {
 		return &CorruptionError{File: filepath.Join(s.cfg.Dir, format.SegmentName(ev.seg)), Offset: int64(ev.off),
-			Reason: fmt.Sprintf("global sequence %d out of order (next is %d)", ev.seq, ix.n)}
+			Reason: fmt.Sprintf("global sequence %d out of order (next is %d)", ev.seq, ix.Len())}
 	}
-	ent := ix.entityFor(ev.entity)
-	sc := ix.scopeFor(ev.scope)
-	es := ix.entities[ent]
-	es.wExists, es.wClock, es.wTS, es.wHash = true, ev.clock, ev.ts, ev.hash
+	ent := ix.EntityFor(ev.entity)
+	sc := ix.ScopeFor(ev.scope)
+	ix.Entity(ent).Head = index.Head{Exists: true, Clock: ev.clock, TS: ev.ts, Hash: ev.hash}
 	var idem string
 	if len(ev.idem) > 0 && !ev.hidden && !ev.removed {
 		idem = string(ev.idem)
 	}
-	e := entry{id: ev.id, seg: ev.seg, off: uint32(ev.off), entity: ent, scope: sc, clock: ev.clock, kind: ev.kind}
+	e := index.Entry{ID: ev.id, Seg: ev.seg, Off: uint32(ev.off), Entity: ent, Scope: sc, Clock: ev.clock, Kind: uint16(ev.kind)}
 	if ev.hidden {
-		e.flags |= entryHidden
+		e.Flags |= index.Hidden
 	}
 	if ev.removed {
-		e.flags |= entryRemoved
+		e.Flags |= index.Removed
 	}
-	ix.insertLocked(uint32(ev.seq), e, idem)
+	ix.InsertLocked(uint32(ev.seq), e, idem)
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/index"
 	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
@@ -43,18 +44,18 @@ func (s *Store) Redact(ctx context.Context, id EventID) error {
 	if s.maintClosed {
 		return ErrClosed
 	}
-	s.ix.mu.RLock()
-	seq, ok := s.ix.lookup(id)
-	var l loc
+	s.ix.RLock()
+	seq, ok := s.ix.Lookup(id)
+	var l index.Loc
 	if ok {
-		e := s.ix.at(seq)
-		l = loc{seq: seq, seg: e.seg, off: e.off}
+		e := s.ix.At(seq)
+		l = index.Loc{Seq: seq, Seg: e.Seg, Off: e.Off}
 	}
-	s.ix.mu.RUnlock()
+	s.ix.RUnlock()
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	_, err := s.eraseAdmitted(ctx, ActionRedact, "", []loc{l})
+	_, err := s.eraseAdmitted(ctx, ActionRedact, "", []index.Loc{l})
 	return err
 }
 
@@ -70,15 +71,15 @@ func (s *Store) EraseEntity(ctx context.Context, entity string) (int, error) {
 	if s.maintClosed {
 		return 0, ErrClosed
 	}
-	return s.eraseAdmitted(ctx, ActionErase, entity, s.ix.stream(entity))
+	return s.eraseAdmitted(ctx, ActionErase, entity, s.ix.Stream(entity))
 }
 
 // eraseAdmitted plans the erasure of the events at locs (those not yet
 // redacted), asks the gate, records it and carries it out. The caller
 // holds erasureMu, so no other erasure or compaction changes the plan
 // between the question and the answer.
-func (s *Store) eraseAdmitted(ctx context.Context, action Action, entity string, locs []loc) (int, error) {
-	evs, err := s.readRetry(func() []loc { return locs })
+func (s *Store) eraseAdmitted(ctx context.Context, action Action, entity string, locs []index.Loc) (int, error) {
+	evs, err := s.readRetry(func() []index.Loc { return locs })
 	if err != nil {
 		return 0, err
 	}
@@ -89,7 +90,7 @@ func (s *Store) eraseAdmitted(ctx context.Context, action Action, entity string,
 	}
 	todo := locs[:0:0]
 	for _, l := range locs {
-		ev, ok := bySeq[uint64(l.seq)]
+		ev, ok := bySeq[uint64(l.Seq)]
 		if !ok {
 			continue // not visible
 		}
@@ -115,7 +116,7 @@ func (s *Store) eraseAdmitted(ctx context.Context, action Action, entity string,
 
 // redactLocs erases the payloads at locs and returns how many it erased.
 // The caller holds erasureMu.
-func (s *Store) redactLocs(ctx context.Context, locs []loc) (int, error) {
+func (s *Store) redactLocs(ctx context.Context, locs []index.Loc) (int, error) {
 	n, err := s.raiseErasures()
 	if err != nil {
 		return 0, err
@@ -127,13 +128,13 @@ func (s *Store) redactLocs(ctx context.Context, locs []loc) (int, error) {
 	packed := map[uint32]bool{}
 	ids := map[EventID]bool{}
 	for _, l := range locs {
-		if s.isPacked(l.seg) {
+		if s.isPacked(l.Seg) {
 			// A packed segment is not rewritten in place: the events are
 			// tombstoned by rewriting the segment (see redactPacked).
-			packed[l.seg] = true
-			s.ix.mu.RLock()
-			ids[s.ix.at(l.seq).id] = true
-			s.ix.mu.RUnlock()
+			packed[l.Seg] = true
+			s.ix.RLock()
+			ids[s.ix.At(l.Seq).ID] = true
+			s.ix.RUnlock()
 			continue
 		}
 		ok, err := s.redactOne(l)
@@ -230,18 +231,18 @@ func (s *Store) raiseErasures() (uint64, error) {
 // new frame checksum. It holds the rewrite lock so that a snapshot never
 // copies a half-rewritten frame; readers that catch the frame mid-rewrite
 // retry (see decodeAt).
-func (s *Store) redactOne(l loc) (bool, error) {
+func (s *Store) redactOne(l index.Loc) (bool, error) {
 	s.rewriteMu.Lock()
 	defer s.rewriteMu.Unlock()
-	path := filepath.Join(s.cfg.Dir, format.SegmentName(l.seg))
-	m, err := s.segs.acquire(l.seg)
+	path := filepath.Join(s.cfg.Dir, format.SegmentName(l.Seg))
+	m, err := s.segs.acquire(l.Seg)
 	if err != nil {
 		return false, err
 	}
-	rec, ok := format.FrameAt(m.bytes(), int(l.off))
+	rec, ok := format.FrameAt(m.bytes(), int(l.Off))
 	if !ok || !format.CheckEvent(rec) {
 		s.segs.release(m)
-		return false, &CorruptionError{File: path, Offset: int64(l.off), Reason: "event frame fails its checksum before redaction"}
+		return false, &CorruptionError{File: path, Offset: int64(l.Off), Reason: "event frame fails its checksum before redaction"}
 	}
 	v := format.EventView(rec)
 	if v.SysFlags()&format.SysRedacted != 0 {
@@ -249,7 +250,7 @@ func (s *Store) redactOne(l loc) (bool, error) {
 		return false, nil
 	}
 	frame := make([]byte, format.FrameHeaderSize+len(rec))
-	copy(frame, m.bytes()[l.off:int(l.off)+len(frame)])
+	copy(frame, m.bytes()[l.Off:int(l.Off)+len(frame)])
 	s.segs.release(m)
 	nrec := frame[format.FrameHeaderSize:]
 	nrec[1] |= format.SysRedacted
@@ -262,10 +263,10 @@ func (s *Store) redactOne(l loc) (bool, error) {
 	defer f.Close()
 	// The checksum goes last: a reader sees the old frame, a frame that
 	// fails its checksum (and retries), or the new frame.
-	if _, err := f.WriteAt(frame[format.FrameHeaderSize:], int64(l.off)+format.FrameHeaderSize); err != nil {
+	if _, err := f.WriteAt(frame[format.FrameHeaderSize:], int64(l.Off)+format.FrameHeaderSize); err != nil {
 		return false, fmt.Errorf("batpak: redact: %w", err)
 	}
-	if _, err := f.WriteAt(frame[:format.FrameHeaderSize], int64(l.off)); err != nil {
+	if _, err := f.WriteAt(frame[:format.FrameHeaderSize], int64(l.Off)); err != nil {
 		return false, fmt.Errorf("batpak: redact: %w", err)
 	}
 	if err := f.SyncData(); err != nil {

@@ -3,6 +3,8 @@ package core
 import (
 	"fmt"
 	"strings"
+
+	"github.com/batpak-go/batpak/core/internal/index"
 )
 
 // Region is the one predicate batpak uses to select events: for queries now,
@@ -67,26 +69,20 @@ func (r Region) WithClockRange(min, max uint64) Region {
 
 // Matches reports whether an event at coord with kind k and clock c is in r.
 func (r Region) Matches(coord Coordinate, k Kind, clock uint64) bool {
-	if r.hasEntity && !strings.HasPrefix(coord.Entity, r.entityPrefix) {
-		return false
-	}
-	if r.hasScope && coord.Scope != r.scope {
-		return false
-	}
-	return r.matchesKindClock(k, clock)
+	f := r.filter()
+	return f.Matches(coord.Entity, coord.Scope, uint16(k), clock)
 }
 
-func (r Region) matchesKindClock(k Kind, clock uint64) bool {
-	if r.hasKind && k != r.kind {
-		return false
+// filter is r as the index takes it: the one place a Region becomes an
+// index.Filter.
+func (r Region) filter() index.Filter {
+	return index.Filter{
+		EntityPrefix: r.entityPrefix, HasEntity: r.hasEntity,
+		Scope: r.scope, HasScope: r.hasScope,
+		Kind: uint16(r.kind), HasKind: r.hasKind,
+		Category: r.category, HasCategory: r.hasCategory,
+		ClockMin: r.clockMin, ClockMax: r.clockMax, HasClock: r.hasClock,
 	}
-	if r.hasCategory && k.Category() != r.category {
-		return false
-	}
-	if r.hasClock && (clock < r.clockMin || clock > r.clockMax) {
-		return false
-	}
-	return true
 }
 
 // String describes the region, e.g. "entity=order:* scope=eu kind=0x1:0x1".

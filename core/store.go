@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"unicode/utf8"
 
+	"github.com/batpak-go/batpak/core/internal/index"
 	"github.com/batpak-go/batpak/core/internal/vfs"
 	"github.com/batpak-go/batpak/ijson"
 )
@@ -21,7 +22,7 @@ type Store struct {
 	readOnly bool
 	log      *slog.Logger
 
-	ix   *index
+	ix   *index.Index
 	segs *segCache
 	bc   *broadcaster
 	lock vfs.File
@@ -134,7 +135,7 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 		return nil, err
 	}
 	cfg.fillRuntimeDefaults()
-	s := &Store{cfg: cfg, readOnly: readOnly, log: cfg.Logger, ix: newIndex(), bc: newBroadcaster(cfg.BroadcastCapacity), fs: cfg.fs}
+	s := &Store{cfg: cfg, readOnly: readOnly, log: cfg.Logger, ix: index.New(), bc: newBroadcaster(cfg.BroadcastCapacity), fs: cfg.fs}
 	if s.fs == nil {
 		s.fs = vfs.Default()
 	}
@@ -267,10 +268,10 @@ type Stats struct {
 
 // Stats reports counts and sizes.
 func (s *Store) Stats() Stats {
-	s.ix.mu.RLock()
-	st := Stats{GlobalSequence: uint64(s.ix.n), Entities: s.ix.liveEntities, Events: uint64(s.ix.ids.used)}
-	s.ix.mu.RUnlock()
-	st.IndexBytes = s.ix.memoryBytes()
+	s.ix.RLock()
+	st := Stats{GlobalSequence: uint64(s.ix.Len()), Entities: s.ix.LiveEntities(), Events: uint64(s.ix.Events())}
+	s.ix.RUnlock()
+	st.IndexBytes = s.ix.MemoryBytes()
 	var activeID uint32
 	var activeEnd int64 = -1
 	if s.w != nil {

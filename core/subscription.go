@@ -35,7 +35,7 @@ func (s *Store) SubscribeLossy(r Region) *Subscription {
 	sub := &Subscription{s: s, region: r, closed: make(chan struct{}), lastSeq: -1}
 	s.bc.subs.Add(1)
 	sub.pos = s.bc.head.Load()
-	if n := s.ix.published(); n > 0 {
+	if n := s.ix.Published(); n > 0 {
 		sub.lastSeq = int64(n) - 1
 	}
 	return sub
@@ -174,7 +174,7 @@ func (sub *Subscription) next() (Notification, bool) {
 		}
 		n := sl.n
 		if int64(n.GlobalSequence) > sub.lastSeq+1 {
-			sub.dropped += sub.s.ix.countMatching(sub.region, uint64(sub.lastSeq+1), n.GlobalSequence)
+			sub.dropped += sub.s.ix.CountMatching(sub.region.filter(), uint64(sub.lastSeq+1), n.GlobalSequence)
 		}
 		sub.pos++
 		sub.lastSeq = int64(n.GlobalSequence)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/index"
 	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
@@ -62,7 +63,7 @@ func (r *request) payloadBytes() int {
 
 // pending is an event written by the writer but not yet published.
 type pending struct {
-	e      entry
+	e      index.Entry
 	seq    uint32
 	idem   string
 	fenced bool
@@ -311,7 +312,7 @@ func (w *writer) process(reqs []*request) (closing bool) {
 		last.t.resolve(Receipt{}, w.failed)
 	case opSnapshot:
 		if w.failed == nil {
-			*last.snap = snapPoint{seg: w.seg, end: w.off, events: uint64(w.s.ix.published())}
+			*last.snap = snapPoint{seg: w.seg, end: w.off, events: uint64(w.s.ix.Published())}
 		}
 		last.t.resolve(Receipt{}, w.failed)
 	case opFenceBegin, opFenceCommit, opFenceCancel:
@@ -372,16 +373,16 @@ func (w *writer) publish() {
 		return
 	}
 	ix := w.s.ix
-	ix.mu.Lock()
+	ix.Lock()
 	for i := range w.pend {
 		p := &w.pend[i]
 		if p.fenced {
 			w.fence.pend = append(w.fence.pend, *p)
 			continue
 		}
-		ix.insertLocked(p.seq, p.e, p.idem)
+		ix.InsertLocked(p.seq, p.e, p.idem)
 	}
-	ix.mu.Unlock()
+	ix.Unlock()
 	for i := range w.pend {
 		if p := &w.pend[i]; p.fenced && p.idem != "" {
 			w.fence.idem[p.idem] = w.groupIdm[p.idem]

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/index"
 )
 
 // The writer's side of atomic batches: a batch is written as a
@@ -25,8 +26,8 @@ type batchMark struct {
 	pos     int64 // disk offset in seg where the batch's first frame goes
 	pendLen int
 	nextSeq uint64
-	saved   map[uint32]entityW // entity states before the batch touched them
-	keys    []string           // idempotency keys the batch added to groupIdm
+	saved   map[uint32]index.Head // entity heads before the batch touched them
+	keys    []string              // idempotency keys the batch added to groupIdm
 }
 
 type batchWrite struct {
@@ -76,7 +77,7 @@ func (w *writer) writeBatch(r *request) *batchWrite {
 		return nil
 	}
 	bw := &batchWrite{r: r, mark: batchMark{
-		seg: w.seg, pos: w.off, pendLen: len(w.pend), nextSeq: w.nextSeq, saved: map[uint32]entityW{},
+		seg: w.seg, pos: w.off, pendLen: len(w.pend), nextSeq: w.nextSeq, saved: map[uint32]index.Head{},
 	}}
 	abort := func(err error) *batchWrite {
 		w.rollback(&bw.mark)
@@ -195,7 +196,7 @@ func (w *writer) beforePublish(bw *batchWrite) {
 func (w *writer) rollback(m *batchMark) {
 	ix := w.s.ix
 	for en, st := range m.saved {
-		ix.entities[en].restore(st)
+		ix.Entity(en).Head = st
 	}
 	w.nextSeq = m.nextSeq
 	w.pend = w.pend[:m.pendLen]

@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/index"
 )
 
 // Placing events: the writer's checks (idempotency, compare-and-set,
@@ -104,9 +105,9 @@ func (w *writer) lookupIdem(key string) (idemOriginal, bool, error) {
 	// The writer is not the index's only mutator: a compaction drops the
 	// keys of the events it removes, under the lock.
 	ix := w.s.ix
-	ix.mu.RLock()
-	seq, ok := ix.idem[key]
-	ix.mu.RUnlock()
+	ix.RLock()
+	seq, ok := ix.Idem(key)
+	ix.RUnlock()
 	if ok {
 		orig, err := w.s.idemOriginal(seq)
 		return orig, err == nil, err
@@ -124,8 +125,8 @@ func (w *writer) checkExpectation(e *eventReq) error {
 	}
 	ix := w.s.ix
 	actual := ExpectNoEvents()
-	if en, ok := ix.byEntity[e.coord.Entity]; ok && ix.entities[en].wExists {
-		actual = ExpectClock(ix.entities[en].wClock)
+	if en, ok := ix.EntityNamed(e.coord.Entity); ok && ix.Entity(en).Head.Exists {
+		actual = ExpectClock(ix.Entity(en).Head.Clock)
 	}
 	if actual != exp {
 		return &ConflictError{Entity: e.coord.Entity, Expected: exp, Actual: actual}
@@ -139,14 +140,14 @@ func (w *writer) checkImportedID(e *eventReq) error {
 	if !e.imported {
 		return nil
 	}
-	w.s.ix.mu.RLock() // a compaction rebuilds the id table
-	_, ok := w.s.ix.lookup(e.id)
-	w.s.ix.mu.RUnlock()
+	w.s.ix.RLock() // a compaction rebuilds the id table
+	_, ok := w.s.ix.Lookup(e.id)
+	w.s.ix.RUnlock()
 	if ok {
 		return fmt.Errorf("%w: %s", ErrDuplicateID, e.id)
 	}
 	for i := range w.pend {
-		if w.pend[i].e.id == e.id {
+		if w.pend[i].e.ID == e.id {
 			return fmt.Errorf("%w: %s (twice in one import)", ErrDuplicateID, e.id)
 		}
 	}
@@ -157,19 +158,19 @@ func (w *writer) checkImportedID(e *eventReq) error {
 // into w.buf (rotating segments as needed) and queues it for publication.
 // When saved is non-nil (a batch), the entity's prior state is recorded
 // there first, for rollback.
-func (w *writer) place(e *eventReq, sys byte, saved map[uint32]entityW) (Receipt, error) {
+func (w *writer) place(e *eventReq, sys byte, saved map[uint32]index.Head) (Receipt, error) {
 	if w.nextSeq >= math.MaxUint32 {
 		return Receipt{}, ErrStoreFull
 	}
 	ix := w.s.ix
-	en := ix.entityFor([]byte(e.coord.Entity))
-	es := ix.entities[en]
+	en := ix.EntityFor([]byte(e.coord.Entity))
+	es := ix.Entity(en)
 	if saved != nil {
 		if _, ok := saved[en]; !ok {
-			saved[en] = es.writerState()
+			saved[en] = es.Head
 		}
 	}
-	sc := ix.scopeFor([]byte(e.coord.Scope))
+	sc := ix.ScopeFor([]byte(e.coord.Scope))
 	rec := format.Event{
 		SysFlags:      sys,
 		Seq:           w.nextSeq,
@@ -180,20 +181,20 @@ func (w *writer) place(e *eventReq, sys byte, saved map[uint32]entityW) (Receipt
 		ID:            e.id,
 		CorrelationID: e.opts.CorrelationID,
 		CausationID:   e.opts.CausationID,
-		Timestamp:     max(w.now, es.wTS),
+		Timestamp:     max(w.now, es.Head.TS),
 		Kind:          uint16(e.kind),
 		Flags:         e.opts.Flags,
 		PayloadHash:   e.phash,
-		PrevHash:      es.wHash,
+		PrevHash:      es.Head.Hash,
 	}
 	if rec.CorrelationID == (EventID{}) {
 		rec.CorrelationID = e.id
 	}
 	if e.ts != 0 {
-		rec.Timestamp = max(e.ts, es.wTS)
+		rec.Timestamp = max(e.ts, es.Head.TS)
 	}
-	if es.wExists {
-		rec.Clock = es.wClock + 1
+	if es.Head.Exists {
+		rec.Clock = es.Head.Clock + 1
 	}
 	if err := w.makeRoom(rec.FrameLen()); err != nil {
 		w.fail(err)
@@ -202,15 +203,15 @@ func (w *writer) place(e *eventReq, sys byte, saved map[uint32]entityW) (Receipt
 	off := w.off + int64(len(w.buf))
 	w.buf = format.AppendEvent(w.buf, &rec)
 	w.bufEvents++
-	es.wExists, es.wClock, es.wTS, es.wHash = true, rec.Clock, rec.Timestamp, rec.Hash
+	es.Head = index.Head{Exists: true, Clock: rec.Clock, TS: rec.Timestamp, Hash: rec.Hash}
 	w.pend = append(w.pend, pending{
 		seq:    uint32(rec.Seq),
 		idem:   rec.Idem,
 		fenced: sys&format.SysFenced != 0,
 		corr:   rec.CorrelationID,
 		cause:  rec.CausationID,
-		e: entry{id: e.id, seg: w.seg, off: uint32(off), entity: en, scope: sc,
-			clock: rec.Clock, kind: e.kind},
+		e: index.Entry{ID: e.id, Seg: w.seg, Off: uint32(off), Entity: en, Scope: sc,
+			Clock: rec.Clock, Kind: uint16(e.kind)},
 	})
 	w.nextSeq++
 	rc := Receipt{ID: e.id, CorrelationID: rec.CorrelationID, GlobalSequence: rec.Seq, Clock: rec.Clock, Timestamp: rec.Timestamp}
@@ -218,20 +219,4 @@ func (w *writer) place(e *eventReq, sys byte, saved map[uint32]entityW) (Receipt
 		w.groupIdm[rec.Idem] = idemOriginal{receipt: rc, coord: e.coord, kind: e.kind, phash: e.phash}
 	}
 	return rc, nil
-}
-
-// entityW is the writer's view of an entity, saved for batch rollback.
-type entityW struct {
-	exists bool
-	clock  uint64
-	ts     int64
-	hash   Hash
-}
-
-func (es *entityState) writerState() entityW {
-	return entityW{exists: es.wExists, clock: es.wClock, ts: es.wTS, hash: es.wHash}
-}
-
-func (es *entityState) restore(v entityW) {
-	es.wExists, es.wClock, es.wTS, es.wHash = v.exists, v.clock, v.ts, v.hash
 }

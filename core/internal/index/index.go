@@ -1,0 +1,619 @@
+package index
+
+import (
+	"encoding/binary"
+	"iter"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"unsafe"
+)
+
+const (
+	chunkBits = 16
+	chunkSize = 1 << chunkBits
+)
+
+// Entry flags.
+const (
+	Removed uint8 = 1 << 0 // no event at this sequence (a gap, or removed by a compaction)
+	Hidden  uint8 = 1 << 1 // written under a fence that did not commit: never shown
+)
+
+// Entry is where one global sequence's event is and what selects it.
+// Entity and Scope are numbers given by EntityFor and ScopeFor.
+type Entry struct {
+	ID     [16]byte
+	Seg    uint32 // segment id
+	Off    uint32 // offset of the frame in the segment
+	Entity uint32
+	Scope  uint32
+	Clock  uint64
+	Kind   uint16
+	Flags  uint8
+}
+
+// Visible reports whether the entry is an event readers may see (neither
+// Removed nor Hidden).
+func (e *Entry) Visible() bool { return e.Flags&(Removed|Hidden) == 0 }
+
+// Head is the writer's view of an entity's newest event, including events
+// it has assigned but not yet published: whether there is one, its clock,
+// timestamp (µs) and event hash. Only the writer goroutine (or Open,
+// before the writer starts) reads or changes it.
+type Head struct {
+	Exists bool
+	Clock  uint64
+	TS     int64
+	Hash   [32]byte
+}
+
+// Entity is one entity. Seqs is its published stream of visible events in
+// clock order (read under RLock, never changed by the caller).
+type Entity struct {
+	Name string
+	Seqs []uint32
+	Head Head
+}
+
+type scope struct {
+	name string
+	seqs []uint32
+}
+
+// Loc is where to read one event from: its global sequence, segment id
+// and frame offset.
+type Loc struct {
+	Seq uint32
+	Seg uint32
+	Off uint32
+}
+
+// Index is the in-memory index; see the package doc for its locking.
+type Index struct {
+	mu     sync.RWMutex
+	chunks [][]Entry
+	n      uint32 // entries held == next global sequence
+	// liveEntities counts entities with at least one visible event.
+	liveEntities int
+	ids          idTable
+	entities     []*Entity
+	byEntity     map[string]uint32
+	scopes       []scope
+	byScope      map[string]uint32
+	kinds        map[uint16][]uint32
+	idem         map[string]uint32 // idempotency key → sequence
+
+	sortMu sync.Mutex
+	sorted []uint32 // entity numbers by name, for prefix search
+}
+
+// New returns an empty index.
+func New() *Index {
+	return &Index{
+		byEntity: map[string]uint32{},
+		byScope:  map[string]uint32{},
+		kinds:    map[uint16][]uint32{},
+		idem:     map[string]uint32{},
+	}
+}
+
+// Lock takes the write lock.
+func (ix *Index) Lock() { ix.mu.Lock() }
+
+// Unlock releases the write lock.
+func (ix *Index) Unlock() { ix.mu.Unlock() }
+
+// RLock takes the read lock.
+func (ix *Index) RLock() { ix.mu.RLock() }
+
+// RUnlock releases the read lock.
+func (ix *Index) RUnlock() { ix.mu.RUnlock() }
+
+// At returns the entry at seq (< Len). Caller holds the lock; under Lock
+// it may change the entry's fields.
+func (ix *Index) At(seq uint32) *Entry {
+	return &ix.chunks[seq>>chunkBits][seq&(chunkSize-1)]
+}
+
+// Len is the number of entries held, which is the next global sequence.
+// Caller holds the lock, or is the writer.
+func (ix *Index) Len() uint32 { return ix.n }
+
+// LiveEntities counts the entities with at least one visible event.
+// Caller holds the lock.
+func (ix *Index) LiveEntities() int { return ix.liveEntities }
+
+// Events counts the visible events. Caller holds the lock.
+func (ix *Index) Events() int { return ix.ids.used }
+
+// NumEntities is the number of entities known, visible events or not;
+// they are numbered 0 to NumEntities-1. Caller holds the lock, or is the
+// writer.
+func (ix *Index) NumEntities() int { return len(ix.entities) }
+
+// Entity returns entity number n. Caller holds the lock, or is the writer.
+func (ix *Index) Entity(n uint32) *Entity { return ix.entities[n] }
+
+// EntityNamed returns the number of the entity called name. Caller holds
+// the lock, or is the writer.
+func (ix *Index) EntityNamed(name string) (uint32, bool) {
+	n, ok := ix.byEntity[name]
+	return n, ok
+}
+
+// NumScopes is the number of scopes known. Caller holds the lock, or is
+// the writer.
+func (ix *Index) NumScopes() int { return len(ix.scopes) }
+
+// ScopeName returns the name of scope number n. Caller holds the lock, or
+// is the writer.
+func (ix *Index) ScopeName(n uint32) string { return ix.scopes[n].name }
+
+// Idem returns the sequence of the event holding idempotency key. Caller
+// holds the lock.
+func (ix *Index) Idem(key string) (uint32, bool) {
+	seq, ok := ix.idem[key]
+	return seq, ok
+}
+
+// NumIdems counts the idempotency keys held. Caller holds the lock.
+func (ix *Index) NumIdems() int { return len(ix.idem) }
+
+// Idems yields every idempotency key and its sequence, in no order.
+// Caller holds the lock.
+func (ix *Index) Idems() iter.Seq2[string, uint32] {
+	return func(yield func(string, uint32) bool) {
+		for k, seq := range ix.idem {
+			if !yield(k, seq) {
+				return
+			}
+		}
+	}
+}
+
+// EntityFor returns the entity's number, creating it (under the write
+// lock) when new. Only the writer (or Open) calls it.
+func (ix *Index) EntityFor(name []byte) uint32 {
+	if n, ok := ix.byEntity[string(name)]; ok {
+		return n
+	}
+	ix.mu.Lock()
+	n := uint32(len(ix.entities))
+	s := string(name)
+	ix.entities = append(ix.entities, &Entity{Name: s})
+	ix.byEntity[s] = n
+	ix.mu.Unlock()
+	return n
+}
+
+// ScopeFor returns the scope's number, creating it (under the write lock)
+// when new. Only the writer (or Open) calls it.
+func (ix *Index) ScopeFor(name []byte) uint32 {
+	if n, ok := ix.byScope[string(name)]; ok {
+		return n
+	}
+	ix.mu.Lock()
+	n := uint32(len(ix.scopes))
+	s := string(name)
+	ix.scopes = append(ix.scopes, scope{name: s})
+	ix.byScope[s] = n
+	ix.mu.Unlock()
+	return n
+}
+
+// AddEntity appends an entity with this name and writer head, numbered
+// NumEntities (a checkpoint lists entities in number order). Only Open
+// calls it, on an index no one else sees yet.
+func (ix *Index) AddEntity(name string, head Head) {
+	ix.byEntity[name] = uint32(len(ix.entities))
+	ix.entities = append(ix.entities, &Entity{Name: name, Head: head})
+}
+
+// AddScope appends a scope with this name, numbered NumScopes. Only Open
+// calls it, on an index no one else sees yet.
+func (ix *Index) AddScope(name string) {
+	ix.byScope[name] = uint32(len(ix.scopes))
+	ix.scopes = append(ix.scopes, scope{name: name})
+}
+
+// SetIdem records that the event at seq holds idempotency key. Only Open
+// calls it, on an index no one else sees yet.
+func (ix *Index) SetIdem(key string, seq uint32) { ix.idem[key] = seq }
+
+// InsertLocked adds e at sequence seq (>= Len; the sequences skipped become
+// Removed entries). A visible entry joins its entity's stream, its scope's
+// and kind's postings, the id table and, when idem is not empty, the
+// idempotency keys. e.Entity and e.Scope must have been given by EntityFor
+// or ScopeFor (or AddEntity, AddScope). Caller holds Lock.
+func (ix *Index) InsertLocked(seq uint32, e Entry, idem string) {
+	for ix.n < seq {
+		ix.appendEntry(Entry{Flags: Removed})
+	}
+	ix.appendEntry(e)
+	if !e.Visible() {
+		return
+	}
+	es := ix.entities[e.Entity]
+	if len(es.Seqs) == 0 {
+		ix.liveEntities++
+	}
+	ix.ids.insert(ix, seq)
+	es.Seqs = append(es.Seqs, seq)
+	sc := &ix.scopes[e.Scope]
+	sc.seqs = append(sc.seqs, seq)
+	ix.kinds[e.Kind] = append(ix.kinds[e.Kind], seq)
+	if idem != "" {
+		ix.idem[idem] = seq
+	}
+}
+
+func (ix *Index) appendEntry(e Entry) {
+	c := ix.n >> chunkBits
+	if int(c) == len(ix.chunks) {
+		// The first chunk starts small so that small stores stay small;
+		// later chunks are allocated whole.
+		size := chunkSize
+		if c == 0 {
+			size = 256
+		}
+		ix.chunks = append(ix.chunks, make([]Entry, 0, size))
+	}
+	ix.chunks[c] = append(ix.chunks[c], e)
+	ix.n++
+}
+
+// RemoveLocked marks the events at the sequences in removed Removed and
+// takes them out of every entity stream, posting list and idempotency key;
+// the id table is rebuilt. Caller holds Lock.
+func (ix *Index) RemoveLocked(removed map[uint32]bool) {
+	if len(removed) == 0 {
+		return
+	}
+	for seq := range removed {
+		ix.At(seq).Flags |= Removed
+	}
+	keep := func(seqs []uint32) []uint32 {
+		out := seqs[:0]
+		for _, q := range seqs {
+			if !removed[q] {
+				out = append(out, q)
+			}
+		}
+		return out
+	}
+	ix.liveEntities = 0
+	for _, es := range ix.entities {
+		es.Seqs = keep(es.Seqs)
+		if len(es.Seqs) > 0 {
+			ix.liveEntities++
+		}
+	}
+	for i := range ix.scopes {
+		ix.scopes[i].seqs = keep(ix.scopes[i].seqs)
+	}
+	for k, seqs := range ix.kinds {
+		ix.kinds[k] = keep(seqs)
+	}
+	for k, q := range ix.idem {
+		if removed[q] {
+			delete(ix.idem, k)
+		}
+	}
+	ix.ids = idTable{}
+	for seq := uint32(0); seq < ix.n; seq++ {
+		if ix.At(seq).Visible() {
+			ix.ids.insert(ix, seq)
+		}
+	}
+}
+
+// Lookup returns the sequence of the visible event with this id. Caller
+// holds the lock.
+func (ix *Index) Lookup(id [16]byte) (uint32, bool) {
+	return ix.ids.find(ix, id)
+}
+
+// Plan collects the locations of the visible events matching f, in global
+// sequence order.
+func (ix *Index) Plan(f Filter) []Loc {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	var cands []uint32
+	all := true
+	consider := func(s []uint32) {
+		if all || len(s) < len(cands) {
+			cands, all = s, false
+		}
+	}
+	if f.HasScope {
+		if n, ok := ix.byScope[f.Scope]; ok {
+			consider(ix.scopes[n].seqs)
+		} else {
+			return nil
+		}
+	}
+	if f.HasKind {
+		consider(ix.kinds[f.Kind])
+	}
+	if f.HasEntity {
+		ents := ix.entitiesWithPrefix(f.EntityPrefix)
+		switch {
+		case len(ents) == 0:
+			return nil
+		case len(ents) == 1:
+			consider(ix.entities[ents[0]].Seqs)
+		case !all && len(cands) < 4096:
+			// a short candidate list already: filtering beats merging streams
+		default:
+			var merged []uint32
+			for _, n := range ents {
+				merged = append(merged, ix.entities[n].Seqs...)
+			}
+			slices.Sort(merged)
+			consider(merged)
+		}
+	}
+	var out []Loc
+	keep := func(seq uint32) {
+		if e := ix.At(seq); ix.matchesLocked(&f, e) {
+			out = append(out, Loc{Seq: seq, Seg: e.Seg, Off: e.Off})
+		}
+	}
+	if all {
+		for seq := uint32(0); seq < ix.n; seq++ {
+			keep(seq)
+		}
+	} else {
+		for _, seq := range cands {
+			keep(seq)
+		}
+	}
+	return out
+}
+
+// entitiesWithPrefix returns the numbers of the entities whose names start
+// with prefix, from a name-sorted list kept up to date lazily. Caller holds
+// mu (read or write).
+func (ix *Index) entitiesWithPrefix(prefix string) []uint32 {
+	ix.sortMu.Lock()
+	defer ix.sortMu.Unlock()
+	name := func(i int) string { return ix.entities[ix.sorted[i]].Name }
+	if added := len(ix.entities) - len(ix.sorted); added > 0 {
+		if added > 64 {
+			for n := len(ix.sorted); n < len(ix.entities); n++ {
+				ix.sorted = append(ix.sorted, uint32(n))
+			}
+			slices.SortFunc(ix.sorted, func(a, b uint32) int {
+				return strings.Compare(ix.entities[a].Name, ix.entities[b].Name)
+			})
+		} else {
+			for n := len(ix.entities) - added; n < len(ix.entities); n++ {
+				nm := ix.entities[n].Name
+				i := sort.Search(len(ix.sorted), func(i int) bool { return name(i) >= nm })
+				ix.sorted = slices.Insert(ix.sorted, i, uint32(n))
+			}
+		}
+	}
+	i := sort.Search(len(ix.sorted), func(i int) bool { return name(i) >= prefix })
+	var out []uint32
+	for ; i < len(ix.sorted) && strings.HasPrefix(name(i), prefix); i++ {
+		out = append(out, ix.sorted[i])
+	}
+	return out
+}
+
+// Stream returns the locations of entity's published events in clock
+// order.
+func (ix *Index) Stream(entity string) []Loc {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	n, ok := ix.byEntity[entity]
+	if !ok {
+		return nil
+	}
+	seqs := ix.entities[n].Seqs
+	out := make([]Loc, 0, len(seqs))
+	for _, seq := range seqs {
+		e := ix.At(seq)
+		out = append(out, Loc{Seq: seq, Seg: e.Seg, Off: e.Off})
+	}
+	return out
+}
+
+// EntityEvents returns the locations of entity's visible events with
+// global sequence >= from whose kind is in kinds (all when kinds is
+// empty), and the entity's generation: one past the sequence of its newest
+// visible event, 0 when it has none.
+func EntityEvents[K ~uint16](ix *Index, entity string, kinds []K, from uint64) ([]Loc, uint64) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	n, ok := ix.byEntity[entity]
+	if !ok {
+		return nil, 0
+	}
+	seqs := ix.entities[n].Seqs
+	if len(seqs) == 0 {
+		return nil, 0
+	}
+	gen := uint64(seqs[len(seqs)-1]) + 1
+	i := sort.Search(len(seqs), func(i int) bool { return uint64(seqs[i]) >= from })
+	out := make([]Loc, 0, len(seqs)-i)
+	for ; i < len(seqs); i++ {
+		e := ix.At(seqs[i])
+		if len(kinds) > 0 && !slices.Contains(kinds, K(e.Kind)) {
+			continue
+		}
+		out = append(out, Loc{Seq: seqs[i], Seg: e.Seg, Off: e.Off})
+	}
+	return out, gen
+}
+
+// MemoryBytes estimates the heap held by the index.
+func (ix *Index) MemoryBytes() int64 {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	var b int64
+	for _, c := range ix.chunks {
+		b += int64(cap(c)) * int64(unsafe.Sizeof(Entry{}))
+	}
+	b += int64(len(ix.ids.slots)) * 4
+	for _, es := range ix.entities {
+		b += int64(cap(es.Seqs))*4 + int64(unsafe.Sizeof(*es)) + int64(len(es.Name)) + 48
+	}
+	for _, sc := range ix.scopes {
+		b += int64(cap(sc.seqs))*4 + int64(len(sc.name)) + 48
+	}
+	for _, s := range ix.kinds {
+		b += int64(cap(s))*4 + 48
+	}
+	for k := range ix.idem {
+		b += int64(len(k)) + 48
+	}
+	return b
+}
+
+// idTable is an open-addressing hash table of sequence+1 (0 = empty), keyed
+// by the id stored in the entry; linear probing, grown at 70 % load.
+type idTable struct {
+	slots []uint32
+	used  int
+}
+
+func idSlot(id [16]byte, mask uint64) uint64 {
+	// bytes 8..15 of a UUIDv7 are random (after the variant bits).
+	return (binary.LittleEndian.Uint64(id[8:]) * 0x9E3779B97F4A7C15) >> 20 & mask
+}
+
+func (t *idTable) find(ix *Index, id [16]byte) (uint32, bool) {
+	if len(t.slots) == 0 {
+		return 0, false
+	}
+	mask := uint64(len(t.slots) - 1)
+	for i := idSlot(id, mask); ; i = (i + 1) & mask {
+		s := t.slots[i]
+		if s == 0 {
+			return 0, false
+		}
+		if ix.At(s-1).ID == id {
+			return s - 1, true
+		}
+	}
+}
+
+func (t *idTable) insert(ix *Index, seq uint32) {
+	if (t.used+1)*10 > len(t.slots)*7 {
+		t.grow(ix)
+	}
+	t.place(ix.At(seq).ID, seq)
+	t.used++
+}
+
+func (t *idTable) place(id [16]byte, seq uint32) {
+	mask := uint64(len(t.slots) - 1)
+	i := idSlot(id, mask)
+	for t.slots[i] != 0 {
+		i = (i + 1) & mask
+	}
+	t.slots[i] = seq + 1
+}
+
+func (t *idTable) grow(ix *Index) {
+	n := len(t.slots) * 2
+	if n == 0 {
+		n = 1024
+	}
+	old := t.slots
+	t.slots = make([]uint32, n)
+	for _, s := range old {
+		if s != 0 {
+			t.place(ix.At(s-1).ID, s-1)
+		}
+	}
+}
+
+// Published is the number of sequences decided (visible or hidden): Len,
+// under the read lock.
+func (ix *Index) Published() uint32 {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.n
+}
+
+// matchesLocked reports whether entry e is visible and in f. Caller holds
+// mu.
+func (ix *Index) matchesLocked(f *Filter, e *Entry) bool {
+	if !e.Visible() {
+		return false
+	}
+	if f.HasEntity && !strings.HasPrefix(ix.entities[e.Entity].Name, f.EntityPrefix) {
+		return false
+	}
+	if f.HasScope && ix.scopes[e.Scope].name != f.Scope {
+		return false
+	}
+	return f.matchesKindClock(e.Kind, e.Clock)
+}
+
+// CountMatching counts the visible events in f with sequences in
+// [from, to).
+func (ix *Index) CountMatching(f Filter, from, to uint64) uint64 {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	to = min(to, uint64(ix.n))
+	var n uint64
+	for seq := from; seq < to; seq++ {
+		if ix.matchesLocked(&f, ix.At(uint32(seq))) {
+			n++
+		}
+	}
+	return n
+}
+
+// PlanFrom collects up to max visible events in f with sequence >= from,
+// in order, and returns the sequence to continue from: one past the last
+// sequence examined (all of which are decided, so nothing before it can
+// appear later).
+func (ix *Index) PlanFrom(f Filter, from uint64, max int) ([]Loc, uint64) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	end := uint64(ix.n)
+	if from >= end || max <= 0 {
+		return nil, from
+	}
+	var out []Loc
+	take := func(seq uint32) bool {
+		e := ix.At(seq)
+		if ix.matchesLocked(&f, e) {
+			out = append(out, Loc{Seq: seq, Seg: e.Seg, Off: e.Off})
+		}
+		return len(out) < max
+	}
+	// Walk the shortest posting list the filter allows, from `from` on.
+	var post []uint32
+	switch {
+	case f.HasScope:
+		if n, ok := ix.byScope[f.Scope]; ok {
+			post = ix.scopes[n].seqs
+		} else {
+			return nil, end
+		}
+	case f.HasKind:
+		post = ix.kinds[f.Kind]
+	default:
+		for seq := from; seq < end; seq++ {
+			if !take(uint32(seq)) {
+				return out, seq + 1
+			}
+		}
+		return out, end
+	}
+	i := sort.Search(len(post), func(i int) bool { return uint64(post[i]) >= from })
+	for ; i < len(post); i++ {
+		if !take(post[i]) {
+			return out, uint64(post[i]) + 1
+		}
+	}
+	return out, end
+}
