@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/batpak-go/batpak/internal/trusted"
 )
@@ -183,26 +184,20 @@ func (s *Store) AppendSystem(ctx context.Context, coord Coordinate, kind Kind, p
 	if kind.Category() != CategorySystem {
 		return Receipt{}, fmt.Errorf("%w: %s", ErrNotSystemKind, kind)
 	}
-	if !trusted.Marked(ctx) {
-		if err := checkUnreserved(coord); err != nil {
-			return Receipt{}, err
-		}
+	if trusted.Marked(ctx) {
+		// batpak's own packages (a bypass's audit record): a store record.
+		return s.writeStoreRecord(ctx, coord, kind, payload)
+	}
+	if err := checkUnreserved(coord); err != nil {
+		return Receipt{}, err
 	}
 	ev, err := s.prepareAnyKind(coord, kind, payload, opts, false)
 	if err != nil {
 		return Receipt{}, err
 	}
-	if !trusted.Marked(ctx) {
-		if err := s.admit(WithAction(ctx, ActionSystem), ActionSystem, &ev, -1, 0); err != nil {
-			return Receipt{}, err
-		}
+	if err := s.admit(WithAction(ctx, ActionSystem), ActionSystem, &ev, -1, 0); err != nil {
+		return Receipt{}, err
 	}
-	return s.appendSystemEvent(ctx, ev)
-}
-
-// appendSystemEvent queues a prepared system record without asking the
-// gate and waits for it.
-func (s *Store) appendSystemEvent(ctx context.Context, ev eventReq) (Receipt, error) {
 	r := &request{op: opAppend, ev: ev}
 	r.t = &r.ticket
 	t, err := s.enqueue(r)
@@ -298,20 +293,27 @@ func reasonOf(ctx context.Context) string {
 //	 "segments": n, "truncated": false,
 //	 "at": "RFC 3339 time, UTC, always with microseconds"}
 //
-// ids and entities list at most MaintenanceAuditListMax items each
-// (truncated is then true; the counts are always complete).
+// ids and entities list at most MaintenanceAuditListMax items each, and
+// why at most MaintenanceAuditWhyMax bytes (truncated is then true; the
+// counts are always complete). A record is written and synced before the
+// operation takes effect, so it says what was admitted and attempted: an
+// operation that fails afterwards (an I/O error, a crash) leaves its
+// record and changes nothing.
 const (
 	MaintenanceAuditEntity = "batpak:audit:maintenance"
 	MaintenanceAuditScope  = "batpak"
 	// MaintenanceAuditListMax bounds the ids and entities an audit record
-	// lists, so that it always fits a single append.
+	// lists, keeping records small (store records are not held to
+	// Config.SingleAppendMaxBytes).
 	MaintenanceAuditListMax = 256
+	// MaintenanceAuditWhyMax bounds the reason (WithReason) a record keeps.
+	MaintenanceAuditWhyMax = 4096
 )
 
 // KindMaintenanceAudit is the system kind (0x0:0x2) of the audit records
 // of destructive operations. (0x0:0x1 is the policy package's bypass
 // audit record.)
-var KindMaintenanceAudit = Kind(0x002)
+const KindMaintenanceAudit Kind = 0x002
 
 // auditTimeFormat is RFC 3339 with a fixed six-digit fraction, so audit
 // records of the same operation have the same size.
@@ -362,13 +364,14 @@ func (s *Store) admitMaintenance(ctx context.Context, p *MaintenanceProposal) er
 		return nil
 	}
 	rec := maintenanceRecord{
-		Action: p.Action, Who: grant.Who, Why: p.Reason, Entity: p.Entity,
+		Action: p.Action, Who: grant.Who, Why: truncateUTF8(p.Reason, MaintenanceAuditWhyMax), Entity: p.Entity,
 		EventsErased: p.EventsErased, EventsRemoved: p.EventsRemoved, Segments: p.Segments,
 		Entities: map[string]int{}, At: time.UnixMicro(s.nowMicros()).UTC().Format(auditTimeFormat),
 	}
 	if len(rec.Who) == 0 || !json.Valid(rec.Who) {
 		rec.Who = json.RawMessage("null")
 	}
+	rec.Truncated = len(rec.Why) < len(p.Reason)
 	rec.IDs = p.IDs
 	if len(rec.IDs) > MaintenanceAuditListMax {
 		rec.IDs, rec.Truncated = rec.IDs[:MaintenanceAuditListMax], true
@@ -395,15 +398,23 @@ func (s *Store) admitMaintenance(ctx context.Context, p *MaintenanceProposal) er
 	if err != nil {
 		return err
 	}
-	ev, err := s.prepareAnyKind(coord, KindMaintenanceAudit, b, AppendOptions{}, false)
+	_, err = s.writeStoreRecord(ctx, coord, KindMaintenanceAudit, b)
 	if err == nil {
-		_, err = s.appendSystemEvent(ctx, ev)
-	}
-	if err == nil {
-		err = s.Sync(ctx)
+		err = s.Sync(context.WithoutCancel(ctx))
 	}
 	if err != nil {
 		return fmt.Errorf("batpak: %s not done, its audit record failed: %w", p.Action, err)
 	}
 	return nil
+}
+
+// truncateUTF8 cuts s to at most n bytes at a rune boundary.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

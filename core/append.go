@@ -130,7 +130,7 @@ func checkUnreserved(coord Coordinate) error {
 }
 
 // prepareAnyKind is prepareEvent without the user-kind check (system
-// events).
+// events written by application code).
 func (s *Store) prepareAnyKind(coord Coordinate, kind Kind, payload []byte, opts AppendOptions, copyPayload bool) (eventReq, error) {
 	if s.readOnly {
 		return eventReq{}, ErrReadOnly
@@ -138,6 +138,11 @@ func (s *Store) prepareAnyKind(coord Coordinate, kind Kind, payload []byte, opts
 	if err := s.validateWrite(coord, payload, &opts); err != nil {
 		return eventReq{}, err
 	}
+	return newEventReq(coord, kind, payload, opts, copyPayload), nil
+}
+
+// newEventReq is a validated event as the writer takes it.
+func newEventReq(coord Coordinate, kind Kind, payload []byte, opts AppendOptions, copyPayload bool) eventReq {
 	if copyPayload {
 		payload = append([]byte(nil), payload...)
 	}
@@ -148,5 +153,5 @@ func (s *Store) prepareAnyKind(coord Coordinate, kind Kind, payload []byte, opts
 		phash:   format.PayloadHash(payload),
 		opts:    opts,
 		id:      NewEventID(),
-	}, nil
+	}
 }

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -71,6 +72,11 @@ type CompactConfig struct {
 	// MaxPerEntity, when positive, keeps only each entity's newest N
 	// visible events (counting those in the segment being written).
 	MaxPerEntity int
+	// StoreRecords lets Keep, Tombstone, MaxAge and MaxPerEntity apply to
+	// the store's own records (entities under ReservedEntityPrefix: audit
+	// records, log salvage, fence expiry) too. By default they are kept
+	// whole, so retention cannot bury the audit trail.
+	StoreRecords bool
 
 	// pack: the sealer's rewrite of one segment into a packed file, byte
 	// for byte (no stub shrinking), so every event keeps its offset.
@@ -380,9 +386,14 @@ func (s *Store) entryOf(seq uint32, id EventID) (owned, visible bool) {
 	return true, e.Visible()
 }
 
+var reservedPrefix = []byte(ReservedEntityPrefix)
+
 // compactAction decides an event's fate: 0 keep, format.SysRemoved, format.SysRedacted.
 func (s *Store) compactAction(cfg CompactConfig, plan compactPlanT, v format.EventView, seq uint32) byte {
 	if cfg.pack {
+		return 0
+	}
+	if !cfg.StoreRecords && bytes.HasPrefix(v.Entity(), reservedPrefix) {
 		return 0
 	}
 	if cfg.MaxAge > 0 && v.Timestamp() < plan.now-cfg.MaxAge.Microseconds() {

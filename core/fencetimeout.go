@@ -35,8 +35,11 @@ const (
 // (N: the events it hid).
 const KindFenceExpired Kind = 0x0F2
 
-// FenceCoordinate is where the store files KindFenceExpired events.
-var FenceCoordinate = Coordinate{Entity: "batpak:fence", Scope: "batpak"}
+// FenceEntity is the entity (scope "batpak") of KindFenceExpired events.
+const FenceEntity = "batpak:fence"
+
+// fenceCoordinate is where the store files KindFenceExpired events.
+var fenceCoordinate = Coordinate{Entity: FenceEntity, Scope: "batpak"}
 
 func checkFenceTimeout(d time.Duration) error {
 	if d < MinFenceTimeout || d > MaxFenceTimeout {
@@ -46,8 +49,10 @@ func checkFenceTimeout(d time.Duration) error {
 }
 
 // expire runs when the fence's deadline passes: unless it ended already,
-// it is cancelled and the expiry recorded.
+// it is cancelled and the expiry recorded (after the cancel, outside
+// endOnce: the record may wait for a fence opened meanwhile to end).
 func (f *Fence) expire() {
+	cancelled := false
 	f.endOnce.Do(func() {
 		f.expired.Store(true)
 		t, err := f.s.enqueueFenced(&request{op: opFenceCancel, fence: f, t: newTicket()})
@@ -55,13 +60,14 @@ func (f *Fence) expire() {
 			_, err = t.Wait(context.Background())
 		}
 		f.endErr = err
-		if err != nil {
-			return // the store is closing: Close cancels the fence
-		}
-		f.s.log.Warn("batpak: a visibility fence expired and was cancelled; its writes stay hidden", "fence", f.id, "timeout", f.timeout, "hidden", f.hidden)
-		p, _ := json.Marshal(map[string]any{"fence": f.id, "timeout": f.timeout.String(), "hidden": f.hidden})
-		if _, err := f.s.appendInternal(context.Background(), FenceCoordinate, KindFenceExpired, p); err != nil {
-			f.s.log.Warn("batpak: fence expiry not recorded", "fence", f.id, "err", err)
-		}
+		cancelled = err == nil // otherwise the store is closing: Close cancels the fence
 	})
+	if !cancelled {
+		return
+	}
+	f.s.log.Warn("batpak: a visibility fence expired and was cancelled; its writes stay hidden", "fence", f.id, "timeout", f.timeout, "hidden", f.hidden)
+	p, _ := json.Marshal(map[string]any{"fence": f.id, "timeout": f.timeout.String(), "hidden": f.hidden})
+	if _, err := f.s.writeStoreRecord(context.Background(), fenceCoordinate, KindFenceExpired, p); err != nil {
+		f.s.log.Warn("batpak: fence expiry not recorded", "fence", f.id, "err", err)
+	}
 }

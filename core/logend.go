@@ -37,8 +37,12 @@ import (
 // was lost: {"recorded":N,"found":M,"lost":N-M,"evidence":"..."}.
 const KindLogSalvaged Kind = 0x0F1
 
-// SalvageCoordinate is where Open files KindLogSalvaged events.
-var SalvageCoordinate = Coordinate{Entity: "batpak:log", Scope: "batpak"}
+// SalvageEntity is the entity (scope "batpak") of KindLogSalvaged
+// events; only such an event there may follow a gap in the sequences.
+const SalvageEntity = "batpak:log"
+
+// salvageCoordinate is where Open files KindLogSalvaged events.
+var salvageCoordinate = Coordinate{Entity: SalvageEntity, Scope: "batpak"}
 
 // logRecord is one record of how far the log went.
 type logRecord struct {
@@ -272,26 +276,10 @@ func (s *Store) recordSalvage(e *LogTruncatedError) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.appendInternal(context.Background(), SalvageCoordinate, KindLogSalvaged, p); err != nil {
+	if _, err := s.writeStoreRecord(context.Background(), salvageCoordinate, KindLogSalvaged, p); err != nil {
 		return fmt.Errorf("batpak: record the salvaged loss: %w", err)
 	}
 	return s.Sync(context.Background())
-}
-
-// appendInternal writes one of the store's own system events (no
-// admission: the store records what happened to it) and waits for it.
-func (s *Store) appendInternal(ctx context.Context, coord Coordinate, kind Kind, payload []byte) (Receipt, error) {
-	ev, err := s.prepareAnyKind(coord, kind, payload, AppendOptions{}, false)
-	if err != nil {
-		return Receipt{}, err
-	}
-	r := &request{op: opAppend, ev: ev}
-	r.t = &r.ticket
-	t, err := s.enqueue(r)
-	if err != nil {
-		return Receipt{}, err
-	}
-	return t.Wait(ctx)
 }
 
 // repair queues a change recovery decided on (see Store.repairs).

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/core"
 )
@@ -251,4 +252,85 @@ func withoutNewAudit(evs, had []core.StoredEvent) []core.StoredEvent {
 		}
 	}
 	return out
+}
+
+// The store's own records are not held to the application's payload
+// limits: a small SingleAppendMaxBytes or MaxJSONDepth never makes an
+// erasure impossible.
+func TestMaintenanceRecordsIgnoreApplicationLimits(t *testing.T) {
+	s := openStore(t, func(c *core.Config) {
+		c.SingleAppendMaxBytes = 64
+		c.MaxJSONDepth = 1
+	})
+	c := mustCoord(t, "customer:with-a-rather-long-entity-name-to-fill-the-record", "s")
+	for i := 0; i < 20; i++ {
+		mustAppend(t, s, c, kindA, `{"n":1}`)
+	}
+	ctx := core.WithReason(context.Background(), strings.Repeat("a long reason ", 20))
+	n, err := s.EraseEntity(ctx, c.Entity)
+	if err != nil || n != 20 {
+		t.Fatalf("EraseEntity under small payload limits: %d, %v", n, err)
+	}
+	if a := audits(t, s); len(a) != 1 || a[0].Erased != 20 {
+		t.Fatalf("audit records %+v", a)
+	}
+}
+
+// A destructive operation while a visibility fence is open waits for the
+// fence to end (its audit record cannot overtake the fence's hidden
+// events), or gives up with its context, changing nothing.
+func TestMaintenanceWaitsForAnOpenFence(t *testing.T) {
+	s := openStore(t)
+	r := mustAppend(t, s, mustCoord(t, "e:1", "s"), kindA, `{"secret":1}`)
+	f, err := s.BeginFence(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := s.Redact(ctx, r.ID); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Redact while a fence stays open: %v, want the context's deadline", err)
+	}
+	if ev, _ := s.Get(r.ID); ev.Redacted || len(audits(t, s)) != 0 {
+		t.Fatal("a redaction that gave up changed something")
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Redact(context.Background(), r.ID) }()
+	time.Sleep(20 * time.Millisecond)
+	if err := f.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Redact after the fence ended: %v", err)
+	}
+	if ev, _ := s.Get(r.ID); !ev.Redacted || len(audits(t, s)) != 1 {
+		t.Fatal("the redaction waiting for the fence did not happen or was not recorded")
+	}
+}
+
+// Retention leaves the store's own records whole unless asked: a
+// compaction cannot bury the audit trail of earlier erasures.
+func TestRetentionKeepsTheAuditTrail(t *testing.T) {
+	s := openStore(t, smallSegments)
+	c := mustCoord(t, "e:1", "s")
+	for i := 0; i < 3; i++ {
+		r := mustAppend(t, s, c, kindA, `{"secret":1}`)
+		if err := s.Redact(context.Background(), r.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rotate(t, s)
+	if _, err := s.Compact(context.Background(), core.CompactConfig{MaxPerEntity: 1, Tombstone: func(core.StoredEvent) bool { return true }}); err != nil {
+		t.Fatal(err)
+	}
+	a := audits(t, s)
+	if len(a) != 4 || a[0].Action != "redact" || a[0].Erased != 1 || a[3].Action != "compact" {
+		t.Fatalf("audit records after retention: %+v; want the 3 redactions whole and the compaction's", a)
+	}
+	if _, err := s.Compact(context.Background(), core.CompactConfig{MaxPerEntity: 1, StoreRecords: true}); err != nil {
+		t.Fatal(err)
+	}
+	if a := audits(t, s); len(a) >= 5 {
+		t.Fatalf("with StoreRecords the audit records were kept anyway: %d", len(a))
+	}
 }

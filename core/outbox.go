@@ -34,6 +34,9 @@ func (o *Outbox) Push(item BatchItem) error {
 	if err := item.Kind.validUser(); err != nil {
 		return err
 	}
+	if err := checkUnreserved(item.Coordinate); err != nil {
+		return err
+	}
 	if err := o.s.validateWrite(item.Coordinate, item.Payload, &item.Options); err != nil {
 		return err
 	}

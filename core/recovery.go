@@ -421,7 +421,7 @@ func (s *Store) indexWalked(ev *walkedEvent) error {
 	// sequences back): a gap means events are missing — except before the
 	// event that records a salvaged loss (see logend.go), which takes the
 	// sequence the store had recorded.
-	salvage := ev.kind == KindLogSalvaged && !ev.hidden && ev.seq > uint64(ix.Len())
+	salvage := ev.kind == KindLogSalvaged && !ev.hidden && ev.seq > uint64(ix.Len()) && string(ev.entity) == SalvageEntity
 	if (ev.seq != uint64(ix.Len()) && !salvage) || ev.seq >= math.MaxUint32 {
 		return &CorruptionError{File: filepath.Join(s.cfg.Dir, format.SegmentName(ev.seg)), Offset: int64(ev.off),
 			Reason: fmt.Sprintf("global sequence %d out of order (next is %d)", ev.seq, ix.Len())}

@@ -104,7 +104,8 @@ func (s *Store) setSegmentEnd(id uint32, end int64) {
 // writing. It takes the directory's exclusive lock (a second writer process
 // gets a *LockedError naming the holder's pid), then rebuilds the index from
 // the segment files. A torn tail (a partly written last frame, as left by a
-// crash) is truncated away and logged; a frame that fails its checks with
+// crash) is overwritten with zeros (the file never shrinks: a reader in
+// another process may have it mapped) and logged; a frame that fails its checks with
 // valid frames after it, or a damaged segment header, fails Open with a
 // *CorruptionError naming the file and offset. A compaction journal left
 // by a crash is finished only when it passes its checks; otherwise Open
@@ -187,7 +188,8 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 }
 
 // Close drains the writer mailbox (every accepted write is written),
-// syncs, truncates the active segment's preallocated tail, and releases the
+// syncs (the active segment keeps its preallocated zeros), writes the
+// footer of the active segment and the index checkpoint, and releases the
 // lock. Later writes fail with ErrClosed; reads keep working until Close
 // returns and then fail with ErrClosed. Close is safe to call twice; the
 // second call returns the first call's result.

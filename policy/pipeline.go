@@ -76,7 +76,9 @@ func NewPipeline(gates *GateSet, store *core.Store) *Pipeline {
 }
 
 // Pipeline returns a pipeline over a's gates that records bypasses in
-// store, and whose bypass receipts a (and only a) honours.
+// store, and whose bypass receipts a (and only a) honours. store must be
+// the store a admits writes for: give each store its own Admitter, since
+// an Admitter shared by two stores honours a bypass recorded in either.
 func (a *Admitter) Pipeline(store *core.Store) *Pipeline {
 	return &Pipeline{gates: a.gates, store: store, admitter: a}
 }
@@ -104,7 +106,7 @@ func (p *Pipeline) Bypass(ctx context.Context, in *Input, reason string) (*Recei
 const AuditEntity = "batpak:audit:bypass"
 
 // KindBypassAudit is the system kind of bypass audit records.
-var KindBypassAudit, _ = core.SystemKind(0x001)
+const KindBypassAudit core.Kind = 0x001
 
 // Commit runs fn once for a receipt of this pipeline's making. For a
 // bypass receipt it first writes the audit record (and fails without
@@ -168,10 +170,15 @@ func (p *Pipeline) audit(ctx context.Context, r *Receipt) (core.Receipt, error) 
 	if who.ID == "" && who.Tenant == "" && len(who.Roles) == 0 {
 		who = PrincipalFrom(ctx)
 	}
-	b, err := json.Marshal(auditRecord{Who: who, Why: r.bypass, What: r.in, At: time.Now().UTC()})
-	if err != nil {
+	// Not HTML-escaped: the record keeps the payload's bytes as they are
+	// (json.Marshal would write each < as \u003c).
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(auditRecord{Who: who, Why: r.bypass, What: r.in, At: time.Now().UTC()}); err != nil {
 		return core.Receipt{}, err
 	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	coord, err := core.NewCoordinate(AuditEntity, "policy")
 	if err != nil {
 		return core.Receipt{}, err
