@@ -468,7 +468,7 @@ func (v *validator) member(start, end int, esc bool) *Error {
 
 // nameAt decodes the member name whose opening quote is at off.
 func (v *validator) nameAt(off int) []byte {
-	end := skipString(v.b, off)
+	end := SkipString(v.b, off)
 	s, _ := unquote(v.b[off:end])
 	return s
 }

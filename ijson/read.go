@@ -151,7 +151,7 @@ func Lookup(doc []byte, key string) (raw []byte, ok bool) {
 		if i >= len(doc) || doc[i] != '"' {
 			return raw, ok // '}' (no more members) or malformed
 		}
-		end := skipString(doc, i)
+		end := SkipString(doc, i)
 		if end < 0 {
 			return nil, false
 		}
@@ -196,10 +196,10 @@ func skipWS(b []byte, i int) int {
 	return i
 }
 
-// skipString returns the index after the string starting at b[i] == '"',
-// or -1. It jumps from quote to quote with bytes.IndexByte (assembly on
-// wasm too), which matters in a guest where every loop iteration costs.
-func skipString(b []byte, i int) int {
+// SkipString returns the index just after the JSON string that starts at
+// b[i] (which must be '"'), or -1 if it is not terminated. It does not
+// validate the string (the document is trusted to be JSON).
+func SkipString(b []byte, i int) int {
 	for {
 		j := bytes.IndexByte(b[i+1:], '"')
 		if j < 0 {
@@ -224,13 +224,13 @@ func skipValue(b []byte, i int) int {
 	}
 	switch b[i] {
 	case '"':
-		return skipString(b, i)
+		return SkipString(b, i)
 	case '{', '[':
 		depth := 0
 		for ; i < len(b); i++ {
 			switch b[i] {
 			case '"':
-				j := skipString(b, i)
+				j := SkipString(b, i)
 				if j < 0 {
 					return -1
 				}

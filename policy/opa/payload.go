@@ -191,7 +191,7 @@ func (c *converter) whole(raw []byte) (*ast.Term, error) {
 			}
 			i++
 		case '"':
-			end := skipString(raw, i)
+			end := ijson.SkipString(raw, i)
 			if end < 0 {
 				return nil, io.ErrUnexpectedEOF
 			}
@@ -237,25 +237,6 @@ func (c *converter) whole(raw []byte) (*ast.Term, error) {
 			top.wantKey = true
 		} else {
 			top.arr = append(top.arr, t)
-		}
-	}
-}
-
-// skipString returns the index after the string starting at b[i] == '"',
-// or -1.
-func skipString(b []byte, i int) int {
-	for {
-		j := bytes.IndexByte(b[i+1:], '"')
-		if j < 0 {
-			return -1
-		}
-		i += 1 + j
-		n := 0 // an odd number of backslashes escapes the quote
-		for k := i - 1; k >= 0 && b[k] == '\\'; k-- {
-			n++
-		}
-		if n%2 == 0 {
-			return i + 1
 		}
 	}
 }
