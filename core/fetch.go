@@ -79,7 +79,9 @@ func (s *Store) eachLoc(locs []index.Loc, fn func(StoredEvent, error) bool) {
 func (s *Store) decodeAt(m *mapping, l index.Loc) (StoredEvent, error) {
 	for try := 0; ; try++ {
 		// Copy the frame first and check the copy: a redaction may rewrite
-		// the frame in place while we read it.
+		// the frame in place while we read it. s.rewrites (odd while a
+		// rewrite runs) says whether one overlapped this read.
+		gen := s.rewrites.Load()
 		buf, ok, err := m.frameCopy(int(l.Off))
 		if err != nil {
 			return StoredEvent{}, &CorruptionError{File: m.file, Offset: int64(l.Off), Reason: err.Error()}
@@ -89,7 +91,8 @@ func (s *Store) decodeAt(m *mapping, l index.Loc) (StoredEvent, error) {
 				return decodeOwned(format.EventView(rec)), nil
 			}
 		}
-		if try == readRetries {
+		if (gen%2 == 0 && s.rewrites.Load() == gen) || try == readRetries {
+			// No rewrite overlapped the read: the frame is damaged.
 			return StoredEvent{}, &CorruptionError{File: m.file, Offset: int64(l.Off), Reason: "event frame fails its checksum on read"}
 		}
 		time.Sleep(readRetryWait)

@@ -41,6 +41,9 @@ type Store struct {
 	// rewriteMu orders in-place rewrites of published frames (redaction)
 	// against snapshots copying them.
 	rewriteMu sync.RWMutex
+	// rewrites counts in-place rewrites begun and ended (odd while one
+	// runs): a read that fails its checksum retries only if one overlapped.
+	rewrites atomic.Uint64
 	erasures  atomic.Uint64 // the erasure epoch (see redact.go)
 	// erasureMu serialises erasures (Redact, EraseEntity, Compact): each
 	// raises the epoch once, and looks up the locations it rewrites while
