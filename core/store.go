@@ -44,7 +44,7 @@ type Store struct {
 	// rewrites counts in-place rewrites begun and ended (odd while one
 	// runs): a read that fails its checksum retries only if one overlapped.
 	rewrites atomic.Uint64
-	erasures  atomic.Uint64 // the erasure epoch (see redact.go)
+	erasures atomic.Uint64 // the erasure epoch (see redact.go)
 	// erasureMu serialises erasures (Redact, EraseEntity, Compact): each
 	// raises the epoch once, and looks up the locations it rewrites while
 	// no compaction can move them. Taken before rewriteMu.
