@@ -3,6 +3,8 @@ package core
 import (
 	"fmt"
 	"strings"
+
+	"github.com/batpak-go/batpak/core/internal/segment"
 )
 
 // Compression says how sealed segments are stored.
@@ -43,3 +45,9 @@ func ParseCompression(s string) (Compression, error) {
 	}
 	return 0, fmt.Errorf("batpak: unknown compression %q (want none, zstd or s2)", s)
 }
+
+// A packed segment's header stores the Compression value as its codec.
+var (
+	_ [0]struct{} = [segment.Codec(CompressionZstd) - segment.CodecZstd]struct{}{}
+	_ [0]struct{} = [segment.Codec(CompressionS2) - segment.CodecS2]struct{}{}
+)

@@ -1,7 +1,7 @@
 // Package segment deals with the store's segment files as files: mapping
 // them for reading under a file-descriptor budget (Cache), listing and
 // ordering them (List, Order), packed (compressed) segments (ParsePacked,
-// EncodePacked, Load), the store's writer lock (Lock), and the file helpers
+// WritePacked, Load), the store's writer lock (Lock), and the file helpers
 // every layer above uses (WriteFileAtomic, SyncDir, MkdirDurable, ZeroFill,
 // WriteSynced).
 //

@@ -87,9 +87,9 @@ type Packed struct {
 	next int
 }
 
-// EncodePacked compresses the logical segment data (header included) into
+// encodePacked compresses the logical segment data (header included) into
 // a packed segment file's bytes.
-func EncodePacked(data []byte, key uint32, codec Codec, samePlaces bool) ([]byte, error) {
+func encodePacked(data []byte, key uint32, codec Codec, samePlaces bool) ([]byte, error) {
 	out := make([]byte, 0, len(data)/3+1024)
 	h := encodeSegmentHeaderVersion(key, packedVersion, codec, samePlaces)
 	out = append(out, h...)
@@ -159,33 +159,34 @@ func IsPackedHeader(data []byte) bool {
 		le.Uint16(data[8:]) == packedVersion && le.Uint32(data[20:]) == format.CRC32C(data[:20])
 }
 
-// ErrPacked (wrapped, with what failed) marks a packed segment whose structure is damaged.
-var ErrPacked = errors.New("packed segment damaged")
+// errPacked (wrapped, with what failed) marks a packed segment whose
+// structure is damaged.
+var errPacked = errors.New("packed segment damaged")
 
 // ParsePacked reads the block table of a packed segment file (the whole
 // file in data). It checks the header, the trailer and the table; block
 // contents are checked when read.
 func ParsePacked(data []byte, key uint32) (*Packed, error) {
 	if len(data) < format.SegmentHeaderSize+packedTrailer {
-		return nil, fmt.Errorf("%w: file shorter than header and trailer", ErrPacked)
+		return nil, fmt.Errorf("%w: file shorter than header and trailer", errPacked)
 	}
 	if le.Uint64(data[12:]) != uint64(key) {
-		return nil, fmt.Errorf("%w: header names segment %d", ErrPacked, le.Uint64(data[12:]))
+		return nil, fmt.Errorf("%w: header names segment %d", errPacked, le.Uint64(data[12:]))
 	}
 	codec := Codec(data[10])
 	if codec != CodecZstd && codec != CodecS2 {
-		return nil, fmt.Errorf("%w: unknown codec %d", ErrPacked, data[10])
+		return nil, fmt.Errorf("%w: unknown codec %d", errPacked, data[10])
 	}
 	tr := data[len(data)-packedTrailer:]
 	if string(tr[:8]) != string(packedMagic[:]) {
-		return nil, fmt.Errorf("%w: no block table trailer (a segment packed only in part)", ErrPacked)
+		return nil, fmt.Errorf("%w: no block table trailer (a segment packed only in part)", errPacked)
 	}
 	tableAt, n, size := int64(le.Uint64(tr[8:])), int(le.Uint32(tr[16:])), int64(le.Uint64(tr[20:]))
 	if tableAt < format.SegmentHeaderSize || tableAt+int64(n)*packedTableItem != int64(len(data)-packedTrailer) {
-		return nil, fmt.Errorf("%w: block table out of place", ErrPacked)
+		return nil, fmt.Errorf("%w: block table out of place", errPacked)
 	}
 	if format.CRC32C(data[tableAt:len(data)-4]) != le.Uint32(tr[28:]) {
-		return nil, fmt.Errorf("%w: block table checksum mismatch", ErrPacked)
+		return nil, fmt.Errorf("%w: block table checksum mismatch", errPacked)
 	}
 	p := &Packed{codec: codec, size: size, blocks: make([]packedBlock, n)}
 	want := uint32(format.SegmentHeaderSize)
@@ -193,13 +194,13 @@ func ParsePacked(data []byte, key uint32) (*Packed, error) {
 		t := data[tableAt+int64(i)*packedTableItem:]
 		b := packedBlock{start: le.Uint32(t), fileAt: int64(le.Uint64(t[4:])), stored: le.Uint32(t[12:]), length: le.Uint32(t[16:]), crc: le.Uint32(t[20:])}
 		if b.start != want || b.fileAt < format.SegmentHeaderSize || b.fileAt+int64(b.stored) > tableAt || b.length == 0 {
-			return nil, fmt.Errorf("%w: block %d out of place", ErrPacked, i)
+			return nil, fmt.Errorf("%w: block %d out of place", errPacked, i)
 		}
 		want += b.length
 		p.blocks[i] = b
 	}
 	if int64(want) != size && !(n == 0 && size == format.SegmentHeaderSize) {
-		return nil, fmt.Errorf("%w: blocks cover %d bytes, the trailer says %d", ErrPacked, want, size)
+		return nil, fmt.Errorf("%w: blocks cover %d bytes, the trailer says %d", errPacked, want, size)
 	}
 	for i := range p.cache {
 		p.cache[i].idx = -1
@@ -237,7 +238,7 @@ func (p *Packed) decode(file []byte, i int, dst []byte) ([]byte, error) {
 	b := p.blocks[i]
 	stored := file[b.fileAt : b.fileAt+int64(b.stored)]
 	if format.CRC32C(stored) != b.crc {
-		return nil, fmt.Errorf("%w: block %d (file offset %d) fails its checksum", ErrPacked, i, b.fileAt)
+		return nil, fmt.Errorf("%w: block %d (file offset %d) fails its checksum", errPacked, i, b.fileAt)
 	}
 	start := len(dst)
 	var err error
@@ -252,10 +253,10 @@ func (p *Packed) decode(file []byte, i int, dst []byte) ([]byte, error) {
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: block %d (file offset %d): %v", ErrPacked, i, b.fileAt, err)
+		return nil, fmt.Errorf("%w: block %d (file offset %d): %v", errPacked, i, b.fileAt, err)
 	}
 	if len(dst)-start != int(b.length) {
-		return nil, fmt.Errorf("%w: block %d holds %d bytes, the table says %d", ErrPacked, i, len(dst)-start, b.length)
+		return nil, fmt.Errorf("%w: block %d holds %d bytes, the table says %d", errPacked, i, len(dst)-start, b.length)
 	}
 	return dst, nil
 }
@@ -298,7 +299,7 @@ func (p *Packed) Logical(file []byte, key uint32) ([]byte, error) {
 // packed one. packed reports which; release frees the bytes. A damaged
 // packed segment is a *CorruptError; I/O errors are returned as they are.
 func Load(fsys vfs.FS, path string, key uint32) (data []byte, packed bool, release func(), err error) {
-	data, unmap, err := MapFile(fsys, path)
+	data, unmap, err := mapFile(fsys, path)
 	if err != nil {
 		return nil, false, nil, err
 	}
@@ -320,7 +321,7 @@ func Load(fsys vfs.FS, path string, key uint32) (data []byte, packed bool, relea
 // WritePacked writes a packed segment to path and syncs it (not its
 // directory); it returns the file's size.
 func WritePacked(fsys vfs.FS, path string, data []byte, key uint32, codec Codec, samePlaces bool) (int64, error) {
-	b, err := EncodePacked(data, key, codec, samePlaces)
+	b, err := encodePacked(data, key, codec, samePlaces)
 	if err != nil {
 		return 0, err
 	}
@@ -391,8 +392,8 @@ func IsPackedFile(fsys vfs.FS, path string) bool {
 // Size is the logical size of the segment (the plain segment's size).
 func (p *Packed) Size() int64 { return p.size }
 
-// MapFile maps a whole file read-only.
-func MapFile(fsys vfs.FS, path string) ([]byte, func(), error) {
+// mapFile maps a whole file read-only.
+func mapFile(fsys vfs.FS, path string) ([]byte, func(), error) {
 	f, err := fsys.Open(path)
 	if err != nil {
 		return nil, nil, err
