@@ -9,6 +9,7 @@ import (
 
 	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/batpak-go/batpak/core/internal/index"
+	"github.com/batpak-go/batpak/core/internal/segment"
 	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
@@ -104,7 +105,7 @@ func (s *Store) writeCheckpoint(seg uint32, end int64) error {
 		b = le.AppendUint32(b, seq)
 	}
 	b = le.AppendUint32(b, format.CRC32C(b))
-	return writeFileAtomic(s.fs, s.cfg.Dir, checkpointName, b, true)
+	return segment.WriteFileAtomic(s.fs, s.cfg.Dir, checkpointName, b, true)
 }
 
 var errBadCheckpoint = errors.New("checkpoint damaged")
@@ -175,7 +176,7 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 		if !present[id] {
 			return nil, fmt.Errorf("segment %d is listed but missing", id)
 		}
-		if n, err := logicalSize(s.fs, filepath.Join(s.cfg.Dir, format.SegmentName(id))); err != nil || n < end {
+		if n, err := segment.LogicalSize(s.fs, filepath.Join(s.cfg.Dir, format.SegmentName(id))); err != nil || n < end {
 			return nil, fmt.Errorf("segment %d is shorter than the checkpoint says", id)
 		}
 		s.setSegmentEnd(id, end)

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
-	"github.com/batpak-go/batpak/core/internal/vfs"
+	"github.com/batpak-go/batpak/core/internal/segment"
 )
 
 // Compaction rewrites sealed segments (never the one being written, so
@@ -272,9 +272,9 @@ func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg Compac
 		cur.size = int64(len(buf))
 		var err error
 		if s.cfg.Compression != CompressionNone {
-			cur.fileSize, err = writePackedFile(s.fs, cur.tmpPath, buf, cur.key, s.cfg.Compression, cfg.pack)
+			cur.fileSize, err = segment.WritePacked(s.fs, cur.tmpPath, buf, cur.key, segment.Codec(s.cfg.Compression), cfg.pack)
 		} else {
-			cur.fileSize, err = writePlainFile(s.fs, cur.tmpPath, buf)
+			cur.fileSize, err = segment.WriteSynced(s.fs, cur.tmpPath, buf)
 		}
 		if err == nil {
 			cur.footer, err = buildFooter(buf, cur.key)
@@ -283,7 +283,7 @@ func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg Compac
 		return err
 	}
 	open := func(from uint32) {
-		key := repackedKey(from) // the next generation; wraps after 255 rewrites of one slot
+		key := segment.RepackedKey(from) // the next generation; wraps after 255 rewrites of one slot
 		path := filepath.Join(s.cfg.Dir, format.SegmentName(key))
 		cur = &compactOut{key: key, path: path, tmpPath: path + tmpSuffix, locs: map[uint32]uint32{}}
 		outs = append(outs, cur)
@@ -439,7 +439,7 @@ func appendStub(dst, rec []byte, flag byte) []byte {
 // commitCompaction makes the rewrite take effect (see the package notes).
 func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, epoch uint64, rep *CompactReport) error {
 	dir := s.cfg.Dir
-	if err := syncDir(s.fs, dir); err != nil {
+	if err := segment.SyncDir(s.fs, dir); err != nil {
 		return err
 	}
 	// The checkpoint describes the old files: without it, the next Open scans.
@@ -452,18 +452,18 @@ func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, epoch uint
 		if o.footer == nil {
 			continue
 		}
-		if _, err := writePlainFile(s.fs, filepath.Join(dir, footerName(o.key)+tmpSuffix), o.footer); err != nil {
+		if _, err := segment.WriteSynced(s.fs, filepath.Join(dir, footerName(o.key)+tmpSuffix), o.footer); err != nil {
 			return err
 		}
 	}
 	s.compactStage("written")
-	if err := writeFileAtomic(s.fs, dir, compactJournal, encodeJournal(sealed, outs), true); err != nil {
+	if err := segment.WriteFileAtomic(s.fs, dir, compactJournal, encodeJournal(sealed, outs), true); err != nil {
 		return err
 	}
 	// Committed: from here on the new segments win, on any path.
 	s.compactStage("committed")
 	for i, o := range outs {
-		s.segs.forget(o.key) // a mapping left from a generation number's earlier use
+		s.segs.Forget(o.key) // a mapping left from a generation number's earlier use
 		if err := s.fs.Rename(o.tmpPath, o.path); err != nil {
 			return fmt.Errorf("batpak: compaction (committed; the next Open finishes it): %w", err)
 		}
@@ -486,19 +486,19 @@ func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, epoch uint
 	s.switchIndex(sealed, outs, epoch)
 	s.compactStage("switched")
 	for i, k := range sealed {
-		s.segs.forget(k)
+		s.segs.Forget(k)
 		if err := s.fs.Remove(filepath.Join(dir, format.SegmentName(k))); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("batpak: compaction (committed; the next Open finishes it): %w", err)
 		}
 		if err := s.fs.Remove(filepath.Join(dir, footerName(k))); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("batpak: compaction (committed; the next Open finishes it): %w", err)
 		}
-		s.segs.forget(k) // again: a reader may have mapped it between the first forget and the delete
+		s.segs.Forget(k) // again: a reader may have mapped it between the first forget and the delete
 		if i == 0 {
 			s.compactStage("deleting")
 		}
 	}
-	if err := syncDir(s.fs, dir); err != nil {
+	if err := segment.SyncDir(s.fs, dir); err != nil {
 		return err
 	}
 	s.compactStage("deleted")
@@ -513,7 +513,7 @@ func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, epoch uint
 	rep.DiskBytesReclaimed = oldDisk - newDisk
 	rep.SegmentsRemoved = len(sealed) - len(outs)
 	rep.BytesReclaimed = oldBytes - newBytes
-	return syncDir(s.fs, dir)
+	return segment.SyncDir(s.fs, dir)
 }
 
 // compactStage calls the test hook (export_test.go) at a point of the
@@ -558,8 +558,8 @@ func (s *Store) switchIndex(sealed []uint32, outs []*compactOut, epoch uint64) {
 
 // strayTemp reports whether name is a temporary file a crash left in the
 // store directory: a compaction's segment that never committed, or the
-// temporary file of an atomic write (writeFileAtomic) of the journal, the
-// checkpoint or the erasure epoch.
+// temporary file of an atomic write (segment.WriteFileAtomic) of the
+// journal, the checkpoint or the erasure epoch.
 func strayTemp(name string) bool {
 	if strings.HasSuffix(name, format.SegmentSuffix+tmpSuffix) || strings.Contains(name, footerSuffix+tmpSuffix) {
 		return true
@@ -570,20 +570,4 @@ func strayTemp(name string) bool {
 		}
 	}
 	return false
-}
-
-// writePlainFile writes data to path (created or truncated) and syncs it.
-func writePlainFile(fsys vfs.FS, path string, data []byte) (int64, error) {
-	f, err := fsys.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return 0, err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return int64(len(data)), err
 }

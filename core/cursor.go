@@ -11,6 +11,7 @@ import (
 
 	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/batpak-go/batpak/core/internal/index"
+	"github.com/batpak-go/batpak/core/internal/segment"
 	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
@@ -188,7 +189,7 @@ func saveCursor(fsys vfs.FS, dir, name string, pos uint64) error {
 	copy(b, "BPCURSR1")
 	le.PutUint64(b[8:], pos)
 	le.PutUint32(b[16:], format.CRC32C(b[:16]))
-	if err := writeFileAtomic(fsys, filepath.Join(dir, cursorDir), name+".pos", b, true); err != nil {
+	if err := segment.WriteFileAtomic(fsys, filepath.Join(dir, cursorDir), name+".pos", b, true); err != nil {
 		return fmt.Errorf("batpak: commit cursor %q: %w", name, err)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/segment"
 )
 
 // OpenReport says how Open rebuilt the index.
@@ -69,10 +70,10 @@ func (s *Store) Diagnostics() Diagnostics {
 			continue
 		}
 		d.BytesOnDisk += fi.Size()
-		if isPackedFile(s.fs, path) {
+		if segment.IsPackedFile(s.fs, path) {
 			d.PackedSegments++
 			d.PackedBytes += fi.Size()
-			if n, err := logicalSize(s.fs, path); err == nil {
+			if n, err := segment.LogicalSize(s.fs, path); err == nil {
 				d.PackedRawBytes += n
 			}
 		}
@@ -80,8 +81,6 @@ func (s *Store) Diagnostics() Diagnostics {
 			d.Footers++
 		}
 	}
-	s.segs.mu.Lock()
-	d.MappedSegments = len(s.segs.maps)
-	s.segs.mu.Unlock()
+	d.MappedSegments = s.segs.Mapped()
 	return d
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/batpak-go/batpak/core/internal/index"
+	"github.com/batpak-go/batpak/core/internal/segment"
 )
 
 // The fetch layer: reading events at index locations out of the segment
@@ -51,20 +52,20 @@ func (s *Store) readLocs(locs []index.Loc) ([]StoredEvent, error) {
 // returns false or a read fails (fn then gets the error, once). One segment
 // mapping is held across consecutive events of the same segment.
 func (s *Store) eachLoc(locs []index.Loc, fn func(StoredEvent, error) bool) {
-	var m *mapping
+	var m *segment.Mapping
 	defer func() {
 		if m != nil {
-			s.segs.release(m)
+			s.segs.Release(m)
 		}
 	}()
 	for _, l := range locs {
-		if m == nil || m.id != l.Seg {
+		if m == nil || m.ID() != l.Seg {
 			if m != nil {
-				s.segs.release(m)
+				s.segs.Release(m)
 				m = nil
 			}
 			var err error
-			if m, err = s.segs.acquire(l.Seg); err != nil {
+			if m, err = s.acquireSegment(l.Seg); err != nil {
 				fn(StoredEvent{}, err)
 				return
 			}
@@ -76,15 +77,15 @@ func (s *Store) eachLoc(locs []index.Loc, fn func(StoredEvent, error) bool) {
 	}
 }
 
-func (s *Store) decodeAt(m *mapping, l index.Loc) (StoredEvent, error) {
+func (s *Store) decodeAt(m *segment.Mapping, l index.Loc) (StoredEvent, error) {
 	for try := 0; ; try++ {
 		// Copy the frame first and check the copy: a redaction may rewrite
 		// the frame in place while we read it. s.rewrites (odd while a
 		// rewrite runs) says whether one overlapped this read.
 		gen := s.rewrites.Load()
-		buf, ok, err := m.frameCopy(int(l.Off))
+		buf, ok, err := m.FrameCopy(int(l.Off))
 		if err != nil {
-			return StoredEvent{}, &CorruptionError{File: m.file, Offset: int64(l.Off), Reason: err.Error()}
+			return StoredEvent{}, &CorruptionError{File: m.File(), Offset: int64(l.Off), Reason: err.Error()}
 		}
 		if ok {
 			if rec, ok := format.FrameAt(buf, 0); ok && format.CheckEvent(rec) {
@@ -93,7 +94,7 @@ func (s *Store) decodeAt(m *mapping, l index.Loc) (StoredEvent, error) {
 		}
 		if (gen%2 == 0 && s.rewrites.Load() == gen) || try == readRetries {
 			// No rewrite overlapped the read: the frame is damaged.
-			return StoredEvent{}, &CorruptionError{File: m.file, Offset: int64(l.Off), Reason: "event frame fails its checksum on read"}
+			return StoredEvent{}, &CorruptionError{File: m.File(), Offset: int64(l.Off), Reason: "event frame fails its checksum on read"}
 		}
 		time.Sleep(readRetryWait)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/batpak-go/batpak/core/internal/index"
+	"github.com/batpak-go/batpak/core/internal/segment"
 	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
@@ -273,7 +274,7 @@ func (f *footer) replay(lw *logWalker, from int, ck *checkpointInfo, ix *index.I
 
 // writeFooter saves a footer built for segment key (atomically).
 func writeFooter(fsys vfs.FS, dir string, key uint32, b []byte) error {
-	return writeFileAtomic(fsys, dir, footerName(key), b, true)
+	return segment.WriteFileAtomic(fsys, dir, footerName(key), b, true)
 }
 
 // footerEnd reads how far the footer of segment key says it covers,

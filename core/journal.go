@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/segment"
 	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
@@ -65,36 +66,12 @@ func encodeJournal(sealed []uint32, outs []*compactOut) []byte {
 	return j.Bytes()
 }
 
-// parseSegmentName returns the key a segment file name stands for; ok is
-// false for any other name. Only the store's own spelling is accepted
-// (format.SegmentName(key) == name): listing, journals and snapshots agree on
-// what a segment file is.
-func parseSegmentName(name string) (key uint32, ok bool) {
-	if !strings.HasSuffix(name, format.SegmentSuffix) {
-		return 0, false
-	}
-	base, gen, _ := strings.Cut(strings.TrimSuffix(name, format.SegmentSuffix), ".")
-	n, err := strconv.ParseUint(base, 10, format.SegIDBits)
-	if err != nil {
-		return 0, false
-	}
-	key = uint32(n)
-	if gen != "" {
-		g, err := strconv.ParseUint(gen, 10, 8)
-		if err != nil || g == 0 {
-			return 0, false
-		}
-		key |= uint32(g) << format.SegIDBits
-	}
-	return key, format.SegmentName(key) == name
-}
-
-// parseFooterName is parseSegmentName for segment footer file names.
+// parseFooterName is segment.ParseName for segment footer file names.
 func parseFooterName(name string) (key uint32, ok bool) {
 	if !strings.HasSuffix(name, footerSuffix) {
 		return 0, false
 	}
-	key, ok = parseSegmentName(strings.TrimSuffix(name, footerSuffix) + format.SegmentSuffix)
+	key, ok = segment.ParseName(strings.TrimSuffix(name, footerSuffix) + format.SegmentSuffix)
 	return key, ok && footerName(key) == name
 }
 
@@ -137,7 +114,7 @@ func parseJournal(dir string, b []byte) (*compactionJournal, error) {
 			if f[1] != f[2]+tmpSuffix {
 				return nil, bad("rename %.80q: only a temporary name may be renamed, to the same name without %q", line, tmpSuffix)
 			}
-			if k, ok := parseSegmentName(f[2]); ok && !newSegs[k] {
+			if k, ok := segment.ParseName(f[2]); ok && !newSegs[k] {
 				newSegs[k] = true
 				j.newSegs = append(j.newSegs, k)
 			} else if k, ok := parseFooterName(f[2]); ok && !newFooters[k] {
@@ -147,7 +124,7 @@ func parseJournal(dir string, b []byte) (*compactionJournal, error) {
 			}
 			j.renames = append(j.renames, [2]string{f[1], f[2]})
 		case len(f) == 2 && f[0] == "delete":
-			if k, ok := parseSegmentName(f[1]); ok && !oldSegs[k] {
+			if k, ok := segment.ParseName(f[1]); ok && !oldSegs[k] {
 				oldSegs[k] = true
 				j.oldSegs = append(j.oldSegs, k)
 			} else if k, ok := parseFooterName(f[1]); ok && !oldFooters[k] {
@@ -174,7 +151,7 @@ func parseJournal(dir string, b []byte) (*compactionJournal, error) {
 	first := format.SegID(j.newSegs[0])
 	for _, k := range j.newSegs {
 		old, ok := replaced[format.SegID(k)]
-		if !ok || repackedKey(old) != k {
+		if !ok || segment.RepackedKey(old) != k {
 			return nil, bad("new segment %s is not the next generation of a segment it replaces", format.SegmentName(k))
 		}
 		first = min(first, format.SegID(k))
@@ -329,7 +306,7 @@ func finishCompaction(fsys vfs.FS, dir string) error {
 				return fmt.Errorf("batpak: finish compaction: %w", err)
 			}
 		}
-		if err := syncDir(fsys, dir); err != nil {
+		if err := segment.SyncDir(fsys, dir); err != nil {
 			return err
 		}
 		if err := fsys.Remove(filepath.Join(dir, compactJournal)); err != nil {

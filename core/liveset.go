@@ -2,15 +2,13 @@ package core
 
 import (
 	"bytes"
-	"cmp"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/segment"
 	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
@@ -61,39 +59,6 @@ type segmentSnapshot struct {
 	files map[uint32]vfs.File // pinned files (read-only stores), by key
 }
 
-// segmentKeys returns the keys of the segment files among ents.
-func segmentKeys(ents []fs.DirEntry) []uint32 {
-	var ids []uint32
-	for _, e := range ents {
-		if key, ok := parseSegmentName(e.Name()); ok && !e.IsDir() {
-			ids = append(ids, key)
-		}
-	}
-	return ids
-}
-
-// orderSegments sorts segment keys by id and generation and fails with a
-// *CorruptionError when one id has two generations (a packing caught
-// between its rename and its delete is resolved: its packed file holds
-// the same frames).
-func orderSegments(fsys vfs.FS, dir string, ids []uint32) ([]uint32, error) {
-	slices.SortFunc(ids, func(a, b uint32) int {
-		return cmp.Or(cmp.Compare(format.SegID(a), format.SegID(b)), cmp.Compare(format.SegGen(a), format.SegGen(b)))
-	})
-	for i := 1; i < len(ids); i++ {
-		if format.SegID(ids[i]) == format.SegID(ids[i-1]) && ids[i] == repackedKey(ids[i-1]) && samePlacesPacked(fsys, filepath.Join(dir, format.SegmentName(ids[i]))) {
-			ids = append(ids[:i-1], ids[i:]...)
-			i--
-			continue
-		}
-		if format.SegID(ids[i]) == format.SegID(ids[i-1]) {
-			return nil, &CorruptionError{File: filepath.Join(dir, format.SegmentName(ids[i])), live: true,
-				Reason: fmt.Sprintf("two generations of segment %d (%s too)", format.SegID(ids[i]), format.SegmentName(ids[i-1]))}
-		}
-	}
-	return ids, nil
-}
-
 // takeSegmentSnapshot returns the live segment files of dir (see above),
 // pinned when pin is set. Call close when done. Errors: a *CorruptionError
 // for a journal that fails its checks or a listing no journal explains,
@@ -116,7 +81,7 @@ func takeSegmentSnapshot(fsys vfs.FS, dir string, pin bool) (*segmentSnapshot, e
 		if !bytes.Equal(before, after) && again {
 			continue // a commit began or ended during the listing
 		}
-		keys := segmentKeys(ents)
+		keys := segment.Keys(ents)
 		if j != nil {
 			keys = applyJournal(fsys, dir, keys, j)
 		}
@@ -204,19 +169,19 @@ func (p *segmentSnapshot) load(key uint32) (data []byte, release func(), err err
 	}
 	defer done()
 	path := filepath.Join(p.dir, format.SegmentName(key))
-	data, unmap, err := mapOpened(p.fs, f, path)
+	data, unmap, err := segment.MapOpened(p.fs, f, path)
 	if err != nil {
 		return nil, nil, err
 	}
-	if !isPackedHeader(data) {
+	if !segment.IsPackedHeader(data) {
 		return data, unmap, nil
 	}
 	defer unmap()
-	pk, err := parsePacked(data, key)
+	pk, err := segment.ParsePacked(data, key)
 	if err != nil {
 		return nil, nil, &CorruptionError{File: path, Reason: err.Error()}
 	}
-	out, err := pk.logical(data, key)
+	out, err := pk.Logical(data, key)
 	if err != nil {
 		return nil, nil, &CorruptionError{File: path, Reason: err.Error()}
 	}

@@ -305,7 +305,7 @@ func sameViews(t testing.TB, what string, a, b readViews) {
 	}
 }
 
-// ---- packed segment files (format: see core/packed.go) ----
+// ---- packed segment files (format: see core/internal/segment/doc.go) ----
 
 const (
 	packedTrailer   = 32

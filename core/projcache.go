@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/segment"
 	"github.com/batpak-go/batpak/core/internal/vfs"
 	"github.com/zeebo/blake3"
 )
@@ -149,5 +150,5 @@ func (c *FileCache) Put(key string, st CachedState) {
 	b = append(b, st.State...)
 	b = le.AppendUint32(b, format.CRC32C(b))
 	p := c.path(key)
-	_ = writeFileAtomic(vfs.Default(), filepath.Dir(p), filepath.Base(p), b, false)
+	_ = segment.WriteFileAtomic(vfs.Default(), filepath.Dir(p), filepath.Base(p), b, false)
 }

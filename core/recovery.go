@@ -10,6 +10,7 @@ import (
 
 	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/batpak-go/batpak/core/internal/index"
+	"github.com/batpak-go/batpak/core/internal/segment"
 	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
@@ -185,7 +186,7 @@ func (s *Store) scanLog(ids []uint32, ck *checkpointInfo, out *recovered) (*logW
 		if errors.Is(err, os.ErrNotExist) && ck == nil {
 			// Packed since it was listed (a reader beside a live writer):
 			// the next generation holds the same frames at the same offsets.
-			if next := repackedKey(id); samePlacesPacked(s.fs, filepath.Join(s.cfg.Dir, format.SegmentName(next))) {
+			if next := segment.RepackedKey(id); segment.SamePlacesPacked(s.fs, filepath.Join(s.cfg.Dir, format.SegmentName(next))) {
 				id = next
 				end, size, err = s.recoverSegment(lw, id, last, from, ck)
 			}
@@ -233,7 +234,7 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		return 0, 0, fmt.Errorf("batpak: mmap %s: %w", path, err)
 	}
 	defer s.fs.Munmap(m)
-	if isPackedHeader(m) {
+	if segment.IsPackedHeader(m) {
 		return s.recoverPacked(lw, id, path, m, from, ck)
 	}
 	if why := format.CheckSegmentHeader(m, id); why != "" {
@@ -312,18 +313,18 @@ func (s *Store) recoverFrame(lw *logWalker, id uint32, from int, ck *checkpointI
 // A packed segment is complete by construction (it was written whole and
 // synced before it replaced the plain one), so any damage is corruption.
 func (s *Store) recoverPacked(lw *logWalker, id uint32, path string, file []byte, from int, ck *checkpointInfo) (end, size int64, err error) {
-	pk, err := parsePacked(file, id)
+	pk, err := segment.ParsePacked(file, id)
 	if err != nil {
 		return 0, 0, &CorruptionError{File: path, Reason: err.Error()}
 	}
-	if fo := s.usableFooter(id, pk.size, false, func(off int) ([]byte, bool, error) { return pk.frame(file, off) }); fo != nil && fo.end == pk.size {
+	if fo := s.usableFooter(id, pk.Size(), false, func(off int) ([]byte, bool, error) { return pk.Frame(file, off) }); fo != nil && fo.end == pk.Size() {
 		if err := fo.replay(lw, from, ck, s.ix); err != nil {
 			return 0, 0, s.dropStaleFooter(id, err)
 		}
 		s.openReport.Footers++
-		return pk.size, pk.size, nil
+		return pk.Size(), pk.Size(), nil
 	}
-	data, err := pk.logical(file, id)
+	data, err := pk.Logical(file, id)
 	if err != nil {
 		return 0, 0, &CorruptionError{File: path, Reason: err.Error()}
 	}
@@ -332,10 +333,10 @@ func (s *Store) recoverPacked(lw *logWalker, id uint32, path string, file []byte
 	if err != nil {
 		return 0, 0, err
 	}
-	if st != format.TailClean || int64(e) != pk.size {
+	if st != format.TailClean || int64(e) != pk.Size() {
 		return 0, 0, &CorruptionError{File: path, Offset: int64(e), Reason: "unreadable frame inside a packed segment"}
 	}
-	return pk.size, pk.size, nil
+	return pk.Size(), pk.Size(), nil
 }
 
 // dropStaleFooter removes the footer of segment id when replaying it
@@ -394,7 +395,7 @@ func zeroTail(fsys vfs.FS, path string, from, size int64) error {
 		return fmt.Errorf("batpak: discard torn tail: %w", err)
 	}
 	defer f.Close()
-	if err := zeroFill(f, from, size); err != nil {
+	if err := segment.ZeroFill(f, from, size); err != nil {
 		return fmt.Errorf("batpak: discard torn tail: %w", err)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 
 	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/batpak-go/batpak/core/internal/index"
+	"github.com/batpak-go/batpak/core/internal/segment"
 	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
@@ -162,12 +163,12 @@ func (s *Store) redactLocs(ctx context.Context, locs []index.Loc) (int, error) {
 
 // isPacked reports whether segment key is stored packed (compressed).
 func (s *Store) isPacked(key uint32) bool {
-	m, err := s.segs.acquire(key)
+	m, err := s.acquireSegment(key)
 	if err != nil {
 		return false
 	}
-	defer s.segs.release(m)
-	return m.pk != nil
+	defer s.segs.Release(m)
+	return m.IsPacked()
 }
 
 // The erasure epoch counts erasures (redactions, and compactions that
@@ -212,7 +213,7 @@ func freshErasureEpoch() (uint64, error) {
 func writeErasures(fsys vfs.FS, dir string, n uint64) error {
 	b := le.AppendUint64(nil, n)
 	b = le.AppendUint32(b, format.CRC32C(b))
-	return writeFileAtomic(fsys, dir, erasureFile, b, true)
+	return segment.WriteFileAtomic(fsys, dir, erasureFile, b, true)
 }
 
 // raiseErasures records the next erasure epoch durably, before anything is
@@ -237,23 +238,23 @@ func (s *Store) redactOne(l index.Loc) (bool, error) {
 	s.rewrites.Add(1) // odd: a rewrite runs (see decodeAt)
 	defer s.rewrites.Add(1)
 	path := filepath.Join(s.cfg.Dir, format.SegmentName(l.Seg))
-	m, err := s.segs.acquire(l.Seg)
+	m, err := s.acquireSegment(l.Seg)
 	if err != nil {
 		return false, err
 	}
-	rec, ok := format.FrameAt(m.bytes(), int(l.Off))
+	rec, ok := format.FrameAt(m.Bytes(), int(l.Off))
 	if !ok || !format.CheckEvent(rec) {
-		s.segs.release(m)
+		s.segs.Release(m)
 		return false, &CorruptionError{File: path, Offset: int64(l.Off), Reason: "event frame fails its checksum before redaction"}
 	}
 	v := format.EventView(rec)
 	if v.SysFlags()&format.SysRedacted != 0 {
-		s.segs.release(m)
+		s.segs.Release(m)
 		return false, nil
 	}
 	frame := make([]byte, format.FrameHeaderSize+len(rec))
-	copy(frame, m.bytes()[l.Off:int(l.Off)+len(frame)])
-	s.segs.release(m)
+	copy(frame, m.Bytes()[l.Off:int(l.Off)+len(frame)])
+	s.segs.Release(m)
 	nrec := frame[format.FrameHeaderSize:]
 	nrec[1] |= format.SysRedacted
 	clear(format.EventView(nrec).Payload())

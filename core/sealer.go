@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/segment"
 )
 
 // The sealer is the store's background maintenance of sealed segments.
@@ -131,7 +132,7 @@ func (s *Store) sealOne(ctx context.Context, skip map[uint32]bool) (uint32, bool
 			continue
 		}
 		path := filepath.Join(s.cfg.Dir, format.SegmentName(k))
-		if s.cfg.Compression != CompressionNone && !isPackedFile(s.fs, path) {
+		if s.cfg.Compression != CompressionNone && !segment.IsPackedFile(s.fs, path) {
 			_, err := s.compactLocked(ctx, []uint32{k}, CompactConfig{pack: true}, false, nil)
 			return k, err == nil, err
 		}

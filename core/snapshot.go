@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/segment"
 	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
@@ -95,7 +96,7 @@ func (s *Store) snapshot(ctx context.Context, dest string) (SnapshotReport, erro
 	if _, err := t.Wait(ctx); err != nil {
 		return rep, err
 	}
-	if err := mkdirDurable(s.fs, dest); err != nil {
+	if err := segment.MkdirDurable(s.fs, dest); err != nil {
 		return rep, fmt.Errorf("batpak: snapshot: %w", err)
 	}
 	ids, err := listSegments(s.fs, s.cfg.Dir)
@@ -143,7 +144,7 @@ func (s *Store) snapshot(ctx context.Context, dest string) (SnapshotReport, erro
 	if err := copyCursors(s.fs, s.cfg.Dir, dest, pt.events); err != nil {
 		return rep, fmt.Errorf("batpak: snapshot cursors: %w", err)
 	}
-	if err := syncDir(s.fs, dest); err != nil {
+	if err := segment.SyncDir(s.fs, dest); err != nil {
 		return rep, err
 	}
 	rep.GlobalSequence = pt.events
@@ -232,7 +233,7 @@ func copyCursors(fsys vfs.FS, src, dst string, limit uint64) error {
 		}
 	}
 	if _, err := fsys.Stat(filepath.Join(dst, cursorDir)); err == nil {
-		return syncDir(fsys, filepath.Join(dst, cursorDir))
+		return segment.SyncDir(fsys, filepath.Join(dst, cursorDir))
 	}
 	return nil
 }

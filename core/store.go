@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/batpak-go/batpak/core/internal/index"
+	"github.com/batpak-go/batpak/core/internal/segment"
 	"github.com/batpak-go/batpak/core/internal/vfs"
 	"github.com/batpak-go/batpak/ijson"
 )
@@ -23,7 +24,7 @@ type Store struct {
 	log      *slog.Logger
 
 	ix   *index.Index
-	segs *segCache
+	segs *segment.Cache
 	bc   *broadcaster
 	lock vfs.File
 	fs   vfs.FS // every file operation goes through it
@@ -148,24 +149,24 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 			return nil, fmt.Errorf("batpak: open read-only: %w", err)
 		}
 	} else {
-		if err := mkdirDurable(s.fs, cfg.Dir); err != nil {
+		if err := segment.MkdirDurable(s.fs, cfg.Dir); err != nil {
 			return nil, fmt.Errorf("batpak: create store directory: %w", err)
 		}
-		l, err := acquireLock(s.fs, cfg.Dir)
+		l, err := segment.Lock(s.fs, cfg.Dir)
 		if err != nil {
-			return nil, err
+			return nil, segErr(err)
 		}
 		s.lock = l
 	}
 	activeMapLen := 0
 	if !readOnly {
-		activeMapLen = int(cfg.SegmentMaxBytes) + cfg.SingleAppendMaxBytes + 1<<20 + preallocStep
+		activeMapLen = int(cfg.SegmentMaxBytes) + cfg.SingleAppendMaxBytes + 1<<20 + segment.PreallocStep
 	}
-	s.segs = newSegCache(s.fs, cfg.Dir, cfg.FDBudget, activeMapLen)
+	s.segs = segment.NewCache(s.fs, cfg.Dir, cfg.FDBudget, activeMapLen)
 	rec, err := s.recoverStore()
 	if err != nil {
-		s.segs.close()
-		_ = releaseLock(s.fs, s.lock)
+		s.segs.Close()
+		_ = segment.Unlock(s.fs, s.lock)
 		return nil, err
 	}
 	if readOnly {
@@ -173,8 +174,8 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 	}
 	w, err := newWriter(s, rec)
 	if err != nil {
-		s.segs.close()
-		_ = releaseLock(s.fs, s.lock)
+		s.segs.Close()
+		_ = segment.Unlock(s.fs, s.lock)
 		return nil, err
 	}
 	s.w = w
@@ -201,7 +202,7 @@ func (s *Store) Close() error {
 		defer s.shut.Store(true)
 		defer s.bc.close()
 		if s.readOnly {
-			s.segs.close()
+			s.segs.Close()
 			return
 		}
 		s.closeMu.Lock()
@@ -227,8 +228,8 @@ func (s *Store) Close() error {
 				s.log.Warn("batpak: index checkpoint not written", "err", err)
 			}
 		}
-		s.segs.close()
-		if err := releaseLock(s.fs, s.lock); err != nil && s.closeErr == nil {
+		s.segs.Close()
+		if err := segment.Unlock(s.fs, s.lock); err != nil && s.closeErr == nil {
 			s.closeErr = err
 		}
 	})

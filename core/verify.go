@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/batpak-go/batpak/core/internal/format"
-	"github.com/batpak-go/batpak/core/internal/vfs"
+	"github.com/batpak-go/batpak/core/internal/segment"
 )
 
 // VerifyReport summarises a successful Verify.
@@ -104,7 +104,7 @@ func (s *Store) verifyOnce() (VerifyReport, error) {
 		}
 		path := filepath.Join(s.cfg.Dir, format.SegmentName(id))
 		data, unmap, err := snap.load(id)
-		if next := repackedKey(id); errors.Is(err, os.ErrNotExist) && samePlacesPacked(s.fs, filepath.Join(s.cfg.Dir, format.SegmentName(next))) {
+		if next := segment.RepackedKey(id); errors.Is(err, os.ErrNotExist) && segment.SamePlacesPacked(s.fs, filepath.Join(s.cfg.Dir, format.SegmentName(next))) {
 			// Packed since it was listed: the same frames, same offsets.
 			id, path = next, filepath.Join(s.cfg.Dir, format.SegmentName(next))
 			data, _, unmap, err = loadSegment(s.fs, path, id)
@@ -139,30 +139,4 @@ func (s *Store) verifyOnce() (VerifyReport, error) {
 	}
 	rep.Entities = len(last)
 	return rep, nil
-}
-
-// mapFile maps a whole file read-only.
-func mapFile(fsys vfs.FS, path string) ([]byte, func(), error) {
-	f, err := fsys.Open(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer f.Close()
-	return mapOpened(fsys, f, path)
-}
-
-// mapOpened maps the whole of the open file f (at path) read-only.
-func mapOpened(fsys vfs.FS, f vfs.File, path string) ([]byte, func(), error) {
-	st, err := f.Stat()
-	if err != nil {
-		return nil, nil, err
-	}
-	if st.Size() == 0 {
-		return nil, func() {}, nil
-	}
-	data, err := fsys.MmapRead(f, int(st.Size()))
-	if err != nil {
-		return nil, nil, fmt.Errorf("batpak: mmap %s: %w", path, err)
-	}
-	return data, func() { _ = fsys.Munmap(data) }, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/batpak-go/batpak/core/internal/index"
+	"github.com/batpak-go/batpak/core/internal/segment"
 	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
@@ -131,7 +132,7 @@ func newWriter(s *Store, rec recovered) (*writer, error) {
 		if err := w.createSegment(1); err != nil {
 			return nil, err
 		}
-	case isPackedFile(s.fs, filepath.Join(s.cfg.Dir, format.SegmentName(rec.lastSeg))):
+	case segment.IsPackedFile(s.fs, filepath.Join(s.cfg.Dir, format.SegmentName(rec.lastSeg))):
 		// Packed segments are never appended to.
 		if err := w.createSegment(format.SegID(rec.lastSeg) + 1); err != nil {
 			return nil, err
@@ -147,7 +148,7 @@ func newWriter(s *Store, rec recovered) (*writer, error) {
 			return nil, err
 		}
 	}
-	s.segs.setActive(w.seg, w.off)
+	s.segs.SetActive(w.seg, w.off)
 	if rec.danglingFence {
 		// A crash left a fence open: its events stay hidden (recovery saw to
 		// that); record the cancellation so the log says so explicitly.
@@ -360,7 +361,7 @@ func (w *writer) syncGroup(last *request) {
 // lacks (fenced ones aside, see sealedKeys), so a compaction or the sealer
 // may rewrite it. The sealer is woken after a rotation only then.
 func (w *writer) publish() {
-	w.s.segs.publish(w.off)
+	w.s.segs.Publish(w.off)
 	defer func() {
 		w.storePos()
 		if w.rotated {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/batpak-go/batpak/core/internal/index"
+	"github.com/batpak-go/batpak/core/internal/segment"
 )
 
 // The writer's side of atomic batches: a batch is written as a
@@ -238,18 +239,18 @@ func (w *writer) unwrite(seg uint32, pos int64) error {
 		if err := w.mapActive(); err != nil {
 			return err
 		}
-		if err := syncDir(w.s.fs, dir); err != nil {
+		if err := segment.SyncDir(w.s.fs, dir); err != nil {
 			return err
 		}
 	}
 	if w.off > pos {
-		if err := zeroFill(w.file, pos, w.off); err != nil {
+		if err := segment.ZeroFill(w.file, pos, w.off); err != nil {
 			return fmt.Errorf("batpak: roll back batch: %w", err)
 		}
 		w.fsyncs.Add(1)
 		w.off = pos
 	}
 	w.s.setSegmentEnd(w.seg, w.off)
-	w.s.segs.setActive(w.seg, w.off)
+	w.s.segs.SetActive(w.seg, w.off)
 	return nil
 }

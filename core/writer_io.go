@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/segment"
 )
 
 // The writer's file work: placing frames in the active segment, zero-fill
@@ -77,11 +78,11 @@ func copyAscending(dst, src []byte) {
 func (w *writer) extend(need int64) error {
 	// The step grows with the segment (an eighth of what it holds, from
 	// 64 KiB to 4 MiB), so a small store carries little zero tail.
-	step := min(max(w.off/8, 64<<10), preallocStep)
+	step := min(max(w.off/8, 64<<10), segment.PreallocStep)
 	// Never fill past SegmentMaxBytes: a segment file stays within it
 	// unless one event alone is larger.
 	target := max(need, min(w.alloc+step, w.s.cfg.SegmentMaxBytes))
-	if err := zeroFill(w.file, w.alloc, target); err != nil {
+	if err := segment.ZeroFill(w.file, w.alloc, target); err != nil {
 		return fmt.Errorf("batpak: preallocate segment: %w", err)
 	}
 	w.fsyncs.Add(1)
@@ -104,7 +105,7 @@ const mappedWriteMax = 1 << 10
 // through it, so a full disk fails extend's write instead of raising
 // SIGBUS.
 func (w *writer) mapActive() error {
-	m, err := w.s.fs.MmapWrite(w.file, w.s.segs.activeMapLen)
+	m, err := w.s.fs.MmapWrite(w.file, w.s.segs.ActiveMapLen())
 	if err != nil {
 		return fmt.Errorf("batpak: map active segment: %w", err)
 	}
@@ -133,7 +134,7 @@ func (w *writer) seal() error {
 	}
 	w.fsyncs.Add(1)
 	w.unsynced = 0
-	w.s.segs.seal(w.seg, w.off)
+	w.s.segs.Seal(w.seg, w.off)
 	w.s.setSegmentEnd(w.seg, w.off)
 	return w.file.Close()
 }
@@ -154,7 +155,7 @@ func (w *writer) createSegment(id uint32) error {
 		f.Close()
 		return fmt.Errorf("batpak: create segment: %w", err)
 	}
-	if err := syncDir(w.s.fs, dir); err != nil {
+	if err := segment.SyncDir(w.s.fs, dir); err != nil {
 		f.Close()
 		return err
 	}
@@ -163,6 +164,6 @@ func (w *writer) createSegment(id uint32) error {
 	if err := w.mapActive(); err != nil {
 		return err
 	}
-	w.s.segs.setActive(id, w.off)
+	w.s.segs.SetActive(id, w.off)
 	return nil
 }

@@ -1,4 +1,4 @@
-package core
+package segment
 
 import (
 	"fmt"
@@ -12,11 +12,14 @@ import (
 
 const lockFileName = "LOCK"
 
-// acquireLock takes the store's exclusive writer lock (flock on dir/LOCK,
+// Lock takes the store's exclusive writer lock (flock on dir/LOCK,
 // LockFileEx on Windows) and records this process's pid in it. The kernel
 // drops the lock when the process dies, so a crash never leaves a stale
-// lock.
-func acquireLock(fsys vfs.FS, dir string) (vfs.File, error) {
+// lock. Open calls it once per writable store and keeps the file until
+// Unlock. Errors: a *LockedError (naming the holder's pid when it could be
+// read) when another process holds the lock; otherwise the I/O error,
+// wrapped.
+func Lock(fsys vfs.FS, dir string) (vfs.File, error) {
 	path := filepath.Join(dir, lockFileName)
 	f, err := fsys.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
@@ -37,7 +40,9 @@ func acquireLock(fsys vfs.FS, dir string) (vfs.File, error) {
 	return f, nil
 }
 
-func releaseLock(fsys vfs.FS, f vfs.File) error {
+// Unlock clears the pid, drops the lock taken by Lock and closes f (nil:
+// nothing to do). It returns the close error.
+func Unlock(fsys vfs.FS, f vfs.File) error {
 	if f == nil {
 		return nil
 	}

@@ -1,24 +1,26 @@
-package core
+package segment
 
 import (
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 
 	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // File helpers shared by the writer, recovery and maintenance: atomic
-// whole-file writes, durable directories, zero fill.
+// whole-file writes, durable directories, zero fill. None holds a lock;
+// callers serialize writes to the same file.
 
 // zeros is a block of zeros to write from.
 var zeros = make([]byte, 1<<20)
 
-// zeroFill writes zeros over [from, to) of f and syncs its data (one
+// ZeroFill writes zeros over [from, to) of f and syncs its data (one
 // fdatasync): preallocation ahead of the active segment's data, a torn
 // tail discarded, a batch rolled back. The file never shrinks (a reader in
-// another process may have it mapped).
-func zeroFill(f vfs.File, from, to int64) error {
+// another process may have it mapped). Errors are the file's, unwrapped.
+func ZeroFill(f vfs.File, from, to int64) error {
 	for off := from; off < to; {
 		n := min(int64(len(zeros)), to-off)
 		if _, err := f.WriteAt(zeros[:n], off); err != nil {
@@ -29,14 +31,15 @@ func zeroFill(f vfs.File, from, to int64) error {
 	return f.SyncData()
 }
 
-// writeFileAtomic writes dir/name through a temporary file and a rename, so
+// WriteFileAtomic writes dir/name through a temporary file and a rename, so
 // readers see the old content or the new. With durable set it fsyncs the
 // file before the rename and the directory after: a crash then leaves the
-// old or the new content, never a damaged file.
-func writeFileAtomic(fsys vfs.FS, dir, name string, b []byte, durable bool) error {
+// old or the new content, never a damaged file. Errors are the file
+// system's, unwrapped (a failed directory sync is wrapped by SyncDir).
+func WriteFileAtomic(fsys vfs.FS, dir, name string, b []byte, durable bool) error {
 	mkdir := fsys.MkdirAll
 	if durable {
-		mkdir = func(dir string, _ fs.FileMode) error { return mkdirDurable(fsys, dir) }
+		mkdir = func(dir string, _ fs.FileMode) error { return MkdirDurable(fsys, dir) }
 	}
 	if err := mkdir(dir, 0o755); err != nil {
 		return err
@@ -66,22 +69,23 @@ func writeFileAtomic(fsys vfs.FS, dir, name string, b []byte, durable bool) erro
 	if !durable {
 		return nil
 	}
-	return syncDir(fsys, dir)
+	return SyncDir(fsys, dir)
 }
 
-// syncDir makes dir's entries (files created, renamed, removed) durable.
-func syncDir(fsys vfs.FS, dir string) error {
+// SyncDir makes dir's entries (files created, renamed, removed) durable.
+// Its error names the operation ("batpak: sync directory: ...").
+func SyncDir(fsys vfs.FS, dir string) error {
 	if err := fsys.SyncDir(dir); err != nil {
 		return fmt.Errorf("batpak: sync directory: %w", err)
 	}
 	return nil
 }
 
-// mkdirDurable creates dir and any missing parents (MkdirAll) and syncs
+// MkdirDurable creates dir and any missing parents (MkdirAll) and syncs
 // the parent of each directory it created, so that the new directories
 // survive a power loss (files synced inside a directory whose own entry
 // was never synced can vanish with it).
-func mkdirDurable(fsys vfs.FS, dir string) error {
+func MkdirDurable(fsys vfs.FS, dir string) error {
 	var created []string
 	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
 		if _, err := fsys.Stat(d); err == nil || filepath.Dir(d) == d {
@@ -93,9 +97,26 @@ func mkdirDurable(fsys vfs.FS, dir string) error {
 		return err
 	}
 	for i := len(created) - 1; i >= 0; i-- {
-		if err := syncDir(fsys, filepath.Dir(created[i])); err != nil {
+		if err := SyncDir(fsys, filepath.Dir(created[i])); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// WriteSynced writes data to path (created or truncated) and syncs it
+// (the file only, not its directory); it returns the bytes written.
+func WriteSynced(fsys vfs.FS, path string, data []byte) (int64, error) {
+	f, err := fsys.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return int64(len(data)), err
 }
