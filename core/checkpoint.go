@@ -21,18 +21,8 @@ import (
 // segment files (one it lists is missing, or shorter than its watermark),
 // is ignored and the log is scanned in full; every path yields the same
 // index.
-//
-//	"BPCKPT01" | watermark segment u32 | watermark offset u64 | entries u32 |
-//	segments u32 × (id u32, data end u64) |
-//	entities u32 × (name length u16, name, exists u8, clock u64, ts i64, hash [32]) |
-//	scopes u32 × (name length u16, name) |
-//	entries × (id [16], segment u32, offset u32, entity u32, scope u32, clock u64, kind u16, flags u8) |
-//	idempotency keys u32 × (length u16, key, sequence u32) |
-//	CRC32C of all before it u32
 
-const checkpointName = "index.ckpt"
-
-const checkpointMagic = "BPCKPT01"
+// (layout: core/internal/format, CheckpointName)
 
 type checkpointInfo struct {
 	seg     uint32
@@ -51,7 +41,7 @@ func (s *Store) writeCheckpoint(seg uint32, end int64) error {
 	ix.RLock()
 	defer ix.RUnlock()
 	b := make([]byte, 0, 64+int(ix.Len())*43)
-	b = append(b, checkpointMagic...)
+	b = append(b, format.CheckpointMagic...)
 	b = le.AppendUint32(b, seg)
 	b = le.AppendUint64(b, uint64(end))
 	b = le.AppendUint32(b, ix.Len())
@@ -105,7 +95,7 @@ func (s *Store) writeCheckpoint(seg uint32, end int64) error {
 		b = le.AppendUint32(b, seq)
 	}
 	b = le.AppendUint32(b, format.CRC32C(b))
-	return segment.WriteFileAtomic(s.fs, s.cfg.Dir, checkpointName, b, true)
+	return segment.WriteFileAtomic(s.fs, s.cfg.Dir, format.CheckpointName, b, true)
 }
 
 var errBadCheckpoint = errors.New("checkpoint damaged")
@@ -114,7 +104,7 @@ var errBadCheckpoint = errors.New("checkpoint damaged")
 // and matches the segment files; otherwise it leaves the index empty and
 // returns nil (the caller scans the log).
 func (s *Store) loadCheckpoint(ids []uint32) *checkpointInfo {
-	path := filepath.Join(s.cfg.Dir, checkpointName)
+	path := filepath.Join(s.cfg.Dir, format.CheckpointName)
 	b, err := vfs.ReadFile(s.fs, path)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
@@ -155,14 +145,14 @@ func (r *ckReader) u32() uint32 { return le.Uint32(r.take(4)) }
 func (r *ckReader) u64() uint64 { return le.Uint64(r.take(8)) }
 
 func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, error) {
-	if len(b) < len(checkpointMagic)+4 || string(b[:len(checkpointMagic)]) != checkpointMagic {
+	if len(b) < len(format.CheckpointMagic)+4 || string(b[:len(format.CheckpointMagic)]) != format.CheckpointMagic {
 		return nil, fmt.Errorf("%w: bad magic", errBadCheckpoint)
 	}
 	body := b[:len(b)-4]
 	if le.Uint32(b[len(b)-4:]) != format.CRC32C(body) {
 		return nil, fmt.Errorf("%w: checksum mismatch", errBadCheckpoint)
 	}
-	r := &ckReader{b: body, off: len(checkpointMagic)}
+	r := &ckReader{b: body, off: len(format.CheckpointMagic)}
 	ck := &checkpointInfo{seg: r.u32(), end: int64(r.u64())}
 	n := r.u32()
 	ck.entries = uint64(n)

@@ -190,7 +190,7 @@ var checkpointDamageCases = []checkpointDamageCase{
 		}
 	}},
 	{name: "truncated to the header", fn: func(t *testing.T, dir, _ string) {
-		if err := os.Truncate(filepath.Join(dir, checkpointFile), checkpointHeader); err != nil {
+		if err := os.Truncate(filepath.Join(dir, checkpointFile), format.CheckpointHeaderSize); err != nil {
 			t.Fatal(err)
 		}
 	}},

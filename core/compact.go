@@ -443,7 +443,7 @@ func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, epoch uint
 		return err
 	}
 	// The checkpoint describes the old files: without it, the next Open scans.
-	if err := s.fs.Remove(filepath.Join(dir, checkpointName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := s.fs.Remove(filepath.Join(dir, format.CheckpointName)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	// Each new segment's footer goes with it: written beside it under a
@@ -564,7 +564,7 @@ func strayTemp(name string) bool {
 	if strings.HasSuffix(name, format.SegmentSuffix+tmpSuffix) || strings.Contains(name, footerSuffix+tmpSuffix) {
 		return true
 	}
-	for _, f := range []string{compactJournal, checkpointName, erasureFile} {
+	for _, f := range []string{compactJournal, format.CheckpointName, erasureFile} {
 		if strings.HasPrefix(name, f+tmpSuffix) {
 			return true
 		}

@@ -57,7 +57,7 @@ type logRecord struct {
 // (unreadable or damaged ones are skipped: they prove nothing).
 func readLogRecords(fsys vfs.FS, dir string) []logRecord {
 	var out []logRecord
-	if b, err := vfs.ReadFile(fsys, filepath.Join(dir, checkpointName)); err == nil {
+	if b, err := vfs.ReadFile(fsys, filepath.Join(dir, format.CheckpointName)); err == nil {
 		if r, ok := checkpointRecord(b); ok {
 			out = append(out, r)
 		}
@@ -98,14 +98,14 @@ func readLogRecords(fsys vfs.FS, dir string) []logRecord {
 // checkpointRecord parses a checkpoint whole (without restoring it) and
 // returns the log end it records.
 func checkpointRecord(b []byte) (logRecord, bool) {
-	if len(b) < len(checkpointMagic)+4 || string(b[:len(checkpointMagic)]) != checkpointMagic {
+	if len(b) < len(format.CheckpointMagic)+4 || string(b[:len(format.CheckpointMagic)]) != format.CheckpointMagic {
 		return logRecord{}, false
 	}
 	body := b[:len(b)-4]
 	if le.Uint32(b[len(b)-4:]) != format.CRC32C(body) {
 		return logRecord{}, false
 	}
-	r := &ckReader{b: body, off: len(checkpointMagic)}
+	r := &ckReader{b: body, off: len(format.CheckpointMagic)}
 	r.u32()
 	r.u64()
 	n := r.u32()
@@ -138,7 +138,7 @@ func checkpointRecord(b []byte) (logRecord, bool) {
 	if r.err != nil || r.off != len(body) {
 		return logRecord{}, false
 	}
-	return logRecord{end: uint64(n), what: "the index checkpoint (" + checkpointName + ")",
+	return logRecord{end: uint64(n), what: "the index checkpoint (" + format.CheckpointName + ")",
 		ids: func(yield func(uint64, EventID) bool) {
 			for seq := 0; seq < int(n); seq++ {
 				var id EventID

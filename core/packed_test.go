@@ -3,7 +3,6 @@ package core_test
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/segment"
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 )
@@ -307,25 +307,13 @@ func sameViews(t testing.TB, what string, a, b readViews) {
 
 // ---- packed segment files (format: see core/internal/segment/doc.go) ----
 
-const (
-	packedTrailer   = 32
-	packedTableItem = 24
-)
-
-type packedBlock struct {
-	start  uint32
-	fileAt int64
-	stored uint32
-	length uint32
-	crc    uint32
-}
-
+// packedFile is a packed segment file parsed by core/internal/segment.
 type packedFile struct {
 	path   string
 	data   []byte
-	codec  byte
+	codec  segment.Codec
 	size   int64
-	blocks []packedBlock
+	blocks []segment.PackedBlock
 }
 
 // isPackedSegment reports whether the segment file at path is packed
@@ -341,7 +329,7 @@ func isPackedSegment(t testing.TB, path string) bool {
 	if _, err := f.ReadAt(h, 0); err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
-	return string(h[:8]) == "BPAKSEG\x00" && binary.LittleEndian.Uint16(h[8:]) == 2
+	return segment.IsPackedHeader(h)
 }
 
 // readPacked parses a packed segment file's trailer and block table.
@@ -351,20 +339,15 @@ func readPacked(t testing.TB, path string) *packedFile {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(data) < format.SegmentHeaderSize+packedTrailer || binary.LittleEndian.Uint16(data[8:]) != 2 {
-		t.Fatalf("%s is not a packed segment", path)
+	key, ok := segment.ParseName(filepath.Base(path))
+	if !ok {
+		t.Fatalf("%s is not a segment file name", path)
 	}
-	tr := data[len(data)-packedTrailer:]
-	if string(tr[:8]) != "BPAKBLKS" {
-		t.Fatalf("%s: no trailer", path)
+	pk, err := segment.ParsePacked(data, key)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
 	}
-	p := &packedFile{path: path, data: data, codec: data[10], size: int64(le.Uint64(tr[20:]))}
-	tableAt, n := int(le.Uint64(tr[8:])), int(le.Uint32(tr[16:]))
-	for i := 0; i < n; i++ {
-		b := data[tableAt+i*packedTableItem:]
-		p.blocks = append(p.blocks, packedBlock{start: le.Uint32(b), fileAt: int64(le.Uint64(b[4:])), stored: le.Uint32(b[12:]), length: le.Uint32(b[16:]), crc: le.Uint32(b[20:])})
-	}
-	return p
+	return &packedFile{path: path, data: data, codec: pk.Codec(), size: pk.Size(), blocks: pk.Blocks()}
 }
 
 var testZstd, _ = zstd.NewReader(nil)
@@ -373,7 +356,7 @@ var testZstd, _ = zstd.NewReader(nil)
 func (p *packedFile) block(t testing.TB, i int) []byte {
 	t.Helper()
 	b := p.blocks[i]
-	stored := p.data[b.fileAt : b.fileAt+int64(b.stored)]
+	stored := p.data[b.FileAt : b.FileAt+int64(b.Stored)]
 	var out []byte
 	var err error
 	switch p.codec {
@@ -407,7 +390,7 @@ func (p *packedFile) blockEvents(t testing.TB, i int) []core.EventID {
 	b := p.blocks[i]
 	var out []core.EventID
 	for _, f := range frames(logical) {
-		if f.Off >= int(b.start) && f.Off < int(b.start+b.length) && logical[f.recStart()] == 1 {
+		if f.Off >= int(b.Start) && f.Off < int(b.Start+b.Length) && logical[f.recStart()] == 1 {
 			out = append(out, recordID(logical, f))
 		}
 	}
@@ -792,7 +775,7 @@ func TestPackedDamagedBlock(t *testing.T) {
 			t.Fatal(err)
 		}
 		blk := pf.blocks[bi]
-		b[blk.fileAt+int64(blk.stored)/2] ^= 0x10
+		b[blk.FileAt+int64(blk.Stored)/2] ^= 0x10
 		writeFile(t, p, b)
 	}
 
@@ -856,9 +839,9 @@ func TestPackedTruncated(t *testing.T) {
 	victim := segs[1]
 	size := fileSize(t, victim)
 	cuts := map[string]int64{
-		"trailer missing":        size - packedTrailer,
+		"trailer missing":        size - segment.PackedTrailerSize,
 		"trailer cut":            size - 5,
-		"block table cut":        size - packedTrailer - 3,
+		"block table cut":        size - segment.PackedTrailerSize - 3,
 		"half the file":          size / 2,
 		"header and a few bytes": format.SegmentHeaderSize + 10,
 	}
@@ -894,16 +877,16 @@ func TestPackedTruncated(t *testing.T) {
 	}
 	// A flipped byte in the structure: header, block table, trailer.
 	pf := readPacked(t, victim)
-	tableAt := int64(le.Uint64(pf.data[len(pf.data)-packedTrailer+8:]))
+	tableAt := int64(le.Uint64(pf.data[len(pf.data)-segment.PackedTrailerSize+8:]))
 	flips := map[string]int64{
 		"header: segment id":     12,
 		"header: checksum":       21,
 		"block table: offset":    tableAt + 5,
 		"block table: length":    tableAt + 17,
-		"trailer: magic":         size - packedTrailer + 2,
-		"trailer: logical size":  size - packedTrailer + 21,
+		"trailer: magic":         size - segment.PackedTrailerSize + 2,
+		"trailer: logical size":  size - segment.PackedTrailerSize + 21,
 		"trailer: checksum":      size - 1,
-		"last block's last byte": int64(pf.blocks[len(pf.blocks)-1].fileAt) + int64(pf.blocks[len(pf.blocks)-1].stored) - 1,
+		"last block's last byte": int64(pf.blocks[len(pf.blocks)-1].FileAt) + int64(pf.blocks[len(pf.blocks)-1].Stored) - 1,
 	}
 	for name, at := range flips {
 		t.Run("flipped "+name, func(t *testing.T) {

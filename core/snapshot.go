@@ -133,7 +133,7 @@ func (s *Store) snapshot(ctx context.Context, dest string) (SnapshotReport, erro
 	// copy opens by loading it and reading only the log after it (Open
 	// checks it against the copied segments and ignores it if it does not
 	// fit).
-	if _, err := copyFile(s.fs, filepath.Join(s.cfg.Dir, checkpointName), filepath.Join(dest, checkpointName), -1); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if _, err := copyFile(s.fs, filepath.Join(s.cfg.Dir, format.CheckpointName), filepath.Join(dest, format.CheckpointName), -1); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return rep, fmt.Errorf("batpak: snapshot checkpoint: %w", err)
 	}
 	if _, err := s.fs.Stat(filepath.Join(s.cfg.Dir, erasureFile)); err == nil {

@@ -78,7 +78,7 @@ func copyTree(t testing.TB, src, dst string, skip func(name string) bool) {
 	}
 }
 
-const checkpointFile = "index.ckpt"
+const checkpointFile = format.CheckpointName
 
 // noCheckpoint leaves out the checkpoint and the segment footers, so the
 // copy opens by a frame scan.
@@ -211,8 +211,6 @@ func richHistory(t *testing.T, s *core.Store, rounds int) []core.Receipt {
 
 var le = binary.LittleEndian
 
-const checkpointHeader = 8 + 4 + 8 + 4 // magic, watermark segment, watermark offset, entries
-
 // readCheckpoint returns the checkpoint's bytes without its CRC.
 func readCheckpoint(t testing.TB, dir string) []byte {
 	t.Helper()
@@ -220,7 +218,7 @@ func readCheckpoint(t testing.TB, dir string) []byte {
 	if err != nil {
 		t.Fatalf("no checkpoint: %v", err)
 	}
-	if len(b) < checkpointHeader+4 || string(b[:8]) != "BPCKPT01" {
+	if len(b) < format.CheckpointHeaderSize+4 || string(b[:8]) != format.CheckpointMagic {
 		t.Fatalf("checkpoint does not look like one (%d bytes)", len(b))
 	}
 	return b[:len(b)-4]
@@ -237,10 +235,10 @@ func writeCheckpoint(t testing.TB, dir string, body []byte) {
 // checkpointSegments returns the offsets of the (id, end) pairs of the
 // checkpoint's segment list.
 func checkpointSegments(body []byte) []int {
-	n := int(le.Uint32(body[checkpointHeader:]))
+	n := int(le.Uint32(body[format.CheckpointHeaderSize:]))
 	out := make([]int, n)
 	for i := range out {
-		out[i] = checkpointHeader + 4 + i*12
+		out[i] = format.CheckpointHeaderSize + 4 + i*format.CheckpointSegmentSize
 	}
 	return out
 }

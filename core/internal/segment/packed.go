@@ -35,14 +35,19 @@ func (c Codec) String() string {
 	return fmt.Sprintf("codec %d", uint8(c))
 }
 
+// Packed segment layout (see doc.go).
 const (
-	packedVersion   = 2
-	packedTrailer   = 32
-	packedTableItem = 24
-	packedBlockSize = 64 << 10
+	// PackedVersion is the segment header version of a packed file.
+	PackedVersion = 2
+	// PackedTrailerSize is the trailer at the end of a packed file.
+	PackedTrailerSize = 32
+	// PackedTableItemSize is one entry of the block table.
+	PackedTableItemSize = 24
+	packedBlockSize     = 64 << 10
 )
 
-var packedMagic = [8]byte{'B', 'P', 'A', 'K', 'B', 'L', 'K', 'S'}
+// PackedMagic starts a packed file's trailer.
+var PackedMagic = [8]byte{'B', 'P', 'A', 'K', 'B', 'L', 'K', 'S'}
 
 // packedSamePlaces (header byte 11) marks a packed segment written by the
 // sealer from the previous generation byte for byte: every frame is at the
@@ -63,12 +68,13 @@ var (
 	zstdDec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderLowmem(true))
 )
 
-type packedBlock struct {
-	start  uint32 // logical offset
-	fileAt int64
-	stored uint32
-	length uint32 // logical length
-	crc    uint32
+// PackedBlock is one entry of a packed file's block table.
+type PackedBlock struct {
+	Start  uint32 // logical offset of its first byte
+	FileAt int64  // where its stored bytes start in the file
+	Stored uint32 // stored (compressed) length
+	Length uint32 // logical length
+	CRC    uint32 // CRC32C of the stored bytes
 }
 
 // Packed is the block table of a packed segment file, from ParsePacked.
@@ -77,7 +83,7 @@ type packedBlock struct {
 type Packed struct {
 	codec  Codec
 	size   int64 // logical size
-	blocks []packedBlock
+	blocks []PackedBlock
 
 	mu    sync.Mutex
 	cache [4]struct {
@@ -91,7 +97,7 @@ type Packed struct {
 // a packed segment file's bytes.
 func encodePacked(data []byte, key uint32, codec Codec, samePlaces bool) ([]byte, error) {
 	out := make([]byte, 0, len(data)/3+1024)
-	h := encodeSegmentHeaderVersion(key, packedVersion, codec, samePlaces)
+	h := encodeSegmentHeaderVersion(key, PackedVersion, codec, samePlaces)
 	out = append(out, h...)
 	var table []byte
 	pos := format.SegmentHeaderSize
@@ -131,7 +137,7 @@ func encodePacked(data []byte, key uint32, codec Codec, samePlaces bool) ([]byte
 	}
 	tableAt := len(out)
 	out = append(out, table...)
-	out = append(out, packedMagic[:]...)
+	out = append(out, PackedMagic[:]...)
 	out = le.AppendUint64(out, uint64(tableAt))
 	out = le.AppendUint32(out, uint32(nblocks))
 	out = le.AppendUint64(out, uint64(len(data)))
@@ -156,7 +162,7 @@ func encodeSegmentHeaderVersion(key uint32, version uint16, codec Codec, samePla
 // header.
 func IsPackedHeader(data []byte) bool {
 	return len(data) >= format.SegmentHeaderSize && string(data[:8]) == string(format.SegmentMagic[:]) &&
-		le.Uint16(data[8:]) == packedVersion && le.Uint32(data[20:]) == format.CRC32C(data[:20])
+		le.Uint16(data[8:]) == PackedVersion && le.Uint32(data[20:]) == format.CRC32C(data[:20])
 }
 
 // errPacked (wrapped, with what failed) marks a packed segment whose
@@ -167,7 +173,7 @@ var errPacked = errors.New("packed segment damaged")
 // file in data). It checks the header, the trailer and the table; block
 // contents are checked when read.
 func ParsePacked(data []byte, key uint32) (*Packed, error) {
-	if len(data) < format.SegmentHeaderSize+packedTrailer {
+	if len(data) < format.SegmentHeaderSize+PackedTrailerSize {
 		return nil, fmt.Errorf("%w: file shorter than header and trailer", errPacked)
 	}
 	if le.Uint64(data[12:]) != uint64(key) {
@@ -177,26 +183,26 @@ func ParsePacked(data []byte, key uint32) (*Packed, error) {
 	if codec != CodecZstd && codec != CodecS2 {
 		return nil, fmt.Errorf("%w: unknown codec %d", errPacked, data[10])
 	}
-	tr := data[len(data)-packedTrailer:]
-	if string(tr[:8]) != string(packedMagic[:]) {
+	tr := data[len(data)-PackedTrailerSize:]
+	if string(tr[:8]) != string(PackedMagic[:]) {
 		return nil, fmt.Errorf("%w: no block table trailer (a segment packed only in part)", errPacked)
 	}
 	tableAt, n, size := int64(le.Uint64(tr[8:])), int(le.Uint32(tr[16:])), int64(le.Uint64(tr[20:]))
-	if tableAt < format.SegmentHeaderSize || tableAt+int64(n)*packedTableItem != int64(len(data)-packedTrailer) {
+	if tableAt < format.SegmentHeaderSize || tableAt+int64(n)*PackedTableItemSize != int64(len(data)-PackedTrailerSize) {
 		return nil, fmt.Errorf("%w: block table out of place", errPacked)
 	}
 	if format.CRC32C(data[tableAt:len(data)-4]) != le.Uint32(tr[28:]) {
 		return nil, fmt.Errorf("%w: block table checksum mismatch", errPacked)
 	}
-	p := &Packed{codec: codec, size: size, blocks: make([]packedBlock, n)}
+	p := &Packed{codec: codec, size: size, blocks: make([]PackedBlock, n)}
 	want := uint32(format.SegmentHeaderSize)
 	for i := range p.blocks {
-		t := data[tableAt+int64(i)*packedTableItem:]
-		b := packedBlock{start: le.Uint32(t), fileAt: int64(le.Uint64(t[4:])), stored: le.Uint32(t[12:]), length: le.Uint32(t[16:]), crc: le.Uint32(t[20:])}
-		if b.start != want || b.fileAt < format.SegmentHeaderSize || b.fileAt+int64(b.stored) > tableAt || b.length == 0 {
+		t := data[tableAt+int64(i)*PackedTableItemSize:]
+		b := PackedBlock{Start: le.Uint32(t), FileAt: int64(le.Uint64(t[4:])), Stored: le.Uint32(t[12:]), Length: le.Uint32(t[16:]), CRC: le.Uint32(t[20:])}
+		if b.Start != want || b.FileAt < format.SegmentHeaderSize || b.FileAt+int64(b.Stored) > tableAt || b.Length == 0 {
 			return nil, fmt.Errorf("%w: block %d out of place", errPacked, i)
 		}
-		want += b.length
+		want += b.Length
 		p.blocks[i] = b
 	}
 	if int64(want) != size && !(n == 0 && size == format.SegmentHeaderSize) {
@@ -236,9 +242,9 @@ func (p *Packed) block(file []byte, i int) ([]byte, error) {
 // decode decompresses block i into dst (appending).
 func (p *Packed) decode(file []byte, i int, dst []byte) ([]byte, error) {
 	b := p.blocks[i]
-	stored := file[b.fileAt : b.fileAt+int64(b.stored)]
-	if format.CRC32C(stored) != b.crc {
-		return nil, fmt.Errorf("%w: block %d (file offset %d) fails its checksum", errPacked, i, b.fileAt)
+	stored := file[b.FileAt : b.FileAt+int64(b.Stored)]
+	if format.CRC32C(stored) != b.CRC {
+		return nil, fmt.Errorf("%w: block %d (file offset %d) fails its checksum", errPacked, i, b.FileAt)
 	}
 	start := len(dst)
 	var err error
@@ -253,10 +259,10 @@ func (p *Packed) decode(file []byte, i int, dst []byte) ([]byte, error) {
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: block %d (file offset %d): %v", errPacked, i, b.fileAt, err)
+		return nil, fmt.Errorf("%w: block %d (file offset %d): %v", errPacked, i, b.FileAt, err)
 	}
-	if len(dst)-start != int(b.length) {
-		return nil, fmt.Errorf("%w: block %d holds %d bytes, the table says %d", errPacked, i, len(dst)-start, b.length)
+	if len(dst)-start != int(b.Length) {
+		return nil, fmt.Errorf("%w: block %d holds %d bytes, the table says %d", errPacked, i, len(dst)-start, b.Length)
 	}
 	return dst, nil
 }
@@ -264,7 +270,7 @@ func (p *Packed) decode(file []byte, i int, dst []byte) ([]byte, error) {
 // Frame returns a copy of the frame (header and record) at logical offset
 // off, or false when no whole frame starts there.
 func (p *Packed) Frame(file []byte, off int) ([]byte, bool, error) {
-	i := sort.Search(len(p.blocks), func(i int) bool { return int(p.blocks[i].start) > off }) - 1
+	i := sort.Search(len(p.blocks), func(i int) bool { return int(p.blocks[i].Start) > off }) - 1
 	if i < 0 {
 		return nil, false, nil
 	}
@@ -272,7 +278,7 @@ func (p *Packed) Frame(file []byte, off int) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	rel := off - int(p.blocks[i].start)
+	rel := off - int(p.blocks[i].Start)
 	rec, ok := format.FrameAt(d, rel)
 	if !ok {
 		return nil, false, nil
@@ -360,11 +366,11 @@ func LogicalSize(fsys vfs.FS, path string) (int64, error) {
 		return st.Size(), nil
 	}
 	defer f.Close()
-	if !IsPackedHeader(h) || size < format.SegmentHeaderSize+packedTrailer {
+	if !IsPackedHeader(h) || size < format.SegmentHeaderSize+PackedTrailerSize {
 		return size, nil
 	}
-	tr := make([]byte, packedTrailer)
-	if _, err := f.ReadAt(tr, size-packedTrailer); err != nil {
+	tr := make([]byte, PackedTrailerSize)
+	if _, err := f.ReadAt(tr, size-PackedTrailerSize); err != nil {
 		return 0, err
 	}
 	return int64(le.Uint64(tr[20:])), nil
@@ -388,6 +394,12 @@ func IsPackedFile(fsys vfs.FS, path string) bool {
 	}
 	return ok && IsPackedHeader(h)
 }
+
+// Blocks returns the block table (a copy).
+func (p *Packed) Blocks() []PackedBlock { return append([]PackedBlock(nil), p.blocks...) }
+
+// Codec is the codec the file's blocks are stored with.
+func (p *Packed) Codec() Codec { return p.codec }
 
 // Size is the logical size of the segment (the plain segment's size).
 func (p *Packed) Size() int64 { return p.size }
