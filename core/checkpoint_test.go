@@ -202,7 +202,7 @@ var checkpointDamageCases = []checkpointDamageCase{
 	{name: "garbage with the right magic and checksum", fn: func(t *testing.T, dir, _ string) {
 		b := make([]byte, 4096)
 		rand.New(rand.NewSource(8)).Read(b)
-		copy(b, "BPCKPT01")
+		copy(b, format.CheckpointMagic)
 		writeCheckpoint(t, dir, b)
 	}},
 	{name: "zero-length", fn: func(t *testing.T, dir, _ string) {

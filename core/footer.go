@@ -23,15 +23,7 @@ import (
 // log walker as a frame scan (batch and fence rules included), reading no
 // payload and decompressing nothing.
 //
-//	"BPFOOT02" | segment key u32 | covered end u64 | last frame offset u64 |
-//	last event offset u64 (all ones: none) | last event id [16] |
-//	names u32 × (length u16, bytes) |
-//	items u32 × item | CRC32C of all before it u32
-//	item: type u8 | offset u32 | frame length u32 | then, for an event:
-//	  sequence u64, id [16], clock u64, timestamp i64, kind u16,
-//	  system flags u8, hash [32], entity name u32, scope name u32,
-//	  idempotency key (length u16, bytes);
-//	  for a batch or fence record: count u32, id u64
+// The layout is core/internal/format's (FooterMagic).
 //
 // A footer covers the segment from its header to "covered end". It is
 // used only when its checksum holds, it names the segment, its items tile
@@ -44,8 +36,8 @@ import (
 // never a wrong index. Footers say nothing about damage inside the frames
 // they cover: that is Verify's job.
 const (
-	footerSuffix = ".idx"
-	footerMagic  = "BPFOOT02"
+	footerSuffix = format.FooterSuffix
+	footerMagic  = format.FooterMagic
 )
 
 func footerName(key uint32) string {
@@ -58,77 +50,7 @@ var errFooterStale = errors.New("segment footer does not match the log")
 
 // buildFooter encodes the footer of a segment from its logical bytes
 // (header included, frames after it; trailing zeros allowed).
-func buildFooter(data []byte, key uint32) ([]byte, error) {
-	names := map[string]uint32{}
-	var nameTab []byte
-	name := func(b []byte) uint32 {
-		if i, ok := names[string(b)]; ok {
-			return i
-		}
-		i := uint32(len(names))
-		names[string(b)] = i
-		nameTab = le.AppendUint16(nameTab, uint16(len(b)))
-		nameTab = append(nameTab, b...)
-		return i
-	}
-	items := make([]byte, 0, 1024)
-	n := 0
-	lastOff, lastEv := 0, -1
-	var lastID EventID
-	end, st, err := format.ScanFrames(data, format.SegmentHeaderSize, func(off int, rec []byte) error {
-		items = append(items, rec[0])
-		items = le.AppendUint32(items, uint32(off))
-		items = le.AppendUint32(items, uint32(len(rec)))
-		if rec[0] == format.RecEvent {
-			if !format.CheckEvent(rec) {
-				return fmt.Errorf("malformed event record at offset %d", off)
-			}
-			v := format.EventView(rec)
-			items = le.AppendUint64(items, v.Seq())
-			id := v.ID()
-			lastEv, lastID = off, id
-			items = append(items, id[:]...)
-			items = le.AppendUint64(items, v.Clock())
-			items = le.AppendUint64(items, uint64(v.Timestamp()))
-			items = le.AppendUint16(items, uint16(v.Kind()))
-			items = append(items, v.SysFlags())
-			h := v.Hash()
-			items = append(items, h[:]...)
-			items = le.AppendUint32(items, name(v.Entity()))
-			items = le.AppendUint32(items, name(v.Scope()))
-			items = le.AppendUint16(items, uint16(len(v.Idem())))
-			items = append(items, v.Idem()...)
-		} else {
-			m, ok := format.DecodeMarker(rec)
-			if !ok {
-				return fmt.Errorf("unknown record at offset %d", off)
-			}
-			items = le.AppendUint32(items, m.Count)
-			items = le.AppendUint64(items, m.ID)
-		}
-		n++
-		lastOff = off
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("batpak: segment footer: %w", err)
-	}
-	if st != format.TailClean {
-		return nil, fmt.Errorf("batpak: segment footer: unreadable frame at offset %d", end)
-	}
-	b := make([]byte, 0, 40+len(nameTab)+len(items))
-	b = append(b, footerMagic...)
-	b = le.AppendUint32(b, key)
-	b = le.AppendUint64(b, uint64(end))
-	b = le.AppendUint64(b, uint64(lastOff))
-	b = le.AppendUint64(b, uint64(int64(lastEv)))
-	b = append(b, lastID[:]...)
-	b = le.AppendUint32(b, uint32(len(names)))
-	b = append(b, nameTab...)
-	b = le.AppendUint32(b, uint32(n))
-	b = append(b, items...)
-	return le.AppendUint32(b, format.CRC32C(b)), nil
-}
+func buildFooter(data []byte, key uint32) ([]byte, error) { return format.EncodeFooter(data, key) }
 
 // footer is a loaded, checksum-checked footer.
 type footer struct {
@@ -138,8 +60,7 @@ type footer struct {
 	lastEv  int64 // -1: no event
 	lastID  EventID
 	names   [][]byte
-	n       int
-	items   []byte
+	items   [][]byte // raw, see format.ParseFooterItem
 }
 
 // readFooter loads the footer of segment key; nil when it is missing or
@@ -152,29 +73,14 @@ func readFooter(fsys vfs.FS, dir string, key uint32) (*footer, string) {
 	if err != nil {
 		return nil, err.Error()
 	}
-	if len(b) < len(footerMagic)+56 || string(b[:len(footerMagic)]) != footerMagic {
-		return nil, "bad magic"
+	ff, err := format.DecodeFooter(b)
+	if err != nil {
+		return nil, err.Error()
 	}
-	body := b[:len(b)-4]
-	if le.Uint32(b[len(b)-4:]) != format.CRC32C(body) {
-		return nil, "checksum mismatch"
+	if ff.Key != key {
+		return nil, fmt.Sprintf("names segment %s", format.SegmentName(ff.Key))
 	}
-	r := &ckReader{b: body, off: len(footerMagic)}
-	f := &footer{key: r.u32(), end: int64(r.u64()), lastOff: int64(r.u64()), lastEv: int64(r.u64())}
-	copy(f.lastID[:], r.take(16))
-	if f.key != key {
-		return nil, fmt.Sprintf("names segment %s", format.SegmentName(f.key))
-	}
-	nn := int(r.u32())
-	for i := 0; i < nn && r.err == nil; i++ {
-		f.names = append(f.names, r.take(int(r.u16())))
-	}
-	f.n = int(r.u32())
-	f.items = body[r.off:]
-	if r.err != nil {
-		return nil, "truncated"
-	}
-	return f, ""
+	return &footer{key: ff.Key, end: int64(ff.End), lastOff: int64(ff.LastOff), lastEv: int64(ff.LastEv), lastID: ff.LastID, names: ff.Names, items: ff.Items}, ""
 }
 
 // matches checks the footer against the segment (size: its logical
@@ -185,7 +91,7 @@ func (f *footer) matches(size int64, readFrame func(off int) ([]byte, bool, erro
 	if f.end > size || f.end < format.SegmentHeaderSize {
 		return false
 	}
-	if f.n == 0 {
+	if len(f.items) == 0 {
 		return f.end == format.SegmentHeaderSize && f.lastEv < 0
 	}
 	fr, ok, err := readFrame(int(f.lastOff))
@@ -209,47 +115,32 @@ func (f *footer) matches(size int64, readFrame func(off int) ([]byte, bool, erro
 // segment the checkpoint covers) are checked against the restored index,
 // the rest go through the walker, as the frames would.
 func (f *footer) replay(lw *logWalker, from int, ck *checkpointInfo, ix *index.Index) error {
-	r := &ckReader{b: f.items}
 	stale := func(why string) error { return fmt.Errorf("%w: %s: %s", errFooterStale, footerName(f.key), why) }
 	next := format.SegmentHeaderSize // items must tile the covered part
-	for i := 0; i < f.n; i++ {
-		typ := r.take(1)[0]
-		off, flen := int(r.u32()), int(r.u32())
-		if r.err != nil {
-			return stale("truncated")
-		}
+	for i, raw := range f.items {
+		it := format.ParseFooterItem(raw)
+		off, flen := int(it.Off), int(it.Len)
 		if off != next || flen < format.MinRecordSize {
 			return stale(fmt.Sprintf("item %d at offset %d, the previous frame ends at %d", i, off, next))
 		}
 		next = off + format.FrameHeaderSize + flen
-		if typ != format.RecEvent {
-			m := format.Marker{Type: typ, Count: r.u32()}
-			m.ID = r.u64()
-			if r.err != nil || typ < format.RecBatchBegin || typ > format.RecFenceCancel {
-				return stale("bad item")
-			}
+		if it.Type != format.RecEvent {
 			if off < from {
 				if off+format.FrameHeaderSize+flen > from {
 					return fmt.Errorf("%w: the watermark falls inside the frame at offset %d of %s", errCheckpointStale, off, format.SegmentName(f.key))
 				}
 				continue
 			}
-			if err := lw.marker(f.key, off, m); err != nil {
+			if err := lw.marker(f.key, off, format.Marker{Type: it.Type, Count: it.Count, ID: it.MarkerID}); err != nil {
 				return stale(err.Error())
 			}
 			continue
 		}
-		ev := walkedEvent{seg: f.key, off: off, seq: r.u64()}
-		copy(ev.id[:], r.take(16))
-		ev.clock, ev.ts, ev.kind = r.u64(), int64(r.u64()), Kind(r.u16())
-		sf := r.take(1)[0]
-		copy(ev.hash[:], r.take(32))
-		ent, sc := r.u32(), r.u32()
-		ev.idem = r.take(int(r.u16()))
-		if r.err != nil || int(ent) >= len(f.names) || int(sc) >= len(f.names) {
+		if int(it.Entity) >= len(f.names) || int(it.Scope) >= len(f.names) {
 			return stale("bad item")
 		}
-		ev.entity, ev.scope = f.names[ent], f.names[sc]
+		ev := walkedEvent{seg: f.key, off: off, seq: it.Seq, id: it.ID, clock: it.Clock, ts: it.Timestamp, kind: Kind(it.Kind),
+			hash: it.Hash, entity: f.names[it.Entity], scope: f.names[it.Scope], idem: it.Idem}
 		if len(ev.idem) == 0 {
 			ev.idem = nil
 		}
@@ -259,12 +150,9 @@ func (f *footer) replay(lw *logWalker, from int, ck *checkpointInfo, ix *index.I
 			}
 			continue
 		}
-		if err := lw.event(ev, sf); err != nil {
+		if err := lw.event(ev, it.SysFlags); err != nil {
 			return stale(err.Error())
 		}
-	}
-	if r.off != len(r.b) {
-		return stale("bytes left over")
 	}
 	if int64(next) != f.end {
 		return stale(fmt.Sprintf("items end at %d, the footer covers up to %d", next, f.end))

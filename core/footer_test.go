@@ -17,79 +17,18 @@ import (
 // footer that is damaged, foreign or stale costs its segment a frame
 // scan, never a wrong index.
 
-// ---- footer file surgery (format: see core/footer.go) ----
+// ---- footer file surgery (layout: core/internal/format) ----
 
-type footerFile struct {
-	key     uint32
-	end     uint64
-	lastOff uint64
-	lastEv  uint64 // offset of the last event (all ones: none)
-	lastID  [16]byte
-	names   [][]byte
-	items   [][]byte // raw items
-}
-
-const (
-	ftItemEventFixed  = 1 + 4 + 4 + 8 + 16 + 8 + 8 + 2 + 1 + 32 + 4 + 4 // up to the idempotency key length
-	ftItemMarker      = 1 + 4 + 4 + 4 + 8
-	ftItemOffSeq      = 9  // offset of the sequence in an event item
-	ftItemOffID       = 17 // offset of the id
-	ftItemOffFrameOff = 1  // offset of the frame offset
-	ftItemOffFrameLen = 5
-	ftItemOffSysFlags = 51
-)
+// footerFile is a decoded footer, edited and encoded again by the tests.
+type footerFile = format.Footer
 
 func parseFooter(t testing.TB, b []byte) *footerFile {
 	t.Helper()
-	if len(b) < 60 || string(b[:8]) != "BPFOOT02" {
-		t.Fatalf("not a footer (%d bytes)", len(b))
-	}
-	if format.CRC32C(b[:len(b)-4]) != le.Uint32(b[len(b)-4:]) {
-		t.Fatal("footer fails its checksum")
-	}
-	f := &footerFile{key: le.Uint32(b[8:]), end: le.Uint64(b[12:]), lastOff: le.Uint64(b[20:]), lastEv: le.Uint64(b[28:])}
-	copy(f.lastID[:], b[36:52])
-	p := 52
-	nn := int(le.Uint32(b[p:]))
-	p += 4
-	for i := 0; i < nn; i++ {
-		l := int(le.Uint16(b[p:]))
-		f.names = append(f.names, b[p+2:p+2+l])
-		p += 2 + l
-	}
-	n := int(le.Uint32(b[p:]))
-	p += 4
-	for i := 0; i < n; i++ {
-		size := ftItemMarker
-		if b[p] == 1 {
-			size = ftItemEventFixed + 2 + int(le.Uint16(b[p+ftItemEventFixed:]))
-		}
-		f.items = append(f.items, b[p:p+size])
-		p += size
-	}
-	if p != len(b)-4 {
-		t.Fatalf("footer: %d bytes left over", len(b)-4-p)
+	f, err := format.DecodeFooter(b)
+	if err != nil {
+		t.Fatalf("footer (%d bytes): %v", len(b), err)
 	}
 	return f
-}
-
-func (f *footerFile) encode() []byte {
-	b := []byte("BPFOOT02")
-	b = le.AppendUint32(b, f.key)
-	b = le.AppendUint64(b, f.end)
-	b = le.AppendUint64(b, f.lastOff)
-	b = le.AppendUint64(b, f.lastEv)
-	b = append(b, f.lastID[:]...)
-	b = le.AppendUint32(b, uint32(len(f.names)))
-	for _, n := range f.names {
-		b = le.AppendUint16(b, uint16(len(n)))
-		b = append(b, n...)
-	}
-	b = le.AppendUint32(b, uint32(len(f.items)))
-	for _, it := range f.items {
-		b = append(b, it...)
-	}
-	return le.AppendUint32(b, format.CRC32C(b))
 }
 
 func readFooterFile(t testing.TB, path string) *footerFile {
@@ -207,7 +146,7 @@ func rewriteFooter(t *testing.T, seg string, edit func(f *footerFile)) {
 	t.Helper()
 	f := readFooterFile(t, footerPath(seg))
 	edit(f)
-	writeFile(t, footerPath(seg), f.encode())
+	writeFile(t, footerPath(seg), f.Encode())
 }
 
 func flipFooterByte(at func(n int) int) func(t *testing.T, dir string, segs []string, _ string) {
@@ -247,8 +186,8 @@ var ftDamages = []ftDamage{
 	}},
 	{name: "another segment's footer renamed to name it", fn: func(t *testing.T, dir string, segs []string, _ string) {
 		f := readFooterFile(t, footerPath(segs[2]))
-		f.key = segmentKey(t, segs[1])
-		writeFile(t, footerPath(segs[1]), f.encode())
+		f.Key = segmentKey(t, segs[1])
+		writeFile(t, footerPath(segs[1]), f.Encode())
 	}},
 	// The victim ends on a batch-begin record, the same bytes in both stores.
 	{name: "another store's footer (same layout)", fn: func(t *testing.T, dir string, segs []string, other string) {
@@ -257,7 +196,7 @@ var ftDamages = []ftDamage{
 	{name: "another store's footer (same layout), segment ending on an event", fn: func(t *testing.T, dir string, segs []string, other string) {
 		all := segmentFiles(t, dir)
 		for _, seg := range all[:len(all)-1] {
-			if f := readFooterFile(t, footerPath(seg)); f.items[len(f.items)-1][0] == 1 {
+			if f := readFooterFile(t, footerPath(seg)); f.Items[len(f.Items)-1][0] == 1 {
 				foreignFooter(t, seg, other)
 				return
 			}
@@ -265,30 +204,30 @@ var ftDamages = []ftDamage{
 		t.Fatal("no sealed segment ends on an event")
 	}},
 	{name: "covered end past the data", fn: func(t *testing.T, dir string, segs []string, _ string) {
-		rewriteFooter(t, segs[1], func(f *footerFile) { f.end += 200 })
+		rewriteFooter(t, segs[1], func(f *footerFile) { f.End += 200 })
 	}},
 	{name: "a last frame past the data", fn: func(t *testing.T, dir string, segs []string, _ string) {
-		rewriteFooter(t, segs[1], func(f *footerFile) { f.lastOff, f.end = f.end, f.end+8+300 })
+		rewriteFooter(t, segs[1], func(f *footerFile) { f.LastOff, f.End = f.End, f.End+8+300 })
 	}},
 	{name: "a covered end past the end of the file", fn: func(t *testing.T, dir string, segs []string, _ string) {
-		rewriteFooter(t, segs[1], func(f *footerFile) { f.end += 1 << 20 })
+		rewriteFooter(t, segs[1], func(f *footerFile) { f.End += 1 << 20 })
 	}},
 	{name: "an event more than the segment holds", replayOnly: true, fn: func(t *testing.T, dir string, segs []string, _ string) {
-		rewriteFooter(t, segs[1], func(f *footerFile) { f.items = append(f.items, phantomItem(t, f)) })
+		rewriteFooter(t, segs[1], func(f *footerFile) { f.Items = append(f.Items, phantomItem(t, f)) })
 	}},
 	{name: "a footer covering a prefix", prefix: true, fn: func(t *testing.T, dir string, segs []string, _ string) {
 		content := segmentContent(t, segs[1])
 		rewriteFooter(t, segs[1], func(f *footerFile) {
-			k := len(f.items) / 2
-			for k > 0 && f.items[k-1][0] != 1 { // end after an event, outside any batch or fence markers
+			k := len(f.Items) / 2
+			for k > 0 && f.Items[k-1][0] != 1 { // end after an event, outside any batch or fence markers
 				k--
 			}
-			last := f.items[k-1]
-			off, flen := le.Uint32(last[ftItemOffFrameOff:]), le.Uint32(last[ftItemOffFrameLen:])
-			f.items = f.items[:k]
-			f.lastOff, f.end = uint64(off), uint64(off)+8+uint64(flen)
-			f.lastEv = uint64(off)
-			copy(f.lastID[:], last[ftItemOffID:])
+			last := f.Items[k-1]
+			off, flen := le.Uint32(last[format.FooterItemOffFrameOff:]), le.Uint32(last[format.FooterItemOffFrameLen:])
+			f.Items = f.Items[:k]
+			f.LastOff, f.End = uint64(off), uint64(off)+8+uint64(flen)
+			f.LastEv = uint64(off)
+			copy(f.LastID[:], last[format.FooterItemOffID:])
 			_ = content
 		})
 	}},
@@ -300,11 +239,11 @@ func foreignFooter(t *testing.T, seg, other string) {
 	t.Helper()
 	theirs := filepath.Join(other, filepath.Base(footerPath(seg)))
 	a, b := readFooterFile(t, footerPath(seg)), readFooterFile(t, theirs)
-	if a.key != b.key || a.end != b.end || a.lastOff != b.lastOff || len(a.items) != len(b.items) {
+	if a.Key != b.Key || a.End != b.End || a.LastOff != b.LastOff || len(a.Items) != len(b.Items) {
 		t.Fatalf("the other store's footer does not have the same layout: key %d/%d end %d/%d last %d/%d items %d/%d",
-			a.key, b.key, a.end, b.end, a.lastOff, b.lastOff, len(a.items), len(b.items))
+			a.Key, b.Key, a.End, b.End, a.LastOff, b.LastOff, len(a.Items), len(b.Items))
 	}
-	if a.lastID == b.lastID {
+	if a.LastID == b.LastID {
 		t.Fatalf("%s: both stores' footers name the same last event", filepath.Base(seg))
 	}
 	data, err := os.ReadFile(theirs)
@@ -320,20 +259,20 @@ func phantomItem(t *testing.T, f *footerFile) []byte {
 	t.Helper()
 	var maxSeq uint64
 	var last []byte
-	for _, it := range f.items {
+	for _, it := range f.Items {
 		if it[0] == 1 {
 			last = it
-			maxSeq = max(maxSeq, le.Uint64(it[ftItemOffSeq:]))
+			maxSeq = max(maxSeq, le.Uint64(it[format.FooterItemOffSeq:]))
 		}
 	}
 	if last == nil {
 		t.Fatal("footer without events")
 	}
 	p := append([]byte(nil), last...)
-	le.PutUint64(p[ftItemOffSeq:], maxSeq+1)
+	le.PutUint64(p[format.FooterItemOffSeq:], maxSeq+1)
 	id := core.NewEventID()
-	copy(p[ftItemOffID:], id[:])
-	p[ftItemOffSysFlags] = 0 // plain system flags (no batch, no fence)
+	copy(p[format.FooterItemOffID:], id[:])
+	p[format.FooterItemOffSysFlags] = 0 // plain system flags (no batch, no fence)
 	return p
 }
 
@@ -347,13 +286,13 @@ func pickVictim(t *testing.T, dir string) []string {
 	segs := segmentFiles(t, dir)
 	inside := func(it []byte, end bool) bool {
 		if it[0] == 1 {
-			return it[ftItemOffSysFlags]&3 != 0 // a batch item or a fenced event
+			return it[format.FooterItemOffSysFlags]&3 != 0 // a batch item or a fenced event
 		}
 		return end && (it[0] == 2 || it[0] == 4) // ends on a batch or fence begin
 	}
 	for i := 1; i < len(segs)-2; i++ {
 		f := readFooterFile(t, footerPath(segs[i]))
-		if inside(f.items[0], false) || inside(f.items[len(f.items)-1], true) {
+		if inside(f.Items[0], false) || inside(f.Items[len(f.Items)-1], true) {
 			return []string{"", segs[i], segs[i+1]}
 		}
 	}
@@ -462,7 +401,7 @@ func TestFooterPhantomEventInLastSegment(t *testing.T) {
 	copyTree(t, base.Dir, dir, func(n string) bool { return n == checkpointFile })
 	segs := segmentFiles(t, dir)
 	last := segs[len(segs)-1]
-	rewriteFooter(t, last, func(f *footerFile) { f.items = append(f.items, phantomItem(t, f)) })
+	rewriteFooter(t, last, func(f *footerFile) { f.Items = append(f.Items, phantomItem(t, f)) })
 	c := base
 	c.Dir = dir
 	s, rep := openPath(t, c)
@@ -553,8 +492,8 @@ func TestFooterCoversPrefix(t *testing.T) {
 				t.Fatal(err)
 			}
 			seg := segmentFiles(t, cfg.Dir)[0]
-			if f := readFooterFile(t, footerPath(seg)); len(f.items) < 300 {
-				t.Fatalf("the footer covers %d records (up to %d); want the first session's", len(f.items), f.end)
+			if f := readFooterFile(t, footerPath(seg)); len(f.Items) < 300 {
+				t.Fatalf("the footer covers %d records (up to %d); want the first session's", len(f.Items), f.End)
 			}
 			s = openWith(t, cfg)
 			h2 := writeOrdersKeyed(t, s, 300, 9, "second-")

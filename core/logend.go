@@ -160,40 +160,32 @@ func (f *footer) record() (logRecord, bool) {
 		id  EventID
 	}
 	var evs, batch []ev
-	r := &ckReader{b: f.items}
 	next, lastOff, lastEv := int64(format.SegmentHeaderSize), int64(-1), int64(-1)
 	var lastID EventID
-	for i := 0; i < f.n; i++ {
-		typ := r.take(1)[0]
-		off, flen := int64(r.u32()), int64(r.u32())
-		if r.err != nil || off != next {
+	for _, raw := range f.items {
+		it := format.ParseFooterItem(raw)
+		off, flen := int64(it.Off), int64(it.Len)
+		if off != next {
 			return logRecord{}, false
 		}
 		lastOff, next = off, off+format.FrameHeaderSize+flen
-		if typ != format.RecEvent {
-			r.u32()
-			r.u64()
-			if typ == format.RecBatchCommit {
+		if it.Type != format.RecEvent {
+			if it.Type == format.RecBatchCommit {
 				evs = append(evs, batch...)
 			}
 			batch = batch[:0]
 			continue
 		}
-		e := ev{seq: r.u64()}
-		copy(e.id[:], r.take(16))
-		r.take(8 + 8 + 2)
-		sf := r.take(1)[0]
-		r.take(32 + 4 + 4)
-		r.take(int(r.u16()))
+		e := ev{seq: it.Seq, id: it.ID}
 		lastEv, lastID = off, e.id
-		if sf&format.SysBatch != 0 {
+		if it.SysFlags&format.SysBatch != 0 {
 			batch = append(batch, e)
 			continue
 		}
 		batch = batch[:0]
 		evs = append(evs, e)
 	}
-	if r.err != nil || r.off != len(r.b) || next != f.end || (f.n > 0 && lastOff != f.lastOff) || lastEv != f.lastEv || (lastEv >= 0 && lastID != f.lastID) {
+	if next != f.end || (len(f.items) > 0 && lastOff != f.lastOff) || lastEv != f.lastEv || (lastEv >= 0 && lastID != f.lastID) {
 		return logRecord{}, false
 	}
 	var end uint64

@@ -1,6 +1,9 @@
 // Package format holds the byte layouts of a store's files and nothing
 // else: record frames, event and marker records, segment file headers and
-// names, and the frame scan that finds where a segment's data ends. It does
+// names, the frame scan that finds where a segment's data ends, segment
+// footers (footer.go) and the index checkpoint's layout (checkpoint.go).
+// Packed (compressed) segments are core/internal/segment's, which owns the
+// compression. It does
 // no I/O and knows no store types (ids are [16]byte, hashes [32]byte,
 // kinds uint16); package core converts. Tests import it to build and damage
 // files instead of re-implementing the layouts. Integers are little-endian.

@@ -1,0 +1,253 @@
+package format
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Segment footers, "<segment name>.idx": for every frame of a sealed
+// segment, what recovery needs from it without the frame's bytes.
+//
+//	"BPFOOT02" | segment key u32 | covered end u64 | last frame offset u64 |
+//	last event offset u64 (all ones: none) | last event id [16] |
+//	names u32 × (length u16, bytes) |
+//	items u32 × item | CRC32C of all before it u32
+//	item: type u8 | offset u32 | frame length u32 | then, for an event:
+//	  sequence u64, id [16], clock u64, timestamp i64, kind u16,
+//	  system flags u8, hash [32], entity name u32, scope name u32,
+//	  idempotency key (length u16, bytes);
+//	  for a batch or fence record: count u32, id u64
+const (
+	FooterSuffix = ".idx"
+	FooterMagic  = "BPFOOT02"
+	// FooterHeaderSize is the fixed part before the name table.
+	FooterHeaderSize = 8 + 4 + 8 + 8 + 8 + 16
+	// Offsets within an item.
+	FooterItemOffFrameOff = 1
+	FooterItemOffFrameLen = 5
+	FooterItemOffSeq      = 9
+	FooterItemOffID       = 17
+	FooterItemOffSysFlags = 51
+	// FooterItemEventFixed is an event item up to its idempotency key's
+	// length; FooterItemMarker a batch or fence item.
+	FooterItemEventFixed = 1 + 4 + 4 + 8 + 16 + 8 + 8 + 2 + 1 + 32 + 4 + 4
+	FooterItemMarker     = 1 + 4 + 4 + 4 + 8
+	// FooterNoEvent is LastEv when the footer lists no event.
+	FooterNoEvent = ^uint64(0)
+)
+
+// Footer is a decoded segment footer. Items are raw, in order (see
+// ParseFooterItem).
+type Footer struct {
+	Key     uint32
+	End     uint64 // covered end
+	LastOff uint64 // offset of the last frame
+	LastEv  uint64 // offset of the last event, or FooterNoEvent
+	LastID  [16]byte
+	Names   [][]byte
+	Items   [][]byte
+}
+
+// Encode returns f's bytes, checksum included.
+func (f *Footer) Encode() []byte {
+	n := FooterHeaderSize + 8 + 4
+	for _, x := range f.Names {
+		n += 2 + len(x)
+	}
+	for _, it := range f.Items {
+		n += len(it)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, FooterMagic...)
+	b = le.AppendUint32(b, f.Key)
+	b = le.AppendUint64(b, f.End)
+	b = le.AppendUint64(b, f.LastOff)
+	b = le.AppendUint64(b, f.LastEv)
+	b = append(b, f.LastID[:]...)
+	b = le.AppendUint32(b, uint32(len(f.Names)))
+	for _, x := range f.Names {
+		b = le.AppendUint16(b, uint16(len(x)))
+		b = append(b, x...)
+	}
+	b = le.AppendUint32(b, uint32(len(f.Items)))
+	for _, it := range f.Items {
+		b = append(b, it...)
+	}
+	return le.AppendUint32(b, CRC32C(b))
+}
+
+// Reasons DecodeFooter refuses a footer.
+var (
+	ErrFooterMagic     = errors.New("bad magic")
+	ErrFooterChecksum  = errors.New("checksum mismatch")
+	ErrFooterTruncated = errors.New("truncated")
+	ErrFooterItem      = errors.New("bad item")
+	ErrFooterLeftover  = errors.New("bytes left over")
+)
+
+// DecodeFooter checks and decodes a footer's bytes; the error is one of
+// the ErrFooter reasons.
+func DecodeFooter(b []byte) (*Footer, error) {
+	if len(b) < FooterHeaderSize+8 || string(b[:len(FooterMagic)]) != FooterMagic {
+		return nil, ErrFooterMagic
+	}
+	body := b[:len(b)-4]
+	if le.Uint32(b[len(b)-4:]) != CRC32C(body) {
+		return nil, ErrFooterChecksum
+	}
+	f := &Footer{Key: le.Uint32(body[8:]), End: le.Uint64(body[12:]), LastOff: le.Uint64(body[20:]), LastEv: le.Uint64(body[28:])}
+	copy(f.LastID[:], body[36:52])
+	p := FooterHeaderSize
+	take := func(n int) []byte {
+		if n < 0 || p+n > len(body) {
+			return nil
+		}
+		p += n
+		return body[p-n : p]
+	}
+	u32 := func() (uint32, bool) {
+		x := take(4)
+		if x == nil {
+			return 0, false
+		}
+		return le.Uint32(x), true
+	}
+	nn, ok := u32()
+	for i := uint32(0); ok && i < nn; i++ {
+		l := take(2)
+		if l == nil {
+			return nil, ErrFooterTruncated
+		}
+		name := take(int(le.Uint16(l)))
+		if name == nil && le.Uint16(l) != 0 {
+			return nil, ErrFooterTruncated
+		}
+		f.Names = append(f.Names, name)
+	}
+	n, ok2 := u32()
+	if !ok || !ok2 || int(n) > len(body) {
+		return nil, ErrFooterTruncated
+	}
+	for i := uint32(0); i < n; i++ {
+		if p >= len(body) {
+			return nil, ErrFooterTruncated
+		}
+		size := FooterItemMarker
+		switch t := body[p]; {
+		case t == RecEvent:
+			if p+FooterItemEventFixed+2 > len(body) {
+				return nil, ErrFooterTruncated
+			}
+			size = FooterItemEventFixed + 2 + int(le.Uint16(body[p+FooterItemEventFixed:]))
+		case t < RecBatchBegin || t > RecFenceCancel:
+			return nil, fmt.Errorf("%w: type %d", ErrFooterItem, t)
+		}
+		it := take(size)
+		if it == nil {
+			return nil, ErrFooterTruncated
+		}
+		f.Items = append(f.Items, it)
+	}
+	if p != len(body) {
+		return nil, ErrFooterLeftover
+	}
+	return f, nil
+}
+
+// FooterItem is a parsed footer item.
+type FooterItem struct {
+	Type     byte
+	Off, Len uint32 // the frame's offset and record length
+	// Events:
+	Seq           uint64
+	ID            [16]byte
+	Clock         uint64
+	Timestamp     int64
+	Kind          uint16
+	SysFlags      byte
+	Hash          [32]byte
+	Entity, Scope uint32 // indexes into Footer.Names
+	Idem          []byte
+	// Batch and fence records:
+	Count    uint32
+	MarkerID uint64
+}
+
+// ParseFooterItem parses one of a decoded Footer's Items.
+func ParseFooterItem(it []byte) FooterItem {
+	x := FooterItem{Type: it[0], Off: le.Uint32(it[1:]), Len: le.Uint32(it[5:])}
+	if x.Type != RecEvent {
+		x.Count, x.MarkerID = le.Uint32(it[9:]), le.Uint64(it[13:])
+		return x
+	}
+	x.Seq = le.Uint64(it[9:])
+	copy(x.ID[:], it[17:33])
+	x.Clock = le.Uint64(it[33:])
+	x.Timestamp = int64(le.Uint64(it[41:]))
+	x.Kind = le.Uint16(it[49:])
+	x.SysFlags = it[51]
+	copy(x.Hash[:], it[52:84])
+	x.Entity, x.Scope = le.Uint32(it[84:]), le.Uint32(it[88:])
+	x.Idem = it[FooterItemEventFixed+2:]
+	return x
+}
+
+// EncodeFooter builds the footer of segment key from its logical bytes
+// (header included, frames after it; trailing zeros allowed).
+func EncodeFooter(data []byte, key uint32) ([]byte, error) {
+	f := &Footer{Key: key, LastEv: FooterNoEvent}
+	names := map[string]uint32{}
+	name := func(b []byte) uint32 {
+		if i, ok := names[string(b)]; ok {
+			return i
+		}
+		i := uint32(len(names))
+		names[string(b)] = i
+		f.Names = append(f.Names, b)
+		return i
+	}
+	end, tail, err := ScanFrames(data, SegmentHeaderSize, func(off int, rec []byte) error {
+		it := make([]byte, 0, FooterItemEventFixed+2)
+		it = append(it, rec[0])
+		it = le.AppendUint32(it, uint32(off))
+		it = le.AppendUint32(it, uint32(len(rec)))
+		if rec[0] == RecEvent {
+			if !CheckEvent(rec) {
+				return fmt.Errorf("malformed event record at offset %d", off)
+			}
+			v := EventView(rec)
+			it = le.AppendUint64(it, v.Seq())
+			id := v.ID()
+			f.LastEv, f.LastID = uint64(off), id
+			it = append(it, id[:]...)
+			it = le.AppendUint64(it, v.Clock())
+			it = le.AppendUint64(it, uint64(v.Timestamp()))
+			it = le.AppendUint16(it, v.Kind())
+			it = append(it, v.SysFlags())
+			h := v.Hash()
+			it = append(it, h[:]...)
+			it = le.AppendUint32(it, name(v.Entity()))
+			it = le.AppendUint32(it, name(v.Scope()))
+			it = le.AppendUint16(it, uint16(len(v.Idem())))
+			it = append(it, v.Idem()...)
+		} else {
+			m, ok := DecodeMarker(rec)
+			if !ok {
+				return fmt.Errorf("unknown record at offset %d", off)
+			}
+			it = le.AppendUint32(it, m.Count)
+			it = le.AppendUint64(it, m.ID)
+		}
+		f.Items = append(f.Items, it)
+		f.LastOff = uint64(off)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("batpak: segment footer: %w", err)
+	}
+	if tail != TailClean {
+		return nil, fmt.Errorf("batpak: segment footer: unreadable frame at offset %d", end)
+	}
+	f.End = uint64(end)
+	return f.Encode(), nil
+}
