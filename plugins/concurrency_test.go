@@ -18,7 +18,7 @@ import (
 func TestConcurrentProjections(t *testing.T) {
 	const workers, rounds = 8, 6
 	s := openStore(t)
-	p := load(t, newHost(t), goCounter(t), projManifest("go-counter"))
+	p := load(t, newHost(t), goCounter(t), generous(projManifest("go-counter")))
 	pr := plugins.Projection{P: p}
 	for i := 0; i < workers; i++ {
 		appendEvents(t, s, fmt.Sprintf("own:%d", i), 50*(i+1), kindA, kindB)

@@ -121,7 +121,7 @@ func TestFaultsAreContained(t *testing.T) {
 // refused memory.grow itself: its runtime throws "out of memory"), and the
 // next call, on a fresh instance, works.
 func TestGoGuestOutOfMemory(t *testing.T) {
-	m := projManifest("hog")
+	m := generous(projManifest("hog"))
 	m.Limits.MemoryPages = 256
 	p := load(t, newHost(t), goProbe(t), m)
 	_, err := p.Fold(context.Background(), nil, []core.StoredEvent{oneEvent(core.MustKind(1, 0xfff))})

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/internal/testenv"
@@ -89,6 +90,15 @@ func load(t testing.TB, h *plugins.Host, wasm []byte, m plugins.Manifest) *plugi
 
 func projManifest(name string) plugins.Manifest {
 	return plugins.Manifest{Name: name, Version: "1.0.0", Kind: plugins.KindProjection}
+}
+
+// generous gives m a call deadline a loaded machine meets, for tests of
+// something other than time: a Go guest's first call instantiates it,
+// which under -race on a busy machine can take longer than the default
+// second.
+func generous(m plugins.Manifest) plugins.Manifest {
+	m.Limits.Timeout = plugins.Duration(30 * time.Second)
+	return m
 }
 
 func handlerManifest(name string) plugins.Manifest {

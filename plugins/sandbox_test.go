@@ -108,7 +108,7 @@ func TestGoGuestSandbox(t *testing.T) {
 	wasm := goProbe(t)
 	h := newHost(t)
 
-	r := probe(t, load(t, h, wasm, projManifest("probe")))
+	r := probe(t, load(t, h, wasm, generous(projManifest("probe"))))
 	t.Logf("sandboxed Go guest saw: %+v", r)
 	if r.Events != 1 {
 		t.Errorf("events %d, want 1", r.Events)
@@ -129,7 +129,7 @@ func TestGoGuestSandbox(t *testing.T) {
 		t.Errorf("crypto/rand in the sandbox: %s, want zeros", r.Random)
 	}
 
-	m := projManifest("probe-granted")
+	m := generous(projManifest("probe-granted"))
 	m.Grants = plugins.Grants{Env: map[string]string{"HOME": "/granted"}, Clock: true, Random: true}
 	g := probe(t, load(t, h, wasm, m))
 	if g.Home != "/granted" || g.Environ != 1 {

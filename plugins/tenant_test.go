@@ -87,7 +87,7 @@ func TestPluginWritesCarryTheLoadersTenant(t *testing.T) {
 	}
 
 	wasm := buildGoGuest(t, "plugins/testdata/autoship")
-	acmeShip, err := newHost(t).LoadFor(ctx, acmeClerk, wasm, handlerManifest("auto-ship"))
+	acmeShip, err := newHost(t).LoadFor(ctx, acmeClerk, wasm, generous(handlerManifest("auto-ship")))
 	if err != nil {
 		t.Fatal(err)
 	}
