@@ -1,6 +1,7 @@
 package guest_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/batpak-go/batpak/sdk/guest"
@@ -23,4 +24,14 @@ func TestFieldReadsAsThePolicyDoes(t *testing.T) {
 			t.Errorf("Field(%s, %q) = %q, %v; want %q, %v", tc.payload, tc.name, raw, ok, tc.want, tc.ok)
 		}
 	}
+}
+
+// Reading one field of each event's payload in a fold, as the write
+// policy reads it.
+func ExampleField() {
+	payload := []byte(`{"currency":"EUR","total_cents":998}`)
+	if raw, ok := guest.Field(payload, "total_cents"); ok {
+		fmt.Println(string(raw))
+	}
+	// Output: 998
 }
