@@ -107,17 +107,8 @@ func TestBatchRoundTrip(t *testing.T) {
 // before the event that lies is handed out.
 func TestBatchMalformed(t *testing.T) {
 	valid := encodeBatch(sampleEvents()[:1])
-	le := binary.LittleEndian
-	patch := func(off int, v uint32) []byte {
-		b := bytes.Clone(valid)
-		le.PutUint32(b[off:], v)
-		return b
-	}
-	patch16 := func(off int, v uint16) []byte {
-		b := bytes.Clone(valid)
-		le.PutUint16(b[off:], v)
-		return b
-	}
+	patch := func(off int, v uint32) []byte { return patched32(valid, off, v) }
+	patch16 := func(off int, v uint16) []byte { return patched16(valid, off, v) }
 	const ev = 8 // the first event's fields start after count and size
 	cases := []struct {
 		name string
@@ -199,17 +190,8 @@ func TestHandlerOutputRoundTrip(t *testing.T) {
 
 func TestHandlerOutputMalformed(t *testing.T) {
 	valid := abi.AppendHandlerOutput(nil, abi.ActionContinue, sampleReactions()[:1])
-	le := binary.LittleEndian
-	patch := func(off int, v uint32) []byte {
-		b := bytes.Clone(valid)
-		le.PutUint32(b[off:], v)
-		return b
-	}
-	patch16 := func(off int, v uint16) []byte {
-		b := bytes.Clone(valid)
-		le.PutUint16(b[off:], v)
-		return b
-	}
+	patch := func(off int, v uint32) []byte { return patched32(valid, off, v) }
+	patch16 := func(off int, v uint16) []byte { return patched16(valid, off, v) }
 	cases := []struct {
 		name string
 		b    []byte
@@ -332,4 +314,18 @@ func ExampleParseHandlerOutput() {
 	// Output:
 	// 0 1 acme:shipment:1 <nil>
 	// malformed plugin data: reaction 0: lengths out of bounds
+}
+
+// patched32 and patched16 return a copy of b with the little-endian value
+// at off replaced.
+func patched32(b []byte, off int, v uint32) []byte {
+	b = bytes.Clone(b)
+	binary.LittleEndian.PutUint32(b[off:], v)
+	return b
+}
+
+func patched16(b []byte, off int, v uint16) []byte {
+	b = bytes.Clone(b)
+	binary.LittleEndian.PutUint16(b[off:], v)
+	return b
 }
