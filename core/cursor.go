@@ -82,6 +82,18 @@ func (c *Cursor) Poll(max int) ([]StoredEvent, error) {
 	return evs, nil
 }
 
+// Seek moves the position to pos, the global sequence the next Poll
+// starts from (events before it are skipped). A position past the end of
+// the log (Stats().GlobalSequence) makes Poll fail with a *CursorAheadError
+// on a writable store: check it first. It does not change Committed:
+// Commit after Seek commits pos. A server resuming a client's stream from
+// the sequence the client last saw uses it.
+func (c *Cursor) Seek(pos uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pos = pos
+}
+
 // Position is the global sequence the next Poll starts from.
 func (c *Cursor) Position() uint64 {
 	c.mu.Lock()

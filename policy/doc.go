@@ -32,7 +32,7 @@
 //	{
 //	  "action":    "append" | "batch" | "fence" | "import" | "reaction" | "plugin"
 //	             | "system" | "redact" | "erase" | "compact",
-//	  "principal": {"id": "u1", "tenant": "acme", "roles": ["clerk"]},
+//	  "principal": {"id": "u1", "tenant": "acme", "roles": ["clerk"], "key_id": ""},
 //	  "event": {
 //	    "entity": "acme:order:1", "scope": "shop",
 //	    "kind": "0x1:0x1", "category": 1, "type": 1,

@@ -13,6 +13,9 @@ type Principal struct {
 	ID     string   `json:"id"`
 	Tenant string   `json:"tenant"`
 	Roles  []string `json:"roles"`
+	// KeyID names the credential the principal authenticated with (an API
+	// key's id on a server); empty when there was none.
+	KeyID string `json:"key_id"`
 }
 
 type principalKey struct{}

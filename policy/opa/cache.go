@@ -110,13 +110,15 @@ func lookupPath(in *policy.Input, p []string) string {
 	case "principal":
 		switch {
 		case len(p) == 1:
-			return joinLP(in.Principal.ID, in.Principal.Tenant) + joinLP(in.Principal.Roles...)
+			return joinLP(in.Principal.ID, in.Principal.Tenant, in.Principal.KeyID) + joinLP(in.Principal.Roles...)
 		case p[1] == "id" && len(p) == 2:
 			return in.Principal.ID
 		case p[1] == "tenant" && len(p) == 2:
 			return in.Principal.Tenant
 		case p[1] == "roles":
 			return joinLP(in.Principal.Roles...)
+		case p[1] == "key_id" && len(p) == 2:
+			return in.Principal.KeyID
 		}
 	case "event":
 		e := &in.Event

@@ -73,6 +73,7 @@ func inputValue(ctx context.Context, in *policy.Input, reads *payloadReads, maxV
 			ast.Item(ast.StringTerm("id"), ast.StringTerm(in.Principal.ID)),
 			ast.Item(ast.StringTerm("tenant"), ast.StringTerm(in.Principal.Tenant)),
 			ast.Item(ast.StringTerm("roles"), ast.ArrayTerm(roles...)),
+			ast.Item(ast.StringTerm("key_id"), ast.StringTerm(in.Principal.KeyID)),
 		)),
 		ast.Item(ast.StringTerm("event"), ast.ObjectTerm(
 			ast.Item(ast.StringTerm("entity"), ast.StringTerm(in.Event.Entity)),
