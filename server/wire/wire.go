@@ -1,0 +1,391 @@
+package wire
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/server/control"
+)
+
+// Problem codes (the "code" member of every error response).
+const (
+	CodePolicyDenied        = "POLICY_DENIED"
+	CodeConflict            = "CONFLICT"
+	CodeIdempotencyMismatch = "IDEMPOTENCY_MISMATCH"
+	CodeQuotaExceeded       = "QUOTA_EXCEEDED"
+	CodePayloadTooLarge     = "PAYLOAD_TOO_LARGE"
+	CodeInvalidJSON         = "INVALID_JSON"
+	CodeInvalidCoordinate   = "INVALID_COORDINATE"
+	CodeInvalidKind         = "INVALID_KIND"
+	CodeInvalidRequest      = "INVALID_REQUEST"
+	CodeUnsupportedMedia    = "UNSUPPORTED_MEDIA_TYPE"
+	CodeNotFound            = "NOT_FOUND"
+	CodeMethodNotAllowed    = "METHOD_NOT_ALLOWED"
+	CodeTenantSuspended     = "TENANT_SUSPENDED"
+	CodeUnauthenticated     = "UNAUTHENTICATED"
+	CodeForbidden           = "FORBIDDEN"
+	CodeBusy                = "BUSY"
+	CodeInternal            = "INTERNAL"
+)
+
+// ProblemTypeBase prefixes a problem's "type": the code in lower case follows.
+const ProblemTypeBase = "https://batpak.dev/problems/"
+
+// Error is a request the server refuses before it reaches a store: Code is
+// the problem code, Field the request member or query parameter at fault
+// (empty when the body as a whole is), Detail a message for people.
+type Error struct {
+	Code   string
+	Field  string
+	Detail string
+	Err    error // the cause (a core error), if any
+}
+
+func (e *Error) Error() string {
+	if e.Field != "" {
+		return e.Field + ": " + e.Detail
+	}
+	return e.Detail
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func errorf(code, field, format string, args ...any) *Error {
+	return &Error{Code: code, Field: field, Detail: fmt.Sprintf(format, args...)}
+}
+
+// Reason is one reason of a policy denial.
+type Reason struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Gate    string `json:"gate,omitempty"`
+}
+
+// Problem is an RFC 9457 problem document (application/problem+json) with
+// batpak's extension members.
+type Problem struct {
+	Type      string `json:"type"`
+	Title     string `json:"title"`
+	Status    int    `json:"status"`
+	Detail    string `json:"detail,omitempty"`
+	Code      string `json:"code"`
+	RequestID string `json:"request_id,omitempty"`
+	// Field names the request member or parameter at fault (INVALID_*).
+	Field string `json:"field,omitempty"`
+	// Index is the batch item at fault, when one is.
+	Index *int `json:"index,omitempty"`
+	// POLICY_DENIED.
+	Reasons  []Reason `json:"reasons,omitempty"`
+	Revision string   `json:"revision,omitempty"`
+	// CONFLICT: a clock number or "no_events".
+	Expected any `json:"expected,omitempty"`
+	Actual   any `json:"actual,omitempty"`
+	// QUOTA_EXCEEDED, PAYLOAD_TOO_LARGE: which limit and its value.
+	Quota string   `json:"quota,omitempty"`
+	Limit *float64 `json:"limit,omitempty"`
+}
+
+// Event is an event as the API shows it.
+type Event struct {
+	ID             string          `json:"id"`
+	GlobalSequence uint64          `json:"global_sequence"`
+	Entity         string          `json:"entity"`
+	Scope          string          `json:"scope"`
+	Kind           string          `json:"kind"`
+	Clock          uint64          `json:"clock"`
+	Timestamp      string          `json:"timestamp"`
+	TimestampUS    int64           `json:"timestamp_us"`
+	CorrelationID  string          `json:"correlation_id"`
+	CausationID    *string         `json:"causation_id"`
+	IdempotencyKey *string         `json:"idempotency_key"`
+	Flags          uint16          `json:"flags"`
+	Payload        json.RawMessage `json:"payload"`
+	Redacted       bool            `json:"redacted"`
+}
+
+// FromStored renders a stored event.
+func FromStored(ev core.StoredEvent) Event {
+	h := ev.Header
+	out := Event{
+		ID:             h.ID.String(),
+		GlobalSequence: ev.GlobalSequence,
+		Entity:         ev.Coordinate.Entity,
+		Scope:          ev.Coordinate.Scope,
+		Kind:           FormatKind(h.Kind),
+		Clock:          h.Clock,
+		Timestamp:      time.UnixMicro(h.Timestamp).UTC().Format(time.RFC3339Nano),
+		TimestampUS:    h.Timestamp,
+		CorrelationID:  h.CorrelationID.String(),
+		Flags:          h.Flags,
+		Payload:        ev.Payload,
+		Redacted:       ev.Redacted,
+	}
+	if h.CausationID != (core.EventID{}) {
+		s := h.CausationID.String()
+		out.CausationID = &s
+	}
+	if ev.IdempotencyKey != "" {
+		k := ev.IdempotencyKey
+		out.IdempotencyKey = &k
+	}
+	if out.Payload == nil {
+		out.Payload = json.RawMessage("null")
+	}
+	return out
+}
+
+// Receipt acknowledges a write.
+type Receipt struct {
+	ID             string `json:"id"`
+	CorrelationID  string `json:"correlation_id"`
+	GlobalSequence uint64 `json:"global_sequence"`
+	Clock          uint64 `json:"clock"`
+	TimestampUS    int64  `json:"timestamp_us"`
+	Deduplicated   bool   `json:"deduplicated"`
+}
+
+// FromReceipt renders a core receipt.
+func FromReceipt(r core.Receipt) Receipt {
+	return Receipt{ID: r.ID.String(), CorrelationID: r.CorrelationID.String(), GlobalSequence: r.GlobalSequence,
+		Clock: r.Clock, TimestampUS: r.Timestamp, Deduplicated: r.Deduplicated}
+}
+
+// FormatKind renders a kind as "category:type" in decimal ("1:1").
+func FormatKind(k core.Kind) string {
+	return strconv.Itoa(int(k.Category())) + ":" + strconv.Itoa(int(k.Type()))
+}
+
+// ExpectationJSON renders an expectation as the API writes it: a clock
+// number, "no_events", or nil when unset.
+func ExpectationJSON(e core.Expectation) any {
+	if e.NoEvents() {
+		return "no_events"
+	}
+	if c, ok := e.Clock(); ok {
+		return c
+	}
+	return nil
+}
+
+// AppendRequest is the body of POST /v1/tenants/{t}/events and one item of
+// a batch.
+type AppendRequest struct {
+	Entity  string          `json:"entity"`
+	Scope   string          `json:"scope"`
+	Kind    json.RawMessage `json:"kind"`    // "1:1", "0x1:0x1" or a number (4097 = 1:1)
+	Payload json.RawMessage `json:"payload"` // any JSON value
+	// ExpectedClock is a clock number or "no_events"; absent: no condition.
+	ExpectedClock  json.RawMessage `json:"expected_clock,omitempty"`
+	CorrelationID  *string         `json:"correlation_id,omitempty"`
+	CausationID    *string         `json:"causation_id,omitempty"`
+	IdempotencyKey *string         `json:"idempotency_key,omitempty"`
+	Flags          uint16          `json:"flags,omitempty"`
+	// CauseItem (batches only) names an earlier item of the same batch as
+	// this event's cause.
+	CauseItem *int `json:"cause_item,omitempty"`
+}
+
+// BatchRequest is the body of POST /v1/tenants/{t}/batches.
+type BatchRequest struct {
+	Events []AppendRequest `json:"events"`
+}
+
+// Item turns the request into a core batch item. index is the item's place
+// in its batch, or -1 for a single append (where cause_item is refused).
+// headerKey is the Idempotency-Key header ("" if absent): it sets the key,
+// and differing from a body key is an error. Errors are *Error.
+func (a *AppendRequest) Item(index int, headerKey string) (core.BatchItem, error) {
+	var it core.BatchItem
+	coord, err := core.NewCoordinate(a.Entity, a.Scope)
+	if err != nil {
+		var ce *core.CoordinateError
+		field := "entity"
+		if errors.As(err, &ce) {
+			field = ce.Part
+		}
+		return it, &Error{Code: CodeInvalidCoordinate, Field: field, Detail: trimCore(err), Err: err}
+	}
+	it.Coordinate = coord
+	if len(a.Kind) == 0 {
+		return it, errorf(CodeInvalidKind, "kind", "kind is required: \"category:type\" (\"1:1\") or a number")
+	}
+	if it.Kind, err = ParseKind(a.Kind); err != nil {
+		return it, err
+	}
+	if len(a.Payload) == 0 {
+		return it, errorf(CodeInvalidRequest, "payload", "payload is required (any JSON value)")
+	}
+	it.Payload = a.Payload
+	if len(a.ExpectedClock) > 0 && string(a.ExpectedClock) != "null" {
+		if it.Options.ExpectedClock, err = parseExpectation(a.ExpectedClock); err != nil {
+			return it, err
+		}
+	}
+	if a.CorrelationID != nil {
+		id, err := core.ParseEventID(*a.CorrelationID)
+		if err != nil {
+			return it, errorf(CodeInvalidRequest, "correlation_id", "not an event id (a UUID): %q", clip(*a.CorrelationID))
+		}
+		it.Options.CorrelationID = id
+	}
+	if a.CausationID != nil {
+		id, err := core.ParseEventID(*a.CausationID)
+		if err != nil {
+			return it, errorf(CodeInvalidRequest, "causation_id", "not an event id (a UUID): %q", clip(*a.CausationID))
+		}
+		it.Options.CausationID = id
+		it.Causation = core.CausedBy(id)
+	}
+	key := ""
+	if a.IdempotencyKey != nil {
+		key = *a.IdempotencyKey
+	}
+	if headerKey != "" {
+		if key != "" && key != headerKey {
+			return it, errorf(CodeInvalidRequest, "idempotency_key", "the Idempotency-Key header and the body's idempotency_key differ")
+		}
+		key = headerKey
+	}
+	if len(key) > core.MaxIdempotencyKeyBytes {
+		return it, errorf(CodeInvalidRequest, "idempotency_key", "longer than %d bytes", core.MaxIdempotencyKeyBytes)
+	}
+	it.Options.IdempotencyKey = key
+	it.Options.Flags = a.Flags
+	if a.CauseItem != nil {
+		switch {
+		case index < 0:
+			return it, errorf(CodeInvalidRequest, "cause_item", "only batch items may name a cause_item")
+		case a.CausationID != nil:
+			return it, errorf(CodeInvalidRequest, "cause_item", "give causation_id or cause_item, not both")
+		case *a.CauseItem < 0 || *a.CauseItem >= index:
+			return it, errorf(CodeInvalidRequest, "cause_item", "%d is not an earlier item of the batch (item %d)", *a.CauseItem, index)
+		}
+		it.Causation = core.PriorItem(*a.CauseItem)
+	}
+	return it, nil
+}
+
+func parseExpectation(raw json.RawMessage) (core.Expectation, error) {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		if s == "no_events" {
+			return core.ExpectNoEvents(), nil
+		}
+		return core.Expectation{}, errorf(CodeInvalidRequest, "expected_clock", "want a clock number or \"no_events\", got %q", clip(s))
+	}
+	var n uint64
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return core.Expectation{}, errorf(CodeInvalidRequest, "expected_clock", "want a clock number (0 or more) or \"no_events\"")
+	}
+	return core.ExpectClock(n), nil
+}
+
+// ParseKind reads a kind given in JSON: a string "category:type" (decimal
+// or 0x hex: "1:1", "0xF:0x2a") or a number (the 16-bit kind: category<<12 | type, 4097 = 1:1).
+// Reserved categories (0x0 system, 0xD effects) are refused. The error is
+// an *Error with Code INVALID_KIND.
+func ParseKind(raw json.RawMessage) (core.Kind, error) {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return ParseKindString(s)
+	}
+	var f float64
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return 0, errorf(CodeInvalidKind, "kind", "want \"category:type\" (\"1:1\") or a number (4097 = 1:1)")
+	}
+	if f != math.Trunc(f) || f < 0 || f > math.MaxUint16 {
+		return 0, errorf(CodeInvalidKind, "kind", "%v is not a kind number (0..65535)", f)
+	}
+	return checkKind(core.Kind(uint16(f)))
+}
+
+// ParseKindString reads a kind from text: "category:type" or a number.
+func ParseKindString(s string) (core.Kind, error) {
+	if !strings.Contains(s, ":") {
+		n, err := strconv.ParseUint(strings.TrimSpace(s), 0, 16)
+		if err != nil {
+			return 0, errorf(CodeInvalidKind, "kind", "%q is not a kind: want \"category:type\" (\"1:1\") or a number (4097 = 1:1)", clip(s))
+		}
+		return checkKind(core.Kind(uint16(n)))
+	}
+	k, err := core.ParseKind(s)
+	if err != nil {
+		return 0, &Error{Code: CodeInvalidKind, Field: "kind", Detail: trimCore(err), Err: err}
+	}
+	return k, nil
+}
+
+func checkKind(k core.Kind) (core.Kind, error) {
+	k2, err := core.CustomKind(k.Category(), k.Type())
+	if err != nil {
+		return 0, &Error{Code: CodeInvalidKind, Field: "kind", Detail: trimCore(err), Err: err}
+	}
+	return k2, nil
+}
+
+// ParseRegion builds a region from query parameters: entity (a prefix),
+// scope (exact), kind and category (0..15). Empty parameters are absent;
+// none at all is the whole log. Errors are *Error naming the parameter.
+func ParseRegion(entity, scope, kind, category string) (core.Region, error) {
+	r := core.All()
+	for _, p := range []struct{ name, v string }{{"entity", entity}, {"scope", scope}} {
+		if len(p.v) > core.MaxCoordinatePartBytes {
+			return r, errorf(CodeInvalidCoordinate, p.name, "longer than %d bytes", core.MaxCoordinatePartBytes)
+		}
+		if !utf8.ValidString(p.v) || strings.IndexByte(p.v, 0) >= 0 {
+			return r, errorf(CodeInvalidCoordinate, p.name, "not valid UTF-8 without NUL bytes")
+		}
+	}
+	if entity != "" {
+		r = r.WithEntity(entity)
+	}
+	if scope != "" {
+		r = r.WithScope(scope)
+	}
+	if kind != "" {
+		k, err := ParseKindString(kind)
+		if err != nil {
+			return r, err
+		}
+		r = r.WithKind(k)
+	}
+	if category != "" {
+		c, err := strconv.ParseUint(strings.TrimSpace(category), 0, 16)
+		if err != nil || c > 15 {
+			return r, errorf(CodeInvalidKind, "category", "%q is not a category (0..15)", clip(category))
+		}
+		r = r.WithCategory(uint16(c))
+	}
+	return r, nil
+}
+
+// RegionFromControl builds the region a stored definition describes,
+// checking it as ParseRegion does.
+func RegionFromControl(cr control.Region) (core.Region, error) {
+	cat := ""
+	if cr.Category != nil {
+		if *cr.Category < 0 || *cr.Category > 15 {
+			return core.All(), errorf(CodeInvalidKind, "region.category", "%d is not a category (0..15)", *cr.Category)
+		}
+		cat = strconv.Itoa(*cr.Category)
+	}
+	return ParseRegion(cr.Entity, cr.Scope, cr.Kind, cat)
+}
+
+// trimCore drops core's "batpak: " prefix from an error's message.
+func trimCore(err error) string { return strings.TrimPrefix(err.Error(), "batpak: ") }
+
+// clip shortens a refused value for a message.
+func clip(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "…"
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
