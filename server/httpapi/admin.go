@@ -1,0 +1,286 @@
+package httpapi
+
+import (
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/batpak-go/batpak/server/auth"
+	"github.com/batpak-go/batpak/server/control"
+)
+
+// adminTenant is the {tenant} of an admin route, which must exist.
+func (a *API) adminTenant(c *call) (control.Tenant, error) {
+	id := c.r.PathValue("tenant")
+	t, ok := a.opts.Plane.Tenant(id)
+	if !ok {
+		return t, errNotFound("no such tenant")
+	}
+	c.tenant = id
+	return t, nil
+}
+
+// keyTenant is the tenant a key route manages: the caller's own (tenant
+// admin) or the path's (operator).
+func (a *API) keyTenant(c *call) (string, error) {
+	if c.route.Access == Tenant {
+		return c.tenant, nil
+	}
+	t, err := a.adminTenant(c)
+	return t.ID, err
+}
+
+func (a *API) issueKey(c *call) error {
+	tenant, err := a.keyTenant(c)
+	if err != nil {
+		return err
+	}
+	var body struct {
+		Roles []control.Role `json:"roles"`
+		Name  string         `json:"name"`
+	}
+	if err := a.decode(c, &body, false); err != nil {
+		return err
+	}
+	if len(body.Roles) == 0 {
+		return errInvalid("roles", "roles is required: one or more of reader, writer, admin")
+	}
+	for _, r := range body.Roles {
+		if r != control.RoleReader && r != control.RoleWriter && r != control.RoleAdmin {
+			return errInvalid("roles", "unknown role "+strconv.Quote(clip(string(r)))+": want reader, writer or admin")
+		}
+	}
+	if len(body.Name) > 256 {
+		return errInvalid("name", "longer than 256 bytes")
+	}
+	token, id, hash, err := auth.NewKey()
+	if err != nil {
+		return err
+	}
+	k, err := a.opts.Plane.IssueKey(c.r.Context(), control.Key{ID: id, Tenant: tenant, Roles: body.Roles, Name: body.Name, Created: time.Now().UTC(), Hash: hash})
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusCreated, map[string]any{"id": k.ID, "key": token, "roles": k.Roles, "name": k.Name, "tenant": k.Tenant, "created": k.Created})
+}
+
+func (a *API) listKeys(c *call) error {
+	tenant, err := a.keyTenant(c)
+	if err != nil {
+		return err
+	}
+	keys := a.opts.Plane.Keys(tenant)
+	if keys == nil {
+		keys = []control.Key{}
+	}
+	return writeJSON(c.w, http.StatusOK, map[string]any{"keys": keys})
+}
+
+func (a *API) revokeKey(c *call) error {
+	tenant, err := a.keyTenant(c)
+	if err != nil {
+		return err
+	}
+	id := c.r.PathValue("id")
+	if k, ok := a.opts.Plane.Key(id); !ok || k.Tenant != tenant {
+		return errNotFound("no such key")
+	}
+	if err := a.opts.Plane.RevokeKey(c.r.Context(), tenant, id); err != nil {
+		return err
+	}
+	c.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *API) createTenant(c *call) error {
+	var body struct {
+		ID       string            `json:"id"`
+		Quotas   *control.Quotas   `json:"quotas"`
+		Settings *control.Settings `json:"settings"`
+	}
+	if err := a.decode(c, &body, false); err != nil {
+		return err
+	}
+	if err := control.ValidTenantID(body.ID); err != nil {
+		return errInvalid("id", "tenant id must match ^[a-z0-9][a-z0-9-]{0,62}$")
+	}
+	var q control.Quotas
+	var s control.Settings
+	if body.Quotas != nil {
+		q = *body.Quotas
+	}
+	if body.Settings != nil {
+		s = *body.Settings
+		if err := checkSettings(s); err != nil {
+			return err
+		}
+	}
+	c.tenant = body.ID
+	c.info.tenant = body.ID
+	t, err := a.opts.Plane.CreateTenant(c.r.Context(), body.ID, q, s)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusCreated, t)
+}
+
+func checkSettings(s control.Settings) error {
+	switch s.Sync {
+	case "", "durable", "buffered":
+		return nil
+	}
+	return errInvalid("sync", "sync must be durable or buffered, got "+strconv.Quote(clip(s.Sync)))
+}
+
+func (a *API) listTenants(c *call) error {
+	ts := a.opts.Plane.Tenants()
+	if ts == nil {
+		ts = []control.Tenant{}
+	}
+	return writeJSON(c.w, http.StatusOK, map[string]any{"tenants": ts})
+}
+
+// tenantView is a tenant with its effective quotas and, when its store
+// could be opened, usage.
+func (a *API) tenantView(c *call, t control.Tenant) map[string]any {
+	v := map[string]any{"id": t.ID, "state": t.State, "created": t.Created, "quotas": t.Quotas,
+		"settings": t.Settings, "effective_quotas": a.opts.Plane.Effective(t.ID)}
+	if t.SuspendReason != "" {
+		v["suspend_reason"] = t.SuspendReason
+	}
+	if c.r.Method == http.MethodGet {
+		if s, err := c.store(); err == nil {
+			st := s.Stats()
+			v["usage"] = map[string]any{"storage_bytes": st.Bytes, "events": st.Events, "entities": st.Entities,
+				"cursors": len(a.opts.Plane.Cursors(t.ID)), "keys": len(a.opts.Plane.Keys(t.ID))}
+		}
+	}
+	return v
+}
+
+func (a *API) getTenant(c *call) error {
+	t, err := a.adminTenant(c)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusOK, a.tenantView(c, t))
+}
+
+func (a *API) suspendTenant(c *call) error {
+	if _, err := a.adminTenant(c); err != nil {
+		return err
+	}
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	if err := a.decode(c, &body, true); err != nil {
+		return err
+	}
+	t, err := a.opts.Plane.SuspendTenant(c.r.Context(), c.tenant, body.Reason)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusOK, a.tenantView(c, t))
+}
+
+func (a *API) resumeTenant(c *call) error {
+	if _, err := a.adminTenant(c); err != nil {
+		return err
+	}
+	t, err := a.opts.Plane.ResumeTenant(c.r.Context(), c.tenant)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusOK, a.tenantView(c, t))
+}
+
+func (a *API) deleteTenant(c *call) error {
+	t, err := a.adminTenant(c)
+	if err != nil {
+		return err
+	}
+	if c.r.URL.Query().Get("confirm") != t.ID {
+		return errInvalid("confirm", "deleting a tenant removes its data: repeat its id as ?confirm=<tenant id>")
+	}
+	if err := a.opts.Plane.DeleteTenant(c.r.Context(), t.ID); err != nil {
+		return err
+	}
+	if err := a.opts.Tenants.Remove(c.r.Context(), t.ID); err != nil {
+		return err
+	}
+	a.opts.Quotas.Forget(t.ID)
+	c.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *API) setQuotas(c *call) error {
+	if _, err := a.adminTenant(c); err != nil {
+		return err
+	}
+	var q control.Quotas
+	if err := a.decode(c, &q, false); err != nil {
+		return err
+	}
+	t, err := a.opts.Plane.SetQuotas(c.r.Context(), c.tenant, q)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusOK, a.tenantView(c, t))
+}
+
+func (a *API) setSettings(c *call) error {
+	if _, err := a.adminTenant(c); err != nil {
+		return err
+	}
+	var s control.Settings
+	if err := a.decode(c, &s, false); err != nil {
+		return err
+	}
+	if err := checkSettings(s); err != nil {
+		return err
+	}
+	t, err := a.opts.Plane.SetSettings(c.r.Context(), c.tenant, s)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusOK, a.tenantView(c, t))
+}
+
+// snapshot copies the tenant's store to <BackupDir>/<tenant>/<UTC time>.
+func (a *API) snapshot(c *call) error {
+	if _, err := a.adminTenant(c); err != nil {
+		return err
+	}
+	if a.opts.BackupDir == "" {
+		return &apiError{status: 400, code: "INVALID_REQUEST", detail: "this server has no backup directory"}
+	}
+	s, err := c.store()
+	if err != nil {
+		return err
+	}
+	ts := time.Now().UTC().Format("20060102T150405.000000000Z")
+	parent := filepath.Join(a.opts.BackupDir, c.tenant)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return err
+	}
+	rep, err := s.Snapshot(c.r.Context(), filepath.Join(parent, ts))
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusOK, map[string]any{"backup": c.tenant + "/" + ts, "segments": rep.Segments,
+		"bytes": rep.Bytes, "global_sequence": rep.GlobalSequence, "elapsed_ms": rep.Elapsed.Milliseconds()})
+}
+
+func (a *API) healthz(c *call) error {
+	return writeJSON(c.w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (a *API) readyz(c *call) error {
+	if !a.ready.Load() {
+		return &apiError{status: 503, code: "BUSY", detail: "the server is shutting down", retryAfter: time.Second}
+	}
+	return writeJSON(c.w, http.StatusOK, map[string]any{"status": "ready", "open_tenants": a.opts.Tenants.OpenCount()})
+}
+

@@ -1,0 +1,202 @@
+package httpapi
+
+import (
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/batpak-go/batpak/server/auth"
+	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/quota"
+	"github.com/batpak-go/batpak/server/tenancy"
+)
+
+// MaxPageLimit is the most events one JSON page holds; a larger limit is
+// capped to it. DefaultPageLimit is the page size when none is asked.
+const (
+	MaxPageLimit     = 1000
+	DefaultPageLimit = 100
+)
+
+// Options wire an API to the server's parts. Plane, Auth, Quotas and
+// Tenants are required.
+type Options struct {
+	Plane   *control.Plane
+	Auth    *auth.Authenticator
+	Quotas  *quota.Manager
+	Tenants *tenancy.Registry
+	// BackupDir receives snapshots: <BackupDir>/<tenant>/<UTC timestamp>.
+	BackupDir string
+	// MaxBodyBytes bounds a request body: exactly this many bytes are
+	// read, one more is refused with 413 PAYLOAD_TOO_LARGE (a larger
+	// Content-Length before anything is read). Default 32 MiB.
+	MaxBodyBytes int64
+	// MaxJSONDepth bounds how deeply a payload (and a request's own
+	// members) may nest: exactly this depth is accepted, one more is
+	// refused with 400 INVALID_JSON. Default 512; range 1..4096.
+	MaxJSONDepth int
+	// MetricsPublic serves /metrics without a credential; otherwise it
+	// takes the operator credential.
+	MetricsPublic bool
+	// TenantSeries bounds the tenants that get metric series of their own
+	// (the first seen); later ones share tenant="other". Default 50.
+	TenantSeries int
+	// Registry receives the API's metrics; nil makes a fresh one.
+	Registry *prometheus.Registry
+	// AccessLog gets one line per request (nil: none); Logger gets errors
+	// and panics (nil: slog.Default()).
+	AccessLog *slog.Logger
+	Logger    *slog.Logger
+	// SSEHeartbeat is the interval of ": heartbeat" comments on event
+	// streams. Default 15s.
+	SSEHeartbeat time.Duration
+	// SSEBufferEvents bounds a subscriber's unsent backlog (events): past
+	// it the stream is cut off with its resumable position. Default 4096.
+	SSEBufferEvents int
+}
+
+// API is the HTTP handler of the server. Safe for concurrent use.
+type API struct {
+	opts    Options
+	mux     *http.ServeMux
+	routes  []Route
+	metrics *metrics
+	log     *slog.Logger
+	ready   atomic.Bool
+	// stopping closes when Drain is called: streams end with their
+	// resumable position.
+	stopping  chan struct{}
+	stopOnce  sync.Once
+	streams   sync.WaitGroup
+	commitMus [64]sync.Mutex
+}
+
+// Access says who may call a route.
+type Access int
+
+// Route access classes.
+const (
+	Public   Access = iota // no credential
+	Tenant                 // a key of the route's {tenant} with Role
+	Operator               // the operator credential
+	Metrics                // public or operator, per Options.MetricsPublic
+)
+
+// Route is one registered route: its method, path pattern (Go ServeMux
+// syntax), who may call it and, for tenant routes, the role it needs.
+type Route struct {
+	Method  string
+	Path    string
+	Access  Access
+	Role    control.Role
+	Body    string // the body's media type, "" when the route takes none
+	handler handlerFunc
+	stream  bool // streaming response: exempt from the write timeout
+}
+
+// Pattern is the ServeMux pattern, "METHOD /path".
+func (r Route) Pattern() string { return r.Method + " " + r.Path }
+
+// New builds the API's routes and metrics. The API reports ready until
+// Drain.
+func New(opts Options) *API {
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 32 << 20
+	}
+	if opts.MaxJSONDepth <= 0 {
+		opts.MaxJSONDepth = 512
+	}
+	if opts.TenantSeries <= 0 {
+		opts.TenantSeries = 50
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	if opts.SSEHeartbeat <= 0 {
+		opts.SSEHeartbeat = 15 * time.Second
+	}
+	if opts.SSEBufferEvents <= 0 {
+		opts.SSEBufferEvents = 4096
+	}
+	a := &API{opts: opts, mux: http.NewServeMux(), log: opts.Logger, stopping: make(chan struct{})}
+	if a.log == nil {
+		a.log = slog.Default()
+	}
+	a.metrics = newMetrics(opts.Registry, opts.TenantSeries, opts.Tenants)
+	a.routes = a.table()
+	for i := range a.routes {
+		rt := a.routes[i]
+		a.mux.Handle(rt.Pattern(), a.guard(rt))
+	}
+	a.ready.Store(true)
+	return a
+}
+
+// Routes lists every registered route.
+func (a *API) Routes() []Route { return append([]Route(nil), a.routes...) }
+
+// Handler is the API with its middleware (request id, panic recovery,
+// access log, metrics).
+func (a *API) Handler() http.Handler { return a.middleware(a.mux) }
+
+// Registry is the metrics registry the API reports to.
+func (a *API) Registry() *prometheus.Registry { return a.opts.Registry }
+
+// Drain marks the API not ready (/readyz answers 503) and ends every event
+// stream with an "event: shutdown" carrying its resumable position. It
+// returns once the streams have ended. Call it before http.Server.Shutdown.
+func (a *API) Drain() {
+	a.ready.Store(false)
+	a.stopOnce.Do(func() { close(a.stopping) })
+	a.streams.Wait()
+}
+
+func (a *API) table() []Route {
+	const js = "application/json"
+	const nd = "application/x-ndjson"
+	t := "/v1/tenants/{tenant}"
+	ad := "/v1/admin/tenants"
+	return []Route{
+		{Method: "GET", Path: "/healthz", Access: Public, handler: a.healthz},
+		{Method: "GET", Path: "/readyz", Access: Public, handler: a.readyz},
+		{Method: "GET", Path: "/v1/openapi.json", Access: Public, handler: a.openapi},
+		{Method: "GET", Path: "/metrics", Access: Metrics, handler: a.serveMetrics},
+
+		{Method: "POST", Path: t + "/events", Access: Tenant, Role: control.RoleWriter, Body: js, handler: a.appendOne},
+		{Method: "POST", Path: t + "/batches", Access: Tenant, Role: control.RoleWriter, Body: js, handler: a.appendBatch},
+		{Method: "POST", Path: t + "/import", Access: Tenant, Role: control.RoleAdmin, Body: nd, handler: a.importEvents, stream: true},
+		{Method: "GET", Path: t + "/events/{id}", Access: Tenant, Role: control.RoleReader, handler: a.getEvent},
+		{Method: "GET", Path: t + "/events", Access: Tenant, Role: control.RoleReader, handler: a.queryEvents, stream: true},
+		{Method: "GET", Path: t + "/entities/{entity}/events", Access: Tenant, Role: control.RoleReader, handler: a.entityEvents},
+		{Method: "GET", Path: t + "/events/{id}/ancestors", Access: Tenant, Role: control.RoleReader, handler: a.ancestors},
+		{Method: "GET", Path: t + "/stats", Access: Tenant, Role: control.RoleReader, handler: a.stats},
+		{Method: "POST", Path: t + "/verify", Access: Tenant, Role: control.RoleAdmin, handler: a.verify, stream: true},
+		{Method: "GET", Path: t + "/export", Access: Tenant, Role: control.RoleAdmin, handler: a.export, stream: true},
+		{Method: "GET", Path: t + "/subscribe", Access: Tenant, Role: control.RoleReader, handler: a.subscribe, stream: true},
+		{Method: "GET", Path: t + "/cursors", Access: Tenant, Role: control.RoleReader, handler: a.listCursors},
+		{Method: "PUT", Path: t + "/cursors/{name}", Access: Tenant, Role: control.RoleWriter, Body: js, handler: a.defineCursor},
+		{Method: "DELETE", Path: t + "/cursors/{name}", Access: Tenant, Role: control.RoleWriter, handler: a.deleteCursor},
+		{Method: "GET", Path: t + "/cursors/{name}/events", Access: Tenant, Role: control.RoleReader, handler: a.pollCursor},
+		{Method: "POST", Path: t + "/cursors/{name}/commit", Access: Tenant, Role: control.RoleWriter, Body: js, handler: a.commitCursor},
+		{Method: "POST", Path: t + "/keys", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.issueKey},
+		{Method: "GET", Path: t + "/keys", Access: Tenant, Role: control.RoleAdmin, handler: a.listKeys},
+		{Method: "DELETE", Path: t + "/keys/{id}", Access: Tenant, Role: control.RoleAdmin, handler: a.revokeKey},
+
+		{Method: "POST", Path: ad, Access: Operator, Body: js, handler: a.createTenant},
+		{Method: "GET", Path: ad, Access: Operator, handler: a.listTenants},
+		{Method: "GET", Path: ad + "/{tenant}", Access: Operator, handler: a.getTenant},
+		{Method: "POST", Path: ad + "/{tenant}/suspend", Access: Operator, Body: js, handler: a.suspendTenant},
+		{Method: "POST", Path: ad + "/{tenant}/resume", Access: Operator, handler: a.resumeTenant},
+		{Method: "DELETE", Path: ad + "/{tenant}", Access: Operator, handler: a.deleteTenant},
+		{Method: "PUT", Path: ad + "/{tenant}/quotas", Access: Operator, Body: js, handler: a.setQuotas},
+		{Method: "PUT", Path: ad + "/{tenant}/settings", Access: Operator, Body: js, handler: a.setSettings},
+		{Method: "POST", Path: ad + "/{tenant}/keys", Access: Operator, Body: js, handler: a.issueKey},
+		{Method: "GET", Path: ad + "/{tenant}/keys", Access: Operator, handler: a.listKeys},
+		{Method: "DELETE", Path: ad + "/{tenant}/keys/{id}", Access: Operator, handler: a.revokeKey},
+		{Method: "POST", Path: ad + "/{tenant}/snapshot", Access: Operator, handler: a.snapshot, stream: true},
+	}
+}

@@ -1,0 +1,130 @@
+package httpapi
+
+import (
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/batpak-go/batpak/server/wire"
+)
+
+// envelopeDepth is how many levels a request's own members add above a
+// payload (a batch: object, events array, item object).
+const envelopeDepth = 3
+
+// checkMedia refuses a body whose Content-Type is not want (415). A route
+// whose body is optional accepts an empty body without a type.
+func checkMedia(r *http.Request, want string, optional bool) error {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" && optional && r.ContentLength <= 0 {
+		return nil
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	ok := err == nil && mt == want
+	if ok && want == "application/x-ndjson" {
+		ok = true
+	}
+	if !ok && want == "application/x-ndjson" && (mt == "application/jsonl" || mt == "application/jsonlines") {
+		ok = true
+	}
+	if ok {
+		if cs, has := params["charset"]; has && !strings.EqualFold(cs, "utf-8") {
+			return &apiError{status: 415, code: wire.CodeUnsupportedMedia, detail: "charset " + strconv.Quote(cs) + " is not supported; send UTF-8"}
+		}
+		return nil
+	}
+	shown := ct
+	if shown == "" {
+		shown = "none"
+	}
+	return &apiError{status: 415, code: wire.CodeUnsupportedMedia, detail: "Content-Type " + strconv.Quote(shown) + " is not accepted here; send " + want}
+}
+
+// tooLarge is the problem of a body past MaxBodyBytes.
+func (a *API) tooLarge() *apiError {
+	lim := float64(a.opts.MaxBodyBytes)
+	return &apiError{status: 413, code: wire.CodePayloadTooLarge,
+		detail: "the request body is larger than " + strconv.FormatInt(a.opts.MaxBodyBytes, 10) + " bytes (server.max_body_bytes)",
+		p:      wire.Problem{Quota: "max_body_bytes", Limit: &lim}}
+}
+
+// limitBody bounds r's body: a Content-Length past the limit is refused
+// before anything is read, and the read stops one byte past it.
+func (a *API) limitBody(c *call) error {
+	if c.r.ContentLength > a.opts.MaxBodyBytes {
+		return a.tooLarge()
+	}
+	c.r.Body = http.MaxBytesReader(c.w, c.r.Body, a.opts.MaxBodyBytes)
+	return nil
+}
+
+// readBody checks the media type and size and reads the whole body.
+func (a *API) readBody(c *call, optional bool) ([]byte, error) {
+	if err := checkMedia(c.r, c.route.Body, optional); err != nil {
+		return nil, err
+	}
+	if err := a.limitBody(c); err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(c.r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, a.tooLarge()
+		}
+		return nil, &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "the request body could not be read"}
+	}
+	return b, nil
+}
+
+// decode reads a JSON body into v with the API's limits.
+func (a *API) decode(c *call, v any, optional bool) error {
+	b, err := a.readBody(c, optional)
+	if err != nil {
+		return err
+	}
+	if optional && len(strings.TrimSpace(string(b))) == 0 {
+		return nil
+	}
+	return wire.Decode(b, v, a.opts.MaxJSONDepth+envelopeDepth)
+}
+
+// queryUint reads an optional non-negative integer parameter.
+func queryUint(r *http.Request, name string) (uint64, bool, error) {
+	s := r.URL.Query().Get(name)
+	if s == "" {
+		return 0, false, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, false, errInvalid(name, name+" must be a whole number ≥ 0, got "+strconv.Quote(clip(s)))
+	}
+	return n, true, nil
+}
+
+// pageLimit reads ?limit: default def, capped at max (0: no cap); 0 or
+// less is refused.
+func pageLimit(r *http.Request, def, max int) (int, error) {
+	s := r.URL.Query().Get("limit")
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return 0, errInvalid("limit", "limit must be a whole number ≥ 1, got "+strconv.Quote(clip(s)))
+	}
+	if max > 0 && n > max {
+		n = max
+	}
+	return n, nil
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "…"
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}

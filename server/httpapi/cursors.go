@@ -1,0 +1,192 @@
+package httpapi
+
+import (
+	"hash/fnv"
+	"net/http"
+	"strconv"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/quota"
+	"github.com/batpak-go/batpak/server/wire"
+)
+
+// Named cursors: the definition (name, region) lives in the control plane;
+// the committed position lives in the tenant's store as the core named
+// cursor of the same name. Lag is counted in global sequences: the log end
+// minus the committed position (an upper bound on the region's unread
+// events).
+
+func (a *API) cursorDef(c *call) (control.CursorDef, core.Region, error) {
+	name := c.r.PathValue("name")
+	for _, d := range a.opts.Plane.Cursors(c.tenant) {
+		if d.Name == name {
+			r, err := wire.RegionFromControl(d.Region)
+			return d, r, err
+		}
+	}
+	return control.CursorDef{}, core.Region{}, errNotFound("no such cursor")
+}
+
+func (a *API) listCursors(c *call) error {
+	defs := a.opts.Plane.Cursors(c.tenant)
+	out := make([]map[string]any, 0, len(defs))
+	var s *core.Store
+	if len(defs) > 0 {
+		var err error
+		if s, err = c.store(); err != nil {
+			return err
+		}
+	}
+	for _, d := range defs {
+		r, err := wire.RegionFromControl(d.Region)
+		if err != nil {
+			return err
+		}
+		cur, err := s.NamedCursor(d.Name, r)
+		if err != nil {
+			return err
+		}
+		committed := cur.Committed()
+		end := s.Stats().GlobalSequence
+		out = append(out, map[string]any{"name": d.Name, "region": d.Region, "committed": committed, "lag": end - min(committed, end)})
+	}
+	return writeJSON(c.w, http.StatusOK, map[string]any{"cursors": out})
+}
+
+func (a *API) defineCursor(c *call) error {
+	var body struct {
+		Region control.Region `json:"region"`
+	}
+	if err := a.decode(c, &body, false); err != nil {
+		return err
+	}
+	r, err := wire.RegionFromControl(body.Region)
+	if err != nil {
+		return err
+	}
+	name := c.r.PathValue("name")
+	defs := a.opts.Plane.Cursors(c.tenant)
+	for _, d := range defs {
+		if d.Name == name {
+			if sameRegion(d.Region, body.Region) {
+				return writeJSON(c.w, http.StatusOK, d)
+			}
+			return &apiError{status: 409, code: wire.CodeConflict, detail: "cursor " + strconv.Quote(name) + " exists with another region; delete it first"}
+		}
+	}
+	if lim := a.opts.Plane.Effective(c.tenant).MaxCursors; lim > 0 && len(defs) >= lim {
+		return &quota.Exceeded{Quota: "max_cursors", Limit: float64(lim)}
+	}
+	s, err := c.store()
+	if err != nil {
+		return err
+	}
+	// Checks the name, and starts the position at the log's beginning
+	// (a position left by an earlier cursor of the same name is reset).
+	cur, err := s.NamedCursor(name, r)
+	if err != nil {
+		return err
+	}
+	if cur.Committed() != 0 {
+		cur.Seek(0)
+		if err := cur.Commit(); err != nil {
+			return err
+		}
+	}
+	def := control.CursorDef{Name: name, Tenant: c.tenant, Region: body.Region}
+	if err := a.opts.Plane.DefineCursor(c.r.Context(), def); err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusCreated, def)
+}
+
+func sameRegion(x, y control.Region) bool {
+	if x.Entity != y.Entity || x.Scope != y.Scope || x.Kind != y.Kind || (x.Category == nil) != (y.Category == nil) {
+		return false
+	}
+	return x.Category == nil || *x.Category == *y.Category
+}
+
+func (a *API) deleteCursor(c *call) error {
+	if _, _, err := a.cursorDef(c); err != nil {
+		return err
+	}
+	if err := a.opts.Plane.DeleteCursor(c.r.Context(), c.tenant, c.r.PathValue("name")); err != nil {
+		return err
+	}
+	c.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *API) pollCursor(c *call) error {
+	d, r, err := a.cursorDef(c)
+	if err != nil {
+		return err
+	}
+	limit, err := pageLimit(c.r, DefaultPageLimit, MaxPageLimit)
+	if err != nil {
+		return err
+	}
+	s, err := c.store()
+	if err != nil {
+		return err
+	}
+	cur, err := s.NamedCursor(d.Name, r)
+	if err != nil {
+		return err
+	}
+	evs, err := cur.Poll(limit)
+	if err != nil {
+		return err
+	}
+	out := make([]wire.Event, len(evs))
+	for i, ev := range evs {
+		out[i] = wire.FromStored(ev)
+	}
+	return writeJSON(c.w, http.StatusOK, map[string]any{"events": out, "committed": cur.Committed(), "next_position": cur.Position()})
+}
+
+func (a *API) commitCursor(c *call) error {
+	var body struct {
+		Position *uint64 `json:"position"`
+	}
+	if err := a.decode(c, &body, false); err != nil {
+		return err
+	}
+	if body.Position == nil {
+		return errInvalid("position", "position is required: the global sequence after the last event processed")
+	}
+	d, r, err := a.cursorDef(c)
+	if err != nil {
+		return err
+	}
+	s, err := c.store()
+	if err != nil {
+		return err
+	}
+	pos := *body.Position
+	if end := s.Stats().GlobalSequence; pos > end {
+		return errInvalid("position", "position "+strconv.FormatUint(pos, 10)+" is past the end of the log ("+strconv.FormatUint(end, 10)+")")
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(c.tenant + "/" + d.Name))
+	mu := &a.commitMus[h.Sum32()%uint32(len(a.commitMus))]
+	mu.Lock()
+	defer mu.Unlock()
+	cur, err := s.NamedCursor(d.Name, r)
+	if err != nil {
+		return err
+	}
+	switch committed := cur.Committed(); {
+	case pos < committed:
+		return &apiError{status: 409, code: wire.CodeConflict, detail: "a cursor never moves backwards: committed is " + strconv.FormatUint(committed, 10),
+			p: wire.Problem{Expected: pos, Actual: committed}}
+	case pos > committed:
+		cur.Seek(pos)
+		if err := cur.Commit(); err != nil {
+			return err
+		}
+	}
+	return writeJSON(c.w, http.StatusOK, map[string]any{"name": d.Name, "committed": pos})
+}

@@ -1,0 +1,35 @@
+// Package httpapi is the batpak server's HTTP API: the routes of
+// /v1 (tenant data, admin, health, OpenAPI document, metrics), their
+// handlers, the middleware every request passes (request id, panic
+// recovery, access log, metrics) and the one place where errors become
+// RFC 9457 problem documents.
+//
+// Every tenant data route runs the same checks, in this order, before its
+// handler reads or writes anything:
+//
+//	1. authenticate the bearer credential             → 401 UNAUTHENTICATED
+//	2. operator credential, another tenant's key,
+//	   or a role below the route's                     → 403 FORBIDDEN
+//	3. tenant unknown / suspended                      → 404 NOT_FOUND / 403 TENANT_SUSPENDED
+//	4. body: content type, size (before parsing),
+//	   UTF-8, depth, fields                            → 415 / 413 / 400
+//	5. quotas (payload, batch, storage, rates)         → 413 / 507 / 429 + Retry-After
+//	6. the store call (policy gate inside)             → 403 POLICY_DENIED, 409, 503 BUSY, …
+//
+// Admin routes (/v1/admin/…) take the operator credential only. A 403 for
+// another tenant never says whether that tenant exists.
+//
+// Limits (Options): MaxBodyBytes bounds every request body (Content-Length
+// is checked before reading, the read itself is bounded too); MaxJSONDepth
+// bounds the nesting of payloads (request envelopes may add their own few
+// levels); pages are at most MaxPageLimit (1000) events; NDJSON reads
+// stream in pages of that size without a total bound unless limit is given.
+//
+// Metrics (Options.Registry, prefix batpak_): requests by route pattern and
+// status code, request latency by route, appended events, append requests,
+// fsyncs, events per fsync, writer queue depth at submit, policy denials,
+// quota rejections, open tenants, subscriptions and disconnects. Series
+// with a tenant label are bounded: the first Options.TenantSeries tenants
+// seen (default 50) get their own series, every later one is counted under
+// tenant="other".
+package httpapi

@@ -1,0 +1,404 @@
+package httpapi
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/server/quota"
+	"github.com/batpak-go/batpak/server/wire"
+)
+
+// admitWrite checks the write quotas of the call's tenant for events
+// totalling bytes of payload, largest the biggest one: payload size, batch
+// size, storage, then the rate buckets (which take tokens only when
+// everything else passed).
+func (a *API) admitWrite(c *call, s *core.Store, events, bytes, largest int) error {
+	eff := a.opts.Plane.Effective(c.tenant)
+	if eff.MaxPayloadBytes > 0 && largest > eff.MaxPayloadBytes {
+		return &quota.Exceeded{Quota: "max_payload_bytes", Limit: float64(eff.MaxPayloadBytes)}
+	}
+	if events > 1 && eff.MaxBatchEvents > 0 && events > eff.MaxBatchEvents {
+		return &quota.Exceeded{Quota: "max_batch_events", Limit: float64(eff.MaxBatchEvents)}
+	}
+	qt := a.opts.Quotas.Tenant(c.tenant, eff)
+	st := s.Stats()
+	a.metrics.noteStats(c.tenant, st)
+	if ex := qt.CheckStorage(st.Bytes, bytes); ex != nil {
+		return ex
+	}
+	if ex := qt.AllowWrite(events, bytes); ex != nil {
+		return ex
+	}
+	return nil
+}
+
+func (a *API) appendOne(c *call) error {
+	var req wire.AppendRequest
+	if err := a.decode(c, &req, false); err != nil {
+		return err
+	}
+	it, err := req.Item(-1, c.r.Header.Get("Idempotency-Key"))
+	if err != nil {
+		return err
+	}
+	s, err := c.store()
+	if err != nil {
+		return err
+	}
+	if err := a.admitWrite(c, s, 1, len(it.Payload), len(it.Payload)); err != nil {
+		return err
+	}
+	a.metrics.queueDepth.Observe(float64(s.WriterPressure().QueueLen))
+	ctx := c.writeCtx()
+	t, err := s.TrySubmitWithOptions(ctx, it.Coordinate, it.Kind, it.Payload, it.Options)
+	if err != nil {
+		return err
+	}
+	rec, err := t.Wait(ctx)
+	if err != nil {
+		return err
+	}
+	a.metrics.appended(c.tenant, 1)
+	status := http.StatusCreated
+	if rec.Deduplicated {
+		status = http.StatusOK
+	}
+	return writeJSON(c.w, status, wire.FromReceipt(rec))
+}
+
+func (a *API) appendBatch(c *call) error {
+	var req wire.BatchRequest
+	if err := a.decode(c, &req, false); err != nil {
+		return err
+	}
+	if len(req.Events) == 0 {
+		return errInvalid("events", "a batch needs at least one event")
+	}
+	hk := c.r.Header.Get("Idempotency-Key")
+	items := make([]core.BatchItem, len(req.Events))
+	bytes, largest := 0, 0
+	for i := range req.Events {
+		// The header key names the batch: item i gets "<key>/<i>".
+		key := ""
+		if hk != "" {
+			key = hk + "/" + itoa(i)
+		}
+		it, err := req.Events[i].Item(i, key)
+		if err != nil {
+			i := i
+			return withIndex(err, i)
+		}
+		items[i] = it
+		bytes += len(it.Payload)
+		largest = max(largest, len(it.Payload))
+	}
+	s, err := c.store()
+	if err != nil {
+		return err
+	}
+	if err := a.admitWrite(c, s, len(items), bytes, largest); err != nil {
+		return err
+	}
+	a.metrics.queueDepth.Observe(float64(s.WriterPressure().QueueLen))
+	ctx := c.writeCtx()
+	t, err := s.TrySubmitBatch(ctx, items)
+	if err != nil {
+		return err
+	}
+	recs, err := t.Wait(ctx)
+	if err != nil {
+		return err
+	}
+	a.metrics.appended(c.tenant, len(recs))
+	out := make([]wire.Receipt, len(recs))
+	status := http.StatusOK
+	for i, r := range recs {
+		out[i] = wire.FromReceipt(r)
+		if !r.Deduplicated {
+			status = http.StatusCreated
+		}
+	}
+	return writeJSON(c.w, status, map[string]any{"receipts": out})
+}
+
+// withIndex names the batch item a request error belongs to.
+func withIndex(err error, i int) error {
+	var we *wire.Error
+	if errors.As(err, &we) {
+		return &apiError{status: 400, code: we.Code, detail: "events[" + itoa(i) + "]: " + we.Error(),
+			p: wire.Problem{Field: "events[" + itoa(i) + "]." + we.Field, Index: &i}}
+	}
+	return err
+}
+
+func (a *API) importEvents(c *call) error {
+	if err := checkMedia(c.r, c.route.Body, false); err != nil {
+		return err
+	}
+	if err := a.limitBody(c); err != nil {
+		return err
+	}
+	s, err := c.store()
+	if err != nil {
+		return err
+	}
+	n := int(max(c.r.ContentLength, 0))
+	eff := a.opts.Plane.Effective(c.tenant)
+	st := s.Stats()
+	if ex := a.opts.Quotas.Tenant(c.tenant, eff).CheckStorage(st.Bytes, n); ex != nil {
+		return ex
+	}
+	stats, err := s.Import(c.writeCtx(), bufio.NewReader(c.r.Body), nil)
+	a.metrics.appended(c.tenant, stats.Imported)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			e := a.tooLarge()
+			e.detail += "; " + itoa(stats.Imported) + " events were imported before the limit (an import can be run again: events already stored are skipped)"
+			return e
+		}
+		e := a.problemFor(c, err)
+		if e.status == 500 && strings.Contains(err.Error(), "import line") {
+			e = &apiError{status: 400, code: wire.CodeInvalidJSON, detail: a.scrub(c, err.Error())}
+		}
+		if stats.Imported > 0 {
+			cp := *e
+			cp.detail += " (" + itoa(stats.Imported) + " events of earlier batches were imported; run the import again to continue: stored events are skipped)"
+			e = &cp
+		}
+		return e
+	}
+	return writeJSON(c.w, http.StatusOK, map[string]int{"imported": stats.Imported, "skipped": stats.Skipped})
+}
+
+func (a *API) getEvent(c *call) error {
+	id, err := core.ParseEventID(c.r.PathValue("id"))
+	if err != nil {
+		return errInvalid("id", "not an event id (a UUID)")
+	}
+	s, err := c.store()
+	if err != nil {
+		return err
+	}
+	ev, err := s.Get(id)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusOK, wire.FromStored(ev))
+}
+
+// wantsNDJSON reports whether the client asked for newline-delimited JSON.
+func wantsNDJSON(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
+		mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if strings.EqualFold(strings.TrimSpace(mt), "application/x-ndjson") {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *API) queryEvents(c *call) error {
+	q := c.r.URL.Query()
+	region, err := wire.ParseRegion(q.Get("entity"), q.Get("scope"), q.Get("kind"), q.Get("category"))
+	if err != nil {
+		return err
+	}
+	after, hasAfter, err := queryUint(c.r, "after")
+	if err != nil {
+		return err
+	}
+	nd := wantsNDJSON(c.r)
+	var limit int
+	if nd {
+		limit, err = pageLimit(c.r, 0, 0)
+	} else {
+		limit, err = pageLimit(c.r, DefaultPageLimit, MaxPageLimit)
+	}
+	if err != nil {
+		return err
+	}
+	s, err := c.store()
+	if err != nil {
+		return err
+	}
+	cur := s.Cursor(region)
+	start := uint64(0)
+	if hasAfter {
+		start = after + 1
+	}
+	end := s.Stats().GlobalSequence
+	atEnd := start > end
+	if !atEnd {
+		cur.Seek(start)
+	}
+	if !nd {
+		var evs []core.StoredEvent
+		if !atEnd {
+			if evs, err = cur.Poll(limit); err != nil {
+				return err
+			}
+		}
+		out := make([]wire.Event, len(evs))
+		for i, ev := range evs {
+			out[i] = wire.FromStored(ev)
+		}
+		var next *uint64
+		if len(evs) == limit {
+			n := evs[len(evs)-1].GlobalSequence
+			next = &n
+		}
+		return writeJSON(c.w, http.StatusOK, map[string]any{"events": out, "next_after": next})
+	}
+	c.w.Header().Set("Content-Type", "application/x-ndjson")
+	c.w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(c.w, 64<<10)
+	enc := json.NewEncoder(bw)
+	sent := 0
+	var last *uint64
+	for !atEnd && (limit == 0 || sent < limit) {
+		page := MaxPageLimit
+		if limit > 0 {
+			page = min(page, limit-sent)
+		}
+		evs, err := cur.Poll(page)
+		if err != nil {
+			return err // logged: the response has begun
+		}
+		for _, ev := range evs {
+			if err := enc.Encode(wire.FromStored(ev)); err != nil {
+				return nil // the client went away
+			}
+			n := ev.GlobalSequence
+			last = &n
+		}
+		sent += len(evs)
+		if len(evs) < page {
+			break
+		}
+		if err := bw.Flush(); err != nil {
+			return nil
+		}
+		http.NewResponseController(c.w).Flush()
+		if c.r.Context().Err() != nil {
+			return nil
+		}
+	}
+	var next *uint64
+	if limit > 0 && sent == limit {
+		next = last
+	}
+	_ = enc.Encode(map[string]any{"next_after": next})
+	_ = bw.Flush()
+	return nil
+}
+
+func (a *API) entityEvents(c *call) error {
+	entity := c.r.PathValue("entity")
+	if _, err := core.NewCoordinate(entity, "x"); err != nil {
+		return err
+	}
+	afterClock, hasAfter, err := queryUint(c.r, "after_clock")
+	if err != nil {
+		return err
+	}
+	limit, err := pageLimit(c.r, DefaultPageLimit, MaxPageLimit)
+	if err != nil {
+		return err
+	}
+	s, err := c.store()
+	if err != nil {
+		return err
+	}
+	evs, err := s.Stream(entity)
+	if err != nil {
+		return err
+	}
+	out := make([]wire.Event, 0, min(len(evs), limit))
+	for _, ev := range evs {
+		if hasAfter && ev.Header.Clock <= afterClock {
+			continue
+		}
+		if len(out) == limit {
+			break
+		}
+		out = append(out, wire.FromStored(ev))
+	}
+	return writeJSON(c.w, http.StatusOK, map[string]any{"events": out})
+}
+
+func (a *API) ancestors(c *call) error {
+	id, err := core.ParseEventID(c.r.PathValue("id"))
+	if err != nil {
+		return errInvalid("id", "not an event id (a UUID)")
+	}
+	limit, err := pageLimit(c.r, DefaultPageLimit, MaxPageLimit)
+	if err != nil {
+		return err
+	}
+	s, err := c.store()
+	if err != nil {
+		return err
+	}
+	evs, err := s.Ancestors(id, limit)
+	if err != nil {
+		return err
+	}
+	out := make([]wire.Event, len(evs))
+	for i, ev := range evs {
+		out[i] = wire.FromStored(ev)
+	}
+	return writeJSON(c.w, http.StatusOK, map[string]any{"events": out})
+}
+
+func (a *API) stats(c *call) error {
+	s, err := c.store()
+	if err != nil {
+		return err
+	}
+	st := s.Stats()
+	eff := a.opts.Plane.Effective(c.tenant)
+	return writeJSON(c.w, http.StatusOK, map[string]any{
+		"events": st.Events, "global_sequence": st.GlobalSequence, "entities": st.Entities,
+		"segments": st.Segments, "bytes": st.Bytes, "index_bytes": st.IndexBytes, "fsyncs": st.Fsyncs,
+		"quotas": eff,
+		"usage":  map[string]any{"storage_bytes": st.Bytes, "cursors": len(a.opts.Plane.Cursors(c.tenant))},
+	})
+}
+
+func (a *API) verify(c *call) error {
+	s, err := c.store()
+	if err != nil {
+		return err
+	}
+	rep, err := s.Verify()
+	if err != nil {
+		if errors.Is(err, core.ErrChainBroken) || errors.Is(err, core.ErrCorrupt) {
+			return writeJSON(c.w, http.StatusOK, map[string]any{"ok": false, "error": a.scrub(c, err.Error())})
+		}
+		return err
+	}
+	return writeJSON(c.w, http.StatusOK, map[string]any{"ok": true, "segments": rep.Segments, "events": rep.Events,
+		"hidden": rep.Hidden, "entities": rep.Entities})
+}
+
+func (a *API) export(c *call) error {
+	s, err := c.store()
+	if err != nil {
+		return err
+	}
+	c.w.Header().Set("Content-Type", "application/x-ndjson")
+	c.w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(c.w, 64<<10)
+	if _, err := s.Export(bw, core.All(), nil); err != nil {
+		a.log.Warn("export ended early", "request_id", c.info.id, "tenant", c.tenant, "error", a.scrub(c, err.Error()))
+		// Cut the response so the client sees a broken stream, not a
+		// short but well-formed one.
+		panic(http.ErrAbortHandler)
+	}
+	return bw.Flush()
+}

@@ -1,0 +1,293 @@
+package httpapi
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/server/auth"
+	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/tenancy"
+	"github.com/batpak-go/batpak/server/wire"
+)
+
+// reqInfo is what the middleware learns about a request as it goes: the
+// handlers fill in the tenant and principal for the access log.
+type reqInfo struct {
+	id        string
+	route     string
+	tenant    string
+	principal string
+}
+
+type infoKey struct{}
+
+func infoFrom(ctx context.Context) *reqInfo {
+	if ri, ok := ctx.Value(infoKey{}).(*reqInfo); ok {
+		return ri
+	}
+	return &reqInfo{}
+}
+
+// recorder remembers the status and bytes of a response.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *recorder) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *recorder) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *recorder) Flush() {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+var (
+	idPrefix  = newIDPrefix()
+	idCounter atomic.Uint64
+)
+
+func newIDPrefix() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// requestID returns the incoming X-Request-Id when it is sane (1..128
+// characters of A-Z a-z 0-9 . _ : -), else a fresh one.
+func requestID(r *http.Request) string {
+	in := r.Header.Get("X-Request-Id")
+	if len(in) > 0 && len(in) <= 128 {
+		ok := true
+		for i := 0; i < len(in) && ok; i++ {
+			c := in[i]
+			ok = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-'
+		}
+		if ok {
+			return in
+		}
+	}
+	return idPrefix + "-" + strconv.FormatUint(idCounter.Add(1), 36)
+}
+
+// middleware: request id, panic → 500, unknown route → problem, access
+// log and request metrics.
+func (a *API) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ri := &reqInfo{id: requestID(r)}
+		w.Header().Set("X-Request-Id", ri.id)
+		rec := &recorder{ResponseWriter: w}
+		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					a.finish(rec, r, ri, start)
+					panic(p)
+				}
+				a.log.Error("handler panic", "request_id", ri.id, "route", ri.route, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				a.metrics.panics.Inc()
+				if rec.status == 0 {
+					writeProblem(rec, ri.id, &apiError{status: 500, code: wire.CodeInternal, detail: "internal error; quote request id " + ri.id})
+				}
+			}
+			a.finish(rec, r, ri, start)
+		}()
+		if _, pattern := a.mux.Handler(r); pattern == "" {
+			a.noRoute(rec, r, ri)
+			return
+		}
+		next.ServeHTTP(rec, r)
+	})
+}
+
+func (a *API) finish(rec *recorder, r *http.Request, ri *reqInfo, start time.Time) {
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	d := time.Since(start)
+	route := ri.route
+	if route == "" {
+		route = "unmatched"
+	}
+	a.metrics.observeRequest(route, rec.status, d)
+	if a.opts.AccessLog != nil {
+		a.opts.AccessLog.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			slog.String("request_id", ri.id), slog.String("method", r.Method), slog.String("route", route),
+			slog.Int("status", rec.status), slog.Duration("duration", d), slog.Int64("bytes", rec.bytes),
+			slog.String("tenant", ri.tenant), slog.String("principal", ri.principal), slog.String("remote", r.RemoteAddr))
+	}
+}
+
+// noRoute answers a path no route has (404) or a method the path does not
+// take (405, with Allow), as problems.
+func (a *API) noRoute(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
+	probe := &headerProbe{h: http.Header{}}
+	h, _ := a.mux.Handler(r)
+	h.ServeHTTP(probe, r)
+	if probe.status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", probe.h.Get("Allow"))
+		writeProblem(w, ri.id, &apiError{status: 405, code: wire.CodeMethodNotAllowed, detail: r.Method + " is not allowed here (Allow: " + probe.h.Get("Allow") + ")"})
+		return
+	}
+	writeProblem(w, ri.id, &apiError{status: 404, code: wire.CodeNotFound, detail: "no such route"})
+}
+
+// headerProbe captures what the mux's own 404/405 handler would answer.
+type headerProbe struct {
+	h      http.Header
+	status int
+}
+
+func (p *headerProbe) Header() http.Header       { return p.h }
+func (p *headerProbe) Write(b []byte) (int, error) { return len(b), nil }
+func (p *headerProbe) WriteHeader(code int)        { p.status = code }
+
+// handlerFunc is a route's handler: it writes the response, or returns an
+// error that guard turns into a problem (when nothing was written yet).
+type handlerFunc func(c *call) error
+
+// call is one request as a handler sees it.
+type call struct {
+	a         *API
+	w         http.ResponseWriter
+	r         *http.Request
+	route     *Route
+	info      *reqInfo
+	principal auth.Principal
+	tenant    string // the {tenant} of the path, once checked
+	lease     *tenancy.Lease
+}
+
+// store leases the call's tenant store (released when the call ends).
+func (c *call) store() (*core.Store, error) {
+	if c.lease == nil {
+		l, err := c.a.opts.Tenants.Acquire(c.r.Context(), c.tenant)
+		if err != nil {
+			return nil, err
+		}
+		c.lease = l
+	}
+	return c.lease.Store(), nil
+}
+
+// writeCtx carries the authenticated principal to the store's write gate.
+func (c *call) writeCtx() context.Context {
+	roles := make([]string, len(c.principal.Roles))
+	for i, r := range c.principal.Roles {
+		roles[i] = string(r)
+	}
+	return policy.WithPrincipal(c.r.Context(), policy.Principal{ID: c.principal.ID, Tenant: c.principal.Tenant, Roles: roles, KeyID: c.principal.KeyID})
+}
+
+// guard runs the checks every route of its access class needs, in the
+// documented order, then the handler; it maps the handler's error.
+func (a *API) guard(rt Route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ri := infoFrom(r.Context())
+		ri.route = rt.Pattern()
+		c := &call{a: a, w: w, r: r, route: &rt, info: ri}
+		defer func() {
+			if c.lease != nil {
+				c.lease.Release()
+			}
+		}()
+		if rt.stream {
+			// Streams and long operations are exempt from the server's
+			// write timeout.
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+		}
+		err := a.admit(c)
+		if err == nil {
+			err = rt.handler(c)
+		}
+		if err != nil {
+			a.fail(c, err)
+		}
+	})
+}
+
+// admit authenticates and authorizes c for its route.
+func (a *API) admit(c *call) error {
+	rt := c.route
+	if rt.Access == Public || rt.Access == Metrics && a.opts.MetricsPublic {
+		return nil
+	}
+	p, err := a.opts.Auth.Authenticate(c.r)
+	if err != nil {
+		if errors.Is(err, auth.ErrUnauthenticated) {
+			return errUnauthenticated
+		}
+		return err
+	}
+	c.principal = p
+	c.info.principal = p.ID
+	if p.Operator {
+		c.info.principal = "operator"
+	}
+	if rt.Access != Tenant {
+		if !p.Operator {
+			return errForbidden("this route takes the operator credential")
+		}
+		if t := c.r.PathValue("tenant"); t != "" {
+			c.info.tenant = t
+		}
+		return nil
+	}
+	t := c.r.PathValue("tenant")
+	switch {
+	case p.Operator:
+		return errForbidden("the operator credential does not reach tenant data; use a tenant key")
+	case p.Tenant != t:
+		return errForbidden("this credential does not grant access to this tenant")
+	case !p.Has(rt.Role):
+		return errForbidden("this route needs the " + string(rt.Role) + " role")
+	}
+	c.tenant = t
+	c.info.tenant = t
+	ten, ok := a.opts.Plane.Tenant(t)
+	if !ok {
+		return &apiError{status: 404, code: wire.CodeNotFound, detail: "no such tenant"}
+	}
+	if ten.State == control.StateSuspended {
+		return &apiError{status: 403, code: wire.CodeTenantSuspended, detail: "the tenant is suspended"}
+	}
+	return nil
+}

@@ -1,0 +1,239 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/quota"
+	"github.com/batpak-go/batpak/server/tenancy"
+	"github.com/batpak-go/batpak/server/wire"
+)
+
+// apiError is a problem the API answers with.
+type apiError struct {
+	status     int
+	code       string
+	detail     string
+	retryAfter time.Duration
+	p          wire.Problem // extension members
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.detail }
+
+var errUnauthenticated = &apiError{status: 401, code: wire.CodeUnauthenticated, detail: "a valid bearer credential is required"}
+
+func errForbidden(detail string) *apiError {
+	return &apiError{status: 403, code: wire.CodeForbidden, detail: detail}
+}
+
+func errInvalid(field, detail string) *apiError {
+	return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: detail, p: wire.Problem{Field: field}}
+}
+
+func errNotFound(detail string) *apiError {
+	return &apiError{status: 404, code: wire.CodeNotFound, detail: detail}
+}
+
+var titles = map[string]string{
+	wire.CodePolicyDenied:        "Denied by policy",
+	wire.CodeConflict:            "Conflict",
+	wire.CodeIdempotencyMismatch: "Idempotency key reused for a different event",
+	wire.CodeQuotaExceeded:       "Quota exceeded",
+	wire.CodePayloadTooLarge:     "Payload too large",
+	wire.CodeInvalidJSON:         "Invalid JSON",
+	wire.CodeInvalidCoordinate:   "Invalid coordinate",
+	wire.CodeInvalidKind:         "Invalid kind",
+	wire.CodeInvalidRequest:      "Invalid request",
+	wire.CodeUnsupportedMedia:    "Unsupported media type",
+	wire.CodeNotFound:            "Not found",
+	wire.CodeMethodNotAllowed:    "Method not allowed",
+	wire.CodeTenantSuspended:     "Tenant suspended",
+	wire.CodeUnauthenticated:     "Unauthenticated",
+	wire.CodeForbidden:           "Forbidden",
+	wire.CodeBusy:                "Busy, retry",
+	wire.CodeInternal:            "Internal error",
+}
+
+// writeProblem writes e as application/problem+json.
+func writeProblem(w http.ResponseWriter, requestID string, e *apiError) {
+	p := e.p
+	p.Type = wire.ProblemTypeBase + strings.ToLower(e.code)
+	p.Title = titles[e.code]
+	p.Status = e.status
+	p.Detail = e.detail
+	p.Code = e.code
+	p.RequestID = requestID
+	h := w.Header()
+	h.Set("Content-Type", "application/problem+json")
+	h.Set("Cache-Control", "no-store")
+	if e.status == http.StatusUnauthorized {
+		h.Set("WWW-Authenticate", `Bearer realm="batpak"`)
+	}
+	if e.retryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(int(math.Ceil(e.retryAfter.Seconds()))))
+	}
+	w.WriteHeader(e.status)
+	b, _ := json.Marshal(p)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// writeJSON writes v with status.
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// fail answers the call with err's problem, unless the response has
+// begun (then the error is only logged).
+func (a *API) fail(c *call, err error) {
+	e := a.problemFor(c, err)
+	if rec, ok := c.w.(*recorder); ok && rec.status != 0 {
+		a.log.Warn("error after the response began", "request_id", c.info.id, "route", c.info.route, "error", a.scrub(c, err.Error()))
+		return
+	}
+	writeProblem(c.w, c.info.id, e)
+}
+
+// scrub removes the tenant store's directory from a message: messages
+// never carry a file path.
+func (a *API) scrub(c *call, msg string) string {
+	if c.lease != nil {
+		if dir := c.lease.Store().Dir(); dir != "" {
+			msg = strings.ReplaceAll(msg, dir, "<store>")
+		}
+	}
+	if a.opts.BackupDir != "" {
+		msg = strings.ReplaceAll(msg, a.opts.BackupDir, "<backups>")
+	}
+	return strings.TrimPrefix(msg, "batpak: ")
+}
+
+// problemFor maps an error to its problem: the one place where errors of
+// core, policy, quota, tenancy and control become codes and statuses.
+func (a *API) problemFor(c *call, err error) *apiError {
+	var (
+		ae  *apiError
+		we  *wire.Error
+		ex  *quota.Exceeded
+		den *policy.Denial
+		ce  *core.ConflictError
+		ie  *core.IdempotencyError
+		pe  *core.PayloadError
+		ke  *core.KindError
+		coe *core.CoordinateError
+		re  *core.RetryError
+		bie *core.BatchItemError
+	)
+	var index *int
+	if errors.As(err, &bie) {
+		i := bie.Index
+		index = &i
+	}
+	var out *apiError
+	switch {
+	case errors.As(err, &ae):
+		out = ae
+	case errors.As(err, &we):
+		out = &apiError{status: 400, code: we.Code, detail: we.Error(), p: wire.Problem{Field: we.Field}}
+		if we.Code == wire.CodeInvalidJSON && we.Field == "" {
+			out.detail = we.Detail
+		}
+	case errors.As(err, &ex):
+		out = quotaProblem(ex)
+	case errors.As(err, &den):
+		a.metrics.denials.Inc()
+		reasons := make([]wire.Reason, 0, len(den.Reasons))
+		for _, r := range den.Reasons {
+			reasons = append(reasons, wire.Reason{Code: r.Code, Message: r.Message, Gate: den.Gate})
+		}
+		if len(reasons) == 0 {
+			reasons = append(reasons, wire.Reason{Code: den.Code, Message: den.Message, Gate: den.Gate})
+		}
+		out = &apiError{status: 403, code: wire.CodePolicyDenied, detail: den.Message,
+			p: wire.Problem{Reasons: reasons, Revision: den.Revision}}
+	case errors.As(err, &ce):
+		out = &apiError{status: 409, code: wire.CodeConflict, detail: a.scrub(c, ce.Error()),
+			p: wire.Problem{Expected: wire.ExpectationJSON(ce.Expected), Actual: wire.ExpectationJSON(ce.Actual)}}
+		if out.p.Actual == nil {
+			out.p.Actual = "no_events"
+		}
+	case errors.As(err, &ie):
+		out = &apiError{status: 409, code: wire.CodeIdempotencyMismatch, detail: a.scrub(c, ie.Error()), p: wire.Problem{Field: "idempotency_key"}}
+	case errors.As(err, &pe):
+		out = &apiError{status: 400, code: wire.CodeInvalidJSON, detail: "payload: " + a.scrub(c, pe.Error()), p: wire.Problem{Field: "payload"}}
+	case errors.Is(err, core.ErrPayloadTooLarge):
+		out = &apiError{status: 413, code: wire.CodePayloadTooLarge, detail: a.scrub(c, err.Error()), p: wire.Problem{Field: "payload"}}
+	case errors.As(err, &ke):
+		out = &apiError{status: 400, code: wire.CodeInvalidKind, detail: a.scrub(c, ke.Error()), p: wire.Problem{Field: "kind"}}
+	case errors.As(err, &coe):
+		out = &apiError{status: 400, code: wire.CodeInvalidCoordinate, detail: a.scrub(c, coe.Error()), p: wire.Problem{Field: coe.Part}}
+	case errors.Is(err, core.ErrInvalidPayload):
+		out = &apiError{status: 400, code: wire.CodeInvalidJSON, detail: a.scrub(c, err.Error())}
+	case errors.Is(err, core.ErrInvalidOptions), errors.Is(err, core.ErrBatchTooLarge), errors.Is(err, core.ErrBatchMixedKeys),
+		errors.Is(err, core.ErrInvalidCursorName), errors.Is(err, core.ErrNotSystemKind), errors.Is(err, core.ErrInvalidKind),
+		errors.Is(err, core.ErrInvalidCoordinate):
+		out = &apiError{status: 400, code: wire.CodeInvalidRequest, detail: a.scrub(c, err.Error())}
+	case errors.Is(err, core.ErrDuplicateID):
+		out = &apiError{status: 409, code: wire.CodeConflict, detail: a.scrub(c, err.Error())}
+	case errors.As(err, &re):
+		out = &apiError{status: 503, code: wire.CodeBusy, detail: "the tenant's writer is under pressure; retry", retryAfter: max(re.After, time.Second)}
+	case errors.Is(err, core.ErrRetry), errors.Is(err, tenancy.ErrTooManyOpen), errors.Is(err, core.ErrFenceActive),
+		errors.Is(err, core.ErrCancelled), errors.Is(err, core.ErrClosed):
+		out = &apiError{status: 503, code: wire.CodeBusy, detail: "the server is busy; retry", retryAfter: time.Second}
+	case errors.Is(err, core.ErrNotFound):
+		out = errNotFound("no such event")
+	case errors.Is(err, tenancy.ErrUnknownTenant):
+		out = errNotFound("no such tenant")
+	case errors.Is(err, control.ErrNotFound):
+		out = errNotFound(a.scrub(c, strings.TrimPrefix(err.Error(), "control: ")))
+	case errors.Is(err, control.ErrExists):
+		out = &apiError{status: 409, code: wire.CodeConflict, detail: strings.TrimPrefix(err.Error(), "control: ")}
+	case errors.Is(err, control.ErrInvalid):
+		out = &apiError{status: 400, code: wire.CodeInvalidRequest, detail: strings.TrimPrefix(err.Error(), "control: ")}
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		out = &apiError{status: 503, code: wire.CodeBusy, detail: "the request was cancelled before it completed; retry", retryAfter: time.Second}
+	default:
+		a.log.Error("request failed", "request_id", c.info.id, "route", c.info.route, "tenant", c.info.tenant, "error", err.Error())
+		out = &apiError{status: 500, code: wire.CodeInternal, detail: "internal error; quote request id " + c.info.id}
+	}
+	if index != nil && out.p.Index == nil {
+		cp := *out
+		cp.p.Index = index
+		out = &cp
+	}
+	if out.code == wire.CodeQuotaExceeded {
+		a.metrics.quotaRejection(out.p.Quota, c.tenant)
+	}
+	return out
+}
+
+// quotaProblem: rates → 429 (Retry-After), storage → 507, one request's
+// size (payload, batch) → 413, counts (subscriptions, cursors) → 429.
+func quotaProblem(ex *quota.Exceeded) *apiError {
+	status := http.StatusTooManyRequests
+	switch ex.Quota {
+	case "storage_bytes":
+		status = http.StatusInsufficientStorage
+	case "max_payload_bytes", "max_batch_events":
+		status = http.StatusRequestEntityTooLarge
+	}
+	lim := ex.Limit
+	return &apiError{status: status, code: wire.CodeQuotaExceeded, retryAfter: ex.RetryAfter,
+		detail: "quota " + ex.Quota + " exceeded (limit " + strconv.FormatFloat(ex.Limit, 'f', -1, 64) + ")",
+		p:      wire.Problem{Quota: ex.Quota, Limit: &lim}}
+}
