@@ -1,0 +1,33 @@
+// Package server wires batpak's hosting server together: the control plane
+// (server/control), authentication (server/auth), quotas (server/quota),
+// lazily opened tenant stores (server/tenancy), the platform write policy
+// (policy.dir) and the HTTP API (server/httpapi). `batpak serve` is a thin
+// command around New and Serve.
+//
+// Root directory layout:
+//
+//	<root>/system/                          the control plane's store
+//	<root>/tenants/<id>/                    one core.Store per tenant
+//	<root>/backups/<id>/<UTC timestamp>/    snapshots (admin API)
+//
+// Tenant stores: core.DefaultConfig with Sync durable (EveryNEvents 1: a
+// 2xx means fsync'd; group commit shares fsyncs) unless the tenant's
+// Settings.Sync is "buffered" (every 1000 events or 1 s), ChannelCapacity
+// and BroadcastCapacity 1024, FDBudget 4, SegmentMaxBytes 64 MiB, the
+// platform policy as Admission (compiled once, shared),
+// SingleAppendMaxBytes min(MaxBodyBytes, 64 MiB) and MaxJSONDepth from the
+// config. A settings change applies when the tenant's store next opens.
+//
+// Security defaults: Listen is loopback unless told otherwise; a
+// non-loopback address needs TLS (TLSCert, TLSKey) or AllowInsecureRemote.
+//
+// Operator credential: Config.OperatorToken (config or BATPAK_OPERATOR_TOKEN)
+// if set — its hash is stored in the control plane, replacing an earlier
+// one; else the hash the control plane holds; else one is generated at
+// first start, its hash stored, and the token printed once (Config.Announce).
+//
+// Shutdown (Serve's context ends, or Shutdown): /readyz turns 503, event
+// streams end with "event: shutdown" and their resumable position, the
+// listener stops accepting, in-flight requests finish, then every tenant
+// store and the control plane close — all within ShutdownTimeout.
+package server

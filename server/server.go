@@ -1,0 +1,426 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/policy/opa"
+	"github.com/batpak-go/batpak/server/auth"
+	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/httpapi"
+	"github.com/batpak-go/batpak/server/quota"
+	"github.com/batpak-go/batpak/server/tenancy"
+)
+
+// Config configures a Server. Zero fields take the defaults of
+// DefaultConfig (config.yaml's server: section documents each key).
+type Config struct {
+	Root                string // server.root: directory of everything the server keeps
+	Listen              string // server.listen: host:port; default 127.0.0.1:7070
+	TLSCert, TLSKey     string // server.tls_cert, server.tls_key: PEM files; both or neither
+	AllowInsecureRemote bool   // server.allow_insecure_remote: plain HTTP on a non-loopback address
+	OperatorToken       string // server.operator_token (env BATPAK_OPERATOR_TOKEN)
+
+	MaxOpenTenants    int           // server.max_open_tenants: default 10000; range 1..1000000
+	TenantIdleTimeout time.Duration // server.tenant_idle_timeout: default 5m; ≥ 1s
+
+	MaxBodyBytes int64 // server.max_body_bytes: default 32 MiB; range 1 KiB..1 GiB
+	MaxJSONDepth int   // server.max_json_depth: default 512; range 1..4096
+
+	ReadHeaderTimeout time.Duration // server.read_header_timeout: default 5s
+	ReadTimeout       time.Duration // server.read_timeout: default 60s
+	WriteTimeout      time.Duration // server.write_timeout: default 60s (streams exempt)
+	IdleTimeout       time.Duration // server.idle_timeout: default 120s
+	ShutdownTimeout   time.Duration // server.shutdown_timeout: default 20s
+
+	SSEHeartbeat    time.Duration // server.sse_heartbeat: default 15s
+	SSEBufferEvents int           // server.sse_buffer_events: default 4096
+
+	MetricsPublic bool   // server.metrics_public: /metrics without the operator credential
+	AccessLog     string // server.access_log: text (default), json or off
+
+	JWT *auth.JWTConfig // server.jwt.*: nil turns JWTs off
+
+	// Quotas are the defaults of every tenant (server.quotas.*).
+	Quotas control.Quotas
+
+	// PolicyDir is the platform policy (policy.dir) that gates every
+	// tenant's writes; "" admits every valid write.
+	PolicyDir string
+
+	// Logger receives the server's own messages (default: text on Stderr);
+	// Stderr receives the access log and the generated operator token
+	// (default os.Stderr).
+	Logger *slog.Logger
+	Stderr io.Writer
+}
+
+// DefaultQuotas are the per-tenant defaults of config.yaml.
+func DefaultQuotas() control.Quotas {
+	return control.Quotas{
+		StorageBytes: 10 << 30, EventsPerSecond: 20000, EventsBurst: 40000,
+		BytesPerSecond: 64 << 20, BytesBurst: 128 << 20, MaxPayloadBytes: 1 << 20,
+		MaxBatchEvents: 10000, MaxSubscriptions: 1100, MaxCursors: 100,
+	}
+}
+
+// DefaultConfig is the configuration with every default filled in.
+func DefaultConfig() Config {
+	return Config{
+		Root: "batpak-server", Listen: "127.0.0.1:7070",
+		MaxOpenTenants: 10000, TenantIdleTimeout: 5 * time.Minute,
+		MaxBodyBytes: 32 << 20, MaxJSONDepth: 512,
+		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 60 * time.Second, WriteTimeout: 60 * time.Second,
+		IdleTimeout: 120 * time.Second, ShutdownTimeout: 20 * time.Second,
+		SSEHeartbeat: 15 * time.Second, SSEBufferEvents: 4096,
+		AccessLog: "text", Quotas: DefaultQuotas(),
+	}
+}
+
+// withDefaults fills zero fields and checks ranges.
+func (c Config) withDefaults() (Config, error) {
+	d := DefaultConfig()
+	set := func(p *time.Duration, v time.Duration) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	if c.Root == "" {
+		c.Root = d.Root
+	}
+	if c.Listen == "" {
+		c.Listen = d.Listen
+	}
+	if c.MaxOpenTenants == 0 {
+		c.MaxOpenTenants = d.MaxOpenTenants
+	}
+	set(&c.TenantIdleTimeout, d.TenantIdleTimeout)
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = d.MaxBodyBytes
+	}
+	if c.MaxJSONDepth == 0 {
+		c.MaxJSONDepth = d.MaxJSONDepth
+	}
+	set(&c.ReadHeaderTimeout, d.ReadHeaderTimeout)
+	set(&c.ReadTimeout, d.ReadTimeout)
+	set(&c.WriteTimeout, d.WriteTimeout)
+	set(&c.IdleTimeout, d.IdleTimeout)
+	set(&c.ShutdownTimeout, d.ShutdownTimeout)
+	set(&c.SSEHeartbeat, d.SSEHeartbeat)
+	if c.SSEBufferEvents == 0 {
+		c.SSEBufferEvents = d.SSEBufferEvents
+	}
+	if c.AccessLog == "" {
+		c.AccessLog = d.AccessLog
+	}
+	if c.Quotas == (control.Quotas{}) {
+		c.Quotas = d.Quotas
+	}
+	if c.Stderr == nil {
+		c.Stderr = os.Stderr
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(c.Stderr, nil))
+	}
+	switch {
+	case c.MaxOpenTenants < 1 || c.MaxOpenTenants > 1_000_000:
+		return c, fmt.Errorf("server.max_open_tenants = %d: want 1..1000000", c.MaxOpenTenants)
+	case c.TenantIdleTimeout < time.Second:
+		return c, fmt.Errorf("server.tenant_idle_timeout = %v: want at least 1s", c.TenantIdleTimeout)
+	case c.MaxBodyBytes < 1<<10 || c.MaxBodyBytes > 1<<30:
+		return c, fmt.Errorf("server.max_body_bytes = %d: want 1KiB..1GiB", c.MaxBodyBytes)
+	case c.MaxJSONDepth < 1 || c.MaxJSONDepth > core.MaxMaxJSONDepth:
+		return c, fmt.Errorf("server.max_json_depth = %d: want 1..%d", c.MaxJSONDepth, core.MaxMaxJSONDepth)
+	case c.SSEBufferEvents < 1:
+		return c, fmt.Errorf("server.sse_buffer_events = %d: want at least 1", c.SSEBufferEvents)
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return c, errors.New("server.tls_cert and server.tls_key go together: give both or neither")
+	}
+	switch c.AccessLog {
+	case "text", "json", "off":
+	default:
+		return c, fmt.Errorf("server.access_log = %q: want text, json or off", c.AccessLog)
+	}
+	if c.TLSCert == "" && !c.AllowInsecureRemote && !isLoopback(c.Listen) {
+		return c, fmt.Errorf("server.listen = %s is not a loopback address and no TLS is configured: set server.tls_cert and server.tls_key, or server.allow_insecure_remote: true", c.Listen)
+	}
+	return c, nil
+}
+
+// isLoopback reports whether addr (host:port) listens on loopback only.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Server is a running batpak server's parts.
+type Server struct {
+	cfg     Config
+	plane   *control.Plane
+	tenants *tenancy.Registry
+	api     *httpapi.API
+	http    *http.Server
+	gate    *opa.Gate
+
+	mu       sync.Mutex
+	ln       net.Listener
+	closed   bool
+	shutOnce sync.Once
+	shutErr  error
+	// Token is the operator credential generated at this start ("" when
+	// one was configured or stored already).
+	Token string
+}
+
+// New opens the control plane, the tenant registry and the platform policy
+// and builds the API. It does not listen yet (Serve does). On first start
+// without a configured operator credential it generates one, stores its
+// hash and prints it once on Config.Stderr.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range []string{cfg.Root, filepath.Join(cfg.Root, "tenants"), filepath.Join(cfg.Root, "backups")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	s := &Server{cfg: cfg}
+	var admission core.Admission
+	if cfg.PolicyDir != "" {
+		g, err := opa.Load(ctx, cfg.PolicyDir, opa.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("policy.dir: %w", err)
+		}
+		s.gate = g
+		admission = policy.NewAdmitter(g)
+	}
+	s.plane, err = control.Open(control.Options{Dir: filepath.Join(cfg.Root, "system"), Defaults: cfg.Quotas})
+	if err != nil {
+		return nil, fmt.Errorf("control plane: %w", err)
+	}
+	fail := func(err error) (*Server, error) {
+		if s.tenants != nil {
+			_ = s.tenants.Close(context.Background())
+		}
+		_ = s.plane.Close()
+		return nil, err
+	}
+	if err := s.bootstrapOperator(ctx); err != nil {
+		return fail(err)
+	}
+	authn, err := auth.New(auth.Config{Plane: s.plane, JWT: cfg.JWT})
+	if err != nil {
+		return fail(fmt.Errorf("auth: %w", err))
+	}
+	plane := s.plane
+	s.tenants, err = tenancy.New(tenancy.Config{
+		Root:        filepath.Join(cfg.Root, "tenants"),
+		MaxOpen:     cfg.MaxOpenTenants,
+		IdleTimeout: cfg.TenantIdleTimeout,
+		StoreConfig: func(id string) core.Config { return s.storeConfig(id, admission) },
+		Exists: func(id string) bool {
+			_, ok := plane.Tenant(id)
+			return ok
+		},
+		Logger: cfg.Logger,
+	})
+	if err != nil {
+		return fail(fmt.Errorf("tenants: %w", err))
+	}
+	var access *slog.Logger
+	switch cfg.AccessLog {
+	case "text":
+		access = slog.New(slog.NewTextHandler(cfg.Stderr, nil))
+	case "json":
+		access = slog.New(slog.NewJSONHandler(cfg.Stderr, nil))
+	}
+	s.api = httpapi.New(httpapi.Options{
+		Plane: s.plane, Auth: authn, Quotas: quota.New(), Tenants: s.tenants,
+		BackupDir:    filepath.Join(cfg.Root, "backups"),
+		MaxBodyBytes: cfg.MaxBodyBytes, MaxJSONDepth: cfg.MaxJSONDepth,
+		MetricsPublic: cfg.MetricsPublic, AccessLog: access, Logger: cfg.Logger,
+		SSEHeartbeat: cfg.SSEHeartbeat, SSEBufferEvents: cfg.SSEBufferEvents,
+	})
+	s.http = &http.Server{
+		Handler:           s.api.Handler(),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// storeConfig is a tenant store's configuration (see the package doc).
+func (s *Server) storeConfig(id string, admission core.Admission) core.Config {
+	c := core.DefaultConfig("")
+	c.Sync.EveryNEvents, c.Sync.Interval = 1, 0
+	if t, ok := s.plane.Tenant(id); ok && t.Settings.Sync == "buffered" {
+		c.Sync.EveryNEvents, c.Sync.Interval = 1000, time.Second
+	}
+	c.ChannelCapacity = 1024
+	c.BroadcastCapacity = 1024
+	c.FDBudget = 4
+	c.SegmentMaxBytes = 64 << 20
+	c.Admission = admission
+	c.SingleAppendMaxBytes = int(min(s.cfg.MaxBodyBytes, 64<<20))
+	c.MaxJSONDepth = s.cfg.MaxJSONDepth
+	c.Logger = s.cfg.Logger
+	return c
+}
+
+// bootstrapOperator makes sure an operator credential exists (see the
+// package doc).
+func (s *Server) bootstrapOperator(ctx context.Context) error {
+	if s.cfg.OperatorToken != "" {
+		h := auth.HashToken(s.cfg.OperatorToken)
+		if cur, ok := s.plane.OperatorHash(); !ok || cur != h {
+			return s.plane.SetOperatorHash(ctx, h)
+		}
+		return nil
+	}
+	if _, ok := s.plane.OperatorHash(); ok {
+		return nil
+	}
+	token, h, err := auth.NewOperatorToken()
+	if err != nil {
+		return err
+	}
+	if err := s.plane.SetOperatorHash(ctx, h); err != nil {
+		return err
+	}
+	s.Token = token
+	fmt.Fprintf(s.cfg.Stderr, "batpak serve: generated the operator credential; it is shown only this once:\n\n    %s\n\n"+
+		"Use it as \"Authorization: Bearer <token>\" on /v1/admin/… (set server.operator_token or BATPAK_OPERATOR_TOKEN to choose your own).\n", token)
+	return nil
+}
+
+// API is the server's HTTP API (for tests and embedding).
+func (s *Server) API() *httpapi.API { return s.api }
+
+// Plane is the server's control plane.
+func (s *Server) Plane() *control.Plane { return s.plane }
+
+// Handler is the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.http.Handler }
+
+// Listen binds the configured address; Serve calls it when it has not
+// been called. Addr is known afterwards.
+func (s *Server) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return err
+	}
+	if s.cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("server.tls_cert/tls_key: %w", err)
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}})
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr is the address the server listens on (after Listen).
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Serve answers requests until ctx ends, then shuts down gracefully
+// (within Config.ShutdownTimeout) and returns. It returns nil after a
+// clean shutdown.
+func (s *Server) Serve(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		_ = s.closeStores(context.Background())
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.http.Serve(s.ln) }()
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return s.waitShutdown()
+		}
+		_ = s.Shutdown(context.Background())
+		return err
+	case <-ctx.Done():
+		return s.Shutdown(context.Background())
+	}
+}
+
+func (s *Server) waitShutdown() error {
+	return s.Shutdown(context.Background())
+}
+
+// Shutdown stops the server gracefully: not ready, streams ended with
+// their resumable position, no new connections, in-flight requests
+// finished, stores and the control plane closed. It waits at most
+// Config.ShutdownTimeout (or until ctx ends), then closes what is left.
+// Safe to call more than once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
+		defer cancel()
+		drained := make(chan struct{})
+		go func() { s.api.Drain(); close(drained) }()
+		select {
+		case <-drained:
+		case <-ctx.Done():
+		}
+		err := s.http.Shutdown(ctx)
+		if err != nil {
+			_ = s.http.Close()
+		}
+		s.shutErr = errors.Join(err, s.closeStores(ctx))
+	})
+	return s.shutErr
+}
+
+func (s *Server) closeStores(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var err error
+	if s.tenants != nil {
+		err = s.tenants.Close(ctx)
+	}
+	return errors.Join(err, s.plane.Close())
+}
