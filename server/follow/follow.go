@@ -146,7 +146,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.PollEvents = DefaultPollEvents
 	}
 	checks := []struct {
-		name     string
+		name      string
 		v, lo, hi int64
 	}{
 		{"MaxBacklogEvents", int64(o.MaxBacklogEvents), 1, 1 << 20},

@@ -30,14 +30,14 @@ type Subscription struct {
 	closeOnce sync.Once
 	closed    chan struct{}
 
-	mu        sync.Mutex // one Next at a time; guards what follows
-	next      uint64     // the next global sequence to examine
-	resume    Start      // after the last event delivered
-	live      bool       // has reached the newest events once
-	cur       *core.Cursor
-	ended     error // *EndError, once ended
-	waitNext  uint64 // while waiting: guarded by r.wmu, see run.concernsLocked
-	frameBuf  []Frame
+	mu       sync.Mutex // one Next at a time; guards what follows
+	next     uint64     // the next global sequence to examine
+	resume   Start      // after the last event delivered
+	live     bool       // has reached the newest events once
+	cur      *core.Cursor
+	ended    error  // *EndError, once ended
+	waitNext uint64 // while waiting: guarded by r.wmu, see run.concernsLocked
+	frameBuf []Frame
 }
 
 func newSubscription(h *Hub, r *run, region core.Region, start Start) *Subscription {
