@@ -170,38 +170,48 @@ func (s *Subscription) unwait() {
 	s.r.wmu.Unlock()
 }
 
-// step returns what is available now: from the ring when s is within it,
-// from the store otherwise. No frames and no error: nothing yet, after
-// s.next.
+// step returns what is available now: from the store while s is behind
+// the ring, then from the ring. No frames and no error: nothing yet,
+// after s.next.
 func (s *Subscription) step() ([]Frame, error) {
 	r := s.r
 	r.mu.RLock()
+	err, coverStart := r.err, r.coverStart
+	r.mu.RUnlock()
+	if err != nil {
+		return nil, err
+	}
+	var frames []Frame
+	var bytes int64
+	if s.next < coverStart {
+		if frames, bytes, err = s.fromStore(coverStart); err != nil || s.next < coverStart {
+			return frames, err
+		}
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	if r.err != nil {
-		r.mu.RUnlock()
 		return nil, r.err
 	}
-	if s.next >= r.coverStart {
-		frames, err := s.fromRingLocked()
-		r.mu.RUnlock()
-		return frames, err
+	if s.next < r.coverStart {
+		return frames, nil // the ring moved on meanwhile: the store again next time
 	}
-	coverStart := r.coverStart
-	r.mu.RUnlock()
-	return s.fromStore(coverStart)
+	return s.fromRingLocked(frames, bytes)
 }
 
-// fromRingLocked reads the ring from s.next. Caller holds r.mu (read).
-func (s *Subscription) fromRingLocked() ([]Frame, error) {
+// fromRingLocked appends to frames (holding bytes) what the ring holds
+// from s.next. Caller holds r.mu (read).
+func (s *Subscription) fromRingLocked(frames []Frame, bytes int64) ([]Frame, error) {
 	r := s.r
 	if s.next >= r.coverEnd {
 		s.live = true // at the newest events
-		return nil, nil
+		return frames, nil
 	}
 	max := s.h.opts.MaxBacklogEvents
 	maxBytes := s.h.opts.MaxBacklogBytes
 	p := r.searchLocked(s.next)
 	start := p
-	n, bytes := 0, int64(0)
+	n := len(frames)
 	truncated := false
 	for ; p < r.head; p++ {
 		e := &r.ring[p&r.mask]
@@ -218,7 +228,9 @@ func (s *Subscription) fromRingLocked() ([]Frame, error) {
 		n++
 		bytes += int64(len(e.data))
 	}
-	frames := make([]Frame, 0, n)
+	if frames == nil {
+		frames = make([]Frame, 0, n)
+	}
 	end := p
 	for p = start; p < end; p++ {
 		e := &r.ring[p&r.mask]
@@ -238,7 +250,7 @@ func (s *Subscription) fromRingLocked() ([]Frame, error) {
 // fromStore reads the store with s's own cursor from s.next, up to the
 // first event the ring holds (coverStart): catching up, or fallen behind
 // the ring.
-func (s *Subscription) fromStore(coverStart uint64) ([]Frame, error) {
+func (s *Subscription) fromStore(coverStart uint64) ([]Frame, int64, error) {
 	o := &s.h.opts
 	if s.cur == nil {
 		s.cur = s.h.store.Cursor(s.region)
@@ -250,7 +262,7 @@ func (s *Subscription) fromStore(coverStart uint64) ([]Frame, error) {
 	}
 	evs, err := s.cur.Poll(limit)
 	if err != nil {
-		return nil, storeErr(err)
+		return nil, 0, storeErr(err)
 	}
 	next := s.cur.Position()
 	n := 0
@@ -261,7 +273,7 @@ func (s *Subscription) fromStore(coverStart uint64) ([]Frame, error) {
 		next = evs[n].GlobalSequence // the rest is in the ring
 	}
 	if s.live && n > o.MaxBacklogEvents {
-		return nil, ErrSlowConsumer
+		return nil, 0, ErrSlowConsumer
 	}
 	frames := make([]Frame, 0, n)
 	var bytes int64
@@ -270,7 +282,7 @@ func (s *Subscription) fromStore(coverStart uint64) ([]Frame, error) {
 		s.h.encoded.Add(1)
 		if len(frames) > 0 && bytes+int64(len(data)) > o.MaxBacklogBytes {
 			if s.live {
-				return nil, ErrSlowConsumer
+				return nil, 0, ErrSlowConsumer
 			}
 			next = evs[i].GlobalSequence
 			break
@@ -279,5 +291,5 @@ func (s *Subscription) fromStore(coverStart uint64) ([]Frame, error) {
 		frames = append(frames, Frame{Seq: evs[i].GlobalSequence, Data: data})
 	}
 	s.next = next
-	return frames, nil
+	return frames, bytes, nil
 }
