@@ -138,7 +138,13 @@ func TestResumeNoGapNoDuplicateUnderConcurrentWrites(t *testing.T) {
 
 	var writers sync.WaitGroup
 	stop := time.Now().Add(1500 * time.Millisecond)
-	retry := func(err error) bool { return errors.Is(err, core.ErrFenceActive) }
+	retry := func(err error) bool {
+		if errors.Is(err, core.ErrFenceActive) {
+			time.Sleep(100 * time.Microsecond)
+			return true
+		}
+		return false
+	}
 	writers.Add(3)
 	go func() { // single appends
 		defer writers.Done()
@@ -684,7 +690,7 @@ func TestOptionRanges(t *testing.T) {
 		for _, c := range []struct {
 			v  int64
 			ok bool
-		}{{f.lo, true}, {f.hi, true}, {f.lo - 1, f.lo - 1 == 0}, {f.hi + 1, false}} {
+		}{{f.lo, true}, {f.hi, true}, {f.lo - 1, f.lo-1 == 0}, {f.hi + 1, false}} {
 			o := follow.Options{Encode: enc}
 			f.set(&o, c.v)
 			_, err := follow.NewSet(o)
