@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -702,4 +703,69 @@ func TestOptionRanges(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A subscriber that stops reading costs no memory beyond the hub's ring:
+// 12 MiB of frames pass while it stalls, the ring stays within RingBytes,
+// the heap does not grow by what passed, and the stalled subscriber is
+// cut off with the position after the last event it got.
+func TestStalledSubscriberMemoryBounded(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	var encodes atomic.Int64
+	enc := func(ev core.StoredEvent) []byte {
+		encodes.Add(1)
+		b := make([]byte, 4096)
+		copy(b, fmt.Sprint(ev.GlobalSequence))
+		return b
+	}
+	const ringBytes = 256 << 10
+	hub := newHub(t, s, follow.Options{Encode: enc, RingBytes: ringBytes, MaxBacklogEvents: 1000})
+	stalled, err := hub.Subscribe(core.All(), follow.FromBeginning())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	first := appendN(t, s, "x", 1)
+	if fs, err := next(stalled, 5*time.Second); err != nil || len(fs) != 1 {
+		t.Fatalf("%d frames, %v", len(fs), err)
+	}
+	before := heapInUse()
+	const n = 3000 // × 4 KiB frames = 12 MiB
+	ctx := context.Background()
+	c := coord(t, "x", "s")
+	items := make([]core.BatchItem, 100)
+	for i := range items {
+		items[i] = core.BatchItem{Coordinate: c, Kind: kindA, Payload: []byte(`{}`)}
+	}
+	maxRing := int64(0)
+	for i := 0; i < n/100; i++ {
+		if _, err := s.AppendBatch(ctx, items); err != nil {
+			t.Fatal(err)
+		}
+		maxRing = max(maxRing, hub.Stats().RingBytes)
+	}
+	waitEncodedN(t, &encodes, n+1)
+	st := hub.Stats()
+	after := heapInUse()
+	if maxRing > ringBytes || st.RingBytes > ringBytes {
+		t.Fatalf("ring held %d bytes (at most %d seen); bound %d", st.RingBytes, maxRing, ringBytes)
+	}
+	if grew := after - before; grew > 4<<20 {
+		t.Fatalf("heap grew by %d bytes while 12 MiB of frames passed a stalled subscriber", grew)
+	}
+	_, err = next(stalled, 5*time.Second)
+	var end *follow.EndError
+	if !errors.As(err, &end) || !errors.Is(err, follow.ErrSlowConsumer) {
+		t.Fatalf("the stalled subscriber: %v; want ErrSlowConsumer", err)
+	}
+	if seq, _ := end.Resume.After(); seq != first[0] {
+		t.Fatalf("resume %v; want after %d", end.Resume, first[0])
+	}
+}
+
+func heapInUse() int64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapInuse)
 }
