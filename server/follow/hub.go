@@ -50,7 +50,9 @@ func New(s *core.Store, opts Options) (*Hub, error) {
 // Subscribe starts a subscription to region r's events after start:
 // catch-up from the store, then live. It fails with ErrStartAhead when
 // start is past the end of the log, ErrHubClosed after Close, and
-// ErrStoreClosed once the store closed. Close the subscription when done.
+// ErrStoreClosed once the hub saw its store close (a subscription made on
+// a store that closed meanwhile ends at its first Next, with
+// ErrStoreClosed). Close the subscription when done.
 func (h *Hub) Subscribe(r core.Region, start Start) (*Subscription, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

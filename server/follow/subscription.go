@@ -37,7 +37,6 @@ type Subscription struct {
 	cur      *core.Cursor
 	ended    error  // *EndError, once ended
 	waitNext uint64 // while waiting: guarded by r.wmu, see run.concernsLocked
-	frameBuf []Frame
 }
 
 func newSubscription(h *Hub, r *run, region core.Region, start Start) *Subscription {
