@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Measures `batpak serve` over loopback HTTP side by side with NATS
+# JetStream over loopback TCP (sync_interval: always), in one run of the
+# peerbench harness (../shared/peerbench, or $PEERBENCH): the harness is
+# copied to a scratch directory, this directory's adapter is added, and the
+# batpak binary is built from this checkout.
+# usage: bench/peerbench/run.sh [peerbench flags...]
+#   default: durable single appends from 64 producers, then durable batches
+#   of 100 from 8 producers
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+proj=$(cd "$here/../.." && pwd)
+harness=${PEERBENCH:-$proj/../shared/peerbench}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cp -r "$harness"/. "$work"/
+chmod -R u+w "$work"
+cp "$here"/adapter_batpak_http.go "$work"/
+(cd "$proj" && go build -o "$work/batpak" ./cmd/batpak)
+export BATPAK_BIN="$work/batpak"
+cd "$work"
+go mod edit -replace=github.com/batpak-go/batpak="$proj"
+go mod tidy >/dev/null 2>&1 || true
+if [ $# -gt 0 ]; then
+  exec go run -tags peerbench . -json - -adapters batpak-http,jetstream-tcp "$@"
+fi
+go run -tags peerbench . -json - -adapters batpak-http,jetstream-tcp -workload durable -producers 8,64
+go run -tags peerbench . -json - -adapters batpak-http,jetstream-tcp -workload batch -producers 8

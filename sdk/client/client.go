@@ -1,0 +1,250 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Options tune a Client. The zero value is usable.
+type Options struct {
+	// HTTPClient sends the requests (default: a client with keep-alive
+	// connections and no overall timeout, since subscriptions are long).
+	HTTPClient *http.Client
+	// MaxRetries bounds how often a safe request is sent again (default 3;
+	// negative: never).
+	MaxRetries int
+	// MaxErrorBytes bounds how much of an error response is read (default 64 KiB).
+	MaxErrorBytes int64
+}
+
+// Client talks to one batpak server with one credential. Safe for
+// concurrent use.
+type Client struct {
+	base    *url.URL
+	token   string
+	hc      *http.Client
+	retries int
+	maxErr  int64
+}
+
+// New makes a Client for the server at baseURL ("http://127.0.0.1:7070")
+// authenticating with token (an API key "bpk_…", the operator credential
+// or a JWT; empty for none). It fails only on a malformed URL.
+func New(baseURL, token string, opts ...Options) (*Client, error) {
+	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("client: server URL %q: want http(s)://host:port", baseURL)
+	}
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	c := &Client{base: u, token: token, hc: o.HTTPClient, retries: o.MaxRetries, maxErr: o.MaxErrorBytes}
+	if c.hc == nil {
+		c.hc = &http.Client{Transport: &http.Transport{
+			Proxy:               http.ProxyFromEnvironment,
+			MaxIdleConnsPerHost: 64,
+			IdleConnTimeout:     90 * time.Second,
+		}}
+	}
+	if c.retries == 0 {
+		c.retries = 3
+	} else if c.retries < 0 {
+		c.retries = 0
+	}
+	if c.maxErr <= 0 {
+		c.maxErr = 64 << 10
+	}
+	return c, nil
+}
+
+// request is one API call.
+type request struct {
+	method string
+	path   string     // under the base URL, already escaped
+	query  url.Values // optional
+	body   []byte     // nil: no body
+	ctype  string     // body content type (default application/json)
+	accept string     // default application/json
+	header http.Header
+	// safe: the request may be sent again (a read, or a write with an
+	// idempotency key).
+	safe bool
+}
+
+// send performs r with retries, returning the successful response (the
+// caller closes its body) or an *Error / transport error.
+func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
+	var last error
+	attempts := 1
+	if r.safe {
+		attempts += c.retries
+	}
+	for i := 0; i < attempts; i++ {
+		if i > 0 {
+			if err := sleep(ctx, backoff(i, last)); err != nil {
+				return nil, err
+			}
+		}
+		resp, err := c.once(ctx, r)
+		if err == nil {
+			return resp, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		last = err
+		if !retryable(err) {
+			return nil, err
+		}
+	}
+	return nil, last
+}
+
+func (c *Client) once(ctx context.Context, r request) (*http.Response, error) {
+	u := *c.base
+	u.Path = c.base.Path + r.path
+	u.RawPath = c.base.EscapedPath() + r.path
+	if r.query != nil {
+		u.RawQuery = r.query.Encode()
+	}
+	var body io.Reader
+	if r.body != nil {
+		body = bytes.NewReader(r.body)
+	}
+	req, err := http.NewRequestWithContext(ctx, r.method, u.String(), body)
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range r.header {
+		req.Header[k] = vs
+	}
+	if r.body != nil {
+		ct := r.ctype
+		if ct == "" {
+			ct = "application/json"
+		}
+		req.Header.Set("Content-Type", ct)
+	}
+	accept := r.accept
+	if accept == "" {
+		accept = "application/json"
+	}
+	req.Header.Set("Accept", accept)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode < 300 || resp.StatusCode == http.StatusNotModified {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	return nil, c.problem(resp)
+}
+
+// problem reads an error response into an *Error.
+func (c *Client) problem(resp *http.Response) error {
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, c.maxErr))
+	e := &Error{Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id")}
+	if s := resp.Header.Get("Retry-After"); s != "" {
+		if n, err := strconv.Atoi(s); err == nil && n >= 0 {
+			e.RetryAfter = time.Duration(n) * time.Second
+		}
+	}
+	var doc map[string]json.RawMessage
+	if json.Unmarshal(raw, &doc) == nil {
+		str := func(k string) string {
+			var s string
+			_ = json.Unmarshal(doc[k], &s)
+			delete(doc, k)
+			return s
+		}
+		e.Code, e.Title, e.Detail = str("code"), str("title"), str("detail")
+		if id := str("request_id"); e.RequestID == "" {
+			e.RequestID = id
+		}
+		delete(doc, "type")
+		delete(doc, "status")
+		if len(doc) > 0 {
+			e.Extensions = doc
+		}
+	} else {
+		e.Title = http.StatusText(resp.StatusCode)
+		e.Detail = strings.TrimSpace(string(raw))
+	}
+	return e
+}
+
+// do sends r and decodes a JSON response into out (when non-nil).
+func (c *Client) do(ctx context.Context, r request, out any) error {
+	resp, err := c.send(ctx, r)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("client: decoding %s %s response: %w", r.method, r.path, err)
+	}
+	return nil
+}
+
+// backoff is the wait before attempt i (≥ 1): the server's Retry-After when
+// it gave one (at most 5 s), else 50 ms doubling, with jitter.
+func backoff(i int, last error) time.Duration {
+	var e *Error
+	if errors.As(last, &e) && e.RetryAfter > 0 {
+		return min(e.RetryAfter, 5*time.Second)
+	}
+	d := 50 * time.Millisecond << (i - 1)
+	d = min(d, 2*time.Second)
+	var b [1]byte
+	_, _ = rand.Read(b[:])
+	return d/2 + d*time.Duration(b[0])/512
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// newKey makes a fresh idempotency key.
+func newKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "bpc-" + hex.EncodeToString(b[:])
+}
+
+func jsonBody(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("client: encoding request: %w", err)
+	}
+	return b, nil
+}
+
+// seg escapes one path segment.
+func seg(s string) string { return url.PathEscape(s) }

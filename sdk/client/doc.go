@@ -1,0 +1,34 @@
+// Package client is the Go client of a batpak server (`batpak serve`): the
+// HTTP API of /v1 as typed calls.
+//
+//	c, err := client.New("http://127.0.0.1:7070", os.Getenv("BATPAK_TOKEN"))
+//	t := c.Tenant("acme")
+//	r, err := t.Append(ctx, client.AppendRequest{
+//		Entity: "order:1", Scope: "shop", Kind: "1:1", Payload: json.RawMessage(`{"total":3}`),
+//	})
+//	for ev, err := range t.Query(ctx, client.Query{Entity: "order:"}) { … }
+//	sub := t.Subscribe(ctx, client.Query{Entity: "order:"}, client.FromStart())
+//	for ev, err := range sub.Events() { … }
+//
+// # Contracts
+//
+//   - Every call takes a context; cancelling it ends the call (and, for
+//     iterators, the iteration) with ctx.Err().
+//   - A failed request is an *Error carrying the server's problem document
+//     (RFC 9457): its Code is one of the Code constants, and errors.Is
+//     matches the sentinels (ErrConflict, ErrPolicyDenied, …) by code.
+//   - Retries are bounded (Options.MaxRetries, default 3, exponential
+//     backoff from 50 ms, honouring Retry-After up to 5 s) and only where they
+//     are safe: reads, and writes that carry an idempotency key. Append and
+//     AppendBatch give a write without one a fresh key (AppendRequest's
+//     IdempotencyKey; a batch's items get "<batch key>/<index>"), so a retry
+//     after a lost response returns the original receipts rather than
+//     writing twice. Retried: BUSY (503), QUOTA_EXCEEDED with a Retry-After,
+//     and transport errors. Never retried: every other 4xx.
+//   - Query pages through the results (Query.Limit per page) and yields
+//     events in global order; Subscribe follows a region over Server-Sent
+//     Events, catching up from a position and then live, and reconnects on
+//     its own after a dropped connection, a slow-consumer cut-off or a
+//     server shutdown, resuming after the last event it yielded: no event is
+//     skipped or repeated.
+package client

@@ -1,0 +1,114 @@
+package client
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Problem codes the server answers with (the "code" member of its
+// application/problem+json responses).
+const (
+	CodePolicyDenied        = "POLICY_DENIED"
+	CodeConflict            = "CONFLICT"
+	CodeIdempotencyMismatch = "IDEMPOTENCY_MISMATCH"
+	CodeQuotaExceeded       = "QUOTA_EXCEEDED"
+	CodePayloadTooLarge     = "PAYLOAD_TOO_LARGE"
+	CodeInvalidJSON         = "INVALID_JSON"
+	CodeInvalidCoordinate   = "INVALID_COORDINATE"
+	CodeInvalidKind         = "INVALID_KIND"
+	CodeInvalidRequest      = "INVALID_REQUEST"
+	CodeUnsupportedMedia    = "UNSUPPORTED_MEDIA_TYPE"
+	CodeNotFound            = "NOT_FOUND"
+	CodeTenantSuspended     = "TENANT_SUSPENDED"
+	CodeUnauthenticated     = "UNAUTHENTICATED"
+	CodeForbidden           = "FORBIDDEN"
+	CodeBusy                = "BUSY"
+	CodeInternal            = "INTERNAL"
+)
+
+// Sentinels for errors.Is: an *Error matches the sentinel with its Code.
+var (
+	ErrPolicyDenied        = &Error{Code: CodePolicyDenied}
+	ErrConflict            = &Error{Code: CodeConflict}
+	ErrIdempotencyMismatch = &Error{Code: CodeIdempotencyMismatch}
+	ErrQuotaExceeded       = &Error{Code: CodeQuotaExceeded}
+	ErrPayloadTooLarge     = &Error{Code: CodePayloadTooLarge}
+	ErrInvalidJSON         = &Error{Code: CodeInvalidJSON}
+	ErrInvalidCoordinate   = &Error{Code: CodeInvalidCoordinate}
+	ErrInvalidKind         = &Error{Code: CodeInvalidKind}
+	ErrInvalidRequest      = &Error{Code: CodeInvalidRequest}
+	ErrNotFound            = &Error{Code: CodeNotFound}
+	ErrTenantSuspended     = &Error{Code: CodeTenantSuspended}
+	ErrUnauthenticated     = &Error{Code: CodeUnauthenticated}
+	ErrForbidden           = &Error{Code: CodeForbidden}
+	ErrBusy                = &Error{Code: CodeBusy}
+)
+
+// Error is a request the server refused: its problem document.
+type Error struct {
+	Status     int           // HTTP status
+	Code       string        // stable problem code (Code* constants)
+	Title      string        // short summary
+	Detail     string        // what was wrong
+	RequestID  string        // the server's X-Request-Id, for its logs
+	RetryAfter time.Duration // from Retry-After; 0 when absent
+	// Extensions holds the problem's other members: "reasons" and
+	// "revision" of a denial, "expected" and "actual" of a conflict,
+	// "quota" and "limit" of a quota refusal.
+	Extensions map[string]json.RawMessage
+}
+
+func (e *Error) Error() string {
+	msg := e.Detail
+	if msg == "" {
+		msg = e.Title
+	}
+	if e.Code == "" {
+		return fmt.Sprintf("batpak server: HTTP %d: %s", e.Status, msg)
+	}
+	return fmt.Sprintf("batpak server: %s (HTTP %d): %s", e.Code, e.Status, msg)
+}
+
+// Is matches another *Error with the same Code (the sentinels).
+func (e *Error) Is(target error) bool {
+	var t *Error
+	if !errors.As(target, &t) {
+		return false
+	}
+	return t.Code != "" && t.Code == e.Code
+}
+
+// Reasons returns a POLICY_DENIED error's reasons (nil for other errors).
+func (e *Error) Reasons() []DenialReason {
+	var rs []DenialReason
+	if raw, ok := e.Extensions["reasons"]; ok {
+		_ = json.Unmarshal(raw, &rs)
+	}
+	return rs
+}
+
+// DenialReason is one reason a policy refused a write.
+type DenialReason struct {
+	Code    string         `json:"code"`
+	Message string         `json:"message"`
+	Gate    string         `json:"gate,omitempty"`
+	Context map[string]any `json:"context,omitempty"`
+}
+
+// retryable reports whether a request that failed with err may be sent
+// again (given that it is safe to repeat at all).
+func retryable(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return true // transport error: the request may not have arrived
+	}
+	switch {
+	case e.Code == CodeBusy, e.Status == 503, e.Status == 502, e.Status == 504:
+		return true
+	case e.Code == CodeQuotaExceeded && e.RetryAfter > 0:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,232 @@
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"net/http"
+	"strconv"
+	"sync"
+)
+
+// From is where a subscription starts.
+type From struct{ after *uint64 }
+
+// FromStart starts a subscription at the region's first event.
+func FromStart() From { return From{} }
+
+// After starts a subscription with the first event whose global sequence
+// is greater than seq (the last one a consumer saw).
+func After(seq uint64) From { return From{after: &seq} }
+
+// maxReconnects bounds consecutive reconnections that deliver nothing.
+const maxReconnects = 8
+
+// Subscription follows a region of a tenant over Server-Sent Events. It
+// reconnects on its own (after a dropped connection, a slow-consumer
+// cut-off or a server shutdown), resuming after the last event it
+// yielded, so its events never skip or repeat. Not safe for concurrent
+// iteration.
+type Subscription struct {
+	t   *Tenant
+	q   Query
+	ctx context.Context
+
+	mu     sync.Mutex
+	last   *uint64 // global sequence of the last event yielded
+	body   io.ReadCloser
+	closed bool
+}
+
+// Subscribe follows the events of q (its Entity, Scope, Kind and
+// Category; After and Limit are ignored: from says where to start) from
+// from, then live, until ctx ends or Close.
+func (t *Tenant) Subscribe(ctx context.Context, q Query, from From) *Subscription {
+	q.After, q.Limit = nil, 0
+	return &Subscription{t: t, q: q, ctx: ctx, last: from.after}
+}
+
+// Position returns the global sequence of the last event yielded (ok
+// false before the first, when the subscription started from the start).
+// Pass it to After to resume elsewhere.
+func (s *Subscription) Position() (seq uint64, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.last == nil {
+		return 0, false
+	}
+	return *s.last, true
+}
+
+// Close ends the subscription; an iteration in progress returns.
+func (s *Subscription) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.body != nil {
+		s.body.Close()
+	}
+}
+
+// Events yields the subscription's events, reconnecting as needed. It ends
+// with one error when the context ends (ctx.Err()), when the server
+// refuses the subscription (an *Error that retrying cannot fix, such as
+// UNAUTHENTICATED or FORBIDDEN), or after 8 reconnections in a row that
+// delivered nothing; and without one after Close.
+func (s *Subscription) Events() iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		failures := 0
+		var last error
+		for {
+			if s.isClosed() {
+				return
+			}
+			if err := s.ctx.Err(); err != nil {
+				yield(Event{}, err)
+				return
+			}
+			if failures > 0 {
+				if err := sleep(s.ctx, backoff(failures, last)); err != nil {
+					yield(Event{}, err)
+					return
+				}
+			}
+			delivered, err := s.stream(yield)
+			if errors.Is(err, errStop) || s.isClosed() {
+				return
+			}
+			if delivered {
+				failures = 0
+			}
+			var pe *Error
+			if errors.As(err, &pe) && !retryable(pe) {
+				yield(Event{}, err)
+				return
+			}
+			if failures++; failures > maxReconnects {
+				yield(Event{}, fmt.Errorf("client: subscription gave up after %d reconnections: %w", maxReconnects, err))
+				return
+			}
+			last = err
+		}
+	}
+}
+
+var errStop = errors.New("stop")
+
+func (s *Subscription) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// stream runs one connection until it ends, yielding its events.
+func (s *Subscription) stream(yield func(Event, error) bool) (delivered bool, err error) {
+	r := request{method: "GET", path: s.t.path("/subscribe"), query: s.q.values(), accept: "text/event-stream"}
+	s.mu.Lock()
+	if s.last != nil {
+		r.header = http.Header{"Last-Event-Id": {strconv.FormatUint(*s.last, 10)}}
+	}
+	s.mu.Unlock()
+	resp, err := s.t.c.once(s.ctx, r)
+	if err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		resp.Body.Close()
+		return false, errStop
+	}
+	s.body = resp.Body
+	s.mu.Unlock()
+	defer resp.Body.Close()
+
+	err = readSSE(resp.Body, func(m sseMessage) error {
+		switch m.event {
+		case "", "event":
+			var ev Event
+			if err := json.Unmarshal(m.data, &ev); err != nil {
+				return fmt.Errorf("client: subscription event: %w", err)
+			}
+			s.mu.Lock()
+			dup := s.last != nil && ev.GlobalSequence <= *s.last
+			if !dup {
+				seq := ev.GlobalSequence
+				s.last = &seq
+			}
+			s.mu.Unlock()
+			if dup {
+				return nil // never repeat, whatever the server sends
+			}
+			delivered = true
+			if !yield(ev, nil) {
+				return errStop
+			}
+		case "cutoff", "shutdown":
+			return io.EOF // reconnect from our own position
+		}
+		return nil
+	})
+	if err == nil {
+		err = io.ErrUnexpectedEOF
+	}
+	return delivered, err
+}
+
+// sseMessage is one dispatched Server-Sent Event.
+type sseMessage struct {
+	id, event string
+	data      []byte
+}
+
+// readSSE parses an event stream (the WHATWG format: "field: value" lines,
+// a blank line dispatches, ":" lines are comments) and calls each per
+// message until the stream ends or each fails. Lines are bounded at 64 MiB.
+func readSSE(r io.Reader, each func(sseMessage) error) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	var m sseMessage
+	var data bytes.Buffer
+	hasData := false
+	for sc.Scan() {
+		line := sc.Bytes()
+		if len(line) == 0 {
+			if hasData {
+				m.data = bytes.Clone(data.Bytes())
+				if err := each(m); err != nil {
+					return err
+				}
+			}
+			m, hasData = sseMessage{}, false
+			data.Reset()
+			continue
+		}
+		if line[0] == ':' {
+			continue
+		}
+		field, value, _ := bytes.Cut(line, []byte(":"))
+		value = bytes.TrimPrefix(value, []byte(" "))
+		switch string(field) {
+		case "id":
+			m.id = string(value)
+		case "event":
+			m.event = string(value)
+		case "data":
+			if hasData {
+				data.WriteByte('\n')
+			}
+			data.Write(value)
+			hasData = true
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return nil
+}

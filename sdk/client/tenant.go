@@ -1,0 +1,260 @@
+package client
+
+import (
+	"context"
+	"io"
+	"iter"
+	"net/url"
+	"strconv"
+)
+
+// Tenant is the client's view of one tenant's data (/v1/tenants/{id}).
+type Tenant struct {
+	c  *Client
+	id string
+}
+
+// Tenant returns the handle for tenant id's data routes; the credential
+// must belong to that tenant.
+func (c *Client) Tenant(id string) *Tenant { return &Tenant{c: c, id: id} }
+
+func (t *Tenant) path(p string) string { return "/v1/tenants/" + seg(t.id) + p }
+
+// Append writes one event and returns its receipt. A request without an
+// idempotency key gets a fresh one, so that retries are safe.
+func (t *Tenant) Append(ctx context.Context, req AppendRequest) (Receipt, error) {
+	if req.IdempotencyKey == "" {
+		req.IdempotencyKey = newKey()
+	}
+	body, err := jsonBody(req)
+	if err != nil {
+		return Receipt{}, err
+	}
+	var r Receipt
+	err = t.c.do(ctx, request{method: "POST", path: t.path("/events"), body: body, safe: true}, &r)
+	return r, err
+}
+
+// AppendBatch writes events atomically: all or none. Items without an
+// idempotency key get "<batch key>/<index>" from one fresh batch key, so
+// that a retried batch returns the original receipts.
+func (t *Tenant) AppendBatch(ctx context.Context, events []AppendRequest) ([]Receipt, error) {
+	items := make([]AppendRequest, len(events))
+	copy(items, events)
+	batchKey := newKey()
+	for i := range items {
+		if items[i].IdempotencyKey == "" {
+			items[i].IdempotencyKey = batchKey + "/" + strconv.Itoa(i)
+		}
+	}
+	body, err := jsonBody(map[string]any{"events": items})
+	if err != nil {
+		return nil, err
+	}
+	var out struct {
+		Receipts []Receipt `json:"receipts"`
+	}
+	err = t.c.do(ctx, request{method: "POST", path: t.path("/batches"), body: body, safe: true}, &out)
+	return out.Receipts, err
+}
+
+// Import writes an export stream (NDJSON, as Export produces) into the
+// tenant; events already present with the same id and content are skipped,
+// so an interrupted import can be run again. Needs the admin role. Not
+// retried (the body is a stream): run it again instead.
+func (t *Tenant) Import(ctx context.Context, ndjson io.Reader) (ImportStats, error) {
+	body, err := io.ReadAll(ndjson)
+	if err != nil {
+		return ImportStats{}, err
+	}
+	var st ImportStats
+	err = t.c.do(ctx, request{method: "POST", path: t.path("/import"), body: body, ctype: "application/x-ndjson", safe: true}, &st)
+	return st, err
+}
+
+// Get returns the event with this id (ErrNotFound if there is none).
+func (t *Tenant) Get(ctx context.Context, id string) (Event, error) {
+	var ev Event
+	err := t.c.do(ctx, request{method: "GET", path: t.path("/events/" + seg(id)), safe: true}, &ev)
+	return ev, err
+}
+
+func (q Query) values() url.Values {
+	v := url.Values{}
+	if q.Entity != "" {
+		v.Set("entity", q.Entity)
+	}
+	if q.Scope != "" {
+		v.Set("scope", q.Scope)
+	}
+	if q.Kind != "" {
+		v.Set("kind", q.Kind)
+	}
+	if q.Category != nil {
+		v.Set("category", strconv.Itoa(*q.Category))
+	}
+	if q.After != nil {
+		v.Set("after", strconv.FormatUint(*q.After, 10))
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	return v
+}
+
+// QueryPage returns one page of q.
+func (t *Tenant) QueryPage(ctx context.Context, q Query) (Page, error) {
+	var p Page
+	err := t.c.do(ctx, request{method: "GET", path: t.path("/events"), query: q.values(), safe: true}, &p)
+	return p, err
+}
+
+// Query yields every event of q in global order, fetching page after page;
+// it stops at the first error (yielded once).
+func (t *Tenant) Query(ctx context.Context, q Query) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		for {
+			p, err := t.QueryPage(ctx, q)
+			if err != nil {
+				yield(Event{}, err)
+				return
+			}
+			for _, ev := range p.Events {
+				if !yield(ev, nil) {
+					return
+				}
+			}
+			if p.NextAfter == nil || len(p.Events) == 0 {
+				return
+			}
+			after := *p.NextAfter
+			q.After = &after
+		}
+	}
+}
+
+// Stream returns an entity's events in clock order, those after afterClock
+// when it is non-nil, at most limit (0: the server's page size).
+func (t *Tenant) Stream(ctx context.Context, entity string, afterClock *uint64, limit int) ([]Event, error) {
+	v := url.Values{}
+	if afterClock != nil {
+		v.Set("after_clock", strconv.FormatUint(*afterClock, 10))
+	}
+	if limit > 0 {
+		v.Set("limit", strconv.Itoa(limit))
+	}
+	var out struct {
+		Events []Event `json:"events"`
+	}
+	err := t.c.do(ctx, request{method: "GET", path: t.path("/entities/" + seg(entity) + "/events"), query: v, safe: true}, &out)
+	return out.Events, err
+}
+
+// Ancestors returns the causal ancestors of event id, nearest first, at
+// most limit (0: the server's default).
+func (t *Tenant) Ancestors(ctx context.Context, id string, limit int) ([]Event, error) {
+	v := url.Values{}
+	if limit > 0 {
+		v.Set("limit", strconv.Itoa(limit))
+	}
+	var out struct {
+		Events []Event `json:"events"`
+	}
+	err := t.c.do(ctx, request{method: "GET", path: t.path("/events/" + seg(id) + "/ancestors"), query: v, safe: true}, &out)
+	return out.Events, err
+}
+
+// Stats returns the tenant's store summary, quotas and usage.
+func (t *Tenant) Stats(ctx context.Context) (Stats, error) {
+	var st Stats
+	err := t.c.do(ctx, request{method: "GET", path: t.path("/stats"), safe: true}, &st)
+	return st, err
+}
+
+// Verify re-checks the tenant's whole hash chain on the server (admin
+// role); the report says whether it holds and where the first break is.
+func (t *Tenant) Verify(ctx context.Context) (map[string]any, error) {
+	var rep map[string]any
+	err := t.c.do(ctx, request{method: "POST", path: t.path("/verify"), safe: true}, &rep)
+	return rep, err
+}
+
+// Export streams the tenant's events as NDJSON into w (admin role) and
+// returns the bytes copied.
+func (t *Tenant) Export(ctx context.Context, w io.Writer) (int64, error) {
+	resp, err := t.c.send(ctx, request{method: "GET", path: t.path("/export"), accept: "application/x-ndjson", safe: true})
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	return io.Copy(w, resp.Body)
+}
+
+// DefineCursor creates the named cursor over region (the same definition
+// again is a no-op).
+func (t *Tenant) DefineCursor(ctx context.Context, name string, region CursorRegion) error {
+	body, err := jsonBody(map[string]any{"region": region})
+	if err != nil {
+		return err
+	}
+	return t.c.do(ctx, request{method: "PUT", path: t.path("/cursors/" + seg(name)), body: body, safe: true}, nil)
+}
+
+// Cursors lists the tenant's named cursors with their lag.
+func (t *Tenant) Cursors(ctx context.Context) ([]CursorInfo, error) {
+	var out struct {
+		Cursors []CursorInfo `json:"cursors"`
+	}
+	err := t.c.do(ctx, request{method: "GET", path: t.path("/cursors"), safe: true}, &out)
+	return out.Cursors, err
+}
+
+// PollCursor returns up to limit events after the cursor's committed
+// position; commit with CommitCursor once they are processed.
+func (t *Tenant) PollCursor(ctx context.Context, name string, limit int) ([]Event, error) {
+	v := url.Values{}
+	if limit > 0 {
+		v.Set("limit", strconv.Itoa(limit))
+	}
+	var out struct {
+		Events []Event `json:"events"`
+	}
+	err := t.c.do(ctx, request{method: "GET", path: t.path("/cursors/" + seg(name) + "/events"), query: v, safe: true}, &out)
+	return out.Events, err
+}
+
+// CommitCursor records position (the global sequence after the last event
+// processed: that event's GlobalSequence+1) as the cursor's committed
+// position. Committing the same position again is a no-op.
+func (t *Tenant) CommitCursor(ctx context.Context, name string, position uint64) error {
+	body, _ := jsonBody(map[string]uint64{"position": position})
+	return t.c.do(ctx, request{method: "POST", path: t.path("/cursors/" + seg(name) + "/commit"), body: body, safe: true}, nil)
+}
+
+// DeleteCursor removes a named cursor.
+func (t *Tenant) DeleteCursor(ctx context.Context, name string) error {
+	return t.c.do(ctx, request{method: "DELETE", path: t.path("/cursors/" + seg(name)), safe: true}, nil)
+}
+
+// IssueKey issues a key for this tenant (admin role). The secret is in the
+// result only.
+func (t *Tenant) IssueKey(ctx context.Context, name string, roles ...string) (IssuedKey, error) {
+	body, _ := jsonBody(map[string]any{"name": name, "roles": roles})
+	var k IssuedKey
+	err := t.c.do(ctx, request{method: "POST", path: t.path("/keys"), body: body}, &k)
+	return k, err
+}
+
+// Keys lists the tenant's live keys (admin role).
+func (t *Tenant) Keys(ctx context.Context) ([]Key, error) {
+	var out struct {
+		Keys []Key `json:"keys"`
+	}
+	err := t.c.do(ctx, request{method: "GET", path: t.path("/keys"), safe: true}, &out)
+	return out.Keys, err
+}
+
+// RevokeKey revokes one of the tenant's keys; it stops working at once.
+func (t *Tenant) RevokeKey(ctx context.Context, id string) error {
+	return t.c.do(ctx, request{method: "DELETE", path: t.path("/keys/" + seg(id)), safe: true}, nil)
+}

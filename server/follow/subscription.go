@@ -1,0 +1,294 @@
+package follow
+
+import (
+	"context"
+	"sync"
+
+	"github.com/batpak-go/batpak/core"
+)
+
+// Subscription delivers every visible event of its region after its
+// start, in global order, exactly once: first what the store already
+// holds (catch-up), then live. Fenced events arrive when their fence
+// commits, never if it is cancelled. Next is meant for one goroutine at a
+// time; Close may be called from any.
+//
+// A live subscription (one that has reached the newest events once) is
+// cut off when more than Options.MaxBacklogEvents events of its region,
+// or more than Options.MaxBacklogBytes of their frames, are waiting for
+// Next: the hub never buffers for it. Catching up from an old position is
+// not a backlog: it reads the store at its own pace, at most
+// MaxBacklogEvents events per Next. Every ending is an *EndError that
+// says where to resume.
+type Subscription struct {
+	h      *Hub
+	r      *run
+	region core.Region
+	all    bool // region matches every event
+
+	wake      chan struct{} // a publication concerns it, or the run ended
+	closeOnce sync.Once
+	closed    chan struct{}
+
+	mu       sync.Mutex // one Next at a time; guards what follows
+	next     uint64     // the next global sequence to examine
+	resume   Start      // after the last event delivered
+	live     bool       // has reached the newest events once
+	cur      *core.Cursor
+	ended    error  // *EndError, once ended
+	waitNext uint64 // while waiting: guarded by r.wmu, see run.concernsLocked
+}
+
+func newSubscription(h *Hub, r *run, region core.Region, start Start) *Subscription {
+	return &Subscription{
+		h: h, r: r, region: region, all: region == core.All(),
+		wake: make(chan struct{}, 1), closed: make(chan struct{}),
+		next: start.next, resume: start,
+	}
+}
+
+// Region is the subscription's region.
+func (s *Subscription) Region() core.Region { return s.region }
+
+// Next blocks until events of the region are available and returns all
+// of them (at most Options.MaxBacklogEvents), in global order; each
+// frame's Data is shared, read-only. It returns ctx.Err() when ctx ends
+// first (the subscription stays usable), ErrSubscriptionClosed after
+// Close, and an *EndError when the subscription ended (slow consumer,
+// store or hub closed, read error): that one is final, and its Resume is
+// where a new subscription picks up.
+func (s *Subscription) Next(ctx context.Context) ([]Frame, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		select {
+		case <-s.closed:
+			return nil, ErrSubscriptionClosed
+		default:
+		}
+		if s.ended != nil {
+			return nil, s.ended
+		}
+		frames, err := s.step()
+		if err != nil {
+			s.endWith(err)
+			return nil, s.ended
+		}
+		if len(frames) > 0 {
+			last := frames[len(frames)-1].Seq
+			s.resume = After(last)
+			return frames, nil
+		}
+		if !s.waiting() {
+			continue
+		}
+		select {
+		case <-s.wake:
+		case <-s.closed:
+			s.unwait()
+			return nil, ErrSubscriptionClosed
+		case <-ctx.Done():
+			s.unwait()
+			return nil, ctx.Err()
+		}
+		s.r.wmu.Lock()
+		if s.waitNext > s.next {
+			s.next = s.waitNext // the hub showed nothing of ours before it
+		}
+		s.r.wmu.Unlock()
+	}
+}
+
+// Position is where a new subscription would resume: after the last
+// event delivered (the start, when none was).
+func (s *Subscription) Position() Start {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.resume
+}
+
+// Close ends the subscription; a Next blocked in another goroutine
+// returns ErrSubscriptionClosed. The last subscription of a hub to close
+// stops the hub following its store. Close is idempotent.
+func (s *Subscription) Close() {
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		s.unwait()
+		s.h.release()
+	})
+}
+
+func (s *Subscription) endWith(err error) {
+	if err == ErrSlowConsumer {
+		s.h.cutOff.Add(1)
+	}
+	s.ended = &EndError{Cause: err, Resume: s.resume}
+	s.cur = nil
+}
+
+// signal wakes a Next waiting on s (never blocks).
+func (s *Subscription) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// matches reports whether ring entry e is in s's region.
+func (s *Subscription) matches(e *entry) bool {
+	return s.all || s.region.Matches(e.coord, e.kind, e.clock)
+}
+
+// waiting registers s as waiting for events after s.next; false when
+// something arrived meanwhile (read again instead of waiting).
+func (s *Subscription) waiting() bool {
+	r := s.r
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.err != nil {
+		return false
+	}
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	s.waitNext = s.next
+	if r.concernsLocked(s) {
+		return false
+	}
+	// Drop a stale wake-up so the next one is news.
+	select {
+	case <-s.wake:
+	default:
+	}
+	r.waiters[s] = struct{}{}
+	return true
+}
+
+func (s *Subscription) unwait() {
+	s.r.wmu.Lock()
+	delete(s.r.waiters, s)
+	s.r.wmu.Unlock()
+}
+
+// step returns what is available now: from the store while s is behind
+// the ring, then from the ring. No frames and no error: nothing yet,
+// after s.next.
+func (s *Subscription) step() ([]Frame, error) {
+	r := s.r
+	r.mu.RLock()
+	err, coverStart := r.err, r.coverStart
+	r.mu.RUnlock()
+	if err != nil {
+		return nil, err
+	}
+	var frames []Frame
+	var bytes int64
+	if s.next < coverStart {
+		if frames, bytes, err = s.fromStore(coverStart); err != nil || s.next < coverStart {
+			return frames, err
+		}
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.err != nil {
+		return nil, r.err
+	}
+	if s.next < r.coverStart {
+		return frames, nil // the ring moved on meanwhile: the store again next time
+	}
+	return s.fromRingLocked(frames, bytes)
+}
+
+// fromRingLocked appends to frames (holding bytes) what the ring holds
+// from s.next. Caller holds r.mu (read).
+func (s *Subscription) fromRingLocked(frames []Frame, bytes int64) ([]Frame, error) {
+	r := s.r
+	if s.next >= r.coverEnd {
+		s.live = true // at the newest events
+		return frames, nil
+	}
+	max := s.h.opts.MaxBacklogEvents
+	maxBytes := s.h.opts.MaxBacklogBytes
+	p := r.searchLocked(s.next)
+	start := p
+	n := len(frames)
+	truncated := false
+	for ; p < r.head; p++ {
+		e := &r.ring[p&r.mask]
+		if !s.matches(e) {
+			continue
+		}
+		if n+1 > max || (n > 0 && bytes+int64(len(e.data)) > maxBytes) {
+			if s.live {
+				return nil, ErrSlowConsumer
+			}
+			truncated = true
+			break
+		}
+		n++
+		bytes += int64(len(e.data))
+	}
+	if frames == nil {
+		frames = make([]Frame, 0, n)
+	}
+	end := p
+	for p = start; p < end; p++ {
+		e := &r.ring[p&r.mask]
+		if s.matches(e) {
+			frames = append(frames, Frame{Seq: e.seq, Data: e.data})
+		}
+	}
+	if truncated {
+		s.next = r.ring[end&r.mask].seq
+	} else {
+		s.next = r.coverEnd
+		s.live = true
+	}
+	return frames, nil
+}
+
+// fromStore reads the store with s's own cursor from s.next, up to the
+// first event the ring holds (coverStart): catching up, or fallen behind
+// the ring.
+func (s *Subscription) fromStore(coverStart uint64) ([]Frame, int64, error) {
+	o := &s.h.opts
+	if s.cur == nil {
+		s.cur = s.h.store.Cursor(s.region)
+	}
+	s.cur.Seek(s.next)
+	limit := o.MaxBacklogEvents
+	if s.live {
+		limit++ // one more than the bound tells a backlog past it
+	}
+	evs, err := s.cur.Poll(limit)
+	if err != nil {
+		return nil, 0, storeErr(err)
+	}
+	next := s.cur.Position()
+	n := 0
+	for n < len(evs) && evs[n].GlobalSequence < coverStart {
+		n++
+	}
+	if n < len(evs) {
+		next = evs[n].GlobalSequence // the rest is in the ring
+	}
+	if s.live && n > o.MaxBacklogEvents {
+		return nil, 0, ErrSlowConsumer
+	}
+	frames := make([]Frame, 0, n)
+	var bytes int64
+	for i := range evs[:n] {
+		data := o.Encode(evs[i])
+		s.h.encoded.Add(1)
+		if len(frames) > 0 && bytes+int64(len(data)) > o.MaxBacklogBytes {
+			if s.live {
+				return nil, 0, ErrSlowConsumer
+			}
+			next = evs[i].GlobalSequence
+			break
+		}
+		bytes += int64(len(data))
+		frames = append(frames, Frame{Seq: evs[i].GlobalSequence, Data: data})
+	}
+	s.next = next
+	return frames, bytes, nil
+}
