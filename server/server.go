@@ -19,6 +19,7 @@ import (
 	"github.com/batpak-go/batpak/policy/opa"
 	"github.com/batpak-go/batpak/server/auth"
 	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/follow"
 	"github.com/batpak-go/batpak/server/httpapi"
 	"github.com/batpak-go/batpak/server/quota"
 	"github.com/batpak-go/batpak/server/tenancy"
@@ -180,6 +181,7 @@ type Server struct {
 	api     *httpapi.API
 	http    *http.Server
 	gate    *opa.Gate
+	follow  *follow.Set
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -248,6 +250,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return fail(fmt.Errorf("tenants: %w", err))
 	}
+	s.follow, err = follow.NewSet(follow.Options{Encode: httpapi.EncodeEvent, MaxBacklogEvents: min(cfg.SSEBufferEvents, 1<<20)})
+	if err != nil {
+		return fail(fmt.Errorf("server.sse_buffer_events: %w", err))
+	}
 	var access *slog.Logger
 	switch cfg.AccessLog {
 	case "text":
@@ -260,7 +266,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		BackupDir:    filepath.Join(cfg.Root, "backups"),
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxJSONDepth: cfg.MaxJSONDepth,
 		MetricsPublic: cfg.MetricsPublic, AccessLog: access, Logger: cfg.Logger,
-		SSEHeartbeat: cfg.SSEHeartbeat, SSEBufferEvents: cfg.SSEBufferEvents,
+		SSEHeartbeat: cfg.SSEHeartbeat, SSEBufferEvents: cfg.SSEBufferEvents, Follow: s.follow,
 	})
 	s.http = &http.Server{
 		Handler:           s.api.Handler(),
@@ -397,7 +403,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
 		defer cancel()
 		drained := make(chan struct{})
-		go func() { s.api.Drain(); close(drained) }()
+		go func() {
+			// Streams end with "event: shutdown" and their position.
+			s.follow.Close()
+			s.api.Drain()
+			close(drained)
+		}()
 		select {
 		case <-drained:
 		case <-ctx.Done():

@@ -11,6 +11,7 @@ import (
 
 	"github.com/batpak-go/batpak/server/auth"
 	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/follow"
 	"github.com/batpak-go/batpak/server/quota"
 	"github.com/batpak-go/batpak/server/tenancy"
 )
@@ -56,7 +57,11 @@ type Options struct {
 	SSEHeartbeat time.Duration
 	// SSEBufferEvents bounds a subscriber's unsent backlog (events): past
 	// it the stream is cut off with its resumable position. Default 4096.
+	// (The hub in Follow enforces it; the server makes the Set with it.)
 	SSEBufferEvents int
+	// Follow fans tenant stores out to event streams (make it with
+	// EncodeEvent as Options.Encode); nil: /subscribe answers 503.
+	Follow *follow.Set
 }
 
 // API is the HTTP handler of the server. Safe for concurrent use.
@@ -71,6 +76,8 @@ type API struct {
 	// resumable position.
 	stopping  chan struct{}
 	stopOnce  sync.Once
+	streamMu  sync.Mutex
+	draining  bool
 	streams   sync.WaitGroup
 	commitMus [64]sync.Mutex
 }
@@ -151,7 +158,12 @@ func (a *API) Registry() *prometheus.Registry { return a.opts.Registry }
 // returns once the streams have ended. Call it before http.Server.Shutdown.
 func (a *API) Drain() {
 	a.ready.Store(false)
-	a.stopOnce.Do(func() { close(a.stopping) })
+	a.stopOnce.Do(func() {
+		a.streamMu.Lock()
+		a.draining = true
+		a.streamMu.Unlock()
+		close(a.stopping)
+	})
 	a.streams.Wait()
 }
 

@@ -1,5 +1,167 @@
 package httpapi
 
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/server/follow"
+	"github.com/batpak-go/batpak/server/wire"
+)
+
+// EncodeEvent is the SSE data of an event: its JSON on one line. The
+// follow hub calls it once per event for all subscribers.
+func EncodeEvent(ev core.StoredEvent) []byte {
+	b, _ := json.Marshal(wire.FromStored(ev))
+	return b
+}
+
+// beginStream registers a stream unless the API is draining.
+func (a *API) beginStream() bool {
+	a.streamMu.Lock()
+	defer a.streamMu.Unlock()
+	if a.draining {
+		return false
+	}
+	a.streams.Add(1)
+	return true
+}
+
+// subscribe streams a region as Server-Sent Events: "id:" is the global
+// sequence, "event: event", "data:" the event JSON. It catches up from
+// ?after or Last-Event-ID (which wins: it is the browser's resume), then
+// follows live, with ": heartbeat" comments every SSEHeartbeat. A client
+// too slow to keep up gets "event: cutoff", one the server stops for gets
+// "event: shutdown", both with data {"resume_after": <last id sent>}
+// (null: none sent since the start, which was the log's beginning).
 func (a *API) subscribe(c *call) error {
-	return &apiError{status: 501, code: "INTERNAL", detail: "event streams are not available yet"}
+	q := c.r.URL.Query()
+	region, err := wire.ParseRegion(q.Get("entity"), q.Get("scope"), q.Get("kind"), q.Get("category"))
+	if err != nil {
+		return err
+	}
+	start := follow.FromBeginning()
+	after, hasAfter, err := queryUint(c.r, "after")
+	if err != nil {
+		return err
+	}
+	if hasAfter {
+		start = follow.After(after)
+	}
+	if id := strings.TrimSpace(c.r.Header.Get("Last-Event-ID")); id != "" {
+		n, err := strconv.ParseUint(id, 10, 64)
+		if err != nil {
+			return errInvalid("Last-Event-ID", "Last-Event-ID must be a global sequence (a whole number)")
+		}
+		start = follow.After(n)
+	}
+	if a.opts.Follow == nil {
+		return &apiError{status: 503, code: wire.CodeBusy, detail: "event streams are not configured on this server"}
+	}
+	s, err := c.store()
+	if err != nil {
+		return err
+	}
+	release, ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).AcquireSubscription()
+	if ex != nil {
+		return ex
+	}
+	defer release()
+	if !a.beginStream() {
+		return &apiError{status: 503, code: wire.CodeBusy, detail: "the server is shutting down"}
+	}
+	defer a.streams.Done()
+	sub, err := a.opts.Follow.Subscribe(s, region, start)
+	if err != nil {
+		if errors.Is(err, follow.ErrStartAhead) {
+			return errInvalid("after", "the start position is past the end of the log")
+		}
+		if errors.Is(err, follow.ErrHubClosed) {
+			return &apiError{status: 503, code: wire.CodeBusy, detail: "the server is shutting down"}
+		}
+		return err
+	}
+	defer sub.Close()
+	a.metrics.subscriptions.Inc()
+	defer a.metrics.subscriptions.Dec()
+
+	ctx, cancel := context.WithCancel(c.r.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-a.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	h := c.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	c.w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(c.w)
+	bw := bufio.NewWriterSize(c.w, 32<<10)
+	_, _ = bw.WriteString(": subscribed\n\n")
+	if bw.Flush() != nil || rc.Flush() != nil {
+		return nil
+	}
+	end := func(event, reason string) {
+		var resume any
+		if seq, ok := sub.Position().After(); ok {
+			resume = seq
+		}
+		data, _ := json.Marshal(map[string]any{"resume_after": resume, "reason": reason})
+		_, _ = bw.WriteString("event: " + event + "\ndata: ")
+		_, _ = bw.Write(data)
+		_, _ = bw.WriteString("\n\n")
+		_ = bw.Flush()
+		_ = rc.Flush()
+		a.metrics.disconnects.WithLabelValues(event).Inc()
+	}
+	for {
+		nctx, ncancel := context.WithTimeout(ctx, a.opts.SSEHeartbeat)
+		frames, err := sub.Next(nctx)
+		ncancel()
+		if err != nil {
+			var ee *follow.EndError
+			switch {
+			case errors.As(err, &ee) && errors.Is(err, follow.ErrHubClosed):
+				end("shutdown", "server shutting down")
+				return nil
+			case errors.As(err, &ee) && errors.Is(err, follow.ErrSlowConsumer):
+				end("cutoff", "slow consumer")
+				return nil
+			case errors.As(err, &ee):
+				end("cutoff", "the stream ended; resume")
+				return nil
+			case c.r.Context().Err() != nil:
+				a.metrics.disconnects.WithLabelValues("client").Inc()
+				return nil
+			case ctx.Err() != nil: // draining
+				end("shutdown", "server shutting down")
+				return nil
+			case errors.Is(err, context.DeadlineExceeded):
+				_, _ = bw.WriteString(": heartbeat\n\n")
+			default:
+				end("cutoff", "the stream ended; resume")
+				return nil
+			}
+		}
+		for _, f := range frames {
+			_, _ = bw.WriteString("id: ")
+			_, _ = bw.WriteString(strconv.FormatUint(f.Seq, 10))
+			_, _ = bw.WriteString("\nevent: event\ndata: ")
+			_, _ = bw.Write(f.Data)
+			_, _ = bw.WriteString("\n\n")
+		}
+		if bw.Flush() != nil || rc.Flush() != nil {
+			a.metrics.disconnects.WithLabelValues("client").Inc()
+			return nil
+		}
+	}
 }
