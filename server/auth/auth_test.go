@@ -33,7 +33,7 @@ func req(authz string) *http.Request {
 	return r
 }
 
-func plane(t *testing.T) *control.Plane {
+func plane(t testing.TB) *control.Plane {
 	t.Helper()
 	p, err := control.Open(control.Options{Dir: t.TempDir()})
 	if err != nil {
@@ -46,7 +46,7 @@ func plane(t *testing.T) *control.Plane {
 	return p
 }
 
-func issue(t *testing.T, p *control.Plane, tenant string, roles ...control.Role) (token, id string) {
+func issue(t testing.TB, p *control.Plane, tenant string, roles ...control.Role) (token, id string) {
 	t.Helper()
 	token, id, hash, err := auth.NewKey()
 	if err != nil {
