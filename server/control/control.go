@@ -29,7 +29,8 @@ const (
 
 // Quotas bound what one tenant may take. A zero field means "the
 // server's default" (see Plane.Effective); a negative one means no limit
-// where that makes sense (rates, storage).
+// (every field but the bursts, which must not be negative: see
+// Quotas.Validate). The quota package enforces them.
 type Quotas struct {
 	StorageBytes     int64   `json:"storage_bytes,omitempty"`     // segment bytes the tenant's store may hold
 	EventsPerSecond  float64 `json:"events_per_second,omitempty"` // sustained append rate (token bucket)

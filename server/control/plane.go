@@ -199,7 +199,7 @@ func (p *Plane) Tenants() []Tenant {
 	return out
 }
 
-// change is the one path of every tenant update: find the tenant, let
+// changeTenant is the one path of every tenant update: find the tenant, let
 // decide what to record (ok false: nothing to record), record it.
 func (p *Plane) changeTenant(ctx context.Context, id string, kind core.Kind, decide func(Tenant) (body, bool)) (Tenant, error) {
 	p.wmu.Lock()
