@@ -83,8 +83,8 @@ func TestCredentialFormats(t *testing.T) {
 		if hash != sha256.Sum256([]byte(token)) || hash != auth.HashToken(token) {
 			t.Fatal("hash is not SHA-256 of the token")
 		}
-		if control.ValidTenantID(id) != nil && len(id) != 12 {
-			t.Fatalf("id %q", id)
+		if !regexp.MustCompile(`^[a-z2-7]{12}$`).MatchString(id) {
+			t.Fatalf("key id %q is not 12 lowercase base32 characters", id)
 		}
 		if ids[id] {
 			t.Fatalf("id %q made twice", id)
