@@ -1,41 +1,294 @@
 package quota
 
 import (
+	"math"
+	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/batpak-go/batpak/server/control"
 )
 
 // Exceeded says which quota refused a request.
 type Exceeded struct {
-	Quota      string        // "events_per_second", "bytes_per_second", "storage_bytes", "max_payload_bytes", "max_batch_events", "max_subscriptions", "max_cursors"
+	// Quota names the limit: "events_per_second", "bytes_per_second",
+	// "events_burst", "bytes_burst" (one request larger than the bucket),
+	// "storage_bytes", "max_payload_bytes", "max_batch_events",
+	// "max_subscriptions", "max_cursors".
+	Quota      string
 	Limit      float64       // the quota's value
 	RetryAfter time.Duration // 0 when retrying will not help
 }
 
 func (e *Exceeded) Error() string { return "quota exceeded: " + e.Quota }
 
-// Manager holds every tenant's limiters.
-type Manager struct{}
+// Manager holds every tenant's limiters. Safe for concurrent use.
+type Manager struct {
+	now     func() time.Time
+	mu      sync.RWMutex
+	tenants map[string]*Tenant
+}
 
-// New makes a Manager.
-func New() *Manager { panic("unimplemented") }
+// New makes a Manager on the wall clock.
+func New() *Manager { return NewWithClock(time.Now) }
 
-// Tenant returns tenant id's limiter, updating it to q (effective quotas).
-func (m *Manager) Tenant(id string, q control.Quotas) *Tenant { panic("unimplemented") }
+// NewWithClock makes a Manager whose token buckets refill by now (tests
+// and simulations drive time themselves).
+func NewWithClock(now func() time.Time) *Manager {
+	return &Manager{now: now, tenants: map[string]*Tenant{}}
+}
 
-// Forget drops a tenant's limiter (deleted tenant).
-func (m *Manager) Forget(id string) { panic("unimplemented") }
+// Tenant returns tenant id's limiter, updating it to q (effective quotas,
+// control.Plane.Effective) when they changed: rates and bursts change in
+// place (tokens already taken stay taken), the subscription count carries
+// over. Cheap when nothing changed (one map lookup, one comparison).
+func (m *Manager) Tenant(id string, q control.Quotas) *Tenant {
+	m.mu.RLock()
+	t := m.tenants[id]
+	m.mu.RUnlock()
+	if t == nil {
+		m.mu.Lock()
+		if t = m.tenants[id]; t == nil {
+			t = newTenant(m.now, q)
+			m.tenants[id] = t
+		}
+		m.mu.Unlock()
+	}
+	t.update(q)
+	return t
+}
 
-// Tenant is one tenant's limiters.
-type Tenant struct{}
+// Forget drops a tenant's limiter (deleted tenant). A later Tenant call
+// starts it afresh, with full buckets.
+func (m *Manager) Forget(id string) {
+	m.mu.Lock()
+	delete(m.tenants, id)
+	m.mu.Unlock()
+}
 
-// AllowWrite takes events and bytes from the rate buckets, or refuses
-// (taking nothing) with the quota that ran out and when to retry.
-func (t *Tenant) AllowWrite(events, bytes int) *Exceeded { panic("unimplemented") }
+// Tenant is one tenant's limiters. Safe for concurrent use.
+type Tenant struct {
+	now func() time.Time
 
-// CheckStorage refuses when used+adding would pass the storage quota.
-func (t *Tenant) CheckStorage(used int64, adding int) *Exceeded { panic("unimplemented") }
+	mu     sync.Mutex
+	q      control.Quotas
+	events bucket
+	bytes  bucket
+	subs   int
+}
 
-// AcquireSubscription counts one more stream, or refuses.
-func (t *Tenant) AcquireSubscription() (release func(), ex *Exceeded) { panic("unimplemented") }
+// bucket is one token bucket; unlimited when its rate is zero or negative.
+type bucket struct {
+	name, burstName string
+	unlimited       bool
+	rate            float64
+	burst           int
+	lim             *rate.Limiter
+}
+
+func newTenant(now func() time.Time, q control.Quotas) *Tenant {
+	t := &Tenant{now: now, q: q}
+	t.events = bucket{name: "events_per_second", burstName: "events_burst"}
+	t.bytes = bucket{name: "bytes_per_second", burstName: "bytes_burst"}
+	t.events.set(now(), q.EventsPerSecond, q.EventsBurst)
+	t.bytes.set(now(), q.BytesPerSecond, q.BytesBurst)
+	return t
+}
+
+// burstFor is the bucket size: the quota's, or one second's worth of the
+// rate (at least 1) when the burst is zero.
+func burstFor(r float64, b int) int {
+	if b > 0 {
+		return b
+	}
+	if r >= math.MaxInt32 {
+		return math.MaxInt32
+	}
+	return max(1, int(math.Ceil(r)))
+}
+
+func (b *bucket) set(now time.Time, r float64, burst int) {
+	if r <= 0 || math.IsNaN(r) || math.IsInf(r, 0) {
+		b.unlimited, b.rate, b.burst, b.lim = true, r, burst, nil
+		return
+	}
+	burst = burstFor(r, burst)
+	if b.lim == nil {
+		b.lim = rate.NewLimiter(rate.Limit(r), burst) // full bucket
+	} else {
+		b.lim.SetLimitAt(now, rate.Limit(r))
+		b.lim.SetBurstAt(now, burst)
+	}
+	b.unlimited, b.rate, b.burst = false, r, burst
+}
+
+// wait is how long until n tokens are there (0: now); ok false when n is
+// more than the bucket holds.
+func (b *bucket) wait(now time.Time, n int) (time.Duration, bool) {
+	if b.unlimited || n <= 0 {
+		return 0, true
+	}
+	if n > b.burst {
+		return 0, false
+	}
+	have := b.lim.TokensAt(now)
+	if have >= float64(n) {
+		return 0, true
+	}
+	// Whole microseconds, rounded up, forgiving float error below a
+	// nanosecond (1 token at 10/s is 100ms, not 100.000001ms).
+	us := math.Ceil((float64(n)-have)/b.rate*1e6 - 1e-3)
+	return time.Duration(max(us, 1)) * time.Microsecond, true
+}
+
+func (t *Tenant) update(q control.Quotas) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if q == t.q {
+		return
+	}
+	now := t.now()
+	if q.EventsPerSecond != t.q.EventsPerSecond || q.EventsBurst != t.q.EventsBurst {
+		t.events.set(now, q.EventsPerSecond, q.EventsBurst)
+	}
+	if q.BytesPerSecond != t.q.BytesPerSecond || q.BytesBurst != t.q.BytesBurst {
+		t.bytes.set(now, q.BytesPerSecond, q.BytesBurst)
+	}
+	t.q = q
+}
+
+// Quotas returns the effective quotas the limiter applies.
+func (t *Tenant) Quotas() control.Quotas {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.q
+}
+
+// AllowWrite takes events tokens from the events bucket and bytes tokens
+// from the bytes bucket, both or neither. When either is short it takes
+// nothing and names the bucket that needs longer to refill, with
+// RetryAfter the time until both hold enough (for this request alone;
+// other writes may take the tokens first). A request larger than a bucket
+// can ever hold (events > the events burst, bytes > the bytes burst) is
+// refused as "events_burst" or "bytes_burst" with RetryAfter 0: retrying
+// it will not help, it must be split. A zero or negative rate is no limit.
+func (t *Tenant) AllowWrite(events, bytes int) *Exceeded {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	we, ok := t.events.wait(now, events)
+	if !ok {
+		return &Exceeded{Quota: t.events.burstName, Limit: float64(t.events.burst)}
+	}
+	wb, ok := t.bytes.wait(now, bytes)
+	if !ok {
+		return &Exceeded{Quota: t.bytes.burstName, Limit: float64(t.bytes.burst)}
+	}
+	switch {
+	case we > 0 && we >= wb:
+		return &Exceeded{Quota: t.events.name, Limit: t.events.rate, RetryAfter: we}
+	case wb > 0:
+		return &Exceeded{Quota: t.bytes.name, Limit: t.bytes.rate, RetryAfter: wb}
+	}
+	// Both buckets hold enough and nothing else takes from them while
+	// t.mu is held, so both takes succeed.
+	if !t.events.unlimited && events > 0 {
+		t.events.lim.AllowN(now, events)
+	}
+	if !t.bytes.unlimited && bytes > 0 {
+		t.bytes.lim.AllowN(now, bytes)
+	}
+	return nil
+}
+
+// limitOf is an int quota as a limit: ok false when it is no limit (zero
+// or negative).
+func limitOf(v int) (int, bool) { return v, v > 0 }
+
+// CheckStorage refuses when used+adding would pass the storage quota:
+// exactly the quota is allowed. RetryAfter is 0. Zero or negative: no
+// limit.
+func (t *Tenant) CheckStorage(used int64, adding int) *Exceeded {
+	t.mu.Lock()
+	limit := t.q.StorageBytes
+	t.mu.Unlock()
+	if limit <= 0 || used+int64(adding) <= limit {
+		return nil
+	}
+	return &Exceeded{Quota: "storage_bytes", Limit: float64(limit)}
+}
+
+// CheckPayload refuses one event's payload of n bytes over
+// max_payload_bytes (exactly the limit is allowed). Zero or negative: no
+// limit (core's own SingleAppendMaxBytes still applies).
+func (t *Tenant) CheckPayload(n int) *Exceeded {
+	t.mu.Lock()
+	limit, ok := limitOf(t.q.MaxPayloadBytes)
+	t.mu.Unlock()
+	if !ok || n <= limit {
+		return nil
+	}
+	return &Exceeded{Quota: "max_payload_bytes", Limit: float64(limit)}
+}
+
+// CheckBatch refuses a batch of n events over max_batch_events (exactly
+// the limit is allowed). Zero or negative: no limit.
+func (t *Tenant) CheckBatch(n int) *Exceeded {
+	t.mu.Lock()
+	limit, ok := limitOf(t.q.MaxBatchEvents)
+	t.mu.Unlock()
+	if !ok || n <= limit {
+		return nil
+	}
+	return &Exceeded{Quota: "max_batch_events", Limit: float64(limit)}
+}
+
+// CheckCursors refuses defining one more named cursor when the tenant
+// already has defined of them and that is max_cursors (so exactly
+// max_cursors may exist). Zero or negative: no limit. MaxCursors gives the
+// number for control.Plane.DefineCursorMax, which checks under its own
+// lock.
+func (t *Tenant) CheckCursors(defined int) *Exceeded {
+	limit, ok := t.MaxCursors()
+	if !ok || defined < limit {
+		return nil
+	}
+	return &Exceeded{Quota: "max_cursors", Limit: float64(limit)}
+}
+
+// MaxCursors returns the cursor limit, ok false when there is none.
+func (t *Tenant) MaxCursors() (int, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return limitOf(t.q.MaxCursors)
+}
+
+// AcquireSubscription counts one more stream, or refuses when
+// max_subscriptions are open (exactly the limit may be open; zero or
+// negative: no limit). release gives the slot back; calling it more than
+// once releases once. Lowering the quota closes no stream: new ones are
+// refused until the count is under it.
+func (t *Tenant) AcquireSubscription() (release func(), ex *Exceeded) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if limit, ok := limitOf(t.q.MaxSubscriptions); ok && t.subs >= limit {
+		return nil, &Exceeded{Quota: "max_subscriptions", Limit: float64(limit)}
+	}
+	t.subs++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			t.mu.Lock()
+			t.subs--
+			t.mu.Unlock()
+		})
+	}, nil
+}
+
+// Subscriptions is how many streams are open.
+func (t *Tenant) Subscriptions() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.subs
+}

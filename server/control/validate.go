@@ -1,0 +1,216 @@
+package control
+
+import (
+	"fmt"
+	"math"
+	"regexp"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/batpak-go/batpak/core"
+)
+
+// Limits on recorded text.
+const (
+	MaxReasonBytes = 1024 // a suspension reason
+	MaxNameBytes   = 200  // a key's name
+	MaxKindBytes   = 32   // a cursor region's kind, as text
+)
+
+var (
+	tenantIDRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	keyIDRE    = regexp.MustCompile(`^[a-z0-9]{1,64}$`)
+	// cursorNameRE is core.NamedCursor's rule: a name is safe as a file name.
+	cursorNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+)
+
+// shown quotes v for an error message, cut to 64 bytes.
+func shown(v string) string {
+	if len(v) > 64 {
+		v = v[:64] + "…"
+	}
+	return fmt.Sprintf("%q", v)
+}
+
+// ValidTenantID reports whether id is a usable tenant id: 1..63 characters
+// of a-z, 0-9 and '-', starting with a letter or digit
+// (^[a-z0-9][a-z0-9-]{0,62}$). The error wraps ErrInvalid.
+func ValidTenantID(id string) error {
+	if !tenantIDRE.MatchString(id) {
+		return fmt.Errorf("%w: tenant id %s: want 1..63 of a-z 0-9 -, starting with a letter or digit", ErrInvalid, shown(id))
+	}
+	return nil
+}
+
+// ValidCursorName reports whether name is a usable cursor name: core's
+// named-cursor rule, 1..128 of A-Z a-z 0-9 . _ -, starting with a letter
+// or digit. The error wraps ErrInvalid.
+func ValidCursorName(name string) error {
+	if !cursorNameRE.MatchString(name) {
+		return fmt.Errorf("%w: cursor name %s: want 1..128 of A-Z a-z 0-9 . _ -, starting with a letter or digit", ErrInvalid, shown(name))
+	}
+	return nil
+}
+
+// Validate checks q: rates finite (negative: no limit), bursts not
+// negative, the other fields any value (negative: no limit). The error
+// wraps ErrInvalid and names the field.
+func (q Quotas) Validate() error {
+	rate := func(name string, v float64) error {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("%w: quotas.%s: must be a finite number (negative: no limit)", ErrInvalid, name)
+		}
+		return nil
+	}
+	burst := func(name string, v int) error {
+		if v < 0 {
+			return fmt.Errorf("%w: quotas.%s: %d: must be 0 (the default) or positive", ErrInvalid, name, v)
+		}
+		return nil
+	}
+	for _, err := range []error{
+		rate("events_per_second", q.EventsPerSecond),
+		rate("bytes_per_second", q.BytesPerSecond),
+		burst("events_burst", q.EventsBurst),
+		burst("bytes_burst", q.BytesBurst),
+	} {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Over returns q with every zero field taken from def.
+func (q Quotas) Over(def Quotas) Quotas {
+	pick := func(v, d int) int {
+		if v != 0 {
+			return v
+		}
+		return d
+	}
+	out := q
+	if out.StorageBytes == 0 {
+		out.StorageBytes = def.StorageBytes
+	}
+	if out.EventsPerSecond == 0 {
+		out.EventsPerSecond = def.EventsPerSecond
+	}
+	if out.BytesPerSecond == 0 {
+		out.BytesPerSecond = def.BytesPerSecond
+	}
+	out.EventsBurst = pick(q.EventsBurst, def.EventsBurst)
+	out.BytesBurst = pick(q.BytesBurst, def.BytesBurst)
+	out.MaxPayloadBytes = pick(q.MaxPayloadBytes, def.MaxPayloadBytes)
+	out.MaxBatchEvents = pick(q.MaxBatchEvents, def.MaxBatchEvents)
+	out.MaxSubscriptions = pick(q.MaxSubscriptions, def.MaxSubscriptions)
+	out.MaxCursors = pick(q.MaxCursors, def.MaxCursors)
+	return out
+}
+
+// Sync settings.
+const (
+	SyncDurable  = "durable"
+	SyncBuffered = "buffered"
+)
+
+// Validate checks s: Sync is "", "durable" or "buffered". The error wraps
+// ErrInvalid and names the field.
+func (s Settings) Validate() error {
+	switch s.Sync {
+	case "", SyncDurable, SyncBuffered:
+		return nil
+	}
+	return fmt.Errorf("%w: settings.sync %s: want \"durable\" or \"buffered\"", ErrInvalid, shown(s.Sync))
+}
+
+// Validate checks r's shape (the kind's syntax is the HTTP layer's to
+// parse): entity and scope as core coordinates allow (at most 1024 bytes
+// of UTF-8 without NUL), kind at most MaxKindBytes, category 0..15.
+func (r Region) Validate() error {
+	part := func(name, v string) error {
+		if v == "" {
+			return nil
+		}
+		if len(v) > core.MaxCoordinatePartBytes || !utf8.ValidString(v) || strings.IndexByte(v, 0) >= 0 {
+			return fmt.Errorf("%w: region.%s: want at most %d bytes of UTF-8 without NUL", ErrInvalid, name, core.MaxCoordinatePartBytes)
+		}
+		return nil
+	}
+	if err := part("entity", r.Entity); err != nil {
+		return err
+	}
+	if err := part("scope", r.Scope); err != nil {
+		return err
+	}
+	if len(r.Kind) > MaxKindBytes || !utf8.ValidString(r.Kind) {
+		return fmt.Errorf("%w: region.kind: want at most %d bytes of text", ErrInvalid, MaxKindBytes)
+	}
+	if r.Category != nil && (*r.Category < 0 || *r.Category > 15) {
+		return fmt.Errorf("%w: region.category %d: want 0..15", ErrInvalid, *r.Category)
+	}
+	return nil
+}
+
+func regionEqual(a, b Region) bool {
+	if a.Entity != b.Entity || a.Scope != b.Scope || a.Kind != b.Kind {
+		return false
+	}
+	if (a.Category == nil) != (b.Category == nil) {
+		return false
+	}
+	return a.Category == nil || *a.Category == *b.Category
+}
+
+func (c CursorDef) clone() CursorDef {
+	if c.Region.Category != nil {
+		v := *c.Region.Category
+		c.Region.Category = &v
+	}
+	return c
+}
+
+// ValidRole reports whether r is one of the roles.
+func ValidRole(r Role) bool { return r == RoleReader || r == RoleWriter || r == RoleAdmin }
+
+// checkText refuses text longer than max bytes, not UTF-8 or holding
+// control characters.
+func checkText(field, v string, max int) error {
+	if len(v) > max {
+		return fmt.Errorf("%w: %s: %d bytes, at most %d", ErrInvalid, field, len(v), max)
+	}
+	if !utf8.ValidString(v) || strings.IndexFunc(v, unicode.IsControl) >= 0 {
+		return fmt.Errorf("%w: %s: want UTF-8 text without control characters", ErrInvalid, field)
+	}
+	return nil
+}
+
+func validKey(k Key) error {
+	if !keyIDRE.MatchString(k.ID) {
+		return fmt.Errorf("%w: key id %s: want 1..64 of a-z 0-9", ErrInvalid, shown(k.ID))
+	}
+	if err := ValidTenantID(k.Tenant); err != nil {
+		return err
+	}
+	if len(k.Roles) == 0 || len(k.Roles) > 3 {
+		return fmt.Errorf("%w: roles: want 1..3 of reader, writer, admin", ErrInvalid)
+	}
+	seen := map[Role]bool{}
+	for _, r := range k.Roles {
+		if !ValidRole(r) {
+			return fmt.Errorf("%w: roles: unknown role %s (want reader, writer or admin)", ErrInvalid, shown(string(r)))
+		}
+		if seen[r] {
+			return fmt.Errorf("%w: roles: %s given twice", ErrInvalid, r)
+		}
+		seen[r] = true
+	}
+	if err := checkText("name", k.Name, MaxNameBytes); err != nil {
+		return err
+	}
+	if k.Hash == ([32]byte{}) {
+		return fmt.Errorf("%w: key hash is zero", ErrInvalid)
+	}
+	return nil
+}

@@ -1,0 +1,23 @@
+package quota_test
+
+import (
+	"testing"
+
+	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/quota"
+)
+
+// BenchmarkAllowWrite is the per-request cost of the rate check: the
+// tenant lookup with its quota comparison, then both buckets.
+func BenchmarkAllowWrite(b *testing.B) {
+	m := quota.New()
+	q := control.Quotas{EventsPerSecond: 1e12, EventsBurst: 1 << 30, BytesPerSecond: 1e15, BytesBurst: 1 << 30}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if ex := m.Tenant("acme", q).AllowWrite(1, 100); ex != nil {
+				b.Fatal(ex)
+			}
+		}
+	})
+}

@@ -1,0 +1,29 @@
+// Package quota holds each tenant's limits in memory: token buckets for
+// events per second and payload bytes per second
+// (golang.org/x/time/rate), and checks for storage, payload size, batch
+// size, concurrent subscriptions and named cursors. The HTTP layer asks
+// before it writes, so a refused request has written nothing.
+//
+//	quota               checked by               exactly the limit  refused with            RetryAfter
+//	------------------  -----------------------  -----------------  ----------------------  -------------------------
+//	events_per_second   AllowWrite(events, _)    allowed            "events_per_second"     until the bucket refills
+//	bytes_per_second    AllowWrite(_, bytes)     allowed            "bytes_per_second"      until the bucket refills
+//	(bucket size)       AllowWrite               allowed            "events_burst" /        0: split the request
+//	                                                                "bytes_burst"
+//	storage_bytes       CheckStorage(used, add)  allowed            "storage_bytes"         0
+//	max_payload_bytes   CheckPayload(n)          allowed            "max_payload_bytes"     0
+//	max_batch_events    CheckBatch(n)            allowed            "max_batch_events"      0
+//	max_subscriptions   AcquireSubscription()    that many open     "max_subscriptions"     0
+//	max_cursors         CheckCursors(defined)    that many defined  "max_cursors"           0
+//
+// AllowWrite takes from both buckets or from neither. A bucket starts
+// full (burst tokens) and refills at the rate; a burst of 0 means one
+// second's worth of the rate (at least 1). A zero or negative quota is no
+// limit: negative is how an operator lifts one for a tenant (zero in a
+// tenant's overrides means the server default, see control.Quotas).
+//
+// Manager.Tenant is called on every request with the tenant's effective
+// quotas; it changes the limiter in place when they changed, so a quota
+// update takes effect on the next request without losing the bucket's
+// state.
+package quota

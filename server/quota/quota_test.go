@@ -1,0 +1,222 @@
+package quota_test
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/quota"
+)
+
+// clock is a fake time source the test moves by hand.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func want(t *testing.T, ex *quota.Exceeded, q string, limit float64, retry time.Duration) {
+	t.Helper()
+	if ex == nil {
+		t.Fatalf("allowed, want %s refused", q)
+	}
+	if ex.Quota != q || ex.Limit != limit || ex.RetryAfter != retry {
+		t.Fatalf("got %+v, want %s limit %v retry %v", *ex, q, limit, retry)
+	}
+}
+
+func allowed(t *testing.T, ex *quota.Exceeded) {
+	t.Helper()
+	if ex != nil {
+		t.Fatalf("refused: %+v", *ex)
+	}
+}
+
+func TestEventBucketBoundary(t *testing.T) {
+	c := newClock()
+	m := quota.NewWithClock(c.now)
+	tn := m.Tenant("a", control.Quotas{EventsPerSecond: 10, EventsBurst: 5})
+	allowed(t, tn.AllowWrite(5, 100)) // exactly the burst
+	want(t, tn.AllowWrite(1, 0), "events_per_second", 10, 100*time.Millisecond)
+	c.add(99 * time.Millisecond)
+	want(t, tn.AllowWrite(1, 0), "events_per_second", 10, time.Millisecond)
+	c.add(time.Millisecond)
+	allowed(t, tn.AllowWrite(1, 0)) // refilled exactly one token
+	want(t, tn.AllowWrite(1, 0), "events_per_second", 10, 100*time.Millisecond)
+	// Larger than the bucket can ever hold: retrying will not help.
+	c.add(time.Hour)
+	want(t, tn.AllowWrite(6, 0), "events_burst", 5, 0)
+	allowed(t, tn.AllowWrite(5, 0))
+}
+
+func TestBytesBucketAndBothOrNeither(t *testing.T) {
+	c := newClock()
+	m := quota.NewWithClock(c.now)
+	tn := m.Tenant("a", control.Quotas{EventsPerSecond: 100, EventsBurst: 10, BytesPerSecond: 1000, BytesBurst: 1000})
+	allowed(t, tn.AllowWrite(1, 1000)) // exactly the bytes burst
+	// Bytes short: no event token is taken either.
+	want(t, tn.AllowWrite(1, 1), "bytes_per_second", 1000, time.Millisecond)
+	want(t, tn.AllowWrite(1, 1001), "bytes_burst", 1000, 0)
+	c.add(time.Second) // bytes full again; events bucket was full (9 left + refill, capped at 10)
+	allowed(t, tn.AllowWrite(10, 0))
+	// Events short while bytes has plenty: no byte is taken.
+	want(t, tn.AllowWrite(1, 500), "events_per_second", 100, 10*time.Millisecond)
+	allowed(t, tn.AllowWrite(0, 1000))
+	// Both short: the longer wait is named.
+	want(t, tn.AllowWrite(1, 500), "bytes_per_second", 1000, 500*time.Millisecond)
+}
+
+func TestUnlimitedAndDefaults(t *testing.T) {
+	c := newClock()
+	m := quota.NewWithClock(c.now)
+	tn := m.Tenant("a", control.Quotas{EventsPerSecond: -1, BytesPerSecond: 0, StorageBytes: -1, MaxPayloadBytes: -1, MaxBatchEvents: 0, MaxSubscriptions: -1, MaxCursors: -1})
+	for i := 0; i < 1000; i++ {
+		allowed(t, tn.AllowWrite(1<<20, 1<<30))
+	}
+	allowed(t, tn.CheckStorage(1<<60, 1<<30))
+	allowed(t, tn.CheckPayload(1<<30))
+	allowed(t, tn.CheckBatch(1<<30))
+	allowed(t, tn.CheckCursors(1<<30))
+	for i := 0; i < 100; i++ {
+		if _, ex := tn.AcquireSubscription(); ex != nil {
+			t.Fatal(ex)
+		}
+	}
+	// Burst 0: one second's worth of the rate.
+	tb := m.Tenant("b", control.Quotas{EventsPerSecond: 2.5})
+	allowed(t, tb.AllowWrite(3, 0))
+	want(t, tb.AllowWrite(1, 0), "events_per_second", 2.5, 400*time.Millisecond)
+	want(t, tb.AllowWrite(4, 0), "events_burst", 3, 0)
+}
+
+func TestSizeChecksAtTheBoundary(t *testing.T) {
+	m := quota.New()
+	tn := m.Tenant("a", control.Quotas{StorageBytes: 1000, MaxPayloadBytes: 64, MaxBatchEvents: 3, MaxCursors: 2})
+	allowed(t, tn.CheckStorage(900, 100))
+	want(t, tn.CheckStorage(900, 101), "storage_bytes", 1000, 0)
+	want(t, tn.CheckStorage(1001, 0), "storage_bytes", 1000, 0)
+	allowed(t, tn.CheckPayload(64))
+	want(t, tn.CheckPayload(65), "max_payload_bytes", 64, 0)
+	allowed(t, tn.CheckBatch(3))
+	want(t, tn.CheckBatch(4), "max_batch_events", 3, 0)
+	allowed(t, tn.CheckCursors(1)) // the second may be defined
+	want(t, tn.CheckCursors(2), "max_cursors", 2, 0)
+	if n, ok := tn.MaxCursors(); !ok || n != 2 {
+		t.Fatalf("MaxCursors = %d, %v", n, ok)
+	}
+}
+
+func TestSubscriptionsCountAndIdempotentRelease(t *testing.T) {
+	m := quota.New()
+	tn := m.Tenant("a", control.Quotas{MaxSubscriptions: 2})
+	r1, ex := tn.AcquireSubscription()
+	allowed(t, ex)
+	r2, ex := tn.AcquireSubscription()
+	allowed(t, ex) // exactly the limit
+	_, ex = tn.AcquireSubscription()
+	want(t, ex, "max_subscriptions", 2, 0)
+	r1()
+	r1() // a second release gives nothing back
+	if n := tn.Subscriptions(); n != 1 {
+		t.Fatalf("%d open after one release, want 1", n)
+	}
+	r3, ex := tn.AcquireSubscription()
+	allowed(t, ex)
+	_, ex = tn.AcquireSubscription()
+	want(t, ex, "max_subscriptions", 2, 0)
+	// Lowering the quota keeps the open streams, refuses new ones.
+	tn = m.Tenant("a", control.Quotas{MaxSubscriptions: 1})
+	if tn.Subscriptions() != 2 {
+		t.Fatalf("quota change lost the count: %d", tn.Subscriptions())
+	}
+	r2()
+	_, ex = tn.AcquireSubscription()
+	want(t, ex, "max_subscriptions", 1, 0)
+	r3()
+	_, ex = tn.AcquireSubscription()
+	allowed(t, ex)
+}
+
+func TestQuotaChangeUpdatesInPlace(t *testing.T) {
+	c := newClock()
+	m := quota.NewWithClock(c.now)
+	q := control.Quotas{EventsPerSecond: 10, EventsBurst: 10}
+	tn := m.Tenant("a", q)
+	allowed(t, tn.AllowWrite(10, 0))
+	// Same limiter, new rate: the emptied bucket stays empty and refills
+	// at the new rate.
+	q.EventsPerSecond = 100
+	if m.Tenant("a", q) != tn {
+		t.Fatal("Tenant made a new limiter on a quota change")
+	}
+	want(t, tn.AllowWrite(1, 0), "events_per_second", 100, 10*time.Millisecond)
+	c.add(10 * time.Millisecond)
+	allowed(t, tn.AllowWrite(1, 0))
+	// A smaller burst caps the bucket.
+	c.add(time.Hour)
+	q.EventsBurst = 4
+	m.Tenant("a", q)
+	want(t, tn.AllowWrite(5, 0), "events_burst", 4, 0)
+	allowed(t, tn.AllowWrite(4, 0))
+	want(t, tn.AllowWrite(1, 0), "events_per_second", 100, 10*time.Millisecond)
+	// Lifted, then limited again (a full bucket).
+	q.EventsPerSecond = -1
+	m.Tenant("a", q)
+	allowed(t, tn.AllowWrite(1000, 0))
+	q.EventsPerSecond = 1
+	m.Tenant("a", q)
+	allowed(t, tn.AllowWrite(4, 0))
+	want(t, tn.AllowWrite(1, 0), "events_per_second", 1, time.Second)
+	if tn.Quotas() != q {
+		t.Fatalf("Quotas = %+v", tn.Quotas())
+	}
+	// Forget starts over.
+	m.Forget("a")
+	if m.Tenant("a", q) == tn {
+		t.Fatal("Forget kept the limiter")
+	}
+}
+
+// Concurrent writers take exactly what the buckets hold, and a refused
+// write takes from neither bucket.
+func TestConcurrentAllowWriteTakesBothOrNeither(t *testing.T) {
+	c := newClock() // frozen: no refill during the test
+	m := quota.NewWithClock(c.now)
+	q := control.Quotas{EventsPerSecond: 1, EventsBurst: 1000, BytesPerSecond: 1, BytesBurst: 5000}
+	var ok, refused atomic.Int64
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				if m.Tenant("a", q).AllowWrite(1, 10) == nil {
+					ok.Add(1)
+				} else {
+					refused.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 500 || refused.Load() != 1100 {
+		t.Fatalf("%d allowed, %d refused; want 500 (bytes bucket 5000 / 10) and 1100", ok.Load(), refused.Load())
+	}
+	tn := m.Tenant("a", q)
+	// The refused writes took no event tokens: 500 remain.
+	allowed(t, tn.AllowWrite(500, 0))
+	want(t, tn.AllowWrite(1, 0), "events_per_second", 1, time.Second)
+}
