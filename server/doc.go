@@ -22,9 +22,9 @@
 // non-loopback address needs TLS (TLSCert, TLSKey) or AllowInsecureRemote.
 //
 // Operator credential: Config.OperatorToken (config or BATPAK_OPERATOR_TOKEN)
-// if set — its hash is stored in the control plane, replacing an earlier
-// one; else the hash the control plane holds; else one is generated at
-// first start, its hash stored, and the token printed once (Config.Announce).
+// if set (only its hash is kept, in memory); else the hash the control
+// plane holds; else one is generated at first start, its hash stored in the
+// control plane, and the token printed once on Config.Stderr.
 //
 // Shutdown (Serve's context ends, or Shutdown): /readyz turns 503, event
 // streams end with "event: shutdown" and their resumable position, the

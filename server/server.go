@@ -231,7 +231,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.bootstrapOperator(ctx); err != nil {
 		return fail(err)
 	}
-	authn, err := auth.New(auth.Config{Plane: s.plane, JWT: cfg.JWT})
+	var opHash [32]byte
+	if cfg.OperatorToken != "" {
+		opHash = auth.HashToken(cfg.OperatorToken)
+	}
+	authn, err := auth.New(auth.Config{Plane: s.plane, JWT: cfg.JWT, OperatorHash: opHash, Logger: cfg.Logger})
 	if err != nil {
 		return fail(fmt.Errorf("auth: %w", err))
 	}
@@ -302,11 +306,7 @@ func (s *Server) storeConfig(id string, admission core.Admission) core.Config {
 // package doc).
 func (s *Server) bootstrapOperator(ctx context.Context) error {
 	if s.cfg.OperatorToken != "" {
-		h := auth.HashToken(s.cfg.OperatorToken)
-		if cur, ok := s.plane.OperatorHash(); !ok || cur != h {
-			return s.plane.SetOperatorHash(ctx, h)
-		}
-		return nil
+		return nil // auth compares the configured token's hash
 	}
 	if _, ok := s.plane.OperatorHash(); ok {
 		return nil

@@ -7,8 +7,7 @@ import (
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server/control"
-	"github.com/batpak-go/batpak/server/quota"
-	"github.com/batpak-go/batpak/server/wire"
+		"github.com/batpak-go/batpak/server/wire"
 )
 
 // Named cursors: the definition (name, region) lives in the control plane;
@@ -19,11 +18,9 @@ import (
 
 func (a *API) cursorDef(c *call) (control.CursorDef, core.Region, error) {
 	name := c.r.PathValue("name")
-	for _, d := range a.opts.Plane.Cursors(c.tenant) {
-		if d.Name == name {
-			r, err := wire.RegionFromControl(d.Region)
-			return d, r, err
-		}
+	if d, ok := a.opts.Plane.Cursor(c.tenant, name); ok {
+		r, err := wire.RegionFromControl(d.Region)
+		return d, r, err
 	}
 	return control.CursorDef{}, core.Region{}, errNotFound("no such cursor")
 }
@@ -75,8 +72,9 @@ func (a *API) defineCursor(c *call) error {
 			return &apiError{status: 409, code: wire.CodeConflict, detail: "cursor " + strconv.Quote(name) + " exists with another region; delete it first"}
 		}
 	}
-	if lim := a.opts.Plane.Effective(c.tenant).MaxCursors; lim > 0 && len(defs) >= lim {
-		return &quota.Exceeded{Quota: "max_cursors", Limit: float64(lim)}
+	qt := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant))
+	if ex := qt.CheckCursors(len(defs) + 1); ex != nil {
+		return ex
 	}
 	s, err := c.store()
 	if err != nil {
@@ -95,7 +93,8 @@ func (a *API) defineCursor(c *call) error {
 		}
 	}
 	def := control.CursorDef{Name: name, Tenant: c.tenant, Region: body.Region}
-	if err := a.opts.Plane.DefineCursor(c.r.Context(), def); err != nil {
+	maxDefs, _ := qt.MaxCursors()
+	if err := a.opts.Plane.DefineCursorMax(c.r.Context(), def, maxDefs); err != nil {
 		return err
 	}
 	return writeJSON(c.w, http.StatusCreated, def)

@@ -8,23 +8,23 @@ import (
 	"strings"
 
 	"github.com/batpak-go/batpak/core"
-	"github.com/batpak-go/batpak/server/quota"
-	"github.com/batpak-go/batpak/server/wire"
+		"github.com/batpak-go/batpak/server/wire"
 )
 
 // admitWrite checks the write quotas of the call's tenant for events
 // totalling bytes of payload, largest the biggest one: payload size, batch
 // size, storage, then the rate buckets (which take tokens only when
 // everything else passed).
-func (a *API) admitWrite(c *call, s *core.Store, events, bytes, largest int) error {
-	eff := a.opts.Plane.Effective(c.tenant)
-	if eff.MaxPayloadBytes > 0 && largest > eff.MaxPayloadBytes {
-		return &quota.Exceeded{Quota: "max_payload_bytes", Limit: float64(eff.MaxPayloadBytes)}
+func (a *API) admitWrite(c *call, s *core.Store, events, bytes, largest int, batch bool) error {
+	qt := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant))
+	if ex := qt.CheckPayload(largest); ex != nil {
+		return ex
 	}
-	if events > 1 && eff.MaxBatchEvents > 0 && events > eff.MaxBatchEvents {
-		return &quota.Exceeded{Quota: "max_batch_events", Limit: float64(eff.MaxBatchEvents)}
+	if batch {
+		if ex := qt.CheckBatch(events); ex != nil {
+			return ex
+		}
 	}
-	qt := a.opts.Quotas.Tenant(c.tenant, eff)
 	st := s.Stats()
 	a.metrics.noteStats(c.tenant, st)
 	if ex := qt.CheckStorage(st.Bytes, bytes); ex != nil {
@@ -49,7 +49,7 @@ func (a *API) appendOne(c *call) error {
 	if err != nil {
 		return err
 	}
-	if err := a.admitWrite(c, s, 1, len(it.Payload), len(it.Payload)); err != nil {
+	if err := a.admitWrite(c, s, 1, len(it.Payload), len(it.Payload), false); err != nil {
 		return err
 	}
 	a.metrics.queueDepth.Observe(float64(s.WriterPressure().QueueLen))
@@ -100,7 +100,7 @@ func (a *API) appendBatch(c *call) error {
 	if err != nil {
 		return err
 	}
-	if err := a.admitWrite(c, s, len(items), bytes, largest); err != nil {
+	if err := a.admitWrite(c, s, len(items), bytes, largest, true); err != nil {
 		return err
 	}
 	a.metrics.queueDepth.Observe(float64(s.WriterPressure().QueueLen))
