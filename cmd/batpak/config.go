@@ -413,9 +413,12 @@ func (a *app) unknownKeys() []string {
 	for _, s := range settings {
 		known[s.key] = true
 	}
+	for _, s := range serverSettings {
+		known[s.key] = true
+	}
 	var out []string
 	for _, k := range a.v.AllKeys() {
-		if !known[k] && !parentKeys[k] && a.v.InConfig(k) {
+		if !known[k] && !parentKeys[k] && !serverParentKeys[k] && a.v.InConfig(k) {
 			out = append(out, strconv.Quote(k))
 		}
 	}

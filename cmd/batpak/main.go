@@ -150,6 +150,7 @@ judged by that Rego policy first, as the principal --principal-id,
 		&cobra.Group{ID: "policy", Title: "Policy commands:"},
 		&cobra.Group{ID: "maintenance", Title: "Maintenance commands:"},
 		&cobra.Group{ID: "plugin", Title: "Plugin commands:"},
+		&cobra.Group{ID: "server", Title: "Server commands:"},
 	)
 	root.AddCommand(
 		newAppendCmd(a), newDemoCmd(a),
@@ -158,6 +159,7 @@ judged by that Rego policy first, as the principal --principal-id,
 		newPolicyCmd(a),
 		newExportCmd(a), newImportCmd(a), newSnapshotCmd(a), newRedactCmd(a), newCompactCmd(a), newSealCmd(a),
 		newPluginCmd(a),
+		newServeCmd(a),
 	)
 	return root
 }

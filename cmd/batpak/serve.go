@@ -1,0 +1,303 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/batpak-go/batpak/server"
+	"github.com/batpak-go/batpak/server/auth"
+	"github.com/batpak-go/batpak/server/control"
+)
+
+// serverSetting is one server.* configuration key: config-file key, the
+// serve command's flag ("" for config and environment only), kind and
+// default (config.yaml's server: section documents each).
+type serverSetting struct {
+	key  string
+	flag string
+	kind valueKind
+	def  any
+	help string
+}
+
+var serverSettings = []serverSetting{
+	{"server.root", "root", kindPath, "batpak-server", "directory of the control plane, tenant stores and backups"},
+	{"server.listen", "listen", kindText, "127.0.0.1:7070", "host:port to listen on (non-loopback needs TLS or --allow-insecure-remote)"},
+	{"server.tls_cert", "tls-cert", kindOptionalPath, "", "TLS certificate (PEM); with --tls-key"},
+	{"server.tls_key", "tls-key", kindOptionalPath, "", "TLS private key (PEM); with --tls-cert"},
+	{"server.allow_insecure_remote", "allow-insecure-remote", kindBool, false, "allow plain HTTP on a non-loopback address"},
+	{"server.operator_token", "", kindText, "", "operator credential (also BATPAK_OPERATOR_TOKEN)"},
+	{"server.max_open_tenants", "max-open-tenants", kindCount, 10000, "tenant stores open at once (LRU beyond); 1..1000000"},
+	{"server.tenant_idle_timeout", "tenant-idle-timeout", kindDuration, "5m", "close a tenant store idle this long; ≥ 1s"},
+	{"server.max_body_bytes", "max-body-bytes", kindSize, "32MiB", "largest request body; 1KiB..1GiB"},
+	{"server.max_json_depth", "max-json-depth", kindCount, 512, "deepest JSON nesting of a payload; 1..4096"},
+	{"server.read_header_timeout", "read-header-timeout", kindDuration, "5s", "time to read request headers"},
+	{"server.read_timeout", "read-timeout", kindDuration, "60s", "time to read a whole request"},
+	{"server.write_timeout", "write-timeout", kindDuration, "60s", "time to write a response (streams exempt)"},
+	{"server.idle_timeout", "idle-timeout", kindDuration, "120s", "keep-alive connection idle time"},
+	{"server.shutdown_timeout", "shutdown-timeout", kindDuration, "20s", "graceful shutdown bound"},
+	{"server.sse_heartbeat", "sse-heartbeat", kindDuration, "15s", "heartbeat comment interval on event streams"},
+	{"server.sse_buffer_events", "sse-buffer-events", kindCount, 4096, "a subscriber's unsent backlog bound (events) before cutoff"},
+	{"server.metrics_public", "metrics-public", kindBool, false, "serve /metrics without the operator credential"},
+	{"server.access_log", "access-log", kindText, "text", "access log: text, json or off"},
+	{"server.jwt.jwks_file", "", kindOptionalPath, "", "JWKS file: enables JWT bearer tokens"},
+	{"server.jwt.issuer", "", kindText, "", "required JWT iss"},
+	{"server.jwt.audience", "", kindText, "", "required JWT aud"},
+	{"server.jwt.tenant_claim", "", kindText, "tenant", "JWT claim naming the tenant"},
+	{"server.jwt.roles_claim", "", kindText, "roles", "JWT claim listing roles"},
+	{"server.quotas.storage_bytes", "", kindSize, "10GiB", "default storage quota per tenant"},
+	{"server.quotas.events_per_second", "", kindCount, 20000, "default sustained append rate"},
+	{"server.quotas.events_burst", "", kindCount, 40000, "default event bucket size"},
+	{"server.quotas.bytes_per_second", "", kindSize, "64MiB", "default sustained payload bytes per second"},
+	{"server.quotas.bytes_burst", "", kindSize, "128MiB", "default byte bucket size"},
+	{"server.quotas.max_payload_bytes", "", kindSize, "1MiB", "default largest payload"},
+	{"server.quotas.max_batch_events", "", kindCount, 10000, "default most events in one batch"},
+	{"server.quotas.max_subscriptions", "", kindCount, 1100, "default concurrent event streams"},
+	{"server.quotas.max_cursors", "", kindCount, 100, "default named cursors"},
+}
+
+// serverParentKeys are the config-file sections of the server settings.
+var serverParentKeys = map[string]bool{"server": true, "server.jwt": true, "server.quotas": true}
+
+func bindServerSettings(fs *pflag.FlagSet, v *viper.Viper) {
+	for _, s := range serverSettings {
+		v.SetDefault(s.key, s.def)
+		_ = v.BindEnv(s.key, envName(s.key))
+		if s.flag == "" {
+			continue
+		}
+		switch s.kind {
+		case kindBool:
+			fs.Bool(s.flag, s.def.(bool), s.help)
+		default:
+			fs.String(s.flag, fmt.Sprint(s.def), s.help)
+		}
+		_ = v.BindPFlag(s.key, fs.Lookup(s.flag))
+	}
+}
+
+// serverConfig reads the server.* settings into a server.Config.
+func (a *app) serverConfig(policyDir string) (server.Config, error) {
+	cfg := server.DefaultConfig()
+	cfg.PolicyDir = policyDir
+	jwt := auth.JWTConfig{}
+	q := control.Quotas{}
+	for _, s := range serverSettings {
+		raw := a.v.Get(s.key)
+		bad := func(err error) error { return fmt.Errorf("invalid config: %s: %v", s.key, err) }
+		var (
+			str string
+			n   int64
+			d   time.Duration
+			b   bool
+			err error
+		)
+		switch s.kind {
+		case kindPath, kindOptionalPath, kindText:
+			if str, err = parseText(raw); err == nil {
+				str, err = expandHome(str)
+			}
+		case kindSize:
+			n, err = parseSize(raw)
+		case kindCount:
+			var c int
+			c, err = parseCount(raw)
+			n = int64(c)
+		case kindDuration:
+			d, err = parseDuration(raw)
+		case kindBool:
+			b, err = parseBool(raw)
+		}
+		if err != nil {
+			return cfg, bad(err)
+		}
+		switch strings.TrimPrefix(s.key, "server.") {
+		case "root":
+			cfg.Root = str
+		case "listen":
+			cfg.Listen = str
+		case "tls_cert":
+			cfg.TLSCert = str
+		case "tls_key":
+			cfg.TLSKey = str
+		case "allow_insecure_remote":
+			cfg.AllowInsecureRemote = b
+		case "operator_token":
+			cfg.OperatorToken = str
+		case "max_open_tenants":
+			cfg.MaxOpenTenants = int(n)
+		case "tenant_idle_timeout":
+			cfg.TenantIdleTimeout = d
+		case "max_body_bytes":
+			cfg.MaxBodyBytes = n
+		case "max_json_depth":
+			cfg.MaxJSONDepth = int(n)
+		case "read_header_timeout":
+			cfg.ReadHeaderTimeout = d
+		case "read_timeout":
+			cfg.ReadTimeout = d
+		case "write_timeout":
+			cfg.WriteTimeout = d
+		case "idle_timeout":
+			cfg.IdleTimeout = d
+		case "shutdown_timeout":
+			cfg.ShutdownTimeout = d
+		case "sse_heartbeat":
+			cfg.SSEHeartbeat = d
+		case "sse_buffer_events":
+			cfg.SSEBufferEvents = int(n)
+		case "metrics_public":
+			cfg.MetricsPublic = b
+		case "access_log":
+			cfg.AccessLog = str
+		case "jwt.jwks_file":
+			jwt.JWKSFile = str
+		case "jwt.issuer":
+			jwt.Issuer = str
+		case "jwt.audience":
+			jwt.Audience = str
+		case "jwt.tenant_claim":
+			jwt.TenantClaim = str
+		case "jwt.roles_claim":
+			jwt.RolesClaim = str
+		case "quotas.storage_bytes":
+			q.StorageBytes = n
+		case "quotas.events_per_second":
+			q.EventsPerSecond = float64(n)
+		case "quotas.events_burst":
+			q.EventsBurst = int(n)
+		case "quotas.bytes_per_second":
+			q.BytesPerSecond = float64(n)
+		case "quotas.bytes_burst":
+			q.BytesBurst = int(n)
+		case "quotas.max_payload_bytes":
+			q.MaxPayloadBytes = int(n)
+		case "quotas.max_batch_events":
+			q.MaxBatchEvents = int(n)
+		case "quotas.max_subscriptions":
+			q.MaxSubscriptions = int(n)
+		case "quotas.max_cursors":
+			q.MaxCursors = int(n)
+		}
+	}
+	if cfg.OperatorToken == "" {
+		cfg.OperatorToken = os.Getenv("BATPAK_OPERATOR_TOKEN")
+	}
+	if jwt.JWKSFile != "" {
+		cfg.JWT = &jwt
+	}
+	cfg.Quotas = q
+	cfg.Stderr = a.stderr
+	cfg.Logger = newLineLogger(a.stderr)
+	return cfg, nil
+}
+
+func newServeCmd(a *app) *cobra.Command {
+	var demo bool
+	cmd := &cobra.Command{
+		Use:     "serve",
+		GroupID: "server",
+		Short:   "Host many tenants' event stores over HTTP",
+		Long: `serve runs the batpak server: every tenant is its own store under
+<server.root>/tenants/<id>, reached over a JSON HTTP API (/v1, OpenAPI
+document at /v1/openapi.json) with per-tenant API keys, quotas and the
+platform write policy (policy.dir). It listens on 127.0.0.1:7070 unless
+server.listen says otherwise; a non-loopback address needs TLS.
+
+Settings: the server: section of config.yaml (every key documented
+there), BATPAK_SERVER_* environment variables and the flags below. The
+operator credential (admin API) comes from server.operator_token or
+BATPAK_OPERATOR_TOKEN; without one, the first start generates one and
+prints it once. SIGTERM or SIGINT shuts down gracefully within
+server.shutdown_timeout.`,
+		Example: `  BATPAK_OPERATOR_TOKEN=bpko_change-me batpak serve --root ./srv
+  batpak serve --demo`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			res, err := a.loadConfig()
+			if err != nil {
+				return err
+			}
+			cfg, err := a.serverConfig(res.policyDir)
+			if err != nil {
+				return err
+			}
+			if demo && cfg.OperatorToken == "" {
+				// The demo prints ready-to-paste lines: it needs the
+				// token in hand.
+				tok, _, err := auth.NewOperatorToken()
+				if err != nil {
+					return err
+				}
+				cfg.OperatorToken = tok
+			}
+			srv, err := server.New(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			if err := srv.Listen(); err != nil {
+				_ = srv.Shutdown(context.Background())
+				return err
+			}
+			fmt.Fprintf(a.stderr, "batpak serve: listening on %s (root %s)\n", srv.Addr(), cfg.Root)
+			if demo {
+				if err := printDemo(cmd.Context(), a, srv, cfg); err != nil {
+					_ = srv.Shutdown(context.Background())
+					return err
+				}
+			}
+			return srv.Serve(cmd.Context())
+		},
+	}
+	bindServerSettings(cmd.Flags(), a.v)
+	cmd.Flags().BoolVar(&demo, "demo", false, "create a demo tenant and key and print ready-to-paste curl lines")
+	return cmd
+}
+
+// printDemo makes tenant "demo" (if missing) with an admin key and prints
+// curl lines that use them.
+func printDemo(ctx context.Context, a *app, srv *server.Server, cfg server.Config) error {
+	p := srv.Plane()
+	if _, ok := p.Tenant("demo"); !ok {
+		if _, err := p.CreateTenant(ctx, "demo", control.Quotas{}, control.Settings{}); err != nil {
+			return err
+		}
+	}
+	token, id, hash, err := auth.NewKey()
+	if err != nil {
+		return err
+	}
+	if _, err := p.IssueKey(ctx, control.Key{ID: id, Tenant: "demo", Roles: []control.Role{control.RoleAdmin}, Name: "demo", Created: time.Now().UTC(), Hash: hash}); err != nil {
+		return err
+	}
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	host := srv.Addr().String()
+	if h, port, err := net.SplitHostPort(host); err == nil && (h == "::" || h == "0.0.0.0") {
+		host = net.JoinHostPort("127.0.0.1", port)
+	}
+	base := scheme + "://" + host
+	ev, _ := json.Marshal(map[string]any{"entity": "order:1", "scope": "shop", "kind": "1:1", "payload": map[string]any{"total_cents": 998}})
+	fmt.Fprintf(a.stdout, `Demo tenant "demo" is ready. Paste these into another terminal:
+
+  export BATPAK=%s KEY=%s OP=%s
+  curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+       -d '%s' $BATPAK/v1/tenants/demo/events
+  curl -s -H "Authorization: Bearer $KEY" "$BATPAK/v1/tenants/demo/events?entity=order:"
+  curl -sN -H "Authorization: Bearer $KEY" "$BATPAK/v1/tenants/demo/subscribe?entity=order:"
+  curl -s -H "Authorization: Bearer $OP" $BATPAK/v1/admin/tenants
+
+`, base, token, cfg.OperatorToken, ev)
+	return nil
+}
