@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"time"
 
@@ -149,6 +150,9 @@ func (c Config) withDefaults() (Config, error) {
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return c, errors.New("server.tls_cert and server.tls_key go together: give both or neither")
 	}
+	if c.OperatorToken != "" && !operatorRE.MatchString(c.OperatorToken) {
+		return c, errors.New("server.operator_token (or BATPAK_OPERATOR_TOKEN) is not an operator credential: want bpko_ and 52 characters of a-z and 2-7 (start once without one and the server generates and prints one)")
+	}
 	switch c.AccessLog {
 	case "text", "json", "off":
 	default:
@@ -159,6 +163,8 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	return c, nil
 }
+
+var operatorRE = regexp.MustCompile(`^` + auth.OperatorPattern + `$`)
 
 // isLoopback reports whether addr (host:port) listens on loopback only.
 func isLoopback(addr string) bool {

@@ -219,7 +219,7 @@ operator credential (admin API) comes from server.operator_token or
 BATPAK_OPERATOR_TOKEN; without one, the first start generates one and
 prints it once. SIGTERM or SIGINT shuts down gracefully within
 server.shutdown_timeout.`,
-		Example: `  BATPAK_OPERATOR_TOKEN=bpko_change-me batpak serve --root ./srv
+		Example: `  batpak serve --root ./srv
   batpak serve --demo`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -148,7 +148,12 @@ func (a *API) Routes() []Route { return append([]Route(nil), a.routes...) }
 
 // Handler is the API with its middleware (request id, panic recovery,
 // access log, metrics).
-func (a *API) Handler() http.Handler { return a.middleware(a.mux) }
+func (a *API) Handler() http.Handler { return a.middleware(a.mux, "") }
+
+// Wrap gives h the API's middleware (request id, panic → 500 problem,
+// access log, metrics under route): for handlers an embedding program
+// serves beside the API.
+func (a *API) Wrap(route string, h http.Handler) http.Handler { return a.middleware(h, route) }
 
 // Registry is the metrics registry the API reports to.
 func (a *API) Registry() *prometheus.Registry { return a.opts.Registry }

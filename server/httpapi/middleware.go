@@ -109,7 +109,7 @@ func requestID(r *http.Request) string {
 
 // middleware: request id, panic → 500, unknown route → problem, access
 // log and request metrics.
-func (a *API) middleware(next http.Handler) http.Handler {
+func (a *API) middleware(next http.Handler, route string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		ri := &reqInfo{id: requestID(r)}
@@ -130,7 +130,9 @@ func (a *API) middleware(next http.Handler) http.Handler {
 			}
 			a.finish(rec, r, ri, start)
 		}()
-		if _, pattern := a.mux.Handler(r); pattern == "" {
+		if route != "" {
+			ri.route = route
+		} else if _, pattern := a.mux.Handler(r); pattern == "" {
 			a.noRoute(rec, r, ri)
 			return
 		}
