@@ -1,0 +1,105 @@
+package httpapi_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/batpak-go/batpak/server"
+)
+
+// TestBadInputOnWriteRoutes: malformed and deeply nested JSON, bodies over
+// the limit, wrong content types, invalid UTF-8, bad kinds and coordinates
+// are refused with problem+json 4xx on every write route, and nothing is
+// written.
+func TestBadInputOnWriteRoutes(t *testing.T) {
+	const maxBody = 64 << 10
+	const depth = 16
+	e := start(t, func(c *server.Config) { c.MaxBodyBytes = maxBody; c.MaxJSONDepth = depth })
+	k := e.tenant("acme")
+	before := e.snapshotOf("acme", k["admin"])
+	deep := strings.Repeat("[", 5000) + strings.Repeat("]", 5000)
+	huge := `{"entity":"a","scope":"s","kind":"1:1","payload":"` + strings.Repeat("x", maxBody) + `"}`
+	type tc struct {
+		name, body, ctype string
+		status            int
+		code              string
+	}
+	common := []tc{
+		{"malformed", `{"entity":`, "application/json", 400, "INVALID_JSON"},
+		{"deep", `{"payload":` + deep + `}`, "application/json", 400, "INVALID_JSON"},
+		{"huge", huge, "application/json", 413, "PAYLOAD_TOO_LARGE"},
+		{"text/plain", `{}`, "text/plain", 415, "UNSUPPORTED_MEDIA_TYPE"},
+		{"no content type", `{}`, "", 415, "UNSUPPORTED_MEDIA_TYPE"},
+		{"latin1", `{}`, "application/json; charset=latin1", 415, "UNSUPPORTED_MEDIA_TYPE"},
+		{"invalid utf8", "{\"entity\":\"\xff\xfe\"}", "application/json", 400, "INVALID_JSON"},
+		{"unknown field", `{"colour":1}`, "application/json", 400, "INVALID_REQUEST"},
+		{"two values", `{} {}`, "application/json", 400, "INVALID_JSON"},
+	}
+	routes := map[string][]tc{
+		"POST /v1/tenants/acme/events": append(common,
+			tc{"bad kind", `{"entity":"a","scope":"s","kind":"0:1","payload":{}}`, "application/json", 400, "INVALID_KIND"},
+			tc{"kind text", `{"entity":"a","scope":"s","kind":"order","payload":{}}`, "application/json", 400, "INVALID_KIND"},
+			tc{"empty entity", `{"entity":"","scope":"s","kind":"1:1","payload":{}}`, "application/json", 400, "INVALID_COORDINATE"},
+			tc{"nul scope", `{"entity":"a","scope":"a\u0000b","kind":"1:1","payload":{}}`, "application/json", 400, "INVALID_COORDINATE"},
+			tc{"reserved entity", `{"entity":"batpak:x","scope":"s","kind":"1:1","payload":{}}`, "application/json", 400, ""},
+			tc{"payload too deep", `{"entity":"a","scope":"s","kind":"1:1","payload":` + strings.Repeat("[", depth+1) + strings.Repeat("]", depth+1) + `}`, "application/json", 400, "INVALID_JSON"},
+			tc{"duplicate key payload", `{"entity":"a","scope":"s","kind":"1:1","payload":{"a":1,"a":2}}`, "application/json", 400, "INVALID_JSON"},
+		),
+		"POST /v1/tenants/acme/batches": append(common,
+			tc{"empty batch", `{"events":[]}`, "application/json", 400, "INVALID_REQUEST"},
+			tc{"bad item kind", `{"events":[{"entity":"a","scope":"s","kind":"1:1","payload":1},{"entity":"a","scope":"s","kind":"x","payload":1}]}`, "application/json", 400, "INVALID_KIND"},
+			tc{"forward cause", `{"events":[{"entity":"a","scope":"s","kind":"1:1","payload":1,"cause_item":1},{"entity":"a","scope":"s","kind":"1:1","payload":1}]}`, "application/json", 400, "INVALID_REQUEST"},
+		),
+		"PUT /v1/tenants/acme/cursors/c1": append(common,
+			tc{"bad region kind", `{"region":{"kind":"nope"}}`, "application/json", 400, "INVALID_KIND"},
+			tc{"bad category", `{"region":{"category":99}}`, "application/json", 400, "INVALID_KIND"},
+		),
+		"POST /v1/tenants/acme/keys": append(common,
+			tc{"bad role", `{"roles":["root"]}`, "application/json", 400, "INVALID_REQUEST"},
+		),
+		"POST /v1/tenants/acme/import": {
+			{"json type", `{}`, "application/json", 415, "UNSUPPORTED_MEDIA_TYPE"},
+			{"malformed line", "{\"id\":\n", "application/x-ndjson", 400, ""},
+			{"huge", huge, "application/x-ndjson", 413, "PAYLOAD_TOO_LARGE"},
+		},
+	}
+	for route, cases := range routes {
+		method, path, _ := strings.Cut(route, " ")
+		for _, c := range cases {
+			r := e.req(method, path, k["admin"], c.body, "Content-Type", c.ctype)
+			if r.status != c.status || (c.code != "" && r.code() != c.code) {
+				t.Errorf("%s %s: %d %s, want %d %s", route, c.name, r.status, r.body, c.status, c.code)
+			}
+		}
+	}
+	if after := e.snapshotOf("acme", k["admin"]); after != before {
+		t.Fatalf("bad input changed the tenant:\n%s\n%s", before, after)
+	}
+}
+
+// TestBodyAndDepthBoundaries: exactly the body limit and the depth limit
+// are accepted, one more refused.
+func TestBodyAndDepthBoundaries(t *testing.T) {
+	const maxBody = 4 << 10
+	const depth = 8
+	e := start(t, func(c *server.Config) { c.MaxBodyBytes = maxBody; c.MaxJSONDepth = depth })
+	k := e.tenant("acme")
+	body := func(n int) string {
+		head := `{"entity":"a","scope":"s","kind":"1:1","payload":"`
+		return head + strings.Repeat("x", n-len(head)-2) + `"}`
+	}
+	e.must(e.req("POST", "/v1/tenants/acme/events", k["writer"], body(maxBody)), 201)
+	if r := e.req("POST", "/v1/tenants/acme/events", k["writer"], body(maxBody+1)); r.status != 413 || r.json(t)["limit"].(float64) != maxBody {
+		t.Fatalf("one byte over: %d %s", r.status, r.body)
+	}
+	nest := func(d int) string {
+		return `{"entity":"a","scope":"s","kind":"1:1","payload":` + strings.Repeat("[", d) + strings.Repeat("]", d) + `}`
+	}
+	e.must(e.req("POST", "/v1/tenants/acme/events", k["writer"], nest(depth)), 201)
+	if r := e.req("POST", "/v1/tenants/acme/events", k["writer"], nest(depth+1)); r.status != 400 || r.code() != "INVALID_JSON" {
+		t.Fatalf("one level deeper: %d %s", r.status, r.body)
+	}
+	if n := e.count("acme", k["admin"]); n != 2 {
+		t.Fatalf("%v events", n)
+	}
+}
