@@ -283,4 +283,3 @@ func (a *API) readyz(c *call) error {
 	}
 	return writeJSON(c.w, http.StatusOK, map[string]any{"status": "ready", "open_tenants": a.opts.Tenants.OpenCount()})
 }
-

@@ -7,7 +7,7 @@ import (
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server/control"
-		"github.com/batpak-go/batpak/server/wire"
+	"github.com/batpak-go/batpak/server/wire"
 )
 
 // Named cursors: the definition (name, region) lives in the control plane;

@@ -7,14 +7,14 @@
 // Every tenant data route runs the same checks, in this order, before its
 // handler reads or writes anything:
 //
-//	1. authenticate the bearer credential             → 401 UNAUTHENTICATED
-//	2. operator credential, another tenant's key,
-//	   or a role below the route's                     → 403 FORBIDDEN
-//	3. tenant unknown / suspended                      → 404 NOT_FOUND / 403 TENANT_SUSPENDED
-//	4. body: content type, size (before parsing),
-//	   UTF-8, depth, fields                            → 415 / 413 / 400
-//	5. quotas (payload, batch, storage, rates)         → 413 / 507 / 429 + Retry-After
-//	6. the store call (policy gate inside)             → 403 POLICY_DENIED, 409, 503 BUSY, …
+//  1. authenticate the bearer credential             → 401 UNAUTHENTICATED
+//  2. operator credential, another tenant's key,
+//     or a role below the route's                     → 403 FORBIDDEN
+//  3. tenant unknown / suspended                      → 404 NOT_FOUND / 403 TENANT_SUSPENDED
+//  4. body: content type, size (before parsing),
+//     UTF-8, depth, fields                            → 415 / 413 / 400
+//  5. quotas (payload, batch, storage, rates)         → 413 / 507 / 429 + Retry-After
+//  6. the store call (policy gate inside)             → 403 POLICY_DENIED, 409, 503 BUSY, …
 //
 // Admin routes (/v1/admin/…) take the operator credential only. A 403 for
 // another tenant never says whether that tenant exists.

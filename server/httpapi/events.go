@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/batpak-go/batpak/core"
-		"github.com/batpak-go/batpak/server/wire"
+	"github.com/batpak-go/batpak/server/wire"
 )
 
 // admitWrite checks the write quotas of the call's tenant for events

@@ -178,7 +178,7 @@ type headerProbe struct {
 	status int
 }
 
-func (p *headerProbe) Header() http.Header       { return p.h }
+func (p *headerProbe) Header() http.Header         { return p.h }
 func (p *headerProbe) Write(b []byte) (int, error) { return len(b), nil }
 func (p *headerProbe) WriteHeader(code int)        { p.status = code }
 

@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	_ "embed"
-	"net/http"
 )
 
 // OpenAPIDocument is the API's OpenAPI 3.1 description, served at
@@ -17,5 +16,3 @@ func (a *API) openapi(c *call) error {
 	_, err := c.w.Write(OpenAPIDocument)
 	return err
 }
-
-var _ = http.StatusOK

@@ -102,10 +102,10 @@ func TestOpenAPIExamplesValidate(t *testing.T) {
 	}
 	// The checker is not a rubber stamp.
 	bad := []any{
-		map[string]any{"entity": "e", "scope": "s", "kind": "1:1"},                                  // no payload
-		map[string]any{"entity": "e", "scope": "s", "kind": "1:1", "payload": 1, "colour": "red"},   // unknown member
-		map[string]any{"entity": "e", "scope": "s", "kind": 70000.0, "payload": 1},                  // kind out of range
-		map[string]any{"entity": "e", "scope": "s", "kind": "1:1", "payload": 1, "flags": "x"},      // wrong type
+		map[string]any{"entity": "e", "scope": "s", "kind": "1:1"},                                // no payload
+		map[string]any{"entity": "e", "scope": "s", "kind": "1:1", "payload": 1, "colour": "red"}, // unknown member
+		map[string]any{"entity": "e", "scope": "s", "kind": 70000.0, "payload": 1},                // kind out of range
+		map[string]any{"entity": "e", "scope": "s", "kind": "1:1", "payload": 1, "flags": "x"},    // wrong type
 		map[string]any{"entity": "e", "scope": "s", "kind": "1:1", "payload": 1, "expected_clock": "soon"},
 	}
 	for _, b := range bad {
