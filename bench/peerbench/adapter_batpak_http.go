@@ -43,7 +43,7 @@ type batpakHTTP struct {
 	stats string
 }
 
-const benchOperator = "bpko_peerbenchoperatortokenpeerbenchoperatortoken00"
+const benchOperator = "bpko_peerbenchoperatortokenpeerbenchoperatortokenpeerbenc"
 
 func (s *batpakHTTP) Name() string { return "batpak-http" }
 
@@ -69,7 +69,7 @@ func (s *batpakHTTP) Open(ctx context.Context, o OpenOptions) error {
 	if err != nil {
 		return err
 	}
-	s.cmd = exec.Command(bin, "serve", "--server-root", o.Dir, "--server-listen", addr, "--server-access-log", "off")
+	s.cmd = exec.Command(bin, "serve", "--root", o.Dir, "--listen", addr, "--access-log", "off")
 	s.cmd.Env = append(os.Environ(), "BATPAK_OPERATOR_TOKEN="+benchOperator)
 	s.cmd.Stdout, s.cmd.Stderr = os.Stderr, os.Stderr
 	if err := s.cmd.Start(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"iter"
+	"net/http"
 	"net/url"
 	"strconv"
 )
@@ -31,7 +32,11 @@ func (t *Tenant) Append(ctx context.Context, req AppendRequest) (Receipt, error)
 		return Receipt{}, err
 	}
 	var r Receipt
-	err = t.c.do(ctx, request{method: "POST", path: t.path("/events"), body: body, safe: true}, &r)
+	// The key goes in the header too: net/http then knows the request may
+	// be sent again on a fresh connection if a kept-alive one was closed
+	// under it.
+	h := http.Header{"Idempotency-Key": {req.IdempotencyKey}}
+	err = t.c.do(ctx, request{method: "POST", path: t.path("/events"), body: body, header: h, safe: true}, &r)
 	return r, err
 }
 
