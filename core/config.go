@@ -78,8 +78,12 @@ type Config struct {
 	// the next write would take it past this size. Default 256 MiB; range
 	// 64 KiB..4 GiB-1. An event larger than this gets a segment of its own.
 	SegmentMaxBytes int64
-	// FDBudget bounds the segment files kept open and memory-mapped for
-	// reads (least recently used are closed first). Default 64; range 2..65536.
+	// FDBudget bounds the segment files kept memory-mapped for reads
+	// (least recently used are unmapped first; a mapping holds no
+	// descriptor once made). Default 64; range 2..65536. Besides these, a
+	// writable store holds its LOCK file open, and the active segment
+	// while the writer is not idle (see "What an open store holds" in the
+	// package documentation).
 	// A read-only store's Open and Verify also hold one descriptor per
 	// segment while they read the whole log (see OpenReadOnly).
 	FDBudget int

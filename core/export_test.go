@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"time"
 
 	"github.com/batpak-go/batpak/core/internal/vfs"
 )
@@ -53,4 +54,12 @@ func OpenWithFS(cfg Config, fsys vfs.FS) (*Store, error) {
 func OpenReadOnlyWithFS(cfg Config, fsys vfs.FS) (*Store, error) {
 	cfg.fs = fsys
 	return OpenReadOnly(cfg)
+}
+
+// SetActiveFileIdle sets how long a writer idles before it releases the
+// active segment's descriptor, for stores opened from now on; the returned
+// func restores the previous value.
+func SetActiveFileIdle(d time.Duration) (restore func()) {
+	old := activeFileIdle.Swap(int64(d))
+	return func() { activeFileIdle.Store(old) }
 }

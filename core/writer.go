@@ -93,6 +93,14 @@ type writer struct {
 	timer    *time.Timer
 	armed    bool
 
+	// idle fires while the active segment is open; once nothing was asked
+	// of the writer for idleAfter (see lastActive) it syncs what is not yet
+	// synced and closes the segment's descriptor and mapping, and the next
+	// request reopens them (see releaseIdleFile).
+	idle       *time.Timer
+	idleAfter  time.Duration
+	lastActive time.Time
+
 	failed error // set once a write or sync fails; every later write fails
 
 	buf       []byte
@@ -126,6 +134,9 @@ func newWriter(s *Store, rec recovered) (*writer, error) {
 	w := &writer{s: s, nextSeq: rec.nextSeq, exited: make(chan struct{}), groupIdm: map[string]idemOriginal{}}
 	w.timer = time.NewTimer(time.Hour)
 	w.timer.Stop()
+	w.idleAfter = time.Duration(activeFileIdle.Load())
+	w.idle = time.NewTimer(w.idleAfter)
+	w.lastActive = time.Now()
 	w.syncer.start(s.cfg.Sync.Mode, &w.fsyncs)
 	switch {
 	case rec.lastSeg == 0:
@@ -192,9 +203,16 @@ func (w *writer) run() {
 		case err := <-w.inFlightDone():
 			w.syncFinished(err)
 			continue
+		case <-w.idle.C:
+			w.releaseIdleFile()
+			continue
 		}
 		w.gather(first)
 		start := time.Now()
+		w.lastActive = start
+		if w.file == nil && w.failed == nil && first.op != opClose {
+			w.fail(w.reopenFile())
+		}
 		if w.process(w.reqs) {
 			return
 		}
@@ -405,7 +423,10 @@ func (w *writer) fail(err error) {
 // tail, as seal does).
 func (w *writer) finish() error {
 	w.timer.Stop()
+	w.idle.Stop()
 	if w.file == nil {
+		// Released while idle (everything synced then), or lost to a failure.
+		w.syncer.stop()
 		return w.failed
 	}
 	if w.fence != nil && w.failed == nil {

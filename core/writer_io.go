@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
+	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/batpak-go/batpak/core/internal/segment"
@@ -165,5 +167,64 @@ func (w *writer) createSegment(id uint32) error {
 		return err
 	}
 	w.s.segs.SetActive(id, w.off)
+	return nil
+}
+
+// activeFileIdle is how long a writer waits with nothing to do before it
+// releases the active segment's file descriptor and writable mapping (tests
+// shorten it through export_test.go). An idle store then holds one
+// descriptor, its LOCK file, so that thousands of open stores (one per
+// tenant of a server) fit in the process's descriptor limit. Reopening
+// costs the next write an open and an mmap (a few microseconds).
+var activeFileIdle atomic.Int64
+
+func init() { activeFileIdle.Store(int64(time.Second)) }
+
+// releaseIdleFile runs when the idle timer fires: if the writer was asked
+// nothing for idleAfter, it syncs whatever is written but not yet synced
+// (more syncing than the sync setting asks, never less), then unmaps and
+// closes the active segment. A writer that failed, or has a fence open,
+// keeps its file. A sync or close error stops the writer as a write error
+// would.
+func (w *writer) releaseIdleFile() {
+	if w.file == nil || w.failed != nil {
+		return
+	}
+	if d := w.idleAfter - time.Since(w.lastActive); d > 0 {
+		w.idle.Reset(d)
+		return
+	}
+	if w.fence != nil {
+		w.idle.Reset(w.idleAfter)
+		return
+	}
+	if w.unsynced > 0 || w.syncer.busy || w.durable.Load() < w.nextSeq {
+		if err := w.syncNow(); err != nil {
+			w.fail(err)
+			return
+		}
+	}
+	w.unmapActive()
+	err := w.file.Close()
+	w.file = nil
+	if err != nil {
+		w.fail(fmt.Errorf("batpak: close idle segment: %w", err))
+	}
+}
+
+// reopenFile reopens and maps the active segment released by
+// releaseIdleFile, before the writer handles its next request.
+func (w *writer) reopenFile() error {
+	f, err := w.s.fs.OpenFile(filepath.Join(w.s.cfg.Dir, format.SegmentName(w.seg)), os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("batpak: reopen active segment: %w", err)
+	}
+	w.file = f
+	if err := w.mapActive(); err != nil {
+		f.Close()
+		w.file = nil
+		return err
+	}
+	w.idle.Reset(w.idleAfter)
 	return nil
 }

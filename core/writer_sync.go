@@ -19,13 +19,25 @@ type syncer struct {
 	req    chan vfs.File
 	done   chan error
 	busy   bool // a sync is in flight (writer goroutine only)
-	lastNs atomic.Int64
+	// running: the goroutine was started. It starts with the first
+	// background sync, so a store that syncs every event (EveryNEvents 1,
+	// no Interval) or sits idle has no goroutine for it.
+	running bool
+	lastNs  atomic.Int64
 }
 
 func (sy *syncer) start(mode SyncMode, fsyncs *atomic.Uint64) {
 	sy.mode, sy.fsyncs = mode, fsyncs
 	sy.req = make(chan vfs.File, 1)
 	sy.done = make(chan error, 1)
+}
+
+// launch starts the goroutine on the first background sync.
+func (sy *syncer) launch() {
+	if sy.running {
+		return
+	}
+	sy.running = true
 	go func() {
 		for f := range sy.req {
 			sy.done <- sy.sync(f)
@@ -89,6 +101,7 @@ func (w *writer) startSync() error {
 	if err := w.awaitSync(); err != nil {
 		return err
 	}
+	w.syncer.launch()
 	w.syncer.busy = true
 	w.syncingSeq = w.nextSeq
 	w.syncer.req <- w.file
