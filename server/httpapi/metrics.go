@@ -125,9 +125,12 @@ func (m *metrics) appended(tenant string, n int) {
 func (m *metrics) noteStats(tenant string, st core.Stats) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	last, ok := m.lastFsync[tenant]
+	last := m.lastFsync[tenant]
+	if st.Fsyncs < last {
+		last = 0 // the store was closed and opened again: its count restarted
+	}
 	m.lastFsync[tenant] = st.Fsyncs
-	if ok && st.Fsyncs > last {
+	if st.Fsyncs > last {
 		d := float64(st.Fsyncs - last)
 		m.fsTotal += d
 		m.fsyncs.Add(d)
