@@ -24,6 +24,7 @@ import (
 	"github.com/batpak-go/batpak/server/httpapi"
 	"github.com/batpak-go/batpak/server/quota"
 	"github.com/batpak-go/batpak/server/tenancy"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures a Server. Zero fields take the defaults of
@@ -271,8 +272,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	case "json":
 		access = slog.New(slog.NewJSONHandler(cfg.Stderr, nil))
 	}
+	reg := prometheus.NewRegistry()
+	if s.gate != nil {
+		registerPolicyMetrics(reg, s.gate)
+	}
 	s.api = httpapi.New(httpapi.Options{
-		Plane: s.plane, Auth: authn, Quotas: quota.New(), Tenants: s.tenants,
+		Registry: reg,
+		Plane:    s.plane, Auth: authn, Quotas: quota.New(), Tenants: s.tenants,
 		BackupDir:    filepath.Join(cfg.Root, "backups"),
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxJSONDepth: cfg.MaxJSONDepth,
 		MetricsPublic: cfg.MetricsPublic, AccessLog: access, Logger: cfg.Logger,
@@ -440,4 +446,22 @@ func (s *Server) closeStores(ctx context.Context) error {
 		err = s.tenants.Close(ctx)
 	}
 	return errors.Join(err, s.plane.Close())
+}
+
+// registerPolicyMetrics exposes the platform policy's decision counters.
+func registerPolicyMetrics(reg *prometheus.Registry, g *opa.Gate) {
+	counter := func(name, help string, v func(opa.Stats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(v(g.Stats())) })
+	}
+	reg.MustRegister(
+		counter("batpak_policy_decisions_total", "Platform policy decisions (every write item judged).",
+			func(s opa.Stats) uint64 { return s.Decisions }),
+		counter("batpak_policy_cache_hits_total", "Platform policy decisions answered from the decision cache.",
+			func(s opa.Stats) uint64 { return s.CacheHits }),
+		counter("batpak_policy_decision_denials_total", "Platform policy decisions that refused (errors included).",
+			func(s opa.Stats) uint64 { return s.Denials }),
+		counter("batpak_policy_errors_total", "Platform policy decisions that failed to evaluate.",
+			func(s opa.Stats) uint64 { return s.Errors }),
+	)
 }

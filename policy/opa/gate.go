@@ -39,6 +39,25 @@ type Gate struct {
 	cur    atomic.Pointer[loadedPolicy]
 	mu     sync.Mutex // serialises reloads
 	opts   Options
+	stats  struct{ decisions, cached, denied, errors atomic.Uint64 }
+}
+
+// Stats counts a Gate's decisions since Load (reloads keep counting).
+type Stats struct {
+	Decisions uint64 // every Decide (and Evaluate)
+	CacheHits uint64 // decisions answered from the decision cache
+	Denials   uint64 // decisions that refused (errors included)
+	Errors    uint64 // decisions that failed to evaluate (POLICY_ERROR)
+}
+
+// Stats returns the gate's counters; safe for concurrent use.
+func (g *Gate) Stats() Stats {
+	return Stats{
+		Decisions: g.stats.decisions.Load(),
+		CacheHits: g.stats.cached.Load(),
+		Denials:   g.stats.denied.Load(),
+		Errors:    g.stats.errors.Load(),
+	}
 }
 
 // Options tunes a Gate.
@@ -239,6 +258,21 @@ type Decision struct {
 // Decide evaluates the policy for in. The error repeats a POLICY_ERROR
 // reason (the decision is then a denial, never an allow).
 func (g *Gate) Decide(ctx context.Context, in *policy.Input) (Decision, error) {
+	d, err := g.decide(ctx, in)
+	g.stats.decisions.Add(1)
+	if d.Cached {
+		g.stats.cached.Add(1)
+	}
+	if !d.Allowed {
+		g.stats.denied.Add(1)
+	}
+	if err != nil {
+		g.stats.errors.Add(1)
+	}
+	return d, err
+}
+
+func (g *Gate) decide(ctx context.Context, in *policy.Input) (Decision, error) {
 	lp := g.cur.Load()
 	var key string
 	if lp.cache != nil {

@@ -344,7 +344,7 @@ func rolesOf(v any) []control.Role {
 	seen := map[control.Role]bool{}
 	for _, n := range names {
 		r := control.Role(n)
-		if control.ValidRole(r) && !seen[r] {
+		if (control.ValidRole(r) || control.ValidAppRole(r)) && !seen[r] && len(out) < control.MaxRoles {
 			seen[r] = true
 			out = append(out, r)
 		}

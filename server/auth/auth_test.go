@@ -276,7 +276,7 @@ func claims(mod func(map[string]any)) map[string]any {
 	c := map[string]any{
 		"sub": "user-7", "iss": "https://idp.example", "aud": "batpak",
 		"exp": now.Add(time.Hour), "nbf": now.Add(-time.Minute),
-		"tenant": "acme", "roles": []string{"reader", "superuser", "writer"},
+		"tenant": "acme", "roles": []string{"reader", "Super User!", "clerk", "writer"},
 	}
 	if mod != nil {
 		mod(c)
@@ -295,9 +295,9 @@ func TestJWT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := auth.Principal{ID: "user-7", Tenant: "acme", Roles: []control.Role{control.RoleReader, control.RoleWriter}}
+	want := auth.Principal{ID: "user-7", Tenant: "acme", Roles: []control.Role{control.RoleReader, "clerk", control.RoleWriter}}
 	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("principal %+v, want %+v (unknown roles ignored)", got, want)
+		t.Fatalf("principal %+v, want %+v (application roles kept for the policy, malformed ones ignored)", got, want)
 	}
 	if !got.Has(control.RoleWriter) || got.Has(control.RoleAdmin) {
 		t.Fatal("roles from the claim not ordered")
@@ -307,8 +307,8 @@ func TestJWT(t *testing.T) {
 		t.Fatalf("expired 10s ago, inside the skew: %v", err)
 	}
 	// A space-separated roles string.
-	s, err := a.Authenticate(req("Bearer " + sign(t, env.priv, claims(func(c map[string]any) { c["roles"] = "admin bogus" }))))
-	if err != nil || !reflect.DeepEqual(s.Roles, []control.Role{control.RoleAdmin}) {
+	s, err := a.Authenticate(req("Bearer " + sign(t, env.priv, claims(func(c map[string]any) { c["roles"] = "admin BOGUS! cashier" }))))
+	if err != nil || !reflect.DeepEqual(s.Roles, []control.Role{control.RoleAdmin, "cashier"}) {
 		t.Fatalf("roles string: %+v, %v", s, err)
 	}
 

@@ -38,7 +38,9 @@
 // "sub" (the principal's ID) and "exp"; "exp" and "nbf" are checked with
 // JWTConfig.Skew of tolerance, "iss" and "aud" when configured; the tenant
 // comes from JWTConfig.TenantClaim (a valid tenant id) and the roles from
-// JWTConfig.RolesClaim (unknown roles ignored).
+// JWTConfig.RolesClaim: access roles (reader, writer, admin) and application
+// roles (control.ValidAppRole; they grant nothing on the server and flow into
+// the policy input), at most control.MaxRoles; malformed names are ignored.
 //
 // Every failure is ErrUnauthenticated, whatever the reason; the reason
 // goes to the debug log only.

@@ -171,8 +171,22 @@ func (c CursorDef) clone() CursorDef {
 	return c
 }
 
-// ValidRole reports whether r is one of the roles.
+// ValidRole reports whether r is one of the access roles (reader, writer,
+// admin): what the server lets a credential do.
 func ValidRole(r Role) bool { return r == RoleReader || r == RoleWriter || r == RoleAdmin }
+
+// MaxRoles bounds the roles of one key (access and application roles).
+const MaxRoles = 16
+
+// appRoleRE is the shape of an application role's name.
+var appRoleRE = regexp.MustCompile(`^[a-z][a-z0-9_.:-]{0,63}$`)
+
+// ValidAppRole reports whether r can be an application role: 1..64 of
+// a-z 0-9 _ . : -, starting with a letter. Application roles ("clerk",
+// "cashier") grant nothing on the server; they flow, with the access
+// roles, into the policy input (input.principal.roles), where a write
+// policy decides what they allow.
+func ValidAppRole(r Role) bool { return appRoleRE.MatchString(string(r)) }
 
 // checkText refuses text longer than max bytes, not UTF-8 or holding
 // control characters.
@@ -186,6 +200,33 @@ func checkText(field, v string, max int) error {
 	return nil
 }
 
+// ValidRoles checks a key's roles: 1..MaxRoles, no repeats, at least one
+// access role (reader, writer, admin), the others application roles
+// (ValidAppRole).
+func ValidRoles(roles []Role) error {
+	if len(roles) == 0 || len(roles) > MaxRoles {
+		return fmt.Errorf("%w: roles: want 1..%d roles, at least one of reader, writer, admin", ErrInvalid, MaxRoles)
+	}
+	seen := map[Role]bool{}
+	access := false
+	for _, r := range roles {
+		switch {
+		case ValidRole(r):
+			access = true
+		case !ValidAppRole(r):
+			return fmt.Errorf("%w: roles: %s is neither reader, writer nor admin, nor an application role name (1..64 of a-z 0-9 _ . : -, starting with a letter)", ErrInvalid, shown(string(r)))
+		}
+		if seen[r] {
+			return fmt.Errorf("%w: roles: %s given twice", ErrInvalid, r)
+		}
+		seen[r] = true
+	}
+	if !access {
+		return fmt.Errorf("%w: roles: want at least one of reader, writer, admin (application roles alone grant nothing)", ErrInvalid)
+	}
+	return nil
+}
+
 func validKey(k Key) error {
 	if !keyIDRE.MatchString(k.ID) {
 		return fmt.Errorf("%w: key id %s: want 1..64 of a-z 0-9", ErrInvalid, shown(k.ID))
@@ -193,18 +234,8 @@ func validKey(k Key) error {
 	if err := ValidTenantID(k.Tenant); err != nil {
 		return err
 	}
-	if len(k.Roles) == 0 || len(k.Roles) > 3 {
-		return fmt.Errorf("%w: roles: want 1..3 of reader, writer, admin", ErrInvalid)
-	}
-	seen := map[Role]bool{}
-	for _, r := range k.Roles {
-		if !ValidRole(r) {
-			return fmt.Errorf("%w: roles: unknown role %s (want reader, writer or admin)", ErrInvalid, shown(string(r)))
-		}
-		if seen[r] {
-			return fmt.Errorf("%w: roles: %s given twice", ErrInvalid, r)
-		}
-		seen[r] = true
+	if err := ValidRoles(k.Roles); err != nil {
+		return err
 	}
 	if err := checkText("name", k.Name, MaxNameBytes); err != nil {
 		return err

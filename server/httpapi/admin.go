@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/batpak-go/batpak/server/auth"
@@ -45,12 +46,10 @@ func (a *API) issueKey(c *call) error {
 		return err
 	}
 	if len(body.Roles) == 0 {
-		return errInvalid("roles", "roles is required: one or more of reader, writer, admin")
+		return errInvalid("roles", "roles is required: one or more of reader, writer, admin, plus any application roles for the policy")
 	}
-	for _, r := range body.Roles {
-		if r != control.RoleReader && r != control.RoleWriter && r != control.RoleAdmin {
-			return errInvalid("roles", "unknown role "+strconv.Quote(clip(string(r)))+": want reader, writer or admin")
-		}
+	if err := control.ValidRoles(body.Roles); err != nil {
+		return errInvalid("roles", strings.TrimPrefix(err.Error(), control.ErrInvalid.Error()+": roles: "))
 	}
 	if len(body.Name) > 256 {
 		return errInvalid("name", "longer than 256 bytes")
