@@ -77,7 +77,10 @@ type Config struct {
 	// MaxOpen: at most this many stores are open (or opening, or closing)
 	// at once; opening one more first closes the least recently acquired
 	// store that has no lease, or fails with ErrTooManyOpen when all are
-	// leased. 0 means DefaultMaxOpen (10000); range 0..MaxMaxOpen. Each
+	// leased. Once more than MaxOpen - MaxOpen/100 are open, a background
+	// task closes least recently acquired unleased stores to keep that
+	// 1% free, so an Acquire seldom waits for a close. 0 means
+	// DefaultMaxOpen (10000); range 0..MaxMaxOpen. Each
 	// open idle store holds one file descriptor (see StoreConfig), so the
 	// process's descriptor limit must exceed MaxOpen with room for the
 	// busy ones and the listener's connections.
@@ -138,7 +141,12 @@ type Registry struct {
 
 	stopJanitor context.CancelFunc
 	janitorDone chan struct{}
-	trashSeq    atomic.Uint64
+	// reserve is how many slots the janitor keeps free by closing least
+	// recently acquired unleased stores in the background (MaxOpen/100),
+	// so that an Acquire seldom waits for a store to close; kick wakes it.
+	reserve  int
+	kick     chan struct{}
+	trashSeq atomic.Uint64
 
 	opens, openFailures, evictions, idleCloses atomic.Uint64
 }
@@ -194,7 +202,8 @@ func New(cfg Config) (*Registry, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
-	r := &Registry{cfg: cfg, log: cfg.Logger, tenants: map[string]*tenant{}, storeConf: cfg.StoreConfig}
+	r := &Registry{cfg: cfg, log: cfg.Logger, tenants: map[string]*tenant{}, storeConf: cfg.StoreConfig,
+		reserve: cfg.MaxOpen / 100, kick: make(chan struct{}, 1)}
 	if r.log == nil {
 		r.log = slog.Default()
 	}
@@ -336,6 +345,12 @@ func (r *Registry) openLocked(id string) (*Lease, error) {
 	t.lastUsed = time.Now()
 	t.elem = r.lru.PushFront(t)
 	close(f.done)
+	if r.reserve > 0 && r.slots > r.cfg.MaxOpen-r.reserve {
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
+	}
 	return &Lease{r: r, t: t, s: s}, nil
 }
 
@@ -600,33 +615,52 @@ func (r *Registry) Stats() Stats {
 			st.Leased++
 		}
 	}
-	r.mu.Unlock()
+	// Read under the lock, which every change of them holds: the counts
+	// agree with Open.
 	st.Opens = r.opens.Load()
 	st.OpenFailures = r.openFailures.Load()
 	st.Evictions = r.evictions.Load()
 	st.IdleCloses = r.idleCloses.Load()
+	r.mu.Unlock()
 	return st
 }
 
-// janitor closes stores idle for IdleTimeout. It wakes every quarter of
-// IdleTimeout (between 5 ms and 5 s), so a store closes between IdleTimeout
-// and 1.25×IdleTimeout (or IdleTimeout + 5 s) after its last use.
+// janitor closes stores idle for IdleTimeout, and, when kicked, closes
+// least recently acquired unleased stores until the reserve of free slots
+// is back. It wakes every quarter of IdleTimeout (between 5 ms and 5 s), so
+// a store closes between IdleTimeout and 1.25×IdleTimeout (or IdleTimeout
+// + 5 s) after its last use.
 func (r *Registry) janitor(ctx context.Context) {
 	defer close(r.janitorDone)
-	if r.cfg.IdleTimeout < 0 {
-		<-ctx.Done()
-		return
+	var tick <-chan time.Time
+	if r.cfg.IdleTimeout > 0 {
+		t := time.NewTicker(min(max(r.cfg.IdleTimeout/4, 5*time.Millisecond), 5*time.Second))
+		defer t.Stop()
+		tick = t.C
 	}
-	every := min(max(r.cfg.IdleTimeout/4, 5*time.Millisecond), 5*time.Second)
-	tick := time.NewTicker(every)
-	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-tick:
 			r.closeIdle(ctx)
+		case <-r.kick:
+			r.refillReserve(ctx)
 		}
+	}
+}
+
+// refillReserve closes least recently acquired unleased stores, one at a
+// time, until r.reserve slots are free (or none is left to close).
+func (r *Registry) refillReserve(ctx context.Context) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.slots > r.cfg.MaxOpen-r.reserve && !r.closed && ctx.Err() == nil {
+		victim := r.lruVictimLocked()
+		if victim == nil {
+			return
+		}
+		_ = r.closeLocked(victim, &r.evictions)
 	}
 }
 

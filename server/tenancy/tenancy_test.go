@@ -259,8 +259,9 @@ func TestLRUEvictionUnder2000Tenants(t *testing.T) {
 		t.Fatalf("%d stores open at once, MaxOpen is %d", p, maxOpen)
 	}
 	st := r.Stats()
-	if st.Open != maxOpen || st.Opens != tenants+1 || st.Evictions != tenants+1-maxOpen {
-		t.Fatalf("stats %+v, want %d open, %d opened, %d evicted", st, maxOpen, tenants+1, tenants+1-maxOpen)
+	// The janitor keeps 1% (one slot) free in the background.
+	if st.Open < maxOpen-1 || st.Open > maxOpen || st.Opens != tenants+1 || st.Evictions != st.Opens-uint64(st.Open) {
+		t.Fatalf("stats %+v, want %d or %d open, %d opened, the rest evicted", st, maxOpen-1, maxOpen, tenants+1)
 	}
 	// The leased tenant survived every eviction.
 	appendOne(t, held.Store(), "kept:2")
