@@ -96,7 +96,9 @@ type Config struct {
 	// Exists reports whether tenant id exists; Acquire refuses others with
 	// ErrUnknownTenant before touching the disk, so no directory is ever
 	// created for a tenant Exists does not know. Required. It is called
-	// on every Acquire, without the registry's lock held.
+	// on every Acquire and again just before a store is opened, without
+	// the registry's lock held; it must not call into the registry. The
+	// caller records a deletion (Exists then says no) before Remove.
 	Exists func(id string) bool
 	// Logger receives open failures and close errors. Default slog.Default().
 	Logger *slog.Logger
@@ -323,20 +325,32 @@ func (r *Registry) openLocked(id string) (*Lease, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = r.log
 	}
-	s, err := core.Open(cfg)
+	// Asked again now that the open is registered: a deletion recorded
+	// after Acquire's first check either shows here or finds this open in
+	// the registry (Remove waits for it), so a deleted tenant's directory
+	// is never created again.
+	var s *core.Store
+	var err error
+	if r.cfg.Exists(id) {
+		s, err = core.Open(cfg)
+	}
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t.flight = nil
-	if err != nil {
-		f.err = fmt.Errorf("tenancy: open tenant %s: %w", id, err)
+	if s == nil {
+		if err != nil {
+			f.err = fmt.Errorf("tenancy: open tenant %s: %w", id, err)
+			r.openFailures.Add(1)
+			r.log.Warn("tenancy: tenant store failed to open", "tenant", id, "err", err)
+		} else {
+			f.err = fmt.Errorf("%w: %s", ErrUnknownTenant, id)
+		}
 		if !t.removing {
 			delete(r.tenants, id)
 		}
 		r.slots--
-		r.openFailures.Add(1)
 		close(f.done)
-		r.log.Warn("tenancy: tenant store failed to open", "tenant", id, "err", err)
 		return nil, f.err
 	}
 	r.opens.Add(1)

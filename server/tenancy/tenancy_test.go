@@ -161,6 +161,24 @@ func TestAcquireRefusesInvalidAndUnknown(t *testing.T) {
 	}
 }
 
+// A tenant deleted between Acquire's first check and the open is refused
+// before its directory is created again.
+func TestAcquireChecksExistsBeforeOpening(t *testing.T) {
+	var calls atomic.Int64
+	r, cfg := newRegistry(t, func(c *tenancy.Config) {
+		c.Exists = func(string) bool { return calls.Add(1) == 1 } // deleted right after the first answer
+	})
+	if _, err := r.Acquire(context.Background(), "late"); !errors.Is(err, tenancy.ErrUnknownTenant) {
+		t.Fatalf("Acquire of a tenant deleted meanwhile = %v, want ErrUnknownTenant", err)
+	}
+	if dirExists(filepath.Join(cfg.Root, "late")) {
+		t.Fatal("a deleted tenant's directory was created")
+	}
+	if st := r.Stats(); st.Open != 0 || st.OpenFailures != 0 {
+		t.Fatalf("stats %+v, want nothing open and no failure counted", st)
+	}
+}
+
 // An open tenant is reused: the second Acquire gets the same store and
 // opens nothing. Release is idempotent.
 func TestAcquireReusesOpenStore(t *testing.T) {
@@ -451,11 +469,12 @@ func TestRemoveWaitsForLeasesThenDeletes(t *testing.T) {
 	}
 }
 
-// Concurrent Acquires, appends and Removes (under -race): every Acquire
+// Concurrent Acquires, appends, Removes, evictions and idle closes (under
+// -race): every Acquire
 // either gets a working store or ErrUnknownTenant, Removes succeed, and at
 // the end every remaining tenant's directory holds a store that opens.
 func TestConcurrentAcquireAndRemove(t *testing.T) {
-	r, cfg := newRegistry(t, func(c *tenancy.Config) { c.MaxOpen = 8 })
+	r, cfg := newRegistry(t, func(c *tenancy.Config) { c.MaxOpen = 8; c.IdleTimeout = 5 * time.Millisecond })
 	ids := []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -506,7 +525,7 @@ func TestConcurrentAcquireAndRemove(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	t.Logf("%d appends, %d refused acquires, %d removes", appended.Load(), refused.Load(), removed.Load())
+	t.Logf("%d appends, %d refused acquires, %d removes, %+v", appended.Load(), refused.Load(), removed.Load(), r.Stats())
 	if appended.Load() == 0 || removed.Load() == 0 {
 		t.Fatal("the workload did not interleave appends and removes")
 	}
