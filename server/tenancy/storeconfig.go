@@ -52,9 +52,10 @@ const (
 //
 // The same run: 10,000 tenants opened (one durable append each) at 480 to
 // 800 per second with 8 goroutines; a first Acquire+Get of a closed
-// 10-event tenant p50 ≈ 1 ms, p99 2 to 4 ms (6.7 ms with the registry
-// full and evicting, on a machine shared with other builds); closing all
-// 10,200 stores 9 to 18 s.
+// 10-event tenant p50 ≈ 1 ms, p99 2 to 4 ms (4.7 to 6.7 ms with the
+// registry full and evicting) while the machine was lightly loaded; with
+// other builds running (load average 9 on 2 cores) the p99s reached 14 ms
+// and 46 ms. Closing all 10,200 stores took 9 to 21 s.
 //
 // Admission, SingleAppendMaxBytes and Logger are left to the caller.
 func StoreConfig(dir string, durable bool) core.Config {
