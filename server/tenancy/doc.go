@@ -40,7 +40,7 @@
 // # What a tenant costs
 //
 // An open idle tenant store costs one file descriptor, two goroutines and
-// about 50 KiB of memory with StoreConfig's settings; see StoreConfig for
+// about 48 KiB of memory with StoreConfig's settings; see StoreConfig for
 // the figures and the command that measures them. 10,000 tenants open at
 // once fit in a descriptor limit of 20,000.
 package tenancy

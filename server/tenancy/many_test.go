@@ -22,7 +22,8 @@ import (
 // $BATPAK_TENANTS, default 200), appends one event to each, and reports
 // what an open idle tenant costs — file descriptors, goroutines, resident
 // memory — and the latency of a first Acquire+Get on a closed small
-// tenant, without and with an eviction to make room. The documented
+// tenant, with the registry below its limit and full (idle stores evicted
+// to make room). The documented
 // figures (StoreConfig) come from
 //
 //	BATPAK_TENANTS=10000 go test -count=1 -run TestManyTenants -v ./server/tenancy/
@@ -60,8 +61,11 @@ func TestManyTenants(t *testing.T) {
 	}
 
 	r, err := tenancy.New(tenancy.Config{
-		Root:        root,
-		MaxOpen:     n + small/2, // the second half of the small tenants evicts
+		Root: root,
+		// The first half of the small tenants fits below the 1% the
+		// registry keeps free; the second half fills it, and the registry
+		// evicts idle stores to keep room.
+		MaxOpen:     (n+small/2)*100/99 + 2,
 		IdleTimeout: -1,
 		StoreConfig: func(string) core.Config { return tenancy.StoreConfig("", true) },
 		Exists:      func(string) bool { return true },
@@ -138,11 +142,12 @@ func TestManyTenants(t *testing.T) {
 	}
 	free := measure(0, small/2)
 	evicting := measure(small/2, small)
-	if got := r.Stats().Evictions; got != small/2 {
-		t.Fatalf("%d evictions, want %d", got, small/2)
+	st := r.Stats()
+	if st.Evictions == 0 || st.Open > (n+small/2)*100/99+2 {
+		t.Fatalf("stats %+v: want evictions, at most MaxOpen open", st)
 	}
-	t.Logf("first Acquire+Get of a closed 10-event tenant, free slot: %s", percentiles(free))
-	t.Logf("first Acquire+Get of a closed 10-event tenant, evicting an idle one: %s", percentiles(evicting))
+	t.Logf("first Acquire+Get of a closed 10-event tenant, registry below its limit: %s", percentiles(free))
+	t.Logf("first Acquire+Get of a closed 10-event tenant, registry full (%d evictions): %s", st.Evictions, percentiles(evicting))
 
 	if fds > 1.1 {
 		t.Errorf("%.2f descriptors per idle tenant, want at most 1.1", fds)

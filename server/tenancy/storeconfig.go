@@ -45,9 +45,17 @@ const (
 //	                          "What an open store holds")
 //	goroutines        2       writer and sealer (durable stores never
 //	                          start core's background syncer)
-//	memory (RSS)      ≈ 60 KiB  mostly the index and buffers on the heap
+//	memory (RSS)      ≈ 48 KiB  mostly the index and buffers on the heap
+//	                          (after a GC; the whole process: 476 MiB)
 //	mappings          0       while idle; a read maps the segment it reads
 //	                          (at most TenantFDBudget)
+//
+// The same run: 10,000 tenants opened (one durable append each) at 480 to
+// 800 per second with 8 goroutines; a first Acquire+Get of a closed
+// 10-event tenant p50 ≈ 1 ms, p99 2 to 4 ms (4.7 to 6.7 ms with the
+// registry full and evicting) while the machine was lightly loaded; with
+// other builds running (load average 9 on 2 cores) the p99s reached 14 ms
+// and 46 ms. Closing all 10,200 stores took 9 to 21 s.
 //
 // Admission, SingleAppendMaxBytes and Logger are left to the caller.
 func StoreConfig(dir string, durable bool) core.Config {

@@ -77,7 +77,10 @@ type Config struct {
 	// MaxOpen: at most this many stores are open (or opening, or closing)
 	// at once; opening one more first closes the least recently acquired
 	// store that has no lease, or fails with ErrTooManyOpen when all are
-	// leased. 0 means DefaultMaxOpen (10000); range 0..MaxMaxOpen. Each
+	// leased. Once more than MaxOpen - MaxOpen/100 are open, a background
+	// task closes least recently acquired unleased stores to keep that
+	// 1% free, so an Acquire seldom waits for a close. 0 means
+	// DefaultMaxOpen (10000); range 0..MaxMaxOpen. Each
 	// open idle store holds one file descriptor (see StoreConfig), so the
 	// process's descriptor limit must exceed MaxOpen with room for the
 	// busy ones and the listener's connections.
@@ -93,7 +96,9 @@ type Config struct {
 	// Exists reports whether tenant id exists; Acquire refuses others with
 	// ErrUnknownTenant before touching the disk, so no directory is ever
 	// created for a tenant Exists does not know. Required. It is called
-	// on every Acquire, without the registry's lock held.
+	// on every Acquire and again just before a store is opened, without
+	// the registry's lock held; it must not call into the registry. The
+	// caller records a deletion (Exists then says no) before Remove.
 	Exists func(id string) bool
 	// Logger receives open failures and close errors. Default slog.Default().
 	Logger *slog.Logger
@@ -138,7 +143,12 @@ type Registry struct {
 
 	stopJanitor context.CancelFunc
 	janitorDone chan struct{}
-	trashSeq    atomic.Uint64
+	// reserve is how many slots the janitor keeps free by closing least
+	// recently acquired unleased stores in the background (MaxOpen/100),
+	// so that an Acquire seldom waits for a store to close; kick wakes it.
+	reserve  int
+	kick     chan struct{}
+	trashSeq atomic.Uint64
 
 	opens, openFailures, evictions, idleCloses atomic.Uint64
 }
@@ -194,7 +204,8 @@ func New(cfg Config) (*Registry, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
-	r := &Registry{cfg: cfg, log: cfg.Logger, tenants: map[string]*tenant{}, storeConf: cfg.StoreConfig}
+	r := &Registry{cfg: cfg, log: cfg.Logger, tenants: map[string]*tenant{}, storeConf: cfg.StoreConfig,
+		reserve: cfg.MaxOpen / 100, kick: make(chan struct{}, 1)}
 	if r.log == nil {
 		r.log = slog.Default()
 	}
@@ -314,20 +325,32 @@ func (r *Registry) openLocked(id string) (*Lease, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = r.log
 	}
-	s, err := core.Open(cfg)
+	// Asked again now that the open is registered: a deletion recorded
+	// after Acquire's first check either shows here or finds this open in
+	// the registry (Remove waits for it), so a deleted tenant's directory
+	// is never created again.
+	var s *core.Store
+	var err error
+	if r.cfg.Exists(id) {
+		s, err = core.Open(cfg)
+	}
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t.flight = nil
-	if err != nil {
-		f.err = fmt.Errorf("tenancy: open tenant %s: %w", id, err)
+	if s == nil {
+		if err != nil {
+			f.err = fmt.Errorf("tenancy: open tenant %s: %w", id, err)
+			r.openFailures.Add(1)
+			r.log.Warn("tenancy: tenant store failed to open", "tenant", id, "err", err)
+		} else {
+			f.err = fmt.Errorf("%w: %s", ErrUnknownTenant, id)
+		}
 		if !t.removing {
 			delete(r.tenants, id)
 		}
 		r.slots--
-		r.openFailures.Add(1)
 		close(f.done)
-		r.log.Warn("tenancy: tenant store failed to open", "tenant", id, "err", err)
 		return nil, f.err
 	}
 	r.opens.Add(1)
@@ -336,6 +359,12 @@ func (r *Registry) openLocked(id string) (*Lease, error) {
 	t.lastUsed = time.Now()
 	t.elem = r.lru.PushFront(t)
 	close(f.done)
+	if r.reserve > 0 && r.slots > r.cfg.MaxOpen-r.reserve {
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
+	}
 	return &Lease{r: r, t: t, s: s}, nil
 }
 
@@ -600,33 +629,52 @@ func (r *Registry) Stats() Stats {
 			st.Leased++
 		}
 	}
-	r.mu.Unlock()
+	// Read under the lock, which every change of them holds: the counts
+	// agree with Open.
 	st.Opens = r.opens.Load()
 	st.OpenFailures = r.openFailures.Load()
 	st.Evictions = r.evictions.Load()
 	st.IdleCloses = r.idleCloses.Load()
+	r.mu.Unlock()
 	return st
 }
 
-// janitor closes stores idle for IdleTimeout. It wakes every quarter of
-// IdleTimeout (between 5 ms and 5 s), so a store closes between IdleTimeout
-// and 1.25×IdleTimeout (or IdleTimeout + 5 s) after its last use.
+// janitor closes stores idle for IdleTimeout, and, when kicked, closes
+// least recently acquired unleased stores until the reserve of free slots
+// is back. It wakes every quarter of IdleTimeout (between 5 ms and 5 s), so
+// a store closes between IdleTimeout and 1.25×IdleTimeout (or IdleTimeout
+// + 5 s) after its last use.
 func (r *Registry) janitor(ctx context.Context) {
 	defer close(r.janitorDone)
-	if r.cfg.IdleTimeout < 0 {
-		<-ctx.Done()
-		return
+	var tick <-chan time.Time
+	if r.cfg.IdleTimeout > 0 {
+		t := time.NewTicker(min(max(r.cfg.IdleTimeout/4, 5*time.Millisecond), 5*time.Second))
+		defer t.Stop()
+		tick = t.C
 	}
-	every := min(max(r.cfg.IdleTimeout/4, 5*time.Millisecond), 5*time.Second)
-	tick := time.NewTicker(every)
-	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-tick:
 			r.closeIdle(ctx)
+		case <-r.kick:
+			r.refillReserve(ctx)
 		}
+	}
+}
+
+// refillReserve closes least recently acquired unleased stores, one at a
+// time, until r.reserve slots are free (or none is left to close).
+func (r *Registry) refillReserve(ctx context.Context) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.slots > r.cfg.MaxOpen-r.reserve && !r.closed && ctx.Err() == nil {
+		victim := r.lruVictimLocked()
+		if victim == nil {
+			return
+		}
+		_ = r.closeLocked(victim, &r.evictions)
 	}
 }
 

@@ -161,6 +161,24 @@ func TestAcquireRefusesInvalidAndUnknown(t *testing.T) {
 	}
 }
 
+// A tenant deleted between Acquire's first check and the open is refused
+// before its directory is created again.
+func TestAcquireChecksExistsBeforeOpening(t *testing.T) {
+	var calls atomic.Int64
+	r, cfg := newRegistry(t, func(c *tenancy.Config) {
+		c.Exists = func(string) bool { return calls.Add(1) == 1 } // deleted right after the first answer
+	})
+	if _, err := r.Acquire(context.Background(), "late"); !errors.Is(err, tenancy.ErrUnknownTenant) {
+		t.Fatalf("Acquire of a tenant deleted meanwhile = %v, want ErrUnknownTenant", err)
+	}
+	if dirExists(filepath.Join(cfg.Root, "late")) {
+		t.Fatal("a deleted tenant's directory was created")
+	}
+	if st := r.Stats(); st.Open != 0 || st.OpenFailures != 0 {
+		t.Fatalf("stats %+v, want nothing open and no failure counted", st)
+	}
+}
+
 // An open tenant is reused: the second Acquire gets the same store and
 // opens nothing. Release is idempotent.
 func TestAcquireReusesOpenStore(t *testing.T) {
@@ -259,8 +277,9 @@ func TestLRUEvictionUnder2000Tenants(t *testing.T) {
 		t.Fatalf("%d stores open at once, MaxOpen is %d", p, maxOpen)
 	}
 	st := r.Stats()
-	if st.Open != maxOpen || st.Opens != tenants+1 || st.Evictions != tenants+1-maxOpen {
-		t.Fatalf("stats %+v, want %d open, %d opened, %d evicted", st, maxOpen, tenants+1, tenants+1-maxOpen)
+	// The janitor keeps 1% (one slot) free in the background.
+	if st.Open < maxOpen-1 || st.Open > maxOpen || st.Opens != tenants+1 || st.Evictions != st.Opens-uint64(st.Open) {
+		t.Fatalf("stats %+v, want %d or %d open, %d opened, the rest evicted", st, maxOpen-1, maxOpen, tenants+1)
 	}
 	// The leased tenant survived every eviction.
 	appendOne(t, held.Store(), "kept:2")
@@ -450,11 +469,12 @@ func TestRemoveWaitsForLeasesThenDeletes(t *testing.T) {
 	}
 }
 
-// Concurrent Acquires, appends and Removes (under -race): every Acquire
+// Concurrent Acquires, appends, Removes, evictions and idle closes (under
+// -race): every Acquire
 // either gets a working store or ErrUnknownTenant, Removes succeed, and at
 // the end every remaining tenant's directory holds a store that opens.
 func TestConcurrentAcquireAndRemove(t *testing.T) {
-	r, cfg := newRegistry(t, func(c *tenancy.Config) { c.MaxOpen = 8 })
+	r, cfg := newRegistry(t, func(c *tenancy.Config) { c.MaxOpen = 8; c.IdleTimeout = 5 * time.Millisecond })
 	ids := []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -505,7 +525,7 @@ func TestConcurrentAcquireAndRemove(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	t.Logf("%d appends, %d refused acquires, %d removes", appended.Load(), refused.Load(), removed.Load())
+	t.Logf("%d appends, %d refused acquires, %d removes, %+v", appended.Load(), refused.Load(), removed.Load(), r.Stats())
 	if appended.Load() == 0 || removed.Load() == 0 {
 		t.Fatal("the workload did not interleave appends and removes")
 	}
