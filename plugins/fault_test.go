@@ -60,7 +60,14 @@ func TestFaultsAreContained(t *testing.T) {
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			m := plugins.Manifest{Name: fmt.Sprintf("bad-%d", i), Version: "0.1.0", Kind: c.kind, Limits: faultLimits}
+			lim := faultLimits
+			if c.want != plugins.FaultTimeout {
+				// Only the timeout cases race the clock: on a loaded
+				// machine a memory bomb must still meet its memory
+				// limit before any deadline.
+				lim.Timeout = plugins.Duration(10 * time.Second)
+			}
+			m := plugins.Manifest{Name: fmt.Sprintf("bad-%d", i), Version: "0.1.0", Kind: c.kind, Limits: lim}
 			p := load(t, h, fixture(t, c.fixture), m)
 			entity := fmt.Sprintf("case:%d", i)
 			appendEvents(t, s, entity, 1, c.evKind)
