@@ -370,6 +370,10 @@ func (s *Server) bootstrapOperator(ctx context.Context) error {
 // API is the server's HTTP API (for tests and embedding).
 func (s *Server) API() *httpapi.API { return s.api }
 
+// Follow is the server's event-stream fan-out (its Stats count encodes
+// and subscribers).
+func (s *Server) Follow() *follow.Set { return s.follow }
+
 // Plane is the server's control plane.
 func (s *Server) Plane() *control.Plane { return s.plane }
 
