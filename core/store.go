@@ -272,12 +272,35 @@ type Stats struct {
 	Fsyncs         uint64
 }
 
-// Stats reports counts and sizes.
+// Stats reports counts and sizes. It walks the index to estimate
+// IndexBytes (work proportional to the entities); Usage is the cheap part.
 func (s *Store) Stats() Stats {
 	s.ix.RLock()
 	st := Stats{GlobalSequence: uint64(s.ix.Len()), Entities: s.ix.LiveEntities(), Events: uint64(s.ix.Events())}
 	s.ix.RUnlock()
 	st.IndexBytes = s.ix.MemoryBytes()
+	u := s.Usage()
+	st.Bytes, st.Segments, st.Fsyncs = u.Bytes, u.Segments, u.Fsyncs
+	return st
+}
+
+// Usage is the part of Stats that costs the same at any store size: what
+// a server checks on every write (storage quota, fsync counters).
+type Usage struct {
+	GlobalSequence uint64 // as Stats.GlobalSequence
+	Segments       int
+	Bytes          int64 // as Stats.Bytes
+	Fsyncs         uint64
+}
+
+// Usage reports the log end, segment bytes and fsyncs without walking the
+// index
+// (equal to the same fields of Stats taken at the same moment).
+func (s *Store) Usage() Usage {
+	var u Usage
+	s.ix.RLock()
+	u.GlobalSequence = uint64(s.ix.Len())
+	s.ix.RUnlock()
 	var activeID uint32
 	var activeEnd int64 = -1
 	if s.w != nil {
@@ -288,14 +311,14 @@ func (s *Store) Stats() Stats {
 		if id == activeID && activeEnd >= 0 {
 			end = activeEnd
 		}
-		st.Bytes += end
+		u.Bytes += end
 	}
-	st.Segments = len(s.ends)
+	u.Segments = len(s.ends)
 	s.endsMu.Unlock()
 	if s.w != nil {
-		st.Fsyncs = s.w.fsyncs.Load()
+		u.Fsyncs = s.w.fsyncs.Load()
 	}
-	return st
+	return u
 }
 
 // validateWrite checks a single event's coordinate, payload and options on

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sync"
 	"time"
 
@@ -62,6 +63,13 @@ type Config struct {
 	// PolicyDir is the platform policy (policy.dir) that gates every
 	// tenant's writes; "" admits every valid write.
 	PolicyDir string
+	// PolicyTimeout bounds one policy evaluation (wall time, the input's
+	// conversion included); an evaluation past it denies the write
+	// (POLICY_DENIED, reason POLICY_ERROR). Default 1s; range 1ms..1m.
+	// Evaluations run at most one per CPU at once, so the bound is about
+	// the policy's own cost, but a loaded machine stretches wall time:
+	// keep it well above the policy's typical evaluation.
+	PolicyTimeout time.Duration
 
 	// Logger receives the server's own messages (default: text on Stderr);
 	// Stderr receives the access log and the generated operator token
@@ -88,7 +96,8 @@ func DefaultConfig() Config {
 		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 60 * time.Second, WriteTimeout: 60 * time.Second,
 		IdleTimeout: 120 * time.Second, ShutdownTimeout: 20 * time.Second,
 		SSEHeartbeat: 15 * time.Second, SSEBufferEvents: 4096,
-		AccessLog: "text", Quotas: DefaultQuotas(),
+		PolicyTimeout: time.Second,
+		AccessLog:     "text", Quotas: DefaultQuotas(),
 	}
 }
 
@@ -122,6 +131,7 @@ func (c Config) withDefaults() (Config, error) {
 	set(&c.IdleTimeout, d.IdleTimeout)
 	set(&c.ShutdownTimeout, d.ShutdownTimeout)
 	set(&c.SSEHeartbeat, d.SSEHeartbeat)
+	set(&c.PolicyTimeout, d.PolicyTimeout)
 	if c.SSEBufferEvents == 0 {
 		c.SSEBufferEvents = d.SSEBufferEvents
 	}
@@ -146,6 +156,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("server.max_body_bytes = %d: want 1KiB..1GiB", c.MaxBodyBytes)
 	case c.MaxJSONDepth < 1 || c.MaxJSONDepth > core.MaxMaxJSONDepth:
 		return c, fmt.Errorf("server.max_json_depth = %d: want 1..%d", c.MaxJSONDepth, core.MaxMaxJSONDepth)
+	case c.PolicyTimeout < time.Millisecond || c.PolicyTimeout > time.Minute:
+		return c, fmt.Errorf("policy timeout = %v: want 1ms..1m", c.PolicyTimeout)
 	case c.SSEBufferEvents < 1:
 		return c, fmt.Errorf("server.sse_buffer_events = %d: want at least 1", c.SSEBufferEvents)
 	case (c.TLSCert == "") != (c.TLSKey == ""):
@@ -217,12 +229,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg}
 	var admission core.Admission
 	if cfg.PolicyDir != "" {
-		g, err := opa.Load(ctx, cfg.PolicyDir, opa.Options{})
+		g, err := opa.Load(ctx, cfg.PolicyDir, opa.Options{Timeout: cfg.PolicyTimeout})
 		if err != nil {
 			return nil, fmt.Errorf("policy.dir: %w", err)
 		}
 		s.gate = g
-		admission = policy.NewAdmitter(g)
+		admission = newBoundedAdmitter(policy.NewAdmitter(g), runtime.GOMAXPROCS(0))
 	}
 	s.plane, err = control.Open(control.Options{Dir: filepath.Join(cfg.Root, "system"), Defaults: cfg.Quotas})
 	if err != nil {
@@ -296,6 +308,31 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// boundedAdmitter runs at most cap(slots) policy evaluations at once
+// (the others wait their turn, or their request's end): with one per CPU
+// an evaluation's wall time is about its CPU time, so the gate's timeout
+// measures the policy rather than how many requests arrived together, and
+// a burst of writes does not turn into timeouts (which deny).
+type boundedAdmitter struct {
+	*policy.Admitter // AdmitMaintenance as is: rare
+	slots            chan struct{}
+}
+
+func newBoundedAdmitter(a *policy.Admitter, n int) boundedAdmitter {
+	return boundedAdmitter{Admitter: a, slots: make(chan struct{}, max(n, 1))}
+}
+
+// Admit implements core.Admission.
+func (b boundedAdmitter) Admit(ctx context.Context, p *core.Proposal) error {
+	select {
+	case b.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-b.slots }()
+	return b.Admitter.Admit(ctx, p)
+}
+
 // storeConfig is a tenant store's configuration (see the package doc).
 func (s *Server) storeConfig(id string, admission core.Admission) core.Config {
 	c := core.DefaultConfig("")
@@ -338,6 +375,10 @@ func (s *Server) bootstrapOperator(ctx context.Context) error {
 
 // API is the server's HTTP API (for tests and embedding).
 func (s *Server) API() *httpapi.API { return s.api }
+
+// Follow is the server's event-stream fan-out (its Stats count encodes
+// and subscribers).
+func (s *Server) Follow() *follow.Set { return s.follow }
 
 // Plane is the server's control plane.
 func (s *Server) Plane() *control.Plane { return s.plane }

@@ -10,7 +10,13 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 proj=$(cd "$here/../.." && pwd)
-harness=${PEERBENCH:-$proj/../shared/peerbench}
+harness=${PEERBENCH:-}
+if [ -z "$harness" ]; then
+  for d in "$proj/../shared/peerbench" "$proj/../../shared/peerbench"; do
+    if [ -d "$d" ]; then harness=$d; break; fi
+  done
+fi
+[ -n "$harness" ] || { echo "run.sh: peerbench harness not found; set PEERBENCH" >&2; exit 2; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r "$harness"/. "$work"/

@@ -63,7 +63,7 @@ func (h *Hub) Subscribe(r core.Region, start Start) (*Subscription, error) {
 		// The store closed (or failed) under it: nothing more to follow.
 		return nil, h.run.endErr()
 	}
-	if end := h.store.Stats().GlobalSequence; start.next > end {
+	if end := h.store.Usage().GlobalSequence; start.next > end {
 		seq, _ := start.After()
 		return nil, fmt.Errorf("%w: after %d, but the log holds sequences 0..%d", ErrStartAhead, seq, int64(end)-1)
 	}
@@ -170,7 +170,7 @@ func (h *Hub) startRun() *run {
 	// Subscribe first, then read the log end: a publication between the
 	// two is then both announced and after the position.
 	lossy := h.store.SubscribeLossy(core.All())
-	end := h.store.Stats().GlobalSequence
+	end := h.store.Usage().GlobalSequence
 	r.coverStart, r.coverEnd = end, end
 	cur := h.store.Cursor(core.All())
 	cur.Seek(end)

@@ -45,7 +45,7 @@ func (a *API) listCursors(c *call) error {
 			return err
 		}
 		committed := cur.Committed()
-		end := s.Stats().GlobalSequence
+		end := s.Usage().GlobalSequence
 		out = append(out, map[string]any{"name": d.Name, "region": d.Region, "committed": committed, "lag": end - min(committed, end)})
 	}
 	return writeJSON(c.w, http.StatusOK, map[string]any{"cursors": out})
@@ -165,7 +165,7 @@ func (a *API) commitCursor(c *call) error {
 		return err
 	}
 	pos := *body.Position
-	if end := s.Stats().GlobalSequence; pos > end {
+	if end := s.Usage().GlobalSequence; pos > end {
 		return errInvalid("position", "position "+strconv.FormatUint(pos, 10)+" is past the end of the log ("+strconv.FormatUint(end, 10)+")")
 	}
 	h := fnv.New32a()

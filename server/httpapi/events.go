@@ -25,9 +25,10 @@ func (a *API) admitWrite(c *call, s *core.Store, events, bytes, largest int, bat
 			return ex
 		}
 	}
-	st := s.Stats()
-	a.metrics.noteStats(c.tenant, st)
-	if ex := qt.CheckStorage(st.Bytes, bytes); ex != nil {
+	// Usage, not Stats: Stats walks the index (work per entity).
+	u := s.Usage()
+	a.metrics.noteFsyncs(c.tenant, u.Fsyncs)
+	if ex := qt.CheckStorage(u.Bytes, bytes); ex != nil {
 		return ex
 	}
 	if ex := qt.AllowWrite(events, bytes); ex != nil {
@@ -148,8 +149,7 @@ func (a *API) importEvents(c *call) error {
 	}
 	n := int(max(c.r.ContentLength, 0))
 	eff := a.opts.Plane.Effective(c.tenant)
-	st := s.Stats()
-	if ex := a.opts.Quotas.Tenant(c.tenant, eff).CheckStorage(st.Bytes, n); ex != nil {
+	if ex := a.opts.Quotas.Tenant(c.tenant, eff).CheckStorage(s.Usage().Bytes, n); ex != nil {
 		return ex
 	}
 	stats, err := s.Import(c.writeCtx(), bufio.NewReader(c.r.Body), nil)
@@ -231,7 +231,7 @@ func (a *API) queryEvents(c *call) error {
 	if hasAfter {
 		start = after + 1
 	}
-	end := s.Stats().GlobalSequence
+	end := s.Usage().GlobalSequence
 	atEnd := start > end
 	if !atEnd {
 		cur.Seek(start)

@@ -8,7 +8,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server/tenancy"
 )
 
@@ -28,6 +27,13 @@ type metrics struct {
 	panics        prometheus.Counter
 
 	labels tenantLabels
+
+	// observers caches the curried series of each route and status, so a
+	// request costs no label hashing.
+	observers sync.Map // routeStatus -> *routeSeries
+	// eventCounters caches the events series of tenants with a label of
+	// their own (at most TenantSeries of them).
+	eventCounters sync.Map // tenant id -> prometheus.Counter
 
 	mu        sync.Mutex
 	lastFsync map[string]uint64 // per tenant, the store's Fsyncs last seen
@@ -105,9 +111,30 @@ func newMetrics(reg *prometheus.Registry, tenantCap int, reg2 *tenancy.Registry)
 	return m
 }
 
+type routeStatus struct {
+	route  string
+	status int
+}
+
+type routeSeries struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
+}
+
 func (m *metrics) observeRequest(route string, status int, d time.Duration) {
-	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
-	m.latency.WithLabelValues(route).Observe(d.Seconds())
+	k := routeStatus{route, status}
+	v, ok := m.observers.Load(k)
+	if !ok {
+		// Routes are the registered patterns (and "unmatched"), statuses
+		// a few dozen: the cache is bounded like the series themselves.
+		v, _ = m.observers.LoadOrStore(k, &routeSeries{
+			requests: m.requests.WithLabelValues(route, strconv.Itoa(status)),
+			latency:  m.latency.WithLabelValues(route),
+		})
+	}
+	rs := v.(*routeSeries)
+	rs.requests.Inc()
+	rs.latency.Observe(d.Seconds())
 }
 
 func (m *metrics) appended(tenant string, n int) {
@@ -115,23 +142,36 @@ func (m *metrics) appended(tenant string, n int) {
 		return
 	}
 	m.appendReqs.Inc()
-	m.events.WithLabelValues(m.labels.label(tenant)).Add(float64(n))
+	m.eventsCounter(tenant).Add(float64(n))
 	m.mu.Lock()
 	m.evTotal += float64(n)
 	m.mu.Unlock()
 }
 
-// noteStats adds the fsyncs a tenant's store made since last seen.
-func (m *metrics) noteStats(tenant string, st core.Stats) {
+func (m *metrics) eventsCounter(tenant string) prometheus.Counter {
+	if c, ok := m.eventCounters.Load(tenant); ok {
+		return c.(prometheus.Counter)
+	}
+	l := m.labels.label(tenant)
+	c := m.events.WithLabelValues(l)
+	if l == tenant {
+		m.eventCounters.Store(tenant, c)
+	}
+	return c
+}
+
+// noteFsyncs adds the fsyncs a tenant's store made since last seen
+// (fsyncs is the store's counter).
+func (m *metrics) noteFsyncs(tenant string, fsyncs uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	last := m.lastFsync[tenant]
-	if st.Fsyncs < last {
+	if fsyncs < last {
 		last = 0 // the store was closed and opened again: its count restarted
 	}
-	m.lastFsync[tenant] = st.Fsyncs
-	if st.Fsyncs > last {
-		d := float64(st.Fsyncs - last)
+	m.lastFsync[tenant] = fsyncs
+	if fsyncs > last {
+		d := float64(fsyncs - last)
 		m.fsTotal += d
 		m.fsyncs.Add(d)
 	}

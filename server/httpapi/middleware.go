@@ -222,9 +222,10 @@ func (c *call) writeCtx() context.Context {
 // guard runs the checks every route of its access class needs, in the
 // documented order, then the handler; it maps the handler's error.
 func (a *API) guard(rt Route) http.Handler {
+	pattern := rt.Pattern()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ri := infoFrom(r.Context())
-		ri.route = rt.Pattern()
+		ri.route = pattern
 		c := &call{a: a, w: w, r: r, route: &rt, info: ri}
 		defer func() {
 			if c.lease != nil {
