@@ -90,6 +90,7 @@ func (a *API) revokeKey(c *call) error {
 	if err := a.opts.Plane.RevokeKey(c.r.Context(), tenant, id); err != nil {
 		return err
 	}
+	a.accessChanged()
 	c.w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -182,6 +183,7 @@ func (a *API) suspendTenant(c *call) error {
 	if err != nil {
 		return err
 	}
+	a.accessChanged()
 	return writeJSON(c.w, http.StatusOK, a.tenantView(c, t))
 }
 
@@ -207,6 +209,7 @@ func (a *API) deleteTenant(c *call) error {
 	if err := a.opts.Plane.DeleteTenant(c.r.Context(), t.ID); err != nil {
 		return err
 	}
+	a.accessChanged()
 	if err := a.opts.Tenants.Remove(c.r.Context(), t.ID); err != nil {
 		return err
 	}

@@ -80,6 +80,12 @@ type API struct {
 	draining  bool
 	streams   sync.WaitGroup
 	commitMus [64]sync.Mutex
+	// access is closed and replaced whenever a credential or tenant loses
+	// access (key revoked, tenant suspended or deleted); see watchAccess.
+	accessMu sync.Mutex
+	access   chan struct{}
+	// tenantMu serialises tenant creation and deletion (see createTenant).
+	tenantMu sync.Mutex
 }
 
 // Access says who may call a route.
@@ -129,7 +135,7 @@ func New(opts Options) *API {
 	if opts.SSEBufferEvents <= 0 {
 		opts.SSEBufferEvents = 4096
 	}
-	a := &API{opts: opts, mux: http.NewServeMux(), log: opts.Logger, stopping: make(chan struct{})}
+	a := &API{opts: opts, mux: http.NewServeMux(), log: opts.Logger, stopping: make(chan struct{}), access: make(chan struct{})}
 	if a.log == nil {
 		a.log = slog.Default()
 	}

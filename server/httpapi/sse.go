@@ -90,15 +90,16 @@ func (a *API) subscribe(c *call) error {
 	a.metrics.subscriptions.Inc()
 	defer a.metrics.subscriptions.Dec()
 
-	ctx, cancel := context.WithCancel(c.r.Context())
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(c.r.Context())
+	defer cancel(nil)
 	go func() {
 		select {
 		case <-a.stopping:
-			cancel()
+			cancel(nil)
 		case <-ctx.Done():
 		}
 	}()
+	go a.watchAccess(ctx, cancel, c)
 	h := c.w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -110,9 +111,11 @@ func (a *API) subscribe(c *call) error {
 	if bw.Flush() != nil || rc.Flush() != nil {
 		return nil
 	}
+	// pos is the position after the last event sent.
+	pos := sub.Position()
 	end := func(event, reason string) {
 		var resume any
-		if seq, ok := sub.Position().After(); ok {
+		if seq, ok := pos.After(); ok {
 			resume = seq
 		}
 		data, _ := json.Marshal(map[string]any{"resume_after": resume, "reason": reason})
@@ -142,6 +145,9 @@ func (a *API) subscribe(c *call) error {
 			case c.r.Context().Err() != nil:
 				a.metrics.disconnects.WithLabelValues("client").Inc()
 				return nil
+			case errors.Is(context.Cause(ctx), errAccessLost):
+				end("cutoff", accessReason(a.recheck(c)))
+				return nil
 			case ctx.Err() != nil: // draining
 				end("shutdown", "server shutting down")
 				return nil
@@ -149,6 +155,14 @@ func (a *API) subscribe(c *call) error {
 				_, _ = bw.WriteString(": heartbeat\n\n")
 			default:
 				end("cutoff", "the stream ended; resume")
+				return nil
+			}
+		}
+		if len(frames) > 0 {
+			// Nothing is sent past a revocation, even one the watcher
+			// has not acted on yet.
+			if err := a.recheck(c); err != nil {
+				end("cutoff", accessReason(err))
 				return nil
 			}
 		}
@@ -162,6 +176,9 @@ func (a *API) subscribe(c *call) error {
 		if bw.Flush() != nil || rc.Flush() != nil {
 			a.metrics.disconnects.WithLabelValues("client").Inc()
 			return nil
+		}
+		if len(frames) > 0 {
+			pos = sub.Position()
 		}
 	}
 }
