@@ -40,6 +40,12 @@ type Options struct {
 	// members) may nest: exactly this depth is accepted, one more is
 	// refused with 400 INVALID_JSON. Default 512; range 1..4096.
 	MaxJSONDepth int
+	// WriteTimeout bounds each write of a streaming response (event
+	// streams, NDJSON queries, exports, imports, verify, snapshots): a
+	// client that stops reading for this long is disconnected. Other
+	// responses are bounded as a whole by the http.Server's WriteTimeout
+	// (server.write_timeout, the same value). Default 60s.
+	WriteTimeout time.Duration
 	// MetricsPublic serves /metrics without a credential; otherwise it
 	// takes the operator credential.
 	MetricsPublic bool
@@ -128,6 +134,9 @@ func New(opts Options) *API {
 	}
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 60 * time.Second
 	}
 	if opts.SSEHeartbeat <= 0 {
 		opts.SSEHeartbeat = 15 * time.Second

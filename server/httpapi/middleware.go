@@ -46,6 +46,17 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	// writeTimeout, when set (streaming routes), bounds each write and
+	// flush: a client that stops reading is cut off after it, instead of
+	// holding its handler (and tenant) forever.
+	writeTimeout time.Duration
+}
+
+// extend gives the next write writeTimeout to finish.
+func (w *recorder) extend() {
+	if w.writeTimeout > 0 {
+		_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(w.writeTimeout))
+	}
 }
 
 func (w *recorder) WriteHeader(code int) {
@@ -59,6 +70,7 @@ func (w *recorder) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	w.extend()
 	n, err := w.ResponseWriter.Write(b)
 	w.bytes += int64(n)
 	return n, err
@@ -68,6 +80,7 @@ func (w *recorder) Flush() {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	w.extend()
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
@@ -233,8 +246,11 @@ func (a *API) guard(rt Route) http.Handler {
 		}()
 		if rt.stream {
 			// Streams and long operations are exempt from the server's
-			// write timeout.
+			// write timeout as a whole; each of their writes gets it.
 			_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+			if rec, ok := w.(*recorder); ok {
+				rec.writeTimeout = a.opts.WriteTimeout
+			}
 		}
 		err := a.admit(c)
 		if err == nil {
