@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 
@@ -149,10 +150,20 @@ func (a *API) importEvents(c *call) error {
 	n := int(max(c.r.ContentLength, 0))
 	eff := a.opts.Plane.Effective(c.tenant)
 	st := s.Stats()
-	if ex := a.opts.Quotas.Tenant(c.tenant, eff).CheckStorage(st.Bytes, n); ex != nil {
+	qt := a.opts.Quotas.Tenant(c.tenant, eff)
+	if ex := qt.CheckStorage(st.Bytes, n); ex != nil {
 		return ex
 	}
-	stats, err := s.Import(c.writeCtx(), bufio.NewReader(c.r.Body), nil)
+	// The body is also held to the storage quota, and the credential
+	// rechecked, as it is read: a chunked body declares no length, and a
+	// long import must stop when its key is revoked.
+	body := &importBody{r: c.r.Body, check: func(read int) error {
+		if ex := qt.CheckStorage(st.Bytes, read); ex != nil {
+			return ex
+		}
+		return a.recheck(c)
+	}}
+	stats, err := s.Import(c.writeCtx(), bufio.NewReader(body), nil)
 	a.metrics.appended(c.tenant, stats.Imported)
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -401,4 +412,21 @@ func (a *API) export(c *call) error {
 		panic(http.ErrAbortHandler)
 	}
 	return bw.Flush()
+}
+
+// importBody counts the bytes of an import body as they are read and
+// fails the read once check refuses the count.
+type importBody struct {
+	r     io.Reader
+	read  int
+	check func(read int) error
+}
+
+func (b *importBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.read += n
+	if cerr := b.check(b.read); cerr != nil {
+		return 0, cerr
+	}
+	return n, err
 }

@@ -201,3 +201,46 @@ func statusOf(method, url, token string) int {
 	res.Body.Close()
 	return res.StatusCode
 }
+
+// ndjsonLines is an import body of n events of about size bytes each.
+func ndjsonLines(n, size int) string {
+	var b strings.Builder
+	pad := strings.Repeat("x", size)
+	for i := range n {
+		fmt.Fprintf(&b, `{"id":"0190a2b4-0000-7000-8000-%012x","entity":"x:%d","scope":"s","kind":"0x1:0x1","clock":0,"global_sequence":%d,"correlation_id":"0190a2b4-0000-7000-8000-%012x","causation_id":null,"timestamp_us":1,"payload":{"p":"%s"}}`+"\n", i+1, i, i, i+1, pad)
+	}
+	return b.String()
+}
+
+// TestImportChunkedKeepsStorageQuota: an import whose body has no
+// Content-Length (chunked) is held to the storage quota as it is read,
+// like one that declares its length.
+func TestImportChunkedKeepsStorageQuota(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	const limit = 64 << 10
+	e.must(e.req("PUT", "/v1/admin/tenants/acme/quotas", opToken, map[string]any{"storage_bytes": limit}), 200)
+	body := ndjsonLines(256, 4<<10) // ≈ 1 MiB
+	for _, chunked := range []bool{false, true} {
+		var rd io.Reader = strings.NewReader(body)
+		if chunked {
+			rd = io.MultiReader(rd) // hides the length: sent chunked
+		}
+		r, _ := http.NewRequest("POST", e.base+"/v1/tenants/acme/import", rd)
+		r.Header.Set("Authorization", "Bearer "+k["admin"])
+		r.Header.Set("Content-Type", "application/x-ndjson")
+		res, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 507 || !strings.Contains(string(b), "storage_bytes") {
+			t.Fatalf("chunked=%v: import past the storage quota: %d %s", chunked, res.StatusCode, b)
+		}
+		st := e.must(e.req("GET", "/v1/tenants/acme/stats", k["admin"], nil), 200).json(t)
+		if got := st["bytes"].(float64); got > 2*limit {
+			t.Fatalf("chunked=%v: the store holds %v bytes, the quota is %d", chunked, got, limit)
+		}
+	}
+}
