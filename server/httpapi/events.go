@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 
@@ -243,7 +244,7 @@ func (a *API) queryEvents(c *call) error {
 		start = after + 1
 	}
 	end := s.Stats().GlobalSequence
-	atEnd := start > end
+	atEnd := start > end || hasAfter && after == math.MaxUint64 // start wrapped
 	if !atEnd {
 		cur.Seek(start)
 	}

@@ -244,3 +244,19 @@ func TestImportChunkedKeepsStorageQuota(t *testing.T) {
 		}
 	}
 }
+
+// TestQueryAfterLastSequence: paging after the largest possible sequence
+// is past the end of the log (an empty page), not a wrap to its start.
+func TestQueryAfterLastSequence(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	e.must(e.req("POST", "/v1/tenants/acme/events", k["writer"], appendBody("order:1")), 201)
+	r := e.must(e.req("GET", "/v1/tenants/acme/events?after=18446744073709551615", k["reader"], nil), 200)
+	if evs := r.json(t)["events"].([]any); len(evs) != 0 {
+		t.Fatalf("after the last possible sequence: %d events", len(evs))
+	}
+	r = e.must(e.req("GET", "/v1/tenants/acme/events?after=18446744073709551615", k["reader"], nil, "Accept", "application/x-ndjson"), 200)
+	if lines := strings.Count(string(r.body), "\n"); lines != 1 {
+		t.Fatalf("NDJSON after the last possible sequence: %d lines: %s", lines, r.body)
+	}
+}
