@@ -326,19 +326,31 @@ func (a *API) entityEvents(c *call) error {
 	if err != nil {
 		return err
 	}
-	evs, err := s.Stream(entity)
-	if err != nil {
-		return err
+	// Read page by page (an entity's whole stream can be far larger than
+	// one response): the region is a prefix, so other entities it is a
+	// prefix of are skipped.
+	out := make([]wire.Event, 0, limit)
+	if hasAfter && afterClock == math.MaxUint64 {
+		return writeJSON(c.w, http.StatusOK, map[string]any{"events": out})
 	}
-	out := make([]wire.Event, 0, min(len(evs), limit))
-	for _, ev := range evs {
-		if hasAfter && ev.Header.Clock <= afterClock {
-			continue
+	region := core.Entity(entity)
+	if hasAfter {
+		region = region.WithClockRange(afterClock+1, math.MaxUint64)
+	}
+	cur := s.Cursor(region)
+	for len(out) < limit {
+		evs, err := cur.Poll(limit)
+		if err != nil {
+			return err
 		}
-		if len(out) == limit {
+		if len(evs) == 0 {
 			break
 		}
-		out = append(out, wire.FromStored(ev))
+		for _, ev := range evs {
+			if ev.Coordinate.Entity == entity && len(out) < limit {
+				out = append(out, wire.FromStored(ev))
+			}
+		}
 	}
 	return writeJSON(c.w, http.StatusOK, map[string]any{"events": out})
 }

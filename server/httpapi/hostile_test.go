@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -258,5 +259,44 @@ func TestQueryAfterLastSequence(t *testing.T) {
 	r = e.must(e.req("GET", "/v1/tenants/acme/events?after=18446744073709551615", k["reader"], nil, "Accept", "application/x-ndjson"), 200)
 	if lines := strings.Count(string(r.body), "\n"); lines != 1 {
 		t.Fatalf("NDJSON after the last possible sequence: %d lines: %s", lines, r.body)
+	}
+}
+
+// TestEntityPageReadsOnlyThePage: a page of an entity's stream costs the
+// page, not the whole stream (a long stream must not let one request take
+// the server's memory); it holds only that entity (not one it is a prefix
+// of), in clock order from after_clock.
+func TestEntityPageReadsOnlyThePage(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	pad := strings.Repeat("x", 28<<10)
+	events := make([]any, 36)
+	for i := range events {
+		ent := "order:1"
+		if i%2 == 1 {
+			ent = "order:10"
+		}
+		events[i] = map[string]any{"entity": ent, "scope": "shop", "kind": "1:1", "payload": map[string]any{"pad": pad}}
+	}
+	for range 20 { // ≈ 20 MB, half of it order:1
+		e.must(e.req("POST", "/v1/tenants/acme/batches", k["writer"], map[string]any{"events": events}), 201)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	r := e.must(e.req("GET", "/v1/tenants/acme/entities/order:1/events?limit=2&after_clock=5", k["reader"], nil), 200)
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 4<<20 {
+		t.Errorf("a 2-event page allocated %d KiB", got>>10)
+	}
+	evs := r.json(t)["events"].([]any)
+	if len(evs) != 2 {
+		t.Fatalf("%d events, want 2", len(evs))
+	}
+	for i, ev := range evs {
+		m := ev.(map[string]any)
+		if m["entity"] != "order:1" || m["clock"].(float64) != float64(6+i) {
+			t.Fatalf("event %d: entity %v clock %v, want order:1 clock %d", i, m["entity"], m["clock"], 6+i)
+		}
 	}
 }
