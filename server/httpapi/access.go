@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/batpak-go/batpak/server/control"
 	"github.com/batpak-go/batpak/server/wire"
@@ -14,6 +15,10 @@ import (
 // an import reads its body, and throughout an event stream (cut off as
 // soon as its key is revoked or its tenant suspended or deleted, as
 // KurrentDB and NATS drop such subscriptions).
+
+// lostAccessGrace is how long a response that lost its access may still
+// take to write its end (an event stream's cutoff).
+const lostAccessGrace = time.Second
 
 // errAccessLost is the cause a stream is cancelled with when its
 // credential or tenant loses access.

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -268,12 +269,15 @@ func (a *API) queryEvents(c *call) error {
 	}
 	c.w.Header().Set("Content-Type", "application/x-ndjson")
 	c.w.WriteHeader(http.StatusOK)
-	bw := bufio.NewWriterSize(c.w, 64<<10)
+	// Writes fail once the request's context ends (the client went away,
+	// or the tenant's access was lost: then the stream is cut, not ended
+	// as if complete).
+	bw := bufio.NewWriterSize(ctxWriter{c.w, c.r.Context()}, 64<<10)
 	enc := json.NewEncoder(bw)
 	sent := 0
 	var last *uint64
 	for !atEnd && (limit == 0 || sent < limit) {
-		page := MaxPageLimit
+		page := ndjsonPage // events held in memory at once
 		if limit > 0 {
 			page = min(page, limit-sent)
 		}
@@ -283,6 +287,9 @@ func (a *API) queryEvents(c *call) error {
 		}
 		for _, ev := range evs {
 			if err := enc.Encode(wire.FromStored(ev)); err != nil {
+				if errors.Is(context.Cause(c.r.Context()), errAccessLost) {
+					panic(http.ErrAbortHandler)
+				}
 				return nil // the client went away
 			}
 			n := ev.GlobalSequence
@@ -308,6 +315,9 @@ func (a *API) queryEvents(c *call) error {
 	_ = bw.Flush()
 	return nil
 }
+
+// ndjsonPage is how many events an NDJSON query reads at once.
+const ndjsonPage = 100
 
 func (a *API) entityEvents(c *call) error {
 	entity := c.r.PathValue("entity")
@@ -417,7 +427,7 @@ func (a *API) export(c *call) error {
 	}
 	c.w.Header().Set("Content-Type", "application/x-ndjson")
 	c.w.WriteHeader(http.StatusOK)
-	bw := bufio.NewWriterSize(c.w, 64<<10)
+	bw := bufio.NewWriterSize(ctxWriter{c.w, c.r.Context()}, 64<<10)
 	if _, err := s.Export(bw, core.All(), nil); err != nil {
 		a.log.Warn("export ended early", "request_id", c.info.id, "tenant", c.tenant, "error", a.scrub(c, err.Error()))
 		// Cut the response so the client sees a broken stream, not a
@@ -442,4 +452,18 @@ func (b *importBody) Read(p []byte) (int, error) {
 		return 0, cerr
 	}
 	return n, err
+}
+
+// ctxWriter fails its writes once ctx has ended (the client went away, or
+// the tenant's access was lost).
+type ctxWriter struct {
+	w   io.Writer
+	ctx context.Context
+}
+
+func (w ctxWriter) Write(p []byte) (int, error) {
+	if w.ctx.Err() != nil {
+		return 0, context.Cause(w.ctx)
+	}
+	return w.w.Write(p)
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -149,19 +150,12 @@ func TestRecreatedTenantStartsEmpty(t *testing.T) {
 
 // TestStalledReaderReleasesStream: a client that asks for a large
 // streaming response and never reads it is disconnected once a write has
-// waited server.write_timeout; it does not hold its tenant (here: its
-// deletion) forever.
+// waited server.write_timeout; it does not hold its handler (and tenant)
+// forever: here, a graceful shutdown does not have to wait it out.
 func TestStalledReaderReleasesStream(t *testing.T) {
-	e := start(t, func(c *server.Config) { c.WriteTimeout = time.Second })
+	e := start(t, func(c *server.Config) { c.WriteTimeout = time.Second; c.ShutdownTimeout = 8 * time.Second })
 	k := e.tenant("acme")
-	pad := strings.Repeat("x", 28<<10)
-	events := make([]any, 36)
-	for i := range events {
-		events[i] = map[string]any{"entity": "order:1", "scope": "shop", "kind": "1:1", "payload": map[string]any{"pad": pad}}
-	}
-	for range 20 { // ≈ 20 MB (batches stay within core's 1 MiB): more than the socket buffers hold
-		e.must(e.req("POST", "/v1/tenants/acme/batches", k["writer"], map[string]any{"events": events}), 201)
-	}
+	fill(e, "acme", k["writer"]) // ≈ 20 MB: more than the socket buffers hold
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
 	}}
@@ -174,33 +168,13 @@ func TestStalledReaderReleasesStream(t *testing.T) {
 		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nAccept: application/x-ndjson\r\n\r\n", path, k["admin"])
 	}
 	time.Sleep(500 * time.Millisecond) // both responses are under way and stalled
-	done := make(chan int, 1)
-	go func() { done <- statusOf("DELETE", e.base+"/v1/admin/tenants/acme?confirm=acme", opToken) }()
-	select {
-	case st := <-done:
-		if st != 204 {
-			t.Fatalf("delete: %d", st)
-		}
-	case <-time.After(8 * time.Second):
-		t.Fatal("stalled readers still hold the tenant 8s later (write timeout 1s)")
+	began := time.Now()
+	if err := e.shutdown(); err != nil {
+		t.Fatalf("shutdown: %v", err)
 	}
-}
-
-// statusOf sends a request without a body (safe from any goroutine) and
-// returns its status, or 0 if it failed.
-func statusOf(method, url, token string) int {
-	r, err := http.NewRequest(method, url, nil)
-	if err != nil {
-		return 0
+	if d := time.Since(began); d > 4*time.Second {
+		t.Fatalf("shutdown took %v: stalled responses held it (write timeout 1s)", d)
 	}
-	r.Header.Set("Authorization", "Bearer "+token)
-	res, err := http.DefaultClient.Do(r)
-	if err != nil {
-		return 0
-	}
-	_, _ = io.Copy(io.Discard, res.Body)
-	res.Body.Close()
-	return res.StatusCode
 }
 
 // ndjsonLines is an import body of n events of about size bytes each.
@@ -299,4 +273,95 @@ func TestEntityPageReadsOnlyThePage(t *testing.T) {
 			t.Fatalf("event %d: entity %v clock %v, want order:1 clock %d", i, m["entity"], m["clock"], 6+i)
 		}
 	}
+}
+
+// fill writes about 20 MB to a tenant (in batches within core's 1 MiB).
+func fill(e *env, tenant, writer string) {
+	e.t.Helper()
+	pad := strings.Repeat("x", 28<<10)
+	events := make([]any, 36)
+	for i := range events {
+		events[i] = map[string]any{"entity": "order:1", "scope": "shop", "kind": "1:1", "payload": map[string]any{"pad": pad}}
+	}
+	for range 20 {
+		e.must(e.req("POST", "/v1/tenants/"+tenant+"/batches", writer, map[string]any{"events": events}), 201)
+	}
+}
+
+// TestDeleteEndsSlowStreams: a tenant's long responses (an export, an
+// NDJSON query) read slowly but steadily end when the tenant is deleted
+// (or its key revoked): they cannot hold its deletion off.
+func TestDeleteEndsSlowStreams(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	fill(e, "acme", k["writer"])
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ended := make(chan error, 2)
+	var fast atomic.Bool
+	for _, path := range []string{"/v1/tenants/acme/export", "/v1/tenants/acme/events"} {
+		r, _ := http.NewRequestWithContext(ctx, "GET", e.base+path, nil)
+		r.Header.Set("Authorization", "Bearer "+k["admin"])
+		r.Header.Set("Accept", "application/x-ndjson")
+		res, err := http.DefaultClient.Do(r)
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("%s: %v %v", path, res.StatusCode, err)
+		}
+		go func() { // 16 KiB every 100 ms (20 MB would take two minutes), then at full speed
+			defer res.Body.Close()
+			buf := make([]byte, 16<<10)
+			total := 0
+			for {
+				n, err := io.ReadFull(res.Body, buf)
+				total += n
+				if err != nil {
+					ended <- fmt.Errorf("%s: %d bytes, then %w", path, total, err)
+					return
+				}
+				if !fast.Load() {
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	done := make(chan int, 1)
+	go func() { done <- statusOf("DELETE", e.base+"/v1/admin/tenants/acme?confirm=acme", opToken) }()
+	select {
+	case st := <-done:
+		if st != 204 {
+			t.Fatalf("delete: %d", st)
+		}
+	case <-time.After(4 * time.Second):
+		t.Fatal("slowly read responses still hold the tenant's deletion 4s later")
+	}
+	fast.Store(true) // what is still in the socket buffers drains, then the cut shows
+	for range 2 {
+		select {
+		case err := <-ended:
+			// A cut stream: not the whole 20 MB, and not a clean end.
+			if !strings.Contains(err.Error(), "unexpected EOF") {
+				t.Errorf("the response ended as if complete: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a response of the deleted tenant is still streaming")
+		}
+	}
+}
+
+// statusOf sends a request without a body (safe from any goroutine) and
+// returns its status, or 0 if it failed.
+func statusOf(method, url, token string) int {
+	r, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		return 0
+	}
+	r.Header.Set("Authorization", "Bearer "+token)
+	res, err := http.DefaultClient.Do(r)
+	if err != nil {
+		return 0
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	return res.StatusCode
 }

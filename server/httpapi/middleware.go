@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -50,13 +51,29 @@ type recorder struct {
 	// flush: a client that stops reading is cut off after it, instead of
 	// holding its handler (and tenant) forever.
 	writeTimeout time.Duration
+	deadlineMu   sync.Mutex
+	cut          bool // cutOff was called: the deadline is final
 }
 
 // extend gives the next write writeTimeout to finish.
 func (w *recorder) extend() {
 	if w.writeTimeout > 0 {
-		_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(w.writeTimeout))
+		w.deadlineMu.Lock()
+		if !w.cut {
+			_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(w.writeTimeout))
+		}
+		w.deadlineMu.Unlock()
 	}
+}
+
+// cutOff gives the response d more to write, however long it has been
+// allowed so far (a write blocked on a full socket is interrupted then).
+// Safe to call while a handler writes.
+func (w *recorder) cutOff(d time.Duration) {
+	w.deadlineMu.Lock()
+	w.cut = true
+	_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(d))
+	w.deadlineMu.Unlock()
 }
 
 func (w *recorder) WriteHeader(code int) {
@@ -253,6 +270,24 @@ func (a *API) guard(rt Route) http.Handler {
 			}
 		}
 		err := a.admit(c)
+		if err == nil && rt.stream && rt.Access == Tenant {
+			// A long response of tenant data ends as soon as its key is
+			// revoked or its tenant suspended or deleted.
+			ctx, cancel := context.WithCancelCause(r.Context())
+			defer cancel(nil)
+			go a.watchAccess(ctx, cancel, c)
+			c.r = r.WithContext(ctx)
+			if rec, ok := w.(*recorder); ok {
+				// A write blocked on a slow reader is not waited for:
+				// the response has lostAccessGrace to end.
+				stop := context.AfterFunc(ctx, func() {
+					if errors.Is(context.Cause(ctx), errAccessLost) {
+						rec.cutOff(lostAccessGrace)
+					}
+				})
+				defer stop()
+			}
+		}
 		if err == nil {
 			err = rt.handler(c)
 		}

@@ -99,7 +99,6 @@ func (a *API) subscribe(c *call) error {
 		case <-ctx.Done():
 		}
 	}()
-	go a.watchAccess(ctx, cancel, c)
 	h := c.w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -142,11 +141,11 @@ func (a *API) subscribe(c *call) error {
 			case errors.As(err, &ee):
 				end("cutoff", "the stream ended; resume")
 				return nil
-			case c.r.Context().Err() != nil:
-				a.metrics.disconnects.WithLabelValues("client").Inc()
-				return nil
 			case errors.Is(context.Cause(ctx), errAccessLost):
 				end("cutoff", accessReason(a.recheck(c)))
+				return nil
+			case c.r.Context().Err() != nil:
+				a.metrics.disconnects.WithLabelValues("client").Inc()
 				return nil
 			case ctx.Err() != nil: // draining
 				end("shutdown", "server shutting down")
