@@ -23,6 +23,12 @@ const (
 	DefaultPageLimit = 100
 )
 
+// MaxPageBytes bounds the payload bytes of one JSON query page: a page
+// ends before the event that would pass it (with next_after set), so
+// large events come in pages of fewer than limit; a page always holds at
+// least one event.
+const MaxPageBytes = 8 << 20
+
 // Options wire an API to the server's parts. Plane, Auth, Quotas and
 // Tenants are required.
 type Options struct {

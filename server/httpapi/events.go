@@ -250,19 +250,40 @@ func (a *API) queryEvents(c *call) error {
 		cur.Seek(start)
 	}
 	if !nd {
-		var evs []core.StoredEvent
-		if !atEnd {
-			if evs, err = cur.Poll(limit); err != nil {
+		// Read in small steps, and stop at MaxPageBytes of payload: a
+		// page of large events must not take the server's memory.
+		var out []wire.Event
+		full, size, step := false, 0, 8
+		for !atEnd && !full {
+			evs, err := cur.Poll(min(step, limit-len(out)))
+			if err != nil {
 				return err
 			}
+			if len(evs) == 0 {
+				break
+			}
+			for _, ev := range evs {
+				if len(out) > 0 && size+len(ev.Payload) > MaxPageBytes {
+					full = true
+					break
+				}
+				size += len(ev.Payload)
+				out = append(out, wire.FromStored(ev))
+			}
+			full = full || len(out) == limit
+			// The next step: what the room left holds at the average
+			// size so far.
+			step = ndjsonPage
+			if avg := size / max(len(out), 1); avg > 0 {
+				step = min(ndjsonPage, (MaxPageBytes-size)/avg+1)
+			}
 		}
-		out := make([]wire.Event, len(evs))
-		for i, ev := range evs {
-			out[i] = wire.FromStored(ev)
+		if out == nil {
+			out = []wire.Event{}
 		}
 		var next *uint64
-		if len(evs) == limit {
-			n := evs[len(evs)-1].GlobalSequence
+		if full {
+			n := out[len(out)-1].GlobalSequence
 			next = &n
 		}
 		return writeJSON(c.w, http.StatusOK, map[string]any{"events": out, "next_after": next})
