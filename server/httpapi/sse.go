@@ -36,7 +36,10 @@ func (a *API) beginStream() bool {
 // sequence, "event: event", "data:" the event JSON. It catches up from
 // ?after or Last-Event-ID (which wins: it is the browser's resume), then
 // follows live, with ": heartbeat" comments every SSEHeartbeat. A client
-// too slow to keep up gets "event: cutoff", one the server stops for gets
+// too slow to keep up gets "event: cutoff", as does one whose key is
+// revoked or whose tenant is suspended or deleted (at once, with a
+// "reason" saying which; nothing written after that is sent), one the
+// server stops for gets
 // "event: shutdown", both with data {"resume_after": <last id sent>}
 // (null: none sent since the start, which was the log's beginning).
 func (a *API) subscribe(c *call) error {
