@@ -45,7 +45,7 @@ type Config struct {
 
 	ReadHeaderTimeout time.Duration // server.read_header_timeout: default 5s
 	ReadTimeout       time.Duration // server.read_timeout: default 60s
-	WriteTimeout      time.Duration // server.write_timeout: default 60s (streams exempt)
+	WriteTimeout      time.Duration // server.write_timeout: default 60s (a stream: each write)
 	IdleTimeout       time.Duration // server.idle_timeout: default 120s
 	ShutdownTimeout   time.Duration // server.shutdown_timeout: default 20s
 
@@ -292,7 +292,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Registry: reg,
 		Plane:    s.plane, Auth: authn, Quotas: quota.New(), Tenants: s.tenants,
 		BackupDir:    filepath.Join(cfg.Root, "backups"),
-		MaxBodyBytes: cfg.MaxBodyBytes, MaxJSONDepth: cfg.MaxJSONDepth,
+		MaxBodyBytes: cfg.MaxBodyBytes, MaxJSONDepth: cfg.MaxJSONDepth, WriteTimeout: cfg.WriteTimeout,
 		MetricsPublic: cfg.MetricsPublic, AccessLog: access, Logger: cfg.Logger,
 		SSEHeartbeat: cfg.SSEHeartbeat, SSEBufferEvents: cfg.SSEBufferEvents, Follow: s.follow,
 	})

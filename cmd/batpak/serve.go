@@ -42,7 +42,7 @@ var serverSettings = []serverSetting{
 	{"server.max_json_depth", "max-json-depth", kindCount, 512, "deepest JSON nesting of a payload; 1..4096"},
 	{"server.read_header_timeout", "read-header-timeout", kindDuration, "5s", "time to read request headers"},
 	{"server.read_timeout", "read-timeout", kindDuration, "60s", "time to read a whole request"},
-	{"server.write_timeout", "write-timeout", kindDuration, "60s", "time to write a response (streams exempt)"},
+	{"server.write_timeout", "write-timeout", kindDuration, "60s", "time to write a response (streams: each write)"},
 	{"server.idle_timeout", "idle-timeout", kindDuration, "120s", "keep-alive connection idle time"},
 	{"server.shutdown_timeout", "shutdown-timeout", kindDuration, "20s", "graceful shutdown bound"},
 	{"server.sse_heartbeat", "sse-heartbeat", kindDuration, "15s", "heartbeat comment interval on event streams"},

@@ -89,6 +89,7 @@ func (a *API) revokeKey(c *call) error {
 	if err := a.opts.Plane.RevokeKey(c.r.Context(), tenant, id); err != nil {
 		return err
 	}
+	a.accessChanged()
 	c.w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -118,6 +119,16 @@ func (a *API) createTenant(c *call) error {
 	}
 	c.tenant = body.ID
 	c.info.tenant = body.ID
+	a.tenantMu.Lock()
+	defer a.tenantMu.Unlock()
+	if _, ok := a.opts.Plane.Tenant(body.ID); !ok {
+		// Data a deleted tenant of this id left behind (its removal
+		// failed, or the server stopped before it) must never reach the
+		// new tenant: remove it first.
+		if err := a.opts.Tenants.Remove(c.r.Context(), body.ID); err != nil {
+			return err
+		}
+	}
 	t, err := a.opts.Plane.CreateTenant(c.r.Context(), body.ID, q, s)
 	if err != nil {
 		return err
@@ -181,6 +192,7 @@ func (a *API) suspendTenant(c *call) error {
 	if err != nil {
 		return err
 	}
+	a.accessChanged()
 	return writeJSON(c.w, http.StatusOK, a.tenantView(c, t))
 }
 
@@ -203,9 +215,12 @@ func (a *API) deleteTenant(c *call) error {
 	if c.r.URL.Query().Get("confirm") != t.ID {
 		return errInvalid("confirm", "deleting a tenant removes its data: repeat its id as ?confirm=<tenant id>")
 	}
+	a.tenantMu.Lock()
+	defer a.tenantMu.Unlock()
 	if err := a.opts.Plane.DeleteTenant(c.r.Context(), t.ID); err != nil {
 		return err
 	}
+	a.accessChanged()
 	if err := a.opts.Tenants.Remove(c.r.Context(), t.ID); err != nil {
 		return err
 	}

@@ -23,6 +23,12 @@ const (
 	DefaultPageLimit = 100
 )
 
+// MaxPageBytes bounds the payload bytes of one JSON query page: a page
+// ends before the event that would pass it (with next_after set), so
+// large events come in pages of fewer than limit; a page always holds at
+// least one event.
+const MaxPageBytes = 8 << 20
+
 // Options wire an API to the server's parts. Plane, Auth, Quotas and
 // Tenants are required.
 type Options struct {
@@ -40,6 +46,12 @@ type Options struct {
 	// members) may nest: exactly this depth is accepted, one more is
 	// refused with 400 INVALID_JSON. Default 512; range 1..4096.
 	MaxJSONDepth int
+	// WriteTimeout bounds each write of a streaming response (event
+	// streams, NDJSON queries, exports, imports, verify, snapshots): a
+	// client that stops reading for this long is disconnected. Other
+	// responses are bounded as a whole by the http.Server's WriteTimeout
+	// (server.write_timeout, the same value). Default 60s.
+	WriteTimeout time.Duration
 	// MetricsPublic serves /metrics without a credential; otherwise it
 	// takes the operator credential.
 	MetricsPublic bool
@@ -80,6 +92,12 @@ type API struct {
 	draining  bool
 	streams   sync.WaitGroup
 	commitMus [64]sync.Mutex
+	// access is closed and replaced whenever a credential or tenant loses
+	// access (key revoked, tenant suspended or deleted); see watchAccess.
+	accessMu sync.Mutex
+	access   chan struct{}
+	// tenantMu serialises tenant creation and deletion (see createTenant).
+	tenantMu sync.Mutex
 }
 
 // Access says who may call a route.
@@ -123,13 +141,16 @@ func New(opts Options) *API {
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 60 * time.Second
+	}
 	if opts.SSEHeartbeat <= 0 {
 		opts.SSEHeartbeat = 15 * time.Second
 	}
 	if opts.SSEBufferEvents <= 0 {
 		opts.SSEBufferEvents = 4096
 	}
-	a := &API{opts: opts, mux: http.NewServeMux(), log: opts.Logger, stopping: make(chan struct{})}
+	a := &API{opts: opts, mux: http.NewServeMux(), log: opts.Logger, stopping: make(chan struct{}), access: make(chan struct{})}
 	if a.log == nil {
 		a.log = slog.Default()
 	}

@@ -86,6 +86,11 @@ func (a *API) decode(c *call, v any, optional bool) error {
 	if err != nil {
 		return err
 	}
+	// The body may have taken long to arrive: the credential must still
+	// hold now.
+	if err := a.recheck(c); err != nil {
+		return err
+	}
 	if optional && len(strings.TrimSpace(string(b))) == 0 {
 		return nil
 	}

@@ -2,8 +2,11 @@ package httpapi
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"math"
 	"net/http"
 	"strings"
 
@@ -149,10 +152,21 @@ func (a *API) importEvents(c *call) error {
 	}
 	n := int(max(c.r.ContentLength, 0))
 	eff := a.opts.Plane.Effective(c.tenant)
-	if ex := a.opts.Quotas.Tenant(c.tenant, eff).CheckStorage(s.Usage().Bytes, n); ex != nil {
+	st := s.Usage()
+	qt := a.opts.Quotas.Tenant(c.tenant, eff)
+	if ex := qt.CheckStorage(st.Bytes, n); ex != nil {
 		return ex
 	}
-	stats, err := s.Import(c.writeCtx(), bufio.NewReader(c.r.Body), nil)
+	// The body is also held to the storage quota, and the credential
+	// rechecked, as it is read: a chunked body declares no length, and a
+	// long import must stop when its key is revoked.
+	body := &importBody{r: c.r.Body, check: func(read int) error {
+		if ex := qt.CheckStorage(st.Bytes, read); ex != nil {
+			return ex
+		}
+		return a.recheck(c)
+	}}
+	stats, err := s.Import(c.writeCtx(), bufio.NewReader(body), nil)
 	a.metrics.appended(c.tenant, stats.Imported)
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -232,36 +246,60 @@ func (a *API) queryEvents(c *call) error {
 		start = after + 1
 	}
 	end := s.Usage().GlobalSequence
-	atEnd := start > end
+	atEnd := start > end || hasAfter && after == math.MaxUint64 // start wrapped
 	if !atEnd {
 		cur.Seek(start)
 	}
 	if !nd {
-		var evs []core.StoredEvent
-		if !atEnd {
-			if evs, err = cur.Poll(limit); err != nil {
+		// Read in small steps, and stop at MaxPageBytes of payload: a
+		// page of large events must not take the server's memory.
+		var out []wire.Event
+		full, size, step := false, 0, 8
+		for !atEnd && !full {
+			evs, err := cur.Poll(min(step, limit-len(out)))
+			if err != nil {
 				return err
 			}
+			if len(evs) == 0 {
+				break
+			}
+			for _, ev := range evs {
+				if len(out) > 0 && size+len(ev.Payload) > MaxPageBytes {
+					full = true
+					break
+				}
+				size += len(ev.Payload)
+				out = append(out, wire.FromStored(ev))
+			}
+			full = full || len(out) == limit
+			// The next step: what the room left holds at the average
+			// size so far.
+			step = ndjsonPage
+			if avg := size / max(len(out), 1); avg > 0 {
+				step = min(ndjsonPage, (MaxPageBytes-size)/avg+1)
+			}
 		}
-		out := make([]wire.Event, len(evs))
-		for i, ev := range evs {
-			out[i] = wire.FromStored(ev)
+		if out == nil {
+			out = []wire.Event{}
 		}
 		var next *uint64
-		if len(evs) == limit {
-			n := evs[len(evs)-1].GlobalSequence
+		if full {
+			n := out[len(out)-1].GlobalSequence
 			next = &n
 		}
 		return writeJSON(c.w, http.StatusOK, map[string]any{"events": out, "next_after": next})
 	}
 	c.w.Header().Set("Content-Type", "application/x-ndjson")
 	c.w.WriteHeader(http.StatusOK)
-	bw := bufio.NewWriterSize(c.w, 64<<10)
+	// Writes fail once the request's context ends (the client went away,
+	// or the tenant's access was lost: then the stream is cut, not ended
+	// as if complete).
+	bw := bufio.NewWriterSize(ctxWriter{c.w, c.r.Context()}, 64<<10)
 	enc := json.NewEncoder(bw)
 	sent := 0
 	var last *uint64
 	for !atEnd && (limit == 0 || sent < limit) {
-		page := MaxPageLimit
+		page := ndjsonPage // events held in memory at once
 		if limit > 0 {
 			page = min(page, limit-sent)
 		}
@@ -271,6 +309,9 @@ func (a *API) queryEvents(c *call) error {
 		}
 		for _, ev := range evs {
 			if err := enc.Encode(wire.FromStored(ev)); err != nil {
+				if errors.Is(context.Cause(c.r.Context()), errAccessLost) {
+					panic(http.ErrAbortHandler)
+				}
 				return nil // the client went away
 			}
 			n := ev.GlobalSequence
@@ -297,6 +338,9 @@ func (a *API) queryEvents(c *call) error {
 	return nil
 }
 
+// ndjsonPage is how many events an NDJSON query reads at once.
+const ndjsonPage = 100
+
 func (a *API) entityEvents(c *call) error {
 	entity := c.r.PathValue("entity")
 	if _, err := core.NewCoordinate(entity, "x"); err != nil {
@@ -314,19 +358,31 @@ func (a *API) entityEvents(c *call) error {
 	if err != nil {
 		return err
 	}
-	evs, err := s.Stream(entity)
-	if err != nil {
-		return err
+	// Read page by page (an entity's whole stream can be far larger than
+	// one response): the region is a prefix, so other entities it is a
+	// prefix of are skipped.
+	out := make([]wire.Event, 0, limit)
+	if hasAfter && afterClock == math.MaxUint64 {
+		return writeJSON(c.w, http.StatusOK, map[string]any{"events": out})
 	}
-	out := make([]wire.Event, 0, min(len(evs), limit))
-	for _, ev := range evs {
-		if hasAfter && ev.Header.Clock <= afterClock {
-			continue
+	region := core.Entity(entity)
+	if hasAfter {
+		region = region.WithClockRange(afterClock+1, math.MaxUint64)
+	}
+	cur := s.Cursor(region)
+	for len(out) < limit {
+		evs, err := cur.Poll(limit)
+		if err != nil {
+			return err
 		}
-		if len(out) == limit {
+		if len(evs) == 0 {
 			break
 		}
-		out = append(out, wire.FromStored(ev))
+		for _, ev := range evs {
+			if ev.Coordinate.Entity == entity && len(out) < limit {
+				out = append(out, wire.FromStored(ev))
+			}
+		}
 	}
 	return writeJSON(c.w, http.StatusOK, map[string]any{"events": out})
 }
@@ -393,7 +449,7 @@ func (a *API) export(c *call) error {
 	}
 	c.w.Header().Set("Content-Type", "application/x-ndjson")
 	c.w.WriteHeader(http.StatusOK)
-	bw := bufio.NewWriterSize(c.w, 64<<10)
+	bw := bufio.NewWriterSize(ctxWriter{c.w, c.r.Context()}, 64<<10)
 	if _, err := s.Export(bw, core.All(), nil); err != nil {
 		a.log.Warn("export ended early", "request_id", c.info.id, "tenant", c.tenant, "error", a.scrub(c, err.Error()))
 		// Cut the response so the client sees a broken stream, not a
@@ -401,4 +457,35 @@ func (a *API) export(c *call) error {
 		panic(http.ErrAbortHandler)
 	}
 	return bw.Flush()
+}
+
+// importBody counts the bytes of an import body as they are read and
+// fails the read once check refuses the count.
+type importBody struct {
+	r     io.Reader
+	read  int
+	check func(read int) error
+}
+
+func (b *importBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.read += n
+	if cerr := b.check(b.read); cerr != nil {
+		return 0, cerr
+	}
+	return n, err
+}
+
+// ctxWriter fails its writes once ctx has ended (the client went away, or
+// the tenant's access was lost).
+type ctxWriter struct {
+	w   io.Writer
+	ctx context.Context
+}
+
+func (w ctxWriter) Write(p []byte) (int, error) {
+	if w.ctx.Err() != nil {
+		return 0, context.Cause(w.ctx)
+	}
+	return w.w.Write(p)
 }

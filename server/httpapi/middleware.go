@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +47,33 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	// writeTimeout, when set (streaming routes), bounds each write and
+	// flush: a client that stops reading is cut off after it, instead of
+	// holding its handler (and tenant) forever.
+	writeTimeout time.Duration
+	deadlineMu   sync.Mutex
+	cut          bool // cutOff was called: the deadline is final
+}
+
+// extend gives the next write writeTimeout to finish.
+func (w *recorder) extend() {
+	if w.writeTimeout > 0 {
+		w.deadlineMu.Lock()
+		if !w.cut {
+			_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(w.writeTimeout))
+		}
+		w.deadlineMu.Unlock()
+	}
+}
+
+// cutOff gives the response d more to write, however long it has been
+// allowed so far (a write blocked on a full socket is interrupted then).
+// Safe to call while a handler writes.
+func (w *recorder) cutOff(d time.Duration) {
+	w.deadlineMu.Lock()
+	w.cut = true
+	_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(d))
+	w.deadlineMu.Unlock()
 }
 
 func (w *recorder) WriteHeader(code int) {
@@ -59,6 +87,7 @@ func (w *recorder) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	w.extend()
 	n, err := w.ResponseWriter.Write(b)
 	w.bytes += int64(n)
 	return n, err
@@ -68,6 +97,7 @@ func (w *recorder) Flush() {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	w.extend()
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
@@ -234,10 +264,31 @@ func (a *API) guard(rt Route) http.Handler {
 		}()
 		if rt.stream {
 			// Streams and long operations are exempt from the server's
-			// write timeout.
+			// write timeout as a whole; each of their writes gets it.
 			_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+			if rec, ok := w.(*recorder); ok {
+				rec.writeTimeout = a.opts.WriteTimeout
+			}
 		}
 		err := a.admit(c)
+		if err == nil && rt.stream && rt.Access == Tenant {
+			// A long response of tenant data ends as soon as its key is
+			// revoked or its tenant suspended or deleted.
+			ctx, cancel := context.WithCancelCause(r.Context())
+			defer cancel(nil)
+			go a.watchAccess(ctx, cancel, c)
+			c.r = r.WithContext(ctx)
+			if rec, ok := w.(*recorder); ok {
+				// A write blocked on a slow reader is not waited for:
+				// the response has lostAccessGrace to end.
+				stop := context.AfterFunc(ctx, func() {
+					if errors.Is(context.Cause(ctx), errAccessLost) {
+						rec.cutOff(lostAccessGrace)
+					}
+				})
+				defer stop()
+			}
+		}
 		if err == nil {
 			err = rt.handler(c)
 		}

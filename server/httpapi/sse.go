@@ -36,7 +36,10 @@ func (a *API) beginStream() bool {
 // sequence, "event: event", "data:" the event JSON. It catches up from
 // ?after or Last-Event-ID (which wins: it is the browser's resume), then
 // follows live, with ": heartbeat" comments every SSEHeartbeat. A client
-// too slow to keep up gets "event: cutoff", one the server stops for gets
+// too slow to keep up gets "event: cutoff", as does one whose key is
+// revoked or whose tenant is suspended or deleted (at once, with a
+// "reason" saying which; nothing written after that is sent), one the
+// server stops for gets
 // "event: shutdown", both with data {"resume_after": <last id sent>}
 // (null: none sent since the start, which was the log's beginning).
 func (a *API) subscribe(c *call) error {
@@ -90,12 +93,12 @@ func (a *API) subscribe(c *call) error {
 	a.metrics.subscriptions.Inc()
 	defer a.metrics.subscriptions.Dec()
 
-	ctx, cancel := context.WithCancel(c.r.Context())
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(c.r.Context())
+	defer cancel(nil)
 	go func() {
 		select {
 		case <-a.stopping:
-			cancel()
+			cancel(nil)
 		case <-ctx.Done():
 		}
 	}()
@@ -110,9 +113,11 @@ func (a *API) subscribe(c *call) error {
 	if bw.Flush() != nil || rc.Flush() != nil {
 		return nil
 	}
+	// pos is the position after the last event sent.
+	pos := sub.Position()
 	end := func(event, reason string) {
 		var resume any
-		if seq, ok := sub.Position().After(); ok {
+		if seq, ok := pos.After(); ok {
 			resume = seq
 		}
 		data, _ := json.Marshal(map[string]any{"resume_after": resume, "reason": reason})
@@ -139,6 +144,9 @@ func (a *API) subscribe(c *call) error {
 			case errors.As(err, &ee):
 				end("cutoff", "the stream ended; resume")
 				return nil
+			case errors.Is(context.Cause(ctx), errAccessLost):
+				end("cutoff", accessReason(a.recheck(c)))
+				return nil
 			case c.r.Context().Err() != nil:
 				a.metrics.disconnects.WithLabelValues("client").Inc()
 				return nil
@@ -152,6 +160,14 @@ func (a *API) subscribe(c *call) error {
 				return nil
 			}
 		}
+		if len(frames) > 0 {
+			// Nothing is sent past a revocation, even one the watcher
+			// has not acted on yet.
+			if err := a.recheck(c); err != nil {
+				end("cutoff", accessReason(err))
+				return nil
+			}
+		}
 		for _, f := range frames {
 			_, _ = bw.WriteString("id: ")
 			_, _ = bw.WriteString(strconv.FormatUint(f.Seq, 10))
@@ -162,6 +178,9 @@ func (a *API) subscribe(c *call) error {
 		if bw.Flush() != nil || rc.Flush() != nil {
 			a.metrics.disconnects.WithLabelValues("client").Inc()
 			return nil
+		}
+		if len(frames) > 0 {
+			pos = sub.Position()
 		}
 	}
 }
