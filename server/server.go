@@ -83,7 +83,7 @@ func DefaultQuotas() control.Quotas {
 	return control.Quotas{
 		StorageBytes: 10 << 30, EventsPerSecond: 20000, EventsBurst: 40000,
 		BytesPerSecond: 64 << 20, BytesBurst: 128 << 20, MaxPayloadBytes: 1 << 20,
-		MaxBatchEvents: 10000, MaxSubscriptions: 1100, MaxCursors: 100,
+		MaxBatchEvents: 4096, MaxSubscriptions: 1100, MaxCursors: 100,
 	}
 }
 
@@ -140,6 +140,8 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Quotas == (control.Quotas{}) {
 		c.Quotas = d.Quotas
+	} else if err := c.Quotas.Validate(); err != nil {
+		return c, fmt.Errorf("server quotas: %w", err)
 	}
 	if c.Stderr == nil {
 		c.Stderr = os.Stderr
@@ -335,15 +337,11 @@ func (b boundedAdmitter) Admit(ctx context.Context, p *core.Proposal) error {
 
 // storeConfig is a tenant store's configuration (see the package doc).
 func (s *Server) storeConfig(id string, admission core.Admission) core.Config {
-	c := core.DefaultConfig("")
-	c.Sync.EveryNEvents, c.Sync.Interval = 1, 0
-	if t, ok := s.plane.Tenant(id); ok && t.Settings.Sync == "buffered" {
-		c.Sync.EveryNEvents, c.Sync.Interval = 1000, time.Second
+	durable := true
+	if t, ok := s.plane.Tenant(id); ok && t.Settings.Sync == control.SyncBuffered {
+		durable = false
 	}
-	c.ChannelCapacity = 1024
-	c.BroadcastCapacity = 1024
-	c.FDBudget = 4
-	c.SegmentMaxBytes = 64 << 20
+	c := tenancy.StoreConfig("", durable)
 	c.Admission = admission
 	c.SingleAppendMaxBytes = int(min(s.cfg.MaxBodyBytes, 64<<20))
 	c.MaxJSONDepth = s.cfg.MaxJSONDepth

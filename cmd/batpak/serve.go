@@ -60,7 +60,7 @@ var serverSettings = []serverSetting{
 	{"server.quotas.bytes_per_second", "", kindSize, "64MiB", "default sustained payload bytes per second"},
 	{"server.quotas.bytes_burst", "", kindSize, "128MiB", "default byte bucket size"},
 	{"server.quotas.max_payload_bytes", "", kindSize, "1MiB", "default largest payload"},
-	{"server.quotas.max_batch_events", "", kindCount, 10000, "default most events in one batch"},
+	{"server.quotas.max_batch_events", "", kindCount, 4096, "default most events in one batch; at most 4096"},
 	{"server.quotas.max_subscriptions", "", kindCount, 1100, "default concurrent event streams"},
 	{"server.quotas.max_cursors", "", kindCount, 100, "default named cursors"},
 }

@@ -53,10 +53,18 @@ func ValidCursorName(name string) error {
 	return nil
 }
 
+// MaxBatchEventsLimit is the most events one batch can hold: a tenant
+// store's batch limit (core's Config.Batch.MaxSize at its ceiling).
+const MaxBatchEventsLimit = 4096
+
 // Validate checks q: rates finite (negative: no limit), bursts not
-// negative, the other fields any value (negative: no limit). The error
+// negative, max_batch_events at most MaxBatchEventsLimit (negative: that
+// limit), the other fields any value (negative: no limit). The error
 // wraps ErrInvalid and names the field.
 func (q Quotas) Validate() error {
+	if q.MaxBatchEvents > MaxBatchEventsLimit {
+		return fmt.Errorf("%w: quotas.max_batch_events: %d: at most %d (a store's batch limit; negative: that limit)", ErrInvalid, q.MaxBatchEvents, MaxBatchEventsLimit)
+	}
 	rate := func(name string, v float64) error {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			return fmt.Errorf("%w: quotas.%s: must be a finite number (negative: no limit)", ErrInvalid, name)

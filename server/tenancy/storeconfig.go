@@ -64,6 +64,10 @@ func StoreConfig(dir string, durable bool) core.Config {
 	c.BroadcastCapacity = TenantBroadcastCapacity
 	c.FDBudget = TenantFDBudget
 	c.SegmentMaxBytes = TenantSegmentMaxBytes
+	// A batch request may carry up to the quota's max_batch_events (at most
+	// 4096) events of up to 16 MiB together: the store's own ceilings.
+	c.Batch.MaxSize = 4096
+	c.Batch.MaxBytes = 16 << 20
 	if durable {
 		c.Sync = core.SyncConfig{EveryNEvents: 1, Mode: core.SyncData}
 	} else {
