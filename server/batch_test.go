@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/batpak-go/batpak/sdk/client"
@@ -44,5 +47,47 @@ func TestBatchLimitIsTheQuota(t *testing.T) {
 	op, _ := client.New(bs.base, "bpko_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
 	if _, err := op.Admin().SetQuotas(ctx, "t1", client.Quotas{MaxBatchEvents: control.MaxBatchEventsLimit + 1}); !errors.Is(err, client.ErrInvalidRequest) {
 		t.Fatalf("max_batch_events above the stores' ceiling: %v, want INVALID_REQUEST", err)
+	}
+}
+
+// TestDeletedTenantLeftoverRemovedAtStart: a tenant whose deletion was
+// recorded but whose directory survived (a crash between the two) has its
+// data removed when the server starts, before anything can reach it.
+func TestDeletedTenantLeftoverRemovedAtStart(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Root, cfg.Listen, cfg.AccessLog, cfg.Stderr = t.TempDir(), "127.0.0.1:0", "off", io.Discard
+	ctx := context.Background()
+	srv, err := server.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Plane().CreateTenant(ctx, "gone", control.Quotas{}, control.Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The deletion is recorded, the data left as a crash would leave it.
+	leftover := filepath.Join(cfg.Root, "tenants", "gone")
+	if err := os.MkdirAll(leftover, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(leftover, "00000000000000000001.seg"), []byte("old data"), 0o644)
+	p, err := control.Open(control.Options{Dir: filepath.Join(cfg.Root, "system")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.DeleteTenant(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+
+	srv, err = server.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(ctx)
+	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
+		t.Fatalf("a deleted tenant's directory survived the start: %v", err)
 	}
 }

@@ -275,6 +275,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return fail(fmt.Errorf("tenants: %w", err))
 	}
+	if err := s.removeLeftovers(ctx); err != nil {
+		return fail(err)
+	}
 	s.follow, err = follow.NewSet(follow.Options{Encode: httpapi.EncodeEvent, MaxBacklogEvents: min(cfg.SSEBufferEvents, 1<<20)})
 	if err != nil {
 		return fail(fmt.Errorf("server.sse_buffer_events: %w", err))
@@ -347,6 +350,33 @@ func (s *Server) storeConfig(id string, admission core.Admission) core.Config {
 	c.MaxJSONDepth = s.cfg.MaxJSONDepth
 	c.Logger = s.cfg.Logger
 	return c
+}
+
+// removeLeftovers deletes the store directories of tenants the control
+// plane does not hold: a deletion recorded in the control plane whose
+// data removal a crash (or a failure) cut short. The deletion was
+// acknowledged, so the data goes; no request could reach it meanwhile
+// (a tenant the plane does not hold is refused before its store opens).
+func (s *Server) removeLeftovers(ctx context.Context) error {
+	dir := filepath.Join(s.cfg.Root, "tenants")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("tenants: %w", err)
+	}
+	for _, e := range ents {
+		id := e.Name()
+		if !e.IsDir() || tenancy.ValidID(id) != nil {
+			continue // trash is the registry's; anything else is not ours
+		}
+		if _, ok := s.plane.Tenant(id); ok {
+			continue
+		}
+		s.cfg.Logger.Warn("removing the data of a deleted tenant that a crash left behind", "tenant", id)
+		if err := s.tenants.Remove(ctx, id); err != nil {
+			return fmt.Errorf("tenants: removing a deleted tenant's leftover data: %w", err)
+		}
+	}
+	return nil
 }
 
 // bootstrapOperator makes sure an operator credential exists (see the
