@@ -6,6 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
 	"os"
 	"path/filepath"
 	"testing"
@@ -90,4 +94,33 @@ func TestDeletedTenantLeftoverRemovedAtStart(t *testing.T) {
 	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
 		t.Fatalf("a deleted tenant's directory survived the start: %v", err)
 	}
+}
+
+// TestConnectionLimit: past server.max_connections a new client waits
+// until a connection ends; it is then served.
+func TestConnectionLimit(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.MaxConnections = 2
+	bs := startBenchServer(t, cfg, "t1", control.Settings{})
+	addr := strings.TrimPrefix(bs.base, "http://")
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	hc := &http.Client{Timeout: 300 * time.Millisecond}
+	if _, err := hc.Get(bs.base + "/healthz"); err == nil {
+		t.Fatal("a third connection was served beside two held ones with max_connections 2")
+	}
+	held[0].Close()
+	hc.Timeout = 5 * time.Second
+	res, err := hc.Get(bs.base + "/healthz")
+	if err != nil {
+		t.Fatalf("after a held connection ended: %v", err)
+	}
+	res.Body.Close()
 }

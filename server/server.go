@@ -26,6 +26,7 @@ import (
 	"github.com/batpak-go/batpak/server/quota"
 	"github.com/batpak-go/batpak/server/tenancy"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/netutil"
 )
 
 // Config configures a Server. Zero fields take the defaults of
@@ -37,7 +38,12 @@ type Config struct {
 	AllowInsecureRemote bool   // server.allow_insecure_remote: plain HTTP on a non-loopback address
 	OperatorToken       string // server.operator_token (env BATPAK_OPERATOR_TOKEN)
 
-	MaxOpenTenants    int           // server.max_open_tenants: default 10000; range 1..1000000
+	MaxOpenTenants int // server.max_open_tenants: default 10000; range 1..1000000
+	// MaxConnections bounds the client connections served at once (event
+	// streams included); more wait in the listen backlog until one ends.
+	// server.max_connections: default 4096; range 1..1000000. Each costs a
+	// file descriptor beside the open tenants' (one each).
+	MaxConnections    int
 	TenantIdleTimeout time.Duration // server.tenant_idle_timeout: default 5m; ≥ 1s
 
 	MaxBodyBytes int64 // server.max_body_bytes: default 32 MiB; range 1 KiB..1 GiB
@@ -91,7 +97,7 @@ func DefaultQuotas() control.Quotas {
 func DefaultConfig() Config {
 	return Config{
 		Root: "batpak-server", Listen: "127.0.0.1:7070",
-		MaxOpenTenants: 10000, TenantIdleTimeout: 5 * time.Minute,
+		MaxOpenTenants: 10000, TenantIdleTimeout: 5 * time.Minute, MaxConnections: 4096,
 		MaxBodyBytes: 32 << 20, MaxJSONDepth: 512,
 		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 60 * time.Second, WriteTimeout: 60 * time.Second,
 		IdleTimeout: 120 * time.Second, ShutdownTimeout: 20 * time.Second,
@@ -114,6 +120,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Listen == "" {
 		c.Listen = d.Listen
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = d.MaxConnections
 	}
 	if c.MaxOpenTenants == 0 {
 		c.MaxOpenTenants = d.MaxOpenTenants
@@ -150,6 +159,8 @@ func (c Config) withDefaults() (Config, error) {
 		c.Logger = slog.New(slog.NewTextHandler(c.Stderr, nil))
 	}
 	switch {
+	case c.MaxConnections < 1 || c.MaxConnections > 1_000_000:
+		return c, fmt.Errorf("server.max_connections = %d: want 1..1000000", c.MaxConnections)
 	case c.MaxOpenTenants < 1 || c.MaxOpenTenants > 1_000_000:
 		return c, fmt.Errorf("server.max_open_tenants = %d: want 1..1000000", c.MaxOpenTenants)
 	case c.TenantIdleTimeout < time.Second:
@@ -426,6 +437,7 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return err
 	}
+	ln = netutil.LimitListener(ln, s.cfg.MaxConnections)
 	if s.cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
 		if err != nil {

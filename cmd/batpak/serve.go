@@ -36,6 +36,7 @@ var serverSettings = []serverSetting{
 	{"server.tls_key", "tls-key", kindOptionalPath, "", "TLS private key (PEM); with --tls-cert"},
 	{"server.allow_insecure_remote", "allow-insecure-remote", kindBool, false, "allow plain HTTP on a non-loopback address"},
 	{"server.operator_token", "", kindText, "", "operator credential (also BATPAK_OPERATOR_TOKEN)"},
+	{"server.max_connections", "max-connections", kindCount, 4096, "client connections served at once (streams included); 1..1000000"},
 	{"server.max_open_tenants", "max-open-tenants", kindCount, 10000, "tenant stores open at once (LRU beyond); 1..1000000"},
 	{"server.tenant_idle_timeout", "tenant-idle-timeout", kindDuration, "5m", "close a tenant store idle this long; ≥ 1s"},
 	{"server.max_body_bytes", "max-body-bytes", kindSize, "32MiB", "largest request body; 1KiB..1GiB"},
@@ -133,6 +134,8 @@ func (a *app) serverConfig(policyDir string) (server.Config, error) {
 			cfg.AllowInsecureRemote = b
 		case "operator_token":
 			cfg.OperatorToken = str
+		case "max_connections":
+			cfg.MaxConnections = int(n)
 		case "max_open_tenants":
 			cfg.MaxOpenTenants = int(n)
 		case "tenant_idle_timeout":
