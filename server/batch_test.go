@@ -17,6 +17,7 @@ import (
 	"github.com/batpak-go/batpak/sdk/client"
 	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/httpapi"
 )
 
 // TestBatchLimitIsTheQuota: a batch request holds up to the tenant's
@@ -123,4 +124,45 @@ func TestConnectionLimit(t *testing.T) {
 		t.Fatalf("after a held connection ended: %v", err)
 	}
 	res.Body.Close()
+}
+
+// TestCursorPollBoundedInBytes: a named cursor's poll stops at
+// httpapi.MaxPageBytes of payload and names the position to continue
+// from, so a poll of large events neither takes the server's memory nor
+// skips any event.
+func TestCursorPollBoundedInBytes(t *testing.T) {
+	bs := startBenchServer(t, server.DefaultConfig(), "t1", control.Settings{})
+	ctx := context.Background()
+	c, _ := client.New(bs.base, bs.key)
+	tn := c.Tenant("t1")
+	big := json.RawMessage(`"` + strings.Repeat("x", 1<<20-2) + `"`) // 1 MiB, the default max_payload_bytes
+	const n = 12
+	for i := range n {
+		if _, err := tn.Append(ctx, client.AppendRequest{Entity: fmt.Sprintf("e:%d", i), Scope: "s", Kind: "1:1", Payload: big}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tn.DefineCursor(ctx, "big", client.CursorRegion{Entity: "e:"}); err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for round := 0; seen < n; round++ {
+		if round > 3 {
+			t.Fatalf("%d events after %d polls", seen, round)
+		}
+		evs, err := tn.PollCursor(ctx, "big", 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) == 0 || len(evs)*len(big) > httpapi.MaxPageBytes {
+			t.Fatalf("a poll returned %d events of %d bytes (page bound %d)", len(evs), len(big), httpapi.MaxPageBytes)
+		}
+		if evs[0].GlobalSequence != uint64(seen) {
+			t.Fatalf("poll %d starts at %d, want %d: an event was skipped", round, evs[0].GlobalSequence, seen)
+		}
+		seen += len(evs)
+		if err := tn.CommitCursor(ctx, "big", evs[len(evs)-1].GlobalSequence+1); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -135,7 +135,7 @@ func (a *API) pollCursor(c *call) error {
 	if err != nil {
 		return err
 	}
-	evs, err := cur.Poll(limit)
+	evs, more, err := readPage(cur, limit, nil)
 	if err != nil {
 		return err
 	}
@@ -143,7 +143,11 @@ func (a *API) pollCursor(c *call) error {
 	for i, ev := range evs {
 		out[i] = wire.FromStored(ev)
 	}
-	return writeJSON(c.w, http.StatusOK, map[string]any{"events": out, "committed": cur.Committed(), "next_position": cur.Position()})
+	next := cur.Position()
+	if more && len(evs) > 0 {
+		next = evs[len(evs)-1].GlobalSequence + 1 // the page stopped early: continue after it
+	}
+	return writeJSON(c.w, http.StatusOK, map[string]any{"events": out, "committed": cur.Committed(), "next_position": next})
 }
 
 func (a *API) commitCursor(c *call) error {

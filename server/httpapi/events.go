@@ -251,32 +251,17 @@ func (a *API) queryEvents(c *call) error {
 		cur.Seek(start)
 	}
 	if !nd {
-		// Read in small steps, and stop at MaxPageBytes of payload: a
-		// page of large events must not take the server's memory.
 		var out []wire.Event
-		full, size, step := false, 0, 8
-		for !atEnd && !full {
-			evs, err := cur.Poll(min(step, limit-len(out)))
+		full := false
+		if !atEnd {
+			evs, more, err := readPage(cur, limit, nil)
 			if err != nil {
 				return err
 			}
-			if len(evs) == 0 {
-				break
-			}
-			for _, ev := range evs {
-				if len(out) > 0 && size+len(ev.Payload) > MaxPageBytes {
-					full = true
-					break
-				}
-				size += len(ev.Payload)
-				out = append(out, wire.FromStored(ev))
-			}
-			full = full || len(out) == limit
-			// The next step: what the room left holds at the average
-			// size so far.
-			step = ndjsonPage
-			if avg := size / max(len(out), 1); avg > 0 {
-				step = min(ndjsonPage, (MaxPageBytes-size)/avg+1)
+			full = more
+			out = make([]wire.Event, len(evs))
+			for i, ev := range evs {
+				out[i] = wire.FromStored(ev)
 			}
 		}
 		if out == nil {
@@ -341,6 +326,42 @@ func (a *API) queryEvents(c *call) error {
 // ndjsonPage is how many events an NDJSON query reads at once.
 const ndjsonPage = 100
 
+// readPage polls cur for up to limit events (those keep accepts; nil: all),
+// in small steps, and stops once the page holds MaxPageBytes of payload
+// (it always holds at least one event): a page of large events must not
+// take the server's memory. more reports that it stopped at the limit or
+// the byte bound rather than at the end of the region. The cursor may
+// have moved past the last event returned; callers continue from that
+// event, not from the cursor.
+func readPage(cur *core.Cursor, limit int, keep func(core.StoredEvent) bool) (out []core.StoredEvent, more bool, err error) {
+	size, step := 0, 8
+	for len(out) < limit {
+		evs, err := cur.Poll(min(step, limit-len(out)))
+		if err != nil {
+			return nil, false, err
+		}
+		if len(evs) == 0 {
+			return out, false, nil
+		}
+		for _, ev := range evs {
+			if keep != nil && !keep(ev) {
+				continue
+			}
+			if len(out) > 0 && size+len(ev.Payload) > MaxPageBytes {
+				return out, true, nil
+			}
+			size += len(ev.Payload)
+			out = append(out, ev)
+		}
+		// The next step: what the room left holds at the average size so far.
+		step = ndjsonPage
+		if avg := size / max(len(out), 1); avg > 0 {
+			step = max(1, min(ndjsonPage, (MaxPageBytes-size)/avg+1))
+		}
+	}
+	return out, true, nil
+}
+
 func (a *API) entityEvents(c *call) error {
 	entity := c.r.PathValue("entity")
 	if _, err := core.NewCoordinate(entity, "x"); err != nil {
@@ -369,20 +390,12 @@ func (a *API) entityEvents(c *call) error {
 	if hasAfter {
 		region = region.WithClockRange(afterClock+1, math.MaxUint64)
 	}
-	cur := s.Cursor(region)
-	for len(out) < limit {
-		evs, err := cur.Poll(limit)
-		if err != nil {
-			return err
-		}
-		if len(evs) == 0 {
-			break
-		}
-		for _, ev := range evs {
-			if ev.Coordinate.Entity == entity && len(out) < limit {
-				out = append(out, wire.FromStored(ev))
-			}
-		}
+	evs, _, err := readPage(s.Cursor(region), limit, func(ev core.StoredEvent) bool { return ev.Coordinate.Entity == entity })
+	if err != nil {
+		return err
+	}
+	for _, ev := range evs {
+		out = append(out, wire.FromStored(ev))
 	}
 	return writeJSON(c.w, http.StatusOK, map[string]any{"events": out})
 }
