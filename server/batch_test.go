@@ -8,11 +8,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
-	"time"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/sdk/client"
 	"github.com/batpak-go/batpak/server"
