@@ -437,6 +437,13 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return err
 	}
+	// The rule was checked on the configured address; check what was
+	// bound too, so a name like "localhost" that resolves elsewhere
+	// cannot open plain HTTP to the network.
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && s.cfg.TLSCert == "" && !s.cfg.AllowInsecureRemote && !tcp.IP.IsLoopback() {
+		ln.Close()
+		return fmt.Errorf("server.listen = %s bound %s, not a loopback address, and no TLS is configured: set server.tls_cert and server.tls_key, or server.allow_insecure_remote: true", s.cfg.Listen, tcp.IP)
+	}
 	ln = netutil.LimitListener(ln, s.cfg.MaxConnections)
 	if s.cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
