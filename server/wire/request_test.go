@@ -1,11 +1,14 @@
 package wire_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 	"unsafe"
 
+	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server/wire"
 )
 
@@ -188,5 +191,35 @@ func BenchmarkDecodeRequest(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// AppendReceipt and AppendReceipts write what encoding/json writes.
+func TestAppendReceiptsAgreeWithEncodingJSON(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for n := 0; n < 200; n++ {
+		rs := make([]core.Receipt, n%5)
+		for i := range rs {
+			for j := range rs[i].ID {
+				rs[i].ID[j] = byte(r.Uint32())
+				rs[i].CorrelationID[j] = byte(r.Uint32())
+			}
+			rs[i].GlobalSequence = r.Uint64() >> (r.Uint32() % 64)
+			rs[i].Clock = r.Uint64() >> (r.Uint32() % 64)
+			rs[i].Timestamp = int64(r.Uint64()) >> (r.Uint32() % 64)
+			rs[i].Deduplicated = r.IntN(2) == 0
+		}
+		out := make([]wire.Receipt, len(rs))
+		for i, rc := range rs {
+			out[i] = wire.FromReceipt(rc)
+			want, _ := json.Marshal(out[i])
+			if got := wire.AppendReceipt(nil, rc); string(got) != string(want) {
+				t.Fatalf("got  %s\nwant %s", got, want)
+			}
+		}
+		want, _ := json.Marshal(map[string]any{"receipts": out})
+		if got := wire.AppendReceipts([]byte("x"), rs); string(got) != "x"+string(want) {
+			t.Fatalf("got  %s\nwant %s", got, want)
+		}
 	}
 }

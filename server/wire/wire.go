@@ -389,3 +389,47 @@ func clip(s string) string {
 	}
 	return strings.ToValidUTF8(s, "\uFFFD")
 }
+
+// AppendReceipt appends r's JSON to b: byte for byte what encoding/json
+// writes for FromReceipt(r), without its allocations.
+func AppendReceipt(b []byte, r core.Receipt) []byte {
+	b = append(b, `{"id":"`...)
+	b = appendUUID(b, r.ID)
+	b = append(b, `","correlation_id":"`...)
+	b = appendUUID(b, r.CorrelationID)
+	b = append(b, `","global_sequence":`...)
+	b = strconv.AppendUint(b, r.GlobalSequence, 10)
+	b = append(b, `,"clock":`...)
+	b = strconv.AppendUint(b, r.Clock, 10)
+	b = append(b, `,"timestamp_us":`...)
+	b = strconv.AppendInt(b, r.Timestamp, 10)
+	b = append(b, `,"deduplicated":`...)
+	b = strconv.AppendBool(b, r.Deduplicated)
+	return append(b, '}')
+}
+
+// AppendReceipts appends {"receipts":[…]} for rs to b, as encoding/json
+// writes it for a map of that one key to the receipts FromReceipt renders.
+func AppendReceipts(b []byte, rs []core.Receipt) []byte {
+	b = append(b, `{"receipts":[`...)
+	for i, r := range rs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = AppendReceipt(b, r)
+	}
+	return append(b, "]}"...)
+}
+
+// appendUUID appends id in the canonical 8-4-4-4-12 lower-case hex form
+// (what EventID.String writes).
+func appendUUID(b []byte, id core.EventID) []byte {
+	const digits = "0123456789abcdef"
+	for i, c := range id {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b = append(b, '-')
+		}
+		b = append(b, digits[c>>4], digits[c&0xF])
+	}
+	return b
+}
