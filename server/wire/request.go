@@ -136,9 +136,9 @@ func (s *reqScanner) digits(neg bool) (int64, bool) {
 }
 
 // raw reads one JSON value nested at most depth deep and returns its
-// bytes: a plain string or integer directly, anything else checked by
-// ijson (which refuses what encoding/json refuses, and repeated member
-// names too: those bodies go to Decode, which takes them).
+// bytes: a plain string or integer directly, anything else read and
+// checked by ijson in one pass (it refuses what encoding/json refuses, and
+// repeated member names too: those bodies go to Decode, which takes them).
 func (s *reqScanner) raw(depth int) ([]byte, bool) {
 	s.ws()
 	if s.i >= len(s.b) {
@@ -157,65 +157,12 @@ func (s *reqScanner) raw(depth int) ([]byte, bool) {
 		}
 		s.i = start
 	}
-	end := skipValue(s.b, start)
-	if end < 0 || ijson.Validate(s.b[start:end], depth) != nil {
+	n, err := ijson.ValidatePrefix(s.b[start:], depth)
+	if err != nil {
 		return nil, false
 	}
-	s.i = end
-	return s.b[start:end], true
-}
-
-// delim reports whether the next byte ends a value.
-func (s *reqScanner) delim() bool {
-	if s.i == len(s.b) {
-		return true
-	}
-	switch s.b[s.i] {
-	case ',', '}', ']', ' ', '\t', '\n', '\r':
-		return true
-	}
-	return false
-}
-
-// skipValue returns the index after the value that starts at b[i] without
-// checking it (ijson does), or -1 when it has no end.
-func skipValue(b []byte, i int) int {
-	switch b[i] {
-	case '"':
-		return ijson.SkipString(b, i)
-	case '{', '[':
-		d := 0
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case '"':
-				j := ijson.SkipString(b, i)
-				if j < 0 {
-					return -1
-				}
-				i = j - 1
-			case '{', '[':
-				d++
-			case '}', ']':
-				d--
-				if d == 0 {
-					return i + 1
-				}
-			}
-		}
-		return -1
-	}
-	start := i
-	for i < len(b) {
-		switch b[i] {
-		case ',', '}', ']', ' ', '\t', '\n', '\r':
-			if i == start {
-				return -1
-			}
-			return i
-		}
-		i++
-	}
-	return i
+	s.i = start + n
+	return s.b[start:s.i], true
 }
 
 // The members of an append request, for telling repeats apart.
@@ -367,4 +314,16 @@ func (s *reqScanner) batch(req *BatchRequest, depth int) bool {
 		}
 	}
 	return s.tok('}')
+}
+
+// delim reports whether the next byte ends a value.
+func (s *reqScanner) delim() bool {
+	if s.i == len(s.b) {
+		return true
+	}
+	switch s.b[s.i] {
+	case ',', '}', ']', ' ', '\t', '\n', '\r':
+		return true
+	}
+	return false
 }

@@ -223,3 +223,29 @@ func TestAppendReceiptsAgreeWithEncodingJSON(t *testing.T) {
 		}
 	}
 }
+
+// A kind or expected clock reads the same written plainly or with escapes
+// and number forms that encoding/json decodes to the same value.
+func TestKindAndExpectationForms(t *testing.T) {
+	item := func(kind, expect string) (string, error) {
+		req := wire.AppendRequest{Entity: "e", Scope: "s", Kind: []byte(kind), Payload: []byte("1"), ExpectedClock: []byte(expect)}
+		it, err := req.Item(-1, "")
+		return fmt.Sprint(it.Kind, it.Options.ExpectedClock), err
+	}
+	for _, pair := range [][2][2]string{
+		{{`"1:1"`, `7`}, {`"\u0031:1"`, `7`}},
+		{{`"0xF:0x2a"`, `"no_events"`}, {`"0xF:0x2\u0061"`, `"no_\u0065vents"`}},
+		{{`"4097"`, `0`}, {`4097.0`, `0`}},
+	} {
+		a, errA := item(pair[0][0], pair[0][1])
+		b, errB := item(pair[1][0], pair[1][1])
+		if errA != nil || errB != nil || a != b {
+			t.Fatalf("%v: %s %v; %v: %s %v", pair[0], a, errA, pair[1], b, errB)
+		}
+	}
+	for _, bad := range [][2]string{{`"0:1"`, `1`}, {`"1:1"`, `01`}, {`"1:1"`, `-1`}, {`"1:1"`, `18446744073709551616`}, {`"1:1"`, `"none"`}} {
+		if _, err := item(bad[0], bad[1]); err == nil {
+			t.Fatalf("kind %s expected_clock %s accepted", bad[0], bad[1])
+		}
+	}
+}

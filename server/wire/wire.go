@@ -273,6 +273,14 @@ func (a *AppendRequest) Item(index int, headerKey string) (core.BatchItem, error
 }
 
 func parseExpectation(raw json.RawMessage) (core.Expectation, error) {
+	if string(raw) == `"no_events"` {
+		return core.ExpectNoEvents(), nil
+	}
+	if plainUint(raw) {
+		if n, err := strconv.ParseUint(string(raw), 10, 64); err == nil {
+			return core.ExpectClock(n), nil
+		}
+	}
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
 		if s == "no_events" {
@@ -292,6 +300,9 @@ func parseExpectation(raw json.RawMessage) (core.Expectation, error) {
 // Reserved categories (0x0 system, 0xD effects) are refused. The error is
 // an *Error with Code INVALID_KIND.
 func ParseKind(raw json.RawMessage) (core.Kind, error) {
+	if s, ok := plainString(raw); ok {
+		return ParseKindString(s)
+	}
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
 		return ParseKindString(s)
@@ -304,6 +315,35 @@ func ParseKind(raw json.RawMessage) (core.Kind, error) {
 		return 0, errorf(CodeInvalidKind, "kind", "%v is not a kind number (0..65535)", f)
 	}
 	return checkKind(core.Kind(uint16(f)))
+}
+
+// plainString returns the contents of raw when it is a JSON string of
+// printable ASCII without escapes (what encoding/json would decode it to).
+func plainString(raw []byte) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return "", false
+	}
+	in := raw[1 : len(raw)-1]
+	for _, c := range in {
+		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return "", false
+		}
+	}
+	return string(in), true
+}
+
+// plainUint reports whether raw is a JSON integer of decimal digits
+// without a sign or leading zeros.
+func plainUint(raw []byte) bool {
+	if len(raw) == 0 || len(raw) > 1 && raw[0] == '0' {
+		return false
+	}
+	for _, c := range raw {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // ParseKindString reads a kind from text: "category:type" or a number.
