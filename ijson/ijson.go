@@ -60,6 +60,10 @@ type validator struct {
 	seeded bool
 	// syntaxOnly: UTF-8 and repeated names are not checked (ValidSyntax)
 	syntaxOnly bool
+	// prefix: the value may be followed by anything; end is where it
+	// ended (ValidatePrefix)
+	prefix bool
+	end    int
 	// the longest names and objs were (what release must clear)
 	hiNames, hiObjs int
 }
@@ -83,6 +87,28 @@ func Validate(doc []byte, maxDepth int) error {
 	return nil
 }
 
+// ValidatePrefix checks the JSON value at the start of doc (after optional
+// whitespace) as Validate checks a whole document, and returns the index
+// just after it; what follows the value is not looked at. It lets a
+// reader of a larger document take a value's extent and check it in one
+// pass. The error is an *Error.
+func ValidatePrefix(doc []byte, maxDepth int) (end int, err error) {
+	if maxDepth < 1 || maxDepth > MaxDepth {
+		maxDepth = MaxDepth
+	}
+	v := pool.Get().(*validator)
+	v.b, v.max, v.syntaxOnly, v.prefix = doc, maxDepth, false, true
+	if e := v.run(); e != nil {
+		err = e
+	}
+	end = v.end
+	v.release()
+	if err != nil {
+		return 0, err
+	}
+	return end, nil
+}
+
 // ValidSyntax reports whether doc is one JSON value nested at most
 // MaxDepth deep, checking neither UTF-8 nor repeated names: what
 // encoding/json's json.Valid accepts (and so what the policy's decoder
@@ -103,7 +129,7 @@ var pool = sync.Pool{New: func() any { return new(validator) }}
 // release clears v and returns it to the pool unless a payload grew its
 // stacks far (those go to the garbage collector).
 func (v *validator) release() {
-	v.b = nil
+	v.b, v.prefix, v.end = nil, false, 0
 	clear(v.names[:v.hiNames]) // no slices of the payload left behind
 	clear(v.objs[:v.hiObjs])
 	v.hiNames, v.hiObjs = 0, 0
@@ -228,6 +254,10 @@ func (v *validator) run() *Error {
 				return v.bad(i, "looking for beginning of value")
 			}
 		case stAfter:
+			if v.prefix && len(v.stack) == 0 {
+				v.end = i
+				return nil
+			}
 			i = v.ws(i)
 			if len(v.stack) == 0 {
 				if i < len(b) {

@@ -265,3 +265,39 @@ func TestLookupAgreesWithEncodingJSON(t *testing.T) {
 		}
 	}
 }
+
+// ValidatePrefix finds the end of the value a document starts with and
+// answers for that value as Validate does, whatever follows it.
+func TestValidatePrefixAgreesWithValidate(t *testing.T) {
+	r := rand.New(rand.NewSource(2))
+	docs := append([]string(nil), tricky...)
+	for i := 0; i < 5000; i++ {
+		doc := randomDoc(r, 5)
+		if len(doc) > 0 && r.Intn(2) == 0 {
+			doc[r.Intn(len(doc))] = "{}[]\",:\\ 0a-.eu\x00\xc3"[r.Intn(17)]
+		}
+		docs = append(docs, string(doc))
+	}
+	for _, doc := range docs {
+		for _, limit := range []int{1, 3, ijson.MaxDepth} {
+			whole := ijson.Validate([]byte(doc), limit)
+			for _, rest := range []string{"", ",1]", "}", " x", `,"a":{"b":[1,2]}}`} {
+				in := doc + rest
+				end, err := ijson.ValidatePrefix([]byte(in), limit)
+				if err != nil {
+					if whole == nil {
+						t.Fatalf("ValidatePrefix(%q, %d): %v, but Validate(%q) accepts it", in, limit, err, doc)
+					}
+					continue
+				}
+				trimmed := strings.TrimRight(doc, " \t\r\n")
+				if whole == nil && end != len(trimmed) {
+					t.Fatalf("ValidatePrefix(%q, %d) ends at %d, want %d", in, limit, end, len(trimmed))
+				}
+				if err := ijson.Validate([]byte(in[:end]), limit); err != nil {
+					t.Fatalf("ValidatePrefix(%q, %d) took %q, which Validate refuses: %v", in, limit, in[:end], err)
+				}
+			}
+		}
+	}
+}

@@ -45,14 +45,15 @@ type batpakHTTP struct {
 }
 
 // rawConn is one producer's HTTP/1.1 keep-alive connection, driven
-// directly (request written with one write, response read with
-// http.ReadResponse): the load generator shares the 2 CPUs with the
+// directly (request written with one write, response read by
+// readResponse): the load generator shares the 2 CPUs with the
 // server, and net/http's Transport spends two goroutine hand-offs per
 // request on top of the same bytes on the wire.
 type rawConn struct {
-	c   net.Conn
-	br  *bufio.Reader
-	buf []byte
+	c    net.Conn
+	br   *bufio.Reader
+	buf  []byte
+	body []byte // the producer's request body, built in place
 }
 
 func (s *batpakHTTP) conn(p int) (*rawConn, error) {
@@ -70,6 +71,8 @@ func (s *batpakHTTP) conn(p int) (*rawConn, error) {
 
 // post sends body to path on producer p's connection and returns the
 // response body (an error for a status past 299; ErrConflict for 409).
+// The body shares the connection's buffer: it is good until the next post
+// on the connection.
 func (s *batpakHTTP) post(p int, path string, body []byte) ([]byte, error) {
 	rc, err := s.conn(p)
 	if err != nil {
@@ -93,26 +96,79 @@ func (s *batpakHTTP) post(p int, path string, body []byte) ([]byte, error) {
 	if _, err := rc.c.Write(b); err != nil {
 		return fail(err)
 	}
-	resp, err := http.ReadResponse(rc.br, nil)
+	status, out, closing, err := rc.readResponse()
 	if err != nil {
 		return fail(err)
 	}
-	out, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return fail(err)
-	}
-	if resp.Close {
+	if closing {
 		rc.c.Close()
 		s.conns[p] = nil
 	}
-	if resp.StatusCode == 409 {
+	if status == 409 {
 		return nil, errors.Join(ErrConflict, fmt.Errorf("%s", out))
 	}
-	if resp.StatusCode >= 300 {
-		return nil, fmt.Errorf("batpak-http: POST %s: %d %s", path, resp.StatusCode, out)
+	if status >= 300 {
+		return nil, fmt.Errorf("batpak-http: POST %s: %d %s", path, status, out)
 	}
 	return out, nil
+}
+
+// readResponse reads one HTTP/1.1 response with a Content-Length (every
+// answer of the routes measured has one): its status, body (in rc's read
+// buffer, good until the next read) and whether the server closes the
+// connection. A lean parser, as the other adapters' clients are: the load
+// generator shares the CPUs with the server it measures.
+func (rc *rawConn) readResponse() (status int, body []byte, closing bool, err error) {
+	line, err := rc.br.ReadSlice('\n')
+	if err != nil {
+		return 0, nil, false, err
+	}
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.1 ")) {
+		return 0, nil, false, fmt.Errorf("batpak-http: bad status line %q", line)
+	}
+	status, err = strconv.Atoi(string(line[9:12]))
+	if err != nil {
+		return 0, nil, false, fmt.Errorf("batpak-http: bad status line %q", line)
+	}
+	length := -1
+	for {
+		line, err = rc.br.ReadSlice('\n')
+		if err != nil {
+			return 0, nil, false, err
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) == 0 {
+			break
+		}
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			return 0, nil, false, fmt.Errorf("batpak-http: bad header %q", line)
+		}
+		value = bytes.TrimSpace(value)
+		switch {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			if length, err = strconv.Atoi(string(value)); err != nil {
+				return 0, nil, false, fmt.Errorf("batpak-http: bad Content-Length %q", value)
+			}
+		case bytes.EqualFold(name, []byte("Connection")):
+			closing = bytes.EqualFold(value, []byte("close"))
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			return 0, nil, false, fmt.Errorf("batpak-http: unexpected Transfer-Encoding %q", value)
+		}
+	}
+	if length < 0 {
+		return 0, nil, false, errors.New("batpak-http: response without Content-Length")
+	}
+	if length > rc.br.Size() {
+		body = make([]byte, length)
+		_, err = io.ReadFull(rc.br, body)
+		return status, body, closing, err
+	}
+	if body, err = rc.br.Peek(length); err != nil {
+		return 0, nil, false, err
+	}
+	_, _ = rc.br.Discard(length)
+	return status, body, closing, nil
 }
 
 const benchOperator = "bpko_peerbenchoperatortokenpeerbenchoperatortokenpeerbenc"
@@ -218,84 +274,125 @@ func (s *batpakHTTP) call(ctx context.Context, token, method, path string, body 
 	return out, nil
 }
 
-func (s *batpakHTTP) expect(p int, entity string) any {
+// expect is the expected_clock of producer p's next append to entity:
+// its last clock, or none yet ("no_events").
+func (s *batpakHTTP) expect(p int, entity string) (clock uint64, known bool) {
 	if v := s.last[p][entity]; v > 0 {
-		return v - 1
+		return v - 1, true
 	}
-	return "no_events"
+	return 0, false
 }
 
-func kindOf(k uint16) string { return "1:" + strconv.Itoa(int(k)+1) }
-
-// appendItem writes one append request's JSON object to b.
-func appendItem(b []byte, entity string, kind uint16, payload []byte, expect any) []byte {
+// appendItem writes one append request's JSON object to b; expect says
+// whether to write expected_clock, known whether it is clock (or
+// "no_events").
+func appendItem(b []byte, entity string, kind uint16, payload []byte, expect, known bool, clock uint64) []byte {
 	b = append(b, `{"entity":`...)
 	b = strconv.AppendQuote(b, entity)
-	b = append(b, `,"scope":"bench","kind":"`...)
-	b = append(b, kindOf(kind)...)
+	b = append(b, `,"scope":"bench","kind":"1:`...)
+	b = strconv.AppendUint(b, uint64(kind)+1, 10)
 	b = append(b, `","payload":`...)
 	b = append(b, payload...)
-	switch e := expect.(type) {
-	case uint64:
+	switch {
+	case expect && known:
 		b = append(b, `,"expected_clock":`...)
-		b = strconv.AppendUint(b, e, 10)
-	case string:
-		b = append(b, `,"expected_clock":"`...)
-		b = append(b, e...)
-		b = append(b, '"')
+		b = strconv.AppendUint(b, clock, 10)
+	case expect:
+		b = append(b, `,"expected_clock":"no_events"`...)
 	}
 	return append(b, '}')
 }
 
+// body returns producer p's request body buffer, emptied.
+func (s *batpakHTTP) body(p int) ([]byte, error) {
+	rc, err := s.conn(p)
+	if err != nil {
+		return nil, err
+	}
+	return rc.body[:0], nil
+}
+
+// keepBody keeps a grown body buffer for producer p's next request (post
+// copies the body before it returns).
+func (s *batpakHTTP) keepBody(p int, b []byte) {
+	if rc := s.conns[p]; rc != nil {
+		rc.body = b
+	}
+}
+
 func (s *batpakHTTP) Append(ctx context.Context, p int, entity string, kind uint16, payload []byte) error {
-	body := appendItem(make([]byte, 0, 96+len(payload)), entity, kind, payload, s.expect(p, entity))
+	body, err := s.body(p)
+	if err != nil {
+		return err
+	}
+	clock, known := s.expect(p, entity)
+	body = appendItem(body, entity, kind, payload, true, known, clock)
+	s.keepBody(p, body)
 	out, err := s.post(p, "/v1/tenants/bench/events", body)
 	if err != nil {
 		return err
 	}
-	var r struct {
-		Clock uint64 `json:"clock"`
-	}
-	if err := json.Unmarshal(out, &r); err != nil {
+	clock, _, err = lastClock(out)
+	if err != nil {
 		return err
 	}
-	s.last[p][entity] = r.Clock + 1
+	s.last[p][entity] = clock + 1
 	return nil
 }
 
 func (s *batpakHTTP) AppendBatch(ctx context.Context, p int, entity string, events []Event) error {
-	body := make([]byte, 0, 32+len(events)*200)
+	body, err := s.body(p)
+	if err != nil {
+		return err
+	}
 	body = append(body, `{"events":[`...)
+	clock, known := s.expect(p, entity)
 	for i, e := range events {
 		if i > 0 {
 			body = append(body, ',')
 		}
-		var expect any
-		if i == 0 {
-			expect = s.expect(p, entity)
-		}
-		body = appendItem(body, entity, e.Kind, e.Payload, expect)
+		body = appendItem(body, entity, e.Kind, e.Payload, i == 0, known, clock)
 	}
 	body = append(body, "]}"...)
+	s.keepBody(p, body)
 	out, err := s.post(p, "/v1/tenants/bench/batches", body)
 	if err != nil {
 		return err
 	}
-	var r struct {
-		Receipts []struct {
-			Clock uint64 `json:"clock"`
-		} `json:"receipts"`
-	}
-	if err := json.Unmarshal(out, &r); err != nil {
+	clock, n, err := lastClock(out)
+	if err != nil {
 		return err
 	}
-	if len(r.Receipts) != len(events) {
-		return fmt.Errorf("batpak-http: %d receipts for %d items", len(r.Receipts), len(events))
+	if n != len(events) {
+		return fmt.Errorf("batpak-http: %d receipts for %d items", n, len(events))
 	}
-	if n := len(r.Receipts); n > 0 {
-		s.last[p][entity] = r.Receipts[n-1].Clock + 1
-	}
+	s.last[p][entity] = clock + 1
 	return nil
+}
+
+// lastClock reads a receipt (or a batch's receipts) as the server writes
+// them: the last "clock" member's value and how many receipts there are.
+func lastClock(out []byte) (clock uint64, n int, err error) {
+	key := []byte(`"clock":`)
+	for rest := out; ; {
+		i := bytes.Index(rest, key)
+		if i < 0 {
+			break
+		}
+		rest = rest[i+len(key):]
+		j := 0
+		for j < len(rest) && rest[j] >= '0' && rest[j] <= '9' {
+			j++
+		}
+		if clock, err = strconv.ParseUint(string(rest[:j]), 10, 64); err != nil {
+			return 0, 0, fmt.Errorf("batpak-http: receipt %s: %v", out, err)
+		}
+		n++
+	}
+	if n == 0 {
+		return 0, 0, fmt.Errorf("batpak-http: no receipt in %s", out)
+	}
+	return clock, n, nil
 }
 
 func (s *batpakHTTP) Counters(ctx context.Context) (map[string]float64, error) {

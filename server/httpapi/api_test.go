@@ -181,7 +181,7 @@ func TestAdminLifecycle(t *testing.T) {
 	e.must(e.req("DELETE", "/v1/tenants/acme/keys/"+k["writer_id"], k["admin"], nil), 204)
 	e.must(e.req("POST", "/v1/tenants/acme/events", k["writer"], appendBody("order:1")), 401)
 	// Quotas and settings.
-	e.must(e.req("PUT", "/v1/admin/tenants/acme/quotas", opToken, map[string]any{"max_batch_events": 2}), 200)
+	e.must(e.req("PUT", "/v1/admin/tenants/acme/quotas", opToken, map[string]any{"max_batch_events": 2, "events_per_second": -1}), 200) // the rate test emptied the bucket
 	if r := e.req("PUT", "/v1/admin/tenants/acme/settings", opToken, map[string]any{"sync": "sometimes"}); r.status != 400 {
 		t.Fatalf("bad settings: %d", r.status)
 	}
@@ -218,7 +218,7 @@ func TestQuotaRateLimited(t *testing.T) {
 		t.Fatalf("%v events stored", n)
 	}
 	// Batch size quota: exactly the limit accepted, one more refused.
-	e.must(e.req("PUT", "/v1/admin/tenants/acme/quotas", opToken, map[string]any{"max_batch_events": 2}), 200)
+	e.must(e.req("PUT", "/v1/admin/tenants/acme/quotas", opToken, map[string]any{"max_batch_events": 2, "events_per_second": -1}), 200) // the rate test emptied the bucket
 	two := map[string]any{"events": []any{appendBody("b:1"), appendBody("b:2")}}
 	three := map[string]any{"events": []any{appendBody("b:1"), appendBody("b:2"), appendBody("b:3")}}
 	if r := e.req("POST", "/v1/tenants/acme/batches", k["writer"], three); r.status != 413 || r.json(t)["quota"] != "max_batch_events" {
@@ -226,7 +226,7 @@ func TestQuotaRateLimited(t *testing.T) {
 	}
 	e.must(e.req("POST", "/v1/tenants/acme/batches", k["writer"], two), 201)
 	// Payload quota boundary.
-	e.must(e.req("PUT", "/v1/admin/tenants/acme/quotas", opToken, map[string]any{"max_payload_bytes": 10}), 200)
+	e.must(e.req("PUT", "/v1/admin/tenants/acme/quotas", opToken, map[string]any{"max_payload_bytes": 10, "events_per_second": -1}), 200)
 	ok := map[string]any{"entity": "p:1", "scope": "s", "kind": "1:1", "payload": "12345678"} // "12345678" is 10 bytes
 	e.must(e.req("POST", "/v1/tenants/acme/events", k["writer"], ok), 201)
 	ok["payload"] = "123456789"

@@ -69,7 +69,7 @@ func (a *API) readBody(c *call, optional bool) ([]byte, error) {
 	if err := a.limitBody(c); err != nil {
 		return nil, err
 	}
-	b, err := io.ReadAll(c.r.Body)
+	b, err := readAll(c.r.Body, c.r.ContentLength)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -78,6 +78,29 @@ func (a *API) readBody(c *call, optional bool) ([]byte, error) {
 		return nil, &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "the request body could not be read"}
 	}
 	return b, nil
+}
+
+// readAll reads r to its end into a slice sized for a body of length
+// bytes (unknown when not positive; then it grows as io.ReadAll's does).
+func readAll(r io.Reader, length int64) ([]byte, error) {
+	size := 512
+	if length > 0 {
+		size = int(length) + 1 // the last read finds EOF without growing
+	}
+	b := make([]byte, 0, size)
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+	}
 }
 
 // decode reads a JSON body into v with the API's limits.
@@ -94,7 +117,14 @@ func (a *API) decode(c *call, v any, optional bool) error {
 	if optional && len(strings.TrimSpace(string(b))) == 0 {
 		return nil
 	}
-	return wire.Decode(b, v, a.opts.MaxJSONDepth+envelopeDepth)
+	depth := a.opts.MaxJSONDepth + envelopeDepth
+	switch v := v.(type) {
+	case *wire.AppendRequest:
+		return wire.DecodeAppend(b, v, depth)
+	case *wire.BatchRequest:
+		return wire.DecodeBatch(b, v, depth)
+	}
+	return wire.Decode(b, v, depth)
 }
 
 // queryUint reads an optional non-negative integer parameter.

@@ -71,7 +71,7 @@ func (a *API) appendOne(c *call) error {
 	if rec.Deduplicated {
 		status = http.StatusOK
 	}
-	return writeJSON(c.w, status, wire.FromReceipt(rec))
+	return writeAppended(c.w, status, func(b []byte) []byte { return wire.AppendReceipt(b, rec) })
 }
 
 func (a *API) appendBatch(c *call) error {
@@ -118,15 +118,13 @@ func (a *API) appendBatch(c *call) error {
 		return err
 	}
 	a.metrics.appended(c.tenant, len(recs))
-	out := make([]wire.Receipt, len(recs))
 	status := http.StatusOK
-	for i, r := range recs {
-		out[i] = wire.FromReceipt(r)
+	for _, r := range recs {
 		if !r.Deduplicated {
 			status = http.StatusCreated
 		}
 	}
-	return writeJSON(c.w, status, map[string]any{"receipts": out})
+	return writeAppended(c.w, status, func(b []byte) []byte { return wire.AppendReceipts(b, recs) })
 }
 
 // withIndex names the batch item a request error belongs to.

@@ -33,16 +33,17 @@ type reqInfo struct {
 	principal string
 }
 
-type infoKey struct{}
-
-func infoFrom(ctx context.Context) *reqInfo {
-	if ri, ok := ctx.Value(infoKey{}).(*reqInfo); ok {
-		return ri
+// infoFrom returns what the middleware knows of the request w answers
+// (a fresh record when w did not come through it).
+func infoFrom(w http.ResponseWriter) *reqInfo {
+	if rec, ok := w.(*recorder); ok && rec.info != nil {
+		return rec.info
 	}
 	return &reqInfo{}
 }
 
-// recorder remembers the status and bytes of a response.
+// recorder remembers the status and bytes of a response, and carries the
+// request's reqInfo to the handlers.
 type recorder struct {
 	http.ResponseWriter
 	status int
@@ -53,6 +54,13 @@ type recorder struct {
 	writeTimeout time.Duration
 	deadlineMu   sync.Mutex
 	cut          bool // cutOff was called: the deadline is final
+	info         *reqInfo
+}
+
+// reqState is a request's recorder and reqInfo in one allocation.
+type reqState struct {
+	rec recorder
+	ri  reqInfo
 }
 
 // extend gives the next write writeTimeout to finish.
@@ -142,10 +150,10 @@ func requestID(r *http.Request) string {
 func (a *API) middleware(next http.Handler, route string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		ri := &reqInfo{id: requestID(r)}
-		w.Header().Set("X-Request-Id", ri.id)
-		rec := &recorder{ResponseWriter: w}
-		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
+		st := &reqState{ri: reqInfo{id: requestID(r)}}
+		ri, rec := &st.ri, &st.rec
+		rec.ResponseWriter, rec.info = w, ri
+		w.Header()["X-Request-Id"] = []string{ri.id}
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {
@@ -254,7 +262,7 @@ func (c *call) writeCtx() context.Context {
 func (a *API) guard(rt Route) http.Handler {
 	pattern := rt.Pattern()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ri := infoFrom(r.Context())
+		ri := infoFrom(w)
 		ri.route = pattern
 		c := &call{a: a, w: w, r: r, route: &rt, info: ri}
 		defer func() {

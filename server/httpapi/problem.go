@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/batpak-go/batpak/core"
@@ -84,6 +85,29 @@ func writeProblem(w http.ResponseWriter, requestID string, e *apiError) {
 	w.WriteHeader(e.status)
 	b, _ := json.Marshal(p)
 	_, _ = w.Write(append(b, '\n'))
+}
+
+// jsonType is the Content-Type of JSON answers (net/http only reads it).
+var jsonType = []string{"application/json"}
+
+// bodyPool keeps response buffers of JSON answers written by hand.
+var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// writeAppended writes the JSON that fill appends (and a newline) with
+// status, as writeJSON would write the same value.
+func writeAppended(w http.ResponseWriter, status int, fill func([]byte) []byte) error {
+	bp := bodyPool.Get().(*[]byte)
+	b := append(fill((*bp)[:0]), '\n')
+	h := w.Header()
+	h["Content-Type"] = jsonType
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
+	w.WriteHeader(status)
+	_, err := w.Write(b)
+	if cap(b) <= 64<<10 {
+		*bp = b[:0]
+		bodyPool.Put(bp)
+	}
+	return err
 }
 
 // writeJSON writes v with status.

@@ -273,6 +273,14 @@ func (a *AppendRequest) Item(index int, headerKey string) (core.BatchItem, error
 }
 
 func parseExpectation(raw json.RawMessage) (core.Expectation, error) {
+	if string(raw) == `"no_events"` {
+		return core.ExpectNoEvents(), nil
+	}
+	if plainUint(raw) {
+		if n, err := strconv.ParseUint(string(raw), 10, 64); err == nil {
+			return core.ExpectClock(n), nil
+		}
+	}
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
 		if s == "no_events" {
@@ -292,6 +300,9 @@ func parseExpectation(raw json.RawMessage) (core.Expectation, error) {
 // Reserved categories (0x0 system, 0xD effects) are refused. The error is
 // an *Error with Code INVALID_KIND.
 func ParseKind(raw json.RawMessage) (core.Kind, error) {
+	if s, ok := plainString(raw); ok {
+		return ParseKindString(s)
+	}
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
 		return ParseKindString(s)
@@ -304,6 +315,35 @@ func ParseKind(raw json.RawMessage) (core.Kind, error) {
 		return 0, errorf(CodeInvalidKind, "kind", "%v is not a kind number (0..65535)", f)
 	}
 	return checkKind(core.Kind(uint16(f)))
+}
+
+// plainString returns the contents of raw when it is a JSON string of
+// printable ASCII without escapes (what encoding/json would decode it to).
+func plainString(raw []byte) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return "", false
+	}
+	in := raw[1 : len(raw)-1]
+	for _, c := range in {
+		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return "", false
+		}
+	}
+	return string(in), true
+}
+
+// plainUint reports whether raw is a JSON integer of decimal digits
+// without a sign or leading zeros.
+func plainUint(raw []byte) bool {
+	if len(raw) == 0 || len(raw) > 1 && raw[0] == '0' {
+		return false
+	}
+	for _, c := range raw {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // ParseKindString reads a kind from text: "category:type" or a number.
@@ -388,4 +428,48 @@ func clip(s string) string {
 		s = s[:64] + "…"
 	}
 	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// AppendReceipt appends r's JSON to b: byte for byte what encoding/json
+// writes for FromReceipt(r), without its allocations.
+func AppendReceipt(b []byte, r core.Receipt) []byte {
+	b = append(b, `{"id":"`...)
+	b = appendUUID(b, r.ID)
+	b = append(b, `","correlation_id":"`...)
+	b = appendUUID(b, r.CorrelationID)
+	b = append(b, `","global_sequence":`...)
+	b = strconv.AppendUint(b, r.GlobalSequence, 10)
+	b = append(b, `,"clock":`...)
+	b = strconv.AppendUint(b, r.Clock, 10)
+	b = append(b, `,"timestamp_us":`...)
+	b = strconv.AppendInt(b, r.Timestamp, 10)
+	b = append(b, `,"deduplicated":`...)
+	b = strconv.AppendBool(b, r.Deduplicated)
+	return append(b, '}')
+}
+
+// AppendReceipts appends {"receipts":[…]} for rs to b, as encoding/json
+// writes it for a map of that one key to the receipts FromReceipt renders.
+func AppendReceipts(b []byte, rs []core.Receipt) []byte {
+	b = append(b, `{"receipts":[`...)
+	for i, r := range rs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = AppendReceipt(b, r)
+	}
+	return append(b, "]}"...)
+}
+
+// appendUUID appends id in the canonical 8-4-4-4-12 lower-case hex form
+// (what EventID.String writes).
+func appendUUID(b []byte, id core.EventID) []byte {
+	const digits = "0123456789abcdef"
+	for i, c := range id {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b = append(b, '-')
+		}
+		b = append(b, digits[c>>4], digits[c&0xF])
+	}
+	return b
 }
