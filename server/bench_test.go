@@ -120,11 +120,19 @@ func dialRaw(base string) (*rawClient, error) {
 
 // post sends a JSON body and returns the status and response body.
 func (rc *rawClient) post(path, key string, body []byte) (int, []byte, error) {
+	return rc.postType(path, key, "application/json", body)
+}
+
+// postType sends a body of the content type and returns the status and
+// response body.
+func (rc *rawClient) postType(path, key, contentType string, body []byte) (int, []byte, error) {
 	b := append(rc.buf[:0], "POST "...)
 	b = append(b, path...)
 	b = append(b, " HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer "...)
 	b = append(b, key...)
-	b = append(b, "\r\nContent-Type: application/json\r\nContent-Length: "...)
+	b = append(b, "\r\nContent-Type: "...)
+	b = append(b, contentType...)
+	b = append(b, "\r\nContent-Length: "...)
 	b = strconv.AppendInt(b, int64(len(body)), 10)
 	b = append(b, "\r\n\r\n"...)
 	b = append(b, body...)

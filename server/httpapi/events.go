@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/server/quota"
 	"github.com/batpak-go/batpak/server/wire"
 )
 
@@ -32,12 +35,42 @@ func (a *API) admitWrite(c *call, s *core.Store, events, bytes, largest int, bat
 		return ex
 	}
 	if ex := qt.AllowWrite(events, bytes); ex != nil {
+		if ex.RetryAfter > 0 {
+			return a.holdRefusal(c, ex)
+		}
 		return ex
 	}
 	return nil
 }
 
+// overRate refuses a write when the tenant's events bucket is empty,
+// before its body is read: a tenant flooding beyond its rate costs the
+// others as little as possible.
+func (a *API) overRate(c *call) error {
+	if ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).Exhausted(1); ex != nil {
+		return a.holdRefusal(c, ex)
+	}
+	return nil
+}
+
+// holdRefusal returns ex after Options.RateRefusalDelay (or until the
+// request ends).
+func (a *API) holdRefusal(c *call, ex *quota.Exceeded) error {
+	if d := a.opts.RateRefusalDelay; d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-c.r.Context().Done():
+			t.Stop()
+		}
+	}
+	return ex
+}
+
 func (a *API) appendOne(c *call) error {
+	if err := a.overRate(c); err != nil {
+		return err
+	}
 	var req wire.AppendRequest
 	if err := a.decode(c, &req, false); err != nil {
 		return err
@@ -72,6 +105,9 @@ func (a *API) appendOne(c *call) error {
 }
 
 func (a *API) appendBatch(c *call) error {
+	if err := a.overRate(c); err != nil {
+		return err
+	}
 	var req wire.BatchRequest
 	if err := a.decode(c, &req, false); err != nil {
 		return err
@@ -152,7 +188,18 @@ func (a *API) importEvents(c *call) error {
 	if ex := a.opts.Quotas.Tenant(c.tenant, eff).CheckStorage(s.Usage().Bytes, n); ex != nil {
 		return ex
 	}
-	stats, err := s.Import(c.writeCtx(), bufio.NewReader(c.r.Body), nil)
+	// An import keeps to the tenant's rates: each batch of it is charged
+	// its events and NDJSON bytes, and the next waits until the buckets
+	// have paid for it (the tenant's other writes are refused meanwhile).
+	ctx := c.writeCtx()
+	qt := a.opts.Quotas.Tenant(c.tenant, eff)
+	body := &countingReader{r: c.r.Body}
+	lines, read := 0, int64(0)
+	pace := func(n int) {
+		_ = qt.PaceWrite(ctx, n-lines, int(body.n-read)) // ctx ended: the next batch fails with it
+		lines, read = n, body.n
+	}
+	stats, err := s.Import(ctx, bufio.NewReader(body), pace)
 	a.metrics.appended(c.tenant, stats.Imported)
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -401,4 +448,16 @@ func (a *API) export(c *call) error {
 		panic(http.ErrAbortHandler)
 	}
 	return bw.Flush()
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
