@@ -43,11 +43,13 @@ func (a *API) admitWrite(c *call, s *core.Store, events, bytes, largest int, bat
 	return nil
 }
 
-// overRate refuses a write when the tenant's events bucket is empty,
-// before its body is read: a tenant flooding beyond its rate costs the
-// others as little as possible.
+// overRate refuses a write when the tenant's events bucket is empty and
+// stays so for at least a millisecond, before its body is read: a tenant
+// flooding beyond its rate costs the others as little as possible. A
+// bucket about to refill is left to admitWrite (which checks the sizes
+// first).
 func (a *API) overRate(c *call) error {
-	if ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).Exhausted(1); ex != nil {
+	if ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).Exhausted(1); ex != nil && ex.RetryAfter >= time.Millisecond {
 		return a.holdRefusal(c, ex)
 	}
 	return nil
