@@ -193,6 +193,9 @@ func (a *API) importEvents(c *call) error {
 	// An import keeps to the tenant's rates: each batch of it is charged
 	// its events and NDJSON bytes, and the next waits until the buckets
 	// have paid for it (the tenant's other writes are refused meanwhile).
+	// The server then reads the body at the tenant's pace, so the read
+	// timeout does not apply (an authenticated admin's request).
+	_ = http.NewResponseController(c.w).SetReadDeadline(time.Time{})
 	ctx := c.writeCtx()
 	qt := a.opts.Quotas.Tenant(c.tenant, eff)
 	body := &countingReader{r: c.r.Body}
