@@ -301,3 +301,44 @@ func TestValidatePrefixAgreesWithValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestMembersAgreesWithEncodingJSON: the members Members reports of random
+// adversarial objects, the last of repeated names kept, are the members
+// encoding/json reads; it stops when asked to; it refuses what is not an
+// object.
+func TestMembersAgreesWithEncodingJSON(t *testing.T) {
+	r := rand.New(rand.NewSource(3))
+	objects := 0
+	for i := 0; i < 20000; i++ {
+		doc := randomDoc(r, 4)
+		var want map[string]json.RawMessage
+		if json.Unmarshal(doc, &want) != nil || want == nil || !utf8.Valid(doc) {
+			continue
+		}
+		objects++
+		got := map[string][]byte{}
+		if !ijson.Members(doc, func(name, raw []byte) bool { got[string(name)] = raw; return true }) {
+			t.Fatalf("Members(%s) refused an object", doc)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("Members(%s) = %d names; encoding/json reads %d", doc, len(got), len(want))
+		}
+		for k, w := range want {
+			if g, ok := got[k]; !ok || !bytes.Equal(bytes.TrimSpace(g), bytes.TrimSpace(w)) {
+				t.Fatalf("Members(%s)[%q] = %s, %v; encoding/json reads %s", doc, k, g, ok, w)
+			}
+		}
+	}
+	if objects < 1000 {
+		t.Fatalf("only %d random objects", objects)
+	}
+	n := 0
+	if !ijson.Members([]byte(`{"a":1,"b":[2],"c":{}}`), func(name, raw []byte) bool { n++; return string(name) != "b" }) || n != 2 {
+		t.Fatalf("Members did not stop after b: %d calls", n)
+	}
+	for _, doc := range []string{`[1]`, `"x"`, `12`, ``, `{"a" 1}`, `{"a":1`} {
+		if ijson.Members([]byte(doc), func(name, raw []byte) bool { return true }) {
+			t.Errorf("Members(%s) = true, want false", doc)
+		}
+	}
+}

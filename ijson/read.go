@@ -2,7 +2,6 @@ package ijson
 
 import (
 	"bytes"
-	"strings"
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -135,55 +134,67 @@ func getu4(s []byte) rune {
 // doc to be JSON (payloads are validated when written); on malformed input
 // it reports the member missing.
 func Lookup(doc []byte, key string) (raw []byte, ok bool) {
-	i := skipWS(doc, 0)
-	if i >= len(doc) || doc[i] != '{' {
-		return nil, false
-	}
 	if !utf8.ValidString(key) {
 		return nil, false // decoded names are UTF-8
 	}
-	// A name spelled without escapes equals key when its bytes do, unless
-	// it holds bytes that are not UTF-8 (they decode to U+FFFD).
-	fffd := strings.Contains(key, "\uFFFD")
+	if !Members(doc, func(name, v []byte) bool {
+		if string(name) == key {
+			raw, ok = v, true
+		}
+		return true
+	}) {
+		return nil, false
+	}
+	return raw, ok
+}
+
+// Members calls f with each top-level member of the JSON object doc, in
+// order, until f returns false: its name with escapes decoded (as
+// Unquote; a slice of doc when nothing needed decoding) and the raw bytes
+// of its value. It reports false if doc is not an object or is malformed
+// (f may have seen some members then). Reading several members this way
+// is one pass over doc where a Lookup each is one pass per member. Like
+// Lookup it trusts doc to be JSON.
+func Members(doc []byte, f func(name, raw []byte) bool) bool {
+	i := skipWS(doc, 0)
+	if i >= len(doc) || doc[i] != '{' {
+		return false
+	}
 	i++
 	for {
 		i = skipWS(doc, i)
 		if i >= len(doc) || doc[i] != '"' {
-			return raw, ok // '}' (no more members) or malformed
+			return i < len(doc) && doc[i] == '}' // no more members, or malformed
 		}
 		end := SkipString(doc, i)
 		if end < 0 {
-			return nil, false
+			return false
 		}
-		k := doc[i+1 : end-1]
-		var match bool
-		if bytes.IndexByte(k, '\\') < 0 && (!fffd || utf8.Valid(k)) {
-			match = string(k) == key
-		} else {
-			d, _ := unquote(doc[i:end])
-			match = string(d) == key
+		name, ok := unquote(doc[i:end])
+		if !ok {
+			return false
 		}
 		i = skipWS(doc, end)
 		if i >= len(doc) || doc[i] != ':' {
-			return nil, false
+			return false
 		}
 		i = skipWS(doc, i+1)
 		vend := skipValue(doc, i)
 		if vend < 0 {
-			return nil, false
+			return false
 		}
-		if match {
-			raw, ok = doc[i:vend], true
+		if !f(name, doc[i:vend]) {
+			return true
 		}
 		i = skipWS(doc, vend)
 		if i >= len(doc) {
-			return nil, false
+			return false
 		}
 		if doc[i] == '}' {
-			return raw, ok
+			return true
 		}
 		if doc[i] != ',' {
-			return nil, false
+			return false
 		}
 		i++
 	}

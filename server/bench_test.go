@@ -4,12 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -34,6 +32,11 @@ type benchServer struct {
 }
 
 func startBenchServer(tb testing.TB, cfg server.Config, tenant string, settings control.Settings) *benchServer {
+	return startBenchServerRoles(tb, cfg, tenant, settings, control.RoleWriter)
+}
+
+// startBenchServerRoles is startBenchServer with the key's roles.
+func startBenchServerRoles(tb testing.TB, cfg server.Config, tenant string, settings control.Settings, roles ...control.Role) *benchServer {
 	tb.Helper()
 	cfg.Root = tb.TempDir()
 	cfg.Listen = "127.0.0.1:0"
@@ -59,7 +62,7 @@ func startBenchServer(tb testing.TB, cfg server.Config, tenant string, settings 
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := srv.Plane().IssueKey(ctx, control.Key{ID: id, Tenant: tenant, Roles: []control.Role{control.RoleWriter}, Hash: hash}); err != nil {
+	if _, err := srv.Plane().IssueKey(ctx, control.Key{ID: id, Tenant: tenant, Roles: roles, Hash: hash}); err != nil {
 		tb.Fatal(err)
 	}
 	bs := &benchServer{srv: srv, base: "http://" + srv.Addr().String(), key: token}
@@ -117,11 +120,19 @@ func dialRaw(base string) (*rawClient, error) {
 
 // post sends a JSON body and returns the status and response body.
 func (rc *rawClient) post(path, key string, body []byte) (int, []byte, error) {
+	return rc.postType(path, key, "application/json", body)
+}
+
+// postType sends a body of the content type and returns the status and
+// response body.
+func (rc *rawClient) postType(path, key, contentType string, body []byte) (int, []byte, error) {
 	b := append(rc.buf[:0], "POST "...)
 	b = append(b, path...)
 	b = append(b, " HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer "...)
 	b = append(b, key...)
-	b = append(b, "\r\nContent-Type: application/json\r\nContent-Length: "...)
+	b = append(b, "\r\nContent-Type: "...)
+	b = append(b, contentType...)
+	b = append(b, "\r\nContent-Length: "...)
 	b = strconv.AppendInt(b, int64(len(body)), 10)
 	b = append(b, "\r\n\r\n"...)
 	b = append(b, body...)
@@ -209,37 +220,6 @@ func orderPayloads(n int) [][]byte {
 	return out
 }
 
-// examplePolicyDir is examples/policies (write.rego unchanged) with the
-// server's writer role given the shop's kinds: server principals carry
-// the roles reader, writer and admin, which the example's data does not
-// name, so without this every write would be refused KIND_NOT_ALLOWED.
-func examplePolicyDir(tb testing.TB) string {
-	tb.Helper()
-	dir := tb.TempDir()
-	src := filepath.Join("..", "examples", "policies")
-	rego, err := os.ReadFile(filepath.Join(src, "write.rego"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	raw, err := os.ReadFile(filepath.Join(src, "data.json"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var data map[string]map[string]map[string]any
-	if err := json.Unmarshal(raw, &data); err != nil {
-		tb.Fatal(err)
-	}
-	data["batpak"]["shop"]["roles"].(map[string]any)["writer"] = []string{"0x1:*", "0x2:*"}
-	raw, _ = json.Marshal(data)
-	if err := os.WriteFile(filepath.Join(dir, "write.rego"), rego, 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "data.json"), raw, 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	return dir
-}
-
 // BenchmarkHTTPAppend measures single-event appends over loopback HTTP
 // from 64 keep-alive clients: the example shop policy as the platform
 // policy against none, with the tenant's store durable (fsync per group
@@ -260,9 +240,11 @@ func BenchmarkHTTPAppend(b *testing.B) {
 				}
 				cfg := server.DefaultConfig()
 				if gated {
-					cfg.PolicyDir = examplePolicyDir(b)
+					cfg.PolicyDir = filepath.Join("..", "examples", "policies")
 				}
-				bs := startBenchServer(b, cfg, "acme", control.Settings{Sync: sync})
+				// writer: server access; clerk: the example policy's role
+				// for orders (an application role).
+				bs := startBenchServerRoles(b, cfg, "acme", control.Settings{Sync: sync}, control.RoleWriter, "clerk")
 				const clients = 64
 				conns := rawClients(b, bs.base, clients)
 				path := "/v1/tenants/acme/events"
@@ -277,7 +259,11 @@ func BenchmarkHTTPAppend(b *testing.B) {
 					}
 					return err
 				}
-				for i := 0; i < 2*clients; i++ { // warm up connections and caches
+				warm := 2 * clients // warm up connections
+				if mode == "policy" {
+					warm = len(bodies) // and every decision, so that all are cached
+				}
+				for i := 0; i < warm; i++ {
 					if err := do(i%clients, i); err != nil {
 						b.Fatal(err)
 					}

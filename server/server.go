@@ -58,6 +58,15 @@ type Config struct {
 	SSEHeartbeat    time.Duration // server.sse_heartbeat: default 15s
 	SSEBufferEvents int           // server.sse_buffer_events: default 4096
 
+	// RateRefusalDelay (server.rate_refusal_delay) holds a write refused
+	// for a tenant's events or bytes rate this long before the 429 is
+	// sent (it says Retry-After in whole seconds, at least 1, so a client
+	// that obeys it loses nothing), so that a client flooding past its
+	// rate gets at most one refusal per connection per delay and costs
+	// the other tenants little CPU. Default 100ms; range 0..1s, negative:
+	// none.
+	RateRefusalDelay time.Duration
+
 	MetricsPublic bool   // server.metrics_public: /metrics without the operator credential
 	AccessLog     string // server.access_log: text (default), json or off
 
@@ -102,8 +111,8 @@ func DefaultConfig() Config {
 		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 60 * time.Second, WriteTimeout: 60 * time.Second,
 		IdleTimeout: 120 * time.Second, ShutdownTimeout: 20 * time.Second,
 		SSEHeartbeat: 15 * time.Second, SSEBufferEvents: 4096,
-		PolicyTimeout: time.Second,
-		AccessLog:     "text", Quotas: DefaultQuotas(),
+		PolicyTimeout: time.Second, RateRefusalDelay: 100 * time.Millisecond,
+		AccessLog: "text", Quotas: DefaultQuotas(),
 	}
 }
 
@@ -141,6 +150,7 @@ func (c Config) withDefaults() (Config, error) {
 	set(&c.ShutdownTimeout, d.ShutdownTimeout)
 	set(&c.SSEHeartbeat, d.SSEHeartbeat)
 	set(&c.PolicyTimeout, d.PolicyTimeout)
+	set(&c.RateRefusalDelay, d.RateRefusalDelay)
 	if c.SSEBufferEvents == 0 {
 		c.SSEBufferEvents = d.SSEBufferEvents
 	}
@@ -171,6 +181,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("server.max_json_depth = %d: want 1..%d", c.MaxJSONDepth, core.MaxMaxJSONDepth)
 	case c.PolicyTimeout < time.Millisecond || c.PolicyTimeout > time.Minute:
 		return c, fmt.Errorf("policy timeout = %v: want 1ms..1m", c.PolicyTimeout)
+	case c.RateRefusalDelay > time.Second:
+		return c, fmt.Errorf("server.rate_refusal_delay = %v: want at most 1s (negative: none)", c.RateRefusalDelay)
 	case c.SSEBufferEvents < 1:
 		return c, fmt.Errorf("server.sse_buffer_events = %d: want at least 1", c.SSEBufferEvents)
 	case (c.TLSCert == "") != (c.TLSKey == ""):
@@ -311,6 +323,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxJSONDepth: cfg.MaxJSONDepth, WriteTimeout: cfg.WriteTimeout,
 		MetricsPublic: cfg.MetricsPublic, AccessLog: access, Logger: cfg.Logger,
 		SSEHeartbeat: cfg.SSEHeartbeat, SSEBufferEvents: cfg.SSEBufferEvents, Follow: s.follow,
+		RateRefusalDelay: max(cfg.RateRefusalDelay, 0),
 	})
 	s.http = &http.Server{
 		Handler:           s.api.Handler(),

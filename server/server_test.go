@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -48,8 +49,9 @@ func TestPolicyTimeoutRange(t *testing.T) {
 // get their decision (none turned into a timeout denial).
 func TestPlatformPolicyOverHTTP(t *testing.T) {
 	cfg := server.DefaultConfig()
-	cfg.PolicyDir = examplePolicyDir(t)
-	bs := startBenchServer(t, cfg, "acme", control.Settings{})
+	cfg.PolicyDir = filepath.Join("..", "examples", "policies")
+	// writer: server access; clerk: the example policy's role for orders.
+	bs := startBenchServerRoles(t, cfg, "acme", control.Settings{}, control.RoleWriter, "clerk")
 	url := bs.base + "/v1/tenants/acme/events"
 	hc := keepAliveClient(64)
 	orders := orderPayloads(256)

@@ -48,6 +48,7 @@ var serverSettings = []serverSetting{
 	{"server.shutdown_timeout", "shutdown-timeout", kindDuration, "20s", "graceful shutdown bound"},
 	{"server.sse_heartbeat", "sse-heartbeat", kindDuration, "15s", "heartbeat comment interval on event streams"},
 	{"server.sse_buffer_events", "sse-buffer-events", kindCount, 4096, "a subscriber's unsent backlog bound (events) before cutoff"},
+	{"server.rate_refusal_delay", "rate-refusal-delay", kindDuration, "100ms", "hold a write refused for a tenant's rate this long before the 429; 0..1s, 0: none"},
 	{"server.metrics_public", "metrics-public", kindBool, false, "serve /metrics without the operator credential"},
 	{"server.access_log", "access-log", kindText, "text", "access log: text, json or off"},
 	{"server.jwt.jwks_file", "", kindOptionalPath, "", "JWKS file: enables JWT bearer tokens"},
@@ -158,6 +159,11 @@ func (a *app) serverConfig(policyDir string) (server.Config, error) {
 			cfg.SSEHeartbeat = d
 		case "sse_buffer_events":
 			cfg.SSEBufferEvents = int(n)
+		case "rate_refusal_delay":
+			cfg.RateRefusalDelay = d
+			if d == 0 {
+				cfg.RateRefusalDelay = -1 // 0 in the config: none (0 in server.Config is the default)
+			}
 		case "metrics_public":
 			cfg.MetricsPublic = b
 		case "access_log":

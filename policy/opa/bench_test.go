@@ -127,3 +127,40 @@ func BenchmarkDecision(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkExampleDecision measures decisions of the example shop policy
+// (examples/policies) about an order it admits: from the decision cache,
+// and evaluated in full.
+//
+//	go test ./policy/opa -run '^$' -bench ExampleDecision
+func BenchmarkExampleDecision(b *testing.B) {
+	dir := filepath.Join("..", "..", "examples", "policies")
+	order := []byte(`{"order":"acme:order:1","customer":"cust-1","items":[{"sku":"BAT-AA-4","qty":3,"price_cents":250},{"sku":"CHG-USB-C","qty":1,"price_cents":1999}],"total_cents":2749,"currency":"EUR","note":"leave at the door"}`)
+	for _, cached := range []bool{true, false} {
+		name := "uncached"
+		size := -1
+		if cached {
+			name, size = "cached", 0
+		}
+		b.Run(name, func(b *testing.B) {
+			g, err := opa.Load(context.Background(), dir, opa.Options{CacheSize: size})
+			if err != nil {
+				b.Fatal(err)
+			}
+			in := &policy.Input{
+				Action:    core.ActionAppend,
+				Principal: policy.Principal{ID: "k1", Tenant: "acme", Roles: []string{"writer", "clerk"}, KeyID: "k1"},
+				Event:     policy.Event{Entity: "acme:order:1", Scope: "shop", Kind: "0x1:0x1", Category: 1, Type: 1, Payload: order},
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				d, err := g.Decide(ctx, in)
+				if err != nil || !d.Allowed {
+					b.Fatal(d, err)
+				}
+			}
+		})
+	}
+}

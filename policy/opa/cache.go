@@ -25,6 +25,9 @@ import (
 // other never reaches the policy. Policies that read the input as a whole,
 // or call non-deterministic built-ins (time.now_ns, rand.intn, http.send,
 // …), are not cached.
+//
+// The key is built in a pooled buffer and looked up without a copy; only
+// a new entry allocates.
 
 // analyzeInputs returns the input paths the bundle's modules read, false
 // when the policy cannot be cached, and whether it reads the input as a
@@ -84,118 +87,199 @@ func analyzeInputs(b bundle.Bundle) (paths [][]string, cacheable, whole bool) {
 	return paths, cacheable, whole
 }
 
-// cacheKey renders the values at paths, each length-prefixed.
-func cacheKey(in *policy.Input, paths [][]string) string {
-	var b strings.Builder
+// appendKey appends the cache key of in to b: the values at paths, each
+// followed by its length (4 bytes), so that different values never
+// render alike. The payload is checked once per key, not once per path.
+func appendKey(b []byte, in *policy.Input, paths [][]string) []byte {
+	pv := payloadView{raw: in.Event.Payload}
 	for _, p := range paths {
-		v := lookupPath(in, p)
-		b.WriteString(strconv.Itoa(len(v)))
-		b.WriteByte(':')
-		b.WriteString(v)
+		start := len(b)
+		b = appendPath(b, in, p, &pv)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(b)-start))
 	}
-	return b.String()
+	return b
 }
+
+// keyBufs holds buffers for building cache keys.
+var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // undefined renders an input value that is absent.
 const undefined = "\x00undefined"
 
-// lookupPath renders the input value at path (absent: undefined). Lists
-// are length-prefixed, so that different values never render alike.
-func lookupPath(in *policy.Input, p []string) string {
+// payloadView is the event payload as the cache key reads it: checked
+// and its top-level members listed at most once per key.
+type payloadView struct {
+	raw     []byte
+	checked bool
+	valid   bool
+	listed  bool
+	n       int        // members listed; more than len(members): not all listed
+	members [16]member // the first top-level members, in order
+}
+
+type member struct{ name, raw []byte }
+
+// at appends the payload's value at keys as the policy sees it: each key
+// names a member of an object — compared unescaped, the last one when the
+// JSON repeats a key (as the policy's parser keeps; ijson.Lookup) — and
+// never an array element.
+func (pv *payloadView) at(b []byte, keys []string) []byte {
+	if !pv.checked {
+		pv.checked, pv.valid = true, ijson.ValidSyntax(pv.raw)
+	}
+	if !pv.valid {
+		return append(b, "\x00invalid"...) // never cached: evaluating it fails
+	}
+	if !pv.listed {
+		pv.listed = true
+		if !ijson.Members(pv.raw, func(name, raw []byte) bool {
+			if pv.n < len(pv.members) {
+				pv.members[pv.n] = member{name, raw}
+			}
+			pv.n++
+			return pv.n <= len(pv.members)
+		}) {
+			pv.n = -1 // not an object
+		}
+	}
+	switch {
+	case pv.n < 0:
+		return append(b, undefined...)
+	case pv.n > len(pv.members):
+		return append(b, rawAt(pv.raw, keys)...) // too many members to list
+	}
+	for i := pv.n - 1; i >= 0; i-- { // the last of repeated names
+		if string(pv.members[i].name) == keys[0] {
+			return append(b, rawAt(pv.members[i].raw, keys[1:])...)
+		}
+	}
+	return append(b, undefined...)
+}
+
+// rawAt is the value at keys of valid JSON v, or undefined.
+func rawAt(v []byte, keys []string) []byte {
+	for _, k := range keys {
+		member, ok := ijson.Lookup(v, k)
+		if !ok {
+			return []byte(undefined)
+		}
+		v = member
+	}
+	return v
+}
+
+// appendPath appends the input value at path (absent: undefined). Lists
+// are rendered with each element length-prefixed.
+func appendPath(b []byte, in *policy.Input, p []string, pv *payloadView) []byte {
 	switch p[0] {
 	case "action":
 		if len(p) == 1 {
-			return string(in.Action)
+			return append(b, in.Action...)
 		}
 	case "principal":
 		switch {
 		case len(p) == 1:
-			return joinLP(in.Principal.ID, in.Principal.Tenant, in.Principal.KeyID) + joinLP(in.Principal.Roles...)
+			b = appendLP(b, in.Principal.ID, in.Principal.Tenant, in.Principal.KeyID)
+			return appendLP(b, in.Principal.Roles...)
 		case p[1] == "id" && len(p) == 2:
-			return in.Principal.ID
+			return append(b, in.Principal.ID...)
 		case p[1] == "tenant" && len(p) == 2:
-			return in.Principal.Tenant
+			return append(b, in.Principal.Tenant...)
 		case p[1] == "roles":
-			return joinLP(in.Principal.Roles...)
+			return appendLP(b, in.Principal.Roles...)
 		case p[1] == "key_id" && len(p) == 2:
-			return in.Principal.KeyID
+			return append(b, in.Principal.KeyID...)
 		}
 	case "event":
 		e := &in.Event
 		if len(p) == 1 {
-			return joinLP(e.Entity, e.Scope, e.Kind, string(e.Payload), e.CorrelationID, e.CausationID, e.IdempotencyKey, anyString(e.ExpectedClock))
+			return appendLP(b, e.Entity, e.Scope, e.Kind, string(e.Payload), e.CorrelationID, e.CausationID, e.IdempotencyKey, anyString(e.ExpectedClock))
 		}
 		if len(p) > 2 && p[1] != "payload" {
-			return undefined // scalars have no fields
+			return append(b, undefined...) // scalars have no fields
 		}
 		switch p[1] {
 		case "entity":
-			return e.Entity
+			return append(b, e.Entity...)
 		case "scope":
-			return e.Scope
+			return append(b, e.Scope...)
 		case "kind":
-			return e.Kind
+			return append(b, e.Kind...)
 		case "category":
-			return strconv.Itoa(int(e.Category))
+			return strconv.AppendInt(b, int64(e.Category), 10)
 		case "type":
-			return strconv.Itoa(int(e.Type))
+			return strconv.AppendInt(b, int64(e.Type), 10)
 		case "correlation_id":
-			return e.CorrelationID
+			return append(b, e.CorrelationID...)
 		case "causation_id":
-			return e.CausationID
+			return append(b, e.CausationID...)
 		case "idempotency_key":
-			return e.IdempotencyKey
+			return append(b, e.IdempotencyKey...)
 		case "expected_clock":
-			return anyString(e.ExpectedClock)
+			return append(b, anyString(e.ExpectedClock)...)
 		case "payload":
 			if len(p) == 2 {
-				return string(e.Payload)
+				return append(b, e.Payload...)
 			}
-			return payloadAt(e.Payload, p[2:])
+			return pv.at(b, p[2:])
 		}
 	case "batch":
 		if in.Batch == nil {
-			return undefined
+			return append(b, undefined...)
 		}
-		var buf [16]byte
-		binary.LittleEndian.PutUint64(buf[:], uint64(in.Batch.Size))
-		binary.LittleEndian.PutUint64(buf[8:], uint64(in.Batch.Index))
 		switch {
 		case len(p) == 1:
-			return string(buf[:])
+			b = binary.LittleEndian.AppendUint64(b, uint64(in.Batch.Size))
+			return binary.LittleEndian.AppendUint64(b, uint64(in.Batch.Index))
 		case p[1] == "size" && len(p) == 2:
-			return string(buf[:8])
+			return binary.LittleEndian.AppendUint64(b, uint64(in.Batch.Size))
 		case p[1] == "index" && len(p) == 2:
-			return string(buf[8:])
+			return binary.LittleEndian.AppendUint64(b, uint64(in.Batch.Index))
 		}
 	case "plugin":
-		return jsonAt(in.Plugin, p[1:]) // nil: null, as the policy sees it
+		if in.Plugin == nil {
+			return appendNull(b, p) // nil: null, as the policy sees it
+		}
+		return appendJSONAt(b, in.Plugin, p[1:])
 	case "maintenance":
-		return jsonAt(in.Maintenance, p[1:])
+		if in.Maintenance == nil {
+			return appendNull(b, p)
+		}
+		return appendJSONAt(b, in.Maintenance, p[1:])
 	case "entity":
 		switch {
 		case len(p) == 1:
-			return strconv.FormatBool(in.Entity.Exists) + strconv.FormatUint(in.Entity.Clock, 10)
+			b = strconv.AppendBool(b, in.Entity.Exists)
+			return strconv.AppendUint(b, in.Entity.Clock, 10)
 		case p[1] == "exists" && len(p) == 2:
-			return strconv.FormatBool(in.Entity.Exists)
+			return strconv.AppendBool(b, in.Entity.Exists)
 		case p[1] == "clock" && len(p) == 2:
-			return strconv.FormatUint(in.Entity.Clock, 10)
+			return strconv.AppendUint(b, in.Entity.Clock, 10)
 		}
 	}
-	return undefined
+	return append(b, undefined...)
 }
 
-// jsonAt renders the value at keys of x's JSON (the JSON inputValue gives
-// the policy), as payloadAt does for a payload.
-func jsonAt(x any, keys []string) string {
-	b, err := json.Marshal(x)
+// appendNull appends what the policy sees at path p below a null member:
+// null itself, or undefined for anything inside it.
+func appendNull(b []byte, p []string) []byte {
+	if len(p) == 1 {
+		return append(b, "null"...)
+	}
+	return append(b, undefined...)
+}
+
+// appendJSONAt appends the value at keys of x's JSON (the JSON inputValue
+// gives the policy), as payloadView.at does for a payload.
+func appendJSONAt(b []byte, x any, keys []string) []byte {
+	raw, err := json.Marshal(x)
 	if err != nil {
-		return "\x00invalid"
+		return append(b, "\x00invalid"...)
 	}
 	if len(keys) == 0 {
-		return string(b)
+		return append(b, raw...)
 	}
-	return payloadAt(b, keys)
+	return append(b, rawAt(raw, keys)...)
 }
 
 func anyString(v any) string {
@@ -213,34 +297,14 @@ func anyString(v any) string {
 	}
 }
 
-// joinLP renders a list of strings, each length-prefixed.
-func joinLP(ss ...string) string {
-	var b strings.Builder
+// appendLP appends a list of strings, each length-prefixed.
+func appendLP(b []byte, ss ...string) []byte {
 	for _, s := range ss {
-		b.WriteString(strconv.Itoa(len(s)))
-		b.WriteByte(':')
-		b.WriteString(s)
+		b = strconv.AppendInt(b, int64(len(s)), 10)
+		b = append(b, ':')
+		b = append(b, s...)
 	}
-	return b.String()
-}
-
-// payloadAt renders the payload's value at keys as the policy sees it:
-// each key names a member of an object — compared unescaped, the last one
-// when the JSON repeats a key (as the policy's parser keeps; ijson.Lookup)
-// — and never an array element.
-func payloadAt(payload []byte, keys []string) string {
-	if !ijson.ValidSyntax(payload) {
-		return "\x00invalid" // never cached: evaluating it fails
-	}
-	v := payload
-	for _, k := range keys {
-		member, ok := ijson.Lookup(v, k)
-		if !ok {
-			return undefined
-		}
-		v = member
-	}
-	return string(v)
+	return b
 }
 
 // decisionCache is a bounded map; when full it starts over (a decision is
@@ -255,18 +319,18 @@ func newDecisionCache(max int) *decisionCache {
 	return &decisionCache{max: max, m: make(map[string]Decision)}
 }
 
-func (c *decisionCache) get(k string) (Decision, bool) {
+func (c *decisionCache) get(k []byte) (Decision, bool) {
 	c.mu.RLock()
-	d, ok := c.m[k]
+	d, ok := c.m[string(k)] // no copy of k
 	c.mu.RUnlock()
 	return d, ok
 }
 
-func (c *decisionCache) put(k string, d Decision) {
+func (c *decisionCache) put(k []byte, d Decision) {
 	c.mu.Lock()
 	if len(c.m) >= c.max {
 		clear(c.m)
 	}
-	c.m[k] = d
+	c.m[string(k)] = d
 	c.mu.Unlock()
 }

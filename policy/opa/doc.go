@@ -30,7 +30,10 @@
 // evaluation error (built-in errors included, such as a division by zero:
 // evaluation is strict, so an erring deny rule is never silently skipped)
 // or a timeout denies with POLICY_ERROR and the cause — never allows.
-// Each decision carries the bundle's revision.
+// Each decision carries the bundle's revision. The gate asks for the
+// decision's allow and deny only (so rules of the package neither depends
+// on are not evaluated), or for data.batpak.write whole when the bundle
+// defines it as a whole.
 //
 // Reload compiles the bundle again and swaps it in atomically; a bundle
 // that does not compile is refused with its errors and the loaded policy

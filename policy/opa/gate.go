@@ -87,7 +87,15 @@ type loadedPolicy struct {
 	paths    [][]string     // input paths the policy reads
 	reads    *payloadReads  // the parts of the payload the policy reads
 	hasAllow bool           // the policy defines an allow rule
+	parts    bool           // query is decisionQuery, not DecisionPath
 }
+
+// decisionQuery asks for the decision's allow and deny only, each as a
+// list of its values (empty: undefined), so that the rules of the package
+// nothing in the decision depends on are never evaluated (asking for
+// data.batpak.write evaluates every rule of the package). A policy that
+// defines data.batpak.write as a whole is asked for it whole.
+const decisionQuery = "allow := [x | x := data.batpak.write.allow]; deny := [x | x := data.batpak.write.deny]"
 
 // Load loads the bundle at path — a directory of .rego modules and
 // data.json/data.yaml files (a .manifest's roots and revision respected),
@@ -150,8 +158,16 @@ func (g *Gate) Reload(ctx context.Context) error {
 	if len(b.Modules) == 0 {
 		return fmt.Errorf("batpak: policy bundle %s has no Rego modules", g.source)
 	}
+	hasAllow, hasDeny, whole := decisionRules(b)
+	if !hasAllow && !hasDeny {
+		return fmt.Errorf("batpak: policy bundle %s defines no decision at %s (neither allow nor deny in package batpak.write)", g.source, DecisionPath)
+	}
+	query := decisionQuery
+	if whole {
+		query = DecisionPath
+	}
 	r := rego.New(
-		rego.Query(DecisionPath),
+		rego.Query(query),
 		rego.ParsedBundle("batpak", &b),
 		rego.SetRegoVersion(ast.RegoV1),
 		rego.StrictBuiltinErrors(true), // a built-in's error fails closed, never leaves a deny rule silently undefined
@@ -160,11 +176,7 @@ func (g *Gate) Reload(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("batpak: policy bundle %s does not compile: %w", g.source, err)
 	}
-	hasAllow, hasDeny := decisionRules(b)
-	if !hasAllow && !hasDeny {
-		return fmt.Errorf("batpak: policy bundle %s defines no decision at %s (neither allow nor deny in package batpak.write)", g.source, DecisionPath)
-	}
-	lp := &loadedPolicy{query: pq, revision: b.Manifest.Revision, hasAllow: hasAllow}
+	lp := &loadedPolicy{query: pq, revision: b.Manifest.Revision, hasAllow: hasAllow, parts: !whole}
 	paths, ok, whole := analyzeInputs(b)
 	lp.reads = payloadReadsOf(paths, whole)
 	if ok && g.opts.CacheSize > 0 {
@@ -203,8 +215,9 @@ func skipTests(abspath string, info fs.FileInfo, _ int) bool {
 // decisionRules reports whether the bundle's rules define the decision's
 // allow and deny: rules in package batpak.write, ref-head rules such as
 // write.allow in package batpak, or a rule defining data.batpak.write as a
-// whole (that decision must then say allow itself: both are reported).
-func decisionRules(b bundle.Bundle) (allow, deny bool) {
+// whole (that decision must then say allow itself: both are reported, and
+// whole).
+func decisionRules(b bundle.Bundle) (allow, deny, whole bool) {
 	want := ast.MustParseRef(DecisionPath)
 	for _, m := range b.Modules {
 		if m.Parsed == nil {
@@ -220,7 +233,7 @@ func decisionRules(b bundle.Bundle) (allow, deny bool) {
 				continue
 			}
 			if len(path) == len(want) {
-				allow, deny = true, true
+				allow, deny, whole = true, true, true
 				continue
 			}
 			switch path[len(want)].Value {
@@ -231,7 +244,7 @@ func decisionRules(b bundle.Bundle) (allow, deny bool) {
 			}
 		}
 	}
-	return allow, deny
+	return allow, deny, whole
 }
 
 // Evaluate implements policy.Gate.
@@ -274,16 +287,19 @@ func (g *Gate) Decide(ctx context.Context, in *policy.Input) (Decision, error) {
 
 func (g *Gate) decide(ctx context.Context, in *policy.Input) (Decision, error) {
 	lp := g.cur.Load()
-	var key string
-	if lp.cache != nil {
-		key = cacheKey(in, lp.paths)
-		if d, ok := lp.cache.get(key); ok {
-			d.Cached = true
-			return d, nil
-		}
+	if lp.cache == nil {
+		return g.eval(ctx, lp, in)
+	}
+	buf := keyBufs.Get().(*[]byte)
+	defer keyBufs.Put(buf)
+	key := appendKey((*buf)[:0], in, lp.paths)
+	*buf = key[:0]
+	if d, ok := lp.cache.get(key); ok {
+		d.Cached = true
+		return d, nil
 	}
 	d, err := g.eval(ctx, lp, in)
-	if err == nil && lp.cache != nil {
+	if err == nil {
 		lp.cache.put(key, d)
 	}
 	return d, err
@@ -306,9 +322,24 @@ func (g *Gate) eval(ctx context.Context, lp *loadedPolicy, in *policy.Input) (De
 	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
 		return fail(errors.New("policy decision data.batpak.write is undefined"))
 	}
-	obj, ok := rs[0].Expressions[0].Value.(map[string]any)
-	if !ok {
-		return fail(fmt.Errorf("policy decision data.batpak.write is %T, want an object with allow and deny", rs[0].Expressions[0].Value))
+	var obj map[string]any
+	if lp.parts {
+		obj = map[string]any{}
+		for _, k := range [...]string{"allow", "deny"} {
+			switch vs, _ := rs[0].Bindings[k].([]any); len(vs) {
+			case 0: // undefined
+			case 1:
+				obj[k] = vs[0]
+			default:
+				return fail(fmt.Errorf("policy decision %s has %d values", k, len(vs)))
+			}
+		}
+	} else {
+		var ok bool
+		obj, ok = rs[0].Expressions[0].Value.(map[string]any)
+		if !ok {
+			return fail(fmt.Errorf("policy decision data.batpak.write is %T, want an object with allow and deny", rs[0].Expressions[0].Value))
+		}
 	}
 	d := Decision{Revision: lp.revision}
 	reasons, err := parseDeny(obj["deny"])

@@ -731,3 +731,26 @@ func TestOPAWatchReloadsOnChange(t *testing.T) {
 	waitFor("revision even", func() bool { return g.Revision() == "even" })
 	cancel()
 }
+
+// The gate asks for the decision's allow and deny only: a rule of the
+// package that neither depends on is never evaluated, so its error cannot
+// deny; an erring rule the decision does depend on still fails closed.
+func TestOPAEvaluatesOnlyTheDecision(t *testing.T) {
+	in := orderInput(clerk, "acme:order:1", "1:1", `{"n": 0}`)
+	g := loadOPA(t, map[string]string{"p.rego": `package batpak.write
+
+allow if input.action == "append"
+
+unused := 1 / input.event.payload.n
+`}, opa.Options{})
+	if d := decide(t, g, in); !d.Allowed {
+		t.Fatalf("an erring rule outside the decision denied: %+v", d)
+	}
+	g = loadOPA(t, map[string]string{"p.rego": `package batpak.write
+
+allow if used > 0
+
+used := 1 / input.event.payload.n
+`}, opa.Options{})
+	mustFailClosed(t, g, in, "divide by zero")
+}

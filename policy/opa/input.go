@@ -98,7 +98,7 @@ func inputValue(ctx context.Context, in *policy.Input, reads *payloadReads, maxV
 }
 
 // jsonTerm renders x (a *Plugin or *Maintenance) as a term through its
-// JSON, the same JSON the decision cache keys on (see lookupPath).
+// JSON, the same JSON the decision cache keys on (see appendPath).
 func jsonTerm(x any) (*ast.Term, error) {
 	b, err := json.Marshal(x)
 	if err != nil {

@@ -71,6 +71,12 @@ type Options struct {
 	// it the stream is cut off with its resumable position. Default 4096.
 	// (The hub in Follow enforces it; the server makes the Set with it.)
 	SSEBufferEvents int
+	// RateRefusalDelay holds a write refused for a tenant's rate
+	// (events_per_second, bytes_per_second: 429) this long before the
+	// answer is sent, so that a client ignoring Retry-After (whole seconds,
+	// at least 1) cannot turn its refusals into a flood of its own; the
+	// held request costs no CPU. 0: answered at once.
+	RateRefusalDelay time.Duration
 	// Follow fans tenant stores out to event streams (make it with
 	// EncodeEvent as Options.Encode); nil: /subscribe answers 503.
 	Follow *follow.Set

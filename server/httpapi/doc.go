@@ -16,6 +16,13 @@
 //  5. quotas (payload, batch, storage, rates)         → 413 / 507 / 429 + Retry-After
 //  6. the store call (policy gate inside)             → 403 POLICY_DENIED, 409, 503 BUSY, …
 //
+// Writes of a tenant whose events bucket is empty (for a millisecond or
+// more) are refused 429 before step 4, so that a flood past the rate
+// costs little; a rate refusal is held Options.RateRefusalDelay before it
+// is answered. An import is not refused for the rates but paced: each
+// batch of it is charged its events and NDJSON bytes and the next waits
+// for the tokens (quota.Tenant.PaceWrite).
+//
 // Admin routes (/v1/admin/…) take the operator credential only. A 403 for
 // another tenant never says whether that tenant exists.
 //

@@ -9,8 +9,10 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/server/quota"
 	"github.com/batpak-go/batpak/server/wire"
 )
 
@@ -35,12 +37,44 @@ func (a *API) admitWrite(c *call, s *core.Store, events, bytes, largest int, bat
 		return ex
 	}
 	if ex := qt.AllowWrite(events, bytes); ex != nil {
+		if ex.RetryAfter > 0 {
+			return a.holdRefusal(c, ex)
+		}
 		return ex
 	}
 	return nil
 }
 
+// overRate refuses a write when the tenant's events bucket is empty and
+// stays so for at least a millisecond, before its body is read: a tenant
+// flooding beyond its rate costs the others as little as possible. A
+// bucket about to refill is left to admitWrite (which checks the sizes
+// first).
+func (a *API) overRate(c *call) error {
+	if ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).Exhausted(1); ex != nil && ex.RetryAfter >= time.Millisecond {
+		return a.holdRefusal(c, ex)
+	}
+	return nil
+}
+
+// holdRefusal returns ex after Options.RateRefusalDelay (or until the
+// request ends).
+func (a *API) holdRefusal(c *call, ex *quota.Exceeded) error {
+	if d := a.opts.RateRefusalDelay; d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-c.r.Context().Done():
+			t.Stop()
+		}
+	}
+	return ex
+}
+
 func (a *API) appendOne(c *call) error {
+	if err := a.overRate(c); err != nil {
+		return err
+	}
 	var req wire.AppendRequest
 	if err := a.decode(c, &req, false); err != nil {
 		return err
@@ -75,6 +109,9 @@ func (a *API) appendOne(c *call) error {
 }
 
 func (a *API) appendBatch(c *call) error {
+	if err := a.overRate(c); err != nil {
+		return err
+	}
 	var req wire.BatchRequest
 	if err := a.decode(c, &req, false); err != nil {
 		return err
@@ -155,16 +192,28 @@ func (a *API) importEvents(c *call) error {
 	if ex := qt.CheckStorage(st.Bytes, n); ex != nil {
 		return ex
 	}
-	// The body is also held to the storage quota, and the credential
+	// The body is held to the storage quota, and the credential
 	// rechecked, as it is read: a chunked body declares no length, and a
-	// long import must stop when its key is revoked.
+	// long import must stop when its key is revoked. An import also keeps
+	// to the tenant's rates: each batch of it is charged its events and
+	// NDJSON bytes, and the next waits until the buckets have paid for it
+	// (the tenant's other writes are refused meanwhile). The server then
+	// reads the body at the tenant's pace, so the read timeout does not
+	// apply (an authenticated admin's request).
+	_ = http.NewResponseController(c.w).SetReadDeadline(time.Time{})
+	ctx := c.writeCtx()
 	body := &importBody{r: c.r.Body, check: func(read int) error {
 		if ex := qt.CheckStorage(st.Bytes, read); ex != nil {
 			return ex
 		}
 		return a.recheck(c)
 	}}
-	stats, err := s.Import(c.writeCtx(), bufio.NewReader(body), nil)
+	lines, read := 0, 0
+	pace := func(n int) {
+		_ = qt.PaceWrite(ctx, n-lines, body.read-read) // ctx ended: the next batch fails with it
+		lines, read = n, body.read
+	}
+	stats, err := s.Import(ctx, bufio.NewReader(body), pace)
 	a.metrics.appended(c.tenant, stats.Imported)
 	if err != nil {
 		var mbe *http.MaxBytesError

@@ -1,6 +1,7 @@
 package quota
 
 import (
+	"context"
 	"math"
 	"sync"
 	"time"
@@ -200,6 +201,62 @@ func (t *Tenant) AllowWrite(events, bytes int) *Exceeded {
 		t.bytes.lim.AllowN(now, bytes)
 	}
 	return nil
+}
+
+// Exhausted reports, taking nothing, that the events bucket cannot pay
+// for events now (events_per_second, with RetryAfter), so that a write
+// over the rate is refused before its body is read. nil when it can, or
+// when events is more than the bucket holds (AllowWrite refuses that).
+func (t *Tenant) Exhausted(events int) *Exceeded {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if w, ok := t.events.wait(t.now(), events); ok && w > 0 {
+		return &Exceeded{Quota: t.events.name, Limit: t.events.rate, RetryAfter: w}
+	}
+	return nil
+}
+
+// PaceWrite charges events and bytes to the rate buckets for a write that
+// is paced rather than refused (an import, charged batch by batch): it
+// takes the tokens a bucket's burst at a time, letting the bucket run
+// into debt (at most one burst), and waits, within ctx, until each debt
+// is paid back at the bucket's rate. Meanwhile AllowWrite refuses the tenant's
+// other writes (their RetryAfter counts the debt), so that all of a
+// tenant's writes together keep to its rates. It returns ctx's error
+// when ctx ends first (the tokens stay taken). A zero or negative rate is
+// no limit.
+func (t *Tenant) PaceWrite(ctx context.Context, events, bytes int) error {
+	for events > 0 || bytes > 0 {
+		t.mu.Lock()
+		now := t.now()
+		ne, we := t.events.reserve(now, events)
+		nb, wb := t.bytes.reserve(now, bytes)
+		t.mu.Unlock()
+		events, bytes = events-ne, bytes-nb
+		if d := max(we, wb); d > 0 {
+			tm := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				tm.Stop()
+				return ctx.Err()
+			case <-tm.C:
+			}
+		}
+	}
+	return ctx.Err()
+}
+
+// reserve takes up to one burst of the n tokens wanted, into debt if need
+// be: how many it took and how long until they are paid back.
+func (b *bucket) reserve(now time.Time, n int) (int, time.Duration) {
+	if n <= 0 {
+		return 0, 0
+	}
+	if b.unlimited {
+		return n, 0
+	}
+	n = min(n, b.burst)
+	return n, b.lim.ReserveN(now, n).DelayFrom(now)
 }
 
 // limitOf is an int quota as a limit: ok false when it is no limit (zero

@@ -1,6 +1,7 @@
 package quota_test
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -219,4 +220,50 @@ func TestConcurrentAllowWriteTakesBothOrNeither(t *testing.T) {
 	// The refused writes took no event tokens: 500 remain.
 	allowed(t, tn.AllowWrite(500, 0))
 	want(t, tn.AllowWrite(1, 0), "events_per_second", 1, time.Second)
+}
+
+// A paced write (an import) takes its tokens into debt and waits until
+// the debt is paid at the quota's rate; the tenant's other writes are
+// refused meanwhile; a cancelled context ends the wait at once.
+func TestPaceWrite(t *testing.T) {
+	m := quota.New()
+	q := control.Quotas{EventsPerSecond: 1000, EventsBurst: 100, BytesPerSecond: -1}
+	qt := m.Tenant("a", q)
+	start := time.Now()
+	// 100 from the full bucket, 200 more at 1000/s: about 200ms.
+	if err := qt.PaceWrite(context.Background(), 300, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el < 150*time.Millisecond || el > 5*time.Second {
+		t.Fatalf("pacing 300 events at 1000/s with a burst of 100 took %v, want about 200ms", el)
+	}
+	if ex := qt.AllowWrite(20, 0); ex == nil || ex.Quota != "events_per_second" || ex.RetryAfter <= 0 {
+		t.Fatalf("a write right after a paced one: %+v, want events_per_second refused", ex)
+	}
+
+	// Debt: a paced write takes a burst (100) at a time into debt; other
+	// writes are told to wait until it is paid (about 100ms).
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- qt.PaceWrite(ctx, 400, 0) }()
+	time.Sleep(20 * time.Millisecond)
+	if ex := qt.AllowWrite(1, 0); ex == nil || ex.RetryAfter < 50*time.Millisecond {
+		t.Fatalf("a write beside a paced one in debt: %+v, want refused for ≥ 50ms", ex)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != context.Canceled {
+			t.Fatalf("cancelled pacing: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("a cancelled paced write kept waiting")
+	}
+
+	// No rate: no wait.
+	free := m.Tenant("b", control.Quotas{EventsPerSecond: -1, BytesPerSecond: -1})
+	start = time.Now()
+	if err := free.PaceWrite(context.Background(), 1e6, 1<<30); err != nil || time.Since(start) > time.Second {
+		t.Fatalf("unlimited pacing: %v after %v", err, time.Since(start))
+	}
 }
