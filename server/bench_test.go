@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -199,13 +198,6 @@ func hammer(b *testing.B, clients, n int, do func(client, i int) error) {
 	// CPU (user+system, server and load generator together) per request:
 	// on a shared machine a steadier figure than the rate.
 	b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu-us/req")
-}
-
-// cpuTime is the CPU time this process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // orderPayloads are distinct orders the example shop policy admits.

@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -156,9 +155,7 @@ func TestStalledReaderReleasesStream(t *testing.T) {
 	e := start(t, func(c *server.Config) { c.WriteTimeout = 3 * time.Second; c.ShutdownTimeout = 15 * time.Second })
 	k := e.tenant("acme")
 	fill(e, "acme", k["writer"]) // ≈ 20 MB: more than the socket buffers hold
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-	}}
+	d := net.Dialer{Control: smallReceiveBuffer}
 	for _, path := range []string{"/v1/tenants/acme/events", "/v1/tenants/acme/export"} {
 		conn, err := d.Dial("tcp", strings.TrimPrefix(e.base, "http://"))
 		if err != nil {
