@@ -139,10 +139,7 @@ func (a *API) pollCursor(c *call) error {
 	if err != nil {
 		return err
 	}
-	out := make([]wire.Event, len(evs))
-	for i, ev := range evs {
-		out[i] = wire.FromStored(ev)
-	}
+	out := wire.FromStoredAll(evs)
 	next := cur.Position()
 	if more && len(evs) > 0 {
 		next = evs[len(evs)-1].GlobalSequence + 1 // the page stopped early: continue after it

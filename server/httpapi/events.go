@@ -298,7 +298,7 @@ func (a *API) queryEvents(c *call) error {
 		cur.Seek(start)
 	}
 	if !nd {
-		var out []wire.Event
+		out := []wire.Event{}
 		full := false
 		if !atEnd {
 			evs, more, err := readPage(cur, limit, nil)
@@ -306,13 +306,7 @@ func (a *API) queryEvents(c *call) error {
 				return err
 			}
 			full = more
-			out = make([]wire.Event, len(evs))
-			for i, ev := range evs {
-				out[i] = wire.FromStored(ev)
-			}
-		}
-		if out == nil {
-			out = []wire.Event{}
+			out = wire.FromStoredAll(evs)
 		}
 		var next *uint64
 		if full {
@@ -429,9 +423,8 @@ func (a *API) entityEvents(c *call) error {
 	// Read page by page (an entity's whole stream can be far larger than
 	// one response): the region is a prefix, so other entities it is a
 	// prefix of are skipped.
-	out := make([]wire.Event, 0, limit)
 	if hasAfter && afterClock == math.MaxUint64 {
-		return writeJSON(c.w, http.StatusOK, map[string]any{"events": out})
+		return writeJSON(c.w, http.StatusOK, map[string]any{"events": []wire.Event{}})
 	}
 	region := core.Entity(entity)
 	if hasAfter {
@@ -441,10 +434,7 @@ func (a *API) entityEvents(c *call) error {
 	if err != nil {
 		return err
 	}
-	for _, ev := range evs {
-		out = append(out, wire.FromStored(ev))
-	}
-	return writeJSON(c.w, http.StatusOK, map[string]any{"events": out})
+	return writeJSON(c.w, http.StatusOK, map[string]any{"events": wire.FromStoredAll(evs)})
 }
 
 func (a *API) ancestors(c *call) error {
@@ -464,10 +454,7 @@ func (a *API) ancestors(c *call) error {
 	if err != nil {
 		return err
 	}
-	out := make([]wire.Event, len(evs))
-	for i, ev := range evs {
-		out[i] = wire.FromStored(ev)
-	}
+	out := wire.FromStoredAll(evs)
 	return writeJSON(c.w, http.StatusOK, map[string]any{"events": out})
 }
 

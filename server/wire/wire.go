@@ -110,6 +110,16 @@ type Event struct {
 	Redacted       bool            `json:"redacted"`
 }
 
+// FromStoredAll renders stored events (an empty slice, never nil, for none:
+// a JSON list).
+func FromStoredAll(evs []core.StoredEvent) []Event {
+	out := make([]Event, len(evs))
+	for i, ev := range evs {
+		out[i] = FromStored(ev)
+	}
+	return out
+}
+
 // FromStored renders a stored event.
 func FromStored(ev core.StoredEvent) Event {
 	h := ev.Header
