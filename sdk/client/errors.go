@@ -21,6 +21,7 @@ const (
 	CodeInvalidRequest      = "INVALID_REQUEST"
 	CodeUnsupportedMedia    = "UNSUPPORTED_MEDIA_TYPE"
 	CodeNotFound            = "NOT_FOUND"
+	CodeMethodNotAllowed    = "METHOD_NOT_ALLOWED"
 	CodeTenantSuspended     = "TENANT_SUSPENDED"
 	CodeUnauthenticated     = "UNAUTHENTICATED"
 	CodeForbidden           = "FORBIDDEN"
@@ -40,6 +41,7 @@ var (
 	ErrInvalidKind         = &Error{Code: CodeInvalidKind}
 	ErrInvalidRequest      = &Error{Code: CodeInvalidRequest}
 	ErrNotFound            = &Error{Code: CodeNotFound}
+	ErrMethodNotAllowed    = &Error{Code: CodeMethodNotAllowed}
 	ErrTenantSuspended     = &Error{Code: CodeTenantSuspended}
 	ErrUnauthenticated     = &Error{Code: CodeUnauthenticated}
 	ErrForbidden           = &Error{Code: CodeForbidden}
