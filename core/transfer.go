@@ -102,7 +102,8 @@ const importChunk = 256
 // erased payload cannot be restored — or skipped when the store holds its
 // id with the same coordinate and kind. Lines are numbered in errors.
 // progress, when set, is called after each batch with the lines read so
-// far.
+// far. Once ctx ends, no further batch is written and Import returns
+// ctx's error (the batch in flight when it ended may still be written).
 func (s *Store) Import(ctx context.Context, rd io.Reader, progress func(lines int)) (ImportStats, error) {
 	var st ImportStats
 	ctx = WithAction(ctx, ActionImport)
@@ -114,6 +115,12 @@ func (s *Store) Import(ctx context.Context, rd io.Reader, progress func(lines in
 	flush := func() error {
 		if len(items) == 0 {
 			return nil
+		}
+		// A write with an ended ctx may still happen: an import whose
+		// ctx ended (its client gone, its access lost while paced by
+		// progress) writes no further batch.
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 		n, err := s.importBatch(ctx, items, metas)
 		st.Imported += n

@@ -247,3 +247,67 @@ func hasType(t string, v any) bool {
 	}
 	return false
 }
+
+// TestOpenAPIResponsesMatchServer sends writes, a batch (new and replayed),
+// a page, cursor reads and commits and admin calls, and checks each live
+// response against the schema the document gives for its route and status:
+// it validates, and it carries no member the document does not name.
+func TestOpenAPIResponsesMatchServer(t *testing.T) {
+	var doc map[string]any
+	if err := json.Unmarshal(httpapi.OpenAPIDocument, &doc); err != nil {
+		t.Fatal(err)
+	}
+	schemas := doc["components"].(map[string]any)["schemas"].(map[string]any)
+	v := validator{schemas: schemas}
+	resolve := func(s any) map[string]any {
+		m, _ := s.(map[string]any)
+		if ref, ok := m["$ref"].(string); ok {
+			m, _ = schemas[strings.TrimPrefix(ref, "#/components/schemas/")].(map[string]any)
+		}
+		return m
+	}
+	e := start(t, nil)
+	k := e.tenant("acme")
+	batch := map[string]any{"events": []any{appendBody("order:1"), appendBody("order:2")}}
+	cases := []struct {
+		method, route, path, token string
+		body                       any
+		status                     int
+		hdr                        []string
+	}{
+		{"POST", "/v1/tenants/{tenant}/events", "/v1/tenants/acme/events", k["writer"], appendBody("order:1"), 201, nil},
+		{"POST", "/v1/tenants/{tenant}/batches", "/v1/tenants/acme/batches", k["writer"], batch, 201, []string{"Idempotency-Key", "b1"}},
+		{"POST", "/v1/tenants/{tenant}/batches", "/v1/tenants/acme/batches", k["writer"], batch, 200, []string{"Idempotency-Key", "b1"}},
+		{"GET", "/v1/tenants/{tenant}/events", "/v1/tenants/acme/events?entity=order:&limit=2", k["reader"], nil, 200, nil},
+		{"PUT", "/v1/tenants/{tenant}/cursors/{name}", "/v1/tenants/acme/cursors/c1", k["writer"], map[string]any{"region": map[string]any{"entity": "order:"}}, 201, nil},
+		{"GET", "/v1/tenants/{tenant}/cursors/{name}/events", "/v1/tenants/acme/cursors/c1/events?limit=2", k["reader"], nil, 200, nil},
+		{"POST", "/v1/tenants/{tenant}/cursors/{name}/commit", "/v1/tenants/acme/cursors/c1/commit", k["writer"], map[string]any{"position": 2}, 200, nil},
+		{"GET", "/v1/tenants/{tenant}/cursors", "/v1/tenants/acme/cursors", k["reader"], nil, 200, nil},
+		{"POST", "/v1/admin/tenants", "/v1/admin/tenants", opToken, map[string]any{"id": "beta"}, 201, nil},
+		{"POST", "/v1/admin/tenants/{tenant}/keys", "/v1/admin/tenants/beta/keys", opToken, map[string]any{"roles": []string{"reader"}}, 201, nil},
+		{"GET", "/v1/admin/tenants/{tenant}", "/v1/admin/tenants/beta", opToken, nil, 200, nil},
+	}
+	for _, c := range cases {
+		r := e.must(e.req(c.method, c.path, c.token, c.body, c.hdr...), c.status)
+		op := doc["paths"].(map[string]any)[c.route].(map[string]any)[strings.ToLower(c.method)].(map[string]any)
+		res, _ := op["responses"].(map[string]any)[fmt.Sprint(c.status)].(map[string]any)
+		media, _ := res["content"].(map[string]any)["application/json"].(map[string]any)
+		if media == nil {
+			t.Errorf("%s %s %d: the document gives no JSON body; the server sent %s", c.method, c.route, c.status, r.body)
+			continue
+		}
+		var val any
+		if err := json.Unmarshal(r.body, &val); err != nil {
+			t.Fatal(err)
+		}
+		if err := v.check(media["schema"], val, "$"); err != nil {
+			t.Errorf("%s %s %d: %v: %s", c.method, c.route, c.status, err, r.body)
+		}
+		props, _ := resolve(media["schema"])["properties"].(map[string]any)
+		for name := range val.(map[string]any) {
+			if _, ok := props[name]; !ok {
+				t.Errorf("%s %s %d: member %q is not in the document", c.method, c.route, c.status, name)
+			}
+		}
+	}
+}
