@@ -464,7 +464,10 @@ func (s *Server) Listen() error {
 			ln.Close()
 			return fmt.Errorf("server.tls_cert/tls_key: %w", err)
 		}
-		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}})
+		// HTTP/1.1 only: one request at a time per connection, so
+		// server.max_connections bounds the requests in flight (HTTP/2
+		// would multiply it by its concurrent streams).
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
 	}
 	s.ln = ln
 	return nil
