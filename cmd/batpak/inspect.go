@@ -169,7 +169,8 @@ func newConfigCmd(a *app) *cobra.Command {
 		Short:   "Show the effective configuration and where each value comes from",
 		GroupID: "inspect",
 		Long: `Print every setting's effective value and its source: a flag, a BATPAK_*
-environment variable, the config file, or the default. Precedence, highest
+environment variable, the config file, or the default. The server.* keys
+(batpak serve) follow the store's; their flags are serve's own. Precedence, highest
 first: flag > environment > config file > default.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -187,6 +188,16 @@ first: flag > environment > config file > default.`,
 			fmt.Fprintln(tw, "KEY\tVALUE\tSOURCE\tENV")
 			for _, e := range res.entries {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.key, e.value, e.source, envName(e.key))
+			}
+			// The server's keys (batpak serve; their flags belong to it).
+			for _, ss := range serverSettings {
+				a.v.SetDefault(ss.key, ss.def)
+				_ = a.v.BindEnv(ss.key, envName(ss.key))
+				val := fmt.Sprint(a.v.Get(ss.key))
+				if ss.key == "server.operator_token" && val != "" {
+					val = "(set, not shown)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ss.key, val, a.sourceOf(setting{key: ss.key}), envName(ss.key))
 			}
 			return tw.Flush()
 		},

@@ -321,3 +321,25 @@ func TestServeSIGTERMUnderLoad(t *testing.T) {
 	_ = again.cmd.Process.Signal(syscall.SIGTERM)
 	<-again.done
 }
+
+// TestConfigListsServerKeys: `batpak config` shows the server keys with
+// their source, and never the operator credential itself.
+func TestConfigListsServerKeys(t *testing.T) {
+	dir := isolate(t)
+	writeFile(t, dir+"/config.yaml", "server:\n  listen: 127.0.0.1:9999\n  operator_token: bpko_secretsecret\n")
+	t.Setenv("BATPAK_SERVER_MAX_CONNECTIONS", "10")
+	out := ok(t, "config")
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`server\.listen\s+127\.0\.0\.1:9999\s+config `),
+		regexp.MustCompile(`server\.max_connections\s+10\s+env BATPAK_SERVER_MAX_CONNECTIONS`),
+		regexp.MustCompile(`server\.quotas\.max_batch_events\s+4096\s+default`),
+		regexp.MustCompile(`server\.operator_token\s+\(set, not shown\)`),
+	} {
+		if !want.MatchString(out) {
+			t.Errorf("batpak config lacks %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "secretsecret") {
+		t.Error("batpak config printed the operator credential")
+	}
+}
