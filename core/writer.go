@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -112,8 +111,9 @@ type writer struct {
 	fence     *Fence                      // the open visibility fence, if any
 	faultHook func(faultPoint, int) error // tests only (export_test.go)
 
-	lastGroup int   // size of the previous group, for gather
-	now       int64 // wall clock (µs) of the group being processed
+	lastGroup int         // size of the previous group, for gather
+	waitTimer *time.Timer // gather's wait for the rest of a group
+	now       int64       // wall clock (µs) of the group being processed
 
 	rotated bool // a segment was sealed since the last publish
 
@@ -265,10 +265,29 @@ func (w *writer) gather(first *request) {
 			continue
 		default:
 		}
-		if len(w.reqs) >= target || !time.Now().Before(deadline) {
+		left := time.Until(deadline)
+		if len(w.reqs) >= target || left <= 0 {
 			return
 		}
-		runtime.Gosched()
+		// Block (not spin) until the next write or the deadline: on a
+		// busy machine the writers we wait for need the CPU a spin
+		// would take.
+		if w.waitTimer == nil {
+			w.waitTimer = time.NewTimer(left)
+		} else {
+			w.waitTimer.Reset(left)
+		}
+		select {
+		case r := <-mb:
+			w.waitTimer.Stop()
+			w.reqs = append(w.reqs, r)
+			bytes += r.payloadBytes()
+			if r.op != opAppend {
+				return
+			}
+		case <-w.waitTimer.C:
+			return
+		}
 	}
 }
 
