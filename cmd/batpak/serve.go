@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -27,44 +26,65 @@ type serverSetting struct {
 	kind valueKind
 	def  any
 	help string
+	set  func(t serverTarget, v settingValue) // puts the parsed value in place
+}
+
+// serverTarget is what the server settings fill.
+type serverTarget struct {
+	cfg *server.Config
+	jwt *auth.JWTConfig
+	q   *control.Quotas
+}
+
+// settingValue is one setting's parsed value, in the field its kind uses.
+type settingValue struct {
+	str string
+	n   int64
+	d   time.Duration
+	b   bool
 }
 
 var serverSettings = []serverSetting{
-	{"server.root", "root", kindPath, "batpak-server", "directory of the control plane, tenant stores and backups"},
-	{"server.listen", "listen", kindText, "127.0.0.1:7070", "host:port to listen on (non-loopback needs TLS or --allow-insecure-remote)"},
-	{"server.tls_cert", "tls-cert", kindOptionalPath, "", "TLS certificate (PEM); with --tls-key"},
-	{"server.tls_key", "tls-key", kindOptionalPath, "", "TLS private key (PEM); with --tls-cert"},
-	{"server.allow_insecure_remote", "allow-insecure-remote", kindBool, false, "allow plain HTTP on a non-loopback address"},
-	{"server.operator_token", "", kindText, "", "operator credential (also BATPAK_OPERATOR_TOKEN)"},
-	{"server.max_connections", "max-connections", kindCount, 4096, "client connections served at once (streams included); 1..1000000"},
-	{"server.max_open_tenants", "max-open-tenants", kindCount, 10000, "tenant stores open at once (LRU beyond); 1..1000000"},
-	{"server.tenant_idle_timeout", "tenant-idle-timeout", kindDuration, "5m", "close a tenant store idle this long; ≥ 1s"},
-	{"server.max_body_bytes", "max-body-bytes", kindSize, "32MiB", "largest request body; 1KiB..1GiB"},
-	{"server.max_json_depth", "max-json-depth", kindCount, 512, "deepest JSON nesting of a payload; 1..4096"},
-	{"server.read_header_timeout", "read-header-timeout", kindDuration, "5s", "time to read request headers"},
-	{"server.read_timeout", "read-timeout", kindDuration, "60s", "time to read a whole request"},
-	{"server.write_timeout", "write-timeout", kindDuration, "60s", "time to write a response (streams: each write)"},
-	{"server.idle_timeout", "idle-timeout", kindDuration, "120s", "keep-alive connection idle time"},
-	{"server.shutdown_timeout", "shutdown-timeout", kindDuration, "20s", "graceful shutdown bound"},
-	{"server.sse_heartbeat", "sse-heartbeat", kindDuration, "15s", "heartbeat comment interval on event streams"},
-	{"server.sse_buffer_events", "sse-buffer-events", kindCount, 4096, "a subscriber's unsent backlog bound (events) before cutoff"},
-	{"server.rate_refusal_delay", "rate-refusal-delay", kindDuration, "100ms", "hold a write refused for a tenant's rate this long before the 429; 0..1s, 0: none"},
-	{"server.metrics_public", "metrics-public", kindBool, false, "serve /metrics without the operator credential"},
-	{"server.access_log", "access-log", kindText, "text", "access log: text, json or off"},
-	{"server.jwt.jwks_file", "", kindOptionalPath, "", "JWKS file: enables JWT bearer tokens"},
-	{"server.jwt.issuer", "", kindText, "", "required JWT iss"},
-	{"server.jwt.audience", "", kindText, "", "required JWT aud"},
-	{"server.jwt.tenant_claim", "", kindText, "tenant", "JWT claim naming the tenant"},
-	{"server.jwt.roles_claim", "", kindText, "roles", "JWT claim listing roles"},
-	{"server.quotas.storage_bytes", "", kindSize, "10GiB", "default storage quota per tenant"},
-	{"server.quotas.events_per_second", "", kindCount, 20000, "default sustained append rate"},
-	{"server.quotas.events_burst", "", kindCount, 40000, "default event bucket size"},
-	{"server.quotas.bytes_per_second", "", kindSize, "64MiB", "default sustained payload bytes per second"},
-	{"server.quotas.bytes_burst", "", kindSize, "128MiB", "default byte bucket size"},
-	{"server.quotas.max_payload_bytes", "", kindSize, "1MiB", "default largest payload"},
-	{"server.quotas.max_batch_events", "", kindCount, 4096, "default most events in one batch; at most 4096"},
-	{"server.quotas.max_subscriptions", "", kindCount, 1100, "default concurrent event streams"},
-	{"server.quotas.max_cursors", "", kindCount, 100, "default named cursors"},
+	{"server.root", "root", kindPath, "batpak-server", "directory of the control plane, tenant stores and backups", func(t serverTarget, v settingValue) { t.cfg.Root = v.str }},
+	{"server.listen", "listen", kindText, "127.0.0.1:7070", "host:port to listen on (non-loopback needs TLS or --allow-insecure-remote)", func(t serverTarget, v settingValue) { t.cfg.Listen = v.str }},
+	{"server.tls_cert", "tls-cert", kindOptionalPath, "", "TLS certificate (PEM); with --tls-key", func(t serverTarget, v settingValue) { t.cfg.TLSCert = v.str }},
+	{"server.tls_key", "tls-key", kindOptionalPath, "", "TLS private key (PEM); with --tls-cert", func(t serverTarget, v settingValue) { t.cfg.TLSKey = v.str }},
+	{"server.allow_insecure_remote", "allow-insecure-remote", kindBool, false, "allow plain HTTP on a non-loopback address", func(t serverTarget, v settingValue) { t.cfg.AllowInsecureRemote = v.b }},
+	{"server.operator_token", "", kindText, "", "operator credential (also BATPAK_OPERATOR_TOKEN)", func(t serverTarget, v settingValue) { t.cfg.OperatorToken = v.str }},
+	{"server.max_connections", "max-connections", kindCount, 4096, "client connections served at once (streams included); 1..1000000", func(t serverTarget, v settingValue) { t.cfg.MaxConnections = int(v.n) }},
+	{"server.max_open_tenants", "max-open-tenants", kindCount, 10000, "tenant stores open at once (LRU beyond); 1..1000000", func(t serverTarget, v settingValue) { t.cfg.MaxOpenTenants = int(v.n) }},
+	{"server.tenant_idle_timeout", "tenant-idle-timeout", kindDuration, "5m", "close a tenant store idle this long; ≥ 1s", func(t serverTarget, v settingValue) { t.cfg.TenantIdleTimeout = v.d }},
+	{"server.max_body_bytes", "max-body-bytes", kindSize, "32MiB", "largest request body; 1KiB..1GiB", func(t serverTarget, v settingValue) { t.cfg.MaxBodyBytes = v.n }},
+	{"server.max_json_depth", "max-json-depth", kindCount, 512, "deepest JSON nesting of a payload; 1..4096", func(t serverTarget, v settingValue) { t.cfg.MaxJSONDepth = int(v.n) }},
+	{"server.read_header_timeout", "read-header-timeout", kindDuration, "5s", "time to read request headers", func(t serverTarget, v settingValue) { t.cfg.ReadHeaderTimeout = v.d }},
+	{"server.read_timeout", "read-timeout", kindDuration, "60s", "time to read a whole request", func(t serverTarget, v settingValue) { t.cfg.ReadTimeout = v.d }},
+	{"server.write_timeout", "write-timeout", kindDuration, "60s", "time to write a response (streams: each write)", func(t serverTarget, v settingValue) { t.cfg.WriteTimeout = v.d }},
+	{"server.idle_timeout", "idle-timeout", kindDuration, "120s", "keep-alive connection idle time", func(t serverTarget, v settingValue) { t.cfg.IdleTimeout = v.d }},
+	{"server.shutdown_timeout", "shutdown-timeout", kindDuration, "20s", "graceful shutdown bound", func(t serverTarget, v settingValue) { t.cfg.ShutdownTimeout = v.d }},
+	{"server.sse_heartbeat", "sse-heartbeat", kindDuration, "15s", "heartbeat comment interval on event streams", func(t serverTarget, v settingValue) { t.cfg.SSEHeartbeat = v.d }},
+	{"server.sse_buffer_events", "sse-buffer-events", kindCount, 4096, "a subscriber's unsent backlog bound (events) before cutoff", func(t serverTarget, v settingValue) { t.cfg.SSEBufferEvents = int(v.n) }},
+	{"server.rate_refusal_delay", "rate-refusal-delay", kindDuration, "100ms", "hold a write refused for a tenant's rate this long before the 429; 0..1s, 0: none", func(t serverTarget, v settingValue) {
+		t.cfg.RateRefusalDelay = v.d
+		if v.d == 0 {
+			t.cfg.RateRefusalDelay = -1 // 0 in the config: none (0 in server.Config is the default)
+		}
+	}},
+	{"server.metrics_public", "metrics-public", kindBool, false, "serve /metrics without the operator credential", func(t serverTarget, v settingValue) { t.cfg.MetricsPublic = v.b }},
+	{"server.access_log", "access-log", kindText, "text", "access log: text, json or off", func(t serverTarget, v settingValue) { t.cfg.AccessLog = v.str }},
+	{"server.jwt.jwks_file", "", kindOptionalPath, "", "JWKS file: enables JWT bearer tokens", func(t serverTarget, v settingValue) { t.jwt.JWKSFile = v.str }},
+	{"server.jwt.issuer", "", kindText, "", "required JWT iss", func(t serverTarget, v settingValue) { t.jwt.Issuer = v.str }},
+	{"server.jwt.audience", "", kindText, "", "required JWT aud", func(t serverTarget, v settingValue) { t.jwt.Audience = v.str }},
+	{"server.jwt.tenant_claim", "", kindText, "tenant", "JWT claim naming the tenant", func(t serverTarget, v settingValue) { t.jwt.TenantClaim = v.str }},
+	{"server.jwt.roles_claim", "", kindText, "roles", "JWT claim listing roles", func(t serverTarget, v settingValue) { t.jwt.RolesClaim = v.str }},
+	{"server.quotas.storage_bytes", "", kindSize, "10GiB", "default storage quota per tenant", func(t serverTarget, v settingValue) { t.q.StorageBytes = v.n }},
+	{"server.quotas.events_per_second", "", kindCount, 20000, "default sustained append rate", func(t serverTarget, v settingValue) { t.q.EventsPerSecond = float64(v.n) }},
+	{"server.quotas.events_burst", "", kindCount, 40000, "default event bucket size", func(t serverTarget, v settingValue) { t.q.EventsBurst = int(v.n) }},
+	{"server.quotas.bytes_per_second", "", kindSize, "64MiB", "default sustained payload bytes per second", func(t serverTarget, v settingValue) { t.q.BytesPerSecond = float64(v.n) }},
+	{"server.quotas.bytes_burst", "", kindSize, "128MiB", "default byte bucket size", func(t serverTarget, v settingValue) { t.q.BytesBurst = int(v.n) }},
+	{"server.quotas.max_payload_bytes", "", kindSize, "1MiB", "default largest payload", func(t serverTarget, v settingValue) { t.q.MaxPayloadBytes = int(v.n) }},
+	{"server.quotas.max_batch_events", "", kindCount, 4096, "default most events in one batch; at most 4096", func(t serverTarget, v settingValue) { t.q.MaxBatchEvents = int(v.n) }},
+	{"server.quotas.max_subscriptions", "", kindCount, 1100, "default concurrent event streams", func(t serverTarget, v settingValue) { t.q.MaxSubscriptions = int(v.n) }},
+	{"server.quotas.max_cursors", "", kindCount, 100, "default named cursors", func(t serverTarget, v settingValue) { t.q.MaxCursors = int(v.n) }},
 }
 
 // serverParentKeys are the config-file sections of the server settings.
@@ -93,110 +113,34 @@ func (a *app) serverConfig(policyDir string) (server.Config, error) {
 	cfg.PolicyDir = policyDir
 	jwt := auth.JWTConfig{}
 	q := control.Quotas{}
+	target := serverTarget{cfg: &cfg, jwt: &jwt, q: &q}
 	for _, s := range serverSettings {
 		raw := a.v.Get(s.key)
 		bad := func(err error) error { return fmt.Errorf("invalid config: %s: %v", s.key, err) }
 		var (
-			str string
-			n   int64
-			d   time.Duration
-			b   bool
+			v   settingValue
 			err error
 		)
 		switch s.kind {
 		case kindPath, kindOptionalPath, kindText:
-			if str, err = parseText(raw); err == nil {
-				str, err = expandHome(str)
+			if v.str, err = parseText(raw); err == nil {
+				v.str, err = expandHome(v.str)
 			}
 		case kindSize:
-			n, err = parseSize(raw)
+			v.n, err = parseSize(raw)
 		case kindCount:
 			var c int
 			c, err = parseCount(raw)
-			n = int64(c)
+			v.n = int64(c)
 		case kindDuration:
-			d, err = parseDuration(raw)
+			v.d, err = parseDuration(raw)
 		case kindBool:
-			b, err = parseBool(raw)
+			v.b, err = parseBool(raw)
 		}
 		if err != nil {
 			return cfg, bad(err)
 		}
-		switch strings.TrimPrefix(s.key, "server.") {
-		case "root":
-			cfg.Root = str
-		case "listen":
-			cfg.Listen = str
-		case "tls_cert":
-			cfg.TLSCert = str
-		case "tls_key":
-			cfg.TLSKey = str
-		case "allow_insecure_remote":
-			cfg.AllowInsecureRemote = b
-		case "operator_token":
-			cfg.OperatorToken = str
-		case "max_connections":
-			cfg.MaxConnections = int(n)
-		case "max_open_tenants":
-			cfg.MaxOpenTenants = int(n)
-		case "tenant_idle_timeout":
-			cfg.TenantIdleTimeout = d
-		case "max_body_bytes":
-			cfg.MaxBodyBytes = n
-		case "max_json_depth":
-			cfg.MaxJSONDepth = int(n)
-		case "read_header_timeout":
-			cfg.ReadHeaderTimeout = d
-		case "read_timeout":
-			cfg.ReadTimeout = d
-		case "write_timeout":
-			cfg.WriteTimeout = d
-		case "idle_timeout":
-			cfg.IdleTimeout = d
-		case "shutdown_timeout":
-			cfg.ShutdownTimeout = d
-		case "sse_heartbeat":
-			cfg.SSEHeartbeat = d
-		case "sse_buffer_events":
-			cfg.SSEBufferEvents = int(n)
-		case "rate_refusal_delay":
-			cfg.RateRefusalDelay = d
-			if d == 0 {
-				cfg.RateRefusalDelay = -1 // 0 in the config: none (0 in server.Config is the default)
-			}
-		case "metrics_public":
-			cfg.MetricsPublic = b
-		case "access_log":
-			cfg.AccessLog = str
-		case "jwt.jwks_file":
-			jwt.JWKSFile = str
-		case "jwt.issuer":
-			jwt.Issuer = str
-		case "jwt.audience":
-			jwt.Audience = str
-		case "jwt.tenant_claim":
-			jwt.TenantClaim = str
-		case "jwt.roles_claim":
-			jwt.RolesClaim = str
-		case "quotas.storage_bytes":
-			q.StorageBytes = n
-		case "quotas.events_per_second":
-			q.EventsPerSecond = float64(n)
-		case "quotas.events_burst":
-			q.EventsBurst = int(n)
-		case "quotas.bytes_per_second":
-			q.BytesPerSecond = float64(n)
-		case "quotas.bytes_burst":
-			q.BytesBurst = int(n)
-		case "quotas.max_payload_bytes":
-			q.MaxPayloadBytes = int(n)
-		case "quotas.max_batch_events":
-			q.MaxBatchEvents = int(n)
-		case "quotas.max_subscriptions":
-			q.MaxSubscriptions = int(n)
-		case "quotas.max_cursors":
-			q.MaxCursors = int(n)
-		}
+		s.set(target, v)
 	}
 	if cfg.OperatorToken == "" {
 		cfg.OperatorToken = os.Getenv("BATPAK_OPERATOR_TOKEN")
