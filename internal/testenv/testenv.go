@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 )
 
 // RequireToolsEnv is the variable that turns skips for missing tools into
@@ -34,4 +35,20 @@ func NeedTool(t testing.TB, name, install string) string {
 		Skipf(t, "%s not found (%s)", name, install)
 	}
 	return path
+}
+
+// Feed sends 0, 1, …, total-1 on tokens at perSecond a second counted from
+// start (in 5 ms steps), then closes tokens: a steady load for tests whose
+// workers take a token per operation.
+func Feed(tokens chan<- int, total int, perSecond float64, start time.Time) {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for sent := 0; sent < total; {
+		<-tick.C
+		due := min(total, int(perSecond*time.Since(start).Seconds()))
+		for ; sent < due; sent++ {
+			tokens <- sent
+		}
+	}
+	close(tokens)
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/internal/testenv"
+
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server/follow"
 )
@@ -132,16 +134,7 @@ func TestFanOutLoad(t *testing.T) {
 			}
 		}()
 	}
-	tick := time.NewTicker(5 * time.Millisecond)
-	for sent := 0; sent < total; {
-		<-tick.C
-		due := min(total, int(float64(rate)*time.Since(start).Seconds()))
-		for ; sent < due; sent++ {
-			tokens <- sent
-		}
-	}
-	tick.Stop()
-	close(tokens)
+	testenv.Feed(tokens, total, float64(rate), start)
 	writers.Wait()
 	appendDur := time.Since(start)
 	if err, _ := writeErr.Load().(error); err != nil {
