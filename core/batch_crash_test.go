@@ -51,9 +51,10 @@ func crashBatchItems(b, n int) []core.BatchItem {
 	return items
 }
 
-// helperBatchCrash writes batches of 50-200 items from two goroutines until
-// killed, printing "ACKB batch n firstSeq id…" once a batch is
-// acknowledged.
+// helperBatchCrash writes batches of 50-200 items from four goroutines and
+// single appends from a fifth until killed — so that group commits hold
+// several batches and singles when the kill lands — printing "ACKB batch n
+// firstSeq id…" once a write is acknowledged (a single is a batch of one).
 func helperBatchCrash(dir string) error {
 	cfg := crashConfig(dir)
 	var err error
@@ -66,14 +67,26 @@ func helperBatchCrash(dir string) error {
 	if err != nil {
 		return err
 	}
+	const batchWriters = 4
 	var mu sync.Mutex
-	errs := make(chan error, 2)
-	for g := 0; g < 2; g++ {
+	errs := make(chan error, batchWriters+1)
+	for g := 0; g <= batchWriters; g++ {
 		go func(g int) {
+			ctx := context.Background()
 			rng := rand.New(rand.NewSource(seed + int64(g)))
 			for k := 0; ; k++ {
 				b, n := crashBatchID(round, g, k), 50+rng.Intn(151)
-				rs, err := s.AppendBatch(context.Background(), crashBatchItems(b, n))
+				var rs []core.Receipt
+				var err error
+				if g == batchWriters {
+					n = 1
+					it := crashBatchItems(b, n)[0]
+					var r core.Receipt
+					r, err = s.AppendWithOptions(ctx, it.Coordinate, it.Kind, it.Payload, it.Options)
+					rs = []core.Receipt{r}
+				} else {
+					rs, err = s.AppendBatch(ctx, crashBatchItems(b, n))
+				}
 				if err != nil {
 					errs <- err
 					return
@@ -268,10 +281,11 @@ const (
 	kill9BatchMaxRounds = 50
 )
 
-// A child writing large batches is killed at random points, at least 20
-// times, on one store: after each reopen every batch is whole or absent,
-// every acknowledged batch is there, Verify passes and the store writes
-// on. The rounds go on until several kills have cut a batch on disk (the
+// A child writing large batches from four goroutines and singles from a
+// fifth (so group commits hold several batches when it dies) is killed at
+// random points, at least 20 times, on one store: after each reopen every
+// batch is whole or absent, every acknowledged batch is there, Verify
+// passes and the store writes on. The rounds go on until several kills have cut a batch on disk (the
 // case the test is about), failing if that never happens.
 func TestKill9Batches(t *testing.T) {
 	rng := crashRNG(t)

@@ -24,7 +24,7 @@ var errInjected = errors.New("injected fault")
 
 // storeView is what a failed batch must leave unchanged.
 type storeView struct {
-	stats  core.Stats // without Fsyncs and IndexBytes
+	stats  core.Stats // without Fsyncs, IndexBytes and GroupCommits
 	segs   []string   // segment file names
 	events []core.StoredEvent
 }
@@ -32,7 +32,7 @@ type storeView struct {
 func viewOf(t testing.TB, s *core.Store) storeView {
 	t.Helper()
 	st := s.Stats()
-	st.Fsyncs, st.IndexBytes = 0, 0
+	st.Fsyncs, st.IndexBytes, st.GroupCommits = 0, 0, 0
 	var names []string
 	for _, p := range segmentFiles(t, s.Dir()) {
 		names = append(names, filepath.Base(p))

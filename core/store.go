@@ -270,6 +270,11 @@ type Stats struct {
 	Bytes          int64 // bytes of segment data (headers and frames; zero-filled space excluded)
 	IndexBytes     int64 // estimate of the heap the index holds
 	Fsyncs         uint64
+	// GroupCommits counts the writer's groups since Open: each group is
+	// every write queued when the writer took it (single appends and
+	// batches alike), written with one write call and synced, when the
+	// sync setting asks, with one fsync.
+	GroupCommits uint64
 }
 
 // Stats reports counts and sizes. It walks the index to estimate
@@ -280,7 +285,7 @@ func (s *Store) Stats() Stats {
 	s.ix.RUnlock()
 	st.IndexBytes = s.ix.MemoryBytes()
 	u := s.Usage()
-	st.Bytes, st.Segments, st.Fsyncs = u.Bytes, u.Segments, u.Fsyncs
+	st.Bytes, st.Segments, st.Fsyncs, st.GroupCommits = u.Bytes, u.Segments, u.Fsyncs, u.GroupCommits
 	return st
 }
 
@@ -291,6 +296,7 @@ type Usage struct {
 	Segments       int
 	Bytes          int64 // as Stats.Bytes
 	Fsyncs         uint64
+	GroupCommits   uint64 // as Stats.GroupCommits
 }
 
 // Usage reports the log end, segment bytes and fsyncs without walking the
@@ -317,6 +323,7 @@ func (s *Store) Usage() Usage {
 	s.endsMu.Unlock()
 	if s.w != nil {
 		u.Fsyncs = s.w.fsyncs.Load()
+		u.GroupCommits = s.w.groups.Load()
 	}
 	return u
 }

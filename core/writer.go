@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +25,9 @@ const (
 	opFenceCancel
 	opSnapshot
 )
+
+// write reports whether o writes events (and so may share a group).
+func (o op) write() bool { return o == opAppend || o == opBatch }
 
 // eventReq is one event ready for the writer: everything the caller could
 // compute (validation, id, payload digest, causation) is done.
@@ -107,6 +109,8 @@ type writer struct {
 	reqs      []*request
 	pend      []pending
 	resolved  []*request                  // requests of this group to answer after publish
+	batches   []*batchWrite               // the group's batches written so far
+	group     groupMark                   // where the group started, for a group rollback
 	groupIdm  map[string]idemOriginal     // keys written earlier in this group
 	fence     *Fence                      // the open visibility fence, if any
 	faultHook func(faultPoint, int) error // tests only (export_test.go)
@@ -126,6 +130,7 @@ type writer struct {
 
 	exited chan struct{}
 	fsyncs atomic.Uint64
+	groups atomic.Uint64 // write groups processed (Stats.GroupCommits)
 	costNs atomic.Int64  // moving average of writer time per event
 	pos    atomic.Uint64 // seg<<40 | off, for Stats
 }
@@ -226,21 +231,21 @@ func (w *writer) run() {
 }
 
 // gather collects the group that starts with first: what is queued, up to
-// Batch.GroupCommitMaxBatch requests and maxGroupBytes of payload. A batch
-// or a control request ends the group, so that it is the last thing the
-// group writes (a failed batch can then be rolled back without leaving a
-// hole in the log).
+// Batch.GroupCommitMaxBatch requests and maxGroupBytes of payload. Single
+// appends and atomic batches share a group — one write call and one fsync
+// cover them all; a control request (sync, fence, snapshot, close) ends the
+// group, so that it acts after everything queued before it.
 //
 // When every event is synced (EveryNEvents = 1) and the previous group had
 // several writers, gather waits — at most one typical fsync, capped at
-// 1 ms — for those writers to queue their next events, so that one fsync
+// 1 ms — for those writers to queue their next writes, so that one fsync
 // covers them all instead of alternating between a few early arrivals and
 // the rest. Waiting that long costs at most what the split would: the
 // early arrivals would otherwise wait for a whole fsync of their own.
 func (w *writer) gather(first *request) {
 	mb := w.s.mailbox
 	w.reqs = append(w.reqs[:0], first)
-	if first.op != opAppend {
+	if !first.op.write() {
 		return
 	}
 	limit := w.s.cfg.Batch.GroupCommitMaxBatch
@@ -259,7 +264,7 @@ func (w *writer) gather(first *request) {
 		case r := <-mb:
 			w.reqs = append(w.reqs, r)
 			bytes += r.payloadBytes()
-			if r.op != opAppend {
+			if !r.op.write() {
 				return
 			}
 			continue
@@ -282,7 +287,7 @@ func (w *writer) gather(first *request) {
 			w.waitTimer.Stop()
 			w.reqs = append(w.reqs, r)
 			bytes += r.payloadBytes()
-			if r.op != opAppend {
+			if !r.op.write() {
 				return
 			}
 		case <-w.waitTimer.C:
@@ -291,36 +296,33 @@ func (w *writer) gather(first *request) {
 	}
 }
 
-// process handles one group: place every single append, then the group's
-// last request if it is a batch or a control request; write with as few
+// process handles one group: place every write in order — single appends
+// and atomic batches alike, each batch all-or-nothing on its own — then
+// the group's closing control request if it has one; write with as few
 // write calls as the group allows; sync as configured; publish to the
 // index; then answer the requests. It returns true after a close request.
 func (w *writer) process(reqs []*request) (closing bool) {
-	w.buf, w.pend, w.resolved = w.buf[:0], w.pend[:0], w.resolved[:0]
+	w.buf, w.pend, w.resolved, w.batches = w.buf[:0], w.pend[:0], w.resolved[:0], w.batches[:0]
 	clear(w.groupIdm)
 	w.now = w.s.nowMicros() // one wall-clock reading per group commit
+	w.markGroup()
+	if reqs[0].op.write() {
+		w.groups.Add(1)
+	}
 	last := reqs[len(reqs)-1]
 	for _, r := range reqs {
-		if r.op == opAppend {
+		switch r.op {
+		case opAppend:
 			w.appendOne(r)
+		case opBatch:
+			w.appendBatch(r)
 		}
 	}
-	var batch *batchWrite
 	if w.failed == nil {
 		switch last.op {
-		case opBatch:
-			w.fail(w.flush()) // the batch starts on disk where the singles end
-			if w.failed == nil {
-				batch = w.writeBatch(last)
-			}
 		case opFenceBegin, opFenceCommit, opFenceCancel:
 			w.fenceMarker(last)
 		}
-	}
-	if last.op == opBatch && batch == nil && w.failed != nil && !slices.Contains(w.resolved, last) {
-		// Not attempted (the writer had stopped, or the singles before it
-		// failed): it fails with the writer's error below.
-		w.resolved = append(w.resolved, last)
 	}
 	if w.failed == nil {
 		w.fail(w.flush())
@@ -328,8 +330,8 @@ func (w *writer) process(reqs []*request) (closing bool) {
 	if w.failed == nil {
 		w.syncGroup(last)
 	}
-	if batch != nil && w.failed == nil {
-		w.beforePublish(batch)
+	if w.failed == nil && len(w.batches) > 0 {
+		w.beforePublish()
 	}
 	if w.failed != nil {
 		for _, r := range w.resolved {

@@ -12,28 +12,52 @@ import (
 
 // The writer's side of atomic batches: a batch is written as a
 // batch-begin record, its items (flagged format.SysBatch) and a batch-commit
-// record, and ends its group, so it is the last thing on disk when the
-// group is synced. If anything goes wrong before the batch is published —
-// a failed expectation, a mixed idempotent retry, an injected fault — the
-// writer rolls back to where the batch started: entity states, sequence,
-// queued entries, and the bytes on disk (zeroed, and segments created for
-// the batch removed), so the store stays writable and the batch never
-// existed. Recovery ignores a batch that lacks its commit record, so a
+// record. Batches share a group with single appends and other batches, so
+// one write call and one fsync cover all of them. If anything goes wrong
+// with a batch before it is synced — a failed expectation, a mixed
+// idempotent retry, an injected fault — the writer rolls back to where the
+// batch started: entity states, sequence, queued entries, and the bytes
+// (cut from the group's buffer, or zeroed on disk with the segments created
+// for the batch removed when a rotation had already written them). Nothing
+// of the group after the batch is placed yet, so the group goes on where
+// the batch started: no hole, and the store stays writable. A fault after
+// the fsync, before publication (tests only, see faultBeforePublish), rolls
+// back the whole group, since later writes of the group lie after the batch
+// on disk. Recovery ignores a batch that lacks its commit record, so a
 // crash at any byte leaves the same result.
 
 // batchMark is where a batch started, for rollback.
 type batchMark struct {
-	seg     uint32
-	pos     int64 // disk offset in seg where the batch's first frame goes
-	pendLen int
-	nextSeq uint64
-	saved   map[uint32]index.Head // entity heads before the batch touched them
-	keys    []string              // idempotency keys the batch added to groupIdm
+	seg       uint32
+	pos       int64 // log offset in seg where the batch's first frame goes
+	bufEvents int   // w.bufEvents then
+	pendLen   int
+	nextSeq   uint64
+	saved     map[uint32]index.Head // entity heads before the batch touched them
+	keys      []string              // idempotency keys the batch added to groupIdm
 }
 
 type batchWrite struct {
 	r    *request
 	mark batchMark
+}
+
+// groupMark is where the group started. saved (entity heads before the
+// group touched them) is kept only while a fault hook is set: nothing but
+// an injected fault after the fsync rolls a whole group back.
+type groupMark struct {
+	seg     uint32
+	pos     int64
+	nextSeq uint64
+	saved   map[uint32]index.Head
+}
+
+// markGroup records where the group being processed starts.
+func (w *writer) markGroup() {
+	w.group = groupMark{seg: w.seg, pos: w.off, nextSeq: w.nextSeq}
+	if w.faultHook != nil {
+		w.group.saved = map[uint32]index.Head{}
+	}
 }
 
 // faultPoint names a place in the batch write path where tests inject a
@@ -45,8 +69,8 @@ const (
 	faultAfterBegin                      // after the batch-begin record
 	faultAfterItem                       // after item k (the hook gets k)
 	faultAfterItems                      // after the last item, before the commit record
-	faultAfterCommit                     // after the commit record is written, before fsync
-	faultBeforePublish                   // after fsync, before the batch is published
+	faultAfterCommit                     // after the commit record is placed, before the write and fsync
+	faultBeforePublish                   // after the group's fsync, before it is published (fails the group)
 )
 
 func (w *writer) fault(p faultPoint, item int) error {
@@ -56,8 +80,20 @@ func (w *writer) fault(p faultPoint, item int) error {
 	return w.faultHook(p, item)
 }
 
-// writeBatch writes the group's closing batch. It returns nil when nothing
-// is left to publish (refused, deduplicated or rolled back); the request's
+// appendBatch handles a batch of the group: written, or answered with
+// the reason it was not.
+func (w *writer) appendBatch(r *request) {
+	if w.failed != nil {
+		w.resolved = append(w.resolved, r) // fails with the writer's error
+		return
+	}
+	if bw := w.writeBatch(r); bw != nil {
+		w.batches = append(w.batches, bw)
+	}
+}
+
+// writeBatch places a batch in the group. It returns nil when nothing is
+// left to publish (refused, deduplicated or rolled back); the request's
 // ticket holds the outcome either way.
 func (w *writer) writeBatch(r *request) *batchWrite {
 	w.resolved = append(w.resolved, r)
@@ -78,7 +114,8 @@ func (w *writer) writeBatch(r *request) *batchWrite {
 		return nil
 	}
 	bw := &batchWrite{r: r, mark: batchMark{
-		seg: w.seg, pos: w.off, pendLen: len(w.pend), nextSeq: w.nextSeq, saved: map[uint32]index.Head{},
+		seg: w.seg, pos: w.off + int64(len(w.buf)), bufEvents: w.bufEvents,
+		pendLen: len(w.pend), nextSeq: w.nextSeq, saved: map[uint32]index.Head{},
 	}}
 	abort := func(err error) *batchWrite {
 		w.rollback(&bw.mark)
@@ -127,10 +164,6 @@ func (w *writer) writeBatch(r *request) *batchWrite {
 		return abort(w.failed)
 	}
 	w.buf = format.AppendMarker(w.buf, format.RecBatchCommit, uint32(n), bw.mark.nextSeq)
-	if err := w.flush(); err != nil {
-		w.fail(err)
-		return abort(w.failed)
-	}
 	if err := w.fault(faultAfterCommit, -1); err != nil {
 		return abort(err)
 	}
@@ -183,17 +216,22 @@ func (w *writer) dedupeBatch(r *request) bool {
 	return true
 }
 
-// beforePublish is the last fault point: the batch is written and synced.
-func (w *writer) beforePublish(bw *batchWrite) {
-	if err := w.fault(faultBeforePublish, -1); err != nil {
-		w.rollback(&bw.mark)
-		bw.r.bt.receipts, bw.r.bt.err = nil, err
+// beforePublish is the last fault point: the group is written and synced.
+// The hook is asked once per batch of the group; a fault rolls the whole
+// group back and fails every write of it that had succeeded.
+func (w *writer) beforePublish() {
+	for range w.batches {
+		if err := w.fault(faultBeforePublish, -1); err != nil {
+			w.rollbackGroup(err)
+			return
+		}
 	}
 }
 
-// rollback undoes a batch back to its mark. A failure to undo the bytes on
-// disk stops the writer (the log would otherwise hold a batch its owner
-// was told failed).
+// rollback undoes a batch back to its mark: cut from the group's buffer
+// when its bytes are still there, else unwritten from disk. A failure to
+// undo the bytes on disk stops the writer (the log would otherwise hold a
+// batch its owner was told failed).
 func (w *writer) rollback(m *batchMark) {
 	ix := w.s.ix
 	for en, st := range m.saved {
@@ -204,8 +242,48 @@ func (w *writer) rollback(m *batchMark) {
 	for _, k := range m.keys {
 		delete(w.groupIdm, k)
 	}
+	if w.seg == m.seg && w.off <= m.pos {
+		w.buf, w.bufEvents = w.buf[:m.pos-w.off], m.bufEvents
+		return
+	}
+	// A rotation wrote the batch's start (and the group before it): the
+	// buffer holds only the batch's bytes.
 	w.buf, w.bufEvents = w.buf[:0], 0
 	w.fail(w.unwrite(m.seg, m.pos))
+}
+
+// rollbackGroup undoes the whole group after its fsync and stages err for
+// every write of it that had succeeded. Only an injected fault gets here,
+// and the group's prior entity heads are kept only while a hook is set; a
+// group without them stops the writer instead.
+func (w *writer) rollbackGroup(err error) {
+	g := &w.group
+	if g.saved == nil {
+		w.fail(err)
+		return
+	}
+	ix := w.s.ix
+	for en, st := range g.saved {
+		ix.Entity(en).Head = st
+	}
+	w.nextSeq = g.nextSeq
+	if w.durable.Load() > w.nextSeq {
+		w.durable.Store(w.nextSeq)
+	}
+	w.pend = w.pend[:0]
+	clear(w.groupIdm)
+	w.buf, w.bufEvents = w.buf[:0], 0
+	w.fail(w.unwrite(g.seg, g.pos))
+	for _, r := range w.resolved {
+		if !r.ok() {
+			continue
+		}
+		if r.op == opBatch {
+			r.bt.receipts, r.bt.err = nil, err
+		} else {
+			r.t.receipt, r.t.err = Receipt{}, err
+		}
+	}
 }
 
 // unwrite removes what was written after offset pos of segment seg:

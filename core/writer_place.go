@@ -170,6 +170,11 @@ func (w *writer) place(e *eventReq, sys byte, saved map[uint32]index.Head) (Rece
 			saved[en] = es.Head
 		}
 	}
+	if gs := w.group.saved; gs != nil {
+		if _, ok := gs[en]; !ok {
+			gs[en] = es.Head
+		}
+	}
 	sc := ix.ScopeFor([]byte(e.coord.Scope))
 	rec := format.Event{
 		SysFlags:      sys,
