@@ -356,6 +356,37 @@ func BenchmarkAppendBatch(b *testing.B) {
 			b.ReportMetric(float64(batches*size)/float64(max(s.Stats().Fsyncs, 1)), "events/fsync")
 		})
 	}
+	// Eight producers with batches of 100: their batches share group
+	// commits, so one fsync covers several.
+	b.Run("size=100/producers=8", func(b *testing.B) {
+		const size, producers = 100, 8
+		s := benchStore(b, 1)
+		ctx := context.Background()
+		batches := (b.N + size*producers - 1) / (size * producers)
+		var wg sync.WaitGroup
+		b.ResetTimer()
+		for p := 0; p < producers; p++ {
+			items := make([]core.BatchItem, size)
+			for i := range items {
+				c, _ := core.NewCoordinate(fmt.Sprintf("order:%d:%d", p, i%16), "shop")
+				items[i] = core.BatchItem{Coordinate: c, Kind: kind, Payload: payload100}
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < batches; i++ {
+					if _, err := s.AppendBatch(ctx, items); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		b.StopTimer()
+		reportRate(b, batches*size*producers)
+		b.ReportMetric(float64(batches*size*producers)/float64(max(s.Stats().Fsyncs, 1)), "events/fsync")
+	})
 	b.Run("single", func(b *testing.B) {
 		s := benchStore(b, 1)
 		ctx := context.Background()

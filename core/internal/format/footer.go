@@ -50,12 +50,23 @@ type Footer struct {
 
 // Encode returns f's bytes, checksum included.
 func (f *Footer) Encode() []byte {
-	n := FooterHeaderSize + 8 + 4
-	for _, x := range f.Names {
-		n += 2 + len(x)
-	}
+	n := 0
 	for _, it := range f.Items {
 		n += len(it)
+	}
+	items := make([]byte, 0, n)
+	for _, it := range f.Items {
+		items = append(items, it...)
+	}
+	return f.encode(items, len(f.Items))
+}
+
+// encode lays out the footer around count items already encoded one after
+// another in items (f.Items is not read).
+func (f *Footer) encode(items []byte, count int) []byte {
+	n := FooterHeaderSize + 8 + 4 + len(items)
+	for _, x := range f.Names {
+		n += 2 + len(x)
 	}
 	b := make([]byte, 0, n)
 	b = append(b, FooterMagic...)
@@ -69,10 +80,8 @@ func (f *Footer) Encode() []byte {
 		b = le.AppendUint16(b, uint16(len(x)))
 		b = append(b, x...)
 	}
-	b = le.AppendUint32(b, uint32(len(f.Items)))
-	for _, it := range f.Items {
-		b = append(b, it...)
-	}
+	b = le.AppendUint32(b, uint32(count))
+	b = append(b, items...)
 	return le.AppendUint32(b, CRC32C(b))
 }
 
@@ -206,8 +215,11 @@ func EncodeFooter(data []byte, key uint32) ([]byte, error) {
 		f.Names = append(f.Names, b)
 		return i
 	}
+	// Items go one after another into one buffer (an item is about 90
+	// bytes for an event frame of 150 or more), encoded once.
+	it := make([]byte, 0, len(data)/4+64)
+	count := 0
 	end, tail, err := ScanFrames(data, SegmentHeaderSize, func(off int, rec []byte) error {
-		it := make([]byte, 0, FooterItemEventFixed+2)
 		it = append(it, rec[0])
 		it = le.AppendUint32(it, uint32(off))
 		it = le.AppendUint32(it, uint32(len(rec)))
@@ -238,7 +250,7 @@ func EncodeFooter(data []byte, key uint32) ([]byte, error) {
 			it = le.AppendUint32(it, m.Count)
 			it = le.AppendUint64(it, m.ID)
 		}
-		f.Items = append(f.Items, it)
+		count++
 		f.LastOff = uint64(off)
 		return nil
 	})
@@ -249,5 +261,5 @@ func EncodeFooter(data []byte, key uint32) ([]byte, error) {
 		return nil, fmt.Errorf("batpak: segment footer: unreadable frame at offset %d", end)
 	}
 	f.End = uint64(end)
-	return f.Encode(), nil
+	return f.encode(it, count), nil
 }
