@@ -88,30 +88,45 @@ func (s *Store) TrySubmitWithOptions(ctx context.Context, coord Coordinate, kind
 }
 
 // newAppend validates, admits and prepares a request on the caller's
-// goroutine.
+// goroutine. The event is built in place in the request (one allocation
+// besides the payload copy).
 func (s *Store) newAppend(ctx context.Context, action Action, coord Coordinate, kind Kind, payload []byte, opts AppendOptions, copyPayload bool) (*request, error) {
-	ev, err := s.prepareEvent(ctx, coord, kind, payload, opts, copyPayload)
-	if err != nil {
+	if err := s.checkEvent(coord, kind, payload, &opts); err != nil {
 		return nil, err
 	}
-	if err := s.admit(ctx, action, &ev, -1, 0); err != nil {
-		return nil, err
-	}
-	r := &request{op: opAppend, ev: ev}
+	r := &request{op: opAppend}
 	r.t = &r.ticket
+	r.ev.fill(coord, kind, payload, &opts, copyPayload)
+	if err := s.admit(ctx, action, &r.ev, -1, 0); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
 // prepareEvent validates one event and computes what the writer needs:
 // id and payload digest.
 func (s *Store) prepareEvent(_ context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions, copyPayload bool) (eventReq, error) {
-	if err := kind.validUser(); err != nil {
+	if err := s.checkEvent(coord, kind, payload, &opts); err != nil {
 		return eventReq{}, err
+	}
+	var ev eventReq
+	ev.fill(coord, kind, payload, &opts, copyPayload)
+	return ev, nil
+}
+
+// checkEvent is prepareEvent's validation: a user kind, an unreserved
+// entity, a writable store, then validateWrite.
+func (s *Store) checkEvent(coord Coordinate, kind Kind, payload []byte, opts *AppendOptions) error {
+	if err := kind.validUser(); err != nil {
+		return err
 	}
 	if err := checkUnreserved(coord); err != nil {
-		return eventReq{}, err
+		return err
 	}
-	return s.prepareAnyKind(coord, kind, payload, opts, copyPayload)
+	if s.readOnly {
+		return ErrReadOnly
+	}
+	return s.validateWrite(coord, payload, opts)
 }
 
 // ReservedEntityPrefix starts the entities of the store's own records
@@ -143,15 +158,19 @@ func (s *Store) prepareAnyKind(coord Coordinate, kind Kind, payload []byte, opts
 
 // newEventReq is a validated event as the writer takes it.
 func newEventReq(coord Coordinate, kind Kind, payload []byte, opts AppendOptions, copyPayload bool) eventReq {
+	var ev eventReq
+	ev.fill(coord, kind, payload, &opts, copyPayload)
+	return ev
+}
+
+// fill makes ev the validated event as the writer takes it (id, payload
+// digest, the payload copied when the caller keeps its buffer), writing
+// in place rather than copying the whole request.
+func (ev *eventReq) fill(coord Coordinate, kind Kind, payload []byte, opts *AppendOptions, copyPayload bool) {
 	if copyPayload {
 		payload = append([]byte(nil), payload...)
 	}
-	return eventReq{
-		coord:   coord,
-		kind:    kind,
-		payload: payload,
-		phash:   format.PayloadHash(payload),
-		opts:    opts,
-		id:      NewEventID(),
-	}
+	ev.coord, ev.kind, ev.payload, ev.opts = coord, kind, payload, *opts
+	ev.phash = format.PayloadHash(payload)
+	ev.id = NewEventID()
 }

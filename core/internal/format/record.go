@@ -1,7 +1,5 @@
 package format
 
-import "github.com/zeebo/blake3"
-
 // Record types (the first byte of a record).
 const (
 	RecEvent       byte = 1 // an event
@@ -109,11 +107,11 @@ func AppendEvent(dst []byte, e *Event) []byte {
 // enters through its digest only, so erasing payload bytes keeps the chain
 // valid.
 func ChainHash(rec []byte, stringsEnd int) [32]byte {
-	return blake3.Sum256(rec[ChainStart:stringsEnd])
+	return sum256(rec[ChainStart:stringsEnd])
 }
 
 // PayloadHash is the digest of a payload.
-func PayloadHash(p []byte) [32]byte { return blake3.Sum256(p) }
+func PayloadHash(p []byte) [32]byte { return sum256(p) }
 
 // EventView gives field access to an encoded event record without
 // copying. Check it with CheckEvent first.
