@@ -385,7 +385,9 @@ func BenchmarkAppendBatch(b *testing.B) {
 		wg.Wait()
 		b.StopTimer()
 		reportRate(b, batches*size*producers)
-		b.ReportMetric(float64(batches*size*producers)/float64(max(s.Stats().Fsyncs, 1)), "events/fsync")
+		st := s.Stats()
+		b.ReportMetric(float64(batches*size*producers)/float64(max(st.Fsyncs, 1)), "events/fsync")
+		b.ReportMetric(float64(batches*producers)/float64(max(st.GroupCommits, 1)), "batches/group")
 	})
 	b.Run("single", func(b *testing.B) {
 		s := benchStore(b, 1)

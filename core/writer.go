@@ -116,6 +116,8 @@ type writer struct {
 	faultHook func(faultPoint, int) error // tests only (export_test.go)
 
 	lastGroup int         // size of the previous group, for gather
+	lastQueue int         // requests queued when the previous group was answered
+	fillNs    int64       // moving average of how long full groups took to gather
 	waitTimer *time.Timer // gather's wait for the rest of a group
 	now       int64       // wall clock (µs) of the group being processed
 
@@ -221,7 +223,7 @@ func (w *writer) run() {
 		if w.process(w.reqs) {
 			return
 		}
-		w.lastGroup = len(w.reqs)
+		w.lastGroup, w.lastQueue = len(w.reqs), len(mb)
 		if n := len(w.reqs); n > 0 {
 			per := time.Since(start).Nanoseconds() / int64(n)
 			old := w.costNs.Load()
@@ -236,12 +238,11 @@ func (w *writer) run() {
 // cover them all; a control request (sync, fence, snapshot, close) ends the
 // group, so that it acts after everything queued before it.
 //
-// When every event is synced (EveryNEvents = 1) and the previous group had
-// several writers, gather waits — at most one typical fsync, capped at
-// 1 ms — for those writers to queue their next writes, so that one fsync
-// covers them all instead of alternating between a few early arrivals and
-// the rest. Waiting that long costs at most what the split would: the
-// early arrivals would otherwise wait for a whole fsync of their own.
+// When every event is synced (EveryNEvents = 1) and several writers are
+// at work — the previous group's, and those whose writes queued while it
+// was written — gather waits (see gatherWait) for all of them to queue
+// their next writes, so that one fsync covers them all instead of
+// alternating between two halves that each wait for the other's fsync.
 func (w *writer) gather(first *request) {
 	mb := w.s.mailbox
 	w.reqs = append(w.reqs[:0], first)
@@ -254,10 +255,16 @@ func (w *writer) gather(first *request) {
 	}
 	bytes := first.payloadBytes()
 	target := 0
-	var deadline time.Time
-	if w.s.cfg.Sync.EveryNEvents == 1 && w.lastGroup > 1 {
-		target = min(w.lastGroup, limit)
-		deadline = time.Now().Add(min(time.Duration(w.syncer.lastNs.Load()), time.Millisecond))
+	var start, deadline time.Time
+	if w.s.cfg.Sync.EveryNEvents == 1 && w.lastGroup+w.lastQueue > 1 {
+		target = min(w.lastGroup+w.lastQueue, limit)
+		start = time.Now()
+		deadline = start.Add(w.gatherWait())
+		defer func() {
+			if len(w.reqs) >= target { // a full group: how long it took
+				w.fillNs += (time.Since(start).Nanoseconds() - w.fillNs) / 4
+			}
+		}()
 	}
 	for bytes < maxGroupBytes && len(w.reqs) < limit {
 		select {
@@ -294,6 +301,23 @@ func (w *writer) gather(first *request) {
 			return
 		}
 	}
+}
+
+// maxGatherWait caps how long gather waits for the rest of a group.
+const maxGatherWait = 2 * time.Millisecond
+
+// gatherWait is how long gather may wait for the writers of the previous
+// group: one typical fsync (what an early arrival would otherwise wait for
+// a group of its own), or half again the time full groups took to gather
+// lately when that is longer — writers of large batches need time to
+// build the next one, and a group that waits for all of them covers
+// their batches with one fsync instead of one each — capped at
+// maxGatherWait. Once a writer stops writing, the next group is smaller,
+// and so is the target gather waits for.
+func (w *writer) gatherWait() time.Duration {
+	wait := time.Duration(w.syncer.lastNs.Load())
+	wait = max(wait, time.Duration(w.fillNs+w.fillNs/2))
+	return min(wait, maxGatherWait)
 }
 
 // process handles one group: place every write in order — single appends
