@@ -32,7 +32,7 @@ type storeView struct {
 func viewOf(t testing.TB, s *core.Store) storeView {
 	t.Helper()
 	st := s.Stats()
-	st.Fsyncs, st.IndexBytes, st.GroupCommits = 0, 0, 0
+	st.Fsyncs, st.IndexBytes, st.GroupCommits, st.SyncTime = 0, 0, 0, 0
 	var names []string
 	for _, p := range segmentFiles(t, s.Dir()) {
 		names = append(names, filepath.Base(p))

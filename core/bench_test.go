@@ -44,6 +44,18 @@ func reportRate(b *testing.B, events int) {
 	b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
 }
 
+// reportBound reports the average fsync latency L the store met and the
+// rate as a share of the durable bound P/L (each of P producers waits for
+// one fsync per event).
+func reportBound(b *testing.B, st core.Stats, producers, events int) {
+	if st.GroupCommits == 0 {
+		return
+	}
+	l := st.SyncTime.Seconds() / float64(st.GroupCommits)
+	b.ReportMetric(l*1e6, "fsync-µs")
+	b.ReportMetric(100*float64(events)/b.Elapsed().Seconds()/(float64(producers)/l), "%bound")
+}
+
 // BenchmarkSubmitPipelined: one goroutine submits without waiting (tickets
 // are checked in windows of 4096), buffered durability (sync every 1000).
 func BenchmarkSubmitPipelined(b *testing.B) {
@@ -132,6 +144,7 @@ func BenchmarkAppendDurable(b *testing.B) {
 			st := s.Stats()
 			reportRate(b, per*producers)
 			b.ReportMetric(float64(per*producers)/float64(max(st.Fsyncs, 1)), "events/fsync")
+			reportBound(b, st, producers, per*producers)
 		})
 	}
 }

@@ -34,7 +34,7 @@ type visibleState struct {
 func captureState(t testing.TB, s *core.Store) visibleState {
 	t.Helper()
 	st := s.Stats()
-	st.Fsyncs, st.IndexBytes, st.GroupCommits = 0, 0, 0
+	st.Fsyncs, st.IndexBytes, st.GroupCommits, st.SyncTime = 0, 0, 0, 0
 	return visibleState{events: mustQuery(t, s, core.All()), stats: st}
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/batpak-go/batpak/core/internal/index"
@@ -270,6 +271,10 @@ type Stats struct {
 	Bytes          int64 // bytes of segment data (headers and frames; zero-filled space excluded)
 	IndexBytes     int64 // estimate of the heap the index holds
 	Fsyncs         uint64
+	// SyncTime is the time spent in the fsyncs that commit groups since
+	// Open (not counting those that create, extend or seal segment files):
+	// with the count of those fsyncs, the average latency the disk gives.
+	SyncTime time.Duration
 	// GroupCommits counts the writer's groups since Open: each group is
 	// every write queued when the writer took it (single appends and
 	// batches alike), written with one write call and synced, when the
@@ -285,7 +290,7 @@ func (s *Store) Stats() Stats {
 	s.ix.RUnlock()
 	st.IndexBytes = s.ix.MemoryBytes()
 	u := s.Usage()
-	st.Bytes, st.Segments, st.Fsyncs, st.GroupCommits = u.Bytes, u.Segments, u.Fsyncs, u.GroupCommits
+	st.Bytes, st.Segments, st.Fsyncs, st.GroupCommits, st.SyncTime = u.Bytes, u.Segments, u.Fsyncs, u.GroupCommits, u.SyncTime
 	return st
 }
 
@@ -296,7 +301,8 @@ type Usage struct {
 	Segments       int
 	Bytes          int64 // as Stats.Bytes
 	Fsyncs         uint64
-	GroupCommits   uint64 // as Stats.GroupCommits
+	GroupCommits   uint64        // as Stats.GroupCommits
+	SyncTime       time.Duration // as Stats.SyncTime
 }
 
 // Usage reports the log end, segment bytes and fsyncs without walking the
@@ -324,6 +330,7 @@ func (s *Store) Usage() Usage {
 	if s.w != nil {
 		u.Fsyncs = s.w.fsyncs.Load()
 		u.GroupCommits = s.w.groups.Load()
+		u.SyncTime = time.Duration(s.w.syncer.totalNs.Load())
 	}
 	return u
 }

@@ -195,7 +195,7 @@ type snapshot struct {
 func takeSnapshot(t *testing.T, s *core.Store) snapshot {
 	t.Helper()
 	st := s.Stats()
-	st.Fsyncs, st.IndexBytes, st.GroupCommits = 0, 0, 0
+	st.Fsyncs, st.IndexBytes, st.GroupCommits, st.SyncTime = 0, 0, 0, 0
 	return snapshot{st, dirSizes(t, s.Dir())}
 }
 

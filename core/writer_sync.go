@@ -24,6 +24,7 @@ type syncer struct {
 	// no Interval) or sits idle has no goroutine for it.
 	running bool
 	lastNs  atomic.Int64
+	totalNs atomic.Int64 // time spent in sync, for Stats.SyncTime
 }
 
 func (sy *syncer) start(mode SyncMode, fsyncs *atomic.Uint64) {
@@ -58,6 +59,7 @@ func (sy *syncer) sync(f vfs.File) error {
 	}
 	sy.fsyncs.Add(1)
 	d := time.Since(start).Nanoseconds()
+	sy.totalNs.Add(d)
 	old := sy.lastNs.Load()
 	if old == 0 {
 		old = d
