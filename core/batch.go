@@ -192,10 +192,15 @@ func (c *completion) wait(ctx context.Context) error {
 	if c.resolved() {
 		return nil
 	}
+	cancel := ctx.Done()
+	if cancel == nil { // a context that never ends: a plain receive
+		<-c.done()
+		return nil
+	}
 	select {
 	case <-c.done():
 		return nil
-	case <-ctx.Done():
+	case <-cancel:
 		return ctx.Err()
 	}
 }
