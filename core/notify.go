@@ -19,22 +19,35 @@ type Notification struct {
 // broadcaster fans published events out to lossy subscriptions and wakes
 // anything waiting for the store to change.
 //
-// The writer puts each published event into one shared ring of
-// Config.BroadcastCapacity slots, once, whatever the number of
-// subscribers; each subscription reads the ring at its own position and
-// filters by its region. A subscription that falls more than a ring's
-// length behind has lost the overwritten notifications: it skips ahead and
-// counts what it lost (see Subscription.Dropped). The writer never waits
-// for a subscriber, and a subscriber that reads nothing costs the writer
-// nothing.
+// The writer puts each published event into one shared ring, once,
+// whatever the number of subscribers; each subscription reads the ring at
+// its own position and filters by its region. The ring holds at least the
+// last Config.BroadcastCapacity notifications (rounded up to a power of
+// two). A subscription that falls further behind has lost the overwritten
+// notifications: it skips ahead and counts what it lost (see
+// Subscription.Dropped). The writer never waits for a subscriber, and a
+// subscriber that reads nothing costs the writer nothing.
+//
+// The ring is a table of pages of notifications. The writer fills the
+// current page in place and publishes a whole group by moving head once;
+// a full page is replaced by a fresh one (one allocation per page, none per
+// group or per event), so a page never changes after its slots are
+// published. A reader therefore copies a run of notifications out of a
+// page with one memmove and no atomic per notification; it learns that its
+// page was overwritten when the table no longer holds it.
+//
+//	pages[(pos>>shift) % len(pages)] ─▶ notePage{first, ns[0..1<<shift)}
+//	a position pos is readable while pos < head and its page is in the table
 //
 // Waiters (subscriptions, cursor workers, projection watchers) block on a
 // channel that the writer closes and replaces after each publication that
 // had waiters: one wake-up per group commit, not per event.
 type broadcaster struct {
-	ring  []atomic.Pointer[slot]
-	mask  uint64
-	_     [48]byte      // keep head on its own cache line: the writer moves it
+	pages []atomic.Pointer[notePage]
+	size  uint64        // notifications held: a power of two, at least the capacity
+	shift uint          // a page holds 1<<shift notifications
+	cur   *notePage     // the page the writer fills (writer goroutine only)
+	_     [64]byte      // keep head on its own cache line: the writer moves it
 	head  atomic.Uint64 // notifications published so far
 	_     [56]byte
 	subs  atomic.Int32 // open subscriptions: the writer skips the ring when 0
@@ -46,32 +59,45 @@ type broadcaster struct {
 	isShut atomic.Bool
 }
 
-// slot is one ring entry; pos tells a reader whether it was overwritten.
-type slot struct {
-	pos uint64
-	n   Notification
+// notePage is one page of the ring: ns[i] is the notification at ring
+// position first+i. Slots below the head are never written again.
+type notePage struct {
+	first uint64
+	ns    []Notification
 }
+
+// maxPageShift bounds a page to 256 notifications (26 KiB): large enough
+// that a reader copies long runs, small enough that a slow reader holding
+// an overwritten page keeps little memory alive.
+const maxPageShift = 8
 
 func newBroadcaster(capacity int) *broadcaster {
-	n := 1
-	for n < capacity {
-		n <<= 1
+	size, shift := uint64(1), uint(0)
+	for size < uint64(capacity) {
+		size <<= 1
+		shift++
 	}
-	return &broadcaster{ring: make([]atomic.Pointer[slot], n), mask: uint64(n - 1), wake: make(chan struct{}), shut: make(chan struct{})}
+	shift = min(shift, maxPageShift)
+	// One page more than size: the table holds the last size notifications
+	// even while the newest page is partly filled.
+	pages := size>>shift + 1
+	return &broadcaster{pages: make([]atomic.Pointer[notePage], pages), size: size, shift: shift, wake: make(chan struct{}), shut: make(chan struct{})}
 }
 
-// publish adds notifications (writer goroutine only) and wakes waiters.
-func (b *broadcaster) publish(ns []slot) {
-	if len(ns) > 0 {
-		h := b.head.Load()
-		for i := range ns {
-			ns[i].pos = h
-			b.ring[h&b.mask].Store(&ns[i])
-			h++
-		}
-		b.head.Store(h)
+// page returns the table entry that holds (or held) position pos.
+func (b *broadcaster) page(pos uint64) *atomic.Pointer[notePage] {
+	return &b.pages[(pos>>b.shift)%uint64(len(b.pages))]
+}
+
+// slot returns the slot for the notification at position h (writer
+// goroutine only; h is the next position, not yet published), starting a
+// fresh page when the current one is full.
+func (b *broadcaster) slot(h uint64) *Notification {
+	if b.cur == nil || h-b.cur.first == uint64(len(b.cur.ns)) {
+		b.cur = &notePage{first: h, ns: make([]Notification, 1<<b.shift)}
+		b.page(h).Store(b.cur)
 	}
-	b.signal()
+	return &b.cur.ns[h-b.cur.first]
 }
 
 // signal wakes everything waiting for a change.
@@ -107,8 +133,10 @@ func (b *broadcaster) close() {
 	b.signal()
 }
 
-// notifyPublished turns freshly published entries into notifications.
-// Called by the writer after it inserted them into the index.
+// notifyPublished turns freshly published entries into notifications and
+// wakes waiters. Called by the writer goroutine, once per published group
+// (or committed fence), after it inserted the entries into the index: the
+// whole group becomes visible to subscribers at once.
 func (w *writer) notifyPublished(ps []pending) {
 	bc := w.s.bc
 	if bc.subs.Load() == 0 || len(ps) == 0 {
@@ -116,13 +144,13 @@ func (w *writer) notifyPublished(ps []pending) {
 		return
 	}
 	ix := w.s.ix
-	ns := make([]slot, 0, len(ps))
+	h := bc.head.Load()
 	for i := range ps {
 		p := &ps[i]
 		if p.fenced || !p.e.Visible() {
 			continue
 		}
-		ns = append(ns, slot{n: Notification{
+		*bc.slot(h) = Notification{
 			ID:             p.e.ID,
 			CorrelationID:  p.corr,
 			CausationID:    p.cause,
@@ -130,7 +158,9 @@ func (w *writer) notifyPublished(ps []pending) {
 			Kind:           Kind(p.e.Kind),
 			Clock:          p.e.Clock,
 			GlobalSequence: uint64(p.seq),
-		}})
+		}
+		h++
 	}
-	bc.publish(ns)
+	bc.head.Store(h)
+	bc.signal()
 }
