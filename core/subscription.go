@@ -28,7 +28,6 @@ type Subscription struct {
 	mu      sync.Mutex
 	pos     uint64    // next ring position to read
 	page    *notePage // the page holding pos, if known
-	limit   uint64    // positions below limit are readable from page
 	lastSeq int64     // global sequence of the last notification read (-1: none)
 	dropped uint64
 	// back holds notifications an All loop took but did not yield before
@@ -166,6 +165,8 @@ func (sub *Subscription) giveBack(ns []Notification) {
 }
 
 // fill copies into buf what is ready, up to len(buf); caller holds sub.mu.
+// It loads the shared head once per call (more only if the writer laps it
+// meanwhile): the writer moves the head once per group.
 func (sub *Subscription) fill(buf []Notification) int {
 	n := 0
 	if len(sub.back) > 0 {
@@ -175,45 +176,26 @@ func (sub *Subscription) fill(buf []Notification) int {
 		}
 	}
 	bc := sub.s.bc
-	if sub.page != nil && bc.page(sub.page.first).Load() != sub.page {
-		sub.page = nil // overwritten since we last read: look at the head again
-	}
-	for n < len(buf) {
-		if sub.pos >= sub.limit || sub.page == nil {
-			if !sub.locate() {
-				break
-			}
+	head := bc.head.Load()
+	for n < len(buf) && sub.pos < head {
+		if oldest := head - min(head, bc.size); sub.pos < oldest {
+			sub.pos, sub.page = oldest, nil // fell behind: skip to the oldest held
 		}
-		src := sub.page.ns[sub.pos-sub.page.first : sub.limit-sub.page.first]
+		p := sub.page
+		if p == nil || sub.pos-p.first >= uint64(len(p.ns)) {
+			// The writer stores a page before it moves the head past any of
+			// its slots, so the table holds this page or, if the writer has
+			// lapped us since we loaded the head, a newer one.
+			if p = bc.page(sub.pos).Load(); p == nil || p.first != sub.pos&^uint64(len(p.ns)-1) {
+				head = bc.head.Load()
+				continue
+			}
+			sub.page = p
+		}
+		src := p.ns[sub.pos-p.first : min(head, p.first+uint64(len(p.ns)))-p.first]
 		n += sub.take(buf[n:], src)
 	}
 	return n
-}
-
-// locate finds the page holding sub.pos and how far it is readable, after
-// skipping what the ring no longer holds; false if nothing is published
-// past sub.pos. It loads the shared head only here, once a known run is
-// used up: the head sits on a cache line the writer keeps changing.
-func (sub *Subscription) locate() bool {
-	bc := sub.s.bc
-	for {
-		head := bc.head.Load()
-		if sub.pos >= head {
-			return false
-		}
-		if oldest := head - min(head, bc.size); sub.pos < oldest {
-			sub.pos = oldest // fell behind: skip to the oldest still held
-		}
-		// The writer stores a page before it moves the head past any of its
-		// slots, so the table holds this page or, if the writer has lapped
-		// us since we loaded the head, a newer one.
-		p := bc.page(sub.pos).Load()
-		if p == nil || p.first > sub.pos || sub.pos-p.first >= uint64(len(p.ns)) {
-			continue // overwritten while we looked: skip ahead again
-		}
-		sub.page, sub.limit = p, min(head, p.first+uint64(len(p.ns)))
-		return true
-	}
 }
 
 // take consumes notifications from the front of src (slots of sub.page
