@@ -502,6 +502,60 @@ func benchSubscribers(b *testing.B, mode string, subs int) {
 	})
 }
 
+// BenchmarkAppendDurableWithSubscribers: 8 producers Append durably (as in
+// BenchmarkAppendDurable) while 0 or 100 lossy subscribers wait for every
+// group by RecvBatch: groups are small, so what a group's wake-up costs the
+// writer shows.
+//
+//	go test ./core -run '^$' -bench AppendDurableWithSubscribers -benchtime 20000x
+func BenchmarkAppendDurableWithSubscribers(b *testing.B) {
+	for _, subs := range []int{0, 100} {
+		b.Run(fmt.Sprintf("subscribers=%d", subs), func(b *testing.B) {
+			s := benchStore(b, 1)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var rwg sync.WaitGroup
+			for range subs {
+				sub := s.SubscribeLossy(core.All())
+				rwg.Add(1)
+				go func() {
+					defer rwg.Done()
+					defer sub.Close()
+					buf := make([]core.Notification, 256)
+					for {
+						if _, err := sub.RecvBatch(ctx, buf); err != nil {
+							return
+						}
+					}
+				}()
+			}
+			const producers = 8
+			kind := core.MustKind(1, 1)
+			per := (b.N + producers - 1) / producers
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			for p := 0; p < producers; p++ {
+				wg.Add(1)
+				go func(p int) {
+					defer wg.Done()
+					coord, _ := core.NewCoordinate(fmt.Sprintf("order:%d", p), "shop")
+					for i := 0; i < per; i++ {
+						if _, err := s.Append(ctx, coord, kind, payload100); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}(p)
+			}
+			wg.Wait()
+			b.StopTimer()
+			reportRate(b, per*producers)
+			cancel()
+			rwg.Wait()
+		})
+	}
+}
+
 // BenchmarkCursorPoll: a cursor reading 100k events in polls of 256.
 //
 //	go test ./core -run '^$' -bench CursorPoll -benchtime 5x

@@ -33,11 +33,12 @@ type Notification struct {
 // a full page is replaced by a fresh one (one allocation per page, none per
 // group or per event), so a page never changes after its slots are
 // published. A reader therefore copies a run of notifications out of a
-// page with one memmove and no atomic per notification; it learns that its
-// page was overwritten when the table no longer holds it.
+// page with one memmove and no atomic per notification, loading the head
+// once per call to learn what is ready and what it has lost.
 //
 //	pages[(pos>>shift) % len(pages)] ─▶ notePage{first, ns[0..1<<shift)}
-//	a position pos is readable while pos < head and its page is in the table
+//	position pos is held while head-size <= pos < head; the table has one
+//	page more than size needs, so it holds every held position's page
 //
 // Waiters (subscriptions, cursor workers, projection watchers) block on a
 // channel that is closed and replaced after each publication that had
