@@ -432,6 +432,10 @@ func BenchmarkProject(b *testing.B) {
 // 256. The writer's cost of n subscribers is 1 - events/s(n) ÷
 // events/s(subscribers=0); dropped-% is the share of notifications the
 // subscribers lost by falling behind (a subscriber that skips costs less).
+// cpu-ns/event is the process's CPU time (writer, producer and subscribers)
+// per event: on a machine whose cores are all busy — shared, or serving
+// other stores — it is what bounds throughput, and it varies far less with
+// the load than events/s does.
 //
 //	go test ./core -run '^$' -bench AppendWithSubscribers -benchtime 300000x
 func BenchmarkAppendWithSubscribers(b *testing.B) {
@@ -478,10 +482,14 @@ func benchSubscribers(b *testing.B, mode string, subs int) {
 		}
 		kind := core.MustKind(1, 1)
 		c, _ := core.NewCoordinate("order:1", "shop")
+		cpu0, _ := processCPU()
 		b.ResetTimer()
 		submitPipelined(b, s, func(int) core.Coordinate { return c }, kind)
 		b.StopTimer()
 		reportRate(b, b.N)
+		if cpu1, ok := processCPU(); ok {
+			b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/event")
+		}
 		cancel()
 		wg.Wait()
 		if subs == 0 {

@@ -21,9 +21,8 @@ import (
 // between concurrent receivers.
 type Subscription struct {
 	s      *Store
-	region Region
-	filter index.Filter
-	all    bool // the region matches every event: no filtering
+	filter index.Filter // the region
+	all    bool         // the region matches every event: no filtering
 
 	mu      sync.Mutex
 	pos     uint64    // next ring position to read
@@ -41,7 +40,7 @@ type Subscription struct {
 // SubscribeLossy subscribes to the events published in r from now on.
 // Close the subscription when done with it.
 func (s *Store) SubscribeLossy(r Region) *Subscription {
-	sub := &Subscription{s: s, region: r, filter: r.filter(), all: r == All(), closed: make(chan struct{}), lastSeq: -1}
+	sub := &Subscription{s: s, filter: r.filter(), all: r == All(), closed: make(chan struct{}), lastSeq: -1}
 	s.bc.subs.Add(1)
 	sub.pos = s.bc.head.Load()
 	if n := s.ix.Published(); n > 0 {
