@@ -91,35 +91,59 @@ func (sub *Subscription) Recv(ctx context.Context) (Notification, error) {
 // up with far less CPU than with Recv. With an empty buf it returns 0
 // without waiting. Errors as Recv.
 func (sub *Subscription) RecvBatch(ctx context.Context, buf []Notification) (int, error) {
+	run, err := sub.recvRun(ctx, buf, false)
+	return len(run), err
+}
+
+// recvRun blocks until a notification is ready, then returns those ready,
+// up to len(buf): copied into buf or, if shared and the region matches
+// every event, a run of a ring page (immutable: the caller may read it
+// without the lock). With an empty buf it returns at once.
+func (sub *Subscription) recvRun(ctx context.Context, buf []Notification, shared bool) ([]Notification, error) {
 	bc := sub.s.bc
 	for {
-		n, err := sub.tryFill(buf)
-		if err != nil || n > 0 || len(buf) == 0 {
-			return n, err
+		run, err := sub.tryRun(buf, shared)
+		if err != nil || len(run) > 0 || len(buf) == 0 {
+			return run, err
 		}
 		// Nothing ready: take the wake-up channel, then look once more so a
 		// publication between the two looks is not missed.
 		wake := bc.changed()
-		if n, err = sub.tryFill(buf); err != nil || n > 0 {
-			return n, err
+		if run, err = sub.tryRun(buf, shared); err != nil || len(run) > 0 {
+			return run, err
 		}
 		select {
 		case <-wake:
 		case <-sub.closed:
 		case <-bc.shut:
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
 }
 
 func (sub *Subscription) tryFill(buf []Notification) (int, error) {
+	run, err := sub.tryRun(buf, false)
+	return len(run), err
+}
+
+func (sub *Subscription) tryRun(buf []Notification, shared bool) ([]Notification, error) {
 	if sub.isClosed.Load() || sub.s.bc.isShut.Load() {
-		return 0, ErrSubscriptionClosed
+		return nil, ErrSubscriptionClosed
 	}
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
-	return sub.fill(buf), nil
+	if shared && sub.all && len(sub.back) == 0 {
+		head := sub.s.bc.head.Load()
+		run := sub.ready(&head)
+		run = run[:min(len(run), len(buf))]
+		for i := range run {
+			sub.account(run[i].GlobalSequence)
+		}
+		sub.pos += uint64(len(run))
+		return run, nil
+	}
+	return buf[:sub.fill(buf)], nil
 }
 
 // allBatch is how many notifications All takes from the ring at a time.
@@ -136,20 +160,21 @@ const allBatch = 64
 func (sub *Subscription) All(ctx context.Context) iter.Seq[Notification] {
 	return func(yield func(Notification) bool) {
 		var buf [allBatch]Notification
-		i, n := 0, 0 // buf[i:n] taken, not yet yielded
+		var run []Notification
+		i := 0 // run[i:] taken, not yet yielded
 		defer func() {
-			if i < n {
-				sub.giveBack(buf[i:n])
+			if i < len(run) {
+				sub.giveBack(run[i:])
 			}
 		}()
 		for {
 			var err error
-			if n, err = sub.RecvBatch(ctx, buf[:]); err != nil {
+			if run, err = sub.recvRun(ctx, buf[:], true); err != nil {
 				return
 			}
-			for i = 0; i < n; {
+			for i = 0; i < len(run); {
 				i++
-				if !yield(buf[i-1]) {
+				if !yield(run[i-1]) {
 					return
 				}
 			}
@@ -176,10 +201,26 @@ func (sub *Subscription) fill(buf []Notification) int {
 			sub.back = nil
 		}
 	}
+	head := sub.s.bc.head.Load()
+	for n < len(buf) {
+		src := sub.ready(&head)
+		if len(src) == 0 {
+			break
+		}
+		n += sub.take(buf[n:], src)
+	}
+	return n
+}
+
+// ready returns the notifications published from sub.pos up to head or
+// the end of the page holding sub.pos, after skipping what the ring no
+// longer holds; none if nothing is published past sub.pos. It reloads
+// head if the writer lapped the subscription meanwhile. Caller holds
+// sub.mu and does not advance sub.pos past what it returns.
+func (sub *Subscription) ready(head *uint64) []Notification {
 	bc := sub.s.bc
-	head := bc.head.Load()
-	for n < len(buf) && sub.pos < head {
-		if oldest := head - min(head, bc.size); sub.pos < oldest {
+	for sub.pos < *head {
+		if oldest := *head - min(*head, bc.size); sub.pos < oldest {
 			sub.pos, sub.page = oldest, nil // fell behind: skip to the oldest held
 		}
 		p := sub.page
@@ -188,15 +229,14 @@ func (sub *Subscription) fill(buf []Notification) int {
 			// its slots, so the table holds this page or, if the writer has
 			// lapped us since we loaded the head, a newer one.
 			if p = bc.page(sub.pos).Load(); p == nil || p.first != sub.pos&^uint64(len(p.ns)-1) {
-				head = bc.head.Load()
+				*head = bc.head.Load()
 				continue
 			}
 			sub.page = p
 		}
-		src := p.ns[sub.pos-p.first : min(head, p.first+uint64(len(p.ns)))-p.first]
-		n += sub.take(buf[n:], src)
+		return p.ns[sub.pos-p.first : min(*head, p.first+uint64(len(p.ns)))-p.first]
 	}
-	return n
+	return nil
 }
 
 // take consumes notifications from the front of src (slots of sub.page
