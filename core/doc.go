@@ -79,8 +79,12 @@
 // writer puts each notification once into a shared ring
 // (Config.BroadcastCapacity) whatever the number of subscribers, and never
 // waits for one: a subscriber that falls a ring behind loses the oldest
-// notifications and counts those of its region in Dropped. Filter, Map,
-// Take and Scan compose the iterator Subscription.All returns.
+// notifications and counts those of its region in Dropped. A subscriber
+// that keeps up gets every notification of its region once, in order.
+// RecvBatch takes everything ready in one call (All does the same behind
+// its iterator), copying runs out of the ring: with many subscribers it
+// costs the writer's CPU a fraction of what a Recv per notification does.
+// Filter, Map, Take and Scan compose the iterator Subscription.All returns.
 //
 // Cursor(region) delivers every visible event exactly once, in global
 // order (Poll); NamedCursor keeps its committed position in the store

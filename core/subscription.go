@@ -5,6 +5,8 @@ import (
 	"iter"
 	"sync"
 	"sync/atomic"
+
+	"github.com/batpak-go/batpak/core/internal/index"
 )
 
 // Subscription receives notifications of published events in a region,
@@ -13,17 +15,23 @@ import (
 // notifications behind, the overwritten ones are lost and counted in
 // Dropped. Use a Cursor when every event must be seen. Events hidden by a
 // fence are never announced; a committed fence's events are announced at
-// its Commit. A Subscription is safe for concurrent use, but its
-// notifications are shared out, not copied, between concurrent receivers.
+// its Commit. A subscriber that keeps up receives every notification of
+// its region once, in publication order. A Subscription is safe for
+// concurrent use, but its notifications are shared out, not copied,
+// between concurrent receivers.
 type Subscription struct {
 	s      *Store
-	region Region
+	filter index.Filter // the region
+	all    bool         // the region matches every event: no filtering
 
-	mu       sync.Mutex
-	pos      uint64 // next ring position to read
-	head     uint64 // the broadcaster's head when last loaded
-	lastSeq  int64  // global sequence of the last notification read (-1: none)
-	dropped  uint64
+	mu      sync.Mutex
+	pos     uint64    // next ring position to read
+	page    *notePage // the page holding pos, if known
+	lastSeq int64     // global sequence of the last notification read (-1: none)
+	dropped uint64
+	// back holds notifications an All loop took but did not yield before
+	// it stopped: the next receiver gets them first.
+	back     []Notification
 	closed   chan struct{}
 	isClosed atomic.Bool
 	once     sync.Once
@@ -32,7 +40,7 @@ type Subscription struct {
 // SubscribeLossy subscribes to the events published in r from now on.
 // Close the subscription when done with it.
 func (s *Store) SubscribeLossy(r Region) *Subscription {
-	sub := &Subscription{s: s, region: r, closed: make(chan struct{}), lastSeq: -1}
+	sub := &Subscription{s: s, filter: r.filter(), all: r == All(), closed: make(chan struct{}), lastSeq: -1}
 	s.bc.subs.Add(1)
 	sub.pos = s.bc.head.Load()
 	if n := s.ix.Published(); n > 0 {
@@ -60,128 +68,213 @@ func (sub *Subscription) Dropped() uint64 {
 
 // TryRecv returns the next notification if one is ready.
 func (sub *Subscription) TryRecv() (Notification, bool, error) {
-	if sub.isClosed.Load() || sub.s.bc.isShut.Load() {
-		return Notification{}, false, ErrSubscriptionClosed
-	}
-	sub.mu.Lock()
-	defer sub.mu.Unlock()
-	n, ok := sub.next()
-	return n, ok, nil
+	var one [1]Notification
+	n, err := sub.tryFill(one[:])
+	return one[0], n == 1, err
 }
 
 // Recv blocks for the next notification in the region. It returns
 // ErrSubscriptionClosed once the subscription or the store is closed, and
-// ctx.Err() if ctx ends first.
+// ctx.Err() if ctx ends first. Recv takes the subscription's lock for each
+// notification; to follow a busy store with many subscribers, RecvBatch or
+// All cost a fraction of the CPU.
 func (sub *Subscription) Recv(ctx context.Context) (Notification, error) {
+	var one [1]Notification
+	_, err := sub.RecvBatch(ctx, one[:])
+	return one[0], err
+}
+
+// RecvBatch blocks until at least one notification is ready, then fills
+// buf with every one that is ready, up to len(buf), in order, and returns
+// how many. It costs one lock per call and copies runs of notifications
+// out of the shared ring with one memmove each, so a busy subscriber keeps
+// up with far less CPU than with Recv. With an empty buf it returns 0
+// without waiting. Errors as Recv.
+func (sub *Subscription) RecvBatch(ctx context.Context, buf []Notification) (int, error) {
+	run, err := sub.recvRun(ctx, buf, false)
+	return len(run), err
+}
+
+// recvRun blocks until a notification is ready, then returns those ready,
+// up to len(buf): copied into buf or, if shared and the region matches
+// every event, a run of a ring page (immutable: the caller may read it
+// without the lock). With an empty buf it returns at once.
+func (sub *Subscription) recvRun(ctx context.Context, buf []Notification, shared bool) ([]Notification, error) {
 	bc := sub.s.bc
 	for {
-		n, ok, err := sub.TryRecv()
-		if err != nil || ok {
-			return n, err
+		run, err := sub.tryRun(buf, shared)
+		if err != nil || len(run) > 0 || len(buf) == 0 {
+			return run, err
 		}
 		// Nothing ready: take the wake-up channel, then look once more so a
 		// publication between the two looks is not missed.
 		wake := bc.changed()
-		if n, ok, err = sub.TryRecv(); err != nil || ok {
-			return n, err
+		if run, err = sub.tryRun(buf, shared); err != nil || len(run) > 0 {
+			return run, err
 		}
 		select {
 		case <-wake:
 		case <-sub.closed:
 		case <-bc.shut:
 		case <-ctx.Done():
-			return Notification{}, ctx.Err()
-		}
-	}
-}
-
-// RecvBatch blocks until at least one notification is ready, then fills
-// buf with as many as are ready (up to len(buf)) and returns how many. It
-// costs one lock and one look at the shared ring head per call, so a busy
-// subscriber keeps up with far less CPU than with Recv. Errors as Recv.
-func (sub *Subscription) RecvBatch(ctx context.Context, buf []Notification) (int, error) {
-	bc := sub.s.bc
-	for {
-		n, err := sub.tryFill(buf)
-		if err != nil || n > 0 {
-			return n, err
-		}
-		wake := bc.changed()
-		if n, err = sub.tryFill(buf); err != nil || n > 0 {
-			return n, err
-		}
-		select {
-		case <-wake:
-		case <-sub.closed:
-		case <-bc.shut:
-		case <-ctx.Done():
-			return 0, ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
 }
 
 func (sub *Subscription) tryFill(buf []Notification) (int, error) {
+	run, err := sub.tryRun(buf, false)
+	return len(run), err
+}
+
+func (sub *Subscription) tryRun(buf []Notification, shared bool) ([]Notification, error) {
 	if sub.isClosed.Load() || sub.s.bc.isShut.Load() {
-		return 0, ErrSubscriptionClosed
+		return nil, ErrSubscriptionClosed
 	}
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
-	n := 0
-	for n < len(buf) {
-		v, ok := sub.next()
-		if !ok {
-			break
+	if shared && sub.all && len(sub.back) == 0 {
+		head := sub.s.bc.head.Load()
+		run := sub.ready(&head)
+		run = run[:min(len(run), len(buf))]
+		for i := range run {
+			sub.account(run[i].GlobalSequence)
 		}
-		buf[n] = v
-		n++
+		sub.pos += uint64(len(run))
+		return run, nil
 	}
-	return n, nil
+	return buf[:sub.fill(buf)], nil
 }
+
+// allBatch is how many notifications All takes from the ring at a time.
+const allBatch = 64
 
 // All iterates over notifications until the subscription or store closes
 // or ctx ends; break out of the loop to stop early. Compose it with
-// Filter, Map, Take and Scan.
+// Filter, Map, Take and Scan. All takes the notifications that are ready
+// in runs (up to 64, as RecvBatch) and yields them one by one; when the
+// loop stops early, those it took but did not yield go back to the
+// subscription, and the next receiver gets them first. (A receiver on the
+// same subscription inside the loop gets the notifications after the
+// run All holds.)
 func (sub *Subscription) All(ctx context.Context) iter.Seq[Notification] {
 	return func(yield func(Notification) bool) {
+		var buf [allBatch]Notification
+		var run []Notification
+		i := 0 // run[i:] taken, not yet yielded
+		defer func() {
+			if i < len(run) {
+				sub.giveBack(run[i:])
+			}
+		}()
 		for {
-			n, err := sub.Recv(ctx)
-			if err != nil || !yield(n) {
+			var err error
+			if run, err = sub.recvRun(ctx, buf[:], true); err != nil {
 				return
+			}
+			for i = 0; i < len(run); {
+				i++
+				if !yield(run[i-1]) {
+					return
+				}
 			}
 		}
 	}
 }
 
-// next reads the ring from sub.pos; caller holds sub.mu.
-func (sub *Subscription) next() (Notification, bool) {
-	bc := sub.s.bc
-	for {
-		if sub.pos >= sub.head {
-			// Load the shared head only when what we knew is used up: it
-			// sits on a cache line the writer keeps changing.
-			if sub.head = bc.head.Load(); sub.pos >= sub.head {
-				return Notification{}, false
-			}
-		}
-		head := sub.head
-		if oldest := head - min(head, bc.mask+1); sub.pos < oldest {
-			sub.pos = oldest // fell behind: skip to the oldest still held
-		}
-		sl := bc.ring[sub.pos&bc.mask].Load()
-		if sl == nil || sl.pos != sub.pos {
-			sub.pos++ // overwritten while we looked: lost
-			continue
-		}
-		n := sl.n
-		if int64(n.GlobalSequence) > sub.lastSeq+1 {
-			sub.dropped += sub.s.ix.CountMatching(sub.region.filter(), uint64(sub.lastSeq+1), n.GlobalSequence)
-		}
-		sub.pos++
-		sub.lastSeq = int64(n.GlobalSequence)
-		if sub.region.Matches(n.Coordinate, n.Kind, n.Clock) {
-			return n, true
+// giveBack returns notifications taken but not consumed, ahead of any
+// given back before.
+func (sub *Subscription) giveBack(ns []Notification) {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	sub.back = append(append(make([]Notification, 0, len(ns)+len(sub.back)), ns...), sub.back...)
+}
+
+// fill copies into buf what is ready, up to len(buf); caller holds sub.mu.
+// It loads the shared head once per call (more only if the writer laps it
+// meanwhile): the writer moves the head once per group.
+func (sub *Subscription) fill(buf []Notification) int {
+	n := 0
+	if len(sub.back) > 0 {
+		n = copy(buf, sub.back)
+		if sub.back = sub.back[n:]; len(sub.back) == 0 {
+			sub.back = nil
 		}
 	}
+	head := sub.s.bc.head.Load()
+	for n < len(buf) {
+		src := sub.ready(&head)
+		if len(src) == 0 {
+			break
+		}
+		n += sub.take(buf[n:], src)
+	}
+	return n
+}
+
+// ready returns the notifications published from sub.pos up to head or
+// the end of the page holding sub.pos, after skipping what the ring no
+// longer holds; none if nothing is published past sub.pos. It reloads
+// head if the writer lapped the subscription meanwhile. Caller holds
+// sub.mu and does not advance sub.pos past what it returns.
+func (sub *Subscription) ready(head *uint64) []Notification {
+	bc := sub.s.bc
+	for sub.pos < *head {
+		if oldest := *head - min(*head, bc.size); sub.pos < oldest {
+			sub.pos, sub.page = oldest, nil // fell behind: skip to the oldest held
+		}
+		p := sub.page
+		if p == nil || sub.pos-p.first >= uint64(len(p.ns)) {
+			// The writer stores a page before it moves the head past any of
+			// its slots, so the table holds this page or, if the writer has
+			// lapped us since we loaded the head, a newer one.
+			if p = bc.page(sub.pos).Load(); p == nil || p.first != sub.pos&^uint64(len(p.ns)-1) {
+				*head = bc.head.Load()
+				continue
+			}
+			sub.page = p
+		}
+		return p.ns[sub.pos-p.first : min(*head, p.first+uint64(len(p.ns)))-p.first]
+	}
+	return nil
+}
+
+// take consumes notifications from the front of src (slots of sub.page
+// from sub.pos) into dst: all of src that fits when the region matches
+// every event, else those of src in the region. It advances sub.pos past
+// what it read, counts what was lost before it, and returns how many it
+// put into dst.
+func (sub *Subscription) take(dst, src []Notification) int {
+	if sub.all {
+		src = src[:min(len(src), len(dst))]
+		for i := range src {
+			sub.account(src[i].GlobalSequence)
+		}
+		sub.pos += uint64(len(src))
+		return copy(dst, src)
+	}
+	read, n := 0, 0
+	for read < len(src) && n < len(dst) {
+		v := &src[read]
+		read++
+		sub.account(v.GlobalSequence)
+		if sub.filter.Matches(v.Coordinate.Entity, v.Coordinate.Scope, uint16(v.Kind), v.Clock) {
+			dst[n] = *v
+			n++
+		}
+	}
+	sub.pos += uint64(read)
+	return n
+}
+
+// account notes that the notification of global sequence seq was read,
+// counting the region's events published between the previous one read
+// and this one as dropped.
+func (sub *Subscription) account(seq uint64) {
+	if int64(seq) > sub.lastSeq+1 {
+		sub.dropped += sub.s.ix.CountMatching(sub.filter, uint64(sub.lastSeq+1), seq)
+	}
+	sub.lastSeq = int64(seq)
 }
 
 // Filter yields the elements of seq that satisfy keep.

@@ -634,3 +634,271 @@ func TestBurstWithCapacityOne(t *testing.T) {
 		t.Fatalf("idle subscriber with capacity 1 dropped nothing of %d events", len(hotEvents))
 	}
 }
+
+// wantNotes is the notifications of events, in order.
+func wantNotes(evs []core.StoredEvent) []core.Notification {
+	out := make([]core.Notification, len(evs))
+	for i, ev := range evs {
+		out[i] = notificationOf(ev)
+	}
+	return out
+}
+
+// appendItems appends n events in one batch, to entities a:0, b:0, a:1,
+// b:1, … alternately.
+func appendItems(t *testing.T, s *core.Store, n int) {
+	t.Helper()
+	items := make([]core.BatchItem, n)
+	for i := range items {
+		c := mustCoord(t, fmt.Sprintf("%c:%d", "ab"[i%2], i/2%3), "s")
+		items[i] = core.BatchItem{Coordinate: c, Kind: []core.Kind{kindA, kindB}[i/3%2], Payload: []byte(payloadN(i))}
+	}
+	if _, err := s.AppendBatch(context.Background(), items); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRecvBatchTakesEverythingReady: one RecvBatch call returns every
+// notification that is ready — several groups' worth, across the ring's
+// pages — up to len(buf), in order and field for field; an empty buf
+// returns at once. An All loop that stops early gives back what it took
+// but did not yield.
+func TestRecvBatchTakesEverythingReady(t *testing.T) {
+	s := openStore(t, func(c *core.Config) { c.BroadcastCapacity = 1024 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	all := s.SubscribeLossy(core.All())
+	defer all.Close()
+	bs := s.SubscribeLossy(core.Entity("b:"))
+	defer bs.Close()
+	for range 7 {
+		appendItems(t, s, 100)
+	}
+	want := wantNotes(mustQuery(t, s, core.All()))
+	buf := make([]core.Notification, 1000)
+	if n, err := all.RecvBatch(ctx, buf); err != nil || n != 700 || !reflect.DeepEqual(buf[:n], want) {
+		t.Fatalf("RecvBatch with 700 ready = %d, %v; want all 700 in order", n, err)
+	}
+	wantB := wantNotes(mustQuery(t, s, core.Entity("b:")))
+	if n, err := bs.RecvBatch(ctx, buf[:len(wantB)]); err != nil || n != len(wantB) || !reflect.DeepEqual(buf[:n], wantB) {
+		t.Fatalf("RecvBatch in a region, buffer of exactly the %d ready = %d, %v", len(wantB), n, err)
+	}
+
+	// Exactly len(buf) when more are ready, then the rest.
+	appendItems(t, s, 10)
+	want = wantNotes(mustQuery(t, s, core.All()))[700:]
+	if n, err := all.RecvBatch(ctx, buf[:4]); err != nil || n != 4 || !reflect.DeepEqual(buf[:4], want[:4]) {
+		t.Fatalf("RecvBatch into 4 with 10 ready = %d, %v", n, err)
+	}
+	if n, err := all.RecvBatch(ctx, buf); err != nil || n != 6 || !reflect.DeepEqual(buf[:6], want[4:]) {
+		t.Fatalf("RecvBatch of the last 6 = %d, %v", n, err)
+	}
+	if n, err := all.RecvBatch(ctx, nil); n != 0 || err != nil {
+		t.Fatalf("RecvBatch into an empty buffer = %d, %v; want 0, nil at once", n, err)
+	}
+
+	// All stopped early: what it took and did not yield comes next, ahead
+	// of what is published after.
+	appendItems(t, s, 10)
+	var got []core.Notification
+	for nt := range all.All(ctx) {
+		if got = append(got, nt); len(got) == 3 {
+			break
+		}
+	}
+	appendItems(t, s, 2)
+	want = wantNotes(mustQuery(t, s, core.All()))[710:]
+	if nt, ok, err := all.TryRecv(); !ok || err != nil || nt != want[3] {
+		t.Fatalf("TryRecv after All stopped = %+v, %v, %v; want %+v", nt, ok, err, want[3])
+	}
+	got = append(got, want[3])
+	for nt := range all.All(ctx) {
+		if got = append(got, nt); len(got) == len(want) {
+			break
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("across All loops that stopped early:\n got %+v\nwant %+v", got, want)
+	}
+	expectNoNotification(t, all, "after reading everything")
+	if all.Dropped() != 0 || bs.Dropped() != 0 {
+		t.Fatalf("Dropped = %d, %d; want 0", all.Dropped(), bs.Dropped())
+	}
+}
+
+// TestSubscribersThatKeepUpMissNothing: while writers publish
+// concurrently in groups of every size, subscribers reading by Recv, by
+// All and by RecvBatch, in every region, each receive every notification
+// of their region exactly once, in publication order, and drop nothing.
+func TestSubscribersThatKeepUpMissNothing(t *testing.T) {
+	const writers, each = 4, 1200
+	// The ring holds everything: nothing can be lost, whatever the timing.
+	s := openStore(t, func(c *core.Config) { c.BroadcastCapacity = writers * each })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	type reader struct {
+		region core.Region
+		mode   string
+		batch  int
+		sub    *core.Subscription
+		got    []core.Notification
+		n      atomic.Int64
+	}
+	readers := []*reader{
+		{region: core.All(), mode: "recv"}, {region: core.All(), mode: "all"},
+		{region: core.All(), mode: "batch", batch: 7}, {region: core.All(), mode: "batch", batch: 1000},
+		{region: core.Entity("w:1"), mode: "batch", batch: 300}, {region: core.Entity("w:2"), mode: "all"},
+		{region: core.All().WithKind(kindB), mode: "recv"},
+	}
+	rctx, stop := context.WithCancel(ctx)
+	var rwg sync.WaitGroup
+	for _, r := range readers {
+		r.sub = s.SubscribeLossy(r.region)
+		defer r.sub.Close()
+		rwg.Add(1)
+		go func() {
+			defer rwg.Done()
+			keep := func(ns ...core.Notification) {
+				r.got = append(r.got, ns...)
+				r.n.Store(int64(len(r.got)))
+			}
+			switch r.mode {
+			case "recv":
+				for {
+					nt, err := r.sub.Recv(rctx)
+					if err != nil {
+						return
+					}
+					keep(nt)
+				}
+			case "all":
+				for nt := range r.sub.All(rctx) {
+					keep(nt)
+				}
+			case "batch":
+				buf := make([]core.Notification, r.batch)
+				for {
+					n, err := r.sub.RecvBatch(rctx, buf)
+					if err != nil {
+						return
+					}
+					keep(buf[:n]...)
+				}
+			}
+		}()
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for g := 0; g < writers; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			c, _ := core.NewCoordinate(fmt.Sprintf("w:%d", g), "s")
+			var tk *core.Ticket
+			for i := 0; i < each; {
+				var err error
+				if i%50 == 0 {
+					items := make([]core.BatchItem, 1+i%7)
+					for j := range items {
+						items[j] = core.BatchItem{Coordinate: c, Kind: kindB, Payload: []byte(payloadN(i + j))}
+					}
+					_, err = s.AppendBatch(ctx, items)
+					i += len(items)
+				} else {
+					tk, err = s.Submit(ctx, c, []core.Kind{kindA, kindB}[i%2], []byte(payloadN(i)))
+					i++
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			if _, err := tk.Wait(ctx); err != nil {
+				errs <- err
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	wants := make([][]core.Notification, len(readers))
+	for i, r := range readers {
+		wants[i] = wantNotes(mustQuery(t, s, r.region))
+		for r.n.Load() < int64(len(wants[i])) {
+			if ctx.Err() != nil {
+				t.Fatalf("reader %v (%s): %d of %d notifications", r.region, r.mode, r.n.Load(), len(wants[i]))
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	stop()
+	rwg.Wait()
+	for i, r := range readers {
+		if !reflect.DeepEqual(r.got, wants[i]) {
+			t.Fatalf("reader %v (%s): got %d notifications, not the region's %d in order", r.region, r.mode, len(r.got), len(wants[i]))
+		}
+		expectNoNotification(t, r.sub, fmt.Sprintf("reader %v (%s)", r.region, r.mode))
+		if d := r.sub.Dropped(); d != 0 {
+			t.Fatalf("reader %v (%s): Dropped = %d", r.region, r.mode, d)
+		}
+	}
+}
+
+// TestDroppedIsExact: the ring holds the last BroadcastCapacity
+// notifications; a subscriber further behind — one that never read, or
+// one that read part of what was ready — gets exactly those, in order, and
+// counts exactly the events of its region it lost.
+func TestDroppedIsExact(t *testing.T) {
+	const capacity = 8
+	s := openStore(t, func(c *core.Config) { c.BroadcastCapacity = capacity })
+	ctx := context.Background()
+	partway := s.SubscribeLossy(core.All())
+	defer partway.Close()
+	idle := s.SubscribeLossy(core.All())
+	defer idle.Close()
+	idleA := s.SubscribeLossy(core.Entity("a:"))
+	defer idleA.Close()
+	appendItems(t, s, 5)
+	got := recvN(t, partway, 3)
+	for i := 0; i < 20; i++ {
+		mustAppend(t, s, mustCoord(t, []string{"a:1", "b:1"}[i%3/2], "s"), kindA, payloadN(i))
+	}
+	all := mustQuery(t, s, core.All()) // 25 events, the ring holds the last 8
+	kept := wantNotes(all[len(all)-capacity:])
+	if !reflect.DeepEqual(got, wantNotes(all[:3])) {
+		t.Fatalf("first 3 = %+v", got)
+	}
+	buf := make([]core.Notification, 100)
+	n, err := partway.RecvBatch(ctx, buf)
+	if err != nil || !reflect.DeepEqual(buf[:n], kept) {
+		t.Fatalf("after falling behind: %d notifications, %v; want the last %d", n, err, capacity)
+	}
+	if d := partway.Dropped(); d != uint64(len(all)-3-capacity) {
+		t.Fatalf("reader that read 3: Dropped = %d, want %d", d, len(all)-3-capacity)
+	}
+	if got := drainSub(t, idle); !reflect.DeepEqual(got, kept) {
+		t.Fatalf("idle reader: %d notifications, want the last %d", len(got), capacity)
+	}
+	if d := idle.Dropped(); d != uint64(len(all)-capacity) {
+		t.Fatalf("idle reader: Dropped = %d, want %d", d, len(all)-capacity)
+	}
+	var lostA, keptA []core.Notification
+	for i, ev := range all {
+		if ev.Coordinate.Entity[0] != 'a' {
+			continue
+		}
+		if i < len(all)-capacity {
+			lostA = append(lostA, notificationOf(ev))
+		} else {
+			keptA = append(keptA, notificationOf(ev))
+		}
+	}
+	if got := drainSub(t, idleA); !reflect.DeepEqual(got, keptA) {
+		t.Fatalf("idle reader of a:*: %+v, want %+v", got, keptA)
+	}
+	if d := idleA.Dropped(); d != uint64(len(lostA)) {
+		t.Fatalf("idle reader of a:*: Dropped = %d, want %d", d, len(lostA))
+	}
+}
