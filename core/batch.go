@@ -45,8 +45,9 @@ type BatchItem struct {
 // (Deduplicated set); a batch mixing stored and new keys fails with
 // ErrBatchMixedKeys. An empty batch returns no receipts and no error.
 // Limits: Config.Batch.MaxSize items and MaxBytes of payload
-// (ErrBatchTooLarge). The batch is synced like any other write (with
-// EveryNEvents = 1, one fsync covers it).
+// (ErrBatchTooLarge). The batch is synced like any other write: it shares a
+// group commit — one write call, one fsync — with whatever else is queued
+// (other batches included); its failure fails only itself.
 func (s *Store) AppendBatch(ctx context.Context, items []BatchItem) ([]Receipt, error) {
 	t, err := s.SubmitBatch(ctx, items)
 	if err != nil {

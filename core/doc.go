@@ -54,7 +54,13 @@
 // expectations (if one fails nothing is written) and idempotency keys (a
 // retry of a whole batch returns the original receipts; mixing stored and
 // new keys is refused). An Outbox stages events — validating each at once —
-// and flushes them as one batch.
+// and flushes them as one batch. Batches share group commits with single
+// appends and with each other: eight writers' batches queued together are
+// written with one write call and synced with one fsync, and each stays
+// all-or-nothing on its own — a batch that fails (a compare-and-set miss,
+// a mixed retry) is cut out of its group before anything is synced, and
+// the writes queued before and after it in the group go on, with no hole
+// in sequences or clocks.
 //
 // A Fence (BeginFence) hides writes until Commit publishes them all at
 // once; Cancel, or Close before Commit, hides them for ever. They are on
