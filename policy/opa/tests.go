@@ -118,8 +118,8 @@ func runTests(ctx context.Context, dir string, opts TestOptions, withCoverage bo
 	b, err := loadTestBundle(dir, version)
 	if err != nil {
 		if version == ast.RegoV1 {
-			if _, v0err := loadTestBundle(dir, ast.RegoV0); v0err == nil {
-				return nil, nil, classify(err, ErrBundleLoad, ErrRegoV0)
+			if v0, v0err := loadTestBundle(dir, ast.RegoV0); v0err == nil {
+				return nil, nil, classify(v1ParseErrors(v0, err), ErrBundleLoad, ErrRegoV0)
 			}
 		}
 		return nil, nil, classify(err, ErrBundleLoad)
@@ -196,6 +196,26 @@ func runTests(ctx context.Context, dir string, opts TestOptions, withCoverage bo
 		modules[m.Path] = m.Parsed
 	}
 	return results, coverageOf(cov.Report(modules)), nil
+}
+
+// v1ParseErrors returns the Rego v1 parse errors of every module of b
+// (loaded as Rego v0), sorted by file and line: the loader stops at the
+// first file that fails, and which one that is varies from run to run.
+// Without any, it returns loadErr.
+func v1ParseErrors(b *bundle.Bundle, loadErr error) error {
+	var all ast.Errors
+	for _, m := range b.Modules {
+		_, err := ast.ParseModuleWithOpts(m.Path, string(m.Raw), ast.ParserOptions{RegoVersion: ast.RegoV1, ProcessAnnotation: true})
+		var errs ast.Errors
+		if errors.As(err, &errs) {
+			all = append(all, errs...)
+		}
+	}
+	if len(all) == 0 {
+		return loadErr
+	}
+	all.Sort()
+	return all
 }
 
 // loadTestBundle loads dir as a bundle with its test files, parsing
