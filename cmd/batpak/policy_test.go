@@ -639,6 +639,9 @@ test_wrong_expectation {
 	contains(t, "stdout", r.stdout, "PASS  batpak.write.test_own_tenant (", "PASS  batpak.write.test_other_tenant (",
 		"FAIL  batpak.write.test_wrong_expectation (", filepath.Join(v0, "write_test.rego")+":11: ", "2 passed, 1 failed\n")
 
+	contains(t, "policy test --help", ok(t, "policy", "test", "--help"), "--json", "--coverage", "--threshold", "--v0-compatible",
+		`"opa test --format json"`, "Rego v0")
+
 	// The gate loads Rego v1 only.
 	fails(t, []string{"policy", "eval", "--bundle", v0, "--input", filepath.Join(examples, "input-allowed.json")},
 		"--bundle "+v0+": ", ".rego:", "rego_parse_error: `if` keyword is required before")
