@@ -644,7 +644,7 @@ test_wrong_expectation {
 
 	// The gate loads Rego v1 only.
 	fails(t, []string{"policy", "eval", "--bundle", v0, "--input", filepath.Join(examples, "input-allowed.json")},
-		"--bundle "+v0+": ", ".rego:", "rego_parse_error: `if` keyword is required before")
+		"--bundle "+v0, ".rego:", "rego_parse_error: `if` keyword is required before")
 }
 
 // testJSON is one test in policy test --json's output (opa test --format
