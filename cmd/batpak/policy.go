@@ -65,8 +65,9 @@ func newPolicyTestCmd(_ *app) *cobra.Command {
 		Long: `Run the Rego unit tests in DIR, as "opa test --bundle DIR" does: DIR is
 loaded as a bundle (Rego v1 unless --v0-compatible; its .manifest roots
 apply, data.json and data.yaml files are its data) together with its
-*_test.rego files, and every rule named test_* is a test. A test passes when it is true; one that
-is false or undefined fails, one whose evaluation fails is an error.
+*_test.rego files, and every rule named test_* is a test. A test passes
+when it is true; one that is false or undefined fails, one whose
+evaluation fails is an error.
 
 One line per test (PASS, FAIL, ERROR or SKIP, package.rule, duration),
 then "N passed, M failed". With --json, one JSON array instead, in the
