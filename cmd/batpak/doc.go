@@ -18,7 +18,7 @@
 //	batpak stats [--json]
 //	batpak demo [--orders N]
 //	batpak config
-//	batpak policy test DIR [--run REGEX]
+//	batpak policy test DIR [--run REGEX] [--json] [--coverage] [--threshold P] [--v0-compatible]
 //	batpak policy eval [--bundle DIR] --input FILE [--json]
 //	batpak plugin build DIR [-o OUT.wasm]
 //	batpak plugin inspect FILE [--manifest FILE] [--json]
@@ -87,7 +87,9 @@
 // comma-separated list; a YAML list in the file). A denied write writes
 // nothing; the error names the gate, the policy revision and every reason
 // with its context. "batpak policy test DIR" runs a bundle's Rego unit
-// tests; "batpak policy eval" asks a bundle about one input document.
+// tests as "opa test --bundle" does (--json, --coverage, --threshold and
+// --v0-compatible as opa test has them); "batpak policy eval" asks a
+// bundle about one input document.
 //
 // # Errors and exit codes
 //

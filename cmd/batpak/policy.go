@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,39 +48,97 @@ and principal.roles (--principal-id, --tenant, --roles).
 	return cmd
 }
 
+// policyTestFlags are policy test's options.
+type policyTestFlags struct {
+	run          string
+	asJSON       bool
+	coverage     bool
+	threshold    float64
+	v0Compatible bool
+}
+
 func newPolicyTestCmd(_ *app) *cobra.Command {
-	var run string
+	var f policyTestFlags
 	cmd := &cobra.Command{
 		Use:   "test DIR",
 		Short: "Run a policy bundle's Rego unit tests",
 		Long: `Run the Rego unit tests in DIR, as "opa test --bundle DIR" does: DIR is
-loaded as a bundle (Rego v1; its .manifest roots apply, data.json and
-data.yaml files are its data) together with its *_test.rego files, and
-every rule named test_* is a test. A test passes when it is true; one that
-is false or undefined fails, one whose evaluation fails is an error.
+loaded as a bundle (Rego v1 unless --v0-compatible; its .manifest roots
+apply, data.json and data.yaml files are its data) together with its
+*_test.rego files, and every rule named test_* is a test. A test passes
+when it is true; one that is false or undefined fails, one whose
+evaluation fails is an error.
 
 One line per test (PASS, FAIL, ERROR or SKIP, package.rule, duration),
-then "N passed, M failed". The exit code is 1 when a test fails or errs,
-when DIR holds no tests, and when the bundle does not compile (the
-errors name file and line).`,
+then "N passed, M failed". With --json, one JSON array instead, in the
+shape of "opa test --format json": per test location (file, row, col),
+package, name, fail, error, skip, duration (ns), output (base64).
+
+--coverage also reports which lines the tests evaluated, as "opa test
+--coverage" does: the total percentage, then per file its percentage and
+the lines not covered. With --json the output is then one object: opa
+test --coverage's report (files, covered_lines, not_covered_lines,
+coverage) plus "tests", the array above. --threshold P (0 to 100)
+implies --coverage and fails when the total is below P percent.
+
+--v0-compatible parses the bundle as Rego v0, the syntax before OPA 1.0
+(rule bodies without "if", partial sets without "contains"), as
+"opa test --v0-compatible" does; without it, a bundle that parses only as
+Rego v0 is refused with its parse errors and a pointer to the flag. The
+write gate (policy.dir) always loads Rego v1.
+
+The exit code is 1 when a test fails or errs, when coverage is below
+--threshold, when DIR holds no tests, and when the bundle does not load
+or compile (the errors name file and line).`,
 		Example: `  batpak policy test examples/policies
-  batpak policy test examples/policies --run 'test_deny_.*'`,
+  batpak policy test examples/policies --run 'test_deny_.*'
+  batpak policy test examples/policies --coverage --threshold 90
+  batpak policy test examples/policies --json | jq '.[] | select(.fail)'
+  batpak policy test ./library --v0-compatible`,
 		Args: exactArgs("DIR"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runPolicyTests(cmd, args[0], run)
+			if f.threshold < 0 || f.threshold > 100 {
+				return badInput("--threshold", fmt.Errorf("%v is not a percentage: want 0 to 100", f.threshold))
+			}
+			if cmd.Flags().Changed("threshold") {
+				f.coverage = true
+			}
+			return runPolicyTests(cmd, args[0], f)
 		},
 	}
-	cmd.Flags().StringVar(&run, "run", "", "run only tests whose package.rule name matches this regular expression")
+	fl := cmd.Flags()
+	fl.StringVar(&f.run, "run", "", "run only tests whose package.rule name matches this regular expression")
+	fl.BoolVar(&f.asJSON, "json", false, `print the results as JSON (the shape of "opa test --format json")`)
+	fl.BoolVar(&f.coverage, "coverage", false, "report which lines of the bundle the tests evaluated")
+	fl.Float64Var(&f.threshold, "threshold", 0, "fail when coverage is below this percentage (0 to 100; implies --coverage)")
+	fl.BoolVar(&f.v0Compatible, "v0-compatible", false, "parse the bundle as Rego v0, the syntax before OPA 1.0")
 	return cmd
 }
 
-func runPolicyTests(cmd *cobra.Command, dir, filter string) error {
+// coverageJSON is policy test --coverage --json's output: opa test
+// --coverage's report plus the test results.
+type coverageJSON struct {
+	*opa.Coverage
+	Tests []opa.TestResult `json:"tests"`
+}
+
+func runPolicyTests(cmd *cobra.Command, dir string, f policyTestFlags) error {
 	ctx, w := cmd.Context(), cmd.OutOrStdout()
 	if _, err := os.Stat(dir); err != nil {
 		return badInput("DIR", err)
 	}
-	results, err := opa.RunTests(ctx, dir, opa.TestOptions{Run: filter})
+	opts := opa.TestOptions{Run: f.run, V0Compatible: f.v0Compatible}
+	var results []opa.TestResult
+	var cov *opa.Coverage
+	var err error
+	if f.coverage {
+		results, cov, err = opa.RunTestsWithCoverage(ctx, dir, opts)
+	} else {
+		results, err = opa.RunTests(ctx, dir, opts)
+	}
 	switch {
+	case errors.Is(err, opa.ErrRegoV0):
+		return regoV0Error(dir, err)
 	case errors.Is(err, opa.ErrBundleLoad):
 		return regoError("policy bundle "+dir+" does not load", err)
 	case errors.Is(err, opa.ErrTestFilter):
@@ -89,8 +149,8 @@ func runPolicyTests(cmd *cobra.Command, dir, filter string) error {
 		return err
 	}
 	if len(results) == 0 {
-		if filter != "" {
-			return fmt.Errorf("no tests in %s match --run %q", dir, filter)
+		if f.run != "" {
+			return fmt.Errorf("no tests in %s match --run %q", dir, f.run)
 		}
 		return fmt.Errorf("no tests in %s: a test is a rule named test_* (by convention in a *_test.rego file)", dir)
 	}
@@ -134,13 +194,110 @@ func runPolicyTests(cmd *cobra.Command, dir, filter string) error {
 		summary += fmt.Sprintf(", %d skipped", skipped)
 	}
 	fmt.Fprintf(&out, "%s\n", summary)
+	if cov != nil {
+		printCoverage(&out, dir, cov)
+	}
+	if f.asJSON {
+		out.Reset()
+		enc := json.NewEncoder(&out)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("", "  ")
+		var v any = results
+		if cov != nil {
+			v = coverageJSON{Coverage: cov, Tests: results}
+		}
+		if err := enc.Encode(v); err != nil {
+			return err
+		}
+	}
 	if _, err := w.Write(out.Bytes()); err != nil {
 		return err
 	}
 	if failed+errored > 0 {
 		return fmt.Errorf("%d of %s in %s failed", failed+errored, plural(len(results)-skipped, "policy test", "policy tests"), dir)
 	}
+	if cov != nil && cov.Percent < f.threshold {
+		return fmt.Errorf("coverage %.2f%% of %s is below --threshold %v%%", cov.Percent, dir, f.threshold)
+	}
 	return nil
+}
+
+// printCoverage writes the coverage report for people: the total, then
+// one line per file (its path relative to dir) with its percentage and
+// the lines no test evaluated.
+func printCoverage(w io.Writer, dir string, cov *opa.Coverage) {
+	fmt.Fprintf(w, "coverage: %.2f%% (%d of %s)\n", cov.Percent, cov.CoveredLines,
+		plural(cov.CoveredLines+cov.NotCoveredLines, "line", "lines"))
+	files := slices.Sorted(maps.Keys(cov.Files))
+	names := make([]string, len(files))
+	width := 0
+	for i, file := range files {
+		names[i] = file
+		if rel, err := filepath.Rel(dir, file); err == nil && !strings.HasPrefix(rel, "..") {
+			names[i] = rel
+		}
+		width = max(width, len(names[i]))
+	}
+	for i, file := range files {
+		fc := cov.Files[file]
+		// A file with no line of code (only a package and imports) is
+		// neither covered nor not: "-".
+		line := fmt.Sprintf("  %-*s %7s", width, names[i], "-")
+		if fc.CoveredLines+fc.NotCoveredLines > 0 {
+			line = fmt.Sprintf("  %-*s %6.2f%%", width, names[i], fc.Percent)
+		}
+		if spans := lineSpans(fc.NotCovered); spans != "" {
+			line += "  not covered: " + spans
+		}
+		fmt.Fprintln(w, line)
+	}
+}
+
+// lineSpans renders the rows of ranges as "3, 7-9, 12".
+func lineSpans(ranges []opa.LineRange) string {
+	rows := map[int]bool{}
+	for _, r := range ranges {
+		for row := r.Start.Row; row <= r.End.Row; row++ {
+			rows[row] = true
+		}
+	}
+	sorted := slices.Sorted(maps.Keys(rows))
+	var parts []string
+	for i := 0; i < len(sorted); {
+		j := i
+		for j+1 < len(sorted) && sorted[j+1] == sorted[j]+1 {
+			j++
+		}
+		if i == j {
+			parts = append(parts, strconv.Itoa(sorted[i]))
+		} else {
+			parts = append(parts, fmt.Sprintf("%d-%d", sorted[i], sorted[j]))
+		}
+		i = j + 1
+	}
+	return strings.Join(parts, ", ")
+}
+
+// maxV0Lines is how many of a Rego v0 bundle's parse errors regoV0Error
+// shows: every rule of such a bundle is an error, and the pointer to
+// --v0-compatible matters more than the rest.
+const maxV0Lines = 5
+
+// regoV0Error reports a bundle that parses only as Rego v0: its first
+// parse errors (file and line) and the flag that runs it.
+func regoV0Error(dir string, err error) error {
+	lines := opa.ErrorLines(err)
+	var b strings.Builder
+	fmt.Fprintf(&b, "policy bundle %s does not parse as Rego v1 (%s):", dir, plural(len(lines), "error", "errors"))
+	for i, l := range lines {
+		if i == maxV0Lines {
+			fmt.Fprintf(&b, "\n  … and %d more", len(lines)-i)
+			break
+		}
+		b.WriteString("\n  " + l)
+	}
+	b.WriteString("\nit parses as Rego v0, the syntax before OPA 1.0: run its tests with --v0-compatible")
+	return &linesError{detailError{msg: b.String(), err: err}}
 }
 
 func roundDuration(d time.Duration) time.Duration {

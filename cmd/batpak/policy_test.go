@@ -138,9 +138,15 @@ test_conflict if answer == 1 with input.x as 1
 	writeFile(t, filepath.Join(broken, "write.rego"), "package batpak.write\n\nallow if {\n\tundefined_function(input.x)\n}\n")
 	fails(t, []string{"policy", "test", broken}, "does not compile", filepath.Join(broken, "write.rego")+":4", "undefined function undefined_function")
 
-	// Rego v1 only: a v0-style rule is a parse error.
+	// Rego v1 only: a v0-style rule is a parse error, and the message
+	// points to --v0-compatible; a bundle broken in both is not told to.
 	writeFile(t, filepath.Join(broken, "write.rego"), "package batpak.write\n\nallow { input.x }\n")
-	fails(t, []string{"policy", "test", broken}, filepath.Join(broken, "write.rego")+":3", "rego_parse_error")
+	fails(t, []string{"policy", "test", broken}, "does not parse as Rego v1 (1 error):\n  "+filepath.Join(broken, "write.rego")+":3: rego_parse_error",
+		"\nit parses as Rego v0, the syntax before OPA 1.0: run its tests with --v0-compatible\n")
+	writeFile(t, filepath.Join(broken, "write.rego"), "package batpak.write\n\nallow { input.x ==\n")
+	if r := fails(t, []string{"policy", "test", broken}, "does not load", "rego_parse_error"); strings.Contains(r.stderr, "v0") {
+		t.Errorf("a bundle that parses in no Rego version points to --v0-compatible:\n%s", r.stderr)
+	}
 
 	fails(t, []string{"policy", "test", filepath.Join(dir, "missing")}, "DIR: ", "no such file or directory")
 	r = fails(t, []string{"policy", "test"}, "batpak policy test needs DIR")
@@ -541,4 +547,332 @@ func TestMaintenanceWithPolicy(t *testing.T) {
 		t.Fatalf("%d audit records after a merge, want 2", len(a))
 	}
 	ok(t, "verify", dd)
+}
+
+// opaLibrary is a copy of open-policy-agent/library's docker, aws and
+// terraform policies with their tests: Rego v0, written before OPA 1.0.
+func opaLibrary(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join("testdata", "opa-library"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// The public Rego libraries written before OPA 1.0 do not parse as Rego
+// v1; --v0-compatible runs their tests as opa test --v0-compatible does.
+// The write gate stays Rego v1.
+func TestPolicyTestV0Compatible(t *testing.T) {
+	library, examples := opaLibrary(t), examplePolicies(t)
+	dir := isolate(t)
+
+	r := fails(t, []string{"policy", "test", library}, "policy bundle "+library+" does not parse as Rego v1 (",
+		"rego_parse_error: `if` keyword is required before",
+		"\nit parses as Rego v0, the syntax before OPA 1.0: run its tests with --v0-compatible\n")
+	if !regexp.MustCompile(`\n  ` + regexp.QuoteMeta(library) + `/(aws|docker|terraform)/\w+\.rego:\d+: rego_parse_error`).MatchString(r.stderr) {
+		t.Errorf("the parse errors do not name file and line:\n%s", r.stderr)
+	}
+	if r.stdout != "" {
+		t.Errorf("stdout of a bundle that does not parse: %q", r.stdout)
+	}
+
+	out := ok(t, "policy", "test", library, "--v0-compatible")
+	for _, name := range []string{
+		"aws.test.example.test_simple_sg",
+		"docker.test_host_mounts",
+		"terraform.test.example.test_small_create", "terraform.test.example.test_large_create", "terraform.test.example.test_mix",
+		"terraform.test.library.test_small_create", "terraform.test.library.test_resource_types",
+		"terraform.test.library.test_small_create_of_type", "terraform.test.library.test_mix",
+		"terraform.test.library.test_mix_of_type", "terraform.test.library.test_large_create",
+		"terraform.test.library.test_large_create_of_type",
+	} {
+		contains(t, "policy test --v0-compatible", out, "PASS  "+name+" (")
+	}
+	if !strings.HasSuffix(out, "\n12 passed, 0 failed\n") {
+		t.Errorf("policy test --v0-compatible:\n%s", out)
+	}
+
+	// v0 semantics, not only syntax: a v0 test that fails still fails.
+	v0 := filepath.Join(dir, "v0")
+	writeFile(t, filepath.Join(v0, "write.rego"), `package batpak.write
+
+import data.lib.tenancy
+
+deny[msg] {
+	not tenancy.same_tenant(input)
+	msg := sprintf("tenant %s may not write %s", [input.principal.tenant, input.event.entity])
+}
+`)
+	writeFile(t, filepath.Join(v0, "lib", "tenancy.rego"), `package lib.tenancy
+
+same_tenant(doc) {
+	startswith(doc.event.entity, concat("", [doc.principal.tenant, ":"]))
+}
+`)
+	writeFile(t, filepath.Join(v0, "write_test.rego"), `package batpak.write
+
+test_own_tenant {
+	count(deny) == 0 with input as {"principal": {"tenant": "acme"}, "event": {"entity": "acme:1"}}
+}
+
+test_other_tenant {
+	deny["tenant acme may not write globex:1"] with input as {"principal": {"tenant": "acme"}, "event": {"entity": "globex:1"}}
+}
+
+test_wrong_expectation {
+	count(deny) == 0 with input as {"principal": {"tenant": "acme"}, "event": {"entity": "globex:1"}}
+}
+`)
+	// Every file's errors, in order, the first five of them.
+	fails(t, []string{"policy", "test", v0}, "does not parse as Rego v1 (6 errors):\n"+
+		"  "+filepath.Join(v0, "lib", "tenancy.rego")+":3: rego_parse_error: `if` keyword is required before function body\n"+
+		"  "+filepath.Join(v0, "write.rego")+":5: rego_parse_error: `contains` keyword is required for partial set rules\n"+
+		"  "+filepath.Join(v0, "write.rego")+":5: rego_parse_error: `if` keyword is required before rule body\n"+
+		"  "+filepath.Join(v0, "write_test.rego")+":3: rego_parse_error: `if` keyword is required before rule body\n"+
+		"  "+filepath.Join(v0, "write_test.rego")+":7: rego_parse_error: `if` keyword is required before rule body\n"+
+		"  … and 1 more\nit parses as Rego v0, the syntax before OPA 1.0: run its tests with --v0-compatible\n")
+	r = batpak(t, "policy", "test", v0, "--v0-compatible")
+	if r.code != exitError {
+		t.Fatalf("exit %d, want %d\n%s%s", r.code, exitError, r.stdout, r.stderr)
+	}
+	contains(t, "stdout", r.stdout, "PASS  batpak.write.test_own_tenant (", "PASS  batpak.write.test_other_tenant (",
+		"FAIL  batpak.write.test_wrong_expectation (", filepath.Join(v0, "write_test.rego")+":11: ", "2 passed, 1 failed\n")
+
+	contains(t, "policy test --help", ok(t, "policy", "test", "--help"), "--json", "--coverage", "--threshold", "--v0-compatible",
+		`"opa test --format json"`, "Rego v0")
+
+	// The gate loads Rego v1 only.
+	fails(t, []string{"policy", "eval", "--bundle", v0, "--input", filepath.Join(examples, "input-allowed.json")},
+		"--bundle "+v0, ".rego:", "rego_parse_error: `if` keyword is required before")
+}
+
+// testJSON is one test in policy test --json's output (opa test --format
+// json's shape).
+type testJSON struct {
+	Location *struct {
+		File string `json:"file"`
+		Row  int    `json:"row"`
+		Col  int    `json:"col"`
+	} `json:"location"`
+	Package string `json:"package"`
+	Name    string `json:"name"`
+	Fail    bool   `json:"fail"`
+	Error   *struct {
+		Code     string `json:"code"`
+		Message  string `json:"message"`
+		Location *struct {
+			File string `json:"file"`
+			Row  int    `json:"row"`
+			Col  int    `json:"col"`
+		} `json:"location"`
+	} `json:"error"`
+	Skip     bool   `json:"skip"`
+	Duration int64  `json:"duration"`
+	Output   []byte `json:"output"`
+}
+
+func decodeAll[T any](t *testing.T, out string) T {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(out))
+	dec.DisallowUnknownFields()
+	var v T
+	if err := dec.Decode(&v); err != nil {
+		t.Fatalf("not the JSON expected: %v\n%s", err, out)
+	}
+	if dec.More() {
+		t.Fatalf("more than one JSON value:\n%s", out)
+	}
+	return v
+}
+
+func TestPolicyTestJSON(t *testing.T) {
+	bundle := examplePolicies(t)
+	dir := isolate(t)
+
+	// Every test the text output lists, each with its location.
+	text := ok(t, "policy", "test", bundle)
+	tests := decodeAll[[]testJSON](t, ok(t, "policy", "test", bundle, "--json"))
+	if want := strings.Count(text, "PASS  "); len(tests) != want || want == 0 {
+		t.Fatalf("--json lists %d tests, the text output %d", len(tests), want)
+	}
+	for _, tc := range tests {
+		if tc.Fail || tc.Error != nil || tc.Skip || tc.Duration <= 0 || tc.Package != "data.batpak.write_test" ||
+			tc.Location == nil || tc.Location.File != filepath.Join(bundle, "write_test.rego") || tc.Location.Row <= 0 {
+			t.Errorf("test %+v", tc)
+		}
+		if !strings.Contains(text, "PASS  batpak.write_test."+tc.Name+" (") {
+			t.Errorf("%s is not in the text output", tc.Name)
+		}
+	}
+
+	// Failures and errors: the JSON is still printed, the exit code is 1.
+	failing := filepath.Join(dir, "failing")
+	writeFile(t, filepath.Join(failing, "write.rego"), smallPolicy)
+	writeFile(t, filepath.Join(failing, "write_test.rego"), `package batpak.write_test
+
+import data.batpak.write
+
+test_acme_allowed if write.allow with input as {"principal": {"tenant": "acme"}}
+
+test_globex_allowed if {
+	print("globex is", "denied")
+	write.allow with input as {"principal": {"tenant": "globex"}}
+}
+
+answer := 1 if input.x == 1
+
+answer := 2 if input.x == 1
+
+test_conflict if answer == 1 with input.x as 1
+
+todo_test_later if false
+`)
+	r := batpak(t, "policy", "test", failing, "--json")
+	if r.code != exitError || r.stderr != "batpak: 2 of 3 policy tests in "+failing+" failed\n" {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	tests = decodeAll[[]testJSON](t, r.stdout)
+	got := map[string]testJSON{}
+	for _, tc := range tests {
+		got[tc.Name] = tc
+	}
+	if len(got) != 4 {
+		t.Fatalf("%d tests in %s", len(got), r.stdout)
+	}
+	if tc := got["test_acme_allowed"]; tc.Fail || tc.Error != nil || tc.Skip {
+		t.Errorf("passing test %+v", tc)
+	}
+	if tc := got["test_globex_allowed"]; !tc.Fail || tc.Location == nil || tc.Location.Row != 7 || string(tc.Output) != "globex is denied\n" {
+		t.Errorf("failing test %+v (output %q)", tc, tc.Output)
+	}
+	if tc := got["test_conflict"]; tc.Fail || tc.Error == nil || tc.Error.Code != "eval_conflict_error" ||
+		!strings.Contains(tc.Error.Message, "conflicting values") || tc.Error.Location == nil || tc.Error.Location.Row != 14 {
+		t.Errorf("erring test %+v", tc)
+	}
+	if tc := got["todo_test_later"]; !tc.Skip || tc.Fail || tc.Error != nil {
+		t.Errorf("skipped test %+v", tc)
+	}
+}
+
+// coverageOut is policy test --coverage --json's output.
+type coverageOut struct {
+	Files map[string]struct {
+		Covered         []lineRange `json:"covered"`
+		NotCovered      []lineRange `json:"not_covered"`
+		CoveredLines    int         `json:"covered_lines"`
+		NotCoveredLines int         `json:"not_covered_lines"`
+		Coverage        float64     `json:"coverage"`
+	} `json:"files"`
+	CoveredLines    int        `json:"covered_lines"`
+	NotCoveredLines int        `json:"not_covered_lines"`
+	Coverage        float64    `json:"coverage"`
+	Tests           []testJSON `json:"tests"`
+}
+
+type lineRange struct {
+	Start struct {
+		Row int `json:"row"`
+		Col int `json:"col"`
+	} `json:"start"`
+	End struct {
+		Row int `json:"row"`
+		Col int `json:"col"`
+	} `json:"end"`
+	Kinds []string `json:"kinds"`
+}
+
+const coveredPolicy = `package batpak.write
+
+default allow := false
+
+allow if input.principal.tenant == "acme"
+
+deny contains "NO_PRINCIPAL" if {
+	not input.principal
+}
+`
+
+const coveredPolicyTest = `package batpak.write_test
+
+import data.batpak.write
+
+test_acme_allowed if write.allow with input as {"principal": {"tenant": "acme"}}
+
+test_globex_not_allowed if not write.allow with input as {"principal": {"tenant": "globex"}}
+`
+
+const coveredPolicyDenyTest = `package batpak.write_test
+
+import data.batpak.write
+
+test_no_principal_denied if "NO_PRINCIPAL" in write.deny with input as {}
+`
+
+func TestPolicyTestCoverage(t *testing.T) {
+	dir := filepath.Join(isolate(t), "bundle")
+	policyFile := filepath.Join(dir, "write.rego")
+	writeFile(t, policyFile, coveredPolicy)
+	writeFile(t, filepath.Join(dir, "write_test.rego"), coveredPolicyTest)
+	writeFile(t, filepath.Join(dir, "deny_test.rego"), coveredPolicyDenyTest)
+
+	full := decodeAll[coverageOut](t, ok(t, "policy", "test", dir, "--coverage", "--json"))
+	if len(full.Tests) != 3 || full.Files[policyFile].Coverage != 100 || len(full.Files[policyFile].NotCovered) != 0 ||
+		full.Coverage != 100 || full.NotCoveredLines != 0 || full.CoveredLines == 0 {
+		t.Fatalf("coverage with every rule tested: %+v", full)
+	}
+	text := ok(t, "policy", "test", dir, "--coverage")
+	contains(t, "policy test --coverage", text, "3 passed, 0 failed\ncoverage: 100.00% (",
+		"\n  write.rego      100.00%\n", "\n  deny_test.rego  100.00%\n")
+	// Exactly the threshold passes.
+	ok(t, "policy", "test", dir, "--threshold", "100")
+
+	// Without the deny test, the deny rule's body (line 8) is not covered.
+	if err := os.Remove(filepath.Join(dir, "deny_test.rego")); err != nil {
+		t.Fatal(err)
+	}
+	part := decodeAll[coverageOut](t, ok(t, "policy", "test", dir, "--coverage", "--json"))
+	pf := part.Files[policyFile]
+	if len(part.Tests) != 2 || part.Coverage >= full.Coverage || pf.Coverage >= 100 || pf.NotCoveredLines == 0 {
+		t.Fatalf("coverage without the deny test: %.2f%% (policy %.2f%%), with it %.2f%%", part.Coverage, pf.Coverage, full.Coverage)
+	}
+	uncovered := map[int]bool{}
+	for _, r := range pf.NotCovered {
+		for row := r.Start.Row; row <= r.End.Row; row++ {
+			uncovered[row] = true
+		}
+	}
+	if !uncovered[8] || uncovered[5] {
+		t.Errorf("lines not covered %v: want 8 (the deny body), not 5 (allow, tested)", pf.NotCovered)
+	}
+	text = ok(t, "policy", "test", dir, "--coverage")
+	m := regexp.MustCompile(`(?m)^coverage: (\d+\.\d\d)% \((\d+) of (\d+) lines\)$`).FindStringSubmatch(text)
+	if m == nil || m[1] != fmt.Sprintf("%.2f", part.Coverage) || m[2] != fmt.Sprint(part.CoveredLines) ||
+		m[3] != fmt.Sprint(part.CoveredLines+part.NotCoveredLines) {
+		t.Errorf("coverage line (JSON says %.2f%%, %d+%d lines):\n%s", part.Coverage, part.CoveredLines, part.NotCoveredLines, text)
+	}
+	// The deny rule (head and body, lines 7-8) is not covered.
+	if want := fmt.Sprintf("\n  write.rego      %6.2f%%  not covered: 7-8\n", pf.Coverage); !strings.Contains(text, want) {
+		t.Errorf("no line %q:\n%s", want, text)
+	}
+
+	// --threshold: below fails (and implies --coverage), at passes;
+	// outside 0..100 is refused.
+	threshold := fmt.Sprintf("%.2f", part.Coverage+0.01)
+	r := fails(t, []string{"policy", "test", dir, "--threshold", threshold},
+		fmt.Sprintf("coverage %.2f%% of %s is below --threshold %s%%", part.Coverage, dir, threshold))
+	contains(t, "stdout", r.stdout, "2 passed, 0 failed\ncoverage: ")
+	ok(t, "policy", "test", dir, "--threshold", fmt.Sprint(part.Coverage))
+	fails(t, []string{"policy", "test", dir, "--threshold", "100.5"}, "--threshold: 100.5 is not a percentage: want 0 to 100")
+	fails(t, []string{"policy", "test", dir, "--threshold", "-1"}, "--threshold: -1 is not a percentage")
+
+	// A failing test still reports coverage, and fails.
+	writeFile(t, filepath.Join(dir, "deny_test.rego"), strings.Replace(coveredPolicyDenyTest, `with input as {}`, `with input as {"principal": {}}`, 1))
+	r = batpak(t, "policy", "test", dir, "--coverage", "--json")
+	if r.code != exitError || !strings.Contains(r.stderr, "1 of 3 policy tests") {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if failed := decodeAll[coverageOut](t, r.stdout); len(failed.Tests) != 3 || failed.Coverage == 0 {
+		t.Errorf("coverage with a failing test: %+v", failed)
+	}
 }

@@ -63,5 +63,11 @@
 // a test, passing when it is true. Its errors tell a bundle that does not
 // load (ErrBundleLoad) from one that does not compile (ErrBundleCompile)
 // and a bad filter (ErrTestFilter); ErrorLines flattens OPA's error lists
-// into one "file:line: code: message" line each.
+// into one "file:line: code: message" line each. A bundle written in Rego
+// v0, the syntax before OPA 1.0, is also ErrRegoV0 (with every file's v1
+// parse errors); TestOptions.V0Compatible runs its tests as "opa test
+// --v0-compatible" does. The write gate (Load) parses Rego v1 only.
+// RunTestsWithCoverage also reports which lines the tests evaluated
+// (Coverage, in "opa test --coverage"'s JSON shape), and a TestResult
+// marshals as one element of "opa test --format json".
 package opa

@@ -2,6 +2,7 @@ package opa
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"slices"
@@ -10,10 +11,12 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/cover"
 	"github.com/open-policy-agent/opa/v1/loader"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
+	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
 // DefaultTestTimeout is TestOptions.Timeout's default.
@@ -27,6 +30,13 @@ type TestOptions struct {
 	// Timeout bounds one test; 0 means DefaultTestTimeout (5s). A test
 	// that runs out of time is an error (TestResult.Err).
 	Timeout time.Duration
+	// V0Compatible parses the bundle as Rego v0, the syntax before OPA
+	// 1.0 (rule bodies without "if", partial sets without "contains"), as
+	// "opa test --v0-compatible" does. A module that imports rego.v1, or
+	// a bundle whose .manifest names a rego_version, is parsed as it
+	// says either way. Only the tests are affected: the write gate
+	// (Load) always parses Rego v1.
+	V0Compatible bool
 }
 
 // TestResult is one Rego test's outcome. Exactly one of Skipped, Passed
@@ -37,6 +47,7 @@ type TestResult struct {
 	File     string        // the file the rule is in; "" when unknown
 	Row      int           // its line; 0 when unknown
 	Duration time.Duration // how long it ran
+	Col      int           // its column; 0 when unknown
 	Skipped  bool          // a todo_test_ rule: not run
 	Passed   bool          // true
 	Err      error         // its evaluation failed (see ErrorLines)
@@ -52,62 +63,101 @@ var (
 	ErrBundleCompile = errors.New("policy bundle does not compile")
 	// ErrTestFilter: TestOptions.Run is not a regular expression.
 	ErrTestFilter = errors.New("test filter is not a regular expression")
+	// ErrRegoV0: the bundle does not parse as Rego v1 but does as Rego
+	// v0 (written before OPA 1.0); TestOptions.V0Compatible runs it.
+	// Always together with ErrBundleLoad; the text is the v1 parse
+	// errors.
+	ErrRegoV0 = errors.New("policy bundle is Rego v0")
 )
 
-// classified marks err as one of RunTests's classes, keeping its text.
-type classified struct{ class, err error }
+// classified marks err as one or more of RunTests's classes, keeping its
+// text.
+type classified struct {
+	err     error
+	classes []error
+}
+
+func classify(err error, classes ...error) error { return &classified{err, classes} }
 
 func (c *classified) Error() string   { return c.err.Error() }
-func (c *classified) Unwrap() []error { return []error{c.class, c.err} }
+func (c *classified) Unwrap() []error { return append(slices.Clone(c.classes), c.err) }
 
 // RunTests runs the Rego unit tests of the bundle in dir together with
 // its *_test.rego files, as "opa test --bundle DIR" does: DIR is loaded as
-// a bundle (Rego v1; its .manifest roots apply, data.json and data.yaml
-// files are its data) and every rule named test_* is a test. The results
-// are in source order (file, then line). No result and no error: dir
-// holds no test (or none matches opts.Run). The error is classified by
-// ErrBundleLoad, ErrBundleCompile or ErrTestFilter, or is the stat error
-// of dir or ctx's error.
+// a bundle (Rego v1 unless opts.V0Compatible; its .manifest roots apply,
+// data.json and data.yaml files are its data) and every rule named test_*
+// is a test. The results are in source order (file, then line). No result
+// and no error: dir holds no test (or none matches opts.Run). The error
+// is classified by ErrBundleLoad (with ErrRegoV0 when the bundle parses
+// as Rego v0), ErrBundleCompile or ErrTestFilter, or is the stat error of
+// dir or ctx's error.
 func RunTests(ctx context.Context, dir string, opts TestOptions) ([]TestResult, error) {
+	results, _, err := runTests(ctx, dir, opts, false)
+	return results, err
+}
+
+// RunTestsWithCoverage runs the tests as RunTests does and reports which
+// lines of the bundle (its tests included) they evaluated, as "opa test
+// --coverage" does. Coverage is reported whether or not the tests pass;
+// it is nil exactly when the error is not.
+func RunTestsWithCoverage(ctx context.Context, dir string, opts TestOptions) ([]TestResult, *Coverage, error) {
+	return runTests(ctx, dir, opts, true)
+}
+
+func runTests(ctx context.Context, dir string, opts TestOptions, withCoverage bool) ([]TestResult, *Coverage, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTestTimeout
 	}
 	if _, err := os.Stat(dir); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	b, err := loader.NewFileLoader().
-		WithRegoVersion(ast.RegoV1).
-		WithProcessAnnotation(true).
-		WithSkipBundleVerification(true).
-		AsBundle(dir)
+	version := ast.RegoV1
+	if opts.V0Compatible {
+		version = ast.RegoV0
+	}
+	b, err := loadTestBundle(dir, version)
 	if err != nil {
-		return nil, &classified{ErrBundleLoad, err}
+		if version == ast.RegoV1 {
+			if v0, v0err := loadTestBundle(dir, ast.RegoV0); v0err == nil {
+				return nil, nil, classify(v1ParseErrors(v0, err), ErrBundleLoad, ErrRegoV0)
+			}
+		}
+		return nil, nil, classify(err, ErrBundleLoad)
 	}
 	store := inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false))
 	txn, err := store.NewTransaction(ctx, storage.WriteParams)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer store.Abort(ctx, txn)
 	compiler := ast.NewCompiler().
 		WithCapabilities(ast.CapabilitiesForThisVersion()).
 		WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn)).
 		WithEnablePrintStatements(true).
-		WithDefaultRegoVersion(ast.RegoV1)
+		WithDefaultRegoVersion(version)
+	bundles := map[string]*bundle.Bundle{dir: b}
 	runner := tester.NewRunner().
 		SetCompiler(compiler).
 		SetStore(store).
-		SetDefaultRegoVersion(ast.RegoV1).
-		SetBundles(map[string]*bundle.Bundle{dir: b}).
+		SetDefaultRegoVersion(version).
+		SetBundles(bundles).
 		CapturePrintOutput(true).
 		SetTimeout(opts.Timeout).
 		Filter(opts.Run)
+	var cov *cover.Cover
+	if withCoverage {
+		// As opa test --coverage: the supplementary runs mark lines the
+		// rule index or early exit skipped (LineRange.Kinds).
+		cov = cover.New()
+		runner = runner.SetCoverageQueryTracer(cov).
+			SetCoverageRuns([]cover.Kind{cover.KindIndexExcluded, cover.KindEarlyExit})
+	}
 	ch, err := runner.RunTests(ctx, txn)
 	if err != nil {
 		if strings.HasPrefix(err.Error(), "error parsing regexp") {
-			return nil, &classified{ErrTestFilter, err}
+			return nil, nil, classify(err, ErrTestFilter)
 		}
-		return nil, &classified{ErrBundleCompile, err}
+		return nil, nil, classify(err, ErrBundleCompile)
 	}
 	var results []TestResult
 	for r := range ch {
@@ -119,12 +169,12 @@ func RunTests(ctx context.Context, dir string, opts TestOptions) ([]TestResult, 
 			tr.Err = nil
 		}
 		if r.Location != nil {
-			tr.File, tr.Row = r.Location.File, r.Location.Row
+			tr.File, tr.Row, tr.Col = r.Location.File, r.Location.Row, r.Location.Col
 		}
 		results = append(results, tr)
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Tests run in parallel; report them in source order.
 	slices.SortFunc(results, func(a, b TestResult) int {
@@ -136,7 +186,167 @@ func RunTests(ctx context.Context, dir string, opts TestOptions) ([]TestResult, 
 		}
 		return strings.Compare(a.Package+"."+a.Name, b.Package+"."+b.Name)
 	})
-	return results, nil
+	if cov == nil {
+		return results, nil, nil
+	}
+	// Keyed by the modules' own paths, as the locations the tests
+	// covered are (bundle.ParsedModules would prefix dir once more).
+	modules := make(map[string]*ast.Module, len(b.Modules))
+	for _, m := range b.Modules {
+		modules[m.Path] = m.Parsed
+	}
+	return results, coverageOf(cov.Report(modules)), nil
+}
+
+// v1ParseErrors returns the Rego v1 parse errors of every module of b
+// (loaded as Rego v0), sorted by file and line: the loader stops at the
+// first file that fails, and which one that is varies from run to run.
+// Without any, it returns loadErr.
+func v1ParseErrors(b *bundle.Bundle, loadErr error) error {
+	var all ast.Errors
+	for _, m := range b.Modules {
+		_, err := ast.ParseModuleWithOpts(m.Path, string(m.Raw), ast.ParserOptions{RegoVersion: ast.RegoV1, ProcessAnnotation: true})
+		var errs ast.Errors
+		if errors.As(err, &errs) {
+			all = append(all, errs...)
+		}
+	}
+	if len(all) == 0 {
+		return loadErr
+	}
+	all.Sort()
+	return all
+}
+
+// loadTestBundle loads dir as a bundle with its test files, parsing
+// modules as version unless the bundle says otherwise.
+func loadTestBundle(dir string, version ast.RegoVersion) (*bundle.Bundle, error) {
+	return loader.NewFileLoader().
+		WithRegoVersion(version).
+		WithProcessAnnotation(true).
+		WithSkipBundleVerification(true).
+		AsBundle(dir)
+}
+
+// MarshalJSON writes the result in the shape of one element of "opa test
+// --format json": location (file, row, col), package, name, fail (false
+// or undefined), error (code, message, location), skip, duration
+// (nanoseconds) and output (what it printed, base64 as OPA writes it);
+// fail, error, skip and output only when set.
+func (r TestResult) MarshalJSON() ([]byte, error) {
+	type location struct {
+		File string `json:"file"`
+		Row  int    `json:"row"`
+		Col  int    `json:"col"`
+	}
+	out := struct {
+		Location *location    `json:"location,omitempty"`
+		Package  string       `json:"package"`
+		Name     string       `json:"name"`
+		Fail     bool         `json:"fail,omitempty"`
+		Error    *resultError `json:"error,omitempty"`
+		Skip     bool         `json:"skip,omitempty"`
+		Duration int64        `json:"duration"`
+		Output   []byte       `json:"output,omitempty"`
+	}{
+		Package: r.Package, Name: r.Name, Skip: r.Skipped, Duration: int64(r.Duration), Output: r.Output,
+		Fail: !r.Skipped && !r.Passed && r.Err == nil,
+	}
+	if r.File != "" {
+		out.Location = &location{File: r.File, Row: r.Row, Col: r.Col}
+	}
+	if r.Err != nil {
+		out.Error = newResultError(r.Err)
+	}
+	return json.Marshal(out)
+}
+
+// resultError is an evaluation error as opa test --format json writes it.
+type resultError struct {
+	Code     string         `json:"code,omitempty"`
+	Message  string         `json:"message"`
+	Location *errorLocation `json:"location,omitempty"`
+}
+
+type errorLocation struct {
+	File string `json:"file"`
+	Row  int    `json:"row"`
+	Col  int    `json:"col"`
+}
+
+func newResultError(err error) *resultError {
+	var te *topdown.Error
+	if errors.As(err, &te) {
+		e := &resultError{Code: te.Code, Message: te.Message}
+		if te.Location != nil {
+			e.Location = &errorLocation{File: te.Location.File, Row: te.Location.Row, Col: te.Location.Col}
+		}
+		return e
+	}
+	return &resultError{Message: err.Error()}
+}
+
+// Coverage is the share of a bundle's Rego lines its tests evaluated, in
+// the shape "opa test --coverage" reports: a line is covered when a rule
+// head or an expression on it was evaluated by some test, not covered
+// when it holds one that none evaluated; other lines (comments, imports,
+// package) are neither. Files are keyed by path, as TestResult.File.
+type Coverage struct {
+	Files           map[string]*FileCoverage `json:"files"`
+	CoveredLines    int                      `json:"covered_lines"`
+	NotCoveredLines int                      `json:"not_covered_lines"`
+	Percent         float64                  `json:"coverage"` // 100 × covered / (covered + not covered); 0 with no lines
+}
+
+// FileCoverage is one file's coverage.
+type FileCoverage struct {
+	Covered         []LineRange `json:"covered,omitempty"`
+	NotCovered      []LineRange `json:"not_covered,omitempty"`
+	CoveredLines    int         `json:"covered_lines,omitempty"`
+	NotCoveredLines int         `json:"not_covered_lines,omitempty"`
+	Percent         float64     `json:"coverage,omitempty"`
+}
+
+// LineRange is a range of lines, from Start to End inclusive. Kinds says
+// why a not-covered range was skipped, when OPA knows: "index_excluded"
+// (the rule index ruled it out without trying it) or "early_exit" (the
+// evaluation stopped at an earlier answer).
+type LineRange struct {
+	Start Position `json:"start"`
+	End   Position `json:"end"`
+	Kinds []string `json:"kinds,omitempty"`
+}
+
+// Position is a place in a file; Col is 0 when the range spans whole
+// lines.
+type Position struct {
+	Row int `json:"row"`
+	Col int `json:"col,omitempty"`
+}
+
+func coverageOf(r cover.Report) *Coverage {
+	c := &Coverage{
+		Files:        make(map[string]*FileCoverage, len(r.Files)),
+		CoveredLines: r.CoveredLines, NotCoveredLines: r.NotCoveredLines, Percent: r.Coverage,
+	}
+	ranges := func(rs []cover.Range) []LineRange {
+		var out []LineRange
+		for _, rg := range rs {
+			lr := LineRange{Start: Position(rg.Start), End: Position(rg.End)}
+			for _, k := range rg.Kinds {
+				lr.Kinds = append(lr.Kinds, string(k))
+			}
+			out = append(out, lr)
+		}
+		return out
+	}
+	for file, fr := range r.Files {
+		c.Files[file] = &FileCoverage{
+			Covered: ranges(fr.Covered), NotCovered: ranges(fr.NotCovered),
+			CoveredLines: fr.CoveredLines, NotCoveredLines: fr.NotCoveredLines, Percent: fr.Coverage,
+		}
+	}
+	return c
 }
 
 // ErrorLines flattens OPA's error lists (parse, compile, load and

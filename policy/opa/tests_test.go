@@ -2,11 +2,14 @@ package opa_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/open-policy-agent/opa/v1/tester"
 
 	"github.com/batpak-go/batpak/policy/opa"
 )
@@ -118,5 +121,150 @@ func TestRunTestsClassifiesItsErrors(t *testing.T) {
 	}
 	if _, err := opa.RunTests(ctx, filepath.Join(t.TempDir(), "missing"), opa.TestOptions{}); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing directory: %v", err)
+	}
+}
+
+// A Rego v0 bundle: ErrBundleLoad and ErrRegoV0, with every file's v1
+// parse errors in order; V0Compatible runs it. A bundle broken in both
+// versions is not ErrRegoV0.
+func TestRunTestsRegoV0(t *testing.T) {
+	ctx := context.Background()
+	dir := writeBundle(t, map[string]string{
+		"write.rego": "package batpak.write\n\ndefault allow = false\n\nallow { input.principal.tenant == \"acme\" }\n\ndeny[msg] { not allow; msg := \"not acme\" }\n",
+		"write_test.rego": "package batpak.write_test\n\nimport data.batpak.write\n\n" +
+			"test_acme { write.allow with input as {\"principal\": {\"tenant\": \"acme\"}} }\n\n" +
+			"test_globex { write.deny[\"not acme\"] with input as {\"principal\": {\"tenant\": \"globex\"}} }\n",
+	})
+	_, err := opa.RunTests(ctx, dir, opa.TestOptions{})
+	if !errors.Is(err, opa.ErrBundleLoad) || !errors.Is(err, opa.ErrRegoV0) {
+		t.Fatalf("error %v, want ErrBundleLoad and ErrRegoV0", err)
+	}
+	want := []string{
+		filepath.Join(dir, "write.rego") + ":5: rego_parse_error: `if` keyword is required before rule body",
+		filepath.Join(dir, "write.rego") + ":7: rego_parse_error: `contains` keyword is required for partial set rules",
+		filepath.Join(dir, "write.rego") + ":7: rego_parse_error: `if` keyword is required before rule body",
+		filepath.Join(dir, "write_test.rego") + ":5: rego_parse_error: `if` keyword is required before rule body",
+		filepath.Join(dir, "write_test.rego") + ":7: rego_parse_error: `if` keyword is required before rule body",
+	}
+	if got := opa.ErrorLines(err); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("error lines\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	results, err := opa.RunTests(ctx, dir, opa.TestOptions{V0Compatible: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != 2 || !results[0].Passed || !results[1].Passed || results[0].Name != "test_acme" || results[1].Row != 7 {
+		t.Fatalf("results %+v", results)
+	}
+
+	// A module that imports rego.v1 parses as v1 under V0Compatible too,
+	// as with opa test --v0-compatible.
+	mixed := writeBundle(t, map[string]string{
+		"write.rego":      "package batpak.write\n\nallow { input.x == 1 }\n",
+		"write_test.rego": "package batpak.write_test\n\nimport rego.v1\n\nimport data.batpak.write\n\ntest_x if write.allow with input.x as 1\n",
+	})
+	if results, err := opa.RunTests(ctx, mixed, opa.TestOptions{V0Compatible: true}); err != nil || len(results) != 1 || !results[0].Passed {
+		t.Fatalf("v0 policy with a rego.v1 test: %+v, %v", results, err)
+	}
+
+	// A .manifest that says rego_version 0 is followed without V0Compatible.
+	declared := writeBundle(t, map[string]string{
+		".manifest":       `{"rego_version": 0}`,
+		"write.rego":      "package batpak.write\n\nallow { input.x == 1 }\n",
+		"write_test.rego": "package batpak.write_test\n\nimport data.batpak.write\n\ntest_x { write.allow with input.x as 1 }\n",
+	})
+	if results, err := opa.RunTests(ctx, declared, opa.TestOptions{}); err != nil || len(results) != 1 || !results[0].Passed {
+		t.Fatalf("bundle declaring rego_version 0: %+v, %v", results, err)
+	}
+
+	broken := writeBundle(t, map[string]string{"write.rego": "package batpak.write\n\nallow { input.x == \n"})
+	if _, err := opa.RunTests(ctx, broken, opa.TestOptions{}); !errors.Is(err, opa.ErrBundleLoad) || errors.Is(err, opa.ErrRegoV0) {
+		t.Fatalf("broken in both versions: %v", err)
+	}
+	// V0Compatible on a Rego v1 bundle: v1 keywords without an import
+	// are v0 parse errors, as with opa test.
+	v1 := writeBundle(t, map[string]string{"write.rego": testedPolicy, "write_test.rego": testedPolicyTests})
+	if _, err := opa.RunTests(ctx, v1, opa.TestOptions{V0Compatible: true}); !errors.Is(err, opa.ErrBundleLoad) || errors.Is(err, opa.ErrRegoV0) {
+		t.Fatalf("v1 bundle under V0Compatible: %v", err)
+	}
+}
+
+// Coverage: what the tests evaluated, per file, and less of it when a
+// test is taken away.
+func TestRunTestsWithCoverage(t *testing.T) {
+	ctx := context.Background()
+	policy := "package batpak.write\n\ndefault allow := false\n\nallow if input.principal.tenant == \"acme\"\n\ndeny contains \"NO_PRINCIPAL\" if {\n\tnot input.principal\n}\n"
+	allowTest := "package batpak.write_test\n\nimport data.batpak.write\n\ntest_acme if write.allow with input as {\"principal\": {\"tenant\": \"acme\"}}\n\n" +
+		"test_globex if not write.allow with input as {\"principal\": {\"tenant\": \"globex\"}}\n"
+	denyTest := "package batpak.write_test\n\nimport data.batpak.write\n\ntest_no_principal if \"NO_PRINCIPAL\" in write.deny with input as {}\n"
+
+	dir := writeBundle(t, map[string]string{"write.rego": policy, "allow_test.rego": allowTest, "deny_test.rego": denyTest})
+	results, cov, err := opa.RunTestsWithCoverage(ctx, dir, opa.TestOptions{})
+	if err != nil || len(results) != 3 {
+		t.Fatalf("%d results, %v", len(results), err)
+	}
+	file := filepath.Join(dir, "write.rego")
+	if len(cov.Files) != 3 || cov.Files[file] == nil {
+		t.Fatalf("files %v", cov.Files)
+	}
+	full := *cov.Files[file]
+	if full.NotCoveredLines != 0 || full.Percent != 100 || cov.NotCoveredLines != 0 || cov.Percent != 100 {
+		t.Fatalf("with both tests: %+v, total %.2f%%", full, cov.Percent)
+	}
+
+	if err := os.Remove(filepath.Join(dir, "deny_test.rego")); err != nil {
+		t.Fatal(err)
+	}
+	_, cov, err = opa.RunTestsWithCoverage(ctx, dir, opa.TestOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := cov.Files[file]
+	if len(cov.Files) != 2 || part.CoveredLines >= full.CoveredLines || part.NotCoveredLines != 2 || part.Percent >= 100 || cov.Percent >= 100 {
+		t.Fatalf("without the deny test: %+v, total %.2f%%", part, cov.Percent)
+	}
+	if want := 100 * float64(cov.CoveredLines) / float64(cov.CoveredLines+cov.NotCoveredLines); cov.Percent != want {
+		t.Errorf("total %.4f%%, want %.4f%% (%d covered, %d not)", cov.Percent, want, cov.CoveredLines, cov.NotCoveredLines)
+	}
+	for _, r := range part.NotCovered {
+		if r.Start.Row < 7 || r.End.Row > 8 {
+			t.Errorf("not covered %+v: want only the deny rule, lines 7-8", r)
+		}
+	}
+
+	// RunTests has no coverage; a bundle that does not load, none either.
+	if _, cov, err := opa.RunTestsWithCoverage(ctx, writeBundle(t, map[string]string{"write.rego": "package batpak.write\n\nallow if {\n"}), opa.TestOptions{}); cov != nil || !errors.Is(err, opa.ErrBundleLoad) {
+		t.Fatalf("broken bundle: coverage %v, error %v", cov, err)
+	}
+}
+
+// A TestResult marshals as opa test --format json writes one, so OPA's
+// own decoder reads it back.
+func TestTestResultJSONIsOPAs(t *testing.T) {
+	dir := writeBundle(t, map[string]string{"write.rego": testedPolicy, "write_test.rego": testedPolicyTests})
+	results, err := opa.RunTests(context.Background(), dir, opa.TestOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back []*tester.Result
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatalf("OPA's decoder: %v\n%s", err, b)
+	}
+	if len(back) != len(results) {
+		t.Fatalf("%d results back, %d out", len(back), len(results))
+	}
+	for i, r := range results {
+		o := back[i]
+		failed := !r.Skipped && !r.Passed && r.Err == nil
+		if o.Package != r.Package || o.Name != r.Name || o.Skip != r.Skipped || o.Fail != failed || o.Pass() != r.Passed ||
+			(o.Error != nil) != (r.Err != nil) || o.Duration != r.Duration || string(o.Output) != string(r.Output) ||
+			o.Location == nil || o.Location.File != r.File || o.Location.Row != r.Row || o.Location.Col != r.Col {
+			t.Errorf("%s: OPA reads back %+v", r.Name, o)
+		}
 	}
 }
