@@ -178,8 +178,8 @@ func TestGroupExpectationsAfterAFailedBatch(t *testing.T) {
 			}
 			doomed = append(doomed, item(y, core.ExpectClock(5), 100))
 			ws := []*groupWrite{
-				{items: []core.BatchItem{item(x, core.ExpectNoEvents(), 0)}, single: true},  // x at 0
-				{items: doomed},                                                           // fails at its last item
+				{items: []core.BatchItem{item(x, core.ExpectNoEvents(), 0)}, single: true}, // x at 0
+				{items: doomed}, // fails at its last item
 				{items: []core.BatchItem{item(x, core.ExpectClock(20), 2)}, single: true}, // as if the batch stayed: conflict
 				{items: []core.BatchItem{item(y, core.ExpectClock(0), 3)}, single: true},  // y has no events: conflict
 				{items: []core.BatchItem{item(y, core.ExpectNoEvents(), 4)}},              // y at 0
