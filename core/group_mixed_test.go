@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/core"
 )
@@ -216,5 +217,231 @@ func TestGroupExpectationsAfterAFailedBatch(t *testing.T) {
 				t.Fatalf("append after the group: %+v", r)
 			}
 		})
+	}
+}
+
+// holdWriter stops the writer inside a batch of its own until release is
+// called, so that everything submitted meanwhile is gathered into one
+// group. hook, if not nil, is the batch fault hook for that group.
+func holdWriter(t *testing.T, s *core.Store, hook func(p core.FaultPoint, item int) error) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	entered, rel := make(chan struct{}), make(chan struct{})
+	holding := true
+	core.SetBatchFault(s, func(p core.FaultPoint, item int) error {
+		if holding {
+			holding = false
+			close(entered)
+			<-rel
+			return errors.New("holding batch")
+		}
+		if hook != nil {
+			return hook(p, item)
+		}
+		return nil
+	})
+	hold, err := s.SubmitBatch(ctx, []core.BatchItem{{Coordinate: mustCoord(t, "group:hold", "s"), Kind: kindA, Payload: []byte(`{}`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	return func() {
+		close(rel)
+		if _, err := hold.Wait(ctx); err == nil {
+			t.Fatal("the holding batch was written")
+		}
+	}
+}
+
+// waitQueued waits until n requests are queued for the writer.
+func waitQueued(t *testing.T, s *core.Store, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.WriterPressure().QueueLen < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests queued, want %d", s.WriterPressure().QueueLen, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A Sync, a Snapshot or a Close queued behind a mixed group — singles,
+// batches that cross segments, a batch that fails after a rotation — ends
+// that group: it acts after every write queued before it, so the synced
+// store, the snapshot and the reopened store hold exactly the writes that
+// succeeded, each whole.
+func TestGroupEndedByControlRequest(t *testing.T) {
+	for _, ctl := range []string{"sync", "snapshot", "close"} {
+		for _, everyN := range []int{1, 1000} {
+			t.Run(fmt.Sprintf("%s, sync every %d", ctl, everyN), func(t *testing.T) {
+				ctx := context.Background()
+				s := openStore(t, func(c *core.Config) {
+					c.SegmentMaxBytes = 64 << 10
+					c.Sync.EveryNEvents = everyN
+				})
+				mustAppend(t, s, mustCoord(t, "group:0", "s"), kindA, `{"pre":0}`)
+				ws := mixedGroup(t, 3, 30, 3000)
+				ws[3].items[29].Options.ExpectedClock = core.ExpectClock(999) // the second batch fails at its end
+				release := holdWriter(t, s, nil)
+				for _, w := range ws {
+					var err error
+					if w.single {
+						it := w.items[0]
+						w.t, err = s.SubmitWithOptions(ctx, it.Coordinate, it.Kind, it.Payload, it.Options)
+					} else {
+						w.bt, err = s.SubmitBatch(ctx, w.items)
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				done := make(chan error, 1)
+				dest := t.TempDir() + "/snap"
+				var rep core.SnapshotReport
+				go func() {
+					var err error
+					switch ctl {
+					case "sync":
+						err = s.Sync(ctx)
+					case "snapshot":
+						rep, err = s.Snapshot(ctx, dest)
+					case "close":
+						err = s.Close()
+					}
+					done <- err
+				}()
+				waitQueued(t, s, len(ws)+1)
+				release()
+				if err := <-done; err != nil {
+					t.Fatalf("%s: %v", ctl, err)
+				}
+				core.SetBatchFault(s, nil)
+				for i, w := range ws {
+					_, err := w.wait(ctx)
+					if (err != nil) != (i == 3) {
+						t.Fatalf("write %d: %v", i, err)
+					}
+				}
+				want := 1 + 4 + 2*30 // before the group, the singles, the batches that succeeded
+				switch ctl {
+				case "snapshot":
+					if rep.GlobalSequence != uint64(want) {
+						t.Fatalf("snapshot at %d sequences, want %d", rep.GlobalSequence, want)
+					}
+					snap, err := core.Open(testConfig(dest))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if st := snap.Stats(); st.Events != uint64(want) {
+						t.Fatalf("the snapshot holds %d events, want %d", st.Events, want)
+					}
+					snap = checkGroupLog(t, snap, ws)
+					if err := snap.Close(); err != nil {
+						t.Fatal(err)
+					}
+				case "close":
+					s = openWith(t, s.Config())
+				}
+				if st := s.Stats(); st.Events != uint64(want) {
+					t.Fatalf("%d events after the group, want %d", st.Events, want)
+				}
+				s = checkGroupLog(t, s, ws)
+				r := mustAppend(t, s, mustCoord(t, "group:after", "s"), kindA, `{}`)
+				if r.GlobalSequence != uint64(want) {
+					t.Fatalf("append after the group at %d, want %d", r.GlobalSequence, want)
+				}
+			})
+		}
+	}
+}
+
+// Fenced singles and batches gathered into one group with the fence's
+// Commit, one batch failing after a segment rotation: Commit publishes
+// exactly the writes that succeeded, whole, at consecutive sequences, and
+// a subscriber is told of each of them once, in order.
+func TestGroupFencedBatchesWithCommit(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, func(c *core.Config) { c.SegmentMaxBytes = 64 << 10 })
+	mustAppend(t, s, mustCoord(t, "group:0", "s"), kindA, `{"pre":0}`)
+	sub := s.SubscribeLossy(core.All())
+	defer sub.Close()
+	f, err := s.BeginFence(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered, rel := make(chan struct{}), make(chan struct{})
+	holding := true
+	core.SetBatchFault(s, func(core.FaultPoint, int) error {
+		if holding {
+			holding = false
+			close(entered)
+			<-rel
+			return errors.New("holding batch")
+		}
+		return nil
+	})
+	hold, err := f.SubmitBatch(ctx, []core.BatchItem{{Coordinate: mustCoord(t, "group:hold", "s"), Kind: kindA, Payload: []byte(`{}`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	ws := mixedGroup(t, 3, 30, 3000)
+	ws[3].items[29].Options.ExpectedClock = core.ExpectClock(999)
+	for _, w := range ws {
+		if w.single {
+			it := w.items[0]
+			w.t, err = f.SubmitWithOptions(ctx, it.Coordinate, it.Kind, it.Payload, it.Options)
+		} else {
+			w.bt, err = f.SubmitBatch(ctx, w.items)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.Commit(ctx) }()
+	waitQueued(t, s, len(ws)+1)
+	close(rel)
+	if _, err := hold.Wait(ctx); err == nil {
+		t.Fatal("the holding batch was written")
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Commit: %v", err)
+	}
+	core.SetBatchFault(s, nil)
+	want := 1 + 4 + 2*30
+	if st := s.Stats(); st.Events != uint64(want) {
+		t.Fatalf("%d events after Commit, want %d", st.Events, want)
+	}
+	for i, w := range ws {
+		if _, err := w.wait(ctx); (err != nil) != (i == 3) {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	buf := make([]core.Notification, 256)
+	var got []core.Notification
+	for len(got) < want-1 {
+		c, cancel := context.WithTimeout(ctx, 5*time.Second)
+		n, err := sub.RecvBatch(c, buf)
+		cancel()
+		if err != nil {
+			t.Fatalf("after %d notifications: %v", len(got), err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	for i, n := range got {
+		if n.GlobalSequence != uint64(1+i) {
+			t.Fatalf("notification %d is of sequence %d, want %d", i, n.GlobalSequence, 1+i)
+		}
+	}
+	if n, ok, _ := sub.TryRecv(); ok {
+		t.Fatalf("a notification too many: %+v", n)
+	}
+	if d := sub.Dropped(); d != 0 {
+		t.Fatalf("Dropped %d", d)
+	}
+	s = checkGroupLog(t, s, ws)
+	if r := mustAppend(t, s, mustCoord(t, "group:after", "s"), kindA, `{}`); r.GlobalSequence != uint64(want) {
+		t.Fatalf("append after the fence at %d, want %d", r.GlobalSequence, want)
 	}
 }
