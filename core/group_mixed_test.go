@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -443,5 +446,170 @@ func TestGroupFencedBatchesWithCommit(t *testing.T) {
 	s = checkGroupLog(t, s, ws)
 	if r := mustAppend(t, s, mustCoord(t, "group:after", "s"), kindA, `{}`); r.GlobalSequence != uint64(want) {
 		t.Fatalf("append after the fence at %d, want %d", r.GlobalSequence, want)
+	}
+}
+
+// Writers racing singles, keyed retries, batches across segments and
+// batches that fail at their last item, with a subscriber following: every
+// acknowledged write is stored whole where its receipts say, every failed
+// batch is absent, retries get the original receipts, the log is gapless
+// (live and reopened), and the subscriber is told of every event once, in
+// sequence order.
+func TestMixedGroupsUnderLoad(t *testing.T) {
+	for _, everyN := range []int{1, 1000} {
+		t.Run(fmt.Sprintf("sync every %d", everyN), func(t *testing.T) {
+			ctx := context.Background()
+			s := openStore(t, func(c *core.Config) {
+				c.SegmentMaxBytes = 64 << 10
+				c.Sync.EveryNEvents = everyN
+				c.BroadcastCapacity = 1 << 16
+			})
+			sub := s.SubscribeLossy(core.All())
+			var notes []core.Notification
+			var target atomic.Int64 // how many to receive, once known
+			target.Store(-1)
+			subDone := make(chan error, 1)
+			go func() {
+				buf := make([]core.Notification, 100)
+				deadline := time.Now().Add(30 * time.Second)
+				for {
+					if n := target.Load(); n >= 0 && int64(len(notes)) >= n {
+						subDone <- nil
+						return
+					}
+					c, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+					n, err := sub.RecvBatch(c, buf)
+					cancel()
+					notes = append(notes, buf[:n]...)
+					if err != nil && !errors.Is(err, context.DeadlineExceeded) || time.Now().After(deadline) {
+						subDone <- fmt.Errorf("after %d notifications: %v", len(notes), err)
+						return
+					}
+				}
+			}()
+			type result struct {
+				b     int
+				items []core.BatchItem
+				rs    []core.Receipt
+				err   error
+				retry bool // a retry of an acknowledged keyed write: no new events
+				fail  bool // meant to fail
+			}
+			const writers, ops = 6, 30
+			results := make([][]result, writers)
+			var wg sync.WaitGroup
+			for g := 0; g < writers; g++ {
+				wg.Add(1)
+				go func(g int) {
+					defer wg.Done()
+					rng := rand.New(rand.NewSource(int64(g)))
+					var acked []result
+					for k := 0; k < ops; k++ {
+						b := g*1000 + k
+						var r result
+						switch op := rng.Intn(10); {
+						case op < 3: // a single, keyed half the time
+							it := core.BatchItem{Coordinate: mustCoord(t, fmt.Sprintf("mg:%d", rng.Intn(4)), "s"), Kind: kindB, Payload: taggedPayload(b, 0, 1, rng.Intn(500))}
+							if rng.Intn(2) == 0 {
+								it.Options.IdempotencyKey = fmt.Sprintf("mk-%d-0", b)
+							}
+							rc, err := s.AppendWithOptions(ctx, it.Coordinate, it.Kind, it.Payload, it.Options)
+							r = result{b: b, items: []core.BatchItem{it}, rs: []core.Receipt{rc}, err: err}
+						case op < 5 && len(acked) > 0: // retry an acknowledged write, keyed or not
+							prev := acked[rng.Intn(len(acked))]
+							if prev.items[0].Options.IdempotencyKey == "" {
+								k--
+								continue
+							}
+							rs, err := s.AppendBatch(ctx, prev.items)
+							r = result{b: prev.b, items: prev.items, rs: rs, err: err, retry: true}
+							for i := range rs {
+								if err == nil && (!rs[i].Deduplicated || rs[i].ID != prev.rs[i].ID || rs[i].GlobalSequence != prev.rs[i].GlobalSequence) {
+									t.Errorf("retry of write %d item %d: %+v, want %+v", prev.b, i, rs[i], prev.rs[i])
+								}
+							}
+						default: // a batch, keyed in even writes, failing in one of four
+							n := 1 + rng.Intn(60)
+							pad := rng.Intn(1500)
+							items := make([]core.BatchItem, n)
+							for i := range items {
+								items[i] = core.BatchItem{Coordinate: mustCoord(t, fmt.Sprintf("mg:%d", rng.Intn(4)), "s"), Kind: kindB, Payload: taggedPayload(b, i, n, pad)}
+								if b%2 == 0 {
+									items[i].Options.IdempotencyKey = fmt.Sprintf("mk-%d-%d", b, i)
+								}
+							}
+							r = result{b: b, items: items, fail: rng.Intn(4) == 0}
+							if r.fail {
+								items[n-1].Options.ExpectedClock = core.ExpectClock(1 << 40)
+							}
+							r.rs, r.err = s.AppendBatch(ctx, items)
+						}
+						if (r.err != nil) != r.fail {
+							t.Errorf("write %d: %v (meant to fail: %v)", r.b, r.err, r.fail)
+						}
+						if r.err == nil && !r.retry {
+							acked = append(acked, r)
+						}
+						results[g] = append(results[g], r)
+					}
+				}(g)
+			}
+			wg.Wait()
+			if t.Failed() {
+				return
+			}
+			want := uint64(0)
+			for _, rs := range results {
+				for _, r := range rs {
+					if r.err == nil && !r.retry {
+						want += uint64(len(r.items))
+					}
+				}
+			}
+			if st := s.Stats(); st.Events != want {
+				t.Fatalf("%d events stored, %d acknowledged", st.Events, want)
+			}
+			// The subscriber is told of every event once, in order.
+			target.Store(int64(want))
+			if err := <-subDone; err != nil {
+				t.Fatalf("subscriber: %v", err)
+			}
+			sub.Close()
+			if d := sub.Dropped(); d != 0 {
+				t.Fatalf("the subscriber dropped %d", d)
+			}
+			if uint64(len(notes)) != want {
+				t.Fatalf("%d notifications for %d events", len(notes), want)
+			}
+			for i, n := range notes {
+				if n.GlobalSequence != uint64(i) {
+					t.Fatalf("notification %d is of sequence %d", i, n.GlobalSequence)
+				}
+			}
+			s = checkSaneLog(t, s)
+			tagged := map[int][]core.StoredEvent{}
+			for _, e := range mustQuery(t, s, core.All()) {
+				tagged[tagOf(t, e).B] = append(tagged[tagOf(t, e).B], e)
+			}
+			for _, rs := range results {
+				for _, r := range rs {
+					got := tagged[r.b]
+					if r.err != nil {
+						if len(got) != 0 {
+							t.Fatalf("failed write %d has %d events stored", r.b, len(got))
+						}
+						continue
+					}
+					if len(got) != len(r.items) {
+						t.Fatalf("write %d: %d events stored, want %d", r.b, len(got), len(r.items))
+					}
+					for i, e := range got {
+						if e.Header.ID != r.rs[i].ID || e.GlobalSequence != r.rs[i].GlobalSequence || e.Header.Clock != r.rs[i].Clock {
+							t.Fatalf("write %d item %d stored as %s at %d clock %d; receipt %+v", r.b, i, e.Header.ID, e.GlobalSequence, e.Header.Clock, r.rs[i])
+						}
+					}
+				}
+			}
+		})
 	}
 }
