@@ -454,14 +454,15 @@ func TestGroupFencedBatchesWithCommit(t *testing.T) {
 // acknowledged write is stored whole where its receipts say, every failed
 // batch is absent, retries get the original receipts, the log is gapless
 // (live and reopened), and the subscriber is told of every event once, in
-// sequence order.
+// sequence order. With the default GroupCommitMaxBatch (0) and with 2.
 func TestMixedGroupsUnderLoad(t *testing.T) {
-	for _, everyN := range []int{1, 1000} {
-		t.Run(fmt.Sprintf("sync every %d", everyN), func(t *testing.T) {
+	for _, cfg := range []struct{ everyN, maxGroup int }{{1, 0}, {1000, 0}, {1, 2}} {
+		t.Run(fmt.Sprintf("sync every %d, GroupCommitMaxBatch %d", cfg.everyN, cfg.maxGroup), func(t *testing.T) {
 			ctx := context.Background()
 			s := openStore(t, func(c *core.Config) {
 				c.SegmentMaxBytes = 64 << 10
-				c.Sync.EveryNEvents = everyN
+				c.Sync.EveryNEvents = cfg.everyN
+				c.Batch.GroupCommitMaxBatch = cfg.maxGroup
 				c.BroadcastCapacity = 1 << 16
 			})
 			sub := s.SubscribeLossy(core.All())
