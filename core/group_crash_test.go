@@ -106,7 +106,7 @@ func TestKill9GroupsWithFailingBatches(t *testing.T) {
 	rng := crashRNG(t)
 	var dir string
 	var all []ackedBatch
-	for round := 0; round < 12; round++ {
+	for round := 0; round < 8; round++ {
 		if round%4 == 0 {
 			dir, all = t.TempDir(), nil
 		}
