@@ -2,9 +2,11 @@ package core_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 	"reflect"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -900,5 +902,100 @@ func TestDroppedIsExact(t *testing.T) {
 	}
 	if d := idleA.Dropped(); d != uint64(len(lostA)) {
 		t.Fatalf("idle reader of a:*: Dropped = %d, want %d", d, len(lostA))
+	}
+}
+
+// The goroutine that wakes waiting subscribers ends with the store: after
+// Close, the store leaves no goroutine behind, whether subscribers were
+// waiting when it closed, kept calling Recv while it closed, or never
+// waited at all — on a writable store and on a read-only one.
+func TestSubscriberWakerEndsWithTheStore(t *testing.T) {
+	settle := func(want int) int {
+		deadline := time.Now().Add(3 * time.Second)
+		n := runtime.NumGoroutine()
+		for n > want && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+			n = runtime.NumGoroutine()
+		}
+		return n
+	}
+	for _, mode := range []string{"waiting", "racing", "never waited", "read-only"} {
+		t.Run(mode, func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			if mode == "read-only" {
+				s := openWith(t, testConfig(dir))
+				mustAppend(t, s, mustCoord(t, "wk:0", "s"), kindA, `{}`)
+				if err := s.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(20 * time.Millisecond) // what earlier tests started has ended
+			before := runtime.NumGoroutine()
+			var s *core.Store
+			var err error
+			if mode == "read-only" {
+				s, err = core.OpenReadOnly(testConfig(dir))
+			} else {
+				s, err = core.Open(testConfig(dir))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			stop := make(chan struct{})
+			for i := 0; i < 8; i++ {
+				sub := s.SubscribeLossy(core.All())
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer sub.Close()
+					switch mode {
+					case "never waited":
+						_, _, _ = sub.TryRecv()
+					case "racing":
+						for {
+							c, cancel := context.WithTimeout(ctx, 50*time.Microsecond)
+							_, err := sub.Recv(c)
+							cancel()
+							if errors.Is(err, core.ErrSubscriptionClosed) {
+								return
+							}
+							select {
+							case <-stop:
+								return
+							default:
+							}
+						}
+					default:
+						for {
+							if _, err := sub.Recv(ctx); err != nil {
+								return
+							}
+						}
+					}
+				}()
+			}
+			if mode != "read-only" {
+				for i := 0; i < 50; i++ {
+					mustAppend(t, s, mustCoord(t, "wk:0", "s"), kindA, `{}`)
+				}
+			}
+			if mode == "racing" {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if mode == "read-only" {
+				time.Sleep(10 * time.Millisecond) // the receivers wait
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			close(stop)
+			wg.Wait()
+			if after := settle(before); after > before {
+				buf := make([]byte, 1<<16)
+				t.Fatalf("%d goroutines before Open, %d after Close:\n%s", before, after, buf[:runtime.Stack(buf, true)])
+			}
+		})
 	}
 }

@@ -287,8 +287,10 @@ func (w *writer) rollbackGroup(err error) {
 }
 
 // unwrite removes what was written after offset pos of segment seg:
-// segments created since are deleted and the bytes after pos zeroed and
-// synced, so neither this process nor a recovery will see them.
+// segments created since are deleted and the bytes after pos zeroed
+// (from the end backwards, see segment.ZeroFillBackward) and synced, so
+// neither this process nor a recovery will see them, even after a kill in
+// the middle of it.
 func (w *writer) unwrite(seg uint32, pos int64) error {
 	// The group's background sync may still be running on the active file:
 	// let it finish before that file is closed and removed.
@@ -322,7 +324,9 @@ func (w *writer) unwrite(seg uint32, pos int64) error {
 		}
 	}
 	if w.off > pos {
-		if err := segment.ZeroFill(w.file, pos, w.off); err != nil {
+		// Backwards: a kill part-way leaves the batch cut short (discarded
+		// by recovery), never zeros with the batch's frames after them.
+		if err := segment.ZeroFillBackward(w.file, pos, w.off); err != nil {
 			return fmt.Errorf("batpak: roll back batch: %w", err)
 		}
 		w.fsyncs.Add(1)

@@ -31,6 +31,29 @@ func ZeroFill(f vfs.File, from, to int64) error {
 	return f.SyncData()
 }
 
+// unwritePage is the piece ZeroFillBackward zeroes with each write: one
+// page, aligned, which a kill either writes whole or not at all (the
+// kernel cuts a write short, on a fatal signal, only between pages).
+const unwritePage = 4096
+
+// ZeroFillBackward is ZeroFill for frames that must disappear, not zero
+// space: it zeroes [from, to) from the end towards from, one aligned page
+// per write, then syncs the data. A process killed part-way leaves a
+// prefix of the old frames followed by zeros — readable as a log cut
+// short, the last frame torn at worst — never zeros followed by old
+// frames, which a reader must take for damage in the middle of the log.
+// Errors are the file's, unwrapped.
+func ZeroFillBackward(f vfs.File, from, to int64) error {
+	for end := to; end > from; {
+		start := max(from, (end-1)&^(unwritePage-1))
+		if _, err := f.WriteAt(zeros[:end-start], start); err != nil {
+			return err
+		}
+		end = start
+	}
+	return f.SyncData()
+}
+
 // WriteFileAtomic writes dir/name through a temporary file and a rename, so
 // readers see the old content or the new. With durable set it fsyncs the
 // file before the rename and the directory after: a crash then leaves the

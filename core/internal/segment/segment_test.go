@@ -387,3 +387,51 @@ func TestLockRefusesSecondHolder(t *testing.T) {
 	}
 	_ = Unlock(fsys, f)
 }
+
+// recordingFile records the offsets of WriteAt calls.
+type recordingFile struct {
+	vfs.File
+	offs []int64
+}
+
+func (r *recordingFile) WriteAt(b []byte, off int64) (int, error) {
+	r.offs = append(r.offs, off)
+	return r.File.WriteAt(b, off)
+}
+
+// ZeroFillBackward zeroes exactly [from, to), from the end towards from,
+// each write within one aligned page, whatever the alignment of from and to.
+func TestZeroFillBackward(t *testing.T) {
+	for _, c := range []struct{ from, to int64 }{{0, 1}, {100, 5000}, {4096, 8192}, {4095, 4097}, {7, 3*4096 + 5}, {10, 10}} {
+		f, err := vfs.Default().OpenFile(filepath.Join(t.TempDir(), "zf"), os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := bytes.Repeat([]byte{0xab}, 4*4096+64)
+		if _, err := f.WriteAt(data, 0); err != nil {
+			t.Fatal(err)
+		}
+		rf := &recordingFile{File: f}
+		if err := ZeroFillBackward(rf, c.from, c.to); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(data))
+		if _, err := f.ReadAt(got, 0); err != nil {
+			t.Fatal(err)
+		}
+		for i, b := range got {
+			if in := int64(i) >= c.from && int64(i) < c.to; (b == 0) != in {
+				t.Fatalf("[%d,%d): byte %d is %#x", c.from, c.to, i, b)
+			}
+		}
+		for i, off := range rf.offs {
+			if i > 0 && off >= rf.offs[i-1] {
+				t.Fatalf("[%d,%d): write at %d after one at %d: not backwards", c.from, c.to, off, rf.offs[i-1])
+			}
+			if i > 0 && off%4096 != 0 && off != c.from {
+				t.Fatalf("[%d,%d): write at unaligned %d", c.from, c.to, off)
+			}
+		}
+		f.Close()
+	}
+}
