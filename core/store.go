@@ -31,9 +31,15 @@ type Store struct {
 	fs   vfs.FS // every file operation goes through it
 
 	mailbox chan *request
-	closeMu sync.RWMutex // held shared while sending to mailbox
-	closed  bool
-	w       *writer
+	// gatherNeed and gatherFull let the writer sleep while it waits for
+	// the rest of a group instead of waking at every arrival: it sets how
+	// many queued requests would complete the group, and the sender that
+	// completes it wakes the writer once (see noteQueued, writer.gather).
+	gatherNeed atomic.Int64
+	gatherFull chan struct{}
+	closeMu    sync.RWMutex // held shared while sending to mailbox
+	closed     bool
+	w          *writer
 
 	closeOnce sync.Once
 	closeErr  error
@@ -181,6 +187,7 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 	}
 	s.w = w
 	s.mailbox = make(chan *request, cfg.ChannelCapacity)
+	s.gatherFull = make(chan struct{}, 1)
 	go w.run()
 	s.startSealer()
 	if s.salvaged != nil {
@@ -211,6 +218,10 @@ func (s *Store) Close() error {
 		s.closeMu.Unlock()
 		t := newTicket()
 		s.mailbox <- &request{op: opClose, t: t}
+		select { // a writer waiting for the rest of a group takes the close now
+		case s.gatherFull <- struct{}{}:
+		default:
+		}
 		<-t.Done()
 		s.closeErr = t.err
 		<-s.w.exited
@@ -378,6 +389,20 @@ func payloadError(err error) error {
 	return &PayloadError{Offset: e.Offset, Rule: e.Rule, Limit: e.Limit, Key: e.Key, Reason: reason}
 }
 
+// noteQueued wakes the writer when it waits for the rest of a group and
+// the mailbox now holds all of it, or r is a control request (which ends
+// a group). A wake-up lost to a race costs the writer only the rest of its
+// gather wait.
+func (s *Store) noteQueued(r *request) {
+	n := s.gatherNeed.Load()
+	if n > 0 && (!r.op.write() || int64(len(s.mailbox)) >= n) && s.gatherNeed.CompareAndSwap(n, 0) {
+		select {
+		case s.gatherFull <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // enqueue hands a request to the writer, blocking while the mailbox is
 // full. It fails with ErrReadOnly, ErrClosed or ErrFenceActive without
 // enqueueing.
@@ -408,6 +433,7 @@ func (s *Store) send(r *request, try bool) (*Ticket, error) {
 	}
 	if !try {
 		s.mailbox <- r
+		s.noteQueued(r)
 		return r.t, nil
 	}
 	q, c := len(s.mailbox), cap(s.mailbox)
@@ -416,6 +442,7 @@ func (s *Store) send(r *request, try bool) (*Ticket, error) {
 	}
 	select {
 	case s.mailbox <- r:
+		s.noteQueued(r)
 		return r.t, nil
 	default:
 		return nil, &RetryError{After: s.w.retryAfter(q), Reason: "writer mailbox is full"}

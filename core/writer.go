@@ -281,24 +281,26 @@ func (w *writer) gather(first *request) {
 		if len(w.reqs) >= target || left <= 0 {
 			return
 		}
-		// Block (not spin) until the next write or the deadline: on a
-		// busy machine the writers we wait for need the CPU a spin
-		// would take.
+		// Sleep (not spin: on a busy machine the writers we wait for need
+		// the CPU) until the sender that completes the group wakes us —
+		// one wake-up per group, not one per arrival — or the deadline;
+		// then take what is queued.
+		need := int64(target - len(w.reqs))
+		w.s.gatherNeed.Store(need)
+		if int64(len(mb)) >= need {
+			w.s.gatherNeed.Store(0)
+			continue
+		}
 		if w.waitTimer == nil {
 			w.waitTimer = time.NewTimer(left)
 		} else {
 			w.waitTimer.Reset(left)
 		}
 		select {
-		case r := <-mb:
+		case <-w.s.gatherFull:
 			w.waitTimer.Stop()
-			w.reqs = append(w.reqs, r)
-			bytes += r.payloadBytes()
-			if !r.op.write() {
-				return
-			}
 		case <-w.waitTimer.C:
-			return
+			w.s.gatherNeed.Store(0)
 		}
 	}
 }
