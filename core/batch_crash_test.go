@@ -91,16 +91,7 @@ func helperBatchCrash(dir string) error {
 					errs <- err
 					return
 				}
-				var sb strings.Builder
-				fmt.Fprintf(&sb, "ACKB %d %d %d", b, n, rs[0].GlobalSequence)
-				for _, r := range rs {
-					sb.WriteString(" " + r.ID.String())
-				}
-				sb.WriteString("\n")
-				mu.Lock()
-				_, err = os.Stdout.WriteString(sb.String()) // the parent ignores a line cut by the kill
-				mu.Unlock()
-				if err != nil {
+				if err := printAck(&mu, b, rs); err != nil {
 					errs <- err
 					return
 				}
@@ -108,6 +99,21 @@ func helperBatchCrash(dir string) error {
 		}(g)
 	}
 	return <-errs
+}
+
+// printAck prints "ACKB batch n firstSeq id…" for an acknowledged write
+// (a single is a batch of one); the parent ignores a line cut by the kill.
+func printAck(mu *sync.Mutex, b int, rs []core.Receipt) error {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "ACKB %d %d %d", b, len(rs), rs[0].GlobalSequence)
+	for _, r := range rs {
+		sb.WriteString(" " + r.ID.String())
+	}
+	sb.WriteString("\n")
+	mu.Lock()
+	defer mu.Unlock()
+	_, err := os.Stdout.WriteString(sb.String())
+	return err
 }
 
 type ackedBatch struct {

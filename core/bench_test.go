@@ -135,11 +135,24 @@ func BenchmarkAppendBuffered(b *testing.B) {
 // entity, on a store syncing every `every` events.
 func benchProducers(b *testing.B, every, producers int) {
 	s := benchStore(b, every)
+	b.ResetTimer()
+	n := appendFromProducers(b, s, producers)
+	b.StopTimer()
+	st := s.Stats()
+	reportRate(b, n)
+	b.ReportMetric(float64(n)/float64(max(st.Fsyncs, 1)), "events/fsync")
+	if every == 1 {
+		reportBound(b, st, producers, n)
+	}
+}
+
+// appendFromProducers appends b.N events (rounded up to a multiple of P)
+// from P goroutines, each to its own entity, and returns how many.
+func appendFromProducers(b *testing.B, s *core.Store, producers int) int {
 	ctx := context.Background()
 	kind := core.MustKind(1, 1)
 	var wg sync.WaitGroup
 	per := (b.N + producers - 1) / producers
-	b.ResetTimer()
 	for p := 0; p < producers; p++ {
 		wg.Add(1)
 		go func(p int) {
@@ -154,13 +167,7 @@ func benchProducers(b *testing.B, every, producers int) {
 		}(p)
 	}
 	wg.Wait()
-	b.StopTimer()
-	st := s.Stats()
-	reportRate(b, per*producers)
-	b.ReportMetric(float64(per*producers)/float64(max(st.Fsyncs, 1)), "events/fsync")
-	if every == 1 {
-		reportBound(b, st, producers, per*producers)
-	}
+	return per * producers
 }
 
 // big is a 1M-event store shared by the read and open benchmarks.
@@ -597,27 +604,10 @@ func BenchmarkAppendDurableWithSubscribers(b *testing.B) {
 					}
 				}()
 			}
-			const producers = 8
-			kind := core.MustKind(1, 1)
-			per := (b.N + producers - 1) / producers
-			var wg sync.WaitGroup
 			b.ResetTimer()
-			for p := 0; p < producers; p++ {
-				wg.Add(1)
-				go func(p int) {
-					defer wg.Done()
-					coord, _ := core.NewCoordinate(fmt.Sprintf("order:%d", p), "shop")
-					for i := 0; i < per; i++ {
-						if _, err := s.Append(ctx, coord, kind, payload100); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				}(p)
-			}
-			wg.Wait()
+			n := appendFromProducers(b, s, 8)
 			b.StopTimer()
-			reportRate(b, per*producers)
+			reportRate(b, n)
 			cancel()
 			rwg.Wait()
 		})

@@ -7,7 +7,6 @@ import (
 	"math/rand"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -78,16 +77,7 @@ func helperGroupCrash(dir string) error {
 					errs <- err
 					return
 				}
-				var sb strings.Builder
-				fmt.Fprintf(&sb, "ACKB %d %d %d", b, n, rs[0].GlobalSequence)
-				for _, r := range rs {
-					sb.WriteString(" " + r.ID.String())
-				}
-				sb.WriteString("\n")
-				mu.Lock()
-				_, err = os.Stdout.WriteString(sb.String())
-				mu.Unlock()
-				if err != nil {
+				if err := printAck(&mu, b, rs); err != nil {
 					errs <- err
 					return
 				}

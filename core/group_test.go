@@ -43,27 +43,10 @@ func (g *groupWrite) wait(ctx context.Context) ([]core.Receipt, error) {
 func submitAsOneGroup(t *testing.T, s *core.Store, writes []*groupWrite, hook func(p core.FaultPoint, item int) error) (before, after core.Stats) {
 	t.Helper()
 	ctx := context.Background()
-	entered, release := make(chan struct{}), make(chan struct{})
-	holding := true
-	core.SetBatchFault(s, func(p core.FaultPoint, item int) error {
-		if holding {
-			holding = false
-			close(entered)
-			<-release
-			return errors.New("holding batch") // leaves nothing behind
-		}
-		if hook != nil {
-			return hook(p, item)
-		}
-		return nil
-	})
-	hold, err := s.SubmitBatch(ctx, []core.BatchItem{{Coordinate: mustCoord(t, "group:hold", "s"), Kind: kindA, Payload: []byte(`{}`)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-entered
+	release := holdWriter(t, s, hook)
 	before = s.Stats()
 	for _, w := range writes {
+		var err error
 		if w.single {
 			it := w.items[0]
 			w.t, err = s.SubmitWithOptions(ctx, it.Coordinate, it.Kind, it.Payload, it.Options)
@@ -74,10 +57,7 @@ func submitAsOneGroup(t *testing.T, s *core.Store, writes []*groupWrite, hook fu
 			t.Fatal(err)
 		}
 	}
-	close(release)
-	if _, err := hold.Wait(ctx); err == nil {
-		t.Fatal("the holding batch was written")
-	}
+	release()
 	for _, w := range writes {
 		_, _ = w.wait(ctx)
 	}
