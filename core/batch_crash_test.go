@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand"
@@ -55,7 +56,14 @@ func crashBatchItems(b, n int) []core.BatchItem {
 // single appends from a fifth until killed — so that group commits hold
 // several batches and singles when the kill lands — printing "ACKB batch n
 // firstSeq id…" once a write is acknowledged (a single is a batch of one).
-func helperBatchCrash(dir string) error {
+func helperBatchCrash(dir string) error { return groupCrashWriters(dir, false) }
+
+// groupCrashWriters runs the writers of helperBatchCrash; with doomed, the
+// fourth batch writer's batches instead end with an item expecting a clock
+// no entity has, so each is placed (often across a segment rotation) and
+// then cut out of its group, and an acknowledged doomed batch stops the
+// child with an error.
+func groupCrashWriters(dir string, doomed bool) error {
 	cfg := crashConfig(dir)
 	var err error
 	if cfg.Sync.EveryNEvents, err = strconv.Atoi(os.Getenv("BATPAK_EVERYN")); err != nil {
@@ -67,10 +75,10 @@ func helperBatchCrash(dir string) error {
 	if err != nil {
 		return err
 	}
-	const batchWriters = 4
+	const singles = 4
 	var mu sync.Mutex
-	errs := make(chan error, batchWriters+1)
-	for g := 0; g <= batchWriters; g++ {
+	errs := make(chan error, singles+1)
+	for g := 0; g <= singles; g++ {
 		go func(g int) {
 			ctx := context.Background()
 			rng := rand.New(rand.NewSource(seed + int64(g)))
@@ -78,20 +86,28 @@ func helperBatchCrash(dir string) error {
 				b, n := crashBatchID(round, g, k), 50+rng.Intn(151)
 				var rs []core.Receipt
 				var err error
-				if g == batchWriters {
-					n = 1
-					it := crashBatchItems(b, n)[0]
+				switch {
+				case g == singles:
+					it := crashBatchItems(b, 1)[0]
 					var r core.Receipt
 					r, err = s.AppendWithOptions(ctx, it.Coordinate, it.Kind, it.Payload, it.Options)
 					rs = []core.Receipt{r}
-				} else {
+				case doomed && g == doomedWriter:
+					items := crashBatchItems(b, n)
+					items[n-1].Options.ExpectedClock = core.ExpectClock(1 << 40)
+					var ce *core.ConflictError
+					if _, err := s.AppendBatch(ctx, items); !errors.As(err, &ce) {
+						errs <- fmt.Errorf("doomed batch %d: %v, want a conflict", b, err)
+						return
+					}
+					continue
+				default:
 					rs, err = s.AppendBatch(ctx, crashBatchItems(b, n))
 				}
-				if err != nil {
-					errs <- err
-					return
+				if err == nil {
+					err = printAck(&mu, b, rs)
 				}
-				if err := printAck(&mu, b, rs); err != nil {
+				if err != nil {
 					errs <- err
 					return
 				}
@@ -115,6 +131,10 @@ func printAck(mu *sync.Mutex, b int, rs []core.Receipt) error {
 	_, err := os.Stdout.WriteString(sb.String())
 	return err
 }
+
+// doomedWriter is the batch writer whose batches fail when
+// groupCrashWriters is asked for them (crashBatchID's g).
+const doomedWriter = 3
 
 type ackedBatch struct {
 	b, n     int

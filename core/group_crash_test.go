@@ -1,13 +1,7 @@
 package core_test
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"math/rand"
-	"os"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,70 +16,9 @@ import (
 
 func init() { helperModes["groupcrash"] = helperGroupCrash }
 
-// doomedWriter is the child's goroutine whose batches always fail.
-const doomedWriter = 5
-
-// helperGroupCrash writes, until killed, batches of 50-200 items from
-// three goroutines, singles from a fourth, and from a fifth batches of
-// 50-200 items whose last item expects a clock no entity has (so each is
-// placed, often across a segment rotation, and then rolled back). It
-// prints "ACKB batch n firstSeq id…" for each acknowledged write, and
-// stops with an error if a doomed batch is acknowledged.
-func helperGroupCrash(dir string) error {
-	cfg := crashConfig(dir)
-	var err error
-	if cfg.Sync.EveryNEvents, err = strconv.Atoi(os.Getenv("BATPAK_EVERYN")); err != nil {
-		return err
-	}
-	round, _ := strconv.Atoi(os.Getenv("BATPAK_ROUND"))
-	seed, _ := strconv.ParseInt(os.Getenv("BATPAK_SEED"), 10, 64)
-	s, err := core.Open(cfg)
-	if err != nil {
-		return err
-	}
-	var mu sync.Mutex
-	errs := make(chan error, 6)
-	for _, g := range []int{0, 1, 2, 4, doomedWriter} {
-		go func(g int) {
-			ctx := context.Background()
-			rng := rand.New(rand.NewSource(seed + int64(g)))
-			for k := 0; ; k++ {
-				b, n := crashBatchID(round, g, k), 50+rng.Intn(151)
-				var rs []core.Receipt
-				var err error
-				switch g {
-				case 4:
-					n = 1
-					it := crashBatchItems(b, n)[0]
-					var r core.Receipt
-					r, err = s.AppendWithOptions(ctx, it.Coordinate, it.Kind, it.Payload, it.Options)
-					rs = []core.Receipt{r}
-				case doomedWriter:
-					items := crashBatchItems(b, n)
-					items[n-1].Options.ExpectedClock = core.ExpectClock(1 << 40)
-					_, err := s.AppendBatch(ctx, items)
-					var ce *core.ConflictError
-					if !errors.As(err, &ce) {
-						errs <- fmt.Errorf("doomed batch %d: %v, want a conflict", b, err)
-						return
-					}
-					continue
-				default:
-					rs, err = s.AppendBatch(ctx, crashBatchItems(b, n))
-				}
-				if err != nil {
-					errs <- err
-					return
-				}
-				if err := printAck(&mu, b, rs); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}(g)
-	}
-	return <-errs
-}
+// helperGroupCrash is helperBatchCrash with one batch writer whose
+// batches always fail at their last item (see groupCrashWriters).
+func helperGroupCrash(dir string) error { return groupCrashWriters(dir, true) }
 
 // A child whose groups hold good batches, singles and batches that fail
 // at their last item (rolled back, often after a rotation inside them) is

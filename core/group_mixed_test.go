@@ -287,16 +287,7 @@ func TestGroupEndedByControlRequest(t *testing.T) {
 				ws[3].items[29].Options.ExpectedClock = core.ExpectClock(999) // the second batch fails at its end
 				release := holdWriter(t, s, nil)
 				for _, w := range ws {
-					var err error
-					if w.single {
-						it := w.items[0]
-						w.t, err = s.SubmitWithOptions(ctx, it.Coordinate, it.Kind, it.Payload, it.Options)
-					} else {
-						w.bt, err = s.SubmitBatch(ctx, w.items)
-					}
-					if err != nil {
-						t.Fatal(err)
-					}
+					w.submit(t, s)
 				}
 				done := make(chan error, 1)
 				dest := t.TempDir() + "/snap"

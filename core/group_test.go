@@ -23,6 +23,20 @@ type groupWrite struct {
 	t      *core.Ticket
 }
 
+// submit queues the write without waiting.
+func (g *groupWrite) submit(t *testing.T, s *core.Store) {
+	t.Helper()
+	var err error
+	if it := g.items[0]; g.single {
+		g.t, err = s.SubmitWithOptions(context.Background(), it.Coordinate, it.Kind, it.Payload, it.Options)
+	} else {
+		g.bt, err = s.SubmitBatch(context.Background(), g.items)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // wait returns the write's receipts or its error.
 func (g *groupWrite) wait(ctx context.Context) ([]core.Receipt, error) {
 	if g.single {
@@ -46,16 +60,7 @@ func submitAsOneGroup(t *testing.T, s *core.Store, writes []*groupWrite, hook fu
 	release := holdWriter(t, s, hook)
 	before = s.Stats()
 	for _, w := range writes {
-		var err error
-		if w.single {
-			it := w.items[0]
-			w.t, err = s.SubmitWithOptions(ctx, it.Coordinate, it.Kind, it.Payload, it.Options)
-		} else {
-			w.bt, err = s.SubmitBatch(ctx, w.items)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		w.submit(t, s)
 	}
 	release()
 	for _, w := range writes {
