@@ -416,9 +416,12 @@ func (a *app) unknownKeys() []string {
 	for _, s := range serverSettings {
 		known[s.key] = true
 	}
+	for _, k := range remoteKeys {
+		known[k.key] = true
+	}
 	var out []string
 	for _, k := range a.v.AllKeys() {
-		if !known[k] && !parentKeys[k] && !serverParentKeys[k] && a.v.InConfig(k) {
+		if !known[k] && !parentKeys[k] && !serverParentKeys[k] && k != "remote" && a.v.InConfig(k) {
 			out = append(out, strconv.Quote(k))
 		}
 	}

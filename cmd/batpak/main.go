@@ -142,6 +142,7 @@ judged by that Rego policy first, as the principal --principal-id,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	a.flags = root.PersistentFlags()
 	registerConfigFlags(a.flags, a.v, &a.configFlag)
+	registerRemoteFlags(a.flags, a.v)
 
 	root.AddGroup(
 		&cobra.Group{ID: "write", Title: "Write commands:"},
@@ -151,6 +152,7 @@ judged by that Rego policy first, as the principal --principal-id,
 		&cobra.Group{ID: "maintenance", Title: "Maintenance commands:"},
 		&cobra.Group{ID: "plugin", Title: "Plugin commands:"},
 		&cobra.Group{ID: "server", Title: "Server commands:"},
+		&cobra.Group{ID: "admin", Title: "Server administration commands (need --server):"},
 	)
 	root.AddCommand(
 		newAppendCmd(a), newDemoCmd(a),
@@ -160,6 +162,7 @@ judged by that Rego policy first, as the principal --principal-id,
 		newExportCmd(a), newImportCmd(a), newSnapshotCmd(a), newRedactCmd(a), newCompactCmd(a), newSealCmd(a),
 		newPluginCmd(a),
 		newServeCmd(a),
+		newTenantCmd(a), newKeyCmd(a),
 	)
 	return root
 }
