@@ -278,6 +278,14 @@ first: flag > environment > config file > default.`,
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ss.key, val, a.sourceOf(setting{key: ss.key}), envName(ss.key))
 			}
+			// The server the data commands talk to, if any.
+			for _, k := range remoteKeys {
+				val := a.v.GetString(k.key)
+				if k.key == "remote.token" && val != "" {
+					val = "(set, not shown)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.key, orNone(val), a.remoteSource(k.key, k.flag, k.env), k.env)
+			}
 			return tw.Flush()
 		},
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -41,6 +42,20 @@ func registerRemoteFlags(fs *pflag.FlagSet, v *viper.Viper) {
 			panic(err)
 		}
 	}
+}
+
+// remoteSource says which layer supplied a remote.* key's value.
+func (a *app) remoteSource(key, flag, env string) string {
+	if a.flagChanged(flag) {
+		return "flag --" + flag
+	}
+	if v, ok := os.LookupEnv(env); ok && v != "" {
+		return "env " + env
+	}
+	if a.configFile != "" && a.v.InConfig(key) {
+		return "config " + a.configFile
+	}
+	return "default"
 }
 
 // remoteConf is the resolved remote.* settings.
@@ -93,6 +108,16 @@ func (a *app) needServer(cmd string) (*remoteConf, error) {
 		return nil, usagef("%s works against a server: give --server URL and --token (BATPAK_SERVER, BATPAK_TOKEN)", cmd)
 	}
 	return rc, nil
+}
+
+// localOnly refuses to open the local store while a server is
+// configured: a command that has no remote form must not quietly work on
+// --data-dir when the user meant the server.
+func (a *app) localOnly() error {
+	if strings.TrimSpace(a.v.GetString("remote.server")) == "" {
+		return nil
+	}
+	return errors.New("this command works on a local store only, and a server is set (--server, BATPAK_SERVER or remote.server); unset it to work on --data-dir")
 }
 
 // remoteError renders a server's problem as one line: its code and

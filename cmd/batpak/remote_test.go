@@ -223,6 +223,18 @@ func TestRemoteEnvironment(t *testing.T) {
 	if out := ok(t, "--config", cfg, "query"); !strings.Contains(out, "1 event; region:") {
 		t.Fatalf("query through config keys: %q", out)
 	}
+	// batpak config shows where the server comes from, never the token.
+	conf := ok(t, "--config", cfg, "config")
+	if !regexp.MustCompile(`(?m)^remote\.server +`+regexp.QuoteMeta(url)+` +config `).MatchString(conf) ||
+		!regexp.MustCompile(`(?m)^remote\.token +\(set, not shown\) +config `).MatchString(conf) || strings.Contains(conf, key) {
+		t.Errorf("config:\n%s", conf)
+	}
+	// A command with no remote form refuses rather than work on the
+	// local directory.
+	fails(t, []string{"--config", cfg, "demo"}, "works on a local store only, and a server is set")
+	if _, err := os.Stat(filepath.Join(dir, "batpak-data")); err == nil {
+		t.Error("demo wrote a local store although a server was set")
+	}
 	// Without a tenant, a tenant command names what is missing.
 	r := batpak(t, "--server", url, "--token", key, "query")
 	if r.code != exitError || !strings.Contains(r.stderr, "--tenant (BATPAK_TENANT, remote.tenant)") {
