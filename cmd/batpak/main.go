@@ -129,7 +129,12 @@ Read commands (get, query, ancestors, verify, stats) open the store
 read-only and work beside a running writer; write commands (append, demo)
 take the store's lock. With policy.dir set (--policy-dir), every write is
 judged by that Rego policy first, as the principal --principal-id,
---tenant, --roles; "batpak policy" tests and evaluates policies.`,
+--tenant, --roles; "batpak policy" tests and evaluates policies.
+
+With --server URL and --token (BATPAK_SERVER, BATPAK_TOKEN), append, get,
+query, ancestors, stats, verify, export and import work on the tenant
+--tenant (BATPAK_TENANT) of a running "batpak serve" instead; "batpak
+tenant" and "batpak key" administer that server.`,
 		Example: `  batpak demo
   batpak query --entity-prefix order: --json
   batpak append --entity order:42 --scope shop --kind 1:1 --data '{"total_cents":998}'
