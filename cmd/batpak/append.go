@@ -12,6 +12,7 @@ import (
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/sdk/client"
 )
 
 // receiptJSON is append --json's output.
@@ -102,12 +103,24 @@ syncs).`,
 				return badInput("--data", err)
 			}
 
+			rc, err := a.remote()
+			if err != nil {
+				return err
+			}
+			var r core.Receipt
+			if rc != nil {
+				r, err = appendRemote(cmd.Context(), rc, coord, kind, payload, opts)
+				if err != nil {
+					return err
+				}
+				return printReceipt(cmd.OutOrStdout(), r, idemKey, asJSON)
+			}
 			s, _, ctx, err := a.openWrite(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer closeStore(s, &err)
-			r, err := s.AppendWithOptions(ctx, coord, kind, payload, opts)
+			r, err = s.AppendWithOptions(ctx, coord, kind, payload, opts)
 			var den *policy.Denial
 			switch {
 			case err == nil:
@@ -124,19 +137,7 @@ syncs).`,
 			default:
 				return err
 			}
-			if asJSON {
-				return newJSONLines(cmd.OutOrStdout()).write(receiptJSON{
-					ID: r.ID, GlobalSequence: r.GlobalSequence, Clock: r.Clock,
-					Timestamp: formatMicros(r.Timestamp), Deduplicated: r.Deduplicated,
-				})
-			}
-			verb, note := "appended", ""
-			if r.Deduplicated {
-				verb, note = "duplicate", fmt.Sprintf(" (idempotency key %q was used before: this is the first write's receipt; nothing written)", idemKey)
-			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s %s seq=%d clock=%d timestamp=%s%s\n",
-				verb, r.ID, r.GlobalSequence, r.Clock, formatMicros(r.Timestamp), note)
-			return err
+			return printReceipt(cmd.OutOrStdout(), r, idemKey, asJSON)
 		},
 	}
 	f := cmd.Flags()
@@ -151,6 +152,57 @@ syncs).`,
 	f.StringVar(&cause, "causation", "", "id of the event that caused this one (default: none, a root cause)")
 	f.BoolVar(&asJSON, "json", false, "print the receipt as one JSON object")
 	return cmd
+}
+
+// printReceipt writes append's output, local or remote.
+func printReceipt(w io.Writer, r core.Receipt, idemKey string, asJSON bool) error {
+	if asJSON {
+		return newJSONLines(w).write(receiptJSON{
+			ID: r.ID, GlobalSequence: r.GlobalSequence, Clock: r.Clock,
+			Timestamp: formatMicros(r.Timestamp), Deduplicated: r.Deduplicated,
+		})
+	}
+	verb, note := "appended", ""
+	if r.Deduplicated {
+		verb, note = "duplicate", fmt.Sprintf(" (idempotency key %q was used before: this is the first write's receipt; nothing written)", idemKey)
+	}
+	_, err := fmt.Fprintf(w, "%s %s seq=%d clock=%d timestamp=%s%s\n",
+		verb, r.ID, r.GlobalSequence, r.Clock, formatMicros(r.Timestamp), note)
+	return err
+}
+
+// appendRemote is append against a server: the same event, through the
+// tenant's API. Without --idempotency-key the client picks one, so a
+// retried request writes once.
+func appendRemote(ctx context.Context, rc *remoteConf, coord core.Coordinate, kind core.Kind, payload []byte, opts core.AppendOptions) (core.Receipt, error) {
+	t, err := rc.tenantClient()
+	if err != nil {
+		return core.Receipt{}, err
+	}
+	req := client.AppendRequest{
+		Entity: coord.Entity, Scope: coord.Scope, Kind: kind.String(), Payload: payload,
+		IdempotencyKey: opts.IdempotencyKey,
+	}
+	if !opts.CorrelationID.IsZero() {
+		req.CorrelationID = opts.CorrelationID.String()
+	}
+	if !opts.CausationID.IsZero() {
+		req.CausationID = opts.CausationID.String()
+	}
+	if e, ok := opts.ExpectedClock.Clock(); ok {
+		req.ExpectedClock = client.ExpectClock(e)
+	} else if opts.ExpectedClock.NoEvents() {
+		req.ExpectedClock = client.ExpectNoEvents()
+	}
+	wr, err := t.Append(ctx, req)
+	if err != nil {
+		return core.Receipt{}, remoteError(err)
+	}
+	id, err := core.ParseEventID(wr.ID)
+	if err != nil {
+		return core.Receipt{}, fmt.Errorf("server sent event id %q: %w", wr.ID, err)
+	}
+	return core.Receipt{ID: id, GlobalSequence: wr.GlobalSequence, Clock: wr.Clock, Timestamp: wr.TimestampUS, Deduplicated: wr.Deduplicated}, nil
 }
 
 // readPayload returns --data's bytes (stdin for "-"), trimmed of

@@ -103,7 +103,7 @@ var settings = []setting{
 	{key: "principal.id", flag: "principal-id", kind: kindText, def: "",
 		help: "who writes: the principal id policies see as input.principal.id"},
 	{key: "principal.tenant", flag: "tenant", kind: kindText, def: "",
-		help: "the writing principal's tenant (input.principal.tenant)"},
+		help: "the writing principal's tenant (input.principal.tenant); with --server, the tenant to work on (env BATPAK_TENANT, key remote.tenant)"},
 	{key: "principal.roles", flag: "roles", kind: kindList, def: "",
 		help: "the writing principal's roles, comma-separated (input.principal.roles)"},
 }
@@ -416,9 +416,12 @@ func (a *app) unknownKeys() []string {
 	for _, s := range serverSettings {
 		known[s.key] = true
 	}
+	for _, k := range remoteKeys {
+		known[k.key] = true
+	}
 	var out []string
 	for _, k := range a.v.AllKeys() {
-		if !known[k] && !parentKeys[k] && !serverParentKeys[k] && a.v.InConfig(k) {
+		if !known[k] && !parentKeys[k] && !serverParentKeys[k] && k != "remote" && a.v.InConfig(k) {
 			out = append(out, strconv.Quote(k))
 		}
 	}

@@ -1,4 +1,5 @@
-// Command batpak works on a batpak event store in a local directory.
+// Command batpak works on a batpak event store in a local directory, or
+// on a tenant of a running batpak server (see "Against a server").
 //
 // It is a thin shell over package core: every verb opens the store,
 // does one thing and closes it. Write verbs (append, demo, import,
@@ -90,6 +91,34 @@
 // tests as "opa test --bundle" does (--json, --coverage, --threshold and
 // --v0-compatible as opa test has them); "batpak policy eval" asks a
 // bundle about one input document.
+//
+// # Against a server
+//
+// With remote.server set (--server URL, BATPAK_SERVER), append, get, query,
+// ancestors, stats, verify, export and import work on a tenant of a
+// running "batpak serve" through package sdk/client instead of a
+// directory, printing what they print locally (text and --json). The
+// server's events carry no chain hash, so get prints none; stats shows
+// the counts and sizes the server reports; an append without
+// --idempotency-key carries one the client picks (bpc-…), so a retried
+// request writes once; export's --entity-prefix and --scope are local
+// only. The other store commands refuse while a server is set.
+//
+//	key            flag      environment
+//	remote.server  --server  BATPAK_SERVER
+//	remote.token   --token   BATPAK_TOKEN   (an API key or the operator credential; never printed)
+//	remote.tenant  --tenant  BATPAK_TENANT  (the tenant whose URL the key is used under)
+//
+// The administration commands need a server:
+//
+//	batpak tenant create ID | list | suspend ID [--reason R] | resume ID | delete ID --yes   [--json]
+//	batpak key issue NAME --role R | list | revoke KEY-ID   [--json]
+//
+// tenant takes the operator credential; key the operator credential or an
+// admin key of --tenant. key issue prints the key once (the server keeps
+// only its digest). tenant delete refuses without --yes. A refusal from
+// the server is one line, "batpak: server: CODE: detail (HTTP status)",
+// and exit code 1.
 //
 // # Errors and exit codes
 //

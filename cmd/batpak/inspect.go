@@ -25,6 +25,13 @@ clocks run 0, 1, 2, ... per entity. Prints
 offset, event id) and exits 1. Safe to run beside a live writer.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			rc, err := a.remote()
+			if err != nil {
+				return err
+			}
+			if rc != nil {
+				return verifyRemote(cmd, rc)
+			}
 			var rep core.VerifyReport
 			err = a.withReadStore(func(s *core.Store, _ *resolved) error {
 				var err error
@@ -122,6 +129,13 @@ is opened read-only, so fsyncs (a count kept by the writer) is always 0
 here, and the open figures are this command's own open.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			rc, err := a.remote()
+			if err != nil {
+				return err
+			}
+			if rc != nil {
+				return statsRemote(cmd, rc, asJSON)
+			}
 			var (
 				d   core.Diagnostics
 				dir string
@@ -163,6 +177,71 @@ func printStats(w io.Writer, dir string, d core.Diagnostics) error {
 	return tw.Flush()
 }
 
+// verifyRemote is verify against a server: the server checks the
+// tenant's store and answers with the same counts.
+func verifyRemote(cmd *cobra.Command, rc *remoteConf) error {
+	t, err := rc.tenantClient()
+	if err != nil {
+		return err
+	}
+	rep, err := t.Verify(cmd.Context())
+	if err != nil {
+		return remoteError(err)
+	}
+	if ok, _ := rep["ok"].(bool); !ok {
+		msg, _ := rep["error"].(string)
+		return &inputError{what: "verify failed", err: errors.New(msg)}
+	}
+	_, err = fmt.Fprintf(cmd.OutOrStdout(), "ok: %s in %s across %s\n", plural(int(jsonInt(rep, "events")), "event", "events"),
+		plural(int(jsonInt(rep, "entities")), "entity", "entities"), plural(int(jsonInt(rep, "segments")), "segment", "segments"))
+	return err
+}
+
+// remoteStatsJSON is stats --json against a server: the fields of
+// statsJSON the server reports, under the same names, and where.
+type remoteStatsJSON struct {
+	Server         string `json:"server"`
+	Tenant         string `json:"tenant"`
+	Events         uint64 `json:"events"`
+	GlobalSequence uint64 `json:"global_sequence"`
+	Entities       int    `json:"entities"`
+	Segments       int    `json:"segments"`
+	Bytes          int64  `json:"bytes"`
+	IndexBytes     int64  `json:"index_bytes"`
+	Fsyncs         uint64 `json:"fsyncs"`
+}
+
+// statsRemote is stats against a server: the counts and sizes its stats
+// route reports (the on-disk and open figures are the server's own).
+func statsRemote(cmd *cobra.Command, rc *remoteConf, asJSON bool) error {
+	t, err := rc.tenantClient()
+	if err != nil {
+		return err
+	}
+	st, err := t.Stats(cmd.Context())
+	if err != nil {
+		return remoteError(err)
+	}
+	out := remoteStatsJSON{Server: rc.server, Tenant: rc.tenant,
+		Events: uint64(jsonInt(st, "events")), GlobalSequence: uint64(jsonInt(st, "global_sequence")),
+		Entities: int(jsonInt(st, "entities")), Segments: int(jsonInt(st, "segments")),
+		Bytes: jsonInt(st, "bytes"), IndexBytes: jsonInt(st, "index_bytes"), Fsyncs: uint64(jsonInt(st, "fsyncs"))}
+	w := cmd.OutOrStdout()
+	if asJSON {
+		return newJSONLines(w).write(out)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "store\t%s\n", rc.where())
+	fmt.Fprintf(tw, "events\t%d\n", out.Events)
+	fmt.Fprintf(tw, "next sequence\t%d\n", out.GlobalSequence)
+	fmt.Fprintf(tw, "entities\t%d\n", out.Entities)
+	fmt.Fprintf(tw, "segments\t%d\n", out.Segments)
+	fmt.Fprintf(tw, "bytes\t%d (%s)\n", out.Bytes, humanBytes(out.Bytes))
+	fmt.Fprintf(tw, "index bytes\t%d (%s, estimate)\n", out.IndexBytes, humanBytes(out.IndexBytes))
+	fmt.Fprintf(tw, "fsyncs\t%d\n", out.Fsyncs)
+	return tw.Flush()
+}
+
 func newConfigCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:     "config",
@@ -198,6 +277,14 @@ first: flag > environment > config file > default.`,
 					val = "(set, not shown)"
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ss.key, val, a.sourceOf(setting{key: ss.key}), envName(ss.key))
+			}
+			// The server the data commands talk to, if any.
+			for _, k := range remoteKeys {
+				val := a.v.GetString(k.key)
+				if k.key == "remote.token" && val != "" {
+					val = "(set, not shown)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.key, orNone(val), a.remoteSource(k.key, k.flag, k.env), k.env)
 			}
 			return tw.Flush()
 		},

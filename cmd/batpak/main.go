@@ -129,7 +129,12 @@ Read commands (get, query, ancestors, verify, stats) open the store
 read-only and work beside a running writer; write commands (append, demo)
 take the store's lock. With policy.dir set (--policy-dir), every write is
 judged by that Rego policy first, as the principal --principal-id,
---tenant, --roles; "batpak policy" tests and evaluates policies.`,
+--tenant, --roles; "batpak policy" tests and evaluates policies.
+
+With --server URL and --token (BATPAK_SERVER, BATPAK_TOKEN), append, get,
+query, ancestors, stats, verify, export and import work on the tenant
+--tenant (BATPAK_TENANT) of a running "batpak serve" instead; "batpak
+tenant" and "batpak key" administer that server.`,
 		Example: `  batpak demo
   batpak query --entity-prefix order: --json
   batpak append --entity order:42 --scope shop --kind 1:1 --data '{"total_cents":998}'
@@ -142,6 +147,7 @@ judged by that Rego policy first, as the principal --principal-id,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	a.flags = root.PersistentFlags()
 	registerConfigFlags(a.flags, a.v, &a.configFlag)
+	registerRemoteFlags(a.flags, a.v)
 
 	root.AddGroup(
 		&cobra.Group{ID: "write", Title: "Write commands:"},
@@ -151,6 +157,7 @@ judged by that Rego policy first, as the principal --principal-id,
 		&cobra.Group{ID: "maintenance", Title: "Maintenance commands:"},
 		&cobra.Group{ID: "plugin", Title: "Plugin commands:"},
 		&cobra.Group{ID: "server", Title: "Server commands:"},
+		&cobra.Group{ID: "admin", Title: "Server administration commands (need --server):"},
 	)
 	root.AddCommand(
 		newAppendCmd(a), newDemoCmd(a),
@@ -160,6 +167,7 @@ judged by that Rego policy first, as the principal --principal-id,
 		newExportCmd(a), newImportCmd(a), newSnapshotCmd(a), newRedactCmd(a), newCompactCmd(a), newSealCmd(a),
 		newPluginCmd(a),
 		newServeCmd(a),
+		newTenantCmd(a), newKeyCmd(a),
 	)
 	return root
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -63,6 +64,16 @@ records of erasures and bypasses) stay behind: "batpak query
 			if scope != "" {
 				r = r.WithScope(scope)
 			}
+			rc, err := a.remote()
+			if err != nil {
+				return err
+			}
+			if rc != nil {
+				if entityPrefix != "" || scope != "" {
+					return usagef("export --entity-prefix/--scope work on a local store only; a server exports the whole tenant")
+				}
+				return exportRemote(cmd, rc, out)
+			}
 			return a.withReadStore(func(s *core.Store, _ *resolved) error {
 				w := cmd.OutOrStdout()
 				if out != "" && out != "-" {
@@ -101,6 +112,40 @@ records of erasures and bypasses) stay behind: "batpak query
 	return cmd
 }
 
+// exportRemote is export against a server: the tenant's events, as the
+// server's store writes them.
+func exportRemote(cmd *cobra.Command, rc *remoteConf, out string) error {
+	t, err := rc.tenantClient()
+	if err != nil {
+		return err
+	}
+	var w io.Writer = cmd.OutOrStdout()
+	lines := &lineCounter{}
+	if out != "" && out != "-" {
+		f, err := os.Create(out)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = io.MultiWriter(f, lines)
+	}
+	if _, err := t.Export(cmd.Context(), w); err != nil {
+		return remoteError(err)
+	}
+	if out != "" && out != "-" {
+		_, err = fmt.Fprintf(cmd.OutOrStdout(), "exported %s to %s\n", plural(lines.n, "event", "events"), out)
+	}
+	return err
+}
+
+// lineCounter counts the lines written through it.
+type lineCounter struct{ n int }
+
+func (c *lineCounter) Write(p []byte) (int, error) {
+	c.n += bytes.Count(p, []byte("\n"))
+	return len(p), nil
+}
+
 func newImportCmd(a *app) *cobra.Command {
 	var progress, quiet bool
 	cmd := &cobra.Command{
@@ -127,6 +172,22 @@ skipped, so an interrupted import can simply be run again.`,
 					total = fi.Size() / 200 // a rough event count, for the bar
 				}
 				in = f
+			}
+			rc, err := a.remote()
+			if err != nil {
+				return err
+			}
+			if rc != nil {
+				t, err := rc.tenantClient()
+				if err != nil {
+					return err
+				}
+				st, err := t.Import(cmd.Context(), in)
+				if err != nil {
+					return remoteError(err)
+				}
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "imported %s, skipped %d already present\n", plural(st.Imported, "event", "events"), st.Skipped)
+				return err
 			}
 			s, _, ctx, err := a.openWrite(cmd.Context())
 			if err != nil {

@@ -100,7 +100,9 @@ func printEvent(w io.Writer, ev core.StoredEvent) error {
 	if h.Flags != 0 {
 		row("flags", fmt.Sprintf("%#04x", h.Flags))
 	}
-	row("hash", h.Hash.String())
+	if h.Hash != (core.Hash{}) { // zero only for an event read from a server
+		row("hash", h.Hash.String())
+	}
 	if ev.Redacted {
 		row("payload", "(redacted: erased from disk; its digest still chains the event)")
 		_, err := w.Write(b.Bytes())

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"iter"
 	"math"
 	"strings"
 	"text/tabwriter"
@@ -10,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/sdk/client"
 )
 
 func newGetCmd(a *app) *cobra.Command {
@@ -29,15 +33,23 @@ correlation and causation ids, timestamp (RFC 3339, UTC) and payload.
 			if err != nil {
 				return badInput("ID", err)
 			}
-			var ev core.StoredEvent
-			err = a.withReadStore(func(s *core.Store, res *resolved) error {
-				var err error
-				ev, err = s.Get(id)
-				if errors.Is(err, core.ErrNotFound) {
-					return &detailError{msg: fmt.Sprintf("no event %s in %s", id, res.cfg.Dir), err: err}
-				}
+			rc, err := a.remote()
+			if err != nil {
 				return err
-			})
+			}
+			var ev core.StoredEvent
+			if rc != nil {
+				ev, err = getRemote(cmd.Context(), rc, id)
+			} else {
+				err = a.withReadStore(func(s *core.Store, res *resolved) error {
+					var err error
+					ev, err = s.Get(id)
+					if errors.Is(err, core.ErrNotFound) {
+						return &detailError{msg: fmt.Sprintf("no event %s in %s", id, res.cfg.Dir), err: err}
+					}
+					return err
+				})
+			}
 			if err != nil {
 				return err
 			}
@@ -49,6 +61,19 @@ correlation and causation ids, timestamp (RFC 3339, UTC) and payload.
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the event as one JSON object")
 	return cmd
+}
+
+// getRemote is get against a server.
+func getRemote(ctx context.Context, rc *remoteConf, id core.EventID) (core.StoredEvent, error) {
+	t, err := rc.tenantClient()
+	if err != nil {
+		return core.StoredEvent{}, err
+	}
+	ev, err := t.Get(ctx, id.String())
+	if err != nil {
+		return core.StoredEvent{}, remoteError(err)
+	}
+	return fromWire(ev)
 }
 
 func newQueryCmd(a *app) *cobra.Command {
@@ -116,59 +141,28 @@ JSON value), plus idempotency_key and flags when set.`,
 			}
 
 			ctx := cmd.Context()
-			return a.withReadStore(func(s *core.Store, _ *resolved) error {
-				w := cmd.OutOrStdout()
-				var out jsonLines
-				var tw *tabwriter.Writer
-				if asJSON {
-					out = newJSONLines(w)
-				} else {
-					tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-				}
-				n, more := 0, false
-				// Events reads lazily: --limit and Ctrl-C stop the reading too.
-				for ev, err := range s.Events(r) {
-					if err != nil {
-						return err
-					}
-					if err := ctx.Err(); err != nil {
-						return err
-					}
-					if limit > 0 && n == limit {
-						more = true
-						break
-					}
-					n++
-					if asJSON {
-						if err := out.write(toEventJSON(ev)); err != nil {
-							return err
-						}
-						continue
-					}
-					if n == 1 {
-						fmt.Fprintln(tw, "SEQ\tID\tENTITY\tSCOPE\tKIND\tCLOCK\tTIMESTAMP\tPAYLOAD")
-					}
-					h := ev.Header
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n",
-						ev.GlobalSequence, h.ID, oneLine(ev.Coordinate.Entity), oneLine(ev.Coordinate.Scope), h.Kind, h.Clock,
-						formatMicros(h.Timestamp), compactPayload(ev.Payload, 60))
-				}
-				if asJSON {
-					return nil
-				}
-				if n == 0 {
-					_, err := fmt.Fprintf(w, "no events; region: %s\n", r)
-					return err
-				}
-				if err := tw.Flush(); err != nil {
-					return err
-				}
-				shown := plural(n, "event", "events")
-				if more {
-					shown = fmt.Sprintf("first %d events shown (--limit %d; more match)", n, limit)
-				}
-				_, err := fmt.Fprintf(w, "%s; region: %s\n", shown, r)
+			rc, err := a.remote()
+			if err != nil {
 				return err
+			}
+			if rc != nil {
+				t, err := rc.tenantClient()
+				if err != nil {
+					return err
+				}
+				q := client.Query{Entity: entityPrefix, Scope: scope}
+				if f.Changed("kind") {
+					q.Kind = kindText
+				}
+				if f.Changed("category") {
+					c := int(category)
+					q.Category = &c
+				}
+				lo, hi, clocks := clockMin, clockMax, f.Changed("clock-min") || f.Changed("clock-max")
+				return printQuery(ctx, cmd.OutOrStdout(), remoteEvents(ctx, t, q, clocks, lo, hi), r, limit, asJSON)
+			}
+			return a.withReadStore(func(s *core.Store, _ *resolved) error {
+				return printQuery(ctx, cmd.OutOrStdout(), s.Events(r), r, limit, asJSON)
 			})
 		},
 	}
@@ -182,6 +176,82 @@ JSON value), plus idempotency_key and flags when set.`,
 	f.IntVar(&limit, "limit", 0, "print at most N events, the first in global order (0: all)")
 	f.BoolVar(&asJSON, "json", false, "one JSON object per line")
 	return cmd
+}
+
+// remoteEvents reads a server's events matching q, page by page, as the
+// store's events; the clock range (which the API does not filter on) is
+// applied here.
+func remoteEvents(ctx context.Context, t *client.Tenant, q client.Query, clocks bool, lo, hi uint64) iter.Seq2[core.StoredEvent, error] {
+	return func(yield func(core.StoredEvent, error) bool) {
+		for wev, err := range t.Query(ctx, q) {
+			if err != nil {
+				yield(core.StoredEvent{}, remoteError(err))
+				return
+			}
+			if clocks && (wev.Clock < lo || wev.Clock > hi) {
+				continue
+			}
+			ev, err := fromWire(wev)
+			if !yield(ev, err) || err != nil {
+				return
+			}
+		}
+	}
+}
+
+// printQuery writes query's output for events (read lazily: --limit and
+// Ctrl-C stop the reading too) matching r.
+func printQuery(ctx context.Context, w io.Writer, events iter.Seq2[core.StoredEvent, error], r core.Region, limit int, asJSON bool) error {
+	var out jsonLines
+	var tw *tabwriter.Writer
+	if asJSON {
+		out = newJSONLines(w)
+	} else {
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	}
+	n, more := 0, false
+	for ev, err := range events {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if limit > 0 && n == limit {
+			more = true
+			break
+		}
+		n++
+		if asJSON {
+			if err := out.write(toEventJSON(ev)); err != nil {
+				return err
+			}
+			continue
+		}
+		if n == 1 {
+			fmt.Fprintln(tw, "SEQ\tID\tENTITY\tSCOPE\tKIND\tCLOCK\tTIMESTAMP\tPAYLOAD")
+		}
+		h := ev.Header
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n",
+			ev.GlobalSequence, h.ID, oneLine(ev.Coordinate.Entity), oneLine(ev.Coordinate.Scope), h.Kind, h.Clock,
+			formatMicros(h.Timestamp), compactPayload(ev.Payload, 60))
+	}
+	if asJSON {
+		return nil
+	}
+	if n == 0 {
+		_, err := fmt.Fprintf(w, "no events; region: %s\n", r)
+		return err
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	shown := plural(n, "event", "events")
+	if more {
+		shown = fmt.Sprintf("first %d events shown (--limit %d; more match)", n, limit)
+	}
+	_, err := fmt.Fprintf(w, "%s; region: %s\n", shown, r)
+	return err
 }
 
 // oneLine keeps user strings from breaking a table row.
@@ -212,15 +282,23 @@ query --json.`,
 			if limit < 0 {
 				return badInput("--limit", fmt.Errorf("%d is negative (0 means up to %d)", limit, core.DefaultAncestorLimit))
 			}
-			var chain []core.StoredEvent
-			err = a.withReadStore(func(s *core.Store, res *resolved) error {
-				var err error
-				chain, err = s.Ancestors(id, limit)
-				if errors.Is(err, core.ErrNotFound) {
-					return &detailError{msg: fmt.Sprintf("no event %s in %s", id, res.cfg.Dir), err: err}
-				}
+			rc, err := a.remote()
+			if err != nil {
 				return err
-			})
+			}
+			var chain []core.StoredEvent
+			if rc != nil {
+				chain, err = ancestorsRemote(cmd.Context(), rc, id, limit)
+			} else {
+				err = a.withReadStore(func(s *core.Store, res *resolved) error {
+					var err error
+					chain, err = s.Ancestors(id, limit)
+					if errors.Is(err, core.ErrNotFound) {
+						return &detailError{msg: fmt.Sprintf("no event %s in %s", id, res.cfg.Dir), err: err}
+					}
+					return err
+				})
+			}
 			if err != nil {
 				return err
 			}
@@ -263,4 +341,26 @@ query --json.`,
 	cmd.Flags().IntVar(&limit, "limit", 0, fmt.Sprintf("follow at most N events (0: %d)", core.DefaultAncestorLimit))
 	cmd.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
 	return cmd
+}
+
+// ancestorsRemote is ancestors against a server.
+func ancestorsRemote(ctx context.Context, rc *remoteConf, id core.EventID, limit int) ([]core.StoredEvent, error) {
+	t, err := rc.tenantClient()
+	if err != nil {
+		return nil, err
+	}
+	evs, err := t.Ancestors(ctx, id.String(), limit)
+	if err != nil {
+		return nil, remoteError(err)
+	}
+	if len(evs) == 0 {
+		return nil, fmt.Errorf("no event %s in %s", id, rc.where())
+	}
+	chain := make([]core.StoredEvent, len(evs))
+	for i, w := range evs {
+		if chain[i], err = fromWire(w); err != nil {
+			return nil, err
+		}
+	}
+	return chain, nil
 }

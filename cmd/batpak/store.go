@@ -33,6 +33,9 @@ func (a *app) openRead() (*core.Store, *resolved, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := a.localOnly(); err != nil {
+		return nil, nil, err
+	}
 	dir := res.cfg.Dir
 	if err := checkStoreDir(dir); err != nil {
 		return nil, nil, err
@@ -52,6 +55,9 @@ func (a *app) openRead() (*core.Store, *resolved, error) {
 func (a *app) openWrite(ctx context.Context) (*core.Store, *resolved, context.Context, error) {
 	res, err := a.loadConfig()
 	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := a.localOnly(); err != nil {
 		return nil, nil, nil, err
 	}
 	cfg := res.cfg

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/sdk/client"
+)
+
+// Remote settings: with remote.server set, the data commands talk to a
+// running "batpak serve" through sdk/client instead of opening a local
+// directory. Each is a config-file key, a flag and an environment
+// variable: remote.server (--server, BATPAK_SERVER), remote.token
+// (--token, BATPAK_TOKEN; an API key or the operator credential, never
+// printed) and remote.tenant (--tenant, BATPAK_TENANT; the tenant whose
+// URL a tenant API key is used under).
+var remoteKeys = []struct{ key, flag, env string }{
+	{"remote.server", "server", "BATPAK_SERVER"},
+	{"remote.token", "token", "BATPAK_TOKEN"},
+	{"remote.tenant", "tenant", "BATPAK_TENANT"},
+}
+
+// registerRemoteFlags adds --server and --token and binds the remote.*
+// keys to their flags and environment variables. --tenant is the
+// principal's tenant flag, which also names the tenant on a server.
+func registerRemoteFlags(fs *pflag.FlagSet, v *viper.Viper) {
+	fs.String("server", "", "URL of a running batpak serve (http(s)://host:port); the data, tenant and key commands then work against it; env BATPAK_SERVER")
+	fs.String("token", "", "API key or operator credential for --server (never printed); env BATPAK_TOKEN")
+	for _, k := range remoteKeys {
+		if err := v.BindPFlag(k.key, fs.Lookup(k.flag)); err != nil {
+			panic(err) // only if the flag was not registered
+		}
+		if err := v.BindEnv(k.key, k.env); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// remoteSource says which layer supplied a remote.* key's value.
+func (a *app) remoteSource(key, flag, env string) string {
+	if a.flagChanged(flag) {
+		return "flag --" + flag
+	}
+	if v, ok := os.LookupEnv(env); ok && v != "" {
+		return "env " + env
+	}
+	if a.configFile != "" && a.v.InConfig(key) {
+		return "config " + a.configFile
+	}
+	return "default"
+}
+
+// remoteConf is the resolved remote.* settings.
+type remoteConf struct {
+	server, token, tenant string
+	c                     *client.Client
+}
+
+// remote returns the server connection when remote.server is set, nil
+// (local mode) when not.
+func (a *app) remote() (*remoteConf, error) {
+	if _, err := a.loadConfig(); err != nil {
+		return nil, err
+	}
+	rc := &remoteConf{
+		server: strings.TrimSpace(a.v.GetString("remote.server")),
+		token:  a.v.GetString("remote.token"),
+		tenant: a.v.GetString("remote.tenant"),
+	}
+	if rc.server == "" {
+		return nil, nil
+	}
+	c, err := client.New(rc.server, rc.token)
+	if err != nil {
+		return nil, badInput("--server", errors.New(strings.TrimPrefix(err.Error(), "client: ")))
+	}
+	rc.c = c
+	return rc, nil
+}
+
+// tenantClient is the tenant the command works on: --tenant,
+// BATPAK_TENANT or remote.tenant must name it.
+func (rc *remoteConf) tenantClient() (*client.Tenant, error) {
+	if rc.tenant == "" {
+		return nil, usagef("against a server, --tenant (BATPAK_TENANT, remote.tenant) names the tenant")
+	}
+	return rc.c.Tenant(rc.tenant), nil
+}
+
+// where names the store a remote command works on, for messages.
+func (rc *remoteConf) where() string { return rc.server + " tenant " + rc.tenant }
+
+// needServer is the error of a command that works only against a server.
+func (a *app) needServer(cmd string) (*remoteConf, error) {
+	rc, err := a.remote()
+	if err != nil {
+		return nil, err
+	}
+	if rc == nil {
+		return nil, usagef("%s works against a server: give --server URL and --token (BATPAK_SERVER, BATPAK_TOKEN)", cmd)
+	}
+	return rc, nil
+}
+
+// localOnly refuses to open the local store while a server is
+// configured: a command that has no remote form must not quietly work on
+// --data-dir when the user meant the server.
+func (a *app) localOnly() error {
+	if strings.TrimSpace(a.v.GetString("remote.server")) == "" {
+		return nil
+	}
+	return errors.New("this command works on a local store only, and a server is set (--server, BATPAK_SERVER or remote.server); unset it to work on --data-dir")
+}
+
+// remoteError renders a server's problem as one line: its code and
+// detail (and HTTP status). The token is never part of it.
+func remoteError(err error) error {
+	var e *client.Error
+	if !errors.As(err, &e) {
+		if errors.Is(err, context.Canceled) {
+			return err
+		}
+		return &detailError{msg: "server: " + strings.TrimPrefix(err.Error(), "client: "), err: err}
+	}
+	msg := e.Detail
+	if msg == "" {
+		msg = e.Title
+	}
+	code := e.Code
+	if code == "" {
+		code = fmt.Sprintf("HTTP %d", e.Status)
+	}
+	return &detailError{msg: fmt.Sprintf("server: %s: %s (HTTP %d)", code, msg, e.Status), err: err}
+}
+
+// fromWire turns a server's event into the store's form, so the local
+// printers show it. The chain hashes are not on the wire: they stay zero.
+func fromWire(ev client.Event) (core.StoredEvent, error) {
+	id, err := core.ParseEventID(ev.ID)
+	if err != nil {
+		return core.StoredEvent{}, fmt.Errorf("server sent event id %q: %w", ev.ID, err)
+	}
+	kind, err := core.ParseKind(ev.Kind)
+	if err != nil {
+		return core.StoredEvent{}, fmt.Errorf("server sent kind %q: %w", ev.Kind, err)
+	}
+	out := core.StoredEvent{
+		Coordinate:     core.Coordinate{Entity: ev.Entity, Scope: ev.Scope},
+		GlobalSequence: ev.GlobalSequence,
+		Payload:        ev.Payload,
+		Redacted:       ev.Redacted,
+		Header: core.Header{
+			ID: id, Kind: kind, Clock: ev.Clock, Flags: ev.Flags, Timestamp: ev.TimestampUS,
+		},
+	}
+	if ev.Redacted {
+		out.Payload = nil
+	}
+	if ev.IdempotencyKey != nil {
+		out.IdempotencyKey = *ev.IdempotencyKey
+	}
+	if out.Header.CorrelationID, err = core.ParseEventID(ev.CorrelationID); err != nil {
+		return core.StoredEvent{}, fmt.Errorf("server sent correlation id %q: %w", ev.CorrelationID, err)
+	}
+	if ev.CausationID != nil && *ev.CausationID != "" {
+		if out.Header.CausationID, err = core.ParseEventID(*ev.CausationID); err != nil {
+			return core.StoredEvent{}, fmt.Errorf("server sent causation id %q: %w", *ev.CausationID, err)
+		}
+	}
+	return out, nil
+}
+
+// jsonInt reads a JSON number of a server's answer.
+func jsonInt(m map[string]any, key string) int64 {
+	switch v := m[key].(type) {
+	case float64:
+		return int64(v)
+	case json.Number:
+		n, _ := v.Int64()
+		return n
+	}
+	return 0
+}
