@@ -34,6 +34,9 @@ type Denial struct {
 	Context  map[string]any
 	Reasons  []Reason
 	Revision string // the policy bundle revision that decided, when a policy did
+	// Layer names the policy layer that refused when several judge one
+	// write (a server says "platform" or "tenant"); "" otherwise.
+	Layer string
 }
 
 // Deny builds a one-reason denial, for native gates.
