@@ -91,7 +91,7 @@ func TestExtractRefusesHostileEntries(t *testing.T) {
 			if !errors.As(err, &be) || be.Entry != c.entry || !strings.Contains(be.Detail, c.want) {
 				t.Fatalf("Extract = %v, want a BundleError on entry %q saying %q", err, c.entry, c.want)
 			}
-			if !strings.Contains(err.Error(), fmt.Sprintf("%q", c.entry)) {
+			if c.entry != "" && !strings.Contains(err.Error(), fmt.Sprintf("%q", c.entry)) {
 				t.Errorf("the error %q does not name the entry", err)
 			}
 			ents, _ := os.ReadDir(root)
