@@ -36,7 +36,7 @@ func (a *API) pushPolicy(c *call) error {
 	// One byte past the limit is read, so the manager can tell "too
 	// large" from "exactly the limit".
 	body := http.MaxBytesReader(c.w, c.r.Body, max+1)
-	tp, err := a.opts.Policies.Push(c.r.Context(), c.tenant, body)
+	tp, err := a.opts.Policies.Push(c.writeCtx(), c.tenant, body)
 	if err != nil {
 		return err
 	}
@@ -65,7 +65,7 @@ func (a *API) rollbackPolicy(c *call) error {
 	if err := control.ValidPolicyRevision(body.Revision); err != nil {
 		return errInvalid("revision", "revision must be 64 lower-case hex digits (a revision GET …/policy lists)")
 	}
-	tp, err := a.opts.Policies.Rollback(c.r.Context(), c.tenant, body.Revision)
+	tp, err := a.opts.Policies.Rollback(c.writeCtx(), c.tenant, body.Revision)
 	if err != nil {
 		return err
 	}
