@@ -305,7 +305,6 @@ func TestTenantPolicyLayers(t *testing.T) {
 	// Restart: the active revision is the same, and it gates.
 	ps.stop()
 	ps = startPolicyServer(t, root, nil)
-	admin = ps.as(t, adminKey).Tenant("acme")
 	writer = ps.as(t, writerKey).Tenant("acme")
 	if tp, err := ps.as(t, readerKey).Tenant("acme").Policies(ctx); err != nil || tp.Active != revA || len(tp.Revisions) != 2 {
 		t.Fatalf("after restart: %+v, %v; want %s active", tp, err, revA)

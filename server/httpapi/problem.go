@@ -268,12 +268,12 @@ func bundleProblem(be *tenantpolicy.BundleError) *apiError {
 		return &apiError{status: 400, code: wire.CodeBundleInvalid, detail: be.Error(), p: wire.Problem{Entry: be.Entry}}
 	}
 	lim := float64(be.Value)
-	quota := "policy_bundle_" + be.Limit
+	quota := "policy_bundle_" + be.Limit // policy_bundle_max_bytes, …_max_files, …_max_file_bytes
 	if be.Limit == "max_bundle_bytes" {
 		quota = "policy_bundle_max_bytes"
-		return &apiError{status: 413, code: wire.CodePayloadTooLarge, detail: be.Error() + " (server.policy_bundle_max_bytes)", p: wire.Problem{Quota: quota, Limit: &lim}}
+		return &apiError{status: 413, code: wire.CodePayloadTooLarge, detail: be.Error() + " (server." + quota + ")", p: wire.Problem{Quota: quota, Limit: &lim}}
 	}
-	return &apiError{status: 400, code: wire.CodeBundleInvalid, detail: be.Error(), p: wire.Problem{Entry: be.Entry, Quota: quota, Limit: &lim}}
+	return &apiError{status: 400, code: wire.CodeBundleInvalid, detail: be.Error() + " (server." + quota + ")", p: wire.Problem{Entry: be.Entry, Quota: quota, Limit: &lim}}
 }
 
 // quotaProblem: rates → 429 (Retry-After), storage → 507, one request's
