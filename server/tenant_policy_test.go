@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/batpak-go/batpak/sdk/client"
@@ -371,5 +372,84 @@ func TestTenantPolicyBundleSizeLimit(t *testing.T) {
 	}
 	if tp, _ := admin.Policies(ctx); tp.Active != revisionOf(bundle) {
 		t.Fatalf("after the refusal: %+v", tp)
+	}
+}
+
+// TestTenantPolicyRollbackUnderConcurrentWrites: while an admin switches
+// the active revision back and forth, every write is decided by one of
+// the two revisions as a whole: a denial carries the revision whose rule
+// refused it (never POLICY_ERROR, never the other revision's rule).
+func TestTenantPolicyRollbackUnderConcurrentWrites(t *testing.T) {
+	ps := startPolicyServer(t, t.TempDir(), nil)
+	ctx := context.Background()
+	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
+	if _, err := op.CreateTenant(ctx, "acme", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	ak, err := op.IssueKey(ctx, "acme", "a", "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wk, err := op.IssueKey(ctx, "acme", "w", "writer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := ps.as(t, ak.Key).Tenant("acme")
+	bundleA := tarGz(t, "policy.rego", denyPrefix("NO_SECRETS", "secret:"))
+	bundleB := tarGz(t, "policy.rego", denyPrefix("NO_ORDERS", "order:"))
+	revA, revB := revisionOf(bundleA), revisionOf(bundleB)
+	for _, b := range [][]byte{bundleA, bundleB} {
+		if _, err := admin.PushPolicy(ctx, bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := make(chan struct{})
+	errc := make(chan error, 4)
+	var seen [2]atomic.Int64
+	for w := range 3 {
+		go func() {
+			writer := ps.as(t, wk.Key).Tenant("acme")
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					errc <- nil
+					return
+				default:
+				}
+				entity, rule, rev := "secret:", "NO_SECRETS", revA
+				if (i+w)%2 == 1 {
+					entity, rule, rev = "order:", "NO_ORDERS", revB
+				}
+				_, err := writer.Append(ctx, note(entity+"1"))
+				if err == nil {
+					continue
+				}
+				var e *client.Error
+				if !errors.As(err, &e) || e.Code != client.CodePolicyDenied || e.Layer() != "tenant" || e.Revision() != rev ||
+					len(e.Reasons()) == 0 || e.Reasons()[0].Code != rule {
+					errc <- err
+					return
+				}
+				seen[(i+w)%2].Add(1)
+			}
+		}()
+	}
+	for i := range 20 {
+		rev := revA
+		if i%2 == 1 {
+			rev = revB
+		}
+		if _, err := admin.RollbackPolicy(ctx, rev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	for range 3 {
+		if err := <-errc; err != nil {
+			t.Fatalf("a write during rollbacks: %v", err)
+		}
+	}
+	if seen[0].Load() == 0 || seen[1].Load() == 0 {
+		t.Errorf("denials seen per revision: %d, %d; want both revisions to have decided", seen[0].Load(), seen[1].Load())
 	}
 }

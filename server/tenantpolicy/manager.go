@@ -189,7 +189,10 @@ func (m *Manager) Rollback(ctx context.Context, tenant, rev string) (control.Ten
 	if !known {
 		return control.TenantPolicy{}, fmt.Errorf("%w: policy revision %q of tenant %q", control.ErrNotFound, rev, tenant)
 	}
-	l := m.loadStored(ctx, tenant, rev)
+	l := m.get(tenant, rev) // the revision just replaced is still compiled
+	if l == nil || l.err != nil {
+		l = m.loadStored(ctx, tenant, rev)
+	}
 	if l.err != nil {
 		return control.TenantPolicy{}, fmt.Errorf("tenantpolicy: stored revision %s: %w", rev, l.err)
 	}
