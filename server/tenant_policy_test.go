@@ -453,3 +453,43 @@ func TestTenantPolicyRollbackUnderConcurrentWrites(t *testing.T) {
 		t.Errorf("denials seen per revision: %d, %d; want both revisions to have decided", seen[0].Load(), seen[1].Load())
 	}
 }
+
+// TestTenantPolicyDamagedBundleFailsClosed: an active revision whose
+// stored bundle is damaged when the server starts refuses the tenant's
+// writes (POLICY_ERROR, layer tenant) instead of admitting them; pushing
+// the same bundle again repairs it.
+func TestTenantPolicyDamagedBundleFailsClosed(t *testing.T) {
+	root := t.TempDir()
+	ps := startPolicyServer(t, root, nil)
+	ctx := context.Background()
+	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
+	if _, err := op.CreateTenant(ctx, "acme", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	ak, err := op.IssueKey(ctx, "acme", "a", "admin", "writer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := tarGz(t, "policy.rego", denyPrefix("NO_SECRETS", "secret:"))
+	rev := revisionOf(bundle)
+	if _, err := ps.as(t, ak.Key).Tenant("acme").PushPolicy(ctx, bytes.NewReader(bundle)); err != nil {
+		t.Fatal(err)
+	}
+	ps.stop()
+	stored := filepath.Join(root, "srv", "policies", "acme", rev+".tar.gz")
+	if err := os.WriteFile(stored, []byte("damaged"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ps = startPolicyServer(t, root, nil)
+	acme := ps.as(t, ak.Key).Tenant("acme")
+	_, err = acme.Append(ctx, note("note:1"))
+	wantDenied(t, "a write under a damaged active bundle", err, "tenant", "POLICY_ERROR", rev)
+	if _, err := acme.PushPolicy(ctx, bytes.NewReader(bundle)); err != nil {
+		t.Fatalf("pushing the same bundle again: %v", err)
+	}
+	if _, err := acme.Append(ctx, note("note:1")); err != nil {
+		t.Fatalf("after the repair: %v", err)
+	}
+	_, err = acme.Append(ctx, note("secret:1"))
+	wantDenied(t, "after the repair", err, "tenant", "NO_SECRETS", rev)
+}

@@ -21,8 +21,8 @@ type PolicyRevision struct {
 // force ("" when none is), Revisions every accepted one, oldest first.
 type TenantPolicy struct {
 	Active      string           `json:"active"`
-	Activated   time.Time        `json:"activated"`
-	ActivatedBy json.RawMessage  `json:"activated_by"`
+	Activated   time.Time        `json:"activated"`              // zero when none is active
+	ActivatedBy json.RawMessage  `json:"activated_by,omitempty"` // who made Active active
 	Revisions   []PolicyRevision `json:"revisions"`
 }
 

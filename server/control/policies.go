@@ -24,10 +24,12 @@ type PolicyRevision struct {
 // TenantPolicy is a tenant's policy bundles: every accepted revision
 // (oldest first, each once) and the active one ("" when none is).
 type TenantPolicy struct {
-	Active      string           `json:"active"`
-	Activated   time.Time        `json:"activated,omitempty"`
-	ActivatedBy policy.Principal `json:"activated_by"`
-	Revisions   []PolicyRevision `json:"revisions"`
+	Active string `json:"active"`
+	// Activated and ActivatedBy say when and by whom Active was made
+	// active (nil when none is).
+	Activated   *time.Time        `json:"activated,omitempty"`
+	ActivatedBy *policy.Principal `json:"activated_by,omitempty"`
+	Revisions   []PolicyRevision  `json:"revisions"`
 }
 
 type policyRecord struct {
@@ -152,5 +154,6 @@ func (s *state) applyPolicy(c change) {
 	if c.kind == kindPolicyActivated && !hasRevision(*tp, b.Policy.Revision) {
 		tp.Revisions = append(tp.Revisions, PolicyRevision{Revision: b.Policy.Revision, Bytes: b.Policy.Bytes, Uploaded: c.at, By: b.By})
 	}
-	tp.Active, tp.Activated, tp.ActivatedBy = b.Policy.Revision, c.at, b.By
+	at, by := c.at, b.By
+	tp.Active, tp.Activated, tp.ActivatedBy = b.Policy.Revision, &at, &by
 }

@@ -136,7 +136,8 @@ func (m *Manager) Policies(tenant string) control.TenantPolicy { return m.opts.P
 // *RejectedError for a bundle that does not compile or fails its tests,
 // and the control plane's errors (control.ErrNotFound for an unknown
 // tenant). On any error the active revision is unchanged. Pushing the
-// active bundle again changes nothing.
+// active bundle again changes nothing (unless its stored file did not
+// load at Open: then it is checked and stored again).
 func (m *Manager) Push(ctx context.Context, tenant string, r io.Reader) (control.TenantPolicy, error) {
 	max := m.opts.Limits.MaxBundleBytes
 	data, err := io.ReadAll(io.LimitReader(r, max+1))
@@ -154,7 +155,11 @@ func (m *Manager) Push(ctx context.Context, tenant string, r io.Reader) (control
 		return control.TenantPolicy{}, fmt.Errorf("%w: tenant %q", control.ErrNotFound, tenant)
 	}
 	if m.opts.Plane.ActivePolicy(tenant) == rev {
-		return m.opts.Plane.Policy(tenant), nil
+		if l := m.get(tenant, rev); l != nil && l.err == nil {
+			return m.opts.Plane.Policy(tenant), nil
+		}
+		// The active revision did not load at start (its file missing or
+		// damaged): the same bundle pushed again repairs it.
 	}
 	l, err := m.check(ctx, data, true)
 	if err != nil {
