@@ -492,4 +492,24 @@ func TestTenantPolicyDamagedBundleFailsClosed(t *testing.T) {
 	}
 	_, err = acme.Append(ctx, note("secret:1"))
 	wantDenied(t, "after the repair", err, "tenant", "NO_SECRETS", rev)
+
+	// Deleting the tenant removes its bundles; the id created again
+	// starts without a policy.
+	op = ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
+	if err := op.DeleteTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Dir(stored)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a deleted tenant's bundles remain: %v", err)
+	}
+	if _, err := op.CreateTenant(ctx, "acme", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	k2, err := op.IssueKey(ctx, "acme", "w", "writer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ps.as(t, k2.Key).Tenant("acme").Append(ctx, note("secret:1")); err != nil {
+		t.Fatalf("a re-created tenant is gated by the deleted one's bundle: %v", err)
+	}
 }

@@ -32,8 +32,9 @@
 // revision active again (control.Plane.RollbackPolicy). At Open the
 // active revision of every tenant is loaded from its file again; one
 // that cannot be loaded (a missing or damaged file) makes the tenant's
-// writes fail closed with POLICY_ERROR, never admits them. The files of
-// tenants the control plane no longer holds are removed at Open.
+// writes fail closed with POLICY_ERROR, never admits them (pushing the
+// same bundle again repairs it). A deleted tenant's bundles are removed
+// (Remove); what a crash left behind is removed at Open.
 //
 // The decision of a tenant bundle carries the content revision, not the
 // revision of the bundle's own .manifest.

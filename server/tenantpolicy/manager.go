@@ -119,6 +119,21 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	return m, nil
 }
 
+// Remove deletes the bundles of a tenant the control plane has deleted
+// (control.Plane.DeleteTenant first) and forgets their compiled forms.
+// What a crash leaves behind Open removes.
+func (m *Manager) Remove(tenant string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.opts.Plane.Tenant(tenant); ok {
+		return fmt.Errorf("tenantpolicy: tenant %q still exists", tenant)
+	}
+	m.gmu.Lock()
+	delete(m.gates, tenant)
+	m.gmu.Unlock()
+	return os.RemoveAll(filepath.Join(m.opts.Dir, tenant))
+}
+
 // Limits returns the manager's bundle limits (defaults filled in).
 func (m *Manager) Limits() Limits { return m.opts.Limits }
 
