@@ -37,6 +37,8 @@ type Denial struct {
 	// Layer names the policy layer that refused when several judge one
 	// write (a server says "platform" or "tenant"); "" otherwise.
 	Layer string
+	// DecisionID names the decision in a decision log, when one records it.
+	DecisionID string
 }
 
 // Deny builds a one-reason denial, for native gates.

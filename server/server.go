@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core"
-	"github.com/batpak-go/batpak/policy"
 	"github.com/batpak-go/batpak/policy/opa"
 	"github.com/batpak-go/batpak/server/auth"
 	"github.com/batpak-go/batpak/server/control"
@@ -97,6 +96,11 @@ type Config struct {
 	// PolicyBundleMaxFileBytes bounds one file of an uploaded bundle
 	// (uncompressed). Default 1 MiB; range 1 KiB..16 MiB.
 	PolicyBundleMaxFileBytes int64
+	// PolicyDecisionLogSize is how many policy denials each tenant's
+	// decision log keeps in memory (GET /v1/tenants/{t}/policy/decisions;
+	// a restart empties it): exactly this many, the oldest dropped first.
+	// Default 1000; range up to 100000; negative: no log.
+	PolicyDecisionLogSize int
 
 	// Logger receives the server's own messages (default: text on Stderr);
 	// Stderr receives the access log and the generated operator token
@@ -272,14 +276,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s := &Server{cfg: cfg}
-	var platform *policy.Admitter
 	if cfg.PolicyDir != "" {
 		g, err := opa.Load(ctx, cfg.PolicyDir, opa.Options{Timeout: cfg.PolicyTimeout})
 		if err != nil {
 			return nil, fmt.Errorf("policy.dir: %w", err)
 		}
 		s.gate = g
-		platform = policy.NewAdmitter(g)
 	}
 	s.plane, err = control.Open(control.Options{Dir: filepath.Join(cfg.Root, "system"), Defaults: cfg.Quotas})
 	if err != nil {
@@ -297,7 +299,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.policies, err = tenantpolicy.Open(ctx, tenantpolicy.Options{
 		Dir: filepath.Join(cfg.Root, "policies"), Plane: s.plane, Limits: limits,
-		Timeout: cfg.PolicyTimeout, Logger: cfg.Logger,
+		Timeout: cfg.PolicyTimeout, Logger: cfg.Logger, DecisionLogSize: cfg.PolicyDecisionLogSize,
 	})
 	if err != nil {
 		return fail(fmt.Errorf("tenant policies: %w", err))
@@ -315,7 +317,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Root:        filepath.Join(cfg.Root, "tenants"),
 		MaxOpen:     cfg.MaxOpenTenants,
 		IdleTimeout: cfg.TenantIdleTimeout,
-		StoreConfig: func(id string) core.Config { return s.storeConfig(id, s.policies.Admission(id, platform)) },
+		StoreConfig: func(id string) core.Config { return s.storeConfig(id, s.policies.Admission(id, s.gate)) },
 		Exists: func(id string) bool {
 			_, ok := plane.Tenant(id)
 			return ok

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -208,6 +209,30 @@ func TestTenantPolicyLayers(t *testing.T) {
 	if _, err := writer.Append(ctx, note("note:1")); err != nil {
 		t.Fatalf("a write both layers allow: %v", err)
 	}
+	// The decision log: the denials, newest first, with their ids, layer,
+	// revision, principal and the input fields the policy read.
+	_, err = writer.Append(ctx, note("secret:9"))
+	var de *client.Error
+	if !errors.As(err, &de) || de.DecisionID() == "" {
+		t.Fatalf("a denial without its decision id: %v", err)
+	}
+	decs, err := admin.PolicyDecisions(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(decs) != 4 || decs[0].ID != de.DecisionID() || decs[0].Layer != "tenant" || decs[0].Revision != revA ||
+		decs[0].Input["event.entity"] != "secret:9" || decs[0].Action != "append" || !strings.Contains(string(decs[0].Principal), `"tenant":"acme"`) {
+		t.Fatalf("decision log: %+v", decs)
+	}
+	if decs[2].Layer != "platform" || decs[2].Reasons[0].Code != "PLATFORM_BLOCK" || decs[2].Input["event.entity"] != "blocked:1" {
+		t.Errorf("the platform denial's record: %+v", decs[2])
+	}
+	if _, err := writer.PolicyDecisions(ctx, 0); !errors.Is(err, client.ErrForbidden) {
+		t.Errorf("a writer reads the decision log: %v, want FORBIDDEN", err)
+	}
+	if decs, err := admin.PolicyDecisions(ctx, 1); err != nil || len(decs) != 1 || decs[0].ID != de.DecisionID() {
+		t.Errorf("limit 1: %+v, %v", decs, err)
+	}
 	if _, err := globex.Append(ctx, note("secret:1")); err != nil {
 		t.Fatalf("acme's bundle gates globex: %v", err)
 	}
@@ -372,6 +397,50 @@ func TestTenantPolicyBundleSizeLimit(t *testing.T) {
 	}
 	if tp, _ := admin.Policies(ctx); tp.Active != revisionOf(bundle) {
 		t.Fatalf("after the refusal: %+v", tp)
+	}
+}
+
+// TestTenantPolicyDecisionLogSize: the decision log keeps exactly
+// server.policy_decision_log_size denials per tenant, dropping the
+// oldest; a size past the range is refused at start.
+func TestTenantPolicyDecisionLogSize(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Root, cfg.Stderr, cfg.PolicyDecisionLogSize = t.TempDir(), io.Discard, 100001
+	if _, err := server.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "100000") {
+		t.Fatalf("a decision log size of 100001: %v, want refused naming the range", err)
+	}
+	ps := startPolicyServer(t, t.TempDir(), func(c *server.Config) { c.PolicyDecisionLogSize = 2 })
+	ctx := context.Background()
+	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
+	if _, err := op.CreateTenant(ctx, "acme", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	k, err := op.IssueKey(ctx, "acme", "a", "admin", "writer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme := ps.as(t, k.Key).Tenant("acme")
+	var ids []string
+	for i := range 3 {
+		_, err := acme.Append(ctx, note(fmt.Sprintf("blocked:%d", i)))
+		var e *client.Error
+		if !errors.As(err, &e) || e.DecisionID() == "" {
+			t.Fatalf("denial %d: %v", i, err)
+		}
+		ids = append(ids, e.DecisionID())
+		decs, err := acme.PolicyDecisions(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := ids[max(0, len(ids)-2):]
+		if len(decs) != len(want) {
+			t.Fatalf("after %d denials the log holds %d, want %d", i+1, len(decs), len(want))
+		}
+		for j, d := range decs {
+			if d.ID != want[len(want)-1-j] {
+				t.Fatalf("after %d denials the log is %+v, want ids %v newest first", i+1, decs, want)
+			}
+		}
 	}
 }
 

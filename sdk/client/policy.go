@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net/url"
+	"strconv"
 	"time"
 )
 
@@ -93,3 +95,36 @@ func (e *Error) BundleErrors() (stage string, errs []string) {
 	}
 	return e.str("stage"), errs
 }
+
+// PolicyDecision is one recorded policy denial of the tenant's writes.
+type PolicyDecision struct {
+	ID        string          `json:"decision_id"`
+	Time      time.Time       `json:"time"`
+	Layer     string          `json:"layer"` // "platform" or "tenant"
+	Revision  string          `json:"revision"`
+	Principal json.RawMessage `json:"principal"`
+	Action    string          `json:"action"`
+	Reasons   []DenialReason  `json:"reasons"`
+	// Input holds the input fields the deciding policy reads, by path
+	// ("event.entity": …).
+	Input map[string]any `json:"input,omitempty"`
+}
+
+// PolicyDecisions returns up to limit (0: the server's default) of the
+// tenant's recent policy denials, newest first (admin role). The server
+// keeps the last few in memory (server.policy_decision_log_size).
+func (t *Tenant) PolicyDecisions(ctx context.Context, limit int) ([]PolicyDecision, error) {
+	var q url.Values
+	if limit > 0 {
+		q = url.Values{"limit": {strconv.Itoa(limit)}}
+	}
+	var out struct {
+		Decisions []PolicyDecision `json:"decisions"`
+	}
+	err := t.c.do(ctx, request{method: "GET", path: t.path("/policy/decisions"), query: q, safe: true}, &out)
+	return out.Decisions, err
+}
+
+// DecisionID is a POLICY_DENIED error's id in the tenant's decision log
+// ("" for other errors, or when the server keeps no log).
+func (e *Error) DecisionID() string { return e.str("decision_id") }

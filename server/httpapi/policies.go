@@ -71,3 +71,20 @@ func (a *API) rollbackPolicy(c *call) error {
 	}
 	return writeJSON(c.w, http.StatusOK, tp)
 }
+
+// policyDecisions answers the tenant's recent policy denials, newest
+// first: ?limit (default DefaultPageLimit, at most MaxPageLimit).
+func (a *API) policyDecisions(c *call) error {
+	if err := a.policies(); err != nil {
+		return err
+	}
+	limit := DefaultPageLimit
+	if v := c.r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return errInvalid("limit", "limit must be a positive integer")
+		}
+		limit = min(n, MaxPageLimit)
+	}
+	return writeJSON(c.w, http.StatusOK, map[string]any{"decisions": a.opts.Policies.Decisions(c.tenant, limit)})
+}

@@ -199,7 +199,7 @@ func (a *API) problemFor(c *call, err error) *apiError {
 			reasons = append(reasons, wire.Reason{Code: den.Code, Message: den.Message, Gate: den.Gate})
 		}
 		out = &apiError{status: 403, code: wire.CodePolicyDenied, detail: den.Message,
-			p: wire.Problem{Reasons: reasons, Revision: den.Revision, Layer: den.Layer}}
+			p: wire.Problem{Reasons: reasons, Revision: den.Revision, Layer: den.Layer, DecisionID: den.DecisionID}}
 	case errors.As(err, &be):
 		out = bundleProblem(be)
 	case errors.As(err, &rj):

@@ -38,4 +38,13 @@
 //
 // The decision of a tenant bundle carries the content revision, not the
 // revision of the bundle's own .manifest.
+//
+// # Decision log
+//
+// Every denial of a tenant's write, by either layer, is recorded in the
+// tenant's decision log (Decisions) with a decision id (also the
+// denial's DecisionID), the layer, the revision, the principal, the
+// action, the reasons and the input fields the deciding policy reads.
+// The log keeps the last Options.DecisionLogSize denials per tenant in
+// memory: a restart empties it, and allowed writes are not recorded.
 package tenantpolicy

@@ -54,12 +54,18 @@ type Options struct {
 	// layers together (the others wait their turn); 0 means GOMAXPROCS.
 	MaxConcurrent int
 	Logger        *slog.Logger // nil: slog.Default()
+	// DecisionLogSize is how many denials each tenant's decision log
+	// keeps in memory (the oldest go first): exactly this many are kept.
+	// 0 means DefaultDecisionLogSize; negative: no log. Range up to
+	// 100000.
+	DecisionLogSize int
 }
 
 // loaded is one revision of a tenant's bundle, compiled.
 type loaded struct {
-	adm *policy.Admitter // nil when err is set
-	err error            // why the revision could not be loaded
+	adm   *policy.Admitter // nil when err is set
+	paths []string         // the input paths the bundle reads
+	err   error            // why the revision could not be loaded
 }
 
 // Manager keeps the tenants' bundles and makes their admissions. Safe for
@@ -71,6 +77,9 @@ type Manager struct {
 
 	gmu   sync.RWMutex
 	gates map[string]map[string]*loaded // tenant → revision → compiled bundle
+
+	lmu  sync.Mutex
+	logs map[string]*decisionLog // tenant → its recent denials
 }
 
 // Open makes the manager and loads the active revision of every tenant
@@ -93,10 +102,16 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.DecisionLogSize == 0 {
+		opts.DecisionLogSize = DefaultDecisionLogSize
+	}
+	if opts.DecisionLogSize > 100000 {
+		return nil, fmt.Errorf("policy decision log size = %d: want at most 100000 (negative: none)", opts.DecisionLogSize)
+	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	m := &Manager{opts: opts, slots: make(chan struct{}, opts.MaxConcurrent), gates: map[string]map[string]*loaded{}}
+	m := &Manager{opts: opts, slots: make(chan struct{}, opts.MaxConcurrent), gates: map[string]map[string]*loaded{}, logs: map[string]*decisionLog{}}
 	ents, err := os.ReadDir(opts.Dir)
 	if err != nil {
 		return nil, err
@@ -131,6 +146,9 @@ func (m *Manager) Remove(tenant string) error {
 	m.gmu.Lock()
 	delete(m.gates, tenant)
 	m.gmu.Unlock()
+	m.lmu.Lock()
+	delete(m.logs, tenant)
+	m.lmu.Unlock()
 	return os.RemoveAll(filepath.Join(m.opts.Dir, tenant))
 }
 
@@ -304,7 +322,7 @@ func (m *Manager) check(ctx context.Context, data []byte, test bool) (*loaded, e
 		}
 		return nil, &RejectedError{Stage: "compile", Errors: scrub(lines)}
 	}
-	return &loaded{adm: policy.NewAdmitter(g)}, nil
+	return &loaded{adm: policy.NewAdmitter(g), paths: g.InputPaths()}, nil
 }
 
 // loadStored compiles a stored revision (its tests passed at upload).
@@ -368,14 +386,19 @@ func (m *Manager) store(tenant, rev string, data []byte) error {
 // its content revision). The active revision is looked up on every
 // write, so a push or rollback applies to the next write. Maintenance
 // (redact, erase, compact) is judged by the platform layer only.
-func (m *Manager) Admission(tenant string, platform *policy.Admitter) core.Admission {
-	return &admission{m: m, tenant: tenant, platform: platform}
+func (m *Manager) Admission(tenant string, platform *opa.Gate) core.Admission {
+	a := &admission{m: m, tenant: tenant}
+	if platform != nil {
+		a.platform, a.platformGate = policy.NewAdmitter(platform), platform
+	}
+	return a
 }
 
 type admission struct {
-	m        *Manager
-	tenant   string
-	platform *policy.Admitter
+	m            *Manager
+	tenant       string
+	platform     *policy.Admitter
+	platformGate *opa.Gate
 }
 
 // Admit implements core.Admission.
@@ -392,7 +415,7 @@ func (a *admission) Admit(ctx context.Context, p *core.Proposal) error {
 	defer func() { <-a.m.slots }()
 	if a.platform != nil {
 		if err := a.platform.Admit(ctx, p); err != nil {
-			return withLayer(err, "platform", "")
+			return a.log(ctx, p, withLayer(err, "platform", ""), a.platformGate.InputPaths())
 		}
 	}
 	if rev == "" {
@@ -406,12 +429,21 @@ func (a *admission) Admit(ctx context.Context, p *core.Proposal) error {
 		}
 		d := policy.Deny(policy.CodePolicyError, msg, nil)
 		d.Gate, d.Layer, d.Revision = "tenant", "tenant", rev
-		return d
+		return a.log(ctx, p, d, nil)
 	}
 	if err := l.adm.Admit(ctx, p); err != nil {
-		return withLayer(err, "tenant", rev)
+		return a.log(ctx, p, withLayer(err, "tenant", rev), l.paths)
 	}
 	return nil
+}
+
+// log records a denial in the tenant's decision log.
+func (a *admission) log(ctx context.Context, p *core.Proposal, err error, paths []string) error {
+	var d *policy.Denial
+	if !errors.As(err, &d) {
+		return err
+	}
+	return a.m.record(a.tenant, d, policy.InputFromProposal(ctx, p), paths)
 }
 
 // AdmitMaintenance implements core.MaintenanceAdmission: the platform

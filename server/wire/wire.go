@@ -92,6 +92,8 @@ type Problem struct {
 	Revision string   `json:"revision,omitempty"`
 	// Layer is the policy layer that refused: "platform" or "tenant".
 	Layer string `json:"layer,omitempty"`
+	// DecisionID names the denial in the tenant's decision log.
+	DecisionID string `json:"decision_id,omitempty"`
 	// BUNDLE_INVALID: the archive entry at fault ("" for the whole).
 	Entry string `json:"entry,omitempty"`
 	// BUNDLE_REJECTED: "compile" or "tests", and the errors.
