@@ -34,6 +34,11 @@ type Denial struct {
 	Context  map[string]any
 	Reasons  []Reason
 	Revision string // the policy bundle revision that decided, when a policy did
+	// Layer names the policy layer that refused when several judge one
+	// write (a server says "platform" or "tenant"); "" otherwise.
+	Layer string
+	// DecisionID names the decision in a decision log, when one records it.
+	DecisionID string
 }
 
 // Deny builds a one-reason denial, for native gates.

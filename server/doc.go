@@ -1,7 +1,8 @@
 // Package server wires batpak's hosting server together: the control plane
 // (server/control), authentication (server/auth), quotas (server/quota),
 // lazily opened tenant stores (server/tenancy), the platform write policy
-// (policy.dir) and the HTTP API (server/httpapi). `batpak serve` is a thin
+// (policy.dir), the tenants' own policy bundles (server/tenantpolicy) and
+// the HTTP API (server/httpapi). `batpak serve` is a thin
 // command around New and Serve.
 //
 // Root directory layout:
@@ -9,12 +10,17 @@
 //	<root>/system/                          the control plane's store
 //	<root>/tenants/<id>/                    one core.Store per tenant
 //	<root>/backups/<id>/<UTC timestamp>/    snapshots (admin API)
+//	<root>/policies/<id>/<sha256>.tar.gz    tenants' policy bundles, by revision
 //
 // Tenant stores: core.DefaultConfig with Sync durable (EveryNEvents 1: a
 // 2xx means fsync'd; group commit shares fsyncs) unless the tenant's
 // Settings.Sync is "buffered" (every 1000 events or 1 s), ChannelCapacity
 // and BroadcastCapacity 1024, FDBudget 4, SegmentMaxBytes 64 MiB, the
-// platform policy as Admission (compiled once, shared),
+// Admission of two layers: the platform policy (compiled once, shared),
+// then the tenant's active policy bundle if it has one (looked up on every
+// write, so an upload or rollback applies to the next write; a refusal
+// names its layer, "platform" or "tenant"), at most one evaluation per
+// CPU at once;
 // SingleAppendMaxBytes min(MaxBodyBytes, 64 MiB) and MaxJSONDepth from the
 // config. A settings change applies when the tenant's store next opens.
 //

@@ -12,12 +12,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"sync"
 	"time"
 
 	"github.com/batpak-go/batpak/core"
-	"github.com/batpak-go/batpak/policy"
 	"github.com/batpak-go/batpak/policy/opa"
 	"github.com/batpak-go/batpak/server/auth"
 	"github.com/batpak-go/batpak/server/control"
@@ -25,6 +23,7 @@ import (
 	"github.com/batpak-go/batpak/server/httpapi"
 	"github.com/batpak-go/batpak/server/quota"
 	"github.com/batpak-go/batpak/server/tenancy"
+	"github.com/batpak-go/batpak/server/tenantpolicy"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/netutil"
 )
@@ -85,6 +84,23 @@ type Config struct {
 	// the policy's own cost, but a loaded machine stretches wall time:
 	// keep it well above the policy's typical evaluation.
 	PolicyTimeout time.Duration
+
+	// PolicyBundleMaxBytes bounds a tenant's uploaded policy bundle
+	// (PUT /v1/tenants/{t}/policy, as uploaded): exactly this many bytes
+	// are accepted, one more is refused (413). Default 4 MiB; range
+	// 1 KiB..64 MiB. (server.policy_bundle_max_bytes)
+	PolicyBundleMaxBytes int64
+	// PolicyBundleMaxFiles bounds the entries of an uploaded bundle's
+	// archive. Default 256; range 1..10000.
+	PolicyBundleMaxFiles int
+	// PolicyBundleMaxFileBytes bounds one file of an uploaded bundle
+	// (uncompressed). Default 1 MiB; range 1 KiB..16 MiB.
+	PolicyBundleMaxFileBytes int64
+	// PolicyDecisionLogSize is how many policy denials each tenant's
+	// decision log keeps in memory (GET /v1/tenants/{t}/policy/decisions;
+	// a restart empties it): exactly this many, the oldest dropped first.
+	// Default 1000; range up to 100000; negative: no log.
+	PolicyDecisionLogSize int
 
 	// Logger receives the server's own messages (default: text on Stderr);
 	// Stderr receives the access log and the generated operator token
@@ -225,7 +241,10 @@ type Server struct {
 	api     *httpapi.API
 	http    *http.Server
 	gate    *opa.Gate
-	follow  *follow.Set
+	// policies keeps the tenants' own policy bundles: every tenant
+	// store's admission asks the platform policy, then the tenant's.
+	policies *tenantpolicy.Manager
+	follow   *follow.Set
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -251,15 +270,18 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	limits, err := tenantpolicy.Limits{MaxBundleBytes: cfg.PolicyBundleMaxBytes, MaxFiles: cfg.PolicyBundleMaxFiles,
+		MaxFileBytes: cfg.PolicyBundleMaxFileBytes}.WithDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	s := &Server{cfg: cfg}
-	var admission core.Admission
 	if cfg.PolicyDir != "" {
 		g, err := opa.Load(ctx, cfg.PolicyDir, opa.Options{Timeout: cfg.PolicyTimeout})
 		if err != nil {
 			return nil, fmt.Errorf("policy.dir: %w", err)
 		}
 		s.gate = g
-		admission = newBoundedAdmitter(policy.NewAdmitter(g), runtime.GOMAXPROCS(0))
 	}
 	s.plane, err = control.Open(control.Options{Dir: filepath.Join(cfg.Root, "system"), Defaults: cfg.Quotas})
 	if err != nil {
@@ -275,6 +297,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.bootstrapOperator(ctx); err != nil {
 		return fail(err)
 	}
+	s.policies, err = tenantpolicy.Open(ctx, tenantpolicy.Options{
+		Dir: filepath.Join(cfg.Root, "policies"), Plane: s.plane, Limits: limits,
+		Timeout: cfg.PolicyTimeout, Logger: cfg.Logger, DecisionLogSize: cfg.PolicyDecisionLogSize,
+	})
+	if err != nil {
+		return fail(fmt.Errorf("tenant policies: %w", err))
+	}
 	var opHash [32]byte
 	if cfg.OperatorToken != "" {
 		opHash = auth.HashToken(cfg.OperatorToken)
@@ -288,7 +317,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Root:        filepath.Join(cfg.Root, "tenants"),
 		MaxOpen:     cfg.MaxOpenTenants,
 		IdleTimeout: cfg.TenantIdleTimeout,
-		StoreConfig: func(id string) core.Config { return s.storeConfig(id, admission) },
+		StoreConfig: func(id string) core.Config { return s.storeConfig(id, s.policies.Admission(id, s.gate)) },
 		Exists: func(id string) bool {
 			_, ok := plane.Tenant(id)
 			return ok
@@ -324,6 +353,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		MetricsPublic: cfg.MetricsPublic, AccessLog: access, Logger: cfg.Logger,
 		SSEHeartbeat: cfg.SSEHeartbeat, SSEBufferEvents: cfg.SSEBufferEvents, Follow: s.follow,
 		RateRefusalDelay: max(cfg.RateRefusalDelay, 0),
+		Policies:         s.policies,
 	})
 	s.http = &http.Server{
 		Handler:           s.api.Handler(),
@@ -335,31 +365,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	return s, nil
-}
-
-// boundedAdmitter runs at most cap(slots) policy evaluations at once
-// (the others wait their turn, or their request's end): with one per CPU
-// an evaluation's wall time is about its CPU time, so the gate's timeout
-// measures the policy rather than how many requests arrived together, and
-// a burst of writes does not turn into timeouts (which deny).
-type boundedAdmitter struct {
-	*policy.Admitter // AdmitMaintenance as is: rare
-	slots            chan struct{}
-}
-
-func newBoundedAdmitter(a *policy.Admitter, n int) boundedAdmitter {
-	return boundedAdmitter{Admitter: a, slots: make(chan struct{}, max(n, 1))}
-}
-
-// Admit implements core.Admission.
-func (b boundedAdmitter) Admit(ctx context.Context, p *core.Proposal) error {
-	select {
-	case b.slots <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	defer func() { <-b.slots }()
-	return b.Admitter.Admit(ctx, p)
 }
 
 // storeConfig is a tenant store's configuration (see the package doc).

@@ -27,6 +27,8 @@ const (
 	CodeForbidden           = "FORBIDDEN"
 	CodeBusy                = "BUSY"
 	CodeInternal            = "INTERNAL"
+	CodeBundleInvalid       = "BUNDLE_INVALID"  // a policy bundle's archive is refused (see Error.Entry)
+	CodeBundleRejected      = "BUNDLE_REJECTED" // a policy bundle does not compile or fails its tests
 )
 
 // Sentinels for errors.Is: an *Error matches the sentinel with its Code.
@@ -46,6 +48,8 @@ var (
 	ErrUnauthenticated     = &Error{Code: CodeUnauthenticated}
 	ErrForbidden           = &Error{Code: CodeForbidden}
 	ErrBusy                = &Error{Code: CodeBusy}
+	ErrBundleInvalid       = &Error{Code: CodeBundleInvalid}
+	ErrBundleRejected      = &Error{Code: CodeBundleRejected}
 )
 
 // Error is a request the server refused: its problem document.
@@ -56,8 +60,9 @@ type Error struct {
 	Detail     string        // what was wrong
 	RequestID  string        // the server's X-Request-Id, for its logs
 	RetryAfter time.Duration // from Retry-After; 0 when absent
-	// Extensions holds the problem's other members: "reasons" and
-	// "revision" of a denial, "expected" and "actual" of a conflict,
+	// Extensions holds the problem's other members: "reasons", "layer"
+	// and "revision" of a denial, "entry", "stage" and "errors" of a
+	// refused policy bundle, "expected" and "actual" of a conflict,
 	// "quota" and "limit" of a quota refusal.
 	Extensions map[string]json.RawMessage
 }

@@ -25,10 +25,15 @@
 //	key:<id>                 2:2   key.revoked              tenant, key {id}
 //	cursor:<tenant>/<name>   3:1   cursor.defined           tenant, cursor {name, region}
 //	cursor:<tenant>/<name>   3:2   cursor.deleted           tenant, cursor {name}
+//	policy:<tenant>          4:1   policy.activated         tenant, policy {revision, bytes}
+//	policy:<tenant>          4:2   policy.rolled_back       tenant, policy {revision}
 //
 // A deleted tenant's entity keeps its events; creating the id again
 // continues the same entity with a new tenant.created. A key id is never
-// reused, even after revocation. Secrets are never recorded, only their
+// reused, even after revocation. A tenant's policy revisions are the hex
+// SHA-256 of the bundles as uploaded (the bundles themselves are kept
+// outside the system store, by the server); a deleted tenant's policy
+// state goes with it. Secrets are never recorded, only their
 // SHA-256 hashes.
 //
 // # Guarantees

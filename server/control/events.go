@@ -14,34 +14,38 @@ import (
 const Scope = "control"
 
 // The recorded changes. Category 1: tenants and the operator credential;
-// 2: keys; 3: cursor definitions. Their numbers are part of the system
+// 2: keys; 3: cursor definitions; 4: tenants' policy bundles. Their numbers are part of the system
 // store's format: never renumber one.
 var (
-	kindTenantCreated   = core.MustKind(1, 1)
-	kindTenantSuspended = core.MustKind(1, 2)
-	kindTenantResumed   = core.MustKind(1, 3)
-	kindTenantDeleted   = core.MustKind(1, 4)
-	kindTenantQuotas    = core.MustKind(1, 5)
-	kindTenantSettings  = core.MustKind(1, 6)
-	kindOperatorSet     = core.MustKind(1, 7)
-	kindKeyIssued       = core.MustKind(2, 1)
-	kindKeyRevoked      = core.MustKind(2, 2)
-	kindCursorDefined   = core.MustKind(3, 1)
-	kindCursorDeleted   = core.MustKind(3, 2)
+	kindTenantCreated    = core.MustKind(1, 1)
+	kindTenantSuspended  = core.MustKind(1, 2)
+	kindTenantResumed    = core.MustKind(1, 3)
+	kindTenantDeleted    = core.MustKind(1, 4)
+	kindTenantQuotas     = core.MustKind(1, 5)
+	kindTenantSettings   = core.MustKind(1, 6)
+	kindOperatorSet      = core.MustKind(1, 7)
+	kindKeyIssued        = core.MustKind(2, 1)
+	kindKeyRevoked       = core.MustKind(2, 2)
+	kindCursorDefined    = core.MustKind(3, 1)
+	kindCursorDeleted    = core.MustKind(3, 2)
+	kindPolicyActivated  = core.MustKind(4, 1)
+	kindPolicyRolledBack = core.MustKind(4, 2)
 )
 
 var kindNames = map[core.Kind]string{
-	kindTenantCreated:   "tenant.created",
-	kindTenantSuspended: "tenant.suspended",
-	kindTenantResumed:   "tenant.resumed",
-	kindTenantDeleted:   "tenant.deleted",
-	kindTenantQuotas:    "tenant.quotas_set",
-	kindTenantSettings:  "tenant.settings_set",
-	kindOperatorSet:     "operator.credential_set",
-	kindKeyIssued:       "key.issued",
-	kindKeyRevoked:      "key.revoked",
-	kindCursorDefined:   "cursor.defined",
-	kindCursorDeleted:   "cursor.deleted",
+	kindTenantCreated:    "tenant.created",
+	kindTenantSuspended:  "tenant.suspended",
+	kindTenantResumed:    "tenant.resumed",
+	kindTenantDeleted:    "tenant.deleted",
+	kindTenantQuotas:     "tenant.quotas_set",
+	kindTenantSettings:   "tenant.settings_set",
+	kindOperatorSet:      "operator.credential_set",
+	kindKeyIssued:        "key.issued",
+	kindKeyRevoked:       "key.revoked",
+	kindCursorDefined:    "cursor.defined",
+	kindCursorDeleted:    "cursor.deleted",
+	kindPolicyActivated:  "policy.activated",
+	kindPolicyRolledBack: "policy.rolled_back",
 }
 
 // Change is one recorded control-plane change, as History returns it.
@@ -68,6 +72,7 @@ type body struct {
 	RevokedKeys    []string         `json:"revoked_keys,omitempty"`
 	DeletedCursors []string         `json:"deleted_cursors,omitempty"`
 	OperatorHash   string           `json:"operator_hash,omitempty"`
+	Policy         *policyRecord    `json:"policy,omitempty"`
 }
 
 type keyRecord struct {
@@ -146,6 +151,13 @@ func decode(ev core.StoredEvent) (change, error) {
 		if _, err := parseHash(b.OperatorHash); err != nil {
 			return change{}, err
 		}
+	case kindPolicyActivated, kindPolicyRolledBack:
+		if b.Policy == nil {
+			return change{}, fmt.Errorf("%s without a policy", kindNames[k])
+		}
+		if err := ValidPolicyRevision(b.Policy.Revision); err != nil {
+			return change{}, err
+		}
 	}
 	return c, nil
 }
@@ -163,6 +175,7 @@ type state struct {
 	operator    [32]byte
 	hasOperator bool
 	clocks      map[string]uint64 // entity → events recorded (its next clock)
+	policies    map[string]*TenantPolicy
 }
 
 func newState() state {
@@ -172,6 +185,7 @@ func newState() state {
 		tenantKeys: map[string]map[string]struct{}{},
 		cursors:    map[string]map[string]CursorDef{},
 		clocks:     map[string]uint64{},
+		policies:   map[string]*TenantPolicy{},
 	}
 }
 
@@ -217,6 +231,9 @@ func (s *state) apply(c change) {
 		}
 		delete(s.tenantKeys, b.Tenant)
 		delete(s.cursors, b.Tenant)
+		delete(s.policies, b.Tenant)
+	case kindPolicyActivated, kindPolicyRolledBack:
+		s.applyPolicy(c)
 	case kindKeyIssued:
 		h, _ := parseHash(b.Key.Hash) // checked by decode, or made by hexHash
 		s.keys[b.Key.ID] = Key{ID: b.Key.ID, Tenant: b.Tenant, Roles: b.Key.Roles, Name: b.Key.Name, Created: c.at, Hash: h}

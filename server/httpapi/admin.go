@@ -225,6 +225,11 @@ func (a *API) deleteTenant(c *call) error {
 		return err
 	}
 	a.opts.Quotas.Forget(t.ID)
+	if a.opts.Policies != nil {
+		if err := a.opts.Policies.Remove(t.ID); err != nil {
+			return err
+		}
+	}
 	c.w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/batpak-go/batpak/server/follow"
 	"github.com/batpak-go/batpak/server/quota"
 	"github.com/batpak-go/batpak/server/tenancy"
+	"github.com/batpak-go/batpak/server/tenantpolicy"
 )
 
 // MaxPageLimit is the most events one JSON page holds; a larger limit is
@@ -77,6 +78,9 @@ type Options struct {
 	// at least 1) cannot turn its refusals into a flood of its own; the
 	// held request costs no CPU. 0: answered at once.
 	RateRefusalDelay time.Duration
+	// Policies keeps the tenants' own policy bundles (the …/policy
+	// routes); nil: those routes answer 404.
+	Policies *tenantpolicy.Manager
 	// Follow fans tenant stores out to event streams (make it with
 	// EncodeEvent as Options.Encode); nil: /subscribe answers 503.
 	Follow *follow.Set
@@ -229,6 +233,10 @@ func (a *API) table() []Route {
 		{Method: "POST", Path: t + "/keys", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.issueKey},
 		{Method: "GET", Path: t + "/keys", Access: Tenant, Role: control.RoleAdmin, handler: a.listKeys},
 		{Method: "DELETE", Path: t + "/keys/{id}", Access: Tenant, Role: control.RoleAdmin, handler: a.revokeKey},
+		{Method: "PUT", Path: t + "/policy", Access: Tenant, Role: control.RoleAdmin, Body: "application/gzip", handler: a.pushPolicy},
+		{Method: "GET", Path: t + "/policy", Access: Tenant, Role: control.RoleReader, handler: a.listPolicies},
+		{Method: "POST", Path: t + "/policy/rollback", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.rollbackPolicy},
+		{Method: "GET", Path: t + "/policy/decisions", Access: Tenant, Role: control.RoleAdmin, handler: a.policyDecisions},
 
 		{Method: "POST", Path: ad, Access: Operator, Body: js, handler: a.createTenant},
 		{Method: "GET", Path: ad, Access: Operator, handler: a.listTenants},

@@ -283,6 +283,7 @@ func TestOpenAPIResponsesMatchServer(t *testing.T) {
 		{"GET", "/v1/tenants/{tenant}/cursors/{name}/events", "/v1/tenants/acme/cursors/c1/events?limit=2", k["reader"], nil, 200, nil},
 		{"POST", "/v1/tenants/{tenant}/cursors/{name}/commit", "/v1/tenants/acme/cursors/c1/commit", k["writer"], map[string]any{"position": 2}, 200, nil},
 		{"GET", "/v1/tenants/{tenant}/cursors", "/v1/tenants/acme/cursors", k["reader"], nil, 200, nil},
+		{"GET", "/v1/tenants/{tenant}/policy", "/v1/tenants/acme/policy", k["reader"], nil, 200, nil},
 		{"POST", "/v1/admin/tenants", "/v1/admin/tenants", opToken, map[string]any{"id": "beta"}, 201, nil},
 		{"POST", "/v1/admin/tenants/{tenant}/keys", "/v1/admin/tenants/beta/keys", opToken, map[string]any{"roles": []string{"reader"}}, 201, nil},
 		{"GET", "/v1/admin/tenants/{tenant}", "/v1/admin/tenants/beta", opToken, nil, 200, nil},

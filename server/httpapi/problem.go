@@ -16,6 +16,7 @@ import (
 	"github.com/batpak-go/batpak/server/control"
 	"github.com/batpak-go/batpak/server/quota"
 	"github.com/batpak-go/batpak/server/tenancy"
+	"github.com/batpak-go/batpak/server/tenantpolicy"
 	"github.com/batpak-go/batpak/server/wire"
 )
 
@@ -62,6 +63,8 @@ var titles = map[string]string{
 	wire.CodeForbidden:           "Forbidden",
 	wire.CodeBusy:                "Busy, retry",
 	wire.CodeInternal:            "Internal error",
+	wire.CodeBundleInvalid:       "Policy bundle refused",
+	wire.CodeBundleRejected:      "Policy bundle does not compile or fails its tests",
 }
 
 // writeProblem writes e as application/problem+json.
@@ -167,6 +170,8 @@ func (a *API) problemFor(c *call, err error) *apiError {
 		coe *core.CoordinateError
 		re  *core.RetryError
 		bie *core.BatchItemError
+		be  *tenantpolicy.BundleError
+		rj  *tenantpolicy.RejectedError
 	)
 	var index *int
 	if errors.As(err, &bie) {
@@ -194,7 +199,11 @@ func (a *API) problemFor(c *call, err error) *apiError {
 			reasons = append(reasons, wire.Reason{Code: den.Code, Message: den.Message, Gate: den.Gate})
 		}
 		out = &apiError{status: 403, code: wire.CodePolicyDenied, detail: den.Message,
-			p: wire.Problem{Reasons: reasons, Revision: den.Revision}}
+			p: wire.Problem{Reasons: reasons, Revision: den.Revision, Layer: den.Layer, DecisionID: den.DecisionID}}
+	case errors.As(err, &be):
+		out = bundleProblem(be)
+	case errors.As(err, &rj):
+		out = &apiError{status: 422, code: wire.CodeBundleRejected, detail: rj.Error(), p: wire.Problem{Stage: rj.Stage, Errors: rj.Errors}}
 	case errors.As(err, &ce):
 		out = &apiError{status: 409, code: wire.CodeConflict, detail: a.scrub(c, ce.Error()),
 			p: wire.Problem{Expected: wire.ExpectationJSON(ce.Expected), Actual: wire.ExpectationJSON(ce.Actual)}}
@@ -249,6 +258,22 @@ func (a *API) problemFor(c *call, err error) *apiError {
 		a.metrics.quotaRejection(out.p.Quota, c.tenant)
 	}
 	return out
+}
+
+// bundleProblem: a bundle past its size limit → 413 (quota
+// "policy_bundle_max_bytes"); any other refused archive → 400
+// BUNDLE_INVALID naming the entry (and the limit, when one was passed).
+func bundleProblem(be *tenantpolicy.BundleError) *apiError {
+	if be.Limit == "" {
+		return &apiError{status: 400, code: wire.CodeBundleInvalid, detail: be.Error(), p: wire.Problem{Entry: be.Entry}}
+	}
+	lim := float64(be.Value)
+	quota := "policy_bundle_" + be.Limit // policy_bundle_max_bytes, …_max_files, …_max_file_bytes
+	if be.Limit == "max_bundle_bytes" {
+		quota = "policy_bundle_max_bytes"
+		return &apiError{status: 413, code: wire.CodePayloadTooLarge, detail: be.Error() + " (server." + quota + ")", p: wire.Problem{Quota: quota, Limit: &lim}}
+	}
+	return &apiError{status: 400, code: wire.CodeBundleInvalid, detail: be.Error() + " (server." + quota + ")", p: wire.Problem{Entry: be.Entry, Quota: quota, Limit: &lim}}
 }
 
 // quotaProblem: rates → 429 (Retry-After), storage → 507, one request's

@@ -33,6 +33,12 @@ const (
 	CodeForbidden           = "FORBIDDEN"
 	CodeBusy                = "BUSY"
 	CodeInternal            = "INTERNAL"
+	// CodeBundleInvalid: an uploaded policy bundle is not an archive the
+	// server takes (400; "entry" names the entry at fault).
+	CodeBundleInvalid = "BUNDLE_INVALID"
+	// CodeBundleRejected: an uploaded policy bundle does not compile or
+	// fails its tests (422; "stage" and "errors" say which and why).
+	CodeBundleRejected = "BUNDLE_REJECTED"
 )
 
 // ProblemTypeBase prefixes a problem's "type": the code in lower case follows.
@@ -84,6 +90,15 @@ type Problem struct {
 	// POLICY_DENIED.
 	Reasons  []Reason `json:"reasons,omitempty"`
 	Revision string   `json:"revision,omitempty"`
+	// Layer is the policy layer that refused: "platform" or "tenant".
+	Layer string `json:"layer,omitempty"`
+	// DecisionID names the denial in the tenant's decision log.
+	DecisionID string `json:"decision_id,omitempty"`
+	// BUNDLE_INVALID: the archive entry at fault ("" for the whole).
+	Entry string `json:"entry,omitempty"`
+	// BUNDLE_REJECTED: "compile" or "tests", and the errors.
+	Stage  string   `json:"stage,omitempty"`
+	Errors []string `json:"errors,omitempty"`
 	// CONFLICT: a clock number or "no_events".
 	Expected any `json:"expected,omitempty"`
 	Actual   any `json:"actual,omitempty"`

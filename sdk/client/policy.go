@@ -1,0 +1,130 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// PolicyRevision is one accepted policy bundle of a tenant.
+type PolicyRevision struct {
+	// Revision is the hex SHA-256 of the bundle as uploaded; every
+	// decision of the bundle (and every denial's "revision") carries it.
+	Revision string          `json:"revision"`
+	Bytes    int64           `json:"bytes"`
+	Uploaded time.Time       `json:"uploaded"`
+	By       json.RawMessage `json:"by"` // the uploader's principal
+}
+
+// TenantPolicy is a tenant's policy bundles: Active is the revision in
+// force ("" when none is), Revisions every accepted one, oldest first.
+type TenantPolicy struct {
+	Active      string           `json:"active"`
+	Activated   time.Time        `json:"activated"`              // zero when none is active
+	ActivatedBy json.RawMessage  `json:"activated_by,omitempty"` // who made Active active
+	Revisions   []PolicyRevision `json:"revisions"`
+}
+
+// PushPolicy uploads a policy bundle (a gzip-compressed tar of .rego,
+// .json and .manifest files) as the tenant's own policy (admin role). The
+// server runs the bundle's Rego tests and compiles it; when both pass it
+// becomes the active revision, and from the next write on, the tenant's
+// writes need both the platform policy and this bundle to allow them.
+// Errors: ErrBundleInvalid (an entry the server refuses: see Entry),
+// ErrBundleRejected (compile or test errors: see BundleErrors; the
+// previous revision stays active), ErrPayloadTooLarge, ErrForbidden for a
+// key without the admin role. Not retried (the body is a stream).
+func (t *Tenant) PushPolicy(ctx context.Context, tarGz io.Reader) (TenantPolicy, error) {
+	body, err := io.ReadAll(tarGz)
+	if err != nil {
+		return TenantPolicy{}, err
+	}
+	var tp TenantPolicy
+	// Safe to send again: the same bytes are the same revision.
+	err = t.c.do(ctx, request{method: "PUT", path: t.path("/policy"), body: body, ctype: "application/gzip", safe: true}, &tp)
+	return tp, err
+}
+
+// Policies lists the tenant's policy revisions and the active one.
+func (t *Tenant) Policies(ctx context.Context) (TenantPolicy, error) {
+	var tp TenantPolicy
+	err := t.c.do(ctx, request{method: "GET", path: t.path("/policy"), safe: true}, &tp)
+	return tp, err
+}
+
+// RollbackPolicy makes an earlier revision (from Policies) the tenant's
+// active policy again (admin role). ErrNotFound if the tenant has no such
+// revision.
+func (t *Tenant) RollbackPolicy(ctx context.Context, revision string) (TenantPolicy, error) {
+	body, _ := jsonBody(map[string]string{"revision": revision})
+	var tp TenantPolicy
+	err := t.c.do(ctx, request{method: "POST", path: t.path("/policy/rollback"), body: body, safe: true}, &tp)
+	return tp, err
+}
+
+func (e *Error) str(member string) string {
+	var s string
+	if raw, ok := e.Extensions[member]; ok {
+		_ = json.Unmarshal(raw, &s)
+	}
+	return s
+}
+
+// Layer is the policy layer that refused a POLICY_DENIED write:
+// "platform" (the server's policy) or "tenant" (the tenant's own bundle);
+// "" for other errors.
+func (e *Error) Layer() string { return e.str("layer") }
+
+// Revision is the revision of the policy bundle that refused a
+// POLICY_DENIED write ("" for other errors).
+func (e *Error) Revision() string { return e.str("revision") }
+
+// Entry is the archive entry a BUNDLE_INVALID refusal names ("" when the
+// archive as a whole is at fault).
+func (e *Error) Entry() string { return e.str("entry") }
+
+// BundleErrors are a BUNDLE_REJECTED refusal's stage ("compile" or
+// "tests") and errors (compile errors as "file:line: code: message", or
+// the failed tests).
+func (e *Error) BundleErrors() (stage string, errs []string) {
+	if raw, ok := e.Extensions["errors"]; ok {
+		_ = json.Unmarshal(raw, &errs)
+	}
+	return e.str("stage"), errs
+}
+
+// PolicyDecision is one recorded policy denial of the tenant's writes.
+type PolicyDecision struct {
+	ID        string          `json:"decision_id"`
+	Time      time.Time       `json:"time"`
+	Layer     string          `json:"layer"` // "platform" or "tenant"
+	Revision  string          `json:"revision"`
+	Principal json.RawMessage `json:"principal"`
+	Action    string          `json:"action"`
+	Reasons   []DenialReason  `json:"reasons"`
+	// Input holds the input fields the deciding policy reads, by path
+	// ("event.entity": …).
+	Input map[string]any `json:"input,omitempty"`
+}
+
+// PolicyDecisions returns up to limit (0: the server's default) of the
+// tenant's recent policy denials, newest first (admin role). The server
+// keeps the last few in memory (server.policy_decision_log_size).
+func (t *Tenant) PolicyDecisions(ctx context.Context, limit int) ([]PolicyDecision, error) {
+	var q url.Values
+	if limit > 0 {
+		q = url.Values{"limit": {strconv.Itoa(limit)}}
+	}
+	var out struct {
+		Decisions []PolicyDecision `json:"decisions"`
+	}
+	err := t.c.do(ctx, request{method: "GET", path: t.path("/policy/decisions"), query: q, safe: true}, &out)
+	return out.Decisions, err
+}
+
+// DecisionID is a POLICY_DENIED error's id in the tenant's decision log
+// ("" for other errors, or when the server keeps no log).
+func (e *Error) DecisionID() string { return e.str("decision_id") }

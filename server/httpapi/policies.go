@@ -1,0 +1,90 @@
+package httpapi
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/wire"
+)
+
+// policies is the tenant policy manager, or the 404 of a server without
+// one.
+func (a *API) policies() error {
+	if a.opts.Policies == nil {
+		return errNotFound("this server keeps no tenant policies")
+	}
+	return nil
+}
+
+// pushPolicy takes a bundle (gzip-compressed tar) and makes it the
+// tenant's active policy once it compiles and its tests pass.
+func (a *API) pushPolicy(c *call) error {
+	if err := a.policies(); err != nil {
+		return err
+	}
+	if err := checkMedia(c.r, c.route.Body, false); err != nil {
+		return err
+	}
+	max := a.opts.Policies.Limits().MaxBundleBytes
+	if c.r.ContentLength > max {
+		lim := float64(max)
+		return &apiError{status: 413, code: wire.CodePayloadTooLarge,
+			detail: "the policy bundle is larger than " + strconv.FormatInt(max, 10) + " bytes (server.policy_bundle_max_bytes)",
+			p:      wire.Problem{Quota: "policy_bundle_max_bytes", Limit: &lim}}
+	}
+	// One byte past the limit is read, so the manager can tell "too
+	// large" from "exactly the limit".
+	body := http.MaxBytesReader(c.w, c.r.Body, max+1)
+	tp, err := a.opts.Policies.Push(c.writeCtx(), c.tenant, body)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusOK, tp)
+}
+
+// listPolicies answers the tenant's revisions and the active one.
+func (a *API) listPolicies(c *call) error {
+	if err := a.policies(); err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusOK, a.opts.Policies.Policies(c.tenant))
+}
+
+// rollbackPolicy makes an earlier revision active again.
+func (a *API) rollbackPolicy(c *call) error {
+	if err := a.policies(); err != nil {
+		return err
+	}
+	var body struct {
+		Revision string `json:"revision"`
+	}
+	if err := a.decode(c, &body, false); err != nil {
+		return err
+	}
+	if err := control.ValidPolicyRevision(body.Revision); err != nil {
+		return errInvalid("revision", "revision must be 64 lower-case hex digits (a revision GET …/policy lists)")
+	}
+	tp, err := a.opts.Policies.Rollback(c.writeCtx(), c.tenant, body.Revision)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusOK, tp)
+}
+
+// policyDecisions answers the tenant's recent policy denials, newest
+// first: ?limit (default DefaultPageLimit, at most MaxPageLimit).
+func (a *API) policyDecisions(c *call) error {
+	if err := a.policies(); err != nil {
+		return err
+	}
+	limit := DefaultPageLimit
+	if v := c.r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return errInvalid("limit", "limit must be a positive integer")
+		}
+		limit = min(n, MaxPageLimit)
+	}
+	return writeJSON(c.w, http.StatusOK, map[string]any{"decisions": a.opts.Policies.Decisions(c.tenant, limit)})
+}

@@ -1,0 +1,584 @@
+package server_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/batpak-go/batpak/sdk/client"
+	"github.com/batpak-go/batpak/server"
+	"github.com/batpak-go/batpak/server/control"
+)
+
+// tarGz builds a policy bundle: name → content (a name starting with
+// "link:" is a symlink to its content).
+func tarGz(t testing.TB, files ...string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for i := 0; i+1 < len(files); i += 2 {
+		h := &tar.Header{Name: files[i], Mode: 0o644, Size: int64(len(files[i+1])), Typeflag: tar.TypeReg}
+		if name, ok := strings.CutPrefix(files[i], "link:"); ok {
+			h = &tar.Header{Name: name, Typeflag: tar.TypeSymlink, Linkname: files[i+1]}
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			_, _ = tw.Write([]byte(files[i+1]))
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func revisionOf(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+// denyPrefix is a tenant rule refusing entities under prefix with code.
+func denyPrefix(code, prefix string) string {
+	return `package batpak.write
+
+deny contains {"code": "` + code + `", "message": "entities under ` + prefix + ` are off limits"} if {
+	startswith(input.event.entity, "` + prefix + `")
+}
+`
+}
+
+const tenantTests = `package batpak.write_test
+
+test_secret_denied if {
+	count(data.batpak.write.deny) == 1 with input as {"event": {"entity": "secret:1"}}
+}
+
+test_other_allowed if {
+	count(data.batpak.write.deny) == 0 with input as {"event": {"entity": "note:1"}}
+}
+`
+
+type policyServer struct {
+	srv  *server.Server
+	base string
+	stop func()
+}
+
+// startPolicyServer runs a server on loopback over root with a platform
+// policy refusing entities under "blocked:".
+func startPolicyServer(t *testing.T, root string, tune func(*server.Config)) policyServer {
+	t.Helper()
+	platform := filepath.Join(root, "platform")
+	if err := os.MkdirAll(platform, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(platform, "platform.rego"), []byte(denyPrefix("PLATFORM_BLOCK", "blocked:")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := server.DefaultConfig()
+	cfg.Root, cfg.Listen, cfg.AccessLog, cfg.Stderr = filepath.Join(root, "srv"), "127.0.0.1:0", "off", io.Discard
+	cfg.OperatorToken = "bpko_" + strings.Repeat("a", 52)
+	cfg.PolicyDir = platform
+	if tune != nil {
+		tune(&cfg)
+	}
+	srv, err := server.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	stopped := false
+	ps := policyServer{srv: srv, base: "http://" + srv.Addr().String(), stop: func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}
+	}}
+	t.Cleanup(ps.stop)
+	return ps
+}
+
+func (ps policyServer) as(t *testing.T, token string) *client.Client {
+	c, err := client.New(ps.base, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func note(entity string) client.AppendRequest {
+	return client.AppendRequest{Entity: entity, Scope: "s", Kind: "1:1", Payload: []byte(`{"n":1}`)}
+}
+
+// wantDenied checks that err is POLICY_DENIED by layer with reason code
+// and revision (any revision when rev is "").
+func wantDenied(t *testing.T, what string, err error, layer, code, rev string) {
+	t.Helper()
+	var e *client.Error
+	if !errors.As(err, &e) || e.Code != client.CodePolicyDenied {
+		t.Fatalf("%s: %v, want POLICY_DENIED", what, err)
+	}
+	if e.Layer() != layer {
+		t.Errorf("%s: layer %q, want %q", what, e.Layer(), layer)
+	}
+	if rs := e.Reasons(); len(rs) == 0 || rs[0].Code != code {
+		t.Errorf("%s: reasons %+v, want %s", what, rs, code)
+	}
+	if rev != "" && e.Revision() != rev {
+		t.Errorf("%s: revision %q, want %q", what, e.Revision(), rev)
+	}
+}
+
+// TestTenantPolicyLayers: a tenant admin uploads the tenant's own bundle;
+// the tenant's writes then need both the platform policy and the bundle,
+// each denial naming its layer and revision; another tenant is not gated
+// by it; keys without the admin role cannot upload; broken, failing and
+// hostile bundles are refused with their errors and the active revision
+// stays; rollback; a restart keeps the active revision.
+func TestTenantPolicyLayers(t *testing.T) {
+	root := t.TempDir()
+	ps := startPolicyServer(t, root, nil)
+	ctx := context.Background()
+	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
+	for _, id := range []string{"acme", "globex"} {
+		if _, err := op.CreateTenant(ctx, id, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := func(tenant string, roles ...string) string {
+		k, err := op.IssueKey(ctx, tenant, "k", roles...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k.Key
+	}
+	adminKey, writerKey, readerKey, globexKey := key("acme", "admin"), key("acme", "writer"), key("acme", "reader"), key("globex", "writer")
+	admin := ps.as(t, adminKey).Tenant("acme")
+	writer := ps.as(t, writerKey).Tenant("acme")
+	globex := ps.as(t, globexKey).Tenant("globex")
+
+	if _, err := writer.Append(ctx, note("secret:0")); err != nil {
+		t.Fatalf("before any tenant bundle: %v", err)
+	}
+	bundleA := tarGz(t, "policy.rego", denyPrefix("NO_SECRETS", "secret:"), "policy_test.rego", tenantTests, "data.json", `{}`)
+	revA := revisionOf(bundleA)
+	for _, tok := range []string{writerKey, readerKey} {
+		if _, err := ps.as(t, tok).Tenant("acme").PushPolicy(ctx, bytes.NewReader(bundleA)); !errors.Is(err, client.ErrForbidden) {
+			t.Fatalf("a non-admin key uploads a bundle: %v, want FORBIDDEN", err)
+		}
+	}
+	if _, err := ps.as(t, adminKey).Tenant("globex").PushPolicy(ctx, bytes.NewReader(bundleA)); err == nil {
+		t.Fatal("acme's admin uploaded a bundle for globex")
+	}
+	tp, err := admin.PushPolicy(ctx, bytes.NewReader(bundleA))
+	if err != nil {
+		t.Fatalf("PushPolicy: %v", err)
+	}
+	if tp.Active != revA || len(tp.Revisions) != 1 {
+		t.Fatalf("after the upload: %+v, want revision %s active", tp, revA)
+	}
+
+	_, err = writer.Append(ctx, note("secret:1"))
+	wantDenied(t, "a write the tenant rule refuses", err, "tenant", "NO_SECRETS", revA)
+	_, err = writer.Append(ctx, note("blocked:1"))
+	wantDenied(t, "a write the platform refuses", err, "platform", "PLATFORM_BLOCK", "")
+	_, err = writer.AppendBatch(ctx, []client.AppendRequest{note("note:1"), note("secret:2")})
+	wantDenied(t, "a batch with an item the tenant rule refuses", err, "tenant", "NO_SECRETS", revA)
+	if _, err := writer.Append(ctx, note("note:1")); err != nil {
+		t.Fatalf("a write both layers allow: %v", err)
+	}
+	// The decision log: the denials, newest first, with their ids, layer,
+	// revision, principal and the input fields the policy read.
+	_, err = writer.Append(ctx, note("secret:9"))
+	var de *client.Error
+	if !errors.As(err, &de) || de.DecisionID() == "" {
+		t.Fatalf("a denial without its decision id: %v", err)
+	}
+	decs, err := admin.PolicyDecisions(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(decs) != 4 || decs[0].ID != de.DecisionID() || decs[0].Layer != "tenant" || decs[0].Revision != revA ||
+		decs[0].Input["event.entity"] != "secret:9" || decs[0].Action != "append" || !strings.Contains(string(decs[0].Principal), `"tenant":"acme"`) {
+		t.Fatalf("decision log: %+v", decs)
+	}
+	if decs[2].Layer != "platform" || decs[2].Reasons[0].Code != "PLATFORM_BLOCK" || decs[2].Input["event.entity"] != "blocked:1" {
+		t.Errorf("the platform denial's record: %+v", decs[2])
+	}
+	if _, err := writer.PolicyDecisions(ctx, 0); !errors.Is(err, client.ErrForbidden) {
+		t.Errorf("a writer reads the decision log: %v, want FORBIDDEN", err)
+	}
+	if decs, err := admin.PolicyDecisions(ctx, 1); err != nil || len(decs) != 1 || decs[0].ID != de.DecisionID() {
+		t.Errorf("limit 1: %+v, %v", decs, err)
+	}
+	if _, err := globex.Append(ctx, note("secret:1")); err != nil {
+		t.Fatalf("acme's bundle gates globex: %v", err)
+	}
+	_, err = globex.Append(ctx, note("blocked:1"))
+	wantDenied(t, "globex under the platform policy", err, "platform", "PLATFORM_BLOCK", "")
+
+	// Refused bundles: the active revision stays.
+	refused := []struct {
+		name   string
+		bundle []byte
+		is     error
+		check  func(e *client.Error) string
+	}{
+		{"compile error", tarGz(t, "policy.rego", "package batpak.write\n\ndeny contains x if {\n"), client.ErrBundleRejected, func(e *client.Error) string {
+			stage, errs := e.BundleErrors()
+			if stage != "compile" || len(errs) == 0 || !strings.Contains(errs[0], "policy.rego:") {
+				return "want stage compile with errors naming policy.rego"
+			}
+			if strings.Contains(strings.Join(errs, " "), root) {
+				return "errors carry a server path"
+			}
+			return ""
+		}},
+		{"failing test", tarGz(t, "policy.rego", denyPrefix("NO_SECRETS", "secret:"), "policy_test.rego", tenantTests+"\ntest_never if {\n\tfalse\n}\n"), client.ErrBundleRejected, func(e *client.Error) string {
+			stage, errs := e.BundleErrors()
+			if stage != "tests" || len(errs) != 1 || !strings.Contains(errs[0], "test_never") {
+				return "want stage tests naming test_never only"
+			}
+			return ""
+		}},
+		{"path escape", tarGz(t, "policy.rego", denyPrefix("X", "x:"), "../evil.rego", "package evil"), client.ErrBundleInvalid, func(e *client.Error) string {
+			if e.Entry() != "../evil.rego" || e.Status != 400 {
+				return "want 400 naming the entry ../evil.rego"
+			}
+			return ""
+		}},
+		{"symlink", tarGz(t, "policy.rego", denyPrefix("X", "x:"), "link:data.json", "/etc/passwd"), client.ErrBundleInvalid, func(e *client.Error) string {
+			if e.Entry() != "data.json" {
+				return "want the entry data.json named"
+			}
+			return ""
+		}},
+		{"executable", tarGz(t, "policy.rego", denyPrefix("X", "x:"), "run.sh", "#!/bin/sh"), client.ErrBundleInvalid, func(e *client.Error) string {
+			if e.Entry() != "run.sh" {
+				return "want the entry run.sh named"
+			}
+			return ""
+		}},
+		{"not gzip", []byte("plain text"), client.ErrBundleInvalid, func(*client.Error) string { return "" }},
+	}
+	for _, r := range refused {
+		_, err := admin.PushPolicy(ctx, bytes.NewReader(r.bundle))
+		var e *client.Error
+		if !errors.Is(err, r.is) || !errors.As(err, &e) {
+			t.Fatalf("%s: %v, want %v", r.name, err, r.is)
+		}
+		if msg := r.check(e); msg != "" {
+			t.Errorf("%s: %s: %v %v", r.name, msg, e, e.Extensions)
+		}
+		if tp, err := admin.Policies(ctx); err != nil || tp.Active != revA || len(tp.Revisions) != 1 {
+			t.Fatalf("after a refused bundle (%s): %+v, %v; want %s still active", r.name, tp, err, revA)
+		}
+	}
+	_, err = writer.Append(ctx, note("secret:3"))
+	wantDenied(t, "after the refused bundles", err, "tenant", "NO_SECRETS", revA)
+
+	// A second revision, then rollback to the first.
+	bundleB := tarGz(t, "policy.rego", denyPrefix("NO_ORDERS", "order:"))
+	revB := revisionOf(bundleB)
+	if tp, err := admin.PushPolicy(ctx, bytes.NewReader(bundleB)); err != nil || tp.Active != revB || len(tp.Revisions) != 2 {
+		t.Fatalf("second upload: %+v, %v", tp, err)
+	}
+	_, err = writer.Append(ctx, note("order:1"))
+	wantDenied(t, "under the second revision", err, "tenant", "NO_ORDERS", revB)
+	if _, err := writer.Append(ctx, note("secret:4")); err != nil {
+		t.Fatalf("the first revision still gates after the second became active: %v", err)
+	}
+	if _, err := writer.RollbackPolicy(ctx, revA); !errors.Is(err, client.ErrForbidden) {
+		t.Fatalf("a writer rolls back: %v, want FORBIDDEN", err)
+	}
+	if _, err := admin.RollbackPolicy(ctx, revisionOf([]byte("never uploaded"))); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("rollback to an unknown revision: %v, want NOT_FOUND", err)
+	}
+	if _, err := admin.RollbackPolicy(ctx, "nothex"); !errors.Is(err, client.ErrInvalidRequest) {
+		t.Fatalf("rollback to a malformed revision: %v, want INVALID_REQUEST", err)
+	}
+	if tp, err := admin.RollbackPolicy(ctx, revA); err != nil || tp.Active != revA || len(tp.Revisions) != 2 {
+		t.Fatalf("rollback: %+v, %v", tp, err)
+	}
+	if _, err := writer.Append(ctx, note("order:2")); err != nil {
+		t.Fatalf("after rollback the second revision still gates: %v", err)
+	}
+	_, err = writer.Append(ctx, note("secret:5"))
+	wantDenied(t, "after rollback", err, "tenant", "NO_SECRETS", revA)
+
+	// Restart: the active revision is the same, and it gates.
+	ps.stop()
+	ps = startPolicyServer(t, root, nil)
+	writer = ps.as(t, writerKey).Tenant("acme")
+	if tp, err := ps.as(t, readerKey).Tenant("acme").Policies(ctx); err != nil || tp.Active != revA || len(tp.Revisions) != 2 {
+		t.Fatalf("after restart: %+v, %v; want %s active", tp, err, revA)
+	}
+	_, err = writer.Append(ctx, note("secret:6"))
+	wantDenied(t, "after restart", err, "tenant", "NO_SECRETS", revA)
+	if _, err := writer.Append(ctx, note("order:3")); err != nil {
+		t.Fatalf("after restart: %v", err)
+	}
+	if _, err := ps.as(t, globexKey).Tenant("globex").Append(ctx, note("secret:2")); err != nil {
+		t.Fatalf("after restart acme's bundle gates globex: %v", err)
+	}
+	// The audit trail: who uploaded and rolled back, and when.
+	hist, err := ps.srv.Plane().History(control.PolicyEntity("acme"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, h := range hist {
+		kinds = append(kinds, h.Kind)
+		if h.By.Tenant != "acme" || h.By.KeyID == "" {
+			t.Errorf("change %s recorded by %+v, want acme's admin key", h.Kind, h.By)
+		}
+	}
+	if strings.Join(kinds, ",") != "policy.activated,policy.activated,policy.rolled_back" {
+		t.Errorf("policy history %v", kinds)
+	}
+}
+
+// TestTenantPolicyBundleSizeLimit: a bundle of exactly
+// server.policy_bundle_max_bytes is accepted, one byte more is refused
+// with 413 naming the limit, and the active revision stays.
+func TestTenantPolicyBundleSizeLimit(t *testing.T) {
+	// Hashes in a comment: content gzip cannot shrink much.
+	pad := []byte("seed")
+	var comment strings.Builder
+	for range 40 {
+		s := sha256.Sum256(pad)
+		pad = s[:]
+		comment.WriteString("# " + hex.EncodeToString(pad) + "\n")
+	}
+	bundle := tarGz(t, "policy.rego", denyPrefix("NO_SECRETS", "secret:")+comment.String())
+	if len(bundle) < 1024 {
+		t.Fatalf("bundle of %d bytes is below the limit's range", len(bundle))
+	}
+	ps := startPolicyServer(t, t.TempDir(), func(c *server.Config) { c.PolicyBundleMaxBytes = int64(len(bundle)) })
+	ctx := context.Background()
+	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
+	if _, err := op.CreateTenant(ctx, "acme", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	k, err := op.IssueKey(ctx, "acme", "a", "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := ps.as(t, k.Key).Tenant("acme")
+	if _, err := admin.PushPolicy(ctx, bytes.NewReader(bundle)); err != nil {
+		t.Fatalf("a bundle of exactly the limit: %v", err)
+	}
+	_, err = admin.PushPolicy(ctx, bytes.NewReader(append(bundle, 0)))
+	var e *client.Error
+	if !errors.As(err, &e) || e.Status != 413 || !strings.Contains(string(e.Extensions["quota"]), "policy_bundle_max_bytes") {
+		t.Fatalf("a bundle one byte over the limit: %v, want 413 naming policy_bundle_max_bytes", err)
+	}
+	if tp, _ := admin.Policies(ctx); tp.Active != revisionOf(bundle) {
+		t.Fatalf("after the refusal: %+v", tp)
+	}
+}
+
+// TestTenantPolicyDecisionLogSize: the decision log keeps exactly
+// server.policy_decision_log_size denials per tenant, dropping the
+// oldest; a size past the range is refused at start.
+func TestTenantPolicyDecisionLogSize(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Root, cfg.Stderr, cfg.PolicyDecisionLogSize = t.TempDir(), io.Discard, 100001
+	if _, err := server.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "100000") {
+		t.Fatalf("a decision log size of 100001: %v, want refused naming the range", err)
+	}
+	ps := startPolicyServer(t, t.TempDir(), func(c *server.Config) { c.PolicyDecisionLogSize = 2 })
+	ctx := context.Background()
+	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
+	if _, err := op.CreateTenant(ctx, "acme", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	k, err := op.IssueKey(ctx, "acme", "a", "admin", "writer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme := ps.as(t, k.Key).Tenant("acme")
+	var ids []string
+	for i := range 3 {
+		_, err := acme.Append(ctx, note(fmt.Sprintf("blocked:%d", i)))
+		var e *client.Error
+		if !errors.As(err, &e) || e.DecisionID() == "" {
+			t.Fatalf("denial %d: %v", i, err)
+		}
+		ids = append(ids, e.DecisionID())
+		decs, err := acme.PolicyDecisions(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := ids[max(0, len(ids)-2):]
+		if len(decs) != len(want) {
+			t.Fatalf("after %d denials the log holds %d, want %d", i+1, len(decs), len(want))
+		}
+		for j, d := range decs {
+			if d.ID != want[len(want)-1-j] {
+				t.Fatalf("after %d denials the log is %+v, want ids %v newest first", i+1, decs, want)
+			}
+		}
+	}
+}
+
+// TestTenantPolicyRollbackUnderConcurrentWrites: while an admin switches
+// the active revision back and forth, every write is decided by one of
+// the two revisions as a whole: a denial carries the revision whose rule
+// refused it (never POLICY_ERROR, never the other revision's rule).
+func TestTenantPolicyRollbackUnderConcurrentWrites(t *testing.T) {
+	ps := startPolicyServer(t, t.TempDir(), nil)
+	ctx := context.Background()
+	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
+	if _, err := op.CreateTenant(ctx, "acme", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	ak, err := op.IssueKey(ctx, "acme", "a", "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wk, err := op.IssueKey(ctx, "acme", "w", "writer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := ps.as(t, ak.Key).Tenant("acme")
+	bundleA := tarGz(t, "policy.rego", denyPrefix("NO_SECRETS", "secret:"))
+	bundleB := tarGz(t, "policy.rego", denyPrefix("NO_ORDERS", "order:"))
+	revA, revB := revisionOf(bundleA), revisionOf(bundleB)
+	for _, b := range [][]byte{bundleA, bundleB} {
+		if _, err := admin.PushPolicy(ctx, bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := make(chan struct{})
+	errc := make(chan error, 4)
+	var seen [2]atomic.Int64
+	for w := range 3 {
+		go func() {
+			writer := ps.as(t, wk.Key).Tenant("acme")
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					errc <- nil
+					return
+				default:
+				}
+				entity, rule, rev := "secret:", "NO_SECRETS", revA
+				if (i+w)%2 == 1 {
+					entity, rule, rev = "order:", "NO_ORDERS", revB
+				}
+				_, err := writer.Append(ctx, note(entity+"1"))
+				if err == nil {
+					continue
+				}
+				var e *client.Error
+				if !errors.As(err, &e) || e.Code != client.CodePolicyDenied || e.Layer() != "tenant" || e.Revision() != rev ||
+					len(e.Reasons()) == 0 || e.Reasons()[0].Code != rule {
+					errc <- err
+					return
+				}
+				seen[(i+w)%2].Add(1)
+			}
+		}()
+	}
+	for i := range 20 {
+		rev := revA
+		if i%2 == 1 {
+			rev = revB
+		}
+		if _, err := admin.RollbackPolicy(ctx, rev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	for range 3 {
+		if err := <-errc; err != nil {
+			t.Fatalf("a write during rollbacks: %v", err)
+		}
+	}
+	if seen[0].Load() == 0 || seen[1].Load() == 0 {
+		t.Errorf("denials seen per revision: %d, %d; want both revisions to have decided", seen[0].Load(), seen[1].Load())
+	}
+}
+
+// TestTenantPolicyDamagedBundleFailsClosed: an active revision whose
+// stored bundle is damaged when the server starts refuses the tenant's
+// writes (POLICY_ERROR, layer tenant) instead of admitting them; pushing
+// the same bundle again repairs it.
+func TestTenantPolicyDamagedBundleFailsClosed(t *testing.T) {
+	root := t.TempDir()
+	ps := startPolicyServer(t, root, nil)
+	ctx := context.Background()
+	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
+	if _, err := op.CreateTenant(ctx, "acme", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	ak, err := op.IssueKey(ctx, "acme", "a", "admin", "writer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := tarGz(t, "policy.rego", denyPrefix("NO_SECRETS", "secret:"))
+	rev := revisionOf(bundle)
+	if _, err := ps.as(t, ak.Key).Tenant("acme").PushPolicy(ctx, bytes.NewReader(bundle)); err != nil {
+		t.Fatal(err)
+	}
+	ps.stop()
+	stored := filepath.Join(root, "srv", "policies", "acme", rev+".tar.gz")
+	if err := os.WriteFile(stored, []byte("damaged"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ps = startPolicyServer(t, root, nil)
+	acme := ps.as(t, ak.Key).Tenant("acme")
+	_, err = acme.Append(ctx, note("note:1"))
+	wantDenied(t, "a write under a damaged active bundle", err, "tenant", "POLICY_ERROR", rev)
+	if _, err := acme.PushPolicy(ctx, bytes.NewReader(bundle)); err != nil {
+		t.Fatalf("pushing the same bundle again: %v", err)
+	}
+	if _, err := acme.Append(ctx, note("note:1")); err != nil {
+		t.Fatalf("after the repair: %v", err)
+	}
+	_, err = acme.Append(ctx, note("secret:1"))
+	wantDenied(t, "after the repair", err, "tenant", "NO_SECRETS", rev)
+
+	// Deleting the tenant removes its bundles; the id created again
+	// starts without a policy.
+	op = ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
+	if err := op.DeleteTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Dir(stored)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a deleted tenant's bundles remain: %v", err)
+	}
+	if _, err := op.CreateTenant(ctx, "acme", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	k2, err := op.IssueKey(ctx, "acme", "w", "writer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ps.as(t, k2.Key).Tenant("acme").Append(ctx, note("secret:1")); err != nil {
+		t.Fatalf("a re-created tenant is gated by the deleted one's bundle: %v", err)
+	}
+}

@@ -1,0 +1,191 @@
+package tenantpolicy
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+)
+
+// Limits bound an uploaded bundle. Zero fields take the defaults.
+type Limits struct {
+	// MaxBundleBytes bounds the bundle as uploaded (compressed): exactly
+	// this many bytes are accepted, one more is refused. Default 4 MiB;
+	// range 1 KiB..64 MiB.
+	MaxBundleBytes int64
+	// MaxFiles bounds the archive's entries (files and directories).
+	// Default 256; range 1..10000.
+	MaxFiles int
+	// MaxFileBytes bounds one file of the archive (uncompressed). Default
+	// 1 MiB; range 1 KiB..16 MiB.
+	MaxFileBytes int64
+}
+
+// DefaultLimits are the limits zero fields take.
+func DefaultLimits() Limits {
+	return Limits{MaxBundleBytes: 4 << 20, MaxFiles: 256, MaxFileBytes: 1 << 20}
+}
+
+// WithDefaults fills zero fields with DefaultLimits and checks the
+// ranges (an error names the field and its range).
+func (l Limits) WithDefaults() (Limits, error) {
+	d := DefaultLimits()
+	if l.MaxBundleBytes == 0 {
+		l.MaxBundleBytes = d.MaxBundleBytes
+	}
+	if l.MaxFiles == 0 {
+		l.MaxFiles = d.MaxFiles
+	}
+	if l.MaxFileBytes == 0 {
+		l.MaxFileBytes = d.MaxFileBytes
+	}
+	switch {
+	case l.MaxBundleBytes < 1<<10 || l.MaxBundleBytes > 64<<20:
+		return l, fmt.Errorf("policy bundle max bytes = %d: want 1KiB..64MiB", l.MaxBundleBytes)
+	case l.MaxFiles < 1 || l.MaxFiles > 10000:
+		return l, fmt.Errorf("policy bundle max files = %d: want 1..10000", l.MaxFiles)
+	case l.MaxFileBytes < 1<<10 || l.MaxFileBytes > 16<<20:
+		return l, fmt.Errorf("policy bundle max file bytes = %d: want 1KiB..16MiB", l.MaxFileBytes)
+	}
+	return l, nil
+}
+
+// BundleError refuses an archive that breaks a rule of Limits or of the
+// bundle's form. Nothing of it is kept.
+type BundleError struct {
+	// Entry is the archive entry at fault ("" for the archive as a whole).
+	Entry string
+	// Detail says what is wrong with it.
+	Detail string
+	// Limit names the limit that was passed ("max_bundle_bytes",
+	// "max_files", "max_file_bytes"; "" for a rule of form) and Value is
+	// the limit's value.
+	Limit string
+	Value int64
+}
+
+func (e *BundleError) Error() string {
+	if e.Entry == "" {
+		return "policy bundle: " + e.Detail
+	}
+	return fmt.Sprintf("policy bundle: entry %q: %s", e.Entry, e.Detail)
+}
+
+// Extract unpacks a gzip-compressed tar read from r into dir (which must
+// exist and be empty), enforcing lim (see the package documentation). It
+// returns a *BundleError for an archive it refuses; dir may then hold
+// part of it (the caller removes dir). r is read whole but is not bounded
+// here: bound it by MaxBundleBytes first.
+func Extract(r io.Reader, dir string, lim Limits) error {
+	lim, err := lim.WithDefaults()
+	if err != nil {
+		return err
+	}
+	zr, err := gzip.NewReader(r)
+	if err != nil {
+		return &BundleError{Detail: "not a gzip-compressed tar archive: " + err.Error()}
+	}
+	defer zr.Close()
+	tr := tar.NewReader(zr)
+	seen := map[string]bool{}
+	entries, modules := 0, 0
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return &BundleError{Detail: "not a readable tar archive: " + err.Error()}
+		}
+		entries++
+		if entries > lim.MaxFiles {
+			return &BundleError{Entry: h.Name, Detail: fmt.Sprintf("more than %d entries (max_files)", lim.MaxFiles), Limit: "max_files", Value: int64(lim.MaxFiles)}
+		}
+		name, err := entryName(h.Name)
+		if err != nil {
+			return &BundleError{Entry: h.Name, Detail: err.Error()}
+		}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(filepath.Join(dir, filepath.FromSlash(name)), 0o700); err != nil {
+				return &BundleError{Entry: h.Name, Detail: "cannot be created: " + err.Error()}
+			}
+			continue
+		case tar.TypeReg:
+		case tar.TypeSymlink, tar.TypeLink:
+			return &BundleError{Entry: h.Name, Detail: "is a link; a bundle holds regular files and directories only"}
+		default:
+			return &BundleError{Entry: h.Name, Detail: fmt.Sprintf("is not a regular file or a directory (tar type %q)", h.Typeflag)}
+		}
+		base := path.Base(name)
+		if !strings.HasSuffix(base, ".rego") && !strings.HasSuffix(base, ".json") && base != ".manifest" {
+			return &BundleError{Entry: h.Name, Detail: "is not a .rego, .json or .manifest file"}
+		}
+		if seen[name] {
+			return &BundleError{Entry: h.Name, Detail: "appears twice in the archive"}
+		}
+		seen[name] = true
+		if h.Size > lim.MaxFileBytes {
+			return &BundleError{Entry: h.Name, Detail: fmt.Sprintf("is %d bytes, more than %d (max_file_bytes)", h.Size, lim.MaxFileBytes), Limit: "max_file_bytes", Value: lim.MaxFileBytes}
+		}
+		if strings.HasSuffix(base, ".rego") {
+			modules++
+		}
+		dst := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+			return &BundleError{Entry: h.Name, Detail: "cannot be created: " + err.Error()}
+		}
+		if err := writeEntry(dst, tr, lim.MaxFileBytes); err != nil {
+			return &BundleError{Entry: h.Name, Detail: err.Error()}
+		}
+	}
+	if modules == 0 {
+		return &BundleError{Detail: "holds no .rego module"}
+	}
+	return nil
+}
+
+// entryName checks an entry's name and returns it cleaned: relative,
+// inside the bundle, without NUL or backslash.
+func entryName(name string) (string, error) {
+	if name == "" || strings.ContainsAny(name, "\x00\\") {
+		return "", errors.New("has an empty name or a NUL or backslash in its name")
+	}
+	if strings.HasPrefix(name, "/") {
+		return "", errors.New("has an absolute path")
+	}
+	for _, part := range strings.Split(name, "/") {
+		if part == ".." {
+			return "", errors.New(`has a path escaping the bundle ("..")`)
+		}
+	}
+	clean := path.Clean(name)
+	if clean == "." || !filepath.IsLocal(filepath.FromSlash(clean)) {
+		return "", errors.New("has a path outside the bundle")
+	}
+	return clean, nil
+}
+
+// writeEntry writes at most max bytes of r to a new file dst.
+func writeEntry(dst string, r io.Reader, max int64) error {
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("cannot be created: %v", err)
+	}
+	n, err := io.Copy(f, io.LimitReader(r, max+1))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("cannot be read: %v", err)
+	}
+	if n > max {
+		return fmt.Errorf("is more than %d bytes (max_file_bytes)", max)
+	}
+	return nil
+}

@@ -1,0 +1,152 @@
+package tenantpolicy_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/batpak-go/batpak/server/tenantpolicy"
+)
+
+// entry is one tar entry of a test archive.
+type entry struct {
+	name string
+	body string
+	typ  byte // 0: regular file
+	link string
+}
+
+// archive builds a gzip-compressed tar (stored, not compressed, so that
+// its size follows its content).
+func archive(t testing.TB, entries ...entry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.NoCompression)
+	tw := tar.NewWriter(zw)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.body)), Typeflag: e.typ, Linkname: e.link}
+		if e.typ == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		if h.Typeflag != tar.TypeReg {
+			h.Size = 0
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Size > 0 {
+			if _, err := tw.Write([]byte(e.body)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+const module = "package batpak.write\n\nallow := true\n"
+
+// A hostile or malformed archive is refused with a BundleError naming the
+// entry at fault, and nothing is written outside the directory.
+func TestExtractRefusesHostileEntries(t *testing.T) {
+	ok := entry{name: "policy.rego", body: module}
+	cases := []struct {
+		name    string
+		entries []entry
+		entry   string
+		want    string
+	}{
+		{"parent escape", []entry{ok, {name: "../evil.rego", body: module}}, "../evil.rego", "escaping"},
+		{"nested escape", []entry{ok, {name: "a/../../evil.rego", body: module}}, "a/../../evil.rego", "escaping"},
+		{"absolute", []entry{ok, {name: "/tmp/evil.rego", body: module}}, "/tmp/evil.rego", "absolute"},
+		{"backslash", []entry{ok, {name: `..\evil.rego`, body: module}}, `..\evil.rego`, "backslash"},
+		{"symlink", []entry{ok, {name: "link.rego", typ: tar.TypeSymlink, link: "/etc/passwd"}}, "link.rego", "link"},
+		{"hard link", []entry{ok, {name: "hard.rego", typ: tar.TypeLink, link: "policy.rego"}}, "hard.rego", "link"},
+		{"fifo", []entry{ok, {name: "pipe.rego", typ: tar.TypeFifo}}, "pipe.rego", "not a regular file"},
+		{"other file type", []entry{ok, {name: "run.sh", body: "rm -rf /"}}, "run.sh", ".rego, .json or .manifest"},
+		{"yaml data", []entry{ok, {name: "data.yaml", body: "a: 1"}}, "data.yaml", ".rego, .json or .manifest"},
+		{"twice", []entry{ok, {name: "./policy.rego", body: module}}, "./policy.rego", "twice"},
+		{"no module", []entry{{name: "data.json", body: "{}"}}, "", "no .rego module"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			dir := filepath.Join(root, "bundle")
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			err := tenantpolicy.Extract(bytes.NewReader(archive(t, c.entries...)), dir, tenantpolicy.Limits{})
+			var be *tenantpolicy.BundleError
+			if !errors.As(err, &be) || be.Entry != c.entry || !strings.Contains(be.Detail, c.want) {
+				t.Fatalf("Extract = %v, want a BundleError on entry %q saying %q", err, c.entry, c.want)
+			}
+			if c.entry != "" && !strings.Contains(err.Error(), fmt.Sprintf("%q", c.entry)) {
+				t.Errorf("the error %q does not name the entry", err)
+			}
+			ents, _ := os.ReadDir(root)
+			if len(ents) != 1 {
+				t.Errorf("Extract wrote outside its directory: %v", ents)
+			}
+		})
+	}
+	err := tenantpolicy.Extract(strings.NewReader("not gzip at all"), t.TempDir(), tenantpolicy.Limits{})
+	var be *tenantpolicy.BundleError
+	if !errors.As(err, &be) || !strings.Contains(be.Detail, "gzip") {
+		t.Fatalf("Extract of a non-gzip body = %v", err)
+	}
+}
+
+// The entry count and file size limits: exactly the limit is accepted,
+// one more is refused naming the limit.
+func TestExtractLimitsAtTheBoundary(t *testing.T) {
+	lim := tenantpolicy.Limits{MaxFiles: 3, MaxFileBytes: 1024}
+	files := func(n int) []entry {
+		var out []entry
+		for i := range n {
+			out = append(out, entry{name: fmt.Sprintf("p%d.rego", i), body: module})
+		}
+		return out
+	}
+	if err := tenantpolicy.Extract(bytes.NewReader(archive(t, files(3)...)), t.TempDir(), lim); err != nil {
+		t.Fatalf("3 entries with max_files 3: %v", err)
+	}
+	err := tenantpolicy.Extract(bytes.NewReader(archive(t, files(4)...)), t.TempDir(), lim)
+	var be *tenantpolicy.BundleError
+	if !errors.As(err, &be) || be.Limit != "max_files" || be.Value != 3 || be.Entry != "p3.rego" {
+		t.Fatalf("4 entries with max_files 3: %v", err)
+	}
+	pad := func(n int) string { return module + "#" + strings.Repeat("x", n-len(module)-2) + "\n" }
+	if len(pad(1024)) != 1024 {
+		t.Fatal("padding")
+	}
+	dir := t.TempDir()
+	if err := tenantpolicy.Extract(bytes.NewReader(archive(t, entry{name: "p.rego", body: pad(1024)})), dir, lim); err != nil {
+		t.Fatalf("a 1024-byte file with max_file_bytes 1024: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "p.rego")); string(b) != pad(1024) {
+		t.Fatal("the extracted file differs from the archive's")
+	}
+	err = tenantpolicy.Extract(bytes.NewReader(archive(t, entry{name: "p.rego", body: pad(1025)})), t.TempDir(), lim)
+	if !errors.As(err, &be) || be.Limit != "max_file_bytes" || be.Value != 1024 || be.Entry != "p.rego" {
+		t.Fatalf("a 1025-byte file with max_file_bytes 1024: %v", err)
+	}
+	for _, bad := range []tenantpolicy.Limits{{MaxFiles: 10001}, {MaxFileBytes: 1023}, {MaxBundleBytes: 64<<20 + 1}, {MaxFiles: -1}} {
+		if _, err := bad.WithDefaults(); err == nil {
+			t.Errorf("limits %+v accepted", bad)
+		}
+	}
+	if _, err := (tenantpolicy.Limits{MaxFiles: 10000, MaxFileBytes: 16 << 20, MaxBundleBytes: 64 << 20}).WithDefaults(); err != nil {
+		t.Errorf("the largest limits refused: %v", err)
+	}
+}

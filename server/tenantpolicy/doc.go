@@ -1,0 +1,50 @@
+// Package tenantpolicy is the hosted server's second policy layer: each
+// tenant's own OPA/Rego bundle, uploaded by a tenant admin, judging the
+// tenant's writes after the platform policy (server configuration) has
+// admitted them. A write is admitted only when both layers allow; a
+// refusal is a *policy.Denial whose Layer says "platform" or "tenant"
+// and whose Revision is the deciding bundle's revision.
+//
+// # Uploads
+//
+// Push takes a bundle as a gzip-compressed tar: at most
+// Limits.MaxBundleBytes as uploaded, at most Limits.MaxFiles entries,
+// each file at most Limits.MaxFileBytes; only regular files named *.rego,
+// *.json or .manifest and directories; no absolute path, no "..", no
+// link or device, no entry twice. A bundle breaking a rule is refused
+// with a *BundleError naming the entry and the rule. An acceptable
+// archive is extracted to a temporary directory, its Rego tests
+// (*_test.rego, as opa.RunTests runs them) are run and the policy is
+// compiled (opa.Load, tests left out): a bundle that does not compile or
+// whose tests fail is refused with a *RejectedError listing the errors,
+// and the active revision stays.
+//
+// # Revisions and storage
+//
+// An accepted bundle's revision is the hex SHA-256 of its bytes as
+// uploaded. The bytes are kept, content-addressed, at
+// <Options.Dir>/<tenant>/<revision>.tar.gz (written to a temporary file,
+// synced and renamed into place before anything refers to them); the
+// revision, its size, who uploaded it and when are recorded in the
+// control plane (control.Plane.ActivatePolicy), which is the source of
+// truth of which revision is active: the bundles are kept outside the
+// system store so that its events stay small. Rollback makes an earlier
+// revision active again (control.Plane.RollbackPolicy). At Open the
+// active revision of every tenant is loaded from its file again; one
+// that cannot be loaded (a missing or damaged file) makes the tenant's
+// writes fail closed with POLICY_ERROR, never admits them (pushing the
+// same bundle again repairs it). A deleted tenant's bundles are removed
+// (Remove); what a crash left behind is removed at Open.
+//
+// The decision of a tenant bundle carries the content revision, not the
+// revision of the bundle's own .manifest.
+//
+// # Decision log
+//
+// Every denial of a tenant's write, by either layer, is recorded in the
+// tenant's decision log (Decisions) with a decision id (also the
+// denial's DecisionID), the layer, the revision, the principal, the
+// action, the reasons and the input fields the deciding policy reads.
+// The log keeps the last Options.DecisionLogSize denials per tenant in
+// memory: a restart empties it, and allowed writes are not recorded.
+package tenantpolicy

@@ -1,0 +1,476 @@
+package tenantpolicy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/policy/opa"
+	"github.com/batpak-go/batpak/server/control"
+)
+
+// RejectedError refuses a bundle that does not compile or whose Rego
+// tests fail; the active revision stays.
+type RejectedError struct {
+	// Stage is "compile" (the bundle does not load or compile) or "tests"
+	// (it compiles, and a test failed or erred).
+	Stage string
+	// Errors lists the compile errors ("file:line: code: message") or the
+	// failed tests ("data.pkg.test_name: failed", or with the error).
+	Errors []string
+}
+
+func (e *RejectedError) Error() string {
+	what := "does not compile"
+	if e.Stage == "tests" {
+		what = "fails its tests"
+	}
+	return "policy bundle " + what + ": " + strings.Join(e.Errors, "; ")
+}
+
+// Options configure a Manager.
+type Options struct {
+	Dir    string         // where the bundles are kept (<root>/policies); required
+	Plane  *control.Plane // required
+	Limits Limits
+	// Timeout bounds one evaluation of a tenant's bundle (as the platform
+	// policy's, opa.Options.Timeout); 0 means 1s.
+	Timeout time.Duration
+	// MaxConcurrent bounds the policy evaluations running at once, both
+	// layers together (the others wait their turn); 0 means GOMAXPROCS.
+	MaxConcurrent int
+	Logger        *slog.Logger // nil: slog.Default()
+	// DecisionLogSize is how many denials each tenant's decision log
+	// keeps in memory (the oldest go first): exactly this many are kept.
+	// 0 means DefaultDecisionLogSize; negative: no log. Range up to
+	// 100000.
+	DecisionLogSize int
+}
+
+// loaded is one revision of a tenant's bundle, compiled.
+type loaded struct {
+	adm   *policy.Admitter // nil when err is set
+	paths []string         // the input paths the bundle reads
+	err   error            // why the revision could not be loaded
+}
+
+// Manager keeps the tenants' bundles and makes their admissions. Safe for
+// concurrent use; uploads and rollbacks run one at a time.
+type Manager struct {
+	opts  Options
+	slots chan struct{}
+	mu    sync.Mutex // one Push or Rollback at a time
+
+	gmu   sync.RWMutex
+	gates map[string]map[string]*loaded // tenant → revision → compiled bundle
+
+	lmu  sync.Mutex
+	logs map[string]*decisionLog // tenant → its recent denials
+}
+
+// Open makes the manager and loads the active revision of every tenant
+// (see the package documentation); it removes the files of tenants the
+// plane no longer holds and the leftovers of interrupted uploads.
+func Open(ctx context.Context, opts Options) (*Manager, error) {
+	if opts.Dir == "" || opts.Plane == nil {
+		return nil, errors.New("tenantpolicy: Options.Dir and Options.Plane are required")
+	}
+	var err error
+	if opts.Limits, err = opts.Limits.WithDefaults(); err != nil {
+		return nil, err
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = time.Second
+	}
+	if opts.MaxConcurrent <= 0 {
+		opts.MaxConcurrent = runtime.GOMAXPROCS(0)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.DecisionLogSize == 0 {
+		opts.DecisionLogSize = DefaultDecisionLogSize
+	}
+	if opts.DecisionLogSize > 100000 {
+		return nil, fmt.Errorf("policy decision log size = %d: want at most 100000 (negative: none)", opts.DecisionLogSize)
+	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	m := &Manager{opts: opts, slots: make(chan struct{}, opts.MaxConcurrent), gates: map[string]map[string]*loaded{}, logs: map[string]*decisionLog{}}
+	ents, err := os.ReadDir(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		if _, ok := opts.Plane.Tenant(e.Name()); !ok || !e.IsDir() {
+			if err := os.RemoveAll(filepath.Join(opts.Dir, e.Name())); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for tenant, rev := range opts.Plane.PolicyTenants() {
+		l := m.loadStored(ctx, tenant, rev)
+		if l.err != nil {
+			opts.Logger.Error("a tenant's active policy bundle does not load: its writes are refused (POLICY_ERROR) until a bundle is pushed or rolled back to",
+				"tenant", tenant, "revision", rev, "error", l.err)
+		}
+		m.put(tenant, rev, l)
+	}
+	return m, nil
+}
+
+// Remove deletes the bundles of a tenant the control plane has deleted
+// (control.Plane.DeleteTenant first) and forgets their compiled forms.
+// What a crash leaves behind Open removes.
+func (m *Manager) Remove(tenant string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.opts.Plane.Tenant(tenant); ok {
+		return fmt.Errorf("tenantpolicy: tenant %q still exists", tenant)
+	}
+	m.gmu.Lock()
+	delete(m.gates, tenant)
+	m.gmu.Unlock()
+	m.lmu.Lock()
+	delete(m.logs, tenant)
+	m.lmu.Unlock()
+	return os.RemoveAll(filepath.Join(m.opts.Dir, tenant))
+}
+
+// Limits returns the manager's bundle limits (defaults filled in).
+func (m *Manager) Limits() Limits { return m.opts.Limits }
+
+func (m *Manager) bundlePath(tenant, rev string) string {
+	return filepath.Join(m.opts.Dir, tenant, rev+".tar.gz")
+}
+
+// Policies returns the tenant's revisions and the active one.
+func (m *Manager) Policies(tenant string) control.TenantPolicy { return m.opts.Plane.Policy(tenant) }
+
+// Push checks, tests, compiles and stores the bundle read from r (a
+// gzip-compressed tar) and makes it the tenant's active revision. It
+// returns *BundleError for an archive it refuses (Limit
+// "max_bundle_bytes" when r holds more than Limits.MaxBundleBytes),
+// *RejectedError for a bundle that does not compile or fails its tests,
+// and the control plane's errors (control.ErrNotFound for an unknown
+// tenant). On any error the active revision is unchanged. Pushing the
+// active bundle again changes nothing (unless its stored file did not
+// load at Open: then it is checked and stored again).
+func (m *Manager) Push(ctx context.Context, tenant string, r io.Reader) (control.TenantPolicy, error) {
+	max := m.opts.Limits.MaxBundleBytes
+	data, err := io.ReadAll(io.LimitReader(r, max+1))
+	if err != nil {
+		return control.TenantPolicy{}, err
+	}
+	if int64(len(data)) > max {
+		return control.TenantPolicy{}, &BundleError{Detail: fmt.Sprintf("larger than %d bytes (max_bundle_bytes)", max), Limit: "max_bundle_bytes", Value: max}
+	}
+	sum := sha256.Sum256(data)
+	rev := hex.EncodeToString(sum[:])
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.opts.Plane.Tenant(tenant); !ok {
+		return control.TenantPolicy{}, fmt.Errorf("%w: tenant %q", control.ErrNotFound, tenant)
+	}
+	if m.opts.Plane.ActivePolicy(tenant) == rev {
+		if l := m.get(tenant, rev); l != nil && l.err == nil {
+			return m.opts.Plane.Policy(tenant), nil
+		}
+		// The active revision did not load at start (its file missing or
+		// damaged): the same bundle pushed again repairs it.
+	}
+	l, err := m.check(ctx, data, true)
+	if err != nil {
+		return control.TenantPolicy{}, err
+	}
+	if err := m.store(tenant, rev, data); err != nil {
+		return control.TenantPolicy{}, err
+	}
+	return m.activate(ctx, tenant, rev, l, func() (control.TenantPolicy, error) {
+		return m.opts.Plane.ActivatePolicy(ctx, tenant, rev, int64(len(data)))
+	})
+}
+
+// Rollback makes an earlier revision of the tenant's bundle active again
+// (its tests are not run again: they passed at upload).
+// control.ErrNotFound when the tenant has no such revision; an error
+// loading the stored bundle leaves the active revision as it was.
+func (m *Manager) Rollback(ctx context.Context, tenant, rev string) (control.TenantPolicy, error) {
+	if err := control.ValidPolicyRevision(rev); err != nil {
+		return control.TenantPolicy{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tp := m.opts.Plane.Policy(tenant)
+	if tp.Active == rev {
+		return tp, nil
+	}
+	known := false
+	for _, r := range tp.Revisions {
+		known = known || r.Revision == rev
+	}
+	if !known {
+		return control.TenantPolicy{}, fmt.Errorf("%w: policy revision %q of tenant %q", control.ErrNotFound, rev, tenant)
+	}
+	l := m.get(tenant, rev) // the revision just replaced is still compiled
+	if l == nil || l.err != nil {
+		l = m.loadStored(ctx, tenant, rev)
+	}
+	if l.err != nil {
+		return control.TenantPolicy{}, fmt.Errorf("tenantpolicy: stored revision %s: %w", rev, l.err)
+	}
+	return m.activate(ctx, tenant, rev, l, func() (control.TenantPolicy, error) {
+		return m.opts.Plane.RollbackPolicy(ctx, tenant, rev)
+	})
+}
+
+// activate makes l reachable before the control plane names it active
+// (so no write ever finds the active revision missing), records, and
+// then drops the compiled revisions that are neither active nor the one
+// just replaced (a write that read the previous revision may still be
+// looking it up).
+func (m *Manager) activate(ctx context.Context, tenant, rev string, l *loaded, record func() (control.TenantPolicy, error)) (control.TenantPolicy, error) {
+	prev := m.opts.Plane.ActivePolicy(tenant)
+	m.put(tenant, rev, l)
+	tp, err := record()
+	keep := map[string]bool{prev: true, m.opts.Plane.ActivePolicy(tenant): true}
+	m.gmu.Lock()
+	for r := range m.gates[tenant] {
+		if !keep[r] {
+			delete(m.gates[tenant], r)
+		}
+	}
+	m.gmu.Unlock()
+	return tp, err
+}
+
+func (m *Manager) put(tenant, rev string, l *loaded) {
+	m.gmu.Lock()
+	if m.gates[tenant] == nil {
+		m.gates[tenant] = map[string]*loaded{}
+	}
+	m.gates[tenant][rev] = l
+	m.gmu.Unlock()
+}
+
+func (m *Manager) get(tenant, rev string) *loaded {
+	m.gmu.RLock()
+	defer m.gmu.RUnlock()
+	return m.gates[tenant][rev]
+}
+
+// check extracts data to a temporary directory, runs its tests (when
+// test) and compiles it.
+func (m *Manager) check(ctx context.Context, data []byte, test bool) (*loaded, error) {
+	tmp, err := os.MkdirTemp(m.opts.Dir, ".bundle-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	if err := Extract(bytes.NewReader(data), tmp, m.opts.Limits); err != nil {
+		return nil, err
+	}
+	scrub := func(lines []string) []string {
+		for i, l := range lines {
+			lines[i] = strings.ReplaceAll(l, tmp+string(filepath.Separator), "")
+		}
+		return lines
+	}
+	if test {
+		results, err := opa.RunTests(ctx, tmp, opa.TestOptions{})
+		if err != nil {
+			if errors.Is(err, opa.ErrBundleLoad) || errors.Is(err, opa.ErrBundleCompile) {
+				return nil, &RejectedError{Stage: "compile", Errors: scrub(opa.ErrorLines(err))}
+			}
+			return nil, err
+		}
+		var failed []string
+		for _, r := range results {
+			if r.Skipped || r.Passed {
+				continue
+			}
+			line := r.Package + "." + r.Name + ": failed"
+			if r.Err != nil {
+				line = r.Package + "." + r.Name + ": error: " + strings.Join(opa.ErrorLines(r.Err), "; ")
+			}
+			failed = append(failed, line)
+		}
+		if len(failed) > 0 {
+			return nil, &RejectedError{Stage: "tests", Errors: scrub(failed)}
+		}
+	}
+	g, err := opa.Load(ctx, tmp, opa.Options{Name: "tenant", Timeout: m.opts.Timeout})
+	if err != nil {
+		lines := opa.ErrorLines(err)
+		if len(lines) == 0 {
+			lines = []string{err.Error()}
+		}
+		return nil, &RejectedError{Stage: "compile", Errors: scrub(lines)}
+	}
+	return &loaded{adm: policy.NewAdmitter(g), paths: g.InputPaths()}, nil
+}
+
+// loadStored compiles a stored revision (its tests passed at upload).
+func (m *Manager) loadStored(ctx context.Context, tenant, rev string) *loaded {
+	data, err := os.ReadFile(m.bundlePath(tenant, rev))
+	if err != nil {
+		return &loaded{err: err}
+	}
+	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != rev {
+		return &loaded{err: fmt.Errorf("the stored bundle's SHA-256 is not its revision %s (damaged)", rev)}
+	}
+	l, err := m.check(ctx, data, false)
+	if err != nil {
+		return &loaded{err: err}
+	}
+	return l
+}
+
+// store writes the bundle to its content address, durably, unless it
+// is there already.
+func (m *Manager) store(tenant, rev string, data []byte) error {
+	dst := m.bundlePath(tenant, rev)
+	if b, err := os.ReadFile(dst); err == nil && bytes.Equal(b, data) {
+		return nil
+	}
+	dir := filepath.Dir(dst)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".upload-")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("tenantpolicy: storing the bundle: %w", err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Admission returns the admission of one tenant's store: the platform
+// admitter's decision (nil: no platform policy) and then the tenant's
+// active bundle, if any; the first refusal is returned as a
+// *policy.Denial with Layer "platform" or "tenant" (the tenant's with
+// its content revision). The active revision is looked up on every
+// write, so a push or rollback applies to the next write. Maintenance
+// (redact, erase, compact) is judged by the platform layer only.
+func (m *Manager) Admission(tenant string, platform *opa.Gate) core.Admission {
+	a := &admission{m: m, tenant: tenant}
+	if platform != nil {
+		a.platform, a.platformGate = policy.NewAdmitter(platform), platform
+	}
+	return a
+}
+
+type admission struct {
+	m            *Manager
+	tenant       string
+	platform     *policy.Admitter
+	platformGate *opa.Gate
+}
+
+// Admit implements core.Admission.
+func (a *admission) Admit(ctx context.Context, p *core.Proposal) error {
+	rev := a.m.opts.Plane.ActivePolicy(a.tenant)
+	if a.platform == nil && rev == "" {
+		return nil
+	}
+	select {
+	case a.m.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-a.m.slots }()
+	if a.platform != nil {
+		if err := a.platform.Admit(ctx, p); err != nil {
+			return a.log(ctx, p, withLayer(err, "platform", ""), a.platformGate.InputPaths())
+		}
+	}
+	if rev == "" {
+		return nil
+	}
+	l := a.m.get(a.tenant, rev)
+	if l == nil || l.err != nil {
+		msg := "the tenant's policy revision " + rev + " is not loaded"
+		if l != nil {
+			msg += ": " + l.err.Error()
+		}
+		d := policy.Deny(policy.CodePolicyError, msg, nil)
+		d.Gate, d.Layer, d.Revision = "tenant", "tenant", rev
+		return a.log(ctx, p, d, nil)
+	}
+	if err := l.adm.Admit(ctx, p); err != nil {
+		return a.log(ctx, p, withLayer(err, "tenant", rev), l.paths)
+	}
+	return nil
+}
+
+// log records a denial in the tenant's decision log.
+func (a *admission) log(ctx context.Context, p *core.Proposal, err error, paths []string) error {
+	var d *policy.Denial
+	if !errors.As(err, &d) {
+		return err
+	}
+	return a.m.record(a.tenant, d, policy.InputFromProposal(ctx, p), paths)
+}
+
+// AdmitMaintenance implements core.MaintenanceAdmission: the platform
+// layer's decision, or a grant naming the principal when there is none.
+func (a *admission) AdmitMaintenance(ctx context.Context, p *core.MaintenanceProposal) (core.MaintenanceGrant, error) {
+	if a.platform != nil {
+		g, err := a.platform.AdmitMaintenance(ctx, p)
+		return g, withLayer(err, "platform", "")
+	}
+	who, err := json.Marshal(policy.PrincipalFrom(ctx))
+	if err != nil {
+		return core.MaintenanceGrant{}, err
+	}
+	return core.MaintenanceGrant{Who: who}, nil
+}
+
+// withLayer returns a copy of err's denial (a gate may hand one denial to
+// every writer) naming the layer, and the revision when rev is set.
+func withLayer(err error, layer, rev string) error {
+	var d *policy.Denial
+	if err == nil || !errors.As(err, &d) {
+		return err
+	}
+	c := *d
+	c.Layer = layer
+	if rev != "" {
+		c.Revision = rev
+	}
+	return &c
+}
