@@ -69,6 +69,15 @@ var serverSettings = []serverSetting{
 			t.cfg.RateRefusalDelay = -1 // 0 in the config: none (0 in server.Config is the default)
 		}
 	}},
+	{"server.policy_bundle_max_bytes", "", kindSize, "4MiB", "largest tenant policy bundle upload (tar.gz); 1KiB..64MiB", func(t serverTarget, v settingValue) { t.cfg.PolicyBundleMaxBytes = v.n }},
+	{"server.policy_bundle_max_files", "", kindCount, 256, "most entries in a tenant policy bundle; 1..10000", func(t serverTarget, v settingValue) { t.cfg.PolicyBundleMaxFiles = int(v.n) }},
+	{"server.policy_bundle_max_file_bytes", "", kindSize, "1MiB", "largest file in a tenant policy bundle (uncompressed); 1KiB..16MiB", func(t serverTarget, v settingValue) { t.cfg.PolicyBundleMaxFileBytes = v.n }},
+	{"server.policy_decision_log_size", "", kindCount, 1000, "policy denials kept per tenant (in memory); 0..100000", func(t serverTarget, v settingValue) {
+		t.cfg.PolicyDecisionLogSize = int(v.n)
+		if v.n == 0 {
+			t.cfg.PolicyDecisionLogSize = -1 // 0 in the config: no log (0 in server.Config is the default)
+		}
+	}},
 	{"server.metrics_public", "metrics-public", kindBool, false, "serve /metrics without the operator credential", func(t serverTarget, v settingValue) { t.cfg.MetricsPublic = v.b }},
 	{"server.access_log", "access-log", kindText, "text", "access log: text, json or off", func(t serverTarget, v settingValue) { t.cfg.AccessLog = v.str }},
 	{"server.jwt.jwks_file", "", kindOptionalPath, "", "JWKS file: enables JWT bearer tokens", func(t serverTarget, v settingValue) { t.jwt.JWKSFile = v.str }},
