@@ -370,13 +370,13 @@ func TestSlowConsumerCutOffAtEventBound(t *testing.T) {
 		t.Fatalf("%d frames, %v", len(fs), err)
 	}
 	exact := appendN(t, s, "x", 100)
-	waitEncoded(t, enc, 101)
+	waitInRing(t, hub, 101)
 	fs, err := next(sub, 5*time.Second)
 	if err != nil || !equalSeqs(frameSeqs(fs), exact) {
 		t.Fatalf("a backlog of exactly the bound: %d frames, %v; want all 100", len(fs), err)
 	}
 	over := appendN(t, s, "x", 101)
-	waitEncoded(t, enc, 202)
+	waitInRing(t, hub, 202)
 	_, err = next(sub, 5*time.Second)
 	var end *follow.EndError
 	if !errors.As(err, &end) || !errors.Is(err, follow.ErrSlowConsumer) {
@@ -415,6 +415,20 @@ func TestSlowConsumerCutOffAtEventBound(t *testing.T) {
 
 // waitEncoded waits until the hub has encoded n events (so they are in
 // its ring before the subscriber looks).
+// waitInRing waits until the hub's ring holds n frames: published to its
+// subscribers, not only encoded (the hub encodes a run before it adds it
+// to the ring).
+func waitInRing(t *testing.T, h *follow.Hub, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for h.Stats().RingFrames < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the hub's ring holds %d frames; want %d", h.Stats().RingFrames, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func waitEncoded(t *testing.T, c *counter, n int64) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
@@ -447,12 +461,12 @@ func TestSlowConsumerCutOffAtByteBound(t *testing.T) {
 		t.Fatal(err) // now live, at the end of an empty log
 	}
 	ten := appendN(t, s, "x", 10)
-	waitEncodedN(t, &n, 10)
+	waitInRing(t, hub, 10)
 	if fs, err := next(sub, 5*time.Second); err != nil || !equalSeqs(frameSeqs(fs), ten) {
 		t.Fatalf("1000 bytes pending, bound 1024: %v, %v; want all", frameSeqs(fs), err)
 	}
 	appendN(t, s, "x", 11)
-	waitEncodedN(t, &n, 21)
+	waitInRing(t, hub, 21)
 	_, err = next(sub, 5*time.Second)
 	var end *follow.EndError
 	if !errors.As(err, &end) || !errors.Is(err, follow.ErrSlowConsumer) {
