@@ -96,6 +96,12 @@ type Config struct {
 	// PolicyBundleMaxFileBytes bounds one file of an uploaded bundle
 	// (uncompressed). Default 1 MiB; range 1 KiB..16 MiB.
 	PolicyBundleMaxFileBytes int64
+	// PolicyBundleMaxTotalBytes bounds the files of an uploaded bundle
+	// together (uncompressed), so that a small archive cannot expand past
+	// it: exactly this many bytes are accepted, one more is refused (400
+	// naming server.policy_bundle_max_total_bytes). Default 16 MiB; range
+	// 1 KiB..256 MiB.
+	PolicyBundleMaxTotalBytes int64
 	// PolicyDecisionLogSize is how many policy denials each tenant's
 	// decision log keeps in memory (GET /v1/tenants/{t}/policy/decisions;
 	// a restart empties it): exactly this many, the oldest dropped first.
@@ -271,7 +277,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	limits, err := tenantpolicy.Limits{MaxBundleBytes: cfg.PolicyBundleMaxBytes, MaxFiles: cfg.PolicyBundleMaxFiles,
-		MaxFileBytes: cfg.PolicyBundleMaxFileBytes}.WithDefaults()
+		MaxFileBytes: cfg.PolicyBundleMaxFileBytes, MaxTotalBytes: cfg.PolicyBundleMaxTotalBytes}.WithDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}

@@ -582,3 +582,58 @@ func TestTenantPolicyDamagedBundleFailsClosed(t *testing.T) {
 		t.Fatalf("a re-created tenant is gated by the deleted one's bundle: %v", err)
 	}
 }
+
+// tenantAdmin starts a server tuned by tune, creates tenant acme and
+// returns a client of acme with an admin and writer key.
+func tenantAdmin(t *testing.T, tune func(*server.Config)) (policyServer, *client.Tenant) {
+	t.Helper()
+	ps := startPolicyServer(t, t.TempDir(), tune)
+	ctx := context.Background()
+	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
+	if _, err := op.CreateTenant(ctx, "acme", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	k, err := op.IssueKey(ctx, "acme", "a", "admin", "writer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ps, ps.as(t, k.Key).Tenant("acme")
+}
+
+// TestTenantPolicyBundleTotalLimit: the files of a bundle together
+// (uncompressed) are bounded by server.policy_bundle_max_total_bytes —
+// exactly the limit accepted, one byte more refused naming it — so that
+// a decompression bomb (a few KiB of gzip expanding to hundreds of MiB
+// in files each under the per-file limit) is refused early.
+func TestTenantPolicyBundleTotalLimit(t *testing.T) {
+	ctx := context.Background()
+	_, admin := tenantAdmin(t, func(c *server.Config) { c.PolicyBundleMaxTotalBytes = 4096 })
+	rego := denyPrefix("NO_SECRETS", "secret:")
+	pad := func(n int) string { return `{"a":1}` + strings.Repeat(" ", n-len(`{"a":1}`)) }
+	exact := tarGz(t, "policy.rego", rego, "a/data.json", pad(2048), "b/data.json", pad(2048-len(rego)))
+	if _, err := admin.PushPolicy(ctx, bytes.NewReader(exact)); err != nil {
+		t.Fatalf("files of exactly max_total_bytes: %v", err)
+	}
+	over := tarGz(t, "policy.rego", rego, "a/data.json", pad(2048), "b/data.json", pad(2049-len(rego)))
+	_, err := admin.PushPolicy(ctx, bytes.NewReader(over))
+	var e *client.Error
+	if !errors.As(err, &e) || e.Status != 400 || !strings.Contains(string(e.Extensions["quota"]), "policy_bundle_max_total_bytes") {
+		t.Fatalf("files one byte over max_total_bytes: %v, want 400 naming policy_bundle_max_total_bytes", err)
+	}
+	if tp, _ := admin.Policies(ctx); tp.Active != revisionOf(exact) {
+		t.Fatalf("after the refusal: %+v", tp)
+	}
+
+	// The bomb, with the default limits: 200 files of 1 MiB of spaces
+	// (each under max_file_bytes) compress to a few hundred KiB.
+	_, admin = tenantAdmin(t, nil)
+	files := []string{"policy.rego", rego}
+	for i := range 200 {
+		files = append(files, fmt.Sprintf("d%d/data.json", i), pad(1<<20))
+	}
+	bomb := tarGz(t, files...)
+	_, err = admin.PushPolicy(ctx, bytes.NewReader(bomb))
+	if !errors.As(err, &e) || !strings.Contains(string(e.Extensions["quota"]), "policy_bundle_max_total_bytes") {
+		t.Fatalf("a %d-byte bundle expanding to 200 MiB: %v, want refused naming policy_bundle_max_total_bytes", len(bomb), err)
+	}
+}

@@ -9,7 +9,8 @@
 //
 // Push takes a bundle as a gzip-compressed tar: at most
 // Limits.MaxBundleBytes as uploaded, at most Limits.MaxFiles entries,
-// each file at most Limits.MaxFileBytes; only regular files named *.rego,
+// each file at most Limits.MaxFileBytes and all of them together at most
+// Limits.MaxTotalBytes (uncompressed); only regular files named *.rego,
 // *.json or .manifest and directories; no absolute path, no "..", no
 // link or device, no entry twice. A bundle breaking a rule is refused
 // with a *BundleError naming the entry and the rule. An acceptable
