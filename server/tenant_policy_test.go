@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -635,5 +637,42 @@ func TestTenantPolicyBundleTotalLimit(t *testing.T) {
 	_, err = admin.PushPolicy(ctx, bytes.NewReader(bomb))
 	if !errors.As(err, &e) || !strings.Contains(string(e.Extensions["quota"]), "policy_bundle_max_total_bytes") {
 		t.Fatalf("a %d-byte bundle expanding to 200 MiB: %v, want refused naming policy_bundle_max_total_bytes", len(bomb), err)
+	}
+}
+
+// TestTenantPolicyRefusesOutsideBuiltins: a tenant bundle calling
+// http.send (in its tests or its rules), net.lookup_ip_addr or
+// opa.runtime is refused (422, stage compile, naming the built-in)
+// before anything of it runs: the server never calls out for a tenant,
+// nor hands it its environment.
+func TestTenantPolicyRefusesOutsideBuiltins(t *testing.T) {
+	var hits atomic.Int64
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		_, _ = io.WriteString(w, `{}`)
+	}))
+	defer target.Close()
+	ctx := context.Background()
+	_, admin := tenantAdmin(t, nil)
+	send := `http.send({"method": "GET", "url": "` + target.URL + `"})`
+	for name, files := range map[string][]string{
+		"http.send in a test": {"policy.rego", denyPrefix("NO", "secret:"), "policy_test.rego",
+			"package batpak.write_test\n\ntest_call if {\n\t" + send + ".status_code == 200\n}\n"},
+		"http.send in a rule": {"policy.rego", "package batpak.write\n\ndeny contains \"x\" if {\n\t" + send + ".status_code == 500\n}\n"},
+		"net.lookup_ip_addr": {"policy.rego", "package batpak.write\n\ndeny contains \"x\" if {\n\tcount(net.lookup_ip_addr(\"localhost\")) > 100\n}\n"},
+		"opa.runtime":        {"policy.rego", "package batpak.write\n\ndeny contains \"x\" if {\n\topa.runtime().env.HOME == \"/\"\n}\n"},
+	} {
+		builtin := strings.Split(name, " ")[0]
+		_, err := admin.PushPolicy(ctx, bytes.NewReader(tarGz(t, files...)))
+		var e *client.Error
+		if !errors.As(err, &e) || e.Status != 422 || !strings.Contains(e.Error(), builtin) {
+			t.Errorf("a bundle with %s: %v, want 422 naming %s", name, err, builtin)
+		}
+	}
+	if n := hits.Load(); n != 0 {
+		t.Errorf("the server called out for a tenant bundle %d times", n)
+	}
+	if tp, _ := admin.Policies(ctx); tp.Active != "" {
+		t.Errorf("a refused bundle became active: %+v", tp)
 	}
 }

@@ -14,7 +14,10 @@
 // *.json or .manifest and directories; no absolute path, no "..", no
 // link or device, no entry twice. A bundle breaking a rule is refused
 // with a *BundleError naming the entry and the rule. An acceptable
-// archive is extracted to a temporary directory, its Rego tests
+// archive is extracted to a temporary directory; a bundle calling a
+// built-in that reaches outside the policy (http.send,
+// net.lookup_ip_addr, opa.runtime) is refused (*RejectedError, stage
+// "compile") before anything of it runs; its Rego tests
 // (*_test.rego, as opa.RunTests runs them) are run and the policy is
 // compiled (opa.Load, tests left out): a bundle that does not compile or
 // whose tests fail is refused with a *RejectedError listing the errors,

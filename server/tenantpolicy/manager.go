@@ -291,6 +291,11 @@ func (m *Manager) check(ctx context.Context, data []byte, test bool) (*loaded, e
 		}
 		return lines
 	}
+	if refused, err := refuseBuiltins(tmp); err != nil {
+		return nil, err
+	} else if len(refused) > 0 {
+		return nil, &RejectedError{Stage: "compile", Errors: refused}
+	}
 	if test {
 		results, err := opa.RunTests(ctx, tmp, opa.TestOptions{})
 		if err != nil {
