@@ -659,8 +659,8 @@ func TestTenantPolicyRefusesOutsideBuiltins(t *testing.T) {
 		"http.send in a test": {"policy.rego", denyPrefix("NO", "secret:"), "policy_test.rego",
 			"package batpak.write_test\n\ntest_call if {\n\t" + send + ".status_code == 200\n}\n"},
 		"http.send in a rule": {"policy.rego", "package batpak.write\n\ndeny contains \"x\" if {\n\t" + send + ".status_code == 500\n}\n"},
-		"net.lookup_ip_addr": {"policy.rego", "package batpak.write\n\ndeny contains \"x\" if {\n\tcount(net.lookup_ip_addr(\"localhost\")) > 100\n}\n"},
-		"opa.runtime":        {"policy.rego", "package batpak.write\n\ndeny contains \"x\" if {\n\topa.runtime().env.HOME == \"/\"\n}\n"},
+		"net.lookup_ip_addr":  {"policy.rego", "package batpak.write\n\ndeny contains \"x\" if {\n\tcount(net.lookup_ip_addr(\"localhost\")) > 100\n}\n"},
+		"opa.runtime":         {"policy.rego", "package batpak.write\n\ndeny contains \"x\" if {\n\topa.runtime().env.HOME == \"/\"\n}\n"},
 	} {
 		builtin := strings.Split(name, " ")[0]
 		_, err := admin.PushPolicy(ctx, bytes.NewReader(tarGz(t, files...)))
