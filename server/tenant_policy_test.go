@@ -676,3 +676,23 @@ func TestTenantPolicyRefusesOutsideBuiltins(t *testing.T) {
 		t.Errorf("a refused bundle became active: %+v", tp)
 	}
 }
+
+// TestTenantPolicyErrorsKeepServerPaths: a bundle whose entry the server
+// cannot create (a name too long for the file system, deep or wide) is
+// refused naming the entry, without the server's directories in the
+// error.
+func TestTenantPolicyErrorsKeepServerPaths(t *testing.T) {
+	ctx := context.Background()
+	_, admin := tenantAdmin(t, nil)
+	deep := strings.Repeat(strings.Repeat("d", 200)+"/", 25) + "p.rego"
+	for _, name := range []string{strings.Repeat("n", 300) + ".rego", deep} {
+		_, err := admin.PushPolicy(ctx, bytes.NewReader(tarGz(t, name, denyPrefix("NO", "secret:"))))
+		var e *client.Error
+		if !errors.As(err, &e) || e.Status != 400 {
+			t.Fatalf("an entry named %.40q…: %v, want 400", name, err)
+		}
+		if msg := e.Error(); strings.Contains(msg, os.TempDir()) || strings.Contains(msg, ".bundle-") || strings.Contains(msg, "policies") {
+			t.Errorf("the refusal shows the server's directories: %s", msg)
+		}
+	}
+}

@@ -125,7 +125,7 @@ func Extract(r io.Reader, dir string, lim Limits) error {
 		switch h.Typeflag {
 		case tar.TypeDir:
 			if err := os.MkdirAll(filepath.Join(dir, filepath.FromSlash(name)), 0o700); err != nil {
-				return &BundleError{Entry: h.Name, Detail: "cannot be created: " + err.Error()}
+				return &BundleError{Entry: h.Name, Detail: "cannot be created: " + osReason(err)}
 			}
 			continue
 		case tar.TypeReg:
@@ -154,7 +154,7 @@ func Extract(r io.Reader, dir string, lim Limits) error {
 		}
 		dst := filepath.Join(dir, filepath.FromSlash(name))
 		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-			return &BundleError{Entry: h.Name, Detail: "cannot be created: " + err.Error()}
+			return &BundleError{Entry: h.Name, Detail: "cannot be created: " + osReason(err)}
 		}
 		if err := writeEntry(dst, tr, lim.MaxFileBytes); err != nil {
 			return &BundleError{Entry: h.Name, Detail: err.Error()}
@@ -191,17 +191,28 @@ func entryName(name string) (string, error) {
 func writeEntry(dst string, r io.Reader, max int64) error {
 	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return fmt.Errorf("cannot be created: %v", err)
+		return fmt.Errorf("cannot be created: %s", osReason(err))
 	}
 	n, err := io.Copy(f, io.LimitReader(r, max+1))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("cannot be read: %v", err)
+		return fmt.Errorf("cannot be read: %s", osReason(err))
 	}
 	if n > max {
 		return fmt.Errorf("is more than %d bytes (max_file_bytes)", max)
 	}
 	return nil
+}
+
+// osReason is err without the server path an *os.PathError names (the
+// bundle's temporary directory): an error shown to the tenant names the
+// entry, never the server's directories.
+func osReason(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
 }
