@@ -102,6 +102,13 @@ type Config struct {
 	// naming server.policy_bundle_max_total_bytes). Default 16 MiB; range
 	// 1 KiB..256 MiB.
 	PolicyBundleMaxTotalBytes int64
+	// PolicyBundleCheckTimeout bounds the checks of one uploaded bundle,
+	// its Rego tests and its compilation together (each test is also
+	// bounded by 5s): a bundle still checking then is refused (422 naming
+	// server.policy_bundle_check_timeout). Uploads run one at a time, so
+	// this is also the longest one upload holds the others. Default 30s;
+	// range 1s..10m.
+	PolicyBundleCheckTimeout time.Duration
 	// PolicyDecisionLogSize is how many policy denials each tenant's
 	// decision log keeps in memory (GET /v1/tenants/{t}/policy/decisions;
 	// a restart empties it): exactly this many, the oldest dropped first.
@@ -305,7 +312,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.policies, err = tenantpolicy.Open(ctx, tenantpolicy.Options{
 		Dir: filepath.Join(cfg.Root, "policies"), Plane: s.plane, Limits: limits,
-		Timeout: cfg.PolicyTimeout, Logger: cfg.Logger, DecisionLogSize: cfg.PolicyDecisionLogSize,
+		Timeout: cfg.PolicyTimeout, Logger: cfg.Logger, DecisionLogSize: cfg.PolicyDecisionLogSize, CheckTimeout: cfg.PolicyBundleCheckTimeout,
 	})
 	if err != nil {
 		return fail(fmt.Errorf("tenant policies: %w", err))

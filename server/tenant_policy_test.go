@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/sdk/client"
 	"github.com/batpak-go/batpak/server"
@@ -694,5 +695,38 @@ func TestTenantPolicyErrorsKeepServerPaths(t *testing.T) {
 		if msg := e.Error(); strings.Contains(msg, os.TempDir()) || strings.Contains(msg, ".bundle-") || strings.Contains(msg, "policies") {
 			t.Errorf("the refusal shows the server's directories: %s", msg)
 		}
+	}
+}
+
+// TestTenantPolicyCheckTimeout: a bundle whose tests run long (each
+// under the per-test timeout, many of them) is refused once its checks
+// pass server.policy_bundle_check_timeout, naming the setting — uploads
+// run one at a time, so one tenant's slow bundle must not hold the
+// others' for minutes; a timeout out of range is refused at start.
+func TestTenantPolicyCheckTimeout(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Root, cfg.Stderr, cfg.PolicyBundleCheckTimeout = t.TempDir(), io.Discard, 999*time.Millisecond
+	if _, err := server.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "check timeout") {
+		t.Fatalf("a check timeout of 999ms: %v, want refused naming the range", err)
+	}
+	ctx := context.Background()
+	_, admin := tenantAdmin(t, func(c *server.Config) { c.PolicyBundleCheckTimeout = time.Second })
+	var tests strings.Builder
+	tests.WriteString("package batpak.write_test\n")
+	for i := range 20 {
+		fmt.Fprintf(&tests, "\ntest_slow_%d if {\n\tevery a in numbers.range(1, 3000) {\n\t\tevery b in numbers.range(1, 3000) {\n\t\t\ta + b > %d\n\t\t}\n\t}\n}\n", i, -i)
+	}
+	start := time.Now()
+	_, err := admin.PushPolicy(ctx, bytes.NewReader(tarGz(t, "policy.rego", denyPrefix("NO", "secret:"), "policy_test.rego", tests.String())))
+	took := time.Since(start)
+	var e *client.Error
+	if !errors.As(err, &e) || e.Status != 422 || !strings.Contains(e.Error(), "policy_bundle_check_timeout") {
+		t.Fatalf("a bundle whose tests run long: %v, want 422 naming policy_bundle_check_timeout", err)
+	}
+	if took > 5*time.Second {
+		t.Errorf("the refusal took %v with a 1s check timeout", took)
+	}
+	if tp, _ := admin.Policies(ctx); tp.Active != "" {
+		t.Errorf("a refused bundle became active: %+v", tp)
 	}
 }
