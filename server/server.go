@@ -109,6 +109,13 @@ type Config struct {
 	// this is also the longest one upload holds the others. Default 30s;
 	// range 1s..10m.
 	PolicyBundleCheckTimeout time.Duration
+	// PolicyDecisionMaxBytes bounds what a decision log entry keeps of
+	// each input field the deciding policy reads and of each reason's
+	// message and context: exactly this many bytes of JSON are kept, a
+	// longer one is replaced by a string noting its size (so a log entry
+	// never holds a whole large payload). Default 4 KiB; range
+	// 256 B..1 MiB. (server.policy_decision_max_bytes)
+	PolicyDecisionMaxBytes int
 	// PolicyDecisionLogSize is how many policy denials each tenant's
 	// decision log keeps in memory (GET /v1/tenants/{t}/policy/decisions;
 	// a restart empties it): exactly this many, the oldest dropped first.
@@ -313,6 +320,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.policies, err = tenantpolicy.Open(ctx, tenantpolicy.Options{
 		Dir: filepath.Join(cfg.Root, "policies"), Plane: s.plane, Limits: limits,
 		Timeout: cfg.PolicyTimeout, Logger: cfg.Logger, DecisionLogSize: cfg.PolicyDecisionLogSize, CheckTimeout: cfg.PolicyBundleCheckTimeout,
+		DecisionMaxBytes: cfg.PolicyDecisionMaxBytes,
 	})
 	if err != nil {
 		return fail(fmt.Errorf("tenant policies: %w", err))

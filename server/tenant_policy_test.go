@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -728,5 +729,56 @@ func TestTenantPolicyCheckTimeout(t *testing.T) {
 	}
 	if tp, _ := admin.Policies(ctx); tp.Active != "" {
 		t.Errorf("a refused bundle became active: %+v", tp)
+	}
+}
+
+// TestTenantPolicyDecisionMaxBytes: a denial's recorded input field and
+// reason are kept up to server.policy_decision_max_bytes of JSON each
+// (exactly the limit kept, one more replaced by a note of its size), so
+// that a tenant denying large payloads cannot make the decision log hold
+// a MiB per denial.
+func TestTenantPolicyDecisionMaxBytes(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Root, cfg.Stderr, cfg.PolicyDecisionMaxBytes = t.TempDir(), io.Discard, 255
+	if _, err := server.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "256") {
+		t.Fatalf("a decision max bytes of 255: %v, want refused naming the range", err)
+	}
+	ctx := context.Background()
+	_, admin := tenantAdmin(t, func(c *server.Config) { c.PolicyDecisionMaxBytes = 300 })
+	rule := "package batpak.write\n\ndeny contains {\"code\": \"NO\", \"message\": input.event.payload.s} if {\n\tinput.event.payload.s\n}\n"
+	if _, err := admin.PushPolicy(ctx, bytes.NewReader(tarGz(t, "policy.rego", rule))); err != nil {
+		t.Fatal(err)
+	}
+	deny := func(s string) client.PolicyDecision {
+		t.Helper()
+		payload, _ := json.Marshal(map[string]string{"s": s})
+		_, err := admin.Append(ctx, client.AppendRequest{Entity: "e:1", Scope: "s", Kind: "1:1", Payload: payload})
+		// The denial echoes the tenant's own message whole (the client
+		// may not parse so large a problem): only its status is checked.
+		var e *client.Error
+		if !errors.As(err, &e) || e.Status != 403 {
+			t.Fatalf("a write of %d bytes: %v, want denied", len(s), err)
+		}
+		decs, err := admin.PolicyDecisions(ctx, 1)
+		if err != nil || len(decs) != 1 || (e.DecisionID() != "" && decs[0].ID != e.DecisionID()) {
+			t.Fatalf("decisions: %+v, %v", decs, err)
+		}
+		return decs[0]
+	}
+	exact := strings.Repeat("x", 298) // 300 bytes of JSON
+	d := deny(exact)
+	if d.Input["event.payload.s"] != exact || len(d.Reasons) != 1 || d.Reasons[0].Message != exact {
+		t.Fatalf("a field and message of exactly 300 bytes of JSON: recorded %+v", d)
+	}
+	d = deny(exact + "x")
+	if v, _ := d.Input["event.payload.s"].(string); v == exact+"x" || !strings.Contains(v, "301") {
+		t.Errorf("a field of 301 bytes of JSON recorded as %.80q…, want a note of its size", v)
+	}
+	if m := d.Reasons[0].Message; m == exact+"x" || !strings.Contains(m, "301") {
+		t.Errorf("a reason of 301 bytes of JSON recorded as %.80q…, want a note of its size", m)
+	}
+	d = deny(strings.Repeat("y", 512<<10))
+	if raw, _ := json.Marshal(d); len(raw) > 2048 {
+		t.Errorf("a denial of a 512 KiB payload recorded in %d bytes", len(raw))
 	}
 }

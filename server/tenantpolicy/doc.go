@@ -20,7 +20,8 @@
 // "compile") before anything of it runs; its Rego tests
 // (*_test.rego, as opa.RunTests runs them) are run and the policy is
 // compiled (opa.Load, tests left out): a bundle that does not compile or
-// whose tests fail is refused with a *RejectedError listing the errors,
+// whose tests fail, or whose tests and compilation together run past
+// Options.CheckTimeout, is refused with a *RejectedError listing the errors,
 // and the active revision stays.
 //
 // # Revisions and storage
@@ -48,7 +49,8 @@
 // Every denial of a tenant's write, by either layer, is recorded in the
 // tenant's decision log (Decisions) with a decision id (also the
 // denial's DecisionID), the layer, the revision, the principal, the
-// action, the reasons and the input fields the deciding policy reads.
+// action, the reasons and the input fields the deciding policy reads
+// (each field and reason kept up to Options.DecisionMaxBytes of JSON).
 // The log keeps the last Options.DecisionLogSize denials per tenant in
 // memory: a restart empties it, and allowed writes are not recorded.
 package tenantpolicy

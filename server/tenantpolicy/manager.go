@@ -66,6 +66,12 @@ type Options struct {
 	// also the longest one upload holds the others. 0 means 30s; range
 	// 1s..10m.
 	CheckTimeout time.Duration
+	// DecisionMaxBytes bounds what a decision log entry keeps of each
+	// input field and of each reason's message and context: exactly this
+	// many bytes of JSON are kept, a longer one is replaced by a string
+	// noting its size. 0 means DefaultDecisionMaxBytes (4096); range
+	// 256..1MiB.
+	DecisionMaxBytes int
 }
 
 // loaded is one revision of a tenant's bundle, compiled.
@@ -117,6 +123,12 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	}
 	if opts.CheckTimeout < time.Second || opts.CheckTimeout > 10*time.Minute {
 		return nil, fmt.Errorf("policy bundle check timeout = %v: want 1s..10m", opts.CheckTimeout)
+	}
+	if opts.DecisionMaxBytes == 0 {
+		opts.DecisionMaxBytes = DefaultDecisionMaxBytes
+	}
+	if opts.DecisionMaxBytes < 256 || opts.DecisionMaxBytes > 1<<20 {
+		return nil, fmt.Errorf("policy decision max bytes = %d: want 256..1MiB", opts.DecisionMaxBytes)
 	}
 	if opts.DecisionLogSize > 100000 {
 		return nil, fmt.Errorf("policy decision log size = %d: want at most 100000 (negative: none)", opts.DecisionLogSize)
