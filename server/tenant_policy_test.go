@@ -782,3 +782,87 @@ func TestTenantPolicyDecisionMaxBytes(t *testing.T) {
 		t.Errorf("a denial of a 512 KiB payload recorded in %d bytes", len(raw))
 	}
 }
+
+// TestTenantPolicyHostileAdmin: one tenant's admin cannot roll another
+// tenant back, nor to another tenant's revision, nor read its policy or
+// decisions; an archive naming a file twice ("./p.rego" and "p.rego") is
+// refused; uploads racing each other each leave a listed revision and
+// one of them active.
+func TestTenantPolicyHostileAdmin(t *testing.T) {
+	ps := startPolicyServer(t, t.TempDir(), nil)
+	ctx := context.Background()
+	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
+	keys := map[string]string{}
+	for _, id := range []string{"acme", "globex"} {
+		if _, err := op.CreateTenant(ctx, id, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		k, err := op.IssueKey(ctx, id, "a", "admin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[id] = k.Key
+	}
+	acme := ps.as(t, keys["acme"]).Tenant("acme")
+	globex := ps.as(t, keys["globex"]).Tenant("globex")
+	bundle := tarGz(t, "policy.rego", denyPrefix("NO", "secret:"))
+	if _, err := acme.PushPolicy(ctx, bytes.NewReader(bundle)); err != nil {
+		t.Fatal(err)
+	}
+	rev := revisionOf(bundle)
+	if _, err := globex.RollbackPolicy(ctx, rev); !errors.Is(err, client.ErrNotFound) {
+		t.Errorf("globex rolls back to acme's revision: %v, want NOT_FOUND", err)
+	}
+	if tp, _ := globex.Policies(ctx); tp.Active != "" {
+		t.Errorf("globex's active revision after the attempt: %q", tp.Active)
+	}
+	asAcme := ps.as(t, keys["acme"]).Tenant("globex")
+	if _, err := asAcme.RollbackPolicy(ctx, rev); err == nil {
+		t.Error("acme's admin rolled globex back")
+	}
+	if _, err := asAcme.Policies(ctx); err == nil {
+		t.Error("acme's admin read globex's policy")
+	}
+	if _, err := asAcme.PolicyDecisions(ctx, 10); err == nil {
+		t.Error("acme's admin read globex's decisions")
+	}
+
+	for _, names := range [][2]string{{"./p.rego", "p.rego"}, {"a/p.rego", "a//p.rego"}, {"p.rego", "a/../p.rego"}} {
+		_, err := acme.PushPolicy(ctx, bytes.NewReader(tarGz(t, names[0], denyPrefix("A", "a:"), names[1], denyPrefix("B", "b:"))))
+		var e *client.Error
+		if !errors.As(err, &e) || e.Status != 400 {
+			t.Errorf("entries %q and %q: %v, want 400", names[0], names[1], err)
+		}
+	}
+
+	const n = 6
+	revs := make(chan string, n)
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			b := tarGz(t, "policy.rego", denyPrefix(fmt.Sprintf("R%d", i), "secret:"))
+			_, err := globex.PushPolicy(ctx, bytes.NewReader(b))
+			revs <- revisionOf(b)
+			errs <- err
+		}()
+	}
+	want := map[string]bool{}
+	for range n {
+		want[<-revs] = true
+		if err := <-errs; err != nil {
+			t.Errorf("a racing upload: %v", err)
+		}
+	}
+	tp, err := globex.Policies(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tp.Revisions) != n || !want[tp.Active] {
+		t.Errorf("after %d racing uploads: %d revisions, active %q", n, len(tp.Revisions), tp.Active)
+	}
+	for _, r := range tp.Revisions {
+		if !want[r.Revision] {
+			t.Errorf("revision %s listed, not uploaded", r.Revision)
+		}
+	}
+}
