@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -864,5 +865,44 @@ func TestTenantPolicyHostileAdmin(t *testing.T) {
 		if !want[r.Revision] {
 			t.Errorf("revision %s listed, not uploaded", r.Revision)
 		}
+	}
+}
+
+// TestTenantPolicyDecisionLogGrowsWithUse: a tenant's decision log takes
+// memory for the denials it holds, not for its capacity: ten tenants
+// with one denial each under the largest log size (100000) stay within
+// a few MiB.
+func TestTenantPolicyDecisionLogGrowsWithUse(t *testing.T) {
+	ps := startPolicyServer(t, t.TempDir(), func(c *server.Config) { c.PolicyDecisionLogSize = 100000 })
+	ctx := context.Background()
+	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
+	var writers []*client.Tenant
+	for i := range 10 {
+		id := fmt.Sprintf("t%d", i)
+		if _, err := op.CreateTenant(ctx, id, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		k, err := op.IssueKey(ctx, id, "w", "writer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := ps.as(t, k.Key).Tenant(id)
+		if _, err := w.Append(ctx, note("ok:1")); err != nil { // open the store first
+			t.Fatal(err)
+		}
+		writers = append(writers, w)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for _, w := range writers {
+		if _, err := w.Append(ctx, note("blocked:1")); err == nil {
+			t.Fatal("a blocked write was admitted")
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 16<<20 {
+		t.Errorf("ten denials took %d MiB of heap", grew>>20)
 	}
 }

@@ -36,9 +36,12 @@ type Decision struct {
 	Input map[string]any `json:"input,omitempty"`
 }
 
-// decisionLog keeps the last size denials of one tenant (a ring).
+// decisionLog keeps the last size denials of one tenant (a ring that
+// grows with use up to size, so an idle log takes no memory for its
+// capacity).
 type decisionLog struct {
 	mu   sync.Mutex
+	size int
 	ring []Decision
 	next int
 	full bool
@@ -46,11 +49,15 @@ type decisionLog struct {
 
 func (l *decisionLog) add(d Decision) {
 	l.mu.Lock()
-	l.ring[l.next] = d
-	l.next++
-	if l.next == len(l.ring) {
-		l.next, l.full = 0, true
+	if !l.full && len(l.ring) < l.size {
+		l.ring = append(l.ring, d)
+		l.next = len(l.ring) % l.size
+		l.full = len(l.ring) == l.size
+		l.mu.Unlock()
+		return
 	}
+	l.ring[l.next] = d
+	l.next = (l.next + 1) % len(l.ring)
 	l.mu.Unlock()
 }
 
@@ -136,7 +143,7 @@ func (m *Manager) record(tenant string, d *policy.Denial, in *policy.Input, path
 	m.lmu.Lock()
 	l := m.logs[tenant]
 	if l == nil {
-		l = &decisionLog{ring: make([]Decision, m.opts.DecisionLogSize)}
+		l = &decisionLog{size: m.opts.DecisionLogSize}
 		m.logs[tenant] = l
 	}
 	m.lmu.Unlock()
