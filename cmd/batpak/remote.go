@@ -82,7 +82,12 @@ func (a *app) remote() (*remoteConf, error) {
 	if rc.server == "" {
 		return nil, nil
 	}
-	if u, err := url.Parse(rc.server); err == nil {
+	u, perr := url.Parse(rc.server)
+	if perr != nil && strings.Contains(rc.server, "@") {
+		// Not echoed: the part before "@" may be a password.
+		return nil, badInput("--server", errors.New("not a URL, and it may hold credentials (user:password@); want http(s)://host:port and the token in --token or BATPAK_TOKEN"))
+	}
+	if perr == nil {
 		if u.User != nil {
 			return nil, badInput("--server", errors.New("the URL holds credentials (user:password@); give the token with --token or BATPAK_TOKEN"))
 		}

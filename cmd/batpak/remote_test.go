@@ -352,6 +352,10 @@ func TestRemoteURLSecrets(t *testing.T) {
 	if r.code == 0 || strings.Contains(r.stderr+r.stdout, "s3cretpw") || !strings.Contains(r.stderr, "credentials") {
 		t.Errorf("a server URL with credentials: exit %d, stderr %q, want refused without the password", r.code, r.stderr)
 	}
+	r = batpak(t, "--server", "http://user:s3cretpw@127.0.0.1:%zz", "--token", op, "tenant", "list")
+	if r.code == 0 || strings.Contains(r.stderr+r.stdout, "s3cretpw") {
+		t.Errorf("an unparsable server URL with credentials: exit %d, stderr %q, want refused without the password", r.code, r.stderr)
+	}
 	t.Setenv("BATPAK_SERVER", withCreds)
 	r = batpak(t, "config")
 	if strings.Contains(r.stdout+r.stderr, "s3cretpw") {
