@@ -96,6 +96,26 @@ type Config struct {
 	// PolicyBundleMaxFileBytes bounds one file of an uploaded bundle
 	// (uncompressed). Default 1 MiB; range 1 KiB..16 MiB.
 	PolicyBundleMaxFileBytes int64
+	// PolicyBundleMaxTotalBytes bounds the files of an uploaded bundle
+	// together (uncompressed), so that a small archive cannot expand past
+	// it: exactly this many bytes are accepted, one more is refused (400
+	// naming server.policy_bundle_max_total_bytes). Default 16 MiB; range
+	// 1 KiB..256 MiB.
+	PolicyBundleMaxTotalBytes int64
+	// PolicyBundleCheckTimeout bounds the checks of one uploaded bundle,
+	// its Rego tests and its compilation together (each test is also
+	// bounded by 5s): a bundle still checking then is refused (422 naming
+	// server.policy_bundle_check_timeout). Uploads run one at a time, so
+	// this is also the longest one upload holds the others. Default 30s;
+	// range 1s..10m.
+	PolicyBundleCheckTimeout time.Duration
+	// PolicyDecisionMaxBytes bounds what a decision log entry keeps of
+	// each input field the deciding policy reads and of each reason's
+	// message and context: exactly this many bytes of JSON are kept, a
+	// longer one is replaced by a string noting its size (so a log entry
+	// never holds a whole large payload). Default 4 KiB; range
+	// 256 B..1 MiB. (server.policy_decision_max_bytes)
+	PolicyDecisionMaxBytes int
 	// PolicyDecisionLogSize is how many policy denials each tenant's
 	// decision log keeps in memory (GET /v1/tenants/{t}/policy/decisions;
 	// a restart empties it): exactly this many, the oldest dropped first.
@@ -271,7 +291,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	limits, err := tenantpolicy.Limits{MaxBundleBytes: cfg.PolicyBundleMaxBytes, MaxFiles: cfg.PolicyBundleMaxFiles,
-		MaxFileBytes: cfg.PolicyBundleMaxFileBytes}.WithDefaults()
+		MaxFileBytes: cfg.PolicyBundleMaxFileBytes, MaxTotalBytes: cfg.PolicyBundleMaxTotalBytes}.WithDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
@@ -299,7 +319,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.policies, err = tenantpolicy.Open(ctx, tenantpolicy.Options{
 		Dir: filepath.Join(cfg.Root, "policies"), Plane: s.plane, Limits: limits,
-		Timeout: cfg.PolicyTimeout, Logger: cfg.Logger, DecisionLogSize: cfg.PolicyDecisionLogSize,
+		Timeout: cfg.PolicyTimeout, Logger: cfg.Logger, DecisionLogSize: cfg.PolicyDecisionLogSize, CheckTimeout: cfg.PolicyBundleCheckTimeout,
+		DecisionMaxBytes: cfg.PolicyDecisionMaxBytes,
 	})
 	if err != nil {
 		return fail(fmt.Errorf("tenant policies: %w", err))

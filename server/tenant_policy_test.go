@@ -7,14 +7,19 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/sdk/client"
 	"github.com/batpak-go/batpak/server"
@@ -580,5 +585,324 @@ func TestTenantPolicyDamagedBundleFailsClosed(t *testing.T) {
 	}
 	if _, err := ps.as(t, k2.Key).Tenant("acme").Append(ctx, note("secret:1")); err != nil {
 		t.Fatalf("a re-created tenant is gated by the deleted one's bundle: %v", err)
+	}
+}
+
+// tenantAdmin starts a server tuned by tune, creates tenant acme and
+// returns a client of acme with an admin and writer key.
+func tenantAdmin(t *testing.T, tune func(*server.Config)) (policyServer, *client.Tenant) {
+	t.Helper()
+	ps := startPolicyServer(t, t.TempDir(), tune)
+	ctx := context.Background()
+	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
+	if _, err := op.CreateTenant(ctx, "acme", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	k, err := op.IssueKey(ctx, "acme", "a", "admin", "writer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ps, ps.as(t, k.Key).Tenant("acme")
+}
+
+// TestTenantPolicyBundleTotalLimit: the files of a bundle together
+// (uncompressed) are bounded by server.policy_bundle_max_total_bytes —
+// exactly the limit accepted, one byte more refused naming it — so that
+// a decompression bomb (a few KiB of gzip expanding to hundreds of MiB
+// in files each under the per-file limit) is refused early.
+func TestTenantPolicyBundleTotalLimit(t *testing.T) {
+	ctx := context.Background()
+	_, admin := tenantAdmin(t, func(c *server.Config) { c.PolicyBundleMaxTotalBytes = 4096 })
+	rego := denyPrefix("NO_SECRETS", "secret:")
+	pad := func(n int) string { return `{"a":1}` + strings.Repeat(" ", n-len(`{"a":1}`)) }
+	exact := tarGz(t, "policy.rego", rego, "a/data.json", pad(2048), "b/data.json", pad(2048-len(rego)))
+	if _, err := admin.PushPolicy(ctx, bytes.NewReader(exact)); err != nil {
+		t.Fatalf("files of exactly max_total_bytes: %v", err)
+	}
+	over := tarGz(t, "policy.rego", rego, "a/data.json", pad(2048), "b/data.json", pad(2049-len(rego)))
+	_, err := admin.PushPolicy(ctx, bytes.NewReader(over))
+	var e *client.Error
+	if !errors.As(err, &e) || e.Status != 400 || !strings.Contains(string(e.Extensions["quota"]), "policy_bundle_max_total_bytes") {
+		t.Fatalf("files one byte over max_total_bytes: %v, want 400 naming policy_bundle_max_total_bytes", err)
+	}
+	if tp, _ := admin.Policies(ctx); tp.Active != revisionOf(exact) {
+		t.Fatalf("after the refusal: %+v", tp)
+	}
+
+	// The bomb, with the default limits: 200 files of 1 MiB of spaces
+	// (each under max_file_bytes) compress to a few hundred KiB.
+	_, admin = tenantAdmin(t, nil)
+	files := []string{"policy.rego", rego}
+	for i := range 200 {
+		files = append(files, fmt.Sprintf("d%d/data.json", i), pad(1<<20))
+	}
+	bomb := tarGz(t, files...)
+	_, err = admin.PushPolicy(ctx, bytes.NewReader(bomb))
+	if !errors.As(err, &e) || !strings.Contains(string(e.Extensions["quota"]), "policy_bundle_max_total_bytes") {
+		t.Fatalf("a %d-byte bundle expanding to 200 MiB: %v, want refused naming policy_bundle_max_total_bytes", len(bomb), err)
+	}
+}
+
+// TestTenantPolicyRefusesOutsideBuiltins: a tenant bundle calling
+// http.send (in its tests or its rules), net.lookup_ip_addr or
+// opa.runtime is refused (422, stage compile, naming the built-in)
+// before anything of it runs: the server never calls out for a tenant,
+// nor hands it its environment.
+func TestTenantPolicyRefusesOutsideBuiltins(t *testing.T) {
+	var hits atomic.Int64
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		_, _ = io.WriteString(w, `{}`)
+	}))
+	defer target.Close()
+	ctx := context.Background()
+	_, admin := tenantAdmin(t, nil)
+	send := `http.send({"method": "GET", "url": "` + target.URL + `"})`
+	for name, files := range map[string][]string{
+		"http.send in a test": {"policy.rego", denyPrefix("NO", "secret:"), "policy_test.rego",
+			"package batpak.write_test\n\ntest_call if {\n\t" + send + ".status_code == 200\n}\n"},
+		"http.send in a rule": {"policy.rego", "package batpak.write\n\ndeny contains \"x\" if {\n\t" + send + ".status_code == 500\n}\n"},
+		"net.lookup_ip_addr":  {"policy.rego", "package batpak.write\n\ndeny contains \"x\" if {\n\tcount(net.lookup_ip_addr(\"localhost\")) > 100\n}\n"},
+		"opa.runtime":         {"policy.rego", "package batpak.write\n\ndeny contains \"x\" if {\n\topa.runtime().env.HOME == \"/\"\n}\n"},
+	} {
+		builtin := strings.Split(name, " ")[0]
+		_, err := admin.PushPolicy(ctx, bytes.NewReader(tarGz(t, files...)))
+		var e *client.Error
+		if !errors.As(err, &e) || e.Status != 422 || !strings.Contains(e.Error(), builtin) {
+			t.Errorf("a bundle with %s: %v, want 422 naming %s", name, err, builtin)
+		}
+	}
+	if n := hits.Load(); n != 0 {
+		t.Errorf("the server called out for a tenant bundle %d times", n)
+	}
+	if tp, _ := admin.Policies(ctx); tp.Active != "" {
+		t.Errorf("a refused bundle became active: %+v", tp)
+	}
+}
+
+// TestTenantPolicyErrorsKeepServerPaths: a bundle whose entry the server
+// cannot create (a name too long for the file system, deep or wide) is
+// refused naming the entry, without the server's directories in the
+// error.
+func TestTenantPolicyErrorsKeepServerPaths(t *testing.T) {
+	ctx := context.Background()
+	_, admin := tenantAdmin(t, nil)
+	deep := strings.Repeat(strings.Repeat("d", 200)+"/", 25) + "p.rego"
+	for _, name := range []string{strings.Repeat("n", 300) + ".rego", deep} {
+		_, err := admin.PushPolicy(ctx, bytes.NewReader(tarGz(t, name, denyPrefix("NO", "secret:"))))
+		var e *client.Error
+		if !errors.As(err, &e) || e.Status != 400 {
+			t.Fatalf("an entry named %.40q…: %v, want 400", name, err)
+		}
+		if msg := e.Error(); strings.Contains(msg, os.TempDir()) || strings.Contains(msg, ".bundle-") || strings.Contains(msg, "policies") {
+			t.Errorf("the refusal shows the server's directories: %s", msg)
+		}
+	}
+}
+
+// TestTenantPolicyCheckTimeout: a bundle whose tests run long (each
+// under the per-test timeout, many of them) is refused once its checks
+// pass server.policy_bundle_check_timeout, naming the setting — uploads
+// run one at a time, so one tenant's slow bundle must not hold the
+// others' for minutes; a timeout out of range is refused at start.
+func TestTenantPolicyCheckTimeout(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Root, cfg.Stderr, cfg.PolicyBundleCheckTimeout = t.TempDir(), io.Discard, 999*time.Millisecond
+	if _, err := server.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "check timeout") {
+		t.Fatalf("a check timeout of 999ms: %v, want refused naming the range", err)
+	}
+	ctx := context.Background()
+	_, admin := tenantAdmin(t, func(c *server.Config) { c.PolicyBundleCheckTimeout = time.Second })
+	var tests strings.Builder
+	tests.WriteString("package batpak.write_test\n")
+	for i := range 20 {
+		fmt.Fprintf(&tests, "\ntest_slow_%d if {\n\tevery a in numbers.range(1, 3000) {\n\t\tevery b in numbers.range(1, 3000) {\n\t\t\ta + b > %d\n\t\t}\n\t}\n}\n", i, -i)
+	}
+	start := time.Now()
+	_, err := admin.PushPolicy(ctx, bytes.NewReader(tarGz(t, "policy.rego", denyPrefix("NO", "secret:"), "policy_test.rego", tests.String())))
+	took := time.Since(start)
+	var e *client.Error
+	if !errors.As(err, &e) || e.Status != 422 || !strings.Contains(e.Error(), "policy_bundle_check_timeout") {
+		t.Fatalf("a bundle whose tests run long: %v, want 422 naming policy_bundle_check_timeout", err)
+	}
+	if took > 5*time.Second {
+		t.Errorf("the refusal took %v with a 1s check timeout", took)
+	}
+	if tp, _ := admin.Policies(ctx); tp.Active != "" {
+		t.Errorf("a refused bundle became active: %+v", tp)
+	}
+}
+
+// TestTenantPolicyDecisionMaxBytes: a denial's recorded input field and
+// reason are kept up to server.policy_decision_max_bytes of JSON each
+// (exactly the limit kept, one more replaced by a note of its size), so
+// that a tenant denying large payloads cannot make the decision log hold
+// a MiB per denial.
+func TestTenantPolicyDecisionMaxBytes(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Root, cfg.Stderr, cfg.PolicyDecisionMaxBytes = t.TempDir(), io.Discard, 255
+	if _, err := server.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "256") {
+		t.Fatalf("a decision max bytes of 255: %v, want refused naming the range", err)
+	}
+	ctx := context.Background()
+	_, admin := tenantAdmin(t, func(c *server.Config) { c.PolicyDecisionMaxBytes = 300 })
+	rule := "package batpak.write\n\ndeny contains {\"code\": \"NO\", \"message\": input.event.payload.s} if {\n\tinput.event.payload.s\n}\n"
+	if _, err := admin.PushPolicy(ctx, bytes.NewReader(tarGz(t, "policy.rego", rule))); err != nil {
+		t.Fatal(err)
+	}
+	deny := func(s string) client.PolicyDecision {
+		t.Helper()
+		payload, _ := json.Marshal(map[string]string{"s": s})
+		_, err := admin.Append(ctx, client.AppendRequest{Entity: "e:1", Scope: "s", Kind: "1:1", Payload: payload})
+		// The denial echoes the tenant's own message whole (the client
+		// may not parse so large a problem): only its status is checked.
+		var e *client.Error
+		if !errors.As(err, &e) || e.Status != 403 {
+			t.Fatalf("a write of %d bytes: %v, want denied", len(s), err)
+		}
+		decs, err := admin.PolicyDecisions(ctx, 1)
+		if err != nil || len(decs) != 1 || (e.DecisionID() != "" && decs[0].ID != e.DecisionID()) {
+			t.Fatalf("decisions: %+v, %v", decs, err)
+		}
+		return decs[0]
+	}
+	exact := strings.Repeat("x", 298) // 300 bytes of JSON
+	d := deny(exact)
+	if d.Input["event.payload.s"] != exact || len(d.Reasons) != 1 || d.Reasons[0].Message != exact {
+		t.Fatalf("a field and message of exactly 300 bytes of JSON: recorded %+v", d)
+	}
+	d = deny(exact + "x")
+	if v, _ := d.Input["event.payload.s"].(string); v == exact+"x" || !strings.Contains(v, "301") {
+		t.Errorf("a field of 301 bytes of JSON recorded as %.80q…, want a note of its size", v)
+	}
+	if m := d.Reasons[0].Message; m == exact+"x" || !strings.Contains(m, "301") {
+		t.Errorf("a reason of 301 bytes of JSON recorded as %.80q…, want a note of its size", m)
+	}
+	d = deny(strings.Repeat("y", 512<<10))
+	if raw, _ := json.Marshal(d); len(raw) > 2048 {
+		t.Errorf("a denial of a 512 KiB payload recorded in %d bytes", len(raw))
+	}
+}
+
+// TestTenantPolicyHostileAdmin: one tenant's admin cannot roll another
+// tenant back, nor to another tenant's revision, nor read its policy or
+// decisions; an archive naming a file twice ("./p.rego" and "p.rego") is
+// refused; uploads racing each other each leave a listed revision and
+// one of them active.
+func TestTenantPolicyHostileAdmin(t *testing.T) {
+	ps := startPolicyServer(t, t.TempDir(), nil)
+	ctx := context.Background()
+	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
+	keys := map[string]string{}
+	for _, id := range []string{"acme", "globex"} {
+		if _, err := op.CreateTenant(ctx, id, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		k, err := op.IssueKey(ctx, id, "a", "admin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[id] = k.Key
+	}
+	acme := ps.as(t, keys["acme"]).Tenant("acme")
+	globex := ps.as(t, keys["globex"]).Tenant("globex")
+	bundle := tarGz(t, "policy.rego", denyPrefix("NO", "secret:"))
+	if _, err := acme.PushPolicy(ctx, bytes.NewReader(bundle)); err != nil {
+		t.Fatal(err)
+	}
+	rev := revisionOf(bundle)
+	if _, err := globex.RollbackPolicy(ctx, rev); !errors.Is(err, client.ErrNotFound) {
+		t.Errorf("globex rolls back to acme's revision: %v, want NOT_FOUND", err)
+	}
+	if tp, _ := globex.Policies(ctx); tp.Active != "" {
+		t.Errorf("globex's active revision after the attempt: %q", tp.Active)
+	}
+	asAcme := ps.as(t, keys["acme"]).Tenant("globex")
+	if _, err := asAcme.RollbackPolicy(ctx, rev); err == nil {
+		t.Error("acme's admin rolled globex back")
+	}
+	if _, err := asAcme.Policies(ctx); err == nil {
+		t.Error("acme's admin read globex's policy")
+	}
+	if _, err := asAcme.PolicyDecisions(ctx, 10); err == nil {
+		t.Error("acme's admin read globex's decisions")
+	}
+
+	for _, names := range [][2]string{{"./p.rego", "p.rego"}, {"a/p.rego", "a//p.rego"}, {"p.rego", "a/../p.rego"}} {
+		_, err := acme.PushPolicy(ctx, bytes.NewReader(tarGz(t, names[0], denyPrefix("A", "a:"), names[1], denyPrefix("B", "b:"))))
+		var e *client.Error
+		if !errors.As(err, &e) || e.Status != 400 {
+			t.Errorf("entries %q and %q: %v, want 400", names[0], names[1], err)
+		}
+	}
+
+	const n = 6
+	revs := make(chan string, n)
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			b := tarGz(t, "policy.rego", denyPrefix(fmt.Sprintf("R%d", i), "secret:"))
+			_, err := globex.PushPolicy(ctx, bytes.NewReader(b))
+			revs <- revisionOf(b)
+			errs <- err
+		}()
+	}
+	want := map[string]bool{}
+	for range n {
+		want[<-revs] = true
+		if err := <-errs; err != nil {
+			t.Errorf("a racing upload: %v", err)
+		}
+	}
+	tp, err := globex.Policies(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tp.Revisions) != n || !want[tp.Active] {
+		t.Errorf("after %d racing uploads: %d revisions, active %q", n, len(tp.Revisions), tp.Active)
+	}
+	for _, r := range tp.Revisions {
+		if !want[r.Revision] {
+			t.Errorf("revision %s listed, not uploaded", r.Revision)
+		}
+	}
+}
+
+// TestTenantPolicyDecisionLogGrowsWithUse: a tenant's decision log takes
+// memory for the denials it holds, not for its capacity: ten tenants
+// with one denial each under the largest log size (100000) stay within
+// a few MiB.
+func TestTenantPolicyDecisionLogGrowsWithUse(t *testing.T) {
+	ps := startPolicyServer(t, t.TempDir(), func(c *server.Config) { c.PolicyDecisionLogSize = 100000 })
+	ctx := context.Background()
+	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
+	var writers []*client.Tenant
+	for i := range 10 {
+		id := fmt.Sprintf("t%d", i)
+		if _, err := op.CreateTenant(ctx, id, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		k, err := op.IssueKey(ctx, id, "w", "writer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := ps.as(t, k.Key).Tenant(id)
+		if _, err := w.Append(ctx, note("ok:1")); err != nil { // open the store first
+			t.Fatal(err)
+		}
+		writers = append(writers, w)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for _, w := range writers {
+		if _, err := w.Append(ctx, note("blocked:1")); err == nil {
+			t.Fatal("a blocked write was admitted")
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 16<<20 {
+		t.Errorf("ten denials took %d MiB of heap", grew>>20)
 	}
 }

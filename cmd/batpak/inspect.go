@@ -284,6 +284,9 @@ first: flag > environment > config file > default.`,
 				if k.key == "remote.token" && val != "" {
 					val = "(set, not shown)"
 				}
+				if k.key == "remote.server" {
+					val = redactedURL(val)
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.key, orNone(val), a.remoteSource(k.key, k.flag, k.env), k.env)
 			}
 			return tw.Flush()

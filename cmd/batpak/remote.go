@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"strings"
 
@@ -18,7 +20,9 @@ import (
 // Remote settings: with remote.server set, the data commands talk to a
 // running "batpak serve" through sdk/client instead of opening a local
 // directory. Each is a config-file key, a flag and an environment
-// variable: remote.server (--server, BATPAK_SERVER), remote.token
+// variable: remote.server (--server, BATPAK_SERVER; a URL holding
+// credentials is refused, and plain http to a host that is not loopback
+// is warned about on stderr), remote.token
 // (--token, BATPAK_TOKEN; an API key or the operator credential, never
 // printed) and remote.tenant (--tenant, BATPAK_TENANT; the tenant whose
 // URL a tenant API key is used under).
@@ -78,12 +82,44 @@ func (a *app) remote() (*remoteConf, error) {
 	if rc.server == "" {
 		return nil, nil
 	}
+	u, perr := url.Parse(rc.server)
+	if perr != nil && strings.Contains(rc.server, "@") {
+		// Not echoed: the part before "@" may be a password.
+		return nil, badInput("--server", errors.New("not a URL, and it may hold credentials (user:password@); want http(s)://host:port and the token in --token or BATPAK_TOKEN"))
+	}
+	if perr == nil {
+		if u.User != nil {
+			return nil, badInput("--server", errors.New("the URL holds credentials (user:password@); give the token with --token or BATPAK_TOKEN"))
+		}
+		if u.Scheme == "http" && rc.token != "" && !loopbackHost(u.Hostname()) {
+			fmt.Fprintf(a.stderr, "batpak: warning: --server %s is plain http to a host that is not loopback: the token travels unencrypted; use https://\n", rc.server)
+		}
+	}
 	c, err := client.New(rc.server, rc.token)
 	if err != nil {
 		return nil, badInput("--server", errors.New(strings.TrimPrefix(err.Error(), "client: ")))
 	}
 	rc.c = c
 	return rc, nil
+}
+
+// loopbackHost says whether host is "localhost" or a loopback address,
+// where plain http does not expose the token to the network.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// redactedURL is s with the password of its user info hidden (config
+// show), s itself when it does not parse.
+func redactedURL(s string) string {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	return s
 }
 
 // tenantClient is the tenant the command works on: --tenant,

@@ -339,3 +339,41 @@ func TestRemoteTenantLifecycle(t *testing.T) {
 	// Without a server, the administration commands say what they need.
 	fails(t, []string{"tenant", "list"}, "tenant list works against a server: give --server URL")
 }
+
+// TestRemoteURLSecrets: a server URL holding credentials (user:password@)
+// is refused without echoing the password, and batpak config does not show
+// it; a token sent over plain http to a host that is not loopback is
+// warned about on stderr (never with the token), while loopback is not.
+func TestRemoteURLSecrets(t *testing.T) {
+	isolate(t)
+	url, op := startServer(t)
+	withCreds := strings.Replace(url, "http://", "http://user:s3cretpw@", 1)
+	r := batpak(t, "--server", withCreds, "--token", op, "tenant", "list")
+	if r.code == 0 || strings.Contains(r.stderr+r.stdout, "s3cretpw") || !strings.Contains(r.stderr, "credentials") {
+		t.Errorf("a server URL with credentials: exit %d, stderr %q, want refused without the password", r.code, r.stderr)
+	}
+	r = batpak(t, "--server", "http://user:s3cretpw@127.0.0.1:%zz", "--token", op, "tenant", "list")
+	if r.code == 0 || strings.Contains(r.stderr+r.stdout, "s3cretpw") {
+		t.Errorf("an unparsable server URL with credentials: exit %d, stderr %q, want refused without the password", r.code, r.stderr)
+	}
+	t.Setenv("BATPAK_SERVER", withCreds)
+	r = batpak(t, "config")
+	if strings.Contains(r.stdout+r.stderr, "s3cretpw") {
+		t.Errorf("batpak config prints the server URL's password: %q", r.stdout)
+	}
+	t.Setenv("BATPAK_SERVER", "")
+
+	r = batpak(t, "--server", url, "--token", op, "tenant", "list")
+	if r.code != 0 || strings.Contains(r.stderr, "warning") {
+		t.Errorf("plain http to loopback: exit %d, stderr %q, want no warning", r.code, r.stderr)
+	}
+	// A host that is not loopback (the request itself is cancelled at
+	// once: only the warning matters).
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var out, errb strings.Builder
+	run(ctx, []string{"--server", "http://batpak.example:8080", "--token", op, "tenant", "list"}, strings.NewReader(""), &out, &errb)
+	if !strings.Contains(errb.String(), "warning") || !strings.Contains(errb.String(), "https") || strings.Contains(errb.String()+out.String(), op) {
+		t.Errorf("plain http to batpak.example: stderr %q, want a warning to use https, without the token", errb.String())
+	}
+}

@@ -24,11 +24,16 @@ type Limits struct {
 	// MaxFileBytes bounds one file of the archive (uncompressed). Default
 	// 1 MiB; range 1 KiB..16 MiB.
 	MaxFileBytes int64
+	// MaxTotalBytes bounds the archive's files together (uncompressed),
+	// so that a small archive cannot expand past it: exactly this many
+	// bytes are accepted, one more is refused. Default 16 MiB; range
+	// 1 KiB..256 MiB.
+	MaxTotalBytes int64
 }
 
 // DefaultLimits are the limits zero fields take.
 func DefaultLimits() Limits {
-	return Limits{MaxBundleBytes: 4 << 20, MaxFiles: 256, MaxFileBytes: 1 << 20}
+	return Limits{MaxBundleBytes: 4 << 20, MaxFiles: 256, MaxFileBytes: 1 << 20, MaxTotalBytes: 16 << 20}
 }
 
 // WithDefaults fills zero fields with DefaultLimits and checks the
@@ -44,6 +49,9 @@ func (l Limits) WithDefaults() (Limits, error) {
 	if l.MaxFileBytes == 0 {
 		l.MaxFileBytes = d.MaxFileBytes
 	}
+	if l.MaxTotalBytes == 0 {
+		l.MaxTotalBytes = d.MaxTotalBytes
+	}
 	switch {
 	case l.MaxBundleBytes < 1<<10 || l.MaxBundleBytes > 64<<20:
 		return l, fmt.Errorf("policy bundle max bytes = %d: want 1KiB..64MiB", l.MaxBundleBytes)
@@ -51,6 +59,8 @@ func (l Limits) WithDefaults() (Limits, error) {
 		return l, fmt.Errorf("policy bundle max files = %d: want 1..10000", l.MaxFiles)
 	case l.MaxFileBytes < 1<<10 || l.MaxFileBytes > 16<<20:
 		return l, fmt.Errorf("policy bundle max file bytes = %d: want 1KiB..16MiB", l.MaxFileBytes)
+	case l.MaxTotalBytes < 1<<10 || l.MaxTotalBytes > 256<<20:
+		return l, fmt.Errorf("policy bundle max total bytes = %d: want 1KiB..256MiB", l.MaxTotalBytes)
 	}
 	return l, nil
 }
@@ -63,7 +73,8 @@ type BundleError struct {
 	// Detail says what is wrong with it.
 	Detail string
 	// Limit names the limit that was passed ("max_bundle_bytes",
-	// "max_files", "max_file_bytes"; "" for a rule of form) and Value is
+	// "max_files", "max_file_bytes", "max_total_bytes"; "" for a rule of
+	// form) and Value is
 	// the limit's value.
 	Limit string
 	Value int64
@@ -94,6 +105,7 @@ func Extract(r io.Reader, dir string, lim Limits) error {
 	tr := tar.NewReader(zr)
 	seen := map[string]bool{}
 	entries, modules := 0, 0
+	var total int64 // uncompressed bytes of the files so far
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -113,7 +125,7 @@ func Extract(r io.Reader, dir string, lim Limits) error {
 		switch h.Typeflag {
 		case tar.TypeDir:
 			if err := os.MkdirAll(filepath.Join(dir, filepath.FromSlash(name)), 0o700); err != nil {
-				return &BundleError{Entry: h.Name, Detail: "cannot be created: " + err.Error()}
+				return &BundleError{Entry: h.Name, Detail: "cannot be created: " + osReason(err)}
 			}
 			continue
 		case tar.TypeReg:
@@ -133,12 +145,16 @@ func Extract(r io.Reader, dir string, lim Limits) error {
 		if h.Size > lim.MaxFileBytes {
 			return &BundleError{Entry: h.Name, Detail: fmt.Sprintf("is %d bytes, more than %d (max_file_bytes)", h.Size, lim.MaxFileBytes), Limit: "max_file_bytes", Value: lim.MaxFileBytes}
 		}
+		if h.Size > lim.MaxTotalBytes-total {
+			return &BundleError{Entry: h.Name, Detail: fmt.Sprintf("brings the files to more than %d bytes uncompressed (max_total_bytes)", lim.MaxTotalBytes), Limit: "max_total_bytes", Value: lim.MaxTotalBytes}
+		}
+		total += h.Size
 		if strings.HasSuffix(base, ".rego") {
 			modules++
 		}
 		dst := filepath.Join(dir, filepath.FromSlash(name))
 		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-			return &BundleError{Entry: h.Name, Detail: "cannot be created: " + err.Error()}
+			return &BundleError{Entry: h.Name, Detail: "cannot be created: " + osReason(err)}
 		}
 		if err := writeEntry(dst, tr, lim.MaxFileBytes); err != nil {
 			return &BundleError{Entry: h.Name, Detail: err.Error()}
@@ -175,17 +191,28 @@ func entryName(name string) (string, error) {
 func writeEntry(dst string, r io.Reader, max int64) error {
 	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return fmt.Errorf("cannot be created: %v", err)
+		return fmt.Errorf("cannot be created: %s", osReason(err))
 	}
 	n, err := io.Copy(f, io.LimitReader(r, max+1))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("cannot be read: %v", err)
+		return fmt.Errorf("cannot be read: %s", osReason(err))
 	}
 	if n > max {
 		return fmt.Errorf("is more than %d bytes (max_file_bytes)", max)
 	}
 	return nil
+}
+
+// osReason is err without the server path an *os.PathError names (the
+// bundle's temporary directory): an error shown to the tenant names the
+// entry, never the server's directories.
+func osReason(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -14,6 +15,9 @@ import (
 // DefaultDecisionLogSize is how many denials each tenant's decision log
 // keeps when Options.DecisionLogSize is 0.
 const DefaultDecisionLogSize = 1000
+
+// DefaultDecisionMaxBytes is Options.DecisionMaxBytes's default.
+const DefaultDecisionMaxBytes = 4096
 
 // Decision is one recorded policy denial of a tenant's write.
 type Decision struct {
@@ -26,13 +30,18 @@ type Decision struct {
 	Reasons   []policy.Reason  `json:"reasons"`
 	// Input holds the input fields the deciding policy reads (its input
 	// paths, e.g. "event.entity"), with their values; nil when the policy
-	// reads the input as a whole.
+	// reads the input as a whole. A value (and a reason's message or
+	// context) longer than Options.DecisionMaxBytes as JSON is kept as a
+	// string noting its size.
 	Input map[string]any `json:"input,omitempty"`
 }
 
-// decisionLog keeps the last size denials of one tenant (a ring).
+// decisionLog keeps the last size denials of one tenant (a ring that
+// grows with use up to size, so an idle log takes no memory for its
+// capacity).
 type decisionLog struct {
 	mu   sync.Mutex
+	size int
 	ring []Decision
 	next int
 	full bool
@@ -40,11 +49,15 @@ type decisionLog struct {
 
 func (l *decisionLog) add(d Decision) {
 	l.mu.Lock()
-	l.ring[l.next] = d
-	l.next++
-	if l.next == len(l.ring) {
-		l.next, l.full = 0, true
+	if !l.full && len(l.ring) < l.size {
+		l.ring = append(l.ring, d)
+		l.next = len(l.ring) % l.size
+		l.full = len(l.ring) == l.size
+		l.mu.Unlock()
+		return
 	}
+	l.ring[l.next] = d
+	l.next = (l.next + 1) % len(l.ring)
 	l.mu.Unlock()
 }
 
@@ -107,12 +120,30 @@ func (m *Manager) record(tenant string, d *policy.Denial, in *policy.Input, path
 	}
 	c := *d
 	c.DecisionID = newDecisionID()
+	max := m.opts.DecisionMaxBytes
+	input := inputFields(in, paths)
+	for k, v := range input {
+		input[k] = bounded(v, max)
+	}
+	reasons := make([]policy.Reason, len(c.Reasons))
+	for i, r := range c.Reasons {
+		reasons[i] = policy.Reason{Code: r.Code, Message: r.Message, Context: r.Context}
+		if msg, ok := bounded(r.Message, max).(string); ok {
+			reasons[i].Message = msg
+		}
+		if _, ok := bounded(r.Context, max).(string); ok {
+			reasons[i].Context = map[string]any{"note": bounded(r.Context, max)}
+		}
+		if len(reasons[i].Code) > max {
+			reasons[i].Code = reasons[i].Code[:max]
+		}
+	}
 	dec := Decision{ID: c.DecisionID, Time: time.Now().UTC(), Layer: c.Layer, Revision: c.Revision,
-		Principal: in.Principal, Action: string(in.Action), Reasons: c.Reasons, Input: inputFields(in, paths)}
+		Principal: in.Principal, Action: string(in.Action), Reasons: reasons, Input: input}
 	m.lmu.Lock()
 	l := m.logs[tenant]
 	if l == nil {
-		l = &decisionLog{ring: make([]Decision, m.opts.DecisionLogSize)}
+		l = &decisionLog{size: m.opts.DecisionLogSize}
 		m.logs[tenant] = l
 	}
 	m.lmu.Unlock()
@@ -131,4 +162,14 @@ func (m *Manager) Decisions(tenant string, limit int) []Decision {
 		return []Decision{}
 	}
 	return l.newest(limit)
+}
+
+// bounded returns v, or when v is longer than max bytes as JSON a string
+// noting its size (what the decision log keeps of it).
+func bounded(v any, max int) any {
+	raw, err := json.Marshal(v)
+	if err != nil || len(raw) <= max {
+		return v
+	}
+	return fmt.Sprintf("(%d bytes of JSON, more than the decision log keeps: policy_decision_max_bytes %d)", len(raw), max)
 }

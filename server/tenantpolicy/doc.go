@@ -9,14 +9,19 @@
 //
 // Push takes a bundle as a gzip-compressed tar: at most
 // Limits.MaxBundleBytes as uploaded, at most Limits.MaxFiles entries,
-// each file at most Limits.MaxFileBytes; only regular files named *.rego,
+// each file at most Limits.MaxFileBytes and all of them together at most
+// Limits.MaxTotalBytes (uncompressed); only regular files named *.rego,
 // *.json or .manifest and directories; no absolute path, no "..", no
 // link or device, no entry twice. A bundle breaking a rule is refused
 // with a *BundleError naming the entry and the rule. An acceptable
-// archive is extracted to a temporary directory, its Rego tests
+// archive is extracted to a temporary directory; a bundle calling a
+// built-in that reaches outside the policy (http.send,
+// net.lookup_ip_addr, opa.runtime) is refused (*RejectedError, stage
+// "compile") before anything of it runs; its Rego tests
 // (*_test.rego, as opa.RunTests runs them) are run and the policy is
 // compiled (opa.Load, tests left out): a bundle that does not compile or
-// whose tests fail is refused with a *RejectedError listing the errors,
+// whose tests fail, or whose tests and compilation together run past
+// Options.CheckTimeout, is refused with a *RejectedError listing the errors,
 // and the active revision stays.
 //
 // # Revisions and storage
@@ -44,7 +49,8 @@
 // Every denial of a tenant's write, by either layer, is recorded in the
 // tenant's decision log (Decisions) with a decision id (also the
 // denial's DecisionID), the layer, the revision, the principal, the
-// action, the reasons and the input fields the deciding policy reads.
+// action, the reasons and the input fields the deciding policy reads
+// (each field and reason kept up to Options.DecisionMaxBytes of JSON).
 // The log keeps the last Options.DecisionLogSize denials per tenant in
 // memory: a restart empties it, and allowed writes are not recorded.
 package tenantpolicy

@@ -59,6 +59,19 @@ type Options struct {
 	// 0 means DefaultDecisionLogSize; negative: no log. Range up to
 	// 100000.
 	DecisionLogSize int
+	// CheckTimeout bounds the checks of one bundle — its Rego tests and
+	// its compilation together — at upload and at load: a bundle still
+	// checking then is refused (*RejectedError naming
+	// policy_bundle_check_timeout). Uploads run one at a time, so this is
+	// also the longest one upload holds the others. 0 means 30s; range
+	// 1s..10m.
+	CheckTimeout time.Duration
+	// DecisionMaxBytes bounds what a decision log entry keeps of each
+	// input field and of each reason's message and context: exactly this
+	// many bytes of JSON are kept, a longer one is replaced by a string
+	// noting its size. 0 means DefaultDecisionMaxBytes (4096); range
+	// 256..1MiB.
+	DecisionMaxBytes int
 }
 
 // loaded is one revision of a tenant's bundle, compiled.
@@ -104,6 +117,18 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	}
 	if opts.DecisionLogSize == 0 {
 		opts.DecisionLogSize = DefaultDecisionLogSize
+	}
+	if opts.CheckTimeout == 0 {
+		opts.CheckTimeout = 30 * time.Second
+	}
+	if opts.CheckTimeout < time.Second || opts.CheckTimeout > 10*time.Minute {
+		return nil, fmt.Errorf("policy bundle check timeout = %v: want 1s..10m", opts.CheckTimeout)
+	}
+	if opts.DecisionMaxBytes == 0 {
+		opts.DecisionMaxBytes = DefaultDecisionMaxBytes
+	}
+	if opts.DecisionMaxBytes < 256 || opts.DecisionMaxBytes > 1<<20 {
+		return nil, fmt.Errorf("policy decision max bytes = %d: want 256..1MiB", opts.DecisionMaxBytes)
 	}
 	if opts.DecisionLogSize > 100000 {
 		return nil, fmt.Errorf("policy decision log size = %d: want at most 100000 (negative: none)", opts.DecisionLogSize)
@@ -277,6 +302,14 @@ func (m *Manager) get(tenant, rev string) *loaded {
 // check extracts data to a temporary directory, runs its tests (when
 // test) and compiles it.
 func (m *Manager) check(ctx context.Context, data []byte, test bool) (*loaded, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.opts.CheckTimeout)
+	defer cancel()
+	timedOut := func() error {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) && context.Cause(ctx) == context.DeadlineExceeded {
+			return &RejectedError{Stage: "tests", Errors: []string{fmt.Sprintf("the bundle's tests and compilation ran past %v (policy_bundle_check_timeout)", m.opts.CheckTimeout)}}
+		}
+		return nil
+	}
 	tmp, err := os.MkdirTemp(m.opts.Dir, ".bundle-")
 	if err != nil {
 		return nil, err
@@ -291,8 +324,16 @@ func (m *Manager) check(ctx context.Context, data []byte, test bool) (*loaded, e
 		}
 		return lines
 	}
+	if refused, err := refuseBuiltins(tmp); err != nil {
+		return nil, err
+	} else if len(refused) > 0 {
+		return nil, &RejectedError{Stage: "compile", Errors: refused}
+	}
 	if test {
-		results, err := opa.RunTests(ctx, tmp, opa.TestOptions{})
+		results, err := opa.RunTests(ctx, tmp, opa.TestOptions{Timeout: min(opa.DefaultTestTimeout, m.opts.CheckTimeout)})
+		if terr := timedOut(); terr != nil {
+			return nil, terr
+		}
 		if err != nil {
 			if errors.Is(err, opa.ErrBundleLoad) || errors.Is(err, opa.ErrBundleCompile) {
 				return nil, &RejectedError{Stage: "compile", Errors: scrub(opa.ErrorLines(err))}
@@ -315,6 +356,9 @@ func (m *Manager) check(ctx context.Context, data []byte, test bool) (*loaded, e
 		}
 	}
 	g, err := opa.Load(ctx, tmp, opa.Options{Name: "tenant", Timeout: m.opts.Timeout})
+	if terr := timedOut(); terr != nil {
+		return nil, terr
+	}
 	if err != nil {
 		lines := opa.ErrorLines(err)
 		if len(lines) == 0 {

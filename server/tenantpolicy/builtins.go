@@ -1,0 +1,57 @@
+package tenantpolicy
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// refusedBuiltins are the built-ins a tenant's bundle may not call (nor
+// mock with "with"): they would make the server call out to the network
+// (http.send, net.lookup_ip_addr) or hand the tenant the server's
+// environment and configuration (opa.runtime), at upload (its tests) or
+// on every write.
+var refusedBuiltins = map[string]bool{
+	"http.send":          true,
+	"net.lookup_ip_addr": true,
+	"opa.runtime":        true,
+}
+
+// refuseBuiltins parses the .rego modules under dir and lists each call
+// of a refused built-in as "file:line: name is not allowed in a tenant
+// bundle" (paths relative to dir). A module that does not parse is left
+// to the compile stage to report.
+func refuseBuiltins(dir string) ([]string, error) {
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".rego") {
+			return err
+		}
+		src, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		mod, err := ast.ParseModuleWithOpts(filepath.ToSlash(rel), string(src), ast.ParserOptions{RegoVersion: ast.RegoV1})
+		if err != nil {
+			return nil
+		}
+		ast.WalkRefs(mod, func(r ast.Ref) bool {
+			if name := r.String(); refusedBuiltins[name] {
+				line := 0
+				if loc := r[0].Location; loc != nil {
+					line = loc.Row
+				}
+				out = append(out, fmt.Sprintf("%s:%d: %s is not allowed in a tenant policy bundle (it reaches outside the policy)", filepath.ToSlash(rel), line, name))
+			}
+			return false
+		})
+		return nil
+	})
+	sort.Strings(out)
+	return out, err
+}
