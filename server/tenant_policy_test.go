@@ -409,11 +409,7 @@ func TestTenantPolicyBundleSizeLimit(t *testing.T) {
 // server.policy_decision_log_size denials per tenant, dropping the
 // oldest; a size past the range is refused at start.
 func TestTenantPolicyDecisionLogSize(t *testing.T) {
-	cfg := server.DefaultConfig()
-	cfg.Root, cfg.Stderr, cfg.PolicyDecisionLogSize = t.TempDir(), io.Discard, 100001
-	if _, err := server.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "100000") {
-		t.Fatalf("a decision log size of 100001: %v, want refused naming the range", err)
-	}
+	refusedAtStart(t, func(c *server.Config) { c.PolicyDecisionLogSize = 100001 }, "100000")
 	ps := startPolicyServer(t, t.TempDir(), func(c *server.Config) { c.PolicyDecisionLogSize = 2 })
 	ctx := context.Background()
 	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
@@ -706,11 +702,7 @@ func TestTenantPolicyErrorsKeepServerPaths(t *testing.T) {
 // run one at a time, so one tenant's slow bundle must not hold the
 // others' for minutes; a timeout out of range is refused at start.
 func TestTenantPolicyCheckTimeout(t *testing.T) {
-	cfg := server.DefaultConfig()
-	cfg.Root, cfg.Stderr, cfg.PolicyBundleCheckTimeout = t.TempDir(), io.Discard, 999*time.Millisecond
-	if _, err := server.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "check timeout") {
-		t.Fatalf("a check timeout of 999ms: %v, want refused naming the range", err)
-	}
+	refusedAtStart(t, func(c *server.Config) { c.PolicyBundleCheckTimeout = 999*time.Millisecond }, "check timeout")
 	ctx := context.Background()
 	_, admin := tenantAdmin(t, func(c *server.Config) { c.PolicyBundleCheckTimeout = time.Second })
 	var tests strings.Builder
@@ -739,11 +731,7 @@ func TestTenantPolicyCheckTimeout(t *testing.T) {
 // that a tenant denying large payloads cannot make the decision log hold
 // a MiB per denial.
 func TestTenantPolicyDecisionMaxBytes(t *testing.T) {
-	cfg := server.DefaultConfig()
-	cfg.Root, cfg.Stderr, cfg.PolicyDecisionMaxBytes = t.TempDir(), io.Discard, 255
-	if _, err := server.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "256") {
-		t.Fatalf("a decision max bytes of 255: %v, want refused naming the range", err)
-	}
+	refusedAtStart(t, func(c *server.Config) { c.PolicyDecisionMaxBytes = 255 }, "256")
 	ctx := context.Background()
 	_, admin := tenantAdmin(t, func(c *server.Config) { c.PolicyDecisionMaxBytes = 300 })
 	rule := "package batpak.write\n\ndeny contains {\"code\": \"NO\", \"message\": input.event.payload.s} if {\n\tinput.event.payload.s\n}\n"
@@ -904,5 +892,17 @@ func TestTenantPolicyDecisionLogGrowsWithUse(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 16<<20 {
 		t.Errorf("ten denials took %d MiB of heap", grew>>20)
+	}
+}
+
+// refusedAtStart checks that server.New refuses a config that set
+// changes out of its range, with an error containing want.
+func refusedAtStart(t *testing.T, set func(*server.Config), want string) {
+	t.Helper()
+	cfg := server.DefaultConfig()
+	cfg.Root, cfg.Stderr = t.TempDir(), io.Discard
+	set(&cfg)
+	if _, err := server.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("server.New: %v, want refused naming %q", err, want)
 	}
 }
