@@ -34,6 +34,25 @@ type BatchAdmission interface {
 	AdmitBatch(ctx context.Context, items []*Proposal) error
 }
 
+// SwitchedAdmission is implemented by gates that judge writes only some of
+// the time (a tenant's policy that may be uploaded later): while Judging
+// reports false, writes are admitted without building a Proposal, so an
+// idle gate costs the write path nothing. Destructive operations are asked
+// through MaintenanceAdmission as always.
+type SwitchedAdmission interface {
+	Judging() bool
+}
+
+// idleAdmission reports whether writes need not be proposed at all: no
+// Admission, or one that is not judging now.
+func (s *Store) idleAdmission() bool {
+	if s.cfg.Admission == nil {
+		return true
+	}
+	sw, ok := s.cfg.Admission.(SwitchedAdmission)
+	return ok && !sw.Judging()
+}
+
 // Action names the write path a proposal came through.
 type Action string
 
@@ -120,7 +139,7 @@ func actionOf(ctx context.Context, def Action) Action {
 // admit asks the configured Admission about one prepared event. index is
 // the batch position (-1 outside a batch).
 func (s *Store) admit(ctx context.Context, action Action, ev *eventReq, index, size int) error {
-	if s.cfg.Admission == nil {
+	if s.idleAdmission() {
 		return nil
 	}
 	return s.cfg.Admission.Admit(ctx, s.proposal(ctx, action, ev, index, size))
@@ -145,7 +164,7 @@ func (s *Store) proposal(ctx context.Context, action Action, ev *eventReq, index
 
 // admitBatch asks about every item, then about the batch as a whole.
 func (s *Store) admitBatch(ctx context.Context, action Action, evs []eventReq) error {
-	if s.cfg.Admission == nil {
+	if s.idleAdmission() {
 		return nil
 	}
 	ps := make([]*Proposal, len(evs))

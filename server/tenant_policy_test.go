@@ -702,7 +702,7 @@ func TestTenantPolicyErrorsKeepServerPaths(t *testing.T) {
 // run one at a time, so one tenant's slow bundle must not hold the
 // others' for minutes; a timeout out of range is refused at start.
 func TestTenantPolicyCheckTimeout(t *testing.T) {
-	refusedAtStart(t, func(c *server.Config) { c.PolicyBundleCheckTimeout = 999*time.Millisecond }, "check timeout")
+	refusedAtStart(t, func(c *server.Config) { c.PolicyBundleCheckTimeout = 999 * time.Millisecond }, "check timeout")
 	ctx := context.Background()
 	_, admin := tenantAdmin(t, func(c *server.Config) { c.PolicyBundleCheckTimeout = time.Second })
 	var tests strings.Builder

@@ -445,6 +445,12 @@ type admission struct {
 	platformGate *opa.Gate
 }
 
+// Judging implements core.SwitchedAdmission: writes need judging while
+// there is a platform policy or the tenant has an active bundle.
+func (a *admission) Judging() bool {
+	return a.platform != nil || a.m.opts.Plane.ActivePolicy(a.tenant) != ""
+}
+
 // Admit implements core.Admission.
 func (a *admission) Admit(ctx context.Context, p *core.Proposal) error {
 	rev := a.m.opts.Plane.ActivePolicy(a.tenant)
