@@ -41,6 +41,19 @@ type Quotas struct {
 	MaxBatchEvents   int     `json:"max_batch_events,omitempty"`  // events in one batch request
 	MaxSubscriptions int     `json:"max_subscriptions,omitempty"` // concurrent SSE streams
 	MaxCursors       int     `json:"max_cursors,omitempty"`       // named cursors defined
+
+	// Plugin limits (the tenantplugin package applies them): zero or
+	// negative means the server's ceiling (server.plugins.*), and a value
+	// above the ceiling is lowered to it. A manifest asking for more than
+	// the tenant's limit is refused at upload.
+	PluginMemoryBytes int64 `json:"plugin_memory_bytes,omitempty"` // a plugin's linear memory (whole 64 KiB pages)
+	PluginCallMillis  int   `json:"plugin_call_ms,omitempty"`      // one plugin call's time
+	PluginOutputBytes int64 `json:"plugin_output_bytes,omitempty"` // one call's output (a projection's state)
+	PluginLogLines    int   `json:"plugin_log_lines,omitempty"`    // lines one call may log
+	PluginLogBytes    int64 `json:"plugin_log_bytes,omitempty"`    // bytes one call may log
+	MaxPlugins        int   `json:"max_plugins,omitempty"`         // plugins the tenant keeps
+	MaxPluginVersions int   `json:"max_plugin_versions,omitempty"` // versions one plugin keeps
+	MaxModuleBytes    int64 `json:"max_module_bytes,omitempty"`    // one uploaded module
 }
 
 // Settings are a tenant's store settings.

@@ -14,7 +14,8 @@ import (
 const Scope = "control"
 
 // The recorded changes. Category 1: tenants and the operator credential;
-// 2: keys; 3: cursor definitions; 4: tenants' policy bundles. Their numbers are part of the system
+// 2: keys; 3: cursor definitions; 4: tenants' policy bundles; 5: tenants'
+// plugins. Their numbers are part of the system
 // store's format: never renumber one.
 var (
 	kindTenantCreated    = core.MustKind(1, 1)
@@ -30,6 +31,10 @@ var (
 	kindCursorDeleted    = core.MustKind(3, 2)
 	kindPolicyActivated  = core.MustKind(4, 1)
 	kindPolicyRolledBack = core.MustKind(4, 2)
+	kindPluginAdded      = core.MustKind(5, 1) // a version added and made active
+	kindPluginSwapped    = core.MustKind(5, 2) // a kept version made active
+	kindPluginDeleted    = core.MustKind(5, 3) // a plugin, or one inactive version, forgotten
+	kindPluginKept       = core.MustKind(5, 4) // a version added, the active one unchanged
 )
 
 var kindNames = map[core.Kind]string{
@@ -46,6 +51,10 @@ var kindNames = map[core.Kind]string{
 	kindCursorDeleted:    "cursor.deleted",
 	kindPolicyActivated:  "policy.activated",
 	kindPolicyRolledBack: "policy.rolled_back",
+	kindPluginAdded:      "plugin.added",
+	kindPluginSwapped:    "plugin.swapped",
+	kindPluginDeleted:    "plugin.deleted",
+	kindPluginKept:       "plugin.kept",
 }
 
 // Change is one recorded control-plane change, as History returns it.
@@ -73,6 +82,7 @@ type body struct {
 	DeletedCursors []string         `json:"deleted_cursors,omitempty"`
 	OperatorHash   string           `json:"operator_hash,omitempty"`
 	Policy         *policyRecord    `json:"policy,omitempty"`
+	Plugin         *pluginRecord    `json:"plugin,omitempty"`
 }
 
 type keyRecord struct {
@@ -158,6 +168,13 @@ func decode(ev core.StoredEvent) (change, error) {
 		if err := ValidPolicyRevision(b.Policy.Revision); err != nil {
 			return change{}, err
 		}
+	case kindPluginAdded, kindPluginKept, kindPluginSwapped, kindPluginDeleted:
+		if b.Plugin == nil {
+			return change{}, fmt.Errorf("%s without a plugin", kindNames[k])
+		}
+		if (k == kindPluginAdded || k == kindPluginKept) && ValidPolicyRevision(b.Plugin.Digest) != nil {
+			return change{}, fmt.Errorf("%s without a module digest", kindNames[k])
+		}
 	}
 	return c, nil
 }
@@ -176,6 +193,7 @@ type state struct {
 	hasOperator bool
 	clocks      map[string]uint64 // entity → events recorded (its next clock)
 	policies    map[string]*TenantPolicy
+	plugins     map[string]map[string]*TenantPlugin // tenant → name → plugin
 }
 
 func newState() state {
@@ -186,6 +204,7 @@ func newState() state {
 		cursors:    map[string]map[string]CursorDef{},
 		clocks:     map[string]uint64{},
 		policies:   map[string]*TenantPolicy{},
+		plugins:    map[string]map[string]*TenantPlugin{},
 	}
 }
 
@@ -232,8 +251,11 @@ func (s *state) apply(c change) {
 		delete(s.tenantKeys, b.Tenant)
 		delete(s.cursors, b.Tenant)
 		delete(s.policies, b.Tenant)
+		delete(s.plugins, b.Tenant)
 	case kindPolicyActivated, kindPolicyRolledBack:
 		s.applyPolicy(c)
+	case kindPluginAdded, kindPluginKept, kindPluginSwapped, kindPluginDeleted:
+		s.applyPlugin(c)
 	case kindKeyIssued:
 		h, _ := parseHash(b.Key.Hash) // checked by decode, or made by hexHash
 		s.keys[b.Key.ID] = Key{ID: b.Key.ID, Tenant: b.Tenant, Roles: b.Key.Roles, Name: b.Key.Name, Created: c.at, Hash: h}

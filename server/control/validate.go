@@ -114,6 +114,20 @@ func (q Quotas) Over(def Quotas) Quotas {
 	out.MaxBatchEvents = pick(q.MaxBatchEvents, def.MaxBatchEvents)
 	out.MaxSubscriptions = pick(q.MaxSubscriptions, def.MaxSubscriptions)
 	out.MaxCursors = pick(q.MaxCursors, def.MaxCursors)
+	pick64 := func(v, d int64) int64 {
+		if v != 0 {
+			return v
+		}
+		return d
+	}
+	out.PluginMemoryBytes = pick64(q.PluginMemoryBytes, def.PluginMemoryBytes)
+	out.PluginCallMillis = pick(q.PluginCallMillis, def.PluginCallMillis)
+	out.PluginOutputBytes = pick64(q.PluginOutputBytes, def.PluginOutputBytes)
+	out.PluginLogLines = pick(q.PluginLogLines, def.PluginLogLines)
+	out.PluginLogBytes = pick64(q.PluginLogBytes, def.PluginLogBytes)
+	out.MaxPlugins = pick(q.MaxPlugins, def.MaxPlugins)
+	out.MaxPluginVersions = pick(q.MaxPluginVersions, def.MaxPluginVersions)
+	out.MaxModuleBytes = pick64(q.MaxModuleBytes, def.MaxModuleBytes)
 	return out
 }
 

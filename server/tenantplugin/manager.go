@@ -1,0 +1,813 @@
+package tenantplugin
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/plugins"
+	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/server/control"
+)
+
+// Revision is one kept version of a tenant's plugin, as the control
+// plane records it.
+type Revision = control.PluginVersion
+
+// RejectedError refuses an uploaded plugin: its manifest, its pin, or
+// the module as the plugin host checks and compiles it (Cause is then a
+// *plugins.LoadError). Nothing is stored and the active version stays.
+type RejectedError struct {
+	Plugin string
+	Reason string
+	Cause  error
+}
+
+func (e *RejectedError) Error() string {
+	msg := "plugin " + e.Plugin + " refused: " + e.Reason
+	if e.Cause != nil {
+		msg += ": " + strings.TrimPrefix(e.Cause.Error(), "batpak: ")
+	}
+	return msg
+}
+
+// Unwrap returns the cause.
+func (e *RejectedError) Unwrap() error { return e.Cause }
+
+// LimitError refuses an upload over one of the tenant's plugin limits.
+type LimitError struct {
+	Quota string // the control.Quotas key: "max_module_bytes", "plugin_memory_bytes", …
+	Limit int64  // the tenant's limit (milliseconds for plugin_call_ms)
+	Asked int64
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("the plugin asks %d, over the tenant's limit %d (quotas.%s)", e.Asked, e.Limit, e.Quota)
+}
+
+// NotLoadedError: a kept plugin whose active version could not be
+// loaded (at start: its stored module missing or damaged, or over the
+// tenant's limits as they are now). Swap to a version, or push one.
+type NotLoadedError struct {
+	Plugin string
+	Cause  error
+}
+
+func (e *NotLoadedError) Error() string {
+	return "plugin " + e.Plugin + " is not loaded: " + strings.TrimPrefix(e.Cause.Error(), "batpak: ")
+}
+
+// Unwrap returns the cause.
+func (e *NotLoadedError) Unwrap() error { return e.Cause }
+
+// Options configure a Manager.
+type Options struct {
+	Dir   string         // <root>/plugins: the modules; required
+	Plane *control.Plane // required
+	// CacheDir keeps compiled modules, shared by every tenant's plugin
+	// host: a module is compiled once whoever uploads it. "" keeps
+	// each tenant's compiled code in memory only.
+	CacheDir string
+	// Ceilings are the server's plugin limits (server.plugins.*): no
+	// tenant's quota raises a limit past them.
+	Ceilings Limits
+	// LogLines is how many recent log lines and faults each plugin's
+	// status keeps (in memory). 0 means 100; range up to 10000.
+	LogLines int
+	Logger   *slog.Logger // the server's own messages; nil: slog.Default()
+}
+
+// Manager keeps the tenants' plugins: uploads, versions, swaps and
+// projections. Safe for concurrent use; changes (push, swap, delete) run
+// one at a time.
+type Manager struct {
+	opts Options
+	mu   sync.Mutex // one change at a time
+
+	tmu     sync.RWMutex
+	tenants map[string]*tenantHost
+}
+
+// tenantHost is one tenant's plugin host and its plugins.
+type tenantHost struct {
+	host    *plugins.Host
+	mu      sync.RWMutex
+	plugins map[string]*hosted
+}
+
+// hosted is one of a tenant's plugins as loaded.
+type hosted struct {
+	p   atomic.Pointer[plugins.Plugin] // nil when it could not be loaded (err)
+	err atomic.Pointer[error]          // why it could not be loaded
+	rev atomic.Pointer[Revision]       // the version p runs
+
+	requests, faults, calls atomic.Uint64
+	callNanos               atomic.Int64
+	logs                    *ring[LogLine]
+	faultLog                *ring[Fault]
+}
+
+// Open makes the manager and loads the active version of every tenant's
+// plugins (a version that does not load is logged, and its projections
+// fail with *NotLoadedError until another version is swapped in); it
+// removes the modules of tenants the plane no longer holds.
+func Open(ctx context.Context, opts Options) (*Manager, error) {
+	if opts.Dir == "" || opts.Plane == nil {
+		return nil, errors.New("tenantplugin: Options.Dir and Options.Plane are required")
+	}
+	var err error
+	if opts.Ceilings, err = opts.Ceilings.WithDefaults(); err != nil {
+		return nil, err
+	}
+	if opts.LogLines == 0 {
+		opts.LogLines = 100
+	}
+	if opts.LogLines < 0 || opts.LogLines > 10000 {
+		return nil, fmt.Errorf("server.plugins.log_lines_kept = %d: want 1..10000", opts.LogLines)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	m := &Manager{opts: opts, tenants: map[string]*tenantHost{}}
+	ents, err := os.ReadDir(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		if _, ok := opts.Plane.Tenant(e.Name()); !ok || !e.IsDir() {
+			if err := os.RemoveAll(filepath.Join(opts.Dir, e.Name())); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, tenant := range opts.Plane.PluginTenants() {
+		for _, tp := range opts.Plane.Plugins(tenant) {
+			rev, _ := tp.ActiveVersion()
+			th, err := m.host(tenant)
+			if err != nil {
+				return nil, err
+			}
+			h := m.newHosted(th, tp.Name)
+			if err := m.loadInto(ctx, tenant, th, h, rev); err != nil {
+				opts.Logger.Error("a tenant's plugin does not load: its projections fail until another version is pushed or swapped in",
+					"tenant", tenant, "plugin", tp.Name, "version", rev.Version, "error", err)
+				h.err.Store(&err)
+			}
+		}
+	}
+	return m, nil
+}
+
+// Close unloads every plugin.
+func (m *Manager) Close(ctx context.Context) error {
+	m.tmu.Lock()
+	ts := m.tenants
+	m.tenants = map[string]*tenantHost{}
+	m.tmu.Unlock()
+	var errs []error
+	for _, th := range ts {
+		errs = append(errs, th.host.Close(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// Ceilings returns the server's plugin limits.
+func (m *Manager) Ceilings() Limits { return m.opts.Ceilings }
+
+// Limits returns the tenant's plugin limits: its quotas lowered to the
+// server's ceilings.
+func (m *Manager) Limits(tenant string) Limits {
+	t, _ := m.opts.Plane.Tenant(tenant)
+	return under(m.opts.Ceilings, t.Quotas)
+}
+
+// host returns the tenant's plugin host, made on first use.
+func (m *Manager) host(tenant string) (*tenantHost, error) {
+	m.tmu.RLock()
+	th := m.tenants[tenant]
+	m.tmu.RUnlock()
+	if th != nil {
+		return th, nil
+	}
+	m.tmu.Lock()
+	defer m.tmu.Unlock()
+	if th = m.tenants[tenant]; th != nil {
+		return th, nil
+	}
+	th = &tenantHost{plugins: map[string]*hosted{}}
+	sink := logSink{find: func(name string) *ring[LogLine] {
+		th.mu.RLock()
+		defer th.mu.RUnlock()
+		if h := th.plugins[name]; h != nil {
+			return h.logs
+		}
+		return nil
+	}}
+	host, err := plugins.NewHost(plugins.HostOptions{CacheDir: m.opts.CacheDir, Logger: slog.New(sink)})
+	if err != nil {
+		return nil, err
+	}
+	th.host = host
+	m.tenants[tenant] = th
+	return th, nil
+}
+
+func (m *Manager) newHosted(th *tenantHost, name string) *hosted {
+	h := &hosted{logs: newRing[LogLine](m.opts.LogLines), faultLog: newRing[Fault](m.opts.LogLines)}
+	th.mu.Lock()
+	th.plugins[name] = h
+	th.mu.Unlock()
+	return h
+}
+
+func (th *tenantHost) get(name string) *hosted {
+	th.mu.RLock()
+	defer th.mu.RUnlock()
+	return th.plugins[name]
+}
+
+func (m *Manager) lookup(tenant, name string) *hosted {
+	m.tmu.RLock()
+	th := m.tenants[tenant]
+	m.tmu.RUnlock()
+	if th == nil {
+		return nil
+	}
+	return th.get(name)
+}
+
+func (m *Manager) modulePath(tenant, digest string) string {
+	return filepath.Join(m.opts.Dir, tenant, digest+".wasm")
+}
+
+// owner is the principal a tenant's plugin acts as: its writes carry the
+// tenant and the role writer, and the plugin's own identity beside
+// (plugins.Plugin.Ref).
+func owner(tenant, name string) policy.Principal {
+	return policy.Principal{ID: "plugin:" + name, Tenant: tenant, Roles: []string{"writer"}}
+}
+
+// manifestFor parses a manifest as uploaded and fits its limits to the
+// tenant's: a limit the manifest leaves out is the tenant's; one it asks
+// over the tenant's is a *LimitError when strict (an upload), lowered to
+// it otherwise (a stored version loaded under lowered quotas).
+func manifestFor(raw []byte, l Limits, strict bool) (plugins.Manifest, error) {
+	var mf plugins.Manifest
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&mf); err != nil {
+		return mf, &RejectedError{Plugin: "?", Reason: "the manifest is not a plugin manifest", Cause: err}
+	}
+	ml := &mf.Limits
+	pages := uint32(l.MemoryBytes / pageBytes)
+	type fit struct {
+		quota      string
+		asked, lim int64
+		set        func(int64)
+	}
+	for _, f := range []fit{
+		{"plugin_memory_bytes", int64(ml.MemoryPages) * pageBytes, int64(pages) * pageBytes, func(v int64) { ml.MemoryPages = uint32(v / pageBytes) }},
+		{"plugin_call_ms", time.Duration(ml.Timeout).Milliseconds(), l.CallTimeout.Milliseconds(), func(v int64) { ml.Timeout = plugins.Duration(time.Duration(v) * time.Millisecond) }},
+		{"plugin_output_bytes", int64(ml.MaxOutputBytes), l.OutputBytes, func(v int64) { ml.MaxOutputBytes = uint32(v) }},
+		{"plugin_log_lines", int64(ml.LogLines), int64(l.LogLines), func(v int64) { ml.LogLines = uint32(v) }},
+		{"plugin_log_bytes", int64(ml.LogBytes), l.LogBytes, func(v int64) { ml.LogBytes = uint32(v) }},
+	} {
+		switch {
+		case f.asked == 0:
+			f.set(f.lim)
+		case f.asked > f.lim && strict:
+			return mf, &LimitError{Quota: f.quota, Limit: f.lim, Asked: f.asked}
+		case f.asked > f.lim:
+			f.set(f.lim)
+		}
+	}
+	if l.CallTimeout < time.Millisecond || time.Duration(ml.Timeout) < time.Millisecond {
+		ml.Timeout = plugins.Duration(max(l.CallTimeout, time.Millisecond))
+	}
+	if d := time.Duration(ml.Timeout); d > l.CallTimeout {
+		ml.Timeout = plugins.Duration(l.CallTimeout)
+	}
+	return mf, nil
+}
+
+// loadInto loads rev's stored module into h (Load, or Swap when h runs a
+// plugin already), its limits fitted to the tenant's now.
+func (m *Manager) loadInto(ctx context.Context, tenant string, th *tenantHost, h *hosted, rev Revision) error {
+	wasm, err := os.ReadFile(m.modulePath(tenant, rev.Digest))
+	if err != nil {
+		return err
+	}
+	if plugins.Digest(wasm) != rev.Digest {
+		return fmt.Errorf("the stored module's SHA-256 is not its digest %s (damaged)", rev.Digest)
+	}
+	mf, err := manifestFor(rev.Manifest, m.Limits(tenant), false)
+	if err != nil {
+		return err
+	}
+	return m.run(ctx, tenant, th, h, wasm, mf, rev)
+}
+
+// run makes h run wasm: a first load, or a hot swap.
+func (m *Manager) run(ctx context.Context, tenant string, th *tenantHost, h *hosted, wasm []byte, mf plugins.Manifest, rev Revision) error {
+	if p := h.p.Load(); p != nil {
+		if err := p.Swap(ctx, wasm, mf); err != nil {
+			return err
+		}
+	} else {
+		p, err := th.host.LoadFor(ctx, owner(tenant, mf.Name), wasm, mf)
+		if err != nil {
+			return err
+		}
+		h.p.Store(p)
+		h.err.Store(nil)
+	}
+	h.rev.Store(&rev)
+	return nil
+}
+
+// Push checks, compiles and stores an uploaded plugin (manifest: the
+// plugins.Manifest as JSON, with "sha256" the module's digest) and
+// records it as a new version of the tenant's plugin named in the
+// manifest, active when activate (a new plugin is always active). Errors:
+// *LimitError (the module or a manifest limit over the tenant's),
+// *RejectedError (manifest, pin, or the module as the plugin host
+// refuses it), control.ErrExists (the version is kept with another
+// module), control.ErrLimit (too many plugins or versions),
+// control.ErrNotFound (no such tenant). On any error nothing is recorded
+// and the active version stays. Pushing a kept version again (same
+// module) only activates it.
+func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte, activate bool) (control.TenantPlugin, error) {
+	l := m.Limits(tenant)
+	if int64(len(wasm)) > l.ModuleBytes {
+		return control.TenantPlugin{}, &LimitError{Quota: "max_module_bytes", Limit: l.ModuleBytes, Asked: int64(len(wasm))}
+	}
+	mf, err := manifestFor(manifest, l, true)
+	if err != nil {
+		return control.TenantPlugin{}, err
+	}
+	refuse := func(reason string) error { return &RejectedError{Plugin: mf.Name, Reason: reason} }
+	if err := control.ValidPluginName(mf.Name); err != nil {
+		return control.TenantPlugin{}, refuse(strings.TrimPrefix(err.Error(), "control: invalid: "))
+	}
+	if err := control.ValidPluginVersion(mf.Version); err != nil {
+		return control.TenantPlugin{}, refuse(strings.TrimPrefix(err.Error(), "control: invalid: "))
+	}
+	digest := plugins.Digest(wasm)
+	switch {
+	case mf.SHA256 == "":
+		return control.TenantPlugin{}, refuse(`the manifest pins no module: set "sha256" to the module's SHA-256 (` + digest + `)`)
+	case subtle.ConstantTimeCompare([]byte(strings.ToLower(mf.SHA256)), []byte(digest)) != 1:
+		return control.TenantPlugin{}, refuse(fmt.Sprintf("the module's SHA-256 %s is not the manifest's sha256 %s", digest, mf.SHA256))
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.opts.Plane.Tenant(tenant); !ok {
+		return control.TenantPlugin{}, fmt.Errorf("%w: tenant %q", control.ErrNotFound, tenant)
+	}
+	cur, exists := m.opts.Plane.Plugin(tenant, mf.Name)
+	if old, ok := cur.Version(mf.Version); ok && old.Digest != digest {
+		return control.TenantPlugin{}, fmt.Errorf("%w: plugin %s version %s is kept with another module (sha256 %s): give the new module a new version", control.ErrExists, mf.Name, mf.Version, old.Digest)
+	} else if ok {
+		if !activate {
+			return cur, nil
+		}
+		return m.swapLocked(ctx, tenant, mf.Name, mf.Version)
+	}
+	if exists && len(cur.Versions) > 0 && cur.Versions[0].Kind != string(mf.Kind) {
+		return control.TenantPlugin{}, refuse(fmt.Sprintf("a %s plugin cannot have a %s version (use another name)", cur.Versions[0].Kind, mf.Kind))
+	}
+	if !exists && len(m.opts.Plane.Plugins(tenant)) >= l.Plugins {
+		return control.TenantPlugin{}, fmt.Errorf("%w: the tenant has %d plugins, its limit (quotas.max_plugins)", control.ErrLimit, l.Plugins)
+	}
+	if len(cur.Versions) >= l.Versions {
+		return control.TenantPlugin{}, fmt.Errorf("%w: plugin %s keeps %d versions, its limit (quotas.max_plugin_versions): delete one first", control.ErrLimit, mf.Name, l.Versions)
+	}
+	th, err := m.host(tenant)
+	if err != nil {
+		return control.TenantPlugin{}, err
+	}
+	rev := Revision{Version: mf.Version, Digest: digest, Kind: string(mf.Kind), Bytes: int64(len(wasm)), Manifest: json.RawMessage(manifest)}
+	// Compile before anything is stored: a refused module leaves no trace.
+	h := th.get(mf.Name)
+	switch {
+	case h == nil || h.p.Load() == nil:
+		// A new plugin (or one whose active version did not load): load
+		// it under its name; it serves once recorded.
+		if h == nil {
+			h = &hosted{logs: newRing[LogLine](m.opts.LogLines), faultLog: newRing[Fault](m.opts.LogLines)}
+		}
+		p, err := th.host.LoadFor(ctx, owner(tenant, mf.Name), wasm, mf)
+		if err != nil {
+			return control.TenantPlugin{}, rejected(mf.Name, err)
+		}
+		if err := m.store(tenant, digest, wasm); err != nil {
+			_ = th.host.Unload(context.Background(), mf.Name)
+			return control.TenantPlugin{}, err
+		}
+		tp, err := m.opts.Plane.AddPluginVersion(ctx, tenant, rev, mf.Name, activate, l.Plugins, l.Versions)
+		if err != nil {
+			_ = th.host.Unload(context.Background(), mf.Name)
+			return control.TenantPlugin{}, err
+		}
+		if tp.Active == mf.Version {
+			h.p.Store(p)
+			h.err.Store(nil)
+			stored, _ := tp.ActiveVersion()
+			h.rev.Store(&stored)
+			th.mu.Lock()
+			th.plugins[mf.Name] = h
+			th.mu.Unlock()
+		} else {
+			_ = th.host.Unload(context.Background(), mf.Name)
+		}
+		return tp, nil
+	case !activate:
+		// Check the module without touching the running version: load it
+		// under a scratch name (compiled code is cached for a later swap).
+		scratch := mf
+		scratch.Name = fmt.Sprintf("check.%d", time.Now().UnixNano())
+		if _, err := th.host.LoadFor(ctx, owner(tenant, mf.Name), wasm, scratch); err != nil {
+			return control.TenantPlugin{}, rejected(mf.Name, err)
+		}
+		_ = th.host.Unload(context.Background(), scratch.Name)
+		if err := m.store(tenant, digest, wasm); err != nil {
+			return control.TenantPlugin{}, err
+		}
+		return m.opts.Plane.AddPluginVersion(ctx, tenant, rev, mf.Name, false, l.Plugins, l.Versions)
+	default:
+		// A new active version of a running plugin: a hot swap. Stored
+		// first, so a recorded version always has its module.
+		if err := m.store(tenant, digest, wasm); err != nil {
+			return control.TenantPlugin{}, err
+		}
+		prev := h.rev.Load()
+		if err := m.run(ctx, tenant, th, h, wasm, mf, rev); err != nil {
+			m.gc(tenant)
+			return control.TenantPlugin{}, rejected(mf.Name, err)
+		}
+		tp, err := m.opts.Plane.AddPluginVersion(ctx, tenant, rev, mf.Name, true, l.Plugins, l.Versions)
+		if err != nil {
+			if prev != nil {
+				_ = m.loadInto(context.WithoutCancel(ctx), tenant, th, h, *prev)
+			}
+			m.gc(tenant)
+			return control.TenantPlugin{}, err
+		}
+		stored, _ := tp.ActiveVersion()
+		h.rev.Store(&stored)
+		return tp, nil
+	}
+}
+
+func rejected(name string, err error) error {
+	var le *plugins.LoadError
+	if errors.As(err, &le) {
+		return &RejectedError{Plugin: name, Reason: le.Reason, Cause: le.Cause}
+	}
+	return err
+}
+
+// Swap makes a kept version of the tenant's plugin the active one, hot:
+// calls in progress finish on the old version, new calls run the new one,
+// and none fails for the swap. control.ErrNotFound for an unknown plugin
+// or version; an error loading the stored module leaves the active
+// version as it was.
+func (m *Manager) Swap(ctx context.Context, tenant, name, version string) (control.TenantPlugin, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.swapLocked(ctx, tenant, name, version)
+}
+
+func (m *Manager) swapLocked(ctx context.Context, tenant, name, version string) (control.TenantPlugin, error) {
+	tp, ok := m.opts.Plane.Plugin(tenant, name)
+	if !ok {
+		return tp, fmt.Errorf("%w: plugin %q", control.ErrNotFound, name)
+	}
+	rev, ok := tp.Version(version)
+	if !ok {
+		return tp, fmt.Errorf("%w: version %q of plugin %q", control.ErrNotFound, version, name)
+	}
+	th, err := m.host(tenant)
+	if err != nil {
+		return tp, err
+	}
+	h := th.get(name)
+	if h == nil {
+		h = m.newHosted(th, name)
+	}
+	if tp.Active == version && h.p.Load() != nil {
+		return tp, nil
+	}
+	prev := h.rev.Load()
+	if err := m.loadInto(ctx, tenant, th, h, rev); err != nil {
+		return tp, fmt.Errorf("tenantplugin: stored version %s of plugin %s: %w", version, name, rejected(name, err))
+	}
+	out, err := m.opts.Plane.SwapPlugin(ctx, tenant, name, version)
+	if err != nil {
+		if prev != nil {
+			_ = m.loadInto(context.WithoutCancel(ctx), tenant, th, h, *prev)
+		}
+		return out, err
+	}
+	return out, nil
+}
+
+// Delete forgets the tenant's plugin (version "": all of it, unloaded) or
+// one inactive version, and removes the modules no kept version refers
+// to. Errors as control.Plane.DeletePlugin.
+func (m *Manager) Delete(ctx context.Context, tenant, name, version string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.opts.Plane.DeletePlugin(ctx, tenant, name, version); err != nil {
+		return err
+	}
+	if version == "" {
+		m.tmu.RLock()
+		th := m.tenants[tenant]
+		m.tmu.RUnlock()
+		if th != nil {
+			th.mu.Lock()
+			h := th.plugins[name]
+			delete(th.plugins, name)
+			th.mu.Unlock()
+			if h != nil && h.p.Load() != nil {
+				_ = th.host.Unload(context.Background(), name)
+			}
+		}
+	}
+	m.gc(tenant)
+	return nil
+}
+
+// Reset lifts the quarantine of the tenant's plugin (and forgets its
+// consecutive faults). control.ErrNotFound for an unknown plugin.
+func (m *Manager) Reset(tenant, name string) (Status, error) {
+	h := m.lookup(tenant, name)
+	if _, ok := m.opts.Plane.Plugin(tenant, name); !ok || h == nil {
+		return Status{}, fmt.Errorf("%w: plugin %q", control.ErrNotFound, name)
+	}
+	if p := h.p.Load(); p != nil {
+		p.Reset()
+	}
+	return m.Status(tenant, name)
+}
+
+// Remove closes and deletes the plugins of a tenant the control plane
+// has deleted.
+func (m *Manager) Remove(tenant string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.opts.Plane.Tenant(tenant); ok {
+		return fmt.Errorf("tenantplugin: tenant %q still exists", tenant)
+	}
+	m.tmu.Lock()
+	th := m.tenants[tenant]
+	delete(m.tenants, tenant)
+	m.tmu.Unlock()
+	if th != nil {
+		_ = th.host.Close(context.Background())
+	}
+	return os.RemoveAll(filepath.Join(m.opts.Dir, tenant))
+}
+
+// gc removes the tenant's module files no kept version refers to.
+func (m *Manager) gc(tenant string) {
+	keep := map[string]bool{}
+	for _, tp := range m.opts.Plane.Plugins(tenant) {
+		for _, v := range tp.Versions {
+			keep[v.Digest+".wasm"] = true
+		}
+	}
+	ents, _ := os.ReadDir(filepath.Join(m.opts.Dir, tenant))
+	for _, e := range ents {
+		if !keep[e.Name()] {
+			_ = os.Remove(filepath.Join(m.opts.Dir, tenant, e.Name()))
+		}
+	}
+}
+
+// store writes the module to its content address, durably, unless it is
+// there already.
+func (m *Manager) store(tenant, digest string, data []byte) error {
+	dst := m.modulePath(tenant, digest)
+	if b, err := os.ReadFile(dst); err == nil && bytes.Equal(b, data) {
+		return nil
+	}
+	dir := filepath.Dir(dst)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".upload-")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("tenantplugin: storing the module: %w", err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Plugin returns the tenant's plugin called name as loaded, running its
+// active version, and that version's record: for hosting it elsewhere
+// (a handler plugin's worker). The *plugins.Plugin stays the same across
+// swaps (Swap replaces its module in place) until the plugin is deleted.
+// control.ErrNotFound for an unknown plugin; *NotLoadedError when its
+// active version could not be loaded.
+func (m *Manager) Plugin(ctx context.Context, tenant, name string) (*plugins.Plugin, Revision, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, Revision{}, err
+	}
+	h := m.lookup(tenant, name)
+	if h == nil {
+		return nil, Revision{}, fmt.Errorf("%w: plugin %q", control.ErrNotFound, name)
+	}
+	p := h.p.Load()
+	if p == nil {
+		err := errors.New("not loaded")
+		if e := h.err.Load(); e != nil {
+			err = *e
+		}
+		return nil, Revision{}, &NotLoadedError{Plugin: name, Cause: err}
+	}
+	rev := h.rev.Load()
+	return p, *rev, nil
+}
+
+// Projected is a projection plugin's state of one entity.
+type Projected struct {
+	State      []byte // the plugin's state bytes (nil: no events)
+	Found      bool   // the entity has events
+	Generation uint64 // core.Store.EntityGeneration of the state
+	Version    string // the plugin version that made it
+	Digest     string // its module's SHA-256
+	// Consistent is false when the plugin was swapped while projecting
+	// (Version and Digest may then not be the state's).
+	Consistent bool
+}
+
+// Project folds the entity's events (in store, the tenant's) through the
+// tenant's projection plugin name, continuing from the store's projection
+// cache. A plugin fault is a *plugins.PluginFault (recorded in the
+// plugin's status: counted, and listed in its recent faults); other
+// errors as Plugin, or the store's.
+func (m *Manager) Project(ctx context.Context, store *core.Store, tenant, name, entity string) (Projected, error) {
+	p, rev, err := m.Plugin(ctx, tenant, name)
+	if err != nil {
+		return Projected{}, err
+	}
+	if rev.Kind != string(plugins.KindProjection) {
+		return Projected{}, &RejectedError{Plugin: name, Reason: "it is a " + rev.Kind + " plugin, not a projection plugin"}
+	}
+	h := m.lookup(tenant, name)
+	h.requests.Add(1)
+	before := p.Digest()
+	gen, state, _, err := core.ProjectIfChanged(store, entity, countingProjection{Projection: plugins.Projection{P: p, Ctx: ctx}, h: h}, ^uint64(0), core.Consistent())
+	if err != nil {
+		var f *plugins.PluginFault
+		if errors.As(err, &f) && f.Kind != plugins.FaultQuarantined {
+			h.faults.Add(1)
+			h.faultLog.add(Fault{Time: time.Now().UTC(), Version: f.Version, Kind: string(f.Kind), Message: cut(f.Cause.Error())})
+		}
+		return Projected{}, err
+	}
+	after, cur := p.Digest(), h.rev.Load()
+	return Projected{State: state, Found: gen != 0, Generation: gen, Version: cur.Version, Digest: after,
+		Consistent: before == after && cur.Digest == after}, nil
+}
+
+// countingProjection counts the plugin calls a projection makes and
+// their time (a cached state makes none).
+type countingProjection struct {
+	plugins.Projection
+	h *hosted
+}
+
+func (c countingProjection) ApplyBatch(state []byte, evs []core.StoredEvent) ([]byte, error) {
+	t := time.Now()
+	out, err := c.Projection.ApplyBatch(state, evs)
+	c.h.calls.Add(1)
+	c.h.callNanos.Add(int64(time.Since(t)))
+	return out, err
+}
+
+// Status is a plugin's state as its tenant sees it.
+type Status struct {
+	control.TenantPlugin
+	Loaded      bool    `json:"loaded"`
+	LoadError   string  `json:"load_error,omitempty"`
+	Digest      string  `json:"digest,omitempty"` // the running module's SHA-256
+	Quarantined bool    `json:"quarantined"`
+	Limits      Limits  `json:"limits"` // the tenant's limits now
+	Stats       Stats   `json:"stats"`
+	Faults      []Fault `json:"faults"` // recent faults, oldest first
+	// Logs are the plugin's recent log lines, oldest first
+	// (Options.LogLines are kept; a restart empties them).
+	Logs []LogLine `json:"logs"`
+}
+
+// Stats are a plugin's counters since the server started.
+type Stats struct {
+	Requests        uint64  `json:"requests"` // projections asked of it
+	Calls           uint64  `json:"calls"`    // plugin calls they made (a cached state makes none)
+	CallSeconds     float64 `json:"call_seconds"`
+	Faults          uint64  `json:"faults"`
+	LogLines        uint64  `json:"log_lines"`
+	LogBytes        uint64  `json:"log_bytes"`
+	DroppedLogLines uint64  `json:"dropped_log_lines"`
+	DroppedLogBytes uint64  `json:"dropped_log_bytes"`
+}
+
+// Status returns the tenant's plugin's status. control.ErrNotFound for
+// an unknown plugin.
+func (m *Manager) Status(tenant, name string) (Status, error) {
+	tp, ok := m.opts.Plane.Plugin(tenant, name)
+	if !ok {
+		return Status{}, fmt.Errorf("%w: plugin %q", control.ErrNotFound, name)
+	}
+	st := Status{TenantPlugin: tp, Limits: m.Limits(tenant), Faults: []Fault{}, Logs: []LogLine{}}
+	h := m.lookup(tenant, name)
+	if h == nil {
+		return st, nil
+	}
+	st.Faults, st.Logs = h.faultLog.list(), h.logs.list()
+	st.Stats = Stats{Requests: h.requests.Load(), Calls: h.calls.Load(), CallSeconds: time.Duration(h.callNanos.Load()).Seconds(), Faults: h.faults.Load()}
+	p := h.p.Load()
+	if p == nil {
+		if e := h.err.Load(); e != nil {
+			st.LoadError = (*e).Error()
+		}
+		return st, nil
+	}
+	ps := p.Stats()
+	st.Stats.LogLines, st.Stats.LogBytes, st.Stats.DroppedLogLines, st.Stats.DroppedLogBytes = ps.LogLines, ps.LogBytes, ps.DroppedLogLines, ps.DroppedLogBytes
+	st.Loaded, st.Digest, st.Quarantined = true, p.Digest(), p.Quarantined()
+	return st, nil
+}
+
+// Summary is one plugin in a tenant's list.
+type Summary struct {
+	Name        string `json:"name"`
+	Kind        string `json:"kind"`
+	Active      string `json:"active"`
+	Digest      string `json:"digest"`
+	Versions    int    `json:"versions"`
+	Loaded      bool   `json:"loaded"`
+	Quarantined bool   `json:"quarantined"`
+}
+
+// List summarises the tenant's plugins, by name.
+func (m *Manager) List(tenant string) []Summary {
+	out := []Summary{}
+	for _, tp := range m.opts.Plane.Plugins(tenant) {
+		rev, _ := tp.ActiveVersion()
+		s := Summary{Name: tp.Name, Kind: rev.Kind, Active: tp.Active, Digest: rev.Digest, Versions: len(tp.Versions)}
+		if h := m.lookup(tenant, tp.Name); h != nil {
+			if p := h.p.Load(); p != nil {
+				s.Loaded, s.Quarantined = true, p.Quarantined()
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// ETag is the entity tag of a projected state: the entity's generation,
+// the module's digest and a digest of the state itself (so a redaction,
+// which changes a state but not the generation, changes the tag).
+func ETag(p Projected) string {
+	sum := sha256.Sum256(p.State)
+	return fmt.Sprintf(`"g%d-%s-%s"`, p.Generation, p.Digest[:16], hex.EncodeToString(sum[:8]))
+}
