@@ -23,6 +23,7 @@ import (
 	"github.com/batpak-go/batpak/server/httpapi"
 	"github.com/batpak-go/batpak/server/quota"
 	"github.com/batpak-go/batpak/server/tenancy"
+	"github.com/batpak-go/batpak/server/tenantplugin"
 	"github.com/batpak-go/batpak/server/tenantpolicy"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/netutil"
@@ -122,6 +123,20 @@ type Config struct {
 	// Default 1000; range up to 100000; negative: no log.
 	PolicyDecisionLogSize int
 
+	// Plugins are the ceilings of every tenant's plugin limits
+	// (server.plugins.*; see tenantplugin.Limits for each default and
+	// range): a tenant's quotas (control.Quotas.Plugin*, Max*) set its own
+	// limits, never above these.
+	Plugins tenantplugin.Limits
+	// PluginStateCacheBytes bounds the projected states the server keeps
+	// in memory for all tenants together (the projection endpoint's
+	// cache; least recently used dropped first). Default 64 MiB; range
+	// 1 MiB..16 GiB. (server.plugin_state_cache_bytes)
+	PluginStateCacheBytes int64
+	// PluginLogLines is how many recent log lines and faults each
+	// plugin's status keeps in memory. Default 100; range 1..10000.
+	PluginLogLines int
+
 	// Logger receives the server's own messages (default: text on Stderr);
 	// Stderr receives the access log and the generated operator token
 	// (default os.Stderr).
@@ -190,6 +205,13 @@ func (c Config) withDefaults() (Config, error) {
 	if c.SSEBufferEvents == 0 {
 		c.SSEBufferEvents = d.SSEBufferEvents
 	}
+	if c.PluginStateCacheBytes == 0 {
+		c.PluginStateCacheBytes = 64 << 20
+	}
+	var err error
+	if c.Plugins, err = c.Plugins.WithDefaults(); err != nil {
+		return c, err
+	}
 	if c.AccessLog == "" {
 		c.AccessLog = d.AccessLog
 	}
@@ -219,6 +241,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("policy timeout = %v: want 1ms..1m", c.PolicyTimeout)
 	case c.RateRefusalDelay > time.Second:
 		return c, fmt.Errorf("server.rate_refusal_delay = %v: want at most 1s (negative: none)", c.RateRefusalDelay)
+	case c.PluginStateCacheBytes != 0 && (c.PluginStateCacheBytes < 1<<20 || c.PluginStateCacheBytes > 16<<30):
+		return c, fmt.Errorf("server.plugin_state_cache_bytes = %d: want 1MiB..16GiB", c.PluginStateCacheBytes)
 	case c.SSEBufferEvents < 1:
 		return c, fmt.Errorf("server.sse_buffer_events = %d: want at least 1", c.SSEBufferEvents)
 	case (c.TLSCert == "") != (c.TLSKey == ""):
@@ -264,7 +288,11 @@ type Server struct {
 	// policies keeps the tenants' own policy bundles: every tenant
 	// store's admission asks the platform policy, then the tenant's.
 	policies *tenantpolicy.Manager
-	follow   *follow.Set
+	// plugins keeps the tenants' plugins; states is the projection cache
+	// of every tenant store.
+	plugins *tenantplugin.Manager
+	states  *tenantplugin.StateCache
+	follow  *follow.Set
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -311,6 +339,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		if s.tenants != nil {
 			_ = s.tenants.Close(context.Background())
 		}
+		if s.plugins != nil {
+			_ = s.plugins.Close(context.Background())
+		}
 		_ = s.plane.Close()
 		return nil, err
 	}
@@ -324,6 +355,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	})
 	if err != nil {
 		return fail(fmt.Errorf("tenant policies: %w", err))
+	}
+	s.states = tenantplugin.NewStateCache(cfg.PluginStateCacheBytes)
+	s.plugins, err = tenantplugin.Open(ctx, tenantplugin.Options{
+		Dir: filepath.Join(cfg.Root, "plugins"), CacheDir: filepath.Join(cfg.Root, "plugin-cache"), Plane: s.plane,
+		Ceilings: cfg.Plugins, LogLines: cfg.PluginLogLines, Logger: cfg.Logger, States: s.states,
+	})
+	if err != nil {
+		return fail(fmt.Errorf("tenant plugins: %w", err))
 	}
 	var opHash [32]byte
 	if cfg.OperatorToken != "" {
@@ -375,6 +414,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		SSEHeartbeat: cfg.SSEHeartbeat, SSEBufferEvents: cfg.SSEBufferEvents, Follow: s.follow,
 		RateRefusalDelay: max(cfg.RateRefusalDelay, 0),
 		Policies:         s.policies,
+		Plugins:          s.plugins,
 	})
 	s.http = &http.Server{
 		Handler:           s.api.Handler(),
@@ -396,6 +436,7 @@ func (s *Server) storeConfig(id string, admission core.Admission) core.Config {
 	}
 	c := tenancy.StoreConfig("", durable)
 	c.Admission = admission
+	c.ProjectionCache = s.states.Tenant(id)
 	c.SingleAppendMaxBytes = int(min(s.cfg.MaxBodyBytes, 64<<20))
 	c.MaxJSONDepth = s.cfg.MaxJSONDepth
 	c.Logger = s.cfg.Logger
@@ -457,6 +498,10 @@ func (s *Server) API() *httpapi.API { return s.api }
 // Follow is the server's event-stream fan-out (its Stats count encodes
 // and subscribers).
 func (s *Server) Follow() *follow.Set { return s.follow }
+
+// Plugins is the server's tenant plugin manager (for hosting a tenant's
+// handler plugins: Plugins().Plugin).
+func (s *Server) Plugins() *tenantplugin.Manager { return s.plugins }
 
 // Plane is the server's control plane.
 func (s *Server) Plane() *control.Plane { return s.plane }
@@ -574,6 +619,9 @@ func (s *Server) closeStores(ctx context.Context) error {
 	var err error
 	if s.tenants != nil {
 		err = s.tenants.Close(ctx)
+	}
+	if s.plugins != nil {
+		err = errors.Join(err, s.plugins.Close(ctx))
 	}
 	return errors.Join(err, s.plane.Close())
 }

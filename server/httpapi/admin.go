@@ -230,6 +230,11 @@ func (a *API) deleteTenant(c *call) error {
 			return err
 		}
 	}
+	if a.opts.Plugins != nil {
+		if err := a.opts.Plugins.Remove(t.ID); err != nil {
+			return err
+		}
+	}
 	c.w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/batpak-go/batpak/server/follow"
 	"github.com/batpak-go/batpak/server/quota"
 	"github.com/batpak-go/batpak/server/tenancy"
+	"github.com/batpak-go/batpak/server/tenantplugin"
 	"github.com/batpak-go/batpak/server/tenantpolicy"
 )
 
@@ -81,6 +82,9 @@ type Options struct {
 	// Policies keeps the tenants' own policy bundles (the …/policy
 	// routes); nil: those routes answer 404.
 	Policies *tenantpolicy.Manager
+	// Plugins keeps the tenants' plugins (the …/plugins and
+	// …/projections routes); nil: those routes answer 404.
+	Plugins *tenantplugin.Manager
 	// Follow fans tenant stores out to event streams (make it with
 	// EncodeEvent as Options.Encode); nil: /subscribe answers 503.
 	Follow *follow.Set
@@ -237,6 +241,13 @@ func (a *API) table() []Route {
 		{Method: "GET", Path: t + "/policy", Access: Tenant, Role: control.RoleReader, handler: a.listPolicies},
 		{Method: "POST", Path: t + "/policy/rollback", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.rollbackPolicy},
 		{Method: "GET", Path: t + "/policy/decisions", Access: Tenant, Role: control.RoleAdmin, handler: a.policyDecisions},
+		{Method: "POST", Path: t + "/plugins", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.pushPlugin},
+		{Method: "GET", Path: t + "/plugins", Access: Tenant, Role: control.RoleReader, handler: a.listPlugins},
+		{Method: "GET", Path: t + "/plugins/{name}", Access: Tenant, Role: control.RoleReader, handler: a.pluginStatus},
+		{Method: "POST", Path: t + "/plugins/{name}/swap", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.swapPlugin},
+		{Method: "POST", Path: t + "/plugins/{name}/reset", Access: Tenant, Role: control.RoleAdmin, handler: a.resetPlugin},
+		{Method: "DELETE", Path: t + "/plugins/{name}", Access: Tenant, Role: control.RoleAdmin, handler: a.deletePlugin},
+		{Method: "GET", Path: t + "/projections/{plugin}/{entity}", Access: Tenant, Role: control.RoleReader, handler: a.projection},
 
 		{Method: "POST", Path: ad, Access: Operator, Body: js, handler: a.createTenant},
 		{Method: "GET", Path: ad, Access: Operator, handler: a.listTenants},

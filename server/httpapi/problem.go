@@ -65,6 +65,9 @@ var titles = map[string]string{
 	wire.CodeInternal:            "Internal error",
 	wire.CodeBundleInvalid:       "Policy bundle refused",
 	wire.CodeBundleRejected:      "Policy bundle does not compile or fails its tests",
+	wire.CodePluginRejected:      "Plugin refused",
+	wire.CodePluginFault:         "Plugin fault",
+	wire.CodePluginQuarantined:   "Plugin quarantined",
 }
 
 // writeProblem writes e as application/problem+json.
@@ -179,7 +182,10 @@ func (a *API) problemFor(c *call, err error) *apiError {
 		index = &i
 	}
 	var out *apiError
+	pp := pluginProblem(err)
 	switch {
+	case pp != nil && !errors.As(err, &ae):
+		out = pp
 	case errors.As(err, &ae):
 		out = ae
 	case errors.As(err, &we):

@@ -33,7 +33,9 @@ func NewStateCache(maxBytes int64) *StateCache {
 
 // Tenant is the tenant's view of the cache, a core.ProjectionCache for
 // its store's Config.ProjectionCache.
-func (c *StateCache) Tenant(id string) core.ProjectionCache { return tenantCache{c: c, prefix: id + "\x00"} }
+func (c *StateCache) Tenant(id string) core.ProjectionCache {
+	return tenantCache{c: c, prefix: id + "\x00"}
+}
 
 // Forget drops every state of the tenant (its store is gone: a tenant
 // created again under its id must not see them).

@@ -88,6 +88,9 @@ type Options struct {
 	// status keeps (in memory). 0 means 100; range up to 10000.
 	LogLines int
 	Logger   *slog.Logger // the server's own messages; nil: slog.Default()
+	// States is the tenants' stores' projection cache, if any: a deleted
+	// tenant's states are dropped from it (Remove).
+	States *StateCache
 }
 
 // Manager keeps the tenants' plugins: uploads, versions, swaps and
@@ -582,6 +585,9 @@ func (m *Manager) Remove(tenant string) error {
 	m.tmu.Unlock()
 	if th != nil {
 		_ = th.host.Close(context.Background())
+	}
+	if m.opts.States != nil {
+		m.opts.States.Forget(tenant)
 	}
 	return os.RemoveAll(filepath.Join(m.opts.Dir, tenant))
 }

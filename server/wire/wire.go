@@ -39,6 +39,15 @@ const (
 	// CodeBundleRejected: an uploaded policy bundle does not compile or
 	// fails its tests (422; "stage" and "errors" say which and why).
 	CodeBundleRejected = "BUNDLE_REJECTED"
+	// CodePluginRejected: an uploaded plugin's manifest or module is
+	// refused (422; "plugin" and "errors" say which and why).
+	CodePluginRejected = "PLUGIN_REJECTED"
+	// CodePluginFault: a plugin call failed (424; "fault" is its kind:
+	// trap, timeout, memory, … or not-loaded).
+	CodePluginFault = "PLUGIN_FAULT"
+	// CodePluginQuarantined: the plugin refuses calls after too many
+	// consecutive faults until it is reset or swapped (424).
+	CodePluginQuarantined = "PLUGIN_QUARANTINED"
 )
 
 // ProblemTypeBase prefixes a problem's "type": the code in lower case follows.
@@ -105,6 +114,9 @@ type Problem struct {
 	// QUOTA_EXCEEDED, PAYLOAD_TOO_LARGE: which limit and its value.
 	Quota string   `json:"quota,omitempty"`
 	Limit *float64 `json:"limit,omitempty"`
+	// PLUGIN_*: the plugin, and the kind of fault.
+	Plugin string `json:"plugin,omitempty"`
+	Fault  string `json:"fault,omitempty"`
 }
 
 // Event is an event as the API shows it.
