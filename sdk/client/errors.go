@@ -27,8 +27,11 @@ const (
 	CodeForbidden           = "FORBIDDEN"
 	CodeBusy                = "BUSY"
 	CodeInternal            = "INTERNAL"
-	CodeBundleInvalid       = "BUNDLE_INVALID"  // a policy bundle's archive is refused (see Error.Entry)
-	CodeBundleRejected      = "BUNDLE_REJECTED" // a policy bundle does not compile or fails its tests
+	CodeBundleInvalid       = "BUNDLE_INVALID"     // a policy bundle's archive is refused (see Error.Entry)
+	CodeBundleRejected      = "BUNDLE_REJECTED"    // a policy bundle does not compile or fails its tests
+	CodePluginRejected      = "PLUGIN_REJECTED"    // an uploaded plugin is refused (see Error.Detail)
+	CodePluginFault         = "PLUGIN_FAULT"       // a plugin call failed (see Error.Fault)
+	CodePluginQuarantined   = "PLUGIN_QUARANTINED" // the plugin refuses calls until reset or swapped
 )
 
 // Sentinels for errors.Is: an *Error matches the sentinel with its Code.
@@ -50,6 +53,9 @@ var (
 	ErrBusy                = &Error{Code: CodeBusy}
 	ErrBundleInvalid       = &Error{Code: CodeBundleInvalid}
 	ErrBundleRejected      = &Error{Code: CodeBundleRejected}
+	ErrPluginRejected      = &Error{Code: CodePluginRejected}
+	ErrPluginFault         = &Error{Code: CodePluginFault}
+	ErrPluginQuarantined   = &Error{Code: CodePluginQuarantined}
 )
 
 // Error is a request the server refused: its problem document.

@@ -120,6 +120,15 @@ type Quotas struct {
 	MaxBatchEvents   int     `json:"max_batch_events,omitempty"`
 	MaxSubscriptions int     `json:"max_subscriptions,omitempty"`
 	MaxCursors       int     `json:"max_cursors,omitempty"`
+	// Plugin limits: 0 takes the server's ceiling; never above it.
+	PluginMemoryBytes int64 `json:"plugin_memory_bytes,omitempty"`
+	PluginCallMillis  int   `json:"plugin_call_ms,omitempty"`
+	PluginOutputBytes int64 `json:"plugin_output_bytes,omitempty"`
+	PluginLogLines    int   `json:"plugin_log_lines,omitempty"`
+	PluginLogBytes    int64 `json:"plugin_log_bytes,omitempty"`
+	MaxPlugins        int   `json:"max_plugins,omitempty"`
+	MaxPluginVersions int   `json:"max_plugin_versions,omitempty"`
+	MaxModuleBytes    int64 `json:"max_module_bytes,omitempty"`
 }
 
 // Settings are a tenant's store settings.
