@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/batpak-go/batpak/internal/printable"
 	"github.com/batpak-go/batpak/plugins"
 	"github.com/batpak-go/batpak/server/control"
 	"github.com/batpak-go/batpak/server/tenantplugin"
@@ -219,13 +220,13 @@ func pluginProblem(err error) *apiError {
 		}
 		return &apiError{status: status, code: wire.CodeQuotaExceeded, detail: le.Error(), p: wire.Problem{Quota: le.Quota, Limit: &lim}}
 	case errors.As(err, &rj):
-		return &apiError{status: http.StatusUnprocessableEntity, code: wire.CodePluginRejected, detail: rj.Error(), p: wire.Problem{Plugin: rj.Plugin, Errors: []string{rj.Reason}}}
+		return &apiError{status: http.StatusUnprocessableEntity, code: wire.CodePluginRejected, detail: rj.Error(), p: wire.Problem{Plugin: rj.Plugin, Errors: []string{printable.String(rj.Reason)}}}
 	case errors.As(err, &pf):
 		code := wire.CodePluginFault
 		if pf.Kind == plugins.FaultQuarantined {
 			code = wire.CodePluginQuarantined
 		}
-		return &apiError{status: http.StatusFailedDependency, code: code, detail: strings.TrimPrefix(pf.Error(), "batpak: "), p: wire.Problem{Plugin: pf.Plugin, Fault: string(pf.Kind)}}
+		return &apiError{status: http.StatusFailedDependency, code: code, detail: printable.String(strings.TrimPrefix(pf.Error(), "batpak: ")), p: wire.Problem{Plugin: pf.Plugin, Fault: string(pf.Kind)}}
 	case errors.Is(err, control.ErrLimit):
 		return &apiError{status: http.StatusTooManyRequests, code: wire.CodeQuotaExceeded, detail: strings.TrimPrefix(err.Error(), "control: limit reached: ")}
 	case errors.As(err, &nl):

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/printable"
 	"github.com/batpak-go/batpak/plugins"
 	"github.com/batpak-go/batpak/policy"
 	"github.com/batpak-go/batpak/server/control"
@@ -36,12 +37,15 @@ type RejectedError struct {
 	Cause  error
 }
 
+// Error is one line of printable text: what a module put in its names
+// (an import's, a start function's message) is escaped, so that a
+// refusal cannot forge lines in a terminal or a log.
 func (e *RejectedError) Error() string {
 	msg := "plugin " + e.Plugin + " refused: " + e.Reason
 	if e.Cause != nil {
 		msg += ": " + strings.TrimPrefix(e.Cause.Error(), "batpak: ")
 	}
-	return msg
+	return printable.String(msg)
 }
 
 // Unwrap returns the cause.
