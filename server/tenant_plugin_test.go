@@ -243,7 +243,11 @@ func TestTenantPluginFaultFixtures(t *testing.T) {
 			continue
 		}
 		wasm := fixture(t, name)
-		_, perr := e.acme.PushPlugin(ctx, manifestOf(t, name, "1", "projection", wasm, map[string]any{"max_faults": 2}), wasm, true)
+		limits := map[string]any{"max_faults": 2}
+		if name == "membomb" {
+			limits["memory_pages"] = 64 // reached quickly, even under the race detector
+		}
+		_, perr := e.acme.PushPlugin(ctx, manifestOf(t, name, "1", "projection", wasm, limits), wasm, true)
 		switch {
 		case refused[name] != "":
 			ce := wantCode(t, name+": push", perr, client.CodePluginRejected)
