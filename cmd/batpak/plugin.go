@@ -46,6 +46,14 @@ import sdk/guest; see sdk/guest/README.md, "Write your first plugin".
   plugin project        folds one entity's events through a projection
                         plugin and prints the state
 
+Against a server (--server, --token, --tenant):
+
+  plugin push FILE.wasm --manifest M.json (or DIR)
+                        uploads a plugin version (admin key)
+  plugin list, plugin status NAME
+                        the tenant's plugins; versions, faults, logs
+  plugin swap NAME VERSION, plugin reset NAME, plugin delete NAME
+
 inspect and project compile modules with wazero and keep the compiled code
 in a cache directory, so the second run of a plugin starts in milliseconds
 instead of about a second: --cache-dir, else $` + pluginCacheEnv + `, else
@@ -63,6 +71,7 @@ changes nothing in data_dir.`,
 	}
 	cmd.PersistentFlags().StringVar(&cacheDir, "cache-dir", "", `compiled-module cache for inspect and project ("none": in memory); env `+pluginCacheEnv+`; default $XDG_CACHE_HOME/batpak/wazero`)
 	cmd.AddCommand(newPluginBuildCmd(a), newPluginInspectCmd(a, &cacheDir), newPluginProjectCmd(a, &cacheDir))
+	cmd.AddCommand(newPluginRemoteCmds(a)...)
 	return cmd
 }
 

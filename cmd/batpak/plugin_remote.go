@@ -1,0 +1,278 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/batpak-go/batpak/plugins"
+	"github.com/batpak-go/batpak/sdk/client"
+)
+
+// newPluginRemoteCmds are the plugin verbs that work on a server's
+// tenant (--server, --token, --tenant): push, list, status, swap, reset
+// and delete.
+func newPluginRemoteCmds(a *app) []*cobra.Command {
+	var asJSON bool
+	tenant := func(name string) (*client.Tenant, error) {
+		rc, err := a.needServer(name)
+		if err != nil {
+			return nil, err
+		}
+		return rc.tenantClient()
+	}
+	showPlugin := func(cmd *cobra.Command, verb string, tp client.TenantPlugin) error {
+		if asJSON {
+			return newJSONLines(cmd.OutOrStdout()).write(tp)
+		}
+		digest := ""
+		for _, v := range tp.Versions {
+			if v.Version == tp.Active {
+				digest = v.Digest
+			}
+		}
+		_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s plugin %s: active version %s (sha256 %s), %s kept\n",
+			verb, oneLine(tp.Name), oneLine(tp.Active), digest, plural(len(tp.Versions), "version", "versions"))
+		return err
+	}
+	var manifestPath string
+	var noActivate bool
+	push := &cobra.Command{
+		Use:   "push FILE.wasm --manifest M.json | push DIR",
+		Short: "Upload a plugin to the server's tenant (admin key): a new version, active at once unless --no-activate",
+		Long: `Upload a WebAssembly module and its manifest as a version of the tenant's
+plugin named in the manifest. DIR holds manifest.json and one .wasm file.
+The server validates and compiles the module before keeping it (refused
+with the reason otherwise); the manifest's sha256 pins the module (when
+the manifest has none, the file's SHA-256 is filled in and said on
+stderr). Activating swaps the running version hot: no request fails.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			wasmPath, mfPath, err := pluginFiles(args[0], manifestPath)
+			if err != nil {
+				return err
+			}
+			wasm, err := os.ReadFile(wasmPath)
+			if err != nil {
+				return badInput(wasmPath, err)
+			}
+			raw, err := os.ReadFile(mfPath)
+			if err != nil {
+				return badInput("--manifest", err)
+			}
+			var mf map[string]any
+			if err := json.Unmarshal(raw, &mf); err != nil {
+				return badInput(mfPath, fmt.Errorf("not a JSON object: %w", err))
+			}
+			if sum, _ := mf["sha256"].(string); sum == "" {
+				mf["sha256"] = plugins.Digest(wasm)
+				fmt.Fprintf(cmd.ErrOrStderr(), "batpak: the manifest pins no module: pinned to %s's sha256 %s\n", filepath.Base(wasmPath), mf["sha256"])
+				if raw, err = json.Marshal(mf); err != nil {
+					return err
+				}
+			}
+			t, err := tenant("plugin push")
+			if err != nil {
+				return err
+			}
+			tp, err := t.PushPlugin(cmd.Context(), raw, wasm, !noActivate)
+			if err != nil {
+				return remoteError(err)
+			}
+			return showPlugin(cmd, "pushed", tp)
+		},
+	}
+	push.Flags().StringVar(&manifestPath, "manifest", "", "the plugin's manifest (JSON); default DIR/manifest.json or manifest.json beside FILE.wasm")
+	push.Flags().BoolVar(&noActivate, "no-activate", false, "keep the version without making it active (a new plugin is active anyway)")
+
+	list := &cobra.Command{
+		Use: "list", Short: "List the server tenant's plugins", Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			t, err := tenant("plugin list")
+			if err != nil {
+				return err
+			}
+			ps, err := t.Plugins(cmd.Context())
+			if err != nil {
+				return remoteError(err)
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				out := newJSONLines(w)
+				for _, p := range ps {
+					if err := out.write(p); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tKIND\tACTIVE\tVERSIONS\tSTATE\tSHA256")
+			for _, p := range ps {
+				state := "loaded"
+				switch {
+				case p.Quarantined:
+					state = "quarantined"
+				case !p.Loaded:
+					state = "not-loaded"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", oneLine(p.Name), p.Kind, oneLine(p.Active), p.Versions, state, p.Digest)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(w, plural(len(ps), "plugin", "plugins"))
+			return err
+		},
+	}
+	status := &cobra.Command{
+		Use: "status NAME", Short: "Show a server plugin's versions, faults, quarantine, counters and recent logs", Args: exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := tenant("plugin status")
+			if err != nil {
+				return err
+			}
+			st, err := t.PluginStatus(cmd.Context(), args[0])
+			if err != nil {
+				return remoteError(err)
+			}
+			if asJSON {
+				return newJSONLines(cmd.OutOrStdout()).write(st)
+			}
+			return printPluginStatus(cmd, st)
+		},
+	}
+	swap := &cobra.Command{
+		Use: "swap NAME VERSION", Short: "Make a kept version of a server plugin active (hot; admin key)", Args: exactArgs("NAME", "VERSION"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := tenant("plugin swap")
+			if err != nil {
+				return err
+			}
+			tp, err := t.SwapPlugin(cmd.Context(), args[0], args[1])
+			if err != nil {
+				return remoteError(err)
+			}
+			return showPlugin(cmd, "swapped", tp)
+		},
+	}
+	reset := &cobra.Command{
+		Use: "reset NAME", Short: "Lift a server plugin's quarantine (admin key)", Args: exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := tenant("plugin reset")
+			if err != nil {
+				return err
+			}
+			st, err := t.ResetPlugin(cmd.Context(), args[0])
+			if err != nil {
+				return remoteError(err)
+			}
+			if asJSON {
+				return newJSONLines(cmd.OutOrStdout()).write(st)
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "reset plugin %s: takes calls again\n", oneLine(st.Name))
+			return err
+		},
+	}
+	var delVersion string
+	var yes bool
+	del := &cobra.Command{
+		Use: "delete NAME [--version V] --yes", Short: "Delete a server plugin, or one inactive version (admin key)", Args: exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !yes {
+				return usagef("plugin delete removes the plugin's kept modules: add --yes")
+			}
+			t, err := tenant("plugin delete")
+			if err != nil {
+				return err
+			}
+			if err := t.DeletePlugin(cmd.Context(), args[0], delVersion); err != nil {
+				return remoteError(err)
+			}
+			what := "plugin " + oneLine(args[0])
+			if delVersion != "" {
+				what = "version " + oneLine(delVersion) + " of " + what
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "deleted %s\n", what)
+			return err
+		},
+	}
+	del.Flags().StringVar(&delVersion, "version", "", "delete only this version (not the active one)")
+	del.Flags().BoolVar(&yes, "yes", false, "confirm the deletion")
+	cmds := []*cobra.Command{push, list, status, swap, reset, del}
+	for _, c := range cmds {
+		c.Flags().BoolVar(&asJSON, "json", false, "print JSON objects, one a line")
+	}
+	return cmds
+}
+
+// pluginFiles resolves push's argument: FILE.wasm with --manifest (or
+// manifest.json beside it), or a directory holding manifest.json and
+// one .wasm file.
+func pluginFiles(arg, manifest string) (wasm, mf string, err error) {
+	fi, err := os.Stat(arg)
+	if err != nil {
+		return "", "", badInput(arg, err)
+	}
+	dir := filepath.Dir(arg)
+	wasm = arg
+	if fi.IsDir() {
+		dir = arg
+		found, _ := filepath.Glob(filepath.Join(arg, "*.wasm"))
+		if len(found) != 1 {
+			return "", "", badInput(arg, fmt.Errorf("want one .wasm file in the directory, found %d", len(found)))
+		}
+		wasm = found[0]
+	}
+	if manifest == "" {
+		manifest = filepath.Join(dir, "manifest.json")
+		if _, err := os.Stat(manifest); errors.Is(err, os.ErrNotExist) {
+			return "", "", usagef("no manifest: give --manifest M.json (or put manifest.json beside the module)")
+		}
+	}
+	return wasm, manifest, nil
+}
+
+func printPluginStatus(cmd *cobra.Command, st client.PluginStatus) error {
+	w := cmd.OutOrStdout()
+	state := "loaded"
+	switch {
+	case st.Quarantined:
+		state = "quarantined (plugin reset NAME lifts it)"
+	case !st.Loaded:
+		state = "not loaded: " + oneLine(st.LoadError)
+	}
+	fmt.Fprintf(w, "plugin %s: active version %s, %s\n", oneLine(st.Name), oneLine(st.Active), state)
+	if st.Digest != "" {
+		fmt.Fprintf(w, "sha256 %s\n", st.Digest)
+	}
+	s := st.Stats
+	fmt.Fprintf(w, "requests %d, calls %d (%.3fs), faults %d, log lines %d (%d dropped)\n",
+		s.Requests, s.Calls, s.CallSeconds, s.Faults, s.LogLines, s.DroppedLogLines)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "VERSION\tKIND\tBYTES\tUPLOADED\tSHA256")
+	for _, v := range st.Versions {
+		mark := ""
+		if v.Version == st.Active {
+			mark = " *"
+		}
+		fmt.Fprintf(tw, "%s%s\t%s\t%d\t%s\t%s\n", oneLine(v.Version), mark, v.Kind, v.Bytes, v.Uploaded.UTC().Format(time.RFC3339), v.Digest)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, f := range st.Faults {
+		fmt.Fprintf(w, "fault %s %s@%s: %s\n", f.Time.UTC().Format(time.RFC3339), f.Kind, oneLine(f.Version), oneLine(f.Message))
+	}
+	for _, l := range st.Logs {
+		fmt.Fprintf(w, "log %s %s %s: %s\n", l.Time.UTC().Format(time.RFC3339), strings.ToLower(l.Level), l.Stream, oneLine(l.Text))
+	}
+	return nil
+}
