@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,11 +56,52 @@ type pluginEnv struct {
 	acmeReaderKey, acmeWriteKey string
 }
 
-func startPluginEnv(t *testing.T, root string, tune func(*server.Config)) pluginEnv {
+// startPluginServer runs a server over root on loopback.
+func startPluginServer(t testing.TB, root string, tune func(*server.Config)) policyServer {
 	t.Helper()
-	ps := startPolicyServer(t, root, tune)
+	cfg := server.DefaultConfig()
+	cfg.Root, cfg.Listen, cfg.AccessLog, cfg.Stderr = filepath.Join(root, "srv"), "127.0.0.1:0", "off", io.Discard
+	cfg.OperatorToken = "bpko_" + strings.Repeat("a", 52)
+	if tune != nil {
+		tune(&cfg)
+	}
+	srv, err := server.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	stopped := false
+	ps := policyServer{srv: srv, base: "http://" + srv.Addr().String(), stop: func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}
+	}}
+	t.Cleanup(ps.stop)
+	return ps
+}
+
+func clientOf(t testing.TB, ps policyServer, token string) *client.Client {
+	c, err := client.New(ps.base, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func startPluginEnv(t testing.TB, root string, tune func(*server.Config)) pluginEnv {
+	t.Helper()
+	ps := startPluginServer(t, root, tune)
 	ctx := context.Background()
-	e := pluginEnv{ps: ps, root: filepath.Join(root, "srv"), op: ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()}
+	e := pluginEnv{ps: ps, root: filepath.Join(root, "srv"), op: clientOf(t, ps, "bpko_"+strings.Repeat("a", 52)).Admin()}
 	for _, id := range []string{"acme", "globex"} {
 		if _, err := e.op.CreateTenant(ctx, id, nil, nil); err != nil && !errors.Is(err, client.ErrConflict) {
 			t.Fatal(err)
@@ -73,10 +115,10 @@ func startPluginEnv(t *testing.T, root string, tune func(*server.Config)) plugin
 		return k.Key
 	}
 	e.acmeAdminKey, e.acmeReaderKey, e.acmeWriteKey, e.globexKey = key("acme", "admin"), key("acme", "reader"), key("acme", "writer"), key("globex", "admin")
-	e.acme = ps.as(t, e.acmeAdminKey).Tenant("acme")
-	e.acmeReader = ps.as(t, e.acmeReaderKey).Tenant("acme")
-	e.acmeWriter = ps.as(t, e.acmeWriteKey).Tenant("acme")
-	e.globex = ps.as(t, e.globexKey).Tenant("globex")
+	e.acme = clientOf(t, ps, e.acmeAdminKey).Tenant("acme")
+	e.acmeReader = clientOf(t, ps, e.acmeReaderKey).Tenant("acme")
+	e.acmeWriter = clientOf(t, ps, e.acmeWriteKey).Tenant("acme")
+	e.globex = clientOf(t, ps, e.globexKey).Tenant("globex")
 	return e
 }
 
@@ -164,7 +206,7 @@ func TestTenantPluginProjection(t *testing.T) {
 	}
 	// Another tenant: its key is refused on acme's routes, and its own
 	// routes know nothing of acme's plugin.
-	otherOnAcme := e.ps.as(t, e.globexKey).Tenant("acme")
+	otherOnAcme := clientOf(t, e.ps, e.globexKey).Tenant("acme")
 	for what, err := range map[string]error{
 		"project": func() error { _, _, err := otherOnAcme.Project(ctx, "count", "order:1", ""); return err }(),
 		"status":  func() error { _, err := otherOnAcme.PluginStatus(ctx, "count"); return err }(),
