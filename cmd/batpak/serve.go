@@ -81,6 +81,16 @@ var serverSettings = []serverSetting{
 			t.cfg.PolicyDecisionLogSize = -1 // 0 in the config: no log (0 in server.Config is the default)
 		}
 	}},
+	{"server.plugins.memory_bytes", "", kindSize, "32MiB", "ceiling of a tenant plugin's linear memory; 64KiB..4GiB", func(t serverTarget, v settingValue) { t.cfg.Plugins.MemoryBytes = v.n }},
+	{"server.plugins.call_timeout", "", kindDuration, "1s", "ceiling of one tenant plugin call's time; 1ms..1m", func(t serverTarget, v settingValue) { t.cfg.Plugins.CallTimeout = v.d }},
+	{"server.plugins.output_bytes", "", kindSize, "16MiB", "ceiling of one tenant plugin call's output; 1KiB..64MiB", func(t serverTarget, v settingValue) { t.cfg.Plugins.OutputBytes = v.n }},
+	{"server.plugins.log_lines", "", kindCount, 256, "ceiling of the lines one tenant plugin call may log; 1..65536", func(t serverTarget, v settingValue) { t.cfg.Plugins.LogLines = int(v.n) }},
+	{"server.plugins.log_bytes", "", kindSize, "64KiB", "ceiling of the bytes one tenant plugin call may log; 1KiB..16MiB", func(t serverTarget, v settingValue) { t.cfg.Plugins.LogBytes = v.n }},
+	{"server.plugins.max_plugins", "", kindCount, 16, "ceiling of the plugins a tenant keeps; 1..10000", func(t serverTarget, v settingValue) { t.cfg.Plugins.Plugins = int(v.n) }},
+	{"server.plugins.max_versions", "", kindCount, 8, "ceiling of the versions one tenant plugin keeps; 1..1000", func(t serverTarget, v settingValue) { t.cfg.Plugins.Versions = int(v.n) }},
+	{"server.plugins.module_bytes", "", kindSize, "16MiB", "ceiling of one uploaded plugin module; 1KiB..256MiB", func(t serverTarget, v settingValue) { t.cfg.Plugins.ModuleBytes = v.n }},
+	{"server.plugin_state_cache_bytes", "", kindSize, "64MiB", "projected states kept in memory for all tenants; 1MiB..16GiB", func(t serverTarget, v settingValue) { t.cfg.PluginStateCacheBytes = v.n }},
+	{"server.plugin_log_lines", "", kindCount, 100, "recent log lines and faults each tenant plugin's status keeps; 1..10000", func(t serverTarget, v settingValue) { t.cfg.PluginLogLines = int(v.n) }},
 	{"server.metrics_public", "metrics-public", kindBool, false, "serve /metrics without the operator credential", func(t serverTarget, v settingValue) { t.cfg.MetricsPublic = v.b }},
 	{"server.access_log", "access-log", kindText, "text", "access log: text, json or off", func(t serverTarget, v settingValue) { t.cfg.AccessLog = v.str }},
 	{"server.jwt.jwks_file", "", kindOptionalPath, "", "JWKS file: enables JWT bearer tokens", func(t serverTarget, v settingValue) { t.jwt.JWKSFile = v.str }},
@@ -100,7 +110,7 @@ var serverSettings = []serverSetting{
 }
 
 // serverParentKeys are the config-file sections of the server settings.
-var serverParentKeys = map[string]bool{"server": true, "server.jwt": true, "server.quotas": true}
+var serverParentKeys = map[string]bool{"server": true, "server.jwt": true, "server.quotas": true, "server.plugins": true}
 
 func bindServerSettings(fs *pflag.FlagSet, v *viper.Viper) {
 	for _, s := range serverSettings {
