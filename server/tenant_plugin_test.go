@@ -575,3 +575,88 @@ func TestTenantPluginCeilingsChecked(t *testing.T) {
 		}
 	}
 }
+
+// TestTenantPluginBadUploads: malformed uploads are refused with a
+// problem naming what is wrong, and nothing is kept.
+func TestTenantPluginBadUploads(t *testing.T) {
+	e := startPluginEnv(t, t.TempDir(), nil)
+	ctx := context.Background()
+	wasm := fixture(t, "counter")
+	cases := []struct {
+		what     string
+		manifest string
+		module   []byte
+		code     string
+		detail   string
+	}{
+		{"no pin", `{"name":"c","version":"1","kind":"projection"}`, wasm, client.CodePluginRejected, `set "sha256"`},
+		{"pin of other bytes", string(manifestOf(t, "c", "1", "projection", fixture(t, "counter2"), nil)), wasm, client.CodePluginRejected, "is not the manifest's sha256"},
+		{"unknown manifest member", `{"name":"c","version":"1","kind":"projection","colour":"red"}`, wasm, client.CodePluginRejected, "colour"},
+		{"bad name", string(manifestOf(t, "C/../x", "1", "projection", wasm, nil)), wasm, client.CodePluginRejected, "plugin name"},
+		{"bad version", string(manifestOf(t, "c", "1 0", "projection", wasm, nil)), wasm, client.CodePluginRejected, "plugin version"},
+		{"bad kind", string(manifestOf(t, "c", "1", "reducer", wasm, nil)), wasm, client.CodePluginRejected, "kind"},
+		{"not wasm", string(manifestOf(t, "c", "1", "projection", []byte("hello"), nil)), []byte("hello"), client.CodePluginRejected, "refused"},
+		{"no module", string(manifestOf(t, "c", "1", "projection", wasm, nil)), nil, client.CodeInvalidRequest, "module"},
+	}
+	for _, c := range cases {
+		_, err := e.acme.PushPlugin(ctx, json.RawMessage(c.manifest), c.module, true)
+		if ce := wantCode(t, c.what, err, c.code); !strings.Contains(ce.Detail, c.detail) {
+			t.Errorf("%s: %q, want it to say %q", c.what, ce.Detail, c.detail)
+		}
+	}
+	if ps, err := e.acme.Plugins(ctx); err != nil || len(ps) != 0 {
+		t.Fatalf("after refused uploads: %+v, %v", ps, err)
+	}
+	// A kept version pushed again with another module: 409.
+	if _, err := e.acme.PushPlugin(ctx, manifestOf(t, "c", "1", "projection", wasm, nil), wasm, true); err != nil {
+		t.Fatal(err)
+	}
+	v2 := fixture(t, "counter2")
+	wantCode(t, "version reused", func() error {
+		_, err := e.acme.PushPlugin(ctx, manifestOf(t, "c", "1", "projection", v2, nil), v2, true)
+		return err
+	}(), client.CodeConflict)
+	// A handler version of a projection plugin is refused; a projection of
+	// a handler plugin is refused.
+	wantCode(t, "kind change", func() error {
+		_, err := e.acme.PushPlugin(ctx, manifestOf(t, "c", "2", "handler", v2, nil), v2, true)
+		return err
+	}(), client.CodePluginRejected)
+	if _, err := e.acme.PushPlugin(ctx, manifestOf(t, "h", "1", "handler", wasm, nil), wasm, true); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, "projection of a handler", func() error { _, _, err := e.acmeReader.Project(ctx, "h", "x", ""); return err }(), client.CodePluginRejected)
+	// The active version cannot be deleted alone; an unknown one is 404.
+	wantCode(t, "delete active version", e.acme.DeletePlugin(ctx, "c", "1"), client.CodeInvalidRequest)
+	wantCode(t, "delete unknown version", e.acme.DeletePlugin(ctx, "c", "9"), client.CodeNotFound)
+	wantCode(t, "swap unknown version", func() error { _, err := e.acme.SwapPlugin(ctx, "c", "9"); return err }(), client.CodeNotFound)
+}
+
+// TestTenantPluginTenantDeleted: deleting a tenant removes its plugins
+// and modules; a tenant created again under its id starts with none.
+func TestTenantPluginTenantDeleted(t *testing.T) {
+	e := startPluginEnv(t, t.TempDir(), nil)
+	ctx := context.Background()
+	wasm := fixture(t, "counter")
+	if _, err := e.globex.PushPlugin(ctx, manifestOf(t, "count", "1", "projection", wasm, nil), wasm, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.op.DeleteTenant(ctx, "globex"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(e.root, "plugins", "globex")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a deleted tenant's plugins are still stored: %v", err)
+	}
+	if _, err := e.op.CreateTenant(ctx, "globex", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	k, err := e.op.IssueKey(ctx, "globex", "k", "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := clientOf(t, e.ps, k.Key).Tenant("globex")
+	if ps, err := g.Plugins(ctx); err != nil || len(ps) != 0 {
+		t.Fatalf("the new globex has plugins: %+v, %v", ps, err)
+	}
+	wantCode(t, "old plugin", func() error { _, _, err := g.Project(ctx, "count", "order:1", ""); return err }(), client.CodeNotFound)
+}

@@ -1,0 +1,56 @@
+package tenantplugin_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/server/tenantplugin"
+)
+
+// TestStateCacheBudget: the cache holds at most its byte budget, drops
+// the least recently used first, keeps tenants' keys apart, and Forget
+// drops one tenant's states only.
+func TestStateCacheBudget(t *testing.T) {
+	const budget = 64 << 10
+	c := tenantplugin.NewStateCache(budget)
+	a, b := c.Tenant("acme"), c.Tenant("globex")
+	state := make([]byte, 1000)
+	a.Put("k", core.CachedState{State: []byte("acme's"), UpTo: 1})
+	b.Put("k", core.CachedState{State: []byte("globex's"), UpTo: 2})
+	if st, ok := a.Get("k"); !ok || string(st.State) != "acme's" {
+		t.Fatalf("acme's key: %q %v", st.State, ok)
+	}
+	if st, ok := b.Get("k"); !ok || string(st.State) != "globex's" {
+		t.Fatalf("globex's key: %q %v", st.State, ok)
+	}
+	for i := 0; i < 1000; i++ {
+		a.Get("k") // kept recently used
+		a.Put(fmt.Sprint("e", i), core.CachedState{State: state})
+		if n := c.Bytes(); n > budget {
+			t.Fatalf("after %d puts the cache holds %d bytes, over its budget %d", i+1, n, budget)
+		}
+	}
+	if _, ok := a.Get("k"); !ok {
+		t.Error("the most recently used state was dropped")
+	}
+	if _, ok := b.Get("k"); ok {
+		t.Error("the least recently used state is still held past the budget")
+	}
+	if _, ok := a.Get("e0"); ok {
+		t.Error("the oldest state is still held past the budget")
+	}
+	// A state larger than a quarter of the budget is not kept.
+	a.Put("big", core.CachedState{State: make([]byte, budget/4+1)})
+	if _, ok := a.Get("big"); ok {
+		t.Error("a state over a quarter of the budget was kept")
+	}
+	b.Put("x", core.CachedState{State: []byte("x")})
+	c.Forget("acme")
+	if _, ok := a.Get("k"); ok {
+		t.Error("Forget kept acme's state")
+	}
+	if _, ok := b.Get("x"); !ok {
+		t.Error("Forget(acme) dropped globex's state")
+	}
+}
