@@ -653,7 +653,9 @@ func (m *Manager) store(tenant, digest string, data []byte) error {
 // Plugin returns the tenant's plugin called name as loaded, running its
 // active version, and that version's record: for hosting it elsewhere
 // (a handler plugin's worker). The *plugins.Plugin stays the same across
-// swaps (Swap replaces its module in place) until the plugin is deleted.
+// swaps (Swap replaces its module in place) until the plugin is deleted
+// (Delete closes it) or its tenant removed; Revision is the version it
+// ran when Plugin was called.
 // control.ErrNotFound for an unknown plugin; *NotLoadedError when its
 // active version could not be loaded.
 func (m *Manager) Plugin(ctx context.Context, tenant, name string) (*plugins.Plugin, Revision, error) {
