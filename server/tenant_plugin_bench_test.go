@@ -105,6 +105,15 @@ func TestTenantPluginFigures(t *testing.T) {
 			}
 		}
 	}
+	counter := fixture(t, "counter")
+	start := time.Now()
+	if _, err := e.acme.PushPlugin(ctx, manifestOf(t, "count", "1", "projection", counter, nil), counter, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.acme.Project(ctx, "count", "order:1", ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("counter.wasm (%d bytes): push-to-active %v", len(counter), time.Since(start))
 	p1, a1 := pushToActive(e.acme, "1")
 	p2, a2 := pushToActive(e.globex, "1")
 	t.Logf("module %d bytes", len(wasm))

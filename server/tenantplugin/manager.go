@@ -304,6 +304,9 @@ func manifestFor(raw []byte, l Limits, strict bool) (plugins.Manifest, error) {
 			f.set(f.lim)
 		}
 	}
+	// Idle pooled instances each keep their memory: at most
+	// maxPoolSize per plugin, whatever the manifest asks.
+	ml.PoolSize = min(max(ml.PoolSize, 0), maxPoolSize)
 	if l.CallTimeout < time.Millisecond || time.Duration(ml.Timeout) < time.Millisecond {
 		ml.Timeout = plugins.Duration(max(l.CallTimeout, time.Millisecond))
 	}
@@ -312,6 +315,10 @@ func manifestFor(raw []byte, l Limits, strict bool) (plugins.Manifest, error) {
 	}
 	return mf, nil
 }
+
+// maxPoolSize bounds the idle instances a tenant's plugin keeps
+// (plugins.Limits.PoolSize; its default).
+const maxPoolSize = 8
 
 // loadInto loads rev's stored module into h (Load, or Swap when h runs a
 // plugin already), its limits fitted to the tenant's now.
