@@ -1,8 +1,9 @@
 // Package server wires batpak's hosting server together: the control plane
 // (server/control), authentication (server/auth), quotas (server/quota),
 // lazily opened tenant stores (server/tenancy), the platform write policy
-// (policy.dir), the tenants' own policy bundles (server/tenantpolicy) and
-// the HTTP API (server/httpapi). `batpak serve` is a thin
+// (policy.dir), the tenants' own policy bundles (server/tenantpolicy),
+// the tenants' own plugins (server/tenantplugin) and the HTTP API
+// (server/httpapi). `batpak serve` is a thin
 // command around New and Serve.
 //
 // Root directory layout:
@@ -11,6 +12,8 @@
 //	<root>/tenants/<id>/                    one core.Store per tenant
 //	<root>/backups/<id>/<UTC timestamp>/    snapshots (admin API)
 //	<root>/policies/<id>/<sha256>.tar.gz    tenants' policy bundles, by revision
+//	<root>/plugins/<id>/<sha256>.wasm       tenants' plugin modules, by digest
+//	<root>/plugin-cache/                    compiled plugin code, shared by all tenants
 //
 // Tenant stores: core.DefaultConfig with Sync durable (EveryNEvents 1: a
 // 2xx means fsync'd; group commit shares fsyncs) unless the tenant's
@@ -22,7 +25,8 @@
 // names its layer, "platform" or "tenant"), at most one evaluation per
 // CPU at once;
 // SingleAppendMaxBytes min(MaxBodyBytes, 64 MiB) and MaxJSONDepth from the
-// config. A settings change applies when the tenant's store next opens.
+// config, and a ProjectionCache that is the tenant's view of one cache of
+// PluginStateCacheBytes for all tenants (the projection endpoint's). A settings change applies when the tenant's store next opens.
 //
 // Security defaults: Listen is loopback unless told otherwise; a
 // non-loopback address needs TLS (TLSCert, TLSKey) or AllowInsecureRemote.
