@@ -20,6 +20,7 @@ import (
 	"github.com/batpak-go/batpak/server/auth"
 	"github.com/batpak-go/batpak/server/control"
 	"github.com/batpak-go/batpak/server/follow"
+	"github.com/batpak-go/batpak/server/hostedworker"
 	"github.com/batpak-go/batpak/server/httpapi"
 	"github.com/batpak-go/batpak/server/quota"
 	"github.com/batpak-go/batpak/server/tenancy"
@@ -122,6 +123,13 @@ type Config struct {
 	// Default 1000; range up to 100000; negative: no log.
 	PolicyDecisionLogSize int
 
+	// PluginSource provides the tenants' handler plugins that hosted
+	// workers run (the tenant plugin registry). nil: the server runs no
+	// hosted workers and the …/workers routes answer 501 NOT_IMPLEMENTED
+	// (the workers recorded as running stay recorded, and run again once
+	// the server starts with a source). See server/hostedworker.
+	PluginSource hostedworker.PluginSource
+
 	// Logger receives the server's own messages (default: text on Stderr);
 	// Stderr receives the access log and the generated operator token
 	// (default os.Stderr).
@@ -134,7 +142,7 @@ func DefaultQuotas() control.Quotas {
 	return control.Quotas{
 		StorageBytes: 10 << 30, EventsPerSecond: 20000, EventsBurst: 40000,
 		BytesPerSecond: 64 << 20, BytesBurst: 128 << 20, MaxPayloadBytes: 1 << 20,
-		MaxBatchEvents: 4096, MaxSubscriptions: 1100, MaxCursors: 100,
+		MaxBatchEvents: 4096, MaxSubscriptions: 1100, MaxCursors: 100, MaxWorkers: 16,
 	}
 }
 
@@ -265,6 +273,8 @@ type Server struct {
 	// store's admission asks the platform policy, then the tenant's.
 	policies *tenantpolicy.Manager
 	follow   *follow.Set
+	// workers runs the hosted workers; nil without a PluginSource.
+	workers *hostedworker.Supervisor
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -351,6 +361,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.removeLeftovers(ctx); err != nil {
 		return fail(err)
 	}
+	if cfg.PluginSource != nil {
+		s.workers, err = hostedworker.New(hostedworker.Options{Plane: s.plane, Tenants: s.tenants, Source: cfg.PluginSource, Logger: cfg.Logger})
+		if err != nil {
+			return fail(fmt.Errorf("hosted workers: %w", err))
+		}
+	}
 	s.follow, err = follow.NewSet(follow.Options{Encode: httpapi.EncodeEvent, MaxBacklogEvents: min(cfg.SSEBufferEvents, 1<<20)})
 	if err != nil {
 		return fail(fmt.Errorf("server.sse_buffer_events: %w", err))
@@ -375,6 +391,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		SSEHeartbeat: cfg.SSEHeartbeat, SSEBufferEvents: cfg.SSEBufferEvents, Follow: s.follow,
 		RateRefusalDelay: max(cfg.RateRefusalDelay, 0),
 		Policies:         s.policies,
+		Workers:          s.workers,
 	})
 	s.http = &http.Server{
 		Handler:           s.api.Handler(),
@@ -384,6 +401,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	if s.workers != nil {
+		// Every worker recorded as running continues from its cursor.
+		s.workers.Resume()
 	}
 	return s, nil
 }
@@ -572,8 +593,13 @@ func (s *Server) closeStores(ctx context.Context) error {
 	}
 	s.closed = true
 	var err error
+	if s.workers != nil {
+		// Workers hold leases: they stop (after the batch in hand) before
+		// the stores close.
+		err = s.workers.Close(ctx)
+	}
 	if s.tenants != nil {
-		err = s.tenants.Close(ctx)
+		err = errors.Join(err, s.tenants.Close(ctx))
 	}
 	return errors.Join(err, s.plane.Close())
 }

@@ -29,6 +29,7 @@ const (
 	CodeInternal            = "INTERNAL"
 	CodeBundleInvalid       = "BUNDLE_INVALID"  // a policy bundle's archive is refused (see Error.Entry)
 	CodeBundleRejected      = "BUNDLE_REJECTED" // a policy bundle does not compile or fails its tests
+	CodeNotImplemented      = "NOT_IMPLEMENTED" // the server does not offer the feature (hosted workers without a plugin source)
 )
 
 // Sentinels for errors.Is: an *Error matches the sentinel with its Code.
@@ -50,6 +51,7 @@ var (
 	ErrBusy                = &Error{Code: CodeBusy}
 	ErrBundleInvalid       = &Error{Code: CodeBundleInvalid}
 	ErrBundleRejected      = &Error{Code: CodeBundleRejected}
+	ErrNotImplemented      = &Error{Code: CodeNotImplemented}
 )
 
 // Error is a request the server refused: its problem document.

@@ -41,6 +41,11 @@ type Quotas struct {
 	MaxBatchEvents   int     `json:"max_batch_events,omitempty"`  // events in one batch request
 	MaxSubscriptions int     `json:"max_subscriptions,omitempty"` // concurrent SSE streams
 	MaxCursors       int     `json:"max_cursors,omitempty"`       // named cursors defined
+	// MaxWorkers bounds the tenant's hosted workers that are running (or
+	// restarting) or quarantined: starting one more is refused. A stopped
+	// worker does not count. Server default 16 (server.quotas.max_workers);
+	// negative: no limit.
+	MaxWorkers int `json:"max_workers,omitempty"`
 }
 
 // Settings are a tenant's store settings.
@@ -91,6 +96,7 @@ var (
 	ErrExists   = errors.New("control: already exists")
 	ErrNotFound = errors.New("control: not found")
 	ErrInvalid  = errors.New("control: invalid")
-	// ErrLimit: DefineCursorMax found the tenant's cursor count at its limit.
+	// ErrLimit: DefineCursorMax found the tenant's cursor count, or
+	// StartWorker its worker count, at its limit.
 	ErrLimit = errors.New("control: limit reached")
 )

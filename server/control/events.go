@@ -14,7 +14,8 @@ import (
 const Scope = "control"
 
 // The recorded changes. Category 1: tenants and the operator credential;
-// 2: keys; 3: cursor definitions; 4: tenants' policy bundles. Their numbers are part of the system
+// 2: keys; 3: cursor definitions; 4: tenants' policy bundles; 6: hosted
+// workers (workers.go). Their numbers are part of the system
 // store's format: never renumber one.
 var (
 	kindTenantCreated    = core.MustKind(1, 1)
@@ -73,6 +74,7 @@ type body struct {
 	DeletedCursors []string         `json:"deleted_cursors,omitempty"`
 	OperatorHash   string           `json:"operator_hash,omitempty"`
 	Policy         *policyRecord    `json:"policy,omitempty"`
+	Worker         *workerRecord    `json:"worker,omitempty"`
 }
 
 type keyRecord struct {
@@ -151,6 +153,10 @@ func decode(ev core.StoredEvent) (change, error) {
 		if _, err := parseHash(b.OperatorHash); err != nil {
 			return change{}, err
 		}
+	case kindWorkerStarted, kindWorkerStopped, kindWorkerQuarantined, kindWorkerReset:
+		if b.Worker == nil || (k == kindWorkerStarted && (b.Worker.Region == nil || b.Worker.Restart == nil || b.Worker.Restart.MaxRestarts == nil)) {
+			return change{}, fmt.Errorf("%s without a worker", kindNames[k])
+		}
 	case kindPolicyActivated, kindPolicyRolledBack:
 		if b.Policy == nil {
 			return change{}, fmt.Errorf("%s without a policy", kindNames[k])
@@ -176,6 +182,7 @@ type state struct {
 	hasOperator bool
 	clocks      map[string]uint64 // entity → events recorded (its next clock)
 	policies    map[string]*TenantPolicy
+	workers     map[string]map[string]WorkerDef // tenant → name → worker
 }
 
 func newState() state {
@@ -186,6 +193,7 @@ func newState() state {
 		cursors:    map[string]map[string]CursorDef{},
 		clocks:     map[string]uint64{},
 		policies:   map[string]*TenantPolicy{},
+		workers:    map[string]map[string]WorkerDef{},
 	}
 }
 
@@ -232,6 +240,9 @@ func (s *state) apply(c change) {
 		delete(s.tenantKeys, b.Tenant)
 		delete(s.cursors, b.Tenant)
 		delete(s.policies, b.Tenant)
+		delete(s.workers, b.Tenant)
+	case kindWorkerStarted, kindWorkerStopped, kindWorkerQuarantined, kindWorkerReset:
+		s.applyWorker(c)
 	case kindPolicyActivated, kindPolicyRolledBack:
 		s.applyPolicy(c)
 	case kindKeyIssued:

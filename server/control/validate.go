@@ -114,6 +114,7 @@ func (q Quotas) Over(def Quotas) Quotas {
 	out.MaxBatchEvents = pick(q.MaxBatchEvents, def.MaxBatchEvents)
 	out.MaxSubscriptions = pick(q.MaxSubscriptions, def.MaxSubscriptions)
 	out.MaxCursors = pick(q.MaxCursors, def.MaxCursors)
+	out.MaxWorkers = pick(q.MaxWorkers, def.MaxWorkers)
 	return out
 }
 

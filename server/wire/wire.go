@@ -39,6 +39,9 @@ const (
 	// CodeBundleRejected: an uploaded policy bundle does not compile or
 	// fails its tests (422; "stage" and "errors" say which and why).
 	CodeBundleRejected = "BUNDLE_REJECTED"
+	// CodeNotImplemented: this server does not offer the route's feature
+	// (501; hosted workers on a server without a plugin source).
+	CodeNotImplemented = "NOT_IMPLEMENTED"
 )
 
 // ProblemTypeBase prefixes a problem's "type": the code in lower case follows.
