@@ -120,6 +120,7 @@ type Quotas struct {
 	MaxBatchEvents   int     `json:"max_batch_events,omitempty"`
 	MaxSubscriptions int     `json:"max_subscriptions,omitempty"`
 	MaxCursors       int     `json:"max_cursors,omitempty"`
+	MaxWorkers       int     `json:"max_workers,omitempty"` // hosted workers running or quarantined
 }
 
 // Settings are a tenant's store settings.
