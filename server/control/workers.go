@@ -171,8 +171,10 @@ func WorkerEntity(tenant, name string) string { return "worker:" + tenant + "/" 
 // pluginNameRE is the shape of a plugin's name as a worker names it.
 var pluginNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
-// validWorker fills the defaults of d (Cursor, Restart) and checks it.
-func validWorker(d WorkerDef) (WorkerDef, error) {
+// ValidWorker returns d with its defaults filled in (Cursor, Restart) or
+// an error wrapping ErrInvalid that names the field at fault: what
+// StartWorker checks before it records anything.
+func ValidWorker(d WorkerDef) (WorkerDef, error) {
 	if !cursorNameRE.MatchString(d.Name) {
 		return d, fmt.Errorf("%w: worker name %s: want 1..128 of A-Z a-z 0-9 . _ -, starting with a letter or digit", ErrInvalid, shown(d.Name))
 	}
@@ -215,7 +217,7 @@ func sameWorkerConfig(a, b WorkerDef) bool {
 // no limit). The check and the record happen under the plane's write
 // lock, so concurrent starts cannot pass the limit together.
 func (p *Plane) StartWorker(ctx context.Context, d WorkerDef, max int) (WorkerDef, error) {
-	d, err := validWorker(d)
+	d, err := ValidWorker(d)
 	if err != nil {
 		return WorkerDef{}, err
 	}

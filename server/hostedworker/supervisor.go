@@ -263,6 +263,9 @@ func (s *Supervisor) StartWorker(ctx context.Context, tenant string, req StartRe
 		return Status{}, err
 	}
 	d := control.WorkerDef{Tenant: tenant, Name: req.Name, Plugin: req.Plugin, Region: req.Region, Cursor: req.Cursor, Restart: req.Restart}
+	if _, err := control.ValidWorker(d); err != nil {
+		return Status{}, err
+	}
 	if _, ok := s.opts.Plane.Tenant(tenant); !ok {
 		return Status{}, fmt.Errorf("%w: tenant %q", control.ErrNotFound, tenant)
 	}
