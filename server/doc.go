@@ -2,8 +2,9 @@
 // (server/control), authentication (server/auth), quotas (server/quota),
 // lazily opened tenant stores (server/tenancy), the platform write policy
 // (policy.dir), the tenants' own policy bundles (server/tenantpolicy) and
-// the HTTP API (server/httpapi). `batpak serve` is a thin
-// command around New and Serve.
+// the tenants' hosted handler-plugin workers (server/hostedworker, when
+// Config.PluginSource is set) and the HTTP API (server/httpapi).
+// `batpak serve` is a thin command around New and Serve.
 //
 // Root directory layout:
 //
@@ -32,8 +33,14 @@
 // plane holds; else one is generated at first start, its hash stored in the
 // control plane, and the token printed once on Config.Stderr.
 //
+// Hosted workers: with a Config.PluginSource, New starts every worker the
+// control plane records as running (each resumes from its named cursor);
+// without one, the …/workers routes answer 501 and the recorded workers
+// wait for a server that has one.
+//
 // Shutdown (Serve's context ends, or Shutdown): /readyz turns 503, event
 // streams end with "event: shutdown" and their resumable position, the
-// listener stops accepting, in-flight requests finish, then every tenant
-// store and the control plane close — all within ShutdownTimeout.
+// listener stops accepting, in-flight requests finish, hosted workers stop
+// after the batch in hand, then every tenant store and the control plane
+// close — all within ShutdownTimeout.
 package server
