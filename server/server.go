@@ -361,8 +361,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.removeLeftovers(ctx); err != nil {
 		return fail(err)
 	}
+	quotas := quota.New() // the API's writes and the workers' reactions share the tenants' buckets
 	if cfg.PluginSource != nil {
-		s.workers, err = hostedworker.New(hostedworker.Options{Plane: s.plane, Tenants: s.tenants, Source: cfg.PluginSource, Logger: cfg.Logger})
+		s.workers, err = hostedworker.New(hostedworker.Options{Plane: s.plane, Tenants: s.tenants, Source: cfg.PluginSource,
+			Quotas: quotas, Logger: cfg.Logger})
 		if err != nil {
 			return fail(fmt.Errorf("hosted workers: %w", err))
 		}
@@ -384,7 +386,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.api = httpapi.New(httpapi.Options{
 		Registry: reg,
-		Plane:    s.plane, Auth: authn, Quotas: quota.New(), Tenants: s.tenants,
+		Plane:    s.plane, Auth: authn, Quotas: quotas, Tenants: s.tenants,
 		BackupDir:    filepath.Join(cfg.Root, "backups"),
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxJSONDepth: cfg.MaxJSONDepth, WriteTimeout: cfg.WriteTimeout,
 		MetricsPublic: cfg.MetricsPublic, AccessLog: access, Logger: cfg.Logger,

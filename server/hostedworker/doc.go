@@ -54,6 +54,12 @@
 //
 // # Limits and isolation
 //
+// With Options.Quotas (the server passes the API's), reactions count
+// against the tenant's quotas like its API writes: a reaction over
+// max_payload_bytes or past storage_bytes is a fault (kind "quota"), and
+// events_per_second and bytes_per_second pace the worker (sharing the
+// tenant's buckets with its API writes).
+//
 // A tenant may have at most its max_workers quota (control.Quotas,
 // default 16 in server.DefaultQuotas) workers running or quarantined at
 // once; starting one more is refused with a *quota.Exceeded naming

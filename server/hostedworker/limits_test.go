@@ -225,3 +225,37 @@ worker_identity if {
 		t.Fatalf("allowed worker %+v", st)
 	}
 }
+
+// TestWorkerReactionsHeldToQuotas: reactions count against the tenant's
+// quotas like its API writes: with max_payload_bytes below the echo's
+// payload, each reaction is refused (a "quota" fault) and nothing is
+// written; with the quota back, the worker (reset) echoes every input.
+func TestWorkerReactionsHeldToQuotas(t *testing.T) {
+	ts := startServer(t, t.TempDir(), newSource(t, standardFixtures()), nil)
+	acme := ts.tenant(t, "acme")
+	ctx := context.Background()
+	srcs := appendOrders(t, acme, "order:1", 5)
+	if _, err := ts.op.Admin().SetQuotas(ctx, "acme", client.Quotas{MaxPayloadBytes: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acme.StartWorker(ctx, "echoer", client.WorkerSpec{Plugin: "echo", Region: inputs,
+		Restart: client.WorkerRestart{MaxRestarts: intp(1), BackoffMinMs: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the quarantine", func() bool { return worker(t, acme, "echoer").State == "quarantined" })
+	st := worker(t, acme, "echoer")
+	if st.LastFault == nil || st.LastFault.Kind != "quota" || !strings.Contains(st.LastFault.Message, "max_payload_bytes") {
+		t.Fatalf("last fault %+v, want a quota fault naming max_payload_bytes", st.LastFault)
+	}
+	if n := len(echoes(t, acme)); n != 0 {
+		t.Fatalf("%d reactions over the payload quota were written", n)
+	}
+	if _, err := ts.op.Admin().SetQuotas(ctx, "acme", client.Quotas{MaxPayloadBytes: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acme.ResetWorker(ctx, "echoer"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "5 echoes", func() bool { return len(echoes(t, acme)) >= 5 })
+	checkOnce(t, srcs, echoes(t, acme))
+}

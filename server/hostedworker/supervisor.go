@@ -148,6 +148,12 @@ type Options struct {
 	Plane   *control.Plane
 	Tenants *tenancy.Registry
 	Source  PluginSource
+	// Quotas, when set, holds reactions to the tenant's quotas like the
+	// API's writes (give the API's Manager, so both share the tenant's
+	// rate buckets): max_payload_bytes and storage_bytes refuse (a fault
+	// of kind "quota"), events_per_second and bytes_per_second pace the
+	// worker. nil: reactions are bounded by the store's limits only.
+	Quotas *quota.Manager
 	// BatchSize is the most events per plugin call. Default 64; range
 	// 1..4096.
 	BatchSize int
@@ -683,6 +689,8 @@ func (r *runner) fault(err error) Fault {
 		f.Kind = string(pf.Kind)
 	case errors.As(err, &pe):
 		f.Kind = "unavailable"
+	case errors.As(err, new(*quota.Exceeded)):
+		f.Kind = "quota"
 	}
 	f.Message = strings.TrimPrefix(f.Message, "batpak: ")
 	if len(f.Message) > 2048 {
@@ -762,6 +770,27 @@ type scrubbed struct {
 func (e scrubbed) Error() string { return e.msg }
 func (e scrubbed) Unwrap() error { return e.orig }
 
+// admit holds one source's reactions to the tenant's quotas (when the
+// supervisor has them): payload size and storage refuse, the rates pace.
+func (r *runner) admit(ctx context.Context, store *core.Store, items []core.BatchItem) error {
+	if r.s.opts.Quotas == nil {
+		return nil
+	}
+	qt := r.s.opts.Quotas.Tenant(r.def.Tenant, r.s.opts.Plane.Effective(r.def.Tenant))
+	bytes, largest := 0, 0
+	for _, it := range items {
+		bytes += len(it.Payload)
+		largest = max(largest, len(it.Payload))
+	}
+	if ex := qt.CheckPayload(largest); ex != nil {
+		return ex
+	}
+	if ex := qt.CheckStorage(store.Usage().Bytes, bytes); ex != nil {
+		return ex
+	}
+	return qt.PaceWrite(ctx, len(items), bytes)
+}
+
 // handler adapts the plugin to the cursor worker: for each batch it calls
 // the plugin and writes the reactions it returns, those of each source
 // event as one atomic batch with idempotency keys
@@ -799,6 +828,9 @@ func (r *runner) handler(store *core.Store, p *plugins.Plugin) core.Handler {
 		wctx := core.WithPlugin(core.WithAction(ctx, core.ActionPlugin), p.Ref())
 		wctx = policy.WithPrincipal(wctx, principal)
 		for _, src := range order {
+			if err := r.admit(ctx, store, bySource[src]); err != nil {
+				return core.Continue, fmt.Errorf("reactions to %s: %w", batch[src].Header.ID, err)
+			}
 			if _, err := store.AppendBatch(wctx, bySource[src]); err != nil {
 				return core.Continue, fmt.Errorf("reactions to %s: %w", batch[src].Header.ID, err)
 			}
