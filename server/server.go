@@ -481,6 +481,10 @@ func (s *Server) API() *httpapi.API { return s.api }
 // and subscribers).
 func (s *Server) Follow() *follow.Set { return s.follow }
 
+// Workers is the server's hosted-worker supervisor (nil when the server
+// was started without a Config.PluginSource).
+func (s *Server) Workers() *hostedworker.Supervisor { return s.workers }
+
 // Plane is the server's control plane.
 func (s *Server) Plane() *control.Plane { return s.plane }
 

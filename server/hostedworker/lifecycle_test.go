@@ -28,6 +28,11 @@ func TestWorkerFollowsTenantState(t *testing.T) {
 	if _, err := ts.op.Admin().Suspend(ctx, "acme", "billing"); err != nil {
 		t.Fatal(err)
 	}
+	// The tenant's keys are refused while it is suspended: look through
+	// the server's supervisor.
+	if st, err := ts.srv.Workers().Status(ctx, "acme", "echoer"); err != nil || st.State != "suspended" || st.Desired != "running" {
+		t.Fatalf("while suspended: %+v %v", st, err)
+	}
 	if _, err := ts.op.Admin().Resume(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +59,7 @@ func TestWorkerFollowsTenantState(t *testing.T) {
 	}
 }
 
-// TestWorkerSuspendedStatus: a server started while a tenant is
+// TestWorkerStartsOnResumeAfterRestart: a server started while a tenant is
 // suspended does not run its workers; resuming the tenant starts them.
 func TestWorkerSuspendedStatus(t *testing.T) {
 	root := t.TempDir()
