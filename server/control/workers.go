@@ -154,6 +154,11 @@ type WorkerDef struct {
 	// supervisor quarantines as principal "hostedworker").
 	Changed time.Time        `json:"changed"`
 	By      policy.Principal `json:"by"`
+	// Revision is the system-store sequence of the worker's last recorded
+	// change: a run started from this definition quarantines or stops it
+	// only while it is still this revision (QuarantineWorker,
+	// StopWorkerRevision), never a newer start or stop.
+	Revision uint64 `json:"revision"`
 }
 
 type workerRecord struct {
@@ -271,15 +276,23 @@ func (p *Plane) StopWorker(ctx context.Context, tenant, name string) (WorkerDef,
 	return p.changeWorker(ctx, tenant, name, kindWorkerStopped, "", func(w WorkerDef) bool { return w.State != WorkerStopped })
 }
 
-// QuarantineWorker records that a running worker is quarantined, with
-// reason (at most MaxReasonBytes; longer is cut). A worker no longer
-// running (stopped meanwhile) is left as it is. ErrNotFound if there is
-// no such worker.
-func (p *Plane) QuarantineWorker(ctx context.Context, tenant, name, reason string) (WorkerDef, error) {
+// StopWorkerRevision is StopWorker for a run of revision rev (the
+// worker's plugin asked to stop): it records the stop only while the
+// worker is running at that revision.
+func (p *Plane) StopWorkerRevision(ctx context.Context, tenant, name string, rev uint64) (WorkerDef, error) {
+	return p.changeWorker(ctx, tenant, name, kindWorkerStopped, "", func(w WorkerDef) bool { return w.State == WorkerRunning && w.Revision == rev })
+}
+
+// QuarantineWorker records that the worker's run of revision rev is
+// quarantined, with reason (at most MaxReasonBytes; longer is cut). A
+// worker no longer running at that revision (stopped, restarted or
+// reconfigured meanwhile) is left as it is. ErrNotFound if there is no
+// such worker.
+func (p *Plane) QuarantineWorker(ctx context.Context, tenant, name string, rev uint64, reason string) (WorkerDef, error) {
 	if len(reason) > MaxReasonBytes {
 		reason = reason[:MaxReasonBytes]
 	}
-	return p.changeWorker(ctx, tenant, name, kindWorkerQuarantined, reason, func(w WorkerDef) bool { return w.State == WorkerRunning })
+	return p.changeWorker(ctx, tenant, name, kindWorkerQuarantined, reason, func(w WorkerDef) bool { return w.State == WorkerRunning && w.Revision == rev })
 }
 
 // ResetWorker clears a worker's quarantine: it should run again. A worker
@@ -385,6 +398,6 @@ func (s *state) applyWorker(c change) {
 	if !ok && c.kind != kindWorkerStarted {
 		return
 	}
-	w.Changed, w.By = c.at, b.By
+	w.Changed, w.By, w.Revision = c.at, b.By, c.seq
 	ws[w.Name] = w
 }

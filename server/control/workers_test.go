@@ -31,7 +31,12 @@ func TestWorkerDefinitionsReplay(t *testing.T) {
 	check(t, err)
 	_, err = p.StartWorker(ctx, control.WorkerDef{Tenant: "globex", Name: "gone", Plugin: "echo"}, -1)
 	check(t, err)
-	_, err = p.QuarantineWorker(ctx, "acme", "trap", "3 faults")
+	trap, _ := p.Worker("acme", "trap")
+	// A run of an older revision quarantines nothing.
+	if w, err := p.QuarantineWorker(ctx, "acme", "trap", trap.Revision-1, "stale"); err != nil || w.State != control.WorkerRunning {
+		t.Fatalf("a stale quarantine: %+v %v", w, err)
+	}
+	_, err = p.QuarantineWorker(ctx, "acme", "trap", trap.Revision, "3 faults")
 	check(t, err)
 	_, err = p.StopWorker(ctx, "acme", "echo")
 	check(t, err)
@@ -39,7 +44,8 @@ func TestWorkerDefinitionsReplay(t *testing.T) {
 	// not quarantined: nothing recorded.
 	_, err = p.StopWorker(ctx, "acme", "echo")
 	check(t, err)
-	_, err = p.QuarantineWorker(ctx, "acme", "echo", "x")
+	echo, _ := p.Worker("acme", "echo")
+	_, err = p.QuarantineWorker(ctx, "acme", "echo", echo.Revision, "x")
 	check(t, err)
 	check(t, p.DeleteTenant(ctx, "globex"))
 	if _, err := p.StopWorker(ctx, "acme", "nosuch"); !errors.Is(err, control.ErrNotFound) {

@@ -635,7 +635,7 @@ func (r *runner) run(ctx context.Context) {
 			// start again at the next server start.
 			r.setState(StateStopped, "the plugin asked to stop")
 			sctx := policy.WithPrincipal(context.Background(), supervisorPrincipal)
-			if _, err := r.s.opts.Plane.StopWorker(sctx, r.def.Tenant, r.def.Name); err != nil && !errors.Is(err, control.ErrNotFound) {
+			if _, err := r.s.opts.Plane.StopWorkerRevision(sctx, r.def.Tenant, r.def.Name, r.def.Revision); err != nil && !errors.Is(err, control.ErrNotFound) {
 				r.logf("error", "recording the plugin's stop: %v", err)
 			}
 			return
@@ -650,7 +650,7 @@ func (r *runner) run(ctx context.Context) {
 			r.setState(StateQuarantined, "")
 			r.logf("error", "quarantined: %s", reason)
 			qctx := policy.WithPrincipal(context.Background(), supervisorPrincipal)
-			if _, err := r.s.opts.Plane.QuarantineWorker(qctx, r.def.Tenant, r.def.Name, reason); err != nil && !errors.Is(err, control.ErrNotFound) {
+			if _, err := r.s.opts.Plane.QuarantineWorker(qctx, r.def.Tenant, r.def.Name, r.def.Revision, reason); err != nil && !errors.Is(err, control.ErrNotFound) {
 				r.logf("error", "recording the quarantine: %v", err)
 			}
 			return
