@@ -40,6 +40,33 @@
 // digest (plugins.Plugin.Ref). A denied reaction is a fault of the
 // worker, like a plugin trap.
 //
+// # States
+//
+//	        PUT …/workers/{name}                  fault, restarts left
+//	(none) ─────────────────────▶ running ───────────────────────────▶ backoff
+//	                              │  ▲  ▲ ◀──── backoff elapsed ────────┘ │
+//	   POST …/stop, or the plugin │  │  │ POST …/reset                    │
+//	              answers "stop"  ▼  │  │                                 │
+//	                        stopped  │  quarantined ◀── fault, no restart ┘
+//	                           └─────┘                  left in the window
+//	                             PUT
+//
+// "suspended" is shown while the worker's tenant is suspended (it runs
+// again on resume). What each recorded state means across a restart of
+// the server (a crash or SIGKILL included):
+//
+//	recorded (desired)   after a restart
+//	-------------------  --------------------------------------------------------
+//	running              started again, from its cursor's committed position;
+//	                     reactions already written for uncommitted events are
+//	                     not written again (idempotency keys)
+//	stopped              not started; definition and cursor position kept
+//	quarantined          not started; quarantine and reason shown until reset
+//	(tenant deleted)     gone with the tenant
+//
+// Restart counts, the fault history and the log are the running server's:
+// a restarted server starts them afresh.
+//
 // # Restart policy and quarantine
 //
 // A fault — a plugin fault (trap, timeout, memory, malformed answer…), a
