@@ -61,7 +61,7 @@ func TestWorkerFollowsTenantState(t *testing.T) {
 
 // TestWorkerStartsOnResumeAfterRestart: a server started while a tenant is
 // suspended does not run its workers; resuming the tenant starts them.
-func TestWorkerSuspendedStatus(t *testing.T) {
+func TestWorkerStartsOnResumeAfterRestart(t *testing.T) {
 	root := t.TempDir()
 	src := newSource(t, standardFixtures())
 	ts := startServer(t, root, src, nil)
