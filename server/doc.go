@@ -2,9 +2,9 @@
 // (server/control), authentication (server/auth), quotas (server/quota),
 // lazily opened tenant stores (server/tenancy), the platform write policy
 // (policy.dir), the tenants' own policy bundles (server/tenantpolicy),
-// the tenants' own plugins (server/tenantplugin) and the HTTP API
-// (server/httpapi). `batpak serve` is a thin
-// command around New and Serve.
+// the tenants' own plugins (server/tenantplugin), the hosted workers that
+// run the tenants' handler plugins (server/hostedworker) and the HTTP API
+// (server/httpapi). `batpak serve` is a thin command around New and Serve.
 //
 // Root directory layout:
 //
@@ -36,8 +36,14 @@
 // plane holds; else one is generated at first start, its hash stored in the
 // control plane, and the token printed once on Config.Stderr.
 //
+// Hosted workers run the tenants' uploaded handler plugins (the active
+// version; Config.PluginSource may give another source): New starts every
+// worker the control plane records as running, each resuming from its
+// named cursor.
+//
 // Shutdown (Serve's context ends, or Shutdown): /readyz turns 503, event
 // streams end with "event: shutdown" and their resumable position, the
-// listener stops accepting, in-flight requests finish, then every tenant
-// store and the control plane close — all within ShutdownTimeout.
+// listener stops accepting, in-flight requests finish, hosted workers stop
+// after the batch in hand, then every tenant store and the control plane
+// close — all within ShutdownTimeout.
 package server

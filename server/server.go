@@ -20,6 +20,7 @@ import (
 	"github.com/batpak-go/batpak/server/auth"
 	"github.com/batpak-go/batpak/server/control"
 	"github.com/batpak-go/batpak/server/follow"
+	"github.com/batpak-go/batpak/server/hostedworker"
 	"github.com/batpak-go/batpak/server/httpapi"
 	"github.com/batpak-go/batpak/server/quota"
 	"github.com/batpak-go/batpak/server/tenancy"
@@ -136,6 +137,11 @@ type Config struct {
 	// PluginLogLines is how many recent log lines and faults each
 	// plugin's status keeps in memory. Default 100; range 1..10000.
 	PluginLogLines int
+	// PluginSource provides the handler plugins that hosted workers run.
+	// nil (the default): the tenants' own uploaded plugins (Plugins), the
+	// active version of the plugin the worker names. Tests and embedders
+	// may give another source. See server/hostedworker.
+	PluginSource hostedworker.PluginSource
 
 	// Logger receives the server's own messages (default: text on Stderr);
 	// Stderr receives the access log and the generated operator token
@@ -149,7 +155,7 @@ func DefaultQuotas() control.Quotas {
 	return control.Quotas{
 		StorageBytes: 10 << 30, EventsPerSecond: 20000, EventsBurst: 40000,
 		BytesPerSecond: 64 << 20, BytesBurst: 128 << 20, MaxPayloadBytes: 1 << 20,
-		MaxBatchEvents: 4096, MaxSubscriptions: 1100, MaxCursors: 100,
+		MaxBatchEvents: 4096, MaxSubscriptions: 1100, MaxCursors: 100, MaxWorkers: 16,
 	}
 }
 
@@ -293,6 +299,8 @@ type Server struct {
 	plugins *tenantplugin.Manager
 	states  *tenantplugin.StateCache
 	follow  *follow.Set
+	// workers runs the hosted workers.
+	workers *hostedworker.Supervisor
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -390,6 +398,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.removeLeftovers(ctx); err != nil {
 		return fail(err)
 	}
+	quotas := quota.New() // the API's writes and the workers' reactions share the tenants' buckets
+	source := cfg.PluginSource
+	if source == nil {
+		source = registrySource{s.plugins}
+	}
+	s.workers, err = hostedworker.New(hostedworker.Options{Plane: s.plane, Tenants: s.tenants, Source: source,
+		Quotas: quotas, Logger: cfg.Logger})
+	if err != nil {
+		return fail(fmt.Errorf("hosted workers: %w", err))
+	}
 	s.follow, err = follow.NewSet(follow.Options{Encode: httpapi.EncodeEvent, MaxBacklogEvents: min(cfg.SSEBufferEvents, 1<<20)})
 	if err != nil {
 		return fail(fmt.Errorf("server.sse_buffer_events: %w", err))
@@ -407,7 +425,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.api = httpapi.New(httpapi.Options{
 		Registry: reg,
-		Plane:    s.plane, Auth: authn, Quotas: quota.New(), Tenants: s.tenants,
+		Plane:    s.plane, Auth: authn, Quotas: quotas, Tenants: s.tenants,
 		BackupDir:    filepath.Join(cfg.Root, "backups"),
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxJSONDepth: cfg.MaxJSONDepth, WriteTimeout: cfg.WriteTimeout,
 		MetricsPublic: cfg.MetricsPublic, AccessLog: access, Logger: cfg.Logger,
@@ -415,6 +433,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		RateRefusalDelay: max(cfg.RateRefusalDelay, 0),
 		Policies:         s.policies,
 		Plugins:          s.plugins,
+		Workers:          s.workers,
 	})
 	s.http = &http.Server{
 		Handler:           s.api.Handler(),
@@ -424,6 +443,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	if s.workers != nil {
+		// Every worker recorded as running continues from its cursor.
+		s.workers.Resume()
 	}
 	return s, nil
 }
@@ -502,6 +525,9 @@ func (s *Server) Follow() *follow.Set { return s.follow }
 // Plugins is the server's tenant plugin manager (for hosting a tenant's
 // handler plugins: Plugins().Plugin).
 func (s *Server) Plugins() *tenantplugin.Manager { return s.plugins }
+
+// Workers is the server's hosted-worker supervisor.
+func (s *Server) Workers() *hostedworker.Supervisor { return s.workers }
 
 // Plane is the server's control plane.
 func (s *Server) Plane() *control.Plane { return s.plane }
@@ -617,8 +643,13 @@ func (s *Server) closeStores(ctx context.Context) error {
 	}
 	s.closed = true
 	var err error
+	if s.workers != nil {
+		// Workers hold leases: they stop (after the batch in hand) before
+		// the stores close.
+		err = s.workers.Close(ctx)
+	}
 	if s.tenants != nil {
-		err = s.tenants.Close(ctx)
+		err = errors.Join(err, s.tenants.Close(ctx))
 	}
 	if s.plugins != nil {
 		err = errors.Join(err, s.plugins.Close(ctx))

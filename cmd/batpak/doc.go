@@ -113,9 +113,13 @@
 //
 //	batpak tenant create ID | list | suspend ID [--reason R] | resume ID | delete ID --yes   [--json]
 //	batpak key issue NAME --role R | list | revoke KEY-ID   [--json]
+//	batpak worker start NAME --plugin P [--entity E] [--scope S] [--kind K] [--category C] [--cursor C]
+//	                   [--max-restarts N] [--window D] [--backoff-min D] [--backoff-max D]
+//	              | stop NAME | reset NAME | status [NAME]   [--json]
 //
 // tenant takes the operator credential; key the operator credential or an
-// admin key of --tenant. key issue prints the key once (the server keeps
+// admin key of --tenant; worker a key of --tenant (admin to start, stop
+// and reset a hosted worker, any role for its status, faults and log). key issue prints the key once (the server keeps
 // only its digest). tenant delete refuses without --yes. A refusal from
 // the server is one line, "batpak: server: CODE: detail (HTTP status)",
 // and exit code 1.

@@ -167,7 +167,7 @@ tenant" and "batpak key" administer that server.`,
 		newExportCmd(a), newImportCmd(a), newSnapshotCmd(a), newRedactCmd(a), newCompactCmd(a), newSealCmd(a),
 		newPluginCmd(a),
 		newServeCmd(a),
-		newTenantCmd(a), newKeyCmd(a),
+		newTenantCmd(a), newKeyCmd(a), newWorkerCmd(a),
 	)
 	return root
 }

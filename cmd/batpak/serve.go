@@ -107,6 +107,7 @@ var serverSettings = []serverSetting{
 	{"server.quotas.max_batch_events", "", kindCount, 4096, "default most events in one batch; at most 4096", func(t serverTarget, v settingValue) { t.q.MaxBatchEvents = int(v.n) }},
 	{"server.quotas.max_subscriptions", "", kindCount, 1100, "default concurrent event streams", func(t serverTarget, v settingValue) { t.q.MaxSubscriptions = int(v.n) }},
 	{"server.quotas.max_cursors", "", kindCount, 100, "default named cursors", func(t serverTarget, v settingValue) { t.q.MaxCursors = int(v.n) }},
+	{"server.quotas.max_workers", "", kindCount, 16, "default hosted workers running or quarantined", func(t serverTarget, v settingValue) { t.q.MaxWorkers = int(v.n) }},
 }
 
 // serverParentKeys are the config-file sections of the server settings.

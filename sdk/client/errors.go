@@ -32,6 +32,7 @@ const (
 	CodePluginRejected      = "PLUGIN_REJECTED"    // an uploaded plugin is refused (see Error.Detail)
 	CodePluginFault         = "PLUGIN_FAULT"       // a plugin call failed (see Error.Fault)
 	CodePluginQuarantined   = "PLUGIN_QUARANTINED" // the plugin refuses calls until reset or swapped
+	CodeNotImplemented      = "NOT_IMPLEMENTED"    // the server does not offer the feature (hosted workers without a plugin source)
 )
 
 // Sentinels for errors.Is: an *Error matches the sentinel with its Code.
@@ -56,6 +57,7 @@ var (
 	ErrPluginRejected      = &Error{Code: CodePluginRejected}
 	ErrPluginFault         = &Error{Code: CodePluginFault}
 	ErrPluginQuarantined   = &Error{Code: CodePluginQuarantined}
+	ErrNotImplemented      = &Error{Code: CodeNotImplemented}
 )
 
 // Error is a request the server refused: its problem document.

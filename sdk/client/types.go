@@ -129,6 +129,7 @@ type Quotas struct {
 	MaxPlugins        int   `json:"max_plugins,omitempty"`
 	MaxPluginVersions int   `json:"max_plugin_versions,omitempty"`
 	MaxModuleBytes    int64 `json:"max_module_bytes,omitempty"`
+	MaxWorkers        int   `json:"max_workers,omitempty"` // hosted workers running or quarantined
 }
 
 // Settings are a tenant's store settings.

@@ -54,6 +54,11 @@ type Quotas struct {
 	MaxPlugins        int   `json:"max_plugins,omitempty"`         // plugins the tenant keeps
 	MaxPluginVersions int   `json:"max_plugin_versions,omitempty"` // versions one plugin keeps
 	MaxModuleBytes    int64 `json:"max_module_bytes,omitempty"`    // one uploaded module
+	// MaxWorkers bounds the tenant's hosted workers that are running (or
+	// restarting) or quarantined: starting one more is refused. A stopped
+	// worker does not count. Server default 16 (server.quotas.max_workers);
+	// negative: no limit.
+	MaxWorkers int `json:"max_workers,omitempty"`
 }
 
 // Settings are a tenant's store settings.
@@ -104,6 +109,7 @@ var (
 	ErrExists   = errors.New("control: already exists")
 	ErrNotFound = errors.New("control: not found")
 	ErrInvalid  = errors.New("control: invalid")
-	// ErrLimit: DefineCursorMax found the tenant's cursor count at its limit.
+	// ErrLimit: DefineCursorMax found the tenant's cursor count, or
+	// StartWorker its worker count, at its limit.
 	ErrLimit = errors.New("control: limit reached")
 )

@@ -27,13 +27,18 @@
 //	cursor:<tenant>/<name>   3:2   cursor.deleted           tenant, cursor {name}
 //	policy:<tenant>          4:1   policy.activated         tenant, policy {revision, bytes}
 //	policy:<tenant>          4:2   policy.rolled_back       tenant, policy {revision}
+//	worker:<tenant>/<name>   6:1   worker.started           tenant, worker {name, plugin, region, cursor, restart}
+//	worker:<tenant>/<name>   6:2   worker.stopped           tenant, worker {name}
+//	worker:<tenant>/<name>   6:3   worker.quarantined       tenant, worker {name}, reason (the last fault)
+//	worker:<tenant>/<name>   6:4   worker.reset             tenant, worker {name}
 //
 // A deleted tenant's entity keeps its events; creating the id again
 // continues the same entity with a new tenant.created. A key id is never
 // reused, even after revocation. A tenant's policy revisions are the hex
 // SHA-256 of the bundles as uploaded (the bundles themselves are kept
 // outside the system store, by the server); a deleted tenant's policy
-// state goes with it. Secrets are never recorded, only their
+// state goes with it, and so do its hosted workers' definitions (the
+// desired state of server/hostedworker's supervisor). Secrets are never recorded, only their
 // SHA-256 hashes.
 //
 // # Guarantees

@@ -15,7 +15,8 @@ const Scope = "control"
 
 // The recorded changes. Category 1: tenants and the operator credential;
 // 2: keys; 3: cursor definitions; 4: tenants' policy bundles; 5: tenants'
-// plugins. Their numbers are part of the system
+// plugins (plugins.go); 6: hosted workers (workers.go). Their numbers are
+// part of the system
 // store's format: never renumber one.
 var (
 	kindTenantCreated    = core.MustKind(1, 1)
@@ -83,6 +84,7 @@ type body struct {
 	OperatorHash   string           `json:"operator_hash,omitempty"`
 	Policy         *policyRecord    `json:"policy,omitempty"`
 	Plugin         *pluginRecord    `json:"plugin,omitempty"`
+	Worker         *workerRecord    `json:"worker,omitempty"`
 }
 
 type keyRecord struct {
@@ -161,6 +163,10 @@ func decode(ev core.StoredEvent) (change, error) {
 		if _, err := parseHash(b.OperatorHash); err != nil {
 			return change{}, err
 		}
+	case kindWorkerStarted, kindWorkerStopped, kindWorkerQuarantined, kindWorkerReset:
+		if b.Worker == nil || (k == kindWorkerStarted && (b.Worker.Region == nil || b.Worker.Restart == nil || b.Worker.Restart.MaxRestarts == nil)) {
+			return change{}, fmt.Errorf("%s without a worker", kindNames[k])
+		}
 	case kindPolicyActivated, kindPolicyRolledBack:
 		if b.Policy == nil {
 			return change{}, fmt.Errorf("%s without a policy", kindNames[k])
@@ -194,6 +200,7 @@ type state struct {
 	clocks      map[string]uint64 // entity → events recorded (its next clock)
 	policies    map[string]*TenantPolicy
 	plugins     map[string]map[string]*TenantPlugin // tenant → name → plugin
+	workers     map[string]map[string]WorkerDef     // tenant → name → worker
 }
 
 func newState() state {
@@ -205,6 +212,7 @@ func newState() state {
 		clocks:     map[string]uint64{},
 		policies:   map[string]*TenantPolicy{},
 		plugins:    map[string]map[string]*TenantPlugin{},
+		workers:    map[string]map[string]WorkerDef{},
 	}
 }
 
@@ -252,6 +260,9 @@ func (s *state) apply(c change) {
 		delete(s.cursors, b.Tenant)
 		delete(s.policies, b.Tenant)
 		delete(s.plugins, b.Tenant)
+		delete(s.workers, b.Tenant)
+	case kindWorkerStarted, kindWorkerStopped, kindWorkerQuarantined, kindWorkerReset:
+		s.applyWorker(c)
 	case kindPolicyActivated, kindPolicyRolledBack:
 		s.applyPolicy(c)
 	case kindPluginAdded, kindPluginKept, kindPluginSwapped, kindPluginDeleted:

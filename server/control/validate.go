@@ -128,6 +128,7 @@ func (q Quotas) Over(def Quotas) Quotas {
 	out.MaxPlugins = pick(q.MaxPlugins, def.MaxPlugins)
 	out.MaxPluginVersions = pick(q.MaxPluginVersions, def.MaxPluginVersions)
 	out.MaxModuleBytes = pick64(q.MaxModuleBytes, def.MaxModuleBytes)
+	out.MaxWorkers = pick(q.MaxWorkers, def.MaxWorkers)
 	return out
 }
 

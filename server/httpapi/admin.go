@@ -193,6 +193,7 @@ func (a *API) suspendTenant(c *call) error {
 		return err
 	}
 	a.accessChanged()
+	a.workersChanged(c.tenant)
 	return writeJSON(c.w, http.StatusOK, a.tenantView(c, t))
 }
 
@@ -204,6 +205,7 @@ func (a *API) resumeTenant(c *call) error {
 	if err != nil {
 		return err
 	}
+	a.workersChanged(c.tenant)
 	return writeJSON(c.w, http.StatusOK, a.tenantView(c, t))
 }
 
@@ -221,6 +223,7 @@ func (a *API) deleteTenant(c *call) error {
 		return err
 	}
 	a.accessChanged()
+	a.workersChanged(t.ID) // their leases end before the store is removed
 	if err := a.opts.Tenants.Remove(c.r.Context(), t.ID); err != nil {
 		return err
 	}

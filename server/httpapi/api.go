@@ -12,6 +12,7 @@ import (
 	"github.com/batpak-go/batpak/server/auth"
 	"github.com/batpak-go/batpak/server/control"
 	"github.com/batpak-go/batpak/server/follow"
+	"github.com/batpak-go/batpak/server/hostedworker"
 	"github.com/batpak-go/batpak/server/quota"
 	"github.com/batpak-go/batpak/server/tenancy"
 	"github.com/batpak-go/batpak/server/tenantplugin"
@@ -88,6 +89,9 @@ type Options struct {
 	// Follow fans tenant stores out to event streams (make it with
 	// EncodeEvent as Options.Encode); nil: /subscribe answers 503.
 	Follow *follow.Set
+	// Workers runs the tenants' hosted handler-plugin workers (the
+	// …/workers routes); nil: those routes answer 501 NOT_IMPLEMENTED.
+	Workers *hostedworker.Supervisor
 }
 
 // API is the HTTP handler of the server. Safe for concurrent use.
@@ -248,6 +252,11 @@ func (a *API) table() []Route {
 		{Method: "POST", Path: t + "/plugins/{name}/reset", Access: Tenant, Role: control.RoleAdmin, handler: a.resetPlugin},
 		{Method: "DELETE", Path: t + "/plugins/{name}", Access: Tenant, Role: control.RoleAdmin, handler: a.deletePlugin},
 		{Method: "GET", Path: t + "/projections/{plugin}/{entity}", Access: Tenant, Role: control.RoleReader, handler: a.projection},
+		{Method: "GET", Path: t + "/workers", Access: Tenant, Role: control.RoleReader, handler: a.listWorkers},
+		{Method: "PUT", Path: t + "/workers/{name}", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.startWorker},
+		{Method: "GET", Path: t + "/workers/{name}", Access: Tenant, Role: control.RoleReader, handler: a.getWorker},
+		{Method: "POST", Path: t + "/workers/{name}/stop", Access: Tenant, Role: control.RoleAdmin, handler: a.stopWorker},
+		{Method: "POST", Path: t + "/workers/{name}/reset", Access: Tenant, Role: control.RoleAdmin, handler: a.resetWorker},
 
 		{Method: "POST", Path: ad, Access: Operator, Body: js, handler: a.createTenant},
 		{Method: "GET", Path: ad, Access: Operator, handler: a.listTenants},

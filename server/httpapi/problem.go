@@ -14,6 +14,7 @@ import (
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/policy"
 	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/hostedworker"
 	"github.com/batpak-go/batpak/server/quota"
 	"github.com/batpak-go/batpak/server/tenancy"
 	"github.com/batpak-go/batpak/server/tenantpolicy"
@@ -68,6 +69,7 @@ var titles = map[string]string{
 	wire.CodePluginRejected:      "Plugin refused",
 	wire.CodePluginFault:         "Plugin fault",
 	wire.CodePluginQuarantined:   "Plugin quarantined",
+	wire.CodeNotImplemented:      "Not implemented by this server",
 }
 
 // writeProblem writes e as application/problem+json.
@@ -175,6 +177,7 @@ func (a *API) problemFor(c *call, err error) *apiError {
 		bie *core.BatchItemError
 		be  *tenantpolicy.BundleError
 		rj  *tenantpolicy.RejectedError
+		wpe *hostedworker.PluginError
 	)
 	var index *int
 	if errors.As(err, &bie) {
@@ -206,6 +209,12 @@ func (a *API) problemFor(c *call, err error) *apiError {
 		}
 		out = &apiError{status: 403, code: wire.CodePolicyDenied, detail: den.Message,
 			p: wire.Problem{Reasons: reasons, Revision: den.Revision, Layer: den.Layer, DecisionID: den.DecisionID}}
+	case errors.As(err, &wpe):
+		if errors.Is(wpe, hostedworker.ErrPluginNotFound) {
+			out = &apiError{status: 404, code: wire.CodeNotFound, detail: a.scrub(c, wpe.Error()), p: wire.Problem{Field: "plugin"}}
+		} else {
+			out = &apiError{status: 400, code: wire.CodeInvalidRequest, detail: a.scrub(c, wpe.Error()), p: wire.Problem{Field: "plugin"}}
+		}
 	case errors.As(err, &be):
 		out = bundleProblem(be)
 	case errors.As(err, &rj):
@@ -237,7 +246,7 @@ func (a *API) problemFor(c *call, err error) *apiError {
 	case errors.As(err, &re):
 		out = &apiError{status: 503, code: wire.CodeBusy, detail: "the tenant's writer is under pressure; retry", retryAfter: max(re.After, time.Second)}
 	case errors.Is(err, core.ErrRetry), errors.Is(err, tenancy.ErrTooManyOpen), errors.Is(err, core.ErrFenceActive),
-		errors.Is(err, core.ErrCancelled), errors.Is(err, core.ErrClosed):
+		errors.Is(err, core.ErrCancelled), errors.Is(err, core.ErrClosed), errors.Is(err, hostedworker.ErrClosed):
 		out = &apiError{status: 503, code: wire.CodeBusy, detail: "the server is busy; retry", retryAfter: time.Second}
 	case errors.Is(err, core.ErrNotFound):
 		out = errNotFound("no such event")

@@ -16,7 +16,8 @@ type Exceeded struct {
 	// Quota names the limit: "events_per_second", "bytes_per_second",
 	// "events_burst", "bytes_burst" (one request larger than the bucket),
 	// "storage_bytes", "max_payload_bytes", "max_batch_events",
-	// "max_subscriptions", "max_cursors".
+	// "max_subscriptions", "max_cursors", "max_workers" (hosted workers,
+	// refused by server/hostedworker).
 	Quota      string
 	Limit      float64       // the quota's value
 	RetryAfter time.Duration // 0 when retrying will not help

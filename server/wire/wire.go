@@ -48,6 +48,9 @@ const (
 	// CodePluginQuarantined: the plugin refuses calls after too many
 	// consecutive faults until it is reset or swapped (424).
 	CodePluginQuarantined = "PLUGIN_QUARANTINED"
+	// CodeNotImplemented: this server does not offer the route's feature
+	// (501; hosted workers on a server without a plugin source).
+	CodeNotImplemented = "NOT_IMPLEMENTED"
 )
 
 // ProblemTypeBase prefixes a problem's "type": the code in lower case follows.

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/batpak-go/batpak/sdk/client"
+)
+
+// workerLine is one row of worker status.
+func workerLine(w client.Worker) string {
+	fault := "-"
+	if w.LastFault != nil {
+		fault = oneLine(w.LastFault.Kind + ": " + w.LastFault.Message)
+		if len(fault) > 60 {
+			fault = fault[:57] + "..."
+		}
+	}
+	return fmt.Sprintf("%s\t%s\t%s\t%d\t%d\t%d\t%s", oneLine(w.Name), w.State, oneLine(w.Plugin), w.Position, w.Lag, w.Restarts, fault)
+}
+
+// printWorker prints one worker's status in full.
+func printWorker(out io.Writer, w client.Worker) error {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "worker\t%s\n", oneLine(w.Name))
+	fmt.Fprintf(tw, "state\t%s (desired %s)\n", w.State, w.Desired)
+	plugin := oneLine(w.Plugin)
+	if w.Running != nil {
+		d := w.Running.Digest
+		if len(d) > 12 {
+			d = d[:12]
+		}
+		plugin += fmt.Sprintf(" (%s %s, %s…)", oneLine(w.Running.Name), oneLine(w.Running.Version), d)
+	}
+	fmt.Fprintf(tw, "plugin\t%s\n", plugin)
+	fmt.Fprintf(tw, "cursor\t%s\n", oneLine(w.Cursor))
+	fmt.Fprintf(tw, "position\t%d\n", w.Position)
+	fmt.Fprintf(tw, "lag\t%d\n", w.Lag)
+	fmt.Fprintf(tw, "restarts\t%d (%d faults within %v; max_restarts %d)\n", w.Restarts, w.RecentFaults,
+		time.Duration(w.Restart.WindowMs)*time.Millisecond, derefInt(w.Restart.MaxRestarts))
+	if w.NextRestart != nil {
+		fmt.Fprintf(tw, "next restart\t%s\n", w.NextRestart.UTC().Format(time.RFC3339Nano))
+	}
+	if w.LastFault != nil {
+		fmt.Fprintf(tw, "last fault\t%s %s: %s\n", w.LastFault.Time.UTC().Format(time.RFC3339), w.LastFault.Kind, oneLine(w.LastFault.Message))
+	}
+	if w.Quarantine != nil {
+		fmt.Fprintf(tw, "quarantined\t%s: %s\n", w.Quarantine.Since.UTC().Format(time.RFC3339), oneLine(w.Quarantine.Reason))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(w.Log) > 0 {
+		fmt.Fprintln(out, "log:")
+		for _, l := range w.Log {
+			fmt.Fprintf(out, "  %s %-5s %s\n", l.Time.UTC().Format(time.RFC3339), l.Level, oneLine(l.Message))
+		}
+	}
+	return nil
+}
+
+func derefInt(p *int) int {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+func newWorkerCmd(a *app) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "worker",
+		Short:   "Start, stop and inspect hosted workers: handler plugins a server runs for a tenant",
+		GroupID: "admin",
+		Long: `Manage the hosted workers of the tenant --tenant (BATPAK_TENANT) on --server,
+with a key of that tenant as --token (admin to start, stop and reset; any
+role to look). A worker feeds the tenant's events, from a named cursor, to
+one of the tenant's handler plugins and writes the reactions it returns;
+it resumes from its cursor after a server restart. After a fault it
+restarts with a backoff; past --max-restarts within --window it is
+quarantined until "worker reset".`,
+	}
+	tenantOf := func(name string) (*client.Tenant, error) {
+		rc, err := a.needServer(name)
+		if err != nil {
+			return nil, err
+		}
+		return rc.tenantClient()
+	}
+	show := func(cmd *cobra.Command, verb string, w client.Worker) error {
+		if asJSON {
+			return newJSONLines(cmd.OutOrStdout()).write(w)
+		}
+		_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s worker %s (plugin %s, state %s)\n", verb, oneLine(w.Name), oneLine(w.Plugin), w.State)
+		return err
+	}
+	var (
+		spec                  client.WorkerSpec
+		category, maxRestarts int
+		window, bMin, bMax    time.Duration
+	)
+	start := &cobra.Command{
+		Use:   "start NAME --plugin PLUGIN",
+		Short: "Start (or reconfigure) a worker running one of the tenant's handler plugins",
+		Args:  exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if spec.Plugin == "" {
+				return usagef("missing required flag --plugin (the tenant's handler plugin to run)")
+			}
+			if category >= 0 {
+				c := category
+				spec.Region.Category = &c
+			}
+			if maxRestarts >= 0 {
+				m := maxRestarts
+				spec.Restart.MaxRestarts = &m
+			}
+			for _, d := range []struct {
+				flag string
+				v    time.Duration
+				dst  *int64
+			}{{"--window", window, &spec.Restart.WindowMs}, {"--backoff-min", bMin, &spec.Restart.BackoffMinMs}, {"--backoff-max", bMax, &spec.Restart.BackoffMaxMs}} {
+				if d.v < 0 || (d.v > 0 && d.v < time.Millisecond) {
+					return usagef("%s %v: want a duration of at least 1ms (0: the server's default)", d.flag, d.v)
+				}
+				*d.dst = d.v.Milliseconds()
+			}
+			t, err := tenantOf("worker start")
+			if err != nil {
+				return err
+			}
+			w, err := t.StartWorker(cmd.Context(), args[0], spec)
+			if err != nil {
+				return remoteError(err)
+			}
+			return show(cmd, "started", w)
+		},
+	}
+	f := start.Flags()
+	f.StringVar(&spec.Plugin, "plugin", "", "the tenant's handler plugin to run (required)")
+	f.StringVar(&spec.Region.Entity, "entity", "", "only events of entities with this prefix")
+	f.StringVar(&spec.Region.Scope, "scope", "", "only events of this scope")
+	f.StringVar(&spec.Region.Kind, "kind", "", `only events of this kind ("1:1")`)
+	f.IntVar(&category, "category", -1, "only events of this kind category (0..15)")
+	f.StringVar(&spec.Cursor, "cursor", "", "the named cursor it resumes from (default: the worker's name)")
+	f.IntVar(&maxRestarts, "max-restarts", -1, "restarts within --window before a fault quarantines it (server default 5; 0..1000)")
+	f.DurationVar(&window, "window", 0, "the window faults are counted in (server default 10m; 1s..24h)")
+	f.DurationVar(&bMin, "backoff-min", 0, "wait before the first restart, doubling per fault (server default 200ms)")
+	f.DurationVar(&bMax, "backoff-max", 0, "cap of the wait between restarts (server default 30s)")
+
+	stop := &cobra.Command{
+		Use: "stop NAME", Short: "Stop a worker after the batch in hand; it keeps its cursor", Args: exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := tenantOf("worker stop")
+			if err != nil {
+				return err
+			}
+			w, err := t.StopWorker(cmd.Context(), args[0])
+			if err != nil {
+				return remoteError(err)
+			}
+			return show(cmd, "stopped", w)
+		},
+	}
+	reset := &cobra.Command{
+		Use: "reset NAME", Short: "Clear a worker's quarantine and faults and start it again", Args: exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := tenantOf("worker reset")
+			if err != nil {
+				return err
+			}
+			w, err := t.ResetWorker(cmd.Context(), args[0])
+			if err != nil {
+				return remoteError(err)
+			}
+			return show(cmd, "reset", w)
+		},
+	}
+	status := &cobra.Command{
+		Use: "status [NAME]", Short: "Show one worker's status and log, or list the tenant's workers",
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := tenantOf("worker status")
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if len(args) == 1 {
+				w, err := t.Worker(cmd.Context(), args[0])
+				if err != nil {
+					return remoteError(err)
+				}
+				if asJSON {
+					return newJSONLines(out).write(w)
+				}
+				return printWorker(out, w)
+			}
+			ws, err := t.Workers(cmd.Context())
+			if err != nil {
+				return remoteError(err)
+			}
+			if asJSON {
+				jl := newJSONLines(out)
+				for _, w := range ws {
+					if err := jl.write(w); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tSTATE\tPLUGIN\tPOSITION\tLAG\tRESTARTS\tLAST FAULT")
+			for _, w := range ws {
+				fmt.Fprintln(tw, workerLine(w))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(out, plural(len(ws), "worker", "workers"))
+			return err
+		},
+	}
+	cmd.PersistentFlags().BoolVar(&asJSON, "json", false, "print workers as JSON objects, one a line")
+	cmd.AddCommand(start, stop, reset, status)
+	return cmd
+}

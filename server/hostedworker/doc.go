@@ -1,0 +1,104 @@
+// Package hostedworker runs tenants' handler plugins as hosted workers of
+// a batpak server: each worker feeds the events of a region of its
+// tenant's store, from a named cursor, to a handler plugin and writes the
+// reactions the plugin asks for back into the tenant's store.
+//
+// # Where plugins come from
+//
+// A Supervisor gets its plugins from a PluginSource (the server's tenant
+// plugin registry): Handler(ctx, tenant, name) returns the tenant's
+// handler plugin called name, compiled and ready. The supervisor asks
+// again at every (re)start of a worker. The server's registry returns
+// the same *plugins.Plugin across swaps, so there a swapped-in version
+// serves the worker's next batch.
+//
+// # Desired state
+//
+// What should run is recorded in the control plane (control.WorkerDef:
+// worker.started, worker.stopped, worker.quarantined, worker.reset
+// events in the system store). Resume starts every worker recorded as
+// running when the server starts, so after a restart — a crash or a
+// SIGKILL included — each worker continues from its named cursor's last
+// committed position.
+//
+// # Exactly one reaction per event
+//
+// Delivery is at least once: a batch whose reactions were written but
+// whose cursor commit was not (a fault, a crash) is delivered again. Each
+// reaction carries an idempotency key derived from the worker's cursor,
+// the source event's id and the reaction's number within that source
+// ("worker:<cursor>:<event id>:<n>"), and the reactions to one source
+// event are written as one atomic batch, so a redelivery writes nothing
+// twice: the store holds exactly one set of reactions per input event,
+// each with the input event as causation and its correlation.
+//
+// # Identity and policy
+//
+// Reactions are written through the tenant store's ordinary write path,
+// so the platform policy and the tenant's own policy judge each one, with
+// action "plugin", principal {id "worker:<name>", tenant <tenant>, roles
+// ["plugin"]} and input.plugin the plugin's name, version and module
+// digest (plugins.Plugin.Ref). A denied reaction is a fault of the
+// worker, like a plugin trap.
+//
+// # States
+//
+//	        PUT …/workers/{name}                  fault, restarts left
+//	(none) ─────────────────────▶ running ───────────────────────────▶ backoff
+//	                              │  ▲  ▲ ◀──── backoff elapsed ────────┘ │
+//	   POST …/stop, or the plugin │  │  │ POST …/reset                    │
+//	              answers "stop"  ▼  │  │                                 │
+//	                        stopped  │  quarantined ◀── fault, no restart ┘
+//	                           └─────┘                  left in the window
+//	                             PUT
+//
+// "suspended" is shown while the worker's tenant is suspended (it runs
+// again on resume). What each recorded state means across a restart of
+// the server (a crash or SIGKILL included):
+//
+//	recorded (desired)   after a restart
+//	-------------------  --------------------------------------------------------
+//	running              started again, from its cursor's committed position;
+//	                     reactions already written for uncommitted events are
+//	                     not written again (idempotency keys)
+//	stopped              not started; definition and cursor position kept
+//	quarantined          not started; quarantine and reason shown until reset
+//	(tenant deleted)     gone with the tenant
+//
+// Restart counts, the fault history and the log are the running server's:
+// a restarted server starts them afresh.
+//
+// # Restart policy and quarantine
+//
+// A fault — a plugin fault (trap, timeout, memory, malformed answer…), a
+// refused or failed reaction write, a plugin the source cannot provide —
+// ends the worker's run; it restarts from its last committed position
+// after a backoff (control.WorkerRestart: first BackoffMinMs, default
+// 200ms, doubling per fault up to BackoffMaxMs, default 30s). Once it has
+// restarted MaxRestarts times (default 5) within WindowMs (default 10
+// minutes), the next fault quarantines it: it stops, the quarantine and
+// its reason are recorded in the control plane (so it stays quarantined
+// across restarts) and shown in its status until Reset.
+//
+// # Limits and isolation
+//
+// With Options.Quotas (the server passes the API's), reactions count
+// against the tenant's quotas like its API writes: a reaction over
+// max_payload_bytes or past storage_bytes is a fault (kind "quota"), and
+// events_per_second and bytes_per_second pace the worker (sharing the
+// tenant's buckets with its API writes).
+//
+// A tenant may have at most its max_workers quota (control.Quotas,
+// default 16 in server.DefaultQuotas) workers running or quarantined at
+// once; starting one more is refused with a *quota.Exceeded naming
+// max_workers. A worker's status, faults and log are kept per tenant and
+// only answered for that tenant.
+//
+// # Leases
+//
+// A running worker holds a lease on its tenant's store (tenancy.Lease),
+// so the store stays open while it runs; TenantChanged stops a deleted or
+// suspended tenant's workers (releasing their leases) and starts them
+// again when the tenant is resumed. Close stops every worker without
+// recording anything: they resume at the next start.
+package hostedworker

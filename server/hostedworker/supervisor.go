@@ -1,0 +1,843 @@
+package hostedworker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/plugins"
+	"github.com/batpak-go/batpak/plugins/abi"
+	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/quota"
+	"github.com/batpak-go/batpak/server/tenancy"
+	"github.com/batpak-go/batpak/server/wire"
+)
+
+// PluginSource is where a worker's handler plugin comes from: the
+// server's tenant plugin registry.
+type PluginSource interface {
+	// Handler returns tenant's handler plugin called name, loaded and
+	// ready to call. It is asked at every start and restart of a worker
+	// and may return the same *plugins.Plugin each time (a plugin's
+	// instances are safe for concurrent use). An error wrapping
+	// ErrPluginNotFound says there is no such plugin; any other error is
+	// the source's failure. Both refuse a start (StartWorker) and are a
+	// fault of a running worker.
+	Handler(ctx context.Context, tenant, name string) (*plugins.Plugin, error)
+}
+
+// Errors of the package.
+var (
+	// ErrPluginNotFound: the source has no plugin of that name for the
+	// tenant. Sources wrap it.
+	ErrPluginNotFound = errors.New("hostedworker: no such plugin")
+	// ErrClosed: the supervisor was closed.
+	ErrClosed = errors.New("hostedworker: supervisor is closed")
+)
+
+// PluginError refuses a start whose plugin the source cannot provide, or
+// that is not a handler plugin.
+type PluginError struct {
+	Plugin string
+	Err    error
+}
+
+func (e *PluginError) Error() string { return fmt.Sprintf("plugin %q: %v", e.Plugin, e.Err) }
+
+// Unwrap returns the source's error.
+func (e *PluginError) Unwrap() error { return e.Err }
+
+// State is what a worker is doing now.
+type State string
+
+// Worker states.
+const (
+	StateRunning     State = "running"     // feeding events to its plugin
+	StateBackoff     State = "backoff"     // waiting to restart after a fault
+	StateStopped     State = "stopped"     // stopped by request (or by its plugin)
+	StateQuarantined State = "quarantined" // faulted past its restart policy; Reset starts it again
+	StateSuspended   State = "suspended"   // its tenant is suspended; it runs again on resume
+)
+
+// Fault is one failure of a worker's run.
+type Fault struct {
+	Time time.Time `json:"time"`
+	// Kind is the plugin fault's kind (plugins.FaultKind: "trap",
+	// "timeout", "malformed", …), "denied" for a reaction a policy
+	// refused, "unavailable" for a plugin the source could not provide,
+	// or "error" for anything else (a failed write).
+	Kind    string `json:"kind"`
+	Message string `json:"message"`
+}
+
+// Quarantine says since when and why a worker is quarantined.
+type Quarantine struct {
+	Since  time.Time `json:"since"`
+	Reason string    `json:"reason"`
+}
+
+// LogEntry is one line of a worker's own log (starts, faults, restarts,
+// quarantine, stops): the last MaxLogEntries are kept per worker.
+type LogEntry struct {
+	Time    time.Time `json:"time"`
+	Level   string    `json:"level"` // "info" or "error"
+	Message string    `json:"message"`
+}
+
+// MaxLogEntries is how many log entries a worker's status keeps.
+const MaxLogEntries = 32
+
+// PluginRef identifies the plugin version a worker runs.
+type PluginRef struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Digest  string `json:"digest"`
+}
+
+// Status is a worker's definition and what it is doing.
+type Status struct {
+	Name    string                `json:"name"`
+	Plugin  string                `json:"plugin"`
+	Region  control.Region        `json:"region"`
+	Cursor  string                `json:"cursor"`
+	Restart control.WorkerRestart `json:"restart"`
+	// Desired is the recorded state: running, stopped or quarantined.
+	Desired control.WorkerState `json:"desired"`
+	State   State               `json:"state"`
+	// Running is the plugin version of the current (or last) run.
+	Running *PluginRef `json:"running,omitempty"`
+	// Position is the cursor's committed position (the global sequence
+	// after the last event whose reactions are written); Head the store's
+	// global sequence; Lag = Head - Position (an upper bound on the
+	// region's events not yet handled).
+	Position uint64 `json:"position"`
+	Head     uint64 `json:"head"`
+	Lag      uint64 `json:"lag"`
+	// Restarts counts restarts after faults since the worker was last
+	// started, reset or the server started.
+	Restarts int `json:"restarts"`
+	// RecentFaults counts the faults within the restart window.
+	RecentFaults int         `json:"recent_faults"`
+	LastFault    *Fault      `json:"last_fault,omitempty"`
+	NextRestart  *time.Time  `json:"next_restart,omitempty"` // in backoff
+	Quarantine   *Quarantine `json:"quarantine,omitempty"`
+	Changed      time.Time   `json:"changed"` // when Desired last changed
+	ChangedBy    string      `json:"changed_by"`
+	Log          []LogEntry  `json:"log"`
+}
+
+// StartRequest is what StartWorker needs: Name and Plugin; Cursor
+// defaults to Name; Region's zero value is every event; Restart's zero
+// fields take the defaults (control.WorkerRestart).
+type StartRequest struct {
+	Name    string                `json:"name"`
+	Plugin  string                `json:"plugin"`
+	Region  control.Region        `json:"region"`
+	Cursor  string                `json:"cursor,omitempty"`
+	Restart control.WorkerRestart `json:"restart"`
+}
+
+// Options configure a Supervisor. Plane, Tenants and Source are required.
+type Options struct {
+	Plane   *control.Plane
+	Tenants *tenancy.Registry
+	Source  PluginSource
+	// Quotas, when set, holds reactions to the tenant's quotas like the
+	// API's writes (give the API's Manager, so both share the tenant's
+	// rate buckets): max_payload_bytes and storage_bytes refuse (a fault
+	// of kind "quota"), events_per_second and bytes_per_second pace the
+	// worker. nil: reactions are bounded by the store's limits only.
+	Quotas *quota.Manager
+	// BatchSize is the most events per plugin call. Default 64; range
+	// 1..4096.
+	BatchSize int
+	Logger    *slog.Logger // nil: slog.Default()
+}
+
+// supervisorPrincipal records the supervisor's own changes (quarantine,
+// a plugin's stop).
+var supervisorPrincipal = policy.Principal{ID: "hostedworker", Roles: []string{"system"}}
+
+type key struct{ tenant, name string }
+
+// Supervisor runs the hosted workers. Safe for concurrent use.
+type Supervisor struct {
+	opts Options
+	log  *slog.Logger
+
+	// opMu serialises the changes of workers (start, stop, reset, tenant
+	// changes), so that a worker's runner always follows its latest
+	// recorded state.
+	opMu    sync.Mutex
+	mu      sync.Mutex
+	runners map[key]*runner // the current (or last) run of each worker
+	closed  bool
+	base    context.Context
+	stop    context.CancelFunc
+}
+
+// New makes a Supervisor; it starts nothing until Resume.
+func New(opts Options) (*Supervisor, error) {
+	switch {
+	case opts.Plane == nil || opts.Tenants == nil || opts.Source == nil:
+		return nil, errors.New("hostedworker: Options.Plane, Tenants and Source are required")
+	case opts.BatchSize < 0 || opts.BatchSize > 4096:
+		return nil, fmt.Errorf("hostedworker: Options.BatchSize is %d, want 1..4096", opts.BatchSize)
+	}
+	if opts.BatchSize == 0 {
+		opts.BatchSize = 64
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	base, stop := context.WithCancel(context.Background())
+	return &Supervisor{opts: opts, log: opts.Logger, runners: map[key]*runner{}, base: base, stop: stop}, nil
+}
+
+// Resume starts every worker the control plane records as running whose
+// tenant is active (at server start).
+func (s *Supervisor) Resume() {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	for _, d := range s.opts.Plane.Workers("") {
+		if d.State == control.WorkerRunning {
+			s.reconcileLocked(d.Tenant, d.Name, false)
+		}
+	}
+}
+
+// Close stops every worker (each after the batch in hand) and waits for
+// them, up to ctx; nothing is recorded, so they resume at the next start.
+// Later calls fail with ErrClosed.
+func (s *Supervisor) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	rs := make([]*runner, 0, len(s.runners))
+	for _, r := range s.runners {
+		rs = append(rs, r)
+	}
+	s.mu.Unlock()
+	s.stop()
+	for _, r := range rs {
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return fmt.Errorf("hostedworker: workers still stopping at close: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+func (s *Supervisor) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// maxWorkers is the tenant's max_workers quota (-1: no limit).
+func (s *Supervisor) maxWorkers(tenant string) int {
+	n := s.opts.Plane.Effective(tenant).MaxWorkers
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+// StartWorker records that worker req.Name of tenant runs req.Plugin (see
+// control.Plane.StartWorker) and starts it; a running worker with the
+// same configuration is left running, one with another configuration is
+// restarted with the new one. Errors: a *PluginError when the source
+// cannot provide the plugin or it is not a handler; a *wire.Error for a
+// region that does not parse; control.ErrInvalid naming a field;
+// control.ErrExists for a cursor in use; a *quota.Exceeded (max_workers)
+// past the tenant's limit; ErrClosed.
+func (s *Supervisor) StartWorker(ctx context.Context, tenant string, req StartRequest) (Status, error) {
+	if s.isClosed() {
+		return Status{}, ErrClosed
+	}
+	if _, err := wire.RegionFromControl(req.Region); err != nil {
+		return Status{}, err
+	}
+	d := control.WorkerDef{Tenant: tenant, Name: req.Name, Plugin: req.Plugin, Region: req.Region, Cursor: req.Cursor, Restart: req.Restart}
+	if _, err := control.ValidWorker(d); err != nil {
+		return Status{}, err
+	}
+	if _, ok := s.opts.Plane.Tenant(tenant); !ok {
+		return Status{}, fmt.Errorf("%w: tenant %q", control.ErrNotFound, tenant)
+	}
+	if err := s.checkPlugin(ctx, tenant, req.Plugin); err != nil {
+		return Status{}, err
+	}
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	max := s.maxWorkers(tenant)
+	if _, err := s.opts.Plane.StartWorker(ctx, d, max); err != nil {
+		if errors.Is(err, control.ErrLimit) {
+			return Status{}, &quota.Exceeded{Quota: "max_workers", Limit: float64(max)}
+		}
+		return Status{}, err
+	}
+	s.reconcileLocked(tenant, req.Name, false)
+	return s.Status(ctx, tenant, req.Name)
+}
+
+// checkPlugin asks the source for the plugin and checks it is a handler.
+func (s *Supervisor) checkPlugin(ctx context.Context, tenant, name string) error {
+	p, err := s.opts.Source.Handler(ctx, tenant, name)
+	if err != nil {
+		return &PluginError{Plugin: name, Err: err}
+	}
+	if p == nil {
+		return &PluginError{Plugin: name, Err: ErrPluginNotFound}
+	}
+	if k := p.Manifest().Kind; k != plugins.KindHandler {
+		return &PluginError{Plugin: name, Err: fmt.Errorf("a %s plugin, not a handler", k)}
+	}
+	return nil
+}
+
+// StopWorker records that the worker is stopped and stops it after the
+// batch in hand (its position stays committed). control.ErrNotFound if
+// the tenant has no such worker.
+func (s *Supervisor) StopWorker(ctx context.Context, tenant, name string) (Status, error) {
+	if s.isClosed() {
+		return Status{}, ErrClosed
+	}
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	if _, err := s.opts.Plane.StopWorker(ctx, tenant, name); err != nil {
+		return Status{}, err
+	}
+	s.reconcileLocked(tenant, name, false)
+	return s.Status(ctx, tenant, name)
+}
+
+// ResetWorker clears a worker's quarantine and its fault count and starts
+// it again (also resetting its plugin's own fault count,
+// plugins.Plugin.Reset). A worker not quarantined only has its fault
+// count cleared. control.ErrNotFound if there is no such worker.
+func (s *Supervisor) ResetWorker(ctx context.Context, tenant, name string) (Status, error) {
+	if s.isClosed() {
+		return Status{}, ErrClosed
+	}
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	d, err := s.opts.Plane.ResetWorker(ctx, tenant, name)
+	if err != nil {
+		return Status{}, err
+	}
+	if p, err := s.opts.Source.Handler(ctx, tenant, d.Plugin); err == nil && p != nil {
+		p.Reset()
+	}
+	s.reconcileLocked(tenant, name, true)
+	return s.Status(ctx, tenant, name)
+}
+
+// TenantChanged brings the tenant's workers in line with the tenant's
+// state: a deleted tenant's workers stop and are forgotten (their leases
+// released, so the tenant's store can be removed), a suspended tenant's
+// stop, an active tenant's recorded as running start. Call it after a
+// tenant is suspended, resumed or deleted.
+func (s *Supervisor) TenantChanged(tenant string) {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	s.mu.Lock()
+	var names []string
+	for k := range s.runners {
+		if k.tenant == tenant {
+			names = append(names, k.name)
+		}
+	}
+	s.mu.Unlock()
+	for _, d := range s.opts.Plane.Workers(tenant) {
+		names = append(names, d.Name)
+	}
+	for _, n := range names {
+		s.reconcileLocked(tenant, n, false)
+	}
+	if _, ok := s.opts.Plane.Tenant(tenant); !ok {
+		s.mu.Lock()
+		for k := range s.runners {
+			if k.tenant == tenant {
+				delete(s.runners, k)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// reconcileLocked makes the worker's runner follow its recorded state:
+// it runs (with the recorded configuration) when the worker is recorded
+// as running and its tenant is active, and is stopped otherwise. fresh
+// clears the fault history of a new run. The caller holds opMu.
+func (s *Supervisor) reconcileLocked(tenant, name string, fresh bool) {
+	k := key{tenant, name}
+	d, defined := s.opts.Plane.Worker(tenant, name)
+	t, tenantOK := s.opts.Plane.Tenant(tenant)
+	want := defined && tenantOK && d.State == control.WorkerRunning && t.State == control.StateActive
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	old := s.runners[k]
+	s.mu.Unlock()
+	if old != nil && old.active() && want && sameConfig(old.def, d) && !fresh {
+		return // running as recorded
+	}
+	if old != nil {
+		old.halt()
+	}
+	if !want {
+		if old != nil {
+			switch {
+			case !tenantOK:
+			case t.State == control.StateSuspended && defined && d.State == control.WorkerRunning:
+				old.setState(StateSuspended, "the tenant is suspended")
+			case defined && d.State == control.WorkerQuarantined:
+				old.setState(StateQuarantined, "")
+			default:
+				old.setState(StateStopped, "stopped")
+			}
+		}
+		return
+	}
+	r := newRunner(s, d)
+	if old != nil && !fresh {
+		r.inherit(old)
+	}
+	s.mu.Lock()
+	s.runners[k] = r
+	s.mu.Unlock()
+	r.start(s.base)
+}
+
+func sameConfig(a, b control.WorkerDef) bool {
+	ra, rb := a.Region, b.Region
+	return a.Plugin == b.Plugin && a.Cursor == b.Cursor && sameRestart(a.Restart, b.Restart) &&
+		ra.Entity == rb.Entity && ra.Scope == rb.Scope && ra.Kind == rb.Kind &&
+		(ra.Category == nil) == (rb.Category == nil) && (ra.Category == nil || *ra.Category == *rb.Category)
+}
+
+func sameRestart(a, b control.WorkerRestart) bool {
+	return a.WindowMs == b.WindowMs && a.BackoffMinMs == b.BackoffMinMs && a.BackoffMaxMs == b.BackoffMaxMs &&
+		(a.MaxRestarts == nil) == (b.MaxRestarts == nil) && (a.MaxRestarts == nil || *a.MaxRestarts == *b.MaxRestarts)
+}
+
+// Status returns the worker's definition and what it is doing.
+// control.ErrNotFound if the tenant has no such worker.
+func (s *Supervisor) Status(ctx context.Context, tenant, name string) (Status, error) {
+	d, ok := s.opts.Plane.Worker(tenant, name)
+	if !ok {
+		return Status{}, fmt.Errorf("%w: worker %q", control.ErrNotFound, name)
+	}
+	st := s.status(d)
+	if err := s.position(ctx, tenant, []*Status{&st}); err != nil {
+		return Status{}, err
+	}
+	return st, nil
+}
+
+// Workers lists the tenant's workers with their status, by name.
+func (s *Supervisor) Workers(ctx context.Context, tenant string) ([]Status, error) {
+	defs := s.opts.Plane.Workers(tenant)
+	out := make([]Status, len(defs))
+	ps := make([]*Status, len(defs))
+	for i, d := range defs {
+		out[i] = s.status(d)
+		ps[i] = &out[i]
+	}
+	if len(out) > 0 {
+		if err := s.position(ctx, tenant, ps); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// status is d with its runner's state (positions left to position).
+func (s *Supervisor) status(d control.WorkerDef) Status {
+	st := Status{Name: d.Name, Plugin: d.Plugin, Region: d.Region, Cursor: d.Cursor, Restart: d.Restart,
+		Desired: d.State, Changed: d.Changed, ChangedBy: d.By.ID, Log: []LogEntry{}}
+	s.mu.Lock()
+	r := s.runners[key{d.Tenant, d.Name}]
+	s.mu.Unlock()
+	if r != nil {
+		r.fill(&st)
+	}
+	switch d.State {
+	case control.WorkerStopped:
+		st.State = StateStopped
+		st.NextRestart = nil
+	case control.WorkerQuarantined:
+		st.State = StateQuarantined
+		st.NextRestart = nil
+		st.Quarantine = &Quarantine{Since: d.Changed, Reason: d.Reason}
+	default:
+		if t, ok := s.opts.Plane.Tenant(d.Tenant); ok && t.State == control.StateSuspended {
+			st.State = StateSuspended
+		} else if r == nil || st.State == "" {
+			st.State = StateStopped // not started by this server (closing)
+		}
+	}
+	return st
+}
+
+// position fills the cursors' committed positions and the store's head.
+func (s *Supervisor) position(ctx context.Context, tenant string, sts []*Status) error {
+	lease, err := s.opts.Tenants.Acquire(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	defer lease.Release()
+	store := lease.Store()
+	head := store.Usage().GlobalSequence
+	for _, st := range sts {
+		cur, err := store.NamedCursor(st.Cursor, core.All())
+		if err != nil {
+			return err
+		}
+		st.Position = cur.Committed()
+		st.Head = head
+		st.Lag = head - min(st.Position, head)
+	}
+	return nil
+}
+
+// runner is one run of a worker: from a start (or reset) until it is
+// stopped, quarantined or the supervisor closes, restarting after faults.
+type runner struct {
+	s      *Supervisor
+	def    control.WorkerDef
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu        sync.Mutex
+	state     State
+	running   *PluginRef
+	restarts  int
+	faults    []time.Time // within the window
+	lastFault *Fault
+	next      time.Time
+	log       []LogEntry
+}
+
+func newRunner(s *Supervisor, d control.WorkerDef) *runner {
+	return &runner{s: s, def: d, done: make(chan struct{}), state: StateBackoff}
+}
+
+// inherit keeps the previous run's history (a configuration change is
+// not a reset).
+func (r *runner) inherit(old *runner) {
+	old.mu.Lock()
+	defer old.mu.Unlock()
+	r.restarts, r.faults, r.lastFault, r.running = old.restarts, old.faults, old.lastFault, old.running
+	r.log = append([]LogEntry(nil), old.log...)
+}
+
+func (r *runner) start(base context.Context) {
+	ctx, cancel := context.WithCancel(base)
+	r.cancel = cancel
+	go r.run(ctx)
+}
+
+// active reports whether the run is still going.
+func (r *runner) active() bool {
+	select {
+	case <-r.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// halt stops the run after the batch in hand and waits for it.
+func (r *runner) halt() {
+	if r.cancel != nil {
+		r.cancel()
+	}
+	<-r.done
+}
+
+func (r *runner) logf(level, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	r.mu.Lock()
+	r.log = append(r.log, LogEntry{Time: time.Now().UTC(), Level: level, Message: msg})
+	if len(r.log) > MaxLogEntries {
+		r.log = append(r.log[:0], r.log[len(r.log)-MaxLogEntries:]...)
+	}
+	r.mu.Unlock()
+	lvl := slog.LevelInfo
+	if level == "error" {
+		lvl = slog.LevelWarn
+	}
+	r.s.log.Log(context.Background(), lvl, "hosted worker: "+msg, "tenant", r.def.Tenant, "worker", r.def.Name)
+}
+
+func (r *runner) setState(st State, msg string) {
+	r.mu.Lock()
+	r.state = st
+	r.next = time.Time{}
+	r.mu.Unlock()
+	if msg != "" {
+		r.logf("info", "%s", msg)
+	}
+}
+
+func (r *runner) fill(st *Status) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st.State = r.state
+	st.Restarts = r.restarts
+	window := r.def.Restart.Window()
+	now := time.Now()
+	for _, f := range r.faults {
+		if now.Sub(f) <= window {
+			st.RecentFaults++
+		}
+	}
+	if r.lastFault != nil {
+		f := *r.lastFault
+		st.LastFault = &f
+	}
+	if r.running != nil {
+		p := *r.running
+		st.Running = &p
+	}
+	if !r.next.IsZero() && r.state == StateBackoff {
+		n := r.next
+		st.NextRestart = &n
+	}
+	st.Log = append(st.Log, r.log...)
+}
+
+// run is the runner's loop: run the plugin until it faults, then back off
+// and restart, or quarantine.
+func (r *runner) run(ctx context.Context) {
+	defer close(r.done)
+	for {
+		err := r.once(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			// The plugin answered stop: record it, so the worker does not
+			// start again at the next server start.
+			r.setState(StateStopped, "the plugin asked to stop")
+			sctx := policy.WithPrincipal(context.Background(), supervisorPrincipal)
+			if _, err := r.s.opts.Plane.StopWorkerRevision(sctx, r.def.Tenant, r.def.Name, r.def.Revision); err != nil && !errors.Is(err, control.ErrNotFound) {
+				r.logf("error", "recording the plugin's stop: %v", err)
+			}
+			return
+		}
+		if errors.Is(err, tenancy.ErrClosed) || errors.Is(err, tenancy.ErrUnknownTenant) {
+			r.setState(StateStopped, "the tenant's store is gone")
+			return
+		}
+		f := r.fault(err)
+		if n := len(r.faults); n > *r.def.Restart.MaxRestarts {
+			reason := fmt.Sprintf("%d faults within %v (max_restarts %d); last: %s: %s", n, r.def.Restart.Window(), *r.def.Restart.MaxRestarts, f.Kind, f.Message)
+			r.setState(StateQuarantined, "")
+			r.logf("error", "quarantined: %s", reason)
+			qctx := policy.WithPrincipal(context.Background(), supervisorPrincipal)
+			if _, err := r.s.opts.Plane.QuarantineWorker(qctx, r.def.Tenant, r.def.Name, r.def.Revision, reason); err != nil && !errors.Is(err, control.ErrNotFound) {
+				r.logf("error", "recording the quarantine: %v", err)
+			}
+			return
+		}
+		d := r.def.Restart.BackoffMin() << min(len(r.faults)-1, 30)
+		if d <= 0 || d > r.def.Restart.BackoffMax() {
+			d = r.def.Restart.BackoffMax()
+		}
+		r.mu.Lock()
+		r.state, r.next = StateBackoff, time.Now().Add(d)
+		r.mu.Unlock()
+		r.logf("info", "restarting in %v", d)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		r.restarts++
+		r.mu.Unlock()
+	}
+}
+
+// fault records err as a fault of the run and returns it.
+func (r *runner) fault(err error) Fault {
+	f := Fault{Time: time.Now().UTC(), Kind: "error", Message: err.Error()}
+	var pf *plugins.PluginFault
+	var den *policy.Denial
+	var pe *PluginError
+	switch {
+	case errors.As(err, &den):
+		f.Kind = "denied"
+	case errors.As(err, &pf):
+		f.Kind = string(pf.Kind)
+	case errors.As(err, &pe):
+		f.Kind = "unavailable"
+	case errors.As(err, new(*quota.Exceeded)):
+		f.Kind = "quota"
+	}
+	f.Message = strings.TrimPrefix(f.Message, "batpak: ")
+	if len(f.Message) > 2048 {
+		f.Message = f.Message[:2048] + "…"
+	}
+	window := r.def.Restart.Window()
+	r.mu.Lock()
+	kept := r.faults[:0]
+	for _, t := range r.faults {
+		if f.Time.Sub(t) <= window {
+			kept = append(kept, t)
+		}
+	}
+	r.faults = append(kept, f.Time)
+	r.lastFault = &f
+	r.mu.Unlock()
+	r.logf("error", "fault (%s): %s", f.Kind, f.Message)
+	return f
+}
+
+// once runs the worker until it ends: nil when the plugin answered stop
+// (or ctx ended), the fault otherwise.
+func (r *runner) once(ctx context.Context) error {
+	lease, err := r.s.opts.Tenants.Acquire(ctx, r.def.Tenant)
+	if err != nil {
+		return err
+	}
+	defer lease.Release()
+	store := lease.Store()
+	p, err := r.s.opts.Source.Handler(ctx, r.def.Tenant, r.def.Plugin)
+	if err == nil && p == nil {
+		err = ErrPluginNotFound
+	}
+	if err == nil && p.Manifest().Kind != plugins.KindHandler {
+		err = fmt.Errorf("a %s plugin, not a handler", p.Manifest().Kind)
+	}
+	if err != nil {
+		return &PluginError{Plugin: r.def.Plugin, Err: err}
+	}
+	region, err := wire.RegionFromControl(r.def.Region)
+	if err != nil {
+		return err
+	}
+	never := core.RestartNever()
+	w, err := store.CursorWorker(ctx, region, core.WorkerConfig{Name: r.def.Cursor, BatchSize: r.s.opts.BatchSize, Restart: &never},
+		r.handler(store, p))
+	if err != nil {
+		return err
+	}
+	ref := p.Ref()
+	r.mu.Lock()
+	r.state, r.next = StateRunning, time.Time{}
+	r.running = &PluginRef{Name: ref.Name, Version: ref.Version, Digest: ref.Digest}
+	r.mu.Unlock()
+	r.logf("info", "running plugin %s %s (%.12s…) from cursor %s", ref.Name, ref.Version, ref.Digest, r.def.Cursor)
+	err = w.Join()
+	var we *core.WorkerError
+	if errors.As(err, &we) {
+		err = we.Err
+	}
+	if err != nil {
+		if dir := store.Dir(); dir != "" && strings.Contains(err.Error(), dir) {
+			err = scrubbed{strings.ReplaceAll(err.Error(), dir, "<store>"), err}
+		}
+	}
+	return err
+}
+
+// scrubbed is an error whose message no longer shows the tenant store's
+// path (a worker's faults are shown to the tenant), still matching what
+// the original matched.
+type scrubbed struct {
+	msg  string
+	orig error
+}
+
+func (e scrubbed) Error() string { return e.msg }
+func (e scrubbed) Unwrap() error { return e.orig }
+
+// admit holds one source's reactions to the tenant's quotas (when the
+// supervisor has them): payload size and storage refuse, the rates pace.
+func (r *runner) admit(ctx context.Context, store *core.Store, items []core.BatchItem) error {
+	if r.s.opts.Quotas == nil {
+		return nil
+	}
+	qt := r.s.opts.Quotas.Tenant(r.def.Tenant, r.s.opts.Plane.Effective(r.def.Tenant))
+	bytes, largest := 0, 0
+	for _, it := range items {
+		bytes += len(it.Payload)
+		largest = max(largest, len(it.Payload))
+	}
+	if ex := qt.CheckPayload(largest); ex != nil {
+		return ex
+	}
+	if ex := qt.CheckStorage(store.Usage().Bytes, bytes); ex != nil {
+		return ex
+	}
+	return qt.PaceWrite(ctx, len(items), bytes)
+}
+
+// handler adapts the plugin to the cursor worker: for each batch it calls
+// the plugin and writes the reactions it returns, those of each source
+// event as one atomic batch with idempotency keys
+// "worker:<cursor>:<source id>:<n>", through the tenant store's gates
+// (action "plugin", the worker's principal, the plugin's Ref).
+func (r *runner) handler(store *core.Store, p *plugins.Plugin) core.Handler {
+	principal := policy.Principal{ID: "worker:" + r.def.Name, Tenant: r.def.Tenant, Roles: []string{"plugin"}}
+	cursor := r.def.Cursor
+	return func(ctx context.Context, batch []core.StoredEvent) (core.WorkerAction, error) {
+		action, rs, err := p.Handle(ctx, batch)
+		if err != nil {
+			return core.Continue, err
+		}
+		bySource := map[uint32][]core.BatchItem{}
+		var order []uint32
+		for i, re := range rs {
+			src := &batch[re.Source]
+			coord, err := core.NewCoordinate(string(re.Entity), string(re.Scope))
+			if err != nil {
+				return core.Continue, fmt.Errorf("plugin %s reaction %d: %w", p.Name(), i, err)
+			}
+			if _, seen := bySource[re.Source]; !seen {
+				order = append(order, re.Source)
+			}
+			n := len(bySource[re.Source])
+			bySource[re.Source] = append(bySource[re.Source], core.BatchItem{
+				Coordinate: coord, Kind: core.Kind(re.Kind), Payload: append([]byte(nil), re.Payload...),
+				Options: core.AppendOptions{
+					CorrelationID:  src.Header.CorrelationID,
+					CausationID:    src.Header.ID,
+					IdempotencyKey: fmt.Sprintf("worker:%s:%s:%d", cursor, src.Header.ID, n),
+				},
+			})
+		}
+		wctx := core.WithPlugin(core.WithAction(ctx, core.ActionPlugin), p.Ref())
+		wctx = policy.WithPrincipal(wctx, principal)
+		for _, src := range order {
+			if err := r.admit(ctx, store, bySource[src]); err != nil {
+				return core.Continue, fmt.Errorf("reactions to %s: %w", batch[src].Header.ID, err)
+			}
+			if _, err := store.AppendBatch(wctx, bySource[src]); err != nil {
+				return core.Continue, fmt.Errorf("reactions to %s: %w", batch[src].Header.ID, err)
+			}
+		}
+		if action == abi.ActionStop {
+			return core.Stop, nil
+		}
+		return core.Continue, nil
+	}
+}
