@@ -78,7 +78,9 @@ when it is true; one that is false or undefined fails, one whose
 evaluation fails is an error.
 
 One line per test (PASS, FAIL, ERROR or SKIP, package.rule, duration),
-then "N passed, M failed". With --json, one JSON array instead, in the
+then "N passed, M failed". What a test prints (print()) is kept up to
+1 MiB per test; past that it is cut, with a line saying how much was
+dropped. With --json, one JSON array instead, in the
 shape of "opa test --format json": per test location (file, row, col),
 package, name, fail, error, skip, duration (ns), output (base64).
 
