@@ -59,7 +59,7 @@ func allDecisions(t *testing.T, tc *client.Tenant, q client.PolicyDecisionQuery)
 
 // acmeAdmin creates tenant acme on ps and returns it as an admin and
 // writer key.
-func acmeAdmin(t *testing.T, ps policyServer) *client.Tenant {
+func acmeAdmin(t testing.TB, ps policyServer) *client.Tenant {
 	t.Helper()
 	ctx := context.Background()
 	op := ps.as(t, operatorToken).Admin()
