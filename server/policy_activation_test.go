@@ -216,14 +216,14 @@ func TestPolicyActivationUnderConcurrentWrites(t *testing.T) {
 }
 
 // TestTenantPolicyBundleTestsPrintInALoop: a bundle whose Rego test
-// prints in a loop (200000 lines of 60 bytes, were they kept) is checked
+// prints in a loop (50000 lines of 60 bytes, were they kept) is checked
 // without keeping its output — the push allocates less than twice what
 // the same loop without print() does — and accepted as its tests pass.
 func TestTenantPolicyBundleTestsPrintInALoop(t *testing.T) {
 	_, admin := tenantAdmin(t, nil)
 	bundle := func(body string) []byte {
 		return tarGz(t, "policy.rego", denyPrefix("NO_SECRETS", "secret:"),
-			"policy_test.rego", "package batpak.write_test\n\ntest_loop if {\n\tevery i in numbers.range(1, 200000) {\n\t\t"+body+"\n\t}\n}\n")
+			"policy_test.rego", "package batpak.write_test\n\ntest_loop if {\n\tevery i in numbers.range(1, 50000) {\n\t\t"+body+"\n\t}\n}\n")
 	}
 	push := func(b []byte) uint64 {
 		t.Helper()
