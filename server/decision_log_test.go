@@ -270,6 +270,33 @@ func TestPolicyDecisionLogLimits(t *testing.T) {
 	if dirBytes > limit*5/4+int64(size) {
 		t.Errorf("the log takes %d bytes on disk, more than 5/4 of %d plus one decision", dirBytes, limit)
 	}
+
+	// By count: 40 denials under a log of 8 show the newest 8 and leave
+	// at most 5/4 of 8 on disk.
+	root = t.TempDir()
+	ps = startPolicyServer(t, root, func(c *server.Config) { c.PolicyDecisionLogSize = 8 })
+	acme = acmeAdmin(t, ps)
+	for i := range 40 {
+		if _, err := acme.Append(ctx, note(fmt.Sprintf("blocked:%d", i))); err == nil {
+			t.Fatal("a blocked write was admitted")
+		}
+	}
+	got = allDecisions(t, acme, client.PolicyDecisionQuery{Limit: 3})
+	if len(got) != 8 || got[0].Input["event.entity"] != "blocked:39" || got[7].Input["event.entity"] != "blocked:32" {
+		t.Errorf("a log of 8 after 40 denials shows %d, newest %v", len(got), got[0].Input["event.entity"])
+	}
+	ents, err = os.ReadDir(filepath.Join(root, "srv", "decisions", "acme"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	onDisk := 0
+	for _, e := range ents {
+		b, _ := os.ReadFile(filepath.Join(root, "srv", "decisions", "acme", e.Name()))
+		onDisk += bytes.Count(b, []byte{'\n'})
+	}
+	if onDisk > 10 {
+		t.Errorf("a log of 8 keeps %d decisions on disk, more than 5/4 of 8", onDisk)
+	}
 }
 
 // TestPolicyDecisionLogQueueFull: with the smallest queue

@@ -2,6 +2,7 @@ package tenantpolicy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,11 +24,13 @@ import (
 // as segment files named by a 16-digit sequence number, "<seq>.jsonl",
 // one Decision as JSON per line, oldest first. A segment takes at most a
 // quarter of the tenant's limits (Options.DecisionLogSize decisions,
-// Options.DecisionLogBytes bytes; at least one decision); when the
-// current one is full a new one is started, and segments wholly older
-// than the newest limit's worth are removed. So a tenant's log takes at
-// most 5/4 of DecisionLogBytes on disk (plus one decision), and a query
-// sees exactly the newest decisions within both limits.
+// Options.DecisionLogBytes bytes, and at most 4 MiB; at least one
+// decision); when the current one is full a new one is started. The
+// oldest segment is removed as soon as the newer ones hold the limits'
+// worth (DecisionLogSize decisions or DecisionLogBytes bytes). So a
+// tenant's log takes at most 5/4 of DecisionLogBytes on disk (plus one
+// decision), a query reads at most one segment at a time, and it sees
+// exactly the newest decisions within both limits.
 //
 //	decisions/acme/0000000000000007.jsonl   {"decision_id":…,"result":"denied",…}\n…
 //	decisions/acme/0000000000000008.jsonl   (current: appended to)
@@ -38,9 +41,8 @@ import (
 // last seconds. A torn last line (a crash mid-write) is skipped when
 // read.
 
-// segmentsKept is how many segments a tenant's log holds at most: four
-// full ones (the limits' worth) and the current one.
-const segmentsKept = 5
+// maxSegmentBytes bounds one segment (what a query reads at once).
+const maxSegmentBytes = 4 << 20
 
 // queued is one decision waiting for the writer.
 type queued struct {
@@ -52,9 +54,16 @@ type queued struct {
 type tenantLog struct {
 	mu       sync.Mutex
 	loaded   bool
-	segs     []uint64 // sequence numbers, oldest first
-	curBytes int64    // of the last segment
+	segs     []segment // oldest first; the last is appended to
+	curBytes int64     // of the last segment
 	curCount int
+}
+
+// segment is one file of a tenant's log.
+type segment struct {
+	seq   uint64
+	bytes int64
+	count int
 }
 
 // decisionStore keeps every tenant's decision log on disk, fed through a
@@ -66,6 +75,9 @@ type decisionStore struct {
 	segCount int
 	segBytes int64
 	log      *slog.Logger
+	// exists says whether a tenant still exists: the decisions of one
+	// deleted meanwhile are not written (its log is gone).
+	exists func(string) bool
 
 	q chan queued
 
@@ -83,14 +95,14 @@ type decisionStore struct {
 	done chan struct{}
 }
 
-func newDecisionStore(dir string, maxCount int, maxBytes int64, queue int, log *slog.Logger) (*decisionStore, error) {
+func newDecisionStore(dir string, maxCount int, maxBytes int64, queue int, log *slog.Logger, exists func(string) bool) (*decisionStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	s := &decisionStore{
 		dir: dir, maxCount: maxCount, maxBytes: maxBytes,
-		segCount: max(1, (maxCount+3)/4), segBytes: max(1, (maxBytes+3)/4),
-		log: log, q: make(chan queued, queue), progress: make(chan struct{}),
+		segCount: max(1, (maxCount+3)/4), segBytes: max(1, min((maxBytes+3)/4, maxSegmentBytes)),
+		log: log, exists: exists, q: make(chan queued, queue), progress: make(chan struct{}),
 		tenants: map[string]*tenantLog{}, stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	go s.run()
@@ -237,25 +249,51 @@ func (s *decisionStore) load(t string, l *tenantLog) error {
 			continue
 		}
 		if seq, err := strconv.ParseUint(name, 10, 64); err == nil {
-			l.segs = append(l.segs, seq)
+			l.segs = append(l.segs, segment{seq: seq})
 		}
 	}
-	slices.Sort(l.segs)
-	l.curBytes, l.curCount = 0, 0
-	if n := len(l.segs); n > 0 {
-		b, err := os.ReadFile(s.segPath(t, l.segs[n-1]))
+	slices.SortFunc(l.segs, func(a, b segment) int { return cmp.Compare(a.seq, b.seq) })
+	for i := range l.segs {
+		b, err := os.ReadFile(s.segPath(t, l.segs[i].seq))
 		if err != nil {
 			return err
 		}
-		l.curBytes, l.curCount = int64(len(b)), bytes.Count(b, []byte{'\n'})
+		l.segs[i].bytes, l.segs[i].count = int64(len(b)), bytes.Count(b, []byte{'\n'})
+	}
+	l.curBytes, l.curCount = 0, 0
+	if n := len(l.segs); n > 0 {
+		l.curBytes, l.curCount = l.segs[n-1].bytes, l.segs[n-1].count
 	}
 	l.loaded = true
+	return nil
+}
+
+// retain removes the oldest segments while the newer ones hold the
+// limits' worth (l.mu held).
+func (s *decisionStore) retain(t string, l *tenantLog) error {
+	for len(l.segs) > 1 {
+		var n int
+		var b int64
+		for _, sg := range l.segs[1:] {
+			n, b = n+sg.count, b+sg.bytes
+		}
+		if n < s.maxCount && b < s.maxBytes {
+			return nil
+		}
+		if err := os.Remove(s.segPath(t, l.segs[0].seq)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		l.segs = l.segs[1:]
+	}
 	return nil
 }
 
 // appendTenant appends lines to the tenant's current segment, starting
 // new ones as they fill and removing those past the retention.
 func (s *decisionStore) appendTenant(t string, lines [][]byte) error {
+	if !s.exists(t) {
+		return nil
+	}
 	l := s.tenant(t)
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -269,16 +307,10 @@ func (s *decisionStore) appendTenant(t string, lines [][]byte) error {
 		if len(l.segs) == 0 || l.curCount >= s.segCount || (l.curCount > 0 && l.curBytes+int64(len(lines[0])) > s.segBytes) {
 			next := uint64(1)
 			if n := len(l.segs); n > 0 {
-				next = l.segs[n-1] + 1
+				next = l.segs[n-1].seq + 1
 			}
-			l.segs = append(l.segs, next)
+			l.segs = append(l.segs, segment{seq: next})
 			l.curBytes, l.curCount = 0, 0
-			for len(l.segs) > segmentsKept {
-				if err := os.Remove(s.segPath(t, l.segs[0])); err != nil && !errors.Is(err, os.ErrNotExist) {
-					return err
-				}
-				l.segs = l.segs[1:]
-			}
 		}
 		// As many lines as the current segment takes, in one write.
 		var buf []byte
@@ -290,7 +322,9 @@ func (s *decisionStore) appendTenant(t string, lines [][]byte) error {
 			n++
 		}
 		lines = lines[n:]
-		f, err := os.OpenFile(s.segPath(t, l.segs[len(l.segs)-1]), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		last := &l.segs[len(l.segs)-1]
+		last.bytes, last.count = l.curBytes, l.curCount
+		f, err := os.OpenFile(s.segPath(t, last.seq), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 		if err != nil {
 			return err
 		}
@@ -301,6 +335,9 @@ func (s *decisionStore) appendTenant(t string, lines [][]byte) error {
 		if err != nil {
 			// The segment's size is unknown now: list it again next time.
 			l.loaded = false
+			return err
+		}
+		if err := s.retain(t, l); err != nil {
 			return err
 		}
 	}
@@ -378,7 +415,10 @@ func (s *decisionStore) query(t string, q DecisionQuery) (DecisionPage, error) {
 	l := s.tenant(t)
 	l.mu.Lock()
 	err := s.load(t, l)
-	segs := slices.Clone(l.segs)
+	segs := make([]uint64, len(l.segs))
+	for i, sg := range l.segs {
+		segs[i] = sg.seq
+	}
 	l.mu.Unlock()
 	if err != nil {
 		return DecisionPage{}, err

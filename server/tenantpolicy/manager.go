@@ -187,7 +187,8 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	}
 	if opts.DecisionLogSize > 0 {
 		var err error
-		if m.dlog, err = newDecisionStore(opts.DecisionDir, opts.DecisionLogSize, opts.DecisionLogBytes, opts.DecisionQueue, opts.Logger); err != nil {
+		if m.dlog, err = newDecisionStore(opts.DecisionDir, opts.DecisionLogSize, opts.DecisionLogBytes, opts.DecisionQueue, opts.Logger,
+			func(t string) bool { _, ok := opts.Plane.Tenant(t); return ok }); err != nil {
 			return nil, err
 		}
 	}
