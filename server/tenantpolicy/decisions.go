@@ -251,20 +251,6 @@ func (m *Manager) QueryDecisions(ctx context.Context, tenant string, q DecisionQ
 	return m.dlog.query(tenant, q)
 }
 
-// Decisions returns up to limit of the tenant's recorded decisions,
-// newest first (QueryDecisions with only a limit; an error reading the
-// log gives an empty list).
-func (m *Manager) Decisions(tenant string, limit int) []Decision {
-	if limit <= 0 {
-		return []Decision{}
-	}
-	p, err := m.QueryDecisions(context.Background(), tenant, DecisionQuery{Limit: limit})
-	if err != nil {
-		return []Decision{}
-	}
-	return p.Decisions
-}
-
 // DecisionCounts returns the tenant's decision log counts since the
 // server started.
 func (m *Manager) DecisionCounts(tenant string) DecisionCounts {
