@@ -118,11 +118,26 @@ type Config struct {
 	// never holds a whole large payload). Default 4 KiB; range
 	// 256 B..1 MiB. (server.policy_decision_max_bytes)
 	PolicyDecisionMaxBytes int
-	// PolicyDecisionLogSize is how many policy denials each tenant's
-	// decision log keeps in memory (GET /v1/tenants/{t}/policy/decisions;
-	// a restart empties it): exactly this many, the oldest dropped first.
-	// Default 1000; range up to 100000; negative: no log.
+	// PolicyDecisionLogSize is how many policy decisions (denials, and
+	// the allowed writes a tenant's settings.decision_allow_sample picks)
+	// each tenant's decision log keeps on disk under <root>/decisions
+	// (GET /v1/tenants/{t}/policy/decisions; kept across restarts): a
+	// query sees exactly the newest this many, within
+	// PolicyDecisionLogBytes. Default 1000; range up to 100000; negative:
+	// no log.
 	PolicyDecisionLogSize int
+	// PolicyDecisionLogBytes bounds each tenant's decision log on disk:
+	// a query sees the newest decisions within this many bytes of JSON,
+	// and the files take at most 5/4 of it. Default 4 MiB; range
+	// 64 KiB..1 GiB. (server.policy_decision_log_bytes)
+	PolicyDecisionLogBytes int64
+	// PolicyDecisionQueue bounds the decisions waiting to be written to
+	// the decision logs (one writer for all tenants; also at most 32 MiB
+	// of them): a write never waits for the log's disk, and a decision
+	// past the bound is dropped and counted
+	// (batpak_policy_decision_log_dropped_total, the tenant's stats).
+	// Default 4096; range 1..1048576. (server.policy_decision_queue)
+	PolicyDecisionQueue int
 
 	// Plugins are the ceilings of every tenant's plugin limits
 	// (server.plugins.*; see tenantplugin.Limits for each default and
@@ -359,7 +374,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.policies, err = tenantpolicy.Open(ctx, tenantpolicy.Options{
 		Dir: filepath.Join(cfg.Root, "policies"), Plane: s.plane, Limits: limits,
 		Timeout: cfg.PolicyTimeout, Logger: cfg.Logger, DecisionLogSize: cfg.PolicyDecisionLogSize, CheckTimeout: cfg.PolicyBundleCheckTimeout,
-		DecisionMaxBytes: cfg.PolicyDecisionMaxBytes,
+		DecisionMaxBytes: cfg.PolicyDecisionMaxBytes, DecisionDir: filepath.Join(cfg.Root, "decisions"),
+		DecisionLogBytes: cfg.PolicyDecisionLogBytes, DecisionQueue: cfg.PolicyDecisionQueue,
 	})
 	if err != nil {
 		return fail(fmt.Errorf("tenant policies: %w", err))
@@ -423,6 +439,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if s.gate != nil {
 		registerPolicyMetrics(reg, s.gate)
 	}
+	reg.MustRegister(decisionLogMetrics{s.policies})
 	s.api = httpapi.New(httpapi.Options{
 		Registry: reg,
 		Plane:    s.plane, Auth: authn, Quotas: quotas, Tenants: s.tenants,
@@ -654,6 +671,9 @@ func (s *Server) closeStores(ctx context.Context) error {
 	if s.plugins != nil {
 		err = errors.Join(err, s.plugins.Close(ctx))
 	}
+	if s.policies != nil {
+		s.policies.Close()
+	}
 	return errors.Join(err, s.plane.Close())
 }
 
@@ -673,4 +693,36 @@ func registerPolicyMetrics(reg *prometheus.Registry, g *opa.Gate) {
 		counter("batpak_policy_errors_total", "Platform policy decisions that failed to evaluate.",
 			func(s opa.Stats) uint64 { return s.Errors }),
 	)
+}
+
+// decisionLogMetrics exports the tenant policy decision log's counts:
+// by layer and result only (a server holds thousands of tenants; the
+// per-tenant counts are in each tenant's stats).
+type decisionLogMetrics struct{ m *tenantpolicy.Manager }
+
+var (
+	decisionsLoggedDesc = prometheus.NewDesc("batpak_policy_decisions_logged_total",
+		"Policy decisions queued for the tenants' decision logs, by layer (platform, tenant) and result (denied, allowed: sampled).",
+		[]string{"layer", "result"}, nil)
+	decisionsDroppedDesc = prometheus.NewDesc("batpak_policy_decision_log_dropped_total",
+		"Policy decisions not recorded because the decision log's queue was full (server.policy_decision_queue).", nil, nil)
+	decisionWriteErrorsDesc = prometheus.NewDesc("batpak_policy_decision_log_write_errors_total",
+		"Policy decisions queued but not written to their decision log (an I/O error, logged).", nil, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (decisionLogMetrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- decisionsLoggedDesc
+	ch <- decisionsDroppedDesc
+	ch <- decisionWriteErrorsDesc
+}
+
+// Collect implements prometheus.Collector.
+func (d decisionLogMetrics) Collect(ch chan<- prometheus.Metric) {
+	st := d.m.DecisionStats()
+	for k, v := range st.Recorded {
+		ch <- prometheus.MustNewConstMetric(decisionsLoggedDesc, prometheus.CounterValue, float64(v), k[0], k[1])
+	}
+	ch <- prometheus.MustNewConstMetric(decisionsDroppedDesc, prometheus.CounterValue, float64(st.Dropped))
+	ch <- prometheus.MustNewConstMetric(decisionWriteErrorsDesc, prometheus.CounterValue, float64(st.WriteErrors))
 }

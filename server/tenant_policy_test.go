@@ -85,7 +85,7 @@ type policyServer struct {
 
 // startPolicyServer runs a server on loopback over root with a platform
 // policy refusing entities under "blocked:".
-func startPolicyServer(t *testing.T, root string, tune func(*server.Config)) policyServer {
+func startPolicyServer(t testing.TB, root string, tune func(*server.Config)) policyServer {
 	t.Helper()
 	platform := filepath.Join(root, "platform")
 	if err := os.MkdirAll(platform, 0o755); err != nil {
@@ -125,7 +125,7 @@ func startPolicyServer(t *testing.T, root string, tune func(*server.Config)) pol
 	return ps
 }
 
-func (ps policyServer) as(t *testing.T, token string) *client.Client {
+func (ps policyServer) as(t testing.TB, token string) *client.Client {
 	c, err := client.New(ps.base, token)
 	if err != nil {
 		t.Fatal(err)

@@ -35,7 +35,14 @@ ask it about every event, as the principal principal.id, principal.tenant
 and principal.roles (--principal-id, --tenant, --roles).
 
   policy test DIR     runs the bundle's Rego unit tests (test_* rules)
-  policy eval         asks the bundle about one input document`,
+  policy eval         asks the bundle about one input document
+
+Against a server (--server, --token, --tenant), a tenant's own bundle:
+
+  policy push DIR|BUNDLE.tar.gz   uploads it (tested and compiled there)
+  policy list                     lists its revisions and the active one
+  policy rollback [REVISION]      makes an earlier revision active again
+  policy decisions                shows its decision log`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
@@ -45,6 +52,7 @@ and principal.roles (--principal-id, --tenant, --roles).
 		},
 	}
 	cmd.AddCommand(newPolicyTestCmd(a), newPolicyEvalCmd(a))
+	cmd.AddCommand(newPolicyRemoteCmds(a)...)
 	return cmd
 }
 
@@ -70,7 +78,9 @@ when it is true; one that is false or undefined fails, one whose
 evaluation fails is an error.
 
 One line per test (PASS, FAIL, ERROR or SKIP, package.rule, duration),
-then "N passed, M failed". With --json, one JSON array instead, in the
+then "N passed, M failed". What a test prints (print()) is kept up to
+1 MiB per test; past that it is cut, with a line saying how much was
+dropped. With --json, one JSON array instead, in the
 shape of "opa test --format json": per test location (file, row, col),
 package, name, fail, error, skip, duration (ns), output (base64).
 

@@ -4,23 +4,32 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/cover"
 	"github.com/open-policy-agent/opa/v1/loader"
+	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
 	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/print"
+	"github.com/open-policy-agent/opa/v1/types"
 )
 
 // DefaultTestTimeout is TestOptions.Timeout's default.
 const DefaultTestTimeout = 5 * time.Second
+
+// DefaultMaxTestOutputBytes is TestOptions.MaxOutputBytes's default
+// (1 MiB).
+const DefaultMaxTestOutputBytes = 1 << 20
 
 // TestOptions tunes RunTests.
 type TestOptions struct {
@@ -37,6 +46,15 @@ type TestOptions struct {
 	// says either way. Only the tests are affected: the write gate
 	// (Load) always parses Rego v1.
 	V0Compatible bool
+	// MaxOutputBytes bounds what one test's print() calls leave in its
+	// TestResult.Output (each call adds its line and a newline): exactly
+	// this many bytes are kept; the rest of the test's output is dropped,
+	// and the Output then ends with a line saying how many bytes were
+	// (naming max_output_bytes). The test runs on and passes or fails as
+	// it would have. 0 means DefaultMaxTestOutputBytes (1 MiB); negative:
+	// print() calls are compiled out and nothing is kept (what a caller
+	// that never shows the output wants).
+	MaxOutputBytes int
 }
 
 // TestResult is one Rego test's outcome. Exactly one of Skipped, Passed
@@ -51,7 +69,7 @@ type TestResult struct {
 	Skipped  bool          // a todo_test_ rule: not run
 	Passed   bool          // true
 	Err      error         // its evaluation failed (see ErrorLines)
-	Output   []byte        // what it printed (print())
+	Output   []byte        // what it printed (print()), bounded by TestOptions.MaxOutputBytes
 }
 
 // Errors RunTests classifies (errors.Is); the error's text is OPA's own.
@@ -130,10 +148,14 @@ func runTests(ctx context.Context, dir string, opts TestOptions, withCoverage bo
 		return nil, nil, err
 	}
 	defer store.Abort(ctx, txn)
+	if opts.MaxOutputBytes == 0 {
+		opts.MaxOutputBytes = DefaultMaxTestOutputBytes
+	}
+	printing := opts.MaxOutputBytes > 0
 	compiler := ast.NewCompiler().
 		WithCapabilities(ast.CapabilitiesForThisVersion()).
 		WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn)).
-		WithEnablePrintStatements(true).
+		WithEnablePrintStatements(printing).
 		WithDefaultRegoVersion(version)
 	bundles := map[string]*bundle.Bundle{dir: b}
 	runner := tester.NewRunner().
@@ -141,9 +163,31 @@ func runTests(ctx context.Context, dir string, opts TestOptions, withCoverage bo
 		SetStore(store).
 		SetDefaultRegoVersion(version).
 		SetBundles(bundles).
-		CapturePrintOutput(true).
+		CapturePrintOutput(printing).
 		SetTimeout(opts.Timeout).
 		Filter(opts.Run)
+	// The runner keeps each test's print() output in a buffer of its own
+	// that grows without bound (a test printing in a loop takes memory
+	// until its timeout). Each test's evaluation gets a bounded hook
+	// instead, set on the test's query as it is built. With the tests run
+	// one at a time — the runner builds a test's query, runs it and hands
+	// over its result before it builds the next — the hooks are made in
+	// the order of the results that are not skipped (a skipped test gets
+	// none): each such result takes the oldest hook left.
+	var omu sync.Mutex
+	var hooks []*boundedOutput
+	if printing {
+		runner = runner.SetParallel(1).AddCustomBuiltins([]*tester.Builtin{{
+			Decl: &ast.Builtin{Name: "batpak.internal.bounded_print", Decl: types.NewFunction(nil, types.A)},
+			Func: func(r *rego.Rego) {
+				out := &boundedOutput{max: opts.MaxOutputBytes}
+				omu.Lock()
+				hooks = append(hooks, out)
+				omu.Unlock()
+				rego.PrintHook(out)(r)
+			},
+		}})
+	}
 	var cov *cover.Cover
 	if withCoverage {
 		// As opa test --coverage: the supplementary runs mark lines the
@@ -163,7 +207,14 @@ func runTests(ctx context.Context, dir string, opts TestOptions, withCoverage bo
 	for r := range ch {
 		tr := TestResult{
 			Package: r.Package, Name: r.Name, Duration: r.Duration,
-			Skipped: r.Skip, Passed: !r.Skip && r.Pass(), Err: r.Error, Output: r.Output,
+			Skipped: r.Skip, Passed: !r.Skip && r.Pass(), Err: r.Error,
+		}
+		if !r.Skip {
+			omu.Lock()
+			if len(hooks) > 0 {
+				tr.Output, hooks = hooks[0].bytes(), hooks[1:]
+			}
+			omu.Unlock()
 		}
 		if r.Skip {
 			tr.Err = nil
@@ -196,6 +247,36 @@ func runTests(ctx context.Context, dir string, opts TestOptions, withCoverage bo
 		modules[m.Path] = m.Parsed
 	}
 	return results, coverageOf(cov.Report(modules)), nil
+}
+
+// boundedOutput is one test's print() output, kept up to max bytes.
+type boundedOutput struct {
+	buf     []byte
+	max     int
+	dropped int
+}
+
+// Print implements print.Hook.
+func (o *boundedOutput) Print(_ print.Context, msg string) error {
+	n := len(msg) + 1
+	if room := o.max - len(o.buf); o.dropped > 0 || n > room {
+		if o.dropped == 0 {
+			o.buf = append(o.buf, (msg + "\n")[:room]...)
+			n -= room
+		}
+		o.dropped += n
+		return nil
+	}
+	o.buf = append(append(o.buf, msg...), '\n')
+	return nil
+}
+
+// bytes is the output kept, and a line counting what was dropped.
+func (o *boundedOutput) bytes() []byte {
+	if o.dropped == 0 {
+		return o.buf
+	}
+	return fmt.Appendf(o.buf, "\n(%d more bytes of print output dropped: max_output_bytes %d)\n", o.dropped, o.max)
 }
 
 // v1ParseErrors returns the Rego v1 parse errors of every module of b

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -265,6 +266,97 @@ func TestTestResultJSONIsOPAs(t *testing.T) {
 			(o.Error != nil) != (r.Err != nil) || o.Duration != r.Duration || string(o.Output) != string(r.Output) ||
 			o.Location == nil || o.Location.File != r.File || o.Location.Row != r.Row || o.Location.Col != r.Col {
 			t.Errorf("%s: OPA reads back %+v", r.Name, o)
+		}
+	}
+}
+
+// printingTests print in a loop, exactly up to the bound, one byte past
+// it, and each its own name (so that each result's output is shown to be
+// its own test's).
+const printingTests = `package batpak.write_test
+
+test_loop if {
+	every i in numbers.range(1, 20000) {
+		print("line", i)
+	}
+}
+
+test_exact if {
+	print(concat("", ["x" | some _ in numbers.range(1, 1023)]))
+}
+
+test_over if {
+	print(concat("", ["y" | some _ in numbers.range(1, 1024)]))
+}
+
+todo_test_skipped if print("never")
+
+test_a if print("test_a")
+
+test_b if print("test_b")
+
+test_c if {
+	print("test_c")
+	false
+}
+`
+
+// TestRunTestsBoundsPrintOutput: a test's print() output is kept up to
+// TestOptions.MaxOutputBytes — exactly the bound whole, one byte more
+// cut at the bound with a line counting what was dropped — so a test
+// printing in a loop takes no more memory than that; the tests pass or
+// fail as they would; each result carries its own test's output; a
+// negative bound keeps none.
+func TestRunTestsBoundsPrintOutput(t *testing.T) {
+	dir := writeBundle(t, map[string]string{"write.rego": testedPolicy, "write_test.rego": printingTests})
+	results, err := opa.RunTests(context.Background(), dir, opa.TestOptions{MaxOutputBytes: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]opa.TestResult{}
+	for _, r := range results {
+		byName[r.Name] = r
+	}
+	if len(byName) != 7 {
+		t.Fatalf("results %v", results)
+	}
+	loop := byName["test_loop"]
+	if !loop.Passed || !strings.HasPrefix(string(loop.Output), "line 1\nline 2\n") {
+		t.Errorf("test_loop: passed %v, output starts %.40q", loop.Passed, loop.Output)
+	}
+	kept, note, found := strings.Cut(string(loop.Output), "\n(")
+	total := 0
+	for i := 1; i <= 20000; i++ {
+		total += len(fmt.Sprintf("line %d\n", i))
+	}
+	if !found || len(kept) != 1024 || note != fmt.Sprintf("%d more bytes of print output dropped: max_output_bytes 1024)\n", total-1024) {
+		t.Errorf("test_loop kept %d bytes then %q, want 1024 and a note of %d dropped", len(kept), note, total-1024)
+	}
+	if o := string(byName["test_exact"].Output); o != strings.Repeat("x", 1023)+"\n" {
+		t.Errorf("test_exact (exactly the bound): output of %d bytes %.40q…, want it whole", len(o), o)
+	}
+	if o := string(byName["test_over"].Output); o != strings.Repeat("y", 1024)+"\n(1 more bytes of print output dropped: max_output_bytes 1024)\n" {
+		t.Errorf("test_over (one byte past the bound): output %.60q…", o)
+	}
+	for _, name := range []string{"test_a", "test_b", "test_c"} {
+		if r := byName[name]; string(r.Output) != name+"\n" {
+			t.Errorf("%s: output %q, want its own", name, r.Output)
+		}
+	}
+	if r := byName["test_c"]; r.Passed || r.Err != nil || !byName["test_a"].Passed || !byName["todo_test_skipped"].Skipped {
+		t.Errorf("outcomes changed: %+v", byName)
+	}
+
+	results, err = opa.RunTests(context.Background(), dir, opa.TestOptions{MaxOutputBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range results {
+		if len(r.Output) != 0 {
+			t.Errorf("%s with no output kept: %.40q", r.Name, r.Output)
+		}
+		if (r.Name == "test_loop" || r.Name == "test_a") && !r.Passed {
+			t.Errorf("%s did not pass with print compiled out", r.Name)
 		}
 	}
 }

@@ -96,33 +96,74 @@ func (e *Error) BundleErrors() (stage string, errs []string) {
 	return e.str("stage"), errs
 }
 
-// PolicyDecision is one recorded policy denial of the tenant's writes.
+// PolicyDecision is one recorded policy decision about the tenant's
+// writes: a denial, or an allowed write its decision_allow_sample
+// setting picked.
 type PolicyDecision struct {
-	ID        string          `json:"decision_id"`
-	Time      time.Time       `json:"time"`
-	Layer     string          `json:"layer"` // "platform" or "tenant"
+	ID     string    `json:"decision_id"`
+	Time   time.Time `json:"time"`
+	Result string    `json:"result"` // "denied" or "allowed"
+	// Layer is "platform" or "tenant": the layer that refused, or for an
+	// allowed write the last that judged it.
+	Layer string `json:"layer"`
+	// Revision is the tenant bundle revision active when the write was
+	// judged ("" when only the platform policy judged it).
 	Revision  string          `json:"revision"`
 	Principal json.RawMessage `json:"principal"`
 	Action    string          `json:"action"`
-	Reasons   []DenialReason  `json:"reasons"`
-	// Input holds the input fields the deciding policy reads, by path
-	// ("event.entity": …).
+	Reasons   []DenialReason  `json:"reasons,omitempty"`
+	// Input holds the input fields the deciding policies read, by path
+	// ("event.entity": …), each bounded by the server's
+	// policy_decision_max_bytes.
 	Input map[string]any `json:"input,omitempty"`
 }
 
-// PolicyDecisions returns up to limit (0: the server's default) of the
-// tenant's recent policy denials, newest first (admin role). The server
-// keeps the last few in memory (server.policy_decision_log_size).
+// PolicyDecisions returns up to limit (0: the server's default page) of
+// the tenant's recorded policy decisions, newest first (admin role).
 func (t *Tenant) PolicyDecisions(ctx context.Context, limit int) ([]PolicyDecision, error) {
-	var q url.Values
-	if limit > 0 {
-		q = url.Values{"limit": {strconv.Itoa(limit)}}
+	p, err := t.QueryPolicyDecisions(ctx, PolicyDecisionQuery{Limit: limit})
+	return p.Decisions, err
+}
+
+// PolicyDecisionQuery selects decisions of the tenant's log; zero fields
+// select everything.
+type PolicyDecisionQuery struct {
+	Since    time.Time // only decisions at or after this time
+	ID       string    // only the decision with this id
+	Result   string    // "denied" or "allowed"; "" both
+	Revision string    // only decisions of this bundle revision
+	Limit    int       // most decisions in the page (0: server default 100, at most 1000)
+	Cursor   string    // a previous page's Next
+}
+
+// PolicyDecisionPage is one page of the decision log, newest first; Next
+// is the cursor of the following (older) page, "" at the end.
+type PolicyDecisionPage struct {
+	Decisions []PolicyDecision `json:"decisions"`
+	Next      string           `json:"next,omitempty"`
+}
+
+// QueryPolicyDecisions returns a page of the tenant's policy decision log
+// (admin role), newest first. The server keeps the log on disk across
+// restarts, the newest server.policy_decision_log_size decisions within
+// server.policy_decision_log_bytes. ErrInvalidRequest for a malformed filter or
+// cursor.
+func (t *Tenant) QueryPolicyDecisions(ctx context.Context, q PolicyDecisionQuery) (PolicyDecisionPage, error) {
+	v := url.Values{}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
 	}
-	var out struct {
-		Decisions []PolicyDecision `json:"decisions"`
+	if !q.Since.IsZero() {
+		v.Set("since", q.Since.UTC().Format(time.RFC3339Nano))
 	}
-	err := t.c.do(ctx, request{method: "GET", path: t.path("/policy/decisions"), query: q, safe: true}, &out)
-	return out.Decisions, err
+	for k, s := range map[string]string{"decision_id": q.ID, "result": q.Result, "revision": q.Revision, "cursor": q.Cursor} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	var out PolicyDecisionPage
+	err := t.c.do(ctx, request{method: "GET", path: t.path("/policy/decisions"), query: v, safe: true}, &out)
+	return out, err
 }
 
 // DecisionID is a POLICY_DENIED error's id in the tenant's decision log

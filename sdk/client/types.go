@@ -135,6 +135,9 @@ type Quotas struct {
 // Settings are a tenant's store settings.
 type Settings struct {
 	Sync string `json:"sync,omitempty"` // "durable" (default) or "buffered"
+	// DecisionAllowSample is the share of the tenant's allowed writes
+	// recorded in its policy decision log: 0 (default: denials only) to 1.
+	DecisionAllowSample float64 `json:"decision_allow_sample,omitempty"`
 }
 
 // TenantInfo is a tenant as the admin API shows it.

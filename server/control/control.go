@@ -66,6 +66,10 @@ type Settings struct {
 	// Sync is "durable" (default: a 2xx means fsync'd) or "buffered"
 	// (written to the OS; fsync every 1000 events or 1 s).
 	Sync string `json:"sync,omitempty"`
+	// DecisionAllowSample is the share of the tenant's allowed writes
+	// (of those a policy judged) recorded in its policy decision log, 0
+	// (default: denials only) to 1 (every allowed write).
+	DecisionAllowSample float64 `json:"decision_allow_sample,omitempty"`
 }
 
 // Tenant is one tenant as the control plane knows it.

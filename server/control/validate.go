@@ -138,9 +138,13 @@ const (
 	SyncBuffered = "buffered"
 )
 
-// Validate checks s: Sync is "", "durable" or "buffered". The error wraps
-// ErrInvalid and names the field.
+// Validate checks s: Sync is "", "durable" or "buffered";
+// DecisionAllowSample is 0..1. The error wraps ErrInvalid and names the
+// field.
 func (s Settings) Validate() error {
+	if !(s.DecisionAllowSample >= 0 && s.DecisionAllowSample <= 1) {
+		return fmt.Errorf("%w: settings.decision_allow_sample %v: want 0 to 1", ErrInvalid, s.DecisionAllowSample)
+	}
 	switch s.Sync {
 	case "", SyncDurable, SyncBuffered:
 		return nil

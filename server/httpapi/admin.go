@@ -137,6 +137,9 @@ func (a *API) createTenant(c *call) error {
 }
 
 func checkSettings(s control.Settings) error {
+	if !(s.DecisionAllowSample >= 0 && s.DecisionAllowSample <= 1) {
+		return errInvalid("decision_allow_sample", "decision_allow_sample must be 0 to 1 (the share of allowed writes recorded in the policy decision log)")
+	}
 	switch s.Sync {
 	case "", "durable", "buffered":
 		return nil

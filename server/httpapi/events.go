@@ -465,12 +465,18 @@ func (a *API) stats(c *call) error {
 	}
 	st := s.Stats()
 	eff := a.opts.Plane.Effective(c.tenant)
-	return writeJSON(c.w, http.StatusOK, map[string]any{
+	out := map[string]any{
 		"events": st.Events, "global_sequence": st.GlobalSequence, "entities": st.Entities,
 		"segments": st.Segments, "bytes": st.Bytes, "index_bytes": st.IndexBytes, "fsyncs": st.Fsyncs,
 		"quotas": eff,
 		"usage":  map[string]any{"storage_bytes": st.Bytes, "cursors": len(a.opts.Plane.Cursors(c.tenant))},
-	})
+	}
+	if a.opts.Policies != nil {
+		// Per tenant here rather than as metric labels: a server holds
+		// thousands of tenants.
+		out["policy_decisions"] = a.opts.Policies.DecisionCounts(c.tenant)
+	}
+	return writeJSON(c.w, http.StatusOK, out)
 }
 
 func (a *API) verify(c *call) error {

@@ -1,10 +1,13 @@
 package httpapi
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/tenantpolicy"
 	"github.com/batpak-go/batpak/server/wire"
 )
 
@@ -72,19 +75,50 @@ func (a *API) rollbackPolicy(c *call) error {
 	return writeJSON(c.w, http.StatusOK, tp)
 }
 
-// policyDecisions answers the tenant's recent policy denials, newest
-// first: ?limit (default DefaultPageLimit, at most MaxPageLimit).
+// policyDecisions answers a page of the tenant's policy decision log,
+// newest first. Query: limit (default DefaultPageLimit, at most
+// MaxPageLimit), cursor (the previous page's "next"), since (RFC 3339),
+// decision_id, result ("denied" or "allowed"), revision.
 func (a *API) policyDecisions(c *call) error {
 	if err := a.policies(); err != nil {
 		return err
 	}
-	limit := DefaultPageLimit
-	if v := c.r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
+	v := c.r.URL.Query()
+	q := tenantpolicy.DecisionQuery{Limit: DefaultPageLimit, Cursor: v.Get("cursor"), ID: v.Get("decision_id"),
+		Result: v.Get("result"), Revision: v.Get("revision")}
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
 			return errInvalid("limit", "limit must be a positive integer")
 		}
-		limit = min(n, MaxPageLimit)
+		q.Limit = min(n, MaxPageLimit)
 	}
-	return writeJSON(c.w, http.StatusOK, map[string]any{"decisions": a.opts.Policies.Decisions(c.tenant, limit)})
+	if s := v.Get("since"); s != "" {
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return errInvalid("since", "since must be an RFC 3339 time, e.g. 2026-01-02T15:04:05Z")
+		}
+		q.Since = t
+	}
+	switch q.Result {
+	case "", tenantpolicy.ResultDenied, tenantpolicy.ResultAllowed:
+	default:
+		return errInvalid("result", "result must be denied or allowed")
+	}
+	if q.Revision != "" {
+		if err := control.ValidPolicyRevision(q.Revision); err != nil {
+			return errInvalid("revision", "revision must be 64 lower-case hex digits (a revision GET …/policy lists)")
+		}
+	}
+	if len(q.ID) > 64 || len(q.Cursor) > 64 {
+		return errInvalid("decision_id", "decision_id and cursor are at most 64 bytes")
+	}
+	page, err := a.opts.Policies.QueryDecisions(c.r.Context(), c.tenant, q)
+	if errors.Is(err, tenantpolicy.ErrBadCursor) {
+		return errInvalid("cursor", "cursor must be the next of a previous page")
+	}
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusOK, page)
 }

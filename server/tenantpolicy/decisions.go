@@ -1,80 +1,96 @@
 package tenantpolicy
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	mrand "math/rand/v2"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/policy"
 )
 
-// DefaultDecisionLogSize is how many denials each tenant's decision log
-// keeps when Options.DecisionLogSize is 0.
+// DefaultDecisionLogSize is how many decisions each tenant's decision
+// log keeps when Options.DecisionLogSize is 0.
 const DefaultDecisionLogSize = 1000
 
 // DefaultDecisionMaxBytes is Options.DecisionMaxBytes's default.
 const DefaultDecisionMaxBytes = 4096
 
-// Decision is one recorded policy denial of a tenant's write.
+// DefaultDecisionLogBytes is Options.DecisionLogBytes's default (4 MiB).
+const DefaultDecisionLogBytes = 4 << 20
+
+// DefaultDecisionQueue is Options.DecisionQueue's default.
+const DefaultDecisionQueue = 4096
+
+// DecisionQueueMaxBytes bounds the decisions waiting for the decision
+// log's writer together (their JSON); past it, as past
+// Options.DecisionQueue, a decision is dropped and counted.
+const DecisionQueueMaxBytes = 32 << 20
+
+// maxDecisionReasons is how many reasons a decision log entry keeps.
+const maxDecisionReasons = 16
+
+// Decision results.
+const (
+	ResultDenied  = "denied"
+	ResultAllowed = "allowed"
+)
+
+// Decision is one recorded policy decision about a tenant's write: a
+// denial, or an allowed write the tenant's sample picked.
 type Decision struct {
-	ID        string           `json:"decision_id"` // also the denial problem's "decision_id"
-	Time      time.Time        `json:"time"`
-	Layer     string           `json:"layer"`    // "platform" or "tenant"
-	Revision  string           `json:"revision"` // of the bundle that decided
+	ID     string    `json:"decision_id"` // a denial's: also the denial problem's "decision_id"
+	Time   time.Time `json:"time"`
+	Result string    `json:"result"` // ResultDenied or ResultAllowed
+	// Layer is the layer that refused ("platform" or "tenant"); for an
+	// allowed write, the last layer that judged it ("tenant" when the
+	// tenant has an active bundle).
+	Layer string `json:"layer"`
+	// Revision is the revision of the tenant bundle that decided (for a
+	// platform denial: "", or the platform bundle's own revision), the
+	// revision active when the write was judged.
+	Revision  string           `json:"revision"`
 	Principal policy.Principal `json:"principal"`
 	Action    string           `json:"action"`
-	Reasons   []policy.Reason  `json:"reasons"`
-	// Input holds the input fields the deciding policy reads (its input
-	// paths, e.g. "event.entity"), with their values; nil when the policy
-	// reads the input as a whole. A value (and a reason's message or
-	// context) longer than Options.DecisionMaxBytes as JSON is kept as a
-	// string noting its size.
+	Reasons   []policy.Reason  `json:"reasons,omitempty"`
+	// Input holds the input fields the deciding policies read (their
+	// input paths, e.g. "event.entity"), with their values; nil when the
+	// policies read the input as a whole. A value (and a reason's message
+	// or context) longer than Options.DecisionMaxBytes as JSON is kept as
+	// a string noting its size; an entry whose input and reasons together
+	// pass 8 × DecisionMaxBytes keeps a note in place of its input and
+	// only its first reason. At most 16 reasons are kept.
 	Input map[string]any `json:"input,omitempty"`
 }
 
-// decisionLog keeps the last size denials of one tenant (a ring that
-// grows with use up to size, so an idle log takes no memory for its
-// capacity).
-type decisionLog struct {
-	mu   sync.Mutex
-	size int
-	ring []Decision
-	next int
-	full bool
+// DecisionCounts are one tenant's decision log counts since the server
+// started (not kept across restarts).
+type DecisionCounts struct {
+	Denied  uint64 `json:"denied"`  // denials recorded
+	Allowed uint64 `json:"allowed"` // allowed writes sampled and recorded
+	// Dropped counts decisions not recorded because the writer's queue
+	// was full (Options.DecisionQueue, DecisionQueueMaxBytes).
+	Dropped uint64 `json:"dropped"`
 }
 
-func (l *decisionLog) add(d Decision) {
-	l.mu.Lock()
-	if !l.full && len(l.ring) < l.size {
-		l.ring = append(l.ring, d)
-		l.next = len(l.ring) % l.size
-		l.full = len(l.ring) == l.size
-		l.mu.Unlock()
-		return
-	}
-	l.ring[l.next] = d
-	l.next = (l.next + 1) % len(l.ring)
-	l.mu.Unlock()
+// DecisionStats are the decision log's counts over every tenant since
+// the server started, for metrics.
+type DecisionStats struct {
+	// Recorded counts the decisions queued for the log by layer and
+	// result ("platform"/"tenant", "denied"/"allowed").
+	Recorded    map[[2]string]uint64
+	Dropped     uint64 // refused because the queue was full
+	WriteErrors uint64 // queued, but writing them failed (logged)
 }
 
-// newest returns up to limit decisions, newest first.
-func (l *decisionLog) newest(limit int) []Decision {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := l.next
-	if l.full {
-		n = len(l.ring)
-	}
-	n = min(n, limit)
-	out := make([]Decision, 0, n)
-	for i := 1; i <= n; i++ {
-		out = append(out, l.ring[(l.next-i+len(l.ring))%len(l.ring)])
-	}
-	return out
+type tenantCounts struct {
+	denied, allowed, dropped atomic.Uint64
 }
 
 func newDecisionID() string {
@@ -115,18 +131,27 @@ func inputFields(in *policy.Input, paths []string) map[string]any {
 // record logs a denial of tenant's write and returns a copy of d naming
 // the decision.
 func (m *Manager) record(tenant string, d *policy.Denial, in *policy.Input, paths []string) *policy.Denial {
-	if m.opts.DecisionLogSize < 0 {
+	if m.dlog == nil {
 		return d
 	}
 	c := *d
 	c.DecisionID = newDecisionID()
+	m.enqueue(tenant, Decision{ID: c.DecisionID, Result: ResultDenied, Layer: c.Layer, Revision: c.Revision,
+		Principal: in.Principal, Action: string(in.Action), Reasons: c.Reasons}, in, paths)
+	return &c
+}
+
+// enqueue bounds dec's input and reasons and hands it to the writer.
+func (m *Manager) enqueue(tenant string, dec Decision, in *policy.Input, paths []string) {
 	max := m.opts.DecisionMaxBytes
+	dec.Time = time.Now().UTC()
 	input := inputFields(in, paths)
 	for k, v := range input {
 		input[k] = bounded(v, max)
 	}
-	reasons := make([]policy.Reason, len(c.Reasons))
-	for i, r := range c.Reasons {
+	dec.Input = input
+	reasons := make([]policy.Reason, min(len(dec.Reasons), maxDecisionReasons))
+	for i, r := range dec.Reasons[:len(reasons)] {
 		reasons[i] = policy.Reason{Code: r.Code, Message: r.Message, Context: r.Context}
 		if msg, ok := bounded(r.Message, max).(string); ok {
 			reasons[i].Message = msg
@@ -138,30 +163,118 @@ func (m *Manager) record(tenant string, d *policy.Denial, in *policy.Input, path
 			reasons[i].Code = reasons[i].Code[:max]
 		}
 	}
-	dec := Decision{ID: c.DecisionID, Time: time.Now().UTC(), Layer: c.Layer, Revision: c.Revision,
-		Principal: in.Principal, Action: string(in.Action), Reasons: reasons, Input: input}
-	m.lmu.Lock()
-	l := m.logs[tenant]
-	if l == nil {
-		l = &decisionLog{size: m.opts.DecisionLogSize}
-		m.logs[tenant] = l
+	dec.Reasons = reasons
+	line, err := json.Marshal(dec)
+	if err == nil && len(line) > 8*max {
+		dec.Input = map[string]any{"note": fmt.Sprintf("(the input fields took %d bytes of JSON, more than the decision log keeps: 8 x policy_decision_max_bytes %d)", len(line), max)}
+		dec.Reasons = dec.Reasons[:min(1, len(dec.Reasons))]
+		line, err = json.Marshal(dec)
 	}
-	m.lmu.Unlock()
-	l.add(dec)
-	return &c
+	if err != nil {
+		m.opts.Logger.Warn("a policy decision could not be encoded for the decision log", "tenant", tenant, "error", err)
+		return
+	}
+	line = append(line, '\n')
+	tc := m.counts(tenant)
+	if !m.dlog.enqueue(tenant, line) {
+		tc.dropped.Add(1)
+		return
+	}
+	if dec.Result == ResultDenied {
+		tc.denied.Add(1)
+	} else {
+		tc.allowed.Add(1)
+	}
+	m.recorded[layerIndex(dec.Layer)][resultIndex(dec.Result)].Add(1)
 }
 
-// Decisions returns up to limit of the tenant's recorded denials, newest
-// first (the log keeps the last Options.DecisionLogSize, in memory: a
-// restart empties it).
-func (m *Manager) Decisions(tenant string, limit int) []Decision {
-	m.lmu.Lock()
-	l := m.logs[tenant]
-	m.lmu.Unlock()
-	if l == nil || limit <= 0 {
-		return []Decision{}
+func layerIndex(layer string) int {
+	if layer == "tenant" {
+		return 1
 	}
-	return l.newest(limit)
+	return 0
+}
+
+func resultIndex(result string) int {
+	if result == ResultAllowed {
+		return 1
+	}
+	return 0
+}
+
+func (m *Manager) counts(tenant string) *tenantCounts {
+	m.lmu.Lock()
+	defer m.lmu.Unlock()
+	c := m.tcounts[tenant]
+	if c == nil {
+		c = &tenantCounts{}
+		m.tcounts[tenant] = c
+	}
+	return c
+}
+
+// sampleAllow records an allowed write when the tenant's
+// decision_allow_sample setting picks it.
+func (a *admission) sampleAllow(ctx context.Context, p *core.Proposal, rev string, paths []string) {
+	if a.m.dlog == nil {
+		return
+	}
+	t, ok := a.m.opts.Plane.Tenant(a.tenant)
+	if !ok || t.Settings.DecisionAllowSample <= 0 || (t.Settings.DecisionAllowSample < 1 && mrand.Float64() >= t.Settings.DecisionAllowSample) {
+		return
+	}
+	layer := "platform"
+	if rev != "" {
+		layer = "tenant"
+	}
+	in := policy.InputFromProposal(ctx, p)
+	a.m.enqueue(a.tenant, Decision{ID: newDecisionID(), Result: ResultAllowed, Layer: layer, Revision: rev,
+		Principal: in.Principal, Action: string(in.Action)}, in, paths)
+}
+
+// QueryDecisions returns a page of the tenant's decision log, newest
+// first, after the decisions queued so far are written (or ctx ends).
+// The log shows exactly the newest Options.DecisionLogSize decisions
+// within Options.DecisionLogBytes; it is kept on disk and survives a
+// restart (see the package documentation). ErrBadCursor for a cursor
+// this log did not hand out; an empty page when the server keeps no log.
+func (m *Manager) QueryDecisions(ctx context.Context, tenant string, q DecisionQuery) (DecisionPage, error) {
+	if m.dlog == nil {
+		return DecisionPage{Decisions: []Decision{}}, nil
+	}
+	if q.Limit <= 0 {
+		q.Limit = 100
+	}
+	if err := m.dlog.flush(ctx); err != nil {
+		return DecisionPage{}, err
+	}
+	return m.dlog.query(tenant, q)
+}
+
+// DecisionCounts returns the tenant's decision log counts since the
+// server started.
+func (m *Manager) DecisionCounts(tenant string) DecisionCounts {
+	m.lmu.Lock()
+	c := m.tcounts[tenant]
+	m.lmu.Unlock()
+	if c == nil {
+		return DecisionCounts{}
+	}
+	return DecisionCounts{Denied: c.denied.Load(), Allowed: c.allowed.Load(), Dropped: c.dropped.Load()}
+}
+
+// DecisionStats returns the decision log's counts over every tenant.
+func (m *Manager) DecisionStats() DecisionStats {
+	st := DecisionStats{Recorded: map[[2]string]uint64{}}
+	for li, layer := range []string{"platform", "tenant"} {
+		for ri, result := range []string{ResultDenied, ResultAllowed} {
+			st.Recorded[[2]string{layer, result}] = m.recorded[li][ri].Load()
+		}
+	}
+	if m.dlog != nil {
+		st.Dropped, st.WriteErrors = m.dlog.dropped.Load(), m.dlog.writeErrs.Load()
+	}
+	return st
 }
 
 // bounded returns v, or when v is longer than max bytes as JSON a string

@@ -47,10 +47,25 @@
 // # Decision log
 //
 // Every denial of a tenant's write, by either layer, is recorded in the
-// tenant's decision log (Decisions) with a decision id (also the
-// denial's DecisionID), the layer, the revision, the principal, the
-// action, the reasons and the input fields the deciding policy reads
-// (each field and reason kept up to Options.DecisionMaxBytes of JSON).
-// The log keeps the last Options.DecisionLogSize denials per tenant in
-// memory: a restart empties it, and allowed writes are not recorded.
+// tenant's decision log with a decision id (also the denial's
+// DecisionID), the result, the layer, the revision, the principal, the
+// action, the reasons and the input fields the deciding policy reads;
+// so is a share of the allowed writes a policy judged, when the tenant's
+// settings.decision_allow_sample (control.Settings.DecisionAllowSample)
+// is above 0. Each input field and reason is kept up to
+// Options.DecisionMaxBytes of JSON, at most 16 reasons, and an entry
+// whose input and reasons pass 8 × DecisionMaxBytes keeps a note in
+// place of its input and only its first reason.
+//
+// The log is kept on disk, per tenant, under Options.DecisionDir and
+// survives a restart (the file format and its retention are described in
+// decisionlog.go): QueryDecisions sees exactly the newest
+// Options.DecisionLogSize decisions within Options.DecisionLogBytes of
+// JSON, filtered by time, id, result and revision, a page at a time. The
+// write path never waits for it: a decision is queued (at most
+// Options.DecisionQueue of them, and DecisionQueueMaxBytes) for one
+// writer goroutine; past the bound it is dropped and counted
+// (DecisionCounts, DecisionStats). A query first waits for the decisions
+// queued before it to be written. A deleted tenant's log is removed with
+// its bundles.
 package tenantpolicy

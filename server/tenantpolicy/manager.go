@@ -13,8 +13,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/batpak-go/batpak/core"
@@ -54,11 +56,27 @@ type Options struct {
 	// layers together (the others wait their turn); 0 means GOMAXPROCS.
 	MaxConcurrent int
 	Logger        *slog.Logger // nil: slog.Default()
-	// DecisionLogSize is how many denials each tenant's decision log
-	// keeps in memory (the oldest go first): exactly this many are kept.
-	// 0 means DefaultDecisionLogSize; negative: no log. Range up to
+	// DecisionDir is where the tenants' decision logs are kept (see the
+	// package documentation); "" means "decisions" beside Dir.
+	DecisionDir string
+	// DecisionLogSize is how many decisions (denials and sampled allows)
+	// each tenant's decision log keeps: a query sees exactly the newest
+	// this many (within DecisionLogBytes). 0 means
+	// DefaultDecisionLogSize (1000); negative: no log. Range up to
 	// 100000.
 	DecisionLogSize int
+	// DecisionLogBytes bounds each tenant's decision log: a query sees
+	// the newest decisions whose JSON lines together take at most this
+	// many bytes, and the log takes at most 5/4 of it on disk (plus one
+	// decision). 0 means DefaultDecisionLogBytes (4 MiB); range
+	// 64 KiB..1 GiB.
+	DecisionLogBytes int64
+	// DecisionQueue bounds the decisions waiting for the decision log's
+	// writer (also bounded by DecisionQueueMaxBytes): the write path
+	// never waits for the disk; a decision past the bound is dropped and
+	// counted (DecisionCounts.Dropped, DecisionStats.Dropped). 0 means
+	// DefaultDecisionQueue (4096); range 1..1048576.
+	DecisionQueue int
 	// CheckTimeout bounds the checks of one bundle — its Rego tests and
 	// its compilation together — at upload and at load: a bundle still
 	// checking then is refused (*RejectedError naming
@@ -91,8 +109,10 @@ type Manager struct {
 	gmu   sync.RWMutex
 	gates map[string]map[string]*loaded // tenant → revision → compiled bundle
 
-	lmu  sync.Mutex
-	logs map[string]*decisionLog // tenant → its recent denials
+	dlog     *decisionStore // nil: no decision log
+	lmu      sync.Mutex
+	tcounts  map[string]*tenantCounts
+	recorded [2][2]atomic.Uint64 // [layer][result] decisions queued
 }
 
 // Open makes the manager and loads the active revision of every tenant
@@ -133,19 +153,43 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	if opts.DecisionLogSize > 100000 {
 		return nil, fmt.Errorf("policy decision log size = %d: want at most 100000 (negative: none)", opts.DecisionLogSize)
 	}
+	if opts.DecisionLogBytes == 0 {
+		opts.DecisionLogBytes = DefaultDecisionLogBytes
+	}
+	if opts.DecisionLogBytes < 64<<10 || opts.DecisionLogBytes > 1<<30 {
+		return nil, fmt.Errorf("policy decision log bytes = %d: want 64KiB..1GiB", opts.DecisionLogBytes)
+	}
+	if opts.DecisionQueue == 0 {
+		opts.DecisionQueue = DefaultDecisionQueue
+	}
+	if opts.DecisionQueue < 1 || opts.DecisionQueue > 1<<20 {
+		return nil, fmt.Errorf("policy decision queue = %d: want 1..1048576", opts.DecisionQueue)
+	}
+	if opts.DecisionDir == "" {
+		opts.DecisionDir = filepath.Join(filepath.Dir(filepath.Clean(opts.Dir)), "decisions")
+	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	m := &Manager{opts: opts, slots: make(chan struct{}, opts.MaxConcurrent), gates: map[string]map[string]*loaded{}, logs: map[string]*decisionLog{}}
-	ents, err := os.ReadDir(opts.Dir)
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range ents {
-		if _, ok := opts.Plane.Tenant(e.Name()); !ok || !e.IsDir() {
-			if err := os.RemoveAll(filepath.Join(opts.Dir, e.Name())); err != nil {
-				return nil, err
+	m := &Manager{opts: opts, slots: make(chan struct{}, opts.MaxConcurrent), gates: map[string]map[string]*loaded{}, tcounts: map[string]*tenantCounts{}}
+	for _, dir := range []string{opts.Dir, opts.DecisionDir} {
+		ents, err := os.ReadDir(dir)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		for _, e := range ents {
+			if _, ok := opts.Plane.Tenant(e.Name()); !ok || !e.IsDir() {
+				if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+					return nil, err
+				}
 			}
+		}
+	}
+	if opts.DecisionLogSize > 0 {
+		var err error
+		if m.dlog, err = newDecisionStore(opts.DecisionDir, opts.DecisionLogSize, opts.DecisionLogBytes, opts.DecisionQueue, opts.Logger,
+			func(t string) bool { _, ok := opts.Plane.Tenant(t); return ok }); err != nil {
+			return nil, err
 		}
 	}
 	for tenant, rev := range opts.Plane.PolicyTenants() {
@@ -172,9 +216,23 @@ func (m *Manager) Remove(tenant string) error {
 	delete(m.gates, tenant)
 	m.gmu.Unlock()
 	m.lmu.Lock()
-	delete(m.logs, tenant)
+	delete(m.tcounts, tenant)
 	m.lmu.Unlock()
+	if m.dlog != nil {
+		if err := m.dlog.remove(tenant); err != nil {
+			return err
+		}
+	}
 	return os.RemoveAll(filepath.Join(m.opts.Dir, tenant))
+}
+
+// Close writes the decisions still queued and stops the decision log's
+// writer; decisions made after Close are dropped (counted). Safe to call
+// more than once.
+func (m *Manager) Close() {
+	if m.dlog != nil {
+		m.dlog.close()
+	}
 }
 
 // Limits returns the manager's bundle limits (defaults filled in).
@@ -330,7 +388,9 @@ func (m *Manager) check(ctx context.Context, data []byte, test bool) (*loaded, e
 		return nil, &RejectedError{Stage: "compile", Errors: refused}
 	}
 	if test {
-		results, err := opa.RunTests(ctx, tmp, opa.TestOptions{Timeout: min(opa.DefaultTestTimeout, m.opts.CheckTimeout)})
+		// The tests' print() output is never shown: compiled out, so a
+		// test printing in a loop holds no memory for it.
+		results, err := opa.RunTests(ctx, tmp, opa.TestOptions{Timeout: min(opa.DefaultTestTimeout, m.opts.CheckTimeout), MaxOutputBytes: -1})
 		if terr := timedOut(); terr != nil {
 			return nil, terr
 		}
@@ -469,6 +529,7 @@ func (a *admission) Admit(ctx context.Context, p *core.Proposal) error {
 		}
 	}
 	if rev == "" {
+		a.sampleAllow(ctx, p, "", a.platformGate.InputPaths())
 		return nil
 	}
 	l := a.m.get(a.tenant, rev)
@@ -484,7 +545,27 @@ func (a *admission) Admit(ctx context.Context, p *core.Proposal) error {
 	if err := l.adm.Admit(ctx, p); err != nil {
 		return a.log(ctx, p, withLayer(err, "tenant", rev), l.paths)
 	}
+	paths := l.paths
+	if a.platform != nil {
+		paths = unionPaths(a.platformGate.InputPaths(), l.paths)
+	}
+	a.sampleAllow(ctx, p, rev, paths)
 	return nil
+}
+
+// unionPaths is the input paths of both layers, each once; nil (the
+// whole input) when either reads the input as a whole.
+func unionPaths(a, b []string) []string {
+	if len(a) == 0 || len(b) == 0 {
+		return nil
+	}
+	out := slices.Clone(a)
+	for _, p := range b {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // log records a denial in the tenant's decision log.
