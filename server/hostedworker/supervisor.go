@@ -647,12 +647,14 @@ func (r *runner) run(ctx context.Context) {
 		f := r.fault(err)
 		if n := len(r.faults); n > *r.def.Restart.MaxRestarts {
 			reason := fmt.Sprintf("%d faults within %v (max_restarts %d); last: %s: %s", n, r.def.Restart.Window(), *r.def.Restart.MaxRestarts, f.Kind, f.Message)
-			r.setState(StateQuarantined, "")
-			r.logf("error", "quarantined: %s", reason)
+			// Record first: a status showing the state quarantined then
+			// also shows its reason and desired state.
 			qctx := policy.WithPrincipal(context.Background(), supervisorPrincipal)
 			if _, err := r.s.opts.Plane.QuarantineWorker(qctx, r.def.Tenant, r.def.Name, r.def.Revision, reason); err != nil && !errors.Is(err, control.ErrNotFound) {
 				r.logf("error", "recording the quarantine: %v", err)
 			}
+			r.logf("error", "quarantined: %s", reason)
+			r.setState(StateQuarantined, "")
 			return
 		}
 		d := r.def.Restart.BackoffMin() << min(len(r.faults)-1, 30)
