@@ -30,18 +30,11 @@ func main() {
 	os.Exit(code)
 }
 
-// Exit codes.
-const (
-	exitOK          = 0
-	exitError       = 1   // bad input, missing store, failed verify, I/O errors
-	exitDenied      = 2   // policy eval: the policy denied the input
-	exitInterrupted = 130 // SIGINT or SIGTERM
-)
-
-// run executes one command line and returns the process exit code. Errors
-// are printed to stderr as one "batpak: ..." line; usage is added only for
-// mistakes in how the command was called (unknown flags, missing required
-// flags, wrong arguments).
+// run executes one command line and returns the process exit code (the
+// table in exitcode.go). Errors are printed to stderr as one "batpak: ..."
+// line; a mistake in how the command was called (unknown verb or flag,
+// missing or extra arguments) adds one line pointing to the command's
+// --help.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := newRootCmd(stdout, stderr)
 	root.SetIn(stdin)
@@ -65,12 +58,44 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 		return exitInterrupted
 	}
-	fmt.Fprintln(stderr, errorLine(err))
-	var ue *usageError
-	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
-		fmt.Fprintf(stderr, "\n%s", cmd.UsageString())
+	if msg, ok := cobraUsageMessage(err); ok {
+		err = &usageError{errors.New(msg)}
 	}
-	return exitError
+	fmt.Fprintln(stderr, errorLine(err))
+	code := exitCodeOf(err)
+	if code == exitUsage {
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+	}
+	return code
+}
+
+// cobraUsageMessage recognizes the usage errors cobra itself returns
+// (unknown command, an Args check of its own) and renders them on one
+// line: cobra's "Did you mean this?" block becomes "(did you mean X?)".
+func cobraUsageMessage(err error) (string, bool) {
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return "", false
+	}
+	msg := err.Error()
+	switch {
+	case strings.HasPrefix(msg, "unknown command"),
+		strings.HasPrefix(msg, "accepts "), strings.HasPrefix(msg, "requires at least"),
+		strings.HasPrefix(msg, "invalid argument"), strings.HasPrefix(msg, "unknown flag"):
+	default:
+		return "", false
+	}
+	first, rest, _ := strings.Cut(msg, "\n")
+	var sugg []string
+	for _, l := range strings.Split(rest, "\n") {
+		if strings.HasPrefix(l, "\t") {
+			sugg = append(sugg, strings.TrimSpace(l))
+		}
+	}
+	if len(sugg) > 0 {
+		first += " (did you mean " + strings.Join(sugg, " or ") + "?)"
+	}
+	return first, true
 }
 
 // errorLine renders err with exactly one "batpak: " prefix (core's errors
@@ -141,7 +166,9 @@ tenant" and "batpak key" administer that server.`,
   batpak get 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e`,
 		SilenceUsage:  true, // runtime errors are not usage errors; run decides
 		SilenceErrors: true, // run prints errors
+		Version:       readVersion().String(),
 	}
+	root.SetVersionTemplate("batpak {{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
@@ -168,6 +195,7 @@ tenant" and "batpak key" administer that server.`,
 		newPluginCmd(a),
 		newServeCmd(a),
 		newTenantCmd(a), newKeyCmd(a),
+		newVersionCmd(a),
 	)
 	return root
 }
