@@ -197,6 +197,9 @@ func (a *app) loadConfig() (*resolved, error) {
 	if a.res != nil {
 		return a.res, nil
 	}
+	if _, err := a.log.logger(a.stderr); err != nil {
+		return nil, err
+	}
 	file, explicit, err := a.findConfigFile()
 	if err != nil {
 		return nil, err
@@ -350,7 +353,7 @@ func (a *app) loadConfig() (*resolved, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, a.explainInvalid(err, res)
 	}
-	cfg.Logger = newLineLogger(a.stderr)
+	cfg.Logger = a.logger()
 	res.cfg = cfg
 	a.res = res
 	return res, nil

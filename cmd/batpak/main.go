@@ -131,6 +131,7 @@ type app struct {
 	configFlag     string         // --config
 	configFile     string         // the config file read, if any
 	res            *resolved      // set by loadConfig
+	log            logFlags       // --log-level, --log-format
 }
 
 // newRootCmd builds the whole command tree. It uses no globals (its own
@@ -175,6 +176,7 @@ tenant" and "batpak key" administer that server.`,
 	a.flags = root.PersistentFlags()
 	registerConfigFlags(a.flags, a.v, &a.configFlag)
 	registerRemoteFlags(a.flags, a.v)
+	a.log.register(root)
 
 	root.AddGroup(
 		&cobra.Group{ID: "write", Title: "Write commands:"},

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -98,7 +99,7 @@ func (a *app) newPluginHost(cacheFlag string) (*plugins.Host, error) {
 			return nil, fmt.Errorf("plugin cache directory: %w", err)
 		}
 	}
-	h, err := plugins.NewHost(plugins.HostOptions{CacheDir: dir, Logger: newLineLogger(a.stderr)})
+	h, err := plugins.NewHost(plugins.HostOptions{CacheDir: dir, Logger: a.logger()})
 	if err != nil {
 		return nil, fmt.Errorf("plugin cache directory %s: %w", dir, unprefixed(err))
 	}
@@ -397,8 +398,8 @@ func newPluginProjectCmd(a *app, cacheDir *string) *cobra.Command {
 		Short: "Fold an entity's events through a projection plugin",
 		Long: `Load the projection plugin FILE, open the store read-only and fold the
 visible events of entity E through it (core.Project over
-plugins.Projection: up to 256 events per call into the sandbox), then
-print the state, whether the entity had events of the folded kinds
+plugins.Projection: up to ` + strconv.Itoa(core.ProjectBatchSize) + ` events, core.ProjectBatchSize, per call
+into the sandbox), then print the state, whether the entity had events of the folded kinds
 (found) and the entity's generation (one past the global sequence of its
 latest event; 0 when it has none).
 

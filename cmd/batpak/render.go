@@ -43,12 +43,22 @@ func (o *outputFlags) register(cmd *cobra.Command) {
 	_ = cmd.RegisterFlagCompletionFunc("output", completeWords(outputFormats...))
 }
 
+// registerPersistent adds -o/--output and --json to a group of verbs
+// (tenant, key, plugin, worker, policy ...): every subcommand takes them.
+func (o *outputFlags) registerPersistent(cmd *cobra.Command) {
+	o.cmd = cmd
+	f := cmd.PersistentFlags()
+	f.StringVarP(&o.output, "output", "o", formatTable, "output format: table, json (one object a line) or yaml")
+	f.BoolVar(&o.asJSON, "json", false, "the same as -o json")
+	_ = cmd.RegisterFlagCompletionFunc("output", completeWords(outputFormats...))
+}
+
 // format returns the chosen format, or a usage error naming the refused
 // value and the choices.
 func (o *outputFlags) format() (string, error) {
 	f := strings.ToLower(strings.TrimSpace(o.output))
 	if o.asJSON {
-		if o.cmd != nil && o.cmd.Flags().Changed("output") && f != formatJSON {
+		if o.cmd != nil && f != formatJSON && f != formatTable {
 			return "", usagef("--json and -o %s exclude each other", o.output)
 		}
 		return formatJSON, nil
