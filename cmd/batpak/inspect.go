@@ -309,6 +309,9 @@ first: flag > environment > config file > default.`,
 			if file == "" {
 				file = "none"
 			}
+			if a.skippedConfig != "" {
+				file += fmt.Sprintf(" (%s not read: its first line does not begin %q; name it with --config or rename it batpak.yaml)", a.skippedConfig, configMarker)
+			}
 			fmt.Fprintf(w, "config file: %s\n", file)
 			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "KEY\tVALUE\tSOURCE\tENV")

@@ -130,6 +130,7 @@ type app struct {
 	flags          *pflag.FlagSet // the root's persistent flags
 	configFlag     string         // --config
 	configFile     string         // the config file read, if any
+	skippedConfig  string         // a ./config.yaml not read: it does not say it is batpak's
 	res            *resolved      // set by loadConfig
 	log            logFlags       // --log-level, --log-format
 }
@@ -147,9 +148,12 @@ clock, walk causation, verify the hash chains.
 
 Configuration, highest precedence first: flags, BATPAK_* environment
 variables (BATPAK_DATA_DIR, BATPAK_SYNC_EVERY_N_EVENTS, ...), the config
-file (--config FILE, else ./config.yaml, else ~/.config/batpak/config.yaml),
-built-in defaults. "batpak config" shows the effective values and their
-sources.
+file, built-in defaults. The config file is --config FILE, else
+$BATPAK_CONFIG, else the first present of ./batpak.yaml, ./config.yaml
+(only when its first line begins "# batpak configuration", as this
+repository's does: another tool's config.yaml is never read) and
+$XDG_CONFIG_HOME/batpak/config.yaml (~/.config/batpak/config.yaml). "batpak
+config" shows the file, the effective values and their sources.
 
 Read commands (get, query, ancestors, verify, stats) open the store
 read-only and work beside a running writer; write commands (append, demo)
@@ -197,7 +201,7 @@ tenant" and "batpak key" administer that server.`,
 		newPluginCmd(a),
 		newServeCmd(a),
 		newTenantCmd(a), newKeyCmd(a),
-		newVersionCmd(a),
+		newVersionCmd(a), newCursorCmd(a),
 	)
 	return root
 }
