@@ -20,7 +20,7 @@ const (
 	exitOK          = 0
 	exitError       = 1   // any failure not listed below: bad input values, I/O errors, a failed policy test
 	exitUsage       = 2   // the command was called wrongly: unknown verb or flag, missing or extra arguments
-	exitDenied      = 3   // a policy (local gate or the server's) or the server's authorization refused it
+	exitDenied      = 3   // a policy (local gate or the server's) or the server's authorization refused it (unknown key, missing role, suspended tenant)
 	exitConflict    = 4   // compare-and-set (--expect-clock/--expect-new) or idempotency-key conflict
 	exitNotFound    = 5   // no such event, cursor, tenant, key ... or no store at --data-dir
 	exitLocked      = 6   // the store is locked by another process (one writer at a time)
@@ -71,13 +71,13 @@ func remoteExitCode(err error) int {
 	var ce *client.Error
 	if errors.As(err, &ce) {
 		switch ce.Code {
-		case client.CodePolicyDenied, client.CodeForbidden, client.CodeUnauthenticated:
+		case client.CodePolicyDenied, client.CodeForbidden, client.CodeUnauthenticated, client.CodeTenantSuspended:
 			return exitDenied
 		case client.CodeConflict, client.CodeIdempotencyMismatch:
 			return exitConflict
 		case client.CodeNotFound:
 			return exitNotFound
-		case client.CodeBusy, client.CodeTenantSuspended:
+		case client.CodeBusy:
 			return exitUnavailable
 		case client.CodeQuotaExceeded:
 			if ce.RetryAfter > 0 {
