@@ -129,8 +129,20 @@ they use the tenant's cursor routes.`,
 				if toEnd {
 					pos = c.LogEnd
 				}
-				if err := t.CommitCursor(cmd.Context(), name, pos); err != nil {
-					return remoteError(err)
+				if pos < before {
+					// The commit route only moves forward: define the cursor
+					// anew (at the beginning), then move it to pos.
+					if err := t.DeleteCursor(cmd.Context(), name); err != nil {
+						return remoteError(err)
+					}
+					if err := t.DefineCursor(cmd.Context(), name, *c.Region); err != nil {
+						return remoteError(err)
+					}
+				}
+				if pos > 0 {
+					if err := t.CommitCursor(cmd.Context(), name, pos); err != nil {
+						return remoteError(err)
+					}
 				}
 			} else {
 				res, err := a.loadConfig()

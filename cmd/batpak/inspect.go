@@ -16,9 +16,9 @@ import (
 // verifyJSON is verify -o json's output.
 type verifyJSON struct {
 	OK       bool   `json:"ok"`
-	Events   int    `json:"events"`             // events a read can show, or may once their fence commits
-	Removed  int    `json:"removed,omitempty"`  // compaction stubs checked (not events)
-	Hidden   int    `json:"hidden,omitempty"`   // events of fences that never committed, checked
+	Events   int    `json:"events"`            // events a read can show, or may once their fence commits
+	Removed  int    `json:"removed,omitempty"` // compaction stubs checked (not events)
+	Hidden   int    `json:"hidden,omitempty"`  // events of fences that never committed, checked
 	Entities int    `json:"entities"`
 	Segments int    `json:"segments"`
 	Server   string `json:"server,omitempty"`

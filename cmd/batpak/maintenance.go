@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"path/filepath"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"text/tabwriter"
@@ -42,9 +42,15 @@ func (p progressFlags) bar(w io.Writer, total int64, what, unit string) *progres
 		progressbar.OptionSetWriter(w),
 		progressbar.OptionSetDescription(what),
 		progressbar.OptionThrottle(100 * time.Millisecond),
-		progressbar.OptionClearOnFinish(),
 		progressbar.OptionShowCount(),
 		progressbar.OptionSetElapsedTime(true),
+		progressbar.OptionSetRenderBlankState(true),
+	}
+	if isTerminal(w) {
+		opts = append(opts, progressbar.OptionClearOnFinish())
+	} else {
+		// Forced into a file or pipe: the final state stays, on its line.
+		opts = append(opts, progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }))
 	}
 	if unit == "bytes" {
 		opts = append(opts, progressbar.OptionShowBytes(true))

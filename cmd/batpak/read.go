@@ -29,7 +29,7 @@ correlation and causation ids, timestamp (RFC 3339, UTC) and payload.
 -o yaml as a YAML document.`,
 		Example: `  batpak get 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e
   batpak get -o json 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e | jq .payload`,
-		Args: exactArgs("ID"),
+		Args:              exactArgs("ID"),
 		ValidArgsFunction: completeEventIDs(a),
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			format, err := out.format()

@@ -14,10 +14,10 @@ import (
 // the version-control state the binary was built from, as Go recorded
 // them in the build info.
 type versionInfo struct {
-	Version   string `json:"version"`             // module version: v0.5.0, or (devel) for a build from a checkout
-	Commit    string `json:"commit,omitempty"`    // vcs.revision, when built from a checkout
+	Version   string `json:"version"`               // module version: v0.5.0, or (devel) for a build from a checkout
+	Commit    string `json:"commit,omitempty"`      // vcs.revision, when built from a checkout
 	Time      string `json:"commit_time,omitempty"` // vcs.time
-	Modified  bool   `json:"modified,omitempty"`  // vcs.modified: the checkout had uncommitted changes
+	Modified  bool   `json:"modified,omitempty"`    // vcs.modified: the checkout had uncommitted changes
 	GoVersion string `json:"go"`
 	Platform  string `json:"platform"` // GOOS/GOARCH
 }
@@ -26,10 +26,12 @@ type versionInfo struct {
 // module version; "go build" in a checkout records "(devel)" and the
 // commit (when the checkout is a git repository and -buildvcs is on);
 // "go run" and test binaries may record neither.
-func readVersion() versionInfo {
+func readVersion() versionInfo { return versionFrom(debug.ReadBuildInfo()) }
+
+// versionFrom reads what a build info holds (ok false: none).
+func versionFrom(bi *debug.BuildInfo, ok bool) versionInfo {
 	v := versionInfo{Version: "(devel)", GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
+	if !ok || bi == nil {
 		return v
 	}
 	if mv := bi.Main.Version; mv != "" {
