@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -773,4 +774,95 @@ func TestExportSalvage(t *testing.T) {
 
 func regexpMatch(re, s string) bool {
 	return regexp.MustCompile(re).MatchString(s)
+}
+
+// TestDemoHintNamesRunnableCommand: the demo's closing hint names a
+// command that runs: batpak only when that is this program on $PATH.
+func TestDemoHintNamesRunnableCommand(t *testing.T) {
+	dir := isolate(t)
+	t.Setenv("PATH", dir) // no batpak on it
+	for arg0, want := range map[string]string{
+		"/tmp/go-build1234/b001/exe/batpak": "go run ./cmd/batpak",
+		"./batpak":                          "./batpak",
+		"/opt/my tools/batpak":              "'/opt/my tools/batpak'",
+	} {
+		if got := selfCommand(arg0); got != want {
+			t.Errorf("selfCommand(%q) = %q, want %q", arg0, got, want)
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(self, filepath.Join(dir, "batpak")); err != nil {
+		t.Fatal(err)
+	}
+	if got := selfCommand("batpak"); got != "batpak" {
+		t.Errorf("with this program on PATH as batpak: %q", got)
+	}
+}
+
+// TestReadBesideUnfinishedBatch: a read-only command that finds a batch
+// without its commit record at the end of the log (a writer in the
+// middle of an import) says nothing that sounds like data loss; only
+// --log-level debug mentions it. A writer's open, which does discard it,
+// still warns.
+func TestReadBesideUnfinishedBatch(t *testing.T) {
+	dir := filepath.Join(isolate(t), "store")
+	dd := "--data-dir=" + dir
+	s, err := core.Open(core.DefaultConfig(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	coord, _ := core.NewCoordinate("order:1", "shop")
+	ctx := context.Background()
+	if _, err := s.Append(ctx, coord, core.MustKind(1, 1), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	items := make([]core.BatchItem, 3)
+	for i := range items {
+		items[i] = core.BatchItem{Coordinate: coord, Kind: core.MustKind(1, 2), Payload: []byte(fmt.Sprintf(`{"i":%d}`, i))}
+	}
+	if _, err := s.AppendBatch(ctx, items); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Take the batch's commit record (the last frame) away, and the
+	// checkpoint and footer that remember the batch: as the log looks
+	// while the writer is between the items and the commit.
+	seg := onlySegment(t, dir)
+	data, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off, last := 32, -1
+	for off+8 <= len(data) {
+		n := int(binary.LittleEndian.Uint32(data[off:]))
+		if n == 0 {
+			break
+		}
+		last, off = off, off+8+n
+	}
+	clear(data[last:off])
+	writeFile(t, seg, string(data))
+	for _, f := range []string{"index.ckpt", "00000000000000000001.idx"} {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+
+	r := batpak(t, "stats", dd, "-o", "json")
+	if r.code != 0 || r.stderr != "" || decode[statsJSON](t, r.stdout).Events != 1 {
+		t.Errorf("stats beside an unfinished batch: exit %d, stderr %q, %s", r.code, r.stderr, r.stdout)
+	}
+	if r = batpak(t, "stats", dd, "--log-level", "debug"); !strings.Contains(r.stderr, "not showing batches without a commit record (a writer may still be writing one)") ||
+		strings.Contains(r.stderr, "warning") {
+		t.Errorf("stats --log-level debug: %q", r.stderr)
+	}
+	if r = batpak(t, "append", dd, "--entity", "order:2", "--scope", "shop", "--kind", "1:1", "--data", "{}"); r.code != 0 ||
+		!strings.Contains(r.stderr, "warning: discarded batches that lack a commit record") {
+		t.Errorf("a writer's open of the same log: exit %d, %q", r.code, r.stderr)
+	}
 }
