@@ -166,7 +166,7 @@ func (a *app) runPluginBuild(ctx context.Context, w io.Writer, dir, out string) 
 	}
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		return errors.New("plugin build needs the go command (Go 1.24 or later), and it is not on PATH; install Go from https://go.dev/dl/ or build by hand: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o OUT.wasm DIR")
+		return errors.New("plugin build needs the go command (Go 1.26 or later, as go.mod says), and it is not on PATH; install Go from https://go.dev/dl/ or build by hand: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o OUT.wasm DIR")
 	}
 	args := append(append([]string{"build"}, goBuildFlags...), "-o", absOut, ".")
 	c := exec.CommandContext(ctx, goBin, args...)
