@@ -248,6 +248,7 @@ func TestOutputFormats(t *testing.T) {
 	sameAsJSON("ancestors", dd, decode[eventJSON](t, strings.Split(ok(t, "query", dd, "--kind", "1:2", "-o", "json"), "\n")[0]).ID.String())
 	sameAsJSON("verify", dd)
 	sameAsJSON("version")
+	sameAsJSON("config", dd)
 
 	// Big numbers keep their text in yaml (1e400 is no float64).
 	ok(t, "append", dd, "--entity", "order:2", "--scope", "shop", "--kind", "1:2", "--data", `{"n":1e400}`)
@@ -470,6 +471,7 @@ func TestDryRun(t *testing.T) {
 		t.Errorf("redact --entity --dry-run: %q", out)
 	}
 	failsWith(t, exitNotFound, []string{"redact", dd, "01a217cd-3b81-7849-af31-4360cec5ac35", "--dry-run"}, "no event")
+	dryJSON := decode[compactReportJSON](t, ok(t, "compact", dd, seg, "--max-per-entity", "10", "--merge", "--dry-run", "-o", "json"))
 	dry := ok(t, "compact", dd, seg, "--max-per-entity", "10", "--merge", "--dry-run")
 	if !strings.HasPrefix(dry, "dry run (on a copy; the store is unchanged): would compact ") {
 		t.Errorf("compact --dry-run: %q", dry)
@@ -487,8 +489,8 @@ func TestDryRun(t *testing.T) {
 	var removed int
 	if cut(real) != cut(dry) || !strings.Contains(real, "removed") {
 		t.Errorf("compact said %q, its dry run %q", real, dry)
-	} else if _, err := fmt.Sscanf(cut(real), "%d events removed", &removed); err != nil || removed == 0 {
-		t.Fatalf("compact removed %d events (%v): %q", removed, err, real)
+	} else if _, err := fmt.Sscanf(cut(real), "%d events removed", &removed); err != nil || removed == 0 || removed != dryJSON.EventsRemoved || !dryJSON.DryRun {
+		t.Fatalf("compact removed %d events (%v): %q; dry run -o json: %+v", removed, err, real, dryJSON)
 	}
 	// verify after compaction counts what reads show, the stubs apart
 	// (the audit record of the compaction is one more event).

@@ -289,34 +289,48 @@ func statsRemote(cmd *cobra.Command, rc *remoteConf, format string) error {
 	return tw.Flush()
 }
 
+// configJSON is config -o json's output: the file read (empty: none),
+// a ./config.yaml passed over, and every setting.
+type configJSON struct {
+	ConfigFile    string              `json:"config_file"`
+	SkippedConfig string              `json:"skipped_config,omitempty"`
+	Settings      []configSettingJSON `json:"settings"`
+}
+
+type configSettingJSON struct {
+	Key    string `json:"key"`
+	Value  string `json:"value"`
+	Source string `json:"source"`
+	Env    string `json:"env"`
+}
+
 func newConfigCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var out outputFlags
+	cmd := &cobra.Command{
 		Use:     "config",
 		Short:   "Show the effective configuration and where each value comes from",
 		GroupID: "inspect",
-		Long: `Print every setting's effective value and its source: a flag, a BATPAK_*
+		Long: `Print the config file read (see the search order in batpak --help) and
+every setting's effective value and its source: a flag, a BATPAK_*
 environment variable, the config file, or the default. The server.* keys
 (batpak serve) follow the store's; their flags are serve's own. Precedence, highest
 first: flag > environment > config file > default.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			format, err := out.format()
+			if err != nil {
+				return err
+			}
 			res, err := a.loadConfig()
 			if err != nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
-			file := res.configFile
-			if file == "" {
-				file = "none"
+			doc := configJSON{ConfigFile: res.configFile, SkippedConfig: a.skippedConfig}
+			add := func(key, value, source, env string) {
+				doc.Settings = append(doc.Settings, configSettingJSON{Key: key, Value: value, Source: source, Env: env})
 			}
-			if a.skippedConfig != "" {
-				file += fmt.Sprintf(" (%s not read: its first line does not begin %q; name it with --config or rename it batpak.yaml)", a.skippedConfig, configMarker)
-			}
-			fmt.Fprintf(w, "config file: %s\n", file)
-			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "KEY\tVALUE\tSOURCE\tENV")
 			for _, e := range res.entries {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.key, e.value, e.source, envName(e.key))
+				add(e.key, e.value, e.source, envName(e.key))
 			}
 			// The server's keys (batpak serve; their flags belong to it).
 			for _, ss := range serverSettings {
@@ -326,7 +340,7 @@ first: flag > environment > config file > default.`,
 				if ss.key == "server.operator_token" && val != "" {
 					val = "(set, not shown)"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ss.key, val, a.sourceOf(setting{key: ss.key}), envName(ss.key))
+				add(ss.key, val, a.sourceOf(setting{key: ss.key}), envName(ss.key))
 			}
 			// The server the data commands talk to, if any.
 			for _, k := range remoteKeys {
@@ -337,9 +351,26 @@ first: flag > environment > config file > default.`,
 				if k.key == "remote.server" {
 					val = redactedURL(val)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.key, orNone(val), a.remoteSource(k.key, k.flag, k.env), k.env)
+				add(k.key, orNone(val), a.remoteSource(k.key, k.flag, k.env), k.env)
 			}
-			return tw.Flush()
+			return emit(cmd.OutOrStdout(), format, doc, func(w io.Writer) error {
+				file := doc.ConfigFile
+				if file == "" {
+					file = "none"
+				}
+				if doc.SkippedConfig != "" {
+					file += fmt.Sprintf(" (%s not read: its first line does not begin %q; name it with --config or rename it batpak.yaml)", doc.SkippedConfig, configMarker)
+				}
+				fmt.Fprintf(w, "config file: %s\n", file)
+				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "KEY\tVALUE\tSOURCE\tENV")
+				for _, e := range doc.Settings {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Key, e.Value, e.Source, e.Env)
+				}
+				return tw.Flush()
+			})
 		},
 	}
+	out.register(cmd)
+	return cmd
 }

@@ -510,6 +510,7 @@ func newCompactCmd(a *app) *cobra.Command {
 		reason       string
 		dryRun       bool
 		prog         progressFlags
+		out          outputFlags
 	)
 	cmd := &cobra.Command{
 		Use:     "compact",
@@ -552,6 +553,10 @@ of its own).`,
 			if maxAge < 0 || maxPerEntity < 0 {
 				return usagef("--max-age and --max-per-entity must not be negative")
 			}
+			format, err := out.format()
+			if err != nil {
+				return err
+			}
 			var s *core.Store
 			var ctx context.Context
 			prefix := "compacted"
@@ -588,6 +593,13 @@ of its own).`,
 			if err != nil {
 				return maintenanceDenial("compact", err)
 			}
+			if format != formatTable {
+				return emit(cmd.OutOrStdout(), format, compactReportJSON{
+					DryRun: dryRun, SegmentsRewritten: rep.SegmentsRewritten, SegmentsRemoved: rep.SegmentsRemoved,
+					EventsRemoved: rep.EventsRemoved, EventsTombstoned: rep.EventsTombstoned, BytesReclaimed: rep.BytesReclaimed,
+					DiskBytesReclaimed: rep.DiskBytesReclaimed, ElapsedMillis: float64(rep.Elapsed.Microseconds()) / 1000,
+				}, nil)
+			}
 			disk := humanBytes(rep.DiskBytesReclaimed) + " on disk reclaimed"
 			if rep.DiskBytesReclaimed < 0 {
 				disk = humanBytes(-rep.DiskBytesReclaimed) + " more on disk"
@@ -607,8 +619,22 @@ of its own).`,
 	f.StringVar(&reason, "reason", "", "why (the policy sees it; the audit record keeps it)")
 	f.BoolVar(&dryRun, "dry-run", false, "compact a copy and report what would be done; the store is only read")
 	prog.register(cmd)
+	out.register(cmd)
 	completeRegionFlags(a, cmd)
 	return cmd
+}
+
+// compactReportJSON is compact -o json's output (core.CompactReport; with
+// dry_run, what compacting the store would do).
+type compactReportJSON struct {
+	DryRun             bool    `json:"dry_run"`
+	SegmentsRewritten  int     `json:"segments_rewritten"`
+	SegmentsRemoved    int     `json:"segments_removed"`
+	EventsRemoved      int     `json:"events_removed"`
+	EventsTombstoned   int     `json:"events_tombstoned"`
+	BytesReclaimed     int64   `json:"bytes_reclaimed"`
+	DiskBytesReclaimed int64   `json:"disk_bytes_reclaimed"`
+	ElapsedMillis      float64 `json:"elapsed_ms"`
 }
 
 // copyStoreFiles copies the files of store directory src (subdirectories
