@@ -334,6 +334,18 @@ func TestProgressOnlyOnTerminal(t *testing.T) {
 	if r = batpak(t, "verify", "--data-dir", src, "--progress", "--no-progress"); r.stderr != "" {
 		t.Errorf("--no-progress still drew: %q", r.stderr)
 	}
+	// seal: the segments to pack and give footers, then none.
+	big := filepath.Join(home, "big")
+	fillStore(t, big, 300, 3)
+	if r = batpak(t, "seal", "--data-dir", big, "--compression", "zstd", "--progress"); r.code != 0 || !strings.Contains(r.stderr, "seal 100%") {
+		t.Errorf("seal --progress: exit %d, %q", r.code, r.stderr)
+	}
+	if r = batpak(t, "seal", "--data-dir", big, "--compression", "zstd", "--progress"); r.code != 0 || r.stderr != "" {
+		t.Errorf("seal --progress with nothing left to do drew a bar: %q", r.stderr)
+	}
+	if r = batpak(t, "compact", "--data-dir", big, "--merge", "--progress"); r.code != 0 || !strings.Contains(r.stderr, "compact") {
+		t.Errorf("compact --progress: exit %d, %q", r.code, r.stderr)
+	}
 }
 
 // humanizeLikeBar renders n as the progress bar's byte counts do.
@@ -448,18 +460,39 @@ func storeDigest(t *testing.T, dir string) string {
 	return b.String()
 }
 
+// fillStore writes n events of 400-odd bytes to a new store at dir with
+// 64 KiB segments (several sealed ones), on entities order:0..order:<k-1>
+// in turn, and returns their ids.
+func fillStore(t *testing.T, dir string, n, k int) []string {
+	t.Helper()
+	cfg := core.DefaultConfig(dir)
+	cfg.SegmentMaxBytes = 64 << 10
+	s, err := core.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, n)
+	for i := range n {
+		coord, _ := core.NewCoordinate(fmt.Sprintf("order:%d", i%k), "shop")
+		r, err := s.Append(context.Background(), coord, core.MustKind(1, 1), fmt.Appendf(nil, `{"n":%d,"pad":"%s"}`, i, strings.Repeat("x", 400)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = r.ID.String()
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
 // TestDryRun: redact and compact --dry-run say what would be done and
 // leave the store byte-identical; without it, they do that.
 func TestDryRun(t *testing.T) {
 	dir := filepath.Join(isolate(t), "store")
 	dd := "--data-dir=" + dir
 	seg := "--segment-max-bytes=64KiB"
-	var ids []string
-	for i := 0; i < 300; i++ {
-		r := decode[receiptJSON](t, ok(t, "append", dd, seg, "--entity", fmt.Sprintf("order:%d", i%3), "--scope", "shop", "--kind", "1:1",
-			"--data", fmt.Sprintf(`{"n":%d,"pad":"%s"}`, i, strings.Repeat("x", 400)), "--json"))
-		ids = append(ids, r.ID.String())
-	}
+	ids := fillStore(t, dir, 300, 3)
 	before := storeDigest(t, dir)
 
 	out := ok(t, "redact", dd, ids[0], "--dry-run")
@@ -711,10 +744,7 @@ func TestExportSalvage(t *testing.T) {
 	dir := filepath.Join(home, "store")
 	dd := "--data-dir=" + dir
 	const n = 400
-	for i := 0; i < n; i++ {
-		ok(t, "append", dd, "--segment-max-bytes=64KiB", "--entity", fmt.Sprintf("order:%d", i%7), "--scope", "shop", "--kind", "1:1",
-			"--data", fmt.Sprintf(`{"n":%d,"pad":"%s"}`, i, strings.Repeat("x", 400)))
-	}
+	fillStore(t, dir, n, 7)
 	// An intact store: --salvage exports what export does.
 	whole := ok(t, "export", dd)
 	if salv := batpak(t, "export", dd, "--salvage"); salv.code != 0 || salv.stdout != whole || !strings.Contains(salv.stderr, fmt.Sprintf("salvaged %d events", n)) {

@@ -35,7 +35,7 @@ func (p *progressFlags) register(cmd *cobra.Command) {
 // a spinner with the count so far), or nil when none is to be drawn.
 // unit is "bytes" (shown as KiB, MiB ...), or a noun like "events".
 func (p progressFlags) bar(w io.Writer, total int64, what, unit string) *progressbar.ProgressBar {
-	if p.hide || (!p.force && !isTerminal(w)) {
+	if p.hide || (!p.force && !isTerminal(w)) || total == 0 {
 		return nil
 	}
 	opts := []progressbar.Option{
