@@ -164,9 +164,13 @@ judged by that Rego policy first, as the principal --principal-id,
 With --server URL and --token (BATPAK_SERVER, BATPAK_TOKEN), append, get,
 query, ancestors, stats, verify, export and import work on the tenant
 --tenant (BATPAK_TENANT) of a running "batpak serve" instead; "batpak
-tenant" and "batpak key" administer that server.`,
+tenant" and "batpak key" administer that server.
+
+Data verbs print a table, or -o json (--json) / -o yaml. Exit codes: 0 ok,
+1 error, 2 usage, 3 denied, 4 conflict, 5 not found, 6 locked, 7 corrupt,
+8 unavailable, 130 interrupted.`,
 		Example: `  batpak demo
-  batpak query --entity-prefix order: --json
+  batpak query --entity-prefix order: -o json
   batpak append --entity order:42 --scope shop --kind 1:1 --data '{"total_cents":998}'
   batpak get 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e`,
 		SilenceUsage:  true, // runtime errors are not usage errors; run decides
