@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/batpak-go/batpak/core"
@@ -896,5 +897,26 @@ func TestReadBesideUnfinishedBatch(t *testing.T) {
 	if r = batpak(t, "append", dd, "--entity", "order:2", "--scope", "shop", "--kind", "1:1", "--data", "{}"); r.code != 0 ||
 		!strings.Contains(r.stderr, "warning: discarded batches that lack a commit record") {
 		t.Errorf("a writer's open of the same log: exit %d, %q", r.code, r.stderr)
+	}
+}
+
+// TestOutputFlagsOwnFormats: a verb that renders a format of its own
+// (a causal graph as Graphviz dot) adds it; the others stay refused.
+func TestOutputFlagsOwnFormats(t *testing.T) {
+	var out outputFlags
+	out.allow("dot")
+	cmd := &cobra.Command{Use: "graph"}
+	out.register(cmd)
+	for arg, want := range map[string]string{"dot": "dot", "DOT": "dot", "yaml": formatYAML, "table": formatTable} {
+		if err := cmd.Flags().Set("output", arg); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := out.format(); got != want || err != nil {
+			t.Errorf("-o %s: %q, %v", arg, got, err)
+		}
+	}
+	_ = cmd.Flags().Set("output", "svg")
+	if _, err := out.format(); err == nil || exitCodeOf(err) != exitUsage || !strings.Contains(err.Error(), "want table, json, yaml or dot") {
+		t.Errorf("-o svg: %v", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -31,16 +32,24 @@ type outputFlags struct {
 	output string
 	asJSON bool
 	cmd    *cobra.Command
+	extra  []string // formats of this verb's own, besides table, json and yaml
 }
+
+// allow adds formats a verb renders itself (e.g. "dot" for a causal
+// graph); format returns them as given, lower-cased. Call it before
+// register.
+func (o *outputFlags) allow(formats ...string) { o.extra = append(o.extra, formats...) }
+
+func (o *outputFlags) choices() []string { return append(append([]string(nil), outputFormats...), o.extra...) }
 
 // register adds -o/--output and --json to cmd, with completion of the
 // format names.
 func (o *outputFlags) register(cmd *cobra.Command) {
 	o.cmd = cmd
 	f := cmd.Flags()
-	f.StringVarP(&o.output, "output", "o", formatTable, "output format: table, json (one object a line) or yaml")
+	f.StringVarP(&o.output, "output", "o", formatTable, "output format: "+strings.Join(o.choices(), ", ")+" (json: one object a line)")
 	f.BoolVar(&o.asJSON, "json", false, "the same as -o json")
-	_ = cmd.RegisterFlagCompletionFunc("output", completeWords(outputFormats...))
+	_ = cmd.RegisterFlagCompletionFunc("output", completeWords(o.choices()...))
 }
 
 // registerPersistent adds -o/--output and --json to a group of verbs
@@ -48,9 +57,9 @@ func (o *outputFlags) register(cmd *cobra.Command) {
 func (o *outputFlags) registerPersistent(cmd *cobra.Command) {
 	o.cmd = cmd
 	f := cmd.PersistentFlags()
-	f.StringVarP(&o.output, "output", "o", formatTable, "output format: table, json (one object a line) or yaml")
+	f.StringVarP(&o.output, "output", "o", formatTable, "output format: "+strings.Join(o.choices(), ", ")+" (json: one object a line)")
 	f.BoolVar(&o.asJSON, "json", false, "the same as -o json")
-	_ = cmd.RegisterFlagCompletionFunc("output", completeWords(outputFormats...))
+	_ = cmd.RegisterFlagCompletionFunc("output", completeWords(o.choices()...))
 }
 
 // format returns the chosen format, or a usage error naming the refused
@@ -63,11 +72,11 @@ func (o *outputFlags) format() (string, error) {
 		}
 		return formatJSON, nil
 	}
-	switch f {
-	case formatTable, formatJSON, formatYAML:
+	if slices.Contains(o.choices(), f) {
 		return f, nil
 	}
-	return "", usagef("-o %q is not an output format: want table, json or yaml", o.output)
+	c := o.choices()
+	return "", usagef("-o %q is not an output format: want %s or %s", o.output, strings.Join(c[:len(c)-1], ", "), c[len(c)-1])
 }
 
 // emit writes one value in format f: JSON on one line, a YAML document,
