@@ -40,7 +40,9 @@ type outputFlags struct {
 // register.
 func (o *outputFlags) allow(formats ...string) { o.extra = append(o.extra, formats...) }
 
-func (o *outputFlags) choices() []string { return append(append([]string(nil), outputFormats...), o.extra...) }
+func (o *outputFlags) choices() []string {
+	return append(append([]string(nil), outputFormats...), o.extra...)
+}
 
 // register adds -o/--output and --json to cmd, with completion of the
 // format names.
