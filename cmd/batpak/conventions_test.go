@@ -428,6 +428,15 @@ func TestCompletion(t *testing.T) {
 	if got := complete("get", dd, ""); len(got) != 6 {
 		t.Errorf("event ids: %q", got)
 	}
+	// At most completionMax names, however many entities match.
+	many := filepath.Join(filepath.Dir(dir), "many")
+	fillStore(t, many, completionMax+50, completionMax+50)
+	if got := complete("query", "--data-dir", many, "--entity-prefix", "order:"); len(got) != completionMax {
+		t.Errorf("%d entity names offered from %d, want at most %d", len(got), completionMax+50, completionMax)
+	}
+	if got := complete("query", "--data-dir", many, "--entity-prefix", "order:24"); !slices.Equal(got, []string{"order:24", "order:240", "order:241", "order:242", "order:243", "order:244", "order:245", "order:246", "order:247", "order:248", "order:249"}) {
+		t.Errorf("names starting order:24: %q", got)
+	}
 	// No store: nothing offered, no error.
 	if got := complete("query", "--data-dir", dir+"-none", "--entity-prefix", ""); len(got) != 0 {
 		t.Errorf("entities of a missing store: %q", got)
@@ -635,6 +644,11 @@ func TestQueryFollowLocal(t *testing.T) {
 	}
 	failsWith(t, exitError, []string{"query", dd, "--since", "last week"}, "--since", "neither a duration")
 	failsWith(t, exitUsage, []string{"query", dd, "--follow", "--limit", "1"}, "--follow and --limit exclude each other")
+	// --poll-interval: 1ms..1m.
+	ok(t, "query", dd, "--poll-interval", "1m")
+	ok(t, "query", dd, "--poll-interval", "1ms")
+	failsWith(t, exitError, []string{"query", dd, "--poll-interval", "1m0.001s"}, "--poll-interval", "want 1ms..1m")
+	failsWith(t, exitError, []string{"query", dd, "--poll-interval", "0"}, "--poll-interval", "want 1ms..1m")
 }
 
 // TestQueryFollowRemote: --follow against a server streams through its
