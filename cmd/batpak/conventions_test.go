@@ -344,6 +344,10 @@ func TestProgressOnlyOnTerminal(t *testing.T) {
 	if r = batpak(t, "seal", "--data-dir", big, "--compression", "zstd", "--progress"); r.code != 0 || r.stderr != "" {
 		t.Errorf("seal --progress with nothing left to do drew a bar: %q", r.stderr)
 	}
+	if sj := decode[sealJSON](t, ok(t, "seal", "--data-dir", big, "--compression", "zstd", "-o", "json")); sj.Compression != "zstd" ||
+		sj.Before != sj.After || sj.After.PackedSegments != sj.After.Segments-1 || sj.After.Footers < sj.After.Segments-1 {
+		t.Errorf("seal -o json of a sealed store: %+v", sj)
+	}
 	if r = batpak(t, "compact", "--data-dir", big, "--merge", "--progress"); r.code != 0 || !strings.Contains(r.stderr, "compact") {
 		t.Errorf("compact --progress: exit %d, %q", r.code, r.stderr)
 	}

@@ -679,8 +679,31 @@ func copyStoreFiles(src, dst string) error {
 	})
 }
 
+// sealJSON is seal -o json's output: what the sealed segments looked like
+// before and after.
+type sealJSON struct {
+	Compression   string       `json:"compression"`
+	ElapsedMillis float64      `json:"elapsed_ms"`
+	Before        sealSideJSON `json:"before"`
+	After         sealSideJSON `json:"after"`
+}
+
+type sealSideJSON struct {
+	Segments       int   `json:"segments"`
+	PackedSegments int   `json:"packed_segments"`
+	Footers        int   `json:"footers"`
+	BytesOnDisk    int64 `json:"bytes_on_disk"`
+}
+
+func sealSide(d core.Diagnostics) sealSideJSON {
+	return sealSideJSON{Segments: d.Segments, PackedSegments: d.PackedSegments, Footers: d.Footers, BytesOnDisk: d.BytesOnDisk}
+}
+
 func newSealCmd(a *app) *cobra.Command {
-	var prog progressFlags
+	var (
+		prog progressFlags
+		out  outputFlags
+	)
 	cmd := &cobra.Command{
 		Use:     "seal",
 		Short:   "Pack (compress) the sealed segments and write their footers now",
@@ -702,6 +725,10 @@ and after.`,
   BATPAK_COMPRESSION=s2 batpak seal`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			format, err := out.format()
+			if err != nil {
+				return err
+			}
 			// The figures before come from a read-only open: a store opened
 			// for writing starts sealing in the background at once, so its
 			// own figures would already include part of the work.
@@ -725,10 +752,16 @@ and after.`,
 				return err
 			}
 			elapsed := time.Since(began)
-			return printSeal(cmd.OutOrStdout(), res.cfg.Compression, before, s.Diagnostics(), elapsed)
+			after := s.Diagnostics()
+			doc := sealJSON{Compression: res.cfg.Compression.String(), ElapsedMillis: float64(elapsed.Microseconds()) / 1000,
+				Before: sealSide(before), After: sealSide(after)}
+			return emit(cmd.OutOrStdout(), format, doc, func(w io.Writer) error {
+				return printSeal(w, res.cfg.Compression, before, after, elapsed)
+			})
 		},
 	}
 	prog.register(cmd)
+	out.register(cmd)
 	return cmd
 }
 
