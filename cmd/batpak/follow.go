@@ -54,9 +54,9 @@ func (f eventFilter) apply(events iter.Seq2[core.StoredEvent, error]) iter.Seq2[
 	}
 }
 
-// parseSince reads --since: an RFC 3339 time, or a duration before now.
+// sinceMicros reads query --since: an RFC 3339 time, or a duration before now.
 // It returns Unix microseconds.
-func parseSince(s string, now time.Time) (int64, error) {
+func sinceMicros(s string, now time.Time) (int64, error) {
 	s = strings.TrimSpace(s)
 	if d, err := time.ParseDuration(s); err == nil {
 		if d < 0 {

@@ -172,7 +172,7 @@ store (read-only, beside the writer process) it looks for new events every
 				return badInput("--poll-interval", fmt.Errorf("%v is out of range: want 1ms..1m", poll))
 			}
 			if since != "" {
-				if flt.sinceUS, err = parseSince(since, time.Now()); err != nil {
+				if flt.sinceUS, err = sinceMicros(since, time.Now()); err != nil {
 					return badInput("--since", err)
 				}
 				flt.since = true
