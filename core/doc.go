@@ -258,7 +258,15 @@
 // spans segments; events written under a fence are shown once the fence's
 // commit record follows, and stay hidden for ever after a cancel record, a
 // crash while the fence was open, or anything else. Hidden events keep
-// their global sequence and their place in the entity's chain.
+// their global sequence and their place in the entity's chain. Open logs
+// a warning when it discards batches cut short; OpenReadOnly logs it at
+// debug level only, since beside a live writer the last batch is usually
+// just not committed yet.
+//
+// Mid-log damage that Open and OpenReadOnly refuse leaves SalvageExport:
+// it reads the segment files directly (no lock, nothing written), skips
+// unreadable frames to the next readable one, and exports every readable
+// visible event in Export's format with a report of what it skipped.
 //
 // A log shorter than the store durably recorded is not a torn tail but
 // lost acknowledged events (a deleted, truncated or zeroed segment): the

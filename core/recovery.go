@@ -145,7 +145,12 @@ func (s *Store) recover() (recovered, error) {
 	s.openReport.Entries = uint64(s.ix.Len())
 	s.openReport.Hidden += lw.hiddenEvents
 	s.openReport.DroppedBatch = lw.droppedBatches
-	if lw.droppedBatches > 0 {
+	switch {
+	case lw.droppedBatches > 0 && s.readOnly:
+		// Beside a live writer, the last batch may simply not be
+		// committed yet: not data loss, and nothing is discarded on disk.
+		s.log.Debug("batpak: not showing batches without a commit record (a writer may still be writing one)", "batches", lw.droppedBatches)
+	case lw.droppedBatches > 0:
 		s.log.Warn("batpak: discarded batches that lack a commit record", "batches", lw.droppedBatches)
 	}
 	out.danglingFence, out.fenceID = dangling, fenceID

@@ -13,8 +13,12 @@ import (
 // VerifyReport summarises a successful Verify.
 type VerifyReport struct {
 	Segments int
-	Events   int // events checked, hidden ones included
+	Events   int // events checked, hidden ones and removed stubs included
 	Hidden   int // events of fences that never committed (checked, never shown)
+	// Removed counts the stubs compaction left of the events it removed
+	// (headers that keep the chain linked; checked, never shown). They
+	// are in Events too: Events-Removed-Hidden is what reads can show.
+	Removed  int
 	Entities int
 }
 
@@ -28,19 +32,25 @@ type VerifyReport struct {
 // On a read-only store beside a compacting writer it checks the segments
 // live when it starts (see OpenReadOnly), holding one file descriptor per
 // segment until it returns.
-func (s *Store) Verify() (VerifyReport, error) {
+func (s *Store) Verify() (VerifyReport, error) { return s.VerifyProgress(nil) }
+
+// VerifyProgress is Verify, calling progress (when not nil) after each
+// segment checked with the segments checked so far and the number it
+// checks in all (what was written when it started), from the calling
+// goroutine.
+func (s *Store) VerifyProgress(progress func(done, total int)) (VerifyReport, error) {
 	if !s.readOnly {
-		return s.verifyOnce()
+		return s.verifyOnce(progress)
 	}
 	var rep VerifyReport
 	err := readBesideWriter(s.fs, s.cfg.Dir, func() (err error) {
-		rep, err = s.verifyOnce()
+		rep, err = s.verifyOnce(progress)
 		return err
 	})
 	return rep, err
 }
 
-func (s *Store) verifyOnce() (VerifyReport, error) {
+func (s *Store) verifyOnce(progress func(done, total int)) (VerifyReport, error) {
 	var rep VerifyReport
 	if err := s.checkReadable(); err != nil {
 		return rep, err
@@ -94,6 +104,9 @@ func (s *Store) verifyOnce() (VerifyReport, error) {
 		if ev.hidden {
 			rep.Hidden++
 		}
+		if ev.removed {
+			rep.Removed++
+		}
 		return nil
 	}
 	for _, id := range ids {
@@ -132,6 +145,9 @@ func (s *Store) verifyOnce() (VerifyReport, error) {
 		}
 		if st == format.TailCorrupt || (st == format.TailTorn && id != ids[len(ids)-1]) {
 			return rep, &CorruptionError{File: path, Offset: int64(end), Reason: "unreadable frame", live: id == ids[len(ids)-1]}
+		}
+		if progress != nil {
+			progress(rep.Segments, len(ids))
 		}
 	}
 	if _, _, err := lw.finish(); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -22,7 +23,7 @@ func tenantLine(t client.TenantInfo) string {
 }
 
 func newTenantCmd(a *app) *cobra.Command {
-	var asJSON bool
+	var out outputFlags
 	cmd := &cobra.Command{
 		Use:     "tenant",
 		Short:   "Create, list, suspend, resume and delete a server's tenants (operator credential)",
@@ -31,11 +32,14 @@ func newTenantCmd(a *app) *cobra.Command {
 the server's operator credential (BATPAK_SERVER, BATPAK_TOKEN).`,
 	}
 	show := func(cmd *cobra.Command, verb string, t client.TenantInfo) error {
-		if asJSON {
-			return newJSONLines(cmd.OutOrStdout()).write(t)
+		f, err := out.format()
+		if err != nil {
+			return err
 		}
-		_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s tenant %s (state %s)\n", verb, oneLine(t.ID), t.State)
-		return err
+		return emit(cmd.OutOrStdout(), f, t, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "%s tenant %s (state %s)\n", verb, oneLine(t.ID), t.State)
+			return err
+		})
 	}
 	create := &cobra.Command{
 		Use: "create ID", Short: "Create a tenant", Args: exactArgs("ID"),
@@ -54,6 +58,10 @@ the server's operator credential (BATPAK_SERVER, BATPAK_TOKEN).`,
 	list := &cobra.Command{
 		Use: "list", Short: "List the tenants", Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
 			rc, err := a.needServer("tenant list")
 			if err != nil {
 				return err
@@ -63,8 +71,8 @@ the server's operator credential (BATPAK_SERVER, BATPAK_TOKEN).`,
 				return remoteError(err)
 			}
 			w := cmd.OutOrStdout()
-			if asJSON {
-				out := newJSONLines(w)
+			if f != formatTable {
+				out := newRecords(w, f)
 				for _, t := range ts {
 					if err := out.write(t); err != nil {
 						return err
@@ -133,7 +141,7 @@ the server's operator credential (BATPAK_SERVER, BATPAK_TOKEN).`,
 		},
 	}
 	del.Flags().BoolVar(&yes, "yes", false, "confirm: the tenant's data is erased")
-	cmd.PersistentFlags().BoolVar(&asJSON, "json", false, "print tenants as JSON objects, one a line")
+	out.registerPersistent(cmd)
 	cmd.AddCommand(create, list, suspend, resume, del)
 	return cmd
 }
@@ -150,7 +158,7 @@ func keyAdmin[T any](rc *remoteConf, op func(*client.Admin) (T, error), own func
 }
 
 func newKeyCmd(a *app) *cobra.Command {
-	var asJSON bool
+	var out outputFlags
 	cmd := &cobra.Command{
 		Use:     "key",
 		Short:   "Issue, list and revoke a tenant's API keys",
@@ -176,6 +184,10 @@ issued key is printed once: the server keeps only its digest.`,
 			if len(roles) == 0 {
 				return usagef("missing required flag --role (reader, writer or admin)")
 			}
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
 			rc, err := tenantOf("key issue")
 			if err != nil {
 				return err
@@ -189,18 +201,21 @@ issued key is printed once: the server keeps only its digest.`,
 			if err != nil {
 				return remoteError(err)
 			}
-			if asJSON {
-				return newJSONLines(cmd.OutOrStdout()).write(k)
-			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "issued key %s (%s) for tenant %s, roles %s\n%s\nthe key is shown only now: store it\n",
-				k.ID, oneLine(k.Name), oneLine(rc.tenant), strings.Join(k.Roles, ","), k.Key)
-			return err
+			return emit(cmd.OutOrStdout(), f, k, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "issued key %s (%s) for tenant %s, roles %s\n%s\nthe key is shown only now: store it\n",
+					k.ID, oneLine(k.Name), oneLine(rc.tenant), strings.Join(k.Roles, ","), k.Key)
+				return err
+			})
 		},
 	}
 	issue.Flags().StringSliceVar(&roles, "role", nil, "role of the key: reader, writer or admin (repeat or comma-separate)")
 	list := &cobra.Command{
 		Use: "list", Short: "List the tenant's keys (never the keys themselves)", Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
 			rc, err := tenantOf("key list")
 			if err != nil {
 				return err
@@ -213,8 +228,8 @@ issued key is printed once: the server keeps only its digest.`,
 				return remoteError(err)
 			}
 			w := cmd.OutOrStdout()
-			if asJSON {
-				out := newJSONLines(w)
+			if f != formatTable {
+				out := newRecords(w, f)
 				for _, k := range ks {
 					if err := out.write(k); err != nil {
 						return err
@@ -252,7 +267,7 @@ issued key is printed once: the server keeps only its digest.`,
 			return err
 		},
 	}
-	cmd.PersistentFlags().BoolVar(&asJSON, "json", false, "print keys as JSON objects, one a line")
+	out.registerPersistent(cmd)
 	cmd.AddCommand(issue, list, revoke)
 	return cmd
 }

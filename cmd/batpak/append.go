@@ -29,7 +29,8 @@ func newAppendCmd(a *app) *cobra.Command {
 		entity, scope, kindText, data string
 		idemKey, correlation, cause   string
 		expectClock                   uint64
-		expectNew, asJSON             bool
+		expectNew                     bool
+		out                           outputFlags
 	)
 	cmd := &cobra.Command{
 		Use:     "append --entity E --scope S --kind CAT:TYPE --data JSON",
@@ -57,6 +58,10 @@ syncs).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			if err := requireFlags(cmd, "entity", "scope", "kind", "data"); err != nil {
+				return err
+			}
+			format, err := out.format()
+			if err != nil {
 				return err
 			}
 			f := cmd.Flags()
@@ -113,7 +118,7 @@ syncs).`,
 				if err != nil {
 					return err
 				}
-				return printReceipt(cmd.OutOrStdout(), r, idemKey, asJSON)
+				return printReceipt(cmd.OutOrStdout(), r, idemKey, format)
 			}
 			s, _, ctx, err := a.openWrite(cmd.Context())
 			if err != nil {
@@ -137,7 +142,7 @@ syncs).`,
 			default:
 				return err
 			}
-			return printReceipt(cmd.OutOrStdout(), r, idemKey, asJSON)
+			return printReceipt(cmd.OutOrStdout(), r, idemKey, format)
 		},
 	}
 	f := cmd.Flags()
@@ -150,17 +155,18 @@ syncs).`,
 	f.BoolVar(&expectNew, "expect-new", false, "append only if the entity has no events yet")
 	f.StringVar(&correlation, "correlation", "", "correlation id (default: the new event's own id)")
 	f.StringVar(&cause, "causation", "", "id of the event that caused this one (default: none, a root cause)")
-	f.BoolVar(&asJSON, "json", false, "print the receipt as one JSON object")
+	out.register(cmd)
+	completeRegionFlags(a, cmd)
 	return cmd
 }
 
 // printReceipt writes append's output, local or remote.
-func printReceipt(w io.Writer, r core.Receipt, idemKey string, asJSON bool) error {
-	if asJSON {
-		return newJSONLines(w).write(receiptJSON{
+func printReceipt(w io.Writer, r core.Receipt, idemKey string, format string) error {
+	if format != formatTable {
+		return emit(w, format, receiptJSON{
 			ID: r.ID, GlobalSequence: r.GlobalSequence, Clock: r.Clock,
 			Timestamp: formatMicros(r.Timestamp), Deduplicated: r.Deduplicated,
-		})
+		}, nil)
 	}
 	verb, note := "appended", ""
 	if r.Deduplicated {

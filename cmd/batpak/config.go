@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -119,7 +120,7 @@ func envName(key string) string {
 // and binds them to v. Flag defaults only document the defaults: viper
 // consults a flag only when it was given on the command line.
 func registerConfigFlags(fs *pflag.FlagSet, v *viper.Viper, configFile *string) {
-	fs.StringVar(configFile, "config", "", "config file (YAML); default ./config.yaml, then ~/.config/batpak/config.yaml, if present; env "+configEnv)
+	fs.StringVar(configFile, "config", "", "config file (YAML); env "+configEnv+"; default the first present of ./batpak.yaml, ./config.yaml if it begins \""+configMarker+"\", $XDG_CONFIG_HOME/batpak/config.yaml")
 	for _, s := range settings {
 		help := s.help + "; env " + envName(s.key)
 		switch s.kind {
@@ -196,6 +197,9 @@ func (a *app) flagChanged(name string) bool {
 func (a *app) loadConfig() (*resolved, error) {
 	if a.res != nil {
 		return a.res, nil
+	}
+	if _, err := a.log.logger(a.stderr); err != nil {
+		return nil, err
 	}
 	file, explicit, err := a.findConfigFile()
 	if err != nil {
@@ -350,7 +354,7 @@ func (a *app) loadConfig() (*resolved, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, a.explainInvalid(err, res)
 	}
-	cfg.Logger = newLineLogger(a.stderr)
+	cfg.Logger = a.logger()
 	res.cfg = cfg
 	a.res = res
 	return res, nil
@@ -372,10 +376,30 @@ func (a *app) explainInvalid(err error, res *resolved) error {
 	return err
 }
 
-// findConfigFile picks the config file: --config, else $BATPAK_CONFIG,
-// else ./config.yaml, else $XDG_CONFIG_HOME/batpak/config.yaml (or
-// ~/.config/batpak/config.yaml). explicit is true for the first two; an
-// explicit file must exist.
+// configMarker is how a file named config.yaml in the current directory
+// says it is batpak's: its first line starts with it (the repository's
+// config.yaml begins "# batpak configuration: every key, ..."). Without it
+// a ./config.yaml is left alone: it may be another tool's.
+const configMarker = "# batpak configuration"
+
+// configSearch is the documented search order (README.md, "Config file"):
+// --config FILE, $BATPAK_CONFIG, then the first of these that exists:
+// ./batpak.yaml; ./config.yaml when it begins with configMarker;
+// $XDG_CONFIG_HOME/batpak/config.yaml (~/.config/batpak/config.yaml when
+// XDG_CONFIG_HOME is unset).
+func configSearch() []string {
+	c := []string{"batpak.yaml", "config.yaml"}
+	if x := os.Getenv("XDG_CONFIG_HOME"); x != "" {
+		c = append(c, filepath.Join(x, "batpak", "config.yaml"))
+	} else if home, err := os.UserHomeDir(); err == nil {
+		c = append(c, filepath.Join(home, ".config", "batpak", "config.yaml"))
+	}
+	return c
+}
+
+// findConfigFile picks the config file in configSearch's order. explicit
+// is true for --config and $BATPAK_CONFIG; an explicit file must exist.
+// skipped names a ./config.yaml passed over for lacking configMarker.
 func (a *app) findConfigFile() (file string, explicit bool, err error) {
 	name := a.configFlag
 	if !a.flagChanged("config") {
@@ -385,7 +409,7 @@ func (a *app) findConfigFile() (file string, explicit bool, err error) {
 		st, err := os.Stat(name)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
-			return "", true, fmt.Errorf("config file %s does not exist", name)
+			return "", true, withExitCode(exitNotFound, fmt.Errorf("config file %s does not exist", name))
 		case err != nil:
 			return "", true, fmt.Errorf("config file: %w", err)
 		case st.IsDir():
@@ -393,18 +417,31 @@ func (a *app) findConfigFile() (file string, explicit bool, err error) {
 		}
 		return name, true, nil
 	}
-	candidates := []string{"config.yaml"}
-	if x := os.Getenv("XDG_CONFIG_HOME"); x != "" {
-		candidates = append(candidates, filepath.Join(x, "batpak", "config.yaml"))
-	} else if home, err := os.UserHomeDir(); err == nil {
-		candidates = append(candidates, filepath.Join(home, ".config", "batpak", "config.yaml"))
-	}
-	for _, c := range candidates {
-		if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() {
-			return c, false, nil
+	for _, c := range configSearch() {
+		st, err := os.Stat(c)
+		if err != nil || !st.Mode().IsRegular() {
+			continue
 		}
+		if c == "config.yaml" && !markedConfig(c) {
+			a.skippedConfig = c
+			continue
+		}
+		return c, false, nil
 	}
 	return "", false, nil
+}
+
+// markedConfig reports whether file's first line starts with
+// configMarker.
+func markedConfig(file string) bool {
+	f, err := os.Open(file)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	buf := make([]byte, len(configMarker)+3) // a UTF-8 byte order mark may come first
+	n, _ := io.ReadFull(f, buf)
+	return strings.HasPrefix(strings.TrimPrefix(string(buf[:n]), "\uFEFF"), configMarker)
 }
 
 // unknownKeys lists config-file keys that are not settings (typos, mostly).

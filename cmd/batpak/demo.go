@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -164,8 +167,9 @@ payment provider's capture call would.`,
 			if a.flagChanged("data-dir") {
 				dirFlag = " --data-dir " + shellQuote(res.cfg.Dir)
 			}
-			fmt.Fprintf(w, "\nbatpak ancestors %s%s walks that chain again.\n", chain.shipped.ID, dirFlag)
-			_, err = fmt.Fprintf(w, "try: batpak query --entity-prefix order: --json%s\n", dirFlag)
+			self := selfCommand(os.Args[0])
+			fmt.Fprintf(w, "\n%s ancestors %s%s walks that chain again.\n", self, chain.shipped.ID, dirFlag)
+			_, err = fmt.Fprintf(w, "try: %s query --entity-prefix order: -o json%s\n", self, dirFlag)
 			return err
 		},
 	}
@@ -309,4 +313,30 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// selfCommand is how the user can run this command again: "batpak" when
+// that name on $PATH is this program, "go run ./cmd/batpak" for a binary
+// go run built (in the build cache), otherwise the path it was started
+// by.
+func selfCommand(arg0 string) string {
+	if p, err := exec.LookPath("batpak"); err == nil {
+		if self, err := os.Executable(); err == nil && sameFile(p, self) {
+			return "batpak"
+		}
+	}
+	if strings.Contains(filepath.ToSlash(arg0), "/go-build") {
+		return "go run ./cmd/batpak"
+	}
+	return shellQuote(arg0)
+}
+
+// sameFile reports whether paths a and b name the same file.
+func sameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
 }

@@ -10,26 +10,35 @@
 //
 //	batpak append --entity E --scope S --kind CAT:TYPE --data JSON
 //	              [--idempotency-key K] [--expect-clock N | --expect-new]
-//	              [--correlation ID] [--causation ID] [--json]
-//	batpak get ID [--json]
+//	              [--correlation ID] [--causation ID] [-o FORMAT]
+//	batpak get ID [-o FORMAT]
 //	batpak query [--entity-prefix P] [--scope S] [--kind K] [--category C]
-//	             [--clock-min N] [--clock-max N] [--limit N] [--json]
-//	batpak ancestors ID [--limit N] [--json]
-//	batpak verify
-//	batpak stats [--json]
+//	             [--clock-min N] [--clock-max N] [--limit N] [-o FORMAT]
+//	             [--after ID|SEQ] [--since DURATION|TIME] [--follow]
+//	batpak ancestors ID [--limit N] [-o FORMAT]
+//	batpak verify [-o FORMAT] [--progress]
+//	batpak stats [-o FORMAT]
+//	batpak cursor ls | info NAME | reset NAME [--to SEQ | --to-end]   [-o FORMAT]
 //	batpak demo [--orders N]
-//	batpak config
-//	batpak policy test DIR [--run REGEX] [--json] [--coverage] [--threshold P] [--v0-compatible]
-//	batpak policy eval [--bundle DIR] --input FILE [--json]
-//	batpak plugin build DIR [-o OUT.wasm]
-//	batpak plugin inspect FILE [--manifest FILE] [--json]
-//	batpak plugin project --plugin FILE --entity E [--manifest FILE] [--json]
-//	batpak export [-o FILE] [--entity-prefix P] [--scope S]
+//	batpak config [-o FORMAT]
+//	batpak version [-o FORMAT]   (also batpak --version)
+//	batpak policy test DIR [--run REGEX] [-o FORMAT] [--coverage] [--threshold P] [--v0-compatible]
+//	batpak policy eval [--bundle DIR] --input FILE [-o FORMAT]
+//	batpak plugin build DIR [--out OUT.wasm]
+//	batpak plugin inspect FILE [--manifest FILE] [-o FORMAT]
+//	batpak plugin project --plugin FILE --entity E [--manifest FILE] [-o FORMAT]
+//	batpak export [--out FILE] [--entity-prefix P] [--scope S] [--salvage]
 //	batpak import FILE|-
 //	batpak snapshot DEST
-//	batpak redact ID | --entity E
-//	batpak compact [--merge] [--max-age D] [--max-per-entity N] [--tombstone-entity E]
+//	batpak redact ID | --entity E   [--dry-run]
+//	batpak compact [--merge] [--max-age D] [--max-per-entity N] [--tombstone-entity E] [--dry-run]
 //	batpak seal
+//
+// FORMAT is table (the default), json (one object a line; --json is the
+// same) or yaml (render.go). Every verb takes --log-level and
+// --log-format; "batpak completion SHELL" prints a completion script that
+// also completes flag values and, from the local store, entity names
+// (completion.go).
 //
 // # Configuration
 //
@@ -56,9 +65,11 @@
 //	principal.tenant              --tenant                        BATPAK_PRINCIPAL_TENANT
 //	principal.roles               --roles                         BATPAK_PRINCIPAL_ROLES
 //
-// The config file is --config FILE, else $BATPAK_CONFIG, else ./config.yaml,
-// else $XDG_CONFIG_HOME/batpak/config.yaml (~/.config/batpak/config.yaml),
-// the first that exists. The repository's config.yaml documents every key
+// The config file is --config FILE, else $BATPAK_CONFIG, else the first
+// that exists of ./batpak.yaml, ./config.yaml when its first line begins
+// "# batpak configuration" (so another tool's config.yaml is never read),
+// and $XDG_CONFIG_HOME/batpak/config.yaml (~/.config/batpak/config.yaml).
+// The repository's config.yaml (which begins so) documents every key
 // with its default and range. Unknown keys are an error in a file named
 // with --config or $BATPAK_CONFIG and a warning in a file found by looking
 // around (a config.yaml in the current directory may belong to another
@@ -122,16 +133,20 @@
 // and reset a hosted worker, any role for its status, faults and log). key issue prints the key once (the server keeps
 // only its digest). tenant delete refuses without --yes. A refusal from
 // the server is one line, "batpak: server: CODE: detail (HTTP status)",
-// and exit code 1.
+// with the exit code of its kind.
 //
 // # Errors and exit codes
 //
 // Errors go to stderr as one line starting with "batpak: " that names the
 // flag or argument at fault (a policy denial adds one line per reason, a
-// Rego compile failure one per error); usage follows only when the command
-// itself was misused (unknown flag, missing required flag, wrong
-// arguments). The exit code is 0 on success, 1 on any error (a denied
-// write included), 2 when "batpak policy eval" reports a denial, and 130
-// when interrupted (SIGINT or SIGTERM cancel the command's context; a
-// second signal kills the process).
+// Rego compile failure one per error); when the command itself was
+// misused (unknown verb or flag, missing required flag, wrong arguments)
+// one more line points to its --help. The exit code says what kind of
+// failure it was, the same locally and against a server (exitcode.go;
+// README.md has the table): 0 success, 1 any other error, 2 usage, 3
+// denied (a policy, or the server's authorization), 4 conflict
+// (compare-and-set, idempotency key), 5 not found, 6 locked, 7 corrupt, 8
+// unavailable (server unreachable, 503, retry later), 130 interrupted
+// (SIGINT or SIGTERM cancel the command's context; a second signal kills
+// the process).
 package main

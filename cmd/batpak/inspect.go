@@ -13,29 +13,58 @@ import (
 	"github.com/batpak-go/batpak/core"
 )
 
+// verifyJSON is verify -o json's output.
+type verifyJSON struct {
+	OK       bool   `json:"ok"`
+	Events   int    `json:"events"`            // events a read can show, or may once their fence commits
+	Removed  int    `json:"removed,omitempty"` // compaction stubs checked (not events)
+	Hidden   int    `json:"hidden,omitempty"`  // events of fences that never committed, checked
+	Entities int    `json:"entities"`
+	Segments int    `json:"segments"`
+	Server   string `json:"server,omitempty"`
+	Tenant   string `json:"tenant,omitempty"`
+}
+
 func newVerifyCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var (
+		out  outputFlags
+		prog progressFlags
+	)
+	cmd := &cobra.Command{
 		Use:     "verify",
 		Short:   "Check every event's checksums and hash chain",
 		GroupID: "inspect",
 		Long: `Read every segment from disk and check each event: frame checksum, payload
 digest, chain hash, the link to the entity's previous event, and that
 clocks run 0, 1, 2, ... per entity. Prints
-"ok: N events in M entities across K segments", or the first failure (file,
-offset, event id) and exits 1. Safe to run beside a live writer.`,
+"ok: N events in M entities across K segments" (plus the stubs compaction
+left of removed events, which are checked but are not events), or the
+first failure (file, offset, event id) and exits 7 (corrupt). Safe to run
+beside a live writer. On a terminal, a progress bar counts segments.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			format, err := out.format()
+			if err != nil {
+				return err
+			}
 			rc, err := a.remote()
 			if err != nil {
 				return err
 			}
 			if rc != nil {
-				return verifyRemote(cmd, rc)
+				return verifyRemote(cmd, rc, format)
 			}
 			var rep core.VerifyReport
 			err = a.withReadStore(func(s *core.Store, _ *resolved) error {
+				bar := prog.bar(cmd.ErrOrStderr(), int64(s.Stats().Segments), "verify", "segments")
 				var err error
-				rep, err = s.Verify()
+				rep, err = s.VerifyProgress(func(done, total int) {
+					if bar != nil {
+						bar.ChangeMax(total)
+						_ = bar.Set(done)
+					}
+				})
+				finishBar(bar)
 				return err
 			})
 			// Damaged frames already fail the read-only open; chain
@@ -46,10 +75,23 @@ offset, event id) and exits 1. Safe to run beside a live writer.`,
 			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "ok: %s in %s across %s\n", plural(int(rep.Events), "event", "events"), plural(rep.Entities, "entity", "entities"), plural(rep.Segments, "segment", "segments"))
-			return err
+			v := verifyJSON{OK: true, Events: rep.Events - rep.Removed, Removed: rep.Removed, Hidden: rep.Hidden, Entities: rep.Entities, Segments: rep.Segments}
+			return emit(cmd.OutOrStdout(), format, v, func(w io.Writer) error { return printVerify(w, v) })
 		},
 	}
+	out.register(cmd)
+	prog.register(cmd)
+	return cmd
+}
+
+// printVerify writes verify's human line.
+func printVerify(w io.Writer, v verifyJSON) error {
+	line := fmt.Sprintf("ok: %s in %s across %s", plural(v.Events, "event", "events"), plural(v.Entities, "entity", "entities"), plural(v.Segments, "segment", "segments"))
+	if v.Removed > 0 {
+		line += fmt.Sprintf(" (and %s of removed events, checked)", plural(v.Removed, "compaction stub", "compaction stubs"))
+	}
+	_, err := fmt.Fprintln(w, line)
+	return err
 }
 
 // statsJSON is stats --json's output: core.Diagnostics' counts and sizes
@@ -113,7 +155,7 @@ func packedLine(d core.Diagnostics) string {
 }
 
 func newStatsCmd(a *app) *cobra.Command {
-	var asJSON bool
+	var out outputFlags
 	cmd := &cobra.Command{
 		Use:     "stats",
 		Short:   "Print counts and sizes of the store",
@@ -129,12 +171,16 @@ is opened read-only, so fsyncs (a count kept by the writer) is always 0
 here, and the open figures are this command's own open.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			format, err := out.format()
+			if err != nil {
+				return err
+			}
 			rc, err := a.remote()
 			if err != nil {
 				return err
 			}
 			if rc != nil {
-				return statsRemote(cmd, rc, asJSON)
+				return statsRemote(cmd, rc, format)
 			}
 			var (
 				d   core.Diagnostics
@@ -147,13 +193,10 @@ here, and the open figures are this command's own open.`,
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return newJSONLines(cmd.OutOrStdout()).write(toStatsJSON(dir, d))
-			}
-			return printStats(cmd.OutOrStdout(), dir, d)
+			return emit(cmd.OutOrStdout(), format, toStatsJSON(dir, d), func(w io.Writer) error { return printStats(w, dir, d) })
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the statistics as one JSON object")
+	out.register(cmd)
 	return cmd
 }
 
@@ -179,7 +222,7 @@ func printStats(w io.Writer, dir string, d core.Diagnostics) error {
 
 // verifyRemote is verify against a server: the server checks the
 // tenant's store and answers with the same counts.
-func verifyRemote(cmd *cobra.Command, rc *remoteConf) error {
+func verifyRemote(cmd *cobra.Command, rc *remoteConf, format string) error {
 	t, err := rc.tenantClient()
 	if err != nil {
 		return err
@@ -190,11 +233,15 @@ func verifyRemote(cmd *cobra.Command, rc *remoteConf) error {
 	}
 	if ok, _ := rep["ok"].(bool); !ok {
 		msg, _ := rep["error"].(string)
-		return &inputError{what: "verify failed", err: errors.New(msg)}
+		return withExitCode(exitCorrupt, &inputError{what: "verify failed", err: errors.New(msg)})
 	}
-	_, err = fmt.Fprintf(cmd.OutOrStdout(), "ok: %s in %s across %s\n", plural(int(jsonInt(rep, "events")), "event", "events"),
-		plural(int(jsonInt(rep, "entities")), "entity", "entities"), plural(int(jsonInt(rep, "segments")), "segment", "segments"))
-	return err
+	removed := int(jsonInt(rep, "removed"))
+	v := verifyJSON{OK: true, Events: int(jsonInt(rep, "events")) - removed, Removed: removed, Hidden: int(jsonInt(rep, "hidden")),
+		Entities: int(jsonInt(rep, "entities")), Segments: int(jsonInt(rep, "segments"))}
+	if format != formatTable {
+		v.Server, v.Tenant = rc.server, rc.tenant
+	}
+	return emit(cmd.OutOrStdout(), format, v, func(w io.Writer) error { return printVerify(w, v) })
 }
 
 // remoteStatsJSON is stats --json against a server: the fields of
@@ -213,7 +260,7 @@ type remoteStatsJSON struct {
 
 // statsRemote is stats against a server: the counts and sizes its stats
 // route reports (the on-disk and open figures are the server's own).
-func statsRemote(cmd *cobra.Command, rc *remoteConf, asJSON bool) error {
+func statsRemote(cmd *cobra.Command, rc *remoteConf, format string) error {
 	t, err := rc.tenantClient()
 	if err != nil {
 		return err
@@ -227,8 +274,8 @@ func statsRemote(cmd *cobra.Command, rc *remoteConf, asJSON bool) error {
 		Entities: int(jsonInt(st, "entities")), Segments: int(jsonInt(st, "segments")),
 		Bytes: jsonInt(st, "bytes"), IndexBytes: jsonInt(st, "index_bytes"), Fsyncs: uint64(jsonInt(st, "fsyncs"))}
 	w := cmd.OutOrStdout()
-	if asJSON {
-		return newJSONLines(w).write(out)
+	if format != formatTable {
+		return emit(w, format, out, nil)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "store\t%s\n", rc.where())
@@ -242,31 +289,48 @@ func statsRemote(cmd *cobra.Command, rc *remoteConf, asJSON bool) error {
 	return tw.Flush()
 }
 
+// configJSON is config -o json's output: the file read (empty: none),
+// a ./config.yaml passed over, and every setting.
+type configJSON struct {
+	ConfigFile    string              `json:"config_file"`
+	SkippedConfig string              `json:"skipped_config,omitempty"`
+	Settings      []configSettingJSON `json:"settings"`
+}
+
+type configSettingJSON struct {
+	Key    string `json:"key"`
+	Value  string `json:"value"`
+	Source string `json:"source"`
+	Env    string `json:"env"`
+}
+
 func newConfigCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var out outputFlags
+	cmd := &cobra.Command{
 		Use:     "config",
 		Short:   "Show the effective configuration and where each value comes from",
 		GroupID: "inspect",
-		Long: `Print every setting's effective value and its source: a flag, a BATPAK_*
+		Long: `Print the config file read (see the search order in batpak --help) and
+every setting's effective value and its source: a flag, a BATPAK_*
 environment variable, the config file, or the default. The server.* keys
 (batpak serve) follow the store's; their flags are serve's own. Precedence, highest
 first: flag > environment > config file > default.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			format, err := out.format()
+			if err != nil {
+				return err
+			}
 			res, err := a.loadConfig()
 			if err != nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
-			file := res.configFile
-			if file == "" {
-				file = "none"
+			doc := configJSON{ConfigFile: res.configFile, SkippedConfig: a.skippedConfig}
+			add := func(key, value, source, env string) {
+				doc.Settings = append(doc.Settings, configSettingJSON{Key: key, Value: value, Source: source, Env: env})
 			}
-			fmt.Fprintf(w, "config file: %s\n", file)
-			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "KEY\tVALUE\tSOURCE\tENV")
 			for _, e := range res.entries {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.key, e.value, e.source, envName(e.key))
+				add(e.key, e.value, e.source, envName(e.key))
 			}
 			// The server's keys (batpak serve; their flags belong to it).
 			for _, ss := range serverSettings {
@@ -276,7 +340,7 @@ first: flag > environment > config file > default.`,
 				if ss.key == "server.operator_token" && val != "" {
 					val = "(set, not shown)"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ss.key, val, a.sourceOf(setting{key: ss.key}), envName(ss.key))
+				add(ss.key, val, a.sourceOf(setting{key: ss.key}), envName(ss.key))
 			}
 			// The server the data commands talk to, if any.
 			for _, k := range remoteKeys {
@@ -287,9 +351,26 @@ first: flag > environment > config file > default.`,
 				if k.key == "remote.server" {
 					val = redactedURL(val)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.key, orNone(val), a.remoteSource(k.key, k.flag, k.env), k.env)
+				add(k.key, orNone(val), a.remoteSource(k.key, k.flag, k.env), k.env)
 			}
-			return tw.Flush()
+			return emit(cmd.OutOrStdout(), format, doc, func(w io.Writer) error {
+				file := doc.ConfigFile
+				if file == "" {
+					file = "none"
+				}
+				if doc.SkippedConfig != "" {
+					file += fmt.Sprintf(" (%s not read: its first line does not begin %q; name it with --config or rename it batpak.yaml)", doc.SkippedConfig, configMarker)
+				}
+				fmt.Fprintf(w, "config file: %s\n", file)
+				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "KEY\tVALUE\tSOURCE\tENV")
+				for _, e := range doc.Settings {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Key, e.Value, e.Source, e.Env)
+				}
+				return tw.Flush()
+			})
 		},
 	}
+	out.register(cmd)
+	return cmd
 }

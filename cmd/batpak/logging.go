@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/spf13/cobra"
+
 	"github.com/batpak-go/batpak/internal/printable"
 )
 
@@ -21,14 +23,59 @@ import (
 type lineHandler struct {
 	mu    *sync.Mutex
 	w     io.Writer
+	min   slog.Level
 	attrs []slog.Attr
 }
 
 func newLineLogger(w io.Writer) *slog.Logger {
-	return slog.New(&lineHandler{mu: &sync.Mutex{}, w: w})
+	return slog.New(&lineHandler{mu: &sync.Mutex{}, w: w, min: slog.LevelInfo})
 }
 
-func (h *lineHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+// logFlags is --log-level and --log-format, the root's persistent flags:
+// what core, the plugin host and the server log to stderr, and how.
+type logFlags struct {
+	level, format string
+}
+
+var (
+	logLevels  = []string{"debug", "info", "warn", "error"}
+	logFormats = []string{"text", "json"}
+)
+
+func (l *logFlags) register(cmd *cobra.Command) {
+	f := cmd.PersistentFlags()
+	f.StringVar(&l.level, "log-level", "info", "least severe log records shown on stderr: debug, info, warn or error")
+	f.StringVar(&l.format, "log-format", "text", `log records as "batpak: warning: ..." lines (text) or one JSON object a line (json)`)
+	_ = cmd.RegisterFlagCompletionFunc("log-level", completeWords(logLevels...))
+	_ = cmd.RegisterFlagCompletionFunc("log-format", completeWords(logFormats...))
+}
+
+// logger builds the logger the flags ask for, writing to w, or a usage
+// error naming the refused value.
+func (l logFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var lv slog.Level
+	switch strings.ToLower(l.level) {
+	case "debug":
+		lv = slog.LevelDebug
+	case "info", "":
+		lv = slog.LevelInfo
+	case "warn", "warning":
+		lv = slog.LevelWarn
+	case "error":
+		lv = slog.LevelError
+	default:
+		return nil, usagef("--log-level %q: want debug, info, warn or error", l.level)
+	}
+	switch strings.ToLower(l.format) {
+	case "text", "":
+		return slog.New(&lineHandler{mu: &sync.Mutex{}, w: w, min: lv}), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv})), nil
+	}
+	return nil, usagef("--log-format %q: want text or json", l.format)
+}
+
+func (h *lineHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.min }
 
 func (h *lineHandler) Handle(_ context.Context, r slog.Record) error {
 	var b strings.Builder
@@ -77,7 +124,17 @@ func (h *lineHandler) Handle(_ context.Context, r slog.Record) error {
 }
 
 func (h *lineHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return &lineHandler{mu: h.mu, w: h.w, attrs: append(append([]slog.Attr(nil), h.attrs...), as...)}
+	return &lineHandler{mu: h.mu, w: h.w, min: h.min, attrs: append(append([]slog.Attr(nil), h.attrs...), as...)}
 }
 
 func (h *lineHandler) WithGroup(string) slog.Handler { return h }
+
+// logger is the logger --log-level and --log-format ask for (loadConfig
+// has refused bad values already; this falls back to the default).
+func (a *app) logger() *slog.Logger {
+	l, err := a.log.logger(a.stderr)
+	if err != nil {
+		return newLineLogger(a.stderr)
+	}
+	return l
+}

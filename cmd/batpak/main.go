@@ -30,18 +30,11 @@ func main() {
 	os.Exit(code)
 }
 
-// Exit codes.
-const (
-	exitOK          = 0
-	exitError       = 1   // bad input, missing store, failed verify, I/O errors
-	exitDenied      = 2   // policy eval: the policy denied the input
-	exitInterrupted = 130 // SIGINT or SIGTERM
-)
-
-// run executes one command line and returns the process exit code. Errors
-// are printed to stderr as one "batpak: ..." line; usage is added only for
-// mistakes in how the command was called (unknown flags, missing required
-// flags, wrong arguments).
+// run executes one command line and returns the process exit code (the
+// table in exitcode.go). Errors are printed to stderr as one "batpak: ..."
+// line; a mistake in how the command was called (unknown verb or flag,
+// missing or extra arguments) adds one line pointing to the command's
+// --help.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := newRootCmd(stdout, stderr)
 	root.SetIn(stdin)
@@ -65,12 +58,44 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 		return exitInterrupted
 	}
-	fmt.Fprintln(stderr, errorLine(err))
-	var ue *usageError
-	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
-		fmt.Fprintf(stderr, "\n%s", cmd.UsageString())
+	if msg, ok := cobraUsageMessage(err); ok {
+		err = &usageError{errors.New(msg)}
 	}
-	return exitError
+	fmt.Fprintln(stderr, errorLine(err))
+	code := exitCodeOf(err)
+	if code == exitUsage {
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+	}
+	return code
+}
+
+// cobraUsageMessage recognizes the usage errors cobra itself returns
+// (unknown command, an Args check of its own) and renders them on one
+// line: cobra's "Did you mean this?" block becomes "(did you mean X?)".
+func cobraUsageMessage(err error) (string, bool) {
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return "", false
+	}
+	msg := err.Error()
+	switch {
+	case strings.HasPrefix(msg, "unknown command"),
+		strings.HasPrefix(msg, "accepts "), strings.HasPrefix(msg, "requires at least"),
+		strings.HasPrefix(msg, "invalid argument"), strings.HasPrefix(msg, "unknown flag"):
+	default:
+		return "", false
+	}
+	first, rest, _ := strings.Cut(msg, "\n")
+	var sugg []string
+	for _, l := range strings.Split(rest, "\n") {
+		if strings.HasPrefix(l, "\t") {
+			sugg = append(sugg, strings.TrimSpace(l))
+		}
+	}
+	if len(sugg) > 0 {
+		first += " (did you mean " + strings.Join(sugg, " or ") + "?)"
+	}
+	return first, true
 }
 
 // errorLine renders err with exactly one "batpak: " prefix (core's errors
@@ -105,7 +130,9 @@ type app struct {
 	flags          *pflag.FlagSet // the root's persistent flags
 	configFlag     string         // --config
 	configFile     string         // the config file read, if any
+	skippedConfig  string         // a ./config.yaml not read: it does not say it is batpak's
 	res            *resolved      // set by loadConfig
+	log            logFlags       // --log-level, --log-format
 }
 
 // newRootCmd builds the whole command tree. It uses no globals (its own
@@ -121,9 +148,12 @@ clock, walk causation, verify the hash chains.
 
 Configuration, highest precedence first: flags, BATPAK_* environment
 variables (BATPAK_DATA_DIR, BATPAK_SYNC_EVERY_N_EVENTS, ...), the config
-file (--config FILE, else ./config.yaml, else ~/.config/batpak/config.yaml),
-built-in defaults. "batpak config" shows the effective values and their
-sources.
+file, built-in defaults. The config file is --config FILE, else
+$BATPAK_CONFIG, else the first present of ./batpak.yaml, ./config.yaml
+(only when its first line begins "# batpak configuration", as this
+repository's does: another tool's config.yaml is never read) and
+$XDG_CONFIG_HOME/batpak/config.yaml (~/.config/batpak/config.yaml). "batpak
+config" shows the file, the effective values and their sources.
 
 Read commands (get, query, ancestors, verify, stats) open the store
 read-only and work beside a running writer; write commands (append, demo)
@@ -134,20 +164,27 @@ judged by that Rego policy first, as the principal --principal-id,
 With --server URL and --token (BATPAK_SERVER, BATPAK_TOKEN), append, get,
 query, ancestors, stats, verify, export and import work on the tenant
 --tenant (BATPAK_TENANT) of a running "batpak serve" instead; "batpak
-tenant" and "batpak key" administer that server.`,
+tenant" and "batpak key" administer that server.
+
+Data verbs print a table, or -o json (--json) / -o yaml. Exit codes: 0 ok,
+1 error, 2 usage, 3 denied, 4 conflict, 5 not found, 6 locked, 7 corrupt,
+8 unavailable, 130 interrupted.`,
 		Example: `  batpak demo
-  batpak query --entity-prefix order: --json
+  batpak query --entity-prefix order: -o json
   batpak append --entity order:42 --scope shop --kind 1:1 --data '{"total_cents":998}'
   batpak get 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e`,
 		SilenceUsage:  true, // runtime errors are not usage errors; run decides
 		SilenceErrors: true, // run prints errors
+		Version:       readVersion().String(),
 	}
+	root.SetVersionTemplate("batpak {{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	a.flags = root.PersistentFlags()
 	registerConfigFlags(a.flags, a.v, &a.configFlag)
 	registerRemoteFlags(a.flags, a.v)
+	a.log.register(root)
 
 	root.AddGroup(
 		&cobra.Group{ID: "write", Title: "Write commands:"},
@@ -168,6 +205,7 @@ tenant" and "batpak key" administer that server.`,
 		newPluginCmd(a),
 		newServeCmd(a),
 		newTenantCmd(a), newKeyCmd(a), newWorkerCmd(a),
+		newVersionCmd(a), newCursorCmd(a),
 	)
 	return root
 }

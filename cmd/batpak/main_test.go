@@ -67,9 +67,15 @@ func ok(t *testing.T, args ...string) string {
 // fails runs the CLI, wants exit 1 and a stderr naming every want.
 func fails(t *testing.T, args []string, wants ...string) result {
 	t.Helper()
+	return failsWith(t, exitError, args, wants...)
+}
+
+// failsWith runs the CLI, wants exit code and a stderr naming every want.
+func failsWith(t *testing.T, code int, args []string, wants ...string) result {
+	t.Helper()
 	r := batpak(t, args...)
-	if r.code != exitError {
-		t.Fatalf("batpak %q: exit %d, want %d\nstdout: %s\nstderr: %s", args, r.code, exitError, r.stdout, r.stderr)
+	if r.code != code {
+		t.Fatalf("batpak %q: exit %d, want %d\nstdout: %s\nstderr: %s", args, r.code, code, r.stdout, r.stderr)
 	}
 	if !strings.HasPrefix(r.stderr, "batpak: ") {
 		t.Errorf("batpak %q: stderr does not start with \"batpak: \": %q", args, r.stderr)
@@ -187,7 +193,7 @@ func TestAppendGetRoundTrip(t *testing.T) {
 		t.Errorf("human duplicate receipt = %q", out)
 	}
 	// The same key for a different event is refused and names the original.
-	fails(t, []string{"append", dd, "--entity", "k", "--scope", "s", "--kind", "1:1", "--data", "2", "--idempotency-key", "key-1"},
+	failsWith(t, exitConflict, []string{"append", dd, "--entity", "k", "--scope", "s", "--kind", "1:1", "--data", "2", "--idempotency-key", "key-1"},
 		"idempotency key", first.ID.String(), "different payload")
 }
 
@@ -331,7 +337,7 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("bad input created the store directory (stat: %v)", err)
 	}
 
-	// Misuse of the command itself: message plus usage.
+	// Misuse of the command itself: one line, then one pointing to --help.
 	for _, c := range []struct {
 		name  string
 		args  []string
@@ -345,23 +351,25 @@ func TestBadInput(t *testing.T) {
 		{"stray argument", []string{"verify", dd, "now"}, []string{"takes no arguments"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			r := fails(t, c.args, c.wants...)
-			if !strings.Contains(r.stderr, "Usage:") {
-				t.Errorf("no usage after a usage error:\n%s", r.stderr)
+			r := failsWith(t, exitUsage, c.args, c.wants...)
+			lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+			want := fmt.Sprintf("Run 'batpak %s --help' for usage.", c.args[0])
+			if len(lines) != 2 || lines[1] != want || strings.Contains(r.stderr, "Usage:") {
+				t.Errorf("want the message and %q, got:\n%s", want, r.stderr)
 			}
 		})
 	}
 
 	// Read verbs on a store that does not exist say so.
 	for _, verb := range [][]string{{"verify"}, {"stats"}, {"query"}, {"get", "01a217cd-3b81-7849-af31-4360cec5ac35"}} {
-		fails(t, append(verb, dd), "no store at "+dir, "batpak demo")
+		failsWith(t, exitNotFound, append(verb, dd), "no store at "+dir, "batpak demo")
 	}
 
 	// Runtime conflicts name the flag.
 	ok(t, appendArgs()...)
-	fails(t, append(appendArgs(), "--expect-new"), "--expect-new", "expected no events, actual last clock 0")
-	fails(t, append(appendArgs(), "--expect-clock", "5"), "--expect-clock", "expected last clock 5, actual last clock 0")
-	fails(t, []string{"get", dd, "01a217cd-3b81-7849-af31-4360cec5ac35"}, "no event 01a217cd-3b81-7849-af31-4360cec5ac35 in "+dir)
+	failsWith(t, exitConflict, append(appendArgs(), "--expect-new"), "--expect-new", "expected no events, actual last clock 0")
+	failsWith(t, exitConflict, append(appendArgs(), "--expect-clock", "5"), "--expect-clock", "expected last clock 5, actual last clock 0")
+	failsWith(t, exitNotFound, []string{"get", dd, "01a217cd-3b81-7849-af31-4360cec5ac35"}, "no event 01a217cd-3b81-7849-af31-4360cec5ac35 in "+dir)
 	fails(t, append(appendArgs("--data", `"`+strings.Repeat("x", 100)+`"`), "--single-append-max-bytes", "64"), "--data", "single_append_max_bytes (64 bytes)")
 }
 
@@ -381,7 +389,9 @@ func TestDemoTwiceThenVerify(t *testing.T) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
 	}
-	if !strings.HasSuffix(out, "try: batpak query --entity-prefix order: --json --data-dir "+dir+"\n") {
+	// The hint names the command as it can be run: this test binary is
+	// in go's build cache, as a go run binary is.
+	if !strings.HasSuffix(out, "try: go run ./cmd/batpak query --entity-prefix order: -o json --data-dir "+dir+"\n") {
 		t.Errorf("demo does not end with the query hint:\n%s", out)
 	}
 
@@ -435,9 +445,13 @@ func TestDemoTwiceThenVerify(t *testing.T) {
 }
 
 func TestConfigPrecedence(t *testing.T) {
+	repoConfig, err := os.ReadFile(filepath.Join("..", "..", "config.yaml")) // before isolate changes directory
+	if err != nil {
+		t.Fatal(err)
+	}
 	home := isolate(t)
 	fileDir, envDir, flagDir := filepath.Join(home, "from-file"), filepath.Join(home, "from-env"), filepath.Join(home, "from-flag")
-	cfgFile := filepath.Join(home, "batpak.yaml")
+	cfgFile := filepath.Join(home, "settings.yaml") // not a name the search finds
 	writeFile(t, cfgFile, fmt.Sprintf("data_dir: %s\nfd_budget: 9\nsync:\n  every_n_events: 7\n  mode: all\n", fileDir))
 
 	// effective returns key → (value, source) from "batpak config".
@@ -518,29 +532,45 @@ func TestConfigPrecedence(t *testing.T) {
 		t.Errorf("flag store: %s", got)
 	}
 
-	// $BATPAK_CONFIG names the file too; ./config.yaml is found by itself.
+	// $BATPAK_CONFIG names the file too.
 	t.Setenv("BATPAK_DATA_DIR", "")
 	t.Setenv("BATPAK_CONFIG", cfgFile)
 	wantSetting(effective(), "data_dir", fileDir, "config "+cfgFile)
 	t.Setenv("BATPAK_CONFIG", "")
-	writeFile(t, "config.yaml", "data_dir: ./here\n")
+
+	// Another tool's ./config.yaml is never read (batpak config says why);
+	// one whose first line is batpak's marker is, as the repository's is.
+	writeFile(t, "config.yaml", "data_dir: ./not-ours\nlisten: :8080\n")
+	if r := batpak(t, "config"); r.code != 0 || r.stderr != "" || !strings.Contains(r.stdout, "config file: none (config.yaml not read") {
+		t.Errorf("foreign config.yaml: exit %d, stderr %q, stdout %q", r.code, r.stderr, r.stdout)
+	}
+	wantSetting(effective(), "data_dir", defaultDataDir, "default")
+	writeFile(t, "config.yaml", configMarker+": mine\ndata_dir: ./here\n")
 	wantSetting(effective(), "data_dir", "./here", "config config.yaml")
+	// ./batpak.yaml comes first.
+	writeFile(t, "batpak.yaml", "data_dir: ./there\n")
+	wantSetting(effective(), "data_dir", "./there", "config batpak.yaml")
+	os.Remove("batpak.yaml")
+	// The repository's own config.yaml is read where it lies.
+	writeFile(t, "config.yaml", string(repoConfig))
+	wantSetting(effective(), "data_dir", "./batpak-data", "config config.yaml")
 	// A typo in a discovered file is a warning; in a named file, an error.
-	writeFile(t, "config.yaml", "data_dir: ./here\nfd_budjet: 3\n")
+	writeFile(t, "config.yaml", configMarker+"\ndata_dir: ./here\nfd_budjet: 3\n")
 	if r := batpak(t, "config"); r.code != 0 || !strings.Contains(r.stderr, `warning: config file config.yaml: unknown key "fd_budjet"`) {
 		t.Errorf("discovered config with a typo: exit %d, stderr %q", r.code, r.stderr)
 	}
 	fails(t, []string{"config", "--config", "config.yaml"}, `unknown key "fd_budjet"`)
 	os.Remove("config.yaml")
 
-	// ~/.config/batpak/config.yaml when there is no ./config.yaml.
+	// ~/.config/batpak/config.yaml when there is no ./batpak.yaml or
+	// ./config.yaml of batpak's.
 	writeFile(t, filepath.Join(home, ".config", "batpak", "config.yaml"), "channel_capacity: 17\n")
 	wantSetting(effective(), "channel_capacity", "17", "config "+filepath.Join(home, ".config", "batpak", "config.yaml"))
 }
 
 func TestInvalidConfig(t *testing.T) {
 	dir := isolate(t)
-	fails(t, []string{"verify", "--config", filepath.Join(dir, "missing.yaml")}, "config file", "missing.yaml does not exist")
+	failsWith(t, exitNotFound, []string{"verify", "--config", filepath.Join(dir, "missing.yaml")}, "config file", "missing.yaml does not exist")
 	writeFile(t, "bad.yaml", "data_dir: [\n")
 	fails(t, []string{"verify", "--config", "bad.yaml"}, "config file bad.yaml")
 
@@ -574,8 +604,8 @@ func TestLockedStoreAndReadBesideWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	fails(t, []string{"append", dd, "--entity", "e", "--scope", "s", "--kind", "1:1", "--data", "{}"}, "store "+dir+" is locked by pid ")
-	fails(t, []string{"demo", dd}, "is locked by pid ")
+	failsWith(t, exitLocked, []string{"append", dd, "--entity", "e", "--scope", "s", "--kind", "1:1", "--data", "{}"}, "store "+dir+" is locked by pid ")
+	failsWith(t, exitLocked, []string{"demo", dd}, "is locked by pid ")
 
 	// Reads work beside the live writer.
 	if got := ok(t, "verify", dd); got != "ok: 1 event in 1 entity across 1 segment\n" {
@@ -670,7 +700,7 @@ func TestVerifyFailure(t *testing.T) {
 	damaged := bytes.Clone(orig)
 	damaged[at] = 'K'
 	writeFile(t, seg, string(damaged))
-	fails(t, []string{"verify", dd}, "verify failed: corrupt segment "+seg+" at offset ")
+	failsWith(t, exitCorrupt, []string{"verify", dd}, "verify failed: corrupt segment "+seg+" at offset ")
 
 	// Find the frame holding the byte and fix its CRC32C (over the length
 	// bytes and the record), as a careless tool or a targeted edit would.
@@ -687,7 +717,7 @@ func TestVerifyFailure(t *testing.T) {
 	crc := crc32.Update(crc32.Update(0, table, damaged[off:off+4]), table, damaged[off+8:off+8+n])
 	binary.LittleEndian.PutUint32(damaged[off+4:], crc)
 	writeFile(t, seg, string(damaged))
-	fails(t, []string{"verify", dd}, "verify failed: hash chain broken at 00000000000000000001.seg offset "+fmt.Sprint(off), `entity "order:2"`, "payload does not match its digest")
+	failsWith(t, exitCorrupt, []string{"verify", dd}, "verify failed: hash chain broken at 00000000000000000001.seg offset "+fmt.Sprint(off), `entity "order:2"`, "payload does not match its digest")
 
 	writeFile(t, seg, string(orig))
 	if got := ok(t, "verify", dd); got != "ok: 6 events in 4 entities across 1 segment\n" {
@@ -811,7 +841,7 @@ func TestSealCompressedStore(t *testing.T) {
 		t.Helper()
 		return ok(t, append(args, flags...)...)
 	}
-	fails(t, append([]string{"seal"}, flags...), "no store at "+dir)
+	failsWith(t, exitNotFound, append([]string{"seal"}, flags...), "no store at "+dir)
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Fatalf("seal on a missing store created it (stat: %v)", err)
 	}

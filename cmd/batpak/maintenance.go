@@ -2,47 +2,105 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/printable"
 )
 
-// progressMin is the number of events from which export and import show a
-// progress bar on stderr (--progress forces it, --no-progress hides it).
-const progressMin = 20000
+// progressFlags is --progress / --no-progress. A bar is drawn on stderr
+// only when stderr is a terminal (never into a file or a pipe), unless
+// --progress forces it; --no-progress hides it.
+type progressFlags struct{ force, hide bool }
 
-// newProgress returns a progress bar over total items, or nil when it
-// should not be shown.
-func newProgress(w io.Writer, total int64, what string, force, hide bool) *progressbar.ProgressBar {
-	if hide || (!force && total < progressMin) {
+func (p *progressFlags) register(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&p.force, "progress", false, "show a progress bar even when stderr is not a terminal")
+	cmd.Flags().BoolVar(&p.hide, "no-progress", false, "never show a progress bar")
+}
+
+// bar returns a progress bar over total units on w (total < 0: unknown,
+// a spinner with the count so far), or nil when none is to be drawn.
+// unit is "bytes" (shown as KiB, MiB ...), or a noun like "events".
+func (p progressFlags) bar(w io.Writer, total int64, what, unit string) *progressbar.ProgressBar {
+	if p.hide || (!p.force && !isTerminal(w)) || total == 0 {
 		return nil
 	}
-	return progressbar.NewOptions64(total,
+	opts := []progressbar.Option{
 		progressbar.OptionSetWriter(w),
 		progressbar.OptionSetDescription(what),
+		progressbar.OptionThrottle(100 * time.Millisecond),
 		progressbar.OptionShowCount(),
-		progressbar.OptionShowIts(),
-		progressbar.OptionSetItsString("events"),
-		progressbar.OptionThrottle(100*time.Millisecond),
-		progressbar.OptionClearOnFinish(),
-	)
+		progressbar.OptionSetElapsedTime(true),
+		progressbar.OptionSetRenderBlankState(true),
+	}
+	if isTerminal(w) {
+		opts = append(opts, progressbar.OptionClearOnFinish())
+	} else {
+		// Forced into a file or pipe: the final state stays, on its line.
+		opts = append(opts, progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }))
+	}
+	if unit == "bytes" {
+		opts = append(opts, progressbar.OptionShowBytes(true))
+	} else {
+		opts = append(opts, progressbar.OptionShowIts(), progressbar.OptionSetItsString(unit))
+	}
+	if total < 0 {
+		opts = append(opts, progressbar.OptionSpinnerType(14))
+	}
+	return progressbar.NewOptions64(total, opts...)
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// finishBar ends a bar (nil: none).
+func finishBar(b *progressbar.ProgressBar) {
+	if b != nil {
+		_ = b.Finish()
+	}
+}
+
+// countingReader counts the bytes read through it, for import's bar.
+type countingReader struct {
+	r   io.Reader
+	n   atomic.Int64
+	bar *progressbar.ProgressBar
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	if c.bar != nil {
+		_ = c.bar.Add(n)
+	}
+	return n, err
 }
 
 func newExportCmd(a *app) *cobra.Command {
 	var (
-		out                 string
+		out, output         string
 		entityPrefix, scope string
-		progress, quiet     bool
+		salvage             bool
+		prog                progressFlags
 	)
 	cmd := &cobra.Command{
-		Use:     "export",
+		Use:     "export [--out FILE] [--salvage]",
 		Short:   "Write every visible event as NDJSON (one JSON object per line)",
 		GroupID: "maintenance",
 		Long: `Write the store's visible events, in global order, as newline-delimited
@@ -52,11 +110,38 @@ causation_id, timestamp_us, flags, idempotency_key, redacted, payload.
 correlation and causation. Hidden (fenced) events are not exported;
 redacted ones are, without payload. System records (the store's audit
 records of erasures and bypasses) stay behind: "batpak query
---entity-prefix batpak:audit" reads them.`,
+--entity-prefix batpak:audit" reads them.
+
+--out FILE writes to FILE instead of stdout ("-o FILE", its older
+spelling, still works and says so; -o now names the output format, and
+export's only format is json).
+
+--salvage exports everything readable from a damaged store that
+"batpak verify" fails and the other commands refuse to open: it reads the
+segment files directly (no store is opened, nothing changes), skips
+damaged frames to the next readable one, and reports on stderr every
+skipped range (file, offset, length, why) and the events it could not
+confirm (batch or fence items whose commit record was lost). Import the
+result into a new store to go on. It exits 0 when nothing was skipped
+and 7 (corrupt) when something was, after writing all it could.`,
 		Example: `  batpak export --out events.ndjson
-  batpak export --scope shop | gzip > shop.ndjson.gz`,
+  batpak export --scope shop | gzip > shop.ndjson.gz
+  batpak export --salvage --out rescued.ndjson && batpak --data-dir ./new import rescued.ndjson`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("output") {
+				switch strings.ToLower(output) {
+				case formatJSON:
+				case formatYAML, formatTable:
+					return usagef("export writes NDJSON only (-o json); -o %s is not available", output)
+				default:
+					if cmd.Flags().Changed("out") {
+						return usagef("-o %q is not an output format, and --out is given too", output)
+					}
+					fmt.Fprintf(cmd.ErrOrStderr(), "batpak: warning: export -o FILE is deprecated: use --out %s (-o names the output format)\n", output)
+					out = output
+				}
+			}
 			r := core.All()
 			if entityPrefix != "" {
 				r = r.WithEntity(entityPrefix)
@@ -69,30 +154,34 @@ records of erasures and bypasses) stay behind: "batpak query
 				return err
 			}
 			if rc != nil {
-				if entityPrefix != "" || scope != "" {
-					return usagef("export --entity-prefix/--scope work on a local store only; a server exports the whole tenant")
+				if entityPrefix != "" || scope != "" || salvage {
+					return usagef("export --entity-prefix/--scope/--salvage work on a local store only; a server exports the whole tenant")
 				}
 				return exportRemote(cmd, rc, out)
 			}
-			return a.withReadStore(func(s *core.Store, _ *resolved) error {
+			if salvage {
+				if entityPrefix != "" || scope != "" {
+					return usagef("export --salvage exports every readable event; --entity-prefix and --scope do not apply")
+				}
+				return a.salvageExport(cmd, out)
+			}
+			return a.withReadStore(func(s *core.Store, _ *resolved) (err error) {
 				w := cmd.OutOrStdout()
 				if out != "" && out != "-" {
 					f, err := os.Create(out)
 					if err != nil {
 						return err
 					}
-					defer f.Close()
+					defer closeFile(f, &err)
 					w = f
 				}
-				bar := newProgress(cmd.ErrOrStderr(), int64(s.Stats().Events), "export", progress, quiet)
+				bar := prog.bar(cmd.ErrOrStderr(), int64(s.Stats().Events), "export", "events")
 				n, err := s.Export(w, r, func(n int) {
 					if bar != nil && n%1024 == 0 {
 						_ = bar.Set(n)
 					}
 				})
-				if bar != nil {
-					_ = bar.Finish()
-				}
+				finishBar(bar)
 				if err != nil {
 					return err
 				}
@@ -104,17 +193,74 @@ records of erasures and bypasses) stay behind: "batpak query
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&out, "out", "o", "", "write to this file instead of stdout")
+	f.StringVar(&out, "out", "", "write to this file instead of stdout")
+	f.StringVarP(&output, "output", "o", formatJSON, "output format: json (NDJSON), the only one; a file name here is the deprecated spelling of --out")
 	f.StringVar(&entityPrefix, "entity-prefix", "", "only entities starting with this prefix")
 	f.StringVar(&scope, "scope", "", "only this scope")
-	f.BoolVar(&progress, "progress", false, "always show a progress bar")
-	f.BoolVar(&quiet, "no-progress", false, "never show a progress bar")
+	f.BoolVar(&salvage, "salvage", false, "export everything readable from a damaged store, skipping unreadable frames")
+	prog.register(cmd)
+	_ = cmd.RegisterFlagCompletionFunc("output", completeWords(formatJSON))
+	completeRegionFlags(a, cmd)
 	return cmd
+}
+
+// salvageExport is export --salvage: core.SalvageExport on the configured
+// directory, its report on stderr.
+func (a *app) salvageExport(cmd *cobra.Command, out string) (err error) {
+	res, err := a.loadConfig()
+	if err != nil {
+		return err
+	}
+	if err := a.localOnly(); err != nil {
+		return err
+	}
+	if err := checkStoreDir(res.cfg.Dir); err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	if out != "" && out != "-" {
+		f, err := os.Create(out)
+		if err != nil {
+			return err
+		}
+		defer closeFile(f, &err)
+		w = f
+	}
+	rep, err := core.SalvageExport(res.cfg.Dir, w)
+	if err != nil {
+		return err
+	}
+	e := cmd.ErrOrStderr()
+	for _, sk := range rep.Skipped {
+		fmt.Fprintf(e, "batpak: skipped %s at offset %d (%s): %s\n", sk.File, sk.Offset, humanBytes(sk.Length), printable.String(sk.Reason))
+	}
+	where := "stdout"
+	if out != "" && out != "-" {
+		where = out
+	}
+	summary := fmt.Sprintf("salvaged %s from %s to %s; %s skipped",
+		plural(rep.Events, "event", "events"), plural(rep.Segments, "segment", "segments"), where, plural(len(rep.Skipped), "damaged range", "damaged ranges"))
+	if rep.Unconfirmed > 0 {
+		summary += fmt.Sprintf("; %s of batches or fences whose commit was lost left out", plural(rep.Unconfirmed, "event", "events"))
+	}
+	fmt.Fprintf(e, "batpak: %s\n", summary)
+	if len(rep.Skipped) > 0 {
+		return &exitCodeError{code: exitCorrupt}
+	}
+	return nil
+}
+
+// closeFile closes f and keeps the first error: a file written to must
+// close cleanly for its content to count.
+func closeFile(f *os.File, err *error) {
+	if cerr := f.Close(); cerr != nil && *err == nil {
+		*err = cerr
+	}
 }
 
 // exportRemote is export against a server: the tenant's events, as the
 // server's store writes them.
-func exportRemote(cmd *cobra.Command, rc *remoteConf, out string) error {
+func exportRemote(cmd *cobra.Command, rc *remoteConf, out string) (err error) {
 	t, err := rc.tenantClient()
 	if err != nil {
 		return err
@@ -126,7 +272,7 @@ func exportRemote(cmd *cobra.Command, rc *remoteConf, out string) error {
 		if err != nil {
 			return err
 		}
-		defer f.Close()
+		defer closeFile(f, &err)
 		w = io.MultiWriter(f, lines)
 	}
 	if _, err := t.Export(cmd.Context(), w); err != nil {
@@ -147,7 +293,7 @@ func (c *lineCounter) Write(p []byte) (int, error) {
 }
 
 func newImportCmd(a *app) *cobra.Command {
-	var progress, quiet bool
+	var prog progressFlags
 	cmd := &cobra.Command{
 		Use:     "import FILE",
 		Short:   "Write the events of an NDJSON export into the store",
@@ -157,64 +303,60 @@ keeping their ids, correlation and causation ids, timestamps, flags and
 idempotency keys; this store assigns clocks and global sequences. Events
 go in atomic batches of up to 256 through the store's write policy
 (action "import"). An event already in the store (same id and content) is
-skipped, so an interrupted import can simply be run again.`,
+skipped, so an interrupted import can simply be run again. On a terminal,
+a progress bar counts the bytes read against the file's size.`,
 		Args: exactArgs("FILE"),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			var in io.Reader = cmd.InOrStdin()
-			var total int64
+			total := int64(-1) // unknown (a pipe)
 			if args[0] != "-" {
 				f, err := os.Open(args[0])
 				if err != nil {
 					return badInput("FILE", err)
 				}
 				defer f.Close()
-				if fi, err := f.Stat(); err == nil {
-					total = fi.Size() / 200 // a rough event count, for the bar
-				}
 				in = f
+			}
+			if f, ok := in.(*os.File); ok {
+				if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+					total = fi.Size()
+				}
 			}
 			rc, err := a.remote()
 			if err != nil {
 				return err
 			}
+			bar := prog.bar(cmd.ErrOrStderr(), total, "import", "bytes")
+			counted := &countingReader{r: in, bar: bar}
+			var st core.ImportStats
 			if rc != nil {
 				t, err := rc.tenantClient()
 				if err != nil {
 					return err
 				}
-				st, err := t.Import(cmd.Context(), in)
+				cst, err := t.Import(cmd.Context(), counted)
+				finishBar(bar)
 				if err != nil {
 					return remoteError(err)
 				}
-				_, err = fmt.Fprintf(cmd.OutOrStdout(), "imported %s, skipped %d already present\n", plural(st.Imported, "event", "events"), st.Skipped)
-				return err
-			}
-			s, _, ctx, err := a.openWrite(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer closeStore(s, &err)
-			bar := newProgress(cmd.ErrOrStderr(), max(total, 1), "import", progress, quiet || total == 0)
-			st, err := s.Import(ctx, in, func(lines int) {
-				if bar != nil {
-					if int64(lines) > bar.GetMax64() {
-						bar.ChangeMax64(int64(lines) * 2)
-					}
-					_ = bar.Set(lines)
+				st = core.ImportStats{Imported: cst.Imported, Skipped: cst.Skipped}
+			} else {
+				s, _, ctx, err := a.openWrite(cmd.Context())
+				if err != nil {
+					return err
 				}
-			})
-			if bar != nil {
-				_ = bar.Finish()
-			}
-			if err != nil {
-				return err
+				defer closeStore(s, &err)
+				st, err = s.Import(ctx, counted, nil)
+				finishBar(bar)
+				if err != nil {
+					return err
+				}
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "imported %s, skipped %d already present\n", plural(st.Imported, "event", "events"), st.Skipped)
 			return err
 		},
 	}
-	cmd.Flags().BoolVar(&progress, "progress", false, "always show a progress bar")
-	cmd.Flags().BoolVar(&quiet, "no-progress", false, "never show a progress bar")
+	prog.register(cmd)
 	return cmd
 }
 
@@ -248,7 +390,10 @@ hidden ranges and durable cursor positions. Open the copy like any store
 }
 
 func newRedactCmd(a *app) *cobra.Command {
-	var entity, reason string
+	var (
+		entity, reason string
+		dryRun         bool
+	)
 	cmd := &cobra.Command{
 		Use:     "redact [ID]",
 		Short:   "Erase an event's payload (or every payload of an entity)",
@@ -265,12 +410,20 @@ first (input.action "redact", or "erase" with --entity; the events and
 entities it would erase are in input.maintenance), as the principal
 --principal-id, --tenant, --roles; --reason says why. An admitted
 redaction is recorded, before it is done, as an audit event on entity
-batpak:audit:maintenance (who, why, what, how many).`,
+batpak:audit:maintenance (who, why, what, how many).
+
+--dry-run says what would be erased (the events, their entities, the
+payload bytes) from a read-only open and changes nothing; the policy is
+not consulted.`,
 		Example: `  batpak redact 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e --reason "GDPR request 17"
-  batpak redact --entity customer:42`,
-		Args: cobra.MaximumNArgs(1),
+  batpak redact --entity customer:42 --dry-run`,
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: completeEventIDs(a),
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
-			if (len(args) == 1) == (entity != "") {
+			switch {
+			case len(args) == 0 && entity == "":
+				return usagef("redact needs an event ID, or --entity ENTITY for every event of an entity")
+			case len(args) == 1 && entity != "":
 				return usagef("give an event ID or --entity, not both")
 			}
 			var id core.EventID
@@ -278,6 +431,9 @@ batpak:audit:maintenance (who, why, what, how many).`,
 				if id, err = core.ParseEventID(args[0]); err != nil {
 					return badInput("ID", err)
 				}
+			}
+			if dryRun {
+				return a.redactDryRun(cmd.OutOrStdout(), id, entity)
 			}
 			s, _, ctx, err := a.openWrite(cmd.Context())
 			if err != nil {
@@ -302,7 +458,47 @@ batpak:audit:maintenance (who, why, what, how many).`,
 	}
 	cmd.Flags().StringVar(&entity, "entity", "", "redact every event of this entity")
 	cmd.Flags().StringVar(&reason, "reason", "", "why (the policy sees it; the audit record keeps it)")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "say what would be erased; change nothing")
+	completeRegionFlags(a, cmd)
 	return cmd
+}
+
+// redactDryRun reports what redact would erase, from a read-only open.
+func (a *app) redactDryRun(w io.Writer, id core.EventID, entity string) error {
+	return a.withReadStore(func(s *core.Store, res *resolved) error {
+		var evs []core.StoredEvent
+		if entity != "" {
+			var err error
+			if evs, err = s.Stream(entity); err != nil {
+				return err
+			}
+		} else {
+			ev, err := s.Get(id)
+			if errors.Is(err, core.ErrNotFound) {
+				return &detailError{msg: fmt.Sprintf("no event %s in %s", id, res.cfg.Dir), err: err}
+			}
+			if err != nil {
+				return err
+			}
+			evs = []core.StoredEvent{ev}
+		}
+		n, bytes, already := 0, 0, 0
+		for _, ev := range evs {
+			if ev.Redacted {
+				already++
+				continue
+			}
+			n++
+			bytes += len(ev.Payload)
+		}
+		what := id.String()
+		if entity != "" {
+			what = "entity " + oneLine(entity)
+		}
+		_, err := fmt.Fprintf(w, "dry run: would redact %s (%s of payload) of %s; %d already redacted; nothing changed\n",
+			plural(n, "event", "events"), humanBytes(int64(bytes)), what, already)
+		return err
+	})
 }
 
 func newCompactCmd(a *app) *cobra.Command {
@@ -312,6 +508,9 @@ func newCompactCmd(a *app) *cobra.Command {
 		maxPerEntity int
 		tombstone    string
 		reason       string
+		dryRun       bool
+		prog         progressFlags
+		out          outputFlags
 	)
 	cmd := &cobra.Command{
 		Use:     "compact",
@@ -336,9 +535,15 @@ With policy.dir set (--policy-dir), the compaction is judged by the policy
 (input.action "compact") once the new segments are written and before they
 take effect: input.maintenance says what it would remove or tombstone and
 of which entities. One that removes or tombstones events is recorded as an
-audit event on entity batpak:audit:maintenance before it takes effect.`,
+audit event on entity batpak:audit:maintenance before it takes effect.
+
+--dry-run compacts a private copy of the store (in the temporary
+directory; it needs room for one) and reports what compacting the store
+would do, policy decision included; the store itself is only read. On a
+terminal, a spinner shows the time taken (compaction reports no progress
+of its own).`,
 		Example: `  batpak compact --merge
-  batpak compact --max-age 720h --max-per-entity 1000`,
+  batpak compact --max-age 720h --max-per-entity 1000 --dry-run`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			cfg := core.CompactConfig{Merge: merge, MaxAge: maxAge, MaxPerEntity: maxPerEntity}
@@ -348,21 +553,59 @@ audit event on entity batpak:audit:maintenance before it takes effect.`,
 			if maxAge < 0 || maxPerEntity < 0 {
 				return usagef("--max-age and --max-per-entity must not be negative")
 			}
-			s, _, ctx, err := a.openWrite(cmd.Context())
+			format, err := out.format()
 			if err != nil {
 				return err
 			}
+			var s *core.Store
+			var ctx context.Context
+			prefix := "compacted"
+			if dryRun {
+				res, err := a.loadConfig()
+				if err != nil {
+					return err
+				}
+				if err := checkStoreDir(res.cfg.Dir); err != nil {
+					return err
+				}
+				tmp, err := os.MkdirTemp("", "batpak-compact-dry-run-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(tmp)
+				copyDir := filepath.Join(tmp, "store")
+				if err := copyStoreFiles(res.cfg.Dir, copyDir); err != nil {
+					return fmt.Errorf("dry run: copy the store: %w", err)
+				}
+				if s, ctx, err = a.openWriteAt(cmd.Context(), copyDir); err != nil {
+					return err
+				}
+				prefix = "dry run (on a copy; the store is unchanged): would compact"
+			} else {
+				if s, _, ctx, err = a.openWrite(cmd.Context()); err != nil {
+					return err
+				}
+			}
 			defer closeStore(s, &err)
+			bar := prog.bar(cmd.ErrOrStderr(), -1, "compact", "segments")
 			rep, err := s.Compact(core.WithReason(ctx, reason), cfg)
+			finishBar(bar)
 			if err != nil {
 				return maintenanceDenial("compact", err)
+			}
+			if format != formatTable {
+				return emit(cmd.OutOrStdout(), format, compactReportJSON{
+					DryRun: dryRun, SegmentsRewritten: rep.SegmentsRewritten, SegmentsRemoved: rep.SegmentsRemoved,
+					EventsRemoved: rep.EventsRemoved, EventsTombstoned: rep.EventsTombstoned, BytesReclaimed: rep.BytesReclaimed,
+					DiskBytesReclaimed: rep.DiskBytesReclaimed, ElapsedMillis: float64(rep.Elapsed.Microseconds()) / 1000,
+				}, nil)
 			}
 			disk := humanBytes(rep.DiskBytesReclaimed) + " on disk reclaimed"
 			if rep.DiskBytesReclaimed < 0 {
 				disk = humanBytes(-rep.DiskBytesReclaimed) + " more on disk"
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "compacted %s: %s removed, %s tombstoned, %d fewer files, %s of data reclaimed, %s, in %v\n",
-				plural(rep.SegmentsRewritten, "segment", "segments"), plural(rep.EventsRemoved, "event", "events"),
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s %s: %s removed, %s tombstoned, %d fewer files, %s of data reclaimed, %s, in %v\n",
+				prefix, plural(rep.SegmentsRewritten, "segment", "segments"), plural(rep.EventsRemoved, "event", "events"),
 				plural(rep.EventsTombstoned, "event", "events"), rep.SegmentsRemoved, humanBytes(rep.BytesReclaimed),
 				disk, rep.Elapsed.Round(time.Millisecond))
 			return err
@@ -374,11 +617,94 @@ audit event on entity batpak:audit:maintenance before it takes effect.`,
 	f.IntVar(&maxPerEntity, "max-per-entity", 0, "keep only each entity's newest N events")
 	f.StringVar(&tombstone, "tombstone-entity", "", "erase the payloads of this entity's events (they stay, redacted)")
 	f.StringVar(&reason, "reason", "", "why (the policy sees it; the audit record keeps it)")
+	f.BoolVar(&dryRun, "dry-run", false, "compact a copy and report what would be done; the store is only read")
+	prog.register(cmd)
+	out.register(cmd)
+	completeRegionFlags(a, cmd)
 	return cmd
 }
 
+// compactReportJSON is compact -o json's output (core.CompactReport; with
+// dry_run, what compacting the store would do).
+type compactReportJSON struct {
+	DryRun             bool    `json:"dry_run"`
+	SegmentsRewritten  int     `json:"segments_rewritten"`
+	SegmentsRemoved    int     `json:"segments_removed"`
+	EventsRemoved      int     `json:"events_removed"`
+	EventsTombstoned   int     `json:"events_tombstoned"`
+	BytesReclaimed     int64   `json:"bytes_reclaimed"`
+	DiskBytesReclaimed int64   `json:"disk_bytes_reclaimed"`
+	ElapsedMillis      float64 `json:"elapsed_ms"`
+}
+
+// copyStoreFiles copies the files of store directory src (subdirectories
+// included, the LOCK file left out) into a new directory dst, reading
+// only.
+func copyStoreFiles(src, dst string) error {
+	return filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) && path != src {
+				return nil // removed since listed (a writer's compaction)
+			}
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		switch {
+		case d.IsDir():
+			return os.MkdirAll(target, 0o755)
+		case !d.Type().IsRegular() || rel == "LOCK":
+			return nil
+		}
+		in, err := os.Open(path)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(out, in); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
+	})
+}
+
+// sealJSON is seal -o json's output: what the sealed segments looked like
+// before and after.
+type sealJSON struct {
+	Compression   string       `json:"compression"`
+	ElapsedMillis float64      `json:"elapsed_ms"`
+	Before        sealSideJSON `json:"before"`
+	After         sealSideJSON `json:"after"`
+}
+
+type sealSideJSON struct {
+	Segments       int   `json:"segments"`
+	PackedSegments int   `json:"packed_segments"`
+	Footers        int   `json:"footers"`
+	BytesOnDisk    int64 `json:"bytes_on_disk"`
+}
+
+func sealSide(d core.Diagnostics) sealSideJSON {
+	return sealSideJSON{Segments: d.Segments, PackedSegments: d.PackedSegments, Footers: d.Footers, BytesOnDisk: d.BytesOnDisk}
+}
+
 func newSealCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var (
+		prog progressFlags
+		out  outputFlags
+	)
+	cmd := &cobra.Command{
 		Use:     "seal",
 		Short:   "Pack (compress) the sealed segments and write their footers now",
 		GroupID: "maintenance",
@@ -399,6 +725,10 @@ and after.`,
   BATPAK_COMPRESSION=s2 batpak seal`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			format, err := out.format()
+			if err != nil {
+				return err
+			}
 			// The figures before come from a read-only open: a store opened
 			// for writing starts sealing in the background at once, so its
 			// own figures would already include part of the work.
@@ -415,12 +745,64 @@ and after.`,
 			}
 			defer closeStore(s, &err)
 			began := time.Now()
-			if err := s.SealSegments(ctx); err != nil {
+			stop := sealProgress(prog.bar(cmd.ErrOrStderr(), sealWork(before, res.cfg.Compression), "seal", "segments"), s, before)
+			err = s.SealSegments(ctx)
+			stop()
+			if err != nil {
 				return err
 			}
 			elapsed := time.Since(began)
-			return printSeal(cmd.OutOrStdout(), res.cfg.Compression, before, s.Diagnostics(), elapsed)
+			after := s.Diagnostics()
+			doc := sealJSON{Compression: res.cfg.Compression.String(), ElapsedMillis: float64(elapsed.Microseconds()) / 1000,
+				Before: sealSide(before), After: sealSide(after)}
+			return emit(cmd.OutOrStdout(), format, doc, func(w io.Writer) error {
+				return printSeal(w, res.cfg.Compression, before, after, elapsed)
+			})
 		},
+	}
+	prog.register(cmd)
+	out.register(cmd)
+	return cmd
+}
+
+// sealWork is the work seal has before it: the sealed segments (all but
+// the one being written) that lack a footer, plus, with compression on,
+// those not packed yet.
+func sealWork(d core.Diagnostics, c core.Compression) int64 {
+	sealed := max(d.Segments-1, 0)
+	n := max(sealed-d.Footers, 0)
+	if c != core.CompressionNone {
+		n += max(sealed-d.PackedSegments, 0)
+	}
+	return int64(n)
+}
+
+// sealProgress moves bar (nil: none) as s's footers and packed segments
+// grow past before, looking every 100ms, until the returned stop.
+func sealProgress(bar *progressbar.ProgressBar, s *core.Store, before core.Diagnostics) (stop func()) {
+	if bar == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				d := s.Diagnostics()
+				_ = bar.Set(max(d.Footers-before.Footers, 0) + max(d.PackedSegments-before.PackedSegments, 0))
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+		finishBar(bar)
 	}
 }
 

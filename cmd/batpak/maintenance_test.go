@@ -73,7 +73,8 @@ func TestSnapshotAndRedact(t *testing.T) {
 	if out := ok(t, "get", "--data-dir="+snap, id); !strings.Contains(out, "total_cents") {
 		t.Fatalf("snapshot lost the payload:\n%s", out)
 	}
-	fails(t, []string{"redact", "--data-dir=" + dir}, "give an event ID or --entity")
+	failsWith(t, exitUsage, []string{"redact", "--data-dir=" + dir}, "redact needs an event ID, or --entity ENTITY")
+	failsWith(t, exitUsage, []string{"redact", "--data-dir=" + dir, id, "--entity", "order:1"}, "give an event ID or --entity, not both")
 }
 
 func TestCompactCLI(t *testing.T) {
@@ -99,7 +100,7 @@ func TestCompactCLI(t *testing.T) {
 		!strings.Contains(string(audit[0]["payload"]), `"action":"compact"`) {
 		t.Fatalf("audit records %v", audit)
 	}
-	fails(t, []string{"compact", "--data-dir=" + dir, "--max-per-entity", "-1"}, "must not be negative")
+	failsWith(t, exitUsage, []string{"compact", "--data-dir=" + dir, "--max-per-entity", "-1"}, "must not be negative")
 }
 
 // TestSalvageFlag: a store whose log lost acknowledged events is refused
@@ -122,14 +123,14 @@ func TestSalvageFlag(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{{"stats", dd}, {"append", dd, "--entity", "acme:order:1", "--scope", "shop", "--kind", "1:1", "--data", "{}"}} {
-		fails(t, args, "acknowledged events are missing", "--salvage")
+		failsWith(t, exitCorrupt, args, "acknowledged events are missing", "--salvage")
 	}
 	left := decode[statsJSON](t, ok(t, "stats", dd, "--json", "--salvage")).Events
 	if left == 0 || left >= 10 {
 		t.Fatalf("read with --salvage shows %d events, want some of 10", left)
 	}
 	// The read wrote nothing: without the flag the store is still refused.
-	fails(t, []string{"stats", dd}, "--salvage")
+	failsWith(t, exitCorrupt, []string{"stats", dd}, "--salvage")
 	ok(t, "append", dd, "--salvage", "--entity", "acme:order:1", "--scope", "shop", "--kind", "1:1", "--data", "{}")
 	// The loss is recorded; plain opens work again and count it.
 	if n := storeEvents(t, dd); n != left+2 {

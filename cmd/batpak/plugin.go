@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -107,7 +108,7 @@ func (a *app) newPluginHost(cacheFlag string) (*plugins.Host, error) {
 			return nil, fmt.Errorf("plugin cache directory: %w", err)
 		}
 	}
-	h, err := plugins.NewHost(plugins.HostOptions{CacheDir: dir, Logger: newLineLogger(a.stderr)})
+	h, err := plugins.NewHost(plugins.HostOptions{CacheDir: dir, Logger: a.logger()})
 	if err != nil {
 		return nil, fmt.Errorf("plugin cache directory %s: %w", dir, unprefixed(err))
 	}
@@ -120,7 +121,7 @@ func (a *app) newPluginHost(cacheFlag string) (*plugins.Host, error) {
 var goBuildFlags = []string{"-buildmode=c-shared", "-trimpath"}
 
 func newPluginBuildCmd(a *app) *cobra.Command {
-	var out string
+	var out, oldOut string
 	cmd := &cobra.Command{
 		Use:   "build DIR [-o OUT.wasm]",
 		Short: "Compile a Go plugin to WebAssembly",
@@ -132,15 +133,24 @@ run in DIR, so DIR may belong to this module or to one of its own. OUT
 defaults to DIR/<base name of DIR>.wasm. go build's messages pass
 through; then the module's size and SHA-256 (the digest a manifest's
 sha256 field pins; -trimpath makes it the same on every machine with the
-same Go version and sources). Needs the go command (Go 1.24 or later).`,
+same Go version and sources). Needs the go command (the Go version go.mod names, 1.26, or later).`,
 		Example: `  batpak plugin build examples/plugins/counter
-  batpak plugin build ./myplugin -o myplugin.wasm`,
+  batpak plugin build ./myplugin --out myplugin.wasm`,
 		Args: exactArgs("DIR"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("output") {
+				if cmd.Flags().Changed("out") {
+					return usagef("--out and -o/--output (its deprecated spelling) exclude each other")
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "batpak: warning: plugin build -o/--output is deprecated: use --out %s\n", oldOut)
+				out = oldOut
+			}
 			return a.runPluginBuild(cmd.Context(), cmd.OutOrStdout(), args[0], out)
 		},
 	}
-	cmd.Flags().StringVarP(&out, "output", "o", "", "the .wasm file to write (default DIR/<base name of DIR>.wasm)")
+	cmd.Flags().StringVar(&out, "out", "", "the .wasm file to write (default DIR/<base name of DIR>.wasm)")
+	cmd.Flags().StringVarP(&oldOut, "output", "o", "", "deprecated spelling of --out")
+	_ = cmd.Flags().MarkHidden("output")
 	return cmd
 }
 
@@ -165,7 +175,7 @@ func (a *app) runPluginBuild(ctx context.Context, w io.Writer, dir, out string) 
 	}
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		return errors.New("plugin build needs the go command (Go 1.24 or later), and it is not on PATH; install Go from https://go.dev/dl/ or build by hand: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o OUT.wasm DIR")
+		return errors.New("plugin build needs the go command (Go 1.26 or later, as go.mod says), and it is not on PATH; install Go from https://go.dev/dl/ or build by hand: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o OUT.wasm DIR")
 	}
 	args := append(append([]string{"build"}, goBuildFlags...), "-o", absOut, ".")
 	c := exec.CommandContext(ctx, goBin, args...)
@@ -230,7 +240,7 @@ type inspectReport struct {
 }
 
 func newPluginInspectCmd(a *app, cacheDir *string) *cobra.Command {
-	var asJSON bool
+	var out outputFlags
 	var manifest string
 	cmd := &cobra.Command{
 		Use:   "inspect FILE",
@@ -252,15 +262,19 @@ batpak_abi_version, after _initialize for a Go guest.`,
   batpak plugin inspect order-total.wasm --manifest examples/plugins/order-total/manifest.json --json`,
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.runPluginInspect(cmd.Context(), cmd.OutOrStdout(), args[0], manifest, *cacheDir, asJSON)
+			format, err := out.format()
+			if err != nil {
+				return err
+			}
+			return a.runPluginInspect(cmd.Context(), cmd.OutOrStdout(), args[0], manifest, *cacheDir, format)
 		},
 	}
 	cmd.Flags().StringVar(&manifest, "manifest", "", "check loading with this manifest (default: one named after FILE, of the kind the exports say)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as one JSON object")
+	out.register(cmd)
 	return cmd
 }
 
-func (a *app) runPluginInspect(ctx context.Context, w io.Writer, file, manifestFile, cacheFlag string, asJSON bool) error {
+func (a *app) runPluginInspect(ctx context.Context, w io.Writer, file, manifestFile, cacheFlag string, format string) error {
 	wasm, err := readWasm(file)
 	if err != nil {
 		return err
@@ -316,8 +330,8 @@ func (a *app) runPluginInspect(ctx context.Context, w io.Writer, file, manifestF
 		rep.Loads = true
 	}
 
-	if asJSON {
-		if err := newJSONLines(w).write(rep); err != nil {
+	if format != formatTable {
+		if err := emit(w, format, rep, nil); err != nil {
 			return err
 		}
 	} else if err := printInspect(w, &rep); err != nil {
@@ -399,15 +413,15 @@ func newPluginProjectCmd(a *app, cacheDir *string) *cobra.Command {
 	var (
 		file, manifestFile, entity string
 		kinds                      []string
-		asJSON                     bool
+		out                        outputFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "project --plugin FILE --entity E [--manifest FILE] [--kinds K,...] [--json]",
 		Short: "Fold an entity's events through a projection plugin",
 		Long: `Load the projection plugin FILE, open the store read-only and fold the
 visible events of entity E through it (core.Project over
-plugins.Projection: up to 256 events per call into the sandbox), then
-print the state, whether the entity had events of the folded kinds
+plugins.Projection: up to ` + strconv.Itoa(core.ProjectBatchSize) + ` events, core.ProjectBatchSize, per call
+into the sandbox), then print the state, whether the entity had events of the folded kinds
 (found) and the entity's generation (one past the global sequence of its
 latest event; 0 when it has none).
 
@@ -437,7 +451,11 @@ of memory, 1 s per call). Compiled code is cached (see batpak plugin
 				}
 				only = append(only, k)
 			}
-			return a.runPluginProject(cmd.Context(), cmd.OutOrStdout(), file, manifestFile, entity, only, *cacheDir, asJSON)
+			format, err := out.format()
+			if err != nil {
+				return err
+			}
+			return a.runPluginProject(cmd.Context(), cmd.OutOrStdout(), file, manifestFile, entity, only, *cacheDir, format)
 		},
 	}
 	f := cmd.Flags()
@@ -445,7 +463,8 @@ of memory, 1 s per call). Compiled code is cached (see batpak plugin
 	f.StringVar(&manifestFile, "manifest", "", "the plugin's manifest.json (default: a projection named after FILE)")
 	f.StringVar(&entity, "entity", "", "the entity to project (required)")
 	f.StringSliceVar(&kinds, "kinds", nil, "fold only these kinds, e.g. 1:1,1:3 (default: all)")
-	f.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
+	out.register(cmd)
+	completeRegionFlags(a, cmd)
 	return cmd
 }
 
@@ -462,7 +481,7 @@ type projectResult struct {
 	StateUint64 *uint64         `json:"state_uint64,omitempty"` // an 8-byte state
 }
 
-func (a *app) runPluginProject(ctx context.Context, w io.Writer, file, manifestFile, entity string, only []core.Kind, cacheFlag string, asJSON bool) (err error) {
+func (a *app) runPluginProject(ctx context.Context, w io.Writer, file, manifestFile, entity string, only []core.Kind, cacheFlag string, format string) (err error) {
 	wasm, err := readWasm(file)
 	if err != nil {
 		return badInput("--plugin", err)
@@ -516,8 +535,8 @@ func (a *app) runPluginProject(ctx context.Context, w io.Writer, file, manifestF
 			res.StateUint64 = &v
 		}
 	}
-	if asJSON {
-		return newJSONLines(w).write(res)
+	if format != formatTable {
+		return emit(w, format, res, nil)
 	}
 	var b bytes.Buffer
 	// What the plugin returned is printed escaped, line by line (a

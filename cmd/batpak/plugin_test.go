@@ -173,10 +173,10 @@ func TestPluginProjectErrors(t *testing.T) {
 	shipperManifest := filepath.Join(repoRoot, "examples", "plugins", "shipper", "manifest.json")
 
 	r := batpak(t, "plugin", "project", "--json")
-	if r.code != exitError || !strings.Contains(r.stderr, "missing required flags --plugin, --entity") || !strings.Contains(r.stderr, "Usage:") {
+	if r.code != exitUsage || !strings.Contains(r.stderr, "missing required flags --plugin, --entity") || !strings.Contains(r.stderr, "Run 'batpak plugin project --help' for usage.") {
 		t.Fatalf("missing flags: %d %s", r.code, r.stderr)
 	}
-	fails(t, []string{"plugin", "project", "--plugin", counter, "--entity", "order:1"}, "no store at", "batpak demo")
+	failsWith(t, exitNotFound, []string{"plugin", "project", "--plugin", counter, "--entity", "order:1"}, "no store at", "batpak demo")
 	ok(t, "demo", "--orders", "1")
 	fails(t, []string{"plugin", "project", "--plugin", "nope.wasm", "--entity", "order:1"}, "--plugin: nope.wasm does not exist", "plugin build")
 	writeFile(t, filepath.Join(dir, "text.wasm"), "hello, world")
@@ -313,7 +313,7 @@ func TestPluginBuild(t *testing.T) {
 	}
 	wantIn(t, "build", out, "sha256  "+plugins.Digest(wasm)+"\n")
 	// -o, and the result loads.
-	ok(t, "plugin", "build", "./tiny", "-o", "out/t.wasm")
+	ok(t, "plugin", "build", "./tiny", "--out", "out/t.wasm")
 	out = ok(t, "plugin", "inspect", "out/t.wasm")
 	wantIn(t, "inspect tiny", out, "abi version  1\n", "kind         projection\n", "loads        yes")
 	// -trimpath: the same sources give the same module.

@@ -59,7 +59,9 @@ Against a server (--server, --token, --tenant), a tenant's own bundle:
 // policyTestFlags are policy test's options.
 type policyTestFlags struct {
 	run          string
+	output       outputFlags // --json / -o json: the shape of "opa test --format json"
 	asJSON       bool
+	asYAML       bool
 	coverage     bool
 	threshold    float64
 	v0Compatible bool
@@ -113,12 +115,17 @@ or compile (the errors name file and line).`,
 			if cmd.Flags().Changed("threshold") {
 				f.coverage = true
 			}
+			format, err := f.output.format()
+			if err != nil {
+				return err
+			}
+			f.asJSON, f.asYAML = format == formatJSON, format == formatYAML
 			return runPolicyTests(cmd, args[0], f)
 		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.run, "run", "", "run only tests whose package.rule name matches this regular expression")
-	fl.BoolVar(&f.asJSON, "json", false, `print the results as JSON (the shape of "opa test --format json")`)
+	f.output.register(cmd) // -o json (--json): the shape of "opa test --format json"
 	fl.BoolVar(&f.coverage, "coverage", false, "report which lines of the bundle the tests evaluated")
 	fl.Float64Var(&f.threshold, "threshold", 0, "fail when coverage is below this percentage (0 to 100; implies --coverage)")
 	fl.BoolVar(&f.v0Compatible, "v0-compatible", false, "parse the bundle as Rego v0, the syntax before OPA 1.0")
@@ -217,6 +224,16 @@ func runPolicyTests(cmd *cobra.Command, dir string, f policyTestFlags) error {
 			v = coverageJSON{Coverage: cov, Tests: results}
 		}
 		if err := enc.Encode(v); err != nil {
+			return err
+		}
+	}
+	if f.asYAML {
+		out.Reset()
+		var v any = results
+		if cov != nil {
+			v = coverageJSON{Coverage: cov, Tests: results}
+		}
+		if err := writeYAML(&out, v); err != nil {
 			return err
 		}
 	}
@@ -351,7 +368,7 @@ type decisionJSON struct {
 
 func newPolicyEvalCmd(a *app) *cobra.Command {
 	var bundleDir, inputFile string
-	var asJSON bool
+	var output outputFlags
 	cmd := &cobra.Command{
 		Use:   "eval [--bundle DIR] --input FILE",
 		Short: "Ask a write policy about one input document",
@@ -367,13 +384,17 @@ event.kind may be written as the CLI's --kind takes it (1:1) and is
 shown to the policy as the store does (0x1:0x1); category and type are
 filled from it when left out.
 
-Exit codes: 0 allowed, 2 denied, 1 an error (unreadable input, a bundle
+Exit codes: 0 allowed, 3 denied, 1 an error (unreadable input, a bundle
 that does not load, a policy that could not decide: the store would deny).`,
 		Example: `  batpak policy eval --bundle examples/policies --input examples/policies/input-allowed.json
   batpak policy eval --input - --json < input.json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := requireFlags(cmd, "input"); err != nil {
+				return err
+			}
+			format, err := output.format()
+			if err != nil {
 				return err
 			}
 			dir, from := bundleDir, "--bundle"
@@ -411,12 +432,7 @@ that does not load, a policy that could not decide: the store would deny).`,
 			if out.Reasons == nil {
 				out.Reasons = []policy.Reason{}
 			}
-			w := cmd.OutOrStdout()
-			if asJSON {
-				err = newJSONLines(w).write(out)
-			} else {
-				err = printDecision(w, out)
-			}
+			err = emit(cmd.OutOrStdout(), format, out, func(w io.Writer) error { return printDecision(w, out) })
 			switch {
 			case err != nil:
 				return err
@@ -431,7 +447,7 @@ that does not load, a policy that could not decide: the store would deny).`,
 	f := cmd.Flags()
 	f.StringVar(&bundleDir, "bundle", "", "policy bundle directory or .tar.gz (default: policy.dir)")
 	f.StringVar(&inputFile, "input", "", "input document (JSON), - for stdin")
-	f.BoolVar(&asJSON, "json", false, "print the decision as one JSON object")
+	output.register(cmd)
 	return cmd
 }
 

@@ -45,7 +45,7 @@ func TestRemotePolicyVerbs(t *testing.T) {
 		return append([]string{"--server", url, "--token", key, "--tenant", "acme"}, args...)
 	}
 
-	fails(t, []string{"policy", "list"}, "policy list works against a server", "--server")
+	failsWith(t, exitUsage, []string{"policy", "list"}, "policy list works against a server", "--server")
 
 	first := filepath.Join(dir, "first")
 	writeFile(t, filepath.Join(first, "policy.rego"), denyRule("NO_SECRETS", "secret:"))
@@ -140,5 +140,5 @@ func TestRemotePolicyVerbs(t *testing.T) {
 	}
 	fails(t, as("policy", "decisions", "--since", "yesterday"), "--since", "RFC 3339")
 	fails(t, as("policy", "decisions", "--limit", "0"), "--limit")
-	fails(t, as("policy", "decisions", "--denied", "--allowed"), "exclude each other")
+	failsWith(t, exitUsage, as("policy", "decisions", "--denied", "--allowed"), "exclude each other")
 }

@@ -149,10 +149,10 @@ test_conflict if answer == 1 with input.x as 1
 	}
 
 	fails(t, []string{"policy", "test", filepath.Join(dir, "missing")}, "DIR: ", "no such file or directory")
-	r = fails(t, []string{"policy", "test"}, "batpak policy test needs DIR")
-	contains(t, "stderr", r.stderr, "Usage:")
-	r = fails(t, []string{"policy", "tset"}, `unknown command "tset" for "batpak policy"`)
-	contains(t, "stderr", r.stderr, "Usage:", "Available Commands:")
+	r = failsWith(t, exitUsage, []string{"policy", "test"}, "batpak policy test needs DIR")
+	contains(t, "stderr", r.stderr, "Run 'batpak policy test --help' for usage.")
+	r = failsWith(t, exitUsage, []string{"policy", "tset"}, `unknown command "tset" for "batpak policy"`)
+	contains(t, "stderr", r.stderr, "Run 'batpak policy --help' for usage.")
 	if out := ok(t, "policy"); !strings.Contains(out, "policy test DIR") || !strings.Contains(out, "Available Commands:") {
 		t.Errorf("batpak policy:\n%s", out)
 	}
@@ -239,7 +239,11 @@ func TestPolicyEval(t *testing.T) {
 		{[]string{"--bundle", bundle, "--input", "two.json"}, []string{"more than one JSON value"}},
 		{[]string{"--bundle", filepath.Join(dir, "nowhere"), "--input", allowedInput}, []string{"--bundle " + filepath.Join(dir, "nowhere"), "no such file"}},
 	} {
-		fails(t, append([]string{"policy", "eval"}, c.args...), c.wants...)
+		code := exitError
+		if strings.Contains(c.wants[0], "missing required flag") || strings.HasPrefix(c.wants[0], "no policy:") {
+			code = exitUsage // how the command was called
+		}
+		failsWith(t, code, append([]string{"policy", "eval"}, c.args...), c.wants...)
 	}
 
 	// A policy that cannot decide: its decision is printed (the store would
@@ -283,26 +287,26 @@ func TestAppendWithPolicy(t *testing.T) {
 
 	// Denied: another tenant's entity. The message names gate, revision,
 	// every reason and its context; nothing is written.
-	r := fails(t, appendArgs(as("acme", "clerk"), "globex:order:1", "1:1", order),
+	r := failsWith(t, exitDenied, appendArgs(as("acme", "clerk"), "globex:order:1", "1:1", order),
 		`write denied by gate "opa" (policy revision shop-tenancy-2025.07.1); nothing was written:`,
 		`  TENANT_MISMATCH: tenant "acme" may write only entities prefixed "acme:", not "globex:order:1" {"entity":"globex:order:1","tenant":"acme"}`)
 	if strings.Contains(r.stderr, "Usage:") {
 		t.Errorf("usage after a denial:\n%s", r.stderr)
 	}
 	// Several reasons at once, one a line.
-	r = fails(t, appendArgs(as("acme", "cashier"), "acme:order:2", "1:1", `{"items":[],"total_cents":-5,"currency":"EUR"}`),
+	r = failsWith(t, exitDenied, appendArgs(as("acme", "cashier"), "acme:order:2", "1:1", `{"items":[],"total_cents":-5,"currency":"EUR"}`),
 		"\n  INVALID_TOTAL: total_cents must be a positive whole number of cents, not -5",
 		"\n  KIND_NOT_ALLOWED: no role of [\"cashier\"] may write kind 0x1:0x1",
 		"\n  NO_ITEMS: an order needs a non-empty items list")
 	// No principal at all.
-	fails(t, []string{"append", dd, "--policy-dir", bundle, "--entity", "acme:order:3", "--scope", "shop", "--kind", "1:2", "--data", "{}"},
+	failsWith(t, exitDenied, []string{"append", dd, "--policy-dir", bundle, "--entity", "acme:order:3", "--scope", "shop", "--kind", "1:2", "--data", "{}"},
 		"NO_PRINCIPAL: the write carries no principal")
 	if n := storeEvents(t, dd); n != 1 {
 		t.Errorf("%d events after denied appends, want 1: a denied write was written", n)
 	}
 
 	// demo writes order:<n> entities, which no tenant may write.
-	fails(t, []string{"demo", dd, "--policy-dir", bundle, "--principal-id", "u", "--tenant", "acme", "--roles", "manager"},
+	failsWith(t, exitDenied, []string{"demo", dd, "--policy-dir", bundle, "--principal-id", "u", "--tenant", "acme", "--roles", "manager"},
 		"order:1: write denied by gate \"opa\"", "TENANT_MISMATCH")
 	if n := storeEvents(t, dd); n != 1 {
 		t.Errorf("%d events after a denied demo, want 1", n)
@@ -320,7 +324,7 @@ func TestAppendWithPolicy(t *testing.T) {
 	quoting := filepath.Join(filepath.Dir(dir), "quoting")
 	writeFile(t, filepath.Join(quoting, "write.rego"), "package batpak.write\n\nallow := true\n\n"+
 		"deny contains {\"code\": \"BAD_NOTE\", \"message\": sprintf(\"note %s\", [input.event.payload.note])} if input.event.payload.note\n")
-	r = fails(t, []string{"append", "--data-dir", filepath.Join(filepath.Dir(dir), "quoting-store"), "--policy-dir", quoting,
+	r = failsWith(t, exitDenied, []string{"append", "--data-dir", filepath.Join(filepath.Dir(dir), "quoting-store"), "--policy-dir", quoting,
 		"--entity", "e", "--scope", "s", "--kind", "1:1", "--data", `{"note":"x\n  ALLOWED: forged\u001b[2J"}`},
 		`BAD_NOTE: note x\n  ALLOWED: forged\x1b[2J`)
 	if got := strings.Count(r.stderr, "\n"); got != 2 {
@@ -341,7 +345,7 @@ func TestAppendWithPolicy(t *testing.T) {
 func TestPolicyConfigPrecedence(t *testing.T) {
 	bundle := examplePolicies(t)
 	home := isolate(t)
-	cfgFile := filepath.Join(home, "batpak.yaml")
+	cfgFile := filepath.Join(home, "settings.yaml") // not a name the search finds
 	writeFile(t, cfgFile, fmt.Sprintf(`data_dir: %s
 policy:
   dir: %s
@@ -398,7 +402,7 @@ principal:
 	want(m, "principal.tenant", "globex", "env BATPAK_PRINCIPAL_TENANT")
 	want(m, "principal.roles", "cashier,manager", "env BATPAK_PRINCIPAL_ROLES")
 	want(m, "principal.id", "u-file", "config "+cfgFile)
-	if r := write("acme:order:2"); r.code != exitError || !strings.Contains(r.stderr, `tenant "globex" may write only`) {
+	if r := write("acme:order:2"); r.code != exitDenied || !strings.Contains(r.stderr, `tenant "globex" may write only`) {
 		t.Errorf("env tenant globex writing acme: exit %d, %s", r.code, r.stderr)
 	}
 	if r := write("globex:order:2"); r.code != 0 {
@@ -411,7 +415,7 @@ principal:
 	want(m, "principal.roles", "clerk", "flag --roles")
 	want(m, "principal.id", "u-flag", "flag --principal-id")
 	want(m, "policy.dir", "(none)", "flag --policy-dir")
-	if r := write("initech:order:3", "--tenant", "initech", "--roles", "clerk"); r.code != exitError || !strings.Contains(r.stderr, `UNKNOWN_TENANT: tenant "initech" is not configured`) {
+	if r := write("initech:order:3", "--tenant", "initech", "--roles", "clerk"); r.code != exitDenied || !strings.Contains(r.stderr, `UNKNOWN_TENANT: tenant "initech" is not configured`) {
 		t.Errorf("flag tenant initech: exit %d, %s", r.code, r.stderr)
 	}
 	if r := write("anything", "--policy-dir", ""); r.code != 0 {
@@ -477,14 +481,14 @@ func TestMaintenanceWithPolicy(t *testing.T) {
 	}
 
 	// Another tenant's clerk: denied, payload intact, nothing recorded.
-	fails(t, as("acme", "clerk", "redact", victim, "--reason", "cleanup"),
+	failsWith(t, exitDenied, as("acme", "clerk", "redact", victim, "--reason", "cleanup"),
 		`redact denied by gate "opa"`, "nothing was changed",
 		`MAINTENANCE_NOT_ALLOWED`, `TENANT_MISMATCH: tenant "acme" may redact only entities prefixed "acme:", not "globex:order:7"`)
 	intact()
 	// Another tenant's admin, and globex's own clerk: denied too.
-	fails(t, as("acme", "admin", "redact", victim, "--reason", "cleanup"), "TENANT_MISMATCH")
-	fails(t, as("globex", "clerk", "redact", victim, "--reason", "cleanup"), "MAINTENANCE_NOT_ALLOWED")
-	fails(t, as("acme", "admin", "redact", "--entity", "globex:order:8", "--reason", "cleanup"), "TENANT_MISMATCH")
+	failsWith(t, exitDenied, as("acme", "admin", "redact", victim, "--reason", "cleanup"), "TENANT_MISMATCH")
+	failsWith(t, exitDenied, as("globex", "clerk", "redact", victim, "--reason", "cleanup"), "MAINTENANCE_NOT_ALLOWED")
+	failsWith(t, exitDenied, as("acme", "admin", "redact", "--entity", "globex:order:8", "--reason", "cleanup"), "TENANT_MISMATCH")
 	intact()
 	if a := audits(); len(a) != 0 {
 		t.Fatalf("%d audit records after denied redactions", len(a))
@@ -521,9 +525,9 @@ func TestMaintenanceWithPolicy(t *testing.T) {
 	// compact: a clerk may not; acme's admin may not remove globex's
 	// events; globex's admin may tombstone its own.
 	before := storeEvents(t, dd)
-	fails(t, as("acme", "clerk", "compact", "--merge"), `compact denied by gate "opa"`, "MAINTENANCE_NOT_ALLOWED")
-	fails(t, as("acme", "admin", "compact", "--max-per-entity", "0", "--tombstone-entity", "globex:order:3"), "TENANT_MISMATCH", `not "globex:order:3"`)
-	fails(t, as("acme", "admin", "compact", "--max-age", "1ns"), "TENANT_MISMATCH")
+	failsWith(t, exitDenied, as("acme", "clerk", "compact", "--merge"), `compact denied by gate "opa"`, "MAINTENANCE_NOT_ALLOWED")
+	failsWith(t, exitDenied, as("acme", "admin", "compact", "--max-per-entity", "0", "--tombstone-entity", "globex:order:3"), "TENANT_MISMATCH", `not "globex:order:3"`)
+	failsWith(t, exitDenied, as("acme", "admin", "compact", "--max-age", "1ns"), "TENANT_MISMATCH")
 	if n := storeEvents(t, dd); n != before {
 		t.Fatalf("%d events after denied compactions, want %d", n, before)
 	}

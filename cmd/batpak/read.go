@@ -9,6 +9,7 @@ import (
 	"math"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -17,18 +18,24 @@ import (
 )
 
 func newGetCmd(a *app) *cobra.Command {
-	var asJSON bool
+	var out outputFlags
 	cmd := &cobra.Command{
 		Use:     "get ID",
 		Short:   "Print one event by id",
 		GroupID: "read",
 		Long: `Print the event with this id: coordinate, kind, clock, global sequence,
 correlation and causation ids, timestamp (RFC 3339, UTC) and payload.
---json prints the same fields as query --json, on one line.`,
+-o json (--json) prints the same fields as query -o json, on one line;
+-o yaml as a YAML document.`,
 		Example: `  batpak get 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e
-  batpak get --json 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e | jq .payload`,
-		Args: exactArgs("ID"),
+  batpak get -o json 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e | jq .payload`,
+		Args:              exactArgs("ID"),
+		ValidArgsFunction: completeEventIDs(a),
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			format, err := out.format()
+			if err != nil {
+				return err
+			}
 			id, err := core.ParseEventID(args[0])
 			if err != nil {
 				return badInput("ID", err)
@@ -53,13 +60,10 @@ correlation and causation ids, timestamp (RFC 3339, UTC) and payload.
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return newJSONLines(cmd.OutOrStdout()).write(toEventJSON(ev))
-			}
-			return printEvent(cmd.OutOrStdout(), ev)
+			return emit(cmd.OutOrStdout(), format, toEventJSON(ev), func(w io.Writer) error { return printEvent(w, ev) })
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the event as one JSON object")
+	out.register(cmd)
 	return cmd
 }
 
@@ -82,10 +86,13 @@ func newQueryCmd(a *app) *cobra.Command {
 		category                      uint16
 		clockMin, clockMax            uint64
 		limit                         int
-		asJSON                        bool
+		out                           outputFlags
+		follow                        bool
+		after, since                  string
+		poll                          time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:     "query [--entity-prefix P] [--scope S] [--kind K] [--category C] [--clock-min N] [--clock-max N]",
+		Use:     "query [--entity-prefix P] [--scope S] [--kind K] [--category C] [--clock-min N] [--clock-max N] [--after ID|SEQ] [--since D|TIME] [--follow]",
 		Short:   "List the events matching a region, in global order",
 		GroupID: "read",
 		Long: `List the events that match every given filter, in global sequence order.
@@ -96,16 +103,33 @@ With no filter, every event.
   --kind K            exactly kind K (CATEGORY:TYPE, e.g. 1:1)
   --category C        kinds in category C (0..15, e.g. 1 or 0x1)
   --clock-min/-max N  per-entity clock within [min, max] (either may be left out)
+  --after ID|SEQ      only events after this one: an event id, or a global
+                      sequence (the events whose sequence is greater)
+  --since D|TIME      only events written at or after TIME (RFC 3339, e.g.
+                      2026-01-02T15:04:05Z) or in the last D (a Go duration:
+                      90s, 15m, 24h)
+  --follow, -f        after the matching events, print new ones as they are
+                      written, until interrupted (Ctrl-C ends it, exit 0)
 
-The default output is a table; --json prints one JSON object per line with
-the fields id, entity, scope, kind, clock, global_sequence, correlation_id,
-causation_id (null for a root cause), timestamp and payload (the stored
-JSON value), plus idempotency_key and flags when set.`,
-		Example: `  batpak query --entity-prefix order: --json
+The default output is a table; -o json (--json) prints one JSON object per
+line with the fields id, entity, scope, kind, clock, global_sequence,
+correlation_id, causation_id (null for a root cause), timestamp and payload
+(the stored JSON value), plus idempotency_key and flags when set; -o yaml
+prints one YAML document per event.
+
+Against a server, --follow uses its Server-Sent Events stream. On a local
+store (read-only, beside the writer process) it looks for new events every
+--poll-interval and reads them once the store's files changed.`,
+		Example: `  batpak query --entity-prefix order: -o json
   batpak query --scope shop --category 2
-  batpak query --entity-prefix order:1 --clock-min 1 --limit 10`,
+  batpak query --entity-prefix order:1 --clock-min 1 --limit 10
+  batpak query --since 15m --follow`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			format, err := out.format()
+			if err != nil {
+				return err
+			}
 			f := cmd.Flags()
 			r := core.All()
 			if f.Changed("entity-prefix") {
@@ -127,6 +151,7 @@ JSON value), plus idempotency_key and flags when set.`,
 				}
 				r = r.WithCategory(category)
 			}
+			var flt eventFilter
 			if f.Changed("clock-min") || f.Changed("clock-max") {
 				if !f.Changed("clock-max") {
 					clockMax = math.MaxUint64
@@ -135,10 +160,28 @@ JSON value), plus idempotency_key and flags when set.`,
 					return badInput("--clock-min", fmt.Errorf("%d is above --clock-max %d", clockMin, clockMax))
 				}
 				r = r.WithClockRange(clockMin, clockMax)
+				flt.clocks, flt.clockMin, flt.clockMax = true, clockMin, clockMax
 			}
 			if limit < 0 {
 				return badInput("--limit", fmt.Errorf("%d is negative (0 means no limit)", limit))
 			}
+			if follow && limit > 0 {
+				return usagef("--follow and --limit exclude each other")
+			}
+			if poll <= 0 || poll > time.Minute {
+				return badInput("--poll-interval", fmt.Errorf("%v is out of range: want 1ms..1m", poll))
+			}
+			if since != "" {
+				if flt.sinceUS, err = sinceMicros(since, time.Now()); err != nil {
+					return badInput("--since", err)
+				}
+				flt.since = true
+			}
+			afterID, afterSeq, hasAfter, err := parseAfter(after)
+			if err != nil {
+				return badInput("--after", err)
+			}
+			p := newQueryPrinter(cmd.OutOrStdout(), format, r, limit, follow)
 
 			ctx := cmd.Context()
 			rc, err := a.remote()
@@ -158,11 +201,50 @@ JSON value), plus idempotency_key and flags when set.`,
 					c := int(category)
 					q.Category = &c
 				}
-				lo, hi, clocks := clockMin, clockMax, f.Changed("clock-min") || f.Changed("clock-max")
-				return printQuery(ctx, cmd.OutOrStdout(), remoteEvents(ctx, t, q, clocks, lo, hi), r, limit, asJSON)
+				if hasAfter {
+					if !afterID.IsZero() {
+						ev, err := getRemote(ctx, rc, afterID)
+						if err != nil {
+							return badInput("--after", err)
+						}
+						afterSeq = ev.GlobalSequence
+					}
+					flt.after, flt.afterSeq = true, afterSeq
+					q.After = &afterSeq
+				}
+				if follow {
+					return followRemote(ctx, t, q, flt, p)
+				}
+				return p.print(ctx, flt.apply(remoteEvents(ctx, t, q, false, 0, 0)))
+			}
+			res, err := a.loadConfig()
+			if err != nil {
+				return err
+			}
+			if err := a.localOnly(); err != nil {
+				return err
+			}
+			if hasAfter && !afterID.IsZero() {
+				err := a.withReadStore(func(s *core.Store, res *resolved) error {
+					ev, err := s.Get(afterID)
+					if errors.Is(err, core.ErrNotFound) {
+						return badInput("--after", &detailError{msg: fmt.Sprintf("no event %s in %s", afterID, res.cfg.Dir), err: err})
+					}
+					afterSeq = ev.GlobalSequence
+					return err
+				})
+				if err != nil {
+					return err
+				}
+			}
+			if hasAfter {
+				flt.after, flt.afterSeq = true, afterSeq
+			}
+			if follow {
+				return followLocal(ctx, a, res, r, flt, p, poll)
 			}
 			return a.withReadStore(func(s *core.Store, _ *resolved) error {
-				return printQuery(ctx, cmd.OutOrStdout(), s.Events(r), r, limit, asJSON)
+				return p.print(ctx, flt.apply(s.Events(r)))
 			})
 		},
 	}
@@ -174,7 +256,12 @@ JSON value), plus idempotency_key and flags when set.`,
 	f.Uint64Var(&clockMin, "clock-min", 0, "only per-entity clocks >= N")
 	f.Uint64Var(&clockMax, "clock-max", 0, "only per-entity clocks <= N")
 	f.IntVar(&limit, "limit", 0, "print at most N events, the first in global order (0: all)")
-	f.BoolVar(&asJSON, "json", false, "one JSON object per line")
+	f.StringVar(&after, "after", "", "only events after this event id or global sequence")
+	f.StringVar(&since, "since", "", "only events at or after this time (RFC 3339) or in the last DURATION (15m, 24h)")
+	f.BoolVarP(&follow, "follow", "f", false, "keep printing new events until interrupted")
+	f.DurationVar(&poll, "poll-interval", 250*time.Millisecond, "local --follow: how often to look for new events; 1ms..1m")
+	out.register(cmd)
+	completeRegionFlags(a, cmd)
 	return cmd
 }
 
@@ -199,61 +286,6 @@ func remoteEvents(ctx context.Context, t *client.Tenant, q client.Query, clocks 
 	}
 }
 
-// printQuery writes query's output for events (read lazily: --limit and
-// Ctrl-C stop the reading too) matching r.
-func printQuery(ctx context.Context, w io.Writer, events iter.Seq2[core.StoredEvent, error], r core.Region, limit int, asJSON bool) error {
-	var out jsonLines
-	var tw *tabwriter.Writer
-	if asJSON {
-		out = newJSONLines(w)
-	} else {
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	}
-	n, more := 0, false
-	for ev, err := range events {
-		if err != nil {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if limit > 0 && n == limit {
-			more = true
-			break
-		}
-		n++
-		if asJSON {
-			if err := out.write(toEventJSON(ev)); err != nil {
-				return err
-			}
-			continue
-		}
-		if n == 1 {
-			fmt.Fprintln(tw, "SEQ\tID\tENTITY\tSCOPE\tKIND\tCLOCK\tTIMESTAMP\tPAYLOAD")
-		}
-		h := ev.Header
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n",
-			ev.GlobalSequence, h.ID, oneLine(ev.Coordinate.Entity), oneLine(ev.Coordinate.Scope), h.Kind, h.Clock,
-			formatMicros(h.Timestamp), compactPayload(ev.Payload, 60))
-	}
-	if asJSON {
-		return nil
-	}
-	if n == 0 {
-		_, err := fmt.Fprintf(w, "no events; region: %s\n", r)
-		return err
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	shown := plural(n, "event", "events")
-	if more {
-		shown = fmt.Sprintf("first %d events shown (--limit %d; more match)", n, limit)
-	}
-	_, err := fmt.Fprintf(w, "%s; region: %s\n", shown, r)
-	return err
-}
-
 // oneLine keeps user strings from breaking a table row.
 func oneLine(s string) string {
 	return strings.NewReplacer("\n", `\n`, "\t", `\t`, "\r", `\r`).Replace(s)
@@ -261,8 +293,8 @@ func oneLine(s string) string {
 
 func newAncestorsCmd(a *app) *cobra.Command {
 	var (
-		limit  int
-		asJSON bool
+		limit int
+		out   outputFlags
 	)
 	cmd := &cobra.Command{
 		Use:     "ancestors ID",
@@ -270,11 +302,16 @@ func newAncestorsCmd(a *app) *cobra.Command {
 		GroupID: "read",
 		Long: `Print the event, then the event that caused it, and so on, until a root
 cause (no causation id), a cause that is not in this store, or --limit
-events. --json prints one event per line, in that order, with the fields of
-query --json.`,
-		Example: `  batpak ancestors 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e`,
-		Args:    exactArgs("ID"),
+events. -o json (--json) prints one event per line, in that order, with
+the fields of query -o json; -o yaml one YAML document per event.`,
+		Example:           `  batpak ancestors 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e`,
+		Args:              exactArgs("ID"),
+		ValidArgsFunction: completeEventIDs(a),
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			format, err := out.format()
+			if err != nil {
+				return err
+			}
 			id, err := core.ParseEventID(args[0])
 			if err != nil {
 				return badInput("ID", err)
@@ -303,8 +340,8 @@ query --json.`,
 				return err
 			}
 			w := cmd.OutOrStdout()
-			if asJSON {
-				out := newJSONLines(w)
+			if format != formatTable {
+				out := newRecords(w, format)
 				for _, ev := range chain {
 					if err := out.write(toEventJSON(ev)); err != nil {
 						return err
@@ -339,7 +376,7 @@ query --json.`,
 		},
 	}
 	cmd.Flags().IntVar(&limit, "limit", 0, fmt.Sprintf("follow at most N events (0: %d)", core.DefaultAncestorLimit))
-	cmd.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
+	out.register(cmd)
 	return cmd
 }
 

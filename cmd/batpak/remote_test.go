@@ -237,7 +237,7 @@ func TestRemoteEnvironment(t *testing.T) {
 	}
 	// Without a tenant, a tenant command names what is missing.
 	r := batpak(t, "--server", url, "--token", key, "query")
-	if r.code != exitError || !strings.Contains(r.stderr, "--tenant (BATPAK_TENANT, remote.tenant)") {
+	if r.code != exitUsage || !strings.Contains(r.stderr, "--tenant (BATPAK_TENANT, remote.tenant)") {
 		t.Fatalf("query without tenant: exit %d, %q", r.code, r.stderr)
 	}
 }
@@ -264,15 +264,15 @@ func TestRemoteErrors(t *testing.T) {
 		}
 	}
 	bad := "bpk_not_a_key_0123456789"
-	r := fails(t, as(bad, "query"), "batpak: server: UNAUTHENTICATED: ", "(HTTP 401)")
+	r := failsWith(t, exitDenied, as(bad, "query"), "batpak: server: UNAUTHENTICATED: ", "(HTTP 401)")
 	oneLineErr(r, bad)
-	r = fails(t, as(reader, appendArgs...), "batpak: server: FORBIDDEN: ", "(HTTP 403)")
+	r = failsWith(t, exitDenied, as(reader, appendArgs...), "batpak: server: FORBIDDEN: ", "(HTTP 403)")
 	oneLineErr(r, reader)
 	if out := ok(t, as(reader, "query")...); !strings.Contains(out, "1 event;") {
 		t.Errorf("reader query: %q", out)
 	}
-	fails(t, as(writer, "append", "--entity", "e:1", "--scope", "s", "--kind", "1:1", "--data", "{}", "--expect-new"), "batpak: server: CONFLICT: ", "(HTTP 409)")
-	fails(t, as(writer, "get", "0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e"), "batpak: server: NOT_FOUND: ", "(HTTP 404)")
+	failsWith(t, exitConflict, as(writer, "append", "--entity", "e:1", "--scope", "s", "--kind", "1:1", "--data", "{}", "--expect-new"), "batpak: server: CONFLICT: ", "(HTTP 409)")
+	failsWith(t, exitNotFound, as(writer, "get", "0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e"), "batpak: server: NOT_FOUND: ", "(HTTP 404)")
 
 	// A revoked key is refused like an unknown one.
 	keys := parseLines(t, ok(t, append(admin, "--tenant", "acme", "key", "list", "--json")...))
@@ -291,13 +291,13 @@ func TestRemoteErrors(t *testing.T) {
 			}
 		}
 	}
-	r = fails(t, as(writer, "query"), "batpak: server: UNAUTHENTICATED: ", "(HTTP 401)")
+	r = failsWith(t, exitDenied, as(writer, "query"), "batpak: server: UNAUTHENTICATED: ", "(HTTP 401)")
 	oneLineErr(r, writer)
 
 	// A tenant key cannot administer tenants; the operator cannot read
 	// tenant data.
-	fails(t, as(reader, "tenant", "list"), "batpak: server: ", "(HTTP 40")
-	fails(t, as(op, "query"), "batpak: server: FORBIDDEN: ", "(HTTP 403)")
+	failsWith(t, exitDenied, as(reader, "tenant", "list"), "batpak: server: ", "(HTTP 40")
+	failsWith(t, exitDenied, as(op, "query"), "batpak: server: FORBIDDEN: ", "(HTTP 403)")
 }
 
 // TestRemoteTenantLifecycle: create, list, suspend, resume, and delete,
@@ -316,7 +316,7 @@ func TestRemoteTenantLifecycle(t *testing.T) {
 		t.Errorf("suspend: %q", out)
 	}
 	key := keyIn(t, ok(t, admin("--tenant", "acme", "key", "issue", "app", "--role", "reader")...))
-	fails(t, []string{"--server", url, "--token", key, "--tenant", "acme", "query"}, "batpak: server: TENANT_SUSPENDED: ")
+	failsWith(t, exitDenied, []string{"--server", url, "--token", key, "--tenant", "acme", "query"}, "batpak: server: TENANT_SUSPENDED: ")
 	ts := parseLines(t, ok(t, admin("tenant", "list", "--json")...))
 	if len(ts) != 2 || str(t, ts[0], "state") == str(t, ts[1], "state") {
 		t.Errorf("tenant list --json after suspending one: %v", ts)
@@ -326,7 +326,7 @@ func TestRemoteTenantLifecycle(t *testing.T) {
 	}
 	ok(t, "--server", url, "--token", key, "--tenant", "acme", "query")
 
-	r := fails(t, admin("tenant", "delete", "globex"), "--yes")
+	r := failsWith(t, exitUsage, admin("tenant", "delete", "globex"), "--yes")
 	if !strings.Contains(ok(t, admin("tenant", "list")...), "globex") {
 		t.Fatalf("tenant delete without --yes deleted: %q", r.stderr)
 	}
@@ -337,7 +337,7 @@ func TestRemoteTenantLifecycle(t *testing.T) {
 		t.Errorf("globex still listed: %q", list)
 	}
 	// Without a server, the administration commands say what they need.
-	fails(t, []string{"tenant", "list"}, "tenant list works against a server: give --server URL")
+	failsWith(t, exitUsage, []string{"tenant", "list"}, "tenant list works against a server: give --server URL")
 }
 
 // TestRemoteURLSecrets: a server URL holding credentials (user:password@)

@@ -135,6 +135,9 @@ func bindServerSettings(fs *pflag.FlagSet, v *viper.Viper) {
 // serverConfig reads the server.* settings into a server.Config.
 func (a *app) serverConfig(policyDir string) (server.Config, error) {
 	cfg := server.DefaultConfig()
+	if _, err := a.log.logger(a.stderr); err != nil {
+		return cfg, err
+	}
 	cfg.PolicyDir = policyDir
 	jwt := auth.JWTConfig{}
 	q := control.Quotas{}
@@ -175,7 +178,7 @@ func (a *app) serverConfig(policyDir string) (server.Config, error) {
 	}
 	cfg.Quotas = q
 	cfg.Stderr = a.stderr
-	cfg.Logger = newLineLogger(a.stderr)
+	cfg.Logger = a.logger()
 	return cfg, nil
 }
 

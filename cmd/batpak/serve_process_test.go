@@ -326,7 +326,7 @@ func TestServeSIGTERMUnderLoad(t *testing.T) {
 // their source, and never the operator credential itself.
 func TestConfigListsServerKeys(t *testing.T) {
 	dir := isolate(t)
-	writeFile(t, dir+"/config.yaml", "server:\n  listen: 127.0.0.1:9999\n  operator_token: bpko_secretsecret\n")
+	writeFile(t, dir+"/batpak.yaml", "server:\n  listen: 127.0.0.1:9999\n  operator_token: bpko_secretsecret\n")
 	t.Setenv("BATPAK_SERVER_MAX_CONNECTIONS", "10")
 	out := ok(t, "config")
 	for _, want := range []*regexp.Regexp{

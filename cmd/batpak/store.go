@@ -57,14 +57,26 @@ func (a *app) openWrite(ctx context.Context) (*core.Store, *resolved, context.Co
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	s, ctx, err := a.openWriteAt(ctx, res.cfg.Dir)
+	return s, res, ctx, err
+}
+
+// openWriteAt is openWrite on the store directory dir with the configured
+// settings (compact --dry-run opens a copy this way).
+func (a *app) openWriteAt(ctx context.Context, dir string) (*core.Store, context.Context, error) {
+	res, err := a.loadConfig()
+	if err != nil {
+		return nil, nil, err
+	}
 	if err := a.localOnly(); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	cfg := res.cfg
+	cfg.Dir = dir
 	if res.policyDir != "" {
 		gate, err := opa.Load(ctx, res.policyDir, opa.Options{})
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("policy.dir %s (from %s): %w", res.policyDir, res.source("policy.dir"), unprefixed(err))
+			return nil, nil, fmt.Errorf("policy.dir %s (from %s): %w", res.policyDir, res.source("policy.dir"), unprefixed(err))
 		}
 		cfg.Admission = policy.NewAdmitter(gate)
 	}
@@ -72,11 +84,11 @@ func (a *app) openWrite(ctx context.Context) (*core.Store, *resolved, context.Co
 	if err != nil {
 		var le *core.LockedError
 		if errors.As(err, &le) {
-			return nil, nil, nil, &detailError{msg: err.Error() + " (one writer at a time; read commands work beside it)", err: err}
+			return nil, nil, &detailError{msg: err.Error() + " (one writer at a time; read commands work beside it)", err: err}
 		}
-		return nil, nil, nil, salvageHint(err)
+		return nil, nil, salvageHint(err)
 	}
-	return s, res, policy.WithPrincipal(ctx, res.principal), nil
+	return s, policy.WithPrincipal(ctx, res.principal), nil
 }
 
 // salvageHint names the CLI's way past a log that lost acknowledged
@@ -107,7 +119,7 @@ func checkStoreDir(dir string) error {
 	st, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("no store at %s; %s", dir, hint)
+		return withExitCode(exitNotFound, fmt.Errorf("no store at %s; %s", dir, hint))
 	case err != nil:
 		return fmt.Errorf("store directory: %w", err)
 	case !st.IsDir():
@@ -122,7 +134,7 @@ func checkStoreDir(dir string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("no store at %s (the directory holds no batpak files); %s", filepath.Clean(dir), hint)
+	return withExitCode(exitNotFound, fmt.Errorf("no store at %s (the directory holds no batpak files); %s", filepath.Clean(dir), hint))
 }
 
 // closeStore closes s and keeps the first error: a writer's Close syncs, so

@@ -142,8 +142,8 @@ func TestRemoteWorkerVerbs(t *testing.T) {
 		t.Fatalf("worker reset: %q", out)
 	}
 
-	fails(t, as("worker", "start", "x"), "--plugin")
-	fails(t, as("worker", "start", "x", "--plugin", "nosuch"), "batpak: server: NOT_FOUND: ", "nosuch", "(HTTP 404)")
-	fails(t, as("worker", "status", "nosuch"), "batpak: server: NOT_FOUND: ", "(HTTP 404)")
+	failsWith(t, exitUsage, as("worker", "start", "x"), "--plugin")
+	failsWith(t, exitNotFound, as("worker", "start", "x", "--plugin", "nosuch"), "batpak: server: NOT_FOUND: ", "nosuch", "(HTTP 404)")
+	failsWith(t, exitNotFound, as("worker", "status", "nosuch"), "batpak: server: NOT_FOUND: ", "(HTTP 404)")
 	fails(t, as("worker", "start", "x", "--plugin", "echo", "--max-restarts", "1001"), "INVALID_REQUEST", "restart.max_restarts 1001: want 0..1000", "(HTTP 400)")
 }

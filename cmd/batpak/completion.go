@@ -1,0 +1,145 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/batpak-go/batpak/core"
+)
+
+// Completion of entity names and event ids reads the local store
+// (read-only, beside a writer) and is bounded: it looks at no more than
+// completionScan events and offers no more than completionMax names, so a
+// large store never makes a shell's Tab slow. Against a server (or with
+// no store) it offers nothing.
+const (
+	completionScan = 100_000
+	completionMax  = 200
+)
+
+// completeEntities offers the entity names of the local store that start
+// with what was typed.
+func completeEntities(a *app) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(_ *cobra.Command, _ []string, typed string) ([]string, cobra.ShellCompDirective) {
+		return a.storeWords(typed, func(ev core.StoredEvent) string { return ev.Coordinate.Entity }), cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// completeScopes offers the scopes of the local store.
+func completeScopes(a *app) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(_ *cobra.Command, _ []string, typed string) ([]string, cobra.ShellCompDirective) {
+		return a.storeWords(typed, func(ev core.StoredEvent) string { return ev.Coordinate.Scope }), cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// completeKinds offers the kinds the local store holds.
+func completeKinds(a *app) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(_ *cobra.Command, _ []string, typed string) ([]string, cobra.ShellCompDirective) {
+		return a.storeWords(typed, func(ev core.StoredEvent) string { return ev.Header.Kind.String() }), cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// completeEventIDs offers the ids of the newest events of the local store
+// for a positional ID argument (one argument only).
+func completeEventIDs(a *app) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(_ *cobra.Command, args []string, typed string) ([]string, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var ids []string
+		_ = a.completionStore(func(s *core.Store) {
+			end := s.Stats().GlobalSequence
+			c := s.Cursor(core.All())
+			if end > completionMax {
+				c.Seek(end - completionMax)
+			}
+			evs, _ := c.Poll(completionMax)
+			for i := len(evs) - 1; i >= 0; i-- { // newest first
+				if id := evs[i].Header.ID.String(); strings.HasPrefix(id, typed) {
+					ids = append(ids, fmt.Sprintf("%s\t%s %s", id, evs[i].Coordinate.Entity, evs[i].Header.Kind))
+				}
+			}
+		})
+		return ids, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveKeepOrder
+	}
+}
+
+// completeCategories offers the categories 1..15 an application may read.
+func completeCategories(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	var out []string
+	for c := 0; c <= 0xF; c++ {
+		out = append(out, fmt.Sprint(c))
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveKeepOrder
+}
+
+// completeRegionFlags registers completion for the region flags a command
+// has (--entity-prefix, --entity, --scope, --kind, --category,
+// --tombstone-entity).
+func completeRegionFlags(a *app, cmd *cobra.Command) {
+	reg := func(name string, fn func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective)) {
+		if cmd.Flags().Lookup(name) != nil {
+			_ = cmd.RegisterFlagCompletionFunc(name, fn)
+		}
+	}
+	reg("entity-prefix", completeEntities(a))
+	reg("entity", completeEntities(a))
+	reg("tombstone-entity", completeEntities(a))
+	reg("scope", completeScopes(a))
+	reg("kind", completeKinds(a))
+	reg("category", completeCategories)
+}
+
+// storeWords collects the distinct values pick returns for the local
+// store's events, those starting with typed, sorted (bounded; see
+// completionScan).
+func (a *app) storeWords(typed string, pick func(core.StoredEvent) string) []string {
+	seen := map[string]bool{}
+	_ = a.completionStore(func(s *core.Store) {
+		n := 0
+		for ev, err := range s.Events(core.All()) {
+			if err != nil || n >= completionScan || len(seen) >= completionMax {
+				return
+			}
+			n++
+			if w := pick(ev); strings.HasPrefix(w, typed) {
+				seen[w] = true
+			}
+		}
+	})
+	out := make([]string, 0, len(seen))
+	for w := range seen {
+		out = append(out, w)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// completionStore runs fn on the local store when one is configured and
+// no server is; it never prints (a completion's stderr would mix into the
+// shell's).
+func (a *app) completionStore(fn func(s *core.Store)) error {
+	res, err := a.loadConfig()
+	if err != nil {
+		return err
+	}
+	if err := a.localOnly(); err != nil {
+		return err
+	}
+	if err := checkStoreDir(res.cfg.Dir); err != nil {
+		return err
+	}
+	cfg := res.cfg
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	s, err := core.OpenReadOnly(cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	fn(s)
+	return nil
+}

@@ -1,0 +1,359 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/sdk/client"
+)
+
+// cursorJSON is one named cursor as cursor ls and info print it. Lag is
+// counted in global sequences: the log's end minus the committed
+// position (an upper bound on the events of its region still to read),
+// as the server counts it.
+type cursorJSON struct {
+	Name      string               `json:"name"`
+	Region    *client.CursorRegion `json:"region,omitempty"` // a server's cursors have one; a local cursor's region is its consumer's
+	Committed uint64               `json:"committed"`        // the global sequence it resumes from
+	Lag       uint64               `json:"lag"`
+	LogEnd    uint64               `json:"log_end"` // the next global sequence of the store
+}
+
+func newCursorCmd(a *app) *cobra.Command {
+	var out outputFlags
+	cmd := &cobra.Command{
+		Use:     "cursor",
+		Short:   "List, inspect and reset named cursors, with their lag",
+		GroupID: "inspect",
+		Long: `Named cursors are the durable positions of consumers (core.NamedCursor, a
+cursor worker, a plugin worker, a server's cursor routes). "cursor ls"
+lists them with the position each resumes from and its lag: the log's end
+minus that position, in global sequences (an upper bound on the events
+of its region still to read). "cursor info NAME" shows one. "cursor reset
+NAME" moves its committed position (the beginning by default, --to SEQ,
+or --to-end to skip everything written so far): its consumer reads from
+there when it next starts.
+
+Locally, ls and info open the store read-only (beside a running writer);
+reset takes the store's lock, so stop the consumer first. With --server,
+they use the tenant's cursor routes.`,
+		Example: `  batpak cursor ls
+  batpak cursor info billing -o json
+  batpak cursor reset billing --to 1200`,
+	}
+	ls := &cobra.Command{
+		Use: "ls", Aliases: []string{"list"}, Short: "List the named cursors with their lag", Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
+			curs, err := a.cursors(cmd)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if f != formatTable {
+				rec := newRecords(w, f)
+				for _, c := range curs {
+					if err := rec.write(c); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			return printCursors(w, curs)
+		},
+	}
+	info := &cobra.Command{
+		Use: "info NAME", Short: "Show one named cursor: position and lag", Args: exactArgs("NAME"),
+		ValidArgsFunction: completeCursorNames(a),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
+			c, err := a.cursor(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			return emit(cmd.OutOrStdout(), f, c, func(w io.Writer) error {
+				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+				fmt.Fprintf(tw, "name\t%s\n", oneLine(c.Name))
+				if c.Region != nil {
+					fmt.Fprintf(tw, "region\t%s\n", regionText(*c.Region))
+				}
+				fmt.Fprintf(tw, "committed\t%d (the global sequence it resumes from)\n", c.Committed)
+				fmt.Fprintf(tw, "log end\t%d\n", c.LogEnd)
+				fmt.Fprintf(tw, "lag\t%d (global sequences behind the log's end)\n", c.Lag)
+				return tw.Flush()
+			})
+		},
+	}
+	var to uint64
+	var toEnd bool
+	reset := &cobra.Command{
+		Use: "reset NAME [--to SEQ | --to-end]", Short: "Move a named cursor's committed position (default: the beginning)", Args: exactArgs("NAME"),
+		ValidArgsFunction: completeCursorNames(a),
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			if toEnd && cmd.Flags().Changed("to") {
+				return usagef("--to and --to-end exclude each other")
+			}
+			name := args[0]
+			rc, err := a.remote()
+			if err != nil {
+				return err
+			}
+			var before, pos uint64
+			if rc != nil {
+				t, err := rc.tenantClient()
+				if err != nil {
+					return err
+				}
+				c, err := a.cursor(cmd, name)
+				if err != nil {
+					return err
+				}
+				before, pos = c.Committed, to
+				if toEnd {
+					pos = c.LogEnd
+				}
+				if pos < before {
+					// The commit route only moves forward: define the cursor
+					// anew (at the beginning), then move it to pos.
+					if err := t.DeleteCursor(cmd.Context(), name); err != nil {
+						return remoteError(err)
+					}
+					if err := t.DefineCursor(cmd.Context(), name, *c.Region); err != nil {
+						return remoteError(err)
+					}
+				}
+				if pos > 0 {
+					if err := t.CommitCursor(cmd.Context(), name, pos); err != nil {
+						return remoteError(err)
+					}
+				}
+			} else {
+				res, err := a.loadConfig()
+				if err != nil {
+					return err
+				}
+				if err := localCursorExists(res.cfg.Dir, name); err != nil {
+					return err
+				}
+				s, _, _, err := a.openWrite(cmd.Context())
+				if err != nil {
+					return err
+				}
+				defer closeStore(s, &err)
+				cur, err := s.NamedCursor(name, core.All())
+				if err != nil {
+					return err
+				}
+				end := s.Stats().GlobalSequence
+				before, pos = cur.Committed(), to
+				if toEnd {
+					pos = end
+				}
+				if pos > end {
+					return badInput("--to", fmt.Errorf("%d is past the end of the log (%d)", pos, end))
+				}
+				cur.Seek(pos)
+				if err := cur.Commit(); err != nil {
+					return err
+				}
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "cursor %s reset from %d to %d\n", oneLine(name), before, pos)
+			return err
+		},
+	}
+	reset.Flags().Uint64Var(&to, "to", 0, "the global sequence to resume from (0: the beginning)")
+	reset.Flags().BoolVar(&toEnd, "to-end", false, "resume after everything written so far")
+	out.registerPersistent(cmd)
+	cmd.AddCommand(ls, info, reset)
+	return cmd
+}
+
+// printCursors writes cursor ls's table.
+func printCursors(w io.Writer, curs []cursorJSON) error {
+	if len(curs) == 0 {
+		_, err := fmt.Fprintln(w, "no named cursors")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tCOMMITTED\tLAG\tREGION")
+	for _, c := range curs {
+		region := "-"
+		if c.Region != nil {
+			region = regionText(*c.Region)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", oneLine(c.Name), c.Committed, c.Lag, region)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(w, plural(len(curs), "cursor", "cursors"))
+	return err
+}
+
+// regionText renders a server cursor's region like core.Region does.
+func regionText(r client.CursorRegion) string {
+	var parts []string
+	if r.Entity != "" {
+		parts = append(parts, "entity "+strconv.Quote(r.Entity)+"*")
+	}
+	if r.Scope != "" {
+		parts = append(parts, "scope "+strconv.Quote(r.Scope))
+	}
+	if r.Kind != "" {
+		parts = append(parts, "kind "+r.Kind)
+	}
+	if r.Category != nil {
+		parts = append(parts, fmt.Sprintf("category %d", *r.Category))
+	}
+	if len(parts) == 0 {
+		return "all"
+	}
+	return oneLine(strings.Join(parts, ", "))
+}
+
+// cursors lists the named cursors, local or remote, by name.
+func (a *app) cursors(cmd *cobra.Command) ([]cursorJSON, error) {
+	rc, err := a.remote()
+	if err != nil {
+		return nil, err
+	}
+	if rc != nil {
+		t, err := rc.tenantClient()
+		if err != nil {
+			return nil, err
+		}
+		infos, err := t.Cursors(cmd.Context())
+		if err != nil {
+			return nil, remoteError(err)
+		}
+		out := make([]cursorJSON, 0, len(infos))
+		for _, in := range infos {
+			r := in.Region
+			out = append(out, cursorJSON{Name: in.Name, Region: &r, Committed: in.Committed, Lag: in.Lag, LogEnd: in.Committed + in.Lag})
+		}
+		slices.SortFunc(out, func(x, y cursorJSON) int { return strings.Compare(x.Name, y.Name) })
+		return out, nil
+	}
+	var out []cursorJSON
+	err = a.withReadStore(func(s *core.Store, res *resolved) error {
+		names, err := localCursorNames(res.cfg.Dir)
+		if err != nil {
+			return err
+		}
+		end := s.Stats().GlobalSequence
+		for _, n := range names {
+			cur, err := s.NamedCursor(n, core.All())
+			if err != nil {
+				return err
+			}
+			c := cur.Committed()
+			out = append(out, cursorJSON{Name: n, Committed: c, Lag: end - min(c, end), LogEnd: end})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// cursor returns one named cursor; a missing one is a not-found error.
+func (a *app) cursor(cmd *cobra.Command, name string) (cursorJSON, error) {
+	if rc, err := a.remote(); err == nil && rc == nil {
+		res, err := a.loadConfig()
+		if err != nil {
+			return cursorJSON{}, err
+		}
+		if err := checkStoreDir(res.cfg.Dir); err != nil {
+			return cursorJSON{}, err
+		}
+		if err := localCursorExists(res.cfg.Dir, name); err != nil {
+			return cursorJSON{}, err
+		}
+	}
+	curs, err := a.cursors(cmd)
+	if err != nil {
+		return cursorJSON{}, err
+	}
+	for _, c := range curs {
+		if c.Name == name {
+			return c, nil
+		}
+	}
+	return cursorJSON{}, withExitCode(exitNotFound, fmt.Errorf("no named cursor %q", name))
+}
+
+// The position file of core's named cursor NAME is cursors/NAME.pos in
+// the store directory (core/cursor.go).
+const cursorFileSuffix = ".pos"
+
+// localCursorNames lists the named cursors of a store directory.
+func localCursorNames(dir string) ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(dir, "cursors"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cursors: %w", err)
+	}
+	var names []string
+	for _, e := range ents {
+		if n, ok := strings.CutSuffix(e.Name(), cursorFileSuffix); ok && e.Type().IsRegular() {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// localCursorExists refuses, as not found, a cursor name the store has
+// no position for (reset would otherwise create a new cursor).
+func localCursorExists(dir, name string) error {
+	names, err := localCursorNames(dir)
+	if err != nil {
+		return err
+	}
+	if slices.Contains(names, name) {
+		return nil
+	}
+	known := "none"
+	if len(names) > 0 {
+		known = strings.Join(names, ", ")
+	}
+	return withExitCode(exitNotFound, fmt.Errorf("no named cursor %q in %s (named cursors: %s)", name, dir, known))
+}
+
+// completeCursorNames offers the local store's named cursors.
+func completeCursorNames(a *app) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(_ *cobra.Command, args []string, typed string) ([]string, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		res, err := a.loadConfig()
+		if err != nil || a.localOnly() != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		names, _ := localCursorNames(res.cfg.Dir)
+		var out []string
+		for _, n := range names {
+			if strings.HasPrefix(n, typed) && len(out) < completionMax {
+				out = append(out, n)
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
+}

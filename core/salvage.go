@@ -1,0 +1,194 @@
+package core
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/vfs"
+)
+
+// SalvageReport says what SalvageExport wrote and what it could not read.
+type SalvageReport struct {
+	Segments int // segment files read (whole or in part)
+	Events   int // events written
+	// Skipped lists the byte ranges that could not be read, in log order:
+	// damaged frames, unreadable or foreign files.
+	Skipped []SalvageSkip
+	// Unconfirmed counts events that were read but not written: items of
+	// a batch or a visibility fence whose commit record the damage hid (or
+	// that never committed), which a store never shows either.
+	Unconfirmed int
+}
+
+// SalvageSkip is one range of a segment file SalvageExport skipped.
+type SalvageSkip struct {
+	File   string
+	Offset int64 // first byte skipped
+	Length int64 // bytes skipped (to the next readable frame or the end of the file)
+	Reason string
+}
+
+// SalvageExport writes, in Export's format (one ExportedEvent a line, in
+// log order), every event it can read from the segments of the store
+// directory dir — a store Open and OpenReadOnly refuse because a segment
+// is damaged. It opens no store, takes no lock and changes nothing on
+// disk. Where frames are damaged it skips to the next frame that passes
+// its checksum and records the skipped range; a file it cannot read at
+// all (a damaged segment header, a packed block that does not
+// decompress) is skipped whole. Events the store would not show are left
+// out: compaction stubs, events of fences that never committed, items of
+// batches whose commit record is missing (counted in Unconfirmed), and the
+// store's own system records (as Export). A frame that reads whole but
+// whose payload does not match its digest is skipped too. The hash chain
+// is not checked: run Verify on a store rebuilt by Import.
+func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
+	var rep SalvageReport
+	fsys := vfs.Default()
+	ids, err := listSegments(fsys, dir)
+	if err != nil {
+		return rep, err
+	}
+	bw := bufio.NewWriterSize(w, 1<<16)
+	enc := json.NewEncoder(bw)
+	enc.SetEscapeHTML(false)
+
+	type at struct {
+		seg uint32
+		off int
+	}
+	read := map[at]StoredEvent{} // events read, until the walker hands them on
+	lw := &logWalker{dir: dir}
+	lw.check = func(seg uint32, off int, v format.EventView) error {
+		sf := v.SysFlags()
+		if sf&(format.SysRedacted|format.SysRemoved) == 0 && format.PayloadHash(v.Payload()) != v.PayloadHash() {
+			return lw.corrupt(seg, off, "payload does not match its digest")
+		}
+		ev := decodeOwned(v)
+		ev.Payload = append([]byte(nil), ev.Payload...)
+		if sf&format.SysRedacted != 0 {
+			ev.Payload = nil
+		}
+		read[at{seg, off}] = ev
+		return nil
+	}
+	var werr error
+	lw.emit = func(e *walkedEvent) error {
+		k := at{e.seg, e.off}
+		ev, ok := read[k]
+		delete(read, k)
+		if !ok || e.hidden || e.removed || ev.Header.Kind.Category() == CategorySystem {
+			if e.hidden {
+				rep.Unconfirmed++
+			}
+			return nil
+		}
+		if err := enc.Encode(Exported(ev)); err != nil {
+			werr = err
+			return err
+		}
+		rep.Events++
+		return nil
+	}
+	// reset forgets a batch or fence the damage cut: its items are not
+	// confirmed.
+	reset := func() error {
+		lw.dropBatch()
+		return lw.endFence(false)
+	}
+
+	for _, id := range ids {
+		path := filepath.Join(dir, format.SegmentName(id))
+		data, _, release, err := loadSegment(fsys, path, id)
+		if err != nil {
+			size := int64(0)
+			if fi, serr := os.Stat(path); serr == nil {
+				size = fi.Size()
+			}
+			rep.Skipped = append(rep.Skipped, SalvageSkip{File: path, Length: size, Reason: err.Error()})
+			if err := reset(); err != nil {
+				return rep, err
+			}
+			continue
+		}
+		if why := format.CheckSegmentHeader(data, id); why != "" {
+			release()
+			rep.Skipped = append(rep.Skipped, SalvageSkip{File: path, Length: int64(len(data)), Reason: why})
+			if err := reset(); err != nil {
+				return rep, err
+			}
+			continue
+		}
+		rep.Segments++
+		off := format.SegmentHeaderSize
+		for off < len(data) {
+			end, tail, err := format.ScanFrames(data, off, func(o int, rec []byte) error { return lw.frame(id, o, rec) })
+			if werr != nil {
+				release()
+				return rep, werr
+			}
+			if err != nil {
+				// A frame that reads whole but cannot be taken (its payload
+				// digest, a batch item whose batch-begin the damage took):
+				// skip that frame.
+				n := format.FrameHeaderSize
+				if rec, ok := format.FrameAt(data, end); ok {
+					n += len(rec)
+				}
+				rep.Skipped = append(rep.Skipped, SalvageSkip{File: path, Offset: int64(end), Length: int64(n), Reason: unprefixed(err)})
+				delete(read, at{id, end})
+				if err := reset(); err != nil {
+					release()
+					return rep, err
+				}
+				off = end + n
+				continue
+			}
+			if tail == format.TailClean {
+				break
+			}
+			next := len(data)
+			for p := end + 1; p+format.FrameHeaderSize+format.MinRecordSize <= len(data); p++ {
+				if rec, ok := format.FrameAt(data, p); ok && format.KnownRecord(rec) {
+					next = p
+					break
+				}
+			}
+			reason := "unreadable frame"
+			if tail == format.TailTorn {
+				reason = "torn tail (a write cut short)"
+			}
+			rep.Skipped = append(rep.Skipped, SalvageSkip{File: path, Offset: int64(end), Length: int64(next - end), Reason: reason})
+			if err := reset(); err != nil {
+				release()
+				return rep, err
+			}
+			off = next
+		}
+		release()
+	}
+	if _, _, err := lw.finish(); err != nil {
+		return rep, err
+	}
+	rep.Unconfirmed += len(read)
+	if werr != nil {
+		return rep, werr
+	}
+	if err := bw.Flush(); err != nil {
+		return rep, fmt.Errorf("batpak: salvage export: %w", err)
+	}
+	return rep, nil
+}
+
+// unprefixed is err's message without core's "batpak: " prefix.
+func unprefixed(err error) string {
+	msg := err.Error()
+	if len(msg) > 8 && msg[:8] == "batpak: " {
+		return msg[8:]
+	}
+	return msg
+}

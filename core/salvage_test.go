@@ -1,0 +1,162 @@
+package core_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/batpak-go/batpak/core"
+)
+
+// TestSalvageExport: from a store whose middle segment has a damaged
+// frame (which Open and OpenReadOnly refuse), SalvageExport writes every
+// other event, in log order, reports the skipped range, changes nothing;
+// a batch whose commit record is in the damaged range is left out and
+// counted unconfirmed.
+func TestSalvageExport(t *testing.T) {
+	s := openStore(t, func(c *core.Config) { c.SegmentMaxBytes = 64 << 10 })
+	dir := s.Dir()
+	c := mustCoord(t, "order:1", "shop")
+	k := core.MustKind(1, 1)
+	pad := string(bytes.Repeat([]byte("x"), 400))
+	const n = 300
+	for i := range n {
+		mustAppend(t, s, c, k, fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad))
+	}
+	var want bytes.Buffer
+	if _, err := s.Export(&want, core.All(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Intact: the same lines as Export.
+	var got bytes.Buffer
+	rep, err := core.SalvageExport(dir, &got)
+	if err != nil || rep.Events != n || len(rep.Skipped) != 0 || got.String() != want.String() {
+		t.Fatalf("intact store: %+v, %v; same as Export: %v", rep, err, got.String() == want.String())
+	}
+
+	segs := segmentFiles(t, dir)
+	if len(segs) < 3 {
+		t.Fatalf("%d segments, want several", len(segs))
+	}
+	data, frs := readFrames(t, segs[1])
+	victim := frs[len(frs)/2]
+	data[victim.recStart()+victim.Len-3] ^= 0xFF // inside the payload: the frame's checksum fails
+	if err := os.WriteFile(segs[1], data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := core.OpenReadOnly(testConfig(dir)); !errors.Is(err, core.ErrCorrupt) {
+		t.Fatalf("OpenReadOnly of the damaged store: %v, want ErrCorrupt", err)
+	}
+	before := dirSizes(t, dir)
+
+	got.Reset()
+	rep, err = core.SalvageExport(dir, &got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Events != n-1 || len(rep.Skipped) != 1 || rep.Skipped[0].File != segs[1] ||
+		rep.Skipped[0].Offset != int64(victim.Off) || rep.Skipped[0].Length != int64(victim.end()-victim.Off) {
+		t.Fatalf("salvage report %+v; damaged frame at %d..%d of %s", rep, victim.Off, victim.end(), segs[1])
+	}
+	// In log order, the damaged event missing, every other line as Export wrote it.
+	wantLines := bytes.Split(bytes.TrimSpace(want.Bytes()), []byte("\n"))
+	gotLines := bytes.Split(bytes.TrimSpace(got.Bytes()), []byte("\n"))
+	j := 0
+	for _, l := range wantLines {
+		if j < len(gotLines) && bytes.Equal(l, gotLines[j]) {
+			j++
+		}
+	}
+	if j != len(gotLines) || len(gotLines) != n-1 {
+		t.Errorf("salvaged lines are not Export's lines in order less one (%d matched of %d)", j, len(gotLines))
+	}
+	if after := dirSizes(t, dir); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("SalvageExport changed the directory: %v → %v", before, after)
+	}
+}
+
+// TestSalvageExportUnconfirmedBatch: the items of a batch whose commit
+// record is lost are read but not exported.
+func TestSalvageExportUnconfirmedBatch(t *testing.T) {
+	s := openStore(t)
+	dir := s.Dir()
+	c := mustCoord(t, "order:1", "shop")
+	mustAppend(t, s, c, core.MustKind(1, 1), `{}`)
+	items := make([]core.BatchItem, 3)
+	for i := range items {
+		items[i] = core.BatchItem{Coordinate: c, Kind: core.MustKind(1, 2), Payload: fmt.Appendf(nil, `{"i":%d}`, i)}
+	}
+	if _, err := s.AppendBatch(context.Background(), items); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, s, c, core.MustKind(1, 3), `{"after":true}`)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seg := lastSegment(t, dir)
+	data, frs := readFrames(t, seg)
+	// Frames: event, batch-begin, 3 items, batch-commit, event.
+	commit := frs[len(frs)-2]
+	data[commit.recStart()] ^= 0xFF
+	if err := os.WriteFile(seg, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	rep, err := core.SalvageExport(dir, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Events != 2 || rep.Unconfirmed != 3 || len(rep.Skipped) != 1 {
+		t.Fatalf("report %+v", rep)
+	}
+	sc := bufio.NewScanner(&out)
+	var kinds []string
+	for sc.Scan() {
+		var ev core.ExportedEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatal(err)
+		}
+		kinds = append(kinds, ev.Kind)
+	}
+	if fmt.Sprint(kinds) != "[0x1:0x1 0x1:0x3]" {
+		t.Errorf("exported kinds %v, want the two events outside the batch", kinds)
+	}
+}
+
+// TestVerifyCountsStubsApart: after a compaction removes events, Verify
+// still checks their stubs but reports them in Removed, and calls its
+// progress function once per segment with the true total.
+func TestVerifyCountsStubsApart(t *testing.T) {
+	s := openStore(t, func(c *core.Config) { c.SegmentMaxBytes = 64 << 10 })
+	c := mustCoord(t, "order:1", "shop")
+	pad := string(bytes.Repeat([]byte("x"), 400))
+	for i := range 300 {
+		mustAppend(t, s, c, core.MustKind(1, 1), fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad))
+	}
+	crep, err := s.Compact(context.Background(), core.CompactConfig{MaxPerEntity: 10})
+	if err != nil || crep.EventsRemoved == 0 {
+		t.Fatalf("Compact: %+v, %v", crep, err)
+	}
+	var calls []int
+	total := -1
+	rep, err := s.VerifyProgress(func(done, all int) { calls = append(calls, done); total = all })
+	if err != nil {
+		t.Fatal(err)
+	}
+	visible := len(mustQuery(t, s, core.All()))
+	if rep.Removed != crep.EventsRemoved || rep.Events-rep.Removed != visible {
+		t.Errorf("Verify %+v after removing %d; %d events visible", rep, crep.EventsRemoved, visible)
+	}
+	if total != rep.Segments || len(calls) != rep.Segments || calls[len(calls)-1] != rep.Segments {
+		t.Errorf("progress calls %v of %d, report %+v", calls, total, rep)
+	}
+}
