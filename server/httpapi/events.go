@@ -492,7 +492,7 @@ func (a *API) verify(c *call) error {
 		return err
 	}
 	return writeJSON(c.w, http.StatusOK, map[string]any{"ok": true, "segments": rep.Segments, "events": rep.Events,
-		"hidden": rep.Hidden, "entities": rep.Entities})
+		"hidden": rep.Hidden, "entities": rep.Entities, "removed": rep.Removed})
 }
 
 func (a *API) export(c *call) error {
