@@ -140,7 +140,8 @@ func (f *footer) replay(lw *logWalker, from int, ck *checkpointInfo, ix *index.I
 			return stale("bad item")
 		}
 		ev := walkedEvent{seg: f.key, off: off, seq: it.Seq, id: it.ID, clock: it.Clock, ts: it.Timestamp, kind: Kind(it.Kind),
-			hash: it.Hash, entity: f.names[it.Entity], scope: f.names[it.Scope], idem: it.Idem}
+			hash: it.Hash, entity: f.names[it.Entity], scope: f.names[it.Scope], idem: it.Idem,
+			cause: it.Cause, corr: it.Corr}
 		if len(ev.idem) == 0 {
 			ev.idem = nil
 		}
