@@ -14,7 +14,7 @@ package format
 //	correlation groups u32 × (correlation id [16], members u32, sequence u32 × members) |
 //	CRC32C of all before it u32
 const (
-	CheckpointName  = "index.ckpt"
+	CheckpointName = "index.ckpt"
 	// CheckpointMagic names the layout; a checkpoint of an earlier layout
 	// ("BPCKPT01", without causal links) is ignored and the log read.
 	CheckpointMagic = "BPCKPT02"
