@@ -15,6 +15,8 @@
 //	batpak query [--entity-prefix P] [--scope S] [--kind K] [--category C]
 //	             [--clock-min N] [--clock-max N] [--limit N] [--json]
 //	batpak ancestors ID [--limit N] [--json]
+//	batpak descendants ID [--limit N] [--depth N] [-o tree|dot|json] [--json]
+//	batpak correlation ID [--limit N] [-o tree|dot|json] [--json]
 //	batpak verify
 //	batpak stats [--json]
 //	batpak demo [--orders N]

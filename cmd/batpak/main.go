@@ -161,7 +161,7 @@ tenant" and "batpak key" administer that server.`,
 	)
 	root.AddCommand(
 		newAppendCmd(a), newDemoCmd(a),
-		newGetCmd(a), newQueryCmd(a), newAncestorsCmd(a),
+		newGetCmd(a), newQueryCmd(a), newAncestorsCmd(a), newDescendantsCmd(a), newCorrelationCmd(a),
 		newVerifyCmd(a), newStatsCmd(a), newConfigCmd(a),
 		newPolicyCmd(a),
 		newExportCmd(a), newImportCmd(a), newSnapshotCmd(a), newRedactCmd(a), newCompactCmd(a), newSealCmd(a),
