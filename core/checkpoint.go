@@ -156,6 +156,9 @@ func (r *ckReader) u64() uint64 { return le.Uint64(r.take(8)) }
 
 func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, error) {
 	if len(b) < len(format.CheckpointMagic)+4 || string(b[:len(format.CheckpointMagic)]) != format.CheckpointMagic {
+		if string(b[:min(len(b), len(format.CheckpointMagicV1))]) == format.CheckpointMagicV1 {
+			return nil, errors.New("an earlier layout (" + format.CheckpointMagicV1 + ", without causal links); Close writes the current one")
+		}
 		return nil, fmt.Errorf("%w: bad magic", errBadCheckpoint)
 	}
 	body := b[:len(b)-4]

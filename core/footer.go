@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -75,6 +76,9 @@ func readFooter(fsys vfs.FS, dir string, key uint32) (*footer, string) {
 	}
 	ff, err := format.DecodeFooter(b)
 	if err != nil {
+		if bytes.HasPrefix(b, []byte(format.FooterMagicV2)) {
+			return nil, "an earlier layout (" + format.FooterMagicV2 + ", without causal links); the sealer rewrites it"
+		}
 		return nil, err.Error()
 	}
 	if ff.Key != key {

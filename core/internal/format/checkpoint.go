@@ -18,6 +18,8 @@ const (
 	// CheckpointMagic names the layout; a checkpoint of an earlier layout
 	// ("BPCKPT01", without causal links) is ignored and the log read.
 	CheckpointMagic = "BPCKPT02"
+	// CheckpointMagicV1 is the earlier layout's magic.
+	CheckpointMagicV1 = "BPCKPT01"
 	// CheckpointHeaderSize is the fixed part before the segment list:
 	// magic, watermark segment, watermark offset, entries.
 	CheckpointHeaderSize = 8 + 4 + 8 + 4

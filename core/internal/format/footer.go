@@ -24,6 +24,8 @@ const (
 	// ("BPFOOT02", without causation and correlation ids) is refused
 	// (ErrFooterMagic) and its segment scanned instead.
 	FooterMagic = "BPFOOT03"
+	// FooterMagicV2 is the earlier layout's magic.
+	FooterMagicV2 = "BPFOOT02"
 	// FooterHeaderSize is the fixed part before the name table.
 	FooterHeaderSize = 8 + 4 + 8 + 8 + 8 + 16
 	// Offsets within an item.
