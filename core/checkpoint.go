@@ -244,14 +244,23 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 		ix.SetIdem(k, r.u32())
 	}
 	ngroups := int(r.u32())
+	if ngroups < 0 || ngroups > (len(body)-r.off)/20 {
+		return nil, fmt.Errorf("%w: %d correlation groups", errBadCheckpoint, ngroups)
+	}
+	ix.ReserveCorrelationGroups(ngroups)
+	// Every group's members in one allocation (each group's slice capped,
+	// so a later append to one copies it rather than overwrite the next).
+	backing := make([]uint32, 0, max(0, (len(body)-r.off-20*ngroups)/4))
 	for i := 0; i < ngroups && r.err == nil; i++ {
 		var corr [16]byte
 		copy(corr[:], r.take(16))
 		m := int(r.u32())
-		if m <= 0 || m > int(n) {
+		if m <= 0 || m > int(n) || m > cap(backing)-len(backing) {
 			return nil, fmt.Errorf("%w: correlation group %d has %d members", errBadCheckpoint, i, m)
 		}
-		seqs := make([]uint32, m)
+		start := len(backing)
+		backing = backing[:start+m]
+		seqs := backing[start : start+m : start+m]
 		for j := range seqs {
 			seqs[j] = r.u32()
 			if seqs[j] >= n || (j > 0 && seqs[j] <= seqs[j-1]) {

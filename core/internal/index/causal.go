@@ -45,6 +45,14 @@ func (ix *Index) CorrelationGroups() iter.Seq2[[16]byte, []uint32] {
 // lock.
 func (ix *Index) NumCorrelationGroups() int { return len(ix.corr) }
 
+// ReserveCorrelationGroups makes room for n correlation groups in an index
+// that has none yet. Only Open calls it (restoring a checkpoint).
+func (ix *Index) ReserveCorrelationGroups(n int) {
+	if len(ix.corr) == 0 {
+		ix.corr = make(map[[16]byte][]uint32, n)
+	}
+}
+
 // SetCorrelationGroup files seqs (in order) under correlation id corr.
 // Only Open calls it (restoring a checkpoint), on an index no one else
 // sees yet.
