@@ -70,6 +70,17 @@ func (s *Store) SubmitReaction(ctx context.Context, coord Coordinate, kind Kind,
 	return s.submitAs(ctx, ActionReaction, coord, kind, payload, AppendOptions{CorrelationID: correlation, CausationID: causation})
 }
 
+// TrySubmitReaction is SubmitReaction that never blocks: under
+// back-pressure (see TrySubmit) it writes nothing and returns a
+// *RetryError; while a fence is active, ErrFenceActive.
+func (s *Store) TrySubmitReaction(ctx context.Context, coord Coordinate, kind Kind, payload []byte, correlation, causation EventID) (*Ticket, error) {
+	r, err := s.newAppend(ctx, ActionReaction, coord, kind, payload, AppendOptions{CorrelationID: correlation, CausationID: causation}, true)
+	if err != nil {
+		return nil, err
+	}
+	return s.tryEnqueue(r)
+}
+
 // TrySubmit is Submit that never blocks: when the writer mailbox holds at
 // least Config.PressureRetryPct percent of its capacity it writes nothing
 // and returns a *RetryError (errors.Is(err, ErrRetry)) with a suggested
@@ -91,7 +102,7 @@ func (s *Store) TrySubmitWithOptions(ctx context.Context, coord Coordinate, kind
 // goroutine. The event is built in place in the request (one allocation
 // besides the payload copy).
 func (s *Store) newAppend(ctx context.Context, action Action, coord Coordinate, kind Kind, payload []byte, opts AppendOptions, copyPayload bool) (*request, error) {
-	if err := s.checkEvent(coord, kind, payload, &opts); err != nil {
+	if err := s.checkEvent(coord, kind, payload, &opts, action == ActionReaction); err != nil {
 		return nil, err
 	}
 	r := &request{op: opAppend}
@@ -105,8 +116,8 @@ func (s *Store) newAppend(ctx context.Context, action Action, coord Coordinate, 
 
 // prepareEvent validates one event and computes what the writer needs:
 // id and payload digest.
-func (s *Store) prepareEvent(_ context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions, copyPayload bool) (eventReq, error) {
-	if err := s.checkEvent(coord, kind, payload, &opts); err != nil {
+func (s *Store) prepareEvent(_ context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions, copyPayload, reaction bool) (eventReq, error) {
+	if err := s.checkEvent(coord, kind, payload, &opts, reaction); err != nil {
 		return eventReq{}, err
 	}
 	var ev eventReq
@@ -114,10 +125,11 @@ func (s *Store) prepareEvent(_ context.Context, coord Coordinate, kind Kind, pay
 	return ev, nil
 }
 
-// checkEvent is prepareEvent's validation: a user kind, an unreserved
-// entity, a writable store, then validateWrite.
-func (s *Store) checkEvent(coord Coordinate, kind Kind, payload []byte, opts *AppendOptions) error {
-	if err := kind.validUser(); err != nil {
+// checkEvent is prepareEvent's validation: a kind the application may
+// write (a named effect kind only in a reaction), an unreserved entity, a
+// writable store, then validateWrite.
+func (s *Store) checkEvent(coord Coordinate, kind Kind, payload []byte, opts *AppendOptions, reaction bool) error {
+	if err := kind.validWrite(reaction, opts.CausationID); err != nil {
 		return err
 	}
 	if err := checkUnreserved(coord); err != nil {

@@ -82,6 +82,32 @@ func (s *Store) TrySubmitBatch(ctx context.Context, items []BatchItem) (*BatchTi
 	return r.bt, nil
 }
 
+// AppendReactionBatch writes items atomically, as AppendBatch does, as
+// reactions to the event causation in the conversation correlation: every
+// item gets correlation as its correlation id, and every item that names
+// no cause of its own (NoCausation and a zero Options.CausationID) gets
+// causation as its cause; PriorItem and CausedBy items keep theirs. Items
+// may carry the named effect kinds (see Kind). The gate sees the batch as
+// ActionReaction. Errors and limits as AppendBatch; items is not changed.
+func (s *Store) AppendReactionBatch(ctx context.Context, correlation, causation EventID, items []BatchItem) ([]Receipt, error) {
+	own := make([]BatchItem, len(items))
+	for i, it := range items {
+		it.Options.CorrelationID = correlation
+		if it.Causation.kind == 0 && it.Options.CausationID.IsZero() {
+			it.Options.CausationID = causation
+		}
+		own[i] = it
+	}
+	r, err := s.newBatch(ctx, ActionReaction, own)
+	if err != nil || r == nil {
+		return nil, err
+	}
+	if _, err := s.enqueue(r); err != nil {
+		return nil, err
+	}
+	return r.bt.Wait(ctx)
+}
+
 // emptyOr turns newBatch's "nothing to write" into a resolved ticket.
 func emptyOr(r *request, err error) (*BatchTicket, error) {
 	if err != nil {
@@ -137,7 +163,7 @@ func (s *Store) newBatch(ctx context.Context, action Action, items []BatchItem) 
 			}
 			keys[k] = i
 		}
-		ev, err := s.prepareEvent(ctx, it.Coordinate, it.Kind, it.Payload, opts, true)
+		ev, err := s.prepareEvent(ctx, it.Coordinate, it.Kind, it.Payload, opts, true, action == ActionReaction)
 		if err != nil {
 			return nil, &BatchItemError{Index: i, Err: err}
 		}

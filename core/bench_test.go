@@ -235,6 +235,9 @@ func TestMain(m *testing.M) {
 	if big.dir != "" {
 		os.RemoveAll(big.dir)
 	}
+	if causalBig.dir != "" {
+		os.RemoveAll(causalBig.dir)
+	}
 	os.Exit(code)
 }
 

@@ -40,7 +40,7 @@ func (s *Store) writeCheckpoint(seg uint32, end int64) error {
 	ix := s.ix
 	ix.RLock()
 	defer ix.RUnlock()
-	b := make([]byte, 0, 64+int(ix.Len())*43)
+	b := make([]byte, 0, 64+int(ix.Len())*51)
 	b = append(b, format.CheckpointMagic...)
 	b = le.AppendUint32(b, seg)
 	b = le.AppendUint64(b, uint64(end))
@@ -87,12 +87,22 @@ func (s *Store) writeCheckpoint(seg uint32, end int64) error {
 		b = le.AppendUint64(b, e.Clock)
 		b = le.AppendUint16(b, e.Kind)
 		b = append(b, e.Flags)
+		b = le.AppendUint32(b, e.Child)
+		b = le.AppendUint32(b, ix.Sibling(seq))
 	}
 	b = le.AppendUint32(b, uint32(ix.NumIdems()))
 	for k, seq := range ix.Idems() {
 		b = le.AppendUint16(b, uint16(len(k)))
 		b = append(b, k...)
 		b = le.AppendUint32(b, seq)
+	}
+	b = le.AppendUint32(b, uint32(ix.NumCorrelationGroups()))
+	for corr, seqs := range ix.CorrelationGroups() {
+		b = append(b, corr[:]...)
+		b = le.AppendUint32(b, uint32(len(seqs)))
+		for _, q := range seqs {
+			b = le.AppendUint32(b, q)
+		}
 	}
 	b = le.AppendUint32(b, format.CRC32C(b))
 	return segment.WriteFileAtomic(s.fs, s.cfg.Dir, format.CheckpointName, b, true)
@@ -146,6 +156,9 @@ func (r *ckReader) u64() uint64 { return le.Uint64(r.take(8)) }
 
 func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, error) {
 	if len(b) < len(format.CheckpointMagic)+4 || string(b[:len(format.CheckpointMagic)]) != format.CheckpointMagic {
+		if string(b[:min(len(b), len(format.CheckpointMagicV1))]) == format.CheckpointMagicV1 {
+			return nil, errors.New("an earlier layout (" + format.CheckpointMagicV1 + ", without causal links); Close writes the current one")
+		}
 		return nil, fmt.Errorf("%w: bad magic", errBadCheckpoint)
 	}
 	body := b[:len(b)-4]
@@ -207,8 +220,14 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 		e.Clock = r.u64()
 		e.Kind = r.u16()
 		e.Flags = r.take(1)[0]
+		e.Child = r.u32()
+		sib := r.u32()
 		if int(e.Entity) >= ix.NumEntities() || int(e.Scope) >= ix.NumScopes() {
 			return nil, fmt.Errorf("%w: entry %d names an unknown entity or scope", errBadCheckpoint, seq)
+		}
+		// A child comes after its cause; the next sibling before it.
+		if (e.Child != 0 && (e.Child-1 <= seq || e.Child > n)) || (sib != 0 && sib-1 >= seq) {
+			return nil, fmt.Errorf("%w: entry %d has causal links out of order", errBadCheckpoint, seq)
 		}
 		if !EventID(e.ID).IsZero() {
 			ck.located++
@@ -216,12 +235,39 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 		if e.Flags&index.Hidden != 0 {
 			ck.hidden++
 		}
-		ix.InsertLocked(seq, e, "")
+		ix.InsertLocked(seq, e, "", index.Links{})
+		ix.SetSibling(seq, sib)
 	}
 	nid := int(r.u32())
 	for i := 0; i < nid && r.err == nil; i++ {
 		k := string(r.take(int(r.u16())))
 		ix.SetIdem(k, r.u32())
+	}
+	ngroups := int(r.u32())
+	if ngroups < 0 || ngroups > (len(body)-r.off)/20 {
+		return nil, fmt.Errorf("%w: %d correlation groups", errBadCheckpoint, ngroups)
+	}
+	ix.ReserveCorrelationGroups(ngroups)
+	// Every group's members in one allocation (each group's slice capped,
+	// so a later append to one copies it rather than overwrite the next).
+	backing := make([]uint32, 0, max(0, (len(body)-r.off-20*ngroups)/4))
+	for i := 0; i < ngroups && r.err == nil; i++ {
+		var corr [16]byte
+		copy(corr[:], r.take(16))
+		m := int(r.u32())
+		if m <= 0 || m > int(n) || m > cap(backing)-len(backing) {
+			return nil, fmt.Errorf("%w: correlation group %d has %d members", errBadCheckpoint, i, m)
+		}
+		start := len(backing)
+		backing = backing[:start+m]
+		seqs := backing[start : start+m : start+m]
+		for j := range seqs {
+			seqs[j] = r.u32()
+			if seqs[j] >= n || (j > 0 && seqs[j] <= seqs[j-1]) {
+				return nil, fmt.Errorf("%w: correlation group %d out of order", errBadCheckpoint, i)
+			}
+		}
+		ix.SetCorrelationGroup(corr, seqs)
 	}
 	if r.err != nil {
 		return nil, r.err

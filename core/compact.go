@@ -77,6 +77,11 @@ type CompactConfig struct {
 	// records, log salvage, fence expiry) too. By default they are kept
 	// whole, so retention cannot bury the audit trail.
 	StoreRecords bool
+	// MinSegments, when positive, is how many sealed segments there must be
+	// for Compact to do anything (batpak 0.4.1's min_segments): with fewer
+	// it reads, asks and changes nothing and reports Skipped. 0 (the
+	// default): no minimum. Negative is refused (ErrInvalidOptions).
+	MinSegments int
 
 	// pack: the sealer's rewrite of one segment into a packed file, byte
 	// for byte (no stub shrinking), so every event keeps its offset.
@@ -105,7 +110,10 @@ type CompactReport struct {
 	DiskBytesReclaimed int64
 	EventsRemoved      int
 	EventsTombstoned   int
-	Elapsed            time.Duration
+	// Skipped: fewer segments were sealed than CompactConfig.MinSegments,
+	// so nothing was done.
+	Skipped bool
+	Elapsed time.Duration
 }
 
 const (
@@ -134,9 +142,15 @@ func (s *Store) Compact(ctx context.Context, cfg CompactConfig) (CompactReport, 
 	if s.maintClosed {
 		return CompactReport{}, ErrClosed
 	}
+	if cfg.MinSegments < 0 {
+		return CompactReport{}, fmt.Errorf("%w: CompactConfig.MinSegments is %d; want 0 (no minimum) or more", ErrInvalidOptions, cfg.MinSegments)
+	}
 	sealed, err := s.sealedKeys()
 	if err != nil {
 		return CompactReport{}, err
+	}
+	if len(sealed) < cfg.MinSegments {
+		return CompactReport{Skipped: true}, nil
 	}
 	strategy := &CompactStrategy{Merge: cfg.Merge, MaxAge: cfg.MaxAge, MaxPerEntity: cfg.MaxPerEntity, Keep: cfg.Keep != nil, Tombstone: cfg.Tombstone != nil}
 	return s.compactLocked(ctx, sealed, cfg, true, func(affected map[string]int, rep *CompactReport) error {

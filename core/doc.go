@@ -16,7 +16,11 @@
 //
 // An event lives at a Coordinate (Entity: the stream whose clock and hash
 // chain it extends; Scope: the partition it is filed under) and has a Kind
-// (4-bit category, 12-bit type). Payloads are I-JSON (RFC 7493): one JSON
+// (4-bit category, 12-bit type). Applications write categories 0x1–0xC
+// and 0xE–0xF; the named effect kinds of category 0xD (KindEffectAck, …)
+// only as reactions naming their cause (AppendReaction, SubmitReaction,
+// TrySubmitReaction, AppendReactionBatch); category 0x0 holds the store's
+// own records (AppendSystem; see Kind). Payloads are I-JSON (RFC 7493): one JSON
 // value in UTF-8, nested at most Config.MaxJSONDepth deep, no object
 // repeating a member name (names compared with escapes decoded, as the
 // policy reads them); every write path refuses anything else with a
@@ -164,8 +168,12 @@
 // # Reads
 //
 // Get, Query (by Region, in global order), Stream (one entity, in clock
-// order), ByScope, ByFact and Ancestors (causation links) are served from
-// the in-memory index; payloads are read from memory-mapped segment files
+// order), ByScope, ByFact, Ancestors (causation links upwards),
+// Descendants (what an event caused, transitively) and Correlation (every
+// event of one conversation) are served from the in-memory index, which
+// keeps the causation and correlation links (about 4 bytes per event, see
+// causal.go), so the last two never scan the log and are bounded
+// (CausalLimits, with a Truncated flag); payloads are read from memory-mapped segment files
 // and checked against their CRC. At most Config.FDBudget segments are
 // mapped at once. Region is the one predicate type: All, Entity(prefix),
 // Scope(exact), narrowed with WithKind, WithCategory and WithClockRange.
@@ -309,8 +317,9 @@
 // and reports it in Diagnostics().Open (Path, Footers, SegmentsScanned,
 // Restored, TailReplayed, Elapsed); every path yields the same index:
 //
-//  1. checkpoint — index.ckpt, the whole index written at Close (temporary
-//     file, fsync, rename) with its watermark. It is loaded, the frames it
+//  1. checkpoint — index.ckpt, the whole index (causal links included; a
+//     checkpoint of the earlier layout without them is not used) written
+//     at Close (temporary file, fsync, rename) with its watermark. It is loaded, the frames it
 //     covers in plain segments are CRC-checked against it (no decoding),
 //     and only the log after the watermark is read. A checkpoint that is
 //     damaged, from another store, or names files or places that do not
@@ -318,8 +327,9 @@
 //  2. footers — "<segment>.idx" beside each segment, written when it is
 //     sealed (rotation, by the background sealer; Close, for the segment
 //     being written; compaction, for what it writes): each frame's
-//     recovery data (ids, sequences, clocks, hashes, names, batch and
-//     fence records), replayed through the same walk as the frames. A
+//     recovery data (ids, sequences, clocks, hashes, names, causation and
+//     correlation ids, batch and fence records; a footer of the earlier
+//     layout without the two ids is not used), replayed through the same walk as the frames. A
 //     footer is used only when its CRC holds and the frame it says ends
 //     its part of the segment is there with the CRC it recorded; frames
 //     after that end are scanned. Other segments are scanned.

@@ -230,7 +230,7 @@ func (w *writer) endFenceOp(r *request) {
 		ix.Lock()
 		for i := range f.pend {
 			p := &f.pend[i]
-			ix.InsertLocked(p.seq, p.e, p.idem)
+			ix.InsertLocked(p.seq, p.e, p.idem, index.Links{Cause: p.cause, Corr: p.corr})
 			p.fenced = false
 		}
 		ix.Unlock()
@@ -259,7 +259,7 @@ func (w *writer) cancelFence(err error) {
 	for i := range f.pend {
 		p := &f.pend[i]
 		p.e.Flags |= index.Hidden
-		ix.InsertLocked(p.seq, p.e, "")
+		ix.InsertLocked(p.seq, p.e, "", index.Links{})
 	}
 	ix.Unlock()
 	for _, h := range f.held {

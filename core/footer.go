@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -75,6 +76,9 @@ func readFooter(fsys vfs.FS, dir string, key uint32) (*footer, string) {
 	}
 	ff, err := format.DecodeFooter(b)
 	if err != nil {
+		if bytes.HasPrefix(b, []byte(format.FooterMagicV2)) {
+			return nil, "an earlier layout (" + format.FooterMagicV2 + ", without causal links); the sealer rewrites it"
+		}
 		return nil, err.Error()
 	}
 	if ff.Key != key {
@@ -140,7 +144,8 @@ func (f *footer) replay(lw *logWalker, from int, ck *checkpointInfo, ix *index.I
 			return stale("bad item")
 		}
 		ev := walkedEvent{seg: f.key, off: off, seq: it.Seq, id: it.ID, clock: it.Clock, ts: it.Timestamp, kind: Kind(it.Kind),
-			hash: it.Hash, entity: f.names[it.Entity], scope: f.names[it.Scope], idem: it.Idem}
+			hash: it.Hash, entity: f.names[it.Entity], scope: f.names[it.Scope], idem: it.Idem,
+			cause: it.Cause, corr: it.Corr}
 		if len(ev.idem) == 0 {
 			ev.idem = nil
 		}

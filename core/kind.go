@@ -7,8 +7,22 @@ import (
 )
 
 // Kind is an event's type: a 4-bit category in the top bits and a 12-bit type
-// in the low bits. Categories 0x0 (system) and 0xD (effects) are reserved for
-// batpak itself; build user kinds with CustomKind.
+// in the low bits. Build user kinds with CustomKind.
+//
+// Which categories an application may write:
+//
+//   - 0x1–0xC and 0xE–0xF: its own kinds, through every write path.
+//   - 0xD, effects: only the named effect kinds (KindEffectError,
+//     KindEffectRetry, KindEffectAck, KindEffectBackpressure,
+//     KindEffectCancel, KindEffectConflict; batpak 0.4.1's EFFECT_*
+//     constants), and only as reactions naming the event they are about (a
+//     non-zero causation id): AppendReaction, SubmitReaction,
+//     TrySubmitReaction, AppendReactionBatch. Any other 0xD kind, or an
+//     effect kind through any other path (Append, batches, fences, outboxes,
+//     Import, React), is refused with a *KindError.
+//   - 0x0, system: the store's own records. Application code writes them
+//     only through AppendSystem, which the Admission judges; every other
+//     path refuses them.
 type Kind uint16
 
 const (
@@ -19,6 +33,74 @@ const (
 	// MaxKindType is the largest type number within a category.
 	MaxKindType = 0xFFF
 )
+
+// The effect kinds batpak 0.4.1 names (category 0xD). An application
+// writes them as reactions (see Kind); IsEffect reports the category.
+const (
+	KindEffectError        Kind = 0xD001 // an error was observed while processing the cause
+	KindEffectRetry        Kind = 0xD002 // the cause is being retried
+	KindEffectAck          Kind = 0xD004 // the cause is acknowledged
+	KindEffectBackpressure Kind = 0xD005 // producers of the cause should slow down
+	KindEffectCancel       Kind = 0xD006 // the cause (a request) is cancelled
+	KindEffectConflict     Kind = 0xD007 // the cause met a conflict
+)
+
+// The system kinds batpak 0.4.1 names (category 0x0), for reading logs
+// that carry them; no application write path accepts them (see Kind), and
+// this store writes none of them itself. Two share their numbers with
+// records this store writes on its reserved entities (ReservedEntityPrefix):
+// 0x001 is also the policy package's bypass audit record and 0x002
+// KindMaintenanceAudit — tell them apart by entity.
+const (
+	KindSystemInit         Kind = 0x0001
+	KindSystemShutdown     Kind = 0x0002
+	KindSystemHeartbeat    Kind = 0x0003
+	KindSystemConfigChange Kind = 0x0004
+	KindSystemCheckpoint   Kind = 0x0005
+	// KindSystemBatchBegin and KindSystemBatchCommit name the crate's batch
+	// markers; this store's batch markers are record types, not events.
+	KindSystemBatchBegin  Kind = 0x0006
+	KindSystemBatchCommit Kind = 0x0007
+	// KindTombstone is the crate's compaction tombstone marker; this
+	// store's tombstones keep the event's own kind, Redacted.
+	KindTombstone Kind = 0x0FFE
+)
+
+// KindData is batpak 0.4.1's DATA kind: an ordinary user kind, 0x1:0x0.
+const KindData Kind = 0x1000
+
+// IsSystem reports whether k is in the system category, 0x0.
+func (k Kind) IsSystem() bool { return k.Category() == CategorySystem }
+
+// IsEffect reports whether k is in the effect category, 0xD.
+func (k Kind) IsEffect() bool { return k.Category() == CategoryEffect }
+
+// namedEffect reports whether k is one of the named effect kinds.
+func (k Kind) namedEffect() bool {
+	switch k {
+	case KindEffectError, KindEffectRetry, KindEffectAck, KindEffectBackpressure, KindEffectCancel, KindEffectConflict:
+		return true
+	}
+	return false
+}
+
+// validWrite reports whether an application may write k: a user kind, or,
+// for a reaction with a cause (reaction true, causation non-zero), a named
+// effect kind.
+func (k Kind) validWrite(reaction bool, causation EventID) error {
+	if !k.IsEffect() {
+		return k.validUser()
+	}
+	switch {
+	case !k.namedEffect():
+		return &KindError{k.Category(), k.Type(), "category 0xD holds only the named effect kinds (KindEffectError, …)"}
+	case !reaction:
+		return &KindError{k.Category(), k.Type(), "an effect kind is written as a reaction (AppendReaction, SubmitReaction, TrySubmitReaction, AppendReactionBatch)"}
+	case causation.IsZero():
+		return &KindError{k.Category(), k.Type(), "an effect kind needs the event it is about as its causation id"}
+	}
+	return nil
+}
 
 // CustomKind builds a user kind. It refuses the reserved categories 0x0 and
 // 0xD, categories above 0xF and types above 0xFFF with a *KindError

@@ -125,7 +125,7 @@ func checkpointRecord(b []byte) (logRecord, bool) {
 	for i := 0; i < nsc && r.err == nil; i++ {
 		r.take(int(r.u16()))
 	}
-	const entrySize = 16 + 4*4 + 8 + 2 + 1
+	const entrySize = 16 + 4*4 + 8 + 2 + 1 + 4 + 4
 	if !fits(int(n), entrySize) {
 		return logRecord{}, false
 	}
@@ -134,6 +134,15 @@ func checkpointRecord(b []byte) (logRecord, bool) {
 	for i := 0; i < nid && r.err == nil; i++ {
 		r.take(int(r.u16()))
 		r.u32()
+	}
+	ngroups := int(r.u32())
+	for i := 0; i < ngroups && r.err == nil; i++ {
+		r.take(16)
+		m := int(r.u32())
+		if !fits(m, 4) {
+			return logRecord{}, false
+		}
+		r.take(m * 4)
 	}
 	if r.err != nil || r.off != len(body) {
 		return logRecord{}, false

@@ -446,6 +446,6 @@ func (s *Store) indexWalked(ev *walkedEvent) error {
 	if ev.removed {
 		e.Flags |= index.Removed
 	}
-	ix.InsertLocked(uint32(ev.seq), e, idem)
+	ix.InsertLocked(uint32(ev.seq), e, idem, index.Links{Cause: ev.cause, Corr: ev.corr})
 	return nil
 }

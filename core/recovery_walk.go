@@ -41,6 +41,8 @@ type walkedEvent struct {
 	entity  []byte
 	scope   []byte
 	idem    []byte
+	cause   EventID
+	corr    EventID
 	hidden  bool
 	removed bool // a compaction stub: in the chain, never shown
 }
@@ -91,6 +93,7 @@ func (w *logWalker) frame(seg uint32, off int, rec []byte) error {
 			seg: seg, off: off, id: v.ID(), seq: v.Seq(), clock: v.Clock(), ts: v.Timestamp(),
 			kind: Kind(v.Kind()), hash: v.Hash(), prev: v.PrevHash(),
 			entity: v.Entity(), scope: v.Scope(), idem: v.Idem(),
+			cause: v.CausationID(), corr: v.CorrelationID(),
 		}
 		return w.event(ev, v.SysFlags())
 	}

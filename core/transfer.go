@@ -205,7 +205,7 @@ func (s *Store) importBatch(ctx context.Context, items []BatchItem, metas []impo
 	evs := make([]eventReq, len(keep))
 	for j, i := range keep {
 		it := &items[i]
-		ev, err := s.prepareEvent(ctx, it.Coordinate, it.Kind, it.Payload, it.Options, true)
+		ev, err := s.prepareEvent(ctx, it.Coordinate, it.Kind, it.Payload, it.Options, true, false)
 		if err != nil {
 			return 0, fmt.Errorf("batpak: import line %d: %w", metas[i].line, err)
 		}

@@ -446,7 +446,7 @@ func (w *writer) publish() {
 			w.fence.pend = append(w.fence.pend, *p)
 			continue
 		}
-		ix.InsertLocked(p.seq, p.e, p.idem)
+		ix.InsertLocked(p.seq, p.e, p.idem, index.Links{Cause: p.cause, Corr: p.corr})
 	}
 	ix.Unlock()
 	for i := range w.pend {

@@ -16,6 +16,8 @@
 //	             [--clock-min N] [--clock-max N] [--limit N] [-o FORMAT]
 //	             [--after ID|SEQ] [--since DURATION|TIME] [--follow]
 //	batpak ancestors ID [--limit N] [-o FORMAT]
+//	batpak descendants ID [--limit N] [--depth N] [-o tree|dot|json|yaml]
+//	batpak correlation ID [--limit N] [-o tree|dot|json|yaml]
 //	batpak verify [-o FORMAT] [--progress]
 //	batpak stats [-o FORMAT]
 //	batpak cursor ls | info NAME | reset NAME [--to SEQ | --to-end]   [-o FORMAT]

@@ -198,7 +198,7 @@ Data verbs print a table, or -o json (--json) / -o yaml. Exit codes: 0 ok,
 	)
 	root.AddCommand(
 		newAppendCmd(a), newDemoCmd(a),
-		newGetCmd(a), newQueryCmd(a), newAncestorsCmd(a),
+		newGetCmd(a), newQueryCmd(a), newAncestorsCmd(a), newDescendantsCmd(a), newCorrelationCmd(a),
 		newVerifyCmd(a), newStatsCmd(a), newConfigCmd(a),
 		newPolicyCmd(a),
 		newExportCmd(a), newImportCmd(a), newSnapshotCmd(a), newRedactCmd(a), newCompactCmd(a), newSealCmd(a),

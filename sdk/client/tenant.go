@@ -169,6 +169,43 @@ func (t *Tenant) Ancestors(ctx context.Context, id string, limit int) ([]Event, 
 	return out.Events, err
 }
 
+// CausalPage is what Descendants and Correlation return: events in global
+// order, and whether the bounds left some out.
+type CausalPage struct {
+	Events    []Event `json:"events"`
+	Truncated bool    `json:"truncated"`
+}
+
+// Descendants returns event id and what it caused, transitively, in global
+// order: at most limit events (0: the server's default, 100; capped at
+// 1000) and depth causation links below id (0: the server's default, 64;
+// capped at 1024). Truncated says the bounds left events out.
+func (t *Tenant) Descendants(ctx context.Context, id string, limit, depth int) (CausalPage, error) {
+	v := url.Values{}
+	if limit > 0 {
+		v.Set("limit", strconv.Itoa(limit))
+	}
+	if depth > 0 {
+		v.Set("depth", strconv.Itoa(depth))
+	}
+	var out CausalPage
+	err := t.c.do(ctx, request{method: "GET", path: t.path("/events/" + seg(id) + "/descendants"), query: v, safe: true}, &out)
+	return out, err
+}
+
+// Correlation returns every event of event id's conversation (the same
+// correlation id) in global order, the earliest limit of them (0: the
+// server's default, 100; capped at 1000). Truncated says more exist.
+func (t *Tenant) Correlation(ctx context.Context, id string, limit int) (CausalPage, error) {
+	v := url.Values{}
+	if limit > 0 {
+		v.Set("limit", strconv.Itoa(limit))
+	}
+	var out CausalPage
+	err := t.c.do(ctx, request{method: "GET", path: t.path("/events/" + seg(id) + "/correlation"), query: v, safe: true}, &out)
+	return out, err
+}
+
 // Stats returns the tenant's store summary, quotas and usage.
 func (t *Tenant) Stats(ctx context.Context) (Stats, error) {
 	var st Stats

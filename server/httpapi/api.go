@@ -229,6 +229,8 @@ func (a *API) table() []Route {
 		{Method: "GET", Path: t + "/events", Access: Tenant, Role: control.RoleReader, handler: a.queryEvents, stream: true},
 		{Method: "GET", Path: t + "/entities/{entity}/events", Access: Tenant, Role: control.RoleReader, handler: a.entityEvents},
 		{Method: "GET", Path: t + "/events/{id}/ancestors", Access: Tenant, Role: control.RoleReader, handler: a.ancestors},
+		{Method: "GET", Path: t + "/events/{id}/descendants", Access: Tenant, Role: control.RoleReader, handler: a.descendants},
+		{Method: "GET", Path: t + "/events/{id}/correlation", Access: Tenant, Role: control.RoleReader, handler: a.correlation},
 		{Method: "GET", Path: t + "/stats", Access: Tenant, Role: control.RoleReader, handler: a.stats},
 		{Method: "POST", Path: t + "/verify", Access: Tenant, Role: control.RoleAdmin, handler: a.verify, stream: true},
 		{Method: "GET", Path: t + "/export", Access: Tenant, Role: control.RoleAdmin, handler: a.export, stream: true},

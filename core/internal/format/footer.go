@@ -8,18 +8,24 @@ import (
 // Segment footers, "<segment name>.idx": for every frame of a sealed
 // segment, what recovery needs from it without the frame's bytes.
 //
-//	"BPFOOT02" | segment key u32 | covered end u64 | last frame offset u64 |
+//	"BPFOOT03" | segment key u32 | covered end u64 | last frame offset u64 |
 //	last event offset u64 (all ones: none) | last event id [16] |
 //	names u32 × (length u16, bytes) |
 //	items u32 × item | CRC32C of all before it u32
 //	item: type u8 | offset u32 | frame length u32 | then, for an event:
 //	  sequence u64, id [16], clock u64, timestamp i64, kind u16,
 //	  system flags u8, hash [32], entity name u32, scope name u32,
+//	  causation id [16], correlation id [16],
 //	  idempotency key (length u16, bytes);
 //	  for a batch or fence record: count u32, id u64
 const (
 	FooterSuffix = ".idx"
-	FooterMagic  = "BPFOOT02"
+	// FooterMagic names the layout; a footer of an earlier layout
+	// ("BPFOOT02", without causation and correlation ids) is refused
+	// (ErrFooterMagic) and its segment scanned instead.
+	FooterMagic = "BPFOOT03"
+	// FooterMagicV2 is the earlier layout's magic.
+	FooterMagicV2 = "BPFOOT02"
 	// FooterHeaderSize is the fixed part before the name table.
 	FooterHeaderSize = 8 + 4 + 8 + 8 + 8 + 16
 	// Offsets within an item.
@@ -30,7 +36,7 @@ const (
 	FooterItemOffSysFlags = 51
 	// FooterItemEventFixed is an event item up to its idempotency key's
 	// length; FooterItemMarker a batch or fence item.
-	FooterItemEventFixed = 1 + 4 + 4 + 8 + 16 + 8 + 8 + 2 + 1 + 32 + 4 + 4
+	FooterItemEventFixed = 1 + 4 + 4 + 8 + 16 + 8 + 8 + 2 + 1 + 32 + 4 + 4 + 16 + 16
 	FooterItemMarker     = 1 + 4 + 4 + 4 + 8
 	// FooterNoEvent is LastEv when the footer lists no event.
 	FooterNoEvent = ^uint64(0)
@@ -176,6 +182,7 @@ type FooterItem struct {
 	SysFlags      byte
 	Hash          [32]byte
 	Entity, Scope uint32 // indexes into Footer.Names
+	Cause, Corr   [16]byte
 	Idem          []byte
 	// Batch and fence records:
 	Count    uint32
@@ -197,6 +204,8 @@ func ParseFooterItem(it []byte) FooterItem {
 	x.SysFlags = it[51]
 	copy(x.Hash[:], it[52:84])
 	x.Entity, x.Scope = le.Uint32(it[84:]), le.Uint32(it[88:])
+	copy(x.Cause[:], it[92:108])
+	copy(x.Corr[:], it[108:124])
 	x.Idem = it[FooterItemEventFixed+2:]
 	return x
 }
@@ -240,6 +249,9 @@ func EncodeFooter(data []byte, key uint32) ([]byte, error) {
 			it = append(it, h[:]...)
 			it = le.AppendUint32(it, name(v.Entity()))
 			it = le.AppendUint32(it, name(v.Scope()))
+			cause, corr := v.CausationID(), v.CorrelationID()
+			it = append(it, cause[:]...)
+			it = append(it, corr[:]...)
 			it = le.AppendUint16(it, uint16(len(v.Idem())))
 			it = append(it, v.Idem()...)
 		} else {

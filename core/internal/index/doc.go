@@ -2,7 +2,9 @@
 // log is (segment and offset, by global sequence), which entity, scope and
 // kind it has, and the lookups built over that — event id to sequence, an
 // entity's stream in clock order, postings per scope and per kind,
-// idempotency keys, and entity-name prefix search. It holds no event
+// idempotency keys, entity-name prefix search, and the causal links: each
+// event's children (what it caused) and each conversation's members
+// (causal.go). It holds no event
 // bodies and does no I/O: package core plans a read here, then reads the
 // frames from the segment files.
 //
@@ -32,11 +34,13 @@
 //   - A compaction changes locations and drops removed events
 //     (Entry fields through At, RemoveLocked) under Lock.
 //   - Every other reader holds RLock around methods named …Locked and
-//     around At, Len, Entity, EntityNamed, ScopeName, Lookup, Idem and the
-//     counts; Plan, PlanFrom, Stream, CountMatching, EntityEvents,
-//     Published and MemoryBytes take RLock themselves.
-//   - Open fills a new index (AddEntity, AddScope, InsertLocked, SetIdem)
-//     before any other goroutine can see it, without the lock.
+//     around At, Len, Entity, EntityNamed, ScopeName, Lookup, Idem,
+//     Sibling, CorrelationGroups and the counts; Plan, PlanFrom, Stream,
+//     CountMatching, EntityEvents, Descendants, Correlation, Published and
+//     MemoryBytes take RLock themselves.
+//   - Open fills a new index (AddEntity, AddScope, InsertLocked, SetIdem,
+//     SetSibling, SetCorrelationGroup) before any other goroutine can see
+//     it, without the lock.
 //
 // Head (the writer's view of an entity's newest event, including events
 // assigned but not yet published) belongs to the writer goroutine alone,
@@ -46,7 +50,8 @@
 //
 // Sequences and entity and scope numbers are uint32: core refuses to
 // write past math.MaxUint32 events (ErrStoreFull). The whole index is in
-// memory — about 48 bytes per entry plus postings, names and keys
+// memory — about 48 bytes per entry, 4 more for the causal sibling link,
+// plus postings, correlation groups, names and keys
 // (MemoryBytes estimates it). A query with no posting list to narrow it
 // (no scope, kind or entity) examines every entry.
 package index

@@ -19,6 +19,9 @@ const (
 const (
 	Removed uint8 = 1 << 0 // no event at this sequence (a gap, or removed by a compaction)
 	Hidden  uint8 = 1 << 1 // written under a fence that did not commit: never shown
+	// Correlated: the event's correlation id is not its own id, so it is
+	// filed in a correlation group (see Correlation).
+	Correlated uint8 = 1 << 2
 )
 
 // Entry is where one global sequence's event is and what selects it.
@@ -32,6 +35,18 @@ type Entry struct {
 	Clock  uint64
 	Kind   uint16
 	Flags  uint8
+	// Child is one more than the sequence of the newest visible event this
+	// one caused (0: none); the others follow through the sibling links
+	// (see Children). It fits in the entry's padding: the entry stays 48
+	// bytes.
+	Child uint32
+}
+
+// Links are the causal metadata InsertLocked files a visible event under:
+// the id of the event that caused it (zero: a root cause) and its
+// correlation id (zero or its own id: its own conversation).
+type Links struct {
+	Cause, Corr [16]byte
 }
 
 // Visible reports whether the entry is an event readers may see (neither
@@ -84,6 +99,12 @@ type Index struct {
 	byScope      map[string]uint32
 	kinds        map[uint16][]uint32
 	idem         map[string]uint32 // idempotency key → sequence
+	// sibling, chunked like chunks: one more than the sequence of the next
+	// older event with the same cause (0: none).
+	sibling [][]uint32
+	// corr: correlation id → the sequences of the visible events that carry
+	// it and are not the event with that id, in order.
+	corr map[[16]byte][]uint32
 
 	sortMu sync.Mutex
 	sorted []uint32 // entity numbers by name, for prefix search
@@ -96,6 +117,7 @@ func New() *Index {
 		byScope:  map[string]uint32{},
 		kinds:    map[uint16][]uint32{},
 		idem:     map[string]uint32{},
+		corr:     map[[16]byte][]uint32{},
 	}
 }
 
@@ -225,15 +247,30 @@ func (ix *Index) SetIdem(key string, seq uint32) { ix.idem[key] = seq }
 // InsertLocked adds e at sequence seq (>= Len; the sequences skipped become
 // Removed entries). A visible entry joins its entity's stream, its scope's
 // and kind's postings, the id table and, when idem is not empty, the
-// idempotency keys. e.Entity and e.Scope must have been given by EntityFor
-// or ScopeFor (or AddEntity, AddScope). Caller holds Lock.
-func (ix *Index) InsertLocked(seq uint32, e Entry, idem string) {
+// idempotency keys, and is linked to its cause (when that is a visible
+// event) and to its correlation group after l. e.Entity and e.Scope must
+// have been given by EntityFor or ScopeFor (or AddEntity, AddScope).
+// Caller holds Lock.
+func (ix *Index) InsertLocked(seq uint32, e Entry, idem string, l Links) {
 	for ix.n < seq {
 		ix.appendEntry(Entry{Flags: Removed})
+	}
+	if e.Visible() && l.Corr != ([16]byte{}) && l.Corr != e.ID {
+		e.Flags |= Correlated
 	}
 	ix.appendEntry(e)
 	if !e.Visible() {
 		return
+	}
+	if l.Cause != ([16]byte{}) {
+		if p, ok := ix.ids.find(ix, l.Cause); ok && p < seq {
+			pe := ix.At(p)
+			ix.sibling[seq>>chunkBits][seq&(chunkSize-1)] = pe.Child
+			pe.Child = seq + 1
+		}
+	}
+	if e.Flags&Correlated != 0 {
+		ix.corr[l.Corr] = append(ix.corr[l.Corr], seq)
 	}
 	es := ix.entities[e.Entity]
 	if len(es.Seqs) == 0 {
@@ -259,8 +296,10 @@ func (ix *Index) appendEntry(e Entry) {
 			size = 256
 		}
 		ix.chunks = append(ix.chunks, make([]Entry, 0, size))
+		ix.sibling = append(ix.sibling, make([]uint32, 0, size))
 	}
 	ix.chunks[c] = append(ix.chunks[c], e)
+	ix.sibling[c] = append(ix.sibling[c], 0)
 	ix.n++
 }
 
@@ -299,6 +338,15 @@ func (ix *Index) RemoveLocked(removed map[uint32]bool) {
 	for k, q := range ix.idem {
 		if removed[q] {
 			delete(ix.idem, k)
+		}
+	}
+	// Child and sibling links stay: a walk skips a removed event and what
+	// it caused, as Ancestors stops at a removed cause.
+	for k, seqs := range ix.corr {
+		if seqs = keep(seqs); len(seqs) == 0 {
+			delete(ix.corr, k)
+		} else {
+			ix.corr[k] = seqs
 		}
 	}
 	ix.ids = idTable{}
@@ -470,6 +518,12 @@ func (ix *Index) MemoryBytes() int64 {
 	}
 	for k := range ix.idem {
 		b += int64(len(k)) + 48
+	}
+	for _, c := range ix.sibling {
+		b += int64(cap(c)) * 4
+	}
+	for _, seqs := range ix.corr {
+		b += int64(cap(seqs))*4 + 64
 	}
 	return b
 }

@@ -43,7 +43,7 @@ func (m *model) insert(seq uint32, id [16]byte, entity, scope string, kind uint1
 	es.Head = Head{Exists: true, Clock: clock}
 	e := Entry{ID: id, Seg: seq / 100, Off: seq * 7, Entity: en, Scope: sc, Clock: clock, Kind: kind, Flags: flags}
 	m.ix.Lock()
-	m.ix.InsertLocked(seq, e, idem)
+	m.ix.InsertLocked(seq, e, idem, Links{})
 	m.ix.Unlock()
 	for uint32(len(m.events)) < seq {
 		m.events = append(m.events, modelEvent{e: Entry{Flags: Removed}})
