@@ -5,7 +5,8 @@
 // # Uploads
 //
 // Push takes a plugin manifest (plugins.Manifest as JSON; unknown members
-// refused) and a module. The manifest must pin the module: its "sha256"
+// refused; at most control.MaxPluginManifestBytes, checked first) and a
+// module. The manifest must pin the module: its "sha256"
 // is the module's SHA-256, or the upload is refused. The module is at
 // most the tenant's max_module_bytes (*LimitError); each limit the
 // manifest asks (memory_pages, timeout, max_output_bytes, log_lines,

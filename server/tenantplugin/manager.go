@@ -360,13 +360,17 @@ func (m *Manager) run(ctx context.Context, tenant string, th *tenantHost, h *hos
 // records it as a new version of the tenant's plugin named in the
 // manifest, active when activate (a new plugin is always active). Errors:
 // *LimitError (the module or a manifest limit over the tenant's),
-// *RejectedError (manifest, pin, or the module as the plugin host
-// refuses it), control.ErrExists (the version is kept with another
+// *RejectedError (manifest — over control.MaxPluginManifestBytes, checked
+// before anything else —, pin, or the module as the plugin host refuses
+// it), control.ErrExists (the version is kept with another
 // module), control.ErrLimit (too many plugins or versions),
-// control.ErrNotFound (no such tenant). On any error nothing is recorded
-// and the active version stays. Pushing a kept version again (same
-// module) only activates it.
+// control.ErrNotFound (no such tenant). On any error nothing is recorded,
+// no module file is left behind and the active version stays. Pushing a
+// kept version again (same module) only activates it.
 func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte, activate bool) (control.TenantPlugin, error) {
+	if len(manifest) > control.MaxPluginManifestBytes {
+		return control.TenantPlugin{}, &RejectedError{Plugin: "?", Reason: fmt.Sprintf("the manifest is %d bytes, at most %d", len(manifest), control.MaxPluginManifestBytes)}
+	}
 	l := m.Limits(tenant)
 	if int64(len(wasm)) > l.ModuleBytes {
 		return control.TenantPlugin{}, &LimitError{Quota: "max_module_bytes", Limit: l.ModuleBytes, Asked: int64(len(wasm))}
@@ -437,6 +441,7 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 		tp, err := m.opts.Plane.AddPluginVersion(ctx, tenant, rev, mf.Name, activate, l.Plugins, l.Versions)
 		if err != nil {
 			_ = th.host.Unload(context.Background(), mf.Name)
+			m.gc(tenant)
 			return control.TenantPlugin{}, err
 		}
 		if tp.Active == mf.Version {
@@ -463,7 +468,11 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 		if err := m.store(tenant, digest, wasm); err != nil {
 			return control.TenantPlugin{}, err
 		}
-		return m.opts.Plane.AddPluginVersion(ctx, tenant, rev, mf.Name, false, l.Plugins, l.Versions)
+		tp, err := m.opts.Plane.AddPluginVersion(ctx, tenant, rev, mf.Name, false, l.Plugins, l.Versions)
+		if err != nil {
+			m.gc(tenant)
+		}
+		return tp, err
 	default:
 		// A new active version of a running plugin: a hot swap. Stored
 		// first, so a recorded version always has its module.
