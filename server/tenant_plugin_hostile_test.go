@@ -88,3 +88,77 @@ func TestTenantPluginManifestSizeLimit(t *testing.T) {
 		t.Fatalf("manifest of exactly the limit: %v", err)
 	}
 }
+
+// TestTenantPluginDamagedModuleAtStart: a kept module missing or damaged
+// on disk when the server starts: the server starts, the plugin's status
+// and projections say it is not loaded and why — without the server's
+// directories — and pushing a version brings it back.
+func TestTenantPluginDamagedModuleAtStart(t *testing.T) {
+	root := t.TempDir()
+	e := startPluginEnv(t, root, nil)
+	ctx := context.Background()
+	wasm, v2 := fixture(t, "counter"), fixture(t, "counter2")
+	for _, name := range []string{"gone", "bent"} {
+		if _, err := e.acme.PushPlugin(ctx, manifestOf(t, name, "1", "projection", wasm, nil), wasm, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.acme.PushPlugin(ctx, manifestOf(t, "bent", "2", "projection", v2, nil), v2, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.acme.PushPlugin(ctx, manifestOf(t, "fine", "1", "projection", v2, nil), v2, true); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, e.acmeWriter, "order:1", 2)
+	e.ps.stop()
+	// Both "gone" and "bent" run counter.wasm: damage it (bent then has
+	// nothing loadable but its kept version 2) …
+	stored := filepath.Join(e.root, "plugins", "acme", plugins.Digest(wasm)+".wasm")
+	if err := os.WriteFile(stored, []byte("\x00asm damaged"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e2 := startPluginEnv(t, root, nil)
+	check := func(name, why string) {
+		t.Helper()
+		st, err := e2.acme.PluginStatus(ctx, name)
+		if err != nil || st.Loaded || !strings.Contains(st.LoadError, why) || strings.Contains(st.LoadError, root) {
+			t.Fatalf("%s after restart: loaded %v, load error %q, %v; want not loaded saying %q, no server path", name, st.Loaded, st.LoadError, err, why)
+		}
+		_, _, err = e2.acmeReader.Project(ctx, name, "order:1", "")
+		if ce := wantCode(t, name+" projection", err, client.CodePluginFault); ce.Status != 424 || strings.Contains(ce.Detail, root) {
+			t.Fatalf("%s projection: %d %q", name, ce.Status, ce.Detail)
+		}
+	}
+	check("bent", "damaged")
+	// … and remove it on the next start.
+	e2.ps.stop()
+	if err := os.Remove(stored); err != nil {
+		t.Fatal(err)
+	}
+	e3 := startPluginEnv(t, root, nil)
+	e2 = e3
+	check("gone", "missing")
+	check("bent", "missing")
+	// Another plugin of the tenant serves.
+	if _, _, err := e3.acmeReader.Project(ctx, "fine", "order:1", ""); err != nil {
+		t.Fatalf("a sound plugin beside damaged ones: %v", err)
+	}
+	// Swapping back to the missing version is refused with the reason;
+	// a kept sound version swaps in; pushing the module again restores.
+	_, err := e3.acme.SwapPlugin(ctx, "gone", "1")
+	if ce := wantCode(t, "swap to a missing module", err, client.CodePluginRejected); strings.Contains(ce.Detail, root) || !strings.Contains(ce.Detail, "missing") {
+		t.Fatalf("swap to a missing module: %q", ce.Detail)
+	}
+	if _, err := e3.acme.SwapPlugin(ctx, "bent", "2"); err != nil {
+		t.Fatalf("swap to a sound kept version: %v", err)
+	}
+	if p, _, err := e3.acmeReader.Project(ctx, "bent", "order:1", ""); err != nil || p.Version != "2" {
+		t.Fatalf("bent after swapping to 2: %+v, %v", p, err)
+	}
+	if _, err := e3.acme.PushPlugin(ctx, manifestOf(t, "gone", "3", "projection", wasm, nil), wasm, true); err != nil {
+		t.Fatalf("pushing a module again: %v", err)
+	}
+	if p, _, err := e3.acmeReader.Project(ctx, "gone", "order:1", ""); err != nil || counterState(t, p) != 2 {
+		t.Fatalf("gone after a new push: %+v, %v", p, err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -64,7 +65,9 @@ func (e *LimitError) Error() string {
 
 // NotLoadedError: a kept plugin whose active version could not be
 // loaded (at start: its stored module missing or damaged, or over the
-// tenant's limits as they are now). Swap to a version, or push one.
+// tenant's limits as they are now). Swap to a version, or push one. Its
+// text is shown to the tenant: a module is named by its digest, never by
+// the server's path (the server's log has the path).
 type NotLoadedError struct {
 	Plugin string
 	Cause  error
@@ -173,7 +176,7 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 			h := m.newHosted(th, tp.Name)
 			if err := m.loadInto(ctx, tenant, th, h, rev); err != nil {
 				opts.Logger.Error("a tenant's plugin does not load: its projections fail until another version is pushed or swapped in",
-					"tenant", tenant, "plugin", tp.Name, "version", rev.Version, "error", err)
+					"tenant", tenant, "plugin", tp.Name, "version", rev.Version, "module", m.modulePath(tenant, rev.Digest), "error", err)
 				h.err.Store(&err)
 			}
 		}
@@ -324,17 +327,39 @@ const maxPoolSize = 8
 // plugin already), its limits fitted to the tenant's now.
 func (m *Manager) loadInto(ctx context.Context, tenant string, th *tenantHost, h *hosted, rev Revision) error {
 	wasm, err := os.ReadFile(m.modulePath(tenant, rev.Digest))
-	if err != nil {
-		return err
-	}
-	if plugins.Digest(wasm) != rev.Digest {
-		return fmt.Errorf("the stored module's SHA-256 is not its digest %s (damaged)", rev.Digest)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return &storedModuleError{fmt.Sprintf("its stored module (sha256 %s) is missing", rev.Digest), err}
+	case err != nil:
+		return &storedModuleError{fmt.Sprintf("its stored module (sha256 %s) cannot be read: %s", rev.Digest, osReason(err)), err}
+	case plugins.Digest(wasm) != rev.Digest:
+		return &storedModuleError{fmt.Sprintf("its stored module's SHA-256 is not its digest %s (damaged)", rev.Digest), nil}
 	}
 	mf, err := manifestFor(rev.Manifest, m.Limits(tenant), false)
 	if err != nil {
 		return err
 	}
 	return m.run(ctx, tenant, th, h, wasm, mf, rev)
+}
+
+// storedModuleError: a kept version's module file is missing, unreadable
+// or damaged. Its text names the module by digest, never by the server's
+// path (it is shown to the tenant); Cause keeps the file system's error
+// for the server's log.
+type storedModuleError struct {
+	msg   string
+	Cause error
+}
+
+func (e *storedModuleError) Error() string { return e.msg }
+
+// osReason is err without the path an *os.PathError names.
+func osReason(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
 }
 
 // run makes h run wasm: a first load, or a hot swap.
@@ -509,8 +534,10 @@ func rejected(name string, err error) error {
 // Swap makes a kept version of the tenant's plugin the active one, hot:
 // calls in progress finish on the old version, new calls run the new one,
 // and none fails for the swap. control.ErrNotFound for an unknown plugin
-// or version; an error loading the stored module leaves the active
-// version as it was.
+// or version; *RejectedError when the version's stored module is missing
+// or damaged (named by digest, never by path) or the plugin host refuses
+// it under the tenant's limits now. An error loading the stored module
+// leaves the active version as it was.
 func (m *Manager) Swap(ctx context.Context, tenant, name, version string) (control.TenantPlugin, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -539,6 +566,12 @@ func (m *Manager) swapLocked(ctx context.Context, tenant, name, version string) 
 	}
 	prev := h.rev.Load()
 	if err := m.loadInto(ctx, tenant, th, h, rev); err != nil {
+		var se *storedModuleError
+		if errors.As(err, &se) {
+			m.opts.Logger.Error("a tenant's kept plugin version cannot be swapped in", "tenant", tenant, "plugin", name, "version", version,
+				"module", m.modulePath(tenant, rev.Digest), "error", se.Cause)
+			return tp, &RejectedError{Plugin: name, Reason: "version " + version + ": " + se.msg + ": push it again"}
+		}
 		return tp, fmt.Errorf("tenantplugin: stored version %s of plugin %s: %w", version, name, rejected(name, err))
 	}
 	out, err := m.opts.Plane.SwapPlugin(ctx, tenant, name, version)
