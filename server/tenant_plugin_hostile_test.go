@@ -162,3 +162,57 @@ func TestTenantPluginDamagedModuleAtStart(t *testing.T) {
 		t.Fatalf("gone after a new push: %+v, %v", p, err)
 	}
 }
+
+// TestTenantPluginDamagedCompileCache: every file of the shared compiled
+// code cache damaged (bytes flipped, or cut short) while the server is
+// down: the server starts, the plugins load and project right, and a
+// tenant pushing the same module again is not refused.
+func TestTenantPluginDamagedCompileCache(t *testing.T) {
+	root := t.TempDir()
+	e := startPluginEnv(t, root, nil)
+	ctx := context.Background()
+	wasm, v2 := fixture(t, "counter"), fixture(t, "counter2")
+	if _, err := e.acme.PushPlugin(ctx, manifestOf(t, "count", "1", "projection", wasm, nil), wasm, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.acme.PushPlugin(ctx, manifestOf(t, "count2", "1", "projection", v2, nil), v2, true); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, e.acmeWriter, "order:1", 2)
+	e.ps.stop()
+	damaged := 0
+	cut := false
+	err := filepath.WalkDir(filepath.Join(e.root, "plugin-cache"), func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.Contains(path, "batpak-valid") {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil || len(b) < 64 {
+			return err
+		}
+		if cut = !cut; cut {
+			b = b[:len(b)/2]
+		} else {
+			for i := len(b) / 3; i < len(b)/3+16; i++ {
+				b[i] ^= 0xff
+			}
+		}
+		damaged++
+		return os.WriteFile(path, b, 0o600)
+	})
+	if err != nil || damaged < 2 {
+		t.Fatalf("damaging the cache: %d files, %v", damaged, err)
+	}
+	e2 := startPluginEnv(t, root, nil)
+	for name, want := range map[string]uint64{"count": 2, "count2": 4} { // counter2 counts each event twice
+		if st, err := e2.acme.PluginStatus(ctx, name); err != nil || !st.Loaded {
+			t.Fatalf("%s over a damaged compile cache: loaded %v (%q), %v", name, st.Loaded, st.LoadError, err)
+		}
+		if p, _, err := e2.acmeReader.Project(ctx, name, "order:1", ""); err != nil || counterState(t, p) != want {
+			t.Fatalf("%s over a damaged compile cache: %+v, %v", name, p, err)
+		}
+	}
+	if _, err := e2.globex.PushPlugin(ctx, manifestOf(t, "count", "1", "projection", wasm, nil), wasm, true); err != nil {
+		t.Fatalf("another tenant pushing a module whose cached code was damaged: %v", err)
+	}
+}
