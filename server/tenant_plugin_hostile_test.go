@@ -7,9 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/plugins"
 	"github.com/batpak-go/batpak/sdk/client"
+	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/control"
 )
 
@@ -214,5 +216,37 @@ func TestTenantPluginDamagedCompileCache(t *testing.T) {
 	}
 	if _, err := e2.globex.PushPlugin(ctx, manifestOf(t, "count", "1", "projection", wasm, nil), wasm, true); err != nil {
 		t.Fatalf("another tenant pushing a module whose cached code was damaged: %v", err)
+	}
+}
+
+// TestTenantPluginUploadsDoNotBlockOtherTenants: one tenant's upload that
+// takes long to check (a start function that loops until the call
+// timeout) does not hold another tenant's uploads, swaps or deletions.
+func TestTenantPluginUploadsDoNotBlockOtherTenants(t *testing.T) {
+	const slow = 4 * time.Second
+	e := startPluginEnv(t, t.TempDir(), func(c *server.Config) { c.Plugins.CallTimeout = slow })
+	ctx := context.Background()
+	loop, wasm := fixture(t, "startloop"), fixture(t, "counter")
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.acme.PushPlugin(ctx, manifestOf(t, "spin", "1", "projection", loop, map[string]any{"timeout": slow.String()}), loop, true)
+		done <- err
+	}()
+	time.Sleep(500 * time.Millisecond) // acme's upload is being checked
+	start := time.Now()
+	if _, err := e.globex.PushPlugin(ctx, manifestOf(t, "count", "1", "projection", wasm, nil), wasm, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.globex.DeletePlugin(ctx, "count", ""); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	select {
+	case err := <-done:
+		t.Fatalf("globex's push and delete waited %v for acme's slow upload (%v)", took, err)
+	default:
+	}
+	if err := <-done; err == nil {
+		t.Fatal("a module whose start function loops was accepted")
 	}
 }

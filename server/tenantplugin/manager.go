@@ -101,14 +101,44 @@ type Options struct {
 }
 
 // Manager keeps the tenants' plugins: uploads, versions, swaps and
-// projections. Safe for concurrent use; changes (push, swap, delete) run
-// one at a time.
+// projections. Safe for concurrent use; a tenant's changes (push, swap,
+// delete) run one at a time, different tenants' at once (one tenant's
+// slow upload holds no other tenant's).
 type Manager struct {
 	opts Options
-	mu   sync.Mutex // one change at a time
+
+	lmu   sync.Mutex
+	locks map[string]*tenantLock // the tenants changing now, or waiting to
 
 	tmu     sync.RWMutex
 	tenants map[string]*tenantHost
+}
+
+// tenantLock serialises one tenant's changes; held (or waited for) by n.
+type tenantLock struct {
+	mu sync.Mutex
+	n  int
+}
+
+// lock takes the tenant's change lock and returns its unlock.
+func (m *Manager) lock(tenant string) (unlock func()) {
+	m.lmu.Lock()
+	l := m.locks[tenant]
+	if l == nil {
+		l = &tenantLock{}
+		m.locks[tenant] = l
+	}
+	l.n++
+	m.lmu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		m.lmu.Lock()
+		if l.n--; l.n == 0 {
+			delete(m.locks, tenant)
+		}
+		m.lmu.Unlock()
+	}
 }
 
 // tenantHost is one tenant's plugin host and its plugins.
@@ -154,7 +184,7 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	m := &Manager{opts: opts, tenants: map[string]*tenantHost{}}
+	m := &Manager{opts: opts, tenants: map[string]*tenantHost{}, locks: map[string]*tenantLock{}}
 	ents, err := os.ReadDir(opts.Dir)
 	if err != nil {
 		return nil, err
@@ -418,8 +448,7 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 	case subtle.ConstantTimeCompare([]byte(strings.ToLower(mf.SHA256)), []byte(digest)) != 1:
 		return control.TenantPlugin{}, refuse(fmt.Sprintf("the module's SHA-256 %s is not the manifest's sha256 %s", digest, mf.SHA256))
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.lock(tenant)()
 	if _, ok := m.opts.Plane.Tenant(tenant); !ok {
 		return control.TenantPlugin{}, fmt.Errorf("%w: tenant %q", control.ErrNotFound, tenant)
 	}
@@ -539,8 +568,7 @@ func rejected(name string, err error) error {
 // it under the tenant's limits now. An error loading the stored module
 // leaves the active version as it was.
 func (m *Manager) Swap(ctx context.Context, tenant, name, version string) (control.TenantPlugin, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.lock(tenant)()
 	return m.swapLocked(ctx, tenant, name, version)
 }
 
@@ -588,8 +616,7 @@ func (m *Manager) swapLocked(ctx context.Context, tenant, name, version string) 
 // one inactive version, and removes the modules no kept version refers
 // to. Errors as control.Plane.DeletePlugin.
 func (m *Manager) Delete(ctx context.Context, tenant, name, version string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.lock(tenant)()
 	if err := m.opts.Plane.DeletePlugin(ctx, tenant, name, version); err != nil {
 		return err
 	}
@@ -627,8 +654,7 @@ func (m *Manager) Reset(tenant, name string) (Status, error) {
 // Remove closes and deletes the plugins of a tenant the control plane
 // has deleted.
 func (m *Manager) Remove(tenant string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.lock(tenant)()
 	if _, ok := m.opts.Plane.Tenant(tenant); ok {
 		return fmt.Errorf("tenantplugin: tenant %q still exists", tenant)
 	}
