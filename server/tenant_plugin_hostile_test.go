@@ -3,9 +3,13 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -249,4 +253,62 @@ func TestTenantPluginUploadsDoNotBlockOtherTenants(t *testing.T) {
 	if err := <-done; err == nil {
 		t.Fatal("a module whose start function loops was accepted")
 	}
+}
+
+// TestTenantPluginDeleteWhileProjecting: a plugin deleted and pushed
+// again over and over while readers project through it: every answer is
+// the state, 404 (no such plugin) or 424 (the call ended by the
+// deletion); never a server error.
+func TestTenantPluginDeleteWhileProjecting(t *testing.T) {
+	e := startPluginEnv(t, t.TempDir(), nil)
+	ctx := context.Background()
+	wasm := fixture(t, "counter")
+	push := func() {
+		if _, err := e.acme.PushPlugin(ctx, manifestOf(t, "count", "1", "projection", wasm, nil), wasm, true); err != nil {
+			t.Error(err)
+		}
+	}
+	push()
+	appendN(t, e.acmeWriter, "order:1", 3)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var ok, gone atomic.Int64
+	for r := 0; r < 4; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				// A fresh entity now and then, so that calls reach the plugin.
+				entity := "order:1"
+				if i%2 == 0 {
+					entity = fmt.Sprintf("order:none-%d", i)
+				}
+				_, _, err := e.acmeReader.Project(ctx, "count", entity, "")
+				var ce *client.Error
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case errors.As(err, &ce) && (ce.Status == 404 || ce.Status == 424):
+					gone.Add(1)
+				default:
+					t.Errorf("a projection while the plugin is deleted: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < 60 && !t.Failed(); i++ {
+		if err := e.acme.DeletePlugin(ctx, "count", ""); err != nil {
+			t.Error(err)
+		}
+		push()
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d answers, %d refusals", ok.Load(), gone.Load())
 }

@@ -398,15 +398,16 @@ func (m *Manager) run(ctx context.Context, tenant string, th *tenantHost, h *hos
 		if err := p.Swap(ctx, wasm, mf); err != nil {
 			return err
 		}
-	} else {
-		p, err := th.host.LoadFor(ctx, owner(tenant, mf.Name), wasm, mf)
-		if err != nil {
-			return err
-		}
-		h.p.Store(p)
-		h.err.Store(nil)
+		h.rev.Store(&rev)
+		return nil
 	}
-	h.rev.Store(&rev)
+	p, err := th.host.LoadFor(ctx, owner(tenant, mf.Name), wasm, mf)
+	if err != nil {
+		return err
+	}
+	h.rev.Store(&rev) // before p: a plugin seen loaded has its version
+	h.p.Store(p)
+	h.err.Store(nil)
 	return nil
 }
 
@@ -499,10 +500,10 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 			return control.TenantPlugin{}, err
 		}
 		if tp.Active == mf.Version {
+			stored, _ := tp.ActiveVersion()
+			h.rev.Store(&stored) // before p: a plugin seen loaded has its version
 			h.p.Store(p)
 			h.err.Store(nil)
-			stored, _ := tp.ActiveVersion()
-			h.rev.Store(&stored)
 			th.mu.Lock()
 			th.plugins[mf.Name] = h
 			th.mu.Unlock()
@@ -734,23 +735,30 @@ func (m *Manager) store(tenant, digest string, data []byte) error {
 // control.ErrNotFound for an unknown plugin; *NotLoadedError when its
 // active version could not be loaded.
 func (m *Manager) Plugin(ctx context.Context, tenant, name string) (*plugins.Plugin, Revision, error) {
+	_, p, rev, err := m.loaded(ctx, tenant, name)
+	return p, rev, err
+}
+
+// loaded is Plugin with the plugin's record of calls, from one lookup (a
+// deletion in between cannot leave one without the other).
+func (m *Manager) loaded(ctx context.Context, tenant, name string) (*hosted, *plugins.Plugin, Revision, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, Revision{}, err
+		return nil, nil, Revision{}, err
 	}
 	h := m.lookup(tenant, name)
 	if h == nil {
-		return nil, Revision{}, fmt.Errorf("%w: plugin %q", control.ErrNotFound, name)
+		return nil, nil, Revision{}, fmt.Errorf("%w: plugin %q", control.ErrNotFound, name)
 	}
+	// rev is stored before p: a plugin seen loaded has its version.
 	p := h.p.Load()
 	if p == nil {
 		err := errors.New("not loaded")
 		if e := h.err.Load(); e != nil {
 			err = *e
 		}
-		return nil, Revision{}, &NotLoadedError{Plugin: name, Cause: err}
+		return nil, nil, Revision{}, &NotLoadedError{Plugin: name, Cause: err}
 	}
-	rev := h.rev.Load()
-	return p, *rev, nil
+	return h, p, *h.rev.Load(), nil
 }
 
 // Projected is a projection plugin's state of one entity.
@@ -771,14 +779,13 @@ type Projected struct {
 // plugin's status: counted, and listed in its recent faults); other
 // errors as Plugin, or the store's.
 func (m *Manager) Project(ctx context.Context, store *core.Store, tenant, name, entity string) (Projected, error) {
-	p, rev, err := m.Plugin(ctx, tenant, name)
+	h, p, rev, err := m.loaded(ctx, tenant, name)
 	if err != nil {
 		return Projected{}, err
 	}
 	if rev.Kind != string(plugins.KindProjection) {
 		return Projected{}, &RejectedError{Plugin: name, Reason: "it is a " + rev.Kind + " plugin, not a projection plugin"}
 	}
-	h := m.lookup(tenant, name)
 	h.requests.Add(1)
 	before := p.Digest()
 	gen, state, _, err := core.ProjectIfChanged(store, entity, countingProjection{Projection: plugins.Projection{P: p, Ctx: ctx}, h: h}, ^uint64(0), core.Consistent())
