@@ -312,3 +312,45 @@ func TestTenantPluginDeleteWhileProjecting(t *testing.T) {
 	wg.Wait()
 	t.Logf("%d answers, %d refusals", ok.Load(), gone.Load())
 }
+
+// TestTenantPluginHostMemoryUnderQuota: a plugin's call stack and tables,
+// host memory beside its linear memory, are bounded by the tenant's
+// plugin_memory_bytes: limits.stack_bytes and 8 × limits.table_elements
+// of exactly the quota are accepted, one more is refused naming the quota
+// and the member (a manifest could otherwise ask a 256 MiB stack, up to
+// twice that of host heap per running call, under a 256 KiB quota).
+func TestTenantPluginHostMemoryUnderQuota(t *testing.T) {
+	e := startPluginEnv(t, t.TempDir(), nil)
+	ctx := context.Background()
+	const quota = 4 * 65536
+	if _, err := e.op.SetQuotas(ctx, "acme", client.Quotas{PluginMemoryBytes: quota}); err != nil {
+		t.Fatal(err)
+	}
+	wasm := fixture(t, "counter")
+	for i, c := range []struct {
+		field    string
+		at, over int
+	}{
+		{"stack_bytes", quota, quota + 1},
+		{"table_elements", quota / 8, quota/8 + 1},
+	} {
+		_, err := e.acme.PushPlugin(ctx, manifestOf(t, "p", "over", "projection", wasm, map[string]any{c.field: c.over}), wasm, true)
+		if ce := wantCode(t, c.field+" one over", err, client.CodeQuotaExceeded); ce.Status != 422 ||
+			!strings.Contains(ce.Detail, "plugin_memory_bytes") || !strings.Contains(ce.Detail, c.field) {
+			t.Errorf("%s one over the quota: %d %q, want 422 naming plugin_memory_bytes and %s", c.field, ce.Status, ce.Detail, c.field)
+		}
+		version := fmt.Sprint(i + 1)
+		if _, err := e.acme.PushPlugin(ctx, manifestOf(t, "p", version, "projection", wasm, map[string]any{c.field: c.at}), wasm, true); err != nil {
+			t.Fatalf("%s at the quota: %v", c.field, err)
+		}
+	}
+	// Left out, they are the host's defaults lowered to the quota: the
+	// plugin loads and serves.
+	appendN(t, e.acmeWriter, "order:1", 2)
+	if _, err := e.acme.PushPlugin(ctx, manifestOf(t, "q", "1", "projection", wasm, nil), wasm, true); err != nil {
+		t.Fatal(err)
+	}
+	if p, _, err := e.acmeReader.Project(ctx, "q", "order:1", ""); err != nil || counterState(t, p) != 2 {
+		t.Fatalf("a plugin under a small quota: %+v, %v", p, err)
+	}
+}

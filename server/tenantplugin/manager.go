@@ -55,12 +55,24 @@ func (e *RejectedError) Unwrap() error { return e.Cause }
 // LimitError refuses an upload over one of the tenant's plugin limits.
 type LimitError struct {
 	Quota string // the control.Quotas key: "max_module_bytes", "plugin_memory_bytes", …
-	Limit int64  // the tenant's limit (milliseconds for plugin_call_ms)
+	// Field is the manifest's limits member counted against Quota when
+	// it is not the quota's own: "stack_bytes" or "table_elements" (in
+	// bytes of the host's memory, 8 an element) against
+	// plugin_memory_bytes. "" otherwise.
+	Field string
+	Limit int64 // the tenant's limit (milliseconds for plugin_call_ms)
 	Asked int64
 }
 
 func (e *LimitError) Error() string {
-	return fmt.Sprintf("the plugin asks %d, over the tenant's limit %d (quotas.%s)", e.Asked, e.Limit, e.Quota)
+	msg := fmt.Sprintf("the plugin asks %d, over the tenant's limit %d (quotas.%s)", e.Asked, e.Limit, e.Quota)
+	switch e.Field {
+	case "":
+		return msg
+	case "table_elements":
+		return "limits.table_elements: " + msg + "; a table element costs the host 8 bytes"
+	}
+	return "limits." + e.Field + ": " + msg
 }
 
 // NotLoadedError: a kept plugin whose active version could not be
@@ -318,21 +330,33 @@ func manifestFor(raw []byte, l Limits, strict bool) (plugins.Manifest, error) {
 	pages := uint32(l.MemoryBytes / pageBytes)
 	type fit struct {
 		quota      string
+		field      string // a manifest member counted against quota (not its own)
 		asked, lim int64
 		set        func(int64)
+		def        int64 // what an unset member asks, if not the tenant's limit
 	}
+	// The call stack and the tables a plugin's calls use are the host's
+	// memory beside the plugin's linear memory (a call's stack up to
+	// twice limits.stack_bytes, 8 bytes a table element): each is at most
+	// the tenant's plugin_memory_bytes too.
+	memLim := int64(pages) * pageBytes
 	for _, f := range []fit{
-		{"plugin_memory_bytes", int64(ml.MemoryPages) * pageBytes, int64(pages) * pageBytes, func(v int64) { ml.MemoryPages = uint32(v / pageBytes) }},
-		{"plugin_call_ms", time.Duration(ml.Timeout).Milliseconds(), l.CallTimeout.Milliseconds(), func(v int64) { ml.Timeout = plugins.Duration(time.Duration(v) * time.Millisecond) }},
-		{"plugin_output_bytes", int64(ml.MaxOutputBytes), l.OutputBytes, func(v int64) { ml.MaxOutputBytes = uint32(v) }},
-		{"plugin_log_lines", int64(ml.LogLines), int64(l.LogLines), func(v int64) { ml.LogLines = uint32(v) }},
-		{"plugin_log_bytes", int64(ml.LogBytes), l.LogBytes, func(v int64) { ml.LogBytes = uint32(v) }},
+		{"plugin_memory_bytes", "", int64(ml.MemoryPages) * pageBytes, int64(pages) * pageBytes, func(v int64) { ml.MemoryPages = uint32(v / pageBytes) }, 0},
+		{"plugin_call_ms", "", time.Duration(ml.Timeout).Milliseconds(), l.CallTimeout.Milliseconds(), func(v int64) { ml.Timeout = plugins.Duration(time.Duration(v) * time.Millisecond) }, 0},
+		{"plugin_output_bytes", "", int64(ml.MaxOutputBytes), l.OutputBytes, func(v int64) { ml.MaxOutputBytes = uint32(v) }, 0},
+		{"plugin_log_lines", "", int64(ml.LogLines), int64(l.LogLines), func(v int64) { ml.LogLines = uint32(v) }, 0},
+		{"plugin_log_bytes", "", int64(ml.LogBytes), l.LogBytes, func(v int64) { ml.LogBytes = uint32(v) }, 0},
+		{"plugin_memory_bytes", "stack_bytes", int64(ml.StackBytes), memLim, func(v int64) { ml.StackBytes = uint32(v) }, defaultStackBytes},
+		{"plugin_memory_bytes", "table_elements", int64(ml.TableElements) * tableElementBytes, memLim,
+			func(v int64) { ml.TableElements = uint32(v / tableElementBytes) }, defaultTableElements * tableElementBytes},
 	} {
 		switch {
+		case f.asked == 0 && f.def > 0:
+			f.set(min(f.def, f.lim))
 		case f.asked == 0:
 			f.set(f.lim)
 		case f.asked > f.lim && strict:
-			return mf, &LimitError{Quota: f.quota, Limit: f.lim, Asked: f.asked}
+			return mf, &LimitError{Quota: f.quota, Field: f.field, Limit: f.lim, Asked: f.asked}
 		case f.asked > f.lim:
 			f.set(f.lim)
 		}
@@ -348,6 +372,14 @@ func manifestFor(raw []byte, l Limits, strict bool) (plugins.Manifest, error) {
 	}
 	return mf, nil
 }
+
+// The plugin host's defaults of limits.stack_bytes and
+// limits.table_elements, and what a table element costs it.
+const (
+	defaultStackBytes    = 4 << 20
+	defaultTableElements = 1 << 17
+	tableElementBytes    = 8
+)
 
 // maxPoolSize bounds the idle instances a tenant's plugin keeps
 // (plugins.Limits.PoolSize; its default).
