@@ -354,3 +354,30 @@ func TestTenantPluginHostMemoryUnderQuota(t *testing.T) {
 		t.Fatalf("a plugin under a small quota: %+v, %v", p, err)
 	}
 }
+
+// TestTenantPluginStrayFilesRemovedAtStart: files the server stopped
+// while writing (an upload's temporary file, a module no version refers
+// to) are removed when it starts again; kept modules stay and load.
+func TestTenantPluginStrayFilesRemovedAtStart(t *testing.T) {
+	root := t.TempDir()
+	e := startPluginEnv(t, root, nil)
+	ctx := context.Background()
+	wasm := fixture(t, "counter")
+	if _, err := e.acme.PushPlugin(ctx, manifestOf(t, "count", "1", "projection", wasm, nil), wasm, true); err != nil {
+		t.Fatal(err)
+	}
+	e.ps.stop()
+	dir := filepath.Join(e.root, "plugins", "acme")
+	for _, name := range []string{".upload-123456", plugins.Digest([]byte("orphan")) + ".wasm"} {
+		if err := os.WriteFile(filepath.Join(dir, name), make([]byte, 1<<20), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e2 := startPluginEnv(t, root, nil)
+	if files := storedModules(t, e2.root, "acme"); len(files) != 1 || files[0] != plugins.Digest(wasm)+".wasm" {
+		t.Fatalf("after a restart: %v stored, want only the kept module", files)
+	}
+	if st, err := e2.acme.PluginStatus(ctx, "count"); err != nil || !st.Loaded {
+		t.Fatalf("the kept plugin after a restart: %+v, %v", st, err)
+	}
+}

@@ -175,7 +175,9 @@ type hosted struct {
 // Open makes the manager and loads the active version of every tenant's
 // plugins (a version that does not load is logged, and its projections
 // fail with *NotLoadedError until another version is swapped in); it
-// removes the modules of tenants the plane no longer holds.
+// removes the modules of tenants the plane no longer holds, and the files
+// no kept version refers to (an upload's temporary file, a module a
+// change the server stopped in left).
 func Open(ctx context.Context, opts Options) (*Manager, error) {
 	if opts.Dir == "" || opts.Plane == nil {
 		return nil, errors.New("tenantplugin: Options.Dir and Options.Plane are required")
@@ -206,7 +208,11 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 			if err := os.RemoveAll(filepath.Join(opts.Dir, e.Name())); err != nil {
 				return nil, err
 			}
+			continue
 		}
+		// An upload the server stopped in left its temporary file; a
+		// change it stopped in, a module no version refers to.
+		m.gc(e.Name())
 	}
 	for _, tenant := range opts.Plane.PluginTenants() {
 		for _, tp := range opts.Plane.Plugins(tenant) {
