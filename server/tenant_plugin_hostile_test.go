@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -380,4 +381,52 @@ func TestTenantPluginStrayFilesRemovedAtStart(t *testing.T) {
 	if st, err := e2.acme.PluginStatus(ctx, "count"); err != nil || !st.Loaded {
 		t.Fatalf("the kept plugin after a restart: %+v, %v", st, err)
 	}
+}
+
+// TestTenantPluginUnusableCompileCache: the shared compile cache
+// directory unusable when the server starts (a file in its place): the
+// server starts all the same, says so in its log, and the tenants'
+// plugins load, compiled in memory.
+func TestTenantPluginUnusableCompileCache(t *testing.T) {
+	root := t.TempDir()
+	e := startPluginEnv(t, root, nil)
+	ctx := context.Background()
+	wasm := fixture(t, "counter")
+	if _, err := e.acme.PushPlugin(ctx, manifestOf(t, "count", "1", "projection", wasm, nil), wasm, true); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, e.acmeWriter, "order:1", 2)
+	e.ps.stop()
+	cache := filepath.Join(e.root, "plugin-cache")
+	if err := os.RemoveAll(cache); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cache, []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	var mu sync.Mutex
+	e2 := startPluginEnv(t, root, func(c *server.Config) { c.Stderr = lockedWriter{&mu, &log} })
+	if p, _, err := e2.acmeReader.Project(ctx, "count", "order:1", ""); err != nil || counterState(t, p) != 2 {
+		t.Fatalf("over an unusable compile cache: %+v, %v", p, err)
+	}
+	if _, err := e2.globex.PushPlugin(ctx, manifestOf(t, "count", "1", "projection", wasm, nil), wasm, true); err != nil {
+		t.Fatalf("a push over an unusable compile cache: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(log.String(), "plugin-cache") {
+		t.Errorf("the server's log does not say the compile cache is unusable:\n%s", log.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }

@@ -98,7 +98,8 @@ type Options struct {
 	Plane *control.Plane // required
 	// CacheDir keeps compiled modules, shared by every tenant's plugin
 	// host: a module is compiled once whoever uploads it. "" keeps
-	// each tenant's compiled code in memory only.
+	// each tenant's compiled code in memory only, and so does a CacheDir
+	// that cannot be used (logged; the plugins load all the same).
 	CacheDir string
 	// Ceilings are the server's plugin limits (server.plugins.*): no
 	// tenant's quota raises a limit past them.
@@ -278,6 +279,13 @@ func (m *Manager) host(tenant string) (*tenantHost, error) {
 		return nil
 	}}
 	host, err := plugins.NewHost(plugins.HostOptions{CacheDir: m.opts.CacheDir, Logger: slog.New(sink)})
+	if err != nil && m.opts.CacheDir != "" {
+		// A cache is never worth refusing the plugins over: compile in
+		// memory (each load compiles again).
+		m.opts.Logger.Error("the plugin compile cache cannot be used: a tenant's plugins are compiled in memory, again at every load",
+			"tenant", tenant, "dir", m.opts.CacheDir, "error", err)
+		host, err = plugins.NewHost(plugins.HostOptions{Logger: slog.New(sink)})
+	}
 	if err != nil {
 		return nil, err
 	}
