@@ -430,3 +430,53 @@ func (l lockedWriter) Write(b []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(b)
 }
+
+// TestTenantPluginChecksBound: server.plugin_checks uploads are checked
+// at once across tenants (exactly the limit run together), one more
+// waits for a slot; the setting is checked at start.
+func TestTenantPluginChecksBound(t *testing.T) {
+	const slow = 3 * time.Second
+	e := startPluginEnv(t, t.TempDir(), func(c *server.Config) { c.Plugins.CallTimeout = slow; c.PluginChecks = 2 })
+	ctx := context.Background()
+	if _, err := e.op.CreateTenant(ctx, "initech", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	k, err := e.op.IssueKey(ctx, "initech", "k", "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	initech := clientOf(t, e.ps, k.Key).Tenant("initech")
+	loop, wasm := fixture(t, "startloop"), fixture(t, "counter")
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, tn := range []*client.Tenant{e.acme, e.globex} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := tn.PushPlugin(ctx, manifestOf(t, "spin", "1", "projection", loop, map[string]any{"timeout": slow.String()}), loop, true)
+			if err == nil {
+				t.Error("a module whose start function loops was accepted")
+			}
+			if took := time.Since(start); took > 2*slow-500*time.Millisecond {
+				t.Errorf("two tenants' uploads under plugin_checks 2 took %v: not checked at once", took)
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond) // both slots taken
+	third := time.Now()
+	if _, err := initech.PushPlugin(ctx, manifestOf(t, "count", "1", "projection", wasm, nil), wasm, true); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(third); took < slow-time.Second {
+		t.Errorf("a third upload beside two slow ones took %v: it did not wait for a slot", took)
+	}
+	wg.Wait()
+	startPluginServer(t, t.TempDir(), func(c *server.Config) { c.PluginChecks = 64 }) // the largest starts
+	for _, n := range []int{-1, 65} {
+		cfg := server.DefaultConfig()
+		cfg.Root, cfg.PluginChecks = t.TempDir(), n
+		if _, err := server.New(ctx, cfg); err == nil || !strings.Contains(err.Error(), "server.plugin_checks") {
+			t.Errorf("plugin_checks %d: %v", n, err)
+		}
+	}
+}

@@ -19,7 +19,9 @@
 // measures, compiles and instantiates the module (plugins.Host.LoadFor);
 // a refusal is a *RejectedError carrying the host's reason. Only then is
 // the module stored and the version recorded: a refused upload leaves
-// nothing behind, and the active version stays.
+// nothing behind, and the active version stays. A tenant's changes run
+// one at a time; Options.Checks (server.plugin_checks) bounds how many
+// modules are checked and compiled at once across tenants.
 //
 // # Versions and storage
 //

@@ -111,7 +111,18 @@ type Options struct {
 	// States is the tenants' stores' projection cache, if any: a deleted
 	// tenant's states are dropped from it (Remove).
 	States *StateCache
+	// Checks is how many uploads and swaps check and compile a module at
+	// once, all tenants together (a tenant's own changes run one at a
+	// time). 0 means DefaultChecks; range 1..MaxChecks.
+	Checks int
 }
+
+// DefaultChecks and MaxChecks are Options.Checks' default and largest
+// value.
+const (
+	DefaultChecks = 2
+	MaxChecks     = 64
+)
 
 // Manager keeps the tenants' plugins: uploads, versions, swaps and
 // projections. Safe for concurrent use; a tenant's changes (push, swap,
@@ -120,8 +131,9 @@ type Options struct {
 type Manager struct {
 	opts Options
 
-	lmu   sync.Mutex
-	locks map[string]*tenantLock // the tenants changing now, or waiting to
+	lmu    sync.Mutex
+	locks  map[string]*tenantLock // the tenants changing now, or waiting to
+	checks chan struct{}          // a slot for each module being checked (Options.Checks)
 
 	tmu     sync.RWMutex
 	tenants map[string]*tenantHost
@@ -151,6 +163,17 @@ func (m *Manager) lock(tenant string) (unlock func()) {
 			delete(m.locks, tenant)
 		}
 		m.lmu.Unlock()
+	}
+}
+
+// check takes a slot to check and compile a module (Options.Checks),
+// waiting for one while ctx lasts, and returns its release.
+func (m *Manager) check(ctx context.Context) (release func(), err error) {
+	select {
+	case m.checks <- struct{}{}:
+		return func() { <-m.checks }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }
 
@@ -196,10 +219,16 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Checks == 0 {
+		opts.Checks = DefaultChecks
+	}
+	if opts.Checks < 1 || opts.Checks > MaxChecks {
+		return nil, fmt.Errorf("server.plugin_checks = %d: want 1..%d", opts.Checks, MaxChecks)
+	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	m := &Manager{opts: opts, tenants: map[string]*tenantHost{}, locks: map[string]*tenantLock{}}
+	m := &Manager{opts: opts, tenants: map[string]*tenantHost{}, locks: map[string]*tenantLock{}, checks: make(chan struct{}, opts.Checks)}
 	ents, err := os.ReadDir(opts.Dir)
 	if err != nil {
 		return nil, err
@@ -523,6 +552,11 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 	}
 	rev := Revision{Version: mf.Version, Digest: digest, Kind: string(mf.Kind), Bytes: int64(len(wasm)), Manifest: json.RawMessage(manifest)}
 	// Compile before anything is stored: a refused module leaves no trace.
+	release, err := m.check(ctx)
+	if err != nil {
+		return control.TenantPlugin{}, err
+	}
+	defer release()
 	h := th.get(mf.Name)
 	switch {
 	case h == nil || h.p.Load() == nil:
@@ -639,6 +673,11 @@ func (m *Manager) swapLocked(ctx context.Context, tenant, name, version string) 
 	if tp.Active == version && h.p.Load() != nil {
 		return tp, nil
 	}
+	release, err := m.check(ctx)
+	if err != nil {
+		return tp, err
+	}
+	defer release()
 	prev := h.rev.Load()
 	if err := m.loadInto(ctx, tenant, th, h, rev); err != nil {
 		var se *storedModuleError
