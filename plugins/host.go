@@ -30,7 +30,11 @@ import (
 // (so its memory limit is its own); all share one compilation cache.
 type Host struct {
 	cache wazero.CompilationCache
-	log   *slog.Logger
+	// With a CacheDir, memCache compiles what the file cache fails
+	// (dirCache): an entry damaged on disk.
+	dirCache bool
+	memCache wazero.CompilationCache
+	log      *slog.Logger
 	// validator checks modules as their authors wrote them, before Load
 	// rewrites them (see compile). It is an interpreter: compiling for it
 	// decodes and validates without generating machine code (about 0.1 s
@@ -55,7 +59,10 @@ type HostOptions struct {
 	// WithCloseOnContextDone cannot be interrupted, so Limits.Timeout
 	// would not stop a loop. The host also records there (batpak-valid/)
 	// the digests of modules it has validated, so a cached Load skips
-	// validating again (about 0.1 s for a Go guest).
+	// validating again (about 0.1 s for a Go guest). A module the cache
+	// fails to give back (an entry damaged on disk fails its checksum;
+	// wazero keeps the entry) is compiled again in memory: it loads, at
+	// the cost of a cold compile at every load until the entry is removed.
 	CacheDir string
 	// Logger receives plugins' log calls. Default slog.Default().
 	Logger *slog.Logger
@@ -72,10 +79,12 @@ func NewHost(opts HostOptions) (*Host, error) {
 		if err != nil {
 			return nil, fmt.Errorf("batpak: plugin compilation cache: %w", err)
 		}
-		h.cache = c
+		h.cache, h.dirCache = c, true
 		h.validDir = filepath.Join(opts.CacheDir, "batpak-valid")
-	} else {
-		h.cache = wazero.NewCompilationCache()
+	}
+	h.memCache = wazero.NewCompilationCache()
+	if !h.dirCache {
+		h.cache = h.memCache
 	}
 	h.validator = wazero.NewRuntimeWithConfig(context.Background(), wazero.NewRuntimeConfigInterpreter())
 	return h, nil
@@ -92,6 +101,9 @@ func (h *Host) Close(ctx context.Context) error {
 		errs = append(errs, p.close(ctx))
 	}
 	errs = append(errs, h.cache.Close(ctx), h.validator.Close(ctx))
+	if h.dirCache {
+		errs = append(errs, h.memCache.Close(ctx))
+	}
 	return errors.Join(errs...)
 }
 
@@ -214,46 +226,13 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	// The memory limit is not wazero's WithMemoryLimitPages: that refuses
 	// memory.grow silently, and a module that then traps would look like any
 	// other trap. limitedMemory enforces it and remembers the refusal.
-	rc := wazero.NewRuntimeConfig().
-		WithCompilationCache(h.cache).
-		WithCloseOnContextDone(true)
-	rt := wazero.NewRuntimeWithConfig(ctx, rc)
+	rt, err := h.runtime(ctx, h.cache)
+	if err != nil {
+		return refuse("instantiating the host's modules", err)
+	}
 	fail := func(reason string, cause error) (*version, error) {
 		rt.Close(ctx)
 		return refuse(reason, cause)
-	}
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
-		return fail("instantiating WASI", err)
-	}
-	_, err := rt.NewHostModuleBuilder(abi.ImportModule).
-		NewFunctionBuilder().
-		WithFunc(func(ctx context.Context, mod api.Module, level, ptr, n uint32) {
-			b, _ := ctx.Value(logBudgetKey{}).(*logBudget)
-			if b == nil {
-				return // not a call of this host (cannot happen)
-			}
-			keep := b.take(uint64(n))
-			if keep == 0 {
-				return
-			}
-			text, ok := mod.Memory().Read(ptr, uint32(keep))
-			if !ok {
-				return
-			}
-			lvl := slog.LevelInfo
-			switch level {
-			case abi.LogDebug:
-				lvl = slog.LevelDebug
-			case abi.LogWarn:
-				lvl = slog.LevelWarn
-			case abi.LogError:
-				lvl = slog.LevelError
-			}
-			b.log.Log(ctx, lvl, printable.String(string(text)), append(b.attrs[:len(b.attrs):len(b.attrs)], "stream", "log")...)
-		}).Export(abi.ImportLog).
-		Instantiate(ctx)
-	if err != nil {
-		return fail("instantiating host functions", err)
 	}
 	// Measure what the module declares before wazero allocates it (see
 	// module.go), and bound its tables' growth.
@@ -281,6 +260,17 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 		return fail("the host cannot add its call-stack counters to the module", err)
 	}
 	mod, err := rt.CompileModule(ctx, counted)
+	if err != nil && h.dirCache {
+		// The file cache may be what failed (an entry damaged on disk fails
+		// its checksum and wazero does not replace it; the directory may be
+		// full): compile again in memory. A module that does not compile
+		// fails again, without the cache's paths in its error.
+		rt.Close(ctx)
+		if rt, err = h.runtime(ctx, h.memCache); err != nil {
+			return refuse("instantiating the host's modules", err)
+		}
+		mod, err = rt.CompileModule(ctx, counted)
+	}
 	if err != nil {
 		return fail("module does not compile", err)
 	}
@@ -348,6 +338,52 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 
 // validate decodes and validates wasm as written, unless a module of the
 // same digest was found valid before (see Host.validator).
+
+// runtime is a runtime for one plugin version compiling through cache,
+// with WASI and the host's functions instantiated.
+func (h *Host) runtime(ctx context.Context, cache wazero.CompilationCache) (wazero.Runtime, error) {
+	rc := wazero.NewRuntimeConfig().
+		WithCompilationCache(cache).
+		WithCloseOnContextDone(true)
+	rt := wazero.NewRuntimeWithConfig(ctx, rc)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		rt.Close(ctx)
+		return nil, err
+	}
+	_, err := rt.NewHostModuleBuilder(abi.ImportModule).
+		NewFunctionBuilder().
+		WithFunc(func(ctx context.Context, mod api.Module, level, ptr, n uint32) {
+			b, _ := ctx.Value(logBudgetKey{}).(*logBudget)
+			if b == nil {
+				return // not a call of this host (cannot happen)
+			}
+			keep := b.take(uint64(n))
+			if keep == 0 {
+				return
+			}
+			text, ok := mod.Memory().Read(ptr, uint32(keep))
+			if !ok {
+				return
+			}
+			lvl := slog.LevelInfo
+			switch level {
+			case abi.LogDebug:
+				lvl = slog.LevelDebug
+			case abi.LogWarn:
+				lvl = slog.LevelWarn
+			case abi.LogError:
+				lvl = slog.LevelError
+			}
+			b.log.Log(ctx, lvl, printable.String(string(text)), append(b.attrs[:len(b.attrs):len(b.attrs)], "stream", "log")...)
+		}).Export(abi.ImportLog).
+		Instantiate(ctx)
+	if err != nil {
+		rt.Close(ctx)
+		return nil, err
+	}
+	return rt, nil
+}
+
 func (h *Host) validate(ctx context.Context, wasm []byte, digest string) error {
 	h.validMu.Lock()
 	known := h.valid[digest]

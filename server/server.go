@@ -157,6 +157,12 @@ type Config struct {
 	// active version of the plugin the worker names. Tests and embedders
 	// may give another source. See server/hostedworker.
 	PluginSource hostedworker.PluginSource
+	// PluginChecks is how many plugin uploads and swaps are checked and
+	// compiled at once, all tenants together (a tenant's own changes run
+	// one at a time): it bounds the memory compiling takes (about 23× a
+	// module's size) without one tenant's slow upload holding every
+	// other's. Default 2; range 1..64. (server.plugin_checks)
+	PluginChecks int
 
 	// Logger receives the server's own messages (default: text on Stderr);
 	// Stderr receives the access log and the generated operator token
@@ -229,6 +235,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.PluginStateCacheBytes == 0 {
 		c.PluginStateCacheBytes = 64 << 20
 	}
+	if c.PluginChecks == 0 {
+		c.PluginChecks = tenantplugin.DefaultChecks
+	}
 	var err error
 	if c.Plugins, err = c.Plugins.WithDefaults(); err != nil {
 		return c, err
@@ -264,6 +273,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("server.rate_refusal_delay = %v: want at most 1s (negative: none)", c.RateRefusalDelay)
 	case c.PluginStateCacheBytes != 0 && (c.PluginStateCacheBytes < 1<<20 || c.PluginStateCacheBytes > 16<<30):
 		return c, fmt.Errorf("server.plugin_state_cache_bytes = %d: want 1MiB..16GiB", c.PluginStateCacheBytes)
+	case c.PluginChecks < 1 || c.PluginChecks > tenantplugin.MaxChecks:
+		return c, fmt.Errorf("server.plugin_checks = %d: want 1..%d", c.PluginChecks, tenantplugin.MaxChecks)
 	case c.SSEBufferEvents < 1:
 		return c, fmt.Errorf("server.sse_buffer_events = %d: want at least 1", c.SSEBufferEvents)
 	case (c.TLSCert == "") != (c.TLSKey == ""):
@@ -383,7 +394,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.states = tenantplugin.NewStateCache(cfg.PluginStateCacheBytes)
 	s.plugins, err = tenantplugin.Open(ctx, tenantplugin.Options{
 		Dir: filepath.Join(cfg.Root, "plugins"), CacheDir: filepath.Join(cfg.Root, "plugin-cache"), Plane: s.plane,
-		Ceilings: cfg.Plugins, LogLines: cfg.PluginLogLines, Logger: cfg.Logger, States: s.states,
+		Ceilings: cfg.Plugins, LogLines: cfg.PluginLogLines, Checks: cfg.PluginChecks, Logger: cfg.Logger, States: s.states,
 	})
 	if err != nil {
 		return fail(fmt.Errorf("tenant plugins: %w", err))

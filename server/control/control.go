@@ -46,7 +46,7 @@ type Quotas struct {
 	// negative means the server's ceiling (server.plugins.*), and a value
 	// above the ceiling is lowered to it. A manifest asking for more than
 	// the tenant's limit is refused at upload.
-	PluginMemoryBytes int64 `json:"plugin_memory_bytes,omitempty"` // a plugin's linear memory (whole 64 KiB pages)
+	PluginMemoryBytes int64 `json:"plugin_memory_bytes,omitempty"` // a plugin's linear memory (whole 64 KiB pages); also bounds its call stack and 8 bytes a table element
 	PluginCallMillis  int   `json:"plugin_call_ms,omitempty"`      // one plugin call's time
 	PluginOutputBytes int64 `json:"plugin_output_bytes,omitempty"` // one call's output (a projection's state)
 	PluginLogLines    int   `json:"plugin_log_lines,omitempty"`    // lines one call may log

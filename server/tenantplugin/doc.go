@@ -5,16 +5,23 @@
 // # Uploads
 //
 // Push takes a plugin manifest (plugins.Manifest as JSON; unknown members
-// refused) and a module. The manifest must pin the module: its "sha256"
+// refused; at most control.MaxPluginManifestBytes, checked first) and a
+// module. The manifest must pin the module: its "sha256"
 // is the module's SHA-256, or the upload is refused. The module is at
 // most the tenant's max_module_bytes (*LimitError); each limit the
 // manifest asks (memory_pages, timeout, max_output_bytes, log_lines,
 // log_bytes) is at most the tenant's (*LimitError naming the quota), and
-// a limit it leaves out is the tenant's. The plugin host then validates,
+// a limit it leaves out is the tenant's. The host's memory a plugin's
+// calls use beside its linear memory is bounded by plugin_memory_bytes
+// too: limits.stack_bytes and 8 bytes × limits.table_elements are each at
+// most it (left out: the plugin host's default, 4 MiB and 1 MiB, or the
+// quota if lower). The plugin host then validates,
 // measures, compiles and instantiates the module (plugins.Host.LoadFor);
 // a refusal is a *RejectedError carrying the host's reason. Only then is
 // the module stored and the version recorded: a refused upload leaves
-// nothing behind, and the active version stays.
+// nothing behind, and the active version stays. A tenant's changes run
+// one at a time; Options.Checks (server.plugin_checks) bounds how many
+// modules are checked and compiled at once across tenants.
 //
 // # Versions and storage
 //

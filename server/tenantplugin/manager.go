@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -54,17 +55,31 @@ func (e *RejectedError) Unwrap() error { return e.Cause }
 // LimitError refuses an upload over one of the tenant's plugin limits.
 type LimitError struct {
 	Quota string // the control.Quotas key: "max_module_bytes", "plugin_memory_bytes", …
-	Limit int64  // the tenant's limit (milliseconds for plugin_call_ms)
+	// Field is the manifest's limits member counted against Quota when
+	// it is not the quota's own: "stack_bytes" or "table_elements" (in
+	// bytes of the host's memory, 8 an element) against
+	// plugin_memory_bytes. "" otherwise.
+	Field string
+	Limit int64 // the tenant's limit (milliseconds for plugin_call_ms)
 	Asked int64
 }
 
 func (e *LimitError) Error() string {
-	return fmt.Sprintf("the plugin asks %d, over the tenant's limit %d (quotas.%s)", e.Asked, e.Limit, e.Quota)
+	msg := fmt.Sprintf("the plugin asks %d, over the tenant's limit %d (quotas.%s)", e.Asked, e.Limit, e.Quota)
+	switch e.Field {
+	case "":
+		return msg
+	case "table_elements":
+		return "limits.table_elements: " + msg + "; a table element costs the host 8 bytes"
+	}
+	return "limits." + e.Field + ": " + msg
 }
 
 // NotLoadedError: a kept plugin whose active version could not be
 // loaded (at start: its stored module missing or damaged, or over the
-// tenant's limits as they are now). Swap to a version, or push one.
+// tenant's limits as they are now). Swap to a version, or push one. Its
+// text is shown to the tenant: a module is named by its digest, never by
+// the server's path (the server's log has the path).
 type NotLoadedError struct {
 	Plugin string
 	Cause  error
@@ -83,7 +98,8 @@ type Options struct {
 	Plane *control.Plane // required
 	// CacheDir keeps compiled modules, shared by every tenant's plugin
 	// host: a module is compiled once whoever uploads it. "" keeps
-	// each tenant's compiled code in memory only.
+	// each tenant's compiled code in memory only, and so does a CacheDir
+	// that cannot be used (logged; the plugins load all the same).
 	CacheDir string
 	// Ceilings are the server's plugin limits (server.plugins.*): no
 	// tenant's quota raises a limit past them.
@@ -95,17 +111,70 @@ type Options struct {
 	// States is the tenants' stores' projection cache, if any: a deleted
 	// tenant's states are dropped from it (Remove).
 	States *StateCache
+	// Checks is how many uploads and swaps check and compile a module at
+	// once, all tenants together (a tenant's own changes run one at a
+	// time). 0 means DefaultChecks; range 1..MaxChecks.
+	Checks int
 }
 
+// DefaultChecks and MaxChecks are Options.Checks' default and largest
+// value.
+const (
+	DefaultChecks = 2
+	MaxChecks     = 64
+)
+
 // Manager keeps the tenants' plugins: uploads, versions, swaps and
-// projections. Safe for concurrent use; changes (push, swap, delete) run
-// one at a time.
+// projections. Safe for concurrent use; a tenant's changes (push, swap,
+// delete) run one at a time, different tenants' at once (one tenant's
+// slow upload holds no other tenant's).
 type Manager struct {
 	opts Options
-	mu   sync.Mutex // one change at a time
+
+	lmu    sync.Mutex
+	locks  map[string]*tenantLock // the tenants changing now, or waiting to
+	checks chan struct{}          // a slot for each module being checked (Options.Checks)
 
 	tmu     sync.RWMutex
 	tenants map[string]*tenantHost
+}
+
+// tenantLock serialises one tenant's changes; held (or waited for) by n.
+type tenantLock struct {
+	mu sync.Mutex
+	n  int
+}
+
+// lock takes the tenant's change lock and returns its unlock.
+func (m *Manager) lock(tenant string) (unlock func()) {
+	m.lmu.Lock()
+	l := m.locks[tenant]
+	if l == nil {
+		l = &tenantLock{}
+		m.locks[tenant] = l
+	}
+	l.n++
+	m.lmu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		m.lmu.Lock()
+		if l.n--; l.n == 0 {
+			delete(m.locks, tenant)
+		}
+		m.lmu.Unlock()
+	}
+}
+
+// check takes a slot to check and compile a module (Options.Checks),
+// waiting for one while ctx lasts, and returns its release.
+func (m *Manager) check(ctx context.Context) (release func(), err error) {
+	select {
+	case m.checks <- struct{}{}:
+		return func() { <-m.checks }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // tenantHost is one tenant's plugin host and its plugins.
@@ -130,7 +199,9 @@ type hosted struct {
 // Open makes the manager and loads the active version of every tenant's
 // plugins (a version that does not load is logged, and its projections
 // fail with *NotLoadedError until another version is swapped in); it
-// removes the modules of tenants the plane no longer holds.
+// removes the modules of tenants the plane no longer holds, and the files
+// no kept version refers to (an upload's temporary file, a module a
+// change the server stopped in left).
 func Open(ctx context.Context, opts Options) (*Manager, error) {
 	if opts.Dir == "" || opts.Plane == nil {
 		return nil, errors.New("tenantplugin: Options.Dir and Options.Plane are required")
@@ -148,10 +219,16 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Checks == 0 {
+		opts.Checks = DefaultChecks
+	}
+	if opts.Checks < 1 || opts.Checks > MaxChecks {
+		return nil, fmt.Errorf("server.plugin_checks = %d: want 1..%d", opts.Checks, MaxChecks)
+	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	m := &Manager{opts: opts, tenants: map[string]*tenantHost{}}
+	m := &Manager{opts: opts, tenants: map[string]*tenantHost{}, locks: map[string]*tenantLock{}, checks: make(chan struct{}, opts.Checks)}
 	ents, err := os.ReadDir(opts.Dir)
 	if err != nil {
 		return nil, err
@@ -161,7 +238,11 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 			if err := os.RemoveAll(filepath.Join(opts.Dir, e.Name())); err != nil {
 				return nil, err
 			}
+			continue
 		}
+		// An upload the server stopped in left its temporary file; a
+		// change it stopped in, a module no version refers to.
+		m.gc(e.Name())
 	}
 	for _, tenant := range opts.Plane.PluginTenants() {
 		for _, tp := range opts.Plane.Plugins(tenant) {
@@ -173,7 +254,7 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 			h := m.newHosted(th, tp.Name)
 			if err := m.loadInto(ctx, tenant, th, h, rev); err != nil {
 				opts.Logger.Error("a tenant's plugin does not load: its projections fail until another version is pushed or swapped in",
-					"tenant", tenant, "plugin", tp.Name, "version", rev.Version, "error", err)
+					"tenant", tenant, "plugin", tp.Name, "version", rev.Version, "module", m.modulePath(tenant, rev.Digest), "error", err)
 				h.err.Store(&err)
 			}
 		}
@@ -227,6 +308,13 @@ func (m *Manager) host(tenant string) (*tenantHost, error) {
 		return nil
 	}}
 	host, err := plugins.NewHost(plugins.HostOptions{CacheDir: m.opts.CacheDir, Logger: slog.New(sink)})
+	if err != nil && m.opts.CacheDir != "" {
+		// A cache is never worth refusing the plugins over: compile in
+		// memory (each load compiles again).
+		m.opts.Logger.Error("the plugin compile cache cannot be used: a tenant's plugins are compiled in memory, again at every load",
+			"tenant", tenant, "dir", m.opts.CacheDir, "error", err)
+		host, err = plugins.NewHost(plugins.HostOptions{Logger: slog.New(sink)})
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -285,21 +373,33 @@ func manifestFor(raw []byte, l Limits, strict bool) (plugins.Manifest, error) {
 	pages := uint32(l.MemoryBytes / pageBytes)
 	type fit struct {
 		quota      string
+		field      string // a manifest member counted against quota (not its own)
 		asked, lim int64
 		set        func(int64)
+		def        int64 // what an unset member asks, if not the tenant's limit
 	}
+	// The call stack and the tables a plugin's calls use are the host's
+	// memory beside the plugin's linear memory (a call's stack up to
+	// twice limits.stack_bytes, 8 bytes a table element): each is at most
+	// the tenant's plugin_memory_bytes too.
+	memLim := int64(pages) * pageBytes
 	for _, f := range []fit{
-		{"plugin_memory_bytes", int64(ml.MemoryPages) * pageBytes, int64(pages) * pageBytes, func(v int64) { ml.MemoryPages = uint32(v / pageBytes) }},
-		{"plugin_call_ms", time.Duration(ml.Timeout).Milliseconds(), l.CallTimeout.Milliseconds(), func(v int64) { ml.Timeout = plugins.Duration(time.Duration(v) * time.Millisecond) }},
-		{"plugin_output_bytes", int64(ml.MaxOutputBytes), l.OutputBytes, func(v int64) { ml.MaxOutputBytes = uint32(v) }},
-		{"plugin_log_lines", int64(ml.LogLines), int64(l.LogLines), func(v int64) { ml.LogLines = uint32(v) }},
-		{"plugin_log_bytes", int64(ml.LogBytes), l.LogBytes, func(v int64) { ml.LogBytes = uint32(v) }},
+		{"plugin_memory_bytes", "", int64(ml.MemoryPages) * pageBytes, int64(pages) * pageBytes, func(v int64) { ml.MemoryPages = uint32(v / pageBytes) }, 0},
+		{"plugin_call_ms", "", time.Duration(ml.Timeout).Milliseconds(), l.CallTimeout.Milliseconds(), func(v int64) { ml.Timeout = plugins.Duration(time.Duration(v) * time.Millisecond) }, 0},
+		{"plugin_output_bytes", "", int64(ml.MaxOutputBytes), l.OutputBytes, func(v int64) { ml.MaxOutputBytes = uint32(v) }, 0},
+		{"plugin_log_lines", "", int64(ml.LogLines), int64(l.LogLines), func(v int64) { ml.LogLines = uint32(v) }, 0},
+		{"plugin_log_bytes", "", int64(ml.LogBytes), l.LogBytes, func(v int64) { ml.LogBytes = uint32(v) }, 0},
+		{"plugin_memory_bytes", "stack_bytes", int64(ml.StackBytes), memLim, func(v int64) { ml.StackBytes = uint32(v) }, defaultStackBytes},
+		{"plugin_memory_bytes", "table_elements", int64(ml.TableElements) * tableElementBytes, memLim,
+			func(v int64) { ml.TableElements = uint32(v / tableElementBytes) }, defaultTableElements * tableElementBytes},
 	} {
 		switch {
+		case f.asked == 0 && f.def > 0:
+			f.set(min(f.def, f.lim))
 		case f.asked == 0:
 			f.set(f.lim)
 		case f.asked > f.lim && strict:
-			return mf, &LimitError{Quota: f.quota, Limit: f.lim, Asked: f.asked}
+			return mf, &LimitError{Quota: f.quota, Field: f.field, Limit: f.lim, Asked: f.asked}
 		case f.asked > f.lim:
 			f.set(f.lim)
 		}
@@ -316,6 +416,14 @@ func manifestFor(raw []byte, l Limits, strict bool) (plugins.Manifest, error) {
 	return mf, nil
 }
 
+// The plugin host's defaults of limits.stack_bytes and
+// limits.table_elements, and what a table element costs it.
+const (
+	defaultStackBytes    = 4 << 20
+	defaultTableElements = 1 << 17
+	tableElementBytes    = 8
+)
+
 // maxPoolSize bounds the idle instances a tenant's plugin keeps
 // (plugins.Limits.PoolSize; its default).
 const maxPoolSize = 8
@@ -324,11 +432,13 @@ const maxPoolSize = 8
 // plugin already), its limits fitted to the tenant's now.
 func (m *Manager) loadInto(ctx context.Context, tenant string, th *tenantHost, h *hosted, rev Revision) error {
 	wasm, err := os.ReadFile(m.modulePath(tenant, rev.Digest))
-	if err != nil {
-		return err
-	}
-	if plugins.Digest(wasm) != rev.Digest {
-		return fmt.Errorf("the stored module's SHA-256 is not its digest %s (damaged)", rev.Digest)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return &storedModuleError{fmt.Sprintf("its stored module (sha256 %s) is missing", rev.Digest), err}
+	case err != nil:
+		return &storedModuleError{fmt.Sprintf("its stored module (sha256 %s) cannot be read: %s", rev.Digest, osReason(err)), err}
+	case plugins.Digest(wasm) != rev.Digest:
+		return &storedModuleError{fmt.Sprintf("its stored module's SHA-256 is not its digest %s (damaged)", rev.Digest), nil}
 	}
 	mf, err := manifestFor(rev.Manifest, m.Limits(tenant), false)
 	if err != nil {
@@ -337,21 +447,42 @@ func (m *Manager) loadInto(ctx context.Context, tenant string, th *tenantHost, h
 	return m.run(ctx, tenant, th, h, wasm, mf, rev)
 }
 
+// storedModuleError: a kept version's module file is missing, unreadable
+// or damaged. Its text names the module by digest, never by the server's
+// path (it is shown to the tenant); Cause keeps the file system's error
+// for the server's log.
+type storedModuleError struct {
+	msg   string
+	Cause error
+}
+
+func (e *storedModuleError) Error() string { return e.msg }
+
+// osReason is err without the path an *os.PathError names.
+func osReason(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
 // run makes h run wasm: a first load, or a hot swap.
 func (m *Manager) run(ctx context.Context, tenant string, th *tenantHost, h *hosted, wasm []byte, mf plugins.Manifest, rev Revision) error {
 	if p := h.p.Load(); p != nil {
 		if err := p.Swap(ctx, wasm, mf); err != nil {
 			return err
 		}
-	} else {
-		p, err := th.host.LoadFor(ctx, owner(tenant, mf.Name), wasm, mf)
-		if err != nil {
-			return err
-		}
-		h.p.Store(p)
-		h.err.Store(nil)
+		h.rev.Store(&rev)
+		return nil
 	}
-	h.rev.Store(&rev)
+	p, err := th.host.LoadFor(ctx, owner(tenant, mf.Name), wasm, mf)
+	if err != nil {
+		return err
+	}
+	h.rev.Store(&rev) // before p: a plugin seen loaded has its version
+	h.p.Store(p)
+	h.err.Store(nil)
 	return nil
 }
 
@@ -360,13 +491,17 @@ func (m *Manager) run(ctx context.Context, tenant string, th *tenantHost, h *hos
 // records it as a new version of the tenant's plugin named in the
 // manifest, active when activate (a new plugin is always active). Errors:
 // *LimitError (the module or a manifest limit over the tenant's),
-// *RejectedError (manifest, pin, or the module as the plugin host
-// refuses it), control.ErrExists (the version is kept with another
+// *RejectedError (manifest — over control.MaxPluginManifestBytes, checked
+// before anything else —, pin, or the module as the plugin host refuses
+// it), control.ErrExists (the version is kept with another
 // module), control.ErrLimit (too many plugins or versions),
-// control.ErrNotFound (no such tenant). On any error nothing is recorded
-// and the active version stays. Pushing a kept version again (same
-// module) only activates it.
+// control.ErrNotFound (no such tenant). On any error nothing is recorded,
+// no module file is left behind and the active version stays. Pushing a
+// kept version again (same module) only activates it.
 func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte, activate bool) (control.TenantPlugin, error) {
+	if len(manifest) > control.MaxPluginManifestBytes {
+		return control.TenantPlugin{}, &RejectedError{Plugin: "?", Reason: fmt.Sprintf("the manifest is %d bytes, at most %d", len(manifest), control.MaxPluginManifestBytes)}
+	}
 	l := m.Limits(tenant)
 	if int64(len(wasm)) > l.ModuleBytes {
 		return control.TenantPlugin{}, &LimitError{Quota: "max_module_bytes", Limit: l.ModuleBytes, Asked: int64(len(wasm))}
@@ -389,8 +524,7 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 	case subtle.ConstantTimeCompare([]byte(strings.ToLower(mf.SHA256)), []byte(digest)) != 1:
 		return control.TenantPlugin{}, refuse(fmt.Sprintf("the module's SHA-256 %s is not the manifest's sha256 %s", digest, mf.SHA256))
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.lock(tenant)()
 	if _, ok := m.opts.Plane.Tenant(tenant); !ok {
 		return control.TenantPlugin{}, fmt.Errorf("%w: tenant %q", control.ErrNotFound, tenant)
 	}
@@ -418,6 +552,11 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 	}
 	rev := Revision{Version: mf.Version, Digest: digest, Kind: string(mf.Kind), Bytes: int64(len(wasm)), Manifest: json.RawMessage(manifest)}
 	// Compile before anything is stored: a refused module leaves no trace.
+	release, err := m.check(ctx)
+	if err != nil {
+		return control.TenantPlugin{}, err
+	}
+	defer release()
 	h := th.get(mf.Name)
 	switch {
 	case h == nil || h.p.Load() == nil:
@@ -437,13 +576,14 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 		tp, err := m.opts.Plane.AddPluginVersion(ctx, tenant, rev, mf.Name, activate, l.Plugins, l.Versions)
 		if err != nil {
 			_ = th.host.Unload(context.Background(), mf.Name)
+			m.gc(tenant)
 			return control.TenantPlugin{}, err
 		}
 		if tp.Active == mf.Version {
+			stored, _ := tp.ActiveVersion()
+			h.rev.Store(&stored) // before p: a plugin seen loaded has its version
 			h.p.Store(p)
 			h.err.Store(nil)
-			stored, _ := tp.ActiveVersion()
-			h.rev.Store(&stored)
 			th.mu.Lock()
 			th.plugins[mf.Name] = h
 			th.mu.Unlock()
@@ -463,7 +603,11 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 		if err := m.store(tenant, digest, wasm); err != nil {
 			return control.TenantPlugin{}, err
 		}
-		return m.opts.Plane.AddPluginVersion(ctx, tenant, rev, mf.Name, false, l.Plugins, l.Versions)
+		tp, err := m.opts.Plane.AddPluginVersion(ctx, tenant, rev, mf.Name, false, l.Plugins, l.Versions)
+		if err != nil {
+			m.gc(tenant)
+		}
+		return tp, err
 	default:
 		// A new active version of a running plugin: a hot swap. Stored
 		// first, so a recorded version always has its module.
@@ -500,11 +644,12 @@ func rejected(name string, err error) error {
 // Swap makes a kept version of the tenant's plugin the active one, hot:
 // calls in progress finish on the old version, new calls run the new one,
 // and none fails for the swap. control.ErrNotFound for an unknown plugin
-// or version; an error loading the stored module leaves the active
-// version as it was.
+// or version; *RejectedError when the version's stored module is missing
+// or damaged (named by digest, never by path) or the plugin host refuses
+// it under the tenant's limits now. An error loading the stored module
+// leaves the active version as it was.
 func (m *Manager) Swap(ctx context.Context, tenant, name, version string) (control.TenantPlugin, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.lock(tenant)()
 	return m.swapLocked(ctx, tenant, name, version)
 }
 
@@ -528,8 +673,19 @@ func (m *Manager) swapLocked(ctx context.Context, tenant, name, version string) 
 	if tp.Active == version && h.p.Load() != nil {
 		return tp, nil
 	}
+	release, err := m.check(ctx)
+	if err != nil {
+		return tp, err
+	}
+	defer release()
 	prev := h.rev.Load()
 	if err := m.loadInto(ctx, tenant, th, h, rev); err != nil {
+		var se *storedModuleError
+		if errors.As(err, &se) {
+			m.opts.Logger.Error("a tenant's kept plugin version cannot be swapped in", "tenant", tenant, "plugin", name, "version", version,
+				"module", m.modulePath(tenant, rev.Digest), "error", se.Cause)
+			return tp, &RejectedError{Plugin: name, Reason: "version " + version + ": " + se.msg + ": push it again"}
+		}
 		return tp, fmt.Errorf("tenantplugin: stored version %s of plugin %s: %w", version, name, rejected(name, err))
 	}
 	out, err := m.opts.Plane.SwapPlugin(ctx, tenant, name, version)
@@ -546,8 +702,7 @@ func (m *Manager) swapLocked(ctx context.Context, tenant, name, version string) 
 // one inactive version, and removes the modules no kept version refers
 // to. Errors as control.Plane.DeletePlugin.
 func (m *Manager) Delete(ctx context.Context, tenant, name, version string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.lock(tenant)()
 	if err := m.opts.Plane.DeletePlugin(ctx, tenant, name, version); err != nil {
 		return err
 	}
@@ -585,8 +740,7 @@ func (m *Manager) Reset(tenant, name string) (Status, error) {
 // Remove closes and deletes the plugins of a tenant the control plane
 // has deleted.
 func (m *Manager) Remove(tenant string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.lock(tenant)()
 	if _, ok := m.opts.Plane.Tenant(tenant); ok {
 		return fmt.Errorf("tenantplugin: tenant %q still exists", tenant)
 	}
@@ -666,23 +820,30 @@ func (m *Manager) store(tenant, digest string, data []byte) error {
 // control.ErrNotFound for an unknown plugin; *NotLoadedError when its
 // active version could not be loaded.
 func (m *Manager) Plugin(ctx context.Context, tenant, name string) (*plugins.Plugin, Revision, error) {
+	_, p, rev, err := m.loaded(ctx, tenant, name)
+	return p, rev, err
+}
+
+// loaded is Plugin with the plugin's record of calls, from one lookup (a
+// deletion in between cannot leave one without the other).
+func (m *Manager) loaded(ctx context.Context, tenant, name string) (*hosted, *plugins.Plugin, Revision, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, Revision{}, err
+		return nil, nil, Revision{}, err
 	}
 	h := m.lookup(tenant, name)
 	if h == nil {
-		return nil, Revision{}, fmt.Errorf("%w: plugin %q", control.ErrNotFound, name)
+		return nil, nil, Revision{}, fmt.Errorf("%w: plugin %q", control.ErrNotFound, name)
 	}
+	// rev is stored before p: a plugin seen loaded has its version.
 	p := h.p.Load()
 	if p == nil {
 		err := errors.New("not loaded")
 		if e := h.err.Load(); e != nil {
 			err = *e
 		}
-		return nil, Revision{}, &NotLoadedError{Plugin: name, Cause: err}
+		return nil, nil, Revision{}, &NotLoadedError{Plugin: name, Cause: err}
 	}
-	rev := h.rev.Load()
-	return p, *rev, nil
+	return h, p, *h.rev.Load(), nil
 }
 
 // Projected is a projection plugin's state of one entity.
@@ -703,14 +864,13 @@ type Projected struct {
 // plugin's status: counted, and listed in its recent faults); other
 // errors as Plugin, or the store's.
 func (m *Manager) Project(ctx context.Context, store *core.Store, tenant, name, entity string) (Projected, error) {
-	p, rev, err := m.Plugin(ctx, tenant, name)
+	h, p, rev, err := m.loaded(ctx, tenant, name)
 	if err != nil {
 		return Projected{}, err
 	}
 	if rev.Kind != string(plugins.KindProjection) {
 		return Projected{}, &RejectedError{Plugin: name, Reason: "it is a " + rev.Kind + " plugin, not a projection plugin"}
 	}
-	h := m.lookup(tenant, name)
 	h.requests.Add(1)
 	before := p.Digest()
 	gen, state, _, err := core.ProjectIfChanged(store, entity, countingProjection{Projection: plugins.Projection{P: p, Ctx: ctx}, h: h}, ^uint64(0), core.Consistent())
