@@ -25,8 +25,7 @@ const causalMaxLimit = 1000
 
 type causalFlags struct {
 	limit, depth int
-	output       string
-	asJSON       bool
+	out          outputFlags // table (the tree; "tree" is its other name), dot, json, yaml
 }
 
 func newDescendantsCmd(a *app) *cobra.Command {
@@ -42,7 +41,7 @@ last line says when more were left out. An event whose cause is not in this
 store is the root of its own tree.
 
 -o dot prints a Graphviz digraph (pipe it to "dot -Tsvg"); -o json (or
---json) prints {"events": [...], "truncated": bool} with the events in
+--json; -o yaml likewise) prints {"events": [...], "truncated": bool} with the events in
 global order and the fields of query --json.`,
 		Example: `  batpak descendants 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e
   batpak descendants 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e --depth 2 -o dot | dot -Tsvg > tree.svg`,
@@ -65,7 +64,7 @@ causation links (an event whose cause is not in the conversation starts a
 tree of its own). At most --limit events (up to 1000), the earliest; the
 last line says when more were left out.
 
--o dot prints a Graphviz digraph; -o json (or --json) prints
+-o dot prints a Graphviz digraph; -o json (or --json; -o yaml likewise) prints
 {"events": [...], "truncated": bool} with the events in global order and
 the fields of query --json.`,
 		Example: `  batpak correlation 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e`,
@@ -81,8 +80,8 @@ func causalFlagSet(cmd *cobra.Command, f *causalFlags, depth bool) {
 	if depth {
 		cmd.Flags().IntVar(&f.depth, "depth", core.DefaultCausalMaxDepth, "follow at most N causation links below the event")
 	}
-	cmd.Flags().StringVarP(&f.output, "output", "o", "tree", "output format: tree, dot or json")
-	cmd.Flags().BoolVar(&f.asJSON, "json", false, "same as -o json")
+	f.out.allow("tree", "dot")
+	f.out.register(cmd)
 }
 
 func runCausal(cmd *cobra.Command, a *app, arg string, f causalFlags, down bool) error {
@@ -96,13 +95,9 @@ func runCausal(cmd *cobra.Command, a *app, arg string, f causalFlags, down bool)
 	if down && f.depth < 1 {
 		return badInput("--depth", fmt.Errorf("%d is less than 1", f.depth))
 	}
-	if f.asJSON {
-		f.output = "json"
-	}
-	switch f.output {
-	case "tree", "dot", "json":
-	default:
-		return badInput("--output", fmt.Errorf("%q is not tree, dot or json", f.output))
+	format, err := f.out.format()
+	if err != nil {
+		return err
 	}
 	lim := core.CausalLimits{MaxEvents: f.limit, MaxDepth: f.depth}
 	rc, err := a.remote()
@@ -130,16 +125,16 @@ func runCausal(cmd *cobra.Command, a *app, arg string, f causalFlags, down bool)
 		return err
 	}
 	w := cmd.OutOrStdout()
-	switch f.output {
-	case "json":
+	switch format {
+	case formatJSON, formatYAML:
 		evs := make([]eventJSON, len(res.Events))
 		for i, ev := range res.Events {
 			evs[i] = toEventJSON(ev)
 		}
-		return newJSONLines(w).write(struct {
+		return emit(w, format, struct {
 			Events    []eventJSON `json:"events"`
 			Truncated bool        `json:"truncated"`
-		}{evs, res.Truncated})
+		}{evs, res.Truncated}, nil)
 	case "dot":
 		return writeCausalDOT(w, res.Events, down)
 	}

@@ -126,9 +126,12 @@ func TestCausalCommands(t *testing.T) {
 		fails(t, append(slices.Clone(mode), "descendants", ids["root"], "--limit", "0"), "--limit", "1 to 1000")
 		fails(t, append(slices.Clone(mode), "descendants", ids["root"], "--limit", "1001"), "--limit")
 		fails(t, append(slices.Clone(mode), "descendants", ids["root"], "--depth", "0"), "--depth")
-		fails(t, append(slices.Clone(mode), "correlation", ids["root"], "-o", "yaml"), "--output", "tree, dot or json")
+		failsWith(t, exitUsage, append(slices.Clone(mode), "correlation", ids["root"], "-o", "svg"), `"svg" is not an output format`, "tree", "dot")
+		if y := run("correlation", ids["root"], "-o", "yaml"); !strings.Contains(y, "truncated: false") || !strings.Contains(y, "correlation_id: ") {
+			t.Errorf("%s correlation -o yaml: %s", name, y)
+		}
 		fails(t, append(slices.Clone(mode), "correlation", "nope"), "ID")
-		fails(t, append(slices.Clone(mode), "descendants", "0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e"), "0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e")
+		failsWith(t, exitNotFound, append(slices.Clone(mode), "descendants", "0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e"), "0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e")
 	}
 	// The SDK gives every remote append an idempotency key.
 	idem := regexp.MustCompile(`"idempotency_key":"[^"]*",`)
