@@ -82,6 +82,11 @@ type CompactConfig struct {
 	// it reads, asks and changes nothing and reports Skipped. 0 (the
 	// default): no minimum. Negative is refused (ErrInvalidOptions).
 	MinSegments int
+	// Progress, when set, is called from Compact's goroutine as the
+	// rewrite reads the sealed segments: (0, total) before the first,
+	// then (done, total) after each; total is how many will be read. It
+	// must return quickly (it holds up the rewrite, not writes).
+	Progress func(done, total int)
 
 	// pack: the sealer's rewrite of one segment into a packed file, byte
 	// for byte (no stub shrinking), so every event keeps its offset.
@@ -303,9 +308,12 @@ func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg Compac
 		outs = append(outs, cur)
 		buf = append(buf[:0], format.EncodeSegmentHeader(key)...)
 	}
-	for _, key := range sealed {
+	for i, key := range sealed {
 		if err := ctx.Err(); err != nil {
 			return outs, err
+		}
+		if cfg.Progress != nil {
+			cfg.Progress(i, len(sealed))
 		}
 		path := filepath.Join(s.cfg.Dir, format.SegmentName(key))
 		data, _, unmap, err := loadSegment(s.fs, path, key)
@@ -381,6 +389,9 @@ func (s *Store) rewriteSegments(ctx context.Context, sealed []uint32, cfg Compac
 			cur.locs[seq] = base + off
 		}
 		cur.removed = append(cur.removed, removed...)
+	}
+	if cfg.Progress != nil {
+		cfg.Progress(len(sealed), len(sealed))
 	}
 	return outs, flush()
 }

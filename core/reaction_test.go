@@ -292,7 +292,7 @@ func TestEffectKinds(t *testing.T) {
 
 // TestCompactMinSegments: with fewer sealed segments than MinSegments,
 // Compact reports Skipped and changes nothing; with exactly that many it
-// compacts.
+// compacts, reporting its progress over the segments it reads.
 func TestCompactMinSegments(t *testing.T) {
 	ctx := context.Background()
 	s := openStore(t, smallSegments)
@@ -323,9 +323,20 @@ func TestCompactMinSegments(t *testing.T) {
 		t.Fatalf("MinSegments -1: %v; want ErrInvalidOptions", err)
 	}
 	drop.MinSegments = sealed
+	var progress [][2]int
+	drop.Progress = func(done, total int) { progress = append(progress, [2]int{done, total}) }
 	rep, err = s.Compact(ctx, drop)
 	if err != nil || rep.Skipped || rep.SegmentsRewritten != sealed || rep.EventsRemoved != 1 {
 		t.Fatalf("MinSegments %d with %d sealed: %+v, %v; want a compaction", drop.MinSegments, sealed, rep, err)
+	}
+	// Progress: (0, n), (1, n), …, (n, n) over the sealed segments read.
+	if len(progress) != sealed+1 {
+		t.Fatalf("progress %v over %d sealed segments", progress, sealed)
+	}
+	for i, p := range progress {
+		if p != [2]int{i, sealed} {
+			t.Fatalf("progress %v over %d sealed segments", progress, sealed)
+		}
 	}
 	if _, err := s.Get(old.ID); !errors.Is(err, core.ErrNotFound) {
 		t.Fatalf("the compaction kept the event it was to remove: %v", err)

@@ -348,9 +348,35 @@ func TestProgressOnlyOnTerminal(t *testing.T) {
 		sj.Before != sj.After || sj.After.PackedSegments != sj.After.Segments-1 || sj.After.Footers < sj.After.Segments-1 {
 		t.Errorf("seal -o json of a sealed store: %+v", sj)
 	}
-	if r = batpak(t, "compact", "--data-dir", big, "--merge", "--progress"); r.code != 0 || !strings.Contains(r.stderr, "compact") {
-		t.Errorf("compact --progress: exit %d, %q", r.code, r.stderr)
+	// compact: a bar over the sealed segments it reads, ending full.
+	sealed := decode[sealJSON](t, ok(t, "seal", "--data-dir", big, "--compression", "zstd", "-o", "json")).After.Segments - 1
+	if r = batpak(t, "compact", "--data-dir", big, "--merge", "--progress"); r.code != 0 ||
+		!strings.Contains(r.stderr, "compact 100%") || !strings.Contains(r.stderr, fmt.Sprintf("%d/%d", sealed, sealed)) {
+		t.Errorf("compact --progress over %d sealed segments: exit %d, %q", sealed, r.code, r.stderr)
 	}
+}
+
+// TestCompactMinSegments: compact --min-segments does nothing, and says
+// so, while fewer segments are sealed; at the minimum it compacts.
+func TestCompactMinSegments(t *testing.T) {
+	big := filepath.Join(isolate(t), "big")
+	fillStore(t, big, 300, 3)
+	d := decode[sealJSON](t, ok(t, "seal", "--data-dir", big, "-o", "json"))
+	sealed := d.After.Segments - 1
+	if sealed < 2 {
+		t.Fatalf("%d sealed segments; the test needs 2 or more", sealed)
+	}
+	over := fmt.Sprint(sealed + 1)
+	if out := ok(t, "compact", "--data-dir", big, "--merge", "--min-segments", over); !strings.Contains(out, "nothing: fewer segments are sealed than --min-segments "+over) {
+		t.Errorf("compact below the minimum: %q", out)
+	}
+	if rep := decode[compactReportJSON](t, ok(t, "compact", "--data-dir", big, "--merge", "--min-segments", over, "-o", "json")); !rep.Skipped || rep.SegmentsRewritten != 0 {
+		t.Errorf("compact -o json below the minimum: %+v", rep)
+	}
+	if rep := decode[compactReportJSON](t, ok(t, "compact", "--data-dir", big, "--merge", "--min-segments", fmt.Sprint(sealed), "-o", "json")); rep.Skipped || rep.SegmentsRewritten != sealed {
+		t.Errorf("compact -o json at the minimum (%d sealed): %+v", sealed, rep)
+	}
+	failsWith(t, exitUsage, []string{"compact", "--data-dir", big, "--min-segments", "-1"}, "--min-segments")
 }
 
 // humanizeLikeBar renders n as the progress bar's byte counts do.

@@ -506,6 +506,7 @@ func newCompactCmd(a *app) *cobra.Command {
 		merge        bool
 		maxAge       time.Duration
 		maxPerEntity int
+		minSegments  int
 		tombstone    string
 		reason       string
 		dryRun       bool
@@ -540,18 +541,18 @@ audit event on entity batpak:audit:maintenance before it takes effect.
 --dry-run compacts a private copy of the store (in the temporary
 directory; it needs room for one) and reports what compacting the store
 would do, policy decision included; the store itself is only read. On a
-terminal, a spinner shows the time taken (compaction reports no progress
-of its own).`,
+terminal, a bar counts the sealed segments read. --min-segments N does
+nothing (and says so) while fewer than N segments are sealed.`,
 		Example: `  batpak compact --merge
   batpak compact --max-age 720h --max-per-entity 1000 --dry-run`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
-			cfg := core.CompactConfig{Merge: merge, MaxAge: maxAge, MaxPerEntity: maxPerEntity}
+			cfg := core.CompactConfig{Merge: merge, MaxAge: maxAge, MaxPerEntity: maxPerEntity, MinSegments: minSegments}
 			if tombstone != "" {
 				cfg.Tombstone = func(ev core.StoredEvent) bool { return ev.Coordinate.Entity == tombstone }
 			}
-			if maxAge < 0 || maxPerEntity < 0 {
-				return usagef("--max-age and --max-per-entity must not be negative")
+			if maxAge < 0 || maxPerEntity < 0 || minSegments < 0 {
+				return usagef("--max-age, --max-per-entity and --min-segments must not be negative")
 			}
 			format, err := out.format()
 			if err != nil {
@@ -587,9 +588,18 @@ of its own).`,
 				}
 			}
 			defer closeStore(s, &err)
-			bar := prog.bar(cmd.ErrOrStderr(), -1, "compact", "segments")
+			var bar *progressbar.ProgressBar
+			cfg.Progress = func(done, total int) {
+				if bar == nil {
+					bar = prog.bar(cmd.ErrOrStderr(), int64(total), "compact", "segments")
+				}
+				if bar != nil {
+					_ = bar.Set(done)
+				}
+			}
 			rep, err := s.Compact(core.WithReason(ctx, reason), cfg)
 			finishBar(bar)
+
 			if err != nil {
 				return maintenanceDenial("compact", err)
 			}
@@ -598,7 +608,12 @@ of its own).`,
 					DryRun: dryRun, SegmentsRewritten: rep.SegmentsRewritten, SegmentsRemoved: rep.SegmentsRemoved,
 					EventsRemoved: rep.EventsRemoved, EventsTombstoned: rep.EventsTombstoned, BytesReclaimed: rep.BytesReclaimed,
 					DiskBytesReclaimed: rep.DiskBytesReclaimed, ElapsedMillis: float64(rep.Elapsed.Microseconds()) / 1000,
+					Skipped: rep.Skipped,
 				}, nil)
+			}
+			if rep.Skipped {
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s nothing: fewer segments are sealed than --min-segments %d\n", prefix, minSegments)
+				return err
 			}
 			disk := humanBytes(rep.DiskBytesReclaimed) + " on disk reclaimed"
 			if rep.DiskBytesReclaimed < 0 {
@@ -615,6 +630,7 @@ of its own).`,
 	f.BoolVar(&merge, "merge", false, "combine sealed segments into as few files as segment_max_bytes allows")
 	f.DurationVar(&maxAge, "max-age", 0, "remove events older than this (e.g. 720h)")
 	f.IntVar(&maxPerEntity, "max-per-entity", 0, "keep only each entity's newest N events")
+	f.IntVar(&minSegments, "min-segments", 0, "do nothing unless at least N segments are sealed (0: no minimum)")
 	f.StringVar(&tombstone, "tombstone-entity", "", "erase the payloads of this entity's events (they stay, redacted)")
 	f.StringVar(&reason, "reason", "", "why (the policy sees it; the audit record keeps it)")
 	f.BoolVar(&dryRun, "dry-run", false, "compact a copy and report what would be done; the store is only read")
@@ -635,6 +651,7 @@ type compactReportJSON struct {
 	BytesReclaimed     int64   `json:"bytes_reclaimed"`
 	DiskBytesReclaimed int64   `json:"disk_bytes_reclaimed"`
 	ElapsedMillis      float64 `json:"elapsed_ms"`
+	Skipped            bool    `json:"skipped,omitempty"` // fewer sealed segments than --min-segments: nothing done
 }
 
 // copyStoreFiles copies the files of store directory src (subdirectories
