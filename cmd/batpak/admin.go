@@ -129,6 +129,10 @@ the server's operator credential (BATPAK_SERVER, BATPAK_TOKEN).`,
 			if !yes {
 				return usagef("tenant delete erases tenant %s and all its events; repeat with --yes to confirm", oneLine(args[0]))
 			}
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
 			rc, err := a.needServer("tenant delete")
 			if err != nil {
 				return err
@@ -136,8 +140,14 @@ the server's operator credential (BATPAK_SERVER, BATPAK_TOKEN).`,
 			if err := rc.c.Admin().DeleteTenant(cmd.Context(), args[0]); err != nil {
 				return remoteError(err)
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "deleted tenant %s\n", oneLine(args[0]))
-			return err
+			gone := struct {
+				ID      string `json:"id"`
+				Deleted bool   `json:"deleted"`
+			}{args[0], true}
+			return emit(cmd.OutOrStdout(), f, gone, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "deleted tenant %s\n", oneLine(args[0]))
+				return err
+			})
 		},
 	}
 	del.Flags().BoolVar(&yes, "yes", false, "confirm: the tenant's data is erased")
@@ -252,6 +262,10 @@ issued key is printed once: the server keeps only its digest.`,
 	revoke := &cobra.Command{
 		Use: "revoke KEY-ID", Short: "Revoke a key: it is refused from now on", Args: exactArgs("KEY-ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
 			rc, err := tenantOf("key revoke")
 			if err != nil {
 				return err
@@ -263,8 +277,15 @@ issued key is printed once: the server keeps only its digest.`,
 			if err != nil {
 				return remoteError(err)
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "revoked key %s of tenant %s\n", oneLine(args[0]), oneLine(rc.tenant))
-			return err
+			revoked := struct {
+				ID      string `json:"id"`
+				Tenant  string `json:"tenant"`
+				Revoked bool   `json:"revoked"`
+			}{args[0], rc.tenant, true}
+			return emit(cmd.OutOrStdout(), f, revoked, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "revoked key %s of tenant %s\n", oneLine(args[0]), oneLine(rc.tenant))
+				return err
+			})
 		},
 	}
 	out.registerPersistent(cmd)

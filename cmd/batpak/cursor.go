@@ -110,6 +110,10 @@ they use the tenant's cursor routes.`,
 			if toEnd && cmd.Flags().Changed("to") {
 				return usagef("--to and --to-end exclude each other")
 			}
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
 			name := args[0]
 			rc, err := a.remote()
 			if err != nil {
@@ -174,8 +178,15 @@ they use the tenant's cursor routes.`,
 					return err
 				}
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "cursor %s reset from %d to %d\n", oneLine(name), before, pos)
-			return err
+			moved := struct {
+				Name      string `json:"name"`
+				From      uint64 `json:"from"`      // the committed position before
+				Committed uint64 `json:"committed"` // the committed position now
+			}{name, before, pos}
+			return emit(cmd.OutOrStdout(), f, moved, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "cursor %s reset from %d to %d\n", oneLine(name), before, pos)
+				return err
+			})
 		},
 	}
 	reset.Flags().Uint64Var(&to, "to", 0, "the global sequence to resume from (0: the beginning)")

@@ -30,9 +30,9 @@
 //	batpak plugin inspect FILE [--manifest FILE] [-o FORMAT]
 //	batpak plugin project --plugin FILE --entity E [--manifest FILE] [-o FORMAT]
 //	batpak export [--out FILE] [--entity-prefix P] [--scope S] [--salvage]
-//	batpak import FILE|-
-//	batpak snapshot DEST
-//	batpak redact ID | --entity E   [--dry-run]
+//	batpak import FILE|-   [-o FORMAT]
+//	batpak snapshot DEST   [-o FORMAT]
+//	batpak redact ID | --entity E   [--dry-run] [-o FORMAT]
 //	batpak compact [--merge] [--max-age D] [--max-per-entity N] [--tombstone-entity E] [--dry-run]
 //	batpak seal
 //
@@ -110,7 +110,7 @@
 // With remote.server set (--server URL, BATPAK_SERVER), append, get, query,
 // ancestors, stats, verify, export and import work on a tenant of a
 // running "batpak serve" through package sdk/client instead of a
-// directory, printing what they print locally (text and --json). The
+// directory, printing what they print locally (in every -o FORMAT). The
 // server's events carry no chain hash, so get prints none; stats shows
 // the counts and sizes the server reports; an append without
 // --idempotency-key carries one the client picks (bpc-…), so a retried
@@ -124,11 +124,11 @@
 //
 // The administration commands need a server:
 //
-//	batpak tenant create ID | list | suspend ID [--reason R] | resume ID | delete ID --yes   [--json]
-//	batpak key issue NAME --role R | list | revoke KEY-ID   [--json]
+//	batpak tenant create ID | list | suspend ID [--reason R] | resume ID | delete ID --yes   [-o FORMAT]
+//	batpak key issue NAME --role R | list | revoke KEY-ID   [-o FORMAT]
 //	batpak worker start NAME --plugin P [--entity E] [--scope S] [--kind K] [--category C] [--cursor C]
 //	                   [--max-restarts N] [--window D] [--backoff-min D] [--backoff-max D]
-//	              | stop NAME | reset NAME | status [NAME]   [--json]
+//	              | stop NAME | reset NAME | status [NAME]   [-o FORMAT]
 //
 // tenant takes the operator credential; key the operator credential or an
 // admin key of --tenant; worker a key of --tenant (admin to start, stop

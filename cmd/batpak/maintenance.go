@@ -292,8 +292,17 @@ func (c *lineCounter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// importJSON is what import prints with -o json|yaml.
+type importJSON struct {
+	Imported int `json:"imported"` // events written
+	Skipped  int `json:"skipped"`  // already present with the same id and content
+}
+
 func newImportCmd(a *app) *cobra.Command {
-	var prog progressFlags
+	var (
+		prog progressFlags
+		out  outputFlags
+	)
 	cmd := &cobra.Command{
 		Use:     "import FILE",
 		Short:   "Write the events of an NDJSON export into the store",
@@ -307,6 +316,10 @@ skipped, so an interrupted import can simply be run again. On a terminal,
 a progress bar counts the bytes read against the file's size.`,
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			format, err := out.format()
+			if err != nil {
+				return err
+			}
 			var in io.Reader = cmd.InOrStdin()
 			total := int64(-1) // unknown (a pipe)
 			if args[0] != "-" {
@@ -352,16 +365,29 @@ a progress bar counts the bytes read against the file's size.`,
 					return err
 				}
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "imported %s, skipped %d already present\n", plural(st.Imported, "event", "events"), st.Skipped)
-			return err
+			return emit(cmd.OutOrStdout(), format, importJSON{st.Imported, st.Skipped}, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "imported %s, skipped %d already present\n", plural(st.Imported, "event", "events"), st.Skipped)
+				return err
+			})
 		},
 	}
 	prog.register(cmd)
+	out.register(cmd)
 	return cmd
 }
 
+// snapshotJSON is what snapshot prints with -o json|yaml.
+type snapshotJSON struct {
+	Dest           string `json:"dest"`
+	Segments       int    `json:"segments"`
+	Bytes          int64  `json:"bytes"`
+	GlobalSequence uint64 `json:"global_sequence"` // the copy holds the events below it
+	ElapsedMs      int64  `json:"elapsed_ms"`
+}
+
 func newSnapshotCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var out outputFlags
+	cmd := &cobra.Command{
 		Use:     "snapshot DEST",
 		Short:   "Copy the store, consistently, into a new directory",
 		GroupID: "maintenance",
@@ -372,6 +398,10 @@ hidden ranges and durable cursor positions. Open the copy like any store
 (--data-dir DEST).`,
 		Args: exactArgs("DEST"),
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
 			s, _, ctx, err := a.openWrite(cmd.Context())
 			if err != nil {
 				return err
@@ -381,18 +411,24 @@ hidden ranges and durable cursor positions. Open the copy like any store
 			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "snapshot of %s (%s in %s) written to %s in %v\n",
-				plural(int(rep.GlobalSequence), "sequence", "sequences"), formatSize(rep.Bytes),
-				plural(rep.Segments, "segment", "segments"), rep.Dest, rep.Elapsed.Round(time.Millisecond))
-			return err
+			v := snapshotJSON{rep.Dest, rep.Segments, rep.Bytes, rep.GlobalSequence, rep.Elapsed.Milliseconds()}
+			return emit(cmd.OutOrStdout(), f, v, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "snapshot of %s (%s in %s) written to %s in %v\n",
+					plural(int(rep.GlobalSequence), "sequence", "sequences"), formatSize(rep.Bytes),
+					plural(rep.Segments, "segment", "segments"), rep.Dest, rep.Elapsed.Round(time.Millisecond))
+				return err
+			})
 		},
 	}
+	out.register(cmd)
+	return cmd
 }
 
 func newRedactCmd(a *app) *cobra.Command {
 	var (
 		entity, reason string
 		dryRun         bool
+		out            outputFlags
 	)
 	cmd := &cobra.Command{
 		Use:     "redact [ID]",
@@ -426,6 +462,10 @@ not consulted.`,
 			case len(args) == 1 && entity != "":
 				return usagef("give an event ID or --entity, not both")
 			}
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
 			var id core.EventID
 			if len(args) == 1 {
 				if id, err = core.ParseEventID(args[0]); err != nil {
@@ -433,7 +473,7 @@ not consulted.`,
 				}
 			}
 			if dryRun {
-				return a.redactDryRun(cmd.OutOrStdout(), id, entity)
+				return a.redactDryRun(cmd.OutOrStdout(), f, id, entity)
 			}
 			s, _, ctx, err := a.openWrite(cmd.Context())
 			if err != nil {
@@ -446,16 +486,21 @@ not consulted.`,
 				if err != nil {
 					return maintenanceDenial("redact", err)
 				}
-				_, err = fmt.Fprintf(cmd.OutOrStdout(), "redacted %s of %s\n", plural(n, "event", "events"), entity)
-				return err
+				return emit(cmd.OutOrStdout(), f, redactJSON{Entity: entity, Redacted: n}, func(w io.Writer) error {
+					_, err := fmt.Fprintf(w, "redacted %s of %s\n", plural(n, "event", "events"), entity)
+					return err
+				})
 			}
 			if err := s.Redact(ctx, id); err != nil {
 				return maintenanceDenial("redact", err)
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "redacted %s\n", id)
-			return err
+			return emit(cmd.OutOrStdout(), f, redactJSON{ID: id.String(), Redacted: 1}, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "redacted %s\n", id)
+				return err
+			})
 		},
 	}
+	out.register(cmd)
 	cmd.Flags().StringVar(&entity, "entity", "", "redact every event of this entity")
 	cmd.Flags().StringVar(&reason, "reason", "", "why (the policy sees it; the audit record keeps it)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "say what would be erased; change nothing")
@@ -463,8 +508,18 @@ not consulted.`,
 	return cmd
 }
 
+// redactJSON is what redact prints with -o json|yaml.
+type redactJSON struct {
+	ID              string `json:"id,omitempty"`     // the event redacted (or to be)
+	Entity          string `json:"entity,omitempty"` // --entity: every event of it
+	Redacted        int    `json:"redacted"`         // events erased (dry run: that would be)
+	DryRun          bool   `json:"dry_run,omitempty"`
+	PayloadBytes    int    `json:"payload_bytes,omitempty"`    // dry run: the payload bytes to erase
+	AlreadyRedacted int    `json:"already_redacted,omitempty"` // dry run: events with no payload left
+}
+
 // redactDryRun reports what redact would erase, from a read-only open.
-func (a *app) redactDryRun(w io.Writer, id core.EventID, entity string) error {
+func (a *app) redactDryRun(w io.Writer, f string, id core.EventID, entity string) error {
 	return a.withReadStore(func(s *core.Store, res *resolved) error {
 		var evs []core.StoredEvent
 		if entity != "" {
@@ -491,13 +546,16 @@ func (a *app) redactDryRun(w io.Writer, id core.EventID, entity string) error {
 			n++
 			bytes += len(ev.Payload)
 		}
-		what := id.String()
-		if entity != "" {
-			what = "entity " + oneLine(entity)
+		v := redactJSON{Entity: entity, Redacted: n, DryRun: true, PayloadBytes: bytes, AlreadyRedacted: already}
+		what := "entity " + oneLine(entity)
+		if entity == "" {
+			what, v.ID = id.String(), id.String()
 		}
-		_, err := fmt.Fprintf(w, "dry run: would redact %s (%s of payload) of %s; %d already redacted; nothing changed\n",
-			plural(n, "event", "events"), humanBytes(int64(bytes)), what, already)
-		return err
+		return emit(w, f, v, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "dry run: would redact %s (%s of payload) of %s; %d already redacted; nothing changed\n",
+				plural(n, "event", "events"), humanBytes(int64(bytes)), what, already)
+			return err
+		})
 	})
 }
 

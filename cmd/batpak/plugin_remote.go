@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +21,7 @@ import (
 // tenant (--server, --token, --tenant): push, list, status, swap, reset
 // and delete.
 func newPluginRemoteCmds(a *app) []*cobra.Command {
-	var asJSON bool
+	var out outputFlags
 	tenant := func(name string) (*client.Tenant, error) {
 		rc, err := a.needServer(name)
 		if err != nil {
@@ -28,19 +29,18 @@ func newPluginRemoteCmds(a *app) []*cobra.Command {
 		}
 		return rc.tenantClient()
 	}
-	showPlugin := func(cmd *cobra.Command, verb string, tp client.TenantPlugin) error {
-		if asJSON {
-			return newJSONLines(cmd.OutOrStdout()).write(tp)
-		}
-		digest := ""
-		for _, v := range tp.Versions {
-			if v.Version == tp.Active {
-				digest = v.Digest
+	showPlugin := func(cmd *cobra.Command, f, verb string, tp client.TenantPlugin) error {
+		return emit(cmd.OutOrStdout(), f, tp, func(w io.Writer) error {
+			digest := ""
+			for _, v := range tp.Versions {
+				if v.Version == tp.Active {
+					digest = v.Digest
+				}
 			}
-		}
-		_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s plugin %s: active version %s (sha256 %s), %s kept\n",
-			verb, oneLine(tp.Name), oneLine(tp.Active), digest, plural(len(tp.Versions), "version", "versions"))
-		return err
+			_, err := fmt.Fprintf(w, "%s plugin %s: active version %s (sha256 %s), %s kept\n",
+				verb, oneLine(tp.Name), oneLine(tp.Active), digest, plural(len(tp.Versions), "version", "versions"))
+			return err
+		})
 	}
 	var manifestPath string
 	var noActivate bool
@@ -55,6 +55,10 @@ the manifest has none, the file's SHA-256 is filled in and said on
 stderr). Activating swaps the running version hot: no request fails.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
 			wasmPath, mfPath, err := pluginFiles(args[0], manifestPath)
 			if err != nil {
 				return err
@@ -86,7 +90,7 @@ stderr). Activating swaps the running version hot: no request fails.`,
 			if err != nil {
 				return remoteError(err)
 			}
-			return showPlugin(cmd, "pushed", tp)
+			return showPlugin(cmd, f, "pushed", tp)
 		},
 	}
 	push.Flags().StringVar(&manifestPath, "manifest", "", "the plugin's manifest (JSON); default DIR/manifest.json or manifest.json beside FILE.wasm")
@@ -95,6 +99,10 @@ stderr). Activating swaps the running version hot: no request fails.`,
 	list := &cobra.Command{
 		Use: "list", Short: "List the server tenant's plugins", Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
 			t, err := tenant("plugin list")
 			if err != nil {
 				return err
@@ -104,8 +112,8 @@ stderr). Activating swaps the running version hot: no request fails.`,
 				return remoteError(err)
 			}
 			w := cmd.OutOrStdout()
-			if asJSON {
-				out := newJSONLines(w)
+			if f != formatTable {
+				out := newRecords(w, f)
 				for _, p := range ps {
 					if err := out.write(p); err != nil {
 						return err
@@ -135,6 +143,10 @@ stderr). Activating swaps the running version hot: no request fails.`,
 	status := &cobra.Command{
 		Use: "status NAME", Short: "Show a server plugin's versions, faults, quarantine, counters and recent logs", Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
 			t, err := tenant("plugin status")
 			if err != nil {
 				return err
@@ -143,15 +155,16 @@ stderr). Activating swaps the running version hot: no request fails.`,
 			if err != nil {
 				return remoteError(err)
 			}
-			if asJSON {
-				return newJSONLines(cmd.OutOrStdout()).write(st)
-			}
-			return printPluginStatus(cmd, st)
+			return emit(cmd.OutOrStdout(), f, st, func(w io.Writer) error { return printPluginStatus(w, st) })
 		},
 	}
 	swap := &cobra.Command{
 		Use: "swap NAME VERSION", Short: "Make a kept version of a server plugin active (hot; admin key)", Args: exactArgs("NAME", "VERSION"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
 			t, err := tenant("plugin swap")
 			if err != nil {
 				return err
@@ -160,12 +173,16 @@ stderr). Activating swaps the running version hot: no request fails.`,
 			if err != nil {
 				return remoteError(err)
 			}
-			return showPlugin(cmd, "swapped", tp)
+			return showPlugin(cmd, f, "swapped", tp)
 		},
 	}
 	reset := &cobra.Command{
 		Use: "reset NAME", Short: "Lift a server plugin's quarantine (admin key)", Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
 			t, err := tenant("plugin reset")
 			if err != nil {
 				return err
@@ -174,11 +191,10 @@ stderr). Activating swaps the running version hot: no request fails.`,
 			if err != nil {
 				return remoteError(err)
 			}
-			if asJSON {
-				return newJSONLines(cmd.OutOrStdout()).write(st)
-			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "reset plugin %s: takes calls again\n", oneLine(st.Name))
-			return err
+			return emit(cmd.OutOrStdout(), f, st, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "reset plugin %s: takes calls again\n", oneLine(st.Name))
+				return err
+			})
 		},
 	}
 	var delVersion string
@@ -189,6 +205,10 @@ stderr). Activating swaps the running version hot: no request fails.`,
 			if !yes {
 				return usagef("plugin delete removes the plugin's kept modules: add --yes")
 			}
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
 			t, err := tenant("plugin delete")
 			if err != nil {
 				return err
@@ -196,19 +216,22 @@ stderr). Activating swaps the running version hot: no request fails.`,
 			if err := t.DeletePlugin(cmd.Context(), args[0], delVersion); err != nil {
 				return remoteError(err)
 			}
-			what := "plugin " + oneLine(args[0])
-			if delVersion != "" {
-				what = "version " + oneLine(delVersion) + " of " + what
-			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "deleted %s\n", what)
-			return err
+			gone := pluginDeleted{Name: args[0], Version: delVersion, Deleted: true}
+			return emit(cmd.OutOrStdout(), f, gone, func(w io.Writer) error {
+				what := "plugin " + oneLine(args[0])
+				if delVersion != "" {
+					what = "version " + oneLine(delVersion) + " of " + what
+				}
+				_, err := fmt.Fprintf(w, "deleted %s\n", what)
+				return err
+			})
 		},
 	}
 	del.Flags().StringVar(&delVersion, "version", "", "delete only this version (not the active one)")
 	del.Flags().BoolVar(&yes, "yes", false, "confirm the deletion")
 	cmds := []*cobra.Command{push, list, status, swap, reset, del}
 	for _, c := range cmds {
-		c.Flags().BoolVar(&asJSON, "json", false, "print JSON objects, one a line")
+		out.register(c) // per verb: the plugin group's local verbs have -o of their own
 	}
 	return cmds
 }
@@ -240,8 +263,14 @@ func pluginFiles(arg, manifest string) (wasm, mf string, err error) {
 	return wasm, manifest, nil
 }
 
-func printPluginStatus(cmd *cobra.Command, st client.PluginStatus) error {
-	w := cmd.OutOrStdout()
+// pluginDeleted is what plugin delete prints with -o json|yaml.
+type pluginDeleted struct {
+	Name    string `json:"name"`
+	Version string `json:"version,omitempty"` // only this version went; empty: the whole plugin
+	Deleted bool   `json:"deleted"`
+}
+
+func printPluginStatus(w io.Writer, st client.PluginStatus) error {
 	state := "loaded"
 	switch {
 	case st.Quarantined:

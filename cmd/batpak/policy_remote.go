@@ -126,7 +126,7 @@ func bundleError(err error) error {
 }
 
 func newPolicyPushCmd(a *app) *cobra.Command {
-	var asJSON bool
+	var out outputFlags
 	cmd := &cobra.Command{
 		Use:   "push DIR|BUNDLE.tar.gz",
 		Short: "Upload a policy bundle as the tenant's own policy on --server (admin key)",
@@ -146,6 +146,10 @@ bundle) is printed. Pushing the active bundle again changes nothing.`,
   batpak policy push bundle.tar.gz`,
 		Args: exactArgs("DIR|BUNDLE.tar.gz"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
 			tc, err := a.policyTenant("push")
 			if err != nil {
 				return err
@@ -171,25 +175,28 @@ bundle) is printed. Pushing the active bundle again changes nothing.`,
 			if err != nil {
 				return bundleError(err)
 			}
-			if asJSON {
-				return newJSONLines(cmd.OutOrStdout()).write(tp)
-			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "policy revision %s is active for tenant %s (%s)\n",
-				tp.Active, oneLine(tc.ID()), plural(len(data), "byte", "bytes"))
-			return err
+			return emit(cmd.OutOrStdout(), f, tp, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "policy revision %s is active for tenant %s (%s)\n",
+					tp.Active, oneLine(tc.ID()), plural(len(data), "byte", "bytes"))
+				return err
+			})
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the tenant's policy revisions as one JSON object")
+	out.register(cmd) // json and yaml: the tenant's policy revisions as one object
 	return cmd
 }
 
 func newPolicyListCmd(a *app) *cobra.Command {
-	var asJSON bool
+	var out outputFlags
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List the tenant's policy revisions on --server; * marks the active one",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
 			tc, err := a.policyTenant("list")
 			if err != nil {
 				return err
@@ -198,28 +205,29 @@ func newPolicyListCmd(a *app) *cobra.Command {
 			if err != nil {
 				return remoteError(err)
 			}
-			w := cmd.OutOrStdout()
-			if asJSON {
-				return newJSONLines(w).write(tp)
-			}
-			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ACTIVE\tREVISION\tBYTES\tUPLOADED\tBY")
-			for _, r := range tp.Revisions {
-				mark := ""
-				if r.Revision == tp.Active {
-					mark = "*"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", mark, r.Revision, r.Bytes, r.Uploaded.UTC().Format(time.RFC3339), principalID(r.By))
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			_, err = fmt.Fprintln(w, plural(len(tp.Revisions), "revision", "revisions"))
-			return err
+			return emit(cmd.OutOrStdout(), f, tp, func(w io.Writer) error { return printPolicyRevisions(w, tp) })
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the revisions as one JSON object (active, revisions)")
+	out.register(cmd) // json and yaml: one object (active, revisions)
 	return cmd
+}
+
+// printPolicyRevisions is the table of policy list.
+func printPolicyRevisions(w io.Writer, tp client.TenantPolicy) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ACTIVE\tREVISION\tBYTES\tUPLOADED\tBY")
+	for _, r := range tp.Revisions {
+		mark := ""
+		if r.Revision == tp.Active {
+			mark = "*"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", mark, r.Revision, r.Bytes, r.Uploaded.UTC().Format(time.RFC3339), principalID(r.By))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(w, plural(len(tp.Revisions), "revision", "revisions"))
+	return err
 }
 
 // principalID is a principal's id, or its JSON when it has none.
@@ -255,7 +263,7 @@ func resolveRevision(tp client.TenantPolicy, rev string) (string, error) {
 }
 
 func newPolicyRollbackCmd(a *app) *cobra.Command {
-	var asJSON bool
+	var out outputFlags
 	cmd := &cobra.Command{
 		Use:   "rollback [REVISION]",
 		Short: "Make an earlier policy revision active again on --server (admin key)",
@@ -270,6 +278,10 @@ active one. Its tests are not run again: they passed at upload.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
 			tc, err := a.policyTenant("rollback")
 			if err != nil {
 				return err
@@ -295,14 +307,13 @@ active one. Its tests are not run again: they passed at upload.`,
 			if err != nil {
 				return remoteError(err)
 			}
-			if asJSON {
-				return newJSONLines(cmd.OutOrStdout()).write(tp)
-			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "policy revision %s is active for tenant %s\n", tp.Active, oneLine(tc.ID()))
-			return err
+			return emit(cmd.OutOrStdout(), f, tp, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "policy revision %s is active for tenant %s\n", tp.Active, oneLine(tc.ID()))
+				return err
+			})
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the tenant's policy revisions as one JSON object")
+	out.register(cmd) // json and yaml: the tenant's policy revisions as one object
 	return cmd
 }
 
@@ -324,9 +335,10 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 
 func newPolicyDecisionsCmd(a *app) *cobra.Command {
 	var (
-		asJSON, denied, allowed bool
-		since, revision, id     string
-		limit                   int
+		out                 outputFlags
+		denied, allowed     bool
+		since, revision, id string
+		limit               int
 	)
 	cmd := &cobra.Command{
 		Use:   "decisions",
@@ -345,6 +357,10 @@ server.policy_decision_log_bytes.`,
   batpak policy decisions --id 5f0c… --json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
 			if denied && allowed {
 				return usagef("--denied and --allowed exclude each other (neither: both)")
 			}
@@ -392,7 +408,7 @@ server.policy_decision_log_bytes.`,
 				}
 				q.Cursor = p.Next
 			}
-			return printDecisions(cmd.OutOrStdout(), all, asJSON)
+			return printDecisions(cmd.OutOrStdout(), all, f)
 		},
 	}
 	fl := cmd.Flags()
@@ -402,13 +418,15 @@ server.policy_decision_log_bytes.`,
 	fl.StringVar(&revision, "revision", "", "only decisions of this bundle revision (or a unique prefix)")
 	fl.StringVar(&id, "id", "", "only the decision with this id (a denial's decision_id)")
 	fl.IntVar(&limit, "limit", 100, "at most this many decisions")
-	fl.BoolVar(&asJSON, "json", false, "print decisions as JSON objects, one a line")
+	out.register(cmd)
 	return cmd
 }
 
-func printDecisions(w io.Writer, ds []client.PolicyDecision, asJSON bool) error {
-	if asJSON {
-		out := newJSONLines(w)
+// printDecisions writes decisions in format f: a table, or one JSON object
+// a line (YAML: a document each).
+func printDecisions(w io.Writer, ds []client.PolicyDecision, f string) error {
+	if f != formatTable {
+		out := newRecords(w, f)
 		for _, d := range ds {
 			if err := out.write(d); err != nil {
 				return err

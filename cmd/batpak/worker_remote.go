@@ -71,7 +71,7 @@ func derefInt(p *int) int {
 }
 
 func newWorkerCmd(a *app) *cobra.Command {
-	var asJSON bool
+	var out outputFlags
 	cmd := &cobra.Command{
 		Use:     "worker",
 		Short:   "Start, stop and inspect hosted workers: handler plugins a server runs for a tenant",
@@ -91,12 +91,11 @@ quarantined until "worker reset".`,
 		}
 		return rc.tenantClient()
 	}
-	show := func(cmd *cobra.Command, verb string, w client.Worker) error {
-		if asJSON {
-			return newJSONLines(cmd.OutOrStdout()).write(w)
-		}
-		_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s worker %s (plugin %s, state %s)\n", verb, oneLine(w.Name), oneLine(w.Plugin), w.State)
-		return err
+	show := func(cmd *cobra.Command, f, verb string, w client.Worker) error {
+		return emit(cmd.OutOrStdout(), f, w, func(out io.Writer) error {
+			_, err := fmt.Fprintf(out, "%s worker %s (plugin %s, state %s)\n", verb, oneLine(w.Name), oneLine(w.Plugin), w.State)
+			return err
+		})
 	}
 	var (
 		spec                  client.WorkerSpec
@@ -110,6 +109,10 @@ quarantined until "worker reset".`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if spec.Plugin == "" {
 				return usagef("missing required flag --plugin (the tenant's handler plugin to run)")
+			}
+			f, err := out.format()
+			if err != nil {
+				return err
 			}
 			if category >= 0 {
 				c := category
@@ -137,7 +140,7 @@ quarantined until "worker reset".`,
 			if err != nil {
 				return remoteError(err)
 			}
-			return show(cmd, "started", w)
+			return show(cmd, f, "started", w)
 		},
 	}
 	f := start.Flags()
@@ -155,6 +158,10 @@ quarantined until "worker reset".`,
 	stop := &cobra.Command{
 		Use: "stop NAME", Short: "Stop a worker after the batch in hand; it keeps its cursor", Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
 			t, err := tenantOf("worker stop")
 			if err != nil {
 				return err
@@ -163,12 +170,16 @@ quarantined until "worker reset".`,
 			if err != nil {
 				return remoteError(err)
 			}
-			return show(cmd, "stopped", w)
+			return show(cmd, f, "stopped", w)
 		},
 	}
 	reset := &cobra.Command{
 		Use: "reset NAME", Short: "Clear a worker's quarantine and faults and start it again", Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
 			t, err := tenantOf("worker reset")
 			if err != nil {
 				return err
@@ -177,34 +188,35 @@ quarantined until "worker reset".`,
 			if err != nil {
 				return remoteError(err)
 			}
-			return show(cmd, "reset", w)
+			return show(cmd, f, "reset", w)
 		},
 	}
 	status := &cobra.Command{
 		Use: "status [NAME]", Short: "Show one worker's status and log, or list the tenant's workers",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
 			t, err := tenantOf("worker status")
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
+			stdout := cmd.OutOrStdout()
 			if len(args) == 1 {
 				w, err := t.Worker(cmd.Context(), args[0])
 				if err != nil {
 					return remoteError(err)
 				}
-				if asJSON {
-					return newJSONLines(out).write(w)
-				}
-				return printWorker(out, w)
+				return emit(stdout, f, w, func(out io.Writer) error { return printWorker(out, w) })
 			}
 			ws, err := t.Workers(cmd.Context())
 			if err != nil {
 				return remoteError(err)
 			}
-			if asJSON {
-				jl := newJSONLines(out)
+			if f != formatTable {
+				jl := newRecords(stdout, f)
 				for _, w := range ws {
 					if err := jl.write(w); err != nil {
 						return err
@@ -212,7 +224,7 @@ quarantined until "worker reset".`,
 				}
 				return nil
 			}
-			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+			tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tSTATE\tPLUGIN\tPOSITION\tLAG\tRESTARTS\tLAST FAULT")
 			for _, w := range ws {
 				fmt.Fprintln(tw, workerLine(w))
@@ -220,11 +232,11 @@ quarantined until "worker reset".`,
 			if err := tw.Flush(); err != nil {
 				return err
 			}
-			_, err = fmt.Fprintln(out, plural(len(ws), "worker", "workers"))
+			_, err = fmt.Fprintln(stdout, plural(len(ws), "worker", "workers"))
 			return err
 		},
 	}
-	cmd.PersistentFlags().BoolVar(&asJSON, "json", false, "print workers as JSON objects, one a line")
+	out.registerPersistent(cmd)
 	cmd.AddCommand(start, stop, reset, status)
 	return cmd
 }
