@@ -35,7 +35,7 @@ import (
 func runBinary(t *testing.T, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+strings.Join(args, "\x1f"))
+	cmd.Env = append(os.Environ(), childEnv+"="+strings.Join(args, "\x1f"), "GORACE=atexit_sleep_ms=0") // no 1 s sleep at exit under -race
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
