@@ -72,6 +72,11 @@ func (a *API) defineCursor(c *call) error {
 			return &apiError{status: 409, code: wire.CodeConflict, detail: "cursor " + strconv.Quote(name) + " exists with another region; delete it first"}
 		}
 	}
+	// A hosted worker's cursor is the worker's alone: refused before the
+	// position below is reset.
+	if w, ok := a.opts.Plane.WorkerOfCursor(c.tenant, name); ok {
+		return &apiError{status: 409, code: wire.CodeConflict, detail: "cursor " + strconv.Quote(name) + " is hosted worker " + strconv.Quote(w) + "'s; give the cursor another name"}
+	}
 	qt := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant))
 	if ex := qt.CheckCursors(len(defs) + 1); ex != nil {
 		return ex
