@@ -39,7 +39,8 @@ import (
 // were queued, with one write(2) per tenant per batch and no fsync: a
 // process crash loses nothing already written, a power loss may lose the
 // last seconds. A torn last line (a crash mid-write) is skipped when
-// read.
+// read, and the next decision written starts a new segment (it is not
+// appended to the torn line).
 
 // maxSegmentBytes bounds one segment (what a query reads at once).
 const maxSegmentBytes = 4 << 20
@@ -57,6 +58,10 @@ type tenantLog struct {
 	segs     []segment // oldest first; the last is appended to
 	curBytes int64     // of the last segment
 	curCount int
+	// torn: the last segment ends in a partial line (a crash or a failed
+	// write mid-line); the next decision starts a new segment rather than
+	// being glued to it.
+	torn bool
 }
 
 // segment is one file of a tenant's log.
@@ -259,10 +264,13 @@ func (s *decisionStore) load(t string, l *tenantLog) error {
 			return err
 		}
 		l.segs[i].bytes, l.segs[i].count = int64(len(b)), bytes.Count(b, []byte{'\n'})
+		l.torn = len(b) > 0 && b[len(b)-1] != '\n'
 	}
 	l.curBytes, l.curCount = 0, 0
 	if n := len(l.segs); n > 0 {
 		l.curBytes, l.curCount = l.segs[n-1].bytes, l.segs[n-1].count
+	} else {
+		l.torn = false
 	}
 	l.loaded = true
 	return nil
@@ -304,13 +312,13 @@ func (s *decisionStore) appendTenant(t string, lines [][]byte) error {
 		return err
 	}
 	for len(lines) > 0 {
-		if len(l.segs) == 0 || l.curCount >= s.segCount || (l.curCount > 0 && l.curBytes+int64(len(lines[0])) > s.segBytes) {
+		if len(l.segs) == 0 || l.torn || l.curCount >= s.segCount || (l.curCount > 0 && l.curBytes+int64(len(lines[0])) > s.segBytes) {
 			next := uint64(1)
 			if n := len(l.segs); n > 0 {
 				next = l.segs[n-1].seq + 1
 			}
 			l.segs = append(l.segs, segment{seq: next})
-			l.curBytes, l.curCount = 0, 0
+			l.curBytes, l.curCount, l.torn = 0, 0, false
 		}
 		// As many lines as the current segment takes, in one write.
 		var buf []byte
