@@ -2,7 +2,13 @@ package hostedworker_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -46,5 +52,47 @@ func TestWorkerCursorNotTakenByAPICursor(t *testing.T) {
 	// Another name is fine.
 	if err := acme.DefineCursor(ctx, "mine", inputs); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWorkerFaultsShowNoHostPaths: a tenant's uploaded plugin whose stored
+// module is gone at a restart cannot run; the worker's fault, its log
+// and the refusal of a new worker say so without showing the server's
+// directories.
+func TestWorkerFaultsShowNoHostPaths(t *testing.T) {
+	root := t.TempDir()
+	ts := startServer(t, root, nil, nil)
+	acme := ts.tenant(t, "acme")
+	ctx := context.Background()
+	wasm, err := os.ReadFile(filepath.Join("..", "..", "plugins", "testdata", "handler-flaky.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(wasm)
+	digest := hex.EncodeToString(sum[:])
+	m := fmt.Sprintf(`{"name":"echo","version":"1.0.0","kind":"handler","sha256":%q}`, digest)
+	if _, err := acme.PushPlugin(ctx, json.RawMessage(m), wasm, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acme.StartWorker(ctx, "echoer", client.WorkerSpec{Plugin: "echo", Region: inputs,
+		Restart: client.WorkerRestart{BackoffMinMs: 5, MaxRestarts: intp(1)}}); err != nil {
+		t.Fatal(err)
+	}
+	ts.stop()
+	if err := os.Remove(filepath.Join(root, "plugins", "acme", digest+".wasm")); err != nil {
+		t.Fatal(err)
+	}
+	ts = startServer(t, root, nil, nil)
+	acme = ts.key(t, "acme", "admin")
+
+	_, err = acme.StartWorker(ctx, "w2", client.WorkerSpec{Plugin: "echo", Region: inputs, Cursor: "w2"})
+	if p := problem(t, err); p.Status/100 != 4 || strings.Contains(p.Detail, root) || !strings.Contains(p.Detail, "echo") {
+		t.Fatalf("a worker of a plugin that did not load: %d %q, want a refusal naming the plugin and no host path", p.Status, p.Detail)
+	}
+	waitFor(t, "the worker quarantined", func() bool { return worker(t, acme, "echoer").State == "quarantined" })
+	st := worker(t, acme, "echoer")
+	raw, _ := json.Marshal(st)
+	if st.LastFault == nil || st.LastFault.Kind != "unavailable" || strings.Contains(string(raw), root) {
+		t.Fatalf("status %s: want an unavailable fault showing no host path (%s)", raw, root)
 	}
 }

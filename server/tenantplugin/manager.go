@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -325,6 +326,11 @@ const maxPoolSize = 8
 func (m *Manager) loadInto(ctx context.Context, tenant string, th *tenantHost, h *hosted, rev Revision) error {
 	wasm, err := os.ReadFile(m.modulePath(tenant, rev.Digest))
 	if err != nil {
+		// Shown to the tenant (NotLoadedError): without the server's path.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return fmt.Errorf("the stored module of version %s cannot be read: %w", rev.Version, pe.Err)
+		}
 		return err
 	}
 	if plugins.Digest(wasm) != rev.Digest {
