@@ -91,7 +91,11 @@
 // A tenant may have at most its max_workers quota (control.Quotas,
 // default 16 in server.DefaultQuotas) workers running or quarantined at
 // once; starting one more is refused with a *quota.Exceeded naming
-// max_workers. A worker's status, faults and log are kept per tenant and
+// max_workers. A stopped worker keeps its definition and cursor, so the
+// workers a tenant has defined in any state are bounded too
+// (Options.MaxDefined, default 256, never below max_workers): a new name
+// past it is refused naming worker_definitions; a stopped worker's name
+// starts again with any configuration. A worker's status, faults and log are kept per tenant and
 // only answered for that tenant.
 //
 // # Leases

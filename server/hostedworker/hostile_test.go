@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/batpak-go/batpak/sdk/client"
+	"github.com/batpak-go/batpak/server"
+	"github.com/batpak-go/batpak/server/hostedworker"
 )
 
 // TestWorkerCursorNotTakenByAPICursor: a cursor defined through the API
@@ -94,5 +96,43 @@ func TestWorkerFaultsShowNoHostPaths(t *testing.T) {
 	raw, _ := json.Marshal(st)
 	if st.LastFault == nil || st.LastFault.Kind != "unavailable" || strings.Contains(string(raw), root) {
 		t.Fatalf("status %s: want an unavailable fault showing no host path (%s)", raw, root)
+	}
+}
+
+// TestWorkerDefinitionsBounded: stopped workers keep their definitions,
+// so a tenant cycling start/stop under new names would grow the control
+// plane without end; past server.WorkersMaxDefined definitions a new name
+// is refused naming worker_definitions (exactly the limit is accepted),
+// while a stopped worker's name starts again, with another configuration.
+func TestWorkerDefinitionsBounded(t *testing.T) {
+	const limit = 4
+	ts := startServer(t, t.TempDir(), newSource(t, standardFixtures()), func(c *server.Config) { c.WorkersMaxDefined = limit })
+	acme := ts.tenant(t, "acme")
+	ctx := context.Background()
+	if _, err := ts.op.Admin().SetQuotas(ctx, "acme", client.Quotas{MaxWorkers: 1}); err != nil {
+		t.Fatal(err)
+	}
+	spec := client.WorkerSpec{Plugin: "echo", Region: inputs}
+	for i := range limit {
+		name := fmt.Sprintf("w%d", i)
+		if _, err := acme.StartWorker(ctx, name, spec); err != nil {
+			t.Fatalf("worker %d of %d: %v", i+1, limit, err)
+		}
+		if _, err := acme.StopWorker(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := acme.StartWorker(ctx, "one-more", spec)
+	if p := problem(t, err); p.Code != "QUOTA_EXCEEDED" || !strings.Contains(p.Detail, "worker_definitions") || !strings.Contains(p.Detail, fmt.Sprint(limit)) {
+		t.Fatalf("worker %d: %+v, want refused naming worker_definitions and %d", limit+1, p, limit)
+	}
+	if ws, err := acme.Workers(ctx); err != nil || len(ws) != limit {
+		t.Fatalf("%d workers defined (%v), want %d", len(ws), err, limit)
+	}
+	if _, err := acme.StartWorker(ctx, "w0", client.WorkerSpec{Plugin: "echo-b", Region: inputs}); err != nil {
+		t.Fatalf("starting a stopped worker again with another plugin: %v", err)
+	}
+	if _, err := server.New(ctx, server.Config{Root: t.TempDir(), WorkersMaxDefined: hostedworker.MaxDefinedLimit + 1}); err == nil || !strings.Contains(err.Error(), "WorkersMaxDefined") {
+		t.Fatalf("a limit past the range: %v, want refused naming it", err)
 	}
 }

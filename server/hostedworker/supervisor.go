@@ -90,6 +90,13 @@ type LogEntry struct {
 	Message string    `json:"message"`
 }
 
+// DefaultMaxDefined and MaxDefinedLimit are Options.MaxDefined's default
+// and ceiling.
+const (
+	DefaultMaxDefined = 256
+	MaxDefinedLimit   = 65536
+)
+
 // MaxLogEntries is how many log entries a worker's status keeps.
 const MaxLogEntries = 32
 
@@ -157,6 +164,14 @@ type Options struct {
 	// BatchSize is the most events per plugin call. Default 64; range
 	// 1..4096.
 	BatchSize int
+	// MaxDefined bounds the workers a tenant has defined, in any state
+	// (a stopped worker keeps its definition and its cursor): a start
+	// under a new name past it is refused with a *quota.Exceeded naming
+	// worker_definitions; a stopped worker's name can be started again
+	// with another configuration. Default 256; range 1..65536, and never
+	// below the tenant's max_workers (a tenant without a max_workers
+	// limit has none either).
+	MaxDefined int
 	Logger    *slog.Logger // nil: slog.Default()
 }
 
@@ -189,6 +204,11 @@ func New(opts Options) (*Supervisor, error) {
 		return nil, errors.New("hostedworker: Options.Plane, Tenants and Source are required")
 	case opts.BatchSize < 0 || opts.BatchSize > 4096:
 		return nil, fmt.Errorf("hostedworker: Options.BatchSize is %d, want 1..4096", opts.BatchSize)
+	case opts.MaxDefined < 0 || opts.MaxDefined > MaxDefinedLimit:
+		return nil, fmt.Errorf("hostedworker: Options.MaxDefined is %d, want 1..%d", opts.MaxDefined, MaxDefinedLimit)
+	}
+	if opts.MaxDefined == 0 {
+		opts.MaxDefined = DefaultMaxDefined
 	}
 	if opts.BatchSize == 0 {
 		opts.BatchSize = 64
@@ -281,7 +301,17 @@ func (s *Supervisor) StartWorker(ctx context.Context, tenant string, req StartRe
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
 	max := s.maxWorkers(tenant)
-	if _, err := s.opts.Plane.StartWorker(ctx, d, max); err != nil {
+	defined := -1
+	if max >= 0 {
+		defined = s.opts.MaxDefined
+		if max > defined {
+			defined = max
+		}
+	}
+	if _, err := s.opts.Plane.StartWorkerMax(ctx, d, max, defined); err != nil {
+		if errors.Is(err, control.ErrDefinedLimit) {
+			return Status{}, &quota.Exceeded{Quota: "worker_definitions", Limit: float64(defined)}
+		}
 		if errors.Is(err, control.ErrLimit) {
 			return Status{}, &quota.Exceeded{Quota: "max_workers", Limit: float64(max)}
 		}
