@@ -172,7 +172,7 @@ type Options struct {
 	// below the tenant's max_workers (a tenant without a max_workers
 	// limit has none either).
 	MaxDefined int
-	Logger    *slog.Logger // nil: slog.Default()
+	Logger     *slog.Logger // nil: slog.Default()
 }
 
 // supervisorPrincipal records the supervisor's own changes (quarantine,
