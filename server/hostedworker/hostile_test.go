@@ -136,3 +136,30 @@ func TestWorkerDefinitionsBounded(t *testing.T) {
 		t.Fatalf("a limit past the range: %v, want refused naming it", err)
 	}
 }
+
+// TestWorkerStartsFromTheBeginningOnAFreshCursor: a worker whose cursor
+// name was used before by a deleted API cursor starts from the log's
+// beginning, not from the position the old cursor left behind (as an API
+// cursor defined again under that name does).
+func TestWorkerStartsFromTheBeginningOnAFreshCursor(t *testing.T) {
+	ts := startServer(t, t.TempDir(), newSource(t, standardFixtures()), nil)
+	acme := ts.tenant(t, "acme")
+	ctx := context.Background()
+	srcs := appendOrders(t, acme, "order:1", 20)
+	if err := acme.DefineCursor(ctx, "reused", inputs); err != nil {
+		t.Fatal(err)
+	}
+	if err := acme.CommitCursor(ctx, "reused", srcs[len(srcs)-1].GlobalSequence+1); err != nil {
+		t.Fatal(err)
+	}
+	if err := acme.DeleteCursor(ctx, "reused"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acme.StartWorker(ctx, "echoer", client.WorkerSpec{Plugin: "echo", Region: inputs, Cursor: "reused",
+		Restart: client.WorkerRestart{BackoffMinMs: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	more := appendOrders(t, acme, "order:2", 1)
+	waitFor(t, "the worker past the last input", func() bool { return worker(t, acme, "echoer").Position > more[0].GlobalSequence })
+	checkOnce(t, append(srcs, more...), echoes(t, acme))
+}
