@@ -468,6 +468,12 @@ func (s *Supervisor) reconcileLocked(tenant, name string, fresh bool) {
 	}
 	if old != nil {
 		old.halt()
+		// The halted run may have recorded a quarantine or its plugin's
+		// stop on its way out (before a reset that found nothing to
+		// clear): follow what is recorded now.
+		d, defined = s.opts.Plane.Worker(tenant, name)
+		t, tenantOK = s.opts.Plane.Tenant(tenant)
+		want = defined && tenantOK && d.State == control.WorkerRunning && t.State == control.StateActive
 	}
 	if !want {
 		if old != nil {
