@@ -3,9 +3,11 @@ package server_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/batpak-go/batpak/sdk/client"
@@ -79,5 +81,32 @@ func TestPolicyDecisionLogSurvivesDamage(t *testing.T) {
 	slices.Reverse(want)
 	if !slices.Equal(ids, want) {
 		t.Fatalf("after the damage the log holds %v, want %v (newest first)", ids, want)
+	}
+}
+
+// TestPolicyDecisionLogForgedCursors: a cursor the log did not hand out —
+// a path, a negative or overflowing number, an offset past any segment —
+// is refused naming the cursor or answers an ordinary page; it never
+// reads outside the tenant's log.
+func TestPolicyDecisionLogForgedCursors(t *testing.T) {
+	ps := startPolicyServer(t, t.TempDir(), nil)
+	acme := acmeAdmin(t, ps)
+	ctx := context.Background()
+	for i := range 3 {
+		if _, err := acme.Append(ctx, note(fmt.Sprintf("blocked:%d", i))); !errors.Is(err, client.ErrPolicyDenied) {
+			t.Fatalf("append: %v, want a denial", err)
+		}
+	}
+	for _, c := range []string{"../../../etc/passwd", "-1.0", "1.-5", "99999999999999999999.0", "1.99999999999999999999",
+		"1", ".", "1.2.3", "0x1.0", " 1.0", "1.0\n", "+1.0"} {
+		if _, err := acme.QueryPolicyDecisions(ctx, client.PolicyDecisionQuery{Cursor: c}); !errors.Is(err, client.ErrInvalidRequest) || !strings.Contains(err.Error(), "cursor") {
+			t.Errorf("cursor %q: %v, want refused naming the cursor", c, err)
+		}
+	}
+	for c, want := range map[string]int{"18446744073709551615.0": 3, "1.9223372036854775807": 3, "0.0": 0, "1.0": 0} {
+		p, err := acme.QueryPolicyDecisions(ctx, client.PolicyDecisionQuery{Cursor: c, Limit: 1000})
+		if err != nil || len(p.Decisions) != want {
+			t.Errorf("cursor %q: %d decisions, %v; want %d", c, len(p.Decisions), err, want)
+		}
 	}
 }
