@@ -84,7 +84,9 @@
 //
 // With Options.Quotas (the server passes the API's), reactions count
 // against the tenant's quotas like its API writes: a reaction over
-// max_payload_bytes or past storage_bytes is a fault (kind "quota"), and
+// max_payload_bytes or past storage_bytes, or more reactions to one event
+// than max_batch_events (they are written as one batch), is a fault (kind
+// "quota"), and
 // events_per_second and bytes_per_second pace the worker (sharing the
 // tenant's buckets with its API writes).
 //

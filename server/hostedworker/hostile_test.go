@@ -163,3 +163,37 @@ func TestWorkerStartsFromTheBeginningOnAFreshCursor(t *testing.T) {
 	waitFor(t, "the worker past the last input", func() bool { return worker(t, acme, "echoer").Position > more[0].GlobalSequence })
 	checkOnce(t, append(srcs, more...), echoes(t, acme))
 }
+
+// TestWorkerReactionBatchesHeldToMaxBatchEvents: the reactions to one
+// event are written as one batch, so the tenant's max_batch_events holds
+// them like an API batch: a plugin answering two reactions per event
+// faults (kind quota, naming max_batch_events) when the limit is 1 and
+// writes nothing; at exactly 2 they are written.
+func TestWorkerReactionBatchesHeldToMaxBatchEvents(t *testing.T) {
+	ts := startServer(t, t.TempDir(), newSource(t, standardFixtures()), nil)
+	acme := ts.tenant(t, "acme")
+	ctx := context.Background()
+	appendOrders(t, acme, "order:1", 3)
+	if _, err := ts.op.Admin().SetQuotas(ctx, "acme", client.Quotas{MaxBatchEvents: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acme.StartWorker(ctx, "doubler", client.WorkerSpec{Plugin: "double", Region: inputs,
+		Restart: client.WorkerRestart{MaxRestarts: intp(0)}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the quarantine", func() bool { return worker(t, acme, "doubler").State == "quarantined" })
+	st := worker(t, acme, "doubler")
+	if st.LastFault == nil || st.LastFault.Kind != "quota" || !strings.Contains(st.LastFault.Message, "max_batch_events") {
+		t.Fatalf("last fault %+v, want a quota fault naming max_batch_events", st.LastFault)
+	}
+	if n := len(echoes(t, acme)); n != 0 {
+		t.Fatalf("%d reactions past max_batch_events were written", n)
+	}
+	if _, err := ts.op.Admin().SetQuotas(ctx, "acme", client.Quotas{MaxBatchEvents: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acme.ResetWorker(ctx, "doubler"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "6 reactions", func() bool { return len(echoes(t, acme)) >= 6 })
+}

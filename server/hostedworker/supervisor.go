@@ -848,7 +848,8 @@ func (e scrubbed) Error() string { return e.msg }
 func (e scrubbed) Unwrap() error { return e.orig }
 
 // admit holds one source's reactions to the tenant's quotas (when the
-// supervisor has them): payload size and storage refuse, the rates pace.
+// supervisor has them): batch size, payload size and storage refuse, the
+// rates pace.
 func (r *runner) admit(ctx context.Context, store *core.Store, items []core.BatchItem) error {
 	if r.s.opts.Quotas == nil {
 		return nil
@@ -858,6 +859,9 @@ func (r *runner) admit(ctx context.Context, store *core.Store, items []core.Batc
 	for _, it := range items {
 		bytes += len(it.Payload)
 		largest = max(largest, len(it.Payload))
+	}
+	if ex := qt.CheckBatch(len(items)); ex != nil {
+		return ex
 	}
 	if ex := qt.CheckPayload(largest); ex != nil {
 		return ex
