@@ -86,9 +86,8 @@
 // against the tenant's quotas like its API writes: a reaction over
 // max_payload_bytes or past storage_bytes, or more reactions to one event
 // than max_batch_events (they are written as one batch), is a fault (kind
-// "quota"), and
-// events_per_second and bytes_per_second pace the worker (sharing the
-// tenant's buckets with its API writes).
+// "quota"), and events_per_second and bytes_per_second pace the worker
+// (sharing the tenant's buckets with its API writes).
 //
 // A tenant may have at most its max_workers quota (control.Quotas,
 // default 16 in server.DefaultQuotas) workers running or quarantined at
