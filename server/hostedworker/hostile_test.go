@@ -139,8 +139,8 @@ func TestWorkerDefinitionsBounded(t *testing.T) {
 
 // TestWorkerStartsFromTheBeginningOnAFreshCursor: a worker whose cursor
 // name was used before by a deleted API cursor starts from the log's
-// beginning, not from the position the old cursor left behind (as an API
-// cursor defined again under that name does).
+// beginning, not from the position the old cursor left behind (deleting
+// a cursor through the API takes its position with it).
 func TestWorkerStartsFromTheBeginningOnAFreshCursor(t *testing.T) {
 	ts := startServer(t, t.TempDir(), newSource(t, standardFixtures()), nil)
 	acme := ts.tenant(t, "acme")

@@ -276,9 +276,7 @@ func (s *Supervisor) maxWorkers(tenant string) int {
 // StartWorker records that worker req.Name of tenant runs req.Plugin (see
 // control.Plane.StartWorker) and starts it; a running worker with the
 // same configuration is left running, one with another configuration is
-// restarted with the new one. A worker taking up a cursor (a new worker,
-// or one given another cursor) starts at the log's beginning, whatever
-// position an earlier cursor of that name left. Errors: a *PluginError when the source
+// restarted with the new one. Errors: a *PluginError when the source
 // cannot provide the plugin or it is not a handler; a *wire.Error for a
 // region that does not parse; control.ErrInvalid naming a field;
 // control.ErrExists for a cursor in use; a *quota.Exceeded (max_workers)
@@ -302,9 +300,6 @@ func (s *Supervisor) StartWorker(ctx context.Context, tenant string, req StartRe
 	}
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
-	if err := s.freshCursor(ctx, tenant, d); err != nil {
-		return Status{}, err
-	}
 	max := s.maxWorkers(tenant)
 	defined := -1
 	if max >= 0 {
@@ -324,42 +319,6 @@ func (s *Supervisor) StartWorker(ctx context.Context, tenant string, req StartRe
 	}
 	s.reconcileLocked(tenant, req.Name, false)
 	return s.Status(ctx, tenant, req.Name)
-}
-
-// freshCursor starts the cursor of a worker that takes it up now (a new
-// worker, or one given another cursor) at the log's beginning: a position
-// left in the store by an earlier cursor of that name (a deleted API
-// cursor) is not the worker's. A cursor in use (by another worker or an
-// API cursor) is left alone: recording the start refuses it. The caller
-// holds opMu.
-func (s *Supervisor) freshCursor(ctx context.Context, tenant string, d control.WorkerDef) error {
-	cursor := d.Cursor
-	if cursor == "" {
-		cursor = d.Name
-	}
-	if cur, ok := s.opts.Plane.Worker(tenant, d.Name); ok && cur.Cursor == cursor {
-		return nil
-	}
-	if _, used := s.opts.Plane.WorkerOfCursor(tenant, cursor); used {
-		return nil
-	}
-	if _, used := s.opts.Plane.Cursor(tenant, cursor); used {
-		return nil
-	}
-	lease, err := s.opts.Tenants.Acquire(ctx, tenant)
-	if err != nil {
-		return err
-	}
-	defer lease.Release()
-	c, err := lease.Store().NamedCursor(cursor, core.All())
-	if err != nil {
-		return err
-	}
-	if c.Committed() == 0 {
-		return nil
-	}
-	c.Seek(0)
-	return c.Commit()
 }
 
 // checkPlugin asks the source for the plugin and checks it is a handler.

@@ -4,6 +4,7 @@ import (
 	"hash/fnv"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server/control"
@@ -113,10 +114,31 @@ func sameRegion(x, y control.Region) bool {
 }
 
 func (a *API) deleteCursor(c *call) error {
-	if _, _, err := a.cursorDef(c); err != nil {
+	d, r, err := a.cursorDef(c)
+	if err != nil {
 		return err
 	}
-	if err := a.opts.Plane.DeleteCursor(c.r.Context(), c.tenant, c.r.PathValue("name")); err != nil {
+	s, err := c.store()
+	if err != nil {
+		return err
+	}
+	// The position goes with the definition (rewound to the log's
+	// beginning, under the commits' lock), so that whatever takes the
+	// name up later — a cursor or a hosted worker — starts afresh.
+	mu := a.commitMu(c.tenant, d.Name)
+	mu.Lock()
+	defer mu.Unlock()
+	cur, err := s.NamedCursor(d.Name, r)
+	if err != nil {
+		return err
+	}
+	if cur.Committed() != 0 {
+		cur.Seek(0)
+		if err := cur.Commit(); err != nil {
+			return err
+		}
+	}
+	if err := a.opts.Plane.DeleteCursor(c.r.Context(), c.tenant, d.Name); err != nil {
 		return err
 	}
 	c.w.WriteHeader(http.StatusNoContent)
@@ -174,9 +196,7 @@ func (a *API) commitCursor(c *call) error {
 	if end := s.Usage().GlobalSequence; pos > end {
 		return errInvalid("position", "position "+strconv.FormatUint(pos, 10)+" is past the end of the log ("+strconv.FormatUint(end, 10)+")")
 	}
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(c.tenant + "/" + d.Name))
-	mu := &a.commitMus[h.Sum32()%uint32(len(a.commitMus))]
+	mu := a.commitMu(c.tenant, d.Name)
 	mu.Lock()
 	defer mu.Unlock()
 	cur, err := s.NamedCursor(d.Name, r)
@@ -194,4 +214,11 @@ func (a *API) commitCursor(c *call) error {
 		}
 	}
 	return writeJSON(c.w, http.StatusOK, map[string]any{"name": d.Name, "committed": pos})
+}
+
+// commitMu serialises the commits (and the deletion) of one cursor.
+func (a *API) commitMu(tenant, name string) *sync.Mutex {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(tenant + "/" + name))
+	return &a.commitMus[h.Sum32()%uint32(len(a.commitMus))]
 }
