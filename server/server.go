@@ -163,6 +163,12 @@ type Config struct {
 	// module's size) without one tenant's slow upload holding every
 	// other's. Default 2; range 1..64. (server.plugin_checks)
 	PluginChecks int
+	// WorkersMaxDefined bounds the hosted workers each tenant has defined
+	// in any state, stopped ones included (their definitions and cursors
+	// are kept): a start under a new name past it is refused (quota
+	// worker_definitions). Never below the tenant's max_workers. Default
+	// 256; range 1..65536. See hostedworker.Options.MaxDefined.
+	WorkersMaxDefined int
 
 	// Logger receives the server's own messages (default: text on Stderr);
 	// Stderr receives the access log and the generated operator token
@@ -204,6 +210,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Root == "" {
 		c.Root = d.Root
+	}
+	if c.WorkersMaxDefined < 0 || c.WorkersMaxDefined > hostedworker.MaxDefinedLimit {
+		return c, fmt.Errorf("server: WorkersMaxDefined is %d, want 1..%d (0: the default %d)", c.WorkersMaxDefined, hostedworker.MaxDefinedLimit, hostedworker.DefaultMaxDefined)
 	}
 	if c.Listen == "" {
 		c.Listen = d.Listen
@@ -431,7 +440,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		source = registrySource{s.plugins}
 	}
 	s.workers, err = hostedworker.New(hostedworker.Options{Plane: s.plane, Tenants: s.tenants, Source: source,
-		Quotas: quotas, Logger: cfg.Logger})
+		Quotas: quotas, Logger: cfg.Logger, MaxDefined: cfg.WorkersMaxDefined})
 	if err != nil {
 		return fail(fmt.Errorf("hosted workers: %w", err))
 	}

@@ -261,6 +261,7 @@ func TestTenantPluginFaultFixtures(t *testing.T) {
 		"bigtable":          "table elements",
 		"manytables":        "tables",
 		"depthreset":        "not valid WebAssembly",
+		"handler-double":    "does not export batpak_fold",
 		"handler-flaky":     "does not export batpak_fold",
 		"handler-malformed": "does not export batpak_fold",
 		"importname-forge":  "instantiating",

@@ -94,6 +94,7 @@ var serverSettings = []serverSetting{
 	{"server.plugin_state_cache_bytes", "", kindSize, "64MiB", "projected states kept in memory for all tenants; 1MiB..16GiB", func(t serverTarget, v settingValue) { t.cfg.PluginStateCacheBytes = v.n }},
 	{"server.plugin_log_lines", "", kindCount, 100, "recent log lines and faults each tenant plugin's status keeps; 1..10000", func(t serverTarget, v settingValue) { t.cfg.PluginLogLines = int(v.n) }},
 	{"server.plugin_checks", "", kindCount, 2, "plugin uploads and swaps checked and compiled at once, all tenants together; 1..64", func(t serverTarget, v settingValue) { t.cfg.PluginChecks = int(v.n) }},
+	{"server.workers_max_defined", "", kindCount, 256, "hosted workers each tenant may have defined, stopped ones included (never below its max_workers); 1..65536", func(t serverTarget, v settingValue) { t.cfg.WorkersMaxDefined = int(v.n) }},
 	{"server.metrics_public", "metrics-public", kindBool, false, "serve /metrics without the operator credential", func(t serverTarget, v settingValue) { t.cfg.MetricsPublic = v.b }},
 	{"server.access_log", "access-log", kindText, "text", "access log: text, json or off", func(t serverTarget, v settingValue) { t.cfg.AccessLog = v.str }},
 	{"server.jwt.jwks_file", "", kindOptionalPath, "", "JWKS file: enables JWT bearer tokens", func(t serverTarget, v settingValue) { t.jwt.JWKSFile = v.str }},

@@ -273,7 +273,9 @@ func (t *Tenant) CommitCursor(ctx context.Context, name string, position uint64)
 	return t.c.do(ctx, request{method: "POST", path: t.path("/cursors/" + seg(name) + "/commit"), body: body, safe: true}, nil)
 }
 
-// DeleteCursor removes a named cursor.
+// DeleteCursor removes a named cursor and its position: a cursor or a
+// hosted worker that takes the name up later starts at the log's
+// beginning.
 func (t *Tenant) DeleteCursor(ctx context.Context, name string) error {
 	return t.c.do(ctx, request{method: "DELETE", path: t.path("/cursors/" + seg(name)), safe: true}, nil)
 }

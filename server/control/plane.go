@@ -409,7 +409,8 @@ func (p *Plane) DefineCursor(ctx context.Context, c CursorDef) error {
 // DefineCursorMax is DefineCursor refusing, with ErrLimit, a new cursor
 // when the tenant already has max of them (max < 0: no limit). The count
 // check and the record happen under the plane's write lock, so concurrent
-// definitions cannot pass the limit together.
+// definitions cannot pass the limit together. A name that is the cursor
+// of one of the tenant's hosted workers is ErrExists (WorkerOfCursor).
 func (p *Plane) DefineCursorMax(ctx context.Context, c CursorDef, max int) error {
 	if err := ValidCursorName(c.Name); err != nil {
 		return err
@@ -425,7 +426,11 @@ func (p *Plane) DefineCursorMax(ctx context.Context, c CursorDef, max int) error
 	p.mu.RLock()
 	cur, exists := p.st.cursors[c.Tenant][c.Name]
 	n := len(p.st.cursors[c.Tenant])
+	worker := workerOfCursor(p.st.workers[c.Tenant], c.Name)
 	p.mu.RUnlock()
+	if worker != "" {
+		return fmt.Errorf("%w: cursor %q is worker %q's; give the cursor another name", ErrExists, c.Name, worker)
+	}
 	if exists {
 		if regionEqual(cur.Region, c.Region) {
 			return nil
@@ -438,6 +443,24 @@ func (p *Plane) DefineCursorMax(ctx context.Context, c CursorDef, max int) error
 	r := c.Region
 	_, err := p.record(ctx, kindCursorDefined, CursorEntity(c.Tenant, c.Name), body{Tenant: c.Tenant, Cursor: &cursorRecord{Name: c.Name, Region: &r}})
 	return err
+}
+
+// WorkerOfCursor returns the name of the tenant's hosted worker whose
+// cursor is cursor, if any: such a cursor is the worker's alone.
+func (p *Plane) WorkerOfCursor(tenant, cursor string) (string, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	w := workerOfCursor(p.st.workers[tenant], cursor)
+	return w, w != ""
+}
+
+func workerOfCursor(ws map[string]WorkerDef, cursor string) string {
+	for _, w := range ws {
+		if w.Cursor == cursor {
+			return w.Name
+		}
+	}
+	return ""
 }
 
 // Cursors lists a tenant's named cursors, by name.

@@ -218,6 +218,19 @@ func sameWorkerConfig(a, b WorkerDef) bool {
 // no limit). The check and the record happen under the plane's write
 // lock, so concurrent starts cannot pass the limit together.
 func (p *Plane) StartWorker(ctx context.Context, d WorkerDef, max int) (WorkerDef, error) {
+	return p.StartWorkerMax(ctx, d, max, -1)
+}
+
+// ErrDefinedLimit: StartWorkerMax refused a worker under a new name
+// because the tenant has as many workers defined as it may. It wraps
+// ErrLimit.
+var ErrDefinedLimit = fmt.Errorf("%w: worker definitions", ErrLimit)
+
+// StartWorkerMax is StartWorker also refusing, with ErrDefinedLimit, a
+// worker under a new name when the tenant already has maxDefined workers
+// defined in any state (maxDefined < 0: no limit); a defined worker's
+// name can always be started again.
+func (p *Plane) StartWorkerMax(ctx context.Context, d WorkerDef, max, maxDefined int) (WorkerDef, error) {
 	d, err := ValidWorker(d)
 	if err != nil {
 		return WorkerDef{}, err
@@ -232,6 +245,7 @@ func (p *Plane) StartWorker(ctx context.Context, d WorkerDef, max int) (WorkerDe
 	}
 	p.mu.RLock()
 	cur, exists := p.st.workers[d.Tenant][d.Name]
+	defined := len(p.st.workers[d.Tenant])
 	active := 0
 	var clash string
 	for _, w := range p.st.workers[d.Tenant] {
@@ -251,6 +265,9 @@ func (p *Plane) StartWorker(ctx context.Context, d WorkerDef, max int) (WorkerDe
 	}
 	if exists && cur.State == WorkerRunning && sameWorkerConfig(cur, d) {
 		return cur.clone(), nil
+	}
+	if !exists && maxDefined >= 0 && defined >= maxDefined {
+		return WorkerDef{}, fmt.Errorf("%w: the tenant has %d workers defined (at most %d; start a stopped one again instead)", ErrDefinedLimit, defined, maxDefined)
 	}
 	if max >= 0 && active >= max {
 		return WorkerDef{}, fmt.Errorf("%w: the tenant has %d workers running or quarantined (max_workers %d)", ErrLimit, active, max)

@@ -84,14 +84,19 @@
 //
 // With Options.Quotas (the server passes the API's), reactions count
 // against the tenant's quotas like its API writes: a reaction over
-// max_payload_bytes or past storage_bytes is a fault (kind "quota"), and
-// events_per_second and bytes_per_second pace the worker (sharing the
-// tenant's buckets with its API writes).
+// max_payload_bytes or past storage_bytes, or more reactions to one event
+// than max_batch_events (they are written as one batch), is a fault (kind
+// "quota"), and events_per_second and bytes_per_second pace the worker
+// (sharing the tenant's buckets with its API writes).
 //
 // A tenant may have at most its max_workers quota (control.Quotas,
 // default 16 in server.DefaultQuotas) workers running or quarantined at
 // once; starting one more is refused with a *quota.Exceeded naming
-// max_workers. A worker's status, faults and log are kept per tenant and
+// max_workers. A stopped worker keeps its definition and cursor, so the
+// workers a tenant has defined in any state are bounded too
+// (Options.MaxDefined, default 256, never below max_workers): a new name
+// past it is refused naming worker_definitions; a stopped worker's name
+// starts again with any configuration. A worker's status, faults and log are kept per tenant and
 // only answered for that tenant.
 //
 // # Leases

@@ -85,7 +85,7 @@ func (s *fixtureSource) Handler(ctx context.Context, tenant, name string) (*plug
 // trap per load), trapper always traps.
 func standardFixtures() map[string]string {
 	return map[string]string{"echo": "handler-flaky", "echo-ok": "handler-flaky", "echo-b": "handler-flaky",
-		"trapper": "trap", "malformed": "handler-malformed", "counter": "counter"}
+		"trapper": "trap", "malformed": "handler-malformed", "counter": "counter", "double": "handler-double"}
 }
 
 type testServer struct {

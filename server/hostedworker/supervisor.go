@@ -90,6 +90,13 @@ type LogEntry struct {
 	Message string    `json:"message"`
 }
 
+// DefaultMaxDefined and MaxDefinedLimit are Options.MaxDefined's default
+// and ceiling.
+const (
+	DefaultMaxDefined = 256
+	MaxDefinedLimit   = 65536
+)
+
 // MaxLogEntries is how many log entries a worker's status keeps.
 const MaxLogEntries = 32
 
@@ -157,7 +164,15 @@ type Options struct {
 	// BatchSize is the most events per plugin call. Default 64; range
 	// 1..4096.
 	BatchSize int
-	Logger    *slog.Logger // nil: slog.Default()
+	// MaxDefined bounds the workers a tenant has defined, in any state
+	// (a stopped worker keeps its definition and its cursor): a start
+	// under a new name past it is refused with a *quota.Exceeded naming
+	// worker_definitions; a stopped worker's name can be started again
+	// with another configuration. Default 256; range 1..65536, and never
+	// below the tenant's max_workers (a tenant without a max_workers
+	// limit has none either).
+	MaxDefined int
+	Logger     *slog.Logger // nil: slog.Default()
 }
 
 // supervisorPrincipal records the supervisor's own changes (quarantine,
@@ -189,6 +204,11 @@ func New(opts Options) (*Supervisor, error) {
 		return nil, errors.New("hostedworker: Options.Plane, Tenants and Source are required")
 	case opts.BatchSize < 0 || opts.BatchSize > 4096:
 		return nil, fmt.Errorf("hostedworker: Options.BatchSize is %d, want 1..4096", opts.BatchSize)
+	case opts.MaxDefined < 0 || opts.MaxDefined > MaxDefinedLimit:
+		return nil, fmt.Errorf("hostedworker: Options.MaxDefined is %d, want 1..%d", opts.MaxDefined, MaxDefinedLimit)
+	}
+	if opts.MaxDefined == 0 {
+		opts.MaxDefined = DefaultMaxDefined
 	}
 	if opts.BatchSize == 0 {
 		opts.BatchSize = 64
@@ -281,7 +301,17 @@ func (s *Supervisor) StartWorker(ctx context.Context, tenant string, req StartRe
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
 	max := s.maxWorkers(tenant)
-	if _, err := s.opts.Plane.StartWorker(ctx, d, max); err != nil {
+	defined := -1
+	if max >= 0 {
+		defined = s.opts.MaxDefined
+		if max > defined {
+			defined = max
+		}
+	}
+	if _, err := s.opts.Plane.StartWorkerMax(ctx, d, max, defined); err != nil {
+		if errors.Is(err, control.ErrDefinedLimit) {
+			return Status{}, &quota.Exceeded{Quota: "worker_definitions", Limit: float64(defined)}
+		}
 		if errors.Is(err, control.ErrLimit) {
 			return Status{}, &quota.Exceeded{Quota: "max_workers", Limit: float64(max)}
 		}
@@ -397,6 +427,12 @@ func (s *Supervisor) reconcileLocked(tenant, name string, fresh bool) {
 	}
 	if old != nil {
 		old.halt()
+		// The halted run may have recorded a quarantine or its plugin's
+		// stop on its way out (before a reset that found nothing to
+		// clear): follow what is recorded now.
+		d, defined = s.opts.Plane.Worker(tenant, name)
+		t, tenantOK = s.opts.Plane.Tenant(tenant)
+		want = defined && tenantOK && d.State == control.WorkerRunning && t.State == control.StateActive
 	}
 	if !want {
 		if old != nil {
@@ -773,7 +809,8 @@ func (e scrubbed) Error() string { return e.msg }
 func (e scrubbed) Unwrap() error { return e.orig }
 
 // admit holds one source's reactions to the tenant's quotas (when the
-// supervisor has them): payload size and storage refuse, the rates pace.
+// supervisor has them): batch size, payload size and storage refuse, the
+// rates pace.
 func (r *runner) admit(ctx context.Context, store *core.Store, items []core.BatchItem) error {
 	if r.s.opts.Quotas == nil {
 		return nil
@@ -783,6 +820,9 @@ func (r *runner) admit(ctx context.Context, store *core.Store, items []core.Batc
 	for _, it := range items {
 		bytes += len(it.Payload)
 		largest = max(largest, len(it.Payload))
+	}
+	if ex := qt.CheckBatch(len(items)); ex != nil {
+		return ex
 	}
 	if ex := qt.CheckPayload(largest); ex != nil {
 		return ex

@@ -4,6 +4,7 @@ import (
 	"hash/fnv"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server/control"
@@ -72,6 +73,11 @@ func (a *API) defineCursor(c *call) error {
 			return &apiError{status: 409, code: wire.CodeConflict, detail: "cursor " + strconv.Quote(name) + " exists with another region; delete it first"}
 		}
 	}
+	// A hosted worker's cursor is the worker's alone: refused before the
+	// position below is reset.
+	if w, ok := a.opts.Plane.WorkerOfCursor(c.tenant, name); ok {
+		return &apiError{status: 409, code: wire.CodeConflict, detail: "cursor " + strconv.Quote(name) + " is hosted worker " + strconv.Quote(w) + "'s; give the cursor another name"}
+	}
 	qt := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant))
 	if ex := qt.CheckCursors(len(defs) + 1); ex != nil {
 		return ex
@@ -108,10 +114,31 @@ func sameRegion(x, y control.Region) bool {
 }
 
 func (a *API) deleteCursor(c *call) error {
-	if _, _, err := a.cursorDef(c); err != nil {
+	d, r, err := a.cursorDef(c)
+	if err != nil {
 		return err
 	}
-	if err := a.opts.Plane.DeleteCursor(c.r.Context(), c.tenant, c.r.PathValue("name")); err != nil {
+	s, err := c.store()
+	if err != nil {
+		return err
+	}
+	// The position goes with the definition (rewound to the log's
+	// beginning, under the commits' lock), so that whatever takes the
+	// name up later — a cursor or a hosted worker — starts afresh.
+	mu := a.commitMu(c.tenant, d.Name)
+	mu.Lock()
+	defer mu.Unlock()
+	cur, err := s.NamedCursor(d.Name, r)
+	if err != nil {
+		return err
+	}
+	if cur.Committed() != 0 {
+		cur.Seek(0)
+		if err := cur.Commit(); err != nil {
+			return err
+		}
+	}
+	if err := a.opts.Plane.DeleteCursor(c.r.Context(), c.tenant, d.Name); err != nil {
 		return err
 	}
 	c.w.WriteHeader(http.StatusNoContent)
@@ -169,9 +196,7 @@ func (a *API) commitCursor(c *call) error {
 	if end := s.Usage().GlobalSequence; pos > end {
 		return errInvalid("position", "position "+strconv.FormatUint(pos, 10)+" is past the end of the log ("+strconv.FormatUint(end, 10)+")")
 	}
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(c.tenant + "/" + d.Name))
-	mu := &a.commitMus[h.Sum32()%uint32(len(a.commitMus))]
+	mu := a.commitMu(c.tenant, d.Name)
 	mu.Lock()
 	defer mu.Unlock()
 	cur, err := s.NamedCursor(d.Name, r)
@@ -189,4 +214,11 @@ func (a *API) commitCursor(c *call) error {
 		}
 	}
 	return writeJSON(c.w, http.StatusOK, map[string]any{"name": d.Name, "committed": pos})
+}
+
+// commitMu serialises the commits (and the deletion) of one cursor.
+func (a *API) commitMu(tenant, name string) *sync.Mutex {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(tenant + "/" + name))
+	return &a.commitMus[h.Sum32()%uint32(len(a.commitMus))]
 }

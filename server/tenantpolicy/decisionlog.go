@@ -39,7 +39,8 @@ import (
 // were queued, with one write(2) per tenant per batch and no fsync: a
 // process crash loses nothing already written, a power loss may lose the
 // last seconds. A torn last line (a crash mid-write) is skipped when
-// read.
+// read, and the next decision written starts a new segment (it is not
+// appended to the torn line).
 
 // maxSegmentBytes bounds one segment (what a query reads at once).
 const maxSegmentBytes = 4 << 20
@@ -47,6 +48,7 @@ const maxSegmentBytes = 4 << 20
 // queued is one decision waiting for the writer.
 type queued struct {
 	tenant string
+	seq    uint64 // its number in the queue (decisionStore.enqueued)
 	line   []byte // the decision as JSON, with its newline
 }
 
@@ -57,6 +59,10 @@ type tenantLog struct {
 	segs     []segment // oldest first; the last is appended to
 	curBytes int64     // of the last segment
 	curCount int
+	// torn: the last segment ends in a partial line (a crash or a failed
+	// write mid-line); the next decision starts a new segment rather than
+	// being glued to it.
+	torn bool
 }
 
 // segment is one file of a tenant's log.
@@ -87,6 +93,11 @@ type decisionStore struct {
 	written  uint64        // decisions the writer has handled (written or failed)
 	progress chan struct{} // closed and replaced when written grows
 	tenants  map[string]*tenantLog
+	// removed holds, per tenant whose log was removed, the number of
+	// the last decision queued before: those still queued are not
+	// written (not even into a new tenant of the same id). An entry goes
+	// once the writer is past it.
+	removed map[string]uint64
 
 	dropped   atomic.Uint64 // decisions refused because q was full
 	writeErrs atomic.Uint64
@@ -103,7 +114,7 @@ func newDecisionStore(dir string, maxCount int, maxBytes int64, queue int, log *
 		dir: dir, maxCount: maxCount, maxBytes: maxBytes,
 		segCount: max(1, (maxCount+3)/4), segBytes: max(1, min((maxBytes+3)/4, maxSegmentBytes)),
 		log: log, exists: exists, q: make(chan queued, queue), progress: make(chan struct{}),
-		tenants: map[string]*tenantLog{}, stop: make(chan struct{}), done: make(chan struct{}),
+		tenants: map[string]*tenantLog{}, removed: map[string]uint64{}, stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	go s.run()
 	return s, nil
@@ -119,7 +130,7 @@ func (s *decisionStore) enqueue(tenant string, line []byte) bool {
 		return false
 	}
 	select {
-	case s.q <- queued{tenant: tenant, line: line}:
+	case s.q <- queued{tenant: tenant, seq: s.enqueued + 1, line: line}:
 		s.enqueued++
 		s.qbytes += int64(len(line))
 		return true
@@ -196,22 +207,27 @@ func (s *decisionStore) run() {
 func (s *decisionStore) write(batch []queued) {
 	var order []string
 	var n int64
-	lines := map[string][][]byte{}
+	items := map[string][]queued{}
 	for _, it := range batch {
 		n += int64(len(it.line))
-		if _, ok := lines[it.tenant]; !ok {
+		if _, ok := items[it.tenant]; !ok {
 			order = append(order, it.tenant)
 		}
-		lines[it.tenant] = append(lines[it.tenant], it.line)
+		items[it.tenant] = append(items[it.tenant], it)
 	}
 	for _, t := range order {
-		if err := s.appendTenant(t, lines[t]); err != nil {
-			s.writeErrs.Add(uint64(len(lines[t])))
-			s.log.Warn("policy decisions could not be written to the decision log", "tenant", t, "decisions", len(lines[t]), "error", err)
+		if err := s.appendTenant(t, items[t]); err != nil {
+			s.writeErrs.Add(uint64(len(items[t])))
+			s.log.Warn("policy decisions could not be written to the decision log", "tenant", t, "decisions", len(items[t]), "error", err)
 		}
 	}
 	s.mu.Lock()
 	s.written += uint64(len(batch))
+	for t, last := range s.removed {
+		if last <= s.written {
+			delete(s.removed, t)
+		}
+	}
 	s.qbytes -= n
 	close(s.progress)
 	s.progress = make(chan struct{})
@@ -259,10 +275,13 @@ func (s *decisionStore) load(t string, l *tenantLog) error {
 			return err
 		}
 		l.segs[i].bytes, l.segs[i].count = int64(len(b)), bytes.Count(b, []byte{'\n'})
+		l.torn = len(b) > 0 && b[len(b)-1] != '\n'
 	}
 	l.curBytes, l.curCount = 0, 0
 	if n := len(l.segs); n > 0 {
 		l.curBytes, l.curCount = l.segs[n-1].bytes, l.segs[n-1].count
+	} else {
+		l.torn = false
 	}
 	l.loaded = true
 	return nil
@@ -288,15 +307,27 @@ func (s *decisionStore) retain(t string, l *tenantLog) error {
 	return nil
 }
 
-// appendTenant appends lines to the tenant's current segment, starting
-// new ones as they fill and removing those past the retention.
-func (s *decisionStore) appendTenant(t string, lines [][]byte) error {
-	if !s.exists(t) {
-		return nil
-	}
+// appendTenant appends the decisions to the tenant's current segment,
+// starting new ones as they fill and removing those past the retention.
+// Decisions queued before the tenant's log was removed, and those of a
+// tenant that no longer exists, are not written (checked under l.mu, so
+// that a concurrent remove cannot leave a log behind).
+func (s *decisionStore) appendTenant(t string, items []queued) error {
 	l := s.tenant(t)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	s.mu.Lock()
+	cut := s.removed[t]
+	s.mu.Unlock()
+	var lines [][]byte
+	for _, it := range items {
+		if it.seq > cut {
+			lines = append(lines, it.line)
+		}
+	}
+	if len(lines) == 0 || !s.exists(t) {
+		return nil
+	}
 	if err := s.load(t, l); err != nil {
 		return err
 	}
@@ -304,13 +335,13 @@ func (s *decisionStore) appendTenant(t string, lines [][]byte) error {
 		return err
 	}
 	for len(lines) > 0 {
-		if len(l.segs) == 0 || l.curCount >= s.segCount || (l.curCount > 0 && l.curBytes+int64(len(lines[0])) > s.segBytes) {
+		if len(l.segs) == 0 || l.torn || l.curCount >= s.segCount || (l.curCount > 0 && l.curBytes+int64(len(lines[0])) > s.segBytes) {
 			next := uint64(1)
 			if n := len(l.segs); n > 0 {
 				next = l.segs[n-1].seq + 1
 			}
 			l.segs = append(l.segs, segment{seq: next})
-			l.curBytes, l.curCount = 0, 0
+			l.curBytes, l.curCount, l.torn = 0, 0, false
 		}
 		// As many lines as the current segment takes, in one write.
 		var buf []byte
@@ -344,7 +375,8 @@ func (s *decisionStore) appendTenant(t string, lines [][]byte) error {
 	return nil
 }
 
-// remove deletes a tenant's log.
+// remove deletes a tenant's log; the tenant's decisions still queued are
+// dropped.
 func (s *decisionStore) remove(t string) error {
 	l := s.tenant(t)
 	l.mu.Lock()
@@ -352,6 +384,9 @@ func (s *decisionStore) remove(t string) error {
 	l.loaded, l.segs = false, nil
 	s.mu.Lock()
 	delete(s.tenants, t)
+	if s.enqueued > s.written {
+		s.removed[t] = s.enqueued
+	}
 	s.mu.Unlock()
 	return os.RemoveAll(filepath.Join(s.dir, t))
 }

@@ -67,5 +67,6 @@
 // writer goroutine; past the bound it is dropped and counted
 // (DecisionCounts, DecisionStats). A query first waits for the decisions
 // queued before it to be written. A deleted tenant's log is removed with
-// its bundles.
+// its bundles, and its decisions still queued are never written (not
+// even into a new tenant of the same id).
 package tenantpolicy

@@ -1,0 +1,107 @@
+//go:build unix
+
+package server_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/sdk/client"
+)
+
+// TestPolicyDecisionLogForgetsDeletedTenant: decisions of a tenant still
+// waiting for the decision log's writer when the tenant is deleted are
+// never written — not even when a new tenant of the same id is created
+// before the writer gets to them (the new tenant's log starts empty, it
+// never shows the old tenant's principals and inputs).
+//
+// The writer is held up deterministically by another tenant's log: its
+// first segment is a FIFO that the writer blocks reading until the test
+// closes its end.
+func TestPolicyDecisionLogForgetsDeletedTenant(t *testing.T) {
+	root := t.TempDir()
+	ps := startPolicyServer(t, root, nil)
+	ctx := context.Background()
+	op := ps.as(t, operatorToken).Admin()
+	tenant := func(id string) *client.Tenant {
+		t.Helper()
+		if _, err := op.CreateTenant(ctx, id, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		k, err := op.IssueKey(ctx, id, "a", "admin", "writer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ps.as(t, k.Key).Tenant(id)
+	}
+	deny := func(tc *client.Tenant, entity string) {
+		t.Helper()
+		if _, err := tc.Append(ctx, note(entity)); !errors.Is(err, client.ErrPolicyDenied) {
+			t.Fatalf("append %s: %v, want a denial", entity, err)
+		}
+	}
+	slow := tenant("slow")
+	slowDir := filepath.Join(root, "srv", "decisions", "slow")
+	if err := os.MkdirAll(slowDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(slowDir, "0000000000000001.jsonl")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("no FIFO: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(slowDir, "0000000000000002.jsonl"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deny(slow, "blocked:slow")
+	// Once the writer reads the FIFO, a non-blocking open of its write end
+	// succeeds; holding it open keeps the writer waiting.
+	var hold *os.File
+	waitUntil(t, "the writer to block on the FIFO", func() bool {
+		f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+		hold = f
+		return err == nil
+	})
+
+	acme := tenant("acme")
+	for i := range 5 {
+		deny(acme, fmt.Sprintf("blocked:old-acme-%d", i))
+	}
+	if err := op.DeleteTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	acme = tenant("acme")
+	hold.Close() // the writer goes on
+
+	got := allDecisions(t, acme, client.PolicyDecisionQuery{})
+	if len(got) != 0 {
+		t.Fatalf("the new tenant acme's log shows %d decisions of the deleted acme: %+v", len(got), got[0].Input)
+	}
+	deny(acme, "blocked:new-acme")
+	if got := allDecisions(t, acme, client.PolicyDecisionQuery{}); len(got) != 1 || got[0].Input["event.entity"] != "blocked:new-acme" {
+		t.Fatalf("the new tenant acme's log: %+v, want its one denial", got)
+	}
+	if err := os.Remove(fifo); err != nil { // a query would wait on it too
+		t.Fatal(err)
+	}
+	if got := allDecisions(t, slow, client.PolicyDecisionQuery{}); len(got) != 1 {
+		t.Fatalf("tenant slow's log holds %d decisions, want 1", len(got))
+	}
+}
+
+// waitUntil polls cond until it holds or 10s pass.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
