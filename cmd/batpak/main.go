@@ -35,8 +35,13 @@ func main() {
 // line; a mistake in how the command was called (unknown verb or flag,
 // missing or extra arguments) adds one line pointing to the command's
 // --help.
+//
+// Everything a verb prints on stdout goes through a termSafeWriter: no
+// stored or server-sent text reaches the terminal as a control sequence.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	root := newRootCmd(stdout, stderr)
+	safe := newTermSafeWriter(stdout)
+	defer func() { _ = safe.Flush() }()
+	root := newRootCmd(safe, stderr)
 	root.SetIn(stdin)
 	if args == nil {
 		args = []string{} // nil would make cobra read os.Args

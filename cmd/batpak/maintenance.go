@@ -166,7 +166,7 @@ and 7 (corrupt) when something was, after writing all it could.`,
 				return a.salvageExport(cmd, out)
 			}
 			return a.withReadStore(func(s *core.Store, _ *resolved) (err error) {
-				w := cmd.OutOrStdout()
+				w := dataWriter(cmd.OutOrStdout())
 				if out != "" && out != "-" {
 					f, err := os.Create(out)
 					if err != nil {
@@ -217,7 +217,7 @@ func (a *app) salvageExport(cmd *cobra.Command, out string) (err error) {
 	if err := checkStoreDir(res.cfg.Dir); err != nil {
 		return err
 	}
-	w := cmd.OutOrStdout()
+	w := dataWriter(cmd.OutOrStdout())
 	if out != "" && out != "-" {
 		f, err := os.Create(out)
 		if err != nil {
@@ -265,7 +265,7 @@ func exportRemote(cmd *cobra.Command, rc *remoteConf, out string) (err error) {
 	if err != nil {
 		return err
 	}
-	var w io.Writer = cmd.OutOrStdout()
+	w := dataWriter(cmd.OutOrStdout())
 	lines := &lineCounter{}
 	if out != "" && out != "-" {
 		f, err := os.Create(out)
