@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -91,5 +92,104 @@ func TestTermSafeWriterSplitC1(t *testing.T) {
 	}
 	if got, want := b.String(), `a\u009bb é©\x1b`+"\xc2"; got != want {
 		t.Errorf("wrote %q, want %q", got, want)
+	}
+}
+
+// TestServerAnswerBounded: a server whose JSON answer never ends (or
+// passes the bound) is refused with an error naming the limit, instead of
+// growing the CLI's memory without bound; an answer of exactly the bound
+// is read.
+func TestServerAnswerBounded(t *testing.T) {
+	isolate(t)
+	defer func(old int64) { maxServerMessageBytes = old }(maxServerMessageBytes)
+	maxServerMessageBytes = 1 << 20
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"tenants":[`))
+		row := []byte(`{"id":"` + strings.Repeat("a", 64<<10) + `","state":"active"},`)
+		for {
+			if _, err := w.Write(row); err != nil {
+				return // the client hung up
+			}
+		}
+	}))
+	defer srv.Close()
+	failsWith(t, exitError, []string{"--server", srv.URL, "--token", "bpko_x", "tenant", "list"},
+		"batpak: server: ", "larger than 1048576 bytes")
+
+	// Exactly the bound is an answer; one byte more is not.
+	body := func(size int) []byte {
+		doc := `{"tenants":[{"id":"acme","state":"active","created":"2026-01-02T03:04:05Z"}]}`
+		return []byte(doc + strings.Repeat(" ", size-len(doc)))
+	}
+	size := int(maxServerMessageBytes)
+	exact := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body(size))
+	}))
+	defer exact.Close()
+	if out := ok(t, "--server", exact.URL, "--token", "bpko_x", "tenant", "list"); !strings.Contains(out, "acme") {
+		t.Errorf("an answer of exactly the bound: %q", out)
+	}
+	b := &boundBody{rc: io.NopCloser(bytes.NewReader(body(size + 1))), left: int64(size), max: int64(size), what: "GET /"}
+	if _, err := io.ReadAll(b); err == nil || !strings.Contains(err.Error(), "larger than 1048576 bytes") {
+		t.Errorf("one byte over the bound: %v", err)
+	}
+	b = &boundBody{rc: io.NopCloser(bytes.NewReader(body(size))), left: int64(size), max: int64(size), what: "GET /"}
+	if got, err := io.ReadAll(b); err != nil || len(got) != size {
+		t.Errorf("exactly the bound: %d bytes, %v", len(got), err)
+	}
+}
+
+// TestServerEventStreamBounded: query --follow against a server whose
+// event stream sends one message without end stops with an error naming
+// the limit; messages of any number, each within it, are read.
+func TestServerEventStreamBounded(t *testing.T) {
+	const max = 1 << 16
+	msg := "id: 1\nevent: event\ndata: " + strings.Repeat("x", 100) + "\n\n"
+	var stream strings.Builder
+	for stream.Len() < 4*max {
+		stream.WriteString(msg)
+	}
+	s := &sseBoundBody{rc: io.NopCloser(strings.NewReader(stream.String())), max: max, what: "GET /subscribe"}
+	if got, err := io.ReadAll(s); err != nil || len(got) != stream.Len() {
+		t.Errorf("a long stream of small messages: %d of %d bytes, %v", len(got), stream.Len(), err)
+	}
+	// A message of exactly max bytes (its closing blank line included)
+	// passes; one byte more is refused.
+	head := "data: "
+	one := head + strings.Repeat("y", max-len(head)-2) + "\n\n"
+	s = &sseBoundBody{rc: io.NopCloser(strings.NewReader(one + one)), max: max, what: "GET /subscribe"}
+	if _, err := io.ReadAll(s); err != nil {
+		t.Errorf("messages of exactly %d bytes: %v", max, err)
+	}
+	over := head + strings.Repeat("y", max-len(head)-1) + "\n\n"
+	s = &sseBoundBody{rc: io.NopCloser(strings.NewReader(over)), max: max, what: "GET /subscribe"}
+	if _, err := io.ReadAll(s); err == nil || !strings.Contains(err.Error(), "larger than 65536 bytes") {
+		t.Errorf("a message of %d bytes: %v", max+1, err)
+	}
+
+	isolate(t)
+	defer func(old int64) { maxServerMessageBytes = old }(maxServerMessageBytes)
+	maxServerMessageBytes = max
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, "/subscribe") {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"events":[]}`))
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = w.Write([]byte("id: 1\nevent: event\ndata: "))
+		chunk := []byte(strings.Repeat("z", 4096))
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	r := batpak(t, "--server", srv.URL, "--token", "bpk_x", "--tenant", "acme", "query", "--follow")
+	if r.code == 0 || !strings.Contains(r.stderr, "larger than 65536 bytes") {
+		t.Errorf("query --follow on an endless message: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
