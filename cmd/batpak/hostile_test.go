@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -192,4 +194,70 @@ func TestServerEventStreamBounded(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "larger than 65536 bytes") {
 		t.Errorf("query --follow on an endless message: exit %d, stderr %q", r.code, r.stderr)
 	}
+}
+
+// TestExportOutWholeOrNothing: export --out replaces the named file only
+// with a complete export. A server that breaks off mid-export, or cannot
+// be reached, leaves the previous file as it was (and no temporary file
+// behind); a symlink at the path is replaced, never written through.
+func TestExportOutWholeOrNothing(t *testing.T) {
+	dir := isolate(t)
+	ok(t, "append", "--entity", "order:1", "--scope", "shop", "--kind", "1:1", "--data", `{"n":1}`)
+	whole := ok(t, "export")
+	dest := filepath.Join(dir, "backup.ndjson")
+	if err := os.WriteFile(dest, []byte("precious\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Locally: replaced by the whole export, permissions kept.
+	if out := ok(t, "export", "--out", dest); !strings.Contains(out, "exported 1 event") {
+		t.Errorf("export --out: %q", out)
+	}
+	if got, _ := os.ReadFile(dest); string(got) != whole {
+		t.Errorf("export --out wrote %q, want %q", got, whole)
+	}
+	if st, err := os.Stat(dest); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("export --out over a 0600 file: %v %v", st.Mode(), err)
+	}
+
+	// A server that sends one line, then breaks the connection.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		_, _ = w.Write([]byte(strings.SplitAfter(whole, "\n")[0]))
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}))
+	defer srv.Close()
+	if err := os.WriteFile(dest, []byte("precious\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, server := range []string{srv.URL, "http://127.0.0.1:1"} {
+		r := batpak(t, "--server", server, "--token", "bpk_x", "--tenant", "acme", "export", "--out", dest)
+		if r.code == 0 {
+			t.Errorf("export from %s: exit 0, stderr %q", server, r.stderr)
+		}
+		if got, _ := os.ReadFile(dest); string(got) != "precious\n" {
+			t.Errorf("a failed export from %s left %q in the --out file, want it untouched", server, got)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".backup.ndjson.tmp-*")); len(left) != 0 {
+		t.Errorf("temporary files left behind: %v", left)
+	}
+
+	// A symlink at the path: the file it points to is not written.
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("keep me\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.ndjson")
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatal(err)
+	}
+	ok(t, "export", "--out", link)
+	if got, _ := os.ReadFile(victim); string(got) != "keep me\n" {
+		t.Errorf("export --out through a symlink wrote its target: %q", got)
+	}
+	if got, _ := os.ReadFile(link); string(got) != whole {
+		t.Errorf("export --out at a symlink: %q", got)
+	}
+	failsWith(t, exitError, []string{"export", "--out", dir}, "--out: ", "is a directory")
 }
