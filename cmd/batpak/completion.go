@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/printable"
 )
 
 // Completion of entity names and event ids reads the local store
@@ -60,7 +61,7 @@ func completeEventIDs(a *app) func(*cobra.Command, []string, string) ([]string, 
 			evs, _ := c.Poll(completionMax)
 			for i := len(evs) - 1; i >= 0; i-- { // newest first
 				if id := evs[i].Header.ID.String(); strings.HasPrefix(id, typed) {
-					ids = append(ids, fmt.Sprintf("%s\t%s %s", id, evs[i].Coordinate.Entity, evs[i].Header.Kind))
+					ids = append(ids, fmt.Sprintf("%s\t%s %s", id, printable.String(evs[i].Coordinate.Entity), evs[i].Header.Kind))
 				}
 			}
 		})
@@ -106,7 +107,10 @@ func (a *app) storeWords(typed string, pick func(core.StoredEvent) string) []str
 				return
 			}
 			n++
-			if w := pick(ev); strings.HasPrefix(w, typed) {
+			// A name with a control character (a line break would split
+			// it into two offers, a tab start its description) cannot be
+			// offered whole: it is left out.
+			if w := pick(ev); strings.HasPrefix(w, typed) && printable.String(w) == w {
 				seen[w] = true
 			}
 		}

@@ -261,3 +261,29 @@ func TestExportOutWholeOrNothing(t *testing.T) {
 	}
 	failsWith(t, exitError, []string{"export", "--out", dir}, "--out: ", "is a directory")
 }
+
+// TestCompletionOffersNoControlCharacters: an entity name holding a line
+// break or a tab would reach the shell as two offers (the second one
+// chosen by whoever wrote the event) or a false description; such names
+// are not offered, and event-id descriptions show them escaped.
+func TestCompletionOffersNoControlCharacters(t *testing.T) {
+	isolate(t)
+	for _, e := range []string{"order:1", "order:2\n--data-dir=/etc", "order:3\tfake", "order:4\x1b[2J"} {
+		ok(t, "append", "--entity", e, "--scope", "shop", "--kind", "1:1", "--data", "{}")
+	}
+	out := ok(t, "__complete", "query", "--entity-prefix", "order:")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || lines[0] != "order:1" || !strings.HasPrefix(lines[1], ":") {
+		t.Errorf("entity names offered: %q, want order:1 alone", out)
+	}
+	out = ok(t, "__complete", "get", "")
+	lines = strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 5 || terminalControls(out) != "" {
+		t.Errorf("event ids offered: %q, want 4 lines and the directive, names escaped", out)
+	}
+	for _, l := range lines[:len(lines)-1] {
+		if id, desc, _ := strings.Cut(l, "\t"); !uuidRE.MatchString(id) || strings.Contains(desc, "\t") {
+			t.Errorf("event id offer %q: want ID<tab>description", l)
+		}
+	}
+}
