@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -285,5 +287,32 @@ func TestCompletionOffersNoControlCharacters(t *testing.T) {
 		if id, desc, _ := strings.Cut(l, "\t"); !uuidRE.MatchString(id) || strings.Contains(desc, "\t") {
 			t.Errorf("event id offer %q: want ID<tab>description", l)
 		}
+	}
+}
+
+// TestFollowStoreRemoved: query --follow on a directory that holds no
+// store is "not found" like query; a store removed while it is followed
+// ends the command with exit 5 and says so.
+func TestFollowStoreRemoved(t *testing.T) {
+	dir := filepath.Join(isolate(t), "store")
+	failsWith(t, exitNotFound, []string{"--data-dir", dir, "query", "--follow"}, "no store at ")
+	ok(t, "--data-dir", dir, "append", "--entity", "a:1", "--scope", "s", "--kind", "1:1", "--data", "{}")
+	done := make(chan result, 1)
+	var out, errb bytes.Buffer
+	go func() {
+		code := run(context.Background(), []string{"--data-dir", dir, "query", "--follow", "--poll-interval", "10ms"}, strings.NewReader(""), &out, &errb)
+		done <- result{code: code}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		if r.code != exitNotFound || !strings.Contains(errb.String(), "was removed while following") || !strings.Contains(out.String(), "a:1") {
+			t.Errorf("follow of a removed store: exit %d, stdout %q, stderr %q", r.code, out.String(), errb.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("query --follow goes on after its store was removed")
 	}
 }
