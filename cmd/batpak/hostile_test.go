@@ -316,3 +316,22 @@ func TestFollowStoreRemoved(t *testing.T) {
 		t.Fatal("query --follow goes on after its store was removed")
 	}
 }
+
+// TestUnknownSubcommandIsUsage: a group of verbs given a verb it does not
+// have is a usage error (exit 2, one line and the --help pointer), not
+// its help and success; alone, it prints its help.
+func TestUnknownSubcommandIsUsage(t *testing.T) {
+	isolate(t)
+	for _, group := range []string{"tenant", "key", "worker", "cursor", "completion", "policy", "plugin"} {
+		r := failsWith(t, exitUsage, []string{group, "bogus"}, `unknown command "bogus" for "batpak `+group+`"`, "Run 'batpak "+group+" --help' for usage.")
+		if strings.Count(r.stderr, "\n") != 2 || r.stdout != "" {
+			t.Errorf("batpak %s bogus: stdout %q, stderr %q, want two lines on stderr", group, r.stdout, r.stderr)
+		}
+		if out := ok(t, group); !strings.Contains(out, "Available Commands:") {
+			t.Errorf("batpak %s: %q, want its help", group, out)
+		}
+	}
+	if out := ok(t, "completion", "bash"); !strings.Contains(out, "bash completion") {
+		t.Errorf("completion bash: %.80q", out)
+	}
+}
