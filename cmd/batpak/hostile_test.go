@@ -335,3 +335,29 @@ func TestUnknownSubcommandIsUsage(t *testing.T) {
 		t.Errorf("completion bash: %.80q", out)
 	}
 }
+
+// TestUnknownConfigKeyNamesItsSection: a typo in a server or remote key
+// is answered with the keys of that section, not the store's top-level
+// keys alone (which would suggest the section is not configurable).
+func TestUnknownConfigKeyNamesItsSection(t *testing.T) {
+	isolate(t)
+	if err := os.WriteFile("batpak.yaml", []byte("# batpak configuration\nserver:\n  jwt:\n    isuer: x\nremote:\n  tokn: y\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := batpak(t, "config")
+	if r.code != 0 || !strings.Contains(r.stderr, `unknown keys "remote.tokn", "server.jwt.isuer" (known in remote: remote.server, remote.token, remote.tenant)`) {
+		t.Errorf("config: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if err := os.WriteFile("batpak.yaml", []byte("# batpak configuration\nserver:\n  jwt:\n    isuer: x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := batpak(t, "config"); !strings.Contains(r.stderr, "known in server.jwt: ") || !strings.Contains(r.stderr, "server.jwt.issuer") || strings.Contains(r.stderr, "data_dir") {
+		t.Errorf("config: stderr %q, want the server.jwt keys", r.stderr)
+	}
+	if err := os.WriteFile("batpak.yaml", []byte("# batpak configuration\nfd_budjet: 3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := batpak(t, "config"); !strings.Contains(r.stderr, "known: data_dir, ") || !strings.Contains(r.stderr, "server.* and remote.*") {
+		t.Errorf("config: stderr %q, want the top-level keys", r.stderr)
+	}
+}
