@@ -361,3 +361,25 @@ func TestUnknownConfigKeyNamesItsSection(t *testing.T) {
 		t.Errorf("config: stderr %q, want the top-level keys", r.stderr)
 	}
 }
+
+// TestCompletionBoundedInTime: a store that takes longer to open and
+// scan than completionTimeout gets no offers, at once, instead of a Tab
+// that hangs; within it, names are offered.
+func TestCompletionBoundedInTime(t *testing.T) {
+	isolate(t)
+	ok(t, "append", "--entity", "order:1", "--scope", "shop", "--kind", "1:1", "--data", "{}")
+	defer func(old time.Duration) { completionTimeout = old }(completionTimeout)
+	completionTimeout = time.Nanosecond // shorter than any open
+	start := time.Now()
+	out := ok(t, "__complete", "query", "--entity-prefix", "order:")
+	if strings.Contains(out, "order:1") || time.Since(start) > 5*time.Second {
+		t.Errorf("completion past its time limit offered %q after %v, want nothing at once", out, time.Since(start))
+	}
+	if out := ok(t, "__complete", "get", ""); strings.Count(out, "\n") != 1 {
+		t.Errorf("event id completion past its time limit offered %q", out)
+	}
+	completionTimeout = time.Minute
+	if out := ok(t, "__complete", "query", "--entity-prefix", "order:"); !strings.HasPrefix(out, "order:1\n") {
+		t.Errorf("completion within its time limit offered %q", out)
+	}
+}
