@@ -120,6 +120,22 @@ func TestServerAnswerBounded(t *testing.T) {
 	defer srv.Close()
 	failsWith(t, exitError, []string{"--server", srv.URL, "--token", "bpko_x", "tenant", "list"},
 		"batpak: server: ", "larger than 1048576 bytes")
+	// Calling the endless answer a stream does not unbound it.
+	for _, ctype := range []string{"application/x-ndjson", "text/event-stream"} {
+		liar := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", ctype)
+			_, _ = w.Write([]byte(`{"tenants":[{"id":"`))
+			chunk := []byte(strings.Repeat("a", 64<<10))
+			for {
+				if _, err := w.Write(chunk); err != nil {
+					return
+				}
+			}
+		}))
+		failsWith(t, exitError, []string{"--server", liar.URL, "--token", "bpko_x", "tenant", "list"},
+			"batpak: server: ", "larger than 1048576 bytes")
+		liar.Close()
+	}
 
 	// Exactly the bound is an answer; one byte more is not.
 	body := func(size int) []byte {

@@ -36,7 +36,9 @@ func (b *boundedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		return resp, err
 	}
 	what := req.Method + " " + req.URL.Path
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	// What the CLI asked for decides, not what the server says it sent:
+	// a server cannot unbound an answer by naming it a stream.
+	mt, _, _ := mime.ParseMediaType(req.Header.Get("Accept"))
 	switch mt {
 	case "application/x-ndjson":
 		// An export: written out line by line as it arrives.
