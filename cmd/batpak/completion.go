@@ -5,17 +5,19 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/printable"
 )
 
 // Completion of entity names and event ids reads the local store
 // (read-only, beside a writer) and is bounded: it looks at no more than
-// completionScan events and offers no more than completionMax names, so a
-// large store never makes a shell's Tab slow. Against a server (or with
-// no store) it offers nothing.
+// completionScan events, offers no more than completionMax names and
+// waits at most completionTimeout, so a large store never makes a shell's
+// Tab slow. Against a server (or with no store) it offers nothing.
 const (
 	completionScan = 100_000
 	completionMax  = 200
@@ -50,8 +52,8 @@ func completeEventIDs(a *app) func(*cobra.Command, []string, string) ([]string, 
 		if len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		var ids []string
-		_ = a.completionStore(func(s *core.Store) {
+		ids := a.completionStore(func(s *core.Store) []string {
+			var ids []string
 			end := s.Stats().GlobalSequence
 			c := s.Cursor(core.All())
 			if end > completionMax {
@@ -60,9 +62,10 @@ func completeEventIDs(a *app) func(*cobra.Command, []string, string) ([]string, 
 			evs, _ := c.Poll(completionMax)
 			for i := len(evs) - 1; i >= 0; i-- { // newest first
 				if id := evs[i].Header.ID.String(); strings.HasPrefix(id, typed) {
-					ids = append(ids, fmt.Sprintf("%s\t%s %s", id, evs[i].Coordinate.Entity, evs[i].Header.Kind))
+					ids = append(ids, fmt.Sprintf("%s\t%s %s", id, printable.String(evs[i].Coordinate.Entity), evs[i].Header.Kind))
 				}
 			}
+			return ids
 		})
 		return ids, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveKeepOrder
 	}
@@ -98,48 +101,67 @@ func completeRegionFlags(a *app, cmd *cobra.Command) {
 // store's events, those starting with typed, sorted (bounded; see
 // completionScan).
 func (a *app) storeWords(typed string, pick func(core.StoredEvent) string) []string {
-	seen := map[string]bool{}
-	_ = a.completionStore(func(s *core.Store) {
+	return a.completionStore(func(s *core.Store) []string {
+		seen := map[string]bool{}
 		n := 0
 		for ev, err := range s.Events(core.All()) {
 			if err != nil || n >= completionScan || len(seen) >= completionMax {
-				return
+				break
 			}
 			n++
-			if w := pick(ev); strings.HasPrefix(w, typed) {
+			// A name with a control character (a line break would split
+			// it into two offers, a tab start its description) cannot be
+			// offered whole: it is left out.
+			if w := pick(ev); strings.HasPrefix(w, typed) && printable.String(w) == w {
 				seen[w] = true
 			}
 		}
+		out := make([]string, 0, len(seen))
+		for w := range seen {
+			out = append(out, w)
+		}
+		slices.Sort(out)
+		return out
 	})
-	out := make([]string, 0, len(seen))
-	for w := range seen {
-		out = append(out, w)
-	}
-	slices.Sort(out)
-	return out
 }
 
-// completionStore runs fn on the local store when one is configured and
-// no server is; it never prints (a completion's stderr would mix into the
-// shell's).
-func (a *app) completionStore(fn func(s *core.Store)) error {
+// completionTimeout bounds how long a completion waits for the local
+// store: opening a large store (its index) takes time whatever
+// completionScan says, and a shell's Tab must not hang on it. Past it, a
+// completion offers nothing. A variable only so tests can lower it.
+var completionTimeout = time.Second
+
+// completionStore returns what fn finds in the local store when one is
+// configured and no server is, nothing when the store cannot be opened or
+// answers later than completionTimeout; it never prints (a completion's
+// stderr would mix into the shell's). fn runs on a goroutine of its own,
+// left to finish alone when it is late.
+func (a *app) completionStore(fn func(s *core.Store) []string) []string {
 	res, err := a.loadConfig()
 	if err != nil {
-		return err
+		return nil
 	}
-	if err := a.localOnly(); err != nil {
-		return err
-	}
-	if err := checkStoreDir(res.cfg.Dir); err != nil {
-		return err
+	if a.localOnly() != nil || checkStoreDir(res.cfg.Dir) != nil {
+		return nil
 	}
 	cfg := res.cfg
 	cfg.Logger = slog.New(slog.DiscardHandler)
-	s, err := core.OpenReadOnly(cfg)
-	if err != nil {
-		return err
+	found := make(chan []string, 1)
+	go func() {
+		s, err := core.OpenReadOnly(cfg)
+		if err != nil {
+			found <- nil
+			return
+		}
+		defer s.Close()
+		found <- fn(s)
+	}()
+	t := time.NewTimer(completionTimeout)
+	defer t.Stop()
+	select {
+	case words := <-found:
+		return words
+	case <-t.C:
+		return nil
 	}
-	defer s.Close()
-	fn(s)
-	return nil
 }

@@ -217,7 +217,8 @@ func (a *app) loadConfig() (*resolved, error) {
 			if len(unknown) > 1 {
 				what, them = "unknown keys", "them"
 			}
-			msg := fmt.Sprintf("config file %s: %s %s (known: %s)", file, what, strings.Join(unknown, ", "), knownKeys())
+			first, _ := strconv.Unquote(unknown[0])
+			msg := fmt.Sprintf("config file %s: %s %s (%s)", file, what, strings.Join(unknown, ", "), knownKeysNear(first))
 			if explicit {
 				return nil, errors.New(msg)
 			}
@@ -466,12 +467,37 @@ func (a *app) unknownKeys() []string {
 	return out
 }
 
-func knownKeys() string {
+// knownKeysNear names the known keys of the section an unknown key is in
+// ("server.jwt.isuer": the server.jwt keys), or the store's keys and the
+// other sections when it is at the top level or in no known section.
+func knownKeysNear(unknown string) string {
+	var all []string
+	for _, s := range settings {
+		all = append(all, s.key)
+	}
+	for _, s := range serverSettings {
+		all = append(all, s.key)
+	}
+	for _, k := range remoteKeys {
+		all = append(all, k.key)
+	}
+	if i := strings.LastIndex(unknown, "."); i > 0 {
+		section := unknown[:i+1]
+		var ks []string
+		for _, k := range all {
+			if rest, ok := strings.CutPrefix(k, section); ok && !strings.Contains(rest, ".") {
+				ks = append(ks, k)
+			}
+		}
+		if len(ks) > 0 {
+			return "known in " + unknown[:i] + ": " + strings.Join(ks, ", ")
+		}
+	}
 	var ks []string
 	for _, s := range settings {
 		ks = append(ks, s.key)
 	}
-	return strings.Join(ks, ", ")
+	return "known: " + strings.Join(ks, ", ") + ", and the server.* and remote.* keys config.yaml documents"
 }
 
 var sizeRE = regexp.MustCompile(`(?i)^\s*([0-9]+)\s*(b|kib|mib|gib)?\s*$`)

@@ -135,7 +135,15 @@
 // and reset a hosted worker, any role for its status, faults and log). key issue prints the key once (the server keeps
 // only its digest). tenant delete refuses without --yes. A refusal from
 // the server is one line, "batpak: server: CODE: detail (HTTP status)",
-// with the exit code of its kind.
+// with the exit code of its kind. What a server sends is bounded: one
+// JSON answer, or one message of an event stream, of more than 256 MiB is
+// refused with an error naming the limit (an export's NDJSON streams to
+// its destination unbounded).
+//
+// Nothing printed on stdout can drive the terminal: control characters
+// in stored or server-sent text (entity names, scopes, tenant names,
+// reasons) print as Go escapes (\x1b, \r, \u009b); JSON and YAML, which
+// carry them escaped already, read the same.
 //
 // # Errors and exit codes
 //

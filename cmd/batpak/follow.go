@@ -212,10 +212,21 @@ func followLocal(ctx context.Context, a *app, res *resolved, r core.Region, flt 
 	if flt.after {
 		next = flt.afterSeq + 1
 	}
+	if err := checkStoreDir(res.cfg.Dir); err != nil {
+		return err
+	}
+	removed := func() bool { // the directory, or its store files, are gone
+		err := checkStoreDir(res.cfg.Dir)
+		return err != nil && exitCodeOf(err) == exitNotFound
+	}
+	errRemoved := withExitCode(exitNotFound, fmt.Errorf("the store at %s was removed while following it", filepath.Clean(res.cfg.Dir)))
 	var last string
 	var opened time.Time
 	for {
 		sig, err := storeSignature(res.cfg.Dir)
+		if err != nil && removed() {
+			return errRemoved
+		}
 		if err != nil {
 			return err
 		}
@@ -250,6 +261,9 @@ func followLocal(ctx context.Context, a *app, res *resolved, r core.Region, flt 
 					}
 				}
 			})
+			if err != nil && removed() {
+				return errRemoved
+			}
 			if err != nil {
 				return err
 			}

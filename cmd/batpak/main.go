@@ -35,8 +35,13 @@ func main() {
 // line; a mistake in how the command was called (unknown verb or flag,
 // missing or extra arguments) adds one line pointing to the command's
 // --help.
+//
+// Everything a verb prints on stdout goes through a termSafeWriter: no
+// stored or server-sent text reaches the terminal as a control sequence.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	root := newRootCmd(stdout, stderr)
+	safe := newTermSafeWriter(stdout)
+	defer func() { _ = safe.Flush() }()
+	root := newRootCmd(safe, stderr)
 	root.SetIn(stdin)
 	if args == nil {
 		args = []string{} // nil would make cobra read os.Args
@@ -207,7 +212,29 @@ Data verbs print a table, or -o json (--json) / -o yaml. Exit codes: 0 ok,
 		newTenantCmd(a), newKeyCmd(a), newWorkerCmd(a),
 		newVersionCmd(a), newCursorCmd(a),
 	)
+	root.InitDefaultCompletionCmd() // now, so that it too refuses unknown shells
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+// refuseUnknownSubcommands makes every group of verbs (tenant, key,
+// cursor, completion, ...) refuse an argument that names none of its
+// verbs with a usage error (exit 2), as the root does; cobra would print
+// the group's help and exit 0. With no argument a group prints its help.
+func refuseUnknownSubcommands(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
+	if !c.HasParent() || !c.HasSubCommands() || c.Runnable() {
+		return
+	}
+	c.Args = cobra.ArbitraryArgs
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usagef("unknown command %q for %q", args[0], cmd.CommandPath())
+		}
+		return cmd.Help()
+	}
 }
 
 // exitCodeError ends a command with a particular exit code after it has

@@ -114,7 +114,10 @@ records of erasures and bypasses) stay behind: "batpak query
 
 --out FILE writes to FILE instead of stdout ("-o FILE", its older
 spelling, still works and says so; -o now names the output format, and
-export's only format is json).
+export's only format is json). FILE is replaced only by a complete
+export (written beside it, then renamed over it): a failed export leaves
+an existing FILE as it was, and a symlink named FILE is replaced, not
+written through.
 
 --salvage exports everything readable from a damaged store that
 "batpak verify" fails and the other commands refuse to open: it reads the
@@ -166,13 +169,13 @@ and 7 (corrupt) when something was, after writing all it could.`,
 				return a.salvageExport(cmd, out)
 			}
 			return a.withReadStore(func(s *core.Store, _ *resolved) (err error) {
-				w := cmd.OutOrStdout()
+				w := dataWriter(cmd.OutOrStdout())
 				if out != "" && out != "-" {
-					f, err := os.Create(out)
-					if err != nil {
-						return err
+					f, ferr := createOut(out)
+					if ferr != nil {
+						return ferr
 					}
-					defer closeFile(f, &err)
+					defer f.finish(&err) // the closure's result: kept only on success
 					w = f
 				}
 				bar := prog.bar(cmd.ErrOrStderr(), int64(s.Stats().Events), "export", "events")
@@ -217,13 +220,13 @@ func (a *app) salvageExport(cmd *cobra.Command, out string) (err error) {
 	if err := checkStoreDir(res.cfg.Dir); err != nil {
 		return err
 	}
-	w := cmd.OutOrStdout()
+	w := dataWriter(cmd.OutOrStdout())
 	if out != "" && out != "-" {
-		f, err := os.Create(out)
-		if err != nil {
-			return err
+		f, ferr := createOut(out)
+		if ferr != nil {
+			return ferr
 		}
-		defer closeFile(f, &err)
+		defer f.finish(&err) // the function's result: kept only on success
 		w = f
 	}
 	rep, err := core.SalvageExport(res.cfg.Dir, w)
@@ -250,14 +253,6 @@ func (a *app) salvageExport(cmd *cobra.Command, out string) (err error) {
 	return nil
 }
 
-// closeFile closes f and keeps the first error: a file written to must
-// close cleanly for its content to count.
-func closeFile(f *os.File, err *error) {
-	if cerr := f.Close(); cerr != nil && *err == nil {
-		*err = cerr
-	}
-}
-
 // exportRemote is export against a server: the tenant's events, as the
 // server's store writes them.
 func exportRemote(cmd *cobra.Command, rc *remoteConf, out string) (err error) {
@@ -265,14 +260,14 @@ func exportRemote(cmd *cobra.Command, rc *remoteConf, out string) (err error) {
 	if err != nil {
 		return err
 	}
-	var w io.Writer = cmd.OutOrStdout()
+	w := dataWriter(cmd.OutOrStdout())
 	lines := &lineCounter{}
 	if out != "" && out != "-" {
-		f, err := os.Create(out)
-		if err != nil {
-			return err
+		f, ferr := createOut(out)
+		if ferr != nil {
+			return ferr
 		}
-		defer closeFile(f, &err)
+		defer f.finish(&err) // the function's result: kept only on success
 		w = io.MultiWriter(f, lines)
 	}
 	if _, err := t.Export(cmd.Context(), w); err != nil {

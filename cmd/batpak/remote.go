@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -95,7 +96,7 @@ func (a *app) remote() (*remoteConf, error) {
 			fmt.Fprintf(a.stderr, "batpak: warning: --server %s is plain http to a host that is not loopback: the token travels unencrypted; use https://\n", rc.server)
 		}
 	}
-	c, err := client.New(rc.server, rc.token)
+	c, err := client.New(rc.server, rc.token, client.Options{HTTPClient: &http.Client{Transport: newBoundedTransport()}})
 	if err != nil {
 		return nil, badInput("--server", errors.New(strings.TrimPrefix(err.Error(), "client: ")))
 	}
