@@ -99,7 +99,7 @@ func TestRemoteWorkerVerbs(t *testing.T) {
 	}
 
 	if out := ok(t, as("worker", "start", "echoer", "--plugin", "echo", "--category", "1", "--backoff-min", "5ms")...); out != "started worker echoer (plugin echo, state running)\n" &&
-		out != "started worker echoer (plugin echo, state backoff)\n" {
+		out != "started worker echoer (plugin echo, state starting)\n" && out != "started worker echoer (plugin echo, state backoff)\n" {
 		t.Fatalf("worker start: %q", out)
 	}
 	deadline := time.Now().Add(20 * time.Second)

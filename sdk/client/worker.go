@@ -50,7 +50,7 @@ type Worker struct {
 	Cursor  string        `json:"cursor"`
 	Restart WorkerRestart `json:"restart"`
 	// Desired is the recorded state (running, stopped, quarantined);
-	// State what it is doing (running, backoff, stopped, quarantined,
+	// State what it is doing (starting, running, backoff, stopped, quarantined,
 	// suspended).
 	Desired string `json:"desired"`
 	State   string `json:"state"`

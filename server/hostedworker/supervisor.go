@@ -58,6 +58,7 @@ type State string
 
 // Worker states.
 const (
+	StateStarting    State = "starting"    // loading its plugin and opening its cursor
 	StateRunning     State = "running"     // feeding events to its plugin
 	StateBackoff     State = "backoff"     // waiting to restart after a fault
 	StateStopped     State = "stopped"     // stopped by request (or by its plugin)
@@ -569,7 +570,7 @@ type runner struct {
 }
 
 func newRunner(s *Supervisor, d control.WorkerDef) *runner {
-	return &runner{s: s, def: d, done: make(chan struct{}), state: StateBackoff}
+	return &runner{s: s, def: d, done: make(chan struct{}), state: StateStarting}
 }
 
 // inherit keeps the previous run's history (a configuration change is
