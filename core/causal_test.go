@@ -484,3 +484,35 @@ func TestCausalConcurrentReaders(t *testing.T) {
 		}
 	}
 }
+
+// Reopening from the checkpoint again and again keeps the same
+// conversations and the same checkpoint: restoring an entry does not file
+// it in a group of its own beside the group the checkpoint restores.
+func TestCausalCheckpointReopenedTwice(t *testing.T) {
+	s := openStore(t)
+	r := causalTree(t, s)
+	dir := s.Config().Dir
+	var sizes []int64
+	for i := range 3 {
+		s = reopen(t, s)
+		if p := s.Diagnostics().Open.Path; p != "checkpoint" {
+			t.Fatalf("reopen %d: path %q, want checkpoint", i, p)
+		}
+		checkTree(t, s, r, fmt.Sprintf("reopen %d", i))
+		st, err := os.Stat(filepath.Join(dir, checkpointFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes = append(sizes, st.Size())
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(filepath.Join(dir, checkpointFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sizes = append(sizes, st.Size()); slices.Min(sizes) != slices.Max(sizes) {
+		t.Fatalf("checkpoint sizes across reopenings %v: the same index must give the same checkpoint", sizes)
+	}
+}
