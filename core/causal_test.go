@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -514,5 +515,50 @@ func TestCausalCheckpointReopenedTwice(t *testing.T) {
 	}
 	if sizes = append(sizes, st.Size()); slices.Min(sizes) != slices.Max(sizes) {
 		t.Fatalf("checkpoint sizes across reopenings %v: the same index must give the same checkpoint", sizes)
+	}
+}
+
+// An event that caused a great many events: Descendants with a small
+// MaxEvents returns the earliest of them and holds memory for what it
+// returns, not for every child.
+func TestDescendantsWideFanOutMemory(t *testing.T) {
+	s := openStore(t, func(c *core.Config) { c.Batch.MaxSize = 4096 })
+	ctx := context.Background()
+	root := mustAppend(t, s, mustCoord(t, "order:1", "s"), kindA, `{}`)
+	c := mustCoord(t, "pay:1", "s")
+	items := make([]core.BatchItem, 4096)
+	for i := range items {
+		items[i] = core.BatchItem{Coordinate: c, Kind: kindB, Payload: []byte(`{}`)}
+	}
+	var first core.Receipt
+	for i := range 16 {
+		rs, err := s.AppendReactionBatch(ctx, root.CorrelationID, root.ID, items)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = rs[0]
+		}
+	}
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, max := range []int{2, 10} {
+		var m0, m1 runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m0)
+		res := mustDescendants(t, s, root.ID, core.CausalLimits{MaxEvents: max})
+		runtime.ReadMemStats(&m1)
+		if len(res.Events) != max || !res.Truncated || res.Events[1].Header.ID != first.ID {
+			t.Fatalf("MaxEvents %d: %d events, truncated %v; want the root and the earliest children", max, len(res.Events), res.Truncated)
+		}
+		checkCausalOrder(t, "wide fan-out", res.Events)
+		// 65536 children: collecting them all takes over 256 KiB.
+		if n := m1.TotalAlloc - m0.TotalAlloc; n > 64<<10 {
+			t.Errorf("MaxEvents %d over 65536 children allocated %d bytes", max, n)
+		}
+	}
+	if res := mustDescendants(t, s, root.ID, core.CausalLimits{MaxEvents: 1 << 17}); len(res.Events) != 1+16*4096 || res.Truncated {
+		t.Fatalf("unbounded: %d events, truncated %v", len(res.Events), res.Truncated)
 	}
 }
