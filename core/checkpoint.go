@@ -118,7 +118,7 @@ var errBadCheckpoint = errors.New("checkpoint damaged")
 // under a cause it does not have, or grow a level past every bound. It
 // costs one bit per entry and one step per link.
 func checkCausalLinks(ix *index.Index, n uint32) error {
-	reached := make([]uint64, (n+63)/64)
+	reached := make([]uint64, (int(n)+63)/64)
 	for p := uint32(0); p < n; p++ {
 		for c := ix.At(p).Child; c != 0; c = ix.Sibling(c - 1) {
 			q := c - 1
@@ -263,10 +263,12 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 		ix.InsertLocked(seq, e, "", index.Links{})
 		ix.SetSibling(seq, sib)
 	}
-	if r.err == nil {
-		if err := checkCausalLinks(ix, n); err != nil {
-			return nil, err
-		}
+	// From here on n entries were read, so n is bounded by the file.
+	if r.err != nil {
+		return nil, r.err
+	}
+	if err := checkCausalLinks(ix, n); err != nil {
+		return nil, err
 	}
 	nid := int(r.u32())
 	for i := 0; i < nid && r.err == nil; i++ {
@@ -281,7 +283,7 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 	// Every group's members in one allocation (each group's slice capped,
 	// so a later append to one copies it rather than overwrite the next).
 	backing := make([]uint32, 0, max(0, (len(body)-r.off-20*ngroups)/4))
-	member := make([]uint64, (n+63)/64)
+	member := make([]uint64, (int(n)+63)/64)
 	for i := 0; i < ngroups && r.err == nil; i++ {
 		var corr [16]byte
 		copy(corr[:], r.take(16))
