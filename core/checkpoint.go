@@ -273,7 +273,11 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 	nid := int(r.u32())
 	for i := 0; i < nid && r.err == nil; i++ {
 		k := string(r.take(int(r.u16())))
-		ix.SetIdem(k, r.u32())
+		q := r.u32()
+		if r.err == nil && (q >= n || !ix.At(q).Visible()) {
+			return nil, fmt.Errorf("%w: idempotency key %d names entry %d, not a visible event", errBadCheckpoint, i, q)
+		}
+		ix.SetIdem(k, q)
 	}
 	ngroups := int(r.u32())
 	if ngroups < 0 || ngroups > (len(body)-r.off)/20 {

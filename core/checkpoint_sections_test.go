@@ -13,10 +13,11 @@ import (
 	"github.com/batpak-go/batpak/core"
 )
 
-// A checkpoint whose causal sections pass its checksum but break the
-// links' rules (a cycle, an event claimed by two causes, a conversation
-// naming an event of another conversation or one never shown) is not
-// used: Open scans, and Descendants and Correlation answer as a scan does.
+// A checkpoint whose sections pass its checksum but break the index's
+// rules (causal links that are not a forest, a conversation naming an
+// event of another conversation or one never shown, counts above what
+// the file holds, an idempotency key naming no event) is not used: Open
+// scans, and every read answers as after a scan.
 
 // ckptEntryBytes is the size of one index entry in the checkpoint layout.
 const ckptEntryBytes = 51
@@ -212,4 +213,37 @@ func TestCheckpointHugeEntryCountFallsBackToScan(t *testing.T) {
 		t.Fatalf("Open of a checkpoint claiming 0xF0000000 entries allocated %d MiB", n>>20)
 	}
 	checkTree(t, s, r, "after the fallback")
+}
+
+// A checkpoint whose idempotency key names an entry it does not hold
+// (checksum recomputed) is not used: a retry with that key still finds
+// the original event, instead of the writer indexing past the entries.
+func TestCheckpointIdempotencyKeyOutOfRangeFallsBackToScan(t *testing.T) {
+	s := openStore(t)
+	c := mustCoord(t, "order:1", "s")
+	mustAppend(t, s, c, kindA, `{"n":0}`)
+	orig := mustAppendOpts(t, s, c, kindA, `{"n":1}`, core.AppendOptions{IdempotencyKey: "k1"})
+	dir := s.Config().Dir
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, checkpointFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := parseCkpt(t, b)
+	off := l.entries + l.n*ckptEntryBytes
+	if binary.LittleEndian.Uint32(b[off:]) != 1 || string(b[off+6:off+8]) != "k1" {
+		t.Fatalf("checkpoint idempotency section: % x", b[off:off+12])
+	}
+	binary.LittleEndian.PutUint32(b[off+8:], 1_000_000)
+	resealCkpt(b)
+	writeFile(t, filepath.Join(dir, checkpointFile), b)
+	s, rep := openPath(t, testConfig(dir))
+	if rep.Path == "checkpoint" {
+		t.Fatalf("open path %q", rep.Path)
+	}
+	if r := mustAppendOpts(t, s, c, kindA, `{"n":1}`, core.AppendOptions{IdempotencyKey: "k1"}); !r.Deduplicated || r.ID != orig.ID {
+		t.Fatalf("retry = %+v; want the original %s", r, orig.ID)
+	}
 }
