@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -560,5 +561,165 @@ func TestDescendantsWideFanOutMemory(t *testing.T) {
 	}
 	if res := mustDescendants(t, s, root.ID, core.CausalLimits{MaxEvents: 1 << 17}); len(res.Events) != 1+16*4096 || res.Truncated {
 		t.Fatalf("unbounded: %d events, truncated %v", len(res.Events), res.Truncated)
+	}
+}
+
+// Readers walk while writers grow conversations and compactions and
+// redactions run: every answer is in causal order, shows no removed event
+// and no redacted payload, and a removed starting event is ErrNotFound.
+func TestCausalReadersDuringCompactionAndRedaction(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t.TempDir())
+	smallSegments(&cfg)
+	s := openWith(t, cfg)
+	roots := make([]core.Receipt, 3)
+	for i := range roots {
+		roots[i] = mustAppend(t, s, mustCoord(t, fmt.Sprintf("conv:%d", i), "s"), kindA, `{}`)
+	}
+	const perWriter = 90
+	secret := `{"secret":"` + strings.Repeat("s", 400) + `"}`
+	var mu sync.Mutex
+	var written []core.Receipt // events the maintenance goroutine may remove or redact
+	removed := map[core.EventID]bool{}
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for w := range roots {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			last := roots[w]
+			for i := range perWriter {
+				cause := last
+				if i%4 == 0 {
+					cause = roots[w]
+				}
+				r, err := s.AppendReaction(ctx, mustCoord(t, fmt.Sprintf("conv:%d", w), "s"), kindB, []byte(secret), roots[w].ID, cause.ID)
+				if errors.Is(err, core.ErrNotFound) {
+					continue
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				last = r
+				mu.Lock()
+				written = append(written, r)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() { // maintenance
+		defer wg.Done()
+		for round := 0; round < 6; round++ {
+			mu.Lock()
+			var redact, remove []core.EventID
+			for i, r := range written {
+				switch i % 7 {
+				case 3:
+					redact = append(redact, r.ID)
+				case 5:
+					remove = append(remove, r.ID)
+				}
+			}
+			mu.Unlock()
+			for _, id := range redact {
+				if err := s.Redact(ctx, id); err != nil && !errors.Is(err, core.ErrNotFound) {
+					errs <- err
+					return
+				}
+			}
+			drop := map[core.EventID]bool{}
+			for _, id := range remove {
+				drop[id] = true
+			}
+			if _, err := s.Compact(ctx, core.Retention(func(ev core.StoredEvent) bool { return !drop[ev.Header.ID] })); err != nil {
+				errs <- err
+				return
+			}
+			// Only sealed segments are compacted: an event still in the
+			// active one stays.
+			mu.Lock()
+			for id := range drop {
+				if _, err := s.Get(id); errors.Is(err, core.ErrNotFound) {
+					removed[id] = true
+				}
+			}
+			mu.Unlock()
+		}
+	}()
+	stop := make(chan struct{})
+	var readers sync.WaitGroup
+	for rd := range 2 {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				mu.Lock()
+				start := roots[(n+rd)%len(roots)]
+				if len(written) > 0 && n%2 == 1 {
+					start = written[n%len(written)]
+				}
+				gone := maps.Clone(removed) // removed before the walk began
+				mu.Unlock()
+				for _, walk := range []func(core.EventID, core.CausalLimits) (core.CausalResult, error){s.Descendants, s.Correlation} {
+					res, err := walk(start.ID, core.CausalLimits{MaxEvents: 1 << 20, MaxDepth: 1 << 20})
+					if errors.Is(err, core.ErrNotFound) {
+						continue
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+					for i, ev := range res.Events {
+						if gone[ev.Header.ID] {
+							errs <- fmt.Errorf("a walk returned the removed event %s", ev.Header.ID)
+							return
+						}
+						if ev.Redacted && ev.Payload != nil || !ev.Redacted && string(ev.Payload) != secret && ev.Header.Kind == kindB {
+							errs <- fmt.Errorf("event %s: Redacted %v, payload %.40s", ev.Header.ID, ev.Redacted, ev.Payload)
+							return
+						}
+						if i > 0 && ev.GlobalSequence <= res.Events[i-1].GlobalSequence {
+							errs <- fmt.Errorf("not in global order")
+							return
+						}
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	readers.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// The final answers are those of a reopened store.
+	before := map[core.EventID][]core.EventID{}
+	redacted := 0
+	for _, r := range roots {
+		res := mustDescendants(t, s, r.ID, core.CausalLimits{MaxEvents: 1 << 20, MaxDepth: 1 << 20})
+		before[r.ID] = ids(res.Events)
+		for _, ev := range res.Events {
+			if ev.Redacted {
+				redacted++
+			}
+		}
+	}
+	if len(removed) == 0 || redacted == 0 {
+		t.Fatalf("%d events removed, %d redacted events reached: the maintenance did not overlap the walks", len(removed), redacted)
+	}
+	s = reopen(t, s)
+	for _, r := range roots {
+		if got := ids(mustDescendants(t, s, r.ID, core.CausalLimits{MaxEvents: 1 << 20, MaxDepth: 1 << 20}).Events); !slices.Equal(got, before[r.ID]) {
+			t.Fatalf("Descendants(%s) after reopening: %d events, before %d", r.ID, len(got), len(before[r.ID]))
+		}
 	}
 }
