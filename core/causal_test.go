@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/core"
 )
@@ -577,16 +578,16 @@ func TestCausalReadersDuringCompactionAndRedaction(t *testing.T) {
 		roots[i] = mustAppend(t, s, mustCoord(t, fmt.Sprintf("conv:%d", i), "s"), kindA, `{}`)
 	}
 	const perWriter = 90
-	secret := `{"secret":"` + strings.Repeat("s", 400) + `"}`
+	secret := `{"secret":"` + strings.Repeat("s", 1000) + `"}`
 	var mu sync.Mutex
 	var written []core.Receipt // events the maintenance goroutine may remove or redact
 	removed := map[core.EventID]bool{}
-	var wg sync.WaitGroup
+	var wg, writers sync.WaitGroup
 	errs := make(chan error, 32)
 	for w := range roots {
-		wg.Add(1)
+		writers.Add(1)
 		go func() {
-			defer wg.Done()
+			defer writers.Done()
 			last := roots[w]
 			for i := range perWriter {
 				cause := last
@@ -608,10 +609,27 @@ func TestCausalReadersDuringCompactionAndRedaction(t *testing.T) {
 			}
 		}()
 	}
+	writing := make(chan struct{})
+	go func() { writers.Wait(); close(writing) }()
 	wg.Add(1)
 	go func() { // maintenance
 		defer wg.Done()
 		for round := 0; round < 6; round++ {
+			// Each round waits for its share of the writes.
+			for {
+				mu.Lock()
+				n := len(written)
+				mu.Unlock()
+				if n >= (round+1)*len(roots)*perWriter/7 {
+					break
+				}
+				select {
+				case <-writing:
+				case <-time.After(time.Millisecond):
+					continue
+				}
+				break
+			}
 			mu.Lock()
 			var redact, remove []core.EventID
 			for i, r := range written {
@@ -694,6 +712,7 @@ func TestCausalReadersDuringCompactionAndRedaction(t *testing.T) {
 			}
 		}()
 	}
+	writers.Wait()
 	wg.Wait()
 	close(stop)
 	readers.Wait()
