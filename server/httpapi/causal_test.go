@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/batpak-go/batpak/sdk/client"
@@ -114,5 +115,33 @@ func TestCausalRoutes(t *testing.T) {
 	// A depth above MaxCausalDepth is capped, not refused.
 	if r := e.req("GET", fmt.Sprintf("/v1/tenants/acme/events/%s/descendants?depth=%d", root.ID, httpapi.MaxCausalDepth+1), k["reader"], nil); r.status != 200 {
 		t.Errorf("depth above the cap: %d %s", r.status, r.body)
+	}
+}
+
+// TestCausalRoutesOtherTenantsEvent: an event of tenant other asked
+// through acme's routes with acme's key is not found (404), for both
+// walks; and an event caused by an id acme does not hold walks alone.
+func TestCausalRoutesOtherTenantsEvent(t *testing.T) {
+	e := start(t, nil)
+	ka := e.tenant("acme")
+	ko := e.tenant("other")
+	post := func(tenant, key, body string) string {
+		t.Helper()
+		r := e.must(e.req("POST", "/v1/tenants/"+tenant+"/events", key, body), 201)
+		return r.json(t)["id"].(string)
+	}
+	theirs := post("other", ko["writer"], `{"entity":"order:1","scope":"s","kind":"1:1","payload":{"secret":true}}`)
+	post("other", ko["writer"], `{"entity":"order:1","scope":"s","kind":"1:1","payload":{"secret":2},"causation_id":"`+theirs+`","correlation_id":"`+theirs+`"}`)
+	// acme's event caused by other's: the link names an id acme does not hold.
+	ours := post("acme", ka["writer"], `{"entity":"order:1","scope":"s","kind":"1:1","payload":{},"causation_id":"`+theirs+`","correlation_id":"`+theirs+`"}`)
+	for _, walk := range []string{"descendants", "correlation"} {
+		r := e.req("GET", "/v1/tenants/acme/events/"+theirs+"/"+walk, ka["reader"], nil)
+		if r.status != 404 || strings.Contains(string(r.body), "secret") {
+			t.Errorf("%s of other's event through acme: %d %s; want 404", walk, r.status, r.body)
+		}
+		r = e.must(e.req("GET", "/v1/tenants/acme/events/"+ours+"/"+walk, ka["reader"], nil), 200)
+		if evs := r.json(t)["events"].([]any); len(evs) != 1 || strings.Contains(string(r.body), "secret") {
+			t.Errorf("%s of acme's event caused from other: %s; want acme's event alone", walk, r.body)
+		}
 	}
 }
