@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/core"
 )
@@ -481,6 +484,261 @@ func TestCausalConcurrentReaders(t *testing.T) {
 		c := mustCorrelation(t, s, root.ID, core.CausalLimits{MaxEvents: 1 << 20})
 		if len(d.Events) != perWriter+1 || !slices.Equal(ids(d.Events), ids(c.Events)) {
 			t.Fatalf("after the writers: %d descendants, %d in the conversation; want %d each, the same", len(d.Events), len(c.Events), perWriter+1)
+		}
+	}
+}
+
+// Reopening from the checkpoint again and again keeps the same
+// conversations and the same checkpoint: restoring an entry does not file
+// it in a group of its own beside the group the checkpoint restores.
+func TestCausalCheckpointReopenedTwice(t *testing.T) {
+	s := openStore(t)
+	r := causalTree(t, s)
+	dir := s.Config().Dir
+	var sizes []int64
+	for i := range 3 {
+		s = reopen(t, s)
+		if p := s.Diagnostics().Open.Path; p != "checkpoint" {
+			t.Fatalf("reopen %d: path %q, want checkpoint", i, p)
+		}
+		checkTree(t, s, r, fmt.Sprintf("reopen %d", i))
+		st, err := os.Stat(filepath.Join(dir, checkpointFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes = append(sizes, st.Size())
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(filepath.Join(dir, checkpointFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sizes = append(sizes, st.Size()); slices.Min(sizes) != slices.Max(sizes) {
+		t.Fatalf("checkpoint sizes across reopenings %v: the same index must give the same checkpoint", sizes)
+	}
+}
+
+// An event that caused a great many events: Descendants with a small
+// MaxEvents returns the earliest of them and holds memory for what it
+// returns, not for every child.
+func TestDescendantsWideFanOutMemory(t *testing.T) {
+	s := openStore(t, func(c *core.Config) { c.Batch.MaxSize = 4096 })
+	ctx := context.Background()
+	root := mustAppend(t, s, mustCoord(t, "order:1", "s"), kindA, `{}`)
+	c := mustCoord(t, "pay:1", "s")
+	items := make([]core.BatchItem, 4096)
+	for i := range items {
+		items[i] = core.BatchItem{Coordinate: c, Kind: kindB, Payload: []byte(`{}`)}
+	}
+	var first core.Receipt
+	for i := range 16 {
+		rs, err := s.AppendReactionBatch(ctx, root.CorrelationID, root.ID, items)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = rs[0]
+		}
+	}
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, max := range []int{2, 10} {
+		var m0, m1 runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m0)
+		res := mustDescendants(t, s, root.ID, core.CausalLimits{MaxEvents: max})
+		runtime.ReadMemStats(&m1)
+		if len(res.Events) != max || !res.Truncated || res.Events[1].Header.ID != first.ID {
+			t.Fatalf("MaxEvents %d: %d events, truncated %v; want the root and the earliest children", max, len(res.Events), res.Truncated)
+		}
+		checkCausalOrder(t, "wide fan-out", res.Events)
+		// 65536 children: collecting them all takes over 256 KiB.
+		if n := m1.TotalAlloc - m0.TotalAlloc; n > 64<<10 {
+			t.Errorf("MaxEvents %d over 65536 children allocated %d bytes", max, n)
+		}
+	}
+	if res := mustDescendants(t, s, root.ID, core.CausalLimits{MaxEvents: 1 << 17}); len(res.Events) != 1+16*4096 || res.Truncated {
+		t.Fatalf("unbounded: %d events, truncated %v", len(res.Events), res.Truncated)
+	}
+}
+
+// Readers walk while writers grow conversations and compactions and
+// redactions run: every answer is in causal order, shows no removed event
+// and no redacted payload, and a removed starting event is ErrNotFound.
+func TestCausalReadersDuringCompactionAndRedaction(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t.TempDir())
+	smallSegments(&cfg)
+	s := openWith(t, cfg)
+	roots := make([]core.Receipt, 3)
+	for i := range roots {
+		roots[i] = mustAppend(t, s, mustCoord(t, fmt.Sprintf("conv:%d", i), "s"), kindA, `{}`)
+	}
+	const perWriter = 90
+	secret := `{"secret":"` + strings.Repeat("s", 1000) + `"}`
+	var mu sync.Mutex
+	var written []core.Receipt // events the maintenance goroutine may remove or redact
+	removed := map[core.EventID]bool{}
+	var wg, writers sync.WaitGroup
+	errs := make(chan error, 32)
+	for w := range roots {
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			last := roots[w]
+			for i := range perWriter {
+				cause := last
+				if i%4 == 0 {
+					cause = roots[w]
+				}
+				r, err := s.AppendReaction(ctx, mustCoord(t, fmt.Sprintf("conv:%d", w), "s"), kindB, []byte(secret), roots[w].ID, cause.ID)
+				if errors.Is(err, core.ErrNotFound) {
+					continue
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				last = r
+				mu.Lock()
+				written = append(written, r)
+				mu.Unlock()
+			}
+		}()
+	}
+	writing := make(chan struct{})
+	go func() { writers.Wait(); close(writing) }()
+	wg.Add(1)
+	go func() { // maintenance
+		defer wg.Done()
+		for round := 0; round < 6; round++ {
+			// Each round waits for its share of the writes.
+			for {
+				mu.Lock()
+				n := len(written)
+				mu.Unlock()
+				if n >= (round+1)*len(roots)*perWriter/7 {
+					break
+				}
+				select {
+				case <-writing:
+				case <-time.After(time.Millisecond):
+					continue
+				}
+				break
+			}
+			mu.Lock()
+			var redact, remove []core.EventID
+			for i, r := range written {
+				switch i % 7 {
+				case 3:
+					redact = append(redact, r.ID)
+				case 5:
+					remove = append(remove, r.ID)
+				}
+			}
+			mu.Unlock()
+			for _, id := range redact {
+				if err := s.Redact(ctx, id); err != nil && !errors.Is(err, core.ErrNotFound) {
+					errs <- err
+					return
+				}
+			}
+			drop := map[core.EventID]bool{}
+			for _, id := range remove {
+				drop[id] = true
+			}
+			if _, err := s.Compact(ctx, core.Retention(func(ev core.StoredEvent) bool { return !drop[ev.Header.ID] })); err != nil {
+				errs <- err
+				return
+			}
+			// Only sealed segments are compacted: an event still in the
+			// active one stays.
+			mu.Lock()
+			for id := range drop {
+				if _, err := s.Get(id); errors.Is(err, core.ErrNotFound) {
+					removed[id] = true
+				}
+			}
+			mu.Unlock()
+		}
+	}()
+	stop := make(chan struct{})
+	var readers sync.WaitGroup
+	for rd := range 2 {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				mu.Lock()
+				start := roots[(n+rd)%len(roots)]
+				if len(written) > 0 && n%2 == 1 {
+					start = written[n%len(written)]
+				}
+				gone := maps.Clone(removed) // removed before the walk began
+				mu.Unlock()
+				for _, walk := range []func(core.EventID, core.CausalLimits) (core.CausalResult, error){s.Descendants, s.Correlation} {
+					res, err := walk(start.ID, core.CausalLimits{MaxEvents: 1 << 20, MaxDepth: 1 << 20})
+					if errors.Is(err, core.ErrNotFound) {
+						continue
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+					for i, ev := range res.Events {
+						if gone[ev.Header.ID] {
+							errs <- fmt.Errorf("a walk returned the removed event %s", ev.Header.ID)
+							return
+						}
+						if ev.Redacted && ev.Payload != nil || !ev.Redacted && string(ev.Payload) != secret && ev.Header.Kind == kindB {
+							errs <- fmt.Errorf("event %s: Redacted %v, payload %.40s", ev.Header.ID, ev.Redacted, ev.Payload)
+							return
+						}
+						if i > 0 && ev.GlobalSequence <= res.Events[i-1].GlobalSequence {
+							errs <- fmt.Errorf("not in global order")
+							return
+						}
+					}
+				}
+			}
+		}()
+	}
+	writers.Wait()
+	wg.Wait()
+	close(stop)
+	readers.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// The final answers are those of a reopened store.
+	before := map[core.EventID][]core.EventID{}
+	redacted := 0
+	for _, r := range roots {
+		res := mustDescendants(t, s, r.ID, core.CausalLimits{MaxEvents: 1 << 20, MaxDepth: 1 << 20})
+		before[r.ID] = ids(res.Events)
+		for _, ev := range res.Events {
+			if ev.Redacted {
+				redacted++
+			}
+		}
+	}
+	if len(removed) == 0 || redacted == 0 {
+		t.Fatalf("%d events removed, %d redacted events reached: the maintenance did not overlap the walks", len(removed), redacted)
+	}
+	s = reopen(t, s)
+	for _, r := range roots {
+		if got := ids(mustDescendants(t, s, r.ID, core.CausalLimits{MaxEvents: 1 << 20, MaxDepth: 1 << 20}).Events); !slices.Equal(got, before[r.ID]) {
+			t.Fatalf("Descendants(%s) after reopening: %d events, before %d", r.ID, len(got), len(before[r.ID]))
 		}
 	}
 }

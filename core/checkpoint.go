@@ -110,6 +110,27 @@ func (s *Store) writeCheckpoint(seg uint32, end int64) error {
 
 var errBadCheckpoint = errors.New("checkpoint damaged")
 
+// checkCausalLinks checks the restored child and sibling links of the n
+// entries of ix form a forest, as the writer builds them: every event is
+// reached from at most one cause, and every event on a cause's chain
+// comes after that cause (siblings already run backwards, so a chain
+// ends). Otherwise a walk could return an event twice, list an event
+// under a cause it does not have, or grow a level past every bound. It
+// costs one bit per entry and one step per link.
+func checkCausalLinks(ix *index.Index, n uint32) error {
+	reached := make([]uint64, (int(n)+63)/64)
+	for p := uint32(0); p < n; p++ {
+		for c := ix.At(p).Child; c != 0; c = ix.Sibling(c - 1) {
+			q := c - 1
+			if q <= p || q >= n || reached[q/64]&(1<<(q%64)) != 0 {
+				return fmt.Errorf("%w: entry %d has causal links that are not a forest (at entry %d)", errBadCheckpoint, p, q)
+			}
+			reached[q/64] |= 1 << (q % 64)
+		}
+	}
+	return nil
+}
+
 // loadCheckpoint restores the index from the checkpoint when it is sound
 // and matches the segment files; otherwise it leaves the index empty and
 // returns nil (the caller scans the log).
@@ -198,6 +219,7 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 		return nil, fmt.Errorf("watermark segment %d is missing", ck.seg)
 	}
 	ix := s.ix
+	correlated := 0 // visible entries filed in a correlation group
 	nent := int(r.u32())
 	for i := 0; i < nent && r.err == nil; i++ {
 		name := string(r.take(int(r.u16())))
@@ -235,13 +257,27 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 		if e.Flags&index.Hidden != 0 {
 			ck.hidden++
 		}
+		if e.Visible() && e.Flags&index.Correlated != 0 {
+			correlated++
+		}
 		ix.InsertLocked(seq, e, "", index.Links{})
 		ix.SetSibling(seq, sib)
+	}
+	// From here on n entries were read, so n is bounded by the file.
+	if r.err != nil {
+		return nil, r.err
+	}
+	if err := checkCausalLinks(ix, n); err != nil {
+		return nil, err
 	}
 	nid := int(r.u32())
 	for i := 0; i < nid && r.err == nil; i++ {
 		k := string(r.take(int(r.u16())))
-		ix.SetIdem(k, r.u32())
+		q := r.u32()
+		if r.err == nil && (q >= n || !ix.At(q).Visible()) {
+			return nil, fmt.Errorf("%w: idempotency key %d names entry %d, not a visible event", errBadCheckpoint, i, q)
+		}
+		ix.SetIdem(k, q)
 	}
 	ngroups := int(r.u32())
 	if ngroups < 0 || ngroups > (len(body)-r.off)/20 {
@@ -251,6 +287,7 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 	// Every group's members in one allocation (each group's slice capped,
 	// so a later append to one copies it rather than overwrite the next).
 	backing := make([]uint32, 0, max(0, (len(body)-r.off-20*ngroups)/4))
+	member := make([]uint64, (int(n)+63)/64)
 	for i := 0; i < ngroups && r.err == nil; i++ {
 		var corr [16]byte
 		copy(corr[:], r.take(16))
@@ -266,11 +303,22 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 			if seqs[j] >= n || (j > 0 && seqs[j] <= seqs[j-1]) {
 				return nil, fmt.Errorf("%w: correlation group %d out of order", errBadCheckpoint, i)
 			}
+			// Only a visible event carrying another event's correlation id
+			// is a member, of one group only; with the count below, every
+			// such event is in exactly one group.
+			if e := ix.At(seqs[j]); !e.Visible() || e.Flags&index.Correlated == 0 || member[seqs[j]/64]&(1<<(seqs[j]%64)) != 0 {
+				return nil, fmt.Errorf("%w: correlation group %d names entry %d, not a visible correlated event of no other group", errBadCheckpoint, i, seqs[j])
+			}
+			member[seqs[j]/64] |= 1 << (seqs[j] % 64)
 		}
+		correlated -= m
 		ix.SetCorrelationGroup(corr, seqs)
 	}
 	if r.err != nil {
 		return nil, r.err
+	}
+	if correlated != 0 {
+		return nil, fmt.Errorf("%w: the correlation groups do not list every correlated event once", errBadCheckpoint)
 	}
 	if r.off != len(body) {
 		return nil, fmt.Errorf("%w: %d bytes left over", errBadCheckpoint, len(body)-r.off)

@@ -155,17 +155,38 @@ func (k Kind) validUser() error {
 // ParseKind reads "CAT:TYPE", each number in Go syntax (decimal, or hex with
 // 0x), and validates it like CustomKind: "1:1", "0xF:0x2a" and "15:42" work.
 func ParseKind(s string) (Kind, error) {
+	c, t, err := parseKindNumbers(s)
+	if err != nil {
+		return 0, err
+	}
+	return CustomKind(c, t)
+}
+
+// parseWrittenKind is ParseKind that also accepts the named effect kinds
+// (for Import, whose events were written through the reaction APIs).
+func parseWrittenKind(s string) (Kind, error) {
+	c, t, err := parseKindNumbers(s)
+	if err != nil {
+		return 0, err
+	}
+	if k := Kind(c<<12 | t); c == CategoryEffect && t <= MaxKindType && k.namedEffect() {
+		return k, nil
+	}
+	return CustomKind(c, t)
+}
+
+func parseKindNumbers(s string) (uint16, uint16, error) {
 	cat, typ, ok := strings.Cut(s, ":")
 	if !ok {
-		return 0, fmt.Errorf("%w: %q: want CATEGORY:TYPE, e.g. 1:1 or 0xF:0x2a", ErrInvalidKind, s)
+		return 0, 0, fmt.Errorf("%w: %q: want CATEGORY:TYPE, e.g. 1:1 or 0xF:0x2a", ErrInvalidKind, s)
 	}
 	c, err := strconv.ParseUint(strings.TrimSpace(cat), 0, 16)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %q: category %q is not a number", ErrInvalidKind, s, cat)
+		return 0, 0, fmt.Errorf("%w: %q: category %q is not a number", ErrInvalidKind, s, cat)
 	}
 	t, err := strconv.ParseUint(strings.TrimSpace(typ), 0, 16)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %q: type %q is not a number", ErrInvalidKind, s, typ)
+		return 0, 0, fmt.Errorf("%w: %q: type %q is not a number", ErrInvalidKind, s, typ)
 	}
-	return CustomKind(uint16(c), uint16(t))
+	return uint16(c), uint16(t), nil
 }

@@ -100,8 +100,10 @@ const importChunk = 256
 // redacted event (exported with "redacted":true and a null payload) is
 // imported as an ordinary event whose payload is the JSON null — the
 // erased payload cannot be restored — or skipped when the store holds its
-// id with the same coordinate and kind. Lines are numbered in errors.
-// progress, when set, is called after each batch with the lines read so
+// id with the same coordinate and kind. Kinds are those an application
+// may write: user kinds, and the named effect kinds with a causation id
+// (as a reaction writes them); anything else fails with ErrInvalidKind.
+// Lines are numbered in errors. progress, when set, is called after each batch with the lines read so
 // far. Once ctx ends, no further batch is written and Import returns
 // ctx's error (the batch in flight when it ended may still be written).
 func (s *Store) Import(ctx context.Context, rd io.Reader, progress func(lines int)) (ImportStats, error) {
@@ -145,7 +147,7 @@ func (s *Store) Import(ctx context.Context, rd io.Reader, progress func(lines in
 		if err != nil {
 			return st, fmt.Errorf("batpak: import line %d: %w", line, err)
 		}
-		kind, err := ParseKind(x.Kind)
+		kind, err := parseWrittenKind(x.Kind)
 		if err != nil {
 			return st, fmt.Errorf("batpak: import line %d: %w", line, err)
 		}
@@ -205,7 +207,8 @@ func (s *Store) importBatch(ctx context.Context, items []BatchItem, metas []impo
 	evs := make([]eventReq, len(keep))
 	for j, i := range keep {
 		it := &items[i]
-		ev, err := s.prepareEvent(ctx, it.Coordinate, it.Kind, it.Payload, it.Options, true, false)
+		// As a reaction: a named effect kind is accepted with its cause.
+		ev, err := s.prepareEvent(ctx, it.Coordinate, it.Kind, it.Payload, it.Options, true, true)
 		if err != nil {
 			return 0, fmt.Errorf("batpak: import line %d: %w", metas[i].line, err)
 		}

@@ -322,3 +322,56 @@ func TestImportWriteGate(t *testing.T) {
 	}
 	mustVerify(t, dst)
 }
+
+// TestImportEffectKinds: an effect kind written as a reaction is exported
+// and imported like any event; Import refuses an effect kind only where a
+// write refuses it (no cause, or a 0xD kind without a name).
+func TestImportEffectKinds(t *testing.T) {
+	ctx := context.Background()
+	src := openStore(t)
+	cause := mustAppend(t, src, mustCoord(t, "order:1", "s"), kindA, `{"n":1}`)
+	eff, err := src.AppendReaction(ctx, mustCoord(t, "order:1", "s"), core.KindEffectAck, []byte(`{"ack":true}`), cause.CorrelationID, cause.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf strings.Builder
+	if n, err := src.Export(&buf, core.All(), nil); err != nil || n != 2 {
+		t.Fatalf("Export = %d, %v", n, err)
+	}
+	dst := openStore(t)
+	if st, err := dst.Import(ctx, strings.NewReader(buf.String()), nil); err != nil || st.Imported != 2 {
+		t.Fatalf("Import of a store with an effect event = %+v, %v", st, err)
+	}
+	ev, err := dst.Get(eff.ID)
+	if err != nil || ev.Header.Kind != core.KindEffectAck || ev.Header.CausationID != cause.ID {
+		t.Fatalf("imported effect event %+v, %v", ev.Header, err)
+	}
+	res := mustDescendants(t, dst, cause.ID, core.CausalLimits{})
+	if len(res.Events) != 2 || res.Events[1].Header.ID != eff.ID {
+		t.Fatalf("imported effect is not a descendant of its cause: %d events", len(res.Events))
+	}
+
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	var x core.ExportedEvent
+	if err := json.Unmarshal([]byte(lines[1]), &x); err != nil {
+		t.Fatal(err)
+	}
+	for name, f := range map[string]func(x *core.ExportedEvent){
+		"effect kind without a cause": func(x *core.ExportedEvent) { x.CausationID = nil },
+		"unnamed 0xD kind":            func(x *core.ExportedEvent) { x.Kind = "0xD:0x0FF" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			y := x
+			f(&y)
+			b, _ := json.Marshal(y)
+			dst := openStore(t)
+			_, err := dst.Import(ctx, strings.NewReader(lines[0]+"\n"+string(b)+"\n"), nil)
+			if !errors.Is(err, core.ErrInvalidKind) || !strings.Contains(err.Error(), "line 2") {
+				t.Fatalf("Import = %v; want ErrInvalidKind naming line 2", err)
+			}
+			if st := dst.Stats(); st.Events != 0 {
+				t.Fatalf("a refused chunk wrote %d events", st.Events)
+			}
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"iter"
 	"math"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -139,7 +140,7 @@ store (read-only, beside the writer process) it looks for new events every
 				r = r.WithScope(scope)
 			}
 			if f.Changed("kind") {
-				k, err := core.ParseKind(kindText)
+				k, err := parseShownKind(kindText)
 				if err != nil {
 					return badInput("--kind", err)
 				}
@@ -400,4 +401,18 @@ func ancestorsRemote(ctx context.Context, rc *remoteConf, id core.EventID, limit
 		}
 	}
 	return chain, nil
+}
+
+// parseShownKind reads a kind to filter on or to show: "CAT:TYPE" as
+// core.ParseKind reads it, but in any category — a store holds effect
+// kinds (0xD, written as reactions) and system kinds (0x0) besides those
+// an application appends.
+func parseShownKind(s string) (core.Kind, error) {
+	cat, typ, found := strings.Cut(s, ":")
+	c, err1 := strconv.ParseUint(strings.TrimSpace(cat), 0, 16)
+	t, err2 := strconv.ParseUint(strings.TrimSpace(typ), 0, 16)
+	if !found || err1 != nil || err2 != nil || c > 0xF || t > core.MaxKindType {
+		return 0, fmt.Errorf("%w: %q: want CATEGORY:TYPE (category 0..15, type 0..0xFFF), e.g. 1:1 or 0xD:0x4", core.ErrInvalidKind, s)
+	}
+	return core.Kind(c<<12 | t), nil
 }

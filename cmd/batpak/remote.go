@@ -185,7 +185,7 @@ func fromWire(ev client.Event) (core.StoredEvent, error) {
 	if err != nil {
 		return core.StoredEvent{}, fmt.Errorf("server sent event id %q: %w", ev.ID, err)
 	}
-	kind, err := core.ParseKind(ev.Kind)
+	kind, err := parseShownKind(ev.Kind)
 	if err != nil {
 		return core.StoredEvent{}, fmt.Errorf("server sent kind %q: %w", ev.Kind, err)
 	}

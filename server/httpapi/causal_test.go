@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/sdk/client"
 	"github.com/batpak-go/batpak/server/httpapi"
 )
@@ -114,5 +116,68 @@ func TestCausalRoutes(t *testing.T) {
 	// A depth above MaxCausalDepth is capped, not refused.
 	if r := e.req("GET", fmt.Sprintf("/v1/tenants/acme/events/%s/descendants?depth=%d", root.ID, httpapi.MaxCausalDepth+1), k["reader"], nil); r.status != 200 {
 		t.Errorf("depth above the cap: %d %s", r.status, r.body)
+	}
+}
+
+// TestCausalRoutesOtherTenantsEvent: an event of tenant other asked
+// through acme's routes with acme's key is not found (404), for both
+// walks; and an event caused by an id acme does not hold walks alone.
+func TestCausalRoutesOtherTenantsEvent(t *testing.T) {
+	e := start(t, nil)
+	ka := e.tenant("acme")
+	ko := e.tenant("other")
+	post := func(tenant, key, body string) string {
+		t.Helper()
+		r := e.must(e.req("POST", "/v1/tenants/"+tenant+"/events", key, body), 201)
+		return r.json(t)["id"].(string)
+	}
+	theirs := post("other", ko["writer"], `{"entity":"order:1","scope":"s","kind":"1:1","payload":{"secret":true}}`)
+	post("other", ko["writer"], `{"entity":"order:1","scope":"s","kind":"1:1","payload":{"secret":2},"causation_id":"`+theirs+`","correlation_id":"`+theirs+`"}`)
+	// acme's event caused by other's: the link names an id acme does not hold.
+	ours := post("acme", ka["writer"], `{"entity":"order:1","scope":"s","kind":"1:1","payload":{},"causation_id":"`+theirs+`","correlation_id":"`+theirs+`"}`)
+	for _, walk := range []string{"descendants", "correlation"} {
+		r := e.req("GET", "/v1/tenants/acme/events/"+theirs+"/"+walk, ka["reader"], nil)
+		if r.status != 404 || strings.Contains(string(r.body), "secret") {
+			t.Errorf("%s of other's event through acme: %d %s; want 404", walk, r.status, r.body)
+		}
+		r = e.must(e.req("GET", "/v1/tenants/acme/events/"+ours+"/"+walk, ka["reader"], nil), 200)
+		if evs := r.json(t)["events"].([]any); len(evs) != 1 || strings.Contains(string(r.body), "secret") {
+			t.Errorf("%s of acme's event caused from other: %s; want acme's event alone", walk, r.body)
+		}
+	}
+}
+
+// TestEffectKindsOverHTTP: the append routes refuse an effect kind (they
+// write no reactions), the import route takes one with its cause as core
+// Import does, and a query filters on it.
+func TestEffectKindsOverHTTP(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	r := e.req("POST", "/v1/tenants/acme/events", k["writer"], `{"entity":"order:1","scope":"s","kind":"0xD:0x4","payload":{}}`)
+	if r.status != 400 || r.code() != "INVALID_KIND" {
+		t.Fatalf("append of an effect kind: %d %s; want 400 INVALID_KIND", r.status, r.body)
+	}
+	cause, eff := core.NewEventID(), core.NewEventID()
+	lines := fmt.Sprintf(`{"id":%q,"entity":"order:1","scope":"s","kind":"0x1:0x1","correlation_id":%q,"causation_id":null,"timestamp_us":1,"payload":{}}
+{"id":%q,"entity":"order:1","scope":"s","kind":"0xd:0x4","correlation_id":%q,"causation_id":%q,"timestamp_us":2,"payload":{"ack":true}}
+`, cause, cause, eff, cause, cause)
+	im := e.must(e.req("POST", "/v1/tenants/acme/import", k["admin"], lines, "Content-Type", "application/x-ndjson"), 200).json(t)
+	if im["imported"].(float64) != 2 {
+		t.Fatalf("import %v", im)
+	}
+	for _, q := range []string{"kind=0xD:0x4", "kind=13:4", fmt.Sprint("kind=", uint16(core.KindEffectAck))} {
+		r := e.must(e.req("GET", "/v1/tenants/acme/events?"+q, k["reader"], nil), 200)
+		if n := strings.Count(string(r.body), eff.String()); n != 1 || strings.Contains(string(r.body), `"id":"`+cause.String()) {
+			t.Errorf("query %s: %s; want the effect event alone", q, r.body)
+		}
+	}
+	for _, q := range []string{"kind=0x10:1", "kind=1:0x1000", "kind=x"} {
+		if r := e.req("GET", "/v1/tenants/acme/events?"+q, k["reader"], nil); r.status != 400 {
+			t.Errorf("query %s: %d %s; want 400", q, r.status, r.body)
+		}
+	}
+	d := e.must(e.req("GET", "/v1/tenants/acme/events/"+cause.String()+"/descendants", k["reader"], nil), 200)
+	if evs := d.json(t)["events"].([]any); len(evs) != 2 {
+		t.Fatalf("descendants of the imported cause: %s", d.body)
 	}
 }

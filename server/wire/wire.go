@@ -410,8 +410,29 @@ func checkKind(k core.Kind) (core.Kind, error) {
 	return k2, nil
 }
 
+// parseFilterKind reads a kind to filter on: "category:type" or a number,
+// as ParseKindString, but any category (a store holds effect kinds, 0xD,
+// written as reactions, and system kinds, 0x0, besides user kinds).
+func parseFilterKind(s string) (core.Kind, error) {
+	bad := errorf(CodeInvalidKind, "kind", "%q is not a kind: want \"category:type\" (category 0..15, type 0..0xFFF; \"1:1\") or a number (4097 = 1:1)", clip(s))
+	cat, typ, ok := strings.Cut(s, ":")
+	if !ok {
+		n, err := strconv.ParseUint(strings.TrimSpace(s), 0, 16)
+		if err != nil {
+			return 0, bad
+		}
+		return core.Kind(n), nil
+	}
+	c, err1 := strconv.ParseUint(strings.TrimSpace(cat), 0, 16)
+	t, err2 := strconv.ParseUint(strings.TrimSpace(typ), 0, 16)
+	if err1 != nil || err2 != nil || c > 0xF || t > core.MaxKindType {
+		return 0, bad
+	}
+	return core.Kind(c<<12 | t), nil
+}
+
 // ParseRegion builds a region from query parameters: entity (a prefix),
-// scope (exact), kind and category (0..15). Empty parameters are absent;
+// scope (exact), kind (any category) and category (0..15). Empty parameters are absent;
 // none at all is the whole log. Errors are *Error naming the parameter.
 func ParseRegion(entity, scope, kind, category string) (core.Region, error) {
 	r := core.All()
@@ -430,7 +451,7 @@ func ParseRegion(entity, scope, kind, category string) (core.Region, error) {
 		r = r.WithScope(scope)
 	}
 	if kind != "" {
-		k, err := ParseKindString(kind)
+		k, err := parseFilterKind(kind)
 		if err != nil {
 			return r, err
 		}

@@ -63,6 +63,9 @@ func (ix *Index) SetCorrelationGroup(corr [16]byte, seqs []uint32) { ix.corr[cor
 // levels below seq or maxEvents events (seq included), and reports
 // whether anything was left out. The result is in sequence order, which
 // puts every cause before what it caused. seq must be a visible event.
+// It holds memory for maxEvents sequences at most (beside the result);
+// it steps through every child of the events it returns (the links run
+// newest first, and a cut level keeps its earliest).
 func (ix *Index) Descendants(seq uint32, maxEvents, maxDepth int) ([]Loc, bool) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
@@ -75,9 +78,19 @@ func (ix *Index) Descendants(seq uint32, maxEvents, maxDepth int) ([]Loc, bool) 
 	truncated := false
 	for depth := 0; len(level) > 0; depth++ {
 		next = next[:0]
+		// Only the room earliest children of a level are kept, and one
+		// more to tell truncation: next is cut back to them whenever it
+		// doubles, so a level of any size costs memory for the room only.
+		room := maxEvents - len(got)
+		keep := room + 1
+		dropped := false
 		for _, p := range level {
 			for c := ix.At(p).Child; c != 0; c = ix.Sibling(c - 1) {
 				if ix.At(c - 1).Visible() {
+					if len(next) == 2*keep {
+						slices.Sort(next)
+						next, dropped = next[:keep], true
+					}
 					next = append(next, c-1)
 				}
 			}
@@ -90,8 +103,8 @@ func (ix *Index) Descendants(seq uint32, maxEvents, maxDepth int) ([]Loc, bool) 
 			break
 		}
 		slices.Sort(next)
-		if room := maxEvents - len(got); len(next) > room {
-			next = next[:room]
+		if len(next) > room || dropped {
+			next = next[:min(room, len(next))]
 			truncated = true
 		}
 		got = append(got, next...)

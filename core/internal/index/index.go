@@ -255,7 +255,11 @@ func (ix *Index) InsertLocked(seq uint32, e Entry, idem string, l Links) {
 	for ix.n < seq {
 		ix.appendEntry(Entry{Flags: Removed})
 	}
-	if e.Visible() && l.Corr != ([16]byte{}) && l.Corr != e.ID {
+	// Only l files an event in a group: an entry restored from a
+	// checkpoint (no links given) keeps its flag, and its group is
+	// restored apart.
+	correlated := e.Visible() && l.Corr != ([16]byte{}) && l.Corr != e.ID
+	if correlated {
 		e.Flags |= Correlated
 	}
 	ix.appendEntry(e)
@@ -269,7 +273,7 @@ func (ix *Index) InsertLocked(seq uint32, e Entry, idem string, l Links) {
 			pe.Child = seq + 1
 		}
 	}
-	if e.Flags&Correlated != 0 {
+	if correlated {
 		ix.corr[l.Corr] = append(ix.corr[l.Corr], seq)
 	}
 	es := ix.entities[e.Entity]
