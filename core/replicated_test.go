@@ -242,3 +242,22 @@ func TestFixedIDAndTimestampRefusals(t *testing.T) {
 		t.Fatalf("%d events, want only the first", len(evs))
 	}
 }
+
+func TestCausationAccessors(t *testing.T) {
+	id := core.NewEventID()
+	if got, ok := core.CausedBy(id).Event(); !ok || got != id {
+		t.Errorf("CausedBy(id).Event() = %s, %v", got, ok)
+	}
+	if _, ok := core.CausedBy(id).Prior(); ok {
+		t.Error("CausedBy reports a prior item")
+	}
+	if i, ok := core.PriorItem(3).Prior(); !ok || i != 3 {
+		t.Errorf("PriorItem(3).Prior() = %d, %v", i, ok)
+	}
+	if _, ok := core.NoCausation().Event(); ok {
+		t.Error("NoCausation reports an event")
+	}
+	if _, ok := core.NoCausation().Prior(); ok {
+		t.Error("NoCausation reports a prior item")
+	}
+}
