@@ -1,0 +1,279 @@
+package cluster_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/server/cluster"
+)
+
+func TestWritesReachEveryReplicaIdentically(t *testing.T) {
+	c := newMemCluster(t, 3, nil)
+	l := c.leader(5 * time.Second)
+	ctx := context.Background()
+
+	// Several independent appends in one entry; CAS and idempotency.
+	rs := mustAppend(t, l, "acme",
+		item("order-1", `{"n":1}`, core.AppendOptions{ExpectedClock: core.ExpectNoEvents()}),
+		item("order-1", `{"n":2}`, core.AppendOptions{ExpectedClock: core.ExpectClock(0)}),
+		item("order-2", `{"n":3}`, core.AppendOptions{IdempotencyKey: "pay-2"}),
+	)
+	if rs[0].Receipt.Clock != 0 || rs[1].Receipt.Clock != 1 || rs[2].Receipt.GlobalSequence != 2 {
+		t.Fatalf("receipts %+v", rs)
+	}
+	if rs[0].Receipt.CorrelationID != rs[0].Receipt.ID {
+		t.Errorf("correlation %s, want the event's own id %s", rs[0].Receipt.CorrelationID, rs[0].Receipt.ID)
+	}
+	miss, err := l.Append(ctx, "acme",
+		item("order-1", `{"n":4}`, core.AppendOptions{ExpectedClock: core.ExpectClock(0)}), // stale: refused
+		item("order-2", `{"n":3}`, core.AppendOptions{IdempotencyKey: "pay-2"}),           // retry: deduplicated
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ce *core.ConflictError
+	if !errors.As(miss[0].Err, &ce) || ce.Actual != core.ExpectClock(1) {
+		t.Fatalf("stale CAS: %v, want a conflict naming clock 1", miss[0].Err)
+	}
+	if miss[1].Err != nil || !miss[1].Receipt.Deduplicated || miss[1].Receipt.ID != rs[2].Receipt.ID {
+		t.Fatalf("retry: %+v, want the original receipt %+v, deduplicated", miss[1], rs[2].Receipt)
+	}
+	// An atomic batch with a prior-item cause, and a refused one.
+	batch := []core.BatchItem{item("order-3", `{"b":1}`, core.AppendOptions{}), item("order-3", `{"b":2}`, core.AppendOptions{})}
+	batch[1].Causation = core.PriorItem(0)
+	brs, err := l.AppendBatch(ctx, "acme", batch)
+	if err != nil || brs[0].Err != nil || brs[1].Err != nil {
+		t.Fatalf("batch: %v %+v", err, brs)
+	}
+	bad, err := l.AppendBatch(ctx, "acme", []core.BatchItem{
+		item("order-4", `{}`, core.AppendOptions{}),
+		item("order-1", `{}`, core.AppendOptions{ExpectedClock: core.ExpectNoEvents()}),
+	})
+	if err != nil || !errors.Is(bad[0].Err, core.ErrConflict) || !errors.Is(bad[1].Err, core.ErrConflict) {
+		t.Fatalf("refused batch: %v %+v, want every item to carry the conflict", err, bad)
+	}
+
+	// Concurrent writers on two tenants: group commits in raft and in the stores.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	last := bad[0].Index
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			tenant := []string{"acme", "globex"}[w%2]
+			for i := 0; i < 20; i++ {
+				rs, err := l.Append(ctx, tenant, item("w"+strconv.Itoa(w), fmt.Sprintf(`{"i":%d}`, i), core.AppendOptions{ExpectedClock: core.ExpectClock(uint64(i - 1))}))
+				if i == 0 {
+					rs, err = l.Append(ctx, tenant, item("w"+strconv.Itoa(w), `{"i":0}`, core.AppendOptions{}))
+				}
+				if err != nil || rs[0].Err != nil {
+					t.Errorf("writer %d: %v %+v", w, err, rs)
+					return
+				}
+				mu.Lock()
+				last = max(last, rs[0].Index)
+				mu.Unlock()
+			}
+		}(w)
+	}
+	wg.Wait()
+	assertIdentical(t, c.list(), last, "acme", "globex")
+	for _, n := range c.list() {
+		var events int
+		if err := n.View("acme", func(s *core.Store) error { events = len(mustQuery(t, s)); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if want := 3 + 2 + 4*20; events != want {
+			t.Errorf("%s holds %d events of acme, want %d", n.ID(), events, want)
+		}
+	}
+}
+
+func mustQuery(t testing.TB, s *core.Store) []core.StoredEvent {
+	t.Helper()
+	evs, err := s.Query(core.All())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+func TestFollowerRefusesNamingTheLeader(t *testing.T) {
+	c := newMemCluster(t, 3, nil)
+	l := c.settled(5 * time.Second)
+	for _, n := range c.list() {
+		if n == l {
+			continue
+		}
+		_, err := n.Append(context.Background(), "acme", item("e", `1`, core.AppendOptions{}))
+		var nl *cluster.NotLeaderError
+		if !errors.As(err, &nl) || !errors.Is(err, cluster.ErrNotLeader) {
+			t.Fatalf("%s: %v, want a *NotLeaderError", n.ID(), err)
+		}
+		if nl.Leader != l.Addr() || nl.LeaderID != l.ID() {
+			t.Fatalf("%s names leader %s/%s, want %s/%s", n.ID(), nl.LeaderID, nl.Leader, l.ID(), l.Addr())
+		}
+		if err := n.Join("x", "x"); !errors.Is(err, cluster.ErrNotLeader) {
+			t.Fatalf("Join on a follower: %v, want ErrNotLeader", err)
+		}
+	}
+	// Nothing was proposed: no node has the tenant.
+	for _, n := range c.list() {
+		if err := n.View("acme", func(*core.Store) error { return nil }); !errors.Is(err, cluster.ErrNoTenant) {
+			t.Fatalf("%s: %v, want ErrNoTenant", n.ID(), err)
+		}
+	}
+	if _, err := l.Append(context.Background(), "Not/A/Tenant", item("e", `1`, core.AppendOptions{})); err == nil {
+		t.Fatal("an invalid tenant id was accepted")
+	}
+}
+
+func TestLeaderLossFailoverAndCatchUp(t *testing.T) {
+	c := newMemCluster(t, 3, nil)
+	old := c.leader(5 * time.Second)
+	var acked []core.EventID
+	var last uint64
+	write := func(within time.Duration, i int) {
+		t.Helper()
+		rs, err := appendRetrying(c, "acme", within, item("e"+strconv.Itoa(i%5), fmt.Sprintf(`{"i":%d}`, i), core.AppendOptions{IdempotencyKey: "k" + strconv.Itoa(i)}))
+		if err != nil || rs[0].Err != nil {
+			t.Fatalf("write %d: %v %+v", i, err, rs)
+		}
+		acked = append(acked, rs[0].Receipt.ID)
+		last = max(last, rs[0].Index)
+	}
+	for i := 0; i < 50; i++ {
+		write(time.Second, i)
+	}
+	oldID := old.ID()
+	start := time.Now()
+	c.stop(oldID)
+	write(10*time.Second, 50) // the first write a new leader accepts
+	failover := time.Since(start)
+	nl := c.leader(time.Second)
+	t.Logf("leader %s lost; %s accepted a write %s later", oldID, nl.ID(), failover)
+	if failover > 5*time.Second {
+		t.Errorf("failover took %s, want under 5s", failover)
+	}
+	for i := 51; i < 100; i++ {
+		write(5*time.Second, i)
+	}
+	assertIdentical(t, c.list(), last, "acme")
+
+	// The old leader comes back: it replays its log, catches up from the
+	// new leader, and ends identical.
+	start = time.Now()
+	back := c.start(oldID)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := back.WaitApplied(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s caught up to index %d in %s", oldID, last, time.Since(start))
+	assertIdentical(t, c.list(), last, "acme")
+	for _, n := range c.list() {
+		err := n.View("acme", func(s *core.Store) error {
+			for _, id := range acked {
+				if _, err := s.Get(id); err != nil {
+					return fmt.Errorf("acknowledged %s: %w", id, err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", n.ID(), err)
+		}
+	}
+}
+
+func TestNewNodeRestoredFromSnapshot(t *testing.T) {
+	c := newMemCluster(t, 3, func(cfg *cluster.Config) {
+		cfg.SnapshotThreshold = 8
+		cfg.TrailingLogs = 4
+	})
+	l := c.leader(5 * time.Second)
+	var last uint64
+	for i := 0; i < 60; i++ {
+		rs := mustAppend(t, l, []string{"acme", "globex"}[i%2], item("e"+strconv.Itoa(i%7), fmt.Sprintf(`{"i":%d}`, i), core.AppendOptions{}))
+		last = rs[0].Index
+	}
+	if err := l.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	snapIdx, _ := strconv.ParseUint(l.Stats()["last_snapshot_index"], 10, 64)
+	if snapIdx < last-1 {
+		t.Fatalf("leader's snapshot at index %d, want about %d", snapIdx, last)
+	}
+	// Writes after the snapshot come from the log.
+	for i := 60; i < 70; i++ {
+		rs := mustAppend(t, l, "acme", item("late", fmt.Sprintf(`{"i":%d}`, i), core.AppendOptions{}))
+		last = rs[0].Index
+	}
+	start := time.Now()
+	n4 := c.start("n4")
+	if err := l.Join("n4", "n4"); err != nil {
+		t.Fatal(err)
+	}
+	assertIdentical(t, []*cluster.Node{l, n4}, last, "acme", "globex")
+	t.Logf("n4 joined and caught up to index %d in %s", last, time.Since(start))
+	if got, _ := strconv.ParseUint(n4.Stats()["last_snapshot_index"], 10, 64); got < snapIdx {
+		t.Fatalf("n4's last snapshot index is %d, want at least %d: it was not restored from a snapshot", got, snapIdx)
+	}
+	assertIdentical(t, c.list(), last, "acme", "globex")
+	if err := l.Leave("n4"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestClusterOverTCP(t *testing.T) {
+	root := t.TempDir()
+	var nodes []*cluster.Node
+	var servers []cluster.Server
+	for i := 1; i <= 3; i++ {
+		cfg := cluster.Config{ID: fmt.Sprintf("t%d", i), Dir: filepath.Join(root, strconv.Itoa(i)), Bind: "127.0.0.1:0"}
+		fastTimeouts(&cfg)
+		n, err := cluster.Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		nodes = append(nodes, n)
+		servers = append(servers, cluster.Server{ID: cfg.ID, Address: n.Addr()})
+	}
+	if err := nodes[0].Bootstrap(servers...); err != nil {
+		t.Fatal(err)
+	}
+	var l *cluster.Node
+	for deadline := time.Now().Add(5 * time.Second); l == nil && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, n := range nodes {
+			if n.IsLeader() {
+				l = n
+			}
+		}
+	}
+	if l == nil {
+		t.Fatal("no leader over TCP within 5s")
+	}
+	var last uint64
+	for i := 0; i < 20; i++ {
+		rs := mustAppend(t, l, "acme", item("e", fmt.Sprintf(`{"i":%d}`, i), core.AppendOptions{ExpectedClock: expectAfter(i)}))
+		last = rs[0].Index
+	}
+	assertIdentical(t, nodes, last, "acme")
+}
+
+// expectAfter is the expectation of the i-th write to a fresh entity.
+func expectAfter(i int) core.Expectation {
+	if i == 0 {
+		return core.ExpectNoEvents()
+	}
+	return core.ExpectClock(uint64(i - 1))
+}
