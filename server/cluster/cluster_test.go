@@ -33,7 +33,7 @@ func TestWritesReachEveryReplicaIdentically(t *testing.T) {
 	}
 	miss, err := l.Append(ctx, "acme",
 		item("order-1", `{"n":4}`, core.AppendOptions{ExpectedClock: core.ExpectClock(0)}), // stale: refused
-		item("order-2", `{"n":3}`, core.AppendOptions{IdempotencyKey: "pay-2"}),           // retry: deduplicated
+		item("order-2", `{"n":3}`, core.AppendOptions{IdempotencyKey: "pay-2"}),            // retry: deduplicated
 	)
 	if err != nil {
 		t.Fatal(err)
