@@ -288,7 +288,8 @@ func (f *fsm) closeStores() error {
 
 // Snapshot copies every tenant store (core.Store.Snapshot) into a staging
 // directory. raft calls it between applies, so the copies hold exactly the
-// entries applied so far; Persist streams them while applies go on.
+// entries applied so far; applies wait while the copies are made (reads
+// do not), then Persist streams them to raft while applies go on.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if err := os.MkdirAll(f.staging, 0o755); err != nil {
 		return nil, err
@@ -301,15 +302,17 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.mu.RLock()
 	names, err := tenantDirs(f.root)
+	f.mu.RUnlock()
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
+	// No lock is held while copying (readers go on): only Restore closes
+	// stores, and raft never runs it beside Snapshot.
 	for _, name := range names {
-		s, err := f.storeLocked(name, false)
+		s, err := f.store(name, false)
 		if err == nil {
 			_, err = s.Snapshot(context.Background(), filepath.Join(dir, "tenants", name))
 		}
