@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -143,7 +144,7 @@ func TestLeaderLossFailoverAndCatchUp(t *testing.T) {
 	var last uint64
 	write := func(within time.Duration, i int) {
 		t.Helper()
-		rs, err := appendRetrying(c, "acme", within, item("e"+strconv.Itoa(i%5), fmt.Sprintf(`{"i":%d}`, i), core.AppendOptions{IdempotencyKey: "k" + strconv.Itoa(i)}))
+		rs, err := appendRetrying(c.list, "acme", within, item("e"+strconv.Itoa(i%5), fmt.Sprintf(`{"i":%d}`, i), core.AppendOptions{IdempotencyKey: "k" + strconv.Itoa(i)}))
 		if err != nil || rs[0].Err != nil {
 			t.Fatalf("write %d: %v %+v", i, err, rs)
 		}
@@ -276,4 +277,87 @@ func expectAfter(i int) core.Expectation {
 		return core.ExpectNoEvents()
 	}
 	return core.ExpectClock(uint64(i - 1))
+}
+
+func TestMinorityLeaderRefusesWrites(t *testing.T) {
+	c := newMemCluster(t, 3, nil)
+	old := c.settled(5 * time.Second)
+	rs := mustAppend(t, old, "acme", item("e", `{"before":true}`, core.AppendOptions{}))
+	c.partition(old.ID())
+
+	// The cut-off leader never acknowledges a write: it answers with a
+	// retryable error once it sees it has lost its quorum.
+	lost := core.NewEventID()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_, err := old.Append(ctx, "acme", item("e", `{"lost":true}`, core.AppendOptions{ID: lost}))
+	if !errors.Is(err, cluster.ErrNotLeader) && !errors.Is(err, cluster.ErrOutcomeUnknown) {
+		t.Fatalf("a write to a leader cut off from its majority: %v, want ErrNotLeader or ErrOutcomeUnknown", err)
+	}
+	t.Logf("cut-off leader answered: %v", err)
+	// The majority elects a leader and goes on.
+	var last uint64
+	for i := 0; i < 10; i++ {
+		rs, err := appendRetrying(func() []*cluster.Node { return majority(c, old.ID()) }, "acme", 5*time.Second, item("e", fmt.Sprintf(`{"i":%d}`, i), core.AppendOptions{}))
+		if err != nil || rs[0].Err != nil {
+			t.Fatalf("majority write %d: %v %+v", i, err, rs)
+		}
+		last = rs[0].Index
+	}
+	c.heal(old.ID())
+	assertIdentical(t, c.list(), max(last, rs[0].Index), "acme")
+	for _, n := range c.list() {
+		err := n.View("acme", func(s *core.Store) error {
+			if _, err := s.Get(lost); !errors.Is(err, core.ErrNotFound) {
+				return fmt.Errorf("the refused write is there: %v", err)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", n.ID(), err)
+		}
+	}
+}
+
+// majority is the running nodes but one.
+func majority(c *memCluster, except string) []*cluster.Node {
+	var out []*cluster.Node
+	for _, n := range c.list() {
+		if n.ID() != except {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func TestNodeWithWipedDiskRejoins(t *testing.T) {
+	c := newMemCluster(t, 3, func(cfg *cluster.Config) {
+		cfg.SnapshotThreshold = 8
+		cfg.TrailingLogs = 4
+	})
+	l := c.settled(5 * time.Second)
+	var last uint64
+	for i := 0; i < 30; i++ {
+		last = mustAppend(t, l, "acme", item("e"+strconv.Itoa(i%3), fmt.Sprintf(`{"i":%d}`, i), core.AppendOptions{}))[0].Index
+	}
+	if err := l.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	var victim string
+	for _, n := range c.list() {
+		if n != l {
+			victim = n.ID()
+		}
+	}
+	c.stop(victim)
+	if err := os.RemoveAll(filepath.Join(c.root, victim)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 30; i < 40; i++ {
+		last = mustAppend(t, l, "acme", item("e"+strconv.Itoa(i%3), fmt.Sprintf(`{"i":%d}`, i), core.AppendOptions{}))[0].Index
+	}
+	start := time.Now()
+	c.start(victim) // same id and address, empty disk: the leader sends a snapshot, then the log
+	assertIdentical(t, c.list(), last, "acme")
+	t.Logf("%s rejoined with a wiped disk and caught up to index %d in %s", victim, last, time.Since(start))
 }

@@ -99,6 +99,31 @@ func (c *memCluster) stop(id string) {
 	tr.DisconnectAll()
 }
 
+// partition cuts every link between node id and the others.
+func (c *memCluster) partition(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for other, ot := range c.trans {
+		if other != id {
+			ot.Disconnect(raft.ServerAddress(id))
+			c.trans[id].Disconnect(raft.ServerAddress(other))
+		}
+	}
+}
+
+// heal restores node id's links.
+func (c *memCluster) heal(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	tr := c.trans[id]
+	for other, ot := range c.trans {
+		if other != id {
+			ot.Connect(raft.ServerAddress(id), tr)
+			tr.Connect(raft.ServerAddress(other), ot)
+		}
+	}
+}
+
 func (c *memCluster) closeAll() {
 	c.mu.Lock()
 	ids := make([]string, 0, len(c.nodes))
@@ -231,11 +256,11 @@ func assertIdentical(t testing.TB, nodes []*cluster.Node, index uint64, tenants 
 
 // appendRetrying writes through whichever node leads, retrying refusals
 // that name a leader change, until within ends.
-func appendRetrying(c *memCluster, tenant string, within time.Duration, items ...core.BatchItem) ([]cluster.Result, error) {
+func appendRetrying(nodes func() []*cluster.Node, tenant string, within time.Duration, items ...core.BatchItem) ([]cluster.Result, error) {
 	deadline := time.Now().Add(within)
 	var last error
 	for time.Now().Before(deadline) {
-		for _, n := range c.list() {
+		for _, n := range nodes() {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			rs, err := n.Append(ctx, tenant, items...)
 			cancel()
