@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server/cluster"
 )
@@ -360,4 +362,51 @@ func TestNodeWithWipedDiskRejoins(t *testing.T) {
 	c.start(victim) // same id and address, empty disk: the leader sends a snapshot, then the log
 	assertIdentical(t, c.list(), last, "acme")
 	t.Logf("%s rejoined with a wiped disk and caught up to index %d in %s", victim, last, time.Since(start))
+}
+
+func TestEntryLimits(t *testing.T) {
+	c := newMemCluster(t, 1, func(cfg *cluster.Config) {
+		cfg.MaxItems = 3
+		cfg.MaxBytes = 10
+	})
+	l := c.settled(5 * time.Second)
+	ctx := context.Background()
+	three := []core.BatchItem{item("e", `1`, core.AppendOptions{}), item("e", `2`, core.AppendOptions{}), item("e", `3`, core.AppendOptions{})}
+	if _, err := l.AppendBatch(ctx, "acme", three); err != nil {
+		t.Fatalf("exactly MaxItems: %v", err)
+	}
+	four := append(three, item("e", `4`, core.AppendOptions{}))
+	if _, err := l.Append(ctx, "acme", four...); !errors.Is(err, cluster.ErrTooLarge) {
+		t.Fatalf("MaxItems+1: %v, want ErrTooLarge", err)
+	}
+	if _, err := l.Append(ctx, "acme", item("e", `"12345678"`, core.AppendOptions{})); err != nil {
+		t.Fatalf("exactly MaxBytes: %v", err)
+	}
+	if _, err := l.Append(ctx, "acme", item("e", `"123456789"`, core.AppendOptions{})); !errors.Is(err, cluster.ErrTooLarge) {
+		t.Fatalf("MaxBytes+1: %v, want ErrTooLarge", err)
+	}
+	for _, bad := range []cluster.Config{{MaxItems: cluster.MaxMaxItems + 1}, {MaxBytes: -1}} {
+		bad.ID, bad.Dir, bad.Bind = "x", t.TempDir(), "127.0.0.1:0"
+		if _, err := cluster.Open(bad); err == nil {
+			t.Fatalf("Open accepted %+v", bad)
+		}
+	}
+}
+
+func TestSecondOpenOfADirInUseFails(t *testing.T) {
+	c := newMemCluster(t, 1, nil)
+	l := c.settled(5 * time.Second)
+	last := mustAppend(t, l, "acme", item("e", `1`, core.AppendOptions{}))[0].Index
+	_, tr := raft.NewInmemTransport("again")
+	if n, err := cluster.Open(cluster.Config{ID: "n1", Dir: filepath.Join(c.root, "n1"), Transport: tr}); err == nil {
+		n.Close()
+		t.Fatal("a second node opened a Dir in use")
+	}
+	assertIdentical(t, []*cluster.Node{l, l}, last, "acme") // the running node's store is intact
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
 }

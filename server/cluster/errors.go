@@ -14,6 +14,10 @@ var (
 	ErrOutcomeUnknown = errors.New("cluster: leadership lost before the write was known to commit; it may or may not be written")
 	// ErrHalted: the node stopped applying the log (see Node.Err).
 	ErrHalted = errors.New("cluster: the node stopped applying the log")
+	// ErrTooLarge: an Append or AppendBatch carries more than
+	// Config.MaxItems items or Config.MaxBytes of payload; nothing was
+	// proposed.
+	ErrTooLarge = errors.New("cluster: write too large for one raft entry")
 	// ErrNoTenant: this node holds no store for the tenant (nothing was
 	// ever written to it, or not yet applied here).
 	ErrNoTenant = errors.New("cluster: no such tenant on this node")

@@ -8,11 +8,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server/tenancy"
@@ -66,7 +68,22 @@ type Config struct {
 	ApplyTimeout time.Duration
 	// RaftLog receives raft's own log lines; nil discards them.
 	RaftLog io.Writer
+
+	// MaxItems is the most items one Append or AppendBatch may carry (one
+	// raft entry). Default 4096; range 1..65536.
+	MaxItems int
+	// MaxBytes bounds the sum of the payload sizes of one Append or
+	// AppendBatch. Default 16 MiB; range 1..64 MiB.
+	MaxBytes int
 }
+
+// Defaults and ranges of Config's limits.
+const (
+	DefaultMaxItems = 4096
+	MaxMaxItems     = 1 << 16
+	DefaultMaxBytes = 16 << 20
+	MaxMaxBytes     = 64 << 20
+)
 
 // Server names a cluster member.
 type Server struct {
@@ -94,6 +111,9 @@ type Node struct {
 	trans   raft.Transport
 	bolt    *raftboltdb.BoltStore
 	timeout time.Duration
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Open starts a node. It removes Dir/tenants, then raft restores the stores
@@ -106,6 +126,18 @@ func Open(cfg Config) (*Node, error) {
 	}
 	if cfg.Transport == nil && cfg.Bind == "" {
 		return nil, errors.New("cluster: Config.Bind (or Config.Transport) is required")
+	}
+	switch {
+	case cfg.MaxItems == 0:
+		cfg.MaxItems = DefaultMaxItems
+	case cfg.MaxItems < 0 || cfg.MaxItems > MaxMaxItems:
+		return nil, fmt.Errorf("cluster: Config.MaxItems is %d, the range is 1..%d", cfg.MaxItems, MaxMaxItems)
+	}
+	switch {
+	case cfg.MaxBytes == 0:
+		cfg.MaxBytes = DefaultMaxBytes
+	case cfg.MaxBytes < 0 || cfg.MaxBytes > MaxMaxBytes:
+		return nil, fmt.Errorf("cluster: Config.MaxBytes is %d, the range is 1..%d", cfg.MaxBytes, MaxMaxBytes)
 	}
 	if cfg.StoreConfig == nil {
 		cfg.StoreConfig = func(dir string) core.Config { return tenancy.StoreConfig(dir, false) }
@@ -135,19 +167,25 @@ func Open(cfg Config) (*Node, error) {
 
 	raftDir := filepath.Join(cfg.Dir, "raft")
 	root := filepath.Join(cfg.Dir, "tenants")
-	if err := os.RemoveAll(root); err != nil {
+	if err := os.MkdirAll(raftDir, 0o755); err != nil {
 		return nil, err
 	}
-	for _, d := range []string{raftDir, root} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+	// raft.db's lock is the node's: taken before anything is removed, so a
+	// second Open of a Dir in use fails without touching the running node.
+	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(raftDir, "raft.db"), BoltOptions: &bbolt.Options{Timeout: time.Second}})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: opening the raft log in %s (is another node using it?): %w", raftDir, err)
+	}
+	staging := filepath.Join(cfg.Dir, "snapshot-staging")
+	for _, d := range []string{root, staging, filepath.Join(cfg.Dir, "restoring")} {
+		if err := os.RemoveAll(d); err != nil {
+			bolt.Close()
 			return nil, err
 		}
 	}
-	staging := filepath.Join(cfg.Dir, "snapshot-staging")
-	os.RemoveAll(staging)
-	bolt, err := raftboltdb.NewBoltStore(filepath.Join(raftDir, "raft.db"))
-	if err != nil {
-		return nil, fmt.Errorf("cluster: opening the raft log: %w", err)
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		bolt.Close()
+		return nil, err
 	}
 	snaps, err := raft.NewFileSnapshotStore(raftDir, 2, out)
 	if err != nil {
@@ -272,7 +310,9 @@ func (n *Node) Append(ctx context.Context, tenant string, items ...core.BatchIte
 // (nothing proposed; send it to the leader it names); ErrOutcomeUnknown
 // when leadership was lost after proposing; ctx's error when ctx ends
 // first (the write may still be applied); ErrHalted when this node
-// stopped applying. An invalid tenant id is refused before proposing.
+// stopped applying. Refused before proposing: an invalid tenant id, and
+// more than Config.MaxItems items or Config.MaxBytes of payload
+// (ErrTooLarge).
 func (n *Node) AppendBatch(ctx context.Context, tenant string, items []core.BatchItem) ([]Result, error) {
 	return n.propose(ctx, tenant, true, items)
 }
@@ -280,6 +320,16 @@ func (n *Node) AppendBatch(ctx context.Context, tenant string, items []core.Batc
 func (n *Node) propose(ctx context.Context, tenant string, batch bool, items []core.BatchItem) ([]Result, error) {
 	if err := tenancy.ValidID(tenant); err != nil {
 		return nil, err
+	}
+	if len(items) > n.cfg.MaxItems {
+		return nil, fmt.Errorf("%w: %d items, the limit is %d (Config.MaxItems)", ErrTooLarge, len(items), n.cfg.MaxItems)
+	}
+	total := 0
+	for i := range items {
+		total += len(items[i].Payload)
+	}
+	if total > n.cfg.MaxBytes {
+		return nil, fmt.Errorf("%w: %d payload bytes, the limit is %d (Config.MaxBytes)", ErrTooLarge, total, n.cfg.MaxBytes)
 	}
 	if err := n.fsm.err(); err != nil {
 		return nil, err
@@ -403,8 +453,13 @@ func (n *Node) Err() error { return n.fsm.err() }
 
 // Close stops the node: raft shuts down (a leader steps down without
 // handing over), then the stores are closed. The node's raft state stays
-// in Dir for a restart.
+// in Dir for a restart. Calling Close again returns the first call's error.
 func (n *Node) Close() error {
+	n.closeOnce.Do(func() { n.closeErr = n.close() })
+	return n.closeErr
+}
+
+func (n *Node) close() error {
 	close(n.fsm.stop)
 	err := n.raft.Shutdown().Error()
 	closeTransport(n.trans)
