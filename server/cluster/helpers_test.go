@@ -20,11 +20,13 @@ import (
 var kindA = core.MustKind(1, 1)
 
 // fastTimeouts are raft timings for loopback tests: a leader is elected,
-// and a lost one replaced, within a second or so.
+// and a lost one replaced, within a second or so. (A lease much shorter
+// makes a leader on this shared 2-core machine step down under load: a
+// follower busy syncing a large append answers late.)
 func fastTimeouts(c *cluster.Config) {
-	c.HeartbeatTimeout = 200 * time.Millisecond
-	c.ElectionTimeout = 200 * time.Millisecond
-	c.LeaderLeaseTimeout = 100 * time.Millisecond
+	c.HeartbeatTimeout = 300 * time.Millisecond
+	c.ElectionTimeout = 300 * time.Millisecond
+	c.LeaderLeaseTimeout = 300 * time.Millisecond
 	if os.Getenv("BATPAK_RAFT_LOG") != "" {
 		c.RaftLog = os.Stderr
 	}
@@ -54,7 +56,7 @@ func newMemCluster(t testing.TB, n int, adjust func(*cluster.Config)) *memCluste
 	if err := c.nodes["n1"].Bootstrap(servers...); err != nil {
 		t.Fatal(err)
 	}
-	c.leader(5 * time.Second)
+	c.leader(10 * time.Second)
 	return c
 }
 
