@@ -1,23 +1,27 @@
 package cluster
 
 import (
-	"encoding/json"
+	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/batpak-go/batpak/core"
 )
 
-// The raft log entry format. An entry's data is one version byte followed
-// by a JSON command:
+// The raft log entry format: one command per entry, little-endian-free
+// (varints are encoding/binary's; fixed fields big-endian).
 //
-//	byte 0    commandVersion (1)
-//	bytes 1…  {"t": tenant, "b": batch, "i": [item, …]}
-//
-//	item      {"e": entity, "s": scope, "k": kind, "p": payload (base64),
-//	           "id": event id, "ts": microseconds, "x": expectation
-//	           (0 none, 1 no events, 2 clock), "c": expected clock,
-//	           "ik": idempotency key, "co": correlation id,
-//	           "ca": causation id, "f": flags, "pi": prior item + 1 (0 none)}
+//	version   1 byte: commandVersion (1)
+//	tenant    uvarint length, bytes
+//	flags     1 byte: bit 0 set = one atomic batch
+//	count     uvarint: items
+//	item …    entity (uvarint length, bytes), scope (same),
+//	          kind (2 bytes), id (16), timestamp (varint, µs),
+//	          expectation (1 byte: 0 none, 1 no events, 2 clock; then
+//	          uvarint clock when 2), idempotency key (uvarint length,
+//	          bytes), correlation id (16), causation id (16), flags (2),
+//	          prior item + 1 (uvarint, 0 none), payload (uvarint length,
+//	          bytes)
 //
 // A node refuses an entry whose version byte it does not know (a newer
 // node's format) rather than guessing at it: see Node.Err.
@@ -26,25 +30,25 @@ const commandVersion byte = 1
 // command is one raft entry: writes to one tenant, each item an
 // independent append, or (batch) one atomic batch.
 type command struct {
-	Tenant string     `json:"t"`
-	Batch  bool       `json:"b,omitempty"`
-	Items  []wireItem `json:"i"`
+	Tenant string
+	Batch  bool
+	Items  []wireItem
 }
 
 type wireItem struct {
-	Entity      string       `json:"e"`
-	Scope       string       `json:"s"`
-	Kind        uint16       `json:"k"`
-	Payload     []byte       `json:"p"`
-	ID          core.EventID `json:"id"`
-	Timestamp   int64        `json:"ts"`
-	Expect      uint8        `json:"x,omitempty"`
-	Clock       uint64       `json:"c,omitempty"`
-	Idem        string       `json:"ik,omitempty"`
-	Correlation core.EventID `json:"co"`
-	Causation   core.EventID `json:"ca"`
-	Flags       uint16       `json:"f,omitempty"`
-	Prior       int          `json:"pi,omitempty"`
+	Entity      string
+	Scope       string
+	Kind        uint16
+	Payload     []byte
+	ID          core.EventID
+	Timestamp   int64
+	Expect      uint8
+	Clock       uint64
+	Idem        string
+	Correlation core.EventID
+	Causation   core.EventID
+	Flags       uint16
+	Prior       int
 }
 
 // toWire renders a prepared item (id and timestamp fixed).
@@ -94,15 +98,52 @@ func (w *wireItem) item() core.BatchItem {
 }
 
 func encodeCommand(c *command) ([]byte, error) {
-	b, err := json.Marshal(c)
-	if err != nil {
-		return nil, err
+	n := 16 + len(c.Tenant)
+	for i := range c.Items {
+		it := &c.Items[i]
+		n += 90 + len(it.Entity) + len(it.Scope) + len(it.Idem) + len(it.Payload)
 	}
-	return append([]byte{commandVersion}, b...), nil
+	b := make([]byte, 0, n)
+	b = append(b, commandVersion)
+	b = appendString(b, c.Tenant)
+	var flags byte
+	if c.Batch {
+		flags |= 1
+	}
+	b = append(b, flags)
+	b = binary.AppendUvarint(b, uint64(len(c.Items)))
+	for i := range c.Items {
+		it := &c.Items[i]
+		b = appendString(b, it.Entity)
+		b = appendString(b, it.Scope)
+		b = binary.BigEndian.AppendUint16(b, it.Kind)
+		b = append(b, it.ID[:]...)
+		b = binary.AppendVarint(b, it.Timestamp)
+		b = append(b, it.Expect)
+		if it.Expect == 2 {
+			b = binary.AppendUvarint(b, it.Clock)
+		}
+		b = appendString(b, it.Idem)
+		b = append(b, it.Correlation[:]...)
+		b = append(b, it.Causation[:]...)
+		b = binary.BigEndian.AppendUint16(b, it.Flags)
+		if it.Prior < 0 {
+			return nil, fmt.Errorf("cluster: prior item %d", it.Prior-1)
+		}
+		b = binary.AppendUvarint(b, uint64(it.Prior))
+		b = binary.AppendUvarint(b, uint64(len(it.Payload)))
+		b = append(b, it.Payload...)
+	}
+	return b, nil
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
 }
 
 // decodeCommand reads an entry's data. An unknown version is an
-// *UnknownFormatError.
+// *UnknownFormatError; payloads alias data.
 func decodeCommand(data []byte) (*command, error) {
 	if len(data) == 0 {
 		return nil, &UnknownFormatError{Version: -1}
@@ -110,9 +151,115 @@ func decodeCommand(data []byte) (*command, error) {
 	if data[0] != commandVersion {
 		return nil, &UnknownFormatError{Version: int(data[0])}
 	}
-	var c command
-	if err := json.Unmarshal(data[1:], &c); err != nil {
-		return nil, fmt.Errorf("cluster: undecodable command: %w", err)
+	d := decoder{b: data[1:]}
+	c := &command{Tenant: d.str()}
+	c.Batch = d.byte()&1 != 0
+	count := d.uvarint()
+	if d.err == nil && count > uint64(len(d.b)) { // every item takes bytes
+		d.err = errShort
 	}
-	return &c, nil
+	if d.err == nil {
+		c.Items = make([]wireItem, count)
+	}
+	for i := range c.Items {
+		it := &c.Items[i]
+		it.Entity, it.Scope = d.str(), d.str()
+		it.Kind = d.uint16()
+		d.id(&it.ID)
+		it.Timestamp = d.varint()
+		if it.Expect = d.byte(); it.Expect == 2 {
+			it.Clock = d.uvarint()
+		} else if it.Expect > 2 {
+			d.fail(fmt.Errorf("expectation %d", it.Expect))
+		}
+		it.Idem = d.str()
+		d.id(&it.Correlation)
+		d.id(&it.Causation)
+		it.Flags = d.uint16()
+		it.Prior = int(min(d.uvarint(), 1<<30))
+		it.Payload = d.bytes()
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%d bytes after the last item", len(d.b))
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("cluster: undecodable command: %w", d.err)
+	}
+	return c, nil
 }
+
+var errShort = errors.New("truncated")
+
+// decoder reads a command; the first error sticks and later reads
+// return zero values.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(err error) {
+	if d.err == nil {
+		d.err = err
+	}
+	d.b = nil
+}
+
+func (d *decoder) take(n uint64) []byte {
+	if d.err != nil || n > uint64(len(d.b)) {
+		d.fail(errShort)
+		return nil
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) byte() byte {
+	if v := d.take(1); v != nil {
+		return v[0]
+	}
+	return 0
+}
+
+func (d *decoder) uint16() uint16 {
+	if v := d.take(2); v != nil {
+		return binary.BigEndian.Uint16(v)
+	}
+	return 0
+}
+
+func (d *decoder) id(dst *core.EventID) {
+	if v := d.take(16); v != nil {
+		copy(dst[:], v)
+	}
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail(errShort)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail(errShort)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) bytes() []byte { return d.take(d.uvarint()) }
+
+func (d *decoder) str() string { return string(d.bytes()) }

@@ -102,3 +102,26 @@ func TestUnknownCommandFormatHaltsTheNode(t *testing.T) {
 		t.Fatalf("acme holds %d events (%v), want the one written before the halt", events, err)
 	}
 }
+
+func TestDamagedCommandIsRefused(t *testing.T) {
+	c := &command{Tenant: "acme", Items: []wireItem{
+		toWire(core.BatchItem{Coordinate: core.Coordinate{Entity: "e", Scope: "s"}, Kind: core.MustKind(1, 1), Payload: []byte(`{"a":1}`),
+			Options: core.AppendOptions{ID: core.NewEventID(), Timestamp: 5, ExpectedClock: core.ExpectClock(300), IdempotencyKey: "key"}}),
+	}}
+	data, err := encodeCommand(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := 1; n < len(data); n++ {
+		if _, err := decodeCommand(data[:n]); err == nil {
+			t.Fatalf("a command cut to %d of %d bytes decoded", n, len(data))
+		}
+	}
+	if _, err := decodeCommand(append(data, 0)); err == nil {
+		t.Fatal("a command with a trailing byte decoded")
+	}
+	huge := append([]byte{commandVersion, 0, 0}, 0xff, 0xff, 0xff, 0xff, 0x0f) // 4G items claimed
+	if _, err := decodeCommand(huge); err == nil {
+		t.Fatal("a command claiming more items than bytes decoded")
+	}
+}
