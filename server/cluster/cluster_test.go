@@ -231,8 +231,47 @@ func TestNewNodeRestoredFromSnapshot(t *testing.T) {
 		t.Fatalf("n4's last snapshot index is %d, want at least %d: it was not restored from a snapshot", got, snapIdx)
 	}
 	assertIdentical(t, c.list(), last, "acme", "globex")
+	if got := l.Stats()["num_peers"]; got != "3" {
+		t.Fatalf("the leader has %s peers with n4, want 3", got)
+	}
 	if err := l.Leave("n4"); err != nil {
 		t.Fatal(err)
+	}
+	if got := l.Stats()["num_peers"]; got != "2" {
+		t.Fatalf("the leader has %s peers after n4 left, want 2", got)
+	}
+	if ts, err := n4.Tenants(); err != nil || fmt.Sprint(ts) != "[acme globex]" {
+		t.Fatalf("n4 holds tenants %v (%v), want [acme globex]", ts, err)
+	}
+}
+
+func TestReadYourWritesAndLinearizableReads(t *testing.T) {
+	c := newMemCluster(t, 3, nil)
+	l := c.settled(5 * time.Second)
+	rs := mustAppend(t, l, "acme", item("e", `1`, core.AppendOptions{}))
+	for _, n := range c.list() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := n.WaitApplied(ctx, rs[0].Index); err != nil {
+			t.Fatalf("%s: %v", n.ID(), err)
+		}
+		cancel()
+		if err := n.View("acme", func(s *core.Store) error { _, err := s.Get(rs[0].Receipt.ID); return err }); err != nil {
+			t.Fatalf("%s after WaitApplied: %v", n.ID(), err)
+		}
+		if n == l {
+			if err := n.Barrier(context.Background()); err != nil {
+				t.Fatalf("Barrier on the leader: %v", err)
+			}
+		} else if err := n.Barrier(context.Background()); !errors.Is(err, cluster.ErrNotLeader) {
+			t.Fatalf("Barrier on follower %s: %v, want ErrNotLeader", n.ID(), err)
+		}
+		// An index not yet written: the wait is bounded by ctx.
+		ctx, cancel = context.WithTimeout(context.Background(), 50*time.Millisecond)
+		err := n.WaitApplied(ctx, rs[0].Index+1000)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("%s: WaitApplied for a future index: %v, want the deadline", n.ID(), err)
+		}
 	}
 }
 

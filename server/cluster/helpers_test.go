@@ -23,7 +23,11 @@ var kindA = core.MustKind(1, 1)
 // and a lost one replaced, within a second or so. (A lease much shorter
 // makes a leader on this shared 2-core machine step down under load: a
 // follower busy syncing a large append answers late.)
+// BATPAK_CLUSTER_RAFT_DEFAULTS=1 keeps raft's own timings instead.
 func fastTimeouts(c *cluster.Config) {
+	if os.Getenv("BATPAK_CLUSTER_RAFT_DEFAULTS") != "" {
+		return
+	}
 	c.HeartbeatTimeout = 300 * time.Millisecond
 	c.ElectionTimeout = 300 * time.Millisecond
 	c.LeaderLeaseTimeout = 300 * time.Millisecond
