@@ -448,6 +448,12 @@ func TestSecondOpenOfADirInUseFails(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
+	if _, err := l.Append(context.Background(), "acme", item("e", `2`, core.AppendOptions{})); !errors.Is(err, cluster.ErrClosed) {
+		t.Fatalf("Append after Close: %v, want ErrClosed", err)
+	}
+	if err := l.View("acme", func(*core.Store) error { return nil }); !errors.Is(err, cluster.ErrClosed) {
+		t.Fatalf("View after Close: %v, want ErrClosed", err)
+	}
 }
 
 // TestWritesSurviveRepeatedLeaderLoss: clients append (single events with

@@ -18,6 +18,9 @@ var (
 	// Config.MaxItems items or Config.MaxBytes of payload; nothing was
 	// proposed.
 	ErrTooLarge = errors.New("cluster: write too large for one raft entry")
+	// ErrClosed: the node was closed (or removed from the cluster, which
+	// shuts its raft down).
+	ErrClosed = errors.New("cluster: node is closed")
 	// ErrNoTenant: this node holds no store for the tenant (nothing was
 	// ever written to it, or not yet applied here).
 	ErrNoTenant = errors.New("cluster: no such tenant on this node")

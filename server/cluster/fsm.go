@@ -30,6 +30,7 @@ type fsm struct {
 
 	mu     sync.RWMutex
 	stores map[string]*core.Store
+	closed bool // Node.Close closed the stores: open no more
 
 	waitMu  sync.Mutex
 	applied uint64        // the last log index applied to the stores
@@ -259,6 +260,9 @@ func (f *fsm) store(tenant string, create bool) (*core.Store, error) {
 func (f *fsm) storeLocked(tenant string, create bool) (*core.Store, error) {
 	if s := f.stores[tenant]; s != nil {
 		return s, nil
+	}
+	if f.closed {
+		return nil, ErrClosed
 	}
 	dir := filepath.Join(f.root, tenant)
 	if !create {

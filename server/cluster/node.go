@@ -310,7 +310,7 @@ func (n *Node) Append(ctx context.Context, tenant string, items ...core.BatchIte
 // (nothing proposed; send it to the leader it names); ErrOutcomeUnknown
 // when leadership was lost after proposing; ctx's error when ctx ends
 // first (the write may still be applied); ErrHalted when this node
-// stopped applying. Refused before proposing: an invalid tenant id, and
+// stopped applying; ErrClosed after Close. Refused before proposing: an invalid tenant id, and
 // more than Config.MaxItems items or Config.MaxBytes of payload
 // (ErrTooLarge).
 func (n *Node) AppendBatch(ctx context.Context, tenant string, items []core.BatchItem) ([]Result, error) {
@@ -334,7 +334,11 @@ func (n *Node) propose(ctx context.Context, tenant string, batch bool, items []c
 	if err := n.fsm.err(); err != nil {
 		return nil, err
 	}
-	if n.raft.State() != raft.Leader {
+	switch n.raft.State() {
+	case raft.Leader:
+	case raft.Shutdown:
+		return nil, ErrClosed
+	default:
 		return nil, n.notLeader()
 	}
 	now := time.Now().UnixMicro()
@@ -411,7 +415,8 @@ func (n *Node) Barrier(ctx context.Context) error {
 // View runs fn with the tenant's store on this node, for reads; the store
 // shows what this node has applied (see WaitApplied). fn must not keep the
 // store: a snapshot restore closes and replaces it after fn returns. It
-// returns ErrNoTenant when nothing was applied to the tenant here.
+// returns ErrNoTenant when nothing was applied to the tenant here, and
+// ErrClosed after Close.
 func (n *Node) View(tenant string, fn func(*core.Store) error) error {
 	if err := tenancy.ValidID(tenant); err != nil {
 		return err
@@ -467,6 +472,7 @@ func (n *Node) close() error {
 		err = e
 	}
 	n.fsm.mu.Lock()
+	n.fsm.closed = true
 	if e := n.fsm.closeStores(); err == nil {
 		err = e
 	}
