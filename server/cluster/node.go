@@ -43,7 +43,9 @@ type Config struct {
 	// StoreConfig is the core.Config of a tenant's store in dir; every
 	// node of a cluster must use the same limits (batch sizes, payload
 	// size), or their refusals differ. Default: tenancy.StoreConfig(dir,
-	// false) — buffered, since raft's log is what makes a write durable.
+	// false) with syncing off (Sync.EveryNEvents and Interval 0): raft's
+	// log is what makes a write durable, and Open rebuilds the stores from
+	// it, so syncing them would cost every node fsyncs for nothing.
 	StoreConfig func(dir string) core.Config
 
 	// HeartbeatTimeout and ElectionTimeout: how long a follower waits
@@ -140,7 +142,11 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("cluster: Config.MaxBytes is %d, the range is 1..%d", cfg.MaxBytes, MaxMaxBytes)
 	}
 	if cfg.StoreConfig == nil {
-		cfg.StoreConfig = func(dir string) core.Config { return tenancy.StoreConfig(dir, false) }
+		cfg.StoreConfig = func(dir string) core.Config {
+			c := tenancy.StoreConfig(dir, false)
+			c.Sync.EveryNEvents, c.Sync.Interval = 0, 0
+			return c
+		}
 	}
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
