@@ -184,5 +184,10 @@ func (ev *eventReq) fill(coord Coordinate, kind Kind, payload []byte, opts *Appe
 	}
 	ev.coord, ev.kind, ev.payload, ev.opts = coord, kind, payload, *opts
 	ev.phash = format.PayloadHash(payload)
-	ev.id = NewEventID()
+	ev.ts = opts.Timestamp
+	if opts.ID.IsZero() {
+		ev.id = NewEventID()
+	} else {
+		ev.id, ev.imported = opts.ID, true // a fixed id: refuse one the store holds
+	}
 }

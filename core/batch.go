@@ -25,6 +25,13 @@ func CausedBy(id EventID) Causation { return Causation{kind: 1, id: id} }
 // also takes that item's correlation id unless its options set one.
 func PriorItem(index int) Causation { return Causation{kind: 2, index: index} }
 
+// Event returns the cause CausedBy named, and whether the causation is one.
+func (c Causation) Event() (EventID, bool) { return c.id, c.kind == 1 }
+
+// Prior returns the item index PriorItem named, and whether the causation
+// is one.
+func (c Causation) Prior() (int, bool) { return c.index, c.kind == 2 }
+
 // BatchItem is one event of an atomic batch.
 type BatchItem struct {
 	Coordinate Coordinate

@@ -49,6 +49,17 @@
 // the original receipt, across restarts and crashes), correlation,
 // causation and user flags.
 //
+// Replicated apply: AppendOptions.ID and Timestamp fix what the store would
+// otherwise choose (a fresh id, the writer's clock). Everything else a write
+// gets — clock, global sequence, chain hash, the correlation default (its
+// own id), the compare-and-set outcome, the idempotency decision — is a
+// function of the store's prior writes, so two stores given the same writes
+// with the same fixed ids and timestamps, in the same order (one write at a
+// time, or queued in order from one goroutine), end identical. A fixed id the
+// store already holds fails with ErrDuplicateID. Writes made any other way
+// (AppendSystem records, fences, compaction, redaction) are outside this
+// promise unless they too are applied in the same order on every store.
+//
 // # Batches, outboxes and fences
 //
 // AppendBatch and SubmitBatch write several events atomically: all of them

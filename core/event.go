@@ -149,4 +149,19 @@ type AppendOptions struct {
 	CausationID EventID
 	// Flags are user-defined bits stored with the event.
 	Flags uint16
+	// ID, when not zero, is the event's id instead of a fresh one. It is
+	// the replicated-apply seam: a leader fixes ids (and Timestamp) before
+	// proposing a write, so every replica applying the same writes in the
+	// same order ends with the same events, clocks, sequences, chain hashes,
+	// compare-and-set results and idempotency decisions. A write whose ID
+	// the store already holds, or an earlier write of its group or batch
+	// holds, fails with ErrDuplicateID and writes nothing. The idempotency
+	// key is checked first: a retry whose key is stored returns the
+	// original receipt whatever ID it carries.
+	ID EventID
+	// Timestamp, when not zero, is the event's time in microseconds since
+	// the Unix epoch instead of the writer's clock reading; as always it is
+	// raised to the entity's last timestamp when earlier. Negative values
+	// are refused (ErrInvalidOptions).
+	Timestamp int64
 }

@@ -365,6 +365,9 @@ func (s *Store) validateWrite(coord Coordinate, payload []byte, opts *AppendOpti
 	if !utf8.ValidString(opts.IdempotencyKey) {
 		return fmt.Errorf("%w: idempotency key is not valid UTF-8", ErrInvalidOptions)
 	}
+	if opts.Timestamp < 0 {
+		return fmt.Errorf("%w: timestamp %d is negative (microseconds since the Unix epoch)", ErrInvalidOptions, opts.Timestamp)
+	}
 	return nil
 }
 

@@ -1,0 +1,60 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrNotLeader matches a *NotLeaderError.
+	ErrNotLeader = errors.New("cluster: this node is not the leader")
+	// ErrOutcomeUnknown: the write was proposed but leadership was lost
+	// (or the node shut down) before it was known to commit; it may or
+	// may not be applied. Retry with idempotency keys.
+	ErrOutcomeUnknown = errors.New("cluster: leadership lost before the write was known to commit; it may or may not be written")
+	// ErrHalted: the node stopped applying the log (see Node.Err).
+	ErrHalted = errors.New("cluster: the node stopped applying the log")
+	// ErrTooLarge: an Append or AppendBatch carries more than
+	// Config.MaxItems items or Config.MaxBytes of payload; nothing was
+	// proposed.
+	ErrTooLarge = errors.New("cluster: write too large for one raft entry")
+	// ErrClosed: the node was closed (or removed from the cluster, which
+	// shuts its raft down).
+	ErrClosed = errors.New("cluster: node is closed")
+	// ErrNoTenant: this node holds no store for the tenant (nothing was
+	// ever written to it, or not yet applied here).
+	ErrNoTenant = errors.New("cluster: no such tenant on this node")
+)
+
+// NotLeaderError refuses a write (or a membership change) sent to a node
+// that is not the leader. Leader and LeaderID name the leader this node
+// knows of, empty while an election is under way. Nothing was proposed, so
+// the write may be sent again to the leader. It matches ErrNotLeader.
+type NotLeaderError struct {
+	Leader   string // the leader's raft address
+	LeaderID string
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.Leader == "" {
+		return "cluster: this node is not the leader and no leader is known (an election is under way); retry"
+	}
+	return fmt.Sprintf("cluster: this node is not the leader; the leader is %s at %s", e.LeaderID, e.Leader)
+}
+
+// Is matches ErrNotLeader.
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
+
+// UnknownFormatError: a log entry carries a command format this node does
+// not know (written by a newer version). The node halts rather than
+// misapply it; it matches ErrHalted.
+type UnknownFormatError struct {
+	Version int // the entry's version byte; -1 for an empty entry
+}
+
+func (e *UnknownFormatError) Error() string {
+	return fmt.Sprintf("cluster: log entry has command format %d; this node knows only %d (upgrade it)", e.Version, commandVersion)
+}
+
+// Is matches ErrHalted.
+func (e *UnknownFormatError) Is(target error) bool { return target == ErrHalted }

@@ -1,0 +1,127 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/batpak-go/batpak/core"
+)
+
+func TestCommandRoundTrip(t *testing.T) {
+	id, corr, cause := core.NewEventID(), core.NewEventID(), core.NewEventID()
+	items := []core.BatchItem{
+		{Coordinate: core.Coordinate{Entity: "e", Scope: "s"}, Kind: core.MustKind(1, 2), Payload: []byte(`{"a": [1, 2]}`),
+			Options:   core.AppendOptions{ID: id, Timestamp: 42, ExpectedClock: core.ExpectClock(7), IdempotencyKey: "k", CorrelationID: corr, Flags: 3},
+			Causation: core.CausedBy(cause)},
+		{Coordinate: core.Coordinate{Entity: "f", Scope: "t"}, Kind: core.MustKind(1, 1), Payload: []byte(`null`),
+			Options: core.AppendOptions{ExpectedClock: core.ExpectNoEvents()}, Causation: core.PriorItem(0)},
+		{Coordinate: core.Coordinate{Entity: "g", Scope: "t"}, Kind: core.MustKind(1, 1), Payload: []byte(`0`)},
+	}
+	c := &command{Tenant: "acme", Batch: true}
+	for _, it := range items {
+		c.Items = append(c.Items, toWire(it))
+	}
+	data, err := encodeCommand(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeCommand(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Tenant != "acme" || !got.Batch || len(got.Items) != 3 {
+		t.Fatalf("decoded %+v", got)
+	}
+	want0 := items[0]
+	want0.Options.CausationID, want0.Causation = cause, core.NoCausation() // CausedBy travels as the causation id
+	for i, want := range []core.BatchItem{want0, items[1], items[2]} {
+		it := got.Items[i].item()
+		if string(it.Payload) != string(want.Payload) {
+			t.Errorf("item %d payload %s, want the bytes sent %s", i, it.Payload, want.Payload)
+		}
+		it.Payload, want.Payload = nil, nil
+		if it.Coordinate != want.Coordinate || it.Kind != want.Kind || it.Options != want.Options || it.Causation != want.Causation {
+			t.Errorf("item %d:\n got %+v\nwant %+v", i, it, want)
+		}
+	}
+}
+
+func TestUnknownCommandFormatHaltsTheNode(t *testing.T) {
+	_, tr := raft.NewInmemTransport("a")
+	n, err := Open(Config{ID: "a", Dir: filepath.Join(t.TempDir(), "a"), Transport: tr,
+		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond, LeaderLeaseTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if err := n.Bootstrap(Server{ID: "a", Address: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !n.IsLeader(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+	}
+	ctx := context.Background()
+	item := core.BatchItem{Coordinate: core.Coordinate{Entity: "e", Scope: "s"}, Kind: core.MustKind(1, 1), Payload: []byte(`1`)}
+	rs, err := n.Append(ctx, "acme", item)
+	if err != nil || rs[0].Err != nil {
+		t.Fatal(err, rs)
+	}
+	before := n.AppliedIndex()
+	// An entry from a newer node: version 2, whose body this node cannot read.
+	newer := append([]byte{commandVersion + 1}, `{"t":"acme","i":[]}`...)
+	go n.raft.Apply(newer, time.Second) // its future resolves only when the node closes
+	for deadline := time.Now().Add(5 * time.Second); n.Err() == nil; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the node applied or ignored an entry in an unknown format")
+		}
+	}
+	var uf *UnknownFormatError
+	if !errors.As(n.Err(), &uf) || uf.Version != int(commandVersion+1) || !errors.Is(n.Err(), ErrHalted) {
+		t.Fatalf("Err() = %v, want an *UnknownFormatError for version %d", n.Err(), commandVersion+1)
+	}
+	if n.AppliedIndex() != before {
+		t.Fatalf("applied index moved from %d to %d past an entry it could not read", before, n.AppliedIndex())
+	}
+	if _, err := n.Append(ctx, "acme", item); !errors.Is(err, ErrHalted) {
+		t.Fatalf("append on a halted node: %v, want ErrHalted", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := n.WaitApplied(wctx, before+1); !errors.Is(err, ErrHalted) {
+		t.Fatalf("WaitApplied past the halt: %v, want ErrHalted", err)
+	}
+	var events int
+	if err := n.View("acme", func(s *core.Store) error { evs, err := s.Query(core.All()); events = len(evs); return err }); err != nil || events != 1 {
+		t.Fatalf("acme holds %d events (%v), want the one written before the halt", events, err)
+	}
+}
+
+func TestDamagedCommandIsRefused(t *testing.T) {
+	c := &command{Tenant: "acme", Items: []wireItem{
+		toWire(core.BatchItem{Coordinate: core.Coordinate{Entity: "e", Scope: "s"}, Kind: core.MustKind(1, 1), Payload: []byte(`{"a":1}`),
+			Options: core.AppendOptions{ID: core.NewEventID(), Timestamp: 5, ExpectedClock: core.ExpectClock(300), IdempotencyKey: "key"}}),
+	}}
+	data, err := encodeCommand(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := 1; n < len(data); n++ {
+		if _, err := decodeCommand(data[:n]); err == nil {
+			t.Fatalf("a command cut to %d of %d bytes decoded", n, len(data))
+		}
+	}
+	if _, err := decodeCommand(append(data, 0)); err == nil {
+		t.Fatal("a command with a trailing byte decoded")
+	}
+	huge := append([]byte{commandVersion, 0, 0}, 0xff, 0xff, 0xff, 0xff, 0x0f) // 4G items claimed
+	if _, err := decodeCommand(huge); err == nil {
+		t.Fatal("a command claiming more items than bytes decoded")
+	}
+}

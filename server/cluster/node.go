@@ -1,0 +1,487 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/server/tenancy"
+)
+
+// Config configures one node. ID and Dir are required, and one of Bind
+// or Transport.
+type Config struct {
+	// ID is the node's raft server id, unique and stable for the cluster's
+	// life (a node restarted with the same Dir keeps it).
+	ID string
+	// Dir holds the node's data: raft/ (the raft log and stable store in
+	// raft.db, raft's snapshots) and tenants/<tenant>/ (the stores, rebuilt
+	// from raft on every Open).
+	Dir string
+	// Bind is the TCP address node-to-node traffic listens on, e.g.
+	// "10.0.0.5:7000" ("127.0.0.1:0" picks a free port; see Node.Addr).
+	Bind string
+	// Advertise is the address other nodes dial; empty means Bind's
+	// (which must then not be an unspecified address like 0.0.0.0).
+	Advertise string
+	// Transport, when set, replaces the TCP transport (tests pass a
+	// raft.InmemTransport). The node closes it on Close if it is an
+	// io.Closer.
+	Transport raft.Transport
+	// StoreConfig is the core.Config of a tenant's store in dir; every
+	// node of a cluster must use the same limits (batch sizes, payload
+	// size), or their refusals differ. Default: tenancy.StoreConfig(dir,
+	// false) with syncing off (Sync.EveryNEvents and Interval 0): raft's
+	// log is what makes a write durable, and Open rebuilds the stores from
+	// it, so syncing them would cost every node fsyncs for nothing.
+	StoreConfig func(dir string) core.Config
+
+	// HeartbeatTimeout and ElectionTimeout: how long a follower waits
+	// without hearing from the leader before it stands for election.
+	// Default 1s each (raft's); loopback tests use about 100ms.
+	HeartbeatTimeout time.Duration
+	ElectionTimeout  time.Duration
+	// LeaderLeaseTimeout: how long a leader keeps leading without hearing
+	// from a quorum. Default 500ms; at most HeartbeatTimeout.
+	LeaderLeaseTimeout time.Duration
+	// SnapshotThreshold is how many log entries since the last snapshot
+	// trigger a new one (checked every SnapshotInterval). Default 8192.
+	SnapshotThreshold uint64
+	// SnapshotInterval is how often the threshold is checked. Default 2m.
+	SnapshotInterval time.Duration
+	// TrailingLogs is how many entries a snapshot leaves in the log, so a
+	// follower slightly behind catches up from the log rather than a
+	// snapshot. Default 10240.
+	TrailingLogs uint64
+	// ApplyTimeout bounds how long Append waits for its entry to be
+	// enqueued when ctx has no deadline. Default 10s.
+	ApplyTimeout time.Duration
+	// RaftLog receives raft's own log lines; nil discards them.
+	RaftLog io.Writer
+
+	// MaxItems is the most items one Append or AppendBatch may carry (one
+	// raft entry). Default 4096; range 1..65536.
+	MaxItems int
+	// MaxBytes bounds the sum of the payload sizes of one Append or
+	// AppendBatch. Default 16 MiB; range 1..64 MiB.
+	MaxBytes int
+}
+
+// Defaults and ranges of Config's limits.
+const (
+	DefaultMaxItems = 4096
+	MaxMaxItems     = 1 << 16
+	DefaultMaxBytes = 16 << 20
+	MaxMaxBytes     = 64 << 20
+)
+
+// Server names a cluster member.
+type Server struct {
+	ID      string
+	Address string
+}
+
+// Result is what one write became on every replica: a receipt, or the
+// refusal every replica made alike (a *core.ConflictError, an idempotency
+// mismatch, a validation error). Index is the raft log index of the entry
+// that carried it: pass it to WaitApplied on any node to read the write
+// there.
+type Result struct {
+	Receipt core.Receipt
+	Err     error
+	Index   uint64
+}
+
+// Node is one member of a cluster: a raft instance whose state machine is
+// this node's tenant stores.
+type Node struct {
+	cfg     Config
+	raft    *raft.Raft
+	fsm     *fsm
+	trans   raft.Transport
+	bolt    *raftboltdb.BoltStore
+	timeout time.Duration
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open starts a node. It removes Dir/tenants, then raft restores the stores
+// from its latest snapshot and replays the log after it: the stores are
+// derived state, raft's log is the truth. A node with no raft state waits
+// for Bootstrap (first node) or for a leader's Join.
+func Open(cfg Config) (*Node, error) {
+	if cfg.ID == "" || cfg.Dir == "" {
+		return nil, errors.New("cluster: Config.ID and Config.Dir are required")
+	}
+	if cfg.Transport == nil && cfg.Bind == "" {
+		return nil, errors.New("cluster: Config.Bind (or Config.Transport) is required")
+	}
+	switch {
+	case cfg.MaxItems == 0:
+		cfg.MaxItems = DefaultMaxItems
+	case cfg.MaxItems < 0 || cfg.MaxItems > MaxMaxItems:
+		return nil, fmt.Errorf("cluster: Config.MaxItems is %d, the range is 1..%d", cfg.MaxItems, MaxMaxItems)
+	}
+	switch {
+	case cfg.MaxBytes == 0:
+		cfg.MaxBytes = DefaultMaxBytes
+	case cfg.MaxBytes < 0 || cfg.MaxBytes > MaxMaxBytes:
+		return nil, fmt.Errorf("cluster: Config.MaxBytes is %d, the range is 1..%d", cfg.MaxBytes, MaxMaxBytes)
+	}
+	if cfg.StoreConfig == nil {
+		cfg.StoreConfig = func(dir string) core.Config {
+			c := tenancy.StoreConfig(dir, false)
+			c.Sync.EveryNEvents, c.Sync.Interval = 0, 0
+			return c
+		}
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	setDur(&rc.HeartbeatTimeout, cfg.HeartbeatTimeout)
+	setDur(&rc.ElectionTimeout, cfg.ElectionTimeout)
+	setDur(&rc.LeaderLeaseTimeout, cfg.LeaderLeaseTimeout)
+	setDur(&rc.SnapshotInterval, cfg.SnapshotInterval)
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 256
+	out := cfg.RaftLog
+	if out == nil {
+		out = io.Discard
+	}
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft " + cfg.ID, Output: out, Level: hclog.Info})
+	if err := raft.ValidateConfig(rc); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+
+	raftDir := filepath.Join(cfg.Dir, "raft")
+	root := filepath.Join(cfg.Dir, "tenants")
+	if err := os.MkdirAll(raftDir, 0o755); err != nil {
+		return nil, err
+	}
+	// raft.db's lock is the node's: taken before anything is removed, so a
+	// second Open of a Dir in use fails without touching the running node.
+	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(raftDir, "raft.db"), BoltOptions: &bbolt.Options{Timeout: time.Second}})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: opening the raft log in %s (is another node using it?): %w", raftDir, err)
+	}
+	staging := filepath.Join(cfg.Dir, "snapshot-staging")
+	for _, d := range []string{root, staging, filepath.Join(cfg.Dir, "restoring")} {
+		if err := os.RemoveAll(d); err != nil {
+			bolt.Close()
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		bolt.Close()
+		return nil, err
+	}
+	snaps, err := raft.NewFileSnapshotStore(raftDir, 2, out)
+	if err != nil {
+		bolt.Close()
+		return nil, fmt.Errorf("cluster: opening raft snapshots: %w", err)
+	}
+	trans := cfg.Transport
+	if trans == nil {
+		var adv net.Addr
+		if cfg.Advertise != "" {
+			if adv, err = net.ResolveTCPAddr("tcp", cfg.Advertise); err != nil {
+				bolt.Close()
+				return nil, fmt.Errorf("cluster: Config.Advertise: %w", err)
+			}
+		}
+		if trans, err = raft.NewTCPTransport(cfg.Bind, adv, 3, 10*time.Second, out); err != nil {
+			bolt.Close()
+			return nil, fmt.Errorf("cluster: listening on %s: %w", cfg.Bind, err)
+		}
+	}
+	f := newFSM(root, staging, cfg.StoreConfig)
+	logs, err := raft.NewLogCache(1024, bolt)
+	if err != nil {
+		bolt.Close()
+		return nil, err
+	}
+	r, err := raft.NewRaft(rc, f, logs, bolt, snaps, trans)
+	if err != nil {
+		bolt.Close()
+		closeTransport(trans)
+		return nil, fmt.Errorf("cluster: starting raft: %w", err)
+	}
+	n := &Node{cfg: cfg, raft: r, fsm: f, trans: trans, bolt: bolt, timeout: cfg.ApplyTimeout}
+	if n.timeout <= 0 {
+		n.timeout = 10 * time.Second
+	}
+	return n, nil
+}
+
+func setDur(dst *time.Duration, v time.Duration) {
+	if v > 0 {
+		*dst = v
+	}
+}
+
+func closeTransport(t raft.Transport) {
+	if c, ok := t.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+// Addr is the node's raft address (with Bind "host:0", the port chosen).
+func (n *Node) Addr() string { return string(n.trans.LocalAddr()) }
+
+// ID is the node's server id.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// Bootstrap makes servers (this node among them) the cluster's first
+// configuration. Call it once, on one node of a new cluster; on a node
+// with raft state it fails with raft.ErrCantBootstrap.
+func (n *Node) Bootstrap(servers ...Server) error {
+	var c raft.Configuration
+	for _, s := range servers {
+		c.Servers = append(c.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(s.ID), Address: raft.ServerAddress(s.Address)})
+	}
+	return n.raft.BootstrapCluster(c).Error()
+}
+
+// Join adds a voting member (leader only: otherwise a *NotLeaderError). It
+// returns once the new configuration is committed; the new node then
+// catches up from the leader — from a snapshot when the log it needs was
+// truncated.
+func (n *Node) Join(id, addr string) error {
+	return n.leaderOp(n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, n.timeout))
+}
+
+// Leave removes a member (leader only: otherwise a *NotLeaderError).
+func (n *Node) Leave(id string) error {
+	return n.leaderOp(n.raft.RemoveServer(raft.ServerID(id), 0, n.timeout))
+}
+
+func (n *Node) leaderOp(f raft.IndexFuture) error {
+	err := f.Error()
+	if errors.Is(err, raft.ErrNotLeader) {
+		return n.notLeader()
+	}
+	return err
+}
+
+func (n *Node) notLeader() error {
+	addr, id := n.raft.LeaderWithID()
+	return &NotLeaderError{Leader: string(addr), LeaderID: string(id)}
+}
+
+// Leader returns the leader's address and id as this node knows them;
+// empty while there is none.
+func (n *Node) Leader() (addr, id string) {
+	a, i := n.raft.LeaderWithID()
+	return string(a), string(i)
+}
+
+// IsLeader reports whether this node is the leader.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Append writes items to tenant as independent appends (each its own
+// compare-and-set and idempotency decision, in order) carried by one raft
+// entry, and returns one Result per item. See AppendBatch for what is
+// fixed before proposing and what the acknowledgement means.
+func (n *Node) Append(ctx context.Context, tenant string, items ...core.BatchItem) ([]Result, error) {
+	return n.propose(ctx, tenant, false, items)
+}
+
+// AppendBatch writes items to tenant as one atomic batch
+// (core.Store.AppendBatch) carried by one raft entry: every Result has a
+// receipt, or every Result carries the batch's refusal.
+//
+// The leader fixes what replicas could not agree on by themselves — each
+// item's event id (unless the caller set Options.ID) and timestamp (unless
+// set) — then proposes the entry. The results are returned only after the
+// entry is committed (on a majority of nodes' raft logs, synced) and
+// applied to this node's store. Errors: a *NotLeaderError on a follower
+// (nothing proposed; send it to the leader it names); ErrOutcomeUnknown
+// when leadership was lost after proposing; ctx's error when ctx ends
+// first (the write may still be applied); ErrHalted when this node
+// stopped applying; ErrClosed after Close. Refused before proposing: an invalid tenant id, and
+// more than Config.MaxItems items or Config.MaxBytes of payload
+// (ErrTooLarge).
+func (n *Node) AppendBatch(ctx context.Context, tenant string, items []core.BatchItem) ([]Result, error) {
+	return n.propose(ctx, tenant, true, items)
+}
+
+func (n *Node) propose(ctx context.Context, tenant string, batch bool, items []core.BatchItem) ([]Result, error) {
+	if err := tenancy.ValidID(tenant); err != nil {
+		return nil, err
+	}
+	if len(items) > n.cfg.MaxItems {
+		return nil, fmt.Errorf("%w: %d items, the limit is %d (Config.MaxItems)", ErrTooLarge, len(items), n.cfg.MaxItems)
+	}
+	total := 0
+	for i := range items {
+		total += len(items[i].Payload)
+	}
+	if total > n.cfg.MaxBytes {
+		return nil, fmt.Errorf("%w: %d payload bytes, the limit is %d (Config.MaxBytes)", ErrTooLarge, total, n.cfg.MaxBytes)
+	}
+	if err := n.fsm.err(); err != nil {
+		return nil, err
+	}
+	switch n.raft.State() {
+	case raft.Leader:
+	case raft.Shutdown:
+		return nil, ErrClosed
+	default:
+		return nil, n.notLeader()
+	}
+	now := time.Now().UnixMicro()
+	c := &command{Tenant: tenant, Batch: batch, Items: make([]wireItem, len(items))}
+	for i, it := range items {
+		if it.Options.ID.IsZero() {
+			it.Options.ID = core.NewEventID()
+		}
+		if it.Options.Timestamp == 0 {
+			it.Options.Timestamp = now
+		}
+		c.Items[i] = toWire(it)
+	}
+	data, err := encodeCommand(c)
+	if err != nil {
+		return nil, err
+	}
+	timeout := n.timeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	f := n.raft.Apply(data, timeout)
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout) && n.raft.State() != raft.Leader:
+		return nil, n.notLeader()
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown):
+		return nil, fmt.Errorf("%w (%v)", ErrOutcomeUnknown, err)
+	case err != nil:
+		return nil, err
+	}
+	switch resp := f.Response().(type) {
+	case []Result:
+		return resp, nil
+	case error:
+		return nil, resp
+	default:
+		return nil, fmt.Errorf("cluster: unexpected apply response %T", resp)
+	}
+}
+
+// WaitApplied blocks until this node's stores hold every log entry up to
+// index (a Result's Index): read-your-writes on any node. It returns ctx's
+// error (wrapped, naming both indexes) when ctx ends first, or the halt
+// error when the node stopped applying.
+func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
+	return n.fsm.waitApplied(ctx, index)
+}
+
+// AppliedIndex is the last log index applied to this node's stores.
+func (n *Node) AppliedIndex() uint64 { return n.fsm.appliedIndex() }
+
+// Barrier waits until this node (the leader) has applied every entry
+// committed before the call: after it, a local read is linearizable.
+// On a follower it returns a *NotLeaderError.
+func (n *Node) Barrier(ctx context.Context) error {
+	timeout := n.timeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	err := n.raft.Barrier(timeout).Error()
+	if errors.Is(err, raft.ErrNotLeader) {
+		return n.notLeader()
+	}
+	return err
+}
+
+// View runs fn with the tenant's store on this node, for reads; the store
+// shows what this node has applied (see WaitApplied). fn must not keep the
+// store: a snapshot restore closes and replaces it after fn returns. It
+// returns ErrNoTenant when nothing was applied to the tenant here, and
+// ErrClosed after Close.
+func (n *Node) View(tenant string, fn func(*core.Store) error) error {
+	if err := tenancy.ValidID(tenant); err != nil {
+		return err
+	}
+	if _, err := n.fsm.store(tenant, false); err != nil {
+		return err
+	}
+	n.fsm.mu.RLock()
+	defer n.fsm.mu.RUnlock()
+	s := n.fsm.stores[tenant]
+	if s == nil {
+		return fmt.Errorf("%w: %q", ErrNoTenant, tenant)
+	}
+	return fn(s)
+}
+
+// Tenants lists the tenants this node holds stores for.
+func (n *Node) Tenants() ([]string, error) {
+	n.fsm.mu.RLock()
+	defer n.fsm.mu.RUnlock()
+	return tenantDirs(n.fsm.root)
+}
+
+// Snapshot takes a raft snapshot now (every tenant store copied with
+// core.Store.Snapshot) and truncates raft's log to Config.TrailingLogs
+// entries behind it. raft also does this on its own every
+// SnapshotInterval once SnapshotThreshold entries have accumulated.
+func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
+
+// Stats returns raft's counters for this node (state, term,
+// last_log_index, commit_index, applied_index, last_snapshot_index, …).
+func (n *Node) Stats() map[string]string { return n.raft.Stats() }
+
+// Err reports why the node stopped applying the log (an entry in an
+// unknown command format, a store it cannot write), or nil. A halted node
+// acknowledges nothing more; restarting it (after fixing the cause, e.g.
+// upgrading) rebuilds its stores from raft.
+func (n *Node) Err() error { return n.fsm.err() }
+
+// Close stops the node: raft shuts down (a leader steps down without
+// handing over), then the stores are closed. The node's raft state stays
+// in Dir for a restart. Calling Close again returns the first call's error.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() { n.closeErr = n.close() })
+	return n.closeErr
+}
+
+func (n *Node) close() error {
+	close(n.fsm.stop)
+	err := n.raft.Shutdown().Error()
+	closeTransport(n.trans)
+	if e := n.bolt.Close(); err == nil {
+		err = e
+	}
+	n.fsm.mu.Lock()
+	n.fsm.closed = true
+	if e := n.fsm.closeStores(); err == nil {
+		err = e
+	}
+	n.fsm.mu.Unlock()
+	return err
+}
