@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/durable"
 	"github.com/batpak-go/batpak/internal/printable"
 	"github.com/batpak-go/batpak/plugins"
 	"github.com/batpak-go/batpak/policy"
@@ -776,39 +777,10 @@ func (m *Manager) gc(tenant string) {
 // store writes the module to its content address, durably, unless it is
 // there already.
 func (m *Manager) store(tenant, digest string, data []byte) error {
-	dst := m.modulePath(tenant, digest)
-	if b, err := os.ReadFile(dst); err == nil && bytes.Equal(b, data) {
-		return nil
-	}
-	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, ".upload-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, dst)
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := durable.WriteFile(m.modulePath(tenant, digest), data); err != nil {
 		return fmt.Errorf("tenantplugin: storing the module: %w", err)
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return nil
 }
 
 // Plugin returns the tenant's plugin called name as loaded, running its

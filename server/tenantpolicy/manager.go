@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/durable"
 	"github.com/batpak-go/batpak/policy"
 	"github.com/batpak-go/batpak/policy/opa"
 	"github.com/batpak-go/batpak/server/control"
@@ -448,39 +449,10 @@ func (m *Manager) loadStored(ctx context.Context, tenant, rev string) *loaded {
 // store writes the bundle to its content address, durably, unless it
 // is there already.
 func (m *Manager) store(tenant, rev string, data []byte) error {
-	dst := m.bundlePath(tenant, rev)
-	if b, err := os.ReadFile(dst); err == nil && bytes.Equal(b, data) {
-		return nil
-	}
-	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, ".upload-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, dst)
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := durable.WriteFile(m.bundlePath(tenant, rev), data); err != nil {
 		return fmt.Errorf("tenantpolicy: storing the bundle: %w", err)
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return nil
 }
 
 // Admission returns the admission of one tenant's store: the platform
