@@ -104,7 +104,7 @@ func nemesisRound(t *testing.T, c *memCluster, round int, seed int64) (nemesisFa
 	t.Helper()
 	rng := rand.New(rand.NewSource(seed))
 	fault := nemesisFault(rng.Intn(int(numFaults)))
-	tenant := fmt.Sprintf("t%d", round%3)
+	tenant := fmt.Sprintf("t%d", round%5)
 	prefix := fmt.Sprintf("r%03d-", round)
 	h := &nemesisHistory{acked: map[core.EventID]bool{}, refused: map[core.EventID]bool{}, maybe: map[core.EventID]bool{}, keys: map[string]bool{}}
 	t0 := time.Now()
@@ -126,13 +126,17 @@ func nemesisRound(t *testing.T, c *memCluster, round int, seed int64) (nemesisFa
 			}
 		}(w)
 	}
-	time.Sleep(time.Duration(50+rng.Intn(100)) * time.Millisecond)
-	hold := time.Duration(100+rng.Intn(400)) * time.Millisecond
+	time.Sleep(time.Duration(30+rng.Intn(50)) * time.Millisecond)
+	hold := time.Duration(50+rng.Intn(250)) * time.Millisecond
+	tFault := time.Now()
 	applyFault(t, c, fault, rng, hold)
+	tHeal := time.Now()
 	c.settled(10 * time.Second)
-	time.Sleep(100 * time.Millisecond)
+	tSettled := time.Now()
+	time.Sleep(50 * time.Millisecond)
 	close(stop)
 	wg.Wait()
+	tStopped := time.Now()
 
 	// Healed: every node applies the leader's last index.
 	l := c.settled(10 * time.Second)
@@ -154,6 +158,9 @@ func nemesisRound(t *testing.T, c *memCluster, round int, seed int64) (nemesisFa
 		checkReplica(t, n, tenant, prefix, h)
 	}
 	checkLinearizable(t, h.ops)
+	t.Logf("round %d (seed %d) %s: clients %s, fault %s (hold %s), settle %s, stop %s, checks %s; %d acknowledged, %d linearizability ops",
+		round, seed, fault, tFault.Sub(t0).Round(time.Millisecond), tHeal.Sub(tFault).Round(time.Millisecond), hold,
+		tSettled.Sub(tHeal).Round(time.Millisecond), tStopped.Sub(tSettled).Round(time.Millisecond), time.Since(tStopped).Round(time.Millisecond), len(h.acked), len(h.ops))
 	return fault, roundStats{acked: len(h.acked), casOps: len(h.ops)}
 }
 
@@ -187,7 +194,7 @@ func applyFault(t *testing.T, c *memCluster, f nemesisFault, rng *rand.Rand, hol
 		c.heal(l.ID())
 	case faultPauseNode:
 		c.partition(anyNode)
-		time.Sleep(hold)
+		time.Sleep(hold + 150*time.Millisecond)
 		c.heal(anyNode)
 	case faultWipeNode:
 		c.stop(anyNode)
@@ -224,13 +231,20 @@ type nemesisClient struct {
 	id     int
 }
 
-const nemesisOpsPerClient = 25
+// nemesisOpsPerClient bounds a client's operations in one round; clients
+// pause nemesisPause between operations so that they span the fault.
+const (
+	nemesisOpsPerClient = 60
+	nemesisPause        = 8 * time.Millisecond
+)
 
+// stopped reports whether the round is over; otherwise it pauses up to
+// nemesisPause first.
 func (cl *nemesisClient) stopped() bool {
 	select {
 	case <-cl.stop:
 		return true
-	default:
+	case <-time.After(time.Duration(cl.rng.Int63n(int64(nemesisPause)))):
 		return false
 	}
 }
@@ -278,7 +292,7 @@ func (cl *nemesisClient) write(items []core.BatchItem, batch bool) outcome {
 			continue
 		}
 		o.attempts = append(o.attempts, ids)
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		var rs []cluster.Result
 		var err error
 		if batch {
