@@ -69,7 +69,7 @@ func TestNemesis(t *testing.T) {
 		rs := seed + int64(r)
 		f, st := nemesisRound(t, c, r, rs)
 		if t.Failed() {
-			t.Fatalf("round %d failed: fault %s; replay with BATPAK_NEMESIS_SEED=%d BATPAK_NEMESIS_ROUNDS=1", r, f, rs)
+			t.FailNow()
 		}
 		faults[f]++
 		acked += st.acked
@@ -104,6 +104,11 @@ func nemesisRound(t *testing.T, c *memCluster, round int, seed int64) (nemesisFa
 	t.Helper()
 	rng := rand.New(rand.NewSource(seed))
 	fault := nemesisFault(rng.Intn(int(numFaults)))
+	defer func() {
+		if t.Failed() {
+			t.Logf("round %d failed: fault %s; replay with BATPAK_NEMESIS_SEED=%d BATPAK_NEMESIS_ROUNDS=1", round, fault, seed)
+		}
+	}()
 	tenant := fmt.Sprintf("t%d", round%5)
 	prefix := fmt.Sprintf("r%03d-", round)
 	h := &nemesisHistory{acked: map[core.EventID]bool{}, refused: map[core.EventID]bool{}, maybe: map[core.EventID]bool{}, keys: map[string]bool{}}
@@ -127,13 +132,13 @@ func nemesisRound(t *testing.T, c *memCluster, round int, seed int64) (nemesisFa
 		}(w)
 	}
 	time.Sleep(time.Duration(30+rng.Intn(50)) * time.Millisecond)
-	hold := time.Duration(50+rng.Intn(250)) * time.Millisecond
+	hold := time.Duration(30+rng.Intn(170)) * time.Millisecond
 	tFault := time.Now()
 	applyFault(t, c, fault, rng, hold)
 	tHeal := time.Now()
 	c.settled(10 * time.Second)
 	tSettled := time.Now()
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(30 * time.Millisecond)
 	close(stop)
 	wg.Wait()
 	tStopped := time.Now()
@@ -194,7 +199,7 @@ func applyFault(t *testing.T, c *memCluster, f nemesisFault, rng *rand.Rand, hol
 		c.heal(l.ID())
 	case faultPauseNode:
 		c.partition(anyNode)
-		time.Sleep(hold + 150*time.Millisecond)
+		time.Sleep(hold + 100*time.Millisecond)
 		c.heal(anyNode)
 	case faultWipeNode:
 		c.stop(anyNode)
