@@ -109,7 +109,7 @@ func nemesisRound(t *testing.T, c *memCluster, round int, seed int64) (nemesisFa
 			t.Logf("round %d failed: fault %s; replay with BATPAK_NEMESIS_SEED=%d BATPAK_NEMESIS_ROUNDS=1", round, fault, seed)
 		}
 	}()
-	tenant := fmt.Sprintf("t%d", round%5)
+	tenant := fmt.Sprintf("t%d", round%8)
 	prefix := fmt.Sprintf("r%03d-", round)
 	h := &nemesisHistory{acked: map[core.EventID]bool{}, refused: map[core.EventID]bool{}, maybe: map[core.EventID]bool{}, keys: map[string]bool{}}
 	t0 := time.Now()
@@ -239,7 +239,7 @@ type nemesisClient struct {
 // nemesisOpsPerClient bounds a client's operations in one round; clients
 // pause nemesisPause between operations so that they span the fault.
 const (
-	nemesisOpsPerClient = 60
+	nemesisOpsPerClient = 40
 	nemesisPause        = 8 * time.Millisecond
 )
 
