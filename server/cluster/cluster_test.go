@@ -584,3 +584,38 @@ func batchRetrying(nodes func() []*cluster.Node, tenant string, within time.Dura
 	}
 	return nil, fmt.Errorf("no batch accepted within %s: %w", within, last)
 }
+
+// TestBarrierAndAppendEndWithCtx: a leader cut off from its majority
+// cannot commit; Barrier and Append return when ctx ends instead of
+// waiting for raft (which, if the node shuts down with the entry
+// committed but not applied, never answers).
+func TestBarrierAndAppendEndWithCtx(t *testing.T) {
+	c := newMemCluster(t, 3, nil)
+	l := c.settled(5 * time.Second)
+	mustAppend(t, l, "acme", item("e", `1`, core.AppendOptions{}))
+	c.partition(l.ID())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	if err := l.Barrier(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Barrier on a cut-off leader with a 30ms ctx: %v, want the deadline", err)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel2()
+	_, err := l.Append(ctx2, "acme", item("e", `2`, core.AppendOptions{}))
+	if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, cluster.ErrNotLeader) {
+		t.Fatalf("Append on a cut-off leader with a 30ms ctx: %v, want the deadline", err)
+	}
+	// Closed while waiting: Barrier answers ErrClosed, not never.
+	done := make(chan error, 1)
+	go func() { done <- l.Barrier(context.Background()) }()
+	time.Sleep(20 * time.Millisecond)
+	c.stop(l.ID())
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Barrier succeeded on a leader cut off from its majority")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Barrier did not return within 5s of Close")
+	}
+}

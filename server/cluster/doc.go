@@ -27,8 +27,9 @@
 //	                            the loss of any minority of nodes
 //	Result with Err             refused alike by every replica (nothing written)
 //	*NotLeaderError             not proposed: send it to the leader it names
-//	ErrOutcomeUnknown           proposed, then leadership was lost: it may or
-//	                            may not be written; retry with idempotency keys
+//	ErrOutcomeUnknown           proposed, then leadership was lost (or the
+//	                            node closed): it may or may not be written;
+//	                            retry with idempotency keys
 //	ctx's error                 unknown as above (the entry may still commit)
 //	ErrHalted                   this node stopped applying (see Node.Err)
 //

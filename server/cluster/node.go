@@ -314,9 +314,10 @@ func (n *Node) Append(ctx context.Context, tenant string, items ...core.BatchIte
 // entry is committed (on a majority of nodes' raft logs, synced) and
 // applied to this node's store. Errors: a *NotLeaderError on a follower
 // (nothing proposed; send it to the leader it names); ErrOutcomeUnknown
-// when leadership was lost after proposing; ctx's error when ctx ends
-// first (the write may still be applied); ErrHalted when this node
-// stopped applying; ErrClosed after Close. Refused before proposing: an invalid tenant id, and
+// when leadership was lost after proposing, or the node was closed while
+// it waited; ctx's error when ctx ends first (the write may still be
+// applied); ErrHalted when this node stopped applying; ErrClosed after
+// Close. Refused before proposing: an invalid tenant id, and
 // more than Config.MaxItems items or Config.MaxBytes of payload
 // (ErrTooLarge).
 func (n *Node) AppendBatch(ctx context.Context, tenant string, items []core.BatchItem) ([]Result, error) {
@@ -367,12 +368,8 @@ func (n *Node) propose(ctx context.Context, tenant string, batch bool, items []c
 		timeout = time.Until(dl)
 	}
 	f := n.raft.Apply(data, timeout)
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if err = n.wait(ctx, f); errors.Is(err, ctx.Err()) && ctx.Err() != nil {
+		return nil, err
 	}
 	switch {
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout) && n.raft.State() != raft.Leader:
@@ -405,17 +402,37 @@ func (n *Node) AppliedIndex() uint64 { return n.fsm.appliedIndex() }
 
 // Barrier waits until this node (the leader) has applied every entry
 // committed before the call: after it, a local read is linearizable.
-// On a follower it returns a *NotLeaderError.
+// On a follower it returns a *NotLeaderError. It returns ctx's error when
+// ctx ends first, and ErrClosed when the node is closed while it waits.
 func (n *Node) Barrier(ctx context.Context) error {
 	timeout := n.timeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
-	err := n.raft.Barrier(timeout).Error()
-	if errors.Is(err, raft.ErrNotLeader) {
+	err := n.wait(ctx, n.raft.Barrier(timeout))
+	switch {
+	case errors.Is(err, raft.ErrNotLeader):
 		return n.notLeader()
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrClosed
 	}
 	return err
+}
+
+// wait returns f's error, or ctx's when ctx ends first, or
+// raft.ErrRaftShutdown when the node closes first: raft never answers a
+// future whose entry was committed but not yet applied when it shut down.
+func (n *Node) wait(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.fsm.stop:
+		return raft.ErrRaftShutdown
+	}
 }
 
 // View runs fn with the tenant's store on this node, for reads; the store
