@@ -163,45 +163,29 @@ func causalRemote(ctx context.Context, rc *remoteConf, id core.EventID, lim core
 	if err != nil {
 		return core.CausalResult{}, err
 	}
-	var evs []core.StoredEvent
-	var truncated bool
-	fail := func(err error) error {
-		if errors.Is(err, client.ErrNotFound) {
-			return &detailError{msg: fmt.Sprintf("no event %s in %s", id, rc.where()), err: err}
-		}
-		return remoteError(err)
-	}
+	var p client.CausalPage
 	if down {
-		p, err := t.Descendants(ctx, id.String(), lim.MaxEvents, lim.MaxDepth)
-		if err != nil {
-			return core.CausalResult{}, fail(err)
-		}
-		truncated = p.Truncated
-		for _, w := range p.Events {
-			ev, err := fromWire(w)
-			if err != nil {
-				return core.CausalResult{}, err
-			}
-			evs = append(evs, ev)
-		}
+		p, err = t.Descendants(ctx, id.String(), lim.MaxEvents, lim.MaxDepth)
 	} else {
-		p, err := t.Correlation(ctx, id.String(), lim.MaxEvents)
+		p, err = t.Correlation(ctx, id.String(), lim.MaxEvents)
+	}
+	if errors.Is(err, client.ErrNotFound) {
+		return core.CausalResult{}, &detailError{msg: fmt.Sprintf("no event %s in %s", id, rc.where()), err: err}
+	} else if err != nil {
+		return core.CausalResult{}, remoteError(err)
+	}
+	evs := make([]core.StoredEvent, 0, len(p.Events))
+	for _, w := range p.Events {
+		ev, err := fromWire(w)
 		if err != nil {
-			return core.CausalResult{}, fail(err)
+			return core.CausalResult{}, err
 		}
-		truncated = p.Truncated
-		for _, w := range p.Events {
-			ev, err := fromWire(w)
-			if err != nil {
-				return core.CausalResult{}, err
-			}
-			evs = append(evs, ev)
-		}
+		evs = append(evs, ev)
 	}
 	if len(evs) == 0 {
 		return core.CausalResult{}, fmt.Errorf("no event %s in %s", id, rc.where())
 	}
-	return core.CausalResult{Events: evs, Truncated: truncated}, nil
+	return core.CausalResult{Events: evs, Truncated: p.Truncated}, nil
 }
 
 // causalForest lays evs (in global order) out as trees of causation
