@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/sdk/client"
+	"github.com/batpak-go/batpak/server"
 )
 
 // TestPolicyDecisionLogForgetsDeletedTenant: decisions of a tenant still
@@ -103,5 +104,69 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestPolicyDecisionLogTenantShare: one tenant flooding denials while the
+// decision log's writer is held up fills at most a quarter of the queue;
+// another tenant's denial meanwhile is still queued and recorded.
+func TestPolicyDecisionLogTenantShare(t *testing.T) {
+	root := t.TempDir()
+	const queue = 8 // a tenant's share: 2
+	ps := startPolicyServer(t, root, func(c *server.Config) { c.PolicyDecisionQueue = queue })
+	ctx := context.Background()
+	op := ps.as(t, operatorToken).Admin()
+	tenant := func(id string) *client.Tenant {
+		t.Helper()
+		if _, err := op.CreateTenant(ctx, id, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		k, err := op.IssueKey(ctx, id, "a", "admin", "writer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ps.as(t, k.Key).Tenant(id)
+	}
+	deny := func(tc *client.Tenant, entity string) {
+		t.Helper()
+		if _, err := tc.Append(ctx, note(entity)); !errors.Is(err, client.ErrPolicyDenied) {
+			t.Fatalf("append %s: %v, want a denial", entity, err)
+		}
+	}
+	slow := tenant("slow")
+	slowDir := filepath.Join(root, "srv", "decisions", "slow")
+	if err := os.MkdirAll(slowDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(slowDir, "0000000000000001.jsonl")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("no FIFO: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(slowDir, "0000000000000002.jsonl"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deny(slow, "blocked:slow")
+	var hold *os.File
+	waitUntil(t, "the writer to block on the FIFO", func() bool {
+		f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+		hold = f
+		return err == nil
+	})
+
+	noisy, quiet := tenant("noisy"), tenant("quiet")
+	for i := range 3 * queue {
+		deny(noisy, fmt.Sprintf("blocked:noisy-%d", i))
+	}
+	deny(quiet, "blocked:quiet")
+	hold.Close() // the writer goes on
+	if err := os.Remove(fifo); err != nil {
+		t.Fatal(err)
+	}
+
+	if got := allDecisions(t, quiet, client.PolicyDecisionQuery{}); len(got) != 1 || got[0].Input["event.entity"] != "blocked:quiet" {
+		t.Fatalf("tenant quiet's log: %+v, want its one denial (the noisy tenant crowded it out)", got)
+	}
+	if got := allDecisions(t, noisy, client.PolicyDecisionQuery{}); len(got) != queue/4 {
+		t.Fatalf("tenant noisy's log holds %d decisions, want its share of the queue, %d", len(got), queue/4)
 	}
 }

@@ -132,8 +132,9 @@ type Config struct {
 	// 64 KiB..1 GiB. (server.policy_decision_log_bytes)
 	PolicyDecisionLogBytes int64
 	// PolicyDecisionQueue bounds the decisions waiting to be written to
-	// the decision logs (one writer for all tenants; also at most 32 MiB
-	// of them): a write never waits for the log's disk, and a decision
+	// the decision logs (one writer for all tenants, one tenant at most a
+	// quarter of them; also at most 32 MiB): a write never waits for the
+	// log's disk, and a decision
 	// past the bound is dropped and counted
 	// (batpak_policy_decision_log_dropped_total, the tenant's stats).
 	// Default 4096; range 1..1048576. (server.policy_decision_queue)

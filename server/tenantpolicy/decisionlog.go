@@ -88,8 +88,13 @@ type decisionStore struct {
 	q chan queued
 
 	mu       sync.Mutex
-	enqueued uint64        // decisions accepted into q
-	qbytes   int64         // their JSON not yet written
+	enqueued uint64 // decisions accepted into q
+	qbytes   int64  // their JSON not yet written
+	// pending counts each tenant's decisions in q: one tenant holds at
+	// most share of them, so its flood of denials cannot crowd out the
+	// other tenants' decisions.
+	pending  map[string]int
+	share    int
 	written  uint64        // decisions the writer has handled (written or failed)
 	progress chan struct{} // closed and replaced when written grows
 	tenants  map[string]*tenantLog
@@ -114,18 +119,29 @@ func newDecisionStore(dir string, maxCount int, maxBytes int64, queue int, log *
 		dir: dir, maxCount: maxCount, maxBytes: maxBytes,
 		segCount: max(1, (maxCount+3)/4), segBytes: max(1, min((maxBytes+3)/4, maxSegmentBytes)),
 		log: log, exists: exists, q: make(chan queued, queue), progress: make(chan struct{}),
+		pending: map[string]int{}, share: tenantQueueShare(queue),
 		tenants: map[string]*tenantLog{}, removed: map[string]uint64{}, stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	go s.run()
 	return s, nil
 }
 
+// tenantQueueShare is how many of a queue's decisions one tenant may
+// hold: a quarter of it, at least 1 (all of a queue under 4).
+func tenantQueueShare(queue int) int {
+	if queue < 4 {
+		return queue
+	}
+	return queue / 4
+}
+
 // enqueue hands a decision to the writer without waiting: false when the
-// queue is full (the decision is dropped and counted).
+// queue is full, or holds the tenant's share already (the decision is
+// dropped and counted).
 func (s *decisionStore) enqueue(tenant string, line []byte) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.qbytes+int64(len(line)) > DecisionQueueMaxBytes {
+	if s.qbytes+int64(len(line)) > DecisionQueueMaxBytes || s.pending[tenant] >= s.share {
 		s.dropped.Add(1)
 		return false
 	}
@@ -133,6 +149,7 @@ func (s *decisionStore) enqueue(tenant string, line []byte) bool {
 	case s.q <- queued{tenant: tenant, seq: s.enqueued + 1, line: line}:
 		s.enqueued++
 		s.qbytes += int64(len(line))
+		s.pending[tenant]++
 		return true
 	default:
 		s.dropped.Add(1)
@@ -223,6 +240,11 @@ func (s *decisionStore) write(batch []queued) {
 	}
 	s.mu.Lock()
 	s.written += uint64(len(batch))
+	for t, its := range items {
+		if s.pending[t] -= len(its); s.pending[t] <= 0 {
+			delete(s.pending, t)
+		}
+	}
 	for t, last := range s.removed {
 		if last <= s.written {
 			delete(s.removed, t)

@@ -63,8 +63,10 @@
 // Options.DecisionLogSize decisions within Options.DecisionLogBytes of
 // JSON, filtered by time, id, result and revision, a page at a time. The
 // write path never waits for it: a decision is queued (at most
-// Options.DecisionQueue of them, and DecisionQueueMaxBytes) for one
-// writer goroutine; past the bound it is dropped and counted
+// Options.DecisionQueue of them, one tenant at most a quarter of that,
+// and DecisionQueueMaxBytes) for one writer goroutine, so one tenant's
+// flood of denials cannot crowd out the others'; past the bound it is
+// dropped and counted
 // (DecisionCounts, DecisionStats). A query first waits for the decisions
 // queued before it to be written. A deleted tenant's log is removed with
 // its bundles, and its decisions still queued are never written (not

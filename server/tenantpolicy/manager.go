@@ -73,8 +73,9 @@ type Options struct {
 	// 64 KiB..1 GiB.
 	DecisionLogBytes int64
 	// DecisionQueue bounds the decisions waiting for the decision log's
-	// writer (also bounded by DecisionQueueMaxBytes): the write path
-	// never waits for the disk; a decision past the bound is dropped and
+	// writer (also bounded by DecisionQueueMaxBytes; one tenant holds at
+	// most a quarter of it): the write path never waits for the disk; a
+	// decision past the bound is dropped and
 	// counted (DecisionCounts.Dropped, DecisionStats.Dropped). 0 means
 	// DefaultDecisionQueue (4096); range 1..1048576.
 	DecisionQueue int
