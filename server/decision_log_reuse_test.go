@@ -28,46 +28,10 @@ import (
 func TestPolicyDecisionLogForgetsDeletedTenant(t *testing.T) {
 	root := t.TempDir()
 	ps := startPolicyServer(t, root, nil)
+	op, tenant, deny := decisionTenants(t, ps)
 	ctx := context.Background()
-	op := ps.as(t, operatorToken).Admin()
-	tenant := func(id string) *client.Tenant {
-		t.Helper()
-		if _, err := op.CreateTenant(ctx, id, nil, nil); err != nil {
-			t.Fatal(err)
-		}
-		k, err := op.IssueKey(ctx, id, "a", "admin", "writer")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ps.as(t, k.Key).Tenant(id)
-	}
-	deny := func(tc *client.Tenant, entity string) {
-		t.Helper()
-		if _, err := tc.Append(ctx, note(entity)); !errors.Is(err, client.ErrPolicyDenied) {
-			t.Fatalf("append %s: %v, want a denial", entity, err)
-		}
-	}
 	slow := tenant("slow")
-	slowDir := filepath.Join(root, "srv", "decisions", "slow")
-	if err := os.MkdirAll(slowDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	fifo := filepath.Join(slowDir, "0000000000000001.jsonl")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Skipf("no FIFO: %v", err)
-	}
-	if err := os.WriteFile(filepath.Join(slowDir, "0000000000000002.jsonl"), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	deny(slow, "blocked:slow")
-	// Once the writer reads the FIFO, a non-blocking open of its write end
-	// succeeds; holding it open keeps the writer waiting.
-	var hold *os.File
-	waitUntil(t, "the writer to block on the FIFO", func() bool {
-		f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
-		hold = f
-		return err == nil
-	})
+	hold, fifo := holdDecisionWriter(t, root, slow, deny)
 
 	acme := tenant("acme")
 	for i := range 5 {
@@ -114,6 +78,32 @@ func TestPolicyDecisionLogTenantShare(t *testing.T) {
 	root := t.TempDir()
 	const queue = 8 // a tenant's share: 2
 	ps := startPolicyServer(t, root, func(c *server.Config) { c.PolicyDecisionQueue = queue })
+	_, tenant, deny := decisionTenants(t, ps)
+	slow := tenant("slow")
+	hold, fifo := holdDecisionWriter(t, root, slow, deny)
+
+	noisy, quiet := tenant("noisy"), tenant("quiet")
+	for i := range 3 * queue {
+		deny(noisy, fmt.Sprintf("blocked:noisy-%d", i))
+	}
+	deny(quiet, "blocked:quiet")
+	hold.Close() // the writer goes on
+	if err := os.Remove(fifo); err != nil {
+		t.Fatal(err)
+	}
+
+	if got := allDecisions(t, quiet, client.PolicyDecisionQuery{}); len(got) != 1 || got[0].Input["event.entity"] != "blocked:quiet" {
+		t.Fatalf("tenant quiet's log: %+v, want its one denial (the noisy tenant crowded it out)", got)
+	}
+	if got := allDecisions(t, noisy, client.PolicyDecisionQuery{}); len(got) != queue/4 {
+		t.Fatalf("tenant noisy's log holds %d decisions, want its share of the queue, %d", len(got), queue/4)
+	}
+}
+
+// decisionTenants returns ps's admin client, a function creating a tenant
+// with an admin key (its client), and one appending an event the platform
+// policy denies.
+func decisionTenants(t *testing.T, ps policyServer) (*client.Admin, func(id string) *client.Tenant, func(tc *client.Tenant, entity string)) {
 	ctx := context.Background()
 	op := ps.as(t, operatorToken).Admin()
 	tenant := func(id string) *client.Tenant {
@@ -133,12 +123,21 @@ func TestPolicyDecisionLogTenantShare(t *testing.T) {
 			t.Fatalf("append %s: %v, want a denial", entity, err)
 		}
 	}
-	slow := tenant("slow")
+	return op, tenant, deny
+}
+
+// holdDecisionWriter holds the decision log's writer up deterministically:
+// tenant slow's first log segment (under the server root's srv/) is made
+// a FIFO, one of slow's denials sends the writer to read it, and the
+// returned write end, while open, keeps it waiting. Closing hold lets the
+// writer go on; removing fifo keeps later queries from waiting on it.
+func holdDecisionWriter(t *testing.T, root string, slow *client.Tenant, deny func(*client.Tenant, string)) (hold *os.File, fifo string) {
+	t.Helper()
 	slowDir := filepath.Join(root, "srv", "decisions", "slow")
 	if err := os.MkdirAll(slowDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	fifo := filepath.Join(slowDir, "0000000000000001.jsonl")
+	fifo = filepath.Join(slowDir, "0000000000000001.jsonl")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Skipf("no FIFO: %v", err)
 	}
@@ -146,27 +145,12 @@ func TestPolicyDecisionLogTenantShare(t *testing.T) {
 		t.Fatal(err)
 	}
 	deny(slow, "blocked:slow")
-	var hold *os.File
+	// Once the writer reads the FIFO, a non-blocking open of its write end
+	// succeeds.
 	waitUntil(t, "the writer to block on the FIFO", func() bool {
 		f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
 		hold = f
 		return err == nil
 	})
-
-	noisy, quiet := tenant("noisy"), tenant("quiet")
-	for i := range 3 * queue {
-		deny(noisy, fmt.Sprintf("blocked:noisy-%d", i))
-	}
-	deny(quiet, "blocked:quiet")
-	hold.Close() // the writer goes on
-	if err := os.Remove(fifo); err != nil {
-		t.Fatal(err)
-	}
-
-	if got := allDecisions(t, quiet, client.PolicyDecisionQuery{}); len(got) != 1 || got[0].Input["event.entity"] != "blocked:quiet" {
-		t.Fatalf("tenant quiet's log: %+v, want its one denial (the noisy tenant crowded it out)", got)
-	}
-	if got := allDecisions(t, noisy, client.PolicyDecisionQuery{}); len(got) != queue/4 {
-		t.Fatalf("tenant noisy's log holds %d decisions, want its share of the queue, %d", len(got), queue/4)
-	}
+	return hold, fifo
 }
