@@ -148,21 +148,9 @@ func (s *Store) newBatch(ctx context.Context, action Action, items []BatchItem) 
 	keys := map[string]int{}
 	for i := range items {
 		it := &items[i]
-		opts := it.Options
-		switch c := it.Causation; c.kind {
-		case 1:
-			opts.CausationID = c.id
-		case 2:
-			if c.index < 0 || c.index >= i {
-				return nil, &BatchItemError{Index: i, Err: errPriorItem(c.index)}
-			}
-			opts.CausationID = evs[c.index].id
-			if opts.CorrelationID.IsZero() {
-				opts.CorrelationID = evs[c.index].opts.CorrelationID
-				if opts.CorrelationID.IsZero() {
-					opts.CorrelationID = evs[c.index].id
-				}
-			}
+		opts, err := resolveCausation(i, it, evs)
+		if err != nil {
+			return nil, err
 		}
 		if k := opts.IdempotencyKey; k != "" {
 			if j, dup := keys[k]; dup {
@@ -180,6 +168,29 @@ func (s *Store) newBatch(ctx context.Context, action Action, items []BatchItem) 
 		return nil, err
 	}
 	return &request{op: opBatch, items: evs, bt: &BatchTicket{}}, nil
+}
+
+// resolveCausation returns item i's options with its Causation turned
+// into a causation id (and, for PriorItem, the prior item's correlation
+// when it names none); evs holds the items before it.
+func resolveCausation(i int, it *BatchItem, evs []eventReq) (AppendOptions, error) {
+	opts := it.Options
+	switch c := it.Causation; c.kind {
+	case 1:
+		opts.CausationID = c.id
+	case 2:
+		if c.index < 0 || c.index >= i {
+			return opts, &BatchItemError{Index: i, Err: errPriorItem(c.index)}
+		}
+		opts.CausationID = evs[c.index].id
+		if opts.CorrelationID.IsZero() {
+			opts.CorrelationID = evs[c.index].opts.CorrelationID
+			if opts.CorrelationID.IsZero() {
+				opts.CorrelationID = evs[c.index].id
+			}
+		}
+	}
+	return opts, nil
 }
 
 // completion is the resolve-once machinery shared by Ticket and

@@ -139,6 +139,9 @@ func (s *Store) Compact(ctx context.Context, cfg CompactConfig) (CompactReport, 
 	if s.readOnly {
 		return CompactReport{}, ErrReadOnly
 	}
+	if s.cfg.Replicator != nil {
+		return CompactReport{}, fmt.Errorf("%w: Compact", ErrReplicated)
+	}
 	if err := s.checkReadable(); err != nil {
 		return CompactReport{}, err
 	}

@@ -124,6 +124,13 @@ type Config struct {
 	// (see Admission); the policy package provides gates. Default nil:
 	// every valid write is admitted.
 	Admission Admission
+	// Replicator, when set, takes every admitted write (appends, batches,
+	// reactions, imports, plugin and system writes) to a replicated log
+	// instead of this store's writer; the log's state machine writes it
+	// back with SubmitReplicated on every replica (see Replicator). Fences,
+	// Redact, EraseEntity and Compact are refused with ErrReplicated.
+	// Default nil: the store writes its own log.
+	Replicator Replicator
 	// ProjectionCache keeps projected states between Project calls (see
 	// NewLRUCache, NewFileCache). Default nil: no cache.
 	ProjectionCache ProjectionCache

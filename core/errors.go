@@ -22,6 +22,13 @@ var (
 	ErrClosed = errors.New("batpak: store is closed")
 	// ErrReadOnly: the store was opened with OpenReadOnly; nothing was written.
 	ErrReadOnly = errors.New("batpak: store is read-only")
+	// ErrReplicated: the operation rewrites or hides the log locally (a
+	// fence, Redact, EraseEntity, Compact) and the store's writes belong to
+	// a Replicator; nothing was done.
+	ErrReplicated = errors.New("batpak: not supported on a replicated store")
+	// ErrNotReplicated: SubmitReplicated on a store without a Replicator;
+	// nothing was written.
+	ErrNotReplicated = errors.New("batpak: the store has no Replicator")
 	// ErrLocked: another process holds the store's writer lock; see LockedError.
 	ErrLocked = errors.New("batpak: store is locked by another process")
 	// ErrInvalidConfig: a Config field is out of its documented range.

@@ -38,6 +38,9 @@ func (s *Store) Redact(ctx context.Context, id EventID) error {
 	if s.readOnly {
 		return ErrReadOnly
 	}
+	if s.cfg.Replicator != nil {
+		return fmt.Errorf("%w: Redact", ErrReplicated)
+	}
 	// Locations are looked up under erasureMu, which a compaction holds
 	// while it moves events to other files.
 	s.erasureMu.Lock()
@@ -66,6 +69,9 @@ func (s *Store) Redact(ctx context.Context, id EventID) error {
 func (s *Store) EraseEntity(ctx context.Context, entity string) (int, error) {
 	if s.readOnly {
 		return 0, ErrReadOnly
+	}
+	if s.cfg.Replicator != nil {
+		return 0, fmt.Errorf("%w: EraseEntity", ErrReplicated)
 	}
 	s.erasureMu.Lock()
 	defer s.erasureMu.Unlock()

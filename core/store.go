@@ -423,6 +423,17 @@ func (s *Store) send(r *request, try bool) (*Ticket, error) {
 	if s.readOnly {
 		return nil, ErrReadOnly
 	}
+	if s.cfg.Replicator != nil && !r.local {
+		switch r.op {
+		case opAppend, opBatch:
+			if r.fence != nil {
+				return nil, fmt.Errorf("%w: writes through a fence", ErrReplicated)
+			}
+			return s.replicate(r)
+		case opFenceBegin:
+			return nil, fmt.Errorf("%w: fences", ErrReplicated)
+		}
+	}
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
 	if s.closed {

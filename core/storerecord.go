@@ -47,7 +47,7 @@ func (s *Store) prepareStoreRecord(coord Coordinate, kind Kind, payload []byte) 
 // so an error means it was not written.
 func (s *Store) appendStoreRecord(ctx context.Context, ev eventReq) (Receipt, error) {
 	for {
-		r := &request{op: opAppend, ev: ev}
+		r := &request{op: opAppend, ev: ev, local: true}
 		r.t = &r.ticket
 		t, err := s.enqueue(r)
 		if err == nil {

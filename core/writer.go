@@ -51,6 +51,9 @@ type request struct {
 	t     *Ticket    // opAppend and control ops
 	bt    *BatchTicket
 	snap  *snapPoint // opSnapshot: where the published log ends
+	// local writes go to this store's writer even when it has a
+	// Replicator: the replicated log's own applies, and store records.
+	local bool
 
 	ticket Ticket // t points here for appends: one allocation per write
 }
