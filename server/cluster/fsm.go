@@ -26,7 +26,7 @@ import (
 type fsm struct {
 	root        string // tenant stores: root/<tenant>
 	staging     string // snapshot copies being persisted
-	storeConfig func(dir string) core.Config
+	storeConfig func(tenant, dir string) core.Config
 
 	mu     sync.RWMutex
 	stores map[string]*core.Store
@@ -40,7 +40,7 @@ type fsm struct {
 	stop chan struct{} // closed by Node.Close: releases a halted apply
 }
 
-func newFSM(root, staging string, storeConfig func(string) core.Config) *fsm {
+func newFSM(root, staging string, storeConfig func(tenant, dir string) core.Config) *fsm {
 	return &fsm{root: root, staging: staging, storeConfig: storeConfig,
 		stores: map[string]*core.Store{}, changed: make(chan struct{}), stop: make(chan struct{})}
 }
@@ -146,7 +146,7 @@ func (f *fsm) queue(c *command, index uint64) (*entryWrites, error) {
 		}
 		return ew
 	}
-	if err := tenancy.ValidID(c.Tenant); err != nil {
+	if err := validStore(c.Tenant); err != nil {
 		return fail(err), nil
 	}
 	if len(c.Items) == 0 {
@@ -162,7 +162,7 @@ func (f *fsm) queue(c *command, index uint64) (*entryWrites, error) {
 		for j := range c.Items {
 			items[j] = c.Items[j].item()
 		}
-		bt, err := s.SubmitBatch(ctx, items)
+		bt, err := s.SubmitReplicatedBatch(ctx, items)
 		if err != nil {
 			return fail(err), nil
 		}
@@ -171,12 +171,7 @@ func (f *fsm) queue(c *command, index uint64) (*entryWrites, error) {
 	}
 	ew.tickets = make([]*core.Ticket, len(c.Items))
 	for j := range c.Items {
-		it := c.Items[j].item()
-		if it.Causation != core.NoCausation() {
-			ew.res[j].Err = fmt.Errorf("%w: a prior-item causation outside a batch", core.ErrInvalidOptions)
-			continue
-		}
-		t, err := s.SubmitWithOptions(ctx, it.Coordinate, it.Kind, it.Payload, it.Options)
+		t, err := s.SubmitReplicated(ctx, c.Items[j].item())
 		if err != nil {
 			ew.res[j].Err = err
 			continue
@@ -270,7 +265,7 @@ func (f *fsm) storeLocked(tenant string, create bool) (*core.Store, error) {
 			return nil, fmt.Errorf("%w: %q", ErrNoTenant, tenant)
 		}
 	}
-	s, err := core.Open(f.storeConfig(dir))
+	s, err := core.Open(f.storeConfig(tenant, dir))
 	if err != nil {
 		return nil, fmt.Errorf("cluster: opening tenant %q: %w", tenant, err)
 	}
@@ -345,7 +340,7 @@ func tenantDirs(root string) ([]string, error) {
 	}
 	var names []string
 	for _, e := range ents {
-		if e.IsDir() && tenancy.ValidID(e.Name()) == nil {
+		if e.IsDir() && validStore(e.Name()) == nil {
 			names = append(names, e.Name())
 		}
 	}

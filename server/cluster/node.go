@@ -40,13 +40,17 @@ type Config struct {
 	// raft.InmemTransport). The node closes it on Close if it is an
 	// io.Closer.
 	Transport raft.Transport
-	// StoreConfig is the core.Config of a tenant's store in dir; every
-	// node of a cluster must use the same limits (batch sizes, payload
-	// size), or their refusals differ. Default: tenancy.StoreConfig(dir,
-	// false) with syncing off (Sync.EveryNEvents and Interval 0): raft's
-	// log is what makes a write durable, and Open rebuilds the stores from
-	// it, so syncing them would cost every node fsyncs for nothing.
-	StoreConfig func(dir string) core.Config
+	// StoreConfig is the core.Config of the store of tenant (or of
+	// SystemStore) in dir; every node of a cluster must use the same limits
+	// (batch sizes, payload size), or their refusals differ. The node sets
+	// its Replicator: writes taken by the store through its ordinary API
+	// (Append, AppendBatch, reactions, Import) are admitted by its
+	// Admission on this node and then proposed to raft (see Node.Store).
+	// Default: tenancy.StoreConfig(dir, false) with syncing off
+	// (Sync.EveryNEvents and Interval 0): raft's log is what makes a write
+	// durable, and Open rebuilds the stores from it, so syncing them would
+	// cost every node fsyncs for nothing.
+	StoreConfig func(tenant, dir string) core.Config
 
 	// HeartbeatTimeout and ElectionTimeout: how long a follower waits
 	// without hearing from the leader before it stands for election.
@@ -142,7 +146,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("cluster: Config.MaxBytes is %d, the range is 1..%d", cfg.MaxBytes, MaxMaxBytes)
 	}
 	if cfg.StoreConfig == nil {
-		cfg.StoreConfig = func(dir string) core.Config {
+		cfg.StoreConfig = func(_, dir string) core.Config {
 			c := tenancy.StoreConfig(dir, false)
 			c.Sync.EveryNEvents, c.Sync.Interval = 0, 0
 			return c
@@ -212,7 +216,16 @@ func Open(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("cluster: listening on %s: %w", cfg.Bind, err)
 		}
 	}
-	f := newFSM(root, staging, cfg.StoreConfig)
+	n := &Node{cfg: cfg, trans: trans, bolt: bolt, timeout: cfg.ApplyTimeout}
+	if n.timeout <= 0 {
+		n.timeout = 10 * time.Second
+	}
+	f := newFSM(root, staging, func(tenant, dir string) core.Config {
+		c := cfg.StoreConfig(tenant, dir)
+		c.Replicator = &replicator{n: n, tenant: tenant}
+		return c
+	})
+	n.fsm = f
 	logs, err := raft.NewLogCache(1024, bolt)
 	if err != nil {
 		bolt.Close()
@@ -224,10 +237,7 @@ func Open(cfg Config) (*Node, error) {
 		closeTransport(trans)
 		return nil, fmt.Errorf("cluster: starting raft: %w", err)
 	}
-	n := &Node{cfg: cfg, raft: r, fsm: f, trans: trans, bolt: bolt, timeout: cfg.ApplyTimeout}
-	if n.timeout <= 0 {
-		n.timeout = 10 * time.Second
-	}
+	n.raft = r
 	return n, nil
 }
 
@@ -325,7 +335,17 @@ func (n *Node) AppendBatch(ctx context.Context, tenant string, items []core.Batc
 }
 
 func (n *Node) propose(ctx context.Context, tenant string, batch bool, items []core.BatchItem) ([]Result, error) {
-	if err := tenancy.ValidID(tenant); err != nil {
+	data, err := n.command(tenant, batch, items)
+	if err != nil {
+		return nil, err
+	}
+	return n.apply(ctx, data)
+}
+
+// command checks a write against the node's limits and state, fixes what
+// replicas could not agree on (ids, timestamps) and encodes it.
+func (n *Node) command(tenant string, batch bool, items []core.BatchItem) ([]byte, error) {
+	if err := validStore(tenant); err != nil {
 		return nil, err
 	}
 	if len(items) > n.cfg.MaxItems {
@@ -359,16 +379,18 @@ func (n *Node) propose(ctx context.Context, tenant string, batch bool, items []c
 		}
 		c.Items[i] = toWire(it)
 	}
-	data, err := encodeCommand(c)
-	if err != nil {
-		return nil, err
-	}
+	return encodeCommand(c)
+}
+
+// apply proposes an encoded command and waits for this node's apply.
+func (n *Node) apply(ctx context.Context, data []byte) ([]Result, error) {
 	timeout := n.timeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
 	f := n.raft.Apply(data, timeout)
-	if err = n.wait(ctx, f); errors.Is(err, ctx.Err()) && ctx.Err() != nil {
+	err := n.wait(ctx, f)
+	if errors.Is(err, ctx.Err()) && ctx.Err() != nil {
 		return nil, err
 	}
 	switch {
@@ -441,7 +463,7 @@ func (n *Node) wait(ctx context.Context, f raft.Future) error {
 // returns ErrNoTenant when nothing was applied to the tenant here, and
 // ErrClosed after Close.
 func (n *Node) View(tenant string, fn func(*core.Store) error) error {
-	if err := tenancy.ValidID(tenant); err != nil {
+	if err := validStore(tenant); err != nil {
 		return err
 	}
 	if _, err := n.fsm.store(tenant, false); err != nil {
