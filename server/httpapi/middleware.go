@@ -279,6 +279,9 @@ func (a *API) guard(rt Route) http.Handler {
 			}
 		}
 		err := a.admit(c)
+		if err == nil {
+			err = a.clusterRoute(c)
+		}
 		if err == nil && rt.stream && rt.Access == Tenant {
 			// A long response of tenant data ends as soon as its key is
 			// revoked or its tenant suspended or deleted.
@@ -300,7 +303,7 @@ func (a *API) guard(rt Route) http.Handler {
 		if err == nil {
 			err = rt.handler(c)
 		}
-		if err != nil {
+		if err != nil && err != errAnswered {
 			a.fail(c, err)
 		}
 	})

@@ -186,7 +186,10 @@ func (a *API) problemFor(c *call, err error) *apiError {
 	}
 	var out *apiError
 	pp := pluginProblem(err)
+	cp := clusterProblem(a, err)
 	switch {
+	case cp != nil && !errors.As(err, &ae):
+		out = cp
 	case pp != nil && !errors.As(err, &ae):
 		out = pp
 	case errors.As(err, &ae):

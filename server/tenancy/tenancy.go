@@ -102,6 +102,23 @@ type Config struct {
 	Exists func(id string) bool
 	// Logger receives open failures and close errors. Default slog.Default().
 	Logger *slog.Logger
+	// Provider, when set, supplies the stores instead of the registry
+	// opening, closing and deleting them itself (a cluster node owns its
+	// stores). Leases, Exists and the LRU work as without it; MaxOpen then
+	// bounds the stores the registry hands out, not the provider's.
+	Provider Provider
+}
+
+// Provider supplies a registry's stores (see Config.Provider).
+type Provider interface {
+	// Open returns tenant id's store; cfg is what the registry would
+	// have opened (the provider may ignore it).
+	Open(id string, cfg core.Config) (*core.Store, error)
+	// Release is called where the registry would close the store (idle,
+	// evicted, removed, registry closed).
+	Release(id string, s *core.Store) error
+	// Drop removes tenant id's data (Registry.Remove).
+	Drop(ctx context.Context, id string) error
 }
 
 // Stats are the registry's counters, for metrics.
@@ -332,7 +349,11 @@ func (r *Registry) openLocked(id string) (*Lease, error) {
 	var s *core.Store
 	var err error
 	if r.cfg.Exists(id) {
-		s, err = core.Open(cfg)
+		if r.cfg.Provider != nil {
+			s, err = r.cfg.Provider.Open(id, cfg)
+		} else {
+			s, err = core.Open(cfg)
+		}
 	}
 
 	r.mu.Lock()
@@ -400,7 +421,7 @@ func (r *Registry) closeLocked(t *tenant, counter *atomic.Uint64) error {
 	t.flight = f
 	s := t.store
 	r.mu.Unlock()
-	err := s.Close()
+	err := r.closeStore(t.id, s)
 	r.mu.Lock()
 	r.lru.Remove(t.elem)
 	t.elem, t.store, t.flight = nil, nil, nil
@@ -508,6 +529,16 @@ func (r *Registry) Remove(ctx context.Context, id string) error {
 	}
 	r.mu.Unlock()
 
+	if r.cfg.Provider != nil {
+		err := r.cfg.Provider.Drop(ctx, id)
+		r.mu.Lock()
+		r.endRemoveLocked(t)
+		r.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("tenancy: remove tenant %s: %w", id, err)
+		}
+		return closeErr
+	}
 	dir := filepath.Join(r.cfg.Root, id)
 	trash := filepath.Join(r.cfg.Root, fmt.Sprintf("%s%s-%d-%d", trashPrefix, id, time.Now().UnixNano(), r.trashSeq.Add(1)))
 	err := os.Rename(dir, trash)
@@ -524,6 +555,14 @@ func (r *Registry) Remove(ctx context.Context, id string) error {
 		return fmt.Errorf("tenancy: remove tenant %s (its data is out of the tenant's place; the rest is deleted at the next start): %w", id, err)
 	}
 	return closeErr
+}
+
+// closeStore closes s, or hands it back to the Provider.
+func (r *Registry) closeStore(id string, s *core.Store) error {
+	if r.cfg.Provider != nil {
+		return r.cfg.Provider.Release(id, s)
+	}
+	return s.Close()
 }
 
 // endRemoveLocked ends t's removal: an entry with no store is dropped.
@@ -589,7 +628,7 @@ func (r *Registry) Close(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := s.Close(); err != nil {
+			if err := r.closeStore(t.id, s); err != nil {
 				emu.Lock()
 				errs = append(errs, fmt.Errorf("tenancy: close tenant %s: %w", t.id, err))
 				emu.Unlock()

@@ -51,6 +51,19 @@ const (
 	// CodeNotImplemented: this server does not offer the route's feature
 	// (501; hosted workers on a server without a plugin source).
 	CodeNotImplemented = "NOT_IMPLEMENTED"
+	// CodeNotLeader: a cluster node that does not lead refused a write
+	// (or a linearizable read) without doing anything; send it to the
+	// leader (Problem.Leader, also the Location of a 307), retry later
+	// when no leader is known.
+	CodeNotLeader = "NOT_LEADER"
+	// CodeOutcomeUnknown: the write was proposed, then the node lost
+	// leadership or stopped before it learned the outcome: it may or may
+	// not be written. Retry with the same Idempotency-Key.
+	CodeOutcomeUnknown = "OUTCOME_UNKNOWN"
+	// CodeNotCaughtUp: a read asked for a sequence (min_seq) this node had
+	// not applied within server.cluster.read_wait; retry, or read from
+	// the leader.
+	CodeNotCaughtUp = "NOT_CAUGHT_UP"
 )
 
 // ProblemTypeBase prefixes a problem's "type": the code in lower case follows.
@@ -120,6 +133,9 @@ type Problem struct {
 	// PLUGIN_*: the plugin, and the kind of fault.
 	Plugin string `json:"plugin,omitempty"`
 	Fault  string `json:"fault,omitempty"`
+	// NOT_LEADER: the leader's API URL, when known, and its node id.
+	Leader   string `json:"leader,omitempty"`
+	LeaderID string `json:"leader_id,omitempty"`
 }
 
 // Event is an event as the API shows it.
