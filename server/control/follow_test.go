@@ -566,3 +566,54 @@ func TestOnChangeSingleNode(t *testing.T) {
 		t.Fatalf("replay: hook saw %q, want nothing", got)
 	}
 }
+
+// A plane far slower than its store's writers loses nothing: its
+// notifications overflow (they only wake it), and it reads every event
+// from the log, in order.
+func TestFollowerSlowerThanTheLogLosesNothing(t *testing.T) {
+	ctx := context.Background()
+	cfg := core.DefaultConfig(t.TempDir())
+	cfg.BroadcastCapacity = 4
+	replica, err := core.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replica.Close()
+	w := openWriter(t)
+	var mu sync.Mutex
+	var seen []uint64
+	f, err := Open(Options{Store: replica, OnChange: func(c Change) {
+		time.Sleep(200 * time.Microsecond)
+		mu.Lock()
+		seen = append(seen, c.Sequence)
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rep := newReplicator(w, replica)
+	const n = 300
+	for i := range n {
+		if _, err := w.CreateTenant(ctx, fmt.Sprintf("t-%d", i), Quotas{}, Settings{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitApplied(t, f, rep.copy(t))
+	if d := f.follow.sub.Dropped(); d == 0 {
+		t.Log("no notification was dropped: the overflow path was not exercised this run")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != n {
+		t.Fatalf("applied %d changes, want %d", len(seen), n)
+	}
+	for i, s := range seen {
+		if s != uint64(i) {
+			t.Fatalf("change %d applied was sequence %d", i, s)
+		}
+	}
+	if len(f.Tenants()) != n {
+		t.Fatalf("%d tenants, want %d", len(f.Tenants()), n)
+	}
+}
