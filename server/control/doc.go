@@ -118,5 +118,12 @@
 //	worker.*                        Workers.TenantChanged
 //
 // The effects must be idempotent: on the node that made a change, the
-// hook and the handler's own reaction both run.
+// hook and the handler's own reaction both run. The hook runs on the
+// tail, which every change method of the plane waits for, so an effect
+// that takes a lock some caller holds across a change method — httpapi's
+// tenantMu (held around DeleteTenant), the worker supervisor's opMu (held
+// around StartWorker, taken by TenantChanged) — or that waits for such a
+// caller (Registry.Remove waits for the tenant's leases) deadlocks if run
+// in the hook. Run only cheap, lock-free effects there (waking access
+// watchers); queue the rest to a goroutine of the server's.
 package control
