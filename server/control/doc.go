@@ -56,4 +56,74 @@
 //     ErrLimit, all wrapped with the subject; anything else is the system
 //     store's error (after an I/O error the plane must be reopened, as the
 //     store must).
+//
+// # Following a replicated store
+//
+// In a cluster every node's system store is replicated by raft: each
+// receives the same events in the same order, most of them written by
+// another node. A plane opened with Options.Store follows such a store
+// instead of owning one:
+//
+//   - Open replays what the store holds, then a tail goroutine keeps
+//     reading it with a core.Cursor (which never skips or repeats an
+//     event) and applies every new event, in global-sequence order,
+//     exactly once. A lossy subscription only wakes the tail; the cursor
+//     is what it applies, so a slow plane falls behind but loses nothing.
+//   - A change method validates against the state applied so far (it
+//     first waits until the plane has applied what the store held when
+//     the change began), appends with compare-and-set on the entity's
+//     clock through the store's ordinary AppendWithOptions (the
+//     replicated store proposes it and returns once it is committed and
+//     applied locally), then waits until the tail has applied it. So the
+//     caller reads its own change on return, and the tail is the only
+//     place the state changes. What the method returns is read after the
+//     change, and may reflect changes other nodes made just after it.
+//     Invariants that span entities (a key's tenant exists, the cursor
+//     limit) are checked against this node's applied state: exact when one
+//     node, the leader, makes every change after it has applied the whole
+//     log.
+//   - An event this version cannot apply (an unknown kind, written by a
+//     newer server, or a damaged record) is never skipped: the tail stops
+//     there, Err reports it, reads keep answering from the last change
+//     applied, and every change method fails with that error. Upgrade the
+//     node and reopen the plane to resume. The same holds if the store
+//     fails or is closed under the plane.
+//   - Applied and WaitApplied give read-your-writes across nodes: a
+//     client's receipt sequence, waited for on another node, makes its
+//     reads reflect the change.
+//   - Close stops the tail and waits for it; the store stays open (its
+//     owner closes it).
+//
+// A follower learns of changes it did not make, and the server must react
+// to them as it does to its own: Options.OnChange receives every change
+// applied after Open's replay (Change.Kind, Change.TenantID), once, in log
+// order — on the node that made it, before the change method returns. The
+// effects the server wires to it, which its admin handlers perform today
+// after their own change:
+//
+//	change                          effect
+//	------------------------------  -----------------------------------------------
+//	key.revoked                     end the key's SSE streams (httpapi accessChanged)
+//	tenant.suspended                end the tenant's streams; stop its hosted
+//	                                workers (accessChanged, Workers.TenantChanged)
+//	tenant.resumed                  start its hosted workers (Workers.TenantChanged)
+//	tenant.deleted                  end its streams, stop its workers, close and
+//	                                remove its store (Tenants.Remove), forget its
+//	                                quota buckets (Quotas.Forget), drop its policy
+//	                                and plugins (Policies.Remove, Plugins.Remove)
+//	tenant.quotas_set               none (quotas are read per request)
+//	policy.*, plugin.*              load the revision's bundle or module (kept
+//	                                outside the system store: a cluster must
+//	                                replicate those files too)
+//	worker.*                        Workers.TenantChanged
+//
+// The effects must be idempotent: on the node that made a change, the
+// hook and the handler's own reaction both run. The hook runs on the
+// tail, which every change method of the plane waits for, so an effect
+// that takes a lock some caller holds across a change method — httpapi's
+// tenantMu (held around DeleteTenant), the worker supervisor's opMu (held
+// around StartWorker, taken by TenantChanged) — or that waits for such a
+// caller (Registry.Remove waits for the tenant's leases) deadlocks if run
+// in the hook. Run only cheap, lock-free effects there (waking access
+// watchers); queue the rest to a goroutine of the server's.
 package control

@@ -25,6 +25,10 @@ import (
 type Plane struct {
 	store    *core.Store
 	defaults Quotas
+	onChange func(Change)
+	follow   *follower // nil: the plane applies its own changes (single node)
+	closeMu  sync.Mutex
+	closed   bool
 
 	wmu sync.Mutex // one change at a time: validate, append, apply
 
@@ -34,14 +38,42 @@ type Plane struct {
 
 // Options configure a Plane.
 type Options struct {
-	Dir      string // the system store's directory (<root>/system)
-	Defaults Quotas // the server's default quotas
+	// Dir is the system store's directory (<root>/system): Open opens the
+	// store there and the plane closes it on Close. Exactly one of Dir and
+	// Store is set.
+	Dir string
+	// Store, when set, is an open system store the plane follows instead
+	// of opening Dir — a store replicated by raft, whose events may be
+	// written by other nodes (see "Following a replicated store" in the
+	// package doc). The plane never closes it: its owner closes it after
+	// the plane's Close. Giving a Store is what makes a plane follow.
+	Store *core.Store
+	// Defaults are the server's default quotas.
+	Defaults Quotas
+	// OnChange, when set, is called with every change the plane applies
+	// after Open's replay (the replayed ones are not passed: the state
+	// Open returns holds them), once each, in the order of the log, after
+	// the plane's reads reflect it: the server's hook for the effects of
+	// a change (see the package doc). A following plane calls it on its
+	// tail goroutine, before a change method that recorded the change
+	// returns; a plane that does not follow calls it inside the change
+	// method. It must not call the plane's change methods, nor wait for a
+	// lock a caller of them holds meanwhile (they wait for it: a
+	// deadlock), and should return quickly: the next change waits for it.
+	OnChange func(Change)
 }
 
 // Open opens (creating if needed) the system store and replays it. It
 // fails if the store holds a change of a kind this version does not know
 // (written by a newer server), rather than serve a state it cannot rebuild.
+// With Options.Store it follows that store instead (see Options.Store).
 func Open(opts Options) (*Plane, error) {
+	if opts.Store != nil {
+		if opts.Dir != "" {
+			return nil, fmt.Errorf("%w: Options.Dir and Options.Store are both set (give one)", ErrInvalid)
+		}
+		return openFollowing(opts)
+	}
 	if opts.Dir == "" {
 		return nil, fmt.Errorf("%w: Options.Dir is empty", ErrInvalid)
 	}
@@ -55,7 +87,7 @@ func Open(opts Options) (*Plane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control: open system store: %w", err)
 	}
-	p := &Plane{store: s, defaults: opts.Defaults, st: newState()}
+	p := &Plane{store: s, defaults: opts.Defaults, onChange: opts.OnChange, st: newState()}
 	evs, err := s.Query(core.All())
 	if err != nil {
 		s.Close()
@@ -76,8 +108,22 @@ func Open(opts Options) (*Plane, error) {
 }
 
 // Close closes the system store. Reads keep answering from memory; changes
-// fail afterwards.
-func (p *Plane) Close() error { return p.store.Close() }
+// fail afterwards. A following plane (Options.Store) instead stops its
+// tail, waits for it to end and leaves the store open (its owner closes
+// it); its changes then fail with ErrClosed, and Close again returns nil.
+func (p *Plane) Close() error {
+	if p.follow == nil {
+		return p.store.Close()
+	}
+	p.closeMu.Lock()
+	defer p.closeMu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	p.stopFollowing()
+	return nil
+}
 
 // Verify re-reads the system store and checks its hash chains (see
 // core.Store.Verify): the audit trail of every admin change is intact.
@@ -115,8 +161,13 @@ func CursorEntity(tenant, name string) string { return "cursor:" + tenant + "/" 
 const OperatorEntity = "operator"
 
 // record appends one change with compare-and-set on its entity's clock and
-// applies it. The caller holds p.wmu.
+// applies it. The caller holds p.wmu. A following plane does not apply it
+// itself: it waits until its tail has (and so every change before it in
+// the log), so each change is applied once, in log order.
 func (p *Plane) record(ctx context.Context, kind core.Kind, entity string, b body) (change, error) {
+	if err := p.Err(); err != nil {
+		return change{}, err
+	}
 	b.By = policy.PrincipalFrom(ctx)
 	payload, err := encodeBody(b)
 	if err != nil {
@@ -144,9 +195,21 @@ func (p *Plane) record(ctx context.Context, kind core.Kind, entity string, b bod
 		return change{}, fmt.Errorf("control: record change: %w", err)
 	}
 	c := change{seq: r.GlobalSequence, clock: r.Clock, at: time.UnixMicro(r.Timestamp).UTC(), entity: entity, kind: kind, body: b}
+	if p.follow != nil {
+		// Like the append, not cut short by ctx: the next change's
+		// compare-and-set needs this one applied.
+		if err := p.WaitApplied(context.WithoutCancel(ctx), r.GlobalSequence+1); err != nil {
+			return change{}, fmt.Errorf("control: change %d recorded but not applied: %w", r.GlobalSequence, err)
+		}
+		return c, nil
+	}
 	p.mu.Lock()
 	p.st.apply(c)
 	p.mu.Unlock()
+	if p.onChange != nil {
+		c.raw = payload
+		p.onChange(c.public())
+	}
 	return c, nil
 }
 
@@ -164,7 +227,7 @@ func (p *Plane) CreateTenant(ctx context.Context, id string, q Quotas, s Setting
 	if err := s.Validate(); err != nil {
 		return Tenant{}, err
 	}
-	p.wmu.Lock()
+	p.lockChange()
 	defer p.wmu.Unlock()
 	if _, ok := p.Tenant(id); ok {
 		return Tenant{}, fmt.Errorf("%w: tenant %q", ErrExists, id)
@@ -202,7 +265,7 @@ func (p *Plane) Tenants() []Tenant {
 // changeTenant is the one path of every tenant update: find the tenant, let
 // decide what to record (ok false: nothing to record), record it.
 func (p *Plane) changeTenant(ctx context.Context, id string, kind core.Kind, decide func(Tenant) (body, bool)) (Tenant, error) {
-	p.wmu.Lock()
+	p.lockChange()
 	defer p.wmu.Unlock()
 	t, ok := p.Tenant(id)
 	if !ok {
@@ -246,7 +309,7 @@ func (p *Plane) ResumeTenant(ctx context.Context, id string) (Tenant, error) {
 // its cursor definitions are gone at once; the event lists them, so a
 // replay agrees.
 func (p *Plane) DeleteTenant(ctx context.Context, id string) error {
-	p.wmu.Lock()
+	p.lockChange()
 	defer p.wmu.Unlock()
 	if _, ok := p.Tenant(id); !ok {
 		return fmt.Errorf("%w: tenant %q", ErrNotFound, id)
@@ -311,7 +374,7 @@ func (p *Plane) IssueKey(ctx context.Context, k Key) (Key, error) {
 	if err := validKey(k); err != nil {
 		return Key{}, err
 	}
-	p.wmu.Lock()
+	p.lockChange()
 	defer p.wmu.Unlock()
 	if _, ok := p.Tenant(k.Tenant); !ok {
 		return Key{}, fmt.Errorf("%w: tenant %q", ErrNotFound, k.Tenant)
@@ -366,7 +429,7 @@ func (p *Plane) Keys(tenant string) []Key {
 // it. ErrNotFound if tenant has no live key of that id (a key of another
 // tenant is not found either).
 func (p *Plane) RevokeKey(ctx context.Context, tenant, id string) error {
-	p.wmu.Lock()
+	p.lockChange()
 	defer p.wmu.Unlock()
 	k, ok := p.Key(id)
 	if !ok || k.Tenant != tenant {
@@ -389,7 +452,7 @@ func (p *Plane) SetOperatorHash(ctx context.Context, h [32]byte) error {
 	if h == ([32]byte{}) {
 		return fmt.Errorf("%w: operator hash is zero", ErrInvalid)
 	}
-	p.wmu.Lock()
+	p.lockChange()
 	defer p.wmu.Unlock()
 	if cur, ok := p.OperatorHash(); ok && cur == h {
 		return nil
@@ -418,7 +481,7 @@ func (p *Plane) DefineCursorMax(ctx context.Context, c CursorDef, max int) error
 	if err := c.Region.Validate(); err != nil {
 		return err
 	}
-	p.wmu.Lock()
+	p.lockChange()
 	defer p.wmu.Unlock()
 	if _, ok := p.Tenant(c.Tenant); !ok {
 		return fmt.Errorf("%w: tenant %q", ErrNotFound, c.Tenant)
@@ -487,7 +550,7 @@ func (p *Plane) Cursor(tenant, name string) (CursorDef, bool) {
 // is none). Its committed position, kept in the tenant's store, is the
 // caller's to remove.
 func (p *Plane) DeleteCursor(ctx context.Context, tenant, name string) error {
-	p.wmu.Lock()
+	p.lockChange()
 	defer p.wmu.Unlock()
 	if _, ok := p.Cursor(tenant, name); !ok {
 		return fmt.Errorf("%w: cursor %q", ErrNotFound, name)

@@ -115,7 +115,7 @@ func (p *Plane) AddPluginVersion(ctx context.Context, tenant string, v PluginVer
 	if len(v.Manifest) > MaxPluginManifestBytes {
 		return TenantPlugin{}, fmt.Errorf("%w: plugin manifest: %d bytes, at most %d", ErrInvalid, len(v.Manifest), MaxPluginManifestBytes)
 	}
-	p.wmu.Lock()
+	p.lockChange()
 	defer p.wmu.Unlock()
 	if _, ok := p.Tenant(tenant); !ok {
 		return TenantPlugin{}, fmt.Errorf("%w: tenant %q", ErrNotFound, tenant)
@@ -147,7 +147,7 @@ func (p *Plane) AddPluginVersion(ctx context.Context, tenant string, v PluginVer
 // ErrNotFound if there is no such plugin or version; swapping to the
 // active version records nothing.
 func (p *Plane) SwapPlugin(ctx context.Context, tenant, name, version string) (TenantPlugin, error) {
-	p.wmu.Lock()
+	p.lockChange()
 	defer p.wmu.Unlock()
 	cur, ok := p.Plugin(tenant, name)
 	if !ok {
@@ -168,7 +168,7 @@ func (p *Plane) SwapPlugin(ctx context.Context, tenant, name, version string) (T
 // plugin or version. The caller removes the module files no version
 // refers to any longer.
 func (p *Plane) DeletePlugin(ctx context.Context, tenant, name, version string) error {
-	p.wmu.Lock()
+	p.lockChange()
 	defer p.wmu.Unlock()
 	cur, ok := p.Plugin(tenant, name)
 	if !ok {

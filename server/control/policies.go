@@ -74,7 +74,7 @@ func (p *Plane) changePolicy(ctx context.Context, tenant, rev string, kind core.
 	if err := ValidPolicyRevision(rev); err != nil {
 		return TenantPolicy{}, err
 	}
-	p.wmu.Lock()
+	p.lockChange()
 	defer p.wmu.Unlock()
 	if _, ok := p.Tenant(tenant); !ok {
 		return TenantPolicy{}, fmt.Errorf("%w: tenant %q", ErrNotFound, tenant)

@@ -235,7 +235,7 @@ func (p *Plane) StartWorkerMax(ctx context.Context, d WorkerDef, max, maxDefined
 	if err != nil {
 		return WorkerDef{}, err
 	}
-	p.wmu.Lock()
+	p.lockChange()
 	defer p.wmu.Unlock()
 	if _, ok := p.Tenant(d.Tenant); !ok {
 		return WorkerDef{}, fmt.Errorf("%w: tenant %q", ErrNotFound, d.Tenant)
@@ -316,7 +316,7 @@ func (p *Plane) ResetWorker(ctx context.Context, tenant, name string) (WorkerDef
 }
 
 func (p *Plane) changeWorker(ctx context.Context, tenant, name string, kind core.Kind, reason string, decide func(WorkerDef) bool) (WorkerDef, error) {
-	p.wmu.Lock()
+	p.lockChange()
 	defer p.wmu.Unlock()
 	w, ok := p.Worker(tenant, name)
 	if !ok {
