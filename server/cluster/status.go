@@ -52,8 +52,9 @@ type Member struct {
 	Leader bool `json:"leader,omitempty"`
 }
 
-// Status reports this node's raft state. It does not block on the
-// cluster; on a closed node State is "shutdown" and Servers is empty.
+// Status reports this node's raft state. It asks no other node (it waits
+// only for this node's raft loop to hand over its configuration); on a
+// closed node State is "shutdown" and Servers is empty.
 func (n *Node) Status() Status {
 	stats := n.raft.Stats()
 	num := func(k string) uint64 {

@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server/cluster"
 )
@@ -375,5 +377,9 @@ func TestLoadTLSNamesTheBadFile(t *testing.T) {
 	// TLS with an injected transport, or without a certificate, is refused.
 	if _, err := cluster.Open(cluster.Config{ID: "a", Dir: t.TempDir(), Bind: "127.0.0.1:0", TLS: &tls.Config{}}); err == nil || !strings.Contains(err.Error(), "no certificate") {
 		t.Fatalf("Open with a TLS config holding no certificate: %v", err)
+	}
+	_, tr := raft.NewInmemTransport("a")
+	if _, err := cluster.Open(cluster.Config{ID: "a", Dir: t.TempDir(), Transport: tr, TLS: cfg}); err == nil || !strings.Contains(err.Error(), "Config.TLS") {
+		t.Fatalf("Open with TLS and an injected transport: %v", err)
 	}
 }
