@@ -334,7 +334,7 @@ func TestTLSBoundsPendingHandshakes(t *testing.T) {
 		}
 		held = append(held, c)
 	}
-	time.Sleep(300 * time.Millisecond) // let the node accept them all
+	time.Sleep(time.Second) // let the node accept them all
 	c, err := net.Dial("tcp", n.Addr())
 	if err != nil {
 		t.Fatal(err)
