@@ -57,6 +57,54 @@
 // Node.Snapshot) and then truncates its log to TrailingLogs entries; a
 // node too far behind, or new, is sent the snapshot and then the log.
 //
+// # Membership
+//
+// Node.Join adds a voter. Joining again with the same id and address is a
+// no-op; a member with the same id at another address (or another id at
+// the same address) is removed, then the new one added, so the leader
+// starts the new member's log from nothing instead of crediting it with
+// what the old one had. Node.Status reports a node's role, term, indexes,
+// the leader and the members (JSON for the admin API).
+//
+// # Security
+//
+// Node-to-node traffic is raft's RPCs: log entries (every event's
+// payload), snapshots (every tenant's stores), votes and membership
+// changes. Without Config.TLS it is plain TCP: anyone who can reach the
+// raft port can read it and, by speaking raft, append to the log, win an
+// election or change the membership. Run it only on a private network.
+//
+// With Config.TLS (LoadTLS: a node certificate and key, a CA, and client
+// verification on) every connection is TLS 1.3 and mutually
+// authenticated: a node dials only peers whose certificate chains to the
+// CA and names the host it dialled, and accepts only peers presenting a
+// certificate the CA signed. That protects the traffic from being read or
+// altered on the wire and keeps out anyone without a CA-signed
+// certificate.
+//
+// What it does not do:
+//   - Authorize a peer beyond its certificate. Raft has no per-message
+//     authentication: any holder of a certificate the CA signed is a full
+//     peer — it can send entries, votes and snapshots as any server id.
+//     Use a CA that signs only this cluster's nodes, and keep node keys
+//     as secret as the data.
+//   - Bind server ids to certificates: the id a node claims is not
+//     checked against its certificate's name.
+//   - Revoke: there is no CRL or OCSP check; to evict a node whose key
+//     leaked, remove it (Leave) and re-key the cluster under a new CA.
+//   - Protect data at rest (Dir), or the admin API and clients (the
+//     server's own TLS and keys do that).
+//
+// Limits on unauthenticated peers: a TLS node handshakes inbound
+// connections off its accept loop, at most MaxPendingHandshakes at once
+// (more are closed at once), each bounded by Config.HandshakeTimeout
+// (default 5s): a peer that connects and sends nothing, or speaks plain
+// TCP, is disconnected within it and never reaches raft. Each refusal
+// counts in Status.RefusedConnections. An authenticated peer's
+// connection is raft's: raft pools idle connections, and holds them
+// without a deadline. Without TLS there is no such bound: raft itself
+// holds every accepted connection until it is closed.
+//
 // # Upgrades
 //
 // An entry starts with a command format version byte (see command.go). A

@@ -2,10 +2,10 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -36,6 +36,19 @@ type Config struct {
 	// Advertise is the address other nodes dial; empty means Bind's
 	// (which must then not be an unspecified address like 0.0.0.0).
 	Advertise string
+	// TLS, when set, carries node-to-node traffic over TLS: the node
+	// presents TLS's certificate to nodes that dial it and to nodes it
+	// dials, verifies theirs against RootCAs (the server name is the host
+	// of the address dialled unless TLS.ServerName is set), and with
+	// ClientAuth tls.RequireAndVerifyClientCert accepts only peers with a
+	// certificate ClientCAs signed: mutual TLS. LoadTLS builds one from PEM
+	// files. Every node of a cluster must use TLS, or none. Nil: plain TCP.
+	TLS *tls.Config
+	// HandshakeTimeout bounds an inbound connection's TLS handshake: a
+	// peer that connects and completes no handshake within it is
+	// disconnected (see MaxPendingHandshakes). Default 5s
+	// (DefaultHandshakeTimeout). Only used with TLS.
+	HandshakeTimeout time.Duration
 	// Transport, when set, replaces the TCP transport (tests pass a
 	// raft.InmemTransport). The node closes it on Close if it is an
 	// io.Closer.
@@ -115,6 +128,7 @@ type Node struct {
 	raft    *raft.Raft
 	fsm     *fsm
 	trans   raft.Transport
+	stream  *tlsStream // nil without Config.TLS
 	bolt    *raftboltdb.BoltStore
 	timeout time.Duration
 
@@ -132,6 +146,9 @@ func Open(cfg Config) (*Node, error) {
 	}
 	if cfg.Transport == nil && cfg.Bind == "" {
 		return nil, errors.New("cluster: Config.Bind (or Config.Transport) is required")
+	}
+	if cfg.Transport != nil && cfg.TLS != nil {
+		return nil, errors.New("cluster: Config.TLS secures the TCP transport; it cannot apply to Config.Transport")
 	}
 	switch {
 	case cfg.MaxItems == 0:
@@ -203,20 +220,14 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("cluster: opening raft snapshots: %w", err)
 	}
 	trans := cfg.Transport
+	var stream *tlsStream
 	if trans == nil {
-		var adv net.Addr
-		if cfg.Advertise != "" {
-			if adv, err = net.ResolveTCPAddr("tcp", cfg.Advertise); err != nil {
-				bolt.Close()
-				return nil, fmt.Errorf("cluster: Config.Advertise: %w", err)
-			}
-		}
-		if trans, err = raft.NewTCPTransport(cfg.Bind, adv, 3, 10*time.Second, out); err != nil {
+		if trans, stream, err = newTCPTransport(cfg, out); err != nil {
 			bolt.Close()
-			return nil, fmt.Errorf("cluster: listening on %s: %w", cfg.Bind, err)
+			return nil, err
 		}
 	}
-	n := &Node{cfg: cfg, trans: trans, bolt: bolt, timeout: cfg.ApplyTimeout}
+	n := &Node{cfg: cfg, trans: trans, stream: stream, bolt: bolt, timeout: cfg.ApplyTimeout}
 	if n.timeout <= 0 {
 		n.timeout = 10 * time.Second
 	}
@@ -274,7 +285,42 @@ func (n *Node) Bootstrap(servers ...Server) error {
 // returns once the new configuration is committed; the new node then
 // catches up from the leader — from a snapshot when the log it needs was
 // truncated.
+//
+// Joining again is safe: a voter already in the configuration with the
+// same id and address is left as it is (nil, nothing proposed). A member
+// with the same id at another address, or another id at the same address,
+// is a node that came back changed (a new address, a wiped disk with a new
+// id): it is removed first, then id is added at addr, so the leader forgets
+// what it knew of the old member's log instead of counting it towards a
+// quorum. The leader cannot be replaced this way (an error): move
+// leadership first.
 func (n *Node) Join(id, addr string) error {
+	if id == "" || addr == "" {
+		return errors.New("cluster: Join needs a node id and an address")
+	}
+	if n.raft.State() != raft.Leader {
+		return n.notLeader()
+	}
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return n.leaderOp(f)
+	}
+	for _, s := range f.Configuration().Servers {
+		sameID, sameAddr := s.ID == raft.ServerID(id), s.Address == raft.ServerAddress(addr)
+		switch {
+		case !sameID && !sameAddr:
+			continue
+		case sameID && sameAddr && s.Suffrage == raft.Voter:
+			return nil
+		case sameID && sameAddr:
+			continue // a nonvoter: AddVoter promotes it
+		case s.ID == raft.ServerID(n.cfg.ID):
+			return fmt.Errorf("cluster: joining %s at %s would replace the leader (%s at %s); transfer leadership first", id, addr, s.ID, s.Address)
+		}
+		if err := n.leaderOp(n.raft.RemoveServer(s.ID, 0, n.timeout)); err != nil {
+			return fmt.Errorf("cluster: removing %s at %s before adding %s at %s: %w", s.ID, s.Address, id, addr, err)
+		}
+	}
 	return n.leaderOp(n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, n.timeout))
 }
 

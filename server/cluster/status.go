@@ -1,0 +1,105 @@
+package cluster
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Status is a node's view of the cluster, for the admin API and the CLI.
+// It is a snapshot taken without coordination: fields read at slightly
+// different moments may disagree by an entry or two.
+type Status struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	// State is "leader", "follower", "candidate" or "shutdown".
+	State string `json:"state"`
+	// Leader is the leader this node knows of (ID and Address only);
+	// empty during an election.
+	Leader Member `json:"leader"`
+	Term   uint64 `json:"term"`
+	// AppliedIndex is the last log index applied to this node's stores
+	// (Node.AppliedIndex); CommitIndex the last this node knows committed;
+	// LastLogIndex the last in its log (or snapshot).
+	AppliedIndex      uint64 `json:"applied_index"`
+	CommitIndex       uint64 `json:"commit_index"`
+	LastLogIndex      uint64 `json:"last_log_index"`
+	LastSnapshotIndex uint64 `json:"last_snapshot_index"`
+	// LastContact is, on a follower or candidate, the time since it last
+	// heard from a leader (-1 if it never has); 0 on the leader.
+	LastContact time.Duration `json:"last_contact"`
+	// Servers is the latest cluster configuration this node knows (it may
+	// not be committed yet); empty on a node never bootstrapped or joined.
+	Servers []Member `json:"servers"`
+	// RefusedConnections counts inbound connections a TLS node closed
+	// before raft saw them: failed or timed-out handshakes (a certificate
+	// from another CA, a plain-TCP peer, silence) and connections beyond
+	// MaxPendingHandshakes. Always 0 without Config.TLS.
+	RefusedConnections uint64 `json:"refused_connections"`
+	// Halted is Node.Err's message when the node stopped applying the log.
+	Halted string `json:"halted,omitempty"`
+}
+
+// Member is one server of the cluster configuration.
+type Member struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	// Suffrage is "voter" or "nonvoter" ("staging" is unused by raft).
+	Suffrage string `json:"suffrage,omitempty"`
+	// Leader is set on the member this node knows as the leader.
+	Leader bool `json:"leader,omitempty"`
+}
+
+// Status reports this node's raft state. It asks no other node (it waits
+// only for this node's raft loop to hand over its configuration); on a
+// closed node State is "shutdown" and Servers is empty.
+func (n *Node) Status() Status {
+	stats := n.raft.Stats()
+	num := func(k string) uint64 {
+		v, _ := strconv.ParseUint(stats[k], 10, 64)
+		return v
+	}
+	addr, id := n.raft.LeaderWithID()
+	st := Status{
+		ID:                n.cfg.ID,
+		Address:           n.Addr(),
+		State:             strings.ToLower(n.raft.State().String()),
+		Leader:            Member{ID: string(id), Address: string(addr)},
+		Term:              num("term"),
+		AppliedIndex:      n.AppliedIndex(),
+		CommitIndex:       n.raft.CommitIndex(),
+		LastLogIndex:      num("last_log_index"),
+		LastSnapshotIndex: num("last_snapshot_index"),
+		Servers:           []Member{},
+	}
+	switch state := n.raft.State(); {
+	case state == raft.Leader:
+	case n.raft.LastContact().IsZero():
+		st.LastContact = -1
+	default:
+		st.LastContact = time.Since(n.raft.LastContact())
+	}
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			m := Member{ID: string(s.ID), Address: string(s.Address), Leader: s.ID == id && id != ""}
+			switch s.Suffrage {
+			case raft.Voter:
+				m.Suffrage = "voter"
+			case raft.Nonvoter:
+				m.Suffrage = "nonvoter"
+			default:
+				m.Suffrage = "staging"
+			}
+			st.Servers = append(st.Servers, m)
+		}
+	}
+	if n.stream != nil {
+		st.RefusedConnections = n.stream.refused.Load()
+	}
+	if err := n.Err(); err != nil {
+		st.Halted = err.Error()
+	}
+	return st
+}

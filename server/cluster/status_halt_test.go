@@ -1,0 +1,40 @@
+package cluster
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+func TestStatusReportsAHaltedNode(t *testing.T) {
+	_, tr := raft.NewInmemTransport("a")
+	n, err := Open(Config{ID: "a", Dir: filepath.Join(t.TempDir(), "a"), Transport: tr,
+		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond, LeaderLeaseTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if err := n.Bootstrap(Server{ID: "a", Address: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !n.IsLeader(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+	}
+	if st := n.Status(); st.Halted != "" {
+		t.Fatalf("a working node reports halted: %q", st.Halted)
+	}
+	go n.raft.Apply([]byte{0xff, '{', '}'}, time.Second) // a command format no version knows
+	for deadline := time.Now().Add(5 * time.Second); n.Err() == nil; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the node did not halt")
+		}
+	}
+	if st := n.Status(); st.Halted == "" || !strings.Contains(st.Halted, "format") {
+		t.Fatalf("status of a halted node: halted %q, want Err's message %q", st.Halted, n.Err())
+	}
+}

@@ -1,0 +1,405 @@
+package cluster_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/server/cluster"
+)
+
+// testCA is a certificate authority for loopback tests.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+var serial int64
+
+func newTestCA(t testing.TB, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial++
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// issue signs a node certificate for 127.0.0.1, usable as server and
+// client, and returns it and its key in PEM.
+func (ca *testCA) issue(t testing.TB, name string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial++
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+// nodeTLS writes a node certificate signed by signer, and trustPEM as its
+// CA file, to dir, and loads them with cluster.LoadTLS (mutual TLS).
+func nodeTLS(t testing.TB, dir, name string, signer *testCA, trustPEM []byte) *tls.Config {
+	t.Helper()
+	certPEM, keyPEM := signer.issue(t, name)
+	files := map[string][]byte{"node.crt": certPEM, "node.key": keyPEM, "ca.crt": trustPEM}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for f, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := cluster.LoadTLS(filepath.Join(dir, "node.crt"), filepath.Join(dir, "node.key"), filepath.Join(dir, "ca.crt"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// openTLS opens a node on loopback TCP with tlsCfg.
+func openTLS(t testing.TB, dir, id string, tlsCfg *tls.Config, handshake time.Duration) *cluster.Node {
+	t.Helper()
+	cfg := cluster.Config{ID: id, Dir: dir, Bind: "127.0.0.1:0", TLS: tlsCfg, HandshakeTimeout: handshake}
+	fastTimeouts(&cfg)
+	n, err := cluster.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// tlsCluster starts n nodes with mutual TLS, certificates from ca.
+func tlsCluster(t testing.TB, ca *testCA, n int, handshake time.Duration) []*cluster.Node {
+	t.Helper()
+	root := t.TempDir()
+	var nodes []*cluster.Node
+	var servers []cluster.Server
+	for i := 1; i <= n; i++ {
+		id := "s" + strconv.Itoa(i)
+		dir := filepath.Join(root, id)
+		node := openTLS(t, dir, id, nodeTLS(t, filepath.Join(dir, "tls"), id, ca, ca.pem), handshake)
+		nodes = append(nodes, node)
+		servers = append(servers, cluster.Server{ID: id, Address: node.Addr()})
+	}
+	if err := nodes[0].Bootstrap(servers...); err != nil {
+		t.Fatal(err)
+	}
+	return nodes
+}
+
+func waitLeader(t testing.TB, nodes []*cluster.Node, within time.Duration) *cluster.Node {
+	t.Helper()
+	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, n := range nodes {
+			if n.IsLeader() {
+				return n
+			}
+		}
+	}
+	t.Fatalf("no leader within %s", within)
+	return nil
+}
+
+func TestTLSClusterElectsAndReplicates(t *testing.T) {
+	ca := newTestCA(t, "batpak test CA")
+	nodes := tlsCluster(t, ca, 3, 0)
+	l := waitLeader(t, nodes, 10*time.Second)
+	var last uint64
+	for i := 0; i < 10; i++ {
+		last = mustAppend(t, l, "acme", item("e", fmt.Sprintf(`{"i":%d}`, i), core.AppendOptions{ExpectedClock: expectAfter(i)}))[0].Index
+	}
+	assertIdentical(t, nodes, last, "acme")
+	for _, n := range nodes {
+		if st := n.Status(); st.RefusedConnections != 0 {
+			t.Errorf("%s refused %d connections from its own cluster", n.ID(), st.RefusedConnections)
+		}
+	}
+}
+
+func TestTLSRefusesANodeFromAnotherCA(t *testing.T) {
+	ca := newTestCA(t, "batpak test CA")
+	nodes := tlsCluster(t, ca, 3, time.Second)
+	l := waitLeader(t, nodes, 10*time.Second)
+	mustAppend(t, l, "acme", item("e", `{"i":0}`, core.AppendOptions{}))
+
+	// The rogue trusts the cluster's CA but holds a certificate another CA signed.
+	other := newTestCA(t, "another CA")
+	dir := filepath.Join(t.TempDir(), "rogue")
+	rogueTLS := nodeTLS(t, filepath.Join(dir, "tls"), "rogue", other, ca.pem)
+	rogue := openTLS(t, dir, "rogue", rogueTLS, time.Second)
+	refusedBefore := l.Status().RefusedConnections
+
+	// Its connections to the leader are refused after the handshake.
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", l.Addr(), rogueTLS)
+	if err == nil {
+		conn.SetDeadline(time.Now().Add(2 * time.Second))
+		conn.Write([]byte{0})
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+	}
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a client certificate from another CA was not refused: %v", err)
+	}
+	for deadline := time.Now().Add(2 * time.Second); l.Status().RefusedConnections == refusedBefore; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the leader does not count the refused connection")
+		}
+	}
+
+	// Added as a member, it receives nothing; the majority keeps working.
+	if err := l.Join("rogue", rogue.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for i := 1; i < 10; i++ {
+		last = mustAppend(t, l, "acme", item("e", fmt.Sprintf(`{"i":%d}`, i), core.AppendOptions{ExpectedClock: expectAfter(i)}))[0].Index
+	}
+	assertIdentical(t, nodes, last, "acme")
+	time.Sleep(500 * time.Millisecond)
+	if st := rogue.Status(); st.AppliedIndex != 0 || st.Leader.ID != "" || len(st.Servers) != 0 {
+		t.Fatalf("the rogue node received raft traffic: %+v", st)
+	}
+	if err := rogue.View("acme", func(*core.Store) error { return nil }); !errors.Is(err, cluster.ErrNoTenant) {
+		t.Fatalf("the rogue node holds tenant acme: %v", err)
+	}
+	if err := l.Leave("rogue"); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, l, "acme", item("e", `{"i":10}`, core.AppendOptions{ExpectedClock: expectAfter(10)}))
+}
+
+// readUntilClosed reads conn until the node closes it (or 10s pass) and
+// returns what it read and how long it took.
+func readUntilClosed(t *testing.T, conn net.Conn) ([]byte, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	conn.SetReadDeadline(start.Add(10 * time.Second))
+	got, err := io.ReadAll(conn)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the node kept the connection open for 10s (read %q)", got)
+	}
+	return got, time.Since(start)
+}
+
+func TestTLSDropsPlainTCPPeer(t *testing.T) {
+	ca := newTestCA(t, "batpak test CA")
+	const bound = 400 * time.Millisecond
+	n := openTLS(t, filepath.Join(t.TempDir(), "a"), "a", nodeTLS(t, filepath.Join(t.TempDir(), "tls"), "a", ca, ca.pem), bound)
+
+	// A raft message in the clear: not a TLS record, refused at once with
+	// at most a TLS alert.
+	conn, err := net.Dial("tcp", n.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Write([]byte("\x00\x85\xa4Term\x01\x86Leader\xc4\x01a")) // rpcAppendEntries, msgpack
+	got, took := readUntilClosed(t, conn)
+	if len(got) > 0 && got[0] != 0x15 { // 0x15: a TLS alert record
+		t.Fatalf("a plain-TCP peer received %q", got)
+	}
+	if took > bound+time.Second {
+		t.Fatalf("dropped after %s, the bound is %s", took, bound)
+	}
+
+	// A node without TLS: its raft RPC fails, the TLS node's raft never sees it.
+	plain, err := raft.NewTCPTransport("127.0.0.1:0", nil, 1, 2*time.Second, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	start := time.Now()
+	var resp raft.AppendEntriesResponse
+	err = plain.AppendEntries("a", raft.ServerAddress(n.Addr()), &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ID: []byte("plain"), Addr: []byte(plain.LocalAddr())}, Term: 99}, &resp)
+	if err == nil {
+		t.Fatalf("a plain-TCP raft node's AppendEntries succeeded: %+v", resp)
+	}
+	if took := time.Since(start); took > bound+time.Second {
+		t.Fatalf("a plain-TCP raft RPC failed after %s, the bound is %s", took, bound)
+	}
+	if st := n.Status(); st.Term >= 99 {
+		t.Fatalf("the TLS node took the plain node's term: %+v", st)
+	}
+
+	// A plain peer that sent one byte of something that might be a record
+	// header: dropped when the handshake bound ends.
+	conn2, err := net.Dial("tcp", n.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	conn2.Write([]byte{0x16})
+	got, took = readUntilClosed(t, conn2)
+	if len(got) > 0 && got[0] != 0x15 {
+		t.Fatalf("a plain-TCP peer received %q", got)
+	}
+	if took < bound/2 || took > bound+time.Second {
+		t.Fatalf("a stalled handshake dropped after %s, the bound is %s", took, bound)
+	}
+	for deadline := time.Now().Add(2 * time.Second); n.Status().RefusedConnections != 3; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("refused_connections %d, want 3", n.Status().RefusedConnections)
+		}
+	}
+}
+
+func TestTLSClosesSilentConnections(t *testing.T) {
+	ca := newTestCA(t, "batpak test CA")
+	const bound = 400 * time.Millisecond
+	nodes := tlsCluster(t, ca, 3, bound)
+	l := waitLeader(t, nodes, 10*time.Second)
+
+	conn, err := net.Dial("tcp", l.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	got, took := readUntilClosed(t, conn)
+	if len(got) != 0 {
+		t.Fatalf("a silent peer received %q", got)
+	}
+	if took < bound/2 || took > bound+time.Second {
+		t.Fatalf("a silent connection closed after %s, the bound is %s", took, bound)
+	}
+	t.Logf("a silent connection was closed after %s (bound %s)", took, bound)
+	// The cluster kept working.
+	rs := mustAppend(t, l, "acme", item("e", `{}`, core.AppendOptions{}))
+	assertIdentical(t, nodes, rs[0].Index, "acme")
+}
+
+func TestTLSBoundsPendingHandshakes(t *testing.T) {
+	ca := newTestCA(t, "batpak test CA")
+	n := openTLS(t, filepath.Join(t.TempDir(), "a"), "a", nodeTLS(t, filepath.Join(t.TempDir(), "tls"), "a", ca, ca.pem), 5*time.Second)
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for i := 0; i < cluster.MaxPendingHandshakes; i++ {
+		c, err := net.Dial("tcp", n.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	time.Sleep(time.Second) // let the node accept them all
+	c, err := net.Dial("tcp", n.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, took := readUntilClosed(t, c); took > 2*time.Second {
+		t.Fatalf("a connection beyond %d pending handshakes was held %s", cluster.MaxPendingHandshakes, took)
+	}
+	// A legitimate peer gets through once the silent ones are gone.
+	for _, c := range held {
+		c.Close()
+	}
+	held = nil
+	time.Sleep(100 * time.Millisecond)
+	peer := nodeTLS(t, filepath.Join(t.TempDir(), "peer"), "peer", ca, ca.pem)
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", n.Addr(), peer)
+	if err != nil {
+		t.Fatalf("a trusted peer after the flood: %v", err)
+	}
+	conn.Close()
+}
+
+func TestLoadTLSNamesTheBadFile(t *testing.T) {
+	ca := newTestCA(t, "batpak test CA")
+	dir := t.TempDir()
+	nodeTLS(t, dir, "a", ca, ca.pem)
+	otherKey := filepath.Join(dir, "other.key")
+	_, k := ca.issue(t, "b")
+	if err := os.WriteFile(otherKey, k, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	notPEM := filepath.Join(dir, "notpem.crt")
+	if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	crt, key, caf := filepath.Join(dir, "node.crt"), filepath.Join(dir, "node.key"), filepath.Join(dir, "ca.crt")
+	for _, tc := range []struct {
+		cert, key, ca string
+		verify        bool
+		want          string
+	}{
+		{filepath.Join(dir, "missing.crt"), key, caf, true, "missing.crt"},
+		{crt, filepath.Join(dir, "missing.key"), caf, true, "missing.key"},
+		{crt, otherKey, caf, true, "other.key"},
+		{notPEM, key, caf, true, "notpem.crt"},
+		{crt, key, filepath.Join(dir, "missing-ca.crt"), true, "missing-ca.crt"},
+		{crt, key, notPEM, true, "notpem.crt"},
+		{crt, key, "", true, "CA file"},
+		{"", key, caf, false, "certificate and key"},
+	} {
+		_, err := cluster.LoadTLS(tc.cert, tc.key, tc.ca, tc.verify)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("LoadTLS(%q, %q, %q): %v, want an error naming %q", tc.cert, tc.key, tc.ca, err, tc.want)
+		}
+	}
+	cfg, err := cluster.LoadTLS(crt, key, caf, true)
+	if err != nil || cfg.ClientAuth != tls.RequireAndVerifyClientCert || cfg.MinVersion != tls.VersionTLS13 {
+		t.Fatalf("LoadTLS: %v %+v", err, cfg)
+	}
+	// TLS with an injected transport, or without a certificate, is refused.
+	if _, err := cluster.Open(cluster.Config{ID: "a", Dir: t.TempDir(), Bind: "127.0.0.1:0", TLS: &tls.Config{}}); err == nil || !strings.Contains(err.Error(), "no certificate") {
+		t.Fatalf("Open with a TLS config holding no certificate: %v", err)
+	}
+	_, tr := raft.NewInmemTransport("a")
+	if _, err := cluster.Open(cluster.Config{ID: "a", Dir: t.TempDir(), Transport: tr, TLS: cfg}); err == nil || !strings.Contains(err.Error(), "Config.TLS") {
+		t.Fatalf("Open with TLS and an injected transport: %v", err)
+	}
+}

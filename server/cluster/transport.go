@@ -1,0 +1,238 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+// DefaultHandshakeTimeout is Config.HandshakeTimeout's default.
+const DefaultHandshakeTimeout = 5 * time.Second
+
+// MaxPendingHandshakes is how many inbound connections a TLS node
+// handshakes at once; a connection arriving while that many are under way
+// is closed at once. With Config.HandshakeTimeout it bounds what
+// unauthenticated peers can hold: at most MaxPendingHandshakes goroutines
+// and sockets, each for at most the timeout.
+const MaxPendingHandshakes = 64
+
+// Raft transport settings: connections pooled per peer, and the I/O
+// deadline of one RPC (raft scales it up for snapshots).
+const (
+	transportMaxPool = 3
+	transportTimeout = 10 * time.Second
+)
+
+// LoadTLS builds a Config.TLS from PEM files, like rqlite's -node-cert,
+// -node-key, -node-ca-cert and -node-verify-client: certFile and keyFile
+// are this node's certificate (chain) and private key, presented both as
+// a server (to nodes that dial it) and as a client (when it dials);
+// caFile holds the CA certificates peers' certificates must chain to
+// (empty: the system's roots, and then verifyClients is refused). With
+// verifyClients the node accepts only connections that present a
+// certificate the CA signed: mutual TLS. The minimum version is TLS 1.3.
+// Errors name the file that could not be read or parsed.
+func LoadTLS(certFile, keyFile, caFile string, verifyClients bool) (*tls.Config, error) {
+	if certFile == "" || keyFile == "" {
+		return nil, errors.New("cluster: a node certificate and key file are both required for TLS")
+	}
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: reading the node certificate: %w", err)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: reading the node key: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: node certificate %s with key %s: %w", certFile, keyFile, err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+	if caFile != "" {
+		caPEM, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: reading the CA certificates: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(caPEM) {
+			return nil, fmt.Errorf("cluster: CA file %s holds no PEM certificate", caFile)
+		}
+		cfg.RootCAs, cfg.ClientCAs = pool, pool
+	} else if verifyClients {
+		return nil, errors.New("cluster: verifying client certificates needs a CA file")
+	}
+	if verifyClients {
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// newTCPTransport is raft's transport over TCP, inside TLS when cfg.TLS
+// is set (and then stream is its stream layer).
+func newTCPTransport(cfg Config, out io.Writer) (trans *raft.NetworkTransport, stream *tlsStream, err error) {
+	var adv net.Addr
+	if cfg.Advertise != "" {
+		a, err := net.ResolveTCPAddr("tcp", cfg.Advertise)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cluster: Config.Advertise: %w", err)
+		}
+		adv = a
+	}
+	if cfg.TLS == nil {
+		t, err := raft.NewTCPTransport(cfg.Bind, adv, transportMaxPool, transportTimeout, out)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cluster: listening on %s: %w", cfg.Bind, err)
+		}
+		return t, nil, nil
+	}
+	if len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil {
+		return nil, nil, errors.New("cluster: Config.TLS has no certificate (see LoadTLS)")
+	}
+	ln, err := net.Listen("tcp", cfg.Bind)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster: listening on %s: %w", cfg.Bind, err)
+	}
+	s := newTLSStream(ln, adv, cfg.TLS, cfg.HandshakeTimeout)
+	if a, ok := s.Addr().(*net.TCPAddr); !ok || a.IP == nil || a.IP.IsUnspecified() {
+		s.Close()
+		return nil, nil, fmt.Errorf("cluster: %s is not an address other nodes can dial: set Config.Advertise", s.Addr())
+	}
+	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  s,
+		MaxPool: transportMaxPool,
+		Timeout: transportTimeout,
+		Logger:  hclog.New(&hclog.LoggerOptions{Name: "raft-net", Output: out, Level: hclog.Info}),
+	}), s, nil
+}
+
+// tlsStream is a raft.StreamLayer over TLS. Accept hands raft only
+// connections whose handshake completed (and, with ClientAuth set, whose
+// client certificate verified) within the handshake timeout; handshakes
+// run off the accept loop, at most MaxPendingHandshakes at once, so a
+// slow or silent peer delays nobody else.
+type tlsStream struct {
+	ln        net.Listener
+	advertise net.Addr
+	cfg       *tls.Config
+	timeout   time.Duration
+
+	conns   chan net.Conn
+	pending chan struct{} // one token per handshake under way
+	ctx     context.Context
+	cancel  context.CancelFunc
+	once    sync.Once
+	wg      sync.WaitGroup
+	refused atomic.Uint64 // connections closed before raft saw them
+}
+
+func newTLSStream(ln net.Listener, advertise net.Addr, cfg *tls.Config, timeout time.Duration) *tlsStream {
+	if timeout <= 0 {
+		timeout = DefaultHandshakeTimeout
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &tlsStream{ln: ln, advertise: advertise, cfg: cfg, timeout: timeout,
+		conns: make(chan net.Conn), pending: make(chan struct{}, MaxPendingHandshakes), ctx: ctx, cancel: cancel}
+	s.wg.Add(1)
+	go s.acceptLoop()
+	return s
+}
+
+func (s *tlsStream) acceptLoop() {
+	defer s.wg.Done()
+	var delay time.Duration
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return
+			}
+			// A transient failure (out of file descriptors): back off.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			continue
+		}
+		delay = 0
+		select {
+		case s.pending <- struct{}{}:
+		default:
+			s.refused.Add(1)
+			c.Close()
+			continue
+		}
+		s.wg.Add(1)
+		go s.handshake(c)
+	}
+}
+
+func (s *tlsStream) handshake(c net.Conn) {
+	defer s.wg.Done()
+	defer func() { <-s.pending }()
+	tc := tls.Server(c, s.cfg)
+	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		s.refused.Add(1)
+		c.Close()
+		return
+	}
+	select {
+	case s.conns <- tc:
+	case <-s.ctx.Done():
+		tc.Close()
+	}
+}
+
+// Accept returns the next connection whose TLS handshake completed.
+func (s *tlsStream) Accept() (net.Conn, error) {
+	select {
+	case c := <-s.conns:
+		return c, nil
+	case <-s.ctx.Done():
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops listening and interrupts handshakes under way; connections
+// already handed to raft are raft's to close.
+func (s *tlsStream) Close() error {
+	var err error
+	s.once.Do(func() {
+		s.cancel()
+		err = s.ln.Close()
+		s.wg.Wait()
+	})
+	return err
+}
+
+// Addr is the advertised address, or the listener's.
+func (s *tlsStream) Addr() net.Addr {
+	if s.advertise != nil {
+		return s.advertise
+	}
+	return s.ln.Addr()
+}
+
+// Dial connects to a peer and completes the TLS handshake within timeout,
+// verifying the peer's certificate for the host of address unless
+// Config.TLS names a ServerName.
+func (s *tlsStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	d := &net.Dialer{Timeout: timeout}
+	return tls.DialWithDialer(d, "tcp", string(address), s.cfg)
+}
