@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/batpak-go/batpak/core"
@@ -38,6 +39,9 @@ type Config struct {
 	TLSCert, TLSKey     string // server.tls_cert, server.tls_key: PEM files; both or neither
 	AllowInsecureRemote bool   // server.allow_insecure_remote: plain HTTP on a non-loopback address
 	OperatorToken       string // server.operator_token (env BATPAK_OPERATOR_TOKEN)
+	// Cluster, when set, makes the server one node of a replicated
+	// cluster (see ClusterConfig); nil: a single server.
+	Cluster *ClusterConfig
 
 	MaxOpenTenants int // server.max_open_tenants: default 10000; range 1..1000000
 	// MaxConnections bounds the client connections served at once (event
@@ -330,6 +334,11 @@ type Server struct {
 	// policies keeps the tenants' own policy bundles: every tenant
 	// store's admission asks the platform policy, then the tenant's.
 	policies *tenantpolicy.Manager
+	// policiesReady is policies once set: a cluster node's stores may be
+	// opened (and their admission built) before it is.
+	policiesReady atomic.Pointer[tenantpolicy.Manager]
+	// node is this server's cluster node; nil for a single server.
+	node *clusterNode
 	// plugins keeps the tenants' plugins; states is the projection cache
 	// of every tenant store.
 	plugins *tenantplugin.Manager
@@ -375,9 +384,28 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		s.gate = g
 	}
-	s.plane, err = control.Open(control.Options{Dir: filepath.Join(cfg.Root, "system"), Defaults: cfg.Quotas})
-	if err != nil {
-		return nil, fmt.Errorf("control plane: %w", err)
+	s.states = tenantplugin.NewStateCache(cfg.PluginStateCacheBytes)
+	// The API's hook for control-plane changes another node made.
+	var api atomic.Pointer[httpapi.API]
+	onChange := func(control.Change) {
+		if a := api.Load(); a != nil {
+			a.AccessChanged()
+		}
+	}
+	if cfg.Cluster != nil {
+		if s.node, err = s.openClusterNode(*cfg.Cluster); err != nil {
+			return nil, fmt.Errorf("cluster: %w", err)
+		}
+		s.plane, err = control.Open(control.Options{Store: s.node.sys, Defaults: cfg.Quotas, OnChange: onChange})
+		if err != nil {
+			s.node.close()
+			return nil, fmt.Errorf("control plane: %w", err)
+		}
+	} else {
+		s.plane, err = control.Open(control.Options{Dir: filepath.Join(cfg.Root, "system"), Defaults: cfg.Quotas})
+		if err != nil {
+			return nil, fmt.Errorf("control plane: %w", err)
+		}
 	}
 	fail := func(err error) (*Server, error) {
 		if s.tenants != nil {
@@ -387,6 +415,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			_ = s.plugins.Close(context.Background())
 		}
 		_ = s.plane.Close()
+		if s.node != nil {
+			_ = s.node.close()
+		}
 		return nil, err
 	}
 	if err := s.bootstrapOperator(ctx); err != nil {
@@ -401,7 +432,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return fail(fmt.Errorf("tenant policies: %w", err))
 	}
-	s.states = tenantplugin.NewStateCache(cfg.PluginStateCacheBytes)
+	s.policiesReady.Store(s.policies)
 	s.plugins, err = tenantplugin.Open(ctx, tenantplugin.Options{
 		Dir: filepath.Join(cfg.Root, "plugins"), CacheDir: filepath.Join(cfg.Root, "plugin-cache"), Plane: s.plane,
 		Ceilings: cfg.Plugins, LogLines: cfg.PluginLogLines, Checks: cfg.PluginChecks, Logger: cfg.Logger, States: s.states,
@@ -428,22 +459,34 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return ok
 		},
 		Logger: cfg.Logger,
+		Provider: func() tenancy.Provider {
+			if s.node == nil {
+				return nil
+			}
+			return s.node
+		}(),
 	})
 	if err != nil {
 		return fail(fmt.Errorf("tenants: %w", err))
 	}
-	if err := s.removeLeftovers(ctx); err != nil {
-		return fail(err)
+	if s.node == nil {
+		if err := s.removeLeftovers(ctx); err != nil {
+			return fail(err)
+		}
 	}
 	quotas := quota.New() // the API's writes and the workers' reactions share the tenants' buckets
 	source := cfg.PluginSource
 	if source == nil {
 		source = registrySource{s.plugins}
 	}
-	s.workers, err = hostedworker.New(hostedworker.Options{Plane: s.plane, Tenants: s.tenants, Source: source,
-		Quotas: quotas, Logger: cfg.Logger, MaxDefined: cfg.WorkersMaxDefined})
-	if err != nil {
-		return fail(fmt.Errorf("hosted workers: %w", err))
+	if s.node == nil {
+		// A cluster does not run hosted workers yet (their plugins are
+		// not replicated): the worker routes answer 501 there.
+		s.workers, err = hostedworker.New(hostedworker.Options{Plane: s.plane, Tenants: s.tenants, Source: source,
+			Quotas: quotas, Logger: cfg.Logger, MaxDefined: cfg.WorkersMaxDefined})
+		if err != nil {
+			return fail(fmt.Errorf("hosted workers: %w", err))
+		}
 	}
 	s.follow, err = follow.NewSet(follow.Options{Encode: httpapi.EncodeEvent, MaxBacklogEvents: min(cfg.SSEBufferEvents, 1<<20)})
 	if err != nil {
@@ -472,7 +515,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Policies:         s.policies,
 		Plugins:          s.plugins,
 		Workers:          s.workers,
+		Cluster: func() httpapi.Cluster {
+			if s.node == nil {
+				return nil
+			}
+			return s.node
+		}(),
 	})
+	api.Store(s.api)
 	s.http = &http.Server{
 		Handler:           s.api.Handler(),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
@@ -592,6 +642,19 @@ func (s *Server) Listen() error {
 		ln.Close()
 		return fmt.Errorf("server.listen = %s bound %s, not a loopback address, and no TLS is configured: set server.tls_cert and server.tls_key, or server.allow_insecure_remote: true", s.cfg.Listen, tcp.IP)
 	}
+	if s.node != nil {
+		// The node names this address to clients while it leads (unless
+		// cluster.url says otherwise), so it starts once it is known.
+		if s.node.url == "" {
+			scheme := "http"
+			if s.cfg.TLSCert != "" {
+				scheme = "https"
+			}
+			s.node.url = scheme + "://" + ln.Addr().String()
+		}
+		s.node.running.Store(true)
+		go s.node.run(func(msg string, args ...any) { s.cfg.Logger.Warn(msg, args...) })
+	}
 	ln = netutil.LimitListener(ln, s.cfg.MaxConnections)
 	if s.cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
@@ -695,7 +758,11 @@ func (s *Server) closeStores(ctx context.Context) error {
 	if s.policies != nil {
 		s.policies.Close()
 	}
-	return errors.Join(err, s.plane.Close())
+	err = errors.Join(err, s.plane.Close())
+	if s.node != nil {
+		err = errors.Join(err, s.node.close())
+	}
+	return err
 }
 
 // registerPolicyMetrics exposes the platform policy's decision counters.

@@ -280,5 +280,9 @@ func (a *API) table() []Route {
 		{Method: "GET", Path: ad + "/{tenant}/keys", Access: Operator, handler: a.listKeys},
 		{Method: "DELETE", Path: ad + "/{tenant}/keys/{id}", Access: Operator, handler: a.revokeKey},
 		{Method: "POST", Path: ad + "/{tenant}/snapshot", Access: Operator, handler: a.snapshot, stream: true},
+
+		{Method: "GET", Path: "/v1/cluster", Access: Operator, handler: a.clusterStatus},
+		{Method: "POST", Path: "/v1/cluster/nodes", Access: Operator, Body: js, handler: a.clusterAddNode},
+		{Method: "DELETE", Path: "/v1/cluster/nodes/{id}", Access: Operator, handler: a.clusterRemoveNode},
 	}
 }

@@ -39,14 +39,81 @@ type Cluster interface {
 	WaitSequence(ctx context.Context, tenant string, s *core.Store, seq uint64) error
 	// ReadWait bounds how long a read waits for min_seq.
 	ReadWait() time.Duration
+	// Status is the node's view of the cluster, as JSON (GET /v1/cluster).
+	Status() any
+	// AddNode makes node id, reached by raft at addr and by clients at
+	// url, a voting member (leader only). Adding a member that is already
+	// one, unchanged, does nothing.
+	AddNode(ctx context.Context, id, addr, url string) error
+	// RemoveNode removes member id (leader only).
+	RemoveNode(ctx context.Context, id string) error
+}
+
+// AccessChanged ends the event streams of credentials and tenants that
+// lost access since they began (a key revoked, a tenant suspended or
+// deleted): a cluster node calls it when it applies such a change made on
+// another node.
+func (a *API) AccessChanged() { a.accessChanged() }
+
+// clusterStatus answers GET /v1/cluster.
+func (a *API) clusterStatus(c *call) error {
+	if a.opts.Cluster == nil {
+		return errNotFound("this server is not a cluster node")
+	}
+	return writeJSON(c.w, http.StatusOK, a.opts.Cluster.Status())
+}
+
+// clusterAddNode answers POST /v1/cluster/nodes.
+func (a *API) clusterAddNode(c *call) error {
+	if a.opts.Cluster == nil {
+		return errNotFound("this server is not a cluster node")
+	}
+	var req struct {
+		ID      string `json:"id"`
+		Address string `json:"address"`
+		URL     string `json:"url"`
+	}
+	if err := a.decode(c, &req, false); err != nil {
+		return err
+	}
+	switch {
+	case req.ID == "" || len(req.ID) > 128:
+		return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "id: 1..128 characters", p: wire.Problem{Field: "id"}}
+	case req.Address == "" || len(req.Address) > 256:
+		return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "address: the node's raft host:port", p: wire.Problem{Field: "address"}}
+	}
+	if req.URL != "" {
+		u, err := url.Parse(req.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(req.URL) > 512 {
+			return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "url: the node's API base URL, http(s)://host:port", p: wire.Problem{Field: "url"}}
+		}
+	}
+	if err := a.opts.Cluster.AddNode(c.r.Context(), req.ID, req.Address, req.URL); err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusOK, a.opts.Cluster.Status())
+}
+
+// clusterRemoveNode answers DELETE /v1/cluster/nodes/{id}.
+func (a *API) clusterRemoveNode(c *call) error {
+	if a.opts.Cluster == nil {
+		return errNotFound("this server is not a cluster node")
+	}
+	if err := a.opts.Cluster.RemoveNode(c.r.Context(), c.r.PathValue("id")); err != nil {
+		return err
+	}
+	c.w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 // errAnswered: the response was written already (a redirect).
 var errAnswered = errors.New("answered")
 
-// clusterRoute places a call on a cluster node: state changes go to the
-// leader, reads wait for what they asked to see.
-func (a *API) clusterRoute(c *call) error {
+// clusterPlace sends a call this node must not serve to the leader,
+// before authenticating it (the leader authenticates: a follower may not
+// have applied a key issued a moment ago): state changes, linearizable
+// reads, and routes whose state is not replicated.
+func (a *API) clusterPlace(c *call) error {
 	cl := a.opts.Cluster
 	if cl == nil || c.route.Access == Public || c.route.Access == Metrics {
 		return nil
@@ -55,9 +122,8 @@ func (a *API) clusterRoute(c *call) error {
 		return &apiError{status: 501, code: wire.CodeNotImplemented,
 			detail: "this route changes state a cluster does not replicate yet (tenant policy bundles, plugins and hosted workers); use a single server for it"}
 	}
-	q := c.r.URL.Query()
 	linear := false
-	switch v := q.Get("consistency"); v {
+	switch v := c.r.URL.Query().Get("consistency"); v {
 	case "", "local":
 	case "linearizable":
 		linear = true
@@ -65,17 +131,27 @@ func (a *API) clusterRoute(c *call) error {
 		return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: fmt.Sprintf("consistency=%q: want local or linearizable", v), p: wire.Problem{Field: "consistency"}}
 	}
 	write := c.r.Method != http.MethodGet && c.r.Method != http.MethodHead
-	if write || linear {
-		if !cl.IsLeader() {
-			return a.toLeader(c)
-		}
-		if linear {
-			if err := cl.Barrier(c.r.Context()); err != nil {
-				if errors.Is(err, cluster.ErrNotLeader) {
-					return a.toLeader(c)
-				}
-				return err
+	if (write || linear) && !cl.IsLeader() {
+		return a.toLeader(c)
+	}
+	return nil
+}
+
+// clusterRead makes an authorized read see what it asked for: everything
+// committed before it (consistency=linearizable, on the leader), or the
+// tenant's sequence min_seq.
+func (a *API) clusterRead(c *call) error {
+	cl := a.opts.Cluster
+	if cl == nil || c.route.Access == Public || c.route.Access == Metrics {
+		return nil
+	}
+	q := c.r.URL.Query()
+	if q.Get("consistency") == "linearizable" {
+		if err := cl.Barrier(c.r.Context()); err != nil {
+			if errors.Is(err, cluster.ErrNotLeader) {
+				return a.toLeader(c)
 			}
+			return err
 		}
 	}
 	if v := q.Get("min_seq"); v != "" && c.route.Access == Tenant {

@@ -278,9 +278,12 @@ func (a *API) guard(rt Route) http.Handler {
 				rec.writeTimeout = a.opts.WriteTimeout
 			}
 		}
-		err := a.admit(c)
+		err := a.clusterPlace(c)
 		if err == nil {
-			err = a.clusterRoute(c)
+			err = a.admit(c)
+		}
+		if err == nil {
+			err = a.clusterRead(c)
 		}
 		if err == nil && rt.stream && rt.Access == Tenant {
 			// A long response of tenant data ends as soon as its key is

@@ -1,0 +1,228 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/server"
+)
+
+const clusterOperator = "bpko_" + "abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrst"
+
+// clusterServer is one node of an in-process cluster of batpak servers
+// over loopback TCP (raft) and HTTP (API).
+type clusterServer struct {
+	id     string
+	srv    *server.Server
+	base   string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startClusterServer(t *testing.T, root, id string, bootstrap bool, join string) *clusterServer {
+	t.Helper()
+	cfg := server.DefaultConfig()
+	cfg.Root = filepath.Join(root, id)
+	cfg.Listen = "127.0.0.1:0"
+	cfg.OperatorToken = clusterOperator
+	cfg.Stderr = io.Discard
+	cfg.Cluster = &server.ClusterConfig{NodeID: id, Bind: "127.0.0.1:0", Bootstrap: bootstrap, Join: join,
+		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLeaseTimeout: 300 * time.Millisecond}
+	srv, err := server.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("%s: %v", id, err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cs := &clusterServer{id: id, srv: srv, base: "http://" + srv.Addr().String(), cancel: cancel, done: make(chan error, 1)}
+	go func() { cs.done <- srv.Serve(ctx) }()
+	t.Cleanup(cs.stop)
+	return cs
+}
+
+func (cs *clusterServer) stop() {
+	if cs.cancel != nil {
+		cs.cancel()
+		<-cs.done
+		cs.cancel = nil
+	}
+}
+
+// clusterClient follows redirects to the leader, keeping the credential
+// (every node is on 127.0.0.1).
+var clusterClient = &http.Client{Timeout: 20 * time.Second}
+
+func call(t *testing.T, method, url, token, body string) (int, map[string]any) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := clusterClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	return res.StatusCode, m
+}
+
+// waitFor polls cond until it holds or within passes.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", within, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestClusterServe: three batpak servers form a cluster (one bootstraps,
+// two join through it); an admin change and writes sent to any node are
+// served by the leader (followers redirect); every node reads them
+// (read-your-writes with min_seq); a key revoked on the leader stops
+// working on the followers; after the leader stops, another node leads
+// and nothing acknowledged is lost.
+func TestClusterServe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three servers")
+	}
+	root := t.TempDir()
+	n1 := startClusterServer(t, root, "n1", true, "")
+	waitFor(t, 10*time.Second, "n1 leads", func() bool {
+		code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
+		return code == 200 && st["state"] == "leader"
+	})
+	n2 := startClusterServer(t, root, "n2", false, n1.base)
+	n3 := startClusterServer(t, root, "n3", false, n1.base)
+	nodes := []*clusterServer{n1, n2, n3}
+	waitFor(t, 20*time.Second, "three members with URLs", func() bool {
+		code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
+		ms, _ := st["members"].([]any)
+		if code != 200 || len(ms) != 3 {
+			return false
+		}
+		for _, m := range ms {
+			if u, _ := m.(map[string]any)["url"].(string); u == "" {
+				return false
+			}
+		}
+		return true
+	})
+
+	// Admin through a follower: redirected to the leader.
+	if code, body := call(t, "POST", n2.base+"/v1/admin/tenants", clusterOperator, `{"id":"acme"}`); code != 201 {
+		t.Fatalf("create tenant through a follower: %d %v", code, body)
+	}
+	code, key := call(t, "POST", n3.base+"/v1/admin/tenants/acme/keys", clusterOperator, `{"roles":["writer"]}`)
+	if code != 201 {
+		t.Fatalf("issue key: %d %v", code, key)
+	}
+	token := key["key"].(string)
+	// The redirect itself: a follower names the leader and does nothing.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequest("POST", n2.base+"/v1/tenants/acme/events", strings.NewReader(`{"entity":"e","scope":"s","kind":"1:1","payload":{}}`))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := noFollow.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusTemporaryRedirect || !strings.HasPrefix(res.Header.Get("Location"), n1.base+"/v1/tenants/acme/events") {
+		t.Fatalf("write on a follower: %d Location %q, want 307 to %s", res.StatusCode, res.Header.Get("Location"), n1.base)
+	}
+
+	var last float64
+	for i := 0; i < 30; i++ {
+		via := nodes[i%3]
+		code, rc := call(t, "POST", via.base+"/v1/tenants/acme/events", token, fmt.Sprintf(`{"entity":"order-%d","scope":"s","kind":"1:1","payload":{"n":%d}}`, i%4, i))
+		if code != 201 {
+			t.Fatalf("append %d via %s: %d %v", i, via.id, code, rc)
+		}
+		last = rc["global_sequence"].(float64)
+	}
+	// Read-your-writes on every node.
+	for _, n := range nodes {
+		code, st := call(t, "GET", fmt.Sprintf("%s/v1/tenants/acme/stats?min_seq=%d", n.base, int(last)), token, "")
+		if code != 200 || st["events"].(float64) != 30 {
+			t.Fatalf("%s stats with min_seq: %d %v", n.id, code, st)
+		}
+	}
+	// A linearizable read on a follower goes to the leader.
+	if code, st := call(t, "GET", n3.base+"/v1/tenants/acme/stats?consistency=linearizable", token, ""); code != 200 || st["events"].(float64) != 30 {
+		t.Fatalf("linearizable stats: %d %v", code, st)
+	}
+	if code, _ := call(t, "GET", n3.base+"/v1/tenants/acme/stats?consistency=sometimes", token, ""); code != 400 {
+		t.Fatalf("bad consistency: %d, want 400", code)
+	}
+	// A key revoked on the leader stops working on every node.
+	code, k2 := call(t, "POST", n1.base+"/v1/admin/tenants/acme/keys", clusterOperator, `{"roles":["reader"]}`)
+	if code != 201 {
+		t.Fatal(code, k2)
+	}
+	reader := k2["key"].(string)
+	waitFor(t, 5*time.Second, "the new key works on n3", func() bool {
+		code, _ := call(t, "GET", n3.base+"/v1/tenants/acme/stats", reader, "")
+		return code == 200
+	})
+	if code, _ := call(t, "DELETE", n2.base+"/v1/admin/tenants/acme/keys/"+k2["id"].(string), clusterOperator, ""); code != 204 {
+		t.Fatalf("revoke: %d", code)
+	}
+	waitFor(t, 5*time.Second, "the revoked key refused on n3", func() bool {
+		code, _ := call(t, "GET", n3.base+"/v1/tenants/acme/stats", reader, "")
+		return code == 401
+	})
+	// Routes whose state the cluster does not replicate say so.
+	if code, body := call(t, "PUT", n1.base+"/v1/tenants/acme/workers/w", token, `{}`); code != 501 && code != 403 {
+		t.Fatalf("worker start on a cluster: %d %v", code, body)
+	}
+
+	// The leader stops: another node leads, and accepts writes.
+	n1.stop()
+	var newLeader *clusterServer
+	waitFor(t, 15*time.Second, "a new leader", func() bool {
+		for _, n := range []*clusterServer{n2, n3} {
+			if code, st := call(t, "GET", n.base+"/v1/cluster", clusterOperator, ""); code == 200 && st["state"] == "leader" {
+				newLeader = n
+				return true
+			}
+		}
+		return false
+	})
+	code, rc := call(t, "POST", newLeader.base+"/v1/tenants/acme/events", token, `{"entity":"order-9","scope":"s","kind":"1:1","payload":{"after":"failover"}}`)
+	if code != 201 {
+		t.Fatalf("append after failover: %d %v", code, rc)
+	}
+	for _, n := range []*clusterServer{n2, n3} {
+		code, st := call(t, "GET", fmt.Sprintf("%s/v1/tenants/acme/stats?min_seq=%d", n.base, int(rc["global_sequence"].(float64))), token, "")
+		if code != 200 || st["events"].(float64) != 31 {
+			t.Fatalf("%s after failover: %d %v", n.id, code, st)
+		}
+	}
+	_ = bytes.MinRead
+	_ = os.Getenv
+}

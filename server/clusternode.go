@@ -1,0 +1,386 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/server/cluster"
+	"github.com/batpak-go/batpak/server/httpapi"
+	"github.com/batpak-go/batpak/server/tenancy"
+)
+
+// ClusterConfig makes the server one node of a replicated cluster
+// (server/cluster): raft replicates every tenant's writes and the control
+// plane, and each node's stores are the state machine. Every node needs
+// the same operator credential (server.operator_token).
+type ClusterConfig struct {
+	// NodeID is this node's raft id (cluster.node_id), unique and stable
+	// for the cluster's life. Required.
+	NodeID string
+	// Bind is the node-to-node TCP address (cluster.bind). Default
+	// 127.0.0.1:7071.
+	Bind string
+	// Advertise is the address other nodes dial (cluster.advertise);
+	// default Bind's.
+	Advertise string
+	// URL is this node's API base URL as clients and other nodes reach it
+	// (cluster.url), e.g. https://node1.example:7070: the Location of the
+	// redirects other nodes send to it while it leads. Default
+	// http(s)://<server.listen>.
+	URL string
+	// Bootstrap forms a new cluster of this one node on its first start
+	// (cluster.bootstrap); other nodes then join it. Ignored on a node
+	// with raft state.
+	Bootstrap bool
+	// Join is the API URL of a member (cluster.join): on a first start the
+	// node asks it to add this node (the request is redirected to the
+	// leader), retrying until it is a member.
+	Join string
+	// TLSCert, TLSKey, TLSCA are PEM files for node-to-node mutual TLS
+	// (cluster.tls_cert, cluster.tls_key, cluster.tls_ca): all three or
+	// none. Peers must present a certificate the CA signed.
+	TLSCert, TLSKey, TLSCA string
+	// HeartbeatTimeout, ElectionTimeout and LeaderLeaseTimeout are raft's
+	// timings (cluster.heartbeat_timeout, …); defaults 1s, 1s, 500ms.
+	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
+	// ReadWait bounds how long a read with min_seq waits for this node to
+	// apply that sequence (cluster.read_wait). Default 5s; range up to 1m.
+	ReadWait time.Duration
+	// SnapshotThreshold and TrailingLogs: see cluster.Config (0: its
+	// defaults).
+	SnapshotThreshold, TrailingLogs uint64
+}
+
+// membersStore holds one event per node: its API URL, so every node can
+// name the leader's to clients.
+const membersEntity = "node:"
+
+// memberRecord is a node's entry in the members store.
+type memberRecord struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	URL     string `json:"url"`
+}
+
+var memberKind = core.MustKind(0x1, 0x1)
+
+// clusterNode is the server's side of its cluster node: the API's
+// Cluster, the tenancy Provider.
+type clusterNode struct {
+	n        *cluster.Node
+	cfg      ClusterConfig
+	url      string
+	sys      *core.Store
+	stop     chan struct{}
+	done     chan struct{}
+	readWait time.Duration
+	token    string // the operator credential: join requests carry it
+	running  atomic.Bool
+}
+
+var (
+	_ httpapi.Cluster  = (*clusterNode)(nil)
+	_ tenancy.Provider = (*clusterNode)(nil)
+)
+
+// openClusterNode opens the raft node under root/cluster.
+func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
+	if cfg.NodeID == "" {
+		return nil, errors.New("cluster.node_id is required")
+	}
+	if s.cfg.OperatorToken == "" {
+		return nil, errors.New("a cluster node needs server.operator_token (or BATPAK_OPERATOR_TOKEN), the same on every node")
+	}
+	if cfg.Bind == "" {
+		cfg.Bind = "127.0.0.1:7071"
+	}
+	if cfg.ReadWait <= 0 {
+		cfg.ReadWait = 5 * time.Second
+	}
+	if cfg.ReadWait > time.Minute {
+		return nil, fmt.Errorf("cluster.read_wait is %s, the limit is 1m", cfg.ReadWait)
+	}
+	cc := cluster.Config{ID: cfg.NodeID, Dir: filepath.Join(s.cfg.Root, "cluster"), Bind: cfg.Bind, Advertise: cfg.Advertise,
+		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout, LeaderLeaseTimeout: cfg.LeaderLeaseTimeout,
+		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs,
+		StoreConfig: s.clusterStoreConfig}
+	switch n := btoi(cfg.TLSCert != "") + btoi(cfg.TLSKey != "") + btoi(cfg.TLSCA != ""); n {
+	case 0:
+	case 3:
+		t, err := cluster.LoadTLS(cfg.TLSCert, cfg.TLSKey, cfg.TLSCA, true)
+		if err != nil {
+			return nil, fmt.Errorf("cluster.tls_*: %w", err)
+		}
+		cc.TLS = t
+	default:
+		return nil, errors.New("cluster.tls_cert, cluster.tls_key and cluster.tls_ca go together: set all three or none")
+	}
+	n, err := cluster.Open(cc)
+	if err != nil {
+		return nil, err
+	}
+	c := &clusterNode{n: n, cfg: cfg, token: s.cfg.OperatorToken, url: strings.TrimRight(cfg.URL, "/"), stop: make(chan struct{}), done: make(chan struct{}), readWait: cfg.ReadWait}
+	if cfg.Bootstrap && n.Status().LastLogIndex == 0 {
+		if err := n.Bootstrap(cluster.Server{ID: cfg.NodeID, Address: n.Addr()}); err != nil {
+			n.Close()
+			return nil, fmt.Errorf("cluster.bootstrap: %w", err)
+		}
+	}
+	if c.sys, err = n.Store(cluster.SystemStore); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// clusterStoreConfig is the config of a store the node holds: the
+// control plane's and the members' like the single server's system
+// store, a tenant's like its own (admitted by the tenant's policies, when
+// this node takes a write). Stores are not synced: raft's log is.
+func (s *Server) clusterStoreConfig(name, dir string) core.Config {
+	var c core.Config
+	if strings.HasPrefix(name, "_") {
+		c = core.DefaultConfig(dir)
+		c.SegmentMaxBytes = 16 << 20
+		c.FDBudget = 8
+	} else {
+		c = tenancy.StoreConfig(dir, false)
+		c.Admission = &lazyAdmission{s: s, tenant: name}
+		c.ProjectionCache = s.states.Tenant(name)
+	}
+	c.Logger = s.cfg.Logger
+	c.Sync.EveryNEvents, c.Sync.Interval = 0, 0
+	return c
+}
+
+// lazyAdmission asks the tenant's policies once the server has them (raft
+// may open a store while the server starts; applies never ask).
+type lazyAdmission struct {
+	s      *Server
+	tenant string
+	a      atomic.Pointer[core.Admission]
+}
+
+func (l *lazyAdmission) get() core.Admission {
+	if a := l.a.Load(); a != nil {
+		return *a
+	}
+	p := l.s.policiesReady.Load()
+	if p == nil {
+		return nil
+	}
+	a := p.Admission(l.tenant, l.s.gate)
+	l.a.Store(&a)
+	return a
+}
+
+// Judging implements core.SwitchedAdmission.
+func (l *lazyAdmission) Judging() bool {
+	a := l.get()
+	if a == nil {
+		return true
+	}
+	if sw, ok := a.(core.SwitchedAdmission); ok {
+		return sw.Judging()
+	}
+	return true
+}
+
+// Admit implements core.Admission.
+func (l *lazyAdmission) Admit(ctx context.Context, p *core.Proposal) error {
+	a := l.get()
+	if a == nil {
+		return errors.New("server: starting: policies are not loaded yet; retry")
+	}
+	return a.Admit(ctx, p)
+}
+
+// run keeps this node's member record current while it leads, and asks
+// cluster.join to add it until it is a member.
+func (c *clusterNode) run(logf func(string, ...any)) {
+	defer close(c.done)
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	lastJoin := time.Time{}
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		st := c.n.Status()
+		if st.State == "leader" {
+			if rec, ok := c.member(c.cfg.NodeID); !ok || rec.URL != c.url || rec.Address != st.Address {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				if err := c.recordMember(ctx, memberRecord{ID: c.cfg.NodeID, Address: st.Address, URL: c.url}); err != nil {
+					logf("cluster: recording this node's URL", "err", err)
+				}
+				cancel()
+			}
+		}
+		member := false
+		for _, m := range st.Servers {
+			member = member || m.ID == c.cfg.NodeID
+		}
+		if c.cfg.Join != "" && !member && time.Since(lastJoin) > 2*time.Second {
+			lastJoin = time.Now()
+			if err := c.askToJoin(st.Address); err != nil {
+				logf("cluster: joining through "+c.cfg.Join, "err", err)
+			}
+		}
+	}
+}
+
+// askToJoin asks cluster.join to add this node.
+func (c *clusterNode) askToJoin(addr string) error {
+	body, _ := json.Marshal(map[string]string{"id": c.cfg.NodeID, "address": addr, "url": c.url})
+	req, err := http.NewRequest("POST", strings.TrimRight(c.cfg.Join, "/")+"/v1/cluster/nodes", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	cl := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(r *http.Request, via []*http.Request) error {
+		if len(via) > 3 {
+			return errors.New("too many redirects")
+		}
+		r.Header.Set("Authorization", via[0].Header.Get("Authorization"))
+		return nil
+	}}
+	resp, err := cl.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(msg)))
+	}
+	return nil
+}
+
+// member is a node's latest record.
+func (c *clusterNode) member(id string) (memberRecord, bool) {
+	evs, err := c.sys.Stream(membersEntity + id)
+	if err != nil || len(evs) == 0 {
+		return memberRecord{}, false
+	}
+	var rec memberRecord
+	if json.Unmarshal(evs[len(evs)-1].Payload, &rec) != nil {
+		return memberRecord{}, false
+	}
+	return rec, true
+}
+
+// recordMember appends a node's record (leader only).
+func (c *clusterNode) recordMember(ctx context.Context, rec memberRecord) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	_, err = c.sys.Append(ctx, core.Coordinate{Entity: membersEntity + rec.ID, Scope: "cluster"}, memberKind, b)
+	return err
+}
+
+// IsLeader implements httpapi.Cluster.
+func (c *clusterNode) IsLeader() bool { return c.n.IsLeader() }
+
+// Leader implements httpapi.Cluster.
+func (c *clusterNode) Leader() (string, string) {
+	_, id := c.n.Leader()
+	if id == "" {
+		return "", ""
+	}
+	rec, ok := c.member(id)
+	if !ok {
+		return "", id
+	}
+	return rec.URL, id
+}
+
+// Barrier implements httpapi.Cluster.
+func (c *clusterNode) Barrier(ctx context.Context) error { return c.n.Barrier(ctx) }
+
+// WaitSequence implements httpapi.Cluster: the store holds seq once its
+// log end passed it.
+func (c *clusterNode) WaitSequence(ctx context.Context, _ string, s *core.Store, seq uint64) error {
+	for delay := 500 * time.Microsecond; s.Usage().GlobalSequence <= seq; delay = min(2*delay, 20*time.Millisecond) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+	return nil
+}
+
+// ReadWait implements httpapi.Cluster.
+func (c *clusterNode) ReadWait() time.Duration { return c.readWait }
+
+// Status implements httpapi.Cluster.
+func (c *clusterNode) Status() any {
+	st := c.n.Status()
+	type member struct {
+		cluster.Member
+		URL string `json:"url,omitempty"`
+	}
+	ms := make([]member, 0, len(st.Servers))
+	for _, m := range st.Servers {
+		rec, _ := c.member(m.ID)
+		ms = append(ms, member{Member: m, URL: rec.URL})
+	}
+	return struct {
+		cluster.Status
+		URL     string   `json:"url"`
+		Members []member `json:"members"`
+	}{st, c.url, ms}
+}
+
+// AddNode implements httpapi.Cluster: raft membership, then the record.
+func (c *clusterNode) AddNode(ctx context.Context, id, addr, url string) error {
+	if err := c.n.Join(id, addr); err != nil {
+		return err
+	}
+	return c.recordMember(ctx, memberRecord{ID: id, Address: addr, URL: strings.TrimRight(url, "/")})
+}
+
+// RemoveNode implements httpapi.Cluster.
+func (c *clusterNode) RemoveNode(_ context.Context, id string) error { return c.n.Leave(id) }
+
+// Open implements tenancy.Provider: the node's store.
+func (c *clusterNode) Open(id string, _ core.Config) (*core.Store, error) { return c.n.Store(id) }
+
+// Release implements tenancy.Provider: the node keeps its stores open.
+func (c *clusterNode) Release(string, *core.Store) error { return nil }
+
+// Drop implements tenancy.Provider. A tenant's events stay on the nodes
+// until the cluster replicates store removal; the tenant itself is
+// deleted from the control plane, so nothing reaches them.
+func (c *clusterNode) Drop(context.Context, string) error { return nil }
+
+// close stops the member loop (if it runs) and the node, its stores
+// with it.
+func (c *clusterNode) close() error {
+	close(c.stop)
+	if c.running.Load() {
+		<-c.done
+	}
+	return c.n.Close()
+}
