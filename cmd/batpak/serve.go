@@ -26,14 +26,16 @@ type serverSetting struct {
 	kind valueKind
 	def  any
 	help string
-	set  func(t serverTarget, v settingValue) // puts the parsed value in place
+	set  func(t *serverTarget, v settingValue) // puts the parsed value in place
 }
 
 // serverTarget is what the server settings fill.
 type serverTarget struct {
-	cfg *server.Config
-	jwt *auth.JWTConfig
-	q   *control.Quotas
+	cfg       *server.Config
+	jwt       *auth.JWTConfig
+	q         *control.Quotas
+	cl        *server.ClusterConfig
+	clusterOn bool
 }
 
 // settingValue is one setting's parsed value, in the field its kind uses.
@@ -45,77 +47,91 @@ type settingValue struct {
 }
 
 var serverSettings = []serverSetting{
-	{"server.root", "root", kindPath, "batpak-server", "directory of the control plane, tenant stores and backups", func(t serverTarget, v settingValue) { t.cfg.Root = v.str }},
-	{"server.listen", "listen", kindText, "127.0.0.1:7070", "host:port to listen on (non-loopback needs TLS or --allow-insecure-remote)", func(t serverTarget, v settingValue) { t.cfg.Listen = v.str }},
-	{"server.tls_cert", "tls-cert", kindOptionalPath, "", "TLS certificate (PEM); with --tls-key", func(t serverTarget, v settingValue) { t.cfg.TLSCert = v.str }},
-	{"server.tls_key", "tls-key", kindOptionalPath, "", "TLS private key (PEM); with --tls-cert", func(t serverTarget, v settingValue) { t.cfg.TLSKey = v.str }},
-	{"server.allow_insecure_remote", "allow-insecure-remote", kindBool, false, "allow plain HTTP on a non-loopback address", func(t serverTarget, v settingValue) { t.cfg.AllowInsecureRemote = v.b }},
-	{"server.operator_token", "", kindText, "", "operator credential (also BATPAK_OPERATOR_TOKEN)", func(t serverTarget, v settingValue) { t.cfg.OperatorToken = v.str }},
-	{"server.max_connections", "max-connections", kindCount, 4096, "client connections served at once (streams included); 1..1000000", func(t serverTarget, v settingValue) { t.cfg.MaxConnections = int(v.n) }},
-	{"server.max_open_tenants", "max-open-tenants", kindCount, 10000, "tenant stores open at once (LRU beyond); 1..1000000", func(t serverTarget, v settingValue) { t.cfg.MaxOpenTenants = int(v.n) }},
-	{"server.tenant_idle_timeout", "tenant-idle-timeout", kindDuration, "5m", "close a tenant store idle this long; ≥ 1s", func(t serverTarget, v settingValue) { t.cfg.TenantIdleTimeout = v.d }},
-	{"server.max_body_bytes", "max-body-bytes", kindSize, "32MiB", "largest request body; 1KiB..1GiB", func(t serverTarget, v settingValue) { t.cfg.MaxBodyBytes = v.n }},
-	{"server.max_json_depth", "max-json-depth", kindCount, 512, "deepest JSON nesting of a payload; 1..4096", func(t serverTarget, v settingValue) { t.cfg.MaxJSONDepth = int(v.n) }},
-	{"server.read_header_timeout", "read-header-timeout", kindDuration, "5s", "time to read request headers", func(t serverTarget, v settingValue) { t.cfg.ReadHeaderTimeout = v.d }},
-	{"server.read_timeout", "read-timeout", kindDuration, "60s", "time to read a whole request", func(t serverTarget, v settingValue) { t.cfg.ReadTimeout = v.d }},
-	{"server.write_timeout", "write-timeout", kindDuration, "60s", "time to write a response (streams: each write)", func(t serverTarget, v settingValue) { t.cfg.WriteTimeout = v.d }},
-	{"server.idle_timeout", "idle-timeout", kindDuration, "120s", "keep-alive connection idle time", func(t serverTarget, v settingValue) { t.cfg.IdleTimeout = v.d }},
-	{"server.shutdown_timeout", "shutdown-timeout", kindDuration, "20s", "graceful shutdown bound", func(t serverTarget, v settingValue) { t.cfg.ShutdownTimeout = v.d }},
-	{"server.sse_heartbeat", "sse-heartbeat", kindDuration, "15s", "heartbeat comment interval on event streams", func(t serverTarget, v settingValue) { t.cfg.SSEHeartbeat = v.d }},
-	{"server.sse_buffer_events", "sse-buffer-events", kindCount, 4096, "a subscriber's unsent backlog bound (events) before cutoff", func(t serverTarget, v settingValue) { t.cfg.SSEBufferEvents = int(v.n) }},
-	{"server.rate_refusal_delay", "rate-refusal-delay", kindDuration, "100ms", "hold a write refused for a tenant's rate this long before the 429; 0..1s, 0: none", func(t serverTarget, v settingValue) {
+	{"server.root", "root", kindPath, "batpak-server", "directory of the control plane, tenant stores and backups", func(t *serverTarget, v settingValue) { t.cfg.Root = v.str }},
+	{"server.listen", "listen", kindText, "127.0.0.1:7070", "host:port to listen on (non-loopback needs TLS or --allow-insecure-remote)", func(t *serverTarget, v settingValue) { t.cfg.Listen = v.str }},
+	{"server.tls_cert", "tls-cert", kindOptionalPath, "", "TLS certificate (PEM); with --tls-key", func(t *serverTarget, v settingValue) { t.cfg.TLSCert = v.str }},
+	{"server.tls_key", "tls-key", kindOptionalPath, "", "TLS private key (PEM); with --tls-cert", func(t *serverTarget, v settingValue) { t.cfg.TLSKey = v.str }},
+	{"server.allow_insecure_remote", "allow-insecure-remote", kindBool, false, "allow plain HTTP on a non-loopback address", func(t *serverTarget, v settingValue) { t.cfg.AllowInsecureRemote = v.b }},
+	{"server.operator_token", "", kindText, "", "operator credential (also BATPAK_OPERATOR_TOKEN)", func(t *serverTarget, v settingValue) { t.cfg.OperatorToken = v.str }},
+	{"server.max_connections", "max-connections", kindCount, 4096, "client connections served at once (streams included); 1..1000000", func(t *serverTarget, v settingValue) { t.cfg.MaxConnections = int(v.n) }},
+	{"server.max_open_tenants", "max-open-tenants", kindCount, 10000, "tenant stores open at once (LRU beyond); 1..1000000", func(t *serverTarget, v settingValue) { t.cfg.MaxOpenTenants = int(v.n) }},
+	{"server.tenant_idle_timeout", "tenant-idle-timeout", kindDuration, "5m", "close a tenant store idle this long; ≥ 1s", func(t *serverTarget, v settingValue) { t.cfg.TenantIdleTimeout = v.d }},
+	{"server.max_body_bytes", "max-body-bytes", kindSize, "32MiB", "largest request body; 1KiB..1GiB", func(t *serverTarget, v settingValue) { t.cfg.MaxBodyBytes = v.n }},
+	{"server.max_json_depth", "max-json-depth", kindCount, 512, "deepest JSON nesting of a payload; 1..4096", func(t *serverTarget, v settingValue) { t.cfg.MaxJSONDepth = int(v.n) }},
+	{"server.read_header_timeout", "read-header-timeout", kindDuration, "5s", "time to read request headers", func(t *serverTarget, v settingValue) { t.cfg.ReadHeaderTimeout = v.d }},
+	{"server.read_timeout", "read-timeout", kindDuration, "60s", "time to read a whole request", func(t *serverTarget, v settingValue) { t.cfg.ReadTimeout = v.d }},
+	{"server.write_timeout", "write-timeout", kindDuration, "60s", "time to write a response (streams: each write)", func(t *serverTarget, v settingValue) { t.cfg.WriteTimeout = v.d }},
+	{"server.idle_timeout", "idle-timeout", kindDuration, "120s", "keep-alive connection idle time", func(t *serverTarget, v settingValue) { t.cfg.IdleTimeout = v.d }},
+	{"server.shutdown_timeout", "shutdown-timeout", kindDuration, "20s", "graceful shutdown bound", func(t *serverTarget, v settingValue) { t.cfg.ShutdownTimeout = v.d }},
+	{"server.sse_heartbeat", "sse-heartbeat", kindDuration, "15s", "heartbeat comment interval on event streams", func(t *serverTarget, v settingValue) { t.cfg.SSEHeartbeat = v.d }},
+	{"server.sse_buffer_events", "sse-buffer-events", kindCount, 4096, "a subscriber's unsent backlog bound (events) before cutoff", func(t *serverTarget, v settingValue) { t.cfg.SSEBufferEvents = int(v.n) }},
+	{"server.rate_refusal_delay", "rate-refusal-delay", kindDuration, "100ms", "hold a write refused for a tenant's rate this long before the 429; 0..1s, 0: none", func(t *serverTarget, v settingValue) {
 		t.cfg.RateRefusalDelay = v.d
 		if v.d == 0 {
 			t.cfg.RateRefusalDelay = -1 // 0 in the config: none (0 in server.Config is the default)
 		}
 	}},
-	{"server.policy_bundle_max_bytes", "", kindSize, "4MiB", "largest tenant policy bundle upload (tar.gz); 1KiB..64MiB", func(t serverTarget, v settingValue) { t.cfg.PolicyBundleMaxBytes = v.n }},
-	{"server.policy_bundle_max_files", "", kindCount, 256, "most entries in a tenant policy bundle; 1..10000", func(t serverTarget, v settingValue) { t.cfg.PolicyBundleMaxFiles = int(v.n) }},
-	{"server.policy_bundle_max_file_bytes", "", kindSize, "1MiB", "largest file in a tenant policy bundle (uncompressed); 1KiB..16MiB", func(t serverTarget, v settingValue) { t.cfg.PolicyBundleMaxFileBytes = v.n }},
-	{"server.policy_bundle_max_total_bytes", "", kindSize, "16MiB", "largest total of the files in a tenant policy bundle (uncompressed); 1KiB..256MiB", func(t serverTarget, v settingValue) { t.cfg.PolicyBundleMaxTotalBytes = v.n }},
-	{"server.policy_bundle_check_timeout", "", kindDuration, "30s", "longest a tenant policy bundle's tests and compilation may run at upload; 1s..10m", func(t serverTarget, v settingValue) { t.cfg.PolicyBundleCheckTimeout = v.d }},
-	{"server.policy_decision_max_bytes", "", kindSize, "4KiB", "most JSON a decision log entry keeps of each input field and reason; 256B..1MiB", func(t serverTarget, v settingValue) { t.cfg.PolicyDecisionMaxBytes = int(v.n) }},
-	{"server.policy_decision_log_bytes", "", kindSize, "4MiB", "bytes of policy decisions kept per tenant on disk; 64KiB..1GiB", func(t serverTarget, v settingValue) { t.cfg.PolicyDecisionLogBytes = v.n }},
-	{"server.policy_decision_queue", "", kindCount, 4096, "policy decisions waiting to be logged before one is dropped; 1..1048576", func(t serverTarget, v settingValue) { t.cfg.PolicyDecisionQueue = int(v.n) }},
-	{"server.policy_decision_log_size", "", kindCount, 1000, "policy decisions kept per tenant (on disk); 0..100000", func(t serverTarget, v settingValue) {
+	{"server.policy_bundle_max_bytes", "", kindSize, "4MiB", "largest tenant policy bundle upload (tar.gz); 1KiB..64MiB", func(t *serverTarget, v settingValue) { t.cfg.PolicyBundleMaxBytes = v.n }},
+	{"server.policy_bundle_max_files", "", kindCount, 256, "most entries in a tenant policy bundle; 1..10000", func(t *serverTarget, v settingValue) { t.cfg.PolicyBundleMaxFiles = int(v.n) }},
+	{"server.policy_bundle_max_file_bytes", "", kindSize, "1MiB", "largest file in a tenant policy bundle (uncompressed); 1KiB..16MiB", func(t *serverTarget, v settingValue) { t.cfg.PolicyBundleMaxFileBytes = v.n }},
+	{"server.policy_bundle_max_total_bytes", "", kindSize, "16MiB", "largest total of the files in a tenant policy bundle (uncompressed); 1KiB..256MiB", func(t *serverTarget, v settingValue) { t.cfg.PolicyBundleMaxTotalBytes = v.n }},
+	{"server.policy_bundle_check_timeout", "", kindDuration, "30s", "longest a tenant policy bundle's tests and compilation may run at upload; 1s..10m", func(t *serverTarget, v settingValue) { t.cfg.PolicyBundleCheckTimeout = v.d }},
+	{"server.policy_decision_max_bytes", "", kindSize, "4KiB", "most JSON a decision log entry keeps of each input field and reason; 256B..1MiB", func(t *serverTarget, v settingValue) { t.cfg.PolicyDecisionMaxBytes = int(v.n) }},
+	{"server.policy_decision_log_bytes", "", kindSize, "4MiB", "bytes of policy decisions kept per tenant on disk; 64KiB..1GiB", func(t *serverTarget, v settingValue) { t.cfg.PolicyDecisionLogBytes = v.n }},
+	{"server.policy_decision_queue", "", kindCount, 4096, "policy decisions waiting to be logged before one is dropped; 1..1048576", func(t *serverTarget, v settingValue) { t.cfg.PolicyDecisionQueue = int(v.n) }},
+	{"server.policy_decision_log_size", "", kindCount, 1000, "policy decisions kept per tenant (on disk); 0..100000", func(t *serverTarget, v settingValue) {
 		t.cfg.PolicyDecisionLogSize = int(v.n)
 		if v.n == 0 {
 			t.cfg.PolicyDecisionLogSize = -1 // 0 in the config: no log (0 in server.Config is the default)
 		}
 	}},
-	{"server.plugins.memory_bytes", "", kindSize, "32MiB", "ceiling of a tenant plugin's linear memory; 64KiB..4GiB", func(t serverTarget, v settingValue) { t.cfg.Plugins.MemoryBytes = v.n }},
-	{"server.plugins.call_timeout", "", kindDuration, "1s", "ceiling of one tenant plugin call's time; 1ms..1m", func(t serverTarget, v settingValue) { t.cfg.Plugins.CallTimeout = v.d }},
-	{"server.plugins.output_bytes", "", kindSize, "16MiB", "ceiling of one tenant plugin call's output; 1KiB..64MiB", func(t serverTarget, v settingValue) { t.cfg.Plugins.OutputBytes = v.n }},
-	{"server.plugins.log_lines", "", kindCount, 256, "ceiling of the lines one tenant plugin call may log; 1..65536", func(t serverTarget, v settingValue) { t.cfg.Plugins.LogLines = int(v.n) }},
-	{"server.plugins.log_bytes", "", kindSize, "64KiB", "ceiling of the bytes one tenant plugin call may log; 1KiB..16MiB", func(t serverTarget, v settingValue) { t.cfg.Plugins.LogBytes = v.n }},
-	{"server.plugins.max_plugins", "", kindCount, 16, "ceiling of the plugins a tenant keeps; 1..10000", func(t serverTarget, v settingValue) { t.cfg.Plugins.Plugins = int(v.n) }},
-	{"server.plugins.max_versions", "", kindCount, 8, "ceiling of the versions one tenant plugin keeps; 1..1000", func(t serverTarget, v settingValue) { t.cfg.Plugins.Versions = int(v.n) }},
-	{"server.plugins.module_bytes", "", kindSize, "16MiB", "ceiling of one uploaded plugin module; 1KiB..256MiB", func(t serverTarget, v settingValue) { t.cfg.Plugins.ModuleBytes = v.n }},
-	{"server.plugin_state_cache_bytes", "", kindSize, "64MiB", "projected states kept in memory for all tenants; 1MiB..16GiB", func(t serverTarget, v settingValue) { t.cfg.PluginStateCacheBytes = v.n }},
-	{"server.plugin_log_lines", "", kindCount, 100, "recent log lines and faults each tenant plugin's status keeps; 1..10000", func(t serverTarget, v settingValue) { t.cfg.PluginLogLines = int(v.n) }},
-	{"server.plugin_checks", "", kindCount, 2, "plugin uploads and swaps checked and compiled at once, all tenants together; 1..64", func(t serverTarget, v settingValue) { t.cfg.PluginChecks = int(v.n) }},
-	{"server.workers_max_defined", "", kindCount, 256, "hosted workers each tenant may have defined, stopped ones included (never below its max_workers); 1..65536", func(t serverTarget, v settingValue) { t.cfg.WorkersMaxDefined = int(v.n) }},
-	{"server.metrics_public", "metrics-public", kindBool, false, "serve /metrics without the operator credential", func(t serverTarget, v settingValue) { t.cfg.MetricsPublic = v.b }},
-	{"server.access_log", "access-log", kindText, "text", "access log: text, json or off", func(t serverTarget, v settingValue) { t.cfg.AccessLog = v.str }},
-	{"server.jwt.jwks_file", "", kindOptionalPath, "", "JWKS file: enables JWT bearer tokens", func(t serverTarget, v settingValue) { t.jwt.JWKSFile = v.str }},
-	{"server.jwt.issuer", "", kindText, "", "required JWT iss", func(t serverTarget, v settingValue) { t.jwt.Issuer = v.str }},
-	{"server.jwt.audience", "", kindText, "", "required JWT aud", func(t serverTarget, v settingValue) { t.jwt.Audience = v.str }},
-	{"server.jwt.tenant_claim", "", kindText, "tenant", "JWT claim naming the tenant", func(t serverTarget, v settingValue) { t.jwt.TenantClaim = v.str }},
-	{"server.jwt.roles_claim", "", kindText, "roles", "JWT claim listing roles", func(t serverTarget, v settingValue) { t.jwt.RolesClaim = v.str }},
-	{"server.quotas.storage_bytes", "", kindSize, "10GiB", "default storage quota per tenant", func(t serverTarget, v settingValue) { t.q.StorageBytes = v.n }},
-	{"server.quotas.events_per_second", "", kindCount, 20000, "default sustained append rate", func(t serverTarget, v settingValue) { t.q.EventsPerSecond = float64(v.n) }},
-	{"server.quotas.events_burst", "", kindCount, 40000, "default event bucket size", func(t serverTarget, v settingValue) { t.q.EventsBurst = int(v.n) }},
-	{"server.quotas.bytes_per_second", "", kindSize, "64MiB", "default sustained payload bytes per second", func(t serverTarget, v settingValue) { t.q.BytesPerSecond = float64(v.n) }},
-	{"server.quotas.bytes_burst", "", kindSize, "128MiB", "default byte bucket size", func(t serverTarget, v settingValue) { t.q.BytesBurst = int(v.n) }},
-	{"server.quotas.max_payload_bytes", "", kindSize, "1MiB", "default largest payload", func(t serverTarget, v settingValue) { t.q.MaxPayloadBytes = int(v.n) }},
-	{"server.quotas.max_batch_events", "", kindCount, 4096, "default most events in one batch; at most 4096", func(t serverTarget, v settingValue) { t.q.MaxBatchEvents = int(v.n) }},
-	{"server.quotas.max_subscriptions", "", kindCount, 1100, "default concurrent event streams", func(t serverTarget, v settingValue) { t.q.MaxSubscriptions = int(v.n) }},
-	{"server.quotas.max_cursors", "", kindCount, 100, "default named cursors", func(t serverTarget, v settingValue) { t.q.MaxCursors = int(v.n) }},
-	{"server.quotas.max_workers", "", kindCount, 16, "default hosted workers running or quarantined", func(t serverTarget, v settingValue) { t.q.MaxWorkers = int(v.n) }},
+	{"server.plugins.memory_bytes", "", kindSize, "32MiB", "ceiling of a tenant plugin's linear memory; 64KiB..4GiB", func(t *serverTarget, v settingValue) { t.cfg.Plugins.MemoryBytes = v.n }},
+	{"server.plugins.call_timeout", "", kindDuration, "1s", "ceiling of one tenant plugin call's time; 1ms..1m", func(t *serverTarget, v settingValue) { t.cfg.Plugins.CallTimeout = v.d }},
+	{"server.plugins.output_bytes", "", kindSize, "16MiB", "ceiling of one tenant plugin call's output; 1KiB..64MiB", func(t *serverTarget, v settingValue) { t.cfg.Plugins.OutputBytes = v.n }},
+	{"server.plugins.log_lines", "", kindCount, 256, "ceiling of the lines one tenant plugin call may log; 1..65536", func(t *serverTarget, v settingValue) { t.cfg.Plugins.LogLines = int(v.n) }},
+	{"server.plugins.log_bytes", "", kindSize, "64KiB", "ceiling of the bytes one tenant plugin call may log; 1KiB..16MiB", func(t *serverTarget, v settingValue) { t.cfg.Plugins.LogBytes = v.n }},
+	{"server.plugins.max_plugins", "", kindCount, 16, "ceiling of the plugins a tenant keeps; 1..10000", func(t *serverTarget, v settingValue) { t.cfg.Plugins.Plugins = int(v.n) }},
+	{"server.plugins.max_versions", "", kindCount, 8, "ceiling of the versions one tenant plugin keeps; 1..1000", func(t *serverTarget, v settingValue) { t.cfg.Plugins.Versions = int(v.n) }},
+	{"server.plugins.module_bytes", "", kindSize, "16MiB", "ceiling of one uploaded plugin module; 1KiB..256MiB", func(t *serverTarget, v settingValue) { t.cfg.Plugins.ModuleBytes = v.n }},
+	{"server.plugin_state_cache_bytes", "", kindSize, "64MiB", "projected states kept in memory for all tenants; 1MiB..16GiB", func(t *serverTarget, v settingValue) { t.cfg.PluginStateCacheBytes = v.n }},
+	{"server.plugin_log_lines", "", kindCount, 100, "recent log lines and faults each tenant plugin's status keeps; 1..10000", func(t *serverTarget, v settingValue) { t.cfg.PluginLogLines = int(v.n) }},
+	{"server.plugin_checks", "", kindCount, 2, "plugin uploads and swaps checked and compiled at once, all tenants together; 1..64", func(t *serverTarget, v settingValue) { t.cfg.PluginChecks = int(v.n) }},
+	{"server.workers_max_defined", "", kindCount, 256, "hosted workers each tenant may have defined, stopped ones included (never below its max_workers); 1..65536", func(t *serverTarget, v settingValue) { t.cfg.WorkersMaxDefined = int(v.n) }},
+	{"server.metrics_public", "metrics-public", kindBool, false, "serve /metrics without the operator credential", func(t *serverTarget, v settingValue) { t.cfg.MetricsPublic = v.b }},
+	{"server.access_log", "access-log", kindText, "text", "access log: text, json or off", func(t *serverTarget, v settingValue) { t.cfg.AccessLog = v.str }},
+	{"server.jwt.jwks_file", "", kindOptionalPath, "", "JWKS file: enables JWT bearer tokens", func(t *serverTarget, v settingValue) { t.jwt.JWKSFile = v.str }},
+	{"server.jwt.issuer", "", kindText, "", "required JWT iss", func(t *serverTarget, v settingValue) { t.jwt.Issuer = v.str }},
+	{"server.jwt.audience", "", kindText, "", "required JWT aud", func(t *serverTarget, v settingValue) { t.jwt.Audience = v.str }},
+	{"server.jwt.tenant_claim", "", kindText, "tenant", "JWT claim naming the tenant", func(t *serverTarget, v settingValue) { t.jwt.TenantClaim = v.str }},
+	{"server.jwt.roles_claim", "", kindText, "roles", "JWT claim listing roles", func(t *serverTarget, v settingValue) { t.jwt.RolesClaim = v.str }},
+	{"server.quotas.storage_bytes", "", kindSize, "10GiB", "default storage quota per tenant", func(t *serverTarget, v settingValue) { t.q.StorageBytes = v.n }},
+	{"server.quotas.events_per_second", "", kindCount, 20000, "default sustained append rate", func(t *serverTarget, v settingValue) { t.q.EventsPerSecond = float64(v.n) }},
+	{"server.quotas.events_burst", "", kindCount, 40000, "default event bucket size", func(t *serverTarget, v settingValue) { t.q.EventsBurst = int(v.n) }},
+	{"server.quotas.bytes_per_second", "", kindSize, "64MiB", "default sustained payload bytes per second", func(t *serverTarget, v settingValue) { t.q.BytesPerSecond = float64(v.n) }},
+	{"server.quotas.bytes_burst", "", kindSize, "128MiB", "default byte bucket size", func(t *serverTarget, v settingValue) { t.q.BytesBurst = int(v.n) }},
+	{"server.quotas.max_payload_bytes", "", kindSize, "1MiB", "default largest payload", func(t *serverTarget, v settingValue) { t.q.MaxPayloadBytes = int(v.n) }},
+	{"server.quotas.max_batch_events", "", kindCount, 4096, "default most events in one batch; at most 4096", func(t *serverTarget, v settingValue) { t.q.MaxBatchEvents = int(v.n) }},
+	{"server.quotas.max_subscriptions", "", kindCount, 1100, "default concurrent event streams", func(t *serverTarget, v settingValue) { t.q.MaxSubscriptions = int(v.n) }},
+	{"server.quotas.max_cursors", "", kindCount, 100, "default named cursors", func(t *serverTarget, v settingValue) { t.q.MaxCursors = int(v.n) }},
+	{"server.quotas.max_workers", "", kindCount, 16, "default hosted workers running or quarantined", func(t *serverTarget, v settingValue) { t.q.MaxWorkers = int(v.n) }},
+	{"server.cluster.enabled", "cluster", kindBool, false, "run as a node of a replicated cluster (needs --cluster-node-id and server.operator_token)", func(t *serverTarget, v settingValue) { t.clusterOn = v.b }},
+	{"server.cluster.node_id", "cluster-node-id", kindText, "", "this node's id in the cluster, stable for its life", func(t *serverTarget, v settingValue) { t.cl.NodeID = v.str }},
+	{"server.cluster.bind", "cluster-bind", kindText, "127.0.0.1:7071", "node-to-node (raft) TCP address", func(t *serverTarget, v settingValue) { t.cl.Bind = v.str }},
+	{"server.cluster.advertise", "cluster-advertise", kindText, "", "raft address other nodes dial (default: cluster.bind)", func(t *serverTarget, v settingValue) { t.cl.Advertise = v.str }},
+	{"server.cluster.url", "cluster-url", kindText, "", "this node's API URL as clients reach it (default: http(s)://<listen address>)", func(t *serverTarget, v settingValue) { t.cl.URL = v.str }},
+	{"server.cluster.bootstrap", "cluster-bootstrap", kindBool, false, "on first start, form a new cluster of this node", func(t *serverTarget, v settingValue) { t.cl.Bootstrap = v.b }},
+	{"server.cluster.join", "cluster-join", kindText, "", "API URL of a member to join through on first start", func(t *serverTarget, v settingValue) { t.cl.Join = v.str }},
+	{"server.cluster.tls_cert", "cluster-tls-cert", kindOptionalPath, "", "node certificate (PEM) for mutual TLS between nodes", func(t *serverTarget, v settingValue) { t.cl.TLSCert = v.str }},
+	{"server.cluster.tls_key", "cluster-tls-key", kindOptionalPath, "", "node private key (PEM)", func(t *serverTarget, v settingValue) { t.cl.TLSKey = v.str }},
+	{"server.cluster.tls_ca", "cluster-tls-ca", kindOptionalPath, "", "CA (PEM) that signed every node's certificate", func(t *serverTarget, v settingValue) { t.cl.TLSCA = v.str }},
+	{"server.cluster.read_wait", "", kindDuration, "5s", "longest a read with min_seq waits for this node to catch up; ≤ 1m", func(t *serverTarget, v settingValue) { t.cl.ReadWait = v.d }},
+	{"server.cluster.heartbeat_timeout", "", kindDuration, "1s", "raft: follower's wait for the leader before an election", func(t *serverTarget, v settingValue) { t.cl.HeartbeatTimeout = v.d }},
+	{"server.cluster.election_timeout", "", kindDuration, "1s", "raft: candidate's election timeout", func(t *serverTarget, v settingValue) { t.cl.ElectionTimeout = v.d }},
+	{"server.cluster.leader_lease_timeout", "", kindDuration, "500ms", "raft: how long a leader leads without hearing from a quorum", func(t *serverTarget, v settingValue) { t.cl.LeaderLeaseTimeout = v.d }},
 }
 
 // serverParentKeys are the config-file sections of the server settings.
-var serverParentKeys = map[string]bool{"server": true, "server.jwt": true, "server.quotas": true, "server.plugins": true}
+var serverParentKeys = map[string]bool{"server": true, "server.jwt": true, "server.quotas": true, "server.plugins": true, "server.cluster": true}
 
 func bindServerSettings(fs *pflag.FlagSet, v *viper.Viper) {
 	for _, s := range serverSettings {
@@ -143,7 +159,8 @@ func (a *app) serverConfig(policyDir string) (server.Config, error) {
 	cfg.PolicyDir = policyDir
 	jwt := auth.JWTConfig{}
 	q := control.Quotas{}
-	target := serverTarget{cfg: &cfg, jwt: &jwt, q: &q}
+	cl := server.ClusterConfig{}
+	target := serverTarget{cfg: &cfg, jwt: &jwt, q: &q, cl: &cl}
 	for _, s := range serverSettings {
 		raw := a.v.Get(s.key)
 		bad := func(err error) error { return fmt.Errorf("invalid config: %s: %v", s.key, err) }
@@ -170,7 +187,10 @@ func (a *app) serverConfig(policyDir string) (server.Config, error) {
 		if err != nil {
 			return cfg, bad(err)
 		}
-		s.set(target, v)
+		s.set(&target, v)
+	}
+	if target.clusterOn {
+		cfg.Cluster = &cl
 	}
 	if cfg.OperatorToken == "" {
 		cfg.OperatorToken = os.Getenv("BATPAK_OPERATOR_TOKEN")
