@@ -117,9 +117,8 @@ func TestSnapshotRestoreKeepsOpenStores(t *testing.T) {
 			if err != nil || rs[0].Err != nil {
 				t.Fatalf("batch %d: %v %v", r, err, rs)
 			}
-			last = rs[0].Index
 		} else {
-			last = mustAppend(t, l, "acme", items...)[0].Index
+			mustAppend(t, l, "acme", items...)
 		}
 	}
 	if _, err := lead.AppendWithOptions(ctx, core.Coordinate{Entity: "e3", Scope: "s"}, kindA, []byte(`{"i":3}`), core.AppendOptions{IdempotencyKey: "pre-3"}); err != nil {
