@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 
 	"github.com/batpak-go/batpak/core/internal/format"
@@ -112,7 +113,12 @@ func (c *Cursor) Committed() uint64 {
 // Commit records the current position as processed. For a named cursor it
 // is written to the store directory (temp file, fsync, rename) before
 // Commit returns (ErrClosed once the store is closing); for an unnamed one
-// it only moves Committed. A committed position is never durable before
+// it only moves Committed. On a store whose Replicator is also a
+// CursorReplicator, a named cursor's position is handed to it instead and
+// Commit returns once the replicated log has committed it and applied it
+// to this replica (its errors are the Replicator's, e.g. the replica is
+// not the one taking writes); a position past the end of the log is
+// refused with a *CursorAheadError before that. A committed position is never durable before
 // the events it covers: when they are not yet on stable storage (a sync
 // setting other than EveryNEvents = 1), Commit syncs the log first, as
 // Store.Sync does.
@@ -126,6 +132,21 @@ func (c *Cursor) commitLocked(pos uint64) error {
 	if c.name != "" && pos != c.committed {
 		if c.s.readOnly {
 			return ErrReadOnly
+		}
+		if cr, ok := c.s.cfg.Replicator.(CursorReplicator); ok {
+			// Replicated: every replica writes the position when the
+			// replicated log applies it (CommitReplicatedCursor).
+			if c.s.shut.Load() {
+				return ErrClosed
+			}
+			if err := c.s.checkCursorPos(c.name, pos); err != nil {
+				return err
+			}
+			if err := cr.ReplicateCursor(c.name, pos); err != nil {
+				return err
+			}
+			c.committed = pos
+			return nil
 		}
 		if err := c.s.syncedTo(pos); err != nil {
 			return err
@@ -143,6 +164,66 @@ func (c *Cursor) commitLocked(pos uint64) error {
 	}
 	c.committed = pos
 	return nil
+}
+
+// CommitReplicatedCursor is how a replicated log's state machine applies
+// a committed named-cursor position to this replica (see
+// CursorReplicator): it writes the position as Commit does on a store
+// without a Replicator (the log synced first when it is not yet stable,
+// then temp file, fsync, rename), without handing it to the Replicator
+// again. Open cursors of the name keep their own position; NamedCursor
+// opened afterwards starts at pos. Errors: ErrNotReplicated on a store
+// without a Replicator; ErrReadOnly; ErrInvalidCursorName; a
+// *CursorAheadError when pos is past the end of this replica's log
+// (GlobalSequence); ErrClosed once the store is closing.
+func (s *Store) CommitReplicatedCursor(name string, pos uint64) error {
+	if s.cfg.Replicator == nil {
+		return ErrNotReplicated
+	}
+	if s.readOnly {
+		return ErrReadOnly
+	}
+	if !cursorNameRE.MatchString(name) {
+		return fmt.Errorf("%w: %q (want 1..128 of A-Z a-z 0-9 . _ -, starting with a letter or digit)", ErrInvalidCursorName, name)
+	}
+	if err := s.checkCursorPos(name, pos); err != nil {
+		return err
+	}
+	if err := s.syncedTo(pos); err != nil {
+		return err
+	}
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return saveCursor(s.fs, s.cfg.Dir, name, pos)
+}
+
+// CursorPositions returns the committed position of every named cursor
+// in the store directory, by name (empty when there is none). A damaged
+// position file fails it with a *CorruptionError naming the file.
+func (s *Store) CursorPositions() (map[string]uint64, error) {
+	out := map[string]uint64{}
+	ents, err := s.fs.ReadDir(filepath.Join(s.cfg.Dir, cursorDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("batpak: list cursors: %w", err)
+	}
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".pos")
+		if e.IsDir() || !ok || !cursorNameRE.MatchString(name) {
+			continue
+		}
+		pos, err := loadCursor(s.fs, s.cfg.Dir, name)
+		if err != nil {
+			return nil, err
+		}
+		out[name] = pos
+	}
+	return out, nil
 }
 
 // Rewind moves the position back to the last committed one, so the events

@@ -32,6 +32,20 @@ type Replicator interface {
 	Replicate(batch bool, items []BatchItem, done func([]Receipt, error))
 }
 
+// CursorReplicator is implemented by a Replicator that also replicates
+// named cursors' committed positions, so that every replica holds the
+// same positions and a consumer resumes where it committed on whichever
+// replica it reconnects to. Cursor.Commit on a named cursor of a store
+// whose Replicator implements it calls ReplicateCursor instead of writing
+// the position itself; the replicated log's state machine writes it on
+// every replica with Store.CommitReplicatedCursor.
+type CursorReplicator interface {
+	// ReplicateCursor proposes name's committed position pos and returns
+	// once it is committed and applied to this replica (nil), or with the
+	// error that refused it. It may block for as long as the log takes.
+	ReplicateCursor(name string, pos uint64) error
+}
+
 // replicate hands an admitted append or batch to the Replicator; its
 // ticket resolves when the Replicator calls back.
 func (s *Store) replicate(r *request) (*Ticket, error) {

@@ -8,11 +8,29 @@ import (
 	"github.com/batpak-go/batpak/core"
 )
 
-// The raft log entry format: one command per entry, little-endian-free
-// (varints are encoding/binary's; fixed fields big-endian).
+// The raft log entry format: one command per entry (varints are
+// encoding/binary's; fixed fields big-endian). Two versions exist; a node
+// decodes both.
 //
-//	version   1 byte: commandVersion (1)
+// Version 1 (a write; what every node writes for appends and batches, so
+// that nodes not yet upgraded keep applying writes during a rolling
+// upgrade):
+//
+//	version   1 byte: 1
 //	tenant    uvarint length, bytes
+//	write     the write body below
+//
+// Version 2 (any operation):
+//
+//	version   1 byte: 2
+//	op        1 byte: 0 write, 1 cursor commit, 2 drop store
+//	tenant    uvarint length, bytes
+//	body      write: the write body below
+//	          cursor commit: name (uvarint length, bytes), position (uvarint)
+//	          drop store: nothing
+//
+// The write body:
+//
 //	flags     1 byte: bit 0 set = one atomic batch
 //	count     uvarint: items
 //	item …    entity (uvarint length, bytes), scope (same),
@@ -23,16 +41,31 @@ import (
 //	          prior item + 1 (uvarint, 0 none), payload (uvarint length,
 //	          bytes)
 //
-// A node refuses an entry whose version byte it does not know (a newer
-// node's format) rather than guessing at it: see Node.Err.
-const commandVersion byte = 1
+// A node refuses an entry whose version byte, or version-2 op, it does not
+// know (a newer node's format) rather than guessing at it: see Node.Err.
+const (
+	commandVersion    byte = 1 // a write
+	commandVersionOps byte = 2 // an op byte, then the op's body
+)
 
-// command is one raft entry: writes to one tenant, each item an
-// independent append, or (batch) one atomic batch.
+// Command ops (version 2).
+const (
+	opWrite  byte = 0
+	opCursor byte = 1
+	opDrop   byte = 2
+)
+
+// command is one raft entry. A write (Op opWrite) holds writes to one
+// tenant, each item an independent append, or (Batch) one atomic batch;
+// a cursor commit holds Cursor's committed position Pos; a drop names the
+// tenant only.
 type command struct {
+	Op     byte
 	Tenant string
 	Batch  bool
 	Items  []wireItem
+	Cursor string
+	Pos    uint64
 }
 
 type wireItem struct {
@@ -98,6 +131,18 @@ func (w *wireItem) item() core.BatchItem {
 }
 
 func encodeCommand(c *command) ([]byte, error) {
+	switch c.Op {
+	case opWrite:
+	case opCursor:
+		b := []byte{commandVersionOps, opCursor}
+		b = appendString(b, c.Tenant)
+		b = appendString(b, c.Cursor)
+		return binary.AppendUvarint(b, c.Pos), nil
+	case opDrop:
+		return appendString([]byte{commandVersionOps, opDrop}, c.Tenant), nil
+	default:
+		return nil, fmt.Errorf("cluster: command op %d", c.Op)
+	}
 	n := 16 + len(c.Tenant)
 	for i := range c.Items {
 		it := &c.Items[i]
@@ -142,17 +187,48 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-// decodeCommand reads an entry's data. An unknown version is an
+// decodeCommand reads an entry's data. An unknown version or op is an
 // *UnknownFormatError; payloads alias data.
 func decodeCommand(data []byte) (*command, error) {
 	if len(data) == 0 {
-		return nil, &UnknownFormatError{Version: -1}
-	}
-	if data[0] != commandVersion {
-		return nil, &UnknownFormatError{Version: int(data[0])}
+		return nil, &UnknownFormatError{Version: -1, Op: -1}
 	}
 	d := decoder{b: data[1:]}
-	c := &command{Tenant: d.str()}
+	c := &command{}
+	switch data[0] {
+	case commandVersion:
+		c.Tenant = d.str()
+		d.write(c)
+	case commandVersionOps:
+		c.Op = d.byte()
+		if d.err != nil {
+			return nil, fmt.Errorf("cluster: undecodable command: %w", d.err)
+		}
+		c.Tenant = d.str()
+		switch c.Op {
+		case opWrite:
+			d.write(c)
+		case opCursor:
+			c.Cursor = d.str()
+			c.Pos = d.uvarint()
+		case opDrop:
+		default:
+			return nil, &UnknownFormatError{Version: int(data[0]), Op: int(c.Op)}
+		}
+	default:
+		return nil, &UnknownFormatError{Version: int(data[0]), Op: -1}
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%d bytes after the command", len(d.b))
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("cluster: undecodable command: %w", d.err)
+	}
+	return c, nil
+}
+
+// write reads a write body into c.
+func (d *decoder) write(c *command) {
 	c.Batch = d.byte()&1 != 0
 	count := d.uvarint()
 	if d.err == nil && count > uint64(len(d.b)) { // every item takes bytes
@@ -179,13 +255,6 @@ func decodeCommand(data []byte) (*command, error) {
 		it.Prior = int(min(d.uvarint(), 1<<30))
 		it.Payload = d.bytes()
 	}
-	if d.err == nil && len(d.b) != 0 {
-		d.err = fmt.Errorf("%d bytes after the last item", len(d.b))
-	}
-	if d.err != nil {
-		return nil, fmt.Errorf("cluster: undecodable command: %w", d.err)
-	}
-	return c, nil
 }
 
 var errShort = errors.New("truncated")

@@ -45,15 +45,20 @@ func (e *NotLeaderError) Error() string {
 // Is matches ErrNotLeader.
 func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
 
-// UnknownFormatError: a log entry carries a command format this node does
-// not know (written by a newer version). The node halts rather than
-// misapply it; it matches ErrHalted.
+// UnknownFormatError: a log entry carries a command format (or an
+// operation of a known format) this node does not know, written by a
+// newer version. The node halts rather than misapply it; it matches
+// ErrHalted.
 type UnknownFormatError struct {
 	Version int // the entry's version byte; -1 for an empty entry
+	Op      int // the unknown op of a known version; -1 when the version is unknown
 }
 
 func (e *UnknownFormatError) Error() string {
-	return fmt.Sprintf("cluster: log entry has command format %d; this node knows only %d (upgrade it)", e.Version, commandVersion)
+	if e.Op >= 0 {
+		return fmt.Sprintf("cluster: log entry has command format %d with op %d; this node knows ops 0..%d (upgrade it)", e.Version, e.Op, opDrop)
+	}
+	return fmt.Sprintf("cluster: log entry has command format %d; this node knows formats %d and %d (upgrade it)", e.Version, commandVersion, commandVersionOps)
 }
 
 // Is matches ErrHalted.

@@ -125,3 +125,59 @@ func TestDamagedCommandIsRefused(t *testing.T) {
 		t.Fatal("a command claiming more items than bytes decoded")
 	}
 }
+
+// TestCommandOps: cursor commits and drops travel in format 2; writes
+// stay in format 1, which nodes not yet upgraded read; a format-2 write
+// decodes like a format-1 one; an unknown op or version is refused with
+// an *UnknownFormatError naming it.
+func TestCommandOps(t *testing.T) {
+	for _, c := range []*command{
+		{Op: opCursor, Tenant: "acme", Cursor: "billing", Pos: 1 << 40},
+		{Op: opDrop, Tenant: "acme"},
+	} {
+		data, err := encodeCommand(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if data[0] != commandVersionOps {
+			t.Fatalf("op %d encoded in format %d", c.Op, data[0])
+		}
+		got, err := decodeCommand(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Op != c.Op || got.Tenant != c.Tenant || got.Cursor != c.Cursor || got.Pos != c.Pos {
+			t.Fatalf("decoded %+v, want %+v", got, c)
+		}
+		for n := 1; n < len(data); n++ {
+			if _, err := decodeCommand(data[:n]); err == nil {
+				t.Fatalf("op %d cut to %d of %d bytes decoded", c.Op, n, len(data))
+			}
+		}
+		if _, err := decodeCommand(append(data, 0)); err == nil {
+			t.Fatalf("op %d with a trailing byte decoded", c.Op)
+		}
+	}
+	w := &command{Tenant: "acme", Batch: true, Items: []wireItem{toWire(core.BatchItem{
+		Coordinate: core.Coordinate{Entity: "e", Scope: "s"}, Kind: core.MustKind(1, 1), Payload: []byte(`1`),
+		Options: core.AppendOptions{ID: core.NewEventID(), Timestamp: 9}})}}
+	v1, err := encodeCommand(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v1[0] != 1 {
+		t.Fatalf("a write is encoded in format %d, want 1", v1[0])
+	}
+	v2 := append([]byte{commandVersionOps, opWrite}, v1[1:]...)
+	got, err := decodeCommand(v2)
+	if err != nil || got.Op != opWrite || got.Tenant != "acme" || !got.Batch || len(got.Items) != 1 || got.Items[0].item().Options != w.Items[0].item().Options {
+		t.Fatalf("format-2 write decoded as %+v (%v)", got, err)
+	}
+	var uf *UnknownFormatError
+	if _, err := decodeCommand([]byte{commandVersionOps, 9, 0}); !errors.As(err, &uf) || uf.Version != 2 || uf.Op != 9 || !errors.Is(err, ErrHalted) {
+		t.Fatalf("unknown op: %v", err)
+	}
+	if _, err := decodeCommand([]byte{3, 0}); !errors.As(err, &uf) || uf.Version != 3 || uf.Op != -1 {
+		t.Fatalf("unknown version: %v", err)
+	}
+}

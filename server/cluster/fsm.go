@@ -32,6 +32,14 @@ type fsm struct {
 	stores map[string]*core.Store
 	closed bool // Node.Close closed the stores: open no more
 
+	// born is the log index of the first entry applied to each store since
+	// it was (re)created — the same on every replica — so a restore tells
+	// a store dropped and created again from the one it holds. 0: unknown
+	// (created locally and never written, or restored from a snapshot
+	// without the record). Only raft's FSM goroutine (Apply, Snapshot,
+	// Restore) touches it.
+	born map[string]uint64
+
 	waitMu  sync.Mutex
 	applied uint64        // the last log index applied to the stores
 	changed chan struct{} // closed and replaced whenever applied moves
@@ -42,7 +50,7 @@ type fsm struct {
 
 func newFSM(root, staging string, storeConfig func(tenant, dir string) core.Config) *fsm {
 	return &fsm{root: root, staging: staging, storeConfig: storeConfig,
-		stores: map[string]*core.Store{}, changed: make(chan struct{}), stop: make(chan struct{})}
+		stores: map[string]*core.Store{}, born: map[string]uint64{}, changed: make(chan struct{}), stop: make(chan struct{})}
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
@@ -62,11 +70,46 @@ type entryWrites struct {
 // queued to its store from this goroutine before any is waited for, so the
 // stores cover them with group commits and still apply them in log order
 // (core: a store's writes queued from one goroutine are applied in that
-// order). The response for each command entry is its []Result.
+// order). A cursor commit or a drop waits for the writes queued before it,
+// then is applied. The response for each command entry is its []Result.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
-	pend := make([]*entryWrites, len(logs))
+	type pending struct {
+		i  int
+		ew *entryWrites
+	}
+	var pend []pending
 	var haltErr error
+	// flush waits for everything queued, in order.
+	flush := func() {
+		ctx := context.Background()
+		for _, p := range pend {
+			ew := p.ew
+			if ew.batch != nil {
+				rs, err := ew.batch.Wait(ctx)
+				for j := range ew.res {
+					if err != nil {
+						ew.res[j].Err = err
+					} else {
+						ew.res[j].Receipt = rs[j]
+					}
+				}
+			}
+			for j, t := range ew.tickets {
+				if t != nil {
+					ew.res[j].Receipt, ew.res[j].Err = t.Wait(ctx)
+				}
+			}
+			for j := range ew.res {
+				if err := ew.res[j].Err; err != nil && !deterministic(err) && haltErr == nil {
+					haltErr = fmt.Errorf("cluster: applying entry %d to tenant %q: %w", logs[p.i].Index, ew.c.Tenant, err)
+				}
+			}
+			out[p.i] = ew.res
+		}
+		pend = pend[:0]
+	}
+entries:
 	for i, l := range logs {
 		if l.Type != raft.LogCommand {
 			continue
@@ -76,41 +119,33 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			haltErr = err
 			break
 		}
-		ew, err := f.queue(c, l.Index)
-		if err != nil {
-			haltErr = err
-			break
-		}
-		pend[i] = ew
-	}
-	// Wait for everything queued, in order.
-	ctx := context.Background()
-	for i, ew := range pend {
-		if ew == nil {
+		if c.Op == opWrite {
+			ew, err := f.queue(c, l.Index)
+			if err != nil {
+				haltErr = err
+				break
+			}
+			pend = append(pend, pending{i, ew})
 			continue
 		}
-		if ew.batch != nil {
-			rs, err := ew.batch.Wait(ctx)
-			for j := range ew.res {
-				if err != nil {
-					ew.res[j].Err = err
-				} else {
-					ew.res[j].Receipt = rs[j]
-				}
-			}
+		flush()
+		if haltErr != nil {
+			break
 		}
-		for j, t := range ew.tickets {
-			if t != nil {
-				ew.res[j].Receipt, ew.res[j].Err = t.Wait(ctx)
-			}
+		var res []Result
+		switch c.Op {
+		case opCursor:
+			res, err = f.commitCursor(c, l.Index)
+		case opDrop:
+			res, err = f.drop(c.Tenant, l.Index)
 		}
-		for j := range ew.res {
-			if err := ew.res[j].Err; err != nil && !deterministic(err) && haltErr == nil {
-				haltErr = fmt.Errorf("cluster: applying entry %d to tenant %q: %w", logs[i].Index, ew.c.Tenant, err)
-			}
+		if err != nil {
+			haltErr = err
+			break entries
 		}
-		out[i] = ew.res
+		out[i] = res
 	}
+	flush()
 	if haltErr != nil {
 		// The stores may no longer match the log: stop here, never
 		// acknowledging anything of this batch, and never move the
@@ -130,6 +165,86 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	f.setApplied(logs[len(logs)-1].Index)
 	return out
 }
+
+// commitCursor applies a named cursor's committed position to the
+// tenant's store. Refusals every replica makes alike (a bad name, a
+// position past the log's end) are the result; other errors halt.
+func (f *fsm) commitCursor(c *command, index uint64) ([]Result, error) {
+	res := []Result{{Index: index}}
+	if err := validStore(c.Tenant); err != nil {
+		res[0].Err = err
+		return res, nil
+	}
+	s, err := f.store(c.Tenant, true)
+	if err != nil {
+		return nil, err
+	}
+	f.noteBorn(c.Tenant, index)
+	err = s.CommitReplicatedCursor(c.Cursor, c.Pos)
+	switch {
+	case err == nil:
+	case errors.Is(err, core.ErrInvalidCursorName), errors.Is(err, core.ErrCursorAhead):
+		res[0].Err = err
+	default:
+		return nil, fmt.Errorf("cluster: applying entry %d (cursor %q of tenant %q): %w", index, c.Cursor, c.Tenant, err)
+	}
+	return res, nil
+}
+
+// noteBorn records index as the tenant's birth when it has none.
+func (f *fsm) noteBorn(tenant string, index uint64) {
+	if f.born[tenant] == 0 {
+		f.born[tenant] = index
+	}
+}
+
+// drop closes the tenant's store and removes its directory (renamed into
+// the trash directory first, so a crash never leaves half a store under
+// tenants/). A later write creates it empty.
+func (f *fsm) drop(tenant string, index uint64) ([]Result, error) {
+	res := []Result{{Index: index}}
+	if err := validStore(tenant); err != nil {
+		res[0].Err = err
+		return res, nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.dropLocked(tenant, index); err != nil {
+		return nil, fmt.Errorf("cluster: applying entry %d (drop of tenant %q): %w", index, tenant, err)
+	}
+	return res, nil
+}
+
+func (f *fsm) dropLocked(tenant string, index uint64) error {
+	delete(f.born, tenant)
+	if s := f.stores[tenant]; s != nil {
+		delete(f.stores, tenant)
+		if err := s.Close(); err != nil {
+			return err
+		}
+	}
+	dir := filepath.Join(f.root, tenant)
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	trash := filepath.Join(filepath.Dir(f.root), trashDir)
+	if err := os.MkdirAll(trash, 0o755); err != nil {
+		return err
+	}
+	dead := filepath.Join(trash, fmt.Sprintf("%s.%d", tenant, index))
+	if err := os.RemoveAll(dead); err != nil {
+		return err
+	}
+	if err := os.Rename(dir, dead); err != nil {
+		return err
+	}
+	// What fails to go now goes at the next Open, which empties the trash.
+	os.RemoveAll(dead)
+	return nil
+}
+
+// trashDir, beside tenants/, holds dropped stores while they are removed.
+const trashDir = "trash"
 
 // queue submits one entry's writes to its tenant's store. Refusals that
 // depend only on the entry and the store's state (validation, conflicts)
@@ -156,6 +271,7 @@ func (f *fsm) queue(c *command, index uint64) (*entryWrites, error) {
 	if err != nil {
 		return nil, err
 	}
+	f.noteBorn(c.Tenant, index)
 	ctx := context.Background()
 	if c.Batch {
 		items := make([]core.BatchItem, len(c.Items))
@@ -326,6 +442,17 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
+	var born []byte
+	for _, name := range names {
+		if b := f.born[name]; b != 0 {
+			born = binary.AppendUvarint(born, b)
+			born = appendString(born, name)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "born"), born, 0o644); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	return &fsmSnapshot{dir: dir}, nil
 }
 
@@ -349,7 +476,9 @@ func tenantDirs(root string) ([]string, error) {
 }
 
 // fsmSnapshot is a staged copy of the stores, written to raft's snapshot
-// sink as a tar stream: "applied" (the log index, 8 bytes big-endian) and
+// sink as a tar stream: "applied" (the log index, 8 bytes big-endian),
+// "born" (each store's birth index, see fsm.born: uvarint index, uvarint
+// name length, name; repeated; absent from older snapshots) and
 // tenants/<tenant>/… (each store's snapshot directory).
 type fsmSnapshot struct{ dir string }
 
@@ -405,75 +534,271 @@ func writeTar(w io.Writer, dir string) error {
 	return tw.Close()
 }
 
-// Restore replaces every tenant store with the snapshot's.
+// Restore makes the stores the snapshot's. A store open on this node —
+// one the server may hold (Node.Store) with subscriptions and cursors on
+// it — stays the same object and is caught up in place (catchUp); the
+// others are replaced by the snapshot's directories. An open store the
+// snapshot lacks, or holds in another incarnation (dropped and created
+// again since, as the birth records tell), is dropped (closed: ErrClosed
+// to its holders); an open store still empty that the snapshot lacks is
+// kept.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.closeStores(); err != nil {
-		return err
-	}
 	base := filepath.Dir(f.root)
 	incoming := filepath.Join(base, "restoring")
 	if err := os.RemoveAll(incoming); err != nil {
 		return err
 	}
-	applied, err := readTar(rc, incoming)
+	defer os.RemoveAll(incoming)
+	snap, err := readTar(rc, incoming)
 	if err != nil {
-		os.RemoveAll(incoming)
 		return fmt.Errorf("cluster: restoring snapshot: %w", err)
 	}
-	if err := os.RemoveAll(f.root); err != nil {
+	inTenants := filepath.Join(incoming, "tenants")
+	names, err := tenantDirs(inTenants)
+	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Join(incoming, "tenants"), 0o755); err != nil {
+	inSnap := map[string]bool{}
+	for _, name := range names {
+		inSnap[name] = true
+	}
+	// The open stores: caught up in place, kept, or dropped.
+	kept := map[string]bool{}
+	for _, name := range sortedKeys(f.stores) {
+		s := f.stores[name]
+		local, theirs := f.born[name], snap.born[name]
+		switch {
+		case inSnap[name] && (local == 0 || theirs == 0 || local == theirs):
+			if err := f.catchUp(name, s, filepath.Join(inTenants, name)); err != nil {
+				return err
+			}
+			kept[name] = true
+		case !inSnap[name] && local == 0 && s.Usage().GlobalSequence == 0:
+			kept[name] = true
+		default:
+			if err := f.dropLocked(name, snap.applied); err != nil {
+				return fmt.Errorf("cluster: restoring snapshot: dropping tenant %q: %w", name, err)
+			}
+		}
+	}
+	// The rest: the snapshot's directories replace whatever is here.
+	here, err := tenantDirs(f.root)
+	if err != nil {
 		return err
 	}
-	if err := os.Rename(filepath.Join(incoming, "tenants"), f.root); err != nil {
+	for _, name := range here {
+		if !kept[name] {
+			if err := os.RemoveAll(filepath.Join(f.root, name)); err != nil {
+				return err
+			}
+		}
+	}
+	if err := os.MkdirAll(f.root, 0o755); err != nil {
 		return err
 	}
-	os.RemoveAll(incoming)
-	f.setApplied(applied)
+	for _, name := range names {
+		if !kept[name] {
+			if err := os.Rename(filepath.Join(inTenants, name), filepath.Join(f.root, name)); err != nil {
+				return err
+			}
+		}
+	}
+	born := map[string]uint64{}
+	for name, b := range snap.born {
+		if inSnap[name] {
+			born[name] = b
+		}
+	}
+	f.born = born
+	f.setApplied(snap.applied)
 	return nil
 }
 
-// readTar unpacks a snapshot stream into dir and returns its applied index.
-func readTar(r io.Reader, dir string) (uint64, error) {
-	var applied uint64
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// catchUpPage is how many events catchUp reads and applies at a time.
+const catchUpPage = 1024
+
+// catchUp brings the open store s of tenant up to the snapshot's copy of
+// it in dir: the store's events must be a prefix of the copy's (a
+// replica's store always is a prefix of the committed log; anything else
+// is an error naming the tenant, and the restore fails). The missing
+// events are applied in order with SubmitReplicated, each with the id,
+// timestamp, idempotency key, correlation and causation ids and flags it
+// has in the copy, so their headers — clocks, sequences, chain hashes —
+// come out identical. The events of an atomic batch are applied one by
+// one here: a reader of s may see part of such a batch before the rest,
+// and a subscriber sees them as ordinary new events, each once, with no
+// gap. Then the copy's named cursor positions are committed to s.
+func (f *fsm) catchUp(tenant string, s *core.Store, dir string) error {
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("cluster: restoring snapshot: tenant %q: "+format, append([]any{tenant}, args...)...)
+	}
+	cfg := f.storeConfig(tenant, dir)
+	cfg.Replicator = nil
+	from, err := core.OpenReadOnly(cfg)
+	if err != nil {
+		return fail("opening the snapshot's store: %w", err)
+	}
+	defer from.Close()
+	have, want := s.Usage().GlobalSequence, from.Usage().GlobalSequence
+	if have > want {
+		return fail("this node's store holds %d events, the snapshot's only %d: it is not a prefix of the log", have, want)
+	}
+	if have > 0 {
+		mine, err := eventAt(s, have-1)
+		if err != nil {
+			return fail("reading event %d: %w", have-1, err)
+		}
+		theirs, err := eventAt(from, have-1)
+		if err != nil {
+			return fail("reading the snapshot's event %d: %w", have-1, err)
+		}
+		if mine.Header != theirs.Header || mine.Coordinate != theirs.Coordinate {
+			return fail("event %d is %s here and %s in the snapshot: this node's store is not a prefix of the log", have-1, mine.Header.ID, theirs.Header.ID)
+		}
+	}
+	cur := from.Cursor(core.All())
+	cur.Seek(have)
+	ctx := context.Background()
+	for {
+		evs, err := cur.Poll(catchUpPage)
+		if err != nil {
+			return fail("reading the snapshot's store: %w", err)
+		}
+		if len(evs) == 0 {
+			break
+		}
+		tickets := make([]*core.Ticket, len(evs))
+		for i := range evs {
+			ev := &evs[i]
+			if ev.Redacted {
+				return fail("event %d of the snapshot is redacted", ev.GlobalSequence)
+			}
+			h := ev.Header
+			it := core.BatchItem{Coordinate: ev.Coordinate, Kind: h.Kind, Payload: ev.Payload, Options: core.AppendOptions{
+				ID: h.ID, Timestamp: h.Timestamp, IdempotencyKey: ev.IdempotencyKey,
+				CorrelationID: h.CorrelationID, CausationID: h.CausationID, Flags: h.Flags,
+			}}
+			if tickets[i], err = s.SubmitReplicated(ctx, it); err != nil {
+				return fail("applying event %d: %w", ev.GlobalSequence, err)
+			}
+		}
+		for i, t := range tickets {
+			r, err := t.Wait(ctx)
+			if err == nil && (r.Deduplicated || r.ID != evs[i].Header.ID || r.GlobalSequence != evs[i].GlobalSequence) {
+				err = fmt.Errorf("written as %s at %d (deduplicated %v)", r.ID, r.GlobalSequence, r.Deduplicated)
+			}
+			if err != nil {
+				return fail("applying event %d (%s): %w", evs[i].GlobalSequence, evs[i].Header.ID, err)
+			}
+		}
+	}
+	theirs, err := from.CursorPositions()
+	if err != nil {
+		return fail("reading the snapshot's cursors: %w", err)
+	}
+	mine, err := s.CursorPositions()
+	if err != nil {
+		return fail("reading cursors: %w", err)
+	}
+	for _, name := range sortedKeys(theirs) {
+		if pos, ok := mine[name]; ok && pos == theirs[name] {
+			continue
+		}
+		if err := s.CommitReplicatedCursor(name, theirs[name]); err != nil {
+			return fail("cursor %q: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// eventAt reads the event at global sequence seq.
+func eventAt(s *core.Store, seq uint64) (core.StoredEvent, error) {
+	c := s.Cursor(core.All())
+	c.Seek(seq)
+	evs, err := c.Poll(1)
+	if err != nil {
+		return core.StoredEvent{}, err
+	}
+	if len(evs) != 1 || evs[0].GlobalSequence != seq {
+		return core.StoredEvent{}, fmt.Errorf("no event at sequence %d", seq)
+	}
+	return evs[0], nil
+}
+
+// snapshotMeta is what a snapshot stream says besides the stores.
+type snapshotMeta struct {
+	applied uint64            // the log index the snapshot holds
+	born    map[string]uint64 // the stores' birth indexes (fsm.born)
+}
+
+// maxBornBytes bounds a snapshot's "born" entry (a few bytes per store).
+const maxBornBytes = 64 << 20
+
+// readTar unpacks a snapshot stream into dir and returns what it says.
+func readTar(r io.Reader, dir string) (snapshotMeta, error) {
+	meta := snapshotMeta{born: map[string]uint64{}}
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
-			return applied, nil
+			return meta, nil
 		}
 		if err != nil {
-			return 0, err
+			return meta, err
 		}
 		name := filepath.FromSlash(hdr.Name)
 		if !filepath.IsLocal(name) {
-			return 0, fmt.Errorf("snapshot entry %q leaves the snapshot directory", hdr.Name)
+			return meta, fmt.Errorf("snapshot entry %q leaves the snapshot directory", hdr.Name)
 		}
 		path := filepath.Join(dir, name)
 		switch {
 		case hdr.Name == "applied":
 			var b [8]byte
 			if _, err := io.ReadFull(tr, b[:]); err != nil {
-				return 0, fmt.Errorf("snapshot entry %q: %w", hdr.Name, err)
+				return meta, fmt.Errorf("snapshot entry %q: %w", hdr.Name, err)
 			}
-			applied = binary.BigEndian.Uint64(b[:])
+			meta.applied = binary.BigEndian.Uint64(b[:])
+		case hdr.Name == "born":
+			if hdr.Size > maxBornBytes {
+				return meta, fmt.Errorf("snapshot entry %q: %d bytes, the limit is %d", hdr.Name, hdr.Size, maxBornBytes)
+			}
+			b, err := io.ReadAll(io.LimitReader(tr, maxBornBytes))
+			if err != nil {
+				return meta, fmt.Errorf("snapshot entry %q: %w", hdr.Name, err)
+			}
+			d := decoder{b: b}
+			for d.err == nil && len(d.b) > 0 {
+				index := d.uvarint()
+				meta.born[d.str()] = index
+			}
+			if d.err != nil {
+				return meta, fmt.Errorf("snapshot entry %q: %w", hdr.Name, d.err)
+			}
 		case hdr.Typeflag == tar.TypeDir:
 			if err := os.MkdirAll(path, 0o755); err != nil {
-				return 0, err
+				return meta, err
 			}
 		case hdr.Typeflag == tar.TypeReg && strings.HasPrefix(hdr.Name, "tenants/"):
 			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-				return 0, err
+				return meta, err
 			}
 			if err := writeFile(path, tr); err != nil {
-				return 0, err
+				return meta, err
 			}
 		default:
-			return 0, fmt.Errorf("snapshot entry %q is not part of the format", hdr.Name)
+			return meta, fmt.Errorf("snapshot entry %q is not part of the format", hdr.Name)
 		}
 	}
 }

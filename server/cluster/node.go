@@ -204,7 +204,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("cluster: opening the raft log in %s (is another node using it?): %w", raftDir, err)
 	}
 	staging := filepath.Join(cfg.Dir, "snapshot-staging")
-	for _, d := range []string{root, staging, filepath.Join(cfg.Dir, "restoring")} {
+	for _, d := range []string{root, staging, filepath.Join(cfg.Dir, "restoring"), filepath.Join(cfg.Dir, trashDir)} {
 		if err := os.RemoveAll(d); err != nil {
 			bolt.Close()
 			return nil, err
@@ -404,15 +404,8 @@ func (n *Node) command(tenant string, batch bool, items []core.BatchItem) ([]byt
 	if total > n.cfg.MaxBytes {
 		return nil, fmt.Errorf("%w: %d payload bytes, the limit is %d (Config.MaxBytes)", ErrTooLarge, total, n.cfg.MaxBytes)
 	}
-	if err := n.fsm.err(); err != nil {
+	if err := n.canPropose(); err != nil {
 		return nil, err
-	}
-	switch n.raft.State() {
-	case raft.Leader:
-	case raft.Shutdown:
-		return nil, ErrClosed
-	default:
-		return nil, n.notLeader()
 	}
 	now := time.Now().UnixMicro()
 	c := &command{Tenant: tenant, Batch: batch, Items: make([]wireItem, len(items))}
@@ -426,6 +419,22 @@ func (n *Node) command(tenant string, batch bool, items []core.BatchItem) ([]byt
 		c.Items[i] = toWire(it)
 	}
 	return encodeCommand(c)
+}
+
+// canPropose refuses a proposal on a halted node, a closed one, or a
+// follower.
+func (n *Node) canPropose() error {
+	if err := n.fsm.err(); err != nil {
+		return err
+	}
+	switch n.raft.State() {
+	case raft.Leader:
+		return nil
+	case raft.Shutdown:
+		return ErrClosed
+	default:
+		return n.notLeader()
+	}
 }
 
 // apply proposes an encoded command and waits for this node's apply.
@@ -504,8 +513,9 @@ func (n *Node) wait(ctx context.Context, f raft.Future) error {
 }
 
 // View runs fn with the tenant's store on this node, for reads; the store
-// shows what this node has applied (see WaitApplied). fn must not keep the
-// store: a snapshot restore closes and replaces it after fn returns. It
+// shows what this node has applied (see WaitApplied). It is the object
+// Node.Store returns (a snapshot restore catches it up in place; DropStore
+// closes it). It
 // returns ErrNoTenant when nothing was applied to the tenant here, and
 // ErrClosed after Close.
 func (n *Node) View(tenant string, fn func(*core.Store) error) error {

@@ -30,8 +30,14 @@ func validStore(name string) error {
 // majority of nodes and applied here, with the errors of Node.AppendBatch
 // (a *NotLeaderError on a follower: nothing proposed). Fences, Redact,
 // EraseEntity and Compact are refused (core.ErrReplicated). The store
-// stays the same object for the node's life, across snapshot restores
-// (see Restore); Close closes it. Errors: an invalid name, ErrClosed.
+// stays the same object for the node's life, across snapshot restores (a
+// restore catches it up in place: its subscribers and cursors see the
+// missing events as ordinary new ones), until Close or DropStore closes it
+// (ErrClosed from then on; call Store again for the tenant's new store).
+// Named cursors' commits (Cursor.Commit) are replicated too: proposed from
+// the leader's store (a follower's refuses with a *NotLeaderError), they
+// return once applied here, and a NamedCursor opened on any node that has
+// applied them resumes there. Errors: an invalid name, ErrClosed.
 func (n *Node) Store(tenant string) (*core.Store, error) {
 	if err := validStore(tenant); err != nil {
 		return nil, err
@@ -81,4 +87,60 @@ func receipts(res []Result, want int) ([]core.Receipt, error) {
 	return rs, nil
 }
 
-var _ core.Replicator = (*replicator)(nil)
+// ReplicateCursor proposes a named cursor's committed position (leader
+// only) and waits for its apply here, bounded by Config.ApplyTimeout.
+func (r *replicator) ReplicateCursor(name string, pos uint64) error {
+	if err := r.n.canPropose(); err != nil {
+		return err
+	}
+	data, err := encodeCommand(&command{Op: opCursor, Tenant: r.tenant, Cursor: name, Pos: pos})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), r.n.timeout)
+	defer cancel()
+	return r.n.applyOne(ctx, data)
+}
+
+// applyOne proposes a one-result command (a cursor commit, a drop) and
+// returns its refusal or error.
+func (n *Node) applyOne(ctx context.Context, data []byte) error {
+	res, err := n.apply(ctx, data)
+	if err != nil {
+		return err
+	}
+	if len(res) != 1 {
+		return fmt.Errorf("cluster: %d results for one operation", len(res))
+	}
+	return res[0].Err
+}
+
+// DropStore removes tenant's store (or SystemStore's) from every node:
+// once the entry is committed, every node applies it by closing the
+// store and removing its directory (renamed into Dir/trash first, then
+// removed; Open empties the trash), and its named cursors go with it. A
+// *core.Store handed out for the tenant before (Node.Store, View) is
+// closed: its calls fail with core.ErrClosed, its subscriptions end.
+// A later write to the tenant creates its store again, empty (call
+// Node.Store again for it). It returns once committed and applied on this
+// node, with the errors of Node.AppendBatch (a *NotLeaderError on a
+// follower: nothing proposed). Dropping a tenant that has no store is not
+// an error.
+func (n *Node) DropStore(ctx context.Context, tenant string) error {
+	if err := validStore(tenant); err != nil {
+		return err
+	}
+	if err := n.canPropose(); err != nil {
+		return err
+	}
+	data, err := encodeCommand(&command{Op: opDrop, Tenant: tenant})
+	if err != nil {
+		return err
+	}
+	return n.applyOne(ctx, data)
+}
+
+var (
+	_ core.Replicator       = (*replicator)(nil)
+	_ core.CursorReplicator = (*replicator)(nil)
+)
