@@ -370,10 +370,9 @@ func (c *clusterNode) Open(id string, _ core.Config) (*core.Store, error) { retu
 // Release implements tenancy.Provider: the node keeps its stores open.
 func (c *clusterNode) Release(string, *core.Store) error { return nil }
 
-// Drop implements tenancy.Provider. A tenant's events stay on the nodes
-// until the cluster replicates store removal; the tenant itself is
-// deleted from the control plane, so nothing reaches them.
-func (c *clusterNode) Drop(context.Context, string) error { return nil }
+// Drop implements tenancy.Provider: every node removes the tenant's store
+// (cluster.Node.DropStore; the leader proposes it).
+func (c *clusterNode) Drop(ctx context.Context, id string) error { return c.n.DropStore(ctx, id) }
 
 // close stops the member loop (if it runs) and the node, its stores
 // with it.
