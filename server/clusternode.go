@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -86,6 +87,10 @@ type clusterNode struct {
 	readWait time.Duration
 	token    string // the operator credential: join requests carry it
 	running  atomic.Bool
+
+	bmu       sync.Mutex
+	binflight bool          // a shared barrier is running
+	bnext     *barrierRound // the round reads arriving now wait for
 }
 
 var (
@@ -315,8 +320,53 @@ func (c *clusterNode) Leader() (string, string) {
 	return rec.URL, id
 }
 
-// Barrier implements httpapi.Cluster.
-func (c *clusterNode) Barrier(ctx context.Context) error { return c.n.Barrier(ctx) }
+// Barrier implements httpapi.Cluster. Concurrent linearizable reads
+// share barriers: one raft barrier is in flight at a time, and a read
+// arriving meanwhile waits for the next one (which starts after it
+// arrived, so it still sees everything committed before it). A flood of
+// linearizable reads thus costs the cluster at most one barrier entry per
+// quorum round, not one each.
+func (c *clusterNode) Barrier(ctx context.Context) error {
+	c.bmu.Lock()
+	if c.bnext == nil {
+		c.bnext = &barrierRound{done: make(chan struct{})}
+	}
+	r := c.bnext
+	if !c.binflight {
+		c.startBarrierLocked()
+	}
+	c.bmu.Unlock()
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// barrierRound is one shared raft barrier and the reads waiting for it.
+type barrierRound struct {
+	done chan struct{}
+	err  error
+}
+
+// startBarrierLocked runs the pending round; the caller holds bmu.
+func (c *clusterNode) startBarrierLocked() {
+	r := c.bnext
+	c.bnext, c.binflight = nil, true
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		r.err = c.n.Barrier(ctx)
+		cancel()
+		close(r.done)
+		c.bmu.Lock()
+		c.binflight = false
+		if c.bnext != nil {
+			c.startBarrierLocked()
+		}
+		c.bmu.Unlock()
+	}()
+}
 
 // WaitSequence implements httpapi.Cluster: the store holds seq once its
 // log end passed it.
