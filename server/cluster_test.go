@@ -62,7 +62,22 @@ func (cs *clusterServer) stop() {
 // (every node is on 127.0.0.1).
 var clusterClient = &http.Client{Timeout: 20 * time.Second}
 
+// call sends one request, following redirects to the leader; like a
+// client, it retries while the cluster has no leader (503 NOT_LEADER, an
+// election under way), for up to 10 s.
 func call(t *testing.T, method, url, token, body string) (int, map[string]any) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, m := callOnce(t, method, url, token, body)
+		if code != http.StatusServiceUnavailable || m["code"] != "NOT_LEADER" || time.Now().After(deadline) {
+			return code, m
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func callOnce(t *testing.T, method, url, token, body string) (int, map[string]any) {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -242,5 +257,29 @@ func TestClusterServe(t *testing.T) {
 		if code != 200 || st["events"].(float64) != 31 {
 			t.Fatalf("%s after failover: %d %v", n.id, code, st)
 		}
+	}
+
+	// A tenant deleted and created again starts empty on every node, and
+	// followers serve the new one (not the store they held before).
+	if code, body := call(t, "DELETE", newLeader.base+"/v1/admin/tenants/acme?confirm=acme", clusterOperator, ""); code != 204 {
+		t.Fatalf("delete tenant: %d %v", code, body)
+	}
+	if code, body := call(t, "POST", newLeader.base+"/v1/admin/tenants", clusterOperator, `{"id":"acme"}`); code != 201 {
+		t.Fatalf("create again: %d %v", code, body)
+	}
+	code, key = call(t, "POST", newLeader.base+"/v1/admin/tenants/acme/keys", clusterOperator, `{"roles":["writer"]}`)
+	if code != 201 {
+		t.Fatal(code, key)
+	}
+	token = key["key"].(string)
+	code, rc = call(t, "POST", newLeader.base+"/v1/tenants/acme/events", token, `{"entity":"fresh","scope":"s","kind":"1:1","payload":{}}`)
+	if code != 201 || rc["global_sequence"].(float64) != 0 {
+		t.Fatalf("append to the new tenant: %d %v", code, rc)
+	}
+	for _, n := range []*clusterServer{n2, n3} {
+		waitFor(t, 5*time.Second, n.id+" serves the new tenant", func() bool {
+			code, st := call(t, "GET", n.base+"/v1/tenants/acme/stats?min_seq=0", token, "")
+			return code == 200 && st["events"].(float64) == 1
+		})
 	}
 }

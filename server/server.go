@@ -337,6 +337,9 @@ type Server struct {
 	// policiesReady is policies once set: a cluster node's stores may be
 	// opened (and their admission built) before it is.
 	policiesReady atomic.Pointer[tenantpolicy.Manager]
+	// tenantsReady is tenants once set (the plane's change hook may run
+	// before it is).
+	tenantsReady atomic.Pointer[tenancy.Registry]
 	// node is this server's cluster node; nil for a single server.
 	node *clusterNode
 	// plugins keeps the tenants' plugins; states is the projection cache
@@ -387,9 +390,22 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.states = tenantplugin.NewStateCache(cfg.PluginStateCacheBytes)
 	// The API's hook for control-plane changes another node made.
 	var api atomic.Pointer[httpapi.API]
-	onChange := func(control.Change) {
+	onChange := func(ch control.Change) {
 		if a := api.Load(); a != nil {
 			a.AccessChanged()
+		}
+		if ch.Kind == "tenant.deleted" && s.node != nil {
+			// The node's store of the tenant is dropped by the deleting
+			// leader's DropStore; here the registry lets go of it (off
+			// the plane's goroutine: Forget waits for leases to end).
+			id := ch.TenantID()
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+				defer cancel()
+				if t := s.tenantsReady.Load(); t != nil {
+					_ = t.Forget(ctx, id)
+				}
+			}()
 		}
 	}
 	if cfg.Cluster != nil {
@@ -469,6 +485,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return fail(fmt.Errorf("tenants: %w", err))
 	}
+	s.tenantsReady.Store(s.tenants)
 	if s.node == nil {
 		if err := s.removeLeftovers(ctx); err != nil {
 			return fail(err)

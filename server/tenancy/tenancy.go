@@ -500,6 +500,18 @@ func (r *Registry) waitUnleasedLocked(ctx context.Context, t *tenant) error {
 // is returned. The caller records the deletion (Exists then says no)
 // before calling Remove, so the tenant cannot come back meanwhile.
 func (r *Registry) Remove(ctx context.Context, id string) error {
+	return r.remove(ctx, id, true)
+}
+
+// Forget is Remove without deleting anything: it waits (up to ctx) for
+// the store's leases to end and closes it (with a Provider: releases it),
+// so the next Acquire opens the tenant afresh. A cluster node calls it for
+// a tenant another node deleted: the node itself removes the data.
+func (r *Registry) Forget(ctx context.Context, id string) error {
+	return r.remove(ctx, id, false)
+}
+
+func (r *Registry) remove(ctx context.Context, id string, deleteData bool) error {
 	if err := ValidID(id); err != nil {
 		return err
 	}
@@ -529,6 +541,12 @@ func (r *Registry) Remove(ctx context.Context, id string) error {
 	}
 	r.mu.Unlock()
 
+	if !deleteData {
+		r.mu.Lock()
+		r.endRemoveLocked(t)
+		r.mu.Unlock()
+		return closeErr
+	}
 	if r.cfg.Provider != nil {
 		err := r.cfg.Provider.Drop(ctx, id)
 		r.mu.Lock()
