@@ -338,7 +338,7 @@ func TestFollowStoreRemoved(t *testing.T) {
 // its help and success; alone, it prints its help.
 func TestUnknownSubcommandIsUsage(t *testing.T) {
 	isolate(t)
-	for _, group := range []string{"tenant", "key", "worker", "cursor", "completion", "policy", "plugin"} {
+	for _, group := range []string{"tenant", "key", "worker", "cursor", "completion", "policy", "plugin", "cluster"} {
 		r := failsWith(t, exitUsage, []string{group, "bogus"}, `unknown command "bogus" for "batpak `+group+`"`, "Run 'batpak "+group+" --help' for usage.")
 		if strings.Count(r.stderr, "\n") != 2 || r.stdout != "" {
 			t.Errorf("batpak %s bogus: stdout %q, stderr %q, want two lines on stderr", group, r.stdout, r.stderr)

@@ -209,7 +209,7 @@ Data verbs print a table, or -o json (--json) / -o yaml. Exit codes: 0 ok,
 		newExportCmd(a), newImportCmd(a), newSnapshotCmd(a), newRedactCmd(a), newCompactCmd(a), newSealCmd(a),
 		newPluginCmd(a),
 		newServeCmd(a),
-		newTenantCmd(a), newKeyCmd(a), newWorkerCmd(a),
+		newTenantCmd(a), newKeyCmd(a), newWorkerCmd(a), newClusterCmd(a),
 		newVersionCmd(a), newCursorCmd(a),
 	)
 	root.InitDefaultCompletionCmd() // now, so that it too refuses unknown shells

@@ -56,7 +56,7 @@ func New(baseURL, token string, opts ...Options) (*Client, error) {
 			Proxy:               http.ProxyFromEnvironment,
 			MaxIdleConnsPerHost: 64,
 			IdleConnTimeout:     90 * time.Second,
-		}}
+		}, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	if c.retries == 0 {
 		c.retries = 3
@@ -67,6 +67,23 @@ func New(baseURL, token string, opts ...Options) (*Client, error) {
 		c.maxErr = 64 << 10
 	}
 	return c, nil
+}
+
+// maxLeaderHops bounds the redirects to a cluster's leader one request
+// follows.
+const maxLeaderHops = 3
+
+// leaderRedirect reports whether resp sends the request to a cluster's
+// leader: a 307 or 308 with a Location that does not leave https.
+func leaderRedirect(resp *http.Response, from *url.URL) bool {
+	if resp.StatusCode != http.StatusTemporaryRedirect && resp.StatusCode != http.StatusPermanentRedirect {
+		return false
+	}
+	loc, err := from.Parse(resp.Header.Get("Location"))
+	if err != nil || loc.Host == "" || (loc.Scheme != "http" && loc.Scheme != "https") {
+		return false
+	}
+	return !(from.Scheme == "https" && loc.Scheme != "https")
 }
 
 // request is one API call.
@@ -105,6 +122,11 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 			return nil, ctx.Err()
 		}
 		last = err
+		if errors.Is(err, ErrNotLeader) && attempts < 1+c.retries {
+			// A cluster node that does not lead did nothing: any request
+			// may go again, once a leader is known.
+			attempts = 1 + c.retries
+		}
 		if !retryable(err) {
 			return nil, err
 		}
@@ -146,6 +168,24 @@ func (c *Client) once(ctx context.Context, r request) (*http.Response, error) {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.hc.Do(req)
+	for hop := 0; err == nil && hop < maxLeaderHops && leaderRedirect(resp, req.URL); hop++ {
+		// A cluster follower sent the request to its leader: the same
+		// request, with the same credential, goes there (never from
+		// https to http).
+		loc, _ := req.URL.Parse(resp.Header.Get("Location"))
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		if body != nil {
+			body = bytes.NewReader(r.body)
+		}
+		next, nerr := http.NewRequestWithContext(ctx, r.method, loc.String(), body)
+		if nerr != nil {
+			return nil, nerr
+		}
+		next.Header = req.Header.Clone()
+		req = next
+		resp, err = c.hc.Do(req)
+	}
 	if err != nil {
 		return nil, err
 	}

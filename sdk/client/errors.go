@@ -33,6 +33,9 @@ const (
 	CodePluginFault         = "PLUGIN_FAULT"       // a plugin call failed (see Error.Fault)
 	CodePluginQuarantined   = "PLUGIN_QUARANTINED" // the plugin refuses calls until reset or swapped
 	CodeNotImplemented      = "NOT_IMPLEMENTED"    // the server does not offer the feature (hosted workers without a plugin source)
+	CodeNotLeader           = "NOT_LEADER"         // a cluster node that does not lead did nothing (see Error.Leader); the client follows and retries
+	CodeOutcomeUnknown      = "OUTCOME_UNKNOWN"    // a cluster lost its leader after proposing the write: it may be written; retried only with an idempotency key
+	CodeNotCaughtUp         = "NOT_CAUGHT_UP"      // a cluster node had not applied min_seq in time; retried
 )
 
 // Sentinels for errors.Is: an *Error matches the sentinel with its Code.
@@ -58,6 +61,9 @@ var (
 	ErrPluginFault         = &Error{Code: CodePluginFault}
 	ErrPluginQuarantined   = &Error{Code: CodePluginQuarantined}
 	ErrNotImplemented      = &Error{Code: CodeNotImplemented}
+	ErrNotLeader           = &Error{Code: CodeNotLeader}
+	ErrOutcomeUnknown      = &Error{Code: CodeOutcomeUnknown}
+	ErrNotCaughtUp         = &Error{Code: CodeNotCaughtUp}
 )
 
 // Error is a request the server refused: its problem document.
@@ -118,6 +124,9 @@ func retryable(err error) bool {
 	var e *Error
 	if !errors.As(err, &e) {
 		return true // transport error: the request may not have arrived
+	}
+	if e.Code == CodeOutcomeUnknown {
+		return true // only safe requests are retried at all (see send)
 	}
 	switch {
 	case e.Code == CodeBusy, e.Status == 503, e.Status == 502, e.Status == 504:

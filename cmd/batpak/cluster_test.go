@@ -1,0 +1,91 @@
+package main
+
+import (
+	"encoding/json"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// freeAddr returns a loopback address with a port free just now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestClusterVerbs: `batpak cluster status|join|leave` against two
+// `batpak serve --cluster` processes: a node added by hand becomes a
+// voter, any node answers status, and leave removes it.
+func TestClusterVerbs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two servers")
+	}
+	for k, v := range map[string]string{"BATPAK_SERVER_CLUSTER_HEARTBEAT_TIMEOUT": "300ms", "BATPAK_SERVER_CLUSTER_ELECTION_TIMEOUT": "300ms", "BATPAK_SERVER_CLUSTER_LEADER_LEASE_TIMEOUT": "300ms"} {
+		t.Setenv(k, v)
+	}
+	op := "bpko_" + strings.Repeat("abcdefghijklmnopqrstuvwxyz", 2)
+	r1, r2 := freeAddr(t), freeAddr(t)
+	n1 := startServe(t, t.TempDir(), op, "--cluster", "--cluster-node-id", "n1", "--cluster-bind", r1, "--cluster-bootstrap")
+	n2 := startServe(t, t.TempDir(), op, "--cluster", "--cluster-node-id", "n2", "--cluster-bind", r2)
+	type status struct {
+		ID      string `json:"id"`
+		State   string `json:"state"`
+		Members []struct {
+			ID     string `json:"id"`
+			Leader bool   `json:"leader"`
+			URL    string `json:"url"`
+		} `json:"members"`
+	}
+	statusOf := func(base string) (status, result) {
+		r := batpak(t, "--server", base, "--token", op, "cluster", "status", "-o", "json")
+		var st status
+		if r.code == 0 {
+			if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+				t.Fatalf("status output %q: %v", r.stdout, err)
+			}
+		}
+		return st, r
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st, r := statusOf(n1.base)
+		if r.code == 0 && st.State == "leader" && len(st.Members) == 1 && st.Members[0].URL == n1.base {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n1 does not lead alone: %+v, %+v", st, r)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if r := batpak(t, "--server", n1.base, "--token", op, "cluster", "join", "n2", r2, "--url", n2.base); r.code != 0 || !strings.Contains(r.stdout, "n2") {
+		t.Fatalf("join: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		st, r := statusOf(n2.base)
+		if r.code == 0 && st.State == "follower" && len(st.Members) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n2 is not a follower of two: %+v, %+v", st, r)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// leave through the follower: redirected to the leader.
+	if r := batpak(t, "--server", n2.base, "--token", op, "cluster", "leave", "n2"); r.code != 0 || !strings.Contains(r.stdout, "removed node n2") {
+		t.Fatalf("leave: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if st, r := statusOf(n1.base); r.code != 0 || len(st.Members) != 1 {
+		t.Fatalf("after leave: %+v %+v", st, r)
+	}
+	// A tenant key is not the operator credential.
+	if r := batpak(t, "--server", n1.base, "--token", "bpk_nope", "cluster", "status"); r.code == 0 {
+		t.Fatalf("status with a bad token succeeded: %s", r.stdout)
+	}
+}

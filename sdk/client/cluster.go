@@ -1,0 +1,68 @@
+package client
+
+import (
+	"context"
+	"time"
+)
+
+// Cluster is the operator's view of a replicated cluster (/v1/cluster);
+// the client's credential must be the operator credential. On a single
+// server its calls fail with ErrNotFound.
+type Cluster struct{ c *Client }
+
+// Cluster returns the cluster API handle.
+func (c *Client) Cluster() *Cluster { return &Cluster{c: c} }
+
+// ClusterStatus is one node's view of the cluster.
+type ClusterStatus struct {
+	ID      string `json:"id"`
+	Address string `json:"address"` // raft address
+	URL     string `json:"url"`     // API URL
+	// State is "leader", "follower", "candidate" or "shutdown".
+	State             string          `json:"state"`
+	Leader            ClusterMember   `json:"leader"` // ID and Address; empty during an election
+	Term              uint64          `json:"term"`
+	AppliedIndex      uint64          `json:"applied_index"`
+	CommitIndex       uint64          `json:"commit_index"`
+	LastLogIndex      uint64          `json:"last_log_index"`
+	LastSnapshotIndex uint64          `json:"last_snapshot_index"`
+	LastContact       time.Duration   `json:"last_contact"` // a follower's time since it heard from the leader
+	Members           []ClusterMember `json:"members"`
+	Halted            string          `json:"halted,omitempty"` // why the node stopped applying, if it did
+}
+
+// ClusterMember is one member of the cluster configuration.
+type ClusterMember struct {
+	ID       string `json:"id"`
+	Address  string `json:"address"`
+	Suffrage string `json:"suffrage,omitempty"` // "voter" or "nonvoter"
+	Leader   bool   `json:"leader,omitempty"`
+	URL      string `json:"url,omitempty"`
+}
+
+// Status returns the answering node's view of the cluster.
+func (cl *Cluster) Status(ctx context.Context) (ClusterStatus, error) {
+	var st ClusterStatus
+	err := cl.c.do(ctx, request{method: "GET", path: "/v1/cluster", safe: true}, &st)
+	return st, err
+}
+
+// AddNode makes node id — reached by raft at address, by clients at url —
+// a voting member. The request goes to the leader (a follower redirects
+// it). Adding a member that is one already, unchanged, does nothing, so
+// the call is safe to retry.
+func (cl *Cluster) AddNode(ctx context.Context, id, address, url string) (ClusterStatus, error) {
+	body, err := jsonBody(map[string]string{"id": id, "address": address, "url": url})
+	if err != nil {
+		return ClusterStatus{}, err
+	}
+	var st ClusterStatus
+	err = cl.c.do(ctx, request{method: "POST", path: "/v1/cluster/nodes", body: body, safe: true}, &st)
+	return st, err
+}
+
+// RemoveNode removes member id from the cluster (leader only; followers
+// redirect).
+func (cl *Cluster) RemoveNode(ctx context.Context, id string) error {
+	return cl.c.do(ctx, request{method: "DELETE", path: "/v1/cluster/nodes/" + seg(id)}, nil)
+}
