@@ -134,15 +134,8 @@ func (s *Store) newBatch(ctx context.Context, action Action, items []BatchItem) 
 	if len(items) == 0 {
 		return nil, nil
 	}
-	if len(items) > s.cfg.Batch.MaxSize {
-		return nil, fmt.Errorf("%w: %d items, the limit is %d (Config.Batch.MaxSize)", ErrBatchTooLarge, len(items), s.cfg.Batch.MaxSize)
-	}
-	total := 0
-	for i := range items {
-		total += len(items[i].Payload)
-	}
-	if total > s.cfg.Batch.MaxBytes {
-		return nil, fmt.Errorf("%w: %d payload bytes, the limit is %d (Config.Batch.MaxBytes)", ErrBatchTooLarge, total, s.cfg.Batch.MaxBytes)
+	if err := s.checkBatchLimits(items); err != nil {
+		return nil, err
 	}
 	evs := make([]eventReq, len(items))
 	keys := map[string]int{}
@@ -168,6 +161,22 @@ func (s *Store) newBatch(ctx context.Context, action Action, items []BatchItem) 
 		return nil, err
 	}
 	return &request{op: opBatch, items: evs, bt: &BatchTicket{}}, nil
+}
+
+// checkBatchLimits refuses a batch over Config.Batch's item or payload
+// bounds with ErrBatchTooLarge.
+func (s *Store) checkBatchLimits(items []BatchItem) error {
+	if len(items) > s.cfg.Batch.MaxSize {
+		return fmt.Errorf("%w: %d items, the limit is %d (Config.Batch.MaxSize)", ErrBatchTooLarge, len(items), s.cfg.Batch.MaxSize)
+	}
+	total := 0
+	for i := range items {
+		total += len(items[i].Payload)
+	}
+	if total > s.cfg.Batch.MaxBytes {
+		return fmt.Errorf("%w: %d payload bytes, the limit is %d (Config.Batch.MaxBytes)", ErrBatchTooLarge, total, s.cfg.Batch.MaxBytes)
+	}
+	return nil
 }
 
 // resolveCausation returns item i's options with its Causation turned

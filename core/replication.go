@@ -124,15 +124,8 @@ func (s *Store) SubmitReplicatedBatch(ctx context.Context, items []BatchItem) (*
 	if len(items) == 0 {
 		return emptyOr(nil, nil)
 	}
-	if len(items) > s.cfg.Batch.MaxSize {
-		return nil, fmt.Errorf("%w: %d items, the limit is %d (Config.Batch.MaxSize)", ErrBatchTooLarge, len(items), s.cfg.Batch.MaxSize)
-	}
-	total := 0
-	for i := range items {
-		total += len(items[i].Payload)
-	}
-	if total > s.cfg.Batch.MaxBytes {
-		return nil, fmt.Errorf("%w: %d payload bytes, the limit is %d (Config.Batch.MaxBytes)", ErrBatchTooLarge, total, s.cfg.Batch.MaxBytes)
+	if err := s.checkBatchLimits(items); err != nil {
+		return nil, err
 	}
 	evs := make([]eventReq, len(items))
 	keys := map[string]int{}
