@@ -115,6 +115,7 @@ type writer struct {
 	batches   []*batchWrite               // the group's batches written so far
 	group     groupMark                   // where the group started, for a group rollback
 	groupIdm  map[string]idemOriginal     // keys written earlier in this group
+	pendIDs   map[EventID]int             // index in pend of each event id placed in this group (see pendHasID)
 	fence     *Fence                      // the open visibility fence, if any
 	faultHook func(faultPoint, int) error // tests only (export_test.go)
 
@@ -141,7 +142,7 @@ type writer struct {
 }
 
 func newWriter(s *Store, rec recovered) (*writer, error) {
-	w := &writer{s: s, nextSeq: rec.nextSeq, exited: make(chan struct{}), groupIdm: map[string]idemOriginal{}}
+	w := &writer{s: s, nextSeq: rec.nextSeq, exited: make(chan struct{}), groupIdm: map[string]idemOriginal{}, pendIDs: map[EventID]int{}}
 	w.timer = time.NewTimer(time.Hour)
 	w.timer.Stop()
 	w.idleAfter = time.Duration(activeFileIdle.Load())
@@ -333,6 +334,7 @@ func (w *writer) gatherWait() time.Duration {
 func (w *writer) process(reqs []*request) (closing bool) {
 	w.buf, w.pend, w.resolved, w.batches = w.buf[:0], w.pend[:0], w.resolved[:0], w.batches[:0]
 	clear(w.groupIdm)
+	w.resetPendIDs()
 	w.now = w.s.nowMicros() // one wall-clock reading per group commit
 	w.markGroup()
 	if reqs[0].op.write() {

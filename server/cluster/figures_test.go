@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -50,9 +51,10 @@ const (
 
 // TestClusterFigureChild is the body of a child process of
 // TestFailoverTimeProcess: one cluster node on loopback TCP plus a control
-// HTTP server (GET /leader answers "1" on the leader; POST /append writes
-// one event and answers 200 once it is committed). It does nothing unless
-// started as a child.
+// HTTP server (GET /leader answers "1" on the leader; GET /applied the
+// applied index; POST /append writes one event and answers 200 and its
+// raft index once it is committed). It does nothing unless started as a
+// child.
 func TestClusterFigureChild(t *testing.T) {
 	id := os.Getenv(envChild)
 	if id == "" {
@@ -76,8 +78,7 @@ func TestClusterFigureChild(t *testing.T) {
 		// Fails harmlessly with raft.ErrCantBootstrap on a restart.
 		_ = n.Bootstrap(servers...)
 	}
-	var seq sync.Mutex
-	clock := map[string]uint64{}
+	var written atomic.Uint64
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /leader", func(w http.ResponseWriter, r *http.Request) {
 		if n.IsLeader() {
@@ -86,11 +87,11 @@ func TestClusterFigureChild(t *testing.T) {
 		}
 		io.WriteString(w, "0")
 	})
+	mux.HandleFunc("GET /applied", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, strconv.FormatUint(n.AppliedIndex(), 10))
+	})
 	mux.HandleFunc("POST /append", func(w http.ResponseWriter, r *http.Request) {
-		seq.Lock()
-		entity := "e-" + id + "-" + strconv.FormatUint(clock[id], 10)
-		clock[id]++
-		seq.Unlock()
+		entity := "e-" + id + "-" + strconv.FormatUint(written.Add(1), 10)
 		rs, err := n.Append(r.Context(), "fig", item(entity, `{"n":1}`, core.AppendOptions{}))
 		if err == nil {
 			err = rs[0].Err
@@ -99,7 +100,7 @@ func TestClusterFigureChild(t *testing.T) {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		io.WriteString(w, "ok")
+		io.WriteString(w, strconv.FormatUint(rs[0].Index, 10))
 	})
 	l, err := net.Listen("tcp", os.Getenv(envControl))
 	if err != nil {
@@ -177,17 +178,29 @@ func (p *figureProc) isLeader() bool {
 	return string(b) == "1"
 }
 
-func (p *figureProc) appendOne() error {
+// appendOne writes one event through p and returns its raft index.
+func (p *figureProc) appendOne() (uint64, error) {
 	resp, err := figureHTTP.Post("http://"+p.control+"/append", "text/plain", nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return errors.New(strings.TrimSpace(string(b)))
+		return 0, errors.New(strings.TrimSpace(string(b)))
 	}
-	return nil
+	return strconv.ParseUint(string(b), 10, 64)
+}
+
+func (p *figureProc) applied() uint64 {
+	resp, err := figureHTTP.Get("http://" + p.control + "/applied")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	v, _ := strconv.ParseUint(string(b), 10, 64)
+	return v
 }
 
 // TestFailoverTimeProcess measures the time from kill -9 of the leader of
@@ -220,14 +233,24 @@ func TestFailoverTimeProcess(t *testing.T) {
 			var took []time.Duration
 			for round := range rounds {
 				leader := waitFigureLeader(t, procs, 30*time.Second)
-				// Every node is up and the cluster writes: the killed node of the
-				// last round has rejoined.
-				for i := 0; i < 20; i++ {
-					if err := leader.appendOne(); err != nil {
+				// The cluster writes, and every node (the one killed last round
+				// too) has applied the writes before the leader is killed.
+				var last uint64
+				for range 20 {
+					idx, err := leader.appendOne()
+					if err != nil {
 						t.Fatalf("round %d: write through leader %s: %v", round, leader.id, err)
 					}
+					last = idx
 				}
-				time.Sleep(500 * time.Millisecond)
+				for _, p := range procs {
+					for deadline := time.Now().Add(30 * time.Second); p.applied() < last; time.Sleep(10 * time.Millisecond) {
+						if time.Now().After(deadline) {
+							t.Fatalf("round %d: %s did not apply index %d", round, p.id, last)
+						}
+					}
+				}
+				time.Sleep(200 * time.Millisecond)
 				t0 := time.Now()
 				leader.kill()
 				var d time.Duration
@@ -237,7 +260,7 @@ func TestFailoverTimeProcess(t *testing.T) {
 						if p.cmd == nil {
 							continue
 						}
-						if p.appendOne() == nil {
+						if _, err := p.appendOne(); err == nil {
 							d = time.Since(t0)
 							break poll
 						}
@@ -309,7 +332,11 @@ func TestCatchUp1M(t *testing.T) {
 			for i := range cfgs {
 				cfgs[i] = cluster.Config{ID: fmt.Sprintf("c%d", i+1), Dir: filepath.Join(root, strconv.Itoa(i+1)), Bind: "127.0.0.1:0",
 					TrailingLogs: 64, SnapshotInterval: time.Hour, SnapshotThreshold: 1 << 40}
-				defaultTimeouts(&cfgs[i]) // a 300 ms lease loses the leader to a loaded 2-core machine during the bulk write
+				// A 300 ms lease loses the leader to a loaded 2-core machine
+				// during the bulk write: raft's own timings.
+				if os.Getenv("BATPAK_RAFT_LOG") != "" {
+					cfgs[i].RaftLog = os.Stderr
+				}
 				n, err := cluster.Open(cfgs[i])
 				if err != nil {
 					t.Fatal(err)

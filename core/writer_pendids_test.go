@@ -1,0 +1,91 @@
+package core_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/batpak-go/batpak/core"
+)
+
+// A caller-fixed id is refused when an earlier write of the same group
+// holds it, and accepted again once the write that held it was rolled
+// back (its batch failed its compare-and-set): the writes are queued from
+// one goroutine before any is waited for, so they share group commits.
+func TestFixedIDsWithinOneGroupAfterARollback(t *testing.T) {
+	ctx := context.Background()
+	for round := range 20 {
+		s := openStore(t)
+		coord := mustCoord(t, fmt.Sprintf("e%d", round), "s")
+		x := core.NewEventID()
+		// A batch that places x, then fails: x is rolled back.
+		b1, err := s.SubmitBatch(ctx, []core.BatchItem{
+			{Coordinate: coord, Kind: kindA, Payload: []byte(`1`), Options: core.AppendOptions{ID: x}},
+			{Coordinate: mustCoord(t, "other", "s"), Kind: kindA, Payload: []byte(`2`), Options: core.AppendOptions{ID: core.NewEventID(), ExpectedClock: core.ExpectClock(7)}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		filler, err := s.SubmitWithOptions(ctx, coord, kindA, []byte(`3`), core.AppendOptions{ID: core.NewEventID()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := s.SubmitWithOptions(ctx, coord, kindA, []byte(`4`), core.AppendOptions{ID: x})
+		if err != nil {
+			t.Fatal(err)
+		}
+		twice, err := s.SubmitWithOptions(ctx, coord, kindA, []byte(`5`), core.AppendOptions{ID: x})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ce *core.ConflictError
+		if _, err := b1.Wait(ctx); !errors.As(err, &ce) {
+			t.Fatalf("round %d: batch with a stale expectation: %v, want a ConflictError", round, err)
+		}
+		if _, err := filler.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := again.Wait(ctx); err != nil || r.ID != x {
+			t.Fatalf("round %d: id of a rolled-back batch reused: %+v %v, want it written", round, r, err)
+		}
+		if _, err := twice.Wait(ctx); !errors.Is(err, core.ErrDuplicateID) {
+			t.Fatalf("round %d: id held by an earlier write: %v, want ErrDuplicateID", round, err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkFixedIDBatchesQueued: 128 batches of 1,000 events with
+// caller-fixed ids (a raft follower's apply) queued before any is waited
+// for, so groups hold up to 128k events; duplicate-id checks must not
+// grow with the group.
+func BenchmarkFixedIDBatchesQueued(b *testing.B) {
+	s := openStore(b, func(c *core.Config) { c.Sync.EveryNEvents, c.Sync.Interval, c.Batch.MaxSize = 0, 0, 1000 })
+	ctx := context.Background()
+	payload := []byte(`{"amount":1234,"currency":"EUR","note":"benchmark event"}`)
+	b.ResetTimer()
+	for range b.N {
+		var ts []*core.BatchTicket
+		for i := range 128 {
+			items := make([]core.BatchItem, 1000)
+			for j := range items {
+				items[j] = core.BatchItem{Coordinate: core.Coordinate{Entity: fmt.Sprintf("w%d", i%8), Scope: "s"}, Kind: kindA, Payload: payload,
+					Options: core.AppendOptions{ID: core.NewEventID(), Timestamp: 1}}
+			}
+			bt, err := s.SubmitBatch(ctx, items)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ts = append(ts, bt)
+		}
+		for _, bt := range ts {
+			if _, err := bt.Wait(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.N)*128000/b.Elapsed().Seconds(), "events/s")
+}
