@@ -118,7 +118,7 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 	cc := cluster.Config{ID: cfg.NodeID, Dir: filepath.Join(s.cfg.Root, "cluster"), Bind: cfg.Bind, Advertise: cfg.Advertise,
 		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout, LeaderLeaseTimeout: cfg.LeaderLeaseTimeout,
 		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs,
-		StoreConfig: s.clusterStoreConfig}
+		StoreConfig: s.clusterStoreConfig, RaftLog: s.cfg.Stderr}
 	switch n := btoi(cfg.TLSCert != "") + btoi(cfg.TLSKey != "") + btoi(cfg.TLSCA != ""); n {
 	case 0:
 	case 3:
