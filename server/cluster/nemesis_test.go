@@ -144,12 +144,7 @@ func nemesisRound(t *testing.T, c *memCluster, round int, seed int64) (nemesisFa
 	tStopped := time.Now()
 
 	// Healed: every node applies the leader's last index.
-	l := c.settled(10 * time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := l.Barrier(ctx); err != nil {
-		t.Fatalf("barrier on %s: %v", l.ID(), err)
-	}
+	l := settledBarrier(t, c, 15*time.Second)
 	last := l.AppliedIndex()
 	if len(h.errs) > 0 {
 		t.Errorf("clients saw:\n%s", strings.Join(h.errs, "\n"))
@@ -206,12 +201,9 @@ func applyFault(t *testing.T, c *memCluster, f nemesisFault, rng *rand.Rand, hol
 		// Replacing a disk is safe only once every entry the lost node
 		// helped commit is on the survivors (raft counts a wiped node as
 		// a new one): wait for both to apply the leader's last index.
-		sl := c.settled(10 * time.Second)
+		sl := settledBarrier(t, c, 15*time.Second)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := sl.Barrier(ctx); err != nil {
-			t.Fatalf("barrier before wiping %s: %v", anyNode, err)
-		}
 		for _, n := range c.list() {
 			if err := n.WaitApplied(ctx, sl.AppliedIndex()); err != nil {
 				t.Fatalf("%s before wiping %s: %v", n.ID(), anyNode, err)
@@ -664,5 +656,26 @@ func TestNemesisCheckerCatchesViolations(t *testing.T) {
 		if got := porcupine.CheckOperations(casModel, tc.ops); got != tc.ok {
 			t.Errorf("%s: linearizable = %v, want %v", tc.name, got, tc.ok)
 		}
+	}
+}
+
+// settledBarrier waits for a leader every running node knows and for a
+// barrier on it, trying again while leadership moves (a loaded machine
+// can lose a leader right after the cluster settled), until within ends.
+func settledBarrier(t *testing.T, c *memCluster, within time.Duration) *cluster.Node {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		l := c.settled(within)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := l.Barrier(ctx)
+		cancel()
+		if err == nil {
+			return l
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("barrier on %s: %v", l.ID(), err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
