@@ -17,7 +17,9 @@ type nodeBlobs struct{ n *cluster.Node }
 
 // Put implements tenantpolicy.Blobs and tenantplugin.Blobs: committed on
 // a majority of nodes (leader only).
-func (b nodeBlobs) Put(ctx context.Context, data []byte) (string, error) { return b.n.PutBlob(ctx, data) }
+func (b nodeBlobs) Put(ctx context.Context, data []byte) (string, error) {
+	return b.n.PutBlob(ctx, data)
+}
 
 // Get implements tenantpolicy.Blobs and tenantplugin.Blobs.
 func (b nodeBlobs) Get(digest string) ([]byte, error) { return b.n.Blob(digest) }

@@ -448,7 +448,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.policies, err = tenantpolicy.Open(ctx, tenantpolicy.Options{
 		Blobs: policyBlobs,
-		Dir: filepath.Join(cfg.Root, "policies"), Plane: s.plane, Limits: limits,
+		Dir:   filepath.Join(cfg.Root, "policies"), Plane: s.plane, Limits: limits,
 		Timeout: cfg.PolicyTimeout, Logger: cfg.Logger, DecisionLogSize: cfg.PolicyDecisionLogSize, CheckTimeout: cfg.PolicyBundleCheckTimeout,
 		DecisionMaxBytes: cfg.PolicyDecisionMaxBytes, DecisionDir: filepath.Join(cfg.Root, "decisions"),
 		DecisionLogBytes: cfg.PolicyDecisionLogBytes, DecisionQueue: cfg.PolicyDecisionQueue,
