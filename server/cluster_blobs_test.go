@@ -222,4 +222,29 @@ func TestClusterPoliciesPluginsWorkers(t *testing.T) {
 			t.Fatalf("%s after the failover projects %d events with %q", n.id, count, version)
 		}
 	}
+
+	// A new version, then a swap back, each through a follower: every
+	// node serves the active one.
+	counter2 := fixture(t, "counter2")
+	follower := n2
+	if l == n2 {
+		follower = n3
+	}
+	up, _ = json.Marshal(map[string]any{"manifest": manifestOf(t, "count", "2.0.0", "projection", counter2, nil), "module": base64.StdEncoding.EncodeToString(counter2)})
+	if code, body := callBytes(t, "POST", follower.base+"/v1/tenants/acme/plugins", admin, "application/json", up); code != 200 || body["active"] != "2.0.0" {
+		t.Fatalf("a second version: %d %v", code, body)
+	}
+	for _, want := range []string{"2.0.0", "1.0.0"} {
+		if want == "1.0.0" {
+			if code, body := call(t, "POST", follower.base+"/v1/tenants/acme/plugins/count/swap", admin, `{"version":"1.0.0"}`); code != 200 {
+				t.Fatalf("swap: %d %v", code, body)
+			}
+		}
+		for _, n := range rest {
+			waitFor(t, 10*time.Second, n.id+" serves version "+want, func() bool {
+				code, p := call(t, "GET", n.base+"/v1/tenants/acme/projections/count/order:1", admin, "")
+				return code == 200 && p["version"] == want
+			})
+		}
+	}
 }
