@@ -33,7 +33,8 @@ func (b nodeBlobs) Get(digest string) ([]byte, error) { return b.n.Blob(digest) 
 // (tenantpolicy.Manager.Refresh), brings the plugins to their active
 // versions (tenantplugin.Manager.Sync) and the hosted workers to their
 // recorded states (hostedworker.Supervisor.TenantChanged; nothing runs
-// on a node that does not lead). Every effect is idempotent: on the node
+// on a node that does not lead); a deleted tenant's compiled policies and
+// plugins are dropped (Remove). Every effect is idempotent: on the node
 // that made a change it finds the work done.
 type effects struct {
 	s *Server
@@ -110,8 +111,20 @@ func (e *effects) run() {
 func (e *effects) apply(ctx context.Context, tenant string) {
 	s := e.s
 	if _, ok := s.plane.Tenant(tenant); !ok {
+		// Deleted: its workers stop, its compiled policies and loaded
+		// plugins go (the node that took the deletion did so already).
 		if s.workers != nil {
 			s.workers.TenantChanged(tenant)
+		}
+		if s.policies != nil {
+			if err := s.policies.Remove(tenant); err != nil {
+				s.cfg.Logger.Warn("cluster: removing a deleted tenant's policies", "tenant", tenant, "err", err)
+			}
+		}
+		if s.plugins != nil {
+			if err := s.plugins.Remove(tenant); err != nil {
+				s.cfg.Logger.Warn("cluster: removing a deleted tenant's plugins", "tenant", tenant, "err", err)
+			}
 		}
 		return
 	}

@@ -641,6 +641,12 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("cluster: restoring snapshot: %w", err)
 	}
+	// The blobs first: a store caught up below may name one (the control
+	// plane's events name bundles and modules), and its readers must find
+	// it, as they do when entries are applied in log order.
+	if err := keepBlobs(filepath.Join(incoming, blobsDir), f.blobs); err != nil {
+		return fmt.Errorf("cluster: restoring snapshot: blobs: %w", err)
+	}
 	inTenants := filepath.Join(incoming, "tenants")
 	names, err := tenantDirs(inTenants)
 	if err != nil {
@@ -690,9 +696,6 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 				return err
 			}
 		}
-	}
-	if err := keepBlobs(filepath.Join(incoming, blobsDir), f.blobs); err != nil {
-		return fmt.Errorf("cluster: restoring snapshot: blobs: %w", err)
 	}
 	born := map[string]uint64{}
 	for name, b := range snap.born {
