@@ -197,6 +197,7 @@ func TestClusterPoliciesPluginsWorkers(t *testing.T) {
 	}
 
 	// The leader stops, with the worker mid-stream perhaps.
+	stopped := time.Now()
 	n1.stop()
 	rest := []*clusterServer{n2, n3}
 	l := leaderOf(t, rest, 15*time.Second)
@@ -210,6 +211,7 @@ func TestClusterPoliciesPluginsWorkers(t *testing.T) {
 		inputs++
 	}
 	waitFor(t, 20*time.Second, "the worker resumes on the new leader and reacts to every input", func() bool { return events(l) >= float64(3*inputs) })
+	t.Logf("the leader stopped; %s leads, judges with revision %.12s… and its worker has reacted to every input %s later", l.id, rev, time.Since(stopped).Round(time.Millisecond))
 	time.Sleep(500 * time.Millisecond) // a duplicate, if any, would land now
 	if got := events(l); got != float64(3*inputs) {
 		t.Fatalf("%v events after the failover, want %d inputs and two reactions each (%d): reactions duplicated", got, inputs, 3*inputs)
