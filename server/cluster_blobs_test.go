@@ -78,12 +78,14 @@ func leaderOf(t *testing.T, nodes []*clusterServer, within time.Duration) *clust
 // TestClusterPoliciesPluginsWorkers: on a three-node cluster a tenant's
 // policy bundle uploaded through a follower (redirected to the leader)
 // judges writes on the leader, and on the next leader after the first
-// stops (the same revision named in the denial); a projection plugin
+// stops (the same revision named in the denial), and another bundle and a
+// rollback through a follower take effect there; a projection plugin
 // uploaded through a follower serves the same version on every node; a
 // hosted worker runs on the leader, and after the leader stops it
 // resumes on the new leader from its replicated cursor, reacting exactly
 // once to every input event (its reactions carry idempotency keys, so a
-// batch delivered again writes nothing twice).
+// batch delivered again writes nothing twice); a new plugin version and a
+// swap back reach every node.
 func TestClusterPoliciesPluginsWorkers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three servers")
@@ -225,13 +227,27 @@ func TestClusterPoliciesPluginsWorkers(t *testing.T) {
 		}
 	}
 
-	// A new version, then a swap back, each through a follower: every
-	// node serves the active one.
-	counter2 := fixture(t, "counter2")
+	// Another bundle, then a rollback, each through a follower.
 	follower := n2
 	if l == n2 {
 		follower = n3
 	}
+	bundleB := tarGz(t, "policy.rego", denyPrefix("NO_HIDDEN", "hidden:"))
+	revB := revisionOf(bundleB)
+	if code, body := callBytes(t, "PUT", follower.base+"/v1/tenants/acme/policy", admin, "application/gzip", bundleB); code != 200 || body["active"] != revB {
+		t.Fatalf("second bundle: %d %v", code, body)
+	}
+	code, body = appendVia(follower, "hidden:1", "1:1")
+	wantDenied("a write the second bundle refuses", code, body, revB)
+	if code, body := call(t, "POST", follower.base+"/v1/tenants/acme/policy/rollback", admin, fmt.Sprintf(`{"revision":%q}`, rev)); code != 200 || body["active"] != rev {
+		t.Fatalf("rollback: %d %v", code, body)
+	}
+	code, body = appendVia(follower, "secret:3", "1:1")
+	wantDenied("a write the rolled-back-to bundle refuses", code, body, rev)
+
+	// A new version, then a swap back, each through a follower: every
+	// node serves the active one.
+	counter2 := fixture(t, "counter2")
 	up, _ = json.Marshal(map[string]any{"manifest": manifestOf(t, "count", "2.0.0", "projection", counter2, nil), "module": base64.StdEncoding.EncodeToString(counter2)})
 	if code, body := callBytes(t, "POST", follower.base+"/v1/tenants/acme/plugins", admin, "application/json", up); code != 200 || body["active"] != "2.0.0" {
 		t.Fatalf("a second version: %d %v", code, body)
