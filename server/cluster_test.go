@@ -231,11 +231,6 @@ func TestClusterServe(t *testing.T) {
 		code, _ := call(t, "GET", n3.base+"/v1/tenants/acme/stats", reader, "")
 		return code == 401
 	})
-	// Routes whose state the cluster does not replicate say so.
-	if code, body := call(t, "PUT", n1.base+"/v1/tenants/acme/workers/w", token, `{}`); code != 501 && code != 403 {
-		t.Fatalf("worker start on a cluster: %d %v", code, body)
-	}
-
 	// The leader stops: another node leads, and accepts writes.
 	n1.stop()
 	var newLeader *clusterServer

@@ -19,6 +19,7 @@ import (
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/policy/opa"
 	"github.com/batpak-go/batpak/server/auth"
+	"github.com/batpak-go/batpak/server/cluster"
 	"github.com/batpak-go/batpak/server/control"
 	"github.com/batpak-go/batpak/server/follow"
 	"github.com/batpak-go/batpak/server/hostedworker"
@@ -347,8 +348,13 @@ type Server struct {
 	plugins *tenantplugin.Manager
 	states  *tenantplugin.StateCache
 	follow  *follow.Set
-	// workers runs the hosted workers.
+	// workers runs the hosted workers (on a cluster node: while it leads).
 	workers *hostedworker.Supervisor
+	// effects applies control-plane changes another node made (cluster
+	// only); leaderStop and leaderDone end the leadership watcher.
+	effects    *effects
+	leaderStop chan struct{}
+	leaderDone chan struct{}
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -390,9 +396,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.states = tenantplugin.NewStateCache(cfg.PluginStateCacheBytes)
 	// The API's hook for control-plane changes another node made.
 	var api atomic.Pointer[httpapi.API]
+	var fx atomic.Pointer[effects]
 	onChange := func(ch control.Change) {
 		if a := api.Load(); a != nil {
 			a.AccessChanged()
+		}
+		if e := fx.Load(); e != nil {
+			e.note(ch)
 		}
 		if ch.Kind == "tenant.deleted" && s.node != nil {
 			// The node's store of the tenant is dropped by the deleting
@@ -409,6 +419,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	if cfg.Cluster != nil {
+		// Bundles and modules travel as raft entries (blobs): each must
+		// fit in one.
+		switch {
+		case limits.MaxBundleBytes > cluster.DefaultMaxBytes:
+			return nil, fmt.Errorf("cluster: server.policy_bundle_max_bytes is %d; a cluster node replicates a bundle as one raft entry of at most %d bytes", limits.MaxBundleBytes, cluster.DefaultMaxBytes)
+		case cfg.Plugins.ModuleBytes > cluster.DefaultMaxBytes:
+			return nil, fmt.Errorf("cluster: server.plugins.module_bytes is %d; a cluster node replicates a module as one raft entry of at most %d bytes", cfg.Plugins.ModuleBytes, cluster.DefaultMaxBytes)
+		}
 		if s.node, err = s.openClusterNode(*cfg.Cluster); err != nil {
 			return nil, fmt.Errorf("cluster: %w", err)
 		}
@@ -439,8 +457,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.bootstrapOperator(ctx); err != nil {
 		return fail(err)
 	}
+	var policyBlobs tenantpolicy.Blobs
+	var pluginBlobs tenantplugin.Blobs
+	if s.node != nil {
+		policyBlobs, pluginBlobs = nodeBlobs{s.node.n}, nodeBlobs{s.node.n}
+	}
 	s.policies, err = tenantpolicy.Open(ctx, tenantpolicy.Options{
-		Dir: filepath.Join(cfg.Root, "policies"), Plane: s.plane, Limits: limits,
+		Blobs: policyBlobs,
+		Dir:   filepath.Join(cfg.Root, "policies"), Plane: s.plane, Limits: limits,
 		Timeout: cfg.PolicyTimeout, Logger: cfg.Logger, DecisionLogSize: cfg.PolicyDecisionLogSize, CheckTimeout: cfg.PolicyBundleCheckTimeout,
 		DecisionMaxBytes: cfg.PolicyDecisionMaxBytes, DecisionDir: filepath.Join(cfg.Root, "decisions"),
 		DecisionLogBytes: cfg.PolicyDecisionLogBytes, DecisionQueue: cfg.PolicyDecisionQueue,
@@ -452,6 +476,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.plugins, err = tenantplugin.Open(ctx, tenantplugin.Options{
 		Dir: filepath.Join(cfg.Root, "plugins"), CacheDir: filepath.Join(cfg.Root, "plugin-cache"), Plane: s.plane,
 		Ceilings: cfg.Plugins, LogLines: cfg.PluginLogLines, Checks: cfg.PluginChecks, Logger: cfg.Logger, States: s.states,
+		Blobs: pluginBlobs,
 	})
 	if err != nil {
 		return fail(fmt.Errorf("tenant plugins: %w", err))
@@ -496,14 +521,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if source == nil {
 		source = registrySource{s.plugins}
 	}
-	if s.node == nil {
-		// A cluster does not run hosted workers yet (their plugins are
-		// not replicated): the worker routes answer 501 there.
-		s.workers, err = hostedworker.New(hostedworker.Options{Plane: s.plane, Tenants: s.tenants, Source: source,
-			Quotas: quotas, Logger: cfg.Logger, MaxDefined: cfg.WorkersMaxDefined})
-		if err != nil {
-			return fail(fmt.Errorf("hosted workers: %w", err))
-		}
+	// A cluster node runs hosted workers only while it leads (standby
+	// until then: see leadership).
+	s.workers, err = hostedworker.New(hostedworker.Options{Plane: s.plane, Tenants: s.tenants, Source: source,
+		Quotas: quotas, Logger: cfg.Logger, MaxDefined: cfg.WorkersMaxDefined, Standby: s.node != nil})
+	if err != nil {
+		return fail(fmt.Errorf("hosted workers: %w", err))
 	}
 	s.follow, err = follow.NewSet(follow.Options{Encode: httpapi.EncodeEvent, MaxBacklogEvents: min(cfg.SSEBufferEvents, 1<<20)})
 	if err != nil {
@@ -549,10 +572,22 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
-	if s.workers != nil {
+	if s.node == nil {
 		// Every worker recorded as running continues from its cursor.
 		s.workers.Resume()
+		return s, nil
 	}
+	// A cluster node: what other nodes change reaches this one's
+	// policies, plugins and workers; it runs the workers while it leads.
+	// Changes applied before this point are in what Open loaded.
+	s.effects = newEffects(s)
+	fx.Store(s.effects)
+	go s.effects.run()
+	for _, t := range s.plane.Tenants() {
+		s.effects.note(control.Change{Kind: "tenant.sync", Entity: "tenant:" + t.ID})
+	}
+	s.leaderStop, s.leaderDone = make(chan struct{}), make(chan struct{})
+	go s.leadership(s.leaderStop, s.leaderDone)
 	return s, nil
 }
 
@@ -761,6 +796,13 @@ func (s *Server) closeStores(ctx context.Context) error {
 	}
 	s.closed = true
 	var err error
+	if s.leaderStop != nil {
+		close(s.leaderStop)
+		<-s.leaderDone
+	}
+	if s.effects != nil {
+		s.effects.close()
+	}
 	if s.workers != nil {
 		// Workers hold leases: they stop (after the batch in hand) before
 		// the stores close.

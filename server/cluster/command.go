@@ -23,11 +23,12 @@ import (
 // Version 2 (any operation):
 //
 //	version   1 byte: 2
-//	op        1 byte: 0 write, 1 cursor commit, 2 drop store
-//	tenant    uvarint length, bytes
+//	op        1 byte: 0 write, 1 cursor commit, 2 drop store, 3 put blob
+//	tenant    uvarint length, bytes (empty for a blob)
 //	body      write: the write body below
 //	          cursor commit: name (uvarint length, bytes), position (uvarint)
 //	          drop store: nothing
+//	          put blob: the bytes (uvarint length, bytes)
 //
 // The write body:
 //
@@ -53,12 +54,13 @@ const (
 	opWrite  byte = 0
 	opCursor byte = 1
 	opDrop   byte = 2
+	opBlob   byte = 3
 )
 
 // command is one raft entry. A write (Op opWrite) holds writes to one
 // tenant, each item an independent append, or (Batch) one atomic batch;
 // a cursor commit holds Cursor's committed position Pos; a drop names the
-// tenant only.
+// tenant only; a blob holds Blob (Tenant empty).
 type command struct {
 	Op     byte
 	Tenant string
@@ -66,6 +68,7 @@ type command struct {
 	Items  []wireItem
 	Cursor string
 	Pos    uint64
+	Blob   []byte
 }
 
 type wireItem struct {
@@ -140,6 +143,12 @@ func encodeCommand(c *command) ([]byte, error) {
 		return binary.AppendUvarint(b, c.Pos), nil
 	case opDrop:
 		return appendString([]byte{commandVersionOps, opDrop}, c.Tenant), nil
+	case opBlob:
+		b := make([]byte, 0, len(c.Blob)+16)
+		b = append(b, commandVersionOps, opBlob)
+		b = appendString(b, "")
+		b = binary.AppendUvarint(b, uint64(len(c.Blob)))
+		return append(b, c.Blob...), nil
 	default:
 		return nil, fmt.Errorf("cluster: command op %d", c.Op)
 	}
@@ -212,6 +221,8 @@ func decodeCommand(data []byte) (*command, error) {
 			c.Cursor = d.str()
 			c.Pos = d.uvarint()
 		case opDrop:
+		case opBlob:
+			c.Blob = d.bytes()
 		default:
 			return nil, &UnknownFormatError{Version: int(data[0]), Op: int(c.Op)}
 		}

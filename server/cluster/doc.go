@@ -38,7 +38,7 @@
 //
 // # Other operations
 //
-// Besides writes, two operations travel through the log (format 2, see
+// Besides writes, three operations travel through the log (format 2, see
 // command.go), proposed on the leader and applied on every node after the
 // writes before them:
 //
@@ -51,6 +51,12 @@
 //	                      store (ErrClosed to whoever holds it) and removes
 //	                      its directory (renamed into Dir/trash, then
 //	                      removed); a later write creates it again, empty
+//	put blob              Node.PutBlob: every node writes the bytes (at
+//	                      most Config.MaxBytes) durably to
+//	                      Dir/blobs/<sha256 hex>; Node.Blob reads them.
+//	                      The server keeps tenants' policy bundles and
+//	                      plugin modules there, named by the control
+//	                      plane's events
 //
 // # Reads
 //
@@ -67,10 +73,13 @@
 //	                            and each store's birth index (the first
 //	                            entry applied to it since it was created)
 //	Dir/tenants/<tenant>/       the stores: derived state
+//	Dir/blobs/<sha256 hex>      the blobs: kept across restarts, carried in
+//	                            snapshots (blobs/ in the tar, each checked
+//	                            against its name on restore), never removed
 //	Dir/trash/                  dropped stores being removed
 //	Dir/restoring/              a snapshot being unpacked
 //
-// Open removes Dir/tenants (and trash, restoring): raft then restores the
+// Open removes Dir/tenants (and trash, restoring), never Dir/blobs: raft then restores the
 // latest snapshot and replays the log after it, so a restarted node's
 // stores match the log whatever it had written (or lost) before it
 // stopped. The cost is a restart that rewrites the stores from the
@@ -144,13 +153,15 @@
 //
 // An entry starts with a command format version byte (see command.go):
 // format 1 is a write, format 2 an op byte and its body (a write, a
-// named cursor commit, a drop). Writes are still proposed in format 1, so
+// named cursor commit, a drop, a blob). Writes are still proposed in format 1, so
 // nodes not yet upgraded keep applying them during a rolling upgrade; a
 // cursor commit or a drop halts them. A node that reads a version, or a
 // format-2 op, it does not know halts (Node.Err returns an
 // *UnknownFormatError) instead of misapplying the entry; upgrading it and
 // restarting resumes it from raft. A snapshot from a newer node with
 // entries an older one does not know fails that node's restore (raft
-// retries it) rather than being half-read: upgrade every node before
-// relying on the new operations.
+// retries it) rather than being half-read — a snapshot holding blobs/
+// is refused by a node that predates blobs —: upgrade every node before
+// relying on the new operations. Older snapshots (without blobs/) restore
+// on a newer node.
 package cluster

@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 )
 
 var (
@@ -24,6 +25,9 @@ var (
 	// ErrNoTenant: this node holds no store for the tenant (nothing was
 	// ever written to it, or not yet applied here).
 	ErrNoTenant = errors.New("cluster: no such tenant on this node")
+	// ErrNoBlob: this node holds no blob with that digest (never put, or
+	// not yet applied here). It matches fs.ErrNotExist.
+	ErrNoBlob = fmt.Errorf("cluster: no such blob on this node: %w", fs.ErrNotExist)
 )
 
 // NotLeaderError refuses a write (or a membership change) sent to a node
@@ -56,7 +60,7 @@ type UnknownFormatError struct {
 
 func (e *UnknownFormatError) Error() string {
 	if e.Op >= 0 {
-		return fmt.Sprintf("cluster: log entry has command format %d with op %d; this node knows ops 0..%d (upgrade it)", e.Version, e.Op, opDrop)
+		return fmt.Sprintf("cluster: log entry has command format %d with op %d; this node knows ops 0..%d (upgrade it)", e.Version, e.Op, opBlob)
 	}
 	return fmt.Sprintf("cluster: log entry has command format %d; this node knows formats %d and %d (upgrade it)", e.Version, commandVersion, commandVersionOps)
 }

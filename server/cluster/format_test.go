@@ -126,7 +126,7 @@ func TestDamagedCommandIsRefused(t *testing.T) {
 	}
 }
 
-// TestCommandOps: cursor commits and drops travel in format 2; writes
+// TestCommandOps: cursor commits, drops and blobs travel in format 2; writes
 // stay in format 1, which nodes not yet upgraded read; a format-2 write
 // decodes like a format-1 one; an unknown op or version is refused with
 // an *UnknownFormatError naming it.
@@ -134,6 +134,7 @@ func TestCommandOps(t *testing.T) {
 	for _, c := range []*command{
 		{Op: opCursor, Tenant: "acme", Cursor: "billing", Pos: 1 << 40},
 		{Op: opDrop, Tenant: "acme"},
+		{Op: opBlob, Blob: []byte("\x00asm module bytes")},
 	} {
 		data, err := encodeCommand(c)
 		if err != nil {
@@ -146,7 +147,7 @@ func TestCommandOps(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.Op != c.Op || got.Tenant != c.Tenant || got.Cursor != c.Cursor || got.Pos != c.Pos {
+		if got.Op != c.Op || got.Tenant != c.Tenant || got.Cursor != c.Cursor || got.Pos != c.Pos || string(got.Blob) != string(c.Blob) {
 			t.Fatalf("decoded %+v, want %+v", got, c)
 		}
 		for n := 1; n < len(data); n++ {

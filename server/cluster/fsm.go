@@ -2,8 +2,11 @@ package cluster
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +20,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/durable"
 	"github.com/batpak-go/batpak/server/tenancy"
 )
 
@@ -25,6 +29,7 @@ import (
 // readers (Node.View) hold mu shared, Restore holds it exclusively.
 type fsm struct {
 	root        string // tenant stores: root/<tenant>
+	blobs       string // blobs: blobs/<sha256 hex>, beside root
 	staging     string // snapshot copies being persisted
 	storeConfig func(tenant, dir string) core.Config
 
@@ -49,7 +54,7 @@ type fsm struct {
 }
 
 func newFSM(root, staging string, storeConfig func(tenant, dir string) core.Config) *fsm {
-	return &fsm{root: root, staging: staging, storeConfig: storeConfig,
+	return &fsm{root: root, blobs: filepath.Join(filepath.Dir(root), blobsDir), staging: staging, storeConfig: storeConfig,
 		stores: map[string]*core.Store{}, born: map[string]uint64{}, changed: make(chan struct{}), stop: make(chan struct{})}
 }
 
@@ -138,6 +143,8 @@ entries:
 			res, err = f.commitCursor(c, l.Index)
 		case opDrop:
 			res, err = f.drop(c.Tenant, l.Index)
+		case opBlob:
+			res, err = f.putBlob(c.Blob, l.Index)
 		}
 		if err != nil {
 			haltErr = err
@@ -245,6 +252,43 @@ func (f *fsm) dropLocked(tenant string, index uint64) error {
 
 // trashDir, beside tenants/, holds dropped stores while they are removed.
 const trashDir = "trash"
+
+// blobsDir, beside tenants/, holds the blobs (Node.PutBlob): kept across
+// restarts, never removed.
+const blobsDir = "blobs"
+
+// putBlob writes a blob to blobs/<sha256 hex>, durably; one already there
+// (an entry applied again after a restart) is left as it is. An error
+// writing it halts the node.
+func (f *fsm) putBlob(data []byte, index uint64) ([]Result, error) {
+	path := filepath.Join(f.blobs, blobDigest(data))
+	if _, err := os.Stat(path); err == nil {
+		return []Result{{Index: index}}, nil
+	}
+	if err := durable.WriteFile(path, data); err != nil {
+		return nil, fmt.Errorf("cluster: applying entry %d (a blob of %d bytes): %w", index, len(data), err)
+	}
+	return []Result{{Index: index}}, nil
+}
+
+// blobDigest is a blob's name: the hex SHA-256 of its bytes.
+func blobDigest(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+// validDigest checks a blob name: 64 lowercase hex digits.
+func validDigest(d string) error {
+	if len(d) != 64 {
+		return fmt.Errorf("cluster: blob digest %q: want 64 lowercase hex digits (a SHA-256)", d)
+	}
+	for _, c := range d {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return fmt.Errorf("cluster: blob digest %q: want 64 lowercase hex digits (a SHA-256)", d)
+		}
+	}
+	return nil
+}
 
 // queue submits one entry's writes to its tenant's store. Refusals that
 // depend only on the entry and the store's state (validation, conflicts)
@@ -436,6 +480,10 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 			return nil, fmt.Errorf("cluster: snapshot of tenant %q: %w", name, err)
 		}
 	}
+	if err := copyBlobs(f.blobs, filepath.Join(dir, blobsDir)); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("cluster: snapshot of the blobs: %w", err)
+	}
 	var idx [8]byte
 	binary.BigEndian.PutUint64(idx[:], f.appliedIndex())
 	if err := os.WriteFile(filepath.Join(dir, "applied"), idx[:], 0o644); err != nil {
@@ -454,6 +502,42 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		return nil, err
 	}
 	return &fsmSnapshot{dir: dir}, nil
+}
+
+// copyBlobs puts every blob of from into to (hard links where the file
+// system allows: blobs are never changed in place, only written whole and
+// renamed). raft runs Snapshot between applies, so no blob is being
+// written meanwhile.
+func copyBlobs(from, to string) error {
+	ents, err := os.ReadDir(from)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(to, 0o755); err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() || validDigest(e.Name()) != nil {
+			continue // a temporary file of a write a crash cut short
+		}
+		src, dst := filepath.Join(from, e.Name()), filepath.Join(to, e.Name())
+		if os.Link(src, dst) == nil {
+			continue
+		}
+		fh, err := os.Open(src)
+		if err != nil {
+			return err
+		}
+		err = writeFile(dst, fh)
+		fh.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // tenantDirs lists root's tenant directories, sorted.
@@ -478,8 +562,9 @@ func tenantDirs(root string) ([]string, error) {
 // fsmSnapshot is a staged copy of the stores, written to raft's snapshot
 // sink as a tar stream: "applied" (the log index, 8 bytes big-endian),
 // "born" (each store's birth index, see fsm.born: uvarint index, uvarint
-// name length, name; repeated; absent from older snapshots) and
-// tenants/<tenant>/… (each store's snapshot directory).
+// name length, name; repeated; absent from older snapshots),
+// tenants/<tenant>/… (each store's snapshot directory) and blobs/<sha256
+// hex> (every blob; absent from older snapshots).
 type fsmSnapshot struct{ dir string }
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
@@ -556,6 +641,12 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("cluster: restoring snapshot: %w", err)
 	}
+	// The blobs first: a store caught up below may name one (the control
+	// plane's events name bundles and modules), and its readers must find
+	// it, as they do when entries are applied in log order.
+	if err := keepBlobs(filepath.Join(incoming, blobsDir), f.blobs); err != nil {
+		return fmt.Errorf("cluster: restoring snapshot: blobs: %w", err)
+	}
 	inTenants := filepath.Join(incoming, "tenants")
 	names, err := tenantDirs(inTenants)
 	if err != nil {
@@ -615,6 +706,42 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.born = born
 	f.setApplied(snap.applied)
 	return nil
+}
+
+// keepBlobs moves the snapshot's blobs (checked by readTar) into dir,
+// beside the blobs this node has; none is removed (a blob is the same
+// bytes wherever it is: keeping one the snapshot lacks costs only disk).
+func keepBlobs(from, dir string) error {
+	ents, err := os.ReadDir(from)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, e := range ents {
+		dst := filepath.Join(dir, e.Name())
+		if _, err := os.Stat(dst); err == nil {
+			continue
+		}
+		if err := os.Rename(filepath.Join(from, e.Name()), dst); err != nil {
+			return err
+		}
+	}
+	return syncDir(dir)
+}
+
+// syncDir makes the entries renamed into dir durable.
+func syncDir(dir string) error {
+	fh, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	return fh.Sync()
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -786,8 +913,14 @@ func readTar(r io.Reader, dir string) (snapshotMeta, error) {
 			if d.err != nil {
 				return meta, fmt.Errorf("snapshot entry %q: %w", hdr.Name, d.err)
 			}
+		case hdr.Typeflag == tar.TypeDir && hdr.Name != blobsDir && hdr.Name != blobsDir+"/" && strings.HasPrefix(hdr.Name, blobsDir+"/"):
+			return meta, fmt.Errorf("snapshot entry %q: a directory inside %s/", hdr.Name, blobsDir)
 		case hdr.Typeflag == tar.TypeDir:
 			if err := os.MkdirAll(path, 0o755); err != nil {
+				return meta, err
+			}
+		case hdr.Typeflag == tar.TypeReg && strings.HasPrefix(hdr.Name, blobsDir+"/"):
+			if err := readBlob(tr, hdr, path); err != nil {
 				return meta, err
 			}
 		case hdr.Typeflag == tar.TypeReg && strings.HasPrefix(hdr.Name, "tenants/"):
@@ -801,6 +934,30 @@ func readTar(r io.Reader, dir string) (snapshotMeta, error) {
 			return meta, fmt.Errorf("snapshot entry %q is not part of the format", hdr.Name)
 		}
 	}
+}
+
+// readBlob unpacks one blobs/<sha256 hex> entry of a snapshot: its name
+// must be a digest, its size at most MaxMaxBytes, and its bytes must hash
+// to its name.
+func readBlob(tr io.Reader, hdr *tar.Header, path string) error {
+	name := strings.TrimPrefix(hdr.Name, blobsDir+"/")
+	if err := validDigest(name); err != nil {
+		return fmt.Errorf("snapshot entry %q: %w", hdr.Name, err)
+	}
+	if hdr.Size > MaxMaxBytes {
+		return fmt.Errorf("snapshot entry %q: %d bytes, the limit is %d", hdr.Name, hdr.Size, MaxMaxBytes)
+	}
+	data, err := io.ReadAll(io.LimitReader(tr, MaxMaxBytes+1))
+	if err != nil {
+		return fmt.Errorf("snapshot entry %q: %w", hdr.Name, err)
+	}
+	if blobDigest(data) != name {
+		return fmt.Errorf("snapshot entry %q: its bytes' SHA-256 is %s (damaged)", hdr.Name, blobDigest(data))
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return writeFile(path, bytes.NewReader(data))
 }
 
 func writeFile(path string, r io.Reader) error {

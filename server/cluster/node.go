@@ -27,8 +27,8 @@ type Config struct {
 	// life (a node restarted with the same Dir keeps it).
 	ID string
 	// Dir holds the node's data: raft/ (the raft log and stable store in
-	// raft.db, raft's snapshots) and tenants/<tenant>/ (the stores, rebuilt
-	// from raft on every Open).
+	// raft.db, raft's snapshots), tenants/<tenant>/ (the stores, rebuilt
+	// from raft on every Open) and blobs/ (Node.PutBlob's, kept).
 	Dir string
 	// Bind is the TCP address node-to-node traffic listens on, e.g.
 	// "10.0.0.5:7000" ("127.0.0.1:0" picks a free port; see Node.Addr).
@@ -136,7 +136,7 @@ type Node struct {
 	closeErr  error
 }
 
-// Open starts a node. It removes Dir/tenants, then raft restores the stores
+// Open starts a node. It removes Dir/tenants (never Dir/blobs), then raft restores the stores
 // from its latest snapshot and replays the log after it: the stores are
 // derived state, raft's log is the truth. A node with no raft state waits
 // for Bootstrap (first node) or for a leader's Join.

@@ -113,9 +113,10 @@
 //	                                and plugins (Policies.Remove, Plugins.Remove)
 //	tenant.quotas_set               none (quotas are read per request)
 //	policy.*, plugin.*              load the revision's bundle or module (kept
-//	                                outside the system store: a cluster must
-//	                                replicate those files too)
-//	worker.*                        Workers.TenantChanged
+//	                                outside the system store: a cluster
+//	                                replicates them as blobs, see
+//	                                Policies.Refresh, Plugins.Sync)
+//	worker.*                        Workers.TenantChanged (on the leader)
 //
 // The effects must be idempotent: on the node that made a change, the
 // hook and the handler's own reaction both run. The hook runs on the

@@ -99,6 +99,16 @@
 // starts again with any configuration. A worker's status, faults and log are kept per tenant and
 // only answered for that tenant.
 //
+// # On a cluster
+//
+// Only the leader runs workers: a cluster node's supervisor starts in
+// standby (Options.Standby), Resume starts the recorded workers when the
+// node becomes the leader — each from its named cursor's committed
+// position, which the cluster replicates — and Standby stops them
+// (recording nothing) when it stops leading. A batch whose reactions were
+// written but whose cursor commit was not is delivered again on the new
+// leader; the idempotency keys make that write nothing twice.
+//
 // # Leases
 //
 // A running worker holds a lease on its tenant's store (tenancy.Lease),

@@ -174,6 +174,10 @@ type Options struct {
 	// limit has none either).
 	MaxDefined int
 	Logger     *slog.Logger // nil: slog.Default()
+	// Standby makes the supervisor start in standby (see Standby): it
+	// runs nothing until Resume. A cluster node passes it: only the
+	// leader runs workers.
+	Standby bool
 }
 
 // supervisorPrincipal records the supervisor's own changes (quarantine,
@@ -194,6 +198,7 @@ type Supervisor struct {
 	mu      sync.Mutex
 	runners map[key]*runner // the current (or last) run of each worker
 	closed  bool
+	standby bool // runs nothing (a cluster node that does not lead): Standby until Resume
 	base    context.Context
 	stop    context.CancelFunc
 }
@@ -218,14 +223,19 @@ func New(opts Options) (*Supervisor, error) {
 		opts.Logger = slog.Default()
 	}
 	base, stop := context.WithCancel(context.Background())
-	return &Supervisor{opts: opts, log: opts.Logger, runners: map[key]*runner{}, base: base, stop: stop}, nil
+	return &Supervisor{opts: opts, log: opts.Logger, runners: map[key]*runner{}, base: base, stop: stop, standby: opts.Standby}, nil
 }
 
 // Resume starts every worker the control plane records as running whose
-// tenant is active (at server start).
+// tenant is active (at server start, or when a cluster node becomes the
+// leader: it ends Standby). Each continues from its named cursor's
+// committed position.
 func (s *Supervisor) Resume() {
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
+	s.mu.Lock()
+	s.standby = false
+	s.mu.Unlock()
 	for _, d := range s.opts.Plane.Workers("") {
 		if d.State == control.WorkerRunning {
 			s.reconcileLocked(d.Tenant, d.Name, false)
@@ -254,6 +264,37 @@ func (s *Supervisor) Close(ctx context.Context) error {
 		case <-r.done:
 		case <-ctx.Done():
 			return fmt.Errorf("hostedworker: workers still stopping at close: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+// Standby stops every worker (each after the batch in hand, its position
+// committed as far as it got) without recording anything, and runs none
+// until Resume: what a cluster node does when it stops leading, so that
+// only the leader runs workers. Changes recorded meanwhile (by the
+// leader) take effect at Resume. It waits for the workers up to ctx.
+func (s *Supervisor) Standby(ctx context.Context) error {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	s.mu.Lock()
+	s.standby = true
+	rs := make([]*runner, 0, len(s.runners))
+	for _, r := range s.runners {
+		rs = append(rs, r)
+	}
+	s.mu.Unlock()
+	for _, r := range rs {
+		if r.cancel != nil {
+			r.cancel()
+		}
+	}
+	for _, r := range rs {
+		select {
+		case <-r.done:
+			r.setState(StateStopped, "")
+		case <-ctx.Done():
+			return fmt.Errorf("hostedworker: workers still stopping at standby: %w", ctx.Err())
 		}
 	}
 	return nil
@@ -421,6 +462,7 @@ func (s *Supervisor) reconcileLocked(tenant, name string, fresh bool) {
 		s.mu.Unlock()
 		return
 	}
+	want = want && !s.standby
 	old := s.runners[k]
 	s.mu.Unlock()
 	if old != nil && old.active() && want && sameConfig(old.def, d) && !fresh {
@@ -433,7 +475,9 @@ func (s *Supervisor) reconcileLocked(tenant, name string, fresh bool) {
 		// clear): follow what is recorded now.
 		d, defined = s.opts.Plane.Worker(tenant, name)
 		t, tenantOK = s.opts.Plane.Tenant(tenant)
-		want = defined && tenantOK && d.State == control.WorkerRunning && t.State == control.StateActive
+		s.mu.Lock()
+		want = defined && tenantOK && d.State == control.WorkerRunning && t.State == control.StateActive && !s.standby
+		s.mu.Unlock()
 	}
 	if !want {
 		if old != nil {

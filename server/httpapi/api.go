@@ -143,10 +143,11 @@ type Route struct {
 	Body    string // the body's media type, "" when the route takes none
 	handler handlerFunc
 	stream  bool // streaming response: exempt from the write timeout
-	// local: the route changes state kept on this node's disk alone
-	// (policy bundles, plugin modules, hosted workers), which a cluster
-	// does not replicate: refused on a cluster node.
-	local bool
+	// leader: on a cluster, the route is served by the leader whatever
+	// its method: it answers with state only the leader holds (the
+	// hosted workers run there) or changes state held per node (a
+	// plugin's quarantine, lifted on the leader, whose workers run it).
+	leader bool
 }
 
 // Pattern is the ServeMux pattern, "METHOD /path".
@@ -251,22 +252,22 @@ func (a *API) table() []Route {
 		{Method: "POST", Path: t + "/keys", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.issueKey},
 		{Method: "GET", Path: t + "/keys", Access: Tenant, Role: control.RoleAdmin, handler: a.listKeys},
 		{Method: "DELETE", Path: t + "/keys/{id}", Access: Tenant, Role: control.RoleAdmin, handler: a.revokeKey},
-		{Method: "PUT", Path: t + "/policy", Access: Tenant, Role: control.RoleAdmin, Body: "application/gzip", handler: a.pushPolicy, local: true},
+		{Method: "PUT", Path: t + "/policy", Access: Tenant, Role: control.RoleAdmin, Body: "application/gzip", handler: a.pushPolicy},
 		{Method: "GET", Path: t + "/policy", Access: Tenant, Role: control.RoleReader, handler: a.listPolicies},
-		{Method: "POST", Path: t + "/policy/rollback", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.rollbackPolicy, local: true},
+		{Method: "POST", Path: t + "/policy/rollback", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.rollbackPolicy},
 		{Method: "GET", Path: t + "/policy/decisions", Access: Tenant, Role: control.RoleAdmin, handler: a.policyDecisions},
-		{Method: "POST", Path: t + "/plugins", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.pushPlugin, local: true},
+		{Method: "POST", Path: t + "/plugins", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.pushPlugin},
 		{Method: "GET", Path: t + "/plugins", Access: Tenant, Role: control.RoleReader, handler: a.listPlugins},
 		{Method: "GET", Path: t + "/plugins/{name}", Access: Tenant, Role: control.RoleReader, handler: a.pluginStatus},
-		{Method: "POST", Path: t + "/plugins/{name}/swap", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.swapPlugin, local: true},
-		{Method: "POST", Path: t + "/plugins/{name}/reset", Access: Tenant, Role: control.RoleAdmin, handler: a.resetPlugin, local: true},
-		{Method: "DELETE", Path: t + "/plugins/{name}", Access: Tenant, Role: control.RoleAdmin, handler: a.deletePlugin, local: true},
+		{Method: "POST", Path: t + "/plugins/{name}/swap", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.swapPlugin},
+		{Method: "POST", Path: t + "/plugins/{name}/reset", Access: Tenant, Role: control.RoleAdmin, handler: a.resetPlugin, leader: true},
+		{Method: "DELETE", Path: t + "/plugins/{name}", Access: Tenant, Role: control.RoleAdmin, handler: a.deletePlugin},
 		{Method: "GET", Path: t + "/projections/{plugin}/{entity}", Access: Tenant, Role: control.RoleReader, handler: a.projection},
-		{Method: "GET", Path: t + "/workers", Access: Tenant, Role: control.RoleReader, handler: a.listWorkers},
-		{Method: "PUT", Path: t + "/workers/{name}", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.startWorker, local: true},
-		{Method: "GET", Path: t + "/workers/{name}", Access: Tenant, Role: control.RoleReader, handler: a.getWorker},
-		{Method: "POST", Path: t + "/workers/{name}/stop", Access: Tenant, Role: control.RoleAdmin, handler: a.stopWorker, local: true},
-		{Method: "POST", Path: t + "/workers/{name}/reset", Access: Tenant, Role: control.RoleAdmin, handler: a.resetWorker, local: true},
+		{Method: "GET", Path: t + "/workers", Access: Tenant, Role: control.RoleReader, handler: a.listWorkers, leader: true},
+		{Method: "PUT", Path: t + "/workers/{name}", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.startWorker},
+		{Method: "GET", Path: t + "/workers/{name}", Access: Tenant, Role: control.RoleReader, handler: a.getWorker, leader: true},
+		{Method: "POST", Path: t + "/workers/{name}/stop", Access: Tenant, Role: control.RoleAdmin, handler: a.stopWorker},
+		{Method: "POST", Path: t + "/workers/{name}/reset", Access: Tenant, Role: control.RoleAdmin, handler: a.resetWorker},
 
 		{Method: "POST", Path: ad, Access: Operator, Body: js, handler: a.createTenant},
 		{Method: "GET", Path: ad, Access: Operator, handler: a.listTenants},

@@ -112,15 +112,11 @@ var errAnswered = errors.New("answered")
 // clusterPlace sends a call this node must not serve to the leader,
 // before authenticating it (the leader authenticates: a follower may not
 // have applied a key issued a moment ago): state changes, linearizable
-// reads, and routes whose state is not replicated.
+// reads, and routes the leader serves (Route.leader: hosted workers).
 func (a *API) clusterPlace(c *call) error {
 	cl := a.opts.Cluster
 	if cl == nil || c.route.Access == Public || c.route.Access == Metrics {
 		return nil
-	}
-	if c.route.local {
-		return &apiError{status: 501, code: wire.CodeNotImplemented,
-			detail: "this route changes state a cluster does not replicate yet (tenant policy bundles, plugins and hosted workers); use a single server for it"}
 	}
 	linear := false
 	switch v := c.r.URL.Query().Get("consistency"); v {
@@ -131,7 +127,7 @@ func (a *API) clusterPlace(c *call) error {
 		return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: fmt.Sprintf("consistency=%q: want local or linearizable", v), p: wire.Problem{Field: "consistency"}}
 	}
 	write := c.r.Method != http.MethodGet && c.r.Method != http.MethodHead
-	if (write || linear) && !cl.IsLeader() {
+	if (write || linear || c.route.leader) && !cl.IsLeader() {
 		return a.toLeader(c)
 	}
 	return nil

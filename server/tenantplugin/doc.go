@@ -38,6 +38,13 @@
 // never refused); one that does not load fails its projections with
 // *NotLoadedError until another version is pushed or swapped in.
 //
+// With Options.Blobs (a cluster node's replicated blob store) modules are
+// kept there instead, never removed; a node that did not take a change
+// learns of it from the control plane and calls Sync, which loads, swaps
+// or unloads its plugins to match, so projections on every node serve the
+// same version. Plugin status (counters, logs, faults, quarantine) stays
+// per node.
+//
 // Swap makes a kept version active through plugins.Plugin.Swap: calls in
 // progress finish on the old module, new calls run the new one, no call
 // fails for the swap; the *plugins.Plugin a caller holds (Plugin) stays

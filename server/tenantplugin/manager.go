@@ -116,6 +116,24 @@ type Options struct {
 	// once, all tenants together (a tenant's own changes run one at a
 	// time). 0 means DefaultChecks; range 1..MaxChecks.
 	Checks int
+	// Blobs, when set, is where modules are kept instead of Dir (a
+	// cluster node passes its replicated blob store): Push puts a module
+	// there before the control plane records its version, and a version
+	// is loaded from there — at Open, and on Sync. Blobs are never
+	// removed (a deleted version's module stays). nil:
+	// <Dir>/<tenant>/<sha256>.wasm.
+	Blobs Blobs
+}
+
+// Blobs keeps content-addressed bytes: a cluster node's replicated blob
+// store (server/cluster Node.PutBlob, Node.Blob).
+type Blobs interface {
+	// Put stores data durably (on a cluster: committed on a majority of
+	// nodes) and returns its hex SHA-256.
+	Put(ctx context.Context, data []byte) (digest string, err error)
+	// Get returns the bytes stored under digest; an error matching
+	// fs.ErrNotExist when there are none (yet).
+	Get(digest string) ([]byte, error)
 }
 
 // DefaultChecks and MaxChecks are Options.Checks' default and largest
@@ -432,7 +450,13 @@ const maxPoolSize = 8
 // loadInto loads rev's stored module into h (Load, or Swap when h runs a
 // plugin already), its limits fitted to the tenant's now.
 func (m *Manager) loadInto(ctx context.Context, tenant string, th *tenantHost, h *hosted, rev Revision) error {
-	wasm, err := os.ReadFile(m.modulePath(tenant, rev.Digest))
+	var wasm []byte
+	var err error
+	if m.opts.Blobs != nil {
+		wasm, err = m.opts.Blobs.Get(rev.Digest)
+	} else {
+		wasm, err = os.ReadFile(m.modulePath(tenant, rev.Digest))
+	}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return &storedModuleError{fmt.Sprintf("its stored module (sha256 %s) is missing", rev.Digest), err}
@@ -570,7 +594,7 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 		if err != nil {
 			return control.TenantPlugin{}, rejected(mf.Name, err)
 		}
-		if err := m.store(tenant, digest, wasm); err != nil {
+		if err := m.store(ctx, tenant, digest, wasm); err != nil {
 			_ = th.host.Unload(context.Background(), mf.Name)
 			return control.TenantPlugin{}, err
 		}
@@ -601,7 +625,7 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 			return control.TenantPlugin{}, rejected(mf.Name, err)
 		}
 		_ = th.host.Unload(context.Background(), scratch.Name)
-		if err := m.store(tenant, digest, wasm); err != nil {
+		if err := m.store(ctx, tenant, digest, wasm); err != nil {
 			return control.TenantPlugin{}, err
 		}
 		tp, err := m.opts.Plane.AddPluginVersion(ctx, tenant, rev, mf.Name, false, l.Plugins, l.Versions)
@@ -612,7 +636,7 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 	default:
 		// A new active version of a running plugin: a hot swap. Stored
 		// first, so a recorded version always has its module.
-		if err := m.store(tenant, digest, wasm); err != nil {
+		if err := m.store(ctx, tenant, digest, wasm); err != nil {
 			return control.TenantPlugin{}, err
 		}
 		prev := h.rev.Load()
@@ -725,6 +749,72 @@ func (m *Manager) Delete(ctx context.Context, tenant, name, version string) erro
 	return nil
 }
 
+// Sync brings the tenant's loaded plugins in line with the control
+// plane: each kept plugin runs its active version (loaded, or hot-swapped
+// to it), a plugin the plane no longer keeps is unloaded. It is what a
+// node that did not make a change (a cluster follower, a later leader)
+// calls when it learns of a plugin.* change (control.Options.OnChange;
+// never from the hook itself: it compiles and takes the tenant's lock).
+// A version that cannot be loaded (its module not on this node yet, or
+// refused) is logged, and the plugin's projections fail with
+// *NotLoadedError until a later Sync loads it. Idempotent.
+func (m *Manager) Sync(ctx context.Context, tenant string) {
+	defer m.lock(tenant)()
+	kept := map[string]bool{}
+	for _, tp := range m.opts.Plane.Plugins(tenant) {
+		kept[tp.Name] = true
+		rev, ok := tp.ActiveVersion()
+		if !ok {
+			continue
+		}
+		th, err := m.host(tenant)
+		if err != nil {
+			m.opts.Logger.Error("a tenant's plugin host cannot be made", "tenant", tenant, "error", err)
+			return
+		}
+		h := th.get(tp.Name)
+		if h == nil {
+			h = m.newHosted(th, tp.Name)
+		}
+		if cur := h.rev.Load(); h.p.Load() != nil && cur != nil && cur.Version == rev.Version && cur.Digest == rev.Digest {
+			continue
+		}
+		release, err := m.check(ctx)
+		if err != nil {
+			return
+		}
+		err = m.loadInto(ctx, tenant, th, h, rev)
+		release()
+		if err != nil {
+			m.opts.Logger.Error("a tenant's plugin version does not load on this node: its projections fail until it does",
+				"tenant", tenant, "plugin", tp.Name, "version", rev.Version, "module", rev.Digest, "error", err)
+			if h.p.Load() == nil {
+				h.err.Store(&err)
+			}
+		}
+	}
+	m.tmu.RLock()
+	th := m.tenants[tenant]
+	m.tmu.RUnlock()
+	if th == nil {
+		return
+	}
+	th.mu.Lock()
+	var gone []string
+	for name, h := range th.plugins {
+		if !kept[name] {
+			delete(th.plugins, name)
+			if h.p.Load() != nil {
+				gone = append(gone, name)
+			}
+		}
+	}
+	th.mu.Unlock()
+	for _, name := range gone {
+		_ = th.host.Unload(context.Background(), name)
+	}
+}
+
 // Reset lifts the quarantine of the tenant's plugin (and forgets its
 // consecutive faults). control.ErrNotFound for an unknown plugin.
 func (m *Manager) Reset(tenant, name string) (Status, error) {
@@ -758,8 +848,12 @@ func (m *Manager) Remove(tenant string) error {
 	return os.RemoveAll(filepath.Join(m.opts.Dir, tenant))
 }
 
-// gc removes the tenant's module files no kept version refers to.
+// gc removes the tenant's module files no kept version refers to (none
+// with Options.Blobs: blobs are never removed).
 func (m *Manager) gc(tenant string) {
+	if m.opts.Blobs != nil {
+		return
+	}
 	keep := map[string]bool{}
 	for _, tp := range m.opts.Plane.Plugins(tenant) {
 		for _, v := range tp.Versions {
@@ -776,7 +870,17 @@ func (m *Manager) gc(tenant string) {
 
 // store writes the module to its content address, durably, unless it is
 // there already.
-func (m *Manager) store(tenant, digest string, data []byte) error {
+func (m *Manager) store(ctx context.Context, tenant, digest string, data []byte) error {
+	if m.opts.Blobs != nil {
+		got, err := m.opts.Blobs.Put(ctx, data)
+		if err != nil {
+			return fmt.Errorf("tenantplugin: storing the module: %w", err)
+		}
+		if got != digest {
+			return fmt.Errorf("tenantplugin: storing the module: stored as %s, not its digest %s", got, digest)
+		}
+		return nil
+	}
 	if err := durable.WriteFile(m.modulePath(tenant, digest), data); err != nil {
 		return fmt.Errorf("tenantplugin: storing the module: %w", err)
 	}

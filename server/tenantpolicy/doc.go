@@ -41,6 +41,13 @@
 // same bundle again repairs it). A deleted tenant's bundles are removed
 // (Remove); what a crash left behind is removed at Open.
 //
+// With Options.Blobs (a cluster node's replicated blob store) the bytes are
+// kept there instead, under the same revision; a node that did not take
+// the upload learns of the activation from the control plane and loads the
+// revision from the blobs (Refresh, or the first write that finds it not
+// loaded), so every node judges a tenant's writes by the same revision.
+// The decision log stays per node.
+//
 // The decision of a tenant bundle carries the content revision, not the
 // revision of the bundle's own .manifest.
 //

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -92,6 +93,25 @@ type Options struct {
 	// noting its size. 0 means DefaultDecisionMaxBytes (4096); range
 	// 256..1MiB.
 	DecisionMaxBytes int
+	// Blobs, when set, is where accepted bundles are kept instead of Dir
+	// (a cluster node passes its replicated blob store): Push puts the
+	// bytes there before the control plane names the revision, and a
+	// revision is loaded from there — at Open, on Refresh, and by the
+	// first write that finds the active revision not loaded. Dir then
+	// holds only the temporary directories of bundles being checked.
+	// nil: <Dir>/<tenant>/<revision>.tar.gz.
+	Blobs Blobs
+}
+
+// Blobs keeps content-addressed bytes: a cluster node's replicated blob
+// store (server/cluster Node.PutBlob, Node.Blob).
+type Blobs interface {
+	// Put stores data durably (on a cluster: committed on a majority of
+	// nodes) and returns its hex SHA-256.
+	Put(ctx context.Context, data []byte) (digest string, err error)
+	// Get returns the bytes stored under digest; an error matching
+	// fs.ErrNotExist when there are none (yet).
+	Get(digest string) ([]byte, error)
 }
 
 // loaded is one revision of a tenant's bundle, compiled.
@@ -110,6 +130,10 @@ type Manager struct {
 
 	gmu   sync.RWMutex
 	gates map[string]map[string]*loaded // tenant → revision → compiled bundle
+
+	// loadMu serialises the loads of revisions learnt from the control
+	// plane (Refresh, and a write finding its revision not loaded).
+	loadMu sync.Mutex
 
 	dlog     *decisionStore // nil: no decision log
 	lmu      sync.Mutex
@@ -283,7 +307,7 @@ func (m *Manager) Push(ctx context.Context, tenant string, r io.Reader) (control
 	if err != nil {
 		return control.TenantPolicy{}, err
 	}
-	if err := m.store(tenant, rev, data); err != nil {
+	if err := m.store(ctx, tenant, rev, data); err != nil {
 		return control.TenantPolicy{}, err
 	}
 	return m.activate(ctx, tenant, rev, l, func() (control.TenantPolicy, error) {
@@ -433,7 +457,13 @@ func (m *Manager) check(ctx context.Context, data []byte, test bool) (*loaded, e
 
 // loadStored compiles a stored revision (its tests passed at upload).
 func (m *Manager) loadStored(ctx context.Context, tenant, rev string) *loaded {
-	data, err := os.ReadFile(m.bundlePath(tenant, rev))
+	var data []byte
+	var err error
+	if m.opts.Blobs != nil {
+		data, err = m.opts.Blobs.Get(rev)
+	} else {
+		data, err = os.ReadFile(m.bundlePath(tenant, rev))
+	}
 	if err != nil {
 		return &loaded{err: err}
 	}
@@ -449,11 +479,70 @@ func (m *Manager) loadStored(ctx context.Context, tenant, rev string) *loaded {
 
 // store writes the bundle to its content address, durably, unless it
 // is there already.
-func (m *Manager) store(tenant, rev string, data []byte) error {
+func (m *Manager) store(ctx context.Context, tenant, rev string, data []byte) error {
+	if m.opts.Blobs != nil {
+		digest, err := m.opts.Blobs.Put(ctx, data)
+		if err != nil {
+			return fmt.Errorf("tenantpolicy: storing the bundle: %w", err)
+		}
+		if digest != rev {
+			return fmt.Errorf("tenantpolicy: storing the bundle: stored as %s, not its revision %s", digest, rev)
+		}
+		return nil
+	}
 	if err := durable.WriteFile(m.bundlePath(tenant, rev), data); err != nil {
 		return fmt.Errorf("tenantpolicy: storing the bundle: %w", err)
 	}
 	return nil
+}
+
+// Refresh loads the tenant's active revision as the control plane names
+// it now, unless it is loaded already: what a node that did not make a
+// change (a cluster follower, a later leader) calls when it learns of a
+// policy.activated or policy.rolled_back change (control.Options.OnChange;
+// never from the hook itself: it compiles). A revision that cannot be
+// loaded is logged and kept as such: the tenant's writes are refused
+// (POLICY_ERROR naming it) until a later Refresh loads it — a blob not
+// yet applied on this node is retried by the next write's admission.
+// Compiled revisions other than the active one and the one it replaced
+// are dropped.
+func (m *Manager) Refresh(ctx context.Context, tenant string) {
+	rev := m.opts.Plane.ActivePolicy(tenant)
+	if rev == "" {
+		return
+	}
+	m.ensure(ctx, tenant, rev)
+}
+
+// ensure loads rev of tenant unless it is loaded (or failed to for a
+// reason other than its bytes missing here), and returns it.
+func (m *Manager) ensure(ctx context.Context, tenant, rev string) *loaded {
+	settled := func(l *loaded) bool { return l != nil && (l.err == nil || !errors.Is(l.err, fs.ErrNotExist)) }
+	if l := m.get(tenant, rev); settled(l) {
+		return l
+	}
+	m.loadMu.Lock()
+	defer m.loadMu.Unlock()
+	if l := m.get(tenant, rev); settled(l) {
+		return l
+	}
+	l := m.loadStored(ctx, tenant, rev)
+	if l.err != nil {
+		m.opts.Logger.Error("a tenant's active policy revision does not load: its writes are refused (POLICY_ERROR) until it does",
+			"tenant", tenant, "revision", rev, "error", l.err)
+	}
+	m.gmu.Lock()
+	if m.gates[tenant] == nil {
+		m.gates[tenant] = map[string]*loaded{}
+	}
+	m.gates[tenant][rev] = l
+	for r := range m.gates[tenant] {
+		if r != rev && r != m.opts.Plane.ActivePolicy(tenant) {
+			delete(m.gates[tenant], r)
+		}
+	}
+	m.gmu.Unlock()
+	return l
 }
 
 // Admission returns the admission of one tenant's store: the platform
@@ -506,6 +595,10 @@ func (a *admission) Admit(ctx context.Context, p *core.Proposal) error {
 		return nil
 	}
 	l := a.m.get(a.tenant, rev)
+	if a.m.opts.Blobs != nil && (l == nil || (l.err != nil && errors.Is(l.err, fs.ErrNotExist))) {
+		// A revision another node activated, not loaded here yet.
+		l = a.m.ensure(ctx, a.tenant, rev)
+	}
 	if l == nil || l.err != nil {
 		msg := "the tenant's policy revision " + rev + " is not loaded"
 		if l != nil {

@@ -1,0 +1,201 @@
+package server
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/batpak-go/batpak/server/cluster"
+	"github.com/batpak-go/batpak/server/control"
+)
+
+// nodeBlobs is a cluster node's replicated blob store as the tenant
+// policy and plugin managers see it (tenantpolicy.Blobs,
+// tenantplugin.Blobs).
+type nodeBlobs struct{ n *cluster.Node }
+
+// Put implements tenantpolicy.Blobs and tenantplugin.Blobs: committed on
+// a majority of nodes (leader only).
+func (b nodeBlobs) Put(ctx context.Context, data []byte) (string, error) {
+	return b.n.PutBlob(ctx, data)
+}
+
+// Get implements tenantpolicy.Blobs and tenantplugin.Blobs.
+func (b nodeBlobs) Get(digest string) ([]byte, error) { return b.n.Blob(digest) }
+
+// effects applies, off the control plane's tail, what a cluster node must
+// do when it learns of a change (control.Options.OnChange; see
+// server/control's package doc): a tenant's policy, plugins or workers
+// changed, on this node or another. The hook only notes the tenant; one
+// goroutine then, for each tenant noted (each once however many changes
+// came meanwhile), loads the active policy revision
+// (tenantpolicy.Manager.Refresh), brings the plugins to their active
+// versions (tenantplugin.Manager.Sync) and the hosted workers to their
+// recorded states (hostedworker.Supervisor.TenantChanged; nothing runs
+// on a node that does not lead); a deleted tenant's compiled policies and
+// plugins are dropped (Remove). Every effect is idempotent: on the node
+// that made a change it finds the work done.
+type effects struct {
+	s *Server
+
+	mu      sync.Mutex
+	pending map[string]bool
+	order   []string
+	wake    chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+func newEffects(s *Server) *effects {
+	return &effects{s: s, pending: map[string]bool{}, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// note is the OnChange hook's part: cheap and lock-free of the plane.
+func (e *effects) note(c control.Change) {
+	switch {
+	case strings.HasPrefix(c.Kind, "policy."), strings.HasPrefix(c.Kind, "plugin."),
+		strings.HasPrefix(c.Kind, "worker."), strings.HasPrefix(c.Kind, "tenant."):
+	default:
+		return
+	}
+	t := c.TenantID()
+	if t == "" {
+		return
+	}
+	e.mu.Lock()
+	if !e.pending[t] {
+		e.pending[t] = true
+		e.order = append(e.order, t)
+	}
+	e.mu.Unlock()
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run applies the noted tenants' effects until close.
+func (e *effects) run() {
+	defer close(e.done)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-e.stop
+		cancel()
+	}()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-e.wake:
+		}
+		for {
+			e.mu.Lock()
+			if len(e.order) == 0 {
+				e.mu.Unlock()
+				break
+			}
+			t := e.order[0]
+			e.order = e.order[1:]
+			delete(e.pending, t)
+			e.mu.Unlock()
+			e.apply(ctx, t)
+			if ctx.Err() != nil {
+				return
+			}
+		}
+	}
+}
+
+func (e *effects) apply(ctx context.Context, tenant string) {
+	s := e.s
+	if _, ok := s.plane.Tenant(tenant); !ok {
+		// Deleted: its workers stop, its compiled policies and loaded
+		// plugins go (the node that took the deletion did so already).
+		if s.workers != nil {
+			s.workers.TenantChanged(tenant)
+		}
+		if s.policies != nil {
+			if err := s.policies.Remove(tenant); err != nil {
+				s.cfg.Logger.Warn("cluster: removing a deleted tenant's policies", "tenant", tenant, "err", err)
+			}
+		}
+		if s.plugins != nil {
+			if err := s.plugins.Remove(tenant); err != nil {
+				s.cfg.Logger.Warn("cluster: removing a deleted tenant's plugins", "tenant", tenant, "err", err)
+			}
+		}
+		return
+	}
+	if s.policies != nil {
+		s.policies.Refresh(ctx, tenant)
+	}
+	if s.plugins != nil {
+		s.plugins.Sync(ctx, tenant)
+	}
+	if s.workers != nil {
+		s.workers.TenantChanged(tenant)
+	}
+}
+
+// close stops the goroutine (the effects still pending are dropped: a
+// restart loads every active revision and version at Open).
+func (e *effects) close() {
+	select {
+	case <-e.stop:
+		return
+	default:
+	}
+	close(e.stop)
+	<-e.done
+}
+
+// leadership runs the hosted workers on this node while it leads: when it
+// becomes the leader it waits until it has applied the whole log and its
+// control plane has caught up (so worker definitions and cursor positions
+// are the latest committed), then resumes every worker recorded as running
+// from its cursor; when it stops leading it puts them on standby. It polls
+// every leadershipPoll until stop closes, then returns (Supervisor.Close
+// stops what runs).
+func (s *Server) leadership(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(leadershipPoll)
+	defer t.Stop()
+	leading := false
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		now := s.node.n.IsLeader()
+		switch {
+		case now && !leading:
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := s.node.n.Barrier(ctx)
+			if err == nil {
+				err = s.plane.WaitApplied(ctx, s.node.sys.Usage().GlobalSequence)
+			}
+			cancel()
+			if err != nil {
+				continue // not settled yet: the next tick tries again
+			}
+			leading = true
+			s.workers.Resume()
+			s.cfg.Logger.Info("cluster: this node leads: hosted workers resumed")
+		case !now && leading:
+			leading = false
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := s.workers.Standby(ctx); err != nil {
+				s.cfg.Logger.Warn("cluster: this node no longer leads: stopping its hosted workers", "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// leadershipPoll is how often a cluster node checks whether it leads (a
+// new leader's hosted workers start within about this after it is
+// elected and has applied the log).
+const leadershipPoll = 100 * time.Millisecond
