@@ -504,7 +504,10 @@ func TestTenantPolicyRollbackUnderConcurrentWrites(t *testing.T) {
 			}
 		}()
 	}
-	for i := range 20 {
+	// At least 20 rollbacks, and more until both revisions have decided
+	// a write (on a loaded machine the writers may start late).
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; i < 20 || (seen[0].Load() == 0 || seen[1].Load() == 0) && time.Now().Before(deadline); i++ {
 		rev := revA
 		if i%2 == 1 {
 			rev = revB

@@ -156,10 +156,14 @@ func (a *app) completionStore(fn func(s *core.Store) []string) []string {
 		defer s.Close()
 		found <- fn(s)
 	}()
+	deadline := time.Now().Add(completionTimeout)
 	t := time.NewTimer(completionTimeout)
 	defer t.Stop()
 	select {
 	case words := <-found:
+		if time.Now().After(deadline) {
+			return nil // late: the timer and the answer were both ready
+		}
 		return words
 	case <-t.C:
 		return nil
