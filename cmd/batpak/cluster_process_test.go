@@ -48,21 +48,39 @@ type procNode struct {
 	base   string
 	child  *procChild
 	paused bool
+	logs   procLogs
 }
 
-// procChild is a running `batpak serve` child process.
+// procChild is a running `batpak serve` child process; logs is its
+// node's stderr over every start.
 type procChild struct {
 	cmd  *exec.Cmd
 	done chan error
-	mu   sync.Mutex
-	logs []string
+	logs *procLogs
 }
 
-func (c *procChild) tail(n int) string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return strings.Join(c.logs[max(0, len(c.logs)-n):], "\n")
+// procLogs keeps the last lines a node wrote, across restarts.
+type procLogs struct {
+	mu    sync.Mutex
+	lines []string
 }
+
+func (l *procLogs) add(line string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, line)
+	if len(l.lines) > 2000 {
+		l.lines = append([]string(nil), l.lines[1000:]...)
+	}
+}
+
+func (l *procLogs) tail(n int) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines[max(0, len(l.lines)-n):], "\n")
+}
+
+func (c *procChild) tail(n int) string { return c.logs.tail(n) }
 
 // procCluster is the test's handle on three nodes.
 type procCluster struct {
@@ -112,9 +130,7 @@ func newProcCluster(t *testing.T) *procCluster {
 		}
 		if t.Failed() {
 			for _, n := range pc.nodes {
-				if n.child != nil {
-					t.Logf("--- %s log tail:\n%s", n.id, n.child.tail(40))
-				}
+				t.Logf("--- %s log tail:\n%s", n.id, n.logs.tail(60))
 			}
 		}
 	})
@@ -141,18 +157,14 @@ func (pc *procCluster) start(n *procNode, extra ...string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &procChild{cmd: cmd, done: make(chan error, 1)}
+	c := &procChild{cmd: cmd, done: make(chan error, 1), logs: &n.logs}
+	c.logs.add(fmt.Sprintf("--- start %s", strings.Join(extra, " ")))
 	listening := make(chan struct{}, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
-			c.mu.Lock()
-			c.logs = append(c.logs, sc.Text())
-			if len(c.logs) > 400 {
-				c.logs = c.logs[200:]
-			}
-			c.mu.Unlock()
+			c.logs.add(sc.Text())
 			if listeningRE.MatchString(sc.Text()) {
 				select {
 				case listening <- struct{}{}:
@@ -488,12 +500,13 @@ func (cl *procClient) settle(f *keyFate, key string, r writeResult) bool {
 
 // readYourWrite reads an acknowledged event on a random node with
 // min_seq=its sequence: the node must have it, or say it has not caught
-// up (or not answer: it may be down or paused).
+// up (or not answer: it may be down or paused); a node that does not know
+// the key yet redirects to the leader.
 func (cl *procClient) readYourWrite(rc wireReceipt) {
 	n := cl.pc.nodes[cl.rng.Intn(len(cl.pc.nodes))]
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	st, b, _, err := cl.pc.send(ctx, "GET", fmt.Sprintf("%s/v1/tenants/%s/events/%s?min_seq=%d", n.base, cl.tenant, rc.ID, rc.GlobalSequence), cl.reader, nil, nil, false)
+	st, b, _, err := cl.pc.send(ctx, "GET", fmt.Sprintf("%s/v1/tenants/%s/events/%s?min_seq=%d", n.base, cl.tenant, rc.ID, rc.GlobalSequence), cl.reader, nil, nil, true)
 	switch {
 	case err != nil, st == 503:
 	case st == 200:
