@@ -363,8 +363,9 @@ func (pc *procCluster) write(rng *rand.Rand, path, token string, hdr http.Header
 		case st/100 == 2:
 			r.status, r.body = st, b
 			return r
-		case st == 503 && problemCode(b) == "NOT_LEADER", st == 429:
-			// Not proposed: retry.
+		case st == 503 && problemCode(b) == "NOT_LEADER", st == 429, st == http.StatusTemporaryRedirect:
+			// Not proposed: retry (a 307 here: redirects went round while
+			// the nodes' views of the leader differed).
 		case st == 503:
 			r.maybe = true
 		case st >= 500:
@@ -396,8 +397,8 @@ type procHistory struct {
 	ops  []porcupine.Operation
 	errs []string
 	// counts
-	acked, refused, unknown, localReads, linReads int
-	maxSeq                                        uint64
+	acked, refused, unknown, localReads, linReads, retried int
+	maxSeq                                                 uint64
 }
 
 func (h *procHistory) fail(s string) {
@@ -481,6 +482,7 @@ func (cl *procClient) singles() {
 
 // settle records a write's fate; true when acknowledged.
 func (cl *procClient) settle(f *keyFate, key string, r writeResult) bool {
+	cl.noteRetried(r)
 	switch {
 	case r.status/100 == 2:
 		return true
@@ -498,6 +500,16 @@ func (cl *procClient) settle(f *keyFate, key string, r writeResult) bool {
 	return false
 }
 
+// noteRetried counts writes that got a definite answer after an attempt
+// of unknown outcome (the idempotent retry decided them).
+func (cl *procClient) noteRetried(r writeResult) {
+	if r.maybe && r.status != 0 {
+		cl.h.mu.Lock()
+		cl.h.retried++
+		cl.h.mu.Unlock()
+	}
+}
+
 // readYourWrite reads an acknowledged event on a random node with
 // min_seq=its sequence: the node must have it, or say it has not caught
 // up (or not answer: it may be down or paused); a node that does not know
@@ -508,7 +520,7 @@ func (cl *procClient) readYourWrite(rc wireReceipt) {
 	defer cancel()
 	st, b, _, err := cl.pc.send(ctx, "GET", fmt.Sprintf("%s/v1/tenants/%s/events/%s?min_seq=%d", n.base, cl.tenant, rc.ID, rc.GlobalSequence), cl.reader, nil, nil, true)
 	switch {
-	case err != nil, st == 503:
+	case err != nil, st == 503, st == http.StatusTemporaryRedirect:
 	case st == 200:
 		var ev struct {
 			ID             string `json:"id"`
@@ -647,6 +659,9 @@ func (cl *procClient) casAndReads() {
 		call := cl.now()
 		r := cl.pc.write(cl.rng, "/v1/tenants/"+cl.tenant+"/events", cl.writer, http.Header{"Idempotency-Key": {key}}, body, giveUp(), cl.h.fail)
 		op := porcupine.Operation{ClientId: cl.id, Input: in, Call: call}
+		if r.status/100 == 2 || r.status == 409 {
+			cl.noteRetried(r)
+		}
 		switch {
 		case r.status/100 == 2:
 			var rc wireReceipt
@@ -694,7 +709,7 @@ func (cl *procClient) linearizableRead(entity string, known map[string]int) {
 	st, b, _, err := cl.pc.send(context.Background(), "GET", fmt.Sprintf("%s/v1/tenants/%s/entities/%s/events?consistency=linearizable&limit=1000", n.base, cl.tenant, entity), cl.reader, nil, nil, true)
 	ret := cl.now()
 	if err != nil || st != 200 {
-		if err == nil && st != 503 && st != 404 {
+		if err == nil && st != 503 && st != http.StatusTemporaryRedirect {
 			cl.h.fail(fmt.Sprintf("linearizable read of %s via %s: %d %s", entity, n.id, st, b))
 		}
 		return
@@ -938,8 +953,16 @@ func TestClusterProcessNemesis(t *testing.T) {
 		default:
 			n := pc.nodes[rng.Intn(3)]
 			fault = "pause-" + map[bool]string{true: "leader", false: "follower"}[n == leader]
+			// Half the pauses outlast the clients' 3 s request timeout:
+			// their requests to it end with an unknown outcome while it
+			// still holds them, and a paused leader finds itself deposed.
+			pause := hold + time.Second
+			if rng.Intn(2) == 0 {
+				pause += 2 * time.Second
+				fault += "-long"
+			}
 			pc.signal(n, syscall.SIGSTOP)
-			time.Sleep(hold + time.Second)
+			time.Sleep(pause)
 			pc.signal(n, syscall.SIGCONT)
 		}
 		faults[fault]++
@@ -1005,8 +1028,8 @@ func TestClusterProcessNemesis(t *testing.T) {
 	case porcupine.Unknown:
 		t.Logf("porcupine timed out on %d operations", len(h.ops))
 	}
-	t.Logf("%d rounds (faults %v) in %s; %d writes acknowledged, %d refused, %d unknown; %d events on each node; %d read-your-writes reads, %d linearizable reads; %d operations checked by porcupine (checks %s)",
-		rounds, faults, time.Since(start).Round(time.Millisecond), h.acked, h.refused, h.unknown, len(replicas[0]), h.localReads, h.linReads, len(h.ops), time.Since(clientsStopped).Round(time.Millisecond))
+	t.Logf("%d rounds (faults %v) in %s; %d writes acknowledged, %d refused, %d unknown (%d decided by a retry after an attempt of unknown outcome); %d events on each node; %d read-your-writes reads, %d linearizable reads; %d operations checked by porcupine (checks %s)",
+		rounds, faults, time.Since(start).Round(time.Millisecond), h.acked, h.refused, h.unknown, h.retried, len(replicas[0]), h.localReads, h.linReads, len(h.ops), time.Since(clientsStopped).Round(time.Millisecond))
 }
 
 // checkProcReplica checks one node's events against the history: every
