@@ -398,7 +398,6 @@ type procHistory struct {
 	errs []string
 	// counts
 	acked, refused, unknown, localReads, linReads, retried int
-	maxSeq                                                 uint64
 }
 
 func (h *procHistory) fail(s string) {
@@ -425,7 +424,6 @@ func (h *procHistory) acknowledge(f *keyFate, r wireReceipt) {
 	h.mu.Lock()
 	f.acked, f.id, f.seq, f.clock = true, r.ID, r.GlobalSequence, r.Clock
 	h.acked++
-	h.maxSeq = max(h.maxSeq, r.GlobalSequence)
 	h.mu.Unlock()
 }
 
