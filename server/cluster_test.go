@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -170,6 +171,21 @@ func TestClusterServe(t *testing.T) {
 		t.Fatalf("write on a follower: %d Location %q, want 307 to %s", res.StatusCode, res.Header.Get("Location"), n1.base)
 	}
 
+	// A credential a follower does not know (it may not have applied the
+	// key's issue yet) goes to the leader, which refuses it if invalid.
+	req, _ = http.NewRequest("GET", n2.base+"/v1/tenants/acme/stats", nil)
+	req.Header.Set("Authorization", "Bearer bpk_unknownunknownunknownunknown")
+	if res, err = noFollow.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusTemporaryRedirect || !strings.HasPrefix(res.Header.Get("Location"), n1.base+"/v1/tenants/acme/stats") {
+		t.Fatalf("unknown credential on a follower: %d Location %q, want 307 to %s", res.StatusCode, res.Header.Get("Location"), n1.base)
+	}
+	if code, _ := call(t, "GET", n2.base+"/v1/tenants/acme/stats", "bpk_unknownunknownunknownunknown", ""); code != 401 {
+		t.Fatalf("unknown credential, redirected to the leader: %d, want 401", code)
+	}
+
 	var last float64
 	for i := 0; i < 30; i++ {
 		via := nodes[i%3]
@@ -186,8 +202,71 @@ func TestClusterServe(t *testing.T) {
 			t.Fatalf("%s stats with min_seq: %d %v", n.id, code, st)
 		}
 	}
+	// Verify changes nothing: every node runs it on its own copy.
+	code, adm := call(t, "POST", n1.base+"/v1/admin/tenants/acme/keys", clusterOperator, `{"roles":["admin"]}`)
+	if code != 201 {
+		t.Fatal(code, adm)
+	}
+	for _, n := range []*clusterServer{n2, n3} {
+		var res *http.Response
+		var rep map[string]any
+		// Until n has applied the key's issue, it redirects (above).
+		waitFor(t, 5*time.Second, "verify served by "+n.id, func() bool {
+			req, _ := http.NewRequest("POST", n.base+"/v1/tenants/acme/verify", nil)
+			req.Header.Set("Authorization", "Bearer "+adm["key"].(string))
+			var err error
+			if res, err = noFollow.Do(req); err != nil {
+				t.Fatal(err)
+			}
+			rep = nil
+			_ = json.NewDecoder(res.Body).Decode(&rep)
+			res.Body.Close()
+			return res.StatusCode != http.StatusTemporaryRedirect
+		})
+		if res.StatusCode != 200 || rep["ok"] != true || rep["events"].(float64) != 30 {
+			t.Fatalf("verify on follower %s: %d %v, want 200 ok with 30 events", n.id, res.StatusCode, rep)
+		}
+	}
+	// A subscriber resuming on a node that has not applied its position
+	// yet waits for it (instead of a 400 for a position past the end).
+	sub, _ := http.NewRequest("GET", n3.base+"/v1/tenants/acme/subscribe", nil)
+	sub.Header.Set("Authorization", "Bearer "+adm["key"].(string))
+	sub.Header.Set("Last-Event-ID", fmt.Sprint(int(last)+2))
+	subRes := make(chan *http.Response, 1)
+	go func() {
+		res, err := noFollow.Do(sub)
+		if err != nil {
+			t.Error(err)
+		}
+		subRes <- res
+	}()
+	time.Sleep(200 * time.Millisecond)
+	for i := 0; i < 3; i++ {
+		if code, rc := call(t, "POST", n1.base+"/v1/tenants/acme/events", token, fmt.Sprintf(`{"entity":"late-%d","scope":"s","kind":"1:1","payload":{}}`, i)); code != 201 {
+			t.Fatalf("append: %d %v", code, rc)
+		}
+	}
+	res = <-subRes
+	if res.StatusCode != 200 {
+		b, _ := io.ReadAll(res.Body)
+		t.Fatalf("resume past this node's end: %d %s, want 200 once it caught up", res.StatusCode, b)
+	}
+	br := bufio.NewReader(res.Body)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("resumed stream: %v", err)
+		}
+		if strings.HasPrefix(line, "id: ") {
+			if got := strings.TrimSpace(strings.TrimPrefix(line, "id: ")); got != fmt.Sprint(int(last)+3) {
+				t.Fatalf("resumed after %d, first event %s", int(last)+2, got)
+			}
+			break
+		}
+	}
+	res.Body.Close()
 	// A linearizable read on a follower goes to the leader.
-	if code, st := call(t, "GET", n3.base+"/v1/tenants/acme/stats?consistency=linearizable", token, ""); code != 200 || st["events"].(float64) != 30 {
+	if code, st := call(t, "GET", n3.base+"/v1/tenants/acme/stats?consistency=linearizable", token, ""); code != 200 || st["events"].(float64) != 33 {
 		t.Fatalf("linearizable stats: %d %v", code, st)
 	}
 	// Concurrent linearizable reads share raft barriers: a flood of them
@@ -220,9 +299,15 @@ func TestClusterServe(t *testing.T) {
 		t.Fatal(code, k2)
 	}
 	reader := k2["key"].(string)
-	waitFor(t, 5*time.Second, "the new key works on n3", func() bool {
-		code, _ := call(t, "GET", n3.base+"/v1/tenants/acme/stats", reader, "")
-		return code == 200
+	waitFor(t, 5*time.Second, "the new key works on n3 itself", func() bool {
+		req, _ := http.NewRequest("GET", n3.base+"/v1/tenants/acme/stats", nil)
+		req.Header.Set("Authorization", "Bearer "+reader)
+		res, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode == 200
 	})
 	if code, _ := call(t, "DELETE", n2.base+"/v1/admin/tenants/acme/keys/"+k2["id"].(string), clusterOperator, ""); code != 204 {
 		t.Fatalf("revoke: %d", code)
@@ -249,7 +334,7 @@ func TestClusterServe(t *testing.T) {
 	}
 	for _, n := range []*clusterServer{n2, n3} {
 		code, st := call(t, "GET", fmt.Sprintf("%s/v1/tenants/acme/stats?min_seq=%d", n.base, int(rc["global_sequence"].(float64))), token, "")
-		if code != 200 || st["events"].(float64) != 31 {
+		if code != 200 || st["events"].(float64) != 34 {
 			t.Fatalf("%s after failover: %d %v", n.id, code, st)
 		}
 	}

@@ -619,3 +619,20 @@ func TestBarrierAndAppendEndWithCtx(t *testing.T) {
 		t.Fatal("Barrier did not return within 5s of Close")
 	}
 }
+
+// TestBarrierOnDeposedLeader: a leader cut off from its majority steps
+// down while a Barrier waits; the Barrier answers ErrNotLeader (a read
+// can go to the new leader), not raft's leadership-lost error.
+func TestBarrierOnDeposedLeader(t *testing.T) {
+	c := newMemCluster(t, 3, nil)
+	l := c.settled(5 * time.Second)
+	mustAppend(t, l, "acme", item("e", `1`, core.AppendOptions{}))
+	c.partition(l.ID())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := l.Barrier(ctx)
+	var nl *cluster.NotLeaderError
+	if !errors.Is(err, cluster.ErrNotLeader) || !errors.As(err, &nl) {
+		t.Fatalf("Barrier on a leader that lost its majority: %v, want ErrNotLeader", err)
+	}
+}

@@ -479,7 +479,9 @@ func (n *Node) AppliedIndex() uint64 { return n.fsm.appliedIndex() }
 
 // Barrier waits until this node (the leader) has applied every entry
 // committed before the call: after it, a local read is linearizable.
-// On a follower it returns a *NotLeaderError. It returns ctx's error when
+// On a follower, and on a leader that loses its leadership while it
+// waits, it returns a *NotLeaderError (a barrier writes nothing a reader
+// sees: the read can go to the new leader). It returns ctx's error when
 // ctx ends first, and ErrClosed when the node is closed while it waits.
 func (n *Node) Barrier(ctx context.Context) error {
 	timeout := n.timeout
@@ -488,7 +490,8 @@ func (n *Node) Barrier(ctx context.Context) error {
 	}
 	err := n.wait(ctx, n.raft.Barrier(timeout))
 	switch {
-	case errors.Is(err, raft.ErrNotLeader):
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+		errors.Is(err, raft.ErrEnqueueTimeout) && n.raft.State() != raft.Leader:
 		return n.notLeader()
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return ErrClosed

@@ -148,6 +148,9 @@ type Route struct {
 	// hosted workers run there) or changes state held per node (a
 	// plugin's quarantine, lifted on the leader, whose workers run it).
 	leader bool
+	// reads: a POST that changes nothing (verify), served by whichever
+	// cluster node is asked, like a GET.
+	reads bool
 }
 
 // Pattern is the ServeMux pattern, "METHOD /path".
@@ -241,7 +244,7 @@ func (a *API) table() []Route {
 		{Method: "GET", Path: t + "/events/{id}/descendants", Access: Tenant, Role: control.RoleReader, handler: a.descendants},
 		{Method: "GET", Path: t + "/events/{id}/correlation", Access: Tenant, Role: control.RoleReader, handler: a.correlation},
 		{Method: "GET", Path: t + "/stats", Access: Tenant, Role: control.RoleReader, handler: a.stats},
-		{Method: "POST", Path: t + "/verify", Access: Tenant, Role: control.RoleAdmin, handler: a.verify, stream: true},
+		{Method: "POST", Path: t + "/verify", Access: Tenant, Role: control.RoleAdmin, handler: a.verify, stream: true, reads: true},
 		{Method: "GET", Path: t + "/export", Access: Tenant, Role: control.RoleAdmin, handler: a.export, stream: true},
 		{Method: "GET", Path: t + "/subscribe", Access: Tenant, Role: control.RoleReader, handler: a.subscribe, stream: true},
 		{Method: "GET", Path: t + "/cursors", Access: Tenant, Role: control.RoleReader, handler: a.listCursors},

@@ -25,7 +25,10 @@ import (
 // min_seq=N waits (at most ReadWait) until the tenant's store holds
 // sequence N — read-your-writes with the global_sequence of a receipt —
 // and consistency=linearizable is served by the leader after it confirms
-// its leadership and has applied everything committed before.
+// its leadership and has applied everything committed before. A
+// credential a follower does not know (it may not have applied the key's
+// issue yet) is redirected to the leader too, which answers 401 if it is
+// not valid; verify, a POST that changes nothing, is served by any node.
 type Cluster interface {
 	// IsLeader reports whether this node leads now.
 	IsLeader() bool
@@ -126,11 +129,23 @@ func (a *API) clusterPlace(c *call) error {
 	default:
 		return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: fmt.Sprintf("consistency=%q: want local or linearizable", v), p: wire.Problem{Field: "consistency"}}
 	}
-	write := c.r.Method != http.MethodGet && c.r.Method != http.MethodHead
+	write := c.r.Method != http.MethodGet && c.r.Method != http.MethodHead && !c.route.reads
 	if (write || linear || c.route.leader) && !cl.IsLeader() {
 		return a.toLeader(c)
 	}
 	return nil
+}
+
+// clusterUnknownCredential: a follower that does not know a credential
+// may not have applied its issue yet (a node restarted, rejoined or
+// behind): instead of 401 it sends the call to the leader, which knows
+// every key it acknowledged (or answers 503 NOT_LEADER while no leader is
+// known). Other errors, and every error on the leader, pass unchanged.
+func (a *API) clusterUnknownCredential(c *call, err error) error {
+	if a.opts.Cluster == nil || err != errUnauthenticated || a.opts.Cluster.IsLeader() {
+		return err
+	}
+	return a.toLeader(c)
 }
 
 // clusterRead makes an authorized read see what it asked for: everything
@@ -159,15 +174,23 @@ func (a *API) clusterRead(c *call) error {
 		if err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(c.r.Context(), cl.ReadWait())
-		defer cancel()
-		if err := cl.WaitSequence(ctx, c.tenant, s, seq); err != nil {
-			if c.r.Context().Err() != nil {
-				return err
-			}
-			return &apiError{status: 503, code: wire.CodeNotCaughtUp, retryAfter: time.Second,
-				detail: fmt.Sprintf("this node has not applied sequence %d within %s; retry, or read with consistency=linearizable", seq, cl.ReadWait())}
+		return a.clusterWaitSequence(c, s, seq)
+	}
+	return nil
+}
+
+// clusterWaitSequence waits (at most ReadWait) until s, this node's store
+// of the call's tenant, holds sequence seq: 503 NOT_CAUGHT_UP otherwise.
+func (a *API) clusterWaitSequence(c *call, s *core.Store, seq uint64) error {
+	cl := a.opts.Cluster
+	ctx, cancel := context.WithTimeout(c.r.Context(), cl.ReadWait())
+	defer cancel()
+	if err := cl.WaitSequence(ctx, c.tenant, s, seq); err != nil {
+		if c.r.Context().Err() != nil {
+			return err
 		}
+		return &apiError{status: 503, code: wire.CodeNotCaughtUp, retryAfter: time.Second,
+			detail: fmt.Sprintf("this node has not applied sequence %d within %s; retry, or read with consistency=linearizable", seq, cl.ReadWait())}
 	}
 	return nil
 }

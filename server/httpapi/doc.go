@@ -23,6 +23,11 @@
 // batch of it is charged its events and NDJSON bytes and the next waits
 // for the tokens (quota.Tenant.PaceWrite).
 //
+// On a cluster node (Options.Cluster), a follower answers a state change,
+// a linearizable read, and a credential it does not know (step 1 on a node
+// that has not applied the key yet) with 307 to the leader before any
+// other check; see Cluster.
+//
 // Admin routes (/v1/admin/…) take the operator credential only. A 403 for
 // another tenant never says whether that tenant exists.
 //

@@ -280,7 +280,7 @@ func (a *API) guard(rt Route) http.Handler {
 		}
 		err := a.clusterPlace(c)
 		if err == nil {
-			err = a.admit(c)
+			err = a.clusterUnknownCredential(c, a.admit(c))
 		}
 		if err == nil {
 			err = a.clusterRead(c)

@@ -41,7 +41,10 @@ func (a *API) beginStream() bool {
 // "reason" saying which; nothing written after that is sent), one the
 // server stops for gets
 // "event: shutdown", both with data {"resume_after": <last id sent>}
-// (null: none sent since the start, which was the log's beginning).
+// (null: none sent since the start, which was the log's beginning). On a
+// cluster node, a start this node has not applied yet (a client resuming
+// here with a position another node sent it) waits for it like min_seq:
+// 503 NOT_CAUGHT_UP after Cluster.ReadWait.
 func (a *API) subscribe(c *call) error {
 	q := c.r.URL.Query()
 	region, err := wire.ParseRegion(q.Get("entity"), q.Get("scope"), q.Get("kind"), q.Get("category"))
@@ -61,7 +64,7 @@ func (a *API) subscribe(c *call) error {
 		if err != nil {
 			return errInvalid("Last-Event-ID", "Last-Event-ID must be a global sequence (a whole number)")
 		}
-		start = follow.After(n)
+		start, after, hasAfter = follow.After(n), n, true
 	}
 	if a.opts.Follow == nil {
 		return &apiError{status: 503, code: wire.CodeBusy, detail: "event streams are not configured on this server"}
@@ -69,6 +72,13 @@ func (a *API) subscribe(c *call) error {
 	s, err := c.store()
 	if err != nil {
 		return err
+	}
+	if hasAfter && a.opts.Cluster != nil {
+		// Resuming on another cluster node than the one that sent the
+		// events: wait until this one holds them.
+		if err := a.clusterWaitSequence(c, s, after); err != nil {
+			return err
+		}
 	}
 	release, ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).AcquireSubscription()
 	if ex != nil {
