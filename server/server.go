@@ -19,6 +19,7 @@ import (
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/policy/opa"
 	"github.com/batpak-go/batpak/server/auth"
+	"github.com/batpak-go/batpak/server/console"
 	"github.com/batpak-go/batpak/server/control"
 	"github.com/batpak-go/batpak/server/follow"
 	"github.com/batpak-go/batpak/server/hostedworker"
@@ -73,6 +74,10 @@ type Config struct {
 	RateRefusalDelay time.Duration
 
 	MetricsPublic bool   // server.metrics_public: /metrics without the operator credential
+	// DisableConsole turns off the web console (server.console: false),
+	// otherwise served under /console/ on the API's listener (see
+	// server/console).
+	DisableConsole bool
 	AccessLog     string // server.access_log: text (default), json or off
 
 	JWT *auth.JWTConfig // server.jwt.*: nil turns JWTs off
@@ -346,6 +351,8 @@ type Server struct {
 	follow  *follow.Set
 	// workers runs the hosted workers.
 	workers *hostedworker.Supervisor
+	// console is the web console (nil when disabled).
+	console *console.Console
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -523,8 +530,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}(),
 	})
 	api.Store(s.api)
+	handler := s.api.Handler()
+	if !cfg.DisableConsole {
+		if s.console, handler, err = s.mountConsole(authn, reg, handler); err != nil {
+			return fail(err)
+		}
+	}
 	s.http = &http.Server{
-		Handler:           s.api.Handler(),
+		Handler:           handler,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.ReadTimeout,
 		WriteTimeout:      cfg.WriteTimeout,
@@ -537,6 +550,25 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.workers.Resume()
 	}
 	return s, nil
+}
+
+// mountConsole makes the web console and serves it under /console/ beside
+// api. Its pages get the API's middleware (request id, access log,
+// metrics); its data requests are API requests and get it there.
+func (s *Server) mountConsole(authn *auth.Authenticator, reg *prometheus.Registry, api http.Handler) (*console.Console, http.Handler, error) {
+	c, err := console.New(console.Options{Auth: authn, API: api, Plane: s.plane, Tenants: s.tenants,
+		Policies: s.policies, Plugins: s.plugins, Metrics: reg,
+		Secure: s.cfg.TLSCert != "", Logger: s.cfg.Logger})
+	if err != nil {
+		return nil, nil, fmt.Errorf("console: %w", err)
+	}
+	mux := http.NewServeMux()
+	pages := s.api.Wrap("console", c)
+	mux.Handle(console.Prefix, pages)
+	mux.Handle(console.Prefix+"/", pages)
+	mux.Handle(console.Prefix+"/api/", c)
+	mux.Handle("/", api)
+	return c, mux, nil
 }
 
 // storeConfig is a tenant store's configuration (see the package doc).
@@ -744,6 +776,9 @@ func (s *Server) closeStores(ctx context.Context) error {
 	}
 	s.closed = true
 	var err error
+	if s.console != nil {
+		s.console.Close() // its sampler holds leases now and then
+	}
 	if s.workers != nil {
 		// Workers hold leases: they stop (after the batch in hand) before
 		// the stores close.
