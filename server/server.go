@@ -73,12 +73,13 @@ type Config struct {
 	// none.
 	RateRefusalDelay time.Duration
 
-	MetricsPublic bool // server.metrics_public: /metrics without the operator credential
+	MetricsPublic bool   // server.metrics_public: /metrics without the operator credential
+	AccessLog     string // server.access_log: text (default), json or off
+
 	// DisableConsole turns off the web console (server.console: false),
 	// otherwise served under /console/ on the API's listener (see
 	// server/console).
 	DisableConsole bool
-	AccessLog      string // server.access_log: text (default), json or off
 
 	JWT *auth.JWTConfig // server.jwt.*: nil turns JWTs off
 
