@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -563,13 +564,19 @@ func (s *Server) mountConsole(authn *auth.Authenticator, reg *prometheus.Registr
 	if err != nil {
 		return nil, nil, fmt.Errorf("console: %w", err)
 	}
-	mux := http.NewServeMux()
 	pages := s.api.Wrap("console", c)
-	mux.Handle(console.Prefix, pages)
-	mux.Handle(console.Prefix+"/", pages)
-	mux.Handle(console.Prefix+"/api/", c)
-	mux.Handle("/", api)
-	return c, mux, nil
+	// Not a ServeMux: the API sees every other path exactly as sent (a
+	// mux would clean and redirect some first).
+	return c, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch p := r.URL.Path; {
+		case strings.HasPrefix(p, console.Prefix+"/api/"):
+			c.ServeHTTP(w, r)
+		case p == console.Prefix || strings.HasPrefix(p, console.Prefix+"/"):
+			pages.ServeHTTP(w, r)
+		default:
+			api.ServeHTTP(w, r)
+		}
+	}), nil
 }
 
 // storeConfig is a tenant store's configuration (see the package doc).

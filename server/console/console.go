@@ -325,6 +325,9 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if old, err := r.Cookie(CookieName); err == nil {
+		c.sessions.remove(old.Value) // a sign-in replaces the browser's session
+	}
 	id, s, err := c.sessions.create(cred, p)
 	if err != nil {
 		status := http.StatusInternalServerError
