@@ -534,7 +534,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	api.Store(s.api)
 	handler := s.api.Handler()
 	if !cfg.DisableConsole {
-		if s.console, handler, err = s.mountConsole(authn, reg, handler); err != nil {
+		if s.console, handler, err = s.mountConsole(authn, quotas, reg, handler); err != nil {
 			return fail(err)
 		}
 	}
@@ -557,9 +557,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 // mountConsole makes the web console and serves it under /console/ beside
 // api. Its pages get the API's middleware (request id, access log,
 // metrics); its data requests are API requests and get it there.
-func (s *Server) mountConsole(authn *auth.Authenticator, reg *prometheus.Registry, api http.Handler) (*console.Console, http.Handler, error) {
+func (s *Server) mountConsole(authn *auth.Authenticator, quotas *quota.Manager, reg *prometheus.Registry, api http.Handler) (*console.Console, http.Handler, error) {
 	c, err := console.New(console.Options{Auth: authn, API: api, Plane: s.plane, Tenants: s.tenants,
-		Policies: s.policies, Plugins: s.plugins, Metrics: reg,
+		Policies: s.policies, Plugins: s.plugins, Quotas: quotas, Metrics: reg,
 		Secure: s.cfg.TLSCert != "", Logger: s.cfg.Logger})
 	if err != nil {
 		return nil, nil, fmt.Errorf("console: %w", err)

@@ -19,6 +19,7 @@ import (
 	"github.com/batpak-go/batpak/policy"
 	"github.com/batpak-go/batpak/server/auth"
 	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/quota"
 	"github.com/batpak-go/batpak/server/tenancy"
 	"github.com/batpak-go/batpak/server/tenantplugin"
 	"github.com/batpak-go/batpak/server/tenantpolicy"
@@ -65,6 +66,9 @@ type Options struct {
 	Tenants  *tenancy.Registry
 	Policies *tenantpolicy.Manager
 	Plugins  *tenantplugin.Manager
+	// Quotas is the API's quota manager (the overview's open streams per
+	// tenant).
+	Quotas *quota.Manager
 	// Metrics is the registry of the server's own metrics (sampled every
 	// second for the dashboards).
 	Metrics prometheus.Gatherer
@@ -450,6 +454,7 @@ type overviewTenant struct {
 	StorageBytes   int64   `json:"storage_bytes"`
 	StorageQuota   int64   `json:"storage_quota"`
 	Events         uint64  `json:"events"`
+	Subscriptions  int     `json:"subscriptions"` // event streams open now
 	PolicyActive   string  `json:"policy_active"`
 	Plugins        int     `json:"plugins"`
 	Quarantined    int     `json:"plugins_quarantined"`
@@ -484,6 +489,9 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session, _
 				l.Release()
 			}
 			cancel()
+		}
+		if c.opts.Quotas != nil {
+			v.Subscriptions = c.opts.Quotas.Tenant(t.ID, c.opts.Plane.Effective(t.ID)).Subscriptions()
 		}
 		if c.opts.Plugins != nil {
 			for _, p := range c.opts.Plugins.List(t.ID) {

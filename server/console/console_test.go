@@ -1,12 +1,15 @@
 package console_test
 
 import (
+	"context"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/console"
 )
 
@@ -279,5 +282,23 @@ func TestEvaluateWithoutAPolicySaysSo(t *testing.T) {
 		if res.status != 400 {
 			t.Errorf("%v: %d, want 400: %s", bad, res.status, res.body)
 		}
+	}
+}
+
+func TestTheConsoleCanBeTurnedOff(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Root = t.TempDir()
+	cfg.OperatorToken = opToken
+	cfg.Stderr = &syncBuf{}
+	cfg.DisableConsole = true
+	srv, err := server.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	w := httptest.NewRecorder()
+	srv.Handler().ServeHTTP(w, httptest.NewRequest("GET", console.Prefix+"/", nil))
+	if w.Code != 404 || strings.Contains(w.Body.String(), "<html") {
+		t.Fatalf("console off: %d %s", w.Code, w.Body)
 	}
 }

@@ -1,6 +1,8 @@
 package console
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -174,6 +176,64 @@ func TestAllowedAPIPaths(t *testing.T) {
 	} {
 		if allowedAPIPath(c.s, c.path) != c.ok {
 			t.Errorf("%s %s: allowed %v, want %v", c.s.principal.ID, c.path, !c.ok, c.ok)
+		}
+	}
+}
+
+func TestRingKeepsTheNewestSamplesInOrder(t *testing.T) {
+	var r ring[int]
+	if len(r.all()) != 0 {
+		t.Fatal("an empty ring has samples")
+	}
+	for i := 0; i < RingSamples+5; i++ {
+		r.add(i)
+	}
+	all := r.all()
+	if len(all) != RingSamples || all[0] != 5 || all[len(all)-1] != RingSamples+4 {
+		t.Fatalf("ring: %d samples from %d to %d", len(all), all[0], all[len(all)-1])
+	}
+}
+
+func TestQuantileOfTheSecondsObservations(t *testing.T) {
+	bounds := []float64{0.001, 0.01, 0.1}
+	prev := []float64{10, 10, 10}
+	cur := []float64{10 + 90, 10 + 99, 10 + 100} // this second: 90 ≤1ms, 9 ≤10ms, 1 ≤100ms
+	if q := quantile(0.5, bounds, prev, cur, 100); q != 1 {
+		t.Errorf("p50 %v ms, want 1", q)
+	}
+	if q := quantile(0.99, bounds, prev, cur, 100); q != 10 {
+		t.Errorf("p99 %v ms, want 10", q)
+	}
+	if q := quantile(0.999, bounds, prev, cur, 100); q != 100 {
+		t.Errorf("p99.9 %v ms, want 100", q)
+	}
+	if q := quantile(0.5, bounds, nil, nil, 0); q != 0 {
+		t.Errorf("no observations: %v, want 0", q)
+	}
+}
+
+func TestTheCookieIsSecureUnderTLS(t *testing.T) {
+	op, hash, err := auth.NewOperatorToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := auth.New(auth.Config{OperatorHash: hash})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secure := range []bool{false, true} {
+		c, err := New(Options{Auth: a, API: http.NotFoundHandler(), Secure: secure})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := httptest.NewRequest("POST", "https://console.example"+Prefix+"/session", strings.NewReader(`{"credential": "`+op+`"}`))
+		r.Header.Set("Origin", "https://console.example")
+		w := httptest.NewRecorder()
+		c.ServeHTTP(w, r)
+		c.Close()
+		ck := w.Header().Get("Set-Cookie")
+		if w.Code != 200 || strings.Contains(ck, "Secure") != secure || !strings.Contains(ck, "HttpOnly") {
+			t.Errorf("Secure=%v: %d, Set-Cookie %q", secure, w.Code, ck)
 		}
 	}
 }

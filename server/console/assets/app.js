@@ -246,6 +246,7 @@
           el("td", {}, status(!suspended, "active", "suspended" + (t.suspend_reason ? ": " + t.suspend_reason : ""))),
           el("td", { class: "num" }, num(t.events_per_sec, 1) + (t.rate_shared ? " (shared)" : "")),
           el("td", { class: "num" }, num(t.events)),
+          el("td", { class: "num" }, num(t.subscriptions)),
           el("td", { class: "storage" }, meter(frac, Math.round(frac * 100) + "% of storage quota"), " ",
             bytes(t.storage_bytes) + " of " + (t.storage_quota > 0 ? bytes(t.storage_quota) : "unlimited") + " (" + (frac * 100).toFixed(1) + "%)"),
           el("td", {}, t.policy_active ? el("code", {}, t.policy_active.slice(0, 12)) : el("span", { class: "muted" }, "none")),
@@ -257,9 +258,9 @@
         el("p", { class: "muted" }, "Open event streams now: " + num(last.subscriptions) + " · tenants shown " + ov.shown + " of " + ov.total + " · updated every 2 s"),
         ov.shown < ov.total ? el("p", { class: "notice" }, "Only the first " + ov.shown + " tenants are listed.") : null,
         el("table", { id: "tenant-table" },
-          el("caption", { class: "muted" }, "Tenants, their write rate, storage against quota, policy and plugin health"),
-          el("thead", {}, el("tr", {}, ["Tenant", "State", "Events/s", "Events", "Storage", "Policy", "Plugins", ""].map((h, i) =>
-            el("th", { scope: "col", class: i === 2 || i === 3 ? "num" : false }, h)))),
+          el("caption", { class: "muted" }, "Tenants: write rate, open event streams, storage against quota, policy and plugin health"),
+          el("thead", {}, el("tr", {}, ["Tenant", "State", "Events/s", "Events", "Streams", "Storage", "Policy", "Plugins", ""].map((h, i) =>
+            el("th", { scope: "col", class: i >= 2 && i <= 4 ? "num" : false }, h)))),
           el("tbody", {}, rows)));
     };
     async function act(id, what) {
