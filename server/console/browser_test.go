@@ -318,6 +318,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	}
 	b.goTo(base + "#/graph?id=" + root)
 	b.waitText("#truncated", "Truncated")
+	b.shot("06b-graph-truncated")
 	if n := eval[int](b, `document.querySelectorAll("svg#graph g.node").length`); n < 100 || n > 300 {
 		t.Fatalf("a truncated graph shows %d nodes, want 100..300", n)
 	}

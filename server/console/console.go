@@ -46,6 +46,10 @@ const (
 // first, by id); the answer says how many there are.
 const MaxOverviewTenants = 200
 
+// UsageRefresh is how long the overview reuses a tenant's storage and
+// event count before it reads the store again (which may open it).
+const UsageRefresh = 10 * time.Second
+
 // ContentSecurityPolicy is sent with every console response: scripts,
 // styles and connections from the console's own origin only, no inline
 // code, no framing.
@@ -96,6 +100,15 @@ type Console struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	once     sync.Once
+
+	usageMu sync.Mutex
+	usage   map[string]usageEntry // tenant → its figures, at most MaxOverviewTenants
+}
+
+type usageEntry struct {
+	at     time.Time
+	bytes  int64
+	events uint64
 }
 
 // New makes a console and starts its sampler (Close stops it).
@@ -120,7 +133,7 @@ func New(opts Options) (*Console, error) {
 	}
 	c := &Console{opts: opts, sessions: newSessionStore(opts.MaxSessions, opts.IdleTimeout, opts.Lifetime),
 		sampler: newSampler(opts.Metrics, opts.Tenants, opts.Policies), mux: http.NewServeMux(),
-		origin: http.NewCrossOriginProtection(), done: make(chan struct{})}
+		origin: http.NewCrossOriginProtection(), done: make(chan struct{}), usage: map[string]usageEntry{}}
 	c.routes()
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
@@ -481,15 +494,8 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session, _
 		} else if eps, ok := per["other"]; ok && eps > 0 {
 			v.EventsPerSec, v.RateShared = eps, true
 		}
-		if c.opts.Tenants != nil {
-			ctx, cancel := context.WithTimeout(r.Context(), time.Second)
-			if l, err := c.opts.Tenants.Acquire(ctx, t.ID); err == nil {
-				u := l.Store().Usage()
-				v.StorageBytes, v.Events = u.Bytes, u.GlobalSequence
-				l.Release()
-			}
-			cancel()
-		}
+		u := c.tenantUsage(r.Context(), t.ID)
+		v.StorageBytes, v.Events = u.bytes, u.events
 		if c.opts.Quotas != nil {
 			v.Subscriptions = c.opts.Quotas.Tenant(t.ID, c.opts.Plane.Effective(t.ID)).Subscriptions()
 		}
@@ -506,11 +512,49 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session, _
 		}
 		out = append(out, v)
 	}
+	c.usageMu.Lock()
+	if len(c.usage) > len(all) {
+		keep := make(map[string]bool, len(all))
+		for _, t := range all {
+			keep[t.ID] = true
+		}
+		for id := range c.usage {
+			if !keep[id] {
+				delete(c.usage, id)
+			}
+		}
+	}
+	c.usageMu.Unlock()
 	var last *ServerSample
 	if len(samples) > 0 {
 		last = &samples[len(samples)-1]
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"tenants": out, "total": total, "shown": len(out), "server": last})
+}
+
+// tenantUsage is id's storage and event count, read from its store at most
+// once per UsageRefresh.
+func (c *Console) tenantUsage(ctx context.Context, id string) usageEntry {
+	now := time.Now()
+	c.usageMu.Lock()
+	u, ok := c.usage[id]
+	c.usageMu.Unlock()
+	if ok && now.Sub(u.at) < UsageRefresh || c.opts.Tenants == nil {
+		return u
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	l, err := c.opts.Tenants.Acquire(ctx, id)
+	if err != nil {
+		return u
+	}
+	us := l.Store().Usage()
+	l.Release()
+	u = usageEntry{at: now, bytes: us.Bytes, events: us.GlobalSequence}
+	c.usageMu.Lock()
+	c.usage[id] = u
+	c.usageMu.Unlock()
+	return u
 }
 
 // evaluateRequest is an "evaluate this input" form: a write to judge.

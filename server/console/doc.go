@@ -48,7 +48,8 @@
 // /v1/cluster[/…]. Besides the API the console serves:
 //
 //	GET  /console/overview                       operator: tenants (at most MaxOverviewTenants), events/s,
-//	                                             storage against quota, active policy, plugin health
+//	                                             open streams, storage against quota (read at most
+//	                                             every UsageRefresh), active policy, plugin health
 //	GET  /console/samples/server                 operator: the server's one-second samples
 //	GET  /console/samples/tenants/{t}            t's session or the operator: t's samples
 //	POST /console/tenants/{t}/policy/evaluate    t's session: a dry-run of t's active policy

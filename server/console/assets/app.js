@@ -431,11 +431,18 @@
     }
     const cols = [];
     for (const n of list) { const l = layer.get(n.id); (cols[l] = cols[l] || []).push(n); }
-    const NW = 210, NH = 46, GX = 70, GY = 18, M = 16;
+    // A layer taller than ROWS events wraps into several columns.
+    const NW = 210, NH = 46, GX = 70, GY = 18, M = 16, ROWS = 10;
     const pos = new Map();
-    cols.forEach((c, i) => c.forEach((n, j) => pos.set(n.id, { x: M + i * (NW + GX), y: M + j * (NH + GY) })));
-    const W = M * 2 + Math.max(1, cols.length) * (NW + GX) - GX;
-    const H = M * 2 + Math.max(1, ...cols.map((c) => c.length)) * (NH + GY) - GY;
+    let x = M, rowsUsed = 1;
+    for (const c of cols) {
+      if (!c) continue;
+      c.forEach((n, j) => pos.set(n.id, { x: x + Math.floor(j / ROWS) * (NW + GX / 2), y: M + (j % ROWS) * (NH + GY), sub: Math.floor(j / ROWS) }));
+      x += Math.ceil(c.length / ROWS) * (NW + GX / 2) + GX / 2;
+      rowsUsed = Math.max(rowsUsed, Math.min(ROWS, c.length));
+    }
+    const W = x - GX + M * 2;
+    const H = M * 2 + rowsUsed * (NH + GY) - GY;
     const edges = list.filter((n) => n.causation_id && pos.has(n.causation_id)).map((n) => [n.causation_id, n.id]);
     const g = svg("svg", { class: "graph", id: "graph", width: W, height: H, viewBox: "0 0 " + W + " " + H, role: "group",
       "aria-label": "Causal graph: " + list.length + " events, " + edges.length + " causation links" },
@@ -444,8 +451,12 @@
     for (const [from, to] of edges) {
       const a = pos.get(from), b = pos.get(to);
       const x1 = a.x + NW, y1 = a.y + NH / 2, x2 = b.x, y2 = b.y + NH / 2, mx = (x1 + x2) / 2;
-      g.appendChild(svg("path", { class: "edge", "data-from": from, "data-to": to, "marker-end": "url(#arrow)",
-        d: "M " + x1 + " " + y1 + " C " + mx + " " + y1 + ", " + mx + " " + y2 + ", " + x2 + " " + y2 }));
+      // An effect in a wrapped column is reached over the top margin and
+      // down the gap before its column, behind the other boxes.
+      const d = b.sub > 0 && x2 > x1
+        ? "M " + x1 + " " + y1 + " H " + (x1 + 8) + " V " + (M / 2) + " H " + (x2 - 12) + " V " + y2 + " H " + x2
+        : "M " + x1 + " " + y1 + " C " + mx + " " + y1 + ", " + mx + " " + y2 + ", " + x2 + " " + y2;
+      g.appendChild(svg("path", { class: "edge", "data-from": from, "data-to": to, "marker-end": "url(#arrow)", d }));
     }
     const roleText = { focus: "this event", ancestor: "cause", descendant: "effect", correlated: "same correlation" };
     for (const n of list) {
