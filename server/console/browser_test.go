@@ -218,7 +218,8 @@ func TestConsoleInABrowser(t *testing.T) {
 	b.noErrors("sign-in page")
 	b.run("sign in", chromedp.SendKeys(chromedp.CSS("#credential"), key), chromedp.Click(chromedp.CSS("#signin-submit")))
 	b.waitText("main h1", "Tenant acme")
-	b.waitText("#facts", "9 in 6 entities")
+	st := e.must(e.do(nil, "GET", "/v1/tenants/acme/stats", nil, "Authorization", "Bearer "+key), 200).json(t)
+	b.waitText("#facts", fmt.Sprintf("%v in %v entities", st["events"], st["entities"]))
 	for i := 0; i < 12; i++ { // a few seconds of writes for the charts
 		e.appendEvent("acme", key, map[string]any{"entity": "load:" + itoa(i%3), "scope": "bench", "kind": "3:1", "payload": map[string]any{"i": i}})
 		time.Sleep(250 * time.Millisecond)
@@ -255,6 +256,21 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Errorf("stream order:2 shows %d events, want 2", rows)
 	}
 	b.shot("04-stream")
+	// Paging: 60 events, 50 a page.
+	var page []any
+	for i := 0; i < 60; i++ {
+		page = append(page, map[string]any{"entity": "page:1", "scope": "shop", "kind": "5:1", "payload": i})
+	}
+	if r := e.do(nil, "POST", "/v1/tenants/acme/batches", map[string]any{"events": page}, "Authorization", "Bearer "+key); r.status/100 != 2 {
+		t.Fatalf("batch: %d %s", r.status, r.body)
+	}
+	b.goTo(base + "#/streams?entity=page:1")
+	b.waitText("main", "Clocks 0–49")
+	b.run("next page", chromedp.Click(chromedp.CSS("#next-page")))
+	b.waitText("main", "Clocks 50–59")
+	if n := eval[int](b, `document.querySelectorAll("#stream-events tbody tr").length`); n != 10 {
+		t.Errorf("second page: %d events, want 10", n)
+	}
 	b.noErrors("stream browser")
 
 	// Event detail, with the chain verified.
@@ -368,11 +384,12 @@ func TestConsoleInABrowser(t *testing.T) {
 	b.goTo(base + "#/plugins")
 	b.waitText("#plugins", "quarantined")
 	b.waitText("#plugins", "2 faults")
+	b.waitText("#workers", "echoer")
+	b.waitText("#workers", "running")
 	b.shot("09-plugins")
 	b.run("reset the quarantine", chromedp.Click(chromedp.CSS(`button[data-plugin="trap"]`)))
 	b.waitText("#plugin-trap", "loaded")
-	st := e.must(e.do(nil, "GET", "/v1/tenants/acme/plugins/trap", nil, "Authorization", "Bearer "+key), 200).json(t)
-	if st["quarantined"] != false {
+	if st := e.must(e.do(nil, "GET", "/v1/tenants/acme/plugins/trap", nil, "Authorization", "Bearer "+key), 200).json(t); st["quarantined"] != false {
 		t.Fatalf("trap after Reset: %v", st)
 	}
 	b.noErrors("plugins")

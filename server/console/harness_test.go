@@ -187,8 +187,9 @@ func (e *env) session(credential string) (*http.Client, string) {
 
 // policyAndPlugins gives tenant a policy bundle refusing entities under
 // "secret:" (and one write it refused), a healthy projection plugin
-// "count" and a plugin "trap" quarantined after two faults; it returns
-// the bundle's revision.
+// "count", a plugin "trap" quarantined after two faults, and a hosted
+// worker "echoer" (handler plugin "echo") reacting to entities under
+// "job:" (one so far); it returns the bundle's revision.
 func (e *env) policyAndPlugins(tenant, key string) string {
 	e.t.Helper()
 	auth := []string{"Authorization", "Bearer " + key}
@@ -205,13 +206,14 @@ deny contains {"code": "NO_SECRETS", "message": "entities under secret: are off 
 	for _, p := range []struct {
 		name, file string
 		limits     map[string]any
-	}{{"count", "counter", nil}, {"trap", "trap", map[string]any{"max_faults": 2}}} {
+		kind       string
+	}{{"count", "counter", nil, "projection"}, {"trap", "trap", map[string]any{"max_faults": 2}, "projection"}, {"echo", "handler-flaky", nil, "handler"}} {
 		wasm, err := os.ReadFile(filepath.Join("..", "..", "plugins", "testdata", p.file+".wasm"))
 		if err != nil {
 			e.t.Fatal(err)
 		}
 		sum := sha256.Sum256(wasm)
-		m := map[string]any{"name": p.name, "version": "1.0.0", "kind": "projection", "sha256": hex.EncodeToString(sum[:])}
+		m := map[string]any{"name": p.name, "version": "1.0.0", "kind": p.kind, "sha256": hex.EncodeToString(sum[:])}
 		if p.limits != nil {
 			m["limits"] = p.limits
 		}
@@ -223,6 +225,18 @@ deny contains {"code": "NO_SECRETS", "message": "entities under secret: are off 
 	e.must(e.do(nil, "GET", "/v1/tenants/"+tenant+"/projections/count/order:1", nil, auth...), 200)
 	for i := 0; i < 3; i++ {
 		e.do(nil, "GET", "/v1/tenants/"+tenant+"/projections/trap/order:1", nil, auth...)
+	}
+	e.must(e.do(nil, "PUT", "/v1/tenants/"+tenant+"/workers/echoer", map[string]any{"plugin": "echo", "region": map[string]any{"entity": "job:"},
+		"restart": map[string]any{"backoff_min_ms": 10}}, auth...), 200)
+	e.appendEvent(tenant, key, map[string]any{"entity": "job:1", "scope": "work", "kind": "4:1", "payload": map[string]any{}})
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		r := e.must(e.do(nil, "GET", "/v1/tenants/"+tenant+"/entities/echo/events", nil, auth...), 200).json(e.t)
+		if len(r["events"].([]any)) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatal("the hosted worker did not react within 20s")
+		}
 	}
 	sum := sha256.Sum256(bundle)
 	return hex.EncodeToString(sum[:])

@@ -319,7 +319,8 @@
         el("td", {}, el("code", {}, kindName(e.kind))),
         el("td", { class: "num" }, String(e.clock)),
         el("td", { class: "mono" }, e.timestamp),
-        el("td", {}, el("a", { href: "#/event?id=" + e.id }, "detail"), " · ", el("a", { href: "#/graph?id=" + e.id }, "graph"))))));
+        el("td", {}, el("a", { href: "#/event?id=" + e.id, "aria-label": "detail of event " + e.global_sequence }, "detail"), " · ",
+          el("a", { href: "#/graph?id=" + e.id, "aria-label": "causal graph of event " + e.global_sequence }, "graph"))))));
   }
   function kindName(k) { return typeof k === "string" ? k : String(k); }
   async function streamsPage(main, query) {
@@ -346,7 +347,7 @@
       main.appendChild(eventTable(evs, "stream-events"));
       const nav = el("p", { class: "row" });
       if (after) nav.appendChild(el("a", { href: "#/streams?entity=" + encodeURIComponent(entity) }, "⏮ First page"));
-      if (evs.length === 50) nav.appendChild(el("a", { href: "#/streams?entity=" + encodeURIComponent(entity) + "&after_clock=" + evs[evs.length - 1].clock }, "Next page ⏭"));
+      if (evs.length === 50) nav.appendChild(el("a", { id: "next-page", href: "#/streams?entity=" + encodeURIComponent(entity) + "&after_clock=" + evs[evs.length - 1].clock }, "Next page ⏭"));
       main.appendChild(nav);
       return;
     }
@@ -480,6 +481,9 @@
       el("div", { class: "graph-wrap" }, g),
       el("p", { class: "row" }, el("a", { href: "#/event?id=" + id }, "Event detail"),
         focus ? el("a", { href: "#/streams?entity=" + encodeURIComponent(focus.entity) }, "Stream " + focus.entity) : null));
+  }
+  function faultText(f) {
+    return (f.kind || "fault") + ": " + trunc(f.message || JSON.stringify(f), 140) + (f.time ? " (" + f.time + ")" : "");
   }
   function trunc(s, n) { return s.length > n ? s.slice(0, n - 1) + "…" : s; }
 
@@ -637,18 +641,19 @@
           el("p", { class: "muted" }, "active version " + (p.active || "–") + " · " + plural(p.versions, "version", "versions") + " kept · digest ", el("code", {}, (p.digest || "").slice(0, 12)),
             st ? " · " + plural(st.stats.calls, "call", "calls") + ", " + plural(st.stats.faults, "fault", "faults") : ""),
           faults.length ? el("details", {}, el("summary", {}, faults.length + " recent fault(s)"),
-            el("ul", {}, faults.slice(-10).map((f) => el("li", { class: "mono" }, JSON.stringify(f))))) : null));
+            el("ul", {}, faults.slice(-10).map((f) => el("li", { class: "mono" }, faultText(f))))) : null));
       }
     } catch (e) { put(pbox, el("p", { class: "muted" }, e.message)); }
     try {
       const ws = (await api("GET", tpath("/workers"))).workers || [];
       put(wbox, ws.length ? el("table", {},
-        el("thead", {}, el("tr", {}, ["Worker", "Plugin", "State", "Position", "Lag", "Faults", ""].map((h) => el("th", { scope: "col" }, h)))),
+        el("thead", {}, el("tr", {}, ["Worker", "Plugin", "State", "Position", "Lag", "Faults and restarts", ""].map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, ws.map((w) => el("tr", {},
           el("th", { scope: "row" }, w.name), el("td", {}, w.plugin),
           el("td", {}, w.state === "running" ? status(true, "running") : status(false, "", w.state + (w.quarantine ? " (quarantined)" : ""), w.state !== "quarantined")),
           el("td", { class: "num" }, num(w.position)), el("td", { class: "num" }, num(w.lag)),
-          el("td", {}, w.last_fault ? trunc(JSON.stringify(w.last_fault), 80) : String(w.recent_faults || 0)),
+          el("td", {}, (w.recent_faults || 0) + " recent, " + plural(w.restarts || 0, "restart", "restarts"),
+            w.last_fault ? el("div", { class: "mono" }, "last: " + faultText(w.last_fault)) : null),
           el("td", {}, w.quarantine || w.state === "quarantined" ? el("button", { type: "button", onclick: () => reset("workers", w.name) }, "Reset") : null)))))
         : el("p", { class: "muted" }, "No hosted workers."));
     } catch (e) { put(wbox, el("p", { class: "muted" }, e.message)); }
