@@ -354,6 +354,9 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 		problem(w, status, wire.CodeBusy, err.Error())
 		return
 	}
+	if !p.Operator {
+		c.sampler.watch(p.Tenant) // the dashboard's charts start now
+	}
 	http.SetCookie(w, c.cookie(id, int(c.opts.Lifetime.Seconds())))
 	writeJSON(w, http.StatusOK, c.view(s))
 }

@@ -60,6 +60,6 @@
 // streams) into a ring of RingSamples, and the store figures (events,
 // fsyncs and their mean latency, writer queue, policy denials) of each
 // tenant whose dashboard asked in the last WatchWindow — at most
-// MaxWatchedTenants at once — into a ring per tenant. A dashboard's
-// charts start when it is first opened.
+// MaxWatchedTenants at once — into a ring per tenant. A tenant's charts
+// start when one of its keys signs in or its dashboard is opened.
 package console

@@ -540,7 +540,11 @@
       };
       es.addEventListener("cutoff", ended);
       es.addEventListener("shutdown", ended);
-      es.onerror = () => { if (es && es.readyState === EventSource.CONNECTING) setState(false, "reconnecting…"); };
+      es.onerror = () => {
+        if (!es) return;
+        if (es.readyState === EventSource.CONNECTING) setState(false, "reconnecting…");
+        else { es.close(); es = null; setState(false, "stopped: the server refused the stream (signed out, or the key lost access)"); }
+      };
     }
     pause.addEventListener("click", () => {
       paused = !paused;
