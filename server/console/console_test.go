@@ -302,3 +302,52 @@ func TestTheConsoleCanBeTurnedOff(t *testing.T) {
 		t.Fatalf("console off: %d %s", w.Code, w.Body)
 	}
 }
+
+func TestEvaluateJudgesByTheActivePolicyWithoutWriting(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	rev := e.noSecrets("acme", key)
+	c, csrf := e.session(key)
+	path := console.Prefix + "/tenants/acme/policy/evaluate"
+	decisions := func() []any {
+		return e.must(e.do(nil, "GET", "/v1/tenants/acme/policy/decisions", nil, "Authorization", "Bearer "+key), 200).json(t)["decisions"].([]any)
+	}
+	// The refused write's decision is logged in the background: wait for it.
+	before := decisions()
+	for deadline := time.Now().Add(5 * time.Second); len(before) == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		before = decisions()
+	}
+	if len(before) != 1 {
+		t.Fatalf("%d decisions logged, want the one denial", len(before))
+	}
+	r := e.must(e.do(c, "POST", path, map[string]any{"entity": "secret:9", "scope": "s", "kind": "1:1", "payload": map[string]any{}},
+		"Origin", e.base, "X-CSRF-Token", csrf), 200).json(t)
+	reasons, _ := r["reasons"].([]any)
+	if r["result"] != "denied" || r["revision"] != rev || len(reasons) != 1 || reasons[0].(map[string]any)["code"] != "NO_SECRETS" {
+		t.Fatalf("secret:9: %v", r)
+	}
+	r = e.must(e.do(c, "POST", path, map[string]any{"entity": "order:1", "scope": "s", "kind": "1:1", "payload": 1},
+		"Origin", e.base, "X-CSRF-Token", csrf), 200).json(t)
+	if r["result"] != "allowed" || r["revision"] != rev {
+		t.Fatalf("order:1: %v", r)
+	}
+	time.Sleep(200 * time.Millisecond) // a decision logged by mistake would show by now
+	after := decisions()
+	st := e.must(e.do(nil, "GET", "/v1/tenants/acme/stats", nil, "Authorization", "Bearer "+key), 200).json(t)
+	if len(after) != len(before) || st["events"].(float64) != 0 {
+		t.Fatalf("an evaluation was logged or written: %d decisions (was %d), %v events", len(after), len(before), st["events"])
+	}
+}
+
+func TestASuspendedTenantsKeyCannotSignInAndItsSessionsLoseItsData(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	c, _ := e.session(key)
+	e.must(e.do(nil, "POST", "/v1/admin/tenants/acme/suspend", map[string]any{"reason": "unpaid"}, "Authorization", "Bearer "+opToken), 200)
+	if r := e.do(c, "GET", console.Prefix+"/api/v1/tenants/acme/stats", nil); r.status != 403 || !strings.Contains(string(r.body), "TENANT_SUSPENDED") {
+		t.Fatalf("a suspended tenant's data: %d %s", r.status, r.body)
+	}
+	if r := e.do(nil, "POST", console.Prefix+"/session", map[string]any{"credential": key}, "Origin", e.base); r.status != 403 || r.header.Get("Set-Cookie") != "" {
+		t.Fatalf("sign-in with a suspended tenant's key: %d %s", r.status, r.body)
+	}
+}

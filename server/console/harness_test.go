@@ -193,16 +193,7 @@ func (e *env) session(credential string) (*http.Client, string) {
 func (e *env) policyAndPlugins(tenant, key string) string {
 	e.t.Helper()
 	auth := []string{"Authorization", "Bearer " + key}
-	bundle := tarGz(e.t, "policy.rego", `package batpak.write
-
-deny contains {"code": "NO_SECRETS", "message": "entities under secret: are off limits"} if {
-	startswith(input.event.entity, "secret:")
-}
-`)
-	e.must(e.do(nil, "PUT", "/v1/tenants/"+tenant+"/policy", bundle, append(auth, "Content-Type", "application/gzip")...), 200)
-	if r := e.do(nil, "POST", "/v1/tenants/"+tenant+"/events", map[string]any{"entity": "secret:1", "scope": "s", "kind": "1:1", "payload": 1}, auth...); r.status != 403 {
-		e.t.Fatalf("a write the policy refuses: %d %s", r.status, r.body)
-	}
+	rev := e.noSecrets(tenant, key)
 	for _, p := range []struct {
 		name, file string
 		limits     map[string]any
@@ -237,6 +228,24 @@ deny contains {"code": "NO_SECRETS", "message": "entities under secret: are off 
 		if time.Now().After(deadline) {
 			e.t.Fatal("the hosted worker did not react within 20s")
 		}
+	}
+	return rev
+}
+
+// noSecrets gives tenant a policy bundle refusing entities under "secret:"
+// and has it refuse one write; it returns the bundle's revision.
+func (e *env) noSecrets(tenant, key string) string {
+	e.t.Helper()
+	auth := []string{"Authorization", "Bearer " + key}
+	bundle := tarGz(e.t, "policy.rego", `package batpak.write
+
+deny contains {"code": "NO_SECRETS", "message": "entities under secret: are off limits"} if {
+	startswith(input.event.entity, "secret:")
+}
+`)
+	e.must(e.do(nil, "PUT", "/v1/tenants/"+tenant+"/policy", bundle, append(auth, "Content-Type", "application/gzip")...), 200)
+	if r := e.do(nil, "POST", "/v1/tenants/"+tenant+"/events", map[string]any{"entity": "secret:1", "scope": "s", "kind": "1:1", "payload": 1}, auth...); r.status != 403 {
+		e.t.Fatalf("a write the policy refuses: %d %s", r.status, r.body)
 	}
 	sum := sha256.Sum256(bundle)
 	return hex.EncodeToString(sum[:])

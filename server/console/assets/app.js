@@ -204,7 +204,7 @@
       "aria-label": title + ": now " + num(last, d) + " " + unit + ", peak " + num(maxv < 1e-6 ? 0 : maxv, 2) + " over the last " + samples.length + " s" },
       svg("line", { class: "axis", x1: L, y1: H - B, x2: W, y2: H - B }),
       svg("line", { class: "axis", x1: L, y1: 4, x2: L, y2: H - B }),
-      svg("text", { x: 2, y: 12 }, num(maxv < 1e-6 ? 0 : maxv, maxv < 10 ? 2 : 0)),
+      svg("text", { x: 2, y: 12 }, maxv < 1e-6 ? "" : num(maxv, maxv < 10 ? 2 : 0)),
       svg("text", { x: 2, y: H - B }, "0"),
       svg("text", { x: L, y: H - 3 }, "−" + samples.length + " s"),
       svg("text", { x: W - 24, y: H - 3 }, "now"));
