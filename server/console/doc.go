@@ -5,9 +5,11 @@
 //
 // # Sign-in and sessions
 //
-// A person pastes a tenant API key (bpk_…) or the operator credential
-// (bpko_…); POST /console/session verifies it with the API's own
-// auth.Authenticator and starts a session. The credential stays in the
+// A person pastes a tenant API key (bpk_…), the operator credential
+// (bpko_…) or, when the server takes them, a JWT; POST /console/session
+// (a JSON body of at most MaxSignInBytes) verifies it with the API's own
+// auth.Authenticator and starts a session; a bad credential gets 401 and
+// no cookie. The credential stays in the
 // server's memory with the session; the browser gets only a cookie:
 //
 //	cookie          batpak_console=<256 random bits>; Path=/console; HttpOnly;

@@ -32,8 +32,8 @@ const (
 type ServerSample struct {
 	Time          time.Time `json:"time"`
 	EventsPerSec  float64   `json:"events_per_sec"`  // events appended, all tenants
-	AppendP50Ms   float64   `json:"append_p50_ms"`   // append and batch request latency over the second (NaN-free: 0 when none)
-	AppendP99Ms   float64   `json:"append_p99_ms"`   //
+	AppendP50Ms   float64   `json:"append_p50_ms"`   // median append and batch request latency over the second (0: none)
+	AppendP99Ms   float64   `json:"append_p99_ms"`   // its 99th percentile (bucket upper bounds: an estimate)
 	Appends       float64   `json:"appends"`         // append and batch requests answered in the second
 	FsyncsPerSec  float64   `json:"fsyncs_per_sec"`  // fsyncs seen by writes
 	DenialsPerSec float64   `json:"denials_per_sec"` // platform policy denials
