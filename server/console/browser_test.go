@@ -424,6 +424,32 @@ func TestConsoleInABrowser(t *testing.T) {
 	}
 	b.forgetErrors()
 
+	// The browser enforces the CSP (an inline style and an inline script
+	// are refused), and the listener that checks each page hears it.
+	if ran := eval[bool](b, `(() => {
+		document.body.setAttribute("style", "background: red");
+		const s = document.createElement("script");
+		s.textContent = "window.inlineRan = true";
+		document.body.appendChild(s);
+		return !!window.inlineRan;
+	})()`); ran {
+		t.Fatal("an inline script ran despite the CSP")
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		b.mu.Lock()
+		got := strings.Join(b.errors, "\n")
+		b.mu.Unlock()
+		if strings.Contains(got, "Content Security Policy") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no CSP violation reported (errors: %q)", got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.forgetErrors()
+
 	// Sign-out ends the session on the server.
 	b.run("sign out", chromedp.Click(chromedp.CSS("#signout")), visible("#credential"))
 	var after struct {
