@@ -475,7 +475,13 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Fatalf("globex is %v after Suspend", st)
 	}
 	b.shot("11-overview-suspended")
+	// One tenant's figures.
+	b.run("acme's figures", chromedp.Click(chromedp.CSS(`a[aria-label="figures of tenant acme"]`)))
+	b.waitText("#tenant-figures", "Tenant acme")
+	b.waitText("#tenant-figures", "Events / s")
 	b.run("resume globex", chromedp.Click(chromedp.CSS(`button[data-tenant="globex"]`)))
 	b.waitText(`tr[data-tenant="globex"]`, "active")
 	b.noErrors("suspend and resume")
+	time.Sleep(1500 * time.Millisecond)
+	b.shot("12-overview-tenant")
 }

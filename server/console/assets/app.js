@@ -216,15 +216,28 @@
   }
 
   // ---------- operator overview ----------
-  async function overviewPage(main) {
+  async function overviewPage(main, query) {
     document.title = "Overview · batpak console";
     main.appendChild(el("h1", {}, "Tenants"));
+    const picked = query.get("tenant") || "";
     const serverBox = el("div", { class: "grid", id: "server-charts" });
+    const tenantBox = el("div", { id: "tenant-figures" });
     const table = el("div", { id: "tenants" });
-    put(main, serverBox, table);
+    put(main, serverBox, table, tenantBox);
     const refresh = async () => {
-      const [ov, smp] = await Promise.all([call("GET", P + "/overview"), call("GET", P + "/samples/server")]);
+      const [ov, smp, tsmp] = await Promise.all([call("GET", P + "/overview"), call("GET", P + "/samples/server"),
+        picked ? call("GET", P + "/samples/tenants/" + encodeURIComponent(picked)) : null]);
       const s = smp.samples || [];
+      clear(tenantBox);
+      if (tsmp) {
+        const ts = tsmp.samples || [];
+        put(tenantBox, el("h2", {}, "Tenant " + picked + " ", el("a", { href: "#/overview", class: "muted" }, "(close)")),
+          el("div", { class: "grid" },
+            chart("Events / s", ts, "events_per_sec", "ev/s"),
+            chart("fsync latency (ms, mean per second)", ts, "fsync_ms", "ms"),
+            chart("Writer queue", ts, "queue_len", "waiting", null, null, 0),
+            chart("Policy denials / s", ts, "denied_per_sec", "/s")));
+      }
       clear(serverBox);
       put(serverBox, chart("Events appended / s (all tenants)", s, "events_per_sec", "ev/s"),
         chart("Append latency (ms)", s, "append_p50_ms", "ms p50", "append_p99_ms", "p99"),
@@ -242,7 +255,8 @@
         if (t.plugins_not_loaded) health.push(status(false, "", t.plugins_not_loaded + " plugin(s) not loaded", true));
         if (!health.length) health.push(status(true, t.plugins ? t.plugins + " plugin(s) healthy" : "no plugins"));
         return el("tr", { "data-tenant": t.id },
-          el("th", { scope: "row" }, t.id),
+          el("th", { scope: "row" }, el("a", { href: "#/overview?tenant=" + encodeURIComponent(t.id), "aria-label": "figures of tenant " + t.id,
+            "aria-current": t.id === picked ? "true" : false }, t.id)),
           el("td", {}, status(!suspended, "active", "suspended" + (t.suspend_reason ? ": " + t.suspend_reason : ""))),
           el("td", { class: "num" }, num(t.events_per_sec, 1) + (t.rate_shared ? " (shared)" : "")),
           el("td", { class: "num" }, num(t.events)),
