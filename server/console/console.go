@@ -357,12 +357,14 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 	if !p.Operator {
 		c.sampler.watch(p.Tenant) // the dashboard's charts start now
 	}
-	http.SetCookie(w, c.cookie(id, int(c.opts.Lifetime.Seconds())))
+	http.SetCookie(w, c.cookie(r, id, int(c.opts.Lifetime.Seconds())))
 	writeJSON(w, http.StatusOK, c.view(s))
 }
 
-func (c *Console) cookie(value string, maxAge int) *http.Cookie {
-	return &http.Cookie{Name: CookieName, Value: value, Path: Prefix, HttpOnly: true, Secure: c.opts.Secure,
+// cookie is the session cookie: Secure when the server speaks TLS (or r
+// came over TLS).
+func (c *Console) cookie(r *http.Request, value string, maxAge int) *http.Cookie {
+	return &http.Cookie{Name: CookieName, Value: value, Path: Prefix, HttpOnly: true, Secure: c.opts.Secure || r.TLS != nil,
 		SameSite: http.SameSiteStrictMode, MaxAge: maxAge}
 }
 
@@ -386,7 +388,7 @@ func (c *Console) whoAmI(w http.ResponseWriter, r *http.Request) {
 
 func (c *Console) signOut(w http.ResponseWriter, r *http.Request, s *session, id string) {
 	c.sessions.remove(id)
-	http.SetCookie(w, c.cookie("", -1))
+	http.SetCookie(w, c.cookie(r, "", -1))
 	w.Header().Set("Clear-Site-Data", `"cookies", "storage"`)
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -430,6 +432,9 @@ func (c *Console) proxy(w http.ResponseWriter, r *http.Request, s *session, _ st
 	r2.Header.Del("Cookie")
 	r2.Header.Del("X-CSRF-Token")
 	r2.Header.Set("Authorization", "Bearer "+s.credential)
+	// Tenant data stays out of the browser's cache (a route that says
+	// otherwise, with its own Cache-Control, wins).
+	w.Header().Set("Cache-Control", "no-store")
 	c.opts.API.ServeHTTP(w, r2)
 }
 

@@ -39,7 +39,9 @@ func TestSignInGivesAHardenedSessionCookieAndSignOutEndsIt(t *testing.T) {
 	cookieValue := strings.TrimPrefix(strings.SplitN(ck, ";", 2)[0], console.CookieName+"=")
 
 	e.must(e.do(c, "GET", console.Prefix+"/session", nil), 200)
-	e.must(e.do(c, "GET", console.Prefix+"/api/v1/tenants/acme/stats", nil), 200)
+	if r := e.must(e.do(c, "GET", console.Prefix+"/api/v1/tenants/acme/stats", nil), 200); r.header.Get("Cache-Control") != "no-store" {
+		t.Errorf("tenant data through the console: Cache-Control %q, want no-store", r.header.Get("Cache-Control"))
+	}
 	// Sign-out is a state change: it needs the CSRF token.
 	e.must(e.do(c, "DELETE", console.Prefix+"/session", nil, "Origin", e.base), 403)
 	e.must(e.do(c, "GET", console.Prefix+"/session", nil), 200)

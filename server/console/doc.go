@@ -13,7 +13,7 @@
 // server's memory with the session; the browser gets only a cookie:
 //
 //	cookie          batpak_console=<256 random bits>; Path=/console; HttpOnly;
-//	                SameSite=Strict; Secure when the server speaks TLS
+//	                SameSite=Strict; Secure when the server (or the request) speaks TLS
 //	stored          SHA-256 of the id only (a memory dump holds no usable id);
 //	                lookups compare in constant time
 //	lifetime        DefaultIdleTimeout (30 min) unused, DefaultLifetime (12 h) in all
@@ -36,7 +36,8 @@
 // takes the same origin check. Every console response carries
 // ContentSecurityPolicy (no inline script or style, nothing from other
 // origins, no framing), X-Content-Type-Options: nosniff, Referrer-Policy:
-// no-referrer and X-Frame-Options: DENY. The page builds every element
+// no-referrer and X-Frame-Options: DENY; tenant data passed through the
+// console gets Cache-Control: no-store. The page builds every element
 // with the DOM, never with markup from data.
 //
 // # Data

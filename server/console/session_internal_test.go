@@ -221,19 +221,23 @@ func TestTheCookieIsSecureUnderTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, secure := range []bool{false, true} {
-		c, err := New(Options{Auth: a, API: http.NotFoundHandler(), Secure: secure})
+	for _, tc := range []struct {
+		secure bool
+		scheme string
+		want   bool
+	}{{false, "http", false}, {true, "http", true}, {false, "https", true}} {
+		c, err := New(Options{Auth: a, API: http.NotFoundHandler(), Secure: tc.secure})
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := httptest.NewRequest("POST", "https://console.example"+Prefix+"/session", strings.NewReader(`{"credential": "`+op+`"}`))
-		r.Header.Set("Origin", "https://console.example")
+		r := httptest.NewRequest("POST", tc.scheme+"://console.example"+Prefix+"/session", strings.NewReader(`{"credential": "`+op+`"}`))
+		r.Header.Set("Origin", tc.scheme+"://console.example")
 		w := httptest.NewRecorder()
 		c.ServeHTTP(w, r)
 		c.Close()
 		ck := w.Header().Get("Set-Cookie")
-		if w.Code != 200 || strings.Contains(ck, "Secure") != secure || !strings.Contains(ck, "HttpOnly") {
-			t.Errorf("Secure=%v: %d, Set-Cookie %q", secure, w.Code, ck)
+		if w.Code != 200 || strings.Contains(ck, "Secure") != tc.want || !strings.Contains(ck, "HttpOnly") {
+			t.Errorf("Options.Secure=%v over %s: %d, Set-Cookie %q", tc.secure, tc.scheme, w.Code, ck)
 		}
 	}
 }
