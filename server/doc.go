@@ -3,8 +3,10 @@
 // lazily opened tenant stores (server/tenancy), the platform write policy
 // (policy.dir), the tenants' own policy bundles (server/tenantpolicy),
 // the tenants' own plugins (server/tenantplugin), the hosted workers that
-// run the tenants' handler plugins (server/hostedworker) and the HTTP API
-// (server/httpapi). `batpak serve` is a thin command around New and Serve.
+// run the tenants' handler plugins (server/hostedworker), the HTTP API
+// (server/httpapi) and the web console beside it under /console/
+// (server/console; Config.DisableConsole turns it off). `batpak serve` is a
+// thin command around New and Serve.
 //
 // Root directory layout:
 //

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/batpak-go/batpak/policy/opa"
 	"github.com/batpak-go/batpak/server/auth"
 	"github.com/batpak-go/batpak/server/cluster"
+	"github.com/batpak-go/batpak/server/console"
 	"github.com/batpak-go/batpak/server/control"
 	"github.com/batpak-go/batpak/server/follow"
 	"github.com/batpak-go/batpak/server/hostedworker"
@@ -75,6 +77,11 @@ type Config struct {
 
 	MetricsPublic bool   // server.metrics_public: /metrics without the operator credential
 	AccessLog     string // server.access_log: text (default), json or off
+
+	// DisableConsole turns off the web console (server.console: false),
+	// otherwise served under /console/ on the API's listener (see
+	// server/console).
+	DisableConsole bool
 
 	JWT *auth.JWTConfig // server.jwt.*: nil turns JWTs off
 
@@ -355,6 +362,8 @@ type Server struct {
 	effects    *effects
 	leaderStop chan struct{}
 	leaderDone chan struct{}
+	// console is the web console (nil when disabled).
+	console *console.Console
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -563,8 +572,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}(),
 	})
 	api.Store(s.api)
+	handler := s.api.Handler()
+	if !cfg.DisableConsole {
+		if s.console, handler, err = s.mountConsole(authn, quotas, reg, handler); err != nil {
+			return fail(err)
+		}
+	}
 	s.http = &http.Server{
-		Handler:           s.api.Handler(),
+		Handler:           handler,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.ReadTimeout,
 		WriteTimeout:      cfg.WriteTimeout,
@@ -589,6 +604,31 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.leaderStop, s.leaderDone = make(chan struct{}), make(chan struct{})
 	go s.leadership(s.leaderStop, s.leaderDone)
 	return s, nil
+}
+
+// mountConsole makes the web console and serves it under /console/ beside
+// api. Its pages get the API's middleware (request id, access log,
+// metrics); its data requests are API requests and get it there.
+func (s *Server) mountConsole(authn *auth.Authenticator, quotas *quota.Manager, reg *prometheus.Registry, api http.Handler) (*console.Console, http.Handler, error) {
+	c, err := console.New(console.Options{Auth: authn, API: api, Plane: s.plane, Tenants: s.tenants,
+		Policies: s.policies, Plugins: s.plugins, Quotas: quotas, Metrics: reg,
+		Secure: s.cfg.TLSCert != "", Logger: s.cfg.Logger})
+	if err != nil {
+		return nil, nil, fmt.Errorf("console: %w", err)
+	}
+	pages := s.api.Wrap("console", c)
+	// Not a ServeMux: the API sees every other path exactly as sent (a
+	// mux would clean and redirect some first).
+	return c, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch p := r.URL.Path; {
+		case strings.HasPrefix(p, console.Prefix+"/api/"):
+			c.ServeHTTP(w, r)
+		case p == console.Prefix || strings.HasPrefix(p, console.Prefix+"/"):
+			pages.ServeHTTP(w, r)
+		default:
+			api.ServeHTTP(w, r)
+		}
+	}), nil
 }
 
 // storeConfig is a tenant store's configuration (see the package doc).
@@ -796,6 +836,9 @@ func (s *Server) closeStores(ctx context.Context) error {
 	}
 	s.closed = true
 	var err error
+	if s.console != nil {
+		s.console.Close() // its sampler holds leases now and then
+	}
 	if s.leaderStop != nil {
 		close(s.leaderStop)
 		<-s.leaderDone

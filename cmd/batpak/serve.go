@@ -98,6 +98,7 @@ var serverSettings = []serverSetting{
 	{"server.plugin_checks", "", kindCount, 2, "plugin uploads and swaps checked and compiled at once, all tenants together; 1..64", func(t *serverTarget, v settingValue) { t.cfg.PluginChecks = int(v.n) }},
 	{"server.workers_max_defined", "", kindCount, 256, "hosted workers each tenant may have defined, stopped ones included (never below its max_workers); 1..65536", func(t *serverTarget, v settingValue) { t.cfg.WorkersMaxDefined = int(v.n) }},
 	{"server.metrics_public", "metrics-public", kindBool, false, "serve /metrics without the operator credential", func(t *serverTarget, v settingValue) { t.cfg.MetricsPublic = v.b }},
+	{"server.console", "console", kindBool, true, "serve the web console under /console/ (sign in with a tenant key or the operator credential)", func(t *serverTarget, v settingValue) { t.cfg.DisableConsole = !v.b }},
 	{"server.access_log", "access-log", kindText, "text", "access log: text, json or off", func(t *serverTarget, v settingValue) { t.cfg.AccessLog = v.str }},
 	{"server.jwt.jwks_file", "", kindOptionalPath, "", "JWKS file: enables JWT bearer tokens", func(t *serverTarget, v settingValue) { t.jwt.JWKSFile = v.str }},
 	{"server.jwt.issuer", "", kindText, "", "required JWT iss", func(t *serverTarget, v settingValue) { t.jwt.Issuer = v.str }},

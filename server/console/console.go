@@ -1,0 +1,658 @@
+package console
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/server/auth"
+	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/quota"
+	"github.com/batpak-go/batpak/server/tenancy"
+	"github.com/batpak-go/batpak/server/tenantplugin"
+	"github.com/batpak-go/batpak/server/tenantpolicy"
+	"github.com/batpak-go/batpak/server/wire"
+)
+
+//go:embed assets
+var assets embed.FS
+
+// Prefix is the path the console is served under.
+const Prefix = "/console"
+
+// CookieName is the session cookie's name.
+const CookieName = "batpak_console"
+
+// MaxSignInBytes bounds a sign-in request's body; MaxEvaluateBytes an
+// "evaluate this input" request's.
+const (
+	MaxSignInBytes   = 4 << 10
+	MaxEvaluateBytes = 1 << 20
+)
+
+// MaxOverviewTenants bounds the tenants the operator overview lists (the
+// first, by id); the answer says how many there are.
+const MaxOverviewTenants = 200
+
+// UsageRefresh is how long the overview reuses a tenant's storage and
+// event count before it reads the store again (which may open it).
+const UsageRefresh = 10 * time.Second
+
+// ContentSecurityPolicy is sent with every console response: scripts,
+// styles and connections from the console's own origin only, no inline
+// code, no framing.
+const ContentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+	"connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+
+// Options wire a console to the server's parts. Auth and API are
+// required; the others turn pages on (nil: that page says it is not
+// available).
+type Options struct {
+	// Auth verifies the credential pasted at sign-in, and re-verifies it
+	// on every request of the session.
+	Auth *auth.Authenticator
+	// API is the JSON API (httpapi.API.Handler()): the console's data
+	// requests are API requests made with the session's credential.
+	API      http.Handler
+	Plane    *control.Plane
+	Tenants  *tenancy.Registry
+	Policies *tenantpolicy.Manager
+	Plugins  *tenantplugin.Manager
+	// Quotas is the API's quota manager (the overview's open streams per
+	// tenant).
+	Quotas *quota.Manager
+	// Metrics is the registry of the server's own metrics (sampled every
+	// second for the dashboards).
+	Metrics prometheus.Gatherer
+	// Secure marks the session cookie Secure (set when the server speaks
+	// TLS).
+	Secure bool
+	// MaxSessions bounds the sessions held at once. Default
+	// DefaultMaxSessions.
+	MaxSessions int
+	// IdleTimeout and Lifetime end sessions (defaults DefaultIdleTimeout,
+	// DefaultLifetime).
+	IdleTimeout, Lifetime time.Duration
+	// SampleInterval is the dashboards' sampling period. Default 1s.
+	SampleInterval time.Duration
+	Logger         *slog.Logger
+}
+
+// Console is the web console's handler. Safe for concurrent use.
+type Console struct {
+	opts     Options
+	sessions *sessionStore
+	sampler  *sampler
+	mux      *http.ServeMux
+	origin   *http.CrossOriginProtection
+	cancel   context.CancelFunc
+	done     chan struct{}
+	once     sync.Once
+
+	usageMu sync.Mutex
+	usage   map[string]usageEntry // tenant → its figures, at most MaxOverviewTenants
+}
+
+type usageEntry struct {
+	at     time.Time
+	bytes  int64
+	events uint64
+}
+
+// New makes a console and starts its sampler (Close stops it).
+func New(opts Options) (*Console, error) {
+	if opts.Auth == nil || opts.API == nil {
+		return nil, errors.New("console: Options.Auth and Options.API are required")
+	}
+	if opts.MaxSessions <= 0 {
+		opts.MaxSessions = DefaultMaxSessions
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = DefaultIdleTimeout
+	}
+	if opts.Lifetime <= 0 {
+		opts.Lifetime = DefaultLifetime
+	}
+	if opts.SampleInterval <= 0 {
+		opts.SampleInterval = time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	c := &Console{opts: opts, sessions: newSessionStore(opts.MaxSessions, opts.IdleTimeout, opts.Lifetime),
+		sampler: newSampler(opts.Metrics, opts.Tenants, opts.Policies), mux: http.NewServeMux(),
+		origin: http.NewCrossOriginProtection(), done: make(chan struct{}), usage: map[string]usageEntry{}}
+	c.routes()
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	go func() {
+		defer close(c.done)
+		c.sampler.run(ctx, opts.SampleInterval)
+	}()
+	return c, nil
+}
+
+// Close stops the sampler. Sessions end with the process.
+func (c *Console) Close() {
+	c.once.Do(func() {
+		c.cancel()
+		<-c.done
+	})
+}
+
+// ServeHTTP serves every path under Prefix.
+func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", ContentSecurityPolicy)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	c.mux.ServeHTTP(w, r)
+}
+
+func (c *Console) routes() {
+	static, _ := fs.Sub(assets, "assets")
+	files := http.FileServerFS(static)
+	c.mux.Handle("GET "+Prefix+"/static/", http.StripPrefix(Prefix+"/static/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "" || strings.HasSuffix(r.URL.Path, "/") || r.URL.Path == "index.html" {
+			problem(w, http.StatusNotFound, wire.CodeNotFound, "no such file")
+			return
+		}
+		w.Header().Set("Cache-Control", "no-cache")
+		files.ServeHTTP(w, r)
+	})))
+	c.mux.HandleFunc("GET "+Prefix, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, Prefix+"/", http.StatusFound)
+	})
+	c.mux.HandleFunc("GET "+Prefix+"/{$}", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := assets.ReadFile("assets/index.html")
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write(b)
+	})
+	c.mux.HandleFunc("POST "+Prefix+"/session", c.signIn)
+	c.mux.HandleFunc("GET "+Prefix+"/session", c.whoAmI)
+	c.mux.HandleFunc("DELETE "+Prefix+"/session", c.authed(c.signOut))
+	c.mux.HandleFunc("GET "+Prefix+"/overview", c.authed(c.overview))
+	c.mux.HandleFunc("GET "+Prefix+"/samples/server", c.authed(c.serverSamples))
+	c.mux.HandleFunc("GET "+Prefix+"/samples/tenants/{tenant}", c.authed(c.tenantSamples))
+	c.mux.HandleFunc("POST "+Prefix+"/tenants/{tenant}/policy/evaluate", c.authed(c.evaluate))
+	c.mux.HandleFunc(Prefix+"/api/", c.authed(c.proxy))
+	c.mux.HandleFunc(Prefix+"/", func(w http.ResponseWriter, r *http.Request) {
+		problem(w, http.StatusNotFound, wire.CodeNotFound, "no such console page")
+	})
+}
+
+// problem answers an error as application/problem+json.
+func problem(w http.ResponseWriter, status int, code, detail string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/problem+json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	b, _ := json.Marshal(wire.Problem{Type: wire.ProblemTypeBase + strings.ToLower(code), Title: http.StatusText(status),
+		Status: status, Code: code, Detail: detail})
+	_, _ = w.Write(append(b, '\n'))
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// bearer is a request that carries credential as the API expects it.
+func bearer(credential string) *http.Request {
+	r, _ := http.NewRequest(http.MethodGet, "/", nil)
+	r.Header.Set("Authorization", "Bearer "+credential)
+	return r
+}
+
+// stateChanging: methods that need the CSRF token and a same-origin
+// request.
+func stateChanging(method string) bool {
+	return method != http.MethodGet && method != http.MethodHead && method != http.MethodOptions
+}
+
+// sameOrigin refuses a request a browser marked as cross-origin (by
+// Sec-Fetch-Site or an Origin other than the request's host) and, for a
+// state change, one carrying neither header.
+func (c *Console) sameOrigin(r *http.Request) error {
+	if err := c.origin.Check(r); err != nil {
+		return err
+	}
+	if stateChanging(r.Method) && r.Header.Get("Origin") == "" && r.Header.Get("Sec-Fetch-Site") == "" {
+		return errors.New("a state change needs an Origin or Sec-Fetch-Site header")
+	}
+	return nil
+}
+
+type sessionHandler func(w http.ResponseWriter, r *http.Request, s *session, id string)
+
+// current returns the request's live session, if its credential still
+// authenticates as the principal that signed in, with the cookie's value;
+// else nil and why not. A session whose credential stopped
+// authenticating (a revoked key, a changed operator credential) ends.
+func (c *Console) current(r *http.Request) (*session, string, string) {
+	ck, err := r.Cookie(CookieName)
+	var s *session
+	if err == nil {
+		s = c.sessions.get(ck.Value)
+	}
+	if s == nil {
+		return nil, "", "not signed in (or the session ended): sign in at " + Prefix + "/"
+	}
+	p, err := c.opts.Auth.Authenticate(bearer(s.credential))
+	if err != nil || p.Operator != s.principal.Operator || p.Tenant != s.principal.Tenant {
+		c.sessions.drop(s)
+		return nil, "", "the session's credential is no longer valid; sign in again"
+	}
+	return s, ck.Value, ""
+}
+
+// authed runs h for a request of a live session (see current); a state
+// change also needs the session's CSRF token (X-CSRF-Token) and a
+// same-origin request.
+func (c *Console) authed(h sessionHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s, id, why := c.current(r)
+		if s == nil {
+			problem(w, http.StatusUnauthorized, wire.CodeUnauthenticated, why)
+			return
+		}
+		if stateChanging(r.Method) {
+			if err := c.sameOrigin(r); err != nil {
+				problem(w, http.StatusForbidden, wire.CodeForbidden, "cross-origin request refused: "+err.Error())
+				return
+			}
+			if !s.checkCSRF(r.Header.Get("X-CSRF-Token")) {
+				problem(w, http.StatusForbidden, wire.CodeForbidden, "missing or wrong X-CSRF-Token header (reload the console)")
+				return
+			}
+		}
+		h(w, r, s, id)
+	}
+}
+
+type sessionView struct {
+	SignedIn  bool           `json:"signed_in"`
+	Principal string         `json:"principal"`
+	Operator  bool           `json:"operator"`
+	Tenant    string         `json:"tenant,omitempty"`
+	Roles     []control.Role `json:"roles,omitempty"`
+	CSRF      string         `json:"csrf_token"`
+	Expires   time.Time      `json:"expires"`
+}
+
+func (c *Console) view(s *session) sessionView {
+	p := s.principal
+	name := p.ID
+	if p.Operator {
+		name = "operator"
+	}
+	return sessionView{SignedIn: true, Principal: name, Operator: p.Operator, Tenant: p.Tenant, Roles: p.Roles, CSRF: s.csrf,
+		Expires: s.created.Add(c.opts.Lifetime)}
+}
+
+// signIn: POST /console/session {"credential": "..."}: verified as the API
+// verifies a bearer credential; a session cookie on success.
+func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
+	if err := c.sameOrigin(r); err != nil {
+		problem(w, http.StatusForbidden, wire.CodeForbidden, "cross-origin sign-in refused: "+err.Error())
+		return
+	}
+	var in struct {
+		Credential string `json:"credential"`
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxSignInBytes+1))
+	if err != nil {
+		problem(w, http.StatusBadRequest, wire.CodeInvalidRequest, "could not read the request body")
+		return
+	}
+	if len(body) > MaxSignInBytes {
+		problem(w, http.StatusRequestEntityTooLarge, wire.CodePayloadTooLarge, "a sign-in body is at most 4 KiB")
+		return
+	}
+	if err := json.Unmarshal(body, &in); err != nil || strings.TrimSpace(in.Credential) == "" {
+		problem(w, http.StatusBadRequest, wire.CodeInvalidRequest, `want {"credential": "<a tenant API key (bpk_…) or the operator credential (bpko_…)>"}`)
+		return
+	}
+	cred := strings.TrimSpace(in.Credential)
+	p, err := c.opts.Auth.Authenticate(bearer(cred))
+	if err != nil {
+		problem(w, http.StatusUnauthorized, wire.CodeUnauthenticated, "the credential is not valid (unknown, revoked or mistyped)")
+		return
+	}
+	if !p.Operator {
+		if t, ok := c.tenant(p.Tenant); ok && t.State == control.StateSuspended {
+			problem(w, http.StatusForbidden, wire.CodeTenantSuspended, "the tenant is suspended")
+			return
+		}
+	}
+	if old, err := r.Cookie(CookieName); err == nil {
+		c.sessions.remove(old.Value) // a sign-in replaces the browser's session
+	}
+	id, s, err := c.sessions.create(cred, p)
+	if err != nil {
+		status := http.StatusInternalServerError
+		if errors.Is(err, ErrTooManySessions) {
+			status = http.StatusServiceUnavailable
+		}
+		problem(w, status, wire.CodeBusy, err.Error())
+		return
+	}
+	if !p.Operator {
+		c.sampler.watch(p.Tenant) // the dashboard's charts start now
+	}
+	http.SetCookie(w, c.cookie(r, id, int(c.opts.Lifetime.Seconds())))
+	writeJSON(w, http.StatusOK, c.view(s))
+}
+
+// cookie is the session cookie: Secure when the server speaks TLS (or r
+// came over TLS).
+func (c *Console) cookie(r *http.Request, value string, maxAge int) *http.Cookie {
+	return &http.Cookie{Name: CookieName, Value: value, Path: Prefix, HttpOnly: true, Secure: c.opts.Secure || r.TLS != nil,
+		SameSite: http.SameSiteStrictMode, MaxAge: maxAge}
+}
+
+func (c *Console) tenant(id string) (control.Tenant, bool) {
+	if c.opts.Plane == nil {
+		return control.Tenant{}, false
+	}
+	return c.opts.Plane.Tenant(id)
+}
+
+// whoAmI: GET /console/session answers the session's view, or
+// {"signed_in": false} (200: the page asks before anyone signed in).
+func (c *Console) whoAmI(w http.ResponseWriter, r *http.Request) {
+	s, _, _ := c.current(r)
+	if s == nil {
+		writeJSON(w, http.StatusOK, map[string]any{"signed_in": false})
+		return
+	}
+	writeJSON(w, http.StatusOK, c.view(s))
+}
+
+func (c *Console) signOut(w http.ResponseWriter, r *http.Request, s *session, id string) {
+	c.sessions.remove(id)
+	http.SetCookie(w, c.cookie(r, "", -1))
+	w.Header().Set("Clear-Site-Data", `"cookies", "storage"`)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// mayReach reports whether s may see tenant t's data: a tenant session
+// its own tenant only; the operator every tenant's figures (never its
+// events: the API keeps those from the operator credential too).
+func mayReach(s *session, t string) bool {
+	return s.principal.Operator || s.principal.Tenant == t
+}
+
+// allowedAPIPath reports whether a session may send p (an API path) through
+// the console: a tenant session its own tenant's routes, the operator the
+// admin and cluster routes. The API authorizes the request again.
+func allowedAPIPath(s *session, p string) bool {
+	if strings.Contains(p, "..") || strings.Contains(p, "//") {
+		return false
+	}
+	if s.principal.Operator {
+		return strings.HasPrefix(p, "/v1/admin/") || p == "/v1/admin/tenants" || p == "/v1/cluster" || strings.HasPrefix(p, "/v1/cluster/")
+	}
+	own := "/v1/tenants/" + s.principal.Tenant
+	return s.principal.Tenant != "" && (p == own || strings.HasPrefix(p, own+"/"))
+}
+
+// proxy serves /console/api/<API path> as the API would serve <API path>
+// to the session's credential.
+func (c *Console) proxy(w http.ResponseWriter, r *http.Request, s *session, _ string) {
+	path := strings.TrimPrefix(r.URL.Path, Prefix+"/api")
+	if !allowedAPIPath(s, path) {
+		problem(w, http.StatusForbidden, wire.CodeForbidden, "this session does not reach "+path)
+		return
+	}
+	r2 := r.Clone(r.Context())
+	r2.URL.Path = path
+	r2.URL.RawPath = ""
+	if r.URL.RawPath != "" {
+		r2.URL.RawPath = strings.TrimPrefix(r.URL.RawPath, Prefix+"/api")
+	}
+	r2.RequestURI = r2.URL.RequestURI()
+	r2.Header.Del("Cookie")
+	r2.Header.Del("X-CSRF-Token")
+	r2.Header.Set("Authorization", "Bearer "+s.credential)
+	// Tenant data stays out of the browser's cache (a route that says
+	// otherwise, with its own Cache-Control, wins).
+	w.Header().Set("Cache-Control", "no-store")
+	c.opts.API.ServeHTTP(w, r2)
+}
+
+func (c *Console) serverSamples(w http.ResponseWriter, r *http.Request, s *session, _ string) {
+	if !s.principal.Operator {
+		problem(w, http.StatusForbidden, wire.CodeForbidden, "the server's figures take the operator credential")
+		return
+	}
+	smp, _ := c.sampler.serverSamples()
+	writeJSON(w, http.StatusOK, map[string]any{"samples": smp})
+}
+
+func (c *Console) tenantSamples(w http.ResponseWriter, r *http.Request, s *session, _ string) {
+	t := r.PathValue("tenant")
+	if !mayReach(s, t) {
+		problem(w, http.StatusForbidden, wire.CodeForbidden, "this session does not reach tenant "+t)
+		return
+	}
+	if _, ok := c.tenant(t); !ok {
+		problem(w, http.StatusNotFound, wire.CodeNotFound, "no such tenant")
+		return
+	}
+	smp, ok := c.sampler.watch(t)
+	if !ok {
+		problem(w, http.StatusServiceUnavailable, wire.CodeBusy, "too many tenant dashboards are open; try again in a few minutes")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"samples": smp, "interval_ms": c.opts.SampleInterval.Milliseconds()})
+}
+
+// overviewTenant is one row of the operator overview.
+type overviewTenant struct {
+	ID             string  `json:"id"`
+	State          string  `json:"state"`
+	SuspendReason  string  `json:"suspend_reason,omitempty"`
+	EventsPerSec   float64 `json:"events_per_sec"`
+	RateShared     bool    `json:"rate_shared"` // events_per_sec is of tenant="other" (no series of its own)
+	StorageBytes   int64   `json:"storage_bytes"`
+	StorageQuota   int64   `json:"storage_quota"`
+	Events         uint64  `json:"events"`
+	Subscriptions  int     `json:"subscriptions"` // event streams open now
+	PolicyActive   string  `json:"policy_active"`
+	Plugins        int     `json:"plugins"`
+	Quarantined    int     `json:"plugins_quarantined"`
+	PluginsUnready int     `json:"plugins_not_loaded"`
+}
+
+func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session, _ string) {
+	if !s.principal.Operator || c.opts.Plane == nil {
+		problem(w, http.StatusForbidden, wire.CodeForbidden, "the overview takes the operator credential")
+		return
+	}
+	all := c.opts.Plane.Tenants()
+	total := len(all)
+	if len(all) > MaxOverviewTenants {
+		all = all[:MaxOverviewTenants]
+	}
+	samples, per := c.sampler.serverSamples()
+	out := make([]overviewTenant, 0, len(all))
+	for _, t := range all {
+		v := overviewTenant{ID: t.ID, State: string(t.State), SuspendReason: t.SuspendReason,
+			StorageQuota: c.opts.Plane.Effective(t.ID).StorageBytes, PolicyActive: c.opts.Plane.ActivePolicy(t.ID)}
+		if eps, ok := per[t.ID]; ok {
+			v.EventsPerSec = eps
+		} else if eps, ok := per["other"]; ok && eps > 0 {
+			v.EventsPerSec, v.RateShared = eps, true
+		}
+		u := c.tenantUsage(r.Context(), t.ID)
+		v.StorageBytes, v.Events = u.bytes, u.events
+		if c.opts.Quotas != nil {
+			v.Subscriptions = c.opts.Quotas.Tenant(t.ID, c.opts.Plane.Effective(t.ID)).Subscriptions()
+		}
+		if c.opts.Plugins != nil {
+			for _, p := range c.opts.Plugins.List(t.ID) {
+				v.Plugins++
+				if p.Quarantined {
+					v.Quarantined++
+				}
+				if !p.Loaded {
+					v.PluginsUnready++
+				}
+			}
+		}
+		out = append(out, v)
+	}
+	c.usageMu.Lock()
+	if len(c.usage) > len(all) {
+		keep := make(map[string]bool, len(all))
+		for _, t := range all {
+			keep[t.ID] = true
+		}
+		for id := range c.usage {
+			if !keep[id] {
+				delete(c.usage, id)
+			}
+		}
+	}
+	c.usageMu.Unlock()
+	var last *ServerSample
+	if len(samples) > 0 {
+		last = &samples[len(samples)-1]
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tenants": out, "total": total, "shown": len(out), "server": last})
+}
+
+// tenantUsage is id's storage and event count, read from its store at most
+// once per UsageRefresh.
+func (c *Console) tenantUsage(ctx context.Context, id string) usageEntry {
+	now := time.Now()
+	c.usageMu.Lock()
+	u, ok := c.usage[id]
+	c.usageMu.Unlock()
+	if ok && now.Sub(u.at) < UsageRefresh || c.opts.Tenants == nil {
+		return u
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	l, err := c.opts.Tenants.Acquire(ctx, id)
+	if err != nil {
+		return u
+	}
+	us := l.Store().Usage()
+	l.Release()
+	u = usageEntry{at: now, bytes: us.Bytes, events: us.GlobalSequence}
+	c.usageMu.Lock()
+	c.usage[id] = u
+	c.usageMu.Unlock()
+	return u
+}
+
+// evaluateRequest is an "evaluate this input" form: a write to judge.
+type evaluateRequest struct {
+	Action  string          `json:"action"` // append (default), batch, reaction, import
+	Entity  string          `json:"entity"`
+	Scope   string          `json:"scope"`
+	Kind    string          `json:"kind"`
+	Payload json.RawMessage `json:"payload"`
+}
+
+// evaluate: POST /console/tenants/{t}/policy/evaluate judges a write by
+// the tenant's active policy bundle without writing or logging it.
+func (c *Console) evaluate(w http.ResponseWriter, r *http.Request, s *session, _ string) {
+	t := r.PathValue("tenant")
+	if s.principal.Operator || s.principal.Tenant != t {
+		problem(w, http.StatusForbidden, wire.CodeForbidden, "evaluating a tenant's policy takes a key of that tenant")
+		return
+	}
+	if c.opts.Policies == nil {
+		problem(w, http.StatusNotFound, wire.CodeNotFound, "tenant policies are not configured on this server")
+		return
+	}
+	var in evaluateRequest
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxEvaluateBytes+1))
+	if err != nil {
+		problem(w, http.StatusBadRequest, wire.CodeInvalidRequest, "could not read the request body")
+		return
+	}
+	if len(body) > MaxEvaluateBytes {
+		problem(w, http.StatusRequestEntityTooLarge, wire.CodePayloadTooLarge, "an evaluation request is at most 1 MiB")
+		return
+	}
+	if err := json.Unmarshal(body, &in); err != nil {
+		problem(w, http.StatusBadRequest, wire.CodeInvalidJSON, "the request is not JSON: "+err.Error())
+		return
+	}
+	coord, err := core.NewCoordinate(in.Entity, in.Scope)
+	if err != nil {
+		problem(w, http.StatusBadRequest, wire.CodeInvalidCoordinate, "entity and scope: "+err.Error())
+		return
+	}
+	kind, err := wire.ParseKindString(in.Kind)
+	if err != nil {
+		problem(w, http.StatusBadRequest, wire.CodeInvalidKind, err.Error())
+		return
+	}
+	if len(in.Payload) == 0 {
+		in.Payload = json.RawMessage("null")
+	}
+	if !json.Valid(in.Payload) {
+		problem(w, http.StatusBadRequest, wire.CodeInvalidJSON, "payload is not one JSON value")
+		return
+	}
+	action := core.ActionAppend
+	switch in.Action {
+	case "", "append":
+	case "batch":
+		action = core.ActionBatch
+	case "reaction":
+		action = core.ActionReaction
+	case "import":
+		action = core.ActionImport
+	default:
+		problem(w, http.StatusBadRequest, wire.CodeInvalidRequest, `action: want append, batch, reaction or import, got "`+clip(in.Action)+`"`)
+		return
+	}
+	p := &core.Proposal{Action: action, Coordinate: coord, Kind: kind, Payload: in.Payload, BatchIndex: -1}
+	if action == core.ActionBatch {
+		p.BatchSize, p.BatchIndex = 1, 0
+	}
+	ctx, cancel := context.WithTimeout(policy.WithPrincipal(r.Context(), s.principal.Policy()), 5*time.Second)
+	defer cancel()
+	rev, err := c.opts.Policies.Evaluate(ctx, t, p)
+	var d *policy.Denial
+	switch {
+	case errors.Is(err, tenantpolicy.ErrNoActivePolicy):
+		writeJSON(w, http.StatusOK, map[string]any{"result": "no_policy", "detail": "the tenant has no active policy: every valid write passes its layer"})
+	case err == nil:
+		writeJSON(w, http.StatusOK, map[string]any{"result": "allowed", "revision": rev})
+	case errors.As(err, &d):
+		writeJSON(w, http.StatusOK, map[string]any{"result": "denied", "revision": rev, "reasons": d.Reasons})
+	default:
+		problem(w, http.StatusUnprocessableEntity, wire.CodeInvalidRequest, "evaluation failed: "+err.Error())
+	}
+}
+
+func clip(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
+}

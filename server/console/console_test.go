@@ -1,0 +1,355 @@
+package console_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/server"
+	"github.com/batpak-go/batpak/server/console"
+)
+
+func TestSignInGivesAHardenedSessionCookieAndSignOutEndsIt(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	r := e.must(e.do(c, "POST", console.Prefix+"/session", map[string]any{"credential": key}, "Origin", e.base), 200)
+	if strings.Contains(string(r.body), key) || strings.Contains(strings.Join(r.header.Values("Set-Cookie"), ";"), key) {
+		t.Fatal("the sign-in answer carries the key back to the browser")
+	}
+	ck := r.header.Get("Set-Cookie")
+	for _, want := range []string{console.CookieName + "=", "Path=/console", "HttpOnly", "SameSite=Strict", "Max-Age="} {
+		if !strings.Contains(ck, want) {
+			t.Errorf("Set-Cookie %q lacks %q", ck, want)
+		}
+	}
+	if strings.Contains(ck, "Secure") {
+		t.Errorf("Set-Cookie %q: Secure on a plain-HTTP server (browsers would drop it)", ck)
+	}
+	m := r.json(t)
+	if m["tenant"] != "acme" || m["operator"] != false || len(m["csrf_token"].(string)) != 43 {
+		t.Fatalf("session view %v", m)
+	}
+	csrf := m["csrf_token"].(string)
+	cookieValue := strings.TrimPrefix(strings.SplitN(ck, ";", 2)[0], console.CookieName+"=")
+
+	e.must(e.do(c, "GET", console.Prefix+"/session", nil), 200)
+	if r := e.must(e.do(c, "GET", console.Prefix+"/api/v1/tenants/acme/stats", nil), 200); r.header.Get("Cache-Control") != "no-store" {
+		t.Errorf("tenant data through the console: Cache-Control %q, want no-store", r.header.Get("Cache-Control"))
+	}
+	// Sign-out is a state change: it needs the CSRF token.
+	e.must(e.do(c, "DELETE", console.Prefix+"/session", nil, "Origin", e.base), 403)
+	e.must(e.do(c, "GET", console.Prefix+"/session", nil), 200)
+	e.must(e.do(c, "DELETE", console.Prefix+"/session", nil, "Origin", e.base, "X-CSRF-Token", csrf), 204)
+	if e.must(e.do(c, "GET", console.Prefix+"/session", nil), 200).json(t)["signed_in"] != false {
+		t.Fatal("still signed in after sign-out")
+	}
+	// The old cookie value is dead on the server, not only in the jar.
+	e.must(e.do(nil, "GET", console.Prefix+"/api/v1/tenants/acme/stats", nil, "Cookie", console.CookieName+"="+cookieValue), 401)
+}
+
+func TestSignInRefusesBadCredentialsAndCrossOriginRequests(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	for _, c := range []struct {
+		name   string
+		body   any
+		hdr    []string
+		status int
+	}{
+		{"wrong key", map[string]any{"credential": key[:len(key)-1] + "x"}, nil, 401},
+		{"no Origin", map[string]any{"credential": key}, []string{"Origin", ""}, 403},
+		{"wrong operator credential", map[string]any{"credential": opToken[:len(opToken)-1] + "a"}, nil, 401},
+		{"no credential", map[string]any{}, nil, 400},
+		{"not JSON", []byte("credential=" + key), nil, 400},
+		{"too large", map[string]any{"credential": strings.Repeat("a", console.MaxSignInBytes)}, nil, 413},
+		{"cross-origin", map[string]any{"credential": key}, []string{"Origin", "http://evil.example"}, 403},
+		{"cross-site fetch", map[string]any{"credential": key}, []string{"Sec-Fetch-Site", "cross-site"}, 403},
+	} {
+		hdr := c.hdr
+		if hdr == nil {
+			hdr = []string{"Origin", e.base}
+		}
+		if hdr[1] == "" {
+			hdr = nil
+		}
+		r := e.do(nil, "POST", console.Prefix+"/session", c.body, hdr...)
+		if r.status != c.status || r.header.Get("Set-Cookie") != "" {
+			t.Errorf("%s: %d (cookie %q), want %d and no cookie: %s", c.name, r.status, r.header.Get("Set-Cookie"), c.status, r.body)
+		}
+	}
+}
+
+func TestEveryConsoleResponseCarriesTheSecurityHeaders(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	c, _ := e.session(key)
+	for _, p := range []string{"/", "/static/app.js", "/static/app.css", "/session", "/api/v1/tenants/acme/stats", "/nope",
+		"/api/v1/tenants/other/stats"} {
+		r := e.do(c, "GET", console.Prefix+p, nil)
+		h := r.header
+		if h.Get("Content-Security-Policy") != console.ContentSecurityPolicy || h.Get("X-Content-Type-Options") != "nosniff" ||
+			h.Get("Referrer-Policy") != "no-referrer" || h.Get("X-Frame-Options") != "DENY" {
+			t.Errorf("%s (%d): headers %v", p, r.status, h)
+		}
+	}
+	csp := console.ContentSecurityPolicy
+	for _, want := range []string{"default-src 'self'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'", "object-src 'none'"} {
+		if !strings.Contains(csp, want) {
+			t.Errorf("CSP %q lacks %q", csp, want)
+		}
+	}
+	if strings.Contains(csp, "unsafe") {
+		t.Errorf("CSP %q allows unsafe sources", csp)
+	}
+	// The page has no inline script or style for the policy to refuse.
+	page := string(e.must(e.do(nil, "GET", console.Prefix+"/", nil), 200).body)
+	if strings.Contains(page, "<script>") || strings.Contains(page, "style=") || strings.Contains(page, "<style") || strings.Contains(page, "onclick") {
+		t.Error("index.html has inline script or style")
+	}
+}
+
+func TestStateChangesNeedTheCSRFTokenAndTheSameOrigin(t *testing.T) {
+	e := start(t)
+	e.tenant("acme")
+	c, csrf := e.session(opToken)
+	suspend := console.Prefix + "/api/v1/admin/tenants/acme/suspend"
+	body := map[string]any{"reason": "test"}
+	for _, h := range [][]string{
+		{"Origin", e.base}, // no token
+		{"Origin", e.base, "X-CSRF-Token", "x" + csrf[1:]},      // wrong token
+		{"Origin", "http://evil.example", "X-CSRF-Token", csrf}, // right token, other origin
+		{"X-CSRF-Token", csrf, "Sec-Fetch-Site", "cross-site"},
+		{"X-CSRF-Token", csrf}, // neither Origin nor Sec-Fetch-Site
+	} {
+		e.must(e.do(c, "POST", suspend, body, h...), 403)
+	}
+	ten := e.must(e.do(nil, "GET", "/v1/admin/tenants/acme", nil, "Authorization", "Bearer "+opToken), 200).json(t)
+	if ten["state"] != "active" {
+		t.Fatalf("a refused state change took effect: %v", ten["state"])
+	}
+	e.must(e.do(c, "POST", suspend, body, "Origin", e.base, "X-CSRF-Token", csrf), 200)
+	ten = e.must(e.do(nil, "GET", "/v1/admin/tenants/acme", nil, "Authorization", "Bearer "+opToken), 200).json(t)
+	if ten["state"] != "suspended" {
+		t.Fatalf("state %v after a suspend with the token", ten["state"])
+	}
+	// Reads need no token.
+	e.must(e.do(c, "GET", console.Prefix+"/overview", nil), 200)
+}
+
+// Every console endpoint, asked by a session of tenant acme about tenant
+// globex (or about the server as a whole), is refused; the same requests
+// about acme succeed.
+func TestATenantSessionReachesOnlyItsOwnTenant(t *testing.T) {
+	e := start(t)
+	acmeKey := e.tenant("acme")
+	globexKey := e.tenant("globex")
+	gid := e.appendEvent("globex", globexKey, map[string]any{"entity": "secret:1", "scope": "s", "kind": "1:1", "payload": map[string]any{"globex": "secret"}})
+	aid := e.appendEvent("acme", acmeKey, map[string]any{"entity": "order:1", "scope": "s", "kind": "1:1", "payload": map[string]any{"n": 1}})
+	c, csrf := e.session(acmeKey)
+	type req struct {
+		method, path string
+		body         any
+	}
+	reqs := func(t, id string) []req {
+		a := console.Prefix + "/api/v1/tenants/" + t
+		return []req{
+			{"GET", a + "/stats", nil},
+			{"GET", a + "/events", nil},
+			{"GET", a + "/events/" + id, nil},
+			{"GET", a + "/events/" + id + "/ancestors", nil},
+			{"GET", a + "/events/" + id + "/descendants", nil},
+			{"GET", a + "/events/" + id + "/correlation", nil},
+			{"GET", a + "/entities/order:1/events", nil},
+			{"GET", a + "/policy", nil},
+			{"GET", a + "/policy/decisions", nil},
+			{"GET", a + "/plugins", nil},
+			{"GET", a + "/workers", nil},
+			{"GET", a + "/cursors", nil},
+			{"GET", a + "/keys", nil},
+			{"POST", a + "/verify", nil},
+			{"POST", a + "/events", map[string]any{"entity": "x:1", "scope": "s", "kind": "1:1", "payload": 1}},
+			{"GET", console.Prefix + "/samples/tenants/" + t, nil},
+			{"POST", console.Prefix + "/tenants/" + t + "/policy/evaluate", map[string]any{"entity": "x:1", "scope": "s", "kind": "1:1", "payload": 1}},
+		}
+	}
+	for _, r := range reqs("acme", aid) {
+		res := e.do(c, r.method, r.path, r.body, "Origin", e.base, "X-CSRF-Token", csrf)
+		if res.status >= 300 {
+			t.Errorf("own tenant: %s %s: %d %s", r.method, r.path, res.status, res.body)
+		}
+	}
+	others := reqs("globex", gid)
+	others = append(others,
+		req{"GET", console.Prefix + "/overview", nil},
+		req{"GET", console.Prefix + "/samples/server", nil},
+		req{"GET", console.Prefix + "/api/v1/admin/tenants", nil},
+		req{"POST", console.Prefix + "/api/v1/admin/tenants/globex/suspend", map[string]any{}},
+		req{"GET", console.Prefix + "/api/metrics", nil},
+		req{"GET", console.Prefix + "/api/v1/tenants/acme/../globex/stats", nil},
+		req{"GET", console.Prefix + "/api/v1/tenants/acme/%2e%2e/globex/stats", nil},
+		req{"GET", console.Prefix + "/api/v1/tenants/acme%2f..%2fglobex/stats", nil},
+		req{"GET", console.Prefix + "/api/v1/tenants/globex/subscribe", nil},
+	)
+	noRedirect := &http.Client{Jar: c.Jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, r := range others {
+		res := e.do(noRedirect, r.method, r.path, r.body, "Origin", e.base, "X-CSRF-Token", csrf)
+		if res.status < 300 || res.status >= 500 || strings.Contains(string(res.body), "secret") {
+			t.Errorf("other tenant: %s %s: %d %s", r.method, r.path, res.status, res.body)
+		}
+	}
+	// Nothing was written to globex.
+	st := e.must(e.do(nil, "GET", "/v1/tenants/globex/stats", nil, "Authorization", "Bearer "+globexKey), 200).json(t)
+	if st["events"].(float64) != 1 {
+		t.Fatalf("globex holds %v events, want 1", st["events"])
+	}
+	ten := e.must(e.do(nil, "GET", "/v1/admin/tenants/globex", nil, "Authorization", "Bearer "+opToken), 200).json(t)
+	if ten["state"] != "active" {
+		t.Fatal("a tenant session suspended another tenant")
+	}
+}
+
+func TestTheOperatorSessionSeesFiguresNotEvents(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	e.appendEvent("acme", key, map[string]any{"entity": "order:1", "scope": "s", "kind": "1:1", "payload": map[string]any{"n": 1}})
+	c, _ := e.session(opToken)
+	ov := e.must(e.do(c, "GET", console.Prefix+"/overview", nil), 200).json(t)
+	ts := ov["tenants"].([]any)
+	if len(ts) != 1 || ts[0].(map[string]any)["id"] != "acme" || ts[0].(map[string]any)["events"].(float64) != 1 {
+		t.Fatalf("overview %v", ov)
+	}
+	e.must(e.do(c, "GET", console.Prefix+"/samples/tenants/acme", nil), 200)
+	for _, p := range []string{"/api/v1/tenants/acme/events", "/api/v1/tenants/acme/stats"} {
+		if r := e.do(c, "GET", console.Prefix+p, nil); r.status != 403 {
+			t.Errorf("operator %s: %d, want 403", p, r.status)
+		}
+	}
+}
+
+func TestARevokedKeyEndsItsSessions(t *testing.T) {
+	e := start(t)
+	e.tenant("acme")
+	r := e.must(e.do(nil, "POST", "/v1/admin/tenants/acme/keys", map[string]any{"roles": []string{"reader"}, "name": "r"}, "Authorization", "Bearer "+opToken), 201).json(t)
+	c, _ := e.session(r["key"].(string))
+	e.must(e.do(c, "GET", console.Prefix+"/api/v1/tenants/acme/stats", nil), 200)
+	e.must(e.do(nil, "DELETE", "/v1/admin/tenants/acme/keys/"+r["id"].(string), nil, "Authorization", "Bearer "+opToken), 204)
+	e.must(e.do(c, "GET", console.Prefix+"/api/v1/tenants/acme/stats", nil), 401)
+	if e.must(e.do(c, "GET", console.Prefix+"/session", nil), 200).json(t)["signed_in"] != false {
+		t.Fatal("a session outlived its revoked key")
+	}
+}
+
+func TestTenantDashboardSamplesTheStore(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	c, _ := e.session(key)
+	e.must(e.do(c, "GET", console.Prefix+"/samples/tenants/acme", nil), 200) // starts watching
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		e.appendEvent("acme", key, map[string]any{"entity": "order:1", "scope": "s", "kind": "1:1", "payload": 1})
+		smp := e.must(e.do(c, "GET", console.Prefix+"/samples/tenants/acme", nil), 200).json(t)["samples"].([]any)
+		for _, s := range smp {
+			m := s.(map[string]any)
+			if m["events_per_sec"].(float64) > 0 && m["fsyncs_per_sec"].(float64) > 0 {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("no sample showed the tenant's writes within 10s")
+}
+
+func TestEvaluateWithoutAPolicySaysSo(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	c, csrf := e.session(key)
+	path := console.Prefix + "/tenants/acme/policy/evaluate"
+	r := e.must(e.do(c, "POST", path, map[string]any{"entity": "order:1", "scope": "shop", "kind": "1:1", "payload": map[string]any{}},
+		"Origin", e.base, "X-CSRF-Token", csrf), 200).json(t)
+	if r["result"] != "no_policy" {
+		t.Fatalf("result %v", r)
+	}
+	for _, bad := range []map[string]any{
+		{"entity": "", "scope": "shop", "kind": "1:1"},
+		{"entity": "order:1", "scope": "shop", "kind": "nope"},
+		{"entity": "order:1", "scope": "shop", "kind": "1:1", "action": "explode"},
+	} {
+		res := e.do(c, "POST", path, bad, "Origin", e.base, "X-CSRF-Token", csrf)
+		if res.status != 400 {
+			t.Errorf("%v: %d, want 400: %s", bad, res.status, res.body)
+		}
+	}
+}
+
+func TestTheConsoleCanBeTurnedOff(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Root = t.TempDir()
+	cfg.OperatorToken = opToken
+	cfg.Stderr = &syncBuf{}
+	cfg.DisableConsole = true
+	srv, err := server.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	w := httptest.NewRecorder()
+	srv.Handler().ServeHTTP(w, httptest.NewRequest("GET", console.Prefix+"/", nil))
+	if w.Code != 404 || strings.Contains(w.Body.String(), "<html") {
+		t.Fatalf("console off: %d %s", w.Code, w.Body)
+	}
+}
+
+func TestEvaluateJudgesByTheActivePolicyWithoutWriting(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	rev := e.noSecrets("acme", key)
+	c, csrf := e.session(key)
+	path := console.Prefix + "/tenants/acme/policy/evaluate"
+	decisions := func() []any {
+		return e.must(e.do(nil, "GET", "/v1/tenants/acme/policy/decisions", nil, "Authorization", "Bearer "+key), 200).json(t)["decisions"].([]any)
+	}
+	// The refused write's decision is logged in the background: wait for it.
+	before := decisions()
+	for deadline := time.Now().Add(5 * time.Second); len(before) == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		before = decisions()
+	}
+	if len(before) != 1 {
+		t.Fatalf("%d decisions logged, want the one denial", len(before))
+	}
+	r := e.must(e.do(c, "POST", path, map[string]any{"entity": "secret:9", "scope": "s", "kind": "1:1", "payload": map[string]any{}},
+		"Origin", e.base, "X-CSRF-Token", csrf), 200).json(t)
+	reasons, _ := r["reasons"].([]any)
+	if r["result"] != "denied" || r["revision"] != rev || len(reasons) != 1 || reasons[0].(map[string]any)["code"] != "NO_SECRETS" {
+		t.Fatalf("secret:9: %v", r)
+	}
+	r = e.must(e.do(c, "POST", path, map[string]any{"entity": "order:1", "scope": "s", "kind": "1:1", "payload": 1},
+		"Origin", e.base, "X-CSRF-Token", csrf), 200).json(t)
+	if r["result"] != "allowed" || r["revision"] != rev {
+		t.Fatalf("order:1: %v", r)
+	}
+	time.Sleep(200 * time.Millisecond) // a decision logged by mistake would show by now
+	after := decisions()
+	st := e.must(e.do(nil, "GET", "/v1/tenants/acme/stats", nil, "Authorization", "Bearer "+key), 200).json(t)
+	if len(after) != len(before) || st["events"].(float64) != 0 {
+		t.Fatalf("an evaluation was logged or written: %d decisions (was %d), %v events", len(after), len(before), st["events"])
+	}
+}
+
+func TestASuspendedTenantsKeyCannotSignInAndItsSessionsLoseItsData(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	c, _ := e.session(key)
+	e.must(e.do(nil, "POST", "/v1/admin/tenants/acme/suspend", map[string]any{"reason": "unpaid"}, "Authorization", "Bearer "+opToken), 200)
+	if r := e.do(c, "GET", console.Prefix+"/api/v1/tenants/acme/stats", nil); r.status != 403 || !strings.Contains(string(r.body), "TENANT_SUSPENDED") {
+		t.Fatalf("a suspended tenant's data: %d %s", r.status, r.body)
+	}
+	if r := e.do(nil, "POST", console.Prefix+"/session", map[string]any{"credential": key}, "Origin", e.base); r.status != 403 || r.header.Get("Set-Cookie") != "" {
+		t.Fatalf("sign-in with a suspended tenant's key: %d %s", r.status, r.body)
+	}
+}

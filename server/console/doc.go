@@ -1,0 +1,68 @@
+// Package console is batpak's web console: a few pages (one HTML file,
+// one script, one stylesheet, embedded with embed; no build step, nothing
+// fetched from elsewhere) that `batpak serve` answers under /console/ on
+// the API's own listener (server.console, on by default).
+//
+// # Sign-in and sessions
+//
+// A person pastes a tenant API key (bpk_…), the operator credential
+// (bpko_…) or, when the server takes them, a JWT; POST /console/session
+// (a JSON body of at most MaxSignInBytes) verifies it with the API's own
+// auth.Authenticator and starts a session; a bad credential gets 401 and
+// no cookie. The credential stays in the
+// server's memory with the session; the browser gets only a cookie:
+//
+//	cookie          batpak_console=<256 random bits>; Path=/console; HttpOnly;
+//	                SameSite=Strict; Secure when the server (or the request) speaks TLS
+//	stored          SHA-256 of the id only (a memory dump holds no usable id);
+//	                lookups compare in constant time
+//	lifetime        DefaultIdleTimeout (30 min) unused, DefaultLifetime (12 h) in all
+//	bounds          DefaultMaxSessions (1024) at once: past it a sign-in is refused
+//	                503 BUSY (expired sessions are dropped first);
+//	                MaxSessionsPerPrincipal (16) per credential: a 17th sign-in
+//	                ends that credential's least recently used session
+//	sign-out        DELETE /console/session ends the session on the server
+//	every request   re-authenticates the stored credential: a revoked key or a
+//	                changed operator credential ends its sessions at once; a
+//	                suspended tenant's data is refused by the API as usual
+//
+// # Cross-site protection
+//
+// Every state-changing request (any method but GET, HEAD, OPTIONS) needs
+// the session's CSRF token in X-CSRF-Token (256 random bits, compared in
+// constant time; GET /console/session gives it to the page) and a
+// same-origin request: a browser's Sec-Fetch-Site or Origin must say so
+// (http.CrossOriginProtection), and one of them must be present. Sign-in
+// takes the same origin check. Every console response carries
+// ContentSecurityPolicy (no inline script or style, nothing from other
+// origins, no framing), X-Content-Type-Options: nosniff, Referrer-Policy:
+// no-referrer and X-Frame-Options: DENY; tenant data passed through the
+// console gets Cache-Control: no-store. The page builds every element
+// with the DOM, never with markup from data.
+//
+// # Data
+//
+// The pages read the JSON API: /console/api/<path> is answered by the API
+// for <path> with the session's credential, so the API's authorization
+// applies unchanged (a tenant key reaches its own tenant only; the
+// operator credential the admin routes only, never tenant events). The
+// console checks the path first as well: a tenant session may send only
+// /v1/tenants/<its tenant>[/…], the operator only /v1/admin/… and
+// /v1/cluster[/…]. Besides the API the console serves:
+//
+//	GET  /console/overview                       operator: tenants (at most MaxOverviewTenants), events/s,
+//	                                             open streams, storage against quota (read at most
+//	                                             every UsageRefresh), active policy, plugin health
+//	GET  /console/samples/server                 operator: the server's one-second samples
+//	GET  /console/samples/tenants/{t}            t's session or the operator: t's samples
+//	POST /console/tenants/{t}/policy/evaluate    t's session: a dry-run of t's active policy
+//	                                             (tenantpolicy.Manager.Evaluate; body ≤ MaxEvaluateBytes)
+//
+// Samples: every second the console reads the server's own Prometheus
+// metrics (events appended, append latency, fsyncs, denials, open
+// streams) into a ring of RingSamples, and the store figures (events,
+// fsyncs and their mean latency, writer queue, policy denials) of each
+// tenant whose dashboard asked in the last WatchWindow — at most
+// MaxWatchedTenants at once — into a ring per tenant. A tenant's charts
+// start when one of its keys signs in or its dashboard is opened.
+package console

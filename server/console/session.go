@@ -1,0 +1,170 @@
+package console
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/batpak-go/batpak/server/auth"
+)
+
+// Session limits (see the package doc).
+const (
+	// DefaultMaxSessions bounds the sessions held at once, all principals
+	// together.
+	DefaultMaxSessions = 1024
+	// MaxSessionsPerPrincipal bounds one principal's sessions: a new
+	// sign-in past it ends that principal's least recently used one.
+	MaxSessionsPerPrincipal = 16
+	// DefaultIdleTimeout ends a session not used for this long.
+	DefaultIdleTimeout = 30 * time.Minute
+	// DefaultLifetime ends a session this long after sign-in, used or not.
+	DefaultLifetime = 12 * time.Hour
+)
+
+// ErrTooManySessions: the session store is full of live sessions.
+var ErrTooManySessions = errors.New("console: too many sessions are open; try again when some expire")
+
+// ctEqual compares secrets in constant time (a variable so that a test
+// can count the comparisons).
+var ctEqual = func(x, y []byte) bool { return subtle.ConstantTimeCompare(x, y) == 1 }
+
+// session is one signed-in browser. The credential stays here, on the
+// server: every request the session makes is re-authenticated with it, so
+// a revoked key or a suspended tenant ends the session's access at once.
+type session struct {
+	idHash     [32]byte
+	credential string
+	principal  auth.Principal
+	csrf       string
+	created    time.Time
+	lastUsed   time.Time
+}
+
+// sessionStore keeps sessions in memory, by the SHA-256 of their id (the
+// cookie's value): the store never holds an id a browser could present.
+// Safe for concurrent use.
+type sessionStore struct {
+	mu       sync.Mutex
+	m        map[[32]byte]*session
+	max      int
+	idle     time.Duration
+	lifetime time.Duration
+	now      func() time.Time
+}
+
+func newSessionStore(max int, idle, lifetime time.Duration) *sessionStore {
+	return &sessionStore{m: map[[32]byte]*session{}, max: max, idle: idle, lifetime: lifetime, now: time.Now}
+}
+
+// randomToken is 256 random bits, base64url without padding (43 chars).
+func randomToken() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+func (st *sessionStore) expired(s *session, now time.Time) bool {
+	return now.Sub(s.lastUsed) >= st.idle || now.Sub(s.created) >= st.lifetime
+}
+
+// create stores a session for credential and principal and returns its
+// id (for the cookie) and the session. Past the principal's bound its
+// least recently used session ends; past the store's bound expired
+// sessions are dropped, and if every one is live, ErrTooManySessions.
+func (st *sessionStore) create(credential string, p auth.Principal) (string, *session, error) {
+	id, err := randomToken()
+	if err != nil {
+		return "", nil, err
+	}
+	csrf, err := randomToken()
+	if err != nil {
+		return "", nil, err
+	}
+	now := st.now()
+	s := &session{idHash: sha256.Sum256([]byte(id)), credential: credential, principal: p, csrf: csrf, created: now, lastUsed: now}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var mine []*session
+	for h, o := range st.m {
+		if st.expired(o, now) {
+			delete(st.m, h)
+			continue
+		}
+		if o.principal.ID == p.ID && o.principal.Tenant == p.Tenant {
+			mine = append(mine, o)
+		}
+	}
+	if len(mine) >= MaxSessionsPerPrincipal {
+		oldest := mine[0]
+		for _, o := range mine[1:] {
+			if o.lastUsed.Before(oldest.lastUsed) {
+				oldest = o
+			}
+		}
+		delete(st.m, oldest.idHash)
+	}
+	if len(st.m) >= st.max {
+		return "", nil, ErrTooManySessions
+	}
+	st.m[s.idHash] = s
+	return id, s, nil
+}
+
+// get returns the live session of id and marks it used; nil when there is
+// none (unknown, signed out or expired: an expired one is dropped).
+func (st *sessionStore) get(id string) *session {
+	if id == "" || len(id) > 64 {
+		return nil
+	}
+	h := sha256.Sum256([]byte(id))
+	now := st.now()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	s, ok := st.m[h]
+	if !ok || !ctEqual(s.idHash[:], h[:]) {
+		return nil
+	}
+	if st.expired(s, now) {
+		delete(st.m, h)
+		return nil
+	}
+	s.lastUsed = now
+	return s
+}
+
+// remove ends the session of id (sign-out); false when there was none.
+func (st *sessionStore) remove(id string) bool {
+	h := sha256.Sum256([]byte(id))
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	_, ok := st.m[h]
+	delete(st.m, h)
+	return ok
+}
+
+// drop ends s (its credential no longer authenticates).
+func (st *sessionStore) drop(s *session) {
+	st.mu.Lock()
+	delete(st.m, s.idHash)
+	st.mu.Unlock()
+}
+
+// len is the number of sessions held (expired ones not yet dropped
+// included).
+func (st *sessionStore) len() int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return len(st.m)
+}
+
+// checkCSRF reports whether token is s's CSRF token (constant time).
+func (s *session) checkCSRF(token string) bool {
+	return token != "" && ctEqual([]byte(token), []byte(s.csrf))
+}
