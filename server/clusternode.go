@@ -41,7 +41,9 @@ type ClusterConfig struct {
 	URL string
 	// Bootstrap forms a new cluster of this one node on its first start
 	// (cluster.bootstrap); other nodes then join it. Ignored on a node
-	// with raft state.
+	// with raft state. Refused together with Join. A node that restarts
+	// with no raft state (a wiped disk) must not keep Bootstrap: it would
+	// form a second cluster of its own; restart it with Join instead.
 	Bootstrap bool
 	// Join is the API URL of a member (cluster.join): on a first start the
 	// node asks it to add this node (the request is redirected to the
@@ -105,6 +107,12 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 	}
 	if s.cfg.OperatorToken == "" {
 		return nil, errors.New("a cluster node needs server.operator_token (or BATPAK_OPERATOR_TOKEN), the same on every node")
+	}
+	if cfg.Bootstrap && cfg.Join != "" {
+		// Bootstrapping wins on a first start, so such a node would form
+		// a cluster of its own and never join: two leaders, each
+		// acknowledging writes the other never sees.
+		return nil, errors.New("cluster.bootstrap and cluster.join exclude each other: bootstrap the first node only, and let the others join it")
 	}
 	if cfg.Bind == "" {
 		cfg.Bind = "127.0.0.1:7071"

@@ -188,10 +188,13 @@ func (a *API) toLeader(c *call) error {
 	if err != nil {
 		return fmt.Errorf("cluster: leader URL %q: %w", leader, err)
 	}
+	// The path keeps its escapes (an entity "a/b" is sent as a%2Fb): the
+	// leader must see the same route. Only the leader's own URL and this
+	// request's path and query make it: nothing else of the request.
 	loc := *c.r.URL
-	loc.Scheme, loc.Host = u.Scheme, u.Host
+	loc.Scheme, loc.Host, loc.User, loc.Fragment = u.Scheme, u.Host, nil, ""
 	loc.Path = u.Path + c.r.URL.Path
-	loc.RawPath = ""
+	loc.RawPath = u.EscapedPath() + c.r.URL.EscapedPath()
 	e := &apiError{status: http.StatusTemporaryRedirect, code: wire.CodeNotLeader,
 		detail: "this cluster node does not lead; send the request to the leader", p: wire.Problem{Leader: leader, LeaderID: id}}
 	c.w.Header().Set("Location", loc.String())

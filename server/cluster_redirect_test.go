@@ -1,0 +1,89 @@
+package server_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/server"
+)
+
+// TestClusterRedirectKeepsEscapedPath: a follower's redirect names the
+// same route on the leader, with the path's escapes kept: an entity
+// whose name holds a "/" (sent as %2F) is still that entity there, not a
+// path one segment longer.
+func TestClusterRedirectKeepsEscapedPath(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two servers")
+	}
+	root := t.TempDir()
+	n1 := startClusterServer(t, root, "n1", true, "")
+	waitFor(t, 10*time.Second, "n1 leads", func() bool {
+		code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
+		return code == 200 && st["state"] == "leader"
+	})
+	n2 := startClusterServer(t, root, "n2", false, n1.base)
+	waitFor(t, 20*time.Second, "n2 a member that knows the leader's URL", func() bool {
+		code, st := call(t, "GET", n2.base+"/v1/cluster", clusterOperator, "")
+		ms, _ := st["members"].([]any)
+		return code == 200 && len(ms) == 2 && st["state"] == "follower"
+	})
+	if code, body := call(t, "POST", n1.base+"/v1/admin/tenants", clusterOperator, `{"id":"acme"}`); code != 201 {
+		t.Fatalf("create tenant: %d %v", code, body)
+	}
+	code, key := call(t, "POST", n1.base+"/v1/admin/tenants/acme/keys", clusterOperator, `{"roles":["writer","reader"]}`)
+	if code != 201 {
+		t.Fatalf("issue key: %d %v", code, key)
+	}
+	token := key["key"].(string)
+	if code, rc := call(t, "POST", n1.base+"/v1/tenants/acme/events", token, `{"entity":"a/b","scope":"s","kind":"1:1","payload":{}}`); code != 201 {
+		t.Fatalf("append: %d %v", code, rc)
+	}
+	path := "/v1/tenants/acme/entities/a%2Fb/events?consistency=linearizable"
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	var loc string
+	waitFor(t, 10*time.Second, "n2 redirects a linearizable read to n1", func() bool {
+		req, _ := http.NewRequest("GET", n2.base+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		loc = res.Header.Get("Location")
+		return res.StatusCode == http.StatusTemporaryRedirect && loc != ""
+	})
+	if want := n1.base + path; loc != want {
+		t.Fatalf("Location %q, want %q", loc, want)
+	}
+	code, body := call(t, "GET", n2.base+path, token, "")
+	if evs, _ := body["events"].([]any); code != 200 || len(evs) != 1 {
+		t.Fatalf("linearizable read of entity a/b through the follower: %d %v", code, body)
+	}
+}
+
+// TestClusterBootstrapAndJoinRefused: a node configured both to form a
+// new cluster and to join one is refused at start: it would otherwise
+// bootstrap a cluster of its own, never join, and acknowledge writes a
+// second, independent leader takes.
+func TestClusterBootstrapAndJoinRefused(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Root = filepath.Join(t.TempDir(), "n1")
+	cfg.Listen = "127.0.0.1:0"
+	cfg.OperatorToken = clusterOperator
+	cfg.Stderr = io.Discard
+	cfg.Cluster = &server.ClusterConfig{NodeID: "n1", Bind: "127.0.0.1:0", Bootstrap: true, Join: "http://127.0.0.1:1"}
+	srv, err := server.New(context.Background(), cfg)
+	if err == nil {
+		srv.Shutdown(context.Background())
+		t.Fatal("a node with both cluster.bootstrap and cluster.join started")
+	}
+	if !strings.Contains(err.Error(), "cluster.bootstrap") || !strings.Contains(err.Error(), "cluster.join") {
+		t.Fatalf("error %q does not name cluster.bootstrap and cluster.join", err)
+	}
+}
