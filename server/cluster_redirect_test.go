@@ -87,3 +87,29 @@ func TestClusterBootstrapAndJoinRefused(t *testing.T) {
 		t.Fatalf("error %q does not name cluster.bootstrap and cluster.join", err)
 	}
 }
+
+// TestClusterJoinRedirectKeepsHTTPS: a join request carries the operator
+// credential; a member's redirect is followed with it, but never from
+// https to plain http.
+func TestClusterJoinRedirectKeepsHTTPS(t *testing.T) {
+	first, _ := http.NewRequest("POST", "https://n1.example:7070/v1/cluster/nodes", nil)
+	first.Header.Set("Authorization", "Bearer "+clusterOperator)
+	down, _ := http.NewRequest("POST", "http://n2.example:7070/v1/cluster/nodes", nil)
+	if err := server.JoinRedirect(down, []*http.Request{first}); err == nil || down.Header.Get("Authorization") != "" {
+		t.Fatalf("https → http: %v, Authorization %q; want refused, without the credential", err, down.Header.Get("Authorization"))
+	}
+	up, _ := http.NewRequest("POST", "https://n2.example:7070/v1/cluster/nodes", nil)
+	if err := server.JoinRedirect(up, []*http.Request{first}); err != nil || up.Header.Get("Authorization") != "Bearer "+clusterOperator {
+		t.Fatalf("https → https: %v, Authorization %q; want followed with the credential", err, up.Header.Get("Authorization"))
+	}
+	plain, _ := http.NewRequest("POST", "http://n1.example:7070/v1/cluster/nodes", nil)
+	plain.Header.Set("Authorization", "Bearer "+clusterOperator)
+	next, _ := http.NewRequest("POST", "http://n2.example:7070/v1/cluster/nodes", nil)
+	if err := server.JoinRedirect(next, []*http.Request{plain}); err != nil || next.Header.Get("Authorization") == "" {
+		t.Fatalf("http → http: %v; want followed with the credential", err)
+	}
+	hops := []*http.Request{first, up, up, up}
+	if err := server.JoinRedirect(up, hops); err == nil {
+		t.Fatal("a fifth hop was followed")
+	}
+}

@@ -270,13 +270,7 @@ func (c *clusterNode) askToJoin(addr string) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+c.token)
-	cl := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(r *http.Request, via []*http.Request) error {
-		if len(via) > 3 {
-			return errors.New("too many redirects")
-		}
-		r.Header.Set("Authorization", via[0].Header.Get("Authorization"))
-		return nil
-	}}
+	cl := &http.Client{Timeout: 10 * time.Second, CheckRedirect: joinRedirect}
 	resp, err := cl.Do(req)
 	if err != nil {
 		return err
@@ -286,6 +280,22 @@ func (c *clusterNode) askToJoin(addr string) error {
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(msg)))
 	}
+	return nil
+}
+
+// joinRedirect follows a member's redirect of a join request to its
+// leader with the operator credential, at most 3 hops, and never from
+// https to plain http (the credential would cross the network in clear).
+func joinRedirect(r *http.Request, via []*http.Request) error {
+	if len(via) > 3 {
+		return errors.New("too many redirects")
+	}
+	for _, v := range via {
+		if v.URL.Scheme == "https" && r.URL.Scheme != "https" {
+			return fmt.Errorf("refusing the redirect from %s to %s: it leaves https, and the request carries the operator credential", v.URL.Redacted(), r.URL.Redacted())
+		}
+	}
+	r.Header.Set("Authorization", via[0].Header.Get("Authorization"))
 	return nil
 }
 

@@ -1,0 +1,4 @@
+package server
+
+// JoinRedirect is the redirect rule of a node's join requests.
+var JoinRedirect = joinRedirect
