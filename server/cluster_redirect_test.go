@@ -113,3 +113,27 @@ func TestClusterJoinRedirectKeepsHTTPS(t *testing.T) {
 		t.Fatal("a fifth hop was followed")
 	}
 }
+
+// TestClusterMemberRecordsAreNotTenants: the records a node keeps of the
+// members' URLs (in the system store, beside the control plane's) are
+// not read as control-plane changes: no phantom tenant appears.
+func TestClusterMemberRecordsAreNotTenants(t *testing.T) {
+	root := t.TempDir()
+	n1 := startClusterServer(t, root, "n1", true, "")
+	waitFor(t, 10*time.Second, "n1 leads and knows its URL", func() bool {
+		code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
+		ms, _ := st["members"].([]any)
+		if code != 200 || st["state"] != "leader" || len(ms) != 1 {
+			return false
+		}
+		u, _ := ms[0].(map[string]any)["url"].(string)
+		return u != ""
+	})
+	code, body := call(t, "GET", n1.base+"/v1/admin/tenants", clusterOperator, "")
+	if code != 200 {
+		t.Fatalf("list tenants: %d %v", code, body)
+	}
+	if ts, _ := body["tenants"].([]any); len(ts) != 0 {
+		t.Fatalf("tenants of a cluster nobody created a tenant in: %v", ts)
+	}
+}

@@ -64,8 +64,9 @@ type ClusterConfig struct {
 	SnapshotThreshold, TrailingLogs uint64
 }
 
-// membersStore holds one event per node: its API URL, so every node can
-// name the leader's to clients.
+// membersEntity prefixes the system store's entity of each node's
+// records (memberKind): its API URL, so every node can name the leader's
+// to clients.
 const membersEntity = "node:"
 
 // memberRecord is a node's entry in the members store.
@@ -75,7 +76,17 @@ type memberRecord struct {
 	URL     string `json:"url"`
 }
 
-var memberKind = core.MustKind(0x1, 0x1)
+// memberKind is a member record's kind: a system kind (category 0x0),
+// which the control plane, reading the same store, passes over; a kind of
+// an application category would be read as one of its changes (0x1:0x1 is
+// tenant.created).
+var memberKind = func() core.Kind {
+	k, err := core.SystemKind(0xC1)
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
 
 // clusterNode is the server's side of its cluster node: the API's
 // Cluster, the tenancy Provider.
@@ -318,7 +329,7 @@ func (c *clusterNode) recordMember(ctx context.Context, rec memberRecord) error 
 	if err != nil {
 		return err
 	}
-	_, err = c.sys.Append(ctx, core.Coordinate{Entity: membersEntity + rec.ID, Scope: "cluster"}, memberKind, b)
+	_, err = c.sys.AppendSystem(ctx, core.Coordinate{Entity: membersEntity + rec.ID, Scope: "cluster"}, memberKind, b, core.AppendOptions{})
 	return err
 }
 
