@@ -137,3 +137,33 @@ func TestClusterMemberRecordsAreNotTenants(t *testing.T) {
 		t.Fatalf("tenants of a cluster nobody created a tenant in: %v", ts)
 	}
 }
+
+// TestClusterLeaveSticks: a node the operator removed stays removed,
+// though it still runs with cluster.join: joining is what a node does on
+// its first start, not whenever it finds itself outside the cluster.
+func TestClusterLeaveSticks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two servers")
+	}
+	root := t.TempDir()
+	n1 := startClusterServer(t, root, "n1", true, "")
+	waitFor(t, 10*time.Second, "n1 leads", func() bool {
+		code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
+		return code == 200 && st["state"] == "leader"
+	})
+	startClusterServer(t, root, "n2", false, n1.base)
+	members := func() int {
+		_, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
+		ms, _ := st["members"].([]any)
+		return len(ms)
+	}
+	waitFor(t, 20*time.Second, "n2 joined", func() bool { return members() == 2 })
+	if code, body := call(t, "DELETE", n1.base+"/v1/cluster/nodes/n2", clusterOperator, ""); code != 204 {
+		t.Fatalf("leave n2: %d %v", code, body)
+	}
+	waitFor(t, 5*time.Second, "n2 removed", func() bool { return members() == 1 })
+	time.Sleep(5 * time.Second) // n2's join loop asks every 2 s
+	if n := members(); n != 1 {
+		t.Fatalf("%d members 5 s after n2 left, want n2 to stay out", n)
+	}
+}

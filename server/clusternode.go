@@ -45,9 +45,10 @@ type ClusterConfig struct {
 	// with no raft state (a wiped disk) must not keep Bootstrap: it would
 	// form a second cluster of its own; restart it with Join instead.
 	Bootstrap bool
-	// Join is the API URL of a member (cluster.join): on a first start the
-	// node asks it to add this node (the request is redirected to the
-	// leader), retrying until it is a member.
+	// Join is the API URL of a member (cluster.join): on a first start (no
+	// raft log yet) the node asks it to add this node (the request is
+	// redirected to the leader), retrying until it is a member; once a
+	// member, it never asks again, so an operator's removal sticks.
 	Join string
 	// TLSCert, TLSKey, TLSCA are PEM files for node-to-node mutual TLS
 	// (cluster.tls_cert, cluster.tls_key, cluster.tls_ca): all three or
@@ -99,7 +100,11 @@ type clusterNode struct {
 	done     chan struct{}
 	readWait time.Duration
 	token    string // the operator credential: join requests carry it
-	running  atomic.Bool
+	// joining: cluster.join is set and this node has not been a member
+	// yet (it started with no raft log); cleared once it is one, so a
+	// node the operator removed stays removed.
+	joining bool
+	running atomic.Bool
 
 	bmu       sync.Mutex
 	binflight bool          // a shared barrier is running
@@ -154,6 +159,7 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 		return nil, err
 	}
 	c := &clusterNode{n: n, cfg: cfg, token: s.cfg.OperatorToken, url: strings.TrimRight(cfg.URL, "/"), stop: make(chan struct{}), done: make(chan struct{}), readWait: cfg.ReadWait}
+	c.joining = cfg.Join != "" && n.Status().LastLogIndex == 0
 	if cfg.Bootstrap && n.Status().LastLogIndex == 0 {
 		if err := n.Bootstrap(cluster.Server{ID: cfg.NodeID, Address: n.Addr()}); err != nil {
 			n.Close()
@@ -236,8 +242,9 @@ func (l *lazyAdmission) Admit(ctx context.Context, p *core.Proposal) error {
 	return a.Admit(ctx, p)
 }
 
-// run keeps this node's member record current while it leads, and asks
-// cluster.join to add it until it is a member.
+// run keeps this node's member record current while it leads, and, on a
+// first start, asks cluster.join to add it until it is a member (only
+// then: a node removed later is not added back by itself).
 func (c *clusterNode) run(logf func(string, ...any)) {
 	defer close(c.done)
 	t := time.NewTicker(250 * time.Millisecond)
@@ -263,7 +270,10 @@ func (c *clusterNode) run(logf func(string, ...any)) {
 		for _, m := range st.Servers {
 			member = member || m.ID == c.cfg.NodeID
 		}
-		if c.cfg.Join != "" && !member && time.Since(lastJoin) > 2*time.Second {
+		if member {
+			c.joining = false
+		}
+		if c.joining && time.Since(lastJoin) > 2*time.Second {
 			lastJoin = time.Now()
 			if err := c.askToJoin(st.Address); err != nil {
 				logf("cluster: joining through "+c.cfg.Join, "err", err)
