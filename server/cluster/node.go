@@ -237,11 +237,7 @@ func Open(cfg Config) (*Node, error) {
 		return c
 	})
 	n.fsm = f
-	logs, err := raft.NewLogCache(1024, bolt)
-	if err != nil {
-		bolt.Close()
-		return nil, err
-	}
+	logs := newLogCache(bolt, logCacheEntries, logCacheBytes)
 	r, err := raft.NewRaft(rc, f, logs, bolt, snaps, trans)
 	if err != nil {
 		bolt.Close()
