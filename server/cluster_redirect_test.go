@@ -167,3 +167,39 @@ func TestClusterLeaveSticks(t *testing.T) {
 		t.Fatalf("%d members 5 s after n2 left, want n2 to stay out", n)
 	}
 }
+
+// TestClusterMinSeqWaitsCountAsSubscriptions: a read waiting for a
+// sequence not yet written holds its connection like a stream, so it
+// takes one of the tenant's max_subscriptions while it waits: a tenant
+// cannot hold the server's connections with such reads.
+func TestClusterMinSeqWaitsCountAsSubscriptions(t *testing.T) {
+	root := t.TempDir()
+	n1 := startClusterServer(t, root, "n1", true, "")
+	waitFor(t, 10*time.Second, "n1 leads", func() bool {
+		code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
+		return code == 200 && st["state"] == "leader"
+	})
+	if code, body := call(t, "POST", n1.base+"/v1/admin/tenants", clusterOperator, `{"id":"acme","quotas":{"max_subscriptions":1}}`); code != 201 {
+		t.Fatalf("create tenant: %d %v", code, body)
+	}
+	code, key := call(t, "POST", n1.base+"/v1/admin/tenants/acme/keys", clusterOperator, `{"roles":["reader"]}`)
+	if code != 201 {
+		t.Fatalf("issue key: %d %v", code, key)
+	}
+	token := key["key"].(string)
+	url := n1.base + "/v1/tenants/acme/stats?min_seq=1000000"
+	first := make(chan int, 1)
+	go func() {
+		code, _ := callOnce(t, "GET", url, token, "")
+		first <- code
+	}()
+	time.Sleep(300 * time.Millisecond) // the first read is waiting
+	start := time.Now()
+	code, body := callOnce(t, "GET", url, token, "")
+	if code != http.StatusTooManyRequests || time.Since(start) > 2*time.Second {
+		t.Fatalf("a second waiting read with max_subscriptions 1: %d %v after %s, want 429 at once", code, body, time.Since(start))
+	}
+	if code := <-first; code != http.StatusServiceUnavailable {
+		t.Fatalf("the first waiting read: %d, want 503 NOT_CAUGHT_UP after read_wait", code)
+	}
+}

@@ -23,7 +23,9 @@ import (
 // NOT_LEADER with Retry-After while no leader is known; nothing is done
 // on the follower. Reads are served by any node from what it has applied;
 // min_seq=N waits (at most ReadWait) until the tenant's store holds
-// sequence N — read-your-writes with the global_sequence of a receipt —
+// sequence N — read-your-writes with the global_sequence of a receipt;
+// a read that has to wait counts as one of the tenant's max_subscriptions
+// meanwhile (429 QUOTA_EXCEEDED when they are all taken) —
 // and consistency=linearizable is served by the leader after it confirms
 // its leadership and has applied everything committed before.
 type Cluster interface {
@@ -162,6 +164,17 @@ func (a *API) clusterRead(c *call) error {
 		s, err := c.store()
 		if err != nil {
 			return err
+		}
+		if s.Usage().GlobalSequence <= seq {
+			// A read that waits holds its connection like a stream:
+			// it takes one of the tenant's max_subscriptions while it
+			// waits, so one tenant cannot hold the server's
+			// connections with reads of a sequence not written yet.
+			release, ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).AcquireSubscription()
+			if ex != nil {
+				return ex
+			}
+			defer release()
 		}
 		ctx, cancel := context.WithTimeout(c.r.Context(), cl.ReadWait())
 		defer cancel()
