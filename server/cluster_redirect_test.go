@@ -203,3 +203,32 @@ func TestClusterMinSeqWaitsCountAsSubscriptions(t *testing.T) {
 		t.Fatalf("the first waiting read: %d, want 503 NOT_CAUGHT_UP after read_wait", code)
 	}
 }
+
+// TestClusterPlainRaftNeedsLoopback: node-to-node traffic without TLS
+// lets anyone who reaches the raft port append to the log; like the API's
+// listen address, a non-loopback cluster.bind without cluster TLS is
+// refused unless server.allow_insecure_remote says so.
+func TestClusterPlainRaftNeedsLoopback(t *testing.T) {
+	for _, bind := range []string{"0.0.0.0:0", ":0"} {
+		cfg := server.DefaultConfig()
+		cfg.Root = filepath.Join(t.TempDir(), "n1")
+		cfg.Listen = "127.0.0.1:0"
+		cfg.OperatorToken = clusterOperator
+		cfg.Stderr = io.Discard
+		cfg.Cluster = &server.ClusterConfig{NodeID: "n1", Bind: bind, Advertise: "127.0.0.1:7999", Bootstrap: true}
+		srv, err := server.New(context.Background(), cfg)
+		if err == nil {
+			srv.Shutdown(context.Background())
+			t.Fatalf("cluster.bind %s without TLS started", bind)
+		}
+		if !strings.Contains(err.Error(), "cluster.bind") || !strings.Contains(err.Error(), "allow_insecure_remote") {
+			t.Fatalf("cluster.bind %s: error %q does not name cluster.bind and the way out", bind, err)
+		}
+		cfg.AllowInsecureRemote = true
+		srv, err = server.New(context.Background(), cfg)
+		if err != nil {
+			t.Fatalf("cluster.bind %s with allow_insecure_remote: %v", bind, err)
+		}
+		srv.Shutdown(context.Background())
+	}
+}

@@ -29,7 +29,8 @@ type ClusterConfig struct {
 	// for the cluster's life. Required.
 	NodeID string
 	// Bind is the node-to-node TCP address (cluster.bind). Default
-	// 127.0.0.1:7071.
+	// 127.0.0.1:7071. A non-loopback address needs node-to-node TLS
+	// (TLSCert, TLSKey, TLSCA) or Config.AllowInsecureRemote.
 	Bind string
 	// Advertise is the address other nodes dial (cluster.advertise);
 	// default Bind's.
@@ -153,6 +154,11 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 		cc.TLS = t
 	default:
 		return nil, errors.New("cluster.tls_cert, cluster.tls_key and cluster.tls_ca go together: set all three or none")
+	}
+	if cc.TLS == nil && !s.cfg.AllowInsecureRemote && !isLoopback(cfg.Bind) {
+		// Plain raft trusts every peer that reaches the port: it could
+		// append to the log, win an election or change the membership.
+		return nil, fmt.Errorf("cluster.bind = %s is not a loopback address and node-to-node TLS is not configured (anyone reaching the port could write to every tenant): set cluster.tls_cert, cluster.tls_key and cluster.tls_ca, or server.allow_insecure_remote: true on a private network", cfg.Bind)
 	}
 	n, err := cluster.Open(cc)
 	if err != nil {
