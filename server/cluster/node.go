@@ -391,6 +391,12 @@ func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 // compare-and-set and idempotency decision, in order) carried by one raft
 // entry, and returns one Result per item. See AppendBatch for what is
 // fixed before proposing and what the acknowledgement means.
+//
+// Append and AppendBatch do not ask the store's Admission (the policy
+// gate of Config.StoreConfig), nor keep reserved entities and system
+// kinds out: they are for trusted callers. Writes on behalf of anyone
+// else go through the store, Node.Store(tenant).Append, which is admitted
+// first.
 func (n *Node) Append(ctx context.Context, tenant string, items ...core.BatchItem) ([]Result, error) {
 	return n.propose(ctx, tenant, false, items)
 }
