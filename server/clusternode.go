@@ -283,6 +283,8 @@ func (c *clusterNode) run(logf func(string, ...any)) {
 			lastJoin = time.Now()
 			if err := c.askToJoin(st.Address); err != nil {
 				logf("cluster: joining through "+c.cfg.Join, "err", err)
+			} else {
+				c.joining = false // the leader added it: a member now
 			}
 		}
 	}
