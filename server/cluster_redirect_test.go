@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server"
 )
 
@@ -230,5 +231,48 @@ func TestClusterPlainRaftNeedsLoopback(t *testing.T) {
 			t.Fatalf("cluster.bind %s with allow_insecure_remote: %v", bind, err)
 		}
 		srv.Shutdown(context.Background())
+	}
+}
+
+// TestClusterStalePlaneFailsClosed: a node whose control plane stopped
+// applying the system store (a change kind from a newer server, a damaged
+// record) cannot learn of revoked keys or suspended tenants: it refuses
+// authenticated requests (503, not ready) instead of answering them from
+// credentials that may no longer be valid.
+func TestClusterStalePlaneFailsClosed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two servers")
+	}
+	root := t.TempDir()
+	n1 := startClusterServer(t, root, "n1", true, "")
+	waitFor(t, 10*time.Second, "n1 leads", func() bool {
+		code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
+		return code == 200 && st["state"] == "leader"
+	})
+	n2 := startClusterServer(t, root, "n2", false, n1.base)
+	if code, body := call(t, "POST", n1.base+"/v1/admin/tenants", clusterOperator, `{"id":"acme"}`); code != 201 {
+		t.Fatalf("create tenant: %d %v", code, body)
+	}
+	code, key := call(t, "POST", n1.base+"/v1/admin/tenants/acme/keys", clusterOperator, `{"roles":["reader"]}`)
+	if code != 201 {
+		t.Fatalf("issue key: %d %v", code, key)
+	}
+	token := key["key"].(string)
+	waitFor(t, 20*time.Second, "the key works on n2", func() bool {
+		code, _ := callOnce(t, "GET", n2.base+"/v1/tenants/acme/stats", token, "")
+		return code == 200
+	})
+	// A change this version does not know, as a newer leader would write.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := n1.srv.ClusterSystemStore().Append(ctx, core.Coordinate{Entity: "tenant:acme", Scope: "control"}, core.MustKind(0xE, 0x1), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "n2 refuses the key's reads", func() bool {
+		code, _ := callOnce(t, "GET", n2.base+"/v1/tenants/acme/stats", token, "")
+		return code == http.StatusServiceUnavailable
+	})
+	if code, _ := callOnce(t, "GET", n2.base+"/readyz", "", ""); code != http.StatusServiceUnavailable {
+		t.Fatalf("n2 /readyz: %d, want 503", code)
 	}
 }
