@@ -277,7 +277,7 @@ func (s *Store) recordSalvage(e *LogTruncatedError) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.writeStoreRecord(context.Background(), salvageCoordinate, KindLogSalvaged, p); err != nil {
+	if _, err := s.writeLocalStoreRecord(context.Background(), salvageCoordinate, KindLogSalvaged, p); err != nil {
 		return fmt.Errorf("batpak: record the salvaged loss: %w", err)
 	}
 	return s.Sync(context.Background())

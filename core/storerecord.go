@@ -44,10 +44,13 @@ func (s *Store) prepareStoreRecord(coord Coordinate, kind Kind, payload []byte) 
 // appendStoreRecord writes a prepared store record without asking the
 // gate and waits for it. While a fence is open it waits for the fence to
 // end (or ctx). Once queued, the record is waited for whatever ctx does,
-// so an error means it was not written.
-func (s *Store) appendStoreRecord(ctx context.Context, ev eventReq) (Receipt, error) {
+// so an error means it was not written. On a store with a Replicator the
+// record is replicated like any write (every replica must hold it, or
+// their sequences and chains part), unless local is set (a record of
+// this replica's own repair, written while it opens).
+func (s *Store) appendStoreRecord(ctx context.Context, ev eventReq, local bool) (Receipt, error) {
 	for {
-		r := &request{op: opAppend, ev: ev, local: true}
+		r := &request{op: opAppend, ev: ev, local: local || s.cfg.Replicator == nil}
 		r.t = &r.ticket
 		t, err := s.enqueue(r)
 		if err == nil {
@@ -84,11 +87,24 @@ func (s *Store) awaitNoFence(ctx context.Context) error {
 	return nil
 }
 
-// writeStoreRecord prepares and writes a store record (see above).
+// writeStoreRecord prepares and writes a store record (see above),
+// replicated on a store with a Replicator.
 func (s *Store) writeStoreRecord(ctx context.Context, coord Coordinate, kind Kind, payload []byte) (Receipt, error) {
 	ev, err := s.prepareStoreRecord(coord, kind, payload)
 	if err != nil {
 		return Receipt{}, err
 	}
-	return s.appendStoreRecord(ctx, ev)
+	return s.appendStoreRecord(ctx, ev, false)
+}
+
+// writeLocalStoreRecord is writeStoreRecord to this replica's log only,
+// even with a Replicator: the record of a repair of this replica's own
+// files, made while it opens (a replicated write could not be waited for
+// there).
+func (s *Store) writeLocalStoreRecord(ctx context.Context, coord Coordinate, kind Kind, payload []byte) (Receipt, error) {
+	ev, err := s.prepareStoreRecord(coord, kind, payload)
+	if err != nil {
+		return Receipt{}, err
+	}
+	return s.appendStoreRecord(ctx, ev, true)
 }

@@ -29,7 +29,8 @@ type ClusterConfig struct {
 	// for the cluster's life. Required.
 	NodeID string
 	// Bind is the node-to-node TCP address (cluster.bind). Default
-	// 127.0.0.1:7071.
+	// 127.0.0.1:7071. A non-loopback address needs node-to-node TLS
+	// (TLSCert, TLSKey, TLSCA) or Config.AllowInsecureRemote.
 	Bind string
 	// Advertise is the address other nodes dial (cluster.advertise);
 	// default Bind's.
@@ -41,11 +42,14 @@ type ClusterConfig struct {
 	URL string
 	// Bootstrap forms a new cluster of this one node on its first start
 	// (cluster.bootstrap); other nodes then join it. Ignored on a node
-	// with raft state.
+	// with raft state. Refused together with Join. A node that restarts
+	// with no raft state (a wiped disk) must not keep Bootstrap: it would
+	// form a second cluster of its own; restart it with Join instead.
 	Bootstrap bool
-	// Join is the API URL of a member (cluster.join): on a first start the
-	// node asks it to add this node (the request is redirected to the
-	// leader), retrying until it is a member.
+	// Join is the API URL of a member (cluster.join): on a first start (no
+	// raft log yet) the node asks it to add this node (the request is
+	// redirected to the leader), retrying until it is a member; once a
+	// member, it never asks again, so an operator's removal sticks.
 	Join string
 	// TLSCert, TLSKey, TLSCA are PEM files for node-to-node mutual TLS
 	// (cluster.tls_cert, cluster.tls_key, cluster.tls_ca): all three or
@@ -62,8 +66,9 @@ type ClusterConfig struct {
 	SnapshotThreshold, TrailingLogs uint64
 }
 
-// membersStore holds one event per node: its API URL, so every node can
-// name the leader's to clients.
+// membersEntity prefixes the system store's entity of each node's
+// records (memberKind): its API URL, so every node can name the leader's
+// to clients.
 const membersEntity = "node:"
 
 // memberRecord is a node's entry in the members store.
@@ -73,7 +78,17 @@ type memberRecord struct {
 	URL     string `json:"url"`
 }
 
-var memberKind = core.MustKind(0x1, 0x1)
+// memberKind is a member record's kind: a system kind (category 0x0),
+// which the control plane, reading the same store, passes over; a kind of
+// an application category would be read as one of its changes (0x1:0x1 is
+// tenant.created).
+var memberKind = func() core.Kind {
+	k, err := core.SystemKind(0xC1)
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
 
 // clusterNode is the server's side of its cluster node: the API's
 // Cluster, the tenancy Provider.
@@ -86,7 +101,11 @@ type clusterNode struct {
 	done     chan struct{}
 	readWait time.Duration
 	token    string // the operator credential: join requests carry it
-	running  atomic.Bool
+	// joining: cluster.join is set and this node has not been a member
+	// yet (it started with no raft log); cleared once it is one, so a
+	// node the operator removed stays removed.
+	joining bool
+	running atomic.Bool
 
 	bmu       sync.Mutex
 	binflight bool          // a shared barrier is running
@@ -105,6 +124,12 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 	}
 	if s.cfg.OperatorToken == "" {
 		return nil, errors.New("a cluster node needs server.operator_token (or BATPAK_OPERATOR_TOKEN), the same on every node")
+	}
+	if cfg.Bootstrap && cfg.Join != "" {
+		// Bootstrapping wins on a first start, so such a node would form
+		// a cluster of its own and never join: two leaders, each
+		// acknowledging writes the other never sees.
+		return nil, errors.New("cluster.bootstrap and cluster.join exclude each other: bootstrap the first node only, and let the others join it")
 	}
 	if cfg.Bind == "" {
 		cfg.Bind = "127.0.0.1:7071"
@@ -130,11 +155,17 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 	default:
 		return nil, errors.New("cluster.tls_cert, cluster.tls_key and cluster.tls_ca go together: set all three or none")
 	}
+	if cc.TLS == nil && !s.cfg.AllowInsecureRemote && !isLoopback(cfg.Bind) {
+		// Plain raft trusts every peer that reaches the port: it could
+		// append to the log, win an election or change the membership.
+		return nil, fmt.Errorf("cluster.bind = %s is not a loopback address and node-to-node TLS is not configured (anyone reaching the port could write to every tenant): set cluster.tls_cert, cluster.tls_key and cluster.tls_ca, or server.allow_insecure_remote: true on a private network", cfg.Bind)
+	}
 	n, err := cluster.Open(cc)
 	if err != nil {
 		return nil, err
 	}
 	c := &clusterNode{n: n, cfg: cfg, token: s.cfg.OperatorToken, url: strings.TrimRight(cfg.URL, "/"), stop: make(chan struct{}), done: make(chan struct{}), readWait: cfg.ReadWait}
+	c.joining = cfg.Join != "" && n.Status().LastLogIndex == 0
 	if cfg.Bootstrap && n.Status().LastLogIndex == 0 {
 		if err := n.Bootstrap(cluster.Server{ID: cfg.NodeID, Address: n.Addr()}); err != nil {
 			n.Close()
@@ -217,8 +248,9 @@ func (l *lazyAdmission) Admit(ctx context.Context, p *core.Proposal) error {
 	return a.Admit(ctx, p)
 }
 
-// run keeps this node's member record current while it leads, and asks
-// cluster.join to add it until it is a member.
+// run keeps this node's member record current while it leads, and, on a
+// first start, asks cluster.join to add it until it is a member (only
+// then: a node removed later is not added back by itself).
 func (c *clusterNode) run(logf func(string, ...any)) {
 	defer close(c.done)
 	t := time.NewTicker(250 * time.Millisecond)
@@ -244,10 +276,15 @@ func (c *clusterNode) run(logf func(string, ...any)) {
 		for _, m := range st.Servers {
 			member = member || m.ID == c.cfg.NodeID
 		}
-		if c.cfg.Join != "" && !member && time.Since(lastJoin) > 2*time.Second {
+		if member {
+			c.joining = false
+		}
+		if c.joining && time.Since(lastJoin) > 2*time.Second {
 			lastJoin = time.Now()
 			if err := c.askToJoin(st.Address); err != nil {
 				logf("cluster: joining through "+c.cfg.Join, "err", err)
+			} else {
+				c.joining = false // the leader added it: a member now
 			}
 		}
 	}
@@ -262,13 +299,7 @@ func (c *clusterNode) askToJoin(addr string) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+c.token)
-	cl := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(r *http.Request, via []*http.Request) error {
-		if len(via) > 3 {
-			return errors.New("too many redirects")
-		}
-		r.Header.Set("Authorization", via[0].Header.Get("Authorization"))
-		return nil
-	}}
+	cl := &http.Client{Timeout: 10 * time.Second, CheckRedirect: joinRedirect}
 	resp, err := cl.Do(req)
 	if err != nil {
 		return err
@@ -278,6 +309,22 @@ func (c *clusterNode) askToJoin(addr string) error {
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(msg)))
 	}
+	return nil
+}
+
+// joinRedirect follows a member's redirect of a join request to its
+// leader with the operator credential, at most 3 hops, and never from
+// https to plain http (the credential would cross the network in clear).
+func joinRedirect(r *http.Request, via []*http.Request) error {
+	if len(via) > 3 {
+		return errors.New("too many redirects")
+	}
+	for _, v := range via {
+		if v.URL.Scheme == "https" && r.URL.Scheme != "https" {
+			return fmt.Errorf("refusing the redirect from %s to %s: it leaves https, and the request carries the operator credential", v.URL.Redacted(), r.URL.Redacted())
+		}
+	}
+	r.Header.Set("Authorization", via[0].Header.Get("Authorization"))
 	return nil
 }
 
@@ -300,7 +347,7 @@ func (c *clusterNode) recordMember(ctx context.Context, rec memberRecord) error 
 	if err != nil {
 		return err
 	}
-	_, err = c.sys.Append(ctx, core.Coordinate{Entity: membersEntity + rec.ID, Scope: "cluster"}, memberKind, b)
+	_, err = c.sys.AppendSystem(ctx, core.Coordinate{Entity: membersEntity + rec.ID, Scope: "cluster"}, memberKind, b, core.AppendOptions{})
 	return err
 }
 

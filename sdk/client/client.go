@@ -74,7 +74,11 @@ func New(baseURL, token string, opts ...Options) (*Client, error) {
 const maxLeaderHops = 3
 
 // leaderRedirect reports whether resp sends the request to a cluster's
-// leader: a 307 or 308 with a Location that does not leave https.
+// leader: a 307 or 308 whose body is a NOT_LEADER problem (what a batpak
+// follower answers; a proxy's or a login page's redirect is not
+// followed, so the credential goes nowhere else), with a Location that
+// does not leave https. It reads the body (at most 64 KiB) and leaves it
+// readable again for the caller.
 func leaderRedirect(resp *http.Response, from *url.URL) bool {
 	if resp.StatusCode != http.StatusTemporaryRedirect && resp.StatusCode != http.StatusPermanentRedirect {
 		return false
@@ -83,7 +87,18 @@ func leaderRedirect(resp *http.Response, from *url.URL) bool {
 	if err != nil || loc.Host == "" || (loc.Scheme != "http" && loc.Scheme != "https") {
 		return false
 	}
-	return !(from.Scheme == "https" && loc.Scheme != "https")
+	if from.Scheme == "https" && loc.Scheme != "https" {
+		return false
+	}
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(raw), resp.Body), resp.Body}
+	var p struct {
+		Code string `json:"code"`
+	}
+	return json.Unmarshal(raw, &p) == nil && p.Code == CodeNotLeader
 }
 
 // request is one API call.

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,5 +170,49 @@ func TestSubscriptionResumes(t *testing.T) {
 	}
 	if lastIDs[0] != "" || lastIDs[1] != "4" || lastIDs[2] != "7" {
 		t.Fatalf("Last-Event-ID per connection: %q", lastIDs)
+	}
+}
+
+// A 307 is followed with the credential only when it is a cluster
+// follower's NOT_LEADER redirect: any other redirect (a proxy's, a
+// login page's) is answered as it is, and the credential stays with the
+// server it was given to.
+func TestRedirectFollowedOnlyToLeader(t *testing.T) {
+	var got sync.Map // path → Authorization seen by the redirect target
+	var notLeader atomic.Bool
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Store(r.URL.Path, r.Header.Get("Authorization"))
+		w.WriteHeader(200)
+		fmt.Fprint(w, `{"events":0}`)
+	}))
+	defer target.Close()
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Location", target.URL+r.URL.Path)
+		if !notLeader.Load() {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(http.StatusTemporaryRedirect)
+			fmt.Fprint(w, `<a href="elsewhere">moved</a>`)
+			return
+		}
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusTemporaryRedirect)
+		fmt.Fprint(w, `{"code":"NOT_LEADER","title":"not leader","status":307}`)
+	}))
+	defer front.Close()
+	c, _ := client.New(front.URL, "bpk_secret")
+	_, err := c.Tenant("acme").Stats(context.Background())
+	var e *client.Error
+	if !errors.As(err, &e) || e.Status != http.StatusTemporaryRedirect {
+		t.Fatalf("a redirect that is not a NOT_LEADER: %v, want a *client.Error with status 307", err)
+	}
+	if v, ok := got.Load("/v1/tenants/acme/stats"); ok {
+		t.Fatalf("followed a foreign redirect, sending Authorization %q", v)
+	}
+	notLeader.Store(true)
+	if _, err := c.Tenant("acme").Stats(context.Background()); err != nil {
+		t.Fatalf("a follower's NOT_LEADER redirect: %v, want followed", err)
+	}
+	if v, _ := got.Load("/v1/tenants/acme/stats"); v != "Bearer bpk_secret" {
+		t.Fatalf("the leader saw Authorization %q, want the credential", v)
 	}
 }

@@ -242,7 +242,7 @@ func decodeCommand(data []byte) (*command, error) {
 func (d *decoder) write(c *command) {
 	c.Batch = d.byte()&1 != 0
 	count := d.uvarint()
-	if d.err == nil && count > uint64(len(d.b)) { // every item takes bytes
+	if d.err == nil && count > uint64(len(d.b))/minItemBytes { // checked before allocating
 		d.err = errShort
 	}
 	if d.err == nil {
@@ -269,6 +269,10 @@ func (d *decoder) write(c *command) {
 }
 
 var errShort = errors.New("truncated")
+
+// minItemBytes is the smallest encoding of a write item: one-byte lengths
+// and varints, the kind, the three ids, the expectation and the flags.
+const minItemBytes = 1 + 1 + 2 + 16 + 1 + 1 + 1 + 16 + 16 + 2 + 1 + 1
 
 // decoder reads a command; the first error sticks and later reads
 // return zero values.

@@ -2,8 +2,10 @@ package cluster
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -180,5 +182,25 @@ func TestCommandOps(t *testing.T) {
 	}
 	if _, err := decodeCommand([]byte{3, 0}); !errors.As(err, &uf) || uf.Version != 3 || uf.Op != -1 {
 		t.Fatalf("unknown version: %v", err)
+	}
+}
+
+// TestCommandItemCountBoundedByBytes: an entry's item count is checked
+// against the smallest encoding of an item before anything is allocated
+// for them: a damaged (or hostile) entry of n bytes claiming n items does
+// not make a node allocate a few hundred times n.
+func TestCommandItemCountBoundedByBytes(t *testing.T) {
+	const n = 1 << 20
+	data := binary.AppendUvarint([]byte{commandVersion, 0, 0}, n)
+	data = append(data, make([]byte, n)...)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	if _, err := decodeCommand(data); err == nil {
+		t.Fatal("a command of zeros decoded")
+	}
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 8<<20 {
+		t.Fatalf("decoding a %d-byte command allocated %d MiB", len(data), grew>>20)
 	}
 }

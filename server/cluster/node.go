@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -199,9 +200,9 @@ func Open(cfg Config) (*Node, error) {
 	}
 	// raft.db's lock is the node's: taken before anything is removed, so a
 	// second Open of a Dir in use fails without touching the running node.
-	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(raftDir, "raft.db"), BoltOptions: &bbolt.Options{Timeout: time.Second}})
+	bolt, err := openRaftLog(filepath.Join(raftDir, "raft.db"))
 	if err != nil {
-		return nil, fmt.Errorf("cluster: opening the raft log in %s (is another node using it?): %w", raftDir, err)
+		return nil, err
 	}
 	staging := filepath.Join(cfg.Dir, "snapshot-staging")
 	for _, d := range []string{root, staging, filepath.Join(cfg.Dir, "restoring"), filepath.Join(cfg.Dir, trashDir)} {
@@ -237,11 +238,7 @@ func Open(cfg Config) (*Node, error) {
 		return c
 	})
 	n.fsm = f
-	logs, err := raft.NewLogCache(1024, bolt)
-	if err != nil {
-		bolt.Close()
-		return nil, err
-	}
+	logs := newLogCache(bolt, logCacheEntries, logCacheBytes)
 	r, err := raft.NewRaft(rc, f, logs, bolt, snaps, trans)
 	if err != nil {
 		bolt.Close()
@@ -250,6 +247,44 @@ func Open(cfg Config) (*Node, error) {
 	}
 	n.raft = r
 	return n, nil
+}
+
+// openRaftLog opens raft.db and reads its ends. bbolt panics on a damaged
+// file (cut short, overwritten) instead of returning an error: the panic
+// is turned into an error naming the file, so a damaged node fails Open
+// (restore its Dir from a member: remove it and let it rejoin) instead of
+// crashing the process.
+func openRaftLog(path string) (bolt *raftboltdb.BoltStore, err error) {
+	// A file cut short faults on its mmap (SIGBUS) rather than panicking:
+	// made a panic on this goroutine while the file is opened and read.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			if bolt != nil {
+				bolt.Close()
+			}
+			bolt, err = nil, fmt.Errorf("cluster: the raft log %s is damaged (%v): move it away and let the node rejoin with an empty one (cluster.join)", path, p)
+		}
+	}()
+	bolt, err = raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: &bbolt.Options{Timeout: time.Second}})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: opening the raft log %s (is another node using it?): %w", path, err)
+	}
+	first, err := bolt.FirstIndex()
+	if err == nil {
+		var last uint64
+		if last, err = bolt.LastIndex(); err == nil && last > 0 {
+			var l raft.Log
+			if err = bolt.GetLog(first, &l); err == nil {
+				err = bolt.GetLog(last, &l)
+			}
+		}
+	}
+	if err != nil {
+		bolt.Close()
+		return nil, fmt.Errorf("cluster: the raft log %s is damaged: %w", path, err)
+	}
+	return bolt, nil
 }
 
 func setDur(dst *time.Duration, v time.Duration) {
@@ -356,6 +391,12 @@ func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 // compare-and-set and idempotency decision, in order) carried by one raft
 // entry, and returns one Result per item. See AppendBatch for what is
 // fixed before proposing and what the acknowledgement means.
+//
+// Append and AppendBatch do not ask the store's Admission (the policy
+// gate of Config.StoreConfig), nor keep reserved entities and system
+// kinds out: they are for trusted callers. Writes on behalf of anyone
+// else go through the store, Node.Store(tenant).Append, which is admitted
+// first.
 func (n *Node) Append(ctx context.Context, tenant string, items ...core.BatchItem) ([]Result, error) {
 	return n.propose(ctx, tenant, false, items)
 }

@@ -311,5 +311,8 @@ func (a *API) readyz(c *call) error {
 	if !a.ready.Load() {
 		return &apiError{status: 503, code: "BUSY", detail: "the server is shutting down", retryAfter: time.Second}
 	}
+	if err := a.opts.Plane.Err(); err != nil {
+		return &apiError{status: 503, code: "BUSY", detail: "the control plane stopped applying changes: " + err.Error(), retryAfter: 5 * time.Second}
+	}
 	return writeJSON(c.w, http.StatusOK, map[string]any{"status": "ready", "open_tenants": a.opts.Tenants.OpenCount()})
 }

@@ -23,7 +23,9 @@ import (
 // NOT_LEADER with Retry-After while no leader is known; nothing is done
 // on the follower. Reads are served by any node from what it has applied;
 // min_seq=N waits (at most ReadWait) until the tenant's store holds
-// sequence N — read-your-writes with the global_sequence of a receipt —
+// sequence N — read-your-writes with the global_sequence of a receipt;
+// a read that has to wait counts as one of the tenant's max_subscriptions
+// meanwhile (429 QUOTA_EXCEEDED when they are all taken) —
 // and consistency=linearizable is served by the leader after it confirms
 // its leadership and has applied everything committed before. A
 // credential a follower does not know (it may not have applied the key's
@@ -181,8 +183,19 @@ func (a *API) clusterRead(c *call) error {
 
 // clusterWaitSequence waits (at most ReadWait) until s, this node's store
 // of the call's tenant, holds sequence seq: 503 NOT_CAUGHT_UP otherwise.
+// A call that has to wait holds its connection like a stream: it takes
+// one of the tenant's max_subscriptions while it waits, so one tenant
+// cannot hold the server's connections with reads of a sequence not
+// written yet.
 func (a *API) clusterWaitSequence(c *call, s *core.Store, seq uint64) error {
 	cl := a.opts.Cluster
+	if s.Usage().GlobalSequence <= seq {
+		release, ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).AcquireSubscription()
+		if ex != nil {
+			return ex
+		}
+		defer release()
+	}
 	ctx, cancel := context.WithTimeout(c.r.Context(), cl.ReadWait())
 	defer cancel()
 	if err := cl.WaitSequence(ctx, c.tenant, s, seq); err != nil {
@@ -207,10 +220,13 @@ func (a *API) toLeader(c *call) error {
 	if err != nil {
 		return fmt.Errorf("cluster: leader URL %q: %w", leader, err)
 	}
+	// The path keeps its escapes (an entity "a/b" is sent as a%2Fb): the
+	// leader must see the same route. Only the leader's own URL and this
+	// request's path and query make it: nothing else of the request.
 	loc := *c.r.URL
-	loc.Scheme, loc.Host = u.Scheme, u.Host
+	loc.Scheme, loc.Host, loc.User, loc.Fragment = u.Scheme, u.Host, nil, ""
 	loc.Path = u.Path + c.r.URL.Path
-	loc.RawPath = ""
+	loc.RawPath = u.EscapedPath() + c.r.URL.EscapedPath()
 	e := &apiError{status: http.StatusTemporaryRedirect, code: wire.CodeNotLeader,
 		detail: "this cluster node does not lead; send the request to the leader", p: wire.Problem{Leader: leader, LeaderID: id}}
 	c.w.Header().Set("Location", loc.String())

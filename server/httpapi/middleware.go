@@ -318,6 +318,13 @@ func (a *API) admit(c *call) error {
 	if rt.Access == Public || rt.Access == Metrics && a.opts.MetricsPublic {
 		return nil
 	}
+	if err := a.opts.Plane.Err(); err != nil {
+		// The plane no longer applies changes (a cluster node met a
+		// change it cannot read): revoked keys and suspended tenants
+		// would still pass here. Fail closed.
+		return &apiError{status: 503, code: wire.CodeBusy, retryAfter: 5 * time.Second,
+			detail: "this node's control plane stopped applying changes, so its keys and tenants may be stale; use another node (" + err.Error() + ")"}
+	}
 	p, err := a.opts.Auth.Authenticate(c.r)
 	if err != nil {
 		if errors.Is(err, auth.ErrUnauthenticated) {

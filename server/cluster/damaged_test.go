@@ -1,0 +1,71 @@
+package cluster_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/server/cluster"
+)
+
+// TestDamagedRaftLogRefusedAtOpen: a node whose raft.db was cut short or
+// overwritten in the middle fails Open with an error naming the file,
+// rather than crashing the process.
+func TestDamagedRaftLogRefusedAtOpen(t *testing.T) {
+	for _, damage := range []string{"truncated", "zeroed"} {
+		t.Run(damage, func(t *testing.T) {
+			dir := t.TempDir()
+			_, tr := raft.NewInmemTransport("n1")
+			cfg := cluster.Config{ID: "n1", Dir: dir, Transport: tr}
+			fastTimeouts(&cfg)
+			n, err := cluster.Open(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := n.Bootstrap(cluster.Server{ID: "n1", Address: "n1"}); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for !n.IsLeader() {
+				if time.Now().After(deadline) {
+					t.Fatal("n1 did not lead within 10 s")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			for i := 0; i < 50; i++ {
+				mustAppend(t, n, "acme", item("e", `{"n":1}`, core.AppendOptions{}))
+			}
+			n.Close()
+			path := filepath.Join(dir, "raft", "raft.db")
+			st, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch damage {
+			case "truncated":
+				if err := os.Truncate(path, st.Size()/2); err != nil {
+					t.Fatal(err)
+				}
+			case "zeroed":
+				f, err := os.OpenFile(path, os.O_WRONLY, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				f.WriteAt(make([]byte, 64<<10), 4<<10)
+				f.Close()
+			}
+			_, tr2 := raft.NewInmemTransport("n1")
+			cfg.Transport = tr2
+			n2, err := cluster.Open(cfg)
+			if err == nil {
+				n2.Close()
+				t.Fatalf("a %s raft.db opened", damage)
+			}
+			t.Logf("%s: %v", damage, err)
+		})
+	}
+}
