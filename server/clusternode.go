@@ -16,6 +16,7 @@ import (
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server/cluster"
+	"github.com/batpak-go/batpak/server/control"
 	"github.com/batpak-go/batpak/server/httpapi"
 	"github.com/batpak-go/batpak/server/tenancy"
 )
@@ -451,7 +452,19 @@ func (c *clusterNode) Status() any {
 }
 
 // AddNode implements httpapi.Cluster: raft membership, then the record.
-func (c *clusterNode) AddNode(ctx context.Context, id, addr, url string) error {
+// A join that would replace a member — its id at another address, or its
+// address under another id — removes that member first; unless replace
+// is set it is refused (control.ErrExists), so a mistyped join or a node
+// started with a copied node id cannot take a healthy member out.
+func (c *clusterNode) AddNode(ctx context.Context, id, addr, url string, replace bool) error {
+	if !replace {
+		for _, m := range c.n.Status().Servers {
+			if (m.ID == id) != (m.Address == addr) {
+				return fmt.Errorf("%w: member %s at %s would be replaced by node %s at %s; join with replace to do it (remove the old member first when it is alive)",
+					control.ErrExists, m.ID, m.Address, id, addr)
+			}
+		}
+	}
 	if err := c.n.Join(id, addr); err != nil {
 		return err
 	}

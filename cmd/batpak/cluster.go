@@ -64,6 +64,7 @@ leave).`,
 		},
 	}
 	var url string
+	var replace bool
 	join := &cobra.Command{
 		Use: "join ID RAFT-ADDRESS [--url API-URL]", Short: "Add a node as a voting member", Args: exactArgs("ID", "RAFT-ADDRESS"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -71,7 +72,7 @@ leave).`,
 			if err != nil {
 				return err
 			}
-			st, err := rc.c.Cluster().AddNode(cmd.Context(), args[0], args[1], url)
+			st, err := rc.c.Cluster().AddNode(cmd.Context(), args[0], args[1], url, replace)
 			if err != nil {
 				return remoteError(err)
 			}
@@ -79,6 +80,7 @@ leave).`,
 		},
 	}
 	join.Flags().StringVar(&url, "url", "", "the node's API URL, named in redirects while it leads")
+	join.Flags().BoolVar(&replace, "replace", false, "replace the member holding this id or address (it is removed first)")
 	leave := &cobra.Command{
 		Use: "leave ID", Short: "Remove a member from the cluster", Args: exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {

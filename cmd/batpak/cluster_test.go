@@ -77,6 +77,10 @@ func TestClusterVerbs(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// A join that would move a live member is refused unless --replace.
+	if r := batpak(t, "--server", n1.base, "--token", op, "cluster", "join", "n2", freeAddr(t)); r.code != 4 || !strings.Contains(r.stderr, "replace") {
+		t.Fatalf("join moving n2: exit %d, want 4 (conflict)\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	// leave through the follower: redirected to the leader.
 	if r := batpak(t, "--server", n2.base, "--token", op, "cluster", "leave", "n2"); r.code != 0 || !strings.Contains(r.stdout, "removed node n2") {
 		t.Fatalf("leave: exit %d\n%s%s", r.code, r.stdout, r.stderr)

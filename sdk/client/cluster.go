@@ -50,9 +50,11 @@ func (cl *Cluster) Status(ctx context.Context) (ClusterStatus, error) {
 // AddNode makes node id — reached by raft at address, by clients at url —
 // a voting member. The request goes to the leader (a follower redirects
 // it). Adding a member that is one already, unchanged, does nothing, so
-// the call is safe to retry.
-func (cl *Cluster) AddNode(ctx context.Context, id, address, url string) (ClusterStatus, error) {
-	body, err := jsonBody(map[string]string{"id": id, "address": address, "url": url})
+// the call is safe to retry. A join that would replace a member — its id
+// at another address, or its address under another id — is refused
+// (ErrConflict) unless replace is set.
+func (cl *Cluster) AddNode(ctx context.Context, id, address, url string, replace bool) (ClusterStatus, error) {
+	body, err := jsonBody(map[string]any{"id": id, "address": address, "url": url, "replace": replace})
 	if err != nil {
 		return ClusterStatus{}, err
 	}

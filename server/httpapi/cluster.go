@@ -49,7 +49,9 @@ type Cluster interface {
 	// AddNode makes node id, reached by raft at addr and by clients at
 	// url, a voting member (leader only). Adding a member that is already
 	// one, unchanged, does nothing.
-	AddNode(ctx context.Context, id, addr, url string) error
+	// A join that would replace a member (its id at another address, its
+	// address under another id) is refused unless replace is set.
+	AddNode(ctx context.Context, id, addr, url string, replace bool) error
 	// RemoveNode removes member id (leader only).
 	RemoveNode(ctx context.Context, id string) error
 }
@@ -77,6 +79,7 @@ func (a *API) clusterAddNode(c *call) error {
 		ID      string `json:"id"`
 		Address string `json:"address"`
 		URL     string `json:"url"`
+		Replace bool   `json:"replace"`
 	}
 	if err := a.decode(c, &req, false); err != nil {
 		return err
@@ -93,7 +96,7 @@ func (a *API) clusterAddNode(c *call) error {
 			return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "url: the node's API base URL, http(s)://host:port", p: wire.Problem{Field: "url"}}
 		}
 	}
-	if err := a.opts.Cluster.AddNode(c.r.Context(), req.ID, req.Address, req.URL); err != nil {
+	if err := a.opts.Cluster.AddNode(c.r.Context(), req.ID, req.Address, req.URL, req.Replace); err != nil {
 		return err
 	}
 	return writeJSON(c.w, http.StatusOK, a.opts.Cluster.Status())

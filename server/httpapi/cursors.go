@@ -52,7 +52,25 @@ func (a *API) listCursors(c *call) error {
 	return writeJSON(c.w, http.StatusOK, map[string]any{"cursors": out})
 }
 
+// cursorWrite takes one event of the tenant's write rate for a cursor
+// change: defining, deleting and committing a cursor each write a record
+// (to the control plane, or the cursor's position, replicated on a
+// cluster), so a tenant cannot make them without bound.
+func (a *API) cursorWrite(c *call) error {
+	ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).AllowWrite(1, 0)
+	if ex == nil {
+		return nil
+	}
+	if ex.RetryAfter > 0 {
+		return a.holdRefusal(c, ex)
+	}
+	return ex
+}
+
 func (a *API) defineCursor(c *call) error {
+	if err := a.cursorWrite(c); err != nil {
+		return err
+	}
 	var body struct {
 		Region control.Region `json:"region"`
 	}
@@ -114,6 +132,9 @@ func sameRegion(x, y control.Region) bool {
 }
 
 func (a *API) deleteCursor(c *call) error {
+	if err := a.cursorWrite(c); err != nil {
+		return err
+	}
 	d, r, err := a.cursorDef(c)
 	if err != nil {
 		return err
@@ -175,6 +196,9 @@ func (a *API) pollCursor(c *call) error {
 }
 
 func (a *API) commitCursor(c *call) error {
+	if err := a.cursorWrite(c); err != nil {
+		return err
+	}
 	var body struct {
 		Position *uint64 `json:"position"`
 	}
