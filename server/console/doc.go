@@ -17,10 +17,13 @@
 //	stored          SHA-256 of the id only (a memory dump holds no usable id);
 //	                lookups compare in constant time
 //	lifetime        DefaultIdleTimeout (30 min) unused, DefaultLifetime (12 h) in all
-//	bounds          DefaultMaxSessions (1024) at once: past it a sign-in is refused
-//	                503 BUSY (expired sessions are dropped first);
-//	                MaxSessionsPerPrincipal (16) per credential: a 17th sign-in
-//	                ends that credential's least recently used session
+//	bounds          DefaultMaxSessions (1024) at once: past it a tenant sign-in is
+//	                refused 503 BUSY (expired sessions are dropped first), an
+//	                operator sign-in ends the least recently used tenant session;
+//	                MaxSessionsPerPrincipal (16) per credential and
+//	                MaxSessionsPerTenant (64) per tenant: a sign-in past either
+//	                ends that credential's (tenant's) least recently used session,
+//	                so one tenant's keys cannot fill the store
 //	sign-out        DELETE /console/session ends the session on the server
 //	every request   re-authenticates the stored credential: a revoked key or a
 //	                changed operator credential ends its sessions at once; a

@@ -20,6 +20,11 @@ const (
 	// MaxSessionsPerPrincipal bounds one principal's sessions: a new
 	// sign-in past it ends that principal's least recently used one.
 	MaxSessionsPerPrincipal = 16
+	// MaxSessionsPerTenant bounds one tenant's sessions, all its keys
+	// together (a tenant admin can issue keys at will): a new sign-in past
+	// it ends that tenant's least recently used one. The operator's
+	// sessions count against no tenant.
+	MaxSessionsPerTenant = 64
 	// DefaultIdleTimeout ends a session not used for this long.
 	DefaultIdleTimeout = 30 * time.Minute
 	// DefaultLifetime ends a session this long after sign-in, used or not.
@@ -75,9 +80,12 @@ func (st *sessionStore) expired(s *session, now time.Time) bool {
 }
 
 // create stores a session for credential and principal and returns its
-// id (for the cookie) and the session. Past the principal's bound its
-// least recently used session ends; past the store's bound expired
-// sessions are dropped, and if every one is live, ErrTooManySessions.
+// id (for the cookie) and the session. Expired sessions are dropped;
+// past the principal's bound (MaxSessionsPerPrincipal) or its tenant's
+// (MaxSessionsPerTenant) the least recently used session of that
+// principal or tenant ends; past the store's bound an operator sign-in
+// ends the least recently used tenant session, and any other gets
+// ErrTooManySessions.
 func (st *sessionStore) create(credential string, p auth.Principal) (string, *session, error) {
 	id, err := randomToken()
 	if err != nil {
@@ -91,30 +99,49 @@ func (st *sessionStore) create(credential string, p auth.Principal) (string, *se
 	s := &session{idHash: sha256.Sum256([]byte(id)), credential: credential, principal: p, csrf: csrf, created: now, lastUsed: now}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	var mine []*session
+	var mine, tenant []*session
+	var lruTenant *session // the least recently used tenant session of all
 	for h, o := range st.m {
 		if st.expired(o, now) {
 			delete(st.m, h)
 			continue
 		}
-		if o.principal.ID == p.ID && o.principal.Tenant == p.Tenant {
+		if o.principal.ID == p.ID && o.principal.Tenant == p.Tenant && o.principal.Operator == p.Operator {
 			mine = append(mine, o)
+		}
+		if !o.principal.Operator {
+			if !p.Operator && o.principal.Tenant == p.Tenant {
+				tenant = append(tenant, o)
+			}
+			if lruTenant == nil || o.lastUsed.Before(lruTenant.lastUsed) {
+				lruTenant = o
+			}
 		}
 	}
 	if len(mine) >= MaxSessionsPerPrincipal {
-		oldest := mine[0]
-		for _, o := range mine[1:] {
-			if o.lastUsed.Before(oldest.lastUsed) {
-				oldest = o
-			}
-		}
-		delete(st.m, oldest.idHash)
+		st.dropLRU(mine)
+	} else if len(tenant) >= MaxSessionsPerTenant {
+		st.dropLRU(tenant)
+	} else if p.Operator && len(st.m) >= st.max && lruTenant != nil {
+		// The operator is never locked out by tenants' sessions.
+		delete(st.m, lruTenant.idHash)
 	}
 	if len(st.m) >= st.max {
 		return "", nil, ErrTooManySessions
 	}
 	st.m[s.idHash] = s
 	return id, s, nil
+}
+
+// dropLRU ends the least recently used of ss (st.mu held).
+func (st *sessionStore) dropLRU(ss []*session) {
+	oldest := ss[0]
+	for _, o := range ss[1:] {
+		if o.lastUsed.Before(oldest.lastUsed) {
+			oldest = o
+		}
+	}
+	delete(st.m, oldest.idHash)
 }
 
 // get returns the live session of id and marks it used; nil when there is
