@@ -42,6 +42,11 @@ const (
 	MaxEvaluateBytes = 1 << 20
 )
 
+// evaluateTimeout bounds one "evaluate this input" request, waiting for a
+// policy slot included (the evaluation itself stops at the policy
+// timeout).
+const evaluateTimeout = 5 * time.Second
+
 // MaxOverviewTenants bounds the tenants the operator overview lists (the
 // first, by id); the answer says how many there are.
 const MaxOverviewTenants = 200
@@ -103,6 +108,9 @@ type Console struct {
 
 	usageMu sync.Mutex
 	usage   map[string]usageEntry // tenant → its figures, at most MaxOverviewTenants
+
+	evalMu     sync.Mutex
+	evaluating map[string]bool // tenants with an evaluation running (one each)
 }
 
 type usageEntry struct {
@@ -133,7 +141,8 @@ func New(opts Options) (*Console, error) {
 	}
 	c := &Console{opts: opts, sessions: newSessionStore(opts.MaxSessions, opts.IdleTimeout, opts.Lifetime),
 		sampler: newSampler(opts.Metrics, opts.Tenants, opts.Policies), mux: http.NewServeMux(),
-		origin: http.NewCrossOriginProtection(), done: make(chan struct{}), usage: map[string]usageEntry{}}
+		origin: http.NewCrossOriginProtection(), done: make(chan struct{}), usage: map[string]usageEntry{},
+		evaluating: map[string]bool{}}
 	c.routes()
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
@@ -575,7 +584,9 @@ type evaluateRequest struct {
 }
 
 // evaluate: POST /console/tenants/{t}/policy/evaluate judges a write by
-// the tenant's active policy bundle without writing or logging it.
+// the tenant's active policy bundle without writing or logging it. One
+// evaluation per tenant runs at a time (another gets 429 BUSY), for at
+// most evaluateTimeout.
 func (c *Console) evaluate(w http.ResponseWriter, r *http.Request, s *session, _ string) {
 	t := r.PathValue("tenant")
 	if s.principal.Operator || s.principal.Tenant != t {
@@ -586,6 +597,22 @@ func (c *Console) evaluate(w http.ResponseWriter, r *http.Request, s *session, _
 		problem(w, http.StatusNotFound, wire.CodeNotFound, "tenant policies are not configured on this server")
 		return
 	}
+	// One evaluation per tenant at a time: they share the server's policy
+	// slots with every tenant's writes, and have no rate quota of their own.
+	c.evalMu.Lock()
+	if c.evaluating[t] {
+		c.evalMu.Unlock()
+		w.Header().Set("Retry-After", "1")
+		problem(w, http.StatusTooManyRequests, wire.CodeBusy, "an evaluation of this tenant's policy is running; try again when it is done")
+		return
+	}
+	c.evaluating[t] = true
+	c.evalMu.Unlock()
+	defer func() {
+		c.evalMu.Lock()
+		delete(c.evaluating, t)
+		c.evalMu.Unlock()
+	}()
 	var in evaluateRequest
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxEvaluateBytes+1))
 	if err != nil {
@@ -634,7 +661,7 @@ func (c *Console) evaluate(w http.ResponseWriter, r *http.Request, s *session, _
 	if action == core.ActionBatch {
 		p.BatchSize, p.BatchIndex = 1, 0
 	}
-	ctx, cancel := context.WithTimeout(policy.WithPrincipal(r.Context(), s.principal.Policy()), 5*time.Second)
+	ctx, cancel := context.WithTimeout(policy.WithPrincipal(r.Context(), s.principal.Policy()), evaluateTimeout)
 	defer cancel()
 	rev, err := c.opts.Policies.Evaluate(ctx, t, p)
 	var d *policy.Denial

@@ -353,3 +353,46 @@ func TestASuspendedTenantsKeyCannotSignInAndItsSessionsLoseItsData(t *testing.T)
 		t.Fatalf("sign-in with a suspended tenant's key: %d %s", r.status, r.body)
 	}
 }
+
+// A tenant's session cannot run its policy many times at once through
+// the console: evaluations share the server's policy slots with every
+// tenant's writes, and the console's dry run has no rate quota of its own.
+func TestATenantEvaluatesOnePolicyInputAtATime(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	// A policy that works until its evaluation times out for "slow:" entities.
+	bundle := tarGz(t, "policy.rego", `package batpak.write
+
+deny contains {"code": "NEVER", "message": "never"} if {
+	startswith(input.event.entity, "slow:")
+	some i in numbers.range(1, 20000)
+	some j in numbers.range(1, 20000)
+	i * j == -1
+}
+`)
+	e.must(e.do(nil, "PUT", "/v1/tenants/acme/policy", bundle, "Authorization", "Bearer "+key, "Content-Type", "application/gzip"), 200)
+	c, csrf := e.session(key)
+	path := console.Prefix + "/tenants/acme/policy/evaluate"
+	const n = 4
+	statuses := make(chan int, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			statuses <- e.do(c, "POST", path, map[string]any{"entity": "slow:1", "scope": "s", "kind": "1:1"},
+				"Origin", e.base, "X-CSRF-Token", csrf).status
+		}()
+	}
+	busy := 0
+	for i := 0; i < n; i++ {
+		if s := <-statuses; s == http.StatusTooManyRequests {
+			busy++
+		}
+	}
+	if busy < n-1 {
+		t.Fatalf("%d of %d concurrent evaluations refused 429, want all but one", busy, n)
+	}
+	// Once it is done, the next one runs.
+	r := e.do(c, "POST", path, map[string]any{"entity": "order:1", "scope": "s", "kind": "1:1"}, "Origin", e.base, "X-CSRF-Token", csrf)
+	if r.status != 200 || r.json(t)["result"] != "allowed" {
+		t.Fatalf("an evaluation after the others: %d %s", r.status, r.body)
+	}
+}
