@@ -431,7 +431,18 @@ func (c *Console) proxy(w http.ResponseWriter, r *http.Request, s *session, _ st
 		problem(w, http.StatusForbidden, wire.CodeForbidden, "this session does not reach "+path)
 		return
 	}
-	r2 := r.Clone(r.Context())
+	// A request in flight (a live tail above all) ends with the session:
+	// at sign-out, at its lifetime, or when its credential stops working.
+	ctx, cancel := context.WithDeadline(r.Context(), s.created.Add(c.opts.Lifetime))
+	defer cancel()
+	go func() {
+		select {
+		case <-s.ended:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	r2 := r.Clone(ctx)
 	r2.URL.Path = path
 	r2.URL.RawPath = ""
 	if r.URL.RawPath != "" {

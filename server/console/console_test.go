@@ -2,6 +2,7 @@ package console_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -394,5 +395,41 @@ deny contains {"code": "NEVER", "message": "never"} if {
 	r := e.do(c, "POST", path, map[string]any{"entity": "order:1", "scope": "s", "kind": "1:1"}, "Origin", e.base, "X-CSRF-Token", csrf)
 	if r.status != 200 || r.json(t)["result"] != "allowed" {
 		t.Fatalf("an evaluation after the others: %d %s", r.status, r.body)
+	}
+}
+
+// Signing out ends the session's live tail too: an event written after
+// the sign-out never reaches the browser.
+func TestSignOutEndsTheSessionsLiveTail(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	c, csrf := e.session(key)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.base+console.Prefix+"/api/v1/tenants/acme/subscribe", nil)
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("subscribe through the console: %d", res.StatusCode)
+	}
+	got := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(res.Body)
+		got <- string(b)
+	}()
+	time.Sleep(100 * time.Millisecond) // subscribed
+	e.must(e.do(c, "DELETE", console.Prefix+"/session", nil, "Origin", e.base, "X-CSRF-Token", csrf), 204)
+	time.Sleep(100 * time.Millisecond)
+	e.appendEvent("acme", key, map[string]any{"entity": "after:signout", "scope": "s", "kind": "1:1", "payload": 1})
+	select {
+	case body := <-got:
+		if strings.Contains(body, "after:signout") {
+			t.Fatal("an event written after sign-out reached the signed-out session's stream")
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the signed-out session's stream is still open")
 	}
 }

@@ -24,7 +24,9 @@
 //	                MaxSessionsPerTenant (64) per tenant: a sign-in past either
 //	                ends that credential's (tenant's) least recently used session,
 //	                so one tenant's keys cannot fill the store
-//	sign-out        DELETE /console/session ends the session on the server
+//	sign-out        DELETE /console/session ends the session on the server; a
+//	                session's requests in flight through /console/api (a live
+//	                tail) end when it does (sign-out, expiry, eviction, revocation)
 //	every request   re-authenticates the stored credential: a revoked key or a
 //	                changed operator credential ends its sessions at once; a
 //	                suspended tenant's data is refused by the API as usual

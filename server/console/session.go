@@ -48,6 +48,10 @@ type session struct {
 	csrf       string
 	created    time.Time
 	lastUsed   time.Time
+	// ended is closed when the session ends (sign-out, expiry, eviction,
+	// a credential that stopped authenticating): its requests in flight,
+	// a live tail above all, stop then.
+	ended chan struct{}
 }
 
 // sessionStore keeps sessions in memory, by the SHA-256 of their id (the
@@ -96,14 +100,15 @@ func (st *sessionStore) create(credential string, p auth.Principal) (string, *se
 		return "", nil, err
 	}
 	now := st.now()
-	s := &session{idHash: sha256.Sum256([]byte(id)), credential: credential, principal: p, csrf: csrf, created: now, lastUsed: now}
+	s := &session{idHash: sha256.Sum256([]byte(id)), credential: credential, principal: p, csrf: csrf, created: now, lastUsed: now,
+		ended: make(chan struct{})}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	var mine, tenant []*session
 	var lruTenant *session // the least recently used tenant session of all
-	for h, o := range st.m {
+	for _, o := range st.m {
 		if st.expired(o, now) {
-			delete(st.m, h)
+			st.endLocked(o)
 			continue
 		}
 		if o.principal.ID == p.ID && o.principal.Tenant == p.Tenant && o.principal.Operator == p.Operator {
@@ -124,7 +129,7 @@ func (st *sessionStore) create(credential string, p auth.Principal) (string, *se
 		st.dropLRU(tenant)
 	} else if p.Operator && len(st.m) >= st.max && lruTenant != nil {
 		// The operator is never locked out by tenants' sessions.
-		delete(st.m, lruTenant.idHash)
+		st.endLocked(lruTenant)
 	}
 	if len(st.m) >= st.max {
 		return "", nil, ErrTooManySessions
@@ -141,7 +146,16 @@ func (st *sessionStore) dropLRU(ss []*session) {
 			oldest = o
 		}
 	}
-	delete(st.m, oldest.idHash)
+	st.endLocked(oldest)
+}
+
+// endLocked removes s and closes its ended channel (st.mu held; a
+// session not held any more is left alone).
+func (st *sessionStore) endLocked(s *session) {
+	if st.m[s.idHash] == s {
+		delete(st.m, s.idHash)
+		close(s.ended)
+	}
 }
 
 // get returns the live session of id and marks it used; nil when there is
@@ -159,7 +173,7 @@ func (st *sessionStore) get(id string) *session {
 		return nil
 	}
 	if st.expired(s, now) {
-		delete(st.m, h)
+		st.endLocked(s)
 		return nil
 	}
 	s.lastUsed = now
@@ -171,15 +185,17 @@ func (st *sessionStore) remove(id string) bool {
 	h := sha256.Sum256([]byte(id))
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	_, ok := st.m[h]
-	delete(st.m, h)
+	s, ok := st.m[h]
+	if ok {
+		st.endLocked(s)
+	}
 	return ok
 }
 
 // drop ends s (its credential no longer authenticates).
 func (st *sessionStore) drop(s *session) {
 	st.mu.Lock()
-	delete(st.m, s.idHash)
+	st.endLocked(s)
 	st.mu.Unlock()
 }
 
