@@ -452,11 +452,46 @@ func (c *Console) proxy(w http.ResponseWriter, r *http.Request, s *session, _ st
 	r2.Header.Del("Cookie")
 	r2.Header.Del("X-CSRF-Token")
 	r2.Header.Set("Authorization", "Bearer "+s.credential)
-	// Tenant data stays out of the browser's cache (a route that says
-	// otherwise, with its own Cache-Control, wins).
-	w.Header().Set("Cache-Control", "no-store")
-	c.opts.API.ServeHTTP(w, r2)
+	// Tenant data stays out of the browser's cache, whatever the route
+	// would let other clients do.
+	c.opts.API.ServeHTTP(&noStoreWriter{ResponseWriter: w}, r2)
 }
+
+// noStoreWriter sends Cache-Control: no-store with the response, in
+// place of any the handler set.
+type noStoreWriter struct {
+	http.ResponseWriter
+	sent bool
+}
+
+func (w *noStoreWriter) header() {
+	if !w.sent {
+		w.sent = true
+		w.ResponseWriter.Header().Set("Cache-Control", "no-store")
+	}
+}
+
+func (w *noStoreWriter) WriteHeader(status int) {
+	if status >= 200 { // 1xx answers are not the response
+		w.header()
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *noStoreWriter) Write(b []byte) (int, error) {
+	w.header()
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *noStoreWriter) FlushError() error {
+	w.header()
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *noStoreWriter) Flush() { _ = w.FlushError() }
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *noStoreWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (c *Console) serverSamples(w http.ResponseWriter, r *http.Request, s *session, _ string) {
 	if !s.principal.Operator {

@@ -2,10 +2,14 @@ package console_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -431,5 +435,28 @@ func TestSignOutEndsTheSessionsLiveTail(t *testing.T) {
 		}
 	case <-time.After(3 * time.Second):
 		t.Fatal("the signed-out session's stream is still open")
+	}
+}
+
+// Tenant data through the console stays out of the browser's cache, even
+// from a route that lets other clients cache it (a projection's state).
+func TestTenantDataThroughTheConsoleIsNeverStored(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	wasm, err := os.ReadFile(filepath.Join("..", "..", "plugins", "testdata", "counter.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(wasm)
+	m := map[string]any{"name": "count", "version": "1.0.0", "kind": "projection", "sha256": hex.EncodeToString(sum[:])}
+	if r := e.do(nil, "POST", "/v1/tenants/acme/plugins", map[string]any{"manifest": m, "module": wasm, "activate": true},
+		"Authorization", "Bearer "+key); r.status/100 != 2 {
+		t.Fatalf("push plugin: %d %s", r.status, r.body)
+	}
+	e.appendEvent("acme", key, map[string]any{"entity": "order:1", "scope": "s", "kind": "1:1", "payload": 1})
+	c, _ := e.session(key)
+	r := e.must(e.do(c, "GET", console.Prefix+"/api/v1/tenants/acme/projections/count/order:1", nil), 200)
+	if cc := r.header.Values("Cache-Control"); len(cc) != 1 || cc[0] != "no-store" {
+		t.Fatalf("a projection through the console: Cache-Control %q, want no-store", cc)
 	}
 }

@@ -42,7 +42,8 @@
 // ContentSecurityPolicy (no inline script or style, nothing from other
 // origins, no framing), X-Content-Type-Options: nosniff, Referrer-Policy:
 // no-referrer and X-Frame-Options: DENY; tenant data passed through the
-// console gets Cache-Control: no-store. The page builds every element
+// console gets Cache-Control: no-store (in place of what the API route
+// would send). The page builds every element
 // with the DOM, never with markup from data.
 //
 // # Data
