@@ -643,6 +643,10 @@ func (c *Console) evaluate(w http.ResponseWriter, r *http.Request, s *session, _
 		problem(w, http.StatusNotFound, wire.CodeNotFound, "tenant policies are not configured on this server")
 		return
 	}
+	if tn, ok := c.tenant(t); ok && tn.State == control.StateSuspended {
+		problem(w, http.StatusForbidden, wire.CodeTenantSuspended, "the tenant is suspended")
+		return
+	}
 	// One evaluation per tenant at a time: they share the server's policy
 	// slots with every tenant's writes, and have no rate quota of their own.
 	c.evalMu.Lock()

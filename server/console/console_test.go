@@ -349,10 +349,17 @@ func TestEvaluateJudgesByTheActivePolicyWithoutWriting(t *testing.T) {
 func TestASuspendedTenantsKeyCannotSignInAndItsSessionsLoseItsData(t *testing.T) {
 	e := start(t)
 	key := e.tenant("acme")
-	c, _ := e.session(key)
+	e.noSecrets("acme", key)
+	c, csrf := e.session(key)
 	e.must(e.do(nil, "POST", "/v1/admin/tenants/acme/suspend", map[string]any{"reason": "unpaid"}, "Authorization", "Bearer "+opToken), 200)
 	if r := e.do(c, "GET", console.Prefix+"/api/v1/tenants/acme/stats", nil); r.status != 403 || !strings.Contains(string(r.body), "TENANT_SUSPENDED") {
 		t.Fatalf("a suspended tenant's data: %d %s", r.status, r.body)
+	}
+	// Its policy does not run for it either (the API runs nothing for a
+	// suspended tenant).
+	if r := e.do(c, "POST", console.Prefix+"/tenants/acme/policy/evaluate", map[string]any{"entity": "secret:1", "scope": "s", "kind": "1:1"},
+		"Origin", e.base, "X-CSRF-Token", csrf); r.status != 403 || !strings.Contains(string(r.body), "TENANT_SUSPENDED") {
+		t.Fatalf("evaluating a suspended tenant's policy: %d %s", r.status, r.body)
 	}
 	if r := e.do(nil, "POST", console.Prefix+"/session", map[string]any{"credential": key}, "Origin", e.base); r.status != 403 || r.header.Get("Set-Cookie") != "" {
 		t.Fatalf("sign-in with a suspended tenant's key: %d %s", r.status, r.body)
