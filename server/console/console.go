@@ -5,6 +5,7 @@ import (
 	"embed"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -46,6 +47,10 @@ const (
 // policy slot included (the evaluation itself stops at the policy
 // timeout).
 const evaluateTimeout = 5 * time.Second
+
+// DefaultMaxJSONDepth is Options.MaxJSONDepth's default (the server's
+// max_json_depth default).
+const DefaultMaxJSONDepth = 512
 
 // MaxOverviewTenants bounds the tenants the operator overview lists (the
 // first, by id); the answer says how many there are.
@@ -90,6 +95,10 @@ type Options struct {
 	// IdleTimeout and Lifetime end sessions (defaults DefaultIdleTimeout,
 	// DefaultLifetime).
 	IdleTimeout, Lifetime time.Duration
+	// MaxJSONDepth bounds the nesting of a payload to evaluate, as
+	// server.max_json_depth bounds a written one's. Default
+	// DefaultMaxJSONDepth.
+	MaxJSONDepth int
 	// SampleInterval is the dashboards' sampling period. Default 1s.
 	SampleInterval time.Duration
 	Logger         *slog.Logger
@@ -132,6 +141,9 @@ func New(opts Options) (*Console, error) {
 	}
 	if opts.Lifetime <= 0 {
 		opts.Lifetime = DefaultLifetime
+	}
+	if opts.MaxJSONDepth <= 0 {
+		opts.MaxJSONDepth = DefaultMaxJSONDepth
 	}
 	if opts.SampleInterval <= 0 {
 		opts.SampleInterval = time.Second
@@ -693,6 +705,16 @@ func (c *Console) evaluate(w http.ResponseWriter, r *http.Request, s *session, _
 	if !json.Valid(in.Payload) {
 		problem(w, http.StatusBadRequest, wire.CodeInvalidJSON, "payload is not one JSON value")
 		return
+	}
+	if d, _ := wire.Depth(in.Payload, c.opts.MaxJSONDepth); d > c.opts.MaxJSONDepth {
+		problem(w, http.StatusBadRequest, wire.CodeInvalidJSON, fmt.Sprintf("payload nested deeper than %d levels (max_json_depth)", c.opts.MaxJSONDepth))
+		return
+	}
+	if c.opts.Quotas != nil && c.opts.Plane != nil {
+		if ex := c.opts.Quotas.Tenant(t, c.opts.Plane.Effective(t)).CheckPayload(len(in.Payload)); ex != nil {
+			problem(w, http.StatusRequestEntityTooLarge, wire.CodePayloadTooLarge, "payload: "+ex.Error())
+			return
+		}
 	}
 	action := core.ActionAppend
 	switch in.Action {

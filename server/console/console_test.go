@@ -467,3 +467,21 @@ func TestTenantDataThroughTheConsoleIsNeverStored(t *testing.T) {
 		t.Fatalf("a projection through the console: Cache-Control %q, want no-store", cc)
 	}
 }
+
+// An evaluation takes the payloads a write would: JSON no deeper than the
+// server's max_json_depth (512 by default).
+func TestEvaluateRefusesAPayloadAWriteCouldNotCarry(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	e.noSecrets("acme", key)
+	c, csrf := e.session(key)
+	deep := strings.Repeat("[", 600) + strings.Repeat("]", 600)
+	body := []byte(`{"entity": "order:1", "scope": "s", "kind": "1:1", "payload": ` + deep + `}`)
+	r := e.do(c, "POST", console.Prefix+"/tenants/acme/policy/evaluate", body, "Origin", e.base, "X-CSRF-Token", csrf)
+	if r.status != 400 || !strings.Contains(string(r.body), "INVALID_JSON") {
+		t.Fatalf("a payload nested 600 deep: %d %s", r.status, r.body)
+	}
+	if w := e.do(nil, "POST", "/v1/tenants/acme/events", body, "Authorization", "Bearer "+key); w.status != 400 {
+		t.Fatalf("the same payload written: %d %s", w.status, w.body)
+	}
+}

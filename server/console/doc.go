@@ -63,7 +63,8 @@
 //	GET  /console/samples/tenants/{t}            t's session or the operator: t's samples
 //	POST /console/tenants/{t}/policy/evaluate    t's session: a dry-run of t's active policy
 //	                                             (tenantpolicy.Manager.Evaluate; body ≤ MaxEvaluateBytes)
-//	                                             one at a time per tenant (another: 429 BUSY)
+//	                                             one at a time per tenant (another: 429 BUSY); the payload within
+//	                                             max_json_depth and the tenant's max_payload_bytes
 //
 // Samples: every second the console reads the server's own Prometheus
 // metrics (events appended, append latency, fsyncs, denials, open
