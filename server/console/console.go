@@ -181,6 +181,7 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	h.Set("Cross-Origin-Resource-Policy", "same-origin")
 	c.mux.ServeHTTP(w, r)
 }
 
@@ -261,6 +262,15 @@ func (c *Console) sameOrigin(r *http.Request) error {
 	return nil
 }
 
+// otherSite reports whether a browser marked r as sent by a page of
+// another origin (Sec-Fetch-Site same-site or cross-site): such a request
+// does not use the session, whatever its method. A sibling host is the
+// same site, so the SameSite cookie alone would go along.
+func otherSite(r *http.Request) bool {
+	v := r.Header.Get("Sec-Fetch-Site")
+	return v == "same-site" || v == "cross-site"
+}
+
 type sessionHandler func(w http.ResponseWriter, r *http.Request, s *session, id string)
 
 // current returns the request's live session, if its credential still
@@ -289,6 +299,10 @@ func (c *Console) current(r *http.Request) (*session, string, string) {
 // same-origin request.
 func (c *Console) authed(h sessionHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if otherSite(r) {
+			problem(w, http.StatusForbidden, wire.CodeForbidden, "a request from another site (Sec-Fetch-Site: "+r.Header.Get("Sec-Fetch-Site")+") does not use the session")
+			return
+		}
 		s, id, why := c.current(r)
 		if s == nil {
 			problem(w, http.StatusUnauthorized, wire.CodeUnauthenticated, why)
@@ -399,7 +413,10 @@ func (c *Console) tenant(id string) (control.Tenant, bool) {
 // whoAmI: GET /console/session answers the session's view, or
 // {"signed_in": false} (200: the page asks before anyone signed in).
 func (c *Console) whoAmI(w http.ResponseWriter, r *http.Request) {
-	s, _, _ := c.current(r)
+	var s *session
+	if !otherSite(r) {
+		s, _, _ = c.current(r)
+	}
 	if s == nil {
 		writeJSON(w, http.StatusOK, map[string]any{"signed_in": false})
 		return

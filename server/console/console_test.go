@@ -485,3 +485,26 @@ func TestEvaluateRefusesAPayloadAWriteCouldNotCarry(t *testing.T) {
 		t.Fatalf("the same payload written: %d %s", w.status, w.body)
 	}
 }
+
+// A page on a sibling host (same site: the SameSite cookie goes along)
+// cannot make the session read data or open streams, nor embed its
+// answers: a browser's Sec-Fetch-Site other than same-origin (or none, a
+// typed address) is refused on every session request, and every answer
+// is Cross-Origin-Resource-Policy: same-origin.
+func TestASiblingSiteCannotUseTheSession(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	c, _ := e.session(key)
+	c.Timeout = 5 * time.Second // a stream opened by mistake fails the test
+	for _, p := range []string{"/api/v1/tenants/acme/stats", "/api/v1/tenants/acme/subscribe", "/session", "/samples/tenants/acme"} {
+		r := e.do(c, "GET", console.Prefix+p, nil, "Sec-Fetch-Site", "same-site")
+		if r.status != 403 && !(p == "/session" && r.status == 200 && strings.Contains(string(r.body), `"signed_in":false`)) {
+			t.Errorf("GET %s from a sibling site: %d %s", p, r.status, r.body)
+		}
+	}
+	r := e.must(e.do(c, "GET", console.Prefix+"/api/v1/tenants/acme/stats", nil, "Sec-Fetch-Site", "same-origin"), 200)
+	if r.header.Get("Cross-Origin-Resource-Policy") != "same-origin" {
+		t.Errorf("Cross-Origin-Resource-Policy %q, want same-origin", r.header.Get("Cross-Origin-Resource-Policy"))
+	}
+	e.must(e.do(c, "GET", console.Prefix+"/api/v1/tenants/acme/stats", nil, "Sec-Fetch-Site", "none"), 200)
+}

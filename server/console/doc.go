@@ -38,10 +38,15 @@
 // constant time; GET /console/session gives it to the page) and a
 // same-origin request: a browser's Sec-Fetch-Site or Origin must say so
 // (http.CrossOriginProtection), and one of them must be present. Sign-in
-// takes the same origin check. Every console response carries
+// takes the same origin check. No request a browser marks as sent by
+// another origin's page (Sec-Fetch-Site same-site or cross-site) uses the
+// session, whatever its method: a sibling host is the same site, so the
+// SameSite cookie alone would let its pages read through the session or
+// open streams. Every console response carries
 // ContentSecurityPolicy (no inline script or style, nothing from other
 // origins, no framing), X-Content-Type-Options: nosniff, Referrer-Policy:
-// no-referrer and X-Frame-Options: DENY; tenant data passed through the
+// no-referrer, X-Frame-Options: DENY and Cross-Origin-Resource-Policy:
+// same-origin; tenant data passed through the
 // console gets Cache-Control: no-store (in place of what the API route
 // would send). The page builds every element
 // with the DOM, never with markup from data.
