@@ -5,6 +5,7 @@ import (
 	"embed"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -41,6 +42,15 @@ const (
 	MaxSignInBytes   = 4 << 10
 	MaxEvaluateBytes = 1 << 20
 )
+
+// evaluateTimeout bounds one "evaluate this input" request, waiting for a
+// policy slot included (the evaluation itself stops at the policy
+// timeout).
+const evaluateTimeout = 5 * time.Second
+
+// DefaultMaxJSONDepth is Options.MaxJSONDepth's default (the server's
+// max_json_depth default).
+const DefaultMaxJSONDepth = 512
 
 // MaxOverviewTenants bounds the tenants the operator overview lists (the
 // first, by id); the answer says how many there are.
@@ -85,6 +95,10 @@ type Options struct {
 	// IdleTimeout and Lifetime end sessions (defaults DefaultIdleTimeout,
 	// DefaultLifetime).
 	IdleTimeout, Lifetime time.Duration
+	// MaxJSONDepth bounds the nesting of a payload to evaluate, as
+	// server.max_json_depth bounds a written one's. Default
+	// DefaultMaxJSONDepth.
+	MaxJSONDepth int
 	// SampleInterval is the dashboards' sampling period. Default 1s.
 	SampleInterval time.Duration
 	Logger         *slog.Logger
@@ -103,6 +117,9 @@ type Console struct {
 
 	usageMu sync.Mutex
 	usage   map[string]usageEntry // tenant → its figures, at most MaxOverviewTenants
+
+	evalMu     sync.Mutex
+	evaluating map[string]bool // tenants with an evaluation running (one each)
 }
 
 type usageEntry struct {
@@ -125,6 +142,9 @@ func New(opts Options) (*Console, error) {
 	if opts.Lifetime <= 0 {
 		opts.Lifetime = DefaultLifetime
 	}
+	if opts.MaxJSONDepth <= 0 {
+		opts.MaxJSONDepth = DefaultMaxJSONDepth
+	}
 	if opts.SampleInterval <= 0 {
 		opts.SampleInterval = time.Second
 	}
@@ -133,7 +153,8 @@ func New(opts Options) (*Console, error) {
 	}
 	c := &Console{opts: opts, sessions: newSessionStore(opts.MaxSessions, opts.IdleTimeout, opts.Lifetime),
 		sampler: newSampler(opts.Metrics, opts.Tenants, opts.Policies), mux: http.NewServeMux(),
-		origin: http.NewCrossOriginProtection(), done: make(chan struct{}), usage: map[string]usageEntry{}}
+		origin: http.NewCrossOriginProtection(), done: make(chan struct{}), usage: map[string]usageEntry{},
+		evaluating: map[string]bool{}}
 	c.routes()
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
@@ -160,6 +181,7 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	h.Set("Cross-Origin-Resource-Policy", "same-origin")
 	c.mux.ServeHTTP(w, r)
 }
 
@@ -240,6 +262,15 @@ func (c *Console) sameOrigin(r *http.Request) error {
 	return nil
 }
 
+// otherSite reports whether a browser marked r as sent by a page of
+// another origin (Sec-Fetch-Site same-site or cross-site): such a request
+// does not use the session, whatever its method. A sibling host is the
+// same site, so the SameSite cookie alone would go along.
+func otherSite(r *http.Request) bool {
+	v := r.Header.Get("Sec-Fetch-Site")
+	return v == "same-site" || v == "cross-site"
+}
+
 type sessionHandler func(w http.ResponseWriter, r *http.Request, s *session, id string)
 
 // current returns the request's live session, if its credential still
@@ -268,6 +299,10 @@ func (c *Console) current(r *http.Request) (*session, string, string) {
 // same-origin request.
 func (c *Console) authed(h sessionHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if otherSite(r) {
+			problem(w, http.StatusForbidden, wire.CodeForbidden, "a request from another site (Sec-Fetch-Site: "+r.Header.Get("Sec-Fetch-Site")+") does not use the session")
+			return
+		}
 		s, id, why := c.current(r)
 		if s == nil {
 			problem(w, http.StatusUnauthorized, wire.CodeUnauthenticated, why)
@@ -378,7 +413,10 @@ func (c *Console) tenant(id string) (control.Tenant, bool) {
 // whoAmI: GET /console/session answers the session's view, or
 // {"signed_in": false} (200: the page asks before anyone signed in).
 func (c *Console) whoAmI(w http.ResponseWriter, r *http.Request) {
-	s, _, _ := c.current(r)
+	var s *session
+	if !otherSite(r) {
+		s, _, _ = c.current(r)
+	}
 	if s == nil {
 		writeJSON(w, http.StatusOK, map[string]any{"signed_in": false})
 		return
@@ -422,7 +460,18 @@ func (c *Console) proxy(w http.ResponseWriter, r *http.Request, s *session, _ st
 		problem(w, http.StatusForbidden, wire.CodeForbidden, "this session does not reach "+path)
 		return
 	}
-	r2 := r.Clone(r.Context())
+	// A request in flight (a live tail above all) ends with the session:
+	// at sign-out, at its lifetime, or when its credential stops working.
+	ctx, cancel := context.WithDeadline(r.Context(), s.created.Add(c.opts.Lifetime))
+	defer cancel()
+	go func() {
+		select {
+		case <-s.ended:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	r2 := r.Clone(ctx)
 	r2.URL.Path = path
 	r2.URL.RawPath = ""
 	if r.URL.RawPath != "" {
@@ -432,11 +481,46 @@ func (c *Console) proxy(w http.ResponseWriter, r *http.Request, s *session, _ st
 	r2.Header.Del("Cookie")
 	r2.Header.Del("X-CSRF-Token")
 	r2.Header.Set("Authorization", "Bearer "+s.credential)
-	// Tenant data stays out of the browser's cache (a route that says
-	// otherwise, with its own Cache-Control, wins).
-	w.Header().Set("Cache-Control", "no-store")
-	c.opts.API.ServeHTTP(w, r2)
+	// Tenant data stays out of the browser's cache, whatever the route
+	// would let other clients do.
+	c.opts.API.ServeHTTP(&noStoreWriter{ResponseWriter: w}, r2)
 }
+
+// noStoreWriter sends Cache-Control: no-store with the response, in
+// place of any the handler set.
+type noStoreWriter struct {
+	http.ResponseWriter
+	sent bool
+}
+
+func (w *noStoreWriter) header() {
+	if !w.sent {
+		w.sent = true
+		w.ResponseWriter.Header().Set("Cache-Control", "no-store")
+	}
+}
+
+func (w *noStoreWriter) WriteHeader(status int) {
+	if status >= 200 { // 1xx answers are not the response
+		w.header()
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *noStoreWriter) Write(b []byte) (int, error) {
+	w.header()
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *noStoreWriter) FlushError() error {
+	w.header()
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *noStoreWriter) Flush() { _ = w.FlushError() }
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *noStoreWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (c *Console) serverSamples(w http.ResponseWriter, r *http.Request, s *session, _ string) {
 	if !s.principal.Operator {
@@ -575,7 +659,9 @@ type evaluateRequest struct {
 }
 
 // evaluate: POST /console/tenants/{t}/policy/evaluate judges a write by
-// the tenant's active policy bundle without writing or logging it.
+// the tenant's active policy bundle without writing or logging it. One
+// evaluation per tenant runs at a time (another gets 429 BUSY), for at
+// most evaluateTimeout.
 func (c *Console) evaluate(w http.ResponseWriter, r *http.Request, s *session, _ string) {
 	t := r.PathValue("tenant")
 	if s.principal.Operator || s.principal.Tenant != t {
@@ -586,6 +672,26 @@ func (c *Console) evaluate(w http.ResponseWriter, r *http.Request, s *session, _
 		problem(w, http.StatusNotFound, wire.CodeNotFound, "tenant policies are not configured on this server")
 		return
 	}
+	if tn, ok := c.tenant(t); ok && tn.State == control.StateSuspended {
+		problem(w, http.StatusForbidden, wire.CodeTenantSuspended, "the tenant is suspended")
+		return
+	}
+	// One evaluation per tenant at a time: they share the server's policy
+	// slots with every tenant's writes, and have no rate quota of their own.
+	c.evalMu.Lock()
+	if c.evaluating[t] {
+		c.evalMu.Unlock()
+		w.Header().Set("Retry-After", "1")
+		problem(w, http.StatusTooManyRequests, wire.CodeBusy, "an evaluation of this tenant's policy is running; try again when it is done")
+		return
+	}
+	c.evaluating[t] = true
+	c.evalMu.Unlock()
+	defer func() {
+		c.evalMu.Lock()
+		delete(c.evaluating, t)
+		c.evalMu.Unlock()
+	}()
 	var in evaluateRequest
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxEvaluateBytes+1))
 	if err != nil {
@@ -617,6 +723,16 @@ func (c *Console) evaluate(w http.ResponseWriter, r *http.Request, s *session, _
 		problem(w, http.StatusBadRequest, wire.CodeInvalidJSON, "payload is not one JSON value")
 		return
 	}
+	if d, _ := wire.Depth(in.Payload, c.opts.MaxJSONDepth); d > c.opts.MaxJSONDepth {
+		problem(w, http.StatusBadRequest, wire.CodeInvalidJSON, fmt.Sprintf("payload nested deeper than %d levels (max_json_depth)", c.opts.MaxJSONDepth))
+		return
+	}
+	if c.opts.Quotas != nil && c.opts.Plane != nil {
+		if ex := c.opts.Quotas.Tenant(t, c.opts.Plane.Effective(t)).CheckPayload(len(in.Payload)); ex != nil {
+			problem(w, http.StatusRequestEntityTooLarge, wire.CodePayloadTooLarge, "payload: "+ex.Error())
+			return
+		}
+	}
 	action := core.ActionAppend
 	switch in.Action {
 	case "", "append":
@@ -634,7 +750,7 @@ func (c *Console) evaluate(w http.ResponseWriter, r *http.Request, s *session, _
 	if action == core.ActionBatch {
 		p.BatchSize, p.BatchIndex = 1, 0
 	}
-	ctx, cancel := context.WithTimeout(policy.WithPrincipal(r.Context(), s.principal.Policy()), 5*time.Second)
+	ctx, cancel := context.WithTimeout(policy.WithPrincipal(r.Context(), s.principal.Policy()), evaluateTimeout)
 	defer cancel()
 	rev, err := c.opts.Policies.Evaluate(ctx, t, p)
 	var d *policy.Denial

@@ -2,9 +2,14 @@ package console_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -344,12 +349,162 @@ func TestEvaluateJudgesByTheActivePolicyWithoutWriting(t *testing.T) {
 func TestASuspendedTenantsKeyCannotSignInAndItsSessionsLoseItsData(t *testing.T) {
 	e := start(t)
 	key := e.tenant("acme")
-	c, _ := e.session(key)
+	e.noSecrets("acme", key)
+	c, csrf := e.session(key)
 	e.must(e.do(nil, "POST", "/v1/admin/tenants/acme/suspend", map[string]any{"reason": "unpaid"}, "Authorization", "Bearer "+opToken), 200)
 	if r := e.do(c, "GET", console.Prefix+"/api/v1/tenants/acme/stats", nil); r.status != 403 || !strings.Contains(string(r.body), "TENANT_SUSPENDED") {
 		t.Fatalf("a suspended tenant's data: %d %s", r.status, r.body)
 	}
+	// Its policy does not run for it either (the API runs nothing for a
+	// suspended tenant).
+	if r := e.do(c, "POST", console.Prefix+"/tenants/acme/policy/evaluate", map[string]any{"entity": "secret:1", "scope": "s", "kind": "1:1"},
+		"Origin", e.base, "X-CSRF-Token", csrf); r.status != 403 || !strings.Contains(string(r.body), "TENANT_SUSPENDED") {
+		t.Fatalf("evaluating a suspended tenant's policy: %d %s", r.status, r.body)
+	}
 	if r := e.do(nil, "POST", console.Prefix+"/session", map[string]any{"credential": key}, "Origin", e.base); r.status != 403 || r.header.Get("Set-Cookie") != "" {
 		t.Fatalf("sign-in with a suspended tenant's key: %d %s", r.status, r.body)
 	}
+}
+
+// A tenant's session cannot run its policy many times at once through
+// the console: evaluations share the server's policy slots with every
+// tenant's writes, and the console's dry run has no rate quota of its own.
+func TestATenantEvaluatesOnePolicyInputAtATime(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	// A policy that works until its evaluation times out for "slow:" entities.
+	bundle := tarGz(t, "policy.rego", `package batpak.write
+
+deny contains {"code": "NEVER", "message": "never"} if {
+	startswith(input.event.entity, "slow:")
+	some i in numbers.range(1, 20000)
+	some j in numbers.range(1, 20000)
+	i * j == -1
+}
+`)
+	e.must(e.do(nil, "PUT", "/v1/tenants/acme/policy", bundle, "Authorization", "Bearer "+key, "Content-Type", "application/gzip"), 200)
+	c, csrf := e.session(key)
+	path := console.Prefix + "/tenants/acme/policy/evaluate"
+	const n = 4
+	statuses := make(chan int, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			statuses <- e.do(c, "POST", path, map[string]any{"entity": "slow:1", "scope": "s", "kind": "1:1"},
+				"Origin", e.base, "X-CSRF-Token", csrf).status
+		}()
+	}
+	busy := 0
+	for i := 0; i < n; i++ {
+		if s := <-statuses; s == http.StatusTooManyRequests {
+			busy++
+		}
+	}
+	if busy < n-1 {
+		t.Fatalf("%d of %d concurrent evaluations refused 429, want all but one", busy, n)
+	}
+	// Once it is done, the next one runs.
+	r := e.do(c, "POST", path, map[string]any{"entity": "order:1", "scope": "s", "kind": "1:1"}, "Origin", e.base, "X-CSRF-Token", csrf)
+	if r.status != 200 || r.json(t)["result"] != "allowed" {
+		t.Fatalf("an evaluation after the others: %d %s", r.status, r.body)
+	}
+}
+
+// Signing out ends the session's live tail too: an event written after
+// the sign-out never reaches the browser.
+func TestSignOutEndsTheSessionsLiveTail(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	c, csrf := e.session(key)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.base+console.Prefix+"/api/v1/tenants/acme/subscribe", nil)
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("subscribe through the console: %d", res.StatusCode)
+	}
+	got := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(res.Body)
+		got <- string(b)
+	}()
+	time.Sleep(100 * time.Millisecond) // subscribed
+	e.must(e.do(c, "DELETE", console.Prefix+"/session", nil, "Origin", e.base, "X-CSRF-Token", csrf), 204)
+	time.Sleep(100 * time.Millisecond)
+	e.appendEvent("acme", key, map[string]any{"entity": "after:signout", "scope": "s", "kind": "1:1", "payload": 1})
+	select {
+	case body := <-got:
+		if strings.Contains(body, "after:signout") {
+			t.Fatal("an event written after sign-out reached the signed-out session's stream")
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the signed-out session's stream is still open")
+	}
+}
+
+// Tenant data through the console stays out of the browser's cache, even
+// from a route that lets other clients cache it (a projection's state).
+func TestTenantDataThroughTheConsoleIsNeverStored(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	wasm, err := os.ReadFile(filepath.Join("..", "..", "plugins", "testdata", "counter.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(wasm)
+	m := map[string]any{"name": "count", "version": "1.0.0", "kind": "projection", "sha256": hex.EncodeToString(sum[:])}
+	if r := e.do(nil, "POST", "/v1/tenants/acme/plugins", map[string]any{"manifest": m, "module": wasm, "activate": true},
+		"Authorization", "Bearer "+key); r.status/100 != 2 {
+		t.Fatalf("push plugin: %d %s", r.status, r.body)
+	}
+	e.appendEvent("acme", key, map[string]any{"entity": "order:1", "scope": "s", "kind": "1:1", "payload": 1})
+	c, _ := e.session(key)
+	r := e.must(e.do(c, "GET", console.Prefix+"/api/v1/tenants/acme/projections/count/order:1", nil), 200)
+	if cc := r.header.Values("Cache-Control"); len(cc) != 1 || cc[0] != "no-store" {
+		t.Fatalf("a projection through the console: Cache-Control %q, want no-store", cc)
+	}
+}
+
+// An evaluation takes the payloads a write would: JSON no deeper than the
+// server's max_json_depth (512 by default).
+func TestEvaluateRefusesAPayloadAWriteCouldNotCarry(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	e.noSecrets("acme", key)
+	c, csrf := e.session(key)
+	deep := strings.Repeat("[", 600) + strings.Repeat("]", 600)
+	body := []byte(`{"entity": "order:1", "scope": "s", "kind": "1:1", "payload": ` + deep + `}`)
+	r := e.do(c, "POST", console.Prefix+"/tenants/acme/policy/evaluate", body, "Origin", e.base, "X-CSRF-Token", csrf)
+	if r.status != 400 || !strings.Contains(string(r.body), "INVALID_JSON") {
+		t.Fatalf("a payload nested 600 deep: %d %s", r.status, r.body)
+	}
+	if w := e.do(nil, "POST", "/v1/tenants/acme/events", body, "Authorization", "Bearer "+key); w.status != 400 {
+		t.Fatalf("the same payload written: %d %s", w.status, w.body)
+	}
+}
+
+// A page on a sibling host (same site: the SameSite cookie goes along)
+// cannot make the session read data or open streams, nor embed its
+// answers: a browser's Sec-Fetch-Site other than same-origin (or none, a
+// typed address) is refused on every session request, and every answer
+// is Cross-Origin-Resource-Policy: same-origin.
+func TestASiblingSiteCannotUseTheSession(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	c, _ := e.session(key)
+	c.Timeout = 5 * time.Second // a stream opened by mistake fails the test
+	for _, p := range []string{"/api/v1/tenants/acme/stats", "/api/v1/tenants/acme/subscribe", "/session", "/samples/tenants/acme"} {
+		r := e.do(c, "GET", console.Prefix+p, nil, "Sec-Fetch-Site", "same-site")
+		if r.status != 403 && !(p == "/session" && r.status == 200 && strings.Contains(string(r.body), `"signed_in":false`)) {
+			t.Errorf("GET %s from a sibling site: %d %s", p, r.status, r.body)
+		}
+	}
+	r := e.must(e.do(c, "GET", console.Prefix+"/api/v1/tenants/acme/stats", nil, "Sec-Fetch-Site", "same-origin"), 200)
+	if r.header.Get("Cross-Origin-Resource-Policy") != "same-origin" {
+		t.Errorf("Cross-Origin-Resource-Policy %q, want same-origin", r.header.Get("Cross-Origin-Resource-Policy"))
+	}
+	e.must(e.do(c, "GET", console.Prefix+"/api/v1/tenants/acme/stats", nil, "Sec-Fetch-Site", "none"), 200)
 }

@@ -17,11 +17,16 @@
 //	stored          SHA-256 of the id only (a memory dump holds no usable id);
 //	                lookups compare in constant time
 //	lifetime        DefaultIdleTimeout (30 min) unused, DefaultLifetime (12 h) in all
-//	bounds          DefaultMaxSessions (1024) at once: past it a sign-in is refused
-//	                503 BUSY (expired sessions are dropped first);
-//	                MaxSessionsPerPrincipal (16) per credential: a 17th sign-in
-//	                ends that credential's least recently used session
-//	sign-out        DELETE /console/session ends the session on the server
+//	bounds          DefaultMaxSessions (1024) at once: past it a tenant sign-in is
+//	                refused 503 BUSY (expired sessions are dropped first), an
+//	                operator sign-in ends the least recently used tenant session;
+//	                MaxSessionsPerPrincipal (16) per credential and
+//	                MaxSessionsPerTenant (64) per tenant: a sign-in past either
+//	                ends that credential's (tenant's) least recently used session,
+//	                so one tenant's keys cannot fill the store
+//	sign-out        DELETE /console/session ends the session on the server; a
+//	                session's requests in flight through /console/api (a live
+//	                tail) end when it does (sign-out, expiry, eviction, revocation)
 //	every request   re-authenticates the stored credential: a revoked key or a
 //	                changed operator credential ends its sessions at once; a
 //	                suspended tenant's data is refused by the API as usual
@@ -33,11 +38,17 @@
 // constant time; GET /console/session gives it to the page) and a
 // same-origin request: a browser's Sec-Fetch-Site or Origin must say so
 // (http.CrossOriginProtection), and one of them must be present. Sign-in
-// takes the same origin check. Every console response carries
+// takes the same origin check. No request a browser marks as sent by
+// another origin's page (Sec-Fetch-Site same-site or cross-site) uses the
+// session, whatever its method: a sibling host is the same site, so the
+// SameSite cookie alone would let its pages read through the session or
+// open streams. Every console response carries
 // ContentSecurityPolicy (no inline script or style, nothing from other
 // origins, no framing), X-Content-Type-Options: nosniff, Referrer-Policy:
-// no-referrer and X-Frame-Options: DENY; tenant data passed through the
-// console gets Cache-Control: no-store. The page builds every element
+// no-referrer, X-Frame-Options: DENY and Cross-Origin-Resource-Policy:
+// same-origin; tenant data passed through the
+// console gets Cache-Control: no-store (in place of what the API route
+// would send). The page builds every element
 // with the DOM, never with markup from data.
 //
 // # Data
@@ -57,6 +68,8 @@
 //	GET  /console/samples/tenants/{t}            t's session or the operator: t's samples
 //	POST /console/tenants/{t}/policy/evaluate    t's session: a dry-run of t's active policy
 //	                                             (tenantpolicy.Manager.Evaluate; body ≤ MaxEvaluateBytes)
+//	                                             one at a time per tenant (another: 429 BUSY); the payload within
+//	                                             max_json_depth and the tenant's max_payload_bytes
 //
 // Samples: every second the console reads the server's own Prometheus
 // metrics (events appended, append latency, fsyncs, denials, open

@@ -20,6 +20,11 @@ const (
 	// MaxSessionsPerPrincipal bounds one principal's sessions: a new
 	// sign-in past it ends that principal's least recently used one.
 	MaxSessionsPerPrincipal = 16
+	// MaxSessionsPerTenant bounds one tenant's sessions, all its keys
+	// together (a tenant admin can issue keys at will): a new sign-in past
+	// it ends that tenant's least recently used one. The operator's
+	// sessions count against no tenant.
+	MaxSessionsPerTenant = 64
 	// DefaultIdleTimeout ends a session not used for this long.
 	DefaultIdleTimeout = 30 * time.Minute
 	// DefaultLifetime ends a session this long after sign-in, used or not.
@@ -43,6 +48,10 @@ type session struct {
 	csrf       string
 	created    time.Time
 	lastUsed   time.Time
+	// ended is closed when the session ends (sign-out, expiry, eviction,
+	// a credential that stopped authenticating): its requests in flight,
+	// a live tail above all, stop then.
+	ended chan struct{}
 }
 
 // sessionStore keeps sessions in memory, by the SHA-256 of their id (the
@@ -75,9 +84,12 @@ func (st *sessionStore) expired(s *session, now time.Time) bool {
 }
 
 // create stores a session for credential and principal and returns its
-// id (for the cookie) and the session. Past the principal's bound its
-// least recently used session ends; past the store's bound expired
-// sessions are dropped, and if every one is live, ErrTooManySessions.
+// id (for the cookie) and the session. Expired sessions are dropped;
+// past the principal's bound (MaxSessionsPerPrincipal) or its tenant's
+// (MaxSessionsPerTenant) the least recently used session of that
+// principal or tenant ends; past the store's bound an operator sign-in
+// ends the least recently used tenant session, and any other gets
+// ErrTooManySessions.
 func (st *sessionStore) create(credential string, p auth.Principal) (string, *session, error) {
 	id, err := randomToken()
 	if err != nil {
@@ -88,33 +100,62 @@ func (st *sessionStore) create(credential string, p auth.Principal) (string, *se
 		return "", nil, err
 	}
 	now := st.now()
-	s := &session{idHash: sha256.Sum256([]byte(id)), credential: credential, principal: p, csrf: csrf, created: now, lastUsed: now}
+	s := &session{idHash: sha256.Sum256([]byte(id)), credential: credential, principal: p, csrf: csrf, created: now, lastUsed: now,
+		ended: make(chan struct{})}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	var mine []*session
-	for h, o := range st.m {
+	var mine, tenant []*session
+	var lruTenant *session // the least recently used tenant session of all
+	for _, o := range st.m {
 		if st.expired(o, now) {
-			delete(st.m, h)
+			st.endLocked(o)
 			continue
 		}
-		if o.principal.ID == p.ID && o.principal.Tenant == p.Tenant {
+		if o.principal.ID == p.ID && o.principal.Tenant == p.Tenant && o.principal.Operator == p.Operator {
 			mine = append(mine, o)
+		}
+		if !o.principal.Operator {
+			if !p.Operator && o.principal.Tenant == p.Tenant {
+				tenant = append(tenant, o)
+			}
+			if lruTenant == nil || o.lastUsed.Before(lruTenant.lastUsed) {
+				lruTenant = o
+			}
 		}
 	}
 	if len(mine) >= MaxSessionsPerPrincipal {
-		oldest := mine[0]
-		for _, o := range mine[1:] {
-			if o.lastUsed.Before(oldest.lastUsed) {
-				oldest = o
-			}
-		}
-		delete(st.m, oldest.idHash)
+		st.dropLRU(mine)
+	} else if len(tenant) >= MaxSessionsPerTenant {
+		st.dropLRU(tenant)
+	} else if p.Operator && len(st.m) >= st.max && lruTenant != nil {
+		// The operator is never locked out by tenants' sessions.
+		st.endLocked(lruTenant)
 	}
 	if len(st.m) >= st.max {
 		return "", nil, ErrTooManySessions
 	}
 	st.m[s.idHash] = s
 	return id, s, nil
+}
+
+// dropLRU ends the least recently used of ss (st.mu held).
+func (st *sessionStore) dropLRU(ss []*session) {
+	oldest := ss[0]
+	for _, o := range ss[1:] {
+		if o.lastUsed.Before(oldest.lastUsed) {
+			oldest = o
+		}
+	}
+	st.endLocked(oldest)
+}
+
+// endLocked removes s and closes its ended channel (st.mu held; a
+// session not held any more is left alone).
+func (st *sessionStore) endLocked(s *session) {
+	if st.m[s.idHash] == s {
+		delete(st.m, s.idHash)
+		close(s.ended)
+	}
 }
 
 // get returns the live session of id and marks it used; nil when there is
@@ -132,7 +173,7 @@ func (st *sessionStore) get(id string) *session {
 		return nil
 	}
 	if st.expired(s, now) {
-		delete(st.m, h)
+		st.endLocked(s)
 		return nil
 	}
 	s.lastUsed = now
@@ -144,15 +185,17 @@ func (st *sessionStore) remove(id string) bool {
 	h := sha256.Sum256([]byte(id))
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	_, ok := st.m[h]
-	delete(st.m, h)
+	s, ok := st.m[h]
+	if ok {
+		st.endLocked(s)
+	}
 	return ok
 }
 
 // drop ends s (its credential no longer authenticates).
 func (st *sessionStore) drop(s *session) {
 	st.mu.Lock()
-	delete(st.m, s.idHash)
+	st.endLocked(s)
 	st.mu.Unlock()
 }
 

@@ -241,3 +241,58 @@ func TestTheCookieIsSecureUnderTLS(t *testing.T) {
 		}
 	}
 }
+
+// One tenant's keys (an admin can issue as many as it likes) cannot fill
+// the store and lock every other tenant and the operator out.
+func TestOneTenantCannotFillTheSessionStore(t *testing.T) {
+	st, c := newTestStore(DefaultMaxSessions)
+	for k := 0; k < DefaultMaxSessions/MaxSessionsPerPrincipal+8; k++ {
+		for i := 0; i < MaxSessionsPerPrincipal; i++ {
+			c.t = c.t.Add(time.Millisecond)
+			if _, _, err := st.create("k", auth.Principal{ID: "key" + itoaInternal(k), Tenant: "evil"}); err != nil {
+				t.Fatalf("key %d sign-in %d: %v", k, i, err)
+			}
+		}
+	}
+	if n := st.len(); n > MaxSessionsPerTenant {
+		t.Fatalf("one tenant holds %d sessions, want at most %d", n, MaxSessionsPerTenant)
+	}
+	if _, _, err := st.create("k", auth.Principal{ID: "k1", Tenant: "victim"}); err != nil {
+		t.Fatalf("another tenant's sign-in: %v", err)
+	}
+	if _, _, err := st.create("op", auth.Principal{Operator: true, ID: "operator"}); err != nil {
+		t.Fatalf("the operator's sign-in: %v", err)
+	}
+}
+
+// When live tenant sessions fill the store, the operator still signs in
+// (the least recently used tenant session ends).
+func TestTheOperatorSignsInWhenTheStoreIsFull(t *testing.T) {
+	st, c := newTestStore(3)
+	var ids []string
+	for i := 0; i < 3; i++ {
+		c.t = c.t.Add(time.Second)
+		id, _, err := st.create("k", auth.Principal{ID: "k", Tenant: "t" + itoaInternal(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	st.get(ids[0]) // t0's session is now the most recently used
+	if _, _, err := st.create("op", auth.Principal{Operator: true, ID: "operator"}); err != nil {
+		t.Fatalf("the operator's sign-in with the store full: %v", err)
+	}
+	if st.len() != 3 || st.get(ids[1]) != nil || st.get(ids[0]) == nil || st.get(ids[2]) == nil {
+		t.Fatal("want the least recently used tenant session ended, the others kept")
+	}
+	if _, _, err := st.create("k", auth.Principal{ID: "k2", Tenant: "t9"}); err != ErrTooManySessions {
+		t.Fatalf("a tenant sign-in with the store full: %v, want ErrTooManySessions", err)
+	}
+}
+
+func itoaInternal(i int) string {
+	if i < 10 {
+		return string(rune('0' + i))
+	}
+	return itoaInternal(i/10) + string(rune('0'+i%10))
+}
