@@ -668,6 +668,12 @@ func (c *Console) evaluate(w http.ResponseWriter, r *http.Request, s *session, _
 		problem(w, http.StatusForbidden, wire.CodeForbidden, "evaluating a tenant's policy takes a key of that tenant")
 		return
 	}
+	if !s.principal.Has(control.RoleWriter) {
+		// A reader may not write, so it learns nothing of the policy's
+		// reasons from writes; nor from a dry run.
+		problem(w, http.StatusForbidden, wire.CodeForbidden, "evaluating the policy takes a writer or admin key")
+		return
+	}
 	if c.opts.Policies == nil {
 		problem(w, http.StatusNotFound, wire.CodeNotFound, "tenant policies are not configured on this server")
 		return

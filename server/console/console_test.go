@@ -338,6 +338,11 @@ func TestEvaluateJudgesByTheActivePolicyWithoutWriting(t *testing.T) {
 	if r["result"] != "allowed" || r["revision"] != rev {
 		t.Fatalf("order:1: %v", r)
 	}
+	// A reader key may not write, so it may not dry-run the policy either.
+	rk := e.must(e.do(nil, "POST", "/v1/admin/tenants/acme/keys", map[string]any{"roles": []string{"reader"}}, "Authorization", "Bearer "+opToken), 201).json(t)["key"].(string)
+	rc, rcsrf := e.session(rk)
+	e.must(e.do(rc, "POST", path, map[string]any{"entity": "secret:9", "scope": "s", "kind": "1:1", "payload": map[string]any{}},
+		"Origin", e.base, "X-CSRF-Token", rcsrf), 403)
 	time.Sleep(200 * time.Millisecond) // a decision logged by mistake would show by now
 	after := decisions()
 	st := e.must(e.do(nil, "GET", "/v1/tenants/acme/stats", nil, "Authorization", "Bearer "+key), 200).json(t)
