@@ -303,5 +303,8 @@ func printDemo(ctx context.Context, a *app, srv *server.Server, cfg server.Confi
   curl -s -H "Authorization: Bearer $OP" $BATPAK/v1/admin/tenants
 
 `, base, token, cfg.OperatorToken, ev)
+	if !cfg.DisableConsole {
+		fmt.Fprintf(a.stdout, "The web console is at %s/console/: sign in with $KEY (the tenant) or $OP (the operator).\n\n", base)
+	}
 	return nil
 }
