@@ -28,6 +28,8 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
+	"github.com/batpak-go/batpak/internal/casmodel"
+
 	"github.com/batpak-go/batpak/server/auth"
 )
 
@@ -576,67 +578,6 @@ func (cl *procClient) batches() {
 	}
 }
 
-// casIn and casOut are a porcupine operation on one entity, modelled as a
-// register holding its event count (last clock + 1, 0 for none).
-type casIn struct {
-	entity string
-	read   bool
-	expect int
-}
-
-type casOut struct {
-	result byte // 'r' read, 'o' written, 'c' conflict, '?' unknown
-	count  int
-}
-
-// openEnded is the return time of an operation whose outcome is unknown.
-const openEnded = int64(1) << 62
-
-// casModel: a written op needs the count it expected and adds one; a
-// conflict sees a different count; an op of unknown outcome may have done
-// either.
-var casModel = porcupine.Model{
-	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
-		by := map[string][]porcupine.Operation{}
-		var order []string
-		for _, op := range history {
-			e := op.Input.(casIn).entity
-			if by[e] == nil {
-				order = append(order, e)
-			}
-			by[e] = append(by[e], op)
-		}
-		out := make([][]porcupine.Operation, 0, len(order))
-		for _, e := range order {
-			out = append(out, by[e])
-		}
-		return out
-	},
-	Init: func() any { return 0 },
-	Step: func(state, input, output any) (bool, any) {
-		s, in, out := state.(int), input.(casIn), output.(casOut)
-		switch {
-		case in.read:
-			return out.count == s, s
-		case out.result == 'o':
-			return s == in.expect && out.count == s+1, s + 1
-		case out.result == 'c':
-			return s != in.expect && out.count == s, s
-		case s == in.expect:
-			return true, s + 1
-		default:
-			return true, s
-		}
-	},
-	DescribeOperation: func(input, output any) string {
-		in, out := input.(casIn), output.(casOut)
-		if in.read {
-			return fmt.Sprintf("read %s -> %d", in.entity, out.count)
-		}
-		return fmt.Sprintf("cas %s expect %d -> %c %d", in.entity, in.expect, out.result, out.count)
-	},
-}
-
 // casAndReads mixes compare-and-set appends (expecting the count it last
 // saw) and linearizable reads on two entities per round, shared by the
 // compare-and-set clients.
@@ -650,10 +591,10 @@ func (cl *procClient) casAndReads() {
 		}
 		key := fmt.Sprintf("cas-%d-%d", cl.id, i)
 		f := cl.h.key(key)
-		in := casIn{entity: e, expect: known[e]}
+		in := casmodel.In{Entity: e, Expect: known[e]}
 		expect := `"no_events"`
-		if in.expect > 0 {
-			expect = strconv.Itoa(in.expect - 1)
+		if in.Expect > 0 {
+			expect = strconv.Itoa(in.Expect - 1)
 		}
 		body := fmt.Appendf(nil, `{"entity":%q,"scope":"s","kind":"1:3","payload":{"c":%d,"i":%d},"expected_clock":%s}`, e, cl.id, i, expect)
 		call := cl.now()
@@ -670,7 +611,7 @@ func (cl *procClient) casAndReads() {
 				continue
 			}
 			cl.h.acknowledge(f, rc)
-			op.Output, op.Return = casOut{result: 'o', count: int(rc.Clock) + 1}, cl.now()
+			op.Output, op.Return = casmodel.Out{Result: 'o', Count: int(rc.Clock) + 1}, cl.now()
 			known[e] = int(rc.Clock) + 1
 		case r.status == 409 && problemCode(r.body) == "CONFLICT":
 			var p struct {
@@ -681,7 +622,7 @@ func (cl *procClient) casAndReads() {
 			if c, ok := p.Actual.(float64); ok {
 				count = int(c) + 1
 			}
-			op.Output, op.Return = casOut{result: 'c', count: count}, cl.now()
+			op.Output, op.Return = casmodel.Out{Result: 'c', Count: count}, cl.now()
 			known[e] = count
 			cl.h.mu.Lock()
 			f.refused = true
@@ -691,7 +632,7 @@ func (cl *procClient) casAndReads() {
 			cl.settle(f, key, r)
 			continue
 		default:
-			op.Output, op.Return = casOut{result: '?'}, openEnded
+			op.Output, op.Return = casmodel.Out{Result: '?'}, casmodel.OpenEnded
 			cl.settle(f, key, r)
 		}
 		cl.h.mu.Lock()
@@ -733,7 +674,7 @@ func (cl *procClient) linearizableRead(entity string, known map[string]int) {
 	known[entity] = count
 	cl.h.mu.Lock()
 	cl.h.linReads++
-	cl.h.ops = append(cl.h.ops, porcupine.Operation{ClientId: cl.id, Input: casIn{entity: entity, read: true}, Call: call, Output: casOut{result: 'r', count: count}, Return: ret})
+	cl.h.ops = append(cl.h.ops, porcupine.Operation{ClientId: cl.id, Input: casmodel.In{Entity: entity, Read: true}, Call: call, Output: casmodel.Out{Result: 'r', Count: count}, Return: ret})
 	cl.h.mu.Unlock()
 }
 
@@ -1017,12 +958,12 @@ func TestClusterProcessNemesis(t *testing.T) {
 			t.Errorf("verify on %s: %d %s %v (want ok with %d events)", n.id, st, b, err, len(replicas[0]))
 		}
 	}
-	res, _ := porcupine.CheckOperationsVerbose(casModel, h.ops, 20*time.Second)
+	res, _ := porcupine.CheckOperationsVerbose(casmodel.Model, h.ops, 20*time.Second)
 	switch res {
 	case porcupine.Illegal:
 		var b strings.Builder
 		for _, op := range h.ops {
-			fmt.Fprintf(&b, "client %d [%d, %d] %s\n", op.ClientId, op.Call, op.Return, casModel.DescribeOperation(op.Input, op.Output))
+			fmt.Fprintf(&b, "client %d [%d, %d] %s\n", op.ClientId, op.Call, op.Return, casmodel.Model.DescribeOperation(op.Input, op.Output))
 		}
 		t.Errorf("compare-and-set/read history is not linearizable:\n%s", b.String())
 	case porcupine.Unknown:

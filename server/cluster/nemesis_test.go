@@ -15,6 +15,8 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
+	"github.com/batpak-go/batpak/internal/casmodel"
+
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server/cluster"
 )
@@ -414,19 +416,6 @@ func (cl *nemesisClient) batches(entity string) {
 	}
 }
 
-// casIn and casOut are a porcupine operation on one entity, modelled as a
-// register holding its event count (last clock + 1, 0 for none).
-type casIn struct {
-	entity string
-	read   bool
-	expect int // compare-and-set: the count the write expects
-}
-
-type casOut struct {
-	result byte // 'r' read, 'o' written, 'c' conflict, '?' unknown
-	count  int  // read: the count seen; written: the count after; conflict: the actual count
-}
-
 func expectCount(e core.Expectation) int {
 	if c, ok := e.Clock(); ok {
 		return int(c) + 1
@@ -440,54 +429,6 @@ func expectationFor(count int) core.Expectation {
 	}
 	return core.ExpectClock(uint64(count - 1))
 }
-
-// casModel: a written op needs the count it expected and adds one; a
-// conflict sees a different count; an unknown op may have done either (its
-// return is open-ended, so porcupine may also place it last).
-var casModel = porcupine.Model{
-	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
-		by := map[string][]porcupine.Operation{}
-		var order []string
-		for _, op := range history {
-			e := op.Input.(casIn).entity
-			if by[e] == nil {
-				order = append(order, e)
-			}
-			by[e] = append(by[e], op)
-		}
-		out := make([][]porcupine.Operation, 0, len(order))
-		for _, e := range order {
-			out = append(out, by[e])
-		}
-		return out
-	},
-	Init: func() any { return 0 },
-	Step: func(state, input, output any) (bool, any) {
-		s, in, out := state.(int), input.(casIn), output.(casOut)
-		switch {
-		case in.read:
-			return out.count == s, s
-		case out.result == 'o':
-			return s == in.expect && out.count == s+1, s + 1
-		case out.result == 'c':
-			return s != in.expect && out.count == s, s
-		case s == in.expect: // unknown, applied here
-			return true, s + 1
-		default: // unknown, refused here
-			return true, s
-		}
-	},
-	DescribeOperation: func(input, output any) string {
-		in, out := input.(casIn), output.(casOut)
-		if in.read {
-			return fmt.Sprintf("read %s -> %d", in.entity, out.count)
-		}
-		return fmt.Sprintf("cas %s expect %d -> %c %d", in.entity, in.expect, out.result, out.count)
-	},
-}
-
-// openEnded is the return time of an operation whose outcome is unknown.
-const openEnded = int64(1) << 62
 
 // casAndReads mixes compare-and-set appends (expecting the count it last
 // saw) and linearizable reads on entities shared with another client.
@@ -503,23 +444,23 @@ func (cl *nemesisClient) casAndReads(entities []string) {
 		cl.h.mu.Lock()
 		cl.h.keys[key] = true
 		cl.h.mu.Unlock()
-		in := casIn{entity: e, expect: known[e]}
+		in := casmodel.In{Entity: e, Expect: known[e]}
 		call := cl.now()
-		o := cl.write([]core.BatchItem{item(e, fmt.Sprintf(`{"c":%d,"i":%d}`, cl.id, i), core.AppendOptions{ExpectedClock: expectationFor(in.expect), IdempotencyKey: key})}, false)
+		o := cl.write([]core.BatchItem{item(e, fmt.Sprintf(`{"c":%d,"i":%d}`, cl.id, i), core.AppendOptions{ExpectedClock: expectationFor(in.Expect), IdempotencyKey: key})}, false)
 		op := porcupine.Operation{ClientId: cl.id, Input: in, Call: call}
 		var ce *core.ConflictError
 		switch {
 		case o.rs != nil && o.rs[0].Err == nil:
-			op.Output, op.Return = casOut{result: 'o', count: int(o.rs[0].Receipt.Clock) + 1}, cl.now()
+			op.Output, op.Return = casmodel.Out{Result: 'o', Count: int(o.rs[0].Receipt.Clock) + 1}, cl.now()
 			known[e] = int(o.rs[0].Receipt.Clock) + 1
 		case o.rs != nil && errors.As(o.rs[0].Err, &ce):
-			op.Output, op.Return = casOut{result: 'c', count: expectCount(ce.Actual)}, cl.now()
+			op.Output, op.Return = casmodel.Out{Result: 'c', Count: expectCount(ce.Actual)}, cl.now()
 			known[e] = expectCount(ce.Actual)
 		case o.rs != nil:
 			cl.h.failf("cas %s refused: %v", key, o.rs[0].Err)
 			continue
 		case o.maybe:
-			op.Output, op.Return = casOut{result: '?'}, openEnded
+			op.Output, op.Return = casmodel.Out{Result: '?'}, casmodel.OpenEnded
 		default: // never proposed
 			continue
 		}
@@ -560,7 +501,7 @@ func (cl *nemesisClient) linearizableRead(entity string, known map[string]int) {
 	}
 	known[entity] = count
 	cl.h.mu.Lock()
-	cl.h.ops = append(cl.h.ops, porcupine.Operation{ClientId: cl.id, Input: casIn{entity: entity, read: true}, Call: call, Output: casOut{result: 'r', count: count}, Return: cl.now()})
+	cl.h.ops = append(cl.h.ops, porcupine.Operation{ClientId: cl.id, Input: casmodel.In{Entity: entity, Read: true}, Call: call, Output: casmodel.Out{Result: 'r', Count: count}, Return: cl.now()})
 	cl.h.mu.Unlock()
 }
 
@@ -607,17 +548,17 @@ func checkReplica(t *testing.T, n *cluster.Node, tenant, prefix string, h *nemes
 
 func checkLinearizable(t *testing.T, ops []porcupine.Operation) {
 	t.Helper()
-	res, info := porcupine.CheckOperationsVerbose(casModel, ops, 10*time.Second)
+	res, info := porcupine.CheckOperationsVerbose(casmodel.Model, ops, 10*time.Second)
 	switch res {
 	case porcupine.Illegal:
 		var b strings.Builder
 		for _, op := range ops {
-			fmt.Fprintf(&b, "client %d [%d, %d] %s\n", op.ClientId, op.Call, op.Return, casModel.DescribeOperation(op.Input, op.Output))
+			fmt.Fprintf(&b, "client %d [%d, %d] %s\n", op.ClientId, op.Call, op.Return, casmodel.Model.DescribeOperation(op.Input, op.Output))
 		}
 		if dir := os.Getenv("BATPAK_NEMESIS_VIS"); dir != "" {
 			f, err := os.CreateTemp(dir, "nemesis-*.html")
 			if err == nil {
-				porcupine.Visualize(casModel, info, f)
+				porcupine.Visualize(casmodel.Model, info, f)
 				f.Close()
 				t.Logf("visualization: %s", f.Name())
 			}
@@ -632,28 +573,28 @@ func checkLinearizable(t *testing.T, ops []porcupine.Operation) {
 // histories that are not linearizable (and ones that are), to show the
 // campaign's checker can fail.
 func TestNemesisCheckerCatchesViolations(t *testing.T) {
-	cas := func(client int, expect int, out casOut, call, ret int64) porcupine.Operation {
-		return porcupine.Operation{ClientId: client, Input: casIn{entity: "e", expect: expect}, Call: call, Output: out, Return: ret}
+	cas := func(client int, expect int, out casmodel.Out, call, ret int64) porcupine.Operation {
+		return porcupine.Operation{ClientId: client, Input: casmodel.In{Entity: "e", Expect: expect}, Call: call, Output: out, Return: ret}
 	}
 	read := func(client, count int, call, ret int64) porcupine.Operation {
-		return porcupine.Operation{ClientId: client, Input: casIn{entity: "e", read: true}, Call: call, Output: casOut{result: 'r', count: count}, Return: ret}
+		return porcupine.Operation{ClientId: client, Input: casmodel.In{Entity: "e", Read: true}, Call: call, Output: casmodel.Out{Result: 'r', Count: count}, Return: ret}
 	}
 	for _, tc := range []struct {
 		name string
 		ok   bool
 		ops  []porcupine.Operation
 	}{
-		{"write then read", true, []porcupine.Operation{cas(0, 0, casOut{'o', 1}, 0, 10), read(1, 1, 20, 30)}},
-		{"stale read after an acknowledged write", false, []porcupine.Operation{cas(0, 0, casOut{'o', 1}, 0, 10), read(1, 0, 20, 30)}},
-		{"two writes win the same clock", false, []porcupine.Operation{cas(0, 0, casOut{'o', 1}, 0, 10), cas(1, 0, casOut{'o', 1}, 5, 15)}},
-		{"conflict that names a count never held", false, []porcupine.Operation{cas(0, 0, casOut{'o', 1}, 0, 10), cas(1, 0, casOut{'c', 2}, 20, 30)}},
-		{"reads going back in time", false, []porcupine.Operation{cas(0, 0, casOut{'o', 1}, 0, 10), read(1, 1, 5, 15), read(1, 0, 20, 30)}},
-		{"concurrent read may see either", true, []porcupine.Operation{cas(0, 0, casOut{'o', 1}, 0, 10), read(1, 0, 5, 15)}},
-		{"unknown write observed", true, []porcupine.Operation{cas(0, 0, casOut{'?', 0}, 0, openEnded), read(1, 1, 20, 30)}},
-		{"unknown write never observed", true, []porcupine.Operation{cas(0, 0, casOut{'?', 0}, 0, openEnded), read(1, 0, 20, 30)}},
-		{"unknown write applied twice", false, []porcupine.Operation{cas(0, 0, casOut{'?', 0}, 0, openEnded), read(1, 2, 20, 30)}},
+		{"write then read", true, []porcupine.Operation{cas(0, 0, casmodel.Out{Result: 'o', Count: 1}, 0, 10), read(1, 1, 20, 30)}},
+		{"stale read after an acknowledged write", false, []porcupine.Operation{cas(0, 0, casmodel.Out{Result: 'o', Count: 1}, 0, 10), read(1, 0, 20, 30)}},
+		{"two writes win the same clock", false, []porcupine.Operation{cas(0, 0, casmodel.Out{Result: 'o', Count: 1}, 0, 10), cas(1, 0, casmodel.Out{Result: 'o', Count: 1}, 5, 15)}},
+		{"conflict that names a count never held", false, []porcupine.Operation{cas(0, 0, casmodel.Out{Result: 'o', Count: 1}, 0, 10), cas(1, 0, casmodel.Out{Result: 'c', Count: 2}, 20, 30)}},
+		{"reads going back in time", false, []porcupine.Operation{cas(0, 0, casmodel.Out{Result: 'o', Count: 1}, 0, 10), read(1, 1, 5, 15), read(1, 0, 20, 30)}},
+		{"concurrent read may see either", true, []porcupine.Operation{cas(0, 0, casmodel.Out{Result: 'o', Count: 1}, 0, 10), read(1, 0, 5, 15)}},
+		{"unknown write observed", true, []porcupine.Operation{cas(0, 0, casmodel.Out{Result: '?', Count: 0}, 0, casmodel.OpenEnded), read(1, 1, 20, 30)}},
+		{"unknown write never observed", true, []porcupine.Operation{cas(0, 0, casmodel.Out{Result: '?', Count: 0}, 0, casmodel.OpenEnded), read(1, 0, 20, 30)}},
+		{"unknown write applied twice", false, []porcupine.Operation{cas(0, 0, casmodel.Out{Result: '?', Count: 0}, 0, casmodel.OpenEnded), read(1, 2, 20, 30)}},
 	} {
-		if got := porcupine.CheckOperations(casModel, tc.ops); got != tc.ok {
+		if got := porcupine.CheckOperations(casmodel.Model, tc.ops); got != tc.ok {
 			t.Errorf("%s: linearizable = %v, want %v", tc.name, got, tc.ok)
 		}
 	}
