@@ -36,11 +36,7 @@ func callBytes(t *testing.T, method, url, token, media string, body []byte) (int
 // join through it) and waits until every member has its URL recorded.
 func startCluster3(t *testing.T, root string) []*clusterServer {
 	t.Helper()
-	n1 := startClusterServer(t, root, "n1", true, "")
-	waitFor(t, 10*time.Second, "n1 leads", func() bool {
-		code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
-		return code == 200 && st["state"] == "leader"
-	})
+	n1 := startClusterLeader(t, root)
 	n2 := startClusterServer(t, root, "n2", false, n1.base)
 	n3 := startClusterServer(t, root, "n3", false, n1.base)
 	waitFor(t, 20*time.Second, "three members with URLs", func() bool {

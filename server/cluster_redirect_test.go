@@ -22,11 +22,7 @@ func TestClusterRedirectKeepsEscapedPath(t *testing.T) {
 		t.Skip("starts two servers")
 	}
 	root := t.TempDir()
-	n1 := startClusterServer(t, root, "n1", true, "")
-	waitFor(t, 10*time.Second, "n1 leads", func() bool {
-		code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
-		return code == 200 && st["state"] == "leader"
-	})
+	n1 := startClusterLeader(t, root)
 	n2 := startClusterServer(t, root, "n2", false, n1.base)
 	waitFor(t, 20*time.Second, "n2 a member that knows the leader's URL", func() bool {
 		code, st := call(t, "GET", n2.base+"/v1/cluster", clusterOperator, "")
@@ -147,11 +143,7 @@ func TestClusterLeaveSticks(t *testing.T) {
 		t.Skip("starts two servers")
 	}
 	root := t.TempDir()
-	n1 := startClusterServer(t, root, "n1", true, "")
-	waitFor(t, 10*time.Second, "n1 leads", func() bool {
-		code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
-		return code == 200 && st["state"] == "leader"
-	})
+	n1 := startClusterLeader(t, root)
 	startClusterServer(t, root, "n2", false, n1.base)
 	members := func() int {
 		_, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
@@ -175,11 +167,7 @@ func TestClusterLeaveSticks(t *testing.T) {
 // cannot hold the server's connections with such reads.
 func TestClusterMinSeqWaitsCountAsSubscriptions(t *testing.T) {
 	root := t.TempDir()
-	n1 := startClusterServer(t, root, "n1", true, "")
-	waitFor(t, 10*time.Second, "n1 leads", func() bool {
-		code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
-		return code == 200 && st["state"] == "leader"
-	})
+	n1 := startClusterLeader(t, root)
 	if code, body := call(t, "POST", n1.base+"/v1/admin/tenants", clusterOperator, `{"id":"acme","quotas":{"max_subscriptions":1}}`); code != 201 {
 		t.Fatalf("create tenant: %d %v", code, body)
 	}
@@ -244,11 +232,7 @@ func TestClusterStalePlaneFailsClosed(t *testing.T) {
 		t.Skip("starts two servers")
 	}
 	root := t.TempDir()
-	n1 := startClusterServer(t, root, "n1", true, "")
-	waitFor(t, 10*time.Second, "n1 leads", func() bool {
-		code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
-		return code == 200 && st["state"] == "leader"
-	})
+	n1 := startClusterLeader(t, root)
 	n2 := startClusterServer(t, root, "n2", false, n1.base)
 	if code, body := call(t, "POST", n1.base+"/v1/admin/tenants", clusterOperator, `{"id":"acme"}`); code != 201 {
 		t.Fatalf("create tenant: %d %v", code, body)

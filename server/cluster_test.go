@@ -51,6 +51,18 @@ func startClusterServer(t *testing.T, root, id string, bootstrap bool, join stri
 	return cs
 }
 
+// startClusterLeader starts node n1 bootstrapping a new cluster under
+// root and waits until it leads.
+func startClusterLeader(t *testing.T, root string) *clusterServer {
+	t.Helper()
+	n1 := startClusterServer(t, root, "n1", true, "")
+	waitFor(t, 10*time.Second, "n1 leads", func() bool {
+		code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
+		return code == 200 && st["state"] == "leader"
+	})
+	return n1
+}
+
 func (cs *clusterServer) stop() {
 	if cs.cancel != nil {
 		cs.cancel()
@@ -126,11 +138,7 @@ func TestClusterServe(t *testing.T) {
 		t.Skip("starts three servers")
 	}
 	root := t.TempDir()
-	n1 := startClusterServer(t, root, "n1", true, "")
-	waitFor(t, 10*time.Second, "n1 leads", func() bool {
-		code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
-		return code == 200 && st["state"] == "leader"
-	})
+	n1 := startClusterLeader(t, root)
 	n2 := startClusterServer(t, root, "n2", false, n1.base)
 	n3 := startClusterServer(t, root, "n3", false, n1.base)
 	nodes := []*clusterServer{n1, n2, n3}
