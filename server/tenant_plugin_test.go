@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,34 +58,7 @@ type pluginEnv struct {
 // startPluginServer runs a server over root on loopback.
 func startPluginServer(t testing.TB, root string, tune func(*server.Config)) policyServer {
 	t.Helper()
-	cfg := server.DefaultConfig()
-	cfg.Root, cfg.Listen, cfg.AccessLog, cfg.Stderr = filepath.Join(root, "srv"), "127.0.0.1:0", "off", io.Discard
-	cfg.OperatorToken = "bpko_" + strings.Repeat("a", 52)
-	if tune != nil {
-		tune(&cfg)
-	}
-	srv, err := server.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	stopped := false
-	ps := policyServer{srv: srv, base: "http://" + srv.Addr().String(), stop: func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
-		}
-	}}
-	t.Cleanup(ps.stop)
-	return ps
+	return startTunedServer(t, root, tune)
 }
 
 func clientOf(t testing.TB, ps policyServer, token string) *client.Client {

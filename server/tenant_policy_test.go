@@ -94,10 +94,22 @@ func startPolicyServer(t testing.TB, root string, tune func(*server.Config)) pol
 	if err := os.WriteFile(filepath.Join(platform, "platform.rego"), []byte(denyPrefix("PLATFORM_BLOCK", "blocked:")), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return startTunedServer(t, root, func(cfg *server.Config) {
+		cfg.PolicyDir = platform
+		if tune != nil {
+			tune(cfg)
+		}
+	})
+}
+
+// startTunedServer runs a server on loopback over root/srv with a fixed
+// operator credential, its config adjusted by tune; the server stops
+// when the test ends (or at ps.stop).
+func startTunedServer(t testing.TB, root string, tune func(*server.Config)) policyServer {
+	t.Helper()
 	cfg := server.DefaultConfig()
 	cfg.Root, cfg.Listen, cfg.AccessLog, cfg.Stderr = filepath.Join(root, "srv"), "127.0.0.1:0", "off", io.Discard
 	cfg.OperatorToken = "bpko_" + strings.Repeat("a", 52)
-	cfg.PolicyDir = platform
 	if tune != nil {
 		tune(&cfg)
 	}
