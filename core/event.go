@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/batpak-go/batpak/ijson"
 	"github.com/google/uuid"
 )
 
@@ -164,4 +165,11 @@ type AppendOptions struct {
 	// raised to the entity's last timestamp when earlier. Negative values
 	// are refused (ErrInvalidOptions).
 	Timestamp int64
+	// PayloadChecked, when it covers the payload (ijson.Checked.Covers at
+	// Config.MaxJSONDepth), spares the store its own JSON check of the
+	// payload: a reader that validated the payload inside a larger
+	// document (an HTTP request) hands the record of that check on. Only
+	// package ijson makes records that cover anything; any other payload
+	// is checked as always.
+	PayloadChecked ijson.Checked
 }

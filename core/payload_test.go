@@ -252,3 +252,47 @@ func BenchmarkPayloadValidation(b *testing.B) {
 		}
 	})
 }
+
+// A payload is spared the store's JSON check only by ijson's record of a
+// check of those very bytes at the store's depth limit or a stricter one:
+// a record of other bytes, or of a laxer limit, and the payload is
+// checked as always.
+func TestPayloadCheckedRecordCoversOnlyItsBytes(t *testing.T) {
+	s := openStore(t, func(c *core.Config) { c.MaxJSONDepth = 3 })
+	ctx := context.Background()
+	c := mustCoord(t, "pay:checked", "s")
+	good := []byte(`{"a":[1]}`)
+	rec, _, err := ijson.CheckPrefix(good, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendWithOptions(ctx, c, kindA, rec.Bytes(), core.AppendOptions{PayloadChecked: rec}); err != nil {
+		t.Fatalf("a payload with the record of its own check: %v", err)
+	}
+	var pe *core.PayloadError
+	for name, payload := range map[string][]byte{
+		"repeated name": []byte(`{"a":1,"a":2}`),
+		"not JSON":      []byte(`{"a":`),
+		"a copy":        []byte(`{"a":[1,}`)[:len(good)],
+	} {
+		_, err := s.AppendWithOptions(ctx, c, kindA, payload, core.AppendOptions{PayloadChecked: rec})
+		if !errors.As(err, &pe) {
+			t.Fatalf("%s with another payload's record: %v, want a *PayloadError", name, err)
+		}
+		_, err = s.AppendBatch(ctx, []core.BatchItem{{Coordinate: c, Kind: kindA, Payload: payload, Options: core.AppendOptions{PayloadChecked: rec}}})
+		if !errors.As(err, &pe) {
+			t.Fatalf("batch item, %s with another payload's record: %v, want a *PayloadError", name, err)
+		}
+	}
+	deep := []byte(`[[[[1]]]]`)
+	lax, _, err := ijson.CheckPrefix(deep, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendWithOptions(ctx, c, kindA, lax.Bytes(), core.AppendOptions{PayloadChecked: lax}); !errors.As(err, &pe) || pe.Rule != ijson.RuleDepth {
+		t.Fatalf("a record of a laxer depth limit: %v, want the depth refused", err)
+	}
+	if n := s.Stats().Events; n != 1 {
+		t.Fatalf("%d events stored, want 1", n)
+	}
+}

@@ -356,8 +356,10 @@ func (s *Store) validateWrite(coord Coordinate, payload []byte, opts *AppendOpti
 	if len(payload) > s.cfg.SingleAppendMaxBytes {
 		return fmt.Errorf("%w: %d bytes, the limit is %d (Config.SingleAppendMaxBytes)", ErrPayloadTooLarge, len(payload), s.cfg.SingleAppendMaxBytes)
 	}
-	if err := ijson.Validate(payload, s.maxJSONDepth()); err != nil {
-		return payloadError(err)
+	if depth := s.maxJSONDepth(); !opts.PayloadChecked.Covers(payload, depth) {
+		if err := ijson.Validate(payload, depth); err != nil {
+			return payloadError(err)
+		}
 	}
 	if len(opts.IdempotencyKey) > MaxIdempotencyKeyBytes {
 		return fmt.Errorf("%w: idempotency key is %d bytes, the limit is %d", ErrInvalidOptions, len(opts.IdempotencyKey), MaxIdempotencyKeyBytes)

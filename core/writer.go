@@ -110,6 +110,10 @@ type writer struct {
 	buf       []byte
 	bufEvents int // event frames in buf
 	reqs      []*request
+	// placed is how many of reqs the group has placed: gather places
+	// the writes it holds before it sleeps for the rest (see placeSoFar).
+	placed int
+	begun  bool // the group's state is reset and its clock read
 	pend      []pending
 	resolved  []*request                  // requests of this group to answer after publish
 	batches   []*batchWrite               // the group's batches written so far
@@ -218,12 +222,14 @@ func (w *writer) run() {
 			w.releaseIdleFile()
 			continue
 		}
-		w.gather(first)
-		start := time.Now()
-		w.lastActive = start
+		// The file released while idle is reopened first: gather may
+		// place writes, which may rotate and so write.
 		if w.file == nil && w.failed == nil && first.op != opClose {
 			w.fail(w.reopenFile())
 		}
+		w.gather(first)
+		start := time.Now()
+		w.lastActive = start
 		if w.process(w.reqs) {
 			return
 		}
@@ -289,6 +295,7 @@ func (w *writer) gather(first *request) {
 		// the CPU) until the sender that completes the group wakes us —
 		// one wake-up per group, not one per arrival — or the deadline;
 		// then take what is queued.
+		w.placeSoFar()
 		need := int64(target - len(w.reqs))
 		w.s.gatherNeed.Store(need)
 		if int64(len(mb)) >= need {
@@ -332,23 +339,10 @@ func (w *writer) gatherWait() time.Duration {
 // write calls as the group allows; sync as configured; publish to the
 // index; then answer the requests. It returns true after a close request.
 func (w *writer) process(reqs []*request) (closing bool) {
-	w.buf, w.pend, w.resolved, w.batches = w.buf[:0], w.pend[:0], w.resolved[:0], w.batches[:0]
-	clear(w.groupIdm)
-	w.resetPendIDs()
-	w.now = w.s.nowMicros() // one wall-clock reading per group commit
-	w.markGroup()
-	if reqs[0].op.write() {
-		w.groups.Add(1)
-	}
+	w.beginGroup()
+	w.placeSoFar()
+	w.begun, w.placed = false, 0
 	last := reqs[len(reqs)-1]
-	for _, r := range reqs {
-		switch r.op {
-		case opAppend:
-			w.appendOne(r)
-		case opBatch:
-			w.appendBatch(r)
-		}
-	}
 	if w.failed == nil {
 		switch last.op {
 		case opFenceBegin, opFenceCommit, opFenceCancel:
@@ -393,6 +387,43 @@ func (w *writer) process(reqs []*request) (closing bool) {
 		return true
 	}
 	return false
+}
+
+// beginGroup resets the writer's per-group state for the group in w.reqs
+// and reads the clock for it, once per group.
+func (w *writer) beginGroup() {
+	if w.begun {
+		return
+	}
+	w.begun = true
+	w.buf, w.pend, w.resolved, w.batches = w.buf[:0], w.pend[:0], w.resolved[:0], w.batches[:0]
+	clear(w.groupIdm)
+	w.resetPendIDs()
+	w.now = w.s.nowMicros() // one wall-clock reading per group commit
+	w.markGroup()
+	if w.reqs[0].op.write() {
+		w.groups.Add(1)
+	}
+}
+
+// placeSoFar places the writes of the group gathered since the last call,
+// in order. gather calls it before it sleeps for the rest of the group, so
+// that placing (encoding, hashing) what has arrived overlaps with the
+// other writers building their requests, and the group's write and fsync
+// follow its last arrival sooner; process places the rest. The outcome is
+// the same as placing them all at the end: nothing is written before the
+// group's flush (a rotation aside, as always), and nothing is answered
+// before its sync.
+func (w *writer) placeSoFar() {
+	w.beginGroup()
+	for ; w.placed < len(w.reqs); w.placed++ {
+		switch r := w.reqs[w.placed]; r.op {
+		case opAppend:
+			w.appendOne(r)
+		case opBatch:
+			w.appendBatch(r)
+		}
+	}
 }
 
 // syncGroup applies the sync setting after a group was written. A Sync

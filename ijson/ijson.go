@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"sync"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // MaxDepth is the deepest nesting Validate can be asked to allow:
@@ -107,6 +108,57 @@ func ValidatePrefix(doc []byte, maxDepth int) (end int, err error) {
 		return 0, err
 	}
 	return end, nil
+}
+
+// Checked is the record that one JSON value passed the checks of
+// Validate at a nesting limit: a reader that validated a value inside a
+// larger document hands it on, and the store does not check the same
+// bytes again. Only this package makes a Checked that proves anything
+// (its fields are unexported; the zero value covers nothing). It refers
+// to the bytes it checked, not a copy: it covers them only while they
+// stay unchanged, which its holder must see to.
+type Checked struct {
+	p     *byte
+	n     int
+	depth int
+}
+
+// CheckPrefix validates the JSON value at the start of doc (after
+// optional whitespace) as ValidatePrefix does, and returns the record of
+// the check; Bytes gives the value's bytes and End where it ended in doc.
+// The error is an *Error.
+func CheckPrefix(doc []byte, maxDepth int) (Checked, int, error) {
+	if maxDepth < 1 || maxDepth > MaxDepth {
+		maxDepth = MaxDepth
+	}
+	end, err := ValidatePrefix(doc, maxDepth)
+	if err != nil {
+		return Checked{}, 0, err
+	}
+	start := 0
+	for start < end && isWS(doc[start]) {
+		start++
+	}
+	v := doc[start:end]
+	return Checked{p: unsafe.SliceData(v), n: len(v), depth: maxDepth}, end, nil
+}
+
+// Bytes returns the checked value's bytes (nil for the zero Checked).
+func (c Checked) Bytes() []byte {
+	if c.n == 0 {
+		return nil
+	}
+	return unsafe.Slice(c.p, c.n)
+}
+
+// Covers reports whether c is the record of a check of exactly doc — the
+// same bytes in memory, not an equal copy — at a nesting limit of
+// maxDepth or stricter, so that Validate(doc, maxDepth) would accept it.
+func (c Checked) Covers(doc []byte, maxDepth int) bool {
+	if maxDepth < 1 || maxDepth > MaxDepth {
+		maxDepth = MaxDepth
+	}
+	return c.n > 0 && c.n == len(doc) && c.p == unsafe.SliceData(doc) && c.depth <= maxDepth
 }
 
 // ValidSyntax reports whether doc is one JSON value nested at most

@@ -342,3 +342,39 @@ func TestMembersAgreesWithEncodingJSON(t *testing.T) {
 		}
 	}
 }
+
+// A Checked record covers exactly the bytes it checked, at its depth or a
+// laxer one: never a copy, a part, a stricter limit, or anything when it
+// is the zero record.
+func TestCheckedCoversOnlyItsBytes(t *testing.T) {
+	doc := []byte(`  {"a":[1,2,{"b":null}]} , "rest"`)
+	c, end, err := ijson.CheckPrefix(doc, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := c.Bytes()
+	if string(v) != `{"a":[1,2,{"b":null}]}` || end != 24 {
+		t.Fatalf("value %q end %d", v, end)
+	}
+	if !c.Covers(v, 5) || !c.Covers(v, 64) {
+		t.Fatal("the record does not cover its own bytes")
+	}
+	if c.Covers(v, 4) {
+		t.Fatal("a check at depth 5 covers a stricter limit of 4")
+	}
+	if c.Covers(bytes.Clone(v), 5) {
+		t.Fatal("the record covers an equal copy")
+	}
+	if c.Covers(v[:len(v)-1], 5) || c.Covers(doc[2:30], 5) {
+		t.Fatal("the record covers other extents of the same memory")
+	}
+	var zero ijson.Checked
+	if zero.Covers(v, 64) || zero.Covers(nil, 64) || zero.Bytes() != nil {
+		t.Fatal("the zero record covers something")
+	}
+	for _, bad := range []string{`{"a":1,"a":2}`, `[1,]`, "\"\xff\"", `[[[[[[1]]]]]]`} {
+		if c, _, err := ijson.CheckPrefix([]byte(bad), 5); err == nil || c.Bytes() != nil {
+			t.Fatalf("%q: refused %v, record %q", bad, err, c.Bytes())
+		}
+	}
+}

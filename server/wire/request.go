@@ -140,29 +140,37 @@ func (s *reqScanner) digits(neg bool) (int64, bool) {
 // checked by ijson in one pass (it refuses what encoding/json refuses, and
 // repeated member names too: those bodies go to Decode, which takes them).
 func (s *reqScanner) raw(depth int) ([]byte, bool) {
+	v, _, ok := s.checked(depth)
+	return v, ok
+}
+
+// checked is raw that also returns ijson's record of the value's check:
+// the zero record for a plain string or integer, read directly (checking
+// those again is cheap).
+func (s *reqScanner) checked(depth int) ([]byte, ijson.Checked, bool) {
 	s.ws()
 	if s.i >= len(s.b) {
-		return nil, false
+		return nil, ijson.Checked{}, false
 	}
 	start := s.i
 	switch c := s.b[start]; {
 	case c == '"':
 		if _, ok := s.str(); ok {
-			return s.b[start:s.i], true
+			return s.b[start:s.i], ijson.Checked{}, true
 		}
 		s.i = start
 	case c >= '0' && c <= '9':
 		if _, ok := s.digits(false); ok && s.delim() {
-			return s.b[start:s.i], true
+			return s.b[start:s.i], ijson.Checked{}, true
 		}
 		s.i = start
 	}
-	n, err := ijson.ValidatePrefix(s.b[start:], depth)
+	c, n, err := ijson.CheckPrefix(s.b[start:], depth)
 	if err != nil {
-		return nil, false
+		return nil, c, false
 	}
 	s.i = start + n
-	return s.b[start:s.i], true
+	return c.Bytes(), c, true
 }
 
 // The members of an append request, for telling repeats apart.
@@ -222,7 +230,7 @@ func (s *reqScanner) item(req *AppendRequest, depth int) bool {
 			}
 		case "payload":
 			m = mPayload
-			if req.Payload, ok = s.raw(depth); !ok {
+			if req.Payload, req.checked, ok = s.checked(depth); !ok {
 				return false
 			}
 		case "expected_clock":

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/ijson"
 	"github.com/batpak-go/batpak/server/control"
 )
 
@@ -246,6 +247,10 @@ type AppendRequest struct {
 	// CauseItem (batches only) names an earlier item of the same batch as
 	// this event's cause.
 	CauseItem *int `json:"cause_item,omitempty"`
+	// checked is the record of the payload's check when DecodeAppend or
+	// DecodeBatch read it in their one pass: the store then does not
+	// check the same bytes again.
+	checked ijson.Checked
 }
 
 // BatchRequest is the body of POST /v1/tenants/{t}/batches.
@@ -279,6 +284,7 @@ func (a *AppendRequest) Item(index int, headerKey string) (core.BatchItem, error
 		return it, errorf(CodeInvalidRequest, "payload", "payload is required (any JSON value)")
 	}
 	it.Payload = a.Payload
+	it.Options.PayloadChecked = a.checked
 	if len(a.ExpectedClock) > 0 && string(a.ExpectedClock) != "null" {
 		if it.Options.ExpectedClock, err = parseExpectation(a.ExpectedClock); err != nil {
 			return it, err
