@@ -116,6 +116,11 @@ type Config struct {
 	// naming server.policy_bundle_max_total_bytes). Default 16 MiB; range
 	// 1 KiB..256 MiB.
 	PolicyBundleMaxTotalBytes int64
+	// PolicyMaxRevisions bounds the policy revisions each tenant keeps
+	// for rollback: accepting one more drops the oldest (never the one
+	// it replaces) and removes its bundle. Default 32; range 2..1000.
+	// (server.policy_max_revisions)
+	PolicyMaxRevisions int
 	// PolicyBundleCheckTimeout bounds the checks of one uploaded bundle,
 	// its Rego tests and its compilation together (each test is also
 	// bounded by 5s): a bundle still checking then is refused (422 naming
@@ -390,7 +395,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	limits, err := tenantpolicy.Limits{MaxBundleBytes: cfg.PolicyBundleMaxBytes, MaxFiles: cfg.PolicyBundleMaxFiles,
-		MaxFileBytes: cfg.PolicyBundleMaxFileBytes, MaxTotalBytes: cfg.PolicyBundleMaxTotalBytes}.WithDefaults()
+		MaxFileBytes: cfg.PolicyBundleMaxFileBytes, MaxTotalBytes: cfg.PolicyBundleMaxTotalBytes,
+		MaxRevisions: cfg.PolicyMaxRevisions}.WithDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}

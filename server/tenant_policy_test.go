@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -919,5 +920,90 @@ func refusedAtStart(t *testing.T, set func(*server.Config), want string) {
 	set(&cfg)
 	if _, err := server.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("server.New: %v, want refused naming %q", err, want)
+	}
+}
+
+// TestTenantPolicyKeepsBoundedRevisions: a tenant admin pushing bundle
+// after bundle cannot make the server keep them all. Past
+// server.policy_max_revisions the oldest revisions are dropped — never the
+// one a new bundle replaces — and their bundles removed from disk; the
+// same list comes back after a restart, and a dropped revision can no
+// longer be rolled back to.
+func TestTenantPolicyKeepsBoundedRevisions(t *testing.T) {
+	refusedAtStart(t, func(c *server.Config) { c.PolicyMaxRevisions = 1 }, "2..1000")
+	refusedAtStart(t, func(c *server.Config) { c.PolicyMaxRevisions = 1001 }, "2..1000")
+	root := t.TempDir()
+	tune := func(c *server.Config) { c.PolicyMaxRevisions = 3 }
+	ps := startPolicyServer(t, root, tune)
+	ctx := context.Background()
+	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
+	if _, err := op.CreateTenant(ctx, "acme", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	k, err := op.IssueKey(ctx, "acme", "a", "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := ps.as(t, k.Key).Tenant("acme")
+	revs := make([]string, 7)
+	push := func(i int) {
+		t.Helper()
+		bundle := tarGz(t, "policy.rego", denyPrefix("NO_SECRETS", fmt.Sprintf("secret%d:", i)))
+		revs[i] = revisionOf(bundle)
+		if _, err := admin.PushPolicy(ctx, bytes.NewReader(bundle)); err != nil {
+			t.Fatalf("push %d: %v", i, err)
+		}
+	}
+	kept := func(want ...int) {
+		t.Helper()
+		tp, err := admin.Policies(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got, wantRevs []string
+		for _, r := range tp.Revisions {
+			got = append(got, r.Revision)
+		}
+		for _, i := range want {
+			wantRevs = append(wantRevs, revs[i])
+		}
+		if !slices.Equal(got, wantRevs) {
+			t.Fatalf("revisions kept %v, want those of pushes %v", got, want)
+		}
+		var files []string
+		ents, _ := os.ReadDir(filepath.Join(root, "srv", "policies", "acme"))
+		for _, e := range ents {
+			files = append(files, strings.TrimSuffix(e.Name(), ".tar.gz"))
+		}
+		slices.Sort(files)
+		slices.Sort(wantRevs)
+		if !slices.Equal(files, wantRevs) {
+			t.Fatalf("bundles on disk %v, want those of pushes %v", files, want)
+		}
+	}
+	for i := 1; i <= 5; i++ {
+		push(i)
+	}
+	kept(3, 4, 5)
+	var e *client.Error
+	if _, err := admin.RollbackPolicy(ctx, revs[1]); !errors.As(err, &e) || e.Status != 404 {
+		t.Fatalf("rollback to a dropped revision: %v, want 404", err)
+	}
+	if _, err := admin.RollbackPolicy(ctx, revs[3]); err != nil {
+		t.Fatal(err)
+	}
+	// The active revision is the oldest: the next push replaces it, so
+	// the one after it goes instead.
+	push(6)
+	kept(3, 5, 6)
+	ps.stop()
+	ps = startPolicyServer(t, root, tune)
+	admin = ps.as(t, k.Key).Tenant("acme")
+	kept(3, 5, 6)
+	if tp, _ := admin.Policies(ctx); tp.Active != revs[6] {
+		t.Fatalf("after a restart the active revision is %s, want push 6's", tp.Active)
+	}
+	if _, err := admin.RollbackPolicy(ctx, revs[3]); err != nil {
+		t.Fatalf("rollback to a kept revision after a restart: %v", err)
 	}
 }

@@ -75,6 +75,7 @@ var serverSettings = []serverSetting{
 	{"server.policy_bundle_max_files", "", kindCount, 256, "most entries in a tenant policy bundle; 1..10000", func(t *serverTarget, v settingValue) { t.cfg.PolicyBundleMaxFiles = int(v.n) }},
 	{"server.policy_bundle_max_file_bytes", "", kindSize, "1MiB", "largest file in a tenant policy bundle (uncompressed); 1KiB..16MiB", func(t *serverTarget, v settingValue) { t.cfg.PolicyBundleMaxFileBytes = v.n }},
 	{"server.policy_bundle_max_total_bytes", "", kindSize, "16MiB", "largest total of the files in a tenant policy bundle (uncompressed); 1KiB..256MiB", func(t *serverTarget, v settingValue) { t.cfg.PolicyBundleMaxTotalBytes = v.n }},
+	{"server.policy_max_revisions", "", kindCount, 32, "policy revisions each tenant keeps for rollback (the oldest are dropped); 2..1000", func(t *serverTarget, v settingValue) { t.cfg.PolicyMaxRevisions = int(v.n) }},
 	{"server.policy_bundle_check_timeout", "", kindDuration, "30s", "longest a tenant policy bundle's tests and compilation may run at upload; 1s..10m", func(t *serverTarget, v settingValue) { t.cfg.PolicyBundleCheckTimeout = v.d }},
 	{"server.policy_decision_max_bytes", "", kindSize, "4KiB", "most JSON a decision log entry keeps of each input field and reason; 256B..1MiB", func(t *serverTarget, v settingValue) { t.cfg.PolicyDecisionMaxBytes = int(v.n) }},
 	{"server.policy_decision_log_bytes", "", kindSize, "4MiB", "bytes of policy decisions kept per tenant on disk; 64KiB..1GiB", func(t *serverTarget, v settingValue) { t.cfg.PolicyDecisionLogBytes = v.n }},

@@ -174,6 +174,11 @@ func decode(ev core.StoredEvent) (change, error) {
 		if err := ValidPolicyRevision(b.Policy.Revision); err != nil {
 			return change{}, err
 		}
+		for _, r := range b.Policy.Pruned {
+			if err := ValidPolicyRevision(r); err != nil {
+				return change{}, err
+			}
+		}
 	case kindPluginAdded, kindPluginKept, kindPluginSwapped, kindPluginDeleted:
 		if b.Plugin == nil {
 			return change{}, fmt.Errorf("%s without a plugin", kindNames[k])

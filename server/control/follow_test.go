@@ -195,8 +195,8 @@ func TestFollowerMatchesWriterAfterEveryChange(t *testing.T) {
 		{"define cursor 2", func() error {
 			return w.DefineCursor(ctx, CursorDef{Name: "c2", Tenant: "a", Region: Region{Entity: "order:"}})
 		}, "cursor.defined", "a"},
-		{"activate policy", func() error { _, err := w.ActivatePolicy(ctx, "a", digest("r1"), 100); return err }, "policy.activated", "a"},
-		{"activate policy 2", func() error { _, err := w.ActivatePolicy(ctx, "a", digest("r2"), 200); return err }, "policy.activated", "a"},
+		{"activate policy", func() error { _, err := w.ActivatePolicy(ctx, "a", digest("r1"), 100, 0); return err }, "policy.activated", "a"},
+		{"activate policy 2", func() error { _, err := w.ActivatePolicy(ctx, "a", digest("r2"), 200, 0); return err }, "policy.activated", "a"},
 		{"roll back policy", func() error { _, err := w.RollbackPolicy(ctx, "a", digest("r1")); return err }, "policy.rolled_back", "a"},
 		{"add plugin", func() error {
 			_, err := w.AddPluginVersion(ctx, "a", PluginVersion{Version: "1.0.0", Digest: digest("m1"), Kind: "handler", Bytes: 10, Manifest: manifest}, "p1", true, 0, 0)

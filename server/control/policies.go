@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/batpak-go/batpak/core"
@@ -35,6 +36,10 @@ type TenantPolicy struct {
 type policyRecord struct {
 	Revision string `json:"revision"`
 	Bytes    int64  `json:"bytes,omitempty"`
+	// Pruned are the oldest revisions this activation dropped to keep
+	// the tenant within its limit of kept revisions: recorded, so that a
+	// replay drops the same ones whatever the limit is then.
+	Pruned []string `json:"pruned,omitempty"`
 }
 
 // PolicyEntity is the system-store entity whose History records a
@@ -57,20 +62,24 @@ func ValidPolicyRevision(rev string) error {
 // long) was accepted and is now its active policy. The caller has
 // stored, compiled and tested the bundle first. Activating the active
 // revision records nothing; an earlier revision uploaded again becomes
-// active (it keeps its first upload's record). ErrNotFound if there is no
-// such tenant; ErrInvalid for a malformed rev.
-func (p *Plane) ActivatePolicy(ctx context.Context, tenant, rev string, bytes int64) (TenantPolicy, error) {
-	return p.changePolicy(ctx, tenant, rev, kindPolicyActivated, bytes, false)
+// active (it keeps its first upload's record). A new revision that would
+// make the tenant keep more than keep revisions drops the oldest ones
+// but the one it replaces (keep ≤ 0: no limit; 1 is taken as 2, so that
+// the replaced revision stays for a rollback); the caller removes their
+// bundles (TenantPolicy.Revisions no longer lists them). ErrNotFound if
+// there is no such tenant; ErrInvalid for a malformed rev.
+func (p *Plane) ActivatePolicy(ctx context.Context, tenant, rev string, bytes int64, keep int) (TenantPolicy, error) {
+	return p.changePolicy(ctx, tenant, rev, kindPolicyActivated, bytes, keep, false)
 }
 
 // RollbackPolicy makes an earlier revision of the tenant's policy active
 // again. ErrNotFound if the tenant has no such revision; rolling back to
 // the active revision records nothing.
 func (p *Plane) RollbackPolicy(ctx context.Context, tenant, rev string) (TenantPolicy, error) {
-	return p.changePolicy(ctx, tenant, rev, kindPolicyRolledBack, 0, true)
+	return p.changePolicy(ctx, tenant, rev, kindPolicyRolledBack, 0, 0, true)
 }
 
-func (p *Plane) changePolicy(ctx context.Context, tenant, rev string, kind core.Kind, bytes int64, mustExist bool) (TenantPolicy, error) {
+func (p *Plane) changePolicy(ctx context.Context, tenant, rev string, kind core.Kind, bytes int64, keep int, mustExist bool) (TenantPolicy, error) {
 	if err := ValidPolicyRevision(rev); err != nil {
 		return TenantPolicy{}, err
 	}
@@ -86,10 +95,35 @@ func (p *Plane) changePolicy(ctx context.Context, tenant, rev string, kind core.
 	if cur.Active == rev {
 		return cur, nil
 	}
-	if _, err := p.record(ctx, kind, PolicyEntity(tenant), body{Tenant: tenant, Policy: &policyRecord{Revision: rev, Bytes: bytes}}); err != nil {
+	rec := &policyRecord{Revision: rev, Bytes: bytes}
+	if kind == kindPolicyActivated && !hasRevision(cur, rev) {
+		rec.Pruned = pruneRevisions(cur, keep)
+	}
+	if _, err := p.record(ctx, kind, PolicyEntity(tenant), body{Tenant: tenant, Policy: rec}); err != nil {
 		return TenantPolicy{}, err
 	}
 	return p.Policy(tenant), nil
+}
+
+// pruneRevisions returns the oldest revisions of tp to drop so that, with
+// one new revision, at most keep stay (keep ≤ 0: none dropped; keep 1 is
+// taken as 2): never the active one, which the new revision replaces.
+func pruneRevisions(tp TenantPolicy, keep int) []string {
+	if keep <= 0 {
+		return nil
+	}
+	keep = max(keep, 2)
+	excess := len(tp.Revisions) + 1 - keep
+	var out []string
+	for _, r := range tp.Revisions {
+		if len(out) >= excess {
+			break
+		}
+		if r.Revision != tp.Active {
+			out = append(out, r.Revision)
+		}
+	}
+	return out
 }
 
 func hasRevision(tp TenantPolicy, rev string) bool {
@@ -152,6 +186,11 @@ func (s *state) applyPolicy(c change) {
 		s.policies[b.Tenant] = tp
 	}
 	if c.kind == kindPolicyActivated && !hasRevision(*tp, b.Policy.Revision) {
+		if len(b.Policy.Pruned) > 0 {
+			tp.Revisions = slices.DeleteFunc(tp.Revisions, func(r PolicyRevision) bool {
+				return r.Revision != tp.Active && slices.Contains(b.Policy.Pruned, r.Revision)
+			})
+		}
 		tp.Revisions = append(tp.Revisions, PolicyRevision{Revision: b.Policy.Revision, Bytes: b.Policy.Bytes, Uploaded: c.at, By: b.By})
 	}
 	at, by := c.at, b.By

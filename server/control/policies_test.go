@@ -21,8 +21,8 @@ func TestPolicyRevisionsReplayAndRollback(t *testing.T) {
 	must(t)(p.CreateTenant(ctx, "acme", control.Quotas{}, control.Settings{}))
 	must(t)(p.CreateTenant(ctx, "globex", control.Quotas{}, control.Settings{}))
 	r1, r2 := rev("one"), rev("two")
-	must(t)(p.ActivatePolicy(ctx, "acme", r1, 10))
-	tp := must(t)(p.ActivatePolicy(ctx, "acme", r2, 20)).(control.TenantPolicy)
+	must(t)(p.ActivatePolicy(ctx, "acme", r1, 10, 0))
+	tp := must(t)(p.ActivatePolicy(ctx, "acme", r2, 20, 0)).(control.TenantPolicy)
 	if tp.Active != r2 || len(tp.Revisions) != 2 || tp.Revisions[0].Revision != r1 || tp.Revisions[1].Bytes != 20 || tp.Revisions[0].By.ID != "operator" {
 		t.Fatalf("after two uploads: %+v", tp)
 	}

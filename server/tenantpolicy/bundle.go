@@ -29,11 +29,15 @@ type Limits struct {
 	// bytes are accepted, one more is refused. Default 16 MiB; range
 	// 1 KiB..256 MiB.
 	MaxTotalBytes int64
+	// MaxRevisions bounds the revisions a tenant keeps (for rollback):
+	// accepting a new one past it drops the oldest, never the one it
+	// replaces, and removes its stored bundle. Default 32; range 2..1000.
+	MaxRevisions int
 }
 
 // DefaultLimits are the limits zero fields take.
 func DefaultLimits() Limits {
-	return Limits{MaxBundleBytes: 4 << 20, MaxFiles: 256, MaxFileBytes: 1 << 20, MaxTotalBytes: 16 << 20}
+	return Limits{MaxBundleBytes: 4 << 20, MaxFiles: 256, MaxFileBytes: 1 << 20, MaxTotalBytes: 16 << 20, MaxRevisions: 32}
 }
 
 // WithDefaults fills zero fields with DefaultLimits and checks the
@@ -52,6 +56,9 @@ func (l Limits) WithDefaults() (Limits, error) {
 	if l.MaxTotalBytes == 0 {
 		l.MaxTotalBytes = d.MaxTotalBytes
 	}
+	if l.MaxRevisions == 0 {
+		l.MaxRevisions = d.MaxRevisions
+	}
 	switch {
 	case l.MaxBundleBytes < 1<<10 || l.MaxBundleBytes > 64<<20:
 		return l, fmt.Errorf("policy bundle max bytes = %d: want 1KiB..64MiB", l.MaxBundleBytes)
@@ -61,6 +68,8 @@ func (l Limits) WithDefaults() (Limits, error) {
 		return l, fmt.Errorf("policy bundle max file bytes = %d: want 1KiB..16MiB", l.MaxFileBytes)
 	case l.MaxTotalBytes < 1<<10 || l.MaxTotalBytes > 256<<20:
 		return l, fmt.Errorf("policy bundle max total bytes = %d: want 1KiB..256MiB", l.MaxTotalBytes)
+	case l.MaxRevisions < 2 || l.MaxRevisions > 1000:
+		return l, fmt.Errorf("policy max revisions = %d: want 2..1000", l.MaxRevisions)
 	}
 	return l, nil
 }

@@ -34,7 +34,10 @@
 // control plane (control.Plane.ActivatePolicy), which is the source of
 // truth of which revision is active: the bundles are kept outside the
 // system store so that its events stay small. Rollback makes an earlier
-// revision active again (control.Plane.RollbackPolicy). At Open the
+// revision active again (control.Plane.RollbackPolicy). A tenant keeps
+// at most Limits.MaxRevisions revisions: a new one past it drops the
+// oldest (never the one it replaces; the drop is recorded with the
+// activation, so a replay drops the same ones) and their files. At Open the
 // active revision of every tenant is loaded from its file again; one
 // that cannot be loaded (a missing or damaged file) makes the tenant's
 // writes fail closed with POLICY_ERROR, never admits them (pushing the

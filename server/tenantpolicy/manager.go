@@ -311,8 +311,32 @@ func (m *Manager) Push(ctx context.Context, tenant string, r io.Reader) (control
 		return control.TenantPolicy{}, err
 	}
 	return m.activate(ctx, tenant, rev, l, func() (control.TenantPolicy, error) {
-		return m.opts.Plane.ActivatePolicy(ctx, tenant, rev, int64(len(data)))
+		tp, err := m.opts.Plane.ActivatePolicy(ctx, tenant, rev, int64(len(data)), m.opts.Limits.MaxRevisions)
+		if err == nil {
+			m.gc(tenant, tp)
+		}
+		return tp, err
 	})
+}
+
+// gc removes the stored bundles of the tenant's revisions tp no longer
+// lists (dropped past Limits.MaxRevisions), and what a push that failed
+// after storing its bundle left. With Options.Blobs the bundles are
+// blobs, which the cluster node collects itself. Called under m.mu.
+func (m *Manager) gc(tenant string, tp control.TenantPolicy) {
+	if m.opts.Blobs != nil {
+		return
+	}
+	keep := map[string]bool{}
+	for _, r := range tp.Revisions {
+		keep[r.Revision+".tar.gz"] = true
+	}
+	ents, _ := os.ReadDir(filepath.Join(m.opts.Dir, tenant))
+	for _, e := range ents {
+		if name := e.Name(); e.Type().IsRegular() && strings.HasSuffix(name, ".tar.gz") && !keep[name] {
+			_ = os.Remove(filepath.Join(m.opts.Dir, tenant, name))
+		}
+	}
 }
 
 // Rollback makes an earlier revision of the tenant's bundle active again
