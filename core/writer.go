@@ -112,8 +112,8 @@ type writer struct {
 	reqs      []*request
 	// placed is how many of reqs the group has placed: gather places
 	// the writes it holds before it sleeps for the rest (see placeSoFar).
-	placed int
-	begun  bool // the group's state is reset and its clock read
+	placed    int
+	begun     bool // the group's state is reset and its clock read
 	pend      []pending
 	resolved  []*request                  // requests of this group to answer after publish
 	batches   []*batchWrite               // the group's batches written so far
