@@ -47,8 +47,8 @@ func (n *Node) PutBlob(ctx context.Context, data []byte) (string, error) {
 
 // Blob returns the bytes of the blob whose digest (the hex SHA-256 that
 // PutBlob returned) is given, as this node holds it: ErrNoBlob (matching
-// fs.ErrNotExist) when it holds none — not yet applied here, or never
-// put —, an error naming the digest when digest is not 64 lowercase hex
+// fs.ErrNotExist) when it holds none — not yet applied here, never put,
+// or collected (CollectBlobs) —, an error naming the digest when digest is not 64 lowercase hex
 // digits or the file's bytes do not hash to it (damaged).
 func (n *Node) Blob(digest string) ([]byte, error) {
 	if err := validDigest(digest); err != nil {
