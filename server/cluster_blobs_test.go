@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/batpak-go/batpak/server"
 )
 
 // callBytes is call with a body of any media type.
@@ -34,11 +36,11 @@ func callBytes(t *testing.T, method, url, token, media string, body []byte) (int
 
 // startCluster3 starts three cluster servers (n1 bootstraps, the others
 // join through it) and waits until every member has its URL recorded.
-func startCluster3(t *testing.T, root string) []*clusterServer {
+func startCluster3(t *testing.T, root string, adjust ...func(*server.Config)) []*clusterServer {
 	t.Helper()
-	n1 := startClusterLeader(t, root)
-	n2 := startClusterServer(t, root, "n2", false, n1.base)
-	n3 := startClusterServer(t, root, "n3", false, n1.base)
+	n1 := startClusterLeader(t, root, adjust...)
+	n2 := startClusterServer(t, root, "n2", false, n1.base, adjust...)
+	n3 := startClusterServer(t, root, "n3", false, n1.base, adjust...)
 	waitFor(t, 20*time.Second, "three members with URLs", func() bool {
 		code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
 		ms, _ := st["members"].([]any)

@@ -28,7 +28,7 @@ type clusterServer struct {
 	done   chan error
 }
 
-func startClusterServer(t *testing.T, root, id string, bootstrap bool, join string) *clusterServer {
+func startClusterServer(t *testing.T, root, id string, bootstrap bool, join string, adjust ...func(*server.Config)) *clusterServer {
 	t.Helper()
 	cfg := server.DefaultConfig()
 	cfg.Root = filepath.Join(root, id)
@@ -37,6 +37,9 @@ func startClusterServer(t *testing.T, root, id string, bootstrap bool, join stri
 	cfg.Stderr = io.Discard
 	cfg.Cluster = &server.ClusterConfig{NodeID: id, Bind: "127.0.0.1:0", Bootstrap: bootstrap, Join: join,
 		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLeaseTimeout: 300 * time.Millisecond}
+	for _, a := range adjust {
+		a(&cfg)
+	}
 	srv, err := server.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("%s: %v", id, err)
@@ -53,9 +56,9 @@ func startClusterServer(t *testing.T, root, id string, bootstrap bool, join stri
 
 // startClusterLeader starts node n1 bootstrapping a new cluster under
 // root and waits until it leads.
-func startClusterLeader(t *testing.T, root string) *clusterServer {
+func startClusterLeader(t *testing.T, root string, adjust ...func(*server.Config)) *clusterServer {
 	t.Helper()
-	n1 := startClusterServer(t, root, "n1", true, "")
+	n1 := startClusterServer(t, root, "n1", true, "", adjust...)
 	waitFor(t, 10*time.Second, "n1 leads", func() bool {
 		code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
 		return code == 200 && st["state"] == "leader"

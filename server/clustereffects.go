@@ -35,7 +35,9 @@ func (b nodeBlobs) Get(digest string) ([]byte, error) { return b.n.Blob(digest) 
 // recorded states (hostedworker.Supervisor.TenantChanged; nothing runs
 // on a node that does not lead); a deleted tenant's compiled policies and
 // plugins are dropped (Remove). Every effect is idempotent: on the node
-// that made a change it finds the work done.
+// that made a change it finds the work done. After each, the blob
+// collector is asked to run (blobCollector: a deleted tenant's or
+// version's bundles and modules leave this node's cluster/blobs/).
 type effects struct {
 	s *Server
 
@@ -103,6 +105,11 @@ func (e *effects) run() {
 			e.apply(ctx, t)
 			if ctx.Err() != nil {
 				return
+			}
+			if e.s.blobs != nil {
+				// A deleted tenant, plugin version or policy revision
+				// may have left blobs nothing references.
+				e.s.blobs.poke()
 			}
 		}
 	}

@@ -65,6 +65,21 @@ type ClusterConfig struct {
 	// SnapshotThreshold and TrailingLogs: see cluster.Config (0: its
 	// defaults).
 	SnapshotThreshold, TrailingLogs uint64
+	// BlobGrace is how old an unreferenced blob (a policy bundle or
+	// plugin module in cluster/blobs/ that no live tenant's kept policy
+	// revision or plugin version names: a deleted version's, a deleted
+	// tenant's) must be before this node removes it
+	// (cluster.blob_grace): the age of its last put here, which every
+	// upload of the same bytes renews. It covers the time between an
+	// upload storing the bytes and the control plane recording the
+	// change that references them, so keep it well above the longest
+	// upload. Default DefaultBlobGrace (10m); at least 1s.
+	BlobGrace time.Duration
+	// BlobCollectEvery is how often this node collects unreferenced
+	// blobs besides right after a tenant's policy or plugins change or
+	// it is deleted (cluster.blob_collect_every). Default
+	// DefaultBlobCollectEvery (5m); at least 100ms.
+	BlobCollectEvery time.Duration
 }
 
 // membersEntity prefixes the system store's entity of each node's
@@ -140,6 +155,18 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 	}
 	if cfg.ReadWait > time.Minute {
 		return nil, fmt.Errorf("cluster.read_wait is %s, the limit is 1m", cfg.ReadWait)
+	}
+	if cfg.BlobGrace == 0 {
+		cfg.BlobGrace = DefaultBlobGrace
+	}
+	if cfg.BlobGrace < time.Second {
+		return nil, fmt.Errorf("cluster.blob_grace is %s, the least is 1s (an unreferenced blob younger than it is kept; an upload needs the time between storing its bytes and recording them)", cfg.BlobGrace)
+	}
+	if cfg.BlobCollectEvery == 0 {
+		cfg.BlobCollectEvery = DefaultBlobCollectEvery
+	}
+	if cfg.BlobCollectEvery < 100*time.Millisecond {
+		return nil, fmt.Errorf("cluster.blob_collect_every is %s, the least is 100ms", cfg.BlobCollectEvery)
 	}
 	cc := cluster.Config{ID: cfg.NodeID, Dir: filepath.Join(s.cfg.Root, "cluster"), Bind: cfg.Bind, Advertise: cfg.Advertise,
 		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout, LeaderLeaseTimeout: cfg.LeaderLeaseTimeout,

@@ -16,6 +16,18 @@
 //	<root>/policies/<id>/<sha256>.tar.gz    tenants' policy bundles, by revision
 //	<root>/plugins/<id>/<sha256>.wasm       tenants' plugin modules, by digest
 //	<root>/plugin-cache/                    compiled plugin code, shared by all tenants
+//	<root>/cluster/                         a cluster node's raft state, stores and
+//	                                        blobs (server/cluster; policy bundles and
+//	                                        plugin modules live in cluster/blobs/)
+//
+// A cluster node removes from cluster/blobs/ every bundle and module no
+// live tenant's kept policy revision or plugin version names (a deleted
+// tenant's, a deleted version's) once the last upload of those bytes
+// there is older than ClusterConfig.BlobGrace; it collects every
+// BlobCollectEvery and right after applying a tenant's policy, plugin or
+// deletion change, never while its control plane is stopped or behind
+// its system store, logs what it removed and counts it in /metrics
+// (batpak_cluster_blobs_collected_total and its siblings).
 //
 // Tenant stores: core.DefaultConfig with Sync durable (EveryNEvents 1: a
 // 2xx means fsync'd; group commit shares fsyncs) unless the tenant's

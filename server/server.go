@@ -365,6 +365,7 @@ type Server struct {
 	// effects applies control-plane changes another node made (cluster
 	// only); leaderStop and leaderDone end the leadership watcher.
 	effects    *effects
+	blobs      *blobCollector // removes unreferenced blobs (cluster only)
 	leaderStop chan struct{}
 	leaderDone chan struct{}
 	// console is the web console (nil when disabled).
@@ -559,6 +560,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		registerPolicyMetrics(reg, s.gate)
 	}
 	reg.MustRegister(decisionLogMetrics{s.policies})
+	if s.node != nil {
+		s.blobs = newBlobCollector(s.plane, s.node, cfg.Logger, s.node.cfg.BlobGrace, s.node.cfg.BlobCollectEvery)
+		reg.MustRegister(s.blobs.metrics()...)
+	}
 	s.api = httpapi.New(httpapi.Options{
 		Registry: reg,
 		Plane:    s.plane, Auth: authn, Quotas: quotas, Tenants: s.tenants,
@@ -607,6 +612,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	for _, t := range s.plane.Tenants() {
 		s.effects.note(control.Change{Kind: "tenant.sync", Entity: "tenant:" + t.ID})
 	}
+	go s.blobs.run()
 	s.leaderStop, s.leaderDone = make(chan struct{}), make(chan struct{})
 	go s.leadership(s.leaderStop, s.leaderDone)
 	return s, nil
@@ -851,6 +857,9 @@ func (s *Server) closeStores(ctx context.Context) error {
 	}
 	if s.effects != nil {
 		s.effects.close()
+	}
+	if s.blobs != nil {
+		s.blobs.close()
 	}
 	if s.workers != nil {
 		// Workers hold leases: they stop (after the batch in hand) before

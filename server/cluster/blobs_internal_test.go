@@ -64,3 +64,15 @@ func TestBlobOpApplies(t *testing.T) {
 		t.Fatalf("blob file: %q, %v", got, err)
 	}
 }
+
+// TestCopyBlobVanished: a blob collected between the snapshot's listing
+// and its copy is left out, not an error.
+func TestCopyBlobVanished(t *testing.T) {
+	dir := t.TempDir()
+	if err := copyBlob(filepath.Join(dir, "gone"), filepath.Join(dir, "copy")); err != nil {
+		t.Fatalf("copying a vanished blob: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "copy")); !os.IsNotExist(err) {
+		t.Fatalf("a copy of a vanished blob exists: %v", err)
+	}
+}

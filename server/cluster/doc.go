@@ -56,7 +56,26 @@
 //	                      Dir/blobs/<sha256 hex>; Node.Blob reads them.
 //	                      The server keeps tenants' policy bundles and
 //	                      plugin modules there, named by the control
-//	                      plane's events
+//	                      plane's events. Putting the same bytes again
+//	                      proposes them again: every node then holds them
+//	                      with a fresh modification time
+//
+// # Blob collection
+//
+// Node.CollectBlobs removes, on the node it runs on and without a raft
+// entry, each blob its caller reports unreferenced whose last put was
+// applied there more than a grace period ago (the file's modification
+// time, refreshed by every apply of a put of the same bytes and by a
+// snapshot install that carries it), and temporary files older than the
+// grace period (a write a crash cut short). The grace period covers the
+// window between a put (one entry) and the entry that records what
+// references it (the control plane's change, a later entry): a blob put
+// but not yet referenced is never removed within it. The server computes
+// the referenced set from its control plane (every live tenant's kept
+// policy revisions and plugin versions) and collects periodically and
+// after a deletion is applied (see server's package doc); a node that
+// halted (Node.Err) does not collect. A snapshot taken while a blob is
+// removed leaves it out; a removal never races an apply of the same blob.
 //
 // # Reads
 //
@@ -75,7 +94,8 @@
 //	Dir/tenants/<tenant>/       the stores: derived state
 //	Dir/blobs/<sha256 hex>      the blobs: kept across restarts, carried in
 //	                            snapshots (blobs/ in the tar, each checked
-//	                            against its name on restore), never removed
+//	                            against its name on restore), removed only
+//	                            by Node.CollectBlobs
 //	Dir/trash/                  dropped stores being removed
 //	Dir/restoring/              a snapshot being unpacked
 //

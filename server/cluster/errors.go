@@ -25,8 +25,9 @@ var (
 	// ErrNoTenant: this node holds no store for the tenant (nothing was
 	// ever written to it, or not yet applied here).
 	ErrNoTenant = errors.New("cluster: no such tenant on this node")
-	// ErrNoBlob: this node holds no blob with that digest (never put, or
-	// not yet applied here). It matches fs.ErrNotExist.
+	// ErrNoBlob: this node holds no blob with that digest (never put, not
+	// yet applied here, or removed by Node.CollectBlobs). It matches
+	// fs.ErrNotExist.
 	ErrNoBlob = fmt.Errorf("cluster: no such blob on this node: %w", fs.ErrNotExist)
 )
 

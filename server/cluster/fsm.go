@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -36,6 +37,11 @@ type fsm struct {
 	mu     sync.RWMutex
 	stores map[string]*core.Store
 	closed bool // Node.Close closed the stores: open no more
+
+	// blobMu orders a blob's write or refresh (putBlob, keepBlobs) against
+	// its removal (Node.CollectBlobs): a collection never removes a blob
+	// between an apply's check and its write.
+	blobMu sync.Mutex
 
 	// born is the log index of the first entry applied to each store since
 	// it was (re)created — the same on every replica — so a restore tells
@@ -254,15 +260,23 @@ func (f *fsm) dropLocked(tenant string, index uint64) error {
 const trashDir = "trash"
 
 // blobsDir, beside tenants/, holds the blobs (Node.PutBlob): kept across
-// restarts, never removed.
+// restarts, removed only by Node.CollectBlobs.
 const blobsDir = "blobs"
 
 // putBlob writes a blob to blobs/<sha256 hex>, durably; one already there
-// (an entry applied again after a restart) is left as it is. An error
-// writing it halts the node.
+// (put again, or an entry applied again after a restart) keeps its bytes
+// and has its modification time set to now, so that Node.CollectBlobs
+// counts its grace period from this apply. An error writing it halts the
+// node.
 func (f *fsm) putBlob(data []byte, index uint64) ([]Result, error) {
 	path := filepath.Join(f.blobs, blobDigest(data))
+	f.blobMu.Lock()
+	defer f.blobMu.Unlock()
 	if _, err := os.Stat(path); err == nil {
+		now := time.Now()
+		if err := os.Chtimes(path, now, now); err != nil {
+			return nil, fmt.Errorf("cluster: applying entry %d (a blob of %d bytes, already held): %w", index, len(data), err)
+		}
 		return []Result{{Index: index}}, nil
 	}
 	if err := durable.WriteFile(path, data); err != nil {
@@ -507,7 +521,8 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 // copyBlobs puts every blob of from into to (hard links where the file
 // system allows: blobs are never changed in place, only written whole and
 // renamed). raft runs Snapshot between applies, so no blob is being
-// written meanwhile.
+// written meanwhile; Node.CollectBlobs may remove one meanwhile (it is
+// referenced by nothing), and a blob that vanished is left out.
 func copyBlobs(from, to string) error {
 	ents, err := os.ReadDir(from)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -523,21 +538,29 @@ func copyBlobs(from, to string) error {
 		if !e.Type().IsRegular() || validDigest(e.Name()) != nil {
 			continue // a temporary file of a write a crash cut short
 		}
-		src, dst := filepath.Join(from, e.Name()), filepath.Join(to, e.Name())
-		if os.Link(src, dst) == nil {
-			continue
-		}
-		fh, err := os.Open(src)
-		if err != nil {
-			return err
-		}
-		err = writeFile(dst, fh)
-		fh.Close()
-		if err != nil {
+		if err := copyBlob(filepath.Join(from, e.Name()), filepath.Join(to, e.Name())); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// copyBlob links (or copies) one blob into a snapshot; a blob collected
+// since the directory was listed is skipped.
+func copyBlob(src, dst string) error {
+	if os.Link(src, dst) == nil {
+		return nil
+	}
+	fh, err := os.Open(src)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	err = writeFile(dst, fh)
+	fh.Close()
+	return err
 }
 
 // tenantDirs lists root's tenant directories, sorted.
@@ -644,7 +667,10 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	// The blobs first: a store caught up below may name one (the control
 	// plane's events name bundles and modules), and its readers must find
 	// it, as they do when entries are applied in log order.
-	if err := keepBlobs(filepath.Join(incoming, blobsDir), f.blobs); err != nil {
+	f.blobMu.Lock()
+	err = keepBlobs(filepath.Join(incoming, blobsDir), f.blobs)
+	f.blobMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("cluster: restoring snapshot: blobs: %w", err)
 	}
 	inTenants := filepath.Join(incoming, "tenants")
@@ -710,7 +736,11 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 
 // keepBlobs moves the snapshot's blobs (checked by readTar) into dir,
 // beside the blobs this node has; none is removed (a blob is the same
-// bytes wherever it is: keeping one the snapshot lacks costs only disk).
+// bytes wherever it is: keeping one the snapshot lacks costs only disk,
+// until Node.CollectBlobs). One this node holds already has its
+// modification time set to now, as an apply of its put would: the
+// snapshot may hold a put whose referencing change comes after it. The
+// caller holds fsm.blobMu.
 func keepBlobs(from, dir string) error {
 	ents, err := os.ReadDir(from)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -725,6 +755,10 @@ func keepBlobs(from, dir string) error {
 	for _, e := range ents {
 		dst := filepath.Join(dir, e.Name())
 		if _, err := os.Stat(dst); err == nil {
+			now := time.Now()
+			if err := os.Chtimes(dst, now, now); err != nil {
+				return err
+			}
 			continue
 		}
 		if err := os.Rename(filepath.Join(from, e.Name()), dst); err != nil {

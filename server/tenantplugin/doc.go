@@ -39,7 +39,8 @@
 // *NotLoadedError until another version is pushed or swapped in.
 //
 // With Options.Blobs (a cluster node's replicated blob store) modules are
-// kept there instead, never removed; a node that did not take a change
+// kept there instead (the cluster node removes those no version names:
+// see server's package doc); a node that did not take a change
 // learns of it from the control plane and calls Sync, which loads, swaps
 // or unloads its plugins to match, so projections on every node serve the
 // same version. Plugin status (counters, logs, faults, quarantine) stays

@@ -119,8 +119,8 @@ type Options struct {
 	// Blobs, when set, is where modules are kept instead of Dir (a
 	// cluster node passes its replicated blob store): Push puts a module
 	// there before the control plane records its version, and a version
-	// is loaded from there — at Open, and on Sync. Blobs are never
-	// removed (a deleted version's module stays). nil:
+	// is loaded from there — at Open, and on Sync. This manager removes
+	// no blob (the cluster node collects those no version names). nil:
 	// <Dir>/<tenant>/<sha256>.wasm.
 	Blobs Blobs
 }
@@ -849,7 +849,7 @@ func (m *Manager) Remove(tenant string) error {
 }
 
 // gc removes the tenant's module files no kept version refers to (none
-// with Options.Blobs: blobs are never removed).
+// with Options.Blobs: the cluster node collects unreferenced blobs).
 func (m *Manager) gc(tenant string) {
 	if m.opts.Blobs != nil {
 		return

@@ -1,0 +1,191 @@
+package cluster_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/core"
+)
+
+// blobPath is node id's file of a blob.
+func blobPath(c *memCluster, id, name string) string {
+	return filepath.Join(c.root, id, "blobs", name)
+}
+
+// ageFile sets a file's modification time to d ago.
+func ageFile(t *testing.T, path string, d time.Duration) {
+	t.Helper()
+	old := time.Now().Add(-d)
+	if err := os.Chtimes(path, old, old); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// TestCollectBlobs: a collection removes, on every node, the blobs the
+// caller reports unreferenced once older than the grace period, and
+// never a referenced one or one put within it; old temporary files go,
+// young ones stay; a blob a follower collected and that is put again
+// (bytes the leader still holds) is back on every node, fresh, so the
+// next collection keeps it; a snapshot taken after a collection is taken
+// and installed.
+func TestCollectBlobs(t *testing.T) {
+	c := newMemCluster(t, 3, smallSnapshots)
+	l := c.settled(10 * time.Second)
+	ctx := context.Background()
+	put := func(data string) string {
+		t.Helper()
+		d, err := l.PutBlob(ctx, []byte(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range c.list() {
+			if err := n.WaitApplied(ctx, l.AppliedIndex()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return d
+	}
+	kept, dropped := put("a referenced bundle"), put("a deleted module")
+	refs := func(d string) bool { return d == kept }
+	const grace = time.Hour
+
+	if _, err := l.CollectBlobs(refs, 0); err == nil {
+		t.Fatal("CollectBlobs with a grace period of 0 ran")
+	}
+	// Young: nothing goes, referenced or not.
+	for _, n := range c.list() {
+		got, err := n.CollectBlobs(refs, grace)
+		if err != nil || len(got.Removed) != 0 || got.Kept != 2 {
+			t.Fatalf("%s: young blobs: %+v, %v; want both kept", n.ID(), got, err)
+		}
+	}
+	// Aged past the grace period: the unreferenced one goes everywhere;
+	// so does an old temporary file, not a young one.
+	for _, n := range c.list() {
+		ageFile(t, blobPath(c, n.ID(), kept), 2*grace)
+		ageFile(t, blobPath(c, n.ID(), dropped), 2*grace)
+		for _, tmp := range []string{".upload-old", ".upload-young"} {
+			if err := os.WriteFile(blobPath(c, n.ID(), tmp), []byte("half a write"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ageFile(t, blobPath(c, n.ID(), ".upload-old"), 2*grace)
+		got, err := n.CollectBlobs(refs, grace)
+		if err != nil || !slices.Equal(got.Removed, []string{dropped}) || got.Temporary != 1 || got.Kept != 1 || got.RemovedBytes != int64(len("a deleted module")+len("half a write")) {
+			t.Fatalf("%s: aged blobs: %+v, %v; want %s and one temporary file removed, one kept", n.ID(), got, err, dropped)
+		}
+		if !exists(blobPath(c, n.ID(), kept)) || exists(blobPath(c, n.ID(), dropped)) {
+			t.Fatalf("%s: after the collection the referenced blob is there: %v, the unreferenced one: %v", n.ID(), exists(blobPath(c, n.ID(), kept)), exists(blobPath(c, n.ID(), dropped)))
+		}
+		if exists(blobPath(c, n.ID(), ".upload-old")) || !exists(blobPath(c, n.ID(), ".upload-young")) {
+			t.Fatalf("%s: an old temporary file left, or a young one removed", n.ID())
+		}
+		if _, err := n.Blob(kept); err != nil {
+			t.Fatalf("%s: the referenced blob: %v", n.ID(), err)
+		}
+	}
+
+	// A follower collected an aged blob the leader still holds; it is
+	// put again (a re-upload of the same bytes): every node holds it,
+	// fresh, and keeps it through the next collection.
+	again := put("a module uploaded again")
+	f := follower(c, l)
+	for _, n := range c.list() {
+		ageFile(t, blobPath(c, n.ID(), again), 2*grace)
+	}
+	if got, err := f.CollectBlobs(refs, grace); err != nil || !slices.Equal(got.Removed, []string{again}) {
+		t.Fatalf("the follower's collection: %+v, %v", got, err)
+	}
+	if d := put("a module uploaded again"); d != again {
+		t.Fatalf("put again: digest %s, want %s", d, again)
+	}
+	for _, n := range c.list() {
+		if got, err := n.CollectBlobs(refs, grace); err != nil || len(got.Removed) != 0 {
+			t.Fatalf("%s: a blob put again was collected: %+v, %v", n.ID(), got, err)
+		}
+		fi, err := os.Stat(blobPath(c, n.ID(), again))
+		if err != nil || time.Since(fi.ModTime()) > time.Minute {
+			t.Fatalf("%s: the blob put again: %v (modified %v), want it present and fresh", n.ID(), err, fi)
+		}
+	}
+
+	// A snapshot after the collection, installed by a node with a wiped
+	// disk: it holds what is left, not what was collected (the log that
+	// put it is truncated past).
+	for i := 0; i < 20; i++ {
+		mustAppend(t, l, "acme", item("e", `{}`, core.AppendOptions{}))
+	}
+	if err := l.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	id := f.ID()
+	c.stop(id)
+	if err := os.RemoveAll(filepath.Join(c.root, id)); err != nil {
+		t.Fatal(err)
+	}
+	f = c.start(id)
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := f.WaitApplied(wctx, l.AppliedIndex()); err != nil {
+		t.Fatal(err)
+	}
+	for d, want := range map[string]bool{kept: true, again: true, dropped: false} {
+		if _, err := f.Blob(d); (err == nil) != want {
+			t.Fatalf("the wiped node restored: blob %s: %v, want present %v", d, err, want)
+		}
+	}
+}
+
+// TestCollectBlobsBoundsUploadDeleteLoop: new bytes put and then left
+// unreferenced in a loop do not accumulate: each collection past the
+// grace period leaves only the referenced blob and those within it.
+func TestCollectBlobsBoundsUploadDeleteLoop(t *testing.T) {
+	c := newMemCluster(t, 3, nil)
+	l := c.settled(10 * time.Second)
+	ctx := context.Background()
+	active, err := l.PutBlob(ctx, []byte("the active module"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs := func(d string) bool { return d == active }
+	const grace = 300 * time.Millisecond
+	most := 0
+	for round := 0; round < 6; round++ {
+		for i := 0; i < 10; i++ {
+			if _, err := l.PutBlob(ctx, []byte{byte(round), byte(i), 'x'}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(grace + 50*time.Millisecond)
+		for _, n := range c.list() {
+			if err := n.WaitApplied(ctx, l.AppliedIndex()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := n.CollectBlobs(refs, grace); err != nil {
+				t.Fatal(err)
+			}
+			ents, err := os.ReadDir(filepath.Join(c.root, n.ID(), "blobs"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			most = max(most, len(ents))
+			if _, err := n.Blob(active); err != nil {
+				t.Fatalf("%s: the referenced blob: %v", n.ID(), err)
+			}
+		}
+	}
+	// At most the referenced blob and one round's puts (those a slow
+	// apply left within the grace period); 61 without collection.
+	if most > 11 {
+		t.Fatalf("after collections the blobs dir held up to %d files, want at most 11 (60 blobs put, one referenced)", most)
+	}
+}
