@@ -703,6 +703,20 @@ func TestQueryFollowRemote(t *testing.T) {
 	if len(lines) != 1 || str(t, lines[0], "entity") != "order:2" {
 		t.Errorf("remote --follow --after 0: %v", lines)
 	}
+
+	// A table's columns line up over the stored events, as they do
+	// locally, however wide their entities are.
+	add("order:1234567890123")
+	out, stop = follow(t, append(slices.Clone(as), "query", "--entity-prefix", "order:", "--follow")...)
+	waitFor(t, "the stored events", func() bool { return strings.Count(out.String(), "\n") == 4 })
+	stop()
+	rows := strings.Split(strings.TrimSpace(out.String()), "\n")
+	col := strings.Index(rows[0], "KIND")
+	for _, r := range rows[1:] {
+		if col < 0 || !strings.HasPrefix(r[min(col, len(r)):], "0x1:0x1") {
+			t.Fatalf("remote --follow table: columns do not line up:\n%s", out.String())
+		}
+	}
 }
 
 // TestCursorCommands: cursor ls/info/reset on a local store and on a

@@ -170,11 +170,43 @@ func (p *queryPrinter) print(ctx context.Context, events iter.Seq2[core.StoredEv
 
 // followRemote prints the matching events, then new ones as the server
 // streams them (Server-Sent Events, resumed after a dropped connection by
-// sdk/client), until ctx ends: that ends it cleanly.
+// sdk/client), until ctx ends: that ends it cleanly. The events already
+// stored are read page by page first and printed in runs of up to 512
+// rows, so that a table's columns line up as they do locally; the stream
+// then starts after the last of them.
 func followRemote(ctx context.Context, t *client.Tenant, q client.Query, flt eventFilter, p *queryPrinter) error {
 	from := client.FromStart()
 	if flt.after {
 		from = client.After(flt.afterSeq)
+	}
+	run := 0
+	for wev, err := range t.Query(ctx, q) {
+		if err != nil {
+			if ctx.Err() != nil {
+				return p.flush()
+			}
+			return remoteError(err)
+		}
+		ev, err := fromWire(wev)
+		if err != nil {
+			return err
+		}
+		from = client.After(ev.GlobalSequence)
+		if !flt.keep(ev) {
+			continue
+		}
+		if err := p.row(ev); err != nil {
+			return err
+		}
+		if run++; run == followRun {
+			run = 0
+			if err := p.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := p.flush(); err != nil {
+		return err
 	}
 	sub := t.Subscribe(ctx, q, from)
 	defer sub.Close()
@@ -201,6 +233,10 @@ func followRemote(ctx context.Context, t *client.Tenant, q client.Query, flt eve
 	}
 	return p.flush()
 }
+
+// followRun is how many rows of stored events a remote follow prints at
+// a time (a table's columns line up within a run).
+const followRun = 512
 
 // followLocal prints the matching events of the local store, then new
 // ones, until ctx ends. The store is opened read-only (beside a writer in
