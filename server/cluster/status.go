@@ -20,8 +20,11 @@ type Status struct {
 	// empty during an election.
 	Leader Member `json:"leader"`
 	Term   uint64 `json:"term"`
-	// AppliedIndex is the last log index applied to this node's stores
-	// (Node.AppliedIndex); CommitIndex the last this node knows committed;
+	// AppliedIndex is the last log index this node has applied: raft's
+	// own count, which also covers entries that write nothing (a new
+	// leader's no-op, barriers), so that it reaches CommitIndex when the
+	// node is caught up (Node.AppliedIndex is the last entry that reached
+	// the stores). CommitIndex is the last this node knows committed;
 	// LastLogIndex the last in its log (or snapshot).
 	AppliedIndex      uint64 `json:"applied_index"`
 	CommitIndex       uint64 `json:"commit_index"`
@@ -68,7 +71,7 @@ func (n *Node) Status() Status {
 		State:             strings.ToLower(n.raft.State().String()),
 		Leader:            Member{ID: string(id), Address: string(addr)},
 		Term:              num("term"),
-		AppliedIndex:      n.AppliedIndex(),
+		AppliedIndex:      max(n.AppliedIndex(), n.raft.AppliedIndex()),
 		CommitIndex:       n.raft.CommitIndex(),
 		LastLogIndex:      num("last_log_index"),
 		LastSnapshotIndex: num("last_snapshot_index"),

@@ -201,3 +201,28 @@ func TestJoinReplacesAMemberThatMoved(t *testing.T) {
 		t.Fatalf("members changed by refused joins: %v", got)
 	}
 }
+
+// A caught-up node's status shows everything committed as applied, even
+// when the last entries wrote nothing: after a failover the new leader's
+// no-op is committed and applied though no store saw it.
+func TestStatusAppliedReachesCommitAfterFailover(t *testing.T) {
+	c := newMemCluster(t, 3, nil)
+	l := c.settled(5 * time.Second)
+	mustAppend(t, l, "acme", item("e", `{}`, core.AppendOptions{}))
+	c.stop(l.ID())
+	nl := c.leader(10 * time.Second)
+	if nl == nil {
+		t.Fatal("no new leader")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := nl.Status()
+		if st.State == "leader" && st.CommitIndex > 0 && st.AppliedIndex == st.CommitIndex {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("new leader's status after the failover: applied %d of %d committed", st.AppliedIndex, st.CommitIndex)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
