@@ -379,6 +379,10 @@ type Server struct {
 	// Token is the operator credential generated at this start ("" when
 	// one was configured or stored already).
 	Token string
+	// tokenUnshown: Token is still to be printed to Config.Stderr, which
+	// Listen does once it has bound the address (or failed to: the
+	// credential is recorded either way).
+	tokenUnshown bool
 }
 
 // New opens the control plane, the tenant registry and the platform policy
@@ -701,10 +705,24 @@ func (s *Server) bootstrapOperator(ctx context.Context) error {
 	if err := s.plane.SetOperatorHash(ctx, h); err != nil {
 		return err
 	}
-	s.Token = token
-	fmt.Fprintf(s.cfg.Stderr, "batpak serve: generated the operator credential; it is shown only this once:\n\n    %s\n\n"+
-		"Use it as \"Authorization: Bearer <token>\" on /v1/admin/… (set server.operator_token or BATPAK_OPERATOR_TOKEN to choose your own).\n", token)
+	s.Token, s.tokenUnshown = token, true
 	return nil
+}
+
+// showToken prints the operator credential generated at this start, once;
+// failed says the server could not listen (the credential is recorded, so
+// the next start will not show one). Caller holds s.mu.
+func (s *Server) showToken(failed bool) {
+	if !s.tokenUnshown {
+		return
+	}
+	s.tokenUnshown = false
+	note := ""
+	if failed {
+		note = " (the server could not listen, see below, but the credential is recorded: keep it for the next start)"
+	}
+	fmt.Fprintf(s.cfg.Stderr, "batpak serve: generated the operator credential; it is shown only this once%s:\n\n    %s\n\n"+
+		"Use it as \"Authorization: Bearer <token>\" on /v1/admin/… (set server.operator_token or BATPAK_OPERATOR_TOKEN to choose your own).\n", note, s.Token)
 }
 
 // API is the server's HTTP API (for tests and embedding).
@@ -735,6 +753,14 @@ func (s *Server) Listen() error {
 	if s.ln != nil {
 		return nil
 	}
+	err := s.listen()
+	s.showToken(err != nil)
+	return err
+}
+
+// listen binds and wraps the listener as Listen describes; caller holds
+// s.mu.
+func (s *Server) listen() error {
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return err

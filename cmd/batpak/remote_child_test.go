@@ -2,8 +2,11 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -335,4 +338,83 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestServeBusyPortKeepsGeneratedCredential: a first start that cannot
+// listen (the port is taken) still shows the credential it generated and
+// recorded — after the attempt to listen, saying so — so the operator is
+// not locked out of the next start, which shows none.
+func TestServeBusyPortKeepsGeneratedCredential(t *testing.T) {
+	root := filepath.Join(isolate(t), "srv")
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, envPrefix+"_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, childEnv+"="+strings.Join([]string{"serve", "--root", root, "--listen", busy.Addr().String(), "--access-log", "off"}, "\x1f"))
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitUnavailable {
+		t.Fatalf("serve on a busy port: %v, want exit %d\n%s", err, exitUnavailable, out)
+	}
+	tok := generatedTokenRE.FindSubmatch(out)
+	if tok == nil || !strings.Contains(string(out), "could not listen") || !strings.Contains(string(out), "address already in use") {
+		t.Fatalf("serve on a busy port printed:\n%s\nwant the generated credential, noted as recorded, and the listen error", out)
+	}
+	if bytes.Index(out, tok[1]) > bytes.Index(out, []byte("address already in use")) {
+		t.Fatalf("the credential comes after the error:\n%s", out)
+	}
+	url, logs := serveAgain(t, root)
+	if generatedTokenRE.MatchString(logs) {
+		t.Fatalf("the next start generated another credential:\n%s", logs)
+	}
+	c, err := client.New(url, string(tok[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Admin().Tenants(context.Background()); err != nil {
+		t.Fatalf("the credential shown by the start that could not listen: %v", err)
+	}
+}
+
+// serveAgain starts `batpak serve` over root in a child process (no
+// BATPAK_* variable of the test) and returns its URL once it listens, and
+// what it printed until then.
+func serveAgain(t *testing.T, root string) (url, logs string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, envPrefix+"_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, childEnv+"="+strings.Join([]string{"serve", "--root", root, "--listen", "127.0.0.1:0", "--access-log", "off"}, "\x1f"))
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	var b strings.Builder
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		b.WriteString(sc.Text() + "\n")
+		if m := listeningRE.FindStringSubmatch(b.String()); m != nil {
+			go func() { // keep the pipe drained
+				for sc.Scan() {
+				}
+			}()
+			return "http://" + m[1], b.String()
+		}
+	}
+	t.Fatalf("batpak serve exited before listening:\n%s", b.String())
+	return "", ""
 }
