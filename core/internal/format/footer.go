@@ -210,6 +210,30 @@ func ParseFooterItem(it []byte) FooterItem {
 	return x
 }
 
+// footerItemsSize is the size of the footer items of the frames of data
+// from offset from on: it walks their lengths without checking their
+// checksums, so it may count frames ScanFrames refuses (a larger buffer
+// than needed, never larger than data), never fewer.
+func footerItemsSize(data []byte, from int) int {
+	n := 0
+	for off := from; off+FrameHeaderSize <= len(data); {
+		l := int(le.Uint32(data[off:]))
+		if l < MinRecordSize || l > MaxRecordSize || off+FrameHeaderSize+l > len(data) {
+			break
+		}
+		rec := data[off+FrameHeaderSize : off+FrameHeaderSize+l]
+		if rec[0] == RecEvent && l >= EventFixedSize {
+			// An item is never larger than its frame (a valid one's key
+			// is inside it): a damaged length counts no more than that.
+			n += min(FooterItemEventFixed+2+int(le.Uint16(rec[OffIdemLen:])), l)
+		} else {
+			n += FooterItemMarker
+		}
+		off += FrameHeaderSize + l
+	}
+	return n
+}
+
 // EncodeFooter builds the footer of segment key from its logical bytes
 // (header included, frames after it; trailing zeros allowed).
 func EncodeFooter(data []byte, key uint32) ([]byte, error) {
@@ -224,12 +248,12 @@ func EncodeFooter(data []byte, key uint32) ([]byte, error) {
 		f.Names = append(f.Names, b)
 		return i
 	}
-	// Items go one after another into one buffer, encoded once. An item
-	// is never larger than its frame: 126 bytes plus the idempotency key
-	// for an event frame of at least 200 plus the key, 21 for a marker
-	// frame of 24. Sized for a segment of events, the buffer never grows
-	// (growing it was a tenth of a busy server's CPU while it sealed).
-	it := make([]byte, 0, len(data)*2/3+64)
+	// Items go one after another into one buffer, encoded once, sized
+	// by a walk over the frames' lengths first (growing it was a tenth of
+	// a busy server's CPU while it sealed; sizing it from the segment's
+	// size charged a segment of large payloads hundreds of bytes per
+	// byte of footer).
+	it := make([]byte, 0, footerItemsSize(data, SegmentHeaderSize))
 	count := 0
 	end, tail, err := ScanFrames(data, SegmentHeaderSize, func(off int, rec []byte) error {
 		it = append(it, rec[0])
