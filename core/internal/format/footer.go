@@ -210,28 +210,40 @@ func ParseFooterItem(it []byte) FooterItem {
 	return x
 }
 
-// footerItemsSize is the size of the footer items of the frames of data
-// from offset from on: it walks their lengths without checking their
-// checksums, so it may count frames ScanFrames refuses (a larger buffer
-// than needed, never larger than data), never fewer.
+// footerSampleFrames is how many frames footerItemsSize reads to size a
+// segment's items.
+const footerSampleFrames = 256
+
+// footerItemsSize is about the size of the footer items of the frames of
+// data from offset from on: exact for a segment of at most
+// footerSampleFrames frames, otherwise scaled from the first ones (an
+// eighth more, so a segment like its start fits; one whose later frames
+// carry smaller payloads grows the buffer). It reads frame lengths
+// only, not checksums, and never counts an item larger than its frame,
+// so it is never larger than data.
 func footerItemsSize(data []byte, from int) int {
-	n := 0
-	for off := from; off+FrameHeaderSize <= len(data); {
+	items, frames := 0, 0
+	off := from
+	for ; frames < footerSampleFrames && off+FrameHeaderSize <= len(data); frames++ {
 		l := int(le.Uint32(data[off:]))
 		if l < MinRecordSize || l > MaxRecordSize || off+FrameHeaderSize+l > len(data) {
-			break
+			return items
 		}
 		rec := data[off+FrameHeaderSize : off+FrameHeaderSize+l]
 		if rec[0] == RecEvent && l >= EventFixedSize {
-			// An item is never larger than its frame (a valid one's key
-			// is inside it): a damaged length counts no more than that.
-			n += min(FooterItemEventFixed+2+int(le.Uint16(rec[OffIdemLen:])), l)
+			// A valid frame holds its key: a damaged length counts
+			// no more than the frame.
+			items += min(FooterItemEventFixed+2+int(le.Uint16(rec[OffIdemLen:])), l)
 		} else {
-			n += FooterItemMarker
+			items += FooterItemMarker
 		}
 		off += FrameHeaderSize + l
 	}
-	return n
+	if frames < footerSampleFrames || off <= from {
+		return items
+	}
+	est := int(float64(items) * float64(len(data)-from) / float64(off-from) * 9 / 8)
+	return min(est, len(data))
 }
 
 // EncodeFooter builds the footer of segment key from its logical bytes
@@ -249,9 +261,9 @@ func EncodeFooter(data []byte, key uint32) ([]byte, error) {
 		return i
 	}
 	// Items go one after another into one buffer, encoded once, sized
-	// by a walk over the frames' lengths first (growing it was a tenth of
-	// a busy server's CPU while it sealed; sizing it from the segment's
-	// size charged a segment of large payloads hundreds of bytes per
+	// from the segment's first frames (growing it was a tenth of a busy
+	// server's CPU while it sealed; sizing it from the segment's size
+	// alone charged a segment of large payloads hundreds of bytes per
 	// byte of footer).
 	it := make([]byte, 0, footerItemsSize(data, SegmentHeaderSize))
 	count := 0

@@ -61,3 +61,34 @@ func TestEncodeFooterAllocatesForItemsNotPayloads(t *testing.T) {
 		})
 	}
 }
+
+// A segment whose first frames are large and later ones small outgrows
+// the buffer sized from its start, and its footer still holds every item.
+func TestEncodeFooterSegmentOfMixedSizes(t *testing.T) {
+	big := make([]byte, 8<<10)
+	for i := range big {
+		big[i] = '2'
+	}
+	seg := format.EncodeSegmentHeader(1)
+	n := 0
+	for i := range 3300 {
+		e := sampleEvent()
+		if i < 300 {
+			e.Payload = big
+		}
+		e.PayloadHash, e.Seq = format.PayloadHash(e.Payload), uint64(i)
+		seg = format.AppendEvent(seg, &e)
+		n++
+	}
+	b, err := format.EncodeFooter(append(seg, make([]byte, 4096)...), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := format.DecodeFooter(b)
+	if err != nil || len(f.Items) != n || f.End != uint64(len(seg)) {
+		t.Fatalf("footer of %d events: %d items, end %d of %d, %v", n, len(f.Items), f.End, len(seg), err)
+	}
+	if it := format.ParseFooterItem(f.Items[n-1]); it.Seq != uint64(n-1) || string(it.Idem) != "k-1" {
+		t.Fatalf("last item %+v", it)
+	}
+}
