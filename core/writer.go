@@ -113,7 +113,7 @@ type writer struct {
 	// placed is how many of reqs the group has placed: gather places
 	// the writes it holds before it sleeps for the rest (see placeSoFar).
 	placed    int
-	begun     bool // the group's state is reset and its clock read
+	begun     bool // the group's state is reset
 	pend      []pending
 	resolved  []*request                  // requests of this group to answer after publish
 	batches   []*batchWrite               // the group's batches written so far
@@ -389,8 +389,7 @@ func (w *writer) process(reqs []*request) (closing bool) {
 	return false
 }
 
-// beginGroup resets the writer's per-group state for the group in w.reqs
-// and reads the clock for it, once per group.
+// beginGroup resets the writer's per-group state for the group in w.reqs.
 func (w *writer) beginGroup() {
 	if w.begun {
 		return
@@ -399,7 +398,6 @@ func (w *writer) beginGroup() {
 	w.buf, w.pend, w.resolved, w.batches = w.buf[:0], w.pend[:0], w.resolved[:0], w.batches[:0]
 	clear(w.groupIdm)
 	w.resetPendIDs()
-	w.now = w.s.nowMicros() // one wall-clock reading per group commit
 	w.markGroup()
 	if w.reqs[0].op.write() {
 		w.groups.Add(1)
@@ -416,6 +414,13 @@ func (w *writer) beginGroup() {
 // before its sync.
 func (w *writer) placeSoFar() {
 	w.beginGroup()
+	if w.placed < len(w.reqs) {
+		// One wall-clock reading for the writes placed together, taken
+		// after they all arrived: a write that arrived while gather
+		// waited is never stamped with a time from before it was
+		// submitted.
+		w.now = w.s.nowMicros()
+	}
 	for ; w.placed < len(w.reqs); w.placed++ {
 		switch r := w.reqs[w.placed]; r.op {
 		case opAppend:

@@ -210,6 +210,42 @@ func ParseFooterItem(it []byte) FooterItem {
 	return x
 }
 
+// footerSampleFrames is how many frames footerItemsSize reads to size a
+// segment's items.
+const footerSampleFrames = 256
+
+// footerItemsSize is about the size of the footer items of the frames of
+// data from offset from on: exact for a segment of at most
+// footerSampleFrames frames, otherwise scaled from the first ones (an
+// eighth more, so a segment like its start fits; one whose later frames
+// carry smaller payloads grows the buffer). It reads frame lengths
+// only, not checksums, and never counts an item larger than its frame,
+// so it is never larger than data.
+func footerItemsSize(data []byte, from int) int {
+	items, frames := 0, 0
+	off := from
+	for ; frames < footerSampleFrames && off+FrameHeaderSize <= len(data); frames++ {
+		l := int(le.Uint32(data[off:]))
+		if l < MinRecordSize || l > MaxRecordSize || off+FrameHeaderSize+l > len(data) {
+			return items
+		}
+		rec := data[off+FrameHeaderSize : off+FrameHeaderSize+l]
+		if rec[0] == RecEvent && l >= EventFixedSize {
+			// A valid frame holds its key: a damaged length counts
+			// no more than the frame.
+			items += min(FooterItemEventFixed+2+int(le.Uint16(rec[OffIdemLen:])), l)
+		} else {
+			items += FooterItemMarker
+		}
+		off += FrameHeaderSize + l
+	}
+	if frames < footerSampleFrames || off <= from {
+		return items
+	}
+	est := int(float64(items) * float64(len(data)-from) / float64(off-from) * 9 / 8)
+	return min(est, len(data))
+}
+
 // EncodeFooter builds the footer of segment key from its logical bytes
 // (header included, frames after it; trailing zeros allowed).
 func EncodeFooter(data []byte, key uint32) ([]byte, error) {
@@ -224,12 +260,12 @@ func EncodeFooter(data []byte, key uint32) ([]byte, error) {
 		f.Names = append(f.Names, b)
 		return i
 	}
-	// Items go one after another into one buffer, encoded once. An item
-	// is never larger than its frame: 126 bytes plus the idempotency key
-	// for an event frame of at least 200 plus the key, 21 for a marker
-	// frame of 24. Sized for a segment of events, the buffer never grows
-	// (growing it was a tenth of a busy server's CPU while it sealed).
-	it := make([]byte, 0, len(data)*2/3+64)
+	// Items go one after another into one buffer, encoded once, sized
+	// from the segment's first frames (growing it was a tenth of a busy
+	// server's CPU while it sealed; sizing it from the segment's size
+	// alone charged a segment of large payloads hundreds of bytes per
+	// byte of footer).
+	it := make([]byte, 0, footerItemsSize(data, SegmentHeaderSize))
 	count := 0
 	end, tail, err := ScanFrames(data, SegmentHeaderSize, func(off int, rec []byte) error {
 		it = append(it, rec[0])
