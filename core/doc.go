@@ -24,7 +24,10 @@
 // value in UTF-8, nested at most Config.MaxJSONDepth deep, no object
 // repeating a member name (names compared with escapes decoded, as the
 // policy reads them); every write path refuses anything else with a
-// *PayloadError. Every event gets a
+// *PayloadError (a payload whose AppendOptions.PayloadChecked record —
+// made by ijson as it validated those very bytes — covers it is not
+// checked twice: the caller that passes the record vouches that the bytes
+// did not change since). Every event gets a
 // UUIDv7 id, a correlation id (defaulting to its own id), a causation id
 // (zero for a root cause), a per-entity Clock (0, 1, 2, …), a timestamp in
 // microseconds that never decreases within an entity, and a global sequence

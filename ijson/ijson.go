@@ -67,6 +67,8 @@ type validator struct {
 	end    int
 	// the longest names and objs were (what release must clear)
 	hiNames, hiObjs int
+	// hiDepth is the deepest nesting met (CheckPrefix records it)
+	hiDepth int
 }
 
 // Validate reports whether doc is exactly one JSON value in valid UTF-8,
@@ -111,12 +113,13 @@ func ValidatePrefix(doc []byte, maxDepth int) (end int, err error) {
 }
 
 // Checked is the record that one JSON value passed the checks of
-// Validate at a nesting limit: a reader that validated a value inside a
-// larger document hands it on, and the store does not check the same
-// bytes again. Only this package makes a Checked that proves anything
-// (its fields are unexported; the zero value covers nothing). It refers
-// to the bytes it checked, not a copy: it covers them only while they
-// stay unchanged, which its holder must see to.
+// Validate: a reader that validated a value inside a larger document
+// hands it on, and the store does not check the same bytes again. It
+// keeps the value's depth (the deepest nesting in it), so it covers any
+// limit the value is within. Only this package makes a Checked that
+// proves anything (its fields are unexported; the zero value covers
+// nothing). It refers to the bytes it checked, not a copy: it covers them
+// only while they stay unchanged, which its holder must see to.
 type Checked struct {
 	p     *byte
 	n     int
@@ -125,22 +128,26 @@ type Checked struct {
 
 // CheckPrefix validates the JSON value at the start of doc (after
 // optional whitespace) as ValidatePrefix does, and returns the record of
-// the check; Bytes gives the value's bytes and End where it ended in doc.
-// The error is an *Error.
+// the check and the index just after the value; Bytes gives the value's
+// bytes. The error is an *Error.
 func CheckPrefix(doc []byte, maxDepth int) (Checked, int, error) {
 	if maxDepth < 1 || maxDepth > MaxDepth {
 		maxDepth = MaxDepth
 	}
-	end, err := ValidatePrefix(doc, maxDepth)
-	if err != nil {
+	v := pool.Get().(*validator)
+	v.b, v.max, v.syntaxOnly, v.prefix = doc, maxDepth, false, true
+	if err := v.run(); err != nil {
+		v.release()
 		return Checked{}, 0, err
 	}
+	end, depth := v.end, v.hiDepth
+	v.release()
 	start := 0
 	for start < end && isWS(doc[start]) {
 		start++
 	}
-	v := doc[start:end]
-	return Checked{p: unsafe.SliceData(v), n: len(v), depth: maxDepth}, end, nil
+	val := doc[start:end]
+	return Checked{p: unsafe.SliceData(val), n: len(val), depth: depth}, end, nil
 }
 
 // Bytes returns the checked value's bytes (nil for the zero Checked).
@@ -152,8 +159,8 @@ func (c Checked) Bytes() []byte {
 }
 
 // Covers reports whether c is the record of a check of exactly doc — the
-// same bytes in memory, not an equal copy — at a nesting limit of
-// maxDepth or stricter, so that Validate(doc, maxDepth) would accept it.
+// same bytes in memory, not an equal copy — whose depth is within
+// maxDepth, so that Validate(doc, maxDepth) accepts it.
 func (c Checked) Covers(doc []byte, maxDepth int) bool {
 	if maxDepth < 1 || maxDepth > MaxDepth {
 		maxDepth = MaxDepth
@@ -184,7 +191,7 @@ func (v *validator) release() {
 	v.b, v.prefix, v.end = nil, false, 0
 	clear(v.names[:v.hiNames]) // no slices of the payload left behind
 	clear(v.objs[:v.hiObjs])
-	v.hiNames, v.hiObjs = 0, 0
+	v.hiNames, v.hiObjs, v.hiDepth = 0, 0, 0
 	v.stack, v.objs, v.names = v.stack[:0], v.objs[:0], v.names[:0]
 	if cap(v.stack) <= 1024 && cap(v.objs) <= 256 && cap(v.names) <= 1024 {
 		pool.Put(v)
@@ -259,6 +266,7 @@ func (v *validator) run() *Error {
 					return &Error{Offset: i, Rule: RuleDepth, Limit: v.max, Msg: fmt.Sprintf("nested deeper than %d levels", v.max)}
 				}
 				v.stack = append(v.stack, c)
+				v.hiDepth = max(v.hiDepth, len(v.stack))
 				i = v.ws(i + 1)
 				if c == '{' {
 					v.objs = append(v.objs, object{first: len(v.names)})

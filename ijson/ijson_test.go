@@ -356,11 +356,11 @@ func TestCheckedCoversOnlyItsBytes(t *testing.T) {
 	if string(v) != `{"a":[1,2,{"b":null}]}` || end != 24 {
 		t.Fatalf("value %q end %d", v, end)
 	}
-	if !c.Covers(v, 5) || !c.Covers(v, 64) {
-		t.Fatal("the record does not cover its own bytes")
+	if !c.Covers(v, 5) || !c.Covers(v, 64) || !c.Covers(v, 3) {
+		t.Fatal("the record does not cover its own bytes within its depth, 3")
 	}
-	if c.Covers(v, 4) {
-		t.Fatal("a check at depth 5 covers a stricter limit of 4")
+	if c.Covers(v, 2) {
+		t.Fatal("a value 3 deep is covered at a limit of 2")
 	}
 	if c.Covers(bytes.Clone(v), 5) {
 		t.Fatal("the record covers an equal copy")
