@@ -115,6 +115,9 @@ func callOnce(t *testing.T, method, url, token, body string) (int, map[string]an
 	b, _ := io.ReadAll(res.Body)
 	var m map[string]any
 	_ = json.Unmarshal(b, &m)
+	if code, ok := m["code"].(string); ok && m["title"] == "" {
+		t.Errorf("%s %s: a %s problem without a title: %s", method, url, code, b)
+	}
 	return res.StatusCode, m
 }
 

@@ -335,7 +335,11 @@ func (c *clusterNode) askToJoin(addr string) error {
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(msg)))
+		var p struct{ Code, Detail string }
+		if json.Unmarshal(msg, &p) == nil && p.Code != "" {
+			return fmt.Errorf("%s: %s: %s (retrying)", resp.Status, p.Code, p.Detail)
+		}
+		return fmt.Errorf("%s: %s (retrying)", resp.Status, strings.TrimSpace(string(msg)))
 	}
 	return nil
 }

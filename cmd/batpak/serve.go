@@ -262,7 +262,11 @@ server.shutdown_timeout.`,
 					return err
 				}
 			}
-			return srv.Serve(cmd.Context())
+			if err := srv.Serve(cmd.Context()); err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stderr, "batpak serve: stopped: requests in flight answered, event streams ended with their resume positions, stores closed")
+			return nil
 		},
 	}
 	bindServerSettings(cmd.Flags(), a.v)

@@ -293,6 +293,9 @@ func TestServeSIGTERMUnderLoad(t *testing.T) {
 	if exitErr != nil {
 		t.Errorf("exit after SIGTERM: %v\n%s", exitErr, srv.logs.String())
 	}
+	if !strings.Contains(srv.logs.String(), "batpak serve: stopped") {
+		t.Errorf("no line says the server stopped cleanly:\n%s", srv.logs.String())
+	}
 	l.mu.Lock()
 	if len(l.responses) > 0 {
 		t.Errorf("%d requests got an error response during shutdown, first: %s", len(l.responses), l.responses[0])

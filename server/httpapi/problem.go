@@ -70,6 +70,9 @@ var titles = map[string]string{
 	wire.CodePluginFault:         "Plugin fault",
 	wire.CodePluginQuarantined:   "Plugin quarantined",
 	wire.CodeNotImplemented:      "Not implemented by this server",
+	wire.CodeNotLeader:           "Not the leader",
+	wire.CodeOutcomeUnknown:      "Outcome unknown, retry with the same idempotency key",
+	wire.CodeNotCaughtUp:         "Not caught up",
 }
 
 // writeProblem writes e as application/problem+json.
@@ -77,6 +80,9 @@ func writeProblem(w http.ResponseWriter, requestID string, e *apiError) {
 	p := e.p
 	p.Type = wire.ProblemTypeBase + strings.ToLower(e.code)
 	p.Title = titles[e.code]
+	if p.Title == "" {
+		p.Title = http.StatusText(e.status)
+	}
 	p.Status = e.status
 	p.Detail = e.detail
 	p.Code = e.code
