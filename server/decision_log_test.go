@@ -61,6 +61,13 @@ func allDecisions(t *testing.T, tc *client.Tenant, q client.PolicyDecisionQuery)
 // writer key.
 func acmeAdmin(t testing.TB, ps policyServer) *client.Tenant {
 	t.Helper()
+	tn, _ := acmeAdminKey(t, ps)
+	return tn
+}
+
+// acmeAdminKey is acmeAdmin that also returns the key.
+func acmeAdminKey(t testing.TB, ps policyServer) (*client.Tenant, string) {
+	t.Helper()
 	ctx := context.Background()
 	op := ps.as(t, operatorToken).Admin()
 	if _, err := op.CreateTenant(ctx, "acme", nil, nil); err != nil {
@@ -70,7 +77,7 @@ func acmeAdmin(t testing.TB, ps policyServer) *client.Tenant {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ps.as(t, k.Key).Tenant("acme")
+	return ps.as(t, k.Key).Tenant("acme"), k.Key
 }
 
 // TestPolicyDecisionLogPersists: denials of both layers and, once the

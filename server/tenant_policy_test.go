@@ -396,19 +396,11 @@ func TestTenantPolicyBundleSizeLimit(t *testing.T) {
 	}
 	ps := startPolicyServer(t, t.TempDir(), func(c *server.Config) { c.PolicyBundleMaxBytes = int64(len(bundle)) })
 	ctx := context.Background()
-	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
-	if _, err := op.CreateTenant(ctx, "acme", nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	k, err := op.IssueKey(ctx, "acme", "a", "admin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := ps.as(t, k.Key).Tenant("acme")
+	admin := acmeAdmin(t, ps)
 	if _, err := admin.PushPolicy(ctx, bytes.NewReader(bundle)); err != nil {
 		t.Fatalf("a bundle of exactly the limit: %v", err)
 	}
-	_, err = admin.PushPolicy(ctx, bytes.NewReader(append(bundle, 0)))
+	_, err := admin.PushPolicy(ctx, bytes.NewReader(append(bundle, 0)))
 	var e *client.Error
 	if !errors.As(err, &e) || e.Status != 413 || !strings.Contains(string(e.Extensions["quota"]), "policy_bundle_max_bytes") {
 		t.Fatalf("a bundle one byte over the limit: %v, want 413 naming policy_bundle_max_bytes", err)
@@ -936,15 +928,7 @@ func TestTenantPolicyKeepsBoundedRevisions(t *testing.T) {
 	tune := func(c *server.Config) { c.PolicyMaxRevisions = 3 }
 	ps := startPolicyServer(t, root, tune)
 	ctx := context.Background()
-	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
-	if _, err := op.CreateTenant(ctx, "acme", nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	k, err := op.IssueKey(ctx, "acme", "a", "admin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := ps.as(t, k.Key).Tenant("acme")
+	admin, key := acmeAdminKey(t, ps)
 	revs := make([]string, 7)
 	push := func(i int) {
 		t.Helper()
@@ -998,7 +982,7 @@ func TestTenantPolicyKeepsBoundedRevisions(t *testing.T) {
 	kept(3, 5, 6)
 	ps.stop()
 	ps = startPolicyServer(t, root, tune)
-	admin = ps.as(t, k.Key).Tenant("acme")
+	admin = ps.as(t, key).Tenant("acme")
 	kept(3, 5, 6)
 	if tp, _ := admin.Policies(ctx); tp.Active != revs[6] {
 		t.Fatalf("after a restart the active revision is %s, want push 6's", tp.Active)
@@ -1007,3 +991,4 @@ func TestTenantPolicyKeepsBoundedRevisions(t *testing.T) {
 		t.Fatalf("rollback to a kept revision after a restart: %v", err)
 	}
 }
+

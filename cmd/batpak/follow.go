@@ -179,27 +179,34 @@ func followRemote(ctx context.Context, t *client.Tenant, q client.Query, flt eve
 	if flt.after {
 		from = client.After(flt.afterSeq)
 	}
-	run := 0
-	for wev, err := range t.Query(ctx, q) {
+	// each prints one event the server sent, if flt keeps it.
+	each := func(wev client.Event, err error) (core.StoredEvent, error) {
 		if err != nil {
 			if ctx.Err() != nil {
-				return p.flush()
+				return core.StoredEvent{}, errFollowEnded
 			}
-			return remoteError(err)
+			return core.StoredEvent{}, remoteError(err)
 		}
 		ev, err := fromWire(wev)
+		if err == nil && flt.keep(ev) {
+			err = p.row(ev)
+		}
+		return ev, err
+	}
+	ended := func(err error) error {
+		if errors.Is(err, errFollowEnded) {
+			return p.flush()
+		}
+		return err
+	}
+	n := 0
+	for wev, err := range t.Query(ctx, q) {
+		ev, err := each(wev, err)
 		if err != nil {
-			return err
+			return ended(err)
 		}
 		from = client.After(ev.GlobalSequence)
-		if !flt.keep(ev) {
-			continue
-		}
-		if err := p.row(ev); err != nil {
-			return err
-		}
-		if run++; run == followRun {
-			run = 0
+		if n++; n%followRun == 0 {
 			if err := p.flush(); err != nil {
 				return err
 			}
@@ -211,21 +218,8 @@ func followRemote(ctx context.Context, t *client.Tenant, q client.Query, flt eve
 	sub := t.Subscribe(ctx, q, from)
 	defer sub.Close()
 	for wev, err := range sub.Events() {
-		if err != nil {
-			if ctx.Err() != nil {
-				return p.flush()
-			}
-			return remoteError(err)
-		}
-		ev, err := fromWire(wev)
-		if err != nil {
-			return err
-		}
-		if !flt.keep(ev) {
-			continue
-		}
-		if err := p.row(ev); err != nil {
-			return err
+		if _, err := each(wev, err); err != nil {
+			return ended(err)
 		}
 		if err := p.flush(); err != nil {
 			return err
@@ -233,6 +227,10 @@ func followRemote(ctx context.Context, t *client.Tenant, q client.Query, flt eve
 	}
 	return p.flush()
 }
+
+// errFollowEnded: the follow's context ended (Ctrl-C), which ends it
+// cleanly.
+var errFollowEnded = errors.New("follow ended")
 
 // followRun is how many rows of stored events a remote follow prints at
 // a time (a table's columns line up within a run).
