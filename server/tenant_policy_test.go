@@ -991,4 +991,3 @@ func TestTenantPolicyKeepsBoundedRevisions(t *testing.T) {
 		t.Fatalf("rollback to a kept revision after a restart: %v", err)
 	}
 }
-
