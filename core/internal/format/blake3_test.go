@@ -10,9 +10,8 @@ import (
 	"github.com/zeebo/blake3"
 )
 
-// PayloadHash and ChainHash are standard BLAKE3-256 for every input size:
-// the digests are on disk, so the one-chunk path must agree byte for byte
-// with the reference library across block and chunk boundaries.
+// PayloadHash and ChainHash are standard BLAKE3-256 for every input size,
+// across block and chunk boundaries: the digests are on disk.
 func TestDigestsAreBLAKE3(t *testing.T) {
 	if got := format.PayloadHash(nil); hex.EncodeToString(got[:]) != "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262" {
 		t.Fatalf("BLAKE3 of the empty input = %x", got)
