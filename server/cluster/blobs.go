@@ -67,6 +67,24 @@ func (n *Node) Blob(digest string) ([]byte, error) {
 	return data, nil
 }
 
+// HasBlob reports whether this node holds a file for the blob whose
+// digest is given (without reading or checking its bytes; Blob does): an
+// error naming the digest when it is not 64 lowercase hex digits, or one
+// examining the file.
+func (n *Node) HasBlob(digest string) (bool, error) {
+	if err := validDigest(digest); err != nil {
+		return false, err
+	}
+	_, err := os.Lstat(filepath.Join(n.fsm.blobs, digest))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("cluster: examining blob %s: %w", digest, err)
+	}
+	return true, nil
+}
+
 // BlobCollection is what one CollectBlobs removed from this node's
 // Dir/blobs and what it kept.
 type BlobCollection struct {
