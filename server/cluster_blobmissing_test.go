@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/plugins"
 	"github.com/batpak-go/batpak/server"
 )
 
@@ -37,7 +40,8 @@ func (l *lockedLog) String() string {
 // a snapshot without it) shows on /metrics as
 // batpak_cluster_blobs_missing and in the log as an error naming the
 // tenant and the digest, once; uploading the same bundle again brings it
-// back and the gauge to 0.
+// back and the gauge to 0. So does a kept plugin version's module, and
+// the same version pushed again.
 func TestClusterReferencedBlobMissing(t *testing.T) {
 	root := t.TempDir()
 	logs := &lockedLog{}
@@ -86,6 +90,31 @@ func TestClusterReferencedBlobMissing(t *testing.T) {
 	// compiled and active: that is the repair the log names.
 	upload()
 	waitFor(t, 5*time.Second, "the bundle uploaded again is no longer missing", func() bool {
+		return metricValue(t, n1.base, "batpak_cluster_blobs_missing") == 0
+	})
+
+	counter := withCustomSection(fixture(t, "counter"), "missing")
+	digest := plugins.Digest(counter)
+	up, _ := json.Marshal(map[string]any{"manifest": manifestOf(t, "count", "1.0.0", "projection", counter, nil),
+		"module": base64.StdEncoding.EncodeToString(counter), "activate": true})
+	pushPlugin := func() {
+		t.Helper()
+		if code, body := callBytes(t, "POST", n1.base+"/v1/tenants/acme/plugins", admin, "application/json", up); code != 200 {
+			t.Fatalf("plugin upload: %d %v", code, body)
+		}
+	}
+	pushPlugin()
+	if err := os.Remove(filepath.Join(root, "n1", "cluster", "blobs", digest)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the missing module is counted", func() bool {
+		return metricValue(t, n1.base, "batpak_cluster_blobs_missing") == 1
+	})
+	if out := logs.String(); !strings.Contains(out, "tenant acme's plugin count 1.0.0") {
+		t.Fatalf("the log does not name the plugin version:\n%s", out)
+	}
+	pushPlugin()
+	waitFor(t, 5*time.Second, "the module uploaded again is no longer missing", func() bool {
 		return metricValue(t, n1.base, "batpak_cluster_blobs_missing") == 0
 	})
 }
