@@ -105,7 +105,9 @@ type BlobCollection struct {
 // referenced returns false and whose last put was applied here (or
 // arrived in a snapshot) more than grace ago — its file's modification
 // time, which every apply of a put of the same bytes refreshes (see
-// PutBlob) — and every temporary file older than grace (left by a write a
+// PutBlob), and, for a put this process applied, the monotonic clock, so
+// a wall clock jumping forward or a file system stamping another
+// machine's time does not age a fresh put — and every temporary file older than grace (left by a write a
 // crash cut short). Nothing travels through raft: each node collects its
 // own copy, and the caller supplies referenced from this node's
 // replicated state (the server: its control plane's policy revisions and
@@ -143,6 +145,7 @@ func (n *Node) CollectBlobs(referenced func(digest string) bool, grace time.Dura
 	if err != nil {
 		return c, fmt.Errorf("cluster: collecting blobs: %w", err)
 	}
+	defer f.forgetPuts(grace)
 	for _, e := range ents {
 		if !e.Type().IsRegular() {
 			continue
@@ -173,6 +176,18 @@ func (n *Node) CollectBlobs(referenced func(digest string) bool, grace time.Dura
 	return c, nil
 }
 
+// forgetPuts drops the puts older than grace from fsm.recentPuts (they
+// protect nothing a collection with this grace period would remove).
+func (f *fsm) forgetPuts(grace time.Duration) {
+	f.blobMu.Lock()
+	defer f.blobMu.Unlock()
+	for d, at := range f.recentPuts {
+		if time.Since(at) > grace {
+			delete(f.recentPuts, d)
+		}
+	}
+}
+
 // removeBlobFile removes blobs/<name> if its modification time is more
 // than grace ago, under blobMu so no apply writes or refreshes it
 // meanwhile. A file already gone is not an error.
@@ -189,6 +204,9 @@ func (f *fsm) removeBlobFile(name string, grace time.Duration) (bool, int64, err
 	}
 	if !fi.Mode().IsRegular() || time.Since(fi.ModTime()) <= grace {
 		return false, 0, nil
+	}
+	if at, ok := f.recentPuts[name]; ok && time.Since(at) <= grace {
+		return false, 0, nil // put lately, whatever the file's time says
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, 0, fmt.Errorf("cluster: collecting blobs: %w", err)
