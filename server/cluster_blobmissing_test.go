@@ -118,3 +118,61 @@ func TestClusterReferencedBlobMissing(t *testing.T) {
 		return metricValue(t, n1.base, "batpak_cluster_blobs_missing") == 0
 	})
 }
+
+// TestClusterBlobCollectionWaitsForQuorum: a node that knows no leader
+// (the others stopped) removes nothing, however old its unreferenced
+// blobs: an entry of its log may yet be committed by the next leader and
+// reference one (an upload whose change waited for a quorum longer than
+// the grace period); the skipped collections are counted.
+func TestClusterBlobCollectionWaitsForQuorum(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three servers")
+	}
+	const grace = time.Second
+	root := t.TempDir()
+	nodes := startCluster3(t, root, func(c *server.Config) {
+		c.Cluster.BlobGrace = grace
+		c.Cluster.BlobCollectEvery = 100 * time.Millisecond
+	})
+	l := leaderOf(t, nodes, 10*time.Second)
+	if code, body := call(t, "POST", l.base+"/v1/admin/tenants", clusterOperator, `{"id":"acme"}`); code != 201 {
+		t.Fatalf("create tenant: %d %v", code, body)
+	}
+	code, k := call(t, "POST", l.base+"/v1/admin/tenants/acme/keys", clusterOperator, `{"roles":["admin"]}`)
+	if code != 201 {
+		t.Fatalf("issue key: %d %v", code, k)
+	}
+	admin := k["key"].(string)
+	wasm := withCustomSection(fixture(t, "counter"), "quorum")
+	digest := plugins.Digest(wasm)
+	up, _ := json.Marshal(map[string]any{"manifest": manifestOf(t, "count", "1.0.0", "projection", wasm, nil),
+		"module": base64.StdEncoding.EncodeToString(wasm), "activate": false})
+	if code, body := callBytes(t, "POST", l.base+"/v1/tenants/acme/plugins", admin, "application/json", up); code != 200 {
+		t.Fatalf("plugin upload: %d %v", code, body)
+	}
+	if code, body := call(t, "DELETE", l.base+"/v1/tenants/acme/plugins/count", admin, ""); code/100 != 2 {
+		t.Fatalf("delete: %d %v", code, body)
+	}
+	var survivor *clusterServer
+	for _, n := range nodes {
+		if n != l {
+			n.stop()
+		} else {
+			survivor = n
+		}
+	}
+	file := filepath.Join(root, survivor.id, "cluster", "blobs", digest)
+	waitFor(t, 10*time.Second, "the survivor knows no leader", func() bool {
+		code, st := call(t, "GET", survivor.base+"/v1/cluster", clusterOperator, "")
+		ld, _ := st["leader"].(map[string]any)
+		return code == 200 && (ld == nil || ld["id"] == "" || ld["id"] == nil)
+	})
+	skipped := metricValue(t, survivor.base, "batpak_cluster_blob_collections_skipped_total")
+	time.Sleep(3 * grace)
+	if _, err := os.Stat(file); err != nil {
+		t.Fatalf("a node without a leader removed an unreferenced blob past the grace period: %v", err)
+	}
+	if got := metricValue(t, survivor.base, "batpak_cluster_blob_collections_skipped_total"); got <= skipped {
+		t.Fatalf("skipped collections: %v, then %v; want more", skipped, got)
+	}
+}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
@@ -40,7 +41,10 @@ const blobCollectGap = time.Second
 // bytes one raft entry before the plane records the change that
 // references them). Nothing is collected while the control plane is
 // stale: stopped applying (Plane.Err), not caught up with the system
-// store within a few seconds, or the node halted (cluster.ErrHalted).
+// store within a few seconds, the node halted (cluster.ErrHalted), the
+// node knowing no leader, or its log holding entries it has not applied
+// within a few seconds (a change recorded after a put may be waiting for
+// a quorum for longer than the grace period).
 type blobCollector struct {
 	plane  *control.Plane
 	node   *clusterNode
@@ -98,6 +102,13 @@ func (g *blobCollector) run() {
 // name every blob still referenced.
 var errPlaneStale = errors.New("the control plane is not caught up")
 
+// errNoLeader and errLogPending: why a node's state may not be final
+// (see collectOnce).
+var (
+	errNoLeader   = errors.New("this node knows no leader: an entry of its log may yet be committed")
+	errLogPending = errors.New("entries of this node's log are not applied yet (no quorum?)")
+)
+
 // collect runs one collection and logs what it removed (or why it
 // skipped).
 func (g *blobCollector) collect() {
@@ -123,9 +134,25 @@ func (g *blobCollector) collectOnce() (cluster.BlobCollection, error) {
 	if err := g.plane.Err(); err != nil {
 		return cluster.BlobCollection{}, errors.Join(errPlaneStale, err)
 	}
+	// An entry in this node's log not applied yet may be the change that
+	// references a blob put long ago (its commit stalled: no quorum), and
+	// a node that knows no leader may receive such an entry from the next
+	// one: collect only from a state that applied every entry the log
+	// holds, while a leader is known.
+	st := g.node.n.Status()
+	if st.Leader.ID == "" {
+		return cluster.BlobCollection{}, errors.Join(errPlaneStale, errNoLeader)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for g.node.n.Status().AppliedIndex < st.LastLogIndex {
+		select {
+		case <-ctx.Done():
+			return cluster.BlobCollection{}, errors.Join(errPlaneStale, fmt.Errorf("%w: log index %d, applied %d", errLogPending, st.LastLogIndex, g.node.n.Status().AppliedIndex))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 	err := g.plane.WaitApplied(ctx, g.node.sys.Usage().GlobalSequence)
-	cancel()
 	if err != nil {
 		return cluster.BlobCollection{}, errors.Join(errPlaneStale, err)
 	}
