@@ -231,3 +231,41 @@ func TestCollectBlobsKeepsFreshPutWhateverItsFileTime(t *testing.T) {
 		}
 	}
 }
+
+// TestPutBlobRepairsDamagedCopy: a node whose copy of a blob is damaged
+// (bit rot, a hand edit) reports it, and putting the same bytes again —
+// what an operator does to repair a bundle or module — writes them anew
+// there, rather than only refreshing the damaged file's time.
+func TestPutBlobRepairsDamagedCopy(t *testing.T) {
+	c := newMemCluster(t, 3, nil)
+	l := c.settled(10 * time.Second)
+	ctx := context.Background()
+	data := []byte("a policy bundle")
+	put := func() string {
+		t.Helper()
+		d, err := l.PutBlob(ctx, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range c.list() {
+			if err := n.WaitApplied(ctx, l.AppliedIndex()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return d
+	}
+	d := put()
+	f := follower(c, l)
+	if err := os.WriteFile(blobPath(c, f.ID(), d), []byte("a policy bundlE"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Blob(d); err == nil {
+		t.Fatal("a damaged copy was read without an error")
+	}
+	put()
+	for _, n := range c.list() {
+		if got, err := n.Blob(d); err != nil || string(got) != string(data) {
+			t.Fatalf("%s: after putting the bytes again: %q, %v", n.ID(), got, err)
+		}
+	}
+}

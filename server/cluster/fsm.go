@@ -272,8 +272,9 @@ const trashDir = "trash"
 const blobsDir = "blobs"
 
 // putBlob writes a blob to blobs/<sha256 hex>, durably; one already there
-// (put again, or an entry applied again after a restart) keeps its bytes
-// and has its modification time set to now, so that Node.CollectBlobs
+// intact (put again, or an entry applied again after a restart) keeps its
+// bytes and has its modification time set to now (one damaged is
+// written anew: putting the same bytes again repairs it), so that Node.CollectBlobs
 // counts its grace period from this apply. An error writing it halts the
 // node.
 func (f *fsm) putBlob(data []byte, index uint64) ([]Result, error) {
@@ -282,7 +283,7 @@ func (f *fsm) putBlob(data []byte, index uint64) ([]Result, error) {
 	f.blobMu.Lock()
 	defer f.blobMu.Unlock()
 	f.recentPuts[digest] = time.Now()
-	if _, err := os.Stat(path); err == nil {
+	if blobIntact(path, digest) {
 		now := time.Now()
 		if err := os.Chtimes(path, now, now); err != nil {
 			return nil, fmt.Errorf("cluster: applying entry %d (a blob of %d bytes, already held): %w", index, len(data), err)
@@ -293,6 +294,13 @@ func (f *fsm) putBlob(data []byte, index uint64) ([]Result, error) {
 		return nil, fmt.Errorf("cluster: applying entry %d (a blob of %d bytes): %w", index, len(data), err)
 	}
 	return []Result{{Index: index}}, nil
+}
+
+// blobIntact reports whether the file at path holds bytes whose SHA-256
+// is digest.
+func blobIntact(path, digest string) bool {
+	data, err := os.ReadFile(path)
+	return err == nil && blobDigest(data) == digest
 }
 
 // blobDigest is a blob's name: the hex SHA-256 of its bytes.
@@ -747,7 +755,8 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 // keepBlobs moves the snapshot's blobs (checked by readTar) into dir,
 // beside the blobs this node has; none is removed (a blob is the same
 // bytes wherever it is: keeping one the snapshot lacks costs only disk,
-// until Node.CollectBlobs). One this node holds already has its
+// until Node.CollectBlobs; one this node holds damaged is replaced by
+// the snapshot's). One this node holds intact already has its
 // modification time set to now, as an apply of its put would: the
 // snapshot may hold a put whose referencing change comes after it; each
 // is noted in recent (fsm.recentPuts) as put now. The caller holds
@@ -766,7 +775,7 @@ func keepBlobs(from, dir string, recent map[string]time.Time) error {
 	for _, e := range ents {
 		dst := filepath.Join(dir, e.Name())
 		recent[e.Name()] = time.Now()
-		if _, err := os.Stat(dst); err == nil {
+		if blobIntact(dst, e.Name()) {
 			now := time.Now()
 			if err := os.Chtimes(dst, now, now); err != nil {
 				return err

@@ -557,13 +557,11 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 	if old, ok := cur.Version(mf.Version); ok && old.Digest != digest {
 		return control.TenantPlugin{}, fmt.Errorf("%w: plugin %s version %s is kept with another module (sha256 %s): give the new module a new version", control.ErrExists, mf.Name, mf.Version, old.Digest)
 	} else if ok {
-		if !m.storedIntact(tenant, digest) {
-			// Kept, but its module is gone or damaged here (so no other
-			// node or restart loads it either): the same module pushed
-			// again stores it again (with Options.Blobs: on every node).
-			if err := m.store(ctx, tenant, digest, wasm); err != nil {
-				return control.TenantPlugin{}, err
-			}
+		// Kept, but its stored module may be gone or damaged (here, or
+		// with Options.Blobs on another node, which then cannot load
+		// it): stored again, the same module pushed again repairs it.
+		if err := m.store(ctx, tenant, digest, wasm); err != nil {
+			return control.TenantPlugin{}, err
 		}
 		if !activate {
 			return cur, nil
@@ -874,19 +872,6 @@ func (m *Manager) gc(tenant string) {
 			_ = os.Remove(filepath.Join(m.opts.Dir, tenant, e.Name()))
 		}
 	}
-}
-
-// storedIntact reports whether the tenant's module of digest is stored
-// with bytes that hash to it (with Options.Blobs: on this node).
-func (m *Manager) storedIntact(tenant, digest string) bool {
-	var data []byte
-	var err error
-	if m.opts.Blobs != nil {
-		data, err = m.opts.Blobs.Get(digest)
-	} else {
-		data, err = os.ReadFile(m.modulePath(tenant, digest))
-	}
-	return err == nil && plugins.Digest(data) == digest
 }
 
 // store writes the module to its content address, durably, unless it is

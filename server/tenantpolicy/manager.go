@@ -297,13 +297,18 @@ func (m *Manager) Push(ctx context.Context, tenant string, r io.Reader) (control
 		return control.TenantPolicy{}, fmt.Errorf("%w: tenant %q", control.ErrNotFound, tenant)
 	}
 	if m.opts.Plane.ActivePolicy(tenant) == rev {
-		if l := m.get(tenant, rev); l != nil && l.err == nil && m.storedIntact(tenant, rev) {
+		if l := m.get(tenant, rev); l != nil && l.err == nil {
+			// Compiled here, but its stored bytes may be gone or damaged
+			// (here, or with Options.Blobs on another node, which then
+			// cannot load it; nor can a restart): stored again, the same
+			// bundle pushed again repairs them.
+			if err := m.store(ctx, tenant, rev, data); err != nil {
+				return control.TenantPolicy{}, err
+			}
 			return m.opts.Plane.Policy(tenant), nil
 		}
-		// The active revision did not load at start, or its stored bytes
-		// are gone or damaged since (compiled here, but no other node and
-		// no restart can load it): the same bundle pushed again repairs
-		// it, stored again (with Options.Blobs: on every node).
+		// The active revision did not load at start (its file missing or
+		// damaged): the same bundle pushed again repairs it.
 	}
 	l, err := m.check(ctx, data, true)
 	if err != nil {
@@ -501,20 +506,6 @@ func (m *Manager) loadStored(ctx context.Context, tenant, rev string) *loaded {
 		return &loaded{err: err}
 	}
 	return l
-}
-
-// storedIntact reports whether the tenant's bundle of rev is stored with
-// bytes that hash to rev (with Options.Blobs: on this node).
-func (m *Manager) storedIntact(tenant, rev string) bool {
-	var data []byte
-	var err error
-	if m.opts.Blobs != nil {
-		data, err = m.opts.Blobs.Get(rev)
-	} else {
-		data, err = os.ReadFile(m.bundlePath(tenant, rev))
-	}
-	sum := sha256.Sum256(data)
-	return err == nil && hex.EncodeToString(sum[:]) == rev
 }
 
 // store writes the bundle to its content address, durably, unless it
