@@ -269,3 +269,32 @@ func TestPutBlobRepairsDamagedCopy(t *testing.T) {
 		}
 	}
 }
+
+// TestCollectBlobsFutureFileTime: an unreferenced blob whose file is
+// stamped in the future (the wall clock went back since its put) is not
+// kept until the clock catches up: its age counts from the collection
+// that found it, and a collection past the grace period after that
+// removes it.
+func TestCollectBlobsFutureFileTime(t *testing.T) {
+	c := newMemCluster(t, 1, nil)
+	l := c.settled(10 * time.Second)
+	d, err := l.PutBlob(context.Background(), []byte("a module deleted long ago"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const grace = time.Hour
+	none := func(string) bool { return false }
+	cluster.AgeBlobPut(l, d, 2*grace)
+	ageFile(t, blobPath(c, l.ID(), d), -365*24*time.Hour)
+	if got, err := l.CollectBlobs(none, grace); err != nil || len(got.Removed) != 0 {
+		t.Fatalf("first collection: %+v, %v; want the blob kept (its age unknown)", got, err)
+	}
+	fi, err := os.Stat(blobPath(c, l.ID(), d))
+	if err != nil || fi.ModTime().After(time.Now()) {
+		t.Fatalf("after the first collection: %v, modified %v; want its time brought back to now", err, fi.ModTime())
+	}
+	ageFile(t, blobPath(c, l.ID(), d), 2*grace) // a grace period passes
+	if got, err := l.CollectBlobs(none, grace); err != nil || !slices.Equal(got.Removed, []string{d}) {
+		t.Fatalf("a grace period later: %+v, %v; want %s removed", got, err, d)
+	}
+}

@@ -202,7 +202,19 @@ func (f *fsm) removeBlobFile(name string, grace time.Duration) (bool, int64, err
 	if err != nil {
 		return false, 0, fmt.Errorf("cluster: collecting blobs: %w", err)
 	}
-	if !fi.Mode().IsRegular() || time.Since(fi.ModTime()) <= grace {
+	if !fi.Mode().IsRegular() {
+		return false, 0, nil
+	}
+	if now := time.Now(); fi.ModTime().After(now) {
+		// Stamped in the future (the wall clock went back since): its
+		// age is unknown, so it counts from now, and it goes a grace
+		// period later instead of once the clock catches up.
+		if err := os.Chtimes(path, now, now); err != nil {
+			return false, 0, fmt.Errorf("cluster: collecting blobs: %w", err)
+		}
+		return false, 0, nil
+	}
+	if time.Since(fi.ModTime()) <= grace {
 		return false, 0, nil
 	}
 	if at, ok := f.recentPuts[name]; ok && time.Since(at) <= grace {
