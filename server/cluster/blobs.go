@@ -107,7 +107,8 @@ type BlobCollection struct {
 // time, which every apply of a put of the same bytes refreshes (see
 // PutBlob), and, for a put this process applied, the monotonic clock, so
 // a wall clock jumping forward or a file system stamping another
-// machine's time does not age a fresh put — and every temporary file older than grace (left by a write a
+// machine's time does not age a fresh put; a file stamped in the future
+// has its time set to now and counts from there — and every temporary file older than grace (left by a write a
 // crash cut short). Nothing travels through raft: each node collects its
 // own copy, and the caller supplies referenced from this node's
 // replicated state (the server: its control plane's policy revisions and
