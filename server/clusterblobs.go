@@ -3,7 +3,10 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -38,7 +41,10 @@ const blobCollectGap = time.Second
 // bytes one raft entry before the plane records the change that
 // references them). Nothing is collected while the control plane is
 // stale: stopped applying (Plane.Err), not caught up with the system
-// store within a few seconds, or the node halted (cluster.ErrHalted).
+// store within a few seconds, the node halted (cluster.ErrHalted), the
+// node knowing no leader, or its log holding entries it has not applied
+// within a few seconds (a change recorded after a put may be waiting for
+// a quorum for longer than the grace period).
 type blobCollector struct {
 	plane  *control.Plane
 	node   *clusterNode
@@ -51,6 +57,11 @@ type blobCollector struct {
 	done chan struct{}
 
 	removed, removedBytes, temporary, skipped atomic.Uint64
+	// missing is how many blobs the control plane references that this
+	// node did not hold at the last collection; lastMissing is their
+	// digests, joined (logged only when it changes). Both owned by run.
+	missing     atomic.Int64
+	lastMissing string
 }
 
 func newBlobCollector(plane *control.Plane, node *clusterNode, logger *slog.Logger, grace, every time.Duration) *blobCollector {
@@ -91,6 +102,13 @@ func (g *blobCollector) run() {
 // name every blob still referenced.
 var errPlaneStale = errors.New("the control plane is not caught up")
 
+// errNoLeader and errLogPending: why a node's state may not be final
+// (see collectOnce).
+var (
+	errNoLeader   = errors.New("this node knows no leader: an entry of its log may yet be committed")
+	errLogPending = errors.New("entries of this node's log are not applied yet (no quorum?)")
+)
+
 // collect runs one collection and logs what it removed (or why it
 // skipped).
 func (g *blobCollector) collect() {
@@ -116,32 +134,83 @@ func (g *blobCollector) collectOnce() (cluster.BlobCollection, error) {
 	if err := g.plane.Err(); err != nil {
 		return cluster.BlobCollection{}, errors.Join(errPlaneStale, err)
 	}
+	// An entry in this node's log not applied yet may be the change that
+	// references a blob put long ago (its commit stalled: no quorum), and
+	// a node that knows no leader may receive such an entry from the next
+	// one: collect only from a state that applied every entry the log
+	// holds, while a leader is known.
+	st := g.node.n.Status()
+	if st.Leader.ID == "" {
+		return cluster.BlobCollection{}, errors.Join(errPlaneStale, errNoLeader)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for g.node.n.Status().AppliedIndex < st.LastLogIndex {
+		select {
+		case <-ctx.Done():
+			return cluster.BlobCollection{}, errors.Join(errPlaneStale, fmt.Errorf("%w: log index %d, applied %d", errLogPending, st.LastLogIndex, g.node.n.Status().AppliedIndex))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 	err := g.plane.WaitApplied(ctx, g.node.sys.Usage().GlobalSequence)
-	cancel()
 	if err != nil {
 		return cluster.BlobCollection{}, errors.Join(errPlaneStale, err)
 	}
 	refs := referencedBlobs(g.plane)
-	return g.node.n.CollectBlobs(func(d string) bool { return refs[d] }, g.grace)
+	got, err := g.node.n.CollectBlobs(func(d string) bool { return refs[d] != "" }, g.grace)
+	if err == nil {
+		g.checkMissing(refs)
+	}
+	return got, err
 }
 
-// referencedBlobs is every digest the plane names: each live tenant's
-// kept policy revisions (and active one) and its plugins' kept versions'
-// modules.
-func referencedBlobs(p *control.Plane) map[string]bool {
-	refs := map[string]bool{}
+// checkMissing counts the referenced blobs this node does not hold (a
+// tenant's policy or plugin version that cannot load here: restored from
+// a snapshot without them, removed by hand, lost with a disk) for
+// /metrics, and logs them as an error whenever the set changes (not at
+// every collection: a burst of changes asks for one a second).
+func (g *blobCollector) checkMissing(refs map[string]string) {
+	var missing []string
+	for _, d := range slices.Sorted(maps.Keys(refs)) {
+		if ok, err := g.node.n.HasBlob(d); err == nil && !ok {
+			missing = append(missing, d+" ("+refs[d]+")")
+		}
+	}
+	g.missing.Store(int64(len(missing)))
+	key := strings.Join(missing, ",")
+	if key == g.lastMissing {
+		return
+	}
+	g.lastMissing = key
+	if len(missing) == 0 {
+		g.logger.Info("cluster: every blob the control plane references is held again")
+		return
+	}
+	g.logger.Error("cluster: blobs the control plane references are missing on this node: those policies and plugin versions do not load here until the same bundle or module is uploaded again",
+		"blobs", len(missing), "missing", strings.Join(missing[:min(len(missing), 8)], ", "))
+}
+
+// referencedBlobs is every digest the plane names, each with what names
+// it (the first found, for the operator): each live tenant's kept policy
+// revisions (and active one) and its plugins' kept versions' modules.
+func referencedBlobs(p *control.Plane) map[string]string {
+	refs := map[string]string{}
+	ref := func(d, what string) {
+		if refs[d] == "" {
+			refs[d] = what
+		}
+	}
 	for _, t := range p.Tenants() {
 		tp := p.Policy(t.ID)
 		if tp.Active != "" {
-			refs[tp.Active] = true
+			ref(tp.Active, "tenant "+t.ID+"'s active policy")
 		}
 		for _, r := range tp.Revisions {
-			refs[r.Revision] = true
+			ref(r.Revision, "tenant "+t.ID+"'s policy revision")
 		}
 		for _, pl := range p.Plugins(t.ID) {
 			for _, v := range pl.Versions {
-				refs[v.Digest] = true
+				ref(v.Digest, "tenant "+t.ID+"'s plugin "+pl.Name+" "+v.Version)
 			}
 		}
 	}
@@ -168,6 +237,9 @@ func (g *blobCollector) metrics() []prometheus.Collector {
 		counter("batpak_cluster_blobs_collected_total", "Blobs (policy bundles, plugin modules) this node removed because the control plane no longer references them.", &g.removed),
 		counter("batpak_cluster_blob_bytes_collected_total", "Bytes of the blobs and temporary files this node's blob collections removed.", &g.removedBytes),
 		counter("batpak_cluster_blob_temporary_files_collected_total", "Temporary files of blob writes a crash cut short that this node removed.", &g.temporary),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "batpak_cluster_blobs_missing",
+			Help: "Blobs (policy bundles, plugin modules) the control plane references that this node did not hold at its last blob collection: those revisions and versions cannot load here."},
+			func() float64 { return float64(g.missing.Load()) }),
 		counter("batpak_cluster_blob_collections_skipped_total", "Blob collections skipped because this node's control plane was not caught up (or the node halted).", &g.skipped),
 	}
 }

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -58,5 +60,63 @@ func TestClusterBlobSettings(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Fatalf("grace %s, every %s: %v, want an error naming %s", tc.grace, tc.every, err, tc.want)
 		}
+	}
+}
+
+// TestReferencedBlobsSharedAcrossTenants: the same bytes kept by two
+// tenants (content-addressed: one blob) stay referenced when one tenant
+// deletes its plugin, its policy revisions are pruned, or it is deleted
+// altogether; a tenant deleted and created again with the same id
+// references nothing of its former self.
+func TestReferencedBlobsSharedAcrossTenants(t *testing.T) {
+	s, err := core.Open(core.DefaultConfig(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p, err := control.Open(control.Options{Store: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx := context.Background()
+	digest := func(c byte) string { return strings.Repeat(string(c), 64) }
+	shared, mine, old := digest('a'), digest('b'), digest('c')
+	for _, id := range []string{"acme", "beta"} {
+		if _, err := p.CreateTenant(ctx, id, control.Quotas{}, control.Settings{}); err != nil {
+			t.Fatal(err)
+		}
+		v := control.PluginVersion{Version: "1.0.0", Digest: shared, Kind: "projection", Bytes: 1, Manifest: json.RawMessage(`{}`)}
+		if _, err := p.AddPluginVersion(ctx, id, v, "count", true, 10, 10); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.ActivatePolicy(ctx, id, shared, 1, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// acme: its revision "shared" pruned past keep 2, its plugin deleted.
+	for _, rev := range []string{old, mine} {
+		if _, err := p.ActivatePolicy(ctx, "acme", rev, 1, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.DeletePlugin(ctx, "acme", "count", ""); err != nil {
+		t.Fatal(err)
+	}
+	refs := referencedBlobs(p)
+	if refs[shared] == "" || refs[mine] == "" || refs[old] == "" {
+		t.Fatalf("referenced: %v; want %s (beta's), %s and %s (acme's kept revisions)", refs, shared, mine, old)
+	}
+	if err := p.DeleteTenant(ctx, "beta"); err != nil {
+		t.Fatal(err)
+	}
+	if refs := referencedBlobs(p); refs[shared] != "" {
+		t.Fatalf("after beta's deletion %s is still referenced, by %q (acme pruned it)", shared, refs[shared])
+	}
+	if _, err := p.CreateTenant(ctx, "beta", control.Quotas{}, control.Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	if refs := referencedBlobs(p); refs[shared] != "" {
+		t.Fatalf("beta created again references %s, by %q", shared, refs[shared])
 	}
 }

@@ -26,8 +26,13 @@
 // there is older than ClusterConfig.BlobGrace; it collects every
 // BlobCollectEvery and right after applying a tenant's policy, plugin or
 // deletion change, never while its control plane is stopped or behind
-// its system store, logs what it removed and counts it in /metrics
-// (batpak_cluster_blobs_collected_total and its siblings).
+// its system store, while it knows no leader or while its log holds
+// entries it has not applied, logs what it removed and counts it in
+// /metrics (batpak_cluster_blobs_collected_total and its siblings). A
+// blob the control plane names that the node does not hold is logged as
+// an error (once per change of that set) and counted in
+// batpak_cluster_blobs_missing; uploading the same bundle or module again
+// stores it again on every node.
 //
 // Tenant stores: core.DefaultConfig with Sync durable (EveryNEvents 1: a
 // 2xx means fsync'd; group commit shares fsyncs) unless the tenant's

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/server/cluster"
 )
 
 // blobPath is node id's file of a blob.
@@ -23,6 +24,14 @@ func ageFile(t *testing.T, path string, d time.Duration) {
 	if err := os.Chtimes(path, old, old); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// ageBlob makes node n's blob look put d ago: its file's modification
+// time and the node's memory of the put.
+func ageBlob(t *testing.T, c *memCluster, n *cluster.Node, digest string, d time.Duration) {
+	t.Helper()
+	ageFile(t, blobPath(c, n.ID(), digest), d)
+	cluster.AgeBlobPut(n, digest, d)
 }
 
 func exists(path string) bool {
@@ -71,8 +80,8 @@ func TestCollectBlobs(t *testing.T) {
 	// Aged past the grace period: the unreferenced one goes everywhere;
 	// so does an old temporary file, not a young one.
 	for _, n := range c.list() {
-		ageFile(t, blobPath(c, n.ID(), kept), 2*grace)
-		ageFile(t, blobPath(c, n.ID(), dropped), 2*grace)
+		ageBlob(t, c, n, kept, 2*grace)
+		ageBlob(t, c, n, dropped, 2*grace)
 		for _, tmp := range []string{".upload-old", ".upload-young"} {
 			if err := os.WriteFile(blobPath(c, n.ID(), tmp), []byte("half a write"), 0o644); err != nil {
 				t.Fatal(err)
@@ -100,7 +109,7 @@ func TestCollectBlobs(t *testing.T) {
 	again := put("a module uploaded again")
 	f := follower(c, l)
 	for _, n := range c.list() {
-		ageFile(t, blobPath(c, n.ID(), again), 2*grace)
+		ageBlob(t, c, n, again, 2*grace)
 	}
 	if got, err := f.CollectBlobs(refs, grace); err != nil || !slices.Equal(got.Removed, []string{again}) {
 		t.Fatalf("the follower's collection: %+v, %v", got, err)
@@ -187,5 +196,105 @@ func TestCollectBlobsBoundsUploadDeleteLoop(t *testing.T) {
 	// apply left within the grace period); 61 without collection.
 	if most > 11 {
 		t.Fatalf("after collections the blobs dir held up to %d files, want at most 11 (60 blobs put, one referenced)", most)
+	}
+}
+
+// TestCollectBlobsKeepsFreshPutWhateverItsFileTime: a blob put moments
+// ago whose file's modification time is far in the past — the wall clock
+// jumped forward since the put, or the file system stamps files with
+// another machine's clock — is kept by a collection on every node (its
+// upload may not have recorded it yet), and goes once the grace period
+// has passed on the monotonic clock.
+func TestCollectBlobsKeepsFreshPutWhateverItsFileTime(t *testing.T) {
+	c := newMemCluster(t, 3, nil)
+	l := c.settled(10 * time.Second)
+	ctx := context.Background()
+	d, err := l.PutBlob(ctx, []byte("a module whose upload is not recorded yet"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	none := func(string) bool { return false }
+	const grace = time.Hour
+	for _, n := range c.list() {
+		if err := n.WaitApplied(ctx, l.AppliedIndex()); err != nil {
+			t.Fatal(err)
+		}
+		ageFile(t, blobPath(c, n.ID(), d), 2*grace)
+		if got, err := n.CollectBlobs(none, grace); err != nil || len(got.Removed) != 0 || !exists(blobPath(c, n.ID(), d)) {
+			t.Fatalf("%s: a blob put moments ago with an old file time: %+v, %v; want it kept", n.ID(), got, err)
+		}
+	}
+	for _, n := range c.list() {
+		cluster.AgeBlobPut(n, d, 2*grace)
+		if got, err := n.CollectBlobs(none, grace); err != nil || !slices.Equal(got.Removed, []string{d}) {
+			t.Fatalf("%s: past the grace period: %+v, %v; want %s removed", n.ID(), got, err, d)
+		}
+	}
+}
+
+// TestPutBlobRepairsDamagedCopy: a node whose copy of a blob is damaged
+// (bit rot, a hand edit) reports it, and putting the same bytes again —
+// what an operator does to repair a bundle or module — writes them anew
+// there, rather than only refreshing the damaged file's time.
+func TestPutBlobRepairsDamagedCopy(t *testing.T) {
+	c := newMemCluster(t, 3, nil)
+	l := c.settled(10 * time.Second)
+	ctx := context.Background()
+	data := []byte("a policy bundle")
+	put := func() string {
+		t.Helper()
+		d, err := l.PutBlob(ctx, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range c.list() {
+			if err := n.WaitApplied(ctx, l.AppliedIndex()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return d
+	}
+	d := put()
+	f := follower(c, l)
+	if err := os.WriteFile(blobPath(c, f.ID(), d), []byte("a policy bundlE"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Blob(d); err == nil {
+		t.Fatal("a damaged copy was read without an error")
+	}
+	put()
+	for _, n := range c.list() {
+		if got, err := n.Blob(d); err != nil || string(got) != string(data) {
+			t.Fatalf("%s: after putting the bytes again: %q, %v", n.ID(), got, err)
+		}
+	}
+}
+
+// TestCollectBlobsFutureFileTime: an unreferenced blob whose file is
+// stamped in the future (the wall clock went back since its put) is not
+// kept until the clock catches up: its age counts from the collection
+// that found it, and a collection past the grace period after that
+// removes it.
+func TestCollectBlobsFutureFileTime(t *testing.T) {
+	c := newMemCluster(t, 1, nil)
+	l := c.settled(10 * time.Second)
+	d, err := l.PutBlob(context.Background(), []byte("a module deleted long ago"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const grace = time.Hour
+	none := func(string) bool { return false }
+	cluster.AgeBlobPut(l, d, 2*grace)
+	ageFile(t, blobPath(c, l.ID(), d), -365*24*time.Hour)
+	if got, err := l.CollectBlobs(none, grace); err != nil || len(got.Removed) != 0 {
+		t.Fatalf("first collection: %+v, %v; want the blob kept (its age unknown)", got, err)
+	}
+	fi, err := os.Stat(blobPath(c, l.ID(), d))
+	if err != nil || fi.ModTime().After(time.Now()) {
+		t.Fatalf("after the first collection: %v, modified %v; want its time brought back to now", err, fi.ModTime())
+	}
+	ageFile(t, blobPath(c, l.ID(), d), 2*grace) // a grace period passes
+	if got, err := l.CollectBlobs(none, grace); err != nil || !slices.Equal(got.Removed, []string{d}) {
+		t.Fatalf("a grace period later: %+v, %v; want %s removed", got, err, d)
 	}
 }

@@ -67,6 +67,24 @@ func (n *Node) Blob(digest string) ([]byte, error) {
 	return data, nil
 }
 
+// HasBlob reports whether this node holds a file for the blob whose
+// digest is given (without reading or checking its bytes; Blob does): an
+// error naming the digest when it is not 64 lowercase hex digits, or one
+// examining the file.
+func (n *Node) HasBlob(digest string) (bool, error) {
+	if err := validDigest(digest); err != nil {
+		return false, err
+	}
+	_, err := os.Lstat(filepath.Join(n.fsm.blobs, digest))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("cluster: examining blob %s: %w", digest, err)
+	}
+	return true, nil
+}
+
 // BlobCollection is what one CollectBlobs removed from this node's
 // Dir/blobs and what it kept.
 type BlobCollection struct {
@@ -87,7 +105,10 @@ type BlobCollection struct {
 // referenced returns false and whose last put was applied here (or
 // arrived in a snapshot) more than grace ago — its file's modification
 // time, which every apply of a put of the same bytes refreshes (see
-// PutBlob) — and every temporary file older than grace (left by a write a
+// PutBlob), and, for a put this process applied, the monotonic clock, so
+// a wall clock jumping forward or a file system stamping another
+// machine's time does not age a fresh put; a file stamped in the future
+// has its time set to now and counts from there — and every temporary file older than grace (left by a write a
 // crash cut short). Nothing travels through raft: each node collects its
 // own copy, and the caller supplies referenced from this node's
 // replicated state (the server: its control plane's policy revisions and
@@ -125,6 +146,7 @@ func (n *Node) CollectBlobs(referenced func(digest string) bool, grace time.Dura
 	if err != nil {
 		return c, fmt.Errorf("cluster: collecting blobs: %w", err)
 	}
+	defer f.forgetPuts(grace)
 	for _, e := range ents {
 		if !e.Type().IsRegular() {
 			continue
@@ -155,6 +177,18 @@ func (n *Node) CollectBlobs(referenced func(digest string) bool, grace time.Dura
 	return c, nil
 }
 
+// forgetPuts drops the puts older than grace from fsm.recentPuts (they
+// protect nothing a collection with this grace period would remove).
+func (f *fsm) forgetPuts(grace time.Duration) {
+	f.blobMu.Lock()
+	defer f.blobMu.Unlock()
+	for d, at := range f.recentPuts {
+		if time.Since(at) > grace {
+			delete(f.recentPuts, d)
+		}
+	}
+}
+
 // removeBlobFile removes blobs/<name> if its modification time is more
 // than grace ago, under blobMu so no apply writes or refreshes it
 // meanwhile. A file already gone is not an error.
@@ -169,8 +203,23 @@ func (f *fsm) removeBlobFile(name string, grace time.Duration) (bool, int64, err
 	if err != nil {
 		return false, 0, fmt.Errorf("cluster: collecting blobs: %w", err)
 	}
-	if !fi.Mode().IsRegular() || time.Since(fi.ModTime()) <= grace {
+	if !fi.Mode().IsRegular() {
 		return false, 0, nil
+	}
+	if now := time.Now(); fi.ModTime().After(now) {
+		// Stamped in the future (the wall clock went back since): its
+		// age is unknown, so it counts from now, and it goes a grace
+		// period later instead of once the clock catches up.
+		if err := os.Chtimes(path, now, now); err != nil {
+			return false, 0, fmt.Errorf("cluster: collecting blobs: %w", err)
+		}
+		return false, 0, nil
+	}
+	if time.Since(fi.ModTime()) <= grace {
+		return false, 0, nil
+	}
+	if at, ok := f.recentPuts[name]; ok && time.Since(at) <= grace {
+		return false, 0, nil // put lately, whatever the file's time says
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, 0, fmt.Errorf("cluster: collecting blobs: %w", err)

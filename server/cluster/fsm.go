@@ -42,6 +42,14 @@ type fsm struct {
 	// its removal (Node.CollectBlobs): a collection never removes a blob
 	// between an apply's check and its write.
 	blobMu sync.Mutex
+	// recentPuts is, under blobMu, when (on the monotonic clock) each blob
+	// was last put or restored by this process: a collection keeps a blob
+	// put within the grace period even when its file's modification time
+	// says otherwise (the wall clock jumped forward, or the file system
+	// stamps files with another machine's clock). Entries older than a
+	// collection's grace period are dropped by it; a restart starts empty
+	// (modification times alone then count).
+	recentPuts map[string]time.Time
 
 	// born is the log index of the first entry applied to each store since
 	// it was (re)created — the same on every replica — so a restore tells
@@ -61,7 +69,7 @@ type fsm struct {
 
 func newFSM(root, staging string, storeConfig func(tenant, dir string) core.Config) *fsm {
 	return &fsm{root: root, blobs: filepath.Join(filepath.Dir(root), blobsDir), staging: staging, storeConfig: storeConfig,
-		stores: map[string]*core.Store{}, born: map[string]uint64{}, changed: make(chan struct{}), stop: make(chan struct{})}
+		stores: map[string]*core.Store{}, born: map[string]uint64{}, recentPuts: map[string]time.Time{}, changed: make(chan struct{}), stop: make(chan struct{})}
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
@@ -264,15 +272,18 @@ const trashDir = "trash"
 const blobsDir = "blobs"
 
 // putBlob writes a blob to blobs/<sha256 hex>, durably; one already there
-// (put again, or an entry applied again after a restart) keeps its bytes
-// and has its modification time set to now, so that Node.CollectBlobs
+// intact (put again, or an entry applied again after a restart) keeps its
+// bytes and has its modification time set to now (one damaged is
+// written anew: putting the same bytes again repairs it), so that Node.CollectBlobs
 // counts its grace period from this apply. An error writing it halts the
 // node.
 func (f *fsm) putBlob(data []byte, index uint64) ([]Result, error) {
-	path := filepath.Join(f.blobs, blobDigest(data))
+	digest := blobDigest(data)
+	path := filepath.Join(f.blobs, digest)
 	f.blobMu.Lock()
 	defer f.blobMu.Unlock()
-	if _, err := os.Stat(path); err == nil {
+	f.recentPuts[digest] = time.Now()
+	if blobIntact(path, digest) {
 		now := time.Now()
 		if err := os.Chtimes(path, now, now); err != nil {
 			return nil, fmt.Errorf("cluster: applying entry %d (a blob of %d bytes, already held): %w", index, len(data), err)
@@ -283,6 +294,13 @@ func (f *fsm) putBlob(data []byte, index uint64) ([]Result, error) {
 		return nil, fmt.Errorf("cluster: applying entry %d (a blob of %d bytes): %w", index, len(data), err)
 	}
 	return []Result{{Index: index}}, nil
+}
+
+// blobIntact reports whether the file at path holds bytes whose SHA-256
+// is digest.
+func blobIntact(path, digest string) bool {
+	data, err := os.ReadFile(path)
+	return err == nil && blobDigest(data) == digest
 }
 
 // blobDigest is a blob's name: the hex SHA-256 of its bytes.
@@ -668,7 +686,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	// plane's events name bundles and modules), and its readers must find
 	// it, as they do when entries are applied in log order.
 	f.blobMu.Lock()
-	err = keepBlobs(filepath.Join(incoming, blobsDir), f.blobs)
+	err = keepBlobs(filepath.Join(incoming, blobsDir), f.blobs, f.recentPuts)
 	f.blobMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("cluster: restoring snapshot: blobs: %w", err)
@@ -737,11 +755,13 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 // keepBlobs moves the snapshot's blobs (checked by readTar) into dir,
 // beside the blobs this node has; none is removed (a blob is the same
 // bytes wherever it is: keeping one the snapshot lacks costs only disk,
-// until Node.CollectBlobs). One this node holds already has its
+// until Node.CollectBlobs; one this node holds damaged is replaced by
+// the snapshot's). One this node holds intact already has its
 // modification time set to now, as an apply of its put would: the
-// snapshot may hold a put whose referencing change comes after it. The
-// caller holds fsm.blobMu.
-func keepBlobs(from, dir string) error {
+// snapshot may hold a put whose referencing change comes after it; each
+// is noted in recent (fsm.recentPuts) as put now. The caller holds
+// fsm.blobMu.
+func keepBlobs(from, dir string, recent map[string]time.Time) error {
 	ents, err := os.ReadDir(from)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -754,7 +774,8 @@ func keepBlobs(from, dir string) error {
 	}
 	for _, e := range ents {
 		dst := filepath.Join(dir, e.Name())
-		if _, err := os.Stat(dst); err == nil {
+		recent[e.Name()] = time.Now()
+		if blobIntact(dst, e.Name()) {
 			now := time.Now()
 			if err := os.Chtimes(dst, now, now); err != nil {
 				return err

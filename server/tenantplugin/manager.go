@@ -557,6 +557,12 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 	if old, ok := cur.Version(mf.Version); ok && old.Digest != digest {
 		return control.TenantPlugin{}, fmt.Errorf("%w: plugin %s version %s is kept with another module (sha256 %s): give the new module a new version", control.ErrExists, mf.Name, mf.Version, old.Digest)
 	} else if ok {
+		// Kept, but its stored module may be gone or damaged (here, or
+		// with Options.Blobs on another node, which then cannot load
+		// it): stored again, the same module pushed again repairs it.
+		if err := m.store(ctx, tenant, digest, wasm); err != nil {
+			return control.TenantPlugin{}, err
+		}
 		if !activate {
 			return cur, nil
 		}

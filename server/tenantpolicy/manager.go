@@ -298,6 +298,13 @@ func (m *Manager) Push(ctx context.Context, tenant string, r io.Reader) (control
 	}
 	if m.opts.Plane.ActivePolicy(tenant) == rev {
 		if l := m.get(tenant, rev); l != nil && l.err == nil {
+			// Compiled here, but its stored bytes may be gone or damaged
+			// (here, or with Options.Blobs on another node, which then
+			// cannot load it; nor can a restart): stored again, the same
+			// bundle pushed again repairs them.
+			if err := m.store(ctx, tenant, rev, data); err != nil {
+				return control.TenantPolicy{}, err
+			}
 			return m.opts.Plane.Policy(tenant), nil
 		}
 		// The active revision did not load at start (its file missing or
