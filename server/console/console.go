@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -487,10 +488,15 @@ func (c *Console) proxy(w http.ResponseWriter, r *http.Request, s *session, _ st
 }
 
 // noStoreWriter sends Cache-Control: no-store with the response, in
-// place of any the handler set.
+// place of any the handler set. A redirect (a cluster follower sends
+// writes to its leader with 307 NOT_LEADER) becomes a 503 NOT_LEADER
+// problem naming the leader's console: the browser must not follow it,
+// since the session lives on this node and the leader would see a request
+// without its credential.
 type noStoreWriter struct {
 	http.ResponseWriter
-	sent bool
+	sent       bool
+	redirected bool
 }
 
 func (w *noStoreWriter) header() {
@@ -501,6 +507,19 @@ func (w *noStoreWriter) header() {
 }
 
 func (w *noStoreWriter) WriteHeader(status int) {
+	if status >= 300 && status < 400 && !w.sent {
+		w.redirected = true
+		w.sent = true
+		leader := "the leader"
+		if u, err := url.Parse(w.ResponseWriter.Header().Get("Location")); err == nil && u.Scheme != "" && u.Host != "" {
+			leader = u.Scheme + "://" + u.Host + Prefix + "/"
+		}
+		w.ResponseWriter.Header().Del("Location")
+		w.ResponseWriter.Header().Set("Retry-After", "1")
+		problem(w.ResponseWriter, http.StatusServiceUnavailable, wire.CodeNotLeader,
+			"this node does not lead the cluster, and changes are made on the leader: sign in to the console at "+leader)
+		return
+	}
 	if status >= 200 { // 1xx answers are not the response
 		w.header()
 	}
@@ -508,6 +527,9 @@ func (w *noStoreWriter) WriteHeader(status int) {
 }
 
 func (w *noStoreWriter) Write(b []byte) (int, error) {
+	if w.redirected {
+		return len(b), nil // the redirect's own body
+	}
 	w.header()
 	return w.ResponseWriter.Write(b)
 }

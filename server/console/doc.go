@@ -78,4 +78,10 @@
 // tenant whose dashboard asked in the last WatchWindow — at most
 // MaxWatchedTenants at once — into a ring per tenant. A tenant's charts
 // start when one of its keys signs in or its dashboard is opened.
+//
+// In a cluster each node's console shows what that node holds, and its
+// sessions are its own. A change made through a follower's console is
+// answered 503 NOT_LEADER naming the leader's console, never with the
+// API's redirect: the browser would follow it to the leader without the
+// session's credential.
 package console
