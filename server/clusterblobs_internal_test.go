@@ -18,15 +18,7 @@ import (
 // applying its store's changes removes nothing (it might not name a
 // blob a later change references) and counts the skip.
 func TestBlobCollectionSkipsStalePlane(t *testing.T) {
-	s, err := core.Open(core.DefaultConfig(t.TempDir()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	p, err := control.Open(control.Options{Store: s})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := openTestPlane(t)
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -69,15 +61,7 @@ func TestClusterBlobSettings(t *testing.T) {
 // altogether; a tenant deleted and created again with the same id
 // references nothing of its former self.
 func TestReferencedBlobsSharedAcrossTenants(t *testing.T) {
-	s, err := core.Open(core.DefaultConfig(t.TempDir()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	p, err := control.Open(control.Options{Store: s})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := openTestPlane(t)
 	defer p.Close()
 	ctx := context.Background()
 	digest := func(c byte) string { return strings.Repeat(string(c), 64) }
@@ -119,4 +103,20 @@ func TestReferencedBlobsSharedAcrossTenants(t *testing.T) {
 	if refs := referencedBlobs(p); refs[shared] != "" {
 		t.Fatalf("beta created again references %s, by %q", shared, refs[shared])
 	}
+}
+
+// openTestPlane opens a control plane over a fresh store, closed when the
+// test ends (the plane first).
+func openTestPlane(t *testing.T) *control.Plane {
+	t.Helper()
+	s, err := core.Open(core.DefaultConfig(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	p, err := control.Open(control.Options{Store: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

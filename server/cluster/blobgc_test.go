@@ -50,19 +50,7 @@ func TestCollectBlobs(t *testing.T) {
 	c := newMemCluster(t, 3, smallSnapshots)
 	l := c.settled(10 * time.Second)
 	ctx := context.Background()
-	put := func(data string) string {
-		t.Helper()
-		d, err := l.PutBlob(ctx, []byte(data))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, n := range c.list() {
-			if err := n.WaitApplied(ctx, l.AppliedIndex()); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return d
-	}
+	put := func(data string) string { t.Helper(); return putEverywhere(t, c, l, []byte(data)) }
 	kept, dropped := put("a referenced bundle"), put("a deleted module")
 	refs := func(d string) bool { return d == kept }
 	const grace = time.Hour
@@ -239,21 +227,8 @@ func TestCollectBlobsKeepsFreshPutWhateverItsFileTime(t *testing.T) {
 func TestPutBlobRepairsDamagedCopy(t *testing.T) {
 	c := newMemCluster(t, 3, nil)
 	l := c.settled(10 * time.Second)
-	ctx := context.Background()
 	data := []byte("a policy bundle")
-	put := func() string {
-		t.Helper()
-		d, err := l.PutBlob(ctx, data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, n := range c.list() {
-			if err := n.WaitApplied(ctx, l.AppliedIndex()); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return d
-	}
+	put := func() string { t.Helper(); return putEverywhere(t, c, l, data) }
 	d := put()
 	f := follower(c, l)
 	if err := os.WriteFile(blobPath(c, f.ID(), d), []byte("a policy bundlE"), 0o644); err != nil {
@@ -297,4 +272,21 @@ func TestCollectBlobsFutureFileTime(t *testing.T) {
 	if got, err := l.CollectBlobs(none, grace); err != nil || !slices.Equal(got.Removed, []string{d}) {
 		t.Fatalf("a grace period later: %+v, %v; want %s removed", got, err, d)
 	}
+}
+
+// putEverywhere puts data through the leader l and waits until every node
+// of c has applied it; it returns the blob's digest.
+func putEverywhere(t *testing.T, c *memCluster, l *cluster.Node, data []byte) string {
+	t.Helper()
+	ctx := context.Background()
+	d, err := l.PutBlob(ctx, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.list() {
+		if err := n.WaitApplied(ctx, l.AppliedIndex()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return d
 }
