@@ -144,23 +144,8 @@ func TestClusterServe(t *testing.T) {
 		t.Skip("starts three servers")
 	}
 	root := t.TempDir()
-	n1 := startClusterLeader(t, root)
-	n2 := startClusterServer(t, root, "n2", false, n1.base)
-	n3 := startClusterServer(t, root, "n3", false, n1.base)
-	nodes := []*clusterServer{n1, n2, n3}
-	waitFor(t, 20*time.Second, "three members with URLs", func() bool {
-		code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
-		ms, _ := st["members"].([]any)
-		if code != 200 || len(ms) != 3 {
-			return false
-		}
-		for _, m := range ms {
-			if u, _ := m.(map[string]any)["url"].(string); u == "" {
-				return false
-			}
-		}
-		return true
-	})
+	nodes := startCluster3(t, root)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 
 	// Admin through a follower: redirected to the leader.
 	if code, body := call(t, "POST", n2.base+"/v1/admin/tenants", clusterOperator, `{"id":"acme"}`); code != 201 {
