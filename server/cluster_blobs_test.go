@@ -127,6 +127,12 @@ func TestClusterPoliciesPluginsWorkers(t *testing.T) {
 	}
 	code, body := appendVia(n3, "secret:1", "1:1")
 	wantDenied("a write the bundle refuses, through a follower", code, body, rev)
+	// The leader judged it, and its decision log answers through any node.
+	waitFor(t, 5*time.Second, "the denial in the decision log, asked through a follower", func() bool {
+		code, page := call(t, "GET", n2.base+"/v1/tenants/acme/policy/decisions?result=denied", admin, "")
+		ds, _ := page["decisions"].([]any)
+		return code == 200 && len(ds) == 1 && ds[0].(map[string]any)["decision_id"] == body["decision_id"]
+	})
 
 	// A projection plugin through a follower, served on every node.
 	counter := fixture(t, "counter")

@@ -145,8 +145,10 @@ type Route struct {
 	stream  bool // streaming response: exempt from the write timeout
 	// leader: on a cluster, the route is served by the leader whatever
 	// its method: it answers with state only the leader holds (the
-	// hosted workers run there) or changes state held per node (a
-	// plugin's quarantine, lifted on the leader, whose workers run it).
+	// hosted workers run there; the leader judges every write, so its
+	// policy decision log holds the denials) or changes state held per
+	// node (a plugin's quarantine, lifted on the leader, whose workers run
+	// it).
 	leader bool
 	// reads: a POST that changes nothing (verify), served by whichever
 	// cluster node is asked, like a GET.
@@ -258,7 +260,7 @@ func (a *API) table() []Route {
 		{Method: "PUT", Path: t + "/policy", Access: Tenant, Role: control.RoleAdmin, Body: "application/gzip", handler: a.pushPolicy},
 		{Method: "GET", Path: t + "/policy", Access: Tenant, Role: control.RoleReader, handler: a.listPolicies},
 		{Method: "POST", Path: t + "/policy/rollback", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.rollbackPolicy},
-		{Method: "GET", Path: t + "/policy/decisions", Access: Tenant, Role: control.RoleAdmin, handler: a.policyDecisions},
+		{Method: "GET", Path: t + "/policy/decisions", Access: Tenant, Role: control.RoleAdmin, handler: a.policyDecisions, leader: true},
 		{Method: "POST", Path: t + "/plugins", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.pushPlugin},
 		{Method: "GET", Path: t + "/plugins", Access: Tenant, Role: control.RoleReader, handler: a.listPlugins},
 		{Method: "GET", Path: t + "/plugins/{name}", Access: Tenant, Role: control.RoleReader, handler: a.pluginStatus},
