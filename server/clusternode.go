@@ -80,6 +80,9 @@ type ClusterConfig struct {
 	// it is deleted (cluster.blob_collect_every). Default
 	// DefaultBlobCollectEvery (5m); at least 100ms.
 	BlobCollectEvery time.Duration
+	// SingleWriteEntries: see cluster.Config (cluster.single_write_entries;
+	// default false: the leader gathers writes into shared raft entries).
+	SingleWriteEntries bool
 }
 
 // membersEntity prefixes the system store's entity of each node's
@@ -170,7 +173,7 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 	}
 	cc := cluster.Config{ID: cfg.NodeID, Dir: filepath.Join(s.cfg.Root, "cluster"), Bind: cfg.Bind, Advertise: cfg.Advertise,
 		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout, LeaderLeaseTimeout: cfg.LeaderLeaseTimeout,
-		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs,
+		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs, SingleWriteEntries: cfg.SingleWriteEntries,
 		StoreConfig: s.clusterStoreConfig, RaftLog: s.cfg.Stderr}
 	switch n := btoi(cfg.TLSCert != "") + btoi(cfg.TLSKey != "") + btoi(cfg.TLSCA != ""); n {
 	case 0:

@@ -129,6 +129,7 @@ var serverSettings = []serverSetting{
 	{"server.cluster.read_wait", "", kindDuration, "5s", "longest a read with min_seq waits for this node to catch up; ≤ 1m", func(t *serverTarget, v settingValue) { t.cl.ReadWait = v.d }},
 	{"server.cluster.blob_grace", "", kindDuration, "10m", "an unreferenced policy bundle or plugin module is removed from this node once its last upload is older than this; ≥ 1s", func(t *serverTarget, v settingValue) { t.cl.BlobGrace = v.d }},
 	{"server.cluster.blob_collect_every", "", kindDuration, "5m", "how often this node removes unreferenced bundles and modules (also right after a deletion); ≥ 100ms", func(t *serverTarget, v settingValue) { t.cl.BlobCollectEvery = v.d }},
+	{"server.cluster.single_write_entries", "", kindBool, false, "propose every write in a raft entry of its own (for a rolling upgrade from a version without write groups)", func(t *serverTarget, v settingValue) { t.cl.SingleWriteEntries = v.b }},
 	{"server.cluster.heartbeat_timeout", "", kindDuration, "1s", "raft: follower's wait for the leader before an election", func(t *serverTarget, v settingValue) { t.cl.HeartbeatTimeout = v.d }},
 	{"server.cluster.election_timeout", "", kindDuration, "1s", "raft: candidate's election timeout", func(t *serverTarget, v settingValue) { t.cl.ElectionTimeout = v.d }},
 	{"server.cluster.leader_lease_timeout", "", kindDuration, "500ms", "raft: how long a leader leads without hearing from a quorum", func(t *serverTarget, v settingValue) { t.cl.LeaderLeaseTimeout = v.d }},

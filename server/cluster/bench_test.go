@@ -33,13 +33,20 @@ func BenchmarkAppendBatch100x3Nodes(b *testing.B) {
 	benchAppend(b, c.settled(10*time.Second), 100)
 }
 
-// BenchmarkAppend3NodesTCP is BenchmarkAppend3Nodes over loopback TCP.
+// BenchmarkAppend3NodesTCP is BenchmarkAppend3Nodes over loopback TCP, with
+// the leader gathering concurrent writes into shared raft entries (the
+// default), and with one entry per write (Config.SingleWriteEntries).
 func BenchmarkAppend3NodesTCP(b *testing.B) {
+	b.Run("entries=shared", func(b *testing.B) { benchAppendTCP(b, false) })
+	b.Run("entries=single", func(b *testing.B) { benchAppendTCP(b, true) })
+}
+
+func benchAppendTCP(b *testing.B, single bool) {
 	root := b.TempDir()
 	var nodes []*cluster.Node
 	var servers []cluster.Server
 	for i := 1; i <= 3; i++ {
-		cfg := cluster.Config{ID: fmt.Sprintf("t%d", i), Dir: filepath.Join(root, strconv.Itoa(i)), Bind: "127.0.0.1:0"}
+		cfg := cluster.Config{ID: fmt.Sprintf("t%d", i), Dir: filepath.Join(root, strconv.Itoa(i)), Bind: "127.0.0.1:0", SingleWriteEntries: single}
 		n, err := cluster.Open(cfg)
 		if err != nil {
 			b.Fatal(err)
@@ -55,6 +62,12 @@ func BenchmarkAppend3NodesTCP(b *testing.B) {
 		for _, n := range nodes {
 			if n.IsLeader() {
 				benchAppend(b, n, 1)
+				st := n.Stats()
+				entries, _ := strconv.ParseFloat(st["write_entries"], 64)
+				writes, _ := strconv.ParseFloat(st["writes_proposed"], 64)
+				if entries > 0 {
+					b.ReportMetric(writes/entries, "writes/entry")
+				}
 				return
 			}
 		}

@@ -23,12 +23,16 @@ import (
 // Version 2 (any operation):
 //
 //	version   1 byte: 2
-//	op        1 byte: 0 write, 1 cursor commit, 2 drop store, 3 put blob
-//	tenant    uvarint length, bytes (empty for a blob)
+//	op        1 byte: 0 write, 1 cursor commit, 2 drop store, 3 put blob,
+//	          4 write group
+//	tenant    uvarint length, bytes (empty for a blob and a write group)
 //	body      write: the write body below
 //	          cursor commit: name (uvarint length, bytes), position (uvarint)
 //	          drop store: nothing
 //	          put blob: the bytes (uvarint length, bytes)
+//	          write group: count (uvarint, at least 2), then each write's
+//	          own entry (uvarint length, bytes: version 1, or version 2
+//	          op 0), applied in that order
 //
 // The write body:
 //
@@ -55,12 +59,14 @@ const (
 	opCursor byte = 1
 	opDrop   byte = 2
 	opBlob   byte = 3
+	opGroup  byte = 4 // writes the leader gathered into one entry
 )
 
 // command is one raft entry. A write (Op opWrite) holds writes to one
 // tenant, each item an independent append, or (Batch) one atomic batch;
 // a cursor commit holds Cursor's committed position Pos; a drop names the
-// tenant only; a blob holds Blob (Tenant empty).
+// tenant only; a blob holds Blob (Tenant empty); a write group holds its
+// writes in Group (Tenant empty), each an independent write command.
 type command struct {
 	Op     byte
 	Tenant string
@@ -69,6 +75,7 @@ type command struct {
 	Cursor string
 	Pos    uint64
 	Blob   []byte
+	Group  []*command
 }
 
 type wireItem struct {
@@ -191,6 +198,24 @@ func encodeCommand(c *command) ([]byte, error) {
 	return b, nil
 }
 
+// encodeGroup is the write group entry holding writes (each an encoded
+// write command, at least two) in order.
+func encodeGroup(writes [][]byte) []byte {
+	n := 8
+	for _, w := range writes {
+		n += len(w) + binary.MaxVarintLen32
+	}
+	b := make([]byte, 0, n)
+	b = append(b, commandVersionOps, opGroup)
+	b = appendString(b, "")
+	b = binary.AppendUvarint(b, uint64(len(writes)))
+	for _, w := range writes {
+		b = binary.AppendUvarint(b, uint64(len(w)))
+		b = append(b, w...)
+	}
+	return b
+}
+
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
@@ -223,6 +248,10 @@ func decodeCommand(data []byte) (*command, error) {
 		case opDrop:
 		case opBlob:
 			c.Blob = d.bytes()
+		case opGroup:
+			if err := d.group(c); err != nil {
+				return nil, err
+			}
 		default:
 			return nil, &UnknownFormatError{Version: int(data[0]), Op: int(c.Op)}
 		}
@@ -236,6 +265,41 @@ func decodeCommand(data []byte) (*command, error) {
 		return nil, fmt.Errorf("cluster: undecodable command: %w", d.err)
 	}
 	return c, nil
+}
+
+// group reads a write group's writes into c.Group. A write in an
+// unknown format is that format's *UnknownFormatError; anything but a
+// write (a nested group, another op) is undecodable.
+func (d *decoder) group(c *command) error {
+	count := d.uvarint()
+	if d.err == nil && (count < 2 || count > uint64(len(d.b))) { // each write is at least one byte
+		d.fail(fmt.Errorf("a write group of %d writes in %d bytes", count, len(d.b)))
+	}
+	if d.err != nil {
+		return nil
+	}
+	c.Group = make([]*command, count)
+	for i := range c.Group {
+		w := d.bytes()
+		if d.err != nil {
+			return nil
+		}
+		sub, err := decodeCommand(w)
+		var uf *UnknownFormatError
+		if errors.As(err, &uf) {
+			return err
+		}
+		if err != nil {
+			d.fail(fmt.Errorf("write %d of the group: %w", i, err))
+			return nil
+		}
+		if sub.Op != opWrite {
+			d.fail(fmt.Errorf("write %d of the group is op %d, not a write", i, sub.Op))
+			return nil
+		}
+		c.Group[i] = sub
+	}
+	return nil
 }
 
 // write reads a write body into c.

@@ -61,7 +61,7 @@ type UnknownFormatError struct {
 
 func (e *UnknownFormatError) Error() string {
 	if e.Op >= 0 {
-		return fmt.Sprintf("cluster: log entry has command format %d with op %d; this node knows ops 0..%d (upgrade it)", e.Version, e.Op, opBlob)
+		return fmt.Sprintf("cluster: log entry has command format %d with op %d; this node knows ops 0..%d (upgrade it)", e.Version, e.Op, opGroup)
 	}
 	return fmt.Sprintf("cluster: log entry has command format %d; this node knows formats %d and %d (upgrade it)", e.Version, commandVersion, commandVersionOps)
 }

@@ -204,3 +204,61 @@ func TestCommandItemCountBoundedByBytes(t *testing.T) {
 		t.Fatalf("decoding a %d-byte command allocated %d MiB", len(data), grew>>20)
 	}
 }
+
+// TestWriteGroupFormat: a write group entry carries its writes (format 1,
+// or format 2 op 0) in order; one cut short, with trailing bytes, with
+// fewer than two writes, with anything but writes inside, or claiming more
+// writes than it has bytes is refused; a write in an unknown format inside
+// it is that format's *UnknownFormatError (the node halts and says to
+// upgrade).
+func TestWriteGroupFormat(t *testing.T) {
+	write := func(tenant, entity string, batch bool) []byte {
+		b, err := encodeCommand(&command{Tenant: tenant, Batch: batch, Items: []wireItem{toWire(core.BatchItem{
+			Coordinate: core.Coordinate{Entity: entity, Scope: "s"}, Kind: core.MustKind(1, 1), Payload: []byte(`{"x":1}`),
+			Options: core.AppendOptions{ID: core.NewEventID(), Timestamp: 9}})}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	a, b := write("acme", "e:1", false), write("globex", "e:2", true)
+	b2 := append([]byte{commandVersionOps, opWrite}, b[1:]...)
+	data := encodeGroup([][]byte{a, b2, a})
+	got, err := decodeCommand(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Op != opGroup || len(got.Group) != 3 || got.Group[0].Tenant != "acme" || got.Group[1].Tenant != "globex" ||
+		!got.Group[1].Batch || got.Group[2].Items[0].Entity != "e:1" {
+		t.Fatalf("decoded %+v", got)
+	}
+	for n := 1; n < len(data); n++ {
+		if _, err := decodeCommand(data[:n]); err == nil {
+			t.Fatalf("a write group cut to %d of %d bytes decoded", n, len(data))
+		}
+	}
+	if _, err := decodeCommand(append(data, 0)); err == nil {
+		t.Fatal("a write group with a trailing byte decoded")
+	}
+	cursor, _ := encodeCommand(&command{Op: opCursor, Tenant: "acme", Cursor: "c", Pos: 1})
+	one := binary.AppendUvarint([]byte{commandVersionOps, opGroup, 0}, 1)
+	one = append(binary.AppendUvarint(one, uint64(len(a))), a...)
+	for name, bad := range map[string][]byte{
+		"one write":      one,
+		"nested group":   encodeGroup([][]byte{a, encodeGroup([][]byte{a, a})}),
+		"a cursor op":    encodeGroup([][]byte{a, cursor}),
+		"an empty write": encodeGroup([][]byte{a, {}}),
+	} {
+		if _, err := decodeCommand(bad); err == nil {
+			t.Errorf("a write group holding %s decoded", name)
+		}
+	}
+	claims := binary.AppendUvarint([]byte{commandVersionOps, opGroup, 0}, 1<<40)
+	if _, err := decodeCommand(claims); err == nil {
+		t.Fatal("a write group claiming 2^40 writes decoded")
+	}
+	var uf *UnknownFormatError
+	if _, err := decodeCommand(encodeGroup([][]byte{a, {commandVersionOps + 1, 0}})); !errors.As(err, &uf) || uf.Version != int(commandVersionOps+1) || !errors.Is(err, ErrHalted) {
+		t.Fatalf("a write in an unknown format inside a group: %v, want an *UnknownFormatError", err)
+	}
+}

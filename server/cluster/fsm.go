@@ -90,12 +90,17 @@ type entryWrites struct {
 // stores cover them with group commits and still apply them in log order
 // (core: a store's writes queued from one goroutine are applied in that
 // order). A cursor commit or a drop waits for the writes queued before it,
-// then is applied. The response for each command entry is its []Result.
+// then is applied. The response for each command entry is its []Result; a
+// write group's is a [][]Result, one per write in the group.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	type pending struct {
 		i  int
 		ew *entryWrites
+		// group, for a write of a write group entry: the entry's
+		// results, of which this write's are group[sub].
+		group [][]Result
+		sub   int
 	}
 	var pend []pending
 	var haltErr error
@@ -124,7 +129,11 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 					haltErr = fmt.Errorf("cluster: applying entry %d to tenant %q: %w", logs[p.i].Index, ew.c.Tenant, err)
 				}
 			}
-			out[p.i] = ew.res
+			if p.group != nil {
+				p.group[p.sub] = ew.res
+			} else {
+				out[p.i] = ew.res
+			}
 		}
 		pend = pend[:0]
 	}
@@ -144,7 +153,22 @@ entries:
 				haltErr = err
 				break
 			}
-			pend = append(pend, pending{i, ew})
+			pend = append(pend, pending{i: i, ew: ew})
+			continue
+		}
+		if c.Op == opGroup {
+			// Its writes queue like writes of entries of their own; the
+			// entry's response is their results, in order.
+			res := make([][]Result, len(c.Group))
+			out[i] = res
+			for j, w := range c.Group {
+				ew, err := f.queue(w, l.Index)
+				if err != nil {
+					haltErr = err
+					break entries
+				}
+				pend = append(pend, pending{i: i, ew: ew, group: res, sub: j})
+			}
 			continue
 		}
 		flush()

@@ -60,15 +60,19 @@ func (r *replicator) Replicate(batch bool, items []core.BatchItem, done func([]c
 		done(nil, err)
 		return
 	}
-	go func() {
-		res, err := r.n.apply(context.Background(), data)
+	answer := func(res []Result, err error) {
 		if err != nil {
 			done(nil, err)
 			return
 		}
 		rs, err := receipts(res, len(items))
 		done(rs, err)
-	}()
+	}
+	if r.n.group != nil {
+		r.n.group.submit(data, answer)
+		return
+	}
+	go func() { answer(r.n.apply(context.Background(), data)) }()
 }
 
 // receipts turns one entry's results into a write's receipts, or the
