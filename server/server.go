@@ -567,6 +567,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if s.node != nil {
 		s.blobs = newBlobCollector(s.plane, s.node, cfg.Logger, s.node.cfg.BlobGrace, s.node.cfg.BlobCollectEvery)
 		reg.MustRegister(s.blobs.metrics()...)
+		reg.MustRegister(clusterStoreMetrics{s.node.n})
 	}
 	s.api = httpapi.New(httpapi.Options{
 		Registry: reg,
