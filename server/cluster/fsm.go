@@ -45,7 +45,7 @@ type fsm struct {
 	held sync.Map
 	// maxOpen bounds len(stores) (Config.MaxOpenStores), but for opens
 	// made while every open store is in use (overBound).
-	maxOpen                                   int
+	maxOpen                                 int
 	opens, idleCloses, evictions, overBound atomic.Uint64
 
 	// blobMu orders a blob's write or refresh (putBlob, keepBlobs) against
