@@ -83,6 +83,29 @@
 // read-your-writes on any node, pass a Result's Index to WaitApplied first;
 // for a linearizable read on the leader, call Barrier first.
 //
+// # Open stores
+//
+// Every tenant ever written has a store on every node, but a node keeps a
+// store open (its index in memory, its file descriptors) only while it is
+// in use, and a while after. A store is held:
+//
+//	by                               from                until
+//	Node.Store's caller              Node.Store          Node.ReleaseStore
+//	a Node.View callback             the call            fn returns
+//	raft's apply                     writes queued       they are written
+//	a cursor commit, a snapshot      its start           its end
+//
+// A held store is never closed but by DropStore, a restore that finds it
+// in another incarnation, or Close; Store returns the same object while
+// anyone holds it. A store nobody holds is closed (its checkpoint
+// written) once unused for Config.StoreIdleTimeout (5m; a janitor checks
+// every quarter of it, at most every 5s), or earlier, least recently used
+// first, when opening another would pass Config.MaxOpenStores (10000);
+// when every open store is held the node opens one more anyway rather
+// than stall raft's apply (StoreStats.OverBound counts it). Its next use
+// opens it again: a new *core.Store over the same directory. Node.StoreStats
+// counts open and held stores, opens, idle closes and evictions.
+//
 // # On disk, restarts and snapshots
 //
 //	Dir/raft/raft.db            raft's log and stable store (raft-boltdb)
@@ -108,8 +131,12 @@
 // TrailingLogs entries; a node too far behind, or new, is sent the
 // snapshot and then the log.
 //
-// A running node that installs a snapshot keeps the store objects it has
-// open (the server holds them, with subscriptions and cursors on them): each
+// A snapshot copies every tenant's store: one closed is opened for the
+// copy and closed again after it (raft's applies wait meanwhile, so a
+// snapshot of many closed stores costs an open and a close of each).
+//
+// A running node that installs a snapshot keeps the store objects held
+// (the server holds them, with subscriptions and cursors on them): each
 // is caught up in place from the snapshot's copy — its events must be a
 // prefix of the copy's (else the restore fails with an error naming the
 // tenant, and raft retries it) and the missing ones are applied in order
@@ -117,9 +144,10 @@
 // flags, so the stores end identical to the leader's. Subscribers and
 // cursors see them as ordinary new events, each once. The events of an
 // atomic batch are applied one by one there: a reader may see part of
-// such a batch for a moment. An open store the snapshot holds in another
+// such a batch for a moment. A held store the snapshot holds in another
 // incarnation (dropped and created again meanwhile), or not at all, is
-// dropped; stores not open are replaced by the snapshot's directories.
+// dropped; open stores nobody holds are closed, and they and the stores
+// not open are replaced by the snapshot's directories.
 //
 // # Membership
 //
