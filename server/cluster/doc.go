@@ -110,7 +110,8 @@
 //
 //	Dir/raft/raft.db            raft's log and stable store (raft-boltdb)
 //	Dir/raft/snapshots/         raft snapshots: a tar of every tenant
-//	                            store's core.Store.Snapshot (events and
+//	                            store's copy (core.Store.Snapshot of an
+//	                            open one, a closed one's files; events and
 //	                            named cursor positions), the applied index,
 //	                            and each store's birth index (the first
 //	                            entry applied to it since it was created)
@@ -131,9 +132,11 @@
 // TrailingLogs entries; a node too far behind, or new, is sent the
 // snapshot and then the log.
 //
-// A snapshot copies every tenant's store: one closed is opened for the
-// copy and closed again after it (raft's applies wait meanwhile, so a
-// snapshot of many closed stores costs an open and a close of each).
+// A snapshot copies every tenant's store: an open one with
+// core.Store.Snapshot, a closed one by copying its directory (as its Close
+// left it: synced, checkpoint written) while the node keeps it closed —
+// a read of it waits for the copy. A snapshot opens no store and leaves
+// none open.
 //
 // A running node that installs a snapshot keeps the store objects held
 // (the server holds them, with subscriptions and cursors on them): each

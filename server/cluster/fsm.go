@@ -475,10 +475,10 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	// No lock is held while copying (reads go on): each store is held
-	// while it is copied, so nothing closes it meanwhile (raft never runs
-	// Restore or an apply beside Snapshot); one not open is opened for
-	// the copy and closed again (snapshotStore).
+	// No lock is held while copying (reads go on): an open store is held
+	// while it is copied, so nothing closes it meanwhile, and a closed
+	// one is kept closed while its files are copied (snapshotStore); raft
+	// never runs Restore or an apply beside Snapshot.
 	for _, name := range names {
 		if err := f.snapshotStore(context.Background(), name, filepath.Join(dir, "tenants", name)); err != nil {
 			os.RemoveAll(dir)

@@ -251,12 +251,29 @@ func TestSnapshotOfClosedStores(t *testing.T) {
 	for i := 0; i < 40; i++ {
 		last = mustAppend(t, l, names[i%len(names)], item(fmt.Sprintf("e%d", i), `{"b":1}`, core.AppendOptions{}))[0].Index
 	}
+	// A named cursor committed on the leader: the snapshot carries it.
+	g, err := l.Store("globex")
+	if err != nil {
+		t.Fatal(err)
+	}
+	named, err := g.NamedCursor("billing", core.All())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evs, err := named.Poll(3); err != nil || len(evs) != 3 {
+		t.Fatalf("poll: %d events, %v", len(evs), err)
+	}
+	if err := named.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	l.ReleaseStore(g)
 	waitFor(t, 5*time.Second, "the leader closes its idle stores", func() bool { return l.StoreStats().Open == 0 })
+	opens := l.StoreStats().Opens
 	if err := l.Snapshot(); err != nil {
 		t.Fatal(err)
 	}
-	if st := l.StoreStats(); st.Open != 0 {
-		t.Fatalf("the snapshot left %d stores open (%+v)", st.Open, st)
+	if st := l.StoreStats(); st.Open != 0 || st.Opens != opens {
+		t.Fatalf("the snapshot of closed stores opened %d of them and left %d open (%+v)", st.Opens-opens, st.Open, st)
 	}
 	snapIdx := statIndex(l, "last_snapshot_index")
 	waitFor(t, 5*time.Second, "the cut-off follower closes its unheld stores", func() bool { return f.StoreStats().Open == 1 })
@@ -274,6 +291,15 @@ func TestSnapshotOfClosedStores(t *testing.T) {
 		if got := events(t, f, name); got != 11 {
 			t.Fatalf("tenant %s on the restored follower: %d events, want 11", name, got)
 		}
+	}
+	if err := f.View("globex", func(s *core.Store) error {
+		nc, err := s.NamedCursor("billing", core.All())
+		if err == nil && nc.Committed() != 3 {
+			err = fmt.Errorf("committed at %d, want 3", nc.Committed())
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("the named cursor on the restored follower: %v", err)
 	}
 	if closedStore(held) {
 		t.Fatal("the store held across the restore was closed")

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -22,7 +24,11 @@ import (
 //	Node.Store's caller             Node.Store           Node.ReleaseStore
 //	a Node.View callback            the call             fn returns
 //	raft's apply (FSM goroutine)    its writes queued    they are written
-//	a cursor commit, a snapshot     the operation        its end
+//	a cursor commit                 the operation        its end
+//	a snapshot's copy               the copy             its end
+//
+// A snapshot copies a closed store's directory instead, keeping the store
+// closed meanwhile (snapshotStore).
 //
 // A closed store is opened again on its next use (a new *core.Store over
 // the same directory: every event, cursor position and hash chain is
@@ -285,36 +291,86 @@ func (f *fsm) lruVictimLocked() *storeEntry {
 	return v
 }
 
-// snapshotStore copies tenant's store into dest (core.Store.Snapshot),
-// held meanwhile. A store that was not open is opened for the copy and
-// closed again after it unless someone took it up meanwhile, so a
-// snapshot leaves the node's open stores as it found them; the copy does
-// not count as a use of the store (its idle time goes on).
+// snapshotStore copies tenant's store into dest. An open store is held
+// meanwhile and copied by core.Store.Snapshot; the hold does not count as
+// a use (its idle time goes on). A closed store is kept closed meanwhile
+// (an entry with no store, busy: its users wait) and its directory
+// copied file by file: Close synced every file and wrote the checkpoint,
+// and nothing writes to the directory until the store is opened again,
+// so the copy is the store as its Close left it, which opens as the
+// store itself would. A snapshot thus neither opens stores nor leaves
+// any open.
 func (f *fsm) snapshotStore(ctx context.Context, tenant, dest string) error {
-	f.mu.RLock()
-	_, wasOpen := f.stores[tenant]
-	f.mu.RUnlock()
-	e, err := f.hold(tenant, false, false)
-	if err != nil {
+	f.mu.Lock()
+	f.settleLocked(tenant)
+	if f.closed {
+		f.mu.Unlock()
+		return ErrClosed
+	}
+	if e := f.stores[tenant]; e != nil {
+		e.users.Add(1)
+		f.mu.Unlock()
+		_, err := e.s.Snapshot(ctx, dest)
+		e.releaseQuiet()
 		return err
 	}
-	_, err = e.s.Snapshot(ctx, dest)
-	e.releaseQuiet()
-	if !wasOpen {
-		f.closeIfUnused(e)
+	pin := &storeEntry{name: tenant, busy: make(chan struct{})}
+	f.stores[tenant] = pin
+	f.mu.Unlock()
+	err := copyClosedStore(filepath.Join(f.root, tenant), dest)
+	f.mu.Lock()
+	if f.stores[tenant] == pin {
+		delete(f.stores, tenant)
 	}
+	close(pin.busy)
+	pin.busy = nil
+	f.mu.Unlock()
 	return err
 }
 
-// closeIfUnused closes e's store if nobody holds it (a store a snapshot
-// opened only to copy it).
-func (f *fsm) closeIfUnused(e *storeEntry) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.stores[e.name] == e && e.unusedLocked() && !f.closed {
-		_ = f.closeLocked(e, nil)
+// copyClosedStore copies the directory of a closed store, src, into dest
+// (which must not exist): every directory and regular file but the lock
+// file and temporary files. The copy is not synced: it is a snapshot's
+// staging, streamed to raft's snapshot sink (which syncs) and removed.
+func copyClosedStore(src, dest string) error {
+	if _, err := os.Lstat(dest); err == nil {
+		return fmt.Errorf("copying a closed store: %s exists", dest)
 	}
+	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		to := filepath.Join(dest, rel)
+		switch {
+		case d.IsDir():
+			return os.Mkdir(to, 0o755)
+		case !d.Type().IsRegular(), rel == storeLockFile, strings.HasSuffix(d.Name(), ".tmp"):
+			return nil
+		}
+		in, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := os.OpenFile(to, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(out, in); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
+	})
 }
+
+// storeLockFile is the file a core store's writer locks; a copy needs
+// none (core creates it when it opens the copy).
+const storeLockFile = "LOCK"
 
 // closeIdle closes every store nobody has used since cutoff.
 func (f *fsm) closeIdle(cutoff time.Time) {
