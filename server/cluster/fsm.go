@@ -452,10 +452,12 @@ func (f *fsm) err() error {
 	return f.halt
 }
 
-// Snapshot copies every tenant store (core.Store.Snapshot) into a staging
-// directory. raft calls it between applies, so the copies hold exactly the
-// entries applied so far; applies wait while the copies are made (reads
-// do not), then Persist streams them to raft while applies go on.
+// Snapshot copies every tenant store (core.Store.Snapshot of an open one,
+// the files of a closed one: snapshotStore) into a staging directory.
+// raft calls it between applies, so the copies hold exactly the entries
+// applied so far; applies wait while the copies are made (reads do not,
+// but of a closed store while its files are copied), then Persist
+// streams them to raft while applies go on.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if err := os.MkdirAll(f.staging, 0o755); err != nil {
 		return nil, err
