@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server/cluster"
 	"github.com/batpak-go/batpak/server/control"
@@ -174,6 +176,10 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 	cc := cluster.Config{ID: cfg.NodeID, Dir: filepath.Join(s.cfg.Root, "cluster"), Bind: cfg.Bind, Advertise: cfg.Advertise,
 		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout, LeaderLeaseTimeout: cfg.LeaderLeaseTimeout,
 		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs, SingleWriteEntries: cfg.SingleWriteEntries,
+		// The single server's bounds on open tenant stores apply to the
+		// node's stores too: followers open stores when applying, with no
+		// request (and no registry lease) asking for them.
+		MaxOpenStores: s.cfg.MaxOpenTenants, StoreIdleTimeout: s.cfg.TenantIdleTimeout,
 		StoreConfig: s.clusterStoreConfig, RaftLog: s.cfg.Stderr}
 	switch n := btoi(cfg.TLSCert != "") + btoi(cfg.TLSKey != "") + btoi(cfg.TLSCA != ""); n {
 	case 0:
@@ -508,11 +514,19 @@ func (c *clusterNode) AddNode(ctx context.Context, id, addr, url string, replace
 // RemoveNode implements httpapi.Cluster.
 func (c *clusterNode) RemoveNode(_ context.Context, id string) error { return c.n.Leave(id) }
 
-// Open implements tenancy.Provider: the node's store.
+// Open implements tenancy.Provider: the node's store, held until the
+// registry's matching Release.
 func (c *clusterNode) Open(id string, _ core.Config) (*core.Store, error) { return c.n.Store(id) }
 
-// Release implements tenancy.Provider: the node keeps its stores open.
-func (c *clusterNode) Release(string, *core.Store) error { return nil }
+// Release implements tenancy.Provider: it gives the node's store back
+// (cluster.Node.ReleaseStore); the node closes it once nothing else holds
+// it and it has been idle for server.tenant_idle_timeout, or when it needs
+// the room under server.max_open_tenants. A store the node dropped or
+// closed meanwhile has nothing to give back.
+func (c *clusterNode) Release(_ string, s *core.Store) error {
+	c.n.ReleaseStore(s)
+	return nil
+}
 
 // Drop implements tenancy.Provider: every node removes the tenant's store
 // (cluster.Node.DropStore; the leader proposes it).
@@ -526,4 +540,45 @@ func (c *clusterNode) close() error {
 		<-c.done
 	}
 	return c.n.Close()
+}
+
+// clusterStoreMetrics exports the node's open-store counters
+// (cluster.Node.StoreStats) beside the registry's batpak_open_tenants: on
+// a cluster node the node's stores are what holds memory and file
+// descriptors (followers open stores when applying, with no request).
+type clusterStoreMetrics struct{ n *cluster.Node }
+
+var (
+	clusterOpenStoresDesc = prometheus.NewDesc("batpak_cluster_open_stores",
+		"Stores (tenants' and the control plane's) this cluster node has open now, opening and closing included.", nil, nil)
+	clusterStoresInUseDesc = prometheus.NewDesc("batpak_cluster_stores_in_use",
+		"Open stores held now (leased by the server, read, or being written by raft's apply): never closed while held.", nil, nil)
+	clusterStoreOpensDesc = prometheus.NewDesc("batpak_cluster_store_opens_total",
+		"Stores this cluster node opened (reopens after an idle close or an eviction included).", nil, nil)
+	clusterStoreIdleClosesDesc = prometheus.NewDesc("batpak_cluster_store_idle_closes_total",
+		"Stores this cluster node closed after server.tenant_idle_timeout unused.", nil, nil)
+	clusterStoreEvictionsDesc = prometheus.NewDesc("batpak_cluster_store_evictions_total",
+		"Unused stores this cluster node closed to stay within server.max_open_tenants.", nil, nil)
+	clusterStoreOverBoundDesc = prometheus.NewDesc("batpak_cluster_store_opens_over_bound_total",
+		"Stores opened beyond server.max_open_tenants because every open store was in use.", nil, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (clusterStoreMetrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{clusterOpenStoresDesc, clusterStoresInUseDesc, clusterStoreOpensDesc,
+		clusterStoreIdleClosesDesc, clusterStoreEvictionsDesc, clusterStoreOverBoundDesc} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector: one StoreStats per scrape, so
+// the series agree with each other.
+func (m clusterStoreMetrics) Collect(ch chan<- prometheus.Metric) {
+	st := m.n.StoreStats()
+	ch <- prometheus.MustNewConstMetric(clusterOpenStoresDesc, prometheus.GaugeValue, float64(st.Open))
+	ch <- prometheus.MustNewConstMetric(clusterStoresInUseDesc, prometheus.GaugeValue, float64(st.InUse))
+	ch <- prometheus.MustNewConstMetric(clusterStoreOpensDesc, prometheus.CounterValue, float64(st.Opens))
+	ch <- prometheus.MustNewConstMetric(clusterStoreIdleClosesDesc, prometheus.CounterValue, float64(st.IdleCloses))
+	ch <- prometheus.MustNewConstMetric(clusterStoreEvictionsDesc, prometheus.CounterValue, float64(st.Evictions))
+	ch <- prometheus.MustNewConstMetric(clusterStoreOverBoundDesc, prometheus.CounterValue, float64(st.OverBound))
 }

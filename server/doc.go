@@ -34,6 +34,22 @@
 // batpak_cluster_blobs_missing; uploading the same bundle or module again
 // stores it again on every node.
 //
+// A cluster node's own stores (cluster/tenants/, the state machine's) are
+// bounded like the registry's: MaxOpenTenants and TenantIdleTimeout apply
+// to them too (cluster.Config.MaxOpenStores, StoreIdleTimeout). The
+// registry holds a node store from its open to its close (the tenancy
+// Provider's Open and Release), so a store a request, an event stream, a
+// worker or the console uses stays open; one nothing holds — a follower's
+// store opened to apply writes, one the registry let go — is closed after
+// TenantIdleTimeout, or sooner when the node needs room (least recently
+// used first), and reopened on its next use. /metrics exports them beside
+// batpak_open_tenants: batpak_cluster_open_stores,
+// batpak_cluster_stores_in_use and the counters
+// batpak_cluster_store_opens_total, batpak_cluster_store_idle_closes_total,
+// batpak_cluster_store_evictions_total and
+// batpak_cluster_store_opens_over_bound_total (opens past the bound while
+// every open store was in use: raft's apply never waits for a holder).
+//
 // Tenant stores: core.DefaultConfig with Sync durable (EveryNEvents 1: a
 // 2xx means fsync'd; group commit shares fsyncs) unless the tenant's
 // Settings.Sync is "buffered" (every 1000 events or 1 s), ChannelCapacity

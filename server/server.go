@@ -46,13 +46,21 @@ type Config struct {
 	// cluster (see ClusterConfig); nil: a single server.
 	Cluster *ClusterConfig
 
-	MaxOpenTenants int // server.max_open_tenants: default 10000; range 1..1000000
+	// MaxOpenTenants bounds the tenant stores open at once
+	// (server.max_open_tenants: default 10000; range 1..1000000): the
+	// registry's, and on a cluster node the node's own as well
+	// (cluster.Config.MaxOpenStores).
+	MaxOpenTenants int
 	// MaxConnections bounds the client connections served at once (event
 	// streams included); more wait in the listen backlog until one ends.
 	// server.max_connections: default 4096; range 1..1000000. Each costs a
 	// file descriptor beside the open tenants' (one each).
-	MaxConnections    int
-	TenantIdleTimeout time.Duration // server.tenant_idle_timeout: default 5m; ≥ 1s
+	MaxConnections int
+	// TenantIdleTimeout closes a tenant store unused this long
+	// (server.tenant_idle_timeout: default 5m; ≥ 1s): the registry's, and
+	// on a cluster node the node's own once nothing holds it
+	// (cluster.Config.StoreIdleTimeout).
+	TenantIdleTimeout time.Duration
 
 	MaxBodyBytes int64 // server.max_body_bytes: default 32 MiB; range 1 KiB..1 GiB
 	MaxJSONDepth int   // server.max_json_depth: default 512; range 1..4096
@@ -567,6 +575,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if s.node != nil {
 		s.blobs = newBlobCollector(s.plane, s.node, cfg.Logger, s.node.cfg.BlobGrace, s.node.cfg.BlobCollectEvery)
 		reg.MustRegister(s.blobs.metrics()...)
+		reg.MustRegister(clusterStoreMetrics{s.node.n})
 	}
 	s.api = httpapi.New(httpapi.Options{
 		Registry: reg,

@@ -83,11 +83,35 @@
 // read-your-writes on any node, pass a Result's Index to WaitApplied first;
 // for a linearizable read on the leader, call Barrier first.
 //
+// # Open stores
+//
+// Every tenant ever written has a store on every node, but a node keeps a
+// store open (its index in memory, its file descriptors) only while it is
+// in use, and a while after. A store is held:
+//
+//	by                               from                until
+//	Node.Store's caller              Node.Store          Node.ReleaseStore
+//	a Node.View callback             the call            fn returns
+//	raft's apply                     writes queued       they are written
+//	a cursor commit, a snapshot      its start           its end
+//
+// A held store is never closed but by DropStore, a restore that finds it
+// in another incarnation, or Close; Store returns the same object while
+// anyone holds it. A store nobody holds is closed (its checkpoint
+// written) once unused for Config.StoreIdleTimeout (5m; a janitor checks
+// every quarter of it, at most every 5s), or earlier, least recently used
+// first, when opening another would pass Config.MaxOpenStores (10000);
+// when every open store is held the node opens one more anyway rather
+// than stall raft's apply (StoreStats.OverBound counts it). Its next use
+// opens it again: a new *core.Store over the same directory. Node.StoreStats
+// counts open and held stores, opens, idle closes and evictions.
+//
 // # On disk, restarts and snapshots
 //
 //	Dir/raft/raft.db            raft's log and stable store (raft-boltdb)
 //	Dir/raft/snapshots/         raft snapshots: a tar of every tenant
-//	                            store's core.Store.Snapshot (events and
+//	                            store's copy (core.Store.Snapshot of an
+//	                            open one, a closed one's files; events and
 //	                            named cursor positions), the applied index,
 //	                            and each store's birth index (the first
 //	                            entry applied to it since it was created)
@@ -108,8 +132,14 @@
 // TrailingLogs entries; a node too far behind, or new, is sent the
 // snapshot and then the log.
 //
-// A running node that installs a snapshot keeps the store objects it has
-// open (the server holds them, with subscriptions and cursors on them): each
+// A snapshot copies every tenant's store: an open one with
+// core.Store.Snapshot, a closed one by copying its directory (as its Close
+// left it: synced, checkpoint written) while the node keeps it closed —
+// a read of it waits for the copy. A snapshot opens no store and leaves
+// none open.
+//
+// A running node that installs a snapshot keeps the store objects held
+// (the server holds them, with subscriptions and cursors on them): each
 // is caught up in place from the snapshot's copy — its events must be a
 // prefix of the copy's (else the restore fails with an error naming the
 // tenant, and raft retries it) and the missing ones are applied in order
@@ -117,9 +147,10 @@
 // flags, so the stores end identical to the leader's. Subscribers and
 // cursors see them as ordinary new events, each once. The events of an
 // atomic batch are applied one by one there: a reader may see part of
-// such a batch for a moment. An open store the snapshot holds in another
+// such a batch for a moment. A held store the snapshot holds in another
 // incarnation (dropped and created again meanwhile), or not at all, is
-// dropped; stores not open are replaced by the snapshot's directories.
+// dropped; open stores nobody holds are closed, and they and the stores
+// not open are replaced by the snapshot's directories.
 //
 // # Membership
 //

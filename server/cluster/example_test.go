@@ -45,3 +45,40 @@ func Example() {
 	})
 	// Output: 1 event, clock 0 {"total":12}
 }
+
+// A store held with Node.Store stays open (and the same object) until
+// ReleaseStore; afterwards the node may close it once idle
+// (Config.StoreIdleTimeout) and reopens it on the next use.
+func ExampleNode_Store() {
+	dir, _ := os.MkdirTemp("", "cluster-example")
+	defer os.RemoveAll(dir)
+	_, tr := raft.NewInmemTransport("node-1")
+	n, err := cluster.Open(cluster.Config{ID: "node-1", Dir: filepath.Join(dir, "node-1"), Transport: tr, StoreIdleTimeout: 10 * time.Millisecond})
+	if err != nil {
+		panic(err)
+	}
+	defer n.Close()
+	if err := n.Bootstrap(cluster.Server{ID: "node-1", Address: "node-1"}); err != nil {
+		panic(err)
+	}
+	for !n.IsLeader() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	s, err := n.Store("acme") // held: never closed for idleness
+	if err != nil {
+		panic(err)
+	}
+	if _, err := s.Append(context.Background(), core.Coordinate{Entity: "order-1", Scope: "orders"}, core.MustKind(1, 1), []byte(`{"total":12}`)); err != nil {
+		panic(err)
+	}
+	n.ReleaseStore(s) // s must not be used after this
+	for n.StoreStats().IdleCloses == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	_ = n.View("acme", func(s *core.Store) error { // reopened for the read
+		evs, err := s.Stream("order-1")
+		fmt.Println(len(evs), "event after the reopen")
+		return err
+	})
+	// Output: 1 event after the reopen
+}

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -25,18 +26,27 @@ import (
 	"github.com/batpak-go/batpak/server/tenancy"
 )
 
-// fsm is the raft state machine: one core store per tenant under root.
-// raft calls Apply, ApplyBatch, Snapshot and Restore from one goroutine;
-// readers (Node.View) hold mu shared, Restore holds it exclusively.
+// fsm is the raft state machine: one core store per tenant under root,
+// open while in use (stores.go). raft calls Apply, ApplyBatch, Snapshot
+// and Restore from one goroutine; every use of a store holds it (acquire,
+// release), and Restore and drops hold mu exclusively.
 type fsm struct {
 	root        string // tenant stores: root/<tenant>
 	blobs       string // blobs: blobs/<sha256 hex>, beside root
 	staging     string // snapshot copies being persisted
 	storeConfig func(tenant, dir string) core.Config
 
+	// mu guards stores (see stores.go for how holds, opens and closes
+	// use it); Restore and drops hold it exclusively.
 	mu     sync.RWMutex
-	stores map[string]*core.Store
-	closed bool // Node.Close closed the stores: open no more
+	stores map[string]*storeEntry // open, opening or closing
+	closed bool                   // Node.Close closed the stores: open no more
+	// held maps each open *core.Store to its entry, for Node.ReleaseStore.
+	held sync.Map
+	// maxOpen bounds len(stores) (Config.MaxOpenStores), but for opens
+	// made while every open store is in use (overBound).
+	maxOpen                                 int
+	opens, idleCloses, evictions, overBound atomic.Uint64
 
 	// blobMu orders a blob's write or refresh (putBlob, keepBlobs) against
 	// its removal (Node.CollectBlobs): a collection never removes a blob
@@ -69,7 +79,7 @@ type fsm struct {
 
 func newFSM(root, staging string, storeConfig func(tenant, dir string) core.Config) *fsm {
 	return &fsm{root: root, blobs: filepath.Join(filepath.Dir(root), blobsDir), staging: staging, storeConfig: storeConfig,
-		stores: map[string]*core.Store{}, born: map[string]uint64{}, recentPuts: map[string]time.Time{}, changed: make(chan struct{}), stop: make(chan struct{})}
+		stores: map[string]*storeEntry{}, maxOpen: DefaultMaxOpenStores, born: map[string]uint64{}, recentPuts: map[string]time.Time{}, changed: make(chan struct{}), stop: make(chan struct{})}
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
@@ -77,9 +87,11 @@ var _ raft.BatchingFSM = (*fsm)(nil)
 // Apply applies one entry (raft uses ApplyBatch; this is its one-entry form).
 func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 
-// entryWrites is one entry's writes queued to its tenant's store.
+// entryWrites is one entry's writes queued to its tenant's store, which
+// it holds (held, nil when nothing was queued) until they are written.
 type entryWrites struct {
 	c       *command
+	held    *storeEntry
 	tickets []*core.Ticket
 	batch   *core.BatchTicket
 	res     []Result
@@ -91,7 +103,9 @@ type entryWrites struct {
 // (core: a store's writes queued from one goroutine are applied in that
 // order). A cursor commit or a drop waits for the writes queued before it,
 // then is applied. The response for each command entry is its []Result; a
-// write group's is a [][]Result, one per write in the group.
+// write group's is a [][]Result, one per write in the group. A store with
+// writes queued is held (never closed for idleness or room) until they are
+// written.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	type pending struct {
@@ -123,6 +137,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 				if t != nil {
 					ew.res[j].Receipt, ew.res[j].Err = t.Wait(ctx)
 				}
+			}
+			if ew.held != nil {
+				ew.held.release()
 			}
 			for j := range ew.res {
 				if err := ew.res[j].Err; err != nil && !deterministic(err) && haltErr == nil {
@@ -220,12 +237,13 @@ func (f *fsm) commitCursor(c *command, index uint64) ([]Result, error) {
 		res[0].Err = err
 		return res, nil
 	}
-	s, err := f.store(c.Tenant, true)
+	e, err := f.acquire(c.Tenant, true)
 	if err != nil {
 		return nil, err
 	}
+	defer e.release()
 	f.noteBorn(c.Tenant, index)
-	err = s.CommitReplicatedCursor(c.Cursor, c.Pos)
+	err = e.s.CommitReplicatedCursor(c.Cursor, c.Pos)
 	switch {
 	case err == nil:
 	case errors.Is(err, core.ErrInvalidCursorName), errors.Is(err, core.ErrCursorAhead):
@@ -254,17 +272,19 @@ func (f *fsm) drop(tenant string, index uint64) ([]Result, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.settleLocked(tenant)
 	if err := f.dropLocked(tenant, index); err != nil {
 		return nil, fmt.Errorf("cluster: applying entry %d (drop of tenant %q): %w", index, tenant, err)
 	}
 	return res, nil
 }
 
+// dropLocked is drop's work; the caller holds f.mu exclusively and the
+// tenant's entry, if any, is not busy (settleLocked).
 func (f *fsm) dropLocked(tenant string, index uint64) error {
 	delete(f.born, tenant)
-	if s := f.stores[tenant]; s != nil {
-		delete(f.stores, tenant)
-		if err := s.Close(); err != nil {
+	if e := f.stores[tenant]; e != nil {
+		if err := f.closeNowLocked(e); err != nil {
 			return err
 		}
 	}
@@ -367,10 +387,12 @@ func (f *fsm) queue(c *command, index uint64) (*entryWrites, error) {
 	if len(c.Items) == 0 {
 		return ew, nil
 	}
-	s, err := f.store(c.Tenant, true)
+	e, err := f.acquire(c.Tenant, true)
 	if err != nil {
 		return nil, err
 	}
+	ew.held = e // released by ApplyBatch's flush, once written
+	s := e.s
 	f.noteBorn(c.Tenant, index)
 	ctx := context.Background()
 	if c.Batch {
@@ -454,57 +476,12 @@ func (f *fsm) err() error {
 	return f.halt
 }
 
-// store returns the tenant's open store, opening it (creating it when
-// create is set) as needed.
-func (f *fsm) store(tenant string, create bool) (*core.Store, error) {
-	f.mu.RLock()
-	s := f.stores[tenant]
-	f.mu.RUnlock()
-	if s != nil {
-		return s, nil
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.storeLocked(tenant, create)
-}
-
-func (f *fsm) storeLocked(tenant string, create bool) (*core.Store, error) {
-	if s := f.stores[tenant]; s != nil {
-		return s, nil
-	}
-	if f.closed {
-		return nil, ErrClosed
-	}
-	dir := filepath.Join(f.root, tenant)
-	if !create {
-		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %q", ErrNoTenant, tenant)
-		}
-	}
-	s, err := core.Open(f.storeConfig(tenant, dir))
-	if err != nil {
-		return nil, fmt.Errorf("cluster: opening tenant %q: %w", tenant, err)
-	}
-	f.stores[tenant] = s
-	return s, nil
-}
-
-// closeStores closes every open store.
-func (f *fsm) closeStores() error {
-	var errs []error
-	for name, s := range f.stores {
-		if err := s.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("cluster: closing tenant %q: %w", name, err))
-		}
-		delete(f.stores, name)
-	}
-	return errors.Join(errs...)
-}
-
-// Snapshot copies every tenant store (core.Store.Snapshot) into a staging
-// directory. raft calls it between applies, so the copies hold exactly the
-// entries applied so far; applies wait while the copies are made (reads
-// do not), then Persist streams them to raft while applies go on.
+// Snapshot copies every tenant store (core.Store.Snapshot of an open one,
+// the files of a closed one: snapshotStore) into a staging directory.
+// raft calls it between applies, so the copies hold exactly the entries
+// applied so far; applies wait while the copies are made (reads do not,
+// but of a closed store while its files are copied), then Persist
+// streams them to raft while applies go on.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if err := os.MkdirAll(f.staging, 0o755); err != nil {
 		return nil, err
@@ -524,14 +501,12 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	// No lock is held while copying (readers go on): only Restore closes
-	// stores, and raft never runs it beside Snapshot.
+	// No lock is held while copying (reads go on): an open store is held
+	// while it is copied, so nothing closes it meanwhile, and a closed
+	// one is kept closed while its files are copied (snapshotStore); raft
+	// never runs Restore or an apply beside Snapshot.
 	for _, name := range names {
-		s, err := f.store(name, false)
-		if err == nil {
-			_, err = s.Snapshot(context.Background(), filepath.Join(dir, "tenants", name))
-		}
-		if err != nil {
+		if err := f.snapshotStore(context.Background(), name, filepath.Join(dir, "tenants", name)); err != nil {
 			os.RemoveAll(dir)
 			return nil, fmt.Errorf("cluster: snapshot of tenant %q: %w", name, err)
 		}
@@ -684,18 +659,19 @@ func writeTar(w io.Writer, dir string) error {
 	return tw.Close()
 }
 
-// Restore makes the stores the snapshot's. A store open on this node —
-// one the server may hold (Node.Store) with subscriptions and cursors on
+// Restore makes the stores the snapshot's. A store held on this node —
+// one the server holds (Node.Store) with subscriptions and cursors on
 // it — stays the same object and is caught up in place (catchUp); the
-// others are replaced by the snapshot's directories. An open store the
-// snapshot lacks, or holds in another incarnation (dropped and created
-// again since, as the birth records tell), is dropped (closed: ErrClosed
-// to its holders); an open store still empty that the snapshot lacks is
-// kept.
+// others (open ones nobody holds are closed first) are replaced by the
+// snapshot's directories. A held store the snapshot lacks, or holds in
+// another incarnation (dropped and created again since, as the birth
+// records tell), is dropped (closed: ErrClosed to its holders); a held
+// store still empty that the snapshot lacks is kept.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.settleLocked("")
 	base := filepath.Dir(f.root)
 	incoming := filepath.Join(base, "restoring")
 	if err := os.RemoveAll(incoming); err != nil {
@@ -724,10 +700,19 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	for _, name := range names {
 		inSnap[name] = true
 	}
-	// The open stores: caught up in place, kept, or dropped.
+	// Open stores nobody holds are closed: the snapshot's directories
+	// replace them like those of stores not open.
+	for _, name := range sortedKeys(f.stores) {
+		if e := f.stores[name]; e.users.Load() == 0 {
+			if err := f.closeNowLocked(e); err != nil {
+				return fmt.Errorf("cluster: restoring snapshot: %w", err)
+			}
+		}
+	}
+	// The held stores: caught up in place, kept, or dropped.
 	kept := map[string]bool{}
 	for _, name := range sortedKeys(f.stores) {
-		s := f.stores[name]
+		s := f.stores[name].s
 		local, theirs := f.born[name], snap.born[name]
 		switch {
 		case inSnap[name] && (local == 0 || theirs == 0 || local == theirs):

@@ -105,6 +105,21 @@ type Config struct {
 	// this on every upgraded node until no such node is left in the
 	// cluster.
 	SingleWriteEntries bool
+
+	// MaxOpenStores bounds the tenant stores this node keeps open (each
+	// holds its index in memory and file descriptors): opening one more
+	// first closes the least recently used store nobody holds (see
+	// Node.Store). When every open store is held, raft's apply opens it
+	// anyway rather than stall, and StoreStats.OverBound counts it.
+	// Default DefaultMaxOpenStores (10000, the server's
+	// max_open_tenants); range 1..MaxMaxOpenStores.
+	MaxOpenStores int
+	// StoreIdleTimeout: a store nobody holds and nobody used for this
+	// long is closed (its checkpoint written) by the node's janitor, and
+	// opened again on its next use. Default DefaultStoreIdleTimeout (5m,
+	// the server's tenant_idle_timeout); negative: never closed for
+	// idleness; at most MaxStoreIdleTimeout (24h).
+	StoreIdleTimeout time.Duration
 }
 
 // Defaults and ranges of Config's limits.
@@ -144,6 +159,9 @@ type Node struct {
 	timeout time.Duration
 	group   *grouper // nil with Config.SingleWriteEntries
 
+	janitorStop chan struct{} // closed by Close
+	janitorDone chan struct{} // closed when the janitor returned
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -173,6 +191,18 @@ func Open(cfg Config) (*Node, error) {
 		cfg.MaxBytes = DefaultMaxBytes
 	case cfg.MaxBytes < 0 || cfg.MaxBytes > MaxMaxBytes:
 		return nil, fmt.Errorf("cluster: Config.MaxBytes is %d, the range is 1..%d", cfg.MaxBytes, MaxMaxBytes)
+	}
+	switch {
+	case cfg.MaxOpenStores == 0:
+		cfg.MaxOpenStores = DefaultMaxOpenStores
+	case cfg.MaxOpenStores < 0 || cfg.MaxOpenStores > MaxMaxOpenStores:
+		return nil, fmt.Errorf("cluster: Config.MaxOpenStores is %d, the range is 1..%d", cfg.MaxOpenStores, MaxMaxOpenStores)
+	}
+	switch {
+	case cfg.StoreIdleTimeout == 0:
+		cfg.StoreIdleTimeout = DefaultStoreIdleTimeout
+	case cfg.StoreIdleTimeout > MaxStoreIdleTimeout:
+		return nil, fmt.Errorf("cluster: Config.StoreIdleTimeout is %s, the most is %s", cfg.StoreIdleTimeout, MaxStoreIdleTimeout)
 	}
 	if cfg.StoreConfig == nil {
 		cfg.StoreConfig = func(_, dir string) core.Config {
@@ -248,6 +278,7 @@ func Open(cfg Config) (*Node, error) {
 		c.Replicator = &replicator{n: n, tenant: tenant}
 		return c
 	})
+	f.maxOpen = cfg.MaxOpenStores
 	n.fsm = f
 	logs := newLogCache(bolt, logCacheEntries, logCacheBytes)
 	r, err := raft.NewRaft(rc, f, logs, bolt, snaps, trans)
@@ -260,6 +291,12 @@ func Open(cfg Config) (*Node, error) {
 	if !cfg.SingleWriteEntries {
 		n.group = newGrouper(n)
 		go n.group.run()
+	}
+	n.janitorStop, n.janitorDone = make(chan struct{}), make(chan struct{})
+	if cfg.StoreIdleTimeout > 0 {
+		go f.janitor(cfg.StoreIdleTimeout, n.janitorStop, n.janitorDone)
+	} else {
+		close(n.janitorDone)
 	}
 	return n, nil
 }
@@ -591,26 +628,28 @@ func (n *Node) wait(ctx context.Context, f raft.Future) error {
 }
 
 // View runs fn with the tenant's store on this node, for reads; the store
-// shows what this node has applied (see WaitApplied). It is the object
-// Node.Store returns (a snapshot restore catches it up in place; DropStore
-// closes it). It
-// returns ErrNoTenant when nothing was applied to the tenant here, and
-// ErrClosed after Close.
+// shows what this node has applied (see WaitApplied). The store is held
+// while fn runs (opened first if the node had closed it): it is the
+// object Node.Store returns meanwhile, a snapshot restore catches it up
+// in place, only DropStore or Close closes it. fn must not keep it after
+// returning (hold it with Node.Store for that). It returns ErrNoTenant
+// when nothing was applied to the tenant here, ErrClosed after Close, an
+// error opening the store, or fn's error.
 func (n *Node) View(tenant string, fn func(*core.Store) error) error {
 	if err := validStore(tenant); err != nil {
 		return err
 	}
-	if _, err := n.fsm.store(tenant, false); err != nil {
+	e, err := n.fsm.acquire(tenant, false)
+	if err != nil {
 		return err
 	}
-	n.fsm.mu.RLock()
-	defer n.fsm.mu.RUnlock()
-	s := n.fsm.stores[tenant]
-	if s == nil {
-		return fmt.Errorf("%w: %q", ErrNoTenant, tenant)
-	}
-	return fn(s)
+	defer e.release()
+	return fn(e.s)
 }
+
+// StoreStats counts this node's open stores (for metrics): see
+// Config.MaxOpenStores and Config.StoreIdleTimeout.
+func (n *Node) StoreStats() StoreStats { return n.fsm.storeStats() }
 
 // Tenants lists the tenants this node holds stores for.
 func (n *Node) Tenants() ([]string, error) {
@@ -646,7 +685,8 @@ func (n *Node) Stats() map[string]string {
 func (n *Node) Err() error { return n.fsm.err() }
 
 // Close stops the node: raft shuts down (a leader steps down without
-// handing over), then the stores are closed. The node's raft state stays
+// handing over), the idle janitor stops, then the stores are closed
+// (held ones too: their holders get core.ErrClosed). The node's raft state stays
 // in Dir for a restart. Calling Close again returns the first call's error.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() { n.closeErr = n.close() })
@@ -660,6 +700,8 @@ func (n *Node) close() error {
 	if e := n.bolt.Close(); err == nil {
 		err = e
 	}
+	close(n.janitorStop)
+	<-n.janitorDone
 	n.fsm.mu.Lock()
 	n.fsm.closed = true
 	if e := n.fsm.closeStores(); err == nil {

@@ -21,29 +21,47 @@ func validStore(name string) error {
 	return tenancy.ValidID(name)
 }
 
-// Store returns this node's store of tenant (or SystemStore), opening it,
-// and creating it empty if nothing was applied to it yet. Reads show what
+// Store holds this node's store of tenant (or SystemStore) and returns
+// it, opening it, and creating it empty if nothing was applied to it yet.
+// Every call must be matched by one ReleaseStore once the caller is done
+// with the store: while held (by any caller) it stays open and the same
+// object — across snapshot restores (a restore catches it up in place:
+// its subscribers and cursors see the missing events as ordinary new
+// ones) — until Close or DropStore closes it (ErrClosed from then on;
+// call Store again for the tenant's new store). Once nobody holds it (no
+// Store without its release, no View running, no apply writing to it),
+// the node closes it after Config.StoreIdleTimeout, or sooner when it
+// needs room under Config.MaxOpenStores; a later Store opens it again, as
+// a new object with every event and cursor position. Reads show what
 // this node has applied. Writes taken through the store's ordinary API —
 // Append, AppendBatch, reactions, Import, Submit — are validated and
 // admitted (Config.StoreConfig's Admission) on this node, then proposed to
 // raft as one entry each; they return once the entry is committed on a
 // majority of nodes and applied here, with the errors of Node.AppendBatch
 // (a *NotLeaderError on a follower: nothing proposed). Fences, Redact,
-// EraseEntity and Compact are refused (core.ErrReplicated). The store
-// stays the same object for the node's life, across snapshot restores (a
-// restore catches it up in place: its subscribers and cursors see the
-// missing events as ordinary new ones), until Close or DropStore closes it
-// (ErrClosed from then on; call Store again for the tenant's new store).
-// Named cursors' commits (Cursor.Commit) are replicated too: proposed from
+// EraseEntity and Compact are refused (core.ErrReplicated). Named
+// cursors' commits (Cursor.Commit) are replicated too: proposed from
 // the leader's store (a follower's refuses with a *NotLeaderError), they
 // return once applied here, and a NamedCursor opened on any node that has
-// applied them resumes there. Errors: an invalid name, ErrClosed.
+// applied them resumes there. Errors: an invalid name, ErrClosed, an
+// error opening the store.
 func (n *Node) Store(tenant string) (*core.Store, error) {
 	if err := validStore(tenant); err != nil {
 		return nil, err
 	}
-	return n.fsm.store(tenant, true)
+	e, err := n.fsm.acquire(tenant, true)
+	if err != nil {
+		return nil, err
+	}
+	return e.s, nil
 }
+
+// ReleaseStore gives back one hold Node.Store took on s. After the last
+// one, s must not be used: the node may close it (core.ErrClosed) once it
+// is idle or needs the room. Releasing a store that is not held — released
+// as often as it was returned already, or closed by DropStore or Close —
+// does nothing and returns false.
+func (n *Node) ReleaseStore(s *core.Store) bool { return n.fsm.releaseStore(s) }
 
 // replicator is a store's core.Replicator: it proposes the store's
 // admitted writes to raft through its node.

@@ -88,10 +88,12 @@ func TestRestoreRefusesAStoreThatIsNotAPrefix(t *testing.T) {
 	mustApply(t, ahead, first, writeEntry(t, 2, "acme", "b"), writeEntry(t, 3, "globex", "c"))
 	mustApply(t, other, writeEntry(t, 1, "acme", "a"), writeEntry(t, 2, "acme", "b"))
 
-	held, err := local.store("acme", false)
+	h, err := local.acquire("acme", false)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer h.release()
+	held := h.s
 	err = local.Restore(snapshotOf(t, other))
 	if err == nil || !strings.Contains(err.Error(), `"acme"`) || !strings.Contains(err.Error(), "not a prefix") {
 		t.Fatalf("restore over a diverged store: %v, want an error naming acme", err)
@@ -99,8 +101,10 @@ func TestRestoreRefusesAStoreThatIsNotAPrefix(t *testing.T) {
 	if err := local.Restore(snapshotOf(t, ahead)); err != nil {
 		t.Fatal(err)
 	}
-	if s, _ := local.store("acme", false); s != held {
-		t.Fatal("the open store was replaced")
+	if e, err := local.acquire("acme", false); err != nil || e.s != held {
+		t.Fatalf("the held store was replaced (%v)", err)
+	} else {
+		e.release()
 	}
 	evs, err := held.Query(core.All())
 	if err != nil || len(evs) != 2 {
@@ -109,9 +113,9 @@ func TestRestoreRefusesAStoreThatIsNotAPrefix(t *testing.T) {
 	if local.appliedIndex() != 3 {
 		t.Fatalf("applied index %d after the restore, want 3", local.appliedIndex())
 	}
-	if g, err := local.store("globex", false); err != nil {
+	if g, err := local.acquire("globex", false); err != nil {
 		t.Fatal(err)
-	} else if evs, err := g.Query(core.All()); err != nil || len(evs) != 1 {
+	} else if evs, err := g.s.Query(core.All()); err != nil || len(evs) != 1 {
 		t.Fatalf("globex from the snapshot: %d events (%v)", len(evs), err)
 	}
 }
