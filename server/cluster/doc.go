@@ -7,8 +7,10 @@
 //
 //	client ── Append / AppendBatch ──▶ leader
 //	  leader fixes each event's id and timestamp (core.AppendOptions.ID,
-//	  Timestamp), encodes one command {tenant, batch, items} and proposes it
-//	  as one raft entry
+//	  Timestamp), encodes one command {tenant, batch, items} and proposes it:
+//	  writes proposed while earlier entries are on their way to a quorum
+//	  share the next raft entry (a write group; Config.SingleWriteEntries:
+//	  one entry each), each keeping its own result
 //	  raft appends it to a majority of nodes' logs (raft.db, fsynced)
 //	  every node applies committed entries in log order to its stores
 //	  the leader answers with its own apply's []Result
@@ -210,9 +212,11 @@
 //
 // An entry starts with a command format version byte (see command.go):
 // format 1 is a write, format 2 an op byte and its body (a write, a
-// named cursor commit, a drop, a blob). Writes are still proposed in format 1, so
-// nodes not yet upgraded keep applying them during a rolling upgrade; a
-// cursor commit or a drop halts them. A node that reads a version, or a
+// named cursor commit, a drop, a blob, a write group). A lone write is
+// still proposed in format 1, but a write group, a cursor commit or a drop
+// halts nodes that predate them: during a rolling upgrade from a version
+// without write groups, set Config.SingleWriteEntries on the upgraded
+// nodes until every node is upgraded. A node that reads a version, or a
 // format-2 op, it does not know halts (Node.Err returns an
 // *UnknownFormatError) instead of misapplying the entry; upgrading it and
 // restarting resumes it from raft. A snapshot from a newer node with
