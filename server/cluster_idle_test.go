@@ -50,6 +50,11 @@ func TestClusterIdleTenantStores(t *testing.T) {
 	for _, n := range nodes {
 		stats(n) // every node's store opened through its registry
 	}
+	// The leader counts the entries its writes went in (the tenant's
+	// creation, its key and the five appends at least, one by one here).
+	if e, w := metricValue(t, n1.base, "batpak_cluster_write_entries_total"), metricValue(t, n1.base, "batpak_cluster_writes_proposed_total"); e < 7 || w < e {
+		t.Fatalf("leader's write entries %v carrying %v writes, want at least 7 and writes ≥ entries", e, w)
+	}
 
 	// A live stream on n2 holds its store (the request's lease).
 	ctx, cancel := context.WithCancel(context.Background())

@@ -543,7 +543,8 @@ func (c *clusterNode) close() error {
 }
 
 // clusterStoreMetrics exports the node's open-store counters
-// (cluster.Node.StoreStats) beside the registry's batpak_open_tenants: on
+// (cluster.Node.StoreStats) and its write-group counters
+// (cluster.Node.WriteStats) beside the registry's batpak_open_tenants: on
 // a cluster node the node's stores are what holds memory and file
 // descriptors (followers open stores when applying, with no request).
 type clusterStoreMetrics struct{ n *cluster.Node }
@@ -561,12 +562,16 @@ var (
 		"Unused stores this cluster node closed to stay within server.max_open_tenants.", nil, nil)
 	clusterStoreOverBoundDesc = prometheus.NewDesc("batpak_cluster_store_opens_over_bound_total",
 		"Stores opened beyond server.max_open_tenants because every open store was in use.", nil, nil)
+	clusterWriteEntriesDesc = prometheus.NewDesc("batpak_cluster_write_entries_total",
+		"Raft entries of writes this node proposed while leading (writes proposed together share one; 0 with cluster.single_write_entries).", nil, nil)
+	clusterWritesProposedDesc = prometheus.NewDesc("batpak_cluster_writes_proposed_total",
+		"Writes (appends, batches) those entries carried: divided by batpak_cluster_write_entries_total, the writes per raft entry.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (clusterStoreMetrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{clusterOpenStoresDesc, clusterStoresInUseDesc, clusterStoreOpensDesc,
-		clusterStoreIdleClosesDesc, clusterStoreEvictionsDesc, clusterStoreOverBoundDesc} {
+		clusterStoreIdleClosesDesc, clusterStoreEvictionsDesc, clusterStoreOverBoundDesc, clusterWriteEntriesDesc, clusterWritesProposedDesc} {
 		ch <- d
 	}
 }
@@ -581,4 +586,7 @@ func (m clusterStoreMetrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(clusterStoreIdleClosesDesc, prometheus.CounterValue, float64(st.IdleCloses))
 	ch <- prometheus.MustNewConstMetric(clusterStoreEvictionsDesc, prometheus.CounterValue, float64(st.Evictions))
 	ch <- prometheus.MustNewConstMetric(clusterStoreOverBoundDesc, prometheus.CounterValue, float64(st.OverBound))
+	entries, writes := m.n.WriteStats()
+	ch <- prometheus.MustNewConstMetric(clusterWriteEntriesDesc, prometheus.CounterValue, float64(entries))
+	ch <- prometheus.MustNewConstMetric(clusterWritesProposedDesc, prometheus.CounterValue, float64(writes))
 }

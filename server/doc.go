@@ -49,6 +49,10 @@
 // batpak_cluster_store_evictions_total and
 // batpak_cluster_store_opens_over_bound_total (opens past the bound while
 // every open store was in use: raft's apply never waits for a holder).
+// batpak_cluster_write_entries_total and
+// batpak_cluster_writes_proposed_total count the raft entries of writes
+// the node proposed while leading and the writes they carried (the leader
+// gathers writes proposed together into one entry).
 //
 // Tenant stores: core.DefaultConfig with Sync durable (EveryNEvents 1: a
 // 2xx means fsync'd; group commit shares fsyncs) unless the tenant's

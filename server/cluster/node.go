@@ -666,16 +666,24 @@ func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
 
 // Stats returns raft's counters for this node (state, term,
 // last_log_index, commit_index, applied_index, last_snapshot_index, …).
-// It adds write_entries and writes_proposed: how many raft entries of
-// writes this node proposed while leading, and how many writes they
-// carried (their ratio is the writes per entry).
+// It adds write_entries and writes_proposed (see WriteStats).
 func (n *Node) Stats() map[string]string {
 	st := n.raft.Stats()
-	if n.group != nil {
-		st["write_entries"] = strconv.FormatUint(n.group.entries.Load(), 10)
-		st["writes_proposed"] = strconv.FormatUint(n.group.writes.Load(), 10)
-	}
+	entries, writes := n.WriteStats()
+	st["write_entries"] = strconv.FormatUint(entries, 10)
+	st["writes_proposed"] = strconv.FormatUint(writes, 10)
 	return st
+}
+
+// WriteStats reports how many raft entries of writes this node proposed
+// while leading, and how many writes they carried: their ratio is the
+// writes per entry (1 with Config.SingleWriteEntries, which counts
+// nothing: both are 0 then).
+func (n *Node) WriteStats() (entries, writes uint64) {
+	if n.group == nil {
+		return 0, 0
+	}
+	return n.group.entries.Load(), n.group.writes.Load()
 }
 
 // Err reports why the node stopped applying the log (an entry in an
