@@ -386,6 +386,29 @@ func (c *clusterNode) recordMember(ctx context.Context, rec memberRecord) error 
 // IsLeader implements httpapi.Cluster.
 func (c *clusterNode) IsLeader() bool { return c.n.IsLeader() }
 
+// currentFor is how many heartbeat timeouts a follower may go without
+// hearing from a leader before its control plane no longer counts as
+// current (see Current): raft's followers stand for election after one,
+// so a node still without a leader after several is cut off, not in an
+// ordinary failover.
+const currentFor = 5
+
+// Current implements httpapi.Cluster: this node leads, or heard from a
+// leader within currentFor heartbeat timeouts (5s with raft's default
+// 1s). A node cut off longer may have missed a key's revocation or a
+// tenant's deletion: the API then sends tenant requests to the leader.
+func (c *clusterNode) Current() bool {
+	if c.n.IsLeader() {
+		return true
+	}
+	hb := c.cfg.HeartbeatTimeout
+	if hb <= 0 {
+		hb = time.Second
+	}
+	lc := c.n.LastContact()
+	return !lc.IsZero() && time.Since(lc) <= currentFor*hb
+}
+
 // Leader implements httpapi.Cluster.
 func (c *clusterNode) Leader() (string, string) {
 	_, id := c.n.Leader()

@@ -384,6 +384,11 @@ func (n *Node) Leader() (addr, id string) {
 	return string(a), string(i)
 }
 
+// LastContact is when this node, not leading, last heard from a leader
+// (raft's heartbeats and log entries); zero if it has not since it
+// started. It says nothing while the node leads.
+func (n *Node) LastContact() time.Time { return n.raft.LastContact() }
+
 // IsLeader reports whether this node is the leader.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 

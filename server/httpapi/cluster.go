@@ -28,12 +28,22 @@ import (
 // meanwhile (429 QUOTA_EXCEEDED when they are all taken) —
 // and consistency=linearizable is served by the leader after it confirms
 // its leadership and has applied everything committed before. A
+// follower that has not heard from a leader lately (Current) serves no
+// tenant request itself: it redirects them too (or answers 503
+// NOT_LEADER while it knows no leader). A
 // credential a follower does not know (it may not have applied the key's
 // issue yet) is redirected to the leader too, which answers 401 if it is
 // not valid; verify, a POST that changes nothing, is served by any node.
 type Cluster interface {
 	// IsLeader reports whether this node leads now.
 	IsLeader() bool
+	// Current reports whether this node's view of the control plane is
+	// recent enough to judge a tenant's credential: it leads, or it heard
+	// from a leader lately. A node cut off from the others (a network
+	// partition, a restart that has not reached a leader yet) cannot learn
+	// of a revocation or a deletion, so while it is not current its tenant
+	// requests go to the leader (307) or are refused (503 NOT_LEADER).
+	Current() bool
 	// Leader is the leader's API base URL ("" while unknown) and node id.
 	Leader() (url, id string)
 	// Barrier returns once this node, as leader, has applied every entry
@@ -136,6 +146,11 @@ func (a *API) clusterPlace(c *call) error {
 	}
 	write := c.r.Method != http.MethodGet && c.r.Method != http.MethodHead && !c.route.reads
 	if (write || linear || c.route.leader) && !cl.IsLeader() {
+		return a.toLeader(c)
+	}
+	if c.route.Access == Tenant && !cl.IsLeader() && !cl.Current() {
+		// It may still hold a key revoked, or a tenant deleted, since
+		// it last heard from a leader: the leader judges instead.
 		return a.toLeader(c)
 	}
 	return nil

@@ -1,0 +1,149 @@
+package server_test
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/server"
+)
+
+// raftCut is a TCP proxy in front of one node's raft port: the node
+// advertises the proxy's address, so every connection other nodes open to
+// it passes here, and cut drops them all and refuses new ones — a network
+// partition that keeps the node running.
+type raftCut struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+	cut    bool
+}
+
+func newRaftCut(t *testing.T, target string) *raftCut {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &raftCut{ln: ln, target: target}
+	go p.accept()
+	t.Cleanup(p.sever)
+	return p
+}
+
+func (p *raftCut) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		u, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		if p.cut {
+			p.mu.Unlock()
+			c.Close()
+			u.Close()
+			continue
+		}
+		p.conns = append(p.conns, c, u)
+		p.mu.Unlock()
+		go func() { _, _ = io.Copy(u, c); u.Close(); c.Close() }()
+		go func() { _, _ = io.Copy(c, u); u.Close(); c.Close() }()
+	}
+}
+
+// sever cuts the link for good.
+func (p *raftCut) sever() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = true
+	p.ln.Close()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// freeAddr is a loopback address nothing listens on (a moment ago).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestClusterPartitionedFollowerHonoursRevocation: a follower cut off from
+// the others cannot learn that a key was revoked (or a tenant deleted), so
+// once it has heard from no leader for a while it must stop serving
+// tenant data on its own say-so — a revoked key must not keep reading a
+// tenant's events from the node the network split off.
+func TestClusterPartitionedFollowerHonoursRevocation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three servers")
+	}
+	root := t.TempDir()
+	n1 := startClusterLeader(t, root)
+	n2 := startClusterServer(t, root, "n2", false, n1.base)
+	bind := freeAddr(t)
+	link := newRaftCut(t, bind)
+	n3 := startClusterServer(t, root, "n3", false, n1.base, func(c *server.Config) {
+		c.Cluster.Bind, c.Cluster.Advertise = bind, link.ln.Addr().String()
+	})
+	waitFor(t, 20*time.Second, "three members", func() bool {
+		code, st := call(t, "GET", n3.base+"/v1/cluster", clusterOperator, "")
+		ms, _ := st["members"].([]any)
+		return code == 200 && len(ms) == 3 && st["state"] == "follower"
+	})
+	if code, body := call(t, "POST", n1.base+"/v1/admin/tenants", clusterOperator, `{"id":"acme"}`); code != 201 {
+		t.Fatalf("create tenant: %d %v", code, body)
+	}
+	code, key := call(t, "POST", n1.base+"/v1/admin/tenants/acme/keys", clusterOperator, `{"roles":["writer","reader"]}`)
+	if code != 201 {
+		t.Fatalf("issue key: %d %v", code, key)
+	}
+	token, kid := key["key"].(string), key["id"].(string)
+	if code, rc := call(t, "POST", n1.base+"/v1/tenants/acme/events", token, `{"entity":"order-1","scope":"s","kind":"1:1","payload":{"secret":1}}`); code != 201 {
+		t.Fatalf("append: %d %v", code, rc)
+	}
+	noFollow := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	readOn := func(n *clusterServer) int {
+		req, _ := http.NewRequest("GET", n.base+"/v1/tenants/acme/events?entity=order-1&min_seq=0", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	waitFor(t, 10*time.Second, "n3 serves the key", func() bool { return readOn(n3) == 200 })
+
+	link.sever()
+	if code, body := call(t, "DELETE", n1.base+"/v1/admin/tenants/acme/keys/"+kid, clusterOperator, ""); code != 204 {
+		t.Fatalf("revoke with n3 cut off: %d %v", code, body)
+	}
+	waitFor(t, 5*time.Second, "n2, in the majority, refuses the revoked key", func() bool {
+		code, _ := call(t, "GET", n2.base+"/v1/tenants/acme/events?entity=order-1", token, "")
+		return code == 401
+	})
+	// Raft's timings here are 300 ms: n3 has heard from no leader for many
+	// heartbeats by now, and never will while the link stays cut.
+	time.Sleep(3 * time.Second)
+	for i := 0; i < 5; i++ {
+		if code := readOn(n3); code == 200 {
+			t.Fatalf("n3, cut off from the cluster, still serves a key revoked %s ago: %d", 3*time.Second, code)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
