@@ -1,9 +1,11 @@
 package server_test
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -145,5 +147,29 @@ func TestClusterPartitionedFollowerHonoursRevocation(t *testing.T) {
 			t.Fatalf("n3, cut off from the cluster, still serves a key revoked %s ago: %d", 3*time.Second, code)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestClusterURLOfWildcardListen: a node listening on every interface
+// has no address of its own to name in the redirects followers send
+// while it leads (http://[::]:7070 would send a client, with its
+// credential, to a port on its own machine): it refuses to start unless
+// cluster.url names one.
+func TestClusterURLOfWildcardListen(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Root = t.TempDir()
+	cfg.Listen = "0.0.0.0:0"
+	cfg.AllowInsecureRemote = true
+	cfg.OperatorToken = clusterOperator
+	cfg.Stderr = io.Discard
+	cfg.Cluster = &server.ClusterConfig{NodeID: "n1", Bind: "127.0.0.1:0", Bootstrap: true}
+	srv, err := server.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	err = srv.Listen()
+	if err == nil || !strings.Contains(err.Error(), "cluster.url") {
+		t.Fatalf("listening on 0.0.0.0 without cluster.url: %v, want an error naming cluster.url", err)
 	}
 }

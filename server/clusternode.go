@@ -39,7 +39,8 @@ type ClusterConfig struct {
 	// URL is this node's API base URL as clients and other nodes reach it
 	// (cluster.url), e.g. https://node1.example:7070: the Location of the
 	// redirects other nodes send to it while it leads. Default
-	// http(s)://<server.listen>.
+	// http(s)://<server.listen>; required when server.listen binds every
+	// interface (0.0.0.0, [::]): Listen refuses to start without it.
 	URL string
 	// Bootstrap forms a new cluster of this one node on its first start
 	// (cluster.bootstrap); other nodes then join it. Ignored on a node
