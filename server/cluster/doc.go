@@ -86,6 +86,9 @@
 // # On disk, restarts and snapshots
 //
 //	Dir/raft/raft.db            raft's log and stable store (raft-boltdb)
+//	Dir/raft/node-id            the id of the node the state is of: Open
+//	                            under another Config.ID fails (such a node
+//	                            would vote and replicate as two members)
 //	Dir/raft/snapshots/         raft snapshots: a tar of every tenant
 //	                            store's core.Store.Snapshot (events and
 //	                            named cursor positions), the applied index,

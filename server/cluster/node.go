@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/durable"
 	"github.com/batpak-go/batpak/server/tenancy"
 )
 
@@ -204,6 +207,10 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := claimDir(raftDir, cfg.ID); err != nil {
+		bolt.Close()
+		return nil, err
+	}
 	staging := filepath.Join(cfg.Dir, "snapshot-staging")
 	for _, d := range []string{root, staging, filepath.Join(cfg.Dir, "restoring"), filepath.Join(cfg.Dir, trashDir)} {
 		if err := os.RemoveAll(d); err != nil {
@@ -247,6 +254,36 @@ func Open(cfg Config) (*Node, error) {
 	}
 	n.raft = r
 	return n, nil
+}
+
+// nodeIDFile, in Dir/raft, names the node whose raft state the
+// directory holds.
+const nodeIDFile = "node-id"
+
+// claimDir records id as the owner of raftDir's raft state on its first
+// Open, and refuses a later Open under another id. Raft's log does not
+// say whose it is: a node restarted with another member's id (a copied
+// unit file) would vote and replicate as both — counting a vote of its
+// own as the other member's, it wins an election alone — and a data root
+// copied from another node would pose as it. A directory from before the
+// record existed is claimed by its next Open.
+func claimDir(raftDir, id string) error {
+	path := filepath.Join(raftDir, nodeIDFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if owner := strings.TrimSpace(string(b)); owner != id {
+			return fmt.Errorf("cluster: %s holds the raft state of node %q, not %q: start it with its own node id (or, for a new node, an empty data root)", filepath.Dir(raftDir), owner, id)
+		}
+		return nil
+	case errors.Is(err, fs.ErrNotExist):
+		if err := durable.WriteFile(path, []byte(id+"\n")); err != nil {
+			return fmt.Errorf("cluster: recording this node's id in %s: %w", path, err)
+		}
+		return nil
+	default:
+		return fmt.Errorf("cluster: reading %s: %w", path, err)
+	}
 }
 
 // openRaftLog opens raft.db and reads its ends. bbolt panics on a damaged
