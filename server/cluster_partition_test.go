@@ -2,9 +2,12 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -171,5 +174,43 @@ func TestClusterURLOfWildcardListen(t *testing.T) {
 	err = srv.Listen()
 	if err == nil || !strings.Contains(err.Error(), "cluster.url") {
 		t.Fatalf("listening on 0.0.0.0 without cluster.url: %v, want an error naming cluster.url", err)
+	}
+}
+
+// TestClusterPolicyUploadsBoundedOnDisk: a tenant keeps at most
+// policy_max_revisions bundles, and a single server holds no more on its
+// disk; on a cluster every upload is a raft entry and a blob on every
+// node, and a revision dropped past the limit stays in cluster/blobs/ for
+// blob_grace (10m) and in raft.db until a snapshot truncates the log
+// (8192 entries). One tenant admin pushing distinct bundles in a loop
+// (measured: 60 bundles of 3.9 MB in 30 s with two curl loops, 226 MiB of
+// blobs and 237 MiB of raft.db on each node, none of it charged to the
+// tenant's storage quota) fills every node's disk; raft.db never shrinks.
+func TestClusterPolicyUploadsBoundedOnDisk(t *testing.T) {
+	t.Skip("known: policy (and plugin module) uploads are neither rate-limited nor charged to the tenant; on a cluster a revision dropped past policy_max_revisions keeps its blob for blob_grace and its bytes in raft.db, so a tenant admin's upload loop grows every node's disk without bound")
+	root := t.TempDir()
+	const maxRevisions = 2
+	nodes := startCluster3(t, root, func(c *server.Config) { c.PolicyMaxRevisions = maxRevisions })
+	code, key := call(t, "POST", nodes[0].base+"/v1/admin/tenants", clusterOperator, `{"id":"evil"}`)
+	if code != 201 {
+		t.Fatal(code, key)
+	}
+	code, key = call(t, "POST", nodes[0].base+"/v1/admin/tenants/evil/keys", clusterOperator, `{"roles":["admin"]}`)
+	if code != 201 {
+		t.Fatal(code, key)
+	}
+	token := key["key"].(string)
+	pushed := 0
+	for i := 0; i < 10*maxRevisions; i++ {
+		bundle := tarGz(t, "policy.rego", denyPrefix("NO_SECRETS", fmt.Sprintf("secret-%d:", i)))
+		if code, _ := callBytes(t, "PUT", nodes[0].base+"/v1/tenants/evil/policy", token, "application/gzip", bundle); code == 200 {
+			pushed++
+		}
+	}
+	for _, n := range nodes {
+		held, _ := os.ReadDir(filepath.Join(root, n.id, "cluster", "blobs"))
+		if len(held) > 2*maxRevisions {
+			t.Errorf("%s holds %d bundles of a tenant that keeps %d revisions (%d uploads accepted)", n.id, len(held), maxRevisions, pushed)
+		}
 	}
 }
