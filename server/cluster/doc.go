@@ -164,7 +164,9 @@
 //
 // Limits on unauthenticated peers: a TLS node handshakes inbound
 // connections off its accept loop, at most MaxPendingHandshakes at once
-// (more are closed at once), each bounded by Config.HandshakeTimeout
+// (a newcomer past that closes the oldest pending one, so silent
+// connections cannot lock the node's peers out), each bounded by
+// Config.HandshakeTimeout
 // (default 5s): a peer that connects and sends nothing, or speaks plain
 // TCP, is disconnected within it and never reaches raft. Each refusal
 // counts in Status.RefusedConnections. An authenticated peer's
