@@ -94,11 +94,11 @@ func (a *API) clusterAddNode(c *call) error {
 	if err := a.decode(c, &req, false); err != nil {
 		return err
 	}
-	switch {
-	case req.ID == "" || len(req.ID) > 128:
-		return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "id: 1..128 characters", p: wire.Problem{Field: "id"}}
-	case req.Address == "" || len(req.Address) > 256:
-		return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "address: the node's raft host:port", p: wire.Problem{Field: "address"}}
+	if err := cluster.ValidNodeID(req.ID); err != nil {
+		return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "id: " + err.Error(), p: wire.Problem{Field: "id"}}
+	}
+	if err := cluster.ValidAddress(req.Address); err != nil || len(req.Address) > 256 {
+		return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "address: the node's raft host:port, at most 256 bytes", p: wire.Problem{Field: "address"}}
 	}
 	if req.URL != "" {
 		u, err := url.Parse(req.URL)
@@ -107,6 +107,9 @@ func (a *API) clusterAddNode(c *call) error {
 		}
 	}
 	if err := a.opts.Cluster.AddNode(c.r.Context(), req.ID, req.Address, req.URL, req.Replace); err != nil {
+		if errors.Is(err, cluster.ErrUnreachable) {
+			return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "address: " + err.Error(), p: wire.Problem{Field: "address"}}
+		}
 		return err
 	}
 	return writeJSON(c.w, http.StatusOK, a.opts.Cluster.Status())

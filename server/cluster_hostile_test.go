@@ -214,3 +214,30 @@ func TestClusterPolicyUploadsBoundedOnDisk(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterJoinRefusesBadMembers: a join naming an address no node can
+// answer at (no port, a wildcard) or an id that is not one (a NUL, a
+// newline) is refused with 400 naming the field, and the membership is
+// unchanged: a member nobody answers for would count towards every
+// quorum, leaving the cluster a failure short without anyone noticing.
+func TestClusterJoinRefusesBadMembers(t *testing.T) {
+	n1 := startClusterLeader(t, t.TempDir())
+	for _, tc := range []struct{ body, field string }{
+		{`{"id":"n9","address":"not an address"}`, "address"},
+		{`{"id":"n9","address":"10.0.0.9"}`, "address"},
+		{`{"id":"n9","address":"0.0.0.0:7071"}`, "address"},
+		{`{"id":"n9","address":"10.0.0.9:0"}`, "address"},
+		{`{"id":"n9","address":"` + freeAddr(t) + `"}`, "address"}, // nothing listens there
+		{`{"id":"bad\u0000id","address":"127.0.0.1:17599"}`, "id"},
+		{`{"id":"n9\n","address":"127.0.0.1:17599"}`, "id"},
+	} {
+		code, p := call(t, "POST", n1.base+"/v1/cluster/nodes", clusterOperator, tc.body)
+		if code != 400 || p["field"] != tc.field {
+			t.Errorf("join %s: %d %v, want 400 naming %s", tc.body, code, p, tc.field)
+		}
+	}
+	code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
+	if ms, _ := st["members"].([]any); code != 200 || len(ms) != 1 {
+		t.Fatalf("members after refused joins: %d %v, want n1 alone", code, st["members"])
+	}
+}
