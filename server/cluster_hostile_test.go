@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -239,5 +240,49 @@ func TestClusterJoinRefusesBadMembers(t *testing.T) {
 	code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
 	if ms, _ := st["members"].([]any); code != 200 || len(ms) != 1 {
 		t.Fatalf("members after refused joins: %d %v, want n1 alone", code, st["members"])
+	}
+}
+
+// TestClusterJoinFollowsOnlyLeaderRedirects: a joining node sends the
+// operator credential to cluster.join, and follows a member's redirect to
+// its leader (a 307 NOT_LEADER problem) with it — but no other redirect:
+// a cluster.join that points at something else (a proxy or an old name
+// that redirects elsewhere) must not hand the credential on. A join
+// through a follower still works.
+func TestClusterJoinFollowsOnlyLeaderRedirects(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three servers")
+	}
+	var mu sync.Mutex
+	var stolen []string
+	thief := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		stolen = append(stolen, r.Header.Get("Authorization"))
+		mu.Unlock()
+		http.Error(w, "thanks", http.StatusTeapot)
+	}))
+	defer thief.Close()
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, thief.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer redirector.Close()
+
+	root := t.TempDir()
+	n1 := startClusterLeader(t, root)
+	n2 := startClusterServer(t, root, "n2", false, n1.base)
+	startClusterServer(t, root, "n3", false, n2.base) // through a follower
+	startClusterServer(t, root, "n4", false, redirector.URL)
+	waitFor(t, 20*time.Second, "n3 joins through the follower n2", func() bool {
+		code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
+		ms, _ := st["members"].([]any)
+		return code == 200 && len(ms) == 3
+	})
+	time.Sleep(time.Second) // n4 asks every 2 s; its first ask is long done
+	mu.Lock()
+	defer mu.Unlock()
+	for _, a := range stolen {
+		if strings.Contains(a, clusterOperator) {
+			t.Fatalf("a redirect that is not a member's NOT_LEADER carried the operator credential to %s", thief.URL)
+		}
 	}
 }

@@ -50,7 +50,9 @@ type ClusterConfig struct {
 	Bootstrap bool
 	// Join is the API URL of a member (cluster.join): on a first start (no
 	// raft log yet) the node asks it to add this node (the request is
-	// redirected to the leader), retrying until it is a member; once a
+	// redirected to the leader: only a member's 307 NOT_LEADER redirect
+	// is followed with the operator credential), retrying until it is a
+	// member; once a
 	// member, it never asks again, so an operator's removal sticks.
 	Join string
 	// TLSCert, TLSKey, TLSCA are PEM files for node-to-node mutual TLS
@@ -346,11 +348,17 @@ func (c *clusterNode) askToJoin(addr string) error {
 }
 
 // joinRedirect follows a member's redirect of a join request to its
-// leader with the operator credential, at most 3 hops, and never from
-// https to plain http (the credential would cross the network in clear).
+// leader with the operator credential — a 307 or 308 whose body is a
+// NOT_LEADER problem, nothing else (a cluster.join that redirects
+// elsewhere gets no credential to hand on) —, at most 3 hops, and never
+// from https to plain http (the credential would cross the network in
+// clear).
 func joinRedirect(r *http.Request, via []*http.Request) error {
 	if len(via) > 3 {
 		return errors.New("too many redirects")
+	}
+	if !leaderRedirect(r.Response) {
+		return fmt.Errorf("refusing the redirect from %s to %s: not a cluster member's redirect to its leader (a 307 NOT_LEADER problem), and the request carries the operator credential", via[len(via)-1].URL.Redacted(), r.URL.Redacted())
 	}
 	for _, v := range via {
 		if v.URL.Scheme == "https" && r.URL.Scheme != "https" {
@@ -359,6 +367,18 @@ func joinRedirect(r *http.Request, via []*http.Request) error {
 	}
 	r.Header.Set("Authorization", via[0].Header.Get("Authorization"))
 	return nil
+}
+
+// leaderRedirect reports whether res is a member's redirect to its
+// leader: 307 or 308 with a NOT_LEADER problem (it reads at most 4 KiB of
+// the body, which the client then discards).
+func leaderRedirect(res *http.Response) bool {
+	if res == nil || (res.StatusCode != http.StatusTemporaryRedirect && res.StatusCode != http.StatusPermanentRedirect) {
+		return false
+	}
+	var p struct{ Code string }
+	b, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
+	return json.Unmarshal(b, &p) == nil && p.Code == "NOT_LEADER"
 }
 
 // member is a node's latest record.
