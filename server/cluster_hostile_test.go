@@ -286,3 +286,18 @@ func TestClusterJoinFollowsOnlyLeaderRedirects(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterLeaveOfNoMemberIsNotFound: removing a node id that is not a
+// member answers 404 instead of 204 — in the disk replacement steps a
+// mistyped removal that "succeeded" would let the wiped node rejoin as
+// the member it was, still credited with the acknowledgements it lost.
+func TestClusterLeaveOfNoMemberIsNotFound(t *testing.T) {
+	n1 := startClusterLeader(t, t.TempDir())
+	if code, p := call(t, "DELETE", n1.base+"/v1/cluster/nodes/n3", clusterOperator, ""); code != 404 {
+		t.Fatalf("removing a node that is not a member: %d %v, want 404", code, p)
+	}
+	code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
+	if ms, _ := st["members"].([]any); code != 200 || len(ms) != 1 {
+		t.Fatalf("members: %d %v", code, st["members"])
+	}
+}

@@ -546,8 +546,22 @@ func (c *clusterNode) AddNode(ctx context.Context, id, addr, url string, replace
 	return c.recordMember(ctx, memberRecord{ID: id, Address: addr, URL: strings.TrimRight(url, "/")})
 }
 
-// RemoveNode implements httpapi.Cluster.
-func (c *clusterNode) RemoveNode(_ context.Context, id string) error { return c.n.Leave(id) }
+// RemoveNode implements httpapi.Cluster: an id that is not a member is
+// control.ErrNotFound (404), not a silent success — a mistyped removal
+// in the disk replacement steps would let the wiped node rejoin as the
+// member it was.
+func (c *clusterNode) RemoveNode(_ context.Context, id string) error {
+	if c.n.IsLeader() {
+		member := false
+		for _, m := range c.n.Status().Servers {
+			member = member || m.ID == id
+		}
+		if !member {
+			return fmt.Errorf("%w: node %q is not a member of the cluster (GET /v1/cluster lists them)", control.ErrNotFound, id)
+		}
+	}
+	return c.n.Leave(id)
+}
 
 // Open implements tenancy.Provider: the node's store.
 func (c *clusterNode) Open(id string, _ core.Config) (*core.Store, error) { return c.n.Store(id) }

@@ -62,7 +62,8 @@ type Cluster interface {
 	// A join that would replace a member (its id at another address, its
 	// address under another id) is refused unless replace is set.
 	AddNode(ctx context.Context, id, addr, url string, replace bool) error
-	// RemoveNode removes member id (leader only).
+	// RemoveNode removes member id (leader only); an id that is not a
+	// member is an error (404).
 	RemoveNode(ctx context.Context, id string) error
 }
 
