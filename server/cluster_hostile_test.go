@@ -231,6 +231,8 @@ func TestClusterJoinRefusesBadMembers(t *testing.T) {
 		{`{"id":"n9","address":"` + freeAddr(t) + `"}`, "address"}, // nothing listens there
 		{`{"id":"bad\u0000id","address":"127.0.0.1:17599"}`, "id"},
 		{`{"id":"n9\n","address":"127.0.0.1:17599"}`, "id"},
+		{`{"id":"n9","address":"127.0.0.1:17599","url":"http://0.0.0.0:7070"}`, "url"},
+		{`{"id":"n9","address":"127.0.0.1:17599","url":"http://[::]:7070"}`, "url"},
 	} {
 		code, p := call(t, "POST", n1.base+"/v1/cluster/nodes", clusterOperator, tc.body)
 		if code != 400 || p["field"] != tc.field {

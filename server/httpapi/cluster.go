@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -103,8 +104,13 @@ func (a *API) clusterAddNode(c *call) error {
 	}
 	if req.URL != "" {
 		u, err := url.Parse(req.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(req.URL) > 512 {
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || len(req.URL) > 512 {
 			return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "url: the node's API base URL, http(s)://host:port", p: wire.Problem{Field: "url"}}
+		}
+		if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsUnspecified() {
+			// Followers name it in their redirects: a client would send
+			// its request, credential and all, to its own machine.
+			return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "url: " + req.URL + " names a wildcard address, not one clients can reach the node at", p: wire.Problem{Field: "url"}}
 		}
 	}
 	if err := a.opts.Cluster.AddNode(c.r.Context(), req.ID, req.Address, req.URL, req.Replace); err != nil {
