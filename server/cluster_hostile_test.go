@@ -303,3 +303,26 @@ func TestClusterLeaveOfNoMemberIsNotFound(t *testing.T) {
 		t.Fatalf("members: %d %v", code, st["members"])
 	}
 }
+
+// TestClusterRefusesDeeperJSONThanReplicasCheck: a cluster node's stores
+// check payloads with the same settings on every node (depth 512), so a
+// server.max_json_depth above it would be silently ignored there (a
+// payload of depth 600 refused although the setting says 1000): the node
+// refuses to start with it, naming the setting.
+func TestClusterRefusesDeeperJSONThanReplicasCheck(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Root = t.TempDir()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.OperatorToken = clusterOperator
+	cfg.Stderr = io.Discard
+	cfg.MaxJSONDepth = 1000
+	cfg.Cluster = &server.ClusterConfig{NodeID: "n1", Bind: "127.0.0.1:0", Bootstrap: true}
+	srv, err := server.New(context.Background(), cfg)
+	if err == nil {
+		srv.Shutdown(context.Background())
+		t.Fatal("a cluster node started with max_json_depth 1000")
+	}
+	if !strings.Contains(err.Error(), "max_json_depth") {
+		t.Fatalf("error %q does not name server.max_json_depth", err)
+	}
+}

@@ -150,6 +150,12 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 		// acknowledging writes the other never sees.
 		return nil, errors.New("cluster.bootstrap and cluster.join exclude each other: bootstrap the first node only, and let the others join it")
 	}
+	if s.cfg.MaxJSONDepth > core.DefaultMaxJSONDepth {
+		// Every replica checks an entry's payloads with the same store
+		// settings (a node's own would let replicas refuse what the
+		// leader wrote): deeper payloads are refused whatever this says.
+		return nil, fmt.Errorf("server.max_json_depth = %d: a cluster node's stores check payloads to depth %d on every node alike; set at most %d", s.cfg.MaxJSONDepth, core.DefaultMaxJSONDepth, core.DefaultMaxJSONDepth)
+	}
 	if cfg.Bind == "" {
 		cfg.Bind = "127.0.0.1:7071"
 	}
