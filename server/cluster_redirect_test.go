@@ -86,23 +86,35 @@ func TestClusterBootstrapAndJoinRefused(t *testing.T) {
 }
 
 // TestClusterJoinRedirectKeepsHTTPS: a join request carries the operator
-// credential; a member's redirect is followed with it, but never from
-// https to plain http.
+// credential; a member's redirect to its leader (307 NOT_LEADER) is
+// followed with it, but never from https to plain http, and no other
+// redirect is.
 func TestClusterJoinRedirectKeepsHTTPS(t *testing.T) {
+	// redirect makes r the hop a member's 307 NOT_LEADER answer leads to.
+	redirect := func(r *http.Request) *http.Request {
+		r.Response = &http.Response{StatusCode: http.StatusTemporaryRedirect,
+			Body: io.NopCloser(strings.NewReader(`{"code":"NOT_LEADER","detail":"this cluster node does not lead"}`))}
+		return r
+	}
 	first, _ := http.NewRequest("POST", "https://n1.example:7070/v1/cluster/nodes", nil)
 	first.Header.Set("Authorization", "Bearer "+clusterOperator)
 	down, _ := http.NewRequest("POST", "http://n2.example:7070/v1/cluster/nodes", nil)
-	if err := server.JoinRedirect(down, []*http.Request{first}); err == nil || down.Header.Get("Authorization") != "" {
+	if err := server.JoinRedirect(redirect(down), []*http.Request{first}); err == nil || down.Header.Get("Authorization") != "" {
 		t.Fatalf("https → http: %v, Authorization %q; want refused, without the credential", err, down.Header.Get("Authorization"))
 	}
 	up, _ := http.NewRequest("POST", "https://n2.example:7070/v1/cluster/nodes", nil)
-	if err := server.JoinRedirect(up, []*http.Request{first}); err != nil || up.Header.Get("Authorization") != "Bearer "+clusterOperator {
+	if err := server.JoinRedirect(redirect(up), []*http.Request{first}); err != nil || up.Header.Get("Authorization") != "Bearer "+clusterOperator {
 		t.Fatalf("https → https: %v, Authorization %q; want followed with the credential", err, up.Header.Get("Authorization"))
+	}
+	other, _ := http.NewRequest("POST", "https://elsewhere.example/v1/cluster/nodes", nil)
+	other.Response = &http.Response{StatusCode: http.StatusFound, Body: io.NopCloser(strings.NewReader("moved"))}
+	if err := server.JoinRedirect(other, []*http.Request{first}); err == nil || other.Header.Get("Authorization") != "" {
+		t.Fatalf("a redirect that is not NOT_LEADER: %v, Authorization %q; want refused, without the credential", err, other.Header.Get("Authorization"))
 	}
 	plain, _ := http.NewRequest("POST", "http://n1.example:7070/v1/cluster/nodes", nil)
 	plain.Header.Set("Authorization", "Bearer "+clusterOperator)
 	next, _ := http.NewRequest("POST", "http://n2.example:7070/v1/cluster/nodes", nil)
-	if err := server.JoinRedirect(next, []*http.Request{plain}); err != nil || next.Header.Get("Authorization") == "" {
+	if err := server.JoinRedirect(redirect(next), []*http.Request{plain}); err != nil || next.Header.Get("Authorization") == "" {
 		t.Fatalf("http → http: %v; want followed with the credential", err)
 	}
 	hops := []*http.Request{first, up, up, up}

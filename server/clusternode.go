@@ -41,7 +41,8 @@ type ClusterConfig struct {
 	// URL is this node's API base URL as clients and other nodes reach it
 	// (cluster.url), e.g. https://node1.example:7070: the Location of the
 	// redirects other nodes send to it while it leads. Default
-	// http(s)://<server.listen>.
+	// http(s)://<server.listen>; required when server.listen binds every
+	// interface (0.0.0.0, [::]): Listen refuses to start without it.
 	URL string
 	// Bootstrap forms a new cluster of this one node on its first start
 	// (cluster.bootstrap); other nodes then join it. Ignored on a node
@@ -51,7 +52,9 @@ type ClusterConfig struct {
 	Bootstrap bool
 	// Join is the API URL of a member (cluster.join): on a first start (no
 	// raft log yet) the node asks it to add this node (the request is
-	// redirected to the leader), retrying until it is a member; once a
+	// redirected to the leader: only a member's 307 NOT_LEADER redirect
+	// is followed with the operator credential), retrying until it is a
+	// member; once a
 	// member, it never asks again, so an operator's removal sticks.
 	Join string
 	// TLSCert, TLSKey, TLSCA are PEM files for node-to-node mutual TLS
@@ -151,6 +154,12 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 		// a cluster of its own and never join: two leaders, each
 		// acknowledging writes the other never sees.
 		return nil, errors.New("cluster.bootstrap and cluster.join exclude each other: bootstrap the first node only, and let the others join it")
+	}
+	if s.cfg.MaxJSONDepth > core.DefaultMaxJSONDepth {
+		// Every replica checks an entry's payloads with the same store
+		// settings (a node's own would let replicas refuse what the
+		// leader wrote): deeper payloads are refused whatever this says.
+		return nil, fmt.Errorf("server.max_json_depth = %d: a cluster node's stores check payloads to depth %d on every node alike; set at most %d", s.cfg.MaxJSONDepth, core.DefaultMaxJSONDepth, core.DefaultMaxJSONDepth)
 	}
 	if cfg.Bind == "" {
 		cfg.Bind = "127.0.0.1:7071"
@@ -354,11 +363,17 @@ func (c *clusterNode) askToJoin(addr string) error {
 }
 
 // joinRedirect follows a member's redirect of a join request to its
-// leader with the operator credential, at most 3 hops, and never from
-// https to plain http (the credential would cross the network in clear).
+// leader with the operator credential — a 307 or 308 whose body is a
+// NOT_LEADER problem, nothing else (a cluster.join that redirects
+// elsewhere gets no credential to hand on) —, at most 3 hops, and never
+// from https to plain http (the credential would cross the network in
+// clear).
 func joinRedirect(r *http.Request, via []*http.Request) error {
 	if len(via) > 3 {
 		return errors.New("too many redirects")
+	}
+	if !leaderRedirect(r.Response) {
+		return fmt.Errorf("refusing the redirect from %s to %s: not a cluster member's redirect to its leader (a 307 NOT_LEADER problem), and the request carries the operator credential", via[len(via)-1].URL.Redacted(), r.URL.Redacted())
 	}
 	for _, v := range via {
 		if v.URL.Scheme == "https" && r.URL.Scheme != "https" {
@@ -367,6 +382,18 @@ func joinRedirect(r *http.Request, via []*http.Request) error {
 	}
 	r.Header.Set("Authorization", via[0].Header.Get("Authorization"))
 	return nil
+}
+
+// leaderRedirect reports whether res is a member's redirect to its
+// leader: 307 or 308 with a NOT_LEADER problem (it reads at most 4 KiB of
+// the body, which the client then discards).
+func leaderRedirect(res *http.Response) bool {
+	if res == nil || (res.StatusCode != http.StatusTemporaryRedirect && res.StatusCode != http.StatusPermanentRedirect) {
+		return false
+	}
+	var p struct{ Code string }
+	b, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
+	return json.Unmarshal(b, &p) == nil && p.Code == "NOT_LEADER"
 }
 
 // member is a node's latest record.
@@ -394,6 +421,29 @@ func (c *clusterNode) recordMember(ctx context.Context, rec memberRecord) error 
 
 // IsLeader implements httpapi.Cluster.
 func (c *clusterNode) IsLeader() bool { return c.n.IsLeader() }
+
+// currentFor is how many heartbeat timeouts a follower may go without
+// hearing from a leader before its control plane no longer counts as
+// current (see Current): raft's followers stand for election after one,
+// so a node still without a leader after several is cut off, not in an
+// ordinary failover.
+const currentFor = 5
+
+// Current implements httpapi.Cluster: this node leads, or heard from a
+// leader within currentFor heartbeat timeouts (5s with raft's default
+// 1s). A node cut off longer may have missed a key's revocation or a
+// tenant's deletion: the API then sends tenant requests to the leader.
+func (c *clusterNode) Current() bool {
+	if c.n.IsLeader() {
+		return true
+	}
+	hb := c.cfg.HeartbeatTimeout
+	if hb <= 0 {
+		hb = time.Second
+	}
+	lc := c.n.LastContact()
+	return !lc.IsZero() && time.Since(lc) <= currentFor*hb
+}
 
 // Leader implements httpapi.Cluster.
 func (c *clusterNode) Leader() (string, string) {
@@ -511,8 +561,22 @@ func (c *clusterNode) AddNode(ctx context.Context, id, addr, url string, replace
 	return c.recordMember(ctx, memberRecord{ID: id, Address: addr, URL: strings.TrimRight(url, "/")})
 }
 
-// RemoveNode implements httpapi.Cluster.
-func (c *clusterNode) RemoveNode(_ context.Context, id string) error { return c.n.Leave(id) }
+// RemoveNode implements httpapi.Cluster: an id that is not a member is
+// control.ErrNotFound (404), not a silent success — a mistyped removal
+// in the disk replacement steps would let the wiped node rejoin as the
+// member it was.
+func (c *clusterNode) RemoveNode(_ context.Context, id string) error {
+	if c.n.IsLeader() {
+		member := false
+		for _, m := range c.n.Status().Servers {
+			member = member || m.ID == id
+		}
+		if !member {
+			return fmt.Errorf("%w: node %q is not a member of the cluster (GET /v1/cluster lists them)", control.ErrNotFound, id)
+		}
+	}
+	return c.n.Leave(id)
+}
 
 // Open implements tenancy.Provider: the node's store, held until the
 // registry's matching Release.

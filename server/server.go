@@ -784,6 +784,13 @@ func (s *Server) listen() error {
 	if s.node != nil {
 		// The node names this address to clients while it leads (unless
 		// cluster.url says otherwise), so it starts once it is known.
+		if tcp, ok := ln.Addr().(*net.TCPAddr); ok && s.node.url == "" && tcp.IP.IsUnspecified() {
+			// http://[::]:7070 would send every client a follower
+			// redirects, credential and all, to a port on its own
+			// machine.
+			ln.Close()
+			return fmt.Errorf("server.listen = %s binds every interface, so it names no address clients can reach this cluster node at: set cluster.url (--cluster-url) to its API URL, e.g. https://node1.example:7070", s.cfg.Listen)
+		}
 		if s.node.url == "" {
 			scheme := "http"
 			if s.cfg.TLSCert != "" {

@@ -786,9 +786,9 @@ func (pc *procCluster) wipeAndRejoin(n *procNode, tenant, writer string, rng *ra
 		}
 	}
 	deadline := time.Now().Add(20 * time.Second)
-	for {
+	for tries := 0; ; tries++ {
 		st, b, _, err := pc.send(context.Background(), "DELETE", via.base+"/v1/cluster/nodes/"+n.id, pc.op, nil, nil, true)
-		if err == nil && st == 204 {
+		if err == nil && (st == 204 || st == 404 && tries > 0) { // 404: an earlier try removed it
 			break
 		}
 		if time.Now().After(deadline) {

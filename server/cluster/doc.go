@@ -111,6 +111,9 @@
 // # On disk, restarts and snapshots
 //
 //	Dir/raft/raft.db            raft's log and stable store (raft-boltdb)
+//	Dir/raft/node-id            the id of the node the state is of: Open
+//	                            under another Config.ID fails (such a node
+//	                            would vote and replicate as two members)
 //	Dir/raft/snapshots/         raft snapshots: a tar of every tenant
 //	                            store's copy (core.Store.Snapshot of an
 //	                            open one, a closed one's files; events and
@@ -194,7 +197,9 @@
 //
 // Limits on unauthenticated peers: a TLS node handshakes inbound
 // connections off its accept loop, at most MaxPendingHandshakes at once
-// (more are closed at once), each bounded by Config.HandshakeTimeout
+// (a newcomer past that closes the oldest pending one, so silent
+// connections cannot lock the node's peers out), each bounded by
+// Config.HandshakeTimeout
 // (default 5s): a peer that connects and sends nothing, or speaks plain
 // TCP, is disconnected within it and never reaches raft. Each refusal
 // counts in Status.RefusedConnections. An authenticated peer's

@@ -6,12 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -19,6 +24,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/durable"
 	"github.com/batpak-go/batpak/server/tenancy"
 )
 
@@ -174,6 +180,9 @@ func Open(cfg Config) (*Node, error) {
 	if cfg.ID == "" || cfg.Dir == "" {
 		return nil, errors.New("cluster: Config.ID and Config.Dir are required")
 	}
+	if err := ValidNodeID(cfg.ID); err != nil {
+		return nil, err
+	}
 	if cfg.Transport == nil && cfg.Bind == "" {
 		return nil, errors.New("cluster: Config.Bind (or Config.Transport) is required")
 	}
@@ -245,6 +254,10 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := claimDir(raftDir, cfg.ID); err != nil {
+		bolt.Close()
+		return nil, err
+	}
 	staging := filepath.Join(cfg.Dir, "snapshot-staging")
 	for _, d := range []string{root, staging, filepath.Join(cfg.Dir, "restoring"), filepath.Join(cfg.Dir, trashDir)} {
 		if err := os.RemoveAll(d); err != nil {
@@ -299,6 +312,36 @@ func Open(cfg Config) (*Node, error) {
 		close(n.janitorDone)
 	}
 	return n, nil
+}
+
+// nodeIDFile, in Dir/raft, names the node whose raft state the
+// directory holds.
+const nodeIDFile = "node-id"
+
+// claimDir records id as the owner of raftDir's raft state on its first
+// Open, and refuses a later Open under another id. Raft's log does not
+// say whose it is: a node restarted with another member's id (a copied
+// unit file) would vote and replicate as both — counting a vote of its
+// own as the other member's, it wins an election alone — and a data root
+// copied from another node would pose as it. A directory from before the
+// record existed is claimed by its next Open.
+func claimDir(raftDir, id string) error {
+	path := filepath.Join(raftDir, nodeIDFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if owner := strings.TrimSpace(string(b)); owner != id {
+			return fmt.Errorf("cluster: %s holds the raft state of node %q, not %q: start it with its own node id (or, for a new node, an empty data root)", filepath.Dir(raftDir), owner, id)
+		}
+		return nil
+	case errors.Is(err, fs.ErrNotExist):
+		if err := durable.WriteFile(path, []byte(id+"\n")); err != nil {
+			return fmt.Errorf("cluster: recording this node's id in %s: %w", path, err)
+		}
+		return nil
+	default:
+		return fmt.Errorf("cluster: reading %s: %w", path, err)
+	}
 }
 
 // openRaftLog opens raft.db and reads its ends. bbolt panics on a damaged
@@ -371,7 +414,9 @@ func (n *Node) Bootstrap(servers ...Server) error {
 // Join adds a voting member (leader only: otherwise a *NotLeaderError). It
 // returns once the new configuration is committed; the new node then
 // catches up from the leader — from a snapshot when the log it needs was
-// truncated.
+// truncated. The id must pass ValidNodeID; on a TCP transport the address
+// must pass ValidAddress and accept a connection (ErrUnreachable
+// otherwise, nothing changed): start the node before it joins.
 //
 // Joining again is safe: a voter already in the configuration with the
 // same id and address is left as it is (nil, nothing proposed). A member
@@ -382,8 +427,26 @@ func (n *Node) Bootstrap(servers ...Server) error {
 // quorum. The leader cannot be replaced this way (an error): move
 // leadership first.
 func (n *Node) Join(id, addr string) error {
-	if id == "" || addr == "" {
-		return errors.New("cluster: Join needs a node id and an address")
+	if err := ValidNodeID(id); err != nil {
+		return err
+	}
+	if addr == "" {
+		return errors.New("cluster: Join needs the node's address")
+	}
+	if n.cfg.Transport == nil {
+		if err := ValidAddress(addr); err != nil {
+			return err
+		}
+	}
+	if n.raft.State() == raft.Leader && n.cfg.Transport == nil && !n.isMember(id, addr) {
+		// A voter nobody answers for counts towards every quorum from
+		// the moment it is added: one at a mistyped address takes a
+		// one-node cluster down at once, with no leader left to remove it.
+		c, err := net.DialTimeout("tcp", addr, joinDialTimeout)
+		if err != nil {
+			return fmt.Errorf("%w: nothing answers at %s (%v): start node %s first, and check its address", ErrUnreachable, addr, err, id)
+		}
+		c.Close()
 	}
 	if n.raft.State() != raft.Leader {
 		return n.notLeader()
@@ -411,6 +474,64 @@ func (n *Node) Join(id, addr string) error {
 	return n.leaderOp(n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, n.timeout))
 }
 
+// joinDialTimeout bounds Join's check that a new member's address
+// answers.
+const joinDialTimeout = 3 * time.Second
+
+// ErrUnreachable: Join found nothing listening at the new member's
+// address (a TCP transport only), and added nothing.
+var ErrUnreachable = errors.New("cluster: the node to join is unreachable")
+
+// isMember reports whether id at addr is a voter already.
+func (n *Node) isMember(id, addr string) bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == raft.ServerID(id) && s.Address == raft.ServerAddress(addr) && s.Suffrage == raft.Voter {
+			return true
+		}
+	}
+	return false
+}
+
+// MaxNodeIDBytes is the longest node id.
+const MaxNodeIDBytes = 128
+
+// ValidNodeID checks a node id (Config.ID, Join): 1..MaxNodeIDBytes bytes
+// of UTF-8 without control characters or spaces. An id is named in logs,
+// in the admin API and in the server's member records.
+func ValidNodeID(id string) error {
+	if id == "" || len(id) > MaxNodeIDBytes || !utf8.ValidString(id) {
+		return fmt.Errorf("cluster: node id %q: want 1..%d bytes of UTF-8", id, MaxNodeIDBytes)
+	}
+	for _, r := range id {
+		if unicode.IsControl(r) || unicode.IsSpace(r) {
+			return fmt.Errorf("cluster: node id %q: control characters and spaces are not allowed", id)
+		}
+	}
+	return nil
+}
+
+// ValidAddress checks a member's raft address on a TCP transport: a
+// host:port other nodes can dial (no wildcard address, a port 1..65535).
+// A member added at an address nobody answers still counts towards
+// every quorum: a typo would leave the cluster one failure short.
+func ValidAddress(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return fmt.Errorf("cluster: node address %q: want host:port (its raft address, cluster.bind or cluster.advertise)", addr)
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return fmt.Errorf("cluster: node address %q: want a port 1..65535", addr)
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return fmt.Errorf("cluster: node address %q: a wildcard address is not one other nodes can dial", addr)
+	}
+	return nil
+}
+
 // Leave removes a member (leader only: otherwise a *NotLeaderError).
 func (n *Node) Leave(id string) error {
 	return n.leaderOp(n.raft.RemoveServer(raft.ServerID(id), 0, n.timeout))
@@ -435,6 +556,11 @@ func (n *Node) Leader() (addr, id string) {
 	a, i := n.raft.LeaderWithID()
 	return string(a), string(i)
 }
+
+// LastContact is when this node, not leading, last heard from a leader
+// (raft's heartbeats and log entries); zero if it has not since it
+// started. It says nothing while the node leads.
+func (n *Node) LastContact() time.Time { return n.raft.LastContact() }
 
 // IsLeader reports whether this node is the leader.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }

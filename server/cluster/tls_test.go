@@ -340,8 +340,9 @@ func TestTLSBoundsPendingHandshakes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, took := readUntilClosed(t, c); took > 2*time.Second {
-		t.Fatalf("a connection beyond %d pending handshakes was held %s", cluster.MaxPendingHandshakes, took)
+	// The newcomer displaces the oldest: no more than the bound is held.
+	if _, took := readUntilClosed(t, held[0]); took > 2*time.Second {
+		t.Fatalf("a connection beyond %d pending handshakes left the oldest held %s", cluster.MaxPendingHandshakes, took)
 	}
 	// A legitimate peer gets through once the silent ones are gone.
 	for _, c := range held {
@@ -402,4 +403,41 @@ func TestLoadTLSNamesTheBadFile(t *testing.T) {
 	if _, err := cluster.Open(cluster.Config{ID: "a", Dir: t.TempDir(), Transport: tr, TLS: cfg}); err == nil || !strings.Contains(err.Error(), "Config.TLS") {
 		t.Fatalf("Open with TLS and an injected transport: %v", err)
 	}
+}
+
+// TestTLSPeerGetsInDuringSilentFlood: connections that never handshake,
+// as many as MaxPendingHandshakes and renewed, must not lock a trusted
+// peer out: a new connection past the bound displaces the oldest pending
+// handshake instead of being refused, so a node still accepts its peers
+// (a new leader dialling it, a restarted node) while someone on the
+// network holds silent connections open.
+func TestTLSPeerGetsInDuringSilentFlood(t *testing.T) {
+	ca := newTestCA(t, "batpak test CA")
+	n := openTLS(t, filepath.Join(t.TempDir(), "a"), "a", nodeTLS(t, filepath.Join(t.TempDir(), "tls"), "a", ca, ca.pem), 5*time.Second)
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for i := 0; i < cluster.MaxPendingHandshakes; i++ {
+		c, err := net.Dial("tcp", n.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	time.Sleep(500 * time.Millisecond) // let the node accept them all
+	peer := nodeTLS(t, filepath.Join(t.TempDir(), "peer"), "peer", ca, ca.pem)
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", n.Addr(), peer)
+	if err != nil {
+		t.Fatalf("a trusted peer while %d silent connections are pending: %v", len(held), err)
+	}
+	// The handshake completed on both sides: the node hands the
+	// connection on rather than closing it.
+	conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := conn.Read(make([]byte, 1)); err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the trusted peer's connection: %v, want it held open", err)
+	}
+	conn.Close()
 }

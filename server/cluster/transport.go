@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"container/list"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -22,9 +23,11 @@ const DefaultHandshakeTimeout = 5 * time.Second
 
 // MaxPendingHandshakes is how many inbound connections a TLS node
 // handshakes at once; a connection arriving while that many are under way
-// is closed at once. With Config.HandshakeTimeout it bounds what
-// unauthenticated peers can hold: at most MaxPendingHandshakes goroutines
-// and sockets, each for at most the timeout.
+// displaces the oldest of them (closed, counted as refused), so silent
+// connections cannot lock a peer out: to keep one out, a flood must open
+// this many connections within the peer's own handshake time. With
+// Config.HandshakeTimeout it bounds what unauthenticated peers can hold:
+// MaxPendingHandshakes sockets, each for at most the timeout.
 const MaxPendingHandshakes = 64
 
 // Raft transport settings: connections pooled per peer, and the I/O
@@ -120,16 +123,20 @@ func newTCPTransport(cfg Config, out io.Writer) (trans *raft.NetworkTransport, s
 // tlsStream is a raft.StreamLayer over TLS. Accept hands raft only
 // connections whose handshake completed (and, with ClientAuth set, whose
 // client certificate verified) within the handshake timeout; handshakes
-// run off the accept loop, at most MaxPendingHandshakes at once, so a
-// slow or silent peer delays nobody else.
+// run off the accept loop, at most MaxPendingHandshakes at once (the
+// oldest displaced by a newcomer), so a slow or silent peer delays nobody
+// else.
 type tlsStream struct {
 	ln        net.Listener
 	advertise net.Addr
 	cfg       *tls.Config
 	timeout   time.Duration
 
-	conns   chan net.Conn
-	pending chan struct{} // one token per handshake under way
+	conns chan net.Conn
+	// pmu guards pending: the connections whose handshake is under way,
+	// oldest first (at most MaxPendingHandshakes).
+	pmu     sync.Mutex
+	pending *list.List
 	ctx     context.Context
 	cancel  context.CancelFunc
 	once    sync.Once
@@ -143,7 +150,7 @@ func newTLSStream(ln net.Listener, advertise net.Addr, cfg *tls.Config, timeout 
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &tlsStream{ln: ln, advertise: advertise, cfg: cfg, timeout: timeout,
-		conns: make(chan net.Conn), pending: make(chan struct{}, MaxPendingHandshakes), ctx: ctx, cancel: cancel}
+		conns: make(chan net.Conn), pending: list.New(), ctx: ctx, cancel: cancel}
 	s.wg.Add(1)
 	go s.acceptLoop()
 	return s
@@ -168,25 +175,29 @@ func (s *tlsStream) acceptLoop() {
 			continue
 		}
 		delay = 0
-		select {
-		case s.pending <- struct{}{}:
-		default:
-			s.refused.Add(1)
-			c.Close()
-			continue
+		s.pmu.Lock()
+		if s.pending.Len() >= MaxPendingHandshakes {
+			// The oldest is the likeliest to be silent: a peer's own
+			// handshake takes a few round trips.
+			old := s.pending.Remove(s.pending.Front()).(net.Conn)
+			old.Close()
 		}
+		e := s.pending.PushBack(c)
+		s.pmu.Unlock()
 		s.wg.Add(1)
-		go s.handshake(c)
+		go s.handshake(c, e)
 	}
 }
 
-func (s *tlsStream) handshake(c net.Conn) {
+func (s *tlsStream) handshake(c net.Conn, e *list.Element) {
 	defer s.wg.Done()
-	defer func() { <-s.pending }()
 	tc := tls.Server(c, s.cfg)
 	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
+	s.pmu.Lock()
+	s.pending.Remove(e) // a no-op when a newcomer displaced it
+	s.pmu.Unlock()
 	if err != nil {
 		s.refused.Add(1)
 		c.Close()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -28,12 +29,22 @@ import (
 // meanwhile (429 QUOTA_EXCEEDED when they are all taken) —
 // and consistency=linearizable is served by the leader after it confirms
 // its leadership and has applied everything committed before. A
+// follower that has not heard from a leader lately (Current) serves no
+// tenant request itself: it redirects them too (or answers 503
+// NOT_LEADER while it knows no leader). A
 // credential a follower does not know (it may not have applied the key's
 // issue yet) is redirected to the leader too, which answers 401 if it is
 // not valid; verify, a POST that changes nothing, is served by any node.
 type Cluster interface {
 	// IsLeader reports whether this node leads now.
 	IsLeader() bool
+	// Current reports whether this node's view of the control plane is
+	// recent enough to judge a tenant's credential: it leads, or it heard
+	// from a leader lately. A node cut off from the others (a network
+	// partition, a restart that has not reached a leader yet) cannot learn
+	// of a revocation or a deletion, so while it is not current its tenant
+	// requests go to the leader (307) or are refused (503 NOT_LEADER).
+	Current() bool
 	// Leader is the leader's API base URL ("" while unknown) and node id.
 	Leader() (url, id string)
 	// Barrier returns once this node, as leader, has applied every entry
@@ -52,7 +63,8 @@ type Cluster interface {
 	// A join that would replace a member (its id at another address, its
 	// address under another id) is refused unless replace is set.
 	AddNode(ctx context.Context, id, addr, url string, replace bool) error
-	// RemoveNode removes member id (leader only).
+	// RemoveNode removes member id (leader only); an id that is not a
+	// member is an error (404).
 	RemoveNode(ctx context.Context, id string) error
 }
 
@@ -84,19 +96,27 @@ func (a *API) clusterAddNode(c *call) error {
 	if err := a.decode(c, &req, false); err != nil {
 		return err
 	}
-	switch {
-	case req.ID == "" || len(req.ID) > 128:
-		return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "id: 1..128 characters", p: wire.Problem{Field: "id"}}
-	case req.Address == "" || len(req.Address) > 256:
-		return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "address: the node's raft host:port", p: wire.Problem{Field: "address"}}
+	if err := cluster.ValidNodeID(req.ID); err != nil {
+		return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "id: " + err.Error(), p: wire.Problem{Field: "id"}}
+	}
+	if err := cluster.ValidAddress(req.Address); err != nil || len(req.Address) > 256 {
+		return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "address: the node's raft host:port, at most 256 bytes", p: wire.Problem{Field: "address"}}
 	}
 	if req.URL != "" {
 		u, err := url.Parse(req.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(req.URL) > 512 {
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || len(req.URL) > 512 {
 			return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "url: the node's API base URL, http(s)://host:port", p: wire.Problem{Field: "url"}}
+		}
+		if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsUnspecified() {
+			// Followers name it in their redirects: a client would send
+			// its request, credential and all, to its own machine.
+			return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "url: " + req.URL + " names a wildcard address, not one clients can reach the node at", p: wire.Problem{Field: "url"}}
 		}
 	}
 	if err := a.opts.Cluster.AddNode(c.r.Context(), req.ID, req.Address, req.URL, req.Replace); err != nil {
+		if errors.Is(err, cluster.ErrUnreachable) {
+			return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "address: " + err.Error(), p: wire.Problem{Field: "address"}}
+		}
 		return err
 	}
 	return writeJSON(c.w, http.StatusOK, a.opts.Cluster.Status())
@@ -136,6 +156,11 @@ func (a *API) clusterPlace(c *call) error {
 	}
 	write := c.r.Method != http.MethodGet && c.r.Method != http.MethodHead && !c.route.reads
 	if (write || linear || c.route.leader) && !cl.IsLeader() {
+		return a.toLeader(c)
+	}
+	if c.route.Access == Tenant && !cl.IsLeader() && !cl.Current() {
+		// It may still hold a key revoked, or a tenant deleted, since
+		// it last heard from a leader: the leader judges instead.
 		return a.toLeader(c)
 	}
 	return nil

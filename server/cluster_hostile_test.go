@@ -1,0 +1,328 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/server"
+)
+
+// raftCut is a TCP proxy in front of one node's raft port: the node
+// advertises the proxy's address, so every connection other nodes open to
+// it passes here, and cut drops them all and refuses new ones — a network
+// partition that keeps the node running.
+type raftCut struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+	cut    bool
+}
+
+func newRaftCut(t *testing.T, target string) *raftCut {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &raftCut{ln: ln, target: target}
+	go p.accept()
+	t.Cleanup(p.sever)
+	return p
+}
+
+func (p *raftCut) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		u, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		if p.cut {
+			p.mu.Unlock()
+			c.Close()
+			u.Close()
+			continue
+		}
+		p.conns = append(p.conns, c, u)
+		p.mu.Unlock()
+		go func() { _, _ = io.Copy(u, c); u.Close(); c.Close() }()
+		go func() { _, _ = io.Copy(c, u); u.Close(); c.Close() }()
+	}
+}
+
+// sever cuts the link for good.
+func (p *raftCut) sever() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = true
+	p.ln.Close()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// freeAddr is a loopback address nothing listens on (a moment ago).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestClusterPartitionedFollowerHonoursRevocation: a follower cut off from
+// the others cannot learn that a key was revoked (or a tenant deleted), so
+// once it has heard from no leader for a while it must stop serving
+// tenant data on its own say-so — a revoked key must not keep reading a
+// tenant's events from the node the network split off.
+func TestClusterPartitionedFollowerHonoursRevocation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three servers")
+	}
+	root := t.TempDir()
+	n1 := startClusterLeader(t, root)
+	n2 := startClusterServer(t, root, "n2", false, n1.base)
+	bind := freeAddr(t)
+	link := newRaftCut(t, bind)
+	n3 := startClusterServer(t, root, "n3", false, n1.base, func(c *server.Config) {
+		c.Cluster.Bind, c.Cluster.Advertise = bind, link.ln.Addr().String()
+	})
+	waitFor(t, 20*time.Second, "three members", func() bool {
+		code, st := call(t, "GET", n3.base+"/v1/cluster", clusterOperator, "")
+		ms, _ := st["members"].([]any)
+		return code == 200 && len(ms) == 3 && st["state"] == "follower"
+	})
+	if code, body := call(t, "POST", n1.base+"/v1/admin/tenants", clusterOperator, `{"id":"acme"}`); code != 201 {
+		t.Fatalf("create tenant: %d %v", code, body)
+	}
+	code, key := call(t, "POST", n1.base+"/v1/admin/tenants/acme/keys", clusterOperator, `{"roles":["writer","reader"]}`)
+	if code != 201 {
+		t.Fatalf("issue key: %d %v", code, key)
+	}
+	token, kid := key["key"].(string), key["id"].(string)
+	if code, rc := call(t, "POST", n1.base+"/v1/tenants/acme/events", token, `{"entity":"order-1","scope":"s","kind":"1:1","payload":{"secret":1}}`); code != 201 {
+		t.Fatalf("append: %d %v", code, rc)
+	}
+	noFollow := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	readOn := func(n *clusterServer) int {
+		req, _ := http.NewRequest("GET", n.base+"/v1/tenants/acme/events?entity=order-1&min_seq=0", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	waitFor(t, 10*time.Second, "n3 serves the key", func() bool { return readOn(n3) == 200 })
+
+	link.sever()
+	if code, body := call(t, "DELETE", n1.base+"/v1/admin/tenants/acme/keys/"+kid, clusterOperator, ""); code != 204 {
+		t.Fatalf("revoke with n3 cut off: %d %v", code, body)
+	}
+	waitFor(t, 5*time.Second, "n2, in the majority, refuses the revoked key", func() bool {
+		code, _ := call(t, "GET", n2.base+"/v1/tenants/acme/events?entity=order-1", token, "")
+		return code == 401
+	})
+	// Raft's timings here are 300 ms: n3 has heard from no leader for many
+	// heartbeats by now, and never will while the link stays cut.
+	time.Sleep(3 * time.Second)
+	for i := 0; i < 5; i++ {
+		if code := readOn(n3); code == 200 {
+			t.Fatalf("n3, cut off from the cluster, still serves a key revoked %s ago: %d", 3*time.Second, code)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestClusterURLOfWildcardListen: a node listening on every interface
+// has no address of its own to name in the redirects followers send
+// while it leads (http://[::]:7070 would send a client, with its
+// credential, to a port on its own machine): it refuses to start unless
+// cluster.url names one.
+func TestClusterURLOfWildcardListen(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Root = t.TempDir()
+	cfg.Listen = "0.0.0.0:0"
+	cfg.AllowInsecureRemote = true
+	cfg.OperatorToken = clusterOperator
+	cfg.Stderr = io.Discard
+	cfg.Cluster = &server.ClusterConfig{NodeID: "n1", Bind: "127.0.0.1:0", Bootstrap: true}
+	srv, err := server.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	err = srv.Listen()
+	if err == nil || !strings.Contains(err.Error(), "cluster.url") {
+		t.Fatalf("listening on 0.0.0.0 without cluster.url: %v, want an error naming cluster.url", err)
+	}
+}
+
+// TestClusterPolicyUploadsBoundedOnDisk: a tenant keeps at most
+// policy_max_revisions bundles, and a single server holds no more on its
+// disk; on a cluster every upload is a raft entry and a blob on every
+// node, and a revision dropped past the limit stays in cluster/blobs/ for
+// blob_grace (10m) and in raft.db until a snapshot truncates the log
+// (8192 entries). One tenant admin pushing distinct bundles in a loop
+// (measured: 60 bundles of 3.9 MB in 30 s with two curl loops, 226 MiB of
+// blobs and 237 MiB of raft.db on each node, none of it charged to the
+// tenant's storage quota) fills every node's disk; raft.db never shrinks.
+func TestClusterPolicyUploadsBoundedOnDisk(t *testing.T) {
+	t.Skip("known: policy (and plugin module) uploads are neither rate-limited nor charged to the tenant; on a cluster a revision dropped past policy_max_revisions keeps its blob for blob_grace and its bytes in raft.db, so a tenant admin's upload loop grows every node's disk without bound")
+	root := t.TempDir()
+	const maxRevisions = 2
+	nodes := startCluster3(t, root, func(c *server.Config) { c.PolicyMaxRevisions = maxRevisions })
+	code, key := call(t, "POST", nodes[0].base+"/v1/admin/tenants", clusterOperator, `{"id":"evil"}`)
+	if code != 201 {
+		t.Fatal(code, key)
+	}
+	code, key = call(t, "POST", nodes[0].base+"/v1/admin/tenants/evil/keys", clusterOperator, `{"roles":["admin"]}`)
+	if code != 201 {
+		t.Fatal(code, key)
+	}
+	token := key["key"].(string)
+	pushed := 0
+	for i := 0; i < 10*maxRevisions; i++ {
+		bundle := tarGz(t, "policy.rego", denyPrefix("NO_SECRETS", fmt.Sprintf("secret-%d:", i)))
+		if code, _ := callBytes(t, "PUT", nodes[0].base+"/v1/tenants/evil/policy", token, "application/gzip", bundle); code == 200 {
+			pushed++
+		}
+	}
+	for _, n := range nodes {
+		held, _ := os.ReadDir(filepath.Join(root, n.id, "cluster", "blobs"))
+		if len(held) > 2*maxRevisions {
+			t.Errorf("%s holds %d bundles of a tenant that keeps %d revisions (%d uploads accepted)", n.id, len(held), maxRevisions, pushed)
+		}
+	}
+}
+
+// TestClusterJoinRefusesBadMembers: a join naming an address no node can
+// answer at (no port, a wildcard) or an id that is not one (a NUL, a
+// newline) is refused with 400 naming the field, and the membership is
+// unchanged: a member nobody answers for would count towards every
+// quorum, leaving the cluster a failure short without anyone noticing.
+func TestClusterJoinRefusesBadMembers(t *testing.T) {
+	n1 := startClusterLeader(t, t.TempDir())
+	for _, tc := range []struct{ body, field string }{
+		{`{"id":"n9","address":"not an address"}`, "address"},
+		{`{"id":"n9","address":"10.0.0.9"}`, "address"},
+		{`{"id":"n9","address":"0.0.0.0:7071"}`, "address"},
+		{`{"id":"n9","address":"10.0.0.9:0"}`, "address"},
+		{`{"id":"n9","address":"` + freeAddr(t) + `"}`, "address"}, // nothing listens there
+		{`{"id":"bad\u0000id","address":"127.0.0.1:17599"}`, "id"},
+		{`{"id":"n9\n","address":"127.0.0.1:17599"}`, "id"},
+		{`{"id":"n9","address":"127.0.0.1:17599","url":"http://0.0.0.0:7070"}`, "url"},
+		{`{"id":"n9","address":"127.0.0.1:17599","url":"http://[::]:7070"}`, "url"},
+	} {
+		code, p := call(t, "POST", n1.base+"/v1/cluster/nodes", clusterOperator, tc.body)
+		if code != 400 || p["field"] != tc.field {
+			t.Errorf("join %s: %d %v, want 400 naming %s", tc.body, code, p, tc.field)
+		}
+	}
+	code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
+	if ms, _ := st["members"].([]any); code != 200 || len(ms) != 1 {
+		t.Fatalf("members after refused joins: %d %v, want n1 alone", code, st["members"])
+	}
+}
+
+// TestClusterJoinFollowsOnlyLeaderRedirects: a joining node sends the
+// operator credential to cluster.join, and follows a member's redirect to
+// its leader (a 307 NOT_LEADER problem) with it — but no other redirect:
+// a cluster.join that points at something else (a proxy or an old name
+// that redirects elsewhere) must not hand the credential on. A join
+// through a follower still works.
+func TestClusterJoinFollowsOnlyLeaderRedirects(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three servers")
+	}
+	var mu sync.Mutex
+	var stolen []string
+	thief := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		stolen = append(stolen, r.Header.Get("Authorization"))
+		mu.Unlock()
+		http.Error(w, "thanks", http.StatusTeapot)
+	}))
+	defer thief.Close()
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, thief.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer redirector.Close()
+
+	root := t.TempDir()
+	n1 := startClusterLeader(t, root)
+	n2 := startClusterServer(t, root, "n2", false, n1.base)
+	startClusterServer(t, root, "n3", false, n2.base) // through a follower
+	startClusterServer(t, root, "n4", false, redirector.URL)
+	waitFor(t, 20*time.Second, "n3 joins through the follower n2", func() bool {
+		code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
+		ms, _ := st["members"].([]any)
+		return code == 200 && len(ms) == 3
+	})
+	time.Sleep(time.Second) // n4 asks every 2 s; its first ask is long done
+	mu.Lock()
+	defer mu.Unlock()
+	for _, a := range stolen {
+		if strings.Contains(a, clusterOperator) {
+			t.Fatalf("a redirect that is not a member's NOT_LEADER carried the operator credential to %s", thief.URL)
+		}
+	}
+}
+
+// TestClusterLeaveOfNoMemberIsNotFound: removing a node id that is not a
+// member answers 404 instead of 204 — in the disk replacement steps a
+// mistyped removal that "succeeded" would let the wiped node rejoin as
+// the member it was, still credited with the acknowledgements it lost.
+func TestClusterLeaveOfNoMemberIsNotFound(t *testing.T) {
+	n1 := startClusterLeader(t, t.TempDir())
+	if code, p := call(t, "DELETE", n1.base+"/v1/cluster/nodes/n3", clusterOperator, ""); code != 404 {
+		t.Fatalf("removing a node that is not a member: %d %v, want 404", code, p)
+	}
+	code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
+	if ms, _ := st["members"].([]any); code != 200 || len(ms) != 1 {
+		t.Fatalf("members: %d %v", code, st["members"])
+	}
+}
+
+// TestClusterRefusesDeeperJSONThanReplicasCheck: a cluster node's stores
+// check payloads with the same settings on every node (depth 512), so a
+// server.max_json_depth above it would be silently ignored there (a
+// payload of depth 600 refused although the setting says 1000): the node
+// refuses to start with it, naming the setting.
+func TestClusterRefusesDeeperJSONThanReplicasCheck(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Root = t.TempDir()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.OperatorToken = clusterOperator
+	cfg.Stderr = io.Discard
+	cfg.MaxJSONDepth = 1000
+	cfg.Cluster = &server.ClusterConfig{NodeID: "n1", Bind: "127.0.0.1:0", Bootstrap: true}
+	srv, err := server.New(context.Background(), cfg)
+	if err == nil {
+		srv.Shutdown(context.Background())
+		t.Fatal("a cluster node started with max_json_depth 1000")
+	}
+	if !strings.Contains(err.Error(), "max_json_depth") {
+		t.Fatalf("error %q does not name server.max_json_depth", err)
+	}
+}
