@@ -178,20 +178,31 @@ func TestClusterURLOfWildcardListen(t *testing.T) {
 	}
 }
 
-// TestClusterPolicyUploadsBoundedOnDisk: a tenant keeps at most
-// policy_max_revisions bundles, and a single server holds no more on its
-// disk; on a cluster every upload is a raft entry and a blob on every
-// node, and a revision dropped past the limit stays in cluster/blobs/ for
-// blob_grace (10m) and in raft.db until a snapshot truncates the log
-// (8192 entries). One tenant admin pushing distinct bundles in a loop
-// (measured: 60 bundles of 3.9 MB in 30 s with two curl loops, 226 MiB of
-// blobs and 237 MiB of raft.db on each node, none of it charged to the
-// tenant's storage quota) fills every node's disk; raft.db never shrinks.
+// TestClusterPolicyUploadsBoundedOnDisk: on a cluster every policy upload
+// is a raft entry and a blob on every node, and a revision dropped past
+// policy_max_revisions keeps its blob for blob_grace (10m), so one tenant
+// admin pushing distinct bundles in a loop used to fill every node's disk
+// (measured: 60 bundles of 3.9 MB in 30 s, 226 MiB of blobs and 237 MiB
+// of raft.db on each node, none of it charged to the tenant). Uploads are
+// charged to the tenant's upload_bytes_per_hour before they are checked:
+// past it a push is refused with 429 QUOTA_EXCEEDED and Retry-After, and
+// stores nothing, so the blobs on every node stay within what the quota
+// let through.
 func TestClusterPolicyUploadsBoundedOnDisk(t *testing.T) {
-	t.Skip("known: policy (and plugin module) uploads are neither rate-limited nor charged to the tenant; on a cluster a revision dropped past policy_max_revisions keeps its blob for blob_grace and its bytes in raft.db, so a tenant admin's upload loop grows every node's disk without bound")
+	if testing.Short() {
+		t.Skip("starts three servers")
+	}
 	root := t.TempDir()
 	const maxRevisions = 2
-	nodes := startCluster3(t, root, func(c *server.Config) { c.PolicyMaxRevisions = maxRevisions })
+	bundle := func(i int) []byte {
+		return tarGz(t, "policy.rego", denyPrefix("NO_SECRETS", fmt.Sprintf("secret-%03d:", i)))
+	}
+	size := len(bundle(0))
+	const allowed = 4
+	nodes := startCluster3(t, root, func(c *server.Config) {
+		c.PolicyMaxRevisions = maxRevisions
+		c.Quotas.UploadBytesPerHour = int64(allowed*size + size/2)
+	})
 	code, key := call(t, "POST", nodes[0].base+"/v1/admin/tenants", clusterOperator, `{"id":"evil"}`)
 	if code != 201 {
 		t.Fatal(code, key)
@@ -203,15 +214,26 @@ func TestClusterPolicyUploadsBoundedOnDisk(t *testing.T) {
 	token := key["key"].(string)
 	pushed := 0
 	for i := 0; i < 10*maxRevisions; i++ {
-		bundle := tarGz(t, "policy.rego", denyPrefix("NO_SECRETS", fmt.Sprintf("secret-%d:", i)))
-		if code, _ := callBytes(t, "PUT", nodes[0].base+"/v1/tenants/evil/policy", token, "application/gzip", bundle); code == 200 {
-			pushed++
+		b := bundle(i)
+		if len(b) != size {
+			t.Fatalf("bundle %d is %d bytes, want %d like the others", i, len(b), size)
 		}
+		code, p := callBytes(t, "PUT", nodes[i%3].base+"/v1/tenants/evil/policy", token, "application/gzip", b)
+		switch {
+		case code == 200:
+			pushed++
+		case code == 429 && p["code"] == "QUOTA_EXCEEDED" && p["quota"] == "upload_bytes_per_hour":
+		default:
+			t.Fatalf("push %d: %d %v, want 200 or 429 QUOTA_EXCEEDED naming upload_bytes_per_hour", i, code, p)
+		}
+	}
+	if pushed != allowed {
+		t.Fatalf("%d pushes accepted, want the %d the quota pays for", pushed, allowed)
 	}
 	for _, n := range nodes {
 		held, _ := os.ReadDir(filepath.Join(root, n.id, "cluster", "blobs"))
-		if len(held) > 2*maxRevisions {
-			t.Errorf("%s holds %d bundles of a tenant that keeps %d revisions (%d uploads accepted)", n.id, len(held), maxRevisions, pushed)
+		if len(held) > allowed {
+			t.Errorf("%s holds %d bundles after %d accepted uploads", n.id, len(held), pushed)
 		}
 	}
 }

@@ -115,6 +115,7 @@ var serverSettings = []serverSetting{
 	{"server.quotas.max_batch_events", "", kindCount, 4096, "default most events in one batch; at most 4096", func(t *serverTarget, v settingValue) { t.q.MaxBatchEvents = int(v.n) }},
 	{"server.quotas.max_subscriptions", "", kindCount, 1100, "default concurrent event streams", func(t *serverTarget, v settingValue) { t.q.MaxSubscriptions = int(v.n) }},
 	{"server.quotas.max_cursors", "", kindCount, 100, "default named cursors", func(t *serverTarget, v settingValue) { t.q.MaxCursors = int(v.n) }},
+	{"server.quotas.upload_bytes_per_hour", "", kindSize, "256MiB", "default bytes of policy bundles and plugin uploads per tenant per hour (each upload charged before it is checked)", func(t *serverTarget, v settingValue) { t.q.UploadBytesPerHour = v.n }},
 	{"server.quotas.max_workers", "", kindCount, 16, "default hosted workers running or quarantined", func(t *serverTarget, v settingValue) { t.q.MaxWorkers = int(v.n) }},
 	{"server.cluster.enabled", "cluster", kindBool, false, "run as a node of a replicated cluster (needs --cluster-node-id and server.operator_token)", func(t *serverTarget, v settingValue) { t.clusterOn = v.b }},
 	{"server.cluster.node_id", "cluster-node-id", kindText, "", "this node's id in the cluster, stable for its life", func(t *serverTarget, v settingValue) { t.cl.NodeID = v.str }},

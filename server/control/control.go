@@ -59,6 +59,15 @@ type Quotas struct {
 	// worker does not count. Server default 16 (server.quotas.max_workers);
 	// negative: no limit.
 	MaxWorkers int `json:"max_workers,omitempty"`
+	// UploadBytesPerHour bounds the bytes of policy bundles and plugin
+	// uploads the tenant may send (a token bucket holding one hour's
+	// worth, refilled continuously): each upload is charged its size
+	// before it is checked, accepted or not. It bounds the disk a loop of
+	// uploads takes — on a cluster every upload is a raft entry and a blob
+	// on every node, kept for server.cluster.blob_grace after nothing
+	// references it — and the CPU their checks take. Server default
+	// 256 MiB (server.quotas.upload_bytes_per_hour); negative: no limit.
+	UploadBytesPerHour int64 `json:"upload_bytes_per_hour,omitempty"`
 }
 
 // Settings are a tenant's store settings.

@@ -129,6 +129,7 @@ func (q Quotas) Over(def Quotas) Quotas {
 	out.MaxPluginVersions = pick(q.MaxPluginVersions, def.MaxPluginVersions)
 	out.MaxModuleBytes = pick64(q.MaxModuleBytes, def.MaxModuleBytes)
 	out.MaxWorkers = pick(q.MaxWorkers, def.MaxWorkers)
+	out.UploadBytesPerHour = pick64(q.UploadBytesPerHour, def.UploadBytesPerHour)
 	return out
 }
 

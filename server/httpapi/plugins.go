@@ -49,6 +49,9 @@ func (a *API) pushPlugin(c *call) error {
 	if len(body.Module) == 0 {
 		return errInvalid("module", "module is required: the WebAssembly module, base64")
 	}
+	if ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).AllowUpload(len(body.Module) + len(body.Manifest)); ex != nil {
+		return ex
+	}
 	activate := body.Activate == nil || *body.Activate
 	tp, err := a.opts.Plugins.Push(c.writeCtx(), c.tenant, body.Manifest, body.Module, activate)
 	if err != nil {

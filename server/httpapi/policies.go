@@ -1,7 +1,9 @@
 package httpapi
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -37,9 +39,16 @@ func (a *API) pushPolicy(c *call) error {
 			p:      wire.Problem{Quota: "policy_bundle_max_bytes", Limit: &lim}}
 	}
 	// One byte past the limit is read, so the manager can tell "too
-	// large" from "exactly the limit".
-	body := http.MaxBytesReader(c.w, c.r.Body, max+1)
-	tp, err := a.opts.Policies.Push(c.writeCtx(), c.tenant, body)
+	// large" from "exactly the limit". The bundle is read whole first, to
+	// be charged to the tenant's upload quota before it is checked.
+	b, err := io.ReadAll(http.MaxBytesReader(c.w, c.r.Body, max+1))
+	if err != nil && int64(len(b)) <= max {
+		return err
+	}
+	if ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).AllowUpload(len(b)); ex != nil {
+		return ex
+	}
+	tp, err := a.opts.Policies.Push(c.writeCtx(), c.tenant, bytes.NewReader(b))
 	if err != nil {
 		return err
 	}

@@ -17,7 +17,8 @@ type Exceeded struct {
 	// "events_burst", "bytes_burst" (one request larger than the bucket),
 	// "storage_bytes", "max_payload_bytes", "max_batch_events",
 	// "max_subscriptions", "max_cursors", "max_workers" (hosted workers,
-	// refused by server/hostedworker).
+	// refused by server/hostedworker), "upload_bytes_per_hour" (policy
+	// bundles and plugin uploads; Limit in bytes per hour).
 	Quota      string
 	Limit      float64       // the quota's value
 	RetryAfter time.Duration // 0 when retrying will not help
@@ -75,9 +76,10 @@ type Tenant struct {
 
 	mu     sync.Mutex
 	q      control.Quotas
-	events bucket
-	bytes  bucket
-	subs   int
+	events  bucket
+	bytes   bucket
+	uploads bucket // bytes per second; burst: an hour's worth
+	subs    int
 }
 
 // bucket is one token bucket; unlimited when its rate is zero or negative.
@@ -95,7 +97,15 @@ func newTenant(now func() time.Time, q control.Quotas) *Tenant {
 	t.bytes = bucket{name: "bytes_per_second", burstName: "bytes_burst"}
 	t.events.set(now(), q.EventsPerSecond, q.EventsBurst)
 	t.bytes.set(now(), q.BytesPerSecond, q.BytesBurst)
+	t.uploads = bucket{name: "upload_bytes_per_hour", burstName: "upload_bytes_per_hour"}
+	t.setUploads(now(), q.UploadBytesPerHour)
 	return t
+}
+
+// setUploads sets the upload bucket from its hourly quota.
+func (t *Tenant) setUploads(now time.Time, perHour int64) {
+	burst := int(min(perHour, math.MaxInt32))
+	t.uploads.set(now, float64(perHour)/3600, burst)
 }
 
 // burstFor is the bucket size: the quota's, or one second's worth of the
@@ -157,6 +167,9 @@ func (t *Tenant) update(q control.Quotas) {
 	if q.BytesPerSecond != t.q.BytesPerSecond || q.BytesBurst != t.q.BytesBurst {
 		t.bytes.set(now, q.BytesPerSecond, q.BytesBurst)
 	}
+	if q.UploadBytesPerHour != t.q.UploadBytesPerHour {
+		t.setUploads(now, q.UploadBytesPerHour)
+	}
 	t.q = q
 }
 
@@ -200,6 +213,27 @@ func (t *Tenant) AllowWrite(events, bytes int) *Exceeded {
 	}
 	if !t.bytes.unlimited && bytes > 0 {
 		t.bytes.lim.AllowN(now, bytes)
+	}
+	return nil
+}
+
+// AllowUpload charges an upload of n bytes (a policy bundle, a plugin
+// upload) to the tenant's upload_bytes_per_hour, or takes nothing and
+// says how long until the bucket holds n (RetryAfter; 0 when n is more
+// than an hour's worth: it never will). Limit is the hourly quota.
+func (t *Tenant) AllowUpload(n int) *Exceeded {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	w, ok := t.uploads.wait(now, n)
+	switch {
+	case !ok:
+		return &Exceeded{Quota: t.uploads.name, Limit: float64(t.q.UploadBytesPerHour)}
+	case w > 0:
+		return &Exceeded{Quota: t.uploads.name, Limit: float64(t.q.UploadBytesPerHour), RetryAfter: w}
+	}
+	if !t.uploads.unlimited && n > 0 {
+		t.uploads.lim.AllowN(now, n)
 	}
 	return nil
 }

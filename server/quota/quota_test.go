@@ -267,3 +267,24 @@ func TestPaceWrite(t *testing.T) {
 		t.Fatalf("unlimited pacing: %v after %v", err, time.Since(start))
 	}
 }
+
+// TestUploadBucket: uploads draw on an hour's worth of bytes, refilled
+// continuously; one larger than an hour's worth never fits (RetryAfter 0);
+// a refused upload takes nothing; a negative quota is no limit, and a
+// changed quota applies in place.
+func TestUploadBucket(t *testing.T) {
+	c := newClock()
+	m := quota.NewWithClock(c.now)
+	tn := m.Tenant("a", control.Quotas{UploadBytesPerHour: 3600})
+	allowed(t, tn.AllowUpload(3000))
+	want(t, tn.AllowUpload(1000), "upload_bytes_per_hour", 3600, 400*time.Second) // 1 byte a second
+	want(t, tn.AllowUpload(3601), "upload_bytes_per_hour", 3600, 0)
+	c.add(400 * time.Second)
+	allowed(t, tn.AllowUpload(1000)) // the refused one took nothing
+	want(t, tn.AllowUpload(1), "upload_bytes_per_hour", 3600, time.Second)
+	tn = m.Tenant("a", control.Quotas{UploadBytesPerHour: -1})
+	allowed(t, tn.AllowUpload(1<<30))
+	tn = m.Tenant("a", control.Quotas{UploadBytesPerHour: 7200})
+	c.add(time.Hour)
+	allowed(t, tn.AllowUpload(7200))
+}
