@@ -108,6 +108,14 @@ type entryWrites struct {
 // written.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
+	if err := f.err(); err != nil {
+		// Halted on an earlier entry, and released by Close: the entries
+		// after it are never applied (nor acknowledged) here.
+		for i := range out {
+			out[i] = err
+		}
+		return out
+	}
 	type pending struct {
 		i  int
 		ew *entryWrites

@@ -1,0 +1,113 @@
+package cluster
+
+import (
+	"context"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/batpak-go/batpak/core"
+)
+
+// openLeader opens a one-node cluster and waits for it to lead.
+func openLeader(t *testing.T) *Node {
+	t.Helper()
+	_, tr := raft.NewInmemTransport("a")
+	n, err := Open(Config{ID: "a", Dir: filepath.Join(t.TempDir(), "a"), Transport: tr,
+		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond, LeaderLeaseTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	if err := n.Bootstrap(Server{ID: "a", Address: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !n.IsLeader(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+	}
+	if err := n.Barrier(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// haltOnNewerEntry makes n's FSM halt on an entry from a newer node (it
+// then waits for Close) and returns the applied index before it.
+func haltOnNewerEntry(t *testing.T, n *Node) uint64 {
+	t.Helper()
+	before := n.AppliedIndex()
+	go n.raft.Apply([]byte{commandVersion + 9}, time.Second)
+	for deadline := time.Now().Add(5 * time.Second); n.Err() == nil; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the node did not halt")
+		}
+	}
+	return before
+}
+
+// writeCommand is an encoded one-item write to tenant acme.
+func writeCommand(t *testing.T, entity string) []byte {
+	t.Helper()
+	data, err := encodeCommand(&command{Tenant: "acme", Items: []wireItem{toWire(core.BatchItem{
+		Coordinate: core.Coordinate{Entity: entity, Scope: "s"}, Kind: core.MustKind(1, 1),
+		Payload: []byte(`1`), Options: core.AppendOptions{ID: core.NewEventID(), Timestamp: 1}})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// waitCommitted waits until every entry in n's log is committed.
+func waitCommitted(t *testing.T, n *Node) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		st := n.raft.Stats()
+		if st["commit_index"] == st["last_log_index"] {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("entries not committed: %v", st)
+		}
+	}
+}
+
+// TestHaltedNodeAppliesNothingAfterTheHalt: entries committed behind the
+// one a node halted on are never applied there, not even when Close
+// releases the halted apply: the node's stores stop at the halt (they
+// could not match the other replicas' past it) and nothing after it is
+// acknowledged.
+func TestHaltedNodeAppliesNothingAfterTheHalt(t *testing.T) {
+	for round := range 5 {
+		n := openLeader(t)
+		before := haltOnNewerEntry(t, n)
+		futures := make([]raft.ApplyFuture, 8)
+		for i := range futures {
+			futures[i] = n.raft.Apply(writeCommand(t, "e"+strconv.Itoa(i)), time.Second)
+		}
+		waitCommitted(t, n)
+		time.Sleep(20 * time.Millisecond)
+		n.Close()
+		if got := n.AppliedIndex(); got != before {
+			t.Fatalf("round %d: applied index moved from %d to %d past the entry the node halted on", round, before, got)
+		}
+		// raft's shutdown drops some unanswered
+		wait, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		for i, f := range futures {
+			done := make(chan struct{})
+			go func() { f.Error(); close(done) }()
+			select {
+			case <-done:
+				if rs, ok := f.Response().([]Result); ok && f.Error() == nil {
+					t.Fatalf("round %d: write %d after the halt acknowledged: %+v", round, i, rs)
+				}
+			case <-wait.Done():
+			}
+		}
+		cancel()
+	}
+}
