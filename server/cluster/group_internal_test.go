@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -109,5 +110,42 @@ func TestHaltedNodeAppliesNothingAfterTheHalt(t *testing.T) {
 			}
 		}
 		cancel()
+	}
+}
+
+// TestGroupedWritesCommittedButUnappliedAtCloseAreAnswered: writes whose
+// entry raft committed but had not applied when the node closed (here:
+// behind an entry the node halted on) are answered by Close — raft drops
+// such entries' futures without answering them.
+func TestGroupedWritesCommittedButUnappliedAtCloseAreAnswered(t *testing.T) {
+	for round := range 5 {
+		n := openLeader(t)
+		haltOnNewerEntry(t, n)
+		// Writes that passed canPropose just before the halt.
+		answers := make(chan error, 8)
+		for i := range 8 {
+			n.group.submit(writeCommand(t, "e"+strconv.Itoa(i)), func(_ []Result, err error) { answers <- err })
+		}
+		// Wait until their entries are committed (queued for the halted FSM).
+		for deadline := time.Now().Add(5 * time.Second); n.group.writes.Load() < 8; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("writes not proposed")
+			}
+		}
+		waitCommitted(t, n)
+		time.Sleep(20 * time.Millisecond)
+		if err := n.Close(); err != nil {
+			t.Logf("close: %v", err)
+		}
+		for i := range 8 {
+			select {
+			case err := <-answers:
+				if err == nil || !(errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrHalted) || errors.Is(err, ErrClosed)) {
+					t.Fatalf("round %d: a write after the halt answered %v", round, err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("round %d: %d of 8 writes never answered after Close", round, 8-i)
+			}
+		}
 	}
 }
