@@ -46,3 +46,31 @@ func TestNestedWriteGroupsAreRefusedWithoutRecursing(t *testing.T) {
 		t.Fatalf("decoding %d nested groups (%d bytes): %v, want the nested group refused", depth, len(data), err)
 	}
 }
+
+// FuzzDecodeCommand: no entry, however damaged or hostile, panics the
+// decoder, and a write group it accepts holds at least two writes and
+// nothing but writes.
+func FuzzDecodeCommand(f *testing.F) {
+	w1, _ := encodeCommand(&command{Tenant: "acme", Items: []wireItem{{Entity: "e", Scope: "s", Payload: []byte(`1`)}}})
+	w2, _ := encodeCommand(&command{Op: opWrite, Tenant: "beta", Batch: true, Items: []wireItem{{Entity: "f", Scope: "s", Expect: 2, Clock: 3}}})
+	cur, _ := encodeCommand(&command{Op: opCursor, Tenant: "acme", Cursor: "c", Pos: 9})
+	f.Add(w1)
+	f.Add(w2)
+	f.Add(cur)
+	f.Add(encodeGroup([][]byte{w1, w2}))
+	f.Add(encodeGroup([][]byte{encodeGroup([][]byte{w1, w2}), w1}))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := decodeCommand(data)
+		if err != nil || c.Op != opGroup {
+			return
+		}
+		if len(c.Group) < 2 {
+			t.Fatalf("a group of %d writes accepted", len(c.Group))
+		}
+		for i, w := range c.Group {
+			if w.Op != opWrite || w.Group != nil {
+				t.Fatalf("write %d of the group is op %d", i, w.Op)
+			}
+		}
+	})
+}
