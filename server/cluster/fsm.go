@@ -491,6 +491,12 @@ func (f *fsm) err() error {
 // but of a closed store while its files are copied), then Persist
 // streams them to raft while applies go on.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	if err := f.err(); err != nil {
+		// raft counts the entry the node halted on as applied once Close
+		// releases it: a copy of the stores now would be labelled with
+		// an entry they lack, and a restart would restore past it.
+		return nil, err
+	}
 	if err := os.MkdirAll(f.staging, 0o755); err != nil {
 		return nil, err
 	}

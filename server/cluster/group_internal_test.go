@@ -149,3 +149,28 @@ func TestGroupedWritesCommittedButUnappliedAtCloseAreAnswered(t *testing.T) {
 		}
 	}
 }
+
+// TestHaltedNodeTakesNoSnapshot: once a node halted, a snapshot (raft's
+// own, or Node.Snapshot) is refused with the halt: raft counts the entry
+// the node halted on as applied when Close releases it, so a copy of the
+// stores would be labelled with an entry they lack and a restart would
+// restore past it.
+func TestHaltedNodeTakesNoSnapshot(t *testing.T) {
+	n := openLeader(t)
+	mustApply := func() {
+		t.Helper()
+		if err := n.raft.Apply(writeCommand(t, "e"), time.Second).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustApply()
+	haltOnNewerEntry(t, n)
+	snap, err := n.fsm.Snapshot()
+	if err == nil {
+		snap.Release()
+		t.Fatal("a halted node's state machine took a snapshot")
+	}
+	if !errors.Is(err, ErrHalted) {
+		t.Fatalf("snapshot of a halted node: %v, want the halt (ErrHalted)", err)
+	}
+}
