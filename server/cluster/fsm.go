@@ -221,6 +221,9 @@ entries:
 		// acknowledging anything of this batch, and never move the
 		// applied index. A restart rebuilds the stores from the last
 		// snapshot and the log.
+		if !errors.Is(haltErr, ErrHalted) {
+			haltErr = fmt.Errorf("%w: %w", ErrHalted, haltErr)
+		}
 		f.waitMu.Lock()
 		f.halt = haltErr
 		close(f.changed)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -172,5 +173,25 @@ func TestHaltedNodeTakesNoSnapshot(t *testing.T) {
 	}
 	if !errors.Is(err, ErrHalted) {
 		t.Fatalf("snapshot of a halted node: %v, want the halt (ErrHalted)", err)
+	}
+}
+
+// TestDamagedEntryHaltIsErrHalted: a node halted by an entry it cannot
+// decode (not a newer format: damaged) refuses writes with ErrHalted, as
+// documented, and Err names the damage.
+func TestDamagedEntryHaltIsErrHalted(t *testing.T) {
+	n := openLeader(t)
+	go n.raft.Apply([]byte{commandVersion, 0xff}, time.Second) // a tenant length past the end
+	for deadline := time.Now().Add(5 * time.Second); n.Err() == nil; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the node did not halt")
+		}
+	}
+	if !errors.Is(n.Err(), ErrHalted) || !strings.Contains(n.Err().Error(), "undecodable") {
+		t.Fatalf("Err() = %v, want ErrHalted naming the undecodable entry", n.Err())
+	}
+	_, err := n.Append(context.Background(), "acme", core.BatchItem{Coordinate: core.Coordinate{Entity: "e", Scope: "s"}, Kind: core.MustKind(1, 1), Payload: []byte(`1`)})
+	if !errors.Is(err, ErrHalted) {
+		t.Fatalf("append on a halted node: %v, want ErrHalted", err)
 	}
 }
