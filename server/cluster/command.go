@@ -284,6 +284,12 @@ func (d *decoder) group(c *command) error {
 		if d.err != nil {
 			return nil
 		}
+		if len(w) >= 2 && w[0] == commandVersionOps && w[1] == opGroup {
+			// Refused before decoding it: nesting would recurse as
+			// deep as the entry is long.
+			d.fail(fmt.Errorf("write %d of the group is op %d, not a write", i, opGroup))
+			return nil
+		}
 		sub, err := decodeCommand(w)
 		var uf *UnknownFormatError
 		if errors.As(err, &uf) {

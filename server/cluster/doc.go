@@ -207,10 +207,11 @@
 // without a deadline. Without TLS there is no such bound: raft itself
 // holds every accepted connection until it is closed.
 //
-// Memory per node: one entry holds at most Config.MaxItems items and
-// Config.MaxBytes of payload; the cache of recently written entries (from
-// which the leader replicates and a follower applies without reading
-// raft.db back) holds at most 1,024 entries and 16 MiB of their data,
+// Memory per node: one write's entry holds at most Config.MaxItems items
+// and Config.MaxBytes of payload, a write group's at most 1,024 writes
+// and 4 MiB of encoded writes (or one write of any allowed size); the
+// cache of recently written entries (from which the leader replicates and
+// a follower applies without reading raft.db back) holds at most 1,024 entries and 16 MiB of their data,
 // whatever their size; entries past that are read from raft.db.
 //
 // # Upgrades

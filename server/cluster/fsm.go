@@ -108,6 +108,14 @@ type entryWrites struct {
 // written.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
+	if err := f.err(); err != nil {
+		// Halted on an earlier entry, and released by Close: the entries
+		// after it are never applied (nor acknowledged) here.
+		for i := range out {
+			out[i] = err
+		}
+		return out
+	}
 	type pending struct {
 		i  int
 		ew *entryWrites
@@ -213,6 +221,9 @@ entries:
 		// acknowledging anything of this batch, and never move the
 		// applied index. A restart rebuilds the stores from the last
 		// snapshot and the log.
+		if !errors.Is(haltErr, ErrHalted) {
+			haltErr = fmt.Errorf("%w: %w", ErrHalted, haltErr)
+		}
 		f.waitMu.Lock()
 		f.halt = haltErr
 		close(f.changed)
@@ -483,6 +494,12 @@ func (f *fsm) err() error {
 // but of a closed store while its files are copied), then Persist
 // streams them to raft while applies go on.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	if err := f.err(); err != nil {
+		// raft counts the entry the node halted on as applied once Close
+		// releases it: a copy of the stores now would be labelled with
+		// an entry they lack, and a restart would restore past it.
+		return nil, err
+	}
 	if err := os.MkdirAll(f.staging, 0o755); err != nil {
 		return nil, err
 	}

@@ -184,7 +184,8 @@ func (g *grouper) take() []*proposal {
 
 // propose sends one entry holding batch (a lone write goes as its own
 // command, readable by every node version) and answers its writes once
-// raft has applied it here, freeing its slot.
+// raft has applied it here (ErrOutcomeUnknown when the node closes
+// first), freeing its slot.
 func (g *grouper) propose(batch []*proposal) {
 	data := batch[0].data
 	if len(batch) > 1 {
@@ -198,7 +199,9 @@ func (g *grouper) propose(batch []*proposal) {
 	g.writes.Add(uint64(len(batch)))
 	f := g.n.raft.Apply(data, g.n.timeout)
 	go func() {
-		err := f.Error()
+		// Not f.Error(): raft never answers an entry committed but not
+		// yet applied when it shuts down; Close must answer its writes.
+		err := g.n.wait(context.Background(), f)
 		g.answered.Store(int64(len(batch)))
 		defer func() { <-g.slots }()
 		if err != nil {

@@ -787,7 +787,9 @@ func (n *Node) Tenants() ([]string, error) {
 // Snapshot takes a raft snapshot now (every tenant store copied with
 // core.Store.Snapshot) and truncates raft's log to Config.TrailingLogs
 // entries behind it. raft also does this on its own every
-// SnapshotInterval once SnapshotThreshold entries have accumulated.
+// SnapshotInterval once SnapshotThreshold entries have accumulated. A
+// halted node (Node.Err) takes none: it returns the halt, since its stores
+// may lack the entry raft counts as applied.
 func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
 
 // Stats returns raft's counters for this node (state, term,

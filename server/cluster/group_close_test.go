@@ -1,0 +1,78 @@
+package cluster_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/server/cluster"
+)
+
+// TestStoreWritesInFlightAtCloseAreAnswered: a store's writes on their way
+// through raft when the node closes are all answered (a receipt, or an
+// error saying the outcome is unknown or the node closed): none waits for
+// ever, even one whose entry was committed but not yet applied when raft
+// shut down (raft never answers those).
+func TestStoreWritesInFlightAtCloseAreAnswered(t *testing.T) {
+	for round := range 3 {
+		c := newMemCluster(t, 1, nil)
+		n := c.settled(5 * time.Second)
+		s, err := n.Store("acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		var mu sync.Mutex
+		var tickets []*core.Ticket
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for w := range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					tk, err := s.Submit(ctx, core.Coordinate{Entity: "e" + strconv.Itoa(w), Scope: "s"}, kindA, []byte(`{"i":`+strconv.Itoa(i)+`}`))
+					if err != nil {
+						return // closed
+					}
+					mu.Lock()
+					tickets = append(tickets, tk)
+					mu.Unlock()
+				}
+			}()
+		}
+		time.Sleep(150 * time.Millisecond)
+		c.stop("n1")
+		close(stop)
+		wg.Wait()
+		deadline := time.After(10 * time.Second)
+		for i, tk := range tickets {
+			select {
+			case <-tk.Done():
+			case <-deadline:
+				t.Fatalf("round %d: write %d of %d never answered after Close", round, i, len(tickets))
+			}
+		}
+		refused := 0
+		for i, tk := range tickets {
+			_, _, err := tk.TryCheck()
+			switch {
+			case err == nil:
+			case errors.Is(err, cluster.ErrClosed), errors.Is(err, cluster.ErrOutcomeUnknown), errors.Is(err, core.ErrClosed):
+				refused++
+			default:
+				t.Fatalf("round %d: write %d: %v, want a receipt, ErrClosed or ErrOutcomeUnknown", round, i, err)
+			}
+		}
+		t.Logf("round %d: %d writes answered, %d of them refused by the close", round, len(tickets), refused)
+	}
+}
