@@ -419,8 +419,10 @@ func (c *clusterNode) recordMember(ctx context.Context, rec memberRecord) error 
 	return err
 }
 
-// IsLeader implements httpapi.Cluster.
-func (c *clusterNode) IsLeader() bool { return c.n.IsLeader() }
+// IsLeader implements httpapi.Cluster: this node leads and has applied
+// everything committed before its term (cluster.Node.Leading), so that
+// it judges requests on the state the previous leader acknowledged.
+func (c *clusterNode) IsLeader() bool { return c.n.Leading() }
 
 // currentFor is how many heartbeat timeouts a follower may go without
 // hearing from a leader before its control plane no longer counts as
@@ -445,11 +447,16 @@ func (c *clusterNode) Current() bool {
 	return !lc.IsZero() && time.Since(lc) <= currentFor*hb
 }
 
-// Leader implements httpapi.Cluster.
+// Leader implements httpapi.Cluster. A leader that has not yet applied
+// what earlier terms committed (see IsLeader) names no URL, so the API
+// answers 503 NOT_LEADER (retry) instead of redirecting to itself.
 func (c *clusterNode) Leader() (string, string) {
 	_, id := c.n.Leader()
 	if id == "" {
 		return "", ""
+	}
+	if id == c.cfg.NodeID && !c.n.Leading() {
+		return "", id
 	}
 	rec, ok := c.member(id)
 	if !ok {

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -164,6 +165,10 @@ type Node struct {
 	bolt    *raftboltdb.BoltStore
 	timeout time.Duration
 	group   *grouper // nil with Config.SingleWriteEntries
+
+	// leadTerm is the term in which this node, leading, applied a barrier
+	// (see Leading); leadCheck the term a barrier was started for.
+	leadTerm, leadCheck atomic.Uint64
 
 	janitorStop chan struct{} // closed by Close
 	janitorDone chan struct{} // closed when the janitor returned
@@ -564,6 +569,36 @@ func (n *Node) LastContact() time.Time { return n.raft.LastContact() }
 
 // IsLeader reports whether this node is the leader.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Leading reports whether this node leads and has applied every entry
+// committed before its term began: a new leader holds every committed
+// entry in its log but applies those of earlier terms only once an entry
+// of its own term commits, so until then its stores (keys, revocations,
+// tenants) may lag what the previous leader acknowledged. The first call
+// in a term starts a barrier and answers false; a call once the barrier
+// is applied answers true for the rest of the term. A request to be
+// judged on the leader's state waits for it (a few milliseconds after an
+// election).
+func (n *Node) Leading() bool {
+	if n.raft.State() != raft.Leader {
+		return false
+	}
+	term := n.raft.CurrentTerm()
+	if n.leadTerm.Load() == term {
+		return true
+	}
+	if n.leadCheck.Swap(term) != term {
+		go func() {
+			err := n.raft.Barrier(n.timeout).Error()
+			if err == nil && n.fsm.err() == nil && n.raft.CurrentTerm() == term && n.raft.State() == raft.Leader {
+				n.leadTerm.Store(term)
+				return
+			}
+			n.leadCheck.CompareAndSwap(term, 0) // the next call tries again
+		}()
+	}
+	return false
+}
 
 // Append writes items to tenant as independent appends (each its own
 // compare-and-set and idempotency decision, in order) carried by one raft

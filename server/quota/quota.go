@@ -74,8 +74,8 @@ func (m *Manager) Forget(id string) {
 type Tenant struct {
 	now func() time.Time
 
-	mu     sync.Mutex
-	q      control.Quotas
+	mu      sync.Mutex
+	q       control.Quotas
 	events  bucket
 	bytes   bucket
 	uploads bucket // bytes per second; burst: an hour's worth
