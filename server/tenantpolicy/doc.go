@@ -49,7 +49,9 @@
 // the upload learns of the activation from the control plane and loads the
 // revision from the blobs (Refresh, or the first write that finds it not
 // loaded), so every node judges a tenant's writes by the same revision.
-// The decision log stays per node.
+// The decision log stays per node: the node that judges a write records
+// its decision, and on a cluster that is the leader, which also serves the
+// log.
 //
 // The decision of a tenant bundle carries the content revision, not the
 // revision of the bundle's own .manifest.
