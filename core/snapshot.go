@@ -237,3 +237,56 @@ func copyCursors(fsys vfs.FS, src, dst string, limit uint64) error {
 	}
 	return nil
 }
+
+// CopyFiles copies the files of the store in directory dir into dest, a
+// new directory (its parents are created): every subdirectory and regular
+// file but the writer's lock file and temporary files (".tmp"), neither of
+// which a store opened on the copy needs. A file removed while the copy
+// runs is skipped. It only reads dir: use it on a closed store, or for a
+// copy that needs no consistency with a running writer (Store.Snapshot
+// copies an open store consistently). The copy is not synced. Errors: dest
+// exists, or an I/O error (dest may then hold part of the copy).
+func CopyFiles(dir, dest string) error {
+	if _, err := os.Lstat(dest); err == nil {
+		return fmt.Errorf("batpak: copying a store: %s exists", dest)
+	}
+	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+		return err
+	}
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && path != dir {
+				return nil // removed since listed (a writer's compaction)
+			}
+			return err
+		}
+		rel, err := filepath.Rel(dir, path)
+		if err != nil {
+			return err
+		}
+		to := filepath.Join(dest, rel)
+		switch {
+		case d.IsDir():
+			return os.Mkdir(to, 0o755)
+		case !d.Type().IsRegular(), rel == segment.LockFileName, strings.HasSuffix(d.Name(), tmpSuffix):
+			return nil
+		}
+		in, err := os.Open(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := os.OpenFile(to, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(out, in); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
+	})
+}

@@ -348,3 +348,38 @@ func TestSnapshotDestination(t *testing.T) {
 		t.Fatalf("Snapshot of a closed store: %v, want ErrClosed", err)
 	}
 }
+
+// TestCopyFiles: a closed store's files copied with CopyFiles open as the
+// same store (every event, Verify passing), without the writer's lock
+// file; the copy refuses an existing destination.
+func TestCopyFiles(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, func(c *core.Config) { c.Dir = filepath.Join(dir, "src") })
+	for i := 0; i < 20; i++ {
+		mustAppend(t, s, mustCoord(t, "e:1", "s"), kindA, `{"n":1}`)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(dir, "nested", "copy")
+	if err := core.CopyFiles(filepath.Join(dir, "src"), dest); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dest, "LOCK")); !os.IsNotExist(err) {
+		t.Fatalf("the copy holds the writer's lock file (%v)", err)
+	}
+	c, err := core.Open(core.DefaultConfig(dest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if evs, err := c.Query(core.All()); err != nil || len(evs) != 20 {
+		t.Fatalf("the copy holds %d events (%v), want 20", len(evs), err)
+	}
+	if _, err := c.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	if err := core.CopyFiles(filepath.Join(dir, "src"), dest); err == nil {
+		t.Fatal("a copy over an existing directory succeeded")
+	}
+}

@@ -628,7 +628,7 @@ nothing (and says so) while fewer than N segments are sealed.`,
 				}
 				defer os.RemoveAll(tmp)
 				copyDir := filepath.Join(tmp, "store")
-				if err := copyStoreFiles(res.cfg.Dir, copyDir); err != nil {
+				if err := core.CopyFiles(res.cfg.Dir, copyDir); err != nil {
 					return fmt.Errorf("dry run: copy the store: %w", err)
 				}
 				if s, ctx, err = a.openWriteAt(cmd.Context(), copyDir); err != nil {
@@ -705,48 +705,6 @@ type compactReportJSON struct {
 	DiskBytesReclaimed int64   `json:"disk_bytes_reclaimed"`
 	ElapsedMillis      float64 `json:"elapsed_ms"`
 	Skipped            bool    `json:"skipped,omitempty"` // fewer sealed segments than --min-segments: nothing done
-}
-
-// copyStoreFiles copies the files of store directory src (subdirectories
-// included, the LOCK file left out) into a new directory dst, reading
-// only.
-func copyStoreFiles(src, dst string) error {
-	return filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) && path != src {
-				return nil // removed since listed (a writer's compaction)
-			}
-			return err
-		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(dst, rel)
-		switch {
-		case d.IsDir():
-			return os.MkdirAll(target, 0o755)
-		case !d.Type().IsRegular() || rel == "LOCK":
-			return nil
-		}
-		in, err := os.Open(path)
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		out, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(out, in); err != nil {
-			out.Close()
-			return err
-		}
-		return out.Close()
-	})
 }
 
 // sealJSON is seal -o json's output: what the sealed segments looked like

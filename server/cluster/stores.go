@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -317,7 +315,7 @@ func (f *fsm) snapshotStore(ctx context.Context, tenant, dest string) error {
 	pin := &storeEntry{name: tenant, busy: make(chan struct{})}
 	f.stores[tenant] = pin
 	f.mu.Unlock()
-	err := copyClosedStore(filepath.Join(f.root, tenant), dest)
+	err := core.CopyFiles(filepath.Join(f.root, tenant), dest)
 	f.mu.Lock()
 	if f.stores[tenant] == pin {
 		delete(f.stores, tenant)
@@ -327,50 +325,6 @@ func (f *fsm) snapshotStore(ctx context.Context, tenant, dest string) error {
 	f.mu.Unlock()
 	return err
 }
-
-// copyClosedStore copies the directory of a closed store, src, into dest
-// (which must not exist): every directory and regular file but the lock
-// file and temporary files. The copy is not synced: it is a snapshot's
-// staging, streamed to raft's snapshot sink (which syncs) and removed.
-func copyClosedStore(src, dest string) error {
-	if _, err := os.Lstat(dest); err == nil {
-		return fmt.Errorf("copying a closed store: %s exists", dest)
-	}
-	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
-		}
-		to := filepath.Join(dest, rel)
-		switch {
-		case d.IsDir():
-			return os.Mkdir(to, 0o755)
-		case !d.Type().IsRegular(), rel == storeLockFile, strings.HasSuffix(d.Name(), ".tmp"):
-			return nil
-		}
-		in, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		out, err := os.OpenFile(to, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(out, in); err != nil {
-			out.Close()
-			return err
-		}
-		return out.Close()
-	})
-}
-
-// storeLockFile is the file a core store's writer locks; a copy needs
-// none (core creates it when it opens the copy).
-const storeLockFile = "LOCK"
 
 // closeIdle closes every store nobody has used since cutoff.
 func (f *fsm) closeIdle(cutoff time.Time) {

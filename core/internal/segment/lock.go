@@ -10,7 +10,8 @@ import (
 	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
-const lockFileName = "LOCK"
+// LockFileName is the writer lock's file in a store directory.
+const LockFileName = "LOCK"
 
 // Lock takes the store's exclusive writer lock (flock on dir/LOCK,
 // LockFileEx on Windows) and records this process's pid in it. The kernel
@@ -20,7 +21,7 @@ const lockFileName = "LOCK"
 // read) when another process holds the lock; otherwise the I/O error,
 // wrapped.
 func Lock(fsys vfs.FS, dir string) (vfs.File, error) {
-	path := filepath.Join(dir, lockFileName)
+	path := filepath.Join(dir, LockFileName)
 	f, err := fsys.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("batpak: open lock file: %w", err)
