@@ -195,3 +195,48 @@ func TestDamagedEntryHaltIsErrHalted(t *testing.T) {
 		t.Fatalf("append on a halted node: %v, want ErrHalted", err)
 	}
 }
+
+// TestWriteQueueBounded: writes waiting for an entry are bounded in
+// number and bytes; past either a write is refused at once with a
+// *core.RetryError (nothing proposed), and room made by proposing lets
+// writes in again; one write larger than the byte bound fits an empty
+// queue.
+func TestWriteQueueBounded(t *testing.T) {
+	g := newGrouper(&Node{}) // not running: nothing drains the queue
+	var refused []error
+	done := func(_ []Result, err error) {
+		if err != nil {
+			refused = append(refused, err)
+		}
+	}
+	for range groupMaxQueued {
+		g.submit([]byte{1}, done)
+	}
+	if len(refused) != 0 {
+		t.Fatalf("%d writes refused within the bound: %v", len(refused), refused[0])
+	}
+	g.submit([]byte{1}, done)
+	var re *core.RetryError
+	if len(refused) != 1 || !errors.As(refused[0], &re) || re.After <= 0 || !strings.Contains(re.Reason, "write queue") {
+		t.Fatalf("a write past %d queued: %v, want a *core.RetryError naming the write queue", groupMaxQueued, refused)
+	}
+	for g.queued() > 0 {
+		g.take()
+	}
+	g.submit(make([]byte, groupMaxQueuedBytes/2), done)
+	g.submit(make([]byte, groupMaxQueuedBytes/2), done)
+	if len(refused) != 1 {
+		t.Fatalf("writes within the byte bound refused: %v", refused[1:])
+	}
+	g.submit([]byte{1}, done)
+	if len(refused) != 2 || !errors.As(refused[1], &re) {
+		t.Fatalf("a write past %d queued bytes: %v, want a *core.RetryError", groupMaxQueuedBytes, refused)
+	}
+	for g.queued() > 0 {
+		g.take()
+	}
+	g.submit(make([]byte, groupMaxQueuedBytes+1), done) // one write larger than the bound fits an empty queue
+	if len(refused) != 2 {
+		t.Fatalf("a lone large write refused: %v", refused[2:])
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/batpak-go/batpak/core"
 )
 
 // The leader's write groups: writes proposed while earlier entries are
@@ -34,6 +36,14 @@ const (
 	// rest to the next (small entries, more rounds). It is short next to a
 	// quorum round (a few milliseconds on loopback).
 	groupGather = 500 * time.Microsecond
+	// groupMaxQueued and groupMaxQueuedBytes bound the writes waiting for
+	// an entry (callers that do not wait for their answers, like a loop
+	// of core.Store.Submit, could queue faster than rounds drain): past
+	// either, a write is refused with a *core.RetryError, nothing
+	// proposed. They are many rounds' worth (each round takes up to
+	// 2 × groupMaxWrites).
+	groupMaxQueued      = 64 << 10
+	groupMaxQueuedBytes = 256 << 20
 )
 
 // proposal is one write waiting for its entry.
@@ -53,9 +63,10 @@ type grouper struct {
 	// entries and writes count the entries proposed and their writes.
 	entries, writes atomic.Uint64
 
-	mu     sync.Mutex
-	queue  []*proposal
-	closed bool
+	mu          sync.Mutex
+	queue       []*proposal
+	queuedBytes int
+	closed      bool
 }
 
 func newGrouper(n *Node) *grouper {
@@ -72,7 +83,15 @@ func (g *grouper) submit(data []byte, done func([]Result, error)) {
 		done(nil, ErrClosed)
 		return
 	}
+	if len(g.queue) >= groupMaxQueued || g.queuedBytes+len(data) > groupMaxQueuedBytes && len(g.queue) > 0 {
+		n, b := len(g.queue), g.queuedBytes
+		g.mu.Unlock()
+		done(nil, &core.RetryError{After: 100 * time.Millisecond,
+			Reason: fmt.Sprintf("the leader's write queue holds %d writes of %d bytes (at most %d writes, %d bytes)", n, b, groupMaxQueued, groupMaxQueuedBytes)})
+		return
+	}
 	g.queue = append(g.queue, &proposal{data: data, done: done})
+	g.queuedBytes += len(data)
 	g.mu.Unlock()
 	select {
 	case g.wake <- struct{}{}:
@@ -176,6 +195,9 @@ func (g *grouper) take() []*proposal {
 	}
 	batch := g.queue[:n:n]
 	g.queue = g.queue[n:]
+	for _, p := range batch {
+		g.queuedBytes -= len(p.data)
+	}
 	if len(g.queue) == 0 {
 		g.queue = nil
 	}
@@ -238,7 +260,7 @@ func (g *grouper) propose(batch []*proposal) {
 func (g *grouper) close() {
 	g.mu.Lock()
 	q := g.queue
-	g.queue, g.closed = nil, true
+	g.queue, g.queuedBytes, g.closed = nil, 0, true
 	g.mu.Unlock()
 	for _, p := range q {
 		p.done(nil, ErrClosed)
