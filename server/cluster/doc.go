@@ -210,9 +210,12 @@
 // Memory per node: one write's entry holds at most Config.MaxItems items
 // and Config.MaxBytes of payload, a write group's at most 1,024 writes
 // and 4 MiB of encoded writes (or one write of any allowed size); the
-// cache of recently written entries (from which the leader replicates and
-// a follower applies without reading raft.db back) holds at most 1,024 entries and 16 MiB of their data,
-// whatever their size; entries past that are read from raft.db.
+// leader's queue of writes waiting for an entry holds at most 64Ki writes
+// and 256 MiB (past either, a write is refused with a *core.RetryError,
+// nothing proposed); the cache of recently written entries (from which
+// the leader replicates and a follower applies without reading raft.db
+// back) holds at most 1,024 entries and 16 MiB of their data, whatever
+// their size; entries past that are read from raft.db.
 //
 // # Upgrades
 //
