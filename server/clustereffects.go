@@ -176,14 +176,13 @@ func (s *Server) leadership(stop <-chan struct{}, done chan<- struct{}) {
 			return
 		case <-t.C:
 		}
-		now := s.node.n.IsLeader()
+		// Leading: it leads and has applied everything committed before
+		// its term.
+		now := s.node.n.Leading()
 		switch {
 		case now && !leading:
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			err := s.node.n.Barrier(ctx)
-			if err == nil {
-				err = s.plane.WaitApplied(ctx, s.node.sys.Usage().GlobalSequence)
-			}
+			err := s.plane.WaitApplied(ctx, s.node.sys.Usage().GlobalSequence)
 			cancel()
 			if err != nil {
 				continue // not settled yet: the next tick tries again
