@@ -991,3 +991,32 @@ func TestTenantPolicyKeepsBoundedRevisions(t *testing.T) {
 		t.Fatalf("rollback to a kept revision after a restart: %v", err)
 	}
 }
+
+// TestTenantPolicyLoadsAfterLimitsShrink: limits bound uploads, not what
+// was accepted: a server restarted with a smaller
+// policy_bundle_max_file_bytes than the active bundle's file still loads
+// that revision and judges writes by it (on a cluster, a node configured
+// smaller than the node that took the upload does the same); a new upload
+// over the smaller limit is refused.
+func TestTenantPolicyLoadsAfterLimitsShrink(t *testing.T) {
+	root := t.TempDir()
+	ctx := context.Background()
+	ps := startTunedServer(t, root, nil)
+	tc, key := acmeAdminKey(t, ps)
+	rego := denyPrefix("NO_SECRETS", "secret:") + "\n# " + strings.Repeat("padding ", 400) + "\n" // a file of about 3.3 KiB
+	tp, err := tc.PushPolicy(ctx, bytes.NewReader(tarGz(t, "policy.rego", rego)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps.stop()
+	ps = startTunedServer(t, root, func(c *server.Config) { c.PolicyBundleMaxFileBytes = 1 << 10 })
+	tc = ps.as(t, key).Tenant("acme")
+	_, err = tc.Append(ctx, note("secret:1"))
+	wantDenied(t, "a write the active revision refuses, after the limit shrank", err, "tenant", "NO_SECRETS", tp.Active)
+	if _, err := tc.Append(ctx, note("note:1")); err != nil {
+		t.Fatalf("a write the active revision allows: %v", err)
+	}
+	if _, err := tc.PushPolicy(ctx, bytes.NewReader(tarGz(t, "policy.rego", rego+"\n"))); err == nil {
+		t.Fatal("a new upload with a file over policy_bundle_max_file_bytes was accepted")
+	}
+}

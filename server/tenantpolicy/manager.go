@@ -310,7 +310,7 @@ func (m *Manager) Push(ctx context.Context, tenant string, r io.Reader) (control
 		// The active revision did not load at start (its file missing or
 		// damaged): the same bundle pushed again repairs it.
 	}
-	l, err := m.check(ctx, data, true)
+	l, err := m.check(ctx, data, true, m.opts.Limits)
 	if err != nil {
 		return control.TenantPolicy{}, err
 	}
@@ -415,8 +415,8 @@ func (m *Manager) get(tenant, rev string) *loaded {
 }
 
 // check extracts data to a temporary directory, runs its tests (when
-// test) and compiles it.
-func (m *Manager) check(ctx context.Context, data []byte, test bool) (*loaded, error) {
+// test) and compiles it; the extraction keeps within lim.
+func (m *Manager) check(ctx context.Context, data []byte, test bool, lim Limits) (*loaded, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.opts.CheckTimeout)
 	defer cancel()
 	timedOut := func() error {
@@ -430,7 +430,7 @@ func (m *Manager) check(ctx context.Context, data []byte, test bool) (*loaded, e
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	if err := Extract(bytes.NewReader(data), tmp, m.opts.Limits); err != nil {
+	if err := Extract(bytes.NewReader(data), tmp, lim); err != nil {
 		return nil, err
 	}
 	scrub := func(lines []string) []string {
@@ -501,12 +501,23 @@ func (m *Manager) loadStored(ctx context.Context, tenant, rev string) *loaded {
 	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != rev {
 		return &loaded{err: fmt.Errorf("the stored bundle's SHA-256 is not its revision %s (damaged)", rev)}
 	}
-	l, err := m.check(ctx, data, false)
+	// Extracted within storedLimits, not this node's upload limits: the
+	// bundle passed the limits of the node that took its upload (on a
+	// cluster, perhaps another node, configured with larger ones), and
+	// lowering them later must not stop a tenant's accepted policy from
+	// loading.
+	l, err := m.check(ctx, data, false, storedLimits)
 	if err != nil {
 		return &loaded{err: err}
 	}
 	return l
 }
+
+// storedLimits bound the extraction of a bundle already accepted: the
+// largest limits a node may be configured with (see Limits), so that
+// every accepted bundle loads and a damaged one still cannot expand past
+// them.
+var storedLimits = Limits{MaxBundleBytes: 64 << 20, MaxFiles: 10000, MaxFileBytes: 16 << 20, MaxTotalBytes: 256 << 20}
 
 // store writes the bundle to its content address, durably, unless it
 // is there already.
