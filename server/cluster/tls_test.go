@@ -321,19 +321,7 @@ func TestTLSClosesSilentConnections(t *testing.T) {
 func TestTLSBoundsPendingHandshakes(t *testing.T) {
 	ca := newTestCA(t, "batpak test CA")
 	n := openTLS(t, filepath.Join(t.TempDir(), "a"), "a", nodeTLS(t, filepath.Join(t.TempDir(), "tls"), "a", ca, ca.pem), 5*time.Second)
-	var held []net.Conn
-	defer func() {
-		for _, c := range held {
-			c.Close()
-		}
-	}()
-	for i := 0; i < cluster.MaxPendingHandshakes; i++ {
-		c, err := net.Dial("tcp", n.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, c)
-	}
+	held := dialSilent(t, n.Addr(), cluster.MaxPendingHandshakes)
 	time.Sleep(time.Second) // let the node accept them all
 	c, err := net.Dial("tcp", n.Addr())
 	if err != nil {
@@ -348,7 +336,6 @@ func TestTLSBoundsPendingHandshakes(t *testing.T) {
 	for _, c := range held {
 		c.Close()
 	}
-	held = nil
 	time.Sleep(100 * time.Millisecond)
 	peer := nodeTLS(t, filepath.Join(t.TempDir(), "peer"), "peer", ca, ca.pem)
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", n.Addr(), peer)
@@ -414,19 +401,7 @@ func TestLoadTLSNamesTheBadFile(t *testing.T) {
 func TestTLSPeerGetsInDuringSilentFlood(t *testing.T) {
 	ca := newTestCA(t, "batpak test CA")
 	n := openTLS(t, filepath.Join(t.TempDir(), "a"), "a", nodeTLS(t, filepath.Join(t.TempDir(), "tls"), "a", ca, ca.pem), 5*time.Second)
-	var held []net.Conn
-	defer func() {
-		for _, c := range held {
-			c.Close()
-		}
-	}()
-	for i := 0; i < cluster.MaxPendingHandshakes; i++ {
-		c, err := net.Dial("tcp", n.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, c)
-	}
+	held := dialSilent(t, n.Addr(), cluster.MaxPendingHandshakes)
 	time.Sleep(500 * time.Millisecond) // let the node accept them all
 	peer := nodeTLS(t, filepath.Join(t.TempDir(), "peer"), "peer", ca, ca.pem)
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", n.Addr(), peer)
@@ -440,4 +415,24 @@ func TestTLSPeerGetsInDuringSilentFlood(t *testing.T) {
 		t.Fatalf("the trusted peer's connection: %v, want it held open", err)
 	}
 	conn.Close()
+}
+
+// dialSilent opens n TCP connections to addr that never handshake,
+// closed when the test ends.
+func dialSilent(t *testing.T, addr string, n int) []net.Conn {
+	t.Helper()
+	held := make([]net.Conn, 0, n)
+	t.Cleanup(func() {
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	for range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	return held
 }
