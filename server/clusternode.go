@@ -425,16 +425,20 @@ func (c *clusterNode) recordMember(ctx context.Context, rec memberRecord) error 
 func (c *clusterNode) IsLeader() bool { return c.n.Leading() }
 
 // currentFor is how many heartbeat timeouts a follower may go without
-// hearing from a leader before its control plane no longer counts as
+// catching up with a leader before its control plane no longer counts as
 // current (see Current): raft's followers stand for election after one,
 // so a node still without a leader after several is cut off, not in an
 // ordinary failover.
 const currentFor = 5
 
-// Current implements httpapi.Cluster: this node leads, or heard from a
-// leader within currentFor heartbeat timeouts (5s with raft's default
-// 1s). A node cut off longer may have missed a key's revocation or a
-// tenant's deletion: the API then sends tenant requests to the leader.
+// Current implements httpapi.Cluster: this node leads, or it held
+// everything a leader had committed at some moment within the last
+// currentFor heartbeat timeouts (cluster.Node.CaughtUpAt; 5s with raft's
+// default 1s). Hearing from a leader is not enough: a node restarted
+// after an outage hears the leader's heartbeats for seconds before the
+// leader resumes replicating to it. A node behind for longer may have
+// missed a key's revocation or a tenant's deletion: the API then sends
+// tenant requests to the leader.
 func (c *clusterNode) Current() bool {
 	if c.n.IsLeader() {
 		return true
@@ -443,8 +447,8 @@ func (c *clusterNode) Current() bool {
 	if hb <= 0 {
 		hb = time.Second
 	}
-	lc := c.n.LastContact()
-	return !lc.IsZero() && time.Since(lc) <= currentFor*hb
+	at := c.n.CaughtUpAt()
+	return !at.IsZero() && time.Since(at) <= currentFor*hb
 }
 
 // Leader implements httpapi.Cluster. A leader that has not yet applied

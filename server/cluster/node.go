@@ -163,6 +163,8 @@ type Node struct {
 	trans   raft.Transport
 	stream  *tlsStream // nil without Config.TLS
 	bolt    *raftboltdb.BoltStore
+	watch   *watchedTransport // trans as raft sees it: AppendEntries observed
+	catchUp catchUp
 	timeout time.Duration
 	group   *grouper // nil with Config.SingleWriteEntries
 
@@ -299,13 +301,16 @@ func Open(cfg Config) (*Node, error) {
 	f.maxOpen = cfg.MaxOpenStores
 	n.fsm = f
 	logs := newLogCache(bolt, logCacheEntries, logCacheBytes)
-	r, err := raft.NewRaft(rc, f, logs, bolt, snaps, trans)
+	n.watch = watchTransport(trans)
+	r, err := raft.NewRaft(rc, f, logs, bolt, snaps, n.watch)
 	if err != nil {
 		bolt.Close()
 		closeTransport(trans)
 		return nil, fmt.Errorf("cluster: starting raft: %w", err)
 	}
 	n.raft = r
+	n.catchUp.applied = r.AppliedIndex
+	n.watch.start(&n.catchUp)
 	if !cfg.SingleWriteEntries {
 		n.group = newGrouper(n)
 		go n.group.run()
@@ -566,6 +571,19 @@ func (n *Node) Leader() (addr, id string) {
 // (raft's heartbeats and log entries); zero if it has not since it
 // started. It says nothing while the node leads.
 func (n *Node) LastContact() time.Time { return n.raft.LastContact() }
+
+// CaughtUpAt is the latest moment at which this node, not leading, had
+// applied everything a leader had committed by then (as the leader
+// announced it in a replication request; raft sends one every 50 ms while
+// the follower keeps up, whether or not there is anything new); zero if
+// it has not since it started. It lags LastContact while the leader is
+// not replicating to this node — after the node was unreachable, raft
+// keeps sending heartbeats but backs off replicating for up to about
+// 10 s — and while the node applies slower than the leader commits: a
+// follower judging requests on its own state (credentials, tenants)
+// should do so only while CaughtUpAt is recent. It says nothing while the
+// node leads.
+func (n *Node) CaughtUpAt() time.Time { return n.catchUp.moment() }
 
 // IsLeader reports whether this node is the leader.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
@@ -867,6 +885,7 @@ func (n *Node) Close() error {
 func (n *Node) close() error {
 	close(n.fsm.stop)
 	err := n.raft.Shutdown().Error()
+	n.watch.halt()
 	closeTransport(n.trans)
 	if e := n.bolt.Close(); err == nil {
 		err = e

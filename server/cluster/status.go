@@ -33,6 +33,11 @@ type Status struct {
 	// LastContact is, on a follower or candidate, the time since it last
 	// heard from a leader (-1 if it never has); 0 on the leader.
 	LastContact time.Duration `json:"last_contact"`
+	// CaughtUp is, on a follower or candidate, the time since it last
+	// held everything its leader had committed (Node.CaughtUpAt; -1 if it
+	// has not since it started); 0 on the leader. It grows past
+	// LastContact while the leader is not replicating to this node.
+	CaughtUp time.Duration `json:"caught_up"`
 	// Servers is the latest cluster configuration this node knows (it may
 	// not be committed yet); empty on a node never bootstrapped or joined.
 	Servers []Member `json:"servers"`
@@ -83,6 +88,13 @@ func (n *Node) Status() Status {
 		st.LastContact = -1
 	default:
 		st.LastContact = time.Since(n.raft.LastContact())
+	}
+	if n.raft.State() != raft.Leader {
+		if at := n.CaughtUpAt(); at.IsZero() {
+			st.CaughtUp = -1
+		} else {
+			st.CaughtUp = time.Since(at)
+		}
 	}
 	if f := n.raft.GetConfiguration(); f.Error() == nil {
 		for _, s := range f.Configuration().Servers {

@@ -29,7 +29,7 @@ import (
 // meanwhile (429 QUOTA_EXCEEDED when they are all taken) —
 // and consistency=linearizable is served by the leader after it confirms
 // its leadership and has applied everything committed before. A
-// follower that has not heard from a leader lately (Current) serves no
+// follower that has not caught up with a leader lately (Current) serves no
 // tenant request itself: it redirects them too (or answers 503
 // NOT_LEADER while it knows no leader). A
 // credential a follower does not know (it may not have applied the key's
@@ -39,11 +39,12 @@ type Cluster interface {
 	// IsLeader reports whether this node leads now.
 	IsLeader() bool
 	// Current reports whether this node's view of the control plane is
-	// recent enough to judge a tenant's credential: it leads, or it heard
-	// from a leader lately. A node cut off from the others (a network
-	// partition, a restart that has not reached a leader yet) cannot learn
-	// of a revocation or a deletion, so while it is not current its tenant
-	// requests go to the leader (307) or are refused (503 NOT_LEADER).
+	// recent enough to judge a tenant's credential: it leads, or it held
+	// everything a leader had committed a moment ago. A node cut off from
+	// the others (a network partition, a restart the leader has not
+	// replicated to yet) cannot learn of a revocation or a deletion, so
+	// while it is not current its tenant requests go to the leader (307)
+	// or are refused (503 NOT_LEADER).
 	Current() bool
 	// Leader is the leader's API base URL ("" while unknown) and node id.
 	Leader() (url, id string)

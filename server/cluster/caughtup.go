@@ -1,0 +1,166 @@
+package cluster
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// A follower's view is only as recent as the last time it held
+// everything its leader had committed. Hearing from a leader is not
+// enough: raft's heartbeats carry no commit index, and after a follower
+// was unreachable the leader keeps sending heartbeats while it backs off
+// replicating to it (up to about 10 s), so a restarted follower can hear
+// from a leader for seconds while its stores still lack changes made
+// meanwhile — a key's revocation, a tenant's deletion. The node watches
+// the AppendEntries requests leaders send it (each names the leader's
+// commit index; raft sends one every CommitTimeout, 50 ms, even when
+// there is nothing new) and notes when it has applied up to an announced
+// commit index: Node.CaughtUpAt.
+
+// catchUp tracks the latest moment this node held all a leader had
+// committed. A leader's announcement (its commit index, and when it
+// arrived) becomes the target while none is pending; once raft has
+// applied up to the target, the target's arrival time is the new
+// caught-up moment and the next announcement becomes the target.
+type catchUp struct {
+	applied func() uint64 // raft's applied index
+
+	mu        sync.Mutex
+	target    uint64
+	targetAt  time.Time
+	hasTarget bool
+	at        atomic.Int64 // unix nanoseconds of the caught-up moment; 0: never
+}
+
+// announced records a leader's commit index received at now.
+func (c *catchUp) announced(commit uint64, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.hasTarget {
+		c.target, c.targetAt, c.hasTarget = commit, now, true
+	}
+	c.checkLocked()
+}
+
+// checkLocked moves the caught-up moment to the pending target's arrival
+// once raft has applied up to it. Caller holds c.mu.
+func (c *catchUp) checkLocked() {
+	if c.hasTarget && c.applied() >= c.target {
+		c.at.Store(c.targetAt.UnixNano())
+		c.hasTarget = false
+	}
+}
+
+// moment returns the latest caught-up moment (zero: never).
+func (c *catchUp) moment() time.Time {
+	c.mu.Lock()
+	c.checkLocked()
+	c.mu.Unlock()
+	if ns := c.at.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+// watchedTransport is the node's raft transport with the AppendEntries
+// requests it receives observed on their way to raft (heartbeats, which
+// carry no commit index, are not). Every other method is the transport's
+// own.
+type watchedTransport struct {
+	raft.Transport
+	out      chan raft.RPC
+	stop     chan struct{}
+	stopOnce sync.Once
+	started  atomic.Bool
+	done     chan struct{}
+}
+
+var (
+	_ raft.WithClose   = (*watchedTransport)(nil)
+	_ raft.WithPreVote = (*watchedTransport)(nil)
+)
+
+// watchTransport wraps t; start passes its requests on to raft, noting
+// in c the commit index of each AppendEntries request. t must support
+// pre-vote (raft's NetworkTransport and InmemTransport do).
+func watchTransport(t raft.Transport) *watchedTransport {
+	return &watchedTransport{Transport: t, out: make(chan raft.RPC), stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// start starts passing requests on (once raft is there to read them).
+func (w *watchedTransport) start(c *catchUp) {
+	w.started.Store(true)
+	go w.forward(c)
+}
+
+func (w *watchedTransport) forward(c *catchUp) {
+	defer close(w.done)
+	in := w.Transport.Consumer()
+	for {
+		select {
+		case rpc := <-in:
+			if req, ok := rpc.Command.(*raft.AppendEntriesRequest); ok && !isHeartbeat(req) {
+				c.announced(req.LeaderCommitIndex, time.Now())
+			}
+			select {
+			case w.out <- rpc:
+			case <-w.stop:
+				rpc.Respond(emptyResponse(rpc.Command), raft.ErrTransportShutdown)
+				return
+			}
+		case <-w.stop:
+			return
+		}
+	}
+}
+
+// isHeartbeat matches raft's heartbeats: no entries, no previous entry,
+// no commit index (what NetworkTransport's fast path takes).
+func isHeartbeat(req *raft.AppendEntriesRequest) bool {
+	return len(req.Entries) == 0 && req.PrevLogEntry == 0 && req.PrevLogTerm == 0 && req.LeaderCommitIndex == 0
+}
+
+// Consumer implements raft.Transport: the observed requests.
+func (w *watchedTransport) Consumer() <-chan raft.RPC { return w.out }
+
+// RequestPreVote implements raft.WithPreVote with the transport's own.
+func (w *watchedTransport) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
+	return w.Transport.(raft.WithPreVote).RequestPreVote(id, target, args, resp)
+}
+
+// Close implements raft.WithClose: it stops observing; the node closes
+// the transport itself after raft has shut down.
+func (w *watchedTransport) Close() error {
+	w.halt()
+	return nil
+}
+
+// halt stops the forwarding goroutine and waits for it if it was started
+// (idempotent).
+func (w *watchedTransport) halt() {
+	w.stopOnce.Do(func() { close(w.stop) })
+	if w.started.Load() {
+		<-w.done
+	}
+}
+
+// emptyResponse is a response of the type a request expects (raft's
+// in-memory transport needs one even with an error).
+func emptyResponse(cmd any) any {
+	switch cmd.(type) {
+	case *raft.AppendEntriesRequest:
+		return &raft.AppendEntriesResponse{}
+	case *raft.RequestVoteRequest:
+		return &raft.RequestVoteResponse{}
+	case *raft.RequestPreVoteRequest:
+		return &raft.RequestPreVoteResponse{}
+	case *raft.InstallSnapshotRequest:
+		return &raft.InstallSnapshotResponse{}
+	case *raft.TimeoutNowRequest:
+		return &raft.TimeoutNowResponse{}
+	}
+	return nil
+}
