@@ -21,6 +21,16 @@ var zeros = make([]byte, 1<<20)
 // tail discarded, a batch rolled back. The file never shrinks (a reader in
 // another process may have it mapped). Errors are the file's, unwrapped.
 func ZeroFill(f vfs.File, from, to int64) error {
+	if err := WriteZeros(f, from, to); err != nil {
+		return err
+	}
+	return f.SyncData()
+}
+
+// WriteZeros is ZeroFill without the sync, for a caller whose next sync
+// of f follows at once and covers the zeros too. Errors are the file's,
+// unwrapped.
+func WriteZeros(f vfs.File, from, to int64) error {
 	for off := from; off < to; {
 		n := min(int64(len(zeros)), to-off)
 		if _, err := f.WriteAt(zeros[:n], off); err != nil {
@@ -28,7 +38,7 @@ func ZeroFill(f vfs.File, from, to int64) error {
 		}
 		off += n
 	}
-	return f.SyncData()
+	return nil
 }
 
 // unwritePage is the piece ZeroFillBackward zeroes with each write: one
