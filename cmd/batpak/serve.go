@@ -240,15 +240,6 @@ server.shutdown_timeout.`,
 			if err != nil {
 				return err
 			}
-			if demo && cfg.OperatorToken == "" {
-				// The demo prints ready-to-paste lines: it needs the
-				// token in hand.
-				tok, _, err := auth.NewOperatorToken()
-				if err != nil {
-					return err
-				}
-				cfg.OperatorToken = tok
-			}
 			srv, err := server.New(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -272,7 +263,7 @@ server.shutdown_timeout.`,
 		},
 	}
 	bindServerSettings(cmd.Flags(), a.v)
-	cmd.Flags().BoolVar(&demo, "demo", false, "create a demo tenant and key and print ready-to-paste curl lines")
+	cmd.Flags().BoolVar(&demo, "demo", false, "create tenant demo and a new admin key for it and print ready-to-paste curl lines (the root's operator credential is kept)")
 	return cmd
 }
 
@@ -302,16 +293,28 @@ func printDemo(ctx context.Context, a *app, srv *server.Server, cfg server.Confi
 	}
 	base := scheme + "://" + host
 	ev, _ := json.Marshal(map[string]any{"entity": "order:1", "scope": "shop", "kind": "1:1", "payload": map[string]any{"total_cents": 998}})
+	// The operator credential: the configured one, or the one generated
+	// (and recorded) at this first start of the root. A root that already
+	// has one keeps it: the demo never replaces it, and cannot print it
+	// (only its hash is stored).
+	op := cfg.OperatorToken
+	if op == "" {
+		op = srv.Token
+	}
+	opLine := " OP=" + op
+	if op == "" {
+		opLine = "\n  # and set OP to this root's operator credential (printed at its first start; or restart serve with BATPAK_OPERATOR_TOKEN set)"
+	}
 	fmt.Fprintf(a.stdout, `Demo tenant "demo" is ready. Paste these into another terminal:
 
-  export BATPAK=%s KEY=%s OP=%s
+  export BATPAK=%s KEY=%s%s
   curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
        -d '%s' $BATPAK/v1/tenants/demo/events
   curl -s -H "Authorization: Bearer $KEY" "$BATPAK/v1/tenants/demo/events?entity=order:"
   curl -sN -H "Authorization: Bearer $KEY" "$BATPAK/v1/tenants/demo/subscribe?entity=order:"
   curl -s -H "Authorization: Bearer $OP" $BATPAK/v1/admin/tenants
 
-`, base, token, cfg.OperatorToken, ev)
+`, base, token, opLine, ev)
 	if !cfg.DisableConsole {
 		fmt.Fprintf(a.stdout, "The web console is at %s/console/: sign in with $KEY (the tenant) or $OP (the operator).\n\n", base)
 	}
