@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -142,7 +141,7 @@ var serverParentKeys = map[string]bool{"server": true, "server.jwt": true, "serv
 func bindServerSettings(fs *pflag.FlagSet, v *viper.Viper) {
 	for _, s := range serverSettings {
 		v.SetDefault(s.key, s.def)
-		_ = v.BindEnv(s.key, envName(s.key))
+		_ = v.BindEnv(append([]string{s.key}, envNames(s.key)...)...)
 		if s.flag == "" {
 			continue
 		}
@@ -197,9 +196,6 @@ func (a *app) serverConfig(policyDir string) (server.Config, error) {
 	}
 	if target.clusterOn {
 		cfg.Cluster = &cl
-	}
-	if cfg.OperatorToken == "" {
-		cfg.OperatorToken = os.Getenv("BATPAK_OPERATOR_TOKEN")
 	}
 	if jwt.JWKSFile != "" {
 		cfg.JWT = &jwt
