@@ -377,3 +377,35 @@ func TestRemoteURLSecrets(t *testing.T) {
 		t.Errorf("plain http to batpak.example: stderr %q, want a warning to use https, without the token", errb.String())
 	}
 }
+
+// TestRemotePolicyDenialListsEveryReason: a write a tenant's policy
+// denies for several reasons prints every reason, one a line, as a local
+// denial does, with the layer and revision, and exits 3.
+func TestRemotePolicyDenialListsEveryReason(t *testing.T) {
+	bundle, err := filepath.Abs(filepath.Join("..", "..", "examples", "policies"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	isolate(t)
+	url, op := startServer(t)
+	ok(t, "--server", url, "--token", op, "tenant", "create", "acme")
+	key := keyIn(t, ok(t, "--server", url, "--token", op, "--tenant", "acme", "key", "issue", "ops", "--role", "admin"))
+	remote := []string{"--server", url, "--token", key, "--tenant", "acme"}
+	ok(t, append(slices.Clone(remote), "policy", "push", bundle)...)
+	r := failsWith(t, exitDenied, append(slices.Clone(remote), "append", "--entity", "order:1", "--scope", "shop", "--kind", "1:1", "--data", `{"total_cents":-5}`))
+	lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+	if !regexp.MustCompile(`^batpak: server: POLICY_DENIED: denied by the tenant policy \(revision [0-9a-f]{64}\) \(HTTP 403\); nothing was written; 5 reasons:$`).MatchString(lines[0]) {
+		t.Fatalf("first line %q", lines[0])
+	}
+	var codes []string
+	for _, l := range lines[1:] {
+		code, msg, found := strings.Cut(strings.TrimPrefix(l, "  "), ": ")
+		if !strings.HasPrefix(l, "  ") || !found || msg == "" {
+			t.Fatalf("reason line %q of\n%s", l, r.stderr)
+		}
+		codes = append(codes, code)
+	}
+	if want := []string{"CURRENCY_NOT_ALLOWED", "INVALID_TOTAL", "KIND_NOT_ALLOWED", "NO_ITEMS", "TENANT_MISMATCH"}; !slices.Equal(codes, want) {
+		t.Fatalf("reasons %v, want %v:\n%s", codes, want, r.stderr)
+	}
+}
