@@ -160,16 +160,20 @@ repository's does: another tool's config.yaml is never read) and
 $XDG_CONFIG_HOME/batpak/config.yaml (~/.config/batpak/config.yaml). "batpak
 config" shows the file, the effective values and their sources.
 
-Read commands (get, query, ancestors, verify, stats) open the store
-read-only and work beside a running writer; write commands (append, demo)
-take the store's lock. With policy.dir set (--policy-dir), every write is
-judged by that Rego policy first, as the principal --principal-id,
---tenant, --roles; "batpak policy" tests and evaluates policies.
+Read commands (get, query, ancestors, descendants, correlation, verify,
+stats, export, cursor ls/info) open the store read-only and work beside a
+running writer; write commands (append, demo, import, redact, compact,
+seal, snapshot) take the store's lock. With policy.dir set
+(--policy-dir), every write is judged by that Rego policy first, as the
+principal --principal-id, --tenant, --roles; "batpak policy" tests and
+evaluates policies.
 
 With --server URL and --token (BATPAK_SERVER, BATPAK_TOKEN), append, get,
-query, ancestors, stats, verify, export and import work on the tenant
---tenant (BATPAK_TENANT) of a running "batpak serve" instead; "batpak
-tenant" and "batpak key" administer that server.
+query, ancestors, descendants, correlation, stats, verify, export, import
+and cursor work on the tenant --tenant (BATPAK_TENANT) of a running
+"batpak serve" instead; "batpak tenant" and "batpak key" administer that
+server, "batpak policy", "plugin" and "worker" manage the tenant's own
+policies, plugins and workers there.
 
 Data verbs print a table, or -o json (--json) / -o yaml. Exit codes: 0 ok,
 1 error, 2 usage, 3 denied, 4 conflict, 5 not found, 6 locked, 7 corrupt,
