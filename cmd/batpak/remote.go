@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
@@ -165,6 +166,14 @@ func remoteError(err error) error {
 	if !errors.As(err, &e) {
 		if errors.Is(err, context.Canceled) {
 			return err
+		}
+		var ue *url.Error
+		if errors.Is(err, syscall.ECONNREFUSED) && errors.As(err, &ue) {
+			where := ue.URL
+			if u, perr := url.Parse(ue.URL); perr == nil {
+				where = u.Scheme + "://" + u.Host
+			}
+			return &detailError{msg: fmt.Sprintf("server: nothing listens at %s (connection refused): start batpak serve there, or point --server (BATPAK_SERVER) at a running one", printable.String(where)), err: err}
 		}
 		return &detailError{msg: "server: " + strings.TrimPrefix(err.Error(), "client: "), err: err}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -407,5 +408,22 @@ func TestRemotePolicyDenialListsEveryReason(t *testing.T) {
 	}
 	if want := []string{"CURRENCY_NOT_ALLOWED", "INVALID_TOTAL", "KIND_NOT_ALLOWED", "NO_ITEMS", "TENANT_MISMATCH"}; !slices.Equal(codes, want) {
 		t.Fatalf("reasons %v, want %v:\n%s", codes, want, r.stderr)
+	}
+}
+
+// TestRemoteNothingListens: a --server where nothing listens is exit 8
+// with a line that names the address and says what to do.
+func TestRemoteNothingListens(t *testing.T) {
+	isolate(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	r := failsWith(t, exitUnavailable, []string{"--server", "http://" + addr, "--token", "bpk_x", "--tenant", "acme", "query"})
+	want := "batpak: server: nothing listens at http://" + addr + " (connection refused): start batpak serve there, or point --server (BATPAK_SERVER) at a running one\n"
+	if r.stderr != want {
+		t.Fatalf("stderr %q, want %q", r.stderr, want)
 	}
 }
