@@ -3,14 +3,17 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
+	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/auth"
 	"github.com/batpak-go/batpak/server/control"
@@ -238,11 +241,11 @@ server.shutdown_timeout.`,
 			}
 			srv, err := server.New(cmd.Context(), cfg)
 			if err != nil {
-				return err
+				return serveStartError(cfg, err, false)
 			}
 			if err := srv.Listen(); err != nil {
 				_ = srv.Shutdown(context.Background())
-				return err
+				return serveStartError(cfg, err, true)
 			}
 			fmt.Fprintf(a.stderr, "batpak serve: listening on %s (root %s)\n", srv.Addr(), cfg.Root)
 			if demo {
@@ -261,6 +264,27 @@ server.shutdown_timeout.`,
 	bindServerSettings(cmd.Flags(), a.v)
 	cmd.Flags().BoolVar(&demo, "demo", false, "create tenant demo and a new admin key for it and print ready-to-paste curl lines (the root's operator credential is kept)")
 	return cmd
+}
+
+// serveStartError says what to do about the ways a second server
+// collides with a first: the root's stores are locked by it, or the
+// listen address (listening) or the cluster's raft address is taken.
+// Other errors pass as they are.
+func serveStartError(cfg server.Config, err error, listening bool) error {
+	var le *core.LockedError
+	switch {
+	case errors.As(err, &le):
+		holder := "another process"
+		if le.PID > 0 {
+			holder = fmt.Sprintf("pid %d", le.PID)
+		}
+		return &detailError{msg: fmt.Sprintf("serve: root %s is in use by %s (another batpak serve?): stop it, or give this one another --root", cfg.Root, holder), err: err}
+	case errors.Is(err, syscall.EADDRINUSE) && listening:
+		return &detailError{msg: fmt.Sprintf("serve: %s is already in use (another batpak serve?): stop it, or give this one another --listen address", cfg.Listen), err: err}
+	case errors.Is(err, syscall.EADDRINUSE) && cfg.Cluster != nil:
+		return &detailError{msg: fmt.Sprintf("serve: the cluster address %s is already in use (another node?): stop it, or give this one another --cluster-bind address", cfg.Cluster.Bind), err: err}
+	}
+	return err
 }
 
 // printDemo makes tenant "demo" (if missing) with an admin key and prints

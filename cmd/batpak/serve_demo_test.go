@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"os"
@@ -11,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/batpak-go/batpak/server/auth"
 )
 
 var demoExportRE = regexp.MustCompile(`export BATPAK=(\S+) KEY=(\S+)(?: OP=(\S+))?`)
@@ -127,4 +131,31 @@ func TestServeDemoKeepsTheRootsOperatorCredential(t *testing.T) {
 		t.Fatalf("the second demo's key: GET events = %d, want 200", c)
 	}
 	second.stop(t)
+}
+
+// TestServeCollidingWithARunningServer: a second `batpak serve` on the
+// root or the address of a running one is refused with a line that says
+// which and what to do, not the stores' lock error three layers deep.
+func TestServeCollidingWithARunningServer(t *testing.T) {
+	isolate(t)
+	op, _, _ := auth.NewOperatorToken()
+	root := t.TempDir()
+	first := startServe(t, root, op)
+	t.Setenv("BATPAK_OPERATOR_TOKEN", op)
+	serve := func(args ...string) result {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		var out, errb bytes.Buffer
+		code := run(ctx, append([]string{"serve", "--access-log", "off"}, args...), strings.NewReader(""), &out, &errb)
+		return result{code: code, stdout: out.String(), stderr: errb.String()}
+	}
+	r := serve("--root", root, "--listen", "127.0.0.1:0")
+	if r.code != exitLocked || !regexp.MustCompile(`^batpak: serve: root \S+ is in use by pid \d+ \(another batpak serve\?\): stop it, or give this one another --root\n$`).MatchString(r.stderr) {
+		t.Errorf("the same root: exit %d, stderr %q", r.code, r.stderr)
+	}
+	addr := strings.TrimPrefix(first.base, "http://")
+	r = serve("--root", t.TempDir(), "--listen", addr)
+	if want := "batpak: serve: " + addr + " is already in use (another batpak serve?): stop it, or give this one another --listen address\n"; r.code != exitUnavailable || r.stderr != want {
+		t.Errorf("the same address: exit %d, stderr %q, want %q", r.code, r.stderr, want)
+	}
 }
