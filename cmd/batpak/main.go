@@ -216,9 +216,40 @@ Data verbs print a table, or -o json (--json) / -o yaml. Exit codes: 0 ok,
 		newTenantCmd(a), newKeyCmd(a), newWorkerCmd(a), newClusterCmd(a),
 		newVersionCmd(a), newCursorCmd(a),
 	)
+	for _, c := range root.Commands() {
+		if c.GroupID == "admin" {
+			serverOnlyHelp([]*cobra.Command{c})
+		}
+	}
 	root.InitDefaultCompletionCmd() // now, so that it too refuses unknown shells
 	refuseUnknownSubcommands(root)
 	return root
+}
+
+// serverOnlyHelp makes the help of commands that work only against a
+// server (and of their subcommands) leave out the local store's flags
+// (--data-dir, --sync-*, ...), which do nothing there: their global flags
+// are then --server, --token, --tenant, --config and the log flags.
+func serverOnlyHelp(cmds []*cobra.Command) []*cobra.Command {
+	for _, c := range cmds {
+		c.SetHelpFunc(func(cmd *cobra.Command, args []string) {
+			var hidden []*pflag.Flag
+			for _, s := range settings {
+				f := cmd.Root().PersistentFlags().Lookup(s.flag)
+				if f != nil && !f.Hidden && s.flag != "tenant" {
+					f.Hidden = true
+					hidden = append(hidden, f)
+				}
+			}
+			defer func() {
+				for _, f := range hidden {
+					f.Hidden = false
+				}
+			}()
+			cmd.Root().HelpFunc()(cmd, args)
+		})
+	}
+	return cmds
 }
 
 // refuseUnknownSubcommands makes every group of verbs (tenant, key,
@@ -242,7 +273,7 @@ func refuseUnknownSubcommands(c *cobra.Command) {
 }
 
 // exitCodeError ends a command with a particular exit code after it has
-// printed its result (policy eval: 2 for a denial); run prints nothing.
+// printed its result (policy eval: 3 for a denial); run prints nothing.
 type exitCodeError struct{ code int }
 
 func (e *exitCodeError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
