@@ -427,3 +427,22 @@ func TestRemoteNothingListens(t *testing.T) {
 		t.Fatalf("stderr %q, want %q", r.stderr, want)
 	}
 }
+
+// TestWorkerStartPassesGivenLimits: worker start sends --category and
+// --max-restarts whenever they are given (a negative one is the server's
+// to refuse, not silently "every category"), and leaves them out
+// otherwise.
+func TestWorkerStartPassesGivenLimits(t *testing.T) {
+	isolate(t)
+	url, op := startServer(t)
+	ok(t, "--server", url, "--token", op, "tenant", "create", "acme")
+	key := keyIn(t, ok(t, "--server", url, "--token", op, "--tenant", "acme", "key", "issue", "ops", "--role", "admin"))
+	start := func(extra ...string) []string {
+		return append([]string{"--server", url, "--token", key, "--tenant", "acme", "worker", "start", "w", "--plugin", "nosuch"}, extra...)
+	}
+	failsWith(t, exitError, start("--category", "-1"), "region.category: -1 is not a category")
+	failsWith(t, exitError, start("--max-restarts", "-3"), "max_restarts -3")
+	// Accepted as given (0 is a category): the missing plugin is next.
+	failsWith(t, exitNotFound, start("--category", "0", "--max-restarts", "0"), `plugin "nosuch"`)
+	failsWith(t, exitNotFound, start(), `plugin "nosuch"`)
+}
