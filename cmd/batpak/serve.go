@@ -280,9 +280,9 @@ func serveStartError(cfg server.Config, err error, listening bool) error {
 		}
 		return &detailError{msg: fmt.Sprintf("serve: root %s is in use by %s (another batpak serve?): stop it, or give this one another --root", cfg.Root, holder), err: err}
 	case errors.Is(err, syscall.EADDRINUSE) && listening:
-		return &detailError{msg: fmt.Sprintf("serve: %s is already in use (another batpak serve?): stop it, or give this one another --listen address", cfg.Listen), err: err}
+		return &detailError{msg: fmt.Sprintf("serve: listen on %s: address already in use (another batpak serve?): stop it, or give this one another --listen address", cfg.Listen), err: err}
 	case errors.Is(err, syscall.EADDRINUSE) && cfg.Cluster != nil:
-		return &detailError{msg: fmt.Sprintf("serve: the cluster address %s is already in use (another node?): stop it, or give this one another --cluster-bind address", cfg.Cluster.Bind), err: err}
+		return &detailError{msg: fmt.Sprintf("serve: cluster bind %s: address already in use (another node?): stop it, or give this one another --cluster-bind address", cfg.Cluster.Bind), err: err}
 	}
 	return err
 }

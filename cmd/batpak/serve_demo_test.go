@@ -155,7 +155,7 @@ func TestServeCollidingWithARunningServer(t *testing.T) {
 	}
 	addr := strings.TrimPrefix(first.base, "http://")
 	r = serve("--root", t.TempDir(), "--listen", addr)
-	if want := "batpak: serve: " + addr + " is already in use (another batpak serve?): stop it, or give this one another --listen address\n"; r.code != exitUnavailable || r.stderr != want {
+	if want := "batpak: serve: listen on " + addr + ": address already in use (another batpak serve?): stop it, or give this one another --listen address\n"; r.code != exitUnavailable || r.stderr != want {
 		t.Errorf("the same address: exit %d, stderr %q, want %q", r.code, r.stderr, want)
 	}
 }
