@@ -116,6 +116,19 @@ func envName(key string) string {
 	return envPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
+// operatorTokenEnv is the documented environment variable of
+// server.operator_token; envName's BATPAK_SERVER_OPERATOR_TOKEN works too.
+const operatorTokenEnv = "BATPAK_OPERATOR_TOKEN"
+
+// envNames lists the environment variables that set key, the one that
+// wins when several are set first.
+func envNames(key string) []string {
+	if key == "server.operator_token" {
+		return []string{operatorTokenEnv, envName(key)}
+	}
+	return []string{envName(key)}
+}
+
 // registerConfigFlags adds --config and one persistent flag per setting,
 // and binds them to v. Flag defaults only document the defaults: viper
 // consults a flag only when it was given on the command line.
@@ -176,8 +189,10 @@ func (a *app) sourceOf(s setting) string {
 	if f := a.flags.Lookup(s.flag); f != nil && f.Changed {
 		return "flag --" + s.flag
 	}
-	if v, ok := os.LookupEnv(envName(s.key)); ok && v != "" {
-		return "env " + envName(s.key)
+	for _, name := range envNames(s.key) {
+		if v, ok := os.LookupEnv(name); ok && v != "" {
+			return "env " + name
+		}
 	}
 	if a.configFile != "" && a.v.InConfig(s.key) {
 		return "config " + a.configFile

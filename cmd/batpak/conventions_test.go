@@ -978,3 +978,31 @@ func TestOutputFlagsOwnFormats(t *testing.T) {
 		t.Errorf("-o svg: %v", err)
 	}
 }
+
+// TestServerOnlyHelpLeavesOutStoreFlags: the help of a verb that works
+// only against a server shows the flags that matter there (--server,
+// --token, --tenant), not the local store's; a local verb keeps them.
+func TestServerOnlyHelpLeavesOutStoreFlags(t *testing.T) {
+	isolate(t)
+	for _, args := range [][]string{
+		{"key", "issue", "--help"}, {"tenant", "create", "--help"}, {"cluster", "status", "--help"},
+		{"worker", "start", "--help"}, {"policy", "push", "--help"}, {"plugin", "push", "--help"}, {"key", "--help"},
+	} {
+		out := ok(t, args...)
+		for _, want := range []string{"--server", "--token", "--tenant", "--config"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%v lacks %s:\n%s", args, want, out)
+			}
+		}
+		for _, unwanted := range []string{"--data-dir", "--sync-every-n-events", "--principal-id", "--salvage"} {
+			if strings.Contains(out, unwanted) {
+				t.Errorf("%v shows the store flag %s:\n%s", args, unwanted, out)
+			}
+		}
+	}
+	for _, args := range [][]string{{"query", "--help"}, {"policy", "eval", "--help"}, {"plugin", "project", "--help"}} {
+		if out := ok(t, args...); !strings.Contains(out, "--data-dir") {
+			t.Errorf("%v lacks --data-dir:\n%s", args, out)
+		}
+	}
+}

@@ -335,12 +335,12 @@ first: flag > environment > config file > default.`,
 			// The server's keys (batpak serve; their flags belong to it).
 			for _, ss := range serverSettings {
 				a.v.SetDefault(ss.key, ss.def)
-				_ = a.v.BindEnv(ss.key, envName(ss.key))
+				_ = a.v.BindEnv(append([]string{ss.key}, envNames(ss.key)...)...)
 				val := fmt.Sprint(a.v.Get(ss.key))
 				if ss.key == "server.operator_token" && val != "" {
 					val = "(set, not shown)"
 				}
-				add(ss.key, val, a.sourceOf(setting{key: ss.key}), envName(ss.key))
+				add(ss.key, val, a.sourceOf(setting{key: ss.key}), envNames(ss.key)[0])
 			}
 			// The server the data commands talk to, if any.
 			for _, k := range remoteKeys {

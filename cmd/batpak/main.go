@@ -160,16 +160,20 @@ repository's does: another tool's config.yaml is never read) and
 $XDG_CONFIG_HOME/batpak/config.yaml (~/.config/batpak/config.yaml). "batpak
 config" shows the file, the effective values and their sources.
 
-Read commands (get, query, ancestors, verify, stats) open the store
-read-only and work beside a running writer; write commands (append, demo)
-take the store's lock. With policy.dir set (--policy-dir), every write is
-judged by that Rego policy first, as the principal --principal-id,
---tenant, --roles; "batpak policy" tests and evaluates policies.
+Read commands (get, query, ancestors, descendants, correlation, verify,
+stats, export, cursor ls/info) open the store read-only and work beside a
+running writer; write commands (append, demo, import, redact, compact,
+seal, snapshot) take the store's lock. With policy.dir set
+(--policy-dir), every write is judged by that Rego policy first, as the
+principal --principal-id, --tenant, --roles; "batpak policy" tests and
+evaluates policies.
 
 With --server URL and --token (BATPAK_SERVER, BATPAK_TOKEN), append, get,
-query, ancestors, stats, verify, export and import work on the tenant
---tenant (BATPAK_TENANT) of a running "batpak serve" instead; "batpak
-tenant" and "batpak key" administer that server.
+query, ancestors, descendants, correlation, stats, verify, export, import
+and cursor work on the tenant --tenant (BATPAK_TENANT) of a running
+"batpak serve" instead; "batpak tenant" and "batpak key" administer that
+server, "batpak policy", "plugin" and "worker" manage the tenant's own
+policies, plugins and workers there.
 
 Data verbs print a table, or -o json (--json) / -o yaml. Exit codes: 0 ok,
 1 error, 2 usage, 3 denied, 4 conflict, 5 not found, 6 locked, 7 corrupt,
@@ -212,9 +216,40 @@ Data verbs print a table, or -o json (--json) / -o yaml. Exit codes: 0 ok,
 		newTenantCmd(a), newKeyCmd(a), newWorkerCmd(a), newClusterCmd(a),
 		newVersionCmd(a), newCursorCmd(a),
 	)
+	for _, c := range root.Commands() {
+		if c.GroupID == "admin" {
+			serverOnlyHelp([]*cobra.Command{c})
+		}
+	}
 	root.InitDefaultCompletionCmd() // now, so that it too refuses unknown shells
 	refuseUnknownSubcommands(root)
 	return root
+}
+
+// serverOnlyHelp makes the help of commands that work only against a
+// server (and of their subcommands) leave out the local store's flags
+// (--data-dir, --sync-*, ...), which do nothing there: their global flags
+// are then --server, --token, --tenant, --config and the log flags.
+func serverOnlyHelp(cmds []*cobra.Command) []*cobra.Command {
+	for _, c := range cmds {
+		c.SetHelpFunc(func(cmd *cobra.Command, args []string) {
+			var hidden []*pflag.Flag
+			for _, s := range settings {
+				f := cmd.Root().PersistentFlags().Lookup(s.flag)
+				if f != nil && !f.Hidden && s.flag != "tenant" {
+					f.Hidden = true
+					hidden = append(hidden, f)
+				}
+			}
+			defer func() {
+				for _, f := range hidden {
+					f.Hidden = false
+				}
+			}()
+			cmd.Root().HelpFunc()(cmd, args)
+		})
+	}
+	return cmds
 }
 
 // refuseUnknownSubcommands makes every group of verbs (tenant, key,
@@ -238,7 +273,7 @@ func refuseUnknownSubcommands(c *cobra.Command) {
 }
 
 // exitCodeError ends a command with a particular exit code after it has
-// printed its result (policy eval: 2 for a denial); run prints nothing.
+// printed its result (policy eval: 3 for a denial); run prints nothing.
 type exitCodeError struct{ code int }
 
 func (e *exitCodeError) Error() string { return fmt.Sprintf("exit status %d", e.code) }

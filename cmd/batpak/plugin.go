@@ -72,7 +72,7 @@ changes nothing in data_dir.`,
 	}
 	cmd.PersistentFlags().StringVar(&cacheDir, "cache-dir", "", `compiled-module cache for inspect and project ("none": in memory); env `+pluginCacheEnv+`; default $XDG_CACHE_HOME/batpak/wazero`)
 	cmd.AddCommand(newPluginBuildCmd(a), newPluginInspectCmd(a, &cacheDir), newPluginProjectCmd(a, &cacheDir))
-	cmd.AddCommand(newPluginRemoteCmds(a)...)
+	cmd.AddCommand(serverOnlyHelp(newPluginRemoteCmds(a))...)
 	return cmd
 }
 

@@ -52,7 +52,7 @@ Against a server (--server, --token, --tenant), a tenant's own bundle:
 		},
 	}
 	cmd.AddCommand(newPolicyTestCmd(a), newPolicyEvalCmd(a))
-	cmd.AddCommand(newPolicyRemoteCmds(a)...)
+	cmd.AddCommand(serverOnlyHelp(newPolicyRemoteCmds(a))...)
 	return cmd
 }
 

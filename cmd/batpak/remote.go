@@ -10,11 +10,13 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/printable"
 	"github.com/batpak-go/batpak/sdk/client"
 )
 
@@ -165,6 +167,14 @@ func remoteError(err error) error {
 		if errors.Is(err, context.Canceled) {
 			return err
 		}
+		var ue *url.Error
+		if errors.Is(err, syscall.ECONNREFUSED) && errors.As(err, &ue) {
+			where := ue.URL
+			if u, perr := url.Parse(ue.URL); perr == nil {
+				where = u.Scheme + "://" + u.Host
+			}
+			return &detailError{msg: fmt.Sprintf("server: nothing listens at %s (connection refused): start batpak serve there, or point --server (BATPAK_SERVER) at a running one", printable.String(where)), err: err}
+		}
 		return &detailError{msg: "server: " + strings.TrimPrefix(err.Error(), "client: "), err: err}
 	}
 	msg := e.Detail
@@ -175,7 +185,32 @@ func remoteError(err error) error {
 	if code == "" {
 		code = fmt.Sprintf("HTTP %d", e.Status)
 	}
+	if rs := e.Reasons(); e.Code == client.CodePolicyDenied && len(rs) > 1 {
+		return remoteDenial(e, rs, err)
+	}
 	return &detailError{msg: fmt.Sprintf("server: %s: %s (HTTP %d)", code, msg, e.Status), err: err}
+}
+
+// remoteDenial renders a server's policy denial with several reasons as
+// a local one is rendered: a line naming the layer and revision, then
+// every reason on a line of its own (the problem's detail is only the
+// first).
+func remoteDenial(e *client.Error, rs []client.DenialReason, err error) error {
+	var b strings.Builder
+	b.WriteString("server: POLICY_DENIED: denied")
+	if l := e.Layer(); l != "" {
+		fmt.Fprintf(&b, " by the %s policy", printable.String(l))
+	}
+	if r := e.Revision(); r != "" {
+		fmt.Fprintf(&b, " (revision %s)", printable.String(r))
+	}
+	fmt.Fprintf(&b, " (HTTP %d); nothing was written; %d reasons:", e.Status, len(rs))
+	for _, r := range rs {
+		// A policy's reasons can quote payload text: escaped, so each
+		// stays one line.
+		fmt.Fprintf(&b, "\n  %s: %s", printable.String(r.Code), printable.String(r.Message))
+	}
+	return &linesError{detailError{msg: b.String(), err: err}}
 }
 
 // fromWire turns a server's event into the store's form, so the local

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -376,4 +377,72 @@ func TestRemoteURLSecrets(t *testing.T) {
 	if !strings.Contains(errb.String(), "warning") || !strings.Contains(errb.String(), "https") || strings.Contains(errb.String()+out.String(), op) {
 		t.Errorf("plain http to batpak.example: stderr %q, want a warning to use https, without the token", errb.String())
 	}
+}
+
+// TestRemotePolicyDenialListsEveryReason: a write a tenant's policy
+// denies for several reasons prints every reason, one a line, as a local
+// denial does, with the layer and revision, and exits 3.
+func TestRemotePolicyDenialListsEveryReason(t *testing.T) {
+	bundle, err := filepath.Abs(filepath.Join("..", "..", "examples", "policies"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	isolate(t)
+	url, op := startServer(t)
+	ok(t, "--server", url, "--token", op, "tenant", "create", "acme")
+	key := keyIn(t, ok(t, "--server", url, "--token", op, "--tenant", "acme", "key", "issue", "ops", "--role", "admin"))
+	remote := []string{"--server", url, "--token", key, "--tenant", "acme"}
+	ok(t, append(slices.Clone(remote), "policy", "push", bundle)...)
+	r := failsWith(t, exitDenied, append(slices.Clone(remote), "append", "--entity", "order:1", "--scope", "shop", "--kind", "1:1", "--data", `{"total_cents":-5}`))
+	lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+	if !regexp.MustCompile(`^batpak: server: POLICY_DENIED: denied by the tenant policy \(revision [0-9a-f]{64}\) \(HTTP 403\); nothing was written; 5 reasons:$`).MatchString(lines[0]) {
+		t.Fatalf("first line %q", lines[0])
+	}
+	var codes []string
+	for _, l := range lines[1:] {
+		code, msg, found := strings.Cut(strings.TrimPrefix(l, "  "), ": ")
+		if !strings.HasPrefix(l, "  ") || !found || msg == "" {
+			t.Fatalf("reason line %q of\n%s", l, r.stderr)
+		}
+		codes = append(codes, code)
+	}
+	if want := []string{"CURRENCY_NOT_ALLOWED", "INVALID_TOTAL", "KIND_NOT_ALLOWED", "NO_ITEMS", "TENANT_MISMATCH"}; !slices.Equal(codes, want) {
+		t.Fatalf("reasons %v, want %v:\n%s", codes, want, r.stderr)
+	}
+}
+
+// TestRemoteNothingListens: a --server where nothing listens is exit 8
+// with a line that names the address and says what to do.
+func TestRemoteNothingListens(t *testing.T) {
+	isolate(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	r := failsWith(t, exitUnavailable, []string{"--server", "http://" + addr, "--token", "bpk_x", "--tenant", "acme", "query"})
+	want := "batpak: server: nothing listens at http://" + addr + " (connection refused): start batpak serve there, or point --server (BATPAK_SERVER) at a running one\n"
+	if r.stderr != want {
+		t.Fatalf("stderr %q, want %q", r.stderr, want)
+	}
+}
+
+// TestWorkerStartPassesGivenLimits: worker start sends --category and
+// --max-restarts whenever they are given (a negative one is the server's
+// to refuse, not silently "every category"), and leaves them out
+// otherwise.
+func TestWorkerStartPassesGivenLimits(t *testing.T) {
+	isolate(t)
+	url, op := startServer(t)
+	ok(t, "--server", url, "--token", op, "tenant", "create", "acme")
+	key := keyIn(t, ok(t, "--server", url, "--token", op, "--tenant", "acme", "key", "issue", "ops", "--role", "admin"))
+	start := func(extra ...string) []string {
+		return append([]string{"--server", url, "--token", key, "--tenant", "acme", "worker", "start", "w", "--plugin", "nosuch"}, extra...)
+	}
+	failsWith(t, exitError, start("--category", "-1"), "region.category: -1 is not a category")
+	failsWith(t, exitError, start("--max-restarts", "-3"), "max_restarts -3")
+	// Accepted as given (0 is a category): the missing plugin is next.
+	failsWith(t, exitNotFound, start("--category", "0", "--max-restarts", "0"), `plugin "nosuch"`)
+	failsWith(t, exitNotFound, start(), `plugin "nosuch"`)
 }

@@ -3,15 +3,17 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
-	"os"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
+	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/auth"
 	"github.com/batpak-go/batpak/server/control"
@@ -142,7 +144,7 @@ var serverParentKeys = map[string]bool{"server": true, "server.jwt": true, "serv
 func bindServerSettings(fs *pflag.FlagSet, v *viper.Viper) {
 	for _, s := range serverSettings {
 		v.SetDefault(s.key, s.def)
-		_ = v.BindEnv(s.key, envName(s.key))
+		_ = v.BindEnv(append([]string{s.key}, envNames(s.key)...)...)
 		if s.flag == "" {
 			continue
 		}
@@ -198,9 +200,6 @@ func (a *app) serverConfig(policyDir string) (server.Config, error) {
 	if target.clusterOn {
 		cfg.Cluster = &cl
 	}
-	if cfg.OperatorToken == "" {
-		cfg.OperatorToken = os.Getenv("BATPAK_OPERATOR_TOKEN")
-	}
 	if jwt.JWKSFile != "" {
 		cfg.JWT = &jwt
 	}
@@ -240,22 +239,13 @@ server.shutdown_timeout.`,
 			if err != nil {
 				return err
 			}
-			if demo && cfg.OperatorToken == "" {
-				// The demo prints ready-to-paste lines: it needs the
-				// token in hand.
-				tok, _, err := auth.NewOperatorToken()
-				if err != nil {
-					return err
-				}
-				cfg.OperatorToken = tok
-			}
 			srv, err := server.New(cmd.Context(), cfg)
 			if err != nil {
-				return err
+				return serveStartError(cfg, err, false)
 			}
 			if err := srv.Listen(); err != nil {
 				_ = srv.Shutdown(context.Background())
-				return err
+				return serveStartError(cfg, err, true)
 			}
 			fmt.Fprintf(a.stderr, "batpak serve: listening on %s (root %s)\n", srv.Addr(), cfg.Root)
 			if demo {
@@ -272,8 +262,29 @@ server.shutdown_timeout.`,
 		},
 	}
 	bindServerSettings(cmd.Flags(), a.v)
-	cmd.Flags().BoolVar(&demo, "demo", false, "create a demo tenant and key and print ready-to-paste curl lines")
+	cmd.Flags().BoolVar(&demo, "demo", false, "create tenant demo and a new admin key for it and print ready-to-paste curl lines (the root's operator credential is kept)")
 	return cmd
+}
+
+// serveStartError says what to do about the ways a second server
+// collides with a first: the root's stores are locked by it, or the
+// listen address (listening) or the cluster's raft address is taken.
+// Other errors pass as they are.
+func serveStartError(cfg server.Config, err error, listening bool) error {
+	var le *core.LockedError
+	switch {
+	case errors.As(err, &le):
+		holder := "another process"
+		if le.PID > 0 {
+			holder = fmt.Sprintf("pid %d", le.PID)
+		}
+		return &detailError{msg: fmt.Sprintf("serve: root %s is in use by %s (another batpak serve?): stop it, or give this one another --root", cfg.Root, holder), err: err}
+	case errors.Is(err, syscall.EADDRINUSE) && listening:
+		return &detailError{msg: fmt.Sprintf("serve: listen on %s: address already in use (another batpak serve?): stop it, or give this one another --listen address", cfg.Listen), err: err}
+	case errors.Is(err, syscall.EADDRINUSE) && cfg.Cluster != nil:
+		return &detailError{msg: fmt.Sprintf("serve: cluster bind %s: address already in use (another node?): stop it, or give this one another --cluster-bind address", cfg.Cluster.Bind), err: err}
+	}
+	return err
 }
 
 // printDemo makes tenant "demo" (if missing) with an admin key and prints
@@ -302,16 +313,28 @@ func printDemo(ctx context.Context, a *app, srv *server.Server, cfg server.Confi
 	}
 	base := scheme + "://" + host
 	ev, _ := json.Marshal(map[string]any{"entity": "order:1", "scope": "shop", "kind": "1:1", "payload": map[string]any{"total_cents": 998}})
+	// The operator credential: the configured one, or the one generated
+	// (and recorded) at this first start of the root. A root that already
+	// has one keeps it: the demo never replaces it, and cannot print it
+	// (only its hash is stored).
+	op := cfg.OperatorToken
+	if op == "" {
+		op = srv.Token
+	}
+	opLine := " OP=" + op
+	if op == "" {
+		opLine = "\n  # and set OP to this root's operator credential (printed at its first start; or restart serve with BATPAK_OPERATOR_TOKEN set)"
+	}
 	fmt.Fprintf(a.stdout, `Demo tenant "demo" is ready. Paste these into another terminal:
 
-  export BATPAK=%s KEY=%s OP=%s
+  export BATPAK=%s KEY=%s%s
   curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
        -d '%s' $BATPAK/v1/tenants/demo/events
   curl -s -H "Authorization: Bearer $KEY" "$BATPAK/v1/tenants/demo/events?entity=order:"
   curl -sN -H "Authorization: Bearer $KEY" "$BATPAK/v1/tenants/demo/subscribe?entity=order:"
   curl -s -H "Authorization: Bearer $OP" $BATPAK/v1/admin/tenants
 
-`, base, token, cfg.OperatorToken, ev)
+`, base, token, opLine, ev)
 	if !cfg.DisableConsole {
 		fmt.Fprintf(a.stdout, "The web console is at %s/console/: sign in with $KEY (the tenant) or $OP (the operator).\n\n", base)
 	}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -27,6 +29,49 @@ func TestServeRateRefusalDelaySetting(t *testing.T) {
 		}
 		if cfg.RateRefusalDelay != tc.want {
 			t.Fatalf("server.rate_refusal_delay %v: got %v, want %v", tc.raw, cfg.RateRefusalDelay, tc.want)
+		}
+	}
+}
+
+// TestOperatorTokenEnvironment: BATPAK_OPERATOR_TOKEN, the documented
+// variable, overrides the config file's server.operator_token as every
+// BATPAK_* variable overrides the file, and `batpak config` names it as
+// the source.
+func TestOperatorTokenEnvironment(t *testing.T) {
+	dir := isolate(t)
+	writeFile(t, dir+"/batpak.yaml", "server:\n  operator_token: bpko_fromthefile\n")
+	t.Setenv("BATPAK_OPERATOR_TOKEN", "bpko_fromtheenvironment")
+	out := ok(t, "config")
+	if re := regexp.MustCompile(`server\.operator_token\s+\(set, not shown\)\s+env BATPAK_OPERATOR_TOKEN\s+BATPAK_OPERATOR_TOKEN`); !re.MatchString(out) {
+		t.Errorf("batpak config does not name BATPAK_OPERATOR_TOKEN as the source:\n%s", out)
+	}
+	if strings.Contains(out, "fromthe") {
+		t.Error("batpak config printed the operator credential")
+	}
+	for _, tc := range []struct{ env, value, want string }{
+		{"BATPAK_OPERATOR_TOKEN", "bpko_fromtheenvironment", "bpko_fromtheenvironment"},
+		{"BATPAK_SERVER_OPERATOR_TOKEN", "bpko_fromthegenericname", "bpko_fromthegenericname"},
+		{"", "", "bpko_fromthefile"},
+	} {
+		t.Setenv("BATPAK_OPERATOR_TOKEN", "")
+		if tc.env != "" {
+			t.Setenv(tc.env, tc.value)
+		}
+		a := &app{v: viper.New()}
+		a.v.SetConfigFile(dir + "/batpak.yaml")
+		if err := a.v.ReadInConfig(); err != nil {
+			t.Fatal(err)
+		}
+		bindServerSettings(pflag.NewFlagSet("serve", pflag.ContinueOnError), a.v)
+		cfg, err := a.serverConfig("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.OperatorToken != tc.want {
+			t.Errorf("%s set, file bpko_fromthefile: operator credential %q, want %q", tc.env, cfg.OperatorToken, tc.want)
+		}
+		if tc.env != "" {
+			t.Setenv(tc.env, "")
 		}
 	}
 }

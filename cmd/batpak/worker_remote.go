@@ -114,11 +114,11 @@ quarantined until "worker reset".`,
 			if err != nil {
 				return err
 			}
-			if category >= 0 {
+			if cmd.Flags().Changed("category") {
 				c := category
 				spec.Region.Category = &c
 			}
-			if maxRestarts >= 0 {
+			if cmd.Flags().Changed("max-restarts") {
 				m := maxRestarts
 				spec.Restart.MaxRestarts = &m
 			}
@@ -148,9 +148,9 @@ quarantined until "worker reset".`,
 	f.StringVar(&spec.Region.Entity, "entity", "", "only events of entities with this prefix")
 	f.StringVar(&spec.Region.Scope, "scope", "", "only events of this scope")
 	f.StringVar(&spec.Region.Kind, "kind", "", `only events of this kind ("1:1")`)
-	f.IntVar(&category, "category", -1, "only events of this kind category (0..15)")
+	f.IntVar(&category, "category", 0, "only events of this kind category, 0..15 (default: every category)")
 	f.StringVar(&spec.Cursor, "cursor", "", "the named cursor it resumes from (default: the worker's name)")
-	f.IntVar(&maxRestarts, "max-restarts", -1, "restarts within --window before a fault quarantines it (server default 5; 0..1000)")
+	f.IntVar(&maxRestarts, "max-restarts", 0, "restarts within --window before a fault quarantines it (server default 5; 0..1000)")
 	f.DurationVar(&window, "window", 0, "the window faults are counted in (server default 10m; 1s..24h)")
 	f.DurationVar(&bMin, "backoff-min", 0, "wait before the first restart, doubling per fault (server default 200ms)")
 	f.DurationVar(&bMax, "backoff-max", 0, "cap of the wait between restarts (server default 30s)")
