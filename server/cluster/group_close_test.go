@@ -14,7 +14,8 @@ import (
 
 // TestStoreWritesInFlightAtCloseAreAnswered: a store's writes on their way
 // through raft when the node closes are all answered (a receipt, or an
-// error saying the outcome is unknown or the node closed): none waits for
+// error saying the outcome is unknown, the node closed or the leader's
+// write queue was full): none waits for
 // ever, even one whose entry was committed but not yet applied when raft
 // shut down (raft never answers those).
 func TestStoreWritesInFlightAtCloseAreAnswered(t *testing.T) {
@@ -65,12 +66,17 @@ func TestStoreWritesInFlightAtCloseAreAnswered(t *testing.T) {
 		refused := 0
 		for i, tk := range tickets {
 			_, _, err := tk.TryCheck()
+			var retry *core.RetryError
 			switch {
 			case err == nil:
 			case errors.Is(err, cluster.ErrClosed), errors.Is(err, cluster.ErrOutcomeUnknown), errors.Is(err, core.ErrClosed):
 				refused++
+			case errors.As(err, &retry):
+				// Submit loops outpace raft: the leader's write queue
+				// is full (its bound), nothing proposed.
+				refused++
 			default:
-				t.Fatalf("round %d: write %d: %v, want a receipt, ErrClosed or ErrOutcomeUnknown", round, i, err)
+				t.Fatalf("round %d: write %d: %v, want a receipt, ErrClosed, ErrOutcomeUnknown or a *core.RetryError (queue full)", round, i, err)
 			}
 		}
 		t.Logf("round %d: %d writes answered, %d of them refused by the close", round, len(tickets), refused)
