@@ -37,7 +37,8 @@ func (a *API) beginStream() bool {
 // ?after or Last-Event-ID (which wins: it is the browser's resume), then
 // follows live, with ": heartbeat" comments every SSEHeartbeat. A client
 // too slow to keep up gets "event: cutoff", as does one whose key is
-// revoked or whose tenant is suspended or deleted (at once, with a
+// revoked, whose JWT expires (its "exp" plus the configured skew) or whose
+// tenant is suspended or deleted (at once, with a
 // "reason" saying which; nothing written after that is sent), one the
 // server stops for gets
 // "event: shutdown", both with data {"resume_after": <last id sent>}
