@@ -329,7 +329,7 @@ func (a *API) queryEvents(c *call) error {
 		if limit > 0 {
 			page = min(page, limit-sent)
 		}
-		evs, err := cur.Poll(page)
+		evs, more, err := cur.PollBytes(page, MaxPageBytes)
 		if err != nil {
 			return err // logged: the response has begun
 		}
@@ -344,7 +344,7 @@ func (a *API) queryEvents(c *call) error {
 			last = &n
 		}
 		sent += len(evs)
-		if len(evs) < page {
+		if len(evs) < page && !more {
 			break
 		}
 		if err := bw.Flush(); err != nil {
@@ -364,7 +364,9 @@ func (a *API) queryEvents(c *call) error {
 	return nil
 }
 
-// ndjsonPage is how many events an NDJSON query reads at once.
+// ndjsonPage is how many events an NDJSON query reads at once (fewer
+// when they hold more than MaxPageBytes of payload: a stalled client
+// holds that much, not ndjsonPage large events).
 const ndjsonPage = 100
 
 // readPage polls cur for up to limit events (those keep accepts; nil: all),
@@ -375,9 +377,9 @@ const ndjsonPage = 100
 // have moved past the last event returned; callers continue from that
 // event, not from the cursor.
 func readPage(cur *core.Cursor, limit int, keep func(core.StoredEvent) bool) (out []core.StoredEvent, more bool, err error) {
-	size, step := 0, 8
+	size := 0
 	for len(out) < limit {
-		evs, err := cur.Poll(min(step, limit-len(out)))
+		evs, full, err := cur.PollBytes(min(ndjsonPage, limit-len(out)), max(MaxPageBytes-size, 1))
 		if err != nil {
 			return nil, false, err
 		}
@@ -394,10 +396,8 @@ func readPage(cur *core.Cursor, limit int, keep func(core.StoredEvent) bool) (ou
 			size += len(ev.Payload)
 			out = append(out, ev)
 		}
-		// The next step: what the room left holds at the average size so far.
-		step = ndjsonPage
-		if avg := size / max(len(out), 1); avg > 0 {
-			step = max(1, min(ndjsonPage, (MaxPageBytes-size)/avg+1))
+		if full && size >= MaxPageBytes {
+			return out, true, nil
 		}
 	}
 	return out, true, nil
