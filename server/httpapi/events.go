@@ -437,6 +437,10 @@ func (a *API) entityEvents(c *call) error {
 	return writeJSON(c.w, http.StatusOK, map[string]any{"events": wire.FromStoredAll(evs)})
 }
 
+// ancestors serves GET …/events/{id}/ancestors?limit=N: the event, its
+// cause, that one's cause and so on, at most limit events
+// (DefaultPageLimit, capped at MaxPageLimit; fewer when they pass
+// MaxPageBytes of payload); "truncated" says a bound stopped the walk.
 func (a *API) ancestors(c *call) error {
 	id, err := core.ParseEventID(c.r.PathValue("id"))
 	if err != nil {
@@ -450,12 +454,12 @@ func (a *API) ancestors(c *call) error {
 	if err != nil {
 		return err
 	}
-	evs, err := s.Ancestors(id, limit)
+	res, err := s.AncestorsLimited(id, core.CausalLimits{MaxEvents: limit, MaxBytes: MaxPageBytes})
 	if err != nil {
 		return err
 	}
-	out := wire.FromStoredAll(evs)
-	return writeJSON(c.w, http.StatusOK, map[string]any{"events": out})
+	out := wire.FromStoredAll(res.Events)
+	return writeJSON(c.w, http.StatusOK, map[string]any{"events": out, "truncated": res.Truncated})
 }
 
 func (a *API) stats(c *call) error {
