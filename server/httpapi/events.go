@@ -329,7 +329,7 @@ func (a *API) queryEvents(c *call) error {
 		if limit > 0 {
 			page = min(page, limit-sent)
 		}
-		evs, more, err := cur.PollBytes(page, MaxPageBytes)
+		evs, more, err := cur.PollBytes(page, ndjsonStepBytes)
 		if err != nil {
 			return err // logged: the response has begun
 		}
@@ -364,10 +364,14 @@ func (a *API) queryEvents(c *call) error {
 	return nil
 }
 
-// ndjsonPage is how many events an NDJSON query reads at once (fewer
-// when they hold more than MaxPageBytes of payload: a stalled client
-// holds that much, not ndjsonPage large events).
-const ndjsonPage = 100
+// ndjsonPage is how many events an NDJSON query reads at once, fewer when
+// they hold more than ndjsonStepBytes of payload (at least one): a
+// stalled client holds about that much (or one event), not ndjsonPage
+// large events.
+const (
+	ndjsonPage      = 100
+	ndjsonStepBytes = 1 << 20
+)
 
 // readPage polls cur for up to limit events (those keep accepts; nil: all),
 // in small steps, and stops once the page holds MaxPageBytes of payload
