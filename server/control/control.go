@@ -39,7 +39,7 @@ type Quotas struct {
 	BytesBurst       int     `json:"bytes_burst,omitempty"`       // bucket size for bytes
 	MaxPayloadBytes  int     `json:"max_payload_bytes,omitempty"` // one event's payload
 	MaxBatchEvents   int     `json:"max_batch_events,omitempty"`  // events in one batch request
-	MaxSubscriptions int     `json:"max_subscriptions,omitempty"` // concurrent SSE streams
+	MaxSubscriptions int     `json:"max_subscriptions,omitempty"` // concurrent long responses: SSE streams, NDJSON queries, exports, verifies
 	MaxCursors       int     `json:"max_cursors,omitempty"`       // named cursors defined
 
 	// Plugin limits (the tenantplugin package applies them): zero or

@@ -36,6 +36,10 @@
 // bounds the nesting of payloads (request envelopes may add their own few
 // levels); pages are at most MaxPageLimit (1000) events; NDJSON reads
 // stream in pages of that size without a total bound unless limit is given.
+// An event stream, an NDJSON query, an export and a verify each count
+// against the tenant's max_subscriptions while they last (429
+// QUOTA_EXCEEDED past it): they hold a connection as long as the client
+// reads.
 //
 // Metrics (Options.Registry, prefix batpak_): requests by route pattern and
 // status code, request latency by route, appended events, append requests,

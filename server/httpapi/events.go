@@ -315,6 +315,11 @@ func (a *API) queryEvents(c *call) error {
 		}
 		return writeJSON(c.w, http.StatusOK, map[string]any{"events": out, "next_after": next})
 	}
+	release, err := a.holdStream(c)
+	if err != nil {
+		return err
+	}
+	defer release()
 	c.w.Header().Set("Content-Type", "application/x-ndjson")
 	c.w.WriteHeader(http.StatusOK)
 	// Writes fail once the request's context ends (the client went away,
@@ -492,6 +497,11 @@ func (a *API) verify(c *call) error {
 	if err != nil {
 		return err
 	}
+	release, err := a.holdStream(c)
+	if err != nil {
+		return err
+	}
+	defer release()
 	rep, err := s.Verify()
 	if err != nil {
 		if errors.Is(err, core.ErrChainBroken) || errors.Is(err, core.ErrCorrupt) {
@@ -508,6 +518,11 @@ func (a *API) export(c *call) error {
 	if err != nil {
 		return err
 	}
+	release, err := a.holdStream(c)
+	if err != nil {
+		return err
+	}
+	defer release()
 	c.w.Header().Set("Content-Type", "application/x-ndjson")
 	c.w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriterSize(ctxWriter{c.w, c.r.Context()}, 64<<10)

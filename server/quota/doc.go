@@ -1,7 +1,8 @@
 // Package quota holds each tenant's limits in memory: token buckets for
 // events per second and payload bytes per second
 // (golang.org/x/time/rate), and checks for storage, payload size, batch
-// size, concurrent subscriptions and named cursors. The HTTP layer asks
+// size, concurrent subscriptions (long responses: event streams, NDJSON
+// queries, exports, verifies) and named cursors. The HTTP layer asks
 // before it writes, so a refused request has written nothing.
 //
 //	quota               checked by               exactly the limit  refused with            RetryAfter
