@@ -122,7 +122,8 @@ var (
 	ErrExists   = errors.New("control: already exists")
 	ErrNotFound = errors.New("control: not found")
 	ErrInvalid  = errors.New("control: invalid")
-	// ErrLimit: DefineCursorMax found the tenant's cursor count, or
-	// StartWorker its worker count, at its limit.
+	// ErrLimit: DefineCursorMax found the tenant's cursor count,
+	// StartWorker its worker count, or IssueKey its live keys
+	// (MaxKeysPerTenant), at its limit.
 	ErrLimit = errors.New("control: limit reached")
 )
