@@ -101,14 +101,17 @@ func (ln *limitedListener) acquire() bool {
 	}
 }
 
+// Accept takes the next connection, then waits for its slot: a slot is
+// reclaimed from an idle connection only for a client that is there (one
+// connection past the bound may wait here, accepted, meanwhile).
 func (ln *limitedListener) Accept() (net.Conn, error) {
-	if !ln.acquire() {
-		return nil, net.ErrClosed
-	}
 	c, err := ln.Listener.Accept()
 	if err != nil {
-		<-ln.l.slots
 		return nil, err
+	}
+	if !ln.acquire() {
+		_ = c.Close()
+		return nil, net.ErrClosed
 	}
 	return &limitedConn{Conn: c, release: func() { <-ln.l.slots }}, nil
 }
