@@ -28,6 +28,12 @@
 // that has not applied the key yet) with 307 to the leader before any
 // other check; see Cluster.
 //
+// A tenant credential's changes to the control plane every tenant shares
+// (keys issued or revoked, cursors defined or deleted, policy, plugin and
+// worker changes) are paced after step 3: quota.ControlChangesBurst at
+// once, quota.ControlChangesPerSecond after that, then 429 QUOTA_EXCEEDED
+// "control_changes_per_second" with Retry-After. The operator's are not.
+//
 // Admin routes (/v1/admin/…) take the operator credential only. A 403 for
 // another tenant never says whether that tenant exists.
 //

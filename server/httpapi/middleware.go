@@ -285,6 +285,11 @@ func (a *API) guard(rt Route) http.Handler {
 		if err == nil {
 			err = a.clusterRead(c)
 		}
+		if err == nil && rt.control && rt.Access == Tenant {
+			if ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).AllowControlChange(); ex != nil {
+				err = ex
+			}
+		}
 		if err == nil && rt.stream && rt.Access == Tenant {
 			// A long response of tenant data ends as soon as its key is
 			// revoked or its tenant suspended or deleted.

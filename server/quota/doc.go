@@ -16,6 +16,8 @@
 //	max_batch_events    CheckBatch(n)            allowed            "max_batch_events"      0
 //	max_subscriptions   AcquireSubscription()    that many open     "max_subscriptions"     0
 //	max_cursors         CheckCursors(defined)    that many defined  "max_cursors"           0
+//	(control changes)   AllowControlChange()     allowed            "control_changes_       until a token refills
+//	                                                                per_second"
 //
 // AllowWrite takes from both buckets or from neither. A bucket starts
 // full (burst tokens) and refills at the rate; a burst of 0 means one
