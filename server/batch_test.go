@@ -115,7 +115,7 @@ func TestConnectionLimit(t *testing.T) {
 		defer c.Close()
 		held = append(held, c)
 		// A request whose body is still arriving: the connection is busy.
-		fmt.Fprintf(c, "POST /v1/admin/tenants HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+		fmt.Fprintf(c, "POST /v1/admin/tenants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", "bpko_"+strings.Repeat("a", 52))
 	}
 	time.Sleep(100 * time.Millisecond)
 	hc := &http.Client{Timeout: 300 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}

@@ -69,8 +69,8 @@ func TestBusyConnectionsKeepTheirSlots(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		// A request whose body is still arriving: active.
-		fmt.Fprintf(conn, "POST /v1/admin/tenants HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+		// An authenticated request whose body is still arriving: active.
+		fmt.Fprintf(conn, "POST /v1/admin/tenants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", "bpko_"+strings.Repeat("a", 52))
 	}
 	time.Sleep(200 * time.Millisecond)
 	c := &http.Client{Timeout: time.Second}
@@ -78,4 +78,33 @@ func TestBusyConnectionsKeepTheirSlots(t *testing.T) {
 		res.Body.Close()
 		t.Fatal("a new client was served while every slot held a request in progress")
 	}
+}
+
+// TestRefusedBodyFreesItsConnection: a request refused before its body
+// is read (no credential here) is answered with Connection: close and
+// its connection ends at once, instead of the server waiting up to
+// read_timeout for the rest of a body it will never use: without a
+// credential, slow bodies could otherwise hold every connection slot.
+func TestRefusedBodyFreesItsConnection(t *testing.T) {
+	const limit = 2
+	ps := startTunedServer(t, t.TempDir(), func(c *server.Config) { c.MaxConnections = limit })
+	addr := strings.TrimPrefix(ps.base, "http://")
+	for range limit {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "POST /v1/admin/tenants HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil || res.StatusCode != 401 || !res.Close {
+			t.Fatalf("unauthenticated slow body: %v %+v", err, res)
+		}
+	}
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	res, err := c.Get(ps.base + "/healthz")
+	if err != nil {
+		t.Fatalf("a client while %d refused slow bodies are under way: %v", limit, err)
+	}
+	res.Body.Close()
 }

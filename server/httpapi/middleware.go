@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -55,6 +56,27 @@ type recorder struct {
 	deadlineMu   sync.Mutex
 	cut          bool // cutOff was called: the deadline is final
 	info         *reqInfo
+	// body tracks the request body (nil: none): an error answered before
+	// it was read to its end closes the connection (see WriteHeader).
+	body *trackedBody
+	// dropBody: the answer closes the connection with the body unread;
+	// once the handler returns, the rest is not waited for.
+	dropBody bool
+}
+
+// trackedBody is a request body that remembers whether it was read to
+// its end.
+type trackedBody struct {
+	io.ReadCloser
+	eof atomic.Bool
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.eof.Store(true)
+	}
+	return n, err
 }
 
 // reqState is a request's recorder and reqInfo in one allocation.
@@ -84,9 +106,19 @@ func (w *recorder) cutOff(d time.Duration) {
 	w.deadlineMu.Unlock()
 }
 
+// WriteHeader sends the status. An error answered before the request
+// body was read to its end (a refused credential, an unknown route, a
+// rate refusal, a bad header) gets Connection: close: the server then
+// drops the connection instead of first reading the rest of a body it
+// will not use, which a slow client (no credential needed) could stretch
+// to read_timeout while it holds a connection slot and the answer.
 func (w *recorder) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
+	}
+	if code >= 400 && w.body != nil && !w.body.eof.Load() {
+		w.Header().Set("Connection", "close")
+		w.dropBody = true
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -153,6 +185,10 @@ func (a *API) middleware(next http.Handler, route string) http.Handler {
 		st := &reqState{ri: reqInfo{id: requestID(r)}}
 		ri, rec := &st.ri, &st.rec
 		rec.ResponseWriter, rec.info = w, ri
+		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+			rec.body = &trackedBody{ReadCloser: r.Body}
+			r.Body = rec.body
+		}
 		w.Header()["X-Request-Id"] = []string{ri.id}
 		defer func() {
 			if p := recover(); p != nil {
@@ -175,6 +211,12 @@ func (a *API) middleware(next http.Handler, route string) http.Handler {
 			return
 		}
 		next.ServeHTTP(rec, r)
+		if rec.dropBody {
+			// The server would still read what is left of the body (up
+			// to 256 KiB, however slowly it comes) before closing: end
+			// its reads now.
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+		}
 	})
 }
 
