@@ -59,10 +59,13 @@ type recorder struct {
 	// body tracks the request body (nil: none): an error answered before
 	// it was read to its end closes the connection (see WriteHeader).
 	body *trackedBody
-	// dropBody: the answer closes the connection with the body unread;
-	// once the handler returns, the rest is not waited for.
-	dropBody bool
 }
+
+// unreadBodyWait is how long the server waits, after an error answered
+// before the request body was read to its end, for the rest of the body
+// (it reads up to 256 KiB of it to keep the connection) before it drops
+// the connection instead.
+const unreadBodyWait = time.Second
 
 // trackedBody is a request body that remembers whether it was read to
 // its end.
@@ -106,19 +109,19 @@ func (w *recorder) cutOff(d time.Duration) {
 	w.deadlineMu.Unlock()
 }
 
-// WriteHeader sends the status. An error answered before the request
-// body was read to its end (a refused credential, an unknown route, a
-// rate refusal, a bad header) gets Connection: close: the server then
-// drops the connection instead of first reading the rest of a body it
-// will not use, which a slow client (no credential needed) could stretch
-// to read_timeout while it holds a connection slot and the answer.
+// WriteHeader sends the status. After an error answered before the
+// request body was read to its end (a refused credential, an unknown
+// route, a rate refusal, a bad header) the server reads the rest of the
+// body (up to 256 KiB) before it answers, to keep the connection: that
+// read gets unreadBodyWait, not read_timeout, so a slow body (no
+// credential needed) cannot hold a connection slot and its answer for
+// long; past it the connection is dropped.
 func (w *recorder) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
 	}
 	if code >= 400 && w.body != nil && !w.body.eof.Load() {
-		w.Header().Set("Connection", "close")
-		w.dropBody = true
+		_ = http.NewResponseController(w.ResponseWriter).SetReadDeadline(time.Now().Add(unreadBodyWait))
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -211,12 +214,6 @@ func (a *API) middleware(next http.Handler, route string) http.Handler {
 			return
 		}
 		next.ServeHTTP(rec, r)
-		if rec.dropBody {
-			// The server would still read what is left of the body (up
-			// to 256 KiB, however slowly it comes) before closing: end
-			// its reads now.
-			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
-		}
 	})
 }
 
