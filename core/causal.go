@@ -38,10 +38,14 @@ const (
 // event returned, the starting one included (<= 0: DefaultCausalMaxEvents);
 // MaxDepth is how many causation links below the starting event
 // Descendants follows (<= 0: DefaultCausalMaxDepth; Correlation ignores
-// it). There is no ceiling here: a server or CLI caps what callers may ask.
+// it). MaxBytes, when > 0, bounds the payload bytes returned: the result
+// ends before the event that would pass it (it holds at least one event),
+// so that large events are not all read at once. There is no ceiling
+// here: a server or CLI caps what callers may ask.
 type CausalLimits struct {
 	MaxEvents int
 	MaxDepth  int
+	MaxBytes  int
 }
 
 func (l CausalLimits) norm() CausalLimits {
@@ -59,7 +63,7 @@ func (l CausalLimits) norm() CausalLimits {
 type CausalResult struct {
 	Events []StoredEvent
 	// Truncated: more events qualified than the limits let in (more than
-	// MaxEvents, or, for Descendants, deeper than MaxDepth).
+	// MaxEvents or MaxBytes, or, for Descendants, deeper than MaxDepth).
 	Truncated bool
 }
 
@@ -77,7 +81,8 @@ func (s *Store) Descendants(id EventID, lim CausalLimits) (CausalResult, error) 
 	}
 	lim = lim.norm()
 	var found, truncated bool
-	evs, err := s.readRetry(func() []index.Loc {
+	planned := 0
+	evs, err := s.readRetryBytes(func() []index.Loc {
 		s.ix.RLock()
 		seq, ok := s.ix.Lookup(id)
 		s.ix.RUnlock()
@@ -86,16 +91,16 @@ func (s *Store) Descendants(id EventID, lim CausalLimits) (CausalResult, error) 
 		}
 		var locs []index.Loc
 		locs, truncated = s.ix.Descendants(seq, lim.MaxEvents, lim.MaxDepth)
-		found = len(locs) > 0
+		found, planned = len(locs) > 0, len(locs)
 		return locs
-	})
+	}, lim.MaxBytes)
 	if err != nil {
 		return CausalResult{}, err
 	}
 	if !found {
 		return CausalResult{}, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	return CausalResult{Events: evs, Truncated: truncated}, nil
+	return CausalResult{Events: evs, Truncated: truncated || len(evs) < planned}, nil
 }
 
 // Correlation returns the conversation event id belongs to: every visible
@@ -110,13 +115,15 @@ func (s *Store) Correlation(id EventID, lim CausalLimits) (CausalResult, error) 
 	}
 	lim = lim.norm()
 	var truncated bool
-	evs, err := s.readRetry(func() []index.Loc {
+	planned := 0
+	evs, err := s.readRetryBytes(func() []index.Loc {
 		var locs []index.Loc
 		locs, truncated = s.ix.Correlation(ev.Header.CorrelationID, lim.MaxEvents)
+		planned = len(locs)
 		return locs
-	})
+	}, lim.MaxBytes)
 	if err != nil {
 		return CausalResult{}, err
 	}
-	return CausalResult{Events: evs, Truncated: truncated}, nil
+	return CausalResult{Events: evs, Truncated: truncated || len(evs) < planned}, nil
 }

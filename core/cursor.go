@@ -83,6 +83,40 @@ func (c *Cursor) Poll(max int) ([]StoredEvent, error) {
 	return evs, nil
 }
 
+// PollBytes is Poll bounded in payload bytes as well: it stops before the
+// event that would take the payload bytes returned past maxBytes (it
+// returns at least one event when there is one), so a reader of large
+// events holds about maxBytes, not max of them. more reports that it
+// stopped at that bound with events of the region left to read. The
+// position moves past the events returned only. maxBytes <= 0: no bound
+// (Poll).
+func (c *Cursor) PollBytes(max, maxBytes int) (evs []StoredEvent, more bool, err error) {
+	if err := c.s.checkReadable(); err != nil {
+		return nil, false, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.s.checkCursorPos(c.name, c.pos); err != nil {
+		return nil, false, err
+	}
+	var next uint64
+	var planned int
+	evs, err = c.s.readRetryBytes(func() []index.Loc {
+		var locs []index.Loc
+		locs, next = c.s.ix.PlanFrom(c.region.filter(), c.pos, max)
+		planned = len(locs)
+		return locs
+	}, maxBytes)
+	if err != nil {
+		return nil, false, err
+	}
+	if len(evs) < planned {
+		next, more = evs[len(evs)-1].GlobalSequence+1, true
+	}
+	c.pos = next
+	return evs, more, nil
+}
+
 // Seek moves the position to pos, the global sequence the next Poll
 // starts from (events before it are skipped). A position past the end of
 // the log (Stats().GlobalSequence) makes Poll fail with a *CursorAheadError

@@ -18,27 +18,43 @@ import (
 // readRetry plans and reads, planning again (a few times) if the read
 // failed while a compaction replaced segment files under it.
 func (s *Store) readRetry(plan func() []index.Loc) ([]StoredEvent, error) {
+	return s.readRetryBytes(plan, 0)
+}
+
+// readRetryBytes is readRetry with readLocsBytes' bound.
+func (s *Store) readRetryBytes(plan func() []index.Loc, maxBytes int) ([]StoredEvent, error) {
 	for try := 0; ; try++ {
 		epoch := s.compactions.Load()
-		evs, err := s.readLocs(plan())
+		evs, err := s.readLocsBytes(plan(), maxBytes)
 		if err == nil || try == 3 || s.compactions.Load() == epoch {
 			return evs, err
 		}
 	}
 }
 
-// readLocs reads the events at locs.
-func (s *Store) readLocs(locs []index.Loc) ([]StoredEvent, error) {
+// readLocsBytes reads the events at locs in order, stopping before the
+// one that would take the payload bytes read past maxBytes (at least one
+// is read; maxBytes <= 0: no bound).
+func (s *Store) readLocsBytes(locs []index.Loc, maxBytes int) ([]StoredEvent, error) {
 	if len(locs) == 0 {
 		return nil, nil
 	}
-	out := make([]StoredEvent, 0, len(locs))
+	n := len(locs)
+	if maxBytes > 0 {
+		n = min(n, 64) // the slice grows as events fit
+	}
+	out := make([]StoredEvent, 0, n)
+	size := 0
 	var rerr error
 	s.eachLoc(locs, func(ev StoredEvent, err error) bool {
 		if err != nil {
 			rerr = err
 			return false
 		}
+		if maxBytes > 0 && len(out) > 0 && size+len(ev.Payload) > maxBytes {
+			return false
+		}
+		size += len(ev.Payload)
 		out = append(out, ev)
 		return true
 	})

@@ -119,19 +119,38 @@ const DefaultAncestorLimit = 1024
 // related here only if one caused the other. It returns ErrNotFound when id
 // itself is unknown.
 func (s *Store) Ancestors(id EventID, limit int) ([]StoredEvent, error) {
+	res, err := s.AncestorsLimited(id, CausalLimits{MaxEvents: limit})
+	return res.Events, err
+}
+
+// AncestorsLimited is Ancestors bounded by lim: MaxEvents events (<= 0:
+// DefaultAncestorLimit) and, when MaxBytes > 0, payload bytes (the walk
+// stops before the event that would pass them, after at least one);
+// MaxDepth is ignored. Truncated says a bound stopped the walk before a
+// root cause or a missing one.
+func (s *Store) AncestorsLimited(id EventID, lim CausalLimits) (CausalResult, error) {
+	limit := lim.MaxEvents
 	if limit <= 0 {
 		limit = DefaultAncestorLimit
 	}
 	var out []StoredEvent
 	seen := map[EventID]bool{}
-	for len(out) < limit {
+	size := 0
+	for {
+		if len(out) == limit {
+			return CausalResult{Events: out, Truncated: true}, nil
+		}
 		ev, err := s.Get(id)
 		if err != nil {
 			if len(out) > 0 && isNotFound(err) {
 				break
 			}
-			return nil, err
+			return CausalResult{}, err
 		}
+		if lim.MaxBytes > 0 && len(out) > 0 && size+len(ev.Payload) > lim.MaxBytes {
+			return CausalResult{Events: out, Truncated: true}, nil
+		}
+		size += len(ev.Payload)
 		out = append(out, ev)
 		seen[id] = true
 		id = ev.Header.CausationID
@@ -139,7 +158,7 @@ func (s *Store) Ancestors(id EventID, limit int) ([]StoredEvent, error) {
 			break
 		}
 	}
-	return out, nil
+	return CausalResult{Events: out}, nil
 }
 
 func isNotFound(err error) bool { return err != nil && errors.Is(err, ErrNotFound) }

@@ -55,28 +55,50 @@ func Exported(ev StoredEvent) ExportedEvent {
 // records (category 0x0: the audit records of this store's erasures and
 // bypasses) are left out: they are this store's own history, which Import
 // refuses to forge into another store (read them with Query).
+//
+// The events are those of the log as it ends when Export starts (later
+// appends are left out), read in steps of at most exportStepEvents events
+// and exportStepBytes of payload: an export holds about one step in
+// memory, however long the log (not a plan of every event).
 func (s *Store) Export(w io.Writer, r Region, progress func(n int)) (int, error) {
 	bw := bufio.NewWriterSize(w, 1<<16)
 	enc := json.NewEncoder(bw)
 	enc.SetEscapeHTML(false)
 	n := 0
-	for ev, err := range s.Events(r) {
+	end := s.Usage().GlobalSequence
+	cur := s.Cursor(r)
+	for {
+		evs, _, err := cur.PollBytes(exportStepEvents, exportStepBytes)
 		if err != nil {
 			return n, err
 		}
-		if ev.Header.Kind.Category() == CategorySystem {
-			continue
+		if len(evs) == 0 {
+			break
 		}
-		if err := enc.Encode(Exported(ev)); err != nil {
-			return n, err
-		}
-		n++
-		if progress != nil {
-			progress(n)
+		for _, ev := range evs {
+			if ev.GlobalSequence >= end {
+				return n, bw.Flush()
+			}
+			if ev.Header.Kind.Category() == CategorySystem {
+				continue
+			}
+			if err := enc.Encode(Exported(ev)); err != nil {
+				return n, err
+			}
+			n++
+			if progress != nil {
+				progress(n)
+			}
 		}
 	}
 	return n, bw.Flush()
 }
+
+// An export's read step (see Export).
+const (
+	exportStepEvents = 256
+	exportStepBytes  = 1 << 20
+)
 
 // ImportStats reports an import.
 type ImportStats struct {

@@ -98,7 +98,9 @@ func TestDeletedTenantLeftoverRemovedAtStart(t *testing.T) {
 }
 
 // TestConnectionLimit: past server.max_connections a new client waits
-// until a connection ends; it is then served.
+// until a connection in the middle of a request ends; it is then served.
+// (Idle connections yield their slot instead: see
+// TestIdleConnectionsYieldToNewClients.)
 func TestConnectionLimit(t *testing.T) {
 	cfg := server.DefaultConfig()
 	cfg.MaxConnections = 2
@@ -112,8 +114,11 @@ func TestConnectionLimit(t *testing.T) {
 		}
 		defer c.Close()
 		held = append(held, c)
+		// A request whose body is still arriving: the connection is busy.
+		fmt.Fprintf(c, "POST /v1/admin/tenants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", "bpko_"+strings.Repeat("a", 52))
 	}
-	hc := &http.Client{Timeout: 300 * time.Millisecond}
+	time.Sleep(100 * time.Millisecond)
+	hc := &http.Client{Timeout: 300 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}
 	if _, err := hc.Get(bs.base + "/healthz"); err == nil {
 		t.Fatal("a third connection was served beside two held ones with max_connections 2")
 	}

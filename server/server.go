@@ -31,7 +31,6 @@ import (
 	"github.com/batpak-go/batpak/server/tenantplugin"
 	"github.com/batpak-go/batpak/server/tenantpolicy"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/net/netutil"
 )
 
 // Config configures a Server. Zero fields take the defaults of
@@ -52,7 +51,10 @@ type Config struct {
 	// (cluster.Config.MaxOpenStores).
 	MaxOpenTenants int
 	// MaxConnections bounds the client connections served at once (event
-	// streams included); more wait in the listen backlog until one ends.
+	// streams included). When all are taken, the connection idle longest
+	// (kept alive between requests, or connected with nothing sent yet)
+	// is closed to make room; with none idle, more wait in the listen
+	// backlog until one ends.
 	// server.max_connections: default 4096; range 1..1000000. Each costs a
 	// file descriptor beside the open tenants' (one each).
 	MaxConnections int
@@ -352,6 +354,7 @@ type Server struct {
 	tenants *tenancy.Registry
 	api     *httpapi.API
 	http    *http.Server
+	conns   *connLimiter // server.max_connections, idle ones yielding
 	gate    *opa.Gate
 	// policies keeps the tenants' own policy bundles: every tenant
 	// store's admission asks the platform policy, then the tenant's.
@@ -612,6 +615,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
+	s.conns = newConnLimiter(cfg.MaxConnections)
+	s.http.ConnState = s.conns.connState
 	if s.node == nil {
 		// Every worker recorded as running continues from its cursor.
 		s.workers.Resume()
@@ -802,7 +807,7 @@ func (s *Server) listen() error {
 		s.node.running.Store(true)
 		go s.node.run(func(msg string, args ...any) { s.cfg.Logger.Warn(msg, args...) })
 	}
-	ln = netutil.LimitListener(ln, s.cfg.MaxConnections)
+	ln = s.conns.wrap(ln)
 	if s.cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
 		if err != nil {

@@ -53,6 +53,16 @@ type Principal struct {
 	Roles    []control.Role // empty for the operator
 	KeyID    string         // the API key's id; empty for JWT and operator
 	Operator bool
+	// Expires is when the credential stops being valid: a JWT's "exp"
+	// plus JWTConfig.Skew. Zero for API keys and the operator credential,
+	// which last until revoked or changed. A request that outlives it (an
+	// event stream, a slow body) loses its access then.
+	Expires time.Time
+}
+
+// Expired reports whether p's credential has expired at now.
+func (p Principal) Expired(now time.Time) bool {
+	return !p.Expires.IsZero() && !now.Before(p.Expires)
 }
 
 func rank(r control.Role) int {
@@ -311,7 +321,8 @@ func (a *Authenticator) jwtPrincipal(token string) (Principal, error) {
 	if sub == "" {
 		return a.refuse("jwt has no sub")
 	}
-	if _, ok := t.Expiration(); !ok {
+	exp, ok := t.Expiration()
+	if !ok {
 		return a.refuse("jwt has no exp")
 	}
 	var tenant string
@@ -320,7 +331,7 @@ func (a *Authenticator) jwtPrincipal(token string) (Principal, error) {
 	}
 	var raw any
 	_ = t.Get(j.RolesClaim, &raw)
-	return Principal{ID: sub, Tenant: tenant, Roles: rolesOf(raw)}, nil
+	return Principal{ID: sub, Tenant: tenant, Roles: rolesOf(raw), Expires: exp.Add(j.Skew)}, nil
 }
 
 // rolesOf reads a roles claim: an array of strings or one space-separated

@@ -290,12 +290,18 @@ func TestJWT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := sign(t, env.priv, claims(nil))
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	good := sign(t, env.priv, claims(func(c map[string]any) { c["exp"] = exp }))
 	got, err := a.Authenticate(req("Bearer " + good))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := auth.Principal{ID: "user-7", Tenant: "acme", Roles: []control.Role{control.RoleReader, "clerk", control.RoleWriter}}
+	// Expires: the token's exp plus the allowed skew (a stream ends then).
+	want := auth.Principal{ID: "user-7", Tenant: "acme", Roles: []control.Role{control.RoleReader, "clerk", control.RoleWriter}, Expires: exp.Add(auth.DefaultJWTSkew)}
+	if !got.Expires.Equal(want.Expires) {
+		t.Fatalf("expires %v, want %v", got.Expires, want.Expires)
+	}
+	got.Expires = want.Expires // same instant, compared above
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("principal %+v, want %+v (application roles kept for the policy, malformed ones ignored)", got, want)
 	}

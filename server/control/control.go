@@ -39,7 +39,7 @@ type Quotas struct {
 	BytesBurst       int     `json:"bytes_burst,omitempty"`       // bucket size for bytes
 	MaxPayloadBytes  int     `json:"max_payload_bytes,omitempty"` // one event's payload
 	MaxBatchEvents   int     `json:"max_batch_events,omitempty"`  // events in one batch request
-	MaxSubscriptions int     `json:"max_subscriptions,omitempty"` // concurrent SSE streams
+	MaxSubscriptions int     `json:"max_subscriptions,omitempty"` // concurrent long responses: SSE streams, NDJSON queries, exports, verifies
 	MaxCursors       int     `json:"max_cursors,omitempty"`       // named cursors defined
 
 	// Plugin limits (the tenantplugin package applies them): zero or
@@ -122,7 +122,8 @@ var (
 	ErrExists   = errors.New("control: already exists")
 	ErrNotFound = errors.New("control: not found")
 	ErrInvalid  = errors.New("control: invalid")
-	// ErrLimit: DefineCursorMax found the tenant's cursor count, or
-	// StartWorker its worker count, at its limit.
+	// ErrLimit: DefineCursorMax found the tenant's cursor count,
+	// StartWorker its worker count, or IssueKey its live keys
+	// (MaxKeysPerTenant), at its limit.
 	ErrLimit = errors.New("control: limit reached")
 )

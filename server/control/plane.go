@@ -365,11 +365,18 @@ func (p *Plane) Effective(id string) Quotas {
 	return q.Over(p.defaults)
 }
 
+// MaxKeysPerTenant bounds the live (not revoked) keys of one tenant:
+// IssueKey refuses one more with ErrLimit. Every key is a record of the
+// control plane all tenants share and an entry of every key list; a
+// tenant's admin key must not grow them without bound.
+const MaxKeysPerTenant = 1000
+
 // IssueKey records a key whose secret the caller generated (auth.NewKey):
 // k.ID (1..64 of a-z 0-9, never used before, even by a revoked key),
 // k.Tenant (an existing tenant), k.Roles (1..3 distinct roles), k.Name (at
 // most MaxNameBytes) and a non-zero k.Hash. Created is set to the time
-// of the record. Only the hash is stored.
+// of the record. Only the hash is stored. ErrLimit when the tenant holds
+// MaxKeysPerTenant live keys already.
 func (p *Plane) IssueKey(ctx context.Context, k Key) (Key, error) {
 	if err := validKey(k); err != nil {
 		return Key{}, err
@@ -381,9 +388,13 @@ func (p *Plane) IssueKey(ctx context.Context, k Key) (Key, error) {
 	}
 	p.mu.RLock()
 	used := p.st.clocks[KeyEntity(k.ID)] > 0
+	live := len(p.st.tenantKeys[k.Tenant])
 	p.mu.RUnlock()
 	if used {
 		return Key{}, fmt.Errorf("%w: key %q", ErrExists, k.ID)
+	}
+	if live >= MaxKeysPerTenant {
+		return Key{}, fmt.Errorf("%w: the tenant has %d live keys (at most %d; revoke one first)", ErrLimit, live, MaxKeysPerTenant)
 	}
 	kr := keyRecord{ID: k.ID, Roles: append([]Role(nil), k.Roles...), Name: k.Name, Hash: hexHash(k.Hash)}
 	if _, err := p.record(ctx, kindKeyIssued, KeyEntity(k.ID), body{Tenant: k.Tenant, Key: &kr}); err != nil {

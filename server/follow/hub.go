@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -186,7 +187,9 @@ func (r *run) follow(cur *core.Cursor, lossy *core.Subscription) {
 	defer lossy.Close()
 	wake := make([]core.Notification, 256)
 	for {
-		evs, err := cur.Poll(r.h.opts.PollEvents)
+		// Bounded in bytes too: a burst of large events is read in steps
+		// of about what the ring holds, not PollEvents of them at once.
+		evs, _, err := cur.PollBytes(r.h.opts.PollEvents, int(min(r.h.opts.RingBytes, math.MaxInt32)))
 		if err != nil {
 			if r.ctx.Err() == nil {
 				r.end(storeErr(err))

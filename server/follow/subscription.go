@@ -2,6 +2,7 @@ package follow
 
 import (
 	"context"
+	"math"
 	"sync"
 
 	"github.com/batpak-go/batpak/core"
@@ -259,9 +260,17 @@ func (s *Subscription) fromStore(coverStart uint64) ([]Frame, int64, error) {
 	if s.live {
 		limit++ // one more than the bound tells a backlog past it
 	}
-	evs, err := s.cur.Poll(limit)
+	// Bounded in payload bytes too: a region of large events is not read
+	// MaxBacklogEvents at a time (4096 events of 1 MiB would be 4 GiB)
+	// only to send MaxBacklogBytes of them.
+	evs, more, err := s.cur.PollBytes(limit, int(min(o.MaxBacklogBytes, math.MaxInt32)))
 	if err != nil {
 		return nil, 0, storeErr(err)
+	}
+	if s.live && more {
+		// Its backlog holds more than MaxBacklogBytes of payload, so
+		// more than that encoded.
+		return nil, 0, ErrSlowConsumer
 	}
 	next := s.cur.Position()
 	n := 0

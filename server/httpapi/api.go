@@ -153,6 +153,9 @@ type Route struct {
 	// reads: a POST that changes nothing (verify), served by whichever
 	// cluster node is asked, like a GET.
 	reads bool
+	// control: the route changes the shared control plane; on a tenant
+	// credential it takes a token of quota.Tenant.AllowControlChange.
+	control bool
 }
 
 // Pattern is the ServeMux pattern, "METHOD /path".
@@ -250,29 +253,29 @@ func (a *API) table() []Route {
 		{Method: "GET", Path: t + "/export", Access: Tenant, Role: control.RoleAdmin, handler: a.export, stream: true},
 		{Method: "GET", Path: t + "/subscribe", Access: Tenant, Role: control.RoleReader, handler: a.subscribe, stream: true},
 		{Method: "GET", Path: t + "/cursors", Access: Tenant, Role: control.RoleReader, handler: a.listCursors},
-		{Method: "PUT", Path: t + "/cursors/{name}", Access: Tenant, Role: control.RoleWriter, Body: js, handler: a.defineCursor},
-		{Method: "DELETE", Path: t + "/cursors/{name}", Access: Tenant, Role: control.RoleWriter, handler: a.deleteCursor},
+		{Method: "PUT", Path: t + "/cursors/{name}", Access: Tenant, Role: control.RoleWriter, Body: js, handler: a.defineCursor, control: true},
+		{Method: "DELETE", Path: t + "/cursors/{name}", Access: Tenant, Role: control.RoleWriter, handler: a.deleteCursor, control: true},
 		{Method: "GET", Path: t + "/cursors/{name}/events", Access: Tenant, Role: control.RoleReader, handler: a.pollCursor},
 		{Method: "POST", Path: t + "/cursors/{name}/commit", Access: Tenant, Role: control.RoleWriter, Body: js, handler: a.commitCursor},
-		{Method: "POST", Path: t + "/keys", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.issueKey},
+		{Method: "POST", Path: t + "/keys", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.issueKey, control: true},
 		{Method: "GET", Path: t + "/keys", Access: Tenant, Role: control.RoleAdmin, handler: a.listKeys},
-		{Method: "DELETE", Path: t + "/keys/{id}", Access: Tenant, Role: control.RoleAdmin, handler: a.revokeKey},
-		{Method: "PUT", Path: t + "/policy", Access: Tenant, Role: control.RoleAdmin, Body: "application/gzip", handler: a.pushPolicy},
+		{Method: "DELETE", Path: t + "/keys/{id}", Access: Tenant, Role: control.RoleAdmin, handler: a.revokeKey, control: true},
+		{Method: "PUT", Path: t + "/policy", Access: Tenant, Role: control.RoleAdmin, Body: "application/gzip", handler: a.pushPolicy, control: true},
 		{Method: "GET", Path: t + "/policy", Access: Tenant, Role: control.RoleReader, handler: a.listPolicies},
-		{Method: "POST", Path: t + "/policy/rollback", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.rollbackPolicy},
+		{Method: "POST", Path: t + "/policy/rollback", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.rollbackPolicy, control: true},
 		{Method: "GET", Path: t + "/policy/decisions", Access: Tenant, Role: control.RoleAdmin, handler: a.policyDecisions, leader: true},
-		{Method: "POST", Path: t + "/plugins", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.pushPlugin},
+		{Method: "POST", Path: t + "/plugins", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.pushPlugin, control: true},
 		{Method: "GET", Path: t + "/plugins", Access: Tenant, Role: control.RoleReader, handler: a.listPlugins},
 		{Method: "GET", Path: t + "/plugins/{name}", Access: Tenant, Role: control.RoleReader, handler: a.pluginStatus},
-		{Method: "POST", Path: t + "/plugins/{name}/swap", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.swapPlugin},
+		{Method: "POST", Path: t + "/plugins/{name}/swap", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.swapPlugin, control: true},
 		{Method: "POST", Path: t + "/plugins/{name}/reset", Access: Tenant, Role: control.RoleAdmin, handler: a.resetPlugin, leader: true},
-		{Method: "DELETE", Path: t + "/plugins/{name}", Access: Tenant, Role: control.RoleAdmin, handler: a.deletePlugin},
+		{Method: "DELETE", Path: t + "/plugins/{name}", Access: Tenant, Role: control.RoleAdmin, handler: a.deletePlugin, control: true},
 		{Method: "GET", Path: t + "/projections/{plugin}/{entity}", Access: Tenant, Role: control.RoleReader, handler: a.projection},
 		{Method: "GET", Path: t + "/workers", Access: Tenant, Role: control.RoleReader, handler: a.listWorkers, leader: true},
-		{Method: "PUT", Path: t + "/workers/{name}", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.startWorker},
+		{Method: "PUT", Path: t + "/workers/{name}", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.startWorker, control: true},
 		{Method: "GET", Path: t + "/workers/{name}", Access: Tenant, Role: control.RoleReader, handler: a.getWorker, leader: true},
-		{Method: "POST", Path: t + "/workers/{name}/stop", Access: Tenant, Role: control.RoleAdmin, handler: a.stopWorker},
-		{Method: "POST", Path: t + "/workers/{name}/reset", Access: Tenant, Role: control.RoleAdmin, handler: a.resetWorker},
+		{Method: "POST", Path: t + "/workers/{name}/stop", Access: Tenant, Role: control.RoleAdmin, handler: a.stopWorker, control: true},
+		{Method: "POST", Path: t + "/workers/{name}/reset", Access: Tenant, Role: control.RoleAdmin, handler: a.resetWorker, control: true},
 
 		{Method: "POST", Path: ad, Access: Operator, Body: js, handler: a.createTenant},
 		{Method: "GET", Path: ad, Access: Operator, handler: a.listTenants},

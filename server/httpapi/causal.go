@@ -15,16 +15,18 @@ const MaxCausalDepth = 1024
 
 // descendants serves GET …/events/{id}/descendants?limit=N&depth=D: the
 // event and what it caused, transitively, in global order, at most limit
-// events (DefaultPageLimit, capped at MaxPageLimit) and depth levels;
-// "truncated" says the bounds left events out.
+// events (DefaultPageLimit, capped at MaxPageLimit; fewer when they pass
+// MaxPageBytes of payload) and depth levels; "truncated" says the bounds
+// left events out.
 func (a *API) descendants(c *call) error {
 	return a.causal(c, true)
 }
 
 // correlation serves GET …/events/{id}/correlation?limit=N: every event
 // of the event's conversation (same correlation id), in global order, at
-// most limit (DefaultPageLimit, capped at MaxPageLimit), the earliest
-// first; "truncated" says more exist.
+// most limit (DefaultPageLimit, capped at MaxPageLimit; fewer when they
+// pass MaxPageBytes of payload), the earliest first; "truncated" says
+// more exist.
 func (a *API) correlation(c *call) error {
 	return a.causal(c, false)
 }
@@ -38,7 +40,7 @@ func (a *API) causal(c *call, down bool) error {
 	if err != nil {
 		return err
 	}
-	lim := core.CausalLimits{MaxEvents: limit}
+	lim := core.CausalLimits{MaxEvents: limit, MaxBytes: MaxPageBytes}
 	if down {
 		if lim.MaxDepth, err = causalDepth(c.r); err != nil {
 			return err

@@ -28,6 +28,12 @@
 // that has not applied the key yet) with 307 to the leader before any
 // other check; see Cluster.
 //
+// A tenant credential's changes to the control plane every tenant shares
+// (keys issued or revoked, cursors defined or deleted, policy, plugin and
+// worker changes) are paced after step 3: quota.ControlChangesBurst at
+// once, quota.ControlChangesPerSecond after that, then 429 QUOTA_EXCEEDED
+// "control_changes_per_second" with Retry-After. The operator's are not.
+//
 // Admin routes (/v1/admin/…) take the operator credential only. A 403 for
 // another tenant never says whether that tenant exists.
 //
@@ -36,6 +42,10 @@
 // bounds the nesting of payloads (request envelopes may add their own few
 // levels); pages are at most MaxPageLimit (1000) events; NDJSON reads
 // stream in pages of that size without a total bound unless limit is given.
+// An event stream, an NDJSON query, an export and a verify each count
+// against the tenant's max_subscriptions while they last (429
+// QUOTA_EXCEEDED past it): they hold a connection as long as the client
+// reads.
 //
 // Metrics (Options.Registry, prefix batpak_): requests by route pattern and
 // status code, request latency by route, appended events, append requests,

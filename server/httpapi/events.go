@@ -315,6 +315,11 @@ func (a *API) queryEvents(c *call) error {
 		}
 		return writeJSON(c.w, http.StatusOK, map[string]any{"events": out, "next_after": next})
 	}
+	release, err := a.holdStream(c)
+	if err != nil {
+		return err
+	}
+	defer release()
 	c.w.Header().Set("Content-Type", "application/x-ndjson")
 	c.w.WriteHeader(http.StatusOK)
 	// Writes fail once the request's context ends (the client went away,
@@ -329,7 +334,7 @@ func (a *API) queryEvents(c *call) error {
 		if limit > 0 {
 			page = min(page, limit-sent)
 		}
-		evs, err := cur.Poll(page)
+		evs, more, err := cur.PollBytes(page, ndjsonStepBytes)
 		if err != nil {
 			return err // logged: the response has begun
 		}
@@ -344,7 +349,7 @@ func (a *API) queryEvents(c *call) error {
 			last = &n
 		}
 		sent += len(evs)
-		if len(evs) < page {
+		if len(evs) < page && !more {
 			break
 		}
 		if err := bw.Flush(); err != nil {
@@ -364,8 +369,14 @@ func (a *API) queryEvents(c *call) error {
 	return nil
 }
 
-// ndjsonPage is how many events an NDJSON query reads at once.
-const ndjsonPage = 100
+// ndjsonPage is how many events an NDJSON query reads at once, fewer when
+// they hold more than ndjsonStepBytes of payload (at least one): a
+// stalled client holds about that much (or one event), not ndjsonPage
+// large events.
+const (
+	ndjsonPage      = 100
+	ndjsonStepBytes = 1 << 20
+)
 
 // readPage polls cur for up to limit events (those keep accepts; nil: all),
 // in small steps, and stops once the page holds MaxPageBytes of payload
@@ -375,9 +386,9 @@ const ndjsonPage = 100
 // have moved past the last event returned; callers continue from that
 // event, not from the cursor.
 func readPage(cur *core.Cursor, limit int, keep func(core.StoredEvent) bool) (out []core.StoredEvent, more bool, err error) {
-	size, step := 0, 8
+	size := 0
 	for len(out) < limit {
-		evs, err := cur.Poll(min(step, limit-len(out)))
+		evs, full, err := cur.PollBytes(min(ndjsonPage, limit-len(out)), max(MaxPageBytes-size, 1))
 		if err != nil {
 			return nil, false, err
 		}
@@ -394,10 +405,8 @@ func readPage(cur *core.Cursor, limit int, keep func(core.StoredEvent) bool) (ou
 			size += len(ev.Payload)
 			out = append(out, ev)
 		}
-		// The next step: what the room left holds at the average size so far.
-		step = ndjsonPage
-		if avg := size / max(len(out), 1); avg > 0 {
-			step = max(1, min(ndjsonPage, (MaxPageBytes-size)/avg+1))
+		if full && size >= MaxPageBytes {
+			return out, true, nil
 		}
 	}
 	return out, true, nil
@@ -437,6 +446,10 @@ func (a *API) entityEvents(c *call) error {
 	return writeJSON(c.w, http.StatusOK, map[string]any{"events": wire.FromStoredAll(evs)})
 }
 
+// ancestors serves GET …/events/{id}/ancestors?limit=N: the event, its
+// cause, that one's cause and so on, at most limit events
+// (DefaultPageLimit, capped at MaxPageLimit; fewer when they pass
+// MaxPageBytes of payload); "truncated" says a bound stopped the walk.
 func (a *API) ancestors(c *call) error {
 	id, err := core.ParseEventID(c.r.PathValue("id"))
 	if err != nil {
@@ -450,12 +463,12 @@ func (a *API) ancestors(c *call) error {
 	if err != nil {
 		return err
 	}
-	evs, err := s.Ancestors(id, limit)
+	res, err := s.AncestorsLimited(id, core.CausalLimits{MaxEvents: limit, MaxBytes: MaxPageBytes})
 	if err != nil {
 		return err
 	}
-	out := wire.FromStoredAll(evs)
-	return writeJSON(c.w, http.StatusOK, map[string]any{"events": out})
+	out := wire.FromStoredAll(res.Events)
+	return writeJSON(c.w, http.StatusOK, map[string]any{"events": out, "truncated": res.Truncated})
 }
 
 func (a *API) stats(c *call) error {
@@ -484,6 +497,11 @@ func (a *API) verify(c *call) error {
 	if err != nil {
 		return err
 	}
+	release, err := a.holdStream(c)
+	if err != nil {
+		return err
+	}
+	defer release()
 	rep, err := s.Verify()
 	if err != nil {
 		if errors.Is(err, core.ErrChainBroken) || errors.Is(err, core.ErrCorrupt) {
@@ -500,6 +518,11 @@ func (a *API) export(c *call) error {
 	if err != nil {
 		return err
 	}
+	release, err := a.holdStream(c)
+	if err != nil {
+		return err
+	}
+	defer release()
 	c.w.Header().Set("Content-Type", "application/x-ndjson")
 	c.w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriterSize(ctxWriter{c.w, c.r.Context()}, 64<<10)

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -55,6 +56,30 @@ type recorder struct {
 	deadlineMu   sync.Mutex
 	cut          bool // cutOff was called: the deadline is final
 	info         *reqInfo
+	// body tracks the request body (nil: none): an error answered before
+	// it was read to its end closes the connection (see WriteHeader).
+	body *trackedBody
+}
+
+// unreadBodyWait is how long the server waits, after an error answered
+// before the request body was read to its end, for the rest of the body
+// (it reads up to 256 KiB of it to keep the connection) before it drops
+// the connection instead.
+const unreadBodyWait = time.Second
+
+// trackedBody is a request body that remembers whether it was read to
+// its end.
+type trackedBody struct {
+	io.ReadCloser
+	eof atomic.Bool
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.eof.Store(true)
+	}
+	return n, err
 }
 
 // reqState is a request's recorder and reqInfo in one allocation.
@@ -84,9 +109,19 @@ func (w *recorder) cutOff(d time.Duration) {
 	w.deadlineMu.Unlock()
 }
 
+// WriteHeader sends the status. After an error answered before the
+// request body was read to its end (a refused credential, an unknown
+// route, a rate refusal, a bad header) the server reads the rest of the
+// body (up to 256 KiB) before it answers, to keep the connection: that
+// read gets unreadBodyWait, not read_timeout, so a slow body (no
+// credential needed) cannot hold a connection slot and its answer for
+// long; past it the connection is dropped.
 func (w *recorder) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
+	}
+	if code >= 400 && w.body != nil && !w.body.eof.Load() {
+		_ = http.NewResponseController(w.ResponseWriter).SetReadDeadline(time.Now().Add(unreadBodyWait))
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -153,6 +188,10 @@ func (a *API) middleware(next http.Handler, route string) http.Handler {
 		st := &reqState{ri: reqInfo{id: requestID(r)}}
 		ri, rec := &st.ri, &st.rec
 		rec.ResponseWriter, rec.info = w, ri
+		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+			rec.body = &trackedBody{ReadCloser: r.Body}
+			r.Body = rec.body
+		}
 		w.Header()["X-Request-Id"] = []string{ri.id}
 		defer func() {
 			if p := recover(); p != nil {
@@ -284,6 +323,11 @@ func (a *API) guard(rt Route) http.Handler {
 		}
 		if err == nil {
 			err = a.clusterRead(c)
+		}
+		if err == nil && rt.control && rt.Access == Tenant {
+			if ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).AllowControlChange(); ex != nil {
+				err = ex
+			}
 		}
 		if err == nil && rt.stream && rt.Access == Tenant {
 			// A long response of tenant data ends as soon as its key is

@@ -263,6 +263,8 @@ func (a *API) problemFor(c *call, err error) *apiError {
 		out = errNotFound("no such tenant")
 	case errors.Is(err, control.ErrNotFound):
 		out = errNotFound(a.scrub(c, strings.TrimPrefix(err.Error(), "control: ")))
+	case errors.Is(err, control.ErrLimit):
+		out = &apiError{status: 429, code: wire.CodeQuotaExceeded, detail: strings.TrimPrefix(err.Error(), "control: limit reached: ")}
 	case errors.Is(err, control.ErrExists):
 		out = &apiError{status: 409, code: wire.CodeConflict, detail: strings.TrimPrefix(err.Error(), "control: ")}
 	case errors.Is(err, control.ErrInvalid):

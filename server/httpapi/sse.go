@@ -32,12 +32,27 @@ func (a *API) beginStream() bool {
 	return true
 }
 
+// holdStream counts a long response of the call's tenant (an event
+// stream, an NDJSON query, an export, a verify) against its
+// max_subscriptions: such a response holds a connection for as long as
+// its client reads, so without the bound one key could take every
+// connection the server has (server.max_connections). Past it: 429
+// QUOTA_EXCEEDED. release gives the slot back.
+func (a *API) holdStream(c *call) (release func(), err error) {
+	release, ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).AcquireSubscription()
+	if ex != nil {
+		return nil, ex
+	}
+	return release, nil
+}
+
 // subscribe streams a region as Server-Sent Events: "id:" is the global
 // sequence, "event: event", "data:" the event JSON. It catches up from
 // ?after or Last-Event-ID (which wins: it is the browser's resume), then
 // follows live, with ": heartbeat" comments every SSEHeartbeat. A client
 // too slow to keep up gets "event: cutoff", as does one whose key is
-// revoked or whose tenant is suspended or deleted (at once, with a
+// revoked, whose JWT expires (its "exp" plus the configured skew) or whose
+// tenant is suspended or deleted (at once, with a
 // "reason" saying which; nothing written after that is sent), one the
 // server stops for gets
 // "event: shutdown", both with data {"resume_after": <last id sent>}
@@ -80,9 +95,9 @@ func (a *API) subscribe(c *call) error {
 			return err
 		}
 	}
-	release, ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).AcquireSubscription()
-	if ex != nil {
-		return ex
+	release, err := a.holdStream(c)
+	if err != nil {
+		return err
 	}
 	defer release()
 	if !a.beginStream() {

@@ -1,7 +1,8 @@
 // Package quota holds each tenant's limits in memory: token buckets for
 // events per second and payload bytes per second
 // (golang.org/x/time/rate), and checks for storage, payload size, batch
-// size, concurrent subscriptions and named cursors. The HTTP layer asks
+// size, concurrent subscriptions (long responses: event streams, NDJSON
+// queries, exports, verifies) and named cursors. The HTTP layer asks
 // before it writes, so a refused request has written nothing.
 //
 //	quota               checked by               exactly the limit  refused with            RetryAfter
@@ -15,6 +16,8 @@
 //	max_batch_events    CheckBatch(n)            allowed            "max_batch_events"      0
 //	max_subscriptions   AcquireSubscription()    that many open     "max_subscriptions"     0
 //	max_cursors         CheckCursors(defined)    that many defined  "max_cursors"           0
+//	(control changes)   AllowControlChange()     allowed            "control_changes_       until a token refills
+//	                                                                per_second"
 //
 // AllowWrite takes from both buckets or from neither. A bucket starts
 // full (burst tokens) and refills at the rate; a burst of 0 means one

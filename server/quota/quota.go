@@ -79,8 +79,17 @@ type Tenant struct {
 	events  bucket
 	bytes   bucket
 	uploads bucket // bytes per second; burst: an hour's worth
+	changes bucket // control-plane changes a tenant credential makes
 	subs    int
 }
+
+// The bucket of a tenant's own control-plane changes (see
+// AllowControlChange): ControlChangesPerSecond, holding
+// ControlChangesBurst.
+const (
+	ControlChangesPerSecond = 10
+	ControlChangesBurst     = 100
+)
 
 // bucket is one token bucket; unlimited when its rate is zero or negative.
 type bucket struct {
@@ -99,7 +108,27 @@ func newTenant(now func() time.Time, q control.Quotas) *Tenant {
 	t.bytes.set(now(), q.BytesPerSecond, q.BytesBurst)
 	t.uploads = bucket{name: "upload_bytes_per_hour", burstName: "upload_bytes_per_hour"}
 	t.setUploads(now(), q.UploadBytesPerHour)
+	t.changes = bucket{name: "control_changes_per_second", burstName: "control_changes_per_second"}
+	t.changes.set(now(), ControlChangesPerSecond, ControlChangesBurst)
 	return t
+}
+
+// AllowControlChange takes a token for one change a tenant credential
+// makes to the control plane all tenants share (a key issued or revoked,
+// a cursor defined or deleted, a policy, plugin or worker change), or
+// refuses it as "control_changes_per_second" with RetryAfter until the
+// bucket holds one. Each change is a lasting record of the shared control
+// plane, so a tenant's churn must not grow it at the speed of its
+// requests. Not a quota of control.Quotas: the same for every tenant.
+func (t *Tenant) AllowControlChange() *Exceeded {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	if w, _ := t.changes.wait(now, 1); w > 0 {
+		return &Exceeded{Quota: t.changes.name, Limit: ControlChangesPerSecond, RetryAfter: w}
+	}
+	t.changes.lim.AllowN(now, 1)
+	return nil
 }
 
 // setUploads sets the upload bucket from its hourly quota.

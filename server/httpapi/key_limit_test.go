@@ -1,0 +1,83 @@
+package httpapi_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/quota"
+)
+
+// TestKeysPerTenantBounded: a tenant holds at most
+// control.MaxKeysPerTenant live keys: its admin key cannot grow the
+// shared control plane (and every key list) without bound. One past it is
+// refused 429 QUOTA_EXCEEDED naming the limit, whoever asks (the tenant's
+// admin or the operator); revoking one makes room again.
+func TestKeysPerTenantBounded(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme") // 3 keys
+	issue := func(token, path string) resp {
+		return e.req("POST", path, token, map[string]any{"roles": []string{"reader"}})
+	}
+	var last string
+	for i := 3; i < control.MaxKeysPerTenant; i++ {
+		// The operator's issues: a tenant's own are paced (see
+		// TestTenantControlChangesPaced).
+		r := issue(opToken, "/v1/admin/tenants/acme/keys")
+		if r.status != 201 {
+			t.Fatalf("key %d: %d %s", i+1, r.status, r.body)
+		}
+		last = r.json(t)["id"].(string)
+	}
+	for _, who := range []struct{ token, path string }{{k["admin"], "/v1/tenants/acme/keys"}, {opToken, "/v1/admin/tenants/acme/keys"}} {
+		r := issue(who.token, who.path)
+		if r.status != 429 || r.code() != "QUOTA_EXCEEDED" || !strings.Contains(string(r.body), fmt.Sprint(control.MaxKeysPerTenant)) {
+			t.Fatalf("key %d via %s: %d %s", control.MaxKeysPerTenant+1, who.path, r.status, r.body)
+		}
+	}
+	e.must(e.req("DELETE", "/v1/admin/tenants/acme/keys/"+last, opToken, nil), 204)
+	e.must(issue(k["admin"], "/v1/tenants/acme/keys"), 201)
+	// Another tenant is not affected.
+	k2 := e.tenant("beta")
+	e.must(issue(k2["admin"], "/v1/tenants/beta/keys"), 201)
+}
+
+// TestTenantControlChangesPaced: a tenant credential's changes to the
+// shared control plane (here: issuing and revoking keys in a loop) are
+// paced by a bucket of quota.ControlChangesBurst refilling at
+// quota.ControlChangesPerSecond: past it 429 QUOTA_EXCEEDED
+// "control_changes_per_second" with Retry-After, so one tenant cannot
+// fill the control plane every tenant shares with churn. The operator is
+// not paced, nor another tenant.
+func TestTenantControlChangesPaced(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	refused := -1
+	var r resp
+	for i := 0; i < quota.ControlChangesBurst+50; i++ {
+		r = e.req("POST", "/v1/tenants/acme/keys", k["admin"], map[string]any{"roles": []string{"reader"}})
+		if r.status == 429 {
+			refused = i
+			break
+		}
+		e.must(r, 201)
+		if r = e.req("DELETE", "/v1/tenants/acme/keys/"+r.json(t)["id"].(string), k["admin"], nil); r.status == 429 {
+			refused = i
+			break
+		}
+		e.must(r, 204)
+	}
+	if refused < 0 || r.code() != "QUOTA_EXCEEDED" || r.json(t)["quota"] != "control_changes_per_second" || r.header.Get("Retry-After") == "" {
+		t.Fatalf("%d issue+revoke cycles, last answer %d %s", quota.ControlChangesBurst+50, r.status, r.body)
+	}
+	if refused < quota.ControlChangesBurst/2-5 {
+		t.Fatalf("refused after %d cycles, want about %d", refused, quota.ControlChangesBurst/2)
+	}
+	e.must(e.req("POST", "/v1/admin/tenants/acme/keys", opToken, map[string]any{"roles": []string{"reader"}}), 201)
+	k2 := e.tenant("beta")
+	e.must(e.req("POST", "/v1/tenants/beta/keys", k2["admin"], map[string]any{"roles": []string{"reader"}}), 201)
+	time.Sleep(300 * time.Millisecond) // ≥ 1 token at 10/s
+	e.must(e.req("POST", "/v1/tenants/acme/keys", k["admin"], map[string]any{"roles": []string{"reader"}}), 201)
+}
