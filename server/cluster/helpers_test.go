@@ -245,7 +245,11 @@ func assertIdentical(t testing.TB, nodes []*cluster.Node, index uint64, tenants 
 	t.Helper()
 	for attempt := 0; ; attempt++ {
 		for _, n := range nodes {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			// As long as settledBarrier allows: a follower restarted
+			// far behind catches up from a snapshot once the leader's
+			// replication back-off lets it, which on a loaded machine
+			// takes seconds.
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			err := n.WaitApplied(ctx, index)
 			cancel()
 			if err != nil {
