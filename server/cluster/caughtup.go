@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,7 +27,7 @@ import (
 // applied up to the target, the target's arrival time is the new
 // caught-up moment and the next announcement becomes the target.
 type catchUp struct {
-	applied func() uint64 // raft's applied index
+	applied func() uint64 // the last index the stores reflect (stateIndex)
 
 	mu        sync.Mutex
 	target    uint64
@@ -63,6 +64,70 @@ func (c *catchUp) moment() time.Time {
 		return time.Unix(0, ns)
 	}
 	return time.Time{}
+}
+
+// maxStateScan bounds how many log entries one stateIndex call reads.
+const maxStateScan = 4096
+
+// stateIndex finds the last log index this node's stores reflect. raft's
+// own applied index is no measure of that: raft counts entries applied
+// once it has queued them for the state machine (up to 128 batches
+// ahead of it), and goes on counting them after the state machine
+// halted. The state machine's applied index is exact but stops short of
+// the entries raft never hands it (a leader's no-op, barriers): past it,
+// the entries raft has counted that change nothing count too.
+type stateIndex struct {
+	fsm  func() uint64 // the last entry the state machine applied
+	raft func() uint64 // raft's applied index
+	log  raft.LogStore
+
+	mu sync.Mutex
+	// from, to: entries (from, to] are ones raft never hands the state
+	// machine (checked by an earlier call).
+	from, to uint64
+}
+
+// index returns the last log index the stores reflect.
+func (s *stateIndex) index() uint64 {
+	a := s.fsm()
+	ra := s.raft()
+	if ra <= a {
+		return a
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a < s.from || a > s.to {
+		s.from, s.to = a, a
+	}
+	i := s.to
+	for n := 0; i < ra && n < maxStateScan; n++ {
+		var l raft.Log
+		if err := s.log.GetLog(i+1, &l); err != nil {
+			// Not in the log although raft counts it applied: a snapshot
+			// covers it (compacted away below the log, or installed from
+			// a leader past the log's end), and the state machine had
+			// reached (taken) or holds (restored) that snapshot. A hole
+			// within the log is damage: no further.
+			first, ferr := s.log.FirstIndex()
+			last, lerr := s.log.LastIndex()
+			switch {
+			case ferr != nil || lerr != nil || !errors.Is(err, raft.ErrLogNotFound):
+			case first == 0 || i+1 > last:
+				i = ra
+				continue
+			case i+1 < first:
+				i = min(first-1, ra)
+				continue
+			}
+			break
+		}
+		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			break // the state machine has not applied it yet
+		}
+		i++
+	}
+	s.to = i
+	return i
 }
 
 // watchedTransport is the node's raft transport with the AppendEntries

@@ -1,7 +1,10 @@
 package cluster_test
 
 import (
+	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -106,5 +109,94 @@ func TestCaughtUpNeedsReplicationNotHeartbeats(t *testing.T) {
 	defer f.ReleaseStore(s)
 	if evs, err := s.Stream("e"); err != nil || len(evs) != 2 {
 		t.Fatalf("caught up, the follower holds %d of the 2 events (%v)", len(evs), err)
+	}
+}
+
+// A follower that stopped applying (its stores cannot take an entry: a
+// full or failing disk, a command format it does not know) is not
+// caught up, however many of the leader's later commits raft hands on to
+// its apply queue: its stores, on which a server judges credentials, lack
+// every change since — a revocation among them.
+func TestCaughtUpStopsWhenTheFollowerHalts(t *testing.T) {
+	c := newMemCluster(t, 3, nil)
+	l := c.settled(10 * time.Second)
+	var f *cluster.Node
+	for _, n := range c.list() {
+		if n != l {
+			f = n
+		}
+	}
+	mustAppend(t, l, "t1", item("e", `{"n":1}`, core.AppendOptions{}))
+	waitFor(t, 5*time.Second, "the follower caught up", func() bool {
+		return time.Since(f.CaughtUpAt()) < 200*time.Millisecond && f.AppliedIndex() >= l.AppliedIndex()
+	})
+	// Tenant t2's store cannot be created on the follower: a file stands
+	// where its directory goes.
+	if err := os.WriteFile(filepath.Join(c.root, f.ID(), "tenants", "t2"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, l, "t2", item("e", `{"n":1}`, core.AppendOptions{}))
+	waitFor(t, 5*time.Second, "the follower halted", func() bool { return f.Err() != nil })
+	halted := time.Now()
+	// The leader goes on committing (a key's revocation, say), a write
+	// every 20 ms.
+	for time.Since(halted) < 2*time.Second {
+		mustAppend(t, l, "t1", item("e", `{"n":2}`, core.AppendOptions{}))
+		time.Sleep(20 * time.Millisecond)
+	}
+	if at := f.CaughtUpAt(); at.After(halted) {
+		t.Fatalf("a halted follower (%v) counts as caught up at %s, %s after it halted (applied %d, leader %d)",
+			f.Err(), at.Format(time.StampMilli), at.Sub(halted), f.AppliedIndex(), l.AppliedIndex())
+	}
+	if st := f.Status(); st.CaughtUp < 2*time.Second {
+		t.Fatalf("status of a halted follower: caught_up %s, want ≥ 2s", st.CaughtUp)
+	}
+}
+
+// Entries that change no store — a new leader's no-op, the barriers of
+// linearizable reads — do not keep an idle follower from being caught up,
+// nor does a snapshot it installed whose last entries were such ones.
+func TestCaughtUpPastEntriesThatWriteNothing(t *testing.T) {
+	c := newMemCluster(t, 3, func(cfg *cluster.Config) { cfg.TrailingLogs = 1 })
+	l := c.settled(10 * time.Second)
+	var f *cluster.Node
+	for _, n := range c.list() {
+		if n != l {
+			f = n
+		}
+	}
+	caughtUp := func(what string) {
+		t.Helper()
+		since := time.Now()
+		waitFor(t, 10*time.Second, what, func() bool { return f.CaughtUpAt().After(since) })
+	}
+	caughtUp("an idle follower caught up")
+	mustAppend(t, l, "t1", item("e", `{"n":1}`, core.AppendOptions{}))
+	for i := 0; i < 5; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := l.Barrier(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	caughtUp("a follower caught up past barriers")
+
+	id := f.ID()
+	c.stop(id)
+	mustAppend(t, l, "t1", item("e", `{"n":2}`, core.AppendOptions{}))
+	for i := 0; i < 5; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := l.Barrier(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	if err := l.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	f = c.start(id)
+	caughtUp("a restarted follower caught up from the leader's snapshot")
+	if st := f.Status(); st.LastSnapshotIndex == 0 {
+		t.Fatalf("the follower installed no snapshot: %+v", st)
 	}
 }

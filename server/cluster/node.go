@@ -165,6 +165,7 @@ type Node struct {
 	bolt    *raftboltdb.BoltStore
 	watch   *watchedTransport // trans as raft sees it: AppendEntries observed
 	catchUp catchUp
+	state   stateIndex // the last log index the stores reflect
 	timeout time.Duration
 	group   *grouper // nil with Config.SingleWriteEntries
 
@@ -309,7 +310,8 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("cluster: starting raft: %w", err)
 	}
 	n.raft = r
-	n.catchUp.applied = r.AppliedIndex
+	n.state = stateIndex{fsm: f.appliedIndex, raft: r.AppliedIndex, log: logs}
+	n.catchUp.applied = n.state.index
 	n.watch.start(&n.catchUp)
 	if !cfg.SingleWriteEntries {
 		n.group = newGrouper(n)
@@ -579,7 +581,9 @@ func (n *Node) LastContact() time.Time { return n.raft.LastContact() }
 // it has not since it started. It lags LastContact while the leader is
 // not replicating to this node — after the node was unreachable, raft
 // keeps sending heartbeats but backs off replicating for up to about
-// 10 s — and while the node applies slower than the leader commits: a
+// 10 s — and while the node applies slower than the leader commits (it
+// counts what the stores hold, not what raft has queued for them; a
+// halted node, Err, never catches up): a
 // follower judging requests on its own state (credentials, tenants)
 // should do so only while CaughtUpAt is recent. It says nothing while the
 // node leads.
