@@ -143,16 +143,29 @@ type watchedTransport struct {
 	done     chan struct{}
 }
 
+// preVoteWatchedTransport is a watchedTransport of a transport that
+// supports pre-vote: raft sees the support (a watchedTransport alone
+// hides it, so raft holds plain elections over a transport without it).
+type preVoteWatchedTransport struct{ *watchedTransport }
+
 var (
 	_ raft.WithClose   = (*watchedTransport)(nil)
-	_ raft.WithPreVote = (*watchedTransport)(nil)
+	_ raft.WithPreVote = preVoteWatchedTransport{}
 )
 
 // watchTransport wraps t; start passes its requests on to raft, noting
-// in c the commit index of each AppendEntries request. t must support
-// pre-vote (raft's NetworkTransport and InmemTransport do).
+// in c the commit index of each AppendEntries request.
 func watchTransport(t raft.Transport) *watchedTransport {
 	return &watchedTransport{Transport: t, out: make(chan raft.RPC), stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// forRaft is the transport raft is given: w, supporting pre-vote exactly
+// when the wrapped transport does.
+func (w *watchedTransport) forRaft() raft.Transport {
+	if _, ok := w.Transport.(raft.WithPreVote); ok {
+		return preVoteWatchedTransport{w}
+	}
+	return w
 }
 
 // start starts passing requests on (once raft is there to read them).
@@ -192,7 +205,7 @@ func isHeartbeat(req *raft.AppendEntriesRequest) bool {
 func (w *watchedTransport) Consumer() <-chan raft.RPC { return w.out }
 
 // RequestPreVote implements raft.WithPreVote with the transport's own.
-func (w *watchedTransport) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
+func (w preVoteWatchedTransport) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
 	return w.Transport.(raft.WithPreVote).RequestPreVote(id, target, args, resp)
 }
 

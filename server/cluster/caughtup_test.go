@@ -200,3 +200,20 @@ func TestCaughtUpPastEntriesThatWriteNothing(t *testing.T) {
 		t.Fatalf("the follower installed no snapshot: %+v", st)
 	}
 }
+
+// plainTransport is a transport with raft's required methods only (no
+// pre-vote): what a Config.Transport of one's own may be.
+type plainTransport struct{ raft.Transport }
+
+// A Config.Transport without pre-vote works: raft holds plain elections
+// over it, as it would without the node watching its requests.
+func TestTransportWithoutPreVote(t *testing.T) {
+	c := newMemCluster(t, 3, func(cfg *cluster.Config) {
+		cfg.Transport = plainTransport{cfg.Transport}
+	})
+	l := c.settled(10 * time.Second)
+	mustAppend(t, l, "t1", item("e", `{"n":1}`, core.AppendOptions{}))
+	c.stop(l.ID())
+	l = c.settled(10 * time.Second)
+	mustAppend(t, l, "t1", item("e", `{"n":2}`, core.AppendOptions{}))
+}

@@ -303,7 +303,7 @@ func Open(cfg Config) (*Node, error) {
 	n.fsm = f
 	logs := newLogCache(bolt, logCacheEntries, logCacheBytes)
 	n.watch = watchTransport(trans)
-	r, err := raft.NewRaft(rc, f, logs, bolt, snaps, n.watch)
+	r, err := raft.NewRaft(rc, f, logs, bolt, snaps, n.watch.forRaft())
 	if err != nil {
 		bolt.Close()
 		closeTransport(trans)
