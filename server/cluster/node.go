@@ -173,8 +173,9 @@ type Node struct {
 	// (see Leading); leadCheck the term a barrier was started for.
 	leadTerm, leadCheck atomic.Uint64
 
-	janitorStop chan struct{} // closed by Close
-	janitorDone chan struct{} // closed when the janitor returned
+	handOverDone chan struct{} // closed when handOverWhileHalted returned
+	janitorStop  chan struct{} // closed by Close
+	janitorDone  chan struct{} // closed when the janitor returned
 
 	closeOnce sync.Once
 	closeErr  error
@@ -317,6 +318,8 @@ func Open(cfg Config) (*Node, error) {
 		n.group = newGrouper(n)
 		go n.group.run()
 	}
+	n.handOverDone = make(chan struct{})
+	go n.handOverWhileHalted()
 	n.janitorStop, n.janitorDone = make(chan struct{}), make(chan struct{})
 	if cfg.StoreIdleTimeout > 0 {
 		go f.janitor(cfg.StoreIdleTimeout, n.janitorStop, n.janitorDone)
@@ -324,6 +327,39 @@ func Open(cfg Config) (*Node, error) {
 		close(n.janitorDone)
 	}
 	return n, nil
+}
+
+// handOverWhileHalted waits for the node to halt (Err); from then until
+// Close it hands leadership to a follower whenever it leads (checked
+// every HeartbeatTimeout). A halted leader refuses every write, and its
+// heartbeats keep the followers from electing another: without handing
+// over, one node's local failure (a full disk) would stop the cluster's
+// writes until it restarted.
+func (n *Node) handOverWhileHalted() {
+	defer close(n.handOverDone)
+	select {
+	case <-n.fsm.halted:
+	case <-n.fsm.stop:
+		return
+	}
+	every := n.cfg.HeartbeatTimeout
+	if every <= 0 {
+		every = time.Second
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		if n.raft.State() == raft.Leader {
+			// It fails while no follower can take over (a lone node, or
+			// none caught up in time): tried again on the next tick.
+			_ = n.raft.LeadershipTransfer().Error()
+		}
+		select {
+		case <-tick.C:
+		case <-n.fsm.stop:
+			return
+		}
+	}
 }
 
 // nodeIDFile, in Dir/raft, names the node whose raft state the
@@ -747,6 +783,10 @@ func (n *Node) applyErr(err error) error {
 		return n.notLeader()
 	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown):
 		return fmt.Errorf("%w (%v)", ErrOutcomeUnknown, err)
+	case errors.Is(err, ErrHalted):
+		// Proposed before the node halted: it may commit and be
+		// applied on the others.
+		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 	}
 	return err
 }
@@ -796,7 +836,8 @@ func (n *Node) Barrier(ctx context.Context) error {
 
 // wait returns f's error, or ctx's when ctx ends first, or
 // raft.ErrRaftShutdown when the node closes first: raft never answers a
-// future whose entry was committed but not yet applied when it shut down.
+// future whose entry was committed but not yet applied when it shut down
+// — nor, on a halted node, ever (the halt error then).
 func (n *Node) wait(ctx context.Context, f raft.Future) error {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
@@ -807,6 +848,14 @@ func (n *Node) wait(ctx context.Context, f raft.Future) error {
 		return ctx.Err()
 	case <-n.fsm.stop:
 		return raft.ErrRaftShutdown
+	case <-n.fsm.halted:
+		// raft answers an entry once this node applied it: never, now.
+		select {
+		case err := <-done:
+			return err
+		default:
+			return n.fsm.err()
+		}
 	}
 }
 
@@ -873,8 +922,10 @@ func (n *Node) WriteStats() (entries, writes uint64) {
 
 // Err reports why the node stopped applying the log (an entry in an
 // unknown command format, a store it cannot write), or nil. A halted node
-// acknowledges nothing more; restarting it (after fixing the cause, e.g.
-// upgrading) rebuilds its stores from raft.
+// acknowledges nothing more (a write it was waiting for returns
+// ErrOutcomeUnknown wrapping the halt) and, leading, hands leadership to
+// a follower; restarting it (after fixing the cause, e.g. upgrading)
+// rebuilds its stores from raft.
 func (n *Node) Err() error { return n.fsm.err() }
 
 // Close stops the node: raft shuts down (a leader steps down without
@@ -890,6 +941,7 @@ func (n *Node) close() error {
 	close(n.fsm.stop)
 	err := n.raft.Shutdown().Error()
 	n.watch.halt()
+	<-n.handOverDone
 	closeTransport(n.trans)
 	if e := n.bolt.Close(); err == nil {
 		err = e
