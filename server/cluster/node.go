@@ -350,9 +350,12 @@ func (n *Node) handOverWhileHalted() {
 	defer tick.Stop()
 	for {
 		if n.raft.State() == raft.Leader {
-			// It fails while no follower can take over (a lone node, or
-			// none caught up in time): tried again on the next tick.
-			_ = n.raft.LeadershipTransfer().Error()
+			// Not waited for: raft never answers a request its leader
+			// loop had no time to take before shutting down. It fails
+			// while no follower can take over (a lone node, or none
+			// caught up in time) or one is under way: tried again on
+			// the next tick.
+			n.raft.LeadershipTransfer()
 		}
 		select {
 		case <-tick.C:
