@@ -28,6 +28,7 @@ import (
 // caught-up moment and the next announcement becomes the target.
 type catchUp struct {
 	applied func() uint64 // the last index the stores reflect (stateIndex)
+	term    func() uint64 // raft's current term
 
 	mu        sync.Mutex
 	target    uint64
@@ -180,7 +181,10 @@ func (w *watchedTransport) forward(c *catchUp) {
 	for {
 		select {
 		case rpc := <-in:
-			if req, ok := rpc.Command.(*raft.AppendEntriesRequest); ok && !isHeartbeat(req) {
+			// A request of a term this node has moved past (a deposed
+			// leader's, or one replayed) announces nothing: raft
+			// refuses it.
+			if req, ok := rpc.Command.(*raft.AppendEntriesRequest); ok && !isHeartbeat(req) && req.Term >= c.term() {
 				c.announced(req.LeaderCommitIndex, time.Now())
 			}
 			select {

@@ -217,3 +217,44 @@ func TestTransportWithoutPreVote(t *testing.T) {
 	l = c.settled(10 * time.Second)
 	mustAppend(t, l, "t1", item("e", `{"n":2}`, core.AppendOptions{}))
 }
+
+// Replication requests of a term the follower has moved past — a deposed
+// leader that has not noticed yet, or a peer replaying old requests — are
+// refused by raft and do not make the follower caught up: cut off from
+// its leader, it stops judging requests however many of them it gets.
+func TestCaughtUpIgnoresStaleTerms(t *testing.T) {
+	c := newMemCluster(t, 3, nil)
+	l := c.settled(10 * time.Second)
+	var f *cluster.Node
+	for _, n := range c.list() {
+		if n != l {
+			f = n
+		}
+	}
+	mustAppend(t, l, "t1", item("e", `{"n":1}`, core.AppendOptions{}))
+	waitFor(t, 5*time.Second, "the follower caught up", func() bool {
+		return time.Since(f.CaughtUpAt()) < 200*time.Millisecond && f.AppliedIndex() >= l.AppliedIndex()
+	})
+	c.partition(f.ID())
+	cut := time.Now()
+	_, old := raft.NewInmemTransport("old")
+	c.mu.Lock()
+	old.Connect(raft.ServerAddress(f.ID()), c.trans[f.ID()])
+	c.mu.Unlock()
+	refused := 0
+	for time.Since(cut) < time.Second {
+		var resp raft.AppendEntriesResponse
+		err := old.AppendEntries("old", raft.ServerAddress(f.ID()), &raft.AppendEntriesRequest{
+			RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("old"), Addr: []byte("old")}, Term: 1, LeaderCommitIndex: 1}, &resp)
+		if err == nil && !resp.Success {
+			refused++
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if refused == 0 {
+		t.Fatal("raft took the stale requests")
+	}
+	if at := f.CaughtUpAt(); at.After(cut) {
+		t.Fatalf("cut off from its leader, the follower counts as caught up at %s (%s after the cut) from %d refused requests of term 1", at.Format(time.StampMilli), at.Sub(cut), refused)
+	}
+}

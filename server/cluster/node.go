@@ -312,7 +312,7 @@ func Open(cfg Config) (*Node, error) {
 	}
 	n.raft = r
 	n.state = stateIndex{fsm: f.appliedIndex, raft: r.AppliedIndex, log: logs}
-	n.catchUp.applied = n.state.index
+	n.catchUp.applied, n.catchUp.term = n.state.index, r.CurrentTerm
 	n.watch.start(&n.catchUp)
 	if !cfg.SingleWriteEntries {
 		n.group = newGrouper(n)
