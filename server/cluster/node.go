@@ -349,7 +349,7 @@ func (n *Node) handOverWhileHalted() {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
-		if n.raft.State() == raft.Leader {
+		if n.raft.State() == raft.Leader && n.otherVoter() {
 			// Not waited for: raft never answers a request its leader
 			// loop had no time to take before shutting down. It fails
 			// while no follower can take over (a lone node, or none
@@ -363,6 +363,21 @@ func (n *Node) handOverWhileHalted() {
 			return
 		}
 	}
+}
+
+// otherVoter reports whether the configuration names a voter besides
+// this node (one leadership can go to).
+func (n *Node) otherVoter() bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter && string(s.ID) != n.cfg.ID {
+			return true
+		}
+	}
+	return false
 }
 
 // nodeIDFile, in Dir/raft, names the node whose raft state the
