@@ -654,9 +654,10 @@ func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 // in a term starts a barrier and answers false; a call once the barrier
 // is applied answers true for the rest of the term. A request to be
 // judged on the leader's state waits for it (a few milliseconds after an
-// election).
+// election). A halted node (Err) is never Leading: its stores lack what
+// committed after the entry it halted on.
 func (n *Node) Leading() bool {
-	if n.raft.State() != raft.Leader {
+	if n.raft.State() != raft.Leader || n.fsm.err() != nil {
 		return false
 	}
 	term := n.raft.CurrentTerm()
