@@ -431,7 +431,8 @@ func (c *clusterNode) IsLeader() bool { return c.n.Leading() }
 // ordinary failover.
 const currentFor = 5
 
-// Current implements httpapi.Cluster: this node leads, or it held
+// Current implements httpapi.Cluster: this node leads (Leading: it has
+// applied everything earlier terms committed), or it held
 // everything a leader had committed at some moment within the last
 // currentFor heartbeat timeouts (cluster.Node.CaughtUpAt; 5s with raft's
 // default 1s). Hearing from a leader is not enough: a node restarted
@@ -441,7 +442,11 @@ const currentFor = 5
 // tenant requests to the leader.
 func (c *clusterNode) Current() bool {
 	if c.n.IsLeader() {
-		return true
+		// Only once it applied what earlier terms committed: elected
+		// right after a restart, its stores hold its last snapshot's
+		// state until then (it answers 503 NOT_LEADER meanwhile, see
+		// Leader).
+		return c.n.Leading()
 	}
 	hb := c.cfg.HeartbeatTimeout
 	if hb <= 0 {

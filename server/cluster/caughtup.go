@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,7 +27,8 @@ import (
 // applied up to the target, the target's arrival time is the new
 // caught-up moment and the next announcement becomes the target.
 type catchUp struct {
-	applied func() uint64 // raft's applied index
+	applied func() uint64 // the last index the stores reflect (stateIndex)
+	term    func() uint64 // raft's current term
 
 	mu        sync.Mutex
 	target    uint64
@@ -65,6 +67,70 @@ func (c *catchUp) moment() time.Time {
 	return time.Time{}
 }
 
+// maxStateScan bounds how many log entries one stateIndex call reads.
+const maxStateScan = 4096
+
+// stateIndex finds the last log index this node's stores reflect. raft's
+// own applied index is no measure of that: raft counts entries applied
+// once it has queued them for the state machine (up to 128 batches
+// ahead of it), and goes on counting them after the state machine
+// halted. The state machine's applied index is exact but stops short of
+// the entries raft never hands it (a leader's no-op, barriers): past it,
+// the entries raft has counted that change nothing count too.
+type stateIndex struct {
+	fsm  func() uint64 // the last entry the state machine applied
+	raft func() uint64 // raft's applied index
+	log  raft.LogStore
+
+	mu sync.Mutex
+	// from, to: entries (from, to] are ones raft never hands the state
+	// machine (checked by an earlier call).
+	from, to uint64
+}
+
+// index returns the last log index the stores reflect.
+func (s *stateIndex) index() uint64 {
+	a := s.fsm()
+	ra := s.raft()
+	if ra <= a {
+		return a
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a < s.from || a > s.to {
+		s.from, s.to = a, a
+	}
+	i := s.to
+	for n := 0; i < ra && n < maxStateScan; n++ {
+		var l raft.Log
+		if err := s.log.GetLog(i+1, &l); err != nil {
+			// Not in the log although raft counts it applied: a snapshot
+			// covers it (compacted away below the log, or installed from
+			// a leader past the log's end), and the state machine had
+			// reached (taken) or holds (restored) that snapshot. A hole
+			// within the log is damage: no further.
+			first, ferr := s.log.FirstIndex()
+			last, lerr := s.log.LastIndex()
+			switch {
+			case ferr != nil || lerr != nil || !errors.Is(err, raft.ErrLogNotFound):
+			case first == 0 || i+1 > last:
+				i = ra
+				continue
+			case i+1 < first:
+				i = min(first-1, ra)
+				continue
+			}
+			break
+		}
+		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			break // the state machine has not applied it yet
+		}
+		i++
+	}
+	s.to = i
+	return i
+}
+
 // watchedTransport is the node's raft transport with the AppendEntries
 // requests it receives observed on their way to raft (heartbeats, which
 // carry no commit index, are not). Every other method is the transport's
@@ -78,16 +144,29 @@ type watchedTransport struct {
 	done     chan struct{}
 }
 
+// preVoteWatchedTransport is a watchedTransport of a transport that
+// supports pre-vote: raft sees the support (a watchedTransport alone
+// hides it, so raft holds plain elections over a transport without it).
+type preVoteWatchedTransport struct{ *watchedTransport }
+
 var (
 	_ raft.WithClose   = (*watchedTransport)(nil)
-	_ raft.WithPreVote = (*watchedTransport)(nil)
+	_ raft.WithPreVote = preVoteWatchedTransport{}
 )
 
 // watchTransport wraps t; start passes its requests on to raft, noting
-// in c the commit index of each AppendEntries request. t must support
-// pre-vote (raft's NetworkTransport and InmemTransport do).
+// in c the commit index of each AppendEntries request.
 func watchTransport(t raft.Transport) *watchedTransport {
 	return &watchedTransport{Transport: t, out: make(chan raft.RPC), stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// forRaft is the transport raft is given: w, supporting pre-vote exactly
+// when the wrapped transport does.
+func (w *watchedTransport) forRaft() raft.Transport {
+	if _, ok := w.Transport.(raft.WithPreVote); ok {
+		return preVoteWatchedTransport{w}
+	}
+	return w
 }
 
 // start starts passing requests on (once raft is there to read them).
@@ -102,7 +181,10 @@ func (w *watchedTransport) forward(c *catchUp) {
 	for {
 		select {
 		case rpc := <-in:
-			if req, ok := rpc.Command.(*raft.AppendEntriesRequest); ok && !isHeartbeat(req) {
+			// A request of a term this node has moved past (a deposed
+			// leader's, or one replayed) announces nothing: raft
+			// refuses it.
+			if req, ok := rpc.Command.(*raft.AppendEntriesRequest); ok && !isHeartbeat(req) && req.Term >= c.term() {
 				c.announced(req.LeaderCommitIndex, time.Now())
 			}
 			select {
@@ -127,7 +209,7 @@ func isHeartbeat(req *raft.AppendEntriesRequest) bool {
 func (w *watchedTransport) Consumer() <-chan raft.RPC { return w.out }
 
 // RequestPreVote implements raft.WithPreVote with the transport's own.
-func (w *watchedTransport) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
+func (w preVoteWatchedTransport) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
 	return w.Transport.(raft.WithPreVote).RequestPreVote(id, target, args, resp)
 }
 

@@ -73,13 +73,14 @@ type fsm struct {
 	applied uint64        // the last log index applied to the stores
 	changed chan struct{} // closed and replaced whenever applied moves
 	halt    error         // why the node stopped applying, or nil
+	halted  chan struct{} // closed when halt is set
 
 	stop chan struct{} // closed by Node.Close: releases a halted apply
 }
 
 func newFSM(root, staging string, storeConfig func(tenant, dir string) core.Config) *fsm {
 	return &fsm{root: root, blobs: filepath.Join(filepath.Dir(root), blobsDir), staging: staging, storeConfig: storeConfig,
-		stores: map[string]*storeEntry{}, maxOpen: DefaultMaxOpenStores, born: map[string]uint64{}, recentPuts: map[string]time.Time{}, changed: make(chan struct{}), stop: make(chan struct{})}
+		stores: map[string]*storeEntry{}, maxOpen: DefaultMaxOpenStores, born: map[string]uint64{}, recentPuts: map[string]time.Time{}, changed: make(chan struct{}), halted: make(chan struct{}), stop: make(chan struct{})}
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
@@ -226,6 +227,7 @@ entries:
 		}
 		f.waitMu.Lock()
 		f.halt = haltErr
+		close(f.halted)
 		close(f.changed)
 		f.changed = make(chan struct{})
 		f.waitMu.Unlock()

@@ -165,6 +165,7 @@ type Node struct {
 	bolt    *raftboltdb.BoltStore
 	watch   *watchedTransport // trans as raft sees it: AppendEntries observed
 	catchUp catchUp
+	state   stateIndex // the last log index the stores reflect
 	timeout time.Duration
 	group   *grouper // nil with Config.SingleWriteEntries
 
@@ -172,8 +173,9 @@ type Node struct {
 	// (see Leading); leadCheck the term a barrier was started for.
 	leadTerm, leadCheck atomic.Uint64
 
-	janitorStop chan struct{} // closed by Close
-	janitorDone chan struct{} // closed when the janitor returned
+	handOverDone chan struct{} // closed when handOverWhileHalted returned
+	janitorStop  chan struct{} // closed by Close
+	janitorDone  chan struct{} // closed when the janitor returned
 
 	closeOnce sync.Once
 	closeErr  error
@@ -302,19 +304,22 @@ func Open(cfg Config) (*Node, error) {
 	n.fsm = f
 	logs := newLogCache(bolt, logCacheEntries, logCacheBytes)
 	n.watch = watchTransport(trans)
-	r, err := raft.NewRaft(rc, f, logs, bolt, snaps, n.watch)
+	r, err := raft.NewRaft(rc, f, logs, bolt, snaps, n.watch.forRaft())
 	if err != nil {
 		bolt.Close()
 		closeTransport(trans)
 		return nil, fmt.Errorf("cluster: starting raft: %w", err)
 	}
 	n.raft = r
-	n.catchUp.applied = r.AppliedIndex
+	n.state = stateIndex{fsm: f.appliedIndex, raft: r.AppliedIndex, log: logs}
+	n.catchUp.applied, n.catchUp.term = n.state.index, r.CurrentTerm
 	n.watch.start(&n.catchUp)
 	if !cfg.SingleWriteEntries {
 		n.group = newGrouper(n)
 		go n.group.run()
 	}
+	n.handOverDone = make(chan struct{})
+	go n.handOverWhileHalted()
 	n.janitorStop, n.janitorDone = make(chan struct{}), make(chan struct{})
 	if cfg.StoreIdleTimeout > 0 {
 		go f.janitor(cfg.StoreIdleTimeout, n.janitorStop, n.janitorDone)
@@ -322,6 +327,57 @@ func Open(cfg Config) (*Node, error) {
 		close(n.janitorDone)
 	}
 	return n, nil
+}
+
+// handOverWhileHalted waits for the node to halt (Err); from then until
+// Close it hands leadership to a follower whenever it leads (checked
+// every HeartbeatTimeout). A halted leader refuses every write, and its
+// heartbeats keep the followers from electing another: without handing
+// over, one node's local failure (a full disk) would stop the cluster's
+// writes until it restarted.
+func (n *Node) handOverWhileHalted() {
+	defer close(n.handOverDone)
+	select {
+	case <-n.fsm.halted:
+	case <-n.fsm.stop:
+		return
+	}
+	every := n.cfg.HeartbeatTimeout
+	if every <= 0 {
+		every = time.Second
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		if n.raft.State() == raft.Leader && n.otherVoter() {
+			// Not waited for: raft never answers a request its leader
+			// loop had no time to take before shutting down. It fails
+			// while no follower can take over (a lone node, or none
+			// caught up in time) or one is under way: tried again on
+			// the next tick.
+			n.raft.LeadershipTransfer()
+		}
+		select {
+		case <-tick.C:
+		case <-n.fsm.stop:
+			return
+		}
+	}
+}
+
+// otherVoter reports whether the configuration names a voter besides
+// this node (one leadership can go to).
+func (n *Node) otherVoter() bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter && string(s.ID) != n.cfg.ID {
+			return true
+		}
+	}
+	return false
 }
 
 // nodeIDFile, in Dir/raft, names the node whose raft state the
@@ -579,7 +635,9 @@ func (n *Node) LastContact() time.Time { return n.raft.LastContact() }
 // it has not since it started. It lags LastContact while the leader is
 // not replicating to this node — after the node was unreachable, raft
 // keeps sending heartbeats but backs off replicating for up to about
-// 10 s — and while the node applies slower than the leader commits: a
+// 10 s — and while the node applies slower than the leader commits (it
+// counts what the stores hold, not what raft has queued for them; a
+// halted node, Err, never catches up): a
 // follower judging requests on its own state (credentials, tenants)
 // should do so only while CaughtUpAt is recent. It says nothing while the
 // node leads.
@@ -596,9 +654,10 @@ func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 // in a term starts a barrier and answers false; a call once the barrier
 // is applied answers true for the rest of the term. A request to be
 // judged on the leader's state waits for it (a few milliseconds after an
-// election).
+// election). A halted node (Err) is never Leading: its stores lack what
+// committed after the entry it halted on.
 func (n *Node) Leading() bool {
-	if n.raft.State() != raft.Leader {
+	if n.raft.State() != raft.Leader || n.fsm.err() != nil {
 		return false
 	}
 	term := n.raft.CurrentTerm()
@@ -743,6 +802,10 @@ func (n *Node) applyErr(err error) error {
 		return n.notLeader()
 	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown):
 		return fmt.Errorf("%w (%v)", ErrOutcomeUnknown, err)
+	case errors.Is(err, ErrHalted):
+		// Proposed before the node halted: it may commit and be
+		// applied on the others.
+		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 	}
 	return err
 }
@@ -792,7 +855,8 @@ func (n *Node) Barrier(ctx context.Context) error {
 
 // wait returns f's error, or ctx's when ctx ends first, or
 // raft.ErrRaftShutdown when the node closes first: raft never answers a
-// future whose entry was committed but not yet applied when it shut down.
+// future whose entry was committed but not yet applied when it shut down
+// — nor, on a halted node, ever (the halt error then).
 func (n *Node) wait(ctx context.Context, f raft.Future) error {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
@@ -803,6 +867,14 @@ func (n *Node) wait(ctx context.Context, f raft.Future) error {
 		return ctx.Err()
 	case <-n.fsm.stop:
 		return raft.ErrRaftShutdown
+	case <-n.fsm.halted:
+		// raft answers an entry once this node applied it: never, now.
+		select {
+		case err := <-done:
+			return err
+		default:
+			return n.fsm.err()
+		}
 	}
 }
 
@@ -869,8 +941,10 @@ func (n *Node) WriteStats() (entries, writes uint64) {
 
 // Err reports why the node stopped applying the log (an entry in an
 // unknown command format, a store it cannot write), or nil. A halted node
-// acknowledges nothing more; restarting it (after fixing the cause, e.g.
-// upgrading) rebuilds its stores from raft.
+// acknowledges nothing more (a write it was waiting for returns
+// ErrOutcomeUnknown wrapping the halt) and, leading, hands leadership to
+// a follower; restarting it (after fixing the cause, e.g. upgrading)
+// rebuilds its stores from raft.
 func (n *Node) Err() error { return n.fsm.err() }
 
 // Close stops the node: raft shuts down (a leader steps down without
@@ -886,6 +960,7 @@ func (n *Node) close() error {
 	close(n.fsm.stop)
 	err := n.raft.Shutdown().Error()
 	n.watch.halt()
+	<-n.handOverDone
 	closeTransport(n.trans)
 	if e := n.bolt.Close(); err == nil {
 		err = e

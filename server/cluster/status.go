@@ -20,11 +20,12 @@ type Status struct {
 	// empty during an election.
 	Leader Member `json:"leader"`
 	Term   uint64 `json:"term"`
-	// AppliedIndex is the last log index this node has applied: raft's
-	// own count, which also covers entries that write nothing (a new
-	// leader's no-op, barriers), so that it reaches CommitIndex when the
-	// node is caught up (Node.AppliedIndex is the last entry that reached
-	// the stores). CommitIndex is the last this node knows committed;
+	// AppliedIndex is the last log index this node's stores reflect:
+	// the last entry that reached them (Node.AppliedIndex) or, past it,
+	// entries that write nothing (a new leader's no-op, barriers), so
+	// that it reaches CommitIndex when the node is caught up. Entries
+	// raft has only queued for the stores do not count (nor, on a halted
+	// node, any after the halt). CommitIndex is the last this node knows committed;
 	// LastLogIndex the last in its log (or snapshot).
 	AppliedIndex      uint64 `json:"applied_index"`
 	CommitIndex       uint64 `json:"commit_index"`
@@ -76,7 +77,7 @@ func (n *Node) Status() Status {
 		State:             strings.ToLower(n.raft.State().String()),
 		Leader:            Member{ID: string(id), Address: string(addr)},
 		Term:              num("term"),
-		AppliedIndex:      max(n.AppliedIndex(), n.raft.AppliedIndex()),
+		AppliedIndex:      n.state.index(),
 		CommitIndex:       n.raft.CommitIndex(),
 		LastLogIndex:      num("last_log_index"),
 		LastSnapshotIndex: num("last_snapshot_index"),

@@ -38,3 +38,36 @@ func TestStatusReportsAHaltedNode(t *testing.T) {
 		t.Fatalf("status of a halted node: halted %q, want Err's message %q", st.Halted, n.Err())
 	}
 }
+
+// A leader that halted no longer counts as Leading: its stores lack what
+// committed after the entry it halted on (a revocation proposed just
+// after it, say), so requests are not judged on them.
+func TestHaltedLeaderIsNotLeading(t *testing.T) {
+	_, tr := raft.NewInmemTransport("a")
+	n, err := Open(Config{ID: "a", Dir: filepath.Join(t.TempDir(), "a"), Transport: tr,
+		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond, LeaderLeaseTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if err := n.Bootstrap(Server{ID: "a", Address: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !n.Leading(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not leading")
+		}
+	}
+	go n.raft.Apply([]byte{0xff, '{', '}'}, time.Second) // a command format no version knows
+	for deadline := time.Now().Add(5 * time.Second); n.Err() == nil; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the node did not halt")
+		}
+	}
+	if !n.IsLeader() {
+		t.Fatal("a lone halted node stopped leading")
+	}
+	if n.Leading() {
+		t.Fatalf("a halted leader (%v) counts as Leading", n.Err())
+	}
+}

@@ -39,8 +39,9 @@ type Cluster interface {
 	// IsLeader reports whether this node leads now.
 	IsLeader() bool
 	// Current reports whether this node's view of the control plane is
-	// recent enough to judge a tenant's credential: it leads, or it held
-	// everything a leader had committed a moment ago. A node cut off from
+	// recent enough to judge a tenant's credential: it leads and has
+	// applied everything earlier terms committed, or it held everything
+	// a leader had committed a moment ago. A node cut off from
 	// the others (a network partition, a restart the leader has not
 	// replicated to yet) cannot learn of a revocation or a deletion, so
 	// while it is not current its tenant requests go to the leader (307)
