@@ -73,17 +73,7 @@ func TestCaughtUpNeedsReplicationNotHeartbeats(t *testing.T) {
 	c := newMemCluster(t, 3, func(cfg *cluster.Config) {
 		cfg.Transport = newReplicationFilter(cfg.Transport.(*raft.InmemTransport), drops[cfg.ID])
 	})
-	l := c.settled(10 * time.Second)
-	var f *cluster.Node
-	for _, n := range c.list() {
-		if n != l {
-			f = n
-		}
-	}
-	mustAppend(t, l, "t1", item("e", `{"n":1}`, core.AppendOptions{}))
-	waitFor(t, 5*time.Second, "the follower caught up", func() bool {
-		return time.Since(f.CaughtUpAt()) < 200*time.Millisecond && f.AppliedIndex() >= l.AppliedIndex()
-	})
+	l, f := caughtUpFollower(t, c)
 
 	drops[f.ID()].Store(true)
 	cut := time.Now()
@@ -119,17 +109,7 @@ func TestCaughtUpNeedsReplicationNotHeartbeats(t *testing.T) {
 // every change since — a revocation among them.
 func TestCaughtUpStopsWhenTheFollowerHalts(t *testing.T) {
 	c := newMemCluster(t, 3, nil)
-	l := c.settled(10 * time.Second)
-	var f *cluster.Node
-	for _, n := range c.list() {
-		if n != l {
-			f = n
-		}
-	}
-	mustAppend(t, l, "t1", item("e", `{"n":1}`, core.AppendOptions{}))
-	waitFor(t, 5*time.Second, "the follower caught up", func() bool {
-		return time.Since(f.CaughtUpAt()) < 200*time.Millisecond && f.AppliedIndex() >= l.AppliedIndex()
-	})
+	l, f := caughtUpFollower(t, c)
 	// Tenant t2's store cannot be created on the follower: a file stands
 	// where its directory goes.
 	if err := os.WriteFile(filepath.Join(c.root, f.ID(), "tenants", "t2"), nil, 0o644); err != nil {
@@ -224,17 +204,7 @@ func TestTransportWithoutPreVote(t *testing.T) {
 // its leader, it stops judging requests however many of them it gets.
 func TestCaughtUpIgnoresStaleTerms(t *testing.T) {
 	c := newMemCluster(t, 3, nil)
-	l := c.settled(10 * time.Second)
-	var f *cluster.Node
-	for _, n := range c.list() {
-		if n != l {
-			f = n
-		}
-	}
-	mustAppend(t, l, "t1", item("e", `{"n":1}`, core.AppendOptions{}))
-	waitFor(t, 5*time.Second, "the follower caught up", func() bool {
-		return time.Since(f.CaughtUpAt()) < 200*time.Millisecond && f.AppliedIndex() >= l.AppliedIndex()
-	})
+	_, f := caughtUpFollower(t, c)
 	c.partition(f.ID())
 	cut := time.Now()
 	_, old := raft.NewInmemTransport("old")
@@ -257,4 +227,22 @@ func TestCaughtUpIgnoresStaleTerms(t *testing.T) {
 	if at := f.CaughtUpAt(); at.After(cut) {
 		t.Fatalf("cut off from its leader, the follower counts as caught up at %s (%s after the cut) from %d refused requests of term 1", at.Format(time.StampMilli), at.Sub(cut), refused)
 	}
+}
+
+// caughtUpFollower waits for c's leader, writes one event to tenant t1
+// ({"n":1} on entity e) and waits until a follower has applied it and is
+// caught up; it returns the leader and that follower.
+func caughtUpFollower(t *testing.T, c *memCluster) (l, f *cluster.Node) {
+	t.Helper()
+	l = c.settled(10 * time.Second)
+	for _, n := range c.list() {
+		if n != l {
+			f = n
+		}
+	}
+	mustAppend(t, l, "t1", item("e", `{"n":1}`, core.AppendOptions{}))
+	waitFor(t, 5*time.Second, "the follower caught up", func() bool {
+		return time.Since(f.CaughtUpAt()) < 200*time.Millisecond && f.AppliedIndex() >= l.AppliedIndex()
+	})
+	return l, f
 }

@@ -4,12 +4,9 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/raft"
 
 	"github.com/batpak-go/batpak/core"
 )
@@ -54,21 +51,8 @@ func TestCommandRoundTrip(t *testing.T) {
 }
 
 func TestUnknownCommandFormatHaltsTheNode(t *testing.T) {
-	_, tr := raft.NewInmemTransport("a")
-	n, err := Open(Config{ID: "a", Dir: filepath.Join(t.TempDir(), "a"), Transport: tr,
-		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond, LeaderLeaseTimeout: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := openLoneLeader(t)
 	defer n.Close()
-	if err := n.Bootstrap(Server{ID: "a", Address: "a"}); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(5 * time.Second); !n.IsLeader(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
-		}
-	}
 	ctx := context.Background()
 	item := core.BatchItem{Coordinate: core.Coordinate{Entity: "e", Scope: "s"}, Kind: core.MustKind(1, 1), Payload: []byte(`1`)}
 	rs, err := n.Append(ctx, "acme", item)

@@ -10,21 +10,8 @@ import (
 )
 
 func TestStatusReportsAHaltedNode(t *testing.T) {
-	_, tr := raft.NewInmemTransport("a")
-	n, err := Open(Config{ID: "a", Dir: filepath.Join(t.TempDir(), "a"), Transport: tr,
-		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond, LeaderLeaseTimeout: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := openLoneLeader(t)
 	defer n.Close()
-	if err := n.Bootstrap(Server{ID: "a", Address: "a"}); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(5 * time.Second); !n.IsLeader(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
-		}
-	}
 	if st := n.Status(); st.Halted != "" {
 		t.Fatalf("a working node reports halted: %q", st.Halted)
 	}
@@ -43,21 +30,8 @@ func TestStatusReportsAHaltedNode(t *testing.T) {
 // committed after the entry it halted on (a revocation proposed just
 // after it, say), so requests are not judged on them.
 func TestHaltedLeaderIsNotLeading(t *testing.T) {
-	_, tr := raft.NewInmemTransport("a")
-	n, err := Open(Config{ID: "a", Dir: filepath.Join(t.TempDir(), "a"), Transport: tr,
-		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond, LeaderLeaseTimeout: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := openLoneLeader(t)
 	defer n.Close()
-	if err := n.Bootstrap(Server{ID: "a", Address: "a"}); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(5 * time.Second); !n.Leading(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("not leading")
-		}
-	}
 	go n.raft.Apply([]byte{0xff, '{', '}'}, time.Second) // a command format no version knows
 	for deadline := time.Now().Add(5 * time.Second); n.Err() == nil; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -70,4 +44,28 @@ func TestHaltedLeaderIsNotLeading(t *testing.T) {
 	if n.Leading() {
 		t.Fatalf("a halted leader (%v) counts as Leading", n.Err())
 	}
+}
+
+// openLoneLeader opens a one-node cluster on raft's in-memory transport,
+// with short timings, and waits until the node is Leading (it leads and
+// has applied what earlier terms committed). The caller closes it.
+func openLoneLeader(t *testing.T) *Node {
+	t.Helper()
+	_, tr := raft.NewInmemTransport("a")
+	n, err := Open(Config{ID: "a", Dir: filepath.Join(t.TempDir(), "a"), Transport: tr,
+		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond, LeaderLeaseTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Bootstrap(Server{ID: "a", Address: "a"}); err != nil {
+		n.Close()
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !n.Leading(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			n.Close()
+			t.Fatal("not leading")
+		}
+	}
+	return n
 }
