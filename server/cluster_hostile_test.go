@@ -106,19 +106,8 @@ func TestClusterPartitionedFollowerHonoursRevocation(t *testing.T) {
 	n3 := startClusterServer(t, root, "n3", false, n1.base, func(c *server.Config) {
 		c.Cluster.Bind, c.Cluster.Advertise = bind, link.ln.Addr().String()
 	})
-	waitFor(t, 20*time.Second, "three members", func() bool {
-		code, st := call(t, "GET", n3.base+"/v1/cluster", clusterOperator, "")
-		ms, _ := st["members"].([]any)
-		return code == 200 && len(ms) == 3 && st["state"] == "follower"
-	})
-	if code, body := call(t, "POST", n1.base+"/v1/admin/tenants", clusterOperator, `{"id":"acme"}`); code != 201 {
-		t.Fatalf("create tenant: %d %v", code, body)
-	}
-	code, key := call(t, "POST", n1.base+"/v1/admin/tenants/acme/keys", clusterOperator, `{"roles":["writer","reader"]}`)
-	if code != 201 {
-		t.Fatalf("issue key: %d %v", code, key)
-	}
-	token, kid := key["key"].(string), key["id"].(string)
+	waitFollowerOf(t, n3, 3)
+	token, kid := clusterTenantKey(t, n1.base, "acme", `["writer","reader"]`)
 	if code, rc := call(t, "POST", n1.base+"/v1/tenants/acme/events", token, `{"entity":"order-1","scope":"s","kind":"1:1","payload":{"secret":1}}`); code != 201 {
 		t.Fatalf("append: %d %v", code, rc)
 	}
@@ -364,19 +353,8 @@ func TestClusterRestartedFollowerHonoursRevocation(t *testing.T) {
 	fixed := func(c *server.Config) { c.Cluster.Bind = bind }
 	n3 := startClusterServer(t, root, "n3", false, n1.base, fixed)
 	_ = n2
-	waitFor(t, 20*time.Second, "three members", func() bool {
-		code, st := call(t, "GET", n3.base+"/v1/cluster", clusterOperator, "")
-		ms, _ := st["members"].([]any)
-		return code == 200 && len(ms) == 3 && st["state"] == "follower"
-	})
-	if code, body := call(t, "POST", n1.base+"/v1/admin/tenants", clusterOperator, `{"id":"acme"}`); code != 201 {
-		t.Fatalf("create tenant: %d %v", code, body)
-	}
-	code, key := call(t, "POST", n1.base+"/v1/admin/tenants/acme/keys", clusterOperator, `{"roles":["writer","reader"]}`)
-	if code != 201 {
-		t.Fatalf("issue key: %d %v", code, key)
-	}
-	token, kid := key["key"].(string), key["id"].(string)
+	waitFollowerOf(t, n3, 3)
+	token, kid := clusterTenantKey(t, n1.base, "acme", `["writer","reader"]`)
 	code, key2 := call(t, "POST", n1.base+"/v1/admin/tenants/acme/keys", clusterOperator, `{"roles":["reader"]}`)
 	if code != 201 {
 		t.Fatalf("issue key: %d %v", code, key2)

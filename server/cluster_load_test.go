@@ -22,20 +22,9 @@ func TestClusterFollowerServesReadsUnderWriteLoad(t *testing.T) {
 	n1 := startClusterLeader(t, root)
 	n2 := startClusterServer(t, root, "n2", false, n1.base)
 	n3 := startClusterServer(t, root, "n3", false, n1.base)
-	waitFor(t, 20*time.Second, "three members", func() bool {
-		code, st := call(t, "GET", n3.base+"/v1/cluster", clusterOperator, "")
-		ms, _ := st["members"].([]any)
-		return code == 200 && len(ms) == 3 && st["state"] == "follower"
-	})
+	waitFollowerOf(t, n3, 3)
 	_ = n2
-	if code, body := call(t, "POST", n1.base+"/v1/admin/tenants", clusterOperator, `{"id":"acme"}`); code != 201 {
-		t.Fatalf("create tenant: %d %v", code, body)
-	}
-	code, key := call(t, "POST", n1.base+"/v1/admin/tenants/acme/keys", clusterOperator, `{"roles":["writer","reader"]}`)
-	if code != 201 {
-		t.Fatalf("issue key: %d %v", code, key)
-	}
-	token := key["key"].(string)
+	token, _ := clusterTenantKey(t, n1.base, "acme", `["writer","reader"]`)
 	noFollow := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	readOn := func(n *clusterServer) int {
 		req, _ := http.NewRequest("GET", n.base+"/v1/tenants/acme/events?entity=order-0&limit=1", nil)

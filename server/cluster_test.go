@@ -66,6 +66,32 @@ func startClusterLeader(t *testing.T, root string, adjust ...func(*server.Config
 	return n1
 }
 
+// waitFollowerOf waits until follower f sees a cluster of members nodes
+// and itself following.
+func waitFollowerOf(t *testing.T, f *clusterServer, members int) {
+	t.Helper()
+	waitFor(t, 20*time.Second, fmt.Sprintf("%s a follower among %d members", f.id, members), func() bool {
+		code, st := call(t, "GET", f.base+"/v1/cluster", clusterOperator, "")
+		ms, _ := st["members"].([]any)
+		return code == 200 && len(ms) == members && st["state"] == "follower"
+	})
+}
+
+// clusterTenantKey creates tenant on the cluster through base (the
+// operator's credential) and issues it a key with roles (a JSON list);
+// it returns the key's credential and id.
+func clusterTenantKey(t *testing.T, base, tenant, roles string) (token, id string) {
+	t.Helper()
+	if code, body := call(t, "POST", base+"/v1/admin/tenants", clusterOperator, `{"id":"`+tenant+`"}`); code != 201 {
+		t.Fatalf("create tenant %s: %d %v", tenant, code, body)
+	}
+	code, key := call(t, "POST", base+"/v1/admin/tenants/"+tenant+"/keys", clusterOperator, `{"roles":`+roles+`}`)
+	if code != 201 {
+		t.Fatalf("issue key: %d %v", code, key)
+	}
+	return key["key"].(string), key["id"].(string)
+}
+
 func (cs *clusterServer) stop() {
 	if cs.cancel != nil {
 		cs.cancel()
