@@ -23,9 +23,10 @@ import (
 
 // catchUp tracks the latest moment this node held all a leader had
 // committed. A leader's announcement (its commit index, and when it
-// arrived) becomes the target while none is pending; once raft has
-// applied up to the target, the target's arrival time is the new
-// caught-up moment and the next announcement becomes the target.
+// arrived) becomes the target while none is pending; once the stores
+// reflect the log up to the target (stateIndex), the target's arrival
+// time is the new caught-up moment and the next announcement becomes
+// the target.
 type catchUp struct {
 	applied func() uint64 // the last index the stores reflect (stateIndex)
 	term    func() uint64 // raft's current term
@@ -48,7 +49,7 @@ func (c *catchUp) announced(commit uint64, now time.Time) {
 }
 
 // checkLocked moves the caught-up moment to the pending target's arrival
-// once raft has applied up to it. Caller holds c.mu.
+// once the stores reflect the log up to it. Caller holds c.mu.
 func (c *catchUp) checkLocked() {
 	if c.hasTarget && c.applied() >= c.target {
 		c.at.Store(c.targetAt.UnixNano())
