@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -80,6 +81,21 @@ func TestClusterVerbs(t *testing.T) {
 	// A join that would move a live member is refused unless --replace.
 	if r := batpak(t, "--server", n1.base, "--token", op, "cluster", "join", "n2", freeAddr(t)); r.code != 4 || !strings.Contains(r.stderr, "replace") {
 		t.Fatalf("join moving n2: exit %d, want 4 (conflict)\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// Reads through the follower: --consistency linearizable has the
+	// leader serve them, so a write acknowledged a moment ago is there;
+	// an unknown consistency is a usage error naming the flag.
+	ok(t, "--server", n1.base, "--token", op, "tenant", "create", "acme")
+	key := keyIn(t, ok(t, "--server", n1.base, "--token", op, "--tenant", "acme", "key", "issue", "app", "--role", "writer", "--role", "reader"))
+	for i := range 3 {
+		ok(t, "--server", n1.base, "--token", key, "--tenant", "acme", "append", "--entity", "order:1", "--scope", "shop", "--kind", "1:1", "--data", fmt.Sprintf(`{"n":%d}`, i))
+		out := ok(t, "--server", n2.base, "--token", key, "--tenant", "acme", "--consistency", "linearizable", "query", "--entity-prefix", "order:")
+		if !strings.Contains(out, fmt.Sprintf(`{"n":%d}`, i)) {
+			t.Fatalf("a linearizable query through the follower right after write %d:\n%s", i, out)
+		}
+	}
+	if r := batpak(t, "--server", n2.base, "--token", key, "--tenant", "acme", "--consistency", "strong", "query"); r.code != 2 || !strings.Contains(r.stderr, "--consistency") || !strings.Contains(r.stderr, "want local or linearizable") {
+		t.Fatalf("--consistency strong: exit %d, want 2 naming the flag\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	// leave through the follower: redirected to the leader.
 	if r := batpak(t, "--server", n2.base, "--token", op, "cluster", "leave", "n2"); r.code != 0 || !strings.Contains(r.stdout, "removed node n2") {

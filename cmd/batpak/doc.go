@@ -121,6 +121,7 @@
 //	remote.server  --server  BATPAK_SERVER
 //	remote.token   --token   BATPAK_TOKEN   (an API key or the operator credential; never printed)
 //	remote.tenant  --tenant  BATPAK_TENANT  (the tenant whose URL the key is used under)
+//	remote.consistency  --consistency  BATPAK_CONSISTENCY  (local, or linearizable: a cluster's leader serves the reads)
 //
 // The administration commands need a server:
 //

@@ -27,12 +27,15 @@ import (
 // credentials is refused, and plain http to a host that is not loopback
 // is warned about on stderr), remote.token
 // (--token, BATPAK_TOKEN; an API key or the operator credential, never
-// printed) and remote.tenant (--tenant, BATPAK_TENANT; the tenant whose
-// URL a tenant API key is used under).
+// printed), remote.tenant (--tenant, BATPAK_TENANT; the tenant whose
+// URL a tenant API key is used under) and remote.consistency
+// (--consistency, BATPAK_CONSISTENCY; local or linearizable: how a
+// cluster serves the reads, see sdk/client.Options.Consistency).
 var remoteKeys = []struct{ key, flag, env string }{
 	{"remote.server", "server", "BATPAK_SERVER"},
 	{"remote.token", "token", "BATPAK_TOKEN"},
 	{"remote.tenant", "tenant", "BATPAK_TENANT"},
+	{"remote.consistency", "consistency", "BATPAK_CONSISTENCY"},
 }
 
 // registerRemoteFlags adds --server and --token and binds the remote.*
@@ -41,6 +44,7 @@ var remoteKeys = []struct{ key, flag, env string }{
 func registerRemoteFlags(fs *pflag.FlagSet, v *viper.Viper) {
 	fs.String("server", "", "URL of a running batpak serve (http(s)://host:port); the data, tenant and key commands then work against it; env BATPAK_SERVER")
 	fs.String("token", "", "API key or operator credential for --server (never printed); env BATPAK_TOKEN")
+	fs.String("consistency", "local", "with --server on a cluster: local (reads served by the node asked, from what it has applied) or linearizable (by the leader; every acknowledged write is seen); env BATPAK_CONSISTENCY")
 	for _, k := range remoteKeys {
 		if err := v.BindPFlag(k.key, fs.Lookup(k.flag)); err != nil {
 			panic(err) // only if the flag was not registered
@@ -98,7 +102,11 @@ func (a *app) remote() (*remoteConf, error) {
 			fmt.Fprintf(a.stderr, "batpak: warning: --server %s is plain http to a host that is not loopback: the token travels unencrypted; use https://\n", rc.server)
 		}
 	}
-	c, err := client.New(rc.server, rc.token, client.Options{HTTPClient: &http.Client{Transport: newBoundedTransport()}})
+	consistency := strings.TrimSpace(a.v.GetString("remote.consistency"))
+	if consistency != "" && consistency != "local" && consistency != "linearizable" {
+		return nil, usagef("--consistency %q: want local or linearizable", consistency)
+	}
+	c, err := client.New(rc.server, rc.token, client.Options{HTTPClient: &http.Client{Transport: newBoundedTransport()}, Consistency: consistency})
 	if err != nil {
 		return nil, badInput("--server", errors.New(strings.TrimPrefix(err.Error(), "client: ")))
 	}

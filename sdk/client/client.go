@@ -26,6 +26,14 @@ type Options struct {
 	MaxRetries int
 	// MaxErrorBytes bounds how much of an error response is read (default 64 KiB).
 	MaxErrorBytes int64
+	// Consistency is how a replicated cluster serves this client's reads
+	// (GET requests): "" or "local", by the node asked, from what it has
+	// applied; "linearizable", by the leader once it has confirmed its
+	// leadership and applied everything committed before the read (it
+	// sees every acknowledged write; it costs the leader a barrier, shared
+	// by concurrent reads). A single server serves every read the same
+	// way and ignores it. New refuses any other value.
+	Consistency string
 }
 
 // Client talks to one batpak server with one credential. Safe for
@@ -36,11 +44,13 @@ type Client struct {
 	hc      *http.Client
 	retries int
 	maxErr  int64
+	consist string // Options.Consistency, "" for local
 }
 
 // New makes a Client for the server at baseURL ("http://127.0.0.1:7070")
 // authenticating with token (an API key "bpk_…", the operator credential
-// or a JWT; empty for none). It fails only on a malformed URL.
+// or a JWT; empty for none). It fails only on a malformed URL or an
+// unknown Options.Consistency.
 func New(baseURL, token string, opts ...Options) (*Client, error) {
 	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -50,7 +60,14 @@ func New(baseURL, token string, opts ...Options) (*Client, error) {
 	if len(opts) > 0 {
 		o = opts[0]
 	}
-	c := &Client{base: u, token: token, hc: o.HTTPClient, retries: o.MaxRetries, maxErr: o.MaxErrorBytes}
+	switch o.Consistency {
+	case "", "local":
+		o.Consistency = ""
+	case "linearizable":
+	default:
+		return nil, fmt.Errorf("client: consistency %q: want local or linearizable", o.Consistency)
+	}
+	c := &Client{base: u, token: token, hc: o.HTTPClient, retries: o.MaxRetries, maxErr: o.MaxErrorBytes, consist: o.Consistency}
 	if c.hc == nil {
 		c.hc = &http.Client{Transport: &http.Transport{
 			Proxy:               http.ProxyFromEnvironment,
@@ -153,8 +170,16 @@ func (c *Client) once(ctx context.Context, r request) (*http.Response, error) {
 	u := *c.base
 	u.Path = c.base.Path + r.path
 	u.RawPath = c.base.EscapedPath() + r.path
-	if r.query != nil {
-		u.RawQuery = r.query.Encode()
+	q := r.query
+	if c.consist != "" && r.method == http.MethodGet {
+		q = url.Values{}
+		for k, vs := range r.query {
+			q[k] = vs
+		}
+		q.Set("consistency", c.consist)
+	}
+	if q != nil {
+		u.RawQuery = q.Encode()
 	}
 	var body io.Reader
 	if r.body != nil {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -214,5 +215,51 @@ func TestRedirectFollowedOnlyToLeader(t *testing.T) {
 	}
 	if v, _ := got.Load("/v1/tenants/acme/stats"); v != "Bearer bpk_secret" {
 		t.Fatalf("the leader saw Authorization %q, want the credential", v)
+	}
+}
+
+// Consistency "linearizable" asks a cluster to serve every read (GET)
+// from its leader: each GET carries consistency=linearizable, alongside
+// its own parameters, and no write does; an unknown value is refused
+// by New.
+func TestConsistencyOnReads(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]string{} // method+path -> query
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.Method+" "+r.URL.Path] = r.URL.RawQuery
+		mu.Unlock()
+		if r.Method == http.MethodPost {
+			w.WriteHeader(http.StatusCreated)
+			json.NewEncoder(w).Encode(map[string]any{"id": "01a23d47-189e-72aa-8000-000000000000", "global_sequence": 0})
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"events": []any{}, "next_after": nil})
+	}))
+	defer srv.Close()
+	c, err := client.New(srv.URL, "", client.Options{Consistency: "linearizable"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, err := range c.Tenant("acme").Query(ctx, client.Query{Entity: "o:1", Limit: 3}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Tenant("acme").Append(ctx, client.AppendRequest{Entity: "o:1", Scope: "s", Kind: "1:1", Payload: json.RawMessage(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	q := seen["GET /v1/tenants/acme/events"]
+	if !strings.Contains(q, "consistency=linearizable") || !strings.Contains(q, "entity=o%3A1") {
+		t.Errorf("query's parameters %q: want consistency=linearizable and its own entity", q)
+	}
+	if q := seen["POST /v1/tenants/acme/events"]; strings.Contains(q, "consistency") {
+		t.Errorf("a write carried %q", q)
+	}
+	if _, err := client.New(srv.URL, "", client.Options{Consistency: "strong"}); err == nil || !strings.Contains(err.Error(), "local or linearizable") {
+		t.Errorf("New with consistency strong: %v, want a refusal naming the values", err)
 	}
 }
