@@ -32,24 +32,16 @@ func TestStoreWritesInFlightAtCloseAreAnswered(t *testing.T) {
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		for w := range 16 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; ; i++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					tk, err := s.Submit(ctx, core.Coordinate{Entity: "e" + strconv.Itoa(w), Scope: "s"}, kindA, []byte(`{"i":`+strconv.Itoa(i)+`}`))
-					if err != nil {
-						return // closed
-					}
-					mu.Lock()
-					tickets = append(tickets, tk)
-					mu.Unlock()
+			loopUntil(&wg, stop, func(i int) bool {
+				tk, err := s.Submit(ctx, core.Coordinate{Entity: "e" + strconv.Itoa(w), Scope: "s"}, kindA, []byte(`{"i":`+strconv.Itoa(i)+`}`))
+				if err != nil {
+					return false // closed
 				}
-			}()
+				mu.Lock()
+				tickets = append(tickets, tk)
+				mu.Unlock()
+				return true
+			})
 		}
 		time.Sleep(150 * time.Millisecond)
 		c.stop("n1")

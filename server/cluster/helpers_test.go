@@ -317,3 +317,22 @@ func appendRetrying(nodes func() []*cluster.Node, tenant string, within time.Dur
 	}
 	return nil, fmt.Errorf("no write accepted within %s: %w", within, last)
 }
+
+// loopUntil runs body(0), body(1), … on a goroutine counted in wg, until
+// stop is closed or body returns false.
+func loopUntil(wg *sync.WaitGroup, stop <-chan struct{}, body func(i int) bool) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if !body(i) {
+				return
+			}
+		}
+	}()
+}

@@ -342,84 +342,60 @@ func TestIdleClosesRaceWritesAndReads(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
 	for w := 0; w < 3; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				tenant := names[(w+i)%len(names)]
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				rs, err := l.Append(ctx, tenant, item(fmt.Sprintf("w%d", w), `{"i":1}`, core.AppendOptions{}))
-				cancel()
-				if err != nil || rs[0].Err != nil {
-					errs <- fmt.Errorf("append: %v %v", err, rs)
-					return
-				}
-				ack(tenant, rs[0].Receipt.ID, rs[0].Index)
-			}
-		}()
-	}
-	wg.Add(1)
-	go func() { // writes through a held store's own API
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			tenant := names[i%len(names)]
-			s, err := l.Store(tenant)
-			if err != nil {
-				errs <- err
-				return
-			}
+		loopUntil(&wg, stop, func(i int) bool {
+			tenant := names[(w+i)%len(names)]
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			r, err := s.Append(ctx, core.Coordinate{Entity: "held", Scope: "s"}, kindA, []byte(`{"h":1}`))
+			rs, err := l.Append(ctx, tenant, item(fmt.Sprintf("w%d", w), `{"i":1}`, core.AppendOptions{}))
 			cancel()
-			l.ReleaseStore(s)
-			if err != nil {
-				errs <- fmt.Errorf("append through a held store: %w", err)
-				return
+			if err != nil || rs[0].Err != nil {
+				errs <- fmt.Errorf("append: %v %v", err, rs)
+				return false
 			}
-			mu.Lock()
-			acked[tenant] = append(acked[tenant], r.ID)
-			mu.Unlock()
+			ack(tenant, rs[0].Receipt.ID, rs[0].Index)
+			return true
+		})
+	}
+	loopUntil(&wg, stop, func(i int) bool { // writes through a held store's own API
+		tenant := names[i%len(names)]
+		s, err := l.Store(tenant)
+		if err != nil {
+			errs <- err
+			return false
 		}
-	}()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		r, err := s.Append(ctx, core.Coordinate{Entity: "held", Scope: "s"}, kindA, []byte(`{"h":1}`))
+		cancel()
+		l.ReleaseStore(s)
+		if err != nil {
+			errs <- fmt.Errorf("append through a held store: %w", err)
+			return false
+		}
+		mu.Lock()
+		acked[tenant] = append(acked[tenant], r.ID)
+		mu.Unlock()
+		return true
+	})
 	for _, n := range nodes {
-		wg.Add(1)
-		go func() { // reads and holds on every node
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				tenant := names[i%len(names)]
-				err := n.View(tenant, func(s *core.Store) error {
-					_, err := s.Query(core.All())
-					return err
-				})
-				if err != nil && !errors.Is(err, cluster.ErrNoTenant) {
-					errs <- fmt.Errorf("%s: view: %w", n.ID(), err)
-					return
-				}
-				if s, err := n.Store(tenant); err == nil {
-					if _, err := s.Query(core.All()); err != nil {
-						errs <- fmt.Errorf("%s: read of a held store: %w", n.ID(), err)
-						return
-					}
-					n.ReleaseStore(s)
-				}
-				time.Sleep(time.Millisecond)
+		loopUntil(&wg, stop, func(i int) bool { // reads and holds on every node
+			tenant := names[i%len(names)]
+			err := n.View(tenant, func(s *core.Store) error {
+				_, err := s.Query(core.All())
+				return err
+			})
+			if err != nil && !errors.Is(err, cluster.ErrNoTenant) {
+				errs <- fmt.Errorf("%s: view: %w", n.ID(), err)
+				return false
 			}
-		}()
+			if s, err := n.Store(tenant); err == nil {
+				if _, err := s.Query(core.All()); err != nil {
+					errs <- fmt.Errorf("%s: read of a held store: %w", n.ID(), err)
+					return false
+				}
+				n.ReleaseStore(s)
+			}
+			time.Sleep(time.Millisecond)
+			return true
+		})
 	}
 	time.Sleep(2 * time.Second)
 	close(stop)
