@@ -576,7 +576,7 @@ func batchRetrying(nodes func() []*cluster.Node, tenant string, within time.Dura
 				return rs, nil
 			}
 			last = err
-			if !errors.Is(err, cluster.ErrNotLeader) && !errors.Is(err, cluster.ErrOutcomeUnknown) && !errors.Is(err, context.DeadlineExceeded) {
+			if !retryableWrite(err) {
 				return nil, err
 			}
 		}

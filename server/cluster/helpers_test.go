@@ -309,13 +309,24 @@ func appendRetrying(nodes func() []*cluster.Node, tenant string, within time.Dur
 				return rs, nil
 			}
 			last = err
-			if !errors.Is(err, cluster.ErrNotLeader) && !errors.Is(err, cluster.ErrOutcomeUnknown) && !errors.Is(err, context.DeadlineExceeded) {
+			if !retryableWrite(err) {
 				return nil, err
 			}
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	return nil, fmt.Errorf("no write accepted within %s: %w", within, last)
+}
+
+// retryableWrite reports whether a client should send a refused write
+// again, to this node or another: the node does not lead, lost
+// leadership before learning the outcome (the idempotency key makes the
+// retry safe), was closed while the write waited in its queue (never
+// proposed), or asked for a pause because its queue was full.
+func retryableWrite(err error) bool {
+	var re *core.RetryError
+	return errors.Is(err, cluster.ErrNotLeader) || errors.Is(err, cluster.ErrOutcomeUnknown) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, cluster.ErrClosed) || errors.As(err, &re)
 }
 
 // loopUntil runs body(0), body(1), … on a goroutine counted in wg, until
