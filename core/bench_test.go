@@ -65,10 +65,14 @@ func BenchmarkSubmitPipelined(b *testing.B) {
 	for i := range coords {
 		coords[i], _ = core.NewCoordinate(fmt.Sprintf("order:%d", i), "shop")
 	}
+	cpu0, _ := processCPU()
 	b.ResetTimer()
 	submitPipelined(b, s, func(i int) core.Coordinate { return coords[i&63] }, kind)
 	b.StopTimer()
 	reportRate(b, b.N)
+	if cpu1, ok := processCPU(); ok {
+		b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/event")
+	}
 }
 
 // submitPipelined submits b.N events without waiting, checking the

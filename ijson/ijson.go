@@ -1,8 +1,10 @@
 package ijson
 
 import (
+	"encoding/binary"
 	"fmt"
 	"hash/maphash"
+	"math/bits"
 	"sync"
 	"unicode/utf8"
 	"unsafe"
@@ -385,6 +387,18 @@ func (v *validator) str(i int) (end int, esc bool, err *Error) {
 	b := v.b
 	j := i + 1
 	for j < len(b) {
+		// Eight bytes at a time while they are all plain.
+		for j+8 <= len(b) {
+			m := special8(binary.LittleEndian.Uint64(b[j:]))
+			if m != 0 {
+				j += bits.TrailingZeros64(m) >> 3
+				break
+			}
+			j += 8
+		}
+		if j >= len(b) {
+			break
+		}
 		c := b[j]
 		if strPlain[c] {
 			j++
@@ -427,6 +441,20 @@ func (v *validator) str(i int) (end int, esc bool, err *Error) {
 		}
 	}
 	return 0, false, v.bad(j, "")
+}
+
+// special8 marks (with its high bit) each byte of the eight in x, read
+// little-endian, that a string cannot hold as it is: a control byte, the
+// quote, the backslash, or a byte of a multi-byte UTF-8 sequence. Bytes
+// above the first marked one may be marked wrongly (a borrow carries);
+// the first marked byte is always a true one, and x has none when the
+// result is 0.
+func special8(x uint64) uint64 {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	ctl := (x - 0x20*ones) &^ x
+	q := x ^ '"'*ones
+	bs := x ^ '\\'*ones
+	return (ctl | (q-ones)&^q | (bs-ones)&^bs | x) & highs
 }
 
 func isHex(c byte) bool {

@@ -378,3 +378,21 @@ func TestCheckedCoversOnlyItsBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestStringsReadEightAtATime: a string is scanned eight bytes at a time
+// while they are plain; a byte that needs a look (the quote, a backslash,
+// a control byte, UTF-8 good or bad) at every position of a long string,
+// and bytes next to the boundaries of those classes, must be judged as
+// encoding/json judges them.
+func TestStringsReadEightAtATime(t *testing.T) {
+	specials := []string{`"`, `\"`, `\\`, `\n`, `\u00e9`, `\x`, "\x00", "\x01", "\x1f", " ", "!", "#", "[", "]", "~", "\x7f",
+		"é", "😀", "\xc3", "\xff", "\xed\xa0\x80", "\x80"}
+	for _, sp := range specials {
+		for pos := 0; pos <= 20; pos++ {
+			s := strings.Repeat("a", pos) + sp + strings.Repeat("b", 24-pos)
+			check(t, []byte(`"`+s+`"`), ijson.MaxDepth)
+			check(t, []byte(`{"`+s+`":1,"k":"`+s+`"}`), ijson.MaxDepth)
+			check(t, []byte(`"`+s), ijson.MaxDepth) // unterminated
+		}
+	}
+}

@@ -27,9 +27,9 @@ func ZeroFill(f vfs.File, from, to int64) error {
 	return f.SyncData()
 }
 
-// WriteZeros is ZeroFill without the sync, for a caller whose next sync
-// of f follows at once and covers the zeros too. Errors are the file's,
-// unwrapped.
+// WriteZeros is ZeroFill without the sync, for a caller whose own later
+// sync of f covers the zeros too (preallocation ahead of the active
+// segment). Errors are the file's, unwrapped.
 func WriteZeros(f vfs.File, from, to int64) error {
 	for off := from; off < to; {
 		n := min(int64(len(zeros)), to-off)
