@@ -836,8 +836,15 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// catchUpPage is how many events catchUp reads and applies at a time.
-const catchUpPage = 1024
+// catchUpPage is how many events catchUp reads and applies at a time: a
+// quarter of a tenant store's notification ring (tenancy's
+// TenantBroadcastCapacity, 1,024), so that a page published as one group
+// leaves room for what the store's lossy subscribers have not read yet.
+// catchUpPageBytes bounds the payload bytes a page holds.
+const (
+	catchUpPage      = 256
+	catchUpPageBytes = 16 << 20
+)
 
 // catchUp brings the open store s of tenant up to the snapshot's copy of
 // it in dir: the store's events must be a prefix of the copy's (a
@@ -882,7 +889,7 @@ func (f *fsm) catchUp(tenant string, s *core.Store, dir string) error {
 	cur.Seek(have)
 	ctx := context.Background()
 	for {
-		evs, err := cur.Poll(catchUpPage)
+		evs, _, err := cur.PollBytes(catchUpPage, catchUpPageBytes)
 		if err != nil {
 			return fail("reading the snapshot's store: %w", err)
 		}

@@ -181,20 +181,42 @@ func TestSnapshotRestoreKeepsOpenStores(t *testing.T) {
 			t.Fatalf("cursor event %d: sequence %d, want %d with the store's header", i, ev.GlobalSequence, before+i)
 		}
 	}
-	// The subscription saw every new event once, in order, with no gap.
-	waitFor(t, 10*time.Second, "the subscription sees every event", func() bool {
+	// The subscription saw every new event once, in order. It is lossy:
+	// a receiver descheduled on a loaded machine while the catch-up
+	// publishes more than the ring holds (1,024 notifications for a tenant
+	// store) loses some, and they are counted in Dropped — never missing
+	// uncounted, repeated or out of order.
+	want := total - before
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		seenMu.Lock()
-		defer seenMu.Unlock()
-		return len(seen) >= total-before
-	})
-	seenMu.Lock()
-	if len(seen) != total-before || sub.Dropped() != 0 {
-		t.Fatalf("the subscription saw %d events (dropped %d), want %d", len(seen), sub.Dropped(), total-before)
-	}
-	for i, n := range seen {
-		if n.GlobalSequence != uint64(before+i) || n.ID != evs[before+i].Header.ID {
-			t.Fatalf("notification %d: sequence %d id %s, want %d %s", i, n.GlobalSequence, n.ID, before+i, evs[before+i].Header.ID)
+		n := len(seen)
+		seenMu.Unlock()
+		if n+int(sub.Dropped()) >= want {
+			break
 		}
+		if time.Now().After(deadline) {
+			var ended error
+			select {
+			case ended = <-subDone:
+			default:
+			}
+			t.Fatalf("within 10s the subscription saw %d of %d events and dropped %d; its receiver ended with %v; the store holds %d",
+				n, want, sub.Dropped(), ended, held.Usage().GlobalSequence)
+		}
+	}
+	seenMu.Lock()
+	if dropped := int(sub.Dropped()); len(seen)+dropped != want {
+		t.Fatalf("the subscription saw %d events and dropped %d, want %d in all", len(seen), dropped, want)
+	} else if dropped > 0 {
+		t.Logf("the subscription's receiver fell behind and dropped %d of %d notifications", dropped, want)
+	}
+	next := before
+	for i, n := range seen {
+		at := int(n.GlobalSequence)
+		if at < next || at >= total || n.ID != evs[at].Header.ID {
+			t.Fatalf("notification %d: sequence %d id %s, want sequence ≥ %d with the store's id", i, n.GlobalSequence, n.ID, next)
+		}
+		next = at + 1
 	}
 	seenMu.Unlock()
 	if nc, err := held.NamedCursor("billing", core.All()); err != nil || nc.Committed() != 1234 {
