@@ -405,6 +405,7 @@ func BenchmarkAppendBatch(b *testing.B) {
 		ctx := context.Background()
 		batches := (b.N + size*producers - 1) / (size * producers)
 		var wg sync.WaitGroup
+		cpu0, _ := processCPU()
 		b.ResetTimer()
 		for p := 0; p < producers; p++ {
 			items := make([]core.BatchItem, size)
@@ -429,6 +430,9 @@ func BenchmarkAppendBatch(b *testing.B) {
 		st := s.Stats()
 		b.ReportMetric(float64(batches*size*producers)/float64(max(st.Fsyncs, 1)), "events/fsync")
 		b.ReportMetric(float64(batches*producers)/float64(max(st.GroupCommits, 1)), "batches/group")
+		if cpu1, ok := processCPU(); ok {
+			b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/float64(batches*size*producers), "cpu-ns/event")
+		}
 	})
 	b.Run("single", func(b *testing.B) {
 		s := benchStore(b, 1)
