@@ -211,7 +211,7 @@ func DefaultQuotas() control.Quotas {
 		StorageBytes: 10 << 30, EventsPerSecond: 20000, EventsBurst: 40000,
 		BytesPerSecond: 64 << 20, BytesBurst: 128 << 20, MaxPayloadBytes: 1 << 20,
 		MaxBatchEvents: 4096, MaxSubscriptions: 1100, MaxCursors: 100, MaxWorkers: 16,
-		UploadBytesPerHour: 256 << 20,
+		UploadBytesPerHour: 256 << 20, ControlChangesPerDay: 5000,
 	}
 }
 

@@ -118,6 +118,7 @@ var serverSettings = []serverSetting{
 	{"server.quotas.max_subscriptions", "", kindCount, 1100, "default concurrent event streams", func(t *serverTarget, v settingValue) { t.q.MaxSubscriptions = int(v.n) }},
 	{"server.quotas.max_cursors", "", kindCount, 100, "default named cursors", func(t *serverTarget, v settingValue) { t.q.MaxCursors = int(v.n) }},
 	{"server.quotas.upload_bytes_per_hour", "", kindSize, "256MiB", "default bytes of policy bundles and plugin uploads per tenant per hour (each upload charged before it is checked)", func(t *serverTarget, v settingValue) { t.q.UploadBytesPerHour = v.n }},
+	{"server.quotas.control_changes_per_day", "", kindCount, 5000, "default control-plane changes (keys, cursors, policies, plugins, workers) one tenant's credentials may make per day; beside a pace of 10/s after 100", func(t *serverTarget, v settingValue) { t.q.ControlChangesPerDay = int(v.n) }},
 	{"server.quotas.max_workers", "", kindCount, 16, "default hosted workers running or quarantined", func(t *serverTarget, v settingValue) { t.q.MaxWorkers = int(v.n) }},
 	{"server.cluster.enabled", "cluster", kindBool, false, "run as a node of a replicated cluster (needs --cluster-node-id and server.operator_token)", func(t *serverTarget, v settingValue) { t.clusterOn = v.b }},
 	{"server.cluster.node_id", "cluster-node-id", kindText, "", "this node's id in the cluster, stable for its life", func(t *serverTarget, v settingValue) { t.cl.NodeID = v.str }},

@@ -68,6 +68,18 @@ type Quotas struct {
 	// references it — and the CPU their checks take. Server default
 	// 256 MiB (server.quotas.upload_bytes_per_hour); negative: no limit.
 	UploadBytesPerHour int64 `json:"upload_bytes_per_hour,omitempty"`
+	// ControlChangesPerDay bounds the changes the tenant's own credentials
+	// make to the control plane all tenants share — keys issued or
+	// revoked, cursors defined or deleted, policy, plugin and worker
+	// changes (a token bucket holding one day's worth, refilled
+	// continuously; cursor commits are not changes). Each change is a
+	// lasting, audited record of the system store (about 0.5 KiB), so this
+	// bounds how fast a tenant's churn grows that store on every node:
+	// 5,000 a day is at most ~2.5 MiB. Beside it, every tenant's changes
+	// are paced at 10 a second after a burst of 100. The operator's
+	// changes are never counted. Server default 5000
+	// (server.quotas.control_changes_per_day); negative: no limit.
+	ControlChangesPerDay int `json:"control_changes_per_day,omitempty"`
 }
 
 // Settings are a tenant's store settings.

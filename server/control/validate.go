@@ -130,6 +130,7 @@ func (q Quotas) Over(def Quotas) Quotas {
 	out.MaxModuleBytes = pick64(q.MaxModuleBytes, def.MaxModuleBytes)
 	out.MaxWorkers = pick(q.MaxWorkers, def.MaxWorkers)
 	out.UploadBytesPerHour = pick64(q.UploadBytesPerHour, def.UploadBytesPerHour)
+	out.ControlChangesPerDay = pick(q.ControlChangesPerDay, def.ControlChangesPerDay)
 	return out
 }
 

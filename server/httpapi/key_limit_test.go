@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -79,5 +80,37 @@ func TestTenantControlChangesPaced(t *testing.T) {
 	k2 := e.tenant("beta")
 	e.must(e.req("POST", "/v1/tenants/beta/keys", k2["admin"], map[string]any{"roles": []string{"reader"}}), 201)
 	time.Sleep(300 * time.Millisecond) // ≥ 1 token at 10/s
+	e.must(e.req("POST", "/v1/tenants/acme/keys", k["admin"], map[string]any{"roles": []string{"reader"}}), 201)
+}
+
+// TestTenantControlChangesBudgetedPerDay: beside the pace, a tenant's own
+// control-plane changes draw on its control_changes_per_day quota; spent,
+// the next is 429 QUOTA_EXCEEDED "control_changes_per_day" with
+// Retry-After (a day's worth refills continuously: 86400/budget seconds
+// for one). Any kind of change counts — a key issued, a key revoked, a
+// cursor defined. The operator is not counted, another tenant has its
+// own budget, and raising the quota lets the tenant go on.
+func TestTenantControlChangesBudgetedPerDay(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	e.must(e.req("PUT", "/v1/admin/tenants/acme/quotas", opToken, map[string]any{"control_changes_per_day": 3}), 200)
+	id := e.must(e.req("POST", "/v1/tenants/acme/keys", k["admin"], map[string]any{"roles": []string{"reader"}}), 201).json(t)["id"].(string)
+	e.must(e.req("DELETE", "/v1/tenants/acme/keys/"+id, k["admin"], nil), 204)
+	e.must(e.req("PUT", "/v1/tenants/acme/cursors/billing", k["admin"], map[string]any{}), 201)
+	r := e.req("POST", "/v1/tenants/acme/keys", k["admin"], map[string]any{"roles": []string{"reader"}})
+	if r.status != 429 || r.code() != "QUOTA_EXCEEDED" || r.json(t)["quota"] != "control_changes_per_day" {
+		t.Fatalf("a 4th change with a budget of 3 a day: %d %s", r.status, r.body)
+	}
+	if ra, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || ra < 20000 || ra > 30000 {
+		t.Fatalf("Retry-After %q, want about 86400/3 s (one change's refill)", r.header.Get("Retry-After"))
+	}
+	// The refused change was not made.
+	if keys := e.must(e.req("GET", "/v1/tenants/acme/keys", k["admin"], nil), 200).json(t)["keys"].([]any); len(keys) != 3 {
+		t.Fatalf("%d keys after the refusal, want the tenant's 3", len(keys))
+	}
+	e.must(e.req("POST", "/v1/admin/tenants/acme/keys", opToken, map[string]any{"roles": []string{"reader"}}), 201)
+	k2 := e.tenant("beta")
+	e.must(e.req("POST", "/v1/tenants/beta/keys", k2["admin"], map[string]any{"roles": []string{"reader"}}), 201)
+	e.must(e.req("PUT", "/v1/admin/tenants/acme/quotas", opToken, map[string]any{"control_changes_per_day": 1000}), 200)
 	e.must(e.req("POST", "/v1/tenants/acme/keys", k["admin"], map[string]any{"roles": []string{"reader"}}), 201)
 }

@@ -79,7 +79,8 @@ type Tenant struct {
 	events  bucket
 	bytes   bucket
 	uploads bucket // bytes per second; burst: an hour's worth
-	changes bucket // control-plane changes a tenant credential makes
+	changes bucket // control-plane changes a tenant credential makes: the pace
+	daily   bucket // and the day's budget (control_changes_per_day)
 	subs    int
 }
 
@@ -110,24 +111,49 @@ func newTenant(now func() time.Time, q control.Quotas) *Tenant {
 	t.setUploads(now(), q.UploadBytesPerHour)
 	t.changes = bucket{name: "control_changes_per_second", burstName: "control_changes_per_second"}
 	t.changes.set(now(), ControlChangesPerSecond, ControlChangesBurst)
+	t.daily = bucket{name: "control_changes_per_day", burstName: "control_changes_per_day"}
+	t.setDaily(now(), q.ControlChangesPerDay)
 	return t
+}
+
+// setDaily sets the bucket of control-plane changes from its daily quota.
+// What the tenant used of the old budget stays used: raised from 3 to
+// 1,000 with 3 spent, 997 are left; lowered below what is spent, none.
+func (t *Tenant) setDaily(now time.Time, perDay int) {
+	used := 0
+	if d := &t.daily; !d.unlimited && d.lim != nil {
+		used = int(math.Ceil(float64(d.burst) - d.lim.TokensAt(now)))
+	}
+	t.daily.set(now, float64(perDay)/86400, max(perDay, 0))
+	if d := &t.daily; !d.unlimited {
+		d.lim = rate.NewLimiter(rate.Limit(d.rate), d.burst)
+		d.lim.AllowN(now, min(max(used, 0), d.burst))
+	}
 }
 
 // AllowControlChange takes a token for one change a tenant credential
 // makes to the control plane all tenants share (a key issued or revoked,
-// a cursor defined or deleted, a policy, plugin or worker change), or
-// refuses it as "control_changes_per_second" with RetryAfter until the
-// bucket holds one. Each change is a lasting record of the shared control
-// plane, so a tenant's churn must not grow it at the speed of its
-// requests. Not a quota of control.Quotas: the same for every tenant.
+// a cursor defined or deleted, a policy, plugin or worker change) from
+// two buckets, or takes none and refuses it: "control_changes_per_day"
+// (the tenant's quota) when the day's budget is spent, else
+// "control_changes_per_second" (the same pace for every tenant), with
+// RetryAfter until the bucket holds one. Each change is a lasting record
+// of the shared control plane, so a tenant's churn must not grow it at
+// the speed of its requests, nor without bound over days.
 func (t *Tenant) AllowControlChange() *Exceeded {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
+	if w, ok := t.daily.wait(now, 1); !ok || w > 0 {
+		return &Exceeded{Quota: t.daily.name, Limit: float64(t.q.ControlChangesPerDay), RetryAfter: w}
+	}
 	if w, _ := t.changes.wait(now, 1); w > 0 {
 		return &Exceeded{Quota: t.changes.name, Limit: ControlChangesPerSecond, RetryAfter: w}
 	}
 	t.changes.lim.AllowN(now, 1)
+	if !t.daily.unlimited {
+		t.daily.lim.AllowN(now, 1)
+	}
 	return nil
 }
 
@@ -198,6 +224,9 @@ func (t *Tenant) update(q control.Quotas) {
 	}
 	if q.UploadBytesPerHour != t.q.UploadBytesPerHour {
 		t.setUploads(now, q.UploadBytesPerHour)
+	}
+	if q.ControlChangesPerDay != t.q.ControlChangesPerDay {
+		t.setDaily(now, q.ControlChangesPerDay)
 	}
 	t.q = q
 }

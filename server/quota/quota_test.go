@@ -288,3 +288,35 @@ func TestUploadBucket(t *testing.T) {
 	c.add(time.Hour)
 	allowed(t, tn.AllowUpload(7200))
 }
+
+// TestControlChangesPerDay: the day's budget of control-plane changes
+// refills continuously (86400/budget seconds a change); the pace of 10/s
+// applies beside it; a refused change takes from neither bucket; raising
+// the budget keeps what was used; negative is no limit.
+func TestControlChangesPerDay(t *testing.T) {
+	c := newClock()
+	m := quota.NewWithClock(c.now)
+	tn := m.Tenant("a", control.Quotas{ControlChangesPerDay: 4})
+	for range 4 {
+		allowed(t, tn.AllowControlChange())
+	}
+	want(t, tn.AllowControlChange(), "control_changes_per_day", 4, 6*time.Hour)
+	c.add(6 * time.Hour)
+	allowed(t, tn.AllowControlChange()) // the refusal took nothing
+	want(t, tn.AllowControlChange(), "control_changes_per_day", 4, 6*time.Hour)
+	// Raised to 50 with 4 used: 46 left (the pace's bucket holds 99).
+	tn = m.Tenant("a", control.Quotas{ControlChangesPerDay: 50})
+	n := 0
+	for ; tn.AllowControlChange() == nil; n++ {
+	}
+	if n != 46 {
+		t.Fatalf("after raising the budget from 4 to 50 with 4 used: %d changes, want 46", n)
+	}
+	want(t, tn.AllowControlChange(), "control_changes_per_day", 50, 1728*time.Second)
+	tn = m.Tenant("a", control.Quotas{ControlChangesPerDay: -1})
+	c.add(time.Minute)
+	for range quota.ControlChangesBurst {
+		allowed(t, tn.AllowControlChange())
+	}
+	want(t, tn.AllowControlChange(), "control_changes_per_second", quota.ControlChangesPerSecond, 100*time.Millisecond)
+}
