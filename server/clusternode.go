@@ -131,6 +131,10 @@ type clusterNode struct {
 	joining bool
 	running atomic.Bool
 
+	// plane is the control plane following sys, once the server opened
+	// it: Current waits for it to apply what sys holds.
+	plane atomic.Pointer[control.Plane]
+
 	bmu       sync.Mutex
 	binflight bool          // a shared barrier is running
 	bnext     *barrierRound // the round reads arriving now wait for
@@ -440,20 +444,45 @@ const currentFor = 5
 // leader resumes replicating to it. A node behind for longer may have
 // missed a key's revocation or a tenant's deletion: the API then sends
 // tenant requests to the leader.
+//
+// Its control plane must also have applied what its system store holds:
+// the plane follows the store a moment behind (milliseconds), and a
+// revocation the store holds must not be honoured meanwhile. Current
+// waits up to planeWait for that, then answers false.
 func (c *clusterNode) Current() bool {
 	if c.n.IsLeader() {
 		// Only once it applied what earlier terms committed: elected
 		// right after a restart, its stores hold its last snapshot's
 		// state until then (it answers 503 NOT_LEADER meanwhile, see
 		// Leader).
-		return c.n.Leading()
+		return c.n.Leading() && c.planeCurrent()
 	}
 	hb := c.cfg.HeartbeatTimeout
 	if hb <= 0 {
 		hb = time.Second
 	}
 	at := c.n.CaughtUpAt()
-	return !at.IsZero() && time.Since(at) <= currentFor*hb
+	return !at.IsZero() && time.Since(at) <= currentFor*hb && c.planeCurrent()
+}
+
+// planeWait bounds how long Current waits for the control plane to apply
+// what the system store holds.
+const planeWait = 200 * time.Millisecond
+
+// planeCurrent reports whether the control plane has applied every event
+// the system store held when it was called, waiting up to planeWait.
+func (c *clusterNode) planeCurrent() bool {
+	p := c.plane.Load()
+	if p == nil {
+		return false // the server has not opened it yet
+	}
+	held := c.sys.Stats().GlobalSequence
+	if p.Applied() >= held {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), planeWait)
+	defer cancel()
+	return p.WaitApplied(ctx, held) == nil
 }
 
 // Leader implements httpapi.Cluster. A leader that has not yet applied

@@ -467,6 +467,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			s.node.close()
 			return nil, fmt.Errorf("control plane: %w", err)
 		}
+		s.node.plane.Store(s.plane)
 	} else {
 		s.plane, err = control.Open(control.Options{Dir: filepath.Join(cfg.Root, "system"), Defaults: cfg.Quotas})
 		if err != nil {
