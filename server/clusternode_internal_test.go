@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -109,6 +110,9 @@ func TestClusterNodeNotCurrentWhilePlaneBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer plane.Close()
+	var releaseOnce sync.Once
+	letGo := func() { releaseOnce.Do(func() { close(release) }) }
+	defer letGo() // before plane.Close, whose tail may wait in the hook
 	c := &clusterNode{n: n, sys: sys, cfg: ClusterConfig{NodeID: "n1", HeartbeatTimeout: 100 * time.Millisecond}}
 	if c.Current() {
 		t.Fatal("current before the server gave it its control plane")
@@ -139,7 +143,7 @@ func TestClusterNodeNotCurrentWhilePlaneBehind(t *testing.T) {
 	if waited := time.Since(start); waited < planeWait/2 {
 		t.Fatalf("Current gave up after %s, want about planeWait (%s)", waited, planeWait)
 	}
-	close(release)
+	letGo()
 	if err := <-issued; err != nil {
 		t.Fatal(err)
 	}
