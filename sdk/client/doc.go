@@ -31,4 +31,10 @@
 //     its own after a dropped connection, a slow-consumer cut-off or a
 //     server shutdown, resuming after the last event it yielded: no event is
 //     skipped or repeated.
+//   - On a replicated cluster, a read is served by the node asked, from
+//     what it has applied. Options.Consistency "linearizable" has the
+//     leader serve every read; "session" makes a Client read its own
+//     writes (each tenant's reads carry min_seq, the highest
+//     global_sequence of that tenant's receipts this Client received);
+//     WithMinSequence asks for one sequence explicitly.
 package client
