@@ -265,9 +265,10 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 			return nil, ctx.Err()
 		}
 		last = err
-		if errors.Is(err, ErrNotLeader) && attempts < 1+c.retries {
-			// A cluster node that does not lead did nothing: any request
-			// may go again, once a leader is known.
+		if (errors.Is(err, ErrNotLeader) || errors.Is(err, ErrTooManyConnections)) && attempts < 1+c.retries {
+			// A cluster node that does not lead did nothing, nor does a
+			// server refusing a connection for its address (it answers
+			// before it reads the request): any request may go again.
 			attempts = 1 + c.retries
 		}
 		if !retryable(err) {

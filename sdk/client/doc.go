@@ -24,7 +24,9 @@
 //     IdempotencyKey; a batch's items get "<batch key>/<index>"), so a retry
 //     after a lost response returns the original receipts rather than
 //     writing twice. Retried: BUSY (503), QUOTA_EXCEEDED with a Retry-After,
-//     and transport errors. Never retried: every other 4xx.
+//     and transport errors; TOO_MANY_CONNECTIONS (429: the server refused
+//     the connection before reading the request) for any request. Never
+//     retried: every other 4xx.
 //   - Query pages through the results (Query.Limit per page) and yields
 //     events in global order; Subscribe follows a region over Server-Sent
 //     Events, catching up from a position and then live, and reconnects on

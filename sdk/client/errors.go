@@ -36,7 +36,7 @@ const (
 	CodeNotLeader           = "NOT_LEADER"           // a cluster node that does not lead did nothing (see Error.Leader); the client follows and retries
 	CodeOutcomeUnknown      = "OUTCOME_UNKNOWN"      // a cluster lost its leader after proposing the write: it may be written; retried only with an idempotency key
 	CodeNotCaughtUp         = "NOT_CAUGHT_UP"        // a cluster node had not applied min_seq in time; retried
-	CodeTooManyConnections  = "TOO_MANY_CONNECTIONS" // this address has server.max_connections_per_source connections open; the connection was closed
+	CodeTooManyConnections  = "TOO_MANY_CONNECTIONS" // this address has server.max_connections_per_source connections open: refused unread, so any request is retried (after Retry-After)
 )
 
 // Sentinels for errors.Is: an *Error matches the sentinel with its Code.
@@ -135,6 +135,8 @@ func retryable(err error) bool {
 		return true
 	case e.Code == CodeQuotaExceeded && e.RetryAfter > 0:
 		return true
+	case e.Code == CodeTooManyConnections:
+		return true // refused before the request was read (see send)
 	}
 	return false
 }

@@ -216,3 +216,31 @@ func TestSessionConcurrent(t *testing.T) {
 		t.Fatalf("after %d appends: min_seq %d", workers*each, ev.GlobalSequence)
 	}
 }
+
+// A connection refused for its address (429 TOO_MANY_CONNECTIONS, sent
+// before the server read the request) is retried after Retry-After even
+// for a request that is not otherwise safe to send again, since nothing
+// was done.
+func TestTooManyConnectionsRetried(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			w.Write([]byte(`{"code":"TOO_MANY_CONNECTIONS","status":429,"title":"Too many connections from this address"}`))
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+		w.Write([]byte(`{"id":"k1","key":"bpk_new"}`))
+	}))
+	defer srv.Close()
+	c, err := client.New(srv.URL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := c.Tenant("acme").IssueKey(context.Background(), "app", "writer")
+	if err != nil || calls.Load() != 2 {
+		t.Fatalf("IssueKey after one refused connection: %+v, %v (%d requests)", k, err, calls.Load())
+	}
+}
