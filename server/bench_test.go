@@ -39,6 +39,9 @@ func startBenchServerRoles(tb testing.TB, cfg server.Config, tenant string, sett
 	tb.Helper()
 	cfg.Root = tb.TempDir()
 	cfg.Listen = "127.0.0.1:0"
+	if cfg.MaxConnectionsPerSource == 0 {
+		cfg.MaxConnectionsPerSource = -1 // the load generator is one address
+	}
 	cfg.AccessLog = "off"
 	cfg.Stderr = io.Discard
 	cfg.OperatorToken = "bpko_" + string(bytes.Repeat([]byte("a"), 52))

@@ -1,10 +1,22 @@
 package server
 
 import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/batpak-go/batpak/server/wire"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // connLimiter bounds the client connections served at once
@@ -17,6 +29,11 @@ import (
 // tenant out. A connection in the middle of a request (StateActive, an
 // event stream included) is never closed for another: a new client then
 // waits in the listen backlog as before.
+//
+// It also bounds the connections open at once from one source
+// (Config.MaxConnectionsPerSource): an IPv4 address, or an IPv6 /64 (what
+// one host is given). A connection past that bound is refused as soon as
+// it is accepted, before it takes a slot of MaxConnections: see refuse.
 type connLimiter struct {
 	slots chan struct{}
 	mu    sync.Mutex
@@ -25,10 +42,168 @@ type connLimiter struct {
 	// order they became idle.
 	idle  map[net.Conn]uint64
 	order uint64
+
+	// perSource is the most connections one source may have open (0:
+	// no bound); sources counts them (accepted, not yet closed: waiting
+	// for a slot included), under srcMu.
+	perSource int
+	srcMu     sync.Mutex
+	sources   map[netip.Addr]int
+	// refused counts the connections refused for their source;
+	// answering bounds the refusals being answered at once.
+	refused   atomic.Uint64
+	answering chan struct{}
 }
 
-func newConnLimiter(n int) *connLimiter {
-	return &connLimiter{slots: make(chan struct{}, n), idle: map[net.Conn]uint64{}}
+// refusalsAnswered is how many refused connections may be in the middle
+// of their answer at once (each for at most refusalLinger); past it, a
+// refused connection is closed without one.
+const refusalsAnswered = 64
+
+// refusalLinger bounds how long a refused connection is kept to read
+// its request's head, and then to write its answer and read what the
+// client sent meanwhile (so that closing it does not reset the
+// connection before the client reads the answer): at most twice this.
+const refusalLinger = time.Second
+
+func newConnLimiter(n, perSource int) *connLimiter {
+	return &connLimiter{slots: make(chan struct{}, n), idle: map[net.Conn]uint64{},
+		perSource: max(perSource, 0), sources: map[netip.Addr]int{},
+		answering: make(chan struct{}, refusalsAnswered)}
+}
+
+// sourceOf is the source a connection counts against: its IPv4 address
+// (an IPv4-mapped IPv6 address as IPv4), or the /64 of its IPv6
+// address. ok is false for an address that is not IP (never bounded).
+func sourceOf(addr net.Addr) (src netip.Addr, ok bool) {
+	tcp, isTCP := addr.(*net.TCPAddr)
+	if !isTCP {
+		return netip.Addr{}, false
+	}
+	a, isIP := netip.AddrFromSlice(tcp.IP)
+	if !isIP {
+		return netip.Addr{}, false
+	}
+	a = a.Unmap().WithZone("")
+	if a.Is4() {
+		return a, true
+	}
+	p, err := a.Prefix(64)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return p.Addr(), true
+}
+
+// enter counts a new connection from src: false (nothing counted) when
+// src already has perSource open.
+func (l *connLimiter) enter(src netip.Addr) (open int, ok bool) {
+	l.srcMu.Lock()
+	defer l.srcMu.Unlock()
+	n := l.sources[src]
+	if n >= l.perSource {
+		return n, false
+	}
+	l.sources[src] = n + 1
+	return n + 1, true
+}
+
+// leave uncounts a connection from src that enter counted.
+func (l *connLimiter) leave(src netip.Addr) {
+	l.srcMu.Lock()
+	defer l.srcMu.Unlock()
+	if n := l.sources[src]; n > 1 {
+		l.sources[src] = n - 1
+	} else {
+		delete(l.sources, src)
+	}
+}
+
+// openFrom is how many connections are counted against src.
+func (l *connLimiter) openFrom(src netip.Addr) int {
+	l.srcMu.Lock()
+	defer l.srcMu.Unlock()
+	return l.sources[src]
+}
+
+// refuse ends a connection refused for its source without blocking the
+// accept loop. With answer (plain HTTP), the client is told why: once
+// its request's head is in (or after refusalLinger without one), a 429
+// TOO_MANY_CONNECTIONS problem document with Retry-After, written (and
+// what the client sends meanwhile read and dropped) in a goroutine of
+// its own for at most 2×refusalLinger; at most refusalsAnswered at once, past
+// which (and without answer: TLS, where an answer would need a
+// handshake) the connection is only closed.
+func (l *connLimiter) refuse(c net.Conn, src netip.Addr, answer bool) {
+	l.refused.Add(1)
+	if !answer {
+		_ = c.Close()
+		return
+	}
+	select {
+	case l.answering <- struct{}{}:
+	default:
+		_ = c.Close()
+		return
+	}
+	go func() {
+		defer func() { <-l.answering }()
+		// The answer follows the request's head, as HTTP clients expect
+		// (one answered before it may be taken for a stray response on
+		// an idle connection, and the request retried elsewhere).
+		_ = c.SetDeadline(time.Now().Add(refusalLinger))
+		readRequestHead(c)
+		_ = c.SetDeadline(time.Now().Add(refusalLinger))
+		_, _ = c.Write(refusalAnswer(src, l.perSource))
+		if tcp, ok := c.(*net.TCPConn); ok {
+			_ = tcp.CloseWrite()
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+		_ = c.Close()
+	}()
+}
+
+// readRequestHead reads from c up to the end of a request's head (an
+// empty line), at most 16 KiB, or until the read fails (the deadline).
+func readRequestHead(c net.Conn) {
+	r := bufio.NewReaderSize(io.LimitReader(c, 16<<10), 4<<10)
+	for {
+		line, err := r.ReadSlice('\n')
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+		if err == nil && len(bytes.TrimRight(line, "\r\n")) == 0 {
+			return
+		}
+	}
+}
+
+// refusalAnswer is the whole HTTP response to a connection refused for
+// its source.
+func refusalAnswer(src netip.Addr, limit int) []byte {
+	shown := src.String()
+	if src.Is6() {
+		shown += "/64"
+	}
+	body, _ := json.Marshal(wire.Problem{
+		Type:   wire.ProblemTypeBase + strings.ToLower(wire.CodeTooManyConnections),
+		Title:  "Too many connections from this address",
+		Status: http.StatusTooManyRequests,
+		Detail: fmt.Sprintf("%s already has %d connections open to this server, the most server.max_connections_per_source allows: reuse one (keep-alive) or close one", shown, limit),
+		Code:   wire.CodeTooManyConnections,
+	})
+	body = append(body, '\n')
+	head := fmt.Sprintf("HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/problem+json\r\nCache-Control: no-store\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n", len(body))
+	return append([]byte(head), body...)
+}
+
+// metrics are the limiter's counters for /metrics.
+func (l *connLimiter) metrics() []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "batpak_connections_refused_per_source_total",
+			Help: "Client connections refused because their source address (IPv4 address, IPv6 /64) already had server.max_connections_per_source open."},
+			func() float64 { return float64(l.refused.Load()) }),
+	}
 }
 
 // connState is the http.Server's ConnState hook.
@@ -64,14 +239,16 @@ func (l *connLimiter) reclaim() {
 	}
 }
 
-// wrap bounds ln's accepted connections.
-func (l *connLimiter) wrap(ln net.Listener) net.Listener {
-	return &limitedListener{Listener: ln, l: l, done: make(chan struct{})}
+// wrap bounds ln's accepted connections. answer: ln serves plain HTTP,
+// so a connection refused for its source is answered (see refuse).
+func (l *connLimiter) wrap(ln net.Listener, answer bool) net.Listener {
+	return &limitedListener{Listener: ln, l: l, answer: answer, done: make(chan struct{})}
 }
 
 type limitedListener struct {
 	net.Listener
 	l         *connLimiter
+	answer    bool
 	closeOnce sync.Once
 	done      chan struct{}
 }
@@ -101,19 +278,39 @@ func (ln *limitedListener) acquire() bool {
 	}
 }
 
-// Accept takes the next connection, then waits for its slot: a slot is
+// Accept takes the next connection whose source is within its bound
+// (refusing the others, see refuse), then waits for its slot: a slot is
 // reclaimed from an idle connection only for a client that is there (one
-// connection past the bound may wait here, accepted, meanwhile).
+// connection past the bound may wait here, accepted, meanwhile). The
+// connection's source count and slot are given back once, at its first
+// Close.
 func (ln *limitedListener) Accept() (net.Conn, error) {
-	c, err := ln.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := ln.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		src, counted := netip.Addr{}, false
+		if ln.l.perSource > 0 {
+			if src, counted = sourceOf(c.RemoteAddr()); counted {
+				if _, ok := ln.l.enter(src); !ok {
+					ln.l.refuse(c, src, ln.answer)
+					continue
+				}
+			}
+		}
+		leave := func() {
+			if counted {
+				ln.l.leave(src)
+			}
+		}
+		if !ln.acquire() {
+			_ = c.Close()
+			leave()
+			return nil, net.ErrClosed
+		}
+		return &limitedConn{Conn: c, release: func() { <-ln.l.slots; leave() }}, nil
 	}
-	if !ln.acquire() {
-		_ = c.Close()
-		return nil, net.ErrClosed
-	}
-	return &limitedConn{Conn: c, release: func() { <-ln.l.slots }}, nil
 }
 
 func (ln *limitedListener) Close() error {

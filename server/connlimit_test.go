@@ -2,9 +2,13 @@ package server_test
 
 import (
 	"bufio"
+	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -113,5 +117,203 @@ func TestRefusedBodyFreesItsConnection(t *testing.T) {
 	res.Body.Close()
 	if d := time.Since(began); d > 3*time.Second {
 		t.Fatalf("a client waited %v beside %d refused slow bodies", d, limit)
+	}
+}
+
+// dialFrom opens a connection to addr from the loopback address from
+// (127.0.0.0/8 is all loopback on Linux).
+func dialFrom(t *testing.T, from, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 3 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", addr, from, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// healthz sends GET /healthz on c (kept alive) and returns the answer's
+// status and body.
+func healthz(t *testing.T, c net.Conn) (*http.Response, string) {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	if _, err := fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatalf("healthz: %v", err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("healthz: %v", err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	return res, string(body)
+}
+
+// clientFrom is an HTTP client whose connections come from the loopback
+// address from, one per request.
+func clientFrom(from string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 3 * time.Second}
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+}
+
+// refusedPerSource reads batpak_connections_refused_per_source_total,
+// over a connection from 127.0.0.3.
+func refusedPerSource(t *testing.T, base string) float64 {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer bpko_"+strings.Repeat("a", 52))
+	res, err := clientFrom("127.0.0.3").Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "batpak_connections_refused_per_source_total "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(line)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics (%d) has no batpak_connections_refused_per_source_total", res.StatusCode)
+	return 0
+}
+
+// TestConnectionsPerSource: past server.max_connections_per_source, a
+// new connection from the same address is answered at once with 429
+// TOO_MANY_CONNECTIONS (a problem document, Retry-After) and closed,
+// while the connections it holds keep working; closing one makes room
+// for one more; another address is not affected; the refusals are
+// counted.
+func TestConnectionsPerSource(t *testing.T) {
+	const limit = 3
+	ps := startTunedServer(t, t.TempDir(), func(c *server.Config) { c.MaxConnectionsPerSource = limit })
+	addr := strings.TrimPrefix(ps.base, "http://")
+	var held []net.Conn
+	for i := range limit {
+		c := dialFrom(t, "127.0.0.1", addr)
+		if res, _ := healthz(t, c); res.StatusCode != 200 {
+			t.Fatalf("connection %d of %d: %d", i+1, limit, res.StatusCode)
+		}
+		held = append(held, c)
+	}
+
+	// The next one is answered as soon as its request is in.
+	extra := dialFrom(t, "127.0.0.1", addr)
+	_ = extra.SetDeadline(time.Now().Add(3 * time.Second))
+	began := time.Now()
+	fmt.Fprintf(extra, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	res, err := http.ReadResponse(bufio.NewReader(extra), nil)
+	if err != nil {
+		t.Fatalf("connection %d from one address: no answer: %v", limit+1, err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if d := time.Since(began); d > 2*time.Second {
+		t.Fatalf("the refusal took %v", d)
+	}
+	var p struct {
+		Type, Title, Detail, Code string
+		Status                    int
+	}
+	if res.StatusCode != 429 || res.Header.Get("Retry-After") != "1" || res.Header.Get("Content-Type") != "application/problem+json" ||
+		json.Unmarshal(body, &p) != nil || p.Code != "TOO_MANY_CONNECTIONS" || p.Status != 429 ||
+		!strings.Contains(p.Detail, "server.max_connections_per_source") || !strings.Contains(p.Detail, "127.0.0.1") {
+		t.Fatalf("connection %d from one address: %d %v\n%s", limit+1, res.StatusCode, res.Header, body)
+	}
+	if _, err := extra.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the refused connection was left open")
+	}
+
+	// The same through an HTTP client that sends its request first.
+	res, err = clientFrom("127.0.0.1").Get(ps.base + "/healthz")
+	if err != nil {
+		t.Fatalf("an HTTP client past the bound got no answer: %v", err)
+	}
+	body, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 429 || !strings.Contains(string(body), `"code":"TOO_MANY_CONNECTIONS"`) {
+		t.Fatalf("an HTTP client past the bound: %d %s", res.StatusCode, body)
+	}
+
+	// The held connections still work.
+	for i, c := range held {
+		if res, _ := healthz(t, c); res.StatusCode != 200 {
+			t.Fatalf("held connection %d after the refusals: %d", i, res.StatusCode)
+		}
+	}
+	// Another address is not affected.
+	for range limit {
+		if res, _ := healthz(t, dialFrom(t, "127.0.0.2", addr)); res.StatusCode != 200 {
+			t.Fatalf("a connection from 127.0.0.2 while 127.0.0.1 is at its bound: %d", res.StatusCode)
+		}
+	}
+	if got := refusedPerSource(t, ps.base); got != 2 {
+		t.Fatalf("batpak_connections_refused_per_source_total = %v, want 2", got)
+	}
+
+	// Closing a held connection makes room for exactly one more (once
+	// the server has seen it close).
+	held[0].Close()
+	deadline := time.Now().Add(3 * time.Second)
+	var next net.Conn
+	for {
+		c := dialFrom(t, "127.0.0.1", addr)
+		res, _ := healthz(t, c)
+		if res.StatusCode == 200 {
+			next = c
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("a connection after one of %d closed: still %d", limit, res.StatusCode)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if res, _ := healthz(t, dialFrom(t, "127.0.0.1", addr)); res.StatusCode != 429 {
+		t.Fatalf("a second connection after one closed: %d, want 429", res.StatusCode)
+	}
+	_ = next
+}
+
+// TestConnectionsPerSourceOff: server.max_connections_per_source 0 in the
+// configuration (negative in server.Config) bounds nothing: one address
+// may hold every connection of server.max_connections.
+func TestConnectionsPerSourceOff(t *testing.T) {
+	const many = 12
+	ps := startTunedServer(t, t.TempDir(), func(c *server.Config) { c.MaxConnectionsPerSource = -1; c.MaxConnections = many })
+	addr := strings.TrimPrefix(ps.base, "http://")
+	var held []net.Conn
+	for i := range many {
+		c := dialFrom(t, "127.0.0.1", addr)
+		if res, _ := healthz(t, c); res.StatusCode != 200 {
+			t.Fatalf("connection %d with no per-source bound: %d", i, res.StatusCode)
+		}
+		held = append(held, c)
+	}
+	for i, c := range held {
+		if res, _ := healthz(t, c); res.StatusCode != 200 {
+			t.Fatalf("held connection %d: %d", i, res.StatusCode)
+		}
+	}
+	if got := refusedPerSource(t, ps.base); got != 0 {
+		t.Fatalf("batpak_connections_refused_per_source_total = %v with no bound", got)
+	}
+}
+
+// TestConnectionsPerSourceSetting: the setting's range is enforced at
+// start with an error naming it.
+func TestConnectionsPerSourceSetting(t *testing.T) {
+	cfg := server.DefaultConfig()
+	if cfg.MaxConnectionsPerSource != 256 {
+		t.Fatalf("default server.max_connections_per_source = %d, want 256", cfg.MaxConnectionsPerSource)
+	}
+	cfg.Root, cfg.Stderr, cfg.MaxConnectionsPerSource = t.TempDir(), io.Discard, 1_000_001
+	if _, err := server.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "server.max_connections_per_source = 1000001") {
+		t.Fatalf("max_connections_per_source 1000001: %v", err)
 	}
 }

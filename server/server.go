@@ -58,6 +58,19 @@ type Config struct {
 	// server.max_connections: default 4096; range 1..1000000. Each costs a
 	// file descriptor beside the open tenants' (one each).
 	MaxConnections int
+	// MaxConnectionsPerSource bounds the connections open at once from
+	// one source: an IPv4 address, or an IPv6 /64 (one host is given a
+	// /64), so that one client reconnecting fast cannot take every slot of
+	// MaxConnections. A connection past it is refused as soon as it is
+	// accepted, without taking a slot: over plain HTTP it is answered 429
+	// TOO_MANY_CONNECTIONS (a problem document, Retry-After: 1) and
+	// closed; over TLS it is only closed. Refusals are counted
+	// (batpak_connections_refused_per_source_total).
+	// server.max_connections_per_source: default 256; range 1..1000000;
+	// negative: no bound (0 in config.yaml). Behind a proxy every client
+	// shares the proxy's address: raise it to max_connections there, or
+	// turn it off.
+	MaxConnectionsPerSource int
 	// TenantIdleTimeout closes a tenant store unused this long
 	// (server.tenant_idle_timeout: default 5m; ≥ 1s): the registry's, and
 	// on a cluster node the node's own once nothing holds it
@@ -220,7 +233,8 @@ func DefaultConfig() Config {
 	return Config{
 		Root: "batpak-server", Listen: "127.0.0.1:7070",
 		MaxOpenTenants: 10000, TenantIdleTimeout: 5 * time.Minute, MaxConnections: 4096,
-		MaxBodyBytes: 32 << 20, MaxJSONDepth: 512,
+		MaxConnectionsPerSource: 256,
+		MaxBodyBytes:            32 << 20, MaxJSONDepth: 512,
 		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 60 * time.Second, WriteTimeout: 60 * time.Second,
 		IdleTimeout: 120 * time.Second, ShutdownTimeout: 20 * time.Second,
 		SSEHeartbeat: 15 * time.Second, SSEBufferEvents: 4096,
@@ -248,6 +262,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxConnections == 0 {
 		c.MaxConnections = d.MaxConnections
+	}
+	if c.MaxConnectionsPerSource == 0 {
+		c.MaxConnectionsPerSource = d.MaxConnectionsPerSource
 	}
 	if c.MaxOpenTenants == 0 {
 		c.MaxOpenTenants = d.MaxOpenTenants
@@ -297,6 +314,8 @@ func (c Config) withDefaults() (Config, error) {
 	switch {
 	case c.MaxConnections < 1 || c.MaxConnections > 1_000_000:
 		return c, fmt.Errorf("server.max_connections = %d: want 1..1000000", c.MaxConnections)
+	case c.MaxConnectionsPerSource > 1_000_000:
+		return c, fmt.Errorf("server.max_connections_per_source = %d: want 1..1000000 (0 in config.yaml, negative in server.Config: no bound)", c.MaxConnectionsPerSource)
 	case c.MaxOpenTenants < 1 || c.MaxOpenTenants > 1_000_000:
 		return c, fmt.Errorf("server.max_open_tenants = %d: want 1..1000000", c.MaxOpenTenants)
 	case c.TenantIdleTimeout < time.Second:
@@ -354,7 +373,7 @@ type Server struct {
 	tenants *tenancy.Registry
 	api     *httpapi.API
 	http    *http.Server
-	conns   *connLimiter // server.max_connections, idle ones yielding
+	conns   *connLimiter // server.max_connections (idle ones yielding), _per_source
 	gate    *opa.Gate
 	// policies keeps the tenants' own policy bundles: every tenant
 	// store's admission asks the platform policy, then the tenant's.
@@ -573,6 +592,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		access = slog.New(slog.NewJSONHandler(cfg.Stderr, nil))
 	}
 	reg := prometheus.NewRegistry()
+	s.conns = newConnLimiter(cfg.MaxConnections, cfg.MaxConnectionsPerSource)
+	reg.MustRegister(s.conns.metrics()...)
 	if s.gate != nil {
 		registerPolicyMetrics(reg, s.gate)
 	}
@@ -616,7 +637,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
-	s.conns = newConnLimiter(cfg.MaxConnections)
 	s.http.ConnState = s.conns.connState
 	if s.node == nil {
 		// Every worker recorded as running continues from its cursor.
@@ -808,7 +828,7 @@ func (s *Server) listen() error {
 		s.node.running.Store(true)
 		go s.node.run(func(msg string, args ...any) { s.cfg.Logger.Warn(msg, args...) })
 	}
-	ln = s.conns.wrap(ln)
+	ln = s.conns.wrap(ln, s.cfg.TLSCert == "")
 	if s.cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
 		if err != nil {

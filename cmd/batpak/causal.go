@@ -49,6 +49,7 @@ global order and the fields of query --json.`,
 		RunE: func(cmd *cobra.Command, args []string) error { return runCausal(cmd, a, args[0], f, true) },
 	}
 	causalFlagSet(cmd, &f, true)
+	registerMinSeqFlag(cmd, a)
 	return cmd
 }
 
@@ -72,6 +73,7 @@ the fields of query --json.`,
 		RunE:    func(cmd *cobra.Command, args []string) error { return runCausal(cmd, a, args[0], f, false) },
 	}
 	causalFlagSet(cmd, &f, false)
+	registerMinSeqFlag(cmd, a)
 	return cmd
 }
 

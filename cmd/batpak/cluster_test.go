@@ -94,6 +94,22 @@ func TestClusterVerbs(t *testing.T) {
 			t.Fatalf("a linearizable query through the follower right after write %d:\n%s", i, out)
 		}
 	}
+	// Read-your-writes through the follower: --min-seq with the seq the
+	// append printed has the follower serve the read once it holds it.
+	for i := range 3 {
+		var rec struct {
+			ID             string `json:"id"`
+			GlobalSequence uint64 `json:"global_sequence"`
+		}
+		out := ok(t, "--server", n1.base, "--token", key, "--tenant", "acme", "append", "-o", "json", "--entity", "order:2", "--scope", "shop", "--kind", "1:1", "--data", fmt.Sprintf(`{"m":%d}`, i))
+		if err := json.Unmarshal([]byte(out), &rec); err != nil {
+			t.Fatalf("append -o json: %q: %v", out, err)
+		}
+		got := ok(t, "--server", n2.base, "--token", key, "--tenant", "acme", "get", rec.ID, "--min-seq", fmt.Sprint(rec.GlobalSequence))
+		if !strings.Contains(got, rec.ID) || !strings.Contains(got, fmt.Sprintf(`"m": %d`, i)) {
+			t.Fatalf("get --min-seq %d through the follower right after write %d:\n%s", rec.GlobalSequence, i, got)
+		}
+	}
 	if r := batpak(t, "--server", n2.base, "--token", key, "--tenant", "acme", "--consistency", "strong", "query"); r.code != 2 || !strings.Contains(r.stderr, "--consistency") || !strings.Contains(r.stderr, "want local or linearizable") {
 		t.Fatalf("--consistency strong: exit %d, want 2 naming the flag\n%s%s", r.code, r.stdout, r.stderr)
 	}

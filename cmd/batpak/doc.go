@@ -123,6 +123,13 @@
 //	remote.tenant  --tenant  BATPAK_TENANT  (the tenant whose URL the key is used under)
 //	remote.consistency  --consistency  BATPAK_CONSISTENCY  (local, or linearizable: a cluster's leader serves the reads)
 //
+// The read commands (get, query, ancestors, descendants, correlation,
+// stats) take --min-seq N against a cluster: the node asked serves them
+// once it has applied the tenant's global sequence N (the seq= an append
+// printed), so a read through any node sees that write. --consistency
+// session (sdk/client's read-your-writes) is refused: each run is a
+// session of its own; --min-seq is its CLI form.
+//
 // The administration commands need a server:
 //
 //	batpak tenant create ID | list | suspend ID [--reason R] | resume ID | delete ID --yes   [-o FORMAT]

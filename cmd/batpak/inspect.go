@@ -197,6 +197,7 @@ here, and the open figures are this command's own open.`,
 		},
 	}
 	out.register(cmd)
+	registerMinSeqFlag(cmd, a)
 	return cmd
 }
 

@@ -138,6 +138,8 @@ type app struct {
 	skippedConfig  string         // a ./config.yaml not read: it does not say it is batpak's
 	res            *resolved      // set by loadConfig
 	log            logFlags       // --log-level, --log-format
+	// minSeq is the --min-seq of the read command that runs ("": none).
+	minSeq string
 }
 
 // newRootCmd builds the whole command tree. It uses no globals (its own

@@ -65,6 +65,7 @@ correlation and causation ids, timestamp (RFC 3339, UTC) and payload.
 		},
 	}
 	out.register(cmd)
+	registerMinSeqFlag(cmd, a)
 	return cmd
 }
 
@@ -262,6 +263,7 @@ store (read-only, beside the writer process) it looks for new events every
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new events until interrupted")
 	f.DurationVar(&poll, "poll-interval", 250*time.Millisecond, "local --follow: how often to look for new events; 1ms..1m")
 	out.register(cmd)
+	registerMinSeqFlag(cmd, a)
 	completeRegionFlags(a, cmd)
 	return cmd
 }
@@ -378,6 +380,7 @@ the fields of query -o json; -o yaml one YAML document per event.`,
 	}
 	cmd.Flags().IntVar(&limit, "limit", 0, fmt.Sprintf("follow at most N events (0: %d)", core.DefaultAncestorLimit))
 	out.register(cmd)
+	registerMinSeqFlag(cmd, a)
 	return cmd
 }
 

@@ -9,9 +9,11 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
@@ -30,7 +32,10 @@ import (
 // printed), remote.tenant (--tenant, BATPAK_TENANT; the tenant whose
 // URL a tenant API key is used under) and remote.consistency
 // (--consistency, BATPAK_CONSISTENCY; local or linearizable: how a
-// cluster serves the reads, see sdk/client.Options.Consistency).
+// cluster serves the reads, see sdk/client.Options.Consistency). The
+// client's "session" consistency (read-your-writes) is not offered: it
+// remembers a process's own writes, and each CLI run is a process of its
+// own; the read commands take --min-seq instead (registerMinSeqFlag).
 var remoteKeys = []struct{ key, flag, env string }{
 	{"remote.server", "server", "BATPAK_SERVER"},
 	{"remote.token", "token", "BATPAK_TOKEN"},
@@ -44,7 +49,7 @@ var remoteKeys = []struct{ key, flag, env string }{
 func registerRemoteFlags(fs *pflag.FlagSet, v *viper.Viper) {
 	fs.String("server", "", "URL of a running batpak serve (http(s)://host:port); the data, tenant and key commands then work against it; env BATPAK_SERVER")
 	fs.String("token", "", "API key or operator credential for --server (never printed); env BATPAK_TOKEN")
-	fs.String("consistency", "local", "with --server on a cluster: local (reads served by the node asked, from what it has applied) or linearizable (by the leader; every acknowledged write is seen); env BATPAK_CONSISTENCY")
+	fs.String("consistency", "local", "with --server on a cluster: local (reads served by the node asked, from what it has applied) or linearizable (by the leader; every acknowledged write is seen); read one write of your own with --min-seq on the read command instead; env BATPAK_CONSISTENCY")
 	for _, k := range remoteKeys {
 		if err := v.BindPFlag(k.key, fs.Lookup(k.flag)); err != nil {
 			panic(err) // only if the flag was not registered
@@ -73,6 +78,22 @@ func (a *app) remoteSource(key, flag, env string) string {
 type remoteConf struct {
 	server, token, tenant string
 	c                     *client.Client
+	// minSeq, when hasMinSeq, is the read command's --min-seq: its reads
+	// of the tenant wait for that sequence (see registerMinSeqFlag).
+	minSeq    uint64
+	hasMinSeq bool
+}
+
+// registerMinSeqFlag adds --min-seq to a read command: against a
+// cluster, its reads of the tenant are served once the node asked has
+// applied that global sequence (min_seq; at most
+// server.cluster.read_wait, then NOT_CAUGHT_UP, exit 8), so a read
+// through any node sees a write whose seq= append printed. A single
+// server, and a local store, hold every write they acknowledged: there
+// it changes nothing. A value that is not a whole number 0 or more is a
+// usage error (exit 2).
+func registerMinSeqFlag(cmd *cobra.Command, a *app) {
+	cmd.Flags().StringVar(&a.minSeq, "min-seq", "", "with --server on a cluster: read once the node has applied this global sequence (the seq= append printed: read-your-writes)")
 }
 
 // remote returns the server connection when remote.server is set, nil
@@ -85,6 +106,13 @@ func (a *app) remote() (*remoteConf, error) {
 		server: strings.TrimSpace(a.v.GetString("remote.server")),
 		token:  a.v.GetString("remote.token"),
 		tenant: a.v.GetString("remote.tenant"),
+	}
+	if a.minSeq != "" {
+		seq, err := strconv.ParseUint(strings.TrimSpace(a.minSeq), 10, 64)
+		if err != nil {
+			return nil, usagef("--min-seq %q: want a global sequence, 0 or more (the seq= append printed)", a.minSeq)
+		}
+		rc.minSeq, rc.hasMinSeq = seq, true
 	}
 	if rc.server == "" {
 		return nil, nil
@@ -103,6 +131,9 @@ func (a *app) remote() (*remoteConf, error) {
 		}
 	}
 	consistency := strings.TrimSpace(a.v.GetString("remote.consistency"))
+	if consistency == "session" {
+		return nil, usagef("--consistency %q: want local or linearizable (each batpak run is a session of its own: to read your write, pass its seq= to --min-seq)", consistency)
+	}
 	if consistency != "" && consistency != "local" && consistency != "linearizable" {
 		return nil, usagef("--consistency %q: want local or linearizable", consistency)
 	}
@@ -138,6 +169,9 @@ func redactedURL(s string) string {
 func (rc *remoteConf) tenantClient() (*client.Tenant, error) {
 	if rc.tenant == "" {
 		return nil, usagef("against a server, --tenant (BATPAK_TENANT, remote.tenant) names the tenant")
+	}
+	if rc.hasMinSeq {
+		return rc.c.Tenant(rc.tenant).WithMinSequence(rc.minSeq), nil
 	}
 	return rc.c.Tenant(rc.tenant), nil
 }

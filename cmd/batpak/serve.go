@@ -56,6 +56,12 @@ var serverSettings = []serverSetting{
 	{"server.allow_insecure_remote", "allow-insecure-remote", kindBool, false, "allow plain HTTP on a non-loopback address", func(t *serverTarget, v settingValue) { t.cfg.AllowInsecureRemote = v.b }},
 	{"server.operator_token", "", kindText, "", "operator credential (also BATPAK_OPERATOR_TOKEN)", func(t *serverTarget, v settingValue) { t.cfg.OperatorToken = v.str }},
 	{"server.max_connections", "max-connections", kindCount, 4096, "client connections served at once (streams included); 1..1000000", func(t *serverTarget, v settingValue) { t.cfg.MaxConnections = int(v.n) }},
+	{"server.max_connections_per_source", "max-connections-per-source", kindCount, 256, "client connections open at once from one IPv4 address or IPv6 /64 (behind a proxy: raise or 0); 0..1000000, 0: no bound", func(t *serverTarget, v settingValue) {
+		t.cfg.MaxConnectionsPerSource = int(v.n)
+		if v.n == 0 {
+			t.cfg.MaxConnectionsPerSource = -1 // 0 in the config: no bound (0 in server.Config is the default)
+		}
+	}},
 	{"server.max_open_tenants", "max-open-tenants", kindCount, 10000, "tenant stores open at once (LRU beyond); 1..1000000", func(t *serverTarget, v settingValue) { t.cfg.MaxOpenTenants = int(v.n) }},
 	{"server.tenant_idle_timeout", "tenant-idle-timeout", kindDuration, "5m", "close a tenant store idle this long; ≥ 1s", func(t *serverTarget, v settingValue) { t.cfg.TenantIdleTimeout = v.d }},
 	{"server.max_body_bytes", "max-body-bytes", kindSize, "32MiB", "largest request body; 1KiB..1GiB", func(t *serverTarget, v settingValue) { t.cfg.MaxBodyBytes = v.n }},
@@ -159,6 +165,14 @@ func bindServerSettings(fs *pflag.FlagSet, v *viper.Viper) {
 	}
 }
 
+// zeroMeansNone are the count settings whose 0 turns their feature off
+// (a negative value in server.Config, where 0 is the default): a
+// negative value in the configuration is refused rather than taken as 0.
+var zeroMeansNone = map[string]bool{
+	"server.max_connections_per_source": true,
+	"server.policy_decision_log_size":   true,
+}
+
 // serverConfig reads the server.* settings into a server.Config.
 func (a *app) serverConfig(policyDir string) (server.Config, error) {
 	cfg := server.DefaultConfig()
@@ -192,6 +206,9 @@ func (a *app) serverConfig(policyDir string) (server.Config, error) {
 			v.d, err = parseDuration(raw)
 		case kindBool:
 			v.b, err = parseBool(raw)
+		}
+		if err == nil && zeroMeansNone[s.key] && v.n < 0 {
+			err = fmt.Errorf("%d is negative: want 0 (none) or more", v.n)
 		}
 		if err != nil {
 			return cfg, bad(err)

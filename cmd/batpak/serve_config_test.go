@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
+	"io"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/server"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 )
@@ -31,6 +34,46 @@ func TestServeRateRefusalDelaySetting(t *testing.T) {
 			t.Fatalf("server.rate_refusal_delay %v: got %v, want %v", tc.raw, cfg.RateRefusalDelay, tc.want)
 		}
 	}
+}
+
+// server.max_connections_per_source: default 256; a count as given; 0 in
+// the config turns the bound off (negative in server.Config); a negative
+// or too large value is refused naming the setting.
+func TestServeMaxConnectionsPerSourceSetting(t *testing.T) {
+	for _, tc := range []struct {
+		raw  any
+		want int
+		err  string
+	}{{nil, 256, ""}, {"1", 1, ""}, {1000000, 1000000, ""}, {"0", -1, ""}, {0, -1, ""},
+		{"-3", 0, "server.max_connections_per_source: -3 is negative"}, {"1000001", 0, "server.max_connections_per_source = 1000001: want 1..1000000"}, {"many", 0, "server.max_connections_per_source"}} {
+		a := &app{v: viper.New()}
+		bindServerSettings(pflag.NewFlagSet("serve", pflag.ContinueOnError), a.v)
+		if tc.raw != nil {
+			a.v.Set("server.max_connections_per_source", tc.raw)
+		}
+		cfg, err := a.serverConfig("")
+		if err == nil && tc.err != "" {
+			_, err = server.New(context.Background(), withRoot(cfg, t.TempDir()))
+		}
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("server.max_connections_per_source %v: error %v, want one containing %q", tc.raw, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%v: %v", tc.raw, err)
+		}
+		if cfg.MaxConnectionsPerSource != tc.want {
+			t.Fatalf("server.max_connections_per_source %v: got %v, want %v", tc.raw, cfg.MaxConnectionsPerSource, tc.want)
+		}
+	}
+}
+
+// withRoot is cfg with its root in dir and its messages dropped.
+func withRoot(cfg server.Config, dir string) server.Config {
+	cfg.Root, cfg.Stderr, cfg.Logger = dir, io.Discard, nil
+	return cfg
 }
 
 // TestOperatorTokenEnvironment: BATPAK_OPERATOR_TOKEN, the documented

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -31,8 +32,15 @@ type Options struct {
 	// applied; "linearizable", by the leader once it has confirmed its
 	// leadership and applied everything committed before the read (it
 	// sees every acknowledged write; it costs the leader a barrier, shared
-	// by concurrent reads). A single server serves every read the same
-	// way and ignores it. New refuses any other value.
+	// by concurrent reads); "session" (read-your-writes), by the node
+	// asked once it has applied this client's own writes: the Client
+	// remembers, per tenant, the highest GlobalSequence of the receipts
+	// it received (Append, AppendBatch) and sends it as min_seq with
+	// that tenant's reads, which wait for it (at most the cluster's
+	// server.cluster.read_wait, then NOT_CAUGHT_UP, retried). Copies made
+	// by WithMinSequence share what the session remembers; other Clients
+	// (and other processes) do not. A single server serves every read the
+	// same way and ignores it. New refuses any other value.
 	Consistency string
 }
 
@@ -44,13 +52,113 @@ type Client struct {
 	hc      *http.Client
 	retries int
 	maxErr  int64
-	consist string // Options.Consistency, "" for local
+	consist string // Options.Consistency sent as consistency=: "" or "linearizable"
+	// session remembers the tenants' sequences written through this
+	// Client (Consistency "session"); nil otherwise.
+	session *session
+	// minSeq, when hasMin, is the least min_seq of every tenant read
+	// (WithMinSequence).
+	minSeq uint64
+	hasMin bool
+}
+
+// session is what Consistency "session" remembers: per tenant (its id
+// as a path segment), the highest global sequence of a receipt.
+type session struct {
+	mu   sync.Mutex
+	seen map[string]uint64
+}
+
+// saw records that tenant (a path segment) holds sequence seq.
+func (s *session) saw(tenant string, seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.seen[tenant]; !ok || seq > old {
+		s.seen[tenant] = seq
+	}
+}
+
+// highest is the highest sequence recorded for tenant.
+func (s *session) highest(tenant string) (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seq, ok := s.seen[tenant]
+	return seq, ok
+}
+
+// WithMinSequence returns a copy of c whose reads of a tenant's data wait
+// until the node serving them has applied the tenant's global sequence
+// seq (the GlobalSequence of a receipt): they carry min_seq=seq (or the
+// session's, when Consistency is "session" and it is higher). Meant for
+// one tenant's reads, since each tenant has its own sequence:
+//
+//	c.WithMinSequence(r.GlobalSequence).Tenant("acme").Get(ctx, r.ID)
+//
+// A cluster node that has not applied seq within server.cluster.read_wait
+// answers NOT_CAUGHT_UP (retried like other safe requests); a single
+// server has every write it acknowledged and answers at once. The copy
+// shares c's connections and session. Tenant.WithMinSequence does the
+// same for one Tenant.
+func (c *Client) WithMinSequence(seq uint64) *Client {
+	cp := *c
+	cp.minSeq, cp.hasMin = seq, true
+	return &cp
+}
+
+// tenantOf is the tenant (as an escaped path segment) of a request under
+// /v1/tenants/{tenant}/, or "".
+func tenantOf(path string) string {
+	rest, ok := strings.CutPrefix(path, "/v1/tenants/")
+	if !ok {
+		return ""
+	}
+	t, _, _ := strings.Cut(rest, "/")
+	return t
+}
+
+// readParams are the parameters c adds to a read (GET) of path:
+// consistency and min_seq.
+func (c *Client) readParams(path string) url.Values {
+	var v url.Values
+	if c.consist != "" {
+		v = url.Values{"consistency": {c.consist}}
+	}
+	tenant := tenantOf(path)
+	if tenant == "" {
+		return v
+	}
+	seq, ok := c.minSeq, c.hasMin
+	if c.session != nil {
+		if s, seen := c.session.highest(tenant); seen && (!ok || s > seq) {
+			seq, ok = s, true
+		}
+	}
+	if ok {
+		if v == nil {
+			v = url.Values{}
+		}
+		v.Set("min_seq", strconv.FormatUint(seq, 10))
+	}
+	return v
+}
+
+// sawReceipts records, for Consistency "session", that tenant holds the
+// receipts' sequences.
+func (c *Client) sawReceipts(tenant string, rs ...Receipt) {
+	if c.session == nil || len(rs) == 0 {
+		return
+	}
+	top := rs[0].GlobalSequence
+	for _, r := range rs[1:] {
+		top = max(top, r.GlobalSequence)
+	}
+	c.session.saw(seg(tenant), top)
 }
 
 // New makes a Client for the server at baseURL ("http://127.0.0.1:7070")
 // authenticating with token (an API key "bpk_…", the operator credential
 // or a JWT; empty for none). It fails only on a malformed URL or an
-// unknown Options.Consistency.
+// unknown Options.Consistency (want local, linearizable or session).
 func New(baseURL, token string, opts ...Options) (*Client, error) {
 	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -60,14 +168,17 @@ func New(baseURL, token string, opts ...Options) (*Client, error) {
 	if len(opts) > 0 {
 		o = opts[0]
 	}
+	var sess *session
 	switch o.Consistency {
 	case "", "local":
 		o.Consistency = ""
 	case "linearizable":
+	case "session":
+		o.Consistency, sess = "", &session{seen: map[string]uint64{}}
 	default:
-		return nil, fmt.Errorf("client: consistency %q: want local or linearizable", o.Consistency)
+		return nil, fmt.Errorf("client: consistency %q: want local, linearizable or session", o.Consistency)
 	}
-	c := &Client{base: u, token: token, hc: o.HTTPClient, retries: o.MaxRetries, maxErr: o.MaxErrorBytes, consist: o.Consistency}
+	c := &Client{base: u, token: token, hc: o.HTTPClient, retries: o.MaxRetries, maxErr: o.MaxErrorBytes, consist: o.Consistency, session: sess}
 	if c.hc == nil {
 		c.hc = &http.Client{Transport: &http.Transport{
 			Proxy:               http.ProxyFromEnvironment,
@@ -154,9 +265,10 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 			return nil, ctx.Err()
 		}
 		last = err
-		if errors.Is(err, ErrNotLeader) && attempts < 1+c.retries {
-			// A cluster node that does not lead did nothing: any request
-			// may go again, once a leader is known.
+		if (errors.Is(err, ErrNotLeader) || errors.Is(err, ErrTooManyConnections)) && attempts < 1+c.retries {
+			// A cluster node that does not lead did nothing, nor does a
+			// server refusing a connection for its address (it answers
+			// before it reads the request): any request may go again.
 			attempts = 1 + c.retries
 		}
 		if !retryable(err) {
@@ -171,12 +283,16 @@ func (c *Client) once(ctx context.Context, r request) (*http.Response, error) {
 	u.Path = c.base.Path + r.path
 	u.RawPath = c.base.EscapedPath() + r.path
 	q := r.query
-	if c.consist != "" && r.method == http.MethodGet {
-		q = url.Values{}
-		for k, vs := range r.query {
-			q[k] = vs
+	if r.method == http.MethodGet {
+		if extra := c.readParams(r.path); extra != nil {
+			q = url.Values{}
+			for k, vs := range r.query {
+				q[k] = vs
+			}
+			for k, vs := range extra {
+				q[k] = vs
+			}
 		}
-		q.Set("consistency", c.consist)
 	}
 	if q != nil {
 		u.RawQuery = q.Encode()

@@ -259,7 +259,7 @@ func TestConsistencyOnReads(t *testing.T) {
 	if q := seen["POST /v1/tenants/acme/events"]; strings.Contains(q, "consistency") {
 		t.Errorf("a write carried %q", q)
 	}
-	if _, err := client.New(srv.URL, "", client.Options{Consistency: "strong"}); err == nil || !strings.Contains(err.Error(), "local or linearizable") {
+	if _, err := client.New(srv.URL, "", client.Options{Consistency: "strong"}); err == nil || !strings.Contains(err.Error(), "local, linearizable or session") {
 		t.Errorf("New with consistency strong: %v, want a refusal naming the values", err)
 	}
 }

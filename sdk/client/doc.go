@@ -24,11 +24,19 @@
 //     IdempotencyKey; a batch's items get "<batch key>/<index>"), so a retry
 //     after a lost response returns the original receipts rather than
 //     writing twice. Retried: BUSY (503), QUOTA_EXCEEDED with a Retry-After,
-//     and transport errors. Never retried: every other 4xx.
+//     and transport errors; TOO_MANY_CONNECTIONS (429: the server refused
+//     the connection before reading the request) for any request. Never
+//     retried: every other 4xx.
 //   - Query pages through the results (Query.Limit per page) and yields
 //     events in global order; Subscribe follows a region over Server-Sent
 //     Events, catching up from a position and then live, and reconnects on
 //     its own after a dropped connection, a slow-consumer cut-off or a
 //     server shutdown, resuming after the last event it yielded: no event is
 //     skipped or repeated.
+//   - On a replicated cluster, a read is served by the node asked, from
+//     what it has applied. Options.Consistency "linearizable" has the
+//     leader serve every read; "session" makes a Client read its own
+//     writes (each tenant's reads carry min_seq, the highest
+//     global_sequence of that tenant's receipts this Client received);
+//     WithMinSequence asks for one sequence explicitly.
 package client

@@ -27,15 +27,16 @@ const (
 	CodeForbidden           = "FORBIDDEN"
 	CodeBusy                = "BUSY"
 	CodeInternal            = "INTERNAL"
-	CodeBundleInvalid       = "BUNDLE_INVALID"     // a policy bundle's archive is refused (see Error.Entry)
-	CodeBundleRejected      = "BUNDLE_REJECTED"    // a policy bundle does not compile or fails its tests
-	CodePluginRejected      = "PLUGIN_REJECTED"    // an uploaded plugin is refused (see Error.Detail)
-	CodePluginFault         = "PLUGIN_FAULT"       // a plugin call failed (see Error.Fault)
-	CodePluginQuarantined   = "PLUGIN_QUARANTINED" // the plugin refuses calls until reset or swapped
-	CodeNotImplemented      = "NOT_IMPLEMENTED"    // the server does not offer the feature (hosted workers without a plugin source)
-	CodeNotLeader           = "NOT_LEADER"         // a cluster node that does not lead did nothing (see Error.Leader); the client follows and retries
-	CodeOutcomeUnknown      = "OUTCOME_UNKNOWN"    // a cluster lost its leader after proposing the write: it may be written; retried only with an idempotency key
-	CodeNotCaughtUp         = "NOT_CAUGHT_UP"      // a cluster node had not applied min_seq in time; retried
+	CodeBundleInvalid       = "BUNDLE_INVALID"       // a policy bundle's archive is refused (see Error.Entry)
+	CodeBundleRejected      = "BUNDLE_REJECTED"      // a policy bundle does not compile or fails its tests
+	CodePluginRejected      = "PLUGIN_REJECTED"      // an uploaded plugin is refused (see Error.Detail)
+	CodePluginFault         = "PLUGIN_FAULT"         // a plugin call failed (see Error.Fault)
+	CodePluginQuarantined   = "PLUGIN_QUARANTINED"   // the plugin refuses calls until reset or swapped
+	CodeNotImplemented      = "NOT_IMPLEMENTED"      // the server does not offer the feature (hosted workers without a plugin source)
+	CodeNotLeader           = "NOT_LEADER"           // a cluster node that does not lead did nothing (see Error.Leader); the client follows and retries
+	CodeOutcomeUnknown      = "OUTCOME_UNKNOWN"      // a cluster lost its leader after proposing the write: it may be written; retried only with an idempotency key
+	CodeNotCaughtUp         = "NOT_CAUGHT_UP"        // a cluster node had not applied min_seq in time; retried
+	CodeTooManyConnections  = "TOO_MANY_CONNECTIONS" // this address has server.max_connections_per_source connections open: refused unread, so any request is retried (after Retry-After)
 )
 
 // Sentinels for errors.Is: an *Error matches the sentinel with its Code.
@@ -64,6 +65,7 @@ var (
 	ErrNotLeader           = &Error{Code: CodeNotLeader}
 	ErrOutcomeUnknown      = &Error{Code: CodeOutcomeUnknown}
 	ErrNotCaughtUp         = &Error{Code: CodeNotCaughtUp}
+	ErrTooManyConnections  = &Error{Code: CodeTooManyConnections}
 )
 
 // Error is a request the server refused: its problem document.
@@ -133,6 +135,8 @@ func retryable(err error) bool {
 		return true
 	case e.Code == CodeQuotaExceeded && e.RetryAfter > 0:
 		return true
+	case e.Code == CodeTooManyConnections:
+		return true // refused before the request was read (see send)
 	}
 	return false
 }

@@ -19,6 +19,13 @@ type Tenant struct {
 // must belong to that tenant.
 func (c *Client) Tenant(id string) *Tenant { return &Tenant{c: c, id: id} }
 
+// WithMinSequence returns a copy of t whose reads wait until the node
+// serving them has applied the tenant's global sequence seq (a receipt's
+// GlobalSequence): see Client.WithMinSequence.
+func (t *Tenant) WithMinSequence(seq uint64) *Tenant {
+	return &Tenant{c: t.c.WithMinSequence(seq), id: t.id}
+}
+
 func (t *Tenant) path(p string) string { return "/v1/tenants/" + seg(t.id) + p }
 
 // Append writes one event and returns its receipt. A request without an
@@ -37,6 +44,9 @@ func (t *Tenant) Append(ctx context.Context, req AppendRequest) (Receipt, error)
 	// under it.
 	h := http.Header{"Idempotency-Key": {req.IdempotencyKey}}
 	err = t.c.do(ctx, request{method: "POST", path: t.path("/events"), body: body, header: h, safe: true}, &r)
+	if err == nil {
+		t.c.sawReceipts(t.id, r)
+	}
 	return r, err
 }
 
@@ -60,6 +70,9 @@ func (t *Tenant) AppendBatch(ctx context.Context, events []AppendRequest) ([]Rec
 		Receipts []Receipt `json:"receipts"`
 	}
 	err = t.c.do(ctx, request{method: "POST", path: t.path("/batches"), body: body, safe: true}, &out)
+	if err == nil {
+		t.c.sawReceipts(t.id, out.Receipts...)
+	}
 	return out.Receipts, err
 }
 

@@ -73,6 +73,7 @@ var titles = map[string]string{
 	wire.CodeNotLeader:           "Not the leader",
 	wire.CodeOutcomeUnknown:      "Outcome unknown, retry with the same idempotency key",
 	wire.CodeNotCaughtUp:         "Not caught up",
+	wire.CodeTooManyConnections:  "Too many connections from this address",
 }
 
 // writeProblem writes e as application/problem+json.

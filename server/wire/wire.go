@@ -65,6 +65,11 @@ const (
 	// not applied within server.cluster.read_wait; retry, or read from
 	// the leader.
 	CodeNotCaughtUp = "NOT_CAUGHT_UP"
+	// CodeTooManyConnections: the client's address (an IPv4 address, an
+	// IPv6 /64) already has server.max_connections_per_source connections
+	// open; the new one was answered with 429 (Retry-After) and closed
+	// before any request was read. Reuse a connection, or close one.
+	CodeTooManyConnections = "TOO_MANY_CONNECTIONS"
 )
 
 // ProblemTypeBase prefixes a problem's "type": the code in lower case follows.
