@@ -1,11 +1,13 @@
 package server_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -130,5 +132,39 @@ func TestTLSHandshakeFailuresUncounted(t *testing.T) {
 		if res, _ := healthz(t, c); res.StatusCode != 200 {
 			t.Fatalf("TLS connection %d: %d", i, res.StatusCode)
 		}
+	}
+}
+
+// TestRefusalAnswersShared: one source opening a hundred connections
+// past its bound that send nothing does not take every refusal's answer:
+// a client of another source past its own bound is still answered 429
+// TOO_MANY_CONNECTIONS, not dropped unanswered.
+func TestRefusalAnswersShared(t *testing.T) {
+	const limit = 2
+	ps := startTunedServer(t, t.TempDir(), func(c *server.Config) { c.MaxConnectionsPerSource = limit })
+	addr := strings.TrimPrefix(ps.base, "http://")
+	for _, from := range []string{"127.0.0.1", "127.0.0.2"} {
+		for range limit {
+			if res, _ := healthz(t, dialFrom(t, from, addr)); res.StatusCode != 200 {
+				t.Fatalf("a connection from %s within its bound: %d", from, res.StatusCode)
+			}
+		}
+	}
+	for range 100 {
+		dialFrom(t, "127.0.0.1", addr) // refused, sending nothing
+	}
+	c := dialFrom(t, "127.0.0.2", addr)
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("a refused client of another source got no answer: %v", err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 429 || !strings.Contains(string(body), `"code":"TOO_MANY_CONNECTIONS"`) {
+		t.Fatalf("a refused client of another source: %d %s", res.StatusCode, body)
 	}
 }
