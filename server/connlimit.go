@@ -50,15 +50,25 @@ type connLimiter struct {
 	srcMu     sync.Mutex
 	sources   map[netip.Addr]int
 	// refused counts the connections refused for their source;
-	// answering bounds the refusals being answered at once.
-	refused   atomic.Uint64
-	answering chan struct{}
+	// answering bounds the refusals being answered at once, answeringFrom
+	// counts them per source (under srcMu).
+	refused       atomic.Uint64
+	answering     chan struct{}
+	answeringFrom map[netip.Addr]int
 }
 
 // refusalsAnswered is how many refused connections may be in the middle
 // of their answer at once (each for at most refusalLinger); past it, a
 // refused connection is closed without one.
 const refusalsAnswered = 64
+
+// refusalsAnsweredPerSource is how many of those one source is sure to
+// get; it gets more only while fewer than half of refusalsAnswered are
+// taken. So one source opening connections past its bound (and sending
+// nothing) cannot take every answer and leave the refused clients of
+// every other source without theirs, and a client alone may still have
+// up to half of them answered at once.
+const refusalsAnsweredPerSource = 8
 
 // refusalLinger bounds how long a refused connection is kept to read
 // its request's head, and then to write its answer and read what the
@@ -69,7 +79,7 @@ const refusalLinger = time.Second
 func newConnLimiter(n, perSource int) *connLimiter {
 	return &connLimiter{slots: make(chan struct{}, n), idle: map[net.Conn]uint64{},
 		perSource: max(perSource, 0), sources: map[netip.Addr]int{},
-		answering: make(chan struct{}, refusalsAnswered)}
+		answering: make(chan struct{}, refusalsAnswered), answeringFrom: map[netip.Addr]int{}}
 }
 
 // sourceOf is the source a connection counts against: its IPv4 address
@@ -131,23 +141,19 @@ func (l *connLimiter) openFrom(src netip.Addr) int {
 // its request's head is in (or after refusalLinger without one), a 429
 // TOO_MANY_CONNECTIONS problem document with Retry-After, written (and
 // what the client sends meanwhile read and dropped) in a goroutine of
-// its own for at most 2×refusalLinger; at most refusalsAnswered at once, past
-// which (and without answer: TLS, where an answer would need a
-// handshake) the connection is only closed.
+// its own for at most 2×refusalLinger; at most refusalsAnswered at once
+// (and from one source at most half of them, see
+// refusalsAnsweredPerSource), past which (and without
+// answer: TLS, where an answer would need a handshake) the connection is
+// only closed.
 func (l *connLimiter) refuse(c net.Conn, src netip.Addr, answer bool) {
 	l.refused.Add(1)
-	if !answer {
-		_ = c.Close()
-		return
-	}
-	select {
-	case l.answering <- struct{}{}:
-	default:
+	if !answer || !l.startAnswer(src) {
 		_ = c.Close()
 		return
 	}
 	go func() {
-		defer func() { <-l.answering }()
+		defer l.endAnswer(src)
 		// The answer follows the request's head, as HTTP clients expect
 		// (one answered before it may be taken for a stray response on
 		// an idle connection, and the request retried elsewhere).
@@ -161,6 +167,36 @@ func (l *connLimiter) refuse(c net.Conn, src netip.Addr, answer bool) {
 		_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
 		_ = c.Close()
 	}()
+}
+
+// startAnswer takes one of the answers to refusals, if one of
+// refusalsAnswered is free and src has fewer than
+// refusalsAnsweredPerSource or fewer than half are taken.
+func (l *connLimiter) startAnswer(src netip.Addr) bool {
+	l.srcMu.Lock()
+	defer l.srcMu.Unlock()
+	if l.answeringFrom[src] >= refusalsAnsweredPerSource && len(l.answering) >= refusalsAnswered/2 {
+		return false
+	}
+	select {
+	case l.answering <- struct{}{}:
+	default:
+		return false
+	}
+	l.answeringFrom[src]++
+	return true
+}
+
+// endAnswer gives back what startAnswer took.
+func (l *connLimiter) endAnswer(src netip.Addr) {
+	l.srcMu.Lock()
+	defer l.srcMu.Unlock()
+	if n := l.answeringFrom[src]; n > 1 {
+		l.answeringFrom[src] = n - 1
+	} else {
+		delete(l.answeringFrom, src)
+	}
+	<-l.answering
 }
 
 // readRequestHead reads from c up to the end of a request's head (an

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -357,8 +358,11 @@ func (c *Client) problem(resp *http.Response) error {
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, c.maxErr))
 	e := &Error{Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id")}
 	if s := resp.Header.Get("Retry-After"); s != "" {
-		if n, err := strconv.Atoi(s); err == nil && n >= 0 {
-			e.RetryAfter = time.Duration(n) * time.Second
+		if n, err := strconv.ParseUint(s, 10, 64); err == nil {
+			// Seconds past what a Duration holds (~292 years) are
+			// taken as that much, not wrapped around to a short or
+			// negative wait.
+			e.RetryAfter = time.Duration(min(n, uint64(math.MaxInt64/int64(time.Second)))) * time.Second
 		}
 	}
 	var doc map[string]json.RawMessage

@@ -75,7 +75,7 @@ type Error struct {
 	Title      string        // short summary
 	Detail     string        // what was wrong
 	RequestID  string        // the server's X-Request-Id, for its logs
-	RetryAfter time.Duration // from Retry-After; 0 when absent
+	RetryAfter time.Duration // from Retry-After (seconds, at most what a Duration holds); 0 when absent
 	// Extensions holds the problem's other members: "reasons", "layer"
 	// and "revision" of a denial, "entry", "stage" and "errors" of a
 	// refused policy bundle, "expected" and "actual" of a conflict,

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/sdk/client"
 )
@@ -242,5 +244,29 @@ func TestTooManyConnectionsRetried(t *testing.T) {
 	k, err := c.Tenant("acme").IssueKey(context.Background(), "app", "writer")
 	if err != nil || calls.Load() != 2 {
 		t.Fatalf("IssueKey after one refused connection: %+v, %v (%d requests)", k, err, calls.Load())
+	}
+}
+
+// A Retry-After too large for a time.Duration is read as the longest
+// one, never wrapped around to a short or negative wait; the retry
+// itself still waits at most 5 s.
+func TestRetryAfterOverflow(t *testing.T) {
+	for _, ra := range []string{"18446744074", "9223372037", "18446744073709551615"} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.Header().Set("Retry-After", ra)
+			w.WriteHeader(http.StatusTooManyRequests)
+			w.Write([]byte(`{"code":"QUOTA_EXCEEDED","status":429,"title":"Quota exceeded"}`))
+		}))
+		c, err := client.New(srv.URL, "", client.Options{MaxRetries: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Tenant("acme").Get(context.Background(), "x")
+		srv.Close()
+		var e *client.Error
+		if !errors.As(err, &e) || e.RetryAfter < 100*365*24*time.Hour {
+			t.Fatalf("Retry-After %s: %v (RetryAfter %v)", ra, err, e.RetryAfter)
+		}
 	}
 }

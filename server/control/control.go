@@ -69,10 +69,11 @@ type Quotas struct {
 	// 256 MiB (server.quotas.upload_bytes_per_hour); negative: no limit.
 	UploadBytesPerHour int64 `json:"upload_bytes_per_hour,omitempty"`
 	// ControlChangesPerDay bounds the changes the tenant's own credentials
-	// make to the control plane all tenants share — keys issued or
-	// revoked, cursors defined or deleted, policy, plugin and worker
-	// changes (a token bucket holding one day's worth, refilled
-	// continuously; cursor commits are not changes). Each change is a
+	// make to the control plane all tenants share — keys issued, cursors
+	// defined or deleted, policy, plugin and worker changes (a token
+	// bucket holding one day's worth, refilled continuously; cursor
+	// commits are not changes, nor key revocations, which take back an
+	// issue that was counted and must stay open to stop a leaked key). Each change is a
 	// lasting, audited record of the system store (about 0.5 KiB), so this
 	// bounds how fast a tenant's churn grows that store on every node:
 	// 5,000 a day is at most ~2.5 MiB. Beside it, every tenant's changes

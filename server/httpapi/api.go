@@ -259,7 +259,12 @@ func (a *API) table() []Route {
 		{Method: "POST", Path: t + "/cursors/{name}/commit", Access: Tenant, Role: control.RoleWriter, Body: js, handler: a.commitCursor},
 		{Method: "POST", Path: t + "/keys", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.issueKey, control: true},
 		{Method: "GET", Path: t + "/keys", Access: Tenant, Role: control.RoleAdmin, handler: a.listKeys},
-		{Method: "DELETE", Path: t + "/keys/{id}", Access: Tenant, Role: control.RoleAdmin, handler: a.revokeKey, control: true},
+		// Revoking a key is not charged (not control): each revocation
+		// takes back a key whose issue was, so it cannot grow the control
+		// plane by more than the issues did, and it must stay open when
+		// the budget is spent, since a leaked writer key can spend it
+		// (cursor churn) to keep the tenant's admin from revoking it.
+		{Method: "DELETE", Path: t + "/keys/{id}", Access: Tenant, Role: control.RoleAdmin, handler: a.revokeKey},
 		{Method: "PUT", Path: t + "/policy", Access: Tenant, Role: control.RoleAdmin, Body: "application/gzip", handler: a.pushPolicy, control: true},
 		{Method: "GET", Path: t + "/policy", Access: Tenant, Role: control.RoleReader, handler: a.listPolicies},
 		{Method: "POST", Path: t + "/policy/rollback", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.rollbackPolicy, control: true},

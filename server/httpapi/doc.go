@@ -29,10 +29,13 @@
 // other check; see Cluster.
 //
 // A tenant credential's changes to the control plane every tenant shares
-// (keys issued or revoked, cursors defined or deleted, policy, plugin and
-// worker changes) are paced after step 3: quota.ControlChangesBurst at
-// once, quota.ControlChangesPerSecond after that, then 429 QUOTA_EXCEEDED
-// "control_changes_per_second" with Retry-After. The operator's are not.
+// (keys issued, cursors defined or deleted, policy, plugin and worker
+// changes) are paced after step 3: quota.ControlChangesBurst at once,
+// quota.ControlChangesPerSecond after that, then 429 QUOTA_EXCEEDED
+// "control_changes_per_second" with Retry-After, and budgeted per day
+// (control_changes_per_day). The operator's are not, nor a key's
+// revocation: each takes back an issue that was charged, and a leaked
+// writer key spending the budget must stay revocable.
 //
 // Admin routes (/v1/admin/…) take the operator credential only. A 403 for
 // another tenant never says whether that tenant exists.

@@ -18,7 +18,9 @@ type Exceeded struct {
 	// "storage_bytes", "max_payload_bytes", "max_batch_events",
 	// "max_subscriptions", "max_cursors", "max_workers" (hosted workers,
 	// refused by server/hostedworker), "upload_bytes_per_hour" (policy
-	// bundles and plugin uploads; Limit in bytes per hour).
+	// bundles and plugin uploads; Limit in bytes per hour),
+	// "control_changes_per_second" and "control_changes_per_day" (a
+	// tenant's own control-plane changes, AllowControlChange).
 	Quota      string
 	Limit      float64       // the quota's value
 	RetryAfter time.Duration // 0 when retrying will not help
@@ -132,8 +134,9 @@ func (t *Tenant) setDaily(now time.Time, perDay int) {
 }
 
 // AllowControlChange takes a token for one change a tenant credential
-// makes to the control plane all tenants share (a key issued or revoked,
-// a cursor defined or deleted, a policy, plugin or worker change) from
+// makes to the control plane all tenants share (a key issued, a cursor
+// defined or deleted, a policy, plugin or worker change; server/httpapi
+// does not charge a key's revocation, see its doc) from
 // two buckets, or takes none and refuses it: "control_changes_per_day"
 // (the tenant's quota) when the day's budget is spent, else
 // "control_changes_per_second" (the same pace for every tenant), with
