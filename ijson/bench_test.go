@@ -2,13 +2,15 @@ package ijson_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/batpak-go/batpak/ijson"
 )
 
 // BenchmarkValidate: Validate on a 100-byte order (the store's benchmark
-// payload) and on a ~600-byte document with longer strings and nesting.
+// payload), a ~600-byte document with longer strings and nesting, and a
+// 2 KiB one that is mostly one long string.
 //
 //	go test ./ijson -run '^$' -bench Validate
 func BenchmarkValidate(b *testing.B) {
@@ -20,7 +22,8 @@ func BenchmarkValidate(b *testing.B) {
 			`"shipping":{"street":"Rua das Flores 12","city":"Lisboa","zip":"1200-195","country":"PT","notes":"ring twice; leave with the neighbour if nobody answers"},` +
 			`"paid":true,"coupon":null,"total":1.2e2}`),
 	}
-	for _, name := range []string{"order100", "nested600"} {
+	docs["text2k"] = []byte(`{"id":"note-1","body":"` + strings.Repeat("Plain prose of a support ticket, quoted at length. ", 40) + `"}`)
+	for _, name := range []string{"order100", "nested600", "text2k"} {
 		doc := docs[name]
 		b.Run(fmt.Sprintf("%s/%dB", name, len(doc)), func(b *testing.B) {
 			b.SetBytes(int64(len(doc)))
