@@ -33,9 +33,11 @@
 // changes) are paced after step 3: quota.ControlChangesBurst at once,
 // quota.ControlChangesPerSecond after that, then 429 QUOTA_EXCEEDED
 // "control_changes_per_second" with Retry-After, and budgeted per day
-// (control_changes_per_day). The operator's are not, nor a key's
-// revocation: each takes back an issue that was charged, and a leaked
-// writer key spending the budget must stay revocable.
+// (control_changes_per_day), the tenant's admin credentials and its
+// others each with buckets of their own (quota.ChangeClass). The
+// operator's are not, nor a key's revocation: each takes back an issue
+// that was charged, and a leaked writer key spending the budget must stay
+// revocable.
 //
 // Admin routes (/v1/admin/…) take the operator credential only. A 403 for
 // another tenant never says whether that tenant exists.

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"github.com/batpak-go/batpak/policy"
 	"github.com/batpak-go/batpak/server/auth"
 	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/quota"
 	"github.com/batpak-go/batpak/server/tenancy"
 	"github.com/batpak-go/batpak/server/wire"
 )
@@ -325,7 +327,11 @@ func (a *API) guard(rt Route) http.Handler {
 			err = a.clusterRead(c)
 		}
 		if err == nil && rt.control && rt.Access == Tenant {
-			if ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).AllowControlChange(); ex != nil {
+			class := quota.Member
+			if slices.Contains(c.principal.Roles, control.RoleAdmin) {
+				class = quota.Admin
+			}
+			if ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).AllowControlChange(class); ex != nil {
 				err = ex
 			}
 		}

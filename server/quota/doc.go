@@ -16,8 +16,14 @@
 //	max_batch_events    CheckBatch(n)            allowed            "max_batch_events"      0
 //	max_subscriptions   AcquireSubscription()    that many open     "max_subscriptions"     0
 //	max_cursors         CheckCursors(defined)    that many defined  "max_cursors"           0
-//	(control changes)   AllowControlChange()     allowed            "control_changes_       until a token refills
+//	control_changes_    AllowControlChange(c)    allowed            "control_changes_       until a token refills
+//	per_day (and a                                                  per_day" /
+//	pace: 10/s, 100)                                                "control_changes_
 //	                                                                per_second"
+//
+// Control-plane changes are charged per class (ChangeClass): a tenant's
+// admin credentials and its other credentials each have a pace and a
+// day's budget of their own.
 //
 // AllowWrite takes from both buckets or from neither. A bucket starts
 // full (burst tokens) and refills at the rate; a burst of 0 means one

@@ -81,10 +81,28 @@ type Tenant struct {
 	events  bucket
 	bytes   bucket
 	uploads bucket // bytes per second; burst: an hour's worth
-	changes bucket // control-plane changes a tenant credential makes: the pace
-	daily   bucket // and the day's budget (control_changes_per_day)
+	// changes are the control-plane changes the tenant's credentials
+	// make, in two classes with buckets of their own: [Admin] its admin
+	// credentials', [Member] its other credentials' (a writer's cursor
+	// definitions), so that a leaked writer key cannot spend what the
+	// tenant's admins need, to revoke it among others.
+	changes [2]changeBuckets
 	subs    int
 }
+
+// changeBuckets are one class of control-plane changes: the pace and the
+// day's budget (control_changes_per_day).
+type changeBuckets struct{ pace, daily bucket }
+
+// ChangeClass is whose control-plane change AllowControlChange charges:
+// a tenant's admin credentials have buckets of their own.
+type ChangeClass int
+
+// The classes of control-plane changes.
+const (
+	Admin  ChangeClass = iota // a credential of the tenant with the admin role
+	Member                    // any other credential of the tenant
+)
 
 // The bucket of a tenant's own control-plane changes (see
 // AllowControlChange): ControlChangesPerSecond, holding
@@ -111,9 +129,12 @@ func newTenant(now func() time.Time, q control.Quotas) *Tenant {
 	t.bytes.set(now(), q.BytesPerSecond, q.BytesBurst)
 	t.uploads = bucket{name: "upload_bytes_per_hour", burstName: "upload_bytes_per_hour"}
 	t.setUploads(now(), q.UploadBytesPerHour)
-	t.changes = bucket{name: "control_changes_per_second", burstName: "control_changes_per_second"}
-	t.changes.set(now(), ControlChangesPerSecond, ControlChangesBurst)
-	t.daily = bucket{name: "control_changes_per_day", burstName: "control_changes_per_day"}
+	for i := range t.changes {
+		c := &t.changes[i]
+		c.pace = bucket{name: "control_changes_per_second", burstName: "control_changes_per_second"}
+		c.pace.set(now(), ControlChangesPerSecond, ControlChangesBurst)
+		c.daily = bucket{name: "control_changes_per_day", burstName: "control_changes_per_day"}
+	}
 	t.setDaily(now(), q.ControlChangesPerDay)
 	return t
 }
@@ -122,40 +143,46 @@ func newTenant(now func() time.Time, q control.Quotas) *Tenant {
 // What the tenant used of the old budget stays used: raised from 3 to
 // 1,000 with 3 spent, 997 are left; lowered below what is spent, none.
 func (t *Tenant) setDaily(now time.Time, perDay int) {
-	used := 0
-	if d := &t.daily; !d.unlimited && d.lim != nil {
-		used = int(math.Ceil(float64(d.burst) - d.lim.TokensAt(now)))
-	}
-	t.daily.set(now, float64(perDay)/86400, max(perDay, 0))
-	if d := &t.daily; !d.unlimited {
-		d.lim = rate.NewLimiter(rate.Limit(d.rate), d.burst)
-		d.lim.AllowN(now, min(max(used, 0), d.burst))
+	for i := range t.changes {
+		d := &t.changes[i].daily
+		used := 0
+		if !d.unlimited && d.lim != nil {
+			used = int(math.Ceil(float64(d.burst) - d.lim.TokensAt(now)))
+		}
+		d.set(now, float64(perDay)/86400, max(perDay, 0))
+		if !d.unlimited {
+			d.lim = rate.NewLimiter(rate.Limit(d.rate), d.burst)
+			d.lim.AllowN(now, min(max(used, 0), d.burst))
+		}
 	}
 }
 
 // AllowControlChange takes a token for one change a tenant credential
 // makes to the control plane all tenants share (a key issued, a cursor
 // defined or deleted, a policy, plugin or worker change; server/httpapi
-// does not charge a key's revocation, see its doc) from
-// two buckets, or takes none and refuses it: "control_changes_per_day"
-// (the tenant's quota) when the day's budget is spent, else
+// does not charge a key's revocation, see its doc) from the two buckets
+// of its class, or takes none and refuses it: "control_changes_per_day"
+// (the tenant's quota) when the class's budget for the day is spent, else
 // "control_changes_per_second" (the same pace for every tenant), with
 // RetryAfter until the bucket holds one. Each change is a lasting record
 // of the shared control plane, so a tenant's churn must not grow it at
-// the speed of its requests, nor without bound over days.
-func (t *Tenant) AllowControlChange() *Exceeded {
+// the speed of its requests, nor without bound over days. The classes
+// (Admin, Member) have buckets of their own: what a tenant's members
+// spend, its admins still have.
+func (t *Tenant) AllowControlChange(class ChangeClass) *Exceeded {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	c := &t.changes[min(max(class, Admin), Member)]
 	now := t.now()
-	if w, ok := t.daily.wait(now, 1); !ok || w > 0 {
-		return &Exceeded{Quota: t.daily.name, Limit: float64(t.q.ControlChangesPerDay), RetryAfter: w}
+	if w, ok := c.daily.wait(now, 1); !ok || w > 0 {
+		return &Exceeded{Quota: c.daily.name, Limit: float64(t.q.ControlChangesPerDay), RetryAfter: w}
 	}
-	if w, _ := t.changes.wait(now, 1); w > 0 {
-		return &Exceeded{Quota: t.changes.name, Limit: ControlChangesPerSecond, RetryAfter: w}
+	if w, _ := c.pace.wait(now, 1); w > 0 {
+		return &Exceeded{Quota: c.pace.name, Limit: ControlChangesPerSecond, RetryAfter: w}
 	}
-	t.changes.lim.AllowN(now, 1)
-	if !t.daily.unlimited {
-		t.daily.lim.AllowN(now, 1)
+	c.pace.lim.AllowN(now, 1)
+	if !c.daily.unlimited {
+		c.daily.lim.AllowN(now, 1)
 	}
 	return nil
 }

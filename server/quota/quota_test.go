@@ -298,25 +298,50 @@ func TestControlChangesPerDay(t *testing.T) {
 	m := quota.NewWithClock(c.now)
 	tn := m.Tenant("a", control.Quotas{ControlChangesPerDay: 4})
 	for range 4 {
-		allowed(t, tn.AllowControlChange())
+		allowed(t, tn.AllowControlChange(quota.Admin))
 	}
-	want(t, tn.AllowControlChange(), "control_changes_per_day", 4, 6*time.Hour)
+	want(t, tn.AllowControlChange(quota.Admin), "control_changes_per_day", 4, 6*time.Hour)
 	c.add(6 * time.Hour)
-	allowed(t, tn.AllowControlChange()) // the refusal took nothing
-	want(t, tn.AllowControlChange(), "control_changes_per_day", 4, 6*time.Hour)
+	allowed(t, tn.AllowControlChange(quota.Admin)) // the refusal took nothing
+	want(t, tn.AllowControlChange(quota.Admin), "control_changes_per_day", 4, 6*time.Hour)
 	// Raised to 50 with 4 used: 46 left (the pace's bucket holds 99).
 	tn = m.Tenant("a", control.Quotas{ControlChangesPerDay: 50})
 	n := 0
-	for ; tn.AllowControlChange() == nil; n++ {
+	for ; tn.AllowControlChange(quota.Admin) == nil; n++ {
 	}
 	if n != 46 {
 		t.Fatalf("after raising the budget from 4 to 50 with 4 used: %d changes, want 46", n)
 	}
-	want(t, tn.AllowControlChange(), "control_changes_per_day", 50, 1728*time.Second)
+	want(t, tn.AllowControlChange(quota.Admin), "control_changes_per_day", 50, 1728*time.Second)
 	tn = m.Tenant("a", control.Quotas{ControlChangesPerDay: -1})
 	c.add(time.Minute)
 	for range quota.ControlChangesBurst {
-		allowed(t, tn.AllowControlChange())
+		allowed(t, tn.AllowControlChange(quota.Admin))
 	}
-	want(t, tn.AllowControlChange(), "control_changes_per_second", quota.ControlChangesPerSecond, 100*time.Millisecond)
+	want(t, tn.AllowControlChange(quota.Admin), "control_changes_per_second", quota.ControlChangesPerSecond, 100*time.Millisecond)
+}
+
+// TestControlChangeClasses: a tenant's admin credentials and its other
+// credentials spend budgets and paces of their own; a quota change sets
+// both.
+func TestControlChangeClasses(t *testing.T) {
+	c := newClock()
+	m := quota.NewWithClock(c.now)
+	tn := m.Tenant("a", control.Quotas{ControlChangesPerDay: 2})
+	allowed(t, tn.AllowControlChange(quota.Member))
+	allowed(t, tn.AllowControlChange(quota.Member))
+	want(t, tn.AllowControlChange(quota.Member), "control_changes_per_day", 2, 12*time.Hour)
+	allowed(t, tn.AllowControlChange(quota.Admin))
+	allowed(t, tn.AllowControlChange(quota.Admin))
+	want(t, tn.AllowControlChange(quota.Admin), "control_changes_per_day", 2, 12*time.Hour)
+	tn = m.Tenant("a", control.Quotas{ControlChangesPerDay: 3})
+	allowed(t, tn.AllowControlChange(quota.Member))
+	allowed(t, tn.AllowControlChange(quota.Admin))
+	// The pace, per class too.
+	tn = m.Tenant("b", control.Quotas{ControlChangesPerDay: -1})
+	for range quota.ControlChangesBurst {
+		allowed(t, tn.AllowControlChange(quota.Member))
+	}
+	want(t, tn.AllowControlChange(quota.Member), "control_changes_per_second", quota.ControlChangesPerSecond, 100*time.Millisecond)
+	allowed(t, tn.AllowControlChange(quota.Admin))
 }
