@@ -79,7 +79,8 @@ type Quotas struct {
 	// 5,000 a day is at most ~2.5 MiB. Beside it, every tenant's changes
 	// are paced at 10 a second after a burst of 100. A tenant's admin
 	// credentials and its other credentials each have a budget and a pace
-	// of their own, so a leaked writer key cannot spend its admins'. The
+	// of their own (so a leaked writer key cannot spend its admins'; the
+	// bound on the store's growth is twice the budget). The
 	// operator's changes are never counted. Server default 5000
 	// (server.quotas.control_changes_per_day); negative: no limit.
 	ControlChangesPerDay int `json:"control_changes_per_day,omitempty"`
