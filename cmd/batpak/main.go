@@ -138,8 +138,10 @@ type app struct {
 	skippedConfig  string         // a ./config.yaml not read: it does not say it is batpak's
 	res            *resolved      // set by loadConfig
 	log            logFlags       // --log-level, --log-format
-	// minSeq is the --min-seq of the read command that runs ("": none).
-	minSeq string
+	// minSeq is the --min-seq of the read command that runs; minSeqSet
+	// says it was given (an empty value given is a usage error).
+	minSeq    string
+	minSeqSet bool
 }
 
 // newRootCmd builds the whole command tree. It uses no globals (its own

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/batpak-go/batpak/core"
 )
 
@@ -987,4 +989,51 @@ func TestSealWithoutCompression(t *testing.T) {
 		t.Errorf("seal:\n%s", out)
 	}
 	ok(t, "verify", dd)
+}
+
+// TestRepoConfigNamesEveryKey: the repository's config.yaml, which the
+// README calls the documented default configuration, holds every key
+// "batpak config" knows, and every one of them is read from it (source
+// "config config.yaml"), so a reader finds each setting there.
+func TestRepoConfigNamesEveryKey(t *testing.T) {
+	repoConfig, err := os.ReadFile(filepath.Join("..", "..", "config.yaml")) // before isolate changes directory
+	if err != nil {
+		t.Fatal(err)
+	}
+	isolate(t)
+	writeFile(t, "config.yaml", string(repoConfig))
+	var shown struct {
+		Settings []struct{ Key, Source string }
+	}
+	if err := json.Unmarshal([]byte(ok(t, "config", "-o", "json")), &shown); err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(repoConfig, &doc); err != nil {
+		t.Fatal(err)
+	}
+	inFile := func(key string) bool {
+		var node any = doc
+		for _, part := range strings.Split(key, ".") {
+			m, isMap := node.(map[string]any)
+			if !isMap {
+				return false
+			}
+			var found bool
+			if node, found = m[part]; !found {
+				return false
+			}
+		}
+		return true
+	}
+	if len(shown.Settings) == 0 {
+		t.Fatal("batpak config -o json listed no settings")
+	}
+	for _, s := range shown.Settings {
+		if !inFile(s.Key) {
+			t.Errorf("config.yaml lacks %s", s.Key)
+		} else if s.Source != "config config.yaml" {
+			t.Errorf("%s: source %q, want it read from config.yaml", s.Key, s.Source)
+		}
+	}
 }

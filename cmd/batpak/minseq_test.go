@@ -11,9 +11,9 @@ import (
 // TestMinSeqFlag: --min-seq on the remote read commands sends min_seq
 // with their reads of the tenant (so a cluster node serves them once it
 // holds that write); without it none is sent; a value that is not a
-// whole number 0 or more is a usage error (exit 2) naming the flag, as
-// is --consistency session, which a one-shot CLI cannot honour (the
-// message points at --min-seq).
+// whole number 0 or more, or an empty one, is a usage error (exit 2)
+// naming the flag, as is --consistency session, which a one-shot CLI
+// cannot honour (the message points at --min-seq).
 func TestMinSeqFlag(t *testing.T) {
 	isolate(t)
 	var mu sync.Mutex
@@ -74,6 +74,20 @@ func TestMinSeqFlag(t *testing.T) {
 			t.Errorf("--min-seq %s: exit %d, want 2 naming the flag\n%s", bad, r.code, r.stderr)
 		}
 	}
+	// --min-seq "$SEQ" with SEQ unset (the append that should have set it
+	// failed) is refused, not read as no --min-seq: that would skip the
+	// wait for the write the caller means to see.
+	for _, args := range [][]string{append(remote, "query", "--min-seq", ""), append(remote, "get", id, "--min-seq= "), {"query", "--min-seq", ""}} {
+		r := batpak(t, args...)
+		if r.code != 2 || !strings.Contains(r.stderr, "--min-seq is empty") || !strings.Contains(r.stderr, "global sequence") {
+			t.Errorf("%q: exit %d, want 2 saying --min-seq is empty\n%s", args, r.code, r.stderr)
+		}
+	}
+	mu.Lock()
+	if len(seen) != 0 {
+		t.Errorf("an empty --min-seq still reached the server: %v", seen)
+	}
+	mu.Unlock()
 	if r := batpak(t, "query", "--min-seq", "x"); r.code != 2 || !strings.Contains(r.stderr, "--min-seq") {
 		t.Errorf("--min-seq x without a server: exit %d, want 2\n%s", r.code, r.stderr)
 	}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -93,7 +94,20 @@ type remoteConf struct {
 // it changes nothing. A value that is not a whole number 0 or more is a
 // usage error (exit 2).
 func registerMinSeqFlag(cmd *cobra.Command, a *app) {
-	cmd.Flags().StringVar(&a.minSeq, "min-seq", "", "with --server on a cluster: read once the node has applied this global sequence (the seq= append printed: read-your-writes)")
+	cmd.Flags().Var(&minSeqValue{a: a}, "min-seq", "with --server on a cluster: read once the node has applied this global sequence (the seq= append printed: read-your-writes)")
+}
+
+// minSeqValue is --min-seq as given. Given at all, it must be a global
+// sequence: an empty value (--min-seq "$SEQ" when the append that was to
+// set SEQ failed) is refused rather than read as no --min-seq, which
+// would silently drop the read-your-writes wait the caller asked for.
+type minSeqValue struct{ a *app }
+
+func (v *minSeqValue) String() string { return v.a.minSeq }
+func (v *minSeqValue) Type() string   { return "string" }
+func (v *minSeqValue) Set(s string) error {
+	v.a.minSeq, v.a.minSeqSet = s, true
+	return nil
 }
 
 // remote returns the server connection when remote.server is set, nil
@@ -107,7 +121,10 @@ func (a *app) remote() (*remoteConf, error) {
 		token:  a.v.GetString("remote.token"),
 		tenant: a.v.GetString("remote.tenant"),
 	}
-	if a.minSeq != "" {
+	if a.minSeqSet {
+		if strings.TrimSpace(a.minSeq) == "" {
+			return nil, usagef("--min-seq is empty: want a global sequence, 0 or more (the seq= append printed; is the shell variable that should hold it set?)")
+		}
 		seq, err := strconv.ParseUint(strings.TrimSpace(a.minSeq), 10, 64)
 		if err != nil {
 			return nil, usagef("--min-seq %q: want a global sequence, 0 or more (the seq= append printed)", a.minSeq)
@@ -230,7 +247,18 @@ func remoteError(err error) error {
 	if rs := e.Reasons(); e.Code == client.CodePolicyDenied && len(rs) > 1 {
 		return remoteDenial(e, rs, err)
 	}
-	return &detailError{msg: fmt.Sprintf("server: %s: %s (HTTP %d)", code, msg, e.Status), err: err}
+	return &detailError{msg: fmt.Sprintf("server: %s: %s (HTTP %d)%s", code, msg, e.Status, retryHint(e.RetryAfter)), err: err}
+}
+
+// retryHint says when the server asked to be tried again (its
+// Retry-After), so a refusal that exits 8 ("try again later") says how
+// much later: a tenant past its control_changes_per_day waits hours, not
+// seconds. "" when the server named no time.
+func retryHint(after time.Duration) string {
+	if after <= 0 {
+		return ""
+	}
+	return "; the server asks to retry in " + after.Round(time.Second).String()
 }
 
 // remoteDenial renders a server's policy denial with several reasons as

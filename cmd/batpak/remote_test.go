@@ -5,12 +5,14 @@ import (
 	"io"
 	"maps"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/server"
 )
@@ -445,4 +447,44 @@ func TestWorkerStartPassesGivenLimits(t *testing.T) {
 	// Accepted as given (0 is a category): the missing plugin is next.
 	failsWith(t, exitNotFound, start("--category", "0", "--max-restarts", "0"), `plugin "nosuch"`)
 	failsWith(t, exitNotFound, start(), `plugin "nosuch"`)
+}
+
+// TestRemoteQuotaRefusalSaysWhenToRetry: a tenant admin past the
+// tenant's control_changes_per_day is refused with exit 8 (try again
+// later), and the line says how much later, from the server's
+// Retry-After: hours for a daily budget, so nobody retries in a loop.
+func TestRemoteQuotaRefusalSaysWhenToRetry(t *testing.T) {
+	isolate(t)
+	url, op := startServer(t)
+	req, err := http.NewRequest("POST", url+"/v1/admin/tenants", strings.NewReader(`{"id":"small","quotas":{"control_changes_per_day":2}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+op)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create tenant small: HTTP %d", resp.StatusCode)
+	}
+	admin := keyIn(t, ok(t, "--server", url, "--token", op, "--tenant", "small", "key", "issue", "ops", "--role", "admin"))
+	as := []string{"--server", url, "--token", admin, "--tenant", "small"}
+	ok(t, append(as, "key", "issue", "k1", "--role", "reader")...)
+	ok(t, append(as, "key", "issue", "k2", "--role", "reader")...)
+	r := failsWith(t, exitUnavailable, append(as, "key", "issue", "k3", "--role", "reader"),
+		"batpak: server: QUOTA_EXCEEDED: ", "control_changes_per_day", "(HTTP 429); the server asks to retry in ")
+	// A day's budget of 2 refills one change every 12 hours.
+	m := regexp.MustCompile(`retry in (\S+)\n`).FindStringSubmatch(r.stderr)
+	if m == nil {
+		t.Fatalf("no retry time in %q", r.stderr)
+	}
+	if d, err := time.ParseDuration(m[1]); err != nil || d < 11*time.Hour || d > 12*time.Hour {
+		t.Errorf("retry in %q (%v), want about 12h", m[1], err)
+	}
+	if strings.Count(r.stderr, "\n") != 1 {
+		t.Errorf("stderr %q: want one line", r.stderr)
+	}
 }
