@@ -17,14 +17,11 @@ import (
 	"github.com/batpak-go/batpak/server/tenancy"
 )
 
-// TestClusterNodeLeaderNotCurrentUntilLeading: a node that raft made
-// leader judges tenant requests on its own state only once it has applied
-// what earlier terms committed (cluster.Node.Leading): before, its stores
-// may lack a revocation the previous leader acknowledged — a node elected
-// right after a restart still holds its last snapshot's state. Here the
-// node can never apply it (it halted), yet raft keeps it leading.
-func TestClusterNodeLeaderNotCurrentUntilLeading(t *testing.T) {
-	dir := t.TempDir()
+// loneLeader opens a one-node cluster in dir on raft's in-memory
+// transport, bootstraps it and waits until it leads; it is closed when
+// the test ends.
+func loneLeader(t *testing.T, dir string) *cluster.Node {
+	t.Helper()
 	_, tr := raft.NewInmemTransport("n1")
 	n, err := cluster.Open(cluster.Config{ID: "n1", Dir: dir, Transport: tr,
 		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond, LeaderLeaseTimeout: 50 * time.Millisecond,
@@ -32,7 +29,7 @@ func TestClusterNodeLeaderNotCurrentUntilLeading(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer n.Close()
+	t.Cleanup(func() { n.Close() })
 	if err := n.Bootstrap(cluster.Server{ID: "n1", Address: "n1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -41,6 +38,18 @@ func TestClusterNodeLeaderNotCurrentUntilLeading(t *testing.T) {
 			t.Fatal("no leader")
 		}
 	}
+	return n
+}
+
+// TestClusterNodeLeaderNotCurrentUntilLeading: a node that raft made
+// leader judges tenant requests on its own state only once it has applied
+// what earlier terms committed (cluster.Node.Leading): before, its stores
+// may lack a revocation the previous leader acknowledged — a node elected
+// right after a restart still holds its last snapshot's state. Here the
+// node can never apply it (it halted), yet raft keeps it leading.
+func TestClusterNodeLeaderNotCurrentUntilLeading(t *testing.T) {
+	dir := t.TempDir()
+	n := loneLeader(t, dir)
 	// Tenant t2's store cannot be created: the node halts applying its
 	// first write, before anything asked whether it leads.
 	if err := os.WriteFile(filepath.Join(dir, "tenants", "t2"), nil, 0o644); err != nil {
@@ -77,21 +86,10 @@ func TestClusterNodeLeaderNotCurrentUntilLeading(t *testing.T) {
 // issue; the node leads and has applied everything. Once the plane goes
 // on, the node is current again.
 func TestClusterNodeNotCurrentWhilePlaneBehind(t *testing.T) {
-	dir := t.TempDir()
-	_, tr := raft.NewInmemTransport("n1")
-	n, err := cluster.Open(cluster.Config{ID: "n1", Dir: dir, Transport: tr,
-		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond, LeaderLeaseTimeout: 50 * time.Millisecond,
-		StoreConfig: func(_, d string) core.Config { return tenancy.StoreConfig(d, false) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	if err := n.Bootstrap(cluster.Server{ID: "n1", Address: "n1"}); err != nil {
-		t.Fatal(err)
-	}
+	n := loneLeader(t, t.TempDir())
 	for deadline := time.Now().Add(5 * time.Second); !n.Leading(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("no leader")
+			t.Fatal("the leader never applied what its term began with")
 		}
 	}
 	sys, err := n.Store(cluster.SystemStore)
