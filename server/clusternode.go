@@ -476,7 +476,7 @@ func (c *clusterNode) planeCurrent() bool {
 	if p == nil {
 		return false // the server has not opened it yet
 	}
-	held := c.sys.Stats().GlobalSequence
+	held := c.sys.Usage().GlobalSequence
 	if p.Applied() >= held {
 		return true
 	}
