@@ -30,8 +30,12 @@ type Subscription struct {
 	lastSeq int64     // global sequence of the last notification read (-1: none)
 	dropped uint64
 	// back holds notifications an All loop took but did not yield before
-	// it stopped: the next receiver gets them first.
-	back     []Notification
+	// it stopped, or that Recv took ahead (in pre): the next receiver gets
+	// them first.
+	back []Notification
+	// pre is Recv's buffer for taking up to recvAhead notifications at
+	// once (made at the first Recv); back holds what it took ahead.
+	pre      []Notification
 	closed   chan struct{}
 	isClosed atomic.Bool
 	once     sync.Once
@@ -75,14 +79,21 @@ func (sub *Subscription) TryRecv() (Notification, bool, error) {
 
 // Recv blocks for the next notification in the region. It returns
 // ErrSubscriptionClosed once the subscription or the store is closed, and
-// ctx.Err() if ctx ends first. Recv takes the subscription's lock for each
-// notification; to follow a busy store with many subscribers, RecvBatch or
-// All cost a fraction of the CPU.
+// ctx.Err() if ctx ends first. When several are ready it takes up to
+// recvAhead (16) out of the shared ring at once and hands the rest to the
+// next receivers, so a subscriber that keeps up reads the ring once per
+// run, not once per notification (and those taken ahead are not lost if
+// it then falls behind). It still takes the subscription's lock for each
+// notification; to follow a busy store with many subscribers, RecvBatch
+// or All cost less CPU.
 func (sub *Subscription) Recv(ctx context.Context) (Notification, error) {
 	var one [1]Notification
-	_, err := sub.RecvBatch(ctx, one[:])
+	_, err := sub.recvRun(ctx, one[:], false)
 	return one[0], err
 }
+
+// recvAhead is how many notifications Recv takes out of the ring at once.
+const recvAhead = 16
 
 // RecvBatch blocks until at least one notification is ready, then fills
 // buf with every one that is ready, up to len(buf), in order, and returns
@@ -142,6 +153,22 @@ func (sub *Subscription) tryRun(buf []Notification, shared bool) ([]Notification
 		}
 		sub.pos += uint64(len(run))
 		return run, nil
+	}
+	if len(buf) == 1 && len(sub.back) == 0 {
+		// One at a time (Recv, TryRecv): take a run ahead into pre and
+		// keep its rest in back.
+		if sub.pre == nil {
+			sub.pre = make([]Notification, recvAhead)
+		}
+		n := sub.fill(sub.pre)
+		if n == 0 {
+			return nil, nil
+		}
+		buf[0] = sub.pre[0]
+		if n > 1 {
+			sub.back = sub.pre[1:n]
+		}
+		return buf[:1], nil
 	}
 	return buf[:sub.fill(buf)], nil
 }

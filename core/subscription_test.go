@@ -851,7 +851,9 @@ func TestSubscribersThatKeepUpMissNothing(t *testing.T) {
 // TestDroppedIsExact: the ring holds the last BroadcastCapacity
 // notifications; a subscriber further behind — one that never read, or
 // one that read part of what was ready — gets exactly those, in order, and
-// counts exactly the events of its region it lost.
+// counts exactly the events of its region it lost. Recv takes what is
+// ready ahead (up to 16): a subscriber that took 5 with its first Recv
+// and then fell behind gets those 5, then the ring's last ones.
 func TestDroppedIsExact(t *testing.T) {
 	const capacity = 8
 	s := openStore(t, func(c *core.Config) { c.BroadcastCapacity = capacity })
@@ -862,8 +864,15 @@ func TestDroppedIsExact(t *testing.T) {
 	defer idle.Close()
 	idleA := s.SubscribeLossy(core.Entity("a:"))
 	defer idleA.Close()
+	ahead := s.SubscribeLossy(core.All())
+	defer ahead.Close()
 	appendItems(t, s, 5)
-	got := recvN(t, partway, 3)
+	three := make([]core.Notification, 3)
+	if n, err := partway.RecvBatch(ctx, three); n != 3 || err != nil {
+		t.Fatalf("RecvBatch of 3 with 5 ready: %d, %v", n, err)
+	}
+	got := three
+	gotAhead := recvN(t, ahead, 3)
 	for i := 0; i < 20; i++ {
 		mustAppend(t, s, mustCoord(t, []string{"a:1", "b:1"}[i%3/2], "s"), kindA, payloadN(i))
 	}
@@ -879,6 +888,15 @@ func TestDroppedIsExact(t *testing.T) {
 	}
 	if d := partway.Dropped(); d != uint64(len(all)-3-capacity) {
 		t.Fatalf("reader that read 3: Dropped = %d, want %d", d, len(all)-3-capacity)
+	}
+	if !reflect.DeepEqual(gotAhead, wantNotes(all[:3])) {
+		t.Fatalf("Recv: first 3 = %+v", gotAhead)
+	}
+	if rest := drainSub(t, ahead); !reflect.DeepEqual(rest, append(wantNotes(all[3:5]), kept...)) {
+		t.Fatalf("Recv after falling behind: %d notifications, want the 2 it took ahead and the last %d", len(rest), capacity)
+	}
+	if d := ahead.Dropped(); d != uint64(len(all)-5-capacity) {
+		t.Fatalf("Recv reader that took 5: Dropped = %d, want %d", d, len(all)-5-capacity)
 	}
 	if got := drainSub(t, idle); !reflect.DeepEqual(got, kept) {
 		t.Fatalf("idle reader: %d notifications, want the last %d", len(got), capacity)
