@@ -36,7 +36,7 @@ func startClusterServer(t *testing.T, root, id string, bootstrap bool, join stri
 	cfg.OperatorToken = clusterOperator
 	cfg.Stderr = io.Discard
 	cfg.Cluster = &server.ClusterConfig{NodeID: id, Bind: "127.0.0.1:0", Bootstrap: bootstrap, Join: join,
-		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLeaseTimeout: 300 * time.Millisecond}
+		HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond, LeaderLeaseTimeout: 500 * time.Millisecond}
 	for _, a := range adjust {
 		a(&cfg)
 	}
