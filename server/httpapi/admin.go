@@ -212,12 +212,28 @@ func (a *API) resumeTenant(c *call) error {
 	return writeJSON(c.w, http.StatusOK, a.tenantView(c, t))
 }
 
+// deleteTenant records the tenant's deletion, then removes its data. A
+// deletion whose removal did not finish (a cluster's leadership moved
+// between the record and the store's drop, the server stopped) is
+// finished by the DELETE repeated: the tenant is gone (404), and what it
+// left behind is removed first.
 func (a *API) deleteTenant(c *call) error {
+	id := c.r.PathValue("tenant")
+	confirmed := c.r.URL.Query().Get("confirm") == id
 	t, err := a.adminTenant(c)
 	if err != nil {
+		if confirmed && control.ValidTenantID(id) == nil {
+			a.tenantMu.Lock()
+			defer a.tenantMu.Unlock()
+			if _, ok := a.opts.Plane.Tenant(id); !ok {
+				if rerr := a.removeTenantData(c, id); rerr != nil {
+					return rerr
+				}
+			}
+		}
 		return err
 	}
-	if c.r.URL.Query().Get("confirm") != t.ID {
+	if !confirmed {
 		return errInvalid("confirm", "deleting a tenant removes its data: repeat its id as ?confirm=<tenant id>")
 	}
 	a.tenantMu.Lock()
@@ -225,23 +241,34 @@ func (a *API) deleteTenant(c *call) error {
 	if err := a.opts.Plane.DeleteTenant(c.r.Context(), t.ID); err != nil {
 		return err
 	}
-	a.accessChanged()
-	a.workersChanged(t.ID) // their leases end before the store is removed
-	if err := a.opts.Tenants.Remove(c.r.Context(), t.ID); err != nil {
+	if err := a.removeTenantData(c, t.ID); err != nil {
 		return err
 	}
-	a.opts.Quotas.Forget(t.ID)
+	c.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// removeTenantData removes what a tenant the control plane no longer
+// holds has: its open streams and workers end, then its store, quota
+// limiter, policy and plugins go. Each step is a no-op for what is not
+// there. The caller holds tenantMu.
+func (a *API) removeTenantData(c *call, id string) error {
+	a.accessChanged()
+	a.workersChanged(id) // their leases end before the store is removed
+	if err := a.opts.Tenants.Remove(c.r.Context(), id); err != nil {
+		return err
+	}
+	a.opts.Quotas.Forget(id)
 	if a.opts.Policies != nil {
-		if err := a.opts.Policies.Remove(t.ID); err != nil {
+		if err := a.opts.Policies.Remove(id); err != nil {
 			return err
 		}
 	}
 	if a.opts.Plugins != nil {
-		if err := a.opts.Plugins.Remove(t.ID); err != nil {
+		if err := a.opts.Plugins.Remove(id); err != nil {
 			return err
 		}
 	}
-	c.w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 

@@ -3,10 +3,14 @@ package httpapi_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -145,6 +149,35 @@ func TestRecreatedTenantStartsEmpty(t *testing.T) {
 		t.Fatalf("the re-created tenant sees %v events of the deleted one", n)
 	}
 	e.must(e.req("GET", "/v1/tenants/acme/stats", old["admin"], nil), 401)
+}
+
+// TestRepeatedDeleteFinishesRemoval: a tenant whose deletion was recorded
+// but whose data was not removed (a cluster's leadership moved between
+// the record and the store's drop; the server stopped) has it removed by
+// the DELETE repeated, which answers 404 (the tenant is gone). Without
+// ?confirm= nothing is removed.
+func TestRepeatedDeleteFinishesRemoval(t *testing.T) {
+	root := t.TempDir()
+	e := start(t, func(c *server.Config) { c.Root = root })
+	k := e.tenant("acme")
+	e.must(e.req("POST", "/v1/tenants/acme/events", k["writer"], appendBody("order:1")), 201)
+	if err := e.srv.Plane().DeleteTenant(context.Background(), "acme"); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, "tenants", "acme")
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("the interrupted deletion's data: %v, want it still there", err)
+	}
+	e.must(e.req("DELETE", "/v1/admin/tenants/acme", opToken, nil), 404)
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("a DELETE without confirm removed the data: %v", err)
+	}
+	e.must(e.req("DELETE", "/v1/admin/tenants/acme?confirm=acme", opToken, nil), 404)
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("after the repeated DELETE the tenant's directory: %v, want it gone", err)
+	}
+	// A tenant that never was: 404, nothing else.
+	e.must(e.req("DELETE", "/v1/admin/tenants/never?confirm=never", opToken, nil), 404)
 }
 
 // TestStalledReaderReleasesStream: a client that asks for a large
