@@ -53,6 +53,9 @@ type procNode struct {
 	child  *procChild
 	paused bool
 	logs   procLogs
+	// started: n ran once, so its ports are the cluster's to keep (its
+	// raft address is a member's).
+	started bool
 }
 
 // procChild is a running `batpak serve` child process; logs is its
@@ -147,7 +150,27 @@ func newProcCluster(t *testing.T) *procCluster {
 }
 
 // start runs `batpak serve --cluster` for n and waits until it listens.
+// At a node's first start, a port freePort chose that another process
+// took meanwhile (tests run in parallel) is replaced and the start tried
+// again; a restarted node keeps its ports.
 func (pc *procCluster) start(n *procNode, extra ...string) {
+	pc.t.Helper()
+	for attempt := 1; ; attempt++ {
+		err := pc.startOnce(n, extra...)
+		if err == nil {
+			n.started = true
+			return
+		}
+		if n.started || attempt == 3 || !strings.Contains(n.logs.tail(5), "address already in use") {
+			pc.t.Fatal(err)
+		}
+		n.api, n.raft = freePort(pc.t), freePort(pc.t)
+		n.base = fmt.Sprintf("http://127.0.0.1:%d", n.api)
+	}
+}
+
+// startOnce is one attempt of start: nil once n listens.
+func (pc *procCluster) startOnce(n *procNode, extra ...string) error {
 	t := pc.t
 	t.Helper()
 	args := append([]string{"serve", "--root", n.root, "--listen", fmt.Sprintf("127.0.0.1:%d", n.api), "--access-log", "off",
@@ -178,14 +201,16 @@ func (pc *procCluster) start(n *procNode, extra ...string) {
 		}
 		c.done <- cmd.Wait()
 	}()
-	n.child, n.paused = c, false
 	select {
 	case <-listening:
+		n.child, n.paused = c, false
+		return nil
 	case err := <-c.done:
-		c.done <- err
-		t.Fatalf("%s: batpak serve exited before listening: %v\n%s", n.id, err, c.tail(40))
+		return fmt.Errorf("%s: batpak serve exited before listening: %v\n%s", n.id, err, c.tail(40))
 	case <-time.After(30 * time.Second):
-		t.Fatalf("%s: batpak serve did not listen within 30s\n%s", n.id, c.tail(40))
+		_ = cmd.Process.Kill()
+		<-c.done
+		return fmt.Errorf("%s: batpak serve did not listen within 30s\n%s", n.id, c.tail(40))
 	}
 }
 
