@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
@@ -92,21 +91,9 @@ func TestReclaimedConnectionsUncounted(t *testing.T) {
 // uncounted from their source once the server has closed them.
 func TestTLSHandshakeFailuresUncounted(t *testing.T) {
 	certFile, keyFile, der := selfSigned(t)
-	cfg := server.DefaultConfig()
-	cfg.Root, cfg.Listen, cfg.AccessLog, cfg.Stderr = t.TempDir(), "127.0.0.1:0", "off", io.Discard
-	cfg.TLSCert, cfg.TLSKey = certFile, keyFile
-	cfg.MaxConnectionsPerSource = 3
-	ctx, stop := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	defer func() { stop(); <-done }()
+	srv := startTunedServer(t, t.TempDir(), func(c *server.Config) {
+		c.TLSCert, c.TLSKey, c.MaxConnectionsPerSource = certFile, keyFile, 3
+	}).srv
 	addr := srv.Addr().String()
 	for range 20 {
 		c := dialFrom(t, "127.0.0.1", addr)

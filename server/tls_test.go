@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -27,20 +26,7 @@ import (
 // bounds the requests in flight as it does without TLS.
 func TestTLSServesHTTP1(t *testing.T) {
 	certFile, keyFile, der := selfSigned(t)
-	cfg := server.DefaultConfig()
-	cfg.Root, cfg.Listen, cfg.AccessLog, cfg.Stderr = t.TempDir(), "127.0.0.1:0", "off", io.Discard
-	cfg.TLSCert, cfg.TLSKey = certFile, keyFile
-	ctx, stop := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	defer func() { stop(); <-done }()
+	srv := startTunedServer(t, t.TempDir(), func(c *server.Config) { c.TLSCert, c.TLSKey = certFile, keyFile }).srv
 
 	pool := x509.NewCertPool()
 	pool.AddCert(must(x509.ParseCertificate(der)))
@@ -87,21 +73,9 @@ func selfSigned(t *testing.T) (certFile, keyFile string, der []byte) {
 // answer (one would need a handshake), and counted; the held one works.
 func TestTLSConnectionsPerSource(t *testing.T) {
 	certFile, keyFile, der := selfSigned(t)
-	cfg := server.DefaultConfig()
-	cfg.Root, cfg.Listen, cfg.AccessLog, cfg.Stderr = t.TempDir(), "127.0.0.1:0", "off", io.Discard
-	cfg.TLSCert, cfg.TLSKey, cfg.MaxConnectionsPerSource = certFile, keyFile, 1
-	cfg.OperatorToken, cfg.MetricsPublic = "bpko_"+strings.Repeat("a", 52), true
-	ctx, stop := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	defer func() { stop(); <-done }()
+	srv := startTunedServer(t, t.TempDir(), func(c *server.Config) {
+		c.TLSCert, c.TLSKey, c.MaxConnectionsPerSource, c.MetricsPublic = certFile, keyFile, 1, true
+	}).srv
 	pool := x509.NewCertPool()
 	pool.AddCert(must(x509.ParseCertificate(der)))
 	tc := &tls.Config{RootCAs: pool}
