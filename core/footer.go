@@ -166,8 +166,8 @@ func (f *footer) replay(lw *logWalker, from int, ck *checkpointInfo, ix *index.I
 }
 
 // writeFooter saves a footer built for segment key (atomically).
-func writeFooter(fsys vfs.FS, dir string, key uint32, b []byte) error {
-	return segment.WriteFileAtomic(fsys, dir, footerName(key), b, true)
+func writeFooter(fsys vfs.FS, dir string, key uint32, parts [][]byte) error {
+	return segment.WriteFileAtomicParts(fsys, dir, footerName(key), parts, true)
 }
 
 // footerEnd reads how far the footer of segment key says it covers,

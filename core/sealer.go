@@ -155,11 +155,11 @@ func (s *Store) writeSegmentFooter(key uint32, end int64) error {
 	if end > 0 && int64(len(data)) > end {
 		data = data[:end]
 	}
-	b, err := buildFooter(data, key)
+	parts, err := format.EncodeFooterParts(data, key)
 	if err != nil {
 		return err
 	}
-	return writeFooter(s.fs, s.cfg.Dir, key, b)
+	return writeFooter(s.fs, s.cfg.Dir, key, parts)
 }
 
 // footerOnClose writes the footer of the segment being written (its data

@@ -3,6 +3,7 @@ package format
 import (
 	"errors"
 	"fmt"
+	"hash/crc32"
 )
 
 // Segment footers, "<segment name>.idx": for every frame of a sealed
@@ -70,7 +71,18 @@ func (f *Footer) Encode() []byte {
 // encode lays out the footer around count items already encoded one after
 // another in items (f.Items is not read).
 func (f *Footer) encode(items []byte, count int) []byte {
-	n := FooterHeaderSize + 8 + 4 + len(items)
+	p := f.encodeParts(items, count)
+	b := make([]byte, 0, len(p[0])+len(p[1])+len(p[2]))
+	return append(append(append(b, p[0]...), p[1]...), p[2]...)
+}
+
+// encodeParts is encode without joining: the footer is parts[0] (header,
+// names, count), parts[1] (items, not copied) and parts[2] (checksum),
+// one after another. A segment's items run to half its size, so the
+// sealer writes the parts as they are rather than copy them into one
+// buffer the size of the footer.
+func (f *Footer) encodeParts(items []byte, count int) [][]byte {
+	n := FooterHeaderSize + 8
 	for _, x := range f.Names {
 		n += 2 + len(x)
 	}
@@ -87,8 +99,8 @@ func (f *Footer) encode(items []byte, count int) []byte {
 		b = append(b, x...)
 	}
 	b = le.AppendUint32(b, uint32(count))
-	b = append(b, items...)
-	return le.AppendUint32(b, CRC32C(b))
+	crc := crc32.Update(CRC32C(b), crcTable, items)
+	return [][]byte{b, items, le.AppendUint32(nil, crc)}
 }
 
 // Reasons DecodeFooter refuses a footer.
@@ -249,6 +261,17 @@ func footerItemsSize(data []byte, from int) int {
 // EncodeFooter builds the footer of segment key from its logical bytes
 // (header included, frames after it; trailing zeros allowed).
 func EncodeFooter(data []byte, key uint32) ([]byte, error) {
+	p, err := EncodeFooterParts(data, key)
+	if err != nil {
+		return nil, err
+	}
+	return append(append(p[0], p[1]...), p[2]...), nil
+}
+
+// EncodeFooterParts is EncodeFooter without the final copy: the footer's
+// bytes are the parts one after another (write them in order). Its items,
+// the bulk of it, are encoded once and never copied.
+func EncodeFooterParts(data []byte, key uint32) ([][]byte, error) {
 	f := &Footer{Key: key, LastEv: FooterNoEvent}
 	names := map[string]uint32{}
 	name := func(b []byte) uint32 {
@@ -312,5 +335,5 @@ func EncodeFooter(data []byte, key uint32) ([]byte, error) {
 		return nil, fmt.Errorf("batpak: segment footer: unreadable frame at offset %d", end)
 	}
 	f.End = uint64(end)
-	return f.encode(it, count), nil
+	return f.encodeParts(it, count), nil
 }

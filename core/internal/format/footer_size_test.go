@@ -92,3 +92,40 @@ func TestEncodeFooterSegmentOfMixedSizes(t *testing.T) {
 		t.Fatalf("last item %+v", it)
 	}
 }
+
+// The sealer writes a footer as parts, never joined: they decode as the
+// joined footer does, and building them allocates about one footer (the
+// joined form costs a second copy, half a segment at worst).
+func TestEncodeFooterPartsAllocateOneFooter(t *testing.T) {
+	seg := format.EncodeSegmentHeader(1)
+	for i := range 20000 {
+		e := sampleEvent()
+		e.PayloadHash, e.Seq = format.PayloadHash(e.Payload), uint64(i)
+		seg = format.AppendEvent(seg, &e)
+	}
+	joined, err := format.EncodeFooter(seg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	parts, err := format.EncodeFooterParts(seg, 1)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b []byte
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	if string(b) != string(joined) {
+		t.Fatalf("parts (%d bytes) differ from the joined footer (%d bytes)", len(b), len(joined))
+	}
+	if f, err := format.DecodeFooter(b); err != nil || len(f.Items) != 20000 {
+		t.Fatalf("footer from parts: %v", err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; float64(n) > 1.5*float64(len(joined)) {
+		t.Fatalf("building the parts of a %d-byte footer allocated %d bytes", len(joined), n)
+	}
+}

@@ -70,6 +70,12 @@ func ZeroFillBackward(f vfs.File, from, to int64) error {
 // old or the new content, never a damaged file. Errors are the file
 // system's, unwrapped (a failed directory sync is wrapped by SyncDir).
 func WriteFileAtomic(fsys vfs.FS, dir, name string, b []byte, durable bool) error {
+	return WriteFileAtomicParts(fsys, dir, name, [][]byte{b}, durable)
+}
+
+// WriteFileAtomicParts is WriteFileAtomic of the parts one after another,
+// written in turn rather than first copied into one buffer.
+func WriteFileAtomicParts(fsys vfs.FS, dir, name string, parts [][]byte, durable bool) error {
 	mkdir := fsys.MkdirAll
 	if durable {
 		mkdir = func(dir string, _ fs.FileMode) error { return MkdirDurable(fsys, dir) }
@@ -83,9 +89,11 @@ func WriteFileAtomic(fsys vfs.FS, dir, name string, b []byte, durable bool) erro
 	}
 	tmp := f.Name()
 	defer fsys.Remove(tmp)
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
+	for _, b := range parts {
+		if _, err := f.Write(b); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	if durable {
 		if err := f.Sync(); err != nil {
