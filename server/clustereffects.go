@@ -170,6 +170,7 @@ func (s *Server) leadership(stop <-chan struct{}, done chan<- struct{}) {
 	t := time.NewTicker(leadershipPoll)
 	defer t.Stop()
 	leading := false
+	var swept time.Time
 	for {
 		select {
 		case <-stop:
@@ -190,6 +191,11 @@ func (s *Server) leadership(stop <-chan struct{}, done chan<- struct{}) {
 			leading = true
 			s.workers.Resume()
 			s.cfg.Logger.Info("cluster: this node leads: hosted workers resumed")
+			s.removeDeletedTenants()
+			swept = time.Now()
+		case now && time.Since(swept) >= deletedTenantSweep:
+			s.removeDeletedTenants()
+			swept = time.Now()
 		case !now && leading:
 			leading = false
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -200,6 +206,35 @@ func (s *Server) leadership(stop <-chan struct{}, done chan<- struct{}) {
 		}
 	}
 }
+
+// removeDeletedTenants, on the leader, finishes tenant deletions that a
+// change of leader cut short: the deletion is on record but the store
+// drop that follows it was never proposed, so every node still holds the
+// deleted tenant's events. It drops the store of every tenant this node
+// holds one of and the control plane does not (httpapi.API.
+// RemoveDeletedTenants, under the lock tenant creation takes).
+func (s *Server) removeDeletedTenants() {
+	ids, err := s.node.n.Tenants()
+	if err != nil {
+		s.cfg.Logger.Warn("cluster: listing tenant stores", "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	removed, err := s.api.RemoveDeletedTenants(ctx, ids)
+	for _, id := range removed {
+		s.cfg.Logger.Warn("cluster: removed the data of a deleted tenant whose removal a change of leader cut short", "tenant", id)
+	}
+	if err != nil {
+		s.cfg.Logger.Warn("cluster: removing deleted tenants' data", "err", err)
+	}
+}
+
+// deletedTenantSweep is how often the leader looks for deleted tenants'
+// stores besides when it begins to lead: a deletion whose store drop
+// failed on this leader (raft refused it, or it timed out) is finished
+// within about this.
+const deletedTenantSweep = time.Minute
 
 // leadershipPoll is how often a cluster node checks whether it leads (a
 // new leader's hosted workers start within about this after it is

@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -226,7 +228,7 @@ func (a *API) deleteTenant(c *call) error {
 			a.tenantMu.Lock()
 			defer a.tenantMu.Unlock()
 			if _, ok := a.opts.Plane.Tenant(id); !ok {
-				if rerr := a.removeTenantData(c, id); rerr != nil {
+				if rerr := a.removeTenantData(c.r.Context(), id); rerr != nil {
 					return rerr
 				}
 			}
@@ -241,21 +243,56 @@ func (a *API) deleteTenant(c *call) error {
 	if err := a.opts.Plane.DeleteTenant(c.r.Context(), t.ID); err != nil {
 		return err
 	}
-	if err := a.removeTenantData(c, t.ID); err != nil {
+	// The deletion is on record: its data goes even if the client hangs
+	// up now.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.r.Context()), removeTimeout)
+	defer cancel()
+	if err := a.removeTenantData(ctx, t.ID); err != nil {
 		return err
 	}
 	c.w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
+// removeTimeout bounds the removal of a deleted tenant's data once its
+// deletion is on record (its streams and workers end first).
+const removeTimeout = 30 * time.Second
+
+// RemoveDeletedTenants finishes deletions that were cut short: of the
+// tenants named in ids (those a node holds data of), it removes the data
+// of each one the control plane no longer holds, as a tenant DELETE does,
+// and returns their ids. It holds the lock tenant creation and deletion
+// take, so a tenant created meanwhile is never touched. A cluster's
+// leader calls it when it begins to lead and then periodically: a
+// deletion whose store drop a change of leader interrupted is finished
+// without the DELETE repeated. It stops at the first failure.
+func (a *API) RemoveDeletedTenants(ctx context.Context, ids []string) ([]string, error) {
+	a.tenantMu.Lock()
+	defer a.tenantMu.Unlock()
+	var removed []string
+	for _, id := range ids {
+		if control.ValidTenantID(id) != nil {
+			continue
+		}
+		if _, ok := a.opts.Plane.Tenant(id); ok {
+			continue
+		}
+		if err := a.removeTenantData(ctx, id); err != nil {
+			return removed, fmt.Errorf("removing the data of deleted tenant %s: %w", id, err)
+		}
+		removed = append(removed, id)
+	}
+	return removed, nil
+}
+
 // removeTenantData removes what a tenant the control plane no longer
 // holds has: its open streams and workers end, then its store, quota
 // limiter, policy and plugins go. Each step is a no-op for what is not
 // there. The caller holds tenantMu.
-func (a *API) removeTenantData(c *call, id string) error {
+func (a *API) removeTenantData(ctx context.Context, id string) error {
 	a.accessChanged()
 	a.workersChanged(id) // their leases end before the store is removed
-	if err := a.opts.Tenants.Remove(c.r.Context(), id); err != nil {
+	if err := a.opts.Tenants.Remove(ctx, id); err != nil {
 		return err
 	}
 	a.opts.Quotas.Forget(id)
