@@ -135,6 +135,13 @@ type clusterNode struct {
 	// it: Current waits for it to apply what sys holds.
 	plane atomic.Pointer[control.Plane]
 
+	// onLead is what a new leader does before it takes requests (set by
+	// the server: restore the tenants' budgets from the record); leadPrep
+	// is the term it runs for, ledTerm the term it finished for (see
+	// IsLeader).
+	onLead            atomic.Pointer[func(context.Context) error]
+	leadPrep, ledTerm atomic.Uint64
+
 	bmu       sync.Mutex
 	binflight bool          // a shared barrier is running
 	bnext     *barrierRound // the round reads arriving now wait for
@@ -423,10 +430,39 @@ func (c *clusterNode) recordMember(ctx context.Context, rec memberRecord) error 
 	return err
 }
 
-// IsLeader implements httpapi.Cluster: this node leads and has applied
+// IsLeader implements httpapi.Cluster: this node leads, has applied
 // everything committed before its term (cluster.Node.Leading), so that
-// it judges requests on the state the previous leader acknowledged.
-func (c *clusterNode) IsLeader() bool { return c.n.Leading() }
+// it judges requests on the state the previous leader acknowledged, and
+// has done what a new leader does first (onLead: its control plane
+// caught up and the tenants' budgets charged with what they spent under
+// earlier leaders). The first call in a term that finds it Leading starts
+// onLead and answers false (the API answers 503 NOT_LEADER: retry); once
+// onLead succeeded it answers true for the rest of the term.
+func (c *clusterNode) IsLeader() bool {
+	if !c.n.Leading() {
+		return false
+	}
+	term := c.n.Term()
+	if c.ledTerm.Load() == term {
+		return true
+	}
+	if c.leadPrep.Swap(term) != term {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err := errors.New("the server is still starting")
+			if f := c.onLead.Load(); f != nil {
+				err = (*f)(ctx)
+			}
+			if err == nil && c.n.Term() == term && c.n.Leading() {
+				c.ledTerm.Store(term)
+				return
+			}
+			c.leadPrep.CompareAndSwap(term, 0) // the next call tries again
+		}()
+	}
+	return false
+}
 
 // currentFor is how many heartbeat timeouts a follower may go without
 // catching up with a leader before its control plane no longer counts as
@@ -493,7 +529,7 @@ func (c *clusterNode) Leader() (string, string) {
 	if id == "" {
 		return "", ""
 	}
-	if id == c.cfg.NodeID && !c.n.Leading() {
+	if id == c.cfg.NodeID && !c.IsLeader() {
 		return "", id
 	}
 	rec, ok := c.member(id)

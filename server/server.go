@@ -372,6 +372,7 @@ type Server struct {
 	plane   *control.Plane
 	tenants *tenancy.Registry
 	api     *httpapi.API
+	quotas  *quota.Manager // every tenant's buckets, shared by the API, workers and console
 	http    *http.Server
 	conns   *connLimiter // server.max_connections (idle ones yielding), _per_source
 	gate    *opa.Gate
@@ -569,6 +570,21 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	quotas := quota.New() // the API's writes and the workers' reactions share the tenants' buckets
+	s.quotas = quotas
+	if s.node == nil {
+		s.restoreBudgets()
+	} else {
+		// A cluster node does when it begins to lead, before it takes
+		// requests as the leader (clusterNode.IsLeader).
+		onLead := func(ctx context.Context) error {
+			if err := s.plane.WaitApplied(ctx, s.node.sys.Usage().GlobalSequence); err != nil {
+				return err
+			}
+			s.restoreBudgets()
+			return nil
+		}
+		s.node.onLead.Store(&onLead)
+	}
 	source := cfg.PluginSource
 	if source == nil {
 		source = registrySource{s.plugins}
@@ -696,6 +712,19 @@ func (s *Server) storeConfig(id string, admission core.Admission) core.Config {
 	c.MaxJSONDepth = s.cfg.MaxJSONDepth
 	c.Logger = s.cfg.Logger
 	return c
+}
+
+// restoreBudgets charges every tenant's daily and hourly budgets with
+// what the control plane recorded it spent in the last day
+// (quota.Manager.Restore): a restart, or a new cluster leader, does not
+// hand a tenant a fresh budget.
+func (s *Server) restoreBudgets() {
+	since := time.Now().Add(-control.SpendWindow)
+	for _, t := range s.plane.Tenants() {
+		if spent := s.plane.Spending(t.ID, since); len(spent) > 0 {
+			s.quotas.Restore(t.ID, s.plane.Effective(t.ID), spent)
+		}
+	}
 }
 
 // removeLeftovers deletes the store directories of tenants the control

@@ -643,6 +643,9 @@ func (n *Node) LastContact() time.Time { return n.raft.LastContact() }
 // node leads.
 func (n *Node) CaughtUpAt() time.Time { return n.catchUp.moment() }
 
+// Term is raft's current term on this node.
+func (n *Node) Term() uint64 { return n.raft.CurrentTerm() }
+
 // IsLeader reports whether this node is the leader.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 

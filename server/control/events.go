@@ -206,6 +206,7 @@ type state struct {
 	policies    map[string]*TenantPolicy
 	plugins     map[string]map[string]*TenantPlugin // tenant → name → plugin
 	workers     map[string]map[string]WorkerDef     // tenant → name → worker
+	spends      map[string][]Spend                  // tenant → its recent spends (Spending)
 }
 
 func newState() state {
@@ -218,6 +219,7 @@ func newState() state {
 		policies:   map[string]*TenantPolicy{},
 		plugins:    map[string]map[string]*TenantPlugin{},
 		workers:    map[string]map[string]WorkerDef{},
+		spends:     map[string][]Spend{},
 	}
 }
 
@@ -228,8 +230,10 @@ func newState() state {
 func (s *state) apply(c change) {
 	s.clocks[c.entity] = c.clock + 1
 	b := c.body
+	s.noteSpend(c)
 	switch c.kind {
 	case kindTenantCreated:
+		delete(s.spends, b.Tenant)
 		t := &Tenant{ID: b.Tenant, State: StateActive, Created: c.at}
 		if b.Quotas != nil {
 			t.Quotas = *b.Quotas
@@ -266,6 +270,7 @@ func (s *state) apply(c change) {
 		delete(s.policies, b.Tenant)
 		delete(s.plugins, b.Tenant)
 		delete(s.workers, b.Tenant)
+		delete(s.spends, b.Tenant)
 	case kindWorkerStarted, kindWorkerStopped, kindWorkerQuarantined, kindWorkerReset:
 		s.applyWorker(c)
 	case kindPolicyActivated, kindPolicyRolledBack:

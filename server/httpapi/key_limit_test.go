@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/control"
 	"github.com/batpak-go/batpak/server/quota"
 )
@@ -117,6 +118,30 @@ func TestTenantControlChangesBudgetedPerDay(t *testing.T) {
 	e.must(e.req("POST", "/v1/tenants/beta/keys", k2["admin"], map[string]any{"roles": []string{"reader"}}), 201)
 	e.must(e.req("PUT", "/v1/admin/tenants/acme/quotas", opToken, map[string]any{"control_changes_per_day": 1000}), 200)
 	e.must(e.req("POST", "/v1/tenants/acme/keys", k["admin"], map[string]any{"roles": []string{"reader"}}), 201)
+}
+
+// TestControlChangesBudgetSurvivesRestart: the day's budget of control
+// changes is charged with what the control plane recorded, so a restart
+// does not give a tenant a fresh one: spent before the restart, the next
+// admin change after it is 429 control_changes_per_day, while the
+// tenant's other credentials keep their own budget.
+func TestControlChangesBudgetSurvivesRestart(t *testing.T) {
+	root := t.TempDir()
+	e := start(t, func(c *server.Config) { c.Root = root })
+	k := e.tenant("acme")
+	e.must(e.req("PUT", "/v1/admin/tenants/acme/quotas", opToken, map[string]any{"control_changes_per_day": 3}), 200)
+	e.must(e.req("POST", "/v1/tenants/acme/keys", k["admin"], map[string]any{"roles": []string{"reader"}}), 201)
+	e.must(e.req("PUT", "/v1/tenants/acme/cursors/one", k["admin"], map[string]any{}), 201)
+	e.must(e.req("PUT", "/v1/tenants/acme/cursors/two", k["admin"], map[string]any{}), 201)
+	if err := e.shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	e = start(t, func(c *server.Config) { c.Root = root })
+	r := e.req("POST", "/v1/tenants/acme/keys", k["admin"], map[string]any{"roles": []string{"reader"}})
+	if r.status != 429 || r.code() != "QUOTA_EXCEEDED" || r.json(t)["quota"] != "control_changes_per_day" {
+		t.Fatalf("a 4th admin change after a restart, with a budget of 3 a day: %d %s", r.status, r.body)
+	}
+	e.must(e.req("PUT", "/v1/tenants/acme/cursors/three", k["writer"], map[string]any{}), 201)
 }
 
 // TestKeyRevocationOpenWhenBudgetSpent: a leaked writer key can spend the

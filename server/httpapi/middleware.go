@@ -291,11 +291,7 @@ func (c *call) store() (*core.Store, error) {
 
 // writeCtx carries the authenticated principal to the store's write gate.
 func (c *call) writeCtx() context.Context {
-	roles := make([]string, len(c.principal.Roles))
-	for i, r := range c.principal.Roles {
-		roles[i] = string(r)
-	}
-	return policy.WithPrincipal(c.r.Context(), policy.Principal{ID: c.principal.ID, Tenant: c.principal.Tenant, Roles: roles, KeyID: c.principal.KeyID})
+	return policy.WithPrincipal(c.r.Context(), c.principal.Policy())
 }
 
 // guard runs the checks every route of its access class needs, in the
@@ -338,10 +334,10 @@ func (a *API) guard(rt Route) http.Handler {
 		if err == nil && rt.stream && rt.Access == Tenant {
 			// A long response of tenant data ends as soon as its key is
 			// revoked or its tenant suspended or deleted.
-			ctx, cancel := context.WithCancelCause(r.Context())
+			ctx, cancel := context.WithCancelCause(c.r.Context())
 			defer cancel(nil)
 			go a.watchAccess(ctx, cancel, c)
-			c.r = r.WithContext(ctx)
+			c.r = c.r.WithContext(ctx)
 			if rec, ok := w.(*recorder); ok {
 				// A write blocked on a slow reader is not waited for:
 				// the response has lostAccessGrace to end.
@@ -384,6 +380,10 @@ func (a *API) admit(c *call) error {
 	}
 	c.principal = p
 	c.info.principal = p.ID
+	// Who makes a control-plane change is on its record (control.Change.
+	// By), and what a tenant's credentials change is charged to its
+	// budgets from that record after a restart (control.Plane.Spending).
+	c.r = c.r.WithContext(policy.WithPrincipal(c.r.Context(), p.Policy()))
 	if p.Operator {
 		c.info.principal = "operator"
 	}

@@ -25,6 +25,12 @@
 // admin credentials and its other credentials each have a pace and a
 // day's budget of their own.
 //
+// The buckets live in memory, but the day's budgets of changes and the
+// hour's upload bytes outlast the process: Manager.Restore charges them
+// from the control plane's record of what the tenant spent
+// (control.Plane.Spending), which a server does when it starts and a
+// cluster node when it begins to lead.
+//
 // AllowWrite takes from both buckets or from neither. A bucket starts
 // full (burst tokens) and refills at the rate; a burst of 0 means one
 // second's worth of the rate (at least 1). A zero or negative quota is no

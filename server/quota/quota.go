@@ -64,6 +64,47 @@ func (m *Manager) Tenant(id string, q control.Quotas) *Tenant {
 	return t
 }
 
+// Restore charges tenant id's budgets that outlast a process — the
+// daily control-plane changes of each class and the hourly upload bytes —
+// with what the control plane recorded it spent (control.Plane.Spending,
+// oldest first), replacing what this Manager charged them so far: as if
+// every recorded spend had been charged here when it was made. A server
+// calls it for every tenant when it starts, and a cluster node when it
+// begins to lead, so that neither a restart nor a new leader hands a
+// tenant a fresh day's budget. Requests refused, or that failed after
+// their charge, are not on record and are not charged again.
+func (m *Manager) Restore(id string, q control.Quotas, spent []control.Spend) {
+	t := m.Tenant(id, q)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	for i := range t.changes {
+		d := &t.changes[i].daily
+		d.lim = nil
+		d.set(now, float64(t.q.ControlChangesPerDay)/86400, max(t.q.ControlChangesPerDay, 0))
+	}
+	t.uploads.lim = nil
+	t.setUploads(now, t.q.UploadBytesPerHour)
+	for _, sp := range spent {
+		at := sp.At
+		if at.After(now) {
+			at = now
+		}
+		d := &t.changes[Member].daily
+		if sp.Admin {
+			d = &t.changes[Admin].daily
+		}
+		if !d.unlimited {
+			d.lim.AllowN(at, 1)
+		}
+		if sp.Bytes > 0 && !t.uploads.unlimited {
+			// An upload larger than the bucket (the quota was lowered
+			// since) empties it.
+			t.uploads.lim.AllowN(at, int(min(sp.Bytes, int64(t.uploads.burst))))
+		}
+	}
+}
+
 // Forget drops a tenant's limiter (deleted tenant). A later Tenant call
 // starts it afresh, with full buckets.
 func (m *Manager) Forget(id string) {

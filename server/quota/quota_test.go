@@ -345,3 +345,48 @@ func TestControlChangeClasses(t *testing.T) {
 	want(t, tn.AllowControlChange(quota.Member), "control_changes_per_second", quota.ControlChangesPerSecond, 100*time.Millisecond)
 	allowed(t, tn.AllowControlChange(quota.Admin))
 }
+
+// TestRestoreChargesRecordedSpends: a Manager restored with what the
+// control plane recorded (a restarted server, a new cluster leader)
+// charges each class's day budget and the hour's upload bytes as if the
+// spends had been charged when made — older ones partly refilled — and
+// replaces what it charged itself before; a tenant with no budget is
+// not limited by its record.
+func TestRestoreChargesRecordedSpends(t *testing.T) {
+	c := newClock()
+	m := quota.NewWithClock(c.now)
+	q := control.Quotas{ControlChangesPerDay: 4, UploadBytesPerHour: 3600}
+	tn := m.Tenant("a", q)
+	allowed(t, tn.AllowControlChange(quota.Admin)) // replaced by the record below
+	now := c.now()
+	m.Restore("a", q, []control.Spend{
+		{At: now.Add(-30 * time.Hour), Admin: true}, // refilled long ago
+		{At: now.Add(-3 * time.Hour), Admin: true},  // half refilled by now
+		{At: now.Add(-10 * time.Minute), Admin: false, Bytes: 3000},
+		{At: now, Admin: true},
+	})
+	// Admin: 4 − 0.5 − 1 = 2.5 left.
+	allowed(t, tn.AllowControlChange(quota.Admin))
+	allowed(t, tn.AllowControlChange(quota.Admin))
+	want(t, tn.AllowControlChange(quota.Admin), "control_changes_per_day", 4, 3*time.Hour)
+	// Member: one spent of 4, 10 minutes ago.
+	for range 3 {
+		allowed(t, tn.AllowControlChange(quota.Member))
+	}
+	want(t, tn.AllowControlChange(quota.Member), "control_changes_per_day", 4, 5*time.Hour+50*time.Minute)
+	// Uploads: 3000 bytes 600 s ago (a byte a second refills): 1200 left.
+	want(t, tn.AllowUpload(1201), "upload_bytes_per_hour", 3600, time.Second)
+	allowed(t, tn.AllowUpload(1200))
+
+	// A restore with nothing recorded gives the full budgets back.
+	m.Restore("a", q, nil)
+	for range 4 {
+		allowed(t, tn.AllowControlChange(quota.Member))
+	}
+	allowed(t, tn.AllowUpload(3600))
+	// No budget: the record does not limit.
+	free := control.Quotas{ControlChangesPerDay: -1, UploadBytesPerHour: -1}
+	m.Restore("b", free, []control.Spend{{At: now, Admin: true, Bytes: 1 << 40}})
+	allowed(t, m.Tenant("b", free).AllowUpload(1<<30))
+	allowed(t, m.Tenant("b", free).AllowControlChange(quota.Admin))
+}
