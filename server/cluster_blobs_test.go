@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -55,6 +56,11 @@ func startCluster3(t *testing.T, root string, adjust ...func(*server.Config)) []
 		return true
 	})
 	return []*clusterServer{n1, n2, n3}
+}
+
+// without is nodes but n.
+func without(nodes []*clusterServer, n *clusterServer) []*clusterServer {
+	return slices.DeleteFunc(slices.Clone(nodes), func(m *clusterServer) bool { return m == n })
 }
 
 // leaderOf waits for a node among nodes that leads.

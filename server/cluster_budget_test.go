@@ -28,12 +28,7 @@ func TestClusterNewLeaderKeepsSpentBudget(t *testing.T) {
 		t.Fatalf("a 3rd change with a budget of 2: %d %v", code, body)
 	}
 	leader.stop()
-	var rest []*clusterServer
-	for _, n := range nodes {
-		if n != leader {
-			rest = append(rest, n)
-		}
-	}
+	rest := without(nodes, leader)
 	next := leaderOf(t, rest, 20*time.Second)
 	// The new leader restores the budgets before it takes tenant changes
 	// (within a leadership poll of being elected): a retried refusal is

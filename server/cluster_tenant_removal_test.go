@@ -52,12 +52,7 @@ func TestClusterNewLeaderFinishesInterruptedDeletion(t *testing.T) {
 		t.Fatal(err)
 	}
 	leader.stop()
-	var rest []*clusterServer
-	for _, n := range nodes {
-		if n != leader {
-			rest = append(rest, n)
-		}
-	}
+	rest := without(nodes, leader)
 	next := leaderOf(t, rest, 20*time.Second)
 	for _, n := range rest {
 		waitFor(t, 20*time.Second, n.id+" drops the deleted tenant's store", func() bool {
