@@ -3,7 +3,9 @@ package server_test
 import (
 	"context"
 	"errors"
+	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -78,4 +80,43 @@ func TestClusterNewLeaderFinishesInterruptedDeletion(t *testing.T) {
 		_, err := os.Stat(storeDir(again, "gone"))
 		return errors.Is(err, fs.ErrNotExist)
 	})
+}
+
+// TestClusterDeleteWithOpenStream: deleting a tenant that holds an event
+// stream open answers 204 and drops its store at once. The deletion's
+// record makes every node forget the tenant (waiting for the stream to
+// end) while the DELETE removes it; the removal waits for the forgetting
+// instead of failing as "already being removed" (when the forgetting
+// began first, it answered 404 and left the data to the leader's next
+// sweep).
+func TestClusterDeleteWithOpenStream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster server")
+	}
+	root := t.TempDir()
+	n1 := startClusterLeader(t, root)
+	key, _ := clusterTenantKey(t, n1.base, "acme", `["reader","writer"]`)
+	if code, body := call(t, "POST", n1.base+"/v1/tenants/acme/events", key, `{"entity":"order:1","scope":"shop","kind":"0x1:0x1","payload":{"n":1}}`); code != 201 {
+		t.Fatalf("append: %d %v", code, body)
+	}
+	req, _ := http.NewRequest("GET", n1.base+"/v1/tenants/acme/subscribe?entity=order:", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("subscribe: %d", res.StatusCode)
+	}
+	if _, err := res.Body.Read(make([]byte, 64)); err != nil { // the stream is under way
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, res.Body)
+	if code, body := call(t, "DELETE", n1.base+"/v1/admin/tenants/acme?confirm=acme", clusterOperator, ""); code != 204 {
+		t.Fatalf("DELETE of a tenant with an open stream: %d %v, want 204", code, body)
+	}
+	if _, err := os.Stat(filepath.Join(root, "n1", "cluster", "tenants", "acme")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("after the DELETE the tenant's store: %v, want it gone", err)
+	}
 }

@@ -180,6 +180,7 @@ type tenant struct {
 	lastUsed time.Time
 	elem     *list.Element // in Registry.lru while store is set
 	removing bool          // Remove under way: Acquire refuses
+	removed  chan struct{} // closed when the removal under way ends
 	zero     chan struct{} // closed when leases reach 0 (made by a waiter)
 }
 
@@ -498,7 +499,9 @@ func (r *Registry) waitUnleasedLocked(ctx context.Context, t *tenant) error {
 // deletes. A tenant with no directory is removed without error. If ctx
 // ends first, nothing is deleted, the tenant stays usable and ctx's error
 // is returned. The caller records the deletion (Exists then says no)
-// before calling Remove, so the tenant cannot come back meanwhile.
+// before calling Remove, so the tenant cannot come back meanwhile. A
+// removal of id already under way (Remove or Forget) is waited for
+// first, up to ctx.
 func (r *Registry) Remove(ctx context.Context, id string) error {
 	return r.remove(ctx, id, true)
 }
@@ -521,15 +524,29 @@ func (r *Registry) remove(ctx context.Context, id string, deleteData bool) error
 		return ErrClosed
 	}
 	t := r.tenants[id]
-	if t != nil && t.removing {
+	for t != nil && t.removing {
+		// Another removal is under way (a cluster node forgets a tenant
+		// deleted by the log while the DELETE that recorded it removes
+		// it): this one goes on once that one ends.
+		done := t.removed
 		r.mu.Unlock()
-		return fmt.Errorf("%w: %s is already being removed", ErrUnknownTenant, id)
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			return ErrClosed
+		}
+		t = r.tenants[id]
 	}
 	if t == nil {
 		t = &tenant{id: id} // holds the id against Acquire while the directory goes
 		r.tenants[id] = t
 	}
-	t.removing = true
+	t.removing, t.removed = true, make(chan struct{})
 	if err := r.waitUnleasedLocked(ctx, t); err != nil {
 		r.endRemoveLocked(t)
 		r.mu.Unlock()
@@ -586,6 +603,7 @@ func (r *Registry) closeStore(id string, s *core.Store) error {
 // endRemoveLocked ends t's removal: an entry with no store is dropped.
 func (r *Registry) endRemoveLocked(t *tenant) {
 	t.removing = false
+	close(t.removed)
 	if t.store == nil && t.flight == nil && r.tenants[t.id] == t {
 		delete(r.tenants, t.id)
 	}

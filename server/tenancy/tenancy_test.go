@@ -469,6 +469,41 @@ func TestRemoveWaitsForLeasesThenDeletes(t *testing.T) {
 	}
 }
 
+// A Remove that finds a Forget of the same tenant under way (a cluster
+// node forgetting a tenant the log deleted, while the DELETE that
+// recorded it removes it) waits for it, then deletes the data; before,
+// it failed as "already being removed" and the data stayed.
+func TestRemoveWaitsForForgetUnderWay(t *testing.T) {
+	set := &tenantSet{all: true}
+	r, cfg := newRegistry(t, func(c *tenancy.Config) { c.Exists = set.Exists })
+	l := acquire(t, r, "gone")
+	appendOne(t, l.Store(), "order:1")
+	set.set("gone", false)
+	forgot := make(chan error, 1)
+	go func() { forgot <- r.Forget(context.Background(), "gone") }()
+	// The Forget waits for the lease; a Remove arriving meanwhile waits
+	// for the Forget, and ends when its ctx does if the lease stays.
+	time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := r.Remove(ctx, "gone"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Remove while a Forget waits for a lease = %v, want DeadlineExceeded", err)
+	}
+	removed := make(chan error, 1)
+	go func() { removed <- r.Remove(context.Background(), "gone") }()
+	time.Sleep(20 * time.Millisecond)
+	l.Release()
+	if err := <-forgot; err != nil {
+		t.Fatalf("Forget: %v", err)
+	}
+	if err := <-removed; err != nil {
+		t.Fatalf("Remove after the Forget: %v", err)
+	}
+	if dirExists(filepath.Join(cfg.Root, "gone")) {
+		t.Fatal("the tenant's data is still there after Remove")
+	}
+}
+
 // Concurrent Acquires, appends, Removes, evictions and idle closes (under
 // -race): every Acquire
 // either gets a working store or ErrUnknownTenant, Removes succeed, and at
