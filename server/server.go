@@ -572,7 +572,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	quotas := quota.New() // the API's writes and the workers' reactions share the tenants' buckets
 	s.quotas = quotas
 	if s.node == nil {
-		s.restoreBudgets()
+		s.restoreBudgets(false)
 	} else {
 		// A cluster node does when it begins to lead, before it takes
 		// requests as the leader (clusterNode.IsLeader).
@@ -580,7 +580,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			if err := s.plane.WaitApplied(ctx, s.node.sys.Usage().GlobalSequence); err != nil {
 				return err
 			}
-			s.restoreBudgets()
+			s.restoreBudgets(true)
 			return nil
 		}
 		s.node.onLead.Store(&onLead)
@@ -718,10 +718,15 @@ func (s *Server) storeConfig(id string, admission core.Admission) core.Config {
 // what the control plane recorded it spent in the last day
 // (quota.Manager.Restore): a restart, or a new cluster leader, does not
 // hand a tenant a fresh budget.
-func (s *Server) restoreBudgets() {
+//
+// With every false only tenants with a record are restored (a new
+// Manager's other buckets are full anyway); with every true all are, so
+// that a node leading again drops what it charged in an earlier term
+// (a tenant deleted and created again elsewhere meanwhile starts afresh).
+func (s *Server) restoreBudgets(every bool) {
 	since := time.Now().Add(-control.SpendWindow)
 	for _, t := range s.plane.Tenants() {
-		if spent := s.plane.Spending(t.ID, since); len(spent) > 0 {
+		if spent := s.plane.Spending(t.ID, since); every || len(spent) > 0 {
 			s.quotas.Restore(t.ID, s.plane.Effective(t.ID), spent)
 		}
 	}

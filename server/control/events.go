@@ -206,7 +206,7 @@ type state struct {
 	policies    map[string]*TenantPolicy
 	plugins     map[string]map[string]*TenantPlugin // tenant → name → plugin
 	workers     map[string]map[string]WorkerDef     // tenant → name → worker
-	spends      map[string][]Spend                  // tenant → its recent spends (Spending)
+	spends      map[string]*spendLog                // tenant → its recent spends (Spending)
 }
 
 func newState() state {
@@ -219,7 +219,7 @@ func newState() state {
 		policies:   map[string]*TenantPolicy{},
 		plugins:    map[string]map[string]*TenantPlugin{},
 		workers:    map[string]map[string]WorkerDef{},
-		spends:     map[string][]Spend{},
+		spends:     map[string]*spendLog{},
 	}
 }
 

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -265,11 +266,16 @@ const removeTimeout = 30 * time.Second
 // take, so a tenant created meanwhile is never touched. A cluster's
 // leader calls it when it begins to lead and then periodically: a
 // deletion whose store drop a change of leader interrupted is finished
-// without the DELETE repeated. It stops at the first failure.
+// without the DELETE repeated. A failure does not stop the others; the
+// errors are joined.
 func (a *API) RemoveDeletedTenants(ctx context.Context, ids []string) ([]string, error) {
 	a.tenantMu.Lock()
 	defer a.tenantMu.Unlock()
+	if err := a.opts.Plane.Err(); err != nil {
+		return nil, err // a plane that stopped applying changes may lack a tenant's creation
+	}
 	var removed []string
+	var errs []error
 	for _, id := range ids {
 		if control.ValidTenantID(id) != nil {
 			continue
@@ -278,11 +284,12 @@ func (a *API) RemoveDeletedTenants(ctx context.Context, ids []string) ([]string,
 			continue
 		}
 		if err := a.removeTenantData(ctx, id); err != nil {
-			return removed, fmt.Errorf("removing the data of deleted tenant %s: %w", id, err)
+			errs = append(errs, fmt.Errorf("removing the data of deleted tenant %s: %w", id, err))
+			continue
 		}
 		removed = append(removed, id)
 	}
-	return removed, nil
+	return removed, errors.Join(errs...)
 }
 
 // removeTenantData removes what a tenant the control plane no longer

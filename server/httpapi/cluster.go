@@ -156,6 +156,9 @@ func (a *API) clusterPlace(c *call) error {
 	default:
 		return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: fmt.Sprintf("consistency=%q: want local or linearizable", v), p: wire.Problem{Field: "consistency"}}
 	}
+	if err := a.planeStopped(); err != nil {
+		return err // not NOT_LEADER: a leader whose plane stopped never becomes ready to lead
+	}
 	write := c.r.Method != http.MethodGet && c.r.Method != http.MethodHead && !c.route.reads
 	if (write || linear || c.route.leader) && !cl.IsLeader() {
 		return a.toLeader(c)

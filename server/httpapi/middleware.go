@@ -358,18 +358,25 @@ func (a *API) guard(rt Route) http.Handler {
 	})
 }
 
+// planeStopped fails closed once the control plane no longer applies
+// changes (a cluster node met a change it cannot read): revoked keys and
+// suspended tenants would still pass.
+func (a *API) planeStopped() error {
+	if err := a.opts.Plane.Err(); err != nil {
+		return &apiError{status: 503, code: wire.CodeBusy, retryAfter: 5 * time.Second,
+			detail: "this node's control plane stopped applying changes, so its keys and tenants may be stale; use another node (" + err.Error() + ")"}
+	}
+	return nil
+}
+
 // admit authenticates and authorizes c for its route.
 func (a *API) admit(c *call) error {
 	rt := c.route
 	if rt.Access == Public || rt.Access == Metrics && a.opts.MetricsPublic {
 		return nil
 	}
-	if err := a.opts.Plane.Err(); err != nil {
-		// The plane no longer applies changes (a cluster node met a
-		// change it cannot read): revoked keys and suspended tenants
-		// would still pass here. Fail closed.
-		return &apiError{status: 503, code: wire.CodeBusy, retryAfter: 5 * time.Second,
-			detail: "this node's control plane stopped applying changes, so its keys and tenants may be stale; use another node (" + err.Error() + ")"}
+	if err := a.planeStopped(); err != nil {
+		return err
 	}
 	p, err := a.opts.Auth.Authenticate(c.r)
 	if err != nil {

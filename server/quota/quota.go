@@ -95,13 +95,20 @@ func (m *Manager) Restore(id string, q control.Quotas, spent []control.Spend) {
 			d = &t.changes[Admin].daily
 		}
 		if !d.unlimited {
-			d.lim.AllowN(at, 1)
+			takeUpTo(d.lim, at, 1)
 		}
 		if sp.Bytes > 0 && !t.uploads.unlimited {
-			// An upload larger than the bucket (the quota was lowered
-			// since) empties it.
-			t.uploads.lim.AllowN(at, int(min(sp.Bytes, int64(t.uploads.burst))))
+			takeUpTo(t.uploads.lim, at, sp.Bytes)
 		}
+	}
+}
+
+// takeUpTo takes n tokens from lim at at, or all it holds when fewer (a
+// quota lowered since the spend: the bucket ends empty, not untouched).
+func takeUpTo(lim *rate.Limiter, at time.Time, n int64) {
+	have := int64(math.Floor(lim.TokensAt(at)))
+	if k := min(n, have); k > 0 {
+		lim.AllowN(at, int(k))
 	}
 }
 

@@ -389,4 +389,9 @@ func TestRestoreChargesRecordedSpends(t *testing.T) {
 	m.Restore("b", free, []control.Spend{{At: now, Admin: true, Bytes: 1 << 40}})
 	allowed(t, m.Tenant("b", free).AllowUpload(1<<30))
 	allowed(t, m.Tenant("b", free).AllowControlChange(quota.Admin))
+	// An upload recorded larger than the bucket (the quota lowered since)
+	// leaves it empty.
+	low := control.Quotas{UploadBytesPerHour: 1000}
+	m.Restore("c", low, []control.Spend{{At: now, Bytes: 5000}})
+	want(t, m.Tenant("c", low).AllowUpload(1), "upload_bytes_per_hour", 1000, 3600*time.Millisecond)
 }
