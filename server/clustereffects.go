@@ -158,11 +158,12 @@ func (e *effects) close() {
 	<-e.done
 }
 
-// leadership runs the hosted workers on this node while it leads: when it
-// becomes the leader it waits until it has applied the whole log and its
-// control plane has caught up (so worker definitions and cursor positions
-// are the latest committed), then resumes every worker recorded as running
-// from its cursor; when it stops leading it puts them on standby. It polls
+// leadership runs the hosted workers on this node while it leads: once it
+// is ready to lead (clusterNode.IsLeader: it has applied the whole log
+// and its control plane has caught up, so worker definitions and cursor
+// positions are the latest committed) it resumes every worker recorded as
+// running from its cursor, and finishes interrupted tenant deletions;
+// when it stops leading it puts the workers on standby. It polls
 // every leadershipPoll until stop closes, then returns (Supervisor.Close
 // stops what runs).
 func (s *Server) leadership(stop <-chan struct{}, done chan<- struct{}) {
@@ -177,17 +178,11 @@ func (s *Server) leadership(stop <-chan struct{}, done chan<- struct{}) {
 			return
 		case <-t.C:
 		}
-		// Leading: it leads and has applied everything committed before
-		// its term.
-		now := s.node.n.Leading()
+		// It leads, has applied everything committed before its term,
+		// and its control plane has caught up (clusterNode.IsLeader).
+		now := s.node.IsLeader()
 		switch {
 		case now && !leading:
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			err := s.plane.WaitApplied(ctx, s.node.sys.Usage().GlobalSequence)
-			cancel()
-			if err != nil {
-				continue // not settled yet: the next tick tries again
-			}
 			leading = true
 			s.workers.Resume()
 			s.cfg.Logger.Info("cluster: this node leads: hosted workers resumed")
