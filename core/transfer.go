@@ -125,10 +125,32 @@ const importChunk = 256
 // id with the same coordinate and kind. Kinds are those an application
 // may write: user kinds, and the named effect kinds with a causation id
 // (as a reaction writes them); anything else fails with ErrInvalidKind.
-// Lines are numbered in errors. progress, when set, is called after each batch with the lines read so
-// far. Once ctx ends, no further batch is written and Import returns
-// ctx's error (the batch in flight when it ended may still be written).
+// Lines are numbered in errors. progress, when set, is called after each
+// batch with the lines read so far. Once ctx ends, no further batch is
+// written and Import returns ctx's error (the batch in flight when it
+// ended may still be written). Import is ImportWithOptions with only
+// Progress set.
 func (s *Store) Import(ctx context.Context, rd io.Reader, progress func(lines int)) (ImportStats, error) {
+	return s.ImportWithOptions(ctx, rd, ImportOptions{Progress: progress})
+}
+
+// ImportOptions tune ImportWithOptions.
+type ImportOptions struct {
+	// Progress, when set, is called after each batch with the lines read
+	// so far.
+	Progress func(lines int)
+	// Check, when set, is asked about each event as its line is read,
+	// before its batch is written: an error fails the import at that
+	// line ("import line N: " wrapping the error; the batches before it
+	// stay written). A host holds imports to its own limits with it (a
+	// tenant's largest payload, say).
+	Check func(it BatchItem) error
+}
+
+// ImportWithOptions is Import with opts: see Import for what is read and
+// written, and ImportOptions for the hooks.
+func (s *Store) ImportWithOptions(ctx context.Context, rd io.Reader, opts ImportOptions) (ImportStats, error) {
+	progress := opts.Progress
 	var st ImportStats
 	ctx = WithAction(ctx, ActionImport)
 	sc := bufio.NewScanner(rd)
@@ -176,15 +198,21 @@ func (s *Store) Import(ctx context.Context, rd io.Reader, progress func(lines in
 		if x.ID.IsZero() {
 			return st, fmt.Errorf("batpak: import line %d: no id", line)
 		}
-		opts := AppendOptions{CorrelationID: x.CorrelationID, Flags: x.Flags, IdempotencyKey: x.IdempotencyKey}
+		ao := AppendOptions{CorrelationID: x.CorrelationID, Flags: x.Flags, IdempotencyKey: x.IdempotencyKey}
 		if x.CausationID != nil {
-			opts.CausationID = *x.CausationID
+			ao.CausationID = *x.CausationID
 		}
 		payload := []byte(x.Payload)
 		if len(payload) == 0 {
 			payload = []byte("null")
 		}
-		items = append(items, BatchItem{Coordinate: coord, Kind: kind, Payload: payload, Options: opts})
+		it := BatchItem{Coordinate: coord, Kind: kind, Payload: payload, Options: ao}
+		if opts.Check != nil {
+			if err := opts.Check(it); err != nil {
+				return st, fmt.Errorf("batpak: import line %d: %w", line, err)
+			}
+		}
+		items = append(items, it)
 		metas = append(metas, importMeta{id: x.ID, ts: x.Timestamp, line: line, redacted: x.Redacted})
 		if len(items) == importChunk {
 			if err := flush(); err != nil {

@@ -323,6 +323,39 @@ func TestImportWriteGate(t *testing.T) {
 	mustVerify(t, dst)
 }
 
+// TestImportCheck: ImportOptions.Check is asked about every event before
+// its batch is written; its refusal fails the import at that line,
+// wrapping the refusal, and writes nothing of the refused chunk.
+func TestImportCheck(t *testing.T) {
+	errBig := errors.New("payload over the host's limit")
+	var in strings.Builder
+	for i := 0; i < 300; i++ {
+		pad := ""
+		if i == 299 {
+			pad = strings.Repeat("x", 100)
+		}
+		fmt.Fprintf(&in, `{"id":%q,"entity":"big:%d","scope":"s","kind":%q,"correlation_id":%q,"timestamp_us":%d,"payload":{"p":%q}}`+"\n",
+			core.NewEventID(), i%3, kindA.String(), core.NewEventID(), 1000+i, pad)
+	}
+	dst := openStore(t)
+	seen := 0
+	st, err := dst.ImportWithOptions(context.Background(), strings.NewReader(in.String()), core.ImportOptions{
+		Check: func(it core.BatchItem) error {
+			seen++
+			if len(it.Payload) > 64 {
+				return errBig
+			}
+			return nil
+		}})
+	if !errors.Is(err, errBig) || !strings.Contains(err.Error(), "line 300:") {
+		t.Fatalf("Import with a check refusing line 300: %+v, %v", st, err)
+	}
+	if s := dst.Stats(); seen != 300 || st.Imported != 256 || s.Events != 256 {
+		t.Fatalf("checked %d, %+v, %d events stored; want 300 checked and the first chunk of 256 stored", seen, st, s.Events)
+	}
+	mustVerify(t, dst)
+}
+
 // TestImportEffectKinds: an effect kind written as a reaction is exported
 // and imported like any event; Import refuses an effect kind only where a
 // write refuses it (no cause, or a 0xD kind without a name).

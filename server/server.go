@@ -624,6 +624,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Plane:    s.plane, Auth: authn, Quotas: quotas, Tenants: s.tenants,
 		BackupDir:    filepath.Join(cfg.Root, "backups"),
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxJSONDepth: cfg.MaxJSONDepth, WriteTimeout: cfg.WriteTimeout,
+		ReadTimeout:   cfg.ReadTimeout,
 		MetricsPublic: cfg.MetricsPublic, AccessLog: access, Logger: cfg.Logger,
 		SSEHeartbeat: cfg.SSEHeartbeat, SSEBufferEvents: cfg.SSEBufferEvents, Follow: s.follow,
 		RateRefusalDelay: max(cfg.RateRefusalDelay, 0),

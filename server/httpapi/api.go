@@ -55,6 +55,12 @@ type Options struct {
 	// responses are bounded as a whole by the http.Server's WriteTimeout
 	// (server.write_timeout, the same value). Default 60s.
 	WriteTimeout time.Duration
+	// ReadTimeout bounds how long an import's body may send nothing: an
+	// import is read at its tenant's pace, so the http.Server's
+	// ReadTimeout (server.read_timeout, the same value), which bounds a
+	// whole body, does not apply to it; each of its reads gets this
+	// instead. Default 60s.
+	ReadTimeout time.Duration
 	// MetricsPublic serves /metrics without a credential; otherwise it
 	// takes the operator credential.
 	MetricsPublic bool
@@ -178,6 +184,9 @@ func New(opts Options) *API {
 	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 60 * time.Second
+	}
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = 60 * time.Second
 	}
 	if opts.SSEHeartbeat <= 0 {
 		opts.SSEHeartbeat = 15 * time.Second

@@ -122,7 +122,7 @@ func (a *API) decode(c *call, v any, optional bool) error {
 	case *wire.AppendRequest:
 		return wire.DecodeAppend(b, v, depth)
 	case *wire.BatchRequest:
-		return wire.DecodeBatch(b, v, depth)
+		return wire.DecodeBatch(b, v, depth, c.maxBatch)
 	}
 	return wire.Decode(b, v, depth)
 }

@@ -8,10 +8,13 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/server/control"
 	"github.com/batpak-go/batpak/server/quota"
 	"github.com/batpak-go/batpak/server/wire"
 )
@@ -112,8 +115,24 @@ func (a *API) appendBatch(c *call) error {
 	if err := a.overRate(c); err != nil {
 		return err
 	}
+	// The bound on events holds while the body is decoded: a body of
+	// many small events would otherwise cost many times its size before
+	// it is refused.
+	qt := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant))
+	c.maxBatch = control.MaxBatchEventsLimit
+	if ex := qt.CheckBatch(c.maxBatch); ex != nil {
+		c.maxBatch = int(ex.Limit)
+	}
 	var req wire.BatchRequest
 	if err := a.decode(c, &req, false); err != nil {
+		var tm *wire.TooManyItemsError
+		if errors.As(err, &tm) {
+			if ex := qt.CheckBatch(tm.Limit + 1); ex != nil {
+				return ex
+			}
+			return &apiError{status: 400, code: wire.CodeInvalidRequest, p: wire.Problem{Field: "events"},
+				detail: "events: a batch holds at most " + itoa(tm.Limit) + " events (a store's batch limit)"}
+		}
 		return err
 	}
 	if len(req.Events) == 0 {
@@ -192,6 +211,13 @@ func (a *API) importEvents(c *call) error {
 	if ex := qt.CheckStorage(st.Bytes, n); ex != nil {
 		return ex
 	}
+	// An import holds its connection for as long as its body lasts, like
+	// a long read: it counts against max_subscriptions.
+	release, err := a.holdStream(c)
+	if err != nil {
+		return err
+	}
+	defer release()
 	// The body is held to the storage quota, and the credential
 	// rechecked, as it is read: a chunked body declares no length, and a
 	// long import must stop when its key is revoked. An import also keeps
@@ -199,21 +225,34 @@ func (a *API) importEvents(c *call) error {
 	// NDJSON bytes, and the next waits until the buckets have paid for it
 	// (the tenant's other writes are refused meanwhile). The server then
 	// reads the body at the tenant's pace, so the read timeout does not
-	// apply (an authenticated admin's request).
-	_ = http.NewResponseController(c.w).SetReadDeadline(time.Time{})
+	// bound the whole body; it bounds each read instead (a client that
+	// sends nothing for that long is cut off), and a read under way ends
+	// at once when the call loses access or its client goes.
+	rc := http.NewResponseController(c.w)
+	_ = rc.SetReadDeadline(time.Time{})
 	ctx := c.writeCtx()
-	body := &importBody{r: c.r.Body, check: func(read int) error {
+	body := &importBody{r: c.r.Body, ctx: ctx, idle: a.opts.ReadTimeout, deadline: rc.SetReadDeadline, check: func(read int) error {
 		if ex := qt.CheckStorage(st.Bytes, read); ex != nil {
 			return ex
 		}
 		return a.recheck(c)
 	}}
+	stop := context.AfterFunc(ctx, body.interrupt)
+	defer stop()
 	lines, read := 0, 0
 	pace := func(n int) {
 		_ = qt.PaceWrite(ctx, n-lines, body.read-read) // ctx ended: the next batch fails with it
 		lines, read = n, body.read
 	}
-	stats, err := s.Import(ctx, bufio.NewReader(body), pace)
+	// Each event keeps to the tenant's max_payload_bytes, as an append
+	// does.
+	check := func(it core.BatchItem) error {
+		if ex := qt.CheckPayload(len(it.Payload)); ex != nil {
+			return ex
+		}
+		return nil
+	}
+	stats, err := s.ImportWithOptions(ctx, bufio.NewReader(body), core.ImportOptions{Progress: pace, Check: check})
 	a.metrics.appended(c.tenant, stats.Imported)
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -223,8 +262,15 @@ func (a *API) importEvents(c *call) error {
 			return e
 		}
 		e := a.problemFor(c, err)
-		if e.status == 500 && strings.Contains(err.Error(), "import line") {
+		var ex *quota.Exceeded
+		switch {
+		case e.status == 500 && strings.Contains(err.Error(), "import line"):
 			e = &apiError{status: 400, code: wire.CodeInvalidJSON, detail: a.scrub(c, err.Error())}
+		case errors.As(err, &ex):
+			// Name the line: "batpak: import line N: …".
+			cp := *e
+			cp.detail = a.scrub(c, strings.TrimPrefix(err.Error(), "batpak: "))
+			e = &cp
 		}
 		if stats.Imported > 0 {
 			cp := *e
@@ -536,20 +582,52 @@ func (a *API) export(c *call) error {
 }
 
 // importBody counts the bytes of an import body as they are read and
-// fails the read once check refuses the count.
+// fails the read once check refuses the count. Each read may take idle
+// (set on the connection through deadline); interrupt ends the read under
+// way and every later one.
 type importBody struct {
-	r     io.Reader
-	read  int
-	check func(read int) error
+	r        io.Reader
+	ctx      context.Context // the import's: interrupt is called when it ends
+	read     int
+	check    func(read int) error
+	idle     time.Duration
+	deadline func(time.Time) error
+
+	mu          sync.Mutex
+	interrupted bool
 }
 
 func (b *importBody) Read(p []byte) (int, error) {
+	began := time.Now()
+	b.mu.Lock()
+	if !b.interrupted {
+		_ = b.deadline(began.Add(b.idle))
+	}
+	b.mu.Unlock()
 	n, err := b.r.Read(p)
 	b.read += n
 	if cerr := b.check(b.read); cerr != nil {
 		return 0, cerr
 	}
+	// The server cancels the request when a read fails, so interrupt may
+	// have run after an idle timeout: the time the read took tells them
+	// apart.
+	if errors.Is(err, os.ErrDeadlineExceeded) && time.Since(began) < b.idle {
+		return n, context.Cause(b.ctx)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return n, &apiError{status: http.StatusRequestTimeout, code: wire.CodeInvalidRequest,
+			detail: "the import body sent nothing for " + b.idle.String() + " (server.read_timeout)"}
+	}
 	return n, err
+}
+
+// interrupt makes the read under way, and every later one, fail now.
+func (b *importBody) interrupt() {
+	b.mu.Lock()
+	b.interrupted = true
+	_ = b.deadline(time.Now())
+	b.mu.Unlock()
 }
 
 // ctxWriter fails its writes once ctx has ended (the client went away, or

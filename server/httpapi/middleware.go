@@ -275,6 +275,7 @@ type call struct {
 	principal auth.Principal
 	tenant    string // the {tenant} of the path, once checked
 	lease     *tenancy.Lease
+	maxBatch  int // a batch body's bound on events (0: none)
 }
 
 // store leases the call's tenant store (released when the call ends).

@@ -16,7 +16,7 @@ func recordsHold(t *testing.T, body []byte, depth int) {
 		reqs = append(reqs, &one)
 	}
 	var br wire.BatchRequest
-	if wire.DecodeBatch(body, &br, depth) == nil {
+	if wire.DecodeBatch(body, &br, depth, 0) == nil {
 		for i := range br.Events {
 			reqs = append(reqs, &br.Events[i])
 		}

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/batpak-go/batpak/ijson"
@@ -27,17 +28,72 @@ func DecodeAppend(body []byte, req *AppendRequest, maxDepth int) error {
 
 // DecodeBatch reads the body of a batch request into req as DecodeAppend
 // reads an append: what Decode accepts, with Decode's errors, in one pass
-// for bodies of the usual shape.
-func DecodeBatch(body []byte, req *BatchRequest, maxDepth int) error {
+// for bodies of the usual shape. A batch of more than maxItems events
+// (maxItems > 0) is refused with a *TooManyItemsError before more than
+// maxItems+1 of them are decoded, so an oversized body costs its own
+// bytes, not a decoded request many times their size.
+func DecodeBatch(body []byte, req *BatchRequest, maxDepth, maxItems int) error {
 	// A batch's payloads sit three levels down: object, events, item.
 	if maxDepth > 3 {
-		s := reqScanner{b: body}
+		s := reqScanner{b: body, maxItems: maxItems}
 		if s.batch(req, maxDepth-3) && s.end() {
 			return nil
 		}
 		*req = BatchRequest{}
+		if s.tooMany {
+			return &TooManyItemsError{Limit: maxItems}
+		}
+	}
+	if maxItems > 0 && batchItems(body, maxItems) > maxItems {
+		return &TooManyItemsError{Limit: maxItems}
 	}
 	return Decode(body, req, maxDepth)
+}
+
+// TooManyItemsError: a batch body holds more than Limit events.
+type TooManyItemsError struct{ Limit int }
+
+func (e *TooManyItemsError) Error() string {
+	return "events: the batch holds more than " + strconv.Itoa(e.Limit) + " events"
+}
+
+// batchItems counts the values in the arrays directly under body's
+// top-level object (a batch's "events"), stopping once past limit. It
+// reads bytes only: body may be any text.
+func batchItems(b []byte, limit int) int {
+	depth, n := 0, 0
+	inArray, expect := false, false // depth 2 is an array; a value is due there
+	for i := 0; i < len(b) && n <= limit; i++ {
+		c := b[i]
+		switch c {
+		case ' ', '\t', '\n', '\r':
+			continue
+		}
+		if depth == 2 && inArray && expect && c != ']' && c != ',' {
+			n++
+			expect = false
+		}
+		switch c {
+		case '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+		case '{', '[':
+			depth++
+			if depth == 2 {
+				inArray, expect = c == '[', c == '['
+			}
+		case '}', ']':
+			depth--
+		case ',':
+			if depth == 2 && inArray {
+				expect = true
+			}
+		}
+	}
+	return n
 }
 
 // reqScanner reads a request body of the usual shape; each method reports
@@ -48,6 +104,9 @@ type reqScanner struct {
 	// the last entity and scope read: a batch's items mostly repeat them,
 	// and then share one string.
 	entity, scope string
+	// maxItems > 0 bounds a batch's events; tooMany reports it was passed.
+	maxItems int
+	tooMany  bool
 }
 
 func (s *reqScanner) ws() {
@@ -309,6 +368,10 @@ func (s *reqScanner) batch(req *BatchRequest, depth int) bool {
 	req.Events = make([]AppendRequest, 0, min(len(s.b)/128+1, 1024))
 	if !s.tok(']') {
 		for {
+			if s.maxItems > 0 && len(req.Events) == s.maxItems {
+				s.tooMany = true
+				return false
+			}
 			req.Events = append(req.Events, AppendRequest{})
 			if !s.item(&req.Events[len(req.Events)-1], depth) {
 				return false

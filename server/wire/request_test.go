@@ -1,10 +1,15 @@
 package wire_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -72,7 +77,7 @@ var requestBodies = []string{
 func decodeBoth(body []byte, depth int, batch bool) (fast, slow any, fastErr, slowErr error) {
 	if batch {
 		var f, s wire.BatchRequest
-		fastErr, slowErr = wire.DecodeBatch(body, &f, depth), wire.Decode(body, &s, depth)
+		fastErr, slowErr = wire.DecodeBatch(body, &f, depth, 0), wire.Decode(body, &s, depth)
 		return f, s, fastErr, slowErr
 	}
 	var f, s wire.AppendRequest
@@ -91,6 +96,19 @@ func sameAsDecode(t *testing.T, body []byte, depth int) {
 		}
 		if slowErr == nil && !sameRequest(fast, slow) {
 			t.Fatalf("batch=%v depth %d %q:\n got %#v\nwant %#v", batch, depth, body, fast, slow)
+		}
+		// The bound counts the events Decode reads: exactly that many
+		// pass it, one fewer is refused.
+		if sb, ok := slow.(wire.BatchRequest); ok && slowErr == nil && len(sb.Events) > 0 {
+			n := len(sb.Events)
+			var r wire.BatchRequest
+			if err := wire.DecodeBatch(body, &r, depth, n); err != nil {
+				t.Fatalf("depth %d %q: %d events under a bound of %d: %v", depth, body, n, n, err)
+			}
+			var tm *wire.TooManyItemsError
+			if err := wire.DecodeBatch(body, &r, depth, n-1); n > 1 && !errors.As(err, &tm) {
+				t.Fatalf("depth %d %q: %d events under a bound of %d: %v", depth, body, n, n-1, err)
+			}
 		}
 	}
 }
@@ -155,7 +173,7 @@ func TestDecodeAppendSharesPayload(t *testing.T) {
 	}
 	batch := batchBody(3)
 	var br wire.BatchRequest
-	if err := wire.DecodeBatch(batch, &br, 8); err != nil {
+	if err := wire.DecodeBatch(batch, &br, 8, 0); err != nil {
 		t.Fatal(err)
 	}
 	if len(br.Events) != 3 || !within(br.Events[2].Payload, batch) {
@@ -209,7 +227,7 @@ func BenchmarkDecodeRequest(b *testing.B) {
 	}{
 		{"Decode", func(b []byte, r *wire.AppendRequest, d int) error { return wire.Decode(b, r, d) },
 			func(b []byte, r *wire.BatchRequest, d int) error { return wire.Decode(b, r, d) }},
-		{"one-pass", wire.DecodeAppend, wire.DecodeBatch},
+		{"one-pass", wire.DecodeAppend, func(b []byte, r *wire.BatchRequest, d int) error { return wire.DecodeBatch(b, r, d, 4096) }},
 	}
 	for _, dec := range decoders {
 		b.Run("body=append/decoder="+dec.name, func(b *testing.B) {
@@ -290,5 +308,53 @@ func TestKindAndExpectationForms(t *testing.T) {
 		if _, err := item(bad[0], bad[1]); err == nil {
 			t.Fatalf("kind %s expected_clock %s accepted", bad[0], bad[1])
 		}
+	}
+}
+
+// A batch of more events than its bound is refused naming the bound,
+// whichever reader takes the body, and costs little more than its bytes:
+// the events past the bound are not decoded.
+func TestDecodeBatchBoundsItems(t *testing.T) {
+	usual := func(n int) []byte { return batchBody(n) }
+	// An escaped entity sends the body to Decode.
+	unusual := func(n int) []byte {
+		var b bytes.Buffer
+		b.WriteString(`{"events":[`)
+		for i := range n {
+			if i > 0 {
+				b.WriteString(" , ")
+			}
+			fmt.Fprintf(&b, `{"entity":"e\u0031","scope":"s","kind":"1:1","payload":{"s":"a,]\"[{"}}`)
+		}
+		b.WriteString(`]}`)
+		return b.Bytes()
+	}
+	for name, body := range map[string]func(int) []byte{"one-pass": usual, "decode": unusual} {
+		for _, limit := range []int{1, 2, 100} {
+			var req wire.BatchRequest
+			if err := wire.DecodeBatch(body(limit), &req, 16, limit); err != nil || len(req.Events) != limit {
+				t.Fatalf("%s: %d events under a bound of %d: %v, %d decoded", name, limit, limit, err, len(req.Events))
+			}
+			err := wire.DecodeBatch(body(limit+1), &req, 16, limit)
+			var tm *wire.TooManyItemsError
+			if !errors.As(err, &tm) || tm.Limit != limit || !strings.Contains(err.Error(), strconv.Itoa(limit)) {
+				t.Fatalf("%s: %d events under a bound of %d: %v", name, limit+1, limit, err)
+			}
+		}
+	}
+	// 8 MiB of empty events: refused without decoding them.
+	huge := append([]byte(`{"events":[`), bytes.Repeat([]byte(`{},`), 8<<20/3)...)
+	huge = append(huge, `{}]}`...)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var req wire.BatchRequest
+	err := wire.DecodeBatch(huge, &req, 16, 4096)
+	runtime.ReadMemStats(&after)
+	var tm *wire.TooManyItemsError
+	if !errors.As(err, &tm) {
+		t.Fatalf("2.8M events under a bound of 4096: %v", err)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 4<<20 {
+		t.Fatalf("refusing an 8 MiB batch of 2.8M events allocated %d bytes", alloc)
 	}
 }

@@ -1,0 +1,190 @@
+package httpapi_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/server"
+)
+
+// stalledImport starts a chunked import over a raw connection, sends one
+// chunk of lines and then nothing more: the body stays open.
+func stalledImport(t *testing.T, e *env, key string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	lines := ndjsonLines(3, 16)
+	fmt.Fprintf(conn, "POST /v1/tenants/acme/import HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", key, len(lines), lines)
+	return conn, bufio.NewReader(conn)
+}
+
+// readStatus reads the status of the response on rd within d.
+func readStatus(t *testing.T, conn net.Conn, rd *bufio.Reader, d time.Duration) (int, string) {
+	t.Helper()
+	conn.SetReadDeadline(time.Now().Add(d))
+	res, err := http.ReadResponse(rd, nil)
+	if err != nil {
+		t.Fatalf("no response within %v: %v", d, err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+// TestStalledImportEndsWhenAccessEnds: an import whose body has stalled
+// ends as soon as its key is revoked, not when the client sends more:
+// it answers 401 at once, and the tenant can then be deleted (its store
+// is no longer held) and created again.
+func TestStalledImportEndsWhenAccessEnds(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	conn, rd := stalledImport(t, e, k["admin"])
+	time.Sleep(200 * time.Millisecond) // the import is reading its body
+	e.must(e.req("DELETE", "/v1/admin/tenants/acme/keys/"+k["admin_id"], opToken, nil), 204)
+	if st, body := readStatus(t, conn, rd, 5*time.Second); st != 401 {
+		t.Fatalf("stalled import after its key was revoked: %d %s", st, body)
+	}
+	began := time.Now()
+	e.must(e.req("DELETE", "/v1/admin/tenants/acme?confirm=acme", opToken, nil), 204)
+	if d := time.Since(began); d > 5*time.Second {
+		t.Fatalf("deleting the tenant took %v", d)
+	}
+	e.tenant("acme")
+}
+
+// TestStalledImportDoesNotOutliveItsTenant: deleting a tenant ends its
+// stalled import at once, and the deletion completes.
+func TestStalledImportDoesNotOutliveItsTenant(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	conn, rd := stalledImport(t, e, k["admin"])
+	time.Sleep(200 * time.Millisecond)
+	began := time.Now()
+	e.must(e.req("DELETE", "/v1/admin/tenants/acme?confirm=acme", opToken, nil), 204)
+	if d := time.Since(began); d > 5*time.Second {
+		t.Fatalf("deleting the tenant under a stalled import took %v", d)
+	}
+	if st, body := readStatus(t, conn, rd, 5*time.Second); st < 400 {
+		t.Fatalf("stalled import of a deleted tenant: %d %s", st, body)
+	}
+	e.tenant("acme")
+}
+
+// TestIdleImportBodyTimesOut: an import body that sends nothing for
+// server.read_timeout is cut off with 408, which frees its connection;
+// the events of its lines so far are not half-written (an import writes
+// whole batches).
+func TestIdleImportBodyTimesOut(t *testing.T) {
+	e := start(t, func(c *server.Config) { c.ReadTimeout = 500 * time.Millisecond })
+	k := e.tenant("acme")
+	conn, rd := stalledImport(t, e, k["admin"])
+	began := time.Now()
+	st, body := readStatus(t, conn, rd, 10*time.Second)
+	if st != 408 || !strings.Contains(body, "read_timeout") {
+		t.Fatalf("idle import body: %d %s", st, body)
+	}
+	if d := time.Since(began); d > 5*time.Second {
+		t.Fatalf("an idle import with read_timeout 500ms answered after %v", d)
+	}
+	if n := e.count("acme", k["admin"]); n != 0 {
+		t.Fatalf("the cut-off import left %v events", n)
+	}
+}
+
+// TestImportsCountAsStreams: an import holds its connection for as long
+// as its body lasts, so it counts against max_subscriptions like a long
+// read: one key cannot hold every connection with stalled imports.
+func TestImportsCountAsStreams(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	e.must(e.req("PUT", "/v1/admin/tenants/acme/quotas", opToken, map[string]any{"max_subscriptions": 1}), 200)
+	conn, _ := stalledImport(t, e, k["admin"])
+	time.Sleep(200 * time.Millisecond)
+	r := e.req("POST", "/v1/tenants/acme/import", k["admin"], ndjsonLines(1, 8), "Content-Type", "application/x-ndjson")
+	if r.status != 429 || !strings.Contains(string(r.body), "max_subscriptions") {
+		t.Fatalf("an import with another import open under max_subscriptions 1: %d %s", r.status, r.body)
+	}
+	conn.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r := e.req("POST", "/v1/tenants/acme/import", k["admin"], ndjsonLines(1, 8), "Content-Type", "application/x-ndjson")
+		if r.status == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the slot did not come back after the stalled import's client left: %d %s", r.status, r.body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestImportKeepsMaxPayload: every imported event keeps to the tenant's
+// max_payload_bytes, as an append does; the refusal names the quota and
+// the line, and the refused batch writes nothing.
+func TestImportKeepsMaxPayload(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	e.must(e.req("PUT", "/v1/admin/tenants/acme/quotas", opToken, map[string]any{"max_payload_bytes": 100}), 200)
+	body := ndjsonLines(2, 8) + strings.SplitAfter(ndjsonLines(3, 200), "\n")[2]
+	r := e.req("POST", "/v1/tenants/acme/import", k["admin"], body, "Content-Type", "application/x-ndjson")
+	if r.status != 413 || r.code() != "QUOTA_EXCEEDED" || !strings.Contains(string(r.body), "max_payload_bytes") || !strings.Contains(string(r.body), "line 3") {
+		t.Fatalf("an import with a payload over max_payload_bytes: %d %s", r.status, r.body)
+	}
+	if n := e.count("acme", k["admin"]); n != 0 {
+		t.Fatalf("the refused import left %v events", n)
+	}
+	e.must(e.req("POST", "/v1/tenants/acme/import", k["admin"], ndjsonLines(2, 8), "Content-Type", "application/x-ndjson"), 200)
+}
+
+// TestOversizedBatchRefusedWhileDecoding: a batch body of more events
+// than the tenant's max_batch_events is refused naming the quota without
+// decoding them all: the refusal costs about the body's own bytes, not a
+// decoded request many times its size.
+func TestOversizedBatchRefusedWhileDecoding(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	var b strings.Builder
+	b.WriteString(`{"events":[`)
+	ev := `{"entity":"e:1","scope":"s","kind":"1:1","payload":1}`
+	for i := 0; b.Len() < 30<<20; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(ev)
+	}
+	b.WriteString(`]}`)
+	body := b.String()
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	req, _ := http.NewRequest("POST", e.base+"/v1/tenants/acme/batches", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+k["writer"])
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	runtime.ReadMemStats(&after)
+	if res.StatusCode != 413 || !strings.Contains(string(out), "max_batch_events") {
+		t.Fatalf("a batch of 550k events under max_batch_events 4096: %d %s", res.StatusCode, out)
+	}
+	// The body (30 MiB, read into a buffer that may double once) and
+	// 4096 decoded events; decoding all 550k would take about 150 MiB.
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 110<<20 {
+		t.Fatalf("refusing a 30 MiB batch allocated %d MiB", alloc>>20)
+	}
+	if n := e.count("acme", k["admin"]); n != 0 {
+		t.Fatalf("the refused batch left %v events", n)
+	}
+}
