@@ -188,3 +188,23 @@ func TestOversizedBatchRefusedWhileDecoding(t *testing.T) {
 		t.Fatalf("the refused batch left %v events", n)
 	}
 }
+
+// TestPacedImportOutlastsReadTimeout: the read timeout bounds each read
+// of an import's body, not the import: a body read to its end whose
+// paced writes take longer than read_timeout is imported whole (the
+// server clears the deadline once the body has ended).
+func TestPacedImportOutlastsReadTimeout(t *testing.T) {
+	e := start(t, func(c *server.Config) { c.ReadTimeout = 300 * time.Millisecond })
+	k := e.tenant("acme")
+	e.must(e.req("PUT", "/v1/admin/tenants/acme/quotas", opToken, map[string]any{"events_per_second": 100, "events_burst": 100}), 200)
+	// Small enough to arrive in one read: the body has ended before the
+	// first batch is written, and the second waits for the first's debt.
+	began := time.Now()
+	r := e.must(e.req("POST", "/v1/tenants/acme/import", k["admin"], ndjsonLines(300, 1), "Content-Type", "application/x-ndjson"), 200)
+	if got := r.json(t)["imported"]; got != float64(300) {
+		t.Fatalf("imported %v of 300: %s", got, r.body)
+	}
+	if d := time.Since(began); d < 4*300*time.Millisecond {
+		t.Fatalf("300 events at 100/s took %v: not paced past the read timeout, the test proves nothing", d)
+	}
+}
