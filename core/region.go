@@ -14,6 +14,7 @@ import (
 type Region struct {
 	entityPrefix string
 	hasEntity    bool
+	entityExact  bool // entityPrefix is the whole name
 	scope        string
 	hasScope     bool
 	kind         Kind
@@ -38,7 +39,15 @@ func Scope(scope string) Region { return All().WithScope(scope) }
 
 // WithEntity narrows to entities starting with prefix.
 func (r Region) WithEntity(prefix string) Region {
-	r.entityPrefix, r.hasEntity = prefix, true
+	r.entityPrefix, r.hasEntity, r.entityExact = prefix, true, false
+	return r
+}
+
+// WithExactEntity narrows to the one entity named name (not the entities
+// it is a prefix of). A read of it walks only that entity's events, where
+// a prefix shared by many entities walks the whole log.
+func (r Region) WithExactEntity(name string) Region {
+	r.entityPrefix, r.hasEntity, r.entityExact = name, true, true
 	return r
 }
 
@@ -77,7 +86,7 @@ func (r Region) Matches(coord Coordinate, k Kind, clock uint64) bool {
 // index.Filter.
 func (r Region) filter() index.Filter {
 	return index.Filter{
-		EntityPrefix: r.entityPrefix, HasEntity: r.hasEntity,
+		EntityPrefix: r.entityPrefix, HasEntity: r.hasEntity, EntityExact: r.entityExact,
 		Scope: r.scope, HasScope: r.hasScope,
 		Kind: uint16(r.kind), HasKind: r.hasKind,
 		Category: r.category, HasCategory: r.hasCategory,
@@ -88,7 +97,10 @@ func (r Region) filter() index.Filter {
 // String describes the region, e.g. "entity=order:* scope=eu kind=0x1:0x1".
 func (r Region) String() string {
 	var parts []string
-	if r.hasEntity {
+	switch {
+	case r.hasEntity && r.entityExact:
+		parts = append(parts, "entity="+r.entityPrefix)
+	case r.hasEntity:
 		parts = append(parts, "entity="+r.entityPrefix+"*")
 	}
 	if r.hasScope {

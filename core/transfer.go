@@ -145,6 +145,16 @@ type ImportOptions struct {
 	// stay written). A host holds imports to its own limits with it (a
 	// tenant's largest payload, say).
 	Check func(it BatchItem) error
+	// BeforeBatch, when set, is called before each batch is written with
+	// its events and the lines read so far: an error ends the import with
+	// it, writing nothing of that batch. A host charges an import to its
+	// rates with it (it may wait: the batch waits with it).
+	BeforeBatch func(items []BatchItem, lines int) error
+	// MaxLineBytes bounds one line of the input (0: the store's own
+	// bound, twice Config.SingleAppendMaxBytes plus 1 MiB; larger values
+	// are that bound too): a longer line fails the import at that line
+	// with bufio.ErrTooLong, having buffered at most this many bytes.
+	MaxLineBytes int
 }
 
 // ImportWithOptions is Import with opts: see Import for what is read and
@@ -154,7 +164,11 @@ func (s *Store) ImportWithOptions(ctx context.Context, rd io.Reader, opts Import
 	var st ImportStats
 	ctx = WithAction(ctx, ActionImport)
 	sc := bufio.NewScanner(rd)
-	sc.Buffer(make([]byte, 1<<20), s.cfg.SingleAppendMaxBytes*2+1<<20)
+	maxLine := s.cfg.SingleAppendMaxBytes*2 + 1<<20
+	if opts.MaxLineBytes > 0 {
+		maxLine = min(maxLine, opts.MaxLineBytes)
+	}
+	sc.Buffer(make([]byte, min(1<<20, maxLine)), maxLine)
 	line := 0
 	var items []BatchItem
 	var metas []importMeta
@@ -167,6 +181,14 @@ func (s *Store) ImportWithOptions(ctx context.Context, rd io.Reader, opts Import
 		// progress) writes no further batch.
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if opts.BeforeBatch != nil {
+			if err := opts.BeforeBatch(items, line); err != nil {
+				return err
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 		}
 		n, err := s.importBatch(ctx, items, metas)
 		st.Imported += n

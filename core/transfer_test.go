@@ -1,6 +1,7 @@
 package core_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -354,6 +355,46 @@ func TestImportCheck(t *testing.T) {
 		t.Fatalf("checked %d, %+v, %d events stored; want 300 checked and the first chunk of 256 stored", seen, st, s.Events)
 	}
 	mustVerify(t, dst)
+}
+
+// TestImportBeforeBatch: BeforeBatch is called before each batch with its
+// events; its refusal ends the import with nothing of that batch
+// written. MaxLineBytes refuses a longer line naming it.
+func TestImportBeforeBatch(t *testing.T) {
+	errStop := errors.New("host says stop")
+	var in strings.Builder
+	for i := 0; i < 600; i++ {
+		fmt.Fprintf(&in, `{"id":%q,"entity":"big:%d","scope":"s","kind":%q,"correlation_id":%q,"timestamp_us":%d,"payload":{"i":%d}}`+"\n",
+			core.NewEventID(), i%3, kindA.String(), core.NewEventID(), 1000+i, i)
+	}
+	dst := openStore(t)
+	var sizes []int
+	st, err := dst.ImportWithOptions(context.Background(), strings.NewReader(in.String()), core.ImportOptions{
+		BeforeBatch: func(items []core.BatchItem, lines int) error {
+			if s := dst.Stats(); int(s.Events) != 256*len(sizes) {
+				t.Errorf("before batch %d: %d events stored, want %d", len(sizes), s.Events, 256*len(sizes))
+			}
+			sizes = append(sizes, len(items))
+			if len(sizes) == 2 {
+				return errStop
+			}
+			return nil
+		}})
+	if !errors.Is(err, errStop) || st.Imported != 256 || !slices.Equal(sizes, []int{256, 256}) {
+		t.Fatalf("Import refused before its second batch: %+v, %v, batches %v", st, err, sizes)
+	}
+	if s := dst.Stats(); s.Events != 256 {
+		t.Fatalf("%d events stored, want the first batch of 256", s.Events)
+	}
+	long := fmt.Sprintf(`{"id":%q,"entity":"x","scope":"s","kind":%q,"correlation_id":%q,"timestamp_us":1,"payload":{"p":%q}}`+"\n",
+		core.NewEventID(), kindA.String(), core.NewEventID(), strings.Repeat("x", 4096))
+	_, err = dst.ImportWithOptions(context.Background(), strings.NewReader(long), core.ImportOptions{MaxLineBytes: 1024})
+	if !errors.Is(err, bufio.ErrTooLong) || !strings.Contains(err.Error(), "line 1") {
+		t.Fatalf("a 4 KiB line under MaxLineBytes 1024: %v", err)
+	}
+	if _, err := dst.ImportWithOptions(context.Background(), strings.NewReader(long), core.ImportOptions{MaxLineBytes: 8192}); err != nil {
+		t.Fatalf("a 4 KiB line under MaxLineBytes 8192: %v", err)
+	}
 }
 
 // TestImportEffectKinds: an effect kind written as a reaction is exported

@@ -126,6 +126,10 @@ type API struct {
 	access   chan struct{}
 	// tenantMu serialises tenant creation and deletion (see createTenant).
 	tenantMu sync.Mutex
+	// verifies holds the tenants whose verify is running (see
+	// startVerify).
+	verifyMu sync.Mutex
+	verifies map[string]bool
 }
 
 // Access says who may call a route.

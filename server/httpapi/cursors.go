@@ -183,7 +183,7 @@ func (a *API) pollCursor(c *call) error {
 	if err != nil {
 		return err
 	}
-	evs, more, err := readPage(cur, limit, nil)
+	evs, more, err := readPage(cur, limit)
 	if err != nil {
 		return err
 	}

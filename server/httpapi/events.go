@@ -193,8 +193,16 @@ func withIndex(err error, i int) error {
 	return err
 }
 
+// importEnvelopeBytes is how much longer than the tenant's
+// max_payload_bytes an import line may be: room for the event's envelope
+// (ids, coordinate, kind, keys) around its payload.
+const importEnvelopeBytes = 64 << 10
+
 func (a *API) importEvents(c *call) error {
 	if err := checkMedia(c.r, c.route.Body, false); err != nil {
+		return err
+	}
+	if err := a.overRate(c); err != nil {
 		return err
 	}
 	if err := a.limitBody(c); err != nil {
@@ -222,8 +230,8 @@ func (a *API) importEvents(c *call) error {
 	// rechecked, as it is read: a chunked body declares no length, and a
 	// long import must stop when its key is revoked. An import also keeps
 	// to the tenant's rates: each batch of it is charged its events and
-	// NDJSON bytes, and the next waits until the buckets have paid for it
-	// (the tenant's other writes are refused meanwhile). The server then
+	// NDJSON bytes before it is written, and waits until the buckets have
+	// paid for it (the tenant's other writes are refused meanwhile). The server then
 	// reads the body at the tenant's pace, so the read timeout does not
 	// bound the whole body; it bounds each read instead (a client that
 	// sends nothing for that long is cut off), and a read under way ends
@@ -239,20 +247,28 @@ func (a *API) importEvents(c *call) error {
 	}}
 	stop := context.AfterFunc(ctx, body.interrupt)
 	defer stop()
-	lines, read := 0, 0
-	pace := func(n int) {
-		_ = qt.PaceWrite(ctx, n-lines, body.read-read) // ctx ended: the next batch fails with it
-		lines, read = n, body.read
+	// Each batch is charged to the rates before it is written, and waits
+	// until the buckets have paid for it: an import that ends (its client
+	// gone) leaves no batch it has not paid for.
+	read := 0
+	charge := func(items []core.BatchItem, _ int) error {
+		err := qt.PaceWrite(ctx, len(items), body.read-read)
+		read = body.read
+		return err
 	}
 	// Each event keeps to the tenant's max_payload_bytes, as an append
-	// does.
+	// does, and a line is not buffered far past it.
 	check := func(it core.BatchItem) error {
 		if ex := qt.CheckPayload(len(it.Payload)); ex != nil {
 			return ex
 		}
 		return nil
 	}
-	stats, err := s.ImportWithOptions(ctx, bufio.NewReader(body), core.ImportOptions{Progress: pace, Check: check})
+	maxLine := 0
+	if eff.MaxPayloadBytes > 0 {
+		maxLine = eff.MaxPayloadBytes + importEnvelopeBytes
+	}
+	stats, err := s.ImportWithOptions(ctx, bufio.NewReader(body), core.ImportOptions{BeforeBatch: charge, Check: check, MaxLineBytes: maxLine})
 	a.metrics.appended(c.tenant, stats.Imported)
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -260,6 +276,12 @@ func (a *API) importEvents(c *call) error {
 			e := a.tooLarge()
 			e.detail += "; " + itoa(stats.Imported) + " events were imported before the limit (an import can be run again: events already stored are skipped)"
 			return e
+		}
+		if errors.Is(err, bufio.ErrTooLong) {
+			lim := float64(eff.MaxPayloadBytes)
+			return &apiError{status: http.StatusRequestEntityTooLarge, code: wire.CodeQuotaExceeded, p: wire.Problem{Quota: "max_payload_bytes", Limit: &lim},
+				detail: a.scrub(c, strings.TrimPrefix(err.Error(), "batpak: ")) + ": a line holds at most max_payload_bytes (" + itoa(eff.MaxPayloadBytes) + ") and " + itoa(importEnvelopeBytes) + " bytes of envelope" +
+					"; " + itoa(stats.Imported) + " events of earlier batches were imported"}
 		}
 		e := a.problemFor(c, err)
 		var ex *quota.Exceeded
@@ -347,7 +369,7 @@ func (a *API) queryEvents(c *call) error {
 		out := []wire.Event{}
 		full := false
 		if !atEnd {
-			evs, more, err := readPage(cur, limit, nil)
+			evs, more, err := readPage(cur, limit)
 			if err != nil {
 				return err
 			}
@@ -424,14 +446,14 @@ const (
 	ndjsonStepBytes = 1 << 20
 )
 
-// readPage polls cur for up to limit events (those keep accepts; nil: all),
+// readPage polls cur for up to limit events,
 // in small steps, and stops once the page holds MaxPageBytes of payload
 // (it always holds at least one event): a page of large events must not
 // take the server's memory. more reports that it stopped at the limit or
 // the byte bound rather than at the end of the region. The cursor may
 // have moved past the last event returned; callers continue from that
 // event, not from the cursor.
-func readPage(cur *core.Cursor, limit int, keep func(core.StoredEvent) bool) (out []core.StoredEvent, more bool, err error) {
+func readPage(cur *core.Cursor, limit int) (out []core.StoredEvent, more bool, err error) {
 	size := 0
 	for len(out) < limit {
 		evs, full, err := cur.PollBytes(min(ndjsonPage, limit-len(out)), max(MaxPageBytes-size, 1))
@@ -442,9 +464,6 @@ func readPage(cur *core.Cursor, limit int, keep func(core.StoredEvent) bool) (ou
 			return out, false, nil
 		}
 		for _, ev := range evs {
-			if keep != nil && !keep(ev) {
-				continue
-			}
 			if len(out) > 0 && size+len(ev.Payload) > MaxPageBytes {
 				return out, true, nil
 			}
@@ -476,16 +495,16 @@ func (a *API) entityEvents(c *call) error {
 		return err
 	}
 	// Read page by page (an entity's whole stream can be far larger than
-	// one response): the region is a prefix, so other entities it is a
-	// prefix of are skipped.
+	// one response), walking only this entity's events (not those of the
+	// entities its name is a prefix of).
 	if hasAfter && afterClock == math.MaxUint64 {
 		return writeJSON(c.w, http.StatusOK, map[string]any{"events": []wire.Event{}})
 	}
-	region := core.Entity(entity)
+	region := core.All().WithExactEntity(entity)
 	if hasAfter {
 		region = region.WithClockRange(afterClock+1, math.MaxUint64)
 	}
-	evs, _, err := readPage(s.Cursor(region), limit, func(ev core.StoredEvent) bool { return ev.Coordinate.Entity == entity })
+	evs, _, err := readPage(s.Cursor(region), limit)
 	if err != nil {
 		return err
 	}
@@ -538,6 +557,36 @@ func (a *API) stats(c *call) error {
 	return writeJSON(c.w, http.StatusOK, out)
 }
 
+// maxVerifies is how many verifies the server runs at once, across
+// tenants: each reads its tenant's whole log and holds state for every
+// entity (about 0.5 KiB each) while it runs.
+const maxVerifies = 2
+
+// startVerify claims a verify run for tenant: one per tenant at a time,
+// maxVerifies in all. Past either: 503 BUSY with Retry-After. done gives
+// the run back.
+func (a *API) startVerify(tenant string) (done func(), err error) {
+	a.verifyMu.Lock()
+	defer a.verifyMu.Unlock()
+	switch {
+	case a.verifies[tenant]:
+		return nil, &apiError{status: 503, code: wire.CodeBusy, retryAfter: 5 * time.Second,
+			detail: "a verify of this tenant is running; one runs at a time (its answer holds for this one too)"}
+	case len(a.verifies) >= maxVerifies:
+		return nil, &apiError{status: 503, code: wire.CodeBusy, retryAfter: 5 * time.Second,
+			detail: "the server runs " + itoa(maxVerifies) + " verifies at a time; retry"}
+	}
+	if a.verifies == nil {
+		a.verifies = map[string]bool{}
+	}
+	a.verifies[tenant] = true
+	return func() {
+		a.verifyMu.Lock()
+		delete(a.verifies, tenant)
+		a.verifyMu.Unlock()
+	}, nil
+}
+
 func (a *API) verify(c *call) error {
 	s, err := c.store()
 	if err != nil {
@@ -548,6 +597,11 @@ func (a *API) verify(c *call) error {
 		return err
 	}
 	defer release()
+	done, err := a.startVerify(c.tenant)
+	if err != nil {
+		return err
+	}
+	defer done()
 	rep, err := s.Verify()
 	if err != nil {
 		if errors.Is(err, core.ErrChainBroken) || errors.Is(err, core.ErrCorrupt) {

@@ -142,6 +142,12 @@ func TestImportKeepsMaxPayload(t *testing.T) {
 	if n := e.count("acme", k["admin"]); n != 0 {
 		t.Fatalf("the refused import left %v events", n)
 	}
+	// A line far longer than the quota is refused before it is read
+	// whole.
+	r = e.req("POST", "/v1/tenants/acme/import", k["admin"], ndjsonLines(1, 4<<20), "Content-Type", "application/x-ndjson")
+	if r.status != 413 || r.code() != "QUOTA_EXCEEDED" || !strings.Contains(string(r.body), "max_payload_bytes") || !strings.Contains(string(r.body), "line 1") {
+		t.Fatalf("an import line of 4 MiB under max_payload_bytes 100: %d %s", r.status, r.body)
+	}
 	e.must(e.req("POST", "/v1/tenants/acme/import", k["admin"], ndjsonLines(2, 8), "Content-Type", "application/x-ndjson"), 200)
 }
 
@@ -206,5 +212,81 @@ func TestPacedImportOutlastsReadTimeout(t *testing.T) {
 	}
 	if d := time.Since(began); d < 4*300*time.Millisecond {
 		t.Fatalf("300 events at 100/s took %v: not paced past the read timeout, the test proves nothing", d)
+	}
+}
+
+// TestImportPaysBeforeItWrites: each batch of an import is charged to the
+// tenant's rates before it is written, so imports whose clients hang up
+// while they wait for their rate write nothing they did not pay for, one
+// after another or many at once.
+func TestImportPaysBeforeItWrites(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	e.must(e.req("PUT", "/v1/admin/tenants/acme/quotas", opToken, map[string]any{
+		"events_per_second": 10, "events_burst": 10, "bytes_per_second": 64 << 10, "bytes_burst": 64 << 10, "max_subscriptions": 16}), 200)
+	body := ndjsonLines(256, 64)
+	hangUp := func() {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(e.base, "http://"))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		fmt.Fprintf(conn, "POST /v1/tenants/acme/import HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/x-ndjson\r\nContent-Length: %d\r\n\r\n%s", k["admin"], len(body), body)
+		time.Sleep(300 * time.Millisecond)
+		conn.Close()
+	}
+	for range 4 {
+		hangUp()
+	}
+	done := make(chan struct{})
+	for range 16 {
+		go func() { hangUp(); done <- struct{}{} }()
+	}
+	for range 16 {
+		<-done
+	}
+	time.Sleep(200 * time.Millisecond) // the imports have seen their clients go
+	// 2.5 s at 10 events/s with a burst of 10: at most 35 events paid for;
+	// none of these imports paid for a whole batch of 256.
+	if n := e.count("acme", k["admin"]); n != 0 {
+		t.Fatalf("imports that hung up while paced stored %v events", n)
+	}
+}
+
+// TestVerifiesRunOneAtATime: a verify reads the tenant's whole log and
+// holds state per entity, so a tenant runs one at a time: verifies sent
+// together get either the report or 503 BUSY with Retry-After, never
+// several runs at once.
+func TestVerifiesRunOneAtATime(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	fill(e, "acme", k["writer"])
+	for round := 0; ; round++ {
+		const n = 8
+		results := make(chan resp, n)
+		for range n {
+			go func() { results <- e.req("POST", "/v1/tenants/acme/verify", k["admin"], nil) }()
+		}
+		ok, busy := 0, 0
+		for range n {
+			r := <-results
+			switch {
+			case r.status == 200 && r.json(t)["ok"] == true:
+				ok++
+			case r.status == 503 && r.code() == "BUSY" && r.header.Get("Retry-After") != "":
+				busy++
+			default:
+				t.Fatalf("verify: %d %s", r.status, r.body)
+			}
+		}
+		if ok == 0 {
+			t.Fatalf("%d verifies sent together: none ran", n)
+		}
+		if busy > 0 {
+			break
+		}
+		if round == 5 {
+			t.Fatalf("%d verifies sent together, 6 times: all ran, none was refused", n)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import "strings"
 type Filter struct {
 	EntityPrefix string // the entity's name starts with it
 	HasEntity    bool
+	EntityExact  bool // with HasEntity: the name is EntityPrefix exactly
 	Scope        string // the scope is exactly this
 	HasScope     bool
 	Kind         uint16 // the kind is exactly this
@@ -21,13 +22,22 @@ type Filter struct {
 // Matches reports whether an event of entity and scope with kind and
 // clock is in f.
 func (f *Filter) Matches(entity, scope string, kind uint16, clock uint64) bool {
-	if f.HasEntity && !strings.HasPrefix(entity, f.EntityPrefix) {
+	if f.HasEntity && !f.entityMatches(entity) {
 		return false
 	}
 	if f.HasScope && scope != f.Scope {
 		return false
 	}
 	return f.matchesKindClock(kind, clock)
+}
+
+// entityMatches reports whether an entity name passes f's entity
+// constraint (set).
+func (f *Filter) entityMatches(name string) bool {
+	if f.EntityExact {
+		return name == f.EntityPrefix
+	}
+	return strings.HasPrefix(name, f.EntityPrefix)
 }
 
 func (f *Filter) matchesKindClock(kind uint16, clock uint64) bool {

@@ -390,7 +390,7 @@ func (ix *Index) Plan(f Filter) []Loc {
 		consider(ix.kinds[f.Kind])
 	}
 	if f.HasEntity {
-		ents := ix.entitiesWithPrefix(f.EntityPrefix)
+		ents := ix.entitiesOf(&f, 0)
 		switch {
 		case len(ents) == 0:
 			return nil
@@ -425,10 +425,23 @@ func (ix *Index) Plan(f Filter) []Loc {
 	return out
 }
 
+// entitiesOf returns the numbers of the entities f's entity constraint
+// (set) admits. Caller holds mu (read or write).
+// At most upTo are returned when upTo > 0.
+func (ix *Index) entitiesOf(f *Filter, upTo int) []uint32 {
+	if f.EntityExact {
+		if n, ok := ix.byEntity[f.EntityPrefix]; ok {
+			return []uint32{n}
+		}
+		return nil
+	}
+	return ix.entitiesWithPrefix(f.EntityPrefix, upTo)
+}
+
 // entitiesWithPrefix returns the numbers of the entities whose names start
-// with prefix, from a name-sorted list kept up to date lazily. Caller holds
-// mu (read or write).
-func (ix *Index) entitiesWithPrefix(prefix string) []uint32 {
+// with prefix (at most upTo of them when upTo > 0), from a name-sorted
+// list kept up to date lazily. Caller holds mu (read or write).
+func (ix *Index) entitiesWithPrefix(prefix string, upTo int) []uint32 {
 	ix.sortMu.Lock()
 	defer ix.sortMu.Unlock()
 	name := func(i int) string { return ix.entities[ix.sorted[i]].Name }
@@ -450,7 +463,7 @@ func (ix *Index) entitiesWithPrefix(prefix string) []uint32 {
 	}
 	i := sort.Search(len(ix.sorted), func(i int) bool { return name(i) >= prefix })
 	var out []uint32
-	for ; i < len(ix.sorted) && strings.HasPrefix(name(i), prefix); i++ {
+	for ; i < len(ix.sorted) && strings.HasPrefix(name(i), prefix) && (upTo <= 0 || len(out) < upTo); i++ {
 		out = append(out, ix.sorted[i])
 	}
 	return out
@@ -605,7 +618,7 @@ func (ix *Index) matchesLocked(f *Filter, e *Entry) bool {
 	if !e.Visible() {
 		return false
 	}
-	if f.HasEntity && !strings.HasPrefix(ix.entities[e.Entity].Name, f.EntityPrefix) {
+	if f.HasEntity && !f.entityMatches(ix.entities[e.Entity].Name) {
 		return false
 	}
 	if f.HasScope && ix.scopes[e.Scope].name != f.Scope {
@@ -648,18 +661,34 @@ func (ix *Index) PlanFrom(f Filter, from uint64, max int) ([]Loc, uint64) {
 		}
 		return len(out) < max
 	}
-	// Walk the shortest posting list the filter allows, from `from` on.
+	// Walk the shortest posting list the filter allows, from `from` on:
+	// the scope's, the kind's, or the entity's when it names one.
 	var post []uint32
-	switch {
-	case f.HasScope:
-		if n, ok := ix.byScope[f.Scope]; ok {
-			post = ix.scopes[n].seqs
-		} else {
+	have := false
+	consider := func(s []uint32) {
+		if !have || len(s) < len(post) {
+			post, have = s, true
+		}
+	}
+	if f.HasScope {
+		n, ok := ix.byScope[f.Scope]
+		if !ok {
 			return nil, end
 		}
-	case f.HasKind:
-		post = ix.kinds[f.Kind]
-	default:
+		consider(ix.scopes[n].seqs)
+	}
+	if f.HasKind {
+		consider(ix.kinds[f.Kind])
+	}
+	if f.HasEntity {
+		switch ents := ix.entitiesOf(&f, 2); len(ents) {
+		case 0:
+			return nil, end
+		case 1:
+			consider(ix.entities[ents[0]].Seqs)
+		}
+	}
+	if !have {
 		for seq := from; seq < end; seq++ {
 			if !take(uint32(seq)) {
 				return out, seq + 1

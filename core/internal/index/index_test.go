@@ -145,6 +145,9 @@ func randomFilter(rng *rand.Rand) Filter {
 	if rng.Intn(2) == 0 {
 		f.HasEntity = true
 		f.EntityPrefix = []string{"order:", "ord", "user:1", "order:7", "nobody", "", "user:39"}[rng.Intn(7)]
+		// Exactly: one entity ("user:1" is also a prefix of user:10…),
+		// or none.
+		f.EntityExact = rng.Intn(3) == 0
 	}
 	if rng.Intn(3) == 0 {
 		f.HasScope = true
@@ -271,7 +274,7 @@ func TestEntitiesWithPrefixStaysSortedAsEntitiesArrive(t *testing.T) {
 			slices.Sort(want)
 			ix.RLock()
 			var got []string
-			for _, n := range ix.entitiesWithPrefix(p) {
+			for _, n := range ix.entitiesWithPrefix(p, 0) {
 				got = append(got, ix.Entity(n).Name)
 			}
 			ix.RUnlock()
