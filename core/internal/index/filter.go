@@ -7,7 +7,7 @@ import "strings"
 type Filter struct {
 	EntityPrefix string // the entity's name starts with it
 	HasEntity    bool
-	EntityExact  bool // with HasEntity: the name is EntityPrefix exactly
+	EntityExact  bool   // with HasEntity: the name is EntityPrefix exactly
 	Scope        string // the scope is exactly this
 	HasScope     bool
 	Kind         uint16 // the kind is exactly this
