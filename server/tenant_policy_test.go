@@ -648,32 +648,50 @@ func TestTenantPolicyBundleTotalLimit(t *testing.T) {
 }
 
 // TestTenantPolicyRefusesOutsideBuiltins: a tenant bundle calling
-// http.send (in its tests or its rules), net.lookup_ip_addr or
-// opa.runtime is refused (422, stage compile, naming the built-in)
-// before anything of it runs: the server never calls out for a tenant,
-// nor hands it its environment.
+// http.send (in its tests or its rules), net.lookup_ip_addr,
+// opa.runtime, or json.match_schema / json.verify_schema (whose "$ref"
+// fetches URLs and reads files) is refused (422, stage compile, naming
+// the built-in) before anything of it runs — in Rego v1 or in a bundle
+// whose .manifest declares v0: the server never calls out for a tenant,
+// reads its own files for it, nor hands it its environment.
 func TestTenantPolicyRefusesOutsideBuiltins(t *testing.T) {
 	var hits atomic.Int64
 	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
-		_, _ = io.WriteString(w, `{}`)
+		_, _ = io.WriteString(w, `{"type": "object", "required": ["internal-secret"]}`)
 	}))
 	defer target.Close()
+	secret := filepath.Join(t.TempDir(), "secret.json")
+	if err := os.WriteFile(secret, []byte(`{"type": "object", "required": ["file-secret"]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	_, admin := tenantAdmin(t, nil)
 	send := `http.send({"method": "GET", "url": "` + target.URL + `"})`
+	v0 := `{"rego_version": 0}`
 	for name, files := range map[string][]string{
 		"http.send in a test": {"policy.rego", denyPrefix("NO", "secret:"), "policy_test.rego",
 			"package batpak.write_test\n\ntest_call if {\n\t" + send + ".status_code == 200\n}\n"},
-		"http.send in a rule": {"policy.rego", "package batpak.write\n\ndeny contains \"x\" if {\n\t" + send + ".status_code == 500\n}\n"},
-		"net.lookup_ip_addr":  {"policy.rego", "package batpak.write\n\ndeny contains \"x\" if {\n\tcount(net.lookup_ip_addr(\"localhost\")) > 100\n}\n"},
-		"opa.runtime":         {"policy.rego", "package batpak.write\n\ndeny contains \"x\" if {\n\topa.runtime().env.HOME == \"/\"\n}\n"},
+		"http.send in a rule":          {"policy.rego", "package batpak.write\n\ndeny contains \"x\" if {\n\t" + send + ".status_code == 500\n}\n"},
+		"net.lookup_ip_addr":           {"policy.rego", "package batpak.write\n\ndeny contains \"x\" if {\n\tcount(net.lookup_ip_addr(\"localhost\")) > 100\n}\n"},
+		"opa.runtime":                  {"policy.rego", "package batpak.write\n\ndeny contains \"x\" if {\n\topa.runtime().env.HOME == \"/\"\n}\n"},
+		"json.match_schema with a URL": {"policy.rego", "package batpak.write\n\ndeny contains sprintf(\"%v\", [r]) if {\n\tr := json.match_schema({}, {\"$ref\": \"" + target.URL + "/s\"})\n}\n"},
+		"json.match_schema in a test": {"policy.rego", denyPrefix("NO", "secret:"), "policy_test.rego",
+			"package batpak.write_test\n\ntest_call if {\n\tr := json.match_schema({}, {\"$ref\": \"" + target.URL + "/t\"})\n\tr[0] == false\n}\n"},
+		"json.verify_schema with a file": {"policy.rego", "package batpak.write\n\ndeny contains sprintf(\"%v\", [r]) if {\n\tr := json.verify_schema({\"$ref\": \"file://" + secret + "\"})\n}\n"},
+		"http.send in a v0 bundle": {".manifest", v0, "policy.rego", "package batpak.write\n\ndeny[m] {\n\tm := " + send + ".raw_body\n}\n",
+			"policy_test.rego", "package batpak.write_test\n\ntest_call {\n\t" + send + ".status_code == 200\n}\n"},
+		"opa.runtime in a v0 bundle":       {".manifest", v0, "policy.rego", "package batpak.write\n\ndeny[m] {\n\tm := opa.runtime().env.HOME\n}\n"},
+		"json.match_schema in a v0 bundle": {".manifest", v0, "policy.rego", "package batpak.write\n\ndeny[m] {\n\tm := sprintf(\"%v\", [json.match_schema({}, {\"$ref\": \"file://" + secret + "\"})])\n}\n"},
 	} {
 		builtin := strings.Split(name, " ")[0]
 		_, err := admin.PushPolicy(ctx, bytes.NewReader(tarGz(t, files...)))
 		var e *client.Error
 		if !errors.As(err, &e) || e.Status != 422 || !strings.Contains(e.Error(), builtin) {
 			t.Errorf("a bundle with %s: %v, want 422 naming %s", name, err, builtin)
+		}
+		if err != nil && (strings.Contains(err.Error(), "internal-secret") || strings.Contains(err.Error(), "file-secret")) {
+			t.Errorf("a bundle with %s: the refusal shows what it read: %v", name, err)
 		}
 	}
 	if n := hits.Load(); n != 0 {

@@ -78,6 +78,11 @@ type Options struct {
 	// converted; one more denies with POLICY_ERROR naming the limit. 0
 	// means DefaultMaxInputValues (65536); a negative value: no limit.
 	MaxInputValues int
+	// Sandboxed compiles the bundle with SandboxCapabilities: for a
+	// bundle its server's operator did not write (a tenant's). A module
+	// calling a built-in that reaches outside the policy (the network,
+	// files, the host's environment) does not compile.
+	Sandboxed bool
 }
 
 type loadedPolicy struct {
@@ -166,12 +171,16 @@ func (g *Gate) Reload(ctx context.Context) error {
 	if whole {
 		query = DecisionPath
 	}
-	r := rego.New(
+	ropts := []func(*rego.Rego){
 		rego.Query(query),
 		rego.ParsedBundle("batpak", &b),
 		rego.SetRegoVersion(ast.RegoV1),
 		rego.StrictBuiltinErrors(true), // a built-in's error fails closed, never leaves a deny rule silently undefined
-	)
+	}
+	if g.opts.Sandboxed {
+		ropts = append(ropts, rego.Capabilities(SandboxCapabilities()))
+	}
+	r := rego.New(ropts...)
 	pq, err := r.PrepareForEval(ctx)
 	if err != nil {
 		return fmt.Errorf("batpak: policy bundle %s does not compile: %w", g.source, err)

@@ -55,6 +55,10 @@ type TestOptions struct {
 	// print() calls are compiled out and nothing is kept (what a caller
 	// that never shows the output wants).
 	MaxOutputBytes int
+	// Sandboxed compiles the bundle and its tests with
+	// SandboxCapabilities, as Options.Sandboxed does for the gate: a
+	// test cannot reach outside the policy either.
+	Sandboxed bool
 }
 
 // TestResult is one Rego test's outcome. Exactly one of Skipped, Passed
@@ -152,8 +156,12 @@ func runTests(ctx context.Context, dir string, opts TestOptions, withCoverage bo
 		opts.MaxOutputBytes = DefaultMaxTestOutputBytes
 	}
 	printing := opts.MaxOutputBytes > 0
+	caps := ast.CapabilitiesForThisVersion()
+	if opts.Sandboxed {
+		caps = SandboxCapabilities()
+	}
 	compiler := ast.NewCompiler().
-		WithCapabilities(ast.CapabilitiesForThisVersion()).
+		WithCapabilities(caps).
 		WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn)).
 		WithEnablePrintStatements(printing).
 		WithDefaultRegoVersion(version)

@@ -7,24 +7,28 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/batpak-go/batpak/policy/opa"
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 // refusedBuiltins are the built-ins a tenant's bundle may not call (nor
-// mock with "with"): they would make the server call out to the network
-// (http.send, net.lookup_ip_addr) or hand the tenant the server's
-// environment and configuration (opa.runtime), at upload (its tests) or
-// on every write.
-var refusedBuiltins = map[string]bool{
-	"http.send":          true,
-	"net.lookup_ip_addr": true,
-	"opa.runtime":        true,
-}
+// mock with "with"): opa.SandboxRefusedBuiltins, which would make the
+// server call out to the network, read its files or hand the tenant its
+// environment and configuration, at upload (its tests) or on every write.
+// The bundle is also compiled without them (opa.Options.Sandboxed): this
+// scan only names them in the refusal.
+var refusedBuiltins = func() map[string]bool {
+	m := map[string]bool{}
+	for _, name := range opa.SandboxRefusedBuiltins {
+		m[name] = true
+	}
+	return m
+}()
 
 // refuseBuiltins parses the .rego modules under dir and lists each call
 // of a refused built-in as "file:line: name is not allowed in a tenant
-// bundle" (paths relative to dir). A module that does not parse is left
-// to the compile stage to report.
+// bundle" (paths relative to dir). A module that parses neither as Rego
+// v1 nor as v0 is left to the compile stage to report.
 func refuseBuiltins(dir string) ([]string, error) {
 	var out []string
 	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
@@ -38,7 +42,10 @@ func refuseBuiltins(dir string) ([]string, error) {
 		rel, _ := filepath.Rel(dir, p)
 		mod, err := ast.ParseModuleWithOpts(filepath.ToSlash(rel), string(src), ast.ParserOptions{RegoVersion: ast.RegoV1})
 		if err != nil {
-			return nil
+			// A bundle's .manifest may declare Rego v0.
+			if mod, err = ast.ParseModuleWithOpts(filepath.ToSlash(rel), string(src), ast.ParserOptions{RegoVersion: ast.RegoV0}); err != nil {
+				return nil
+			}
 		}
 		ast.WalkRefs(mod, func(r ast.Ref) bool {
 			if name := r.String(); refusedBuiltins[name] {

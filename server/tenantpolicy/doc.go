@@ -15,9 +15,11 @@
 // link or device, no entry twice. A bundle breaking a rule is refused
 // with a *BundleError naming the entry and the rule. An acceptable
 // archive is extracted to a temporary directory; a bundle calling a
-// built-in that reaches outside the policy (http.send,
-// net.lookup_ip_addr, opa.runtime) is refused (*RejectedError, stage
-// "compile") before anything of it runs; its Rego tests
+// built-in that reaches outside the policy (opa.SandboxRefusedBuiltins:
+// http.send, net.lookup_ip_addr, opa.runtime, json.match_schema,
+// json.verify_schema), in Rego v1 or v0, is refused (*RejectedError,
+// stage "compile") before anything of it runs, and the bundle and its
+// tests are compiled without those built-ins (opa.Options.Sandboxed); its Rego tests
 // (*_test.rego, as opa.RunTests runs them) are run and the policy is
 // compiled (opa.Load, tests left out): a bundle that does not compile or
 // whose tests fail, or whose tests and compilation together run past

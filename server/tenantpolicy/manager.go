@@ -447,7 +447,7 @@ func (m *Manager) check(ctx context.Context, data []byte, test bool, lim Limits)
 	if test {
 		// The tests' print() output is never shown: compiled out, so a
 		// test printing in a loop holds no memory for it.
-		results, err := opa.RunTests(ctx, tmp, opa.TestOptions{Timeout: min(opa.DefaultTestTimeout, m.opts.CheckTimeout), MaxOutputBytes: -1})
+		results, err := opa.RunTests(ctx, tmp, opa.TestOptions{Timeout: min(opa.DefaultTestTimeout, m.opts.CheckTimeout), MaxOutputBytes: -1, Sandboxed: true})
 		if terr := timedOut(); terr != nil {
 			return nil, terr
 		}
@@ -472,7 +472,7 @@ func (m *Manager) check(ctx context.Context, data []byte, test bool, lim Limits)
 			return nil, &RejectedError{Stage: "tests", Errors: scrub(failed)}
 		}
 	}
-	g, err := opa.Load(ctx, tmp, opa.Options{Name: "tenant", Timeout: m.opts.Timeout})
+	g, err := opa.Load(ctx, tmp, opa.Options{Name: "tenant", Timeout: m.opts.Timeout, Sandboxed: true})
 	if terr := timedOut(); terr != nil {
 		return nil, terr
 	}

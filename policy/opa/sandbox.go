@@ -1,0 +1,34 @@
+package opa
+
+import (
+	"slices"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// SandboxRefusedBuiltins are the built-ins a sandboxed policy cannot call:
+// each reaches outside the policy — the network (http.send,
+// net.lookup_ip_addr), URLs and the host's files through a JSON schema's
+// "$ref" (json.match_schema, json.verify_schema), or the host's
+// environment and configuration (opa.runtime).
+var SandboxRefusedBuiltins = []string{
+	"http.send",
+	"net.lookup_ip_addr",
+	"json.match_schema",
+	"json.verify_schema",
+	"opa.runtime",
+}
+
+// SandboxCapabilities returns the capabilities a sandboxed policy
+// (Options.Sandboxed, TestOptions.Sandboxed) is compiled with: this OPA
+// version's, less SandboxRefusedBuiltins, and no network host. A module
+// calling a refused built-in, in any Rego version, does not compile
+// ("undefined function"); one mocking it with "with" does not either.
+func SandboxCapabilities() *ast.Capabilities {
+	caps := ast.CapabilitiesForThisVersion()
+	caps.Builtins = slices.DeleteFunc(slices.Clone(caps.Builtins), func(b *ast.Builtin) bool {
+		return slices.Contains(SandboxRefusedBuiltins, b.Name)
+	})
+	caps.AllowNet = []string{}
+	return caps
+}
