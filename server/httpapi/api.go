@@ -163,8 +163,10 @@ type Route struct {
 	// reads: a POST that changes nothing (verify), served by whichever
 	// cluster node is asked, like a GET.
 	reads bool
-	// control: the route changes the shared control plane; on a tenant
-	// credential it takes a token of quota.Tenant.AllowControlChange.
+	// control: the route changes the shared control plane, or lifts a
+	// plugin's quarantine (which would otherwise give a faulting plugin
+	// endless retries); on a tenant credential it takes a token of
+	// quota.Tenant.AllowControlChange.
 	control bool
 }
 
@@ -286,7 +288,7 @@ func (a *API) table() []Route {
 		{Method: "GET", Path: t + "/plugins", Access: Tenant, Role: control.RoleReader, handler: a.listPlugins},
 		{Method: "GET", Path: t + "/plugins/{name}", Access: Tenant, Role: control.RoleReader, handler: a.pluginStatus},
 		{Method: "POST", Path: t + "/plugins/{name}/swap", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.swapPlugin, control: true},
-		{Method: "POST", Path: t + "/plugins/{name}/reset", Access: Tenant, Role: control.RoleAdmin, handler: a.resetPlugin, leader: true},
+		{Method: "POST", Path: t + "/plugins/{name}/reset", Access: Tenant, Role: control.RoleAdmin, handler: a.resetPlugin, leader: true, control: true},
 		{Method: "DELETE", Path: t + "/plugins/{name}", Access: Tenant, Role: control.RoleAdmin, handler: a.deletePlugin, control: true},
 		{Method: "GET", Path: t + "/projections/{plugin}/{entity}", Access: Tenant, Role: control.RoleReader, handler: a.projection},
 		{Method: "GET", Path: t + "/workers", Access: Tenant, Role: control.RoleReader, handler: a.listWorkers, leader: true},

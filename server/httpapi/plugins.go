@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/batpak-go/batpak/internal/printable"
 	"github.com/batpak-go/batpak/plugins"
@@ -215,6 +216,9 @@ func pluginProblem(err error) *apiError {
 		pf *plugins.PluginFault
 	)
 	switch {
+	case errors.Is(err, tenantplugin.ErrBusy):
+		return &apiError{status: http.StatusServiceUnavailable, code: wire.CodeBusy, retryAfter: time.Second,
+			detail: "the tenant runs " + itoa(tenantplugin.TenantCalls) + " projection calls at once (the server " + itoa(tenantplugin.Calls) + "); retry"}
 	case errors.As(err, &le):
 		lim := float64(le.Limit)
 		status := http.StatusUnprocessableEntity

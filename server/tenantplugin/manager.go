@@ -156,6 +156,50 @@ type Manager struct {
 
 	tmu     sync.RWMutex
 	tenants map[string]*tenantHost
+
+	calls chan struct{} // a slot for each projection call running (Calls)
+}
+
+// TenantCalls and Calls bound the projection calls running at once: one
+// tenant's, and all tenants' together. Each call holds a plugin instance
+// (up to the plugin's memory limit) and a core for up to its timeout, so
+// a tenant's reader sending many projection reads at once must not take
+// the server's memory and CPU. A call waits up to CallSlotWait for a
+// slot; past it the projection fails with ErrBusy (503 BUSY over HTTP).
+// A projection read whose state is cached makes no call.
+const (
+	TenantCalls  = 4
+	Calls        = 32
+	CallSlotWait = time.Second
+)
+
+// ErrBusy: a projection found no call slot within CallSlotWait (its
+// tenant, or the server, runs as many plugin calls as it may). Retry.
+var ErrBusy = errors.New("tenantplugin: too many projection calls at once; retry")
+
+// callSlot takes a slot of the tenant's and one of the server's for one
+// plugin call, waiting up to CallSlotWait within ctx; release gives them
+// back.
+func (m *Manager) callSlot(ctx context.Context, th *tenantHost) (release func(), err error) {
+	t := time.NewTimer(CallSlotWait)
+	defer t.Stop()
+	select {
+	case th.calls <- struct{}{}:
+	case <-t.C:
+		return nil, ErrBusy
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case m.calls <- struct{}{}:
+	case <-t.C:
+		<-th.calls
+		return nil, ErrBusy
+	case <-ctx.Done():
+		<-th.calls
+		return nil, ctx.Err()
+	}
+	return func() { <-m.calls; <-th.calls }, nil
 }
 
 // tenantLock serialises one tenant's changes; held (or waited for) by n.
@@ -201,6 +245,7 @@ type tenantHost struct {
 	host    *plugins.Host
 	mu      sync.RWMutex
 	plugins map[string]*hosted
+	calls   chan struct{} // a slot for each projection call running (TenantCalls)
 }
 
 // hosted is one of a tenant's plugins as loaded.
@@ -247,7 +292,8 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	m := &Manager{opts: opts, tenants: map[string]*tenantHost{}, locks: map[string]*tenantLock{}, checks: make(chan struct{}, opts.Checks)}
+	m := &Manager{opts: opts, tenants: map[string]*tenantHost{}, locks: map[string]*tenantLock{}, checks: make(chan struct{}, opts.Checks),
+		calls: make(chan struct{}, Calls)}
 	ents, err := os.ReadDir(opts.Dir)
 	if err != nil {
 		return nil, err
@@ -317,7 +363,7 @@ func (m *Manager) host(tenant string) (*tenantHost, error) {
 	if th = m.tenants[tenant]; th != nil {
 		return th, nil
 	}
-	th = &tenantHost{plugins: map[string]*hosted{}}
+	th = &tenantHost{plugins: map[string]*hosted{}, calls: make(chan struct{}, TenantCalls)}
 	sink := logSink{find: func(name string) *ring[LogLine] {
 		th.mu.RLock()
 		defer th.mu.RUnlock()
@@ -953,9 +999,16 @@ func (m *Manager) Project(ctx context.Context, store *core.Store, tenant, name, 
 	if rev.Kind != string(plugins.KindProjection) {
 		return Projected{}, &RejectedError{Plugin: name, Reason: "it is a " + rev.Kind + " plugin, not a projection plugin"}
 	}
+	m.tmu.RLock()
+	th := m.tenants[tenant]
+	m.tmu.RUnlock()
+	if th == nil {
+		return Projected{}, fmt.Errorf("%w: plugin %q", control.ErrNotFound, name)
+	}
 	h.requests.Add(1)
 	before := p.Digest()
-	gen, state, _, err := core.ProjectIfChanged(store, entity, countingProjection{Projection: plugins.Projection{P: p, Ctx: ctx}, h: h}, ^uint64(0), core.Consistent())
+	slot := func() (func(), error) { return m.callSlot(ctx, th) }
+	gen, state, _, err := core.ProjectIfChanged(store, entity, countingProjection{Projection: plugins.Projection{P: p, Ctx: ctx}, h: h, slot: slot}, ^uint64(0), core.Consistent())
 	if err != nil {
 		var f *plugins.PluginFault
 		if errors.As(err, &f) && f.Kind != plugins.FaultQuarantined {
@@ -970,13 +1023,19 @@ func (m *Manager) Project(ctx context.Context, store *core.Store, tenant, name, 
 }
 
 // countingProjection counts the plugin calls a projection makes and
-// their time (a cached state makes none).
+// their time (a cached state makes none); each call takes a call slot.
 type countingProjection struct {
 	plugins.Projection
-	h *hosted
+	h    *hosted
+	slot func() (release func(), err error)
 }
 
 func (c countingProjection) ApplyBatch(state []byte, evs []core.StoredEvent) ([]byte, error) {
+	release, err := c.slot()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	t := time.Now()
 	out, err := c.Projection.ApplyBatch(state, evs)
 	c.h.calls.Add(1)
