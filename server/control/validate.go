@@ -53,11 +53,16 @@ func ValidCursorName(name string) error {
 	return nil
 }
 
+// MinRate is the smallest positive rate a quota takes (per second: one
+// a little under every 12 days).
+const MinRate = 1e-6
+
 // MaxBatchEventsLimit is the most events one batch can hold: a tenant
 // store's batch limit (core's Config.Batch.MaxSize at its ceiling).
 const MaxBatchEventsLimit = 4096
 
-// Validate checks q: rates finite (negative: no limit), bursts not
+// Validate checks q: rates finite and 0 or at least MinRate (negative:
+// no limit), bursts not
 // negative, max_batch_events at most MaxBatchEventsLimit (negative: that
 // limit), the other fields any value (negative: no limit). The error
 // wraps ErrInvalid and names the field.
@@ -68,6 +73,9 @@ func (q Quotas) Validate() error {
 	rate := func(name string, v float64) error {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			return fmt.Errorf("%w: quotas.%s: must be a finite number (negative: no limit)", ErrInvalid, name)
+		}
+		if v > 0 && v < MinRate {
+			return fmt.Errorf("%w: quotas.%s: %g: a positive rate is at least %g a second (negative: no limit)", ErrInvalid, name, v, MinRate)
 		}
 		return nil
 	}

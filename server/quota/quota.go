@@ -268,8 +268,11 @@ func (b *bucket) set(now time.Time, r float64, burst int) {
 	b.unlimited, b.rate, b.burst = false, r, burst
 }
 
-// wait is how long until n tokens are there (0: now); ok false when n is
-// more than the bucket holds.
+// maxWait bounds a computed wait (a rate near zero): about a century.
+const maxWait = 100 * 365 * 24 * time.Hour
+
+// wait is how long until n tokens are there (0: now; at most maxWait); ok
+// false when n is more than the bucket holds.
 func (b *bucket) wait(now time.Time, n int) (time.Duration, bool) {
 	if b.unlimited || n <= 0 {
 		return 0, true
@@ -284,6 +287,9 @@ func (b *bucket) wait(now time.Time, n int) (time.Duration, bool) {
 	// Whole microseconds, rounded up, forgiving float error below a
 	// nanosecond (1 token at 10/s is 100ms, not 100.000001ms).
 	us := math.Ceil((float64(n)-have)/b.rate*1e6 - 1e-3)
+	// A tiny rate gives a wait past what a Duration holds: clamped, in
+	// floating point, so it never wraps to "no wait".
+	us = min(us, float64(maxWait/time.Microsecond))
 	return time.Duration(max(us, 1)) * time.Microsecond, true
 }
 

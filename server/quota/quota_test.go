@@ -395,3 +395,30 @@ func TestRestoreChargesRecordedSpends(t *testing.T) {
 	m.Restore("c", low, []control.Spend{{At: now, Bytes: 5000}})
 	want(t, m.Tenant("c", low).AllowUpload(1), "upload_bytes_per_hour", 1000, 3600*time.Millisecond)
 }
+
+// A rate near zero waits (nearly) forever: the wait is clamped, never
+// wrapped to "allowed"; the control plane refuses positive rates below
+// control.MinRate.
+func TestTinyRatesStayLimits(t *testing.T) {
+	c := newClock()
+	m := quota.NewWithClock(c.now)
+	for _, r := range []float64{1e-6, 1e-12, 1e-13, 1e-300} {
+		tn := m.Tenant("tiny", control.Quotas{EventsPerSecond: r, EventsBurst: 1})
+		allowed(t, tn.AllowWrite(1, 0))
+		for range 10 {
+			ex := tn.AllowWrite(1, 0)
+			if ex == nil || ex.RetryAfter < 24*time.Hour {
+				t.Fatalf("rate %g: the second write: %+v, want refused for at least a day", r, ex)
+			}
+		}
+		m.Forget("tiny")
+	}
+	for _, r := range []float64{1e-7, 1e-13, 1e-300} {
+		if err := (control.Quotas{EventsPerSecond: r}).Validate(); err == nil {
+			t.Errorf("events_per_second %g was accepted", r)
+		}
+	}
+	if err := (control.Quotas{EventsPerSecond: control.MinRate, BytesPerSecond: -1}).Validate(); err != nil {
+		t.Errorf("events_per_second %g: %v", control.MinRate, err)
+	}
+}
