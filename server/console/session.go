@@ -88,7 +88,9 @@ func (st *sessionStore) expired(s *session, now time.Time) bool {
 // past the principal's bound (MaxSessionsPerPrincipal) or its tenant's
 // (MaxSessionsPerTenant) the least recently used session of that
 // principal or tenant ends; past the store's bound an operator sign-in
-// ends the least recently used tenant session, and any other gets
+// ends the least recently used tenant session, a tenant's sign-in the
+// least recently used session of the tenant holding the most (when it
+// holds more than the signing tenant would), and any other gets
 // ErrTooManySessions.
 func (st *sessionStore) create(credential string, p auth.Principal) (string, *session, error) {
 	id, err := randomToken()
@@ -106,6 +108,7 @@ func (st *sessionStore) create(credential string, p auth.Principal) (string, *se
 	defer st.mu.Unlock()
 	var mine, tenant []*session
 	var lruTenant *session // the least recently used tenant session of all
+	byTenant := map[string][]*session{}
 	for _, o := range st.m {
 		if st.expired(o, now) {
 			st.endLocked(o)
@@ -121,6 +124,7 @@ func (st *sessionStore) create(credential string, p auth.Principal) (string, *se
 			if lruTenant == nil || o.lastUsed.Before(lruTenant.lastUsed) {
 				lruTenant = o
 			}
+			byTenant[o.principal.Tenant] = append(byTenant[o.principal.Tenant], o)
 		}
 	}
 	if len(mine) >= MaxSessionsPerPrincipal {
@@ -130,6 +134,18 @@ func (st *sessionStore) create(credential string, p auth.Principal) (string, *se
 	} else if p.Operator && len(st.m) >= st.max && lruTenant != nil {
 		// The operator is never locked out by tenants' sessions.
 		st.endLocked(lruTenant)
+	} else if len(st.m) >= st.max {
+		// Nor is a tenant by other tenants': the tenant holding the
+		// most sessions, more than this one would, gives one up.
+		var most []*session
+		for _, ss := range byTenant {
+			if len(ss) > len(most) {
+				most = ss
+			}
+		}
+		if len(most) > len(tenant)+1 {
+			st.dropLRU(most)
+		}
 	}
 	if len(st.m) >= st.max {
 		return "", nil, ErrTooManySessions

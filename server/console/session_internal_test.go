@@ -1,6 +1,7 @@
 package console
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -295,4 +296,24 @@ func itoaInternal(i int) string {
 		return string(rune('0' + i))
 	}
 	return itoaInternal(i/10) + string(rune('0'+i%10))
+}
+
+// Tenants filling the store cannot lock another tenant out: its sign-in
+// ends the least recently used session of the tenant holding the most.
+func TestTenantsCannotLockOthersOut(t *testing.T) {
+	st := newSessionStore(DefaultMaxSessions, DefaultIdleTimeout, DefaultLifetime)
+	for ten := range DefaultMaxSessions / MaxSessionsPerTenant {
+		for k := range MaxSessionsPerTenant {
+			p := auth.Principal{ID: fmt.Sprintf("key%d", k/MaxSessionsPerPrincipal), Tenant: fmt.Sprintf("busy%d", ten)}
+			if _, _, err := st.create("cred", p); err != nil {
+				t.Fatalf("tenant %d session %d: %v", ten, k, err)
+			}
+		}
+	}
+	if _, _, err := st.create("cred", auth.Principal{ID: "k", Tenant: "other"}); err != nil {
+		t.Fatalf("a tenant's sign-in into a store full of other tenants' sessions: %v", err)
+	}
+	if n := st.len(); n != DefaultMaxSessions {
+		t.Fatalf("%d sessions held, want the store's %d", n, DefaultMaxSessions)
+	}
 }

@@ -25,7 +25,9 @@
 //	------------------------  ---------------------------------------------------------
 //	ring (per running hub)    Options.RingEvents frames and Options.RingBytes bytes
 //	one Next                  Options.MaxBacklogEvents frames, Options.MaxBacklogBytes
-//	                          bytes (one larger frame alone is allowed)
+//	                          bytes (one larger frame alone is allowed); catching up
+//	                          from the store, 1 MiB of payload (so a subscriber that
+//	                          does not read holds about that much)
 //	live subscriber backlog   more than MaxBacklogEvents events of its region, or more
 //	                          than MaxBacklogBytes of their frames, waiting for Next:
 //	                          cut off, *EndError{Cause: ErrSlowConsumer, Resume}

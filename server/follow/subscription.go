@@ -247,6 +247,10 @@ func (s *Subscription) fromRingLocked(frames []Frame, bytes int64) ([]Frame, err
 	return frames, nil
 }
 
+// catchUpBytes bounds the payload one catch-up step reads (at least one
+// event is read, whatever its size).
+const catchUpBytes = 1 << 20
+
 // fromStore reads the store with s's own cursor from s.next, up to the
 // first event the ring holds (coverStart): catching up, or fallen behind
 // the ring.
@@ -263,7 +267,13 @@ func (s *Subscription) fromStore(coverStart uint64) ([]Frame, int64, error) {
 	// Bounded in payload bytes too: a region of large events is not read
 	// MaxBacklogEvents at a time (4096 events of 1 MiB would be 4 GiB)
 	// only to send MaxBacklogBytes of them.
-	evs, more, err := s.cur.PollBytes(limit, int(min(o.MaxBacklogBytes, math.MaxInt32)))
+	// Catching up, it reads catchUpBytes at a time: a subscriber that does
+	// not read holds one step of frames, not MaxBacklogBytes of them.
+	step := min(o.MaxBacklogBytes, math.MaxInt32)
+	if !s.live {
+		step = min(step, catchUpBytes)
+	}
+	evs, more, err := s.cur.PollBytes(limit, int(step))
 	if err != nil {
 		return nil, 0, storeErr(err)
 	}

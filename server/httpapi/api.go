@@ -130,6 +130,8 @@ type API struct {
 	// startVerify).
 	verifyMu sync.Mutex
 	verifies map[string]bool
+	// bodies bounds the large JSON bodies written at once.
+	bodies *bodyBudget
 }
 
 // Access says who may call a route.
@@ -200,7 +202,8 @@ func New(opts Options) *API {
 	if opts.SSEBufferEvents <= 0 {
 		opts.SSEBufferEvents = 4096
 	}
-	a := &API{opts: opts, mux: http.NewServeMux(), log: opts.Logger, stopping: make(chan struct{}), access: make(chan struct{})}
+	a := &API{opts: opts, mux: http.NewServeMux(), log: opts.Logger, stopping: make(chan struct{}), access: make(chan struct{}),
+		bodies: newBodyBudget()}
 	if a.log == nil {
 		a.log = slog.Default()
 	}

@@ -58,6 +58,10 @@ type recorder struct {
 	deadlineMu   sync.Mutex
 	cut          bool // cutOff was called: the deadline is final
 	info         *reqInfo
+	// bodies bounds the large JSON bodies written at once (writeJSON);
+	// ctx is the request's, for the wait.
+	bodies *bodyBudget
+	ctx    context.Context
 	// body tracks the request body (nil: none): an error answered before
 	// it was read to its end closes the connection (see WriteHeader).
 	body *trackedBody
@@ -190,6 +194,7 @@ func (a *API) middleware(next http.Handler, route string) http.Handler {
 		st := &reqState{ri: reqInfo{id: requestID(r)}}
 		ri, rec := &st.ri, &st.rec
 		rec.ResponseWriter, rec.info = w, ri
+		rec.bodies, rec.ctx = a.bodies, r.Context()
 		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 			rec.body = &trackedBody{ReadCloser: r.Body}
 			r.Body = rec.body

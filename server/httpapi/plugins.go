@@ -218,7 +218,7 @@ func pluginProblem(err error) *apiError {
 	switch {
 	case errors.Is(err, tenantplugin.ErrBusy):
 		return &apiError{status: http.StatusServiceUnavailable, code: wire.CodeBusy, retryAfter: time.Second,
-			detail: "the tenant runs " + itoa(tenantplugin.TenantCalls) + " projection calls at once (the server " + itoa(tenantplugin.Calls) + "); retry"}
+			detail: "the tenant runs " + itoa(tenantplugin.TenantCalls) + " projection reads at once (the server " + itoa(tenantplugin.Calls) + "); retry"}
 	case errors.As(err, &le):
 		lim := float64(le.Limit)
 		status := http.StatusUnprocessableEntity

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -127,18 +128,29 @@ func writeAppended(w http.ResponseWriter, status int, fill func([]byte) []byte) 
 
 // writeJSON writes v with status.
 func writeJSON(w http.ResponseWriter, status int, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
+	// Not HTML-escaped: a payload's "<" stays one byte (escaped it is
+	// six, and a page six times its bound).
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil { // with its newline
 		return err
 	}
-	b = append(b, '\n')
+	b := buf.Bytes()
+	if rec, ok := w.(*recorder); ok && rec.bodies != nil && len(b) >= largeBody {
+		release, err := rec.bodies.hold(rec.ctx, len(b))
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	// A known length: no chunked encoding for bodies past the server's
 	// 2 KiB buffer (batch receipts, pages).
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
-	_, err = w.Write(b)
+	_, err := w.Write(b)
 	return err
 }
 

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,8 +18,12 @@ import (
 // EncodeEvent is the SSE data of an event: its JSON on one line. The
 // follow hub calls it once per event for all subscribers.
 func EncodeEvent(ev core.StoredEvent) []byte {
-	b, _ := json.Marshal(wire.FromStored(ev))
-	return b
+	// Not HTML-escaped: a payload's "<" stays one byte, as stored.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(wire.FromStored(ev))
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 }
 
 // beginStream registers a stream unless the API is draining.

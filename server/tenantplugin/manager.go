@@ -160,20 +160,21 @@ type Manager struct {
 	calls chan struct{} // a slot for each projection call running (Calls)
 }
 
-// TenantCalls and Calls bound the projection calls running at once: one
-// tenant's, and all tenants' together. Each call holds a plugin instance
-// (up to the plugin's memory limit) and a core for up to its timeout, so
-// a tenant's reader sending many projection reads at once must not take
-// the server's memory and CPU. A call waits up to CallSlotWait for a
-// slot; past it the projection fails with ErrBusy (503 BUSY over HTTP).
-// A projection read whose state is cached makes no call.
+// TenantCalls and Calls bound the projections running at once: one
+// tenant's, and all tenants' together. Each holds the events it folds
+// and a plugin instance (up to the plugin's memory limit) and a core for
+// up to its calls' timeout, so a tenant's reader sending many projection
+// reads at once must not take the server's memory and CPU. A projection
+// waits up to CallSlotWait for a slot; past it it fails with ErrBusy
+// (503 BUSY over HTTP). One whose state is cached is quick, but takes a
+// slot all the same.
 const (
 	TenantCalls  = 4
 	Calls        = 32
 	CallSlotWait = time.Second
 )
 
-// ErrBusy: a projection found no call slot within CallSlotWait (its
+// ErrBusy: a projection found no slot within CallSlotWait (its
 // tenant, or the server, runs as many plugin calls as it may). Retry.
 var ErrBusy = errors.New("tenantplugin: too many projection calls at once; retry")
 
@@ -1006,9 +1007,16 @@ func (m *Manager) Project(ctx context.Context, store *core.Store, tenant, name, 
 		return Projected{}, fmt.Errorf("%w: plugin %q", control.ErrNotFound, name)
 	}
 	h.requests.Add(1)
+	// The slot is held for the whole fold: the events of a batch are read
+	// before the plugin is called, so a read waiting for a slot must not
+	// hold them.
+	release, err := m.callSlot(ctx, th)
+	if err != nil {
+		return Projected{}, err
+	}
+	defer release()
 	before := p.Digest()
-	slot := func() (func(), error) { return m.callSlot(ctx, th) }
-	gen, state, _, err := core.ProjectIfChanged(store, entity, countingProjection{Projection: plugins.Projection{P: p, Ctx: ctx}, h: h, slot: slot}, ^uint64(0), core.Consistent())
+	gen, state, _, err := core.ProjectIfChanged(store, entity, countingProjection{Projection: plugins.Projection{P: p, Ctx: ctx}, h: h}, ^uint64(0), core.Consistent())
 	if err != nil {
 		var f *plugins.PluginFault
 		if errors.As(err, &f) && f.Kind != plugins.FaultQuarantined {
@@ -1023,19 +1031,13 @@ func (m *Manager) Project(ctx context.Context, store *core.Store, tenant, name, 
 }
 
 // countingProjection counts the plugin calls a projection makes and
-// their time (a cached state makes none); each call takes a call slot.
+// their time (a cached state makes none).
 type countingProjection struct {
 	plugins.Projection
-	h    *hosted
-	slot func() (release func(), err error)
+	h *hosted
 }
 
 func (c countingProjection) ApplyBatch(state []byte, evs []core.StoredEvent) ([]byte, error) {
-	release, err := c.slot()
-	if err != nil {
-		return nil, err
-	}
-	defer release()
 	t := time.Now()
 	out, err := c.Projection.ApplyBatch(state, evs)
 	c.h.calls.Add(1)
