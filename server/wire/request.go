@@ -31,7 +31,10 @@ func DecodeAppend(body []byte, req *AppendRequest, maxDepth int) error {
 // for bodies of the usual shape. A batch of more than maxItems events
 // (maxItems > 0) is refused with a *TooManyItemsError before more than
 // maxItems+1 of them are decoded, so an oversized body costs its own
-// bytes, not a decoded request many times their size.
+// bytes, not a decoded request many times their size. The bound counts
+// the values of every array directly under the body's object, so a body
+// naming "events" twice is held to it by both together (Decode keeps the
+// last), and no later member can make Decode read more than the bound.
 func DecodeBatch(body []byte, req *BatchRequest, maxDepth, maxItems int) error {
 	// A batch's payloads sit three levels down: object, events, item.
 	if maxDepth > 3 {
