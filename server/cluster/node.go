@@ -163,6 +163,7 @@ type Node struct {
 	trans   raft.Transport
 	stream  *tlsStream // nil without Config.TLS
 	bolt    *raftboltdb.BoltStore
+	stable  *closingStable    // bolt as raft's stable store
 	watch   *watchedTransport // trans as raft sees it: AppendEntries observed
 	catchUp catchUp
 	state   stateIndex // the last log index the stores reflect
@@ -304,7 +305,8 @@ func Open(cfg Config) (*Node, error) {
 	n.fsm = f
 	logs := newLogCache(bolt, logCacheEntries, logCacheBytes)
 	n.watch = watchTransport(trans)
-	r, err := raft.NewRaft(rc, f, logs, bolt, snaps, n.watch.forRaft())
+	n.stable = newClosingStable(bolt)
+	r, err := raft.NewRaft(rc, f, logs, n.stable, snaps, n.watch.forRaft())
 	if err != nil {
 		bolt.Close()
 		closeTransport(trans)
@@ -965,6 +967,7 @@ func (n *Node) close() error {
 	n.watch.halt()
 	<-n.handOverDone
 	closeTransport(n.trans)
+	n.stable.close() // a heartbeat answered now records no term into a closed store
 	if e := n.bolt.Close(); err == nil {
 		err = e
 	}
