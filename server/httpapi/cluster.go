@@ -223,7 +223,7 @@ func (a *API) clusterRead(c *call) error {
 func (a *API) clusterWaitSequence(c *call, s *core.Store, seq uint64) error {
 	cl := a.opts.Cluster
 	if s.Usage().GlobalSequence <= seq {
-		release, ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).AcquireSubscription()
+		release, ex := a.quotaOf(c).AcquireSubscription()
 		if ex != nil {
 			return ex
 		}

@@ -57,7 +57,7 @@ func (a *API) listCursors(c *call) error {
 // (to the control plane, or the cursor's position, replicated on a
 // cluster), so a tenant cannot make them without bound.
 func (a *API) cursorWrite(c *call) error {
-	ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).AllowWrite(1, 0)
+	ex := a.quotaOf(c).AllowWrite(1, 0)
 	if ex == nil {
 		return nil
 	}
@@ -96,7 +96,7 @@ func (a *API) defineCursor(c *call) error {
 	if w, ok := a.opts.Plane.WorkerOfCursor(c.tenant, name); ok {
 		return &apiError{status: 409, code: wire.CodeConflict, detail: "cursor " + strconv.Quote(name) + " is hosted worker " + strconv.Quote(w) + "'s; give the cursor another name"}
 	}
-	qt := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant))
+	qt := a.quotaOf(c)
 	if ex := qt.CheckCursors(len(defs) + 1); ex != nil {
 		return ex
 	}

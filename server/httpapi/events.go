@@ -19,12 +19,17 @@ import (
 	"github.com/batpak-go/batpak/server/wire"
 )
 
-// admitWrite checks the write quotas of the call's tenant for events
+// quotaOf is the call's tenant's quota state, under its effective
+// quotas.
+func (a *API) quotaOf(c *call) *quota.Tenant {
+	return a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant))
+}
+
+// admitWrite checks the write quotas qt of the call's tenant for events
 // totalling bytes of payload, largest the biggest one: payload size, batch
 // size, storage, then the rate buckets (which take tokens only when
 // everything else passed).
-func (a *API) admitWrite(c *call, s *core.Store, events, bytes, largest int, batch bool) error {
-	qt := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant))
+func (a *API) admitWrite(c *call, s *core.Store, qt *quota.Tenant, events, bytes, largest int, batch bool) error {
 	if ex := qt.CheckPayload(largest); ex != nil {
 		return ex
 	}
@@ -54,7 +59,7 @@ func (a *API) admitWrite(c *call, s *core.Store, events, bytes, largest int, bat
 // bucket about to refill is left to admitWrite (which checks the sizes
 // first).
 func (a *API) overRate(c *call) error {
-	if ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).Exhausted(1); ex != nil && ex.RetryAfter >= time.Millisecond {
+	if ex := a.quotaOf(c).Exhausted(1); ex != nil && ex.RetryAfter >= time.Millisecond {
 		return a.holdRefusal(c, ex)
 	}
 	return nil
@@ -90,7 +95,7 @@ func (a *API) appendOne(c *call) error {
 	if err != nil {
 		return err
 	}
-	if err := a.admitWrite(c, s, 1, len(it.Payload), len(it.Payload), false); err != nil {
+	if err := a.admitWrite(c, s, a.quotaOf(c), 1, len(it.Payload), len(it.Payload), false); err != nil {
 		return err
 	}
 	a.metrics.queueDepth.Observe(float64(s.WriterPressure().QueueLen))
@@ -118,7 +123,7 @@ func (a *API) appendBatch(c *call) error {
 	// The bound on events holds while the body is decoded: a body of
 	// many small events would otherwise cost many times its size before
 	// it is refused.
-	qt := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant))
+	qt := a.quotaOf(c)
 	c.maxBatch = control.MaxBatchEventsLimit
 	if ex := qt.CheckBatch(c.maxBatch); ex != nil {
 		c.maxBatch = int(ex.Limit)
@@ -160,7 +165,7 @@ func (a *API) appendBatch(c *call) error {
 	if err != nil {
 		return err
 	}
-	if err := a.admitWrite(c, s, len(items), bytes, largest, true); err != nil {
+	if err := a.admitWrite(c, s, qt, len(items), bytes, largest, true); err != nil {
 		return err
 	}
 	a.metrics.queueDepth.Observe(float64(s.WriterPressure().QueueLen))

@@ -333,7 +333,7 @@ func (a *API) guard(rt Route) http.Handler {
 			if slices.Contains(c.principal.Roles, control.RoleAdmin) {
 				class = quota.Admin
 			}
-			if ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).AllowControlChange(class); ex != nil {
+			if ex := a.quotaOf(c).AllowControlChange(class); ex != nil {
 				err = ex
 			}
 		}

@@ -50,7 +50,7 @@ func (a *API) pushPlugin(c *call) error {
 	if len(body.Module) == 0 {
 		return errInvalid("module", "module is required: the WebAssembly module, base64")
 	}
-	if ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).AllowUpload(len(body.Module) + len(body.Manifest)); ex != nil {
+	if ex := a.quotaOf(c).AllowUpload(len(body.Module) + len(body.Manifest)); ex != nil {
 		return ex
 	}
 	activate := body.Activate == nil || *body.Activate

@@ -45,7 +45,7 @@ func (a *API) pushPolicy(c *call) error {
 	if err != nil && int64(len(b)) <= max {
 		return err
 	}
-	if ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).AllowUpload(len(b)); ex != nil {
+	if ex := a.quotaOf(c).AllowUpload(len(b)); ex != nil {
 		return ex
 	}
 	tp, err := a.opts.Policies.Push(c.writeCtx(), c.tenant, bytes.NewReader(b))

@@ -44,7 +44,7 @@ func (a *API) beginStream() bool {
 // connection the server has (server.max_connections). Past it: 429
 // QUOTA_EXCEEDED. release gives the slot back.
 func (a *API) holdStream(c *call) (release func(), err error) {
-	release, ex := a.opts.Quotas.Tenant(c.tenant, a.opts.Plane.Effective(c.tenant)).AcquireSubscription()
+	release, ex := a.quotaOf(c).AcquireSubscription()
 	if ex != nil {
 		return nil, ex
 	}
