@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -372,8 +373,16 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusUnauthorized, wire.CodeUnauthenticated, "the credential is not valid (unknown, revoked or mistyped)")
 		return
 	}
-	if !p.Operator {
-		if t, ok := c.tenant(p.Tenant); ok && t.State == control.StateSuspended {
+	if !p.Operator && c.opts.Plane != nil {
+		// A JWT names its tenant in a claim: one the server does not hold
+		// (never created, or deleted) gets no session, as the API
+		// answers it 404.
+		t, ok := c.tenant(p.Tenant)
+		if !ok {
+			problem(w, http.StatusNotFound, wire.CodeNotFound, "no such tenant: the credential's tenant "+strconv.Quote(p.Tenant)+" does not exist on this server")
+			return
+		}
+		if t.State == control.StateSuspended {
 			problem(w, http.StatusForbidden, wire.CodeTenantSuspended, "the tenant is suspended")
 			return
 		}

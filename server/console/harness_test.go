@@ -46,6 +46,13 @@ func (s *syncBuf) Write(p []byte) (int, error) {
 
 func start(t *testing.T) *env {
 	t.Helper()
+	return startWith(t, nil)
+}
+
+// startWith is start with configure (if not nil) applied to the
+// server's configuration first.
+func startWith(t *testing.T, configure func(*server.Config)) *env {
+	t.Helper()
 	cfg := server.DefaultConfig()
 	cfg.Root = t.TempDir()
 	cfg.Listen = "127.0.0.1:0"
@@ -53,6 +60,9 @@ func start(t *testing.T) *env {
 	cfg.ShutdownTimeout = 5 * time.Second
 	cfg.AccessLog = "off"
 	cfg.Stderr = &syncBuf{}
+	if configure != nil {
+		configure(&cfg)
+	}
 	srv, err := server.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"hash/fnv"
 	"net/http"
 	"strconv"
@@ -91,8 +92,8 @@ func (a *API) defineCursor(c *call) error {
 			return &apiError{status: 409, code: wire.CodeConflict, detail: "cursor " + strconv.Quote(name) + " exists with another region; delete it first"}
 		}
 	}
-	// A hosted worker's cursor is the worker's alone: refused before the
-	// position below is reset.
+	// A hosted worker's cursor is the worker's alone (checked again,
+	// atomically, by DefineCursorMax).
 	if w, ok := a.opts.Plane.WorkerOfCursor(c.tenant, name); ok {
 		return &apiError{status: 409, code: wire.CodeConflict, detail: "cursor " + strconv.Quote(name) + " is hosted worker " + strconv.Quote(w) + "'s; give the cursor another name"}
 	}
@@ -104,22 +105,32 @@ func (a *API) defineCursor(c *call) error {
 	if err != nil {
 		return err
 	}
-	// Checks the name, and starts the position at the log's beginning
-	// (a position left by an earlier cursor of the same name is reset).
+	// Checks the name before anything is recorded.
 	cur, err := s.NamedCursor(name, r)
 	if err != nil {
+		return err
+	}
+	// The definition is recorded first, and only once it is the
+	// cursor's does the position start at the log's beginning (one left
+	// by a deleted hosted worker of the same cursor is reset): a define
+	// refused because a worker took the name meanwhile leaves that
+	// worker's position alone. The commits' lock keeps a commit from
+	// landing between the two.
+	mu := a.commitMu(c.tenant, name)
+	mu.Lock()
+	defer mu.Unlock()
+	def := control.CursorDef{Name: name, Tenant: c.tenant, Region: body.Region}
+	maxDefs, _ := qt.MaxCursors()
+	if err := a.opts.Plane.DefineCursorMax(c.r.Context(), def, maxDefs); err != nil {
 		return err
 	}
 	if cur.Committed() != 0 {
 		cur.Seek(0)
 		if err := cur.Commit(); err != nil {
+			// Not left defined at a position it never had.
+			_ = a.opts.Plane.DeleteCursor(context.WithoutCancel(c.r.Context()), c.tenant, name)
 			return err
 		}
-	}
-	def := control.CursorDef{Name: name, Tenant: c.tenant, Region: body.Region}
-	maxDefs, _ := qt.MaxCursors()
-	if err := a.opts.Plane.DefineCursorMax(c.r.Context(), def, maxDefs); err != nil {
-		return err
 	}
 	return writeJSON(c.w, http.StatusCreated, def)
 }
