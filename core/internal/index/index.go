@@ -627,6 +627,82 @@ func (ix *Index) matchesLocked(f *Filter, e *Entry) bool {
 	return f.matchesKindClock(e.Kind, e.Clock)
 }
 
+// PlanMergeEntities is how many entities an entity-prefix filter may
+// match for PlanFrom to merge their streams rather than walk a longer
+// posting list or the log itself.
+const PlanMergeEntities = 1024
+
+// streamMerge yields, in ascending order, the sequences of several
+// entities' streams from a starting sequence on: a min-heap of one
+// position per stream.
+type streamMerge struct {
+	streams [][]uint32
+	heads   []int // heap of stream numbers, by the stream's current sequence
+}
+
+// mergeFrom is a merge of ents' streams from sequence from on, or nil
+// when they hold at least walk sequences from there (walking the
+// alternative examines no more). Caller holds mu.
+func (ix *Index) mergeFrom(ents []uint32, from, walk uint64) *streamMerge {
+	m := &streamMerge{streams: make([][]uint32, 0, len(ents)), heads: make([]int, 0, len(ents))}
+	var total uint64
+	for _, n := range ents {
+		s := ix.entities[n].Seqs
+		s = s[sort.Search(len(s), func(i int) bool { return uint64(s[i]) >= from }):]
+		if len(s) == 0 {
+			continue
+		}
+		if total += uint64(len(s)); total >= walk {
+			return nil
+		}
+		m.streams = append(m.streams, s)
+		m.heads = append(m.heads, len(m.streams)-1)
+	}
+	for i := len(m.heads)/2 - 1; i >= 0; i-- {
+		m.down(i)
+	}
+	return m
+}
+
+// Len is the number of streams not yet exhausted.
+func (m *streamMerge) Len() int { return len(m.heads) }
+
+// next returns the smallest sequence left and moves past it.
+func (m *streamMerge) next() uint32 {
+	top := m.heads[0]
+	seq := m.streams[top][0]
+	m.streams[top] = m.streams[top][1:]
+	if len(m.streams[top]) == 0 {
+		last := len(m.heads) - 1
+		m.heads[0] = m.heads[last]
+		m.heads = m.heads[:last]
+	}
+	if len(m.heads) > 0 {
+		m.down(0)
+	}
+	return seq
+}
+
+func (m *streamMerge) less(i, j int) bool { return m.streams[m.heads[i]][0] < m.streams[m.heads[j]][0] }
+
+func (m *streamMerge) down(i int) {
+	for {
+		l := 2*i + 1
+		if l >= len(m.heads) {
+			return
+		}
+		c := l
+		if r := l + 1; r < len(m.heads) && m.less(r, l) {
+			c = r
+		}
+		if !m.less(c, i) {
+			return
+		}
+		m.heads[i], m.heads[c] = m.heads[c], m.heads[i]
+		i = c
+	}
+}
+
 // CountMatching counts the visible events in f with sequences in
 // [from, to).
 func (ix *Index) CountMatching(f Filter, from, to uint64) uint64 {
@@ -680,12 +756,29 @@ func (ix *Index) PlanFrom(f Filter, from uint64, max int) ([]Loc, uint64) {
 	if f.HasKind {
 		consider(ix.kinds[f.Kind])
 	}
+	var merge []uint32 // entities whose streams are merged, when that walks least
 	if f.HasEntity {
-		switch ents := ix.entitiesOf(&f, 2); len(ents) {
-		case 0:
+		switch ents := ix.entitiesOf(&f, PlanMergeEntities+1); {
+		case len(ents) == 0:
 			return nil, end
-		case 1:
+		case len(ents) == 1:
 			consider(ix.entities[ents[0]].Seqs)
+		case len(ents) <= PlanMergeEntities:
+			merge = ents
+		}
+	}
+	if merge != nil {
+		walk := end - from
+		if have {
+			walk = uint64(len(post) - sort.Search(len(post), func(i int) bool { return uint64(post[i]) >= from }))
+		}
+		if m := ix.mergeFrom(merge, from, walk); m != nil {
+			for m.Len() > 0 {
+				if seq := m.next(); !take(seq) {
+					return out, uint64(seq) + 1
+				}
+			}
+			return out, end
 		}
 	}
 	if !have {

@@ -8,7 +8,8 @@ import (
 // BenchmarkPlanFromEntity reads the first page of one entity among
 // 100,000 (400,000 events; its name a prefix of 11,110 others, as
 // "order:1" is of "order:10"…): by its exact name, the index walks the
-// entity's own events; by prefix, every event of the log.
+// entity's own events; by prefix, every event of the log. A prefix of a
+// few entities ("order:9999": 11 of them) merges their streams.
 //
 //	go test ./core/internal/index -run '^$' -bench PlanFromEntity
 func BenchmarkPlanFromEntity(b *testing.B) {
@@ -22,6 +23,7 @@ func BenchmarkPlanFromEntity(b *testing.B) {
 	}{
 		{"exact", Filter{HasEntity: true, EntityPrefix: "order:1", EntityExact: true}},
 		{"prefix", Filter{HasEntity: true, EntityPrefix: "order:1"}},
+		{"prefix11", Filter{HasEntity: true, EntityPrefix: "order:9999"}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			for b.Loop() {
