@@ -40,7 +40,13 @@ func (s *Store) writeCheckpoint(seg uint32, end int64) error {
 	ix := s.ix
 	ix.RLock()
 	defer ix.RUnlock()
-	b := make([]byte, 0, 64+int(ix.Len())*51)
+	// Sized for everything but the idempotency keys and correlation
+	// groups up front: growing a buffer of hundreds of MB copies it.
+	size := 64 + int(ix.Len())*51 + 16*1024 + int(ix.NumScopes())*34 + ix.NumIdems()*40 + ix.NumCorrelationGroups()*24
+	for n := range uint32(ix.NumEntities()) {
+		size += 51 + len(ix.Entity(n).Name)
+	}
+	b := make([]byte, 0, size)
 	b = append(b, format.CheckpointMagic...)
 	b = le.AppendUint32(b, seg)
 	b = le.AppendUint64(b, uint64(end))
