@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"slices"
 )
 
 // Segment footers, "<segment name>.idx": for every frame of a sealed
@@ -290,37 +291,58 @@ func EncodeFooterParts(data []byte, key uint32) ([][]byte, error) {
 	// byte of footer).
 	it := make([]byte, 0, footerItemsSize(data, SegmentHeaderSize))
 	count := 0
+	// The scope (and often the entity) repeats from one event to the
+	// next: the last names looked up are remembered.
+	var lastEnt, lastScope []byte
+	var lastEntN, lastScopeN uint32
 	end, tail, err := ScanFrames(data, SegmentHeaderSize, func(off int, rec []byte) error {
-		it = append(it, rec[0])
-		it = le.AppendUint32(it, uint32(off))
-		it = le.AppendUint32(it, uint32(len(rec)))
 		if rec[0] == RecEvent {
 			if !CheckEvent(rec) {
 				return fmt.Errorf("malformed event record at offset %d", off)
 			}
 			v := EventView(rec)
-			it = le.AppendUint64(it, v.Seq())
+			ent, scope, idem := v.Entity(), v.Scope(), v.Idem()
+			if lastEnt == nil || string(ent) != string(lastEnt) {
+				lastEnt, lastEntN = ent, name(ent)
+			}
+			if lastScope == nil || string(scope) != string(lastScope) {
+				lastScope, lastScopeN = scope, name(scope)
+			}
+			// One item, written in place: type, offset, length, sequence,
+			// id, clock, timestamp, kind, system flags, hash, entity and
+			// scope numbers, causation and correlation ids, idempotency key.
+			n := len(it)
+			size := FooterItemEventFixed + 2 + len(idem)
+			it = slices.Grow(it, size)[:n+size]
+			b := it[n:]
+			b[0] = rec[0]
+			le.PutUint32(b[1:], uint32(off))
+			le.PutUint32(b[5:], uint32(len(rec)))
+			le.PutUint64(b[9:], v.Seq())
 			id := v.ID()
-			f.LastEv, f.LastID = uint64(off), id
-			it = append(it, id[:]...)
-			it = le.AppendUint64(it, v.Clock())
-			it = le.AppendUint64(it, uint64(v.Timestamp()))
-			it = le.AppendUint16(it, v.Kind())
-			it = append(it, v.SysFlags())
+			copy(b[17:33], id[:])
+			le.PutUint64(b[33:], v.Clock())
+			le.PutUint64(b[41:], uint64(v.Timestamp()))
+			le.PutUint16(b[49:], v.Kind())
+			b[51] = v.SysFlags()
 			h := v.Hash()
-			it = append(it, h[:]...)
-			it = le.AppendUint32(it, name(v.Entity()))
-			it = le.AppendUint32(it, name(v.Scope()))
+			copy(b[52:84], h[:])
+			le.PutUint32(b[84:], lastEntN)
+			le.PutUint32(b[88:], lastScopeN)
 			cause, corr := v.CausationID(), v.CorrelationID()
-			it = append(it, cause[:]...)
-			it = append(it, corr[:]...)
-			it = le.AppendUint16(it, uint16(len(v.Idem())))
-			it = append(it, v.Idem()...)
+			copy(b[92:108], cause[:])
+			copy(b[108:124], corr[:])
+			le.PutUint16(b[124:], uint16(len(idem)))
+			copy(b[126:], idem)
+			f.LastEv, f.LastID = uint64(off), id
 		} else {
 			m, ok := DecodeMarker(rec)
 			if !ok {
 				return fmt.Errorf("unknown record at offset %d", off)
 			}
+			it = append(it, rec[0])
+			it = le.AppendUint32(it, uint32(off))
+			it = le.AppendUint32(it, uint32(len(rec)))
 			it = le.AppendUint32(it, m.Count)
 			it = le.AppendUint64(it, m.ID)
 		}
