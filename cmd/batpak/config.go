@@ -151,10 +151,19 @@ func registerConfigFlags(fs *pflag.FlagSet, v *viper.Viper, configFile *string) 
 			panic(err) // only if the flag above was not registered
 		}
 		v.SetDefault(s.key, s.def)
+		bindEnv(v, s.key)
 	}
-	v.SetEnvPrefix(envPrefix)
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AutomaticEnv()
+}
+
+// bindEnv binds key to its environment variables (envNames). Every
+// setting is bound by name rather than through viper's AutomaticEnv: with
+// that, a variable named like a config section — BATPAK_SERVER, the
+// --server URL — hid every key of the section (server.*) from the config
+// file and the defaults.
+func bindEnv(v *viper.Viper, key string) {
+	if err := v.BindEnv(append([]string{key}, envNames(key)...)...); err != nil {
+		panic(err) // only for an empty key
+	}
 }
 
 // resolved is the effective configuration of one command run.

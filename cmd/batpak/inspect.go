@@ -336,7 +336,7 @@ first: flag > environment > config file > default.`,
 			// The server's keys (batpak serve; their flags belong to it).
 			for _, ss := range serverSettings {
 				a.v.SetDefault(ss.key, ss.def)
-				_ = a.v.BindEnv(append([]string{ss.key}, envNames(ss.key)...)...)
+				bindEnv(a.v, ss.key)
 				val := fmt.Sprint(a.v.Get(ss.key))
 				if ss.key == "server.operator_token" && val != "" {
 					val = "(set, not shown)"

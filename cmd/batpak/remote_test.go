@@ -210,6 +210,15 @@ func TestRemoteEnvironment(t *testing.T) {
 	url, op := startServer(t)
 	t.Setenv("BATPAK_SERVER", url)
 	t.Setenv("BATPAK_TOKEN", op)
+	// BATPAK_SERVER is named like the server section of the config file,
+	// and leaves it alone: a server started from the same shell reads its
+	// settings.
+	srvCfg := filepath.Join(dir, "serve.yaml")
+	writeFile(t, srvCfg, "server:\n  listen: 127.0.0.1:7999\n  allow_insecure_remote: false\n")
+	if conf := ok(t, "--config", srvCfg, "config"); !regexp.MustCompile(`(?m)^server\.listen +127\.0\.0\.1:7999 +config `).MatchString(conf) ||
+		!regexp.MustCompile(`(?m)^server\.root +batpak-server +default `).MatchString(conf) || strings.Contains(conf, "<nil>") {
+		t.Fatalf("server settings with BATPAK_SERVER set:\n%s", conf)
+	}
 	ok(t, "tenant", "create", "acme")
 	t.Setenv("BATPAK_TENANT", "acme")
 	key := keyIn(t, ok(t, "key", "issue", "app", "--role", "writer"))

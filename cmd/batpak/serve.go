@@ -151,7 +151,7 @@ var serverParentKeys = map[string]bool{"server": true, "server.jwt": true, "serv
 func bindServerSettings(fs *pflag.FlagSet, v *viper.Viper) {
 	for _, s := range serverSettings {
 		v.SetDefault(s.key, s.def)
-		_ = v.BindEnv(append([]string{s.key}, envNames(s.key)...)...)
+		bindEnv(v, s.key)
 		if s.flag == "" {
 			continue
 		}
