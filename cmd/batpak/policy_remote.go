@@ -403,7 +403,9 @@ server.policy_decision_log_bytes.`,
 					return remoteError(err)
 				}
 				all = append(all, p.Decisions...)
-				if p.Next == "" {
+				// An empty page, or a server that hands back the cursor it
+				// was given, would be asked again for ever.
+				if p.Next == "" || len(p.Decisions) == 0 || p.Next == q.Cursor {
 					break
 				}
 				q.Cursor = p.Next

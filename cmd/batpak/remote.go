@@ -31,9 +31,11 @@ import (
 // is warned about on stderr), remote.token
 // (--token, BATPAK_TOKEN; an API key or the operator credential, never
 // printed), remote.tenant (--tenant, BATPAK_TENANT; the tenant whose
-// URL a tenant API key is used under) and remote.consistency
+// URL a tenant API key is used under), remote.consistency
 // (--consistency, BATPAK_CONSISTENCY; local or linearizable: how a
-// cluster serves the reads, see sdk/client.Options.Consistency). The
+// cluster serves the reads, see sdk/client.Options.Consistency) and
+// remote.timeout (--timeout, BATPAK_TIMEOUT; how long the CLI waits for a
+// server that sends nothing, see serverIdle). The
 // client's "session" consistency (read-your-writes) is not offered: it
 // remembers a process's own writes, and each CLI run is a process of its
 // own; the read commands take --min-seq instead (registerMinSeqFlag).
@@ -42,6 +44,7 @@ var remoteKeys = []struct{ key, flag, env string }{
 	{"remote.token", "token", "BATPAK_TOKEN"},
 	{"remote.tenant", "tenant", "BATPAK_TENANT"},
 	{"remote.consistency", "consistency", "BATPAK_CONSISTENCY"},
+	{"remote.timeout", "timeout", "BATPAK_TIMEOUT"},
 }
 
 // registerRemoteFlags adds --server and --token and binds the remote.*
@@ -51,6 +54,7 @@ func registerRemoteFlags(fs *pflag.FlagSet, v *viper.Viper) {
 	fs.String("server", "", "URL of a running batpak serve (http(s)://host:port); the data, tenant and key commands then work against it; env BATPAK_SERVER")
 	fs.String("token", "", "API key or operator credential for --server (never printed); env BATPAK_TOKEN")
 	fs.String("consistency", "local", "with --server on a cluster: local (reads served by the node asked, from what it has applied) or linearizable (by the leader; every acknowledged write is seen); read one write of your own with --min-seq on the read command instead; env BATPAK_CONSISTENCY")
+	fs.String("timeout", defaultServerIdle.String(), "with --server: the longest the CLI waits for a server that sends nothing (the answer's headers, or the next bytes of an answer or event stream, which the server keeps alive every 15s), then fails; 0 waits for ever; env BATPAK_TIMEOUT")
 	for _, k := range remoteKeys {
 		if err := v.BindPFlag(k.key, fs.Lookup(k.flag)); err != nil {
 			panic(err) // only if the flag was not registered
@@ -154,7 +158,19 @@ func (a *app) remote() (*remoteConf, error) {
 	if consistency != "" && consistency != "local" && consistency != "linearizable" {
 		return nil, usagef("--consistency %q: want local or linearizable", consistency)
 	}
-	c, err := client.New(rc.server, rc.token, client.Options{HTTPClient: &http.Client{Transport: newBoundedTransport()}, Consistency: consistency})
+	idle := defaultServerIdle
+	if t := strings.TrimSpace(a.v.GetString("remote.timeout")); t != "" {
+		d, err := time.ParseDuration(t)
+		if err != nil || d < 0 {
+			return nil, usagef("--timeout %q: want a duration such as 30s or 5m (0: wait for ever)", t)
+		}
+		idle = d
+	}
+	// Redirects are not followed by net/http: the client follows a
+	// cluster follower's NOT_LEADER redirect itself, and nothing else (no
+	// other host, port or scheme gets the token).
+	hc := &http.Client{Transport: newBoundedTransport(idle), CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	c, err := client.New(rc.server, rc.token, client.Options{HTTPClient: hc, Consistency: consistency, MaxResponseBytes: maxServerMessageBytes})
 	if err != nil {
 		return nil, badInput("--server", errors.New(strings.TrimPrefix(err.Error(), "client: ")))
 	}

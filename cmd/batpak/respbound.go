@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"sync/atomic"
+	"time"
 )
 
 // maxServerMessageBytes bounds what the CLI holds in memory of one
@@ -18,24 +21,52 @@ import (
 // lower it).
 var maxServerMessageBytes int64 = 256 << 20
 
-// boundedTransport wraps the HTTP transport the CLI's server client uses
-// and bounds the response bodies it returns (see maxServerMessageBytes).
+// defaultServerIdle is remote.timeout's default: how long the CLI waits
+// for a server that sends nothing — the answer's headers once the request
+// is sent, the next bytes of a request body the server stopped reading,
+// or of an answer or event stream (a server's event stream sends a
+// heartbeat every 15 s, so a live one never idles that long).
+const defaultServerIdle = 5 * time.Minute
+
+// boundedTransport wraps the HTTP transport the CLI's server client uses:
+// it bounds the response bodies it returns (see maxServerMessageBytes)
+// and ends a round trip during which the server sent (or took) nothing
+// for idle (0: never).
 type boundedTransport struct {
-	rt  http.RoundTripper
-	max int64
+	rt   http.RoundTripper
+	max  int64
+	idle time.Duration
 }
 
-func newBoundedTransport() *boundedTransport {
-	return &boundedTransport{rt: http.DefaultTransport.(*http.Transport).Clone(), max: maxServerMessageBytes}
+func newBoundedTransport(idle time.Duration) *boundedTransport {
+	return &boundedTransport{rt: http.DefaultTransport.(*http.Transport).Clone(), max: maxServerMessageBytes, idle: idle}
 }
 
 // RoundTrip implements http.RoundTripper.
 func (b *boundedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	what := req.Method + " " + req.URL.Path
+	var w *idleWatch
+	if b.idle > 0 {
+		w = newIdleWatch(req, b.idle, what)
+		req = w.req
+		if req.Body != nil {
+			req.Body = &progressBody{rc: req.Body, w: w} // closed by the transport once sent: the watch goes on
+		}
+	}
 	resp, err := b.rt.RoundTrip(req)
 	if err != nil || resp.Body == nil {
+		if w != nil {
+			if w.fired.Load() {
+				err = w.err()
+			}
+			w.stop()
+		}
 		return resp, err
 	}
-	what := req.Method + " " + req.URL.Path
+	if w != nil {
+		w.touch()
+		resp.Body = &progressBody{rc: resp.Body, w: w, answer: true}
+	}
 	// What the CLI asked for decides, not what the server says it sent:
 	// a server cannot unbound an answer by naming it a stream.
 	mt, _, _ := mime.ParseMediaType(req.Header.Get("Accept"))
@@ -80,12 +111,15 @@ func (b *boundBody) Close() error { return b.rc.Close() }
 
 // sseBoundBody passes an event stream through and fails when one message
 // (the bytes between two blank lines) passes max bytes; a stream of any
-// length made of messages within it goes on.
+// length made of messages within it goes on. Lines end as the event
+// stream format says, and as sdk/client reads them: at a carriage return,
+// a line feed, or a carriage return and line feed together.
 type sseBoundBody struct {
 	rc     io.ReadCloser
 	max    int64
 	n      int64 // bytes of the message being read
-	lastNL bool  // the last byte (carriage returns aside) was a line feed
+	ended  bool  // the last byte ended a line
+	lastCR bool  // the last byte was a carriage return (a line feed after it is part of its line end)
 	what   string
 }
 
@@ -95,18 +129,81 @@ func (s *sseBoundBody) Read(p []byte) (int, error) {
 		if s.n++; s.n > s.max {
 			return i, fmt.Errorf("the server's event stream %s sent a message larger than %d bytes, the most the CLI reads of one message", s.what, s.max)
 		}
-		switch c {
-		case '\r':
-		case '\n':
-			if s.lastNL {
+		switch {
+		case c == '\n' && s.lastCR:
+			s.lastCR = false // the second half of a CR LF
+		case c == '\n' || c == '\r':
+			if s.ended {
 				s.n = 0 // a blank line: the message ends with this byte
 			}
-			s.lastNL = true
+			s.ended, s.lastCR = true, c == '\r'
 		default:
-			s.lastNL = false
+			s.ended, s.lastCR = false, false
 		}
 	}
 	return n, err
 }
 
 func (s *sseBoundBody) Close() error { return s.rc.Close() }
+
+// idleWatch cancels one round trip once nothing has moved for idle:
+// neither a byte of the request body taken by the connection, nor a byte
+// of the answer.
+type idleWatch struct {
+	req    *http.Request // the request, on a context the watch cancels
+	cancel context.CancelFunc
+	t      *time.Timer
+	idle   time.Duration
+	fired  atomic.Bool
+	what   string
+}
+
+func newIdleWatch(req *http.Request, idle time.Duration, what string) *idleWatch {
+	ctx, cancel := context.WithCancel(req.Context())
+	w := &idleWatch{req: req.WithContext(ctx), cancel: cancel, idle: idle, what: what}
+	w.t = time.AfterFunc(idle, func() {
+		w.fired.Store(true)
+		cancel()
+	})
+	return w
+}
+
+// touch restarts the wait: something moved.
+func (w *idleWatch) touch() { w.t.Reset(w.idle) }
+
+// stop ends the watch and the round trip's context.
+func (w *idleWatch) stop() {
+	w.t.Stop()
+	w.cancel()
+}
+
+func (w *idleWatch) err() error {
+	return fmt.Errorf("the server sent nothing for %s during %s (--timeout, BATPAK_TIMEOUT)", w.idle, w.what)
+}
+
+// progressBody is a request or response body whose reads keep its round
+// trip's idleWatch from firing; closing the answer's ends the watch.
+type progressBody struct {
+	rc     io.ReadCloser
+	w      *idleWatch
+	answer bool // the response's body (not the request's)
+}
+
+func (p *progressBody) Read(b []byte) (int, error) {
+	n, err := p.rc.Read(b)
+	if p.w.fired.Load() {
+		return n, p.w.err()
+	}
+	if n > 0 {
+		p.w.touch()
+	}
+	return n, err
+}
+
+func (p *progressBody) Close() error {
+	err := p.rc.Close()
+	if p.answer {
+		p.w.stop()
+	}
+	return err
+}

@@ -22,7 +22,15 @@ import (
 type Options struct {
 	// HTTPClient sends the requests (default: a client with keep-alive
 	// connections and no overall timeout, since subscriptions are long).
+	// New uses a copy of it whose CheckRedirect follows no redirect: the
+	// Client itself follows a cluster follower's NOT_LEADER redirect, and
+	// no other, so the credential goes to no other host, port or scheme.
 	HTTPClient *http.Client
+	// MaxResponseBytes bounds what the Client holds in memory of one
+	// answer: a JSON response body, once decompressed, or one message of
+	// an event stream (default 256 MiB; a server's page is far below it).
+	// Past it the call fails with an error naming the limit.
+	MaxResponseBytes int64
 	// MaxRetries bounds how often a safe request is sent again (default 3;
 	// negative: never).
 	MaxRetries int
@@ -53,6 +61,7 @@ type Client struct {
 	hc      *http.Client
 	retries int
 	maxErr  int64
+	maxResp int64  // Options.MaxResponseBytes
 	consist string // Options.Consistency sent as consistency=: "" or "linearizable"
 	// session remembers the tenants' sequences written through this
 	// Client (Consistency "session"); nil otherwise.
@@ -179,13 +188,20 @@ func New(baseURL, token string, opts ...Options) (*Client, error) {
 	default:
 		return nil, fmt.Errorf("client: consistency %q: want local, linearizable or session", o.Consistency)
 	}
-	c := &Client{base: u, token: token, hc: o.HTTPClient, retries: o.MaxRetries, maxErr: o.MaxErrorBytes, consist: o.Consistency, session: sess}
-	if c.hc == nil {
+	c := &Client{base: u, token: token, retries: o.MaxRetries, maxErr: o.MaxErrorBytes, maxResp: o.MaxResponseBytes, consist: o.Consistency, session: sess}
+	if o.HTTPClient != nil {
+		hc := *o.HTTPClient
+		c.hc = &hc
+	} else {
 		c.hc = &http.Client{Transport: &http.Transport{
 			Proxy:               http.ProxyFromEnvironment,
 			MaxIdleConnsPerHost: 64,
 			IdleConnTimeout:     90 * time.Second,
-		}, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		}}
+	}
+	c.hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	if c.maxResp <= 0 {
+		c.maxResp = DefaultMaxResponseBytes
 	}
 	if c.retries == 0 {
 		c.retries = 3
@@ -196,6 +212,52 @@ func New(baseURL, token string, opts ...Options) (*Client, error) {
 		c.maxErr = 64 << 10
 	}
 	return c, nil
+}
+
+// DefaultMaxResponseBytes is Options.MaxResponseBytes' default.
+const DefaultMaxResponseBytes = 256 << 20
+
+// boundedReader reads at most max bytes of r; past them it fails with an
+// error naming the limit and what was being read.
+type boundedReader struct {
+	r         io.Reader
+	left, max int64
+	what      string
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// One byte more tells an answer of exactly max bytes from a larger one.
+		var one [1]byte
+		n, err := b.r.Read(one[:])
+		if n > 0 {
+			return 0, b.err()
+		}
+		return 0, err
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *boundedReader) err() error {
+	return fmt.Errorf("client: the server's answer to %s is larger than %d bytes (Options.MaxResponseBytes)", b.what, b.max)
+}
+
+// decodeBounded decodes one JSON value of an answer's body, read up to
+// the Client's MaxResponseBytes.
+func (c *Client) decodeBounded(body io.Reader, what string, out any) error {
+	b := &boundedReader{r: body, left: c.maxResp, max: c.maxResp, what: what}
+	if err := json.NewDecoder(b).Decode(out); err != nil {
+		if b.left <= 0 {
+			return b.err()
+		}
+		return fmt.Errorf("client: decoding %s response: %w", what, err)
+	}
+	return nil
 }
 
 // maxLeaderHops bounds the redirects to a cluster's leader one request
@@ -400,10 +462,7 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		return nil
 	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("client: decoding %s %s response: %w", r.method, r.path, err)
-	}
-	return nil
+	return c.decodeBounded(resp.Body, r.method+" "+r.path, out)
 }
 
 // backoff is the wait before attempt i (≥ 1): the server's Retry-After when

@@ -181,7 +181,7 @@ func (t *Tenant) Project(ctx context.Context, plugin, entity, etag string) (p Pr
 		_, _ = io.Copy(io.Discard, resp.Body)
 		return Projection{ETag: resp.Header.Get("ETag")}, true, nil
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+	if err := t.c.decodeBounded(resp.Body, "GET projection", &p); err != nil {
 		return Projection{}, false, err
 	}
 	p.ETag = resp.Header.Get("ETag")

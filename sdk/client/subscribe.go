@@ -104,7 +104,7 @@ func (s *Subscription) Events() iter.Seq2[Event, error] {
 				failures = 0
 			}
 			var pe *Error
-			if errors.As(err, &pe) && !retryable(pe) {
+			if errors.As(err, &pe) && !retryable(pe) || errors.Is(err, errMessageTooLarge) {
 				yield(Event{}, err)
 				return
 			}
@@ -118,6 +118,10 @@ func (s *Subscription) Events() iter.Seq2[Event, error] {
 }
 
 var errStop = errors.New("stop")
+
+// errMessageTooLarge ends a subscription: a server that sent one message
+// past the bound would send it again on every reconnection.
+var errMessageTooLarge = errors.New("client: the server's event stream sent a message")
 
 func (s *Subscription) isClosed() bool {
 	s.mu.Lock()
@@ -147,7 +151,7 @@ func (s *Subscription) stream(yield func(Event, error) bool) (delivered bool, er
 	s.mu.Unlock()
 	defer resp.Body.Close()
 
-	err = readSSE(resp.Body, func(m sseMessage) error {
+	err = readSSE(resp.Body, s.t.c.maxResp, func(m sseMessage) error {
 		switch m.event {
 		case "", "event":
 			var ev Event
@@ -179,18 +183,57 @@ func (s *Subscription) stream(yield func(Event, error) bool) (delivered bool, er
 	return delivered, err
 }
 
+// sseLines returns a bufio.SplitFunc for event stream lines: each ends at
+// a line feed, a carriage return, or a carriage return and a line feed.
+// A line ended by a carriage return is returned at once (a message is not
+// held back until the server sends its next byte); a line feed right
+// after it is then skipped as the rest of that line end.
+func sseLines() bufio.SplitFunc {
+	skipLF := false
+	return func(data []byte, atEOF bool) (advance int, token []byte, err error) {
+		skip := 0
+		if skipLF && len(data) > 0 {
+			skipLF = false
+			if data[0] == '\n' {
+				skip, data = 1, data[1:]
+			}
+		}
+		i := bytes.IndexAny(data, "\r\n")
+		switch {
+		case i < 0:
+			if atEOF && len(data) > 0 {
+				return skip + len(data), data, nil
+			}
+			return skip, nil, nil
+		case data[i] == '\n':
+			return skip + i + 1, data[:i], nil
+		case i+1 < len(data):
+			if data[i+1] == '\n' {
+				return skip + i + 2, data[:i], nil
+			}
+			return skip + i + 1, data[:i], nil
+		default:
+			skipLF = true
+			return skip + i + 1, data[:i], nil
+		}
+	}
+}
+
 // sseMessage is one dispatched Server-Sent Event.
 type sseMessage struct {
 	id, event string
 	data      []byte
 }
 
-// readSSE parses an event stream (the WHATWG format: "field: value" lines,
-// a blank line dispatches, ":" lines are comments) and calls each per
-// message until the stream ends or each fails. Lines are bounded at 64 MiB.
-func readSSE(r io.Reader, each func(sseMessage) error) error {
+// readSSE parses an event stream (the WHATWG format: "field: value" lines
+// ending at a line feed, a carriage return or both, a blank line
+// dispatches, ":" lines are comments) and calls each per message until the
+// stream ends or each fails. A message (its data) is bounded at max bytes,
+// a line at 64 MiB.
+func readSSE(r io.Reader, max int64, each func(sseMessage) error) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	sc.Split(sseLines())
 	var m sseMessage
 	var data bytes.Buffer
 	hasData := false
@@ -218,6 +261,9 @@ func readSSE(r io.Reader, each func(sseMessage) error) error {
 		case "event":
 			m.event = string(value)
 		case "data":
+			if int64(data.Len()+1+len(value)) > max {
+				return fmt.Errorf("%w: larger than %d bytes (Options.MaxResponseBytes)", errMessageTooLarge, max)
+			}
 			if hasData {
 				data.WriteByte('\n')
 			}

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"iter"
 	"net/http"
@@ -146,6 +147,12 @@ func (t *Tenant) Query(ctx context.Context, q Query) iter.Seq2[Event, error] {
 				return
 			}
 			after := *p.NextAfter
+			if q.After != nil && after <= *q.After {
+				// A server that does not move on would be asked for the
+				// same page for ever.
+				yield(Event{}, fmt.Errorf("client: the server's next page starts after %d, not past the page before (after %d)", after, *q.After))
+				return
+			}
 			q.After = &after
 		}
 	}

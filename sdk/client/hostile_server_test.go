@@ -1,0 +1,166 @@
+package client_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/sdk/client"
+)
+
+// A caller's own http.Client (a common one: &http.Client{Timeout: …})
+// follows no redirect either: the credential goes to no other port of the
+// same host on a 302.
+func TestOwnHTTPClientFollowsNoRedirect(t *testing.T) {
+	var seen atomic.Value
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Store(r.Header.Get("Authorization"))
+		fmt.Fprint(w, `{}`)
+	}))
+	defer other.Close()
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+"/x", http.StatusFound)
+	}))
+	defer front.Close()
+	own := &http.Client{Timeout: 10 * time.Second}
+	c, err := client.New(front.URL, "bpk_SECRET", client.Options{HTTPClient: own})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Tenant("acme").Stats(context.Background()); err == nil {
+		t.Error("a 302 answered Stats without an error")
+	}
+	if v := seen.Load(); v != nil {
+		t.Fatalf("the redirect target was asked, with Authorization %q", v)
+	}
+	if own.CheckRedirect != nil {
+		t.Error("New changed the caller's http.Client")
+	}
+}
+
+// An answer is read up to MaxResponseBytes once decompressed: a small
+// gzip body that inflates past it is refused with an error naming the
+// limit, while an answer within it is decoded.
+func TestAnswersBoundedAfterDecompression(t *testing.T) {
+	const limit = 1 << 20
+	var bomb bytes.Buffer
+	zw := gzip.NewWriter(&bomb)
+	_, _ = io.WriteString(zw, `{"pad":"`)
+	_, _ = zw.Write(bytes.Repeat([]byte("a"), 8*limit))
+	_, _ = io.WriteString(zw, `"}`)
+	_ = zw.Close()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Query().Get("small") != "" || strings.HasSuffix(r.URL.Path, "/ok/stats") {
+			fmt.Fprintf(w, `{"pad":"%s"}`, strings.Repeat("b", limit/2))
+			return
+		}
+		w.Header().Set("Content-Encoding", "gzip")
+		_, _ = w.Write(bomb.Bytes())
+	}))
+	defer srv.Close()
+	c, err := client.New(srv.URL, "tok", client.Options{MaxResponseBytes: limit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Tenant("bomb").Stats(context.Background()); err == nil || !strings.Contains(err.Error(), "MaxResponseBytes") {
+		t.Fatalf("a %d KiB body inflating to %d MiB: %v", bomb.Len()>>10, 8*limit>>20, err)
+	}
+	st, err := c.Tenant("ok").Stats(context.Background())
+	if err != nil || len(fmt.Sprint(st["pad"])) != limit/2 {
+		t.Fatalf("an answer within the limit: %v", err)
+	}
+}
+
+// One event-stream message is bounded at MaxResponseBytes: a server that
+// never ends its message ends the subscription with an error naming the
+// limit instead of growing the client.
+func TestEventStreamMessageBounded(t *testing.T) {
+	const limit = 1 << 20
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		line := "data:" + strings.Repeat(" ", 16<<10) + "\n"
+		for sent := 0; sent < 4*limit; sent += len(line) {
+			if _, err := io.WriteString(w, line); err != nil {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	c, _ := client.New(srv.URL, "tok", client.Options{MaxResponseBytes: limit})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sub := c.Tenant("acme").Subscribe(ctx, client.Query{}, client.FromStart())
+	defer sub.Close()
+	for _, err := range sub.Events() {
+		if err == nil || !strings.Contains(err.Error(), "larger than 1048576 bytes") {
+			t.Fatalf("an endless message: %v", err)
+		}
+		return
+	}
+	t.Fatal("the subscription ended without an error")
+}
+
+// Event-stream lines end at a line feed, a carriage return, or both: a
+// server ending them with carriage returns delivers its messages one by
+// one (and a blank line made of them ends a message).
+func TestEventStreamLineEnds(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "id: 0\revent: event\rdata: {\"global_sequence\":0}\r\r")
+		fmt.Fprint(w, "id: 1\r\nevent: event\r\ndata: {\"global_sequence\":1}\r\n\r\n")
+		fmt.Fprint(w, "id: 2\nevent: event\ndata: {\"global_sequence\":2}\n\r")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	c, _ := client.New(srv.URL, "tok")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sub := c.Tenant("acme").Subscribe(ctx, client.Query{}, client.FromStart())
+	var got []uint64
+	for ev, err := range sub.Events() {
+		if err != nil {
+			t.Fatalf("after %v: %v", got, err)
+		}
+		if got = append(got, ev.GlobalSequence); len(got) == 3 {
+			sub.Close()
+		}
+	}
+	if fmt.Sprint(got) != "[0 1 2]" {
+		t.Fatalf("sequences %v", got)
+	}
+}
+
+// Query stops with an error when the server's next page does not start
+// past the page before, rather than asking for the same page for ever.
+func TestQueryStopsWhenTheServerDoesNotMoveOn(t *testing.T) {
+	var pages atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		pages.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"events":[{"global_sequence":5}],"next_after":5}`)
+	}))
+	defer srv.Close()
+	c, _ := client.New(srv.URL, "tok")
+	var events int
+	var last error
+	for _, err := range c.Tenant("acme").Query(context.Background(), client.Query{}) {
+		if err != nil {
+			last = err
+			break
+		}
+		events++
+	}
+	if last == nil || !strings.Contains(last.Error(), "next page") || pages.Load() != 2 || events != 2 {
+		t.Fatalf("%d pages, %d events, error %v", pages.Load(), events, last)
+	}
+}
