@@ -39,7 +39,11 @@ type boundedTransport struct {
 }
 
 func newBoundedTransport(idle time.Duration) *boundedTransport {
-	return &boundedTransport{rt: http.DefaultTransport.(*http.Transport).Clone(), max: maxServerMessageBytes, idle: idle}
+	rt := http.DefaultTransport.(*http.Transport).Clone()
+	// A batpak server never compresses its answers: asking for gzip would
+	// only let a hostile one send a small body that inflates.
+	rt.DisableCompression = true
+	return &boundedTransport{rt: rt, max: maxServerMessageBytes, idle: idle}
 }
 
 // RoundTrip implements http.RoundTripper.

@@ -26,10 +26,14 @@ type Options struct {
 	// Client itself follows a cluster follower's NOT_LEADER redirect, and
 	// no other, so the credential goes to no other host, port or scheme.
 	HTTPClient *http.Client
-	// MaxResponseBytes bounds what the Client holds in memory of one
-	// answer: a JSON response body, once decompressed, or one message of
-	// an event stream (default 256 MiB; a server's page is far below it).
-	// Past it the call fails with an error naming the limit.
+	// MaxResponseBytes bounds what the Client reads of one answer: a JSON
+	// response body (once decompressed, if HTTPClient asks for
+	// compression; the default one does not, as a batpak server never
+	// compresses) or one message of an event stream. Default 256 MiB, the
+	// most a server holds for its own large answers; a query page is far
+	// below it. Past it the call fails with an error naming the limit.
+	// Decoding an answer near the bound holds a few times its size: lower
+	// it where memory is tight.
 	MaxResponseBytes int64
 	// MaxRetries bounds how often a safe request is sent again (default 3;
 	// negative: never).
@@ -193,10 +197,13 @@ func New(baseURL, token string, opts ...Options) (*Client, error) {
 		hc := *o.HTTPClient
 		c.hc = &hc
 	} else {
+		// A batpak server never compresses its answers: asking for gzip
+		// would only let a hostile one send a small body that inflates.
 		c.hc = &http.Client{Transport: &http.Transport{
 			Proxy:               http.ProxyFromEnvironment,
 			MaxIdleConnsPerHost: 64,
 			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true,
 		}}
 	}
 	c.hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }

@@ -46,9 +46,13 @@ func TestOwnHTTPClientFollowsNoRedirect(t *testing.T) {
 	}
 }
 
-// An answer is read up to MaxResponseBytes once decompressed: a small
-// gzip body that inflates past it is refused with an error naming the
-// limit, while an answer within it is decoded.
+// A small gzip body that inflates far past MaxResponseBytes costs the
+// client nothing: the default client never asks for compression (a
+// batpak server never compresses), so the body is not inflated and is
+// refused as not JSON; a caller's own http.Client that asks for it gets
+// the answer read up to MaxResponseBytes once decompressed, and refused
+// past it with an error naming the limit. An answer within the limit is
+// decoded.
 func TestAnswersBoundedAfterDecompression(t *testing.T) {
 	const limit = 1 << 20
 	var bomb bytes.Buffer
@@ -57,9 +61,11 @@ func TestAnswersBoundedAfterDecompression(t *testing.T) {
 	_, _ = zw.Write(bytes.Repeat([]byte("a"), 8*limit))
 	_, _ = io.WriteString(zw, `"}`)
 	_ = zw.Close()
+	var asked atomic.Value
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Store(r.Header.Get("Accept-Encoding"))
 		w.Header().Set("Content-Type", "application/json")
-		if r.URL.Query().Get("small") != "" || strings.HasSuffix(r.URL.Path, "/ok/stats") {
+		if strings.HasSuffix(r.URL.Path, "/ok/stats") {
 			fmt.Fprintf(w, `{"pad":"%s"}`, strings.Repeat("b", limit/2))
 			return
 		}
@@ -71,7 +77,14 @@ func TestAnswersBoundedAfterDecompression(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Tenant("bomb").Stats(context.Background()); err == nil || !strings.Contains(err.Error(), "MaxResponseBytes") {
+	if _, err := c.Tenant("bomb").Stats(context.Background()); err == nil || strings.Contains(fmt.Sprint(asked.Load()), "gzip") {
+		t.Fatalf("a gzip body unasked for: %v (Accept-Encoding %q)", err, asked.Load())
+	}
+	own, err := client.New(srv.URL, "tok", client.Options{MaxResponseBytes: limit, HTTPClient: &http.Client{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := own.Tenant("bomb").Stats(context.Background()); err == nil || !strings.Contains(err.Error(), "MaxResponseBytes") {
 		t.Fatalf("a %d KiB body inflating to %d MiB: %v", bomb.Len()>>10, 8*limit>>20, err)
 	}
 	st, err := c.Tenant("ok").Stats(context.Background())
