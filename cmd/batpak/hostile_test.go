@@ -399,3 +399,29 @@ func TestCompletionBoundedInTime(t *testing.T) {
 		t.Errorf("completion within its time limit offered %q", out)
 	}
 }
+
+// TestTermSafeWriterEscapesBidiControls: right-to-left overrides and
+// isolates from a server or the store (a tenant named to look like
+// another when shown) are written as escapes, also when split across
+// writes; other characters of the same lead bytes pass whole, and the
+// data writer (export) passes everything.
+func TestTermSafeWriterEscapesBidiControls(t *testing.T) {
+	var b bytes.Buffer
+	w := newTermSafeWriter(&b)
+	for _, p := range []string{"acme\u202egpj.exe", " x\xe2", "\x80\xaey\xe2\x81", "\xa6z \u2014 \u061c\u200f\u2069", "€\xe2"} {
+		if n, err := w.Write([]byte(p)); n != len(p) || err != nil {
+			t.Fatalf("Write(%q) = %d, %v", p, n, err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := b.String(), `acme\u202egpj.exe x\u202ey\u2066z — \u061c\u200f\u2069€`+"\xe2"; got != want {
+		t.Errorf("wrote %q, want %q", got, want)
+	}
+	b.Reset()
+	d := dataWriter(newTermSafeWriter(&b))
+	if _, err := d.Write([]byte("a\u202eb\u0085")); err != nil || b.String() != "a\u202eb\u0085" {
+		t.Errorf("the data writer wrote %q, %v", b.String(), err)
+	}
+}

@@ -2,22 +2,29 @@ package main
 
 import (
 	"io"
+	"unicode/utf8"
 )
 
 // termSafeWriter is what every verb writes its stdout through: text from
 // the store (entity names, scopes) or from a server (tenant names, error
 // details, plugin log lines, policy reasons) must not be able to move the
-// cursor, clear the screen, retitle the terminal or overwrite a line it
-// did not write. It writes every C0 control character except tab and line
-// feed, and DEL, as a Go escape (\r, \a, \x1b, \x7f); with escapeC1 also
-// the C1 controls U+0080–U+009F (8-bit CSI, OSC, ...) as \u009b. Other
-// bytes, invalid UTF-8 included, pass unchanged, so JSON and YAML (which
-// never hold a raw control character) read the same.
+// cursor, clear the screen, retitle the terminal, overwrite a line it did
+// not write, or reorder what is shown around it. It writes every C0
+// control character except tab and line feed, and DEL, as a Go escape
+// (\r, \a, \x1b, \x7f); with escapeC1 also the C1 controls
+// U+0080–U+009F (8-bit CSI, OSC, ...) as \u009b, and the bidirectional
+// formatting characters (U+061C, U+200E, U+200F, U+202A–U+202E,
+// U+2066–U+2069: right-to-left overrides and isolates) as \u202e. Other
+// bytes, invalid UTF-8 included, pass unchanged, so JSON (where those
+// escapes mean the same characters) reads the same.
 type termSafeWriter struct {
 	w        io.Writer
 	escapeC1 bool
-	pending  bool // the last Write ended with 0xC2, the lead byte of a C1 control
-	buf      []byte
+	// pend holds the start of a sequence that may need escaping, cut off
+	// at the end of the last Write: decided with the next one (or written
+	// as it is by Flush).
+	pend []byte
+	buf  []byte
 }
 
 // newTermSafeWriter wraps w; see termSafeWriter.
@@ -25,24 +32,32 @@ func newTermSafeWriter(w io.Writer) *termSafeWriter {
 	return &termSafeWriter{w: w, escapeC1: true}
 }
 
+// escapedRune reports whether r is written as an escape by a writer with
+// escapeC1: a C1 control or a bidirectional formatting character.
+func escapedRune(r rune) bool {
+	switch {
+	case r >= 0x80 && r <= 0x9f:
+		return true
+	case r == 0x061c, r == 0x200e, r == 0x200f:
+		return true
+	case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+		return true
+	}
+	return false
+}
+
 // Write escapes p and writes it; it returns len(p) when the escaped text
 // was written in full.
 func (t *termSafeWriter) Write(p []byte) (int, error) {
 	const hex = "0123456789abcdef"
-	b := t.buf[:0]
-	i := 0
-	if t.pending && len(p) > 0 {
-		t.pending = false
-		if p[0] >= 0x80 && p[0] <= 0x9f {
-			b = append(b, `\u00`...)
-			b = append(b, hex[p[0]>>4], hex[p[0]&0xf])
-			i = 1
-		} else {
-			b = append(b, 0xc2)
-		}
+	data := p
+	if len(t.pend) > 0 {
+		data = append(t.pend, p...)
+		t.pend = nil
 	}
-	for ; i < len(p); i++ {
-		c := p[i]
+	b := t.buf[:0]
+	for i := 0; i < len(data); i++ {
+		c := data[i]
 		switch {
 		case c == '\n' || c == '\t':
 			b = append(b, c)
@@ -62,15 +77,22 @@ func (t *termSafeWriter) Write(p []byte) (int, error) {
 			default:
 				b = append(b, 'x', hex[c>>4], hex[c&0xf])
 			}
-		case c == 0xc2 && t.escapeC1:
-			if i+1 == len(p) {
-				t.pending = true // decide with the next byte
+		case c >= 0xc2 && t.escapeC1 && (c == 0xc2 || c == 0xd8 || c == 0xe2):
+			// The lead byte of a C1 control (C2), of U+061C (D8) or of a
+			// bidirectional control (E2): decide on the whole rune.
+			size := 2
+			if c == 0xe2 {
+				size = 3
+			}
+			if i+size > len(data) {
+				t.pend = append([]byte(nil), data[i:]...) // cut off: decide with the next Write
+				i = len(data)
 				continue
 			}
-			if n := p[i+1]; n >= 0x80 && n <= 0x9f {
-				b = append(b, `\u00`...)
-				b = append(b, hex[n>>4], hex[n&0xf])
-				i++
+			r, n := utf8.DecodeRune(data[i : i+size])
+			if n == size && escapedRune(r) {
+				b = append(b, '\\', 'u', hex[r>>12&0xf], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])
+				i += size - 1
 				continue
 			}
 			b = append(b, c)
@@ -85,13 +107,14 @@ func (t *termSafeWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Flush writes a lead byte held back at the end of the last Write.
+// Flush writes the bytes held back at the end of the last Write.
 func (t *termSafeWriter) Flush() error {
-	if !t.pending {
+	if len(t.pend) == 0 {
 		return nil
 	}
-	t.pending = false
-	_, err := t.w.Write([]byte{0xc2})
+	p := t.pend
+	t.pend = nil
+	_, err := t.w.Write(p)
 	return err
 }
 
