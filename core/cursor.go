@@ -204,8 +204,8 @@ func (c *Cursor) commitLocked(pos uint64) error {
 // a committed named-cursor position to this replica (see
 // CursorReplicator): it writes the position as Commit does on a store
 // without a Replicator (the log synced first when it is not yet stable,
-// then temp file, fsync, rename), without handing it to the Replicator
-// again. Open cursors of the name keep their own position; NamedCursor
+// then temp file, fsync, rename; neither sync when the Replicator is a
+// VolatileReplica), without handing it to the Replicator again. Open cursors of the name keep their own position; NamedCursor
 // opened afterwards starts at pos. Errors: ErrNotReplicated on a store
 // without a Replicator; ErrReadOnly; ErrInvalidCursorName; a
 // *CursorAheadError when pos is past the end of this replica's log
@@ -223,15 +223,18 @@ func (s *Store) CommitReplicatedCursor(name string, pos uint64) error {
 	if err := s.checkCursorPos(name, pos); err != nil {
 		return err
 	}
-	if err := s.syncedTo(pos); err != nil {
-		return err
+	volatile := s.volatileReplica()
+	if !volatile {
+		if err := s.syncedTo(pos); err != nil {
+			return err
+		}
 	}
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
 	if s.closed {
 		return ErrClosed
 	}
-	return saveCursor(s.fs, s.cfg.Dir, name, pos)
+	return saveCursorSynced(s.fs, s.cfg.Dir, name, pos, !volatile)
 }
 
 // CursorPositions returns the committed position of every named cursor
@@ -312,11 +315,17 @@ func loadCursor(fsys vfs.FS, dir, name string) (uint64, error) {
 }
 
 func saveCursor(fsys vfs.FS, dir, name string, pos uint64) error {
+	return saveCursorSynced(fsys, dir, name, pos, true)
+}
+
+// saveCursorSynced writes a cursor file atomically (temp file, rename),
+// synced first when sync is set.
+func saveCursorSynced(fsys vfs.FS, dir, name string, pos uint64, sync bool) error {
 	b := make([]byte, 20)
 	copy(b, "BPCURSR1")
 	le.PutUint64(b[8:], pos)
 	le.PutUint32(b[16:], format.CRC32C(b[:16]))
-	if err := segment.WriteFileAtomic(fsys, filepath.Join(dir, cursorDir), name+".pos", b, true); err != nil {
+	if err := segment.WriteFileAtomic(fsys, filepath.Join(dir, cursorDir), name+".pos", b, sync); err != nil {
 		return fmt.Errorf("batpak: commit cursor %q: %w", name, err)
 	}
 	return nil

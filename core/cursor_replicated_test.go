@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // cursorReplica is a Replicator that also replicates named cursors: a
@@ -106,5 +107,59 @@ func TestCommitReplicatedCursorNeedsAReplicator(t *testing.T) {
 	}
 	if ps, err := s.CursorPositions(); err != nil || ps["c"] != 1 {
 		t.Fatalf("CursorPositions = %v, %v; want c at 1", ps, err)
+	}
+}
+
+// volatileReplica is a memReplica whose replicas are rebuilt from the log
+// after a crash (core.VolatileReplica).
+type volatileReplica struct{ memReplica }
+
+func (volatileReplica) VolatileReplica() bool { return true }
+
+// TestVolatileReplicaCursorCommitsSkipSyncs: a replica whose Replicator
+// says its files are rebuilt from the replicated log writes an applied
+// cursor position without syncing the log or the position file (a power
+// loss leaves neither: the log replays them), while any other replica
+// syncs both, so its position never points past events a power loss
+// keeps.
+func TestVolatileReplicaCursorCommitsSkipSyncs(t *testing.T) {
+	for _, volatile := range []bool{false, true} {
+		l := &memLog{entries: make(chan memEntry, 64), done: make(chan struct{})}
+		mem := vfs.NewStrictMem()
+		cfg := memConfig(func(c *core.Config) {
+			c.Sync.EveryNEvents, c.Sync.Interval = 0, 0 // replicas never sync their own writes
+			if volatile {
+				c.Replicator = volatileReplica{memReplica{l, 0}}
+			} else {
+				c.Replicator = memReplica{l, 0}
+			}
+		})
+		s := openMem(t, cfg, mem)
+		l.replicas = []*core.Store{s}
+		go l.run(t)
+		c1 := mustCoord(t, "acct-1", "s")
+		for i := 0; i < 3; i++ {
+			mustAppend(t, s, c1, kindA, `{"n":1}`)
+		}
+		if err := s.CommitReplicatedCursor("billing", 3); err != nil {
+			t.Fatal(err)
+		}
+		close(l.entries)
+		<-l.done
+		if got := mustNamedCursor(t, s, "billing", core.All()).Committed(); got != 3 {
+			t.Fatalf("volatile %v: billing resumes at %d, want 3", volatile, got)
+		}
+		after := afterPowerLoss(t, cfg, mem)
+		ps, err := after.CursorPositions()
+		if err != nil {
+			t.Fatal(err)
+		}
+		events := after.Usage().GlobalSequence
+		switch {
+		case volatile && (ps["billing"] != 0 || events != 0):
+			t.Errorf("a volatile replica synced: after a power loss billing is at %d with %d events", ps["billing"], events)
+		case !volatile && (ps["billing"] != 3 || events != 3):
+			t.Errorf("a durable replica: after a power loss billing is at %d with %d events, want 3 and 3", ps["billing"], events)
+		}
 	}
 }

@@ -46,6 +46,24 @@ type CursorReplicator interface {
 	ReplicateCursor(name string, pos uint64) error
 }
 
+// VolatileReplica is implemented by a Replicator whose replicas' files
+// are never read back after a crash: the replica is rebuilt from the
+// replicated log (a cluster node discards its stores when it starts).
+// When VolatileReplica reports true, CommitReplicatedCursor writes the
+// position without syncing the log or the position file first: the
+// replicated log is the durable record, and the syncs would cost every
+// replica's apply of every commit for nothing.
+type VolatileReplica interface {
+	VolatileReplica() bool
+}
+
+// volatileReplica reports whether the store's Replicator says its files
+// are rebuilt from the replicated log after a crash.
+func (s *Store) volatileReplica() bool {
+	v, ok := s.cfg.Replicator.(VolatileReplica)
+	return ok && v.VolatileReplica()
+}
+
 // replicate hands an admitted append or batch to the Replicator; its
 // ticket resolves when the Replicator calls back.
 func (s *Store) replicate(r *request) (*Ticket, error) {

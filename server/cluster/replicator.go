@@ -109,6 +109,13 @@ func receipts(res []Result, want int) ([]core.Receipt, error) {
 	return rs, nil
 }
 
+// VolatileReplica says a node's stores are rebuilt from raft after a
+// crash (Open discards them and raft restores them from its snapshot and
+// log), so a cursor commit's apply writes the position without syncing
+// (core.VolatileReplica): every node applies every commit, one after
+// another on raft's apply loop.
+func (r *replicator) VolatileReplica() bool { return true }
+
 // ReplicateCursor proposes a named cursor's committed position (leader
 // only) and waits for its apply here, bounded by Config.ApplyTimeout.
 func (r *replicator) ReplicateCursor(name string, pos uint64) error {
