@@ -31,6 +31,11 @@ import (
 // and Restore from one goroutine; every use of a store holds it (acquire,
 // release), and Restore and drops hold mu exclusively.
 type fsm struct {
+	// sinceSnap counts the entries applied since the last snapshot was
+	// cut, and their bytes: what raft's log holds beyond the snapshot
+	// (see logBudget).
+	sinceSnapEntries, sinceSnapBytes atomic.Int64
+
 	root        string // tenant stores: root/<tenant>
 	blobs       string // blobs: blobs/<sha256 hex>, beside root
 	staging     string // snapshot copies being persisted
@@ -162,6 +167,10 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			}
 		}
 		pend = pend[:0]
+	}
+	for _, l := range logs {
+		f.sinceSnapEntries.Add(1)
+		f.sinceSnapBytes.Add(int64(len(l.Data)))
 	}
 entries:
 	for i, l := range logs {
@@ -502,6 +511,10 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		// an entry they lack, and a restart would restore past it.
 		return nil, err
 	}
+	// Everything applied so far is in this snapshot: raft's log past it
+	// starts from here (for logBudget).
+	f.sinceSnapEntries.Store(0)
+	f.sinceSnapBytes.Store(0)
 	if err := os.MkdirAll(f.staging, 0o755); err != nil {
 		return nil, err
 	}

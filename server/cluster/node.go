@@ -91,6 +91,17 @@ type Config struct {
 	// follower slightly behind catches up from the log rather than a
 	// snapshot. Default 10240.
 	TrailingLogs uint64
+	// LogMaxBytes bounds, roughly, the bytes of the entries raft's log
+	// holds (raft.db; bolt reuses the pages a truncation frees but never
+	// shrinks its file): once the entries applied since the last snapshot
+	// pass half of it, the node takes a snapshot, and a snapshot keeps
+	// fewer than TrailingLogs entries behind it (at least 8) when their
+	// average size would pass the other half. So a tenant writing batches
+	// of MaxBytes — or batches every replica refuses, which raft logs all
+	// the same — cannot fill the nodes' disks through TrailingLogs' count.
+	// Raft's own count-based snapshots (SnapshotThreshold) go on.
+	// Default DefaultLogMaxBytes (1 GiB); at least MinLogMaxBytes (1 MiB).
+	LogMaxBytes int64
 	// ApplyTimeout bounds how long Append waits for its entry to be
 	// enqueued when ctx has no deadline. Default 10s.
 	ApplyTimeout time.Duration
@@ -135,6 +146,9 @@ const (
 	MaxMaxItems     = 1 << 16
 	DefaultMaxBytes = 16 << 20
 	MaxMaxBytes     = 64 << 20
+
+	DefaultLogMaxBytes = 1 << 30
+	MinLogMaxBytes     = 1 << 20
 )
 
 // Server names a cluster member.
@@ -177,6 +191,7 @@ type Node struct {
 	handOverDone chan struct{} // closed when handOverWhileHalted returned
 	janitorStop  chan struct{} // closed by Close
 	janitorDone  chan struct{} // closed when the janitor returned
+	budgetDone   chan struct{} // closed when logBudget returned
 
 	closeOnce sync.Once
 	closeErr  error
@@ -210,6 +225,12 @@ func Open(cfg Config) (*Node, error) {
 		cfg.MaxBytes = DefaultMaxBytes
 	case cfg.MaxBytes < 0 || cfg.MaxBytes > MaxMaxBytes:
 		return nil, fmt.Errorf("cluster: Config.MaxBytes is %d, the range is 1..%d", cfg.MaxBytes, MaxMaxBytes)
+	}
+	switch {
+	case cfg.LogMaxBytes == 0:
+		cfg.LogMaxBytes = DefaultLogMaxBytes
+	case cfg.LogMaxBytes < MinLogMaxBytes:
+		return nil, fmt.Errorf("cluster: Config.LogMaxBytes is %d, the least is %d", cfg.LogMaxBytes, MinLogMaxBytes)
 	}
 	switch {
 	case cfg.MaxOpenStores == 0:
@@ -322,6 +343,8 @@ func Open(cfg Config) (*Node, error) {
 	}
 	n.handOverDone = make(chan struct{})
 	go n.handOverWhileHalted()
+	n.budgetDone = make(chan struct{})
+	go n.logBudget(rc.TrailingLogs, n.budgetDone)
 	n.janitorStop, n.janitorDone = make(chan struct{}), make(chan struct{})
 	if cfg.StoreIdleTimeout > 0 {
 		go f.janitor(cfg.StoreIdleTimeout, n.janitorStop, n.janitorDone)
@@ -973,6 +996,7 @@ func (n *Node) close() error {
 	}
 	close(n.janitorStop)
 	<-n.janitorDone
+	<-n.budgetDone
 	n.fsm.mu.Lock()
 	n.fsm.closed = true
 	if e := n.fsm.closeStores(); err == nil {
