@@ -359,6 +359,20 @@ func (t *Tenant) AllowWrite(events, bytes int) *Exceeded {
 	return nil
 }
 
+// AllowWriteCost charges a write that costs cost events of the event
+// rate and no bytes (a cursor change), as AllowWrite does; a cost above
+// the tenant's events_burst is charged as the whole burst, so the write
+// stays possible at any burst.
+func (t *Tenant) AllowWriteCost(cost int) *Exceeded {
+	t.mu.Lock()
+	burst, unlimited := t.events.burst, t.events.unlimited
+	t.mu.Unlock()
+	if !unlimited && burst > 0 {
+		cost = min(cost, burst)
+	}
+	return t.AllowWrite(cost, 0)
+}
+
 // AllowUpload charges an upload of n bytes (a policy bundle, a plugin
 // upload) to the tenant's upload_bytes_per_hour, or takes nothing and
 // says how long until the bucket holds n (RetryAfter; 0 when n is more
