@@ -88,6 +88,10 @@ type ClusterConfig struct {
 	// SingleWriteEntries: see cluster.Config (cluster.single_write_entries;
 	// default false: the leader gathers writes into shared raft entries).
 	SingleWriteEntries bool
+	// LogMaxBytes bounds, roughly, the bytes of raft's log on this node
+	// (cluster.log_max_bytes): see cluster.Config.LogMaxBytes. Default
+	// cluster.DefaultLogMaxBytes (1 GiB); at least 1 MiB.
+	LogMaxBytes int64
 }
 
 // membersEntity prefixes the system store's entity of each node's
@@ -196,6 +200,7 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 	cc := cluster.Config{ID: cfg.NodeID, Dir: filepath.Join(s.cfg.Root, "cluster"), Bind: cfg.Bind, Advertise: cfg.Advertise,
 		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout, LeaderLeaseTimeout: cfg.LeaderLeaseTimeout,
 		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs, SingleWriteEntries: cfg.SingleWriteEntries,
+		LogMaxBytes: cfg.LogMaxBytes,
 		// The single server's bounds on open tenant stores apply to the
 		// node's stores too: followers open stores when applying, with no
 		// request (and no registry lease) asking for them.
