@@ -8,6 +8,13 @@ import (
 // since the last snapshot.
 const logBudgetEvery = 250 * time.Millisecond
 
+// minBudgetSnapshotGap is the least time between two snapshots logBudget
+// takes: each copies every store on the node, so a tenant writing the
+// largest batches at its full byte rate cannot keep the disk busy
+// copying everyone's data (the log may pass its budget by what arrives
+// meanwhile).
+const minBudgetSnapshotGap = 5 * time.Second
+
 // minTrailingLogs is the fewest entries logBudget has a snapshot keep
 // behind it, so a follower a moment behind still catches up from the log.
 const minTrailingLogs = 8
@@ -20,11 +27,13 @@ const minTrailingLogs = 8
 // budget holds at the average size of the entries applied since the
 // last snapshot (between minTrailingLogs and configured, the configured
 // TrailingLogs), and takes a snapshot once those entries pass the other
-// half. A halted node takes none (Node.Snapshot says why).
+// half, at most one every minBudgetSnapshotGap. A halted node takes none
+// (Node.Snapshot says why).
 func (n *Node) logBudget(configured uint64, done chan<- struct{}) {
 	defer close(done)
 	half := n.cfg.LogMaxBytes / 2
 	current := configured
+	var last time.Time // when logBudget's last snapshot ended
 	t := time.NewTicker(logBudgetEvery)
 	defer t.Stop()
 	for {
@@ -46,10 +55,11 @@ func (n *Node) logBudget(configured uint64, done chan<- struct{}) {
 				}
 			}
 		}
-		if bytes >= half {
+		if bytes >= half && time.Since(last) >= minBudgetSnapshotGap {
 			// Raft refuses while another snapshot runs, or when nothing
 			// is new: either way the next tick looks again.
 			_ = n.raft.Snapshot().Error()
+			last = time.Now()
 		}
 	}
 }
