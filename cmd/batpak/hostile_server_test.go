@@ -49,8 +49,8 @@ func TestCLIFollowsNoRedirectWithTheToken(t *testing.T) {
 }
 
 // A server that takes the request and then sends nothing — no headers, or
-// headers and then silence — fails the command after --timeout instead of
-// holding it for ever.
+// headers and then silence — or trickles an answer a byte at a time fails
+// the command after --timeout instead of holding it for ever.
 func TestCLITimesOutOnASilentServer(t *testing.T) {
 	isolate(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -74,11 +74,31 @@ func TestCLITimesOutOnASilentServer(t *testing.T) {
 		<-r.Context().Done()
 	}))
 	defer stalled.Close()
-	for _, url := range []string{"http://" + ln.Addr().String(), stalled.URL} {
+	trickle := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"pad":"`))
+		for {
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			if _, err := w.Write([]byte(" ")); err != nil {
+				return
+			}
+		}
+	}))
+	defer trickle.Close()
+	for _, c := range []struct{ url, says string }{
+		{"http://" + ln.Addr().String(), "sent nothing for 1s"},
+		{stalled.URL, "sent nothing for 1s"},
+		{trickle.URL, "did not arrive whole within 1s"},
+	} {
 		start := time.Now()
-		r := batpak(t, "--server", url, "--token", "bpk_x", "--tenant", "acme", "--timeout", "1s", "stats")
-		if took := time.Since(start); r.code == 0 || !strings.Contains(r.stderr, "sent nothing for 1s") || took > 20*time.Second {
-			t.Errorf("%s: exit %d after %s, stderr %q", url, r.code, took.Round(time.Millisecond), r.stderr)
+		r := batpak(t, "--server", c.url, "--token", "bpk_x", "--tenant", "acme", "--timeout", "1s", "stats")
+		if took := time.Since(start); r.code == 0 || !strings.Contains(r.stderr, c.says) || took > 20*time.Second {
+			t.Errorf("%s: exit %d after %s, stderr %q", c.url, r.code, took.Round(time.Millisecond), r.stderr)
 		}
 	}
 	if r := batpak(t, "--server", stalled.URL, "--token", "bpk_x", "--timeout", "soon", "stats"); r.code != 2 || !strings.Contains(r.stderr, "--timeout") {

@@ -25,7 +25,8 @@ var maxServerMessageBytes int64 = 256 << 20
 // for a server that sends nothing — the answer's headers once the request
 // is sent, the next bytes of a request body the server stopped reading,
 // or of an answer or event stream (a server's event stream sends a
-// heartbeat every 15 s, so a live one never idles that long).
+// heartbeat every 15 s, so a live one never idles that long) — and the
+// most a JSON answer (read whole) may take after its headers.
 const defaultServerIdle = 5 * time.Minute
 
 // boundedTransport wraps the HTTP transport the CLI's server client uses:
@@ -81,6 +82,16 @@ func (b *boundedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		resp.Body = &sseBoundBody{rc: resp.Body, max: b.max, what: what}
 	default:
 		resp.Body = &boundBody{rc: resp.Body, left: b.max, max: b.max, what: what}
+		if w != nil {
+			// A JSON answer is read whole before anything is printed: one
+			// trickled a byte at a time never idles, so it must also end
+			// within the timeout of its headers.
+			w.whole = time.AfterFunc(b.idle, func() {
+				w.slow.Store(true)
+				w.fired.Store(true)
+				w.cancel()
+			})
+		}
 	}
 	return resp, nil
 }
@@ -160,6 +171,10 @@ type idleWatch struct {
 	idle   time.Duration
 	fired  atomic.Bool
 	what   string
+	// whole, for an answer read whole, ends it once it has taken the
+	// timeout since its headers (slow then says so).
+	whole *time.Timer
+	slow  atomic.Bool
 }
 
 func newIdleWatch(req *http.Request, idle time.Duration, what string) *idleWatch {
@@ -178,10 +193,16 @@ func (w *idleWatch) touch() { w.t.Reset(w.idle) }
 // stop ends the watch and the round trip's context.
 func (w *idleWatch) stop() {
 	w.t.Stop()
+	if w.whole != nil {
+		w.whole.Stop()
+	}
 	w.cancel()
 }
 
 func (w *idleWatch) err() error {
+	if w.slow.Load() {
+		return fmt.Errorf("the server's answer to %s did not arrive whole within %s of its headers (--timeout, BATPAK_TIMEOUT)", w.what, w.idle)
+	}
 	return fmt.Errorf("the server sent nothing for %s during %s (--timeout, BATPAK_TIMEOUT)", w.idle, w.what)
 }
 
