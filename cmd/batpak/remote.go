@@ -54,7 +54,7 @@ func registerRemoteFlags(fs *pflag.FlagSet, v *viper.Viper) {
 	fs.String("server", "", "URL of a running batpak serve (http(s)://host:port); the data, tenant and key commands then work against it; env BATPAK_SERVER")
 	fs.String("token", "", "API key or operator credential for --server (never printed); env BATPAK_TOKEN")
 	fs.String("consistency", "local", "with --server on a cluster: local (reads served by the node asked, from what it has applied) or linearizable (by the leader; every acknowledged write is seen); read one write of your own with --min-seq on the read command instead; env BATPAK_CONSISTENCY")
-	fs.String("timeout", defaultServerIdle.String(), "with --server: the longest the CLI waits for a server that sends nothing (the answer's headers, or the next bytes of an answer or event stream, which the server keeps alive every 15s), then fails; 0 waits for ever; env BATPAK_TIMEOUT")
+	fs.String("timeout", defaultServerIdle.String(), "with --server: the longest the CLI waits for a server that sends nothing (the answer's headers, or the next bytes of an answer or event stream, which the server keeps alive every 15s), and for a JSON answer to arrive whole after its headers, then fails; 0 waits for ever; env BATPAK_TIMEOUT")
 	for _, k := range remoteKeys {
 		if err := v.BindPFlag(k.key, fs.Lookup(k.flag)); err != nil {
 			panic(err) // only if the flag was not registered
