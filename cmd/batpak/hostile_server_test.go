@@ -92,12 +92,12 @@ func TestCLITimesOutOnASilentServer(t *testing.T) {
 	defer trickle.Close()
 	for _, c := range []struct{ url, says string }{
 		{"http://" + ln.Addr().String(), "sent nothing for 1s"},
-		{stalled.URL, "sent nothing for 1s"},
+		{stalled.URL, "1s"}, // nothing sent, or not arrived whole: both at 1s
 		{trickle.URL, "did not arrive whole within 1s"},
 	} {
 		start := time.Now()
 		r := batpak(t, "--server", c.url, "--token", "bpk_x", "--tenant", "acme", "--timeout", "1s", "stats")
-		if took := time.Since(start); r.code == 0 || !strings.Contains(r.stderr, c.says) || took > 20*time.Second {
+		if took := time.Since(start); r.code == 0 || !strings.Contains(r.stderr, c.says) || !strings.Contains(r.stderr, "(--timeout, BATPAK_TIMEOUT)") || took > 20*time.Second {
 			t.Errorf("%s: exit %d after %s, stderr %q", c.url, r.code, took.Round(time.Millisecond), r.stderr)
 		}
 	}
@@ -171,5 +171,40 @@ func TestCLIPagingStopsWhenTheServerDoesNotMoveOn(t *testing.T) {
 	r := batpak(t, "--server", srv.URL, "--token", "bpk_x", "--tenant", "acme", "query")
 	if n := pages.Load(); r.code == 0 || n > 3 || !strings.Contains(r.stderr, "next page") {
 		t.Errorf("query of a repeating page: exit %d after %d pages, stderr %q", r.code, n, r.stderr)
+	}
+}
+
+// A reader slow to take an answer (a paused pager behind query --follow)
+// is not a silent server: the timeout counts only the time the CLI waits
+// in a read.
+func TestIdleTimeoutCountsOnlyWaitsForTheServer(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 0; i < 50; i++ {
+			if _, err := fmt.Fprintf(w, ": line %d\n\n", i); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			time.Sleep(20 * time.Millisecond)
+		}
+	}))
+	defer srv.Close()
+	hc := &http.Client{Transport: newBoundedTransport(200 * time.Millisecond)}
+	req, _ := http.NewRequest("GET", srv.URL+"/v1/tenants/acme/subscribe", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 64)
+	for i := 0; i < 3; i++ {
+		if _, err := resp.Body.Read(buf); err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+		time.Sleep(400 * time.Millisecond) // the consumer, not the server, is slow
+	}
+	if _, err := io.ReadAll(resp.Body); err != nil {
+		t.Fatalf("the rest of a stream read slowly: %v", err)
 	}
 }

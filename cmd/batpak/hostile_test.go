@@ -425,3 +425,23 @@ func TestTermSafeWriterEscapesBidiControls(t *testing.T) {
 		t.Errorf("the data writer wrote %q, %v", b.String(), err)
 	}
 }
+
+// TestTermSafeWriterFlushEscapes: bytes held back at the end of the last
+// write (the start of what might be a bidirectional control) are escaped
+// when flushed: a control character among them never reaches the
+// terminal raw.
+func TestTermSafeWriterFlushEscapes(t *testing.T) {
+	for _, tail := range []string{"\xe2\x1b", "\xe2\r", "\xe2\a", "\xc2", "\xe2\x80"} {
+		var b bytes.Buffer
+		w := newTermSafeWriter(&b)
+		if _, err := w.Write([]byte("name: evil" + tail)); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if c := terminalControls(b.String()); c != "" {
+			t.Errorf("after %q: wrote %q, with control %q", tail, b.String(), c)
+		}
+	}
+}

@@ -59,7 +59,9 @@ func registerRemoteFlags(fs *pflag.FlagSet, v *viper.Viper) {
 		if err := v.BindPFlag(k.key, fs.Lookup(k.flag)); err != nil {
 			panic(err) // only if the flag was not registered
 		}
-		if err := v.BindEnv(k.key, k.env); err != nil {
+		// The short name (documented) first; the name every other key's
+		// variable follows (BATPAK_REMOTE_SERVER) works too.
+		if err := v.BindEnv(k.key, k.env, envName(k.key)); err != nil {
 			panic(err)
 		}
 	}
@@ -70,8 +72,10 @@ func (a *app) remoteSource(key, flag, env string) string {
 	if a.flagChanged(flag) {
 		return "flag --" + flag
 	}
-	if v, ok := os.LookupEnv(env); ok && v != "" {
-		return "env " + env
+	for _, name := range []string{env, envName(key)} {
+		if v, ok := os.LookupEnv(name); ok && v != "" {
+			return "env " + name
+		}
 	}
 	if a.configFile != "" && a.v.InConfig(key) {
 		return "config " + a.configFile

@@ -220,6 +220,17 @@ func TestRemoteEnvironment(t *testing.T) {
 		t.Fatalf("server settings with BATPAK_SERVER set:\n%s", conf)
 	}
 	ok(t, "tenant", "create", "acme")
+	// The names every other key's variable follows work too.
+	t.Setenv("BATPAK_SERVER", "")
+	t.Setenv("BATPAK_REMOTE_SERVER", url)
+	t.Setenv("BATPAK_REMOTE_CONSISTENCY", "linearizable")
+	if conf := ok(t, "config"); !regexp.MustCompile(`(?m)^remote\.server +`+regexp.QuoteMeta(url)+` +env BATPAK_REMOTE_SERVER`).MatchString(conf) ||
+		!regexp.MustCompile(`(?m)^remote\.consistency +linearizable +env BATPAK_REMOTE_CONSISTENCY`).MatchString(conf) {
+		t.Fatalf("config with BATPAK_REMOTE_*:\n%s", conf)
+	}
+	t.Setenv("BATPAK_REMOTE_SERVER", "")
+	t.Setenv("BATPAK_REMOTE_CONSISTENCY", "")
+	t.Setenv("BATPAK_SERVER", url)
 	t.Setenv("BATPAK_TENANT", "acme")
 	key := keyIn(t, ok(t, "key", "issue", "app", "--role", "writer"))
 	t.Setenv("BATPAK_TOKEN", key)

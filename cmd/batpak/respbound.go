@@ -69,7 +69,11 @@ func (b *boundedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		return resp, err
 	}
 	if w != nil {
-		w.touch()
+		// From here the wait runs only while the CLI waits in a read of
+		// the answer: a consumer slow to read (a paused pager) is not a
+		// silent server.
+		w.answered.Store(true)
+		w.t.Stop()
 		resp.Body = &progressBody{rc: resp.Body, w: w, answer: true}
 	}
 	// What the CLI asked for decides, not what the server says it sent:
@@ -161,16 +165,18 @@ func (s *sseBoundBody) Read(p []byte) (int, error) {
 
 func (s *sseBoundBody) Close() error { return s.rc.Close() }
 
-// idleWatch cancels one round trip once nothing has moved for idle:
-// neither a byte of the request body taken by the connection, nor a byte
-// of the answer.
+// idleWatch cancels one round trip once the server has moved nothing for
+// idle: until the answer's headers, neither taken a byte of the request
+// body nor answered; after them, sent nothing while the CLI waited in a
+// read of the answer.
 type idleWatch struct {
-	req    *http.Request // the request, on a context the watch cancels
-	cancel context.CancelFunc
-	t      *time.Timer
-	idle   time.Duration
-	fired  atomic.Bool
-	what   string
+	req      *http.Request // the request, on a context the watch cancels
+	cancel   context.CancelFunc
+	t        *time.Timer
+	idle     time.Duration
+	fired    atomic.Bool
+	answered atomic.Bool // the answer's headers came
+	what     string
 	// whole, for an answer read whole, ends it once it has taken the
 	// timeout since its headers (slow then says so).
 	whole *time.Timer
@@ -215,11 +221,17 @@ type progressBody struct {
 }
 
 func (p *progressBody) Read(b []byte) (int, error) {
+	if p.answer {
+		p.w.t.Reset(p.w.idle) // the CLI waits on the server from now
+	}
 	n, err := p.rc.Read(b)
+	if p.answer {
+		p.w.t.Stop()
+	}
 	if p.w.fired.Load() {
 		return n, p.w.err()
 	}
-	if n > 0 {
+	if n > 0 && !p.answer && !p.w.answered.Load() {
 		p.w.touch()
 	}
 	return n, err

@@ -49,11 +49,27 @@ func escapedRune(r rune) bool {
 // Write escapes p and writes it; it returns len(p) when the escaped text
 // was written in full.
 func (t *termSafeWriter) Write(p []byte) (int, error) {
+	if err := t.write(p, false); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Flush writes the bytes held back at the end of the last Write, escaped
+// as they stand: no more bytes will complete them.
+func (t *termSafeWriter) Flush() error { return t.write(nil, true) }
+
+// write escapes the held bytes and p and writes them; unless final, a
+// sequence cut off at the end is held back for the next call.
+func (t *termSafeWriter) write(p []byte, final bool) error {
 	const hex = "0123456789abcdef"
 	data := p
 	if len(t.pend) > 0 {
 		data = append(t.pend, p...)
 		t.pend = nil
+	}
+	if len(data) == 0 {
+		return nil
 	}
 	b := t.buf[:0]
 	for i := 0; i < len(data); i++ {
@@ -84,12 +100,12 @@ func (t *termSafeWriter) Write(p []byte) (int, error) {
 			if c == 0xe2 {
 				size = 3
 			}
-			if i+size > len(data) {
+			if i+size > len(data) && !final {
 				t.pend = append([]byte(nil), data[i:]...) // cut off: decide with the next Write
 				i = len(data)
 				continue
 			}
-			r, n := utf8.DecodeRune(data[i : i+size])
+			r, n := utf8.DecodeRune(data[i:min(i+size, len(data))])
 			if n == size && escapedRune(r) {
 				b = append(b, '\\', 'u', hex[r>>12&0xf], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])
 				i += size - 1
@@ -101,20 +117,7 @@ func (t *termSafeWriter) Write(p []byte) (int, error) {
 		}
 	}
 	t.buf = b
-	if _, err := t.w.Write(b); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-// Flush writes the bytes held back at the end of the last Write.
-func (t *termSafeWriter) Flush() error {
-	if len(t.pend) == 0 {
-		return nil
-	}
-	p := t.pend
-	t.pend = nil
-	_, err := t.w.Write(p)
+	_, err := t.w.Write(b)
 	return err
 }
 

@@ -261,7 +261,11 @@ func readSSE(r io.Reader, max int64, each func(sseMessage) error) error {
 		case "event":
 			m.event = string(value)
 		case "data":
-			if int64(data.Len()+1+len(value)) > max {
+			size := data.Len() + len(value)
+			if hasData {
+				size++ // the line feed joining it to the data before
+			}
+			if int64(size) > max {
 				return fmt.Errorf("%w: larger than %d bytes (Options.MaxResponseBytes)", errMessageTooLarge, max)
 			}
 			if hasData {

@@ -92,14 +92,23 @@ func (a *API) defineCursor(c *call) error {
 		return err
 	}
 	name := c.r.PathValue("name")
-	defs := a.opts.Plane.Cursors(c.tenant)
-	for _, d := range defs {
-		if d.Name == name {
-			if sameRegion(d.Region, body.Region) {
-				return writeJSON(c.w, http.StatusOK, d)
+	// An existing definition of the name answers the request: the same
+	// region is the same cursor (200), another is a conflict.
+	var defs []control.CursorDef
+	existing := func() (bool, error) {
+		defs = a.opts.Plane.Cursors(c.tenant)
+		for _, d := range defs {
+			if d.Name == name {
+				if sameRegion(d.Region, body.Region) {
+					return true, writeJSON(c.w, http.StatusOK, d)
+				}
+				return true, &apiError{status: 409, code: wire.CodeConflict, detail: "cursor " + strconv.Quote(name) + " exists with another region; delete it first"}
 			}
-			return &apiError{status: 409, code: wire.CodeConflict, detail: "cursor " + strconv.Quote(name) + " exists with another region; delete it first"}
 		}
+		return false, nil
+	}
+	if done, err := existing(); done {
+		return err
 	}
 	// A hosted worker's cursor is the worker's alone (checked again,
 	// atomically, by DefineCursorMax).
@@ -128,6 +137,11 @@ func (a *API) defineCursor(c *call) error {
 	mu := a.commitMu(c.tenant, name)
 	mu.Lock()
 	defer mu.Unlock()
+	// Defines of one name take the lock in turn: one that lost the race
+	// answers as the first look would have, and resets nothing.
+	if done, err := existing(); done {
+		return err
+	}
 	def := control.CursorDef{Name: name, Tenant: c.tenant, Region: body.Region}
 	maxDefs, _ := qt.MaxCursors()
 	if err := a.opts.Plane.DefineCursorMax(c.r.Context(), def, maxDefs); err != nil {
