@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -26,21 +27,25 @@ func TestRaftLogKeptWithinItsByteBudget(t *testing.T) {
 	l := c.leader(10 * time.Second)
 	big := `{"s":"` + strings.Repeat("x", 256<<10) + `"}`
 	ctx := context.Background()
-	refused := 0
 	for i := 0; i < 80; i++ { // 20 MiB of entries: five budgets
 		items := []core.BatchItem{item("e", big, core.AppendOptions{ExpectedClock: core.ExpectClock(999)})}
 		res, err := l.AppendBatch(ctx, "acme", items)
+		var nl *cluster.NotLeaderError
+		if errors.As(err, &nl) || errors.Is(err, cluster.ErrOutcomeUnknown) {
+			// A loaded machine's leader may step down under entries this
+			// large: write through the next one.
+			l = c.leader(10 * time.Second)
+			continue
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res[0].Err != nil {
-			refused++
+		if res[0].Err == nil {
+			t.Fatal("a compare-and-set that cannot hold was written (the test needs entries that store nothing)")
 		}
 		time.Sleep(5 * time.Millisecond) // lets the budget's ticks see the log grow
 	}
-	if refused != 80 {
-		t.Fatalf("%d of 80 writes refused, want all (the test needs entries that store nothing)", refused)
-	}
+	l = c.leader(10 * time.Second)
 	mustAppend(t, l, "acme", item("e", `{"ok":1}`, core.AppendOptions{}))
 	waitFor(t, 10*time.Second, "every node's raft log within twice its budget", func() bool {
 		for _, n := range c.list() {
