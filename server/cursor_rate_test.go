@@ -17,21 +17,8 @@ import (
 // without bound; a tenant whose burst is below the cost can still make
 // them.
 func TestCursorChangesTakeTheWriteRate(t *testing.T) {
-	ps := startPolicyServer(t, t.TempDir(), nil)
 	ctx := context.Background()
-	op := ps.as(t, operatorToken).Admin()
-	if _, err := op.CreateTenant(ctx, "acme", &client.Quotas{EventsPerSecond: 1, EventsBurst: 5}, nil); err != nil {
-		t.Fatal(err)
-	}
-	k, err := op.IssueKey(ctx, "acme", "w", "writer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(ps.base, k.Key, client.Options{MaxRetries: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	acme := c.Tenant("acme")
+	acme := writerOfNewTenant(t, client.Quotas{EventsPerSecond: 1, EventsBurst: 5})
 	refused := 0
 	for i := 0; i < 20; i++ {
 		name := fmt.Sprintf("c%d", i)
@@ -57,22 +44,9 @@ func TestCursorChangesTakeTheWriteRate(t *testing.T) {
 // httpapi.CursorWriteCost events of the write rate: a burst that holds
 // 10 commits' worth takes 10 commits at once, not 640.
 func TestCursorCommitCostsLikeManyEvents(t *testing.T) {
-	ps := startPolicyServer(t, t.TempDir(), nil)
 	ctx := context.Background()
-	op := ps.as(t, operatorToken).Admin()
 	burst := 10 * httpapi.CursorWriteCost
-	if _, err := op.CreateTenant(ctx, "acme", &client.Quotas{EventsPerSecond: 1, EventsBurst: burst}, nil); err != nil {
-		t.Fatal(err)
-	}
-	k, err := op.IssueKey(ctx, "acme", "w", "writer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(ps.base, k.Key, client.Options{MaxRetries: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	acme := c.Tenant("acme")
+	acme := writerOfNewTenant(t, client.Quotas{EventsPerSecond: 1, EventsBurst: burst})
 	if err := acme.DefineCursor(ctx, "c", client.CursorRegion{}); err != nil { // one cost
 		t.Fatal(err)
 	}
@@ -90,4 +64,25 @@ func TestCursorCommitCostsLikeManyEvents(t *testing.T) {
 	if commits != 9 {
 		t.Fatalf("%d commits within a burst of %d events, want 9 (each costs %d, the definition one more)", commits, burst, httpapi.CursorWriteCost)
 	}
+}
+
+// writerOfNewTenant starts a server, creates tenant "acme" with quotas and
+// returns it as seen by a writer key's client that never retries.
+func writerOfNewTenant(t *testing.T, quotas client.Quotas) *client.Tenant {
+	t.Helper()
+	ps := startPolicyServer(t, t.TempDir(), nil)
+	ctx := context.Background()
+	op := ps.as(t, operatorToken).Admin()
+	if _, err := op.CreateTenant(ctx, "acme", &quotas, nil); err != nil {
+		t.Fatal(err)
+	}
+	k, err := op.IssueKey(ctx, "acme", "w", "writer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(ps.base, k.Key, client.Options{MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Tenant("acme")
 }

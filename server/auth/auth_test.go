@@ -2,9 +2,6 @@ package auth_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -17,10 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwk"
-	"github.com/lestrrat-go/jwx/v3/jwt"
 
+	"github.com/batpak-go/batpak/internal/jwttest"
 	"github.com/batpak-go/batpak/server/auth"
 	"github.com/batpak-go/batpak/server/control"
 )
@@ -215,62 +211,6 @@ func TestHasOrdersRoles(t *testing.T) {
 	}
 }
 
-// jwtEnv is a JWKS file with one EC key and a signer for it.
-type jwtEnv struct {
-	file string
-	priv jwk.Key
-}
-
-func newKey(t *testing.T, kid string) jwk.Key {
-	t.Helper()
-	raw, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := jwk.Import(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k.Set(jwk.KeyIDKey, kid)
-	k.Set(jwk.AlgorithmKey, jwa.ES256())
-	return k
-}
-
-func newJWTEnv(t *testing.T) jwtEnv {
-	t.Helper()
-	priv := newKey(t, "k1")
-	pub, err := jwk.PublicKeyOf(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	set := jwk.NewSet()
-	set.AddKey(pub)
-	b, err := json.Marshal(set)
-	if err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(t.TempDir(), "jwks.json")
-	if err := os.WriteFile(file, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return jwtEnv{file: file, priv: priv}
-}
-
-func sign(t *testing.T, key jwk.Key, claims map[string]any) string {
-	t.Helper()
-	tok := jwt.New()
-	for k, v := range claims {
-		if err := tok.Set(k, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	b, err := jwt.Sign(tok, jwt.WithKey(jwa.ES256(), key))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
 func claims(mod func(map[string]any)) map[string]any {
 	now := time.Now()
 	c := map[string]any{
@@ -285,13 +225,13 @@ func claims(mod func(map[string]any)) map[string]any {
 }
 
 func TestJWT(t *testing.T) {
-	env := newJWTEnv(t)
-	a, err := auth.New(auth.Config{Plane: plane(t), JWT: &auth.JWTConfig{JWKSFile: env.file, Issuer: "https://idp.example", Audience: "batpak"}})
+	env := jwttest.New(t)
+	a, err := auth.New(auth.Config{Plane: plane(t), JWT: &auth.JWTConfig{JWKSFile: env.File, Issuer: "https://idp.example", Audience: "batpak"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	exp := time.Now().Add(time.Hour).Truncate(time.Second)
-	good := sign(t, env.priv, claims(func(c map[string]any) { c["exp"] = exp }))
+	good := jwttest.Sign(t, env.Key, claims(func(c map[string]any) { c["exp"] = exp }))
 	got, err := a.Authenticate(req("Bearer " + good))
 	if err != nil {
 		t.Fatal(err)
@@ -309,18 +249,18 @@ func TestJWT(t *testing.T) {
 		t.Fatal("roles from the claim not ordered")
 	}
 	// Within the allowed skew (30s by default) an expired token still passes.
-	if _, err := a.Authenticate(req("Bearer " + sign(t, env.priv, claims(func(c map[string]any) { c["exp"] = time.Now().Add(-10 * time.Second) })))); err != nil {
+	if _, err := a.Authenticate(req("Bearer " + jwttest.Sign(t, env.Key, claims(func(c map[string]any) { c["exp"] = time.Now().Add(-10 * time.Second) })))); err != nil {
 		t.Fatalf("expired 10s ago, inside the skew: %v", err)
 	}
 	// A space-separated roles string.
-	s, err := a.Authenticate(req("Bearer " + sign(t, env.priv, claims(func(c map[string]any) { c["roles"] = "admin BOGUS! cashier" }))))
+	s, err := a.Authenticate(req("Bearer " + jwttest.Sign(t, env.Key, claims(func(c map[string]any) { c["roles"] = "admin BOGUS! cashier" }))))
 	if err != nil || !reflect.DeepEqual(s.Roles, []control.Role{control.RoleAdmin, "cashier"}) {
 		t.Fatalf("roles string: %+v, %v", s, err)
 	}
 
-	other := newKey(t, "k1") // same kid, another key
-	unknownKid := newKey(t, "k2")
-	noKid := newKey(t, "")
+	other := jwttest.Key(t, "k1") // same kid, another key
+	unknownKid := jwttest.Key(t, "k2")
+	noKid := jwttest.Key(t, "")
 	noKid.Remove(jwk.KeyIDKey)
 	b64 := base64.RawURLEncoding.EncodeToString
 	payload, _ := json.Marshal(claims(nil))
@@ -331,17 +271,17 @@ func TestJWT(t *testing.T) {
 	tampered := goodParts[0] + "." + b64(tamperedClaims) + "." + goodParts[2]
 
 	for name, tok := range map[string]string{
-		"expired":          sign(t, env.priv, claims(func(c map[string]any) { c["exp"] = time.Now().Add(-time.Minute) })),
-		"not yet valid":    sign(t, env.priv, claims(func(c map[string]any) { c["nbf"] = time.Now().Add(time.Minute) })),
-		"no exp":           sign(t, env.priv, claims(func(c map[string]any) { delete(c, "exp") })),
-		"wrong issuer":     sign(t, env.priv, claims(func(c map[string]any) { c["iss"] = "https://evil.example" })),
-		"wrong audience":   sign(t, env.priv, claims(func(c map[string]any) { c["aud"] = "other" })),
-		"no sub":           sign(t, env.priv, claims(func(c map[string]any) { delete(c, "sub") })),
-		"no tenant":        sign(t, env.priv, claims(func(c map[string]any) { delete(c, "tenant") })),
-		"bad tenant":       sign(t, env.priv, claims(func(c map[string]any) { c["tenant"] = "../x" })),
-		"wrong key":        sign(t, other, claims(nil)),
-		"unknown kid":      sign(t, unknownKid, claims(nil)),
-		"no kid":           sign(t, noKid, claims(nil)),
+		"expired":          jwttest.Sign(t, env.Key, claims(func(c map[string]any) { c["exp"] = time.Now().Add(-time.Minute) })),
+		"not yet valid":    jwttest.Sign(t, env.Key, claims(func(c map[string]any) { c["nbf"] = time.Now().Add(time.Minute) })),
+		"no exp":           jwttest.Sign(t, env.Key, claims(func(c map[string]any) { delete(c, "exp") })),
+		"wrong issuer":     jwttest.Sign(t, env.Key, claims(func(c map[string]any) { c["iss"] = "https://evil.example" })),
+		"wrong audience":   jwttest.Sign(t, env.Key, claims(func(c map[string]any) { c["aud"] = "other" })),
+		"no sub":           jwttest.Sign(t, env.Key, claims(func(c map[string]any) { delete(c, "sub") })),
+		"no tenant":        jwttest.Sign(t, env.Key, claims(func(c map[string]any) { delete(c, "tenant") })),
+		"bad tenant":       jwttest.Sign(t, env.Key, claims(func(c map[string]any) { c["tenant"] = "../x" })),
+		"wrong key":        jwttest.Sign(t, other, claims(nil)),
+		"unknown kid":      jwttest.Sign(t, unknownKid, claims(nil)),
+		"no kid":           jwttest.Sign(t, noKid, claims(nil)),
 		"alg none":         none,
 		"alg none, signed": noneWithSig,
 		"tampered claims":  tampered,
@@ -351,18 +291,18 @@ func TestJWT(t *testing.T) {
 }
 
 func TestJWTClaimNamesAndConfig(t *testing.T) {
-	env := newJWTEnv(t)
-	a, err := auth.New(auth.Config{JWT: &auth.JWTConfig{JWKSFile: env.file, TenantClaim: "org", RolesClaim: "perms"}})
+	env := jwttest.New(t)
+	a, err := auth.New(auth.Config{JWT: &auth.JWTConfig{JWKSFile: env.File, TenantClaim: "org", RolesClaim: "perms"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok := sign(t, env.priv, claims(func(c map[string]any) { c["org"] = "globex"; c["perms"] = []string{"admin"} }))
+	tok := jwttest.Sign(t, env.Key, claims(func(c map[string]any) { c["org"] = "globex"; c["perms"] = []string{"admin"} }))
 	got, err := a.Authenticate(req("Bearer " + tok))
 	if err != nil || got.Tenant != "globex" || !reflect.DeepEqual(got.Roles, []control.Role{control.RoleAdmin}) {
 		t.Fatalf("custom claims: %+v, %v", got, err)
 	}
 	// A JWKS key without "alg" is refused at start, not guessed per token.
-	k := newKey(t, "k9")
+	k := jwttest.Key(t, "k9")
 	k.Remove(jwk.AlgorithmKey)
 	pub, _ := jwk.PublicKeyOf(k)
 	set := jwk.NewSet()
@@ -376,7 +316,7 @@ func TestJWTClaimNamesAndConfig(t *testing.T) {
 	if _, err := auth.New(auth.Config{JWT: &auth.JWTConfig{JWKSFile: filepath.Join(t.TempDir(), "missing")}}); err == nil {
 		t.Fatal("a missing JWKS file was accepted")
 	}
-	if _, err := auth.New(auth.Config{JWT: &auth.JWTConfig{JWKSFile: env.file, Skew: 6 * time.Minute}}); err == nil {
+	if _, err := auth.New(auth.Config{JWT: &auth.JWTConfig{JWKSFile: env.File, Skew: 6 * time.Minute}}); err == nil {
 		t.Fatal("a skew over 5m was accepted")
 	}
 }

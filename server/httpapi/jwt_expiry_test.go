@@ -2,88 +2,28 @@ package httpapi_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"encoding/json"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v3/jwa"
-	"github.com/lestrrat-go/jwx/v3/jwk"
-	"github.com/lestrrat-go/jwx/v3/jwt"
-
+	"github.com/batpak-go/batpak/internal/jwttest"
 	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/auth"
 )
-
-// jwtIssuer signs tokens with a key of a JWKS file the server trusts.
-type jwtIssuer struct {
-	file string
-	priv jwk.Key
-}
-
-func newJWTIssuer(t *testing.T) jwtIssuer {
-	t.Helper()
-	raw, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	priv, err := jwk.Import(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = priv.Set(jwk.KeyIDKey, "k1")
-	_ = priv.Set(jwk.AlgorithmKey, jwa.ES256())
-	pub, err := jwk.PublicKeyOf(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	set := jwk.NewSet()
-	_ = set.AddKey(pub)
-	b, err := json.Marshal(set)
-	if err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(t.TempDir(), "jwks.json")
-	if err := os.WriteFile(file, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return jwtIssuer{file: file, priv: priv}
-}
-
-// token is a JWT for tenant with roles that expires at exp.
-func (j jwtIssuer) token(t *testing.T, tenant string, exp time.Time, roles ...string) string {
-	t.Helper()
-	tok := jwt.New()
-	for k, v := range map[string]any{"sub": "user-7", "exp": exp, "tenant": tenant, "roles": roles} {
-		if err := tok.Set(k, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	b, err := jwt.Sign(tok, jwt.WithKey(jwa.ES256(), j.priv))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
 
 // TestStreamEndsWhenJWTExpires: an event stream opened with a JWT is cut
 // off once the token expires (its "exp" plus the configured skew), like
 // one whose API key is revoked; it delivers nothing written after that.
 func TestStreamEndsWhenJWTExpires(t *testing.T) {
-	iss := newJWTIssuer(t)
+	iss := jwttest.New(t)
 	const skew = time.Second
-	e := start(t, func(c *server.Config) { c.JWT = &auth.JWTConfig{JWKSFile: iss.file, Skew: skew} })
+	e := start(t, func(c *server.Config) { c.JWT = &auth.JWTConfig{JWKSFile: iss.File, Skew: skew} })
 	k := e.tenant("acme")
 	e.must(e.req("POST", "/v1/tenants/acme/events", k["writer"], appendBody("order:1")), 201)
 	// Valid for about 2s more (exp 1s away, 1s of skew).
-	tok := iss.token(t, "acme", time.Now().Add(time.Second), "reader")
+	tok := iss.Token(t, "acme", time.Now().Add(time.Second), "reader")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	next, res := e.openStream(ctx, "/v1/tenants/acme/subscribe", tok, "")
