@@ -44,6 +44,10 @@ const (
 	// PackedTableItemSize is one entry of the block table.
 	PackedTableItemSize = 24
 	packedBlockSize     = 64 << 10
+	// maxPackedBlock is the most one block holds: packedBlockSize of
+	// frames, or a single frame larger than that. A block table naming a
+	// longer block is damaged.
+	maxPackedBlock = max(packedBlockSize, format.FrameHeaderSize+format.MaxRecordSize)
 )
 
 // PackedMagic starts a packed file's trailer.
@@ -65,7 +69,11 @@ func RepackedKey(key uint32) uint32 {
 
 var (
 	zstdEnc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
-	zstdDec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderLowmem(true))
+	// zstdDec decodes no more than the room its destination has (decode
+	// gives it exactly the block's length): a block whose frame says, or
+	// turns out, larger fails instead of allocating what it claims.
+	zstdDec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderLowmem(true),
+		zstd.WithDecodeAllCapLimit(true), zstd.WithDecoderMaxMemory(maxPackedBlock))
 )
 
 // PackedBlock is one entry of a packed file's block table.
@@ -199,7 +207,7 @@ func ParsePacked(data []byte, key uint32) (*Packed, error) {
 	for i := range p.blocks {
 		t := data[tableAt+int64(i)*PackedTableItemSize:]
 		b := PackedBlock{Start: le.Uint32(t), FileAt: int64(le.Uint64(t[4:])), Stored: le.Uint32(t[12:]), Length: le.Uint32(t[16:]), CRC: le.Uint32(t[20:])}
-		if b.Start != want || b.FileAt < format.SegmentHeaderSize || b.FileAt+int64(b.Stored) > tableAt || b.Length == 0 {
+		if b.Start != want || b.FileAt < format.SegmentHeaderSize || b.FileAt+int64(b.Stored) > tableAt || b.Length == 0 || b.Length > maxPackedBlock {
 			return nil, fmt.Errorf("%w: block %d out of place", errPacked, i)
 		}
 		want += b.Length
@@ -246,14 +254,21 @@ func (p *Packed) decode(file []byte, i int, dst []byte) ([]byte, error) {
 	if format.CRC32C(stored) != b.CRC {
 		return nil, fmt.Errorf("%w: block %d (file offset %d) fails its checksum", errPacked, i, b.FileAt)
 	}
+	// What the block decodes to is checked against the table's length
+	// before that room is allocated, so a damaged (or crafted) block whose
+	// checksum holds costs at most its own length, not what it claims.
 	start := len(dst)
 	var err error
 	switch p.codec {
 	case CodecZstd:
-		dst, err = zstdDec.DecodeAll(stored, dst)
+		room := format.Grow(dst, int(b.Length))[: start : start+int(b.Length)]
+		dst, err = zstdDec.DecodeAll(stored, room)
 	case CodecS2:
 		var n int
-		if n, err = s2.DecodedLen(stored); err == nil {
+		if n, err = s2.DecodedLen(stored); err == nil && n != int(b.Length) {
+			err = fmt.Errorf("decodes to %d bytes", n)
+		}
+		if err == nil {
 			dst = format.Grow(dst, n)
 			_, err = s2.Decode(dst[start:], stored)
 		}
