@@ -120,6 +120,7 @@
 //	key            flag      environment
 //	remote.server  --server  BATPAK_SERVER
 //	remote.token   --token   BATPAK_TOKEN   (an API key or the operator credential; never printed)
+//	remote.token_file  --token-file  BATPAK_TOKEN_FILE  (a file whose first line is the token; warned about when others may read it)
 //	remote.tenant  --tenant  BATPAK_TENANT  (the tenant whose URL the key is used under)
 //	remote.consistency  --consistency  BATPAK_CONSISTENCY  (local, or linearizable: a cluster's leader serves the reads)
 //	remote.timeout      --timeout      BATPAK_TIMEOUT      (5m: the longest wait for a server that sends nothing, and for a JSON answer after its headers; 0: for ever)

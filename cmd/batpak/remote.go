@@ -30,7 +30,8 @@ import (
 // credentials is refused, and plain http to a host that is not loopback
 // is warned about on stderr), remote.token
 // (--token, BATPAK_TOKEN; an API key or the operator credential, never
-// printed), remote.tenant (--tenant, BATPAK_TENANT; the tenant whose
+// printed), remote.token_file (--token-file, BATPAK_TOKEN_FILE; the
+// token read from a file instead, see readSecretFile), remote.tenant (--tenant, BATPAK_TENANT; the tenant whose
 // URL a tenant API key is used under), remote.consistency
 // (--consistency, BATPAK_CONSISTENCY; local or linearizable: how a
 // cluster serves the reads, see sdk/client.Options.Consistency) and
@@ -42,6 +43,7 @@ import (
 var remoteKeys = []struct{ key, flag, env string }{
 	{"remote.server", "server", "BATPAK_SERVER"},
 	{"remote.token", "token", "BATPAK_TOKEN"},
+	{"remote.token_file", "token-file", "BATPAK_TOKEN_FILE"},
 	{"remote.tenant", "tenant", "BATPAK_TENANT"},
 	{"remote.consistency", "consistency", "BATPAK_CONSISTENCY"},
 	{"remote.timeout", "timeout", "BATPAK_TIMEOUT"},
@@ -52,7 +54,8 @@ var remoteKeys = []struct{ key, flag, env string }{
 // principal's tenant flag, which also names the tenant on a server.
 func registerRemoteFlags(fs *pflag.FlagSet, v *viper.Viper) {
 	fs.String("server", "", "URL of a running batpak serve (http(s)://host:port); the data, tenant and key commands then work against it; env BATPAK_SERVER")
-	fs.String("token", "", "API key or operator credential for --server (never printed); env BATPAK_TOKEN")
+	fs.String("token", "", "API key or operator credential for --server (never printed; visible to other users in the process list: prefer BATPAK_TOKEN or --token-file); env BATPAK_TOKEN")
+	fs.String("token-file", "", "file holding the API key or operator credential for --server (its first line; at most 64 KiB; warned about when others may read it); env BATPAK_TOKEN_FILE")
 	fs.String("consistency", "local", "with --server on a cluster: local (reads served by the node asked, from what it has applied) or linearizable (by the leader; every acknowledged write is seen); read one write of your own with --min-seq on the read command instead; env BATPAK_CONSISTENCY")
 	fs.String("timeout", defaultServerIdle.String(), "with --server: the longest the CLI waits for a server that sends nothing (the answer's headers, or the next bytes of an answer or event stream, which the server keeps alive every 15s), and for a JSON answer to arrive whole after its headers, then fails; 0 waits for ever; env BATPAK_TIMEOUT")
 	for _, k := range remoteKeys {
@@ -128,6 +131,19 @@ func (a *app) remote() (*remoteConf, error) {
 		server: strings.TrimSpace(a.v.GetString("remote.server")),
 		token:  a.v.GetString("remote.token"),
 		tenant: a.v.GetString("remote.tenant"),
+	}
+	if path := strings.TrimSpace(a.v.GetString("remote.token_file")); path != "" {
+		if rc.token != "" {
+			return nil, usagef("both a token (%s) and a token file (%s) are given: give one",
+				a.remoteSource("remote.token", "token", "BATPAK_TOKEN"), a.remoteSource("remote.token_file", "token-file", "BATPAK_TOKEN_FILE"))
+		}
+		tok, err := readSecretFile(path, a.stderr)
+		if err != nil {
+			return nil, badInput("--token-file", err)
+		}
+		rc.token = tok
+	} else if rc.token != "" && a.remoteSource("remote.token", "token", "BATPAK_TOKEN") == "config "+a.configFile {
+		warnIfOthersRead(a.configFile, "holds remote.token", a.stderr)
 	}
 	if a.minSeqSet {
 		if strings.TrimSpace(a.minSeq) == "" {

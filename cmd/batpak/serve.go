@@ -38,6 +38,9 @@ type serverTarget struct {
 	q         *control.Quotas
 	cl        *server.ClusterConfig
 	clusterOn bool
+	// operatorTokenFile: server.operator_token_file, read once every
+	// setting is parsed (see serverConfig).
+	operatorTokenFile string
 }
 
 // settingValue is one setting's parsed value, in the field its kind uses.
@@ -55,6 +58,7 @@ var serverSettings = []serverSetting{
 	{"server.tls_key", "tls-key", kindOptionalPath, "", "TLS private key (PEM); with --tls-cert", func(t *serverTarget, v settingValue) { t.cfg.TLSKey = v.str }},
 	{"server.allow_insecure_remote", "allow-insecure-remote", kindBool, false, "allow plain HTTP on a non-loopback address", func(t *serverTarget, v settingValue) { t.cfg.AllowInsecureRemote = v.b }},
 	{"server.operator_token", "", kindText, "", "operator credential (also BATPAK_OPERATOR_TOKEN)", func(t *serverTarget, v settingValue) { t.cfg.OperatorToken = v.str }},
+	{"server.operator_token_file", "operator-token-file", kindOptionalPath, "", "file holding the operator credential (its first line; at most 64 KiB); instead of server.operator_token", func(t *serverTarget, v settingValue) { t.operatorTokenFile = v.str }},
 	{"server.max_connections", "max-connections", kindCount, 4096, "client connections served at once (streams included); 1..1000000", func(t *serverTarget, v settingValue) { t.cfg.MaxConnections = int(v.n) }},
 	{"server.max_connections_per_source", "max-connections-per-source", kindCount, 256, "client connections open at once from one IPv4 address or IPv6 /64 (behind a proxy: raise or 0); 0..1000000, 0: no bound", func(t *serverTarget, v settingValue) {
 		t.cfg.MaxConnectionsPerSource = int(v.n)
@@ -216,6 +220,16 @@ func (a *app) serverConfig(policyDir string) (server.Config, error) {
 		}
 		s.set(&target, v)
 	}
+	if target.operatorTokenFile != "" {
+		if cfg.OperatorToken != "" {
+			return cfg, fmt.Errorf("invalid config: both server.operator_token and server.operator_token_file are set: give one")
+		}
+		tok, err := readSecretFile(target.operatorTokenFile, a.stderr)
+		if err != nil {
+			return cfg, fmt.Errorf("invalid config: server.operator_token_file: %v", err)
+		}
+		cfg.OperatorToken = tok
+	}
 	if target.clusterOn {
 		cfg.Cluster = &cl
 	}
@@ -242,8 +256,8 @@ server.listen says otherwise; a non-loopback address needs TLS.
 
 Settings: the server: section of config.yaml (every key documented
 there), BATPAK_SERVER_* environment variables and the flags below. The
-operator credential (admin API) comes from server.operator_token or
-BATPAK_OPERATOR_TOKEN; without one, the first start generates one and
+operator credential (admin API) comes from server.operator_token,
+BATPAK_OPERATOR_TOKEN or the file server.operator_token_file names; without one, the first start generates one and
 prints it once. SIGTERM or SIGINT shuts down gracefully within
 server.shutdown_timeout.`,
 		Example: `  batpak serve --root ./srv
