@@ -48,6 +48,10 @@ const (
 	// frames, or a single frame larger than that. A block table naming a
 	// longer block is damaged.
 	maxPackedBlock = max(packedBlockSize, format.FrameHeaderSize+format.MaxRecordSize)
+	// MaxPackedSize is the most a packed segment's blocks may cover (its
+	// logical size, header included): frame offsets are 32-bit, and a
+	// segment never holds more (Config.SegmentMaxBytes is at most that).
+	MaxPackedSize = 1<<32 - 1
 )
 
 // PackedMagic starts a packed file's trailer.
@@ -202,16 +206,27 @@ func ParsePacked(data []byte, key uint32) (*Packed, error) {
 	if format.CRC32C(data[tableAt:len(data)-4]) != le.Uint32(tr[28:]) {
 		return nil, fmt.Errorf("%w: block table checksum mismatch", errPacked)
 	}
+	// The blocks' stored bytes follow the header one after another up to
+	// the table, and their logical bytes one after another from the header
+	// up to the trailer's size, at most MaxPackedSize: no two blocks share
+	// stored bytes, so what a file decodes to grows with the file.
 	p := &Packed{codec: codec, size: size, blocks: make([]PackedBlock, n)}
-	want := uint32(format.SegmentHeaderSize)
+	want, at := uint64(format.SegmentHeaderSize), int64(format.SegmentHeaderSize)
 	for i := range p.blocks {
 		t := data[tableAt+int64(i)*PackedTableItemSize:]
 		b := PackedBlock{Start: le.Uint32(t), FileAt: int64(le.Uint64(t[4:])), Stored: le.Uint32(t[12:]), Length: le.Uint32(t[16:]), CRC: le.Uint32(t[20:])}
-		if b.Start != want || b.FileAt < format.SegmentHeaderSize || b.FileAt+int64(b.Stored) > tableAt || b.Length == 0 || b.Length > maxPackedBlock {
+		if uint64(b.Start) != want || b.FileAt != at || b.FileAt+int64(b.Stored) > tableAt || b.Length == 0 || b.Length > maxPackedBlock {
 			return nil, fmt.Errorf("%w: block %d out of place", errPacked, i)
 		}
-		want += b.Length
+		want += uint64(b.Length)
+		at += int64(b.Stored)
+		if want > MaxPackedSize {
+			return nil, fmt.Errorf("%w: blocks cover more than %d bytes", errPacked, uint64(MaxPackedSize))
+		}
 		p.blocks[i] = b
+	}
+	if at != tableAt {
+		return nil, fmt.Errorf("%w: %d bytes between the last block and the table", errPacked, tableAt-at)
 	}
 	if int64(want) != size && !(n == 0 && size == format.SegmentHeaderSize) {
 		return nil, fmt.Errorf("%w: blocks cover %d bytes, the trailer says %d", errPacked, want, size)
@@ -279,6 +294,13 @@ func (p *Packed) decode(file []byte, i int, dst []byte) ([]byte, error) {
 	if len(dst)-start != int(b.Length) {
 		return nil, fmt.Errorf("%w: block %d holds %d bytes, the table says %d", errPacked, i, len(dst)-start, b.Length)
 	}
+	if b.Length > packedBlockSize {
+		// Only a single frame larger than a block makes one: it must be
+		// that frame, whole and sound.
+		if rec, ok := format.FrameAt(dst[start:], 0); !ok || format.FrameHeaderSize+len(rec) != int(b.Length) {
+			return nil, fmt.Errorf("%w: block %d holds %d bytes and is not one frame", errPacked, i, b.Length)
+		}
+	}
 	return dst, nil
 }
 
@@ -304,7 +326,9 @@ func (p *Packed) Frame(file []byte, off int) ([]byte, bool, error) {
 // Logical decompresses every block into the plain segment's bytes (header
 // included: a plain header for key, so frame scans apply unchanged).
 func (p *Packed) Logical(file []byte, key uint32) ([]byte, error) {
-	out := make([]byte, 0, p.size)
+	// Grown as blocks decode (from at most 64 MiB): a damaged file is
+	// refused at its first bad block, before its claimed size is taken.
+	out := make([]byte, 0, min(p.size, 64<<20))
 	out = append(out, format.EncodeSegmentHeader(key)...)
 	for i := range p.blocks {
 		var err error

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -98,4 +99,88 @@ func replaceBlock0(t *testing.T, file, stored []byte) []byte {
 	out = le.AppendUint32(out, n)
 	out = le.AppendUint64(out, le.Uint64(tr[20:]))
 	return le.AppendUint32(out, format.CRC32C(out[newTableAt:]))
+}
+
+// A block table whose blocks share stored bytes, cover more than a
+// segment can hold (a 32-bit running sum once wrapped there), or name a
+// block larger than 64 KiB that is not a single frame, is damaged: a few
+// kilobytes of file once decoded to gigabytes that way.
+func TestPackedTableRefusesAmplification(t *testing.T) {
+	enc, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zeros := enc.EncodeAll(make([]byte, 64<<20), nil)
+	frame := format.AppendFrame(nil, make([]byte, 64<<20-format.FrameHeaderSize))
+	oneFrame := enc.EncodeAll(frame, nil)
+	for _, tc := range []struct {
+		name   string
+		blocks [][]byte // stored bytes per block, each 64 MiB logical
+		shared bool     // every table entry names the first block's bytes
+		want   string
+	}{
+		{"shared stored bytes", [][]byte{zeros, zeros, zeros}, true, "out of place"},
+		{"more than a segment holds", repeat(oneFrame, 65), false, "blocks cover more than"},
+		{"a large block that is not one frame", [][]byte{zeros}, false, "is not one frame"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := craftPacked(tc.blocks, 64<<20, tc.shared)
+			p, err := ParsePacked(file, 1)
+			if err == nil {
+				_, err = p.Logical(file, 1)
+			}
+			if !errors.Is(err, errPacked) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want a damaged packed segment: %q", err, tc.want)
+			}
+		})
+	}
+	// The same blocks, each its own stored bytes and one frame, are sound.
+	file := craftPacked(repeat(oneFrame, 2), 64<<20, false)
+	p, err := ParsePacked(file, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data, err := p.Logical(file, 1); err != nil || len(data) != format.SegmentHeaderSize+2*len(frame) {
+		t.Fatalf("two sound one-frame blocks: %d bytes, %v", len(data), err)
+	}
+}
+
+func repeat(b []byte, n int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = b
+	}
+	return out
+}
+
+// craftPacked lays out a packed segment (key 1, zstd) whose blocks hold
+// the stored bytes given, each decoding to length bytes; with shared,
+// every table entry names the first block's stored bytes.
+func craftPacked(blocks [][]byte, length uint32, shared bool) []byte {
+	le := binary.LittleEndian
+	out := encodeSegmentHeaderVersion(1, PackedVersion, CodecZstd, false)
+	var table []byte
+	start := uint64(format.SegmentHeaderSize)
+	first := len(out)
+	for i, stored := range blocks {
+		at := len(out)
+		if shared && i > 0 {
+			at = first
+		} else {
+			out = append(out, stored...)
+		}
+		table = le.AppendUint32(table, uint32(start))
+		table = le.AppendUint64(table, uint64(at))
+		table = le.AppendUint32(table, uint32(len(stored)))
+		table = le.AppendUint32(table, length)
+		table = le.AppendUint32(table, format.CRC32C(stored))
+		start += uint64(length)
+	}
+	tableAt := len(out)
+	out = append(out, table...)
+	out = append(out, PackedMagic[:]...)
+	out = le.AppendUint64(out, uint64(tableAt))
+	out = le.AppendUint32(out, uint32(len(blocks)))
+	out = le.AppendUint64(out, uint64(uint32(start)))
+	return le.AppendUint32(out, format.CRC32C(out[tableAt:]))
 }
