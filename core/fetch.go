@@ -129,6 +129,8 @@ type idemOriginal struct {
 func (o idemOriginal) dedupe(e *eventReq) (Receipt, error) {
 	var why string
 	switch {
+	case e.restore && o.receipt.ID != e.id:
+		why = fmt.Sprintf("it names event %s, not the imported event %s", o.receipt.ID, e.id)
 	case o.coord != e.coord:
 		why = fmt.Sprintf("it was used for %s, not %s", o.coord, e.coord)
 	case o.kind != e.kind:

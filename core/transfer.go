@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
 )
@@ -106,9 +107,13 @@ type ImportStats struct {
 	Skipped  int // already in the store with the same id and content
 }
 
-// importChunk is how many events one import batch carries (within the
-// default Batch.MaxSize).
+// importChunk is how many events one import batch carries at most.
 const importChunk = 256
+
+// importMaxAhead is how far past the store's clock an imported timestamp
+// may be: an entity's later events never go back in time, so an event
+// from the far future would stamp every write to its entity after it.
+const importMaxAhead = 24 * time.Hour
 
 // Import reads newline-delimited ExportedEvents and writes them, keeping
 // their ids, correlation and causation ids, timestamps (never before the
@@ -125,6 +130,12 @@ const importChunk = 256
 // id with the same coordinate and kind. Kinds are those an application
 // may write: user kinds, and the named effect kinds with a causation id
 // (as a reaction writes them); anything else fails with ErrInvalidKind.
+// An event whose idempotency key the store holds for another event, two
+// events of the input with one key, a payload over
+// Config.SingleAppendMaxBytes and a timestamp more than a day ahead of the
+// store's clock fail the import at their line. Batches hold at most 256
+// events and Config.Batch.MaxBytes of payload (a larger event alone), so
+// an import holds no more than that and one line before it writes.
 // Lines are numbered in errors. progress, when set, is called after each
 // batch with the lines read so far. Once ctx ends, no further batch is
 // written and Import returns ctx's error (the batch in flight when it
@@ -172,6 +183,11 @@ func (s *Store) ImportWithOptions(ctx context.Context, rd io.Reader, opts Import
 	line := 0
 	var items []BatchItem
 	var metas []importMeta
+	// A batch holds at most importChunk events (and Batch.MaxSize) and
+	// Batch.MaxBytes of payload, one larger event alone: what an import
+	// holds before it writes stays within a batch's bounds.
+	chunk, batchBytes := min(importChunk, s.cfg.Batch.MaxSize), 0
+	horizon := s.nowMicros() + importMaxAhead.Microseconds()
 	flush := func() error {
 		if len(items) == 0 {
 			return nil
@@ -191,9 +207,11 @@ func (s *Store) ImportWithOptions(ctx context.Context, rd io.Reader, opts Import
 			}
 		}
 		n, err := s.importBatch(ctx, items, metas)
-		st.Imported += n
-		st.Skipped += len(items) - n
-		items, metas = items[:0], metas[:0]
+		if err == nil {
+			st.Imported += n
+			st.Skipped += len(items) - n
+		}
+		items, metas, batchBytes = items[:0], metas[:0], 0
 		if progress != nil {
 			progress(line)
 		}
@@ -228,15 +246,27 @@ func (s *Store) ImportWithOptions(ctx context.Context, rd io.Reader, opts Import
 		if len(payload) == 0 {
 			payload = []byte("null")
 		}
+		if len(payload) > s.cfg.SingleAppendMaxBytes {
+			return st, fmt.Errorf("batpak: import line %d: %w: payload of %d bytes, the limit is %d (Config.SingleAppendMaxBytes)", line, ErrPayloadTooLarge, len(payload), s.cfg.SingleAppendMaxBytes)
+		}
+		if x.Timestamp > horizon {
+			return st, fmt.Errorf("batpak: import line %d: timestamp_us %d is more than %v ahead of this store's clock: a later write to %s would carry it", line, x.Timestamp, importMaxAhead, coord.Entity)
+		}
 		it := BatchItem{Coordinate: coord, Kind: kind, Payload: payload, Options: ao}
 		if opts.Check != nil {
 			if err := opts.Check(it); err != nil {
 				return st, fmt.Errorf("batpak: import line %d: %w", line, err)
 			}
 		}
+		if len(items) > 0 && batchBytes+len(payload) > s.cfg.Batch.MaxBytes {
+			if err := flush(); err != nil {
+				return st, err
+			}
+		}
 		items = append(items, it)
 		metas = append(metas, importMeta{id: x.ID, ts: x.Timestamp, line: line, redacted: x.Redacted})
-		if len(items) == importChunk {
+		batchBytes += len(payload)
+		if len(items) >= chunk {
 			if err := flush(); err != nil {
 				return st, err
 			}
@@ -277,14 +307,21 @@ func (s *Store) importBatch(ctx context.Context, items []BatchItem, metas []impo
 		return 0, nil
 	}
 	evs := make([]eventReq, len(keep))
+	keys := map[string]int{}
 	for j, i := range keep {
 		it := &items[i]
+		if k := it.Options.IdempotencyKey; k != "" {
+			if prev, dup := keys[k]; dup {
+				return 0, fmt.Errorf("batpak: import line %d: %w: idempotency key %q is also line %d's", metas[i].line, ErrInvalidOptions, k, metas[prev].line)
+			}
+			keys[k] = i
+		}
 		// As a reaction: a named effect kind is accepted with its cause.
 		ev, err := s.prepareEvent(ctx, it.Coordinate, it.Kind, it.Payload, it.Options, true, true)
 		if err != nil {
 			return 0, fmt.Errorf("batpak: import line %d: %w", metas[i].line, err)
 		}
-		ev.id, ev.ts, ev.imported = metas[i].id, metas[i].ts, true
+		ev.id, ev.ts, ev.imported, ev.restore = metas[i].id, metas[i].ts, true, true
 		evs[j] = ev
 	}
 	// An item's error names its line.

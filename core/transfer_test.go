@@ -449,3 +449,102 @@ func TestImportEffectKinds(t *testing.T) {
 		})
 	}
 }
+
+// TestImportIdempotencyKeys: an imported event keeps its idempotency key,
+// so an event whose key the store holds for another event fails the
+// import at its line — it is never reported imported while the store
+// holds only the other one — and so do two lines with one key; nothing of
+// their batch is written.
+func TestImportIdempotencyKeys(t *testing.T) {
+	s := openStore(t)
+	c := mustCoord(t, "order:1", "shop")
+	a := mustAppendOpts(t, s, c, kindA, `{"a":1}`, core.AppendOptions{IdempotencyKey: "K"})
+	before := captureState(t, s)
+	line := func(id core.EventID, key, payload string) string {
+		return fmt.Sprintf(`{"id":%q,"entity":"order:1","scope":"shop","kind":%q,"idempotency_key":%q,"payload":%s}`+"\n", id, kindA.String(), key, payload)
+	}
+	b := core.NewEventID()
+	// The same content as A's: an append would be answered with A's receipt.
+	in := line(core.NewEventID(), "other", `{"n":1}`) + line(b, "K", `{"a":1}`)
+	st, err := s.Import(context.Background(), strings.NewReader(in), nil)
+	var ie *core.IdempotencyError
+	if !errors.As(err, &ie) || ie.Original != a.ID || !strings.Contains(err.Error(), "line 2") || !strings.Contains(err.Error(), b.String()) || st.Imported != 0 || st.Skipped != 0 {
+		t.Fatalf("import of another event under A's key: %+v, %v; want an IdempotencyError naming line 2, A and B", st, err)
+	}
+	if _, err := s.Get(b); !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("Get(B) after the refused import: %v", err)
+	}
+	sameState(t, "after an import refused for a held key", captureState(t, s), before)
+	if st, err := s.Import(context.Background(), strings.NewReader(line(b, "K", `{"a":1}`)), nil); !errors.As(err, &ie) || st.Imported != 0 {
+		t.Fatalf("import of B alone under A's key: %+v, %v", st, err)
+	}
+	sameState(t, "after an import of B alone refused", captureState(t, s), before)
+
+	// Two lines of one import with one key.
+	in = line(core.NewEventID(), "twice", `{"n":1}`) + line(core.NewEventID(), "twice", `{"n":2}`)
+	if st, err := s.Import(context.Background(), strings.NewReader(in), nil); !errors.Is(err, core.ErrInvalidOptions) || !strings.Contains(err.Error(), `line 2`) || !strings.Contains(err.Error(), `also line 1's`) || st.Imported != 0 {
+		t.Fatalf("two lines with one key: %+v, %v", st, err)
+	}
+	sameState(t, "after an import refused for a repeated key", captureState(t, s), before)
+
+	// An export imported twice: the second run skips every event.
+	src := openStore(t)
+	mustAppendOpts(t, src, c, kindA, `{"a":1}`, core.AppendOptions{IdempotencyKey: "K2"})
+	data, _ := exportLines(t, src)
+	dst := openStore(t)
+	for i, want := range []core.ImportStats{{Imported: 1}, {Skipped: 1}} {
+		if st, err := dst.Import(context.Background(), bytes.NewReader(data), nil); err != nil || st != want {
+			t.Fatalf("import %d of an export with a key: %+v, %v", i+1, st, err)
+		}
+	}
+}
+
+// TestImportBounds: a payload over SingleAppendMaxBytes fails at its line
+// before its batch is buffered, a timestamp more than a day ahead of the
+// store's clock fails (it would stamp the entity's later writes), and
+// batches never hold more than Batch.MaxBytes of payload (one larger
+// event alone), so an import of large events holds about a batch.
+func TestImportBounds(t *testing.T) {
+	s := openStore(t, func(c *core.Config) { c.SingleAppendMaxBytes = 64 << 10; c.Batch.MaxBytes = 100 << 10 })
+	ev := func(size int, ts int64) string {
+		return fmt.Sprintf(`{"id":%q,"entity":"doc:1","scope":"s","kind":%q,"timestamp_us":%d,"payload":%q}`+"\n", core.NewEventID(), kindA.String(), ts, strings.Repeat("x", size))
+	}
+	var in strings.Builder
+	for range 10 {
+		in.WriteString(ev(30<<10, 0))
+	}
+	var batches [][2]int // events, payload bytes
+	st, err := s.ImportWithOptions(context.Background(), strings.NewReader(in.String()), core.ImportOptions{
+		BeforeBatch: func(items []core.BatchItem, _ int) error {
+			n := 0
+			for _, it := range items {
+				n += len(it.Payload)
+			}
+			batches = append(batches, [2]int{len(items), n})
+			return nil
+		}})
+	if err != nil || st.Imported != 10 {
+		t.Fatalf("import of ten 30 KiB events: %+v, %v", st, err)
+	}
+	for _, b := range batches {
+		if b[1] > 100<<10 {
+			t.Fatalf("a batch of %d events held %d payload bytes, over Batch.MaxBytes (batches %v)", b[0], b[1], batches)
+		}
+	}
+	if len(batches) < 4 {
+		t.Fatalf("ten 30 KiB events in %d batches under a 100 KiB Batch.MaxBytes: %v", len(batches), batches)
+	}
+
+	before := captureState(t, s)
+	if _, err := s.Import(context.Background(), strings.NewReader(ev(10, 0)+ev(65<<10, 0)), nil); !errors.Is(err, core.ErrPayloadTooLarge) || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("a payload over SingleAppendMaxBytes: %v", err)
+	}
+	future := time.Now().Add(25 * time.Hour).UnixMicro()
+	if _, err := s.Import(context.Background(), strings.NewReader(ev(10, future)), nil); err == nil || !strings.Contains(err.Error(), "line 1: timestamp_us") || !strings.Contains(err.Error(), "ahead of this store's clock") {
+		t.Fatalf("a timestamp 25 hours ahead: %v", err)
+	}
+	sameState(t, "after imports refused for their bounds", captureState(t, s), before)
+	if st, err := s.Import(context.Background(), strings.NewReader(ev(10, time.Now().Add(time.Hour).UnixMicro())), nil); err != nil || st.Imported != 1 {
+		t.Fatalf("a timestamp an hour ahead (clocks differ): %+v, %v", st, err)
+	}
+}

@@ -40,6 +40,11 @@ type eventReq struct {
 	id       EventID
 	ts       int64 // imports: the original timestamp (0: now)
 	imported bool  // the id comes from elsewhere: refuse one the store holds
+	// restore: an imported event being restored (Store.Import), whose
+	// idempotency key must not be another event's: a key the store holds
+	// for a different id fails it, where an append would be answered
+	// with the original's receipt.
+	restore bool
 }
 
 // request is one unit of work for the writer.

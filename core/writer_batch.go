@@ -193,6 +193,11 @@ func (w *writer) dedupeBatch(r *request) bool {
 			fresh = i
 			continue
 		}
+		if it := &r.items[i]; it.restore && orig.receipt.ID != it.id {
+			_, err := orig.dedupe(it)
+			r.bt.err = &BatchItemError{Index: i, Err: err}
+			return true
+		}
 		known, origs[i] = i, orig
 	}
 	switch {
