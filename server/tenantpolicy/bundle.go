@@ -26,8 +26,9 @@ type Limits struct {
 	MaxFileBytes int64
 	// MaxTotalBytes bounds the archive's files together (uncompressed),
 	// so that a small archive cannot expand past it: exactly this many
-	// bytes are accepted, one more is refused. Default 16 MiB; range
-	// 1 KiB..256 MiB.
+	// bytes are accepted, one more is refused. The whole archive inflates
+	// to at most this plus 16 KiB of tar headers (extended ones included)
+	// per entry MaxFiles allows. Default 16 MiB; range 1 KiB..256 MiB.
 	MaxTotalBytes int64
 	// MaxRevisions bounds the revisions a tenant keeps (for rollback):
 	// accepting a new one past it drops the oldest, never the one it
@@ -93,7 +94,40 @@ func (e *BundleError) Error() string {
 	if e.Entry == "" {
 		return "policy bundle: " + e.Detail
 	}
-	return fmt.Sprintf("policy bundle: entry %q: %s", e.Entry, e.Detail)
+	entry := e.Entry
+	if len(entry) > maxNameInError {
+		entry = entry[:maxNameInError] + "…"
+	}
+	return fmt.Sprintf("policy bundle: entry %q: %s", entry, e.Detail)
+}
+
+// maxNameInError is the most of an entry's name an error repeats.
+const maxNameInError = 256
+
+// tarEntryOverhead is what one entry may add to an archive besides its
+// file's bytes: its 512-byte header, padding to a block, and extended
+// headers for a long name (PAX records, GNU long names).
+const tarEntryOverhead = 16 << 10
+
+// errInflated ends a read of an archive past inflateBound's bound.
+var errInflated = errors.New("archive inflates past its bound")
+
+// inflateBound reads at most left bytes of r, then fails with errInflated.
+type inflateBound struct {
+	r    io.Reader
+	left int64
+}
+
+func (b *inflateBound) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, errInflated
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	return n, err
 }
 
 // Extract unpacks a gzip-compressed tar read from r into dir (which must
@@ -111,7 +145,13 @@ func Extract(r io.Reader, dir string, lim Limits) error {
 		return &BundleError{Detail: "not a gzip-compressed tar archive: " + err.Error()}
 	}
 	defer zr.Close()
-	tr := tar.NewReader(zr)
+	// The archive inflates to its files and, per entry, a header, padding
+	// and any extended header (a PAX record or GNU long name, which the
+	// tar reader reads for itself, up to 1 MiB each, and no limit above
+	// counts): bounded here, so a bundle of such headers cannot inflate a
+	// thousandfold.
+	inflated := &inflateBound{r: zr, left: lim.MaxTotalBytes + int64(lim.MaxFiles+1)*tarEntryOverhead}
+	tr := tar.NewReader(inflated)
 	seen := map[string]bool{}
 	entries, modules := 0, 0
 	var total int64 // uncompressed bytes of the files so far
@@ -119,6 +159,9 @@ func Extract(r io.Reader, dir string, lim Limits) error {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			break
+		}
+		if err != nil && (errors.Is(err, errInflated) || inflated.left <= 0) {
+			return &BundleError{Detail: fmt.Sprintf("inflates to more than its files (max_total_bytes %d) and %d bytes of tar headers per entry (max_files %d)", lim.MaxTotalBytes, tarEntryOverhead, lim.MaxFiles), Limit: "max_total_bytes", Value: lim.MaxTotalBytes}
 		}
 		if err != nil {
 			return &BundleError{Detail: "not a readable tar archive: " + err.Error()}
@@ -166,6 +209,9 @@ func Extract(r io.Reader, dir string, lim Limits) error {
 			return &BundleError{Entry: h.Name, Detail: "cannot be created: " + osReason(err)}
 		}
 		if err := writeEntry(dst, tr, lim.MaxFileBytes); err != nil {
+			if errors.Is(err, errInflated) {
+				return &BundleError{Detail: fmt.Sprintf("inflates to more than its files (max_total_bytes %d) and %d bytes of tar headers per entry (max_files %d)", lim.MaxTotalBytes, tarEntryOverhead, lim.MaxFiles), Limit: "max_total_bytes", Value: lim.MaxTotalBytes}
+			}
 			return &BundleError{Entry: h.Name, Detail: err.Error()}
 		}
 	}

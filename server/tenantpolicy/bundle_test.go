@@ -150,3 +150,57 @@ func TestExtractLimitsAtTheBoundary(t *testing.T) {
 		t.Errorf("the largest limits refused: %v", err)
 	}
 }
+
+// A bundle of extended headers — GNU long names the tar reader reads for
+// itself, up to 1 MiB each, which no entry or byte limit counts — once
+// inflated a thousandfold (a 4 MiB bundle, 3.7 GiB read, 8.7 s of CPU per
+// push). The archive's inflated size is bounded by max_total_bytes plus a
+// header allowance per entry, and the refusal names the limit, not the
+// 1 MiB name.
+func TestExtractBoundsExtendedHeaders(t *testing.T) {
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	name := strings.Repeat("a", 1<<20-512)
+	for range 64 { // 64 MiB inflated, a few KiB compressed
+		longName := tarBlock(t, tar.TypeGNULongName, "././@LongLink", len(name))
+		zw.Write(longName)
+		zw.Write([]byte(name))
+	}
+	var tail bytes.Buffer
+	tw := tar.NewWriter(&tail)
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "p.rego", Size: int64(len(module)), Mode: 0o600})
+	tw.Write([]byte(module))
+	tw.Close()
+	zw.Write(tail.Bytes())
+	zw.Close()
+	lim := tenantpolicy.Limits{MaxFiles: 16, MaxTotalBytes: 1 << 20}
+	err := tenantpolicy.Extract(bytes.NewReader(buf.Bytes()), t.TempDir(), lim)
+	var be *tenantpolicy.BundleError
+	if !errors.As(err, &be) || be.Limit != "max_total_bytes" || !strings.Contains(be.Detail, "inflates to more than") || len(err.Error()) > 1024 {
+		t.Fatalf("a %d-byte bundle of 64 long names of 1 MiB: %.300v", buf.Len(), err)
+	}
+	// A bundle with ordinary long names still passes.
+	long := strings.Repeat("d/", 200) + "policy.rego"
+	if err := tenantpolicy.Extract(bytes.NewReader(archive(t, entry{name: long, body: module})), t.TempDir(), lim); err != nil {
+		t.Fatalf("a module under a 411-byte path: %v", err)
+	}
+}
+
+// tarBlock is a 512-byte tar header of type typ for a body of size bytes.
+func tarBlock(t *testing.T, typ byte, name string, size int) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(size), Format: tar.FormatGNU, Mode: 0o644}); err != nil {
+		t.Fatal(err)
+	}
+	raw := append([]byte(nil), b.Bytes()[:512]...)
+	raw[156] = typ
+	copy(raw[148:156], "        ")
+	sum := 0
+	for _, c := range raw {
+		sum += int(c)
+	}
+	copy(raw[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	return raw
+}
