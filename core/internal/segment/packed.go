@@ -276,8 +276,15 @@ func (p *Packed) decode(file []byte, i int, dst []byte) ([]byte, error) {
 	var err error
 	switch p.codec {
 	case CodecZstd:
-		room := format.Grow(dst, int(b.Length))[: start : start+int(b.Length)]
-		dst, err = zstdDec.DecodeAll(stored, room)
+		// Decoded into the block's room only (the cap limit fails rather
+		// than grow it), then dst goes on with the grown buffer's
+		// capacity, so that Logical's blocks append in amortized linear
+		// time rather than copying all decoded so far for each.
+		grown := format.Grow(dst, int(b.Length))
+		var out []byte
+		if out, err = zstdDec.DecodeAll(stored, grown[:start:start+int(b.Length)]); err == nil {
+			dst = append(grown[:start], out[start:]...)
+		}
 	case CodecS2:
 		var n int
 		if n, err = s2.DecodedLen(stored); err == nil && n != int(b.Length) {

@@ -184,3 +184,31 @@ func craftPacked(blocks [][]byte, length uint32, shared bool) []byte {
 	out = le.AppendUint64(out, uint64(uint32(start)))
 	return le.AppendUint32(out, format.CRC32C(out[tableAt:]))
 }
+
+// Reading a whole packed segment (Verify, compaction, recovery without a
+// footer) costs about its size, whatever the codec: decoding each block
+// within its length once made a zstd segment's reading quadratic (64 GiB
+// allocated for 64 MiB).
+func TestPackedLogicalAllocatesLinearly(t *testing.T) {
+	logical := plainSegment(1, 60000, 9) // ~2.5 MiB in ~40 blocks
+	for _, codec := range []Codec{CodecZstd, CodecS2} {
+		file, err := encodePacked(logical, 1, codec, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := ParsePacked(file, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		got, err := p.Logical(file, 1)
+		runtime.ReadMemStats(&after)
+		if err != nil || len(got) != len(logical) {
+			t.Fatalf("%s: %d bytes, %v", codec, len(got), err)
+		}
+		if grew := after.TotalAlloc - before.TotalAlloc; grew > 6*uint64(len(logical)) {
+			t.Fatalf("%s: reading a %d KiB segment of %d blocks allocated %d KiB", codec, len(logical)>>10, len(p.Blocks()), grew>>10)
+		}
+	}
+}
