@@ -130,7 +130,7 @@ func (o idemOriginal) dedupe(e *eventReq) (Receipt, error) {
 	var why string
 	switch {
 	case e.restore && o.receipt.ID != e.id:
-		why = fmt.Sprintf("it names event %s, not the imported event %s", o.receipt.ID, e.id)
+		why = fmt.Sprintf("the imported event %s cannot carry it too", e.id)
 	case o.coord != e.coord:
 		why = fmt.Sprintf("it was used for %s, not %s", o.coord, e.coord)
 	case o.kind != e.kind:

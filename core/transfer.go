@@ -339,8 +339,18 @@ func (s *Store) importBatch(ctx context.Context, items []BatchItem, metas []impo
 	if _, err := s.enqueue(r); err != nil {
 		return 0, err
 	}
-	if _, err := r.bt.Wait(ctx); err != nil {
+	rcs, err := r.bt.Wait(ctx)
+	if err != nil {
 		return 0, lineErr(err)
+	}
+	// A replicated store applies the batch as its log says, where an
+	// idempotency key held by another event answers the whole batch with
+	// the holders' receipts and writes nothing: that is a refusal too.
+	for j, rc := range rcs {
+		if j < len(evs) && rc.ID != evs[j].id {
+			ie := &IdempotencyError{Key: evs[j].opts.IdempotencyKey, Original: rc.ID, Reason: fmt.Sprintf("the imported event %s cannot carry it too", evs[j].id)}
+			return 0, fmt.Errorf("batpak: import line %d: %w", metas[keep[j]].line, ie)
+		}
 	}
 	return len(keep), nil
 }

@@ -548,3 +548,25 @@ func TestImportBounds(t *testing.T) {
 		t.Fatalf("a timestamp an hour ahead (clocks differ): %+v, %v", st, err)
 	}
 }
+
+// On a replicated store an import of an event under a key another event
+// holds fails too: the log's apply answers such a batch with the holder's
+// receipt and writes nothing, which Import reports as the refusal it is.
+func TestImportHeldKeyOnAReplicatedStore(t *testing.T) {
+	_, rs, _ := openReplicas(t, 2)
+	s := rs[0]
+	c := mustCoord(t, "order:1", "shop")
+	a := mustAppendOpts(t, s, c, kindA, `{"a":1}`, core.AppendOptions{IdempotencyKey: "K"})
+	b := core.NewEventID()
+	in := fmt.Sprintf(`{"id":%q,"entity":"order:1","scope":"shop","kind":%q,"idempotency_key":"K","payload":{"a":1}}`+"\n", b, kindA.String())
+	st, err := s.Import(context.Background(), strings.NewReader(in), nil)
+	var ie *core.IdempotencyError
+	if !errors.As(err, &ie) || ie.Original != a.ID || !strings.Contains(err.Error(), "line 1") || st.Imported != 0 {
+		t.Fatalf("import of B under A's key on a replicated store: %+v, %v", st, err)
+	}
+	for _, r := range rs {
+		if _, err := r.Get(b); !errors.Is(err, core.ErrNotFound) {
+			t.Fatalf("a replica holds B: %v", err)
+		}
+	}
+}
