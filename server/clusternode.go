@@ -162,7 +162,7 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 		return nil, errors.New("cluster.node_id is required")
 	}
 	if s.cfg.OperatorToken == "" {
-		return nil, errors.New("a cluster node needs server.operator_token (or BATPAK_OPERATOR_TOKEN), the same on every node")
+		return nil, errors.New("a cluster node needs the operator credential (server.operator_token, BATPAK_OPERATOR_TOKEN or server.operator_token_file), the same on every node")
 	}
 	if cfg.Bootstrap && cfg.Join != "" {
 		// Bootstrapping wins on a first start, so such a node would form

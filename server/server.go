@@ -338,7 +338,7 @@ func (c Config) withDefaults() (Config, error) {
 		return c, errors.New("server.tls_cert and server.tls_key go together: give both or neither")
 	}
 	if c.OperatorToken != "" && !operatorRE.MatchString(c.OperatorToken) {
-		return c, errors.New("server.operator_token (or BATPAK_OPERATOR_TOKEN) is not an operator credential: want bpko_ and 52 characters of a-z and 2-7, such as bpko_$(head -c 32 /dev/urandom | base32 | tr -d = | tr A-Z a-z) makes (or start a new root without one: its first start generates and prints one)")
+		return c, errors.New("the operator credential (server.operator_token, BATPAK_OPERATOR_TOKEN or server.operator_token_file) is not one: want bpko_ and 52 characters of a-z and 2-7, such as bpko_$(head -c 32 /dev/urandom | base32 | tr -d = | tr A-Z a-z) makes (or start a new root without one: its first start generates and prints one)")
 	}
 	switch c.AccessLog {
 	case "text", "json", "off":

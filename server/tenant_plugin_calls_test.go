@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -52,7 +53,7 @@ func TestProjectionCallsBounded(t *testing.T) {
 		}
 	}()
 	var wg sync.WaitGroup
-	var ok, busy atomic.Int64
+	var ok, busy, late atomic.Int64
 	for i := range n {
 		wg.Add(1)
 		go func() {
@@ -71,6 +72,11 @@ func TestProjectionCallsBounded(t *testing.T) {
 				ok.Add(1)
 			case res.StatusCode == 503 && res.Header.Get("Retry-After") != "":
 				busy.Add(1)
+			case res.StatusCode == 424 && strings.Contains(string(b), `"fault":"timeout"`):
+				// A call that fills 32 MiB can pass the plugin's second
+				// under the race detector on a busy machine: it ran, and
+				// held its instance, all the same.
+				late.Add(1)
 			default:
 				t.Errorf("projection: %d %s", res.StatusCode, b)
 			}
@@ -79,8 +85,8 @@ func TestProjectionCallsBounded(t *testing.T) {
 	wg.Wait()
 	close(stop)
 	<-sampled
-	if ok.Load() == 0 {
-		t.Fatalf("%d projection reads at once: none served (%d busy)", n, busy.Load())
+	if ok.Load()+late.Load() == 0 {
+		t.Fatalf("%d projection reads at once: none ran (%d busy)", n, busy.Load())
 	}
 	// Each running call holds a 32 MiB instance; the plugin keeps its
 	// instances for reuse. Unbounded, 32 reads at once took over 1 GiB.
@@ -88,5 +94,5 @@ func TestProjectionCallsBounded(t *testing.T) {
 	if limit := int64(tenantplugin.TenantCalls+2) * 40 << 20; grew > limit {
 		t.Fatalf("%d projection reads at once (%d served, %d busy): the heap grew %d MiB, over %d MiB", n, ok.Load(), busy.Load(), grew>>20, limit>>20)
 	}
-	t.Logf("%d served, %d busy, heap grew %d MiB", ok.Load(), busy.Load(), grew>>20)
+	t.Logf("%d served, %d timed out, %d busy, heap grew %d MiB", ok.Load(), late.Load(), busy.Load(), grew>>20)
 }

@@ -195,8 +195,10 @@ type entry struct {
 // sourceOf says which layer supplied key's value, in viper's precedence
 // order: flag > env > config file > default.
 func (a *app) sourceOf(s setting) string {
-	if f := a.flags.Lookup(s.flag); f != nil && f.Changed {
-		return "flag --" + s.flag
+	if s.flag != "" && a.flags != nil {
+		if f := a.flags.Lookup(s.flag); f != nil && f.Changed {
+			return "flag --" + s.flag
+		}
 	}
 	for _, name := range envNames(s.key) {
 		if v, ok := os.LookupEnv(name); ok && v != "" {

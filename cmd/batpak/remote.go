@@ -132,19 +132,6 @@ func (a *app) remote() (*remoteConf, error) {
 		token:  a.v.GetString("remote.token"),
 		tenant: a.v.GetString("remote.tenant"),
 	}
-	if path := strings.TrimSpace(a.v.GetString("remote.token_file")); path != "" {
-		if rc.token != "" {
-			return nil, usagef("both a token (%s) and a token file (%s) are given: give one",
-				a.remoteSource("remote.token", "token", "BATPAK_TOKEN"), a.remoteSource("remote.token_file", "token-file", "BATPAK_TOKEN_FILE"))
-		}
-		tok, err := readSecretFile(path, a.stderr)
-		if err != nil {
-			return nil, badInput("--token-file", err)
-		}
-		rc.token = tok
-	} else if rc.token != "" && a.remoteSource("remote.token", "token", "BATPAK_TOKEN") == "config "+a.configFile {
-		warnIfOthersRead(a.configFile, "holds remote.token", a.stderr)
-	}
 	if a.minSeqSet {
 		if strings.TrimSpace(a.minSeq) == "" {
 			return nil, usagef("--min-seq is empty: want a global sequence, 0 or more (the seq= append printed; is the shell variable that should hold it set?)")
@@ -157,6 +144,9 @@ func (a *app) remote() (*remoteConf, error) {
 	}
 	if rc.server == "" {
 		return nil, nil
+	}
+	if err := a.remoteToken(rc); err != nil {
+		return nil, err
 	}
 	u, perr := url.Parse(rc.server)
 	if perr != nil && strings.Contains(rc.server, "@") {
@@ -196,6 +186,47 @@ func (a *app) remote() (*remoteConf, error) {
 	}
 	rc.c = c
 	return rc, nil
+}
+
+// remoteToken settles rc.token between remote.token and
+// remote.token_file: the one from the higher layer (flag, then
+// environment, then config file) wins, and both in one layer are a usage
+// error. A token file is read with readSecretFile; a config file that
+// holds the token is warned about when others may read it.
+func (a *app) remoteToken(rc *remoteConf) error {
+	tokSrc := a.remoteSource("remote.token", "token", "BATPAK_TOKEN")
+	fileSrc := a.remoteSource("remote.token_file", "token-file", "BATPAK_TOKEN_FILE")
+	path := strings.TrimSpace(a.v.GetString("remote.token_file"))
+	switch {
+	case path != "" && rc.token != "" && layerRank(tokSrc) == layerRank(fileSrc):
+		return usagef("both a token (%s) and a token file (%s) are given: give one", tokSrc, fileSrc)
+	case path != "" && (rc.token == "" || layerRank(fileSrc) > layerRank(tokSrc)):
+		p, err := expandHome(path)
+		if err == nil {
+			rc.token, err = readSecretFile(p, a.stderr)
+		}
+		if err != nil {
+			return badInput("token file ("+fileSrc+")", err)
+		}
+	case rc.token != "" && tokSrc == "config "+a.configFile:
+		warnIfOthersRead(a.configFile, "holds remote.token", a.stderr)
+	}
+	return nil
+}
+
+// layerRank orders the sources a setting comes from (see sourceOf and
+// remoteSource): a flag over the environment over the config file over
+// the default.
+func layerRank(source string) int {
+	switch {
+	case strings.HasPrefix(source, "flag "):
+		return 3
+	case strings.HasPrefix(source, "env "):
+		return 2
+	case strings.HasPrefix(source, "config "):
+		return 1
+	}
+	return 0
 }
 
 // loopbackHost says whether host is "localhost" or a loopback address,

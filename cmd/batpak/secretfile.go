@@ -14,8 +14,9 @@ import (
 const maxSecretFileBytes = 64 << 10
 
 // readSecretFile reads a credential from path: its first line, without
-// the line end and surrounding spaces. The file must be a regular file of
-// at most maxSecretFileBytes holding a non-empty first line. On Unix a
+// the line end and surrounding spaces. The file (or pipe: /dev/stdin)
+// must hold at most maxSecretFileBytes, the first line not empty; a
+// directory is refused. On Unix a
 // file that users other than its owner may read is used, with a warning
 // on warn naming the mode, as ssh warns about keys. Errors name the path
 // and never the file's contents.
@@ -29,10 +30,11 @@ func readSecretFile(path string, warn io.Writer) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("%s is not a regular file", path)
+	if fi.IsDir() {
+		return "", fmt.Errorf("%s is a directory", path)
 	}
-	if fi.Size() > maxSecretFileBytes {
+	// A pipe or terminal (/dev/stdin) is read as far as the bound too.
+	if fi.Mode().IsRegular() && fi.Size() > maxSecretFileBytes {
 		return "", fmt.Errorf("%s holds %d bytes; a credential file holds one line, at most %d bytes", path, fi.Size(), maxSecretFileBytes)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxSecretFileBytes+1))
@@ -60,7 +62,7 @@ func warnIfOthersRead(path, what string, w io.Writer) {
 		return
 	}
 	fi, err := os.Stat(path)
-	if err != nil {
+	if err != nil || !fi.Mode().IsRegular() {
 		return
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {

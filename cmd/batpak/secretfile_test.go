@@ -65,6 +65,28 @@ func TestTokenFile(t *testing.T) {
 
 	failsWith(t, exitUsage, []string{"--server", url, "--token", key, "--token-file", private, "--tenant", "acme", "query"},
 		"both a token (flag --token) and a token file (flag --token-file) are given: give one")
+	// Given in different layers, the higher wins: a flag over the
+	// environment over the config file.
+	t.Setenv("BATPAK_TOKEN", "bpk_not_this_one")
+	if out := ok(t, "--server", url, "--token-file", private, "--tenant", "acme", "query"); !strings.Contains(out, "1 event; region:") {
+		t.Fatalf("--token-file over BATPAK_TOKEN: %q", out)
+	}
+	t.Setenv("BATPAK_TOKEN", "")
+	layered := filepath.Join(dir, "layered.yaml")
+	writeFile(t, layered, "remote:\n  token: bpk_not_this_one\n")
+	if err := os.Chmod(layered, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("BATPAK_TOKEN_FILE", private)
+	if out := ok(t, "--config", layered, "--server", url, "--tenant", "acme", "query"); !strings.Contains(out, "1 event; region:") {
+		t.Fatalf("BATPAK_TOKEN_FILE over remote.token: %q", out)
+	}
+	// A local command reads no token file, whatever names one.
+	t.Setenv("BATPAK_TOKEN_FILE", filepath.Join(dir, "missing"))
+	if r := batpak(t, "--data-dir", filepath.Join(dir, "local"), "append", "--entity", "e:1", "--scope", "s", "--kind", "1:1", "--data", "{}"); r.code != 0 || r.stderr != "" {
+		t.Fatalf("a local append with BATPAK_TOKEN_FILE set: exit %d, stderr %q", r.code, r.stderr)
+	}
+	t.Setenv("BATPAK_TOKEN_FILE", "")
 	empty := filepath.Join(dir, "empty")
 	if err := os.WriteFile(empty, []byte("\n  \nsecond line"), 0o600); err != nil {
 		t.Fatal(err)
@@ -76,7 +98,7 @@ func TestTokenFile(t *testing.T) {
 	for path, want := range map[string]string{
 		empty:                         empty + ": the first line is empty",
 		big:                           "a credential file holds one line, at most 65536 bytes",
-		dir:                           dir + " is not a regular file",
+		dir:                           dir + " is a directory",
 		filepath.Join(dir, "missing"): "no such file",
 	} {
 		r := batpak(t, "--server", url, "--token-file", path, "--tenant", "acme", "query")
@@ -108,14 +130,22 @@ func TestServeOperatorTokenFile(t *testing.T) {
 		t.Fatalf("operator_token_file: token %q, err %v", cfg.OperatorToken, err)
 	}
 	a = settings(map[string]string{"server.operator_token_file": path, "server.operator_token": "bpko_other"})
-	if _, err := a.serverConfig(""); err == nil || !strings.Contains(err.Error(), "both server.operator_token and server.operator_token_file are set") {
+	if _, err := a.serverConfig(""); err == nil || !strings.Contains(err.Error(), "both the operator credential (default) and server.operator_token_file (default) are set: give one") {
 		t.Fatalf("both set: %v", err)
 	}
+	// BATPAK_OPERATOR_TOKEN (the environment) wins over a file named by
+	// the configuration.
+	t.Setenv(operatorTokenEnv, "bpko_from_the_environment")
+	a = settings(map[string]string{"server.operator_token_file": path})
+	if cfg, err := a.serverConfig(""); err != nil || cfg.OperatorToken != "bpko_from_the_environment" {
+		t.Fatalf("environment over operator_token_file: %q, %v", cfg.OperatorToken, err)
+	}
+	t.Setenv(operatorTokenEnv, "")
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	a = settings(map[string]string{"server.operator_token_file": path})
-	if _, err := a.serverConfig(""); err == nil || !strings.Contains(err.Error(), "server.operator_token_file: "+path+": the first line is empty") {
+	if _, err := a.serverConfig(""); err == nil || !strings.Contains(err.Error(), "server.operator_token_file (default): "+path+": the first line is empty") {
 		t.Fatalf("empty file: %v", err)
 	}
 }

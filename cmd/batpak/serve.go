@@ -58,7 +58,7 @@ var serverSettings = []serverSetting{
 	{"server.tls_key", "tls-key", kindOptionalPath, "", "TLS private key (PEM); with --tls-cert", func(t *serverTarget, v settingValue) { t.cfg.TLSKey = v.str }},
 	{"server.allow_insecure_remote", "allow-insecure-remote", kindBool, false, "allow plain HTTP on a non-loopback address", func(t *serverTarget, v settingValue) { t.cfg.AllowInsecureRemote = v.b }},
 	{"server.operator_token", "", kindText, "", "operator credential (also BATPAK_OPERATOR_TOKEN)", func(t *serverTarget, v settingValue) { t.cfg.OperatorToken = v.str }},
-	{"server.operator_token_file", "operator-token-file", kindOptionalPath, "", "file holding the operator credential (its first line; at most 64 KiB); instead of server.operator_token", func(t *serverTarget, v settingValue) { t.operatorTokenFile = v.str }},
+	{"server.operator_token_file", "", kindOptionalPath, "", "file holding the operator credential (its first line; at most 64 KiB); instead of server.operator_token", func(t *serverTarget, v settingValue) { t.operatorTokenFile = v.str }},
 	{"server.max_connections", "max-connections", kindCount, 4096, "client connections served at once (streams included); 1..1000000", func(t *serverTarget, v settingValue) { t.cfg.MaxConnections = int(v.n) }},
 	{"server.max_connections_per_source", "max-connections-per-source", kindCount, 256, "client connections open at once from one IPv4 address or IPv6 /64 (behind a proxy: raise or 0); 0..1000000, 0: no bound", func(t *serverTarget, v settingValue) {
 		t.cfg.MaxConnectionsPerSource = int(v.n)
@@ -130,7 +130,7 @@ var serverSettings = []serverSetting{
 	{"server.quotas.upload_bytes_per_hour", "", kindSize, "256MiB", "default bytes of policy bundles and plugin uploads per tenant per hour (each upload charged before it is checked)", func(t *serverTarget, v settingValue) { t.q.UploadBytesPerHour = v.n }},
 	{"server.quotas.control_changes_per_day", "", kindCount, 5000, "default control-plane changes (keys, cursors, policies, plugins, workers) one tenant's credentials may make per day; beside a pace of 10/s after 100", func(t *serverTarget, v settingValue) { t.q.ControlChangesPerDay = int(v.n) }},
 	{"server.quotas.max_workers", "", kindCount, 16, "default hosted workers running or quarantined", func(t *serverTarget, v settingValue) { t.q.MaxWorkers = int(v.n) }},
-	{"server.cluster.enabled", "cluster", kindBool, false, "run as a node of a replicated cluster (needs --cluster-node-id and server.operator_token)", func(t *serverTarget, v settingValue) { t.clusterOn = v.b }},
+	{"server.cluster.enabled", "cluster", kindBool, false, "run as a node of a replicated cluster (needs --cluster-node-id and the operator credential: server.operator_token, BATPAK_OPERATOR_TOKEN or server.operator_token_file)", func(t *serverTarget, v settingValue) { t.clusterOn = v.b }},
 	{"server.cluster.node_id", "cluster-node-id", kindText, "", "this node's id in the cluster, stable for its life", func(t *serverTarget, v settingValue) { t.cl.NodeID = v.str }},
 	{"server.cluster.bind", "cluster-bind", kindText, "127.0.0.1:7071", "node-to-node (raft) TCP address", func(t *serverTarget, v settingValue) { t.cl.Bind = v.str }},
 	{"server.cluster.advertise", "cluster-advertise", kindText, "", "raft address other nodes dial (default: cluster.bind)", func(t *serverTarget, v settingValue) { t.cl.Advertise = v.str }},
@@ -221,14 +221,20 @@ func (a *app) serverConfig(policyDir string) (server.Config, error) {
 		s.set(&target, v)
 	}
 	if target.operatorTokenFile != "" {
-		if cfg.OperatorToken != "" {
-			return cfg, fmt.Errorf("invalid config: both server.operator_token and server.operator_token_file are set: give one")
+		// As everywhere, the environment beats the config file; given in
+		// the same layer, the two are refused.
+		tokSrc := a.sourceOf(setting{key: "server.operator_token"})
+		fileSrc := a.sourceOf(setting{key: "server.operator_token_file"})
+		switch {
+		case cfg.OperatorToken != "" && layerRank(tokSrc) == layerRank(fileSrc):
+			return cfg, fmt.Errorf("invalid config: both the operator credential (%s) and server.operator_token_file (%s) are set: give one", tokSrc, fileSrc)
+		case cfg.OperatorToken == "" || layerRank(fileSrc) > layerRank(tokSrc):
+			tok, err := readSecretFile(target.operatorTokenFile, a.stderr)
+			if err != nil {
+				return cfg, fmt.Errorf("invalid config: server.operator_token_file (%s): %v", fileSrc, err)
+			}
+			cfg.OperatorToken = tok
 		}
-		tok, err := readSecretFile(target.operatorTokenFile, a.stderr)
-		if err != nil {
-			return cfg, fmt.Errorf("invalid config: server.operator_token_file: %v", err)
-		}
-		cfg.OperatorToken = tok
 	}
 	if target.clusterOn {
 		cfg.Cluster = &cl
