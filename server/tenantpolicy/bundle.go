@@ -109,6 +109,11 @@ const maxNameInError = 256
 // headers for a long name (PAX records, GNU long names).
 const tarEntryOverhead = 16 << 10
 
+// inflatedError is the refusal of an archive that inflates past its bound.
+func inflatedError(lim Limits) *BundleError {
+	return &BundleError{Detail: fmt.Sprintf("inflates to more than its files (max_total_bytes %d) and %d bytes of tar headers per entry (max_files %d)", lim.MaxTotalBytes, tarEntryOverhead, lim.MaxFiles), Limit: "max_total_bytes", Value: lim.MaxTotalBytes}
+}
+
 // errInflated ends a read of an archive past inflateBound's bound.
 var errInflated = errors.New("archive inflates past its bound")
 
@@ -161,7 +166,7 @@ func Extract(r io.Reader, dir string, lim Limits) error {
 			break
 		}
 		if err != nil && (errors.Is(err, errInflated) || inflated.left <= 0) {
-			return &BundleError{Detail: fmt.Sprintf("inflates to more than its files (max_total_bytes %d) and %d bytes of tar headers per entry (max_files %d)", lim.MaxTotalBytes, tarEntryOverhead, lim.MaxFiles), Limit: "max_total_bytes", Value: lim.MaxTotalBytes}
+			return inflatedError(lim)
 		}
 		if err != nil {
 			return &BundleError{Detail: "not a readable tar archive: " + err.Error()}
@@ -210,7 +215,7 @@ func Extract(r io.Reader, dir string, lim Limits) error {
 		}
 		if err := writeEntry(dst, tr, lim.MaxFileBytes); err != nil {
 			if errors.Is(err, errInflated) {
-				return &BundleError{Detail: fmt.Sprintf("inflates to more than its files (max_total_bytes %d) and %d bytes of tar headers per entry (max_files %d)", lim.MaxTotalBytes, tarEntryOverhead, lim.MaxFiles), Limit: "max_total_bytes", Value: lim.MaxTotalBytes}
+				return inflatedError(lim)
 			}
 			return &BundleError{Entry: h.Name, Detail: err.Error()}
 		}
