@@ -97,6 +97,38 @@ func TestDeletedTenantLeftoverRemovedAtStart(t *testing.T) {
 	}
 }
 
+// TestUnrecordedTenantDataMovedAside: a tenant directory the control
+// plane has no record of at all (never created there, or its records lost
+// to a damaged system store) is moved under <root>/orphaned at start with
+// its data, not removed: only a recorded deletion removes data.
+func TestUnrecordedTenantDataMovedAside(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Root, cfg.Listen, cfg.AccessLog, cfg.Stderr = t.TempDir(), "127.0.0.1:0", "off", io.Discard
+	ctx := context.Background()
+	ghost := filepath.Join(cfg.Root, "tenants", "ghost")
+	if err := os.MkdirAll(ghost, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ghost, "00000000000000000001.seg"), []byte("someone's events"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(ctx)
+	if _, err := os.Stat(ghost); !os.IsNotExist(err) {
+		t.Fatalf("the unrecorded tenant's directory is still under tenants/: %v", err)
+	}
+	kept, _ := filepath.Glob(filepath.Join(cfg.Root, "orphaned", "ghost.*", "00000000000000000001.seg"))
+	if len(kept) != 1 {
+		t.Fatalf("the unrecorded tenant's data was not moved aside: %v", kept)
+	}
+	if b, err := os.ReadFile(kept[0]); err != nil || string(b) != "someone's events" {
+		t.Fatalf("moved-aside data: %q, %v", b, err)
+	}
+}
+
 // TestConnectionLimit: past server.max_connections a new client waits
 // until a connection in the middle of a request ends; it is then served.
 // (Idle connections yield their slot instead: see

@@ -733,11 +733,17 @@ func (s *Server) restoreBudgets(every bool) {
 	}
 }
 
+// orphanedDir (under the root) holds tenant directories the control
+// plane has no record of, moved there at start (see removeLeftovers).
+const orphanedDir = "orphaned"
+
 // removeLeftovers deletes the store directories of tenants the control
 // plane does not hold: a deletion recorded in the control plane whose
 // data removal a crash (or a failure) cut short. The deletion was
 // acknowledged, so the data goes; no request could reach it meanwhile
 // (a tenant the plane does not hold is refused before its store opens).
+// A directory of a tenant with no record at all is moved to orphanedDir
+// instead.
 func (s *Server) removeLeftovers(ctx context.Context) error {
 	dir := filepath.Join(s.cfg.Root, "tenants")
 	ents, err := os.ReadDir(dir)
@@ -750,6 +756,20 @@ func (s *Server) removeLeftovers(ctx context.Context) error {
 			continue // trash is the registry's; anything else is not ours
 		}
 		if _, ok := s.plane.Tenant(id); ok {
+			continue
+		}
+		// A tenant the control plane never heard of (its records lost to
+		// a damaged system store, say) is moved aside, not removed: only
+		// a recorded deletion removes data.
+		if hist, err := s.plane.History(control.TenantEntity(id)); err == nil && len(hist) == 0 {
+			dst := filepath.Join(s.cfg.Root, orphanedDir, fmt.Sprintf("%s.%d", id, time.Now().UnixNano()))
+			if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+				return fmt.Errorf("tenants: %w", err)
+			}
+			if err := os.Rename(filepath.Join(dir, id), dst); err != nil {
+				return fmt.Errorf("tenants: moving aside the data of a tenant the control plane has no record of: %w", err)
+			}
+			s.cfg.Logger.Warn("moved aside the data of a tenant the control plane has no record of; look at it, then remove it or restore the tenant", "tenant", id, "to", dst)
 			continue
 		}
 		s.cfg.Logger.Warn("removing the data of a deleted tenant that a crash left behind", "tenant", id)

@@ -286,7 +286,9 @@ func (s *decisionStore) load(t string, l *tenantLog) error {
 		if !ok || e.IsDir() {
 			continue
 		}
-		if seq, err := strconv.ParseUint(name, 10, 64); err == nil {
+		// Only the log's own spelling (16 digits): a stray "7.jsonl" is
+		// not segment 7, whose file segPath names 0000000000000007.jsonl.
+		if seq, err := strconv.ParseUint(name, 10, 64); err == nil && name == fmt.Sprintf("%016d", seq) {
 			l.segs = append(l.segs, segment{seq: seq})
 		}
 	}
