@@ -205,21 +205,25 @@ type seqRange struct {
 	any         bool
 }
 
-// segmentSeqs reads the segment file at path (key: its key) and returns
-// the sequences of its events; sound is false when it is damaged (a bad
-// header or an unreadable frame).
-func segmentSeqs(fsys vfs.FS, path string, key uint32) (r seqRange, sound bool, err error) {
+// segmentRecords reads the segment file at path (key: its key) and
+// returns the sequences of its events and, with markers set, the batch and
+// fence records it holds; sound is false when it is damaged (a bad header
+// or an unreadable frame).
+func segmentRecords(fsys vfs.FS, path string, key uint32, markers bool) (r seqRange, ms map[format.Marker]bool, sound bool, err error) {
 	data, packed, release, err := loadSegment(fsys, path, key)
 	if err != nil {
 		var ce *CorruptionError
 		if errors.As(err, &ce) {
-			return r, false, nil
+			return r, nil, false, nil
 		}
-		return r, false, err
+		return r, nil, false, err
 	}
 	defer release()
 	if !packed && format.CheckSegmentHeader(data, key) != "" {
-		return r, false, nil
+		return r, nil, false, nil
+	}
+	if markers {
+		ms = map[format.Marker]bool{}
 	}
 	_, st, _ := format.ScanFrames(data, format.SegmentHeaderSize, func(_ int, rec []byte) error {
 		if rec[0] == format.RecEvent && format.CheckEvent(rec) {
@@ -228,10 +232,12 @@ func segmentSeqs(fsys vfs.FS, path string, key uint32) (r seqRange, sound bool, 
 				r.first, r.any = q, true
 			}
 			r.last = q
+		} else if m, ok := format.DecodeMarker(rec); ok && markers {
+			ms[m] = true
 		}
 		return nil
 	})
-	return r, st == format.TailClean, nil
+	return r, ms, st == format.TailClean, nil
 }
 
 // checkJournalTargets fails unless every new segment of j is in place
@@ -240,13 +246,17 @@ func segmentSeqs(fsys vfs.FS, path string, key uint32) (r seqRange, sound bool, 
 func checkJournalTargets(fsys vfs.FS, dir string, j *compactionJournal) error {
 	jpath := filepath.Join(dir, compactJournal)
 	var news []seqRange
+	// Compaction copies every batch and fence record as it is: a segment
+	// it replaces may go only if the new ones hold its records too (a
+	// segment holding a fence's commit and no event is not empty).
+	newMarkers := map[format.Marker]bool{}
 	for _, k := range j.newSegs {
 		p, ok := newSegmentPath(fsys, dir, k)
 		if !ok {
 			return &CorruptionError{File: jpath,
 				Reason: fmt.Sprintf("the compaction it records wrote %s, which is missing; the segments it replaces were kept (remove the journal to open them)", format.SegmentName(k))}
 		}
-		r, sound, err := segmentSeqs(fsys, p, k)
+		r, ms, sound, err := segmentRecords(fsys, p, k, true)
 		if err != nil {
 			return fmt.Errorf("batpak: finish compaction: %w", err)
 		}
@@ -255,15 +265,24 @@ func checkJournalTargets(fsys vfs.FS, dir string, j *compactionJournal) error {
 				Reason: fmt.Sprintf("the compaction it records wrote %s, which is damaged; the segments it replaces were kept (remove the journal to open them)", filepath.Base(p))}
 		}
 		news = append(news, r)
+		for m := range ms {
+			newMarkers[m] = true
+		}
 	}
 	for _, k := range j.oldSegs {
 		p := filepath.Join(dir, format.SegmentName(k))
 		if _, err := fsys.Stat(p); errors.Is(err, os.ErrNotExist) {
 			continue // deleted before a crash
 		}
-		r, _, err := segmentSeqs(fsys, p, k)
+		r, ms, _, err := segmentRecords(fsys, p, k, true)
 		if err != nil {
 			return fmt.Errorf("batpak: finish compaction: %w", err)
+		}
+		for m := range ms {
+			if !newMarkers[m] {
+				return &CorruptionError{File: jpath,
+					Reason: fmt.Sprintf("it would delete %s, whose %s record (id %d) no new segment it names holds; nothing was renamed or deleted (remove the journal to open the segments)", format.SegmentName(k), markerName(m.Type), m.ID)}
+			}
 		}
 		if !r.any {
 			continue
@@ -278,6 +297,23 @@ func checkJournalTargets(fsys vfs.FS, dir string, j *compactionJournal) error {
 		}
 	}
 	return nil
+}
+
+// markerName names a batch or fence record type in messages.
+func markerName(t byte) string {
+	switch t {
+	case format.RecBatchBegin:
+		return "batch-begin"
+	case format.RecBatchCommit:
+		return "batch-commit"
+	case format.RecFenceBegin:
+		return "fence-begin"
+	case format.RecFenceCommit:
+		return "fence-commit"
+	case format.RecFenceCancel:
+		return "fence-cancel"
+	}
+	return fmt.Sprintf("type %d", t)
 }
 
 // finishCompaction completes a committed compaction a crash interrupted,

@@ -83,6 +83,16 @@ func takeSegmentSnapshot(fsys vfs.FS, dir string, pin bool) (*segmentSnapshot, e
 		}
 		keys := segment.Keys(ents)
 		if j != nil {
+			// The checks Open makes before it finishes a journal: a
+			// journal naming segments that do not hold what it replaces
+			// (damaged, or crafted with a valid checksum) must not make a
+			// reader drop segments either.
+			if err := checkJournalTargets(fsys, dir, j); err != nil {
+				if again {
+					continue // a compaction may be renaming or deleting its files
+				}
+				return nil, err
+			}
 			keys = applyJournal(fsys, dir, keys, j)
 		}
 		keys, err = orderSegments(fsys, dir, keys)
