@@ -206,10 +206,10 @@ type seqRange struct {
 }
 
 // segmentRecords reads the segment file at path (key: its key) and
-// returns the sequences of its events and, with markers set, the batch and
-// fence records it holds; sound is false when it is damaged (a bad header
+// returns the sequences of its events and the batch and fence records it
+// holds; sound is false when it is damaged (a bad header
 // or an unreadable frame).
-func segmentRecords(fsys vfs.FS, path string, key uint32, markers bool) (r seqRange, ms map[format.Marker]bool, sound bool, err error) {
+func segmentRecords(fsys vfs.FS, path string, key uint32) (r seqRange, ms map[format.Marker]bool, sound bool, err error) {
 	data, packed, release, err := loadSegment(fsys, path, key)
 	if err != nil {
 		var ce *CorruptionError
@@ -222,9 +222,7 @@ func segmentRecords(fsys vfs.FS, path string, key uint32, markers bool) (r seqRa
 	if !packed && format.CheckSegmentHeader(data, key) != "" {
 		return r, nil, false, nil
 	}
-	if markers {
-		ms = map[format.Marker]bool{}
-	}
+	ms = map[format.Marker]bool{}
 	_, st, _ := format.ScanFrames(data, format.SegmentHeaderSize, func(_ int, rec []byte) error {
 		if rec[0] == format.RecEvent && format.CheckEvent(rec) {
 			q := format.EventView(rec).Seq()
@@ -232,7 +230,7 @@ func segmentRecords(fsys vfs.FS, path string, key uint32, markers bool) (r seqRa
 				r.first, r.any = q, true
 			}
 			r.last = q
-		} else if m, ok := format.DecodeMarker(rec); ok && markers {
+		} else if m, ok := format.DecodeMarker(rec); ok {
 			ms[m] = true
 		}
 		return nil
@@ -256,7 +254,7 @@ func checkJournalTargets(fsys vfs.FS, dir string, j *compactionJournal) error {
 			return &CorruptionError{File: jpath,
 				Reason: fmt.Sprintf("the compaction it records wrote %s, which is missing; the segments it replaces were kept (remove the journal to open them)", format.SegmentName(k))}
 		}
-		r, ms, sound, err := segmentRecords(fsys, p, k, true)
+		r, ms, sound, err := segmentRecords(fsys, p, k)
 		if err != nil {
 			return fmt.Errorf("batpak: finish compaction: %w", err)
 		}
@@ -274,7 +272,7 @@ func checkJournalTargets(fsys vfs.FS, dir string, j *compactionJournal) error {
 		if _, err := fsys.Stat(p); errors.Is(err, os.ErrNotExist) {
 			continue // deleted before a crash
 		}
-		r, ms, _, err := segmentRecords(fsys, p, k, true)
+		r, ms, _, err := segmentRecords(fsys, p, k)
 		if err != nil {
 			return fmt.Errorf("batpak: finish compaction: %w", err)
 		}
