@@ -1,9 +1,12 @@
-// Package durable writes whole files that survive a crash or power loss:
-// the server's content-addressed uploads (policy bundles, plugin modules).
+// Package durable writes whole files that survive a crash or power loss,
+// and reads them back within a bound: the server's content-addressed
+// uploads (policy bundles, plugin modules, a cluster's blobs).
 package durable
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -47,4 +50,33 @@ func WriteFile(dst string, data []byte) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// ReadFile reads back a file such as WriteFile writes: a regular file
+// (not a link, a device or a pipe) of at most max bytes, its size checked
+// before it is read and the read bounded too, so that a file replaced on
+// the disk (by a link to /dev/zero, or something larger than an upload
+// can be) costs no more than max. Errors name the path and what was
+// wrong; a missing file's error matches fs.ErrNotExist.
+func ReadFile(path string, max int64) ([]byte, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if fi.Size() > max {
+		return nil, fmt.Errorf("%s holds %d bytes, more than the %d it may", path, fi.Size(), max)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err == nil && int64(len(data)) > max {
+		err = fmt.Errorf("%s holds more than the %d bytes it may", path, max)
+	}
+	return data, err
 }

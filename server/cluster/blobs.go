@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/batpak-go/batpak/internal/durable"
 )
 
 // PutBlob stores data on every node under its content address, the hex
@@ -55,7 +56,7 @@ func (n *Node) Blob(digest string) ([]byte, error) {
 	if err := validDigest(digest); err != nil {
 		return nil, err
 	}
-	data, err := readBlobFile(filepath.Join(n.fsm.blobs, digest))
+	data, err := durable.ReadFile(filepath.Join(n.fsm.blobs, digest), MaxMaxBytes)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s", ErrNoBlob, digest)
 	}
@@ -66,33 +67,6 @@ func (n *Node) Blob(digest string) ([]byte, error) {
 		return nil, fmt.Errorf("cluster: blob %s is damaged: its bytes' SHA-256 is %s", digest, got)
 	}
 	return data, nil
-}
-
-// readBlobFile reads a blob's file: a regular file (not a link to one,
-// as HasBlob sees it) of at most MaxMaxBytes, the most a blob holds, so
-// that a file replaced on the node's disk (by a link to /dev/zero, say)
-// cannot make a read unbounded.
-func readBlobFile(path string) ([]byte, error) {
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
-	}
-	if fi.Size() > MaxMaxBytes {
-		return nil, fmt.Errorf("%s holds %d bytes, more than a blob may (%d)", path, fi.Size(), MaxMaxBytes)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxMaxBytes+1))
-	if err == nil && len(data) > MaxMaxBytes {
-		err = fmt.Errorf("%s holds more than a blob may (%d bytes)", path, MaxMaxBytes)
-	}
-	return data, err
 }
 
 // HasBlob reports whether this node holds a file for the blob whose

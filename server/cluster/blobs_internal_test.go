@@ -76,34 +76,3 @@ func TestCopyBlobVanished(t *testing.T) {
 		t.Fatalf("a copy of a vanished blob exists: %v", err)
 	}
 }
-
-// A blob's file replaced on the node's disk by a link (to /dev/zero, an
-// endless file) or by something larger than a blob can be is refused
-// before it is read, not read without end.
-func TestReadBlobFileBounded(t *testing.T) {
-	dir := t.TempDir()
-	link := filepath.Join(dir, "link")
-	if err := os.Symlink("/dev/zero", link); err != nil {
-		t.Skip("no symlinks here:", err)
-	}
-	if _, err := readBlobFile(link); err == nil || !strings.Contains(err.Error(), "not a regular file") {
-		t.Fatalf("a link to /dev/zero: %v", err)
-	}
-	big := filepath.Join(dir, "big")
-	if err := os.WriteFile(big, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(big, MaxMaxBytes+1); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := readBlobFile(big); err == nil || !strings.Contains(err.Error(), "more than a blob may") {
-		t.Fatalf("a file past MaxMaxBytes: %v", err)
-	}
-	ok := filepath.Join(dir, "ok")
-	if err := os.WriteFile(ok, []byte("blob"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if b, err := readBlobFile(ok); err != nil || string(b) != "blob" {
-		t.Fatalf("a blob's file: %q, %v", b, err)
-	}
-}

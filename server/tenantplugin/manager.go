@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -500,28 +499,6 @@ const maxPoolSize = 8
 // higher ceiling than today's still loads).
 const maxStoredModuleBytes = 256 << 20
 
-// readModule reads a stored module: a regular file of at most
-// maxStoredModuleBytes, checked before it is read, so that a file
-// replaced on the server's disk cannot make a load read without bound.
-func readModule(path string) ([]byte, error) {
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	if fi.Size() > maxStoredModuleBytes {
-		return nil, fmt.Errorf("%s holds %d bytes, more than a module may (%d)", path, fi.Size(), maxStoredModuleBytes)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, maxStoredModuleBytes))
-}
-
 // loadInto loads rev's stored module into h (Load, or Swap when h runs a
 // plugin already), its limits fitted to the tenant's now.
 func (m *Manager) loadInto(ctx context.Context, tenant string, th *tenantHost, h *hosted, rev Revision) error {
@@ -530,7 +507,7 @@ func (m *Manager) loadInto(ctx context.Context, tenant string, th *tenantHost, h
 	if m.opts.Blobs != nil {
 		wasm, err = m.opts.Blobs.Get(rev.Digest)
 	} else {
-		wasm, err = readModule(m.modulePath(tenant, rev.Digest))
+		wasm, err = durable.ReadFile(m.modulePath(tenant, rev.Digest), maxStoredModuleBytes)
 	}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
