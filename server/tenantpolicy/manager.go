@@ -493,7 +493,7 @@ func (m *Manager) loadStored(ctx context.Context, tenant, rev string) *loaded {
 	if m.opts.Blobs != nil {
 		data, err = m.opts.Blobs.Get(rev)
 	} else {
-		data, err = os.ReadFile(m.bundlePath(tenant, rev))
+		data, err = durable.ReadFile(m.bundlePath(tenant, rev), storedLimits.MaxBundleBytes)
 	}
 	if err != nil {
 		return &loaded{err: err}
