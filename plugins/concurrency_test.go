@@ -2,6 +2,7 @@ package plugins_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -163,5 +164,36 @@ func TestHotSwap(t *testing.T) {
 	}
 	if got := projectCount(t, s, "order:1", pr); got != 20 {
 		t.Fatalf("version 2 projects %d, want 20 (not version 1's cached 10)", got)
+	}
+}
+
+// TestPinnedProjectionRefusesAnotherVersion: a pinned projection keeps
+// the name (the projection cache's key) of the version it was pinned to,
+// and once the plugin is swapped it folds nothing (ErrSwapped) instead of
+// folding with the new version under the old name, which once filed a
+// version's state under another's name in the cache during hot swaps.
+func TestPinnedProjectionRefusesAnotherVersion(t *testing.T) {
+	ctx := context.Background()
+	p := load(t, newHost(t), fixture(t, "counter"), projManifest("pinned"))
+	pr := plugins.Projection{P: p, Ctx: ctx}.Pinned()
+	v1Name := pr.Name()
+	evs := []core.StoredEvent{oneEvent(kindA), oneEvent(kindA)}
+	if st, err := pr.ApplyBatch(nil, evs); err != nil || u64(t, st) != 2 {
+		t.Fatalf("pinned fold before the swap: %v", err)
+	}
+	m2 := projManifest("pinned")
+	m2.Version = "2.0.0"
+	if err := p.Swap(ctx, fixture(t, "counter2"), m2); err != nil {
+		t.Fatal(err)
+	}
+	if pr.Name() != v1Name {
+		t.Fatalf("the pinned name moved to %q from %q", pr.Name(), v1Name)
+	}
+	if _, err := pr.ApplyBatch(nil, evs); !errors.Is(err, plugins.ErrSwapped) {
+		t.Fatalf("pinned fold after the swap: %v, want ErrSwapped", err)
+	}
+	again := plugins.Projection{P: p, Ctx: ctx}.Pinned()
+	if st, err := again.ApplyBatch(nil, evs); err != nil || u64(t, st) != 4 || again.Name() == v1Name {
+		t.Fatalf("a projection pinned after the swap: %v, name %q", err, again.Name())
 	}
 }

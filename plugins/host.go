@@ -662,7 +662,11 @@ func (p *Plugin) Swap(ctx context.Context, wasm []byte, m Manifest) error {
 // is a FaultOutput. Faults discard the instance and count toward
 // quarantine; only a call whose output passed check resets the count.
 func (p *Plugin) call(ctx context.Context, export string, check func(out []byte) error, inputs ...[]byte) ([]byte, error) {
-	v := p.cur.Load()
+	return p.callOn(ctx, p.cur.Load(), export, check, inputs...)
+}
+
+// callOn is call on version v of the module.
+func (p *Plugin) callOn(ctx context.Context, v *version, export string, check func(out []byte) error, inputs ...[]byte) ([]byte, error) {
 	fault := func(kind FaultKind, cause error) error {
 		if kind != FaultQuarantined {
 			p.faults.Add(1)

@@ -2,6 +2,7 @@ package plugins
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -66,11 +67,30 @@ type Projection struct {
 	P    *Plugin
 	Ctx  context.Context // for the calls; nil means context.Background()
 	Only []core.Kind     // the kinds folded; nil means all
+	pin  *version        // see Pinned
+}
+
+// ErrSwapped is what a pinned Projection's ApplyBatch returns once its
+// plugin was swapped to another version: fold again with a new one.
+var ErrSwapped = errors.New("batpak: the plugin was swapped during the fold")
+
+// Pinned returns pr bound to the plugin's current version: its Name (the
+// projection cache's key) is that version's, every batch is folded by
+// it, and once the plugin is swapped ApplyBatch fails with ErrSwapped
+// instead of folding with another version. An unpinned Projection names
+// and folds with whatever version is current at each call, so a swap
+// during a fold can file one version's state under another's name.
+func (pr Projection) Pinned() Projection {
+	pr.pin = pr.P.cur.Load()
+	return pr
 }
 
 // Name implements core.Projection: plugin name, version and digest.
 func (pr Projection) Name() string {
-	v := pr.P.cur.Load()
+	v := pr.pin
+	if v == nil {
+		v = pr.P.cur.Load()
+	}
 	return fmt.Sprintf("plugin:%s@%s:%s", v.m.Name, v.m.Version, v.digest[:16])
 }
 
@@ -99,7 +119,18 @@ func (pr Projection) ApplyBatch(state []byte, evs []core.StoredEvent) ([]byte, e
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	return pr.P.Fold(ctx, state, evs)
+	if pr.pin == nil {
+		return pr.P.Fold(ctx, state, evs)
+	}
+	if pr.P.cur.Load() != pr.pin {
+		return nil, ErrSwapped
+	}
+	if k := pr.pin.m.Kind; k != KindProjection {
+		return nil, fmt.Errorf("batpak: plugin %s is a %s plugin, not a projection", pr.P.name, k)
+	}
+	batch := encodeBatch(evs)
+	defer batchBufs.Put(batch)
+	return pr.P.callOn(ctx, pr.pin, abi.ExportFold, nil, state, *batch)
 }
 
 // SupportsIncremental implements core.Incremental: a fold continues from

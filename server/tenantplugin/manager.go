@@ -1020,8 +1020,23 @@ func (m *Manager) Project(ctx context.Context, store *core.Store, tenant, name, 
 		return Projected{}, err
 	}
 	defer release()
-	before := p.Digest()
-	gen, state, _, err := core.ProjectIfChanged(store, entity, countingProjection{Projection: plugins.Projection{P: p, Ctx: ctx}, h: h}, ^uint64(0), core.Consistent())
+	// The fold is pinned to the version current when it starts, whose
+	// name files the state in the projection cache; a swap during it ends
+	// the fold (ErrSwapped, nothing cached) and it starts again on the new
+	// version, so no state is filed under a version that did not make it.
+	var (
+		before, after string
+		gen           uint64
+		state         []byte
+	)
+	for try := 0; ; try++ {
+		pr := plugins.Projection{P: p, Ctx: ctx}.Pinned()
+		before = p.Digest()
+		gen, state, _, err = core.ProjectIfChanged(store, entity, countingProjection{Projection: pr, h: h}, ^uint64(0), core.Consistent())
+		if !errors.Is(err, plugins.ErrSwapped) || try == maxSwapRetries {
+			break
+		}
+	}
 	if err != nil {
 		var f *plugins.PluginFault
 		if errors.As(err, &f) && f.Kind != plugins.FaultQuarantined {
@@ -1030,10 +1045,16 @@ func (m *Manager) Project(ctx context.Context, store *core.Store, tenant, name, 
 		}
 		return Projected{}, err
 	}
-	after, cur := p.Digest(), h.rev.Load()
+	after = p.Digest()
+	cur := h.rev.Load()
 	return Projected{State: state, Found: gen != 0, Generation: gen, Version: cur.Version, Digest: after,
 		Consistent: before == after && cur.Digest == after}, nil
 }
+
+// maxSwapRetries is how many times a projection read starts its fold
+// again after a swap of the plugin ended it (see Project); past it the
+// read fails with plugins.ErrSwapped.
+const maxSwapRetries = 8
 
 // countingProjection counts the plugin calls a projection makes and
 // their time (a cached state makes none).
