@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/core/internal/vfs"
@@ -294,4 +296,80 @@ func TestENOSPCDuringMaintenanceIsRetryable(t *testing.T) {
 			t.Fatalf("cursor reopened at %d, want 10", got)
 		}
 	})
+}
+
+// A store syncing every group adds a group's index entries while its
+// fdatasync runs, and must still show no reader an event before that sync
+// has returned: a reader started during the sync sees the group only once
+// the sync is over.
+func TestNoEventVisibleBeforeItsSync(t *testing.T) {
+	s, efs, _ := openFaulty(t)
+	acked := appendN(t, s, "e", 0, 3)
+	c := mustCoord(t, "e", "s")
+	var hookDone atomic.Bool
+	type seen struct {
+		n      int
+		before bool // the read returned before the sync did
+		err    error
+	}
+	reads := make(chan seen, 1)
+	efs.Inject(errorfs.Fault{Op: errorfs.OpSync, Pattern: "*.seg", Pass: true, Hook: func() {
+		// The writer adds the group's entries meanwhile; the reader
+		// starts after that and runs while the sync is held.
+		time.Sleep(20 * time.Millisecond)
+		go func() {
+			evs, err := s.Query(core.All())
+			reads <- seen{n: len(evs), before: !hookDone.Load(), err: err}
+		}()
+		time.Sleep(30 * time.Millisecond)
+		hookDone.Store(true)
+	}})
+	items := make([]core.BatchItem, 40) // a group large enough to publish while it syncs
+	for i := range items {
+		items[i] = core.BatchItem{Coordinate: c, Kind: faultKind, Payload: []byte(payloadN(10 + i))}
+	}
+	if _, err := s.AppendBatch(context.Background(), items); err != nil {
+		t.Fatalf("AppendBatch: %v", err)
+	}
+	r := <-reads
+	if r.err != nil {
+		t.Fatalf("Query during the sync: %v", r.err)
+	}
+	if r.n != len(acked) && r.before {
+		t.Fatalf("a read that returned during the batch's sync saw %d events, want the %d synced before it", r.n, len(acked))
+	}
+	if got := len(mustQuery(t, s, core.All())); got != len(acked)+len(items) {
+		t.Fatalf("after the batch: %d events, want %d", got, len(acked)+len(items))
+	}
+}
+
+// A group whose fdatasync fails is never shown: its entries, added to the
+// index while the sync ran, are taken out again before any reader can
+// look, in every place a query finds events (all, entity stream, scope,
+// kind) and in the store's counts.
+func TestFailedSyncShowsNothingOfItsGroup(t *testing.T) {
+	s, efs, _ := openFaulty(t)
+	acked := appendN(t, s, "e", 0, 3)
+	c := mustCoord(t, "e", "s")
+	f := efs.Inject(errorfs.Fault{Op: errorfs.OpSync, Pattern: "*.seg", Err: errorfs.EIO})
+	items := make([]core.BatchItem, 40) // a group large enough to publish while it syncs
+	for i := range items {
+		items[i] = core.BatchItem{Coordinate: c, Kind: faultKind, Payload: []byte(payloadN(10 + i)),
+			Options: core.AppendOptions{IdempotencyKey: fmt.Sprintf("k%d", i)}}
+	}
+	if _, err := s.AppendBatch(context.Background(), items); !errors.Is(err, errorfs.EIO) {
+		t.Fatalf("AppendBatch with a failing fdatasync: err %v, want EIO", err)
+	}
+	if efs.Fired(f) != 1 {
+		t.Fatalf("fault fired %d times, want 1", efs.Fired(f))
+	}
+	for name, q := range map[string]core.Region{"all": core.All(), "entity": core.All().WithExactEntity("e"), "scope": core.Scope("s"), "kind": core.All().WithKind(faultKind)} {
+		if got := len(mustQuery(t, s, q)); got != len(acked) {
+			t.Fatalf("%s after the failed sync: %d events, want the %d acknowledged", name, got, len(acked))
+		}
+	}
+	if st := s.Stats(); st.Events != uint64(len(acked)) {
+		t.Fatalf("Stats().Events %d after the failed sync, want %d", st.Events, len(acked))
+	}
+	holdsAll(t, s, acked)
 }

@@ -59,6 +59,13 @@ type Fault struct {
 	// Short (OpWrite only) writes the first half of the bytes before
 	// failing with Err, as a write cut short by a full disk does.
 	Short bool
+	// Hook, when set, runs each time the fault fires, before the
+	// operation fails: a test looks at the store from inside the
+	// operation (on the goroutine doing it).
+	Hook func()
+	// Pass (OpSync only) lets the sync run after Hook instead of
+	// failing: a probe of what is visible while a sync is in progress.
+	Pass bool
 
 	seen, fired int // guarded by FS.mu
 }
@@ -145,6 +152,9 @@ func (f *Fault) matches(names []string) bool {
 }
 
 func fail(op Op, name string, f *Fault) error {
+	if f.Hook != nil {
+		f.Hook()
+	}
 	return &fs.PathError{Op: op.String(), Path: name, Err: f.Err}
 }
 
@@ -276,23 +286,39 @@ func (w *file) Truncate(size int64) error {
 	return w.File.Truncate(size)
 }
 
+// syncFault is the fault, if any, of a sync of w: nil when none fires or
+// the one that fires passes (after its Hook).
+func (w *file) syncFault() error {
+	f := w.fs.check(OpSync, w.Name())
+	if f == nil {
+		return nil
+	}
+	if f.Pass {
+		if f.Hook != nil {
+			f.Hook()
+		}
+		return nil
+	}
+	return fail(OpSync, w.Name(), f)
+}
+
 func (w *file) Sync() error {
-	if f := w.fs.check(OpSync, w.Name()); f != nil {
-		return fail(OpSync, w.Name(), f)
+	if err := w.syncFault(); err != nil {
+		return err
 	}
 	return w.File.Sync()
 }
 
 func (w *file) SyncData() error {
-	if f := w.fs.check(OpSync, w.Name()); f != nil {
-		return fail(OpSync, w.Name(), f)
+	if err := w.syncFault(); err != nil {
+		return err
 	}
 	return w.File.SyncData()
 }
 
 func (w *file) SyncAll() error {
-	if f := w.fs.check(OpSync, w.Name()); f != nil {
-		return fail(OpSync, w.Name(), f)
+	if err := w.syncFault(); err != nil {
+		return err
 	}
 	return w.File.SyncAll()
 }
