@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/batpak-go/batpak/internal/durable"
 )
 
 // The decision log on disk
@@ -44,6 +46,31 @@ import (
 
 // maxSegmentBytes bounds one segment (what a query reads at once).
 const maxSegmentBytes = 4 << 20
+
+// maxSegmentFileBytes is the largest segment file the log reads: a segment
+// holds up to maxSegmentBytes, or one decision alone when that is larger
+// (at most 8 × the largest DecisionMaxBytes of its input, plus a reason).
+// A larger file was not written by the log (replaced or damaged on disk):
+// it is skipped with a warning, never read.
+const maxSegmentFileBytes = maxSegmentBytes + 16<<20
+
+// readSegment reads one segment file within maxSegmentFileBytes. A file
+// that is not a regular file or is larger gives errOversized (wrapped);
+// its size is returned all the same.
+func readSegment(path string) ([]byte, int64, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > maxSegmentFileBytes {
+		return nil, fi.Size(), fmt.Errorf("%w: %s (%s, %d bytes; a segment holds at most %d)", errOversized, path, fi.Mode().Type(), fi.Size(), maxSegmentFileBytes)
+	}
+	b, err := durable.ReadFile(path, maxSegmentFileBytes)
+	return b, int64(len(b)), err
+}
+
+// errOversized marks a segment file the log does not read.
+var errOversized = errors.New("decision log: not a segment the log wrote")
 
 // queued is one decision waiting for the writer.
 type queued struct {
@@ -294,7 +321,16 @@ func (s *decisionStore) load(t string, l *tenantLog) error {
 	}
 	slices.SortFunc(l.segs, func(a, b segment) int { return cmp.Compare(a.seq, b.seq) })
 	for i := range l.segs {
-		b, err := os.ReadFile(s.segPath(t, l.segs[i].seq))
+		b, size, err := readSegment(s.segPath(t, l.segs[i].seq))
+		if errors.Is(err, errOversized) {
+			// It holds no decision the log counts: retention keeps the
+			// real ones and removes it once it is the oldest. Never
+			// appended to: the next decision starts a new segment.
+			s.log.Warn("policy decision log: a segment file is skipped", "tenant", t, "bytes", size, "error", err)
+			l.segs[i].bytes, l.segs[i].count = 0, 0
+			l.torn = true
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -486,9 +522,12 @@ func (s *decisionStore) query(t string, q DecisionQuery) (DecisionPage, error) {
 	seen, bytesSeen := 0, int64(0)
 	var last position
 	for i := len(segs) - 1; i >= 0; i-- {
-		b, err := os.ReadFile(s.segPath(t, segs[i]))
+		b, _, err := readSegment(s.segPath(t, segs[i]))
 		if errors.Is(err, os.ErrNotExist) {
 			break // removed by retention meanwhile: older ones are gone too
+		}
+		if errors.Is(err, errOversized) {
+			continue // warned about when the log was loaded
 		}
 		if err != nil {
 			return DecisionPage{}, err

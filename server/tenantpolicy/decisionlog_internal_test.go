@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -48,5 +49,59 @@ func TestDecisionLogIgnoresStrayNames(t *testing.T) {
 	p, err := s.query("acme", DecisionQuery{Limit: 1000})
 	if err != nil || len(p.Decisions) != 55 || s.writeErrs.Load() != 0 {
 		t.Fatalf("after a stray 7.jsonl: %d decisions, %v, %d write errors; want 55, none", len(p.Decisions), err, s.writeErrs.Load())
+	}
+}
+
+// A segment file larger than any the log writes (replaced on disk) is
+// skipped, never read whole, and the log goes on: new decisions are
+// written after it and a query returns them and the older segments'.
+func TestDecisionLogSkipsOversizedSegments(t *testing.T) {
+	dir := t.TempDir()
+	open := func() *decisionStore {
+		s, err := newDecisionStore(dir, 1000, 1<<20, 1024, slog.New(slog.NewTextHandler(io.Discard, nil)), func(string) bool { return true })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	write := func(s *decisionStore, from, n int) {
+		for i := from; i < from+n; i++ {
+			if !s.enqueue("acme", []byte(fmt.Sprintf(`{"decision_id":"d%d","time":"2024-01-01T00:00:00Z","result":"denied"}`+"\n", i))) {
+				t.Fatal("enqueue refused")
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := open()
+	write(s, 0, 5)
+	s.close()
+	// Segment 2, after the log's segment 1: 512 MiB, sparse.
+	f, err := os.Create(filepath.Join(dir, "acme", fmt.Sprintf("%016d.jsonl", 2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(512 << 20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	s = open()
+	defer s.close()
+	write(s, 100, 50)
+	p, err := s.query("acme", DecisionQuery{Limit: 1000})
+	runtime.ReadMemStats(&after)
+	if err != nil || len(p.Decisions) != 55 || s.writeErrs.Load() != 0 {
+		t.Fatalf("after an oversized segment: %d decisions, %v, %d write errors; want 55, none", len(p.Decisions), err, s.writeErrs.Load())
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 64<<20 {
+		t.Fatalf("opening and querying the log allocated %d MiB: the oversized segment was read", got>>20)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "acme", fmt.Sprintf("%016d.jsonl", 3))); err != nil || fi.Size() == 0 {
+		t.Fatalf("new decisions are not in a segment after the skipped one: %v", err)
 	}
 }
