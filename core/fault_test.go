@@ -368,8 +368,58 @@ func TestFailedSyncShowsNothingOfItsGroup(t *testing.T) {
 			t.Fatalf("%s after the failed sync: %d events, want the %d acknowledged", name, got, len(acked))
 		}
 	}
-	if st := s.Stats(); st.Events != uint64(len(acked)) {
-		t.Fatalf("Stats().Events %d after the failed sync, want %d", st.Events, len(acked))
+	if st := s.Stats(); st.Events != uint64(len(acked)) || st.GlobalSequence != uint64(len(acked)) {
+		t.Fatalf("Stats() after the failed sync: %d events, global sequence %d; want %d and %d", st.Events, st.GlobalSequence, len(acked), len(acked))
 	}
 	holdsAll(t, s, acked)
+}
+
+// A slow fdatasync holds up writes, never reads: while a large group's
+// sync takes 400 ms, a Get of an event written before it answers at once,
+// and the group is published (whole) once its sync returns.
+func TestSlowSyncDoesNotBlockReads(t *testing.T) {
+	s, efs, _ := openFaulty(t)
+	acked := appendN(t, s, "e", 0, 3)
+	c := mustCoord(t, "e", "s")
+	type read struct {
+		took time.Duration
+		n    int
+		err  error
+	}
+	reads := make(chan read, 1)
+	efs.Inject(errorfs.Fault{Op: errorfs.OpSync, Pattern: "*.seg", Pass: true, Hook: func() {
+		time.Sleep(20 * time.Millisecond) // the writer has inserted and waits
+		go func() {
+			start := time.Now()
+			_, err := s.Get(acked[0].ID)
+			n := 0
+			if err == nil {
+				var evs []core.StoredEvent
+				evs, err = s.Query(core.All())
+				n = len(evs)
+			}
+			reads <- read{took: time.Since(start), n: n, err: err}
+		}()
+		time.Sleep(400 * time.Millisecond)
+	}})
+	items := make([]core.BatchItem, 40) // a group large enough to publish while it syncs
+	for i := range items {
+		items[i] = core.BatchItem{Coordinate: c, Kind: faultKind, Payload: []byte(payloadN(10 + i))}
+	}
+	if _, err := s.AppendBatch(context.Background(), items); err != nil {
+		t.Fatalf("AppendBatch: %v", err)
+	}
+	r := <-reads
+	if r.err != nil {
+		t.Fatalf("reads during the slow sync: %v", r.err)
+	}
+	if r.took > 200*time.Millisecond {
+		t.Fatalf("a Get and a Query during a 400 ms fdatasync took %v: reads waited for the sync", r.took)
+	}
+	if r.n != len(acked) {
+		t.Fatalf("a Query during the sync saw %d events, want the %d synced before it", r.n, len(acked))
+	}
+	if got := len(mustQuery(t, s, core.All())); got != len(acked)+len(items) {
+		t.Fatalf("after the slow sync: %d events, want %d", got, len(acked)+len(items))
+	}
 }

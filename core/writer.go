@@ -117,17 +117,18 @@ type writer struct {
 	reqs      []*request
 	// placed is how many of reqs the group has placed: gather places
 	// the writes it holds before it sleeps for the rest (see placeSoFar).
-	placed    int
-	begun     bool // the group's state is reset
-	pend      []pending
-	inserted  []uint32                    // sequences the last publish added to the index
-	resolved  []*request                  // requests of this group to answer after publish
-	batches   []*batchWrite               // the group's batches written so far
-	group     groupMark                   // where the group started, for a group rollback
-	groupIdm  map[string]idemOriginal     // keys written earlier in this group
-	pendIDs   map[EventID]int             // index in pend of each event id placed in this group (see pendHasID)
-	fence     *Fence                      // the open visibility fence, if any
-	faultHook func(faultPoint, int) error // tests only (export_test.go)
+	placed int
+	begun  bool // the group's state is reset
+	pend   []pending
+	// overlapTimer bounds syncAndPublish's wait (created at first use).
+	overlapTimer *time.Timer
+	resolved     []*request                  // requests of this group to answer after publish
+	batches      []*batchWrite               // the group's batches written so far
+	group        groupMark                   // where the group started, for a group rollback
+	groupIdm     map[string]idemOriginal     // keys written earlier in this group
+	pendIDs      map[EventID]int             // index in pend of each event id placed in this group (see pendHasID)
+	fence        *Fence                      // the open visibility fence, if any
+	faultHook    func(faultPoint, int) error // tests only (export_test.go)
 
 	lastGroup int         // size of the previous group, for gather
 	lastQueue int         // requests queued when the previous group was answered
@@ -498,23 +499,35 @@ const overlapMinEvents = 32
 // syncsWhilePublishing reports whether this group's fsync runs alongside
 // its index insert (syncAndPublish): a group of at least overlapMinEvents
 // writes, with something unsynced, on a store that syncs every group
-// (EveryNEvents 1). Smaller groups, and sync, snapshot and fence
-// operations, keep the sequential path.
+// (EveryNEvents 1) and whose recent fsyncs took at most half of
+// overlapMaxWait. Smaller groups, slow disks, and sync, snapshot and
+// fence operations keep the sequential path.
 func (w *writer) syncsWhilePublishing(last *request) bool {
 	return w.unsynced > 0 && len(w.pend) >= overlapMinEvents && w.s.cfg.Sync.EveryNEvents == 1 &&
-		(last.op == opAppend || last.op == opBatch)
+		(last.op == opAppend || last.op == opBatch) &&
+		time.Duration(w.syncer.lastNs.Load()) <= overlapMaxWait/2
 }
+
+// overlapMaxWait bounds how long syncAndPublish holds the index's write
+// lock waiting for the group's fsync: readers wait for at most this beyond
+// the insert itself. A sync that takes longer gives the lock back (the
+// entries are taken out again, and put in once it returns), and a store
+// whose recent fsyncs took more than half of it keeps the sequential
+// path, so a slow or stuck disk stops writes, never reads.
+const overlapMaxWait = 5 * time.Millisecond
 
 // syncAndPublish is the sync and publish of a group on a store that syncs
 // every group, overlapped: the fdatasync runs on the syncer's goroutine
 // while the writer adds the group's index entries under the index's write
-// lock, and the lock is released only once the sync has returned. No reader
-// therefore sees an event before it is durable, as with the sequential
-// path, and a large group spends its index insert inside the fsync's wait
-// instead of after it (see overlapMinEvents); readers wait for the lock
-// at most one fsync, where they waited for the insert. A failed sync takes
-// the entries out again before the lock is released and fails the writer.
-// It reports whether the group was published.
+// lock, and the lock is released only once the sync has returned. No
+// reader therefore sees an event before it is durable, as with the
+// sequential path, and a large group spends its index insert inside the
+// fsync's wait instead of after it (see overlapMinEvents). Should the sync
+// fail, or take longer than overlapMaxWait, the entries are taken out
+// again (Index.UndoLocked: the index is exactly as before, its length
+// included) before the lock is released; a failed sync fails the writer,
+// a slow one is waited for without the lock and the group published
+// afterwards by the caller. It reports whether it published the group.
 func (w *writer) syncAndPublish() bool {
 	if err := w.startSync(); err != nil {
 		w.fail(err)
@@ -522,38 +535,58 @@ func (w *writer) syncAndPublish() bool {
 	}
 	ix := w.s.ix
 	ix.Lock()
+	ix.BeginUndo()
 	fenced := 0
 	if w.fence != nil {
 		fenced = len(w.fence.pend)
 	}
-	inserted := w.insertPending()
-	if err := w.awaitSync(); err != nil {
-		if len(inserted) > 0 {
-			removed := make(map[uint32]bool, len(inserted))
-			for _, seq := range inserted {
-				removed[seq] = true
-			}
-			ix.RemoveLocked(removed)
-		}
+	w.insertPending()
+	done, err := w.awaitSyncWithin(overlapMaxWait)
+	if !done || err != nil {
+		ix.UndoLocked()
 		if w.fence != nil {
 			w.fence.pend = w.fence.pend[:fenced]
 		}
 		ix.Unlock()
+		if !done {
+			err = w.awaitSync()
+		}
 		w.fail(err)
 		return false
 	}
+	ix.EndUndo()
 	w.s.segs.Publish(w.off)
 	ix.Unlock()
 	w.published()
 	return true
 }
 
+// awaitSyncWithin waits up to d for the in-flight background sync: done
+// false when it is still running (it stays in flight), else its error.
+func (w *writer) awaitSyncWithin(d time.Duration) (done bool, err error) {
+	if !w.syncer.busy {
+		return true, nil
+	}
+	if w.overlapTimer == nil {
+		w.overlapTimer = time.NewTimer(d)
+	} else {
+		w.overlapTimer.Reset(d)
+	}
+	select {
+	case err := <-w.syncer.done:
+		w.overlapTimer.Stop()
+		w.syncer.busy = false
+		w.synced(err)
+		return true, err
+	case <-w.overlapTimer.C:
+		return false, nil
+	}
+}
+
 // insertPending adds the group's unfenced events to the index (the caller
-// holds its write lock) and keeps the fenced ones back with the fence. It
-// returns the sequences inserted.
-func (w *writer) insertPending() []uint32 {
+// holds its write lock) and keeps the fenced ones back with the fence.
+func (w *writer) insertPending() {
 	ix := w.s.ix
-	w.inserted = w.inserted[:0]
 	for i := range w.pend {
 		p := &w.pend[i]
 		if p.fenced {
@@ -561,9 +594,7 @@ func (w *writer) insertPending() []uint32 {
 			continue
 		}
 		ix.InsertLocked(p.seq, p.e, p.idem, index.Links{Cause: p.cause, Corr: p.corr})
-		w.inserted = append(w.inserted, p.seq)
 	}
-	return w.inserted
 }
 
 // published finishes a publish once the entries are in: the fence's

@@ -21,7 +21,9 @@ type syncer struct {
 	busy   bool // a sync is in flight (writer goroutine only)
 	// running: the goroutine was started. It starts with the first
 	// background sync, so a store that syncs every event (EveryNEvents 1,
-	// no Interval) or sits idle has no goroutine for it.
+	// no Interval) has no goroutine for it until a group large enough to
+	// sync while it publishes (writer.syncAndPublish), and one that sits
+	// idle has none. It ends when the store closes.
 	running bool
 	lastNs  atomic.Int64
 	totalNs atomic.Int64 // time spent in sync, for Stats.SyncTime

@@ -108,6 +108,9 @@ type Index struct {
 
 	sortMu sync.Mutex
 	sorted []uint32 // entity numbers by name, for prefix search
+
+	// undo records inserts between BeginUndo and EndUndo (undo.go).
+	undo undoLog
 }
 
 // New returns an empty index.
@@ -266,15 +269,26 @@ func (ix *Index) InsertLocked(seq uint32, e Entry, idem string, l Links) {
 	if !e.Visible() {
 		return
 	}
+	var r *undoRecord
+	if ix.undo.on {
+		ix.undo.inserts = append(ix.undo.inserts, undoRecord{seq: seq, visible: true})
+		r = &ix.undo.inserts[len(ix.undo.inserts)-1]
+	}
 	if l.Cause != ([16]byte{}) {
 		if p, ok := ix.ids.find(ix, l.Cause); ok && p < seq {
 			pe := ix.At(p)
 			ix.sibling[seq>>chunkBits][seq&(chunkSize-1)] = pe.Child
 			pe.Child = seq + 1
+			if r != nil {
+				r.cause = p + 1
+			}
 		}
 	}
 	if correlated {
 		ix.corr[l.Corr] = append(ix.corr[l.Corr], seq)
+		if r != nil {
+			r.corr, r.correlate = l.Corr, true
+		}
 	}
 	es := ix.entities[e.Entity]
 	if len(es.Seqs) == 0 {
@@ -286,6 +300,10 @@ func (ix *Index) InsertLocked(seq uint32, e Entry, idem string, l Links) {
 	sc.seqs = append(sc.seqs, seq)
 	ix.kinds[e.Kind] = append(ix.kinds[e.Kind], seq)
 	if idem != "" {
+		if r != nil {
+			r.idem = idem
+			r.idemPrev, r.hadIdem = ix.idem[idem]
+		}
 		ix.idem[idem] = seq
 	}
 }
