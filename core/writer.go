@@ -497,15 +497,25 @@ func (w *writer) publish() {
 const overlapMinEvents = 32
 
 // syncsWhilePublishing reports whether this group's fsync runs alongside
-// its index insert (syncAndPublish): a group of at least overlapMinEvents
-// writes, with something unsynced, on a store that syncs every group
-// (EveryNEvents 1) and whose recent fsyncs took at most half of
-// overlapMaxWait. Smaller groups, slow disks, and sync, snapshot and
-// fence operations keep the sequential path.
+// its index insert (syncAndPublish): a group of at least
+// overlapMinEvents unfenced writes, with something unsynced, on a store
+// that syncs every group (EveryNEvents 1) and whose recent fsyncs took at
+// most half of overlapMaxWait. Smaller groups, fenced ones, slow disks,
+// and sync, snapshot and fence operations keep the sequential path.
 func (w *writer) syncsWhilePublishing(last *request) bool {
-	return w.unsynced > 0 && len(w.pend) >= overlapMinEvents && w.s.cfg.Sync.EveryNEvents == 1 &&
-		(last.op == opAppend || last.op == opBatch) &&
-		time.Duration(w.syncer.lastNs.Load()) <= overlapMaxWait/2
+	if w.unsynced == 0 || len(w.pend) < overlapMinEvents || w.s.cfg.Sync.EveryNEvents != 1 ||
+		(last.op != opAppend && last.op != opBatch) ||
+		time.Duration(w.syncer.lastNs.Load()) > overlapMaxWait/2 {
+		return false
+	}
+	// Fenced writes are kept back, not inserted: count what would be.
+	n := 0
+	for i := range w.pend {
+		if !w.pend[i].fenced {
+			n++
+		}
+	}
+	return n >= overlapMinEvents
 }
 
 // overlapMaxWait bounds how long syncAndPublish holds the index's write
@@ -535,6 +545,7 @@ func (w *writer) syncAndPublish() bool {
 	}
 	ix := w.s.ix
 	ix.Lock()
+	ix.ReserveIDsLocked(len(w.pend))
 	ix.BeginUndo()
 	fenced := 0
 	if w.fence != nil {

@@ -21,9 +21,9 @@ import (
 // for the batch removed when a rotation had already written them). Nothing
 // of the group after the batch is placed yet, so the group goes on where
 // the batch started: no hole, and the store stays writable. A fault after
-// the fsync, before publication (tests only, see faultBeforePublish), rolls
-// back the whole group, since later writes of the group lie after the batch
-// on disk. Recovery ignores a batch that lacks its commit record, so a
+// the group's write, before publication (tests only, see
+// faultBeforePublish), rolls back the whole group, since later writes of
+// the group lie after the batch on disk. Recovery ignores a batch that lacks its commit record, so a
 // crash at any byte leaves the same result.
 
 // batchMark is where a batch started, for rollback.
@@ -70,7 +70,7 @@ const (
 	faultAfterItem                       // after item k (the hook gets k)
 	faultAfterItems                      // after the last item, before the commit record
 	faultAfterCommit                     // after the commit record is placed, before the write and fsync
-	faultBeforePublish                   // after the group's fsync, before it is published (fails the group)
+	faultBeforePublish                   // after the group's write and fsync (before the fsync for a group that publishes while it syncs), before it is published (fails the group)
 )
 
 func (w *writer) fault(p faultPoint, item int) error {

@@ -285,10 +285,11 @@ func (ix *Index) InsertLocked(seq uint32, e Entry, idem string, l Links) {
 		}
 	}
 	if correlated {
-		ix.corr[l.Corr] = append(ix.corr[l.Corr], seq)
 		if r != nil {
-			r.corr, r.correlate = l.Corr, true
+			_, had := ix.corr[l.Corr]
+			r.corr, r.correlate, r.corrNew = l.Corr, true, !had
 		}
+		ix.corr[l.Corr] = append(ix.corr[l.Corr], seq)
 	}
 	es := ix.entities[e.Entity]
 	if len(es.Seqs) == 0 {
@@ -298,6 +299,10 @@ func (ix *Index) InsertLocked(seq uint32, e Entry, idem string, l Links) {
 	es.Seqs = append(es.Seqs, seq)
 	sc := &ix.scopes[e.Scope]
 	sc.seqs = append(sc.seqs, seq)
+	if r != nil {
+		_, had := ix.kinds[e.Kind]
+		r.kindNew = !had
+	}
 	ix.kinds[e.Kind] = append(ix.kinds[e.Kind], seq)
 	if idem != "" {
 		if r != nil {

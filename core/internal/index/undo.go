@@ -19,6 +19,8 @@ type undoRecord struct {
 	hadIdem   bool
 	corr      [16]byte // the correlation group it joined, when correlated
 	correlate bool
+	corrNew   bool // the group had no list before
+	kindNew   bool // its kind had no list before
 }
 
 // undoLog is the record since BeginUndo.
@@ -29,6 +31,17 @@ type undoLog struct {
 	idUsed   int
 	inserts  []undoRecord
 	liveEnts int
+}
+
+// ReserveIDsLocked grows the id table, if need be, so that n more visible
+// inserts fit without growing it: call it before BeginUndo, so that an undo
+// clears the undone ids in O(group) instead of rebuilding the table (a
+// grow re-places every id, after which clearing some could cut others'
+// probe runs). Caller holds Lock.
+func (ix *Index) ReserveIDsLocked(n int) {
+	for (ix.ids.used+n)*10 > len(ix.ids.slots)*7 {
+		ix.ids.grow(ix)
+	}
 }
 
 // BeginUndo starts recording inserts so that UndoLocked can take them
@@ -70,7 +83,7 @@ func (ix *Index) UndoLocked() {
 			ix.At(r.cause - 1).Child = ix.Sibling(r.seq)
 		}
 		if r.correlate {
-			if seqs := pop(ix.corr[r.corr], r.seq); len(seqs) == 0 {
+			if seqs := pop(ix.corr[r.corr], r.seq); r.corrNew {
 				delete(ix.corr, r.corr)
 			} else {
 				ix.corr[r.corr] = seqs
@@ -79,7 +92,7 @@ func (ix *Index) UndoLocked() {
 		es := ix.entities[e.Entity]
 		es.Seqs = pop(es.Seqs, r.seq)
 		ix.scopes[e.Scope].seqs = pop(ix.scopes[e.Scope].seqs, r.seq)
-		if ks := pop(ix.kinds[e.Kind], r.seq); len(ks) == 0 {
+		if ks := pop(ix.kinds[e.Kind], r.seq); r.kindNew {
 			delete(ix.kinds, e.Kind)
 		} else {
 			ix.kinds[e.Kind] = ks
@@ -98,7 +111,8 @@ func (ix *Index) UndoLocked() {
 	ix.truncate(u.n)
 	if grew {
 		// A grow re-placed every id in slot order: clearing the undone
-		// ones could cut others' probe runs. Rebuild from the entries.
+		// ones could cut others' probe runs. Rebuild from the entries
+		// (O(Len); ReserveIDsLocked before BeginUndo avoids it).
 		ix.ids = idTable{}
 		for seq := uint32(0); seq < ix.n; seq++ {
 			if ix.At(seq).Visible() {

@@ -144,3 +144,64 @@ func TestUndoRestoresTheIndex(t *testing.T) {
 		})
 	}
 }
+
+// With the id table reserved for the group first (as the writer does), a
+// group that would have grown it does not, and the undo clears its ids in
+// place instead of rebuilding the table.
+func TestUndoAfterReserveKeepsTheTable(t *testing.T) {
+	rng := rand.New(rand.NewSource(7))
+	ix := New()
+	var ids [][16]byte
+	insertRandom(ix, rng, 700, &ids) // 1024 slots, near 70 %
+	want := stateOf(ix)
+	ix.Lock()
+	ix.ReserveIDsLocked(600)
+	slots := len(ix.ids.slots)
+	ix.BeginUndo()
+	ix.Unlock()
+	insertRandom(ix, rng, 600, &ids)
+	if len(ix.ids.slots) != slots {
+		t.Fatalf("the id table grew inside the group (%d → %d slots) although reserved", slots, len(ix.ids.slots))
+	}
+	ix.Lock()
+	ix.UndoLocked()
+	ix.Unlock()
+	got := stateOf(ix)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatal("after undo the index differs from before the group")
+	}
+}
+
+// A kind whose events a compaction removed keeps an empty list; an undo of
+// a group that used it again leaves it so (and a kind new in the group is
+// gone again).
+func TestUndoKeepsEmptyKinds(t *testing.T) {
+	rng := rand.New(rand.NewSource(9))
+	ix := New()
+	var ids [][16]byte
+	insertRandom(ix, rng, 200, &ids)
+	removed := map[uint32]bool{}
+	for _, seq := range ix.kinds[2] {
+		removed[seq] = true
+	}
+	ix.Lock()
+	ix.RemoveLocked(removed)
+	ix.Unlock()
+	if ks, ok := ix.kinds[2]; !ok || len(ks) != 0 {
+		t.Fatalf("kind 2 after removing its events: %v, %v; want an empty list", ks, ok)
+	}
+	want := stateOf(ix)
+	ix.Lock()
+	ix.BeginUndo()
+	ix.Unlock()
+	insertRandom(ix, rng, 100, &ids) // kinds 0..3 again
+	en := ix.EntityFor([]byte("e0"))
+	sc := ix.ScopeFor([]byte("s0"))
+	ix.Lock()
+	ix.InsertLocked(ix.n, Entry{ID: testID(rng), Entity: en, Scope: sc, Kind: 9}, "", Links{})
+	ix.UndoLocked()
+	ix.Unlock()
+	if got := stateOf(ix); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after undo: kinds %v, want %v", got.Kinds, want.Kinds)
+	}
+}
