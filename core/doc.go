@@ -44,7 +44,11 @@
 // writes the whole group with one write call, syncs as configured (one
 // fsync covers the group: group commit), publishes the group to the index,
 // and only then resolves the tickets. Readers never see an event before its
-// receipt could be returned.
+// receipt could be returned. A durable group of 32 events or more is
+// inserted into the index while its fsync runs, under the index's write
+// lock held until the sync returns (at most 5 ms: a slower sync gives the
+// lock back, the entries taken out again, so a slow disk holds up writes,
+// not reads).
 //
 // AppendOptions add compare-and-set (ExpectedClock: ExpectNoEvents or
 // ExpectClock(n), checked by the writer against queued and published events,
@@ -203,7 +207,7 @@
 // microseconds). Reads map segments without holding descriptors (at most
 // Config.FDBudget mappings). Goroutines: the writer and the sealer, plus
 // one for background fsyncs once the sync setting starts one (EveryNEvents
-// above 1, or an Interval). So an idle store costs one descriptor, two
+// above 1, an Interval, or a durable group of 32 events or more). So an idle store costs one descriptor, two
 // goroutines and, measured here with one small event, about 60 KiB of
 // memory, and thousands can be open in one process.
 //
