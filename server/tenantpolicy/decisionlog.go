@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -16,8 +17,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/batpak-go/batpak/internal/durable"
 )
 
 // The decision log on disk
@@ -54,18 +53,27 @@ const maxSegmentBytes = 4 << 20
 // it is skipped with a warning, never read.
 const maxSegmentFileBytes = maxSegmentBytes + 16<<20
 
-// readSegment reads one segment file within maxSegmentFileBytes. A file
-// that is not a regular file or is larger gives errOversized (wrapped);
-// its size is returned all the same.
+// readSegment reads one segment file within maxSegmentFileBytes: a
+// regular file larger than that gives errOversized (wrapped) without being
+// read, and any other file is read through the same bound. The size is
+// returned all the same.
 func readSegment(path string) ([]byte, int64, error) {
 	fi, err := os.Lstat(path)
 	if err != nil {
 		return nil, 0, err
 	}
-	if !fi.Mode().IsRegular() || fi.Size() > maxSegmentFileBytes {
-		return nil, fi.Size(), fmt.Errorf("%w: %s (%s, %d bytes; a segment holds at most %d)", errOversized, path, fi.Mode().Type(), fi.Size(), maxSegmentFileBytes)
+	if fi.Mode().IsRegular() && fi.Size() > maxSegmentFileBytes {
+		return nil, fi.Size(), fmt.Errorf("%w: %s (%d bytes; a segment holds at most %d)", errOversized, path, fi.Size(), maxSegmentFileBytes)
 	}
-	b, err := durable.ReadFile(path, maxSegmentFileBytes)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSegmentFileBytes+1))
+	if err == nil && len(b) > maxSegmentFileBytes {
+		return nil, int64(len(b)), fmt.Errorf("%w: %s (more than the %d bytes a segment holds)", errOversized, path, maxSegmentFileBytes)
+	}
 	return b, int64(len(b)), err
 }
 
