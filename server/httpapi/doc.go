@@ -19,9 +19,11 @@
 // Writes of a tenant whose events bucket is empty (for a millisecond or
 // more) are refused 429 before step 4, so that a flood past the rate
 // costs little; a rate refusal is held Options.RateRefusalDelay before it
-// is answered. An import is not refused for the rates but paced: each
-// batch of it is charged its events and NDJSON bytes and the next waits
-// for the tokens (quota.Tenant.PaceWrite).
+// is answered. An import arriving while the bucket is so empty is
+// refused the same way, before its body is read; once accepted it is not
+// refused for the rates but paced: each batch of it is charged its events
+// and NDJSON bytes and the next waits for the tokens
+// (quota.Tenant.PaceWrite).
 //
 // On a cluster node (Options.Cluster), a follower answers a state change,
 // a linearizable read, and a credential it does not know (step 1 on a node
