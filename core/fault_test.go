@@ -324,10 +324,7 @@ func TestNoEventVisibleBeforeItsSync(t *testing.T) {
 		time.Sleep(30 * time.Millisecond)
 		hookDone.Store(true)
 	}})
-	items := make([]core.BatchItem, 40) // a group large enough to publish while it syncs
-	for i := range items {
-		items[i] = core.BatchItem{Coordinate: c, Kind: faultKind, Payload: []byte(payloadN(10 + i))}
-	}
+	items := syncedWhilePublished(c)
 	if _, err := s.AppendBatch(context.Background(), items); err != nil {
 		t.Fatalf("AppendBatch: %v", err)
 	}
@@ -352,10 +349,9 @@ func TestFailedSyncShowsNothingOfItsGroup(t *testing.T) {
 	acked := appendN(t, s, "e", 0, 3)
 	c := mustCoord(t, "e", "s")
 	f := efs.Inject(errorfs.Fault{Op: errorfs.OpSync, Pattern: "*.seg", Err: errorfs.EIO})
-	items := make([]core.BatchItem, 40) // a group large enough to publish while it syncs
+	items := syncedWhilePublished(c)
 	for i := range items {
-		items[i] = core.BatchItem{Coordinate: c, Kind: faultKind, Payload: []byte(payloadN(10 + i)),
-			Options: core.AppendOptions{IdempotencyKey: fmt.Sprintf("k%d", i)}}
+		items[i].Options.IdempotencyKey = fmt.Sprintf("k%d", i)
 	}
 	if _, err := s.AppendBatch(context.Background(), items); !errors.Is(err, errorfs.EIO) {
 		t.Fatalf("AppendBatch with a failing fdatasync: err %v, want EIO", err)
@@ -402,10 +398,7 @@ func TestSlowSyncDoesNotBlockReads(t *testing.T) {
 		}()
 		time.Sleep(400 * time.Millisecond)
 	}})
-	items := make([]core.BatchItem, 40) // a group large enough to publish while it syncs
-	for i := range items {
-		items[i] = core.BatchItem{Coordinate: c, Kind: faultKind, Payload: []byte(payloadN(10 + i))}
-	}
+	items := syncedWhilePublished(c)
 	if _, err := s.AppendBatch(context.Background(), items); err != nil {
 		t.Fatalf("AppendBatch: %v", err)
 	}
@@ -422,4 +415,14 @@ func TestSlowSyncDoesNotBlockReads(t *testing.T) {
 	if got := len(mustQuery(t, s, core.All())); got != len(acked)+len(items) {
 		t.Fatalf("after the slow sync: %d events, want %d", got, len(acked)+len(items))
 	}
+}
+
+// syncedWhilePublished is a batch of 40 events to c: a group large enough
+// to be inserted into the index while its fsync runs.
+func syncedWhilePublished(c core.Coordinate) []core.BatchItem {
+	items := make([]core.BatchItem, 40)
+	for i := range items {
+		items[i] = core.BatchItem{Coordinate: c, Kind: faultKind, Payload: []byte(payloadN(10 + i))}
+	}
+	return items
 }

@@ -18,25 +18,8 @@ import (
 // decisions went unwritten and every query failed.
 func TestDecisionLogIgnoresStrayNames(t *testing.T) {
 	dir := t.TempDir()
-	open := func() *decisionStore {
-		s, err := newDecisionStore(dir, 1000, 1<<20, 1024, slog.New(slog.NewTextHandler(io.Discard, nil)), func(string) bool { return true })
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	write := func(s *decisionStore, from, n int) {
-		for i := from; i < from+n; i++ {
-			if !s.enqueue("acme", []byte(fmt.Sprintf(`{"decision_id":"d%d","time":"2024-01-01T00:00:00Z","result":"denied"}`+"\n", i))) {
-				t.Fatal("enqueue refused")
-			}
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.flush(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	open := func() *decisionStore { return openTestDecisions(t, dir) }
+	write := func(s *decisionStore, from, n int) { writeTestDecisions(t, s, from, n) }
 	s := open()
 	write(s, 0, 5)
 	s.close()
@@ -57,25 +40,8 @@ func TestDecisionLogIgnoresStrayNames(t *testing.T) {
 // written after it and a query returns them and the older segments'.
 func TestDecisionLogSkipsOversizedSegments(t *testing.T) {
 	dir := t.TempDir()
-	open := func() *decisionStore {
-		s, err := newDecisionStore(dir, 1000, 1<<20, 1024, slog.New(slog.NewTextHandler(io.Discard, nil)), func(string) bool { return true })
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	write := func(s *decisionStore, from, n int) {
-		for i := from; i < from+n; i++ {
-			if !s.enqueue("acme", []byte(fmt.Sprintf(`{"decision_id":"d%d","time":"2024-01-01T00:00:00Z","result":"denied"}`+"\n", i))) {
-				t.Fatal("enqueue refused")
-			}
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.flush(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	open := func() *decisionStore { return openTestDecisions(t, dir) }
+	write := func(s *decisionStore, from, n int) { writeTestDecisions(t, s, from, n) }
 	s := open()
 	write(s, 0, 5)
 	s.close()
@@ -103,5 +69,31 @@ func TestDecisionLogSkipsOversizedSegments(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(dir, "acme", fmt.Sprintf("%016d.jsonl", 3))); err != nil || fi.Size() == 0 {
 		t.Fatalf("new decisions are not in a segment after the skipped one: %v", err)
+	}
+}
+
+// openTestDecisions opens a decision store in dir (1,000 decisions, 1 MiB).
+func openTestDecisions(t *testing.T, dir string) *decisionStore {
+	t.Helper()
+	s, err := newDecisionStore(dir, 1000, 1<<20, 1024, slog.New(slog.NewTextHandler(io.Discard, nil)), func(string) bool { return true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// writeTestDecisions writes n denials d<from>… to tenant acme's log and
+// waits until they are written.
+func writeTestDecisions(t *testing.T, s *decisionStore, from, n int) {
+	t.Helper()
+	for i := from; i < from+n; i++ {
+		if !s.enqueue("acme", []byte(fmt.Sprintf(`{"decision_id":"d%d","time":"2024-01-01T00:00:00Z","result":"denied"}`+"\n", i))) {
+			t.Fatal("enqueue refused")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.flush(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
