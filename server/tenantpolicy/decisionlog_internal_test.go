@@ -18,17 +18,15 @@ import (
 // decisions went unwritten and every query failed.
 func TestDecisionLogIgnoresStrayNames(t *testing.T) {
 	dir := t.TempDir()
-	open := func() *decisionStore { return openTestDecisions(t, dir) }
-	write := func(s *decisionStore, from, n int) { writeTestDecisions(t, s, from, n) }
-	s := open()
-	write(s, 0, 5)
+	s := openTestDecisions(t, dir)
+	writeTestDecisions(t, s, 0, 5)
 	s.close()
 	if err := os.WriteFile(filepath.Join(dir, "acme", "7.jsonl"), []byte("x\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s = open()
+	s = openTestDecisions(t, dir)
 	defer s.close()
-	write(s, 100, 50)
+	writeTestDecisions(t, s, 100, 50)
 	p, err := s.query("acme", DecisionQuery{Limit: 1000})
 	if err != nil || len(p.Decisions) != 55 || s.writeErrs.Load() != 0 {
 		t.Fatalf("after a stray 7.jsonl: %d decisions, %v, %d write errors; want 55, none", len(p.Decisions), err, s.writeErrs.Load())
@@ -40,10 +38,8 @@ func TestDecisionLogIgnoresStrayNames(t *testing.T) {
 // written after it and a query returns them and the older segments'.
 func TestDecisionLogSkipsOversizedSegments(t *testing.T) {
 	dir := t.TempDir()
-	open := func() *decisionStore { return openTestDecisions(t, dir) }
-	write := func(s *decisionStore, from, n int) { writeTestDecisions(t, s, from, n) }
-	s := open()
-	write(s, 0, 5)
+	s := openTestDecisions(t, dir)
+	writeTestDecisions(t, s, 0, 5)
 	s.close()
 	// Segment 2, after the log's segment 1: 512 MiB, sparse.
 	f, err := os.Create(filepath.Join(dir, "acme", fmt.Sprintf("%016d.jsonl", 2)))
@@ -56,9 +52,9 @@ func TestDecisionLogSkipsOversizedSegments(t *testing.T) {
 	f.Close()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	s = open()
+	s = openTestDecisions(t, dir)
 	defer s.close()
-	write(s, 100, 50)
+	writeTestDecisions(t, s, 100, 50)
 	p, err := s.query("acme", DecisionQuery{Limit: 1000})
 	runtime.ReadMemStats(&after)
 	if err != nil || len(p.Decisions) != 55 || s.writeErrs.Load() != 0 {
