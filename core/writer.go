@@ -586,9 +586,7 @@ func (w *writer) awaitSyncWithin(d time.Duration) (done bool, err error) {
 	select {
 	case err := <-w.syncer.done:
 		w.overlapTimer.Stop()
-		w.syncer.busy = false
-		w.synced(err)
-		return true, err
+		return true, w.syncReturned(err)
 	case <-w.overlapTimer.C:
 		return false, nil
 	}

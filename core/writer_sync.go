@@ -82,9 +82,7 @@ func (w *writer) inFlightDone() <-chan error {
 }
 
 func (w *writer) syncFinished(err error) {
-	w.syncer.busy = false
-	w.synced(err)
-	w.fail(err)
+	w.fail(w.syncReturned(err))
 }
 
 // awaitSync waits for the in-flight background sync, if any.
@@ -92,8 +90,12 @@ func (w *writer) awaitSync() error {
 	if !w.syncer.busy {
 		return nil
 	}
+	return w.syncReturned(<-w.syncer.done)
+}
+
+// syncReturned records that the in-flight background sync returned err.
+func (w *writer) syncReturned(err error) error {
 	w.syncer.busy = false
-	err := <-w.syncer.done
 	w.synced(err)
 	return err
 }
