@@ -107,7 +107,7 @@ func (s *Store) newAppend(ctx context.Context, action Action, coord Coordinate, 
 	}
 	r := &request{op: opAppend}
 	r.t = &r.ticket
-	r.ev.fill(coord, kind, payload, &opts, copyPayload)
+	r.ev.fill(coord, kind, payload, &opts, copyPayload, EventID{})
 	if err := s.admit(ctx, action, &r.ev, -1, 0); err != nil {
 		return nil, err
 	}
@@ -115,13 +115,14 @@ func (s *Store) newAppend(ctx context.Context, action Action, coord Coordinate, 
 }
 
 // prepareEvent validates one event and computes what the writer needs:
-// id and payload digest.
-func (s *Store) prepareEvent(_ context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions, copyPayload, reaction bool) (eventReq, error) {
+// id and payload digest. fresh, when not zero, is the id to give an event
+// whose options fix none (drawn by the caller, see idSource.fill).
+func (s *Store) prepareEvent(_ context.Context, coord Coordinate, kind Kind, payload []byte, opts AppendOptions, copyPayload, reaction bool, fresh EventID) (eventReq, error) {
 	if err := s.checkEvent(coord, kind, payload, &opts, reaction); err != nil {
 		return eventReq{}, err
 	}
 	var ev eventReq
-	ev.fill(coord, kind, payload, &opts, copyPayload)
+	ev.fill(coord, kind, payload, &opts, copyPayload, fresh)
 	return ev, nil
 }
 
@@ -171,23 +172,27 @@ func (s *Store) prepareAnyKind(coord Coordinate, kind Kind, payload []byte, opts
 // newEventReq is a validated event as the writer takes it.
 func newEventReq(coord Coordinate, kind Kind, payload []byte, opts AppendOptions, copyPayload bool) eventReq {
 	var ev eventReq
-	ev.fill(coord, kind, payload, &opts, copyPayload)
+	ev.fill(coord, kind, payload, &opts, copyPayload, EventID{})
 	return ev
 }
 
 // fill makes ev the validated event as the writer takes it (id, payload
 // digest, the payload copied when the caller keeps its buffer), writing
-// in place rather than copying the whole request.
-func (ev *eventReq) fill(coord Coordinate, kind Kind, payload []byte, opts *AppendOptions, copyPayload bool) {
+// in place rather than copying the whole request. An event whose options
+// fix no id gets fresh, or a new id when fresh is zero.
+func (ev *eventReq) fill(coord Coordinate, kind Kind, payload []byte, opts *AppendOptions, copyPayload bool, fresh EventID) {
 	if copyPayload {
 		payload = append([]byte(nil), payload...)
 	}
 	ev.coord, ev.kind, ev.payload, ev.opts = coord, kind, payload, *opts
 	ev.phash = format.PayloadHash(payload)
 	ev.ts = opts.Timestamp
-	if opts.ID.IsZero() {
-		ev.id = NewEventID()
-	} else {
+	switch {
+	case !opts.ID.IsZero():
 		ev.id, ev.imported = opts.ID, true // a fixed id: refuse one the store holds
+	case !fresh.IsZero():
+		ev.id = fresh
+	default:
+		ev.id = NewEventID()
 	}
 }

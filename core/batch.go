@@ -134,10 +134,16 @@ func (s *Store) newBatch(ctx context.Context, action Action, items []BatchItem) 
 	if len(items) == 0 {
 		return nil, nil
 	}
-	if err := s.checkBatchLimits(items); err != nil {
+	total, err := s.checkBatchLimits(items)
+	if err != nil {
 		return nil, err
 	}
 	evs := make([]eventReq, len(items))
+	// The batch's ids are drawn together (one hold of the id source's
+	// lock) and its payloads copied into one buffer (one allocation).
+	ids := make([]EventID, len(items))
+	eventIDs.fill(ids)
+	payloads := make([]byte, 0, total)
 	keys := map[string]int{}
 	for i := range items {
 		it := &items[i]
@@ -151,7 +157,9 @@ func (s *Store) newBatch(ctx context.Context, action Action, items []BatchItem) 
 			}
 			keys[k] = i
 		}
-		ev, err := s.prepareEvent(ctx, it.Coordinate, it.Kind, it.Payload, opts, true, action == ActionReaction)
+		at := len(payloads)
+		payloads = append(payloads, it.Payload...)
+		ev, err := s.prepareEvent(ctx, it.Coordinate, it.Kind, payloads[at:len(payloads):len(payloads)], opts, false, action == ActionReaction, ids[i])
 		if err != nil {
 			return nil, &BatchItemError{Index: i, Err: err}
 		}
@@ -164,19 +172,19 @@ func (s *Store) newBatch(ctx context.Context, action Action, items []BatchItem) 
 }
 
 // checkBatchLimits refuses a batch over Config.Batch's item or payload
-// bounds with ErrBatchTooLarge.
-func (s *Store) checkBatchLimits(items []BatchItem) error {
+// bounds with ErrBatchTooLarge; it returns the batch's payload bytes.
+func (s *Store) checkBatchLimits(items []BatchItem) (int, error) {
 	if len(items) > s.cfg.Batch.MaxSize {
-		return fmt.Errorf("%w: %d items, the limit is %d (Config.Batch.MaxSize)", ErrBatchTooLarge, len(items), s.cfg.Batch.MaxSize)
+		return 0, fmt.Errorf("%w: %d items, the limit is %d (Config.Batch.MaxSize)", ErrBatchTooLarge, len(items), s.cfg.Batch.MaxSize)
 	}
 	total := 0
 	for i := range items {
 		total += len(items[i].Payload)
 	}
 	if total > s.cfg.Batch.MaxBytes {
-		return fmt.Errorf("%w: %d payload bytes, the limit is %d (Config.Batch.MaxBytes)", ErrBatchTooLarge, total, s.cfg.Batch.MaxBytes)
+		return 0, fmt.Errorf("%w: %d payload bytes, the limit is %d (Config.Batch.MaxBytes)", ErrBatchTooLarge, total, s.cfg.Batch.MaxBytes)
 	}
-	return nil
+	return total, nil
 }
 
 // resolveCausation returns item i's options with its Causation turned

@@ -1,6 +1,7 @@
 package core_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -825,6 +826,11 @@ func TestConcurrentBatches(t *testing.T) {
 				} else {
 					var bt *core.BatchTicket
 					if bt, err = s.SubmitBatch(ctx, items); err == nil {
+						// The batch was taken at submit: the caller may
+						// reuse its buffers at once.
+						for i := range items {
+							clear(items[i].Payload)
+						}
 						rs, err = bt.Wait(ctx)
 					}
 				}
@@ -844,12 +850,17 @@ func TestConcurrentBatches(t *testing.T) {
 	check := func(s *core.Store, when string) {
 		t.Helper()
 		total := 0
+		ids := map[core.EventID]bool{}
 		for w := range receipts {
 			for b, rs := range receipts[w] {
 				for i, r := range rs {
 					if i > 0 && r.GlobalSequence != rs[i-1].GlobalSequence+1 {
 						t.Fatalf("%s: worker %d batch %d is not contiguous", when, w, b)
 					}
+					if ids[r.ID] || (i > 0 && bytes.Compare(r.ID[:], rs[i-1].ID[:]) <= 0) {
+						t.Fatalf("%s: worker %d batch %d item %d: id %s repeated or not after the item before it", when, w, b, i, r.ID)
+					}
+					ids[r.ID] = true
 					ev, err := s.Get(r.ID)
 					if err != nil {
 						t.Fatalf("%s: worker %d batch %d item %d: %v", when, w, b, i, err)

@@ -42,6 +42,19 @@ type idSource struct {
 const idAnchorEvery = time.Second
 
 func (g *idSource) next() EventID {
+	var id [1]EventID
+	g.fill(id[:])
+	return id[0]
+}
+
+// fill makes len(ids) ids, in increasing order, with one clock reading
+// and one hold of the source's lock: a batch's ids cost its producer one
+// lock, not one each, while other producers draw ids too. The ids are
+// those len(ids) calls of next would have made at that instant.
+func (g *idSource) fill(ids []EventID) {
+	if len(ids) == 0 {
+		return
+	}
 	g.mu.Lock()
 	d := time.Since(g.anchor)
 	if !g.started || d < 0 || d >= idAnchorEvery {
@@ -51,17 +64,16 @@ func (g *idSource) next() EventID {
 	ns := g.anchorNs + int64(d)
 	ms := ns / int64(time.Millisecond)
 	t := ms<<12 | (ns-ms*int64(time.Millisecond))>>8
-	if t <= g.last {
-		t = g.last + 1
+	for i := range ids {
+		if t <= g.last {
+			t = g.last + 1
+		}
+		g.last = t
+		r := g.rng.Uint64()
+		binary.BigEndian.PutUint64(ids[i][:8], uint64(t>>12)<<16|0x7000|uint64(t&0xfff))
+		binary.BigEndian.PutUint64(ids[i][8:], r>>2|1<<63) // variant 10
 	}
-	g.last = t
-	r := g.rng.Uint64()
 	g.mu.Unlock()
-
-	var id EventID
-	binary.BigEndian.PutUint64(id[:8], uint64(t>>12)<<16|0x7000|uint64(t&0xfff))
-	binary.BigEndian.PutUint64(id[8:], r>>2|1<<63) // variant 10
-	return id
 }
 
 // reanchor reads the wall clock and reseeds the random stream.

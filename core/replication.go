@@ -142,7 +142,7 @@ func (s *Store) SubmitReplicatedBatch(ctx context.Context, items []BatchItem) (*
 	if len(items) == 0 {
 		return emptyOr(nil, nil)
 	}
-	if err := s.checkBatchLimits(items); err != nil {
+	if _, err := s.checkBatchLimits(items); err != nil {
 		return nil, err
 	}
 	evs := make([]eventReq, len(items))

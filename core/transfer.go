@@ -317,7 +317,7 @@ func (s *Store) importBatch(ctx context.Context, items []BatchItem, metas []impo
 			keys[k] = i
 		}
 		// As a reaction: a named effect kind is accepted with its cause.
-		ev, err := s.prepareEvent(ctx, it.Coordinate, it.Kind, it.Payload, it.Options, true, true)
+		ev, err := s.prepareEvent(ctx, it.Coordinate, it.Kind, it.Payload, it.Options, true, true, EventID{})
 		if err != nil {
 			return 0, fmt.Errorf("batpak: import line %d: %w", metas[i].line, err)
 		}

@@ -260,6 +260,8 @@ func (w *writer) run() {
 // was written — gather waits (see gatherWait) for all of them to queue
 // their next writes, so that one fsync covers them all instead of
 // alternating between two halves that each wait for the other's fsync.
+// While it waits it places what has arrived (placeSoFar): after each
+// large batch (placeEachMinEvents), otherwise when the group is complete.
 func (w *writer) gather(first *request) {
 	mb := w.s.mailbox
 	w.reqs = append(w.reqs[:0], first)
@@ -304,6 +306,9 @@ func (w *writer) gather(first *request) {
 		// then take what is queued.
 		w.placeSoFar()
 		need := int64(target - len(w.reqs))
+		if last := w.reqs[len(w.reqs)-1]; last.op == opBatch && len(last.items) >= placeEachMinEvents {
+			need = 1 // woken by the next arrival, to place it at once
+		}
 		w.s.gatherNeed.Store(need)
 		if int64(len(mb)) >= need {
 			w.s.gatherNeed.Store(0)
@@ -322,6 +327,17 @@ func (w *writer) gather(first *request) {
 		}
 	}
 }
+
+// placeEachMinEvents is the smallest batch after whose arrival gather
+// is woken by the next arrival rather than by the one completing the
+// group: a batch takes its writer long enough to build that placing each
+// one as it comes (chain hashes, encoding) overlaps with the others still
+// being built, and the group's write follows its last arrival by one
+// batch's placing instead of most of the group's. One wake-up per batch
+// of at least this many events costs little; per single append it would
+// cost more than it saves. Measured: batches of 100 from 8 producers
+// +8 % (BenchmarkAppendBatch/size=100/producers=8, 5 interleaved runs).
+const placeEachMinEvents = 16
 
 // maxGatherWait caps how long gather waits for the rest of a group.
 const maxGatherWait = 2 * time.Millisecond
