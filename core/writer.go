@@ -302,8 +302,9 @@ func (w *writer) gather(first *request) {
 		}
 		// Sleep (not spin: on a busy machine the writers we wait for need
 		// the CPU) until the sender that completes the group wakes us —
-		// one wake-up per group, not one per arrival — or the deadline;
-		// then take what is queued.
+		// one wake-up per group, not one per arrival, unless a large
+		// batch just came (placeEachMinEvents) — or the deadline; then
+		// take what is queued.
 		w.placeSoFar()
 		need := int64(target - len(w.reqs))
 		if last := w.reqs[len(w.reqs)-1]; last.op == opBatch && len(last.items) >= placeEachMinEvents {
