@@ -80,8 +80,11 @@ type Proposal struct {
 	Coordinate Coordinate
 	Kind       Kind
 	ID         EventID // the id the event will have
-	Payload    []byte  // one valid JSON value; do not modify
-	Options    AppendOptions
+	// Payload is one valid JSON value; do not modify it. It is valid
+	// only during the call: copy it to keep it (a batch's payloads share
+	// one buffer, which a kept slice would hold whole).
+	Payload []byte
+	Options AppendOptions
 	// BatchSize and BatchIndex place a batch item (BatchIndex is -1 and
 	// BatchSize 0 outside batches).
 	BatchSize  int

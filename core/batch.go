@@ -139,12 +139,15 @@ func (s *Store) newBatch(ctx context.Context, action Action, items []BatchItem) 
 		return nil, err
 	}
 	evs := make([]eventReq, len(items))
-	// The batch's ids are drawn together (one hold of the id source's
-	// lock) and its payloads copied into one buffer (one allocation).
-	ids := make([]EventID, len(items))
-	eventIDs.fill(ids)
+	// The payloads are copied into one buffer (one allocation), and the
+	// ids drawn together (one hold of the id source's lock) once every
+	// item has passed its checks: a refused batch draws none, so refusals
+	// cannot push the ids' clock ahead. Until then an item that takes a
+	// new id holds provisionalID, for the checks that only need an id to
+	// be there (an effect's causation from a PriorItem).
 	payloads := make([]byte, 0, total)
 	keys := map[string]int{}
+	fresh := 0
 	for i := range items {
 		it := &items[i]
 		opts, err := resolveCausation(i, it, evs)
@@ -159,17 +162,36 @@ func (s *Store) newBatch(ctx context.Context, action Action, items []BatchItem) 
 		}
 		at := len(payloads)
 		payloads = append(payloads, it.Payload...)
-		ev, err := s.prepareEvent(ctx, it.Coordinate, it.Kind, payloads[at:len(payloads):len(payloads)], opts, false, action == ActionReaction, ids[i])
+		ev, err := s.prepareEvent(ctx, it.Coordinate, it.Kind, payloads[at:len(payloads):len(payloads)], opts, false, action == ActionReaction, provisionalID)
 		if err != nil {
 			return nil, &BatchItemError{Index: i, Err: err}
 		}
+		if !ev.imported {
+			fresh++
+		}
 		evs[i] = ev
+	}
+	ids := make([]EventID, fresh)
+	eventIDs.fill(ids)
+	for i := range evs {
+		if !evs[i].imported {
+			evs[i].id, ids = ids[0], ids[1:]
+		}
+		if items[i].Causation.kind == 2 {
+			// The prior item's id (and correlation) is known now.
+			opts, _ := resolveCausation(i, &items[i], evs)
+			evs[i].opts.CausationID, evs[i].opts.CorrelationID = opts.CausationID, opts.CorrelationID
+		}
 	}
 	if err := s.admitBatch(ctx, action, evs); err != nil {
 		return nil, err
 	}
 	return &request{op: opBatch, items: evs, bt: &BatchTicket{}}, nil
 }
+
+// provisionalID stands for the id a batch item will be given, while its
+// batch is checked (see newBatch); it is never written.
+var provisionalID = EventID{15: 1}
 
 // checkBatchLimits refuses a batch over Config.Batch's item or payload
 // bounds with ErrBatchTooLarge; it returns the batch's payload bytes.

@@ -3,6 +3,7 @@ package core_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/core"
 )
@@ -1079,5 +1081,49 @@ func TestBatchReadOnlyAndClosed(t *testing.T) {
 	}
 	if _, err := s.TrySubmitBatch(ctx, items); !errors.Is(err, core.ErrClosed) {
 		t.Fatalf("TrySubmitBatch after Close: %v", err)
+	}
+}
+
+// A refused batch draws no ids: the ids' clock (which runs ahead of the
+// wall clock by one 1/4096 ms step per id made faster than that) cannot be
+// pushed into the future by batches that are refused, however many. And
+// an item that causes its prior item's effect still names that item's
+// final id.
+func TestRefusedBatchesDrawNoIDs(t *testing.T) {
+	s := openStore(t, func(c *core.Config) { c.Batch.MaxSize = 4096 })
+	ctx := context.Background()
+	c := mustCoord(t, "ids:refused", "s")
+	items := make([]core.BatchItem, 4096)
+	for i := range items {
+		items[i] = core.BatchItem{Coordinate: c, Kind: kindA, Payload: []byte(`{}`)}
+	}
+	items[0].Payload = []byte(`{`) // refused at the first item
+	for range 600 {                // 2.5M ids if each refusal drew its batch's: about 600 ms ahead
+		if _, err := s.AppendBatch(ctx, items); err == nil {
+			t.Fatal("a batch with invalid JSON was accepted")
+		}
+	}
+	id := core.NewEventID()
+	ahead := time.Duration(int64(binary.BigEndian.Uint64(id[:8])>>16)-time.Now().UnixMilli()) * time.Millisecond
+	if ahead > 50*time.Millisecond {
+		t.Fatalf("after 600 refused batches the next id is %v ahead of the wall clock", ahead)
+	}
+
+	// A batch that passes: an item caused by its prior item names the
+	// prior item's id, and shares its correlation.
+	ok := []core.BatchItem{
+		{Coordinate: c, Kind: kindA, Payload: []byte(`{}`)},
+		{Coordinate: c, Kind: kindA, Payload: []byte(`{}`), Causation: core.PriorItem(0)},
+	}
+	rs, err := s.AppendBatch(ctx, ok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := s.Get(rs[1].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Header.CausationID != rs[0].ID || ev.Header.CorrelationID != rs[0].ID || rs[1].CorrelationID != rs[0].ID {
+		t.Fatalf("item 1: causation %s correlation %s, want item 0's id %s", ev.Header.CausationID, ev.Header.CorrelationID, rs[0].ID)
 	}
 }

@@ -21,8 +21,9 @@ var eventIDs idSource
 // one step, so the time an id carries may run ahead of the clock by as
 // much as ids were made faster than one per step.
 //
-// The cost per id is one monotonic clock reading and a ChaCha8 draw under
-// a mutex. The wall clock is read when the source starts and again after
+// The cost per id is a ChaCha8 draw under a mutex, and one monotonic
+// clock reading per hold of the mutex: a batch draws all its ids in one
+// hold (fill). The wall clock is read when the source starts and again after
 // each second of monotonic time (idAnchorEvery); in between, wall time is
 // the anchor plus the monotonic time elapsed since it, so a wall-clock
 // step shows in ids within a second. The random bits come from a ChaCha8

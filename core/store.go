@@ -33,8 +33,10 @@ type Store struct {
 	mailbox chan *request
 	// gatherNeed and gatherFull let the writer sleep while it waits for
 	// the rest of a group instead of waking at every arrival: it sets how
-	// many queued requests would complete the group, and the sender that
-	// completes it wakes the writer once (see noteQueued, writer.gather).
+	// many queued requests would wake it — those that complete the group,
+	// or one after a large batch (placeEachMinEvents) — and the sender
+	// that queues them wakes the writer once (see noteQueued,
+	// writer.gather).
 	gatherNeed atomic.Int64
 	gatherFull chan struct{}
 	closeMu    sync.RWMutex // held shared while sending to mailbox
@@ -395,8 +397,8 @@ func payloadError(err error) error {
 }
 
 // noteQueued wakes the writer when it waits for the rest of a group and
-// the mailbox now holds all of it, or r is a control request (which ends
-// a group). A wake-up lost to a race costs the writer only the rest of its
+// the mailbox now holds what it waits for (gatherNeed requests), or r is
+// a control request (which ends a group). A wake-up lost to a race costs the writer only the rest of its
 // gather wait.
 func (s *Store) noteQueued(r *request) {
 	n := s.gatherNeed.Load()

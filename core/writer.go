@@ -296,16 +296,20 @@ func (w *writer) gather(first *request) {
 			continue
 		default:
 		}
-		left := time.Until(deadline)
-		if len(w.reqs) >= target || left <= 0 {
+		if len(w.reqs) >= target || !time.Now().Before(deadline) {
 			return
 		}
 		// Sleep (not spin: on a busy machine the writers we wait for need
 		// the CPU) until the sender that completes the group wakes us —
 		// one wake-up per group, not one per arrival, unless a large
 		// batch just came (placeEachMinEvents) — or the deadline; then
-		// take what is queued.
+		// take what is queued. What is left of the wait is taken after
+		// placing, which may have used it up.
 		w.placeSoFar()
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
 		need := int64(target - len(w.reqs))
 		if last := w.reqs[len(w.reqs)-1]; last.op == opBatch && len(last.items) >= placeEachMinEvents {
 			need = 1 // woken by the next arrival, to place it at once
