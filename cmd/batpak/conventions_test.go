@@ -65,6 +65,12 @@ func TestExitCodesOfBinary(t *testing.T) {
 		fmt.Fprint(w, `{"title":"Service Unavailable","status":503,"code":"BUSY","detail":"draining"}`)
 	}))
 	defer busy.Close()
+	unauth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprint(w, `{"title":"Unauthenticated","status":401,"code":"UNAUTHENTICATED","detail":"a valid bearer credential is required"}`)
+	}))
+	defer unauth.Close()
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closedURL := closed.URL
 	closed.Close() // nothing listens there any more
@@ -86,6 +92,7 @@ func TestExitCodesOfBinary(t *testing.T) {
 		{"not found: store", exitNotFound, []string{"stats", "--data-dir", dir + "-missing"}, "no store at"},
 		{"not found: cursor", exitNotFound, []string{"cursor", "info", "nobody", dd}, `no named cursor "nobody"`},
 		{"unavailable: refused", exitUnavailable, []string{"--server", closedURL, "--tenant", "acme", "stats"}, "server:"},
+		{"denied: no token", exitDenied, []string{"--server", unauth.URL, "--tenant", "acme", "stats"}, "no token was given"},
 		{"unavailable: 503", exitUnavailable, []string{"--server", busy.URL, "--tenant", "acme", "get", id.String()}, "BUSY"},
 	}
 	for _, c := range cases {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/batpak-go/batpak/sdk/client"
 	"io"
 	"os"
 	"os/signal"
@@ -41,7 +42,7 @@ func main() {
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	safe := newTermSafeWriter(stdout)
 	defer func() { _ = safe.Flush() }()
-	root := newRootCmd(safe, stderr)
+	root, a := newRootCmd(safe, stderr)
 	root.SetIn(stdin)
 	if args == nil {
 		args = []string{} // nil would make cobra read os.Args
@@ -65,6 +66,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	if msg, ok := cobraUsageMessage(err); ok {
 		err = &usageError{errors.New(msg)}
+	}
+	var ce *client.Error
+	if a.noToken && errors.As(err, &ce) && ce.Status == 401 {
+		err = fmt.Errorf("%w (no token was given: --token, --token-file, BATPAK_TOKEN or remote.token)", err)
 	}
 	fmt.Fprintln(stderr, errorLine(err))
 	code := exitCodeOf(err)
@@ -136,6 +141,7 @@ type app struct {
 	configFlag     string         // --config
 	configFile     string         // the config file read, if any
 	skippedConfig  string         // a ./config.yaml not read: it does not say it is batpak's
+	noToken        bool           // a server was named and no token given (see remote)
 	res            *resolved      // set by loadConfig
 	log            logFlags       // --log-level, --log-format
 	// minSeq is the --min-seq of the read command that runs; minSeqSet
@@ -146,7 +152,7 @@ type app struct {
 
 // newRootCmd builds the whole command tree. It uses no globals (its own
 // viper instance), so tests can build and run as many as they like.
-func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+func newRootCmd(stdout, stderr io.Writer) (*cobra.Command, *app) {
 	a := &app{stdout: stdout, stderr: stderr, v: viper.New()}
 	root := &cobra.Command{
 		Use:   "batpak",
@@ -227,7 +233,7 @@ Data verbs print a table, or -o json (--json) / -o yaml. Exit codes: 0 ok,
 	}
 	root.InitDefaultCompletionCmd() // now, so that it too refuses unknown shells
 	refuseUnknownSubcommands(root)
-	return root
+	return root, a
 }
 
 // serverOnlyHelp makes the help of commands that work only against a

@@ -148,6 +148,7 @@ func (a *app) remote() (*remoteConf, error) {
 	if err := a.remoteToken(rc); err != nil {
 		return nil, err
 	}
+	a.noToken = rc.token == ""
 	u, perr := url.Parse(rc.server)
 	if perr != nil && strings.Contains(rc.server, "@") {
 		// Not echoed: the part before "@" may be a password.

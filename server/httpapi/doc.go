@@ -25,6 +25,16 @@
 // and NDJSON bytes and the next waits for the tokens
 // (quota.Tenant.PaceWrite).
 //
+// Before all of these, a query parameter the route does not take is
+// refused: 400 INVALID_REQUEST naming it and the ones the route takes
+// (a misspelt filter such as entity_prefix for entity would otherwise be
+// ignored, and the whole log answered). The parameters a route takes are
+// those the OpenAPI document lists for it (read from the embedded
+// document, so the two cannot disagree); consistency and min_seq are
+// taken on every tenant route, and consistency on every admin and
+// cluster route, single server or not. Health, readiness, the document
+// itself and metrics take anything.
+//
 // On a cluster node (Options.Cluster), a follower answers a state change,
 // a linearizable read, and a credential it does not know (step 1 on a node
 // that has not applied the key yet) with 307 to the leader before any

@@ -103,3 +103,44 @@ func TestBodyAndDepthBoundaries(t *testing.T) {
 		t.Fatalf("%v events", n)
 	}
 }
+
+// TestUnknownQueryParameters: a query parameter a route does not take is
+// refused with 400 naming it (a misspelt filter would otherwise be ignored
+// and the whole log answered), the ones the OpenAPI document lists are
+// taken, and a write named with one is not made.
+func TestUnknownQueryParameters(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	e.must(e.req("POST", "/v1/tenants/acme/events", k["writer"], `{"entity":"order:1","scope":"s","kind":"1:1","payload":{}}`), 201)
+	e.must(e.req("POST", "/v1/tenants/acme/events", k["writer"], `{"entity":"user:1","scope":"s","kind":"1:1","payload":{}}`), 201)
+	e.must(e.req("POST", "/v1/tenants/acme/events", k["writer"], `{"entity":"order:3","scope":"s","kind":"1:1","payload":{}}`), 201)
+
+	r := e.req("GET", "/v1/tenants/acme/events?entity_prefix=order:", k["reader"], nil)
+	if r.status != 400 || r.code() != "INVALID_REQUEST" || !strings.Contains(string(r.body), `"field":"entity_prefix"`) ||
+		!strings.Contains(string(r.body), `did you mean \"entity\"`) {
+		t.Fatalf("misspelt filter: %d %s", r.status, r.body)
+	}
+	// Every parameter the route takes, the cluster's two included (a
+	// single server ignores them).
+	r = e.must(e.req("GET", "/v1/tenants/acme/events?entity=order:&scope=s&kind=1:1&after=0&limit=5&consistency=local&min_seq=0", k["reader"], nil), 200)
+	if strings.Contains(string(r.body), "user:1") || strings.Contains(string(r.body), "order:1") || !strings.Contains(string(r.body), "order:3") {
+		t.Fatalf("filtered read: %s", r.body)
+	}
+	// A route that takes no parameter says so; a write with a stray one
+	// is not made.
+	r = e.req("POST", "/v1/tenants/acme/events?dry_run=1", k["writer"], `{"entity":"order:2","scope":"s","kind":"1:1","payload":{}}`)
+	if r.status != 400 || !strings.Contains(string(r.body), "takes") {
+		t.Fatalf("write with an unknown parameter: %d %s", r.status, r.body)
+	}
+	r = e.must(e.req("GET", "/v1/tenants/acme/events", k["reader"], nil), 200)
+	if strings.Contains(string(r.body), "order:2") {
+		t.Fatal("the write named with an unknown parameter was made")
+	}
+	// A long name is clipped in the answer.
+	r = e.req("GET", "/v1/tenants/acme/stats?"+strings.Repeat("x", 5000)+"=1", k["reader"], nil)
+	if r.status != 400 || len(r.body) > 2048 {
+		t.Fatalf("long parameter name: %d, %d bytes", r.status, len(r.body))
+	}
+	// Public routes take anything.
+	e.must(e.req("GET", "/healthz?probe=1", "", nil), 200)
+}

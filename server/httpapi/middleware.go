@@ -321,7 +321,10 @@ func (a *API) guard(rt Route) http.Handler {
 				rec.writeTimeout = a.opts.WriteTimeout
 			}
 		}
-		err := a.clusterPlace(c)
+		err := checkQuery(c)
+		if err == nil {
+			err = a.clusterPlace(c)
+		}
 		if err == nil {
 			err = a.clusterUnknownCredential(c, a.admit(c))
 		}

@@ -429,10 +429,18 @@ func ParseKindString(s string) (core.Kind, error) {
 	return k, nil
 }
 
+// checkKind checks a kind given as a bare number: the 16-bit kind value,
+// category in the top 4 bits. A number below 4096 (category 0, the store's
+// own kinds) is most often meant as a category, so its refusal says how
+// to write one.
 func checkKind(k core.Kind) (core.Kind, error) {
 	k2, err := core.CustomKind(k.Category(), k.Type())
 	if err != nil {
-		return 0, &Error{Code: CodeInvalidKind, Field: "kind", Detail: trimCore(err), Err: err}
+		detail := trimCore(err)
+		if k.Category() == 0 {
+			detail += fmt.Sprintf(`; a bare number is the whole 16-bit kind (%d = 0x0:%#x): write "category:type", such as "1:%d", or %d for it`, uint16(k), k.Type(), k.Type(), 1<<12|uint16(k.Type()))
+		}
+		return 0, &Error{Code: CodeInvalidKind, Field: "kind", Detail: detail, Err: err}
 	}
 	return k2, nil
 }

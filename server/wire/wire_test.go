@@ -147,6 +147,16 @@ func TestAppendItemRefusals(t *testing.T) {
 			}
 		})
 	}
+	// A bare number in category 0 is most often a category meant alone:
+	// the refusal says how to write one.
+	for _, k := range []string{`"1"`, `1`, `257`} {
+		a := base()
+		a.Kind = json.RawMessage(k)
+		_, err := a.Item(-1, "")
+		if err == nil || !strings.Contains(err.Error(), `"category:type"`) || !strings.Contains(err.Error(), "bare number") {
+			t.Errorf("kind %s: %v, want a refusal saying how to write a category and type", k, err)
+		}
+	}
 	// The boundary of the key length: exactly the limit is accepted.
 	a := base()
 	if _, err := a.Item(-1, strings.Repeat("k", core.MaxIdempotencyKeyBytes)); err != nil {
