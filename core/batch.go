@@ -9,28 +9,35 @@ import (
 
 // Causation says which event caused a batch item.
 type Causation struct {
-	kind  uint8 // 0 none, 1 event id, 2 prior item
+	kind  uint8 // causeNone, causeEvent or causePriorItem
 	id    EventID
 	index int
 }
+
+// The kinds of Causation.
+const (
+	causeNone uint8 = iota
+	causeEvent
+	causePriorItem
+)
 
 // NoCausation: the item is a root cause (unless Options.CausationID says
 // otherwise). It is the zero value.
 func NoCausation() Causation { return Causation{} }
 
 // CausedBy names an event (usually one already stored) as the cause.
-func CausedBy(id EventID) Causation { return Causation{kind: 1, id: id} }
+func CausedBy(id EventID) Causation { return Causation{kind: causeEvent, id: id} }
 
 // PriorItem names an earlier item of the same batch as the cause. The item
 // also takes that item's correlation id unless its options set one.
-func PriorItem(index int) Causation { return Causation{kind: 2, index: index} }
+func PriorItem(index int) Causation { return Causation{kind: causePriorItem, index: index} }
 
 // Event returns the cause CausedBy named, and whether the causation is one.
-func (c Causation) Event() (EventID, bool) { return c.id, c.kind == 1 }
+func (c Causation) Event() (EventID, bool) { return c.id, c.kind == causeEvent }
 
 // Prior returns the item index PriorItem named, and whether the causation
 // is one.
-func (c Causation) Prior() (int, bool) { return c.index, c.kind == 2 }
+func (c Causation) Prior() (int, bool) { return c.index, c.kind == causePriorItem }
 
 // BatchItem is one event of an atomic batch.
 type BatchItem struct {
@@ -100,7 +107,7 @@ func (s *Store) AppendReactionBatch(ctx context.Context, correlation, causation 
 	own := make([]BatchItem, len(items))
 	for i, it := range items {
 		it.Options.CorrelationID = correlation
-		if it.Causation.kind == 0 && it.Options.CausationID.IsZero() {
+		if it.Causation.kind == causeNone && it.Options.CausationID.IsZero() {
 			it.Options.CausationID = causation
 		}
 		own[i] = it
@@ -177,7 +184,7 @@ func (s *Store) newBatch(ctx context.Context, action Action, items []BatchItem) 
 		if !evs[i].imported {
 			evs[i].id, ids = ids[0], ids[1:]
 		}
-		if items[i].Causation.kind == 2 {
+		if items[i].Causation.kind == causePriorItem {
 			// The prior item's id (and correlation) is known now.
 			opts, _ := resolveCausation(i, &items[i], evs)
 			evs[i].opts.CausationID, evs[i].opts.CorrelationID = opts.CausationID, opts.CorrelationID
@@ -215,9 +222,9 @@ func (s *Store) checkBatchLimits(items []BatchItem) (int, error) {
 func resolveCausation(i int, it *BatchItem, evs []eventReq) (AppendOptions, error) {
 	opts := it.Options
 	switch c := it.Causation; c.kind {
-	case 1:
+	case causeEvent:
 		opts.CausationID = c.id
-	case 2:
+	case causePriorItem:
 		if c.index < 0 || c.index >= i {
 			return opts, &BatchItemError{Index: i, Err: errPriorItem(c.index)}
 		}

@@ -40,7 +40,7 @@ func (o *Outbox) Push(item BatchItem) error {
 	if err := o.s.validateWrite(item.Coordinate, item.Payload, &item.Options); err != nil {
 		return err
 	}
-	if c := item.Causation; c.kind == 2 && (c.index < 0 || c.index >= len(o.items)) {
+	if c := item.Causation; c.kind == causePriorItem && (c.index < 0 || c.index >= len(o.items)) {
 		return &BatchItemError{Index: len(o.items), Err: errPriorItem(c.index)}
 	}
 	item.Payload = append([]byte(nil), item.Payload...)
