@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/batpak-go/batpak/sdk/client"
 	"io"
 	"os"
 	"os/signal"
@@ -16,6 +15,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/batpak-go/batpak/internal/printable"
+	"github.com/batpak-go/batpak/sdk/client"
 )
 
 func main() {
@@ -69,7 +69,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	var ce *client.Error
 	if a.noToken && errors.As(err, &ce) && ce.Status == 401 {
-		err = fmt.Errorf("%w (no token was given: --token, --token-file, BATPAK_TOKEN or remote.token)", err)
+		err = fmt.Errorf("%w (no token was given: --token, --token-file, BATPAK_TOKEN, BATPAK_TOKEN_FILE, remote.token or remote.token_file)", err)
 	}
 	fmt.Fprintln(stderr, errorLine(err))
 	code := exitCodeOf(err)

@@ -25,20 +25,23 @@
 // and NDJSON bytes and the next waits for the tokens
 // (quota.Tenant.PaceWrite).
 //
-// Before all of these, a query parameter the route does not take is
-// refused: 400 INVALID_REQUEST naming it and the ones the route takes
-// (a misspelt filter such as entity_prefix for entity would otherwise be
-// ignored, and the whole log answered). The parameters a route takes are
-// those the OpenAPI document lists for it (read from the embedded
-// document, so the two cannot disagree); consistency and min_seq are
-// taken on every tenant route, and consistency on every admin and
-// cluster route, single server or not. Health, readiness, the document
+// Before all of these, the query is checked: one that does not parse (a
+// ";" separator, a bad percent-escape, which Go's parser would drop with
+// the filter in it) and a parameter the route does not take are refused
+// with 400 INVALID_REQUEST, naming the parameter and the ones the route
+// takes (a misspelt filter such as entity_prefix for entity would
+// otherwise be ignored, and the whole log answered). The parameters a
+// route takes are those the OpenAPI document lists for it (read from the
+// embedded document, so the two cannot disagree); consistency and
+// min_seq are taken on every tenant route, and consistency on every
+// admin and cluster route, and their values are checked on a single
+// server too, where they change nothing. Health, readiness, the document
 // itself and metrics take anything.
 //
 // On a cluster node (Options.Cluster), a follower answers a state change,
 // a linearizable read, and a credential it does not know (step 1 on a node
-// that has not applied the key yet) with 307 to the leader before any
-// other check; see Cluster.
+// that has not applied the key yet) with 307 to the leader after the
+// query check and before any other; see Cluster.
 //
 // A tenant credential's changes to the control plane every tenant shares
 // (keys issued, cursors defined or deleted, policy, plugin and worker

@@ -141,6 +141,34 @@ func TestUnknownQueryParameters(t *testing.T) {
 	if r.status != 400 || len(r.body) > 2048 {
 		t.Fatalf("long parameter name: %d, %d bytes", r.status, len(r.body))
 	}
+	// A query Go's parser would drop a pair of (the filter with it) is
+	// refused, not answered with the whole log.
+	for _, q := range []string{"entity=user:;scope=s", "entity_prefix=user:;", "entity=%zz", "entity=user:&entity_prefix%zz=1"} {
+		r = e.req("GET", "/v1/tenants/acme/events?"+q, k["reader"], nil)
+		if r.status != 400 || r.code() != "INVALID_REQUEST" {
+			t.Errorf("?%s: %d %s, want 400", q, r.status, r.body)
+		}
+	}
+	// Several unknown names: the same one is named every time; an empty
+	// name gets no suggestion.
+	for range 5 {
+		r = e.req("GET", "/v1/tenants/acme/events?zz=1&bb=1&mm=1&aa=1", k["reader"], nil)
+		if !strings.Contains(string(r.body), `"field":"aa"`) {
+			t.Fatalf("several unknown parameters: %s, want the first by name (aa)", r.body)
+		}
+	}
+	r = e.req("GET", "/v1/tenants/acme/events?=x", k["reader"], nil)
+	if r.status != 400 || strings.Contains(string(r.body), "did you mean") {
+		t.Fatalf("empty name: %d %s", r.status, r.body)
+	}
+	// The cluster's parameters are checked on a single server too.
+	for _, q := range []string{"consistency=bogus", "min_seq=abc"} {
+		r = e.req("GET", "/v1/tenants/acme/events?"+q, k["reader"], nil)
+		if r.status != 400 || r.code() != "INVALID_REQUEST" {
+			t.Errorf("?%s: %d %s, want 400", q, r.status, r.body)
+		}
+	}
+	e.must(e.req("GET", "/v1/tenants/acme/stats?consistency=linearizable&min_seq=2", k["reader"], nil), 200)
 	// Public routes take anything.
 	e.must(e.req("GET", "/healthz?probe=1", "", nil), 200)
 }
