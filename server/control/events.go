@@ -36,6 +36,7 @@ var (
 	kindPluginSwapped    = core.MustKind(5, 2) // a kept version made active
 	kindPluginDeleted    = core.MustKind(5, 3) // a plugin, or one inactive version, forgotten
 	kindPluginKept       = core.MustKind(5, 4) // a version added, the active one unchanged
+	kindPluginReset      = core.MustKind(5, 5) // the plugin's quarantine lifted, on every node
 )
 
 var kindNames = map[core.Kind]string{
@@ -56,6 +57,7 @@ var kindNames = map[core.Kind]string{
 	kindPluginSwapped:    "plugin.swapped",
 	kindPluginDeleted:    "plugin.deleted",
 	kindPluginKept:       "plugin.kept",
+	kindPluginReset:      "plugin.reset",
 }
 
 // Change is one recorded control-plane change, as History returns it.
@@ -179,7 +181,7 @@ func decode(ev core.StoredEvent) (change, error) {
 				return change{}, err
 			}
 		}
-	case kindPluginAdded, kindPluginKept, kindPluginSwapped, kindPluginDeleted:
+	case kindPluginAdded, kindPluginKept, kindPluginSwapped, kindPluginDeleted, kindPluginReset:
 		if b.Plugin == nil {
 			return change{}, fmt.Errorf("%s without a plugin", kindNames[k])
 		}
@@ -275,7 +277,7 @@ func (s *state) apply(c change) {
 		s.applyWorker(c)
 	case kindPolicyActivated, kindPolicyRolledBack:
 		s.applyPolicy(c)
-	case kindPluginAdded, kindPluginKept, kindPluginSwapped, kindPluginDeleted:
+	case kindPluginAdded, kindPluginKept, kindPluginSwapped, kindPluginDeleted, kindPluginReset:
 		s.applyPlugin(c)
 	case kindKeyIssued:
 		h, _ := parseHash(b.Key.Hash) // checked by decode, or made by hexHash

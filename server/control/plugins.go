@@ -36,6 +36,11 @@ type TenantPlugin struct {
 	Activated   *time.Time        `json:"activated,omitempty"`
 	ActivatedBy *policy.Principal `json:"activated_by,omitempty"`
 	Versions    []PluginVersion   `json:"versions"`
+	// Resets counts the plugin's recorded resets (ResetPlugin): a node
+	// that has applied fewer lifts its own quarantine of the plugin, so
+	// a reset reaches every node of a cluster, where each runs the
+	// plugin and counts its faults on its own.
+	Resets uint64 `json:"resets,omitempty"`
 }
 
 // ActiveVersion returns the active version's record.
@@ -162,6 +167,18 @@ func (p *Plane) SwapPlugin(ctx context.Context, tenant, name, version string) (T
 	return p.recordPlugin(ctx, tenant, kindPluginSwapped, pluginRecord{Name: name, Version: version})
 }
 
+// ResetPlugin records a reset of the tenant's plugin (TenantPlugin.Resets
+// goes up by one): every node that runs it lifts its quarantine and
+// forgets its consecutive faults. ErrNotFound if there is no such plugin.
+func (p *Plane) ResetPlugin(ctx context.Context, tenant, name string) (TenantPlugin, error) {
+	p.lockChange()
+	defer p.wmu.Unlock()
+	if _, ok := p.Plugin(tenant, name); !ok {
+		return TenantPlugin{}, fmt.Errorf("%w: plugin %s", ErrNotFound, shown(name))
+	}
+	return p.recordPlugin(ctx, tenant, kindPluginReset, pluginRecord{Name: name})
+}
+
 // DeletePlugin forgets a tenant's plugin (version "") or one of its
 // versions that is not the active one (ErrInvalid for the active one:
 // swap first, or delete the plugin). ErrNotFound if there is no such
@@ -270,6 +287,10 @@ func (s *state) applyPlugin(c change) {
 	case kindPluginSwapped:
 		if tp != nil {
 			tp.Active, tp.Activated, tp.ActivatedBy = r.Version, &at, &by
+		}
+	case kindPluginReset:
+		if tp != nil {
+			tp.Resets++
 		}
 	case kindPluginDeleted:
 		if tp == nil {

@@ -46,11 +46,20 @@ func TestPluginVersionsReplay(t *testing.T) {
 	}
 	check(t, p.DeletePlugin(ctx, "acme", "count", "1"))
 	check(t, p.DeletePlugin(ctx, "acme", "other", ""))
+	// Resets are counted, for every node to apply; an unknown plugin
+	// has none.
+	must(t)(p.ResetPlugin(ctx, "acme", "count"))
+	if tp := must(t)(p.ResetPlugin(ctx, "acme", "count")).(control.TenantPlugin); tp.Resets != 2 {
+		t.Fatalf("after two resets: %+v", tp)
+	}
+	if _, err := p.ResetPlugin(ctx, "acme", "nope"); !errors.Is(err, control.ErrNotFound) {
+		t.Fatalf("reset of an unknown plugin: %v, want ErrNotFound", err)
+	}
 	if ps := p.Plugins("globex"); len(ps) != 0 {
 		t.Fatalf("globex has acme's plugins: %+v", ps)
 	}
 	before := p.Plugins("acme")
-	if len(before) != 1 || before[0].Active != "2" || len(before[0].Versions) != 1 {
+	if len(before) != 1 || before[0].Active != "2" || len(before[0].Versions) != 1 || before[0].Resets != 2 {
 		t.Fatalf("before replay: %+v", before)
 	}
 	hist, err := p.History(control.PluginEntity("acme"))
@@ -59,7 +68,7 @@ func TestPluginVersionsReplay(t *testing.T) {
 	for _, h := range hist {
 		kinds = append(kinds, h.Kind)
 	}
-	if want := []string{"plugin.added", "plugin.kept", "plugin.added", "plugin.swapped", "plugin.deleted", "plugin.deleted"}; !reflect.DeepEqual(kinds, want) {
+	if want := []string{"plugin.added", "plugin.kept", "plugin.added", "plugin.swapped", "plugin.deleted", "plugin.deleted", "plugin.reset", "plugin.reset"}; !reflect.DeepEqual(kinds, want) {
 		t.Fatalf("history %v, want %v", kinds, want)
 	}
 	check(t, p.Close())

@@ -158,9 +158,9 @@ type Route struct {
 	// leader: on a cluster, the route is served by the leader whatever
 	// its method: it answers with state only the leader holds (the
 	// hosted workers run there; the leader judges every write, so its
-	// policy decision log holds the denials) or changes state held per
-	// node (a plugin's quarantine, lifted on the leader, whose workers run
-	// it).
+	// policy decision log holds the denials) or records a change the
+	// leader applies first (a plugin's reset, which every node then
+	// applies to its own quarantine).
 	leader bool
 	// reads: a POST that changes nothing (verify), served by whichever
 	// cluster node is asked, like a GET.

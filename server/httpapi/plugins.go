@@ -107,7 +107,7 @@ func (a *API) resetPlugin(c *call) error {
 	if err := a.pluginsOn(); err != nil {
 		return err
 	}
-	st, err := a.opts.Plugins.Reset(c.tenant, c.r.PathValue("name"))
+	st, err := a.opts.Plugins.Reset(c.writeCtx(), c.tenant, c.r.PathValue("name"))
 	if err != nil {
 		return err
 	}

@@ -44,7 +44,10 @@
 // learns of it from the control plane and calls Sync, which loads, swaps
 // or unloads its plugins to match, so projections on every node serve the
 // same version. Plugin status (counters, logs, faults, quarantine) stays
-// per node.
+// per node: each node runs the plugins it serves and counts their faults.
+// A reset (Reset) is recorded in the control plane
+// (control.TenantPlugin.Resets), and every node's Sync lifts its own
+// quarantine of the plugin on seeing it.
 //
 // Swap makes a kept version active through plugins.Plugin.Swap: calls in
 // progress finish on the old module, new calls run the new one, no call

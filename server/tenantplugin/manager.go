@@ -257,6 +257,9 @@ type hosted struct {
 
 	requests, faults, calls atomic.Uint64
 	callNanos               atomic.Int64
+	// resets is the control plane's TenantPlugin.Resets this node has
+	// applied (see applyResets).
+	resets atomic.Uint64
 	logs                    *ring[LogLine]
 	faultLog                *ring[Fault]
 }
@@ -835,6 +838,7 @@ func (m *Manager) Sync(ctx context.Context, tenant string) {
 			h = m.newHosted(th, tp.Name)
 		}
 		if cur := h.rev.Load(); h.p.Load() != nil && cur != nil && cur.Version == rev.Version && cur.Digest == rev.Digest {
+			applyResets(h, tp)
 			continue
 		}
 		release, err := m.check(ctx)
@@ -843,6 +847,7 @@ func (m *Manager) Sync(ctx context.Context, tenant string) {
 		}
 		err = m.loadInto(ctx, tenant, th, h, rev)
 		release()
+		applyResets(h, tp) // a fresh load has nothing to lift: marks them applied
 		if err != nil {
 			m.opts.Logger.Error("a tenant's plugin version does not load on this node: its projections fail until it does",
 				"tenant", tenant, "plugin", tp.Name, "version", rev.Version, "module", rev.Digest, "error", err)
@@ -874,16 +879,40 @@ func (m *Manager) Sync(ctx context.Context, tenant string) {
 }
 
 // Reset lifts the quarantine of the tenant's plugin (and forgets its
-// consecutive faults). control.ErrNotFound for an unknown plugin.
-func (m *Manager) Reset(tenant, name string) (Status, error) {
+// consecutive faults): it records the reset in the control plane
+// (control.Plane.ResetPlugin, as the principal in ctx), so that every
+// node of a cluster lifts its own (Sync), and applies it here.
+// control.ErrNotFound for an unknown plugin.
+func (m *Manager) Reset(ctx context.Context, tenant, name string) (Status, error) {
 	h := m.lookup(tenant, name)
 	if _, ok := m.opts.Plane.Plugin(tenant, name); !ok || h == nil {
 		return Status{}, fmt.Errorf("%w: plugin %q", control.ErrNotFound, name)
 	}
-	if p := h.p.Load(); p != nil {
-		p.Reset()
+	tp, err := m.opts.Plane.ResetPlugin(ctx, tenant, name)
+	if err != nil {
+		return Status{}, err
 	}
+	applyResets(h, tp)
 	return m.Status(tenant, name)
+}
+
+// applyResets lifts h's quarantine when the control plane records more
+// resets of its plugin than h has applied. Each node counts a plugin's
+// faults and quarantines it on its own; a reset, recorded once, reaches
+// them all.
+func applyResets(h *hosted, tp control.TenantPlugin) {
+	for {
+		seen := h.resets.Load()
+		if tp.Resets <= seen {
+			return
+		}
+		if h.resets.CompareAndSwap(seen, tp.Resets) {
+			if p := h.p.Load(); p != nil {
+				p.Reset()
+			}
+			return
+		}
+	}
 }
 
 // Remove closes and deletes the plugins of a tenant the control plane
