@@ -259,9 +259,9 @@ type hosted struct {
 	callNanos               atomic.Int64
 	// resets is the control plane's TenantPlugin.Resets this node has
 	// applied (see applyResets).
-	resets atomic.Uint64
-	logs                    *ring[LogLine]
-	faultLog                *ring[Fault]
+	resets   atomic.Uint64
+	logs     *ring[LogLine]
+	faultLog *ring[Fault]
 }
 
 // Open makes the manager and loads the active version of every tenant's
