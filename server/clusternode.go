@@ -87,6 +87,10 @@ type ClusterConfig struct {
 	BlobCollectEvery time.Duration
 	// SingleWriteEntries: see cluster.Config (cluster.single_write_entries;
 	// default false: the leader gathers writes into shared raft entries).
+	// It is the setting for a rolling upgrade from an older version: it
+	// also makes a plugin's reset lift the quarantine on the node asked
+	// only, instead of recording a plugin.reset change older nodes cannot
+	// read (tenantplugin.Options.LocalResets).
 	SingleWriteEntries bool
 	// LogMaxBytes bounds, roughly, the bytes of raft's log on this node
 	// (cluster.log_max_bytes): see cluster.Config.LogMaxBytes. Default

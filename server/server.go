@@ -529,7 +529,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.plugins, err = tenantplugin.Open(ctx, tenantplugin.Options{
 		Dir: filepath.Join(cfg.Root, "plugins"), CacheDir: filepath.Join(cfg.Root, "plugin-cache"), Plane: s.plane,
 		Ceilings: cfg.Plugins, LogLines: cfg.PluginLogLines, Checks: cfg.PluginChecks, Logger: cfg.Logger, States: s.states,
-		Blobs: pluginBlobs,
+		Blobs: pluginBlobs, LocalResets: cfg.Cluster != nil && cfg.Cluster.SingleWriteEntries,
 	})
 	if err != nil {
 		return fail(fmt.Errorf("tenant plugins: %w", err))

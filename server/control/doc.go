@@ -27,6 +27,11 @@
 //	cursor:<tenant>/<name>   3:2   cursor.deleted           tenant, cursor {name}
 //	policy:<tenant>          4:1   policy.activated         tenant, policy {revision, bytes}
 //	policy:<tenant>          4:2   policy.rolled_back       tenant, policy {revision}
+//	plugin:<tenant>          5:1   plugin.added             tenant, plugin {name, version, digest, kind, bytes, manifest}
+//	plugin:<tenant>          5:2   plugin.swapped           tenant, plugin {name, version}
+//	plugin:<tenant>          5:3   plugin.deleted           tenant, plugin {name, version ("": the plugin)}
+//	plugin:<tenant>          5:4   plugin.kept              tenant, plugin {name, version, digest, kind, bytes, manifest}
+//	plugin:<tenant>          5:5   plugin.reset             tenant, plugin {name}
 //	worker:<tenant>/<name>   6:1   worker.started           tenant, worker {name, plugin, region, cursor, restart}
 //	worker:<tenant>/<name>   6:2   worker.stopped           tenant, worker {name}
 //	worker:<tenant>/<name>   6:3   worker.quarantined       tenant, worker {name}, reason (the last fault)

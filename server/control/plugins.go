@@ -36,11 +36,13 @@ type TenantPlugin struct {
 	Activated   *time.Time        `json:"activated,omitempty"`
 	ActivatedBy *policy.Principal `json:"activated_by,omitempty"`
 	Versions    []PluginVersion   `json:"versions"`
-	// Resets counts the plugin's recorded resets (ResetPlugin): a node
-	// that has applied fewer lifts its own quarantine of the plugin, so
-	// a reset reaches every node of a cluster, where each runs the
-	// plugin and counts its faults on its own.
-	Resets uint64 `json:"resets,omitempty"`
+	// ResetSeq is the system store's sequence of the plugin's latest
+	// recorded reset (ResetPlugin; 0: none). A node that has applied an
+	// older one lifts its own quarantine of the plugin, so a reset
+	// reaches every node of a cluster, where each runs the plugin and
+	// counts its faults on its own. A sequence is never reused, not even
+	// by a plugin deleted and added again under the same name.
+	ResetSeq uint64 `json:"-"`
 }
 
 // ActiveVersion returns the active version's record.
@@ -167,9 +169,12 @@ func (p *Plane) SwapPlugin(ctx context.Context, tenant, name, version string) (T
 	return p.recordPlugin(ctx, tenant, kindPluginSwapped, pluginRecord{Name: name, Version: version})
 }
 
-// ResetPlugin records a reset of the tenant's plugin (TenantPlugin.Resets
-// goes up by one): every node that runs it lifts its quarantine and
-// forgets its consecutive faults. ErrNotFound if there is no such plugin.
+// ResetPlugin records a reset of the tenant's plugin (a plugin.reset
+// change; TenantPlugin.ResetSeq names it): every node that runs it lifts
+// its quarantine and forgets its consecutive faults. ErrNotFound if there
+// is no such plugin. A node older than this change kind cannot read it
+// and stops its control plane (see the package doc): upgrade every node
+// of a cluster before resetting plugins.
 func (p *Plane) ResetPlugin(ctx context.Context, tenant, name string) (TenantPlugin, error) {
 	p.lockChange()
 	defer p.wmu.Unlock()
@@ -290,7 +295,7 @@ func (s *state) applyPlugin(c change) {
 		}
 	case kindPluginReset:
 		if tp != nil {
-			tp.Resets++
+			tp.ResetSeq = c.seq
 		}
 	case kindPluginDeleted:
 		if tp == nil {

@@ -97,6 +97,11 @@ func (e *NotLoadedError) Unwrap() error { return e.Cause }
 type Options struct {
 	Dir   string         // <root>/plugins: the modules; required
 	Plane *control.Plane // required
+	// LocalResets makes Reset lift the quarantine on this node only and
+	// record nothing: for a rolling upgrade of a cluster from a version
+	// whose nodes cannot read a recorded reset (cluster.single_write_entries
+	// sets it on a server).
+	LocalResets bool
 	// CacheDir keeps compiled modules, shared by every tenant's plugin
 	// host: a module is compiled once whoever uploads it. "" keeps
 	// each tenant's compiled code in memory only, and so does a CacheDir
@@ -257,7 +262,7 @@ type hosted struct {
 
 	requests, faults, calls atomic.Uint64
 	callNanos               atomic.Int64
-	// resets is the control plane's TenantPlugin.Resets this node has
+	// resets is the control plane's TenantPlugin.ResetSeq this node has
 	// applied (see applyResets).
 	resets   atomic.Uint64
 	logs     *ring[LogLine]
@@ -321,6 +326,7 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 				return nil, err
 			}
 			h := m.newHosted(th, tp.Name)
+			h.resets.Store(tp.ResetSeq) // a fresh load has nothing to lift
 			if err := m.loadInto(ctx, tenant, th, h, rev); err != nil {
 				opts.Logger.Error("a tenant's plugin does not load: its projections fail until another version is pushed or swapped in",
 					"tenant", tenant, "plugin", tp.Name, "version", rev.Version, "module", m.modulePath(tenant, rev.Digest), "error", err)
@@ -881,12 +887,19 @@ func (m *Manager) Sync(ctx context.Context, tenant string) {
 // Reset lifts the quarantine of the tenant's plugin (and forgets its
 // consecutive faults): it records the reset in the control plane
 // (control.Plane.ResetPlugin, as the principal in ctx), so that every
-// node of a cluster lifts its own (Sync), and applies it here.
+// node of a cluster lifts its own (Sync), and applies it here; with
+// Options.LocalResets it lifts this node's only and records nothing.
 // control.ErrNotFound for an unknown plugin.
 func (m *Manager) Reset(ctx context.Context, tenant, name string) (Status, error) {
 	h := m.lookup(tenant, name)
 	if _, ok := m.opts.Plane.Plugin(tenant, name); !ok || h == nil {
 		return Status{}, fmt.Errorf("%w: plugin %q", control.ErrNotFound, name)
+	}
+	if m.opts.LocalResets {
+		if p := h.p.Load(); p != nil {
+			p.Reset()
+		}
+		return m.Status(tenant, name)
 	}
 	tp, err := m.opts.Plane.ResetPlugin(ctx, tenant, name)
 	if err != nil {
@@ -896,17 +909,17 @@ func (m *Manager) Reset(ctx context.Context, tenant, name string) (Status, error
 	return m.Status(tenant, name)
 }
 
-// applyResets lifts h's quarantine when the control plane records more
-// resets of its plugin than h has applied. Each node counts a plugin's
+// applyResets lifts h's quarantine when the control plane records a
+// later reset of its plugin than the one h has applied. Each node counts a plugin's
 // faults and quarantines it on its own; a reset, recorded once, reaches
 // them all.
 func applyResets(h *hosted, tp control.TenantPlugin) {
 	for {
 		seen := h.resets.Load()
-		if tp.Resets <= seen {
+		if tp.ResetSeq <= seen {
 			return
 		}
-		if h.resets.CompareAndSwap(seen, tp.Resets) {
+		if h.resets.CompareAndSwap(seen, tp.ResetSeq) {
 			if p := h.p.Load(); p != nil {
 				p.Reset()
 			}

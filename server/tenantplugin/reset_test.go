@@ -1,0 +1,120 @@
+package tenantplugin_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/plugins"
+	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/tenantplugin"
+)
+
+// Two managers on one control plane stand for two cluster nodes: each
+// runs the plugin and quarantines it on its own, and a reset recorded by
+// one reaches the other through Sync. A Sync with no new reset lifts
+// nothing — after a restart, or for a plugin deleted and added again
+// under the same name, whose resets start over.
+func TestResetReachesOtherNodesOnce(t *testing.T) {
+	ctx := policy.WithPrincipal(context.Background(), policy.Principal{ID: "operator"})
+	root := t.TempDir()
+	plane, err := control.Open(control.Options{Dir: filepath.Join(root, "control")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { plane.Close() })
+	if _, err := plane.CreateTenant(ctx, "acme", control.Quotas{}, control.Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	store, err := core.Open(core.DefaultConfig(filepath.Join(root, "store")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	c, _ := core.NewCoordinate("order:1", "s")
+	if _, err := store.Append(ctx, c, core.MustKind(1, 1), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	trap, err := os.ReadFile(filepath.Join("..", "..", "plugins", "testdata", "trap.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := func(version string) []byte {
+		b, _ := json.Marshal(map[string]any{"name": "trap", "version": version, "kind": "projection",
+			"sha256": plugins.Digest(trap), "limits": map[string]any{"max_faults": 1}})
+		return b
+	}
+	// The nodes share the modules' directory, as a cluster's nodes hold
+	// the same replicated blobs.
+	node := func() *tenantplugin.Manager {
+		m, err := tenantplugin.Open(ctx, tenantplugin.Options{Dir: filepath.Join(root, "plugins"), Plane: plane})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close(context.Background()) })
+		return m
+	}
+	quarantine := func(m *tenantplugin.Manager, who string) {
+		t.Helper()
+		for i := 0; i < 3; i++ {
+			_, _ = m.Project(ctx, store, "acme", "trap", "order:1")
+		}
+		if st, err := m.Status("acme", "trap"); err != nil || !st.Quarantined {
+			t.Fatalf("%s: status %+v, %v; want quarantined", who, st, err)
+		}
+	}
+	quarantined := func(m *tenantplugin.Manager) bool {
+		st, err := m.Status("acme", "trap")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Quarantined
+	}
+
+	leader := node()
+	if _, err := leader.Push(ctx, "acme", manifest("1"), trap, true); err != nil {
+		t.Fatal(err)
+	}
+	follower := node()
+	follower.Sync(ctx, "acme")
+	quarantine(follower, "follower")
+	if _, err := leader.Reset(ctx, "acme", "trap"); err != nil {
+		t.Fatal(err)
+	}
+	follower.Sync(ctx, "acme")
+	if quarantined(follower) {
+		t.Fatal("the follower's quarantine outlived a reset recorded by the leader")
+	}
+
+	// A restarted node has applied every reset recorded before: a Sync
+	// caused by another change lifts nothing.
+	follower.Close(ctx)
+	follower = node()
+	quarantine(follower, "restarted follower")
+	follower.Sync(ctx, "acme")
+	if !quarantined(follower) {
+		t.Fatal("a Sync with no new reset lifted the restarted follower's quarantine")
+	}
+
+	// The plugin deleted and added again, both seen by the follower in
+	// one Sync: the new plugin's first reset still reaches it.
+	if err := leader.Delete(ctx, "acme", "trap", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leader.Push(ctx, "acme", manifest("2"), trap, true); err != nil {
+		t.Fatal(err)
+	}
+	follower.Sync(ctx, "acme")
+	quarantine(follower, "follower, plugin added again")
+	if _, err := leader.Reset(ctx, "acme", "trap"); err != nil {
+		t.Fatal(err)
+	}
+	follower.Sync(ctx, "acme")
+	if quarantined(follower) {
+		t.Fatal("the re-added plugin's first reset did not reach the follower")
+	}
+}
