@@ -118,3 +118,57 @@ func TestResetReachesOtherNodesOnce(t *testing.T) {
 		t.Fatal("the re-added plugin's first reset did not reach the follower")
 	}
 }
+
+// With LocalResets (a rolling upgrade: older nodes cannot read a recorded
+// reset) a reset lifts the quarantine on its node and records nothing.
+func TestLocalResetsRecordNothing(t *testing.T) {
+	ctx := policy.WithPrincipal(context.Background(), policy.Principal{ID: "operator"})
+	root := t.TempDir()
+	plane, err := control.Open(control.Options{Dir: filepath.Join(root, "control")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { plane.Close() })
+	if _, err := plane.CreateTenant(ctx, "acme", control.Quotas{}, control.Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	store, err := core.Open(core.DefaultConfig(filepath.Join(root, "store")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	c, _ := core.NewCoordinate("order:1", "s")
+	if _, err := store.Append(ctx, c, core.MustKind(1, 1), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	trap, err := os.ReadFile(filepath.Join("..", "..", "plugins", "testdata", "trap.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := tenantplugin.Open(ctx, tenantplugin.Options{Dir: filepath.Join(root, "plugins"), Plane: plane, LocalResets: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(context.Background()) })
+	man, _ := json.Marshal(map[string]any{"name": "trap", "version": "1", "kind": "projection",
+		"sha256": plugins.Digest(trap), "limits": map[string]any{"max_faults": 1}})
+	if _, err := m.Push(ctx, "acme", man, trap, true); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		_, _ = m.Project(ctx, store, "acme", "trap", "order:1")
+	}
+	st, err := m.Reset(ctx, "acme", "trap")
+	if err != nil || st.Quarantined {
+		t.Fatalf("reset: %+v, %v", st, err)
+	}
+	hist, err := plane.History(control.PluginEntity("acme"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hist {
+		if h.Kind == "plugin.reset" {
+			t.Fatal("a local reset was recorded")
+		}
+	}
+}
