@@ -158,6 +158,9 @@ func TestLocalResetsRecordNothing(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		_, _ = m.Project(ctx, store, "acme", "trap", "order:1")
 	}
+	if st, err := m.Status("acme", "trap"); err != nil || !st.Quarantined {
+		t.Fatalf("status %+v, %v; want quarantined", st, err)
+	}
 	st, err := m.Reset(ctx, "acme", "trap")
 	if err != nil || st.Quarantined {
 		t.Fatalf("reset: %+v, %v", st, err)
