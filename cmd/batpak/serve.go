@@ -366,12 +366,12 @@ func printDemo(ctx context.Context, a *app, srv *server.Server, cfg server.Confi
 	}
 	fmt.Fprintf(a.stdout, `Demo tenant "demo" is ready. Paste these into another terminal:
 
-  export BATPAK=%s KEY=%s%s
+  export B=%s KEY=%s%s
   curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
-       -d '%s' $BATPAK/v1/tenants/demo/events
-  curl -s -H "Authorization: Bearer $KEY" "$BATPAK/v1/tenants/demo/events?entity=order:"
-  curl -sN -H "Authorization: Bearer $KEY" "$BATPAK/v1/tenants/demo/subscribe?entity=order:"
-  curl -s -H "Authorization: Bearer $OP" $BATPAK/v1/admin/tenants
+       -d '%s' $B/v1/tenants/demo/events
+  curl -s -H "Authorization: Bearer $KEY" "$B/v1/tenants/demo/events?entity=order:"
+  curl -sN -H "Authorization: Bearer $KEY" "$B/v1/tenants/demo/subscribe?entity=order:"
+  curl -s -H "Authorization: Bearer $OP" $B/v1/admin/tenants
 
 `, base, token, opLine, ev)
 	if !cfg.DisableConsole {

@@ -17,7 +17,7 @@ import (
 	"github.com/batpak-go/batpak/server/auth"
 )
 
-var demoExportRE = regexp.MustCompile(`export BATPAK=(\S+) KEY=(\S+)(?: OP=(\S+))?`)
+var demoExportRE = regexp.MustCompile(`export B=(\S+) KEY=(\S+)(?: OP=(\S+))?`)
 
 // demoRun is one `batpak serve --demo` child process and what it printed.
 type demoRun struct {
