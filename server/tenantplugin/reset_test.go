@@ -14,40 +14,67 @@ import (
 	"github.com/batpak-go/batpak/server/tenantplugin"
 )
 
+// resetEnv is a control plane with tenant acme, a store holding one event
+// of order:1, and the trap fixture (a projection that always faults).
+type resetEnv struct {
+	ctx   context.Context
+	root  string
+	plane *control.Plane
+	store *core.Store
+	trap  []byte
+}
+
+func newResetEnv(t *testing.T) resetEnv {
+	t.Helper()
+	e := resetEnv{ctx: policy.WithPrincipal(context.Background(), policy.Principal{ID: "operator"}), root: t.TempDir()}
+	var err error
+	if e.plane, err = control.Open(control.Options{Dir: filepath.Join(e.root, "control")}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.plane.Close() })
+	if _, err := e.plane.CreateTenant(e.ctx, "acme", control.Quotas{}, control.Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	if e.store, err = core.Open(core.DefaultConfig(filepath.Join(e.root, "store"))); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.store.Close() })
+	c, _ := core.NewCoordinate("order:1", "s")
+	if _, err := e.store.Append(e.ctx, c, core.MustKind(1, 1), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if e.trap, err = os.ReadFile(filepath.Join("..", "..", "plugins", "testdata", "trap.wasm")); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// manifest is trap's manifest at version, quarantined after one fault.
+func (e resetEnv) manifest(version string) []byte {
+	b, _ := json.Marshal(map[string]any{"name": "trap", "version": version, "kind": "projection",
+		"sha256": plugins.Digest(e.trap), "limits": map[string]any{"max_faults": 1}})
+	return b
+}
+
+// quarantine calls trap on m until it is quarantined.
+func (e resetEnv) quarantine(t *testing.T, m *tenantplugin.Manager, who string) {
+	t.Helper()
+	for i := 0; i < 3; i++ {
+		_, _ = m.Project(e.ctx, e.store, "acme", "trap", "order:1")
+	}
+	if st, err := m.Status("acme", "trap"); err != nil || !st.Quarantined {
+		t.Fatalf("%s: status %+v, %v; want quarantined", who, st, err)
+	}
+}
+
 // Two managers on one control plane stand for two cluster nodes: each
 // runs the plugin and quarantines it on its own, and a reset recorded by
 // one reaches the other through Sync. A Sync with no new reset lifts
 // nothing — after a restart, or for a plugin deleted and added again
 // under the same name, whose resets start over.
 func TestResetReachesOtherNodesOnce(t *testing.T) {
-	ctx := policy.WithPrincipal(context.Background(), policy.Principal{ID: "operator"})
-	root := t.TempDir()
-	plane, err := control.Open(control.Options{Dir: filepath.Join(root, "control")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { plane.Close() })
-	if _, err := plane.CreateTenant(ctx, "acme", control.Quotas{}, control.Settings{}); err != nil {
-		t.Fatal(err)
-	}
-	store, err := core.Open(core.DefaultConfig(filepath.Join(root, "store")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	c, _ := core.NewCoordinate("order:1", "s")
-	if _, err := store.Append(ctx, c, core.MustKind(1, 1), []byte(`{}`)); err != nil {
-		t.Fatal(err)
-	}
-	trap, err := os.ReadFile(filepath.Join("..", "..", "plugins", "testdata", "trap.wasm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	manifest := func(version string) []byte {
-		b, _ := json.Marshal(map[string]any{"name": "trap", "version": version, "kind": "projection",
-			"sha256": plugins.Digest(trap), "limits": map[string]any{"max_faults": 1}})
-		return b
-	}
+	e := newResetEnv(t)
+	ctx, root, plane, trap, manifest := e.ctx, e.root, e.plane, e.trap, e.manifest
 	// The nodes share the modules' directory, as a cluster's nodes hold
 	// the same replicated blobs.
 	node := func() *tenantplugin.Manager {
@@ -58,15 +85,7 @@ func TestResetReachesOtherNodesOnce(t *testing.T) {
 		t.Cleanup(func() { m.Close(context.Background()) })
 		return m
 	}
-	quarantine := func(m *tenantplugin.Manager, who string) {
-		t.Helper()
-		for i := 0; i < 3; i++ {
-			_, _ = m.Project(ctx, store, "acme", "trap", "order:1")
-		}
-		if st, err := m.Status("acme", "trap"); err != nil || !st.Quarantined {
-			t.Fatalf("%s: status %+v, %v; want quarantined", who, st, err)
-		}
-	}
+	quarantine := func(m *tenantplugin.Manager, who string) { t.Helper(); e.quarantine(t, m, who) }
 	quarantined := func(m *tenantplugin.Manager) bool {
 		st, err := m.Status("acme", "trap")
 		if err != nil {
@@ -122,50 +141,21 @@ func TestResetReachesOtherNodesOnce(t *testing.T) {
 // With LocalResets (a rolling upgrade: older nodes cannot read a recorded
 // reset) a reset lifts the quarantine on its node and records nothing.
 func TestLocalResetsRecordNothing(t *testing.T) {
-	ctx := policy.WithPrincipal(context.Background(), policy.Principal{ID: "operator"})
-	root := t.TempDir()
-	plane, err := control.Open(control.Options{Dir: filepath.Join(root, "control")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { plane.Close() })
-	if _, err := plane.CreateTenant(ctx, "acme", control.Quotas{}, control.Settings{}); err != nil {
-		t.Fatal(err)
-	}
-	store, err := core.Open(core.DefaultConfig(filepath.Join(root, "store")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	c, _ := core.NewCoordinate("order:1", "s")
-	if _, err := store.Append(ctx, c, core.MustKind(1, 1), []byte(`{}`)); err != nil {
-		t.Fatal(err)
-	}
-	trap, err := os.ReadFile(filepath.Join("..", "..", "plugins", "testdata", "trap.wasm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := tenantplugin.Open(ctx, tenantplugin.Options{Dir: filepath.Join(root, "plugins"), Plane: plane, LocalResets: true})
+	e := newResetEnv(t)
+	m, err := tenantplugin.Open(e.ctx, tenantplugin.Options{Dir: filepath.Join(e.root, "plugins"), Plane: e.plane, LocalResets: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close(context.Background()) })
-	man, _ := json.Marshal(map[string]any{"name": "trap", "version": "1", "kind": "projection",
-		"sha256": plugins.Digest(trap), "limits": map[string]any{"max_faults": 1}})
-	if _, err := m.Push(ctx, "acme", man, trap, true); err != nil {
+	if _, err := m.Push(e.ctx, "acme", e.manifest("1"), e.trap, true); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 3; i++ {
-		_, _ = m.Project(ctx, store, "acme", "trap", "order:1")
-	}
-	if st, err := m.Status("acme", "trap"); err != nil || !st.Quarantined {
-		t.Fatalf("status %+v, %v; want quarantined", st, err)
-	}
-	st, err := m.Reset(ctx, "acme", "trap")
+	e.quarantine(t, m, "before the reset")
+	st, err := m.Reset(e.ctx, "acme", "trap")
 	if err != nil || st.Quarantined {
 		t.Fatalf("reset: %+v, %v", st, err)
 	}
-	hist, err := plane.History(control.PluginEntity("acme"))
+	hist, err := e.plane.History(control.PluginEntity("acme"))
 	if err != nil {
 		t.Fatal(err)
 	}
