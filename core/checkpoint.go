@@ -241,6 +241,11 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 		name := string(r.take(int(r.u16())))
 		ix.AddScope(name)
 	}
+	// The id table is sized once for the entries the file can hold (it
+	// would otherwise double and rehash some 20 times on the way to a
+	// million); n alone comes from the file.
+	const entrySize = 16 + 4*4 + 8 + 2 + 1 + 4 + 4
+	ix.ReserveIDsLocked(min(int(n), (len(r.b)-r.off)/entrySize))
 	for seq := uint32(0); seq < n && r.err == nil; seq++ {
 		var e index.Entry
 		copy(e.ID[:], r.take(16))

@@ -63,3 +63,14 @@ func SetActiveFileIdle(d time.Duration) (restore func()) {
 	old := activeFileIdle.Swap(int64(d))
 	return func() { activeFileIdle.Store(old) }
 }
+
+// WriteActiveFooter builds and saves the footer of the active segment as
+// it is (the sealer's work, done by Close), once the writer is idle.
+func WriteActiveFooter(s *Store) error {
+	if err := s.Sync(context.Background()); err != nil {
+		return err
+	}
+	s.erasureMu.Lock()
+	defer s.erasureMu.Unlock()
+	return s.writeSegmentFooter(s.w.seg, s.w.off)
+}

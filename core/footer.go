@@ -74,6 +74,11 @@ func readFooter(fsys vfs.FS, dir string, key uint32) (*footer, string) {
 	if err != nil {
 		return nil, err.Error()
 	}
+	return decodeFooter(b, key)
+}
+
+// decodeFooter is readFooter on the footer's bytes b.
+func decodeFooter(b []byte, key uint32) (*footer, string) {
 	ff, err := format.DecodeFooter(b)
 	if err != nil {
 		if bytes.HasPrefix(b, []byte(format.FooterMagicV2)) {
@@ -121,6 +126,11 @@ func (f *footer) matches(size int64, readFrame func(off int) ([]byte, bool, erro
 func (f *footer) replay(lw *logWalker, from int, ck *checkpointInfo, ix *index.Index) error {
 	stale := func(why string) error { return fmt.Errorf("%w: %s: %s", errFooterStale, footerName(f.key), why) }
 	next := format.SegmentHeaderSize // items must tile the covered part
+	if ck == nil {
+		// Every event item is indexed: the id table grows once for the
+		// segment instead of doubling on the way (Open runs alone).
+		ix.ReserveIDsLocked(len(f.items))
+	}
 	for i, raw := range f.items {
 		it := format.ParseFooterItem(raw)
 		off, flen := int(it.Off), int(it.Len)

@@ -76,7 +76,7 @@ func readLogRecords(fsys vfs.FS, dir string) []logRecord {
 		if footerName(key) != name {
 			continue
 		}
-		if f, why := readFooter(fsys, dir, key); f != nil && why == "" {
+		if f, why := decodeFooter(b, key); f != nil && why == "" {
 			if r, ok := f.record(); ok {
 				out = append(out, r)
 			}
@@ -168,7 +168,7 @@ func (f *footer) record() (logRecord, bool) {
 		seq uint64
 		id  EventID
 	}
-	var evs, batch []ev
+	evs, batch := make([]ev, 0, len(f.items)), []ev(nil)
 	next, lastOff, lastEv := int64(format.SegmentHeaderSize), int64(-1), int64(-1)
 	var lastID EventID
 	for _, raw := range f.items {

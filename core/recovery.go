@@ -234,10 +234,11 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		return 0, 0, &CorruptionError{File: path, Offset: 0, Reason: "file shorter than the segment header"}
 	}
 	m, err := s.fs.MmapRead(f, int(size))
-	done()
 	if err != nil {
+		done()
 		return 0, 0, fmt.Errorf("batpak: mmap %s: %w", path, err)
 	}
+	defer done() // after the scan, which reads the checkpoint's part through f
 	defer s.fs.Munmap(m)
 	if segment.IsPackedHeader(m) {
 		return s.recoverPacked(lw, id, path, m, from, ck)
@@ -273,7 +274,7 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		s.openReport.Footers++
 		start = int(fo.end)
 	}
-	e, st2, err := format.ScanFrames(m, start, s.recoverFrame(lw, id, from, ck))
+	e, st2, err := scanSegment(f, m, start, from, s.recoverFrame(lw, id, from, ck))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -299,6 +300,32 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		}
 	}
 	return end, size, nil
+}
+
+// scanSegment is format.ScanFrames(m, start, fn) for a plain segment
+// mapped at m from the open file f, whose frames before from are the part
+// the checkpoint covers: those are read from f a chunk at a time
+// (format.ScanFramesAt, about three times faster than reading the mapping
+// on this part, which is most of a store on a clean Open); fn only checks
+// them and keeps nothing of a frame. The rest, which the walker indexes
+// and may keep, is read from the mapping, as is any frame the chunked
+// read stopped at, so damage is classified exactly as by ScanFrames. A
+// read error falls back to the mapping from where it happened.
+func scanSegment(f vfs.File, m []byte, start, from int, fn func(off int, rec []byte) error) (int, format.Tail, error) {
+	if from-start >= footerChunk {
+		var fnErr error
+		keep := func(off int, rec []byte) error {
+			fnErr = fn(off, rec)
+			return fnErr
+		}
+		end, _, err := format.ScanFramesAt(f, int64(min(from, len(m))), int64(start), make([]byte, footerChunk), keep)
+		if fnErr != nil {
+			return int(end), format.TailClean, fnErr
+		}
+		_ = err // a read error: the mapping goes on from end
+		start = int(end)
+	}
+	return format.ScanFrames(m, start, fn)
 }
 
 // recoverFrame is what recovery does with each frame of segment id: a

@@ -8,6 +8,7 @@ import (
 
 	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/batpak-go/batpak/core/internal/segment"
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // The sealer is the store's background maintenance of sealed segments.
@@ -147,19 +148,65 @@ func (s *Store) sealOne(ctx context.Context, skip map[uint32]bool) (uint32, bool
 // (up to its recorded end) and saves it. The caller holds erasureMu, so
 // no compaction or redaction rewrites the segment meanwhile.
 func (s *Store) writeSegmentFooter(key uint32, end int64) error {
-	data, _, release, err := loadSegment(s.fs, filepath.Join(s.cfg.Dir, format.SegmentName(key)), key)
+	path := filepath.Join(s.cfg.Dir, format.SegmentName(key))
+	parts, err := footerFromFile(s.fs, path, key, end)
 	if err != nil {
 		return err
 	}
-	defer release()
-	if end > 0 && int64(len(data)) > end {
-		data = data[:end]
-	}
-	parts, err := format.EncodeFooterParts(data, key)
-	if err != nil {
-		return err
+	if parts == nil {
+		// Packed, with no recorded end, or frames that stop short of it:
+		// from the mapped (or unpacked) bytes, which says why.
+		data, _, release, err := loadSegment(s.fs, path, key)
+		if err != nil {
+			return err
+		}
+		defer release()
+		if end > 0 && int64(len(data)) > end {
+			data = data[:end]
+		}
+		if parts, err = format.EncodeFooterParts(data, key); err != nil {
+			return err
+		}
 	}
 	return writeFooter(s.fs, s.cfg.Dir, key, parts)
+}
+
+// footerChunk is how much of a segment footerFromFile reads at a time.
+const footerChunk = 1 << 20
+
+// footerFromFile builds the footer of the plain segment at path whose
+// frames run exactly to end, reading it a chunk at a time rather than
+// mapping it (format.ScanFramesAt says why). Nil parts and no error: the
+// segment is packed, has no recorded end, is shorter than end, or its
+// frames stop short of end; the mapped scan handles those.
+func footerFromFile(fsys vfs.FS, path string, key uint32, end int64) ([][]byte, error) {
+	if end <= format.SegmentHeaderSize {
+		return nil, nil
+	}
+	f, err := fsys.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() < end {
+		return nil, nil
+	}
+	h := make([]byte, format.SegmentHeaderSize)
+	if _, err := f.ReadAt(h, 0); err != nil {
+		return nil, err
+	}
+	if segment.IsPackedHeader(h) {
+		return nil, nil
+	}
+	parts, ok, err := format.EncodeFooterPartsAt(f, end, key, make([]byte, min(footerChunk, end)))
+	if err != nil || !ok {
+		return nil, err
+	}
+	return parts, nil
 }
 
 // footerOnClose writes the footer of the segment being written (its data

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"slices"
 )
 
@@ -227,20 +228,23 @@ func ParseFooterItem(it []byte) FooterItem {
 // segment's items.
 const footerSampleFrames = 256
 
-// footerItemsSize is about the size of the footer items of the frames of
-// data from offset from on: exact for a segment of at most
-// footerSampleFrames frames, otherwise scaled from the first ones (an
-// eighth more, so a segment like its start fits; one whose later frames
-// carry smaller payloads grows the buffer). It reads frame lengths
-// only, not checksums, and never counts an item larger than its frame,
-// so it is never larger than data.
-func footerItemsSize(data []byte, from int) int {
+// footerItemsSize is about the size of the footer items of a segment of
+// total logical bytes whose first bytes are data, from offset from on:
+// exact for a segment of at most footerSampleFrames frames, otherwise
+// scaled from the first ones (an eighth more, so a segment like its start
+// fits; one whose later frames carry smaller payloads grows the buffer).
+// It reads frame lengths only, not checksums, and never counts an item
+// larger than its frame, so it is never larger than total.
+func footerItemsSize(data []byte, from, total int) int {
 	items, frames := 0, 0
 	off := from
 	for ; frames < footerSampleFrames && off+FrameHeaderSize <= len(data); frames++ {
 		l := int(le.Uint32(data[off:]))
-		if l < MinRecordSize || l > MaxRecordSize || off+FrameHeaderSize+l > len(data) {
+		if l < MinRecordSize || l > MaxRecordSize || off+FrameHeaderSize+l > total {
 			return items
+		}
+		if off+FrameHeaderSize+l > len(data) {
+			break // the frame goes on past the bytes at hand
 		}
 		rec := data[off+FrameHeaderSize : off+FrameHeaderSize+l]
 		if rec[0] == RecEvent && l >= EventFixedSize {
@@ -252,11 +256,11 @@ func footerItemsSize(data []byte, from int) int {
 		}
 		off += FrameHeaderSize + l
 	}
-	if frames < footerSampleFrames || off <= from {
+	if off <= from || off+FrameHeaderSize > total {
 		return items
 	}
-	est := int(float64(items) * float64(len(data)-from) / float64(off-from) * 9 / 8)
-	return min(est, len(data))
+	est := int(float64(items) * float64(total-from) / float64(off-from) * 9 / 8)
+	return min(est, total)
 }
 
 // EncodeFooter builds the footer of segment key from its logical bytes
@@ -273,89 +277,140 @@ func EncodeFooter(data []byte, key uint32) ([]byte, error) {
 // bytes are the parts one after another (write them in order). Its items,
 // the bulk of it, are encoded once and never copied.
 func EncodeFooterParts(data []byte, key uint32) ([][]byte, error) {
-	f := &Footer{Key: key, LastEv: FooterNoEvent}
-	names := map[string]uint32{}
-	name := func(b []byte) uint32 {
-		if i, ok := names[string(b)]; ok {
-			return i
-		}
-		i := uint32(len(names))
-		names[string(b)] = i
-		f.Names = append(f.Names, b)
-		return i
-	}
-	// Items go one after another into one buffer, encoded once, sized
-	// from the segment's first frames (growing it was a tenth of a busy
-	// server's CPU while it sealed; sizing it from the segment's size
-	// alone charged a segment of large payloads hundreds of bytes per
-	// byte of footer).
-	it := make([]byte, 0, footerItemsSize(data, SegmentHeaderSize))
-	count := 0
-	// The scope (and often the entity) repeats from one event to the
-	// next: the last names looked up are remembered.
-	var lastEnt, lastScope []byte
-	var lastEntN, lastScopeN uint32
-	end, tail, err := ScanFrames(data, SegmentHeaderSize, func(off int, rec []byte) error {
-		if rec[0] == RecEvent {
-			if !CheckEvent(rec) {
-				return fmt.Errorf("malformed event record at offset %d", off)
-			}
-			v := EventView(rec)
-			ent, scope, idem := v.Entity(), v.Scope(), v.Idem()
-			if lastEnt == nil || string(ent) != string(lastEnt) {
-				lastEnt, lastEntN = ent, name(ent)
-			}
-			if lastScope == nil || string(scope) != string(lastScope) {
-				lastScope, lastScopeN = scope, name(scope)
-			}
-			// One item, written in place: type, offset, length, sequence,
-			// id, clock, timestamp, kind, system flags, hash, entity and
-			// scope numbers, causation and correlation ids, idempotency key.
-			n := len(it)
-			size := FooterItemEventFixed + 2 + len(idem)
-			it = slices.Grow(it, size)[:n+size]
-			b := it[n:]
-			b[0] = rec[0]
-			le.PutUint32(b[1:], uint32(off))
-			le.PutUint32(b[5:], uint32(len(rec)))
-			le.PutUint64(b[9:], v.Seq())
-			id := v.ID()
-			copy(b[17:33], id[:])
-			le.PutUint64(b[33:], v.Clock())
-			le.PutUint64(b[41:], uint64(v.Timestamp()))
-			le.PutUint16(b[49:], v.Kind())
-			b[51] = v.SysFlags()
-			h := v.Hash()
-			copy(b[52:84], h[:])
-			le.PutUint32(b[84:], lastEntN)
-			le.PutUint32(b[88:], lastScopeN)
-			cause, corr := v.CausationID(), v.CorrelationID()
-			copy(b[92:108], cause[:])
-			copy(b[108:124], corr[:])
-			le.PutUint16(b[124:], uint16(len(idem)))
-			copy(b[126:], idem)
-			f.LastEv, f.LastID = uint64(off), id
-		} else {
-			m, ok := DecodeMarker(rec)
-			if !ok {
-				return fmt.Errorf("unknown record at offset %d", off)
-			}
-			it = append(it, rec[0])
-			it = le.AppendUint32(it, uint32(off))
-			it = le.AppendUint32(it, uint32(len(rec)))
-			it = le.AppendUint32(it, m.Count)
-			it = le.AppendUint64(it, m.ID)
-		}
-		count++
-		f.LastOff = uint64(off)
-		return nil
-	})
+	fb := NewFooterBuilder(key, footerItemsSize(data, SegmentHeaderSize, len(data)))
+	end, tail, err := ScanFrames(data, SegmentHeaderSize, fb.Add)
 	if err != nil {
 		return nil, fmt.Errorf("batpak: segment footer: %w", err)
 	}
 	if tail != TailClean {
 		return nil, fmt.Errorf("batpak: segment footer: unreadable frame at offset %d", end)
 	}
-	f.End = uint64(end)
-	return f.encodeParts(it, count), nil
+	return fb.Parts(end), nil
+}
+
+// EncodeFooterPartsAt is EncodeFooterParts over a segment of size bytes
+// read from r a chunk at a time into buf (ScanFramesAt), for a segment
+// whose frames run exactly to size: ok is false, and nothing built, when
+// a frame short of size fails its checks (zeros, a torn tail, damage).
+// Errors are r's and malformed records.
+func EncodeFooterPartsAt(r io.ReaderAt, size int64, key uint32, buf []byte) (parts [][]byte, ok bool, err error) {
+	first := buf[:min(int64(len(buf)), size)]
+	if err := readFull(r, first, 0); err != nil {
+		return nil, false, fmt.Errorf("batpak: segment footer: %w", err)
+	}
+	fb := NewFooterBuilder(key, footerItemsSize(first, SegmentHeaderSize, int(size)))
+	end, reached, err := ScanFramesAt(r, size, SegmentHeaderSize, buf, fb.Add)
+	if err != nil {
+		return nil, false, fmt.Errorf("batpak: segment footer: %w", err)
+	}
+	if !reached {
+		return nil, false, nil
+	}
+	return fb.Parts(int(end)), true, nil
+}
+
+// FooterBuilder builds a segment's footer from its frames, given one after
+// another in log order (Add), so a footer can be built from frames read a
+// chunk at a time. It copies what it keeps: a frame's bytes need to stay
+// valid only during Add. Not safe for concurrent use.
+type FooterBuilder struct {
+	f     Footer
+	names map[string]uint32
+	it    []byte // the items, one after another
+	count int
+	// The scope (and often the entity) repeats from one event to the
+	// next: the last names looked up are remembered (by their copies in
+	// f.Names, which outlive the frame).
+	lastEnt, lastScope   []byte
+	lastEntN, lastScopeN uint32
+}
+
+// NewFooterBuilder starts the footer of segment key; itemsHint sizes the
+// items' buffer (growing it was a tenth of a busy server's CPU while it
+// sealed).
+func NewFooterBuilder(key uint32, itemsHint int) *FooterBuilder {
+	return &FooterBuilder{
+		f:     Footer{Key: key, LastEv: FooterNoEvent},
+		names: map[string]uint32{},
+		it:    make([]byte, 0, max(itemsHint, 0)),
+	}
+}
+
+func (fb *FooterBuilder) name(b []byte) uint32 {
+	if i, ok := fb.names[string(b)]; ok {
+		return i
+	}
+	i := uint32(len(fb.names))
+	fb.names[string(b)] = i
+	fb.f.Names = append(fb.f.Names, slices.Clone(b))
+	return i
+}
+
+// Add lists the frame at offset off, whose record is rec (checked by its
+// frame's CRC): an event, a batch record or a fence record. It fails on
+// a malformed event or an unknown record type.
+func (fb *FooterBuilder) Add(off int, rec []byte) error {
+	if rec[0] == RecEvent {
+		if !CheckEvent(rec) {
+			return fmt.Errorf("malformed event record at offset %d", off)
+		}
+		v := EventView(rec)
+		ent, scope, idem := v.Entity(), v.Scope(), v.Idem()
+		if fb.lastEnt == nil || string(ent) != string(fb.lastEnt) {
+			fb.lastEntN = fb.name(ent)
+			fb.lastEnt = fb.f.Names[fb.lastEntN]
+		}
+		if fb.lastScope == nil || string(scope) != string(fb.lastScope) {
+			fb.lastScopeN = fb.name(scope)
+			fb.lastScope = fb.f.Names[fb.lastScopeN]
+		}
+		// One item, written in place: type, offset, length, sequence,
+		// id, clock, timestamp, kind, system flags, hash, entity and
+		// scope numbers, causation and correlation ids, idempotency key.
+		n := len(fb.it)
+		size := FooterItemEventFixed + 2 + len(idem)
+		fb.it = slices.Grow(fb.it, size)[:n+size]
+		b := fb.it[n:]
+		b[0] = rec[0]
+		le.PutUint32(b[1:], uint32(off))
+		le.PutUint32(b[5:], uint32(len(rec)))
+		le.PutUint64(b[9:], v.Seq())
+		id := v.ID()
+		copy(b[17:33], id[:])
+		le.PutUint64(b[33:], v.Clock())
+		le.PutUint64(b[41:], uint64(v.Timestamp()))
+		le.PutUint16(b[49:], v.Kind())
+		b[51] = v.SysFlags()
+		h := v.Hash()
+		copy(b[52:84], h[:])
+		le.PutUint32(b[84:], fb.lastEntN)
+		le.PutUint32(b[88:], fb.lastScopeN)
+		cause, corr := v.CausationID(), v.CorrelationID()
+		copy(b[92:108], cause[:])
+		copy(b[108:124], corr[:])
+		le.PutUint16(b[124:], uint16(len(idem)))
+		copy(b[126:], idem)
+		fb.f.LastEv, fb.f.LastID = uint64(off), id
+	} else {
+		m, ok := DecodeMarker(rec)
+		if !ok {
+			return fmt.Errorf("unknown record at offset %d", off)
+		}
+		fb.it = append(fb.it, rec[0])
+		fb.it = le.AppendUint32(fb.it, uint32(off))
+		fb.it = le.AppendUint32(fb.it, uint32(len(rec)))
+		fb.it = le.AppendUint32(fb.it, m.Count)
+		fb.it = le.AppendUint64(fb.it, m.ID)
+	}
+	fb.count++
+	fb.f.LastOff = uint64(off)
+	return nil
+}
+
+// Parts returns the footer of the frames added so far, covering the
+// segment up to end (where the last frame ends), as EncodeFooterParts
+// does. The builder must not be used after it.
+func (fb *FooterBuilder) Parts(end int) [][]byte {
+	fb.f.End = uint64(end)
+	return fb.f.encodeParts(fb.it, fb.count)
 }

@@ -3,6 +3,7 @@ package format
 import (
 	"encoding/binary"
 	"hash/crc32"
+	"io"
 )
 
 var le = binary.LittleEndian
@@ -111,6 +112,72 @@ func ScanFrames(data []byte, from int, fn func(off int, rec []byte) error) (end 
 		}
 	}
 	return off, TailTorn, nil
+}
+
+// ScanFramesAt is ScanFrames over the first size bytes of r, read a chunk
+// at a time into buf (its length is the chunk's; a frame longer than buf
+// gets a buffer of its own) instead of being mapped: scanning a whole
+// segment from a mapping costs a page fault per 16 pages and a TLB miss
+// per page, about three times the time of copying it out in chunks
+// (measured on a 256 MiB segment in the page cache). fn's record is valid
+// only during the call. The scan stops at the first frame that fails its
+// checks, or an error from fn or r; reached reports whether the frames
+// ran exactly to size. What ended a scan short of size (zeros, a torn
+// tail, damage) is not told: ScanFrames over the mapped bytes tells it.
+func ScanFramesAt(r io.ReaderAt, size int64, from int64, buf []byte, fn func(off int, rec []byte) error) (end int64, reached bool, err error) {
+	off := from
+	lo, n := off, int64(0) // buf[:n] holds the bytes from lo on
+	fill := func(at, want int64) ([]byte, error) {
+		if at >= lo && at+want <= lo+n {
+			return buf[at-lo : at-lo+want], nil
+		}
+		if want > int64(len(buf)) {
+			b := make([]byte, want)
+			return b, readFull(r, b, at)
+		}
+		m := min(int64(len(buf)), size-at)
+		if err := readFull(r, buf[:m], at); err != nil {
+			return nil, err
+		}
+		lo, n = at, m
+		return buf[:want], nil
+	}
+	for off+FrameHeaderSize <= size {
+		h, err := fill(off, FrameHeaderSize)
+		if err != nil {
+			return off, false, err
+		}
+		l := int64(le.Uint32(h))
+		if l < MinRecordSize || l > MaxRecordSize || off+FrameHeaderSize+l > size {
+			return off, false, nil
+		}
+		f, err := fill(off, FrameHeaderSize+l)
+		if err != nil {
+			return off, false, err
+		}
+		rec := f[FrameHeaderSize:]
+		if FrameCRC(f[:4], rec) != le.Uint32(f[4:]) {
+			return off, false, nil
+		}
+		if err := fn(int(off), rec); err != nil {
+			return off, false, err
+		}
+		off += FrameHeaderSize + l
+	}
+	return off, off == size, nil
+}
+
+// readFull fills b from r at off: a short read is an error (io.ErrUnexpectedEOF
+// when r gives none).
+func readFull(r io.ReaderAt, b []byte, off int64) error {
+	k, err := r.ReadAt(b, off)
+	if k == len(b) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // AllZero reports whether b holds only zero bytes.

@@ -1,0 +1,125 @@
+package core_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/core/internal/format"
+)
+
+// largeSegmentStore writes about 5 MiB of events in batches into one
+// segment, with payloads of varied sizes (one larger than the 1 MiB a
+// chunked read takes at a time) so that frames straddle the chunks, and
+// closes the store: its checkpoint covers the whole segment and its footer
+// was written on Close. Segments of more than a chunk are read a chunk at
+// a time by the sealer and by Open's checkpoint path; small ones are not.
+func largeSegmentStore(t *testing.T) core.Config {
+	t.Helper()
+	cfg := testConfig(t.TempDir())
+	cfg.Batch.MaxBytes = 4 << 20
+	s := openWith(t, cfg)
+	ctx := context.Background()
+	kind := core.MustKind(1, 1)
+	for b := range 60 {
+		items := make([]core.BatchItem, 50)
+		for i := range items {
+			n := b*50 + i
+			note := strings.Repeat("x", (n*131)%3000)
+			if n == 1700 {
+				note = strings.Repeat("y", 1300<<10)
+			}
+			items[i] = core.BatchItem{Coordinate: mustCoord(t, fmt.Sprintf("order:%d", n%97), "eu"), Kind: kind, Payload: []byte(fmt.Sprintf(`{"n":%d,"note":%q}`, n, note))}
+		}
+		if _, err := s.AppendBatch(ctx, items); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if segs := segmentFiles(t, cfg.Dir); len(segs) != 1 {
+		t.Fatalf("want one segment, have %d", len(segs))
+	}
+	return cfg
+}
+
+// A segment of several MiB opens by each path (checkpoint, footer, scan)
+// to the same state, and its footer, built from chunked reads, is used.
+func TestLargeSegmentOpensByEveryPath(t *testing.T) {
+	cfg := largeSegmentStore(t)
+	ref := cfg
+	ref.Dir = filepath.Join(t.TempDir(), "ref")
+	copyTree(t, cfg.Dir, ref.Dir, func(n string) bool { return n == checkpointFile || strings.HasSuffix(n, format.FooterSuffix) })
+	rs, rep := openPath(t, ref)
+	if rep.Path != "scan" {
+		t.Fatalf("reference opened by %q", rep.Path)
+	}
+	want := captureState(t, rs)
+	if err := rs.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fo := cfg
+	fo.Dir = filepath.Join(t.TempDir(), "footer")
+	copyTree(t, cfg.Dir, fo.Dir, func(n string) bool { return n == checkpointFile })
+	for _, c := range []struct {
+		cfg  core.Config
+		path string
+	}{{cfg, "checkpoint"}, {fo, "footers"}} {
+		s, rep := openPath(t, c.cfg)
+		if rep.Path != c.path || (c.path == "footers" && (rep.Footers != 1 || rep.SegmentsScanned != 0)) {
+			t.Fatalf("opened by %q (%+v); want %q", rep.Path, rep, c.path)
+		}
+		sameState(t, c.path, captureState(t, s), want)
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Damage to a frame the checkpoint covers fails Open with a
+// *CorruptionError naming the frame, wherever the frame lies: in the
+// first chunk read, far into the segment, across a chunk boundary, or in
+// the frame larger than a chunk.
+func TestLargeSegmentCoveredDamageFailsOpen(t *testing.T) {
+	base := largeSegmentStore(t)
+	path := segmentFiles(t, base.Dir)[0]
+	_, frames := readFrames(t, path)
+	var victims []int // frame indexes
+	victims = append(victims, 3, len(frames)*2/3, len(frames)-2)
+	for i, f := range frames {
+		if f.Off < 1<<20 && f.end() > 1<<20 {
+			victims = append(victims, i) // straddles the first chunk's end
+		}
+		if f.end()-f.Off > 1<<20 {
+			victims = append(victims, i) // larger than a chunk
+		}
+	}
+	for _, v := range victims {
+		t.Run(fmt.Sprintf("frame %d of %d", v, len(frames)), func(t *testing.T) {
+			cfg := base
+			cfg.Dir = filepath.Join(t.TempDir(), "d")
+			copyTree(t, base.Dir, cfg.Dir, nil)
+			path := segmentFiles(t, cfg.Dir)[0]
+			data, fs := readFrames(t, path)
+			f := fs[v]
+			data[f.end()-1] ^= 0x01 // the frame's last byte
+			writeFile(t, path, data)
+			for _, open := range []func(core.Config) (*core.Store, error){core.Open, core.OpenReadOnly} {
+				s, err := open(cfg)
+				if err == nil {
+					s.Close()
+					t.Fatal("Open succeeded over a damaged frame the checkpoint covers")
+				}
+				var ce *core.CorruptionError
+				if !errors.As(err, &ce) || ce.File != path || ce.Offset != int64(f.Off) {
+					t.Fatalf("got %v; want a *CorruptionError naming %s at %d", err, path, f.Off)
+				}
+			}
+		})
+	}
+}
