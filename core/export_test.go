@@ -72,5 +72,6 @@ func WriteActiveFooter(s *Store) error {
 	}
 	s.erasureMu.Lock()
 	defer s.erasureMu.Unlock()
-	return s.writeSegmentFooter(s.w.seg, s.w.off)
+	seg, off := s.w.stat()
+	return s.writeSegmentFooter(seg, off)
 }

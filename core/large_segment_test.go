@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -122,4 +123,65 @@ func TestLargeSegmentCoveredDamageFailsOpen(t *testing.T) {
 			}
 		})
 	}
+}
+
+// allocatedMiB is how much fn allocated, in MiB.
+func allocatedMiB(fn func()) float64 {
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	fn()
+	runtime.ReadMemStats(&m1)
+	return float64(m1.TotalAlloc-m0.TotalAlloc) / (1 << 20)
+}
+
+// Reading segments in chunks holds a chunk and the largest frame at a
+// time, not the segment: sealing (here, Close's footer) and opening ~90
+// MiB of 3 MiB events, or opening hundreds of small segments by the
+// checkpoint path, allocate a few MiB, as reading them through the
+// mapping did. A client that appends a few small events and then large
+// ones cannot make the sealer size its footer's buffer from the segment.
+func TestChunkedReadsAllocateLittle(t *testing.T) {
+	ctx := context.Background()
+	kind := core.MustKind(1, 1)
+	c := mustCoord(t, "order:1", "eu")
+	t.Run("large events", func(t *testing.T) {
+		cfg := testConfig(t.TempDir())
+		s := openWith(t, cfg)
+		for i := range 3 {
+			mustAppend(t, s, c, kind, payloadN(i))
+		}
+		big := []byte(fmt.Sprintf(`{"note":%q}`, strings.Repeat("x", 3<<20)))
+		for range 30 {
+			if _, err := s.Append(ctx, c, kind, big); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if mib := allocatedMiB(func() {
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}); mib > 16 {
+			t.Errorf("Close allocated %.1f MiB to footer a ~90 MiB segment of 33 events", mib)
+		}
+		if mib := allocatedMiB(func() { openWith(t, cfg).Close() }); mib > 16 {
+			t.Errorf("Open by the checkpoint path allocated %.1f MiB over ~90 MiB of 3 MiB events", mib)
+		}
+	})
+	t.Run("small segments", func(t *testing.T) {
+		cfg := testConfig(t.TempDir())
+		cfg.SegmentMaxBytes = 64 << 10
+		s := openWith(t, cfg)
+		p := fmt.Sprintf(`{"note":%q}`, strings.Repeat("x", 16<<10))
+		for range 800 {
+			mustAppend(t, s, c, kind, p)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		n := len(segmentFiles(t, cfg.Dir))
+		if mib := allocatedMiB(func() { openWith(t, cfg).Close() }); mib > 16 {
+			t.Errorf("Open by the checkpoint path allocated %.1f MiB over %d segments of 64 KiB", mib, n)
+		}
+	})
 }

@@ -274,7 +274,7 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		s.openReport.Footers++
 		start = int(fo.end)
 	}
-	e, st2, err := scanSegment(f, m, start, from, s.recoverFrame(lw, id, from, ck))
+	e, st2, err := scanSegment(f, m, start, from, &lw.chunk, s.recoverFrame(lw, id, from, ck))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -304,21 +304,26 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 
 // scanSegment is format.ScanFrames(m, start, fn) for a plain segment
 // mapped at m from the open file f, whose frames before from are the part
-// the checkpoint covers: those are read from f a chunk at a time
-// (format.ScanFramesAt, about three times faster than reading the mapping
-// on this part, which is most of a store on a clean Open); fn only checks
-// them and keeps nothing of a frame. The rest, which the walker indexes
-// and may keep, is read from the mapping, as is any frame the chunked
-// read stopped at, so damage is classified exactly as by ScanFrames. A
-// read error falls back to the mapping from where it happened.
-func scanSegment(f vfs.File, m []byte, start, from int, fn func(off int, rec []byte) error) (int, format.Tail, error) {
-	if from-start >= footerChunk {
+// the checkpoint covers. When that part holds at least footerChunk bytes
+// it is read from f a chunk at a time into *chunk (made once, kept for the
+// next segment; format.ScanFramesAt, about three times faster than reading
+// the mapping, and this part is most of a store on a clean Open); fn only
+// checks those frames and keeps nothing of them. The rest, which the
+// walker indexes and may keep, is read from the mapping, as is any frame
+// the chunked read stopped at, so damage is classified exactly as by
+// ScanFrames. A read error falls back to the mapping from where it
+// happened.
+func scanSegment(f vfs.File, m []byte, start, from int, chunk *[]byte, fn func(off int, rec []byte) error) (int, format.Tail, error) {
+	if covered := min(from, len(m)); covered-start >= footerChunk {
+		if *chunk == nil {
+			*chunk = make([]byte, footerChunk)
+		}
 		var fnErr error
 		keep := func(off int, rec []byte) error {
 			fnErr = fn(off, rec)
 			return fnErr
 		}
-		end, _, err := format.ScanFramesAt(f, int64(min(from, len(m))), int64(start), make([]byte, footerChunk), keep)
+		end, _, err := format.ScanFramesAt(f, int64(covered), int64(start), *chunk, keep)
 		if fnErr != nil {
 			return int(end), format.TailClean, fnErr
 		}

@@ -70,7 +70,11 @@ type logWalker struct {
 	fence     []walkedEvent
 
 	droppedBatches int // batches without a commit record
-	hiddenEvents   int
+
+	// chunk is the read buffer of the walk's chunked scans (scanSegment):
+	// one for the whole walk, made at the first segment that needs it.
+	chunk        []byte
+	hiddenEvents int
 }
 
 func (w *logWalker) corrupt(seg uint32, off int, why string) error {

@@ -243,18 +243,27 @@ func footerItemsSize(data []byte, from, total int) int {
 		if l < MinRecordSize || l > MaxRecordSize || off+FrameHeaderSize+l > total {
 			return items
 		}
-		if off+FrameHeaderSize+l > len(data) {
-			break // the frame goes on past the bytes at hand
-		}
-		rec := data[off+FrameHeaderSize : off+FrameHeaderSize+l]
-		if rec[0] == RecEvent && l >= EventFixedSize {
+		rec := data[off+FrameHeaderSize : min(off+FrameHeaderSize+l, len(data))]
+		switch {
+		case len(rec) == 0: // its type is past the bytes at hand
+			items += min(FooterItemEventFixed+2+MaxIdempotencyKeyBytes, l)
+		case rec[0] == RecEvent && l >= EventFixedSize:
 			// A valid frame holds its key: a damaged length counts
 			// no more than the frame.
-			items += min(FooterItemEventFixed+2+int(le.Uint16(rec[OffIdemLen:])), l)
-		} else {
+			key := MaxIdempotencyKeyBytes // its length is past the bytes at hand
+			if len(rec) >= OffIdemLen+2 {
+				key = int(le.Uint16(rec[OffIdemLen:]))
+			}
+			items += min(FooterItemEventFixed+2+key, l)
+		default:
 			items += FooterItemMarker
 		}
 		off += FrameHeaderSize + l
+		if off > len(data) {
+			// The frame goes on past the bytes at hand (data is the first
+			// chunk of a segment): it counts in the sample, and ends it.
+			break
+		}
 	}
 	if off <= from || off+FrameHeaderSize > total {
 		return items
