@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -184,4 +185,62 @@ func TestChunkedReadsAllocateLittle(t *testing.T) {
 			t.Errorf("Open by the checkpoint path allocated %.1f MiB over %d segments of 64 KiB", mib, n)
 		}
 	})
+}
+
+// Open by the footer path maps the footers rather than copying them into
+// the heap (twice, before: once to learn how far the log went, once to
+// replay it): it allocates less than a full scan of the segments does
+// plus one copy of the footers.
+func TestOpenByFootersOrScanAllocatesLittle(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	s := openWith(t, cfg)
+	ctx := context.Background()
+	kind := core.MustKind(1, 1)
+	for b := range 500 {
+		items := make([]core.BatchItem, 200)
+		for i := range items {
+			items[i] = core.BatchItem{Coordinate: mustCoord(t, fmt.Sprintf("order:%d", (b*200+i)%1000), "eu"), Kind: kind, Payload: []byte(payloadN(i))}
+		}
+		if _, err := s.AppendBatch(ctx, items); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var indexMiB float64
+	open := func(skip func(string) bool, want string) float64 {
+		c := cfg
+		c.Dir = filepath.Join(t.TempDir(), want)
+		copyTree(t, cfg.Dir, c.Dir, skip)
+		var s *core.Store
+		mib := allocatedMiB(func() { s = openWith(t, c) })
+		defer s.Close()
+		if p := s.Diagnostics().Open.Path; p != want {
+			t.Fatalf("opened by %q, want %q", p, want)
+		}
+		indexMiB = float64(s.Stats().IndexBytes) / (1 << 20)
+		return mib
+	}
+	footerMiB := open(func(n string) bool { return n == checkpointFile }, "footers")
+	scanMiB := open(func(n string) bool { return n == checkpointFile || strings.HasSuffix(n, format.FooterSuffix) }, "scan")
+	var footers int64
+	paths, _ := filepath.Glob(filepath.Join(cfg.Dir, "*"+format.FooterSuffix))
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		footers += st.Size()
+	}
+	t.Logf("allocated %.1f MiB by the footers, %.1f MiB by a scan; the footers hold %.1f MiB", footerMiB, scanMiB, float64(footers)/(1<<20))
+	// The walk itself keeps no event on the heap (it put each one there,
+	// and copied every batch into a fresh array): a scan allocates about
+	// what the index it builds holds, with the index's own growth.
+	if scanMiB > 4*indexMiB {
+		t.Errorf("Open by a scan allocated %.1f MiB for an index of %.1f MiB", scanMiB, indexMiB)
+	}
+	if footerMiB > scanMiB+float64(footers)/(1<<20) {
+		t.Errorf("Open by the footer path allocated %.1f MiB, a scan %.1f MiB: more than one copy of the footers' %.1f MiB", footerMiB, scanMiB, float64(footers)/(1<<20))
+	}
 }

@@ -68,19 +68,21 @@ func readLogRecords(fsys vfs.FS, dir string) []logRecord {
 		if e.IsDir() || !strings.HasSuffix(name, footerSuffix) {
 			continue
 		}
-		b, err := vfs.ReadFile(fsys, filepath.Join(dir, name))
-		if err != nil || len(b) < len(footerMagic)+4 {
+		b, release, err := mapFooter(fsys, filepath.Join(dir, name))
+		if err != nil {
 			continue
 		}
-		key := le.Uint32(b[len(footerMagic):])
-		if footerName(key) != name {
-			continue
-		}
-		if f, why := decodeFooter(b, key); f != nil && why == "" {
-			if r, ok := f.record(); ok {
-				out = append(out, r)
+		if len(b) >= len(footerMagic)+4 {
+			key := le.Uint32(b[len(footerMagic):])
+			if footerName(key) == name {
+				if f, why := decodeFooter(b, key); f != nil && why == "" {
+					if r, ok := f.record(); ok { // it copies what it keeps
+						out = append(out, r)
+					}
+				}
 			}
 		}
+		release()
 	}
 	cents, _ := fsys.ReadDir(filepath.Join(dir, cursorDir))
 	for _, e := range cents {

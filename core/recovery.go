@@ -268,7 +268,9 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		}
 		return m[off : off+format.FrameHeaderSize+len(rec)], true, nil
 	}); fo != nil {
-		if err := fo.replay(lw, from, ck, s.ix); err != nil {
+		err := fo.replay(lw, from, ck, s.ix)
+		fo.close()
+		if err != nil {
 			return 0, 0, s.dropStaleFooter(id, err)
 		}
 		s.openReport.Footers++
@@ -354,12 +356,18 @@ func (s *Store) recoverPacked(lw *logWalker, id uint32, path string, file []byte
 	if err != nil {
 		return 0, 0, &CorruptionError{File: path, Reason: err.Error()}
 	}
-	if fo := s.usableFooter(id, pk.Size(), false, func(off int) ([]byte, bool, error) { return pk.Frame(file, off) }); fo != nil && fo.end == pk.Size() {
-		if err := fo.replay(lw, from, ck, s.ix); err != nil {
-			return 0, 0, s.dropStaleFooter(id, err)
+	if fo := s.usableFooter(id, pk.Size(), false, func(off int) ([]byte, bool, error) { return pk.Frame(file, off) }); fo != nil {
+		if fo.end != pk.Size() {
+			fo.close()
+		} else {
+			err := fo.replay(lw, from, ck, s.ix)
+			fo.close()
+			if err != nil {
+				return 0, 0, s.dropStaleFooter(id, err)
+			}
+			s.openReport.Footers++
+			return pk.Size(), pk.Size(), nil
 		}
-		s.openReport.Footers++
-		return pk.Size(), pk.Size(), nil
 	}
 	data, err := pk.Logical(file, id)
 	if err != nil {
@@ -398,6 +406,7 @@ func (s *Store) usableFooter(id uint32, size int64, skip bool, frame func(off in
 		return nil // none
 	}
 	if fo != nil && !fo.matches(size, frame) {
+		fo.close()
 		fo, why = nil, "it does not match the segment"
 	}
 	if fo == nil {

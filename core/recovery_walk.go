@@ -48,9 +48,16 @@ type walkedEvent struct {
 }
 
 func (e walkedEvent) held() walkedEvent {
-	e.entity = append([]byte(nil), e.entity...)
-	e.scope = append([]byte(nil), e.scope...)
-	e.idem = append([]byte(nil), e.idem...)
+	// One allocation for the three (an empty one stays nil).
+	b := make([]byte, 0, len(e.entity)+len(e.scope)+len(e.idem))
+	keep := func(p []byte) []byte {
+		if len(p) == 0 {
+			return nil
+		}
+		b = append(b, p...)
+		return b[len(b)-len(p) : len(b) : len(b)]
+	}
+	e.entity, e.scope, e.idem = keep(e.entity), keep(e.scope), keep(e.idem)
 	return e
 }
 
@@ -70,6 +77,11 @@ type logWalker struct {
 	fence     []walkedEvent
 
 	droppedBatches int // batches without a commit record
+
+	// cur is the event event hands to emit: a pointer to a field, not to
+	// its argument, which would put every event walked on the heap. emit
+	// must not keep the pointer.
+	cur walkedEvent
 
 	// chunk is the read buffer of the walk's chunked scans (scanSegment):
 	// one for the whole walk, made at the first segment that needs it.
@@ -130,7 +142,8 @@ func (w *logWalker) event(ev walkedEvent, sf byte) error {
 	if err := w.endFence(false); err != nil {
 		return err
 	}
-	return w.emit(&ev)
+	w.cur = ev
+	return w.emit(&w.cur)
 }
 
 // format.Marker handles one batch or fence record.
@@ -146,8 +159,10 @@ func (w *logWalker) marker(seg uint32, off int, m format.Marker) error {
 		if int(m.Count) != len(w.batch) {
 			return w.corrupt(seg, off, fmt.Sprintf("batch-commit record counts %d items, %d were written", m.Count, len(w.batch)))
 		}
+		// The items' array is used again for the next batch: nothing
+		// appends to it while they are emitted, and a fence copies them.
 		items := w.batch
-		w.inBatch, w.batch = false, nil
+		w.inBatch, w.batch = false, w.batch[:0]
 		if w.fenceOpen { // a batch written under the fence waits for it
 			w.fence = append(w.fence, items...)
 			return nil
@@ -176,7 +191,7 @@ func (w *logWalker) marker(seg uint32, off int, m format.Marker) error {
 func (w *logWalker) dropBatch() {
 	if w.inBatch {
 		w.droppedBatches++
-		w.inBatch, w.batch = false, nil
+		w.inBatch, w.batch = false, w.batch[:0]
 	}
 }
 

@@ -120,6 +120,28 @@ func (b *browser) run(what string, actions ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
+// click clicks the element sel selects. Pages that refresh (the tenant
+// table, the plugin list) may replace it between the browser finding it
+// and clicking it ("Could not find node with given id"): the click is
+// then tried again on the element that replaced it, within run's deadline.
+func (b *browser) click(what, sel string) {
+	b.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(b.ctx, time.Until(deadline))
+		err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(sel)))
+		cancel()
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "Could not find node") || time.Now().After(deadline) {
+			b.shot("failed-" + strings.NewReplacer(" ", "-", "/", "-", "#", "", "\"", "").Replace(what))
+			b.t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // noErrors fails the test if the page logged an error since the last call.
 func (b *browser) noErrors(page string) {
 	b.t.Helper()
@@ -387,7 +409,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	b.waitText("#workers", "echoer")
 	b.waitText("#workers", "running")
 	b.shot("09-plugins")
-	b.run("reset the quarantine", chromedp.Click(chromedp.CSS(`button[data-plugin="trap"]`)))
+	b.click("reset the quarantine", `button[data-plugin="trap"]`)
 	b.waitText("#plugin-trap", "loaded")
 	if st := e.must(e.do(nil, "GET", "/v1/tenants/acme/plugins/trap", nil, "Authorization", "Bearer "+key), 200).json(t); st["quarantined"] != false {
 		t.Fatalf("trap after Reset: %v", st)
@@ -469,17 +491,17 @@ func TestConsoleInABrowser(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	b.shot("10-overview")
 	b.noErrors("overview")
-	b.run("suspend globex", chromedp.Click(chromedp.CSS(`button[data-tenant="globex"]`)))
+	b.click("suspend globex", `button[data-tenant="globex"]`)
 	b.waitText(`tr[data-tenant="globex"]`, "suspended")
 	if st := e.must(e.do(nil, "GET", "/v1/admin/tenants/globex", nil, "Authorization", "Bearer "+opToken), 200).json(t)["state"]; st != "suspended" {
 		t.Fatalf("globex is %v after Suspend", st)
 	}
 	b.shot("11-overview-suspended")
 	// One tenant's figures.
-	b.run("acme's figures", chromedp.Click(chromedp.CSS(`a[aria-label="figures of tenant acme"]`)))
+	b.click("acme's figures", `a[aria-label="figures of tenant acme"]`)
 	b.waitText("#tenant-figures", "Tenant acme")
 	b.waitText("#tenant-figures", "Events / s")
-	b.run("resume globex", chromedp.Click(chromedp.CSS(`button[data-tenant="globex"]`)))
+	b.click("resume globex", `button[data-tenant="globex"]`)
 	b.waitText(`tr[data-tenant="globex"]`, "active")
 	b.noErrors("suspend and resume")
 	time.Sleep(1500 * time.Millisecond)

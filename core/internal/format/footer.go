@@ -157,6 +157,8 @@ func DecodeFooter(b []byte) (*Footer, error) {
 	if !ok || !ok2 || int(n) > len(body) {
 		return nil, ErrFooterTruncated
 	}
+	// n comes from the file: the items it can hold bound it.
+	f.Items = make([][]byte, 0, min(int(n), (len(body)-p)/FooterItemMarker))
 	for i := uint32(0); i < n; i++ {
 		if p >= len(body) {
 			return nil, ErrFooterTruncated
