@@ -10,7 +10,6 @@ import (
 	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/batpak-go/batpak/core/internal/index"
 	"github.com/batpak-go/batpak/core/internal/segment"
-	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // The index checkpoint: the whole in-memory index, written at Close
@@ -142,13 +141,14 @@ func checkCausalLinks(ix *index.Index, n uint32) error {
 // returns nil (the caller scans the log).
 func (s *Store) loadCheckpoint(ids []uint32) *checkpointInfo {
 	path := filepath.Join(s.cfg.Dir, format.CheckpointName)
-	b, err := vfs.ReadFile(s.fs, path)
+	b, unmap, err := mapReadOnly(s.fs, path) // restoreCheckpoint copies what it keeps
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			s.log.Warn("batpak: index checkpoint unreadable; scanning the log", "err", err)
 		}
 		return nil
 	}
+	defer unmap()
 	ck, err := s.restoreCheckpoint(b, ids)
 	if err != nil {
 		s.log.Warn("batpak: index checkpoint not used; scanning the log", "file", path, "reason", err)

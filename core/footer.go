@@ -74,7 +74,7 @@ type footer struct {
 // mapping costs one per 16 pages of the page cache. Call release on the
 // footer once done with it; nothing of it may be kept after that.
 func readFooter(fsys vfs.FS, dir string, key uint32) (*footer, string) {
-	b, release, err := mapFooter(fsys, filepath.Join(dir, footerName(key)))
+	b, release, err := mapReadOnly(fsys, filepath.Join(dir, footerName(key)))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, ""
 	}
@@ -98,8 +98,11 @@ func (f *footer) close() {
 	}
 }
 
-// mapFooter maps the footer file at path read-only.
-func mapFooter(fsys vfs.FS, path string) ([]byte, func(), error) {
+// mapReadOnly maps the whole file at path read-only (footers, the
+// checkpoint): Open reads them whole, and a fresh heap buffer of their size
+// costs a page fault per 4 KiB where the mapping of page-cached bytes costs
+// one per 16 pages. Call the returned func to unmap.
+func mapReadOnly(fsys vfs.FS, path string) ([]byte, func(), error) {
 	f, err := fsys.Open(path)
 	if err != nil {
 		return nil, nil, err

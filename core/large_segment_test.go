@@ -187,9 +187,9 @@ func TestChunkedReadsAllocateLittle(t *testing.T) {
 	})
 }
 
-// Open by the footer path maps the footers rather than copying them into
-// the heap (twice, before: once to learn how far the log went, once to
-// replay it): it allocates less than a full scan of the segments does
+// Open maps the footers rather than copying them into the heap (twice,
+// before: once to learn how far the log went, once to replay them): by
+// the footers it allocates less than a full scan of the segments does
 // plus one copy of the footers.
 func TestOpenByFootersOrScanAllocatesLittle(t *testing.T) {
 	cfg := testConfig(t.TempDir())
@@ -222,6 +222,7 @@ func TestOpenByFootersOrScanAllocatesLittle(t *testing.T) {
 		indexMiB = float64(s.Stats().IndexBytes) / (1 << 20)
 		return mib
 	}
+	ckMiB := open(func(string) bool { return false }, "checkpoint")
 	footerMiB := open(func(n string) bool { return n == checkpointFile }, "footers")
 	scanMiB := open(func(n string) bool { return n == checkpointFile || strings.HasSuffix(n, format.FooterSuffix) }, "scan")
 	var footers int64
@@ -233,7 +234,7 @@ func TestOpenByFootersOrScanAllocatesLittle(t *testing.T) {
 		}
 		footers += st.Size()
 	}
-	t.Logf("allocated %.1f MiB by the footers, %.1f MiB by a scan; the footers hold %.1f MiB", footerMiB, scanMiB, float64(footers)/(1<<20))
+	t.Logf("allocated %.1f MiB by the checkpoint, %.1f MiB by the footers, %.1f MiB by a scan; the footers hold %.1f MiB", ckMiB, footerMiB, scanMiB, float64(footers)/(1<<20))
 	// The walk itself keeps no event on the heap (it put each one there,
 	// and copied every batch into a fresh array): a scan allocates about
 	// what the index it builds holds, with the index's own growth.

@@ -54,12 +54,17 @@ type logRecord struct {
 }
 
 // readLogRecords gathers the checkpoint, footer and cursor records of dir
-// (unreadable or damaged ones are skipped: they prove nothing).
-func readLogRecords(fsys vfs.FS, dir string) []logRecord {
-	var out []logRecord
-	if b, err := vfs.ReadFile(fsys, filepath.Join(dir, format.CheckpointName)); err == nil {
+// (unreadable or damaged ones are skipped: they prove nothing). The
+// checkpoint's record reads the checkpoint's mapping: call release once
+// done with the records.
+func readLogRecords(fsys vfs.FS, dir string) (out []logRecord, release func()) {
+	release = func() {}
+	if b, unmap, err := mapReadOnly(fsys, filepath.Join(dir, format.CheckpointName)); err == nil {
 		if r, ok := checkpointRecord(b); ok {
 			out = append(out, r)
+			release = unmap
+		} else {
+			unmap()
 		}
 	}
 	ents, _ := fsys.ReadDir(dir)
@@ -68,7 +73,7 @@ func readLogRecords(fsys vfs.FS, dir string) []logRecord {
 		if e.IsDir() || !strings.HasSuffix(name, footerSuffix) {
 			continue
 		}
-		b, release, err := mapFooter(fsys, filepath.Join(dir, name))
+		b, unmap, err := mapReadOnly(fsys, filepath.Join(dir, name))
 		if err != nil {
 			continue
 		}
@@ -82,7 +87,7 @@ func readLogRecords(fsys vfs.FS, dir string) []logRecord {
 				}
 			}
 		}
-		release()
+		unmap()
 	}
 	cents, _ := fsys.ReadDir(filepath.Join(dir, cursorDir))
 	for _, e := range cents {
@@ -94,7 +99,7 @@ func readLogRecords(fsys vfs.FS, dir string) []logRecord {
 			out = append(out, logRecord{end: pos, what: fmt.Sprintf("cursor %q (%s)", name, filepath.Join(cursorDir, name+".pos"))})
 		}
 	}
-	return out
+	return out, release
 }
 
 // checkpointRecord parses a checkpoint whole (without restoring it) and

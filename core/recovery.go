@@ -49,7 +49,8 @@ func (s *Store) recoverStore() (recovered, error) {
 	s.erasures.Store(n)
 	// Read before the log: beside a live writer, nothing recorded here is
 	// ahead of what the scan below reads.
-	logRecs := readLogRecords(s.fs, cfg.Dir)
+	logRecs, releaseRecs := readLogRecords(s.fs, cfg.Dir)
+	defer releaseRecs()
 	began := time.Now()
 	var rec recovered
 	if s.readOnly {
