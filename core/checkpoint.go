@@ -241,11 +241,10 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 		name := string(r.take(int(r.u16())))
 		ix.AddScope(name)
 	}
-	// The id table is sized once for the entries the file can hold (it
-	// would otherwise double and rehash some 20 times on the way to a
-	// million); n alone comes from the file.
-	const entrySize = 16 + 4*4 + 8 + 2 + 1 + 4 + 4
-	ix.ReserveIDsLocked(min(int(n), (len(r.b)-r.off)/entrySize))
+	// The id table is built once every entry is in (index.BuildIDsLocked:
+	// in slot order, not a cache miss per entry); nothing looks an id up
+	// meanwhile.
+	ix.DeferIDsLocked()
 	for seq := uint32(0); seq < n && r.err == nil; seq++ {
 		var e index.Entry
 		copy(e.ID[:], r.take(16))
@@ -278,6 +277,7 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 	if r.err != nil {
 		return nil, r.err
 	}
+	ix.BuildIDsLocked()
 	if err := checkCausalLinks(ix, n); err != nil {
 		return nil, err
 	}

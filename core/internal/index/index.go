@@ -111,6 +111,10 @@ type Index struct {
 
 	// undo records inserts between BeginUndo and EndUndo (undo.go).
 	undo undoLog
+
+	// idsLater: InsertLocked leaves the id table to BuildIDsLocked
+	// (bulk.go).
+	idsLater bool
 }
 
 // New returns an empty index.
@@ -295,7 +299,9 @@ func (ix *Index) InsertLocked(seq uint32, e Entry, idem string, l Links) {
 	if len(es.Seqs) == 0 {
 		ix.liveEntities++
 	}
-	ix.ids.insert(ix, seq)
+	if !ix.idsLater {
+		ix.ids.insert(ix, seq)
+	}
 	es.Seqs = append(es.Seqs, seq)
 	sc := &ix.scopes[e.Scope]
 	sc.seqs = append(sc.seqs, seq)
