@@ -407,5 +407,17 @@
 //     refuses to delete or rename over a file that is open or mapped, so
 //     there a compaction beside such a reader can fail with an error after
 //     it committed; its journal makes the next Open finish it, as after a
-//     crash at that point. This path is not exercised by the tests.
+//     crash at that point. This path is not exercised by the tests. Open
+//     also maps segment footers and the index checkpoint while it reads
+//     them, so on Windows a live writer's sealer replacing a footer beside
+//     another process's OpenReadOnly can fail until that Open is done; it
+//     is retried at the next sweep.
+//   - Files cut short under Open: Open reads segments, footers and the
+//     checkpoint through read-only mappings. A file the store wrote is
+//     never cut short in place (footers and the checkpoint are replaced by
+//     renaming), but another program can (a restore with rsync --inplace,
+//     an operator emptying a file). Reading a mapping past a file's new
+//     end faults; Open turns that fault into an error wrapping ErrCorrupt,
+//     instead of the process dying of SIGBUS, and the next Open reads the
+//     file as it now is.
 package core

@@ -184,7 +184,7 @@ func (f *footer) replay(lw *logWalker, from int, ck *checkpointInfo, ix *index.I
 			}
 			continue
 		}
-		if int(it.Entity) >= len(f.names) || int(it.Scope) >= len(f.names) {
+		if uint64(it.Entity) >= uint64(len(f.names)) || uint64(it.Scope) >= uint64(len(f.names)) {
 			return stale("bad item")
 		}
 		ev := walkedEvent{seg: f.key, off: off, seq: it.Seq, id: it.ID, clock: it.Clock, ts: it.Timestamp, kind: Kind(it.Kind),

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
@@ -32,7 +33,25 @@ import (
 // recoverStore runs recovery for s (see above) and returns where the log
 // ends. On error nothing on disk was changed beyond finishing a committed
 // compaction.
-func (s *Store) recoverStore() (recovered, error) {
+func (s *Store) recoverStore() (rec recovered, err error) {
+	// A file cut short in place while it is mapped (by another program:
+	// the store replaces files by renaming) faults on its mapping (SIGBUS)
+	// rather than failing a read: on this goroutine, which does all of
+	// recovery's reading, the fault is made a panic and the panic an error.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			if _, fault := p.(interface{ Addr() uintptr }); !fault {
+				panic(p)
+			}
+			rec, err = recovered{}, fmt.Errorf("batpak: a file in %s was cut short while Open read it (%v); open again to read it as it now is: %w", s.cfg.Dir, p, ErrCorrupt)
+		}
+	}()
+	return s.recoverStoreFiles()
+}
+
+// recoverStoreFiles is recoverStore without the fault guard.
+func (s *Store) recoverStoreFiles() (recovered, error) {
 	cfg := s.cfg
 	if !s.readOnly {
 		if err := finishCompaction(s.fs, cfg.Dir); err != nil {

@@ -143,7 +143,10 @@ func (w *logWalker) event(ev walkedEvent, sf byte) error {
 		return err
 	}
 	w.cur = ev
-	return w.emit(&w.cur)
+	err := w.emit(&w.cur)
+	// Its bytes may be a mapping that is released after this segment.
+	w.cur.entity, w.cur.scope, w.cur.idem = nil, nil, nil
+	return err
 }
 
 // format.Marker handles one batch or fence record.

@@ -154,11 +154,12 @@ func DecodeFooter(b []byte) (*Footer, error) {
 		f.Names = append(f.Names, name)
 	}
 	n, ok2 := u32()
-	if !ok || !ok2 || int(n) > len(body) {
+	if !ok || !ok2 || uint64(n) > uint64(len(body)) {
 		return nil, ErrFooterTruncated
 	}
-	// n comes from the file: the items it can hold bound it.
-	f.Items = make([][]byte, 0, min(int(n), (len(body)-p)/FooterItemMarker))
+	// n comes from the file: the items it can hold bound it (compared as
+	// uint64: an int may be 32 bits).
+	f.Items = make([][]byte, 0, int(min(uint64(n), uint64((len(body)-p)/FooterItemMarker))))
 	for i := uint32(0); i < n; i++ {
 		if p >= len(body) {
 			return nil, ErrFooterTruncated
