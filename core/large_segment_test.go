@@ -25,22 +25,13 @@ func largeSegmentStore(t *testing.T) core.Config {
 	cfg := testConfig(t.TempDir())
 	cfg.Batch.MaxBytes = 4 << 20
 	s := openWith(t, cfg)
-	ctx := context.Background()
-	kind := core.MustKind(1, 1)
-	for b := range 60 {
-		items := make([]core.BatchItem, 50)
-		for i := range items {
-			n := b*50 + i
-			note := strings.Repeat("x", (n*131)%3000)
-			if n == 1700 {
-				note = strings.Repeat("y", 1300<<10)
-			}
-			items[i] = core.BatchItem{Coordinate: mustCoord(t, fmt.Sprintf("order:%d", n%97), "eu"), Kind: kind, Payload: []byte(fmt.Sprintf(`{"n":%d,"note":%q}`, n, note))}
+	appendBatches(t, s, 60, 50, func(n int) (string, string) {
+		note := strings.Repeat("x", (n*131)%3000)
+		if n == 1700 {
+			note = strings.Repeat("y", 1300<<10)
 		}
-		if _, err := s.AppendBatch(ctx, items); err != nil {
-			t.Fatal(err)
-		}
-	}
+		return fmt.Sprintf("order:%d", n%97), fmt.Sprintf(`{"n":%d,"note":%q}`, n, note)
+	})
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -48,6 +39,22 @@ func largeSegmentStore(t *testing.T) core.Config {
 		t.Fatalf("want one segment, have %d", len(segs))
 	}
 	return cfg
+}
+
+// appendBatches appends batches batches of size events each, in scope
+// "eu" with kind 1:1; event(n) gives the n-th event's entity and payload.
+func appendBatches(t *testing.T, s *core.Store, batches, size int, event func(n int) (entity, payload string)) {
+	t.Helper()
+	for b := range batches {
+		items := make([]core.BatchItem, size)
+		for i := range items {
+			entity, payload := event(b*size + i)
+			items[i] = core.BatchItem{Coordinate: mustCoord(t, entity, "eu"), Kind: core.MustKind(1, 1), Payload: []byte(payload)}
+		}
+		if _, err := s.AppendBatch(context.Background(), items); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // A segment of several MiB opens by each path (checkpoint, footer, scan)
@@ -194,17 +201,9 @@ func TestChunkedReadsAllocateLittle(t *testing.T) {
 func TestOpenByFootersOrScanAllocatesLittle(t *testing.T) {
 	cfg := testConfig(t.TempDir())
 	s := openWith(t, cfg)
-	ctx := context.Background()
-	kind := core.MustKind(1, 1)
-	for b := range 500 {
-		items := make([]core.BatchItem, 200)
-		for i := range items {
-			items[i] = core.BatchItem{Coordinate: mustCoord(t, fmt.Sprintf("order:%d", (b*200+i)%1000), "eu"), Kind: kind, Payload: []byte(payloadN(i))}
-		}
-		if _, err := s.AppendBatch(ctx, items); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendBatches(t, s, 500, 200, func(n int) (string, string) {
+		return fmt.Sprintf("order:%d", n%1000), payloadN(n % 200)
+	})
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}

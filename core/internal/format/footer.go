@@ -311,7 +311,7 @@ func EncodeFooterPartsAt(r io.ReaderAt, size int64, key uint32, buf []byte) (par
 		return nil, false, fmt.Errorf("batpak: segment footer: %w", err)
 	}
 	fb := NewFooterBuilder(key, footerItemsSize(first, SegmentHeaderSize, int(size)))
-	end, reached, err := ScanFramesAt(r, size, SegmentHeaderSize, buf, fb.Add)
+	end, reached, err := scanFramesAt(r, size, SegmentHeaderSize, buf, int64(len(first)), fb.Add)
 	if err != nil {
 		return nil, false, fmt.Errorf("batpak: segment footer: %w", err)
 	}

@@ -127,8 +127,17 @@ func ScanFrames(data []byte, from int, fn func(off int, rec []byte) error) (end 
 // ran exactly to size. What ended a scan short of size (zeros, a torn
 // tail, damage) is not told: ScanFrames over the mapped bytes tells it.
 func ScanFramesAt(r io.ReaderAt, size int64, from int64, buf []byte, fn func(off int, rec []byte) error) (end int64, reached bool, err error) {
+	return scanFramesAt(r, size, from, buf, 0, fn)
+}
+
+// scanFramesAt is ScanFramesAt with buf[:held] already holding the first
+// held bytes of r (held <= from: none then).
+func scanFramesAt(r io.ReaderAt, size int64, from int64, buf []byte, held int64, fn func(off int, rec []byte) error) (end int64, reached bool, err error) {
 	off := from
 	lo, n := off, int64(0) // buf[:n] holds the bytes from lo on
+	if held > 0 && held >= from {
+		lo, n = 0, held
+	}
 	var large []byte       // for frames longer than buf
 	fill := func(at, want int64) ([]byte, error) {
 		if at >= lo && at+want <= lo+n {
