@@ -138,7 +138,7 @@ func scanFramesAt(r io.ReaderAt, size int64, from int64, buf []byte, held int64,
 	if held > 0 && held >= from {
 		lo, n = 0, held
 	}
-	var large []byte       // for frames longer than buf
+	var large []byte // for frames longer than buf
 	fill := func(at, want int64) ([]byte, error) {
 		if at >= lo && at+want <= lo+n {
 			return buf[at-lo : at-lo+want], nil
