@@ -277,8 +277,8 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		return 0, 0, &CorruptionError{File: path, Offset: 0, Reason: why}
 	}
 	start := format.SegmentHeaderSize
-	// A plain segment the checkpoint covers has its frames checked (a
-	// read of mapped bytes, no decoding): the checkpoint path stays as
+	// A plain segment the checkpoint covers has its frames checked (read
+	// in chunks, no decoding: scanSegment): the checkpoint path stays as
 	// strict about damage as a scan. Without a checkpoint, its footer
 	// stands in for the frames it covers.
 	if fo := s.usableFooter(id, size, ck != nil, func(off int) ([]byte, bool, error) {
