@@ -326,7 +326,7 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 
 // scanSegment is format.ScanFrames(m, start, fn) for a plain segment
 // mapped at m from the open file f, whose frames before from are the part
-// the checkpoint covers. When that part holds at least footerChunk bytes
+// the checkpoint covers. When that part holds at least segmentReadChunk bytes
 // it is read from f a chunk at a time into *chunk (made once, kept for the
 // next segment; format.ScanFramesAt, about three times faster than reading
 // the mapping, and this part is most of a store on a clean Open); fn only
@@ -336,9 +336,9 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 // ScanFrames. A read error falls back to the mapping from where it
 // happened.
 func scanSegment(f vfs.File, m []byte, start, from int, chunk *[]byte, fn func(off int, rec []byte) error) (int, format.Tail, error) {
-	if covered := min(from, len(m)); covered-start >= footerChunk {
+	if covered := min(from, len(m)); covered-start >= segmentReadChunk {
 		if *chunk == nil {
-			*chunk = make([]byte, footerChunk)
+			*chunk = make([]byte, segmentReadChunk)
 		}
 		var fnErr error
 		keep := func(off int, rec []byte) error {

@@ -171,8 +171,9 @@ func (s *Store) writeSegmentFooter(key uint32, end int64) error {
 	return writeFooter(s.fs, s.cfg.Dir, key, parts)
 }
 
-// footerChunk is how much of a segment footerFromFile reads at a time.
-const footerChunk = 1 << 20
+// segmentReadChunk is how much of a segment a whole-segment read takes at
+// a time (footerFromFile, and the checkpoint's frames in scanSegment).
+const segmentReadChunk = 1 << 20
 
 // footerFromFile builds the footer of the plain segment at path whose
 // frames run exactly to end, reading it a chunk at a time rather than
@@ -202,7 +203,7 @@ func footerFromFile(fsys vfs.FS, path string, key uint32, end int64) ([][]byte, 
 	if segment.IsPackedHeader(h) {
 		return nil, nil
 	}
-	parts, ok, err := format.EncodeFooterPartsAt(f, end, key, make([]byte, min(footerChunk, end)))
+	parts, ok, err := format.EncodeFooterPartsAt(f, end, key, make([]byte, min(segmentReadChunk, end)))
 	if err != nil || !ok {
 		return nil, err
 	}
