@@ -372,6 +372,27 @@ func checkpointDamage(t *testing.T, d checkpointDamageCase, base, other string, 
 	sameState(t, "reopened", captureState(t, s2), after)
 }
 
+// coveredDamageFailsOpen checks that Open and OpenReadOnly of cfg both
+// fail with a *CorruptionError (ErrCorrupt) naming the damaged frame at
+// off in the segment file path, which the checkpoint covers.
+func coveredDamageFailsOpen(t *testing.T, cfg core.Config, path string, off int) {
+	t.Helper()
+	for _, open := range []func(core.Config) (*core.Store, error){core.Open, core.OpenReadOnly} {
+		s, err := open(cfg)
+		if err == nil {
+			s.Close()
+			t.Fatal("Open succeeded over a damaged frame the checkpoint covers")
+		}
+		var ce *core.CorruptionError
+		if !errors.As(err, &ce) || !errors.Is(err, core.ErrCorrupt) {
+			t.Fatalf("got %v, want a *CorruptionError", err)
+		}
+		if ce.File != path || ce.Offset != int64(off) {
+			t.Fatalf("CorruptionError names %s at %d, want %s at %d", ce.File, ce.Offset, path, off)
+		}
+	}
+}
+
 func TestCheckpointCoveredFrameDamageFailsOpen(t *testing.T) {
 	base := filepath.Join(t.TempDir(), "base")
 	checkpointBase(t, base)
@@ -387,20 +408,7 @@ func TestCheckpointCoveredFrameDamageFailsOpen(t *testing.T) {
 			writeFile(t, path, data)
 			cfg := testConfig(dir)
 			smallSegments(&cfg)
-			for _, open := range []func(core.Config) (*core.Store, error){core.Open, core.OpenReadOnly} {
-				s, err := open(cfg)
-				if err == nil {
-					s.Close()
-					t.Fatal("Open succeeded over a damaged frame the checkpoint covers")
-				}
-				var ce *core.CorruptionError
-				if !errors.As(err, &ce) || !errors.Is(err, core.ErrCorrupt) {
-					t.Fatalf("got %v, want a *CorruptionError", err)
-				}
-				if ce.File != path || ce.Offset != int64(f.Off) {
-					t.Fatalf("CorruptionError names %s at %d, want %s at %d", ce.File, ce.Offset, path, f.Off)
-				}
-			}
+			coveredDamageFailsOpen(t, cfg, path, f.Off)
 		})
 	}
 }

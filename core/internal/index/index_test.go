@@ -79,6 +79,20 @@ func randomModel(t testing.TB, seed int64, n int) *model {
 	return m
 }
 
+// checkLookup checks that the index finds event seq by its id when it is
+// visible, and not when it is hidden or removed. Caller holds RLock.
+func (m *model) checkLookup(t testing.TB, seq int) {
+	t.Helper()
+	ev := m.events[seq]
+	got, ok := m.ix.Lookup(ev.e.ID)
+	switch {
+	case ev.visible() && (!ok || got != uint32(seq)):
+		t.Fatalf("Lookup(event %d) = %d, %v", seq, got, ok)
+	case !ev.visible() && ok && ev.e.ID != [16]byte{}:
+		t.Fatalf("Lookup found the hidden or removed event %d", seq)
+	}
+}
+
 func (m *model) want(f Filter) []Loc {
 	var out []Loc
 	for seq, ev := range m.events {
@@ -110,13 +124,7 @@ func TestLookupFindsEveryVisibleEventAcrossGrowth(t *testing.T) {
 	}
 	visible := 0
 	for seq, ev := range m.events {
-		got, ok := ix.Lookup(ev.e.ID)
-		switch {
-		case ev.visible() && (!ok || got != uint32(seq)):
-			t.Fatalf("Lookup(event %d) = %d, %v", seq, got, ok)
-		case !ev.visible() && ok && ev.e.ID != [16]byte{}:
-			t.Fatalf("Lookup found the hidden or removed event %d", seq)
-		}
+		m.checkLookup(t, seq)
 		if ev.visible() {
 			visible++
 		}
