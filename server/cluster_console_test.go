@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -10,10 +11,10 @@ import (
 )
 
 // TestClusterConsoleOnFollower: the console of a follower shows what the
-// node holds, and a change made through it is answered 503 NOT_LEADER
-// naming the leader's console — never a redirect the browser would follow
-// to the leader without the session's credential. On the leader the same
-// change is made.
+// node holds, and a change made through it is forwarded to the leader
+// with the session's credential and made there — never a redirect the
+// browser would follow to the leader without the session. A tenant's
+// session on the follower writes events the same way.
 func TestClusterConsoleOnFollower(t *testing.T) {
 	root := t.TempDir()
 	n1 := startClusterLeader(t, root)
@@ -62,27 +63,67 @@ func TestClusterConsoleOnFollower(t *testing.T) {
 	}
 
 	cookie, csrf := signIn(n2.base)
+	// Until the follower has applied the leader's URL record, it answers
+	// 503 NOT_LEADER without an address; then it forwards.
 	var res *http.Response
 	var b []byte
-	var p struct{ Code, Detail, Title string }
-	// Until the follower has applied the leader's URL record, it answers
-	// 503 NOT_LEADER without an address.
-	waitFor(t, 10*time.Second, "the follower knows the leader's URL", func() bool {
+	waitFor(t, 10*time.Second, "the follower forwards to the leader", func() bool {
 		res, b = do("POST", n2.base+"/console/api/v1/admin/tenants", n2.base, cookie, csrf, `{"id":"acme"}`)
-		_ = json.Unmarshal(b, &p)
-		return !strings.Contains(p.Detail, "knows no leader's address yet")
+		return res.StatusCode != http.StatusServiceUnavailable
 	})
-	if res.StatusCode != http.StatusServiceUnavailable || p.Code != "NOT_LEADER" || p.Title == "" ||
-		!strings.Contains(p.Detail, n1.base+"/console/") || res.Header.Get("Location") != "" {
-		t.Fatalf("a change through a follower's console: %d %s (Location %q), want 503 NOT_LEADER naming %s/console/",
-			res.StatusCode, b, res.Header.Get("Location"), n1.base)
+	if res.StatusCode != http.StatusCreated || res.Header.Get("Location") != "" || res.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("a change through a follower's console: %d %s (Location %q), want 201 from the leader", res.StatusCode, b, res.Header.Get("Location"))
 	}
-	if res, b := do("GET", n2.base+"/console/api/v1/admin/tenants", n2.base, cookie, csrf, ""); res.StatusCode != 200 {
-		t.Fatalf("a read through a follower's console: %d %s", res.StatusCode, b)
+	if code, _ := call(t, "GET", n1.base+"/v1/admin/tenants/acme", clusterOperator, ""); code != 200 {
+		t.Fatalf("the tenant made through the follower's console is not on the leader: %d", code)
+	}
+	waitFor(t, 10*time.Second, "the follower lists the new tenant", func() bool {
+		res, b := do("GET", n2.base+"/console/api/v1/admin/tenants", n2.base, cookie, csrf, "")
+		return res.StatusCode == 200 && strings.Contains(string(b), `"acme"`)
+	})
+
+	// A key issued through the follower's console (on the leader), then
+	// the tenant's session on the follower appends through its console.
+	res, b = do("POST", n2.base+"/console/api/v1/admin/tenants/acme/keys", n2.base, cookie, csrf, `{"roles":["writer","reader"]}`)
+	var issued struct{ Key string }
+	if res.StatusCode != http.StatusCreated || json.Unmarshal(b, &issued) != nil || issued.Key == "" {
+		t.Fatalf("a key issued through a follower's console: %d %s", res.StatusCode, b)
+	}
+	key := issued.Key
+	var tcookie, tcsrf string
+	waitFor(t, 10*time.Second, "the follower knows the new key", func() bool {
+		res, b := do("POST", n2.base+"/console/session", n2.base, "", "", `{"credential":"`+key+`"}`)
+		if res.StatusCode != 200 {
+			return false
+		}
+		var v struct {
+			CSRF string `json:"csrf_token"`
+		}
+		_ = json.Unmarshal(b, &v)
+		for _, c := range res.Cookies() {
+			tcookie = c.Name + "=" + c.Value
+		}
+		tcsrf = v.CSRF
+		return true
+	})
+	res, b = do("POST", n2.base+"/console/api/v1/tenants/acme/events", n2.base, tcookie, tcsrf,
+		`{"entity":"order:1","scope":"shop","kind":"1:1","payload":{"n":1}}`)
+	var receipt struct {
+		GlobalSequence *uint64 `json:"global_sequence"`
+	}
+	if res.StatusCode/100 != 2 || json.Unmarshal(b, &receipt) != nil || receipt.GlobalSequence == nil {
+		t.Fatalf("an append through a follower's console: %d %s, want a receipt from the leader", res.StatusCode, b)
+	}
+	if code, ev := call(t, "GET", n1.base+"/v1/tenants/acme/entities/order:1/events", key, ""); code != 200 || !strings.Contains(fmt.Sprint(ev), "order:1") {
+		t.Fatalf("the event appended through the follower's console is not on the leader: %d %v", code, ev)
+	}
+	// The tenant's session reaches no other tenant, forwarded or not.
+	if res, b := do("POST", n2.base+"/console/api/v1/admin/tenants", n2.base, tcookie, tcsrf, `{"id":"evil"}`); res.StatusCode != http.StatusForbidden {
+		t.Fatalf("a tenant session's admin change through a follower's console: %d %s, want 403", res.StatusCode, b)
 	}
 
 	cookie, csrf = signIn(n1.base)
-	if res, b := do("POST", n1.base+"/console/api/v1/admin/tenants", n1.base, cookie, csrf, `{"id":"acme"}`); res.StatusCode != http.StatusCreated {
-		t.Fatalf("the same change through the leader's console: %d %s", res.StatusCode, b)
+	if res, b := do("POST", n1.base+"/console/api/v1/admin/tenants", n1.base, cookie, csrf, `{"id":"beta"}`); res.StatusCode != http.StatusCreated {
+		t.Fatalf("a change through the leader's console: %d %s", res.StatusCode, b)
 	}
 }

@@ -122,6 +122,12 @@ type Console struct {
 
 	evalMu     sync.Mutex
 	evaluating map[string]bool // tenants with an evaluation running (one each)
+
+	// forwards carries a cluster follower's requests to its leader;
+	// fwdBusy counts each tenant's in flight ("" the operator's).
+	forwards *http.Transport
+	fwdMu    sync.Mutex
+	fwdBusy  map[string]int
 }
 
 type usageEntry struct {
@@ -156,7 +162,7 @@ func New(opts Options) (*Console, error) {
 	c := &Console{opts: opts, sessions: newSessionStore(opts.MaxSessions, opts.IdleTimeout, opts.Lifetime),
 		sampler: newSampler(opts.Metrics, opts.Tenants, opts.Policies), mux: http.NewServeMux(),
 		origin: http.NewCrossOriginProtection(), done: make(chan struct{}), usage: map[string]usageEntry{},
-		evaluating: map[string]bool{}}
+		evaluating: map[string]bool{}, forwards: forwardTransport()}
 	c.routes()
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
@@ -172,6 +178,7 @@ func (c *Console) Close() {
 	c.once.Do(func() {
 		c.cancel()
 		<-c.done
+		c.forwards.CloseIdleConnections()
 	})
 }
 
@@ -491,21 +498,40 @@ func (c *Console) proxy(w http.ResponseWriter, r *http.Request, s *session, _ st
 	r2.Header.Del("Cookie")
 	r2.Header.Del("X-CSRF-Token")
 	r2.Header.Set("Authorization", "Bearer "+s.credential)
+	var body *bodyWatch
+	if r2.Body != nil && r2.Body != http.NoBody {
+		body = &bodyWatch{ReadCloser: r2.Body}
+		r2.Body = body
+	}
 	// Tenant data stays out of the browser's cache, whatever the route
-	// would let other clients do.
-	c.opts.API.ServeHTTP(&noStoreWriter{ResponseWriter: w}, r2)
+	// would let other clients do. A cluster follower's redirect to its
+	// leader is held back: the request is forwarded instead (forward.go).
+	kept := w.Header().Clone()
+	nw := &noStoreWriter{ResponseWriter: w, hold: true}
+	c.opts.API.ServeHTTP(nw, r2)
+	if nw.location == "" {
+		return
+	}
+	clear(w.Header())
+	for k, v := range kept {
+		w.Header()[k] = v
+	}
+	c.forward(w, r2, s, nw.location, body.untouched())
 }
 
 // noStoreWriter sends Cache-Control: no-store with the response, in
 // place of any the handler set. A redirect (a cluster follower sends
-// writes to its leader with 307 NOT_LEADER) becomes a 503 NOT_LEADER
-// problem naming the leader's console: the browser must not follow it,
-// since the session lives on this node and the leader would see a request
-// without its credential.
+// requests for its leader with 307 NOT_LEADER) is never passed to the
+// browser, which would follow it to the leader without the session's
+// credential: with hold set it is kept back, its Location in location,
+// for the caller to forward the request (see forward); otherwise it
+// becomes a 503 NOT_LEADER problem naming the leader's console.
 type noStoreWriter struct {
 	http.ResponseWriter
+	hold       bool
 	sent       bool
 	redirected bool
+	location   string // a held redirect's target
 }
 
 func (w *noStoreWriter) header() {
@@ -516,23 +542,39 @@ func (w *noStoreWriter) header() {
 }
 
 func (w *noStoreWriter) WriteHeader(status int) {
-	if status >= 300 && status < 400 && !w.sent {
+	if status >= 300 && status < 400 && status != http.StatusNotModified && !w.sent {
 		w.redirected = true
 		w.sent = true
-		leader := "the leader"
-		if u, err := url.Parse(w.ResponseWriter.Header().Get("Location")); err == nil && u.Scheme != "" && u.Host != "" {
-			leader = u.Scheme + "://" + u.Host + Prefix + "/"
+		loc := w.ResponseWriter.Header().Get("Location")
+		if w.hold && loc != "" {
+			w.location = loc
+			return
 		}
-		w.ResponseWriter.Header().Del("Location")
-		w.ResponseWriter.Header().Set("Retry-After", "1")
-		problem(w.ResponseWriter, http.StatusServiceUnavailable, wire.CodeNotLeader,
-			"this node does not lead the cluster, and changes are made on the leader: sign in to the console at "+leader)
+		notLeader(w.ResponseWriter, loc, "")
 		return
 	}
 	if status >= 200 { // 1xx answers are not the response
 		w.header()
 	}
 	w.ResponseWriter.WriteHeader(status)
+}
+
+// notLeader answers 503 NOT_LEADER naming the console of the leader at
+// location (a URL on the leader), with why, if not empty, saying why the
+// request was not forwarded there.
+func notLeader(w http.ResponseWriter, location, why string) {
+	leader := "the leader"
+	if u, err := url.Parse(location); err == nil && u.Scheme != "" && u.Host != "" {
+		leader = u.Scheme + "://" + u.Host + Prefix + "/"
+	}
+	h := w.Header()
+	h.Del("Location")
+	h.Set("Retry-After", "1")
+	detail := "this node does not lead the cluster, and changes are made on the leader: sign in to the console at " + leader
+	if why != "" {
+		detail = "this node does not lead the cluster and did not forward the request to the leader (" + why + "): retry, or sign in to the console at " + leader
+	}
+	problem(w, http.StatusServiceUnavailable, wire.CodeNotLeader, detail)
 }
 
 func (w *noStoreWriter) Write(b []byte) (int, error) {

@@ -80,8 +80,18 @@
 // start when one of its keys signs in or its dashboard is opened.
 //
 // In a cluster each node's console shows what that node holds, and its
-// sessions are its own. A change made through a follower's console is
-// answered 503 NOT_LEADER naming the leader's console, never with the
-// API's redirect: the browser would follow it to the leader without the
-// session's credential.
+// sessions are its own. A request its node's API redirects to the leader
+// (a change, or a leader-only read) is never answered with the redirect —
+// the browser would follow it to the leader without the session's
+// credential —: the console forwards it to the leader itself, with the
+// session's credential and nothing else of the browser's (no cookie,
+// CSRF token, Origin or fetch metadata), over at most MaxForwardConns
+// connections and at most MaxForwardsPerTenant requests of one tenant's
+// sessions at once (503 BUSY past it), and relays the leader's answer. It answers 503
+// NOT_LEADER naming the leader's console instead when the API read the
+// body before redirecting, when the browser came over TLS and the
+// leader's URL is plain http (the credential would cross the network in
+// clear), when the leader cannot be reached or its https certificate does
+// not verify against the system's roots, and when the leader redirects
+// in turn (never followed further).
 package console
