@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -92,6 +94,11 @@ type ClusterConfig struct {
 	// only, instead of recording a plugin.reset change older nodes cannot
 	// read (tenantplugin.Options.LocalResets).
 	SingleWriteEntries bool
+	// PlainRaft turns off the peer-key handshake of a node without TLS
+	// (cluster.plain_raft; see cluster.Config.PeerKey): raft then trusts
+	// whoever reaches the port. It is the setting for a rolling upgrade
+	// from a version without the handshake.
+	PlainRaft bool
 	// LogMaxBytes bounds, roughly, the bytes of raft's log on this node
 	// (cluster.log_max_bytes): see cluster.Config.LogMaxBytes. Default
 	// cluster.DefaultLogMaxBytes (1 GiB); at least 1 MiB.
@@ -221,6 +228,13 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 	default:
 		return nil, errors.New("cluster.tls_cert, cluster.tls_key and cluster.tls_ca go together: set all three or none")
 	}
+	if cc.TLS == nil && !cfg.PlainRaft {
+		// Without TLS every raft connection proves both ends hold the
+		// operator credential every node is configured with (a key
+		// derived from it): a process that reaches the port without it —
+		// another user's on a shared host — cannot speak raft.
+		cc.PeerKey = peerKey(s.cfg.OperatorToken)
+	}
 	if cc.TLS == nil && !s.cfg.AllowInsecureRemote && !isLoopback(cfg.Bind) {
 		// Plain raft trusts every peer that reaches the port: it could
 		// append to the log, win an election or change the membership.
@@ -243,6 +257,15 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// peerKey is the raft peer key of a cluster whose nodes share the
+// operator credential token (HMAC-SHA256 under the token of a fixed
+// label: the key reveals nothing of the token).
+func peerKey(token string) []byte {
+	m := hmac.New(sha256.New, []byte(token))
+	m.Write([]byte("batpak cluster raft peer key v1"))
+	return m.Sum(nil)
 }
 
 func btoi(b bool) int {

@@ -171,8 +171,17 @@
 // Node-to-node traffic is raft's RPCs: log entries (every event's
 // payload), snapshots (every tenant's stores), votes and membership
 // changes. Without Config.TLS it is plain TCP: anyone who can reach the
-// raft port can read it and, by speaking raft, append to the log, win an
-// election or change the membership. Run it only on a private network.
+// raft port can read it. Without Config.PeerKey either, anyone who can
+// reach the port can, by speaking raft, append to the log, win an
+// election or change the membership — even make one replica apply an
+// entry the others never see. With Config.PeerKey (the server derives it
+// from the operator credential every node holds) every connection first
+// completes a challenge-response in which both ends prove they hold the
+// key (peerkey.go), within HandshakeTimeout and under the same bounds on
+// pending handshakes as TLS: a process without the key — another user's
+// on a shared host — never reaches raft. It does not protect the traffic
+// from an attacker on the network path, who could read it or take over
+// a connection after its handshake: off a private network, use TLS.
 //
 // With Config.TLS (LoadTLS: a node certificate and key, a CA, and client
 // verification on) every connection is TLS 1.3 and mutually
@@ -195,13 +204,14 @@
 //   - Protect data at rest (Dir), or the admin API and clients (the
 //     server's own TLS and keys do that).
 //
-// Limits on unauthenticated peers: a TLS node handshakes inbound
+// Limits on unauthenticated peers: a TLS or peer-key node handshakes inbound
 // connections off its accept loop, at most MaxPendingHandshakes at once
 // (a newcomer past that closes the oldest pending one, so silent
 // connections cannot lock the node's peers out), each bounded by
 // Config.HandshakeTimeout
 // (default 5s): a peer that connects and sends nothing, or speaks plain
-// TCP, is disconnected within it and never reaches raft. Each refusal
+// TCP (or, with the peer key, fails its proof), is disconnected within it
+// and never reaches raft. Each refusal
 // counts in Status.RefusedConnections. An authenticated peer's
 // connection is raft's: raft pools idle connections, and holds them
 // without a deadline. Without TLS there is no such bound: raft itself

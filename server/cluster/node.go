@@ -53,10 +53,19 @@ type Config struct {
 	// certificate ClientCAs signed: mutual TLS. LoadTLS builds one from PEM
 	// files. Every node of a cluster must use TLS, or none. Nil: plain TCP.
 	TLS *tls.Config
-	// HandshakeTimeout bounds an inbound connection's TLS handshake: a
-	// peer that connects and completes no handshake within it is
-	// disconnected (see MaxPendingHandshakes). Default 5s
-	// (DefaultHandshakeTimeout). Only used with TLS.
+	// PeerKey, when set and TLS is not, is a secret every node of the
+	// cluster holds (at least MinPeerKeyBytes): every raft connection
+	// then starts with a challenge-response handshake in which each end
+	// proves it holds the key (HMAC-SHA256 over fresh nonces from both;
+	// see peerkey.go), and a connection that does not complete it never
+	// reaches raft. It authenticates peers; it does not encrypt the
+	// traffic or protect it from an attacker on the network path (use TLS
+	// for that). Every node of a cluster must use the same key, or none.
+	PeerKey []byte
+	// HandshakeTimeout bounds an inbound connection's handshake (TLS or
+	// the peer key's): a peer that connects and completes no handshake
+	// within it is disconnected (see MaxPendingHandshakes). Default 5s
+	// (DefaultHandshakeTimeout).
 	HandshakeTimeout time.Duration
 	// Transport, when set, replaces the TCP transport (tests pass a
 	// raft.InmemTransport). The node closes it on Close if it is an
@@ -175,7 +184,7 @@ type Node struct {
 	raft    *raft.Raft
 	fsm     *fsm
 	trans   raft.Transport
-	stream  *tlsStream // nil without Config.TLS
+	stream  *guardedStream // nil without Config.TLS or Config.PeerKey
 	bolt    *raftboltdb.BoltStore
 	stable  *closingStable    // bolt as raft's stable store
 	watch   *watchedTransport // trans as raft sees it: AppendEntries observed
@@ -306,7 +315,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("cluster: opening raft snapshots: %w", err)
 	}
 	trans := cfg.Transport
-	var stream *tlsStream
+	var stream *guardedStream
 	if trans == nil {
 		if trans, stream, err = newTCPTransport(cfg, out); err != nil {
 			bolt.Close()

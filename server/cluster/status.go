@@ -42,10 +42,11 @@ type Status struct {
 	// Servers is the latest cluster configuration this node knows (it may
 	// not be committed yet); empty on a node never bootstrapped or joined.
 	Servers []Member `json:"servers"`
-	// RefusedConnections counts inbound connections a TLS node closed
-	// before raft saw them: failed or timed-out handshakes (a certificate
-	// from another CA, a plain-TCP peer, silence) and connections beyond
-	// MaxPendingHandshakes. Always 0 without Config.TLS.
+	// RefusedConnections counts inbound connections a TLS or peer-key
+	// node closed before raft saw them: failed or timed-out handshakes (a
+	// certificate from another CA, a wrong or missing peer key, a
+	// plain-TCP peer, silence) and connections beyond
+	// MaxPendingHandshakes. Always 0 without Config.TLS or Config.PeerKey.
 	RefusedConnections uint64 `json:"refused_connections"`
 	// Halted is Node.Err's message when the node stopped applying the log.
 	Halted string `json:"halted,omitempty"`

@@ -21,7 +21,7 @@ import (
 // DefaultHandshakeTimeout is Config.HandshakeTimeout's default.
 const DefaultHandshakeTimeout = 5 * time.Second
 
-// MaxPendingHandshakes is how many inbound connections a TLS node
+// MaxPendingHandshakes is how many inbound connections a TLS or peer-key node
 // handshakes at once; a connection arriving while that many are under way
 // displaces the oldest of them (closed, counted as refused), so silent
 // connections cannot lock a peer out: to keep one out, a flood must open
@@ -82,9 +82,10 @@ func LoadTLS(certFile, keyFile, caFile string, verifyClients bool) (*tls.Config,
 	return cfg, nil
 }
 
-// newTCPTransport is raft's transport over TCP, inside TLS when cfg.TLS
-// is set (and then stream is its stream layer).
-func newTCPTransport(cfg Config, out io.Writer) (trans *raft.NetworkTransport, stream *tlsStream, err error) {
+// newTCPTransport is raft's transport over TCP: inside TLS when cfg.TLS
+// is set, behind the peer-key handshake (peerkey.go) when cfg.PeerKey is,
+// plain otherwise; stream is the stream layer of the first two.
+func newTCPTransport(cfg Config, out io.Writer) (trans *raft.NetworkTransport, stream *guardedStream, err error) {
 	var adv net.Addr
 	if cfg.Advertise != "" {
 		a, err := net.ResolveTCPAddr("tcp", cfg.Advertise)
@@ -93,21 +94,30 @@ func newTCPTransport(cfg Config, out io.Writer) (trans *raft.NetworkTransport, s
 		}
 		adv = a
 	}
-	if cfg.TLS == nil {
+	if cfg.TLS == nil && len(cfg.PeerKey) == 0 {
 		t, err := raft.NewTCPTransport(cfg.Bind, adv, transportMaxPool, transportTimeout, out)
 		if err != nil {
 			return nil, nil, fmt.Errorf("cluster: listening on %s: %w", cfg.Bind, err)
 		}
 		return t, nil, nil
 	}
-	if len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil {
-		return nil, nil, errors.New("cluster: Config.TLS has no certificate (see LoadTLS)")
+	var g guard
+	if cfg.TLS != nil {
+		if len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil {
+			return nil, nil, errors.New("cluster: Config.TLS has no certificate (see LoadTLS)")
+		}
+		g = tlsGuard{cfg.TLS}
+	} else {
+		if len(cfg.PeerKey) < MinPeerKeyBytes {
+			return nil, nil, fmt.Errorf("cluster: Config.PeerKey has %d bytes, the least is %d", len(cfg.PeerKey), MinPeerKeyBytes)
+		}
+		g = peerKeyGuard{key: cfg.PeerKey}
 	}
 	ln, err := net.Listen("tcp", cfg.Bind)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cluster: listening on %s: %w", cfg.Bind, err)
 	}
-	s := newTLSStream(ln, adv, cfg.TLS, cfg.HandshakeTimeout)
+	s := newGuardedStream(ln, adv, g, cfg.HandshakeTimeout)
 	if a, ok := s.Addr().(*net.TCPAddr); !ok || a.IP == nil || a.IP.IsUnspecified() {
 		s.Close()
 		return nil, nil, fmt.Errorf("cluster: %s is not an address other nodes can dial: set Config.Advertise", s.Addr())
@@ -120,16 +130,43 @@ func newTCPTransport(cfg Config, out io.Writer) (trans *raft.NetworkTransport, s
 	}), s, nil
 }
 
-// tlsStream is a raft.StreamLayer over TLS. Accept hands raft only
-// connections whose handshake completed (and, with ClientAuth set, whose
-// client certificate verified) within the handshake timeout; handshakes
-// run off the accept loop, at most MaxPendingHandshakes at once (the
-// oldest displaced by a newcomer), so a slow or silent peer delays nobody
-// else.
-type tlsStream struct {
+// guard is how a guardedStream admits connections: TLS, or the peer-key
+// handshake.
+type guard interface {
+	// accept completes an inbound connection's handshake within ctx,
+	// answering the connection raft is to use.
+	accept(ctx context.Context, c net.Conn) (net.Conn, error)
+	// dial connects to a peer and completes the handshake within timeout.
+	dial(address string, timeout time.Duration) (net.Conn, error)
+}
+
+// tlsGuard admits TLS connections (mutual with ClientAuth set).
+type tlsGuard struct{ cfg *tls.Config }
+
+func (g tlsGuard) accept(ctx context.Context, c net.Conn) (net.Conn, error) {
+	tc := tls.Server(c, g.cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, err
+	}
+	return tc, nil
+}
+
+// dial verifies the peer's certificate for the host of address unless
+// the config names a ServerName.
+func (g tlsGuard) dial(address string, timeout time.Duration) (net.Conn, error) {
+	return tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", address, g.cfg)
+}
+
+// guardedStream is a raft.StreamLayer that hands raft only connections
+// whose handshake (TLS, with the client certificate verified when
+// ClientAuth is set; or the peer-key handshake) completed within the
+// handshake timeout; handshakes run off the accept loop, at most
+// MaxPendingHandshakes at once (the oldest displaced by a newcomer), so a
+// slow or silent peer delays nobody else.
+type guardedStream struct {
 	ln        net.Listener
 	advertise net.Addr
-	cfg       *tls.Config
+	guard     guard
 	timeout   time.Duration
 
 	conns chan net.Conn
@@ -144,19 +181,19 @@ type tlsStream struct {
 	refused atomic.Uint64 // connections closed before raft saw them
 }
 
-func newTLSStream(ln net.Listener, advertise net.Addr, cfg *tls.Config, timeout time.Duration) *tlsStream {
+func newGuardedStream(ln net.Listener, advertise net.Addr, g guard, timeout time.Duration) *guardedStream {
 	if timeout <= 0 {
 		timeout = DefaultHandshakeTimeout
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &tlsStream{ln: ln, advertise: advertise, cfg: cfg, timeout: timeout,
+	s := &guardedStream{ln: ln, advertise: advertise, guard: g, timeout: timeout,
 		conns: make(chan net.Conn), pending: list.New(), ctx: ctx, cancel: cancel}
 	s.wg.Add(1)
 	go s.acceptLoop()
 	return s
 }
 
-func (s *tlsStream) acceptLoop() {
+func (s *guardedStream) acceptLoop() {
 	defer s.wg.Done()
 	var delay time.Duration
 	for {
@@ -189,11 +226,10 @@ func (s *tlsStream) acceptLoop() {
 	}
 }
 
-func (s *tlsStream) handshake(c net.Conn, e *list.Element) {
+func (s *guardedStream) handshake(c net.Conn, e *list.Element) {
 	defer s.wg.Done()
-	tc := tls.Server(c, s.cfg)
 	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
-	err := tc.HandshakeContext(ctx)
+	tc, err := s.guard.accept(ctx, c)
 	cancel()
 	s.pmu.Lock()
 	s.pending.Remove(e) // a no-op when a newcomer displaced it
@@ -210,8 +246,8 @@ func (s *tlsStream) handshake(c net.Conn, e *list.Element) {
 	}
 }
 
-// Accept returns the next connection whose TLS handshake completed.
-func (s *tlsStream) Accept() (net.Conn, error) {
+// Accept returns the next connection whose handshake completed.
+func (s *guardedStream) Accept() (net.Conn, error) {
 	select {
 	case c := <-s.conns:
 		return c, nil
@@ -222,7 +258,7 @@ func (s *tlsStream) Accept() (net.Conn, error) {
 
 // Close stops listening and interrupts handshakes under way; connections
 // already handed to raft are raft's to close.
-func (s *tlsStream) Close() error {
+func (s *guardedStream) Close() error {
 	var err error
 	s.once.Do(func() {
 		s.cancel()
@@ -233,17 +269,14 @@ func (s *tlsStream) Close() error {
 }
 
 // Addr is the advertised address, or the listener's.
-func (s *tlsStream) Addr() net.Addr {
+func (s *guardedStream) Addr() net.Addr {
 	if s.advertise != nil {
 		return s.advertise
 	}
 	return s.ln.Addr()
 }
 
-// Dial connects to a peer and completes the TLS handshake within timeout,
-// verifying the peer's certificate for the host of address unless
-// Config.TLS names a ServerName.
-func (s *tlsStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	d := &net.Dialer{Timeout: timeout}
-	return tls.DialWithDialer(d, "tcp", string(address), s.cfg)
+// Dial connects to a peer and completes the handshake within timeout.
+func (s *guardedStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return s.guard.dial(string(address), timeout)
 }

@@ -1,0 +1,170 @@
+package cluster_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/server/cluster"
+)
+
+// openKeyed opens a node on loopback TCP with peer key key.
+func openKeyed(t testing.TB, dir, id string, key []byte, handshake time.Duration) *cluster.Node {
+	t.Helper()
+	cfg := cluster.Config{ID: id, Dir: dir, Bind: "127.0.0.1:0", PeerKey: key, HandshakeTimeout: handshake}
+	fastTimeouts(&cfg)
+	n, err := cluster.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+func keyedCluster(t testing.TB, key []byte, n int, handshake time.Duration) []*cluster.Node {
+	t.Helper()
+	root := t.TempDir()
+	var nodes []*cluster.Node
+	var servers []cluster.Server
+	for i := 1; i <= n; i++ {
+		id := "k" + strconv.Itoa(i)
+		node := openKeyed(t, filepath.Join(root, id), id, key, handshake)
+		nodes = append(nodes, node)
+		servers = append(servers, cluster.Server{ID: id, Address: node.Addr()})
+	}
+	if err := nodes[0].Bootstrap(servers...); err != nil {
+		t.Fatal(err)
+	}
+	return nodes
+}
+
+var testPeerKey = bytes.Repeat([]byte("k"), 32)
+
+// TestPeerKeyClusterElectsAndReplicates: nodes sharing a peer key elect a
+// leader and replicate, refusing none of each other's connections.
+func TestPeerKeyClusterElectsAndReplicates(t *testing.T) {
+	nodes := keyedCluster(t, testPeerKey, 3, 0)
+	l := waitLeader(t, nodes, 10*time.Second)
+	var last uint64
+	for i := range 10 {
+		last = mustAppend(t, l, "acme", item("e", fmt.Sprintf(`{"i":%d}`, i), core.AppendOptions{ExpectedClock: expectAfter(i)}))[0].Index
+	}
+	assertIdentical(t, nodes, last, "acme")
+	for _, n := range nodes {
+		if st := n.Status(); st.RefusedConnections != 0 {
+			t.Errorf("%s refused %d connections from its own cluster", n.ID(), st.RefusedConnections)
+		}
+	}
+}
+
+// TestPeerKeyRefusesUnkeyedRaft: a plain raft client — one that speaks raft
+// without the handshake, or completes it with another key — cannot make
+// a follower take an entry: its AppendEntries fails, the follower's log
+// and applied state stay the cluster's, and the connection is counted
+// refused. This is how an unauthenticated process on the same host could
+// otherwise inject an event into one replica.
+func TestPeerKeyRefusesUnkeyedRaft(t *testing.T) {
+	const bound = 400 * time.Millisecond
+	nodes := keyedCluster(t, testPeerKey, 3, bound)
+	l := waitLeader(t, nodes, 10*time.Second)
+	last := mustAppend(t, l, "acme", item("e", `{"i":0}`, core.AppendOptions{}))[0].Index
+	assertIdentical(t, nodes, last, "acme")
+	var f *cluster.Node
+	for _, n := range nodes {
+		if n != l {
+			f = n
+		}
+	}
+	before := f.Status()
+
+	plain, err := raft.NewTCPTransport("127.0.0.1:0", nil, 1, 2*time.Second, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	forged := &raft.AppendEntriesRequest{
+		RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(l.ID()), Addr: []byte(l.Addr())},
+		Term:      before.Term, PrevLogEntry: before.LastLogIndex, PrevLogTerm: before.Term,
+		Entries:           []*raft.Log{{Index: before.LastLogIndex + 1, Term: before.Term, Type: raft.LogCommand, Data: []byte{0xff}}},
+		LeaderCommitIndex: before.LastLogIndex + 1,
+	}
+	var resp raft.AppendEntriesResponse
+	err = plain.AppendEntries(raft.ServerID(f.ID()), raft.ServerAddress(f.Addr()), forged, &resp)
+	if err == nil {
+		t.Fatalf("an unkeyed raft client's AppendEntries was answered: %+v", resp)
+	}
+
+	// A client that speaks the handshake with another key.
+	conn, err := net.DialTimeout("tcp", f.Addr(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Write(append([]byte("BPKRAFT1"), bytes.Repeat([]byte{1}, 32)...))
+	reply := make([]byte, 64)
+	if _, err := io.ReadFull(conn, reply); err != nil {
+		t.Fatalf("the handshake's reply: %v", err)
+	}
+	conn.Write(bytes.Repeat([]byte{2}, 32)) // not the MAC of the key
+	got, took := readUntilClosed(t, conn)
+	conn.Close()
+	if len(got) != 0 || took > bound+time.Second {
+		t.Fatalf("a peer with a wrong proof got %q, dropped after %s", got, took)
+	}
+
+	for deadline := time.Now().Add(2 * time.Second); f.Status().RefusedConnections < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("refused_connections %d, want at least 2", f.Status().RefusedConnections)
+		}
+	}
+	if err := f.Err(); err != nil {
+		t.Fatalf("the follower halted: %v", err)
+	}
+	// The cluster goes on, every replica identical.
+	last = mustAppend(t, l, "acme", item("e", `{"i":1}`, core.AppendOptions{ExpectedClock: expectAfter(1)}))[0].Index
+	assertIdentical(t, nodes, last, "acme")
+}
+
+// TestPeerKeyRefusesANodeWithAnotherKey: a node opened with another key,
+// added as a member, receives nothing; the majority keeps working.
+func TestPeerKeyRefusesANodeWithAnotherKey(t *testing.T) {
+	nodes := keyedCluster(t, testPeerKey, 3, time.Second)
+	l := waitLeader(t, nodes, 10*time.Second)
+	mustAppend(t, l, "acme", item("e", `{"i":0}`, core.AppendOptions{}))
+	rogue := openKeyed(t, filepath.Join(t.TempDir(), "rogue"), "rogue", bytes.Repeat([]byte("r"), 32), time.Second)
+	if err := l.Join("rogue", rogue.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for i := 1; i < 10; i++ {
+		last = mustAppend(t, l, "acme", item("e", fmt.Sprintf(`{"i":%d}`, i), core.AppendOptions{ExpectedClock: expectAfter(i)}))[0].Index
+	}
+	assertIdentical(t, nodes, last, "acme")
+	time.Sleep(500 * time.Millisecond)
+	if st := rogue.Status(); st.AppliedIndex != 0 || st.Leader.ID != "" || len(st.Servers) != 0 {
+		t.Fatalf("the node with another key received raft traffic: %+v", st)
+	}
+	if err := l.Leave("rogue"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPeerKeyTooShort: a key shorter than MinPeerKeyBytes is refused at
+// Open, naming the field.
+func TestPeerKeyTooShort(t *testing.T) {
+	cfg := cluster.Config{ID: "a", Dir: t.TempDir(), Bind: "127.0.0.1:0", PeerKey: []byte("short")}
+	if n, err := cluster.Open(cfg); err == nil || !strings.Contains(err.Error(), "PeerKey") {
+		if n != nil {
+			n.Close()
+		}
+		t.Fatalf("a 5-byte peer key: %v", err)
+	}
+}
