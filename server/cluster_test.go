@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -386,5 +387,21 @@ func TestClusterServe(t *testing.T) {
 			code, st := call(t, "GET", n.base+"/v1/tenants/acme/stats?min_seq=0", token, "")
 			return code == 200 && st["events"].(float64) == 1
 		})
+	}
+}
+
+// TestClusterNodeWithNeitherFlagSaysSo: a node started on an empty root
+// with neither bootstrap nor join belongs to no cluster; it says so in
+// its log, naming what to do, instead of looking like a node starting up.
+func TestClusterNodeWithNeitherFlagSaysSo(t *testing.T) {
+	var log lockedLog
+	startClusterServer(t, t.TempDir(), "n4", false, "", func(c *server.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&log, nil))
+	})
+	waitFor(t, 5*time.Second, "the warning", func() bool {
+		return strings.Contains(log.String(), "neither cluster.bootstrap nor cluster.join")
+	})
+	if s := log.String(); !strings.Contains(s, "--cluster-join") || !strings.Contains(s, "batpak cluster join n4 127.0.0.1:") {
+		t.Fatalf("the warning does not say what to do: %s", s)
 	}
 }

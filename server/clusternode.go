@@ -144,6 +144,10 @@ type clusterNode struct {
 	// yet (it started with no raft log); cleared once it is one, so a
 	// node the operator removed stays removed.
 	joining bool
+	// orphan: started with no raft log and neither cluster.bootstrap nor
+	// cluster.join; run warns about it (every minute) until the node
+	// holds raft state or members.
+	orphan  bool
 	running atomic.Bool
 
 	// plane is the control plane following sys, once the server opened
@@ -246,6 +250,7 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 	}
 	c := &clusterNode{n: n, cfg: cfg, token: s.cfg.OperatorToken, url: strings.TrimRight(cfg.URL, "/"), stop: make(chan struct{}), done: make(chan struct{}), readWait: cfg.ReadWait}
 	c.joining = cfg.Join != "" && n.Status().LastLogIndex == 0
+	c.orphan = !cfg.Bootstrap && cfg.Join == "" && n.Status().LastLogIndex == 0
 	if cfg.Bootstrap && n.Status().LastLogIndex == 0 {
 		if err := n.Bootstrap(cluster.Server{ID: cfg.NodeID, Address: n.Addr()}); err != nil {
 			n.Close()
@@ -344,7 +349,7 @@ func (c *clusterNode) run(logf func(string, ...any)) {
 	defer close(c.done)
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
-	lastJoin := time.Time{}
+	lastJoin, lastOrphan := time.Time{}, time.Time{}
 	for {
 		select {
 		case <-c.stop:
@@ -352,6 +357,14 @@ func (c *clusterNode) run(logf func(string, ...any)) {
 		case <-t.C:
 		}
 		st := c.n.Status()
+		if c.orphan && st.LastLogIndex == 0 && len(st.Servers) == 0 {
+			if time.Since(lastOrphan) > time.Minute {
+				lastOrphan = time.Now()
+				logf("cluster: this node has no raft state and was started with neither cluster.bootstrap nor cluster.join, so it belongs to no cluster and serves nothing until a member adds it: restart it with --cluster-join <a member's API URL> (or --cluster-bootstrap for the first node of a new cluster), or run `batpak cluster join "+c.cfg.NodeID+" "+st.Address+" --url <this node's API URL>` against a member", "node", c.cfg.NodeID)
+			}
+		} else {
+			c.orphan = false
+		}
 		if st.State == "leader" {
 			if rec, ok := c.member(c.cfg.NodeID); !ok || rec.URL != c.url || rec.Address != st.Address {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

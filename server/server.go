@@ -480,6 +480,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("cluster: server.plugins.module_bytes is %d; a cluster node replicates a module as one raft entry of at most %d bytes", cfg.Plugins.ModuleBytes, cluster.DefaultMaxBytes)
 		}
 		if s.node, err = s.openClusterNode(*cfg.Cluster); err != nil {
+			if strings.HasPrefix(err.Error(), "cluster: ") {
+				return nil, err // raft's package names itself
+			}
 			return nil, fmt.Errorf("cluster: %w", err)
 		}
 		s.plane, err = control.Open(control.Options{Store: s.node.sys, Defaults: cfg.Quotas, OnChange: onChange})

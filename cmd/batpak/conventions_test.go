@@ -85,6 +85,7 @@ func TestExitCodesOfBinary(t *testing.T) {
 		{"usage: unknown flag", exitUsage, []string{"query", dd, "--frobnicate"}, "Run 'batpak query --help' for usage."},
 		{"usage: unknown verb", exitUsage, []string{"qurey"}, `did you mean query?`},
 		{"usage: bad -o", exitUsage, []string{"stats", dd, "-o", "xml"}, `"xml" is not an output format`},
+		{"usage: flags that exclude each other", exitUsage, []string{"serve", "--root", dir + "-srv", "--cluster", "--cluster-node-id", "n1", "--cluster-bootstrap", "--cluster-join", "http://127.0.0.1:1"}, "exclude each other"},
 		{"error: bad value", exitError, []string{"query", dd, "--kind", "1"}, "--kind"},
 		{"denied", exitDenied, append(slices.Clone(appendArgs), "--policy-dir", examplesPolicies(t), "--principal-id", "u", "--tenant", "globex", "--roles", "clerk"), "TENANT_MISMATCH"},
 		{"conflict", exitConflict, append(slices.Clone(appendArgs), "--expect-new"), "expected no events"},

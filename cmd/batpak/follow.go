@@ -162,7 +162,7 @@ func (p *queryPrinter) print(ctx context.Context, events iter.Seq2[core.StoredEv
 	}
 	shown := plural(p.n, "event", "events")
 	if p.more {
-		shown = fmt.Sprintf("first %d events shown (--limit %d; more match)", p.n, p.limit)
+		shown = fmt.Sprintf("first %s shown (--limit %d; more match)", plural(p.n, "event", "events"), p.limit)
 	}
 	_, err := fmt.Fprintf(p.w, "%s; region: %s\n", shown, p.r)
 	return err

@@ -279,6 +279,9 @@ server.shutdown_timeout.`,
 			if err != nil {
 				return err
 			}
+			if c := cfg.Cluster; c != nil && c.Bootstrap && c.Join != "" {
+				return &usageError{errors.New("--cluster-bootstrap and --cluster-join exclude each other (cluster.bootstrap, cluster.join): bootstrap the first node only, and let the others join it")}
+			}
 			srv, err := server.New(cmd.Context(), cfg)
 			if err != nil {
 				return serveStartError(cfg, err, false)
