@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,7 +109,9 @@ func TestPeerKeyRefusesUnkeyedRaft(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn.Write(append([]byte("BPKRAFT1"), bytes.Repeat([]byte{1}, 32)...))
+	hello := append([]byte("BPKRAFT1"), bytes.Repeat([]byte{1}, 32)...)
+	hello = append(append(hello, byte(len(f.Addr()))), f.Addr()...)
+	conn.Write(hello)
 	reply := make([]byte, 64)
 	if _, err := io.ReadFull(conn, reply); err != nil {
 		t.Fatalf("the handshake's reply: %v", err)
@@ -167,4 +170,84 @@ func TestPeerKeyTooShort(t *testing.T) {
 		}
 		t.Fatalf("a 5-byte peer key: %v", err)
 	}
+}
+
+// TestPeerKeyHandshakeCannotBeRelayed: a process holding a port the
+// leader dials (a stopped member's, say) relays the leader's handshake
+// to a follower: the follower refuses it before answering anything,
+// since the leader's proof names the port it dialled, not the
+// follower's; the cluster goes on.
+func TestPeerKeyHandshakeCannotBeRelayed(t *testing.T) {
+	nodes := keyedCluster(t, testPeerKey, 3, time.Second)
+	l := waitLeader(t, nodes, 10*time.Second)
+	mustAppend(t, l, "acme", item("e", `{"i":0}`, core.AppendOptions{}))
+	var f *cluster.Node
+	for _, n := range nodes {
+		if n != l {
+			f = n
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// For each relayed connection the leader wrote to: whether the
+	// follower answered anything (the leader's join first dials to see
+	// that the address answers, and writes nothing).
+	answered := make(chan bool, 64)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				d, err := net.Dial("tcp", f.Addr())
+				if err != nil {
+					return
+				}
+				defer d.Close()
+				var sent atomic.Int64
+				go io.Copy(countingWriter{d, &sent}, c)
+				d.SetReadDeadline(time.Now().Add(5 * time.Second))
+				k, _ := d.Read(make([]byte, 1))
+				if sent.Load() > 0 {
+					answered <- k > 0
+				}
+			}()
+		}
+	}()
+	refused := f.Status().RefusedConnections
+	if err := l.Join("ghost", ln.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case yes := <-answered:
+		if yes {
+			t.Fatal("the follower answered a relayed handshake")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the leader never dialled the relay")
+	}
+	if got := f.Status().RefusedConnections; got <= refused {
+		t.Fatalf("refused_connections %d, want more than %d", got, refused)
+	}
+	if err := l.Leave("ghost"); err != nil {
+		t.Fatal(err)
+	}
+	last := mustAppend(t, l, "acme", item("e", `{"i":1}`, core.AppendOptions{ExpectedClock: expectAfter(1)}))[0].Index
+	assertIdentical(t, nodes, last, "acme")
+}
+
+// countingWriter counts what it is given before writing it.
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(p []byte) (int, error) {
+	c.n.Add(int64(len(p)))
+	return c.w.Write(p)
 }

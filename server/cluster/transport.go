@@ -111,7 +111,7 @@ func newTCPTransport(cfg Config, out io.Writer) (trans *raft.NetworkTransport, s
 		if len(cfg.PeerKey) < MinPeerKeyBytes {
 			return nil, nil, fmt.Errorf("cluster: Config.PeerKey has %d bytes, the least is %d", len(cfg.PeerKey), MinPeerKeyBytes)
 		}
-		g = peerKeyGuard{key: cfg.PeerKey}
+		g = peerKeyGuard{key: cfg.PeerKey, self: adv}
 	}
 	ln, err := net.Listen("tcp", cfg.Bind)
 	if err != nil {

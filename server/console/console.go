@@ -124,10 +124,12 @@ type Console struct {
 	evaluating map[string]bool // tenants with an evaluation running (one each)
 
 	// forwards carries a cluster follower's requests to its leader;
-	// fwdBusy counts each tenant's in flight ("" the operator's).
+	// fwdBusy counts each tenant's in flight ("" the operator's),
+	// fwdTotal all of them.
 	forwards *http.Transport
 	fwdMu    sync.Mutex
 	fwdBusy  map[string]int
+	fwdTotal int
 }
 
 type usageEntry struct {

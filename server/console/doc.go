@@ -85,9 +85,10 @@
 // the browser would follow it to the leader without the session's
 // credential —: the console forwards it to the leader itself, with the
 // session's credential and nothing else of the browser's (no cookie,
-// CSRF token, Origin or fetch metadata), over at most MaxForwardConns
-// connections and at most MaxForwardsPerTenant requests of one tenant's
-// sessions at once (503 BUSY past it), and relays the leader's answer. It answers 503
+// CSRF token, Origin or fetch metadata), and relays the leader's answer
+// (without any Set-Cookie). At most MaxForwards requests are forwarded at
+// once, at most MaxForwardsPerTenant of one tenant's sessions (503 BUSY
+// past either, never queued), each for at most MaxForwardDuration. It answers 503
 // NOT_LEADER naming the leader's console instead when the API read the
 // body before redirecting, when the browser came over TLS and the
 // leader's URL is plain http (the credential would cross the network in

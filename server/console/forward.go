@@ -14,20 +14,26 @@ import (
 	"github.com/batpak-go/batpak/server/wire"
 )
 
-// MaxForwardConns bounds the connections a cluster follower's console
-// holds open to its leader for the requests it forwards there, all
-// sessions together; a request past it waits for one.
-const MaxForwardConns = 32
+// MaxForwards bounds the requests a cluster follower's console has
+// forwarded to its leader at once, all sessions together (and so the
+// connections it holds open there); one past it is answered 503 BUSY at
+// once, never queued.
+const MaxForwards = 64
+
+// MaxForwardDuration bounds a forwarded request from its start to the end
+// of the leader's response, a stream's included: no session holds a
+// forward longer.
+const MaxForwardDuration = time.Minute
 
 // MaxForwardsPerTenant bounds the requests one tenant's sessions (or the
 // operator's, together) have forwarded to the leader at once; one past
-// it is answered 503 BUSY: a tenant sending slow bodies through the
-// console holds at most this many of MaxForwardConns.
+// it is answered 503 BUSY: a tenant sending slow bodies or holding
+// streams through the console holds at most this many of MaxForwards,
+// each for at most MaxForwardDuration.
 const MaxForwardsPerTenant = 4
 
 // forwardTimeout bounds the wait for the leader's response headers to a
-// forwarded request (the body then streams for as long as the session's
-// request may last).
+// forwarded request.
 const forwardTimeout = 30 * time.Second
 
 // forwardTransport is the client side of forwarded requests: the system's
@@ -36,9 +42,9 @@ func forwardTransport() *http.Transport {
 	return &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          MaxForwardConns,
-		MaxIdleConnsPerHost:   MaxForwardConns,
-		MaxConnsPerHost:       MaxForwardConns,
+		MaxIdleConns:          MaxForwards,
+		MaxIdleConnsPerHost:   MaxForwards,
+		MaxConnsPerHost:       MaxForwards,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: forwardTimeout,
@@ -46,23 +52,29 @@ func forwardTransport() *http.Transport {
 }
 
 // forwardSlot takes one of tenant's MaxForwardsPerTenant forwarding
-// slots ("" is the operator's), if one is free.
-func (c *Console) forwardSlot(tenant string) bool {
+// slots ("" is the operator's) and one of the MaxForwards, if both are
+// free; it answers which bound was reached otherwise.
+func (c *Console) forwardSlot(tenant string) (ok bool, why string) {
 	c.fwdMu.Lock()
 	defer c.fwdMu.Unlock()
 	if c.fwdBusy[tenant] >= MaxForwardsPerTenant {
-		return false
+		return false, fmt.Sprintf("this session's tenant has %d requests on their way to the leader already; retry", MaxForwardsPerTenant)
+	}
+	if c.fwdTotal >= MaxForwards {
+		return false, fmt.Sprintf("this node has %d requests on their way to the leader already; retry", MaxForwards)
 	}
 	if c.fwdBusy == nil {
 		c.fwdBusy = map[string]int{}
 	}
 	c.fwdBusy[tenant]++
-	return true
+	c.fwdTotal++
+	return true, ""
 }
 
 func (c *Console) forwardDone(tenant string) {
 	c.fwdMu.Lock()
 	defer c.fwdMu.Unlock()
+	c.fwdTotal--
 	if c.fwdBusy[tenant]--; c.fwdBusy[tenant] <= 0 {
 		delete(c.fwdBusy, tenant)
 	}
@@ -119,11 +131,15 @@ func (c *Console) forward(w http.ResponseWriter, r *http.Request, s *session, lo
 		notLeader(w, location, "its URL is plain http, and the session's credential would cross the network in clear")
 		return
 	}
-	if !c.forwardSlot(s.principal.Tenant) {
-		problem(w, http.StatusServiceUnavailable, wire.CodeBusy, fmt.Sprintf("this session's tenant has %d requests on their way to the leader already; retry", MaxForwardsPerTenant))
+	if ok, why := c.forwardSlot(s.principal.Tenant); !ok {
+		w.Header().Set("Retry-After", "1")
+		problem(w, http.StatusServiceUnavailable, wire.CodeBusy, why)
 		return
 	}
 	defer c.forwardDone(s.principal.Tenant)
+	ctx, cancel := context.WithTimeout(r.Context(), MaxForwardDuration)
+	defer cancel()
+	r = r.WithContext(ctx)
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			u := *target
@@ -138,6 +154,10 @@ func (c *Console) forward(w http.ResponseWriter, r *http.Request, s *session, lo
 		},
 		Transport:     c.forwards,
 		FlushInterval: -1,
+		ModifyResponse: func(res *http.Response) error {
+			res.Header.Del("Set-Cookie") // the browser's cookies are this node's
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 				return // the browser went away, or the session ended

@@ -3,6 +3,7 @@ package console
 import (
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -65,7 +66,7 @@ func follower(leader string, readFirst int) http.Handler {
 func testConsole(t *testing.T, api http.Handler) (*Console, *session) {
 	t.Helper()
 	c := &Console{opts: Options{API: api, Lifetime: time.Hour, Logger: slog.New(slog.DiscardHandler)},
-		sessions: newSessionStore(10, time.Hour, time.Hour), forwards: forwardTransport()}
+		sessions: newSessionStore(2*MaxForwards, time.Hour, time.Hour), forwards: forwardTransport()}
 	t.Cleanup(c.forwards.CloseIdleConnections)
 	_, s, err := c.sessions.create("bpk_the_session_credential", auth.Principal{ID: "k1", Tenant: "acme"})
 	if err != nil {
@@ -245,5 +246,60 @@ func TestForwardsPerTenantBounded(t *testing.T) {
 	wg.Wait()
 	if n := c.fwdBusy["acme"]; n != 0 {
 		t.Fatalf("%d forwarding slots still taken after every request ended", n)
+	}
+}
+
+// TestForwardsBoundedInAll: MaxForwards requests of many tenants in
+// flight at once, the next — any tenant's, the operator's too — is
+// answered 503 BUSY at once rather than queued behind them.
+func TestForwardsBoundedInAll(t *testing.T) {
+	release := make(chan struct{})
+	arrived := make(chan struct{}, MaxForwards)
+	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer leader.Close()
+	c, _ := testConsole(t, follower(leader.URL, 0))
+	var wg sync.WaitGroup
+	for i := range MaxForwards {
+		tenant := fmt.Sprintf("t%d", i/MaxForwardsPerTenant)
+		_, s, err := c.sessions.create("bpk_"+tenant, auth.Principal{ID: tenant, Tenant: tenant})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.proxy(httptest.NewRecorder(), consoleRequest("GET", "/v1/tenants/"+tenant+"/stats", ""), s, "")
+		}()
+	}
+	for range MaxForwards {
+		<-arrived
+	}
+	_, op, _ := c.sessions.create("bpko_operator", auth.Principal{ID: "operator", Operator: true})
+	w := httptest.NewRecorder()
+	start := time.Now()
+	c.proxy(w, consoleRequest("POST", "/v1/admin/tenants", `{"id":"x"}`), op, "")
+	if res := w.Result(); res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "BUSY") || time.Since(start) > 2*time.Second {
+		t.Fatalf("a forward past MaxForwards: %d %s after %s, want 503 BUSY at once", res.StatusCode, w.Body.String(), time.Since(start))
+	}
+	close(release)
+	wg.Wait()
+	if c.fwdTotal != 0 || len(c.fwdBusy) != 0 {
+		t.Fatalf("slots still taken after every forward ended: %d, %v", c.fwdTotal, c.fwdBusy)
+	}
+}
+
+// TestForwardDropsTheLeadersCookies: a Set-Cookie in the leader's answer
+// does not reach the browser, whose cookies belong to this node.
+func TestForwardDropsTheLeadersCookies(t *testing.T) {
+	leader, _ := fakeLeader(t, http.StatusOK, `{}`, http.Header{"Set-Cookie": {CookieName + "=theirs; Path=/console"}})
+	c, s := testConsole(t, follower(leader.URL, 0))
+	w := httptest.NewRecorder()
+	c.proxy(w, consoleRequest("GET", "/v1/tenants/acme/stats", ""), s, "")
+	if res := w.Result(); res.StatusCode != http.StatusOK || len(res.Cookies()) != 0 {
+		t.Fatalf("forwarded answer: %d with cookies %v", res.StatusCode, res.Cookies())
 	}
 }
