@@ -515,7 +515,9 @@ func (n *Node) Bootstrap(servers ...Server) error {
 // returns once the new configuration is committed; the new node then
 // catches up from the leader — from a snapshot when the log it needs was
 // truncated. The id must pass ValidNodeID; on a TCP transport the address
-// must pass ValidAddress and accept a connection (ErrUnreachable
+// must pass ValidAddress and accept a connection — with Config.TLS or
+// Config.PeerKey, one that completes the handshake, so a node with another
+// CA's certificate or another key is refused too (ErrUnreachable
 // otherwise, nothing changed): start the node before it joins.
 //
 // Joining again is safe: a voter already in the configuration with the
@@ -542,11 +544,22 @@ func (n *Node) Join(id, addr string) error {
 		// A voter nobody answers for counts towards every quorum from
 		// the moment it is added: one at a mistyped address takes a
 		// one-node cluster down at once, with no leader left to remove it.
-		c, err := net.DialTimeout("tcp", addr, joinDialTimeout)
-		if err != nil {
-			return fmt.Errorf("%w: nothing answers at %s (%v): start node %s first, and check its address", ErrUnreachable, addr, err, id)
+		// With TLS or the peer key, the node must also complete the
+		// handshake: one that cannot (another CA, another key) would be
+		// a voter that never answers all the same.
+		if n.stream != nil {
+			c, err := n.stream.Dial(raft.ServerAddress(addr), joinDialTimeout)
+			if err != nil {
+				return fmt.Errorf("%w: the node at %s did not complete the raft handshake (%v): start node %s first, check its address, and give it this cluster's TLS certificates or operator credential", ErrUnreachable, addr, err, id)
+			}
+			c.Close()
+		} else {
+			c, err := net.DialTimeout("tcp", addr, joinDialTimeout)
+			if err != nil {
+				return fmt.Errorf("%w: nothing answers at %s (%v): start node %s first, and check its address", ErrUnreachable, addr, err, id)
+			}
+			c.Close()
 		}
-		c.Close()
 	}
 	if n.raft.State() != raft.Leader {
 		return n.notLeader()
