@@ -179,9 +179,17 @@
 // completes a challenge-response in which both ends prove they hold the
 // key (peerkey.go), within HandshakeTimeout and under the same bounds on
 // pending handshakes as TLS: a process without the key — another user's
-// on a shared host — never reaches raft. It does not protect the traffic
-// from an attacker on the network path, who could read it or take over
-// a connection after its handshake: off a private network, use TLS.
+// on a shared host — never reaches raft. Both proofs name the address
+// the dialer reached, and a node takes only its own (the connection's
+// local address or Config.Advertise): a process that takes over a
+// stopped member's port cannot relay the others' handshakes to a live
+// node. It does not protect the traffic from an attacker on the network
+// path, who could read it or take over a connection after its handshake:
+// off a private network, use TLS. For the same reason Config.Advertise
+// must reach this node's own listener for as long as it runs: a port
+// forward in between that can go down leaves a port a local process
+// could take and sit in the path. A tunnel whose entry address differs
+// from the advertised one (ssh -L, socat) is refused as a relay.
 //
 // With Config.TLS (LoadTLS: a node certificate and key, a CA, and client
 // verification on) every connection is TLS 1.3 and mutually
