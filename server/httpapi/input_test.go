@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -171,4 +172,30 @@ func TestUnknownQueryParameters(t *testing.T) {
 	e.must(e.req("GET", "/v1/tenants/acme/stats?consistency=linearizable&min_seq=2", k["reader"], nil), 200)
 	// Public routes take anything.
 	e.must(e.req("GET", "/healthz?probe=1", "", nil), 200)
+}
+
+// TestUnauthenticatedSaysWhatWasMissing: a 401 names the usual mistakes
+// — no Authorization header, or a key sent without the Bearer scheme —
+// and says nothing about a credential that was sent and refused.
+func TestUnauthenticatedSaysWhatWasMissing(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	for _, c := range []struct {
+		name, header, want string
+	}{
+		{"no header", "", "no credential"},
+		{"no scheme", k["reader"], "no Bearer scheme"},
+		{"another scheme", "Basic " + k["reader"], "no Bearer scheme"},
+		{"unknown key", "Bearer bpk_nosuchkeyatall", "a valid bearer credential is required"},
+	} {
+		r := e.req("GET", "/v1/tenants/acme/stats", "", nil, "Authorization", c.header)
+		if r.status != 401 || r.code() != "UNAUTHENTICATED" {
+			t.Fatalf("%s: %d %s", c.name, r.status, r.body)
+		}
+		var p struct{ Detail string }
+		_ = json.Unmarshal(r.body, &p)
+		if !strings.Contains(p.Detail, c.want) || strings.Contains(p.Detail, k["reader"]) {
+			t.Fatalf("%s: detail %q, want it to say %q", c.name, p.Detail, c.want)
+		}
+	}
 }

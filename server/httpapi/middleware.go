@@ -390,7 +390,7 @@ func (a *API) admit(c *call) error {
 	p, err := a.opts.Auth.Authenticate(c.r)
 	if err != nil {
 		if errors.Is(err, auth.ErrUnauthenticated) {
-			return errUnauthenticated
+			return credentialProblem(c.r.Header.Get("Authorization"))
 		}
 		return err
 	}

@@ -35,6 +35,20 @@ func (e *apiError) Error() string { return e.code + ": " + e.detail }
 
 var errUnauthenticated = &apiError{status: 401, code: wire.CodeUnauthenticated, detail: "a valid bearer credential is required"}
 
+// credentialProblem is the 401 of a request whose Authorization header h
+// did not authenticate: it names a missing header or scheme (the usual
+// mistakes), and says nothing more of a credential that was sent.
+func credentialProblem(h string) *apiError {
+	scheme, _, _ := strings.Cut(strings.TrimSpace(h), " ")
+	switch {
+	case strings.TrimSpace(h) == "":
+		return &apiError{status: 401, code: wire.CodeUnauthenticated, detail: "no credential: send it as Authorization: Bearer <key>"}
+	case !strings.EqualFold(scheme, "Bearer"):
+		return &apiError{status: 401, code: wire.CodeUnauthenticated, detail: "the Authorization header has no Bearer scheme: send Authorization: Bearer <key>"}
+	}
+	return errUnauthenticated
+}
+
 func errForbidden(detail string) *apiError {
 	return &apiError{status: 403, code: wire.CodeForbidden, detail: detail}
 }

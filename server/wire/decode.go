@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
+	"reflect"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -29,7 +32,7 @@ func Decode(body []byte, v any, maxDepth int) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return decodeError(err)
+		return decodeError(err, v)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return errorf(CodeInvalidJSON, "", "more than one JSON value in the body (at offset %d)", dec.InputOffset())
@@ -37,7 +40,7 @@ func Decode(body []byte, v any, maxDepth int) error {
 	return nil
 }
 
-func decodeError(err error) *Error {
+func decodeError(err error, v any) *Error {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	switch {
@@ -55,9 +58,90 @@ func decodeError(err error) *Error {
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
 		name = strings.Trim(name, `"`)
+		if near := nearestField(name, v); near != "" {
+			return errorf(CodeInvalidRequest, name, "unknown field %q (did you mean %q?)", clip(name), near)
+		}
 		return errorf(CodeInvalidRequest, name, "unknown field %q", clip(name))
 	}
 	return errorf(CodeInvalidJSON, "", "%s", strings.TrimPrefix(msg, "json: "))
+}
+
+// fieldAliases are names clients of other stores send for a field this
+// API names otherwise.
+var fieldAliases = map[string]string{"data": "payload", "body": "payload", "type": "kind", "stream": "entity"}
+
+// nearestField is the field of v's type (its JSON names, nested objects'
+// and list items' included) a client most likely meant by name: a known
+// alias, one differing by case, a prefix of the other, or one edit away;
+// "" if none.
+func nearestField(name string, v any) string {
+	names := map[string]bool{}
+	fieldNames(reflect.TypeOf(v), names, 0)
+	if a, ok := fieldAliases[strings.ToLower(name)]; ok && names[a] {
+		return a
+	}
+	best := ""
+	for _, f := range slices.Sorted(maps.Keys(names)) {
+		switch {
+		case strings.EqualFold(f, name), len(name) >= 3 && (strings.HasPrefix(f, name) || strings.HasPrefix(name, f)):
+			return f
+		case best == "" && len(name) >= 3 && oneEditApart(strings.ToLower(name), f):
+			best = f
+		}
+	}
+	return best
+}
+
+// fieldNames adds the JSON names of t's fields (through pointers, slices,
+// maps and nested structs, at most 4 levels) to names.
+func fieldNames(t reflect.Type, names map[string]bool, depth int) {
+	for t != nil && (t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array || t.Kind() == reflect.Map) {
+		t = t.Elem()
+	}
+	if t == nil || t.Kind() != reflect.Struct || depth > 4 {
+		return
+	}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if tag == "-" || !f.IsExported() {
+			continue
+		}
+		if f.Anonymous && tag == "" {
+			fieldNames(f.Type, names, depth+1)
+			continue
+		}
+		if tag == "" {
+			tag = f.Name
+		}
+		names[tag] = true
+		fieldNames(f.Type, names, depth+1)
+	}
+}
+
+// oneEditApart reports whether a and b differ by one insertion, deletion,
+// substitution or swap of adjacent characters.
+func oneEditApart(a, b string) bool {
+	if a == b {
+		return false
+	}
+	if len(a) > len(b) {
+		a, b = b, a
+	}
+	if len(b)-len(a) > 1 {
+		return false
+	}
+	i := 0
+	for i < len(a) && a[i] == b[i] {
+		i++
+	}
+	if len(a) == len(b) {
+		if a[i+1:] == b[i+1:] {
+			return true // substitution
+		}
+		return i+1 < len(a) && a[i] == b[i+1] && a[i+1] == b[i] && a[i+2:] == b[i+2:] // swap
+	}
+	return a[i:] == b[i+1:] // insertion
 }
 
 func goTypeName(k string) string {

@@ -221,3 +221,29 @@ func TestFromStored(t *testing.T) {
 		t.Fatal("payload member missing")
 	}
 }
+
+// TestDecodeSuggestsTheField: an unknown field that is a known alias, a
+// case or one-edit slip, or a prefix of one the request takes (in a
+// batch's events too) is answered with that field; a name like none of
+// them gets no guess.
+func TestDecodeSuggestsTheField(t *testing.T) {
+	cases := []struct{ body, field, want string }{
+		{`{"entity":"a","data":{}}`, "data", `(did you mean "payload"?)`},
+		{`{"entiy":"a"}`, "entiy", `(did you mean "entity"?)`},
+		{`{"Scopes":"a"}`, "Scopes", `(did you mean "scope"?)`},
+		{`{"idempotency":"k"}`, "idempotency", `(did you mean "idempotency_key"?)`},
+		{`{"entity":"a","colour":1}`, "colour", ""},
+	}
+	for _, c := range cases {
+		var req wire.AppendRequest
+		err := wire.Decode([]byte(c.body), &req, 8)
+		if _, f := code(t, err); f != c.field || (c.want == "") == strings.Contains(err.Error(), "did you mean") || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("%s: %v, want field %q and %q", c.body, err, c.field, c.want)
+		}
+	}
+	var batch wire.BatchRequest
+	err := wire.Decode([]byte(`{"events":[{"entity":"a","knd":"1:1"}]}`), &batch, 8)
+	if err == nil || !strings.Contains(err.Error(), `(did you mean "kind"?)`) {
+		t.Fatalf("an unknown field in a batch's event: %v", err)
+	}
+}
