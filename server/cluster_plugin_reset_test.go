@@ -59,8 +59,8 @@ func TestClusterPluginResetReachesEveryNode(t *testing.T) {
 	})
 	status := func(n *clusterServer) bool {
 		code, st := call(t, "GET", n.base+"/v1/tenants/acme/plugins/trap", admin, "")
-		if code != 200 {
-			t.Fatalf("%s: plugin status %d %v", n.id, code, st)
+		if code != 200 || st["node"] != n.id {
+			t.Fatalf("%s: plugin status %d %v, want this node's (node %q)", n.id, code, st, n.id)
 		}
 		q, _ := st["quarantined"].(bool)
 		return q

@@ -532,7 +532,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.plugins, err = tenantplugin.Open(ctx, tenantplugin.Options{
 		Dir: filepath.Join(cfg.Root, "plugins"), CacheDir: filepath.Join(cfg.Root, "plugin-cache"), Plane: s.plane,
 		Ceilings: cfg.Plugins, LogLines: cfg.PluginLogLines, Checks: cfg.PluginChecks, Logger: cfg.Logger, States: s.states,
-		Blobs: pluginBlobs, LocalResets: cfg.Cluster != nil && cfg.Cluster.SingleWriteEntries,
+		Blobs: pluginBlobs, LocalResets: cfg.Cluster != nil && cfg.Cluster.SingleWriteEntries, Node: clusterNodeID(cfg),
 	})
 	if err != nil {
 		return fail(fmt.Errorf("tenant plugins: %w", err))
@@ -1057,4 +1057,12 @@ func (d decisionLogMetrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(decisionsDroppedDesc, prometheus.CounterValue, float64(st.Dropped))
 	ch <- prometheus.MustNewConstMetric(decisionWriteErrorsDesc, prometheus.CounterValue, float64(st.WriteErrors))
+}
+
+// clusterNodeID is this server's cluster node id, "" on a single server.
+func clusterNodeID(cfg Config) string {
+	if cfg.Cluster == nil {
+		return ""
+	}
+	return cfg.Cluster.NodeID
 }

@@ -102,6 +102,10 @@ type Options struct {
 	// whose nodes cannot read a recorded reset (cluster.single_write_entries
 	// sets it on a server).
 	LocalResets bool
+	// Node names the cluster node this manager runs on ("" on a single
+	// server): Status carries it, since each node counts the faults,
+	// calls and log lines of the projections it serves itself.
+	Node string
 	// CacheDir keeps compiled modules, shared by every tenant's plugin
 	// host: a module is compiled once whoever uploads it. "" keeps
 	// each tenant's compiled code in memory only, and so does a CacheDir
@@ -1116,6 +1120,10 @@ func (c countingProjection) ApplyBatch(state []byte, evs []core.StoredEvent) ([]
 // Status is a plugin's state as its tenant sees it.
 type Status struct {
 	control.TenantPlugin
+	// Node is the cluster node whose counters, faults, logs and
+	// quarantine these are (Options.Node; absent on a single server):
+	// each node keeps its own.
+	Node        string  `json:"node,omitempty"`
 	Loaded      bool    `json:"loaded"`
 	LoadError   string  `json:"load_error,omitempty"`
 	Digest      string  `json:"digest,omitempty"` // the running module's SHA-256
@@ -1147,7 +1155,7 @@ func (m *Manager) Status(tenant, name string) (Status, error) {
 	if !ok {
 		return Status{}, fmt.Errorf("%w: plugin %q", control.ErrNotFound, name)
 	}
-	st := Status{TenantPlugin: tp, Limits: m.Limits(tenant), Faults: []Fault{}, Logs: []LogLine{}}
+	st := Status{TenantPlugin: tp, Node: m.opts.Node, Limits: m.Limits(tenant), Faults: []Fault{}, Logs: []LogLine{}}
 	h := m.lookup(tenant, name)
 	if h == nil {
 		return st, nil
