@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -105,7 +108,163 @@ leave).`,
 			})
 		},
 	}
+	check := &cobra.Command{
+		Use:   "check [TENANT...]",
+		Short: "Compare every node's copy of each tenant's events (default: every tenant)",
+		Long: `check asks the leader for a digest of each tenant's events (SHA-256 over
+their sequences and chain hashes), then every other member for its digest
+of the same events, and prints one line per tenant and node. Members are
+reached at the API URLs the cluster records (batpak cluster status), with
+the operator credential: a plain-http URL is not asked when --server is
+https. Exit 0 when every node answered the leader's digest; 7 when any
+differs (that replica holds other events than the leader: restore it, see
+the README); 8 when a node could not be asked.`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
+			rc, err := a.needServer("cluster check")
+			if err != nil {
+				return err
+			}
+			rep, err := checkReplicas(cmd.Context(), rc, args)
+			if err != nil {
+				return err
+			}
+			if err := emit(cmd.OutOrStdout(), f, rep, func(w io.Writer) error {
+				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "TENANT\tNODE\tEVENTS\tDIGEST\tRESULT")
+				for _, r := range rep.Nodes {
+					d := r.Digest
+					if len(d) > 16 {
+						d = d[:16]
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", oneLine(r.Tenant), oneLine(r.Node), r.Events, d, oneLine(r.Result))
+				}
+				return tw.Flush()
+			}); err != nil {
+				return err
+			}
+			return rep.err()
+		},
+	}
 	out.registerPersistent(cmd)
-	cmd.AddCommand(status, join, leave)
+	cmd.AddCommand(status, join, leave, check)
 	return cmd
+}
+
+// replicaCheck is the report of batpak cluster check.
+type replicaCheck struct {
+	Nodes []replicaResult `json:"nodes"`
+	// Differ and Unasked count the nodes whose digest differed from the
+	// leader's and those that could not be asked.
+	Differ  int `json:"differ"`
+	Unasked int `json:"unasked"`
+}
+
+// replicaResult is one node's answer for one tenant.
+type replicaResult struct {
+	Tenant string `json:"tenant"`
+	Node   string `json:"node"`
+	Upto   uint64 `json:"upto"`
+	Events uint64 `json:"events"`
+	Digest string `json:"digest,omitempty"`
+	// Result is "leader" (the reference), "same", "DIFFERENT" or why the
+	// node was not asked.
+	Result string `json:"result"`
+}
+
+func (r replicaCheck) err() error {
+	switch {
+	case r.Differ > 0:
+		return withExitCode(exitCorrupt, fmt.Errorf("%d node copies differ from the leader's: those replicas hold other events than the leader; take them out and restore them (README, Cluster)", r.Differ))
+	case r.Unasked > 0:
+		return withExitCode(exitUnavailable, fmt.Errorf("%d node copies could not be compared", r.Unasked))
+	}
+	return nil
+}
+
+// checkReplicas compares every member's digest of each tenant's events
+// with the leader's (see batpak cluster check).
+func checkReplicas(ctx context.Context, rc *remoteConf, tenants []string) (replicaCheck, error) {
+	var rep replicaCheck
+	st, err := rc.c.Cluster().Status(ctx)
+	if err != nil {
+		return rep, remoteError(err)
+	}
+	var leader client.ClusterMember
+	for _, m := range st.Members {
+		if m.Leader {
+			leader = m
+		}
+	}
+	if leader.ID == "" || leader.URL == "" {
+		return rep, withExitCode(exitUnavailable, errors.New("the cluster has no leader with a known URL right now; retry"))
+	}
+	secure := strings.HasPrefix(rc.server, "https://")
+	nodes := map[string]*client.Client{}
+	unasked := map[string]string{}
+	for _, m := range st.Members {
+		switch {
+		case m.URL == "":
+			unasked[m.ID] = "not asked: its API URL is not recorded"
+		case secure && !strings.HasPrefix(m.URL, "https://"):
+			unasked[m.ID] = "not asked: its URL is plain http and --server is https"
+		default:
+			c, err := client.New(m.URL, rc.token, rc.opts)
+			if err != nil {
+				unasked[m.ID] = "not asked: " + err.Error()
+				continue
+			}
+			nodes[m.ID] = c
+		}
+	}
+	if len(tenants) == 0 {
+		list, err := rc.c.Admin().Tenants(ctx)
+		if err != nil {
+			return rep, remoteError(err)
+		}
+		for _, t := range list {
+			tenants = append(tenants, t.ID)
+		}
+	}
+	lc, ok := nodes[leader.ID]
+	if !ok {
+		return rep, withExitCode(exitUnavailable, fmt.Errorf("the leader %s: %s", leader.ID, unasked[leader.ID]))
+	}
+	for _, t := range tenants {
+		ref, err := lc.Cluster().Digest(ctx, t, 0)
+		if err != nil {
+			return rep, remoteError(err)
+		}
+		rep.Nodes = append(rep.Nodes, replicaResult{Tenant: t, Node: leader.ID, Upto: ref.Upto, Events: ref.Events, Digest: ref.Digest, Result: "leader"})
+		for _, m := range st.Members {
+			if m.ID == leader.ID {
+				continue
+			}
+			r := replicaResult{Tenant: t, Node: m.ID, Upto: ref.Upto}
+			c, ok := nodes[m.ID]
+			if !ok {
+				r.Result = unasked[m.ID]
+				rep.Unasked++
+				rep.Nodes = append(rep.Nodes, r)
+				continue
+			}
+			d, err := c.Cluster().Digest(ctx, t, ref.Upto)
+			switch {
+			case err != nil:
+				r.Result = "not asked: " + oneLine(remoteError(err).Error())
+				rep.Unasked++
+			case d.Digest == ref.Digest && d.Events == ref.Events:
+				r.Events, r.Digest, r.Result = d.Events, d.Digest, "same"
+			default:
+				r.Events, r.Digest, r.Result = d.Events, d.Digest, "DIFFERENT"
+				rep.Differ++
+			}
+			rep.Nodes = append(rep.Nodes, r)
+		}
+	}
+	return rep, nil
 }

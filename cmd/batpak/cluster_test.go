@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -113,6 +115,33 @@ func TestClusterVerbs(t *testing.T) {
 	if r := batpak(t, "--server", n2.base, "--token", key, "--tenant", "acme", "--consistency", "strong", "query"); r.code != 2 || !strings.Contains(r.stderr, "--consistency") || !strings.Contains(r.stderr, "want local or linearizable") {
 		t.Fatalf("--consistency strong: exit %d, want 2 naming the flag\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	// check through the follower: both copies of acme match the leader's.
+	var rep struct {
+		Nodes []struct {
+			Tenant, Node, Result string
+			Events               uint64
+		}
+		Differ, Unasked int
+	}
+	out := ok(t, "--server", n2.base, "--token", op, "cluster", "check", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("cluster check -o json: %q: %v", out, err)
+	}
+	results := map[string]string{}
+	for _, n := range rep.Nodes {
+		if n.Tenant == "acme" {
+			results[n.Node] = n.Result
+			if n.Events != 6 {
+				t.Fatalf("check: %s holds %d events of acme, want 6: %s", n.Node, n.Events, out)
+			}
+		}
+	}
+	if results["n1"] != "leader" || results["n2"] != "same" || rep.Differ != 0 || rep.Unasked != 0 {
+		t.Fatalf("cluster check: %s", out)
+	}
+	if r := batpak(t, "--server", n1.base, "--token", op, "cluster", "check", "nobody"); r.code != 5 {
+		t.Fatalf("check of an unknown tenant: exit %d, want 5\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	// leave through the follower: redirected to the leader.
 	if r := batpak(t, "--server", n2.base, "--token", op, "cluster", "leave", "n2"); r.code != 0 || !strings.Contains(r.stdout, "removed node n2") {
 		t.Fatalf("leave: exit %d\n%s%s", r.code, r.stdout, r.stderr)
@@ -123,5 +152,42 @@ func TestClusterVerbs(t *testing.T) {
 	// A tenant key is not the operator credential.
 	if r := batpak(t, "--server", n1.base, "--token", "bpk_nope", "cluster", "status"); r.code == 0 {
 		t.Fatalf("status with a bad token succeeded: %s", r.stdout)
+	}
+}
+
+// TestClusterCheckReportsADifferentCopy: a member whose digest of a
+// tenant differs from the leader's is reported DIFFERENT, with exit 7.
+func TestClusterCheckReportsADifferentCopy(t *testing.T) {
+	op := "bpko_" + strings.Repeat("abcdefghijklmnopqrstuvwxyz", 2)
+	digests := func(digest string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Authorization") != "Bearer "+op || r.URL.Path != "/v1/admin/tenants/acme/digest" {
+				http.Error(w, `{"code":"NOT_FOUND"}`, 404)
+				return
+			}
+			upto := r.URL.Query().Get("upto")
+			if upto == "" {
+				upto = "7"
+			}
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"tenant":"acme","upto":%s,"events":7,"digest":%q}`, upto, digest)
+		}
+	}
+	follower := httptest.NewServer(digests(strings.Repeat("b", 64)))
+	defer follower.Close()
+	var leaderURL string
+	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/cluster" {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"id":"n1","state":"leader","members":[{"id":"n1","leader":true,"url":%q},{"id":"n2","url":%q}]}`, leaderURL, follower.URL)
+			return
+		}
+		digests(strings.Repeat("a", 64))(w, r)
+	}))
+	defer leader.Close()
+	leaderURL = leader.URL
+	r := batpak(t, "--server", leader.URL, "--token", op, "cluster", "check", "acme")
+	if r.code != 7 || !strings.Contains(r.stdout, "DIFFERENT") || !strings.Contains(r.stderr, "differ from the leader's") {
+		t.Fatalf("a different copy: exit %d, want 7\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }

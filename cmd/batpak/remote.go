@@ -90,6 +90,7 @@ func (a *app) remoteSource(key, flag, env string) string {
 type remoteConf struct {
 	server, token, tenant string
 	c                     *client.Client
+	opts                  client.Options // c's, for clients of other nodes (at)
 	// minSeq, when hasMinSeq, is the read command's --min-seq: its reads
 	// of the tenant wait for that sequence (see registerMinSeqFlag).
 	minSeq    uint64
@@ -181,7 +182,8 @@ func (a *app) remote() (*remoteConf, error) {
 	// cluster follower's NOT_LEADER redirect itself, and nothing else (no
 	// other host, port or scheme gets the token).
 	hc := &http.Client{Transport: newBoundedTransport(idle), CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	c, err := client.New(rc.server, rc.token, client.Options{HTTPClient: hc, Consistency: consistency, MaxResponseBytes: maxServerMessageBytes})
+	rc.opts = client.Options{HTTPClient: hc, Consistency: consistency, MaxResponseBytes: maxServerMessageBytes}
+	c, err := client.New(rc.server, rc.token, rc.opts)
 	if err != nil {
 		return nil, badInput("--server", errors.New(strings.TrimPrefix(err.Error(), "client: ")))
 	}

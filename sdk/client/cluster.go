@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"net/url"
+	"strconv"
 	"time"
 )
 
@@ -67,4 +69,31 @@ func (cl *Cluster) AddNode(ctx context.Context, id, address, url string, replace
 // redirect).
 func (cl *Cluster) RemoveNode(ctx context.Context, id string) error {
 	return cl.c.do(ctx, request{method: "DELETE", path: "/v1/cluster/nodes/" + seg(id)}, nil)
+}
+
+// ReplicaDigest is one node's digest of a tenant's events (see
+// Cluster.Digest).
+type ReplicaDigest struct {
+	Tenant string `json:"tenant"`
+	Upto   uint64 `json:"upto"`   // the events before this global sequence
+	Events uint64 `json:"events"` // how many there were
+	Digest string `json:"digest"` // hex SHA-256 over their sequences and chain hashes
+}
+
+// Digest returns the answering node's digest of tenant's events before
+// global sequence upto (0: every event it holds; the answer's Upto says
+// how many that was). Nodes holding the same events answer the same
+// digest for the same upto, whichever node is asked: it is never
+// redirected. A cluster node waits (at most its cluster.read_wait) until
+// it holds the events before upto (ErrNotCaughtUp otherwise, after the
+// client's retries).
+// One digest runs at a time on a node (503 BUSY, retried).
+func (cl *Cluster) Digest(ctx context.Context, tenant string, upto uint64) (ReplicaDigest, error) {
+	var q url.Values
+	if upto > 0 {
+		q = url.Values{"upto": {strconv.FormatUint(upto, 10)}}
+	}
+	var d ReplicaDigest
+	err := cl.c.do(ctx, request{method: "GET", path: "/v1/admin/tenants/" + seg(tenant) + "/digest", query: q, safe: true}, &d)
+	return d, err
 }

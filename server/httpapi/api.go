@@ -130,6 +130,8 @@ type API struct {
 	// startVerify).
 	verifyMu sync.Mutex
 	verifies map[string]bool
+	// digesting is held while a replica digest runs (one at a time).
+	digesting atomic.Bool
 	// bodies bounds the large JSON bodies written at once.
 	bodies *bodyBudget
 }
@@ -312,6 +314,7 @@ func (a *API) table() []Route {
 		{Method: "GET", Path: ad + "/{tenant}/keys", Access: Operator, handler: a.listKeys},
 		{Method: "DELETE", Path: ad + "/{tenant}/keys/{id}", Access: Operator, handler: a.revokeKey},
 		{Method: "POST", Path: ad + "/{tenant}/snapshot", Access: Operator, handler: a.snapshot, stream: true},
+		{Method: "GET", Path: ad + "/{tenant}/digest", Access: Operator, handler: a.digest, stream: true},
 
 		{Method: "GET", Path: "/v1/cluster", Access: Operator, handler: a.clusterStatus},
 		{Method: "POST", Path: "/v1/cluster/nodes", Access: Operator, Body: js, handler: a.clusterAddNode},
