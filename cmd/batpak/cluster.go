@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"text/tabwriter"
 
@@ -117,8 +118,10 @@ of the same events, and prints one line per tenant and node. Members are
 reached at the API URLs the cluster records (batpak cluster status), with
 the operator credential: a plain-http URL is not asked when --server is
 https. Exit 0 when every node answered the leader's digest; 7 when any
-differs (that replica holds other events than the leader: restore it, see
-the README); 8 when a node could not be asked.`,
+copy differs or its node cannot read it (that replica holds other events
+than the leader: restore it, see the README); 8 when a node could not be
+asked (one that fails is not asked again for the other tenants); 5 when
+a tenant named is not on the leader (the others are still compared).`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := out.format()
@@ -158,10 +161,12 @@ the README); 8 when a node could not be asked.`,
 // replicaCheck is the report of batpak cluster check.
 type replicaCheck struct {
 	Nodes []replicaResult `json:"nodes"`
-	// Differ and Unasked count the nodes whose digest differed from the
-	// leader's and those that could not be asked.
+	// Differ counts the copies that differ from the leader's (or that
+	// their node could not read); Unasked those that could not be
+	// compared; Missing the tenants the leader does not hold.
 	Differ  int `json:"differ"`
 	Unasked int `json:"unasked"`
+	Missing int `json:"missing"`
 }
 
 // replicaResult is one node's answer for one tenant.
@@ -171,23 +176,26 @@ type replicaResult struct {
 	Upto   uint64 `json:"upto"`
 	Events uint64 `json:"events"`
 	Digest string `json:"digest,omitempty"`
-	// Result is "leader" (the reference), "same", "DIFFERENT" or why the
-	// node was not asked.
+	// Result is "leader" (the reference), "same", "DIFFERENT",
+	// "DAMAGED: why", "no such tenant" or why the node was not asked.
 	Result string `json:"result"`
 }
 
 func (r replicaCheck) err() error {
 	switch {
 	case r.Differ > 0:
-		return withExitCode(exitCorrupt, fmt.Errorf("%d node copies differ from the leader's: those replicas hold other events than the leader; take them out and restore them (README, Cluster)", r.Differ))
+		return withExitCode(exitCorrupt, fmt.Errorf("%d node copies differ from the leader's: those replicas hold other events than the leader (or cannot read theirs); take them out and restore them (README, Cluster)", r.Differ))
 	case r.Unasked > 0:
 		return withExitCode(exitUnavailable, fmt.Errorf("%d node copies could not be compared", r.Unasked))
+	case r.Missing > 0:
+		return withExitCode(exitNotFound, fmt.Errorf("%d tenants are not on the leader", r.Missing))
 	}
 	return nil
 }
 
 // checkReplicas compares every member's digest of each tenant's events
-// with the leader's (see batpak cluster check).
+// with the leader's (see batpak cluster check). A member that fails once
+// is not asked again for the other tenants.
 func checkReplicas(ctx context.Context, rc *remoteConf, tenants []string) (replicaCheck, error) {
 	var rep replicaCheck
 	st, err := rc.c.Cluster().Status(ctx)
@@ -203,17 +211,19 @@ func checkReplicas(ctx context.Context, rc *remoteConf, tenants []string) (repli
 	if leader.ID == "" || leader.URL == "" {
 		return rep, withExitCode(exitUnavailable, errors.New("the cluster has no leader with a known URL right now; retry"))
 	}
-	secure := strings.HasPrefix(rc.server, "https://")
+	secure := isHTTPS(rc.server)
 	nodes := map[string]*client.Client{}
 	unasked := map[string]string{}
+	opts := rc.opts
+	opts.MaxRetries = 1 // a member that does not answer costs one retry, once
 	for _, m := range st.Members {
 		switch {
 		case m.URL == "":
 			unasked[m.ID] = "not asked: its API URL is not recorded"
-		case secure && !strings.HasPrefix(m.URL, "https://"):
+		case secure && !isHTTPS(m.URL):
 			unasked[m.ID] = "not asked: its URL is plain http and --server is https"
 		default:
-			c, err := client.New(m.URL, rc.token, rc.opts)
+			c, err := client.New(m.URL, rc.token, opts)
 			if err != nil {
 				unasked[m.ID] = "not asked: " + err.Error()
 				continue
@@ -235,9 +245,18 @@ func checkReplicas(ctx context.Context, rc *remoteConf, tenants []string) (repli
 		return rep, withExitCode(exitUnavailable, fmt.Errorf("the leader %s: %s", leader.ID, unasked[leader.ID]))
 	}
 	for _, t := range tenants {
-		ref, err := lc.Cluster().Digest(ctx, t, 0)
-		if err != nil {
+		ref, err := lc.Cluster().Digest(ctx, t)
+		switch {
+		case errors.Is(err, client.ErrNotFound):
+			rep.Nodes = append(rep.Nodes, replicaResult{Tenant: t, Node: leader.ID, Result: "no such tenant"})
+			rep.Missing++
+			continue
+		case err != nil:
 			return rep, remoteError(err)
+		case ref.Damaged != "":
+			rep.Nodes = append(rep.Nodes, replicaResult{Tenant: t, Node: leader.ID, Events: ref.Events, Result: "DAMAGED: " + ref.Damaged})
+			rep.Differ++
+			continue
 		}
 		rep.Nodes = append(rep.Nodes, replicaResult{Tenant: t, Node: leader.ID, Upto: ref.Upto, Events: ref.Events, Digest: ref.Digest, Result: "leader"})
 		for _, m := range st.Members {
@@ -252,11 +271,19 @@ func checkReplicas(ctx context.Context, rc *remoteConf, tenants []string) (repli
 				rep.Nodes = append(rep.Nodes, r)
 				continue
 			}
-			d, err := c.Cluster().Digest(ctx, t, ref.Upto)
+			d, err := c.Cluster().DigestUpto(ctx, t, ref.Upto)
 			switch {
 			case err != nil:
 				r.Result = "not asked: " + oneLine(remoteError(err).Error())
 				rep.Unasked++
+				if !errors.Is(err, client.ErrNotFound) && !errors.Is(err, client.ErrNotCaughtUp) {
+					// Unreachable or failing: not asked again.
+					delete(nodes, m.ID)
+					unasked[m.ID] = "not asked: an earlier request to it failed (" + oneLine(remoteError(err).Error()) + ")"
+				}
+			case d.Damaged != "":
+				r.Events, r.Result = d.Events, "DAMAGED: "+d.Damaged
+				rep.Differ++
 			case d.Digest == ref.Digest && d.Events == ref.Events:
 				r.Events, r.Digest, r.Result = d.Events, d.Digest, "same"
 			default:
@@ -267,4 +294,10 @@ func checkReplicas(ctx context.Context, rc *remoteConf, tenants []string) (repli
 		}
 	}
 	return rep, nil
+}
+
+// isHTTPS reports whether u is an https URL (the scheme in any case).
+func isHTTPS(u string) bool {
+	p, err := url.Parse(u)
+	return err == nil && strings.EqualFold(p.Scheme, "https")
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -155,39 +156,83 @@ func TestClusterVerbs(t *testing.T) {
 	}
 }
 
-// TestClusterCheckReportsADifferentCopy: a member whose digest of a
-// tenant differs from the leader's is reported DIFFERENT, with exit 7.
-func TestClusterCheckReportsADifferentCopy(t *testing.T) {
-	op := "bpko_" + strings.Repeat("abcdefghijklmnopqrstuvwxyz", 2)
-	digests := func(digest string) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			if r.Header.Get("Authorization") != "Bearer "+op || r.URL.Path != "/v1/admin/tenants/acme/digest" {
-				http.Error(w, `{"code":"NOT_FOUND"}`, 404)
-				return
-			}
-			upto := r.URL.Query().Get("upto")
-			if upto == "" {
-				upto = "7"
-			}
-			w.Header().Set("Content-Type", "application/json")
-			fmt.Fprintf(w, `{"tenant":"acme","upto":%s,"events":7,"digest":%q}`, upto, digest)
-		}
+// fakeDigests is a node's digest answers by tenant: a JSON object with
+// "%s" for upto, or "" for 404; asked records the upto parameter of each
+// request ("-" when absent).
+type fakeDigests struct {
+	op      string
+	answers map[string]string
+	mu      sync.Mutex
+	asked   []string
+}
+
+func (f *fakeDigests) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	tenant := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v1/admin/tenants/"), "/digest")
+	a, ok := f.answers[tenant]
+	if r.Header.Get("Authorization") != "Bearer "+f.op || !ok || a == "" {
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(404)
+		fmt.Fprint(w, `{"code":"NOT_FOUND","status":404,"detail":"no such tenant"}`)
+		return
 	}
-	follower := httptest.NewServer(digests(strings.Repeat("b", 64)))
-	defer follower.Close()
-	var leaderURL string
-	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v1/cluster" {
-			w.Header().Set("Content-Type", "application/json")
-			fmt.Fprintf(w, `{"id":"n1","state":"leader","members":[{"id":"n1","leader":true,"url":%q},{"id":"n2","url":%q}]}`, leaderURL, follower.URL)
-			return
-		}
-		digests(strings.Repeat("a", 64))(w, r)
-	}))
-	defer leader.Close()
-	leaderURL = leader.URL
-	r := batpak(t, "--server", leader.URL, "--token", op, "cluster", "check", "acme")
-	if r.code != 7 || !strings.Contains(r.stdout, "DIFFERENT") || !strings.Contains(r.stderr, "differ from the leader's") {
-		t.Fatalf("a different copy: exit %d, want 7\n%s%s", r.code, r.stdout, r.stderr)
+	upto := r.URL.Query().Get("upto")
+	f.mu.Lock()
+	if r.URL.Query().Has("upto") {
+		f.asked = append(f.asked, upto)
+	} else {
+		f.asked = append(f.asked, "-")
+		upto = "7"
+	}
+	f.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, a, upto)
+}
+
+// TestClusterCheckOutcomes: batpak cluster check against stand-in nodes:
+// a copy with another digest is DIFFERENT and one its node cannot read
+// DAMAGED (exit 7); an empty tenant's followers are asked for the events
+// before 0, not for all they hold; a tenant named that the leader does
+// not hold is reported and the others compared (exit 5).
+func TestClusterCheckOutcomes(t *testing.T) {
+	op := "bpko_" + strings.Repeat("abcdefghijklmnopqrstuvwxyz", 2)
+	const same = `{"tenant":"t","upto":%s,"events":7,"digest":"` + "aaaa" + `"}`
+	cases := []struct {
+		name           string
+		leader, follow map[string]string
+		args           []string
+		code           int
+		want           string
+		followerAsked  string
+	}{
+		{"different", map[string]string{"acme": same}, map[string]string{"acme": `{"upto":%s,"events":7,"digest":"bbbb"}`}, []string{"acme"}, 7, "DIFFERENT", "7"},
+		{"damaged", map[string]string{"acme": same}, map[string]string{"acme": `{"upto":%s,"events":3,"digest":"","damaged":"corrupt segment"}`}, []string{"acme"}, 7, "DAMAGED: corrupt segment", "7"},
+		{"empty tenant", map[string]string{"new": `{"upto":0,"events":0,"digest":"e3b0"}%.0s`}, map[string]string{"new": `{"upto":%s,"events":0,"digest":"e3b0"}`}, []string{"new"}, 0, "same", "0"},
+		{"missing tenant", map[string]string{"acme": same}, map[string]string{"acme": same}, []string{"nosuch", "acme"}, 5, "no such tenant", "7"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			follower := &fakeDigests{op: op, answers: c.follow}
+			fs := httptest.NewServer(follower)
+			defer fs.Close()
+			leader := &fakeDigests{op: op, answers: c.leader}
+			var leaderURL string
+			ls := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/v1/cluster" {
+					w.Header().Set("Content-Type", "application/json")
+					fmt.Fprintf(w, `{"id":"n1","state":"leader","members":[{"id":"n1","leader":true,"url":%q},{"id":"n2","url":%q}]}`, leaderURL, fs.URL)
+					return
+				}
+				leader.ServeHTTP(w, r)
+			}))
+			defer ls.Close()
+			leaderURL = ls.URL
+			r := batpak(t, append([]string{"--server", ls.URL, "--token", op, "cluster", "check"}, c.args...)...)
+			if r.code != c.code || !strings.Contains(r.stdout, c.want) {
+				t.Fatalf("exit %d, want %d with %q\n%s%s", r.code, c.code, c.want, r.stdout, r.stderr)
+			}
+			if got := strings.Join(follower.asked, ","); got != c.followerAsked {
+				t.Fatalf("the follower was asked upto %q, want %q", got, c.followerAsked)
+			}
+		})
 	}
 }

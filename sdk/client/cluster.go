@@ -76,23 +76,30 @@ func (cl *Cluster) RemoveNode(ctx context.Context, id string) error {
 type ReplicaDigest struct {
 	Tenant string `json:"tenant"`
 	Upto   uint64 `json:"upto"`   // the events before this global sequence
-	Events uint64 `json:"events"` // how many there were
+	Events uint64 `json:"events"` // how many there were (read before Damaged)
 	Digest string `json:"digest"` // hex SHA-256 over their sequences and chain hashes
+	// Damaged says why the node could not read its copy of the events
+	// (a damaged segment, a broken chain): then Digest is empty, and the
+	// copy is not the leader's.
+	Damaged string `json:"damaged,omitempty"`
 }
 
-// Digest returns the answering node's digest of tenant's events before
-// global sequence upto (0: every event it holds; the answer's Upto says
-// how many that was). Nodes holding the same events answer the same
-// digest for the same upto, whichever node is asked: it is never
-// redirected. A cluster node waits (at most its cluster.read_wait) until
-// it holds the events before upto (ErrNotCaughtUp otherwise, after the
-// client's retries).
-// One digest runs at a time on a node (503 BUSY, retried).
-func (cl *Cluster) Digest(ctx context.Context, tenant string, upto uint64) (ReplicaDigest, error) {
-	var q url.Values
-	if upto > 0 {
-		q = url.Values{"upto": {strconv.FormatUint(upto, 10)}}
-	}
+// Digest returns the answering node's digest of every event of tenant it
+// holds (the answer's Upto says how many). Nodes holding the same events
+// answer the same digest, whichever node is asked: it is never
+// redirected. One digest runs at a time on a node (503 BUSY, retried).
+func (cl *Cluster) Digest(ctx context.Context, tenant string) (ReplicaDigest, error) {
+	return cl.digest(ctx, tenant, nil)
+}
+
+// DigestUpto is Digest of tenant's events before global sequence upto
+// (0: none). A cluster node waits (at most its cluster.read_wait) until
+// it holds them: ErrNotCaughtUp otherwise, after the client's retries.
+func (cl *Cluster) DigestUpto(ctx context.Context, tenant string, upto uint64) (ReplicaDigest, error) {
+	return cl.digest(ctx, tenant, url.Values{"upto": {strconv.FormatUint(upto, 10)}})
+}
+
+func (cl *Cluster) digest(ctx context.Context, tenant string, q url.Values) (ReplicaDigest, error) {
 	var d ReplicaDigest
 	err := cl.c.do(ctx, request{method: "GET", path: "/v1/admin/tenants/" + seg(tenant) + "/digest", query: q, safe: true}, &d)
 	return d, err

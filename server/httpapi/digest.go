@@ -1,9 +1,11 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -16,8 +18,12 @@ import (
 type replicaDigest struct {
 	Tenant string `json:"tenant"`
 	Upto   uint64 `json:"upto"`   // the events before this global sequence
-	Events uint64 `json:"events"` // how many there were
-	Digest string `json:"digest"` // hex SHA-256
+	Events uint64 `json:"events"` // how many there were (read before Damaged)
+	Digest string `json:"digest"` // hex SHA-256; empty with Damaged
+	// Damaged says why this node could not read its copy (a damaged
+	// segment, a broken chain): the answer for a damaged replica, not an
+	// error of the request.
+	Damaged string `json:"damaged,omitempty"`
 }
 
 // digest answers a digest of the tenant's events before sequence upto on
@@ -27,8 +33,11 @@ type replicaDigest struct {
 // holding the same events give the same digest, and one that holds any
 // other gives another. Without upto, every event the node holds. On a
 // cluster node it first waits (ReadWait) until the node holds the events
-// before upto. One digest runs at a time (503 BUSY): it reads every
-// event it covers.
+// before upto, without taking one of the tenant's subscription slots (an
+// operator's check must not depend on what the tenant holds open). One
+// digest runs at a time (503 BUSY): it reads every event it covers. A
+// copy this node cannot read (core.ErrCorrupt, a broken chain) is
+// answered 200 with Damaged: that is what a replica check looks for.
 func (a *API) digest(c *call) error {
 	if _, err := a.adminTenant(c); err != nil {
 		return err
@@ -49,8 +58,16 @@ func (a *API) digest(c *call) error {
 			return &apiError{status: 400, code: wire.CodeInvalidRequest, p: wire.Problem{Field: "upto"},
 				detail: "upto=" + strconv.FormatUint(upto, 10) + ": the tenant holds only " + strconv.FormatUint(held, 10) + " events"}
 		}
-		if err := a.clusterWaitSequence(c, s, upto-1); err != nil {
-			return err
+		cl := a.opts.Cluster
+		ctx, cancel := context.WithTimeout(c.r.Context(), cl.ReadWait())
+		err := cl.WaitSequence(ctx, c.tenant, s, upto-1)
+		cancel()
+		if err != nil {
+			if c.r.Context().Err() != nil {
+				return err
+			}
+			return &apiError{status: 503, code: wire.CodeNotCaughtUp, retryAfter: time.Second,
+				detail: "this node does not hold the tenant's events before " + strconv.FormatUint(upto, 10) + " within " + cl.ReadWait().String() + "; retry"}
 		}
 	}
 	if !a.digesting.CompareAndSwap(false, true) {
@@ -62,13 +79,16 @@ func (a *API) digest(c *call) error {
 	var n uint64
 	for ev, err := range s.Events(core.All()) {
 		if err != nil {
+			if errors.Is(err, core.ErrCorrupt) || errors.Is(err, core.ErrChainBroken) || errors.Is(err, core.ErrLogTruncated) {
+				return writeJSON(c.w, http.StatusOK, replicaDigest{Tenant: c.tenant, Upto: upto, Events: n, Damaged: err.Error()})
+			}
 			return err
 		}
 		if ctxErr := c.r.Context().Err(); ctxErr != nil {
 			return ctxErr
 		}
 		if ev.GlobalSequence >= upto {
-			continue
+			break // in global order: none after it is before upto
 		}
 		binary.LittleEndian.PutUint64(buf[:8], ev.GlobalSequence)
 		copy(buf[8:], ev.Header.Hash[:])

@@ -1,7 +1,12 @@
 package httpapi_test
 
 import (
+	"bytes"
+	"os"
+	"path/filepath"
 	"testing"
+
+	"github.com/batpak-go/batpak/server"
 )
 
 // TestReplicaDigest: the digest of a tenant's events before a sequence
@@ -37,4 +42,40 @@ func TestReplicaDigest(t *testing.T) {
 	}
 	e.must(e.req("GET", "/v1/admin/tenants/acme/digest", k["admin"], nil), 403)
 	e.must(e.req("GET", "/v1/admin/tenants/nobody/digest", opToken, nil), 404)
+}
+
+// TestReplicaDigestOfADamagedCopy: a copy the node cannot read (a payload
+// changed on disk) is answered 200 with damaged saying why, not as a
+// failed request: it is what a replica check looks for.
+func TestReplicaDigestOfADamagedCopy(t *testing.T) {
+	var root string
+	e := start(t, func(c *server.Config) { root = c.Root })
+	k := e.tenant("acme")
+	for range 3 {
+		e.must(e.req("POST", "/v1/tenants/acme/events", k["writer"], map[string]any{"entity": "order:1", "scope": "shop", "kind": "1:1", "payload": map[string]any{"total": 5}}), 201)
+	}
+	segs, _ := filepath.Glob(filepath.Join(root, "tenants", "acme", "*.seg"))
+	if len(segs) == 0 {
+		t.Fatal("no segment file")
+	}
+	b, err := os.ReadFile(segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := bytes.LastIndex(b, []byte(`"total":5`))
+	if at < 0 {
+		t.Fatal("no payload found in the segment")
+	}
+	f, err := os.OpenFile(segs[0], os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("9"), int64(at+len(`"total":`))); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	d := e.must(e.req("GET", "/v1/admin/tenants/acme/digest", opToken, nil), 200).json(t)
+	if dmg, _ := d["damaged"].(string); dmg == "" || d["digest"] != "" || d["events"].(float64) != 2 {
+		t.Fatalf("digest of a damaged copy: %v, want damaged after 2 events and no digest", d)
+	}
 }

@@ -186,6 +186,7 @@ func TestUnauthenticatedSaysWhatWasMissing(t *testing.T) {
 		{"no header", "", "no credential"},
 		{"no scheme", k["reader"], "no Bearer scheme"},
 		{"another scheme", "Basic " + k["reader"], "no Bearer scheme"},
+		{"a tab after Bearer", "Bearer\t" + k["reader"], "one space between Bearer and the credential"},
 		{"unknown key", "Bearer bpk_nosuchkeyatall", "a valid bearer credential is required"},
 	} {
 		r := e.req("GET", "/v1/tenants/acme/stats", "", nil, "Authorization", c.header)

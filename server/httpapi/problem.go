@@ -39,10 +39,13 @@ var errUnauthenticated = &apiError{status: 401, code: wire.CodeUnauthenticated, 
 // did not authenticate: it names a missing header or scheme (the usual
 // mistakes), and says nothing more of a credential that was sent.
 func credentialProblem(h string) *apiError {
-	scheme, _, _ := strings.Cut(strings.TrimSpace(h), " ")
+	t := strings.TrimSpace(h)
+	scheme, _, _ := strings.Cut(t, " ")
 	switch {
-	case strings.TrimSpace(h) == "":
+	case t == "":
 		return &apiError{status: 401, code: wire.CodeUnauthenticated, detail: "no credential: send it as Authorization: Bearer <key>"}
+	case len(t) > 6 && strings.EqualFold(t[:6], "Bearer") && t[6] != ' ':
+		return &apiError{status: 401, code: wire.CodeUnauthenticated, detail: "put one space between Bearer and the credential: Authorization: Bearer <key>"}
 	case !strings.EqualFold(scheme, "Bearer"):
 		return &apiError{status: 401, code: wire.CodeUnauthenticated, detail: "the Authorization header has no Bearer scheme: send Authorization: Bearer <key>"}
 	}

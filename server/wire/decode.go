@@ -75,9 +75,13 @@ var fieldAliases = map[string]string{"data": "payload", "body": "payload", "type
 // alias, one differing by case, a prefix of the other, or one edit away;
 // "" if none.
 func nearestField(name string, v any) string {
+	if len(name) > 64 {
+		return "" // longer than any field: a guess would be noise
+	}
 	names := map[string]bool{}
 	fieldNames(reflect.TypeOf(v), names, 0)
-	if a, ok := fieldAliases[strings.ToLower(name)]; ok && names[a] {
+	lower := strings.ToLower(name)
+	if a, ok := fieldAliases[lower]; ok && names[a] {
 		return a
 	}
 	best := ""
@@ -85,7 +89,7 @@ func nearestField(name string, v any) string {
 		switch {
 		case strings.EqualFold(f, name), len(name) >= 3 && (strings.HasPrefix(f, name) || strings.HasPrefix(name, f)):
 			return f
-		case best == "" && len(name) >= 3 && oneEditApart(strings.ToLower(name), f):
+		case best == "" && len(name) >= 3 && oneEditApart(lower, f):
 			best = f
 		}
 	}
