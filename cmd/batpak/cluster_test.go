@@ -236,3 +236,13 @@ func TestClusterCheckOutcomes(t *testing.T) {
 		})
 	}
 }
+
+// TestIsHTTPS: the scheme that keeps the operator credential off plain
+// http is recognised in any case, as the client itself accepts it.
+func TestIsHTTPS(t *testing.T) {
+	for u, want := range map[string]bool{"https://a:1": true, "HTTPS://a:1": true, "Https://a": true, "http://a:1": false, "HTTP://a": false, "a:1": false, "": false} {
+		if got := isHTTPS(u); got != want {
+			t.Errorf("isHTTPS(%q) = %v, want %v", u, got, want)
+		}
+	}
+}
