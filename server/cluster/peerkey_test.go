@@ -2,8 +2,6 @@ package cluster_test
 
 import (
 	"bytes"
-	"errors"
-	"fmt"
 	"io"
 	"net"
 	"path/filepath"
@@ -54,18 +52,7 @@ var testPeerKey = bytes.Repeat([]byte("k"), 32)
 // TestPeerKeyClusterElectsAndReplicates: nodes sharing a peer key elect a
 // leader and replicate, refusing none of each other's connections.
 func TestPeerKeyClusterElectsAndReplicates(t *testing.T) {
-	nodes := keyedCluster(t, testPeerKey, 3, 0)
-	l := waitLeader(t, nodes, 10*time.Second)
-	var last uint64
-	for i := range 10 {
-		last = mustAppend(t, l, "acme", item("e", fmt.Sprintf(`{"i":%d}`, i), core.AppendOptions{ExpectedClock: expectAfter(i)}))[0].Index
-	}
-	assertIdentical(t, nodes, last, "acme")
-	for _, n := range nodes {
-		if st := n.Status(); st.RefusedConnections != 0 {
-			t.Errorf("%s refused %d connections from its own cluster", n.ID(), st.RefusedConnections)
-		}
-	}
+	replicatesRefusingNothing(t, keyedCluster(t, testPeerKey, 3, 0))
 }
 
 // TestPeerKeyRefusesUnkeyedRaft: a plain raft client — one that speaks raft
@@ -145,21 +132,7 @@ func TestPeerKeyRefusesANodeWithAnotherKey(t *testing.T) {
 	l := waitLeader(t, nodes, 10*time.Second)
 	mustAppend(t, l, "acme", item("e", `{"i":0}`, core.AppendOptions{}))
 	rogue := openKeyed(t, filepath.Join(t.TempDir(), "rogue"), "rogue", bytes.Repeat([]byte("r"), 32), time.Second)
-	err := l.Join("rogue", rogue.Addr())
-	if !errors.Is(err, cluster.ErrUnreachable) || !strings.Contains(err.Error(), "peer key") {
-		t.Fatalf("joining a node with another key: %v, want ErrUnreachable naming the peer key", err)
-	}
-	if got := len(l.Status().Servers); got != 3 {
-		t.Fatalf("%d members after a refused join, want 3", got)
-	}
-	var last uint64
-	for i := 1; i < 10; i++ {
-		last = mustAppend(t, l, "acme", item("e", fmt.Sprintf(`{"i":%d}`, i), core.AppendOptions{ExpectedClock: expectAfter(i)}))[0].Index
-	}
-	assertIdentical(t, nodes, last, "acme")
-	if st := rogue.Status(); st.AppliedIndex != 0 || st.Leader.ID != "" || len(st.Servers) != 0 {
-		t.Fatalf("the node with another key received raft traffic: %+v", st)
-	}
+	refusedAtJoin(t, l, nodes, rogue, "peer key")
 }
 
 // TestPeerKeyTooShort: a key shorter than MinPeerKeyBytes is refused at

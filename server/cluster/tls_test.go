@@ -151,20 +151,55 @@ func waitLeader(t testing.TB, nodes []*cluster.Node, within time.Duration) *clus
 	return nil
 }
 
-func TestTLSClusterElectsAndReplicates(t *testing.T) {
-	ca := newTestCA(t, "batpak test CA")
-	nodes := tlsCluster(t, ca, 3, 0)
+// replicatesRefusingNothing: nodes elect a leader, replicate 10 writes
+// identically, and none refused a connection from another.
+func replicatesRefusingNothing(t *testing.T, nodes []*cluster.Node) {
+	t.Helper()
 	l := waitLeader(t, nodes, 10*time.Second)
-	var last uint64
-	for i := 0; i < 10; i++ {
-		last = mustAppend(t, l, "acme", item("e", fmt.Sprintf(`{"i":%d}`, i), core.AppendOptions{ExpectedClock: expectAfter(i)}))[0].Index
-	}
-	assertIdentical(t, nodes, last, "acme")
+	appendAndCompare(t, l, nodes, 0, 10)
 	for _, n := range nodes {
 		if st := n.Status(); st.RefusedConnections != 0 {
 			t.Errorf("%s refused %d connections from its own cluster", n.ID(), st.RefusedConnections)
 		}
 	}
+}
+
+// appendAndCompare writes events from..to-1 of entity e of tenant acme
+// through the leader l, each expecting the one before, and checks that
+// every node holds the same.
+func appendAndCompare(t *testing.T, l *cluster.Node, nodes []*cluster.Node, from, to int) {
+	t.Helper()
+	var last uint64
+	for i := from; i < to; i++ {
+		last = mustAppend(t, l, "acme", item("e", fmt.Sprintf(`{"i":%d}`, i), core.AppendOptions{ExpectedClock: expectAfter(i)}))[0].Index
+	}
+	assertIdentical(t, nodes, last, "acme")
+}
+
+// refusedAtJoin: joining rogue (after one event of tenant acme) through
+// the leader l fails with ErrUnreachable naming why (want), the
+// membership stays nodes', the cluster keeps replicating, and rogue
+// receives no raft traffic.
+func refusedAtJoin(t *testing.T, l *cluster.Node, nodes []*cluster.Node, rogue *cluster.Node, want string) {
+	t.Helper()
+	if err := l.Join("rogue", rogue.Addr()); !errors.Is(err, cluster.ErrUnreachable) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("joining the rogue node: %v, want ErrUnreachable naming the %s", err, want)
+	}
+	if got := len(l.Status().Servers); got != len(nodes) {
+		t.Fatalf("%d members after a refused join, want %d", got, len(nodes))
+	}
+	appendAndCompare(t, l, nodes, 1, 10)
+	time.Sleep(500 * time.Millisecond)
+	if st := rogue.Status(); st.AppliedIndex != 0 || st.Leader.ID != "" || len(st.Servers) != 0 {
+		t.Fatalf("the rogue node received raft traffic: %+v", st)
+	}
+	if err := rogue.View("acme", func(*core.Store) error { return nil }); !errors.Is(err, cluster.ErrNoTenant) {
+		t.Fatalf("the rogue node holds tenant acme: %v", err)
+	}
+}
+
+func TestTLSClusterElectsAndReplicates(t *testing.T) {
+	replicatesRefusingNothing(t, tlsCluster(t, newTestCA(t, "batpak test CA"), 3, 0))
 }
 
 func TestTLSRefusesANodeFromAnotherCA(t *testing.T) {
@@ -199,24 +234,7 @@ func TestTLSRefusesANodeFromAnotherCA(t *testing.T) {
 
 	// Its join is refused (the handshake fails), nothing changes; it
 	// receives nothing, and the majority keeps working.
-	if err := l.Join("rogue", rogue.Addr()); !errors.Is(err, cluster.ErrUnreachable) || !strings.Contains(err.Error(), "certificate") {
-		t.Fatalf("joining a node with another CA's certificate: %v, want ErrUnreachable naming the certificate", err)
-	}
-	if got := len(l.Status().Servers); got != 3 {
-		t.Fatalf("%d members after a refused join, want 3", got)
-	}
-	var last uint64
-	for i := 1; i < 10; i++ {
-		last = mustAppend(t, l, "acme", item("e", fmt.Sprintf(`{"i":%d}`, i), core.AppendOptions{ExpectedClock: expectAfter(i)}))[0].Index
-	}
-	assertIdentical(t, nodes, last, "acme")
-	time.Sleep(500 * time.Millisecond)
-	if st := rogue.Status(); st.AppliedIndex != 0 || st.Leader.ID != "" || len(st.Servers) != 0 {
-		t.Fatalf("the rogue node received raft traffic: %+v", st)
-	}
-	if err := rogue.View("acme", func(*core.Store) error { return nil }); !errors.Is(err, cluster.ErrNoTenant) {
-		t.Fatalf("the rogue node holds tenant acme: %v", err)
-	}
+	refusedAtJoin(t, l, nodes, rogue, "certificate")
 }
 
 // readUntilClosed reads conn until the node closes it (or 10s pass) and
