@@ -11,7 +11,8 @@ import (
 // answers the leader's digest of a tenant's events for the leader's
 // upto — served where it is asked, never redirected — and a follower
 // asked for events it does not hold yet waits for them rather than
-// answering a shorter digest.
+// answering a shorter digest; a node cut off from a leader says it is not
+// caught up.
 func TestClusterReplicaDigests(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three nodes")
@@ -49,4 +50,13 @@ func TestClusterReplicaDigests(t *testing.T) {
 	if code, d := call(t, "GET", nodes[2].base+"/v1/admin/tenants/acme/digest?upto=21", clusterOperator, ""); code != 503 || d["code"] != "NOT_CAUGHT_UP" {
 		t.Fatalf("a digest past the log: %d %v, want 503 NOT_CAUGHT_UP", code, d)
 	}
+	// A node that has not heard from a leader lately (here: the other two
+	// stopped) says it is not caught up instead of answering from what it
+	// holds — after a restart it may not even know every tenant yet.
+	nodes[0].stop()
+	nodes[1].stop()
+	waitFor(t, 15*time.Second, "n3 no longer current", func() bool {
+		code, d := call(t, "GET", nodes[2].base+"/v1/admin/tenants/acme/digest", clusterOperator, "")
+		return code == 503 && d["code"] == "NOT_CAUGHT_UP"
+	})
 }

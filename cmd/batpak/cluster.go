@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/url"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -117,7 +119,9 @@ their sequences and chain hashes), then every other member for its digest
 of the same events, and prints one line per tenant and node. Members are
 reached at the API URLs the cluster records (batpak cluster status), with
 the operator credential: a plain-http URL is not asked when --server is
-https. Exit 0 when every node answered the leader's digest; 7 when any
+https. With no TENANT, --tenant (BATPAK_TENANT) names the one to check, or
+else every tenant is. Exit 0 when every node answered with the leader's
+digest; 7 when any
 copy differs or its node cannot read it (that replica holds other events
 than the leader: restore it, see the README); 8 when a node could not be
 asked (one that fails is not asked again for the other tenants); 5 when
@@ -139,12 +143,20 @@ a tenant named is not on the leader (the others are still compared).`,
 			if err := emit(cmd.OutOrStdout(), f, rep, func(w io.Writer) error {
 				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 				fmt.Fprintln(tw, "TENANT\tNODE\tEVENTS\tDIGEST\tRESULT")
+				if len(rep.Nodes) == 0 {
+					fmt.Fprintln(w, "no tenants to check")
+					return nil
+				}
 				for _, r := range rep.Nodes {
 					d := r.Digest
 					if len(d) > 16 {
 						d = d[:16]
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", oneLine(r.Tenant), oneLine(r.Node), r.Events, d, oneLine(r.Result))
+					events := strconv.FormatUint(r.Events, 10)
+					if !r.compared() {
+						events, d = "-", "-"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", oneLine(r.Tenant), oneLine(r.Node), events, d, oneLine(r.Result))
 				}
 				return tw.Flush()
 			}); err != nil {
@@ -181,23 +193,41 @@ type replicaResult struct {
 	Result string `json:"result"`
 }
 
+// compared reports whether the row holds a digest the node answered
+// (the leader's, or one compared with it).
+func (r replicaResult) compared() bool {
+	return r.Result == "leader" || r.Result == "same" || r.Result == "DIFFERENT"
+}
+
+// err is the check's outcome: every kind of failure it met, in one
+// message, with the exit code of the gravest (a copy that differs, then
+// one that could not be compared, then a tenant not on the leader).
 func (r replicaCheck) err() error {
-	switch {
-	case r.Differ > 0:
-		return withExitCode(exitCorrupt, fmt.Errorf("%d node copies differ from the leader's: those replicas hold other events than the leader (or cannot read theirs); take them out and restore them (README, Cluster)", r.Differ))
-	case r.Unasked > 0:
-		return withExitCode(exitUnavailable, fmt.Errorf("%d node copies could not be compared", r.Unasked))
-	case r.Missing > 0:
-		return withExitCode(exitNotFound, fmt.Errorf("%d tenants are not on the leader", r.Missing))
+	var parts []string
+	code := 0
+	if r.Differ > 0 {
+		parts = append(parts, plural(r.Differ, "copy differs", "copies differ")+" from the leader's (those replicas hold other events than the leader, or cannot read theirs: take them out and restore them, README, Cluster)")
+		code = exitCorrupt
 	}
-	return nil
+	if r.Unasked > 0 {
+		parts = append(parts, plural(r.Unasked, "copy", "copies")+" could not be compared")
+		code = cmp.Or(code, exitUnavailable)
+	}
+	if r.Missing > 0 {
+		parts = append(parts, plural(r.Missing, "tenant is", "tenants are")+" not on the leader")
+		code = cmp.Or(code, exitNotFound)
+	}
+	if code == 0 {
+		return nil
+	}
+	return withExitCode(code, errors.New(strings.Join(parts, "; ")))
 }
 
 // checkReplicas compares every member's digest of each tenant's events
 // with the leader's (see batpak cluster check). A member that fails once
 // is not asked again for the other tenants.
 func checkReplicas(ctx context.Context, rc *remoteConf, tenants []string) (replicaCheck, error) {
-	var rep replicaCheck
+	rep := replicaCheck{Nodes: []replicaResult{}}
 	st, err := rc.c.Cluster().Status(ctx)
 	if err != nil {
 		return rep, remoteError(err)
@@ -230,6 +260,9 @@ func checkReplicas(ctx context.Context, rc *remoteConf, tenants []string) (repli
 			}
 			nodes[m.ID] = c
 		}
+	}
+	if len(tenants) == 0 && rc.tenant != "" {
+		tenants = []string{rc.tenant}
 	}
 	if len(tenants) == 0 {
 		list, err := rc.c.Admin().Tenants(ctx)
@@ -274,12 +307,17 @@ func checkReplicas(ctx context.Context, rc *remoteConf, tenants []string) (repli
 			d, err := c.Cluster().DigestUpto(ctx, t, ref.Upto)
 			switch {
 			case err != nil:
-				r.Result = "not asked: " + oneLine(remoteError(err).Error())
+				why := oneLine(strings.TrimPrefix(err.Error(), "client: "))
+				r.Result = "not compared: " + why
 				rep.Unasked++
-				if !errors.Is(err, client.ErrNotFound) && !errors.Is(err, client.ErrNotCaughtUp) {
+				switch {
+				case errors.Is(err, client.ErrNotFound):
+					r.Result = "not compared: it does not hold the tenant (behind, or diverged: run the check again)"
+				case errors.Is(err, client.ErrNotCaughtUp):
+				default:
 					// Unreachable or failing: not asked again.
 					delete(nodes, m.ID)
-					unasked[m.ID] = "not asked: an earlier request to it failed (" + oneLine(remoteError(err).Error()) + ")"
+					unasked[m.ID] = "not asked: an earlier request to it failed (" + why + ")"
 				}
 			case d.Damaged != "":
 				r.Events, r.Result = d.Events, "DAMAGED: "+d.Damaged

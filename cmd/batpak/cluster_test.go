@@ -208,6 +208,8 @@ func TestClusterCheckOutcomes(t *testing.T) {
 		{"damaged", map[string]string{"acme": same}, map[string]string{"acme": `{"upto":%s,"events":3,"digest":"","damaged":"corrupt segment"}`}, []string{"acme"}, 7, "DAMAGED: corrupt segment", "7"},
 		{"empty tenant", map[string]string{"new": `{"upto":0,"events":0,"digest":"e3b0"}%.0s`}, map[string]string{"new": `{"upto":%s,"events":0,"digest":"e3b0"}`}, []string{"new"}, 0, "same", "0"},
 		{"missing tenant", map[string]string{"acme": same}, map[string]string{"acme": same}, []string{"nosuch", "acme"}, 5, "no such tenant", "7"},
+		{"a follower without the tenant", map[string]string{"acme": same}, map[string]string{}, []string{"acme"}, 8, "not compared: it does not hold the tenant", ""},
+		{"--tenant names it", map[string]string{"acme": same}, map[string]string{"acme": same}, []string{"--tenant", "acme"}, 0, "same", "7"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

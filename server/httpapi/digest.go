@@ -33,12 +33,20 @@ type replicaDigest struct {
 // holding the same events give the same digest, and one that holds any
 // other gives another. Without upto, every event the node holds. On a
 // cluster node it first waits (ReadWait) until the node holds the events
-// before upto, without taking one of the tenant's subscription slots (an
+// before upto (and answers 503 NOT_CAUGHT_UP while it has not caught up
+// with the leader at all, rather than "no such tenant" for a tenant it
+// has not heard of yet), without taking one of the tenant's subscription slots (an
 // operator's check must not depend on what the tenant holds open). One
 // digest runs at a time (503 BUSY): it reads every event it covers. A
 // copy this node cannot read (core.ErrCorrupt, a broken chain) is
 // answered 200 with Damaged: that is what a replica check looks for.
 func (a *API) digest(c *call) error {
+	if cl := a.opts.Cluster; cl != nil && !cl.Current() {
+		// Restarted or cut off, it may not know a tenant the leader
+		// holds yet: "no such tenant" would read as a missing copy.
+		return &apiError{status: 503, code: wire.CodeNotCaughtUp, retryAfter: time.Second,
+			detail: "this node has not caught up with the leader (it restarted, or has not heard from it lately); retry"}
+	}
 	if _, err := a.adminTenant(c); err != nil {
 		return err
 	}
