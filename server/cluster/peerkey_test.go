@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -20,31 +19,13 @@ import (
 // openKeyed opens a node on loopback TCP with peer key key.
 func openKeyed(t testing.TB, dir, id string, key []byte, handshake time.Duration) *cluster.Node {
 	t.Helper()
-	cfg := cluster.Config{ID: id, Dir: dir, Bind: "127.0.0.1:0", PeerKey: key, HandshakeTimeout: handshake}
-	fastTimeouts(&cfg)
-	n, err := cluster.Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
+	return openTCP(t, cluster.Config{ID: id, Dir: dir, PeerKey: key, HandshakeTimeout: handshake})
 }
 
+// keyedCluster starts n nodes sharing peer key key.
 func keyedCluster(t testing.TB, key []byte, n int, handshake time.Duration) []*cluster.Node {
 	t.Helper()
-	root := t.TempDir()
-	var nodes []*cluster.Node
-	var servers []cluster.Server
-	for i := 1; i <= n; i++ {
-		id := "k" + strconv.Itoa(i)
-		node := openKeyed(t, filepath.Join(root, id), id, key, handshake)
-		nodes = append(nodes, node)
-		servers = append(servers, cluster.Server{ID: id, Address: node.Addr()})
-	}
-	if err := nodes[0].Bootstrap(servers...); err != nil {
-		t.Fatal(err)
-	}
-	return nodes
+	return tcpCluster(t, "k", n, func(dir, id string) *cluster.Node { return openKeyed(t, dir, id, key, handshake) })
 }
 
 var testPeerKey = bytes.Repeat([]byte("k"), 32)

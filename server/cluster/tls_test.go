@@ -106,10 +106,11 @@ func nodeTLS(t testing.TB, dir, name string, signer *testCA, trustPEM []byte) *t
 	return cfg
 }
 
-// openTLS opens a node on loopback TCP with tlsCfg.
-func openTLS(t testing.TB, dir, id string, tlsCfg *tls.Config, handshake time.Duration) *cluster.Node {
+// openTCP opens a node on loopback TCP with cfg's ID, Dir and guard
+// (TLS or PeerKey) and fast raft timings; it closes when the test ends.
+func openTCP(t testing.TB, cfg cluster.Config) *cluster.Node {
 	t.Helper()
-	cfg := cluster.Config{ID: id, Dir: dir, Bind: "127.0.0.1:0", TLS: tlsCfg, HandshakeTimeout: handshake}
+	cfg.Bind = "127.0.0.1:0"
 	fastTimeouts(&cfg)
 	n, err := cluster.Open(cfg)
 	if err != nil {
@@ -119,16 +120,22 @@ func openTLS(t testing.TB, dir, id string, tlsCfg *tls.Config, handshake time.Du
 	return n
 }
 
-// tlsCluster starts n nodes with mutual TLS, certificates from ca.
-func tlsCluster(t testing.TB, ca *testCA, n int, handshake time.Duration) []*cluster.Node {
+// openTLS opens a node on loopback TCP with tlsCfg.
+func openTLS(t testing.TB, dir, id string, tlsCfg *tls.Config, handshake time.Duration) *cluster.Node {
+	t.Helper()
+	return openTCP(t, cluster.Config{ID: id, Dir: dir, TLS: tlsCfg, HandshakeTimeout: handshake})
+}
+
+// tcpCluster opens n nodes named prefix1…prefixN under a fresh root with
+// open(dir, id) and bootstraps them as one cluster.
+func tcpCluster(t testing.TB, prefix string, n int, open func(dir, id string) *cluster.Node) []*cluster.Node {
 	t.Helper()
 	root := t.TempDir()
 	var nodes []*cluster.Node
 	var servers []cluster.Server
 	for i := 1; i <= n; i++ {
-		id := "s" + strconv.Itoa(i)
-		dir := filepath.Join(root, id)
-		node := openTLS(t, dir, id, nodeTLS(t, filepath.Join(dir, "tls"), id, ca, ca.pem), handshake)
+		id := prefix + strconv.Itoa(i)
+		node := open(filepath.Join(root, id), id)
 		nodes = append(nodes, node)
 		servers = append(servers, cluster.Server{ID: id, Address: node.Addr()})
 	}
@@ -136,6 +143,14 @@ func tlsCluster(t testing.TB, ca *testCA, n int, handshake time.Duration) []*clu
 		t.Fatal(err)
 	}
 	return nodes
+}
+
+// tlsCluster starts n nodes with mutual TLS, certificates from ca.
+func tlsCluster(t testing.TB, ca *testCA, n int, handshake time.Duration) []*cluster.Node {
+	t.Helper()
+	return tcpCluster(t, "s", n, func(dir, id string) *cluster.Node {
+		return openTLS(t, dir, id, nodeTLS(t, filepath.Join(dir, "tls"), id, ca, ca.pem), handshake)
+	})
 }
 
 func waitLeader(t testing.TB, nodes []*cluster.Node, within time.Duration) *cluster.Node {
