@@ -99,6 +99,13 @@ type ClusterConfig struct {
 	// whoever reaches the port. It is the setting for a rolling upgrade
 	// from a version without the handshake.
 	PlainRaft bool
+	// ReplicaCheckEvery is how often the leader compares every member's
+	// copy of each tenant's events with its own (cluster.replica_check_every;
+	// see the cluster status's replica_check and
+	// batpak_cluster_replicas_diverged): each round covers the events
+	// appended since the last, every sixth round all of them. Default
+	// DefaultReplicaCheckEvery (10m); at least 100ms; negative: off.
+	ReplicaCheckEvery time.Duration
 	// LogMaxBytes bounds, roughly, the bytes of raft's log on this node
 	// (cluster.log_max_bytes): see cluster.Config.LogMaxBytes. Default
 	// cluster.DefaultLogMaxBytes (1 GiB); at least 1 MiB.
@@ -161,6 +168,10 @@ type clusterNode struct {
 	onLead            atomic.Pointer[func(context.Context) error]
 	leadPrep, ledTerm atomic.Uint64
 
+	// replicas is the server's replica checker, once it made one: its
+	// report is part of the leader's Status.
+	replicas atomic.Pointer[replicaChecker]
+
 	bmu       sync.Mutex
 	binflight bool          // a shared barrier is running
 	bnext     *barrierRound // the round reads arriving now wait for
@@ -211,6 +222,12 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 	}
 	if cfg.BlobCollectEvery < 100*time.Millisecond {
 		return nil, fmt.Errorf("cluster.blob_collect_every is %s, the least is 100ms", cfg.BlobCollectEvery)
+	}
+	if cfg.ReplicaCheckEvery == 0 {
+		cfg.ReplicaCheckEvery = DefaultReplicaCheckEvery
+	}
+	if cfg.ReplicaCheckEvery > 0 && cfg.ReplicaCheckEvery < 100*time.Millisecond {
+		return nil, fmt.Errorf("cluster.replica_check_every is %s, the least is 100ms (a negative duration turns the check off)", cfg.ReplicaCheckEvery)
 	}
 	cc := cluster.Config{ID: cfg.NodeID, Dir: filepath.Join(s.cfg.Root, "cluster"), Bind: cfg.Bind, Advertise: cfg.Advertise,
 		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout, LeaderLeaseTimeout: cfg.LeaderLeaseTimeout,
@@ -660,11 +677,19 @@ func (c *clusterNode) Status() any {
 		rec, _ := c.member(m.ID)
 		ms = append(ms, member{Member: m, URL: rec.URL})
 	}
+	var check *replicaCheckReport
+	if rc := c.replicas.Load(); rc != nil && st.State == "leader" {
+		rep := rc.status()
+		check = &rep
+	}
 	return struct {
 		cluster.Status
 		URL     string   `json:"url"`
 		Members []member `json:"members"`
-	}{st, c.url, ms}
+		// ReplicaCheck is the leader's automatic replica check
+		// (replicaChecker); absent on other nodes.
+		ReplicaCheck *replicaCheckReport `json:"replica_check,omitempty"`
+	}{st, c.url, ms, check}
 }
 
 // AddNode implements httpapi.Cluster: raft membership, then the record.

@@ -397,7 +397,8 @@ type Server struct {
 	// effects applies control-plane changes another node made (cluster
 	// only); leaderStop and leaderDone end the leadership watcher.
 	effects    *effects
-	blobs      *blobCollector // removes unreferenced blobs (cluster only)
+	blobs      *blobCollector  // removes unreferenced blobs (cluster only)
+	replicas   *replicaChecker // compares members' copies while leading (cluster only)
 	leaderStop chan struct{}
 	leaderDone chan struct{}
 	// console is the web console (nil when disabled).
@@ -621,6 +622,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.blobs = newBlobCollector(s.plane, s.node, cfg.Logger, s.node.cfg.BlobGrace, s.node.cfg.BlobCollectEvery)
 		reg.MustRegister(s.blobs.metrics()...)
 		reg.MustRegister(clusterStoreMetrics{s.node.n})
+		s.replicas = newReplicaChecker(replicaSource{s}, cfg.Logger, s.node.cfg.ReplicaCheckEvery, cfg.OperatorToken)
+		s.node.replicas.Store(s.replicas)
+		reg.MustRegister(s.replicas)
 	}
 	s.api = httpapi.New(httpapi.Options{
 		Registry: reg,
@@ -673,6 +677,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.effects.note(control.Change{Kind: "tenant.sync", Entity: "tenant:" + t.ID})
 	}
 	go s.blobs.run()
+	go s.replicas.run()
 	s.leaderStop, s.leaderDone = make(chan struct{}), make(chan struct{})
 	go s.leadership(s.leaderStop, s.leaderDone)
 	return s, nil
@@ -987,6 +992,9 @@ func (s *Server) closeStores(ctx context.Context) error {
 	}
 	if s.blobs != nil {
 		s.blobs.close()
+	}
+	if s.replicas != nil {
+		s.replicas.close()
 	}
 	if s.workers != nil {
 		// Workers hold leases: they stop (after the batch in hand) before

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -43,6 +44,7 @@ leave).`,
 			if st.Halted != "" {
 				fmt.Fprintf(w, "HALTED: %s\n", oneLine(st.Halted))
 			}
+			showReplicaCheck(w, st.ReplicaCheck)
 			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tROLE\tRAFT ADDRESS\tURL")
 			for _, m := range st.Members {
@@ -332,6 +334,35 @@ func checkReplicas(ctx context.Context, rc *remoteConf, tenants []string) (repli
 		}
 	}
 	return rep, nil
+}
+
+// showReplicaCheck writes the leader's automatic replica check (nothing
+// for a node that does not lead).
+func showReplicaCheck(w io.Writer, rc *client.ReplicaCheck) {
+	switch {
+	case rc == nil:
+		return
+	case rc.Every == "off":
+		fmt.Fprintln(w, "replica check: off (cluster.replica_check_every)")
+		return
+	case rc.LastRound == nil:
+		fmt.Fprintf(w, "replica check: every %s, no round finished yet", oneLine(rc.Every))
+	default:
+		fmt.Fprintf(w, "replica check: every %s, last round %s: %d compared, %d not compared", oneLine(rc.Every),
+			rc.LastRound.Local().Format(time.DateTime), rc.Compared, rc.NotCompared)
+	}
+	fmt.Fprintf(w, ", %d diverged\n", len(rc.Diverged))
+	for _, why := range rc.NotComparedWhy {
+		fmt.Fprintf(w, "  not compared: %s\n", oneLine(why))
+	}
+	for _, a := range rc.Diverged {
+		detail := ""
+		if a.Detail != "" {
+			detail = ": " + oneLine(a.Detail)
+		}
+		fmt.Fprintf(w, "DIVERGED: tenant %s on node %s: %s in events [%d, %d) since %s%s\n", oneLine(a.Tenant), oneLine(a.Node),
+			oneLine(a.Result), a.From, a.Upto, a.Since.Local().Format(time.DateTime), detail)
+	}
 }
 
 // isHTTPS reports whether u is an https URL (the scheme in any case).

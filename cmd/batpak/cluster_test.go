@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/batpak-go/batpak/sdk/client"
 )
 
 // freeAddr returns a loopback address with a port free just now.
@@ -246,5 +248,35 @@ func TestIsHTTPS(t *testing.T) {
 		if got := isHTTPS(u); got != want {
 			t.Errorf("isHTTPS(%q) = %v, want %v", u, got, want)
 		}
+	}
+}
+
+// TestShowReplicaCheck: cluster status shows the leader's replica check —
+// its pace, its last round, why pairs were not compared, and a DIVERGED
+// line naming the tenant, node, result and range of every alarm — and
+// nothing for a node without one.
+func TestShowReplicaCheck(t *testing.T) {
+	var b strings.Builder
+	showReplicaCheck(&b, nil)
+	if b.Len() != 0 {
+		t.Fatalf("no replica check: %q", b.String())
+	}
+	now := time.Now()
+	showReplicaCheck(&b, &client.ReplicaCheck{Every: "10m0s", LastRound: &now, Compared: 4, NotCompared: 1,
+		NotComparedWhy: []string{"acme on n3: unreachable: connection refused"},
+		Diverged:       []client.ReplicaAlarm{{Tenant: "acme", Node: "n2", Result: "DAMAGED", From: 0, Upto: 20, Detail: "event frame fails its checksum\non read", Since: now}}})
+	out := b.String()
+	for _, want := range []string{"replica check: every 10m0s, last round", "4 compared, 1 not compared, 1 diverged", "not compared: acme on n3: unreachable", "DIVERGED: tenant acme on node n2: DAMAGED in events [0, 20) since", "fails its checksum"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Count(out, "\n") != 3 {
+		t.Fatalf("want 3 lines (a detail's newline folded):\n%s", out)
+	}
+	b.Reset()
+	showReplicaCheck(&b, &client.ReplicaCheck{Every: "off"})
+	if !strings.Contains(b.String(), "replica check: off") {
+		t.Fatalf("off: %q", b.String())
 	}
 }

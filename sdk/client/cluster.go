@@ -31,6 +31,38 @@ type ClusterStatus struct {
 	LastContact       time.Duration   `json:"last_contact"` // a follower's time since it heard from the leader
 	Members           []ClusterMember `json:"members"`
 	Halted            string          `json:"halted,omitempty"` // why the node stopped applying, if it did
+	// ReplicaCheck is the leader's automatic replica check; nil on
+	// other nodes (and from servers without it).
+	ReplicaCheck *ReplicaCheck `json:"replica_check,omitempty"`
+}
+
+// ReplicaCheck is the state of the leader's automatic replica check: every
+// Every it compares each member's copy of every tenant's events with its
+// own.
+type ReplicaCheck struct {
+	Every     string     `json:"every"` // a duration, or "off"
+	LastRound *time.Time `json:"last_round,omitempty"`
+	LastFull  *time.Time `json:"last_full,omitempty"` // the last round that covered every event
+	// Compared and NotCompared count the (tenant, member) pairs of the
+	// last round; NotComparedWhy says why for the first few not compared.
+	Compared       int      `json:"compared"`
+	NotCompared    int      `json:"not_compared"`
+	NotComparedWhy []string `json:"not_compared_why,omitempty"`
+	// Diverged lists the copies found different from the leader's or
+	// unreadable, until a later check finds them the same.
+	Diverged []ReplicaAlarm `json:"diverged"`
+}
+
+// ReplicaAlarm is a node's copy of a tenant's events that is not the
+// leader's.
+type ReplicaAlarm struct {
+	Tenant string    `json:"tenant"`
+	Node   string    `json:"node"`
+	Result string    `json:"result"` // "DIFFERENT" or "DAMAGED"
+	From   uint64    `json:"from"`   // the range compared when found
+	Upto   uint64    `json:"upto"`
+	Detail string    `json:"detail,omitempty"` // why a DAMAGED copy cannot be read
+	Since  time.Time `json:"since"`
 }
 
 // ClusterMember is one member of the cluster configuration.
@@ -75,6 +107,7 @@ func (cl *Cluster) RemoveNode(ctx context.Context, id string) error {
 // Cluster.Digest).
 type ReplicaDigest struct {
 	Tenant string `json:"tenant"`
+	From   uint64 `json:"from"`   // the first global sequence covered
 	Upto   uint64 `json:"upto"`   // the events before this global sequence
 	Events uint64 `json:"events"` // how many there were (read before Damaged)
 	Digest string `json:"digest"` // hex SHA-256 over their sequences and chain hashes
@@ -97,6 +130,14 @@ func (cl *Cluster) Digest(ctx context.Context, tenant string) (ReplicaDigest, er
 // it holds them: ErrNotCaughtUp otherwise, after the client's retries.
 func (cl *Cluster) DigestUpto(ctx context.Context, tenant string, upto uint64) (ReplicaDigest, error) {
 	return cl.digest(ctx, tenant, url.Values{"upto": {strconv.FormatUint(upto, 10)}})
+}
+
+// DigestRange is the digest of tenant's events with from <= global
+// sequence < upto (DigestUpto's digest when from is 0): comparing ranges
+// checks the events appended since an earlier check without reading
+// again what it covered. from past upto is refused (ErrInvalidRequest).
+func (cl *Cluster) DigestRange(ctx context.Context, tenant string, from, upto uint64) (ReplicaDigest, error) {
+	return cl.digest(ctx, tenant, url.Values{"from": {strconv.FormatUint(from, 10)}, "upto": {strconv.FormatUint(upto, 10)}})
 }
 
 func (cl *Cluster) digest(ctx context.Context, tenant string, q url.Values) (ReplicaDigest, error) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/batpak-go/batpak/server"
@@ -34,10 +35,26 @@ func TestReplicaDigest(t *testing.T) {
 	if now := e.must(e.req("GET", "/v1/admin/tenants/acme/digest", opToken, nil), 200).json(t); now["upto"].(float64) != 4 || now["digest"] == all["digest"] {
 		t.Fatalf("digest after a fourth event: %v", now)
 	}
-	for _, q := range []string{"upto=9", "upto=-1", "upto=x"} {
+	// A range: the events from from on; from 0 is the prefix's digest,
+	// and an empty range has the digest of nothing.
+	if r := e.must(e.req("GET", "/v1/admin/tenants/acme/digest?from=0&upto=2", opToken, nil), 200).json(t); r["digest"] != two["digest"] {
+		t.Fatalf("from=0&upto=2: %v, want the first two's %v", r, two)
+	}
+	tail := e.must(e.req("GET", "/v1/admin/tenants/acme/digest?from=2&upto=4", opToken, nil), 200).json(t)
+	if tail["from"].(float64) != 2 || tail["events"].(float64) != 2 || tail["digest"] == two["digest"] {
+		t.Fatalf("from=2&upto=4: %v", tail)
+	}
+	if e1, e2 := e.must(e.req("GET", "/v1/admin/tenants/acme/digest?from=3&upto=3", opToken, nil), 200).json(t), e.must(e.req("GET", "/v1/admin/tenants/acme/digest?from=0&upto=0", opToken, nil), 200).json(t); e1["events"].(float64) != 0 || e1["digest"] != e2["digest"] {
+		t.Fatalf("empty ranges: %v and %v, want the same digest of nothing", e1, e2)
+	}
+	for _, q := range []string{"upto=9", "upto=-1", "upto=x", "from=x", "from=3&upto=2", "from=5"} {
+		field := "upto"
+		if strings.HasPrefix(q, "from") {
+			field = "from"
+		}
 		r := e.req("GET", "/v1/admin/tenants/acme/digest?"+q, opToken, nil)
-		if r.status != 400 || r.json(t)["field"] != "upto" {
-			t.Fatalf("%s: %d %s, want 400 naming upto", q, r.status, r.body)
+		if r.status != 400 || r.json(t)["field"] != field {
+			t.Fatalf("%s: %d %s, want 400 naming %s", q, r.status, r.body, field)
 		}
 	}
 	e.must(e.req("GET", "/v1/admin/tenants/acme/digest", k["admin"], nil), 403)

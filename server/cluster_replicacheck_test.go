@@ -1,0 +1,142 @@
+package server_test
+
+import (
+	"bytes"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/server"
+)
+
+// TestClusterReplicaCheck: the leader compares every follower's copy of a
+// tenant's events with its own by itself, reports it in its cluster
+// status (followers report nothing) and /metrics; a follower whose copy
+// is damaged on disk is an alarm naming the tenant and the node within a
+// few rounds, and the alarm lifts once the copy reads the same again; so
+// is the leader's own copy.
+func TestClusterReplicaCheck(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three nodes")
+	}
+	root := t.TempDir()
+	nodes := startCluster3(t, root, func(c *server.Config) { c.Cluster.ReplicaCheckEvery = 150 * time.Millisecond })
+	key, _ := clusterTenantKey(t, nodes[0].base, "acme", `["writer"]`)
+	for i := range 20 {
+		body := fmt.Sprintf(`{"entity":"order:%d","scope":"shop","kind":"1:1","payload":{"total":5,"n":%d}}`, i%3, i)
+		if code, r := call(t, "POST", nodes[0].base+"/v1/tenants/acme/events", key, body); code != 201 {
+			t.Fatalf("append %d: %d %v", i, code, r)
+		}
+	}
+	status := func(n *clusterServer) map[string]any {
+		code, st := call(t, "GET", n.base+"/v1/cluster", clusterOperator, "")
+		if code != 200 {
+			t.Fatalf("%s: status %d %v", n.id, code, st)
+		}
+		rc, _ := st["replica_check"].(map[string]any)
+		return rc
+	}
+	same := `batpak_cluster_replica_comparisons_total{result="same"}`
+	waitFor(t, 20*time.Second, "both followers' copies of acme's 20 events compared the same", func() bool {
+		return metricValue(t, nodes[0].base, same) >= 2
+	})
+	rc := status(nodes[0])
+	if rc == nil || rc["every"] != "150ms" || rc["last_round"] == nil || len(rc["diverged"].([]any)) != 0 {
+		t.Fatalf("the leader's replica_check: %v", rc)
+	}
+	if d := metricValue(t, nodes[0].base, "batpak_cluster_replicas_diverged"); d != 0 {
+		t.Fatalf("diverged %v on agreeing replicas", d)
+	}
+	for _, f := range nodes[1:] {
+		if rc := status(f); rc != nil {
+			t.Fatalf("%s (a follower) reports a replica check: %v", f.id, rc)
+		}
+	}
+
+	// n3's copy is damaged on disk: a payload byte changes.
+	seg, at := findPayload(t, filepath.Join(root, "n3"), "acme", `"total":5,"n":7`)
+	overwrite(t, seg, at+len(`"total":`), "9")
+	var alarm map[string]any
+	waitFor(t, 20*time.Second, "an alarm for n3's copy of acme", func() bool {
+		for _, a := range status(nodes[0])["diverged"].([]any) {
+			alarm = a.(map[string]any)
+			return true
+		}
+		return false
+	})
+	if alarm["tenant"] != "acme" || alarm["node"] != "n3" || alarm["result"] != "DAMAGED" || !strings.Contains(alarm["detail"].(string), "checksum") {
+		t.Fatalf("alarm %v, want n3's copy of acme DAMAGED naming the checksum", alarm)
+	}
+	if d := metricValue(t, nodes[0].base, "batpak_cluster_replicas_diverged"); d != 1 {
+		t.Fatalf("diverged %v, want 1", d)
+	}
+	// Appends go on meanwhile: the check does not stop the cluster.
+	if code, r := call(t, "POST", nodes[0].base+"/v1/tenants/acme/events", key, `{"entity":"order:1","scope":"shop","kind":"1:1","payload":{"total":1}}`); code != 201 {
+		t.Fatalf("append during the alarm: %d %v", code, r)
+	}
+	// The byte restored, the next comparison from the first event finds
+	// the copy the same: the alarm lifts.
+	overwrite(t, seg, at+len(`"total":`), "5")
+	waitFor(t, 20*time.Second, "the alarm lifted", func() bool {
+		return len(status(nodes[0])["diverged"].([]any)) == 0 && metricValue(t, nodes[0].base, "batpak_cluster_replicas_diverged") == 0
+	})
+	// The leader's own copy damaged is an alarm naming the leader.
+	seg, at = findPayload(t, filepath.Join(root, "n1"), "acme", `"total":5,"n":3`)
+	overwrite(t, seg, at+len(`"total":`), "8")
+	waitFor(t, 20*time.Second, "an alarm for n1's own copy", func() bool {
+		for _, a := range status(nodes[0])["diverged"].([]any) {
+			alarm = a.(map[string]any)
+			return true
+		}
+		return false
+	})
+	if alarm["node"] != "n1" || alarm["result"] != "DAMAGED" {
+		t.Fatalf("alarm %v, want the leader's copy DAMAGED", alarm)
+	}
+	overwrite(t, seg, at+len(`"total":`), "5")
+	waitFor(t, 20*time.Second, "the leader's alarm lifted", func() bool {
+		return len(status(nodes[0])["diverged"].([]any)) == 0
+	})
+}
+
+// findPayload finds, under root, the segment of tenant holding text, and
+// where.
+func findPayload(t *testing.T, root, tenant, text string) (string, int) {
+	t.Helper()
+	var seg string
+	at := -1
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".seg") || filepath.Base(filepath.Dir(p)) != tenant {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err == nil {
+			if i := bytes.Index(b, []byte(text)); i >= 0 {
+				seg, at = p, i
+				return fs.SkipAll
+			}
+		}
+		return nil
+	})
+	if at < 0 {
+		t.Fatalf("no segment of %s under %s holds %s", tenant, root, text)
+	}
+	return seg, at
+}
+
+// overwrite writes s into file p at offset at.
+func overwrite(t *testing.T, p string, at int, s string) {
+	t.Helper()
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte(s), int64(at)); err != nil {
+		t.Fatal(err)
+	}
+}
