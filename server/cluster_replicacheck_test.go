@@ -45,7 +45,7 @@ func TestClusterReplicaCheck(t *testing.T) {
 		return metricValue(t, nodes[0].base, same) >= 2
 	})
 	rc := status(nodes[0])
-	if rc == nil || rc["every"] != "150ms" || rc["last_round"] == nil || len(rc["diverged"].([]any)) != 0 {
+	if rc == nil || rc["every"] != "150ms" || rc["last_round"] == nil || rc["copies"] != float64(2) || rc["agreeing"] != float64(2) || len(rc["diverged"].([]any)) != 0 {
 		t.Fatalf("the leader's replica_check: %v", rc)
 	}
 	if d := metricValue(t, nodes[0].base, "batpak_cluster_replicas_diverged"); d != 0 {

@@ -125,9 +125,16 @@ type replicaCheckReport struct {
 	// that covered every event, finished (absent before the first).
 	LastRound *time.Time `json:"last_round,omitempty"`
 	LastFull  *time.Time `json:"last_full,omitempty"`
+	// Copies is the members' copies of the tenants' events at the last
+	// round (tenants × other members); Agreeing how many of them the
+	// latest comparison found the same as the leader's (an empty tenant's
+	// agree).
+	Copies   int `json:"copies"`
+	Agreeing int `json:"agreeing"`
 	// Compared and NotCompared count the (tenant, member) pairs of the
 	// last round: compared (whatever the outcome), or not (the member did
-	// not answer; NotComparedWhy says why, for the first few).
+	// not answer; NotComparedWhy says why, for the first few). A pair
+	// with nothing appended since its last comparison is neither.
 	Compared       int      `json:"compared"`
 	NotCompared    int      `json:"not_compared"`
 	NotComparedWhy []string `json:"not_compared_why,omitempty"`
@@ -235,6 +242,12 @@ func (c *replicaChecker) round(ctx context.Context) {
 			return
 		}
 		c.checkTenant(ctx, t, full, selfID, selfURL, peers, &rep)
+		rep.Copies += len(peers)
+		for _, p := range peers {
+			if _, ok := c.verified[t][p.id]; ok && !c.alarmed(t, p.id) {
+				rep.Agreeing++
+			}
+		}
 	}
 	if lead, term := c.node.leading(); !lead || term != c.term {
 		return // what it found may be a deposed leader's view
@@ -348,6 +361,9 @@ func (c *replicaChecker) checkTenant(ctx context.Context, t string, full bool, s
 		}
 		f := from[p.id]
 		if f == upto {
+			if upto == 0 {
+				c.verified[t][p.id] = 0 // no events: nothing to differ
+			}
 			continue // nothing appended since its last comparison
 		}
 		if leaderDamaged {
@@ -402,7 +418,7 @@ func (c *replicaChecker) raise(t, node, result string, d cluster.ReplicaDigest) 
 	if result == "DAMAGED" {
 		what = "cannot be read on that node"
 	}
-	c.logger.Error("cluster: replica check: a node's copy of a tenant's events "+what+"; replace that node's data (stop it, wipe its data root, join it again) once the others agree",
+	c.logger.Error("cluster: replica check: a node's copy of a tenant's events "+what+"; once the other nodes agree, take that node out (batpak cluster leave), wipe its data root and let it rejoin",
 		"tenant", t, "node", node, "result", result, "from", d.From, "upto", d.Upto, "detail", d.Damaged)
 }
 

@@ -153,17 +153,23 @@ func TestReplicaCheckRounds(t *testing.T) {
 	if f.tokens["n2"] != "Bearer op-token" {
 		t.Fatalf("a member got %q, want the operator credential", f.tokens["n2"])
 	}
-	if st := c.status(); st.Compared != 2 || st.NotCompared != 0 || st.LastRound == nil || st.LastFull == nil {
+	if st := c.status(); st.Compared != 2 || st.NotCompared != 0 || st.Copies != 2 || st.Agreeing != 2 || st.LastRound == nil || st.LastFull == nil {
 		t.Fatalf("status after the first round: %+v", st)
 	}
 	c.round(ctx)
 	expect("nothing appended", "", "")
+	if st := c.status(); st.Compared != 0 || st.Agreeing != 2 {
+		t.Fatalf("status of a round with nothing new: %+v, want both still agreeing", st)
+	}
 
 	appendN(t, s, 3)
 	f.set("n3", "different")
 	c.round(ctx)
 	expect("3 appended, n3 different", "5-8", "5-8")
 	diverged("n3 different", "n3:DIFFERENT")
+	if st := c.status(); st.Copies != 2 || st.Agreeing != 1 {
+		t.Fatalf("status with n3 different: %+v, want 1 of 2 agreeing", st)
+	}
 	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "node=n3") || !strings.Contains(logs.String(), "tenant=acme") {
 		t.Fatalf("no error logged naming the tenant and node:\n%s", logs.String())
 	}

@@ -348,8 +348,8 @@ func showReplicaCheck(w io.Writer, rc *client.ReplicaCheck) {
 	case rc.LastRound == nil:
 		fmt.Fprintf(w, "replica check: every %s, no round finished yet", oneLine(rc.Every))
 	default:
-		fmt.Fprintf(w, "replica check: every %s, last round %s: %d compared, %d not compared", oneLine(rc.Every),
-			rc.LastRound.Local().Format(time.DateTime), rc.Compared, rc.NotCompared)
+		fmt.Fprintf(w, "replica check: every %s, last round %s: %d of %d copies agree with the leader's (%d compared that round, %d not compared)", oneLine(rc.Every),
+			rc.LastRound.Local().Format(time.DateTime), rc.Agreeing, rc.Copies, rc.Compared, rc.NotCompared)
 	}
 	fmt.Fprintf(w, ", %d diverged\n", len(rc.Diverged))
 	for _, why := range rc.NotComparedWhy {

@@ -262,11 +262,11 @@ func TestShowReplicaCheck(t *testing.T) {
 		t.Fatalf("no replica check: %q", b.String())
 	}
 	now := time.Now()
-	showReplicaCheck(&b, &client.ReplicaCheck{Every: "10m0s", LastRound: &now, Compared: 4, NotCompared: 1,
+	showReplicaCheck(&b, &client.ReplicaCheck{Every: "10m0s", LastRound: &now, Copies: 6, Agreeing: 4, Compared: 4, NotCompared: 1,
 		NotComparedWhy: []string{"acme on n3: unreachable: connection refused"},
 		Diverged:       []client.ReplicaAlarm{{Tenant: "acme", Node: "n2", Result: "DAMAGED", From: 0, Upto: 20, Detail: "event frame fails its checksum\non read", Since: now}}})
 	out := b.String()
-	for _, want := range []string{"replica check: every 10m0s, last round", "4 compared, 1 not compared, 1 diverged", "not compared: acme on n3: unreachable", "DIVERGED: tenant acme on node n2: DAMAGED in events [0, 20) since", "fails its checksum"} {
+	for _, want := range []string{"replica check: every 10m0s, last round", "4 of 6 copies agree with the leader's (4 compared that round, 1 not compared), 1 diverged", "not compared: acme on n3: unreachable", "DIVERGED: tenant acme on node n2: DAMAGED in events [0, 20) since", "fails its checksum"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("output lacks %q:\n%s", want, out)
 		}

@@ -43,8 +43,14 @@ type ReplicaCheck struct {
 	Every     string     `json:"every"` // a duration, or "off"
 	LastRound *time.Time `json:"last_round,omitempty"`
 	LastFull  *time.Time `json:"last_full,omitempty"` // the last round that covered every event
+	// Copies is the members' copies of the tenants' events (tenants ×
+	// other members); Agreeing how many the latest comparison found the
+	// same as the leader's.
+	Copies   int `json:"copies"`
+	Agreeing int `json:"agreeing"`
 	// Compared and NotCompared count the (tenant, member) pairs of the
-	// last round; NotComparedWhy says why for the first few not compared.
+	// last round (one with nothing new since its last comparison is
+	// neither); NotComparedWhy says why for the first few not compared.
 	Compared       int      `json:"compared"`
 	NotCompared    int      `json:"not_compared"`
 	NotComparedWhy []string `json:"not_compared_why,omitempty"`
