@@ -689,7 +689,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 func (s *Server) mountConsole(authn *auth.Authenticator, quotas *quota.Manager, reg *prometheus.Registry, api http.Handler) (*console.Console, http.Handler, error) {
 	c, err := console.New(console.Options{Auth: authn, API: api, Plane: s.plane, Tenants: s.tenants,
 		Policies: s.policies, Plugins: s.plugins, Quotas: quotas, Metrics: reg,
-		Secure: s.cfg.TLSCert != "", MaxJSONDepth: s.cfg.MaxJSONDepth, Logger: s.cfg.Logger})
+		Secure: s.cfg.TLSCert != "", Cluster: s.node != nil, MaxJSONDepth: s.cfg.MaxJSONDepth, Logger: s.cfg.Logger})
 	if err != nil {
 		return nil, nil, fmt.Errorf("console: %w", err)
 	}

@@ -491,6 +491,9 @@ func TestConsoleInABrowser(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	b.shot("10-overview")
 	b.noErrors("overview")
+	if n := eval[int](b, `document.querySelectorAll("#cluster-panel").length`); n != 0 {
+		t.Fatal("a single server's overview shows a cluster panel")
+	}
 	b.click("suspend globex", `button[data-tenant="globex"]`)
 	b.waitText(`tr[data-tenant="globex"]`, "suspended")
 	if st := e.must(e.do(nil, "GET", "/v1/admin/tenants/globex", nil, "Authorization", "Bearer "+opToken), 200).json(t)["state"]; st != "suspended" {

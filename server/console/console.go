@@ -91,6 +91,9 @@ type Options struct {
 	// Secure marks the session cookie Secure (set when the server speaks
 	// TLS).
 	Secure bool
+	// Cluster marks a cluster node's console: the operator's overview
+	// says so (cluster: true), and the page then shows GET /v1/cluster.
+	Cluster bool
 	// MaxSessions bounds the sessions held at once. Default
 	// DefaultMaxSessions.
 	MaxSessions int
@@ -696,7 +699,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session, _
 	if len(samples) > 0 {
 		last = &samples[len(samples)-1]
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tenants": out, "total": total, "shown": len(out), "server": last})
+	writeJSON(w, http.StatusOK, map[string]any{"tenants": out, "total": total, "shown": len(out), "server": last, "cluster": c.opts.Cluster})
 }
 
 // tenantUsage is id's storage and event count, read from its store at most

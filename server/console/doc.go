@@ -63,7 +63,10 @@
 //
 //	GET  /console/overview                       operator: tenants (at most MaxOverviewTenants), events/s,
 //	                                             open streams, storage against quota (read at most
-//	                                             every UsageRefresh), active policy, plugin health
+//	                                             every UsageRefresh), active policy, plugin health;
+//	                                             cluster: true on a cluster node (Options.Cluster), whose
+//	                                             overview page then shows GET /v1/cluster: the node's
+//	                                             role, the members, the leader's replica check
 //	GET  /console/samples/server                 operator: the server's one-second samples
 //	GET  /console/samples/tenants/{t}            t's session or the operator: t's samples
 //	POST /console/tenants/{t}/policy/evaluate    t's session: a dry-run of t's active policy

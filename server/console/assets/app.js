@@ -215,18 +215,69 @@
       g, field2 ? el("div", { class: "legend" }, "solid: " + field.replace(/_/g, " ") + " · dashed: " + label2) : null);
   }
 
+  // ---------- cluster ----------
+  // clusterPanel shows a cluster node's status (GET /v1/cluster): its role,
+  // the members, and on the leader its replica check, every copy of a
+  // tenant's events found different from the leader's as an alert.
+  function clusterPanel(c) {
+    const members = c.members || [];
+    const leader = members.find((m) => m.leader);
+    let role = "This node (" + c.id + ") is " + c.state;
+    if (c.state !== "leader") role += leader ? "; the leader is " + leader.id + (leader.url ? " at " + leader.url : "") : "; no leader is known";
+    const parts = [el("h2", {}, "Cluster"),
+      el("p", { id: "cluster-role" }, role + " · term " + num(c.term) + " · applied " + num(c.applied_index) + " of " + num(c.commit_index))];
+    if (c.halted) parts.push(el("p", { class: "error", role: "alert" }, "This node stopped applying the log: " + c.halted));
+    const rc = c.replica_check;
+    if (rc && rc.every === "off") {
+      parts.push(el("p", { class: "muted", id: "replica-check" }, "Replica check: off (cluster.replica_check_every)."));
+    } else if (rc && !rc.last_round) {
+      parts.push(el("p", { class: "muted", id: "replica-check" }, "Replica check every " + rc.every + ": no round has finished yet."));
+    } else if (rc) {
+      const diverged = rc.diverged || [];
+      const agree = rc.agreeing + " of " + rc.copies + " copies of the tenants' events on other nodes agree with this node's";
+      parts.push(el("p", { id: "replica-check" },
+        status(diverged.length === 0 && rc.agreeing === rc.copies, agree, agree, diverged.length === 0),
+        " · checked every " + rc.every + ", last round at " + new Date(rc.last_round).toLocaleTimeString() +
+        (rc.not_compared ? " · " + plural(rc.not_compared, "copy", "copies") + " not compared in it" : "")));
+      for (const why of rc.not_compared_why || []) parts.push(el("p", { class: "muted" }, "Not compared: " + why));
+      for (const a of diverged) {
+        parts.push(el("p", { class: "error", role: "alert", "data-diverged": a.tenant + "/" + a.node },
+          "Tenant " + a.tenant + " on node " + a.node + ": " + a.result + " in events [" + a.from + ", " + a.upto + ")" +
+          (a.detail ? " (" + a.detail + ")" : "") + " since " + new Date(a.since).toLocaleString() +
+          ". Once the other nodes agree, take that node out (batpak cluster leave), wipe its data root and let it rejoin."));
+      }
+    } else if (c.state !== "leader") {
+      parts.push(el("p", { class: "muted", id: "replica-check" }, "The replica check runs on the leader" +
+        (leader && leader.url ? ": its console (" + leader.url + "/console/) shows it." : ".")));
+    }
+    parts.push(el("table", { id: "member-table" },
+      el("caption", { class: "muted" }, "Members: role, raft address, API URL"),
+      el("thead", {}, el("tr", {}, ["Node", "Role", "Raft address", "API URL"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, members.map((m) => el("tr", { "data-node": m.id },
+        el("th", { scope: "row" }, m.id + (m.id === c.id ? " (this node)" : "")),
+        el("td", {}, m.leader ? "leader" : (m.suffrage || "voter")),
+        el("td", { class: "mono" }, m.address),
+        el("td", { class: "mono" }, m.url || "–"))))));
+    return el("section", { class: "panel", id: "cluster-panel", "aria-label": "Cluster" }, parts);
+  }
+
   // ---------- operator overview ----------
   async function overviewPage(main, query) {
     document.title = "Overview · batpak console";
-    main.appendChild(el("h1", {}, "Tenants"));
+    main.appendChild(el("h1", {}, "Overview"));
     const picked = query.get("tenant") || "";
     const serverBox = el("div", { class: "grid", id: "server-charts" });
     const tenantBox = el("div", { id: "tenant-figures" });
     const table = el("div", { id: "tenants" });
-    put(main, serverBox, table, tenantBox);
+    const clusterBox = el("div", { id: "cluster" });
+    put(main, clusterBox, serverBox, table, tenantBox);
     const refresh = async () => {
       const [ov, smp, tsmp] = await Promise.all([call("GET", P + "/overview"), call("GET", P + "/samples/server"),
         picked ? call("GET", P + "/samples/tenants/" + encodeURIComponent(picked)) : null]);
+      // A cluster node (the overview says so) shows its cluster status.
+      const cl = ov.cluster ? await api("GET", "/v1/cluster").catch(() => null) : null;
+      clear(clusterBox);
+      if (cl) put(clusterBox, clusterPanel(cl));
       const s = smp.samples || [];
       clear(tenantBox);
       if (tsmp) {

@@ -1,0 +1,134 @@
+package console_test
+
+import (
+	"bytes"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/batpak-go/batpak/server"
+)
+
+// startNode starts one node of a cluster under a fresh root (returned):
+// the first bootstraps, the others join it. The replica check runs every
+// 150ms.
+func startNode(t *testing.T, id, join string) (*env, string) {
+	t.Helper()
+	var root string
+	e := startWith(t, func(c *server.Config) {
+		root = c.Root
+		c.Cluster = &server.ClusterConfig{NodeID: id, Bind: "127.0.0.1:0", Bootstrap: join == "", Join: join,
+			HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond, LeaderLeaseTimeout: 500 * time.Millisecond,
+			ReplicaCheckEvery: 150 * time.Millisecond}
+	})
+	return e, root
+}
+
+// TestConsoleClusterInABrowser: on a cluster node the operator's overview
+// shows the cluster — the node's role, the members, and on the leader the
+// replica check: every follower's copy agreeing, then an alert naming the
+// tenant and node of a copy damaged on disk; a follower's console names
+// the leader and sends the operator there for the check.
+func TestConsoleClusterInABrowser(t *testing.T) {
+	b := newBrowser(t)
+	n1, _ := startNode(t, "n1", "")
+	waitUntil(t, "n1 leads", func() bool {
+		st := n1.do(nil, "GET", "/v1/cluster", nil, "Authorization", "Bearer "+opToken)
+		return st.status == 200 && st.json(t)["state"] == "leader"
+	})
+	n2, _ := startNode(t, "n2", n1.base)
+	_, root3 := startNode(t, "n3", n1.base)
+	waitUntil(t, "three members with URLs", func() bool {
+		st := n1.do(nil, "GET", "/v1/cluster", nil, "Authorization", "Bearer "+opToken)
+		ms, _ := st.json(t)["members"].([]any)
+		urls := 0
+		for _, m := range ms {
+			if u, _ := m.(map[string]any)["url"].(string); u != "" {
+				urls++
+			}
+		}
+		return urls == 3
+	})
+	key := n1.tenant("acme")
+	for i := range 5 {
+		n1.appendEvent("acme", key, map[string]any{"entity": "order:" + itoa(i), "scope": "shop", "kind": "1:1", "payload": map[string]any{"total": 5, "n": i}})
+	}
+
+	b.goTo(n1.base + "/console/")
+	b.run("sign-in form", visible("#credential"))
+	b.run("sign in as the operator", chromedp.SendKeys(chromedp.CSS("#credential"), opToken), chromedp.Click(chromedp.CSS("#signin-submit")))
+	b.waitText("#cluster-role", "This node (n1) is leader")
+	b.waitText("#replica-check", "2 of 2 copies of the tenants' events on other nodes agree")
+	for _, id := range []string{"n1 (this node)", "n2", "n3"} {
+		b.waitText("#member-table", id)
+	}
+	b.shot("20-cluster-leader")
+	b.noErrors("cluster overview")
+
+	// n3's copy damaged on disk: an alert names it.
+	seg, at := findIn(t, root3, "acme", `"n":3,"total":5`)
+	f, err := os.OpenFile(seg, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("9"), int64(at+len(`"n":3,"total":`))); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	b.waitText(`[data-diverged="acme/n3"]`, "Tenant acme on node n3: DAMAGED in events [0, 5)")
+	if role := eval[string](b, `document.querySelector('[data-diverged="acme/n3"]').getAttribute("role")`); role != "alert" {
+		t.Fatalf("the divergence is shown with role %q, want alert", role)
+	}
+	b.waitText("#replica-check", "1 of 2 copies")
+	b.shot("21-cluster-diverged")
+	b.noErrors("cluster overview with an alarm")
+
+	// A follower's console: its role, the leader, no check of its own.
+	b2 := newBrowser(t)
+	b2.goTo(n2.base + "/console/")
+	b2.run("sign-in form", visible("#credential"))
+	b2.run("sign in on the follower", chromedp.SendKeys(chromedp.CSS("#credential"), opToken), chromedp.Click(chromedp.CSS("#signin-submit")))
+	b2.waitText("#cluster-role", "This node (n2) is follower; the leader is n1 at "+n1.base)
+	b2.waitText("#replica-check", "The replica check runs on the leader: its console ("+n1.base+"/console/) shows it.")
+	b2.noErrors("a follower's overview")
+}
+
+// findIn finds, under root, the segment of tenant holding text, and where.
+func findIn(t *testing.T, root, tenant, text string) (string, int) {
+	t.Helper()
+	var seg string
+	at := -1
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".seg") || filepath.Base(filepath.Dir(p)) != tenant {
+			return nil
+		}
+		if b, err := os.ReadFile(p); err == nil {
+			if i := bytes.Index(b, []byte(text)); i >= 0 {
+				seg, at = p, i
+				return fs.SkipAll
+			}
+		}
+		return nil
+	})
+	if at < 0 {
+		t.Fatalf("no segment of %s under %s holds %s", tenant, root, text)
+	}
+	return seg, at
+}
+
+// waitUntil polls cond for up to 20s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
