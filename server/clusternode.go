@@ -103,7 +103,8 @@ type ClusterConfig struct {
 	// copy of each tenant's events with its own (cluster.replica_check_every;
 	// see the cluster status's replica_check and
 	// batpak_cluster_replicas_diverged): each round covers the events
-	// appended since the last, every sixth round all of them. Default
+	// appended since the last (in bounded chunks), every sixth round all
+	// of them again. Default
 	// DefaultReplicaCheckEvery (10m); at least 100ms; negative: off.
 	ReplicaCheckEvery time.Duration
 	// LogMaxBytes bounds, roughly, the bytes of raft's log on this node
@@ -728,6 +729,9 @@ func (c *clusterNode) RemoveNode(_ context.Context, id string) error {
 	}
 	return c.n.Leave(id)
 }
+
+// StoreBorn implements httpapi.Cluster.
+func (c *clusterNode) StoreBorn(tenant string) uint64 { return c.n.Mark(tenant).Born }
 
 // Open implements tenancy.Provider: the node's store, held until the
 // registry's matching Release.

@@ -35,17 +35,22 @@
 // stores it again on every node.
 //
 // The leader checks the replicas by itself every
-// ClusterConfig.ReplicaCheckEvery: for each tenant it compares its own
-// digest of the events appended since the last round (every sixth round,
-// and the first after it starts to lead, all of them; cluster.Digest) with
-// every member's answer to GET /v1/admin/tenants/{t}/digest for the same
-// range. A copy that differs or cannot be read (the leader's own
-// included) is logged as an error, listed in the leader's cluster status
-// (replica_check.diverged) and counted in batpak_cluster_replicas_diverged
-// until a comparison from the first event finds it the same; a member
-// that does not answer is not compared (no alarm). It sends the operator
-// credential only to members' recorded API URLs, follows no redirect, and
-// never sends it over plain http from an https node.
+// ClusterConfig.ReplicaCheckEvery: for each tenant it compares every
+// member's copy with its own a range at a time (cluster.DigestChunk
+// against the member's GET /v1/admin/tenants/{t}/digest), from where the
+// copy was last found the same, in bounded chunks (a large tenant's pass
+// goes on over several rounds); every sixth round, after a change of
+// leader and after an alarm, from the first event again. A copy that
+// differs or cannot be read (the leader's own included) is logged as an
+// error, listed in the leader's cluster status (replica_check.diverged)
+// and counted in batpak_cluster_replicas_diverged until a pass from the
+// first event finds it the same; a member that does not answer, or that
+// holds another incarnation of the tenant (cluster.StoreMark.Born), is
+// not compared (no alarm). A tenant nothing was written to since its last
+// round is not opened, and the check never creates a store or counts as
+// a use of one (cluster.Node.Inspect). It sends the operator credential
+// only to members' recorded API URLs, follows no redirect, and never
+// sends it over plain http from an https node.
 //
 // A cluster node's own stores (cluster/tenants/, the state machine's) are
 // bounded like the registry's: MaxOpenTenants and TenantIdleTimeout apply

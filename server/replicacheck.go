@@ -20,24 +20,40 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/printable"
 	"github.com/batpak-go/batpak/server/cluster"
 )
 
 // DefaultReplicaCheckEvery is ClusterConfig.ReplicaCheckEvery's default.
 const DefaultReplicaCheckEvery = 10 * time.Minute
 
-// replicaCheckFullEvery: every this many rounds (and in the first after
-// the node starts to lead) the check covers every event again, not only
-// those appended since the last round, so a copy damaged on disk after it
-// was checked is found too.
-const replicaCheckFullEvery = 6
-
-// replicaCheckRequestTimeout bounds one member's answer to a digest (it
-// may wait cluster.read_wait for the events, then reads them).
-const replicaCheckRequestTimeout = 2 * time.Minute
-
-// replicaCheckMaxAnswer bounds the bytes read of a member's answer.
-const replicaCheckMaxAnswer = 64 << 10
+// Bounds of the replica check's work.
+const (
+	// replicaCheckFullEvery: every this many rounds (and in the first
+	// after the node starts to lead) each copy is compared again from the
+	// first event, so a copy damaged on disk after it was checked is found
+	// too.
+	replicaCheckFullEvery = 6
+	// replicaChunkEvents and replicaChunkBytes bound one comparison (one
+	// digest asked of a member): at most this many events, or about this
+	// many bytes of payload.
+	replicaChunkEvents = 1 << 18
+	replicaChunkBytes  = 64 << 20
+	// replicaChunksPerRound bounds the comparisons of one copy in a
+	// round: a longer range (a large tenant compared from the first event)
+	// goes on in the next rounds from where this one stopped.
+	replicaChunksPerRound = 16
+	// replicaCheckRequestTimeout bounds one member's answer to a digest (it
+	// may wait cluster.read_wait for the events, then reads one chunk).
+	replicaCheckRequestTimeout = 2 * time.Minute
+	// replicaCheckMaxAnswer bounds the bytes read of a member's answer;
+	// replicaCheckMaxHeader its response headers.
+	replicaCheckMaxAnswer = 64 << 10
+	replicaCheckMaxHeader = 16 << 10
+	// replicaCheckMaxText bounds each text a member's answer puts in the
+	// status and the log (why it was not compared, why it is damaged).
+	replicaCheckMaxText = 512
+)
 
 // replicaNode is what the replica checker needs of its cluster node; the
 // server's clusterNode is one (replicaSource), a test's stand-in another.
@@ -45,56 +61,71 @@ type replicaNode interface {
 	// leading reports whether this node leads (ready to serve as leader),
 	// and in which term.
 	leading() (bool, uint64)
-	// self is this node's id and API URL.
-	self() (id, url string)
+	// self is this node's id, and whether its API is served over https.
+	self() (id string, https bool)
 	// peers is every other member: id and API URL ("" when unknown).
 	peers() []replicaPeer
 	// tenants is every live tenant's id.
 	tenants() []string
-	// store opens a tenant's store on this node; release gives it back.
-	store(tenant string) (s *core.Store, release func(), err error)
+	// mark is what the node knows of a tenant's store without opening it.
+	mark(tenant string) cluster.StoreMark
+	// inspect runs fn on the tenant's store without creating it or
+	// counting as a use of it (cluster.ErrNoTenant when there is none).
+	inspect(tenant string, fn func(*core.Store) error) error
 }
 
 // replicaPeer is a member the checker asks.
 type replicaPeer struct{ id, url string }
 
 // replicaChecker is the leader's automatic replica check: every
-// ClusterConfig.ReplicaCheckEvery it computes, for each tenant, the digest
-// of its own copy of the events (cluster.Digest) and asks every other
-// member for the digest of the same range (GET
-// /v1/admin/tenants/{t}/digest?from=&upto=, with the operator credential),
-// the comparison `batpak cluster check` makes by hand. A member whose copy
-// differs, or that cannot read its copy (a damaged segment, a broken
-// chain), is an alarm: logged as an error when found, kept in the cluster
-// status (GET /v1/cluster: replica_check.diverged) and counted in
-// batpak_cluster_replicas_diverged until a later comparison from the
-// first event finds the copy the same (the node restored or replaced). A
-// damaged copy on the leader itself is one too.
+// ClusterConfig.ReplicaCheckEvery it compares every other member's copy
+// of each tenant's events with its own, a range of global sequences at a
+// time: its own digest (cluster.DigestChunk) against the member's answer
+// to GET /v1/admin/tenants/{t}/digest?from=&upto= (with the operator
+// credential), the comparison `batpak cluster check` makes by hand. A
+// copy that differs, or that its node cannot read (a damaged segment, a
+// broken chain), is an alarm: logged as an error when found, kept in the
+// cluster status (GET /v1/cluster: replica_check.diverged) and counted in
+// batpak_cluster_replicas_diverged until that copy has been compared the
+// same from the first event to the end (the node restored or replaced). A
+// copy the leader itself cannot read is one too.
 //
-// A round covers, per member, the events appended since the last
-// comparison that found its copy the same; every replicaCheckFullEvery
-// rounds, the first after the node starts to lead, and for a pair in
-// alarm, every event. A member that does not answer (stopped, not caught
-// up within its read_wait, busy with another digest) is not compared this
-// round: no alarm, and the next round covers its range again. The check
-// asks one member at a time and computes one digest at a time; it sends
-// the credential only to members' recorded API URLs, never follows a
-// redirect, and never sends it over plain http when this node's URL is
-// https.
+// Each copy has a position: the events before it compared the same.
+// A round goes on from there to the leader's last event, in chunks of at
+// most replicaChunkEvents events or replicaChunkBytes of payload, at most
+// replicaChunksPerRound of them (a long range goes on in the next
+// round). Every replicaCheckFullEvery rounds, in the first after the node
+// starts to lead, and after an alarm, a copy's position goes back to the
+// first event (unless a pass from the first event is still under way). A
+// tenant nothing was written to since its last round, whose copies are
+// all compared to its end, is not opened. A member that does not answer
+// (stopped, not caught up within its read_wait, busy with another digest)
+// is not compared and raises nothing; it is not asked again in that
+// round. A member's copy of another incarnation of the tenant (deleted
+// and created again: another birth index) is not compared either. The
+// check sends the credential only to members' recorded API URLs, never
+// follows a redirect, and never sends it over plain http from an https
+// node.
 type replicaChecker struct {
 	node   replicaNode
 	logger *slog.Logger
 	every  time.Duration // <= 0: off
 	client *http.Client
 	token  string
+	// chunkEvents, chunkBytes, chunksPerRound: replicaChunkEvents,
+	// replicaChunkBytes, replicaChunksPerRound (a test makes them small).
+	chunkEvents    uint64
+	chunkBytes     int64
+	chunksPerRound int
 
-	stop chan struct{}
-	done chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	started atomic.Bool
 
 	// Owned by run.
-	term     uint64
-	rounds   uint64
-	verified map[string]map[string]uint64 // tenant → member → upto found the same
+	term    uint64
+	rounds  uint64
+	tenants map[string]*tenantCheck
 
 	mu     sync.Mutex
 	report replicaCheckReport
@@ -102,7 +133,23 @@ type replicaChecker struct {
 
 	roundsTotal atomic.Uint64
 	results     [4]atomic.Uint64 // by replicaResult
-	diverged    atomic.Int64
+}
+
+// tenantCheck is the check's state of one tenant.
+type tenantCheck struct {
+	born  uint64 // the leader's store's birth index the positions are of
+	wrote uint64 // its StoreMark.Wrote when last checked
+	upto  uint64 // its end then
+	pairs map[string]*copyCheck
+}
+
+// copyCheck is the check's state of one member's copy of a tenant.
+type copyCheck struct {
+	next uint64 // the events before it compared the same
+	// from0 is when the current pass started at the first event (zero
+	// when it started later); fullAt when the last pass from the first
+	// event reached the end started.
+	from0, fullAt time.Time
 }
 
 // replicaResult is one comparison's outcome (metrics label).
@@ -121,24 +168,24 @@ var replicaResultNames = [...]string{"same", "different", "damaged", "not_compar
 type replicaCheckReport struct {
 	// Every is how often a round runs ("off" when it does not).
 	Every string `json:"every"`
-	// LastRound and LastFull are when the last round, and the last one
-	// that covered every event, finished (absent before the first).
+	// LastRound is when the last round finished; LastFull is the latest
+	// time since which every copy has been compared from the first event
+	// to the end (absent before then).
 	LastRound *time.Time `json:"last_round,omitempty"`
 	LastFull  *time.Time `json:"last_full,omitempty"`
 	// Copies is the members' copies of the tenants' events at the last
-	// round (tenants × other members); Agreeing how many of them the
-	// latest comparison found the same as the leader's (an empty tenant's
-	// agree).
+	// round (tenants × other members); Agreeing how many of them are
+	// compared the same as the leader's through its end then (an empty
+	// tenant's agree).
 	Copies   int `json:"copies"`
 	Agreeing int `json:"agreeing"`
-	// Compared and NotCompared count the (tenant, member) pairs of the
-	// last round: compared (whatever the outcome), or not (the member did
-	// not answer; NotComparedWhy says why, for the first few). A pair
-	// with nothing appended since its last comparison is neither.
+	// Compared and NotCompared count the comparisons of the last round:
+	// made (whatever the outcome), or not (the member did not answer;
+	// NotComparedWhy says why, for the first few).
 	Compared       int      `json:"compared"`
 	NotCompared    int      `json:"not_compared"`
 	NotComparedWhy []string `json:"not_compared_why,omitempty"`
-	// Diverged is every pair in alarm.
+	// Diverged is every copy in alarm.
 	Diverged []replicaAlarm `json:"diverged"`
 }
 
@@ -159,13 +206,15 @@ type replicaAlarm struct {
 
 func newReplicaChecker(node replicaNode, logger *slog.Logger, every time.Duration, token string) *replicaChecker {
 	return &replicaChecker{node: node, logger: logger, every: every, token: token,
+		chunkEvents: replicaChunkEvents, chunkBytes: replicaChunkBytes, chunksPerRound: replicaChunksPerRound,
 		client: &http.Client{
 			Transport: &http.Transport{
-				DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-				TLSHandshakeTimeout:   10 * time.Second,
-				ResponseHeaderTimeout: replicaCheckRequestTimeout,
-				MaxIdleConnsPerHost:   1,
-				IdleConnTimeout:       time.Minute,
+				DialContext:            (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+				TLSHandshakeTimeout:    10 * time.Second,
+				ResponseHeaderTimeout:  replicaCheckRequestTimeout,
+				MaxResponseHeaderBytes: replicaCheckMaxHeader,
+				MaxIdleConnsPerHost:    1,
+				IdleConnTimeout:        time.Minute,
 			},
 			Timeout: replicaCheckRequestTimeout,
 			// A digest is never redirected: a redirect is not a
@@ -173,7 +222,14 @@ func newReplicaChecker(node replicaNode, logger *slog.Logger, every time.Duratio
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
 		stop: make(chan struct{}), done: make(chan struct{}),
-		verified: map[string]map[string]uint64{}, alarms: map[[2]string]replicaAlarm{}}
+		tenants: map[string]*tenantCheck{}, alarms: map[[2]string]replicaAlarm{}}
+}
+
+// start runs the check in the background (once).
+func (c *replicaChecker) start() {
+	if c.started.CompareAndSwap(false, true) {
+		go c.run()
+	}
 }
 
 // run checks every c.every while the node leads, until close.
@@ -209,7 +265,9 @@ func (c *replicaChecker) close() {
 	default:
 	}
 	close(c.stop)
-	<-c.done
+	if c.started.Load() {
+		<-c.done
+	}
 }
 
 // round runs one check if this node leads; a node that does not lead
@@ -218,36 +276,29 @@ func (c *replicaChecker) round(ctx context.Context) {
 	lead, term := c.node.leading()
 	if !lead {
 		if c.term != 0 || c.rounds != 0 {
-			c.term, c.rounds, c.verified = 0, 0, map[string]map[string]uint64{}
+			c.term, c.rounds, c.tenants = 0, 0, map[string]*tenantCheck{}
 			c.mu.Lock()
 			c.report, c.alarms = replicaCheckReport{}, map[[2]string]replicaAlarm{}
 			c.mu.Unlock()
-			c.diverged.Store(0)
 		}
 		return
 	}
 	if term != c.term {
-		c.term, c.rounds, c.verified = term, 0, map[string]map[string]uint64{}
+		c.term, c.rounds, c.tenants = term, 0, map[string]*tenantCheck{}
 	}
 	full := c.rounds%replicaCheckFullEvery == 0
 	c.rounds++
-	selfID, selfURL := c.node.self()
+	selfID, https := c.node.self()
 	peers := c.node.peers()
 	tenants := c.node.tenants()
 	slices.Sort(tenants)
 	c.forgetGone(tenants, selfID, peers)
-	rep := replicaCheckReport{}
+	r := &roundState{full: full, start: time.Now(), selfID: selfID, https: https, peers: peers, failed: map[string]string{}}
 	for _, t := range tenants {
 		if ctx.Err() != nil {
 			return
 		}
-		c.checkTenant(ctx, t, full, selfID, selfURL, peers, &rep)
-		rep.Copies += len(peers)
-		for _, p := range peers {
-			if _, ok := c.verified[t][p.id]; ok && !c.alarmed(t, p.id) {
-				rep.Agreeing++
-			}
-		}
+		c.checkTenant(ctx, t, r)
 	}
 	if lead, term := c.node.leading(); !lead || term != c.term {
 		return // what it found may be a deposed leader's view
@@ -255,145 +306,227 @@ func (c *replicaChecker) round(ctx context.Context) {
 	now := time.Now()
 	c.roundsTotal.Add(1)
 	c.mu.Lock()
-	rep.LastRound = &now
-	rep.LastFull = c.report.LastFull
-	if full {
-		rep.LastFull = &now
+	defer c.mu.Unlock()
+	// Every copy's last pass from the first event: the oldest is when
+	// the whole check last covered everything.
+	var lastFull time.Time
+	whole := true
+	for _, t := range tenants {
+		tc := c.tenants[t]
+		for _, p := range peers {
+			r.rep.Copies++
+			var cc *copyCheck
+			if tc != nil {
+				cc = tc.pairs[p.id]
+			}
+			if _, alarmed := c.alarms[[2]string{t, p.id}]; cc != nil && cc.next >= tc.upto && !alarmed {
+				r.rep.Agreeing++
+			}
+			switch {
+			case tc == nil:
+				r.rep.Agreeing++ // deleted meanwhile, or no store yet: nothing to differ
+			case cc == nil || cc.fullAt.IsZero():
+				whole = false
+			case lastFull.IsZero() || cc.fullAt.Before(lastFull):
+				lastFull = cc.fullAt
+			}
+		}
 	}
-	c.report = rep
-	c.mu.Unlock()
+	if r.rep.Copies == 0 {
+		lastFull = now
+	}
+	r.rep.LastRound = &now
+	if whole && !lastFull.IsZero() {
+		r.rep.LastFull = &lastFull
+	}
+	c.report = r.rep
+}
+
+// roundState is what one round carries from tenant to tenant.
+type roundState struct {
+	full   bool
+	start  time.Time
+	selfID string
+	https  bool
+	peers  []replicaPeer
+	failed map[string]string // members not asked again this round, and why
+	rep    replicaCheckReport
+}
+
+func (r *roundState) notCompared(c *replicaChecker, t, node, why string) {
+	c.results[replicaNotCompared].Add(1)
+	r.rep.NotCompared++
+	if len(r.rep.NotComparedWhy) < 8 {
+		r.rep.NotComparedWhy = append(r.rep.NotComparedWhy, t+" on "+node+": "+why)
+	}
 }
 
 // forgetGone drops the state of tenants deleted and members removed.
 func (c *replicaChecker) forgetGone(tenants []string, selfID string, peers []replicaPeer) {
-	live := map[string]bool{selfID: true}
-	for _, p := range peers {
-		live[p.id] = true
+	liveTenant := make(map[string]bool, len(tenants))
+	for _, t := range tenants {
+		liveTenant[t] = true
 	}
-	for t, ms := range c.verified {
-		if !slices.Contains(tenants, t) {
-			delete(c.verified, t)
+	liveNode := map[string]bool{selfID: len(peers) > 0}
+	for _, p := range peers {
+		liveNode[p.id] = true
+	}
+	for t, tc := range c.tenants {
+		if !liveTenant[t] {
+			delete(c.tenants, t)
 			continue
 		}
-		for m := range ms {
-			if !live[m] {
-				delete(ms, m)
+		for m := range tc.pairs {
+			if !liveNode[m] {
+				delete(tc.pairs, m)
 			}
 		}
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	for k := range c.alarms {
-		if !slices.Contains(tenants, k[0]) || !live[k[1]] {
+		// A leader with no other member compares nothing: its own alarm
+		// has nothing to lift it.
+		if !liveTenant[k[0]] || !liveNode[k[1]] {
 			delete(c.alarms, k)
 		}
 	}
-	c.diverged.Store(int64(len(c.alarms)))
-	c.mu.Unlock()
 }
 
-// checkTenant compares every member's copy of tenant t with this node's.
-func (c *replicaChecker) checkTenant(ctx context.Context, t string, full bool, selfID, selfURL string, peers []replicaPeer, rep *replicaCheckReport) {
-	notCompared := func(p replicaPeer, why string) {
-		c.results[replicaNotCompared].Add(1)
-		rep.NotCompared++
-		if len(rep.NotComparedWhy) < 8 {
-			rep.NotComparedWhy = append(rep.NotComparedWhy, t+" on "+p.id+": "+why)
+// checkTenant compares the members' copies of tenant t with this node's.
+func (c *replicaChecker) checkTenant(ctx context.Context, t string, r *roundState) {
+	mark := c.node.mark(t)
+	tc := c.tenants[t]
+	if tc == nil || mark.Born != tc.born {
+		// New, or another incarnation of the tenant (deleted and created
+		// again; or its birth learnt since: a write applied): compared
+		// from the first event.
+		tc = &tenantCheck{born: mark.Born, pairs: map[string]*copyCheck{}}
+		c.tenants[t] = tc
+	}
+	if !r.full && tc.wrote != 0 && mark.Wrote == tc.wrote && c.settled(t, tc, r) {
+		return // nothing written since its last round, every copy compared to its end
+	}
+	for _, p := range r.peers {
+		cc := tc.pairs[p.id]
+		if cc == nil {
+			cc = &copyCheck{from0: r.start}
+			tc.pairs[p.id] = cc
+		}
+		if (r.full || c.alarmed(t, p.id) || c.alarmed(t, r.selfID)) && !(!cc.from0.IsZero() && cc.next > 0) {
+			// Again from the first event, unless a pass from it is under
+			// way already.
+			cc.next, cc.from0 = 0, r.start
 		}
 	}
-	s, release, err := c.node.store(t)
-	if err != nil {
-		for _, p := range peers {
-			notCompared(p, "this node could not open its copy: "+err.Error())
-		}
-		return
-	}
-	upto := s.Usage().GlobalSequence
-	if c.verified[t] == nil {
-		c.verified[t] = map[string]uint64{}
-	}
-	// Each member's range starts where its last same comparison ended:
-	// from the first event in a full round, for a pair in alarm, and
-	// while the leader's own copy is in alarm.
-	tfull := full || c.alarmed(t, selfID)
-	from := map[string]uint64{}
-	for _, p := range peers {
-		f, ok := c.verified[t][p.id]
-		if tfull || !ok || f > upto || c.alarmed(t, p.id) {
-			f = 0
-		}
-		from[p.id] = f
-	}
-	own := map[uint64]cluster.ReplicaDigest{}
-	var ownErr error
-	for _, p := range peers {
-		f := from[p.id]
-		if _, done := own[f]; done || f == upto {
-			continue
-		}
-		d, err := cluster.Digest(ctx, s, f, upto)
-		if err != nil {
-			ownErr = err
-			break
-		}
-		own[f] = d
-	}
-	release()
-	if ownErr != nil {
-		for _, p := range peers {
-			notCompared(p, "this node's digest failed: "+ownErr.Error())
-		}
-		return
-	}
-	leaderDamaged := false
-	for _, d := range own {
-		if d.Damaged != "" {
-			leaderDamaged = true
-			c.raise(t, selfID, "DAMAGED", d)
-			break
-		}
-	}
-	if _, whole := own[0]; whole && !leaderDamaged {
-		c.clear(t, selfID) // it read every event
-	}
-	for _, p := range peers {
-		if ctx.Err() != nil {
-			return
-		}
-		f := from[p.id]
-		if f == upto {
-			if upto == 0 {
-				c.verified[t][p.id] = 0 // no events: nothing to differ
+	err := c.node.inspect(t, func(s *core.Store) error {
+		tc.wrote, tc.upto = mark.Wrote, s.Usage().GlobalSequence
+		for _, cc := range tc.pairs {
+			if cc.next > tc.upto {
+				cc.next, cc.from0 = 0, r.start // a shorter store: another incarnation
 			}
-			continue // nothing appended since its last comparison
 		}
-		if leaderDamaged {
-			notCompared(p, "this node cannot read its own copy")
-			continue
+		for _, p := range r.peers {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if why, failed := r.failed[p.id]; failed {
+				if tc.pairs[p.id].next < tc.upto {
+					r.notCompared(c, t, p.id, why)
+				}
+				continue
+			}
+			if stop := c.compareCopy(ctx, s, t, tc, p, r); stop {
+				return nil
+			}
 		}
-		ref := own[f]
-		got, why := c.ask(ctx, p, selfURL, t, f, upto)
+		return nil
+	})
+	switch {
+	case errors.Is(err, cluster.ErrNoTenant):
+		delete(c.tenants, t) // deleted meanwhile (or never written here)
+	case err != nil && ctx.Err() == nil:
+		for _, p := range r.peers {
+			r.notCompared(c, t, p.id, "this node could not read its copy: "+err.Error())
+		}
+	}
+}
+
+// settled reports whether every member's copy of t is compared to its
+// end, and no copy of it is in alarm.
+func (c *replicaChecker) settled(t string, tc *tenantCheck, r *roundState) bool {
+	if c.alarmed(t, r.selfID) {
+		return false
+	}
+	for _, p := range r.peers {
+		cc := tc.pairs[p.id]
+		if cc == nil || cc.next < tc.upto || c.alarmed(t, p.id) {
+			return false
+		}
+	}
+	return true
+}
+
+// compareCopy compares member p's copy of t with this node's (s) from
+// its position on, a chunk at a time. stop: this node cannot read its
+// own copy (an alarm of its own): nothing more of t is compared.
+func (c *replicaChecker) compareCopy(ctx context.Context, s *core.Store, t string, tc *tenantCheck, p replicaPeer, r *roundState) (stop bool) {
+	cc := tc.pairs[p.id]
+	for chunks := 0; cc.next < tc.upto && chunks < c.chunksPerRound; chunks++ {
+		own, err := cluster.DigestChunk(ctx, s, cc.next, tc.upto, c.chunkEvents, c.chunkBytes)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.notCompared(c, t, p.id, "this node's digest failed: "+err.Error())
+			}
+			return false
+		}
+		if own.Damaged != "" {
+			c.raise(t, r.selfID, "DAMAGED", own)
+			for _, q := range r.peers {
+				if q.id != p.id || cc.next < tc.upto {
+					r.notCompared(c, t, q.id, "this node cannot read its own copy")
+				}
+				if qc := tc.pairs[q.id]; qc != nil {
+					qc.next, qc.from0 = 0, time.Time{}
+				}
+			}
+			return true
+		}
+		got, why, busy := c.ask(ctx, p, r.https, t, own.From, own.Upto)
+		if why == "" && got.Born != 0 && tc.born != 0 && got.Born != tc.born {
+			why = "its copy is of another incarnation of the tenant (deleted and created again; it has not applied the same changes yet)"
+		}
 		if why != "" {
-			notCompared(p, why)
-			continue
+			r.notCompared(c, t, p.id, why)
+			if busy {
+				// Stopped, not caught up, busy: not asked again this round.
+				r.failed[p.id] = "not asked again this round (" + why + ")"
+			}
+			return false
 		}
-		rep.Compared++
+		r.rep.Compared++
 		switch {
 		case got.Damaged != "":
 			c.results[replicaDamaged].Add(1)
 			c.raise(t, p.id, "DAMAGED", got)
-			delete(c.verified[t], p.id)
-		case got.Digest != ref.Digest || got.Events != ref.Events:
+			cc.next, cc.from0 = 0, time.Time{}
+			return false
+		case got.Digest != own.Digest || got.Events != own.Events:
 			c.results[replicaDifferent].Add(1)
 			c.raise(t, p.id, "DIFFERENT", got)
-			delete(c.verified[t], p.id)
-		default:
-			c.results[replicaSame].Add(1)
-			c.verified[t][p.id] = upto
-			if f == 0 {
-				c.clear(t, p.id)
-			}
+			cc.next, cc.from0 = 0, time.Time{}
+			return false
 		}
+		c.results[replicaSame].Add(1)
+		cc.next = own.Upto
 	}
+	if cc.next >= tc.upto && !cc.from0.IsZero() {
+		// A pass from the first event reached the end, the same.
+		cc.fullAt, cc.from0 = cc.from0, time.Time{}
+		c.clear(t, p.id)
+		c.clear(t, r.selfID)
+	}
+	return false
 }
 
 func (c *replicaChecker) alarmed(t, node string) bool {
@@ -411,15 +544,14 @@ func (c *replicaChecker) raise(t, node, result string, d cluster.ReplicaDigest) 
 	if a, ok := c.alarms[k]; ok && a.Result == result {
 		return
 	}
-	a := replicaAlarm{Tenant: t, Node: node, Result: result, From: d.From, Upto: d.Upto, Detail: d.Damaged, Since: time.Now()}
-	c.alarms[k] = a
-	c.diverged.Store(int64(len(c.alarms)))
+	detail := printable.Clip(d.Damaged, replicaCheckMaxText)
+	c.alarms[k] = replicaAlarm{Tenant: t, Node: node, Result: result, From: d.From, Upto: d.Upto, Detail: detail, Since: time.Now()}
 	what := "differs from the leader's"
 	if result == "DAMAGED" {
 		what = "cannot be read on that node"
 	}
 	c.logger.Error("cluster: replica check: a node's copy of a tenant's events "+what+"; once the other nodes agree, take that node out (batpak cluster leave), wipe its data root and let it rejoin",
-		"tenant", t, "node", node, "result", result, "from", d.From, "upto", d.Upto, "detail", d.Damaged)
+		"tenant", t, "node", node, "result", result, "from", d.From, "upto", d.Upto, "detail", detail)
 }
 
 // clear lifts an alarm (logged).
@@ -431,27 +563,27 @@ func (c *replicaChecker) clear(t, node string) {
 		return
 	}
 	delete(c.alarms, k)
-	c.diverged.Store(int64(len(c.alarms)))
 	c.logger.Info("cluster: replica check: a node's copy of a tenant's events is the leader's again", "tenant", t, "node", node)
 }
 
 // ask fetches member p's digest of tenant t's events in [from, upto); why
-// says why there is none.
-func (c *replicaChecker) ask(ctx context.Context, p replicaPeer, selfURL, t string, from, upto uint64) (d cluster.ReplicaDigest, why string) {
+// says why there is none, and busy whether the member should not be asked
+// again this round (unreachable, not caught up, busy, failing).
+func (c *replicaChecker) ask(ctx context.Context, p replicaPeer, https bool, t string, from, upto uint64) (d cluster.ReplicaDigest, why string, busy bool) {
 	u, err := url.Parse(p.url)
 	switch {
 	case p.url == "":
-		return d, "its API URL is not recorded"
+		return d, "its API URL is not recorded", true
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-		return d, "its recorded API URL " + strconv.Quote(p.url) + " is not an http(s) URL"
-	case u.Scheme == "http" && strings.HasPrefix(strings.ToLower(selfURL), "https:"):
-		return d, "its API URL is plain http and this node's is https: the operator credential is not sent in clear"
+		return d, "its recorded API URL " + strconv.Quote(printable.Clip(p.url, 200)) + " is not an http(s) URL", true
+	case u.Scheme == "http" && https:
+		return d, "its API URL is plain http and this node serves https: the operator credential is not sent in clear", true
 	}
 	q := url.Values{"from": {strconv.FormatUint(from, 10)}, "upto": {strconv.FormatUint(upto, 10)}}
 	target := strings.TrimRight(p.url, "/") + "/v1/admin/tenants/" + url.PathEscape(t) + "/digest?" + q.Encode()
 	req, err := http.NewRequestWithContext(ctx, "GET", target, nil)
 	if err != nil {
-		return d, err.Error()
+		return d, err.Error(), true
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	res, err := c.client.Do(req)
@@ -460,27 +592,27 @@ func (c *replicaChecker) ask(ctx context.Context, p replicaPeer, selfURL, t stri
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return d, "unreachable: " + err.Error()
+		return d, "unreachable: " + printable.Clip(err.Error(), replicaCheckMaxText), true
 	}
 	defer res.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(res.Body, replicaCheckMaxAnswer))
 	if err != nil {
-		return d, "reading its answer: " + err.Error()
+		return d, "reading its answer: " + printable.Clip(err.Error(), replicaCheckMaxText), true
 	}
 	if res.StatusCode != http.StatusOK {
 		var pr struct{ Code, Detail string }
 		if json.Unmarshal(body, &pr) == nil && pr.Code != "" {
-			return d, fmt.Sprintf("%d %s: %s", res.StatusCode, pr.Code, pr.Detail)
+			return d, printable.Clip(fmt.Sprintf("%d %s: %s", res.StatusCode, pr.Code, pr.Detail), replicaCheckMaxText), res.StatusCode != http.StatusNotFound
 		}
-		return d, res.Status
+		return d, printable.Clip(res.Status, replicaCheckMaxText), true
 	}
 	if err := json.Unmarshal(body, &d); err != nil {
-		return d, "its answer is not a digest: " + err.Error()
+		return d, "its answer is not a digest: " + printable.Clip(err.Error(), replicaCheckMaxText), true
 	}
 	if d.From != from || d.Upto != upto {
-		return d, fmt.Sprintf("it answered the range [%d, %d), not [%d, %d)", d.From, d.Upto, from, upto)
+		return d, fmt.Sprintf("it answered the range [%d, %d), not [%d, %d)", d.From, d.Upto, from, upto), true
 	}
-	return d, ""
+	return d, "", false
 }
 
 // status is the check's part of this node's cluster status.
@@ -503,13 +635,24 @@ func (c *replicaChecker) status() replicaCheckReport {
 	return rep
 }
 
+// diverged is the number of copies in alarm (0 on a node that does not
+// lead: what it found as leader is no longer news).
+func (c *replicaChecker) diverged() int {
+	if lead, _ := c.node.leading(); !lead {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.alarms)
+}
+
 var (
 	replicaRoundsDesc = prometheus.NewDesc("batpak_cluster_replica_check_rounds_total",
 		"Replica check rounds this node finished while leading.", nil, nil)
 	replicaComparisonsDesc = prometheus.NewDesc("batpak_cluster_replica_comparisons_total",
-		"Comparisons of a member's copy of a tenant's events with the leader's, by result (same, different, damaged, not_compared).", []string{"result"}, nil)
+		"Comparisons of a range of a member's copy of a tenant's events with the leader's, by result (same, different, damaged, not_compared).", []string{"result"}, nil)
 	replicaDivergedDesc = prometheus.NewDesc("batpak_cluster_replicas_diverged",
-		"Copies of a tenant's events (tenant, node) the last comparison found different from the leader's or unreadable (0 on a node that does not lead).", nil, nil)
+		"Copies of a tenant's events (tenant, node) found different from the leader's or unreadable, until compared the same again (0 on a node that does not lead).", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
@@ -525,7 +668,7 @@ func (c *replicaChecker) Collect(ch chan<- prometheus.Metric) {
 	for i, name := range replicaResultNames {
 		ch <- prometheus.MustNewConstMetric(replicaComparisonsDesc, prometheus.CounterValue, float64(c.results[i].Load()), name)
 	}
-	ch <- prometheus.MustNewConstMetric(replicaDivergedDesc, prometheus.GaugeValue, float64(c.diverged.Load()))
+	ch <- prometheus.MustNewConstMetric(replicaDivergedDesc, prometheus.GaugeValue, float64(c.diverged()))
 }
 
 // replicaSource is the server's cluster node as the checker sees it.
@@ -535,7 +678,9 @@ func (r replicaSource) leading() (bool, uint64) {
 	return r.s.node.IsLeader(), r.s.node.n.Status().Term
 }
 
-func (r replicaSource) self() (string, string) { return r.s.node.cfg.NodeID, r.s.node.url }
+func (r replicaSource) self() (string, bool) {
+	return r.s.node.cfg.NodeID, r.s.cfg.TLSCert != "" || strings.HasPrefix(strings.ToLower(r.s.node.cfg.URL), "https:")
+}
 
 func (r replicaSource) peers() []replicaPeer {
 	var ps []replicaPeer
@@ -557,10 +702,11 @@ func (r replicaSource) tenants() []string {
 	return ids
 }
 
-func (r replicaSource) store(tenant string) (*core.Store, func(), error) {
-	st, err := r.s.node.n.Store(tenant)
-	if err != nil {
-		return nil, nil, err
+func (r replicaSource) mark(tenant string) cluster.StoreMark { return r.s.node.n.Mark(tenant) }
+
+func (r replicaSource) inspect(tenant string, fn func(*core.Store) error) error {
+	if _, ok := r.s.plane.Tenant(tenant); !ok {
+		return cluster.ErrNoTenant // deleted since the round listed it
 	}
-	return st, func() { r.s.node.n.ReleaseStore(st) }, nil
+	return r.s.node.n.Inspect(tenant, fn)
 }

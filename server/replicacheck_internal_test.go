@@ -4,14 +4,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server/cluster"
@@ -24,21 +30,37 @@ type fakeReplicas struct {
 	s       *core.Store
 	lead    bool
 	term    uint64
-	selfURL string
+	https   bool
+	born    uint64   // the leader's store's birth index
+	gone    bool     // the tenant's store is gone
+	names   []string // the tenants (default acme), all with the store s
+	opened  int      // inspect calls
 	members []replicaPeer
 
 	mu     sync.Mutex
-	mode   map[string]string   // member → "same", "different", "damaged", "busy", "redirect", "lie"
+	mode   map[string]string   // member → "same", "different", "damaged", "busy", "redirect", "lie", "old" (another incarnation), "hang"
 	asked  map[string][]string // member → "from-upto" asked, in order
 	tokens map[string]string   // member → Authorization it got
 }
 
 func (f *fakeReplicas) leading() (bool, uint64) { return f.lead, f.term }
-func (f *fakeReplicas) self() (string, string)  { return "n1", f.selfURL }
+func (f *fakeReplicas) self() (string, bool)    { return "n1", f.https }
 func (f *fakeReplicas) peers() []replicaPeer    { return f.members }
-func (f *fakeReplicas) tenants() []string       { return []string{"acme"} }
-func (f *fakeReplicas) store(string) (*core.Store, func(), error) {
-	return f.s, func() {}, nil
+func (f *fakeReplicas) tenants() []string {
+	if f.names != nil {
+		return slices.Clone(f.names)
+	}
+	return []string{"acme"}
+}
+func (f *fakeReplicas) mark(string) cluster.StoreMark {
+	return cluster.StoreMark{Born: f.born, Wrote: f.s.Usage().GlobalSequence + 1}
+}
+func (f *fakeReplicas) inspect(_ string, fn func(*core.Store) error) error {
+	f.opened++
+	if f.gone {
+		return cluster.ErrNoTenant
+	}
+	return fn(f.s)
 }
 
 // member starts a member id answering digests of f.s.
@@ -52,7 +74,7 @@ func (f *fakeReplicas) member(t *testing.T, id string) *httptest.Server {
 		f.asked[id] = append(f.asked[id], fmt.Sprintf("%d-%d", from, upto))
 		f.tokens[id] = r.Header.Get("Authorization")
 		f.mu.Unlock()
-		if r.URL.Path != "/v1/admin/tenants/acme/digest" {
+		if !strings.HasPrefix(r.URL.Path, "/v1/admin/tenants/") || !strings.HasSuffix(r.URL.Path, "/digest") {
 			http.Error(w, "path "+r.URL.Path, 404)
 			return
 		}
@@ -61,7 +83,13 @@ func (f *fakeReplicas) member(t *testing.T, id string) *httptest.Server {
 			http.Error(w, err.Error(), 500)
 			return
 		}
+		d.Born = f.born
 		switch mode {
+		case "old":
+			d.Born, d.Digest = f.born-1, strings.Repeat("1", 64)
+		case "hang":
+			<-r.Context().Done()
+			return
 		case "different":
 			d.Digest = strings.Repeat("0", 64)
 		case "damaged":
@@ -110,19 +138,22 @@ func appendN(t *testing.T, s *core.Store, n int) {
 
 // TestReplicaCheckRounds: each round asks every member for the events
 // appended since its last same comparison (all of them in the first round
-// and every sixth after it), none when nothing was appended; a different or
-// damaged copy is an alarm (logged, in the status and the gauge) and is
-// compared from the first event until it is the same again; a member
-// that is busy, redirects, or answers another range is not compared and
-// raises nothing; an alarm for a member removed goes; a node that stops
-// leading forgets everything.
+// and every sixth after it); a tenant nothing was written to is not
+// opened; a different or damaged copy is an alarm (logged, in the status
+// and the gauge) and is compared from the first event until a pass from
+// it finds the copy the same; a member that is busy, redirects, answers
+// another range or holds another incarnation of the tenant is not
+// compared and raises nothing (a busy one is not asked again that round);
+// an alarm for a member removed goes; an https node sends nothing to a
+// plain-http member; a node that stops leading reports nothing and
+// forgets everything.
 func TestReplicaCheckRounds(t *testing.T) {
 	s, err := core.Open(core.DefaultConfig(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	f := &fakeReplicas{s: s, lead: true, term: 3, selfURL: "http://127.0.0.1:7070",
+	f := &fakeReplicas{s: s, lead: true, term: 3, born: 7,
 		mode: map[string]string{}, asked: map[string][]string{}, tokens: map[string]string{}}
 	f.member(t, "n2")
 	f.member(t, "n3")
@@ -141,8 +172,8 @@ func TestReplicaCheckRounds(t *testing.T) {
 		for _, a := range c.status().Diverged {
 			got = append(got, a.Node+":"+a.Result)
 		}
-		if strings.Join(got, ",") != strings.Join(want, ",") || c.diverged.Load() != int64(len(want)) {
-			t.Fatalf("%s: diverged %v (gauge %d), want %v", step, got, c.diverged.Load(), want)
+		if strings.Join(got, ",") != strings.Join(want, ",") || c.diverged() != len(want) {
+			t.Fatalf("%s: diverged %v (gauge %d), want %v", step, got, c.diverged(), want)
 		}
 	}
 
@@ -156,10 +187,14 @@ func TestReplicaCheckRounds(t *testing.T) {
 	if st := c.status(); st.Compared != 2 || st.NotCompared != 0 || st.Copies != 2 || st.Agreeing != 2 || st.LastRound == nil || st.LastFull == nil {
 		t.Fatalf("status after the first round: %+v", st)
 	}
+	f.opened = 0
 	c.round(ctx)
 	expect("nothing appended", "", "")
 	if st := c.status(); st.Compared != 0 || st.Agreeing != 2 {
 		t.Fatalf("status of a round with nothing new: %+v, want both still agreeing", st)
+	}
+	if f.opened != 0 {
+		t.Fatal("a round opened a tenant's store nothing was written to since the last")
 	}
 
 	appendN(t, s, 3)
@@ -201,42 +236,53 @@ func TestReplicaCheckRounds(t *testing.T) {
 	appendN(t, s, 1)
 	f.set("n2", "redirect")
 	f.set("n3", "lie")
-	c.round(ctx) // the seventh: every event, for everyone
+	c.round(ctx) // the seventh: every copy from the first event
 	expect("n2 redirects, n3 lies about the range", "0-11", "0-11")
 	diverged("redirect and lie are not comparisons")
-	if st := c.status(); st.NotCompared != 2 || st.Compared != 0 {
+	if st := c.status(); st.NotCompared != 2 || st.Compared != 0 || st.LastFull == nil {
 		t.Fatalf("status: %+v, want both not compared", st)
+	}
+	// Another incarnation of the tenant on a member (deleted and created
+	// again, the member behind): not compared, no alarm.
+	f.set("n2", "old")
+	f.set("n3", "same")
+	c.round(ctx)
+	expect("n2 holds an older incarnation", "0-11", "0-11")
+	diverged("another incarnation is no divergence")
+	if why := strings.Join(c.status().NotComparedWhy, " "); !strings.Contains(why, "another incarnation") {
+		t.Fatalf("not compared because %q, want the incarnation named", why)
 	}
 
 	// An alarm for a member that leaves the cluster goes with it.
 	f.set("n2", "different")
-	f.set("n3", "same")
 	c.round(ctx)
 	diverged("n2 different", "n2:DIFFERENT")
 	f.members = f.members[1:]
 	c.round(ctx)
 	diverged("n2 removed")
 
-	// A https node sends no credential to a plain-http member.
+	// An https node sends no credential to a plain-http member.
 	f.take("n2")
 	f.take("n3")
-	f.selfURL = "https://node1.example:7070"
+	f.https = true
 	appendN(t, s, 1)
 	c.round(ctx)
 	expect("https node, http member", "", "")
 	if why := strings.Join(c.status().NotComparedWhy, " "); !strings.Contains(why, "plain http") {
 		t.Fatalf("not compared because %q, want plain http named", why)
 	}
-	f.selfURL = "http://127.0.0.1:7070"
+	f.https = false
 
-	// No longer leading: nothing asked, nothing reported.
+	// No longer leading: nothing asked, nothing reported, the gauge 0.
 	f.set("n3", "different")
 	c.round(ctx)
 	diverged("n3 different", "n3:DIFFERENT")
-	f.set("n3", "same")
-	c.round(ctx) // n3 verified through 12
-	f.take("n3")
 	f.lead = false
+	if c.diverged() != 0 {
+		t.Fatal("a node that no longer leads still reports its alarms in the gauge")
+	}
+	f.set("n3", "same")
+	f.take("n3")
 	appendN(t, s, 1)
 	c.round(ctx)
 	expect("not leading", "", "")
@@ -248,5 +294,174 @@ func TestReplicaCheckRounds(t *testing.T) {
 	c.round(ctx)
 	if got := f.take("n3"); got != "0-13" {
 		t.Fatalf("first round of a new term asked n3 %q, want every event (0-13)", got)
+	}
+	// The tenant's store gone meanwhile: nothing asked, nothing raised.
+	f.gone = true
+	appendN(t, s, 1)
+	c.round(ctx)
+	expect("store gone", "", "")
+	diverged("store gone")
+}
+
+// TestReplicaCheckChunks: a long range is compared a chunk at a time, at
+// most so many per round; the next round goes on from where the last
+// stopped (a pass from the first event is not given up for the events
+// appended since), and the copy counts as compared to its end only then.
+// A member that hangs costs one timeout per round, not one per tenant.
+func TestReplicaCheckChunks(t *testing.T) {
+	s, err := core.Open(core.DefaultConfig(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	f := &fakeReplicas{s: s, lead: true, term: 1,
+		mode: map[string]string{}, asked: map[string][]string{}, tokens: map[string]string{}}
+	f.member(t, "n2")
+	c := newReplicaChecker(f, slog.New(slog.DiscardHandler), DefaultReplicaCheckEvery, "op-token")
+	c.chunkEvents, c.chunksPerRound = 4, 2
+	ctx := context.Background()
+	appendN(t, s, 10)
+	c.round(ctx)
+	if got := f.take("n2"); got != "0-4,4-8" {
+		t.Fatalf("first round asked %q, want two chunks of 4", got)
+	}
+	if st := c.status(); st.Agreeing != 0 || st.LastFull != nil {
+		t.Fatalf("a copy compared halfway counts as agreeing, or the pass as whole: %+v", st)
+	}
+	appendN(t, s, 1)
+	c.round(ctx)
+	if got := f.take("n2"); got != "8-11" {
+		t.Fatalf("second round asked %q, want the rest from 8", got)
+	}
+	if st := c.status(); st.Agreeing != 1 || st.LastFull == nil {
+		t.Fatalf("after the whole pass: %+v", st)
+	}
+
+	// A member that hangs: one timeout in the round, whatever the tenants.
+	f.names = []string{"t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "t9"}
+	f.set("n2", "hang")
+	c.client.Timeout = 200 * time.Millisecond
+	appendN(t, s, 1)
+	f.take("n2")
+	start := time.Now()
+	c.round(ctx)
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Fatalf("a round with a hung member took %s", took)
+	}
+	if got := f.take("n2"); strings.Count(got, ",") != 0 {
+		t.Fatalf("the hung member was asked %q in one round, want once", got)
+	}
+	st := c.status()
+	if st.NotCompared != 10 || !strings.Contains(strings.Join(st.NotComparedWhy, " "), "unreachable") || !strings.Contains(strings.Join(st.NotComparedWhy, " "), "not asked again this round") {
+		t.Fatalf("status with a hung member: %+v", st)
+	}
+}
+
+// TestReplicaCheckHostileMember: what a member answers is clipped before
+// the status and the log keep it; response headers past the bound are
+// refused.
+func TestReplicaCheckHostileMember(t *testing.T) {
+	s, err := core.Open(core.DefaultConfig(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	appendN(t, s, 3)
+	long := strings.Repeat("y", 60<<10)
+	dam := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		from, _ := strconv.ParseUint(q.Get("from"), 10, 64)
+		upto, _ := strconv.ParseUint(q.Get("upto"), 10, 64)
+		json.NewEncoder(w).Encode(cluster.ReplicaDigest{From: from, Upto: upto, Damaged: long})
+	}))
+	t.Cleanup(dam.Close)
+	hdr := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Junk", strings.Repeat("z", 1<<20))
+		w.WriteHeader(503)
+	}))
+	t.Cleanup(hdr.Close)
+	f := &fakeReplicas{s: s, lead: true, term: 1, members: []replicaPeer{{"n2", dam.URL}, {"n3", hdr.URL}}}
+	c := newReplicaChecker(f, slog.New(slog.DiscardHandler), DefaultReplicaCheckEvery, "op-token")
+	c.round(context.Background())
+	st := c.status()
+	if len(st.Diverged) != 1 || len(st.Diverged[0].Detail) > replicaCheckMaxText+8 {
+		t.Fatalf("a member's damage text kept at %d bytes", len(st.Diverged[0].Detail))
+	}
+	if len(st.NotComparedWhy) != 1 || len(st.NotComparedWhy[0]) > replicaCheckMaxText+64 || !strings.Contains(st.NotComparedWhy[0], "header") {
+		t.Fatalf("not compared: %q", st.NotComparedWhy)
+	}
+}
+
+// TestReplicaCheckDoesNotCreateStores: a tenant deleted after a round
+// listed it is not given a store again on the leader when the round
+// reaches it.
+func TestReplicaCheckDoesNotCreateStores(t *testing.T) {
+	root := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.Root, cfg.Listen, cfg.OperatorToken, cfg.Stderr = root, "127.0.0.1:0", "bpko_abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrst", io.Discard
+	cfg.Cluster = &ClusterConfig{NodeID: "n1", Bind: "127.0.0.1:0", Bootstrap: true, ReplicaCheckEvery: -1,
+		HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond, LeaderLeaseTimeout: 500 * time.Millisecond}
+	s, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	base := "http://" + s.Addr().String()
+	do := func(method, path, body string) int {
+		for range 100 {
+			req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+cfg.OperatorToken)
+			req.Header.Set("Content-Type", "application/json")
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != 503 {
+				return res.StatusCode
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		return 503
+	}
+	if code := do("POST", "/v1/admin/tenants", `{"id":"acme"}`); code != 201 {
+		t.Fatalf("create: %d", code)
+	}
+	st, err := s.node.n.Store("acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.node.n.ReleaseStore(st)
+	src := replicaSource{s}
+	listed := src.tenants() // the round's list, taken at its start
+	if err := src.inspect("acme", func(*core.Store) error { return nil }); err != nil {
+		t.Fatalf("inspect of a live tenant: %v", err)
+	}
+	if code := do("DELETE", "/v1/admin/tenants/acme?confirm=acme", ""); code != 204 {
+		t.Fatalf("delete: %d", code)
+	}
+	dir := filepath.Join(root, "cluster", "tenants", "acme")
+	waitGone := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(dir); err != nil {
+			break
+		}
+		if time.Now().After(waitGone) {
+			t.Fatalf("setup: %s still there after the delete", dir)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Later in the same round, the checker reaches acme.
+	if err := src.inspect(listed[0], func(*core.Store) error { return nil }); !errors.Is(err, cluster.ErrNoTenant) {
+		t.Fatalf("inspect of a deleted tenant: %v, want cluster.ErrNoTenant", err)
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Errorf("the replica check created the deleted tenant's store again at %s", dir)
 	}
 }

@@ -677,7 +677,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.effects.note(control.Change{Kind: "tenant.sync", Entity: "tenant:" + t.ID})
 	}
 	go s.blobs.run()
-	go s.replicas.run()
 	s.leaderStop, s.leaderDone = make(chan struct{}), make(chan struct{})
 	go s.leadership(s.leaderStop, s.leaderDone)
 	return s, nil
@@ -890,6 +889,9 @@ func (s *Server) listen() error {
 		}
 		s.node.running.Store(true)
 		go s.node.run(func(msg string, args ...any) { s.cfg.Logger.Warn(msg, args...) })
+		// Once the node's URL is known: it says whether to send the
+		// credential to a plain-http member.
+		s.replicas.start()
 	}
 	ln = s.conns.wrap(ln, s.cfg.TLSCert == "")
 	if s.cfg.TLSCert != "" {

@@ -321,6 +321,9 @@ func checkReplicas(ctx context.Context, rc *remoteConf, tenants []string) (repli
 					delete(nodes, m.ID)
 					unasked[m.ID] = "not asked: an earlier request to it failed (" + why + ")"
 				}
+			case d.Born != 0 && ref.Born != 0 && d.Born != ref.Born:
+				r.Result = "not compared: it holds another incarnation of the tenant (deleted and created again while it was behind): run the check again"
+				rep.Unasked++
 			case d.Damaged != "":
 				r.Events, r.Result = d.Events, "DAMAGED: "+d.Damaged
 				rep.Differ++

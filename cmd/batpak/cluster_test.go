@@ -192,7 +192,8 @@ func (f *fakeDigests) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // TestClusterCheckOutcomes: batpak cluster check against stand-in nodes:
 // a copy with another digest is DIFFERENT and one its node cannot read
-// DAMAGED (exit 7); an empty tenant's followers are asked for the events
+// DAMAGED (exit 7); a copy of another incarnation of the tenant (another
+// birth index) is not compared (exit 8); an empty tenant's followers are asked for the events
 // before 0, not for all they hold; a tenant named that the leader does
 // not hold is reported and the others compared (exit 5).
 func TestClusterCheckOutcomes(t *testing.T) {
@@ -211,6 +212,7 @@ func TestClusterCheckOutcomes(t *testing.T) {
 		{"empty tenant", map[string]string{"new": `{"upto":0,"events":0,"digest":"e3b0"}%.0s`}, map[string]string{"new": `{"upto":%s,"events":0,"digest":"e3b0"}`}, []string{"new"}, 0, "same", "0"},
 		{"missing tenant", map[string]string{"acme": same}, map[string]string{"acme": same}, []string{"nosuch", "acme"}, 5, "no such tenant", "7"},
 		{"a follower without the tenant", map[string]string{"acme": same}, map[string]string{}, []string{"acme"}, 8, "not compared: it does not hold the tenant", ""},
+		{"another incarnation", map[string]string{"acme": `{"tenant":"t","upto":%s,"events":7,"digest":"aaaa","born":40}`}, map[string]string{"acme": `{"upto":%s,"events":7,"digest":"bbbb","born":12}`}, []string{"acme"}, 8, "not compared: it holds another incarnation", "7"},
 		{"--tenant names it", map[string]string{"acme": same}, map[string]string{"acme": same}, []string{"--tenant", "acme"}, 0, "same", "7"},
 	}
 	for _, c := range cases {

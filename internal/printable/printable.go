@@ -67,3 +67,17 @@ func String(s string) string {
 	}
 	return b.String()
 }
+
+// Clip is String(s) cut to at most max bytes (on a rune boundary, "…"
+// added when cut): for text from elsewhere that a status or a log keeps.
+func Clip(s string, max int) string {
+	s = String(s)
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}

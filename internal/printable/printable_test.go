@@ -30,3 +30,21 @@ func TestString(t *testing.T) {
 		}
 	}
 }
+
+func TestClip(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		max  int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"exactly10!", 10, "exactly10!"},
+		{"a longer text", 8, "a longer…"},
+		{"naïve café", 3, "na…"}, // "ï" is two bytes: the cut goes back to its start
+		{"line\nbreak", 64, `line\nbreak`},
+	} {
+		if got := printable.Clip(c.in, c.max); got != c.want {
+			t.Errorf("Clip(%q, %d) = %q, want %q", c.in, c.max, got, c.want)
+		}
+	}
+}

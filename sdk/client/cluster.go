@@ -121,6 +121,10 @@ type ReplicaDigest struct {
 	// (a damaged segment, a broken chain): then Digest is empty, and the
 	// copy is not the leader's.
 	Damaged string `json:"damaged,omitempty"`
+	// Born is the node's store's birth index (0 unknown): digests from
+	// stores born at different indexes are of two incarnations of the
+	// tenant (deleted and created again between), not comparable.
+	Born uint64 `json:"born,omitempty"`
 }
 
 // Digest returns the answering node's digest of every event of tenant it

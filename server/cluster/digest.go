@@ -20,6 +20,11 @@ type ReplicaDigest struct {
 	// Damaged says why this node could not read its copy (a damaged
 	// segment, a broken chain): the answer for a damaged replica.
 	Damaged string `json:"damaged,omitempty"`
+	// Born is, on a cluster node, the store's birth index (StoreMark.Born;
+	// 0 unknown): digests of stores born at different indexes are of two
+	// incarnations of the tenant (deleted and created again between), not
+	// comparable.
+	Born uint64 `json:"born,omitempty"`
 }
 
 // digestPollBytes bounds the payload bytes a digest holds at once (it
@@ -38,7 +43,16 @@ const digestPollBytes = 4 << 20
 // core.ErrLogTruncated) is no error: the answer says Damaged. The caller
 // makes sure s holds the events before upto.
 func Digest(ctx context.Context, s *core.Store, from, upto uint64) (ReplicaDigest, error) {
+	return DigestChunk(ctx, s, from, upto, 0, 0)
+}
+
+// DigestChunk is Digest stopping early: after maxEvents events, or once
+// the events it read hold maxBytes of payload (0: no bound). The answer's
+// Upto is then the sequence after the last event covered, so another
+// replica's Digest of [from, Upto) covers the same events.
+func DigestChunk(ctx context.Context, s *core.Store, from, upto uint64, maxEvents uint64, maxBytes int64) (ReplicaDigest, error) {
 	d := ReplicaDigest{From: from, Upto: upto}
+	var read int64
 	if from >= upto {
 		d.Digest = hex.EncodeToString(sha256.New().Sum(nil))
 		return d, nil
@@ -78,6 +92,12 @@ func Digest(ctx context.Context, s *core.Store, from, upto uint64) (ReplicaDiges
 			copy(buf[8:], ev.Header.Hash[:])
 			h.Write(buf[:])
 			d.Events++
+			read += int64(len(ev.Payload))
+			if (maxEvents > 0 && d.Events >= maxEvents) || (maxBytes > 0 && read >= maxBytes) {
+				d.Upto = ev.GlobalSequence + 1
+				d.Digest = hex.EncodeToString(h.Sum(nil))
+				return d, nil
+			}
 		}
 	}
 	d.Digest = hex.EncodeToString(h.Sum(nil))

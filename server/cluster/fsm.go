@@ -73,6 +73,9 @@ type fsm struct {
 	// without the record). Only raft's FSM goroutine (Apply, Snapshot,
 	// Restore) touches it.
 	born map[string]uint64
+	// marks mirrors born, with each store's last write, for readers off
+	// the FSM goroutine (Node.Mark).
+	marks storeMarks
 
 	waitMu  sync.Mutex
 	applied uint64        // the last log index applied to the stores
@@ -305,6 +308,7 @@ func (f *fsm) drop(tenant string, index uint64) ([]Result, error) {
 // tenant's entry, if any, is not busy (settleLocked).
 func (f *fsm) dropLocked(tenant string, index uint64) error {
 	delete(f.born, tenant)
+	f.marks.forget(tenant)
 	if e := f.stores[tenant]; e != nil {
 		if err := f.closeNowLocked(e); err != nil {
 			return err
@@ -416,6 +420,7 @@ func (f *fsm) queue(c *command, index uint64) (*entryWrites, error) {
 	ew.held = e // released by ApplyBatch's flush, once written
 	s := e.s
 	f.noteBorn(c.Tenant, index)
+	f.marks.wrote(c.Tenant, f.born[c.Tenant], index)
 	ctx := context.Background()
 	if c.Batch {
 		items := make([]core.BatchItem, len(c.Items))
@@ -789,6 +794,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		}
 	}
 	f.born = born
+	f.marks.reset(born, snap.applied)
 	f.setApplied(snap.applied)
 	return nil
 }

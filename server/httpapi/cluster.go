@@ -68,6 +68,11 @@ type Cluster interface {
 	// RemoveNode removes member id (leader only); an id that is not a
 	// member is an error (404).
 	RemoveNode(ctx context.Context, id string) error
+	// StoreBorn is the birth index of this node's store of tenant
+	// (cluster.StoreMark.Born; 0 unknown): a digest answers it, so that a
+	// replica check tells another incarnation of the tenant from a copy
+	// that differs.
+	StoreBorn(tenant string) uint64
 }
 
 // AccessChanged ends the event streams of credentials and tenants that

@@ -75,9 +75,21 @@ func (a *API) digest(c *call) error {
 		return &apiError{status: http.StatusServiceUnavailable, code: wire.CodeBusy, retryAfter: time.Second, detail: "this node computes one digest at a time; retry"}
 	}
 	defer a.digesting.Store(false)
+	var born uint64
+	if cl := a.opts.Cluster; cl != nil {
+		born = cl.StoreBorn(c.tenant)
+	}
 	d, err := cluster.Digest(c.r.Context(), s, from, upto)
 	if err != nil {
 		return err
+	}
+	if cl := a.opts.Cluster; cl != nil {
+		if d.Born = cl.StoreBorn(c.tenant); d.Born != born {
+			// Dropped and created again while it was read: the digest
+			// is of neither incarnation.
+			return &apiError{status: 503, code: wire.CodeNotCaughtUp, retryAfter: time.Second,
+				detail: "the tenant's store on this node was deleted and created again while the digest read it; retry"}
+		}
 	}
 	return writeJSON(c.w, http.StatusOK, replicaDigest{Tenant: c.tenant, ReplicaDigest: d})
 }
