@@ -204,3 +204,63 @@ func TestClusterReplicaCheckRecreatedTenant(t *testing.T) {
 		return rc["agreeing"] == float64(1) && len(rc["diverged"].([]any)) == 0
 	})
 }
+
+// TestClusterReplicaCheckCopyThatDoesNotOpen: a follower's copy damaged so
+// that its store no longer opens (its segment cut short while the store
+// was closed, idle) is an alarm naming it, like one it cannot read, and
+// the follower's copies of the other tenants are still compared.
+func TestClusterReplicaCheckCopyThatDoesNotOpen(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three nodes")
+	}
+	root := t.TempDir()
+	nodes := startCluster3(t, root, func(c *server.Config) {
+		c.Cluster.ReplicaCheckEvery = 500 * time.Millisecond
+		c.TenantIdleTimeout = time.Second
+	})
+	key, _ := clusterTenantKey(t, nodes[0].base, "acme", `["writer"]`)
+	key2, _ := clusterTenantKey(t, nodes[0].base, "zeta", `["writer"]`)
+	for i := range 20 {
+		for _, tk := range [][2]string{{"acme", key}, {"zeta", key2}} {
+			body := fmt.Sprintf(`{"entity":"order:%d","scope":"shop","kind":"1:1","payload":{"total":5,"n":%d}}`, i%3, i)
+			if code, r := call(t, "POST", nodes[0].base+"/v1/tenants/"+tk[0]+"/events", tk[1], body); code != 201 {
+				t.Fatalf("append %d: %d %v", i, code, r)
+			}
+		}
+	}
+	waitFor(t, 30*time.Second, "every copy compared the same", func() bool {
+		return metricValue(t, nodes[0].base, `batpak_cluster_replica_comparisons_total{result="same"}`) >= 4
+	})
+	closes := metricValue(t, nodes[2].base, "batpak_cluster_store_idle_closes_total")
+	waitFor(t, 30*time.Second, "n3 closes its idle stores", func() bool {
+		return metricValue(t, nodes[2].base, "batpak_cluster_store_idle_closes_total") >= closes+2
+	})
+	seg, at := findPayload(t, filepath.Join(root, "n3"), "acme", `"total":5,"n":10}`)
+	if err := os.Truncate(seg, int64(at)); err != nil {
+		t.Fatal(err)
+	}
+	if code, d := call(t, "GET", nodes[2].base+"/v1/admin/tenants/acme/digest", clusterOperator, ""); code != 200 || d["damaged"] == nil {
+		t.Fatalf("n3's digest of a copy that does not open: %d %v, want 200 with damaged", code, d)
+	}
+	var alarm map[string]any
+	waitFor(t, 20*time.Second, "an alarm for n3's copy of acme", func() bool {
+		_, st := call(t, "GET", nodes[0].base+"/v1/cluster", clusterOperator, "")
+		rc, _ := st["replica_check"].(map[string]any)
+		for _, a := range rc["diverged"].([]any) {
+			alarm = a.(map[string]any)
+			return true
+		}
+		return false
+	})
+	if alarm["tenant"] != "acme" || alarm["node"] != "n3" || alarm["result"] != "DAMAGED" {
+		t.Fatalf("alarm %v, want n3's copy of acme DAMAGED", alarm)
+	}
+	// zeta on n3 is still compared: appended to, its new events are.
+	same := metricValue(t, nodes[0].base, `batpak_cluster_replica_comparisons_total{result="same"}`)
+	if code, r := call(t, "POST", nodes[0].base+"/v1/tenants/zeta/events", key2, `{"entity":"order:1","scope":"shop","kind":"1:1","payload":{"total":1}}`); code != 201 {
+		t.Fatalf("append: %d %v", code, r)
+	}
+	waitFor(t, 20*time.Second, "zeta's new event compared on both followers", func() bool {
+		return metricValue(t, nodes[0].base, `batpak_cluster_replica_comparisons_total{result="same"}`) >= same+2
+	})
+}

@@ -140,6 +140,7 @@ type tenantCheck struct {
 	born  uint64 // the leader's store's birth index the positions are of
 	wrote uint64 // its StoreMark.Wrote when last checked
 	upto  uint64 // its end then
+	known bool   // this node read its store (wrote and upto are its)
 	pairs map[string]*copyCheck
 }
 
@@ -319,12 +320,10 @@ func (c *replicaChecker) round(ctx context.Context) {
 			if tc != nil {
 				cc = tc.pairs[p.id]
 			}
-			if _, alarmed := c.alarms[[2]string{t, p.id}]; cc != nil && cc.next >= tc.upto && !alarmed {
+			if _, alarmed := c.alarms[[2]string{t, p.id}]; cc != nil && tc.known && cc.next >= tc.upto && !alarmed {
 				r.rep.Agreeing++
 			}
 			switch {
-			case tc == nil:
-				r.rep.Agreeing++ // deleted meanwhile, or no store yet: nothing to differ
 			case cc == nil || cc.fullAt.IsZero():
 				whole = false
 			case lastFull.IsZero() || cc.fullAt.Before(lastFull):
@@ -395,35 +394,37 @@ func (c *replicaChecker) forgetGone(tenants []string, selfID string, peers []rep
 
 // checkTenant compares the members' copies of tenant t with this node's.
 func (c *replicaChecker) checkTenant(ctx context.Context, t string, r *roundState) {
-	mark := c.node.mark(t)
-	tc := c.tenants[t]
-	if tc == nil || mark.Born != tc.born {
-		// New, or another incarnation of the tenant (deleted and created
-		// again; or its birth learnt since: a write applied): compared
-		// from the first event.
-		tc = &tenantCheck{born: mark.Born, pairs: map[string]*copyCheck{}}
-		c.tenants[t] = tc
-	}
-	if !r.full && tc.wrote != 0 && mark.Wrote == tc.wrote && c.settled(t, tc, r) {
-		return // nothing written since its last round, every copy compared to its end
-	}
-	for _, p := range r.peers {
-		cc := tc.pairs[p.id]
-		if cc == nil {
-			cc = &copyCheck{from0: r.start}
-			tc.pairs[p.id] = cc
-		}
-		if (r.full || c.alarmed(t, p.id) || c.alarmed(t, r.selfID)) && !(!cc.from0.IsZero() && cc.next > 0) {
-			// Again from the first event, unless a pass from it is under
-			// way already.
-			cc.next, cc.from0 = 0, r.start
+	if tc := c.tenants[t]; tc != nil && !r.full {
+		if mark := c.node.mark(t); mark.Born == tc.born && tc.known && mark.Wrote == tc.wrote && c.settled(t, tc, r) {
+			return // nothing written since its last round, every copy compared to its end
 		}
 	}
 	err := c.node.inspect(t, func(s *core.Store) error {
-		tc.wrote, tc.upto = mark.Wrote, s.Usage().GlobalSequence
-		for _, cc := range tc.pairs {
-			if cc.next > tc.upto {
+		// The mark read with the store held: a drop closes a held store,
+		// so the birth index it names is the store's read here.
+		mark := c.node.mark(t)
+		tc := c.tenants[t]
+		if tc == nil || mark.Born != tc.born {
+			// New, or another incarnation of the tenant (deleted and
+			// created again; or its birth learnt since: a write applied):
+			// compared from the first event.
+			tc = &tenantCheck{born: mark.Born, pairs: map[string]*copyCheck{}}
+			c.tenants[t] = tc
+		}
+		tc.wrote, tc.upto, tc.known = mark.Wrote, s.Usage().GlobalSequence, true
+		for _, p := range r.peers {
+			cc := tc.pairs[p.id]
+			if cc == nil {
+				cc = &copyCheck{from0: r.start}
+				tc.pairs[p.id] = cc
+			}
+			switch {
+			case cc.next > tc.upto:
 				cc.next, cc.from0 = 0, r.start // a shorter store: another incarnation
+			case (r.full || c.alarmed(t, p.id) || c.alarmed(t, r.selfID)) && (cc.from0.IsZero() || cc.next == 0):
+				// Again from the first event, unless a pass from it is
+				// under way already.
+				cc.next, cc.from0 = 0, r.start
 			}
 		}
 		for _, p := range r.peers {
@@ -444,18 +445,41 @@ func (c *replicaChecker) checkTenant(ctx context.Context, t string, r *roundStat
 	})
 	switch {
 	case errors.Is(err, cluster.ErrNoTenant):
-		delete(c.tenants, t) // deleted meanwhile (or never written here)
+		// No store here (deleted meanwhile, or never written): nothing
+		// for a copy to differ from.
+		tc := &tenantCheck{known: true, pairs: map[string]*copyCheck{}}
+		for _, p := range r.peers {
+			tc.pairs[p.id] = &copyCheck{fullAt: r.start}
+		}
+		c.tenants[t] = tc
 	case err != nil && ctx.Err() == nil:
+		if storeDamaged(err) {
+			// This node cannot open its own copy: an alarm of its own,
+			// and every copy is compared from the first event once it
+			// can.
+			c.raise(t, r.selfID, "DAMAGED", cluster.ReplicaDigest{Damaged: err.Error()})
+			if tc := c.tenants[t]; tc != nil {
+				tc.known = false
+				for _, cc := range tc.pairs {
+					cc.next, cc.from0 = 0, time.Time{}
+				}
+			}
+		}
 		for _, p := range r.peers {
 			r.notCompared(c, t, p.id, "this node could not read its copy: "+err.Error())
 		}
 	}
 }
 
+// storeDamaged reports whether err says a store's files are damaged.
+func storeDamaged(err error) bool {
+	return errors.Is(err, core.ErrCorrupt) || errors.Is(err, core.ErrChainBroken) || errors.Is(err, core.ErrLogTruncated)
+}
+
 // settled reports whether every member's copy of t is compared to its
 // end, and no copy of it is in alarm.
 func (c *replicaChecker) settled(t string, tc *tenantCheck, r *roundState) bool {
-	if c.alarmed(t, r.selfID) {
+	if !tc.known || c.alarmed(t, r.selfID) {
 		return false
 	}
 	for _, p := range r.peers {
@@ -568,7 +592,8 @@ func (c *replicaChecker) clear(t, node string) {
 
 // ask fetches member p's digest of tenant t's events in [from, upto); why
 // says why there is none, and busy whether the member should not be asked
-// again this round (unreachable, not caught up, busy, failing).
+// again this round (unreachable, unavailable: 503 NOT_CAUGHT_UP or BUSY,
+// answering nonsense); any other refusal costs only this tenant.
 func (c *replicaChecker) ask(ctx context.Context, p replicaPeer, https bool, t string, from, upto uint64) (d cluster.ReplicaDigest, why string, busy bool) {
 	u, err := url.Parse(p.url)
 	switch {
@@ -602,9 +627,11 @@ func (c *replicaChecker) ask(ctx context.Context, p replicaPeer, https bool, t s
 	if res.StatusCode != http.StatusOK {
 		var pr struct{ Code, Detail string }
 		if json.Unmarshal(body, &pr) == nil && pr.Code != "" {
-			return d, printable.Clip(fmt.Sprintf("%d %s: %s", res.StatusCode, pr.Code, pr.Detail), replicaCheckMaxText), res.StatusCode != http.StatusNotFound
+			return d, printable.Clip(fmt.Sprintf("%d %s: %s", res.StatusCode, pr.Code, pr.Detail), replicaCheckMaxText), res.StatusCode == http.StatusServiceUnavailable
 		}
-		return d, printable.Clip(res.Status, replicaCheckMaxText), true
+		// Only an unavailable member is not asked again this round; any
+		// other refusal may be this tenant's alone.
+		return d, printable.Clip(res.Status, replicaCheckMaxText), res.StatusCode == http.StatusServiceUnavailable
 	}
 	if err := json.Unmarshal(body, &d); err != nil {
 		return d, "its answer is not a digest: " + printable.Clip(err.Error(), replicaCheckMaxText), true

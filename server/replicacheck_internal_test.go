@@ -90,6 +90,12 @@ func (f *fakeReplicas) member(t *testing.T, id string) *httptest.Server {
 		case "hang":
 			<-r.Context().Done()
 			return
+		case "fail-t0":
+			if strings.Contains(r.URL.Path, "/t0/") {
+				w.WriteHeader(500)
+				w.Write([]byte(`{"code":"INTERNAL","detail":"opening tenant t0: permission denied"}`))
+				return
+			}
 		case "different":
 			d.Digest = strings.Repeat("0", 64)
 		case "damaged":
@@ -354,6 +360,16 @@ func TestReplicaCheckChunks(t *testing.T) {
 	st := c.status()
 	if st.NotCompared != 10 || !strings.Contains(strings.Join(st.NotComparedWhy, " "), "unreachable") || !strings.Contains(strings.Join(st.NotComparedWhy, " "), "not asked again this round") {
 		t.Fatalf("status with a hung member: %+v", st)
+	}
+	// A refusal of one tenant (a 500) costs that tenant only.
+	f.set("n2", "fail-t0")
+	f.names = []string{"t0", "t1"}
+	c.round(ctx)
+	if got := f.take("n2"); !strings.Contains(got, ",") {
+		t.Fatalf("a member refusing t0 was asked %q, want t1 asked too", got)
+	}
+	if st := c.status(); st.NotCompared != 1 || st.Compared == 0 {
+		t.Fatalf("status with t0 refused: %+v", st)
 	}
 }
 

@@ -282,3 +282,12 @@ func TestShowReplicaCheck(t *testing.T) {
 		t.Fatalf("off: %q", b.String())
 	}
 }
+
+// TestOneLineEscapes: text from a server or a user reaches the terminal
+// on one line and without control sequences (escapes, bells, bidi
+// overrides are written as Go escapes).
+func TestOneLineEscapes(t *testing.T) {
+	if got, want := oneLine("a\x1b]0;owned\a\x1b[2J\u202eb\nc"), `a\x1b]0;owned\a\x1b[2J\u202eb\nc`; got != want {
+		t.Fatalf("oneLine = %q, want %q", got, want)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/printable"
 	"github.com/batpak-go/batpak/sdk/client"
 )
 
@@ -289,10 +290,11 @@ func remoteEvents(ctx context.Context, t *client.Tenant, q client.Query, clocks 
 	}
 }
 
-// oneLine keeps user strings from breaking a table row.
-func oneLine(s string) string {
-	return strings.NewReplacer("\n", `\n`, "\t", `\t`, "\r", `\r`).Replace(s)
-}
+// oneLine keeps strings from elsewhere (a user's, a server's) from breaking
+// a table row or reaching the terminal as control sequences: line breaks,
+// tabs, escapes and other unprintable runes are written as Go escapes
+// (printable.String).
+func oneLine(s string) string { return printable.String(s) }
 
 func newAncestorsCmd(a *app) *cobra.Command {
 	var (

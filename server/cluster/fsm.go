@@ -157,6 +157,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			}
 			if ew.held != nil {
 				ew.held.release()
+				// Only now that its events are readable: a reader that
+				// sees the mark sees them.
+				f.marks.wrote(ew.c.Tenant, f.born[ew.c.Tenant], logs[p.i].Index)
 			}
 			for j := range ew.res {
 				if err := ew.res[j].Err; err != nil && !deterministic(err) && haltErr == nil {
@@ -420,7 +423,6 @@ func (f *fsm) queue(c *command, index uint64) (*entryWrites, error) {
 	ew.held = e // released by ApplyBatch's flush, once written
 	s := e.s
 	f.noteBorn(c.Tenant, index)
-	f.marks.wrote(c.Tenant, f.born[c.Tenant], index)
 	ctx := context.Background()
 	if c.Batch {
 		items := make([]core.BatchItem, len(c.Items))

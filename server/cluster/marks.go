@@ -72,6 +72,6 @@ func (n *Node) Inspect(tenant string, fn func(*core.Store) error) error {
 	if err != nil {
 		return err
 	}
-	defer e.release()
+	defer e.releaseQuiet()
 	return fn(e.s)
 }

@@ -167,7 +167,7 @@ func (f *fsm) hold(tenant string, create, use bool) (*storeEntry, error) {
 			}
 			f.overBound.Add(1)
 		}
-		return f.openLocked(tenant, dir)
+		return f.openLocked(tenant, dir, use)
 	}
 }
 
@@ -181,7 +181,7 @@ func (f *fsm) waitLocked(ch chan struct{}) {
 
 // openLocked opens tenant's store in dir, held once. Called with f.mu held
 // exclusively; returns with it released.
-func (f *fsm) openLocked(tenant, dir string) (*storeEntry, error) {
+func (f *fsm) openLocked(tenant, dir string, use bool) (*storeEntry, error) {
 	e := &storeEntry{name: tenant, busy: make(chan struct{})}
 	e.users.Store(1)
 	f.stores[tenant] = e
@@ -196,7 +196,11 @@ func (f *fsm) openLocked(tenant, dir string) (*storeEntry, error) {
 		return nil, fmt.Errorf("cluster: opening tenant %q: %w", tenant, err)
 	}
 	e.s = s
-	e.touch()
+	// A hold that is not a use leaves it untouched: the first store the
+	// janitor closes, and the first evicted.
+	if use {
+		e.touch()
+	}
 	f.held.Store(s, e)
 	f.opens.Add(1)
 	return e, nil

@@ -2,10 +2,12 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server/cluster"
 	"github.com/batpak-go/batpak/server/wire"
 )
@@ -35,6 +37,19 @@ func (a *API) digest(c *call) error {
 	}
 	s, err := c.store()
 	if err != nil {
+		if damaged(err) {
+			// A copy this node cannot even open is a damaged one, for a
+			// replica check as much as one it cannot read.
+			var d cluster.ReplicaDigest
+			q := c.r.URL.Query()
+			d.From, _ = strconv.ParseUint(q.Get("from"), 10, 64)
+			d.Upto, _ = strconv.ParseUint(q.Get("upto"), 10, 64)
+			d.Damaged = err.Error()
+			if cl := a.opts.Cluster; cl != nil {
+				d.Born = cl.StoreBorn(c.tenant)
+			}
+			return writeJSON(c.w, http.StatusOK, replicaDigest{Tenant: c.tenant, ReplicaDigest: d})
+		}
 		return err
 	}
 	held := s.Usage().GlobalSequence // the sequence the next event gets
@@ -92,6 +107,11 @@ func (a *API) digest(c *call) error {
 		}
 	}
 	return writeJSON(c.w, http.StatusOK, replicaDigest{Tenant: c.tenant, ReplicaDigest: d})
+}
+
+// damaged reports whether err says a store's files are damaged.
+func damaged(err error) bool {
+	return errors.Is(err, core.ErrCorrupt) || errors.Is(err, core.ErrChainBroken) || errors.Is(err, core.ErrLogTruncated)
 }
 
 // replicaDigest is the answer of GET /v1/admin/tenants/{t}/digest.
