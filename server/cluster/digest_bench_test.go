@@ -41,6 +41,7 @@ func BenchmarkDigestChunk(b *testing.B) {
 			b.Fatalf("%v: %+v", err, d)
 		}
 	}
+	b.StopTimer() // not the store's Close
 	b.ReportMetric(float64(events)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 	b.ReportMetric(float64(events*len(payload))*float64(b.N)/b.Elapsed().Seconds()/1e6, "payload-MB/s")
 }
