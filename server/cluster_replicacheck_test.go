@@ -18,7 +18,7 @@ import (
 // status (followers report nothing) and /metrics; a follower whose copy
 // is damaged on disk is an alarm naming the tenant and the node within a
 // few rounds, and the alarm lifts once the copy reads the same again; so
-// is the leader's own copy.
+// is the leader's own copy, and a follower's copy of the control plane.
 func TestClusterReplicaCheck(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three nodes")
@@ -40,13 +40,17 @@ func TestClusterReplicaCheck(t *testing.T) {
 		rc, _ := st["replica_check"].(map[string]any)
 		return rc
 	}
-	same := `batpak_cluster_replica_comparisons_total{result="same"}`
-	waitFor(t, 20*time.Second, "both followers' copies of acme's 20 events compared the same", func() bool {
-		return metricValue(t, nodes[0].base, same) >= 2
+	// Both followers' copies of acme's 20 events and of the control plane.
+	var rc map[string]any
+	waitFor(t, 20*time.Second, "every copy compared the same", func() bool {
+		rc = status(nodes[0])
+		return rc != nil && rc["copies"] == float64(4) && rc["agreeing"] == float64(4)
 	})
-	rc := status(nodes[0])
-	if rc == nil || rc["every"] != "150ms" || rc["last_round"] == nil || rc["copies"] != float64(2) || rc["agreeing"] != float64(2) || len(rc["diverged"].([]any)) != 0 {
+	if rc["every"] != "150ms" || rc["last_round"] == nil || len(rc["diverged"].([]any)) != 0 {
 		t.Fatalf("the leader's replica_check: %v", rc)
+	}
+	if same := metricValue(t, nodes[0].base, `batpak_cluster_replica_comparisons_total{result="same"}`); same < 4 {
+		t.Fatalf("%v same comparisons counted, want at least 4", same)
 	}
 	if d := metricValue(t, nodes[0].base, "batpak_cluster_replicas_diverged"); d != 0 {
 		t.Fatalf("diverged %v on agreeing replicas", d)
@@ -99,6 +103,27 @@ func TestClusterReplicaCheck(t *testing.T) {
 	}
 	overwrite(t, seg, at+len(`"total":`), "5")
 	waitFor(t, 20*time.Second, "the leader's alarm lifted", func() bool {
+		return len(status(nodes[0])["diverged"].([]any)) == 0
+	})
+	// So is a follower's copy of the control plane: the store of tenants,
+	// keys and the rest, which each node's API trusts.
+	if code, d := call(t, "GET", nodes[1].base+"/v1/cluster/digest", clusterOperator, ""); code != 200 || d["tenant"] != "(control plane)" || d["events"].(float64) < 1 {
+		t.Fatalf("n2's digest of the control plane: %d %v", code, d)
+	}
+	seg, at = findPayload(t, filepath.Join(root, "n2"), "_system", `"acme"`)
+	overwrite(t, seg, at+1, "X")
+	waitFor(t, 20*time.Second, "an alarm for n2's copy of the control plane", func() bool {
+		for _, a := range status(nodes[0])["diverged"].([]any) {
+			alarm = a.(map[string]any)
+			return true
+		}
+		return false
+	})
+	if alarm["tenant"] != "(control plane)" || alarm["node"] != "n2" || alarm["result"] != "DAMAGED" {
+		t.Fatalf("alarm %v, want n2's copy of the control plane DAMAGED", alarm)
+	}
+	overwrite(t, seg, at+1, "a")
+	waitFor(t, 20*time.Second, "the control plane's alarm lifted", func() bool {
 		return len(status(nodes[0])["diverged"].([]any)) == 0
 	})
 }
@@ -197,11 +222,12 @@ func TestClusterReplicaCheckRecreatedTenant(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	// n2 is not behind: its copy of the new acme agrees.
+	// n2 is not behind: its copies of the control plane and of the new
+	// acme agree.
 	waitFor(t, 20*time.Second, "n2's copy of the new acme compared the same", func() bool {
 		_, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
 		rc, _ := st["replica_check"].(map[string]any)
-		return rc["agreeing"] == float64(1) && len(rc["diverged"].([]any)) == 0
+		return rc["agreeing"] == float64(2) && rc["copies"] == float64(4) && len(rc["diverged"].([]any)) == 0
 	})
 }
 

@@ -730,6 +730,9 @@ func (c *clusterNode) RemoveNode(_ context.Context, id string) error {
 	return c.n.Leave(id)
 }
 
+// ControlStore implements httpapi.Cluster.
+func (c *clusterNode) ControlStore() *core.Store { return c.sys }
+
 // StoreBorn implements httpapi.Cluster.
 func (c *clusterNode) StoreBorn(tenant string) uint64 { return c.n.Mark(tenant).Born }
 

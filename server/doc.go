@@ -35,8 +35,9 @@
 // stores it again on every node.
 //
 // The leader checks the replicas by itself every
-// ClusterConfig.ReplicaCheckEvery: for each tenant it compares every
-// member's copy with its own a range at a time (cluster.DigestChunk
+// ClusterConfig.ReplicaCheckEvery: for each tenant, and for the control
+// plane's store (GET /v1/cluster/digest), it compares every member's copy
+// with its own a range at a time (cluster.DigestChunk
 // against the member's GET /v1/admin/tenants/{t}/digest), from where the
 // copy was last found the same, in bounded chunks (a large tenant's pass
 // goes on over several rounds); every sixth round, after a change of

@@ -22,6 +22,7 @@ import (
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/internal/printable"
 	"github.com/batpak-go/batpak/server/cluster"
+	"github.com/batpak-go/batpak/server/httpapi"
 )
 
 // DefaultReplicaCheckEvery is ClusterConfig.ReplicaCheckEvery's default.
@@ -605,7 +606,11 @@ func (c *replicaChecker) ask(ctx context.Context, p replicaPeer, https bool, t s
 		return d, "its API URL is plain http and this node serves https: the operator credential is not sent in clear", true
 	}
 	q := url.Values{"from": {strconv.FormatUint(from, 10)}, "upto": {strconv.FormatUint(upto, 10)}}
-	target := strings.TrimRight(p.url, "/") + "/v1/admin/tenants/" + url.PathEscape(t) + "/digest?" + q.Encode()
+	path := "/v1/admin/tenants/" + url.PathEscape(t) + "/digest"
+	if t == httpapi.ControlStoreLabel {
+		path = "/v1/cluster/digest"
+	}
+	target := strings.TrimRight(p.url, "/") + path + "?" + q.Encode()
 	req, err := http.NewRequestWithContext(ctx, "GET", target, nil)
 	if err != nil {
 		return d, err.Error(), true
@@ -721,17 +726,27 @@ func (r replicaSource) peers() []replicaPeer {
 	return ps
 }
 
+// tenants is every tenant, and the control plane's store
+// (httpapi.ControlStoreLabel).
 func (r replicaSource) tenants() []string {
-	var ids []string
+	ids := []string{httpapi.ControlStoreLabel}
 	for _, t := range r.s.plane.Tenants() {
 		ids = append(ids, t.ID)
 	}
 	return ids
 }
 
-func (r replicaSource) mark(tenant string) cluster.StoreMark { return r.s.node.n.Mark(tenant) }
+func (r replicaSource) mark(tenant string) cluster.StoreMark {
+	if tenant == httpapi.ControlStoreLabel {
+		tenant = cluster.SystemStore
+	}
+	return r.s.node.n.Mark(tenant)
+}
 
 func (r replicaSource) inspect(tenant string, fn func(*core.Store) error) error {
+	if tenant == httpapi.ControlStoreLabel {
+		return fn(r.s.node.sys) // open for the node's life
+	}
 	if _, ok := r.s.plane.Tenant(tenant); !ok {
 		return cluster.ErrNoTenant // deleted since the round listed it
 	}

@@ -115,14 +115,16 @@ leave).`,
 	}
 	check := &cobra.Command{
 		Use:   "check [TENANT...]",
-		Short: "Compare every node's copy of each tenant's events (default: every tenant)",
+		Short: "Compare every node's copy of each tenant's events and of the control plane (default: all)",
 		Long: `check asks the leader for a digest of each tenant's events (SHA-256 over
 their sequences and chain hashes), then every other member for its digest
 of the same events, and prints one line per tenant and node. Members are
 reached at the API URLs the cluster records (batpak cluster status), with
 the operator credential: a plain-http URL is not asked when --server is
 https. With no TENANT, --tenant (BATPAK_TENANT) names the one to check, or
-else every tenant is. Exit 0 when every node answered with the leader's
+else every tenant is, and first the control plane's store (tenants, keys,
+quotas, cursors: "(control plane)"). The leader also runs this check by
+itself every cluster.replica_check_every (see batpak cluster status). Exit 0 when every node answered with the leader's
 digest; 7 when any
 copy differs or its node cannot read it (that replica holds other events
 than the leader: restore it, see the README); 8 when a node could not be
@@ -267,10 +269,13 @@ func checkReplicas(ctx context.Context, rc *remoteConf, tenants []string) (repli
 		tenants = []string{rc.tenant}
 	}
 	if len(tenants) == 0 {
+		// Every tenant, and first the control plane every node's API
+		// trusts (keys, quotas, tenants).
 		list, err := rc.c.Admin().Tenants(ctx)
 		if err != nil {
 			return rep, remoteError(err)
 		}
+		tenants = append(tenants, client.ControlPlane)
 		for _, t := range list {
 			tenants = append(tenants, t.ID)
 		}

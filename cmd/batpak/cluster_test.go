@@ -130,17 +130,23 @@ func TestClusterVerbs(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("cluster check -o json: %q: %v", out, err)
 	}
-	results := map[string]string{}
+	results, control := map[string]string{}, map[string]string{}
 	for _, n := range rep.Nodes {
-		if n.Tenant == "acme" {
+		switch n.Tenant {
+		case "acme":
 			results[n.Node] = n.Result
 			if n.Events != 6 {
 				t.Fatalf("check: %s holds %d events of acme, want 6: %s", n.Node, n.Events, out)
 			}
+		case "(control plane)":
+			control[n.Node] = n.Result
 		}
 	}
 	if results["n1"] != "leader" || results["n2"] != "same" || rep.Differ != 0 || rep.Unasked != 0 {
 		t.Fatalf("cluster check: %s", out)
+	}
+	if control["n1"] != "leader" || control["n2"] != "same" {
+		t.Fatalf("cluster check did not compare the control plane first: %s", out)
 	}
 	if r := batpak(t, "--server", n1.base, "--token", op, "cluster", "check", "nobody"); r.code != 5 {
 		t.Fatalf("check of an unknown tenant: exit %d, want 5\n%s%s", r.code, r.stdout, r.stderr)

@@ -151,7 +151,18 @@ func (cl *Cluster) DigestRange(ctx context.Context, tenant string, from, upto ui
 }
 
 func (cl *Cluster) digest(ctx context.Context, tenant string, q url.Values) (ReplicaDigest, error) {
+	path := "/v1/admin/tenants/" + seg(tenant) + "/digest"
+	if tenant == ControlPlane {
+		path = "/v1/cluster/digest"
+	}
 	var d ReplicaDigest
-	err := cl.c.do(ctx, request{method: "GET", path: "/v1/admin/tenants/" + seg(tenant) + "/digest", query: q, safe: true}, &d)
+	err := cl.c.do(ctx, request{method: "GET", path: path, query: q, safe: true}, &d)
 	return d, err
 }
+
+// ControlPlane names the control plane's replicated store (tenants, keys,
+// quotas, cursors, policy and plugin revisions, members) where a tenant
+// would be named: Digest, DigestUpto and DigestRange of ControlPlane
+// answer the digest of the node's copy of it (GET /v1/cluster/digest). No
+// tenant id can be it.
+const ControlPlane = "(control plane)"

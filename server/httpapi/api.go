@@ -317,6 +317,7 @@ func (a *API) table() []Route {
 		{Method: "GET", Path: ad + "/{tenant}/digest", Access: Operator, handler: a.digest, stream: true},
 
 		{Method: "GET", Path: "/v1/cluster", Access: Operator, handler: a.clusterStatus},
+		{Method: "GET", Path: "/v1/cluster/digest", Access: Operator, handler: a.controlDigest, stream: true},
 		{Method: "POST", Path: "/v1/cluster/nodes", Access: Operator, Body: js, handler: a.clusterAddNode},
 		{Method: "DELETE", Path: "/v1/cluster/nodes/{id}", Access: Operator, handler: a.clusterRemoveNode},
 	}

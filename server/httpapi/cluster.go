@@ -73,6 +73,9 @@ type Cluster interface {
 	// replica check tells another incarnation of the tenant from a copy
 	// that differs.
 	StoreBorn(tenant string) uint64
+	// ControlStore is this node's copy of the control plane's replicated
+	// store (cluster.SystemStore), open for the node's life.
+	ControlStore() *core.Store
 }
 
 // AccessChanged ends the event streams of credentials and tenants that

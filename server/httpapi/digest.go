@@ -52,6 +52,43 @@ func (a *API) digest(c *call) error {
 		}
 		return err
 	}
+	return a.serveDigest(c, s, c.tenant, "the tenant", func() uint64 {
+		if cl := a.opts.Cluster; cl != nil {
+			return cl.StoreBorn(c.tenant)
+		}
+		return 0
+	})
+}
+
+// controlDigest answers GET /v1/cluster/digest: the digest of this
+// cluster node's copy of the control plane's replicated store (tenants,
+// keys, quotas, cursors, policy and plugin revisions, members), as digest
+// answers a tenant's, so a replica check finds a node whose control plane
+// differs (one that would take a key the others revoked). Never
+// redirected; operator only; 404 on a single server.
+func (a *API) controlDigest(c *call) error {
+	cl := a.opts.Cluster
+	if cl == nil {
+		return errNotFound("this server is not a cluster node")
+	}
+	if !cl.Current() {
+		return &apiError{status: 503, code: wire.CodeNotCaughtUp, retryAfter: time.Second,
+			detail: "this node has not caught up with the leader (it restarted, or has not heard from it lately); retry"}
+	}
+	s := cl.ControlStore()
+	return a.serveDigest(c, s, ControlStoreLabel, "the control plane", func() uint64 { return cl.StoreBorn(cluster.SystemStore) })
+}
+
+// ControlStoreLabel names the control plane's store where a tenant's name
+// would be (a digest's tenant field, a replica check's alarms): no tenant
+// id can be it.
+const ControlStoreLabel = "(control plane)"
+
+// serveDigest answers the digest of s (the store of what, named label in
+// the answer) for the request's from and upto; born reads the store's
+// birth index.
+func (a *API) serveDigest(c *call, s *core.Store, label, what string, born func() uint64) error {
+	var err error
 	held := s.Usage().GlobalSequence // the sequence the next event gets
 	upto := held
 	if v := c.r.URL.Query().Get("upto"); v != "" {
@@ -72,41 +109,36 @@ func (a *API) digest(c *call) error {
 	if upto > held {
 		if a.opts.Cluster == nil {
 			return &apiError{status: 400, code: wire.CodeInvalidRequest, p: wire.Problem{Field: "upto"},
-				detail: "upto=" + strconv.FormatUint(upto, 10) + ": the tenant holds only " + strconv.FormatUint(held, 10) + " events"}
+				detail: "upto=" + strconv.FormatUint(upto, 10) + ": " + what + " holds only " + strconv.FormatUint(held, 10) + " events"}
 		}
 		cl := a.opts.Cluster
 		ctx, cancel := context.WithTimeout(c.r.Context(), cl.ReadWait())
-		err := cl.WaitSequence(ctx, c.tenant, s, upto-1)
+		err := cl.WaitSequence(ctx, label, s, upto-1)
 		cancel()
 		if err != nil {
 			if c.r.Context().Err() != nil {
 				return err
 			}
 			return &apiError{status: 503, code: wire.CodeNotCaughtUp, retryAfter: time.Second,
-				detail: "this node does not hold the tenant's events before " + strconv.FormatUint(upto, 10) + " within " + cl.ReadWait().String() + "; retry"}
+				detail: "this node does not hold " + what + "'s events before " + strconv.FormatUint(upto, 10) + " within " + cl.ReadWait().String() + "; retry"}
 		}
 	}
 	if !a.digesting.CompareAndSwap(false, true) {
 		return &apiError{status: http.StatusServiceUnavailable, code: wire.CodeBusy, retryAfter: time.Second, detail: "this node computes one digest at a time; retry"}
 	}
 	defer a.digesting.Store(false)
-	var born uint64
-	if cl := a.opts.Cluster; cl != nil {
-		born = cl.StoreBorn(c.tenant)
-	}
+	before := born()
 	d, err := cluster.Digest(c.r.Context(), s, from, upto)
 	if err != nil {
 		return err
 	}
-	if cl := a.opts.Cluster; cl != nil {
-		if d.Born = cl.StoreBorn(c.tenant); d.Born != born {
-			// Dropped and created again while it was read: the digest
-			// is of neither incarnation.
-			return &apiError{status: 503, code: wire.CodeNotCaughtUp, retryAfter: time.Second,
-				detail: "the tenant's store on this node was deleted and created again while the digest read it; retry"}
-		}
+	if d.Born = born(); d.Born != before {
+		// Dropped and created again while it was read: the digest is of
+		// neither incarnation.
+		return &apiError{status: 503, code: wire.CodeNotCaughtUp, retryAfter: time.Second,
+			detail: "the store of " + what + " on this node was deleted and created again while the digest read it; retry"}
 	}
-	return writeJSON(c.w, http.StatusOK, replicaDigest{Tenant: c.tenant, ReplicaDigest: d})
+	return writeJSON(c.w, http.StatusOK, replicaDigest{Tenant: label, ReplicaDigest: d})
 }
 
 // damaged reports whether err says a store's files are damaged.
