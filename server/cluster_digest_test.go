@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/batpak-go/batpak/server/httpapi"
 )
 
 // TestClusterReplicaDigests: after writes through the leader, every node
@@ -49,6 +51,28 @@ func TestClusterReplicaDigests(t *testing.T) {
 	// it is not caught up.
 	if code, d := call(t, "GET", nodes[2].base+"/v1/admin/tenants/acme/digest?upto=21", clusterOperator, ""); code != 503 || d["code"] != "NOT_CAUGHT_UP" {
 		t.Fatalf("a digest past the log: %d %v, want 503 NOT_CAUGHT_UP", code, d)
+	}
+	// Requests waiting for events are bounded: past MaxDigestRequests
+	// at once, one is refused BUSY at once rather than held.
+	results := make(chan string, httpapi.MaxDigestRequests+1)
+	for range httpapi.MaxDigestRequests + 1 {
+		go func() {
+			code, d := call(t, "GET", nodes[2].base+"/v1/admin/tenants/acme/digest?upto=1000000", clusterOperator, "")
+			results <- fmt.Sprint(code, " ", d["code"])
+		}()
+	}
+	select {
+	case got := <-results:
+		if got != "503 BUSY" {
+			t.Fatalf("the first answer among %d waiting digests: %s, want 503 BUSY", httpapi.MaxDigestRequests+1, got)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatalf("%d digest requests all held waiting", httpapi.MaxDigestRequests+1)
+	}
+	for range httpapi.MaxDigestRequests {
+		if got := <-results; got != "503 NOT_CAUGHT_UP" {
+			t.Fatalf("a waiting digest: %s, want 503 NOT_CAUGHT_UP", got)
+		}
 	}
 	// A node that has not heard from a leader lately (here: the other two
 	// stopped) says it is not caught up instead of answering from what it

@@ -575,7 +575,11 @@ func (c *replicaChecker) raise(t, node, result string, d cluster.ReplicaDigest) 
 	if result == "DAMAGED" {
 		what = "cannot be read on that node"
 	}
-	c.logger.Error("cluster: replica check: a node's copy of a tenant's events "+what+"; once the other nodes agree, take that node out (batpak cluster leave), wipe its data root and let it rejoin",
+	of := "a tenant's events"
+	if t == httpapi.ControlStoreLabel {
+		of = "the control plane"
+	}
+	c.logger.Error("cluster: replica check: a node's copy of "+of+" "+what+"; once the other nodes agree, take that node out (batpak cluster leave), wipe its data root and let it rejoin",
 		"tenant", t, "node", node, "result", result, "from", d.From, "upto", d.Upto, "detail", detail)
 }
 
@@ -588,7 +592,11 @@ func (c *replicaChecker) clear(t, node string) {
 		return
 	}
 	delete(c.alarms, k)
-	c.logger.Info("cluster: replica check: a node's copy of a tenant's events is the leader's again", "tenant", t, "node", node)
+	of := "a tenant's events"
+	if t == httpapi.ControlStoreLabel {
+		of = "the control plane"
+	}
+	c.logger.Info("cluster: replica check: a node's copy of "+of+" is the leader's again", "tenant", t, "node", node)
 }
 
 // ask fetches member p's digest of tenant t's events in [from, upto); why
@@ -628,6 +636,9 @@ func (c *replicaChecker) ask(ctx context.Context, p replicaPeer, https bool, t s
 	body, err := io.ReadAll(io.LimitReader(res.Body, replicaCheckMaxAnswer))
 	if err != nil {
 		return d, "reading its answer: " + printable.Clip(err.Error(), replicaCheckMaxText), true
+	}
+	if res.StatusCode == http.StatusNotFound && t == httpapi.ControlStoreLabel {
+		return d, "this version of the node has no digest of the control plane (a rolling upgrade)", false
 	}
 	if res.StatusCode != http.StatusOK {
 		var pr struct{ Code, Detail string }

@@ -10,8 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +19,7 @@ import (
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server/cluster"
+	"github.com/batpak-go/batpak/server/httpapi"
 )
 
 // fakeReplicas is a leader with one tenant store and members served by
@@ -409,8 +408,8 @@ func TestReplicaCheckHostileMember(t *testing.T) {
 }
 
 // TestReplicaCheckDoesNotCreateStores: a tenant deleted after a round
-// listed it is not given a store again on the leader when the round
-// reaches it.
+// listed it is not opened (nor given a store again) on the leader when the
+// round reaches it; the control plane's store is the node's own.
 func TestReplicaCheckDoesNotCreateStores(t *testing.T) {
 	root := t.TempDir()
 	cfg := DefaultConfig()
@@ -462,22 +461,25 @@ func TestReplicaCheckDoesNotCreateStores(t *testing.T) {
 	if code := do("DELETE", "/v1/admin/tenants/acme?confirm=acme", ""); code != 204 {
 		t.Fatalf("delete: %d", code)
 	}
-	dir := filepath.Join(root, "cluster", "tenants", "acme")
+	// Once the control plane no longer lists it, the round reaching it
+	// does not open (let alone create) its store. (That Inspect never
+	// creates one is cluster's TestInspectNeverCreates.)
 	waitGone := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := os.Stat(dir); err != nil {
+		if _, ok := s.plane.Tenant("acme"); !ok {
 			break
 		}
 		if time.Now().After(waitGone) {
-			t.Fatalf("setup: %s still there after the delete", dir)
+			t.Fatal("setup: the control plane still lists acme after its deletion")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	// Later in the same round, the checker reaches acme.
-	if err := src.inspect(listed[0], func(*core.Store) error { return nil }); !errors.Is(err, cluster.ErrNoTenant) {
-		t.Fatalf("inspect of a deleted tenant: %v, want cluster.ErrNoTenant", err)
+	opened := false
+	if err := src.inspect(listed[len(listed)-1], func(*core.Store) error { opened = true; return nil }); !errors.Is(err, cluster.ErrNoTenant) || opened {
+		t.Fatalf("inspect of a deleted tenant: %v (opened: %v), want cluster.ErrNoTenant", err, opened)
 	}
-	if _, err := os.Stat(dir); err == nil {
-		t.Errorf("the replica check created the deleted tenant's store again at %s", dir)
+	// The control plane's store is always there.
+	if err := src.inspect(httpapi.ControlStoreLabel, func(st *core.Store) error { opened = st == s.node.sys; return nil }); err != nil || !opened {
+		t.Fatalf("inspect of the control plane: %v (its store: %v)", err, opened)
 	}
 }

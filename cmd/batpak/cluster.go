@@ -287,6 +287,11 @@ func checkReplicas(ctx context.Context, rc *remoteConf, tenants []string) (repli
 	for _, t := range tenants {
 		ref, err := lc.Cluster().Digest(ctx, t)
 		switch {
+		case errors.Is(err, client.ErrNotFound) && t == client.ControlPlane:
+			// A leader of a version before the control plane's digest
+			// (a rolling upgrade): nothing to compare it with.
+			rep.Nodes = append(rep.Nodes, replicaResult{Tenant: t, Node: leader.ID, Result: "not compared: this version of the leader has no digest of the control plane"})
+			continue
 		case errors.Is(err, client.ErrNotFound):
 			rep.Nodes = append(rep.Nodes, replicaResult{Tenant: t, Node: leader.ID, Result: "no such tenant"})
 			rep.Missing++
@@ -318,6 +323,9 @@ func checkReplicas(ctx context.Context, rc *remoteConf, tenants []string) (repli
 				r.Result = "not compared: " + why
 				rep.Unasked++
 				switch {
+				case errors.Is(err, client.ErrNotFound) && t == client.ControlPlane:
+					r.Result = "not compared: this version of the node has no digest of the control plane"
+					rep.Unasked-- // version skew (a rolling upgrade), not a replica's state
 				case errors.Is(err, client.ErrNotFound):
 					r.Result = "not compared: it does not hold the tenant (behind, or diverged: run the check again)"
 				case errors.Is(err, client.ErrNotCaughtUp):
@@ -368,7 +376,11 @@ func showReplicaCheck(w io.Writer, rc *client.ReplicaCheck) {
 		if a.Detail != "" {
 			detail = ": " + oneLine(a.Detail)
 		}
-		fmt.Fprintf(w, "DIVERGED: tenant %s on node %s: %s in events [%d, %d) since %s%s\n", oneLine(a.Tenant), oneLine(a.Node),
+		what := "tenant " + oneLine(a.Tenant)
+		if a.Tenant == client.ControlPlane {
+			what = "the control plane"
+		}
+		fmt.Fprintf(w, "DIVERGED: %s on node %s: %s in events [%d, %d) since %s%s\n", what, oneLine(a.Node),
 			oneLine(a.Result), a.From, a.Upto, a.Since.Local().Format(time.DateTime), detail)
 	}
 }

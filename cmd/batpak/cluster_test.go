@@ -297,3 +297,43 @@ func TestOneLineEscapes(t *testing.T) {
 		t.Fatalf("oneLine = %q, want %q", got, want)
 	}
 }
+
+// TestClusterCheckAgainstOlderVersion: a leader of a version without the
+// control plane's digest (a rolling upgrade) has its control plane row
+// say so, and the check of the tenants decides the exit (0 when they
+// agree), not a "missing tenant".
+func TestClusterCheckAgainstOlderVersion(t *testing.T) {
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/v1/cluster":
+			fmt.Fprintf(w, `{"id":"n1","state":"leader","url":%q,"members":[{"id":"n1","leader":true,"url":%q}]}`, srv.URL, srv.URL)
+		case "/v1/admin/tenants":
+			fmt.Fprint(w, `{"tenants":[{"id":"acme"}]}`)
+		case "/v1/admin/tenants/acme/digest":
+			fmt.Fprint(w, `{"tenant":"acme","from":0,"upto":3,"events":3,"digest":"abcd"}`)
+		default: // what an older server answers for /v1/cluster/digest
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(404)
+			fmt.Fprint(w, `{"status":404,"detail":"no such route","code":"NOT_FOUND"}`)
+		}
+	}))
+	defer srv.Close()
+	r := batpak(t, "--server", srv.URL, "--token", "op", "cluster", "check")
+	if r.code != 0 || !strings.Contains(r.stdout, "this version of the leader has no digest of the control plane") {
+		t.Fatalf("every tenant agrees, yet exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestShowReplicaCheckControlPlane: an alarm for the control plane's
+// store is named so, not as a tenant.
+func TestShowReplicaCheckControlPlane(t *testing.T) {
+	var b strings.Builder
+	now := time.Now()
+	showReplicaCheck(&b, &client.ReplicaCheck{Every: "10m0s", LastRound: &now, Copies: 2, Agreeing: 1,
+		Diverged: []client.ReplicaAlarm{{Tenant: client.ControlPlane, Node: "n3", Result: "DIFFERENT", Upto: 9, Since: now}}})
+	if !strings.Contains(b.String(), "DIVERGED: the control plane on node n3: DIFFERENT in events [0, 9)") {
+		t.Fatalf("output:\n%s", b.String())
+	}
+}

@@ -1,8 +1,14 @@
 package cluster
 
 import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/batpak-go/batpak/core"
 )
@@ -71,5 +77,33 @@ func TestInspectIsNoUse(t *testing.T) {
 	f.mu.RUnlock()
 	if e2 != nil && e2.lastUsed.Load() >= start.UnixNano() {
 		t.Errorf("a store Inspect opened counts as used now: it stays open a whole idle timeout and ahead in the LRU")
+	}
+}
+
+// TestInspectNeverCreates: Inspect of a store dropped (or never written)
+// answers ErrNoTenant and leaves no directory behind; the dropped store's
+// mark is gone with it.
+func TestInspectNeverCreates(t *testing.T) {
+	f := testFSM(t)
+	n := &Node{fsm: f}
+	mustApply(t, f, writeEntry(t, 1, "acme", "e-1"))
+	if m := n.Mark("acme"); m.Born != 1 || m.Wrote != 1 {
+		t.Fatalf("mark after a write at 1: %+v", m)
+	}
+	drop, err := encodeCommand(&command{Op: opDrop, Tenant: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, f, &raft.Log{Type: raft.LogCommand, Index: 2, Data: drop})
+	if m := n.Mark("acme"); m != (StoreMark{}) {
+		t.Fatalf("mark of a dropped store: %+v", m)
+	}
+	for _, name := range []string{"acme", "ghost"} {
+		if err := n.Inspect(name, func(*core.Store) error { return nil }); !errors.Is(err, ErrNoTenant) {
+			t.Fatalf("Inspect(%s): %v, want ErrNoTenant", name, err)
+		}
+		if _, err := os.Stat(filepath.Join(f.root, name)); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("Inspect(%s) left a store directory: %v", name, err)
+		}
 	}
 }

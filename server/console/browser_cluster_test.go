@@ -63,7 +63,7 @@ func TestConsoleClusterInABrowser(t *testing.T) {
 	b.run("sign-in form", visible("#credential"))
 	b.run("sign in as the operator", chromedp.SendKeys(chromedp.CSS("#credential"), opToken), chromedp.Click(chromedp.CSS("#signin-submit")))
 	b.waitText("#cluster-role", "This node (n1) is leader")
-	b.waitText("#replica-check", "2 of 2 copies of the tenants' events on other nodes agree")
+	b.waitText("#replica-check", "4 of 4 copies on other nodes (of the control plane and of each tenant's events) agree")
 	for _, id := range []string{"n1 (this node)", "n2", "n3"} {
 		b.waitText("#member-table", id)
 	}
@@ -84,7 +84,7 @@ func TestConsoleClusterInABrowser(t *testing.T) {
 	if role := eval[string](b, `document.querySelector('[data-diverged="acme/n3"]').getAttribute("role")`); role != "alert" {
 		t.Fatalf("the divergence is shown with role %q, want alert", role)
 	}
-	b.waitText("#replica-check", "1 of 2 copies")
+	b.waitText("#replica-check", "3 of 4 copies")
 	b.shot("21-cluster-diverged")
 	b.noErrors("cluster overview with an alarm")
 

@@ -130,8 +130,11 @@ type API struct {
 	// startVerify).
 	verifyMu sync.Mutex
 	verifies map[string]bool
-	// digesting is held while a replica digest runs (one at a time).
-	digesting atomic.Bool
+	// digesting is held while a replica digest runs (one at a time);
+	// digestRequests counts the digest requests in hand, waiting for
+	// their events or running (at most MaxDigestRequests).
+	digesting      atomic.Bool
+	digestRequests atomic.Int32
 	// bodies bounds the large JSON bodies written at once.
 	bodies *bodyBudget
 }

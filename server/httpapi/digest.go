@@ -79,6 +79,12 @@ func (a *API) controlDigest(c *call) error {
 	return a.serveDigest(c, s, ControlStoreLabel, "the control plane", func() uint64 { return cl.StoreBorn(cluster.SystemStore) })
 }
 
+// MaxDigestRequests bounds the digest requests a node holds at once, those
+// waiting (at most cluster.read_wait) for the events they cover included;
+// one past it is answered 503 BUSY at once. One digest is computed at a
+// time.
+const MaxDigestRequests = 8
+
 // ControlStoreLabel names the control plane's store where a tenant's name
 // would be (a digest's tenant field, a replica check's alarms): no tenant
 // id can be it.
@@ -88,6 +94,12 @@ const ControlStoreLabel = "(control plane)"
 // the answer) for the request's from and upto; born reads the store's
 // birth index.
 func (a *API) serveDigest(c *call, s *core.Store, label, what string, born func() uint64) error {
+	if a.digestRequests.Add(1) > MaxDigestRequests {
+		a.digestRequests.Add(-1)
+		return &apiError{status: http.StatusServiceUnavailable, code: wire.CodeBusy, retryAfter: time.Second,
+			detail: "this node has " + strconv.Itoa(MaxDigestRequests) + " digest requests in hand already; retry"}
+	}
+	defer a.digestRequests.Add(-1)
 	var err error
 	held := s.Usage().GlobalSequence // the sequence the next event gets
 	upto := held

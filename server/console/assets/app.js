@@ -234,7 +234,7 @@
       parts.push(el("p", { class: "muted", id: "replica-check" }, "Replica check every " + rc.every + ": no round has finished yet."));
     } else if (rc) {
       const diverged = rc.diverged || [];
-      const agree = rc.agreeing + " of " + rc.copies + " copies of the tenants' events on other nodes agree with this node's";
+      const agree = rc.agreeing + " of " + rc.copies + " copies on other nodes (of the control plane and of each tenant's events) agree with this node's";
       parts.push(el("p", { id: "replica-check" },
         status(diverged.length === 0 && rc.agreeing === rc.copies, agree, agree, diverged.length === 0),
         " · checked every " + rc.every + ", last round at " + new Date(rc.last_round).toLocaleTimeString() +
@@ -242,7 +242,7 @@
       for (const why of rc.not_compared_why || []) parts.push(el("p", { class: "muted" }, "Not compared: " + why));
       for (const a of diverged) {
         parts.push(el("p", { class: "error", role: "alert", "data-diverged": a.tenant + "/" + a.node },
-          "Tenant " + a.tenant + " on node " + a.node + ": " + a.result + " in events [" + a.from + ", " + a.upto + ")" +
+          (a.tenant === "(control plane)" ? "The control plane" : "Tenant " + a.tenant) + " on node " + a.node + ": " + a.result + " in events [" + a.from + ", " + a.upto + ")" +
           (a.detail ? " (" + a.detail + ")" : "") + " since " + new Date(a.since).toLocaleString() +
           ". Once the other nodes agree, take that node out (batpak cluster leave), wipe its data root and let it rejoin."));
       }
