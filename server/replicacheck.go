@@ -134,6 +134,7 @@ type replicaChecker struct {
 
 	roundsTotal atomic.Uint64
 	results     [4]atomic.Uint64 // by replicaResult
+	ownDigests  atomic.Uint64    // chunks of its own copies this node read
 }
 
 // tenantCheck is the check's state of one tenant.
@@ -351,6 +352,9 @@ type roundState struct {
 	peers  []replicaPeer
 	failed map[string]string // members not asked again this round, and why
 	rep    replicaCheckReport
+	// own holds this node's digests of the tenant in hand, by range
+	// start: members at the same position share one reading of it.
+	own map[uint64]cluster.ReplicaDigest
 }
 
 func (r *roundState) notCompared(c *replicaChecker, t, node, why string) {
@@ -400,6 +404,7 @@ func (c *replicaChecker) checkTenant(ctx context.Context, t string, r *roundStat
 			return // nothing written since its last round, every copy compared to its end
 		}
 	}
+	r.own = map[uint64]cluster.ReplicaDigest{} // this tenant's, while its store is held
 	err := c.node.inspect(t, func(s *core.Store) error {
 		// The mark read with the store held: a drop closes a held store,
 		// so the birth index it names is the store's read here.
@@ -498,12 +503,17 @@ func (c *replicaChecker) settled(t string, tc *tenantCheck, r *roundState) bool 
 func (c *replicaChecker) compareCopy(ctx context.Context, s *core.Store, t string, tc *tenantCheck, p replicaPeer, r *roundState) (stop bool) {
 	cc := tc.pairs[p.id]
 	for chunks := 0; cc.next < tc.upto && chunks < c.chunksPerRound; chunks++ {
-		own, err := cluster.DigestChunk(ctx, s, cc.next, tc.upto, c.chunkEvents, c.chunkBytes)
-		if err != nil {
-			if ctx.Err() == nil {
-				r.notCompared(c, t, p.id, "this node's digest failed: "+err.Error())
+		own, ok := r.own[cc.next]
+		if !ok {
+			var err error
+			if own, err = cluster.DigestChunk(ctx, s, cc.next, tc.upto, c.chunkEvents, c.chunkBytes); err != nil {
+				if ctx.Err() == nil {
+					r.notCompared(c, t, p.id, "this node's digest failed: "+err.Error())
+				}
+				return false
 			}
-			return false
+			r.own[cc.next] = own
+			c.ownDigests.Add(1)
 		}
 		if own.Damaged != "" {
 			c.raise(t, r.selfID, "DAMAGED", own)

@@ -185,6 +185,9 @@ func TestReplicaCheckRounds(t *testing.T) {
 	appendN(t, s, 5)
 	c.round(ctx)
 	expect("first round", "0-5", "0-5")
+	if n := c.ownDigests.Load(); n != 1 {
+		t.Fatalf("this node read its own copy %d times for two members at the same position, want once", n)
+	}
 	diverged("first round")
 	if f.tokens["n2"] != "Bearer op-token" {
 		t.Fatalf("a member got %q, want the operator credential", f.tokens["n2"])
