@@ -459,7 +459,7 @@ func (c *replicaChecker) checkTenant(ctx context.Context, t string, r *roundStat
 		}
 		c.tenants[t] = tc
 	case err != nil && ctx.Err() == nil:
-		if storeDamaged(err) {
+		if cluster.Damaged(err) {
 			// This node cannot open its own copy: an alarm of its own,
 			// and every copy is compared from the first event once it
 			// can.
@@ -475,11 +475,6 @@ func (c *replicaChecker) checkTenant(ctx context.Context, t string, r *roundStat
 			r.notCompared(c, t, p.id, "this node could not read its copy: "+err.Error())
 		}
 	}
-}
-
-// storeDamaged reports whether err says a store's files are damaged.
-func storeDamaged(err error) bool {
-	return errors.Is(err, core.ErrCorrupt) || errors.Is(err, core.ErrChainBroken) || errors.Is(err, core.ErrLogTruncated)
 }
 
 // settled reports whether every member's copy of t is compared to its
@@ -585,12 +580,16 @@ func (c *replicaChecker) raise(t, node, result string, d cluster.ReplicaDigest) 
 	if result == "DAMAGED" {
 		what = "cannot be read on that node"
 	}
-	of := "a tenant's events"
-	if t == httpapi.ControlStoreLabel {
-		of = "the control plane"
-	}
-	c.logger.Error("cluster: replica check: a node's copy of "+of+" "+what+"; once the other nodes agree, take that node out (batpak cluster leave), wipe its data root and let it rejoin",
+	c.logger.Error("cluster: replica check: a node's copy of "+copyOf(t)+" "+what+"; once the other nodes agree, take that node out (batpak cluster leave), wipe its data root and let it rejoin",
 		"tenant", t, "node", node, "result", result, "from", d.From, "upto", d.Upto, "detail", detail)
+}
+
+// copyOf names what a copy of t holds, for the log.
+func copyOf(t string) string {
+	if t == httpapi.ControlStoreLabel {
+		return "the control plane"
+	}
+	return "a tenant's events"
 }
 
 // clear lifts an alarm (logged).
@@ -602,11 +601,7 @@ func (c *replicaChecker) clear(t, node string) {
 		return
 	}
 	delete(c.alarms, k)
-	of := "a tenant's events"
-	if t == httpapi.ControlStoreLabel {
-		of = "the control plane"
-	}
-	c.logger.Info("cluster: replica check: a node's copy of "+of+" is the leader's again", "tenant", t, "node", node)
+	c.logger.Info("cluster: replica check: a node's copy of "+copyOf(t)+" is the leader's again", "tenant", t, "node", node)
 }
 
 // ask fetches member p's digest of tenant t's events in [from, upto); why

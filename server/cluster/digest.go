@@ -68,7 +68,7 @@ func DigestChunk(ctx context.Context, s *core.Store, from, upto uint64, maxEvent
 		}
 		evs, _, err := c.PollBytes(page, digestPollBytes)
 		if err != nil {
-			if !errors.Is(err, core.ErrCorrupt) && !errors.Is(err, core.ErrChainBroken) && !errors.Is(err, core.ErrLogTruncated) {
+			if !Damaged(err) {
 				return d, err
 			}
 			if page > 1 {
@@ -102,4 +102,12 @@ func DigestChunk(ctx context.Context, s *core.Store, from, upto uint64, maxEvent
 	}
 	d.Digest = hex.EncodeToString(h.Sum(nil))
 	return d, nil
+}
+
+// Damaged reports whether err says a store's files are damaged
+// (core.ErrCorrupt, core.ErrChainBroken, core.ErrLogTruncated): for a
+// replica check, a copy that differs from every other, not a failed
+// request.
+func Damaged(err error) bool {
+	return errors.Is(err, core.ErrCorrupt) || errors.Is(err, core.ErrChainBroken) || errors.Is(err, core.ErrLogTruncated)
 }

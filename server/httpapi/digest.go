@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -37,7 +36,7 @@ func (a *API) digest(c *call) error {
 	}
 	s, err := c.store()
 	if err != nil {
-		if damaged(err) {
+		if cluster.Damaged(err) {
 			// A copy this node cannot even open is a damaged one, for a
 			// replica check as much as one it cannot read.
 			var d cluster.ReplicaDigest
@@ -151,11 +150,6 @@ func (a *API) serveDigest(c *call, s *core.Store, label, what string, born func(
 			detail: "the store of " + what + " on this node was deleted and created again while the digest read it; retry"}
 	}
 	return writeJSON(c.w, http.StatusOK, replicaDigest{Tenant: label, ReplicaDigest: d})
-}
-
-// damaged reports whether err says a store's files are damaged.
-func damaged(err error) bool {
-	return errors.Is(err, core.ErrCorrupt) || errors.Is(err, core.ErrChainBroken) || errors.Is(err, core.ErrLogTruncated)
 }
 
 // replicaDigest is the answer of GET /v1/admin/tenants/{t}/digest.
