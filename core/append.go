@@ -126,6 +126,35 @@ func (s *Store) prepareEvent(_ context.Context, coord Coordinate, kind Kind, pay
 	return ev, nil
 }
 
+// prepareUnhashed is prepareEvent leaving the payload's digest to the
+// caller, who hashes many payloads at once (hashPayloads).
+func (s *Store) prepareUnhashed(coord Coordinate, kind Kind, payload []byte, opts AppendOptions, reaction bool, fresh EventID) (eventReq, error) {
+	if err := s.checkEvent(coord, kind, payload, &opts, reaction); err != nil {
+		return eventReq{}, err
+	}
+	var ev eventReq
+	ev.fillFields(coord, kind, payload, &opts, false, fresh)
+	return ev, nil
+}
+
+// hashPayloads sets every event's payload digest, many at a time
+// (format.PayloadHashes): a batch's payloads are independent inputs.
+func hashPayloads(evs []eventReq) {
+	var in [64][]byte
+	var out [64][32]byte
+	for len(evs) > 0 {
+		n := min(len(evs), len(in))
+		for i := range n {
+			in[i] = evs[i].payload
+		}
+		format.PayloadHashes(in[:n], out[:n])
+		for i := range n {
+			evs[i].phash = out[i]
+		}
+		evs = evs[n:]
+	}
+}
+
 // checkEvent is prepareEvent's validation: a kind the application may
 // write (a named effect kind only in a reaction), an unreserved entity, a
 // writable store, then validateWrite.
@@ -181,11 +210,16 @@ func newEventReq(coord Coordinate, kind Kind, payload []byte, opts AppendOptions
 // in place rather than copying the whole request. An event whose options
 // fix no id gets fresh, or a new id when fresh is zero.
 func (ev *eventReq) fill(coord Coordinate, kind Kind, payload []byte, opts *AppendOptions, copyPayload bool, fresh EventID) {
+	ev.fillFields(coord, kind, payload, opts, copyPayload, fresh)
+	ev.phash = format.PayloadHash(ev.payload)
+}
+
+// fillFields is fill without the payload's digest.
+func (ev *eventReq) fillFields(coord Coordinate, kind Kind, payload []byte, opts *AppendOptions, copyPayload bool, fresh EventID) {
 	if copyPayload {
 		payload = append([]byte(nil), payload...)
 	}
 	ev.coord, ev.kind, ev.payload, ev.opts = coord, kind, payload, *opts
-	ev.phash = format.PayloadHash(payload)
 	ev.ts = opts.Timestamp
 	switch {
 	case !opts.ID.IsZero():

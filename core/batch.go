@@ -169,7 +169,7 @@ func (s *Store) newBatch(ctx context.Context, action Action, items []BatchItem) 
 		}
 		at := len(payloads)
 		payloads = append(payloads, it.Payload...)
-		ev, err := s.prepareEvent(ctx, it.Coordinate, it.Kind, payloads[at:len(payloads):len(payloads)], opts, false, action == ActionReaction, provisionalID)
+		ev, err := s.prepareUnhashed(it.Coordinate, it.Kind, payloads[at:len(payloads):len(payloads)], opts, action == ActionReaction, provisionalID)
 		if err != nil {
 			return nil, &BatchItemError{Index: i, Err: err}
 		}
@@ -178,6 +178,7 @@ func (s *Store) newBatch(ctx context.Context, action Action, items []BatchItem) 
 		}
 		evs[i] = ev
 	}
+	hashPayloads(evs)
 	ids := make([]EventID, fresh)
 	eventIDs.fill(ids)
 	for i := range evs {

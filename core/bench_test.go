@@ -398,42 +398,16 @@ func BenchmarkAppendBatch(b *testing.B) {
 		})
 	}
 	// Eight producers with batches of 100: their batches share group
-	// commits, so one fsync covers several.
-	b.Run("size=100/producers=8", func(b *testing.B) {
-		const size, producers = 100, 8
-		s := benchStore(b, 1)
-		ctx := context.Background()
-		batches := (b.N + size*producers - 1) / (size * producers)
-		var wg sync.WaitGroup
-		cpu0, _ := processCPU()
-		b.ResetTimer()
-		for p := 0; p < producers; p++ {
-			items := make([]core.BatchItem, size)
-			for i := range items {
-				c, _ := core.NewCoordinate(fmt.Sprintf("order:%d:%d", p, i%16), "shop")
-				items[i] = core.BatchItem{Coordinate: c, Kind: kind, Payload: payload100}
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; i < batches; i++ {
-					if _, err := s.AppendBatch(ctx, items); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			}()
+	// commits, so one fsync covers several. A batch's items go to 16
+	// entities of its producer, or all to one (an aggregate's events, as
+	// ../shared/peerbench writes them: each batch one chain of 100).
+	for _, entities := range []int{16, 1} {
+		name := "size=100/producers=8"
+		if entities == 1 {
+			name += "/one-entity"
 		}
-		wg.Wait()
-		b.StopTimer()
-		reportRate(b, batches*size*producers)
-		st := s.Stats()
-		b.ReportMetric(float64(batches*size*producers)/float64(max(st.Fsyncs, 1)), "events/fsync")
-		b.ReportMetric(float64(batches*producers)/float64(max(st.GroupCommits, 1)), "batches/group")
-		if cpu1, ok := processCPU(); ok {
-			b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/float64(batches*size*producers), "cpu-ns/event")
-		}
-	})
+		b.Run(name, func(b *testing.B) { benchConcurrentBatches(b, entities) })
+	}
 	b.Run("single", func(b *testing.B) {
 		s := benchStore(b, 1)
 		ctx := context.Background()
@@ -659,4 +633,47 @@ func BenchmarkCursorPoll(b *testing.B) {
 	}
 	b.StopTimer()
 	reportRate(b, total)
+}
+
+// benchConcurrentBatches: eight producers writing durable batches of 100,
+// each batch's items spread over the producer's first `entities` entities.
+func benchConcurrentBatches(b *testing.B, entities int) {
+	const size, producers = 100, 8
+	kind := core.MustKind(1, 1)
+	s := benchStore(b, 1)
+	ctx := context.Background()
+	batches := (b.N + size*producers - 1) / (size * producers)
+	var wg sync.WaitGroup
+	cpu0, _ := processCPU()
+	b.ResetTimer()
+	for p := 0; p < producers; p++ {
+		items := make([]core.BatchItem, size)
+		for i := range items {
+			c, _ := core.NewCoordinate(fmt.Sprintf("order:%d:%d", p, i%entities), "shop")
+			items[i] = core.BatchItem{Coordinate: c, Kind: kind, Payload: payload100}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < batches; i++ {
+				if _, err := s.AppendBatch(ctx, items); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	reportRate(b, batches*size*producers)
+	st := s.Stats()
+	b.ReportMetric(float64(batches*size*producers)/float64(max(st.Fsyncs, 1)), "events/fsync")
+	b.ReportMetric(float64(batches*producers)/float64(max(st.GroupCommits, 1)), "batches/group")
+	// A group's cycle: its producers' next batches, placing, the write,
+	// the fsync (fsync-µs of it) and the wake-ups of its producers.
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(max(st.GroupCommits, 1)), "µs/group")
+	b.ReportMetric(float64(st.SyncTime.Microseconds())/float64(max(st.GroupCommits, 1)), "fsync-µs")
+	if cpu1, ok := processCPU(); ok {
+		b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/float64(batches*size*producers), "cpu-ns/event")
+	}
 }

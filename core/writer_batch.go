@@ -238,6 +238,7 @@ func (w *writer) beforePublish() {
 // undo the bytes on disk stops the writer (the log would otherwise hold a
 // batch its owner was told failed).
 func (w *writer) rollback(m *batchMark) {
+	w.sealPlaced() // the frames before the mark stay: sealed, as they must be written
 	ix := w.s.ix
 	for en, st := range m.saved {
 		ix.Entity(en).Head = st
@@ -267,6 +268,7 @@ func (w *writer) rollbackGroup(err error) {
 		w.fail(err)
 		return
 	}
+	w.sealPlaced()
 	ix := w.s.ix
 	for en, st := range g.saved {
 		ix.Entity(en).Head = st

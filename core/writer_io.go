@@ -39,6 +39,7 @@ func (w *writer) flush() error {
 	if len(w.buf) == 0 {
 		return nil
 	}
+	w.sealPlaced()
 	need := w.off + int64(len(w.buf))
 	if need > w.alloc {
 		if err := w.extend(need); err != nil {

@@ -172,8 +172,10 @@ func (w *writer) resetPendIDs() {
 	clear(w.pendIDs)
 }
 
-// place gives e its sequence, clock, timestamp and chain hash, encodes it
-// into w.buf (rotating segments as needed) and queues it for publication.
+// place gives e its sequence, clock and timestamp, encodes it into w.buf
+// (rotating segments as needed) and queues it for publication; its chain
+// hash is set when it is sealed (sealPlaced), with the other frames
+// placed since the last seal.
 // When saved is non-nil (a batch), the entity's prior state is recorded
 // there first, for rollback.
 func (w *writer) place(e *eventReq, sys byte, saved map[uint32]index.Head) (Receipt, error) {
@@ -182,16 +184,17 @@ func (w *writer) place(e *eventReq, sys byte, saved map[uint32]index.Head) (Rece
 	}
 	ix := w.s.ix
 	en := ix.EntityFor([]byte(e.coord.Entity))
-	es := ix.Entity(en)
-	if saved != nil {
-		if _, ok := saved[en]; !ok {
-			saved[en] = es.Head
-		}
+	_, inSaved := saved[en]
+	_, inGroup := w.group.saved[en]
+	if (saved != nil && !inSaved || w.group.saved != nil && !inGroup) && w.unsealed.newest(en) >= 0 {
+		w.sealPlaced() // a head kept for a rollback must hold its hash
 	}
-	if gs := w.group.saved; gs != nil {
-		if _, ok := gs[en]; !ok {
-			gs[en] = es.Head
-		}
+	es := ix.Entity(en)
+	if saved != nil && !inSaved {
+		saved[en] = es.Head
+	}
+	if gs := w.group.saved; gs != nil && !inGroup {
+		gs[en] = es.Head
 	}
 	sc := ix.ScopeFor([]byte(e.coord.Scope))
 	rec := format.Event{
@@ -208,7 +211,6 @@ func (w *writer) place(e *eventReq, sys byte, saved map[uint32]index.Head) (Rece
 		Kind:          uint16(e.kind),
 		Flags:         e.opts.Flags,
 		PayloadHash:   e.phash,
-		PrevHash:      es.Head.Hash,
 	}
 	if rec.CorrelationID == (EventID{}) {
 		rec.CorrelationID = e.id
@@ -223,10 +225,21 @@ func (w *writer) place(e *eventReq, sys byte, saved map[uint32]index.Head) (Rece
 		w.fail(err)
 		return Receipt{}, w.failed
 	}
+	// pred is the entity's newest frame still unsealed (makeRoom may have
+	// sealed it): e chains to it, and gets its previous hash when the two
+	// are sealed; else the head holds it.
+	pred := w.unsealed.newest(en)
+	if pred < 0 {
+		rec.PrevHash = es.Head.Hash
+	}
 	off := w.off + int64(len(w.buf))
-	w.buf = format.AppendEvent(w.buf, &rec)
+	w.unsealed.add(len(w.buf), pred, en)
+	w.buf = format.AppendEventUnsealed(w.buf, &rec)
 	w.bufEvents++
-	es.Head = index.Head{Exists: true, Clock: rec.Clock, TS: rec.Timestamp, Hash: rec.Hash}
+	es.Head = index.Head{Exists: true, Clock: rec.Clock, TS: rec.Timestamp} // its hash once sealed
+	if len(w.unsealed.frames) >= maxUnsealed {
+		w.sealPlaced()
+	}
 	w.pendIDs[e.id] = len(w.pend)
 	w.pend = append(w.pend, pending{
 		seq:    uint32(rec.Seq),
