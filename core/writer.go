@@ -309,7 +309,6 @@ func (w *writer) gather(first *request) {
 		// take what is queued. What is left of the wait is taken after
 		// placing, which may have used it up.
 		w.placeSoFar()
-		w.writeAhead()
 		left := time.Until(deadline)
 		if left <= 0 {
 			return
@@ -335,32 +334,6 @@ func (w *writer) gather(first *request) {
 			w.s.gatherNeed.Store(0)
 		}
 	}
-}
-
-// writeAheadMinBytes is how many placed bytes gather writes ahead of
-// the rest of its group (writeAhead).
-const writeAheadMinBytes = 16 << 10
-
-// writeAhead writes the frames placed so far, once there are at least
-// writeAheadMinBytes of them, while gather waits for the rest of a
-// durable group, and starts their writeback (vfs.StartWriteback): the
-// group's write at its end is then its last arrivals only, and its fsync
-// finds most of its pages already on their way. Nothing changes for
-// readers or for a crash: the frames are published with the group, after
-// its fsync, and a crash before then may leave any part of the group's
-// frames, as a crash during its write always could (recovery keeps whole
-// frames and whole batches only). Measured: durable batches of 100 from 8
-// producers, a group's cycle -19 % (BenchmarkAppendBatch).
-func (w *writer) writeAhead() {
-	if w.failed != nil || len(w.buf) < writeAheadMinBytes {
-		return
-	}
-	from := w.off
-	if err := w.flush(); err != nil {
-		w.fail(err)
-		return
-	}
-	_ = vfs.StartWriteback(w.file, from, w.off-from) // a hint; the group's fsync reports any error
 }
 
 // placeEachMinEvents is the smallest batch after whose arrival gather

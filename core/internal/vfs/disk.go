@@ -80,10 +80,6 @@ func osOf(f File) (*os.File, error) {
 func (f osFile) SyncData() error { return syncData(f.File) }
 func (f osFile) SyncAll() error  { return syncAll(f.File) }
 
-// StartWriteback starts writing the range's dirty pages to the device
-// (Linux; elsewhere it does nothing). See StartWriteback.
-func (f osFile) StartWriteback(off, n int64) error { return startWriteback(f.File, off, n) }
-
 // ReadFrom lets io.Copy between two OS files (whole, or limited by an
 // io.LimitedReader) keep the kernel's copy (copy_file_range).
 func (f osFile) ReadFrom(r io.Reader) (int64, error) {

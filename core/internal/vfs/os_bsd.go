@@ -9,6 +9,3 @@ func syncData(f *os.File) error { return f.Sync() }
 
 // syncAll is fsync(2).
 func syncAll(f *os.File) error { return f.Sync() }
-
-// startWriteback does nothing here: the next sync writes the pages.
-func startWriteback(*os.File, int64, int64) error { return nil }

@@ -21,6 +21,3 @@ func syncAll(f *os.File) error {
 	}
 	return err
 }
-
-// startWriteback does nothing here: the next sync writes the pages.
-func startWriteback(*os.File, int64, int64) error { return nil }

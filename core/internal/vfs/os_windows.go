@@ -84,6 +84,3 @@ func syncAll(f *os.File) error { return f.Sync() }
 // metadata journal, which Windows commits on its own schedule, so a power
 // loss (not a process crash) shortly after one can undo it.
 func syncDirEntries(string) error { return nil }
-
-// startWriteback does nothing here: the next sync writes the pages.
-func startWriteback(*os.File, int64, int64) error { return nil }

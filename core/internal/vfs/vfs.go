@@ -31,19 +31,6 @@ type File interface {
 	Close() error
 }
 
-// StartWriteback asks that f's data in [off, off+n), written but not yet
-// synced, start on its way to the device without waiting for it, so that
-// a later SyncData of f has less left to write (sync_file_range on Linux,
-// as databases do with the WAL they fill between flushes). It is only a
-// hint: it makes nothing durable, and where f or the OS has no such call
-// it does nothing and returns nil.
-func StartWriteback(f File, off, n int64) error {
-	if w, ok := f.(interface{ StartWriteback(off, n int64) error }); ok {
-		return w.StartWriteback(off, n)
-	}
-	return nil
-}
-
 // FS is the set of file-system operations the store makes. See the package
 // documentation for the contract.
 type FS interface {
