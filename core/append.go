@@ -107,7 +107,12 @@ func (s *Store) newAppend(ctx context.Context, action Action, coord Coordinate, 
 	}
 	r := &request{op: opAppend}
 	r.t = &r.ticket
-	r.ev.fill(coord, kind, payload, &opts, copyPayload, EventID{})
+	r.ev.fillFields(coord, kind, payload, &opts, copyPayload, EventID{})
+	if opts.IdempotencyKey != "" {
+		r.ev.phash = format.PayloadHash(r.ev.payload)
+	} else {
+		r.ev.hashLater = true
+	}
 	if err := s.admit(ctx, action, &r.ev, -1, 0); err != nil {
 		return nil, err
 	}

@@ -32,14 +32,19 @@ func (o op) write() bool { return o == opAppend || o == opBatch }
 // eventReq is one event ready for the writer: everything the caller could
 // compute (validation, id, payload digest, causation) is done.
 type eventReq struct {
-	coord    Coordinate
-	kind     Kind
-	payload  []byte
-	phash    Hash
-	opts     AppendOptions
-	id       EventID
-	ts       int64 // imports: the original timestamp (0: now)
-	imported bool  // the id comes from elsewhere: refuse one the store holds
+	coord   Coordinate
+	kind    Kind
+	payload []byte
+	phash   Hash
+	// hashLater: phash is not taken yet; the writer takes it when it
+	// seals the event's frame, with the other payloads of its group, 16
+	// at a time (a single append without an idempotency key: only a
+	// key's repeat compares digests, before the seal).
+	hashLater bool
+	opts      AppendOptions
+	id        EventID
+	ts        int64 // imports: the original timestamp (0: now)
+	imported  bool  // the id comes from elsewhere: refuse one the store holds
 	// restore: an imported event being restored (Store.Import), whose
 	// idempotency key must not be another event's: a key the store holds
 	// for a different id fails it, where an append would be answered

@@ -233,7 +233,7 @@ func (w *writer) place(e *eventReq, sys byte, saved map[uint32]index.Head) (Rece
 		rec.PrevHash = es.Head.Hash
 	}
 	off := w.off + int64(len(w.buf))
-	w.unsealed.add(len(w.buf), pred, en)
+	w.unsealed.add(len(w.buf), pred, en, e.hashLater)
 	w.buf = format.AppendEventUnsealed(w.buf, &rec)
 	w.bufEvents++
 	es.Head = index.Head{Exists: true, Clock: rec.Clock, TS: rec.Timestamp} // its hash once sealed

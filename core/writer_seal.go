@@ -24,12 +24,16 @@ type unsealedFrame struct {
 	off  int    // where the frame starts in the buffer
 	pred int32  // the unsealed frame it chains to, or -1: its previous hash is in the record
 	en   uint32 // its entity
+	// hashPayload: the record's payload digest is still to be taken
+	// (eventReq.hashLater).
+	hashPayload bool
 }
 
 // sealState is the writer's unsealed frames and the seal's scratch space.
 type sealState struct {
-	frames []unsealedFrame
-	head   map[uint32]int32 // entity -> its newest unsealed frame
+	frames   []unsealedFrame
+	head     map[uint32]int32 // entity -> its newest unsealed frame
+	payloads int              // frames whose payload digest is still to be taken
 	// Scratch, kept between seals.
 	hashes [][32]byte // by frame
 	level  []int32    // by frame
@@ -48,19 +52,23 @@ func (s *sealState) newest(en uint32) int32 {
 	return -1
 }
 
-// add records an unsealed frame at off of entity en chaining to pred.
-func (s *sealState) add(off int, pred int32, en uint32) {
+// add records an unsealed frame at off of entity en chaining to pred,
+// whose payload digest is still to be taken when hashPayload is set.
+func (s *sealState) add(off int, pred int32, en uint32, hashPayload bool) {
 	if s.head == nil {
 		s.head = map[uint32]int32{}
 	}
 	s.head[en] = int32(len(s.frames))
-	s.frames = append(s.frames, unsealedFrame{off: off, pred: pred, en: en})
+	s.frames = append(s.frames, unsealedFrame{off: off, pred: pred, en: en, hashPayload: hashPayload})
+	if hashPayload {
+		s.payloads++
+	}
 }
 
 // reset forgets the frames (sealed); a map grown by a large group is
 // dropped rather than cleared, since clear walks every bucket.
 func (s *sealState) reset() {
-	s.frames = s.frames[:0]
+	s.frames, s.payloads = s.frames[:0], 0
 	if len(s.head) > 4096 {
 		s.head = nil
 		return
@@ -77,6 +85,17 @@ func (w *writer) sealPlaced() {
 	n := len(s.frames)
 	if n == 0 {
 		return
+	}
+	if s.payloads > 0 {
+		// The payloads' digests first: they are in the chained headers.
+		s.offs = s.offs[:0]
+		for _, f := range s.frames {
+			if f.hashPayload {
+				s.offs = append(s.offs, f.off)
+			}
+		}
+		s.out = grow(s.out, len(s.offs))
+		format.HashPayloads(w.buf, s.offs, s.out)
 	}
 	s.level = grow(s.level, n)
 	s.hashes = grow(s.hashes, n)

@@ -123,6 +123,28 @@ func SetPrevHash(buf []byte, off int, h [32]byte) {
 	copy(buf[off+FrameHeaderSize+OffPrevHash:], h[:])
 }
 
+// HashPayloads takes the payload digests of the unsealed event frames
+// (AppendEventUnsealed, with no PayloadHash) that start at offsets offs of
+// buf, 16 at a time where the CPU has AVX-512, and stores each in its
+// record (and in digests[i]), for a writer that defers them to the seal.
+// len(digests) must be at least len(offs).
+func HashPayloads(buf []byte, offs []int, digests [][32]byte) {
+	var payloads [64][]byte
+	for len(offs) > 0 {
+		n := min(len(offs), len(payloads))
+		for i, off := range offs[:n] {
+			v := EventView(buf[off+FrameHeaderSize:])
+			end := v.StringsEnd()
+			payloads[i] = v[end : end+v.PayloadLen()]
+		}
+		sum256Many(payloads[:n], digests[:n])
+		for i, off := range offs[:n] {
+			copy(buf[off+FrameHeaderSize+OffPayloadHash:], digests[i][:])
+		}
+		offs, digests = offs[n:], digests[n:]
+	}
+}
+
 // SealEvents seals the unsealed event frames (AppendEventUnsealed) that
 // start at offsets offs of buf: each record gets its chain hash, also
 // stored in hashes[i], and each frame its length and CRC. The frames'
