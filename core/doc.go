@@ -40,8 +40,11 @@
 // mailbox is PressureRetryPct full. All three validate on the caller's
 // goroutine (coordinate, kind, JSON, size, options) and then hand the event
 // to the writer goroutine over a bounded mailbox. The writer drains
-// everything queued, assigns sequence, clock, timestamp and chain hash,
-// writes the whole group with one write call, syncs as configured (one
+// everything queued, assigns sequence, clock, timestamp and chain hash
+// (a group's hashes are taken together before it is written, up to 16 at
+// once where the CPU has AVX-512, so a single append's payload digest is
+// left to the writer too), writes the whole group with one write call,
+// syncs as configured (one
 // fsync covers the group: group commit), publishes the group to the index,
 // and only then resolves the tickets. Readers never see an event before its
 // receipt could be returned. A durable group of 32 events or more is

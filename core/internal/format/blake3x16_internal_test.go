@@ -1,8 +1,12 @@
 package format
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 
 	"github.com/zeebo/blake3"
@@ -77,5 +81,30 @@ func BenchmarkSum256Many(b *testing.B) {
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/input")
 			})
 		}
+	}
+}
+
+// The committed kernel is what its generator writes: an edit to one
+// without the other fails here.
+func TestGeneratedKernelIsCurrent(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command to run the generator")
+	}
+	out := filepath.Join(t.TempDir(), "kernel.s")
+	cmd := exec.Command(goBin, "run", "gen_blake3x16.go", out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go run gen_blake3x16.go: %v\n%s", err, b)
+	}
+	want, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile("blake3x16_amd64.s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("blake3x16_amd64.s differs from what gen_blake3x16.go writes: run go generate ./core/internal/format")
 	}
 }
