@@ -677,3 +677,25 @@ func benchConcurrentBatches(b *testing.B, entities int) {
 		b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/float64(batches*size*producers), "cpu-ns/event")
 	}
 }
+
+// BenchmarkVerify1M: Verify of the 1M-event store (every payload digest,
+// chain hash and link re-derived from the segment files).
+//
+//	go test ./core -run '^$' -bench Verify1M -benchtime 3x
+func BenchmarkVerify1M(b *testing.B) {
+	dir := bigStore(b)
+	s, err := core.OpenReadOnly(core.DefaultConfig(dir))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	b.ResetTimer()
+	for range b.N {
+		rep, err := s.Verify()
+		if err != nil || rep.Events != bigEvents {
+			b.Fatalf("Verify: %+v, %v", rep, err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/bigEvents, "ns/event")
+}

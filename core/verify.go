@@ -78,11 +78,13 @@ func (s *Store) verifyOnce(progress func(done, total int)) (VerifyReport, error)
 		return &ChainError{Segment: format.SegmentName(seg), Offset: int64(off), ID: id, Entity: string(entity), Reason: why}
 	}
 	lw := &logWalker{dir: s.cfg.Dir}
+	var ahead digestsAhead
 	lw.check = func(seg uint32, off int, v format.EventView) error {
-		if v.SysFlags()&(format.SysRedacted|format.SysRemoved) == 0 && format.PayloadHash(v.Payload()) != v.PayloadHash() {
+		payload, chain := ahead.at(off, v)
+		if v.SysFlags()&(format.SysRedacted|format.SysRemoved) == 0 && payload != v.PayloadHash() {
 			return fail(seg, off, v.ID(), v.Entity(), "payload does not match its digest")
 		}
-		if format.ChainHash(v, v.StringsEnd()) != v.Hash() {
+		if chain != v.Hash() {
 			return fail(seg, off, v.ID(), v.Entity(), "header fields do not match the event hash")
 		}
 		return nil
@@ -138,6 +140,7 @@ func (s *Store) verifyOnce(progress func(done, total int)) (VerifyReport, error)
 			return rep, &CorruptionError{File: path, Reason: why}
 		}
 		rep.Segments++
+		ahead.reset(data)
 		end, st, err := format.ScanFrames(data, format.SegmentHeaderSize, func(off int, rec []byte) error { return lw.frame(id, off, rec) })
 		unmap()
 		if err != nil {
