@@ -108,11 +108,7 @@ func (s *Store) newAppend(ctx context.Context, action Action, coord Coordinate, 
 	r := &request{op: opAppend}
 	r.t = &r.ticket
 	r.ev.fillFields(coord, kind, payload, &opts, copyPayload, EventID{})
-	if opts.IdempotencyKey != "" {
-		r.ev.phash = format.PayloadHash(r.ev.payload)
-	} else {
-		r.ev.hashLater = true
-	}
+	r.ev.hashNowOrLater()
 	if err := s.admit(ctx, action, &r.ev, -1, 0); err != nil {
 		return nil, err
 	}
@@ -194,13 +190,40 @@ func checkUnreserved(coord Coordinate) error {
 // prepareAnyKind is prepareEvent without the user-kind check (system
 // events written by application code).
 func (s *Store) prepareAnyKind(coord Coordinate, kind Kind, payload []byte, opts AppendOptions, copyPayload bool) (eventReq, error) {
+	ev, err := s.prepareAnyKindUnhashed(coord, kind, payload, opts, copyPayload)
+	if err == nil {
+		ev.phash = format.PayloadHash(ev.payload)
+	}
+	return ev, err
+}
+
+// prepareAnyKindUnhashed is prepareAnyKind leaving the payload's digest
+// to the caller: hashPayloads for a batch, or the writer's seal
+// (eventReq.hashLater) for a single event without an idempotency key.
+func (s *Store) prepareAnyKindUnhashed(coord Coordinate, kind Kind, payload []byte, opts AppendOptions, copyPayload bool) (eventReq, error) {
 	if s.readOnly {
 		return eventReq{}, ErrReadOnly
 	}
 	if err := s.validateWrite(coord, payload, &opts); err != nil {
 		return eventReq{}, err
 	}
-	return newEventReq(coord, kind, payload, opts, copyPayload), nil
+	var ev eventReq
+	ev.fillFields(coord, kind, payload, &opts, copyPayload, EventID{})
+	return ev, nil
+}
+
+// hashNowOrLater leaves a single event's payload digest to the writer's
+// seal, which takes a group's digests 16 at once, when that is faster
+// (format.HashedTogether: AVX-512, at most 1 KiB) and nothing needs the
+// digest before the seal (no idempotency key: a repeat's digest is
+// compared while placing); else it takes it now, on the caller's
+// goroutine, in parallel with other callers rather than on the writer.
+func (ev *eventReq) hashNowOrLater() {
+	if ev.opts.IdempotencyKey == "" && format.HashedTogether(len(ev.payload)) {
+		ev.hashLater = true
+	} else {
+		ev.phash = format.PayloadHash(ev.payload)
+	}
 }
 
 // newEventReq is a validated event as the writer takes it.

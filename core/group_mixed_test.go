@@ -688,3 +688,65 @@ func TestGroupChainsManyEntitiesInWaves(t *testing.T) {
 		})
 	}
 }
+
+// A group of more frames than the writer lets wait for their seal
+// (maxUnsealed) is sealed in parts, once in the middle of a batch; that
+// batch failing after the seal, or the whole group rolled back after its
+// fsync, leaves whole chains, with single appends (whose payload digests
+// the seal takes) between the batches on the same entities.
+func TestGroupLargerThanOneSeal(t *testing.T) {
+	for _, mode := range []string{"a batch fails", "the group fails"} {
+		t.Run(mode, func(t *testing.T) {
+			ctx := context.Background()
+			s := openStore(t, func(c *core.Config) {
+				c.Batch.MaxSize = 4096
+				c.Batch.MaxBytes = 16 << 20
+				c.SegmentMaxBytes = 4 << 20
+				c.Sync.EveryNEvents = 1000
+			})
+			var ws []*groupWrite
+			for b := 0; b < 6; b++ {
+				items := make([]core.BatchItem, 4000)
+				for i := range items {
+					items[i] = core.BatchItem{Coordinate: mustCoord(t, fmt.Sprintf("big:%d", i%5), "s"), Kind: kindB, Payload: taggedPayload(b, i, len(items), i%40)}
+				}
+				ws = append(ws, &groupWrite{items: items})
+				for j := 0; j < 5; j++ {
+					ws = append(ws, &groupWrite{items: []core.BatchItem{{Coordinate: mustCoord(t, fmt.Sprintf("big:%d", j), "s"), Kind: kindA, Payload: taggedPayload(100+b, j, 1, j*400)}}, single: true})
+				}
+			}
+			batch := -1
+			submitAsOneGroup(t, s, ws, func(p core.FaultPoint, item int) error {
+				switch {
+				case p == core.FaultBatchStart:
+					batch++
+				case mode == "a batch fails" && p == core.FaultAfterItem && batch == 4 && item == 3000:
+					return errInjected
+				case mode == "the group fails" && p == core.FaultBeforePublish:
+					return errInjected
+				}
+				return nil
+			})
+			kept := 0
+			for i, w := range ws {
+				rs, err := w.wait(ctx)
+				if err != nil && !errors.Is(err, errInjected) {
+					t.Fatalf("write %d: %v", i, err)
+				}
+				kept += len(rs)
+			}
+			want := 6*4000 + 30 - 4000
+			if mode == "the group fails" {
+				want = 0
+			}
+			if st := s.Stats(); kept != want || st.Events != uint64(want) {
+				t.Fatalf("%d events acknowledged, %d stored; want %d", kept, st.Events, want)
+			}
+			s = checkSaneLog(t, s)
+			for j := 0; j < 5; j++ {
+				mustAppend(t, s, mustCoord(t, fmt.Sprintf("big:%d", j), "s"), kindA, `{}`)
+			}
+			checkSaneLog(t, s)
+		})
+	}
+}

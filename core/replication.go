@@ -125,6 +125,7 @@ func (s *Store) SubmitReplicated(ctx context.Context, it BatchItem) (*Ticket, er
 	if err != nil {
 		return nil, err
 	}
+	ev.hashNowOrLater()
 	r := &request{op: opAppend, ev: ev, local: true}
 	r.t = &r.ticket
 	return s.enqueue(r)
@@ -166,6 +167,7 @@ func (s *Store) SubmitReplicatedBatch(ctx context.Context, items []BatchItem) (*
 		}
 		evs[i] = ev
 	}
+	hashPayloads(evs)
 	r := &request{op: opBatch, items: evs, bt: &BatchTicket{}, local: true}
 	if _, err := s.enqueue(r); err != nil {
 		return nil, err
@@ -176,7 +178,8 @@ func (s *Store) SubmitReplicatedBatch(ctx context.Context, items []BatchItem) (*
 // prepareReplicated validates a replicated event: what every replica
 // checks alike. The kind and reserved-entity rules were the taking
 // replica's to apply (a system record written by a trusted package is
-// replicated too).
+// replicated too). The payload's digest is the caller's to take
+// (hashNowOrLater, hashPayloads).
 func (s *Store) prepareReplicated(it BatchItem) (eventReq, error) {
 	if s.cfg.Replicator == nil {
 		return eventReq{}, ErrNotReplicated
@@ -190,5 +193,5 @@ func (s *Store) prepareReplicated(it BatchItem) (eventReq, error) {
 	case 2:
 		return eventReq{}, fmt.Errorf("%w: a prior-item causation outside a batch", ErrInvalidOptions)
 	}
-	return s.prepareAnyKind(it.Coordinate, it.Kind, it.Payload, it.Options, true)
+	return s.prepareAnyKindUnhashed(it.Coordinate, it.Kind, it.Payload, it.Options, true)
 }

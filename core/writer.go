@@ -30,7 +30,8 @@ const (
 func (o op) write() bool { return o == opAppend || o == opBatch }
 
 // eventReq is one event ready for the writer: everything the caller could
-// compute (validation, id, payload digest, causation) is done.
+// compute (validation, id, causation, the payload digest unless hashLater)
+// is done.
 type eventReq struct {
 	coord   Coordinate
 	kind    Kind
@@ -38,8 +39,7 @@ type eventReq struct {
 	phash   Hash
 	// hashLater: phash is not taken yet; the writer takes it when it
 	// seals the event's frame, with the other payloads of its group, 16
-	// at a time (a single append without an idempotency key: only a
-	// key's repeat compares digests, before the seal).
+	// at a time (see eventReq.hashNowOrLater).
 	hashLater bool
 	opts      AppendOptions
 	id        EventID

@@ -31,6 +31,13 @@ const (
 // it, hashing them one at a time is faster (BenchmarkSum256Many).
 const minLanes = 2
 
+// HashedTogether reports whether an input of n bytes is hashed faster
+// with others, 16 at once, than alone: the CPU has AVX-512 and the input
+// fits one BLAKE3 chunk (1 KiB). A writer defers the digests of such
+// inputs to hash a group's together; any other is better hashed where it
+// comes from, in parallel with other callers.
+func HashedTogether(n int) bool { return haveX16 && n <= blake3ChunkLen }
+
 // sum256Many sets out[i] to sum256(in[i]) for every i. Where the CPU has
 // AVX-512, inputs of at most one BLAKE3 chunk (1 KiB) are hashed 16 at a
 // time, one per vector lane: a group commit's payloads and record headers
