@@ -138,22 +138,11 @@ func (s *Store) prepareUnhashed(coord Coordinate, kind Kind, payload []byte, opt
 	return ev, nil
 }
 
-// hashPayloads sets every event's payload digest, many at a time
-// (format.PayloadHashes): a batch's payloads are independent inputs.
+// hashPayloads sets every event's payload digest, many at once
+// (format.Digests): a batch's payloads are independent inputs.
 func hashPayloads(evs []eventReq) {
-	var in [64][]byte
-	var out [64][32]byte
-	for len(evs) > 0 {
-		n := min(len(evs), len(in))
-		for i := range n {
-			in[i] = evs[i].payload
-		}
-		format.PayloadHashes(in[:n], out[:n])
-		for i := range n {
-			evs[i].phash = out[i]
-		}
-		evs = evs[n:]
-	}
+	format.Digests(len(evs), func(i int) []byte { return evs[i].payload },
+		func(i int, d [32]byte) { evs[i].phash = d })
 }
 
 // checkEvent is prepareEvent's validation: a kind the application may

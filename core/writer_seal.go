@@ -94,8 +94,7 @@ func (w *writer) sealPlaced() {
 				s.offs = append(s.offs, f.off)
 			}
 		}
-		s.out = grow(s.out, len(s.offs))
-		format.HashPayloads(w.buf, s.offs, s.out)
+		format.HashPayloads(w.buf, s.offs)
 	}
 	s.level = grow(s.level, n)
 	s.hashes = grow(s.hashes, n)

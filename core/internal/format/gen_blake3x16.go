@@ -47,21 +47,20 @@ func main() {
 	for i := range msg {
 		msg[i] = 16 + i
 	}
+	// half is one half of the G function: a += b + m; d = (d^a) >>> rd;
+	// c += d; b = (b^c) >>> rb.
+	half := func(a, bb, c, d, m, rd, rb int) {
+		p("\tVPADDD Z%d, Z%d, Z%d", m, a, a)
+		p("\tVPADDD Z%d, Z%d, Z%d", bb, a, a)
+		p("\tVPXORD Z%d, Z%d, Z%d", a, d, d)
+		p("\tVPRORD $%d, Z%d, Z%d", rd, d, d)
+		p("\tVPADDD Z%d, Z%d, Z%d", d, c, c)
+		p("\tVPXORD Z%d, Z%d, Z%d", c, bb, bb)
+		p("\tVPRORD $%d, Z%d, Z%d", rb, bb, bb)
+	}
 	g := func(a, bb, c, d, mx, my int) {
-		p("\tVPADDD Z%d, Z%d, Z%d", mx, a, a)
-		p("\tVPADDD Z%d, Z%d, Z%d", bb, a, a)
-		p("\tVPXORD Z%d, Z%d, Z%d", a, d, d)
-		p("\tVPRORD $16, Z%d, Z%d", d, d)
-		p("\tVPADDD Z%d, Z%d, Z%d", d, c, c)
-		p("\tVPXORD Z%d, Z%d, Z%d", c, bb, bb)
-		p("\tVPRORD $12, Z%d, Z%d", bb, bb)
-		p("\tVPADDD Z%d, Z%d, Z%d", my, a, a)
-		p("\tVPADDD Z%d, Z%d, Z%d", bb, a, a)
-		p("\tVPXORD Z%d, Z%d, Z%d", a, d, d)
-		p("\tVPRORD $8, Z%d, Z%d", d, d)
-		p("\tVPADDD Z%d, Z%d, Z%d", d, c, c)
-		p("\tVPXORD Z%d, Z%d, Z%d", c, bb, bb)
-		p("\tVPRORD $7, Z%d, Z%d", bb, bb)
+		half(a, bb, c, d, mx, 16, 12)
+		half(a, bb, c, d, my, 8, 7)
 	}
 	for round := 0; round < 7; round++ {
 		p("\t// round %d", round+1)

@@ -125,71 +125,46 @@ func SetPrevHash(buf []byte, off int, h [32]byte) {
 
 // HashPayloads takes the payload digests of the unsealed event frames
 // (AppendEventUnsealed, with no PayloadHash) that start at offsets offs of
-// buf, 16 at a time where the CPU has AVX-512, and stores each in its
-// record (and in digests[i]), for a writer that defers them to the seal.
-// len(digests) must be at least len(offs).
-func HashPayloads(buf []byte, offs []int, digests [][32]byte) {
-	var payloads [64][]byte
-	for len(offs) > 0 {
-		n := min(len(offs), len(payloads))
-		for i, off := range offs[:n] {
-			v := EventView(buf[off+FrameHeaderSize:])
-			end := v.StringsEnd()
-			payloads[i] = v[end : end+v.PayloadLen()]
-		}
-		sum256Many(payloads[:n], digests[:n])
-		for i, off := range offs[:n] {
-			copy(buf[off+FrameHeaderSize+OffPayloadHash:], digests[i][:])
-		}
-		offs, digests = offs[n:], digests[n:]
-	}
+// buf, many at once (Digests), and stores each in its record, for a
+// writer that defers them to the seal.
+func HashPayloads(buf []byte, offs []int) {
+	Digests(len(offs), func(i int) []byte {
+		v := EventView(buf[offs[i]+FrameHeaderSize:])
+		end := v.StringsEnd()
+		return v[end : end+v.PayloadLen()]
+	}, func(i int, d [32]byte) {
+		copy(buf[offs[i]+FrameHeaderSize+OffPayloadHash:], d[:])
+	})
 }
 
 // EventDigests sets payload[i] and chain[i] to the payload digest and the
 // chain hash that the event record recs[i] (checked by CheckEvent) should
 // carry — PayloadHash of its payload, ChainHash of its chained span —
-// taking them many at once (16 with AVX-512), for a reader re-deriving
-// every event's digests (Verify). len(payload) and len(chain) must be at
-// least len(recs).
+// many at once (Digests), for a reader re-deriving every event's digests
+// (Verify). len(payload) and len(chain) must be at least len(recs).
 func EventDigests(recs []EventView, payload, chain [][32]byte) {
-	var in [64][]byte
-	for len(recs) > 0 {
-		n := min(len(recs), len(in))
-		for i, v := range recs[:n] {
-			in[i] = v.Payload()
-		}
-		sum256Many(in[:n], payload[:n])
-		for i, v := range recs[:n] {
-			in[i] = v[ChainStart:v.StringsEnd()]
-		}
-		sum256Many(in[:n], chain[:n])
-		recs, payload, chain = recs[n:], payload[n:], chain[n:]
-	}
+	Digests(len(recs), func(i int) []byte { return recs[i].Payload() },
+		func(i int, d [32]byte) { payload[i] = d })
+	Digests(len(recs), func(i int) []byte { return recs[i][ChainStart:recs[i].StringsEnd()] },
+		func(i int, d [32]byte) { chain[i] = d })
 }
 
 // SealEvents seals the unsealed event frames (AppendEventUnsealed) that
 // start at offsets offs of buf: each record gets its chain hash, also
 // stored in hashes[i], and each frame its length and CRC. The frames'
 // chained fields (the previous hash included) must be final. The hashes
-// are taken up to 16 at a time where the CPU has AVX-512 (sum256Many),
-// so a writer placing events of several entities seals them together.
-// len(hashes) must be at least len(offs).
+// are taken many at once (Digests), so a writer placing events of several
+// entities seals them together. len(hashes) must be at least len(offs).
 func SealEvents(buf []byte, offs []int, hashes [][32]byte) {
-	var spans [64][]byte
-	for len(offs) > 0 {
-		n := min(len(offs), len(spans))
-		for i, off := range offs[:n] {
-			rec := buf[off+FrameHeaderSize:]
-			spans[i] = rec[ChainStart:EventView(rec).StringsEnd()]
-		}
-		sum256Many(spans[:n], hashes[:n])
-		for i, off := range offs[:n] {
-			v := EventView(buf[off+FrameHeaderSize:])
-			copy(v[OffHash:OffHash+32], hashes[i][:])
-			SealFrame(buf[off : off+FrameHeaderSize+v.StringsEnd()+v.PayloadLen()])
-		}
-		offs, hashes = offs[n:], hashes[n:]
-	}
+	Digests(len(offs), func(i int) []byte {
+		rec := buf[offs[i]+FrameHeaderSize:]
+		return rec[ChainStart:EventView(rec).StringsEnd()]
+	}, func(i int, d [32]byte) {
+		hashes[i] = d
+		v := EventView(buf[offs[i]+FrameHeaderSize:])
+		copy(v[OffHash:OffHash+32], d[:])
+		SealFrame(buf[offs[i] : offs[i]+FrameHeaderSize+v.StringsEnd()+v.PayloadLen()])
+	})
 }
 
 // ChainHash is BLAKE3 over rec[ChainStart:stringsEnd]: every header field
@@ -203,13 +178,24 @@ func ChainHash(rec []byte, stringsEnd int) [32]byte {
 // PayloadHash is the digest of a payload.
 func PayloadHash(p []byte) [32]byte { return sum256(p) }
 
-// PayloadHashes sets out[i] to PayloadHash(payloads[i]) for every i,
-// hashing up to 16 payloads of at most 1 KiB at once where the CPU has
-// AVX-512 (about five times faster per payload than one at a time).
-// len(out) must be at least len(payloads).
-func PayloadHashes(payloads [][]byte, out [][32]byte) {
-	if len(payloads) > 0 {
-		sum256Many(payloads, out[:len(payloads)])
+// Digests hands out(i, d) the BLAKE3-256 digest d of in(i) for every
+// i < n, taking up to 16 inputs of at most 1 KiB at once where the CPU
+// has AVX-512 (about five times faster per input than one at a time; see
+// sum256Many): a group's payloads and record headers are independent
+// inputs. Each input's bytes must stay unchanged until its out call;
+// in(i) is called before out(i, _), and out calls come in order of i.
+func Digests(n int, in func(i int) []byte, out func(i int, d [32]byte)) {
+	var inputs [64][]byte
+	var digests [64][32]byte
+	for lo := 0; lo < n; lo += len(inputs) {
+		k := min(n-lo, len(inputs))
+		for i := range k {
+			inputs[i] = in(lo + i)
+		}
+		sum256Many(inputs[:k], digests[:k])
+		for i := range k {
+			out(lo+i, digests[i])
+		}
 	}
 }
 
