@@ -1,17 +1,14 @@
 package core
 
-import (
-	"encoding/binary"
-
-	"github.com/batpak-go/batpak/core/internal/format"
-)
+import "github.com/batpak-go/batpak/core/internal/format"
 
 // digestsAhead re-derives, for Verify, the digests of the event frames
 // ahead of the one being checked, many at a time (format.EventDigests: 16
 // inputs at once with AVX-512), instead of one frame after another. It
-// reads ahead by frame lengths only; the walk still checks every frame's
-// CRC and stops at the first bad one, and a frame the read-ahead did not
-// cover is hashed on its own.
+// reads ahead only as far as frames are whole (their CRCs hold), so it
+// hashes no frame a writer beside a read-only Verify is still copying in
+// (that frame is read ahead again once the walk reaches it); a frame the
+// read-ahead did not cover is hashed on its own.
 type digestsAhead struct {
 	data            []byte // the segment being walked
 	offs            []int  // offsets of the frames read ahead
@@ -25,7 +22,8 @@ const aheadFrames = 256
 
 // reset starts on a segment's data.
 func (d *digestsAhead) reset(data []byte) {
-	d.data, d.offs, d.next = data, d.offs[:0], 0
+	clear(d.recs[:cap(d.recs)]) // no view keeps the previous segment's data alive
+	d.data, d.offs, d.recs, d.next = data, d.offs[:0], d.recs[:0], 0
 }
 
 // at returns the payload digest and chain hash the event record v, at
@@ -43,20 +41,19 @@ func (d *digestsAhead) at(off int, v format.EventView) (payload, chain [32]byte)
 }
 
 // readAhead takes the digests of up to aheadFrames event frames from off
-// on, as far as the frames' lengths are sound.
+// on, as far as the frames are whole (format.FrameAt checks each CRC).
 func (d *digestsAhead) readAhead(off int) {
 	d.offs, d.recs, d.next = d.offs[:0], d.recs[:0], 0
-	for o := off; len(d.offs) < aheadFrames && o+format.FrameHeaderSize <= len(d.data); {
-		l := int(binary.LittleEndian.Uint32(d.data[o:]))
-		if l < format.MinRecordSize || l > format.MaxRecordSize || o+format.FrameHeaderSize+l > len(d.data) {
+	for o := off; len(d.offs) < aheadFrames; {
+		rec, ok := format.FrameAt(d.data, o)
+		if !ok {
 			break
 		}
-		rec := d.data[o+format.FrameHeaderSize : o+format.FrameHeaderSize+l]
 		if rec[0] == format.RecEvent && format.CheckEvent(rec) {
 			d.offs = append(d.offs, o)
 			d.recs = append(d.recs, format.EventView(rec))
 		}
-		o += format.FrameHeaderSize + l
+		o += format.FrameHeaderSize + len(rec)
 	}
 	n := len(d.recs)
 	d.payload, d.chains = grow(d.payload, n), grow(d.chains, n)
