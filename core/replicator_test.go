@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/zeebo/blake3"
 )
 
 // memLog is a replicated log in memory: writes taken by any replica are
@@ -284,4 +286,84 @@ func TestReplicatorConcurrentWriters(t *testing.T) {
 	}
 	mustVerify(t, rs[0])
 	mustVerify(t, rs[1])
+}
+
+// applyOnly is a Replicator for a store that is only ever applied to
+// (SubmitReplicated*): it takes no writes of its own.
+type applyOnly struct{}
+
+func (applyOnly) Replicate(bool, []core.BatchItem, func([]core.Receipt, error)) {}
+
+// Replicated applies queued together — singles whose payload digest is
+// left to the writer's seal, keyed singles and their repeats (the same
+// payload deduplicated, another refused), batches and their repeats —
+// store the right payload digests and verify.
+func TestReplicatedAppliesStoreTheirDigests(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.Replicator = applyOnly{}
+	s := openWith(t, cfg)
+	ctx := context.Background()
+	item := func(ent, p, key string) core.BatchItem {
+		return core.BatchItem{Coordinate: core.Coordinate{Entity: ent, Scope: "s"}, Kind: kindA, Payload: []byte(p),
+			Options: core.AppendOptions{ID: core.NewEventID(), IdempotencyKey: key}}
+	}
+	var ts []*core.Ticket
+	var bts []*core.BatchTicket
+	var want []string
+	for i := 0; i < 300; i++ {
+		p := fmt.Sprintf(`{"i":%d}`, i)
+		tk, err := s.SubmitReplicated(ctx, item(fmt.Sprint("e", i%7), p, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts, want = append(ts, tk), append(want, "new")
+		if i%5 == 0 {
+			k := fmt.Sprint("k", i)
+			for r, q := range []string{p, p, p + " "} {
+				tk, err := s.SubmitReplicated(ctx, item(fmt.Sprint("e", i%7), q, k))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ts, want = append(ts, tk), append(want, []string{"new", "dedup", "mismatch"}[r])
+			}
+			b := []core.BatchItem{item("b", p, "bk"+k), item("c", p, "ck"+k)}
+			bt1, err1 := s.SubmitReplicatedBatch(ctx, b)
+			b2 := []core.BatchItem{item("b", p, "bk"+k), item("c", p, "ck"+k)}
+			bt2, err2 := s.SubmitReplicatedBatch(ctx, b2)
+			if err1 != nil || err2 != nil {
+				t.Fatal(err1, err2)
+			}
+			bts = append(bts, bt1, bt2)
+		}
+	}
+	for i, tk := range ts {
+		rc, err := tk.Wait(ctx)
+		got := "new"
+		switch {
+		case err != nil:
+			got = "mismatch"
+		case rc.Deduplicated:
+			got = "dedup"
+		}
+		if got != want[i] {
+			t.Errorf("single %d: %s (%v), want %s", i, got, err, want[i])
+		}
+	}
+	for i, bt := range bts {
+		rs, err := bt.Wait(ctx)
+		if err != nil {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+		if i%2 == 1 && !rs[0].Deduplicated {
+			t.Errorf("batch %d: repeat not deduplicated", i)
+		}
+	}
+	for _, ev := range mustQuery(t, s, core.All()) {
+		if ev.Header.PayloadHash != blake3.Sum256(ev.Payload) {
+			t.Fatalf("event %d: stored digest %x of %q", ev.GlobalSequence, ev.Header.PayloadHash, ev.Payload)
+		}
+	}
+	if _, err := s.Verify(); err != nil {
+		t.Fatal(err)
+	}
 }
