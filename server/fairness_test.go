@@ -164,6 +164,7 @@ func TestNoisyNeighbour(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		defer func() { importer.c.Close() }() // the last one dialled
 		for {
 			select {
 			case <-stop:
@@ -175,8 +176,15 @@ func TestNoisyNeighbour(t *testing.T) {
 			if err == nil && st == http.StatusTooManyRequests {
 				// Arriving while A's own flood holds its bucket empty, an
 				// import is refused like any write (before its body is
-				// read); once accepted it is paced, never refused.
+				// read); once accepted it is paced, never refused. The
+				// server closes a connection whose request body it did not
+				// read past what it drains, so the next import dials anew.
 				importRefused.Add(1)
+				importer.c.Close()
+				if importer, err = dialRaw(bs.base); err != nil {
+					t.Errorf("tenant A import: redial: %v", err)
+					return
+				}
 				time.Sleep(20 * time.Millisecond)
 				continue
 			}
