@@ -145,6 +145,7 @@ func benchProducers(b *testing.B, every, producers int) {
 	st := s.Stats()
 	reportRate(b, n)
 	b.ReportMetric(float64(n)/float64(max(st.Fsyncs, 1)), "events/fsync")
+	b.ReportMetric(float64(n)/float64(max(st.GroupCommits, 1)), "events/group")
 	if every == 1 {
 		reportBound(b, st, producers, n)
 	}

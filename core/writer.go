@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -139,6 +140,7 @@ type writer struct {
 	faultHook    func(faultPoint, int) error // tests only (export_test.go)
 
 	lastGroup int         // size of the previous group, for gather
+	yield     yielder     // whether gather yields for company (gather)
 	lastQueue int         // requests queued when the previous group was answered
 	fillNs    int64       // moving average of how long full groups took to gather
 	waitTimer *time.Timer // gather's wait for the rest of a group
@@ -293,6 +295,7 @@ func (w *writer) gather(first *request) {
 			}
 		}()
 	}
+	yielded := false
 	for bytes < maxGroupBytes && len(w.reqs) < limit {
 		select {
 		case r := <-mb:
@@ -303,6 +306,17 @@ func (w *writer) gather(first *request) {
 			}
 			continue
 		default:
+		}
+		// With no group size to wait for, yield once when the mailbox runs
+		// dry: appenders just answered are often runnable on this P but
+		// not yet running, and would otherwise each come back to a group
+		// of its own (measured: 1.2 events per group from 8 buffered
+		// producers; 4.5 with the yield).
+		if target == 0 && !yielded && w.yield.worth() {
+			yielded = true
+			runtime.Gosched()
+			w.yield.paid(len(mb) > 0)
+			continue
 		}
 		if len(w.reqs) >= target || !time.Now().Before(deadline) {
 			return
@@ -718,4 +732,32 @@ func (w *writer) retryAfter(queued int) time.Duration {
 	thr := w.s.cfg.ChannelCapacity * w.s.cfg.PressureRetryPct / 100
 	d := per * time.Duration(max(queued-thr+1, 1))
 	return min(max(d, 50*time.Microsecond), 100*time.Millisecond)
+}
+
+// yielder decides whether gather's yield is worth its cost (a pass through
+// the scheduler, ~0.2 µs, and the writer's place at the head of the run
+// queue). After four yields in a row that brought no request, as with a
+// lone appender, it yields in one group of 16 only, to notice when
+// company arrives.
+type yielder struct{ misses, skipped uint8 }
+
+func (y *yielder) worth() bool {
+	if y.misses < 4 {
+		return true
+	}
+	y.skipped++
+	if y.skipped < 16 {
+		return false
+	}
+	y.skipped = 0
+	return true
+}
+
+// paid records whether the last yield found a request waiting.
+func (y *yielder) paid(found bool) {
+	if found {
+		y.misses = 0
+	} else if y.misses < 4 {
+		y.misses++
+	}
 }
