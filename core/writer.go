@@ -312,11 +312,13 @@ func (w *writer) gather(first *request) {
 		// not yet running, and would otherwise each come back to a group
 		// of its own (measured: 1.2 events per group from 8 buffered
 		// producers; 4.5 with the yield).
-		if target == 0 && !yielded && w.yield.worth() {
+		if target == 0 && !yielded {
 			yielded = true
-			runtime.Gosched()
-			w.yield.paid(len(mb) > 0)
-			continue
+			if at := time.Now(); w.yield.worth(at) {
+				runtime.Gosched()
+				w.yield.paid(len(mb), at, time.Since(at))
+				continue
+			}
 		}
 		if len(w.reqs) >= target || !time.Now().Before(deadline) {
 			return
@@ -734,30 +736,74 @@ func (w *writer) retryAfter(queued int) time.Duration {
 	return min(max(d, 50*time.Microsecond), 100*time.Millisecond)
 }
 
-// yielder decides whether gather's yield is worth its cost (a pass through
-// the scheduler, ~0.2 µs, and the writer's place at the head of the run
-// queue). After four yields in a row that brought no request, as with a
-// lone appender, it yields in one group of 16 only, to notice when
-// company arrives.
-type yielder struct{ misses, skipped uint8 }
-
-func (y *yielder) worth() bool {
-	if y.misses < 4 {
-		return true
-	}
-	y.skipped++
-	if y.skipped < 16 {
-		return false
-	}
-	y.skipped = 0
-	return true
+// yielder decides whether gather's yield is worth its cost. On a P with
+// nothing else to run a yield costs ~0.2 µs; but it also gives up the
+// writer's place at the head of the run queue, and with goroutines busy on
+// the CPU (a projection's fold, a plugin, anything computing) the writer
+// waits behind them for a time slice or more: 10–40 ms measured here with
+// four spinning goroutines. So:
+//
+//   - a yield pays when it finds requests waiting and came back within
+//     yieldSlow, or within yieldPerRequest for each request it found
+//     (64 producers take ~100 µs to come back, and fill the group);
+//   - two in a row that do not pay and take longer than yieldSlow stop
+//     yields for 64 times as long as the second took, and so does each
+//     such yield after them until one pays, so they cost the writer at
+//     most about 1/65 of its time;
+//   - 16 cheap yields in a row that find nothing (a lone appender; with a
+//     few, a miss now and then is the price of the hits) stop yields for
+//     the next 16 groups, then 32, doubling up to 256 while yields keep
+//     finding nothing: a few hundred nanoseconds now and then to notice
+//     when company arrives.
+type yielder struct {
+	misses uint8     // cheap yields in a row that found nothing
+	slow   uint8     // slow yields in a row that did not pay (at most 2)
+	skip   uint16    // groups left to go without yielding
+	wait   uint16    // the last back-off, in groups (0: none since a paying yield)
+	until  time.Time // no yield before then (after a slow one)
 }
 
-// paid records whether the last yield found a request waiting.
-func (y *yielder) paid(found bool) {
-	if found {
-		y.misses = 0
-	} else if y.misses < 4 {
-		y.misses++
+const (
+	yieldSlow       = 50 * time.Microsecond // a yield that finds requests pays within this
+	yieldPerRequest = 10 * time.Microsecond // … or within this for each request found
+	yieldMaxPause   = 10 * time.Second      // the longest pause after a slow yield
+)
+
+// worth reports whether to yield in a group gathered at now.
+func (y *yielder) worth(now time.Time) bool {
+	if y.skip > 0 {
+		y.skip--
+		return false
 	}
+	return !now.Before(y.until)
+}
+
+// paid records how many requests the last yield found waiting and how
+// long it took, from at.
+func (y *yielder) paid(found int, at time.Time, took time.Duration) {
+	if found > 0 && (took < yieldSlow || took < time.Duration(found)*yieldPerRequest) {
+		*y = yielder{}
+		return
+	}
+	if took >= yieldSlow {
+		// One slow yield may be bad luck (a collection, the vCPU taken
+		// away); the second in a row, and any after it until one pays,
+		// pause.
+		if y.slow++; y.slow >= 2 {
+			y.slow = 2
+			pause := yieldMaxPause
+			if took < yieldMaxPause/65 {
+				pause = took * 65
+			}
+			y.until = at.Add(pause)
+		}
+		return
+	}
+	// 16 misses in a row before the first back-off; after it, one.
+	if y.misses++; y.misses < 16 && y.wait == 0 {
+		return
+	}
+	y.misses = 0
+	y.wait = min(max(2*y.wait, 16), 256)
+	y.skip = y.wait
 }
