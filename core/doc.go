@@ -40,8 +40,10 @@
 // mailbox is PressureRetryPct full. All three validate on the caller's
 // goroutine (coordinate, kind, JSON, size, options) and then hand the event
 // to the writer goroutine over a bounded mailbox. The writer drains
-// everything queued (yielding once when the mailbox runs dry, so that
-// appenders it just answered can join the group), assigns sequence, clock, timestamp and chain hash
+// everything queued (yielding the processor at most once when the
+// mailbox runs dry, so that appenders it just answered can join the
+// group, unless such yields have been finding nothing or keeping it
+// waiting), assigns sequence, clock, timestamp and chain hash
 // (a group's hashes are taken together before it is written, up to 16 at
 // once where the CPU has AVX-512, so a single append's payload digest is
 // left to the writer too), writes the whole group with one write call,

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -140,7 +139,8 @@ type writer struct {
 	faultHook    func(faultPoint, int) error // tests only (export_test.go)
 
 	lastGroup int         // size of the previous group, for gather
-	yield     yielder     // whether gather yields for company (gather)
+	yield     yielder     // whether gather yields for company (writer_yield.go)
+	yieldHook func()      // tests only: called right after the yield
 	lastQueue int         // requests queued when the previous group was answered
 	fillNs    int64       // moving average of how long full groups took to gather
 	waitTimer *time.Timer // gather's wait for the rest of a group
@@ -307,16 +307,15 @@ func (w *writer) gather(first *request) {
 			continue
 		default:
 		}
-		// With no group size to wait for, yield once when the mailbox runs
-		// dry: appenders just answered are often runnable on this P but
-		// not yet running, and would otherwise each come back to a group
-		// of its own (measured: 1.2 events per group from 8 buffered
-		// producers; 4.5 with the yield).
+		// With no group size to wait for, yield at most once when the
+		// mailbox runs dry (writer_yield.go): appenders just answered are
+		// often runnable on this P but not yet running, and would
+		// otherwise each come back to a group of its own (measured: 1.2
+		// events per group from 8 buffered producers; 3.4–4.5 with the
+		// yield).
 		if target == 0 && !yielded {
 			yielded = true
-			if at := time.Now(); w.yield.worth(at) {
-				runtime.Gosched()
-				w.yield.paid(len(mb), at, time.Since(at))
+			if w.yieldForCompany() {
 				continue
 			}
 		}
@@ -734,76 +733,4 @@ func (w *writer) retryAfter(queued int) time.Duration {
 	thr := w.s.cfg.ChannelCapacity * w.s.cfg.PressureRetryPct / 100
 	d := per * time.Duration(max(queued-thr+1, 1))
 	return min(max(d, 50*time.Microsecond), 100*time.Millisecond)
-}
-
-// yielder decides whether gather's yield is worth its cost. On a P with
-// nothing else to run a yield costs ~0.2 µs; but it also gives up the
-// writer's place at the head of the run queue, and with goroutines busy on
-// the CPU (a projection's fold, a plugin, anything computing) the writer
-// waits behind them for a time slice or more: 10–40 ms measured here with
-// four spinning goroutines. So:
-//
-//   - a yield pays when it finds requests waiting and came back within
-//     yieldSlow, or within yieldPerRequest for each request it found
-//     (64 producers take ~100 µs to come back, and fill the group);
-//   - two in a row that do not pay and take longer than yieldSlow stop
-//     yields for 64 times as long as the second took, and so does each
-//     such yield after them until one pays, so they cost the writer at
-//     most about 1/65 of its time;
-//   - 16 cheap yields in a row that find nothing (a lone appender; with a
-//     few, a miss now and then is the price of the hits) stop yields for
-//     the next 16 groups, then 32, doubling up to 256 while yields keep
-//     finding nothing: a few hundred nanoseconds now and then to notice
-//     when company arrives.
-type yielder struct {
-	misses uint8     // cheap yields in a row that found nothing
-	slow   uint8     // slow yields in a row that did not pay (at most 2)
-	skip   uint16    // groups left to go without yielding
-	wait   uint16    // the last back-off, in groups (0: none since a paying yield)
-	until  time.Time // no yield before then (after a slow one)
-}
-
-const (
-	yieldSlow       = 50 * time.Microsecond // a yield that finds requests pays within this
-	yieldPerRequest = 10 * time.Microsecond // … or within this for each request found
-	yieldMaxPause   = 10 * time.Second      // the longest pause after a slow yield
-)
-
-// worth reports whether to yield in a group gathered at now.
-func (y *yielder) worth(now time.Time) bool {
-	if y.skip > 0 {
-		y.skip--
-		return false
-	}
-	return !now.Before(y.until)
-}
-
-// paid records how many requests the last yield found waiting and how
-// long it took, from at.
-func (y *yielder) paid(found int, at time.Time, took time.Duration) {
-	if found > 0 && (took < yieldSlow || took < time.Duration(found)*yieldPerRequest) {
-		*y = yielder{}
-		return
-	}
-	if took >= yieldSlow {
-		// One slow yield may be bad luck (a collection, the vCPU taken
-		// away); the second in a row, and any after it until one pays,
-		// pause.
-		if y.slow++; y.slow >= 2 {
-			y.slow = 2
-			pause := yieldMaxPause
-			if took < yieldMaxPause/65 {
-				pause = took * 65
-			}
-			y.until = at.Add(pause)
-		}
-		return
-	}
-	// 16 misses in a row before the first back-off; after it, one.
-	if y.misses++; y.misses < 16 && y.wait == 0 {
-		return
-	}
-	y.misses = 0
-	y.wait = min(max(2*y.wait, 16), 256)
-	y.skip = y.wait
 }

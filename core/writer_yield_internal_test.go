@@ -1,6 +1,7 @@
 package core
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -11,120 +12,178 @@ type yieldClock struct {
 	now time.Time
 }
 
-// groups runs n groups, gap apart, each yield finding a request if found
-// and taking took, and returns how many groups yielded.
-func (c *yieldClock) groups(n int, found bool, took time.Duration) int {
-	return c.groupsApart(n, time.Microsecond, found, took)
-}
-
-func (c *yieldClock) groupsApart(n int, gap time.Duration, found bool, took time.Duration) int {
-	yields := 0
+// groups runs n groups gap apart, each yield finding found requests and
+// taking took, and returns how many groups yielded and the time their
+// yields took.
+func (c *yieldClock) groups(n int, gap time.Duration, found int, took time.Duration) (yields int, spent time.Duration) {
 	for i := 0; i < n; i++ {
 		c.now = c.now.Add(gap)
-		if c.y.worth(c.now) {
+		if c.y.worth() && c.y.open(c.now) {
 			yields++
-			n := 0
-			if found {
-				n = 1
-			}
-			c.y.paid(n, c.now, took)
+			spent += took
+			c.y.paid(found, c.now, took)
 			c.now = c.now.Add(took)
 		}
 	}
-	return yields
+	return yields, spent
 }
 
-// The writer yields for company in every group while yields bring
-// requests quickly; after 16 in a row that bring none (a lone appender)
-// it yields in one group of 17, then of 33, … at most one of 257.
+const cheap = 200 * time.Nanosecond
+
+// The writer yields in every group while yields find requests; after 16
+// cheap ones in a row that find none (a lone appender) it yields in one
+// group of 17, then of 33, … at most one of 257; a yield that finds
+// requests brings back a yield per group and the 16 misses of grace.
 func TestYielderBacksOffWhenAlone(t *testing.T) {
 	c := &yieldClock{now: time.Unix(0, 0)}
-	cheap := 200 * time.Nanosecond
-	if got := c.groups(100, true, cheap); got != 100 {
-		t.Fatalf("paying yields: %d groups of 100 yielded", got)
+	if n, _ := c.groups(100, time.Microsecond, 1, cheap); n != 100 {
+		t.Fatalf("yields that find requests: %d groups of 100 yielded", n)
 	}
-	if got := c.groups(16, false, cheap); got != 16 {
-		t.Fatalf("the first 16 misses: %d yields, want 16", got)
+	if n, _ := c.groups(16, time.Microsecond, 0, cheap); n != 16 {
+		t.Fatalf("the first 16 misses: %d yields, want 16", n)
 	}
-	// Backed off 16 groups; the next yield misses again: 32.
-	if got := c.groups(16, false, cheap); got != 0 {
-		t.Fatalf("%d yields while backed off for 16 groups", got)
+	if n, _ := c.groups(16, time.Microsecond, 0, cheap); n != 0 {
+		t.Fatalf("%d yields while backed off for 16 groups", n)
 	}
-	if got := c.groups(1+32, false, cheap); got != 1 {
-		t.Fatalf("%d yields in the 33 groups after a back-off of 16, want 1", got)
+	if n, _ := c.groups(1+32, time.Microsecond, 0, cheap); n != 1 {
+		t.Fatalf("%d yields in the 33 groups after a back-off of 16, want 1", n)
 	}
-	// The back-off stops growing at 256 groups.
-	c.groups(10000, false, cheap)
+	c.groups(10000, time.Microsecond, 0, cheap)
 	if c.y.wait != 256 {
-		t.Fatalf("back-off grew to %d groups, want at most 256", c.y.wait)
+		t.Fatalf("back-off grew to %d groups, want 256 at most", c.y.wait)
 	}
-	// Company arrives: the first yield that finds a request quickly
-	// brings back a yield per group.
-	c.groups(257, true, cheap)
-	if got := c.groups(50, true, cheap); got != 50 {
-		t.Fatalf("after a paying yield: %d groups of 50 yielded", got)
+	// Company arrives: the next yield, within the longest back-off,
+	// finds a request.
+	for i := 0; ; i++ {
+		if n, _ := c.groups(1, time.Microsecond, 1, cheap); n == 1 {
+			break
+		}
+		if i == 256 {
+			t.Fatal("no yield in the 257 groups of the longest back-off")
+		}
+	}
+	if n, _ := c.groups(50, time.Microsecond, 1, cheap); n != 50 {
+		t.Fatalf("after a yield that found a request: %d groups of 50 yielded", n)
+	}
+	// The grace is back too: 15 misses do not back off.
+	if n, _ := c.groups(15, time.Microsecond, 0, cheap); n != 15 {
+		t.Fatalf("%d yields in 15 misses after yields that found requests", n)
+	}
+	if n, _ := c.groups(1, time.Microsecond, 1, cheap); n != 1 {
+		t.Fatal("backed off before the 16th miss")
 	}
 }
 
-// A yield that comes back late (goroutines busy on the CPU kept the
-// writer waiting), even one that found requests, stops yields for 64
-// times as long as it took, so slow yields take at most 1/65 of the
-// writer's time.
-func TestYielderPausesAfterASlowYield(t *testing.T) {
-	c := &yieldClock{now: time.Unix(0, 0)}
-	slow := 20 * time.Millisecond
-	start := c.now
-	yields := c.groupsApart(200_000, 100*time.Microsecond, true, slow) // 20 s and more
-	spent, elapsed := time.Duration(yields)*slow, c.now.Sub(start)
-	// The first slow yield is taken for bad luck; the last pause may run
-	// past the end.
-	if yields < 10 || (spent-2*slow)*65 > elapsed {
-		t.Fatalf("%d slow yields took %v of %v: want them about 1/65 of it", yields, spent, elapsed)
+// Yields that keep the writer waiting behind goroutines busy on the CPU,
+// finding little, take at most 1/65 of its time beyond a burst of 20 ms;
+// the writer still tries now and then.
+func TestYielderBudgetsSlowYields(t *testing.T) {
+	for _, took := range []time.Duration{60 * time.Microsecond, 20 * time.Millisecond, 300 * time.Millisecond} {
+		c := &yieldClock{now: time.Unix(0, 0)}
+		start := c.now
+		yields, spent := c.groups(1_000_000, 100*time.Microsecond, 1, took) // 100 s and more
+		elapsed := c.now.Sub(start)
+		if bound := elapsed/yieldShare + yieldBurst + took; spent > bound {
+			t.Errorf("yields of %v: %d took %v of %v, more than %v", took, yields, spent, elapsed, bound)
+		}
+		if spent < elapsed/yieldShare/2 {
+			t.Errorf("yields of %v: %d took %v of %v: the writer gave up trying", took, yields, spent, elapsed)
+		}
 	}
-	// Once the CPU frees up, the first probe that pays brings yields back.
-	c.now = c.y.until
-	if got := c.groups(20, true, time.Microsecond); got != 20 {
-		t.Fatalf("the CPU is free again, yet %d of 20 groups yielded", got)
+}
+
+// One slow yield is bad luck: the next group yields again. When the
+// budget is spent, the pause lasts until it has grown back.
+func TestYielderPausesWhenTheBudgetIsSpent(t *testing.T) {
+	var y yielder
+	at := time.Unix(0, 0)
+	y.paid(0, at, 15*time.Millisecond)
+	at = at.Add(15 * time.Millisecond)
+	if !y.worth() || !y.open(at) {
+		t.Fatal("no yield after one slow yield")
 	}
-	// A pause is never longer than yieldMaxPause.
-	c.y.paid(1, c.now, time.Hour)
-	c.y.paid(1, c.now, time.Hour)
-	if d := c.y.until.Sub(c.now); d != yieldMaxPause {
-		t.Fatalf("pause after an hour-long yield: %v, want %v", d, yieldMaxPause)
+	y.paid(0, at, 10*time.Millisecond) // 25 ms spent of 20: 5 ms short
+	want := at.Add(10*time.Millisecond + (5*time.Millisecond-15*time.Millisecond/yieldShare)*yieldShare)
+	if y.until.Sub(want).Abs() > time.Microsecond {
+		t.Fatalf("paused until %v, want %v", y.until.Sub(at), want.Sub(at))
+	}
+	if y.open(want.Add(-time.Millisecond)) || !y.open(want) {
+		t.Fatal("the pause does not end when the budget has grown back")
+	}
+	// However long the yield, the pause is at most yieldMaxPause.
+	y.paid(0, want, time.Hour)
+	if y.until.After(want.Add(time.Hour + yieldMaxPause)) {
+		t.Fatalf("paused %v after an hour-long yield", y.until.Sub(want.Add(time.Hour)))
 	}
 }
 
 // A yield that takes long because many appenders ran in it, each coming
-// back with a request (64 producers), pays.
-func TestYielderKeepsSlowYieldsThatFillTheGroup(t *testing.T) {
-	var y yielder
-	now := time.Unix(0, 0)
-	for i := 0; i < 100; i++ {
-		if !y.worth(now) {
-			t.Fatalf("group %d: no yield after yields that found 64 requests each in 150 µs", i)
+// back with a request (64 producers), pays and spends nothing; one that
+// finds a full mailbox after 40 ms does not (the credit stops at 64
+// requests).
+func TestYielderCreditsRequestsFound(t *testing.T) {
+	c := &yieldClock{now: time.Unix(0, 0)}
+	if n, _ := c.groups(1000, 200*time.Microsecond, 64, 150*time.Microsecond); n != 1000 {
+		t.Fatalf("%d of 1000 groups yielded", n)
+	}
+	if c.y.budget != yieldBurst {
+		t.Fatalf("yields that filled the group spent %v of the budget", yieldBurst-c.y.budget)
+	}
+	c.y.paid(4096, c.now, 40*time.Millisecond)
+	if c.y.budget != yieldBurst-40*time.Millisecond {
+		t.Fatalf("a 40 ms yield finding 4096 requests left %v of the budget", c.y.budget)
+	}
+}
+
+// Writes that arrive while the writer yields join its group, in the
+// order they were sent.
+func TestWritesSentDuringTheYieldJoinTheGroup(t *testing.T) {
+	cfg := DefaultConfig(t.TempDir())
+	cfg.Sync.EveryNEvents = 1000
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	coord, _ := NewCoordinate("order:1", "shop")
+	kind := MustKind(1, 1)
+	if _, err := s.Append(ctx, coord, kind, []byte(`{"n":0}`)); err != nil {
+		t.Fatal(err)
+	}
+	var joined []*Ticket
+	s.w.yieldHook = func() {
+		if joined != nil {
+			return
 		}
-		y.paid(64, now, 150*time.Microsecond)
-		now = now.Add(200 * time.Microsecond)
+		joined = []*Ticket{}
+		for _, p := range []string{`{"n":2}`, `{"n":3}`} {
+			tk, err := s.Submit(ctx, coord, kind, []byte(p))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			joined = append(joined, tk)
+		}
 	}
-	// 8 requests in 10 ms (goroutines busy on the CPU): not worth it. One
-	// such yield may be bad luck; after the second, the writer pauses.
-	y.paid(8, now, 10*time.Millisecond)
-	now = now.Add(10 * time.Millisecond)
-	if !y.worth(now) {
-		t.Fatal("no yield after one slow yield")
+	before := s.Stats().GroupCommits
+	r1, err := s.Append(ctx, coord, kind, []byte(`{"n":1}`))
+	if err != nil {
+		t.Fatal(err)
 	}
-	y.paid(8, now, 10*time.Millisecond)
-	if y.worth(now.Add(time.Millisecond)) {
-		t.Fatal("yielded again 1 ms after a second 10 ms yield that found 8 requests")
+	if len(joined) != 2 {
+		t.Fatalf("the writer did not yield (%d writes sent during it)", len(joined))
 	}
-	if !y.worth(now.Add(650 * time.Millisecond)) {
-		t.Fatal("no yield 650 ms after a 10 ms one")
+	for i, tk := range joined {
+		r, err := tk.Wait(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Clock != r1.Clock+uint64(i)+1 {
+			t.Fatalf("write %d sent during the yield has clock %d after %d", i, r.Clock, r1.Clock)
+		}
 	}
-	// A yield that pays ends the pauses: a slow one after it is bad luck
-	// again.
-	y.paid(1, now, time.Microsecond)
-	y.paid(8, now, 10*time.Millisecond)
-	if !y.worth(now.Add(time.Millisecond)) {
-		t.Fatal("paused after one slow yield that followed a paying one")
+	if g := s.Stats().GroupCommits - before; g != 1 {
+		t.Fatalf("the append and the two writes sent during its yield took %d groups, want 1", g)
 	}
 }
