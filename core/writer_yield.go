@@ -6,11 +6,12 @@ import (
 )
 
 // The writer's yield for company: with no group size to wait for (a
-// buffered store, or a durable one whose last group was a single write),
-// gather yields the processor once when its mailbox runs dry, so that the
-// appenders it just answered — runnable on its P but not yet running —
-// send their next writes into this group instead of each coming back to
-// a group of its own.
+// buffered store, or a durable one whose last group and queue held one
+// write between them), gather yields the processor at most once per
+// group when its mailbox runs dry, so that the appenders it just
+// answered — runnable on its P but not yet running — send their next
+// writes into this group instead of each coming back to a group of its
+// own.
 
 // yieldForCompany yields if the yielder says it is worth it, and reports
 // whether it did (the caller then takes what arrived meanwhile).
@@ -37,28 +38,29 @@ func (w *writer) yieldForCompany() bool {
 // writer waits behind them for a time slice or more: 10–40 ms measured
 // here beside four spinning goroutines. So:
 //
-//   - A yield pays when it finds requests waiting and came back within
-//     yieldSlow, or within yieldPerRequest for each request it found, up
-//     to yieldCreditMax (64 appenders take ~100 µs to come back, and
-//     fill the group).
+//   - A yield pays when it finds requests and came back within
+//     yieldSlow, or within yieldPerRequest for each request it found,
+//     counting yieldCreditMax at most (64 appenders take ~100 µs to come
+//     back, and fill the group).
 //   - A yield that took longer than yieldSlow and did not pay spends from
-//     a budget that grows by 1/65 of the time passing, up to yieldBurst:
-//     one slow yield now and then (a collection, the vCPU taken away) is
-//     bad luck; when the budget runs out, the writer stops yielding until
-//     it has grown back (a minute at most). Such yields so take at most
-//     about 1/65 of the writer's time, plus yieldBurst and one yield
-//     (for yields under 0.9 s; longer ones pause a minute).
-//   - 16 cheap yields in a row that find nothing (a lone appender; with a
-//     few, a miss now and then is the price of the hits) make the writer
-//     skip the yield for the next 16 groups, then 32, doubling up to 256
-//     while yields keep finding nothing: a few hundred nanoseconds now
-//     and then to notice when company arrives.
+//     a budget that grows by 1/65 of the (wall-clock) time passing, up to
+//     yieldBurst: one slow yield now and then (a collection, the vCPU
+//     taken away) is bad luck; when the budget is overdrawn, the writer
+//     stops yielding until it is back to zero (a minute at most). Such
+//     yields so take at most about 1/65 of the time, plus yieldBurst and
+//     one yield (for yields under 0.9 s; longer ones pause a minute).
+//   - 16 misses in a row, cheap or slow, that find nothing (a lone
+//     appender; with a few, a miss now and then is the price of the
+//     hits) make the writer skip the yield for the next 16 groups, then
+//     32, doubling up to 256 while yields keep finding nothing: a few
+//     hundred nanoseconds now and then to notice when company arrives.
+//     A yield that pays ends the back-off.
 //
 // Only the writer goroutine uses it. The zero value is ready: it yields.
 type yielder struct {
-	misses uint8  // cheap yields in a row that found nothing
+	misses uint8  // yields that found nothing since the last that paid (at most 16)
 	skip   uint16 // groups left to go without yielding
-	wait   uint16 // the last back-off, in groups (0: none since a yield found requests)
+	wait   uint16 // the last back-off, in groups (0: none since a yield paid)
 
 	budget time.Duration // for slow yields that did not pay
 	last   time.Time     // when the budget was last topped up
@@ -68,7 +70,7 @@ type yielder struct {
 const (
 	yieldSlow       = 50 * time.Microsecond // a yield that finds requests pays within this
 	yieldPerRequest = 10 * time.Microsecond // … or within this for each request found
-	yieldCreditMax  = 64 * yieldPerRequest  // … up to this
+	yieldCreditMax  = 64                    // … counting this many at most
 	yieldBurst      = 20 * time.Millisecond // the most the budget holds
 	yieldMaxPause   = time.Minute           // the longest pause
 	yieldShare      = 65                    // slow yields take at most 1/yieldShare of the time
@@ -96,8 +98,9 @@ func (y *yielder) paid(found int, at time.Time, took time.Duration) {
 		y.budget = min(y.budget+d/yieldShare, yieldBurst)
 	}
 	y.last = at
-	credit := min(time.Duration(found)*yieldPerRequest, yieldCreditMax)
-	if took >= yieldSlow && took >= credit {
+	credit := time.Duration(min(found, yieldCreditMax)) * yieldPerRequest
+	slow := took >= yieldSlow && took >= credit
+	if slow {
 		y.budget -= took
 		if y.budget < 0 {
 			pause := yieldMaxPause
@@ -106,13 +109,16 @@ func (y *yielder) paid(found int, at time.Time, took time.Duration) {
 			}
 			y.until = at.Add(took + pause)
 		}
-		return
 	}
-	if found > 0 {
+	switch {
+	case found > 0 && !slow: // it paid
 		y.misses, y.skip, y.wait = 0, 0, 0
 		return
+	case found > 0: // slow, but not a miss
+		return
 	}
-	// 16 misses in a row before the first back-off; after it, one.
+	// A miss, cheap or slow: 16 in a row before the first back-off; after
+	// it, one.
 	if y.misses++; y.misses < 16 && y.wait == 0 {
 		return
 	}

@@ -65,12 +65,43 @@ func TestYielderBacksOffWhenAlone(t *testing.T) {
 	if n, _ := c.groups(50, time.Microsecond, 1, cheap); n != 50 {
 		t.Fatalf("after a yield that found a request: %d groups of 50 yielded", n)
 	}
-	// The grace is back too: 15 misses do not back off.
+	// A yield that pays restores the grace: 10 misses, a hit, then 15
+	// misses do not back off.
+	c.groups(10, time.Microsecond, 0, cheap)
+	c.groups(1, time.Microsecond, 1, cheap)
 	if n, _ := c.groups(15, time.Microsecond, 0, cheap); n != 15 {
-		t.Fatalf("%d yields in 15 misses after yields that found requests", n)
+		t.Fatalf("%d yields in 15 misses after a yield that paid", n)
 	}
 	if n, _ := c.groups(1, time.Microsecond, 1, cheap); n != 1 {
 		t.Fatal("backed off before the 16th miss")
+	}
+}
+
+// Slow yields that find nothing (a lone appender on a busy machine) are
+// misses too: the writer backs off from them as from cheap ones, so not
+// every rare append pays a slow yield.
+func TestYielderBacksOffFromSlowMisses(t *testing.T) {
+	c := &yieldClock{now: time.Unix(0, 0)}
+	yields, _ := c.groups(3600, time.Second, 0, 12*time.Millisecond) // one append a second for an hour
+	if yields > 16+3600/16 {
+		t.Fatalf("%d of 3600 rare appends yielded slowly", yields)
+	}
+}
+
+// Cheap yields that pay between slow ones that do not leave the budget
+// alone: the slow ones still take at most 1/65 of the time.
+func TestYielderBudgetIgnoresPayingYieldsBetweenSlowOnes(t *testing.T) {
+	c := &yieldClock{now: time.Unix(0, 0)}
+	start := c.now
+	var spent time.Duration
+	for i := 0; i < 200_000; i++ {
+		_, s := c.groups(1, 100*time.Microsecond, 1, 5*time.Millisecond)
+		spent += s
+		c.groups(1, 100*time.Microsecond, 1, cheap)
+	}
+	elapsed := c.now.Sub(start)
+	if bound := elapsed/yieldShare + yieldBurst + 5*time.Millisecond; spent > bound {
+		t.Fatalf("slow yields took %v of %v, more than %v", spent, elapsed, bound)
 	}
 }
 
@@ -110,10 +141,10 @@ func TestYielderPausesWhenTheBudgetIsSpent(t *testing.T) {
 	if y.open(want.Add(-time.Millisecond)) || !y.open(want) {
 		t.Fatal("the pause does not end when the budget has grown back")
 	}
-	// However long the yield, the pause is at most yieldMaxPause.
+	// However long the yield, the pause after it is yieldMaxPause.
 	y.paid(0, want, time.Hour)
-	if y.until.After(want.Add(time.Hour + yieldMaxPause)) {
-		t.Fatalf("paused %v after an hour-long yield", y.until.Sub(want.Add(time.Hour)))
+	if !y.until.Equal(want.Add(time.Hour + yieldMaxPause)) {
+		t.Fatalf("paused %v after an hour-long yield, want %v", y.until.Sub(want.Add(time.Hour)), yieldMaxPause)
 	}
 }
 
