@@ -139,9 +139,9 @@ type writer struct {
 	faultHook    func(faultPoint, int) error // tests only (export_test.go)
 
 	lastGroup int         // size of the previous group, for gather
+	lastQueue int         // requests queued when the previous group was answered
 	yield     yielder     // whether gather yields for company (writer_yield.go)
 	yieldHook func()      // tests only: called right after the yield
-	lastQueue int         // requests queued when the previous group was answered
 	fillNs    int64       // moving average of how long full groups took to gather
 	waitTimer *time.Timer // gather's wait for the rest of a group
 	now       int64       // wall clock (µs) of the group being processed
@@ -311,7 +311,7 @@ func (w *writer) gather(first *request) {
 		// mailbox runs dry (writer_yield.go): appenders just answered are
 		// often runnable on this P but not yet running, and would
 		// otherwise each come back to a group of its own (measured: 1.2
-		// events per group from 8 buffered producers; 3.4–4.5 with the
+		// events per group from 8 buffered producers; 3.4–4.6 with the
 		// yield).
 		if target == 0 && !yielded {
 			yielded = true
