@@ -72,12 +72,7 @@ func causalStore(b *testing.B) string {
 // truncated walk (10 events), and Ancestors of a leaf (7 events) to
 // compare with.
 func BenchmarkCausal1M(b *testing.B) {
-	dir := causalStore(b)
-	s, err := core.OpenReadOnly(core.DefaultConfig(dir))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := readerOf(b, causalStore(b))
 	roots, leafs := causalBig.roots, causalBig.leafs
 	cases := []struct {
 		name string

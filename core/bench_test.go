@@ -310,8 +310,12 @@ func BenchmarkIndexMemory1M(b *testing.B) {
 	}
 }
 
-func bigReader(b *testing.B) *core.Store {
-	s, err := core.OpenReadOnly(core.DefaultConfig(bigStore(b)))
+// bigReader opens the shared 1M-event store read-only for b.
+func bigReader(b *testing.B) *core.Store { return readerOf(b, bigStore(b)) }
+
+// readerOf opens the store in dir read-only, closed when b ends.
+func readerOf(b *testing.B, dir string) *core.Store {
+	s, err := core.OpenReadOnly(core.DefaultConfig(dir))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -684,12 +688,7 @@ func benchConcurrentBatches(b *testing.B, entities int) {
 //
 //	go test ./core -run '^$' -bench Verify1M -benchtime 3x
 func BenchmarkVerify1M(b *testing.B) {
-	dir := bigStore(b)
-	s, err := core.OpenReadOnly(core.DefaultConfig(dir))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := bigReader(b)
 	b.ResetTimer()
 	for range b.N {
 		rep, err := s.Verify()
