@@ -3,12 +3,15 @@ package core_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/core/internal/vfs"
+	"github.com/batpak-go/batpak/core/internal/vfs/errorfs"
 )
 
 // The durability table of core/doc.go, row by row, on a strict in-memory
@@ -107,6 +110,74 @@ func TestPowerLossEveryNEventsLosesAtMostTwoN(t *testing.T) {
 		if lost := len(acked) - kept; lost > 2*n {
 			t.Fatalf("EveryNEvents=%d: a power loss after %d events lost %d, more than 2N", n, len(acked), lost)
 		}
+	}
+}
+
+// While a background sync runs (held here inside its fdatasync), the
+// writer goes on answering appends until the events not yet on stable
+// storage reach 2N: the N of the running sync and N more. It waits for the
+// running sync only before it writes beyond that, and a power loss at that
+// moment loses no more than 2N acknowledged events.
+func TestPowerLossWhileABackgroundSyncRuns(t *testing.T) {
+	const n = 8
+	mem := vfs.NewStrictMem()
+	efs := errorfs.Wrap(mem)
+	cfg := memConfig(func(c *core.Config) { c.Sync.EveryNEvents = n; c.Sync.Interval = 0 })
+	s := openMem(t, cfg, efs)
+	held, release := make(chan struct{}), make(chan struct{})
+	efs.Inject(errorfs.Fault{Op: errorfs.OpSync, Pattern: "*.seg", Pass: true, Hook: func() {
+		close(held)
+		<-release
+	}})
+	var mu sync.Mutex
+	var acked []core.Receipt
+	ackedSoFar := func() []core.Receipt {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(acked)
+	}
+	done := make(chan error, 1)
+	c := mustCoord(t, "e", "s")
+	go func() {
+		for i := range 4 * n {
+			r, err := s.Append(context.Background(), c, faultKind, []byte(`{"i":`+strings.Repeat("1", i+1)+`}`))
+			if err != nil {
+				done <- err
+				return
+			}
+			mu.Lock()
+			acked = append(acked, r)
+			mu.Unlock()
+		}
+		done <- nil
+	}()
+	<-held
+	deadline := time.Now().Add(10 * time.Second)
+	for len(ackedSoFar()) < 2*n {
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatalf("with a sync of %d events running, %d appends were answered; want %d before the writer waits", n, len(ackedSoFar()), 2*n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	stalled := ackedSoFar()
+	if len(stalled) != 2*n {
+		close(release)
+		t.Fatalf("with a sync of %d events running, %d appends were answered; want the writer to wait at %d", n, len(stalled), 2*n)
+	}
+	if lost := len(stalled) - survivors(t, afterPowerLoss(t, cfg, mem), stalled); lost > 2*n {
+		t.Fatalf("a power loss during the sync lost %d acknowledged events, more than 2N", lost)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("Append after the sync returned: %v", err)
+	}
+	if err := s.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if kept := survivors(t, afterPowerLoss(t, cfg, mem), ackedSoFar()); kept != 4*n {
+		t.Fatalf("after Sync a power loss kept %d of %d events", kept, 4*n)
 	}
 }
 

@@ -130,11 +130,12 @@ type writer struct {
 	pend   []pending
 	// overlapTimer bounds syncAndPublish's wait (created at first use).
 	overlapTimer *time.Timer
-	resolved     []*request                  // requests of this group to answer after publish
-	batches      []*batchWrite               // the group's batches written so far
-	group        groupMark                   // where the group started, for a group rollback
-	groupIdm     map[string]idemOriginal     // keys written earlier in this group
-	pendIDs      map[EventID]int             // index in pend of each event id placed in this group (see pendHasID)
+	resolved     []*request              // requests of this group to answer after publish
+	batches      []*batchWrite           // the group's batches written so far
+	group        groupMark               // where the group started, for a group rollback
+	groupIdm     map[string]idemOriginal // keys written earlier in this group
+	pendIDs      map[EventID]int         // index in pend of the ids of pend[:pendIndexed] (see pendHasID)
+	pendIndexed  int
 	fence        *Fence                      // the open visibility fence, if any
 	faultHook    func(faultPoint, int) error // tests only (export_test.go)
 
@@ -153,7 +154,11 @@ type writer struct {
 	// since what Open found may not be synced yet). Cursor.Commit syncs
 	// first when its position is past it.
 	durable    atomic.Uint64
-	syncingSeq uint64 // the writer's sequence when the background sync started
+	syncingSeq uint64 // the sequences written when the background sync started
+	// syncOwed: EveryNEvents were reached while a background sync still
+	// ran; the next one starts when that one returns, or before any more
+	// bytes are written (owed in flush), whichever comes first.
+	syncOwed bool
 
 	exited chan struct{}
 	fsyncs atomic.Uint64
@@ -234,6 +239,9 @@ func (w *writer) run() {
 			continue
 		case err := <-w.inFlightDone():
 			w.syncFinished(err)
+			if w.syncOwed && w.failed == nil {
+				w.fail(w.startSync())
+			}
 			continue
 		case <-w.idle.C:
 			w.releaseIdleFile()
@@ -511,6 +519,11 @@ func (w *writer) syncGroup(last *request) {
 	switch {
 	case last.op == opSync, last.op == opSnapshot, last.op == opFenceCommit, last.op == opFenceCancel, every == 1:
 		w.fail(w.syncNow())
+	case every > 0 && w.unsynced >= every && w.syncer.busy:
+		// The running sync is not waited for here: the group is
+		// published and answered meanwhile, and flush waits for it before
+		// it writes more (so no more is ever unsynced than if it had).
+		w.syncOwed = true
 	case every > 0 && w.unsynced >= every:
 		w.fail(w.startSync())
 	case w.s.cfg.Sync.Interval > 0 && !w.armed:
@@ -641,6 +654,13 @@ func (w *writer) awaitSyncWithin(d time.Duration) (done bool, err error) {
 // holds its write lock) and keeps the fenced ones back with the fence.
 func (w *writer) insertPending() {
 	ix := w.s.ix
+	ix.WarmIDsLocked(len(w.pend), func(yield func([16]byte) bool) {
+		for i := range w.pend {
+			if p := &w.pend[i]; !p.fenced && !yield(p.e.ID) {
+				return
+			}
+		}
+	})
 	for i := range w.pend {
 		p := &w.pend[i]
 		if p.fenced {

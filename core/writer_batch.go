@@ -244,7 +244,7 @@ func (w *writer) rollback(m *batchMark) {
 		ix.Entity(en).Head = st
 	}
 	w.nextSeq = m.nextSeq
-	w.pend = w.pend[:m.pendLen]
+	w.truncatePend(m.pendLen)
 	for _, k := range m.keys {
 		delete(w.groupIdm, k)
 	}
@@ -277,7 +277,7 @@ func (w *writer) rollbackGroup(err error) {
 	if w.durable.Load() > w.nextSeq {
 		w.durable.Store(w.nextSeq)
 	}
-	w.pend = w.pend[:0]
+	w.truncatePend(0)
 	clear(w.groupIdm)
 	w.buf, w.bufEvents = w.buf[:0], 0
 	w.fail(w.unwrite(g.seg, g.pos))

@@ -39,6 +39,9 @@ func (w *writer) flush() error {
 	if len(w.buf) == 0 {
 		return nil
 	}
+	if err := w.payOwedSync(); err != nil {
+		return err
+	}
 	w.sealPlaced()
 	need := w.off + int64(len(w.buf))
 	if need > w.alloc {
@@ -142,7 +145,7 @@ func (w *writer) seal() error {
 		return fmt.Errorf("batpak: seal segment: %w", err)
 	}
 	w.fsyncs.Add(1)
-	w.unsynced = 0
+	w.unsynced, w.syncOwed = 0, false
 	w.s.segs.Seal(w.seg, w.off)
 	w.s.setSegmentEnd(w.seg, w.off)
 	return w.file.Close()

@@ -58,6 +58,50 @@ func TestFixedIDsWithinOneGroupAfterARollback(t *testing.T) {
 	}
 }
 
+// A caller-fixed id written where a rolled-back batch's events were, in
+// the same group, is still refused when given a second time: the ids of
+// the events that replace a rollback's are looked up, not those it undid.
+func TestFixedIDTwiceWhereARollbackWas(t *testing.T) {
+	ctx := context.Background()
+	for round := range 20 {
+		s := openStore(t)
+		coord := mustCoord(t, fmt.Sprintf("e%d", round), "s")
+		b1, err := s.SubmitBatch(ctx, []core.BatchItem{
+			{Coordinate: coord, Kind: kindA, Payload: []byte(`1`), Options: core.AppendOptions{ID: core.NewEventID()}},
+			{Coordinate: coord, Kind: kindA, Payload: []byte(`2`), Options: core.AppendOptions{ID: core.NewEventID()}},
+			{Coordinate: mustCoord(t, "other", "s"), Kind: kindA, Payload: []byte(`3`), Options: core.AppendOptions{ID: core.NewEventID(), ExpectedClock: core.ExpectClock(7)}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		y := core.NewEventID()
+		first, err := s.SubmitWithOptions(ctx, coord, kindA, []byte(`4`), core.AppendOptions{ID: y})
+		if err != nil {
+			t.Fatal(err)
+		}
+		second, err := s.SubmitWithOptions(ctx, coord, kindA, []byte(`5`), core.AppendOptions{ID: y})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ce *core.ConflictError
+		if _, err := b1.Wait(ctx); !errors.As(err, &ce) {
+			t.Fatalf("round %d: batch with a stale expectation: %v, want a ConflictError", round, err)
+		}
+		if r, err := first.Wait(ctx); err != nil || r.ID != y {
+			t.Fatalf("round %d: first write of a fixed id: %+v %v", round, r, err)
+		}
+		if _, err := second.Wait(ctx); !errors.Is(err, core.ErrDuplicateID) {
+			t.Fatalf("round %d: id written twice where a rollback was: %v, want ErrDuplicateID", round, err)
+		}
+		if n := s.Stats().Events; n != 1 {
+			t.Fatalf("round %d: %d events, want 1", round, n)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkFixedIDBatchesQueued: 128 batches of 1,000 events with
 // caller-fixed ids (a raft follower's apply) queued before any is waited
 // for, so groups hold up to 128k events; duplicate-id checks must not

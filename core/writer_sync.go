@@ -101,19 +101,33 @@ func (w *writer) syncReturned(err error) error {
 }
 
 // startSync starts a background sync of everything written so far. If one
-// is still running it waits for it first, so at most 2×EveryNEvents events
-// are ever unsynced.
+// is still running it waits for it first, so at most about 2×EveryNEvents
+// events are ever unsynced: those of the running sync, and those written
+// since it started (syncGroup owes the next sync rather than wait, and
+// flush starts it before it writes more).
 func (w *writer) startSync() error {
 	if err := w.awaitSync(); err != nil {
 		return err
 	}
 	w.syncer.launch()
 	w.syncer.busy = true
-	w.syncingSeq = w.nextSeq
+	// The events placed in w.buf are not written yet: the sync covers
+	// those before them.
+	w.syncingSeq = w.nextSeq - uint64(w.bufEvents)
 	w.syncer.req <- w.file
 	w.unsynced = 0
+	w.syncOwed = false
 	w.disarm()
 	return nil
+}
+
+// payOwedSync starts the sync syncGroup owed, once the running one has
+// returned; flush calls it before it writes.
+func (w *writer) payOwedSync() error {
+	if !w.syncOwed {
+		return nil
+	}
+	return w.startSync()
 }
 
 // syncNow syncs everything written so far before returning.
@@ -126,6 +140,7 @@ func (w *writer) syncNow() error {
 	}
 	w.durable.Store(w.nextSeq)
 	w.unsynced = 0
+	w.syncOwed = false
 	w.disarm()
 	return nil
 }

@@ -579,6 +579,7 @@ func (ix *Index) MemoryBytes() int64 {
 type idTable struct {
 	slots []uint32
 	used  int
+	warm  uint32 // what WarmIDsLocked read, summed
 }
 
 func idSlot(id [16]byte, mask uint64) uint64 {
@@ -617,6 +618,30 @@ func (t *idTable) place(id [16]byte, seq uint32) {
 		i = (i + 1) & mask
 	}
 	t.slots[i] = seq + 1
+}
+
+// WarmIDsLocked readies the id table for inserting the ids of a group of
+// at most n entries: it grows the table now if they would make it grow,
+// then reads the slot each id will be placed at first. In a table of
+// millions of slots each of those reads misses the cache; taken here, one
+// after another with nothing depending on them, they overlap, where
+// InsertLocked would wait on each in turn (a fifth of the writer's time
+// with one goroutine submitting, before). It changes no entry and no
+// lookup. Caller holds Lock.
+func (ix *Index) WarmIDsLocked(n int, ids iter.Seq[[16]byte]) {
+	if ix.idsLater {
+		return
+	}
+	t := &ix.ids
+	for len(t.slots) == 0 || (t.used+n)*10 > len(t.slots)*7 {
+		t.grow(ix)
+	}
+	mask := uint64(len(t.slots) - 1)
+	var sum uint32
+	for id := range ids {
+		sum += t.slots[idSlot(id, mask)]
+	}
+	t.warm = sum // kept, so the reads are
 }
 
 func (t *idTable) grow(ix *Index) {

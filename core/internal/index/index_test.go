@@ -103,6 +103,40 @@ func (m *model) want(f Filter) []Loc {
 	return out
 }
 
+// The writer warms the id table for each group before inserting it: the
+// table grows then, if the group would make it, never during the group's
+// inserts (whose slots the warm-up read), and every id is found after.
+func TestWarmIDsGrowsBeforeTheGroup(t *testing.T) {
+	rng := rand.New(rand.NewSource(3))
+	m := &model{ix: New()}
+	seq := uint32(0)
+	for _, n := range []int{1, 700, 20, 2000, 5, 3000, 1, 9000} {
+		ids := make([][16]byte, n)
+		for i := range ids {
+			ids[i] = testID(rng)
+		}
+		m.ix.Lock()
+		m.ix.WarmIDsLocked(n, slices.Values(ids))
+		size := len(m.ix.ids.slots)
+		m.ix.Unlock()
+		for _, id := range ids {
+			m.insert(seq, id, fmt.Sprintf("e%d", seq%7), "s", 1, 0, "")
+			seq++
+		}
+		if got := len(m.ix.ids.slots); got != size {
+			t.Fatalf("group of %d: the table grew from %d to %d slots during its inserts", n, size, got)
+		}
+		if u := m.ix.ids.used; u*10 > size*7 {
+			t.Fatalf("group of %d: %d ids in %d slots, over 70 %%", n, u, size)
+		}
+	}
+	m.ix.RLock()
+	defer m.ix.RUnlock()
+	for s := range m.events {
+		m.checkLookup(t, s)
+	}
+}
+
 func TestLookupFindsEveryVisibleEventAcrossGrowth(t *testing.T) {
 	// 70000 entries cross the first chunk (256), a full chunk (65536) and
 	// several id-table growths (1024 slots at first, grown at 70 % load).
