@@ -422,3 +422,36 @@ func TestBatchFaultUnderFence(t *testing.T) {
 		}
 	}
 }
+
+// A group rolled back after its background sync started gives its
+// sequences back; the store must then not count them as on stable storage
+// when they are reused by later writes that no sync has covered yet, or
+// Cursor.Commit would skip the sync it needs.
+func TestGroupRollbackLeavesNothingCountedDurable(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, func(c *core.Config) { c.Sync.EveryNEvents = 2; c.Sync.Interval = 0 })
+	c := mustCoord(t, "e", "s")
+	boom := errors.New("boom")
+	fired := false
+	core.SetBatchFault(s, func(p core.FaultPoint, _ int) error {
+		if p == core.FaultBeforePublish && !fired {
+			fired = true
+			return boom
+		}
+		return nil
+	})
+	items := []core.BatchItem{
+		{Coordinate: c, Kind: kindA, Payload: []byte(`1`)},
+		{Coordinate: c, Kind: kindA, Payload: []byte(`2`)},
+		{Coordinate: c, Kind: kindA, Payload: []byte(`3`)},
+	}
+	if _, err := s.AppendBatch(ctx, items); !errors.Is(err, boom) {
+		t.Fatalf("batch: %v, want the injected fault", err)
+	}
+	if _, err := s.Append(ctx, c, kindA, []byte(`4`)); err != nil {
+		t.Fatal(err)
+	}
+	if d, n := core.DurableSequence(s), s.Stats().GlobalSequence; d >= n {
+		t.Fatalf("durable through sequence %d of %d, but the last event was never synced", d, n)
+	}
+}

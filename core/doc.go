@@ -167,7 +167,8 @@
 //	EveryNEvents = 1             event is on stable storage         nothing acknowledged
 //	EveryNEvents = N > 1         event is written to the OS; an     up to about 2N acknowledged events (N
 //	                             fsync starts in the background     since the last sync started, N more if
-//	                             every N events                     the writer got ahead of a running one)
+//	                             every N events                     the writer got ahead of a running one),
+//	                                                                or one group when a group holds more
 //	Interval = d > 0             event is written to the OS         events acknowledged in the last d
 //	EveryNEvents = 0, Interval 0 event is written to the OS         everything since the last Sync/Close
 //	Sync(ctx) / Close()          all earlier writes are on stable   nothing written before the call

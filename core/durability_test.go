@@ -181,6 +181,60 @@ func TestPowerLossWhileABackgroundSyncRuns(t *testing.T) {
 	}
 }
 
+// Groups larger than 2N are not answered while the sync before them
+// runs: a group whose events, with those of the running sync, would put
+// more than 2N acknowledged events at risk waits for it, so a power loss
+// then loses the running sync's group only.
+func TestPowerLossWhileABackgroundSyncRunsUnderLargeGroups(t *testing.T) {
+	const n, group = 8, 24
+	mem := vfs.NewStrictMem()
+	efs := errorfs.Wrap(mem)
+	cfg := memConfig(func(c *core.Config) { c.Sync.EveryNEvents = n; c.Sync.Interval = 0 })
+	s := openMem(t, cfg, efs)
+	held, release := make(chan struct{}), make(chan struct{})
+	efs.Inject(errorfs.Fault{Op: errorfs.OpSync, Pattern: "*.seg", Pass: true, Hook: func() {
+		close(held)
+		<-release
+	}})
+	var mu sync.Mutex
+	var acked []core.Receipt
+	done := make(chan error, 1)
+	c := mustCoord(t, "e", "s")
+	go func() {
+		for range 3 {
+			items := make([]core.BatchItem, group)
+			for i := range items {
+				items[i] = core.BatchItem{Coordinate: c, Kind: faultKind, Payload: []byte(`{}`)}
+			}
+			rs, err := s.AppendBatch(context.Background(), items)
+			if err != nil {
+				done <- err
+				return
+			}
+			mu.Lock()
+			acked = append(acked, rs...)
+			mu.Unlock()
+		}
+		done <- nil
+	}()
+	<-held
+	time.Sleep(200 * time.Millisecond)
+	mu.Lock()
+	stalled := slices.Clone(acked)
+	mu.Unlock()
+	if len(stalled) != group {
+		close(release)
+		t.Fatalf("with the sync of a %d-event batch running, %d events were acknowledged; want that batch's only", group, len(stalled))
+	}
+	if lost := len(stalled) - survivors(t, afterPowerLoss(t, cfg, mem), stalled); lost > group {
+		t.Fatalf("a power loss during the sync lost %d acknowledged events, more than the group being synced", lost)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("AppendBatch after the sync returned: %v", err)
+	}
+}
+
 func TestPowerLossIntervalLosesOnlyTheLastInterval(t *testing.T) {
 	const d = 20 * time.Millisecond
 	mem := vfs.NewStrictMem()

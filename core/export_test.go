@@ -75,3 +75,8 @@ func WriteActiveFooter(s *Store) error {
 	seg, off := s.w.stat()
 	return s.writeSegmentFooter(seg, off)
 }
+
+// DurableSequence is how many sequences the writer counts as on stable
+// storage (what Cursor.Commit compares its position with). Read it while
+// the writer is idle (after a Sync or a waited write).
+func DurableSequence(s *Store) uint64 { return s.w.durable.Load() }

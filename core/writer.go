@@ -519,10 +519,13 @@ func (w *writer) syncGroup(last *request) {
 	switch {
 	case last.op == opSync, last.op == opSnapshot, last.op == opFenceCommit, last.op == opFenceCancel, every == 1:
 		w.fail(w.syncNow())
-	case every > 0 && w.unsynced >= every && w.syncer.busy:
-		// The running sync is not waited for here: the group is
-		// published and answered meanwhile, and flush waits for it before
-		// it writes more (so no more is ever unsynced than if it had).
+	case every > 0 && w.unsynced >= every && w.syncer.busy &&
+		w.syncingSeq-w.durable.Load()+uint64(w.unsynced) <= 2*uint64(every):
+		// The running sync is not waited for here when, with this group,
+		// at most 2N events would be acknowledged and not yet durable:
+		// the group is published and answered meanwhile, and flush waits
+		// for the running sync before it writes more. Groups larger than
+		// that wait, as they did, before they are answered.
 		w.syncOwed = true
 	case every > 0 && w.unsynced >= every:
 		w.fail(w.startSync())
@@ -614,7 +617,7 @@ func (w *writer) syncAndPublish() bool {
 	if !done || err != nil {
 		ix.UndoLocked()
 		if w.fence != nil {
-			w.fence.pend = w.fence.pend[:fenced]
+			w.fence.truncatePend(fenced)
 		}
 		ix.Unlock()
 		if !done {

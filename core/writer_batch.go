@@ -274,13 +274,15 @@ func (w *writer) rollbackGroup(err error) {
 		ix.Entity(en).Head = st
 	}
 	w.nextSeq = g.nextSeq
-	if w.durable.Load() > w.nextSeq {
-		w.durable.Store(w.nextSeq)
-	}
 	w.truncatePend(0)
 	clear(w.groupIdm)
 	w.buf, w.bufEvents = w.buf[:0], 0
 	w.fail(w.unwrite(g.seg, g.pos))
+	// After unwrite, which waits for a running sync: one that covered the
+	// group would otherwise move durable past the sequences given back.
+	if w.durable.Load() > w.nextSeq {
+		w.durable.Store(w.nextSeq)
+	}
 	for _, r := range w.resolved {
 		if !r.ok() {
 			continue

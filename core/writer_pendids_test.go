@@ -102,6 +102,43 @@ func TestFixedIDTwiceWhereARollbackWas(t *testing.T) {
 	}
 }
 
+// An imported id is refused when an event written under the same open
+// fence, in an earlier group, already holds it: fenced events are in
+// neither the index nor the later group.
+func TestFixedIDTwiceUnderAnOpenFence(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t)
+	c := mustCoord(t, "e", "s")
+	f, err := s.BeginFence(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := core.NewEventID()
+	t1, err := f.SubmitWithOptions(ctx, c, kindA, []byte(`1`), core.AppendOptions{ID: y})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(ctx); err != nil { // ends the first write's group
+		t.Fatal(err)
+	}
+	t2, err := f.SubmitWithOptions(ctx, c, kindA, []byte(`2`), core.AppendOptions{ID: y})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := t1.Wait(ctx); err != nil || r.ID != y {
+		t.Fatalf("first write: %+v %v", r, err)
+	}
+	if _, err := t2.Wait(ctx); !errors.Is(err, core.ErrDuplicateID) {
+		t.Fatalf("an id written twice under one fence: %v, want ErrDuplicateID", err)
+	}
+	if n := s.Stats().Events; n != 1 {
+		t.Fatalf("%d events, want 1", n)
+	}
+}
+
 // BenchmarkFixedIDBatchesQueued: 128 batches of 1,000 events with
 // caller-fixed ids (a raft follower's apply) queued before any is waited
 // for, so groups hold up to 128k events; duplicate-id checks must not

@@ -135,7 +135,8 @@ func (w *writer) checkExpectation(e *eventReq) error {
 }
 
 // checkImportedID refuses an imported event whose id the store already
-// holds (published, or written earlier in this group).
+// holds (published, written earlier in this group, or under the open
+// fence).
 func (w *writer) checkImportedID(e *eventReq) error {
 	if !e.imported {
 		return nil
@@ -148,6 +149,9 @@ func (w *writer) checkImportedID(e *eventReq) error {
 	}
 	if w.pendHasID(e.id) {
 		return fmt.Errorf("%w: %s (twice in one import)", ErrDuplicateID, e.id)
+	}
+	if w.fence != nil && w.fence.hasID(e.id) {
+		return fmt.Errorf("%w: %s (written under the open fence)", ErrDuplicateID, e.id)
 	}
 	return nil
 }

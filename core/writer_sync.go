@@ -103,8 +103,8 @@ func (w *writer) syncReturned(err error) error {
 // startSync starts a background sync of everything written so far. If one
 // is still running it waits for it first, so at most about 2×EveryNEvents
 // events are ever unsynced: those of the running sync, and those written
-// since it started (syncGroup owes the next sync rather than wait, and
-// flush starts it before it writes more).
+// since it started (syncGroup owes the next sync rather than wait when
+// that keeps them within 2N, and flush starts it before it writes more).
 func (w *writer) startSync() error {
 	if err := w.awaitSync(); err != nil {
 		return err

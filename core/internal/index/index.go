@@ -621,8 +621,8 @@ func (t *idTable) place(id [16]byte, seq uint32) {
 }
 
 // WarmIDsLocked readies the id table for inserting the ids of a group of
-// at most n entries: it grows the table now if they would make it grow,
-// then reads the slot each id will be placed at first. In a table of
+// at most n entries: it grows the table now if they would make it grow
+// (ReserveIDsLocked), then reads the slot each id will be placed at first. In a table of
 // millions of slots each of those reads misses the cache; taken here, one
 // after another with nothing depending on them, they overlap, where
 // InsertLocked would wait on each in turn (a fifth of the writer's time
@@ -632,9 +632,10 @@ func (ix *Index) WarmIDsLocked(n int, ids iter.Seq[[16]byte]) {
 	if ix.idsLater {
 		return
 	}
+	ix.ReserveIDsLocked(n)
 	t := &ix.ids
-	for len(t.slots) == 0 || (t.used+n)*10 > len(t.slots)*7 {
-		t.grow(ix)
+	if len(t.slots) == 0 {
+		return
 	}
 	mask := uint64(len(t.slots) - 1)
 	var sum uint32
