@@ -49,7 +49,11 @@ func startClusterServer(t *testing.T, root, id string, bootstrap bool, join stri
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	cs := &clusterServer{id: id, srv: srv, base: "http://" + srv.Addr().String(), cancel: cancel, done: make(chan error, 1)}
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	cs := &clusterServer{id: id, srv: srv, base: scheme + "://" + srv.Addr().String(), cancel: cancel, done: make(chan error, 1)}
 	go func() { cs.done <- srv.Serve(ctx) }()
 	t.Cleanup(cs.stop)
 	return cs

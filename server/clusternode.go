@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/certroots"
 	"github.com/batpak-go/batpak/server/cluster"
 	"github.com/batpak-go/batpak/server/control"
 	"github.com/batpak-go/batpak/server/httpapi"
@@ -63,6 +65,13 @@ type ClusterConfig struct {
 	// (cluster.tls_cert, cluster.tls_key, cluster.tls_ca): all three or
 	// none. Peers must present a certificate the CA signed.
 	TLSCert, TLSKey, TLSCA string
+	// APICA is a PEM file of the CA certificates that members' https
+	// certificates (server.tls_cert) chain to (cluster.api_ca), trusted
+	// with the system's roots when one member calls another's API: a
+	// node asking to join, a follower's console forwarding a change to
+	// the leader, the leader's replica check. Default: TLSCA, when set;
+	// with neither, the system's roots alone.
+	APICA string
 	// HeartbeatTimeout, ElectionTimeout and LeaderLeaseTimeout are raft's
 	// timings (cluster.heartbeat_timeout, …); defaults 1s, 1s, 500ms.
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
@@ -148,6 +157,9 @@ type clusterNode struct {
 	done     chan struct{}
 	readWait time.Duration
 	token    string // the operator credential: join requests carry it
+	// memberTLS verifies members' https certificates (cluster.api_ca);
+	// nil: the system's roots.
+	memberTLS *tls.Config
 	// joining: cluster.join is set and this node has not been a member
 	// yet (it started with no raft log); cleared once it is one, so a
 	// node the operator removed stays removed.
@@ -230,6 +242,10 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 	if cfg.ReplicaCheckEvery > 0 && cfg.ReplicaCheckEvery < 100*time.Millisecond {
 		return nil, fmt.Errorf("cluster.replica_check_every is %s, the least is 100ms (a negative duration turns the check off)", cfg.ReplicaCheckEvery)
 	}
+	memberTLS, err := loadMemberTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
 	cc := cluster.Config{ID: cfg.NodeID, Dir: filepath.Join(s.cfg.Root, "cluster"), Bind: cfg.Bind, Advertise: cfg.Advertise,
 		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout, LeaderLeaseTimeout: cfg.LeaderLeaseTimeout,
 		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs, SingleWriteEntries: cfg.SingleWriteEntries,
@@ -266,7 +282,8 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &clusterNode{n: n, cfg: cfg, token: s.cfg.OperatorToken, url: strings.TrimRight(cfg.URL, "/"), stop: make(chan struct{}), done: make(chan struct{}), readWait: cfg.ReadWait}
+	c := &clusterNode{n: n, cfg: cfg, token: s.cfg.OperatorToken, url: strings.TrimRight(cfg.URL, "/"), stop: make(chan struct{}), done: make(chan struct{}), readWait: cfg.ReadWait,
+		memberTLS: memberTLS}
 	c.joining = cfg.Join != "" && n.Status().LastLogIndex == 0
 	c.orphan = !cfg.Bootstrap && cfg.Join == "" && n.Status().LastLogIndex == 0
 	if cfg.Bootstrap && n.Status().LastLogIndex == 0 {
@@ -420,6 +437,12 @@ func (c *clusterNode) askToJoin(addr string) error {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	cl := &http.Client{Timeout: 10 * time.Second, CheckRedirect: joinRedirect}
+	if c.memberTLS != nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = c.memberTLS.Clone()
+		cl.Transport = t
+		defer t.CloseIdleConnections()
+	}
 	resp, err := cl.Do(req)
 	if err != nil {
 		return err
@@ -811,4 +834,22 @@ func (m clusterStoreMetrics) Collect(ch chan<- prometheus.Metric) {
 	entries, writes := m.n.WriteStats()
 	ch <- prometheus.MustNewConstMetric(clusterWriteEntriesDesc, prometheus.CounterValue, float64(entries))
 	ch <- prometheus.MustNewConstMetric(clusterWritesProposedDesc, prometheus.CounterValue, float64(writes))
+}
+
+// loadMemberTLS is the client configuration a member calls other members'
+// https APIs with: the system's roots plus cluster.api_ca's (or
+// cluster.tls_ca's) CA certificates; nil when neither is set.
+func loadMemberTLS(cfg ClusterConfig) (*tls.Config, error) {
+	file, key := cfg.APICA, "cluster.api_ca"
+	if file == "" {
+		file, key = cfg.TLSCA, "cluster.tls_ca"
+	}
+	if file == "" {
+		return nil, nil
+	}
+	roots, err := certroots.Load(file)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	return &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}, nil
 }

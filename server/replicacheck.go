@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -207,13 +208,15 @@ type replicaAlarm struct {
 	Since  time.Time `json:"since"`
 }
 
-func newReplicaChecker(node replicaNode, logger *slog.Logger, every time.Duration, token string) *replicaChecker {
+// members verifies members' https certificates (nil: the system's roots).
+func newReplicaChecker(node replicaNode, logger *slog.Logger, every time.Duration, token string, members *tls.Config) *replicaChecker {
 	return &replicaChecker{node: node, logger: logger, every: every, token: token,
 		chunkEvents: replicaChunkEvents, chunkBytes: replicaChunkBytes, chunksPerRound: replicaChunksPerRound,
 		client: &http.Client{
 			Transport: &http.Transport{
 				DialContext:            (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 				TLSHandshakeTimeout:    10 * time.Second,
+				TLSClientConfig:        members.Clone(),
 				ResponseHeaderTimeout:  replicaCheckRequestTimeout,
 				MaxResponseHeaderBytes: replicaCheckMaxHeader,
 				MaxIdleConnsPerHost:    1,

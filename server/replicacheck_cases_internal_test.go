@@ -40,7 +40,7 @@ func TestReplicaCheckRecreatedBetweenListAndOpen(t *testing.T) {
 		mode: map[string]string{}, asked: map[string][]string{}, tokens: map[string]string{}}
 	f.member(t, "n2") // answers digests of f.s as it is when asked
 	w := &swapOnInspect{fakeReplicas: f}
-	c := newReplicaChecker(w, slog.New(slog.DiscardHandler), DefaultReplicaCheckEvery, "op-token")
+	c := newReplicaChecker(w, slog.New(slog.DiscardHandler), DefaultReplicaCheckEvery, "op-token", nil)
 	ctx := context.Background()
 	c.round(ctx)
 	if st := c.status(); st.Agreeing != 1 {
@@ -87,7 +87,7 @@ func TestReplicaCheckLeaderStoreDoesNotOpen(t *testing.T) {
 	f := &fakeReplicas{s: s, lead: true, term: 1, born: 7,
 		mode: map[string]string{}, asked: map[string][]string{}, tokens: map[string]string{}}
 	f.member(t, "n2")
-	c := newReplicaChecker(openFails{f}, slog.New(slog.DiscardHandler), DefaultReplicaCheckEvery, "op-token")
+	c := newReplicaChecker(openFails{f}, slog.New(slog.DiscardHandler), DefaultReplicaCheckEvery, "op-token", nil)
 	c.round(context.Background())
 	if st := c.status(); len(st.Diverged) == 0 || st.Agreeing != 0 {
 		t.Fatalf("the leader's own copy cannot be opened (ErrLogTruncated): alarms %v, agreeing %d of %d", st.Diverged, st.Agreeing, st.Copies)

@@ -163,7 +163,7 @@ func TestReplicaCheckRounds(t *testing.T) {
 	f.member(t, "n2")
 	f.member(t, "n3")
 	var logs bytes.Buffer
-	c := newReplicaChecker(f, slog.New(slog.NewTextHandler(&logs, nil)), DefaultReplicaCheckEvery, "op-token")
+	c := newReplicaChecker(f, slog.New(slog.NewTextHandler(&logs, nil)), DefaultReplicaCheckEvery, "op-token", nil)
 	ctx := context.Background()
 	expect := func(step, n2, n3 string) {
 		t.Helper()
@@ -325,7 +325,7 @@ func TestReplicaCheckChunks(t *testing.T) {
 	f := &fakeReplicas{s: s, lead: true, term: 1,
 		mode: map[string]string{}, asked: map[string][]string{}, tokens: map[string]string{}}
 	f.member(t, "n2")
-	c := newReplicaChecker(f, slog.New(slog.DiscardHandler), DefaultReplicaCheckEvery, "op-token")
+	c := newReplicaChecker(f, slog.New(slog.DiscardHandler), DefaultReplicaCheckEvery, "op-token", nil)
 	c.chunkEvents, c.chunksPerRound = 4, 2
 	ctx := context.Background()
 	appendN(t, s, 10)
@@ -399,7 +399,7 @@ func TestReplicaCheckHostileMember(t *testing.T) {
 	}))
 	t.Cleanup(hdr.Close)
 	f := &fakeReplicas{s: s, lead: true, term: 1, members: []replicaPeer{{"n2", dam.URL}, {"n3", hdr.URL}}}
-	c := newReplicaChecker(f, slog.New(slog.DiscardHandler), DefaultReplicaCheckEvery, "op-token")
+	c := newReplicaChecker(f, slog.New(slog.DiscardHandler), DefaultReplicaCheckEvery, "op-token", nil)
 	c.round(context.Background())
 	st := c.status()
 	if len(st.Diverged) != 1 || len(st.Diverged[0].Detail) > replicaCheckMaxText+8 {

@@ -622,7 +622,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.blobs = newBlobCollector(s.plane, s.node, cfg.Logger, s.node.cfg.BlobGrace, s.node.cfg.BlobCollectEvery)
 		reg.MustRegister(s.blobs.metrics()...)
 		reg.MustRegister(clusterStoreMetrics{s.node.n})
-		s.replicas = newReplicaChecker(replicaSource{s}, cfg.Logger, s.node.cfg.ReplicaCheckEvery, cfg.OperatorToken)
+		s.replicas = newReplicaChecker(replicaSource{s}, cfg.Logger, s.node.cfg.ReplicaCheckEvery, cfg.OperatorToken, s.node.memberTLS)
 		s.node.replicas.Store(s.replicas)
 		reg.MustRegister(s.replicas)
 	}
@@ -688,7 +688,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 func (s *Server) mountConsole(authn *auth.Authenticator, quotas *quota.Manager, reg *prometheus.Registry, api http.Handler) (*console.Console, http.Handler, error) {
 	c, err := console.New(console.Options{Auth: authn, API: api, Plane: s.plane, Tenants: s.tenants,
 		Policies: s.policies, Plugins: s.plugins, Quotas: quotas, Metrics: reg,
-		Secure: s.cfg.TLSCert != "", Cluster: s.node != nil, MaxJSONDepth: s.cfg.MaxJSONDepth, Logger: s.cfg.Logger})
+		Secure: s.cfg.TLSCert != "", Cluster: s.node != nil, LeaderTLS: s.memberTLS(), MaxJSONDepth: s.cfg.MaxJSONDepth, Logger: s.cfg.Logger})
 	if err != nil {
 		return nil, nil, fmt.Errorf("console: %w", err)
 	}
@@ -1075,4 +1075,13 @@ func clusterNodeID(cfg Config) string {
 		return ""
 	}
 	return cfg.Cluster.NodeID
+}
+
+// memberTLS is the client configuration for other members' https APIs
+// (cluster.api_ca); nil outside a cluster or with the system's roots.
+func (s *Server) memberTLS() *tls.Config {
+	if s.node == nil {
+		return nil
+	}
+	return s.node.memberTLS
 }

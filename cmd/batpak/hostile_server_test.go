@@ -189,7 +189,7 @@ func TestIdleTimeoutCountsOnlyWaitsForTheServer(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	hc := &http.Client{Transport: newBoundedTransport(200 * time.Millisecond)}
+	hc := &http.Client{Transport: newBoundedTransport(200*time.Millisecond, nil)}
 	req, _ := http.NewRequest("GET", srv.URL+"/v1/tenants/acme/subscribe", nil)
 	req.Header.Set("Accept", "text/event-stream")
 	resp, err := hc.Do(req)

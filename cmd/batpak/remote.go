@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/certroots"
 	"github.com/batpak-go/batpak/internal/printable"
 	"github.com/batpak-go/batpak/sdk/client"
 )
@@ -36,7 +38,10 @@ import (
 // (--consistency, BATPAK_CONSISTENCY; local or linearizable: how a
 // cluster serves the reads, see sdk/client.Options.Consistency) and
 // remote.timeout (--timeout, BATPAK_TIMEOUT; how long the CLI waits for a
-// server that sends nothing, see serverIdle). The
+// server that sends nothing, see serverIdle) and remote.ca_file
+// (--ca-file, BATPAK_CA_FILE; CA certificates, PEM, trusted with the
+// system's roots for an https server whose certificate a private CA
+// signed). The
 // client's "session" consistency (read-your-writes) is not offered: it
 // remembers a process's own writes, and each CLI run is a process of its
 // own; the read commands take --min-seq instead (registerMinSeqFlag).
@@ -47,6 +52,7 @@ var remoteKeys = []struct{ key, flag, env string }{
 	{"remote.tenant", "tenant", "BATPAK_TENANT"},
 	{"remote.consistency", "consistency", "BATPAK_CONSISTENCY"},
 	{"remote.timeout", "timeout", "BATPAK_TIMEOUT"},
+	{"remote.ca_file", "ca-file", "BATPAK_CA_FILE"},
 }
 
 // registerRemoteFlags adds --server and --token and binds the remote.*
@@ -58,6 +64,7 @@ func registerRemoteFlags(fs *pflag.FlagSet, v *viper.Viper) {
 	fs.String("token-file", "", "file holding the API key or operator credential for --server (its first line; at most 64 KiB; warned about when others may read it); env BATPAK_TOKEN_FILE")
 	fs.String("consistency", "local", "with --server on a cluster: local (reads served by the node asked, from what it has applied) or linearizable (by the leader; every acknowledged write is seen); read one write of your own with --min-seq on the read command instead; env BATPAK_CONSISTENCY")
 	fs.String("timeout", defaultServerIdle.String(), "with --server: the longest the CLI waits for a server that sends nothing (the answer's headers, or the next bytes of an answer or event stream, which the server keeps alive every 15s), and for a JSON answer to arrive whole after its headers, then fails; 0 waits for ever; env BATPAK_TIMEOUT")
+	fs.String("ca-file", "", "with an https --server: CA certificates (PEM) its certificate chains to, trusted together with the system's roots (a private CA); env BATPAK_CA_FILE")
 	for _, k := range remoteKeys {
 		if err := v.BindPFlag(k.key, fs.Lookup(k.flag)); err != nil {
 			panic(err) // only if the flag was not registered
@@ -181,7 +188,14 @@ func (a *app) remote() (*remoteConf, error) {
 	// Redirects are not followed by net/http: the client follows a
 	// cluster follower's NOT_LEADER redirect itself, and nothing else (no
 	// other host, port or scheme gets the token).
-	hc := &http.Client{Transport: newBoundedTransport(idle), CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	var roots *x509.CertPool
+	if f := strings.TrimSpace(a.v.GetString("remote.ca_file")); f != "" {
+		var err error
+		if roots, err = certroots.Load(f); err != nil {
+			return nil, badInput("--ca-file", err)
+		}
+	}
+	hc := &http.Client{Transport: newBoundedTransport(idle, roots), CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	rc.opts = client.Options{HTTPClient: hc, Consistency: consistency, MaxResponseBytes: maxServerMessageBytes}
 	c, err := client.New(rc.server, rc.token, rc.opts)
 	if err != nil {
@@ -304,7 +318,12 @@ func remoteError(err error) error {
 			}
 			return &detailError{msg: fmt.Sprintf("server: nothing listens at %s (connection refused): start batpak serve there, or point --server (BATPAK_SERVER) at a running one", printable.String(where)), err: err}
 		}
-		return &detailError{msg: "server: " + strings.TrimPrefix(err.Error(), "client: "), err: err}
+		msg := "server: " + strings.TrimPrefix(err.Error(), "client: ")
+		var unknownCA x509.UnknownAuthorityError
+		if errors.As(err, &unknownCA) {
+			msg += " (if a private CA signed the server's certificate, give the CA's certificate with --ca-file or BATPAK_CA_FILE)"
+		}
+		return &detailError{msg: msg, err: err}
 	}
 	msg := e.Detail
 	if msg == "" {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"mime"
@@ -39,11 +41,16 @@ type boundedTransport struct {
 	idle time.Duration
 }
 
-func newBoundedTransport(idle time.Duration) *boundedTransport {
+// newBoundedTransport is the CLI's transport; roots, when not nil,
+// verify an https server's certificate instead of the system's roots.
+func newBoundedTransport(idle time.Duration, roots *x509.CertPool) *boundedTransport {
 	rt := http.DefaultTransport.(*http.Transport).Clone()
 	// A batpak server never compresses its answers: asking for gzip would
 	// only let a hostile one send a small body that inflates.
 	rt.DisableCompression = true
+	if roots != nil {
+		rt.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	}
 	return &boundedTransport{rt: rt, max: maxServerMessageBytes, idle: idle}
 }
 

@@ -140,6 +140,7 @@ var serverSettings = []serverSetting{
 	{"server.cluster.tls_cert", "cluster-tls-cert", kindOptionalPath, "", "node certificate (PEM) for mutual TLS between nodes", func(t *serverTarget, v settingValue) { t.cl.TLSCert = v.str }},
 	{"server.cluster.tls_key", "cluster-tls-key", kindOptionalPath, "", "node private key (PEM)", func(t *serverTarget, v settingValue) { t.cl.TLSKey = v.str }},
 	{"server.cluster.tls_ca", "cluster-tls-ca", kindOptionalPath, "", "CA (PEM) that signed every node's certificate", func(t *serverTarget, v settingValue) { t.cl.TLSCA = v.str }},
+	{"server.cluster.api_ca", "cluster-api-ca", kindOptionalPath, "", "CA (PEM) that members' https certificates (server.tls_cert) chain to, trusted with the system's roots when one member calls another (join, console forwarding, replica check); default cluster.tls_ca", func(t *serverTarget, v settingValue) { t.cl.APICA = v.str }},
 	{"server.cluster.read_wait", "", kindDuration, "5s", "longest a read with min_seq waits for this node to catch up; ≤ 1m", func(t *serverTarget, v settingValue) { t.cl.ReadWait = v.d }},
 	{"server.cluster.blob_grace", "", kindDuration, "10m", "an unreferenced policy bundle or plugin module is removed from this node once its last upload is older than this; ≥ 1s", func(t *serverTarget, v settingValue) { t.cl.BlobGrace = v.d }},
 	{"server.cluster.blob_collect_every", "", kindDuration, "5m", "how often this node removes unreferenced bundles and modules (also right after a deletion); ≥ 100ms", func(t *serverTarget, v settingValue) { t.cl.BlobCollectEvery = v.d }},

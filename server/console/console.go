@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"crypto/tls"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -104,6 +105,10 @@ type Options struct {
 	// server.max_json_depth bounds a written one's. Default
 	// DefaultMaxJSONDepth.
 	MaxJSONDepth int
+	// LeaderTLS verifies an https leader's certificate when a follower
+	// forwards a change to it (the cluster's cluster.api_ca); nil: the
+	// system's roots.
+	LeaderTLS *tls.Config
 	// SampleInterval is the dashboards' sampling period. Default 1s.
 	SampleInterval time.Duration
 	Logger         *slog.Logger
@@ -167,7 +172,7 @@ func New(opts Options) (*Console, error) {
 	c := &Console{opts: opts, sessions: newSessionStore(opts.MaxSessions, opts.IdleTimeout, opts.Lifetime),
 		sampler: newSampler(opts.Metrics, opts.Tenants, opts.Policies), mux: http.NewServeMux(),
 		origin: http.NewCrossOriginProtection(), done: make(chan struct{}), usage: map[string]usageEntry{},
-		evaluating: map[string]bool{}, forwards: forwardTransport()}
+		evaluating: map[string]bool{}, forwards: forwardTransport(opts.LeaderTLS)}
 	c.routes()
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel

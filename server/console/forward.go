@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -36,10 +37,12 @@ const MaxForwardsPerTenant = 4
 // forwarded request.
 const forwardTimeout = 30 * time.Second
 
-// forwardTransport is the client side of forwarded requests: the system's
-// roots verify an https leader; no proxy from the environment.
-func forwardTransport() *http.Transport {
+// forwardTransport is the client side of forwarded requests: leaderTLS
+// (nil: the system's roots) verifies an https leader; no proxy from the
+// environment.
+func forwardTransport(leaderTLS *tls.Config) *http.Transport {
 	return &http.Transport{
+		TLSClientConfig:       leaderTLS.Clone(),
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          MaxForwards,

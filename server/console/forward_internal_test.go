@@ -66,7 +66,7 @@ func follower(leader string, readFirst int) http.Handler {
 func testConsole(t *testing.T, api http.Handler) (*Console, *session) {
 	t.Helper()
 	c := &Console{opts: Options{API: api, Lifetime: time.Hour, Logger: slog.New(slog.DiscardHandler)},
-		sessions: newSessionStore(2*MaxForwards, time.Hour, time.Hour), forwards: forwardTransport()}
+		sessions: newSessionStore(2*MaxForwards, time.Hour, time.Hour), forwards: forwardTransport(nil)}
 	t.Cleanup(c.forwards.CloseIdleConnections)
 	_, s, err := c.sessions.create("bpk_the_session_credential", auth.Principal{ID: "k1", Tenant: "acme"})
 	if err != nil {

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/batpak-go/batpak/internal/testca"
+	"github.com/batpak-go/batpak/server"
+)
+
+// startTLSServer is startServer over https, with a certificate a private
+// CA signed; it returns the URL, the operator credential and the CA's
+// file.
+func startTLSServer(t *testing.T) (url, operator, caFile string) {
+	t.Helper()
+	ca := testca.New(t, t.TempDir())
+	cfg := server.DefaultConfig()
+	cfg.Root, cfg.Listen, cfg.AccessLog, cfg.Stderr = t.TempDir(), "127.0.0.1:0", "off", io.Discard
+	cfg.TLSCert, cfg.TLSKey = ca.Cert, ca.Key
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := server.New(ctx, cfg)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return "https://" + srv.Addr().String(), srv.Token, ca.CA
+}
+
+// TestRemoteHTTPSWithAPrivateCA: a server whose certificate a private CA
+// signed is refused until the CLI is given the CA (--ca-file, or
+// BATPAK_CA_FILE), and then works; a CA file that is missing or holds no
+// certificate is an error naming it.
+func TestRemoteHTTPSWithAPrivateCA(t *testing.T) {
+	isolate(t)
+	url, op, caFile := startTLSServer(t)
+	admin := []string{"--server", url, "--token", op}
+	failsWith(t, exitUnavailable, append(admin, "tenant", "list"), "certificate", "--ca-file")
+	ok(t, append(admin, "--ca-file", caFile, "tenant", "create", "acme")...)
+	t.Setenv("BATPAK_CA_FILE", caFile)
+	if out := ok(t, append(admin, "tenant", "list")...); !strings.Contains(out, "acme") {
+		t.Fatalf("tenant list through BATPAK_CA_FILE: %q", out)
+	}
+	t.Setenv("BATPAK_CA_FILE", "")
+	missing := filepath.Join(t.TempDir(), "ca.pem")
+	fails(t, append(admin, "--ca-file", missing, "tenant", "list"), "--ca-file", missing)
+	notCA := filepath.Join(t.TempDir(), "not-a-ca.pem")
+	writeFile(t, notCA, "just text\n")
+	fails(t, append(admin, "--ca-file", notCA, "tenant", "list"), "--ca-file", "no PEM certificate")
+}
