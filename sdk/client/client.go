@@ -25,6 +25,8 @@ type Options struct {
 	// New uses a copy of it whose CheckRedirect follows no redirect: the
 	// Client itself follows a cluster follower's NOT_LEADER redirect, and
 	// no other, so the credential goes to no other host, port or scheme.
+	// For a server whose certificate a private CA signed, give a client
+	// whose transport's TLSClientConfig.RootCAs holds that CA.
 	HTTPClient *http.Client
 	// MaxResponseBytes bounds what the Client reads of one answer: a JSON
 	// response body (once decompressed, if HTTPClient asks for
