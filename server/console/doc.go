@@ -96,6 +96,7 @@
 // body before redirecting, when the browser came over TLS and the
 // leader's URL is plain http (the credential would cross the network in
 // clear), when the leader cannot be reached or its https certificate does
-// not verify against the system's roots, and when the leader redirects
+// not verify (against Options.LeaderTLS's roots, the cluster's
+// cluster.api_ca, or the system's), and when the leader redirects
 // in turn (never followed further).
 package console
