@@ -33,8 +33,9 @@ func TestClusterMembersOverHTTPSWithAPrivateCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	plain := clusterClient
-	clusterClient = &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
-	t.Cleanup(func() { clusterClient = plain })
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
+	clusterClient = &http.Client{Timeout: 20 * time.Second, Transport: tr}
+	t.Cleanup(func() { tr.CloseIdleConnections(); clusterClient = plain })
 
 	// startCluster3 waits until n2 and n3 have joined through n1's https
 	// URL and every member's URL is recorded.
@@ -103,6 +104,28 @@ func TestClusterMembersOverHTTPSWithAPrivateCA(t *testing.T) {
 	if code, _ := call(t, "GET", nodes[0].base+"/v1/admin/tenants/beta", clusterOperator, ""); code != 200 {
 		t.Fatalf("the tenant made through the follower's console is not on the leader: %d", code)
 	}
+}
+
+// Without cluster.api_ca, members trust the CA of their node-to-node TLS
+// (cluster.tls_ca) for each other's https certificates too.
+func TestClusterAPICAFallsBackToTLSCA(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three nodes")
+	}
+	ca := testca.New(t, t.TempDir())
+	roots, err := certroots.Load(ca.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := clusterClient
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
+	clusterClient = &http.Client{Timeout: 20 * time.Second, Transport: tr}
+	t.Cleanup(func() { tr.CloseIdleConnections(); clusterClient = plain })
+	// startCluster3 waits until n2 and n3 have joined through n1's https URL.
+	startCluster3(t, t.TempDir(), func(c *server.Config) {
+		c.TLSCert, c.TLSKey = ca.Cert, ca.Key
+		c.Cluster.TLSCert, c.Cluster.TLSKey, c.Cluster.TLSCA = ca.Cert, ca.Key, ca.CA
+	})
 }
 
 // A cluster.api_ca that cannot be used stops the server at start, naming

@@ -190,9 +190,12 @@ func (a *app) remote() (*remoteConf, error) {
 	// other host, port or scheme gets the token).
 	var roots *x509.CertPool
 	if f := strings.TrimSpace(a.v.GetString("remote.ca_file")); f != "" {
-		var err error
-		if roots, err = certroots.Load(f); err != nil {
-			return nil, badInput("--ca-file", err)
+		p, err := expandHome(f)
+		if err == nil {
+			roots, err = certroots.Load(p)
+		}
+		if err != nil {
+			return nil, badInput("CA file ("+a.remoteSource("remote.ca_file", "ca-file", "BATPAK_CA_FILE")+")", err)
 		}
 	}
 	hc := &http.Client{Transport: newBoundedTransport(idle, roots), CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -321,7 +324,7 @@ func remoteError(err error) error {
 		msg := "server: " + strings.TrimPrefix(err.Error(), "client: ")
 		var unknownCA x509.UnknownAuthorityError
 		if errors.As(err, &unknownCA) {
-			msg += " (if a private CA signed the server's certificate, give the CA's certificate with --ca-file or BATPAK_CA_FILE)"
+			msg += " (if a private CA signed the server's certificate, give the CA's certificate with --ca-file, BATPAK_CA_FILE or remote.ca_file)"
 		}
 		return &detailError{msg: msg, err: err}
 	}

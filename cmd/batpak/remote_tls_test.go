@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -52,7 +53,23 @@ func TestRemoteHTTPSWithAPrivateCA(t *testing.T) {
 	}
 	t.Setenv("BATPAK_CA_FILE", "")
 	missing := filepath.Join(t.TempDir(), "ca.pem")
-	fails(t, append(admin, "--ca-file", missing, "tenant", "list"), "--ca-file", missing)
+	fails(t, append(admin, "--ca-file", missing, "tenant", "list"), "flag --ca-file", missing)
+	t.Setenv("BATPAK_CA_FILE", missing)
+	fails(t, append(admin, "tenant", "list"), "env BATPAK_CA_FILE", missing)
+	t.Setenv("BATPAK_CA_FILE", "")
+	// A config file's ~/ is the home directory, as for remote.token_file.
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	writeFile(t, filepath.Join(home, "ca.pem"), string(must(os.ReadFile(caFile))))
+	writeFile(t, "batpak.yaml", "remote:\n  ca_file: ~/ca.pem\n")
+	if out := ok(t, append(admin, "tenant", "list")...); !strings.Contains(out, "acme") {
+		t.Fatalf("tenant list with remote.ca_file ~/ca.pem: %q", out)
+	}
+	writeFile(t, "batpak.yaml", "remote:\n  ca_file: ~/absent.pem\n")
+	fails(t, append(admin, "tenant", "list"), "config", "absent.pem")
+	if err := os.Remove("batpak.yaml"); err != nil {
+		t.Fatal(err)
+	}
 	notCA := filepath.Join(t.TempDir(), "not-a-ca.pem")
 	writeFile(t, notCA, "just text\n")
 	fails(t, append(admin, "--ca-file", notCA, "tenant", "list"), "--ca-file", "no PEM certificate")

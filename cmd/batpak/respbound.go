@@ -41,8 +41,9 @@ type boundedTransport struct {
 	idle time.Duration
 }
 
-// newBoundedTransport is the CLI's transport; roots, when not nil,
-// verify an https server's certificate instead of the system's roots.
+// newBoundedTransport is the CLI's transport; roots, when not nil, verify
+// an https server's certificate (remote.ca_file's CA with the system's
+// roots, see certroots.Load).
 func newBoundedTransport(idle time.Duration, roots *x509.CertPool) *boundedTransport {
 	rt := http.DefaultTransport.(*http.Transport).Clone()
 	// A batpak server never compresses its answers: asking for gzip would

@@ -14,9 +14,18 @@ const MaxFileBytes = 4 << 20
 
 // Load returns the system's roots with the CA certificates of the PEM file
 // at path added (only the file's, where the system's cannot be loaded). It
-// fails, naming path, when the file cannot be read, is larger than
-// MaxFileBytes, or holds no certificate that parses.
+// fails, naming path, when the file cannot be read, is not a regular
+// file, is larger than MaxFileBytes, or holds no certificate that parses
+// (a block that does not parse among ones that do is skipped).
 func Load(path string) (*x509.CertPool, error) {
+	// Checked before opening: opening a FIFO would wait for a writer.
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("CA file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("CA file %s: not a regular file", path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("CA file: %w", err)

@@ -66,6 +66,10 @@ func TestLoadNamesWhatIsWrong(t *testing.T) {
 	if _, err := certroots.Load(notPEM); !errors.Is(err, certroots.ErrNoCertificate) || !strings.Contains(err.Error(), notPEM) {
 		t.Fatalf("a file without a certificate: %v", err)
 	}
+	dir := t.TempDir()
+	if _, err := certroots.Load(dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("a directory: %v", err)
+	}
 	big := write(t, "big.pem", make([]byte, certroots.MaxFileBytes+1))
 	if _, err := certroots.Load(big); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Fatalf("a file over the bound: %v", err)

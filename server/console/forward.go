@@ -112,7 +112,8 @@ func (b *bodyWatch) untouched() bool { return b == nil || !b.read }
 //     and the leader's URL is plain http: the session's credential would
 //     cross the network in clear;
 //   - the leader cannot be reached, or its https certificate does not
-//     verify against the system's roots (logged);
+//     verify against Options.LeaderTLS's roots (cluster.api_ca with the
+//     system's) or, without them, the system's roots (logged);
 //   - the leader itself redirects (leadership moved again): never
 //     followed further.
 //
