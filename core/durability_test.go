@@ -113,6 +113,22 @@ func TestPowerLossEveryNEventsLosesAtMostTwoN(t *testing.T) {
 	}
 }
 
+// openHoldingFirstSync opens a store with cfg on a strict in-memory file
+// system whose first segment sync after Open is held inside the call:
+// held is closed when it starts, and it goes on once release is closed.
+func openHoldingFirstSync(t *testing.T, cfg core.Config) (s *core.Store, mem *vfs.MemFS, held, release chan struct{}) {
+	t.Helper()
+	mem = vfs.NewStrictMem()
+	efs := errorfs.Wrap(mem)
+	s = openMem(t, cfg, efs)
+	held, release = make(chan struct{}), make(chan struct{})
+	efs.Inject(errorfs.Fault{Op: errorfs.OpSync, Pattern: "*.seg", Pass: true, Hook: func() {
+		close(held)
+		<-release
+	}})
+	return s, mem, held, release
+}
+
 // While a background sync runs (held here inside its fdatasync), the
 // writer goes on answering appends until the events not yet on stable
 // storage reach 2N: the N of the running sync and N more. It waits for the
@@ -120,15 +136,8 @@ func TestPowerLossEveryNEventsLosesAtMostTwoN(t *testing.T) {
 // moment loses no more than 2N acknowledged events.
 func TestPowerLossWhileABackgroundSyncRuns(t *testing.T) {
 	const n = 8
-	mem := vfs.NewStrictMem()
-	efs := errorfs.Wrap(mem)
 	cfg := memConfig(func(c *core.Config) { c.Sync.EveryNEvents = n; c.Sync.Interval = 0 })
-	s := openMem(t, cfg, efs)
-	held, release := make(chan struct{}), make(chan struct{})
-	efs.Inject(errorfs.Fault{Op: errorfs.OpSync, Pattern: "*.seg", Pass: true, Hook: func() {
-		close(held)
-		<-release
-	}})
+	s, mem, held, release := openHoldingFirstSync(t, cfg)
 	var mu sync.Mutex
 	var acked []core.Receipt
 	ackedSoFar := func() []core.Receipt {
@@ -187,15 +196,8 @@ func TestPowerLossWhileABackgroundSyncRuns(t *testing.T) {
 // then loses the running sync's group only.
 func TestPowerLossWhileABackgroundSyncRunsUnderLargeGroups(t *testing.T) {
 	const n, group = 8, 24
-	mem := vfs.NewStrictMem()
-	efs := errorfs.Wrap(mem)
 	cfg := memConfig(func(c *core.Config) { c.Sync.EveryNEvents = n; c.Sync.Interval = 0 })
-	s := openMem(t, cfg, efs)
-	held, release := make(chan struct{}), make(chan struct{})
-	efs.Inject(errorfs.Fault{Op: errorfs.OpSync, Pattern: "*.seg", Pass: true, Hook: func() {
-		close(held)
-		<-release
-	}})
+	s, mem, held, release := openHoldingFirstSync(t, cfg)
 	var mu sync.Mutex
 	var acked []core.Receipt
 	done := make(chan error, 1)

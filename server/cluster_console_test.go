@@ -10,6 +10,52 @@ import (
 	"time"
 )
 
+// consoleDo sends one console request as a browser would (the Origin,
+// and the session's cookie and CSRF token when given) through transport
+// (nil: the default), following no redirect.
+func consoleDo(t *testing.T, transport http.RoundTripper, method, url, origin, cookie, csrf, body string) (*http.Response, []byte) {
+	t.Helper()
+	noRedirect := &http.Client{Timeout: 10 * time.Second, Transport: transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Origin", origin)
+	if cookie != "" {
+		req.Header.Set("Cookie", cookie)
+		req.Header.Set("X-CSRF-Token", csrf)
+	}
+	res, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res, b
+}
+
+// consoleSignIn signs the operator in to base's console and returns the
+// session's cookie and CSRF token.
+func consoleSignIn(t *testing.T, transport http.RoundTripper, base string) (cookie, csrf string) {
+	t.Helper()
+	res, b := consoleDo(t, transport, "POST", base+"/console/session", base, "", "", `{"credential":"`+clusterOperator+`"}`)
+	if res.StatusCode/100 != 2 {
+		t.Fatalf("sign-in on %s: %d %s", base, res.StatusCode, b)
+	}
+	var v struct {
+		CSRF string `json:"csrf_token"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil || v.CSRF == "" {
+		t.Fatalf("sign-in on %s: %s", base, b)
+	}
+	for _, c := range res.Cookies() {
+		cookie = c.Name + "=" + c.Value
+	}
+	return cookie, v.CSRF
+}
+
 // TestClusterConsoleOnFollower: the console of a follower shows what the
 // node holds, and a change made through it is forwarded to the leader
 // with the session's credential and made there — never a redirect the
@@ -23,43 +69,13 @@ func TestClusterConsoleOnFollower(t *testing.T) {
 		code, st := call(t, "GET", n2.base+"/v1/cluster", clusterOperator, "")
 		return code == 200 && st["state"] == "follower"
 	})
-	noRedirect := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	do := func(method, url, origin, cookie, csrf, body string) (*http.Response, []byte) {
 		t.Helper()
-		req, err := http.NewRequest(method, url, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Origin", origin)
-		if cookie != "" {
-			req.Header.Set("Cookie", cookie)
-			req.Header.Set("X-CSRF-Token", csrf)
-		}
-		res, err := noRedirect.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		return res, b
+		return consoleDo(t, nil, method, url, origin, cookie, csrf, body)
 	}
 	signIn := func(base string) (cookie, csrf string) {
 		t.Helper()
-		res, b := do("POST", base+"/console/session", base, "", "", `{"credential":"`+clusterOperator+`"}`)
-		if res.StatusCode/100 != 2 {
-			t.Fatalf("sign-in on %s: %d %s", base, res.StatusCode, b)
-		}
-		var v struct {
-			CSRF string `json:"csrf_token"`
-		}
-		if err := json.Unmarshal(b, &v); err != nil || v.CSRF == "" {
-			t.Fatalf("sign-in on %s: %s", base, b)
-		}
-		for _, c := range res.Cookies() {
-			cookie = c.Name + "=" + c.Value
-		}
-		return cookie, v.CSRF
+		return consoleSignIn(t, nil, base)
 	}
 
 	cookie, csrf := signIn(n2.base)

@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,15 +17,10 @@ import (
 	"github.com/batpak-go/batpak/server"
 )
 
-// TestClusterMembersOverHTTPSWithAPrivateCA: members whose https
-// certificates (server.tls_cert) a private CA signed, given that CA as
-// cluster.api_ca, join through a member's https URL, the leader's replica
-// check reads the followers' digests over https, and a follower's console
-// forwards a change to the https leader.
-func TestClusterMembersOverHTTPSWithAPrivateCA(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts three nodes")
-	}
+// trustTestCA makes a private CA for the test and has the test's cluster
+// client (clusterClient, which call uses) trust it until the test ends.
+func trustTestCA(t *testing.T) testca.Files {
+	t.Helper()
 	ca := testca.New(t, t.TempDir())
 	roots, err := certroots.Load(ca.CA)
 	if err != nil {
@@ -36,6 +30,19 @@ func TestClusterMembersOverHTTPSWithAPrivateCA(t *testing.T) {
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
 	clusterClient = &http.Client{Timeout: 20 * time.Second, Transport: tr}
 	t.Cleanup(func() { tr.CloseIdleConnections(); clusterClient = plain })
+	return ca
+}
+
+// TestClusterMembersOverHTTPSWithAPrivateCA: members whose https
+// certificates (server.tls_cert) a private CA signed, given that CA as
+// cluster.api_ca, join through a member's https URL, the leader's replica
+// check reads the followers' digests over https, and a follower's console
+// forwards a change to the https leader.
+func TestClusterMembersOverHTTPSWithAPrivateCA(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three nodes")
+	}
+	ca := trustTestCA(t)
 
 	// startCluster3 waits until n2 and n3 have joined through n1's https
 	// URL and every member's URL is recorded.
@@ -64,38 +71,11 @@ func TestClusterMembersOverHTTPSWithAPrivateCA(t *testing.T) {
 
 	// A change through a follower's console is forwarded to the leader.
 	f := nodes[1]
-	noRedirect := &http.Client{Timeout: 10 * time.Second, Transport: clusterClient.Transport,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	do := func(method, url, cookie, csrf, body string) (*http.Response, []byte) {
-		t.Helper()
-		req, err := http.NewRequest(method, url, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Origin", f.base)
-		if cookie != "" {
-			req.Header.Set("Cookie", cookie)
-			req.Header.Set("X-CSRF-Token", csrf)
-		}
-		res, err := noRedirect.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		return res, b
-	}
-	res, b := do("POST", f.base+"/console/session", "", "", `{"credential":"`+clusterOperator+`"}`)
-	var session struct {
-		CSRF string `json:"csrf_token"`
-	}
-	if res.StatusCode/100 != 2 || json.Unmarshal(b, &session) != nil || len(res.Cookies()) == 0 {
-		t.Fatalf("sign-in on the follower's console: %d %s", res.StatusCode, b)
-	}
-	cookie := res.Cookies()[0].Name + "=" + res.Cookies()[0].Value
+	cookie, csrf := consoleSignIn(t, clusterClient.Transport, f.base)
+	var res *http.Response
+	var b []byte
 	waitFor(t, 10*time.Second, "the follower's console forwards to the https leader", func() bool {
-		res, b = do("POST", f.base+"/console/api/v1/admin/tenants", cookie, session.CSRF, `{"id":"beta"}`)
+		res, b = consoleDo(t, clusterClient.Transport, "POST", f.base+"/console/api/v1/admin/tenants", f.base, cookie, csrf, `{"id":"beta"}`)
 		return res.StatusCode != http.StatusServiceUnavailable
 	})
 	if res.StatusCode != http.StatusCreated {
@@ -112,15 +92,7 @@ func TestClusterAPICAFallsBackToTLSCA(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three nodes")
 	}
-	ca := testca.New(t, t.TempDir())
-	roots, err := certroots.Load(ca.CA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plain := clusterClient
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
-	clusterClient = &http.Client{Timeout: 20 * time.Second, Transport: tr}
-	t.Cleanup(func() { tr.CloseIdleConnections(); clusterClient = plain })
+	ca := trustTestCA(t)
 	// startCluster3 waits until n2 and n3 have joined through n1's https URL.
 	startCluster3(t, t.TempDir(), func(c *server.Config) {
 		c.TLSCert, c.TLSKey = ca.Cert, ca.Key

@@ -21,8 +21,18 @@ import (
 // returns its URL and operator credential.
 func startServer(t *testing.T) (url, operator string) {
 	t.Helper()
+	return startServerWith(t, nil)
+}
+
+// startServerWith is startServer with its configuration adjusted; the
+// URL is https when adjust sets a certificate.
+func startServerWith(t *testing.T, adjust func(*server.Config)) (url, operator string) {
+	t.Helper()
 	cfg := server.DefaultConfig()
 	cfg.Root, cfg.Listen, cfg.AccessLog, cfg.Stderr = t.TempDir(), "127.0.0.1:0", "off", io.Discard
+	if adjust != nil {
+		adjust(&cfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := server.New(ctx, cfg)
 	if err != nil {
@@ -36,7 +46,11 @@ func startServer(t *testing.T) (url, operator string) {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return "http://" + srv.Addr().String(), srv.Token
+	scheme := "http://"
+	if cfg.TLSCert != "" {
+		scheme = "https://"
+	}
+	return scheme + srv.Addr().String(), srv.Token
 }
 
 var (

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,23 +16,8 @@ import (
 func startTLSServer(t *testing.T) (url, operator, caFile string) {
 	t.Helper()
 	ca := testca.New(t, t.TempDir())
-	cfg := server.DefaultConfig()
-	cfg.Root, cfg.Listen, cfg.AccessLog, cfg.Stderr = t.TempDir(), "127.0.0.1:0", "off", io.Discard
-	cfg.TLSCert, cfg.TLSKey = ca.Cert, ca.Key
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return "https://" + srv.Addr().String(), srv.Token, ca.CA
+	url, operator = startServerWith(t, func(c *server.Config) { c.TLSCert, c.TLSKey = ca.Cert, ca.Key })
+	return url, operator, ca.CA
 }
 
 // TestRemoteHTTPSWithAPrivateCA: a server whose certificate a private CA
