@@ -45,31 +45,19 @@ type Fence struct {
 	pend []pending               // events written under the fence
 	held []*request              // requests answered when the fence ends
 	idem map[string]idemOriginal // idempotency keys written under the fence
-	// ids: the index in pend of the ids of pend[:idsIndexed], filled when
-	// an imported id is checked (hasID).
-	ids        map[EventID]int
-	idsIndexed int
+	ids  pendIDs                 // the ids of pend, when an imported id asks (hasID)
 }
 
 // hasID reports whether an event written under the fence in an earlier
 // group has id: those are in neither the index nor the group's pend.
 // Writer goroutine only.
-func (f *Fence) hasID(id EventID) bool {
-	for ; f.idsIndexed < len(f.pend); f.idsIndexed++ {
-		if f.ids == nil {
-			f.ids = map[EventID]int{}
-		}
-		f.ids[f.pend[f.idsIndexed].e.ID] = f.idsIndexed
-	}
-	i, ok := f.ids[id]
-	return ok && i < len(f.pend) && f.pend[i].e.ID == id
-}
+func (f *Fence) hasID(id EventID) bool { return f.ids.has(f.pend, id) }
 
 // truncatePend cuts pend back to its first n events (a publish taken
-// back); hasID fills the ids after them again as pend grows back.
+// back).
 func (f *Fence) truncatePend(n int) {
 	f.pend = f.pend[:n]
-	f.idsIndexed = min(f.idsIndexed, n)
+	f.ids.cut(n)
 }
 
 // BeginFence opens a visibility fence. It fails with ErrFenceActive when

@@ -130,12 +130,11 @@ type writer struct {
 	pend   []pending
 	// overlapTimer bounds syncAndPublish's wait (created at first use).
 	overlapTimer *time.Timer
-	resolved     []*request              // requests of this group to answer after publish
-	batches      []*batchWrite           // the group's batches written so far
-	group        groupMark               // where the group started, for a group rollback
-	groupIdm     map[string]idemOriginal // keys written earlier in this group
-	pendIDs      map[EventID]int         // index in pend of the ids of pend[:pendIndexed] (see pendHasID)
-	pendIndexed  int
+	resolved     []*request                  // requests of this group to answer after publish
+	batches      []*batchWrite               // the group's batches written so far
+	group        groupMark                   // where the group started, for a group rollback
+	groupIdm     map[string]idemOriginal     // keys written earlier in this group
+	pendIDs      pendIDs                     // the ids of pend (see pendHasID)
 	fence        *Fence                      // the open visibility fence, if any
 	faultHook    func(faultPoint, int) error // tests only (export_test.go)
 
@@ -168,7 +167,7 @@ type writer struct {
 }
 
 func newWriter(s *Store, rec recovered) (*writer, error) {
-	w := &writer{s: s, nextSeq: rec.nextSeq, exited: make(chan struct{}), groupIdm: map[string]idemOriginal{}, pendIDs: map[EventID]int{}}
+	w := &writer{s: s, nextSeq: rec.nextSeq, exited: make(chan struct{}), groupIdm: map[string]idemOriginal{}}
 	w.timer = time.NewTimer(time.Hour)
 	w.timer.Stop()
 	w.idleAfter = time.Duration(activeFileIdle.Load())
@@ -467,7 +466,7 @@ func (w *writer) beginGroup() {
 	w.unsealed.reset() // a failed group's frames, dropped with its buffer
 	w.buf, w.pend, w.resolved, w.batches = w.buf[:0], w.pend[:0], w.resolved[:0], w.batches[:0]
 	clear(w.groupIdm)
-	w.resetPendIDs()
+	w.pendIDs.reset()
 	w.markGroup()
 	if w.reqs[0].op.write() {
 		w.groups.Add(1)

@@ -156,37 +156,53 @@ func (w *writer) checkImportedID(e *eventReq) error {
 	return nil
 }
 
-// pendHasID reports whether an event of this group's pend has id. It
-// looks id up in pendIDs and confirms it against pend, so entries left
-// behind by a rollback that truncated pend are never believed; it costs
-// O(1) where a scan of pend made an import of n events O(n²) in one group
-// (a raft follower catching up queues hundreds of thousands). pendIDs is
-// filled here, from where it stopped, rather than by place: only imports
-// ask, and a map insert per event was a twentieth of the writer's time.
-func (w *writer) pendHasID(id EventID) bool {
-	for ; w.pendIndexed < len(w.pend); w.pendIndexed++ {
-		w.pendIDs[w.pend[w.pendIndexed].e.ID] = w.pendIndexed
+// pendIDs finds an event id among pending events (a group's pend, an
+// open fence's): a map from id to index in the slice, filled from where it
+// stopped when asked rather than as events are placed (only imported ids
+// ask, and a map insert per event was a twentieth of the writer's time).
+// Each hit is confirmed against the slice, so entries left behind by a
+// rollback that cut it are never believed. It costs O(1) where a scan made
+// an import of n events O(n²) in one group (a raft follower catching up
+// queues hundreds of thousands).
+type pendIDs struct {
+	at      map[EventID]int
+	indexed int // the ids of pend[:indexed] are in at
+}
+
+// has reports whether an event of pend has id.
+func (x *pendIDs) has(pend []pending, id EventID) bool {
+	for ; x.indexed < len(pend); x.indexed++ {
+		if x.at == nil {
+			x.at = map[EventID]int{}
+		}
+		x.at[pend[x.indexed].e.ID] = x.indexed
 	}
-	i, ok := w.pendIDs[id]
-	return ok && i < len(w.pend) && w.pend[i].e.ID == id
+	i, ok := x.at[id]
+	return ok && i < len(pend) && pend[i].e.ID == id
 }
 
-// truncatePend cuts pend back to its first n entries (a rollback); the
-// entries after them in pendIDs are filled again as pend grows back.
-func (w *writer) truncatePend(n int) {
-	w.pend = w.pend[:n]
-	w.pendIndexed = min(w.pendIndexed, n)
-}
+// cut records that pend was cut back to n events; the ids after them are
+// filled again as it grows back.
+func (x *pendIDs) cut(n int) { x.indexed = min(x.indexed, n) }
 
-// resetPendIDs empties pendIDs for a new group; a map grown by a large
-// group is dropped rather than cleared, since clear walks every bucket.
-func (w *writer) resetPendIDs() {
-	w.pendIndexed = 0
-	if len(w.pendIDs) > 4096 {
-		w.pendIDs = map[EventID]int{}
+// reset empties the map for a new slice; one grown large is dropped
+// rather than cleared, since clear walks every bucket.
+func (x *pendIDs) reset() {
+	x.indexed = 0
+	if len(x.at) > 4096 {
+		x.at = nil
 		return
 	}
-	clear(w.pendIDs)
+	clear(x.at)
+}
+
+// pendHasID reports whether an event of this group's pend has id.
+func (w *writer) pendHasID(id EventID) bool { return w.pendIDs.has(w.pend, id) }
+
+// truncatePend cuts pend back to its first n entries (a rollback).
+func (w *writer) truncatePend(n int) {
+	w.pend = w.pend[:n]
+	w.pendIDs.cut(n)
 }
 
 // place gives e its sequence, clock and timestamp, encodes it into w.buf
