@@ -1,17 +1,10 @@
 package cluster_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -23,73 +16,15 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/testca"
 	"github.com/batpak-go/batpak/server/cluster"
 )
 
-// testCA is a certificate authority for loopback tests.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-var serial int64
-
-func newTestCA(t testing.TB, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial++
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue signs a node certificate for 127.0.0.1, usable as server and
-// client, and returns it and its key in PEM.
-func (ca *testCA) issue(t testing.TB, name string) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial++
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-}
-
 // nodeTLS writes a node certificate signed by signer, and trustPEM as its
 // CA file, to dir, and loads them with cluster.LoadTLS (mutual TLS).
-func nodeTLS(t testing.TB, dir, name string, signer *testCA, trustPEM []byte) *tls.Config {
+func nodeTLS(t testing.TB, dir, name string, signer *testca.CA, trustPEM []byte) *tls.Config {
 	t.Helper()
-	certPEM, keyPEM := signer.issue(t, name)
+	certPEM, keyPEM := signer.Issue(t, name)
 	files := map[string][]byte{"node.crt": certPEM, "node.key": keyPEM, "ca.crt": trustPEM}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -146,10 +81,10 @@ func tcpCluster(t testing.TB, prefix string, n int, open func(dir, id string) *c
 }
 
 // tlsCluster starts n nodes with mutual TLS, certificates from ca.
-func tlsCluster(t testing.TB, ca *testCA, n int, handshake time.Duration) []*cluster.Node {
+func tlsCluster(t testing.TB, ca *testca.CA, n int, handshake time.Duration) []*cluster.Node {
 	t.Helper()
 	return tcpCluster(t, "s", n, func(dir, id string) *cluster.Node {
-		return openTLS(t, dir, id, nodeTLS(t, filepath.Join(dir, "tls"), id, ca, ca.pem), handshake)
+		return openTLS(t, dir, id, nodeTLS(t, filepath.Join(dir, "tls"), id, ca, ca.PEM), handshake)
 	})
 }
 
@@ -214,19 +149,19 @@ func refusedAtJoin(t *testing.T, l *cluster.Node, nodes []*cluster.Node, rogue *
 }
 
 func TestTLSClusterElectsAndReplicates(t *testing.T) {
-	replicatesRefusingNothing(t, tlsCluster(t, newTestCA(t, "batpak test CA"), 3, 0))
+	replicatesRefusingNothing(t, tlsCluster(t, testca.NewCA(t, "batpak test CA"), 3, 0))
 }
 
 func TestTLSRefusesANodeFromAnotherCA(t *testing.T) {
-	ca := newTestCA(t, "batpak test CA")
+	ca := testca.NewCA(t, "batpak test CA")
 	nodes := tlsCluster(t, ca, 3, time.Second)
 	l := waitLeader(t, nodes, 10*time.Second)
 	mustAppend(t, l, "acme", item("e", `{"i":0}`, core.AppendOptions{}))
 
 	// The rogue trusts the cluster's CA but holds a certificate another CA signed.
-	other := newTestCA(t, "another CA")
+	other := testca.NewCA(t, "another CA")
 	dir := filepath.Join(t.TempDir(), "rogue")
-	rogueTLS := nodeTLS(t, filepath.Join(dir, "tls"), "rogue", other, ca.pem)
+	rogueTLS := nodeTLS(t, filepath.Join(dir, "tls"), "rogue", other, ca.PEM)
 	rogue := openTLS(t, dir, "rogue", rogueTLS, time.Second)
 	refusedBefore := l.Status().RefusedConnections
 
@@ -266,9 +201,9 @@ func readUntilClosed(t *testing.T, conn net.Conn) ([]byte, time.Duration) {
 }
 
 func TestTLSDropsPlainTCPPeer(t *testing.T) {
-	ca := newTestCA(t, "batpak test CA")
+	ca := testca.NewCA(t, "batpak test CA")
 	const bound = 400 * time.Millisecond
-	n := openTLS(t, filepath.Join(t.TempDir(), "a"), "a", nodeTLS(t, filepath.Join(t.TempDir(), "tls"), "a", ca, ca.pem), bound)
+	n := openTLS(t, filepath.Join(t.TempDir(), "a"), "a", nodeTLS(t, filepath.Join(t.TempDir(), "tls"), "a", ca, ca.PEM), bound)
 
 	// A raft message in the clear: not a TLS record, refused at once with
 	// at most a TLS alert.
@@ -328,7 +263,7 @@ func TestTLSDropsPlainTCPPeer(t *testing.T) {
 }
 
 func TestTLSClosesSilentConnections(t *testing.T) {
-	ca := newTestCA(t, "batpak test CA")
+	ca := testca.NewCA(t, "batpak test CA")
 	const bound = 400 * time.Millisecond
 	nodes := tlsCluster(t, ca, 3, bound)
 	l := waitLeader(t, nodes, 10*time.Second)
@@ -352,8 +287,8 @@ func TestTLSClosesSilentConnections(t *testing.T) {
 }
 
 func TestTLSBoundsPendingHandshakes(t *testing.T) {
-	ca := newTestCA(t, "batpak test CA")
-	n := openTLS(t, filepath.Join(t.TempDir(), "a"), "a", nodeTLS(t, filepath.Join(t.TempDir(), "tls"), "a", ca, ca.pem), 5*time.Second)
+	ca := testca.NewCA(t, "batpak test CA")
+	n := openTLS(t, filepath.Join(t.TempDir(), "a"), "a", nodeTLS(t, filepath.Join(t.TempDir(), "tls"), "a", ca, ca.PEM), 5*time.Second)
 	held := dialSilent(t, n.Addr(), cluster.MaxPendingHandshakes)
 	time.Sleep(time.Second) // let the node accept them all
 	c, err := net.Dial("tcp", n.Addr())
@@ -370,7 +305,7 @@ func TestTLSBoundsPendingHandshakes(t *testing.T) {
 		c.Close()
 	}
 	time.Sleep(100 * time.Millisecond)
-	peer := nodeTLS(t, filepath.Join(t.TempDir(), "peer"), "peer", ca, ca.pem)
+	peer := nodeTLS(t, filepath.Join(t.TempDir(), "peer"), "peer", ca, ca.PEM)
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", n.Addr(), peer)
 	if err != nil {
 		t.Fatalf("a trusted peer after the flood: %v", err)
@@ -379,11 +314,11 @@ func TestTLSBoundsPendingHandshakes(t *testing.T) {
 }
 
 func TestLoadTLSNamesTheBadFile(t *testing.T) {
-	ca := newTestCA(t, "batpak test CA")
+	ca := testca.NewCA(t, "batpak test CA")
 	dir := t.TempDir()
-	nodeTLS(t, dir, "a", ca, ca.pem)
+	nodeTLS(t, dir, "a", ca, ca.PEM)
 	otherKey := filepath.Join(dir, "other.key")
-	_, k := ca.issue(t, "b")
+	_, k := ca.Issue(t, "b")
 	if err := os.WriteFile(otherKey, k, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -432,11 +367,11 @@ func TestLoadTLSNamesTheBadFile(t *testing.T) {
 // (a new leader dialling it, a restarted node) while someone on the
 // network holds silent connections open.
 func TestTLSPeerGetsInDuringSilentFlood(t *testing.T) {
-	ca := newTestCA(t, "batpak test CA")
-	n := openTLS(t, filepath.Join(t.TempDir(), "a"), "a", nodeTLS(t, filepath.Join(t.TempDir(), "tls"), "a", ca, ca.pem), 5*time.Second)
+	ca := testca.NewCA(t, "batpak test CA")
+	n := openTLS(t, filepath.Join(t.TempDir(), "a"), "a", nodeTLS(t, filepath.Join(t.TempDir(), "tls"), "a", ca, ca.PEM), 5*time.Second)
 	held := dialSilent(t, n.Addr(), cluster.MaxPendingHandshakes)
 	time.Sleep(500 * time.Millisecond) // let the node accept them all
-	peer := nodeTLS(t, filepath.Join(t.TempDir(), "peer"), "peer", ca, ca.pem)
+	peer := nodeTLS(t, filepath.Join(t.TempDir(), "peer"), "peer", ca, ca.PEM)
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", n.Addr(), peer)
 	if err != nil {
 		t.Fatalf("a trusted peer while %d silent connections are pending: %v", len(held), err)
