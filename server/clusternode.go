@@ -506,6 +506,17 @@ func (c *clusterNode) member(id string) (memberRecord, bool) {
 	return rec, true
 }
 
+// memberURL is the API URL of member id, and whether id is a member of
+// the cluster now (its raft configuration) with a URL on record (the
+// console relays a session's requests to the node it lives on).
+func (c *clusterNode) memberURL(id string) (string, bool) {
+	if !c.n.HasMember(id) {
+		return "", false
+	}
+	rec, ok := c.member(id)
+	return rec.URL, ok && rec.URL != ""
+}
+
 // recordMember appends a node's record (leader only).
 func (c *clusterNode) recordMember(ctx context.Context, rec memberRecord) error {
 	b, err := json.Marshal(rec)

@@ -686,9 +686,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 // api. Its pages get the API's middleware (request id, access log,
 // metrics); its data requests are API requests and get it there.
 func (s *Server) mountConsole(authn *auth.Authenticator, quotas *quota.Manager, reg *prometheus.Registry, api http.Handler) (*console.Console, http.Handler, error) {
-	c, err := console.New(console.Options{Auth: authn, API: api, Plane: s.plane, Tenants: s.tenants,
+	opts := console.Options{Auth: authn, API: api, Plane: s.plane, Tenants: s.tenants,
 		Policies: s.policies, Plugins: s.plugins, Quotas: quotas, Metrics: reg,
-		Secure: s.cfg.TLSCert != "", Cluster: s.node != nil, LeaderTLS: s.memberTLS(), MaxJSONDepth: s.cfg.MaxJSONDepth, Logger: s.cfg.Logger})
+		Secure: s.cfg.TLSCert != "", Cluster: s.node != nil, LeaderTLS: s.memberTLS(), MaxJSONDepth: s.cfg.MaxJSONDepth, Logger: s.cfg.Logger}
+	if s.node != nil {
+		opts.NodeID, opts.MemberURL = s.node.cfg.NodeID, s.node.memberURL
+	}
+	c, err := console.New(opts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("console: %w", err)
 	}

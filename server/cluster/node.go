@@ -595,6 +595,21 @@ const joinDialTimeout = 3 * time.Second
 // address (a TCP transport only), and added nothing.
 var ErrUnreachable = errors.New("cluster: the node to join is unreachable")
 
+// HasMember reports whether the node named id is in the cluster's
+// configuration as this node knows it (a voter or not).
+func (n *Node) HasMember(id string) bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == raft.ServerID(id) {
+			return true
+		}
+	}
+	return false
+}
+
 // isMember reports whether id at addr is a voter already.
 func (n *Node) isMember(id, addr string) bool {
 	f := n.raft.GetConfiguration()

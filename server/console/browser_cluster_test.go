@@ -89,6 +89,15 @@ func TestConsoleClusterInABrowser(t *testing.T) {
 	b.noErrors("cluster overview with an alarm")
 
 	// A follower's console: its role, the leader, no check of its own.
+	// The browser sends n1's cookie to n2 too (cookies do not tell ports
+	// apart, as they would all reach a balancer's one name): n2 relays
+	// the session to n1, where it lives, and the page shows n1's view
+	// with no second sign-in.
+	b.goTo(n2.base + "/console/")
+	b.waitText("#cluster-role", "This node (n1) is leader")
+	b.waitText("#replica-check", "3 of 4 copies")
+	b.noErrors("n1's session through n2")
+
 	b2 := newBrowser(t)
 	b2.goTo(n2.base + "/console/")
 	b2.run("sign-in form", visible("#credential"))

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -105,10 +106,18 @@ type Options struct {
 	// server.max_json_depth bounds a written one's. Default
 	// DefaultMaxJSONDepth.
 	MaxJSONDepth int
-	// LeaderTLS verifies an https leader's certificate when a follower
-	// forwards a change to it (the cluster's cluster.api_ca); nil: the
-	// system's roots.
+	// LeaderTLS verifies an https member's certificate when a follower
+	// forwards a change to its leader, or a node relays a session's
+	// request to the node it lives on (the cluster's cluster.api_ca);
+	// nil: the system's roots.
 	LeaderTLS *tls.Config
+	// NodeID is this cluster node's id ("" on a single server): a
+	// session's cookie names the node it lives on (see the package doc).
+	NodeID string
+	// MemberURL gives the API URL of the cluster member named id, and
+	// whether id is a member now; nil on a single server. A session that
+	// lives on another member has its requests relayed there.
+	MemberURL func(id string) (string, bool)
 	// SampleInterval is the dashboards' sampling period. Default 1s.
 	SampleInterval time.Duration
 	Logger         *slog.Logger
@@ -138,6 +147,12 @@ type Console struct {
 	fwdMu    sync.Mutex
 	fwdBusy  map[string]int
 	fwdTotal int
+
+	// relays carries requests of sessions that live on another node
+	// there; relaying counts those in flight (relay.go).
+	relays    *http.Transport
+	relaying  atomic.Int32
+	relayBusy map[string]int // each tenant's relays in flight, under fwdMu
 }
 
 type usageEntry struct {
@@ -172,7 +187,7 @@ func New(opts Options) (*Console, error) {
 	c := &Console{opts: opts, sessions: newSessionStore(opts.MaxSessions, opts.IdleTimeout, opts.Lifetime),
 		sampler: newSampler(opts.Metrics, opts.Tenants, opts.Policies), mux: http.NewServeMux(),
 		origin: http.NewCrossOriginProtection(), done: make(chan struct{}), usage: map[string]usageEntry{},
-		evaluating: map[string]bool{}, forwards: forwardTransport(opts.LeaderTLS)}
+		evaluating: map[string]bool{}, forwards: forwardTransport(opts.LeaderTLS), relays: forwardTransport(opts.LeaderTLS)}
 	c.routes()
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
@@ -189,6 +204,7 @@ func (c *Console) Close() {
 		c.cancel()
 		<-c.done
 		c.forwards.CloseIdleConnections()
+		c.relays.CloseIdleConnections()
 	})
 }
 
@@ -201,6 +217,10 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
 	h.Set("Cross-Origin-Resource-Policy", "same-origin")
+	if home, ok := c.livesElsewhere(r); ok {
+		c.relay(w, r, home)
+		return
+	}
 	c.mux.ServeHTTP(w, r)
 }
 
@@ -299,8 +319,13 @@ type sessionHandler func(w http.ResponseWriter, r *http.Request, s *session, id 
 func (c *Console) current(r *http.Request) (*session, string, string) {
 	ck, err := r.Cookie(CookieName)
 	var s *session
+	var token string
 	if err == nil {
-		s = c.sessions.get(ck.Value)
+		var home string
+		token, home = splitCookie(ck.Value)
+		if home == c.opts.NodeID {
+			s = c.sessions.get(token)
+		}
 	}
 	if s == nil {
 		return nil, "", "not signed in (or the session ended): sign in at " + Prefix + "/"
@@ -310,7 +335,7 @@ func (c *Console) current(r *http.Request) (*session, string, string) {
 		c.sessions.drop(s)
 		return nil, "", "the session's credential is no longer valid; sign in again"
 	}
-	return s, ck.Value, ""
+	return s, token, ""
 }
 
 // authed runs h for a request of a live session (see current); a state
@@ -327,6 +352,7 @@ func (c *Console) authed(h sessionHandler) http.HandlerFunc {
 			problem(w, http.StatusUnauthorized, wire.CodeUnauthenticated, why)
 			return
 		}
+		markRelayed(w, r, s)
 		if stateChanging(r.Method) {
 			if err := c.sameOrigin(r); err != nil {
 				problem(w, http.StatusForbidden, wire.CodeForbidden, "cross-origin request refused: "+err.Error())
@@ -405,7 +431,11 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if old, err := r.Cookie(CookieName); err == nil {
-		c.sessions.remove(old.Value) // a sign-in replaces the browser's session
+		// A sign-in replaces the browser's session (one on another node
+		// is left to expire: its cookie is gone from the browser).
+		if token, home := splitCookie(old.Value); home == c.opts.NodeID {
+			c.sessions.remove(token)
+		}
 	}
 	id, s, err := c.sessions.create(cred, p)
 	if err != nil {
@@ -419,7 +449,7 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 	if !p.Operator {
 		c.sampler.watch(p.Tenant) // the dashboard's charts start now
 	}
-	http.SetCookie(w, c.cookie(r, id, int(c.opts.Lifetime.Seconds())))
+	http.SetCookie(w, c.cookie(r, c.cookieValue(id), int(c.opts.Lifetime.Seconds())))
 	writeJSON(w, http.StatusOK, c.view(s))
 }
 
@@ -448,6 +478,7 @@ func (c *Console) whoAmI(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"signed_in": false})
 		return
 	}
+	markRelayed(w, r, s)
 	writeJSON(w, http.StatusOK, c.view(s))
 }
 

@@ -82,8 +82,28 @@
 // MaxWatchedTenants at once — into a ring per tenant. A tenant's charts
 // start when one of its keys signs in or its dashboard is opened.
 //
-// In a cluster each node's console shows what that node holds, and its
-// sessions are its own. A request its node's API redirects to the leader
+// In a cluster a session lives on the node that signed it in (its home),
+// and the cookie says which: the token, a dot and the node's id in
+// unpadded base64url. Any other node relays the session's requests to
+// its home as the browser sent them (cookie, CSRF token, Origin, fetch
+// metadata and Host; RelayHeader added, and a request carrying it is
+// never relayed again), so a browser whose requests a load balancer
+// spreads over the nodes keeps one session, checked in one place, and
+// the credential never leaves the home node. The home node must be a
+// member now: a cookie naming anything else sends nothing anywhere. The
+// page and its files, and sign-in, are served where they arrive (a
+// sign-in makes the node it reaches the new session's home). At most
+// MaxRelays requests are relayed through a node at once, at most
+// MaxRelaysPerTenant of one tenant's sessions (or the operator's), 503
+// BUSY past either, each for at most MaxRelayDuration. When the home
+// node is not a member any more, cannot be reached, fails its https
+// check, or is plain http while the browser came over TLS, the session
+// is answered as one that ended (GET /console/session: signed_in false
+// with the reason; anything else 401), and the page asks to sign in
+// again — on the node it reaches.
+//
+// Each node's console shows what the node serving the session holds. A
+// request its node's API redirects to the leader
 // (a change, or a leader-only read) is never answered with the redirect —
 // the browser would follow it to the leader without the session's
 // credential —: the console forwards it to the leader itself, with the

@@ -1,0 +1,184 @@
+package server_test
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/server/console"
+)
+
+// roundRobin is a load balancer in front of nodes: each request goes to
+// the next node, with the Host the browser sent (as most balancers do).
+func roundRobin(t *testing.T, nodes []*clusterServer) *httptest.Server {
+	t.Helper()
+	var next atomic.Uint32
+	rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
+		u, _ := url.Parse(nodes[int(next.Add(1)-1)%len(nodes)].base)
+		pr.SetURL(u)
+		pr.Out.Host = pr.In.Host
+	}, FlushInterval: -1}
+	lb := httptest.NewServer(rp)
+	t.Cleanup(lb.Close)
+	return lb
+}
+
+// sessionView is GET /console/session's answer.
+func sessionView(t *testing.T, base, cookie string) (signedIn bool, detail string) {
+	t.Helper()
+	res, b := consoleDo(t, nil, "GET", base+"/console/session", base, cookie, "", "")
+	var v struct {
+		SignedIn bool   `json:"signed_in"`
+		Detail   string `json:"detail"`
+	}
+	if res.StatusCode != 200 || json.Unmarshal(b, &v) != nil {
+		t.Fatalf("GET %s/console/session: %d %s", base, res.StatusCode, b)
+	}
+	return v.SignedIn, v.Detail
+}
+
+// TestClusterConsoleSessionBehindALoadBalancer: a console session lives
+// on the node that signed it in, and the cookie says which; behind a
+// balancer that spreads requests over the three nodes, every request of
+// the session works — pages, API reads, changes with the CSRF token —,
+// the cross-site checks still hold, a sign-out through any node ends it
+// everywhere, and once its node is gone the others answer that the
+// session must sign in again.
+func TestClusterConsoleSessionBehindALoadBalancer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three nodes")
+	}
+	nodes := startCluster3(t, t.TempDir())
+	for _, n := range nodes[1:] {
+		waitFollowerOf(t, n, 3)
+	}
+	lb := roundRobin(t, nodes)
+	do := func(method, path, cookie, csrf, body string) (*http.Response, []byte) {
+		t.Helper()
+		return consoleDo(t, nil, method, lb.URL+path, lb.URL, cookie, csrf, body)
+	}
+	cookie, csrf := consoleSignIn(t, nil, lb.URL)
+	_, tag, _ := strings.Cut(strings.TrimPrefix(cookie, console.CookieName+"="), ".")
+	homeID, err := base64.RawURLEncoding.DecodeString(tag)
+	if err != nil || len(homeID) == 0 {
+		t.Fatalf("the cookie %q names no node", cookie)
+	}
+	var home *clusterServer
+	for _, n := range nodes {
+		if n.id == string(homeID) {
+			home = n
+		}
+	}
+	if home == nil {
+		t.Fatalf("the cookie names node %q, not a member", homeID)
+	}
+
+	for i := range 6 { // two rounds over the three nodes
+		if res, b := do("GET", "/console/overview", cookie, "", ""); res.StatusCode != 200 {
+			t.Fatalf("overview %d through the balancer: %d %s", i, res.StatusCode, b)
+		}
+		if res, b := do("GET", "/console/api/v1/cluster", cookie, "", ""); res.StatusCode != 200 || !strings.Contains(string(b), `"members"`) {
+			t.Fatalf("cluster status %d through the balancer: %d %s", i, res.StatusCode, b)
+		}
+	}
+	for i, tenant := range []string{"acme", "beta", "gamma"} {
+		if res, b := do("POST", "/console/api/v1/admin/tenants", cookie, csrf, `{"id":"`+tenant+`"}`); res.StatusCode != http.StatusCreated {
+			t.Fatalf("change %d through the balancer: %d %s", i, res.StatusCode, b)
+		}
+	}
+	// The checks travel with the request: no CSRF token, or a page of
+	// another site, is refused whichever node the request reaches.
+	for range 3 {
+		if res, b := do("POST", "/console/api/v1/admin/tenants", cookie, "", `{"id":"evil"}`); res.StatusCode != http.StatusForbidden {
+			t.Fatalf("a change without the CSRF token: %d %s, want 403", res.StatusCode, b)
+		}
+		res, b := consoleDo(t, nil, "POST", lb.URL+"/console/api/v1/admin/tenants", "https://evil.example", cookie, csrf, `{"id":"evil"}`)
+		if res.StatusCode != http.StatusForbidden {
+			t.Fatalf("a change from another origin: %d %s, want 403", res.StatusCode, b)
+		}
+	}
+	if code, _ := call(t, "GET", nodes[0].base+"/v1/admin/tenants/evil", clusterOperator, ""); code != 404 {
+		t.Fatalf("a refused change was made: GET tenant evil %d", code)
+	}
+
+	// A tenant's session, signed in through the balancer, appends through
+	// whichever node it reaches.
+	key, _ := clusterTenantKey(t, nodes[0].base, "delta", `["writer","reader"]`)
+	var tcookie, tcsrf string
+	waitFor(t, 10*time.Second, "every node knows the new key", func() bool {
+		for _, n := range nodes {
+			if res, _ := consoleDo(t, nil, "POST", n.base+"/console/session", n.base, "", "", `{"credential":"`+key+`"}`); res.StatusCode != 200 {
+				return false
+			}
+		}
+		return true
+	})
+	res, b := do("POST", "/console/session", "", "", `{"credential":"`+key+`"}`)
+	if res.StatusCode != 200 {
+		t.Fatalf("a tenant's sign-in through the balancer: %d %s", res.StatusCode, b)
+	}
+	var v struct {
+		CSRF string `json:"csrf_token"`
+	}
+	_ = json.Unmarshal(b, &v)
+	tcsrf = v.CSRF
+	for _, c := range res.Cookies() {
+		tcookie = c.Name + "=" + c.Value
+	}
+	for i := range 3 {
+		res, b := do("POST", "/console/api/v1/tenants/delta/events", tcookie, tcsrf, `{"entity":"order:1","scope":"shop","kind":"1:1","payload":{"n":1}}`)
+		if res.StatusCode/100 != 2 {
+			t.Fatalf("a tenant's append %d through the balancer: %d %s", i, res.StatusCode, b)
+		}
+	}
+
+	// Sign-out through another node ends the session on its own.
+	other := nodes[0]
+	if other == home {
+		other = nodes[1]
+	}
+	if res, b := consoleDo(t, nil, "DELETE", other.base+"/console/session", other.base, cookie, csrf, ""); res.StatusCode != http.StatusNoContent {
+		t.Fatalf("sign-out through %s of a session on %s: %d %s", other.id, home.id, res.StatusCode, b)
+	}
+	for _, n := range nodes {
+		if in, _ := sessionView(t, n.base, cookie); in {
+			t.Fatalf("%s still has the session after its sign-out", n.id)
+		}
+	}
+
+	// Its node gone, the tenant's session is answered "sign in again" by
+	// the others, naming the node — and signing in again works.
+	_, tag, _ = strings.Cut(strings.TrimPrefix(tcookie, console.CookieName+"="), ".")
+	tHome, _ := base64.RawURLEncoding.DecodeString(tag)
+	var gone *clusterServer
+	for _, n := range nodes {
+		if n.id == string(tHome) {
+			gone = n
+		}
+	}
+	if gone == nil {
+		t.Fatalf("the tenant's cookie names node %q", tHome)
+	}
+	gone.stop()
+	for _, n := range without(nodes, gone) {
+		in, detail := sessionView(t, n.base, tcookie)
+		if in || !strings.Contains(detail, gone.id) || !strings.Contains(detail, "sign in again") {
+			t.Fatalf("%s with a session of stopped %s: signed in %v, %q", n.id, gone.id, in, detail)
+		}
+		res, b := consoleDo(t, nil, "GET", n.base+"/console/api/v1/tenants/delta/events", n.base, tcookie, "", "")
+		if res.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("%s with a session of stopped %s: %d %s, want 401", n.id, gone.id, res.StatusCode, b)
+		}
+		c2, _ := consoleSignIn(t, nil, n.base)
+		if in, _ := sessionView(t, n.base, c2); !in {
+			t.Fatalf("a new sign-in on %s does not hold", n.id)
+		}
+	}
+}
