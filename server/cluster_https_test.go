@@ -84,6 +84,16 @@ func TestClusterMembersOverHTTPSWithAPrivateCA(t *testing.T) {
 	if code, _ := call(t, "GET", nodes[0].base+"/v1/admin/tenants/beta", clusterOperator, ""); code != 200 {
 		t.Fatalf("the tenant made through the follower's console is not on the leader: %d", code)
 	}
+
+	// The session lives on n2; n3 relays it there over https, trusting
+	// the private CA, and a change through n3 is made.
+	other := nodes[2]
+	if res, b := consoleDo(t, clusterClient.Transport, "GET", other.base+"/console/overview", other.base, cookie, csrf, ""); res.StatusCode != 200 {
+		t.Fatalf("%s's session through %s over https: %d %s", f.id, other.id, res.StatusCode, b)
+	}
+	if res, b := consoleDo(t, clusterClient.Transport, "POST", other.base+"/console/api/v1/admin/tenants", other.base, cookie, csrf, `{"id":"gamma"}`); res.StatusCode != http.StatusCreated {
+		t.Fatalf("a change through %s of %s's session: %d %s", other.id, f.id, res.StatusCode, b)
+	}
 }
 
 // Without cluster.api_ca, members trust the CA of their node-to-node TLS
