@@ -152,7 +152,7 @@ type Console struct {
 	// there; relaying counts those in flight (relay.go).
 	relays    *http.Transport
 	relaying  atomic.Int32
-	relayBusy map[string]int // each tenant's relays in flight, under fwdMu
+	relayBusy map[string]int // each tenant's relayed requests served here, under fwdMu
 }
 
 type usageEntry struct {
@@ -187,7 +187,7 @@ func New(opts Options) (*Console, error) {
 	c := &Console{opts: opts, sessions: newSessionStore(opts.MaxSessions, opts.IdleTimeout, opts.Lifetime),
 		sampler: newSampler(opts.Metrics, opts.Tenants, opts.Policies), mux: http.NewServeMux(),
 		origin: http.NewCrossOriginProtection(), done: make(chan struct{}), usage: map[string]usageEntry{},
-		evaluating: map[string]bool{}, forwards: forwardTransport(opts.LeaderTLS), relays: forwardTransport(opts.LeaderTLS)}
+		evaluating: map[string]bool{}, forwards: forwardTransport(opts.LeaderTLS), relays: relayTransport(opts.LeaderTLS)}
 	c.routes()
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
@@ -352,7 +352,11 @@ func (c *Console) authed(h sessionHandler) http.HandlerFunc {
 			problem(w, http.StatusUnauthorized, wire.CodeUnauthenticated, why)
 			return
 		}
-		markRelayed(w, r, s)
+		done, ok := c.admitRelayed(w, r, s)
+		if !ok {
+			return
+		}
+		defer done()
 		if stateChanging(r.Method) {
 			if err := c.sameOrigin(r); err != nil {
 				problem(w, http.StatusForbidden, wire.CodeForbidden, "cross-origin request refused: "+err.Error())
@@ -478,7 +482,6 @@ func (c *Console) whoAmI(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"signed_in": false})
 		return
 	}
-	markRelayed(w, r, s)
 	writeJSON(w, http.StatusOK, c.view(s))
 }
 
@@ -591,6 +594,10 @@ func (w *noStoreWriter) WriteHeader(status int) {
 			w.location = loc
 			return
 		}
+		// The redirect's own framing does not fit the answer that
+		// replaces it.
+		w.ResponseWriter.Header().Del("Content-Length")
+		w.ResponseWriter.Header().Del("Content-Encoding")
 		notLeader(w.ResponseWriter, loc, "")
 		return
 	}

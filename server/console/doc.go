@@ -92,15 +92,23 @@
 // the credential never leaves the home node. The home node must be a
 // member now: a cookie naming anything else sends nothing anywhere. The
 // page and its files, and sign-in, are served where they arrive (a
-// sign-in makes the node it reaches the new session's home). At most
-// MaxRelays requests are relayed through a node at once, at most
-// MaxRelaysPerTenant of one tenant's sessions (or the operator's), 503
-// BUSY past either, each for at most MaxRelayDuration. When the home
-// node is not a member any more, cannot be reached, fails its https
-// check, or is plain http while the browser came over TLS, the session
-// is answered as one that ended (GET /console/session: signed_in false
-// with the reason; anything else 401), and the page asks to sign in
-// again — on the node it reaches.
+// sign-in makes the node it reaches the new session's home; a session
+// the browser held on another node is left to expire there). Bounds: at
+// most MaxRelays requests relayed through a node at once (503 BUSY past
+// it); the home node serves at most MaxRelaysPerTenant relayed requests
+// of one tenant's sessions (or the operator's) at once and answers the
+// next 503 BUSY before reading its body (relayed requests with a body
+// wait for the home node's 100 Continue, so a refused upload holds
+// nothing); each relay lasts at most MaxRelayDuration, a stream's
+// included. When the home node is not a member any more, cannot be
+// connected to, fails its https check, or is plain http while the
+// browser came over TLS, the session is answered as one that ended (GET
+// /console/session: signed_in false with the reason; anything else 401)
+// and the cookie expired, and the page asks to sign in again — on the
+// node it reaches; a sign-out that cannot be relayed expires the cookie
+// too. A home node that was reached but did not answer is answered 503
+// (OUTCOME_UNKNOWN for a change, which may have been made; BUSY for a
+// read), the session kept.
 //
 // Each node's console shows what the node serving the session holds. A
 // request its node's API redirects to the leader

@@ -88,7 +88,10 @@ func consoleRequest(method, path, body string) *http.Request {
 func notLeaderDetail(t *testing.T, res *http.Response) string {
 	t.Helper()
 	var p struct{ Code, Detail string }
-	b, _ := io.ReadAll(res.Body)
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("reading the answer: %v (after %q)", err, b)
+	}
 	if res.StatusCode != http.StatusServiceUnavailable || json.Unmarshal(b, &p) != nil || p.Code != "NOT_LEADER" || res.Header.Get("Location") != "" {
 		t.Fatalf("want 503 NOT_LEADER without a Location, got %d %s (Location %q)", res.StatusCode, b, res.Header.Get("Location"))
 	}
@@ -181,6 +184,18 @@ func TestForwardRefusals(t *testing.T) {
 		c.proxy(w, consoleRequest("POST", "/v1/tenants/acme/events", `{}`), s, "")
 		if d := notLeaderDetail(t, w.Result()); !strings.Contains(d, next.URL+Prefix+"/") {
 			t.Fatalf("detail %q: want the new leader's console named", d)
+		}
+		// Over a real connection the answer's framing is its own, not
+		// the redirect's.
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { c.proxy(w, r, s, "") }))
+		defer srv.Close()
+		res, err := http.Post(srv.URL+Prefix+"/api/v1/tenants/acme/events", "application/json", strings.NewReader(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		if d := notLeaderDetail(t, res); !strings.Contains(d, next.URL+Prefix+"/") {
+			t.Fatalf("detail %q over a connection", d)
 		}
 		nextGot.mu.Lock()
 		defer nextGot.mu.Unlock()

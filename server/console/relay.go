@@ -2,9 +2,11 @@ package console
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -24,10 +26,12 @@ const MaxRelays = 64
 // a tail that ends).
 const MaxRelayDuration = 10 * time.Minute
 
-// MaxRelaysPerTenant bounds the requests one tenant's sessions (or the
-// operator's, together) have relayed through a node at once; one past it
-// is answered 503 BUSY: a tenant holding streams open through the
-// console holds at most this many of MaxRelays.
+// MaxRelaysPerTenant bounds the requests of one tenant's sessions (or
+// the operator's, together) that other nodes have relayed to their home
+// node and it is serving at once; the home node answers one past it 503
+// BUSY before doing anything, without reading its body. So one tenant's
+// sessions, streams and slow uploads included, hold at most this many of
+// a relaying node's MaxRelays.
 const MaxRelaysPerTenant = 8
 
 // RelayHeader marks a request one node's console relayed to another
@@ -35,14 +39,9 @@ const MaxRelaysPerTenant = 8
 // served where it arrives, never relayed again.
 const RelayHeader = "Batpak-Console-Relayed-By"
 
-// relayTenantHeader is the home node's answer to a relayed request of a
-// live session: the session's tenant ("-" for the operator), so that the
-// relaying node can count the tenant's relays. It is not passed on to
-// the browser.
-const relayTenantHeader = "Batpak-Console-Session-Tenant"
-
-// errTenantRelays: the tenant has MaxRelaysPerTenant relays in flight.
-var errTenantRelays = errors.New("console: the tenant's relays are all in use")
+// relayExpectTimeout bounds the wait for the home node's go-ahead (100
+// Continue) before a relayed request's body is sent anyway.
+const relayExpectTimeout = 5 * time.Second
 
 // cookieValue is the session cookie's value for a session of this node
 // whose id is token: the token alone on a single server, and on a
@@ -101,18 +100,26 @@ func (c *Console) livesElsewhere(r *http.Request) (string, bool) {
 // load balancer spreads over the cluster keeps its session on every node.
 // The request goes as the browser sent it — cookie, CSRF token, Origin,
 // fetch metadata and Host — so the home node checks it exactly as it
-// would have checked it directly; only RelayHeader is added. The session
-// (its credential above all) never leaves its node.
+// would have checked it directly; only RelayHeader is added (and Expect:
+// 100-continue on a request with a body, so that a request the home node
+// refuses — no such session, a tenant past MaxRelaysPerTenant — is
+// answered without waiting for its body). The session (its credential
+// above all) never leaves its node. The home node's answer is passed on
+// as it is, a stream's included (exempt from this server's write
+// timeout, bounded by MaxRelayDuration).
 //
 // It does not relay, and answers as a node that holds no such session
 // (GET /console/session: signed_in false; anything else: 401, so the
-// page asks to sign in again, here), when home is not a member of the
-// cluster now, when the browser came over TLS (or the console serves
-// TLS) and home's URL is plain http (the cookie would cross the network
-// in clear), or when home cannot be reached or its https certificate does
-// not verify against Options.LeaderTLS's roots. At most MaxRelays
-// requests are relayed at once (503 BUSY past it), each for at most
-// MaxRelayDuration.
+// page asks to sign in again, here; the cookie expired either way), when
+// home is not a member of the cluster now, when the browser came over
+// TLS (or the console serves TLS) and home's URL is plain http (the
+// cookie would cross the network in clear), or when home cannot be
+// connected to or its https certificate does not verify against
+// Options.LeaderTLS's roots. A home node that was reached but did not
+// answer (a timeout, a connection cut) is answered 503: OUTCOME_UNKNOWN
+// for a change, which may have been made, BUSY otherwise. At most
+// MaxRelays requests are relayed at once (503 BUSY past it). A sign-out
+// that cannot be relayed expires the cookie in the browser all the same.
 func (c *Console) relay(w http.ResponseWriter, r *http.Request, home string) {
 	base, ok := c.opts.MemberURL(home)
 	if !ok {
@@ -130,26 +137,25 @@ func (c *Console) relay(w http.ResponseWriter, r *http.Request, home string) {
 	}
 	if c.relaying.Add(1) > MaxRelays {
 		c.relaying.Add(-1)
-		w.Header().Set("Retry-After", "1")
-		problem(w, http.StatusServiceUnavailable, wire.CodeBusy, fmt.Sprintf("this node relays %d requests to the nodes their sessions live on already; retry", MaxRelays))
+		c.relayFailed(w, r, http.StatusServiceUnavailable, wire.CodeBusy, fmt.Sprintf("this node relays %d requests to the nodes their sessions live on already; retry", MaxRelays))
 		return
 	}
 	defer c.relaying.Add(-1)
-	var tenant string
-	var counted bool
-	defer func() {
-		if counted {
-			c.relayDone(tenant)
-		}
-	}()
 	ctx, cancel := context.WithTimeout(r.Context(), MaxRelayDuration)
 	defer cancel()
 	r = r.WithContext(ctx)
+	rc := http.NewResponseController(w)
+	// The home node's answer may come before the body is read (a
+	// refusal): it is passed on at once.
+	_ = rc.EnableFullDuplex()
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host // the browser's origin checks hold as sent
 			pr.Out.Header.Set(RelayHeader, c.opts.NodeID)
+			if pr.Out.ContentLength != 0 {
+				pr.Out.Header.Set("Expect", "100-continue")
+			}
 		},
 		Transport:     c.relays,
 		FlushInterval: -1,
@@ -157,35 +163,70 @@ func (c *Console) relay(w http.ResponseWriter, r *http.Request, home string) {
 			for k := range w.Header() {
 				res.Header.Del(k) // set here already (ServeHTTP): not twice
 			}
-			t, ok := res.Header[relayTenantHeader]
-			res.Header.Del(relayTenantHeader)
-			if ok && len(t) == 1 {
-				if !c.relaySlot(t[0]) {
-					return errTenantRelays
-				}
-				tenant, counted = t[0], true
-			}
+			_ = rc.SetWriteDeadline(time.Time{}) // a stream: MaxRelayDuration bounds it
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 				return // the browser went away
 			}
-			if errors.Is(err, errTenantRelays) {
-				w.Header().Set("Retry-After", "1")
-				problem(w, http.StatusServiceUnavailable, wire.CodeBusy, fmt.Sprintf("this session's tenant has %d requests relayed through this node already; retry", MaxRelaysPerTenant))
+			c.opts.Logger.Warn("console: relaying a session's request to its node failed", "node", home, "url", target.Redacted(), "err", err)
+			if notConnected(err) {
+				c.homeGone(w, r, fmt.Sprintf("this session lives on node %q, which could not be reached", home))
 				return
 			}
-			c.opts.Logger.Warn("console: relaying a session's request to its node failed", "node", home, "url", target.Redacted(), "err", err)
-			c.homeGone(w, r, fmt.Sprintf("this session lives on node %q, which could not be reached", home))
+			if stateChanging(r.Method) {
+				c.relayFailed(w, r, http.StatusServiceUnavailable, wire.CodeOutcomeUnknown, fmt.Sprintf("this session's node %q did not answer (%v): the change may or may not have been made; look before you retry", home, errors.Unwrap(err)))
+				return
+			}
+			c.relayFailed(w, r, http.StatusServiceUnavailable, wire.CodeBusy, fmt.Sprintf("this session's node %q did not answer; retry", home))
 		},
 	}
-	rp.ServeHTTP(&noStoreWriter{ResponseWriter: w}, r)
+	rp.ServeHTTP(w, r)
 }
 
-// relaySlot takes one of tenant's MaxRelaysPerTenant relay slots ("-" is
-// the operator's), if one is free.
-func (c *Console) relaySlot(tenant string) bool {
+// relayTransport is the client side of relayed requests: a forward's
+// (forwardTransport), waiting at most relayExpectTimeout for the home
+// node's 100 Continue.
+func relayTransport(memberTLS *tls.Config) *http.Transport {
+	t := forwardTransport(memberTLS)
+	t.ExpectContinueTimeout = relayExpectTimeout
+	return t
+}
+
+// notConnected reports whether err (from relaying) happened before the
+// request reached the home node: it could not be connected to, or its
+// certificate did not verify.
+func notConnected(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var cert *tls.CertificateVerificationError
+	var alert tls.AlertError
+	var hdr tls.RecordHeaderError
+	return errors.As(err, &cert) || errors.As(err, &alert) || errors.As(err, &hdr)
+}
+
+// relayFailed answers a request that was not relayed with status, code
+// and detail; a sign-out also expires the browser's cookie (its session
+// lives on where it was, until it expires there: the browser no longer
+// holds it).
+func (c *Console) relayFailed(w http.ResponseWriter, r *http.Request, status int, code, detail string) {
+	if r.Method == http.MethodDelete && r.URL.Path == Prefix+"/session" {
+		http.SetCookie(w, c.cookie(r, "", -1))
+		w.Header().Set("Clear-Site-Data", `"cookies", "storage"`)
+	}
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	problem(w, status, code, detail)
+}
+
+// relayedSlot takes one of tenant's MaxRelaysPerTenant slots for a
+// relayed request on the session's home node ("-" is the operator's), if
+// one is free.
+func (c *Console) relayedSlot(tenant string) bool {
 	c.fwdMu.Lock()
 	defer c.fwdMu.Unlock()
 	if c.relayBusy[tenant] >= MaxRelaysPerTenant {
@@ -198,7 +239,7 @@ func (c *Console) relaySlot(tenant string) bool {
 	return true
 }
 
-func (c *Console) relayDone(tenant string) {
+func (c *Console) relayedDone(tenant string) {
 	c.fwdMu.Lock()
 	defer c.fwdMu.Unlock()
 	if c.relayBusy[tenant]--; c.relayBusy[tenant] <= 0 {
@@ -206,22 +247,32 @@ func (c *Console) relayDone(tenant string) {
 	}
 }
 
-// markRelayed tells the node that relayed r (RelayHeader) whose session
-// it is, for its count of each tenant's relays (relayTenantHeader).
-func markRelayed(w http.ResponseWriter, r *http.Request, s *session) {
+// admitRelayed counts r against its session's tenant's
+// MaxRelaysPerTenant when another node relayed it; it answers 503 BUSY
+// and false past that bound. The caller calls done once r is served.
+func (c *Console) admitRelayed(w http.ResponseWriter, r *http.Request, s *session) (done func(), ok bool) {
 	if r.Header.Get(RelayHeader) == "" {
-		return
+		return func() {}, true
 	}
 	t := s.principal.Tenant
 	if s.principal.Operator {
 		t = "-"
 	}
-	w.Header().Set(relayTenantHeader, t)
+	if !c.relayedSlot(t) {
+		w.Header().Set("Retry-After", "1")
+		problem(w, http.StatusServiceUnavailable, wire.CodeBusy, fmt.Sprintf("this session has %d requests relayed from other nodes in progress already (with its tenant's other sessions); retry", MaxRelaysPerTenant))
+		return nil, false
+	}
+	return func() { c.relayedDone(t) }, true
 }
 
 // homeGone answers a request whose session's node cannot serve it as a
-// node without the session does, saying why.
+// node without the session does, saying why, and expires the cookie.
 func (c *Console) homeGone(w http.ResponseWriter, r *http.Request, why string) {
+	http.SetCookie(w, c.cookie(r, "", -1))
+	if r.Method == http.MethodDelete && r.URL.Path == Prefix+"/session" {
+		w.Header().Set("Clear-Site-Data", `"cookies", "storage"`)
+	}
 	if r.Method == http.MethodGet && r.URL.Path == Prefix+"/session" {
 		writeJSON(w, http.StatusOK, map[string]any{"signed_in": false, "detail": why + ": sign in again"})
 		return

@@ -1,10 +1,15 @@
 package console
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -22,7 +27,7 @@ func relayConsole(t *testing.T, urls map[string]string) *Console {
 	t.Helper()
 	c := &Console{opts: Options{Lifetime: time.Hour, Logger: slog.New(slog.DiscardHandler), NodeID: "n2",
 		MemberURL: func(id string) (string, bool) { u, ok := urls[id]; return u, ok }},
-		sessions: newSessionStore(16, time.Hour, time.Hour), mux: http.NewServeMux(), relays: forwardTransport(nil)}
+		sessions: newSessionStore(16, time.Hour, time.Hour), mux: http.NewServeMux(), relays: relayTransport(nil)}
 	t.Cleanup(c.relays.CloseIdleConnections)
 	return c
 }
@@ -101,7 +106,10 @@ func TestRelayGoesOnlyToMembers(t *testing.T) {
 	if w := get("/overview", cookieOf("tok", "n1"), func(r *http.Request) { r.Header.Set(RelayHeader, "n3") }); w.Code != http.StatusUnauthorized {
 		t.Fatalf("a relayed request: %d %s, want it served here (401)", w.Code, w.Body)
 	}
-	// A TLS browser connection is never relayed over plain http.
+	// A browser's TLS connection is never relayed over plain http.
+	if w := get("/overview", cookieOf("tok", "n1"), func(r *http.Request) { r.TLS = &tls.ConnectionState{} }); w.Code != http.StatusUnauthorized || !strings.Contains(w.Body.String(), "in clear") {
+		t.Fatalf("a relay of a request over TLS to an http member: %d %s", w.Code, w.Body)
+	}
 	c.opts.Secure = true
 	if w := get("/overview", cookieOf("tok", "n1"), nil); w.Code != http.StatusUnauthorized || !strings.Contains(w.Body.String(), "in clear") {
 		t.Fatalf("a relay from a TLS console to an http member: %d %s", w.Code, w.Body)
@@ -164,82 +172,11 @@ func TestRelaysAreBounded(t *testing.T) {
 	}
 }
 
-// TestRelaysPerTenantAreBounded: the home node names a relayed session's
-// tenant; past MaxRelaysPerTenant of one tenant's relays in flight the
-// next is answered 503 BUSY, while another tenant's still go; the name
-// never reaches the browser.
-func TestRelaysPerTenantAreBounded(t *testing.T) {
-	release := make(chan struct{})
-	var arrived sync.WaitGroup
-	arrived.Add(MaxRelaysPerTenant)
-	home := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set(relayTenantHeader, r.URL.Query().Get("tenant"))
-		if r.URL.Query().Get("hold") != "" {
-			w.WriteHeader(http.StatusOK)
-			http.NewResponseController(w).Flush() // a stream: headers, then nothing yet
-			arrived.Done()
-			<-release
-			return
-		}
-		w.WriteHeader(http.StatusOK)
-	}))
-	t.Cleanup(home.Close)
-	var once sync.Once
-	free := func() { once.Do(func() { close(release) }) }
-	c := relayConsole(t, map[string]string{"n1": home.URL})
-	srv := httptest.NewServer(c)
-	t.Cleanup(srv.Close)
-	t.Cleanup(free) // first: the servers' Close waits for the held handlers
-	get := func(query string) *http.Response {
-		req, _ := http.NewRequestWithContext(context.Background(), "GET", srv.URL+Prefix+"/overview?"+query, nil)
-		req.Header.Set("Cookie", cookieOf("tok", "n1"))
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res
-	}
-	var held []*http.Response
-	for range MaxRelaysPerTenant {
-		res := get("tenant=acme&hold=1")
-		if res.StatusCode != 200 || res.Header.Get(relayTenantHeader) != "" {
-			t.Fatalf("a held relay: %d, tenant header %q passed on", res.StatusCode, res.Header.Get(relayTenantHeader))
-		}
-		held = append(held, res)
-	}
-	arrived.Wait()
-	if res := get("tenant=acme"); res.StatusCode != http.StatusServiceUnavailable {
-		t.Fatalf("acme's relay %d: %d, want 503 BUSY", MaxRelaysPerTenant+1, res.StatusCode)
-	} else {
-		res.Body.Close()
-	}
-	if res := get("tenant=beta"); res.StatusCode != 200 {
-		t.Fatalf("another tenant's relay: %d", res.StatusCode)
-	} else {
-		res.Body.Close()
-	}
-	free()
-	for _, res := range held {
-		res.Body.Close()
-	}
-	// The relays see their streams end, and give their slots back.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		res := get("tenant=acme")
-		res.Body.Close()
-		if res.StatusCode == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("acme's relay once its others ended: %d", res.StatusCode)
-		}
-	}
-}
-
-// TestHomeNamesTheRelayedSessionsTenant: the home node's console answers
-// a relayed request of a live session with the session's tenant (for the
-// relaying node's count), and a request that was not relayed without it.
-func TestHomeNamesTheRelayedSessionsTenant(t *testing.T) {
-	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
+// homeConsole is a session's home node's console with the real routes,
+// the operator credential and api as its API; it returns the console
+// and the cookie of an operator session on it.
+func homeConsole(t *testing.T, api http.Handler) (*Console, string) {
+	t.Helper()
 	c, _ := testConsole(t, api)
 	op, hash, err := auth.NewOperatorToken()
 	if err != nil {
@@ -248,23 +185,212 @@ func TestHomeNamesTheRelayedSessionsTenant(t *testing.T) {
 	if c.opts.Auth, err = auth.New(auth.Config{OperatorHash: hash}); err != nil {
 		t.Fatal(err)
 	}
+	c.opts.NodeID = "n1"
+	c.origin = http.NewCrossOriginProtection()
 	c.mux = http.NewServeMux()
 	c.routes()
 	token, _, err := c.sessions.create(op, auth.Principal{Operator: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, relayed := range []bool{false, true} {
-		r := httptest.NewRequest("GET", Prefix+"/session", nil)
-		r.Header.Set("Cookie", CookieName+"="+token)
+	return c, CookieName + "=" + c.cookieValue(token)
+}
+
+// TestRelayedRequestsPerTenantAreBounded: the home node serves at most
+// MaxRelaysPerTenant relayed requests of one tenant's sessions at once;
+// the next is answered 503 BUSY before anything is done (its API never
+// sees it), while the same session's requests sent to the home node
+// itself still go; once the others end, relays go again.
+func TestRelayedRequestsPerTenantAreBounded(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	var served, held atomic.Int32
+	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		if r.URL.Query().Get("hold") != "" {
+			held.Add(1)
+			<-release
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	c, cookie := homeConsole(t, api)
+	srv := httptest.NewServer(c)
+	t.Cleanup(srv.Close)
+	t.Cleanup(free) // first: Close waits for the held handlers
+	get := func(query string, relayed bool) int {
+		req, _ := http.NewRequestWithContext(context.Background(), "GET", srv.URL+Prefix+"/api/v1/admin/tenants?"+query, nil)
+		req.Header.Set("Cookie", cookie)
 		if relayed {
-			r.Header.Set(RelayHeader, "n2")
+			req.Header.Set(RelayHeader, "n2")
 		}
-		w := httptest.NewRecorder()
-		c.ServeHTTP(w, r)
-		got := w.Header().Get(relayTenantHeader)
-		if w.Code != 200 || (relayed && got != "-") || (!relayed && got != "") {
-			t.Fatalf("relayed %v: %d, tenant header %q", relayed, w.Code, got)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0
 		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	var done sync.WaitGroup
+	for range MaxRelaysPerTenant {
+		done.Add(1)
+		go func() { defer done.Done(); get("hold=1", true) }()
+	}
+	for deadline := time.Now().Add(20 * time.Second); held.Load() < MaxRelaysPerTenant; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d relayed requests reached the API", held.Load(), MaxRelaysPerTenant)
+		}
+	}
+	if code := get("", true); code != http.StatusServiceUnavailable {
+		t.Fatalf("relayed request %d of the operator's sessions: %d, want 503 BUSY", MaxRelaysPerTenant+1, code)
+	}
+	if n := served.Load(); n != MaxRelaysPerTenant {
+		t.Fatalf("the API served %d requests, want the %d admitted", n, MaxRelaysPerTenant)
+	}
+	if code := get("", false); code != 200 {
+		t.Fatalf("the session's own request to its home node: %d", code)
+	}
+	free()
+	done.Wait()
+	if code := get("", true); code != 200 {
+		t.Fatalf("a relayed request once the others ended: %d", code)
+	}
+}
+
+// TestRelayDoesNotWaitForARefusedBody: a request the home node refuses
+// (no such session) is answered at once and gives its relay slot back,
+// while its sender is still trickling the body: nobody can hold the
+// relays with slow uploads without a session.
+func TestRelayDoesNotWaitForARefusedBody(t *testing.T) {
+	home, _ := homeConsole(t, http.NotFoundHandler())
+	homeSrv := httptest.NewServer(home)
+	t.Cleanup(homeSrv.Close)
+	c := relayConsole(t, map[string]string{"n1": homeSrv.URL})
+	srv := httptest.NewServer(c)
+	t.Cleanup(srv.Close)
+
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := "POST " + Prefix + "/api/v1/admin/tenants HTTP/1.1\r\nHost: " + srv.Listener.Addr().String() +
+		"\r\nCookie: " + cookieOf("junk", "n1") + "\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer while the body trickles: %v", err)
+	}
+	if res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a junk session's upload: %d, want 401", res.StatusCode)
+	}
+	for deadline := time.Now().Add(5 * time.Second); c.relaying.Load() != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d relays still held while the refused body trickles", c.relaying.Load())
+		}
+	}
+}
+
+// TestRelayPassesTheHomeAnswerOn: the home node's answer reaches the
+// browser as it is — a redirect included (with its framing intact) —,
+// and a stream longer than this server's write timeout is not cut.
+func TestRelayPassesTheHomeAnswerOn(t *testing.T) {
+	home := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case Prefix + "/static":
+			http.Redirect(w, r, Prefix+"/static/", http.StatusMovedPermanently)
+		case Prefix + "/api/stream":
+			w.Header().Set("Content-Type", "text/event-stream")
+			for i := range 8 {
+				fmt.Fprintf(w, "data: %d\n\n", i)
+				http.NewResponseController(w).Flush()
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}))
+	t.Cleanup(home.Close)
+	c := relayConsole(t, map[string]string{"n1": home.URL})
+	srv := httptest.NewUnstartedServer(c)
+	srv.Config.WriteTimeout = 300 * time.Millisecond
+	srv.Start()
+	t.Cleanup(srv.Close)
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	get := func(path string) (*http.Response, string, error) {
+		req, _ := http.NewRequest("GET", srv.URL+path, nil)
+		req.Header.Set("Cookie", cookieOf("tok", "n1"))
+		res, err := noRedirect.Do(req)
+		if err != nil {
+			return nil, "", err
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		return res, string(b), err
+	}
+	res, _, err := get(Prefix + "/static")
+	if err != nil || res.StatusCode != http.StatusMovedPermanently || res.Header.Get("Location") != Prefix+"/static/" {
+		t.Fatalf("the home node's redirect: %v %v", res, err)
+	}
+	res, body, err := get(Prefix + "/api/stream")
+	if err != nil || strings.Count(body, "data:") != 8 {
+		t.Fatalf("a relayed stream of 0.8 s under a 0.3 s write timeout: %q, %v", body, err)
+	}
+	_ = res
+}
+
+// TestRelayFailures: a home node that was reached but did not answer in
+// time leaves a change's outcome unknown (503 OUTCOME_UNKNOWN) and a
+// read retryable (503 BUSY), the session kept; one that cannot be
+// connected to ends the session in the browser, a sign-out's included.
+func TestRelayFailures(t *testing.T) {
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body) // the go-ahead (100 Continue), then nothing in time
+		time.Sleep(500 * time.Millisecond)
+	}))
+	t.Cleanup(slow.Close)
+	gone := httptest.NewServer(http.NotFoundHandler())
+	goneURL := gone.URL
+	gone.Close()
+	c := relayConsole(t, map[string]string{"n1": slow.URL, "n3": goneURL})
+	c.relays.ResponseHeaderTimeout = 100 * time.Millisecond
+	srv := httptest.NewServer(c)
+	t.Cleanup(srv.Close)
+	do := func(method, path, node string) (*http.Response, string) {
+		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader("{}"))
+		req.Header.Set("Cookie", cookieOf("tok", node))
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res, string(b)
+	}
+	expired := func(res *http.Response) bool {
+		for _, ck := range res.Cookies() {
+			if ck.Name == CookieName && ck.MaxAge < 0 {
+				return true
+			}
+		}
+		return false
+	}
+	res, b := do("POST", Prefix+"/api/v1/admin/tenants", "n1")
+	if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(b, "OUTCOME_UNKNOWN") || expired(res) {
+		t.Fatalf("a change the home node did not answer in time: %d %s, cookie expired %v", res.StatusCode, b, expired(res))
+	}
+	res, b = do("GET", Prefix+"/overview", "n1")
+	if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(b, "BUSY") || expired(res) {
+		t.Fatalf("a read the home node did not answer in time: %d %s", res.StatusCode, b)
+	}
+	res, b = do("GET", Prefix+"/overview", "n3")
+	if res.StatusCode != http.StatusUnauthorized || !strings.Contains(b, "could not be reached") || !expired(res) {
+		t.Fatalf("a home node that cannot be connected to: %d %s, cookie expired %v", res.StatusCode, b, expired(res))
+	}
+	res, b = do("DELETE", Prefix+"/session", "n3")
+	if !expired(res) || res.Header.Get("Clear-Site-Data") == "" {
+		t.Fatalf("a sign-out that could not be relayed: %d %s, cookie expired %v, Clear-Site-Data %q", res.StatusCode, b, expired(res), res.Header.Get("Clear-Site-Data"))
 	}
 }
