@@ -153,6 +153,18 @@ func TestClusterConsoleSessionBehindALoadBalancer(t *testing.T) {
 		}
 	}
 
+	// Signing in again elsewhere replaces the browser's session: the one
+	// it held ends on its own node too.
+	first, _ := consoleSignIn(t, nil, nodes[0].base)
+	res, b = consoleDo(t, nil, "POST", nodes[1].base+"/console/session", nodes[1].base, first, "", `{"credential":"`+clusterOperator+`"}`)
+	if res.StatusCode != 200 {
+		t.Fatalf("a second sign-in on %s: %d %s", nodes[1].id, res.StatusCode, b)
+	}
+	waitFor(t, 10*time.Second, "the replaced session ends on "+nodes[0].id, func() bool {
+		in, _ := sessionView(t, nodes[0].base, first)
+		return !in
+	})
+
 	// Its node gone, the tenant's session is answered "sign in again" by
 	// the others, naming the node — and signing in again works.
 	_, tag, _ = strings.Cut(strings.TrimPrefix(tcookie, console.CookieName+"="), ".")

@@ -357,7 +357,7 @@ func (c *Console) authed(h sessionHandler) http.HandlerFunc {
 			return
 		}
 		defer done()
-		if stateChanging(r.Method) {
+		if stateChanging(r.Method) && !replaced(r) {
 			if err := c.sameOrigin(r); err != nil {
 				problem(w, http.StatusForbidden, wire.CodeForbidden, "cross-origin request refused: "+err.Error())
 				return
@@ -435,10 +435,11 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if old, err := r.Cookie(CookieName); err == nil {
-		// A sign-in replaces the browser's session (one on another node
-		// is left to expire: its cookie is gone from the browser).
+		// A sign-in replaces the browser's session, wherever it lives.
 		if token, home := splitCookie(old.Value); home == c.opts.NodeID {
 			c.sessions.remove(token)
+		} else {
+			c.endElsewhere(r, home, old.Value)
 		}
 	}
 	id, s, err := c.sessions.create(cred, p)

@@ -92,8 +92,9 @@
 // the credential never leaves the home node. The home node must be a
 // member now: a cookie naming anything else sends nothing anywhere. The
 // page and its files, and sign-in, are served where they arrive (a
-// sign-in makes the node it reaches the new session's home; a session
-// the browser held on another node is left to expire there). Bounds: at
+// sign-in makes the node it reaches the new session's home, and the
+// session the browser held on another node is ended there in the
+// background, by a sign-out marked as such in place of the CSRF token). Bounds: at
 // most MaxRelays requests relayed through a node at once (503 BUSY past
 // it); the home node serves at most MaxRelaysPerTenant relayed requests
 // of one tenant's sessions (or the operator's) at once and answers the

@@ -39,6 +39,10 @@ const MaxRelaysPerTenant = 8
 // served where it arrives, never relayed again.
 const RelayHeader = "Batpak-Console-Relayed-By"
 
+// replacedHeader marks the sign-out a node sends to a session's home when
+// the browser holding it signed in again there (endElsewhere).
+const replacedHeader = "Batpak-Console-Replaced"
+
 // relayExpectTimeout bounds the wait for the home node's go-ahead (100
 // Continue) before a relayed request's body is sent anyway.
 const relayExpectTimeout = 5 * time.Second
@@ -183,6 +187,59 @@ func (c *Console) relay(w http.ResponseWriter, r *http.Request, home string) {
 		},
 	}
 	rp.ServeHTTP(w, r)
+}
+
+// endElsewhere ends, in the background and on a best-effort basis, the
+// session whose cookie value is cookie on node home, which a sign-in of
+// the same browser here replaces: it sends home the sign-out the browser
+// would send, marked with replacedHeader (and RelayHeader) in place of
+// the CSRF token it does not hold here. Nothing is sent when home is not
+// a member, is this node, or would be reached over plain http from a TLS
+// console, nor when MaxRelays are in use.
+func (c *Console) endElsewhere(r *http.Request, home, cookie string) {
+	if c.opts.MemberURL == nil || home == "" || home == c.opts.NodeID || r.Header.Get(RelayHeader) != "" {
+		return
+	}
+	base, ok := c.opts.MemberURL(home)
+	target, err := url.Parse(base)
+	if !ok || err != nil || (target.Scheme != "https" && (target.Scheme != "http" || c.opts.Secure || r.TLS != nil)) || target.Host == "" {
+		return
+	}
+	if c.relaying.Add(1) > MaxRelays {
+		c.relaying.Add(-1)
+		return
+	}
+	host := r.Host
+	go func() {
+		defer c.relaying.Add(-1)
+		ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, target.JoinPath(Prefix, "session").String(), nil)
+		if err != nil {
+			return
+		}
+		req.Host = host
+		req.AddCookie(&http.Cookie{Name: CookieName, Value: cookie})
+		req.Header.Set(RelayHeader, c.opts.NodeID)
+		req.Header.Set(replacedHeader, "1")
+		res, err := c.relays.RoundTrip(req)
+		if err != nil {
+			c.opts.Logger.Info("console: ending a replaced session on its node failed (it expires there)", "node", home, "err", err)
+			return
+		}
+		res.Body.Close()
+	}()
+}
+
+// replaced reports whether r is the sign-out endElsewhere sends: it ends
+// the session its cookie names without the CSRF token and origin checks
+// (whoever holds the cookie may end its session; a browser cannot send
+// the header from another origin's page without a CORS preflight the
+// console never allows, and a request it marks as another site's is
+// refused before this).
+func replaced(r *http.Request) bool {
+	return r.Method == http.MethodDelete && r.URL.Path == Prefix+"/session" &&
+		r.Header.Get(RelayHeader) != "" && r.Header.Get(replacedHeader) == "1"
 }
 
 // relayTransport is the client side of relayed requests: a forward's

@@ -394,3 +394,40 @@ func TestRelayFailures(t *testing.T) {
 		t.Fatalf("a sign-out that could not be relayed: %d %s, cookie expired %v, Clear-Site-Data %q", res.StatusCode, b, expired(res), res.Header.Get("Clear-Site-Data"))
 	}
 }
+
+// TestReplacedSignOutSkipsOnlyTheCSRFToken: the sign-out a node sends for
+// a session the browser replaced there ends it without the CSRF token;
+// the marker alone (no RelayHeader), on another route, or on a request a
+// browser marks as another site's, does not.
+func TestReplacedSignOutSkipsOnlyTheCSRFToken(t *testing.T) {
+	c, cookie := homeConsole(t, http.NotFoundHandler())
+	held := c.sessions.len()
+	do := func(method, path string, hdr map[string]string) int {
+		r := httptest.NewRequest(method, Prefix+path, strings.NewReader(`{}`))
+		r.Header.Set("Cookie", cookie)
+		for k, v := range hdr {
+			r.Header.Set(k, v)
+		}
+		w := httptest.NewRecorder()
+		c.ServeHTTP(w, r)
+		return w.Code
+	}
+	for _, tc := range []struct {
+		method, path string
+		hdr          map[string]string
+	}{
+		{"DELETE", "/session", map[string]string{replacedHeader: "1"}},
+		{"DELETE", "/session", map[string]string{replacedHeader: "1", RelayHeader: "n2", "Sec-Fetch-Site": "cross-site"}},
+		{"POST", "/api/v1/admin/tenants", map[string]string{replacedHeader: "1", RelayHeader: "n2"}},
+	} {
+		if code := do(tc.method, tc.path, tc.hdr); code != http.StatusForbidden {
+			t.Fatalf("%s %s with %v: %d, want 403", tc.method, tc.path, tc.hdr, code)
+		}
+	}
+	if c.sessions.len() != held {
+		t.Fatal("a refused request ended the session")
+	}
+	if code := do("DELETE", "/session", map[string]string{replacedHeader: "1", RelayHeader: "n2"}); code != http.StatusNoContent || c.sessions.len() != held-1 {
+		t.Fatalf("the replaced session's sign-out: %d, %d sessions left", code, c.sessions.len())
+	}
+}
