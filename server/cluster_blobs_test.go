@@ -37,7 +37,7 @@ func callBytes(t *testing.T, method, url, token, media string, body []byte) (int
 
 // startCluster3 starts three cluster servers (n1 bootstraps, the others
 // join through it) and waits until every member has its URL recorded.
-func startCluster3(t *testing.T, root string, adjust ...func(*server.Config)) []*clusterServer {
+func startCluster3(t testing.TB, root string, adjust ...func(*server.Config)) []*clusterServer {
 	t.Helper()
 	n1 := startClusterLeader(t, root, adjust...)
 	n2 := startClusterServer(t, root, "n2", false, n1.base, adjust...)

@@ -3,6 +3,7 @@ package server_test
 import (
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -192,5 +193,40 @@ func TestClusterConsoleSessionBehindALoadBalancer(t *testing.T) {
 		if in, _ := sessionView(t, n.base, c2); !in {
 			t.Fatalf("a new sign-in on %s does not hold", n.id)
 		}
+	}
+}
+
+// BenchmarkClusterConsoleRelay: a console read (GET /console/overview)
+// of a session on n1, sent to n1 itself and to n2, which relays it to n1:
+// what the relay's hop adds.
+//
+//	go test ./server -run '^$' -bench ClusterConsoleRelay -benchtime 2000x -count 3
+func BenchmarkClusterConsoleRelay(b *testing.B) {
+	nodes := startCluster3(b, b.TempDir())
+	for _, n := range nodes[1:] {
+		waitFollowerOf(b, n, 3)
+	}
+	cookie, _ := consoleSignIn(b, nil, nodes[0].base)
+	client := &http.Client{Timeout: 10 * time.Second}
+	for _, n := range nodes[:2] {
+		name := "direct"
+		if n != nodes[0] {
+			name = "relayed"
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				req, _ := http.NewRequest("GET", n.base+"/console/overview", nil)
+				req.Header.Set("Cookie", cookie)
+				res, err := client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				if res.StatusCode != 200 {
+					b.Fatalf("%s: %d", name, res.StatusCode)
+				}
+			}
+		})
 	}
 }

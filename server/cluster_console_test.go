@@ -13,7 +13,7 @@ import (
 // consoleDo sends one console request as a browser would (the Origin,
 // and the session's cookie and CSRF token when given) through transport
 // (nil: the default), following no redirect.
-func consoleDo(t *testing.T, transport http.RoundTripper, method, url, origin, cookie, csrf, body string) (*http.Response, []byte) {
+func consoleDo(t testing.TB, transport http.RoundTripper, method, url, origin, cookie, csrf, body string) (*http.Response, []byte) {
 	t.Helper()
 	noRedirect := &http.Client{Timeout: 10 * time.Second, Transport: transport,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -38,7 +38,7 @@ func consoleDo(t *testing.T, transport http.RoundTripper, method, url, origin, c
 
 // consoleSignIn signs the operator in to base's console and returns the
 // session's cookie and CSRF token.
-func consoleSignIn(t *testing.T, transport http.RoundTripper, base string) (cookie, csrf string) {
+func consoleSignIn(t testing.TB, transport http.RoundTripper, base string) (cookie, csrf string) {
 	t.Helper()
 	res, b := consoleDo(t, transport, "POST", base+"/console/session", base, "", "", `{"credential":"`+clusterOperator+`"}`)
 	if res.StatusCode/100 != 2 {

@@ -29,7 +29,7 @@ type clusterServer struct {
 	done   chan error
 }
 
-func startClusterServer(t *testing.T, root, id string, bootstrap bool, join string, adjust ...func(*server.Config)) *clusterServer {
+func startClusterServer(t testing.TB, root, id string, bootstrap bool, join string, adjust ...func(*server.Config)) *clusterServer {
 	t.Helper()
 	cfg := server.DefaultConfig()
 	cfg.Root = filepath.Join(root, id)
@@ -61,7 +61,7 @@ func startClusterServer(t *testing.T, root, id string, bootstrap bool, join stri
 
 // startClusterLeader starts node n1 bootstrapping a new cluster under
 // root and waits until it leads.
-func startClusterLeader(t *testing.T, root string, adjust ...func(*server.Config)) *clusterServer {
+func startClusterLeader(t testing.TB, root string, adjust ...func(*server.Config)) *clusterServer {
 	t.Helper()
 	n1 := startClusterServer(t, root, "n1", true, "", adjust...)
 	waitFor(t, 10*time.Second, "n1 leads", func() bool {
@@ -73,7 +73,7 @@ func startClusterLeader(t *testing.T, root string, adjust ...func(*server.Config
 
 // waitFollowerOf waits until follower f sees a cluster of members nodes
 // and itself following.
-func waitFollowerOf(t *testing.T, f *clusterServer, members int) {
+func waitFollowerOf(t testing.TB, f *clusterServer, members int) {
 	t.Helper()
 	waitFor(t, 20*time.Second, fmt.Sprintf("%s a follower among %d members", f.id, members), func() bool {
 		code, st := call(t, "GET", f.base+"/v1/cluster", clusterOperator, "")
@@ -112,7 +112,7 @@ var clusterClient = &http.Client{Timeout: 20 * time.Second}
 // call sends one request, following redirects to the leader; like a
 // client, it retries while the cluster has no leader (503 NOT_LEADER, an
 // election under way), for up to 10 s.
-func call(t *testing.T, method, url, token, body string) (int, map[string]any) {
+func call(t testing.TB, method, url, token, body string) (int, map[string]any) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -124,7 +124,7 @@ func call(t *testing.T, method, url, token, body string) (int, map[string]any) {
 	}
 }
 
-func callOnce(t *testing.T, method, url, token, body string) (int, map[string]any) {
+func callOnce(t testing.TB, method, url, token, body string) (int, map[string]any) {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -153,7 +153,7 @@ func callOnce(t *testing.T, method, url, token, body string) (int, map[string]an
 }
 
 // waitFor polls cond until it holds or within passes.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
