@@ -114,6 +114,10 @@ type Options struct {
 	// NodeID is this cluster node's id ("" on a single server): a
 	// session's cookie names the node it lives on (see the package doc).
 	NodeID string
+	// WriteTimeout is the server's write timeout (server.write_timeout):
+	// a relayed answer is exempt from it as a whole, and each of its
+	// writes gets it. 0: none.
+	WriteTimeout time.Duration
 	// MemberURL gives the API URL of the cluster member named id, and
 	// whether id is a member now; nil on a single server. A session that
 	// lives on another member has its requests relayed there.
@@ -130,6 +134,7 @@ type Console struct {
 	sampler  *sampler
 	mux      *http.ServeMux
 	origin   *http.CrossOriginProtection
+	ctx      context.Context // ends at Close
 	cancel   context.CancelFunc
 	done     chan struct{}
 	once     sync.Once
@@ -190,7 +195,7 @@ func New(opts Options) (*Console, error) {
 		evaluating: map[string]bool{}, forwards: forwardTransport(opts.LeaderTLS), relays: relayTransport(opts.LeaderTLS)}
 	c.routes()
 	ctx, cancel := context.WithCancel(context.Background())
-	c.cancel = cancel
+	c.ctx, c.cancel = ctx, cancel
 	go func() {
 		defer close(c.done)
 		c.sampler.run(ctx, opts.SampleInterval)
@@ -210,18 +215,22 @@ func (c *Console) Close() {
 
 // ServeHTTP serves every path under Prefix.
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h := w.Header()
+	secureHeaders(w.Header())
+	if home, ok := c.livesElsewhere(r); ok {
+		c.relay(w, r, home)
+		return
+	}
+	c.mux.ServeHTTP(w, r)
+}
+
+// secureHeaders sets the headers every console answer carries.
+func secureHeaders(h http.Header) {
 	h.Set("Content-Security-Policy", ContentSecurityPolicy)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
 	h.Set("Cross-Origin-Resource-Policy", "same-origin")
-	if home, ok := c.livesElsewhere(r); ok {
-		c.relay(w, r, home)
-		return
-	}
-	c.mux.ServeHTTP(w, r)
 }
 
 func (c *Console) routes() {

@@ -94,22 +94,28 @@
 // page and its files, and sign-in, are served where they arrive (a
 // sign-in makes the node it reaches the new session's home, and the
 // session the browser held on another node is ended there in the
-// background, by a sign-out marked as such in place of the CSRF token). Bounds: at
-// most MaxRelays requests relayed through a node at once (503 BUSY past
-// it); the home node serves at most MaxRelaysPerTenant relayed requests
-// of one tenant's sessions (or the operator's) at once and answers the
-// next 503 BUSY before reading its body (relayed requests with a body
-// wait for the home node's 100 Continue, so a refused upload holds
-// nothing); each relay lasts at most MaxRelayDuration, a stream's
-// included. When the home node is not a member any more, cannot be
-// connected to, fails its https check, or is plain http while the
-// browser came over TLS, the session is answered as one that ended (GET
-// /console/session: signed_in false with the reason; anything else 401)
-// and the cookie expired, and the page asks to sign in again — on the
-// node it reaches; a sign-out that cannot be relayed expires the cookie
-// too. A home node that was reached but did not answer is answered 503
-// (OUTCOME_UNKNOWN for a change, which may have been made; BUSY for a
-// read), the session kept.
+// background, by a sign-out marked as such in place of the CSRF token).
+//
+// Bounds: at most MaxRelays requests relayed through a node at once (503
+// BUSY past it). The home node serves at most MaxRelaysPerTenant relayed
+// requests of one tenant's sessions (or the operator's) at once, a
+// sign-out excepted, and answers the next 503 BUSY before reading its
+// body: relayed requests with a body wait for the home node's 100
+// Continue, so a refused upload holds nothing, and the connection of a
+// body left unread is closed after the answer. A relay lasts at most
+// MaxRelayDuration, a stream's included, and each of its writes at most
+// the server's write timeout.
+//
+// Failures: when the home node is not a member any more, cannot be sent
+// the request (no connection, its https check fails), or is plain http
+// while the browser came over TLS, the session is answered as one that
+// ended (GET /console/session: signed_in false with the reason; anything
+// else 401) and the cookie expired, and the page asks to sign in again —
+// on the node it reaches. A sign-out that cannot be relayed, or that the
+// home node answers 5xx, expires the cookie too. A home node that was
+// sent the request but did not answer is answered 503 (OUTCOME_UNKNOWN
+// for a change, which may have been made; BUSY for a read), the session
+// kept.
 //
 // Each node's console shows what the node serving the session holds. A
 // request its node's API redirects to the leader

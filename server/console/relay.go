@@ -6,11 +6,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
+	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/batpak-go/batpak/server/wire"
@@ -23,15 +25,17 @@ const MaxRelays = 64
 
 // MaxRelayDuration bounds a relayed request from its start to the end of
 // the home node's response, a live tail's included (the page reconnects
-// a tail that ends).
+// a tail that ends); a write the browser does not take within the
+// server's write timeout ends it sooner.
 const MaxRelayDuration = 10 * time.Minute
 
 // MaxRelaysPerTenant bounds the requests of one tenant's sessions (or
 // the operator's, together) that other nodes have relayed to their home
 // node and it is serving at once; the home node answers one past it 503
-// BUSY before doing anything, without reading its body. So one tenant's
-// sessions, streams and slow uploads included, hold at most this many of
-// a relaying node's MaxRelays.
+// BUSY before doing anything, without reading its body. One tenant's
+// sessions living on k nodes thus hold at most k × MaxRelaysPerTenant
+// of another node's MaxRelays, plus, briefly, requests on their way to
+// a refusal. A sign-out is never refused.
 const MaxRelaysPerTenant = 8
 
 // RelayHeader marks a request one node's console relayed to another
@@ -42,6 +46,9 @@ const RelayHeader = "Batpak-Console-Relayed-By"
 // replacedHeader marks the sign-out a node sends to a session's home when
 // the browser holding it signed in again there (endElsewhere).
 const replacedHeader = "Batpak-Console-Replaced"
+
+// endElsewhereTimeout bounds endElsewhere's sign-out.
+const endElsewhereTimeout = 5 * time.Second
 
 // relayExpectTimeout bounds the wait for the home node's go-ahead (100
 // Continue) before a relayed request's body is sent anyway.
@@ -109,18 +116,19 @@ func (c *Console) livesElsewhere(r *http.Request) (string, bool) {
 // refuses — no such session, a tenant past MaxRelaysPerTenant — is
 // answered without waiting for its body). The session (its credential
 // above all) never leaves its node. The home node's answer is passed on
-// as it is, a stream's included (exempt from this server's write
-// timeout, bounded by MaxRelayDuration).
+// as it is (a 1xx excepted), a stream's included: each write gets the
+// server's write timeout, and MaxRelayDuration bounds the whole.
 //
 // It does not relay, and answers as a node that holds no such session
 // (GET /console/session: signed_in false; anything else: 401, so the
 // page asks to sign in again, here; the cookie expired either way), when
 // home is not a member of the cluster now, when the browser came over
 // TLS (or the console serves TLS) and home's URL is plain http (the
-// cookie would cross the network in clear), or when home cannot be
-// connected to or its https certificate does not verify against
-// Options.LeaderTLS's roots. A home node that was reached but did not
-// answer (a timeout, a connection cut) is answered 503: OUTCOME_UNKNOWN
+// cookie would cross the network in clear), or when the request could
+// not be sent to home (no connection; its https certificate does not
+// verify against Options.LeaderTLS's roots). A home node that was sent
+// the request but did not answer (a timeout, a connection cut) is
+// answered 503: OUTCOME_UNKNOWN
 // for a change, which may have been made, BUSY otherwise. At most
 // MaxRelays requests are relayed at once (503 BUSY past it). A sign-out
 // that cannot be relayed expires the cookie in the browser all the same.
@@ -147,11 +155,22 @@ func (c *Console) relay(w http.ResponseWriter, r *http.Request, home string) {
 	defer c.relaying.Add(-1)
 	ctx, cancel := context.WithTimeout(r.Context(), MaxRelayDuration)
 	defer cancel()
-	r = r.WithContext(ctx)
 	rc := http.NewResponseController(w)
+	// MaxRelayDuration cuts a write the browser does not take, too.
+	defer context.AfterFunc(ctx, func() { _ = rc.SetWriteDeadline(time.Now()) })()
 	// The home node's answer may come before the body is read (a
-	// refusal): it is passed on at once.
+	// refusal): it is passed on at once, and the connection closed after
+	// it unless the body was read to its end.
 	_ = rc.EnableFullDuplex()
+	body := &bodyEnd{ReadCloser: r.Body, want: r.ContentLength}
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		body.done.Store(true)
+	} else {
+		r.Body = body
+	}
+	r = r.WithContext(ctx)
+	var wrote atomic.Bool // the request reached the home node
+	out := &relayWriter{ResponseWriter: w, rc: rc, timeout: c.opts.WriteTimeout}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
@@ -160,6 +179,9 @@ func (c *Console) relay(w http.ResponseWriter, r *http.Request, home string) {
 			if pr.Out.ContentLength != 0 {
 				pr.Out.Header.Set("Expect", "100-continue")
 			}
+			pr.Out = pr.Out.WithContext(httptrace.WithClientTrace(pr.Out.Context(), &httptrace.ClientTrace{
+				WroteHeaders: func() { wrote.Store(true) },
+			}))
 		},
 		Transport:     c.relays,
 		FlushInterval: -1,
@@ -167,27 +189,102 @@ func (c *Console) relay(w http.ResponseWriter, r *http.Request, home string) {
 			for k := range w.Header() {
 				res.Header.Del(k) // set here already (ServeHTTP): not twice
 			}
-			_ = rc.SetWriteDeadline(time.Time{}) // a stream: MaxRelayDuration bounds it
+			if !body.done.Load() {
+				res.Header.Set("Connection", "close")
+			}
+			if signOut(r) && res.StatusCode >= 500 {
+				// The session may live on there, but not in this browser.
+				res.Header.Add("Set-Cookie", c.cookie(r, "", -1).String())
+				res.Header.Set("Clear-Site-Data", `"cookies", "storage"`)
+			}
+			out.streaming = true // each write gets its own deadline
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 				return // the browser went away
 			}
-			c.opts.Logger.Warn("console: relaying a session's request to its node failed", "node", home, "url", target.Redacted(), "err", err)
-			if notConnected(err) {
+			secureHeaders(w.Header()) // a 1xx passed through took them
+			if !body.done.Load() {
+				w.Header().Set("Connection", "close")
+			}
+			c.opts.Logger.Warn("console: relaying a session's request to its node failed", "node", home, "url", target.Redacted(), "reached", wrote.Load(), "err", err)
+			if !wrote.Load() {
 				c.homeGone(w, r, fmt.Sprintf("this session lives on node %q, which could not be reached", home))
 				return
 			}
 			if stateChanging(r.Method) {
-				c.relayFailed(w, r, http.StatusServiceUnavailable, wire.CodeOutcomeUnknown, fmt.Sprintf("this session's node %q did not answer (%v): the change may or may not have been made; look before you retry", home, errors.Unwrap(err)))
+				c.relayFailed(w, r, http.StatusServiceUnavailable, wire.CodeOutcomeUnknown, fmt.Sprintf("this session's node %q did not answer: the change may or may not have been made; look before you retry", home))
 				return
 			}
 			c.relayFailed(w, r, http.StatusServiceUnavailable, wire.CodeBusy, fmt.Sprintf("this session's node %q did not answer; retry", home))
 		},
 	}
-	rp.ServeHTTP(w, r)
+	rp.ServeHTTP(out, r)
 }
+
+// signOut reports whether r is a sign-out (DELETE /console/session).
+func signOut(r *http.Request) bool {
+	return r.Method == http.MethodDelete && r.URL.Path == Prefix+"/session"
+}
+
+// bodyEnd watches a relayed request's body: done once it was read to its
+// end (EOF, or its Content-Length).
+type bodyEnd struct {
+	io.ReadCloser
+	want int64
+	n    atomic.Int64
+	done atomic.Bool
+}
+
+func (b *bodyEnd) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if (b.want > 0 && b.n.Add(int64(n)) >= b.want) || err == io.EOF {
+		b.done.Store(true)
+	}
+	return n, err
+}
+
+// relayWriter passes a relayed answer on. 1xx answers (the home node's
+// 100 Continue to this node) are not passed on: the browser did not ask.
+// Once the answer streams, each write and flush gets timeout (the
+// server's write timeout; none when 0) as its own deadline instead of
+// the request's as a whole, as an API stream's does.
+type relayWriter struct {
+	http.ResponseWriter
+	rc        *http.ResponseController
+	timeout   time.Duration
+	streaming bool
+}
+
+func (w *relayWriter) extend() {
+	if w.streaming && w.timeout > 0 {
+		_ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout))
+	}
+}
+
+func (w *relayWriter) WriteHeader(status int) {
+	if status < 200 {
+		return
+	}
+	w.extend()
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *relayWriter) Write(b []byte) (int, error) {
+	w.extend()
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *relayWriter) FlushError() error {
+	w.extend()
+	return w.rc.Flush()
+}
+
+func (w *relayWriter) Flush() { _ = w.FlushError() }
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *relayWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // endElsewhere ends, in the background and on a best-effort basis, the
 // session whose cookie value is cookie on node home, which a sign-in of
@@ -209,16 +306,18 @@ func (c *Console) endElsewhere(r *http.Request, home, cookie string) {
 		c.relaying.Add(-1)
 		return
 	}
-	host := r.Host
+	parent := c.ctx
+	if parent == nil {
+		parent = context.Background()
+	}
 	go func() {
 		defer c.relaying.Add(-1)
-		ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
+		ctx, cancel := context.WithTimeout(parent, endElsewhereTimeout)
 		defer cancel()
 		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, target.JoinPath(Prefix, "session").String(), nil)
 		if err != nil {
 			return
 		}
-		req.Host = host
 		req.AddCookie(&http.Cookie{Name: CookieName, Value: cookie})
 		req.Header.Set(RelayHeader, c.opts.NodeID)
 		req.Header.Set(replacedHeader, "1")
@@ -228,6 +327,9 @@ func (c *Console) endElsewhere(r *http.Request, home, cookie string) {
 			return
 		}
 		res.Body.Close()
+		if res.StatusCode != http.StatusNoContent && res.StatusCode != http.StatusUnauthorized {
+			c.opts.Logger.Info("console: ending a replaced session on its node failed (it expires there)", "node", home, "status", res.StatusCode)
+		}
 	}()
 }
 
@@ -251,26 +353,13 @@ func relayTransport(memberTLS *tls.Config) *http.Transport {
 	return t
 }
 
-// notConnected reports whether err (from relaying) happened before the
-// request reached the home node: it could not be connected to, or its
-// certificate did not verify.
-func notConnected(err error) bool {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return true
-	}
-	var cert *tls.CertificateVerificationError
-	var alert tls.AlertError
-	var hdr tls.RecordHeaderError
-	return errors.As(err, &cert) || errors.As(err, &alert) || errors.As(err, &hdr)
-}
-
 // relayFailed answers a request that was not relayed with status, code
 // and detail; a sign-out also expires the browser's cookie (its session
 // lives on where it was, until it expires there: the browser no longer
 // holds it).
 func (c *Console) relayFailed(w http.ResponseWriter, r *http.Request, status int, code, detail string) {
-	if r.Method == http.MethodDelete && r.URL.Path == Prefix+"/session" {
+	secureHeaders(w.Header())
+	if signOut(r) {
 		http.SetCookie(w, c.cookie(r, "", -1))
 		w.Header().Set("Clear-Site-Data", `"cookies", "storage"`)
 	}
@@ -305,10 +394,10 @@ func (c *Console) relayedDone(tenant string) {
 }
 
 // admitRelayed counts r against its session's tenant's
-// MaxRelaysPerTenant when another node relayed it; it answers 503 BUSY
-// and false past that bound. The caller calls done once r is served.
+// MaxRelaysPerTenant when another node relayed it (a sign-out is never
+// refused); it answers 503 BUSY and false past that bound. The caller calls done once r is served.
 func (c *Console) admitRelayed(w http.ResponseWriter, r *http.Request, s *session) (done func(), ok bool) {
-	if r.Header.Get(RelayHeader) == "" {
+	if r.Header.Get(RelayHeader) == "" || signOut(r) {
 		return func() {}, true
 	}
 	t := s.principal.Tenant
@@ -326,8 +415,9 @@ func (c *Console) admitRelayed(w http.ResponseWriter, r *http.Request, s *sessio
 // homeGone answers a request whose session's node cannot serve it as a
 // node without the session does, saying why, and expires the cookie.
 func (c *Console) homeGone(w http.ResponseWriter, r *http.Request, why string) {
+	secureHeaders(w.Header())
 	http.SetCookie(w, c.cookie(r, "", -1))
-	if r.Method == http.MethodDelete && r.URL.Path == Prefix+"/session" {
+	if signOut(r) {
 		w.Header().Set("Clear-Site-Data", `"cookies", "storage"`)
 	}
 	if r.Method == http.MethodGet && r.URL.Path == Prefix+"/session" {

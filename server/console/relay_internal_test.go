@@ -285,8 +285,8 @@ func TestRelayDoesNotWaitForARefusedBody(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no answer while the body trickles: %v", err)
 	}
-	if res.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("a junk session's upload: %d, want 401", res.StatusCode)
+	if res.StatusCode != http.StatusUnauthorized || !res.Close {
+		t.Fatalf("a junk session's upload: %d (Connection: close %v), want 401 closing the connection its unread body is on", res.StatusCode, res.Close)
 	}
 	for deadline := time.Now().Add(5 * time.Second); c.relaying.Load() != 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -314,8 +314,9 @@ func TestRelayPassesTheHomeAnswerOn(t *testing.T) {
 	}))
 	t.Cleanup(home.Close)
 	c := relayConsole(t, map[string]string{"n1": home.URL})
+	c.opts.WriteTimeout = 300 * time.Millisecond // each write's, as the server's
 	srv := httptest.NewUnstartedServer(c)
-	srv.Config.WriteTimeout = 300 * time.Millisecond
+	srv.Config.WriteTimeout = c.opts.WriteTimeout
 	srv.Start()
 	t.Cleanup(srv.Close)
 	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -429,5 +430,167 @@ func TestReplacedSignOutSkipsOnlyTheCSRFToken(t *testing.T) {
 	}
 	if code := do("DELETE", "/session", map[string]string{replacedHeader: "1", RelayHeader: "n2"}); code != http.StatusNoContent || c.sessions.len() != held-1 {
 		t.Fatalf("the replaced session's sign-out: %d, %d sessions left", code, c.sessions.len())
+	}
+}
+
+// TestRelayOfAReaderThatStops: a browser that stops reading a relayed
+// answer holds its relay only as long as one write may take (the
+// server's write timeout), not for ever.
+func TestRelayOfAReaderThatStops(t *testing.T) {
+	big := strings.Repeat("x", 16<<20)
+	home := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, big)
+	}))
+	t.Cleanup(home.Close)
+	c := relayConsole(t, map[string]string{"n1": home.URL})
+	c.opts.WriteTimeout = 300 * time.Millisecond
+	srv := httptest.NewUnstartedServer(c)
+	srv.Config.WriteTimeout = c.opts.WriteTimeout
+	srv.Start()
+	t.Cleanup(srv.Close)
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4096)
+	}
+	req := "GET " + Prefix + "/api/v1/tenants/acme/events HTTP/1.1\r\nHost: x\r\nCookie: " + cookieOf("tok", "n1") + "\r\n\r\n"
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	// Never read. The relay is held while its writes block, then let go.
+	for deadline := time.Now().Add(500 * time.Millisecond); c.relaying.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the relay never started")
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); c.relaying.Load() != 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a browser that stopped reading still holds its relay after 10 s")
+		}
+	}
+}
+
+// TestRelayedSignOutIsNeverLost: a sign-out is never refused by the
+// per-tenant bound on the home node, and one the home node fails (5xx)
+// still expires the browser's cookie on its way back.
+func TestRelayedSignOutIsNeverLost(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	var held atomic.Int32
+	c, cookie := homeConsole(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		held.Add(1)
+		<-release
+	}))
+	srv := httptest.NewServer(c)
+	t.Cleanup(srv.Close)
+	t.Cleanup(free)
+	for range MaxRelaysPerTenant {
+		go func() {
+			req, _ := http.NewRequest("GET", srv.URL+Prefix+"/api/v1/admin/tenants", nil)
+			req.Header.Set("Cookie", cookie)
+			req.Header.Set(RelayHeader, "n2")
+			if res, err := http.DefaultClient.Do(req); err == nil {
+				res.Body.Close()
+			}
+		}()
+	}
+	for deadline := time.Now().Add(20 * time.Second); held.Load() < MaxRelaysPerTenant; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the held requests did not arrive")
+		}
+	}
+	held0 := c.sessions.len()
+	req, _ := http.NewRequest("DELETE", srv.URL+Prefix+"/session", nil)
+	req.Header.Set("Cookie", cookie)
+	req.Header.Set(RelayHeader, "n2")
+	req.Header.Set(replacedHeader, "1")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusNoContent || c.sessions.len() != held0-1 {
+		t.Fatalf("a relayed sign-out beside %d relayed requests: %d, sessions %d → %d", MaxRelaysPerTenant, res.StatusCode, held0, c.sessions.len())
+	}
+	free()
+
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(failing.Close)
+	relayer := relayConsole(t, map[string]string{"n1": failing.URL})
+	rsrv := httptest.NewServer(relayer)
+	t.Cleanup(rsrv.Close)
+	req, _ = http.NewRequest("DELETE", rsrv.URL+Prefix+"/session", nil)
+	req.Header.Set("Cookie", cookieOf("tok", "n1"))
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	expired := false
+	for _, ck := range res.Cookies() {
+		expired = expired || (ck.Name == CookieName && ck.MaxAge < 0)
+	}
+	if res.StatusCode != http.StatusServiceUnavailable || !expired || res.Header.Get("Clear-Site-Data") == "" {
+		t.Fatalf("a sign-out the home node failed: %d, cookie expired %v, Clear-Site-Data %q", res.StatusCode, expired, res.Header.Get("Clear-Site-Data"))
+	}
+}
+
+// TestEndElsewhereSendsOnlyWhereItMay: the sign-out of a replaced session
+// goes to its member node with the cookie and the markers, and is not
+// sent over plain http from a TLS console, for a relayed sign-in, or
+// when every relay is in use.
+func TestEndElsewhereSendsOnlyWhereItMay(t *testing.T) {
+	got := make(chan *http.Request, 8)
+	home := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(home.Close)
+	c := relayConsole(t, map[string]string{"n1": home.URL})
+	signIn := func(edit func(*http.Request)) *http.Request {
+		r := httptest.NewRequest("POST", Prefix+"/session", nil)
+		if edit != nil {
+			edit(r)
+		}
+		return r
+	}
+	none := func(what string) {
+		t.Helper()
+		select {
+		case r := <-got:
+			t.Fatalf("%s: the home node got %s %s", what, r.Method, r.URL)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	c.endElsewhere(signIn(func(r *http.Request) { r.TLS = &tls.ConnectionState{} }), "n1", "old.x")
+	none("a TLS sign-in, an http home")
+	c.endElsewhere(signIn(func(r *http.Request) { r.Header.Set(RelayHeader, "n3") }), "n1", "old.x")
+	none("a relayed sign-in")
+	c.relaying.Store(MaxRelays)
+	c.endElsewhere(signIn(nil), "n1", "old.x")
+	none("every relay in use")
+	c.relaying.Store(0)
+	c.endElsewhere(signIn(nil), "n9", "old.x")
+	none("a node that is not a member")
+	c.endElsewhere(signIn(nil), "n1", "old.x")
+	select {
+	case r := <-got:
+		ck, err := r.Cookie(CookieName)
+		if r.Method != "DELETE" || r.URL.Path != Prefix+"/session" || err != nil || ck.Value != "old.x" || r.Header.Get(replacedHeader) != "1" || r.Header.Get(RelayHeader) != "n2" {
+			t.Fatalf("the sign-out sent: %s %s cookie %v headers %v", r.Method, r.URL, ck, r.Header)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no sign-out reached the home node")
+	}
+	for deadline := time.Now().Add(5 * time.Second); c.relaying.Load() != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the sign-out's relay slot was not given back")
+		}
 	}
 }
