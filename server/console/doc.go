@@ -110,8 +110,9 @@
 // the request (no connection, its https check fails), or is plain http
 // while the browser came over TLS, the session is answered as one that
 // ended (GET /console/session: signed_in false with the reason; anything
-// else 401) and the cookie expired, and the page asks to sign in again —
-// on the node it reaches. A sign-out that cannot be relayed, or that the
+// else 401), and the page asks to sign in again — on the node it
+// reaches. The cookie is expired then, except when the home could not be
+// reached just now: it may be back at the next request. A sign-out that cannot be relayed, or that the
 // home node answers 5xx, expires the cookie too. A home node that was
 // sent the request but did not answer is answered 503 (OUTCOME_UNKNOWN
 // for a change, which may have been made; BUSY for a read), the session

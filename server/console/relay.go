@@ -121,7 +121,7 @@ func (c *Console) livesElsewhere(r *http.Request) (string, bool) {
 //
 // It does not relay, and answers as a node that holds no such session
 // (GET /console/session: signed_in false; anything else: 401, so the
-// page asks to sign in again, here; the cookie expired either way), when
+// page asks to sign in again, here; see homeGone for the cookie), when
 // home is not a member of the cluster now, when the browser came over
 // TLS (or the console serves TLS) and home's URL is plain http (the
 // cookie would cross the network in clear), or when the request could
@@ -135,16 +135,16 @@ func (c *Console) livesElsewhere(r *http.Request) (string, bool) {
 func (c *Console) relay(w http.ResponseWriter, r *http.Request, home string) {
 	base, ok := c.opts.MemberURL(home)
 	if !ok {
-		c.homeGone(w, r, fmt.Sprintf("this session was signed in on node %q, which is not a member of this cluster now", home))
+		c.homeGone(w, r, fmt.Sprintf("this session was signed in on node %q, which is not a member of this cluster now", home), true)
 		return
 	}
 	target, err := url.Parse(base)
 	if err != nil || (target.Scheme != "http" && target.Scheme != "https") || target.Host == "" {
-		c.homeGone(w, r, fmt.Sprintf("this session lives on node %q, whose URL is not an http or https URL", home))
+		c.homeGone(w, r, fmt.Sprintf("this session lives on node %q, whose URL is not an http or https URL", home), true)
 		return
 	}
 	if target.Scheme != "https" && (c.opts.Secure || r.TLS != nil) {
-		c.homeGone(w, r, fmt.Sprintf("this session lives on node %q, whose URL is plain http: the session's cookie would cross the network in clear", home))
+		c.homeGone(w, r, fmt.Sprintf("this session lives on node %q, whose URL is plain http: the session's cookie would cross the network in clear", home), true)
 		return
 	}
 	if c.relaying.Add(1) > MaxRelays {
@@ -210,7 +210,7 @@ func (c *Console) relay(w http.ResponseWriter, r *http.Request, home string) {
 			}
 			c.opts.Logger.Warn("console: relaying a session's request to its node failed", "node", home, "url", target.Redacted(), "reached", wrote.Load(), "err", err)
 			if !wrote.Load() {
-				c.homeGone(w, r, fmt.Sprintf("this session lives on node %q, which could not be reached", home))
+				c.homeGone(w, r, fmt.Sprintf("this session lives on node %q, which could not be reached", home), false)
 				return
 			}
 			if stateChanging(r.Method) {
@@ -413,10 +413,16 @@ func (c *Console) admitRelayed(w http.ResponseWriter, r *http.Request, s *sessio
 }
 
 // homeGone answers a request whose session's node cannot serve it as a
-// node without the session does, saying why, and expires the cookie.
-func (c *Console) homeGone(w http.ResponseWriter, r *http.Request, why string) {
+// node without the session does, saying why. For good (the node is not a
+// member, or cannot be relayed to as configured) or for a sign-out it
+// expires the cookie; a home that could not be reached just now may be
+// back at the next request, so the cookie stays (signing in again here
+// replaces it).
+func (c *Console) homeGone(w http.ResponseWriter, r *http.Request, why string, forGood bool) {
 	secureHeaders(w.Header())
-	http.SetCookie(w, c.cookie(r, "", -1))
+	if forGood || signOut(r) {
+		http.SetCookie(w, c.cookie(r, "", -1))
+	}
 	if signOut(r) {
 		w.Header().Set("Clear-Site-Data", `"cookies", "storage"`)
 	}
