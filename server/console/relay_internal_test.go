@@ -32,6 +32,33 @@ func relayConsole(t *testing.T, urls map[string]string) *Console {
 	return c
 }
 
+// statusOf sends method url with header (name, value pairs) and answers
+// the status (0, and a test error, when no answer came).
+func statusOf(t *testing.T, method, url string, header ...string) int {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(context.Background(), method, url, nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	res.Body.Close()
+	return res.StatusCode
+}
+
+// eventually waits up to within for cond, failing the test with what.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(within); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal(what)
+		}
+	}
+}
+
 func cookieOf(token, node string) string {
 	return CookieName + "=" + token + "." + base64.RawURLEncoding.EncodeToString([]byte(node))
 }
@@ -140,15 +167,7 @@ func TestRelaysAreBounded(t *testing.T) {
 	t.Cleanup(srv.Close)
 	t.Cleanup(free) // first: the servers' Close waits for the held handlers
 	get := func(query string) int {
-		req, _ := http.NewRequestWithContext(context.Background(), "GET", srv.URL+Prefix+"/overview?"+query, nil)
-		req.Header.Set("Cookie", cookieOf("tok", "n1"))
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Error(err)
-			return 0
-		}
-		res.Body.Close()
-		return res.StatusCode
+		return statusOf(t, "GET", srv.URL+Prefix+"/overview?"+query, "Cookie", cookieOf("tok", "n1"))
 	}
 	var done sync.WaitGroup
 	for range MaxRelays {
@@ -219,29 +238,18 @@ func TestRelayedRequestsPerTenantAreBounded(t *testing.T) {
 	t.Cleanup(srv.Close)
 	t.Cleanup(free) // first: Close waits for the held handlers
 	get := func(query string, relayed bool) int {
-		req, _ := http.NewRequestWithContext(context.Background(), "GET", srv.URL+Prefix+"/api/v1/admin/tenants?"+query, nil)
-		req.Header.Set("Cookie", cookie)
+		h := []string{"Cookie", cookie}
 		if relayed {
-			req.Header.Set(RelayHeader, "n2")
+			h = append(h, RelayHeader, "n2")
 		}
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Error(err)
-			return 0
-		}
-		res.Body.Close()
-		return res.StatusCode
+		return statusOf(t, "GET", srv.URL+Prefix+"/api/v1/admin/tenants?"+query, h...)
 	}
 	var done sync.WaitGroup
 	for range MaxRelaysPerTenant {
 		done.Add(1)
 		go func() { defer done.Done(); get("hold=1", true) }()
 	}
-	for deadline := time.Now().Add(20 * time.Second); held.Load() < MaxRelaysPerTenant; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d relayed requests reached the API", held.Load(), MaxRelaysPerTenant)
-		}
-	}
+	eventually(t, 20*time.Second, "the relayed requests did not all reach the API", func() bool { return held.Load() == MaxRelaysPerTenant })
 	if code := get("", true); code != http.StatusServiceUnavailable {
 		t.Fatalf("relayed request %d of the operator's sessions: %d, want 503 BUSY", MaxRelaysPerTenant+1, code)
 	}
@@ -288,11 +296,7 @@ func TestRelayDoesNotWaitForARefusedBody(t *testing.T) {
 	if res.StatusCode != http.StatusUnauthorized || !res.Close {
 		t.Fatalf("a junk session's upload: %d (Connection: close %v), want 401 closing the connection its unread body is on", res.StatusCode, res.Close)
 	}
-	for deadline := time.Now().Add(5 * time.Second); c.relaying.Load() != 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d relays still held while the refused body trickles", c.relaying.Load())
-		}
-	}
+	eventually(t, 5*time.Second, "relays still held while the refused body trickles", func() bool { return c.relaying.Load() == 0 })
 }
 
 // TestRelayPassesTheHomeAnswerOn: the home node's answer reaches the
@@ -467,16 +471,8 @@ func TestRelayOfAReaderThatStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Never read. The relay is held while its writes block, then let go.
-	for deadline := time.Now().Add(500 * time.Millisecond); c.relaying.Load() == 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the relay never started")
-		}
-	}
-	for deadline := time.Now().Add(10 * time.Second); c.relaying.Load() != 0; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("a browser that stopped reading still holds its relay after 10 s")
-		}
-	}
+	eventually(t, 500*time.Millisecond, "the relay never started", func() bool { return c.relaying.Load() != 0 })
+	eventually(t, 10*time.Second, "a browser that stopped reading still holds its relay after 10 s", func() bool { return c.relaying.Load() == 0 })
 }
 
 // TestRelayedSignOutIsNeverLost: a sign-out is never refused by the
@@ -496,19 +492,10 @@ func TestRelayedSignOutIsNeverLost(t *testing.T) {
 	t.Cleanup(free)
 	for range MaxRelaysPerTenant {
 		go func() {
-			req, _ := http.NewRequest("GET", srv.URL+Prefix+"/api/v1/admin/tenants", nil)
-			req.Header.Set("Cookie", cookie)
-			req.Header.Set(RelayHeader, "n2")
-			if res, err := http.DefaultClient.Do(req); err == nil {
-				res.Body.Close()
-			}
+			statusOf(t, "GET", srv.URL+Prefix+"/api/v1/admin/tenants", "Cookie", cookie, RelayHeader, "n2")
 		}()
 	}
-	for deadline := time.Now().Add(20 * time.Second); held.Load() < MaxRelaysPerTenant; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the held requests did not arrive")
-		}
-	}
+	eventually(t, 20*time.Second, "the held requests did not arrive", func() bool { return held.Load() == MaxRelaysPerTenant })
 	held0 := c.sessions.len()
 	req, _ := http.NewRequest("DELETE", srv.URL+Prefix+"/session", nil)
 	req.Header.Set("Cookie", cookie)
@@ -594,9 +581,5 @@ func TestEndElsewhereSendsOnlyWhereItMay(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no sign-out reached the home node")
 	}
-	for deadline := time.Now().Add(5 * time.Second); c.relaying.Load() != 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the sign-out's relay slot was not given back")
-		}
-	}
+	eventually(t, 5*time.Second, "the sign-out's relay slot was not given back", func() bool { return c.relaying.Load() == 0 })
 }
