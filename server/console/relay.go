@@ -128,10 +128,10 @@ func (c *Console) livesElsewhere(r *http.Request) (string, bool) {
 // not be sent to home (no connection; its https certificate does not
 // verify against Options.LeaderTLS's roots). A home node that was sent
 // the request but did not answer (a timeout, a connection cut) is
-// answered 503: OUTCOME_UNKNOWN
-// for a change, which may have been made, BUSY otherwise. At most
-// MaxRelays requests are relayed at once (503 BUSY past it). A sign-out
-// that cannot be relayed expires the cookie in the browser all the same.
+// answered 503: OUTCOME_UNKNOWN for a change, which may have been made,
+// BUSY otherwise. At most MaxRelays requests are relayed at once (503
+// BUSY past it). A sign-out that cannot be relayed, or that home answers
+// 5xx, expires the cookie in the browser all the same.
 func (c *Console) relay(w http.ResponseWriter, r *http.Request, home string) {
 	base, ok := c.opts.MemberURL(home)
 	if !ok {
