@@ -9,6 +9,17 @@ import (
 	"github.com/batpak-go/batpak/core"
 )
 
+// submitWithID queues an append of payload to coord whose id is fixed by
+// the caller, without waiting for it.
+func submitWithID(t *testing.T, s *core.Store, coord core.Coordinate, payload string, id core.EventID) *core.Ticket {
+	t.Helper()
+	tk, err := s.SubmitWithOptions(context.Background(), coord, kindA, []byte(payload), core.AppendOptions{ID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tk
+}
+
 // A caller-fixed id is refused when an earlier write of the same group
 // holds it, and accepted again once the write that held it was rolled
 // back (its batch failed its compare-and-set): the writes are queued from
@@ -27,18 +38,9 @@ func TestFixedIDsWithinOneGroupAfterARollback(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		filler, err := s.SubmitWithOptions(ctx, coord, kindA, []byte(`3`), core.AppendOptions{ID: core.NewEventID()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		again, err := s.SubmitWithOptions(ctx, coord, kindA, []byte(`4`), core.AppendOptions{ID: x})
-		if err != nil {
-			t.Fatal(err)
-		}
-		twice, err := s.SubmitWithOptions(ctx, coord, kindA, []byte(`5`), core.AppendOptions{ID: x})
-		if err != nil {
-			t.Fatal(err)
-		}
+		filler := submitWithID(t, s, coord, `3`, core.NewEventID())
+		again := submitWithID(t, s, coord, `4`, x)
+		twice := submitWithID(t, s, coord, `5`, x)
 		var ce *core.ConflictError
 		if _, err := b1.Wait(ctx); !errors.As(err, &ce) {
 			t.Fatalf("round %d: batch with a stale expectation: %v, want a ConflictError", round, err)
@@ -75,14 +77,8 @@ func TestFixedIDTwiceWhereARollbackWas(t *testing.T) {
 			t.Fatal(err)
 		}
 		y := core.NewEventID()
-		first, err := s.SubmitWithOptions(ctx, coord, kindA, []byte(`4`), core.AppendOptions{ID: y})
-		if err != nil {
-			t.Fatal(err)
-		}
-		second, err := s.SubmitWithOptions(ctx, coord, kindA, []byte(`5`), core.AppendOptions{ID: y})
-		if err != nil {
-			t.Fatal(err)
-		}
+		first := submitWithID(t, s, coord, `4`, y)
+		second := submitWithID(t, s, coord, `5`, y)
 		var ce *core.ConflictError
 		if _, err := b1.Wait(ctx); !errors.As(err, &ce) {
 			t.Fatalf("round %d: batch with a stale expectation: %v, want a ConflictError", round, err)
