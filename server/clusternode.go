@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -160,6 +161,8 @@ type clusterNode struct {
 	// memberTLS verifies members' https certificates (cluster.api_ca);
 	// nil: the system's roots.
 	memberTLS *tls.Config
+	// members sends the API's requests to other members (MemberClient).
+	members *http.Client
 	// joining: cluster.join is set and this node has not been a member
 	// yet (it started with no raft log); cleared once it is one, so a
 	// node the operator removed stays removed.
@@ -283,7 +286,7 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 		return nil, err
 	}
 	c := &clusterNode{n: n, cfg: cfg, token: s.cfg.OperatorToken, url: strings.TrimRight(cfg.URL, "/"), stop: make(chan struct{}), done: make(chan struct{}), readWait: cfg.ReadWait,
-		memberTLS: memberTLS}
+		memberTLS: memberTLS, members: newMemberClient(memberTLS)}
 	c.joining = cfg.Join != "" && n.Status().LastLogIndex == 0
 	c.orphan = !cfg.Bootstrap && cfg.Join == "" && n.Status().LastLogIndex == 0
 	if cfg.Bootstrap && n.Status().LastLogIndex == 0 {
@@ -727,6 +730,42 @@ func (c *clusterNode) Status() any {
 	}{st, c.url, ms, check}
 }
 
+// Members implements httpapi.Cluster: the raft configuration's members,
+// each with the API URL of its latest record.
+func (c *clusterNode) Members() []httpapi.Member {
+	st := c.n.Status()
+	ms := make([]httpapi.Member, 0, len(st.Servers))
+	for _, m := range st.Servers {
+		rec, _ := c.member(m.ID)
+		ms = append(ms, httpapi.Member{ID: m.ID, URL: rec.URL, Self: m.ID == c.cfg.NodeID})
+	}
+	return ms
+}
+
+// MemberClient implements httpapi.Cluster.
+func (c *clusterNode) MemberClient() *http.Client { return c.members }
+
+// newMemberClient is the client of the requests the API sends other
+// members on a caller's behalf: their certificates verified with tlsc
+// (nil: the system's roots), no redirect followed (a redirect is not a
+// member's answer, and the caller's credential stays where it was sent),
+// a few idle connections kept per member.
+func newMemberClient(tlsc *tls.Config) *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:                  nil,
+			DialContext:            (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+			TLSHandshakeTimeout:    5 * time.Second,
+			TLSClientConfig:        tlsc.Clone(),
+			ResponseHeaderTimeout:  httpapi.MemberAskTimeout,
+			MaxResponseHeaderBytes: 64 << 10,
+			MaxIdleConnsPerHost:    2,
+			IdleConnTimeout:        time.Minute,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
 // AddNode implements httpapi.Cluster: raft membership, then the record.
 // A join that would replace a member — its id at another address, or its
 // address under another id — removes that member first; unless replace
@@ -795,6 +834,7 @@ func (c *clusterNode) close() error {
 	if c.running.Load() {
 		<-c.done
 	}
+	c.members.CloseIdleConnections()
 	return c.n.Close()
 }
 

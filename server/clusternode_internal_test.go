@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync"
@@ -147,5 +149,30 @@ func TestClusterNodeNotCurrentWhilePlaneBehind(t *testing.T) {
 	}
 	if !c.Current() {
 		t.Fatal("not current once the plane applied everything")
+	}
+}
+
+// The client a node asks other members with on a caller's behalf
+// follows no redirect: the caller's credential goes to the member it was
+// sent to and nowhere else.
+func TestMemberClientFollowsNoRedirect(t *testing.T) {
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { elsewhere.Add(1) }))
+	defer other.Close()
+	member := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+"/steal", http.StatusTemporaryRedirect)
+	}))
+	defer member.Close()
+	hc := newMemberClient(nil)
+	defer hc.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", member.URL+"/v1/tenants/acme/plugins/p", nil)
+	req.Header.Set("Authorization", "Bearer tenant-key")
+	res, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusTemporaryRedirect || elsewhere.Load() != 0 {
+		t.Fatalf("answer %d, %d requests where it pointed: want the redirect itself, none followed", res.StatusCode, elsewhere.Load())
 	}
 }

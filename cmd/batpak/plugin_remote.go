@@ -140,6 +140,7 @@ stderr). Activating swaps the running version hot: no request fails.`,
 			return err
 		},
 	}
+	var allNodes bool
 	status := &cobra.Command{
 		Use: "status NAME", Short: "Show a server plugin's versions, faults, quarantine, counters and recent logs", Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -151,6 +152,13 @@ stderr). Activating swaps the running version hot: no request fails.`,
 			if err != nil {
 				return err
 			}
+			if allNodes {
+				st, err := t.PluginStatusAllNodes(cmd.Context(), args[0])
+				if err != nil {
+					return remoteError(err)
+				}
+				return emit(cmd.OutOrStdout(), f, st, func(w io.Writer) error { return printPluginClusterStatus(w, st) })
+			}
 			st, err := t.PluginStatus(cmd.Context(), args[0])
 			if err != nil {
 				return remoteError(err)
@@ -158,6 +166,7 @@ stderr). Activating swaps the running version hot: no request fails.`,
 			return emit(cmd.OutOrStdout(), f, st, func(w io.Writer) error { return printPluginStatus(w, st) })
 		},
 	}
+	status.Flags().BoolVar(&allNodes, "all-nodes", false, "on a cluster, every node's part (each node runs the plugin and counts its own faults), counters summed")
 	swap := &cobra.Command{
 		Use: "swap NAME VERSION", Short: "Make a kept version of a server plugin active (hot; admin key)", Args: exactArgs("NAME", "VERSION"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -270,6 +279,66 @@ type pluginDeleted struct {
 	Deleted bool   `json:"deleted"`
 }
 
+// printPluginClusterStatus prints what plugin status --all-nodes gathered.
+func printPluginClusterStatus(w io.Writer, st client.PluginClusterStatus) error {
+	var quarantined []string
+	for _, n := range st.Nodes {
+		if n.Quarantined {
+			quarantined = append(quarantined, oneLine(n.Node))
+		}
+	}
+	state := "loaded"
+	switch {
+	case len(quarantined) > 0:
+		state = "quarantined on " + strings.Join(quarantined, ", ") + " (plugin reset NAME lifts it on every node)"
+	case !st.Loaded:
+		state = "not loaded on every node"
+	}
+	fmt.Fprintf(w, "plugin %s: active version %s, %s\n", oneLine(st.Name), oneLine(st.Active), state)
+	s := st.Stats
+	fmt.Fprintf(w, "requests %d, calls %d (%.3fs), faults %d, log lines %d (%d dropped): %d of %d nodes\n",
+		s.Requests, s.Calls, s.CallSeconds, s.Faults, s.LogLines, s.DroppedLogLines, st.Answered, st.Answered+st.Unanswered)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tSTATE\tACTIVE\tREQUESTS\tCALLS\tFAULTS\tSHA256")
+	for _, n := range st.Nodes {
+		node := oneLine(n.Node)
+		if node == "" {
+			node = "-"
+		}
+		if n.Error != "" {
+			fmt.Fprintf(tw, "%s\tno answer\t\t\t\t\t\n", node)
+			continue
+		}
+		ns := "loaded"
+		switch {
+		case n.Quarantined:
+			ns = "quarantined"
+		case !n.Loaded:
+			ns = "not loaded: " + oneLine(n.LoadError)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", node, ns, oneLine(n.Active), n.Stats.Requests, n.Stats.Calls, n.Stats.Faults, n.Digest)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, n := range st.Nodes {
+		if n.Error != "" {
+			fmt.Fprintf(w, "node %s did not answer: %s\n", oneLine(n.Node), oneLine(n.Error))
+		}
+	}
+	for _, n := range st.Nodes {
+		for _, f := range n.Faults {
+			fmt.Fprintf(w, "fault %s %s %s@%s: %s\n", oneLine(n.Node), f.Time.UTC().Format(time.RFC3339), f.Kind, oneLine(f.Version), oneLine(f.Message))
+		}
+	}
+	for _, n := range st.Nodes {
+		for _, l := range n.Logs {
+			fmt.Fprintf(w, "log %s %s %s %s: %s\n", oneLine(n.Node), l.Time.UTC().Format(time.RFC3339), strings.ToLower(l.Level), l.Stream, oneLine(l.Text))
+		}
+	}
+	return nil
+}
+
 func printPluginStatus(w io.Writer, st client.PluginStatus) error {
 	state := "loaded"
 	switch {
@@ -279,6 +348,9 @@ func printPluginStatus(w io.Writer, st client.PluginStatus) error {
 		state = "not loaded: " + oneLine(st.LoadError)
 	}
 	fmt.Fprintf(w, "plugin %s: active version %s, %s\n", oneLine(st.Name), oneLine(st.Active), state)
+	if st.Node != "" {
+		fmt.Fprintf(w, "node %s: its own counters, faults, logs and quarantine (--all-nodes for every node's)\n", oneLine(st.Node))
+	}
 	if st.Digest != "" {
 		fmt.Fprintf(w, "sha256 %s\n", st.Digest)
 	}

@@ -6,8 +6,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/plugins"
+	"github.com/batpak-go/batpak/sdk/client"
 )
 
 // TestRemotePluginVerbs pushes plugins to a server's tenant with the CLI
@@ -69,6 +71,15 @@ func TestRemotePluginVerbs(t *testing.T) {
 	if out := ok(t, cmd("plugin", "status", "count", "--json")...); !strings.Contains(out, `"active":"1"`) {
 		t.Fatalf("status --json: %q", out)
 	}
+	// A single server is the one node of --all-nodes.
+	out = ok(t, cmd("plugin", "status", "count", "--all-nodes")...)
+	if !strings.HasPrefix(out, "plugin count: active version 1, loaded\nrequests 0, calls 0 (0.000s), faults 0, log lines 0 (0 dropped): 1 of 1 nodes\nNODE ") ||
+		!strings.Contains(out, "\n-     loaded") {
+		t.Fatalf("status --all-nodes: %q", out)
+	}
+	if out := ok(t, cmd("plugin", "status", "count", "--all-nodes", "--json")...); !strings.Contains(out, `"answered":1`) || !strings.Contains(out, `"nodes":[{"node":""`) {
+		t.Fatalf("status --all-nodes --json: %q", out)
+	}
 	// A manifest pinning other bytes, and a reader's push: refused with
 	// the server's reason, nonzero exit.
 	write(filepath.Join(dir, "bad.json"), []byte(`{"name":"count","version":"3","kind":"projection","sha256":"`+plugins.Digest(v1)+`"}`))
@@ -82,5 +93,36 @@ func TestRemotePluginVerbs(t *testing.T) {
 	}
 	if r := batpak(t, "plugin", "list"); r.code == 0 || !strings.Contains(r.stderr, "--server") {
 		t.Fatalf("plugin list without a server: exit %d, %q", r.code, r.stderr)
+	}
+}
+
+// plugin status --all-nodes prints where the plugin is quarantined, the
+// summed counters, a row per node (a node that did not answer says why)
+// and each fault with its node; a server's text stays on its line.
+func TestPrintPluginClusterStatus(t *testing.T) {
+	st := client.PluginClusterStatus{TenantPlugin: client.TenantPlugin{Name: "trap", Active: "1"},
+		Stats: client.PluginStats{Requests: 5, Calls: 4, Faults: 3}, Quarantined: true, Answered: 2, Unanswered: 1,
+		Nodes: []client.PluginNodeStatus{
+			{Node: "n3", Active: "1", Loaded: true, Stats: client.PluginStats{Requests: 1, Calls: 1, Faults: 1},
+				Faults: []client.PluginFault{{Time: time.Date(2026, 12, 5, 1, 2, 3, 0, time.UTC), Version: "1", Kind: "trap", Message: "boom\nnext"}}},
+			{Node: "n2", Active: "1", Loaded: true, Quarantined: true, Stats: client.PluginStats{Requests: 4, Calls: 3, Faults: 2}},
+			{Node: "n1", Error: "unreachable: connection refused"},
+		}}
+	var b strings.Builder
+	if err := printPluginClusterStatus(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"plugin trap: active version 1, quarantined on n2 (plugin reset NAME lifts it on every node)\n",
+		"requests 5, calls 4 (0.000s), faults 3, log lines 0 (0 dropped): 2 of 3 nodes\n",
+		"\nn2    quarantined",
+		"\nn1    no answer",
+		"\nnode n1 did not answer: unreachable: connection refused\n",
+		"\nfault n3 2026-12-05T01:02:03Z trap@1: boom\\nnext\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -70,9 +70,14 @@ type PluginLogLine struct {
 	Text    string    `json:"text"`
 }
 
-// PluginStatus is a plugin's state as its tenant sees it.
+// PluginStatus is a plugin's state as its tenant sees it. On a cluster
+// it is one node's: each node runs the plugins it serves and keeps its
+// own counters, faults, logs and quarantine (see PluginStatusAllNodes).
 type PluginStatus struct {
 	TenantPlugin
+	// Node is the cluster node these counters are of ("" on a single
+	// server).
+	Node        string          `json:"node,omitempty"`
 	Loaded      bool            `json:"loaded"`
 	LoadError   string          `json:"load_error,omitempty"`
 	Digest      string          `json:"digest,omitempty"`
@@ -117,6 +122,52 @@ func (t *Tenant) Plugins(ctx context.Context) ([]PluginSummary, error) {
 func (t *Tenant) PluginStatus(ctx context.Context, name string) (PluginStatus, error) {
 	var st PluginStatus
 	err := t.c.do(ctx, request{method: "GET", path: t.path("/plugins/" + seg(name)), safe: true}, &st)
+	return st, err
+}
+
+// PluginNodeStatus is one cluster node's part of a plugin's status.
+type PluginNodeStatus struct {
+	Node string `json:"node"`
+	// Error says why the node's part is missing (the node could not be
+	// asked, did not answer within 5 s, or refused); the other fields are
+	// then empty.
+	Error       string          `json:"error,omitempty"`
+	Active      string          `json:"active,omitempty"` // the version active in the node's control plane
+	Loaded      bool            `json:"loaded"`
+	LoadError   string          `json:"load_error,omitempty"`
+	Digest      string          `json:"digest,omitempty"`
+	Quarantined bool            `json:"quarantined"`
+	Stats       PluginStats     `json:"stats"`
+	Faults      []PluginFault   `json:"faults"`
+	Logs        []PluginLogLine `json:"logs"`
+}
+
+// PluginClusterStatus is a plugin's status on every node of a cluster.
+type PluginClusterStatus struct {
+	TenantPlugin
+	Limits json.RawMessage `json:"limits"`
+	// Stats are the answered nodes' counters, summed.
+	Stats PluginStats `json:"stats"`
+	// Quarantined: at least one answered node holds the plugin in
+	// quarantine (ResetPlugin lifts it on every node). Loaded: every
+	// answered node runs it.
+	Quarantined bool `json:"quarantined"`
+	Loaded      bool `json:"loaded"`
+	Answered    int  `json:"answered"`
+	Unanswered  int  `json:"unanswered"`
+	// Nodes are the parts, the asked node's first.
+	Nodes []PluginNodeStatus `json:"nodes"`
+}
+
+// PluginStatusAllNodes returns the plugin's status on every node of the
+// cluster (the node asked gathers the others' parts with this client's
+// credential; a single server answers its own as the one part). A node
+// that cannot be reached has an Error in its part; the call still
+// succeeds. ErrNotFound for an unknown plugin; ErrBusy
+// while this tenant's previous call of it is still being gathered.
+func (t *Tenant) PluginStatusAllNodes(ctx context.Context, name string) (PluginClusterStatus, error) {
+	var st PluginClusterStatus
+	err := t.c.do(ctx, request{method: "GET", path: t.path("/plugins/" + seg(name)), query: url.Values{"nodes": {"all"}}, safe: true}, &st)
 	return st, err
 }
 

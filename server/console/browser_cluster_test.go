@@ -2,6 +2,8 @@ package console_test
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -42,7 +44,7 @@ func TestConsoleClusterInABrowser(t *testing.T) {
 		return st.status == 200 && st.json(t)["state"] == "leader"
 	})
 	n2, _ := startNode(t, "n2", n1.base)
-	_, root3 := startNode(t, "n3", n1.base)
+	n3, root3 := startNode(t, "n3", n1.base)
 	waitUntil(t, "three members with URLs", func() bool {
 		st := n1.do(nil, "GET", "/v1/cluster", nil, "Authorization", "Bearer "+opToken)
 		ms, _ := st.json(t)["members"].([]any)
@@ -105,6 +107,31 @@ func TestConsoleClusterInABrowser(t *testing.T) {
 	b2.waitText("#cluster-role", "This node (n2) is follower; the leader is n1 at "+n1.base)
 	b2.waitText("#replica-check", "The replica check runs on the leader: its console ("+n1.base+"/console/) shows it.")
 	b2.noErrors("a follower's overview")
+
+	// Each node runs the tenant's plugins and counts their faults: a
+	// plugin quarantined on n2 shows as quarantined on n2 in a console
+	// signed in on n3, with every node's counters.
+	wasm, err := os.ReadFile(filepath.Join("..", "..", "plugins", "testdata", "trap.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(wasm)
+	n1.must(n1.do(nil, "POST", "/v1/tenants/acme/plugins", map[string]any{"manifest": map[string]any{"name": "trap", "version": "1", "kind": "projection",
+		"sha256": hex.EncodeToString(sum[:]), "limits": map[string]any{"max_faults": 2}}, "module": wasm}, "Authorization", "Bearer "+key), 200)
+	waitUntil(t, "n2 quarantines the plugin", func() bool {
+		r := n2.do(nil, "GET", "/v1/tenants/acme/projections/trap/order:1", nil, "Authorization", "Bearer "+key)
+		return r.status == 424 && r.json(t)["code"] == "PLUGIN_QUARANTINED"
+	})
+	b3 := newBrowser(t)
+	b3.goTo(n3.base + "/console/")
+	b3.run("sign-in form", visible("#credential"))
+	b3.run("sign in as the tenant on n3", chromedp.SendKeys(chromedp.CSS("#credential"), key), chromedp.Click(chromedp.CSS("#signin-submit")))
+	b3.goTo(n3.base + "/console/#/plugins")
+	b3.waitText("#plugin-trap", "quarantined on n2")
+	b3.waitText("#plugin-trap", "2 faults on 3 nodes")
+	b3.waitText("#plugin-trap", "n3: loaded, 0 calls, 0 faults")
+	b3.shot("22-cluster-plugin")
+	b3.noErrors("a plugin's status on every node")
 }
 
 // findIn finds, under root, the segment of tenant holding text, and where.

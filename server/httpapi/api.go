@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/batpak-go/batpak/server/auth"
 	"github.com/batpak-go/batpak/server/control"
@@ -137,6 +138,10 @@ type API struct {
 	digestRequests atomic.Int32
 	// bodies bounds the large JSON bodies written at once.
 	bodies *bodyBudget
+	// memberAsk bounds the cluster-wide answers gathered at once
+	// (MaxMemberAsks); tenantAsks holds the tenants gathering one.
+	memberAsk  *semaphore.Weighted
+	tenantAsks sync.Map
 }
 
 // Access says who may call a route.
@@ -208,7 +213,7 @@ func New(opts Options) *API {
 		opts.SSEBufferEvents = 4096
 	}
 	a := &API{opts: opts, mux: http.NewServeMux(), log: opts.Logger, stopping: make(chan struct{}), access: make(chan struct{}),
-		bodies: newBodyBudget()}
+		bodies: newBodyBudget(), memberAsk: semaphore.NewWeighted(MaxMemberAsks)}
 	if a.log == nil {
 		a.log = slog.Default()
 	}

@@ -76,6 +76,14 @@ type Cluster interface {
 	// ControlStore is this node's copy of the control plane's replicated
 	// store (cluster.SystemStore), open for the node's life.
 	ControlStore() *core.Store
+	// Members is every member of the cluster now (its raft
+	// configuration), this node among them, each with the API URL on
+	// record.
+	Members() []Member
+	// MemberClient sends requests to other members' APIs: it verifies
+	// their https certificates (cluster.api_ca and the system's roots)
+	// and follows no redirect.
+	MemberClient() *http.Client
 }
 
 // AccessChanged ends the event streams of credentials and tenants that

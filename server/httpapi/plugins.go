@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -74,11 +76,46 @@ func (a *API) pluginStatus(c *call) error {
 	if err := a.pluginsOn(); err != nil {
 		return err
 	}
-	st, err := a.opts.Plugins.Status(c.tenant, c.r.PathValue("name"))
-	if err != nil {
-		return err
+	nodes := c.r.URL.Query().Get("nodes")
+	if nodes != "" && nodes != "all" {
+		return errInvalid("nodes", "nodes must be \"all\" (every cluster node's part) or absent (this node's), got "+strconv.Quote(clip(nodes)))
 	}
-	return writeJSON(c.w, http.StatusOK, st)
+	name := c.r.PathValue("name")
+	st, err := a.opts.Plugins.Status(c.tenant, name)
+	if err != nil || nodes == "" {
+		if err != nil {
+			return err
+		}
+		return writeJSON(c.w, http.StatusOK, st)
+	}
+	var others []tenantplugin.NodeStatus
+	if a.opts.Cluster != nil {
+		answers, err := a.askMembers(c, "/v1/tenants/"+url.PathEscape(c.tenant)+"/plugins/"+url.PathEscape(name))
+		if err != nil {
+			return err
+		}
+		for _, ans := range answers {
+			others = append(others, nodePart(ans))
+		}
+	}
+	return writeJSON(c.w, http.StatusOK, tenantplugin.Gather(st, others))
+}
+
+// nodePart is a member's part of a plugin's cluster-wide status, from
+// its answer to GET …/plugins/{name}.
+func nodePart(ans memberAnswer) tenantplugin.NodeStatus {
+	if ans.err != "" {
+		return tenantplugin.NodeStatus{Node: ans.id, Error: ans.err}
+	}
+	var st tenantplugin.Status
+	if err := json.Unmarshal(ans.body, &st); err != nil {
+		return tenantplugin.NodeStatus{Node: ans.id, Error: "its answer is not a plugin's status: " + printable.Clip(err.Error(), 300)}
+	}
+	if st.Node != ans.id {
+		// Two members on record with one URL, or a proxy in between.
+		return tenantplugin.NodeStatus{Node: ans.id, Error: "the API URL on record for it answered as node " + strconv.Quote(printable.Clip(st.Node, 200))}
+	}
+	return st.Part()
 }
 
 // swapPlugin makes a kept version active.

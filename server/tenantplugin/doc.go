@@ -44,7 +44,9 @@
 // learns of it from the control plane and calls Sync, which loads, swaps
 // or unloads its plugins to match, so projections on every node serve the
 // same version. Plugin status (counters, logs, faults, quarantine) stays
-// per node: each node runs the plugins it serves and counts their faults.
+// per node: each node runs the plugins it serves and counts their faults;
+// Gather makes a ClusterStatus of every node's part (the API's
+// GET …/plugins/{name}?nodes=all asks the other members for theirs).
 // A reset (Reset) is recorded in the control plane
 // (control.TenantPlugin.Resets), and every node's Sync lifts its own
 // quarantine of the plugin on seeing it.

@@ -700,17 +700,29 @@
       const ps = (await api("GET", tpath("/plugins"))).plugins || [];
       if (!ps.length) put(pbox, el("p", { class: "muted" }, "No plugins uploaded."));
       for (const p of ps) {
+        // Every node's part (on a cluster each node runs the plugin and
+        // counts its own faults): quarantined anywhere shows here.
         let st = null;
-        try { st = await api("GET", tpath("/plugins/" + encodeURIComponent(p.name))); } catch (e) { /* summary only */ }
-        const faults = (st && st.faults) || [];
+        try { st = await api("GET", tpath("/plugins/" + encodeURIComponent(p.name) + "?nodes=all")); } catch (e) { /* summary only */ }
+        const parts = (st && st.nodes) || [];
+        const quarantined = st ? st.quarantined : p.quarantined;
+        const loaded = st ? st.loaded : p.loaded;
+        const loadError = (parts.find((n) => n.load_error) || {}).load_error;
+        const many = parts.length > 1;
+        const faults = parts.flatMap((n) => (n.faults || []).map((f) => Object.assign({ node: n.node }, f)))
+          .sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : 0));
+        const partText = (n) => n.node + ": " + (n.error ? n.error : n.quarantined ? "quarantined" : n.loaded ? "loaded" : "not loaded") +
+          (n.error ? "" : ", " + plural(n.stats.calls, "call", "calls") + ", " + plural(n.stats.faults, "fault", "faults"));
         put(pbox, el("div", { class: "panel", id: "plugin-" + p.name },
           el("div", { class: "row" }, el("strong", {}, p.name), el("span", { class: "pill" }, p.kind),
-            p.quarantined ? status(false, "", "quarantined") : p.loaded ? status(true, "loaded") : status(false, "", "not loaded" + (st && st.load_error ? ": " + st.load_error : ""), true),
-            p.quarantined ? el("button", { type: "button", "data-plugin": p.name, onclick: () => reset("plugins", p.name) }, "Reset quarantine") : null),
+            quarantined ? status(false, "", many ? "quarantined on " + parts.filter((n) => n.quarantined).map((n) => n.node).join(", ") : "quarantined")
+              : loaded ? status(true, "loaded") : status(false, "", "not loaded" + (loadError ? ": " + loadError : ""), true),
+            quarantined ? el("button", { type: "button", "data-plugin": p.name, onclick: () => reset("plugins", p.name) }, "Reset quarantine") : null),
           el("p", { class: "muted" }, "active version " + (p.active || "–") + " · " + plural(p.versions, "version", "versions") + " kept · digest ", el("code", {}, (p.digest || "").slice(0, 12)),
-            st ? " · " + plural(st.stats.calls, "call", "calls") + ", " + plural(st.stats.faults, "fault", "faults") : ""),
+            st ? " · " + plural(st.stats.calls, "call", "calls") + ", " + plural(st.stats.faults, "fault", "faults") + (many ? " on " + plural(parts.length, "node", "nodes") : "") : ""),
+          many ? el("ul", { class: "plugin-nodes" }, parts.map((n) => el("li", { class: n.error ? "mono warn" : "mono" }, partText(n)))) : null,
           faults.length ? el("details", {}, el("summary", {}, faults.length + " recent fault(s)"),
-            el("ul", {}, faults.slice(-10).map((f) => el("li", { class: "mono" }, faultText(f))))) : null));
+            el("ul", {}, faults.slice(-10).map((f) => el("li", { class: "mono" }, (many ? f.node + " " : "") + faultText(f))))) : null));
       }
     } catch (e) { put(pbox, el("p", { class: "muted" }, e.message)); }
     try {

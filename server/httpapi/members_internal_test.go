@@ -1,0 +1,142 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/semaphore"
+)
+
+// fakeMembers is a cluster of which only the members are asked.
+type fakeMembers struct {
+	Cluster
+	members []Member
+	client  *http.Client
+}
+
+func (f fakeMembers) Members() []Member          { return f.members }
+func (f fakeMembers) MemberClient() *http.Client { return f.client }
+
+var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// A member's answer is read only as far as the bounds allow, a redirect
+// is not followed (the credential stays where it was sent), a plain-http
+// member of a node reached over https is never sent the credential, and
+// every refusal says what it was.
+func TestAskMemberRefusals(t *testing.T) {
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { elsewhere.Add(1) }))
+	defer other.Close()
+	var gotAuth atomic.Value
+	member := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotAuth.Store(r.Header.Get("Authorization"))
+		switch r.URL.Path {
+		case "/ok":
+			w.Write([]byte(`{"node":"n2"}`))
+		case "/redirect":
+			http.Redirect(w, r, other.URL+"/steal", http.StatusTemporaryRedirect)
+		case "/big":
+			w.Write([]byte(strings.Repeat("x", MaxMemberAnswerBytes+1)))
+		case "/slow":
+			select {
+			case <-r.Context().Done():
+			case <-time.After(10 * time.Second):
+			}
+		default:
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(404)
+			w.Write([]byte(`{"code":"NOT_FOUND","detail":"plugin \"trap\""}`))
+		}
+	}))
+	defer member.Close()
+	from := httptest.NewRequest("GET", "/", nil)
+	from.Header.Set("Authorization", "Bearer tenant-key")
+	m := Member{ID: "n2", URL: member.URL}
+	ask := func(ctx context.Context, m Member, https bool, path string) ([]byte, string) {
+		return askMember(ctx, noRedirects, from, m, https, path)
+	}
+
+	if body, why := ask(context.Background(), m, false, "/ok"); why != "" || string(body) != `{"node":"n2"}` || gotAuth.Load() != "Bearer tenant-key" {
+		t.Fatalf("ok: %q %q (credential %v)", body, why, gotAuth.Load())
+	}
+	if _, why := ask(context.Background(), m, false, "/redirect"); !strings.Contains(why, "sends this tenant's requests to the leader") || elsewhere.Load() != 0 {
+		t.Fatalf("redirect: %q, %d requests elsewhere", why, elsewhere.Load())
+	}
+	if _, why := ask(context.Background(), m, false, "/big"); !strings.Contains(why, "larger than") {
+		t.Fatalf("big: %q", why)
+	}
+	if _, why := ask(context.Background(), m, false, "/missing"); why != `404 NOT_FOUND: plugin "trap"` {
+		t.Fatalf("missing: %q", why)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, why := ask(ctx, m, false, "/slow"); !strings.Contains(why, "did not answer within") {
+		t.Fatalf("slow: %q", why)
+	}
+	gotAuth.Store("")
+	if _, why := ask(context.Background(), m, true, "/ok"); !strings.Contains(why, "plain http") || gotAuth.Load() != "" {
+		t.Fatalf("https node, http member: %q (credential sent: %v)", why, gotAuth.Load())
+	}
+	for _, url := range []string{"", "ftp://x/", "http://"} {
+		if _, why := ask(context.Background(), Member{ID: "n2", URL: url}, false, "/ok"); why == "" {
+			t.Errorf("URL %q: asked", url)
+		}
+	}
+}
+
+// A tenant gathers one cluster-wide answer at a time, and a node
+// MaxMemberAsks; past either the request is refused at once with 503
+// BUSY, and the slots come back when the answers are in.
+func TestMemberAsksAreBounded(t *testing.T) {
+	release := make(chan struct{})
+	var held atomic.Int32
+	member := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		held.Add(1)
+		<-release
+		w.Write([]byte(`{}`))
+	}))
+	defer member.Close()
+	a := &API{opts: Options{Cluster: fakeMembers{members: []Member{{ID: "n1", Self: true}, {ID: "n2", URL: member.URL}}, client: noRedirects}},
+		memberAsk: semaphore.NewWeighted(MaxMemberAsks)}
+	ask := func(tenant string) error {
+		_, err := a.askMembers(&call{r: httptest.NewRequest("GET", "/", nil), tenant: tenant}, "/x")
+		return err
+	}
+	busy := func(err error, why string) bool {
+		var ae *apiError
+		return errors.As(err, &ae) && ae.status == 503 && ae.code == "BUSY" && strings.Contains(ae.detail, why)
+	}
+	done := make(chan error, MaxMemberAsks)
+	wait := func(n int32) {
+		for held.Load() < n {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	go func() { done <- ask("a") }()
+	wait(1)
+	if err := ask("a"); !busy(err, "this tenant's previous") {
+		t.Fatalf("the tenant's second: %v, want 503 BUSY", err)
+	}
+	for i := 1; i < MaxMemberAsks; i++ {
+		go func() { done <- ask(string(rune('a' + i))) }()
+	}
+	wait(MaxMemberAsks)
+	if err := ask("z"); !busy(err, "as many cluster-wide answers") {
+		t.Fatalf("one past the node's bound: %v, want 503 BUSY", err)
+	}
+	close(release)
+	for range MaxMemberAsks {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ask("a"); err != nil {
+		t.Fatalf("after the answers came: %v", err)
+	}
+}
