@@ -306,7 +306,7 @@ func printPluginClusterStatus(w io.Writer, st client.PluginClusterStatus) error 
 			node = "-"
 		}
 		if n.Error != "" {
-			fmt.Fprintf(tw, "%s\tno answer\t\t\t\t\t\n", node)
+			fmt.Fprintf(tw, "%s\terror\t\t\t\t\t\n", node)
 			continue
 		}
 		ns := "loaded"
@@ -323,7 +323,7 @@ func printPluginClusterStatus(w io.Writer, st client.PluginClusterStatus) error 
 	}
 	for _, n := range st.Nodes {
 		if n.Error != "" {
-			fmt.Fprintf(w, "node %s did not answer: %s\n", oneLine(n.Node), oneLine(n.Error))
+			fmt.Fprintf(w, "node %s: no part: %s\n", oneLine(n.Node), oneLine(n.Error))
 		}
 	}
 	for _, n := range st.Nodes {

@@ -117,8 +117,8 @@ func TestPrintPluginClusterStatus(t *testing.T) {
 		"plugin trap: active version 1, quarantined on n2 (plugin reset NAME lifts it on every node)\n",
 		"requests 5, calls 4 (0.000s), faults 3, log lines 0 (0 dropped): 2 of 3 nodes\n",
 		"\nn2    quarantined",
-		"\nn1    no answer",
-		"\nnode n1 did not answer: unreachable: connection refused\n",
+		"\nn1    error",
+		"\nnode n1: no part: unreachable: connection refused\n",
 		"\nfault n3 2026-12-05T01:02:03Z trap@1: boom\\nnext\n",
 	} {
 		if !strings.Contains(out, want) {

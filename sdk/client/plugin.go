@@ -130,7 +130,7 @@ type PluginNodeStatus struct {
 	Node string `json:"node"`
 	// Error says why the node's part is missing (the node could not be
 	// asked, did not answer within 5 s, or refused); the other fields are
-	// then empty.
+	// then zero.
 	Error       string          `json:"error,omitempty"`
 	Active      string          `json:"active,omitempty"` // the version active in the node's control plane
 	Loaded      bool            `json:"loaded"`
@@ -163,8 +163,9 @@ type PluginClusterStatus struct {
 // cluster (the node asked gathers the others' parts with this client's
 // credential; a single server answers its own as the one part). A node
 // that cannot be reached has an Error in its part; the call still
-// succeeds. ErrNotFound for an unknown plugin; ErrBusy
-// while this tenant's previous call of it is still being gathered.
+// succeeds. ErrNotFound for an unknown plugin; ErrBusy while this
+// tenant's previous call of it is still being gathered on that node, or
+// the node is gathering as many as it does at once (8).
 func (t *Tenant) PluginStatusAllNodes(ctx context.Context, name string) (PluginClusterStatus, error) {
 	var st PluginClusterStatus
 	err := t.c.do(ctx, request{method: "GET", path: t.path("/plugins/" + seg(name)), query: url.Values{"nodes": {"all"}}, safe: true}, &st)

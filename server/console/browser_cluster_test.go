@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -132,6 +133,18 @@ func TestConsoleClusterInABrowser(t *testing.T) {
 	b3.waitText("#plugin-trap", "n3: loaded, 0 calls, 0 faults")
 	b3.shot("22-cluster-plugin")
 	b3.noErrors("a plugin's status on every node")
+
+	// With n2 down, the page says whose state it shows.
+	n2.stop()
+	waitUntil(t, "n2 down", func() bool {
+		_, err := http.Get(n2.base + "/healthz")
+		return err != nil
+	})
+	b3.goTo(n3.base + "/console/#/")
+	b3.goTo(n3.base + "/console/#/plugins")
+	b3.waitText("#plugin-trap", "Partial: 2 of 3 nodes answered")
+	b3.waitText("#plugin-trap", "n2: unreachable")
+	b3.noErrors("a plugin's status with a node down")
 }
 
 // findIn finds, under root, the segment of tenant holding text, and where.

@@ -69,14 +69,15 @@
 //
 // Cluster-wide answers: GET …/plugins/{name}?nodes=all asks every other
 // member (Cluster.Members, through Cluster.MemberClient) for its part with
-// the caller's own credential, in parallel, so each member checks the
-// credential and charges the tenant's read rate itself. A member is never
-// sent the credential over plain http when this node is reached over
-// https, no redirect is followed, each part is waited for at most
-// MemberAskTimeout and read up to MaxMemberAnswerBytes, and one that is
-// missing is an error in its place, not a failure of the answer. A tenant
-// gathers one such answer at a time on a node, the node MaxMemberAsks
-// (503 BUSY past either).
+// the caller's own credential, in parallel, and each member checks the
+// credential as for any request (min_seq and consistency apply to the
+// asked node's own part). A member is never sent the credential over
+// plain http when this node is reached over https, no redirect is
+// followed, each part is waited for at most MemberAskTimeout and read up
+// to MaxMemberAnswerBytes, the parts held count against MaxResponseBytes,
+// and a part that cannot be had is an error in its place, not a failure
+// of the answer. A tenant gathers one such answer at a time on a node,
+// the node MaxMemberAsks until they are written (503 BUSY past either).
 //
 // Metrics (Options.Registry, prefix batpak_): requests by route pattern and
 // status code, request latency by route, appended events, append requests,

@@ -55,11 +55,14 @@ func TestAskMemberRefusals(t *testing.T) {
 		}
 	}))
 	defer member.Close()
-	from := httptest.NewRequest("GET", "/", nil)
-	from.Header.Set("Authorization", "Bearer tenant-key")
 	m := Member{ID: "n2", URL: member.URL}
+	budget := newBodyBudget()
 	ask := func(ctx context.Context, m Member, https bool, path string) ([]byte, string) {
-		return askMember(ctx, noRedirects, from, m, https, path)
+		q := memberQuery{auth: "Bearer tenant-key", https: https, path: path, hold: func(ctx context.Context, n int) error {
+			_, err := budget.hold(ctx, n) // never given back: the budget runs out below
+			return err
+		}}
+		return q.ask(ctx, noRedirects, m)
 	}
 
 	if body, why := ask(context.Background(), m, false, "/ok"); why != "" || string(body) != `{"node":"n2"}` || gotAuth.Load() != "Bearer tenant-key" {
@@ -83,6 +86,15 @@ func TestAskMemberRefusals(t *testing.T) {
 	if _, why := ask(context.Background(), m, true, "/ok"); !strings.Contains(why, "plain http") || gotAuth.Load() != "" {
 		t.Fatalf("https node, http member: %q (credential sent: %v)", why, gotAuth.Load())
 	}
+	// Answers held take the node's response memory: once it is all
+	// held, a member's answer is not read.
+	for n := int64(MaxResponseBytes); n > 0; n /= 2 {
+		for budget.sem.TryAcquire(n) {
+		}
+	}
+	if _, why := ask(context.Background(), m, false, "/ok"); !strings.Contains(why, "holding as many large answers") {
+		t.Fatalf("with no memory left: %q", why)
+	}
 	for _, url := range []string{"", "ftp://x/", "http://"} {
 		if _, why := ask(context.Background(), Member{ID: "n2", URL: url}, false, "/ok"); why == "" {
 			t.Errorf("URL %q: asked", url)
@@ -103,9 +115,12 @@ func TestMemberAsksAreBounded(t *testing.T) {
 	}))
 	defer member.Close()
 	a := &API{opts: Options{Cluster: fakeMembers{members: []Member{{ID: "n1", Self: true}, {ID: "n2", URL: member.URL}}, client: noRedirects}},
-		memberAsk: semaphore.NewWeighted(MaxMemberAsks)}
+		memberAsk: semaphore.NewWeighted(MaxMemberAsks), bodies: newBodyBudget()}
 	ask := func(tenant string) error {
-		_, err := a.askMembers(&call{r: httptest.NewRequest("GET", "/", nil), tenant: tenant}, "/x")
+		_, release, err := a.askMembers(&call{r: httptest.NewRequest("GET", "/", nil), tenant: tenant}, "/x")
+		if err == nil {
+			release()
+		}
 		return err
 	}
 	busy := func(err error, why string) bool {
@@ -120,8 +135,18 @@ func TestMemberAsksAreBounded(t *testing.T) {
 	}
 	go func() { done <- ask("a") }()
 	wait(1)
-	if err := ask("a"); !busy(err, "this tenant's previous") {
-		t.Fatalf("the tenant's second: %v, want 503 BUSY", err)
+	// Refused at once: a second one that went ahead would wait for the
+	// member (released below), so it is given a second.
+	second := make(chan error, 1)
+	go func() { second <- ask("a") }()
+	select {
+	case err := <-second:
+		if !busy(err, "this tenant's previous") {
+			t.Fatalf("the tenant's second: %v, want 503 BUSY", err)
+		}
+	case <-time.After(time.Second):
+		close(release)
+		t.Fatal("the tenant's second went ahead while its first was being gathered")
 	}
 	for i := 1; i < MaxMemberAsks; i++ {
 		go func() { done <- ask(string(rune('a' + i))) }()
@@ -129,6 +154,14 @@ func TestMemberAsksAreBounded(t *testing.T) {
 	wait(MaxMemberAsks)
 	if err := ask("z"); !busy(err, "as many cluster-wide answers") {
 		t.Fatalf("one past the node's bound: %v, want 503 BUSY", err)
+	}
+	// A tenant's retries are refused as its own, and take no slot of the
+	// node's from the others.
+	if err := ask("a"); !busy(err, "this tenant's previous") {
+		t.Fatalf("the tenant's retry with the node full: %v", err)
+	}
+	if _, busy := a.tenantAsks.Load("z"); busy {
+		t.Fatal("a tenant refused for the node's bound still holds its own slot")
 	}
 	close(release)
 	for range MaxMemberAsks {
@@ -138,5 +171,23 @@ func TestMemberAsksAreBounded(t *testing.T) {
 	}
 	if err := ask("a"); err != nil {
 		t.Fatalf("after the answers came: %v", err)
+	}
+}
+
+// A member's part names its node; one that names none (a version before
+// parts did) is its own, one that names another is refused (two members
+// on record with one URL), and an error part has empty lists.
+func TestNodePart(t *testing.T) {
+	if p := nodePart(memberAnswer{id: "n2", body: []byte(`{"node":"n2","quarantined":true}`)}); p.Node != "n2" || p.Error != "" || !p.Quarantined {
+		t.Fatalf("its own: %+v", p)
+	}
+	if p := nodePart(memberAnswer{id: "n2", body: []byte(`{"loaded":true}`)}); p.Node != "n2" || p.Error != "" || !p.Loaded {
+		t.Fatalf("naming no node: %+v", p)
+	}
+	if p := nodePart(memberAnswer{id: "n2", body: []byte(`{"node":"n3","loaded":true}`)}); p.Error == "" || p.Loaded {
+		t.Fatalf("naming another: %+v", p)
+	}
+	if p := nodePart(memberAnswer{id: "n2", body: []byte(`[`)}); p.Error == "" {
+		t.Fatalf("not a status: %+v", p)
 	}
 }

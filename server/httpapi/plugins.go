@@ -90,10 +90,11 @@ func (a *API) pluginStatus(c *call) error {
 	}
 	var others []tenantplugin.NodeStatus
 	if a.opts.Cluster != nil {
-		answers, err := a.askMembers(c, "/v1/tenants/"+url.PathEscape(c.tenant)+"/plugins/"+url.PathEscape(name))
+		answers, release, err := a.askMembers(c, "/v1/tenants/"+url.PathEscape(c.tenant)+"/plugins/"+url.PathEscape(name))
 		if err != nil {
 			return err
 		}
+		defer release()
 		for _, ans := range answers {
 			others = append(others, nodePart(ans))
 		}
@@ -111,7 +112,12 @@ func nodePart(ans memberAnswer) tenantplugin.NodeStatus {
 	if err := json.Unmarshal(ans.body, &st); err != nil {
 		return tenantplugin.NodeStatus{Node: ans.id, Error: "its answer is not a plugin's status: " + printable.Clip(err.Error(), 300)}
 	}
-	if st.Node != ans.id {
+	switch st.Node {
+	case ans.id:
+	case "":
+		// A version before statuses named their node: its own part.
+		st.Node = ans.id
+	default:
 		// Two members on record with one URL, or a proxy in between.
 		return tenantplugin.NodeStatus{Node: ans.id, Error: "the API URL on record for it answered as node " + strconv.Quote(printable.Clip(st.Node, 200))}
 	}

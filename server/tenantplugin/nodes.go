@@ -9,7 +9,7 @@ type NodeStatus struct {
 	Node string `json:"node"`
 	// Error says why the node's part is missing (it could not be asked,
 	// did not answer in time, or refused); the fields below are then
-	// empty.
+	// zero (Faults and Logs empty).
 	Error       string    `json:"error,omitempty"`
 	Active      string    `json:"active,omitempty"` // the version active in the node's control plane
 	Loaded      bool      `json:"loaded"`
@@ -52,7 +52,13 @@ type ClusterStatus struct {
 func Gather(own Status, others []NodeStatus) ClusterStatus {
 	cs := ClusterStatus{TenantPlugin: own.TenantPlugin, Limits: own.Limits, Loaded: true,
 		Nodes: append([]NodeStatus{own.Part()}, others...)}
-	for _, n := range cs.Nodes {
+	for i, n := range cs.Nodes {
+		if n.Faults == nil {
+			cs.Nodes[i].Faults = []Fault{}
+		}
+		if n.Logs == nil {
+			cs.Nodes[i].Logs = []LogLine{}
+		}
 		if n.Error != "" {
 			cs.Unanswered++
 			continue

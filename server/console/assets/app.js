@@ -702,15 +702,17 @@
       for (const p of ps) {
         // Every node's part (on a cluster each node runs the plugin and
         // counts its own faults): quarantined anywhere shows here.
-        let st = null;
-        try { st = await api("GET", tpath("/plugins/" + encodeURIComponent(p.name) + "?nodes=all")); } catch (e) { /* summary only */ }
+        // Asked one plugin at a time: a tenant gathers one such answer at
+        // a time on a node.
+        let st = null, unavailable = "";
+        try { st = await api("GET", tpath("/plugins/" + encodeURIComponent(p.name) + "?nodes=all")); } catch (e) { unavailable = e.message; }
         const parts = (st && st.nodes) || [];
         const quarantined = st ? st.quarantined : p.quarantined;
         const loaded = st ? st.loaded : p.loaded;
         const loadError = (parts.find((n) => n.load_error) || {}).load_error;
         const many = parts.length > 1;
         const faults = parts.flatMap((n) => (n.faults || []).map((f) => Object.assign({ node: n.node }, f)))
-          .sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : 0));
+          .sort((a, b) => (Date.parse(a.time) || 0) - (Date.parse(b.time) || 0));
         const partText = (n) => n.node + ": " + (n.error ? n.error : n.quarantined ? "quarantined" : n.loaded ? "loaded" : "not loaded") +
           (n.error ? "" : ", " + plural(n.stats.calls, "call", "calls") + ", " + plural(n.stats.faults, "fault", "faults"));
         put(pbox, el("div", { class: "panel", id: "plugin-" + p.name },
@@ -721,6 +723,8 @@
           el("p", { class: "muted" }, "active version " + (p.active || "–") + " · " + plural(p.versions, "version", "versions") + " kept · digest ", el("code", {}, (p.digest || "").slice(0, 12)),
             st ? " · " + plural(st.stats.calls, "call", "calls") + ", " + plural(st.stats.faults, "fault", "faults") + (many ? " on " + plural(parts.length, "node", "nodes") : "") : ""),
           many ? el("ul", { class: "plugin-nodes" }, parts.map((n) => el("li", { class: n.error ? "mono warn" : "mono" }, partText(n)))) : null,
+          st && st.unanswered ? el("p", { class: "warn" }, "Partial: " + st.answered + " of " + parts.length + " nodes answered; the state above is theirs.") : null,
+          unavailable ? el("p", { class: "warn" }, "Every node's status is not available now (" + unavailable + "); this is the state of the node you are connected to.") : null,
           faults.length ? el("details", {}, el("summary", {}, faults.length + " recent fault(s)"),
             el("ul", {}, faults.slice(-10).map((f) => el("li", { class: "mono" }, (many ? f.node + " " : "") + faultText(f))))) : null));
       }
