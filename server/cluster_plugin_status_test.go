@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -139,6 +140,16 @@ func TestClusterPluginStatusOfEveryNode(t *testing.T) {
 		t.Fatalf("PluginStatus on the leader: %v %+v, want the leader's own part", err, own)
 	}
 
+	// The list: the asked node's state, or every node's.
+	if code, l := call(t, "GET", quiet.base+"/v1/tenants/acme/plugins", reader, ""); code != 200 || l["node"] != quiet.id || l["plugins"].([]any)[0].(map[string]any)["quarantined"] != false {
+		t.Fatalf("this node's list: %d %v", code, l)
+	}
+	pl, err := cl.Tenant("acme").PluginsAllNodes(context.Background())
+	if err != nil || pl.Answered != 3 || len(pl.Plugins) != 1 || !pl.Plugins[0].Quarantined || !slices.Equal(pl.Plugins[0].QuarantinedOn, []string{faulty.id}) ||
+		!pl.Plugins[0].Loaded || !slices.Equal(pl.Plugins[0].NotLoadedOn, []string{}) {
+		t.Fatalf("PluginsAllNodes: %v %+v, want trap quarantined on %s only", err, pl, faulty.id)
+	}
+
 	// Another tenant's credential gets nothing of it, on no node.
 	if code, body := call(t, "GET", quiet.base+"/v1/tenants/acme/plugins/trap?nodes=all", other, ""); code != 401 && code != 403 {
 		t.Fatalf("another tenant's key: %d %v, want refused", code, body)
@@ -157,5 +168,9 @@ func TestClusterPluginStatusOfEveryNode(t *testing.T) {
 		if (p.Node == faulty.id) != (p.Error != "") {
 			t.Fatalf("with %s down, %s's part: %+v", faulty.id, p.Node, p)
 		}
+	}
+	pl, err = cl.Tenant("acme").PluginsAllNodes(context.Background())
+	if err != nil || pl.Answered != 2 || pl.Unanswered != 1 || pl.Plugins[0].Quarantined || !pl.Plugins[0].Loaded {
+		t.Fatalf("PluginsAllNodes with %s down: %v %+v", faulty.id, err, pl)
 	}
 }

@@ -96,6 +96,7 @@ stderr). Activating swaps the running version hot: no request fails.`,
 	push.Flags().StringVar(&manifestPath, "manifest", "", "the plugin's manifest (JSON); default DIR/manifest.json or manifest.json beside FILE.wasm")
 	push.Flags().BoolVar(&noActivate, "no-activate", false, "keep the version without making it active (a new plugin is active anyway)")
 
+	var listAllNodes bool
 	list := &cobra.Command{
 		Use: "list", Short: "List the server tenant's plugins", Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -106,6 +107,13 @@ stderr). Activating swaps the running version hot: no request fails.`,
 			t, err := tenant("plugin list")
 			if err != nil {
 				return err
+			}
+			if listAllNodes {
+				l, err := t.PluginsAllNodes(cmd.Context())
+				if err != nil {
+					return remoteError(err)
+				}
+				return emit(cmd.OutOrStdout(), f, l, func(w io.Writer) error { return printPluginClusterList(w, l) })
 			}
 			ps, err := t.Plugins(cmd.Context())
 			if err != nil {
@@ -140,6 +148,7 @@ stderr). Activating swaps the running version hot: no request fails.`,
 			return err
 		},
 	}
+	list.Flags().BoolVar(&listAllNodes, "all-nodes", false, "on a cluster, each plugin's state on every node (loaded everywhere, quarantined anywhere)")
 	var allNodes bool
 	status := &cobra.Command{
 		Use: "status NAME", Short: "Show a server plugin's versions, faults, quarantine, counters and recent logs", Args: exactArgs("NAME"),
@@ -277,6 +286,41 @@ type pluginDeleted struct {
 	Name    string `json:"name"`
 	Version string `json:"version,omitempty"` // only this version went; empty: the whole plugin
 	Deleted bool   `json:"deleted"`
+}
+
+// printPluginClusterList prints what plugin list --all-nodes gathered.
+func printPluginClusterList(w io.Writer, l client.PluginClusterList) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tKIND\tACTIVE\tVERSIONS\tSTATE\tSHA256")
+	names := func(ns []string) string {
+		for i := range ns {
+			ns[i] = oneLine(ns[i])
+		}
+		return strings.Join(ns, ",")
+	}
+	for _, p := range l.Plugins {
+		var state []string
+		if len(p.QuarantinedOn) > 0 {
+			state = append(state, "quarantined on "+names(p.QuarantinedOn))
+		}
+		if len(p.NotLoadedOn) > 0 {
+			state = append(state, "not-loaded on "+names(p.NotLoadedOn))
+		}
+		if len(state) == 0 {
+			state = append(state, "loaded")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", oneLine(p.Name), p.Kind, oneLine(p.Active), p.Versions, strings.Join(state, "; "), p.Digest)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, n := range l.Nodes {
+		if n.Error != "" {
+			fmt.Fprintf(w, "node %s: no list: %s\n", oneLine(n.Node), oneLine(n.Error))
+		}
+	}
+	_, err := fmt.Fprintf(w, "%s, as %d of %d nodes answered\n", plural(len(l.Plugins), "plugin", "plugins"), l.Answered, l.Answered+l.Unanswered)
+	return err
 }
 
 // printPluginClusterStatus prints what plugin status --all-nodes gathered.

@@ -80,6 +80,9 @@ func TestRemotePluginVerbs(t *testing.T) {
 	if out := ok(t, cmd("plugin", "status", "count", "--all-nodes", "--json")...); !strings.Contains(out, `"answered":1`) || !strings.Contains(out, `"nodes":[{"node":""`) {
 		t.Fatalf("status --all-nodes --json: %q", out)
 	}
+	if out := ok(t, cmd("plugin", "list", "--all-nodes")...); !strings.Contains(out, "\ncount ") || !strings.Contains(out, " loaded ") || !strings.HasSuffix(out, "1 plugin, as 1 of 1 nodes answered\n") {
+		t.Fatalf("list --all-nodes: %q", out)
+	}
 	// A manifest pinning other bytes, and a reader's push: refused with
 	// the server's reason, nonzero exit.
 	write(filepath.Join(dir, "bad.json"), []byte(`{"name":"count","version":"3","kind":"projection","sha256":"`+plugins.Digest(v1)+`"}`))
@@ -121,6 +124,26 @@ func TestPrintPluginClusterStatus(t *testing.T) {
 		"\nnode n1: no part: unreachable: connection refused\n",
 		"\nfault n3 2026-12-05T01:02:03Z trap@1: boom\\nnext\n",
 	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// plugin list --all-nodes names the nodes where a plugin is quarantined
+// or not loaded, and the nodes that gave no list.
+func TestPrintPluginClusterList(t *testing.T) {
+	l := client.PluginClusterList{Answered: 2, Unanswered: 1, Plugins: []client.PluginClusterSummary{
+		{PluginSummary: client.PluginSummary{Name: "trap", Kind: "projection", Active: "1", Versions: 1, Quarantined: true}, QuarantinedOn: []string{"n2"}, NotLoadedOn: []string{"n3"}},
+		{PluginSummary: client.PluginSummary{Name: "count", Kind: "projection", Active: "2", Versions: 2, Loaded: true}},
+	}}
+	l.Nodes = append(l.Nodes, client.PluginListNode{Node: "n1", Error: "unreachable: connection refused"})
+	var b strings.Builder
+	if err := printPluginClusterList(&b, l); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"quarantined on n2; not-loaded on n3", "\ncount  projection  2       2         loaded", "node n1: no list: unreachable: connection refused\n", "2 plugins, as 2 of 3 nodes answered\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

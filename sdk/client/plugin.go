@@ -108,13 +108,50 @@ func (t *Tenant) PushPlugin(ctx context.Context, manifest json.RawMessage, modul
 	return tp, err
 }
 
-// Plugins lists the tenant's plugins.
+// Plugins lists the tenant's plugins; on a cluster, with the state
+// (loaded, quarantined) of the node that answers (see PluginsAllNodes).
 func (t *Tenant) Plugins(ctx context.Context) ([]PluginSummary, error) {
 	var out struct {
 		Plugins []PluginSummary `json:"plugins"`
 	}
 	err := t.c.do(ctx, request{method: "GET", path: t.path("/plugins"), safe: true}, &out)
 	return out.Plugins, err
+}
+
+// PluginClusterSummary is one plugin in a tenant's list across a
+// cluster: Loaded when every answered node runs it, Quarantined when any
+// holds it in quarantine.
+type PluginClusterSummary struct {
+	PluginSummary
+	QuarantinedOn []string `json:"quarantined_on"` // the answered nodes holding it in quarantine
+	NotLoadedOn   []string `json:"not_loaded_on"`  // the answered nodes not running it
+}
+
+// PluginListNode is a node asked for its list of plugins; Error says why
+// its list is missing.
+type PluginListNode struct {
+	Node  string `json:"node"`
+	Error string `json:"error,omitempty"`
+}
+
+// PluginClusterList is a tenant's plugins across a cluster.
+type PluginClusterList struct {
+	Plugins []PluginClusterSummary `json:"plugins"`
+	// Nodes are the nodes asked, the asked one first.
+	Nodes      []PluginListNode `json:"nodes"`
+	Answered   int              `json:"answered"`
+	Unanswered int              `json:"unanswered"`
+}
+
+// PluginsAllNodes lists the tenant's plugins with every cluster node's
+// state of each (the node asked gathers the others' lists with this
+// client's credential; a single server answers its own). A node that
+// cannot be reached is named with an Error; the call still succeeds.
+// ErrBusy as for PluginStatusAllNodes.
+func (t *Tenant) PluginsAllNodes(ctx context.Context) (PluginClusterList, error) {
+	var out PluginClusterList
+	err := t.c.do(ctx, request{method: "GET", path: t.path("/plugins"), query: url.Values{"nodes": {"all"}}, safe: true}, &out)
+	return out, err
 }
 
 // PluginStatus returns a plugin's versions, faults, quarantine, counters

@@ -68,7 +68,72 @@ func (a *API) listPlugins(c *call) error {
 	if err := a.pluginsOn(); err != nil {
 		return err
 	}
-	return writeJSON(c.w, http.StatusOK, map[string]any{"plugins": a.opts.Plugins.List(c.tenant)})
+	all, err := allNodes(c)
+	if err != nil {
+		return err
+	}
+	own := a.opts.Plugins.List(c.tenant)
+	if !all {
+		body := map[string]any{"plugins": own}
+		if n := a.opts.Plugins.Node(); n != "" {
+			body["node"] = n
+		}
+		return writeJSON(c.w, http.StatusOK, body)
+	}
+	var others []tenantplugin.NodeList
+	if a.opts.Cluster != nil {
+		answers, release, err := a.askMembers(c, "/v1/tenants/"+url.PathEscape(c.tenant)+"/plugins")
+		if err != nil {
+			return err
+		}
+		defer release()
+		for _, ans := range answers {
+			others = append(others, nodeList(ans))
+		}
+	}
+	return writeJSON(c.w, http.StatusOK, tenantplugin.GatherList(a.opts.Plugins.Node(), own, others))
+}
+
+// allNodes reads ?nodes: "all" asks for every cluster node's part, absent
+// for this node's.
+func allNodes(c *call) (bool, error) {
+	switch v := c.r.URL.Query().Get("nodes"); v {
+	case "":
+		return false, nil
+	case "all":
+		return true, nil
+	default:
+		return false, errInvalid("nodes", "nodes must be \"all\" (every cluster node's part) or absent (this node's), got "+strconv.Quote(clip(v)))
+	}
+}
+
+// nodeList is a member's list of the tenant's plugins, from its answer to
+// GET …/plugins.
+func nodeList(ans memberAnswer) tenantplugin.NodeList {
+	if ans.err != "" {
+		return tenantplugin.NodeList{Node: ans.id, Error: ans.err}
+	}
+	var l struct {
+		Node    string                 `json:"node"`
+		Plugins []tenantplugin.Summary `json:"plugins"`
+	}
+	if err := json.Unmarshal(ans.body, &l); err != nil {
+		return tenantplugin.NodeList{Node: ans.id, Error: "its answer is not a list of plugins: " + printable.Clip(err.Error(), 300)}
+	}
+	if why := otherNode(ans.id, l.Node); why != "" {
+		return tenantplugin.NodeList{Node: ans.id, Error: why}
+	}
+	return tenantplugin.NodeList{Node: ans.id, Plugins: l.Plugins}
+}
+
+// otherNode says why a member's answer naming node is not member id's
+// own: "" when it is, or names none (a version before answers did).
+func otherNode(id, node string) string {
+	if node == "" || node == id {
+		return ""
+	}
+	// Two members on record with one URL, or a proxy in between.
+	return "the API URL on record for it answered as node " + strconv.Quote(printable.Clip(node, 200))
 }
 
 // pluginStatus answers one plugin's versions, faults, stats and logs.
@@ -76,13 +141,13 @@ func (a *API) pluginStatus(c *call) error {
 	if err := a.pluginsOn(); err != nil {
 		return err
 	}
-	nodes := c.r.URL.Query().Get("nodes")
-	if nodes != "" && nodes != "all" {
-		return errInvalid("nodes", "nodes must be \"all\" (every cluster node's part) or absent (this node's), got "+strconv.Quote(clip(nodes)))
+	all, err := allNodes(c)
+	if err != nil {
+		return err
 	}
 	name := c.r.PathValue("name")
 	st, err := a.opts.Plugins.Status(c.tenant, name)
-	if err != nil || nodes == "" {
+	if err != nil || !all {
 		if err != nil {
 			return err
 		}
@@ -112,15 +177,10 @@ func nodePart(ans memberAnswer) tenantplugin.NodeStatus {
 	if err := json.Unmarshal(ans.body, &st); err != nil {
 		return tenantplugin.NodeStatus{Node: ans.id, Error: "its answer is not a plugin's status: " + printable.Clip(err.Error(), 300)}
 	}
-	switch st.Node {
-	case ans.id:
-	case "":
-		// A version before statuses named their node: its own part.
-		st.Node = ans.id
-	default:
-		// Two members on record with one URL, or a proxy in between.
-		return tenantplugin.NodeStatus{Node: ans.id, Error: "the API URL on record for it answered as node " + strconv.Quote(printable.Clip(st.Node, 200))}
+	if why := otherNode(ans.id, st.Node); why != "" {
+		return tenantplugin.NodeStatus{Node: ans.id, Error: why}
 	}
+	st.Node = ans.id
 	return st.Part()
 }
 

@@ -1,6 +1,10 @@
 package tenantplugin
 
-import "github.com/batpak-go/batpak/server/control"
+import (
+	"slices"
+
+	"github.com/batpak-go/batpak/server/control"
+)
 
 // NodeStatus is one cluster node's part of a plugin's status: the
 // version its control plane has active and what it runs, has counted
@@ -80,4 +84,70 @@ func (s *Stats) add(o Stats) {
 	s.LogBytes += o.LogBytes
 	s.DroppedLogLines += o.DroppedLogLines
 	s.DroppedLogBytes += o.DroppedLogBytes
+}
+
+// Node is the cluster node this manager runs on (Options.Node; "" on a
+// single server).
+func (m *Manager) Node() string { return m.opts.Node }
+
+// NodeList is one cluster node's list of a tenant's plugins, or why it is
+// missing (Error; Plugins then empty).
+type NodeList struct {
+	Node    string    `json:"node"`
+	Error   string    `json:"error,omitempty"`
+	Plugins []Summary `json:"-"`
+}
+
+// ClusterSummary is one plugin in a tenant's list across a cluster: the
+// asked node's summary, with Loaded true when every answered node runs
+// it and Quarantined when any holds it in quarantine, naming those.
+type ClusterSummary struct {
+	Summary
+	QuarantinedOn []string `json:"quarantined_on"`
+	NotLoadedOn   []string `json:"not_loaded_on"`
+}
+
+// ClusterList is a tenant's plugins across a cluster (GatherList).
+type ClusterList struct {
+	Plugins    []ClusterSummary `json:"plugins"`
+	Nodes      []NodeList       `json:"nodes"` // the asked node first
+	Answered   int              `json:"answered"`
+	Unanswered int              `json:"unanswered"`
+}
+
+// GatherList makes a tenant's plugin list across a cluster from the
+// asked node's list (own, of node self: its control plane names the
+// plugins) and the other nodes' lists, in the order given. A plugin a
+// node that answered does not list (it has not applied the upload yet)
+// is not loaded there.
+func GatherList(self string, own []Summary, others []NodeList) ClusterList {
+	cl := ClusterList{Plugins: make([]ClusterSummary, 0, len(own)),
+		Nodes: append([]NodeList{{Node: self, Plugins: own}}, others...)}
+	for _, s := range own {
+		cs := ClusterSummary{Summary: s, QuarantinedOn: []string{}, NotLoadedOn: []string{}}
+		cs.Loaded, cs.Quarantined = true, false
+		for _, n := range cl.Nodes {
+			if n.Error != "" {
+				continue
+			}
+			i := slices.IndexFunc(n.Plugins, func(p Summary) bool { return p.Name == s.Name })
+			switch {
+			case i < 0 || !n.Plugins[i].Loaded:
+				cs.Loaded = false
+				cs.NotLoadedOn = append(cs.NotLoadedOn, n.Node)
+			case n.Plugins[i].Quarantined:
+				cs.Quarantined = true
+				cs.QuarantinedOn = append(cs.QuarantinedOn, n.Node)
+			}
+		}
+		cl.Plugins = append(cl.Plugins, cs)
+	}
+	for _, n := range cl.Nodes {
+		if n.Error != "" {
+			cl.Unanswered++
+		} else {
+			cl.Answered++
+		}
+	}
+	return cl
 }
