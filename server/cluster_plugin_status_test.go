@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"testing"
 	"time"
@@ -172,5 +174,53 @@ func TestClusterPluginStatusOfEveryNode(t *testing.T) {
 	pl, err = cl.Tenant("acme").PluginsAllNodes(context.Background())
 	if err != nil || pl.Answered != 2 || pl.Unanswered != 1 || pl.Plugins[0].Quarantined || !pl.Plugins[0].Loaded {
 		t.Fatalf("PluginsAllNodes with %s down: %v %+v", faulty.id, err, pl)
+	}
+}
+
+// BenchmarkClusterPluginStatus: a plugin's status from the node asked
+// (this node's part) against every node's (?nodes=all: two members asked
+// in parallel over loopback), on a 3-node cluster.
+func BenchmarkClusterPluginStatus(b *testing.B) {
+	nodes := startCluster3(b, b.TempDir())
+	if code, body := call(b, "POST", nodes[0].base+"/v1/admin/tenants", clusterOperator, `{"id":"acme"}`); code != 201 {
+		b.Fatalf("create tenant: %d %v", code, body)
+	}
+	code, k := call(b, "POST", nodes[0].base+"/v1/admin/tenants/acme/keys", clusterOperator, `{"roles":["admin"]}`)
+	if code != 201 {
+		b.Fatalf("issue key: %d %v", code, k)
+	}
+	key := k["key"].(string)
+	wasm := fixture(b, "counter")
+	up, _ := json.Marshal(map[string]any{"manifest": manifestOf(b, "count", "1", "projection", wasm, nil), "module": base64.StdEncoding.EncodeToString(wasm)})
+	if code, body := call(b, "POST", nodes[0].base+"/v1/tenants/acme/plugins", key, string(up)); code != 200 {
+		b.Fatalf("plugin upload: %d %v", code, body)
+	}
+	for _, n := range nodes {
+		waitFor(b, 10*time.Second, n.id+" runs the plugin", func() bool {
+			code, st := call(b, "GET", n.base+"/v1/tenants/acme/plugins/count", key, "")
+			return code == 200 && st["loaded"] == true
+		})
+	}
+	hc := &http.Client{Timeout: 10 * time.Second}
+	for _, q := range []string{"", "?nodes=all"} {
+		name := "this-node"
+		if q != "" {
+			name = "all-nodes"
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				req, _ := http.NewRequest("GET", nodes[1].base+"/v1/tenants/acme/plugins/count"+q, nil)
+				req.Header.Set("Authorization", "Bearer "+key)
+				res, err := hc.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				if res.StatusCode != 200 {
+					b.Fatalf("%s: %d", name, res.StatusCode)
+				}
+			}
+		})
 	}
 }

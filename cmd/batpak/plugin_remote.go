@@ -288,15 +288,24 @@ type pluginDeleted struct {
 	Deleted bool   `json:"deleted"`
 }
 
+// nodeName prints a node's id; a single server's is "-".
+func nodeName(id string) string {
+	if id == "" {
+		return "-"
+	}
+	return oneLine(id)
+}
+
 // printPluginClusterList prints what plugin list --all-nodes gathered.
 func printPluginClusterList(w io.Writer, l client.PluginClusterList) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tKIND\tACTIVE\tVERSIONS\tSTATE\tSHA256")
 	names := func(ns []string) string {
-		for i := range ns {
-			ns[i] = oneLine(ns[i])
+		out := make([]string, len(ns))
+		for i, n := range ns {
+			out[i] = nodeName(n)
 		}
-		return strings.Join(ns, ",")
+		return strings.Join(out, ",")
 	}
 	for _, p := range l.Plugins {
 		var state []string
@@ -316,7 +325,7 @@ func printPluginClusterList(w io.Writer, l client.PluginClusterList) error {
 	}
 	for _, n := range l.Nodes {
 		if n.Error != "" {
-			fmt.Fprintf(w, "node %s: no list: %s\n", oneLine(n.Node), oneLine(n.Error))
+			fmt.Fprintf(w, "node %s: no list: %s\n", nodeName(n.Node), oneLine(n.Error))
 		}
 	}
 	_, err := fmt.Fprintf(w, "%s, as %d of %d nodes answered\n", plural(len(l.Plugins), "plugin", "plugins"), l.Answered, l.Answered+l.Unanswered)
@@ -328,7 +337,7 @@ func printPluginClusterStatus(w io.Writer, st client.PluginClusterStatus) error 
 	var quarantined []string
 	for _, n := range st.Nodes {
 		if n.Quarantined {
-			quarantined = append(quarantined, oneLine(n.Node))
+			quarantined = append(quarantined, nodeName(n.Node))
 		}
 	}
 	state := "loaded"
@@ -345,10 +354,7 @@ func printPluginClusterStatus(w io.Writer, st client.PluginClusterStatus) error 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tSTATE\tACTIVE\tREQUESTS\tCALLS\tFAULTS\tSHA256")
 	for _, n := range st.Nodes {
-		node := oneLine(n.Node)
-		if node == "" {
-			node = "-"
-		}
+		node := nodeName(n.Node)
 		if n.Error != "" {
 			fmt.Fprintf(tw, "%s\terror\t\t\t\t\t\n", node)
 			continue
@@ -367,17 +373,17 @@ func printPluginClusterStatus(w io.Writer, st client.PluginClusterStatus) error 
 	}
 	for _, n := range st.Nodes {
 		if n.Error != "" {
-			fmt.Fprintf(w, "node %s: no part: %s\n", oneLine(n.Node), oneLine(n.Error))
+			fmt.Fprintf(w, "node %s: no part: %s\n", nodeName(n.Node), oneLine(n.Error))
 		}
 	}
 	for _, n := range st.Nodes {
 		for _, f := range n.Faults {
-			fmt.Fprintf(w, "fault %s %s %s@%s: %s\n", oneLine(n.Node), f.Time.UTC().Format(time.RFC3339), f.Kind, oneLine(f.Version), oneLine(f.Message))
+			fmt.Fprintf(w, "fault %s %s %s@%s: %s\n", nodeName(n.Node), f.Time.UTC().Format(time.RFC3339), f.Kind, oneLine(f.Version), oneLine(f.Message))
 		}
 	}
 	for _, n := range st.Nodes {
 		for _, l := range n.Logs {
-			fmt.Fprintf(w, "log %s %s %s %s: %s\n", oneLine(n.Node), l.Time.UTC().Format(time.RFC3339), strings.ToLower(l.Level), l.Stream, oneLine(l.Text))
+			fmt.Fprintf(w, "log %s %s %s %s: %s\n", nodeName(n.Node), l.Time.UTC().Format(time.RFC3339), strings.ToLower(l.Level), l.Stream, oneLine(l.Text))
 		}
 	}
 	return nil

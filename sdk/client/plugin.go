@@ -200,9 +200,10 @@ type PluginClusterStatus struct {
 // cluster (the node asked gathers the others' parts with this client's
 // credential; a single server answers its own as the one part). A node
 // that cannot be reached has an Error in its part; the call still
-// succeeds. ErrNotFound for an unknown plugin; ErrBusy while this
-// tenant's previous call of it is still being gathered on that node, or
-// the node is gathering as many as it does at once (8).
+// succeeds. ErrNotFound for an unknown plugin; ErrBusy while another
+// cluster-wide call of this tenant (status or list, any of its keys) is
+// being gathered on that node, or the node is gathering as many as it
+// does at once (8).
 func (t *Tenant) PluginStatusAllNodes(ctx context.Context, name string) (PluginClusterStatus, error) {
 	var st PluginClusterStatus
 	err := t.c.do(ctx, request{method: "GET", path: t.path("/plugins/" + seg(name)), query: url.Values{"nodes": {"all"}}, safe: true}, &st)

@@ -28,10 +28,10 @@ type bodyBudget struct{ sem *semaphore.Weighted }
 
 func newBodyBudget() *bodyBudget { return &bodyBudget{sem: semaphore.NewWeighted(MaxResponseBytes)} }
 
-// hold takes twice n bytes of the budget (at most all of it), waiting up to
+// take takes w bytes of the budget (at most all of it), waiting up to
 // bodyWait within ctx; release gives them back.
-func (b *bodyBudget) hold(ctx context.Context, n int) (release func(), err error) {
-	w := min(2*int64(n), MaxResponseBytes)
+func (b *bodyBudget) take(ctx context.Context, w int64) (release func(), err error) {
+	w = min(w, MaxResponseBytes)
 	ctx, cancel := context.WithTimeout(ctx, bodyWait)
 	defer cancel()
 	if err := b.sem.Acquire(ctx, w); err != nil {

@@ -67,17 +67,19 @@
 // QUOTA_EXCEEDED past it): they hold a connection as long as the client
 // reads.
 //
-// Cluster-wide answers: GET …/plugins/{name}?nodes=all asks every other
-// member (Cluster.Members, through Cluster.MemberClient) for its part with
-// the caller's own credential, in parallel, and each member checks the
+// Cluster-wide answers: GET …/plugins?nodes=all and
+// GET …/plugins/{name}?nodes=all ask every other member
+// (Cluster.Members, through Cluster.MemberClient) for its part with the
+// caller's own credential, in parallel, and each member checks the
 // credential as for any request (min_seq and consistency apply to the
 // asked node's own part). A member is never sent the credential over
 // plain http when this node is reached over https, no redirect is
-// followed, each part is waited for at most MemberAskTimeout and read up
-// to MaxMemberAnswerBytes, the parts held count against MaxResponseBytes,
-// and a part that cannot be had is an error in its place, not a failure
-// of the answer. A tenant gathers one such answer at a time on a node,
-// the node MaxMemberAsks until they are written (503 BUSY past either).
+// followed, each part is waited for at most MemberAskTimeout, the parts
+// are at most MaxMemberAnswerBytes together and count once against
+// MaxResponseBytes, and a part that cannot be had is an error in its
+// place (without the member's address), not a failure of the answer. A
+// tenant gathers one such answer at a time on a node, the node
+// MaxMemberAsks until they are written (503 BUSY past either).
 //
 // Metrics (Options.Registry, prefix batpak_): requests by route pattern and
 // status code, request latency by route, appended events, append requests,

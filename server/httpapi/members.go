@@ -2,10 +2,12 @@ package httpapi
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -26,21 +28,23 @@ type Member struct {
 }
 
 // Bounds of the requests a node sends other members on a caller's
-// behalf (a plugin's status with ?nodes=all).
+// behalf (a plugin's status or list with ?nodes=all).
 const (
 	// MaxMemberAsks bounds the cluster-wide answers being gathered or
 	// written at once on a node, all tenants together; past it a request
-	// gets 503 BUSY with Retry-After. A tenant gathers one at a time.
+	// gets 503 BUSY with Retry-After. A tenant gathers one at a time
+	// (status and list together).
 	MaxMemberAsks = 8
 	// MemberAskTimeout bounds the wait for each member's part; a member
 	// that has not answered by then is reported as not answering.
 	MemberAskTimeout = 5 * time.Second
-	// MaxMemberAnswerBytes bounds one member's part (a plugin's status
-	// with server.plugin_log_lines at its ceiling of 10,000 is under
-	// 48 MiB); a larger one is an error in its place, not read. The
-	// parts being held count against MaxResponseBytes, with the large
-	// responses being written.
-	MaxMemberAnswerBytes = 64 << 20
+	// MaxMemberAnswerBytes bounds the other members' parts of one answer
+	// together (by their Content-Length; a part without one is read up to
+	// 8 MiB). A part that would pass it is an error in its place, not
+	// read. The parts held count against MaxResponseBytes with the large
+	// responses being written, and the answer made of them takes only
+	// what it needs beyond them.
+	MaxMemberAnswerBytes = 80 << 20
 	unframedMemberAnswer = 8 << 20
 )
 
@@ -71,39 +75,72 @@ func (a *API) memberAskSlot(tenant string) (release func(), err error) {
 	}, nil
 }
 
+// gathering is what a cluster-wide answer holds until it is written: its
+// slot (memberAskSlot) and the response budget its parts take.
+type gathering struct {
+	mu       sync.Mutex
+	held     int64 // bytes of the budget the parts hold
+	releases []func()
+}
+
+// release gives back everything the gathering holds (once).
+func (g *gathering) release() {
+	g.mu.Lock()
+	rs := g.releases
+	g.releases = nil
+	g.mu.Unlock()
+	for _, r := range rs {
+		r()
+	}
+}
+
+// Held is the response budget the parts hold (writeJSONHolding).
+func (g *gathering) Held() int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.held
+}
+
 // askMembers sends GET path (an API path, its segments escaped) to every
 // other member of the cluster at once, with the caller's credential, and
-// gathers their answers in the members' order. release gives back the
-// slot (memberAskSlot) and the memory the answers hold: call it once the
-// answer made of them is written.
-func (a *API) askMembers(c *call, path string) (answers []memberAnswer, release func(), err error) {
-	release, err = a.memberAskSlot(c.tenant)
+// gathers their answers in the members' order. Call g.release once the
+// answer made of them is written (with writeJSONHolding and g.Held()).
+func (a *API) askMembers(c *call, path string) (answers []memberAnswer, g *gathering, err error) {
+	slot, err := a.memberAskSlot(c.tenant)
 	if err != nil {
 		return nil, nil, err
 	}
-	var mu sync.Mutex
-	releases := []func(){release}
-	release = func() {
-		for _, r := range releases {
-			r()
+	g = &gathering{releases: []func(){slot}}
+	done := false
+	defer func() {
+		if !done { // a panic: the recovering middleware answers, the slot comes back
+			g.release()
 		}
-	}
-	hold := func(ctx context.Context, n int) error {
-		r, err := a.bodies.hold(ctx, n)
-		if err == nil {
-			mu.Lock()
-			releases = append(releases, r)
-			mu.Unlock()
+	}()
+	hold := func(ctx context.Context, n int64) string {
+		g.mu.Lock()
+		if g.held+n > MaxMemberAnswerBytes {
+			g.mu.Unlock()
+			return fmt.Sprintf("with it the other nodes' parts would be larger than %d bytes together", MaxMemberAnswerBytes)
 		}
-		return err
+		g.held += n
+		g.mu.Unlock()
+		r, err := a.bodies.take(ctx, n)
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if err != nil {
+			g.held -= n
+			return "this node is holding as many large answers as it does at once; retry"
+		}
+		g.releases = append(g.releases, r)
+		return ""
 	}
-	members := a.opts.Cluster.Members()
-	q := memberQuery{auth: c.r.Header.Get("Authorization"), https: c.r.TLS != nil, path: path, hold: hold}
+	q := memberQuery{auth: c.r.Header.Get("Authorization"), https: c.r.TLS != nil, path: path, hold: hold, log: a.log}
 	if c.info != nil {
 		q.requestID = c.info.id
 	}
 	var others []Member
-	for _, m := range members {
+	for _, m := range a.opts.Cluster.Members() {
 		if m.Self {
 			q.https = q.https || strings.HasPrefix(strings.ToLower(m.URL), "https:")
 		} else {
@@ -123,7 +160,8 @@ func (a *API) askMembers(c *call, path string) (answers []memberAnswer, release 
 		}()
 	}
 	wg.Wait()
-	return out, release, nil
+	done = true
+	return out, g, nil
 }
 
 // memberQuery is one GET sent to the other members on a caller's behalf.
@@ -133,8 +171,11 @@ type memberQuery struct {
 	https     bool   // this node is reached over https: no plain-http member is sent the credential
 	path      string
 	// hold takes n bytes of the node's response memory for an answer
-	// read (MaxResponseBytes), or fails.
-	hold func(ctx context.Context, n int) error
+	// read (MaxResponseBytes), or says why it cannot.
+	hold func(ctx context.Context, n int64) string
+	// log gets what the tenant is not shown of a failure (addresses,
+	// certificate names).
+	log *slog.Logger
 }
 
 // ask is member m's answer through hc, or why there is none.
@@ -144,7 +185,7 @@ func (q memberQuery) ask(ctx context.Context, hc *http.Client, m Member) ([]byte
 	case m.URL == "":
 		return nil, "its API URL is not on record"
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-		return nil, "its API URL on record " + strconv.Quote(printable.Clip(m.URL, 200)) + " is not an http(s) URL"
+		return nil, "its API URL on record is not an http(s) URL"
 	case u.Scheme == "http" && q.https:
 		return nil, "its API URL is plain http and this node is reached over https: the credential is not sent in clear"
 	}
@@ -166,7 +207,14 @@ func (q memberQuery) ask(ctx context.Context, hc *http.Client, m Member) ([]byte
 		if errors.Is(err, context.DeadlineExceeded) {
 			return nil, "it did not answer within " + MemberAskTimeout.String()
 		}
-		return nil, "unreachable: " + printable.Clip(err.Error(), 300)
+		// The tenant is told what happened, not the member's address or
+		// certificate names; the log has them.
+		q.log.Info("cluster: asking a member for its part failed", "node", m.ID, "url", u.Redacted(), "request_id", q.requestID, "err", err)
+		var ce *tls.CertificateVerificationError
+		if errors.As(err, &ce) {
+			return nil, "unreachable: its TLS certificate did not verify"
+		}
+		return nil, "unreachable"
 	}
 	defer res.Body.Close()
 	// A member's answer has a Content-Length (writeJSON); one without is
@@ -178,8 +226,8 @@ func (q memberQuery) ask(ctx context.Context, hc *http.Client, m Member) ([]byte
 	if n < 0 {
 		n, limit = unframedMemberAnswer, unframedMemberAnswer
 	}
-	if err := q.hold(ctx, int(n)); err != nil {
-		return nil, "this node is holding as many large answers as it does at once; retry"
+	if why := q.hold(ctx, n); why != "" {
+		return nil, why
 	}
 	body, err := io.ReadAll(io.LimitReader(res.Body, limit+1))
 	switch {
@@ -187,7 +235,8 @@ func (q memberQuery) ask(ctx context.Context, hc *http.Client, m Member) ([]byte
 		if errors.Is(err, context.DeadlineExceeded) {
 			return nil, "its answer did not come within " + MemberAskTimeout.String()
 		}
-		return nil, "reading its answer: " + printable.Clip(err.Error(), 300)
+		q.log.Info("cluster: reading a member's part failed", "node", m.ID, "request_id", q.requestID, "err", err)
+		return nil, "its answer was cut off"
 	case int64(len(body)) > limit:
 		return nil, fmt.Sprintf("its answer is larger than %d bytes", limit)
 	case res.StatusCode == http.StatusOK:

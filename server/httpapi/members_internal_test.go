@@ -2,15 +2,21 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sync/semaphore"
+
+	"github.com/batpak-go/batpak/server/tenantplugin"
 )
 
 // fakeMembers is a cluster of which only the members are asked.
@@ -58,9 +64,11 @@ func TestAskMemberRefusals(t *testing.T) {
 	m := Member{ID: "n2", URL: member.URL}
 	budget := newBodyBudget()
 	ask := func(ctx context.Context, m Member, https bool, path string) ([]byte, string) {
-		q := memberQuery{auth: "Bearer tenant-key", https: https, path: path, hold: func(ctx context.Context, n int) error {
-			_, err := budget.hold(ctx, n) // never given back: the budget runs out below
-			return err
+		q := memberQuery{auth: "Bearer tenant-key", https: https, path: path, log: slog.New(slog.DiscardHandler), hold: func(ctx context.Context, n int64) string {
+			if _, err := budget.take(ctx, n); err != nil { // never given back: the budget runs out below
+				return "this node is holding as many large answers as it does at once; retry"
+			}
+			return ""
 		}}
 		return q.ask(ctx, noRedirects, m)
 	}
@@ -115,11 +123,11 @@ func TestMemberAsksAreBounded(t *testing.T) {
 	}))
 	defer member.Close()
 	a := &API{opts: Options{Cluster: fakeMembers{members: []Member{{ID: "n1", Self: true}, {ID: "n2", URL: member.URL}}, client: noRedirects}},
-		memberAsk: semaphore.NewWeighted(MaxMemberAsks), bodies: newBodyBudget()}
+		memberAsk: semaphore.NewWeighted(MaxMemberAsks), bodies: newBodyBudget(), log: slog.New(slog.DiscardHandler)}
 	ask := func(tenant string) error {
-		_, release, err := a.askMembers(&call{r: httptest.NewRequest("GET", "/", nil), tenant: tenant}, "/x")
+		_, g, err := a.askMembers(&call{r: httptest.NewRequest("GET", "/", nil), tenant: tenant}, "/x")
 		if err == nil {
-			release()
+			g.release()
 		}
 		return err
 	}
@@ -189,5 +197,115 @@ func TestNodePart(t *testing.T) {
 	}
 	if p := nodePart(memberAnswer{id: "n2", body: []byte(`[`)}); p.Error == "" {
 		t.Fatalf("not a status: %+v", p)
+	}
+}
+
+// bigStatus is a plugin status with lines log lines and as many faults,
+// each of 1 KiB of ch.
+func bigStatus(node string, lines int, ch string) tenantplugin.Status {
+	st := tenantplugin.Status{Node: node, Loaded: true}
+	text := strings.Repeat(ch, 1024)
+	for range lines {
+		st.Logs = append(st.Logs, tenantplugin.LogLine{Time: time.Now(), Level: "INFO", Stream: "log", Version: "1", Text: text})
+		st.Faults = append(st.Faults, tenantplugin.Fault{Time: time.Now(), Version: "1", Kind: "trap", Message: text})
+	}
+	return st
+}
+
+// A cluster-wide status of large parts (server.plugin_log_lines at its
+// ceiling, text that doubles when escaped) is written on an idle server:
+// the parts count once against the response budget and the answer takes
+// only what it needs beyond them; parts past MaxMemberAnswerBytes
+// together are errors in their place. Afterwards the budget is whole
+// again.
+func TestClusterWideAnswerFitsTheBudget(t *testing.T) {
+	for _, tc := range []struct {
+		nodes, lines int
+		ch           string
+	}{{3, 10000, "a"}, {3, 10000, `"`}, {5, 10000, "a"}, {7, 3000, "a"}} {
+		t.Run(fmt.Sprintf("%d-nodes-%d-lines-%q", tc.nodes, tc.lines, tc.ch), func(t *testing.T) {
+			bodies := map[string][]byte{}
+			members := []Member{{ID: "n1", Self: true}}
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Length", strconv.Itoa(len(bodies[r.URL.Path])))
+				w.Write(bodies[r.URL.Path])
+			}))
+			defer srv.Close()
+			for i := 2; i <= tc.nodes; i++ {
+				id := "n" + strconv.Itoa(i)
+				bodies["/"+id+"/x"], _ = json.Marshal(bigStatus(id, tc.lines, tc.ch))
+				members = append(members, Member{ID: id, URL: srv.URL + "/" + id})
+			}
+			part := len(bodies["/n2/x"])
+			a := &API{opts: Options{Cluster: fakeMembers{members: members, client: noRedirects}},
+				memberAsk: semaphore.NewWeighted(MaxMemberAsks), bodies: newBodyBudget(), log: slog.New(slog.DiscardHandler)}
+			answers, g, err := a.askMembers(&call{r: httptest.NewRequest("GET", "/", nil), tenant: "acme"}, "/x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var others []tenantplugin.NodeStatus
+			missing := 0
+			for _, ans := range answers {
+				p := nodePart(ans)
+				if p.Error != "" {
+					missing++
+					if !strings.Contains(p.Error, "larger than") {
+						t.Errorf("%s: %s", p.Node, p.Error)
+					}
+				}
+				others = append(others, p)
+			}
+			if want := max(tc.nodes-1-MaxMemberAnswerBytes/part, 0); missing != want {
+				t.Errorf("%d parts of %d bytes missing, want %d", missing, part, want)
+			}
+			rw := httptest.NewRecorder()
+			err = writeJSONHolding(&recorder{ResponseWriter: rw, bodies: a.bodies, ctx: context.Background()}, http.StatusOK,
+				tenantplugin.Gather(bigStatus("n1", tc.lines, tc.ch), others), g.Held())
+			g.release()
+			if err != nil || rw.Code != 200 {
+				t.Fatalf("writing the answer: %v (%d)", err, rw.Code)
+			}
+			if !a.bodies.sem.TryAcquire(MaxResponseBytes) {
+				t.Fatal("the response budget is not whole again")
+			}
+		})
+	}
+}
+
+// panickyMembers fails the first time it is asked for the members.
+type panickyMembers struct {
+	fakeMembers
+	once *atomic.Bool
+}
+
+func (p panickyMembers) Members() []Member {
+	if p.once.CompareAndSwap(false, true) {
+		panic("members")
+	}
+	return p.fakeMembers.Members()
+}
+
+// A gathering that panics (recovered by the middleware) gives its slots
+// back: the tenant's next one is not refused for ever.
+func TestAGatheringThatPanicsGivesItsSlotBack(t *testing.T) {
+	a := &API{opts: Options{Cluster: panickyMembers{fakeMembers{members: []Member{{ID: "n1", Self: true}}, client: noRedirects}, new(atomic.Bool)}},
+		memberAsk: semaphore.NewWeighted(MaxMemberAsks), bodies: newBodyBudget(), log: slog.New(slog.DiscardHandler)}
+	ask := func() (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("panic: %v", r)
+			}
+		}()
+		_, g, err := a.askMembers(&call{r: httptest.NewRequest("GET", "/", nil), tenant: "acme"}, "/x")
+		if err == nil {
+			g.release()
+		}
+		return err
+	}
+	if err := ask(); err == nil || !strings.Contains(err.Error(), "panic") {
+		t.Fatalf("first: %v, want the panic", err)
+	}
+	if err := ask(); err != nil {
+		t.Fatalf("after the panic: %v", err)
 	}
 }

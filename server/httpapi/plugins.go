@@ -82,14 +82,15 @@ func (a *API) listPlugins(c *call) error {
 	}
 	var others []tenantplugin.NodeList
 	if a.opts.Cluster != nil {
-		answers, release, err := a.askMembers(c, "/v1/tenants/"+url.PathEscape(c.tenant)+"/plugins")
+		answers, g, err := a.askMembers(c, "/v1/tenants/"+url.PathEscape(c.tenant)+"/plugins")
 		if err != nil {
 			return err
 		}
-		defer release()
+		defer g.release()
 		for _, ans := range answers {
 			others = append(others, nodeList(ans))
 		}
+		return writeJSONHolding(c.w, http.StatusOK, tenantplugin.GatherList(a.opts.Plugins.Node(), own, others), g.Held())
 	}
 	return writeJSON(c.w, http.StatusOK, tenantplugin.GatherList(a.opts.Plugins.Node(), own, others))
 }
@@ -155,14 +156,15 @@ func (a *API) pluginStatus(c *call) error {
 	}
 	var others []tenantplugin.NodeStatus
 	if a.opts.Cluster != nil {
-		answers, release, err := a.askMembers(c, "/v1/tenants/"+url.PathEscape(c.tenant)+"/plugins/"+url.PathEscape(name))
+		answers, g, err := a.askMembers(c, "/v1/tenants/"+url.PathEscape(c.tenant)+"/plugins/"+url.PathEscape(name))
 		if err != nil {
 			return err
 		}
-		defer release()
+		defer g.release()
 		for _, ans := range answers {
 			others = append(others, nodePart(ans))
 		}
+		return writeJSONHolding(c.w, http.StatusOK, tenantplugin.Gather(st, others), g.Held())
 	}
 	return writeJSON(c.w, http.StatusOK, tenantplugin.Gather(st, others))
 }

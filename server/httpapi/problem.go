@@ -145,6 +145,13 @@ func writeAppended(w http.ResponseWriter, status int, fill func([]byte) []byte) 
 
 // writeJSON writes v with status.
 func writeJSON(w http.ResponseWriter, status int, v any) error {
+	return writeJSONHolding(w, status, v, 0)
+}
+
+// writeJSONHolding writes v with status, its parts already holding held
+// bytes of the response budget: a large body takes only what it needs
+// beyond them (twice its size in all).
+func writeJSONHolding(w http.ResponseWriter, status int, v any, held int64) error {
 	// Not HTML-escaped: a payload's "<" stays one byte (escaped it is
 	// six, and a page six times its bound).
 	var buf bytes.Buffer
@@ -155,11 +162,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 	}
 	b := buf.Bytes()
 	if rec, ok := w.(*recorder); ok && rec.bodies != nil && len(b) >= largeBody {
-		release, err := rec.bodies.hold(rec.ctx, len(b))
-		if err != nil {
-			return err
+		if more := min(2*int64(len(b)), MaxResponseBytes) - held; more > 0 {
+			release, err := rec.bodies.take(rec.ctx, more)
+			if err != nil {
+				return err
+			}
+			defer release()
 		}
-		defer release()
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
