@@ -126,7 +126,10 @@ func checkStoreDir(dir string) error {
 		return fmt.Errorf("%s is not a directory (data_dir must name the store directory)", dir)
 	}
 	ents, err := os.ReadDir(dir)
-	if err != nil {
+	switch {
+	case errors.Is(err, fs.ErrNotExist): // removed since the Stat
+		return withExitCode(exitNotFound, fmt.Errorf("no store at %s; %s", dir, hint))
+	case err != nil:
 		return fmt.Errorf("store directory: %w", err)
 	}
 	for _, e := range ents {
