@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -123,6 +122,15 @@ func TestConsoleClusterInABrowser(t *testing.T) {
 		r := n2.do(nil, "GET", "/v1/tenants/acme/projections/trap/order:1", nil, "Authorization", "Bearer "+key)
 		return r.status == 424 && r.json(t)["code"] == "PLUGIN_QUARANTINED"
 	})
+	// The page reads the state once: wait until n3 has it all.
+	waitUntil(t, "n3 sees the plugin quarantined on n2", func() bool {
+		r := n3.do(nil, "GET", "/v1/tenants/acme/plugins/trap?nodes=all", nil, "Authorization", "Bearer "+key)
+		if r.status != 200 {
+			return false
+		}
+		st := r.json(t)
+		return st["quarantined"] == true && st["answered"] == float64(3)
+	})
 	b3 := newBrowser(t)
 	b3.goTo(n3.base + "/console/")
 	b3.run("sign-in form", visible("#credential"))
@@ -136,9 +144,9 @@ func TestConsoleClusterInABrowser(t *testing.T) {
 
 	// With n2 down, the page says whose state it shows.
 	n2.stop()
-	waitUntil(t, "n2 down", func() bool {
-		_, err := http.Get(n2.base + "/healthz")
-		return err != nil
+	waitUntil(t, "n2 down, as n3 sees it", func() bool {
+		r := n3.do(nil, "GET", "/v1/tenants/acme/plugins/trap?nodes=all", nil, "Authorization", "Bearer "+key)
+		return r.status == 200 && r.json(t)["unanswered"] == float64(1)
 	})
 	b3.goTo(n3.base + "/console/#/")
 	b3.goTo(n3.base + "/console/#/plugins")
