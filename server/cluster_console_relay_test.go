@@ -215,18 +215,24 @@ func BenchmarkClusterConsoleRelay(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
-				req, _ := http.NewRequest("GET", n.base+"/console/overview", nil)
-				req.Header.Set("Cookie", cookie)
-				res, err := client.Do(req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				_, _ = io.Copy(io.Discard, res.Body)
-				res.Body.Close()
-				if res.StatusCode != 200 {
-					b.Fatalf("%s: %d", name, res.StatusCode)
-				}
+				benchGet(b, client, n.base+"/console/overview", "Cookie", cookie)
 			}
 		})
+	}
+}
+
+// benchGet sends GET url with one header through hc and reads the answer,
+// which must be 200.
+func benchGet(b *testing.B, hc *http.Client, url, header, value string) {
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set(header, value)
+	res, err := hc.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		b.Fatalf("GET %s: %d", url, res.StatusCode)
 	}
 }

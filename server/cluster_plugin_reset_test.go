@@ -28,17 +28,7 @@ func TestClusterPluginResetReachesEveryNode(t *testing.T) {
 		return k["key"].(string)
 	}
 	admin, writer := key(`"admin"`), key(`"writer"`)
-	trap := fixture(t, "trap")
-	up, _ := json.Marshal(map[string]any{"manifest": manifestOf(t, "trap", "1", "projection", trap, map[string]any{"max_faults": 2}),
-		"module": base64.StdEncoding.EncodeToString(trap)})
-	if code, body := callBytes(t, "POST", nodes[1].base+"/v1/tenants/acme/plugins", admin, "application/json", up); code != 200 {
-		t.Fatalf("plugin upload: %d %v", code, body)
-	}
-	code, rc := call(t, "POST", nodes[1].base+"/v1/tenants/acme/events", writer, `{"entity":"order:1","scope":"s","kind":"1:1","payload":{}}`)
-	if code != 201 {
-		t.Fatalf("append: %d %v", code, rc)
-	}
-	seq := int(rc["global_sequence"].(float64))
+	seq := pushTrap(t, nodes[1].base, admin, writer)
 	leader := leaderOf(t, nodes, 10*time.Second)
 	follower := nodes[0]
 	if follower == leader {
@@ -77,4 +67,23 @@ func TestClusterPluginResetReachesEveryNode(t *testing.T) {
 	if code, c := project(follower); code != 424 || c != "PLUGIN_FAULT" {
 		t.Fatalf("%s after the reset: %d %s, want the plugin called again (PLUGIN_FAULT)", follower.id, code, c)
 	}
+}
+
+// pushTrap uploads through base, as admin, tenant acme's projection
+// plugin "trap" (it faults on every event; quarantined after 2 faults)
+// and appends one event to order:1 as writer; it returns the event's
+// global sequence.
+func pushTrap(t *testing.T, base, admin, writer string) int {
+	t.Helper()
+	trap := fixture(t, "trap")
+	up, _ := json.Marshal(map[string]any{"manifest": manifestOf(t, "trap", "1", "projection", trap, map[string]any{"max_faults": 2}),
+		"module": base64.StdEncoding.EncodeToString(trap)})
+	if code, body := callBytes(t, "POST", base+"/v1/tenants/acme/plugins", admin, "application/json", up); code != 200 {
+		t.Fatalf("plugin upload: %d %v", code, body)
+	}
+	code, rc := call(t, "POST", base+"/v1/tenants/acme/events", writer, `{"entity":"order:1","scope":"s","kind":"1:1","payload":{}}`)
+	if code != 201 {
+		t.Fatalf("append: %d %v", code, rc)
+	}
+	return int(rc["global_sequence"].(float64))
 }

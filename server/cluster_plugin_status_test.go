@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"testing"
@@ -60,17 +59,7 @@ func TestClusterPluginStatusOfEveryNode(t *testing.T) {
 	}
 	reader := k["key"].(string)
 	other, _ := clusterTenantKey(t, nodes[0].base, "other", `["admin"]`)
-	trap := fixture(t, "trap")
-	up, _ := json.Marshal(map[string]any{"manifest": manifestOf(t, "trap", "1", "projection", trap, map[string]any{"max_faults": 2}),
-		"module": base64.StdEncoding.EncodeToString(trap)})
-	if code, body := callBytes(t, "POST", nodes[0].base+"/v1/tenants/acme/plugins", admin, "application/json", up); code != 200 {
-		t.Fatalf("plugin upload: %d %v", code, body)
-	}
-	code, rc := call(t, "POST", nodes[0].base+"/v1/tenants/acme/events", admin, `{"entity":"order:1","scope":"s","kind":"1:1","payload":{}}`)
-	if code != 201 {
-		t.Fatalf("append: %d %v", code, rc)
-	}
-	seq := int(rc["global_sequence"].(float64))
+	seq := pushTrap(t, nodes[0].base, admin, admin)
 	leader := leaderOf(t, nodes, 10*time.Second)
 	var followers []*clusterServer
 	for _, n := range nodes {
@@ -209,17 +198,7 @@ func BenchmarkClusterPluginStatus(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
-				req, _ := http.NewRequest("GET", nodes[1].base+"/v1/tenants/acme/plugins/count"+q, nil)
-				req.Header.Set("Authorization", "Bearer "+key)
-				res, err := hc.Do(req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				_, _ = io.Copy(io.Discard, res.Body)
-				res.Body.Close()
-				if res.StatusCode != 200 {
-					b.Fatalf("%s: %d", name, res.StatusCode)
-				}
+				benchGet(b, hc, nodes[1].base+"/v1/tenants/acme/plugins/count"+q, "Authorization", "Bearer "+key)
 			}
 		})
 	}

@@ -612,14 +612,11 @@ func (c *replicaChecker) clear(t, node string) {
 // again this round (unreachable, unavailable: 503 NOT_CAUGHT_UP or BUSY,
 // answering nonsense); any other refusal costs only this tenant.
 func (c *replicaChecker) ask(ctx context.Context, p replicaPeer, https bool, t string, from, upto uint64) (d cluster.ReplicaDigest, why string, busy bool) {
-	u, err := url.Parse(p.url)
-	switch {
-	case p.url == "":
-		return d, "its API URL is not recorded", true
-	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-		return d, "its recorded API URL " + strconv.Quote(printable.Clip(p.url, 200)) + " is not an http(s) URL", true
-	case u.Scheme == "http" && https:
-		return d, "its API URL is plain http and this node serves https: the operator credential is not sent in clear", true
+	if why := httpapi.MemberURLProblem(p.url, https); why != "" {
+		if p.url != "" {
+			why += " (" + strconv.Quote(printable.Clip(p.url, 200)) + ")"
+		}
+		return d, why, true
 	}
 	q := url.Values{"from": {strconv.FormatUint(from, 10)}, "upto": {strconv.FormatUint(upto, 10)}}
 	path := "/v1/admin/tenants/" + url.PathEscape(t) + "/digest"
@@ -649,13 +646,9 @@ func (c *replicaChecker) ask(ctx context.Context, p replicaPeer, https bool, t s
 		return d, "this version of the node has no digest of the control plane (a rolling upgrade)", false
 	}
 	if res.StatusCode != http.StatusOK {
-		var pr struct{ Code, Detail string }
-		if json.Unmarshal(body, &pr) == nil && pr.Code != "" {
-			return d, printable.Clip(fmt.Sprintf("%d %s: %s", res.StatusCode, pr.Code, pr.Detail), replicaCheckMaxText), res.StatusCode == http.StatusServiceUnavailable
-		}
 		// Only an unavailable member is not asked again this round; any
 		// other refusal may be this tenant's alone.
-		return d, printable.Clip(res.Status, replicaCheckMaxText), res.StatusCode == http.StatusServiceUnavailable
+		return d, printable.Clip(httpapi.MemberRefusal(res, body), replicaCheckMaxText), res.StatusCode == http.StatusServiceUnavailable
 	}
 	if err := json.Unmarshal(body, &d); err != nil {
 		return d, "its answer is not a digest: " + printable.Clip(err.Error(), replicaCheckMaxText), true

@@ -178,17 +178,40 @@ type memberQuery struct {
 	log *slog.Logger
 }
 
+// MemberURLProblem says why a node does not send a credential to the
+// member API URL on record raw ("" when it does): none on record, not
+// an http(s) URL, or plain http while the node is reached over https
+// (the credential would cross the network in clear).
+func MemberURLProblem(raw string, https bool) string {
+	u, err := url.Parse(raw)
+	switch {
+	case raw == "":
+		return "its API URL is not on record"
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		return "its API URL on record is not an http(s) URL"
+	case u.Scheme == "http" && https:
+		return "its API URL is plain http and this node is reached over https: the credential is not sent in clear"
+	}
+	return ""
+}
+
+// MemberRefusal is the text of a member's answer other than 200 (clip it
+// to print it): the status with the code and detail of its problem
+// document, or the status line.
+func MemberRefusal(res *http.Response, body []byte) string {
+	var pr struct{ Code, Detail string }
+	if json.Unmarshal(body, &pr) == nil && pr.Code != "" {
+		return fmt.Sprintf("%d %s: %s", res.StatusCode, pr.Code, pr.Detail)
+	}
+	return res.Status
+}
+
 // ask is member m's answer through hc, or why there is none.
 func (q memberQuery) ask(ctx context.Context, hc *http.Client, m Member) ([]byte, string) {
-	u, err := url.Parse(m.URL)
-	switch {
-	case m.URL == "":
-		return nil, "its API URL is not on record"
-	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-		return nil, "its API URL on record is not an http(s) URL"
-	case u.Scheme == "http" && q.https:
-		return nil, "its API URL is plain http and this node is reached over https: the credential is not sent in clear"
+	if why := MemberURLProblem(m.URL, q.https); why != "" {
+		return nil, why
 	}
+	u, _ := url.Parse(m.URL)
 	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(m.URL, "/")+q.path, nil)
 	if err != nil {
 		return nil, printable.Clip(err.Error(), 300)
@@ -244,9 +267,5 @@ func (q memberQuery) ask(ctx context.Context, hc *http.Client, m Member) ([]byte
 	case res.StatusCode == http.StatusTemporaryRedirect:
 		return nil, "it sends this tenant's requests to the leader for now (not caught up with it, or it does not know the credential yet)"
 	}
-	var pr struct{ Code, Detail string }
-	if json.Unmarshal(body, &pr) == nil && pr.Code != "" {
-		return nil, printable.Clip(fmt.Sprintf("%d %s: %s", res.StatusCode, pr.Code, pr.Detail), 300)
-	}
-	return nil, printable.Clip(res.Status, 300)
+	return nil, printable.Clip(MemberRefusal(res, body), 300)
 }
