@@ -288,6 +288,16 @@ type pluginDeleted struct {
 	Deleted bool   `json:"deleted"`
 }
 
+// notLoaded is the state of a plugin not running: why, or, with no load
+// error, that the node is still loading it (it applied the upload a
+// moment ago, or is compiling the module).
+func notLoaded(loadError string) string {
+	if loadError == "" {
+		return "not loaded yet"
+	}
+	return "not loaded: " + oneLine(loadError)
+}
+
 // nodeName prints a node's id; a single server's is "-".
 func nodeName(id string) string {
 	if id == "" {
@@ -334,18 +344,26 @@ func printPluginClusterList(w io.Writer, l client.PluginClusterList) error {
 
 // printPluginClusterStatus prints what plugin status --all-nodes gathered.
 func printPluginClusterStatus(w io.Writer, st client.PluginClusterStatus) error {
-	var quarantined []string
+	var quarantined, unloaded []string
 	for _, n := range st.Nodes {
-		if n.Quarantined {
+		switch {
+		case n.Error != "":
+		case n.Quarantined:
 			quarantined = append(quarantined, nodeName(n.Node))
+		case !n.Loaded:
+			unloaded = append(unloaded, nodeName(n.Node))
 		}
 	}
-	state := "loaded"
-	switch {
-	case len(quarantined) > 0:
-		state = "quarantined on " + strings.Join(quarantined, ", ") + " (plugin reset NAME lifts it on every node)"
-	case !st.Loaded:
-		state = "not loaded on every node"
+	var states []string
+	if len(quarantined) > 0 {
+		states = append(states, "quarantined on "+strings.Join(quarantined, ", ")+" (plugin reset NAME lifts it on every node)")
+	}
+	if len(unloaded) > 0 {
+		states = append(states, "not loaded on "+strings.Join(unloaded, ", "))
+	}
+	state := strings.Join(states, "; ")
+	if state == "" {
+		state = "loaded"
 	}
 	fmt.Fprintf(w, "plugin %s: active version %s, %s\n", oneLine(st.Name), oneLine(st.Active), state)
 	s := st.Stats
@@ -364,7 +382,7 @@ func printPluginClusterStatus(w io.Writer, st client.PluginClusterStatus) error 
 		case n.Quarantined:
 			ns = "quarantined"
 		case !n.Loaded:
-			ns = "not loaded: " + oneLine(n.LoadError)
+			ns = notLoaded(n.LoadError)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", node, ns, oneLine(n.Active), n.Stats.Requests, n.Stats.Calls, n.Stats.Faults, n.Digest)
 	}
@@ -395,7 +413,7 @@ func printPluginStatus(w io.Writer, st client.PluginStatus) error {
 	case st.Quarantined:
 		state = "quarantined (plugin reset NAME lifts it)"
 	case !st.Loaded:
-		state = "not loaded: " + oneLine(st.LoadError)
+		state = notLoaded(st.LoadError)
 	}
 	fmt.Fprintf(w, "plugin %s: active version %s, %s\n", oneLine(st.Name), oneLine(st.Active), state)
 	if st.Node != "" {

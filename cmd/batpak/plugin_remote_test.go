@@ -110,6 +110,7 @@ func TestPrintPluginClusterStatus(t *testing.T) {
 				Faults: []client.PluginFault{{Time: time.Date(2026, 12, 5, 1, 2, 3, 0, time.UTC), Version: "1", Kind: "trap", Message: "boom\nnext"}}},
 			{Node: "n2", Active: "1", Loaded: true, Quarantined: true, Stats: client.PluginStats{Requests: 4, Calls: 3, Faults: 2}},
 			{Node: "n1", Error: "unreachable: connection refused"},
+			{Node: "n4", Active: "1"},
 		}}
 	var b strings.Builder
 	if err := printPluginClusterStatus(&b, st); err != nil {
@@ -117,7 +118,8 @@ func TestPrintPluginClusterStatus(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{
-		"plugin trap: active version 1, quarantined on n2 (plugin reset NAME lifts it on every node)\n",
+		"plugin trap: active version 1, quarantined on n2 (plugin reset NAME lifts it on every node); not loaded on n4\n",
+		"\nn4    not loaded yet ",
 		"requests 5, calls 4 (0.000s), faults 3, log lines 0 (0 dropped): 2 of 3 nodes\n",
 		"\nn2    quarantined",
 		"\nn1    error",
