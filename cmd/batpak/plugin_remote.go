@@ -288,6 +288,18 @@ type pluginDeleted struct {
 	Deleted bool   `json:"deleted"`
 }
 
+// pluginState is a plugin's state on one node: quarantined, loaded, or
+// why it is not loaded.
+func pluginState(quarantined, loaded bool, loadError string) string {
+	switch {
+	case quarantined:
+		return "quarantined"
+	case !loaded:
+		return notLoaded(loadError)
+	}
+	return "loaded"
+}
+
 // notLoaded is the state of a plugin not running: why, or, with no load
 // error, that the node is still loading it (it applied the upload a
 // moment ago, or is compiling the module).
@@ -377,14 +389,7 @@ func printPluginClusterStatus(w io.Writer, st client.PluginClusterStatus) error 
 			fmt.Fprintf(tw, "%s\terror\t\t\t\t\t\n", node)
 			continue
 		}
-		ns := "loaded"
-		switch {
-		case n.Quarantined:
-			ns = "quarantined"
-		case !n.Loaded:
-			ns = notLoaded(n.LoadError)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", node, ns, oneLine(n.Active), n.Stats.Requests, n.Stats.Calls, n.Stats.Faults, n.Digest)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", node, pluginState(n.Quarantined, n.Loaded, n.LoadError), oneLine(n.Active), n.Stats.Requests, n.Stats.Calls, n.Stats.Faults, n.Digest)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -408,12 +413,9 @@ func printPluginClusterStatus(w io.Writer, st client.PluginClusterStatus) error 
 }
 
 func printPluginStatus(w io.Writer, st client.PluginStatus) error {
-	state := "loaded"
-	switch {
-	case st.Quarantined:
-		state = "quarantined (plugin reset NAME lifts it)"
-	case !st.Loaded:
-		state = notLoaded(st.LoadError)
+	state := pluginState(st.Quarantined, st.Loaded, st.LoadError)
+	if st.Quarantined {
+		state += " (plugin reset NAME lifts it)"
 	}
 	fmt.Fprintf(w, "plugin %s: active version %s, %s\n", oneLine(st.Name), oneLine(st.Active), state)
 	if st.Node != "" {
