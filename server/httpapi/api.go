@@ -138,6 +138,9 @@ type API struct {
 	digestRequests atomic.Int32
 	// bodies bounds the large JSON bodies written at once.
 	bodies *bodyBudget
+	// requests bounds the room request bodies take while they are read
+	// and handled (readAll).
+	requests *requestBudget
 	// memberAsk bounds the cluster-wide answers gathered at once
 	// (MaxMemberAsks); tenantAsks holds the tenants gathering one.
 	memberAsk  *semaphore.Weighted
@@ -214,6 +217,11 @@ func New(opts Options) *API {
 	}
 	a := &API{opts: opts, mux: http.NewServeMux(), log: opts.Logger, stopping: make(chan struct{}), access: make(chan struct{}),
 		bodies: newBodyBudget(), memberAsk: semaphore.NewWeighted(MaxMemberAsks)}
+	largest := opts.MaxBodyBytes + 1
+	if opts.Policies != nil {
+		largest = max(largest, opts.Policies.Limits().MaxBundleBytes+2)
+	}
+	a.requests = newRequestBudget(largest)
 	if a.log == nil {
 		a.log = slog.Default()
 	}

@@ -7,6 +7,9 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
+
+	"golang.org/x/sync/semaphore"
 
 	"github.com/batpak-go/batpak/server/wire"
 )
@@ -61,6 +64,45 @@ func (a *API) limitBody(c *call) error {
 	return nil
 }
 
+// Request bodies are read whole into memory before they are decoded, so
+// the memory they take is bounded as it is taken: each body starts with
+// at most largeBody bytes of room, whatever its Content-Length says, and
+// grows as its bytes arrive; room past the first largeBody bytes is
+// charged to the server's request budget (MaxRequestBytes, all requests
+// together) while the request runs. A body that finds the budget spent is
+// answered 503 BUSY with Retry-After, nothing done.
+const MaxRequestBytes = 256 << 20
+
+// requestBudget is the server's request budget; it holds at least one
+// body of the largest size a route takes, so that one always fits.
+type requestBudget struct{ sem *semaphore.Weighted }
+
+func newRequestBudget(largest int64) *requestBudget {
+	return &requestBudget{sem: semaphore.NewWeighted(max(MaxRequestBytes, largest))}
+}
+
+// chargeBody charges n more bytes of room for the call's request body to
+// the request budget (given back when the call ends), or answers why not.
+func (c *call) chargeBody(n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	if !c.a.requests.sem.TryAcquire(n) {
+		return &apiError{status: http.StatusServiceUnavailable, code: wire.CodeBusy, retryAfter: time.Second,
+			detail: "the server is reading as many large request bodies as it holds at once; retry"}
+	}
+	c.bodyHeld += n
+	return nil
+}
+
+// releaseBody gives the call's request body room back to the budget.
+func (c *call) releaseBody() {
+	if c.bodyHeld > 0 {
+		c.a.requests.sem.Release(c.bodyHeld)
+		c.bodyHeld = 0
+	}
+}
+
 // readBody checks the media type and size and reads the whole body.
 func (a *API) readBody(c *call, optional bool) ([]byte, error) {
 	if err := checkMedia(c.r, c.route.Body, optional); err != nil {
@@ -69,24 +111,33 @@ func (a *API) readBody(c *call, optional bool) ([]byte, error) {
 	if err := a.limitBody(c); err != nil {
 		return nil, err
 	}
-	b, err := readAll(c.r.Body, c.r.ContentLength)
+	b, err := readAll(c.r.Body, c.r.ContentLength, a.opts.MaxBodyBytes+1, c.chargeBody)
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		var ae *apiError
+		switch {
+		case errors.As(err, &mbe):
 			return nil, a.tooLarge()
+		case errors.As(err, &ae):
+			return nil, ae
 		}
 		return nil, &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "the request body could not be read"}
 	}
 	return b, nil
 }
 
-// readAll reads r to its end into a slice sized for a body of length
-// bytes (unknown when not positive; then it grows as io.ReadAll's does).
-func readAll(r io.Reader, length int64) ([]byte, error) {
-	size := 512
+// readAll reads r to its end. Its buffer starts with room for a body of
+// length bytes (unknown when not positive) but at most largeBody, and
+// doubles as the bytes arrive, up to length+1 and limit bytes (r must
+// stop by then: a MaxBytesReader, a known length); charge is asked for
+// each growth's room past the first largeBody bytes, and its error ends
+// the read. A declared length alone so never reserves memory.
+func readAll(r io.Reader, length, limit int64, charge func(n int64) error) ([]byte, error) {
+	size := int64(512)
 	if length > 0 {
-		size = int(length) + 1 // the last read finds EOF without growing
+		size = min(length+1, largeBody) // the last read finds EOF without growing
 	}
+	charged := func(room int64) int64 { return max(room-largeBody, 0) }
 	b := make([]byte, 0, size)
 	for {
 		n, err := r.Read(b[len(b):cap(b)])
@@ -97,9 +148,24 @@ func readAll(r io.Reader, length int64) ([]byte, error) {
 		if err != nil {
 			return b, err
 		}
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
+		if len(b) < cap(b) {
+			continue
 		}
+		room := int64(cap(b))
+		next := 2 * room
+		if length > 0 {
+			next = min(next, length+1)
+		}
+		next = min(next, limit)
+		if next <= room {
+			next = room + 512
+		}
+		if err := charge(charged(next) - charged(room)); err != nil {
+			return b, err
+		}
+		nb := make([]byte, len(b), next)
+		copy(nb, b)
+		b = nb
 	}
 }
 

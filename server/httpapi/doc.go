@@ -58,7 +58,12 @@
 // another tenant never says whether that tenant exists.
 //
 // Limits (Options): MaxBodyBytes bounds every request body (Content-Length
-// is checked before reading, the read itself is bounded too); MaxJSONDepth
+// is checked before reading, the read itself is bounded too). A body's
+// memory follows the bytes that arrived, never its Content-Length alone:
+// it starts with at most 64 KiB of room and grows as it is read, and room
+// past 64 KiB is charged to MaxRequestBytes (256 MiB, or the largest body
+// a route takes if larger), shared by all requests while they run; a body
+// that finds it spent gets 503 BUSY with Retry-After. MaxJSONDepth
 // bounds the nesting of payloads (request envelopes may add their own few
 // levels); pages are at most MaxPageLimit (1000) events; NDJSON reads
 // stream in pages of that size without a total bound unless limit is given.

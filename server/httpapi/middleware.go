@@ -281,6 +281,8 @@ type call struct {
 	tenant    string // the {tenant} of the path, once checked
 	lease     *tenancy.Lease
 	maxBatch  int // a batch body's bound on events (0: none)
+	// bodyHeld is the request budget the request body holds (chargeBody).
+	bodyHeld int64
 }
 
 // store leases the call's tenant store (released when the call ends).
@@ -312,6 +314,7 @@ func (a *API) guard(rt Route) http.Handler {
 			if c.lease != nil {
 				c.lease.Release()
 			}
+			c.releaseBody()
 		}()
 		if rt.stream {
 			// Streams and long operations are exempt from the server's

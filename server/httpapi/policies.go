@@ -3,7 +3,6 @@ package httpapi
 import (
 	"bytes"
 	"errors"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -41,7 +40,11 @@ func (a *API) pushPolicy(c *call) error {
 	// One byte past the limit is read, so the manager can tell "too
 	// large" from "exactly the limit". The bundle is read whole first, to
 	// be charged to the tenant's upload quota before it is checked.
-	b, err := io.ReadAll(http.MaxBytesReader(c.w, c.r.Body, max+1))
+	b, err := readAll(http.MaxBytesReader(c.w, c.r.Body, max+1), c.r.ContentLength, max+2, c.chargeBody)
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
 	if err != nil && int64(len(b)) <= max {
 		return err
 	}
