@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -235,6 +236,24 @@ func (s *Store) CommitReplicatedCursor(name string, pos uint64) error {
 		return ErrClosed
 	}
 	return saveCursorSynced(s.fs, s.cfg.Dir, name, pos, !volatile)
+}
+
+// ResetCursor commits position 0 for the named cursor, whatever its saved
+// position is — damaged (NamedCursor fails with a *CorruptionError), past
+// the end of the log (*CursorAheadError), or sound — so that NamedCursor
+// opens it at the log's beginning again. It is how a consumer whose
+// position is lost starts afresh (it is delivered every event again).
+// Durable and replicated as Commit is; errors as Commit's, and
+// ErrInvalidCursorName.
+func (s *Store) ResetCursor(name string) error {
+	if !cursorNameRE.MatchString(name) {
+		return fmt.Errorf("%w: %q (want 1..128 of A-Z a-z 0-9 . _ -, starting with a letter or digit)", ErrInvalidCursorName, name)
+	}
+	// committed cannot be 0's equal: the commit is always written.
+	c := &Cursor{s: s, name: name, committed: math.MaxUint64}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.commitLocked(0)
 }
 
 // CursorPositions returns the committed position of every named cursor

@@ -482,6 +482,19 @@ func TestNamedCursorDamagedFile(t *testing.T) {
 	if c := mustNamedCursor(t, s, "damaged", core.All()); c.Committed() != 3 {
 		t.Fatalf("restored file: committed %d, want 3", c.Committed())
 	}
+	// ResetCursor overwrites a damaged position: the cursor starts again
+	// at the log's beginning.
+	writeFile(t, path, damages["garbage"])
+	if err := s.ResetCursor("damaged"); err != nil {
+		t.Fatalf("ResetCursor of a damaged position: %v", err)
+	}
+	c := mustNamedCursor(t, s, "damaged", core.All())
+	if evs := pollAll(t, c, 10); c.Committed() != 0 || len(evs) != 5 {
+		t.Fatalf("after ResetCursor: committed %d, %d events polled; want 0 and all 5", c.Committed(), len(evs))
+	}
+	if err := s.ResetCursor("../x"); !isErr(err, core.ErrInvalidCursorName) {
+		t.Fatalf("ResetCursor of a bad name: %v", err)
+	}
 }
 
 // helperCursor (BATPAK_HELPER=cursor) appends, polls a named cursor and

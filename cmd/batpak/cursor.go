@@ -27,7 +27,8 @@ type cursorJSON struct {
 	Region    *client.CursorRegion `json:"region,omitempty"` // a server's cursors have one; a local cursor's region is its consumer's
 	Committed uint64               `json:"committed"`        // the global sequence it resumes from
 	Lag       uint64               `json:"lag"`
-	LogEnd    uint64               `json:"log_end"` // the next global sequence of the store
+	LogEnd    uint64               `json:"log_end"`           // the next global sequence of the store
+	Damaged   string               `json:"damaged,omitempty"` // a server's cursor whose saved position is damaged: what to do
 }
 
 func newCursorCmd(a *app) *cobra.Command {
@@ -209,10 +210,19 @@ func printCursors(w io.Writer, curs []cursorJSON) error {
 		if c.Region != nil {
 			region = regionText(*c.Region)
 		}
+		if c.Damaged != "" {
+			fmt.Fprintf(tw, "%s\tDAMAGED\t-\t%s\n", oneLine(c.Name), region)
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", oneLine(c.Name), c.Committed, c.Lag, region)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, c := range curs {
+		if c.Damaged != "" {
+			fmt.Fprintf(w, "cursor %s: %s\n", oneLine(c.Name), oneLine(c.Damaged))
+		}
 	}
 	_, err := fmt.Fprintln(w, plural(len(curs), "cursor", "cursors"))
 	return err
@@ -257,7 +267,7 @@ func (a *app) cursors(cmd *cobra.Command) ([]cursorJSON, error) {
 		out := make([]cursorJSON, 0, len(infos))
 		for _, in := range infos {
 			r := in.Region
-			out = append(out, cursorJSON{Name: in.Name, Region: &r, Committed: in.Committed, Lag: in.Lag, LogEnd: in.Committed + in.Lag})
+			out = append(out, cursorJSON{Name: in.Name, Region: &r, Committed: in.Committed, Lag: in.Lag, LogEnd: in.Committed + in.Lag, Damaged: in.Damaged})
 		}
 		slices.SortFunc(out, func(x, y cursorJSON) int { return strings.Compare(x.Name, y.Name) })
 		return out, nil

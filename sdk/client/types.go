@@ -106,6 +106,10 @@ type CursorInfo struct {
 	Region    CursorRegion `json:"region"`
 	Committed uint64       `json:"committed"`
 	Lag       uint64       `json:"lag"`
+	// Damaged is set (Committed and Lag zero) when the cursor's saved
+	// position is damaged on the server: delete the cursor and define it
+	// again, then commit the position its consumer had reached.
+	Damaged string `json:"damaged,omitempty"`
 }
 
 // Quotas bound what a tenant may take (zero: the server's default;

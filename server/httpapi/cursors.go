@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"hash/fnv"
 	"net/http"
 	"strconv"
@@ -43,6 +44,11 @@ func (a *API) listCursors(c *call) error {
 			return err
 		}
 		cur, err := s.NamedCursor(d.Name, r)
+		if errors.Is(err, core.ErrCorrupt) {
+			a.logDamagedCursor(c, d.Name, err)
+			out = append(out, map[string]any{"name": d.Name, "region": d.Region, "damaged": damagedCursorAdvice})
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -123,9 +129,11 @@ func (a *API) defineCursor(c *call) error {
 	if err != nil {
 		return err
 	}
-	// Checks the name before anything is recorded.
+	// Checks the name before anything is recorded. A position that
+	// cannot be read is reset below, as any other is.
 	cur, err := s.NamedCursor(name, r)
-	if err != nil {
+	damaged := cursorDamaged(err)
+	if err != nil && !damaged {
 		return err
 	}
 	// The definition is recorded first, and only once it is the
@@ -147,13 +155,10 @@ func (a *API) defineCursor(c *call) error {
 	if err := a.opts.Plane.DefineCursorMax(c.r.Context(), def, maxDefs); err != nil {
 		return err
 	}
-	if cur.Committed() != 0 {
-		cur.Seek(0)
-		if err := cur.Commit(); err != nil {
-			// Not left defined at a position it never had.
-			_ = a.opts.Plane.DeleteCursor(context.WithoutCancel(c.r.Context()), c.tenant, name)
-			return err
-		}
+	if err := rewindCursor(s, name, cur, damaged); err != nil {
+		// Not left defined at a position it never had.
+		_ = a.opts.Plane.DeleteCursor(context.WithoutCancel(c.r.Context()), c.tenant, name)
+		return err
 	}
 	return writeJSON(c.w, http.StatusCreated, def)
 }
@@ -184,14 +189,12 @@ func (a *API) deleteCursor(c *call) error {
 	mu.Lock()
 	defer mu.Unlock()
 	cur, err := s.NamedCursor(d.Name, r)
-	if err != nil {
+	damaged := cursorDamaged(err)
+	if err != nil && !damaged {
 		return err
 	}
-	if cur.Committed() != 0 {
-		cur.Seek(0)
-		if err := cur.Commit(); err != nil {
-			return err
-		}
+	if err := rewindCursor(s, d.Name, cur, damaged); err != nil {
+		return err
 	}
 	if err := a.opts.Plane.DeleteCursor(c.r.Context(), c.tenant, d.Name); err != nil {
 		return err
@@ -214,6 +217,10 @@ func (a *API) pollCursor(c *call) error {
 		return err
 	}
 	cur, err := s.NamedCursor(d.Name, r)
+	if errors.Is(err, core.ErrCorrupt) {
+		a.logDamagedCursor(c, d.Name, err)
+		return &apiError{status: http.StatusInternalServerError, code: wire.CodeInternal, detail: "cursor " + strconv.Quote(d.Name) + ": " + damagedCursorAdvice}
+	}
 	if err != nil {
 		return err
 	}
@@ -258,6 +265,10 @@ func (a *API) commitCursor(c *call) error {
 	mu.Lock()
 	defer mu.Unlock()
 	cur, err := s.NamedCursor(d.Name, r)
+	if errors.Is(err, core.ErrCorrupt) {
+		a.logDamagedCursor(c, d.Name, err)
+		return &apiError{status: http.StatusInternalServerError, code: wire.CodeInternal, detail: "cursor " + strconv.Quote(d.Name) + ": " + damagedCursorAdvice}
+	}
 	if err != nil {
 		return err
 	}
@@ -272,6 +283,36 @@ func (a *API) commitCursor(c *call) error {
 		}
 	}
 	return writeJSON(c.w, http.StatusOK, map[string]any{"name": d.Name, "committed": pos})
+}
+
+// damagedCursorAdvice is what a tenant is told of a cursor whose saved
+// position cannot be read (the operator's log names the file).
+const damagedCursorAdvice = "its saved position is damaged on this server; delete the cursor and define it again, then skip the events its consumer had processed (commit their position)"
+
+// cursorDamaged reports whether err is NamedCursor's for a saved position
+// that cannot be used: a damaged file, or a position past the log's end.
+func cursorDamaged(err error) bool {
+	var ahead *core.CursorAheadError
+	return errors.Is(err, core.ErrCorrupt) || errors.As(err, &ahead)
+}
+
+// logDamagedCursor tells the operator which cursor's position is damaged.
+func (a *API) logDamagedCursor(c *call, name string, err error) {
+	a.log.Error("a cursor's saved position is damaged", "tenant", c.tenant, "cursor", name, "error", err)
+}
+
+// rewindCursor moves the named cursor cur back to the log's beginning;
+// damaged (cur nil) when its saved position could not be read, which is
+// overwritten.
+func rewindCursor(s *core.Store, name string, cur *core.Cursor, damaged bool) error {
+	if damaged {
+		return s.ResetCursor(name)
+	}
+	if cur.Committed() == 0 {
+		return nil
+	}
+	cur.Seek(0)
+	return cur.Commit()
 }
 
 // commitMu serialises the commits (and the deletion) of one cursor.
