@@ -704,7 +704,7 @@ func (c *clusterNode) WaitSequence(ctx context.Context, _ string, s *core.Store,
 func (c *clusterNode) ReadWait() time.Duration { return c.readWait }
 
 // Status implements httpapi.Cluster.
-func (c *clusterNode) Status() any {
+func (c *clusterNode) Status(health *cluster.Health) any {
 	st := c.n.Status()
 	type member struct {
 		cluster.Member
@@ -727,8 +727,13 @@ func (c *clusterNode) Status() any {
 		// ReplicaCheck is the leader's automatic replica check
 		// (replicaChecker); absent on other nodes.
 		ReplicaCheck *replicaCheckReport `json:"replica_check,omitempty"`
-	}{st, c.url, ms, check}
+		// Health is every member's health, from its own view (?nodes=all).
+		Health *cluster.Health `json:"health,omitempty"`
+	}{st, c.url, ms, check, health}
 }
+
+// NodeStatus implements httpapi.Cluster.
+func (c *clusterNode) NodeStatus() cluster.Status { return c.n.Status() }
 
 // Members implements httpapi.Cluster: the raft configuration's members,
 // each with the API URL of its latest record.
@@ -737,7 +742,7 @@ func (c *clusterNode) Members() []httpapi.Member {
 	ms := make([]httpapi.Member, 0, len(st.Servers))
 	for _, m := range st.Servers {
 		rec, _ := c.member(m.ID)
-		ms = append(ms, httpapi.Member{ID: m.ID, URL: rec.URL, Self: m.ID == c.cfg.NodeID})
+		ms = append(ms, httpapi.Member{ID: m.ID, URL: rec.URL, Self: m.ID == c.cfg.NodeID, Voter: m.Suffrage == "voter"})
 	}
 	return ms
 }

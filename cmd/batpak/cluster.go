@@ -45,32 +45,39 @@ leave).`,
 				fmt.Fprintf(w, "HALTED: %s\n", oneLine(st.Halted))
 			}
 			showReplicaCheck(w, st.ReplicaCheck)
-			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tROLE\tRAFT ADDRESS\tURL")
-			for _, m := range st.Members {
-				role := m.Suffrage
-				if m.Leader {
-					role = "leader"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", oneLine(m.ID), role, oneLine(m.Address), oneLine(m.URL))
-			}
-			return tw.Flush()
+			return showMembers(w, st)
 		})
 	}
+	var local bool
 	status := &cobra.Command{
-		Use: "status", Short: "The answering node's view: state, leader, members", Args: noArgs,
+		Use: "status", Short: "The cluster's state, leader and members, with every member's health", Args: noArgs,
+		Long: `status shows the answering node's view of the cluster — its state, term,
+applied and committed entries, the leader's replica check — and its
+members. The node asks every other member for its own view (at most 5 s
+each) and judges each one's health: it answered, is not halted, follows
+the leader in the leader's term, heard from it within 2 s, and has applied
+all but at most 256 of the entries the leader committed. A member that
+cannot be reached is shown with the reason. The last line says how many
+voting members may still fail with a quorum left.
+
+--local shows the answering node's view only, asking no other member.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rc, err := a.needServer("cluster status")
 			if err != nil {
 				return err
 			}
-			st, err := rc.c.Cluster().Status(cmd.Context())
+			ask := rc.c.Cluster().StatusAllNodes
+			if local {
+				ask = rc.c.Cluster().Status
+			}
+			st, err := ask(cmd.Context())
 			if err != nil {
 				return remoteError(err)
 			}
 			return show(cmd, st)
 		},
 	}
+	status.Flags().BoolVar(&local, "local", false, "the answering node's view only, without asking the other members")
 	var url string
 	var replace bool
 	join := &cobra.Command{
@@ -354,6 +361,74 @@ func checkReplicas(ctx context.Context, rc *remoteConf, tenants []string) (repli
 
 // showReplicaCheck writes the leader's automatic replica check (nothing
 // for a node that does not lead).
+// showMembers prints the cluster's members, with each one's health when
+// st has it (StatusAllNodes), then the problems found and how many more
+// voters may fail.
+func showMembers(w io.Writer, st client.ClusterStatus) error {
+	health := map[string]client.ClusterNodeHealth{}
+	if st.Health != nil {
+		for _, n := range st.Health.Nodes {
+			health[n.ID] = n
+		}
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	if st.Health == nil {
+		fmt.Fprintln(tw, "ID\tROLE\tRAFT ADDRESS\tURL")
+	} else {
+		fmt.Fprintln(tw, "ID\tROLE\tRAFT ADDRESS\tURL\tSTATE\tAPPLIED\tLAG\tHEALTH")
+	}
+	for _, m := range st.Members {
+		role := m.Suffrage
+		if m.Leader {
+			role = "leader"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s", oneLine(m.ID), role, oneLine(m.Address), oneLine(m.URL))
+		if st.Health != nil {
+			h, ok := health[m.ID]
+			switch {
+			case !ok:
+				fmt.Fprint(tw, "\t-\t-\t-\tnot judged")
+			case !h.Reachable:
+				fmt.Fprint(tw, "\t-\t-\t-\tUNREACHABLE")
+			default:
+				verdict := "healthy"
+				if !h.Healthy {
+					verdict = "UNHEALTHY"
+				}
+				fmt.Fprintf(tw, "\t%s\t%d\t%d\t%s", oneLine(h.State), h.AppliedIndex, h.Lag, verdict)
+			}
+		}
+		fmt.Fprintln(tw)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	h := st.Health
+	if h == nil {
+		return nil
+	}
+	for _, n := range h.Nodes {
+		for _, p := range n.Problems {
+			fmt.Fprintf(w, "node %s: %s\n", oneLine(n.ID), oneLine(p))
+		}
+	}
+	leader := "no member answered as the leader"
+	if h.Leader != "" {
+		leader = "leader " + oneLine(h.Leader)
+	}
+	more := fmt.Sprintf("%d more may fail", h.FailureTolerance)
+	switch {
+	case h.FailureTolerance < 0:
+		more = "NO QUORUM: writes cannot commit"
+	case h.FailureTolerance == 0:
+		more = "none more may fail"
+	case h.FailureTolerance == 1:
+		more = "1 more may fail"
+	}
+	_, err := fmt.Fprintf(w, "health: %s; %d of %d voters healthy, a quorum is %d: %s\n", leader, h.HealthyVoters, h.Voters, h.Quorum, more)
+	return err
+}
+
 func showReplicaCheck(w io.Writer, rc *client.ReplicaCheck) {
 	switch {
 	case rc == nil:

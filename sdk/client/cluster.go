@@ -34,6 +34,50 @@ type ClusterStatus struct {
 	// ReplicaCheck is the leader's automatic replica check; nil on
 	// other nodes (and from servers without it).
 	ReplicaCheck *ReplicaCheck `json:"replica_check,omitempty"`
+	// Health is every member's health, from each one's own view; only
+	// from StatusAllNodes (nil from servers without it).
+	Health *ClusterHealth `json:"health,omitempty"`
+}
+
+// ClusterHealth is the cluster's health as the answering node judged it
+// from every member's own view, asked of each at about the same time.
+type ClusterHealth struct {
+	// Leader is the member that answered as leader in the highest term
+	// ("" when none did).
+	Leader string              `json:"leader"`
+	Nodes  []ClusterNodeHealth `json:"nodes"` // one per member, in the members' order
+	// Voters is the voting members, Quorum how many of them commit an
+	// entry, HealthyVoters how many are healthy, FailureTolerance how
+	// many more may fail with a quorum left (negative: the cluster cannot
+	// commit writes now).
+	Voters           int `json:"voters"`
+	Quorum           int `json:"quorum"`
+	HealthyVoters    int `json:"healthy_voters"`
+	FailureTolerance int `json:"failure_tolerance"`
+	Answered         int `json:"answered"`
+	Unanswered       int `json:"unanswered"`
+}
+
+// ClusterNodeHealth is one member's health. A member is healthy when it
+// answered, is not halted, follows the leader in the leader's term, heard
+// from it within the last 2 s, and has applied all but at most 256 of the
+// entries the leader committed.
+type ClusterNodeHealth struct {
+	ID        string `json:"id"`
+	Reachable bool   `json:"reachable"`       // it answered with its view
+	Error     string `json:"error,omitempty"` // why it did not
+	Voter     bool   `json:"voter"`
+	// From its own view (empty when it did not answer):
+	State        string        `json:"state,omitempty"`
+	Term         uint64        `json:"term,omitempty"`
+	Leader       string        `json:"leader,omitempty"` // the leader it follows
+	AppliedIndex uint64        `json:"applied_index,omitempty"`
+	CommitIndex  uint64        `json:"commit_index,omitempty"`
+	LastContact  time.Duration `json:"last_contact,omitempty"`
+	// Lag is the entries the leader committed that it has not applied.
+	Lag      uint64   `json:"lag"`
+	Healthy  bool     `json:"healthy"`
+	Problems []string `json:"problems,omitempty"` // why it is not healthy
 }
 
 // ReplicaCheck is the state of the leader's automatic replica check: every
@@ -84,6 +128,19 @@ type ClusterMember struct {
 func (cl *Cluster) Status(ctx context.Context) (ClusterStatus, error) {
 	var st ClusterStatus
 	err := cl.c.do(ctx, request{method: "GET", path: "/v1/cluster", safe: true}, &st)
+	return st, err
+}
+
+// StatusAllNodes returns the answering node's view of the cluster with
+// every member's health (Health): the node asks each other member for its
+// own view (with this client's credential, at most 5 s each) and judges
+// them together. A member that cannot be asked is in Health as
+// unreachable, with the reason; the call itself fails only as Status
+// does, or with ErrBusy (retried) while the node gathers another. A
+// server from before Health returns the status without it (Health nil).
+func (cl *Cluster) StatusAllNodes(ctx context.Context) (ClusterStatus, error) {
+	var st ClusterStatus
+	err := cl.c.do(ctx, request{method: "GET", path: "/v1/cluster", query: url.Values{"nodes": {"all"}}, safe: true}, &st)
 	return st, err
 }
 

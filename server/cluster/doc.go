@@ -164,7 +164,12 @@
 // the same address) is removed, then the new one added, so the leader
 // starts the new member's log from nothing instead of crediting it with
 // what the old one had. Node.Status reports a node's role, term, indexes,
-// the leader and the members (JSON for the admin API).
+// the leader and the members (JSON for the admin API). Assess judges the
+// cluster's health from every member's Status, as Consul's autopilot and
+// rqlite's /nodes do: a member is healthy when it answered, is not
+// halted, follows the leader in the leader's term, heard from it within
+// HealthyMaxContact and trails its commit index by at most HealthyMaxLag
+// entries; the failure tolerance is the healthy voters beyond a quorum.
 //
 // # Security
 //

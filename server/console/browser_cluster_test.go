@@ -69,6 +69,10 @@ func TestConsoleClusterInABrowser(t *testing.T) {
 	for _, id := range []string{"n1 (this node)", "n2", "n3"} {
 		b.waitText("#member-table", id)
 	}
+	// Every member's health, judged from its own view.
+	b.waitText("#cluster-health", "3 of 3 voters healthy (a quorum is 2): 1 more member may fail")
+	b.waitText(`[data-node="n2"]`, "healthy · follower · applied")
+	b.waitText(`[data-node="n1"]`, "healthy · leader · applied")
 	b.shot("20-cluster-leader")
 	b.noErrors("cluster overview")
 
@@ -153,6 +157,15 @@ func TestConsoleClusterInABrowser(t *testing.T) {
 	b3.waitText("#plugin-trap", "Partial: 2 of 3 nodes answered")
 	b3.waitText("#plugin-trap", "n2: unreachable")
 	b3.noErrors("a plugin's status with a node down")
+
+	// The operator's overview on n1 shows n2 unreachable and no failure
+	// to spare.
+	b.goTo(n1.base + "/console/")
+	b.waitText("#cluster-health", "2 of 3 voters healthy (a quorum is 2): no member may fail without stopping writes")
+	b.waitText(`[data-node="n2"]`, "unreachable")
+	b.waitText(`[data-node="n3"]`, "healthy · follower")
+	b.shot("23-cluster-node-down")
+	b.noErrors("the cluster's health with a node down")
 }
 
 // findIn finds, under root, the segment of tenant holding text, and where.

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/printable"
 	"github.com/batpak-go/batpak/server/cluster"
 	"github.com/batpak-go/batpak/server/wire"
 )
@@ -57,8 +59,11 @@ type Cluster interface {
 	WaitSequence(ctx context.Context, tenant string, s *core.Store, seq uint64) error
 	// ReadWait bounds how long a read waits for min_seq.
 	ReadWait() time.Duration
-	// Status is the node's view of the cluster, as JSON (GET /v1/cluster).
-	Status() any
+	// Status is the node's view of the cluster, as JSON (GET /v1/cluster),
+	// with the members' health when health is not nil (?nodes=all).
+	Status(health *cluster.Health) any
+	// NodeStatus is this node's raft state.
+	NodeStatus() cluster.Status
 	// AddNode makes node id, reached by raft at addr and by clients at
 	// url, a voting member (leader only). Adding a member that is already
 	// one, unchanged, does nothing.
@@ -97,7 +102,66 @@ func (a *API) clusterStatus(c *call) error {
 	if a.opts.Cluster == nil {
 		return errNotFound("this server is not a cluster node")
 	}
-	return writeJSON(c.w, http.StatusOK, a.opts.Cluster.Status())
+	all, err := allNodes(c)
+	if err != nil || !all {
+		if err != nil {
+			return err
+		}
+		return writeJSON(c.w, http.StatusOK, a.opts.Cluster.Status(nil))
+	}
+	// This node's own view first: the members' answers come after it, so
+	// they are compared with a leader's commit index no newer than their
+	// own (a member is not reported behind by entries committed while it
+	// was asked).
+	self := a.opts.Cluster.NodeStatus()
+	answers, g, err := a.askMembers(c, "/v1/cluster")
+	if err != nil {
+		return err
+	}
+	defer g.release()
+	byID := make(map[string]memberAnswer, len(answers))
+	for _, ans := range answers {
+		byID[ans.id] = ans
+	}
+	var views []cluster.MemberView
+	for _, m := range a.opts.Cluster.Members() {
+		if m.Self {
+			views = append(views, cluster.MemberView{ID: m.ID, Voter: m.Voter, Status: &self})
+			continue
+		}
+		views = append(views, memberView(m, byID[m.ID]))
+	}
+	health := cluster.Assess(views)
+	return writeJSONHolding(c.w, http.StatusOK, a.opts.Cluster.Status(&health), g.Held())
+}
+
+// memberView is member m's view of the cluster, from its answer to
+// GET /v1/cluster.
+func memberView(m Member, ans memberAnswer) cluster.MemberView {
+	v := cluster.MemberView{ID: m.ID, Voter: m.Voter}
+	if ans.id != m.ID { // not asked: it joined while the others were
+		v.Error = "it joined while the others were asked"
+		return v
+	}
+	if ans.err != "" {
+		v.Error = ans.err
+		return v
+	}
+	var st cluster.Status
+	if err := json.Unmarshal(ans.body, &st); err != nil {
+		v.Error = "its answer is not a cluster status: " + printable.Clip(err.Error(), 300)
+		return v
+	}
+	if st.ID == "" {
+		v.Error = "its answer is not a cluster status: it names no node"
+		return v
+	}
+	if why := otherNode(m.ID, st.ID); why != "" {
+		v.Error = why
+		return v
+	}
+	v.Status = &st
+	return v
 }
 
 // clusterAddNode answers POST /v1/cluster/nodes.
@@ -137,7 +201,7 @@ func (a *API) clusterAddNode(c *call) error {
 		}
 		return err
 	}
-	return writeJSON(c.w, http.StatusOK, a.opts.Cluster.Status())
+	return writeJSON(c.w, http.StatusOK, a.opts.Cluster.Status(nil))
 }
 
 // clusterRemoveNode answers DELETE /v1/cluster/nodes/{id}.

@@ -72,8 +72,10 @@
 // QUOTA_EXCEEDED past it): they hold a connection as long as the client
 // reads.
 //
-// Cluster-wide answers: GET …/plugins?nodes=all and
-// GET …/plugins/{name}?nodes=all ask every other member
+// Cluster-wide answers: GET …/plugins?nodes=all,
+// GET …/plugins/{name}?nodes=all and the operator's GET
+// /v1/cluster?nodes=all (every member's own status, judged together by
+// cluster.Assess: the members' health) ask every other member
 // (Cluster.Members, through Cluster.MemberClient) for its part with the
 // caller's own credential, in parallel, and each member checks the
 // credential as for any request (min_seq and consistency apply to the
@@ -84,7 +86,8 @@
 // MaxResponseBytes, and a part that cannot be had is an error in its
 // place (without the member's address), not a failure of the answer. A
 // tenant gathers one such answer at a time on a node, the node
-// MaxMemberAsks until they are written (503 BUSY past either).
+// MaxMemberAsks until they are written, the operator's included (503 BUSY
+// past either).
 //
 // Metrics (Options.Registry, prefix batpak_): requests by route pattern and
 // status code, request latency by route, appended events, append requests,

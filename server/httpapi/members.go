@@ -20,15 +20,18 @@ import (
 )
 
 // Member is one member of the cluster, as the API asks it for its part
-// of a cluster-wide answer (a plugin's status with ?nodes=all).
+// of a cluster-wide answer (a plugin's status, or the cluster's health,
+// with ?nodes=all).
 type Member struct {
-	ID   string // its node id
-	URL  string // its API base URL ("" when none is on record)
-	Self bool   // this node
+	ID    string // its node id
+	URL   string // its API base URL ("" when none is on record)
+	Self  bool   // this node
+	Voter bool   // a voting member (not a nonvoter)
 }
 
 // Bounds of the requests a node sends other members on a caller's
-// behalf (a plugin's status or list with ?nodes=all).
+// behalf (a plugin's status or list, or the cluster's status, with
+// ?nodes=all).
 const (
 	// MaxMemberAsks bounds the cluster-wide answers being gathered or
 	// written at once on a node, all tenants together; past it a request
@@ -58,8 +61,16 @@ type memberAnswer struct {
 
 // memberAskSlot takes the tenant's one cluster-wide answer and one of the
 // node's MaxMemberAsks (503 BUSY when either is taken); release gives
-// them back once the answer is written.
+// them back once the answer is written. The operator (tenant "") takes
+// one of the node's only.
 func (a *API) memberAskSlot(tenant string) (release func(), err error) {
+	if tenant == "" { // the operator's (the cluster's health): the node's bound only
+		if !a.memberAsk.TryAcquire(1) {
+			return nil, &apiError{status: http.StatusServiceUnavailable, code: wire.CodeBusy, retryAfter: time.Second,
+				detail: "this node is gathering as many cluster-wide answers as it does at once (" + strconv.Itoa(MaxMemberAsks) + "); retry, or ask without ?nodes=all"}
+		}
+		return func() { a.memberAsk.Release(1) }, nil
+	}
 	if _, busy := a.tenantAsks.LoadOrStore(tenant, true); busy {
 		return nil, &apiError{status: http.StatusServiceUnavailable, code: wire.CodeBusy, retryAfter: time.Second,
 			detail: "this tenant's previous cluster-wide answer is still being gathered on this node (one at a time); retry"}

@@ -250,14 +250,36 @@
       parts.push(el("p", { class: "muted", id: "replica-check" }, "The replica check runs on the leader" +
         (leader && leader.url ? ": its console (" + leader.url + "/console/) shows it." : ".")));
     }
+    // With ?nodes=all the node judged every member's health from its own
+    // view (GET /v1/cluster?nodes=all); an older node answers without.
+    const h = c.health;
+    const health = {};
+    for (const n of (h && h.nodes) || []) health[n.id] = n;
+    if (h) {
+      const spare = h.failure_tolerance < 0 ? "no quorum: writes cannot commit"
+        : h.failure_tolerance === 0 ? "no member may fail without stopping writes"
+        : plural(h.failure_tolerance, "more member", "more members") + " may fail";
+      const text = h.healthy_voters + " of " + h.voters + " voters healthy (a quorum is " + h.quorum + "): " + spare;
+      parts.push(el("p", { id: "cluster-health" }, status(h.failure_tolerance >= 1, text, text, h.failure_tolerance >= 0)));
+    }
+    const verdict = (m) => {
+      const n = health[m.id];
+      if (!n) return el("td", { class: "muted" }, "–");
+      const why = (n.problems || []).join("; ");
+      if (!n.reachable) return el("td", {}, status(false, "", "unreachable" + (n.error && n.error !== "unreachable" ? ": " + n.error : "")));
+      if (!n.healthy) return el("td", {}, status(false, "", "unhealthy: " + why));
+      return el("td", {}, status(true, "healthy · " + n.state + " · applied " + num(n.applied_index) + (n.lag ? " (" + num(n.lag) + " behind)" : "")));
+    };
+    const heads = ["Node", "Role", "Raft address", "API URL"].concat(h ? ["Health"] : []);
     parts.push(el("table", { id: "member-table" },
-      el("caption", { class: "muted" }, "Members: role, raft address, API URL"),
-      el("thead", {}, el("tr", {}, ["Node", "Role", "Raft address", "API URL"].map((h) => el("th", { scope: "col" }, h)))),
+      el("caption", { class: "muted" }, "Members: role, raft address, API URL" + (h ? ", health" : "")),
+      el("thead", {}, el("tr", {}, heads.map((x) => el("th", { scope: "col" }, x)))),
       el("tbody", {}, members.map((m) => el("tr", { "data-node": m.id },
         el("th", { scope: "row" }, m.id + (m.id === c.id ? " (this node)" : "")),
         el("td", {}, m.leader ? "leader" : (m.suffrage || "voter")),
         el("td", { class: "mono" }, m.address),
-        el("td", { class: "mono" }, m.url || "–"))))));
+        el("td", { class: "mono" }, m.url || "–"),
+        h ? verdict(m) : null)))));
     return el("section", { class: "panel", id: "cluster-panel", "aria-label": "Cluster" }, parts);
   }
 
@@ -275,7 +297,9 @@
       const [ov, smp, tsmp] = await Promise.all([call("GET", P + "/overview"), call("GET", P + "/samples/server"),
         picked ? call("GET", P + "/samples/tenants/" + encodeURIComponent(picked)) : null]);
       // A cluster node (the overview says so) shows its cluster status.
-      const cl = ov.cluster ? await api("GET", "/v1/cluster").catch(() => null) : null;
+      // With every member's health; this node's view alone when that
+      // cannot be had (busy, or an older node).
+      const cl = ov.cluster ? await api("GET", "/v1/cluster?nodes=all").catch(() => api("GET", "/v1/cluster")).catch(() => null) : null;
       clear(clusterBox);
       if (cl) put(clusterBox, clusterPanel(cl));
       const s = smp.samples || [];
