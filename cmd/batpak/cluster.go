@@ -55,10 +55,11 @@ leave).`,
 applied and committed entries, the leader's replica check — and its
 members. The node asks every other member for its own view (at most 5 s
 each) and judges each one's health: it answered, is not halted, follows
-the leader in the leader's term, heard from it within 2 s, and has applied
-all but at most 256 of the entries the leader committed. A member that
-cannot be reached is shown with the reason. The last line says how many
-voting members may still fail with a quorum left.
+the leader in the leader's term, heard from it within 2 s, has caught up
+with it since it started, and has applied all but at most 256 of the
+entries the leader committed. A member that cannot be reached is shown
+with the reason. The last line says how many voting members may still
+fail with a quorum left.
 
 --local shows the answering node's view only, asking no other member.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -60,8 +60,9 @@ type ClusterHealth struct {
 
 // ClusterNodeHealth is one member's health. A member is healthy when it
 // answered, is not halted, follows the leader in the leader's term, heard
-// from it within the last 2 s, and has applied all but at most 256 of the
-// entries the leader committed.
+// from it within the last 2 s, has caught up with it since it started,
+// and has applied all but at most 256 of the entries the leader
+// committed.
 type ClusterNodeHealth struct {
 	ID        string `json:"id"`
 	Reachable bool   `json:"reachable"`       // it answered with its view

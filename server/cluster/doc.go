@@ -168,7 +168,7 @@
 // cluster's health from every member's Status, as Consul's autopilot and
 // rqlite's /nodes do: a member is healthy when it answered, is not
 // halted, follows the leader in the leader's term, heard from it within
-// HealthyMaxContact and trails its commit index by at most HealthyMaxLag
+// HealthyMaxContact, has caught up with it since it started, and trails its commit index by at most HealthyMaxLag
 // entries; the failure tolerance is the healthy voters beyond a quorum.
 //
 // # Security

@@ -10,7 +10,8 @@ import (
 // The cluster's health, judged from every member's own view of it, the
 // way Consul's autopilot and rqlite's /nodes judge theirs: a member is
 // healthy when it answered, follows the leader in the leader's term, has
-// heard from it lately and has applied nearly everything it committed.
+// heard from it lately, has caught up with it since it started, and has
+// applied nearly everything it committed.
 
 const (
 	// HealthyMaxLag is the most committed entries a healthy member has not
@@ -156,6 +157,10 @@ func judge(v MemberView, leader *Status) NodeHealth {
 			problem("has not heard from a leader since it started")
 		case st.LastContact > HealthyMaxContact:
 			problem("last heard from the leader %s ago", st.LastContact.Round(time.Millisecond))
+		}
+		if st.CaughtUp < 0 {
+			// It sends tenant requests to the leader until it has.
+			problem("has not caught up with the leader since it started")
 		}
 	}
 	if leader != nil && leader.CommitIndex > st.AppliedIndex {

@@ -41,6 +41,13 @@ func TestAssess(t *testing.T) {
 		{"no leader answered",
 			[]cluster.MemberView{view("n1", "candidate", 5, "", 10, 10, 3*time.Second), view("n2", "follower", 4, "", 10, 10, -1), {ID: "n3", Voter: true, Error: "unreachable"}},
 			"", -2, map[string]string{"n1": "holds an election", "n2": "has not heard from a leader since it started"}},
+		{"restarted, not caught up yet",
+			[]cluster.MemberView{view("n1", "leader", 3, "n1", 10, 10, 0), func() cluster.MemberView {
+				v := view("n2", "follower", 3, "n1", 0, 0, ms)
+				v.Status.CaughtUp = -1
+				return v
+			}(), view("n3", "follower", 3, "n1", 10, 10, ms)},
+			"n1", 0, map[string]string{"n2": "has not caught up with the leader since it started", "n3": ""}},
 		{"silent leader",
 			[]cluster.MemberView{view("n1", "leader", 3, "n1", 10, 10, 0), view("n2", "follower", 3, "n1", 10, 10, 5*time.Second), view("n3", "follower", 3, "n1", 10, 10, ms)},
 			"n1", 0, map[string]string{"n2": "last heard from the leader 5s ago"}},
