@@ -1,11 +1,19 @@
 package server_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/batpak-go/batpak/sdk/client"
+	"github.com/batpak-go/batpak/server"
 )
 
 // TestClusterStatusHealthOfEveryNode: GET /v1/cluster?nodes=all, asked of
@@ -80,4 +88,98 @@ func TestClusterStatusHealthOfEveryNode(t *testing.T) {
 			t.Fatalf("%s with %s down: %+v, want healthy", n.ID, down.id, n)
 		}
 	}
+}
+
+// metricOf reads one metric line (name with its labels) from a node's
+// /metrics; false when the node exports none.
+func metricOf(t *testing.T, base, name string) (float64, bool) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+clusterOperator)
+	res, err := clusterClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %q", name, sc.Text())
+			}
+			return f, true
+		}
+	}
+	return 0, false
+}
+
+// TestClusterHealthWatch: the leader judges every member's health every
+// cluster.health_check_every on its own: /metrics on the leader says all
+// three are healthy with one failure to spare, a follower exports no
+// judgement; a follower stopped is logged as unhealthy and its gauge goes
+// to 0, the failure tolerance to 0.
+func TestClusterHealthWatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three servers")
+	}
+	logs := &syncBuffer{}
+	nodes := startCluster3(t, t.TempDir(), func(c *server.Config) {
+		c.Cluster.HealthCheckEvery = 150 * time.Millisecond
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})
+	leader := leaderOf(t, nodes, 10*time.Second)
+	var followers []*clusterServer
+	for _, n := range nodes {
+		if n != leader {
+			followers = append(followers, n)
+		}
+	}
+	waitFor(t, 10*time.Second, "the leader's judgement: all healthy", func() bool {
+		v, ok := metricOf(t, leader.base, "batpak_cluster_failure_tolerance")
+		return ok && v == 1
+	})
+	for _, n := range nodes {
+		if v, ok := metricOf(t, leader.base, `batpak_cluster_member_healthy{node="`+n.id+`"}`); !ok || v != 1 {
+			t.Fatalf("member_healthy of %s on the leader: %v %v, want 1", n.id, v, ok)
+		}
+	}
+	if v, ok := metricOf(t, leader.base, "batpak_cluster_healthy_voters"); !ok || v != 3 {
+		t.Fatalf("healthy_voters on the leader: %v %v, want 3", v, ok)
+	}
+	if _, ok := metricOf(t, followers[0].base, "batpak_cluster_failure_tolerance"); ok {
+		t.Fatal("a follower exports a judgement of the cluster's health; only the leader does")
+	}
+
+	down := followers[1]
+	down.stop()
+	waitFor(t, 10*time.Second, "the leader's judgement: "+down.id+" unhealthy", func() bool {
+		v, ok := metricOf(t, leader.base, `batpak_cluster_member_healthy{node="`+down.id+`"}`)
+		return ok && v == 0
+	})
+	if v, _ := metricOf(t, leader.base, "batpak_cluster_failure_tolerance"); v != 0 {
+		t.Fatalf("failure_tolerance with %s down: %v, want 0", down.id, v)
+	}
+	if out := logs.String(); !strings.Contains(out, "cluster: member is unhealthy") || !strings.Contains(out, "node="+down.id) || !strings.Contains(out, "unreachable") {
+		t.Fatalf("the leader's log does not say %s is unhealthy:\n%s", down.id, out)
+	}
+}
+
+// syncBuffer is a log destination several nodes write at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

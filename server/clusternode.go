@@ -117,6 +117,12 @@ type ClusterConfig struct {
 	// of them again. Default
 	// DefaultReplicaCheckEvery (10m); at least 100ms; negative: off.
 	ReplicaCheckEvery time.Duration
+	// HealthCheckEvery is how often the leader judges every member's
+	// health (cluster.health_check_every; see clusterHealthWatch): a
+	// member turning unhealthy is logged, and the judgement is in
+	// /metrics. Default DefaultHealthCheckEvery (10s); at least 100ms;
+	// negative: off.
+	HealthCheckEvery time.Duration
 	// LogMaxBytes bounds, roughly, the bytes of raft's log on this node
 	// (cluster.log_max_bytes): see cluster.Config.LogMaxBytes. Default
 	// cluster.DefaultLogMaxBytes (1 GiB); at least 1 MiB.
@@ -244,6 +250,12 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 	}
 	if cfg.ReplicaCheckEvery > 0 && cfg.ReplicaCheckEvery < 100*time.Millisecond {
 		return nil, fmt.Errorf("cluster.replica_check_every is %s, the least is 100ms (a negative duration turns the check off)", cfg.ReplicaCheckEvery)
+	}
+	if cfg.HealthCheckEvery == 0 {
+		cfg.HealthCheckEvery = DefaultHealthCheckEvery
+	}
+	if cfg.HealthCheckEvery > 0 && cfg.HealthCheckEvery < 100*time.Millisecond {
+		return nil, fmt.Errorf("cluster.health_check_every is %s, the least is 100ms (a negative duration turns the watch off)", cfg.HealthCheckEvery)
 	}
 	memberTLS, err := loadMemberTLS(cfg)
 	if err != nil {

@@ -53,6 +53,12 @@
 // only to members' recorded API URLs, follows no redirect, and never
 // sends it over plain http from an https node.
 //
+// The leader also judges every member's health every
+// ClusterConfig.HealthCheckEvery (clusterHealthWatch, with cluster.Assess:
+// GET /v1/cluster?nodes=all judges the same on request), logs the members
+// that turn unhealthy or healthy again, and exports the judgement
+// (batpak_cluster_member_healthy, batpak_cluster_failure_tolerance, …).
+//
 // A cluster node's own stores (cluster/tenants/, the state machine's) are
 // bounded like the registry's: MaxOpenTenants and TenantIdleTimeout apply
 // to them too (cluster.Config.MaxOpenStores, StoreIdleTimeout). The

@@ -726,6 +726,10 @@ func (r replicaSource) self() (string, bool) {
 	return r.s.node.cfg.NodeID, r.s.cfg.TLSCert != "" || strings.HasPrefix(strings.ToLower(r.s.node.cfg.URL), "https:")
 }
 
+func (r replicaSource) nodeStatus() cluster.Status { return r.s.node.NodeStatus() }
+
+func (r replicaSource) members() []httpapi.Member { return r.s.node.Members() }
+
 func (r replicaSource) peers() []replicaPeer {
 	var ps []replicaPeer
 	for _, m := range r.s.node.n.Status().Servers {

@@ -397,8 +397,9 @@ type Server struct {
 	// effects applies control-plane changes another node made (cluster
 	// only); leaderStop and leaderDone end the leadership watcher.
 	effects    *effects
-	blobs      *blobCollector  // removes unreferenced blobs (cluster only)
-	replicas   *replicaChecker // compares members' copies while leading (cluster only)
+	blobs      *blobCollector      // removes unreferenced blobs (cluster only)
+	replicas   *replicaChecker     // compares members' copies while leading (cluster only)
+	health     *clusterHealthWatch // the leader's watch over the members' health
 	leaderStop chan struct{}
 	leaderDone chan struct{}
 	// console is the web console (nil when disabled).
@@ -625,6 +626,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.replicas = newReplicaChecker(replicaSource{s}, cfg.Logger, s.node.cfg.ReplicaCheckEvery, cfg.OperatorToken, s.node.memberTLS)
 		s.node.replicas.Store(s.replicas)
 		reg.MustRegister(s.replicas)
+		s.health = newClusterHealthWatch(replicaSource{s}, cfg.Logger, s.node.cfg.HealthCheckEvery, cfg.OperatorToken, s.node.memberTLS)
+		reg.MustRegister(s.health)
 	}
 	s.api = httpapi.New(httpapi.Options{
 		Registry: reg,
@@ -896,6 +899,7 @@ func (s *Server) listen() error {
 		// Once the node's URL is known: it says whether to send the
 		// credential to a plain-http member.
 		s.replicas.start()
+		s.health.start()
 	}
 	ln = s.conns.wrap(ln, s.cfg.TLSCert == "")
 	if s.cfg.TLSCert != "" {
@@ -1001,6 +1005,9 @@ func (s *Server) closeStores(ctx context.Context) error {
 	}
 	if s.replicas != nil {
 		s.replicas.close()
+	}
+	if s.health != nil {
+		s.health.close()
 	}
 	if s.workers != nil {
 		// Workers hold leases: they stop (after the batch in hand) before
