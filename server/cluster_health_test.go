@@ -124,10 +124,11 @@ func TestClusterHealthWatch(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three servers")
 	}
-	logs := &syncBuffer{}
+	logs, access := &syncBuffer{}, &syncBuffer{}
 	nodes := startCluster3(t, t.TempDir(), func(c *server.Config) {
 		c.Cluster.HealthCheckEvery = 150 * time.Millisecond
 		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+		c.Stderr = access // the access log
 	})
 	leader := leaderOf(t, nodes, 10*time.Second)
 	var followers []*clusterServer
@@ -150,6 +151,15 @@ func TestClusterHealthWatch(t *testing.T) {
 	}
 	if _, ok := metricOf(t, followers[0].base, "batpak_cluster_failure_tolerance"); ok {
 		t.Fatal("a follower exports a judgement of the cluster's health; only the leader does")
+	}
+	// The watch's requests are not in the access log at its default
+	// level: a few rounds add no line.
+	statusLines := func() int { return strings.Count(access.String(), `route="GET /v1/cluster"`) }
+	before, rounds := statusLines(), func() float64 { v, _ := metricOf(t, leader.base, "batpak_cluster_health_checks_total"); return v }
+	r0 := rounds()
+	waitFor(t, 10*time.Second, "three more rounds", func() bool { return rounds() >= r0+3 })
+	if after := statusLines(); after != before {
+		t.Fatalf("the health watch's rounds added %d access log lines", after-before)
 	}
 
 	down := followers[1]

@@ -207,6 +207,7 @@ func (w *clusterHealthWatch) ask(ctx context.Context, m httpapi.Member, https bo
 	}
 	req.Header.Set("Authorization", "Bearer "+w.token)
 	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", httpapi.HealthWatchAgent)
 	res, err := w.client.Do(req)
 	if err != nil {
 		var ue *url.Error

@@ -224,6 +224,11 @@ func (a *API) middleware(next http.Handler, route string) http.Handler {
 	})
 }
 
+// HealthWatchAgent is the User-Agent of the leader's health watch's
+// requests (GET /v1/cluster): the access log records the ones answered
+// 200 at debug level, not among every request.
+const HealthWatchAgent = "batpak-cluster-health-watch"
+
 func (a *API) finish(rec *recorder, r *http.Request, ri *reqInfo, start time.Time) {
 	if rec.status == 0 {
 		rec.status = http.StatusOK
@@ -235,7 +240,13 @@ func (a *API) finish(rec *recorder, r *http.Request, ri *reqInfo, start time.Tim
 	}
 	a.metrics.observeRequest(route, rec.status, d)
 	if a.opts.AccessLog != nil {
-		a.opts.AccessLog.LogAttrs(r.Context(), slog.LevelInfo, "request",
+		level := slog.LevelInfo
+		if route == "GET /v1/cluster" && rec.status == http.StatusOK && ri.principal == "operator" && r.Header.Get("User-Agent") == HealthWatchAgent {
+			// The leader's health watch, every few seconds: seen with
+			// the access log at debug level only.
+			level = slog.LevelDebug
+		}
+		a.opts.AccessLog.LogAttrs(r.Context(), level, "request",
 			slog.String("request_id", ri.id), slog.String("method", r.Method), slog.String("route", route),
 			slog.Int("status", rec.status), slog.Duration("duration", d), slog.Int64("bytes", rec.bytes),
 			slog.String("tenant", ri.tenant), slog.String("principal", ri.principal), slog.String("remote", r.RemoteAddr))
