@@ -55,6 +55,27 @@ func TestClusterStatusHealthOfEveryNode(t *testing.T) {
 			t.Fatalf("%s's state %q; the leader is %s", n.ID, n.State, leader.id)
 		}
 	}
+	// Operators asking at once (consoles refreshing) share one gathering:
+	// none is refused as busy.
+	var wg sync.WaitGroup
+	codes := make([]int, 12)
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, body := callOnce(t, "GET", followers[0].base+"/v1/cluster?nodes=all", clusterOperator, "")
+			if body["health"] == nil {
+				code = -code
+			}
+			codes[i] = code
+		}()
+	}
+	wg.Wait()
+	for _, code := range codes {
+		if code != 200 {
+			t.Fatalf("operators asking at once: %v, want every one answered with the health", codes)
+		}
+	}
 	// Without ?nodes, the status as before: no other member asked.
 	if plain, err := cl.Cluster().Status(ctx); err != nil || plain.Health != nil {
 		t.Fatalf("status without ?nodes: %v, health %+v; want none", err, plain.Health)

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"net/url"
 	"strconv"
 	"time"
@@ -42,8 +43,9 @@ type ClusterStatus struct {
 // ClusterHealth is the cluster's health as the answering node judged it
 // from every member's own view, asked of each at about the same time.
 type ClusterHealth struct {
-	// Leader is the member that answered as leader in the highest term
-	// ("" when none did).
+	// Leader is the member answering as leader in the highest term any
+	// member reports, or when none does the one the members in that term
+	// follow ("" when none is known).
 	Leader string              `json:"leader"`
 	Nodes  []ClusterNodeHealth `json:"nodes"` // one per member, in the members' order
 	// Voters is the voting members, Quorum how many of them commit an
@@ -138,10 +140,15 @@ func (cl *Cluster) Status(ctx context.Context) (ClusterStatus, error) {
 // them together. A member that cannot be asked is in Health as
 // unreachable, with the reason; the call itself fails only as Status
 // does, or with ErrBusy (retried) while the node gathers another. A
-// server from before Health returns the status without it (Health nil).
+// server from before Health (one that refuses the nodes parameter, or
+// ignores it) gives the status without it: Health nil.
 func (cl *Cluster) StatusAllNodes(ctx context.Context) (ClusterStatus, error) {
 	var st ClusterStatus
 	err := cl.c.do(ctx, request{method: "GET", path: "/v1/cluster", query: url.Values{"nodes": {"all"}}, safe: true}, &st)
+	var e *Error
+	if errors.As(err, &e) && e.Status == 400 && e.Code == CodeInvalidRequest && string(e.Extensions["field"]) == `"nodes"` {
+		return cl.Status(ctx)
+	}
 	return st, err
 }
 

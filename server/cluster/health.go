@@ -59,8 +59,9 @@ type NodeHealth struct {
 
 // Health is the cluster's health, from the members' views.
 type Health struct {
-	// Leader is the member that answered as leader in the highest term
-	// ("" when none did).
+	// Leader is the member answering as leader in the highest term any
+	// member reports, or when none does the one the members in that term
+	// follow ("" when none is known).
 	Leader string       `json:"leader"`
 	Nodes  []NodeHealth `json:"nodes"`
 	// Voters is the voting members, Quorum how many of them commit an
@@ -78,20 +79,40 @@ type Health struct {
 }
 
 // Assess judges the cluster's health from its members' views, one per
-// member of the asking node's configuration, in that order.
+// member of the asking node's configuration, in that order. The leader is
+// the member answering as leader in the highest term any member reports;
+// when none does (the new leader did not answer), it is the leader that
+// members in that term follow, and no member is judged behind it.
 func Assess(views []MemberView) Health {
 	h := Health{Nodes: make([]NodeHealth, 0, len(views))}
-	var leader *Status
+	var term uint64
 	for _, v := range views {
-		if v.Status != nil && v.Status.State == "leader" && (leader == nil || v.Status.Term > leader.Term) {
-			leader = v.Status
+		if v.Status != nil {
+			term = max(term, v.Status.Term)
+		}
+	}
+	var leader *Status
+	follow := map[string]int{}
+	for _, v := range views {
+		switch st := v.Status; {
+		case st == nil || st.Term != term:
+		case st.State == "leader":
+			leader = st
+		case st.Leader.ID != "":
+			follow[st.Leader.ID]++
 		}
 	}
 	if leader != nil {
 		h.Leader = leader.ID
+	} else {
+		for id, n := range follow {
+			if n > follow[h.Leader] || n == follow[h.Leader] && id < h.Leader {
+				h.Leader = id
+			}
+		}
 	}
 	for _, v := range views {
-		n := judge(v, leader)
+		n := judge(v, term, h.Leader, leader)
 		if n.Reachable {
 			h.Answered++
 		} else {
@@ -110,9 +131,9 @@ func Assess(views []MemberView) Health {
 	return h
 }
 
-// judge is one member's health given the leader's view (nil: none
-// answered as leader).
-func judge(v MemberView, leader *Status) NodeHealth {
+// judge is one member's health given the highest term reported, the
+// leader's id ("" unknown) and the leader's view (nil: it did not answer).
+func judge(v MemberView, term uint64, leaderID string, leader *Status) NodeHealth {
 	n := NodeHealth{ID: v.ID, Voter: v.Voter}
 	st := v.Status
 	if st == nil {
@@ -137,19 +158,20 @@ func judge(v MemberView, leader *Status) NodeHealth {
 	default:
 		problem("its raft state is %q", printable.Clip(st.State, 40))
 	}
-	if leader == nil {
+	switch {
+	case st.Term < term && st.State == "leader":
+		problem("answers as leader of term %d, but term %d has begun", st.Term, term)
+	case st.Term < term:
+		problem("in term %d, a member is in term %d", st.Term, term)
+	case leaderID == "":
 		if st.State != "leader" {
 			problem("no member answered as the leader")
 		}
-	} else if st != leader {
-		switch {
-		case st.Term < leader.Term:
-			problem("in term %d, the leader's is %d", st.Term, leader.Term)
-		case st.Leader.ID == "":
-			problem("knows no leader")
-		case st.Leader.ID != leader.ID:
-			problem("follows %s, not the leader %s", printable.Clip(st.Leader.ID, 80), leader.ID)
-		}
+	case st.ID == leaderID:
+	case st.Leader.ID == "":
+		problem("knows no leader")
+	case st.Leader.ID != leaderID:
+		problem("follows %s, not the leader %s", printable.Clip(st.Leader.ID, 80), leaderID)
 	}
 	if st.State == "follower" {
 		switch {

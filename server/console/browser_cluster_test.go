@@ -146,6 +146,11 @@ func TestConsoleClusterInABrowser(t *testing.T) {
 	b3.shot("22-cluster-plugin")
 	b3.noErrors("a plugin's status on every node")
 
+	// The operator's overview, on n1 before n2 stops (b's page on n2
+	// would fail to refresh once it does).
+	b.goTo(n1.base + "/console/")
+	b.waitText("#cluster-health", "3 of 3 voters healthy")
+
 	// With n2 down, the page says whose state it shows.
 	n2.stop()
 	waitUntil(t, "n2 down, as n3 sees it", func() bool {
@@ -160,7 +165,6 @@ func TestConsoleClusterInABrowser(t *testing.T) {
 
 	// The operator's overview on n1 shows n2 unreachable and no failure
 	// to spare.
-	b.goTo(n1.base + "/console/")
 	b.waitText("#cluster-health", "2 of 3 voters healthy (a quorum is 2): no member may fail without stopping writes")
 	b.waitText(`[data-node="n2"]`, "unreachable")
 	b.waitText(`[data-node="n3"]`, "healthy · follower")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/semaphore"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/batpak-go/batpak/server/auth"
 	"github.com/batpak-go/batpak/server/control"
@@ -141,6 +142,9 @@ type API struct {
 	// requests bounds the room request bodies take while they are read
 	// and handled (readAll).
 	requests *requestBudget
+	// healthFlight shares one gathering of the members' views among the
+	// operator's requests for the cluster's health (clusterHealth).
+	healthFlight singleflight.Group
 	// memberAsk bounds the cluster-wide answers gathered at once
 	// (MaxMemberAsks); tenantAsks holds the tenants gathering one.
 	memberAsk  *semaphore.Weighted

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/semaphore"
@@ -66,19 +67,54 @@ func (a *API) limitBody(c *call) error {
 
 // Request bodies are read whole into memory before they are decoded, so
 // the memory they take is bounded as it is taken: each body starts with
-// at most largeBody bytes of room, whatever its Content-Length says, and
+// at most bodyStart bytes of room, whatever its Content-Length says, and
 // grows as its bytes arrive; room past the first largeBody bytes is
 // charged to the server's request budget (MaxRequestBytes, all requests
-// together) while the request runs. A body that finds the budget spent is
-// answered 503 BUSY with Retry-After, nothing done.
+// together) while the request runs, and one tenant's requests (the
+// operator's count as one tenant) hold at most a quarter of it, so that
+// one tenant's slow uploads cannot shut the others out. A body that finds
+// no room is answered 503 BUSY with Retry-After, nothing done.
 const MaxRequestBytes = 256 << 20
 
-// requestBudget is the server's request budget; it holds at least one
-// body of the largest size a route takes, so that one always fits.
-type requestBudget struct{ sem *semaphore.Weighted }
+// bodyStart is the room a body starts with (it grows as it arrives).
+const bodyStart = 4 << 10
+
+// requestBudget is the server's request budget. It holds at least one
+// body of the largest size a route takes, and so does a tenant's share,
+// so that one always fits.
+type requestBudget struct {
+	sem      *semaphore.Weighted
+	perOwner int64 // the most one tenant holds
+
+	mu   sync.Mutex
+	held map[string]int64 // by tenant ("" the operator), while > 0
+}
 
 func newRequestBudget(largest int64) *requestBudget {
-	return &requestBudget{sem: semaphore.NewWeighted(max(MaxRequestBytes, largest))}
+	total := max(MaxRequestBytes, largest)
+	return &requestBudget{sem: semaphore.NewWeighted(total), perOwner: max(total/4, largest), held: map[string]int64{}}
+}
+
+// take charges n bytes to owner's share and the whole budget, or reports
+// false (nothing charged).
+func (b *requestBudget) take(owner string, n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.held[owner]+n > b.perOwner || !b.sem.TryAcquire(n) {
+		return false
+	}
+	b.held[owner] += n
+	return true
+}
+
+// give gives back n bytes owner took.
+func (b *requestBudget) give(owner string, n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sem.Release(n)
+	if b.held[owner] -= n; b.held[owner] <= 0 {
+		delete(b.held, owner)
+	}
 }
 
 // chargeBody charges n more bytes of room for the call's request body to
@@ -87,10 +123,11 @@ func (c *call) chargeBody(n int64) error {
 	if n <= 0 {
 		return nil
 	}
-	if !c.a.requests.sem.TryAcquire(n) {
+	if !c.a.requests.take(c.tenant, n) {
 		return &apiError{status: http.StatusServiceUnavailable, code: wire.CodeBusy, retryAfter: time.Second,
-			detail: "the server is reading as many large request bodies as it holds at once; retry"}
+			detail: "the server is reading as many large request bodies as it holds at once, or as many of this tenant's as one tenant may; retry"}
 	}
+	c.bodyOwner = c.tenant
 	c.bodyHeld += n
 	return nil
 }
@@ -98,7 +135,7 @@ func (c *call) chargeBody(n int64) error {
 // releaseBody gives the call's request body room back to the budget.
 func (c *call) releaseBody() {
 	if c.bodyHeld > 0 {
-		c.a.requests.sem.Release(c.bodyHeld)
+		c.a.requests.give(c.bodyOwner, c.bodyHeld)
 		c.bodyHeld = 0
 	}
 }
@@ -127,15 +164,15 @@ func (a *API) readBody(c *call, optional bool) ([]byte, error) {
 }
 
 // readAll reads r to its end. Its buffer starts with room for a body of
-// length bytes (unknown when not positive) but at most largeBody, and
+// length bytes (unknown when not positive) but at most bodyStart, and
 // doubles as the bytes arrive, up to length+1 and limit bytes (r must
 // stop by then: a MaxBytesReader, a known length); charge is asked for
 // each growth's room past the first largeBody bytes, and its error ends
-// the read. A declared length alone so never reserves memory.
+// the read. A declared length alone so reserves bodyStart bytes at most.
 func readAll(r io.Reader, length, limit int64, charge func(n int64) error) ([]byte, error) {
 	size := int64(512)
 	if length > 0 {
-		size = min(length+1, largeBody) // the last read finds EOF without growing
+		size = min(length+1, bodyStart) // the last read finds EOF without growing
 	}
 	charged := func(room int64) int64 { return max(room-largeBody, 0) }
 	b := make([]byte, 0, size)
@@ -153,8 +190,8 @@ func readAll(r io.Reader, length, limit int64, charge func(n int64) error) ([]by
 		}
 		room := int64(cap(b))
 		next := 2 * room
-		if length > 0 {
-			next = min(next, length+1)
+		if length > 0 && next >= length {
+			next = length + 1 // the whole body and its EOF: no later growth
 		}
 		next = min(next, limit)
 		if next <= room {

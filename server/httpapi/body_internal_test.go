@@ -33,6 +33,7 @@ func TestReadAllRoomFollowsTheBytes(t *testing.T) {
 		{"1 MiB, length known", 1 << 20, 1 << 20},
 		{"200 KiB, chunked", 200 << 10, -1},
 		{"exactly largeBody", largeBody, largeBody},
+		{"32 MiB, length known", 32 << 20, 32 << 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			want := bytes.Repeat([]byte("x"), tc.body)
@@ -50,7 +51,7 @@ func TestReadAllRoomFollowsTheBytes(t *testing.T) {
 			if got := max(int64(cap(b))-largeBody, 0); charged != got {
 				t.Fatalf("charged %d bytes for a buffer of %d, want %d", charged, cap(b), got)
 			}
-			if limit := max(2*int64(tc.body), 512, min(tc.declared+1, largeBody)); int64(cap(b)) > limit {
+			if limit := max(2*int64(tc.body), 512, min(tc.declared+1, bodyStart)); int64(cap(b)) > limit {
 				t.Fatalf("a body of %d bytes (declared %d) took a buffer of %d, want at most %d", tc.body, tc.declared, cap(b), limit)
 			}
 		})
@@ -75,26 +76,52 @@ func TestReadAllStopsWhenTheBudgetRefuses(t *testing.T) {
 	}
 }
 
+// TestReadAllGrowsToTheLengthOnce: a body of a known length ends in a
+// buffer of exactly length+1 bytes, without a last growth (and copy) of
+// one byte to find its end.
+func TestReadAllGrowsToTheLengthOnce(t *testing.T) {
+	for _, length := range []int64{1 << 20, 32 << 20, 100000} {
+		var last int64
+		b, err := readAll(bytes.NewReader(make([]byte, length)), length, 32<<20+1, func(n int64) error { last = n; return nil })
+		if err != nil || int64(len(b)) != length || int64(cap(b)) != length+1 {
+			t.Fatalf("length %d: read %d into %d, err %v; want a buffer of length+1", length, len(b), cap(b), err)
+		}
+		if last <= 1 {
+			t.Fatalf("length %d: the last growth charged %d bytes (a growth for the EOF alone)", length, last)
+		}
+	}
+}
+
 // TestRequestBudgetIsShared: room charged by one request is not
-// available to another until the first ends; past the budget a request
-// gets 503 BUSY with Retry-After.
+// available to another until the first ends; one tenant holds at most its
+// share, the others still get room; past either a request gets 503 BUSY
+// with Retry-After.
 func TestRequestBudgetIsShared(t *testing.T) {
-	a := &API{requests: &requestBudget{sem: semaphore.NewWeighted(100 << 10)}}
-	c1, c2 := &call{a: a}, &call{a: a}
-	if err := c1.chargeBody(60 << 10); err != nil {
+	a := &API{requests: &requestBudget{sem: semaphore.NewWeighted(100 << 10), perOwner: 70 << 10, held: map[string]int64{}}}
+	busy := func(err error) bool {
+		var ae *apiError
+		return errors.As(err, &ae) && ae.status == http.StatusServiceUnavailable && ae.code == "BUSY" && ae.retryAfter > 0
+	}
+	acme1, acme2, other := &call{a: a, tenant: "acme"}, &call{a: a, tenant: "acme"}, &call{a: a, tenant: "other"}
+	if err := acme1.chargeBody(60 << 10); err != nil {
 		t.Fatal(err)
 	}
-	err := c2.chargeBody(60 << 10)
-	var ae *apiError
-	if !errors.As(err, &ae) || ae.status != http.StatusServiceUnavailable || ae.code != "BUSY" || ae.retryAfter <= 0 {
-		t.Fatalf("second body past the budget: %v, want 503 BUSY with Retry-After", err)
+	if err := acme2.chargeBody(20 << 10); !busy(err) {
+		t.Fatalf("a tenant's second body past its share: %v, want 503 BUSY with Retry-After", err)
 	}
-	c1.releaseBody()
-	if err := c2.chargeBody(60 << 10); err != nil {
+	if err := other.chargeBody(30 << 10); err != nil {
+		t.Fatalf("another tenant, within the budget: %v", err)
+	}
+	if err := other.chargeBody(20 << 10); !busy(err) {
+		t.Fatalf("past the whole budget: %v, want 503 BUSY", err)
+	}
+	acme1.releaseBody()
+	if err := acme2.chargeBody(60 << 10); err != nil {
 		t.Fatalf("after the first request ended: %v", err)
 	}
-	c2.releaseBody()
-	if !a.requests.sem.TryAcquire(100 << 10) {
-		t.Fatal("the budget did not come back whole")
+	acme2.releaseBody()
+	other.releaseBody()
+	if !a.requests.sem.TryAcquire(100<<10) || len(a.requests.held) != 0 {
+		t.Fatalf("the budget did not come back whole: %v", a.requests.held)
 	}
 }

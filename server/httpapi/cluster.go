@@ -109,30 +109,48 @@ func (a *API) clusterStatus(c *call) error {
 		}
 		return writeJSON(c.w, http.StatusOK, a.opts.Cluster.Status(nil))
 	}
-	// This node's own view first: the members' answers come after it, so
-	// they are compared with a leader's commit index no newer than their
-	// own (a member is not reported behind by entries committed while it
-	// was asked).
-	self := a.opts.Cluster.NodeStatus()
-	answers, g, err := a.askMembers(c, "/v1/cluster")
+	health, err := a.clusterHealth(c)
 	if err != nil {
 		return err
 	}
-	defer g.release()
-	byID := make(map[string]memberAnswer, len(answers))
-	for _, ans := range answers {
-		byID[ans.id] = ans
-	}
-	var views []cluster.MemberView
-	for _, m := range a.opts.Cluster.Members() {
-		if m.Self {
-			views = append(views, cluster.MemberView{ID: m.ID, Voter: m.Voter, Status: &self})
-			continue
+	return writeJSON(c.w, http.StatusOK, a.opts.Cluster.Status(&health))
+}
+
+// clusterHealth asks every other member for its view of the cluster and
+// judges them together. The operator's requests meanwhile share one
+// gathering (all hold the operator's privileges: the members are asked
+// with the first one's credential), so that consoles refreshing at once
+// neither queue nor take more than one of the node's MaxMemberAsks.
+func (a *API) clusterHealth(c *call) (cluster.Health, error) {
+	v, err, _ := a.healthFlight.Do("", func() (any, error) {
+		// This node's own view first: the members' answers come after
+		// it, so they are compared with a leader's commit index no newer
+		// than their own (a member is not reported behind by entries
+		// committed while it was asked).
+		self := a.opts.Cluster.NodeStatus()
+		answers, g, err := a.askMembers(c, "/v1/cluster")
+		if err != nil {
+			return nil, err
 		}
-		views = append(views, memberView(m, byID[m.ID]))
+		defer g.release() // the parts are a few KiB: judged, not written
+		byID := make(map[string]memberAnswer, len(answers))
+		for _, ans := range answers {
+			byID[ans.id] = ans
+		}
+		var views []cluster.MemberView
+		for _, m := range a.opts.Cluster.Members() {
+			if m.Self {
+				views = append(views, cluster.MemberView{ID: m.ID, Voter: m.Voter, Status: &self})
+				continue
+			}
+			views = append(views, memberView(m, byID[m.ID]))
+		}
+		return cluster.Assess(views), nil
+	})
+	if err != nil {
+		return cluster.Health{}, err
 	}
-	health := cluster.Assess(views)
-	return writeJSONHolding(c.w, http.StatusOK, a.opts.Cluster.Status(&health), g.Held())
+	return v.(cluster.Health), nil
 }
 
 // memberView is member m's view of the cluster, from its answer to

@@ -44,7 +44,7 @@ func (a *API) listCursors(c *call) error {
 			return err
 		}
 		cur, err := s.NamedCursor(d.Name, r)
-		if errors.Is(err, core.ErrCorrupt) {
+		if cursorDamaged(err) {
 			a.logDamagedCursor(c, d.Name, err)
 			out = append(out, map[string]any{"name": d.Name, "region": d.Region, "damaged": damagedCursorAdvice})
 			continue
@@ -131,9 +131,7 @@ func (a *API) defineCursor(c *call) error {
 	}
 	// Checks the name before anything is recorded. A position that
 	// cannot be read is reset below, as any other is.
-	cur, err := s.NamedCursor(name, r)
-	damaged := cursorDamaged(err)
-	if err != nil && !damaged {
+	if _, err := s.NamedCursor(name, r); err != nil && !cursorDamaged(err) {
 		return err
 	}
 	// The definition is recorded first, and only once it is the
@@ -155,7 +153,7 @@ func (a *API) defineCursor(c *call) error {
 	if err := a.opts.Plane.DefineCursorMax(c.r.Context(), def, maxDefs); err != nil {
 		return err
 	}
-	if err := rewindCursor(s, name, cur, damaged); err != nil {
+	if err := rewindCursor(s, name); err != nil {
 		// Not left defined at a position it never had.
 		_ = a.opts.Plane.DeleteCursor(context.WithoutCancel(c.r.Context()), c.tenant, name)
 		return err
@@ -174,7 +172,7 @@ func (a *API) deleteCursor(c *call) error {
 	if err := a.cursorWrite(c); err != nil {
 		return err
 	}
-	d, r, err := a.cursorDef(c)
+	d, _, err := a.cursorDef(c)
 	if err != nil {
 		return err
 	}
@@ -188,12 +186,7 @@ func (a *API) deleteCursor(c *call) error {
 	mu := a.commitMu(c.tenant, d.Name)
 	mu.Lock()
 	defer mu.Unlock()
-	cur, err := s.NamedCursor(d.Name, r)
-	damaged := cursorDamaged(err)
-	if err != nil && !damaged {
-		return err
-	}
-	if err := rewindCursor(s, d.Name, cur, damaged); err != nil {
+	if err := rewindCursor(s, d.Name); err != nil {
 		return err
 	}
 	if err := a.opts.Plane.DeleteCursor(c.r.Context(), c.tenant, d.Name); err != nil {
@@ -217,7 +210,7 @@ func (a *API) pollCursor(c *call) error {
 		return err
 	}
 	cur, err := s.NamedCursor(d.Name, r)
-	if errors.Is(err, core.ErrCorrupt) {
+	if cursorDamaged(err) {
 		a.logDamagedCursor(c, d.Name, err)
 		return &apiError{status: http.StatusInternalServerError, code: wire.CodeInternal, detail: "cursor " + strconv.Quote(d.Name) + ": " + damagedCursorAdvice}
 	}
@@ -265,7 +258,7 @@ func (a *API) commitCursor(c *call) error {
 	mu.Lock()
 	defer mu.Unlock()
 	cur, err := s.NamedCursor(d.Name, r)
-	if errors.Is(err, core.ErrCorrupt) {
+	if cursorDamaged(err) {
 		a.logDamagedCursor(c, d.Name, err)
 		return &apiError{status: http.StatusInternalServerError, code: wire.CodeInternal, detail: "cursor " + strconv.Quote(d.Name) + ": " + damagedCursorAdvice}
 	}
@@ -287,7 +280,7 @@ func (a *API) commitCursor(c *call) error {
 
 // damagedCursorAdvice is what a tenant is told of a cursor whose saved
 // position cannot be read (the operator's log names the file).
-const damagedCursorAdvice = "its saved position is damaged on this server; delete the cursor and define it again, then skip the events its consumer had processed (commit their position)"
+const damagedCursorAdvice = "its saved position is damaged on this server (unreadable, or past the end of the log); delete the cursor and define it again, then skip the events its consumer had processed (commit their position)"
 
 // cursorDamaged reports whether err is NamedCursor's for a saved position
 // that cannot be used: a damaged file, or a position past the log's end.
@@ -301,19 +294,10 @@ func (a *API) logDamagedCursor(c *call, name string, err error) {
 	a.log.Error("a cursor's saved position is damaged", "tenant", c.tenant, "cursor", name, "error", err)
 }
 
-// rewindCursor moves the named cursor cur back to the log's beginning;
-// damaged (cur nil) when its saved position could not be read, which is
-// overwritten.
-func rewindCursor(s *core.Store, name string, cur *core.Cursor, damaged bool) error {
-	if damaged {
-		return s.ResetCursor(name)
-	}
-	if cur.Committed() == 0 {
-		return nil
-	}
-	cur.Seek(0)
-	return cur.Commit()
-}
+// rewindCursor moves the named cursor back to the log's beginning. It
+// always writes the position (on a cluster, every replica writes it), so
+// a copy damaged on any node is overwritten too.
+func rewindCursor(s *core.Store, name string) error { return s.ResetCursor(name) }
 
 // commitMu serialises the commits (and the deletion) of one cursor.
 func (a *API) commitMu(tenant, name string) *sync.Mutex {

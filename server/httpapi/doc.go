@@ -60,10 +60,12 @@
 // Limits (Options): MaxBodyBytes bounds every request body (Content-Length
 // is checked before reading, the read itself is bounded too). A body's
 // memory follows the bytes that arrived, never its Content-Length alone:
-// it starts with at most 64 KiB of room and grows as it is read, and room
+// it starts with at most 4 KiB of room and grows as it is read, and room
 // past 64 KiB is charged to MaxRequestBytes (256 MiB, or the largest body
-// a route takes if larger), shared by all requests while they run; a body
-// that finds it spent gets 503 BUSY with Retry-After. MaxJSONDepth
+// a route takes if larger), shared by all requests while they run, of
+// which one tenant's requests hold at most a quarter (or one largest
+// body); a body that finds no room gets 503 BUSY with Retry-After.
+// MaxJSONDepth
 // bounds the nesting of payloads (request envelopes may add their own few
 // levels); pages are at most MaxPageLimit (1000) events; NDJSON reads
 // stream in pages of that size without a total bound unless limit is given.
@@ -87,7 +89,7 @@
 // place (without the member's address), not a failure of the answer. A
 // tenant gathers one such answer at a time on a node, the node
 // MaxMemberAsks until they are written, the operator's included (503 BUSY
-// past either).
+// past either; the operator's requests meanwhile share one gathering).
 //
 // Metrics (Options.Registry, prefix batpak_): requests by route pattern and
 // status code, request latency by route, appended events, append requests,

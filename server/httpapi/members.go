@@ -61,16 +61,10 @@ type memberAnswer struct {
 
 // memberAskSlot takes the tenant's one cluster-wide answer and one of the
 // node's MaxMemberAsks (503 BUSY when either is taken); release gives
-// them back once the answer is written. The operator (tenant "") takes
-// one of the node's only.
+// them back once the answer is written. The operator's (tenant "": the
+// cluster's health) are shared by the operator's requests meanwhile
+// (clusterHealth), so they take one at a time too.
 func (a *API) memberAskSlot(tenant string) (release func(), err error) {
-	if tenant == "" { // the operator's (the cluster's health): the node's bound only
-		if !a.memberAsk.TryAcquire(1) {
-			return nil, &apiError{status: http.StatusServiceUnavailable, code: wire.CodeBusy, retryAfter: time.Second,
-				detail: "this node is gathering as many cluster-wide answers as it does at once (" + strconv.Itoa(MaxMemberAsks) + "); retry, or ask without ?nodes=all"}
-		}
-		return func() { a.memberAsk.Release(1) }, nil
-	}
 	if _, busy := a.tenantAsks.LoadOrStore(tenant, true); busy {
 		return nil, &apiError{status: http.StatusServiceUnavailable, code: wire.CodeBusy, retryAfter: time.Second,
 			detail: "this tenant's previous cluster-wide answer is still being gathered on this node (one at a time); retry"}

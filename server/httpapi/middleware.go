@@ -292,8 +292,10 @@ type call struct {
 	tenant    string // the {tenant} of the path, once checked
 	lease     *tenancy.Lease
 	maxBatch  int // a batch body's bound on events (0: none)
-	// bodyHeld is the request budget the request body holds (chargeBody).
-	bodyHeld int64
+	// bodyHeld is the request budget the request body holds
+	// (chargeBody), charged to bodyOwner's share.
+	bodyHeld  int64
+	bodyOwner string
 }
 
 // store leases the call's tenant store (released when the call ends).

@@ -360,7 +360,14 @@
       } catch (e) { toast(e.message); }
     }
     await refresh();
-    const t = setInterval(() => refresh().catch(() => {}), 2000);
+    // A refresh still under way (a member slow to answer for the
+    // cluster's health) is not doubled.
+    let busy = false;
+    const t = setInterval(() => {
+      if (busy) return;
+      busy = true;
+      refresh().catch(() => {}).finally(() => { busy = false; });
+    }, 2000);
     cleanup.push(() => clearInterval(t));
   }
 
