@@ -214,3 +214,24 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// BenchmarkClusterStatusHealth: a cluster status asked of a follower,
+// its own view (as before) against every member's health (?nodes=all:
+// two members asked in parallel over loopback), on a 3-node cluster.
+//
+//	go test ./server -run '^$' -bench ClusterStatusHealth -benchtime 2s -count 3
+func BenchmarkClusterStatusHealth(b *testing.B) {
+	nodes := startCluster3(b, b.TempDir())
+	hc := &http.Client{Timeout: 10 * time.Second}
+	for _, q := range []string{"", "?nodes=all"} {
+		name := "this-node"
+		if q != "" {
+			name = "all-nodes"
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				benchGet(b, hc, nodes[1].base+"/v1/cluster"+q, "Authorization", "Bearer "+clusterOperator)
+			}
+		})
+	}
+}
