@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -230,17 +229,7 @@ func (w *clusterHealthWatch) ask(ctx context.Context, m httpapi.Member, https bo
 	if v.Error != "" {
 		return v
 	}
-	var st cluster.Status
-	if err := json.Unmarshal(body, &st); err != nil || st.ID == "" {
-		v.Error = "its answer is not a cluster status"
-		return v
-	}
-	if st.ID != m.ID {
-		v.Error = "the API URL on record for it answered as node " + printable.Clip(st.ID, 200)
-		return v
-	}
-	v.Status = &st
-	return v
+	return cluster.ReadView(m.ID, m.Voter, body)
 }
 
 // judgement is the last judgement, nil unless this node leads now.

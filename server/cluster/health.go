@@ -1,7 +1,9 @@
 package cluster
 
 import (
+	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/batpak-go/batpak/internal/printable"
@@ -31,6 +33,24 @@ type MemberView struct {
 	Voter  bool
 	Status *Status
 	Error  string
+}
+
+// ReadView is member id's view from body, its answer to GET /v1/cluster
+// (a Status with the API's fields beside it), or why that is not one.
+func ReadView(id string, voter bool, body []byte) MemberView {
+	v := MemberView{ID: id, Voter: voter}
+	var st Status
+	switch err := json.Unmarshal(body, &st); {
+	case err != nil:
+		v.Error = "its answer is not a cluster status: " + printable.Clip(err.Error(), 300)
+	case st.ID == "":
+		v.Error = "its answer is not a cluster status: it names no node"
+	case st.ID != id: // two members on record with one URL, or a proxy in between
+		v.Error = "the API URL on record for it answered as node " + strconv.Quote(printable.Clip(st.ID, 200))
+	default:
+		v.Status = &st
+	}
+	return v
 }
 
 // NodeHealth is one member's health.

@@ -87,3 +87,19 @@ func TestAssess(t *testing.T) {
 		})
 	}
 }
+
+// TestReadView: a member's answer is its view only when it is a status
+// naming that member.
+func TestReadView(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"id":"n2","state":"follower","term":3,"url":"http://x"}`: "",
+		`{"id":"n3","state":"follower"}`:                           `answered as node "n3"`,
+		`{"state":"follower"}`:                                     "names no node",
+		`not json`:                                                 "not a cluster status",
+	} {
+		v := cluster.ReadView("n2", true, []byte(body))
+		if want == "" && (v.Status == nil || v.Status.Term != 3 || v.Error != "") || want != "" && (v.Status != nil || !strings.Contains(v.Error, want)) {
+			t.Fatalf("%s: %+v, want %q", body, v, want)
+		}
+	}
+}

@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core"
-	"github.com/batpak-go/batpak/internal/printable"
 	"github.com/batpak-go/batpak/server/cluster"
 	"github.com/batpak-go/batpak/server/wire"
 )
@@ -156,30 +154,13 @@ func (a *API) clusterHealth(c *call) (cluster.Health, error) {
 // memberView is member m's view of the cluster, from its answer to
 // GET /v1/cluster.
 func memberView(m Member, ans memberAnswer) cluster.MemberView {
-	v := cluster.MemberView{ID: m.ID, Voter: m.Voter}
-	if ans.id != m.ID { // not asked: it joined while the others were
-		v.Error = "it joined while the others were asked"
-		return v
+	switch {
+	case ans.id != m.ID: // not asked: it joined while the others were
+		return cluster.MemberView{ID: m.ID, Voter: m.Voter, Error: "it joined while the others were asked"}
+	case ans.err != "":
+		return cluster.MemberView{ID: m.ID, Voter: m.Voter, Error: ans.err}
 	}
-	if ans.err != "" {
-		v.Error = ans.err
-		return v
-	}
-	var st cluster.Status
-	if err := json.Unmarshal(ans.body, &st); err != nil {
-		v.Error = "its answer is not a cluster status: " + printable.Clip(err.Error(), 300)
-		return v
-	}
-	if st.ID == "" {
-		v.Error = "its answer is not a cluster status: it names no node"
-		return v
-	}
-	if why := otherNode(m.ID, st.ID); why != "" {
-		v.Error = why
-		return v
-	}
-	v.Status = &st
-	return v
+	return cluster.ReadView(m.ID, m.Voter, ans.body)
 }
 
 // clusterAddNode answers POST /v1/cluster/nodes.
