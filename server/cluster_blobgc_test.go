@@ -1,15 +1,11 @@
 package server_test
 
 import (
-	"bufio"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -31,26 +27,11 @@ func withCustomSection(wasm []byte, tag string) []byte {
 // metricValue reads one unlabelled metric from a node's /metrics.
 func metricValue(t *testing.T, base, name string) float64 {
 	t.Helper()
-	req, _ := http.NewRequest("GET", base+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer "+clusterOperator)
-	res, err := clusterClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	v, ok := metricOf(t, base, name)
+	if !ok {
+		t.Fatalf("%s/metrics has no %s", base, name)
 	}
-	defer res.Body.Close()
-	sc := bufio.NewScanner(res.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("%s: %q", name, sc.Text())
-			}
-			return f
-		}
-	}
-	t.Fatalf("%s/metrics (%d) has no %s", base, res.StatusCode, name)
-	return 0
+	return v
 }
 
 // TestClusterBlobCollection: on a three-node cluster, a deleted plugin
