@@ -235,3 +235,36 @@ func BenchmarkClusterStatusHealth(b *testing.B) {
 		})
 	}
 }
+
+// TestClusterReadiness: /readyz on a cluster node says whether it leads
+// and serves tenant requests itself; a node that knows no leader (cut
+// off from the majority) is not ready, so a balancer sends requests
+// elsewhere.
+func TestClusterReadiness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three servers")
+	}
+	nodes := startCluster3(t, t.TempDir())
+	leader := leaderOf(t, nodes, 10*time.Second)
+	for _, n := range nodes {
+		waitFor(t, 10*time.Second, n.id+" ready", func() bool {
+			code, body := callOnce(t, "GET", n.base+"/readyz", "", "")
+			cl, _ := body["cluster"].(map[string]any)
+			return code == 200 && cl != nil && cl["leading"] == (n == leader) && cl["current"] == true
+		})
+	}
+	var rest []*clusterServer
+	for _, n := range nodes {
+		if n != leader {
+			rest = append(rest, n)
+		}
+	}
+	// The leader and one follower stop: the last one knows no leader.
+	leader.stop()
+	rest[0].stop()
+	alone := rest[1]
+	waitFor(t, 15*time.Second, alone.id+" not ready without a leader", func() bool {
+		code, body := callOnce(t, "GET", alone.base+"/readyz", "", "")
+		return code == 503 && body["code"] == "NOT_LEADER"
+	})
+}

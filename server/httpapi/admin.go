@@ -13,6 +13,7 @@ import (
 
 	"github.com/batpak-go/batpak/server/auth"
 	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/wire"
 )
 
 // adminTenant is the {tenant} of an admin route, which must exist.
@@ -380,10 +381,24 @@ func (a *API) healthz(c *call) error {
 
 func (a *API) readyz(c *call) error {
 	if !a.ready.Load() {
-		return &apiError{status: 503, code: "BUSY", detail: "the server is shutting down", retryAfter: time.Second}
+		return &apiError{status: 503, code: wire.CodeBusy, detail: "the server is shutting down", retryAfter: time.Second}
 	}
 	if err := a.opts.Plane.Err(); err != nil {
-		return &apiError{status: 503, code: "BUSY", detail: "the control plane stopped applying changes: " + err.Error(), retryAfter: 5 * time.Second}
+		return &apiError{status: 503, code: wire.CodeBusy, detail: "the control plane stopped applying changes: " + err.Error(), retryAfter: 5 * time.Second}
 	}
-	return writeJSON(c.w, http.StatusOK, map[string]any{"status": "ready", "open_tenants": a.opts.Tenants.OpenCount()})
+	ready := map[string]any{"status": "ready", "open_tenants": a.opts.Tenants.OpenCount()}
+	if cl := a.opts.Cluster; cl != nil {
+		// A cluster node that knows no leader (an election, or cut off
+		// from the majority) serves no tenant request: a balancer should
+		// send them elsewhere. One that knows the leader serves them or
+		// sends them there (current says which).
+		_, leader := cl.Leader()
+		lead := cl.IsLeader()
+		if !lead && leader == "" {
+			return &apiError{status: 503, code: wire.CodeNotLeader, retryAfter: time.Second,
+				detail: "this cluster node knows no leader (an election, or it is cut off from the majority): it serves no tenant request until it does"}
+		}
+		ready["cluster"] = map[string]any{"leading": lead, "current": cl.Current()}
+	}
+	return writeJSON(c.w, http.StatusOK, ready)
 }
