@@ -105,3 +105,26 @@ func ExampleDigest() {
 	fmt.Println(all.Events, tail.Events, len(all.Digest), all.Digest != tail.Digest, all.Damaged == "")
 	// Output: 3 1 64 true true
 }
+
+// Judging a cluster's health from its members' own views (what
+// GET /v1/cluster?nodes=all and the leader's health watch do with each
+// member's Status): one follower is far behind, one did not answer.
+func ExampleAssess() {
+	leader := &cluster.Status{ID: "n1", State: "leader", Term: 4, Leader: cluster.Member{ID: "n1"}, AppliedIndex: 9000, CommitIndex: 9000}
+	behind := &cluster.Status{ID: "n2", State: "follower", Term: 4, Leader: cluster.Member{ID: "n1"}, AppliedIndex: 8000, CommitIndex: 9000,
+		LastContact: 40 * time.Millisecond}
+	h := cluster.Assess([]cluster.MemberView{
+		{ID: "n1", Voter: true, Status: leader},
+		{ID: "n2", Voter: true, Status: behind},
+		{ID: "n3", Voter: true, Error: "unreachable"},
+	})
+	for _, n := range h.Nodes {
+		fmt.Println(n.ID, n.Healthy, n.Problems)
+	}
+	fmt.Printf("leader %s, %d of %d voters healthy, failure tolerance %d\n", h.Leader, h.HealthyVoters, h.Voters, h.FailureTolerance)
+	// Output:
+	// n1 true []
+	// n2 false [1000 committed entries behind the leader]
+	// n3 false [unreachable]
+	// leader n1, 1 of 3 voters healthy, failure tolerance -1
+}
