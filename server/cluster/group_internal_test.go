@@ -125,7 +125,7 @@ func TestGroupedWritesCommittedButUnappliedAtCloseAreAnswered(t *testing.T) {
 		// Writes that passed canPropose just before the halt.
 		answers := make(chan error, 8)
 		for i := range 8 {
-			n.group.submit(writeCommand(t, "e"+strconv.Itoa(i)), func(_ []Result, err error) { answers <- err })
+			n.group.submit("t", writeCommand(t, "e"+strconv.Itoa(i)), func(_ []Result, err error) { answers <- err })
 		}
 		// Wait until their entries are committed (queued for the halted FSM).
 		for deadline := time.Now().Add(5 * time.Second); n.group.writes.Load() < 8; time.Sleep(5 * time.Millisecond) {
@@ -210,12 +210,12 @@ func TestWriteQueueBounded(t *testing.T) {
 		}
 	}
 	for range groupMaxQueued {
-		g.submit([]byte{1}, done)
+		g.submit("t", []byte{1}, done)
 	}
 	if len(refused) != 0 {
 		t.Fatalf("%d writes refused within the bound: %v", len(refused), refused[0])
 	}
-	g.submit([]byte{1}, done)
+	g.submit("t", []byte{1}, done)
 	var re *core.RetryError
 	if len(refused) != 1 || !errors.As(refused[0], &re) || re.After <= 0 || !strings.Contains(re.Reason, "write queue") {
 		t.Fatalf("a write past %d queued: %v, want a *core.RetryError naming the write queue", groupMaxQueued, refused)
@@ -223,20 +223,66 @@ func TestWriteQueueBounded(t *testing.T) {
 	for g.queued() > 0 {
 		g.take()
 	}
-	g.submit(make([]byte, groupMaxQueuedBytes/2), done)
-	g.submit(make([]byte, groupMaxQueuedBytes/2), done)
+	g.submit("t", make([]byte, groupMaxQueuedBytes/2), done)
+	g.submit("t", make([]byte, groupMaxQueuedBytes/2), done)
 	if len(refused) != 1 {
 		t.Fatalf("writes within the byte bound refused: %v", refused[1:])
 	}
-	g.submit([]byte{1}, done)
+	g.submit("t", []byte{1}, done)
 	if len(refused) != 2 || !errors.As(refused[1], &re) {
 		t.Fatalf("a write past %d queued bytes: %v, want a *core.RetryError", groupMaxQueuedBytes, refused)
 	}
 	for g.queued() > 0 {
 		g.take()
 	}
-	g.submit(make([]byte, groupMaxQueuedBytes+1), done) // one write larger than the bound fits an empty queue
+	g.submit("t", make([]byte, groupMaxQueuedBytes+1), done) // one write larger than the bound fits an empty queue
 	if len(refused) != 2 {
 		t.Fatalf("a lone large write refused: %v", refused[2:])
+	}
+}
+
+// TestTakeLetsSmallWritesPassALargeOne: while an entry of one large write
+// is in flight, the small writes of other tenants queued behind the next
+// large one go ahead of it; a tenant's own writes keep their order; one
+// large write goes at a time.
+func TestTakeLetsSmallWritesPassALargeOne(t *testing.T) {
+	g := newGrouper(&Node{})
+	large, small := make([]byte, groupMaxBytes+1), []byte{1}
+	names := map[*proposal]string{}
+	add := func(tenant string, data []byte, name string) {
+		g.submit(tenant, data, func([]Result, error) {})
+		names[g.queue[len(g.queue)-1]] = name
+	}
+	add("a", large, "a-large-1")
+	add("a", large, "a-large-2")
+	add("b", small, "b-small-1")
+	add("a", small, "a-small-3")
+	add("c", small, "c-small")
+	add("b", large, "b-large")
+	took := func() string {
+		var out []string
+		for _, p := range g.take() {
+			out = append(out, names[p])
+		}
+		return strings.Join(out, " ")
+	}
+	for i, step := range []struct {
+		inFlight bool
+		want     string
+	}{
+		{false, "a-large-1"},        // a large write at the head: an entry of its own
+		{true, "b-small-1 c-small"}, // one in flight: others' small writes pass a-large-2, a's own stay behind it
+		{true, ""},                  // nothing but large writes and theirs' behind them
+		{false, "a-large-2"},        // the first large one done: the next goes
+		{false, "a-small-3"},        // a's small write, then b's large one waits for an entry of its own
+		{false, "b-large"},
+	} {
+		g.largeInFlight = step.inFlight
+		if got := took(); got != step.want {
+			t.Fatalf("take %d (large in flight %v): %q, want %q", i, step.inFlight, got, step.want)
+		}
+	}
+	if g.queued() != 0 || g.queuedBytes != 0 {
+		t.Fatalf("queue left %d writes, %d bytes", g.queued(), g.queuedBytes)
 	}
 }

@@ -48,8 +48,9 @@ const (
 
 // proposal is one write waiting for its entry.
 type proposal struct {
-	data []byte                // the write's own encoded command
-	done func([]Result, error) // called once, from the grouper
+	tenant string                // the store written (core's writes to one store keep their order)
+	data   []byte                // the write's own encoded command
+	done   func([]Result, error) // called once, from the grouper
 }
 
 // grouper gathers the writes proposed on this node into entries.
@@ -67,6 +68,9 @@ type grouper struct {
 	queue       []*proposal
 	queuedBytes int
 	closed      bool
+	// largeInFlight: an entry holding one write larger than
+	// groupMaxBytes is on its way to a quorum (take).
+	largeInFlight bool
 }
 
 func newGrouper(n *Node) *grouper {
@@ -76,7 +80,7 @@ func newGrouper(n *Node) *grouper {
 // submit queues an encoded write command; done receives its results, or
 // the error of its entry (mapped as Node.apply maps it), exactly once.
 // After the node closes, done gets ErrClosed.
-func (g *grouper) submit(data []byte, done func([]Result, error)) {
+func (g *grouper) submit(tenant string, data []byte, done func([]Result, error)) {
 	g.mu.Lock()
 	if g.closed {
 		g.mu.Unlock()
@@ -90,7 +94,7 @@ func (g *grouper) submit(data []byte, done func([]Result, error)) {
 			Reason: fmt.Sprintf("the leader's write queue holds %d writes of %d bytes (at most %d writes, %d bytes)", n, b, groupMaxQueued, groupMaxQueuedBytes)})
 		return
 	}
-	g.queue = append(g.queue, &proposal{data: data, done: done})
+	g.queue = append(g.queue, &proposal{tenant: tenant, data: data, done: done})
 	g.queuedBytes += len(data)
 	g.mu.Unlock()
 	select {
@@ -102,13 +106,13 @@ func (g *grouper) submit(data []byte, done func([]Result, error)) {
 // apply is submit that waits: the write's results, ctx's error when ctx
 // ends first (the write may still be applied), ErrOutcomeUnknown when the
 // node closes while it waits for a proposed entry.
-func (g *grouper) apply(ctx context.Context, data []byte) ([]Result, error) {
+func (g *grouper) apply(ctx context.Context, tenant string, data []byte) ([]Result, error) {
 	type answer struct {
 		res []Result
 		err error
 	}
 	ch := make(chan answer, 1)
-	g.submit(data, func(res []Result, err error) { ch <- answer{res, err} })
+	g.submit(tenant, data, func(res []Result, err error) { ch <- answer{res, err} })
 	select {
 	case a := <-ch:
 		return a.res, a.err
@@ -180,24 +184,52 @@ func (g *grouper) queued() int {
 	return len(g.queue)
 }
 
-// take cuts the next entry's writes from the queue: all of it, up to
-// groupMaxWrites writes and groupMaxBytes (at least one write).
+// take cuts the next entry's writes from the queue, in order: up to
+// groupMaxWrites writes and groupMaxBytes, or one write larger than
+// groupMaxBytes alone. Such a large write takes seconds to replicate and
+// apply, and every entry after it in the log waits for it; so while one
+// is in flight another waits, and the small writes of other tenants
+// queued behind it go ahead (a tenant's own writes keep their order: its
+// writes after one left behind stay behind it). One tenant's stream of
+// large batches so holds up the others' writes by at most the one in
+// flight.
 func (g *grouper) take() []*proposal {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	n, size := 0, 0
-	for n < len(g.queue) && n < groupMaxWrites {
-		size += len(g.queue[n].data)
-		if n > 0 && size > groupMaxBytes {
-			break
+	var batch, rest []*proposal
+	size := 0
+	var behind map[string]bool // tenants with a write left in the queue
+	i := 0
+	for ; i < len(g.queue); i++ {
+		p := g.queue[i]
+		if behind[p.tenant] {
+			rest = append(rest, p)
+			continue
 		}
-		n++
+		if len(p.data) > groupMaxBytes {
+			if len(batch) == 0 && !g.largeInFlight {
+				batch = append(batch, p) // an entry of its own
+				i++
+				break
+			}
+			if behind == nil {
+				behind = map[string]bool{}
+			}
+			behind[p.tenant] = true
+			rest = append(rest, p)
+			continue
+		}
+		if len(batch) == groupMaxWrites || size+len(p.data) > groupMaxBytes {
+			break // full: p and the writes after it wait
+		}
+		batch = append(batch, p)
+		size += len(p.data)
 	}
-	batch := g.queue[:n:n]
-	g.queue = g.queue[n:]
+	rest = append(rest, g.queue[i:]...)
 	for _, p := range batch {
 		g.queuedBytes -= len(p.data)
 	}
+	g.queue = rest
 	if len(g.queue) == 0 {
 		g.queue = nil
 	}
@@ -219,6 +251,12 @@ func (g *grouper) propose(batch []*proposal) {
 	}
 	g.entries.Add(1)
 	g.writes.Add(uint64(len(batch)))
+	large := len(data) > groupMaxBytes
+	if large {
+		g.mu.Lock()
+		g.largeInFlight = true
+		g.mu.Unlock()
+	}
 	f := g.n.raft.Apply(data, g.n.timeout)
 	go func() {
 		// Not f.Error(): raft never answers an entry committed but not
@@ -226,6 +264,15 @@ func (g *grouper) propose(batch []*proposal) {
 		err := g.n.wait(context.Background(), f)
 		g.answered.Store(int64(len(batch)))
 		defer func() { <-g.slots }()
+		if large {
+			g.mu.Lock()
+			g.largeInFlight = false
+			g.mu.Unlock()
+			select { // a large write left in the queue may go now
+			case g.wake <- struct{}{}:
+			default:
+			}
+		}
 		if err != nil {
 			err = g.n.applyErr(err)
 			for _, p := range batch {

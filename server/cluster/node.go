@@ -781,7 +781,7 @@ func (n *Node) propose(ctx context.Context, tenant string, batch bool, items []c
 	if err != nil {
 		return nil, err
 	}
-	return n.proposeWrite(ctx, data)
+	return n.proposeWrite(ctx, tenant, data)
 }
 
 // command checks a write against the node's limits and state, fixes what
@@ -878,9 +878,9 @@ func (n *Node) applyErr(err error) error {
 // proposeWrite proposes an encoded write command and waits for its
 // results: gathered with other writes into one entry (see grouper), or
 // in an entry of its own with Config.SingleWriteEntries.
-func (n *Node) proposeWrite(ctx context.Context, data []byte) ([]Result, error) {
+func (n *Node) proposeWrite(ctx context.Context, tenant string, data []byte) ([]Result, error) {
 	if n.group != nil {
-		return n.group.apply(ctx, data)
+		return n.group.apply(ctx, tenant, data)
 	}
 	return n.apply(ctx, data)
 }

@@ -87,7 +87,7 @@ func (r *replicator) Replicate(batch bool, items []core.BatchItem, done func([]c
 		done(rs, err)
 	}
 	if r.n.group != nil {
-		r.n.group.submit(data, answer)
+		r.n.group.submit(r.tenant, data, answer)
 		return
 	}
 	go func() { answer(r.n.apply(context.Background(), data)) }()
