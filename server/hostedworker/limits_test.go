@@ -155,10 +155,25 @@ func TestWorkerStartRefusals(t *testing.T) {
 	if ws, err := acme.Workers(ctx); err != nil || len(ws) != 1 {
 		t.Fatalf("workers after the refusals: %+v %v, want only the first", ws, err)
 	}
-	// The limits of the restart policy are accepted at their ends.
+	// The limits of the restart policy are accepted at their ends, as
+	// long as a worker failing every time still reaches quarantine within
+	// its window; a policy under which it never would is refused.
 	if _, err := acme.StartWorker(ctx, "ends", client.WorkerSpec{Plugin: "echo", Region: inputs, Cursor: "ends",
-		Restart: client.WorkerRestart{MaxRestarts: intp(1000), WindowMs: 86400000, BackoffMinMs: 3600000, BackoffMaxMs: 3600000}}); err != nil {
+		Restart: client.WorkerRestart{MaxRestarts: intp(1000), WindowMs: 86400000, BackoffMinMs: 1, BackoffMaxMs: 43156}}); err != nil {
 		t.Fatalf("the policy's upper ends: %v", err)
+	}
+	if _, err := acme.StartWorker(ctx, "longest", client.WorkerSpec{Plugin: "echo", Region: inputs, Cursor: "longest",
+		Restart: client.WorkerRestart{MaxRestarts: intp(11), WindowMs: 86400000, BackoffMinMs: 3600000, BackoffMaxMs: 3600000}}); err != nil {
+		t.Fatalf("the longest backoff: %v", err)
+	}
+	for _, r := range []client.WorkerRestart{
+		{MaxRestarts: intp(1000), WindowMs: 1000, BackoffMinMs: 1, BackoffMaxMs: 1}, // the trap loop of a review: 1,000 restarts a second
+		{MaxRestarts: intp(1000), WindowMs: 86400000, BackoffMinMs: 3600000, BackoffMaxMs: 3600000},
+	} {
+		_, err := acme.StartWorker(ctx, "never", client.WorkerSpec{Plugin: "echo", Region: inputs, Restart: r})
+		if p := problem(t, err); p.Status != 400 || !strings.Contains(p.Detail, "reaches quarantine only if") {
+			t.Fatalf("a policy that never quarantines %+v: %d %q, want 400 saying why", r, p.Status, p.Detail)
+		}
 	}
 	if _, err := acme.StartWorker(ctx, "lows", client.WorkerSpec{Plugin: "echo", Region: inputs,
 		Restart: client.WorkerRestart{MaxRestarts: intp(0), WindowMs: 1000, BackoffMinMs: 1, BackoffMaxMs: 1}}); err != nil {

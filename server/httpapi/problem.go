@@ -292,7 +292,11 @@ func (a *API) problemFor(c *call, err error) *apiError {
 	case errors.Is(err, core.ErrDuplicateID):
 		out = &apiError{status: 409, code: wire.CodeConflict, detail: a.scrub(c, err.Error())}
 	case errors.As(err, &re):
-		out = &apiError{status: 503, code: wire.CodeBusy, detail: "the tenant's writer is under pressure; retry", retryAfter: max(re.After, time.Second)}
+		detail := "the tenant's writer is under pressure; retry"
+		if re.Reason != "" {
+			detail = "the tenant's write must wait: " + clip(re.Reason) + "; retry"
+		}
+		out = &apiError{status: 503, code: wire.CodeBusy, detail: detail, retryAfter: max(re.After, time.Second)}
 	case errors.Is(err, core.ErrRetry), errors.Is(err, tenancy.ErrTooManyOpen), errors.Is(err, core.ErrFenceActive),
 		errors.Is(err, core.ErrCancelled), errors.Is(err, core.ErrClosed), errors.Is(err, hostedworker.ErrClosed):
 		out = &apiError{status: 503, code: wire.CodeBusy, detail: "the server is busy; retry", retryAfter: time.Second}

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -162,6 +163,9 @@ type Manager struct {
 	lmu    sync.Mutex
 	locks  map[string]*tenantLock // the tenants changing now, or waiting to
 	checks chan struct{}          // a slot for each module being checked (Options.Checks)
+	// tenantChecks holds each tenant's share of checks (check).
+	cmu          sync.Mutex
+	tenantChecks map[string]chan struct{}
 
 	tmu     sync.RWMutex
 	tenants map[string]*tenantHost
@@ -239,14 +243,50 @@ func (m *Manager) lock(tenant string) (unlock func()) {
 	}
 }
 
-// check takes a slot to check and compile a module (Options.Checks),
-// waiting for one while ctx lasts, and returns its release.
-func (m *Manager) check(ctx context.Context) (release func(), err error) {
+// checkWait is the longest an upload or a swap waits for a check slot
+// (a variable for tests).
+var checkWait = 30 * time.Second
+
+// check takes one of the tenant's share of the slots to check and
+// compile a module, then one of the manager's (Options.Checks): a tenant
+// takes at most half of them (at least one), so that one tenant's modules
+// slow to compile cannot hold every slot. An upload or swap (wait) waits
+// at most checkWait within ctx, then gets a *core.RetryError; a load as
+// changes are applied waits while ctx lasts. It returns the release.
+func (m *Manager) check(ctx context.Context, tenant string, wait bool) (release func(), err error) {
+	m.cmu.Lock()
+	own, ok := m.tenantChecks[tenant]
+	if !ok {
+		own = make(chan struct{}, max(cap(m.checks)/2, 1))
+		m.tenantChecks[tenant] = own
+	}
+	m.cmu.Unlock()
+	var expired <-chan time.Time
+	if wait {
+		t := time.NewTimer(checkWait)
+		defer t.Stop()
+		expired = t.C
+	}
+	busy := func(whose string) error {
+		return &core.RetryError{After: 5 * time.Second, Reason: "plugin checks: " + whose + " take every slot they may (" +
+			strconv.Itoa(cap(own)) + " per tenant, " + strconv.Itoa(cap(m.checks)) + " in all, server.plugin_checks)"}
+	}
 	select {
-	case m.checks <- struct{}{}:
-		return func() { <-m.checks }, nil
+	case own <- struct{}{}:
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-expired:
+		return nil, busy("this tenant's")
+	}
+	select {
+	case m.checks <- struct{}{}:
+		return func() { <-m.checks; <-own }, nil
+	case <-ctx.Done():
+		<-own
+		return nil, ctx.Err()
+	case <-expired:
+		<-own
+		return nil, busy("the server's")
 	}
 }
 
@@ -305,7 +345,7 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	m := &Manager{opts: opts, tenants: map[string]*tenantHost{}, locks: map[string]*tenantLock{}, checks: make(chan struct{}, opts.Checks),
+	m := &Manager{opts: opts, tenants: map[string]*tenantHost{}, locks: map[string]*tenantLock{}, checks: make(chan struct{}, opts.Checks), tenantChecks: map[string]chan struct{}{},
 		calls: make(chan struct{}, Calls)}
 	ents, err := os.ReadDir(opts.Dir)
 	if err != nil {
@@ -486,6 +526,10 @@ func manifestFor(raw []byte, l Limits, strict bool) (plugins.Manifest, error) {
 	// Idle pooled instances each keep their memory: at most
 	// maxPoolSize per plugin, whatever the manifest asks.
 	ml.PoolSize = min(max(ml.PoolSize, 0), maxPoolSize)
+	// A plugin failing every call is quarantined after at most
+	// maxFaults of them, whatever the manifest asks: each may have taken
+	// a whole call timeout of the host's CPU.
+	ml.MaxFaults = min(max(ml.MaxFaults, 0), maxFaults)
 	if l.CallTimeout < time.Millisecond || time.Duration(ml.Timeout) < time.Millisecond {
 		ml.Timeout = plugins.Duration(max(l.CallTimeout, time.Millisecond))
 	}
@@ -506,6 +550,10 @@ const (
 // maxPoolSize bounds the idle instances a tenant's plugin keeps
 // (plugins.Limits.PoolSize; its default).
 const maxPoolSize = 8
+
+// maxFaults bounds the consecutive faults before a tenant's plugin is
+// quarantined (plugins.Limits.MaxFaults; its default is 5).
+const maxFaults = 20
 
 // maxStoredModuleBytes is the most a stored module may hold: the highest
 // server.plugins.max_module_bytes allows (a module accepted under a
@@ -648,7 +696,7 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 	}
 	rev := Revision{Version: mf.Version, Digest: digest, Kind: string(mf.Kind), Bytes: int64(len(wasm)), Manifest: json.RawMessage(manifest)}
 	// Compile before anything is stored: a refused module leaves no trace.
-	release, err := m.check(ctx)
+	release, err := m.check(ctx, tenant, true)
 	if err != nil {
 		return control.TenantPlugin{}, err
 	}
@@ -769,7 +817,7 @@ func (m *Manager) swapLocked(ctx context.Context, tenant, name, version string) 
 	if tp.Active == version && h.p.Load() != nil {
 		return tp, nil
 	}
-	release, err := m.check(ctx)
+	release, err := m.check(ctx, tenant, true)
 	if err != nil {
 		return tp, err
 	}
@@ -851,7 +899,7 @@ func (m *Manager) Sync(ctx context.Context, tenant string) {
 			applyResets(h, tp)
 			continue
 		}
-		release, err := m.check(ctx)
+		release, err := m.check(ctx, tenant, false)
 		if err != nil {
 			return
 		}

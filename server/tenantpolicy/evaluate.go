@@ -32,12 +32,11 @@ func (m *Manager) Evaluate(ctx context.Context, tenant string, p *core.Proposal)
 		}
 		return rev, errors.New(msg)
 	}
-	select {
-	case m.slots <- struct{}{}:
-	case <-ctx.Done():
-		return rev, ctx.Err()
+	release, err := m.slot(ctx, tenant)
+	if err != nil {
+		return rev, err
 	}
-	defer func() { <-m.slots }()
+	defer release()
 	var d *policy.Denial
 	if err := l.adm.Admit(ctx, p); err != nil {
 		if !errors.As(err, &d) {

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,6 +57,10 @@ type Options struct {
 	Timeout time.Duration
 	// MaxConcurrent bounds the policy evaluations running at once, both
 	// layers together (the others wait their turn); 0 means GOMAXPROCS.
+	// One tenant's evaluations take at most half of them (at least one),
+	// so that a tenant whose policy is slow cannot hold every slot; an
+	// evaluation that finds none within slotWait is refused with a
+	// *core.RetryError (503 BUSY over HTTP), nothing written.
 	MaxConcurrent int
 	Logger        *slog.Logger // nil: slog.Default()
 	// DecisionDir is where the tenants' decision logs are kept (see the
@@ -126,7 +131,10 @@ type loaded struct {
 type Manager struct {
 	opts  Options
 	slots chan struct{}
-	mu    sync.Mutex // one Push or Rollback at a time
+	// tenantSlots holds each tenant's share of slots (slot).
+	slotMu      sync.Mutex
+	tenantSlots map[string]chan struct{}
+	mu          sync.Mutex // one Push or Rollback at a time
 
 	gmu   sync.RWMutex
 	gates map[string]map[string]*loaded // tenant → revision → compiled bundle
@@ -197,7 +205,8 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	m := &Manager{opts: opts, slots: make(chan struct{}, opts.MaxConcurrent), gates: map[string]map[string]*loaded{}, tcounts: map[string]*tenantCounts{}}
+	m := &Manager{opts: opts, slots: make(chan struct{}, opts.MaxConcurrent), tenantSlots: map[string]chan struct{}{},
+		gates: map[string]map[string]*loaded{}, tcounts: map[string]*tenantCounts{}}
 	for _, dir := range []string{opts.Dir, opts.DecisionDir} {
 		ents, err := os.ReadDir(dir)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -602,6 +611,45 @@ func (m *Manager) Admission(tenant string, platform *opa.Gate) core.Admission {
 	return a
 }
 
+// slotWait is the longest an evaluation waits for a slot (a variable for
+// tests).
+var slotWait = 2 * time.Second
+
+// slot takes one of the tenant's share of evaluation slots, then one of
+// the manager's (Options.MaxConcurrent), waiting at most slotWait in all
+// within ctx; release gives both back.
+func (m *Manager) slot(ctx context.Context, tenant string) (release func(), err error) {
+	m.slotMu.Lock()
+	own, ok := m.tenantSlots[tenant]
+	if !ok {
+		own = make(chan struct{}, max(cap(m.slots)/2, 1))
+		m.tenantSlots[tenant] = own
+	}
+	m.slotMu.Unlock()
+	t := time.NewTimer(slotWait)
+	defer t.Stop()
+	busy := func(whose string) error {
+		return &core.RetryError{After: time.Second, Reason: "policy evaluations: " + whose + " take every slot they may (" + strconv.Itoa(cap(own)) + " per tenant, " + strconv.Itoa(cap(m.slots)) + " in all)"}
+	}
+	select {
+	case own <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-t.C:
+		return nil, busy("this tenant's")
+	}
+	select {
+	case m.slots <- struct{}{}:
+	case <-ctx.Done():
+		<-own
+		return nil, ctx.Err()
+	case <-t.C:
+		<-own
+		return nil, busy("the server's")
+	}
+	return func() { <-m.slots; <-own }, nil
+}
+
 type admission struct {
 	m            *Manager
 	tenant       string
@@ -621,12 +669,11 @@ func (a *admission) Admit(ctx context.Context, p *core.Proposal) error {
 	if a.platform == nil && rev == "" {
 		return nil
 	}
-	select {
-	case a.m.slots <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
+	release, err := a.m.slot(ctx, a.tenant)
+	if err != nil {
+		return err
 	}
-	defer func() { <-a.m.slots }()
+	defer release()
 	if a.platform != nil {
 		if err := a.platform.Admit(ctx, p); err != nil {
 			return a.log(ctx, p, withLayer(err, "platform", ""), a.platformGate.InputPaths())
