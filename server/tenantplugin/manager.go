@@ -22,6 +22,7 @@ import (
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/internal/durable"
 	"github.com/batpak-go/batpak/internal/printable"
+	"github.com/batpak-go/batpak/internal/shares"
 	"github.com/batpak-go/batpak/plugins"
 	"github.com/batpak-go/batpak/policy"
 	"github.com/batpak-go/batpak/server/control"
@@ -162,10 +163,7 @@ type Manager struct {
 
 	lmu    sync.Mutex
 	locks  map[string]*tenantLock // the tenants changing now, or waiting to
-	checks chan struct{}          // a slot for each module being checked (Options.Checks)
-	// tenantChecks holds each tenant's share of checks (check).
-	cmu          sync.Mutex
-	tenantChecks map[string]chan struct{}
+	checks *shares.Pool           // a slot for each module being checked (Options.Checks), a share per tenant
 
 	tmu     sync.RWMutex
 	tenants map[string]*tenantHost
@@ -254,40 +252,20 @@ var checkWait = 30 * time.Second
 // at most checkWait within ctx, then gets a *core.RetryError; a load as
 // changes are applied waits while ctx lasts. It returns the release.
 func (m *Manager) check(ctx context.Context, tenant string, wait bool) (release func(), err error) {
-	m.cmu.Lock()
-	own, ok := m.tenantChecks[tenant]
-	if !ok {
-		own = make(chan struct{}, max(cap(m.checks)/2, 1))
-		m.tenantChecks[tenant] = own
-	}
-	m.cmu.Unlock()
-	var expired <-chan time.Time
+	var within time.Duration
 	if wait {
-		t := time.NewTimer(checkWait)
-		defer t.Stop()
-		expired = t.C
+		within = checkWait
 	}
-	busy := func(whose string) error {
-		return &core.RetryError{After: 5 * time.Second, Reason: "plugin checks: " + whose + " take every slot they may (" +
-			strconv.Itoa(cap(own)) + " per tenant, " + strconv.Itoa(cap(m.checks)) + " in all, server.plugin_checks)"}
+	release, err = m.checks.Take(ctx, tenant, within)
+	whose := "this tenant's"
+	switch {
+	case errors.Is(err, shares.ErrPool):
+		whose = "the server's"
+	case !errors.Is(err, shares.ErrTenantShare):
+		return release, err
 	}
-	select {
-	case own <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-expired:
-		return nil, busy("this tenant's")
-	}
-	select {
-	case m.checks <- struct{}{}:
-		return func() { <-m.checks; <-own }, nil
-	case <-ctx.Done():
-		<-own
-		return nil, ctx.Err()
-	case <-expired:
-		<-own
-		return nil, busy("the server's")
-	}
+	return nil, &core.RetryError{After: 5 * time.Second, Reason: "plugin checks: " + whose + " take every slot they may (" +
+		strconv.Itoa(m.checks.PerTenant()) + " per tenant, " + strconv.Itoa(m.checks.Size()) + " in all, server.plugin_checks)"}
 }
 
 // tenantHost is one tenant's plugin host and its plugins.
@@ -345,7 +323,7 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	m := &Manager{opts: opts, tenants: map[string]*tenantHost{}, locks: map[string]*tenantLock{}, checks: make(chan struct{}, opts.Checks), tenantChecks: map[string]chan struct{}{},
+	m := &Manager{opts: opts, tenants: map[string]*tenantHost{}, locks: map[string]*tenantLock{}, checks: shares.New(opts.Checks),
 		calls: make(chan struct{}, Calls)}
 	ents, err := os.ReadDir(opts.Dir)
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/internal/durable"
+	"github.com/batpak-go/batpak/internal/shares"
 	"github.com/batpak-go/batpak/policy"
 	"github.com/batpak-go/batpak/policy/opa"
 	"github.com/batpak-go/batpak/server/control"
@@ -130,11 +131,8 @@ type loaded struct {
 // concurrent use; uploads and rollbacks run one at a time.
 type Manager struct {
 	opts  Options
-	slots chan struct{}
-	// tenantSlots holds each tenant's share of slots (slot).
-	slotMu      sync.Mutex
-	tenantSlots map[string]chan struct{}
-	mu          sync.Mutex // one Push or Rollback at a time
+	slots *shares.Pool // evaluations running (Options.MaxConcurrent), a share per tenant
+	mu    sync.Mutex   // one Push or Rollback at a time
 
 	gmu   sync.RWMutex
 	gates map[string]map[string]*loaded // tenant → revision → compiled bundle
@@ -205,7 +203,7 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	m := &Manager{opts: opts, slots: make(chan struct{}, opts.MaxConcurrent), tenantSlots: map[string]chan struct{}{},
+	m := &Manager{opts: opts, slots: shares.New(opts.MaxConcurrent),
 		gates: map[string]map[string]*loaded{}, tcounts: map[string]*tenantCounts{}}
 	for _, dir := range []string{opts.Dir, opts.DecisionDir} {
 		ents, err := os.ReadDir(dir)
@@ -617,37 +615,18 @@ var slotWait = 2 * time.Second
 
 // slot takes one of the tenant's share of evaluation slots, then one of
 // the manager's (Options.MaxConcurrent), waiting at most slotWait in all
-// within ctx; release gives both back.
+// within ctx (then a *core.RetryError); release gives both back.
 func (m *Manager) slot(ctx context.Context, tenant string) (release func(), err error) {
-	m.slotMu.Lock()
-	own, ok := m.tenantSlots[tenant]
-	if !ok {
-		own = make(chan struct{}, max(cap(m.slots)/2, 1))
-		m.tenantSlots[tenant] = own
+	release, err = m.slots.Take(ctx, tenant, slotWait)
+	whose := "this tenant's"
+	switch {
+	case errors.Is(err, shares.ErrPool):
+		whose = "the server's"
+	case !errors.Is(err, shares.ErrTenantShare):
+		return release, err
 	}
-	m.slotMu.Unlock()
-	t := time.NewTimer(slotWait)
-	defer t.Stop()
-	busy := func(whose string) error {
-		return &core.RetryError{After: time.Second, Reason: "policy evaluations: " + whose + " take every slot they may (" + strconv.Itoa(cap(own)) + " per tenant, " + strconv.Itoa(cap(m.slots)) + " in all)"}
-	}
-	select {
-	case own <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-t.C:
-		return nil, busy("this tenant's")
-	}
-	select {
-	case m.slots <- struct{}{}:
-	case <-ctx.Done():
-		<-own
-		return nil, ctx.Err()
-	case <-t.C:
-		<-own
-		return nil, busy("the server's")
-	}
-	return func() { <-m.slots; <-own }, nil
+	return nil, &core.RetryError{After: time.Second, Reason: "policy evaluations: " + whose + " take every slot they may (" +
+		strconv.Itoa(m.slots.PerTenant()) + " per tenant, " + strconv.Itoa(m.slots.Size()) + " in all)"}
 }
 
 type admission struct {

@@ -1,0 +1,63 @@
+package shares_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/internal/shares"
+)
+
+// TestShares: one tenant holds at most half of the slots, so another
+// tenant still gets one while the first tenant's next take waits; a wait
+// past its bound says which share ran out; a take without a bound waits
+// while its context lasts; every slot comes back, once.
+func TestShares(t *testing.T) {
+	p := shares.New(2)
+	ctx := context.Background()
+	relA, err := p.Take(ctx, "slow", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Take(ctx, "slow", 30*time.Millisecond); !errors.Is(err, shares.ErrTenantShare) {
+		t.Fatalf("the slow tenant's second take: %v, want ErrTenantShare", err)
+	}
+	relB, err := p.Take(ctx, "other", time.Second)
+	if err != nil {
+		t.Fatalf("another tenant while the slow one holds its share: %v", err)
+	}
+	if _, err := p.Take(ctx, "third", 30*time.Millisecond); !errors.Is(err, shares.ErrPool) {
+		t.Fatalf("a third tenant with every slot taken: %v, want ErrPool", err)
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if _, err := p.Take(short, "third", 0); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("an unbounded take with every slot taken: %v, want its context's end", err)
+	}
+	relA()
+	relA() // once
+	relB()
+	for _, tenant := range []string{"slow", "other", "third"} {
+		if all, mine := p.InUse(tenant); all != 0 || mine != 0 {
+			t.Fatalf("after the releases: %d in use, %d by %s", all, mine, tenant)
+		}
+	}
+	if one := shares.New(1); one.PerTenant() != 1 || one.Size() != 1 {
+		t.Fatalf("a pool of 1: %d per tenant of %d", one.PerTenant(), one.Size())
+	}
+}
+
+// A pool of 4 module checks: each tenant takes at most 2 at once.
+func Example() {
+	p := shares.New(4)
+	release, err := p.Take(context.Background(), "acme", time.Second)
+	if err != nil {
+		return // busy: answer 503 with Retry-After
+	}
+	defer release()
+	all, acme := p.InUse("acme")
+	fmt.Println(p.Size(), p.PerTenant(), all, acme)
+	// Output: 4 2 1 1
+}
