@@ -251,7 +251,7 @@ func (g *grouper) propose(batch []*proposal) {
 	}
 	g.entries.Add(1)
 	g.writes.Add(uint64(len(batch)))
-	large := len(data) > groupMaxBytes
+	large := len(batch) == 1 && len(data) > groupMaxBytes // as take judges it: a group's framing does not count
 	if large {
 		g.mu.Lock()
 		g.largeInFlight = true

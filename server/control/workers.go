@@ -77,8 +77,8 @@ type WorkerRestart struct {
 	// default 200, range 1..3600000 (1 hour).
 	BackoffMinMs int64 `json:"backoff_min_ms,omitempty"`
 	// BackoffMaxMs caps the doubled wait: default 30000 (30 seconds),
-	// range BackoffMinMs..3600000. (MaxRestarts+1) × BackoffMaxMs must
-	// fit in half of WindowMs, so that a worker failing every time is
+	// range BackoffMinMs..3600000. MaxRestarts × BackoffMaxMs must fit
+	// in half of WindowMs, so that a worker failing every time is
 	// quarantined.
 	BackoffMaxMs int64 `json:"backoff_max_ms,omitempty"`
 }
@@ -111,13 +111,14 @@ func (r WorkerRestart) WithDefaults() (WorkerRestart, error) {
 		return r, fmt.Errorf("%w: restart.backoff_min_ms %d: want 1..%d", ErrInvalid, r.BackoffMinMs, MaxWorkerBackoffMs)
 	case r.BackoffMaxMs < r.BackoffMinMs || r.BackoffMaxMs > MaxWorkerBackoffMs:
 		return r, fmt.Errorf("%w: restart.backoff_max_ms %d: want backoff_min_ms (%d)..%d", ErrInvalid, r.BackoffMaxMs, r.BackoffMinMs, MaxWorkerBackoffMs)
-	case int64(*r.MaxRestarts+1)*r.BackoffMaxMs > r.WindowMs/2:
+	case int64(*r.MaxRestarts)*r.BackoffMaxMs > r.WindowMs/2:
 		// A worker failing every time restarts at most once per
-		// backoff_max_ms (less often when each attempt runs a while): with
-		// more restarts than fit in half the window, it would never be
-		// quarantined, and would fail, restart and log for ever.
-		return r, fmt.Errorf("%w: restart.max_restarts %d with backoff_max_ms %d: a worker failing every time reaches quarantine only if (max_restarts+1) × backoff_max_ms = %d ms fits in half of window_ms (%d); lower max_restarts or backoff_max_ms, or widen window_ms",
-			ErrInvalid, *r.MaxRestarts, r.BackoffMaxMs, int64(*r.MaxRestarts+1)*r.BackoffMaxMs, r.WindowMs)
+		// backoff_max_ms (less often when each attempt runs a while), and
+		// is quarantined at its max_restarts+1st fault within the window:
+		// with more restarts than fit in half the window, it never would
+		// be, and would fail, restart and log for ever.
+		return r, fmt.Errorf("%w: restart.max_restarts %d with backoff_max_ms %d: a worker failing every time reaches quarantine only if max_restarts × backoff_max_ms = %d ms fits in half of window_ms (%d); lower max_restarts or backoff_max_ms, or widen window_ms",
+			ErrInvalid, *r.MaxRestarts, r.BackoffMaxMs, int64(*r.MaxRestarts)*r.BackoffMaxMs, r.WindowMs)
 	}
 	return r, nil
 }

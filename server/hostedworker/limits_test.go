@@ -159,12 +159,17 @@ func TestWorkerStartRefusals(t *testing.T) {
 	// long as a worker failing every time still reaches quarantine within
 	// its window; a policy under which it never would is refused.
 	if _, err := acme.StartWorker(ctx, "ends", client.WorkerSpec{Plugin: "echo", Region: inputs, Cursor: "ends",
-		Restart: client.WorkerRestart{MaxRestarts: intp(1000), WindowMs: 86400000, BackoffMinMs: 1, BackoffMaxMs: 43156}}); err != nil {
+		Restart: client.WorkerRestart{MaxRestarts: intp(1000), WindowMs: 86400000, BackoffMinMs: 1, BackoffMaxMs: 43200}}); err != nil {
 		t.Fatalf("the policy's upper ends: %v", err)
 	}
 	if _, err := acme.StartWorker(ctx, "longest", client.WorkerSpec{Plugin: "echo", Region: inputs, Cursor: "longest",
-		Restart: client.WorkerRestart{MaxRestarts: intp(11), WindowMs: 86400000, BackoffMinMs: 3600000, BackoffMaxMs: 3600000}}); err != nil {
+		Restart: client.WorkerRestart{MaxRestarts: intp(12), WindowMs: 86400000, BackoffMinMs: 3600000, BackoffMaxMs: 3600000}}); err != nil {
 		t.Fatalf("the longest backoff: %v", err)
+	}
+	// No restart at all: the first fault quarantines, whatever the window.
+	if _, err := acme.StartWorker(ctx, "once", client.WorkerSpec{Plugin: "echo", Region: inputs, Cursor: "once",
+		Restart: client.WorkerRestart{MaxRestarts: intp(0), WindowMs: 1000}}); err != nil {
+		t.Fatalf("max_restarts 0 with a short window: %v", err)
 	}
 	for _, r := range []client.WorkerRestart{
 		{MaxRestarts: intp(1000), WindowMs: 1000, BackoffMinMs: 1, BackoffMaxMs: 1}, // the trap loop of a review: 1,000 restarts a second
