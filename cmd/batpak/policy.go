@@ -22,6 +22,9 @@ import (
 	"github.com/batpak-go/batpak/policy/opa"
 )
 
+// policyEvalTimeout bounds `policy eval`'s one decision.
+const policyEvalTimeout = 10 * time.Second
+
 func newPolicyCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "policy",
@@ -415,9 +418,11 @@ that does not load, a policy that could not decide: the store would deny).`,
 			if err != nil {
 				return badInput("--input", err)
 			}
-			// The default options: with the cache off (CacheSize < 0),
-			// InputPaths would report nothing.
-			gate, err := opa.Load(cmd.Context(), dir, opa.Options{})
+			// The default options but the timeout: with the cache off
+			// (CacheSize < 0), InputPaths would report nothing. One
+			// decision asked by hand is not a write waiting on it: the
+			// store's 100 ms would deny it on a busy machine.
+			gate, err := opa.Load(cmd.Context(), dir, opa.Options{Timeout: policyEvalTimeout})
 			if err != nil {
 				return regoError(from+" "+dir, unprefixed(err))
 			}
