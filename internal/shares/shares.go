@@ -3,6 +3,7 @@ package shares
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -72,6 +73,20 @@ func (p *Pool) Take(ctx context.Context, tenant string, wait time.Duration) (rel
 	}
 	var once sync.Once
 	return func() { once.Do(func() { <-p.all; <-own }) }, nil
+}
+
+// Refusal is what Take's err says of the pool, for a refusal of what
+// (the work the pool bounds): whose slots ran out, and the bounds; false
+// when err is not a wait that ran out (nil, or ctx's error).
+func (p *Pool) Refusal(err error, what string) (string, bool) {
+	whose := "this tenant's"
+	switch {
+	case errors.Is(err, ErrPool):
+		whose = "the server's"
+	case !errors.Is(err, ErrTenantShare):
+		return "", false
+	}
+	return fmt.Sprintf("%s: %s take every slot they may (%d per tenant, %d in all)", what, whose, p.PerTenant(), p.Size()), true
 }
 
 // InUse is the slots taken now, in all and by tenant.

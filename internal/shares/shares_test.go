@@ -61,3 +61,20 @@ func Example() {
 	fmt.Println(p.Size(), p.PerTenant(), all, acme)
 	// Output: 4 2 1 1
 }
+
+// TestRefusal: a wait that ran out says whose slots and the bounds;
+// anything else is not a refusal.
+func TestRefusal(t *testing.T) {
+	p := shares.New(4)
+	if r, ok := p.Refusal(shares.ErrTenantShare, "checks"); !ok || r != "checks: this tenant's take every slot they may (2 per tenant, 4 in all)" {
+		t.Fatalf("tenant share: %q %v", r, ok)
+	}
+	if r, ok := p.Refusal(shares.ErrPool, "checks"); !ok || r != "checks: the server's take every slot they may (2 per tenant, 4 in all)" {
+		t.Fatalf("pool: %q %v", r, ok)
+	}
+	for _, err := range []error{nil, context.Canceled} {
+		if _, ok := p.Refusal(err, "checks"); ok {
+			t.Fatalf("%v taken for a refusal", err)
+		}
+	}
+}

@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -257,15 +256,10 @@ func (m *Manager) check(ctx context.Context, tenant string, wait bool) (release 
 		within = checkWait
 	}
 	release, err = m.checks.Take(ctx, tenant, within)
-	whose := "this tenant's"
-	switch {
-	case errors.Is(err, shares.ErrPool):
-		whose = "the server's"
-	case !errors.Is(err, shares.ErrTenantShare):
-		return release, err
+	if reason, busy := m.checks.Refusal(err, "plugin checks (server.plugin_checks)"); busy {
+		return nil, &core.RetryError{After: 5 * time.Second, Reason: reason}
 	}
-	return nil, &core.RetryError{After: 5 * time.Second, Reason: "plugin checks: " + whose + " take every slot they may (" +
-		strconv.Itoa(m.checks.PerTenant()) + " per tenant, " + strconv.Itoa(m.checks.Size()) + " in all, server.plugin_checks)"}
+	return release, err
 }
 
 // tenantHost is one tenant's plugin host and its plugins.

@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -618,15 +617,10 @@ var slotWait = 2 * time.Second
 // within ctx (then a *core.RetryError); release gives both back.
 func (m *Manager) slot(ctx context.Context, tenant string) (release func(), err error) {
 	release, err = m.slots.Take(ctx, tenant, slotWait)
-	whose := "this tenant's"
-	switch {
-	case errors.Is(err, shares.ErrPool):
-		whose = "the server's"
-	case !errors.Is(err, shares.ErrTenantShare):
-		return release, err
+	if reason, busy := m.slots.Refusal(err, "policy evaluations"); busy {
+		return nil, &core.RetryError{After: time.Second, Reason: reason}
 	}
-	return nil, &core.RetryError{After: time.Second, Reason: "policy evaluations: " + whose + " take every slot they may (" +
-		strconv.Itoa(m.slots.PerTenant()) + " per tenant, " + strconv.Itoa(m.slots.Size()) + " in all)"}
+	return release, err
 }
 
 type admission struct {
