@@ -265,7 +265,7 @@ func TestLoadRefusals(t *testing.T) {
 		{"handler without batpak_handle (a projection)", fixture(t, "wasi-file"), handlerManifest("proj-as-handler"), []string{"does not export batpak_handle"}},
 		{"no memory", fixture(t, "nomemory"), projManifest("nomemory"), []string{"defines no memory"}},
 		{"initial memory over the limit", fixture(t, "bigmem"), projManifest("bigmem"), []string{"initial memory is 1024 pages, over the limit of 512"}},
-		{"not WebAssembly", []byte("\x00asm\x01\x00\x00\x00garbage"), projManifest("garbage"), []string{"does not compile"}},
+		{"not WebAssembly", []byte("\x00asm\x01\x00\x00\x00garbage"), projManifest("garbage"), []string{"not valid WebAssembly", "section"}},
 		{"start function never returns", fixture(t, "startloop"), slowStart, []string{"longer than the 200ms timeout"}},
 	}
 	for _, c := range cases {

@@ -46,6 +46,14 @@ type Host struct {
 	validMu   sync.Mutex
 	valid     map[string]bool
 
+	// compiler, when set, compiles each rewritten module into cacheDir
+	// first (HostOptions.Compiler); the digests of modules it passed are
+	// remembered in bounded and, with a CacheDir, in boundedDir.
+	compiler   func(ctx context.Context, cacheDir string, wasm []byte) error
+	cacheDir   string
+	boundedDir string
+	bounded    map[string]bool
+
 	mu      sync.Mutex
 	plugins map[string]*Plugin
 }
@@ -64,15 +72,32 @@ type HostOptions struct {
 	// wazero keeps the entry) is compiled again in memory: it loads, at
 	// the cost of a cold compile at every load until the entry is removed.
 	CacheDir string
+	// Compiler, when set, compiles each module before the host does, into
+	// CacheDir (which it then requires), somewhere the time and memory a
+	// compile takes can be bounded: wazero's optimizing compiler cannot be
+	// interrupted, and a module of a few kilobytes can take minutes and
+	// gigabytes to compile (loops nested deep over many locals). The host
+	// compiles a module only after the Compiler returned nil for it,
+	// usually from the cache the Compiler filled; an error refuses the
+	// module (a *LoadError whose Cause is the error). A module the
+	// Compiler passed is remembered (in memory and in
+	// CacheDir/batpak-bounded) and not given to it again. CompileInto is
+	// what a Compiler runs in its own process. nil: the host compiles in
+	// its own process, unbounded — trusted modules only.
+	Compiler func(ctx context.Context, cacheDir string, wasm []byte) error
 	// Logger receives plugins' log calls. Default slog.Default().
 	Logger *slog.Logger
 }
 
 // NewHost returns a plugin host.
 func NewHost(opts HostOptions) (*Host, error) {
-	h := &Host{log: opts.Logger, plugins: map[string]*Plugin{}, valid: map[string]bool{}}
+	h := &Host{log: opts.Logger, plugins: map[string]*Plugin{}, valid: map[string]bool{},
+		compiler: opts.Compiler, cacheDir: opts.CacheDir, bounded: map[string]bool{}}
 	if h.log == nil {
 		h.log = slog.Default()
+	}
+	if opts.Compiler != nil && opts.CacheDir == "" {
+		return nil, errors.New("batpak: a plugin host's Compiler needs a CacheDir to compile into")
 	}
 	if opts.CacheDir != "" {
 		c, err := wazero.NewCompilationCacheWithDir(opts.CacheDir)
@@ -81,6 +106,7 @@ func NewHost(opts HostOptions) (*Host, error) {
 		}
 		h.cache, h.dirCache = c, true
 		h.validDir = filepath.Join(opts.CacheDir, "batpak-valid")
+		h.boundedDir = filepath.Join(opts.CacheDir, "batpak-bounded")
 	}
 	h.memCache = wazero.NewCompilationCache()
 	if !h.dirCache {
@@ -238,8 +264,10 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	// module.go), and bound its tables' growth.
 	shape, err := readModule(wasm)
 	if err != nil {
-		if _, cerr := rt.CompileModule(ctx, wasm); cerr != nil {
-			return fail("module does not compile", cerr)
+		// wazero's reason, if it has one, from the validator (never the
+		// optimizing compiler: that is what a Compiler bounds).
+		if verr := h.validate(ctx, wasm, digest); verr != nil {
+			return fail("the module is not valid WebAssembly", verr)
 		}
 		return fail("the host cannot measure the module's sections", err)
 	}
@@ -258,6 +286,9 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	counted, err := addStackCounters(shape.boundTables(wasm, uint64(m.Limits.TableElements)), m.Limits)
 	if err != nil {
 		return fail("the host cannot add its call-stack counters to the module", err)
+	}
+	if err := h.compileBounded(ctx, counted); err != nil {
+		return fail("compiling the module", err)
 	}
 	mod, err := rt.CompileModule(ctx, counted)
 	if err != nil && h.dirCache {
@@ -342,10 +373,7 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 // runtime is a runtime for one plugin version compiling through cache,
 // with WASI and the host's functions instantiated.
 func (h *Host) runtime(ctx context.Context, cache wazero.CompilationCache) (wazero.Runtime, error) {
-	rc := wazero.NewRuntimeConfig().
-		WithCompilationCache(cache).
-		WithCloseOnContextDone(true)
-	rt := wazero.NewRuntimeWithConfig(ctx, rc)
+	rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(cache))
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		rt.Close(ctx)
 		return nil, err
@@ -419,6 +447,75 @@ func (h *Host) validate(ctx context.Context, wasm []byte, digest string) error {
 	}
 	h.valid[digest] = true
 	return nil
+}
+
+// compileBounded gives the rewritten module to the host's Compiler,
+// unless there is none or it passed a module of the same digest before.
+func (h *Host) compileBounded(ctx context.Context, counted []byte) error {
+	if h.compiler == nil {
+		return nil
+	}
+	digest := Digest(counted)
+	h.validMu.Lock()
+	known := h.bounded[digest]
+	h.validMu.Unlock()
+	marker := filepath.Join(h.boundedDir, digest)
+	if !known {
+		if _, err := os.Stat(marker); err == nil {
+			known = true
+		}
+	}
+	if !known {
+		if err := h.compiler(ctx, h.cacheDir, counted); err != nil {
+			return err
+		}
+		if os.MkdirAll(h.boundedDir, 0o755) == nil { // best effort
+			_ = os.WriteFile(marker, nil, 0o644)
+		}
+	}
+	h.validMu.Lock()
+	defer h.validMu.Unlock()
+	if len(h.bounded) >= 4096 {
+		clear(h.bounded)
+	}
+	h.bounded[digest] = true
+	return nil
+}
+
+// CompileInto compiles wasm into the compiled-code cache in dir exactly as
+// a Host with that CacheDir compiles a module it loads (the same runtime
+// configuration, so the Host then finds it there): what a
+// HostOptions.Compiler runs in a process of its own. wasm is what the
+// Compiler was given. It returns wazero's error for a module that does not
+// compile; one that compiles although the cache cannot keep it (a damaged
+// entry, a full disk) is not an error, since the Host then compiles it in
+// memory in as long.
+func CompileInto(ctx context.Context, dir string, wasm []byte) error {
+	cache, err := wazero.NewCompilationCacheWithDir(dir)
+	if err != nil {
+		return fmt.Errorf("batpak: plugin compilation cache: %w", err)
+	}
+	defer cache.Close(ctx)
+	compile := func(cache wazero.CompilationCache) error {
+		rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(cache))
+		defer rt.Close(ctx)
+		_, err := rt.CompileModule(ctx, wasm)
+		return err
+	}
+	if compile(cache) == nil {
+		return nil
+	}
+	mem := wazero.NewCompilationCache()
+	defer mem.Close(ctx)
+	return compile(mem)
+}
+
+// runtimeConfig is the configuration of every runtime that runs plugins:
+// compiled (the cache keys compiled code by module and by this
+// configuration's interruptibility) and interruptible, so Limits.Timeout
+// stops a loop.
+func runtimeConfig(cache wazero.CompilationCache) wazero.RuntimeConfig {
+	return wazero.NewRuntimeConfig().WithCompilationCache(cache).WithCloseOnContextDone(true)
 }
 
 // fixedEpoch is the time a plugin without the clock grant sees:

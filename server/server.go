@@ -26,6 +26,7 @@ import (
 	"github.com/batpak-go/batpak/server/follow"
 	"github.com/batpak-go/batpak/server/hostedworker"
 	"github.com/batpak-go/batpak/server/httpapi"
+	"github.com/batpak-go/batpak/server/plugincompiler"
 	"github.com/batpak-go/batpak/server/quota"
 	"github.com/batpak-go/batpak/server/tenancy"
 	"github.com/batpak-go/batpak/server/tenantplugin"
@@ -204,6 +205,14 @@ type Config struct {
 	// module's size) without one tenant's slow upload holding every
 	// other's. Default 2; range 1..64. (server.plugin_checks)
 	PluginChecks int
+	// PluginCompile bounds compiling one uploaded or stored plugin module:
+	// a child process (this binary again, see server/plugincompiler)
+	// compiles it and is killed past the time or memory limit, and the
+	// module is refused. Defaults 30 s and 1 GiB. It needs a binary whose
+	// main calls plugincompiler.RunChild (cmd/batpak does); in any other,
+	// modules compile in the server's process, unbounded, and New logs a
+	// warning. (server.plugin_compile_timeout, server.plugin_compile_memory)
+	PluginCompile plugincompiler.Limits
 	// WorkersMaxDefined bounds the hosted workers each tenant has defined
 	// in any state, stopped ones included (their definitions and cursors
 	// are kept): a start under a new name past it is refused (quota
@@ -294,6 +303,9 @@ func (c Config) withDefaults() (Config, error) {
 		c.PluginChecks = tenantplugin.DefaultChecks
 	}
 	var err error
+	if c.PluginCompile, err = c.PluginCompile.WithDefaults(); err != nil {
+		return c, err
+	}
 	if c.Plugins, err = c.Plugins.WithDefaults(); err != nil {
 		return c, err
 	}
@@ -531,8 +543,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return fail(fmt.Errorf("tenant policies: %w", err))
 	}
 	s.policiesReady.Store(s.policies)
+	var compiler func(context.Context, string, []byte) error
+	if pc, err := plugincompiler.New(cfg.PluginCompile); err == nil {
+		compiler = pc.Compile
+	} else if errors.Is(err, plugincompiler.ErrUnavailable) {
+		cfg.Logger.Warn("tenants' plugin modules compile in the server's process, with no time or memory bound: this binary's main does not call plugincompiler.RunChild")
+	} else {
+		return fail(fmt.Errorf("tenant plugins: %w", err))
+	}
 	s.plugins, err = tenantplugin.Open(ctx, tenantplugin.Options{
-		Dir: filepath.Join(cfg.Root, "plugins"), CacheDir: filepath.Join(cfg.Root, "plugin-cache"), Plane: s.plane,
+		Dir: filepath.Join(cfg.Root, "plugins"), CacheDir: filepath.Join(cfg.Root, "plugin-cache"), Compiler: compiler, Plane: s.plane,
 		Ceilings: cfg.Plugins, LogLines: cfg.PluginLogLines, Checks: cfg.PluginChecks, Logger: cfg.Logger, States: s.states,
 		Blobs: pluginBlobs, LocalResets: cfg.Cluster != nil && cfg.Cluster.SingleWriteEntries, Node: clusterNodeID(cfg),
 	})

@@ -1038,3 +1038,42 @@ func TestTenantPolicyLoadsAfterLimitsShrink(t *testing.T) {
 		t.Fatal("a new upload with a file over policy_bundle_max_file_bytes was accepted")
 	}
 }
+
+// TestTenantPolicyBuiltinsCannotTakeTheServer: a tenant bundle cannot
+// make one built-in call ask the server for terabytes (which would end
+// the process, every tenant's writes with it) or for time without bound:
+// a bundle calling strings.render_template or graph.reachable_paths is
+// refused naming it; a test asking bits.lsh for 128 GiB fails with the
+// (the bundle is refused; the process lives); a rule doing it denies the write with
+// POLICY_ERROR; and the server goes on taking writes.
+func TestTenantPolicyBuiltinsCannotTakeTheServer(t *testing.T) {
+	ctx := context.Background()
+	_, admin := tenantAdmin(t, nil)
+	for _, builtin := range []string{"strings.render_template", "graph.reachable_paths"} {
+		call := map[string]string{
+			"strings.render_template": `strings.render_template("{{range $.a}}{{range $.a}}x{{end}}{{end}}", {"a": [1]}) == "x"`,
+			"graph.reachable_paths":   `count(graph.reachable_paths({"a": ["b"]}, {"a"})) == 1`,
+		}[builtin]
+		_, err := admin.PushPolicy(ctx, bytes.NewReader(tarGz(t, "policy.rego", "package batpak.write\n\ndeny contains \"x\" if not "+call+"\n")))
+		var e *client.Error
+		if !errors.As(err, &e) || e.Status != 422 || !strings.Contains(e.Error(), builtin) || !strings.Contains(e.Error(), "no bound") {
+			t.Errorf("a bundle calling %s: %v, want 422 naming it and why", builtin, err)
+		}
+	}
+	bomb := `bits.lsh(1, 1099511627776) > 0`
+	_, err := admin.PushPolicy(ctx, bytes.NewReader(tarGz(t, "policy.rego", denyPrefix("NO", "secret:"), "policy_test.rego",
+		"package batpak.write_test\n\ntest_bomb if {\n\t"+bomb+"\n}\n")))
+	var e *client.Error
+	if !errors.As(err, &e) || e.Status != 422 || !strings.Contains(e.Error(), "test_bomb: failed") {
+		t.Fatalf("a bundle whose test asks bits.lsh for 128 GiB: %v, want 422, the test failed", err)
+	}
+	bundle := tarGz(t, "policy.rego", "package batpak.write\n\ndeny contains \"BOMB\" if {\n\tinput.event.entity == \"bomb:1\"\n\t"+bomb+"\n}\n")
+	if _, err := admin.PushPolicy(ctx, bytes.NewReader(bundle)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = admin.Append(ctx, note("bomb:1"))
+	wantDenied(t, "a write whose rule asks bits.lsh for 128 GiB", err, "tenant", "POLICY_ERROR", revisionOf(bundle))
+	if _, err := admin.Append(ctx, note("note:1")); err != nil {
+		t.Fatalf("a write after the refused one: %v", err)
+	}
+}

@@ -16,9 +16,13 @@ import (
 
 	"github.com/batpak-go/batpak/internal/printable"
 	"github.com/batpak-go/batpak/sdk/client"
+	"github.com/batpak-go/batpak/server/plugincompiler"
 )
 
 func main() {
+	// A child the server started to compile a tenant's plugin module
+	// compiles it and exits here (see server/plugincompiler).
+	plugincompiler.RunChild()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
 		// After the first signal, restore the default behaviour: a second

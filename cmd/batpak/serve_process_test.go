@@ -20,6 +20,7 @@ import (
 
 	"github.com/batpak-go/batpak/sdk/client"
 	"github.com/batpak-go/batpak/server/auth"
+	"github.com/batpak-go/batpak/server/plugincompiler"
 )
 
 // childEnv, when set, makes the test binary run the CLI with the arguments
@@ -28,6 +29,7 @@ import (
 const childEnv = "BATPAK_TEST_CLI_ARGS"
 
 func TestMain(m *testing.M) {
+	plugincompiler.RunChild() // a serving child's plugin compiler
 	if args := os.Getenv(childEnv); args != "" {
 		os.Args = append([]string{"batpak"}, strings.Split(args, "\x1f")...)
 		main()

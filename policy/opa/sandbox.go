@@ -19,15 +19,28 @@ var SandboxRefusedBuiltins = []string{
 	"opa.runtime",
 }
 
+// SandboxUnboundedBuiltins are the built-ins a sandboxed policy cannot
+// call because one call's time and memory have no bound that can be
+// checked before it runs, and it cannot be interrupted:
+// strings.render_template (a Go template: ranges nested over a list of n
+// elements print n^k times) and graph.reachable_paths (every path of a
+// graph: exponentially many). See also MaxBuiltinResultBytes, for the
+// built-ins bounded instead.
+var SandboxUnboundedBuiltins = []string{
+	"strings.render_template",
+	"graph.reachable_paths",
+}
+
 // SandboxCapabilities returns the capabilities a sandboxed policy
 // (Options.Sandboxed, TestOptions.Sandboxed) is compiled with: this OPA
-// version's, less SandboxRefusedBuiltins, and no network host. A module
+// version's, less SandboxRefusedBuiltins and SandboxUnboundedBuiltins,
+// and no network host. A module
 // calling a refused built-in, in any Rego version, does not compile
 // ("undefined function"); one mocking it with "with" does not either.
 func SandboxCapabilities() *ast.Capabilities {
 	caps := ast.CapabilitiesForThisVersion()
 	caps.Builtins = slices.DeleteFunc(slices.Clone(caps.Builtins), func(b *ast.Builtin) bool {
-		return slices.Contains(SandboxRefusedBuiltins, b.Name)
+		return slices.Contains(SandboxRefusedBuiltins, b.Name) || slices.Contains(SandboxUnboundedBuiltins, b.Name)
 	})
 	caps.AllowNet = []string{}
 	return caps

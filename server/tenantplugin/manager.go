@@ -112,6 +112,12 @@ type Options struct {
 	// each tenant's compiled code in memory only, and so does a CacheDir
 	// that cannot be used (logged; the plugins load all the same).
 	CacheDir string
+	// Compiler, when set, compiles every module before a tenant's plugin
+	// host does, bounded in time and memory (plugins.HostOptions.Compiler;
+	// server/plugincompiler runs it in a child process): a module it
+	// refuses is refused like any other (*RejectedError). It needs
+	// CacheDir. nil compiles in the server's process, unbounded.
+	Compiler func(ctx context.Context, cacheDir string, wasm []byte) error
 	// Ceilings are the server's plugin limits (server.plugins.*): no
 	// tenant's quota raises a limit past them.
 	Ceilings Limits
@@ -398,11 +404,15 @@ func (m *Manager) host(tenant string) (*tenantHost, error) {
 		}
 		return nil
 	}}
-	host, err := plugins.NewHost(plugins.HostOptions{CacheDir: m.opts.CacheDir, Logger: slog.New(sink)})
+	var compiler func(context.Context, string, []byte) error
+	if m.opts.CacheDir != "" {
+		compiler = m.opts.Compiler
+	}
+	host, err := plugins.NewHost(plugins.HostOptions{CacheDir: m.opts.CacheDir, Compiler: compiler, Logger: slog.New(sink)})
 	if err != nil && m.opts.CacheDir != "" {
 		// A cache is never worth refusing the plugins over: compile in
-		// memory (each load compiles again).
-		m.opts.Logger.Error("the plugin compile cache cannot be used: a tenant's plugins are compiled in memory, again at every load",
+		// memory (each load compiles again; a Compiler needs the cache).
+		m.opts.Logger.Error("the plugin compile cache cannot be used: a tenant's plugins are compiled in memory, in the server's process, again at every load",
 			"tenant", tenant, "dir", m.opts.CacheDir, "error", err)
 		host, err = plugins.NewHost(plugins.HostOptions{Logger: slog.New(sink)})
 	}

@@ -12,15 +12,20 @@ import (
 )
 
 // refusedBuiltins are the built-ins a tenant's bundle may not call (nor
-// mock with "with"): opa.SandboxRefusedBuiltins, which would make the
-// server call out to the network, read its files or hand the tenant its
-// environment and configuration, at upload (its tests) or on every write.
-// The bundle is also compiled without them (opa.Options.Sandboxed): this
-// scan only names them in the refusal.
-var refusedBuiltins = func() map[string]bool {
-	m := map[string]bool{}
+// mock with "with"), each with why: opa.SandboxRefusedBuiltins, which
+// would make the server call out to the network, read its files or hand
+// the tenant its environment and configuration, at upload (its tests) or
+// on every write; and opa.SandboxUnboundedBuiltins, one call of which can
+// take the server's time and memory without bound. The bundle is also
+// compiled without them (opa.Options.Sandboxed): this scan only names
+// them in the refusal.
+var refusedBuiltins = func() map[string]string {
+	m := map[string]string{}
 	for _, name := range opa.SandboxRefusedBuiltins {
-		m[name] = true
+		m[name] = "it reaches outside the policy"
+	}
+	for _, name := range opa.SandboxUnboundedBuiltins {
+		m[name] = "one call's time and memory have no bound"
 	}
 	return m
 }()
@@ -48,12 +53,12 @@ func refuseBuiltins(dir string) ([]string, error) {
 			}
 		}
 		ast.WalkRefs(mod, func(r ast.Ref) bool {
-			if name := r.String(); refusedBuiltins[name] {
+			if name := r.String(); refusedBuiltins[name] != "" {
 				line := 0
 				if loc := r[0].Location; loc != nil {
 					line = loc.Row
 				}
-				out = append(out, fmt.Sprintf("%s:%d: %s is not allowed in a tenant policy bundle (it reaches outside the policy)", filepath.ToSlash(rel), line, name))
+				out = append(out, fmt.Sprintf("%s:%d: %s is not allowed in a tenant policy bundle (%s)", filepath.ToSlash(rel), line, name, refusedBuiltins[name]))
 			}
 			return false
 		})

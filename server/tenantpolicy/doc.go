@@ -17,9 +17,14 @@
 // archive is extracted to a temporary directory; a bundle calling a
 // built-in that reaches outside the policy (opa.SandboxRefusedBuiltins:
 // http.send, net.lookup_ip_addr, opa.runtime, json.match_schema,
-// json.verify_schema), in Rego v1 or v0, is refused (*RejectedError,
+// json.verify_schema) or whose one call has no bound in time and memory
+// (opa.SandboxUnboundedBuiltins: strings.render_template,
+// graph.reachable_paths), in Rego v1 or v0, is refused (*RejectedError,
 // stage "compile") before anything of it runs, and the bundle and its
-// tests are compiled without those built-ins (opa.Options.Sandboxed); its Rego tests
+// tests are compiled without those built-ins (opa.Options.Sandboxed); the
+// built-ins that can produce far more than their inputs (concat, sprintf,
+// bits.lsh, json.marshal_with_options, net.cidr_contains_matches) fail a
+// call past opa.MaxBuiltinResultBytes or opa.MaxBuiltinPairs. Its Rego tests
 // (*_test.rego, as opa.RunTests runs them) are run and the policy is
 // compiled (opa.Load, tests left out): a bundle that does not compile or
 // whose tests fail, or whose tests and compilation together run past

@@ -1,0 +1,62 @@
+package testmodules
+
+// SlowToCompile returns a valid module whose one function nests depth
+// loops and reads locals i32 locals in the innermost one: wazero's
+// optimizing compiler takes time and memory that grow faster than the
+// square of its size (on a 2-core machine: depth 250 with 1,000 locals,
+// 5 KB, about 0.4 s and 45 MB; 500 with 2,000, 2 s and 160 MB; 1,000 with
+// 4,000, 19 KB, about 13 s). The interpreter compiles each in
+// milliseconds.
+func SlowToCompile(depth, locals int) []byte {
+	var code []byte
+	for range depth {
+		code = append(code, 0x03, 0x40) // loop
+	}
+	for l := range locals {
+		code = append(code, 0x20) // local.get l
+		code = uleb(code, uint64(l))
+		code = append(code, 0x1a) // drop
+	}
+	for range depth {
+		code = append(code, 0x0b) // end
+	}
+	return module(uint64(locals), code)
+}
+
+// Small returns a valid module with one empty function: it compiles in
+// microseconds.
+func Small() []byte { return module(0, nil) }
+
+// module is a module with one memory (1 page, exported as "memory") and
+// one function of type () -> () with locals i32 locals and body code (its
+// final end added), exported as "run".
+func module(locals uint64, code []byte) []byte {
+	m := []byte{0, 'a', 's', 'm', 1, 0, 0, 0}
+	m = append(m, 1, 4, 1, 0x60, 0, 0) // type section: () -> ()
+	m = append(m, 3, 2, 1, 0)          // function section: type 0
+	m = append(m, 5, 3, 1, 0, 1)       // memory section: min 1 page
+	exports := []byte{2, 6, 'm', 'e', 'm', 'o', 'r', 'y', 2, 0, 3, 'r', 'u', 'n', 0, 0}
+	m = append(m, 7, byte(len(exports)))
+	m = append(m, exports...)
+	var body []byte
+	if locals > 0 {
+		body = append(uleb(append(body, 1), locals), 0x7f) // one run of i32
+	} else {
+		body = append(body, 0)
+	}
+	body = append(append(body, code...), 0x0b)
+	sec := uleb(uleb(nil, 1), uint64(len(body)))
+	sec = append(sec, body...)
+	return append(uleb(append(m, 10), uint64(len(sec))), sec...)
+}
+
+func uleb(b []byte, v uint64) []byte {
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if v == 0 {
+			return append(b, c)
+		}
+		b = append(b, c|0x80)
+	}
+}

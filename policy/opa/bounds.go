@@ -1,0 +1,299 @@
+package opa
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/builtins"
+)
+
+// MaxBuiltinResultBytes bounds what one call of an amplifying built-in
+// may produce. OPA checks an evaluation's timeout between expressions and
+// inside a few built-ins, but most built-in calls run to their end, and
+// some can produce far more than their inputs hold:
+//
+//	concat                     the separator once per element
+//	sprintf                    up to a million characters of padding per
+//	                           verb, and %[1]v prints an argument again
+//	bits.lsh                   2^n: a 5-byte shift asks for 128 GiB
+//	json.marshal_with_options  the indent once per level on every line
+//
+// One such call can ask for terabytes, and a Go process that cannot
+// allocate does not fail the call: it dies, with every tenant's writes.
+// So this package replaces those four, in the whole process, with
+// versions that first bound what the call would produce (from the sizes
+// of its operands, before anything is allocated) and fail it past this
+// limit with a built-in error (the gate denies with POLICY_ERROR); under
+// it they answer exactly as OPA's own. Built-ins that produce no more
+// than a small multiple of their inputs are left alone: their output is
+// bounded by what the evaluation built before its timeout.
+const MaxBuiltinResultBytes = 64 << 20
+
+// MaxBuiltinPairs bounds the pairs net.cidr_contains_matches compares in
+// one call (it compares every one of its first operand's CIDRs with every
+// one of its second's, and cannot be interrupted).
+const MaxBuiltinPairs = 1 << 18
+
+// init wraps OPA's implementations; it runs once, before any evaluation
+// (the registry is not safe to change while one runs).
+func init() {
+	bound := func(name string, check func(ops []*ast.Term) error) {
+		orig := topdown.GetBuiltin(name)
+		if orig == nil {
+			panic("opa: no built-in " + name + " to bound")
+		}
+		topdown.RegisterBuiltinFunc(name, func(bctx topdown.BuiltinContext, ops []*ast.Term, iter func(*ast.Term) error) error {
+			if err := check(ops); err != nil {
+				return err
+			}
+			return orig(bctx, ops, iter)
+		})
+	}
+	bySize := func(size func(ops []*ast.Term) (int, bool)) func(ops []*ast.Term) error {
+		return func(ops []*ast.Term) error {
+			if n, ok := size(ops); ok && n > MaxBuiltinResultBytes {
+				return fmt.Errorf("its result would be over %d bytes (about %d or more): one built-in call's result is bounded here", MaxBuiltinResultBytes, n)
+			}
+			return nil
+		}
+	}
+	bound(ast.Concat.Name, bySize(concatSize))
+	bound(ast.Sprintf.Name, bySize(sprintfSize))
+	bound(ast.BitsShiftLeft.Name, bySize(shiftSize))
+	bound(ast.JSONMarshalWithOptions.Name, bySize(marshalSize))
+	bound(ast.NetCIDRContainsMatches.Name, func(ops []*ast.Term) error {
+		if n := satMul(elements(ops[0].Value), elements(ops[1].Value)); n > MaxBuiltinPairs {
+			return fmt.Errorf("it would compare %d pairs or more, over the %d one call may compare here", n, MaxBuiltinPairs)
+		}
+		return nil
+	})
+}
+
+// elements is how many elements a collection operand has (1 for a
+// string).
+func elements(v ast.Value) int {
+	switch x := v.(type) {
+	case *ast.Array:
+		return x.Len()
+	case ast.Set:
+		return x.Len()
+	case ast.Object:
+		return x.Len()
+	}
+	return 1
+}
+
+// limit is where the size estimates stop counting: past it the answer is
+// the same.
+const limit = MaxBuiltinResultBytes + 1
+
+// sat adds without passing limit.
+func sat(a, b int) int { return min(a+b, limit) }
+
+// satMul multiplies without passing limit (a, b ≥ 0).
+func satMul(a, b int) int {
+	if a == 0 || b == 0 {
+		return 0
+	}
+	if a > limit/b {
+		return limit
+	}
+	return min(a*b, limit)
+}
+
+// concatSize is concat(sep, xs)'s length. ok is false for operands OPA
+// refuses itself.
+func concatSize(ops []*ast.Term) (int, bool) {
+	sep, err := builtins.StringOperand(ops[0].Value, 1)
+	if err != nil {
+		return 0, false
+	}
+	n, count := 0, 0
+	add := func(t *ast.Term) {
+		if s, ok := t.Value.(ast.String); ok {
+			n = sat(n, len(s))
+		}
+		count++
+	}
+	switch xs := ops[1].Value.(type) {
+	case *ast.Array:
+		xs.Foreach(add)
+	case ast.Set:
+		xs.Foreach(add)
+	default:
+		return 0, false
+	}
+	if count > 1 {
+		n = sat(n, satMul(len(sep), count-1))
+	}
+	return n, true
+}
+
+// sprintfSize bounds sprintf(format, args): the format, the padding its
+// widths and precisions ask for (Go caps each at 10^6; a * takes it from
+// an argument), and each verb printing the largest argument as printed.
+func sprintfSize(ops []*ast.Term) (int, bool) {
+	format, err := builtins.StringOperand(ops[0].Value, 1)
+	if err != nil {
+		return 0, false
+	}
+	args, err := builtins.ArrayOperand(ops[1].Value, 2)
+	if err != nil {
+		return 0, false
+	}
+	const maxPad = 1_000_000
+	f := string(format)
+	n := len(f)
+	verbs := strings.Count(f, "%")
+	n = sat(n, satMul(strings.Count(f, "*"), maxPad))
+	for i := 0; i < len(f); {
+		if f[i] < '0' || f[i] > '9' {
+			i++
+			continue
+		}
+		v := 0
+		for ; i < len(f) && f[i] >= '0' && f[i] <= '9'; i++ {
+			v = min(v*10+int(f[i]-'0'), maxPad)
+		}
+		n = sat(n, v)
+	}
+	// The widest argument as printed: a composite one is printed as Rego
+	// (strings quoted, up to 6 bytes a byte); %q and %x widen strings too.
+	widest := 0
+	args.Foreach(func(t *ast.Term) {
+		w := valueSize(t.Value)
+		switch t.Value.(type) {
+		case ast.String:
+			if strings.ContainsAny(f, "qxXU") {
+				w = satMul(w, 6)
+			}
+		case ast.Number:
+			w = satMul(w, 4) // %b of a decimal
+		default:
+			w = satMul(w, 6)
+		}
+		widest = max(widest, w)
+	})
+	return sat(n, satMul(verbs, widest)), true
+}
+
+// shiftSize is bits.lsh(x, s)'s size in bytes, about.
+func shiftSize(ops []*ast.Term) (int, bool) {
+	x, ok1 := ops[0].Value.(ast.Number)
+	s, ok2 := ops[1].Value.(ast.Number)
+	if !ok1 || !ok2 {
+		return 0, false
+	}
+	shift, ok := s.Int64()
+	if !ok || shift < 0 {
+		// Not an integer OPA shifts by: it refuses it itself. A shift too
+		// large for an int64 is over any limit.
+		if _, isInt := s.Int(); !isInt && !strings.ContainsAny(string(s), ".eE-") {
+			return limit, true
+		}
+		return 0, false
+	}
+	bits := satMul(len(x), 4) // a decimal digit is under 4 bits
+	if shift > int64(limit)*8 {
+		return limit, true
+	}
+	return sat(bits, int(shift)) / 8, true
+}
+
+// marshalSize bounds json.marshal_with_options(x, opts): x's JSON (strings
+// escaped up to 6 bytes a byte) and, when pretty, on each line the prefix
+// and the indent once per level.
+func marshalSize(ops []*ast.Term) (int, bool) {
+	opts, ok := ops[1].Value.(ast.Object)
+	if !ok {
+		return 0, false
+	}
+	indent, prefix := 1, 0 // OPA's default indent is a tab
+	pretty := false
+	for _, k := range opts.Keys() {
+		v := opts.Get(k)
+		switch k.Value.String() {
+		case `"indent"`:
+			if s, ok := v.Value.(ast.String); ok {
+				indent, pretty = len(s), true
+			}
+		case `"prefix"`:
+			if s, ok := v.Value.(ast.String); ok {
+				prefix, pretty = len(s), true
+			}
+		case `"pretty"`:
+			if b, ok := v.Value.(ast.Boolean); ok {
+				pretty = bool(b)
+			}
+		}
+	}
+	n := satMul(valueSize(ops[0].Value), 6)
+	if pretty {
+		n = sat(n, lineCost(ops[0].Value, 0, indent, prefix))
+	}
+	return n, true
+}
+
+// lineCost is what pretty-printing v at depth adds: a line per element,
+// member and closing bracket, each with the prefix and the indent depth
+// times.
+func lineCost(v ast.Value, depth, indent, prefix int) int {
+	line := func(d int) int { return sat(sat(prefix, satMul(indent, d)), 1) }
+	n := 0
+	each := func(t *ast.Term) {
+		if n < limit {
+			n = sat(n, sat(line(depth+1), lineCost(t.Value, depth+1, indent, prefix)))
+		}
+	}
+	switch x := v.(type) {
+	case *ast.Array:
+		x.Foreach(each)
+	case ast.Set:
+		x.Foreach(each)
+	case ast.Object:
+		x.Foreach(func(_, t *ast.Term) { each(t) })
+	default:
+		return 0
+	}
+	return sat(n, line(depth))
+}
+
+// valueSize is about v's length as compact JSON (strings unescaped),
+// counted up to limit.
+func valueSize(v ast.Value) int {
+	switch x := v.(type) {
+	case ast.String:
+		return min(len(x)+2, limit)
+	case ast.Number:
+		return min(len(x), limit)
+	case ast.Boolean, ast.Null:
+		return 5
+	case *ast.Array:
+		n := 2
+		x.Foreach(func(t *ast.Term) {
+			if n < limit {
+				n = sat(n, valueSize(t.Value)+1)
+			}
+		})
+		return n
+	case ast.Set:
+		n := 2
+		x.Foreach(func(t *ast.Term) {
+			if n < limit {
+				n = sat(n, valueSize(t.Value)+1)
+			}
+		})
+		return n
+	case ast.Object:
+		n := 2
+		x.Foreach(func(k, t *ast.Term) {
+			if n < limit {
+				n = sat(n, valueSize(k.Value)+valueSize(t.Value)+2)
+			}
+		})
+		return n
+	}
+	return min(len(v.String()), limit)
+}

@@ -1,0 +1,92 @@
+package opa_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/policy/opa"
+)
+
+// A built-in call that would produce far more than its operands hold —
+// enough to make the process die for want of memory before the timeout
+// is checked again — fails instead, and the gate denies with POLICY_ERROR
+// naming the bound; the process goes on.
+func TestAmplifyingBuiltinsAreBounded(t *testing.T) {
+	// Each builds its operands within a few milliseconds; unbounded, each
+	// call asks for tens of gigabytes or more (bits.lsh: 128 GiB).
+	long := `s := concat("", ["a" | some i in numbers.range(1, 200000)])` + "\n\t"
+	for name, body := range map[string]string{
+		"concat":           long + `count(concat(s, [x | some i in numbers.range(1, 200000); x := "a"])) > 0`,
+		"bits.lsh":         `bits.lsh(1, 1099511627776) > 0`,
+		"bits.lsh huge":    `bits.lsh(1, 10000000000000000000000) > 0`,
+		"sprintf":          `f := concat("", ["%[1]999999d" | some i in numbers.range(1, 100000)])` + "\n\t" + `count(sprintf(f, [1])) > 0`,
+		"sprintf argument": long + `f := concat("", ["%[1]v" | some i in numbers.range(1, 100000)])` + "\n\t" + `count(sprintf(f, [s])) > 0`,
+		"json.marshal_with_options": `v := json.unmarshal(concat("", [concat("", ["[" | some i in numbers.range(1, 5000)]), concat("", ["]" | some i in numbers.range(1, 5000)])]))` + "\n\t" +
+			`ind := concat("", [" " | some i in numbers.range(1, 100000)])` + "\n\t" +
+			`count(json.marshal_with_options(v, {"indent": ind})) > 0`,
+		"net.cidr_contains_matches": `cidrs := [sprintf("10.%d.%d.0/24", [i % 256, i / 256]) | some i in numbers.range(0, 9999)]` + "\n\t" +
+			`count(net.cidr_contains_matches(cidrs, cidrs)) > 0`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			g := loadOPA(t, map[string]string{"p.rego": "package batpak.write\n\ndeny contains \"x\" if {\n\t" + body + "\n}\n"},
+				opa.Options{Timeout: 5 * time.Second, Sandboxed: true})
+			start := time.Now()
+			d, err := g.Decide(context.Background(), baseLimitInput())
+			if err == nil || d.Allowed || !strings.Contains(err.Error(), "bounded here") && !strings.Contains(err.Error(), "may compare here") {
+				t.Fatalf("decision %+v, %v; want a POLICY_ERROR naming the bound", d, err)
+			}
+			if took := time.Since(start); took > 4*time.Second {
+				t.Errorf("refused after %v: the bound should act before the call runs", took)
+			}
+		})
+	}
+}
+
+// Under the bounds, the bounded built-ins answer as OPA's own.
+func TestBoundedBuiltinsAnswerAsBefore(t *testing.T) {
+	checks := []string{
+		`concat(", ", ["a", "b", "c"]) == "a, b, c"`,
+		`concat("-", {"x"}) == "x"`,
+		`concat("", []) == ""`,
+		`sprintf("%05d|%-4s|%v|%.2f|%x", [42, "ab", [1, "z"], 3.14159, "hi"]) == "00042|ab  |[1, \"z\"]|3.14|6869"`,
+		`sprintf("%[1]s%[1]s", ["ab"]) == "abab"`,
+		`bits.lsh(1, 10) == 1024`,
+		`bits.lsh(12345678901234567890, 3) == 98765431209876543120`,
+		`json.marshal_with_options({"a": [1, {"b": true}]}, {"indent": "  ", "prefix": "> "}) == "> {\n>   \"a\": [\n>     1,\n>     {\n>       \"b\": true\n>     }\n>   ]\n> }"`,
+		`json.marshal_with_options([1], {"pretty": false}) == "[1]"`,
+		`net.cidr_contains_matches(["10.0.0.0/8", "192.168.0.0/16"], ["10.1.2.3", "192.168.1.1", "8.8.8.8"]) == {[0, 0], [1, 1]}`,
+	}
+	for _, c := range checks {
+		g := loadOPA(t, map[string]string{"p.rego": "package batpak.write\n\ndeny contains \"mismatch\" if not " + c + "\n"}, opa.Options{Sandboxed: true})
+		if d, err := g.Decide(context.Background(), baseLimitInput()); err != nil || !d.Allowed {
+			t.Errorf("%s: %+v, %v", c, d, err)
+		}
+	}
+}
+
+// A sandboxed bundle cannot call the built-ins whose one call has no bound
+// that can be checked first; the operator's own policy can.
+func TestSandboxRefusesUnboundedBuiltins(t *testing.T) {
+	for _, name := range opa.SandboxUnboundedBuiltins {
+		call := map[string]string{
+			"strings.render_template": `strings.render_template("{{range $.a}}{{range $.a}}x{{end}}{{end}}", {"a": [1, 2]}) == "xxxx"`,
+			"graph.reachable_paths":   `graph.reachable_paths({"a": ["b"], "b": []}, {"a"}) == {["a", "b"]}`,
+		}[name]
+		if call == "" {
+			t.Fatalf("no call of %s to try", name)
+		}
+		dir := writeBundle(t, map[string]string{"p.rego": "package batpak.write\n\ndeny contains \"x\" if not " + call + "\n"})
+		if _, err := opa.Load(context.Background(), dir, opa.Options{Sandboxed: true}); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("sandboxed %s: %v, want a compile error naming it", name, err)
+		}
+		g, err := opa.Load(context.Background(), dir, opa.Options{})
+		if err != nil {
+			t.Fatalf("unsandboxed %s: %v", name, err)
+		}
+		if d, err := g.Decide(context.Background(), baseLimitInput()); err != nil || !d.Allowed {
+			t.Errorf("unsandboxed %s: %+v, %v", name, d, err)
+		}
+	}
+}

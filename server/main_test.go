@@ -1,0 +1,15 @@
+package server_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/batpak-go/batpak/server/plugincompiler"
+)
+
+// TestMain lets this test binary serve as the servers' plugin compiler
+// child (server/plugincompiler), as cmd/batpak does.
+func TestMain(m *testing.M) {
+	plugincompiler.RunChild()
+	os.Exit(m.Run())
+}

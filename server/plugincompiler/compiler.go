@@ -1,0 +1,251 @@
+package plugincompiler
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime/debug"
+	"runtime/metrics"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/batpak-go/batpak/plugins"
+)
+
+// The child's environment: envChild names the cache directory (and makes
+// the process a child), envMemory its memory limit in bytes.
+const (
+	envChild  = "BATPAK_PLUGIN_COMPILER_CACHE"
+	envMemory = "BATPAK_PLUGIN_COMPILER_MEMORY"
+)
+
+// The child's exit codes besides 0 (compiled).
+const (
+	exitNotCompiled = 3 // the module does not compile: stderr says why
+	exitMemory      = 4 // over the memory limit
+	exitUsage       = 5 // started wrongly
+)
+
+// Defaults and ranges of Limits.
+const (
+	DefaultTimeout     = 30 * time.Second
+	DefaultMemoryBytes = 1 << 30
+	MinTimeout         = time.Second
+	MaxTimeout         = 10 * time.Minute
+	MinMemoryBytes     = 64 << 20
+	MaxMemoryBytes     = 64 << 30
+)
+
+// Limits bound one compile.
+type Limits struct {
+	// Timeout is how long one compile may take, the child's start
+	// included (a few milliseconds). 0 means DefaultTimeout; range
+	// MinTimeout..MaxTimeout.
+	Timeout time.Duration
+	// MemoryBytes is how much memory the child's Go runtime may hold
+	// (heap, stacks and the runtime's own; the compiled code wazero maps
+	// outside the heap is bounded by the module's size). 0 means
+	// DefaultMemoryBytes; range MinMemoryBytes..MaxMemoryBytes. A Go guest
+	// of 2.7 MB takes about 50 MB and 1 s.
+	MemoryBytes int64
+}
+
+// WithDefaults fills zero fields and checks the ranges.
+func (l Limits) WithDefaults() (Limits, error) {
+	if l.Timeout == 0 {
+		l.Timeout = DefaultTimeout
+	}
+	if l.MemoryBytes == 0 {
+		l.MemoryBytes = DefaultMemoryBytes
+	}
+	switch {
+	case l.Timeout < MinTimeout || l.Timeout > MaxTimeout:
+		return l, fmt.Errorf("plugin compile timeout %v: want %v..%v", l.Timeout, MinTimeout, MaxTimeout)
+	case l.MemoryBytes < MinMemoryBytes || l.MemoryBytes > MaxMemoryBytes:
+		return l, fmt.Errorf("plugin compile memory %d bytes: want %d..%d", l.MemoryBytes, int64(MinMemoryBytes), int64(MaxMemoryBytes))
+	}
+	return l, nil
+}
+
+// ErrLimit is what a compile over its limits fails with (wrapped, with
+// which limit and its value).
+var ErrLimit = errors.New("over the server's compile limit")
+
+// ErrUnavailable: this binary did not call RunChild, so it cannot be a
+// compiler child.
+var ErrUnavailable = errors.New("batpak: this binary cannot compile plugin modules in a child process (its main does not call plugincompiler.RunChild)")
+
+// available is set by RunChild when it returns.
+var available atomic.Bool
+
+// Available reports whether RunChild was called in this process (and
+// returned), so that New can start this binary as a compiler child.
+func Available() bool { return available.Load() }
+
+// Compiler compiles modules in child processes. It is safe for concurrent
+// use; each Compile starts a child of its own (the plugin host's callers
+// bound how many run at once).
+type Compiler struct {
+	path   string
+	limits Limits
+}
+
+// New returns a Compiler that starts this binary as its child, or
+// ErrUnavailable, or an error for limits out of range.
+func New(l Limits) (*Compiler, error) {
+	l, err := l.WithDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if !Available() {
+		return nil, ErrUnavailable
+	}
+	path, err := self()
+	if err != nil {
+		return nil, fmt.Errorf("batpak: plugin compiler: %w", err)
+	}
+	return &Compiler{path: path, limits: l}, nil
+}
+
+// Limits returns the compiler's limits (defaults filled in).
+func (c *Compiler) Limits() Limits { return c.limits }
+
+// Compile compiles wasm into the compiled-code cache in cacheDir in a
+// child process (plugins.CompileInto): nil when it compiled. A module that
+// does not compile fails with wazero's reason; one that goes over the
+// time or memory limit fails with ErrLimit, wrapped; a child that cannot
+// be started or dies otherwise fails with what happened. Nothing is left
+// running when it returns. It has the signature of
+// plugins.HostOptions.Compiler.
+func (c *Compiler) Compile(ctx context.Context, cacheDir string, wasm []byte) error {
+	tctx, cancel := context.WithTimeout(ctx, c.limits.Timeout)
+	defer cancel()
+	cmd := exec.CommandContext(tctx, c.path)
+	cmd.Args = []string{"batpak-plugin-compiler"}
+	cmd.Env = append(childEnv(os.Environ()),
+		envChild+"="+cacheDir,
+		envMemory+"="+strconv.FormatInt(c.limits.MemoryBytes, 10),
+		"GOMAXPROCS=1", // one compile takes one core
+		// A race-detector build waits a second at exit by default.
+		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"),
+	)
+	cmd.Stdin = bytes.NewReader(wasm)
+	var stderr tail
+	cmd.Stderr = &stderr
+	setParentDeath(cmd)
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return nil
+	case tctx.Err() != nil && ctx.Err() == nil:
+		return fmt.Errorf("%w: it took longer than %v", ErrLimit, c.limits.Timeout)
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.As(err, &exit) && exit.ExitCode() == exitNotCompiled:
+		return errors.New(stderr.text())
+	case errors.As(err, &exit) && exit.ExitCode() == exitMemory:
+		return fmt.Errorf("%w: it took more than %d MiB of memory", ErrLimit, c.limits.MemoryBytes>>20)
+	}
+	if msg := stderr.text(); msg != "" {
+		return fmt.Errorf("batpak: the plugin compiler process failed: %w: %s", err, msg)
+	}
+	return fmt.Errorf("batpak: the plugin compiler process failed: %w", err)
+}
+
+// childEnv is the parent's environment without the child's variables,
+// GOMAXPROCS and GORACE (which Compile sets).
+func childEnv(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == envChild || k == envMemory || k == "GOMAXPROCS" || k == "GORACE" {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// tail keeps the first 4 KiB written to it.
+type tail struct{ b []byte }
+
+func (t *tail) Write(p []byte) (int, error) {
+	if room := 4096 - len(t.b); room > 0 {
+		t.b = append(t.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (t *tail) text() string { return strings.TrimSpace(string(t.b)) }
+
+// RunChild makes this process a compiler child when it was started as one
+// (it then compiles the module on its standard input and exits); otherwise
+// it returns at once and marks the binary Available. Call it first in
+// main, before anything else runs: a child must not do what the binary
+// otherwise does.
+func RunChild() {
+	dir, ok := os.LookupEnv(envChild)
+	if !ok {
+		available.Store(true)
+		return
+	}
+	os.Exit(child(dir, os.Getenv(envMemory)))
+}
+
+// child compiles the module on stdin into the cache in dir, with the Go
+// runtime's memory bounded by memory bytes, and returns the exit code.
+func child(dir, memory string) int {
+	limit, err := strconv.ParseInt(memory, 10, 64)
+	if err != nil || limit <= 0 || dir == "" {
+		fmt.Fprintln(os.Stderr, "batpak plugin compiler: started without its cache directory or memory limit")
+		return exitUsage
+	}
+	// The GC works harder near the limit; the watch ends the process
+	// past it (the limit is soft for the GC).
+	debug.SetMemoryLimit(limit)
+	go watchMemory(uint64(limit))
+	wasm, err := readAll(os.Stdin, limit)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "batpak plugin compiler: reading the module:", err)
+		return exitUsage
+	}
+	if err := plugins.CompileInto(context.Background(), dir, wasm); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return exitNotCompiled
+	}
+	return 0
+}
+
+// watchMemory ends the process with exitMemory once the Go runtime holds
+// more than limit bytes, checking every 10 ms.
+func watchMemory(limit uint64) {
+	s := []metrics.Sample{{Name: "/memory/classes/total:bytes"}}
+	for {
+		metrics.Read(s)
+		if s[0].Value.Kind() == metrics.KindUint64 && s[0].Value.Uint64() > limit {
+			fmt.Fprintf(os.Stderr, "batpak plugin compiler: over the memory limit of %d bytes\n", limit)
+			os.Exit(exitMemory)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// readAll reads f whole, refusing more than limit bytes.
+func readAll(f *os.File, limit int64) ([]byte, error) {
+	var buf bytes.Buffer
+	n, err := buf.ReadFrom(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if n > limit {
+		return nil, fmt.Errorf("over %d bytes", limit)
+	}
+	return buf.Bytes(), nil
+}

@@ -1,0 +1,153 @@
+package plugincompiler_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/internal/testmodules"
+	"github.com/batpak-go/batpak/server/plugincompiler"
+)
+
+func TestMain(m *testing.M) {
+	plugincompiler.RunChild()
+	os.Exit(m.Run())
+}
+
+func newCompiler(t *testing.T, l plugincompiler.Limits) *plugincompiler.Compiler {
+	t.Helper()
+	c, err := plugincompiler.New(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// files counts the regular files under dir.
+func files(t *testing.T, dir string) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			n++
+		}
+		return err
+	})
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestCompileFillsTheCache(t *testing.T) {
+	dir := t.TempDir()
+	c := newCompiler(t, plugincompiler.Limits{})
+	if err := c.Compile(context.Background(), dir, testmodules.Small()); err != nil {
+		t.Fatal(err)
+	}
+	if n := files(t, dir); n != 1 {
+		t.Fatalf("the cache holds %d files after one compile, want 1", n)
+	}
+}
+
+func TestCompileStopsAtTheTimeout(t *testing.T) {
+	dir := t.TempDir()
+	c := newCompiler(t, plugincompiler.Limits{Timeout: time.Second})
+	start := time.Now()
+	err := c.Compile(context.Background(), dir, testmodules.SlowToCompile(1000, 4000)) // ~13 s in process
+	took := time.Since(start)
+	if !errors.Is(err, plugincompiler.ErrLimit) || !strings.Contains(err.Error(), "longer than 1s") {
+		t.Fatalf("err = %v, want ErrLimit naming the 1s timeout", err)
+	}
+	if took > 5*time.Second {
+		t.Fatalf("the compile was stopped after %v, want about 1s", took)
+	}
+	if n := files(t, dir); n != 0 {
+		t.Fatalf("a stopped compile left %d files in the cache", n)
+	}
+	noChildren(t)
+}
+
+func TestCompileStopsAtTheMemoryLimit(t *testing.T) {
+	c := newCompiler(t, plugincompiler.Limits{MemoryBytes: plugincompiler.MinMemoryBytes, Timeout: time.Minute})
+	err := c.Compile(context.Background(), t.TempDir(), testmodules.SlowToCompile(500, 2000)) // ~160 MB in process
+	if !errors.Is(err, plugincompiler.ErrLimit) || !strings.Contains(err.Error(), "more than 64 MiB") {
+		t.Fatalf("err = %v, want ErrLimit naming 64 MiB", err)
+	}
+	noChildren(t)
+}
+
+func TestCompileRefusesAnInvalidModule(t *testing.T) {
+	c := newCompiler(t, plugincompiler.Limits{})
+	bad := append(testmodules.Small(), 0x0a, 0x01) // a second, truncated code section
+	err := c.Compile(context.Background(), t.TempDir(), bad)
+	if err == nil || errors.Is(err, plugincompiler.ErrLimit) || !strings.Contains(err.Error(), "section") {
+		t.Fatalf("err = %v, want wazero's reason", err)
+	}
+	if testing.Verbose() {
+		t.Log(err)
+	}
+}
+
+func TestCompileEndsWithItsContext(t *testing.T) {
+	c := newCompiler(t, plugincompiler.Limits{})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err := c.Compile(ctx, t.TempDir(), testmodules.SlowToCompile(1000, 4000))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want the context's", err)
+	}
+	noChildren(t)
+}
+
+func TestLimitsRanges(t *testing.T) {
+	l, err := plugincompiler.Limits{}.WithDefaults()
+	if err != nil || l.Timeout != plugincompiler.DefaultTimeout || l.MemoryBytes != plugincompiler.DefaultMemoryBytes {
+		t.Fatalf("defaults = %+v, %v", l, err)
+	}
+	for _, bad := range []plugincompiler.Limits{
+		{Timeout: time.Millisecond},
+		{Timeout: time.Hour},
+		{MemoryBytes: 1 << 20},
+		{MemoryBytes: 1 << 40},
+	} {
+		if _, err := bad.WithDefaults(); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+		if _, err := plugincompiler.New(bad); err == nil {
+			t.Errorf("New(%+v) accepted", bad)
+		}
+	}
+}
+
+// noChildren fails if this process still has a child (Linux only).
+func noChildren(t *testing.T) {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		return
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	me := strconv.Itoa(os.Getpid())
+	for _, e := range entries {
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		s := string(stat)
+		if i := strings.LastIndexByte(s, ')'); i >= 0 {
+			if f := strings.Fields(s[i+1:]); len(f) > 1 && f[1] == me {
+				t.Fatalf("process %s (%s) is still this process's child", e.Name(), s[:i+1])
+			}
+		}
+	}
+}

@@ -1,0 +1,34 @@
+package plugincompiler_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/batpak-go/batpak/internal/testmodules"
+	"github.com/batpak-go/batpak/server/plugincompiler"
+)
+
+// A Compiler compiles in a child process (this binary again: its main, or
+// here its TestMain, calls RunChild first) and stops a compile that runs
+// past its limit.
+func Example() {
+	c, err := plugincompiler.New(plugincompiler.Limits{Timeout: 5 * time.Second, MemoryBytes: 256 << 20})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	cache, _ := os.MkdirTemp("", "plugin-cache")
+	defer os.RemoveAll(cache)
+
+	err = c.Compile(context.Background(), cache, testmodules.Small())
+	fmt.Println("small module:", err)
+
+	err = c.Compile(context.Background(), cache, testmodules.SlowToCompile(1000, 4000))
+	fmt.Println("slow module over the limit:", errors.Is(err, plugincompiler.ErrLimit))
+	// Output:
+	// small module: <nil>
+	// slow module over the limit: true
+}
