@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/plugins/abi"
@@ -205,6 +206,33 @@ func (p *Plugin) Ref() core.PluginRef {
 	return core.PluginRef{Name: v.m.Name, Version: v.m.Version, Digest: v.digest}
 }
 
+// AppendReactions writes the reactions to one source event as one atomic
+// batch (store.AppendBatch; ctx carries the action, principal and plugin
+// the gates see), waiting out the refusals that ask to be retried
+// (*core.RetryError: the tenant's policy evaluations all busy, the
+// writer's mailbox full) — the wait each asks, at most a second at a time
+// — until ctx ends, when it returns the last refusal. That is
+// back-pressure, nobody's fault, so it must not count against a plugin's
+// restart budget. A refused write wrote nothing, and reactions carry
+// idempotency keys, so a retry is safe in any case. Any other error is
+// returned as AppendBatch returned it.
+func AppendReactions(ctx context.Context, store *core.Store, items []core.BatchItem) error {
+	for {
+		_, err := store.AppendBatch(ctx, items)
+		var re *core.RetryError
+		if !errors.As(err, &re) {
+			return err
+		}
+		t := time.NewTimer(min(max(re.After, 10*time.Millisecond), time.Second))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+}
+
 // Handler adapts a handler plugin to core.CursorWorker. For each batch it
 // calls the plugin and writes the reactions it returns, those of each
 // source event as one atomic batch, through the store's write gates
@@ -213,7 +241,9 @@ func (p *Plugin) Ref() core.PluginRef {
 // idempotency key numbered within the source, so a redelivery
 // (at-least-once) writes nothing twice however the batches are cut. A
 // plugin fault is the handler's error: the worker restarts from its last
-// commit within its restart budget.
+// commit within its restart budget. A reaction refused with a
+// *core.RetryError is written again after the wait it asks (at most a
+// second at a time) until ctx ends, and is not an error.
 func (p *Plugin) Handler(store *core.Store) core.Handler {
 	return func(ctx context.Context, batch []core.StoredEvent) (core.WorkerAction, error) {
 		action, rs, err := p.Handle(ctx, batch)
@@ -248,7 +278,7 @@ func (p *Plugin) Handler(store *core.Store) core.Handler {
 		wctx := core.WithPlugin(core.WithAction(ctx, core.ActionPlugin), p.Ref())
 		wctx = policy.WithPrincipal(wctx, p.Principal())
 		for _, src := range order {
-			if _, err := store.AppendBatch(wctx, bySource[src]); err != nil {
+			if err := AppendReactions(wctx, store, bySource[src]); err != nil {
 				return core.Continue, fmt.Errorf("batpak: plugin %s reactions to %s: %w", p.name, batch[src].Header.ID, err)
 			}
 		}

@@ -212,3 +212,62 @@ func TestHandlerRedeliveryWritesOnce(t *testing.T) {
 		}
 	}
 }
+
+// busyGate asks the first n plugin writes to retry, as a tenant's policy
+// does when its evaluations are all busy.
+type busyGate struct{ refusals atomic.Int32 }
+
+func (g *busyGate) Admit(ctx context.Context, p *core.Proposal) error {
+	if p.Action == core.ActionPlugin && g.refusals.Add(-1) >= 0 {
+		return &core.RetryError{After: 5 * time.Millisecond, Reason: "every policy evaluation slot is busy"}
+	}
+	return nil
+}
+
+// TestHandlerWaitsOutBusyGates: reactions refused with a RetryError (the
+// gate busy, not the plugin wrong) are written after the wait, each once;
+// the worker does not fault or restart for them.
+func TestHandlerWaitsOutBusyGates(t *testing.T) {
+	gate := &busyGate{}
+	gate.refusals.Store(6)
+	s := openStore(t, func(c *core.Config) { c.Admission = gate })
+	p := load(t, newHost(t), fixture(t, "handler-flaky"), handlerManifest("echo"))
+	if _, _, err := p.Handle(context.Background(), []core.StoredEvent{oneEvent(kindA)}); err == nil {
+		t.Fatal("handler-flaky did not trap on its first call")
+	}
+	p.Reset()
+	appendEvents(t, s, "order:1", 10, kindA)
+	never := core.RestartNever()
+	w, err := s.CursorWorker(context.Background(), core.All().WithCategory(1), core.WorkerConfig{BatchSize: 4, Restart: &never}, p.Handler(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoes := func() []core.StoredEvent {
+		evs, err := s.Stream("echo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return evs
+	}
+	waitFor(t, "10 echoes", func() bool { return len(echoes()) >= 10 })
+	w.Stop()
+	if err := w.Join(); err != nil {
+		t.Fatalf("the worker failed over busy gates: %v", err)
+	}
+	if r := w.Restarts(); r != 0 {
+		t.Errorf("restarts %d, want none", r)
+	}
+	if n := gate.refusals.Load(); n >= 0 {
+		t.Fatalf("the gate refused %d writes fewer than asked: the test did not exercise waiting", 6-n)
+	}
+	seen := map[core.EventID]bool{}
+	for _, e := range echoes() {
+		if seen[e.Header.CausationID] {
+			t.Fatalf("source %s echoed twice", e.Header.CausationID)
+		}
+		seen[e.Header.CausationID] = true
+	}
+	if len(seen) != 10 {
+		t.Fatalf("%d sources echoed, want 10", len(seen))
+	}
+}

@@ -39,7 +39,9 @@
 // action "plugin", principal {id "worker:<name>", tenant <tenant>, roles
 // ["plugin"]} and input.plugin the plugin's name, version and module
 // digest (plugins.Plugin.Ref). A denied reaction is a fault of the
-// worker, like a plugin trap.
+// worker, like a plugin trap; one refused for now (the tenant's policy
+// evaluations all busy: 503 BUSY to an API writer) is written again after
+// the wait, and is no fault.
 //
 // # States
 //

@@ -882,7 +882,8 @@ func (r *runner) admit(ctx context.Context, store *core.Store, items []core.Batc
 // the plugin and writes the reactions it returns, those of each source
 // event as one atomic batch with idempotency keys
 // "worker:<cursor>:<source id>:<n>", through the tenant store's gates
-// (action "plugin", the worker's principal, the plugin's Ref).
+// (action "plugin", the worker's principal, the plugin's Ref), waiting out
+// a gate that asks to retry (plugins.AppendReactions).
 func (r *runner) handler(store *core.Store, p *plugins.Plugin) core.Handler {
 	principal := policy.Principal{ID: "worker:" + r.def.Name, Tenant: r.def.Tenant, Roles: []string{"plugin"}}
 	cursor := r.def.Cursor
@@ -918,7 +919,7 @@ func (r *runner) handler(store *core.Store, p *plugins.Plugin) core.Handler {
 			if err := r.admit(ctx, store, bySource[src]); err != nil {
 				return core.Continue, fmt.Errorf("reactions to %s: %w", batch[src].Header.ID, err)
 			}
-			if _, err := store.AppendBatch(wctx, bySource[src]); err != nil {
+			if err := plugins.AppendReactions(wctx, store, bySource[src]); err != nil {
 				return core.Continue, fmt.Errorf("reactions to %s: %w", batch[src].Header.ID, err)
 			}
 		}
