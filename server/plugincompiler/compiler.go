@@ -153,7 +153,9 @@ func (c *Compiler) Compile(ctx context.Context, cacheDir string, wasm []byte) er
 	case errors.As(err, &exit) && exit.ExitCode() == exitMemory:
 		return fmt.Errorf("%w: it took more than %d MiB of memory", ErrLimit, c.limits.MemoryBytes>>20)
 	}
-	if msg := stderr.text(); msg != "" {
+	// A crash: its first line (a panic's or fatal error's message), never
+	// the goroutine dump after it, which names the server's source files.
+	if msg, _, _ := strings.Cut(stderr.text(), "\n"); msg != "" {
 		return fmt.Errorf("batpak: the plugin compiler process failed: %w: %s", err, msg)
 	}
 	return fmt.Errorf("batpak: the plugin compiler process failed: %w", err)
