@@ -414,6 +414,12 @@ func TestConsoleInABrowser(t *testing.T) {
 	if st := e.must(e.do(nil, "GET", "/v1/tenants/acme/plugins/trap", nil, "Authorization", "Bearer "+key), 200).json(t); st["quarantined"] != false {
 		t.Fatalf("trap after Reset: %v", st)
 	}
+	// The open page reads again by itself: faulted twice more from
+	// elsewhere, the plugin shows as quarantined without a reload.
+	for range 2 {
+		e.do(nil, "GET", "/v1/tenants/acme/projections/trap/order:1", nil, "Authorization", "Bearer "+key)
+	}
+	b.waitText("#plugin-trap", "quarantined")
 	b.noErrors("plugins")
 
 	// Isolation from the browser: another tenant's data is refused, and

@@ -727,52 +727,68 @@
       try { await api("POST", tpath("/" + what + "/" + encodeURIComponent(name) + "/reset")); toast(name + " reset"); route(); }
       catch (e) { toast(e.message); }
     };
-    try {
-      const ps = (await api("GET", tpath("/plugins"))).plugins || [];
-      if (!ps.length) put(pbox, el("p", { class: "muted" }, "No plugins uploaded."));
-      for (const p of ps) {
-        // Every node's part (on a cluster each node runs the plugin and
-        // counts its own faults): quarantined anywhere shows here.
-        // Asked one plugin at a time: a tenant gathers one such answer at
-        // a time on a node.
-        let st = null, unavailable = "";
-        try { st = await api("GET", tpath("/plugins/" + encodeURIComponent(p.name) + "?nodes=all")); } catch (e) { unavailable = e.message; }
-        const parts = (st && st.nodes) || [];
-        const quarantined = st ? st.quarantined : p.quarantined;
-        const loaded = st ? st.loaded : p.loaded;
-        const loadError = (parts.find((n) => n.load_error) || {}).load_error;
-        const many = parts.length > 1;
-        const faults = parts.flatMap((n) => (n.faults || []).map((f) => Object.assign({ node: n.node }, f)))
-          .sort((a, b) => (Date.parse(a.time) || 0) - (Date.parse(b.time) || 0));
-        const partText = (n) => n.node + ": " + (n.error ? n.error : n.quarantined ? "quarantined" : n.loaded ? "loaded" : "not loaded") +
-          (n.error ? "" : ", " + plural(n.stats.calls, "call", "calls") + ", " + plural(n.stats.faults, "fault", "faults"));
-        put(pbox, el("div", { class: "panel", id: "plugin-" + p.name },
-          el("div", { class: "row" }, el("strong", {}, p.name), el("span", { class: "pill" }, p.kind),
-            quarantined ? status(false, "", many ? "quarantined on " + parts.filter((n) => n.quarantined).map((n) => n.node).join(", ") : "quarantined")
-              : loaded ? status(true, "loaded") : status(false, "", "not loaded" + (loadError ? ": " + loadError : ""), true),
-            quarantined ? el("button", { type: "button", "data-plugin": p.name, onclick: () => reset("plugins", p.name) }, "Reset quarantine") : null),
-          el("p", { class: "muted" }, "active version " + (p.active || "–") + " · " + plural(p.versions, "version", "versions") + " kept · digest ", el("code", {}, (p.digest || "").slice(0, 12)),
-            st ? " · " + plural(st.stats.calls, "call", "calls") + ", " + plural(st.stats.faults, "fault", "faults") + (many ? " on " + plural(parts.length, "node", "nodes") : "") : ""),
-          many ? el("ul", { class: "plugin-nodes" }, parts.map((n) => el("li", { class: n.error ? "mono warn" : "mono" }, partText(n)))) : null,
-          st && st.unanswered ? el("p", { class: "warn" }, "Partial: " + st.answered + " of " + parts.length + " nodes answered; the state above is theirs.") : null,
-          unavailable ? el("p", { class: "warn" }, "Every node's status is not available now (" + unavailable + "); this is the state of the node you are connected to.") : null,
-          faults.length ? el("details", {}, el("summary", {}, faults.length + " recent fault(s)"),
-            el("ul", {}, faults.slice(-10).map((f) => el("li", { class: "mono" }, (many ? f.node + " " : "") + faultText(f))))) : null));
-      }
-    } catch (e) { put(pbox, el("p", { class: "muted" }, e.message)); }
-    try {
-      const ws = (await api("GET", tpath("/workers"))).workers || [];
-      put(wbox, ws.length ? el("table", {},
-        el("thead", {}, el("tr", {}, ["Worker", "Plugin", "State", "Position", "Lag", "Faults and restarts", ""].map((h) => el("th", { scope: "col" }, h)))),
-        el("tbody", {}, ws.map((w) => el("tr", {},
-          el("th", { scope: "row" }, w.name), el("td", {}, w.plugin),
-          el("td", {}, w.state === "running" ? status(true, "running") : status(false, "", w.state + (w.quarantine ? " (quarantined)" : ""), w.state !== "quarantined")),
-          el("td", { class: "num" }, num(w.position)), el("td", { class: "num" }, num(w.lag)),
-          el("td", {}, (w.recent_faults || 0) + " recent, " + plural(w.restarts || 0, "restart", "restarts"),
-            w.last_fault ? el("div", { class: "mono" }, "last: " + faultText(w.last_fault)) : null),
-          el("td", {}, w.quarantine || w.state === "quarantined" ? el("button", { type: "button", onclick: () => reset("workers", w.name) }, "Reset") : null)))))
-        : el("p", { class: "muted" }, "No hosted workers."));
-    } catch (e) { put(wbox, el("p", { class: "muted" }, e.message)); }
+    // The page reads again every 5 s (a plugin quarantined on some node, a
+    // node that stops answering); an expanded list of faults stays open.
+    const refresh = async () => {
+      const pitems = [el("h2", {}, "Plugins")], witems = [el("h2", {}, "Hosted workers")];
+      const open = new Set([...pbox.querySelectorAll("details[open]")].map((d) => d.id));
+      try {
+        const ps = (await api("GET", tpath("/plugins"))).plugins || [];
+        if (!ps.length) pitems.push(el("p", { class: "muted" }, "No plugins uploaded."));
+        for (const p of ps) {
+          // Every node's part (on a cluster each node runs the plugin and
+          // counts its own faults): quarantined anywhere shows here.
+          // Asked one plugin at a time: a tenant gathers one such answer at
+          // a time on a node.
+          let st = null, unavailable = "";
+          try { st = await api("GET", tpath("/plugins/" + encodeURIComponent(p.name) + "?nodes=all")); } catch (e) { unavailable = e.message; }
+          const parts = (st && st.nodes) || [];
+          const quarantined = st ? st.quarantined : p.quarantined;
+          const loaded = st ? st.loaded : p.loaded;
+          const loadError = (parts.find((n) => n.load_error) || {}).load_error;
+          const many = parts.length > 1;
+          const faults = parts.flatMap((n) => (n.faults || []).map((f) => Object.assign({ node: n.node }, f)))
+            .sort((a, b) => (Date.parse(a.time) || 0) - (Date.parse(b.time) || 0));
+          const partText = (n) => n.node + ": " + (n.error ? n.error : n.quarantined ? "quarantined" : n.loaded ? "loaded" : "not loaded") +
+            (n.error ? "" : ", " + plural(n.stats.calls, "call", "calls") + ", " + plural(n.stats.faults, "fault", "faults"));
+          pitems.push(el("div", { class: "panel", id: "plugin-" + p.name },
+            el("div", { class: "row" }, el("strong", {}, p.name), el("span", { class: "pill" }, p.kind),
+              quarantined ? status(false, "", many ? "quarantined on " + parts.filter((n) => n.quarantined).map((n) => n.node).join(", ") : "quarantined")
+                : loaded ? status(true, "loaded") : status(false, "", "not loaded" + (loadError ? ": " + loadError : ""), true),
+              quarantined ? el("button", { type: "button", "data-plugin": p.name, onclick: () => reset("plugins", p.name) }, "Reset quarantine") : null),
+            el("p", { class: "muted" }, "active version " + (p.active || "–") + " · " + plural(p.versions, "version", "versions") + " kept · digest ", el("code", {}, (p.digest || "").slice(0, 12)),
+              st ? " · " + plural(st.stats.calls, "call", "calls") + ", " + plural(st.stats.faults, "fault", "faults") + (many ? " on " + plural(parts.length, "node", "nodes") : "") : ""),
+            many ? el("ul", { class: "plugin-nodes" }, parts.map((n) => el("li", { class: n.error ? "mono warn" : "mono" }, partText(n)))) : null,
+            st && st.unanswered ? el("p", { class: "warn" }, "Partial: " + st.answered + " of " + parts.length + " nodes answered; the state above is theirs.") : null,
+            unavailable ? el("p", { class: "warn" }, "Every node's status is not available now (" + unavailable + "); this is the state of the node you are connected to.") : null,
+            faults.length ? el("details", { id: "faults-" + p.name, open: open.has("faults-" + p.name) }, el("summary", {}, faults.length + " recent fault(s)"),
+              el("ul", {}, faults.slice(-10).map((f) => el("li", { class: "mono" }, (many ? f.node + " " : "") + faultText(f))))) : null));
+        }
+      } catch (e) { pitems.push(el("p", { class: "muted" }, e.message)); }
+      try {
+        const ws = (await api("GET", tpath("/workers"))).workers || [];
+        witems.push(ws.length ? el("table", {},
+          el("thead", {}, el("tr", {}, ["Worker", "Plugin", "State", "Position", "Lag", "Faults and restarts", ""].map((h) => el("th", { scope: "col" }, h)))),
+          el("tbody", {}, ws.map((w) => el("tr", {},
+            el("th", { scope: "row" }, w.name), el("td", {}, w.plugin),
+            el("td", {}, w.state === "running" ? status(true, "running") : status(false, "", w.state + (w.quarantine ? " (quarantined)" : ""), w.state !== "quarantined")),
+            el("td", { class: "num" }, num(w.position)), el("td", { class: "num" }, num(w.lag)),
+            el("td", {}, (w.recent_faults || 0) + " recent, " + plural(w.restarts || 0, "restart", "restarts"),
+              w.last_fault ? el("div", { class: "mono" }, "last: " + faultText(w.last_fault)) : null),
+            el("td", {}, w.quarantine || w.state === "quarantined" ? el("button", { type: "button", onclick: () => reset("workers", w.name) }, "Reset") : null)))))
+          : el("p", { class: "muted" }, "No hosted workers."));
+      } catch (e) { witems.push(el("p", { class: "muted" }, e.message)); }
+      clear(pbox); put(pbox, ...pitems);
+      clear(wbox); put(wbox, ...witems);
+    };
+    await refresh();
+    let busy = false;
+    const t = setInterval(() => {
+      if (busy) return;
+      busy = true;
+      refresh().catch(() => {}).finally(() => { busy = false; });
+    }, 5000);
+    cleanup.push(() => clearInterval(t));
   }
 
   // ---------- start ----------
