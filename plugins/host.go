@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,10 +47,10 @@ type Host struct {
 	validMu   sync.Mutex
 	valid     map[string]bool
 
-	// compiler, when set, compiles each rewritten module into cacheDir
-	// first (HostOptions.Compiler); the digests of modules it passed are
-	// remembered in bounded and, with a CacheDir, in boundedDir.
-	compiler   func(ctx context.Context, cacheDir string, wasm []byte) error
+	// compiler, when set, validates and compiles each module into
+	// cacheDir first (HostOptions.Compiler); the modules it passed are
+	// remembered in bounded and in boundedDir.
+	compiler   func(ctx context.Context, cacheDir string, original, rewritten []byte) error
 	cacheDir   string
 	boundedDir string
 	bounded    map[string]bool
@@ -72,19 +73,25 @@ type HostOptions struct {
 	// wazero keeps the entry) is compiled again in memory: it loads, at
 	// the cost of a cold compile at every load until the entry is removed.
 	CacheDir string
-	// Compiler, when set, compiles each module before the host does, into
-	// CacheDir (which it then requires), somewhere the time and memory a
-	// compile takes can be bounded: wazero's optimizing compiler cannot be
-	// interrupted, and a module of a few kilobytes can take minutes and
-	// gigabytes to compile (loops nested deep over many locals). The host
-	// compiles a module only after the Compiler returned nil for it,
-	// usually from the cache the Compiler filled; an error refuses the
-	// module (a *LoadError whose Cause is the error). A module the
-	// Compiler passed is remembered (in memory and in
-	// CacheDir/batpak-bounded) and not given to it again. CompileInto is
-	// what a Compiler runs in its own process. nil: the host compiles in
-	// its own process, unbounded — trusted modules only.
-	Compiler func(ctx context.Context, cacheDir string, wasm []byte) error
+	// Compiler, when set, validates each module as written (original)
+	// and compiles it as the host rewrote it (rewritten; nil when only
+	// validation is asked) before the host does, into CacheDir (which it
+	// then requires), somewhere the time and memory they take can be
+	// bounded: wazero's compiler and validator cannot be interrupted, and
+	// a module of a few kilobytes can take minutes and gigabytes there
+	// (loops nested deep over many locals; a br_table over many targets of
+	// a type with many results). The host then compiles the rewritten
+	// module itself, usually from the cache the Compiler filled, and never
+	// validates it apart: wazero's decoding and validation at that compile
+	// take no longer than they took in the Compiler. An error refuses the
+	// module (a *LoadError whose Cause is the error; one wrapping
+	// ErrInvalidModule is reported as a module not valid WebAssembly). A
+	// module the Compiler passed is remembered (in memory and in
+	// CacheDir/batpak-bounded, per wazero version) and not given to it
+	// again. CompileInto is what a Compiler runs in its own process. nil:
+	// the host validates and compiles in its own process, unbounded —
+	// trusted modules only.
+	Compiler func(ctx context.Context, cacheDir string, original, rewritten []byte) error
 	// Logger receives plugins' log calls. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -264,10 +271,9 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	// module.go), and bound its tables' growth.
 	shape, err := readModule(wasm)
 	if err != nil {
-		// wazero's reason, if it has one, from the validator (never the
-		// optimizing compiler: that is what a Compiler bounds).
-		if verr := h.validate(ctx, wasm, digest); verr != nil {
-			return fail("the module is not valid WebAssembly", verr)
+		// wazero's reason, if it has one (bounded by the Compiler, if any).
+		if verr := h.validateFirst(ctx, wasm, digest, nil); verr != nil {
+			return fail(refusal(verr))
 		}
 		return fail("the host cannot measure the module's sections", err)
 	}
@@ -277,18 +283,22 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	if reason := shape.check(m.Limits); reason != "" {
 		return fail(reason, nil)
 	}
-	// Validate the module as written before rewriting it: the rewrite
-	// appends globals, so a module that uses a global index it does not
-	// declare would otherwise become valid and reach the host's counters.
-	if err := h.validate(ctx, wasm, digest); err != nil {
-		return fail("the module is not valid WebAssembly", err)
+	// Validate the module as written, as well as compiling it rewritten:
+	// the rewrite appends globals, so a module that uses a global index it
+	// does not declare would otherwise become valid and reach the host's
+	// counters. With a Compiler both happen there, bounded, and the
+	// rewritten module's decoding and validation here (which wazero does
+	// at every compile, a cached one too) then take no more than they took
+	// there.
+	counted, cerr := addStackCounters(shape.boundTables(wasm, uint64(m.Limits.TableElements)), m.Limits)
+	if cerr != nil {
+		counted = nil
 	}
-	counted, err := addStackCounters(shape.boundTables(wasm, uint64(m.Limits.TableElements)), m.Limits)
-	if err != nil {
-		return fail("the host cannot add its call-stack counters to the module", err)
+	if err := h.validateFirst(ctx, wasm, digest, counted); err != nil {
+		return fail(refusal(err))
 	}
-	if err := h.compileBounded(ctx, counted); err != nil {
-		return fail("compiling the module", err)
+	if cerr != nil {
+		return fail("the host cannot add its call-stack counters to the module", cerr)
 	}
 	mod, err := rt.CompileModule(ctx, counted)
 	if err != nil && h.dirCache {
@@ -449,27 +459,51 @@ func (h *Host) validate(ctx context.Context, wasm []byte, digest string) error {
 	return nil
 }
 
-// compileBounded gives the rewritten module to the host's Compiler,
-// unless there is none or it passed a module of the same digest before.
-func (h *Host) compileBounded(ctx context.Context, counted []byte) error {
+// ErrInvalidModule: a module is not valid WebAssembly as written (the
+// error wraps wazero's reason). A Compiler returns it, wrapped, for such a
+// module (CompileInto does).
+var ErrInvalidModule = errors.New("not valid WebAssembly")
+
+// refusal is the reason and cause a load refuses with for an error of
+// validateFirst.
+func refusal(err error) (string, error) {
+	if errors.Is(err, ErrInvalidModule) {
+		return "the module is not valid WebAssembly", err
+	}
+	return "compiling the module", err
+}
+
+// validateFirst validates wasm as written and, unless rewritten is nil,
+// compiles the rewritten module: with a Compiler both in it (once per
+// module: what it passed is remembered, in memory and under
+// boundedDir, per wazero version), bounded; without one, it validates
+// wasm here (Host.validate) and leaves the compile to the caller. Errors
+// wrap ErrInvalidModule for a module that is not valid.
+func (h *Host) validateFirst(ctx context.Context, wasm []byte, digest string, rewritten []byte) error {
 	if h.compiler == nil {
+		if err := h.validate(ctx, wasm, digest); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidModule, err)
+		}
 		return nil
 	}
-	digest := Digest(counted)
+	if rewritten == nil {
+		return h.compiler(ctx, h.cacheDir, wasm, nil)
+	}
+	key := Digest([]byte(digest + Digest(rewritten)))
 	h.validMu.Lock()
-	known := h.bounded[digest]
+	known := h.bounded[key]
 	h.validMu.Unlock()
-	marker := filepath.Join(h.boundedDir, digest)
+	marker := filepath.Join(h.boundedDir, wazeroVersion, key)
 	if !known {
 		if _, err := os.Stat(marker); err == nil {
 			known = true
 		}
 	}
 	if !known {
-		if err := h.compiler(ctx, h.cacheDir, counted); err != nil {
+		if err := h.compiler(ctx, h.cacheDir, wasm, rewritten); err != nil {
 			return err
 		}
-		if os.MkdirAll(h.boundedDir, 0o755) == nil { // best effort
+		if os.MkdirAll(filepath.Dir(marker), 0o755) == nil { // best effort
 			_ = os.WriteFile(marker, nil, 0o644)
 		}
 	}
@@ -478,19 +512,48 @@ func (h *Host) compileBounded(ctx context.Context, counted []byte) error {
 	if len(h.bounded) >= 4096 {
 		clear(h.bounded)
 	}
-	h.bounded[digest] = true
+	h.bounded[key] = true
 	return nil
 }
 
-// CompileInto compiles wasm into the compiled-code cache in dir exactly as
-// a Host with that CacheDir compiles a module it loads (the same runtime
-// configuration, so the Host then finds it there): what a
-// HostOptions.Compiler runs in a process of its own. wasm is what the
-// Compiler was given. It returns wazero's error for a module that does not
-// compile; one that compiles although the cache cannot keep it (a damaged
-// entry, a full disk) is not an error, since the Host then compiles it in
-// memory in as long.
-func CompileInto(ctx context.Context, dir string, wasm []byte) error {
+// wazeroVersion names the compiler the bounded markers vouch for: a
+// module that compiled within the limits with one version of wazero is
+// given to the Compiler again under another.
+var wazeroVersion = func() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == "github.com/tetratelabs/wazero" {
+				return "wazero-" + d.Version
+			}
+		}
+	}
+	return "wazero-unknown"
+}()
+
+// CompileInto does what a Host with that CacheDir and a Compiler asks of
+// the Compiler: it validates original as written (wazero's interpreter,
+// as Host.validate), then, unless rewritten is nil, compiles rewritten
+// into the compiled-code cache in dir exactly as the Host compiles it
+// (the same runtime configuration, so the Host then finds it there). It
+// is what a HostOptions.Compiler runs in a process of its own, with the
+// bytes it was given. A module not valid as written fails with
+// ErrInvalidModule wrapping wazero's reason; one that does not compile
+// with wazero's error. One that compiles although the cache cannot keep
+// it (a damaged entry, a full disk) is not an error: the Host then
+// compiles it in memory, in no longer than it took here.
+func CompileInto(ctx context.Context, dir string, original, rewritten []byte) error {
+	v := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
+	mod, err := v.CompileModule(ctx, original)
+	if err == nil {
+		err = mod.Close(ctx)
+	}
+	v.Close(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidModule, err)
+	}
+	if rewritten == nil {
+		return nil
+	}
 	cache, err := wazero.NewCompilationCacheWithDir(dir)
 	if err != nil {
 		return fmt.Errorf("batpak: plugin compilation cache: %w", err)
@@ -499,7 +562,7 @@ func CompileInto(ctx context.Context, dir string, wasm []byte) error {
 	compile := func(cache wazero.CompilationCache) error {
 		rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(cache))
 		defer rt.Close(ctx)
-		_, err := rt.CompileModule(ctx, wasm)
+		_, err := rt.CompileModule(ctx, rewritten)
 		return err
 	}
 	if compile(cache) == nil {

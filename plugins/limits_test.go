@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/testmodules"
 	"github.com/batpak-go/batpak/plugins"
 )
 
@@ -287,5 +288,33 @@ func TestMemoryLimitExact(t *testing.T) {
 		if err := h.Unload(ctx, m.Name); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestLoadRefusesWhatDecodingWouldAllocate: a module whose functions
+// declare more locals than the host allows, or more functions, or a type
+// with more results, is refused by name before wazero decodes it (which
+// would allocate every local: the 77-byte module of four functions of
+// 2^32 - 1 locals each asks 32 GiB, and the process dies).
+func TestLoadRefusesWhatDecodingWouldAllocate(t *testing.T) {
+	h := newHost(t)
+	for name, c := range map[string]struct {
+		wasm []byte
+		want string
+	}{
+		"2^32 locals, four times": {testmodules.ManyLocals(4, 1<<32-1), "locals, over the limit of 50000"},
+		"locals together":         {testmodules.ManyLocals(50, 49_000), "locals together, over the limit of 2000000"},
+		"functions":               {testmodules.ManyLocals(plugins.MaxFunctions+1, 0), "functions, over the limit of 200000"},
+		"results":                 {testmodules.SlowToValidate(plugins.MaxTypeArity+1, 1), "results, over the limit of 1000"},
+	} {
+		_, err := h.Load(context.Background(), c.wasm, projManifest("big"))
+		if le := asLoadError(t, err); !strings.Contains(le.Reason, c.want) {
+			t.Errorf("%s: %v, want a refusal naming %q", name, err, c.want)
+		}
+	}
+	// At the limits: refused for what it lacks, not for its size.
+	_, err := h.Load(context.Background(), testmodules.ManyLocals(2, plugins.MaxFunctionLocals), projManifest("ok"))
+	if le := asLoadError(t, err); strings.Contains(le.Reason, "over the limit") {
+		t.Errorf("at the limits: %v", err)
 	}
 }

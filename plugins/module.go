@@ -22,12 +22,28 @@ import (
 //	global     count                              Limits.Globals
 //	element    entries of all segments            Limits.TableElements
 //	data       bytes of all segments              Limits.MemoryPages × 64 KiB
+//	type       parameters and results of each      MaxTypeArity
+//	code       functions; locals of each and of    MaxFunctions; MaxFunctionLocals,
+//	           all together                       MaxModuleLocals
 //
 // Lowering a table's maximum is the one change Load makes to a module (the
 // table section is re-encoded; the digest is still the original bytes'):
 // wazero honours a table's maximum in table.grow, which then fails (-1) as
 // the spec allows, so a module cannot grow its tables past the limit at
 // run time. Anything the reader cannot measure is refused.
+
+// Bounds on what wazero allocates to decode and validate a module, which
+// it does before any compile (a cached one too): locals are allocated
+// one by one (a 77-byte module declaring 2^32 locals in each of four
+// functions asks for 32 GiB), and a type's results are compared at every
+// branch to its label. They are far above what compilers emit (a Go
+// guest: about 2,000 functions, at most a few hundred locals each).
+const (
+	MaxFunctions      = 200_000
+	MaxFunctionLocals = 50_000
+	MaxModuleLocals   = 2_000_000
+	MaxTypeArity      = 1_000
+)
 
 // Wasm section ids.
 const (
@@ -58,6 +74,9 @@ type moduleShape struct {
 	// tableSec is the table section's bytes: [start, end) of the whole
 	// section (id, size, body); zero if there is none.
 	tableStart, tableEnd int
+	functions            uint64 // bodies in the code section
+	maxLocals, locals    uint64 // the most of one function; all together
+	maxArity             uint64 // the most parameters or results of a type
 }
 
 var errMalformed = errors.New("malformed module")
@@ -233,6 +252,44 @@ func readModule(wasm []byte) (moduleShape, error) {
 					}
 				}
 			}
+		case secType:
+			for n := sec.uleb(); n > 0 && sec.err == nil; n-- {
+				if sec.u8() != 0x60 {
+					sec.fail()
+					break
+				}
+				for range 2 { // parameters, results
+					k := sec.uleb()
+					s.maxArity = max(s.maxArity, k)
+					sec.skip(k)
+				}
+			}
+		case secCode:
+			n := sec.uleb()
+			s.functions = n
+			if n > MaxFunctions {
+				sec.b = nil // refused by check
+				break
+			}
+			for ; n > 0 && sec.err == nil; n-- {
+				size := sec.uleb()
+				if size > uint64(len(sec.b)) {
+					sec.fail()
+					break
+				}
+				body := wasmReader{b: sec.b[:size]}
+				sec.b = sec.b[size:]
+				var locals uint64
+				for d := body.uleb(); d > 0 && body.err == nil; d-- {
+					locals = addLocals(locals, body.uleb())
+					body.u8()
+				}
+				if body.err != nil {
+					sec.fail()
+				}
+				s.maxLocals = max(s.maxLocals, locals)
+				s.locals = addLocals(s.locals, locals)
+			}
 		case secData:
 			for n := sec.uleb(); n > 0 && sec.err == nil; n-- {
 				switch sec.uleb() {
@@ -259,6 +316,9 @@ func readModule(wasm []byte) (moduleShape, error) {
 	return s, nil
 }
 
+// addLocals adds counts of locals, saturating at 2^40 (no sum wraps).
+func addLocals(a, b uint64) uint64 { return min(min(a, 1<<40)+min(b, 1<<40), 1<<40) }
+
 // check returns why the module is over l, or "".
 func (s *moduleShape) check(l Limits) string {
 	var elems uint64
@@ -276,6 +336,14 @@ func (s *moduleShape) check(l Limits) string {
 		return fmt.Sprintf("it declares %d globals, over the limit of %d (limits.globals)", s.globals, l.Globals)
 	case s.memDefined && s.memPages > uint64(l.MemoryPages):
 		return fmt.Sprintf("its initial memory is %d pages, over the limit of %d", s.memPages, l.MemoryPages)
+	case s.functions > MaxFunctions:
+		return fmt.Sprintf("it defines %d functions, over the limit of %d", s.functions, MaxFunctions)
+	case s.maxLocals > MaxFunctionLocals:
+		return fmt.Sprintf("a function declares %d locals, over the limit of %d", s.maxLocals, MaxFunctionLocals)
+	case s.locals > MaxModuleLocals:
+		return fmt.Sprintf("its functions declare %d locals together, over the limit of %d", s.locals, MaxModuleLocals)
+	case s.maxArity > MaxTypeArity:
+		return fmt.Sprintf("a function type has %d parameters or results, over the limit of %d", s.maxArity, MaxTypeArity)
 	case s.dataBytes > uint64(l.MemoryPages)*65536:
 		return fmt.Sprintf("its data segments hold %d bytes, over the memory limit of %d pages (%d bytes)", s.dataBytes, l.MemoryPages, uint64(l.MemoryPages)*65536)
 	}
@@ -653,7 +721,7 @@ func countStack(body []byte, g uint64, l Limits, paramsResults uint64, bt []byte
 	r := wasmReader{b: body}
 	var locals uint64
 	for n := r.uleb(); n > 0 && r.err == nil; n-- {
-		locals = min(locals+r.uleb(), 1<<40) // wazero refuses far fewer
+		locals = addLocals(locals, r.uleb())
 		r.u8()
 	}
 	if r.err != nil {

@@ -543,7 +543,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return fail(fmt.Errorf("tenant policies: %w", err))
 	}
 	s.policiesReady.Store(s.policies)
-	var compiler func(context.Context, string, []byte) error
+	var compiler func(context.Context, string, []byte, []byte) error
 	if pc, err := plugincompiler.New(cfg.PluginCompile); err == nil {
 		compiler = pc.Compile
 	} else if errors.Is(err, plugincompiler.ErrUnavailable) {

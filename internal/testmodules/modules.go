@@ -23,6 +23,49 @@ func SlowToCompile(depth, locals int) []byte {
 	return module(uint64(locals), code)
 }
 
+// SlowToValidate returns a valid module whose one function, of type
+// () -> (results × i32), pushes its results and ends with a br_table of
+// targets targets, all to the function's end: wazero's validator compares
+// the results at every target (results 30,000 with targets 300,000, 390
+// KB: about 40 s in its interpreter, which validates a module as written).
+func SlowToValidate(results, targets int) []byte {
+	var code []byte
+	for range results {
+		code = append(code, 0x41, 0x00) // i32.const 0
+	}
+	code = append(code, 0x41, 0x00, 0x0e) // i32.const 0 (the index); br_table
+	code = uleb(code, uint64(targets))
+	for range targets + 1 { // the targets and the default: the function's end
+		code = append(code, 0x00)
+	}
+	typ := append([]byte{0x60, 0}, uleb(nil, uint64(results))...)
+	for range results {
+		typ = append(typ, 0x7f)
+	}
+	return moduleOfType(typ, 0, code)
+}
+
+// ManyLocals returns a module of functions functions of type () -> (),
+// each declaring locals i32 locals and doing nothing: wazero allocates
+// every local when it decodes the module (2^32 - 1 in each of four
+// functions: 32 GiB).
+func ManyLocals(functions int, locals uint64) []byte {
+	m := []byte{0, 'a', 's', 'm', 1, 0, 0, 0}
+	m = append(m, 1, 4, 1, 0x60, 0, 0) // type section: () -> ()
+	fsec := uleb(nil, uint64(functions))
+	for range functions {
+		fsec = append(fsec, 0)
+	}
+	m = append(uleb(append(m, 3), uint64(len(fsec))), fsec...)
+	m = append(m, 5, 3, 1, 0, 1) // memory section: min 1 page
+	body := append(uleb([]byte{1}, locals), 0x7f, 0x0b)
+	sec := uleb(nil, uint64(functions))
+	for range functions {
+		sec = append(uleb(sec, uint64(len(body))), body...)
+	}
+	return append(uleb(append(m, 10), uint64(len(sec))), sec...)
+}
+
 // Small returns a valid module with one empty function: it compiles in
 // microseconds.
 func Small() []byte { return module(0, nil) }
@@ -31,12 +74,18 @@ func Small() []byte { return module(0, nil) }
 // one function of type () -> () with locals i32 locals and body code (its
 // final end added), exported as "run".
 func module(locals uint64, code []byte) []byte {
+	return moduleOfType([]byte{0x60, 0, 0}, locals, code)
+}
+
+// moduleOfType is module with the function's type encoded as typ.
+func moduleOfType(typ []byte, locals uint64, code []byte) []byte {
 	m := []byte{0, 'a', 's', 'm', 1, 0, 0, 0}
-	m = append(m, 1, 4, 1, 0x60, 0, 0) // type section: () -> ()
-	m = append(m, 3, 2, 1, 0)          // function section: type 0
-	m = append(m, 5, 3, 1, 0, 1)       // memory section: min 1 page
+	tsec := append([]byte{1}, typ...)
+	m = append(uleb(append(m, 1), uint64(len(tsec))), tsec...) // type section
+	m = append(m, 3, 2, 1, 0)                                  // function section: type 0
+	m = append(m, 5, 3, 1, 0, 1)                               // memory section: min 1 page
 	exports := []byte{2, 6, 'm', 'e', 'm', 'o', 'r', 'y', 2, 0, 3, 'r', 'u', 'n', 0, 0}
-	m = append(m, 7, byte(len(exports)))
+	m = append(m, 7, byte(len(exports))) // export section
 	m = append(m, exports...)
 	var body []byte
 	if locals > 0 {

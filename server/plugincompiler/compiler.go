@@ -3,6 +3,7 @@ package plugincompiler
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -27,9 +28,10 @@ const (
 
 // The child's exit codes besides 0 (compiled).
 const (
-	exitNotCompiled = 3 // the module does not compile: stderr says why
+	exitInvalid     = 3 // the module is not valid as written: stderr says why
 	exitMemory      = 4 // over the memory limit
 	exitUsage       = 5 // started wrongly
+	exitNotCompiled = 6 // the rewritten module does not compile: stderr says why
 )
 
 // Defaults and ranges of Limits.
@@ -116,14 +118,16 @@ func New(l Limits) (*Compiler, error) {
 // Limits returns the compiler's limits (defaults filled in).
 func (c *Compiler) Limits() Limits { return c.limits }
 
-// Compile compiles wasm into the compiled-code cache in cacheDir in a
-// child process (plugins.CompileInto): nil when it compiled. A module that
-// does not compile fails with wazero's reason; one that goes over the
-// time or memory limit fails with ErrLimit, wrapped; a child that cannot
-// be started or dies otherwise fails with what happened. Nothing is left
-// running when it returns. It has the signature of
-// plugins.HostOptions.Compiler.
-func (c *Compiler) Compile(ctx context.Context, cacheDir string, wasm []byte) error {
+// Compile validates original and compiles rewritten (unless nil) into the
+// compiled-code cache in cacheDir in a child process
+// (plugins.CompileInto): nil when both passed. A module not valid as
+// written fails with plugins.ErrInvalidModule, one that does not compile
+// with wazero's reason (both without the goroutine dump of a crash); one
+// that goes over the time or memory limit fails with ErrLimit, wrapped; a
+// child that cannot be started or dies otherwise fails with what
+// happened. Nothing is left running when it returns. It has the
+// signature of plugins.HostOptions.Compiler.
+func (c *Compiler) Compile(ctx context.Context, cacheDir string, original, rewritten []byte) error {
 	tctx, cancel := context.WithTimeout(ctx, c.limits.Timeout)
 	defer cancel()
 	cmd := exec.CommandContext(tctx, c.path)
@@ -135,7 +139,8 @@ func (c *Compiler) Compile(ctx context.Context, cacheDir string, wasm []byte) er
 		// A race-detector build waits a second at exit by default.
 		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"),
 	)
-	cmd.Stdin = bytes.NewReader(wasm)
+	head := binary.BigEndian.AppendUint64(nil, uint64(len(original)))
+	cmd.Stdin = io.MultiReader(bytes.NewReader(head), bytes.NewReader(original), bytes.NewReader(rewritten))
 	var stderr tail
 	cmd.Stderr = &stderr
 	setParentDeath(cmd)
@@ -148,6 +153,8 @@ func (c *Compiler) Compile(ctx context.Context, cacheDir string, wasm []byte) er
 		return fmt.Errorf("%w: it took longer than %v", ErrLimit, c.limits.Timeout)
 	case ctx.Err() != nil:
 		return ctx.Err()
+	case errors.As(err, &exit) && exit.ExitCode() == exitInvalid:
+		return fmt.Errorf("%w: %s", plugins.ErrInvalidModule, stderr.text())
 	case errors.As(err, &exit) && exit.ExitCode() == exitNotCompiled:
 		return errors.New(stderr.text())
 	case errors.As(err, &exit) && exit.ExitCode() == exitMemory:
@@ -201,8 +208,10 @@ func RunChild() {
 	os.Exit(child(dir, os.Getenv(envMemory)))
 }
 
-// child compiles the module on stdin into the cache in dir, with the Go
-// runtime's memory bounded by memory bytes, and returns the exit code.
+// child validates and compiles the modules on stdin (the original's
+// length as 8 bytes big-endian, the original, the rewritten module, if
+// any) into the cache in dir, with the Go runtime's memory bounded by
+// memory bytes, and returns the exit code.
 func child(dir, memory string) int {
 	limit, err := strconv.ParseInt(memory, 10, 64)
 	if err != nil || limit <= 0 || dir == "" {
@@ -213,12 +222,21 @@ func child(dir, memory string) int {
 	// past it (the limit is soft for the GC).
 	debug.SetMemoryLimit(limit)
 	go watchMemory(uint64(limit))
-	wasm, err := readAll(os.Stdin, limit)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "batpak plugin compiler: reading the module:", err)
+	in, err := readAll(os.Stdin, limit)
+	if err != nil || len(in) < 8 || binary.BigEndian.Uint64(in) > uint64(len(in)-8) {
+		fmt.Fprintln(os.Stderr, "batpak plugin compiler: reading the modules:", err)
 		return exitUsage
 	}
-	if err := plugins.CompileInto(context.Background(), dir, wasm); err != nil {
+	n := binary.BigEndian.Uint64(in)
+	original, rewritten := in[8:8+n], in[8+n:]
+	if len(rewritten) == 0 {
+		rewritten = nil
+	}
+	if err := plugins.CompileInto(context.Background(), dir, original, rewritten); err != nil {
+		if errors.Is(err, plugins.ErrInvalidModule) {
+			fmt.Fprintln(os.Stderr, strings.TrimPrefix(err.Error(), plugins.ErrInvalidModule.Error()+": "))
+			return exitInvalid
+		}
 		fmt.Fprintln(os.Stderr, err)
 		return exitNotCompiled
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/internal/testmodules"
+	"github.com/batpak-go/batpak/plugins"
 	"github.com/batpak-go/batpak/server/plugincompiler"
 )
 
@@ -48,7 +49,7 @@ func files(t *testing.T, dir string) int {
 func TestCompileFillsTheCache(t *testing.T) {
 	dir := t.TempDir()
 	c := newCompiler(t, plugincompiler.Limits{})
-	if err := c.Compile(context.Background(), dir, testmodules.Small()); err != nil {
+	if err := c.Compile(context.Background(), dir, testmodules.Small(), testmodules.Small()); err != nil {
 		t.Fatal(err)
 	}
 	if n := files(t, dir); n != 1 {
@@ -60,7 +61,8 @@ func TestCompileStopsAtTheTimeout(t *testing.T) {
 	dir := t.TempDir()
 	c := newCompiler(t, plugincompiler.Limits{Timeout: time.Second})
 	start := time.Now()
-	err := c.Compile(context.Background(), dir, testmodules.SlowToCompile(1000, 4000)) // ~13 s in process
+	slow := testmodules.SlowToCompile(1000, 4000) // ~13 s in process
+	err := c.Compile(context.Background(), dir, slow, slow)
 	took := time.Since(start)
 	if !errors.Is(err, plugincompiler.ErrLimit) || !strings.Contains(err.Error(), "longer than 1s") {
 		t.Fatalf("err = %v, want ErrLimit naming the 1s timeout", err)
@@ -76,7 +78,8 @@ func TestCompileStopsAtTheTimeout(t *testing.T) {
 
 func TestCompileStopsAtTheMemoryLimit(t *testing.T) {
 	c := newCompiler(t, plugincompiler.Limits{MemoryBytes: plugincompiler.MinMemoryBytes, Timeout: time.Minute})
-	err := c.Compile(context.Background(), t.TempDir(), testmodules.SlowToCompile(500, 2000)) // ~160 MB in process
+	slow := testmodules.SlowToCompile(500, 2000) // ~160 MB in process
+	err := c.Compile(context.Background(), t.TempDir(), slow, slow)
 	if !errors.Is(err, plugincompiler.ErrLimit) || !strings.Contains(err.Error(), "more than 64 MiB") {
 		t.Fatalf("err = %v, want ErrLimit naming 64 MiB", err)
 	}
@@ -86,8 +89,8 @@ func TestCompileStopsAtTheMemoryLimit(t *testing.T) {
 func TestCompileRefusesAnInvalidModule(t *testing.T) {
 	c := newCompiler(t, plugincompiler.Limits{})
 	bad := append(testmodules.Small(), 0x0a, 0x01) // a second, truncated code section
-	err := c.Compile(context.Background(), t.TempDir(), bad)
-	if err == nil || errors.Is(err, plugincompiler.ErrLimit) || !strings.Contains(err.Error(), "section") {
+	err := c.Compile(context.Background(), t.TempDir(), bad, nil)
+	if !errors.Is(err, plugins.ErrInvalidModule) || !strings.Contains(err.Error(), "section") {
 		t.Fatalf("err = %v, want wazero's reason", err)
 	}
 	if testing.Verbose() {
@@ -99,9 +102,25 @@ func TestCompileEndsWithItsContext(t *testing.T) {
 	c := newCompiler(t, plugincompiler.Limits{})
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	err := c.Compile(ctx, t.TempDir(), testmodules.SlowToCompile(1000, 4000))
+	slow := testmodules.SlowToCompile(1000, 4000)
+	err := c.Compile(ctx, t.TempDir(), slow, slow)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want the context's", err)
+	}
+	noChildren(t)
+}
+
+// TestValidationIsBounded: validating a module as written is bounded too
+// (it runs in the child): a module whose one br_table checks 30,000
+// results at each of 300,000 targets, about 40 s in wazero's validator,
+// stops at the limit.
+func TestValidationIsBounded(t *testing.T) {
+	c := newCompiler(t, plugincompiler.Limits{Timeout: time.Second})
+	start := time.Now()
+	slow := testmodules.SlowToValidate(30_000, 300_000)
+	err := c.Compile(context.Background(), t.TempDir(), slow, nil)
+	if !errors.Is(err, plugincompiler.ErrLimit) {
+		t.Fatalf("err = %v after %v, want ErrLimit", err, time.Since(start))
 	}
 	noChildren(t)
 }

@@ -23,10 +23,12 @@ func Example() {
 	cache, _ := os.MkdirTemp("", "plugin-cache")
 	defer os.RemoveAll(cache)
 
-	err = c.Compile(context.Background(), cache, testmodules.Small())
+	small := testmodules.Small()
+	err = c.Compile(context.Background(), cache, small, small)
 	fmt.Println("small module:", err)
 
-	err = c.Compile(context.Background(), cache, testmodules.SlowToCompile(1000, 4000))
+	slow := testmodules.SlowToCompile(1000, 4000)
+	err = c.Compile(context.Background(), cache, slow, slow)
 	fmt.Println("slow module over the limit:", errors.Is(err, plugincompiler.ErrLimit))
 	// Output:
 	// small module: <nil>

@@ -117,7 +117,7 @@ type Options struct {
 	// server/plugincompiler runs it in a child process): a module it
 	// refuses is refused like any other (*RejectedError). It needs
 	// CacheDir. nil compiles in the server's process, unbounded.
-	Compiler func(ctx context.Context, cacheDir string, wasm []byte) error
+	Compiler func(ctx context.Context, cacheDir string, original, rewritten []byte) error
 	// Ceilings are the server's plugin limits (server.plugins.*): no
 	// tenant's quota raises a limit past them.
 	Ceilings Limits
@@ -404,7 +404,7 @@ func (m *Manager) host(tenant string) (*tenantHost, error) {
 		}
 		return nil
 	}}
-	var compiler func(context.Context, string, []byte) error
+	var compiler func(context.Context, string, []byte, []byte) error
 	if m.opts.CacheDir != "" {
 		compiler = m.opts.Compiler
 	}
