@@ -1060,6 +1060,24 @@ func TestTenantPolicyBuiltinsCannotTakeTheServer(t *testing.T) {
 			t.Errorf("a bundle calling %s: %v, want 422 naming it and why", builtin, err)
 		}
 	}
+	// A number of 2,000 digits, in a rule or in the bundle's data: Go
+	// parses it in time that grows with the square of its length, at
+	// every comparison.
+	long := strings.Repeat("7", 2000)
+	for file, body := range map[string]string{
+		"policy.rego": "package batpak.write\n\ndeny contains \"x\" if input.event.payload.n > " + long + "\n",
+		"data.json":   `{"limits": {"n": ` + long + `}}`,
+	} {
+		files := []string{file, body}
+		if file != "policy.rego" {
+			files = append(files, "policy.rego", denyPrefix("NO", "secret:"))
+		}
+		_, err := admin.PushPolicy(ctx, bytes.NewReader(tarGz(t, files...)))
+		var e *client.Error
+		if !errors.As(err, &e) || e.Status != 422 || !strings.Contains(e.Error(), "2000") || !strings.Contains(e.Error(), file) {
+			t.Errorf("a bundle with a number of 2000 digits in %s: %v, want 422 naming it", file, err)
+		}
+	}
 	bomb := `bits.lsh(1, 1099511627776) > 0`
 	_, err := admin.PushPolicy(ctx, bytes.NewReader(tarGz(t, "policy.rego", denyPrefix("NO", "secret:"), "policy_test.rego",
 		"package batpak.write_test\n\ntest_bomb if {\n\t"+bomb+"\n}\n")))

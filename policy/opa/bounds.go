@@ -17,19 +17,42 @@ import (
 //	concat                     the separator once per element
 //	sprintf                    up to a million characters of padding per
 //	                           verb, and %[1]v prints an argument again
-//	bits.lsh                   2^n: a 5-byte shift asks for 128 GiB
 //	json.marshal_with_options  the indent once per level on every line
+//	json.marshal, yaml.marshal, a value that shares its parts (built by
+//	urlquery.encode_object     doubling) written out in full
 //
 // One such call can ask for terabytes, and a Go process that cannot
 // allocate does not fail the call: it dies, with every tenant's writes.
-// So this package replaces those four, in the whole process, with
-// versions that first bound what the call would produce (from the sizes
-// of its operands, before anything is allocated) and fail it past this
-// limit with a built-in error (the gate denies with POLICY_ERROR); under
-// it they answer exactly as OPA's own. Built-ins that produce no more
-// than a small multiple of their inputs are left alone: their output is
-// bounded by what the evaluation built before its timeout.
+// So this package replaces those, in the whole process, with versions
+// that first bound what the call would produce (from the sizes of its
+// operands, before anything is allocated) and fail it past this limit
+// with a built-in error (the gate denies with POLICY_ERROR); under it
+// they answer exactly as OPA's own. So are bits.lsh (MaxBuiltinIntBits),
+// the built-ins returning many small values (MaxBuiltinResultElements),
+// those reading numbers (MaxNumberDigits) and net.cidr_contains_matches
+// (MaxBuiltinPairs). What is left is bounded by the evaluation's timeout,
+// with overruns: OPA copies a value built by doubling without checking
+// it (a 615-byte rule nesting [x, x] 24 deep ran 14 s past a 1 s timeout
+// and took 2 GB; 30 deep asks more than a machine has).
 const MaxBuiltinResultBytes = 64 << 20
+
+// MaxBuiltinIntBits bounds the integer bits.lsh may produce: printing
+// an integer in decimal takes time that grows faster than its length (8
+// MB of bits: 20 s), and the calls that follow print it again.
+const MaxBuiltinIntBits = 1 << 16
+
+// MaxBuiltinResultElements bounds the elements split, indexof_n,
+// regex.split and regex.find_n may return from one call (each costs about
+// 100 bytes: a 32 MiB string split into characters took 2 GB).
+const MaxBuiltinResultElements = 1 << 20
+
+// MaxNumberDigits bounds the digits of a number json.unmarshal,
+// json.is_valid, yaml.unmarshal, to_number and units.parse* read, of a
+// number in the policy input (Options.MaxInputValues's conversion) and,
+// for a sandboxed bundle, of a number written in its Rego: Go parses a
+// decimal in time that grows with the square of its digits, at every
+// comparison or arithmetic.
+const MaxNumberDigits = 1000
 
 // MaxBuiltinPairs bounds the pairs net.cidr_contains_matches compares in
 // one call (it compares every one of its first operand's CIDRs with every
@@ -61,8 +84,79 @@ func init() {
 	}
 	bound(ast.Concat.Name, bySize(concatSize))
 	bound(ast.Sprintf.Name, bySize(sprintfSize))
-	bound(ast.BitsShiftLeft.Name, bySize(shiftSize))
 	bound(ast.JSONMarshalWithOptions.Name, bySize(marshalSize))
+	// A value as text: JSON escapes a byte in up to 6; YAML and a query
+	// string do no worse.
+	for _, b := range []*ast.Builtin{ast.JSONMarshal, ast.YAMLMarshal, ast.URLQueryEncodeObject} {
+		bound(b.Name, bySize(func(ops []*ast.Term) (int, bool) { return satMul(valueSize(ops[0].Value), 6), true }))
+	}
+	bound(ast.BitsShiftLeft.Name, func(ops []*ast.Term) error {
+		if n, ok := shiftBits(ops); ok && n > MaxBuiltinIntBits {
+			return fmt.Errorf("its result would have over %d bits (about %d or more): one built-in call's result is bounded here", MaxBuiltinIntBits, n)
+		}
+		return nil
+	})
+	// Many small results: each element of a result costs about 100 bytes.
+	elementsOf := func(name string, count func(ops []*ast.Term) (int, bool)) {
+		bound(name, func(ops []*ast.Term) error {
+			if n, ok := count(ops); ok && n > MaxBuiltinResultElements {
+				return fmt.Errorf("its result would have over %d elements (%d or more): one built-in call's result is bounded here", MaxBuiltinResultElements, n)
+			}
+			return nil
+		})
+	}
+	elementsOf(ast.Split.Name, func(ops []*ast.Term) (int, bool) {
+		s, ok1 := ops[0].Value.(ast.String)
+		sep, ok2 := ops[1].Value.(ast.String)
+		if !ok1 || !ok2 {
+			return 0, false
+		}
+		return strings.Count(string(s), string(sep)) + 1, true
+	})
+	elementsOf(ast.IndexOfN.Name, func(ops []*ast.Term) (int, bool) {
+		s, ok1 := ops[0].Value.(ast.String)
+		sub, ok2 := ops[1].Value.(ast.String)
+		if !ok1 || !ok2 {
+			return 0, false
+		}
+		return strings.Count(string(s), string(sub)), true
+	})
+	// A regular expression can match at every position: bounded by the
+	// subject's length (at most n matches asked of find_n).
+	elementsOf(ast.RegexSplit.Name, func(ops []*ast.Term) (int, bool) {
+		s, ok := ops[1].Value.(ast.String)
+		return len(s) + 1, ok
+	})
+	elementsOf(ast.RegexFind.Name, func(ops []*ast.Term) (int, bool) {
+		s, ok1 := ops[1].Value.(ast.String)
+		n, ok2 := ops[2].Value.(ast.Number)
+		if !ok1 || !ok2 {
+			return 0, false
+		}
+		m := len(s) + 1
+		if k, ok := n.Int(); ok && k >= 0 {
+			m = min(m, k)
+		}
+		return m, true
+	})
+	// Numbers: Go parses a decimal of n digits in time n² (a million digits
+	// compared in a rule: 5 s), at every comparison.
+	digits := func(name string, json bool) {
+		bound(name, func(ops []*ast.Term) error {
+			if s, ok := ops[0].Value.(ast.String); ok {
+				if n := longestNumber(string(s), json); n > MaxNumberDigits {
+					return fmt.Errorf("it holds a number of %d digits, over the %d a number may have here", n, MaxNumberDigits)
+				}
+			}
+			return nil
+		})
+	}
+	digits(ast.JSONUnmarshal.Name, true)
+	digits(ast.JSONIsValid.Name, true)
+	digits(ast.YAMLUnmarshal.Name, false)
+	digits(ast.ToNumber.Name, false)
+	digits(ast.UnitsParse.Name, false)
+	digits(ast.UnitsParseBytes.Name, false)
 	bound(ast.NetCIDRContainsMatches.Name, func(ops []*ast.Term) error {
 		if n := satMul(elements(ops[0].Value), elements(ops[1].Value)); n > MaxBuiltinPairs {
 			return fmt.Errorf("it would compare %d pairs or more, over the %d one call may compare here", n, MaxBuiltinPairs)
@@ -179,8 +273,8 @@ func sprintfSize(ops []*ast.Term) (int, bool) {
 	return sat(n, satMul(verbs, widest)), true
 }
 
-// shiftSize is bits.lsh(x, s)'s size in bytes, about.
-func shiftSize(ops []*ast.Term) (int, bool) {
+// shiftBits is about how many bits bits.lsh(x, s) has.
+func shiftBits(ops []*ast.Term) (int, bool) {
 	x, ok1 := ops[0].Value.(ast.Number)
 	s, ok2 := ops[1].Value.(ast.Number)
 	if !ok1 || !ok2 {
@@ -195,11 +289,46 @@ func shiftSize(ops []*ast.Term) (int, bool) {
 		}
 		return 0, false
 	}
-	bits := satMul(len(x), 4) // a decimal digit is under 4 bits
-	if shift > int64(limit)*8 {
-		return limit, true
+	if shift > MaxBuiltinIntBits {
+		return int(min(shift, int64(limit))), true
 	}
-	return sat(bits, int(shift)) / 8, true
+	return satMul(len(x), 4) + int(shift), true // a decimal digit is under 4 bits
+}
+
+// NumberDigits is the length of the longest run of digits in s, a number's
+// mantissa and exponent counted together (for JSON, outside its strings):
+// what MaxNumberDigits bounds.
+func NumberDigits(s string, json bool) int { return longestNumber(s, json) }
+
+// longestNumber is NumberDigits.
+func longestNumber(s string, json bool) int {
+	longest, run, inString, escaped := 0, 0, false, false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+			continue
+		case json && c == '"':
+			inString = true
+			run = 0
+		case c >= '0' && c <= '9':
+			run++
+			longest = max(longest, run)
+		case c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-':
+			// within a number: its mantissa and exponent count together
+		default:
+			run = 0
+		}
+	}
+	return longest
 }
 
 // marshalSize bounds json.marshal_with_options(x, opts): x's JSON (strings

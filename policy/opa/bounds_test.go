@@ -2,6 +2,8 @@ package opa_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -88,5 +90,89 @@ func TestSandboxRefusesUnboundedBuiltins(t *testing.T) {
 		if d, err := g.Decide(context.Background(), baseLimitInput()); err != nil || !d.Allowed {
 			t.Errorf("unsandboxed %s: %+v, %v", name, d, err)
 		}
+	}
+}
+
+// More one-call blow-ups, and what a decision keeps of its reasons: each
+// is refused (or cut) at once, where unbounded it ran for seconds to
+// minutes or took gigabytes.
+func TestMoreBuiltinsAreBounded(t *testing.T) {
+	double := `s0 := "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"` + "\n\t"
+	for i := 1; i <= 15; i++ { // s15: 2 MiB
+		double += fmt.Sprintf("s%d := concat(\"\", [s%d, s%d])\n\t", i, i-1, i-1)
+	}
+	for name, c := range map[string]struct{ body, want string }{
+		// 16 GiB as JSON: 2^13 copies of a 2 MiB string.
+		"json.marshal": {double + `x1 := [s15, s15]` + "\n\t" + nest("x", 2, 13) + `count(json.marshal(x13)) > 0`, "bounded here"},
+		// 8 MB of bits: 20 s to print.
+		"bits.lsh": {`bits.lsh(1, 64000000) > 0`, "over 65536 bits"},
+		// 2M elements: 200 MB.
+		"split": {double + `count(split(s15, "")) > 0`, "over 1048576 elements"},
+		// A million digits: seconds at every comparison.
+		"json.unmarshal": {`json.unmarshal(concat("", ["[", concat("", ["1" | some i in numbers.range(1, 2000)]), "]"]))[0] > 0`, "digits, over the 1000"},
+		"to_number":      {`to_number(concat("", ["1" | some i in numbers.range(1, 2000)])) > 0`, "digits, over the 1000"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			g := loadOPA(t, map[string]string{"p.rego": "package batpak.write\n\ndeny contains \"x\" if {\n\t" + c.body + "\n}\n"},
+				opa.Options{Timeout: 5 * time.Second, Sandboxed: true})
+			d, err := g.Decide(context.Background(), baseLimitInput())
+			if err == nil || d.Allowed || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("decision %+v, %v; want a POLICY_ERROR with %q", d, err, c.want)
+			}
+		})
+	}
+}
+
+// nest defines name2 … name<to> as [name<i-1>, name<i-1>] (name1 given).
+func nest(name string, from, to int) string {
+	var b strings.Builder
+	for i := from; i <= to; i++ {
+		fmt.Fprintf(&b, "%s%d := [%s%d, %s%d]\n\t", name, i, name, i-1, name, i-1)
+	}
+	return b.String()
+}
+
+// A writer's payload number of a million digits is not parsed, at every
+// comparison, by the policy reading it: the write is refused at once.
+func TestLongPayloadNumberRefused(t *testing.T) {
+	g := loadOPA(t, map[string]string{"p.rego": limitPolicy}, opa.Options{Timeout: 5 * time.Second})
+	in := baseLimitInput()
+	in.Event.Payload = json.RawMessage(`{"amount": ` + strings.Repeat("7", 1_000_000) + `, "note": "gift"}`)
+	d, err := g.Decide(context.Background(), in)
+	if err == nil || d.Allowed || !strings.Contains(err.Error(), "1000000 digits") {
+		t.Fatalf("decision %+v, %v; want a POLICY_ERROR naming the number", d, err)
+	}
+	in.Event.Payload = json.RawMessage(`{"amount": ` + strings.Repeat("7", 1000) + `, "note": "gift"}`)
+	if d, err := g.Decide(context.Background(), in); err != nil || d.Allowed {
+		t.Fatalf("a number of 1000 digits: %+v, %v; want the policy's own refusal (over the limit amount)", d, err)
+	}
+}
+
+// A reason's context that is a gigabyte as JSON (a value built by doubling
+// shares its parts) is replaced by a note; a thousand reasons keep the
+// first hundred and say how many more.
+func TestReasonsAreBounded(t *testing.T) {
+	g := loadOPA(t, map[string]string{"p.rego": "package batpak.write\n\n" +
+		"s := concat(\"\", [\"x\" | some i in numbers.range(1, 4096)])\nx0 := [s]\n" + strings.ReplaceAll(nest("x", 1, 18), "\t", "") +
+		"deny contains {\"code\": \"BIG\", \"message\": \"m\", \"context\": {\"a\": x18}}\n" +
+		"deny contains sprintf(\"reason %04d\", [i]) if some i in numbers.range(1, 999)\n"},
+		opa.Options{Timeout: 5 * time.Second})
+	start := time.Now()
+	d, err := g.Decide(context.Background(), baseLimitInput())
+	if err != nil || d.Allowed {
+		t.Fatalf("decision %+v, %v", d, err)
+	}
+	if len(d.Reasons) != opa.MaxReasons+1 || d.Reasons[opa.MaxReasons].Code != "MORE_REASONS" || !strings.Contains(d.Reasons[opa.MaxReasons].Message, "900 more") {
+		t.Fatalf("%d reasons, the last %+v; want %d and a note of 900 more", len(d.Reasons), d.Reasons[len(d.Reasons)-1], opa.MaxReasons)
+	}
+	big := d.Reasons[0]
+	if big.Code != "BIG" || big.Context["omitted"] == nil || len(big.Context) != 1 {
+		t.Fatalf("the big reason: %+v, want its context omitted", big.Code)
+	}
+	if _, err := json.Marshal(d.Reasons); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 4*time.Second {
+		t.Errorf("deciding and marshalling took %v", took)
 	}
 }

@@ -3,6 +3,7 @@ package opa
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -378,6 +379,67 @@ func (g *Gate) eval(ctx context.Context, lp *loadedPolicy, in *policy.Input) (De
 	return d, nil
 }
 
+// What a denial keeps of the reasons a policy gives: the first
+// MaxReasons (by code, then message), each code up to 256 bytes, message
+// up to MaxReasonBytes and context up to MaxReasonBytes as JSON; a longer
+// value is replaced by a note of its size. A decision's reasons go into
+// error messages, problem documents and decision logs, and a policy can
+// give a reason whose context is a gigabyte as JSON (a value built by
+// doubling shares its parts; its text does not).
+const (
+	MaxReasons     = 100
+	MaxReasonBytes = 64 << 10
+)
+
+// reasonText is v as a reason's code or message: strings cut at max
+// bytes, anything else printed if it is small.
+func reasonText(v any, max int) string {
+	if s, ok := v.(string); ok {
+		if len(s) > max {
+			return s[:max] + fmt.Sprintf("… (%d bytes in all)", len(s))
+		}
+		return s
+	}
+	if n := goValueSize(v, max); n > max {
+		return fmt.Sprintf("(a value of over %d bytes)", max)
+	}
+	return fmt.Sprint(v)
+}
+
+// goValueSize is about v's length as JSON (strings unescaped), counted
+// up to limit+1.
+func goValueSize(v any, limit int) int {
+	n := 0
+	var walk func(v any)
+	walk = func(v any) {
+		if n > limit {
+			return
+		}
+		switch x := v.(type) {
+		case string:
+			n += len(x) + 2
+		case json.Number:
+			n += len(x)
+		case []any:
+			n += 2
+			for _, e := range x {
+				walk(e)
+				n++
+			}
+		case map[string]any:
+			n += 2
+			for k, e := range x {
+				n += len(k) + 4
+				walk(e)
+			}
+		default:
+			n += 24 // numbers, booleans, null
+		}
+	}
+	walk(v)
+	return min(n, limit+1)
+}
+
 // parseDeny reads the deny set: objects {code, message, ...} or strings.
 func parseDeny(v any) ([]policy.Reason, error) {
 	if v == nil {
@@ -391,15 +453,15 @@ func parseDeny(v any) ([]policy.Reason, error) {
 	for _, it := range items {
 		switch x := it.(type) {
 		case string:
-			out = append(out, policy.Reason{Code: "DENIED", Message: x})
+			out = append(out, policy.Reason{Code: "DENIED", Message: reasonText(x, MaxReasonBytes)})
 		case map[string]any:
 			r := policy.Reason{Context: map[string]any{}}
 			for k, val := range x {
 				switch k {
 				case "code":
-					r.Code = fmt.Sprint(val)
+					r.Code = reasonText(val, 256)
 				case "message", "msg":
-					r.Message = fmt.Sprint(val)
+					r.Message = reasonText(val, MaxReasonBytes)
 				default:
 					r.Context[k] = val
 				}
@@ -409,6 +471,8 @@ func parseDeny(v any) ([]policy.Reason, error) {
 			}
 			if len(r.Context) == 0 {
 				r.Context = nil
+			} else if n := goValueSize(r.Context, MaxReasonBytes); n > MaxReasonBytes {
+				r.Context = map[string]any{"omitted": fmt.Sprintf("the reason's context is over %d bytes as JSON", MaxReasonBytes)}
 			}
 			out = append(out, r)
 		default:
@@ -418,6 +482,10 @@ func parseDeny(v any) ([]policy.Reason, error) {
 	slices.SortFunc(out, func(a, b policy.Reason) int {
 		return cmp.Or(strings.Compare(a.Code, b.Code), strings.Compare(a.Message, b.Message))
 	})
+	if len(out) > MaxReasons {
+		more := len(out) - MaxReasons
+		out = append(out[:MaxReasons:MaxReasons], policy.Reason{Code: "MORE_REASONS", Message: fmt.Sprintf("and %d more reasons", more)})
+	}
 	return out, nil
 }
 

@@ -28,8 +28,8 @@ import (
 const DefaultMaxInputValues = 1 << 16
 
 // errInputTooLarge: the payload holds more values where the policy reads
-// it than Options.MaxInputValues.
-var errInputTooLarge = errors.New("too many payload values for the policy input")
+// it than Options.MaxInputValues, or a longer number than MaxNumberDigits.
+var errInputTooLarge = errors.New("the payload is too large for the policy input")
 
 // payloadReads is the part of the payload a policy reads: all of it
 // (whole), or the members named in next, each read in part or whole.
@@ -222,6 +222,11 @@ func (c *converter) whole(raw []byte) (*ast.Term, error) {
 			case "null":
 				t = ast.NullTerm()
 			default:
+				// Go parses a decimal in time that grows with the square of
+				// its digits, at every comparison: a number is bounded.
+				if n := longestNumber(lit, false); n > MaxNumberDigits {
+					return nil, fmt.Errorf("%w: a number of %d digits, over the %d a number may have here (opa.MaxNumberDigits)", errInputTooLarge, n, MaxNumberDigits)
+				}
 				if t = ast.InternedIntNumberTermFromString(lit); t == nil {
 					t = ast.NumberTerm(json.Number(lit))
 				}

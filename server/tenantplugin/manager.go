@@ -170,8 +170,9 @@ type Manager struct {
 	locks  map[string]*tenantLock // the tenants changing now, or waiting to
 	checks *shares.Pool           // a slot for each module being checked (Options.Checks), a share per tenant
 
-	tmu     sync.RWMutex
-	tenants map[string]*tenantHost
+	tmu      sync.RWMutex
+	tenants  map[string]*tenantHost
+	tempDirs []string // compile caches made when Options.CacheDir could not be used
 
 	calls chan struct{} // a slot for each projection call running (Calls)
 }
@@ -362,12 +363,15 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 // Close unloads every plugin.
 func (m *Manager) Close(ctx context.Context) error {
 	m.tmu.Lock()
-	ts := m.tenants
-	m.tenants = map[string]*tenantHost{}
+	ts, tmp := m.tenants, m.tempDirs
+	m.tenants, m.tempDirs = map[string]*tenantHost{}, nil
 	m.tmu.Unlock()
 	var errs []error
 	for _, th := range ts {
 		errs = append(errs, th.host.Close(ctx))
+	}
+	for _, dir := range tmp {
+		errs = append(errs, os.RemoveAll(dir))
 	}
 	return errors.Join(errs...)
 }
@@ -410,11 +414,22 @@ func (m *Manager) host(tenant string) (*tenantHost, error) {
 	}
 	host, err := plugins.NewHost(plugins.HostOptions{CacheDir: m.opts.CacheDir, Compiler: compiler, Logger: slog.New(sink)})
 	if err != nil && m.opts.CacheDir != "" {
-		// A cache is never worth refusing the plugins over: compile in
-		// memory (each load compiles again; a Compiler needs the cache).
-		m.opts.Logger.Error("the plugin compile cache cannot be used: a tenant's plugins are compiled in memory, in the server's process, again at every load",
-			"tenant", tenant, "dir", m.opts.CacheDir, "error", err)
-		host, err = plugins.NewHost(plugins.HostOptions{Logger: slog.New(sink)})
+		// A cache is never worth refusing the plugins over: compile into
+		// a temporary one (the Compiler needs a directory to compile
+		// into), removed when the server stops; failing that, in memory
+		// in the server's process, unbounded.
+		tmp, terr := os.MkdirTemp("", "batpak-plugin-cache-")
+		if terr == nil {
+			m.opts.Logger.Error("the plugin compile cache cannot be used: a tenant's plugins are compiled into a temporary one, again after a restart",
+				"tenant", tenant, "dir", m.opts.CacheDir, "temporary", tmp, "error", err)
+			m.tempDirs = append(m.tempDirs, tmp)
+			host, err = plugins.NewHost(plugins.HostOptions{CacheDir: tmp, Compiler: compiler, Logger: slog.New(sink)})
+		}
+		if terr != nil || err != nil {
+			m.opts.Logger.Error("the plugin compile cache cannot be used: a tenant's plugins are compiled in memory, in the server's process, without bounds, again at every load",
+				"tenant", tenant, "dir", m.opts.CacheDir, "error", err)
+			host, err = plugins.NewHost(plugins.HostOptions{Logger: slog.New(sink)})
+		}
 	}
 	if err != nil {
 		return nil, err

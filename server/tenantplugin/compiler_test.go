@@ -1,0 +1,49 @@
+package tenantplugin_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/batpak-go/batpak/plugins"
+	"github.com/batpak-go/batpak/server/tenantplugin"
+)
+
+// TestCompilerWithoutAUsableCache: a compile cache directory the server
+// cannot use does not take the bound off compiling: the modules are
+// given to the Compiler with a temporary directory, removed at Close.
+func TestCompilerWithoutAUsableCache(t *testing.T) {
+	e := newResetEnv(t)
+	notADir := filepath.Join(e.root, "file")
+	if err := os.WriteFile(notADir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	var calls atomic.Int32
+	m, err := tenantplugin.Open(e.ctx, tenantplugin.Options{Dir: filepath.Join(e.root, "plugins"), Plane: e.plane, CacheDir: filepath.Join(notADir, "cache"),
+		Compiler: func(ctx context.Context, dir string, original, rewritten []byte) error {
+			calls.Add(1)
+			dirs = append(dirs, dir)
+			return plugins.CompileInto(ctx, dir, original, rewritten)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Push(e.ctx, "acme", e.manifest("1"), e.trap, true); err != nil {
+		t.Fatal(err)
+	}
+	if calls.Load() == 0 {
+		t.Fatal("the module was compiled without the Compiler")
+	}
+	if _, err := os.Stat(dirs[0]); err != nil {
+		t.Fatalf("the temporary cache: %v", err)
+	}
+	if err := m.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dirs[0]); !os.IsNotExist(err) {
+		t.Fatalf("the temporary cache %s is left after Close: %v", dirs[0], err)
+	}
+}
