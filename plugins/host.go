@@ -51,6 +51,7 @@ type Host struct {
 	// cacheDir first (HostOptions.Compiler); the modules it passed are
 	// remembered in bounded and in boundedDir.
 	compiler   func(ctx context.Context, cacheDir string, original, rewritten []byte) error
+	compilerID string
 	cacheDir   string
 	boundedDir string
 	bounded    map[string]bool
@@ -92,6 +93,9 @@ type HostOptions struct {
 	// the host validates and compiles in its own process, unbounded —
 	// trusted modules only.
 	Compiler func(ctx context.Context, cacheDir string, original, rewritten []byte) error
+	// CompilerID names what the Compiler's pass vouches for (its limits):
+	// a module passed under another CompilerID is given to it again.
+	CompilerID string
 	// Logger receives plugins' log calls. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -99,7 +103,7 @@ type HostOptions struct {
 // NewHost returns a plugin host.
 func NewHost(opts HostOptions) (*Host, error) {
 	h := &Host{log: opts.Logger, plugins: map[string]*Plugin{}, valid: map[string]bool{},
-		compiler: opts.Compiler, cacheDir: opts.CacheDir, bounded: map[string]bool{}}
+		compiler: opts.Compiler, compilerID: opts.CompilerID, cacheDir: opts.CacheDir, bounded: map[string]bool{}}
 	if h.log == nil {
 		h.log = slog.Default()
 	}
@@ -271,11 +275,15 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	// module.go), and bound its tables' growth.
 	shape, err := readModule(wasm)
 	if err != nil {
-		// wazero's reason, if it has one (bounded by the Compiler, if any).
-		if verr := h.validateFirst(ctx, wasm, digest, nil); verr != nil {
-			return fail(refusal(verr))
+		// wazero's reason, if it has one, from the Compiler; never from
+		// wazero here: what the host cannot read, it cannot bound (a
+		// function's locals, say, which wazero allocates one by one).
+		if h.compiler != nil {
+			if verr := h.validateFirst(ctx, wasm, digest, nil); verr != nil {
+				return fail(refusal(verr))
+			}
 		}
-		return fail("the host cannot measure the module's sections", err)
+		return fail("the host cannot read the module's sections (not valid WebAssembly, or what it does not support)", err)
 	}
 	if !shape.memDefined {
 		return fail("the module defines no memory of its own (the host passes inputs in it)", nil)
@@ -377,9 +385,6 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	return v, nil
 }
 
-// validate decodes and validates wasm as written, unless a module of the
-// same digest was found valid before (see Host.validator).
-
 // runtime is a runtime for one plugin version compiling through cache,
 // with WASI and the host's functions instantiated.
 func (h *Host) runtime(ctx context.Context, cache wazero.CompilationCache) (wazero.Runtime, error) {
@@ -422,6 +427,8 @@ func (h *Host) runtime(ctx context.Context, cache wazero.CompilationCache) (waze
 	return rt, nil
 }
 
+// validate decodes and validates wasm as written, unless a module of the
+// same digest was found valid before (see Host.validator).
 func (h *Host) validate(ctx context.Context, wasm []byte, digest string) error {
 	h.validMu.Lock()
 	known := h.valid[digest]
@@ -489,7 +496,7 @@ func (h *Host) validateFirst(ctx context.Context, wasm []byte, digest string, re
 	if rewritten == nil {
 		return h.compiler(ctx, h.cacheDir, wasm, nil)
 	}
-	key := Digest([]byte(digest + Digest(rewritten)))
+	key := Digest([]byte(digest + Digest(rewritten) + h.compilerID))
 	h.validMu.Lock()
 	known := h.bounded[key]
 	h.validMu.Unlock()

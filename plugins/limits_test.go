@@ -306,6 +306,7 @@ func TestLoadRefusesWhatDecodingWouldAllocate(t *testing.T) {
 		"locals together":         {testmodules.ManyLocals(50, 49_000), "locals together, over the limit of 2000000"},
 		"functions":               {testmodules.ManyLocals(plugins.MaxFunctions+1, 0), "functions, over the limit of 200000"},
 		"results":                 {testmodules.SlowToValidate(plugins.MaxTypeArity+1, 1), "results, over the limit of 1000"},
+		"typed reference locals":  {testmodules.TypedRefLocals(1<<32 - 2), "typed function references"},
 	} {
 		_, err := h.Load(context.Background(), c.wasm, projManifest("big"))
 		if le := asLoadError(t, err); !strings.Contains(le.Reason, c.want) {

@@ -74,6 +74,7 @@ type moduleShape struct {
 	// tableSec is the table section's bytes: [start, end) of the whole
 	// section (id, size, body); zero if there is none.
 	tableStart, tableEnd int
+	refTypes             bool   // a typed function reference (0x63, 0x64) as a value type
 	functions            uint64 // bodies in the code section
 	maxLocals, locals    uint64 // the most of one function; all together
 	maxArity             uint64 // the most parameters or results of a type
@@ -261,7 +262,9 @@ func readModule(wasm []byte) (moduleShape, error) {
 				for range 2 { // parameters, results
 					k := sec.uleb()
 					s.maxArity = max(s.maxArity, k)
-					sec.skip(k)
+					for ; k > 0 && sec.err == nil; k-- {
+						sec.valType(&s)
+					}
 				}
 			}
 		case secCode:
@@ -282,7 +285,7 @@ func readModule(wasm []byte) (moduleShape, error) {
 				var locals uint64
 				for d := body.uleb(); d > 0 && body.err == nil; d-- {
 					locals = addLocals(locals, body.uleb())
-					body.u8()
+					body.valType(&s)
 				}
 				if body.err != nil {
 					sec.fail()
@@ -316,6 +319,15 @@ func readModule(wasm []byte) (moduleShape, error) {
 	return s, nil
 }
 
+// valType reads a value type: one byte, or a typed function reference
+// (0x63 or 0x64, then a heap type), which it notes in s.
+func (r *wasmReader) valType(s *moduleShape) {
+	if c := r.u8(); c == 0x63 || c == 0x64 {
+		s.refTypes = true
+		r.sleb()
+	}
+}
+
 // addLocals adds counts of locals, saturating at 2^40 (no sum wraps).
 func addLocals(a, b uint64) uint64 { return min(min(a, 1<<40)+min(b, 1<<40), 1<<40) }
 
@@ -336,6 +348,8 @@ func (s *moduleShape) check(l Limits) string {
 		return fmt.Sprintf("it declares %d globals, over the limit of %d (limits.globals)", s.globals, l.Globals)
 	case s.memDefined && s.memPages > uint64(l.MemoryPages):
 		return fmt.Sprintf("its initial memory is %d pages, over the limit of %d", s.memPages, l.MemoryPages)
+	case s.refTypes:
+		return "it uses typed function references (value types 0x63, 0x64), which the host does not support"
 	case s.functions > MaxFunctions:
 		return fmt.Sprintf("it defines %d functions, over the limit of %d", s.functions, MaxFunctions)
 	case s.maxLocals > MaxFunctionLocals:

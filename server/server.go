@@ -544,15 +544,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.policiesReady.Store(s.policies)
 	var compiler func(context.Context, string, []byte, []byte) error
+	var compilerID string
 	if pc, err := plugincompiler.New(cfg.PluginCompile); err == nil {
-		compiler = pc.Compile
+		compiler, compilerID = pc.Compile, pc.ID()
 	} else if errors.Is(err, plugincompiler.ErrUnavailable) {
 		cfg.Logger.Warn("tenants' plugin modules compile in the server's process, with no time or memory bound: this binary's main does not call plugincompiler.RunChild")
 	} else {
 		return fail(fmt.Errorf("tenant plugins: %w", err))
 	}
 	s.plugins, err = tenantplugin.Open(ctx, tenantplugin.Options{
-		Dir: filepath.Join(cfg.Root, "plugins"), CacheDir: filepath.Join(cfg.Root, "plugin-cache"), Compiler: compiler, Plane: s.plane,
+		Dir: filepath.Join(cfg.Root, "plugins"), CacheDir: filepath.Join(cfg.Root, "plugin-cache"), Compiler: compiler, CompilerID: compilerID, Plane: s.plane,
 		Ceilings: cfg.Plugins, LogLines: cfg.PluginLogLines, Checks: cfg.PluginChecks, Logger: cfg.Logger, States: s.states,
 		Blobs: pluginBlobs, LocalResets: cfg.Cluster != nil && cfg.Cluster.SingleWriteEntries, Node: clusterNodeID(cfg),
 	})

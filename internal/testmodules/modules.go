@@ -66,6 +66,20 @@ func ManyLocals(functions int, locals uint64) []byte {
 	return append(uleb(append(m, 10), uint64(len(sec))), sec...)
 }
 
+// TypedRefLocals returns a module of one function declaring one local of
+// type (ref null func) — a typed function reference, 0x63 0x70 — and
+// then locals i32 locals: a reader taking every value type for one byte
+// miscounts the locals.
+func TypedRefLocals(locals uint64) []byte {
+	m := []byte{0, 'a', 's', 'm', 1, 0, 0, 0}
+	m = append(m, 1, 4, 1, 0x60, 0, 0) // type section: () -> ()
+	m = append(m, 3, 2, 1, 0)          // function section: type 0
+	m = append(m, 5, 3, 1, 0, 1)       // memory section: min 1 page
+	body := append(uleb([]byte{2, 1, 0x63, 0x70}, locals), 0x7f, 0x0b)
+	sec := append(uleb(uleb(nil, 1), uint64(len(body))), body...)
+	return append(uleb(append(m, 10), uint64(len(sec))), sec...)
+}
+
 // Small returns a valid module with one empty function: it compiles in
 // microseconds.
 func Small() []byte { return module(0, nil) }

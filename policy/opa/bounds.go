@@ -2,6 +2,8 @@ package opa
 
 import (
 	"fmt"
+	"math/big"
+	"strconv"
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -47,7 +49,7 @@ const MaxBuiltinIntBits = 1 << 16
 const MaxBuiltinResultElements = 1 << 20
 
 // MaxNumberDigits bounds the digits of a number json.unmarshal,
-// json.is_valid, yaml.unmarshal, to_number and units.parse* read, of a
+// yaml.unmarshal, to_number and units.parse* read, of a
 // number in the policy input (Options.MaxInputValues's conversion) and,
 // for a sandboxed bundle, of a number written in its Rego: Go parses a
 // decimal in time that grows with the square of its digits, at every
@@ -85,11 +87,12 @@ func init() {
 	bound(ast.Concat.Name, bySize(concatSize))
 	bound(ast.Sprintf.Name, bySize(sprintfSize))
 	bound(ast.JSONMarshalWithOptions.Name, bySize(marshalSize))
-	// A value as text: JSON escapes a byte in up to 6; YAML and a query
-	// string do no worse.
-	for _, b := range []*ast.Builtin{ast.JSONMarshal, ast.YAMLMarshal, ast.URLQueryEncodeObject} {
+	// A value as text: JSON escapes a byte in up to 6, and so does a
+	// query string; YAML also indents every line by its depth.
+	for _, b := range []*ast.Builtin{ast.JSONMarshal, ast.URLQueryEncodeObject} {
 		bound(b.Name, bySize(func(ops []*ast.Term) (int, bool) { return satMul(valueSize(ops[0].Value), 6), true }))
 	}
+	bound(ast.YAMLMarshal.Name, bySize(func(ops []*ast.Term) (int, bool) { return yamlSize(ops[0].Value, 0), true }))
 	bound(ast.BitsShiftLeft.Name, func(ops []*ast.Term) error {
 		if n, ok := shiftBits(ops); ok && n > MaxBuiltinIntBits {
 			return fmt.Errorf("its result would have over %d bits (about %d or more): one built-in call's result is bounded here", MaxBuiltinIntBits, n)
@@ -152,7 +155,6 @@ func init() {
 		})
 	}
 	digits(ast.JSONUnmarshal.Name, true)
-	digits(ast.JSONIsValid.Name, true)
 	digits(ast.YAMLUnmarshal.Name, false)
 	digits(ast.ToNumber.Name, false)
 	digits(ast.UnitsParse.Name, false)
@@ -255,6 +257,9 @@ func sprintfSize(ops []*ast.Term) (int, bool) {
 	}
 	// The widest argument as printed: a composite one is printed as Rego
 	// (strings quoted, up to 6 bytes a byte); %q and %x widen strings too.
+	// A verb's own text: an error annotation such as %!d(MISSING) is
+	// longer than the verb.
+	const perVerb = 32
 	widest := 0
 	args.Foreach(func(t *ast.Term) {
 		w := valueSize(t.Value)
@@ -264,35 +269,59 @@ func sprintfSize(ops []*ast.Term) (int, bool) {
 				w = satMul(w, 6)
 			}
 		case ast.Number:
-			w = satMul(w, 4) // %b of a decimal
+			// %b of a decimal is 4 bits a digit; %f of a float up to 1e308
+			// prints over 300 digits.
+			w = max(satMul(w, 4), 330)
 		default:
 			w = satMul(w, 6)
 		}
 		widest = max(widest, w)
 	})
-	return sat(n, satMul(verbs, widest)), true
+	return sat(n, satMul(verbs, sat(widest, perVerb))), true
 }
 
-// shiftBits is about how many bits bits.lsh(x, s) has.
+// shiftBits is how many bits bits.lsh(x, s) has, as OPA reads its
+// operands (an exponent form is an integer too: 1e12 shifts by 10^12).
 func shiftBits(ops []*ast.Term) (int, bool) {
 	x, ok1 := ops[0].Value.(ast.Number)
 	s, ok2 := ops[1].Value.(ast.Number)
 	if !ok1 || !ok2 {
 		return 0, false
 	}
-	shift, ok := s.Int64()
-	if !ok || shift < 0 {
-		// Not an integer OPA shifts by: it refuses it itself. A shift too
-		// large for an int64 is over any limit.
-		if _, isInt := s.Int(); !isInt && !strings.ContainsAny(string(s), ".eE-") {
-			return limit, true
+	xb, ok1 := intOperand(x)
+	sh, ok2 := intOperand(s)
+	if !ok1 || !ok2 {
+		return 0, false // OPA refuses it itself
+	}
+	if xb == nil || sh == nil || sh.BitLen() > 31 {
+		return limit, true
+	}
+	return xb.BitLen() + int(sh.Int64()), true
+}
+
+// intOperand is n as an integer, as OPA converts it: ok false when it is
+// not one; nil when converting it would itself be too costly (more than
+// MaxNumberDigits digits, or an exponent past what MaxBuiltinIntBits
+// allows).
+func intOperand(n ast.Number) (*big.Int, bool) {
+	str := string(n)
+	if len(str) > MaxNumberDigits {
+		return nil, true
+	}
+	if i := strings.IndexAny(str, "eE"); i >= 0 {
+		exp, err := strconv.Atoi(strings.TrimPrefix(str[i+1:], "+"))
+		if err != nil {
+			return nil, false
 		}
-		return 0, false
+		if exp > MaxBuiltinIntBits/3 { // a decimal digit is over 3 bits
+			return nil, true
+		}
 	}
-	if shift > MaxBuiltinIntBits {
-		return int(min(shift, int64(limit))), true
+	b, err := builtins.NumberToInt(n)
+	if err != nil {
+		return nil, false
 	}
-	return satMul(len(x), 4) + int(shift), true // a decimal digit is under 4 bits
+	return b, true
 }
 
 // NumberDigits is the length of the longest run of digits in s, a number's
@@ -363,6 +392,37 @@ func marshalSize(ops []*ast.Term) (int, bool) {
 		n = sat(n, lineCost(ops[0].Value, 0, indent, prefix))
 	}
 	return n, true
+}
+
+// yamlSize bounds v written as YAML at depth: each element or member on
+// a line of its own, indented 4 a level with a 2-byte marker; strings
+// escaped up to 6 bytes a byte, a multi-line one indented on every line.
+func yamlSize(v ast.Value, depth int) int {
+	line := sat(satMul(4, depth+1), 3)
+	n := 0
+	each := func(k, t *ast.Term) {
+		if n >= limit {
+			return
+		}
+		n = sat(n, line)
+		if k != nil {
+			n = sat(n, yamlSize(k.Value, depth+1))
+		}
+		n = sat(n, yamlSize(t.Value, depth+1))
+	}
+	switch x := v.(type) {
+	case *ast.Array:
+		x.Foreach(func(t *ast.Term) { each(nil, t) })
+	case ast.Set:
+		x.Foreach(func(t *ast.Term) { each(nil, t) })
+	case ast.Object:
+		x.Foreach(each)
+	case ast.String:
+		n = sat(satMul(len(x), 6), satMul(strings.Count(string(x), "\n"), line))
+	default:
+		n = valueSize(v)
+	}
+	return sat(n, line)
 }
 
 // lineCost is what pretty-printing v at depth adds: a line per element,

@@ -106,6 +106,14 @@ func TestMoreBuiltinsAreBounded(t *testing.T) {
 		"json.marshal": {double + `x1 := [s15, s15]` + "\n\t" + nest("x", 2, 13) + `count(json.marshal(x13)) > 0`, "bounded here"},
 		// 8 MB of bits: 20 s to print.
 		"bits.lsh": {`bits.lsh(1, 64000000) > 0`, "over 65536 bits"},
+		// Exponent forms are integers to OPA: 10^12 bits, 125 GB.
+		"bits.lsh 1e12":    {`bits.lsh(1, 1e12) > 0`, "over 65536 bits"},
+		"bits.lsh 1e30000": {`bits.lsh(json.unmarshal("1e30000"), 0) > 0`, "over 65536 bits"},
+		// 20,000 leaves 2,000 deep: 160 MB of indentation as YAML.
+		"yaml.marshal": {`v := json.unmarshal(concat("", [concat("", ["[" | some i in numbers.range(1, 2000)]), concat(",", ["1" | some i in numbers.range(1, 20000)]), concat("", ["]" | some i in numbers.range(1, 2000)])]))` + "\n\t" +
+			`count(yaml.marshal(v)) > 0`, "bounded here"},
+		// %f of 1e308 prints 300 digits: 250,000 times, 79 MB.
+		"sprintf %f": {`f := concat("", ["%[1]f" | some i in numbers.range(1, 250000)])` + "\n\t" + `count(sprintf(f, [1e308])) > 0`, "bounded here"},
 		// 2M elements: 200 MB.
 		"split": {double + `count(split(s15, "")) > 0`, "over 1048576 elements"},
 		// A million digits: seconds at every comparison.
@@ -174,5 +182,25 @@ func TestReasonsAreBounded(t *testing.T) {
 	}
 	if took := time.Since(start); took > 4*time.Second {
 		t.Errorf("deciding and marshalling took %v", took)
+	}
+}
+
+// A decision's reasons together are bounded (decisions are cached): 20
+// reasons of 60 KiB each keep the first few and count the rest.
+func TestDecisionReasonsBoundedTogether(t *testing.T) {
+	g := loadOPA(t, map[string]string{"p.rego": "package batpak.write\n\n" +
+		"pad := concat(\"\", [\"x\" | some i in numbers.range(1, 61440)])\n" +
+		"deny contains sprintf(\"%02d %s\", [i, pad]) if some i in numbers.range(1, 20)\n"}, opa.Options{Timeout: 5 * time.Second})
+	d, err := g.Decide(context.Background(), baseLimitInput())
+	if err != nil || d.Allowed {
+		t.Fatalf("decision %+v, %v", d, err)
+	}
+	total := 0
+	for _, r := range d.Reasons {
+		total += len(r.Code) + len(r.Message)
+	}
+	last := d.Reasons[len(d.Reasons)-1]
+	if total > opa.MaxDecisionReasonBytes+1024 || last.Code != "MORE_REASONS" || len(d.Reasons) < 2 {
+		t.Fatalf("%d reasons of %d bytes in all, the last %q; want at most %d bytes and a count of the rest", len(d.Reasons), total, last.Code, opa.MaxDecisionReasonBytes)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -389,6 +390,9 @@ func (g *Gate) eval(ctx context.Context, lp *loadedPolicy, in *policy.Input) (De
 const (
 	MaxReasons     = 100
 	MaxReasonBytes = 64 << 10
+	// MaxDecisionReasonBytes bounds a decision's reasons together (decisions
+	// are cached): past it the rest are counted in a MORE_REASONS reason.
+	MaxDecisionReasonBytes = 256 << 10
 )
 
 // reasonText is v as a reason's code or message: strings cut at max
@@ -396,7 +400,11 @@ const (
 func reasonText(v any, max int) string {
 	if s, ok := v.(string); ok {
 		if len(s) > max {
-			return s[:max] + fmt.Sprintf("… (%d bytes in all)", len(s))
+			cut := max
+			for cut > 0 && !utf8.RuneStart(s[cut]) {
+				cut--
+			}
+			return s[:cut] + fmt.Sprintf("… (%d bytes in all)", len(s))
 		}
 		return s
 	}
@@ -482,9 +490,21 @@ func parseDeny(v any) ([]policy.Reason, error) {
 	slices.SortFunc(out, func(a, b policy.Reason) int {
 		return cmp.Or(strings.Compare(a.Code, b.Code), strings.Compare(a.Message, b.Message))
 	})
-	if len(out) > MaxReasons {
-		more := len(out) - MaxReasons
-		out = append(out[:MaxReasons:MaxReasons], policy.Reason{Code: "MORE_REASONS", Message: fmt.Sprintf("and %d more reasons", more)})
+	keep, total := 0, 0
+	for keep < len(out) && keep < MaxReasons {
+		r := &out[keep]
+		size := len(r.Code) + len(r.Message)
+		if r.Context != nil {
+			size += goValueSize(r.Context, MaxReasonBytes)
+		}
+		if total+size > MaxDecisionReasonBytes && keep > 0 {
+			break
+		}
+		total += size
+		keep++
+	}
+	if more := len(out) - keep; more > 0 {
+		out = append(out[:keep:keep], policy.Reason{Code: "MORE_REASONS", Message: fmt.Sprintf("and %d more reasons", more)})
 	}
 	return out, nil
 }

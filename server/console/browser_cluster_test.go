@@ -139,6 +139,9 @@ func TestConsoleClusterInABrowser(t *testing.T) {
 	b3.goTo(n3.base + "/console/")
 	b3.run("sign-in form", visible("#credential"))
 	b3.run("sign in as the tenant on n3", chromedp.SendKeys(chromedp.CSS("#credential"), key), chromedp.Click(chromedp.CSS("#signin-submit")))
+	// Signing in ends on the dashboard: navigating before it has would be
+	// overtaken by it on a loaded machine.
+	b3.waitText("main h1", "Tenant acme")
 	b3.goTo(n3.base + "/console/#/plugins")
 	b3.waitText("#plugin-trap", "quarantined on n2")
 	b3.waitText("#plugin-trap", "2 faults on 3 nodes")

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
@@ -54,7 +55,7 @@ type Limits struct {
 	// (heap, stacks and the runtime's own; the compiled code wazero maps
 	// outside the heap is bounded by the module's size). 0 means
 	// DefaultMemoryBytes; range MinMemoryBytes..MaxMemoryBytes. A Go guest
-	// of 2.7 MB takes about 50 MB and 1 s.
+	// of 2.7 MB takes about 70 MB and 1.6 s.
 	MemoryBytes int64
 }
 
@@ -118,6 +119,13 @@ func New(l Limits) (*Compiler, error) {
 // Limits returns the compiler's limits (defaults filled in).
 func (c *Compiler) Limits() Limits { return c.limits }
 
+// ID names the limits a pass of this Compiler vouches for
+// (plugins.HostOptions.CompilerID): a module that compiled within 10
+// minutes is given to a Compiler of 30 s again.
+func (c *Compiler) ID() string {
+	return fmt.Sprintf("child-%v-%d", c.limits.Timeout, c.limits.MemoryBytes)
+}
+
 // Compile validates original and compiles rewritten (unless nil) into the
 // compiled-code cache in cacheDir in a child process
 // (plugins.CompileInto): nil when both passed. A module not valid as
@@ -144,7 +152,11 @@ func (c *Compiler) Compile(ctx context.Context, cacheDir string, original, rewri
 	var stderr tail
 	cmd.Stderr = &stderr
 	setParentDeath(cmd)
+	// The parent-death signal follows the thread that started the child:
+	// it must outlive the child.
+	runtime.LockOSThread()
 	err := cmd.Run()
+	runtime.UnlockOSThread()
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
@@ -220,9 +232,13 @@ func child(dir, memory string) int {
 	}
 	// The GC works harder near the limit; the watch ends the process
 	// past it (the limit is soft for the GC).
-	debug.SetMemoryLimit(limit)
+	debug.SetMemoryLimit(limit / 10 * 9)
 	go watchMemory(uint64(limit))
 	in, err := readAll(os.Stdin, limit)
+	if errors.Is(err, errOverLimit) {
+		fmt.Fprintf(os.Stderr, "batpak plugin compiler: the module is over the memory limit of %d bytes\n", limit)
+		return exitMemory
+	}
 	if err != nil || len(in) < 8 || binary.BigEndian.Uint64(in) > uint64(len(in)-8) {
 		fmt.Fprintln(os.Stderr, "batpak plugin compiler: reading the modules:", err)
 		return exitUsage
@@ -257,6 +273,9 @@ func watchMemory(limit uint64) {
 	}
 }
 
+// errOverLimit: the input is larger than the memory limit.
+var errOverLimit = errors.New("over the memory limit")
+
 // readAll reads f whole, refusing more than limit bytes.
 func readAll(f *os.File, limit int64) ([]byte, error) {
 	var buf bytes.Buffer
@@ -265,7 +284,7 @@ func readAll(f *os.File, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if n > limit {
-		return nil, fmt.Errorf("over %d bytes", limit)
+		return nil, errOverLimit
 	}
 	return buf.Bytes(), nil
 }

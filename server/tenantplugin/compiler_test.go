@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -45,5 +46,28 @@ func TestCompilerWithoutAUsableCache(t *testing.T) {
 	}
 	if _, err := os.Stat(dirs[0]); !os.IsNotExist(err) {
 		t.Fatalf("the temporary cache %s is left after Close: %v", dirs[0], err)
+	}
+}
+
+// TestCompilerWithNoCacheAtAll: with neither the cache directory nor a
+// temporary one usable, a tenant's module is refused rather than compiled
+// without the bound.
+func TestCompilerWithNoCacheAtAll(t *testing.T) {
+	e := newResetEnv(t)
+	notADir := filepath.Join(e.root, "file")
+	if err := os.WriteFile(notADir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", notADir)
+	m, err := tenantplugin.Open(e.ctx, tenantplugin.Options{Dir: filepath.Join(e.root, "plugins"), Plane: e.plane, CacheDir: filepath.Join(notADir, "cache"),
+		Compiler: func(ctx context.Context, dir string, original, rewritten []byte) error {
+			return plugins.CompileInto(ctx, dir, original, rewritten)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	if _, err := m.Push(e.ctx, "acme", e.manifest("1"), e.trap, true); err == nil || !strings.Contains(err.Error(), "no compile cache") {
+		t.Fatalf("push with no cache at all: %v, want a refusal", err)
 	}
 }

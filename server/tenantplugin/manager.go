@@ -118,6 +118,8 @@ type Options struct {
 	// refuses is refused like any other (*RejectedError). It needs
 	// CacheDir. nil compiles in the server's process, unbounded.
 	Compiler func(ctx context.Context, cacheDir string, original, rewritten []byte) error
+	// CompilerID names the Compiler's limits (plugins.HostOptions.CompilerID).
+	CompilerID string
 	// Ceilings are the server's plugin limits (server.plugins.*): no
 	// tenant's quota raises a limit past them.
 	Ceilings Limits
@@ -412,7 +414,7 @@ func (m *Manager) host(tenant string) (*tenantHost, error) {
 	if m.opts.CacheDir != "" {
 		compiler = m.opts.Compiler
 	}
-	host, err := plugins.NewHost(plugins.HostOptions{CacheDir: m.opts.CacheDir, Compiler: compiler, Logger: slog.New(sink)})
+	host, err := plugins.NewHost(plugins.HostOptions{CacheDir: m.opts.CacheDir, Compiler: compiler, CompilerID: m.opts.CompilerID, Logger: slog.New(sink)})
 	if err != nil && m.opts.CacheDir != "" {
 		// A cache is never worth refusing the plugins over: compile into
 		// a temporary one (the Compiler needs a directory to compile
@@ -423,10 +425,14 @@ func (m *Manager) host(tenant string) (*tenantHost, error) {
 			m.opts.Logger.Error("the plugin compile cache cannot be used: a tenant's plugins are compiled into a temporary one, again after a restart",
 				"tenant", tenant, "dir", m.opts.CacheDir, "temporary", tmp, "error", err)
 			m.tempDirs = append(m.tempDirs, tmp)
-			host, err = plugins.NewHost(plugins.HostOptions{CacheDir: tmp, Compiler: compiler, Logger: slog.New(sink)})
+			host, err = plugins.NewHost(plugins.HostOptions{CacheDir: tmp, Compiler: compiler, CompilerID: m.opts.CompilerID, Logger: slog.New(sink)})
 		}
 		if terr != nil || err != nil {
-			m.opts.Logger.Error("the plugin compile cache cannot be used: a tenant's plugins are compiled in memory, in the server's process, without bounds, again at every load",
+			if compiler != nil {
+				// Compiling tenants' modules without the bound is not an option.
+				return nil, fmt.Errorf("no compile cache to compile the tenant's plugins into (%s: %v; a temporary one: %v)", m.opts.CacheDir, err, terr)
+			}
+			m.opts.Logger.Error("the plugin compile cache cannot be used: a tenant's plugins are compiled in memory, again at every load",
 				"tenant", tenant, "dir", m.opts.CacheDir, "error", err)
 			host, err = plugins.NewHost(plugins.HostOptions{Logger: slog.New(sink)})
 		}

@@ -781,14 +781,16 @@
       clear(pbox); put(pbox, ...pitems);
       clear(wbox); put(wbox, ...witems);
     };
-    await refresh();
-    let busy = false;
+    // Registered before the first read, so that leaving the page while it
+    // reads stops the timer with it.
+    let busy = true;
     const t = setInterval(() => {
       if (busy) return;
       busy = true;
       refresh().catch(() => {}).finally(() => { busy = false; });
     }, 5000);
     cleanup.push(() => clearInterval(t));
+    try { await refresh(); } finally { busy = false; }
   }
 
   // ---------- start ----------
