@@ -40,21 +40,17 @@ type Host struct {
 	// rewrites them (see compile). It is an interpreter: compiling for it
 	// decodes and validates without generating machine code (about 0.1 s
 	// for a 2.7 MB Go guest). The digests of valid modules are remembered
-	// in memory and, with a CacheDir, in validDir, which is as trusted as
-	// the compiled code beside it.
+	// in valid.
 	validator wazero.Runtime
-	validDir  string
-	validMu   sync.Mutex
-	valid     map[string]bool
+	valid     passed
 
 	// compiler, when set, validates and compiles each module into
 	// cacheDir first (HostOptions.Compiler); the modules it passed are
-	// remembered in bounded and in boundedDir.
+	// remembered in bounded.
 	compiler   func(ctx context.Context, cacheDir string, original, rewritten []byte) error
 	compilerID string
 	cacheDir   string
-	boundedDir string
-	bounded    map[string]bool
+	bounded    passed
 
 	mu      sync.Mutex
 	plugins map[string]*Plugin
@@ -102,8 +98,8 @@ type HostOptions struct {
 
 // NewHost returns a plugin host.
 func NewHost(opts HostOptions) (*Host, error) {
-	h := &Host{log: opts.Logger, plugins: map[string]*Plugin{}, valid: map[string]bool{},
-		compiler: opts.Compiler, compilerID: opts.CompilerID, cacheDir: opts.CacheDir, bounded: map[string]bool{}}
+	h := &Host{log: opts.Logger, plugins: map[string]*Plugin{},
+		compiler: opts.Compiler, compilerID: opts.CompilerID, cacheDir: opts.CacheDir}
 	if h.log == nil {
 		h.log = slog.Default()
 	}
@@ -116,8 +112,8 @@ func NewHost(opts HostOptions) (*Host, error) {
 			return nil, fmt.Errorf("batpak: plugin compilation cache: %w", err)
 		}
 		h.cache, h.dirCache = c, true
-		h.validDir = filepath.Join(opts.CacheDir, "batpak-valid")
-		h.boundedDir = filepath.Join(opts.CacheDir, "batpak-bounded")
+		h.valid.dir = filepath.Join(opts.CacheDir, "batpak-valid")
+		h.bounded.dir = filepath.Join(opts.CacheDir, "batpak-bounded", wazeroVersion)
 	}
 	h.memCache = wazero.NewCompilationCache()
 	if !h.dirCache {
@@ -427,42 +423,56 @@ func (h *Host) runtime(ctx context.Context, cache wazero.CompilationCache) (waze
 	return rt, nil
 }
 
+// passed remembers the modules that passed a check: in memory (at most
+// 4,096, then it starts over) and, with a dir, as empty files named by
+// their keys there, which are as trusted as the compiled code beside
+// them. Safe for concurrent use.
+type passed struct {
+	dir string
+	mu  sync.Mutex
+	m   map[string]bool
+}
+
+// has reports whether key passed before.
+func (p *passed) has(key string) bool {
+	p.mu.Lock()
+	known := p.m[key]
+	p.mu.Unlock()
+	if !known && p.dir != "" {
+		_, err := os.Stat(filepath.Join(p.dir, key))
+		known = err == nil
+	}
+	return known
+}
+
+// add records that key passed (on disk at best effort: without the file
+// the next run checks again).
+func (p *passed) add(key string) {
+	if p.dir != "" && os.MkdirAll(p.dir, 0o755) == nil {
+		_ = os.WriteFile(filepath.Join(p.dir, key), nil, 0o644)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil || len(p.m) >= 4096 {
+		p.m = map[string]bool{}
+	}
+	p.m[key] = true
+}
+
 // validate decodes and validates wasm as written, unless a module of the
 // same digest was found valid before (see Host.validator).
 func (h *Host) validate(ctx context.Context, wasm []byte, digest string) error {
-	h.validMu.Lock()
-	known := h.valid[digest]
-	h.validMu.Unlock()
-	if known {
+	if h.valid.has(digest) {
 		return nil
 	}
-	marker := ""
-	if h.validDir != "" {
-		marker = filepath.Join(h.validDir, digest)
-		if _, err := os.Stat(marker); err == nil {
-			known = true
-		}
+	mod, err := h.validator.CompileModule(ctx, wasm)
+	if err != nil {
+		return err
 	}
-	if !known {
-		mod, err := h.validator.CompileModule(ctx, wasm)
-		if err != nil {
-			return err
-		}
-		if err := mod.Close(ctx); err != nil {
-			return err
-		}
-		if marker != "" { // best effort: without it the next run validates again
-			if os.MkdirAll(h.validDir, 0o755) == nil {
-				_ = os.WriteFile(marker, nil, 0o644)
-			}
-		}
+	if err := mod.Close(ctx); err != nil {
+		return err
 	}
-	h.validMu.Lock()
-	defer h.validMu.Unlock()
-	if len(h.valid) >= 4096 {
-		clear(h.valid)
-	}
-	h.valid[digest] = true
+	h.valid.add(digest)
 	return nil
 }
 
@@ -497,29 +507,13 @@ func (h *Host) validateFirst(ctx context.Context, wasm []byte, digest string, re
 		return h.compiler(ctx, h.cacheDir, wasm, nil)
 	}
 	key := Digest([]byte(digest + Digest(rewritten) + h.compilerID))
-	h.validMu.Lock()
-	known := h.bounded[key]
-	h.validMu.Unlock()
-	marker := filepath.Join(h.boundedDir, wazeroVersion, key)
-	if !known {
-		if _, err := os.Stat(marker); err == nil {
-			known = true
-		}
+	if h.bounded.has(key) {
+		return nil
 	}
-	if !known {
-		if err := h.compiler(ctx, h.cacheDir, wasm, rewritten); err != nil {
-			return err
-		}
-		if os.MkdirAll(filepath.Dir(marker), 0o755) == nil { // best effort
-			_ = os.WriteFile(marker, nil, 0o644)
-		}
+	if err := h.compiler(ctx, h.cacheDir, wasm, rewritten); err != nil {
+		return err
 	}
-	h.validMu.Lock()
-	defer h.validMu.Unlock()
-	if len(h.bounded) >= 4096 {
-		clear(h.bounded)
-	}
-	h.bounded[key] = true
+	h.bounded.add(key)
 	return nil
 }
 

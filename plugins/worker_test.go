@@ -41,13 +41,7 @@ func TestHandlerWorkerRestartsAfterTrap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	echoes := func() []core.StoredEvent {
-		evs, err := s.Stream("echo")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return evs
-	}
+	echoes := func() []core.StoredEvent { return stream(t, s, "echo") }
 	waitFor(t, "20 echoes", func() bool { return len(echoes()) >= 20 })
 	appendEvents(t, s, "order:2", 5, kindA)
 	waitFor(t, "25 echoes", func() bool { return len(echoes()) >= 25 })
@@ -213,6 +207,16 @@ func TestHandlerRedeliveryWritesOnce(t *testing.T) {
 	}
 }
 
+// stream is the entity's events.
+func stream(t *testing.T, s *core.Store, entity string) []core.StoredEvent {
+	t.Helper()
+	evs, err := s.Stream(entity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
 // busyGate asks the first n plugin writes to retry, as a tenant's policy
 // does when its evaluations are all busy.
 type busyGate struct{ refusals atomic.Int32 }
@@ -242,13 +246,7 @@ func TestHandlerWaitsOutBusyGates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	echoes := func() []core.StoredEvent {
-		evs, err := s.Stream("echo")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return evs
-	}
+	echoes := func() []core.StoredEvent { return stream(t, s, "echo") }
 	waitFor(t, "10 echoes", func() bool { return len(echoes()) >= 10 })
 	w.Stop()
 	if err := w.Join(); err != nil {

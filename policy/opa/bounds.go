@@ -411,9 +411,7 @@ func yamlSize(v ast.Value, depth int) int {
 		n = sat(n, yamlSize(t.Value, depth+1))
 	}
 	switch x := v.(type) {
-	case *ast.Array:
-		x.Foreach(func(t *ast.Term) { each(nil, t) })
-	case ast.Set:
+	case collection:
 		x.Foreach(func(t *ast.Term) { each(nil, t) })
 	case ast.Object:
 		x.Foreach(each)
@@ -437,9 +435,7 @@ func lineCost(v ast.Value, depth, indent, prefix int) int {
 		}
 	}
 	switch x := v.(type) {
-	case *ast.Array:
-		x.Foreach(each)
-	case ast.Set:
+	case collection:
 		x.Foreach(each)
 	case ast.Object:
 		x.Foreach(func(_, t *ast.Term) { each(t) })
@@ -448,6 +444,9 @@ func lineCost(v ast.Value, depth, indent, prefix int) int {
 	}
 	return sat(n, line(depth))
 }
+
+// collection is an array or a set.
+type collection interface{ Foreach(func(*ast.Term)) }
 
 // valueSize is about v's length as compact JSON (strings unescaped),
 // counted up to limit.
@@ -459,15 +458,7 @@ func valueSize(v ast.Value) int {
 		return min(len(x), limit)
 	case ast.Boolean, ast.Null:
 		return 5
-	case *ast.Array:
-		n := 2
-		x.Foreach(func(t *ast.Term) {
-			if n < limit {
-				n = sat(n, valueSize(t.Value)+1)
-			}
-		})
-		return n
-	case ast.Set:
+	case collection:
 		n := 2
 		x.Foreach(func(t *ast.Term) {
 			if n < limit {
