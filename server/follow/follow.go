@@ -165,10 +165,14 @@ func (o Options) withDefaults() (Options, error) {
 
 // Stats describe a hub (or, summed, a Set) for metrics.
 type Stats struct {
-	Subscribers int    // open subscriptions
-	Running     bool   // the hub is following its store (it has subscribers)
-	RingFrames  int    // frames held in the ring now
-	RingBytes   int64  // their encoded bytes
-	Encoded     uint64 // Encode calls, live and catch-up
-	CutOff      uint64 // subscriptions ended with ErrSlowConsumer
+	Subscribers int   // open subscriptions
+	Running     bool  // the hub is following its store (it has subscribers)
+	RingFrames  int   // frames held in the ring now
+	RingBytes   int64 // their encoded bytes
+	// Published is the global sequence a hub has followed its store to
+	// (exclusive): every event before it is in the ring or behind it. A
+	// Set's sum leaves it zero (its stores' sequences are unrelated).
+	Published uint64
+	Encoded   uint64 // Encode calls, live and catch-up
+	CutOff    uint64 // subscriptions ended with ErrSlowConsumer
 }

@@ -100,7 +100,7 @@ func (h *Hub) Stats() Stats {
 	if r != nil {
 		st.Running = !r.isEnded()
 		r.mu.RLock()
-		st.RingFrames, st.RingBytes = int(r.head-r.tail), r.bytes
+		st.RingFrames, st.RingBytes, st.Published = int(r.head-r.tail), r.bytes, r.coverEnd
 		r.mu.RUnlock()
 	}
 	return st
