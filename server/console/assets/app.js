@@ -8,6 +8,20 @@
   const P = "/console";
   let me = null; // the session: {principal, operator, tenant, roles, csrf_token}
   let cleanup = []; // what the current page must stop when left (timers, streams)
+  // repeat runs refresh now and then every ms while the page is shown. The
+  // timer is registered before the first run, so leaving the page while
+  // it reads stops it; a run still under way (a member slow to answer) is
+  // not doubled. The first run's error is the caller's.
+  async function repeat(refresh, ms) {
+    let busy = true;
+    const t = setInterval(() => {
+      if (busy) return;
+      busy = true;
+      refresh().catch(() => {}).finally(() => { busy = false; });
+    }, ms);
+    cleanup.push(() => clearInterval(t));
+    try { await refresh(); } finally { busy = false; }
+  }
 
   // ---------- DOM helpers ----------
   function el(tag, attrs, ...kids) {
@@ -359,16 +373,7 @@
         await refresh();
       } catch (e) { toast(e.message); }
     }
-    await refresh();
-    // A refresh still under way (a member slow to answer for the
-    // cluster's health) is not doubled.
-    let busy = false;
-    const t = setInterval(() => {
-      if (busy) return;
-      busy = true;
-      refresh().catch(() => {}).finally(() => { busy = false; });
-    }, 2000);
-    cleanup.push(() => clearInterval(t));
+    await repeat(refresh, 2000);
   }
 
   // ---------- tenant dashboard ----------
@@ -781,16 +786,7 @@
       clear(pbox); put(pbox, ...pitems);
       clear(wbox); put(wbox, ...witems);
     };
-    // Registered before the first read, so that leaving the page while it
-    // reads stops the timer with it.
-    let busy = true;
-    const t = setInterval(() => {
-      if (busy) return;
-      busy = true;
-      refresh().catch(() => {}).finally(() => { busy = false; });
-    }, 5000);
-    cleanup.push(() => clearInterval(t));
-    try { await refresh(); } finally { busy = false; }
+    await repeat(refresh, 5000);
   }
 
   // ---------- start ----------
