@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -225,23 +226,48 @@ func BenchmarkHTTPAppend(b *testing.B) {
 	for _, sync := range []string{"durable", "buffered"} {
 		// ungated: no policy; policy: 1024 distinct orders over and over
 		// (decisions cached after the first round); policy-distinct:
-		// every order distinct (every decision evaluated).
-		for _, mode := range []string{"ungated", "policy", "policy-distinct"} {
-			gated := mode != "ungated"
+		// every order distinct (every decision evaluated);
+		// tenant-policy-distinct: the same policy as the tenant's bundle
+		// (evaluated in the policy sandbox's child processes).
+		for _, mode := range []string{"ungated", "policy", "policy-distinct", "tenant-policy-distinct"} {
 			b.Run(sync+"/"+mode, func(b *testing.B) {
 				payloads := orderPayloads(1024)
-				if mode == "policy-distinct" {
+				if strings.HasSuffix(mode, "policy-distinct") {
 					payloads = orderPayloads(b.N + 256)
 				}
 				cfg := server.DefaultConfig()
-				if gated {
-					cfg.PolicyDir = filepath.Join("..", "examples", "policies")
+				examples := filepath.Join("..", "examples", "policies")
+				if mode == "policy" || mode == "policy-distinct" {
+					cfg.PolicyDir = examples
 				}
 				// writer: server access; clerk: the example policy's role
-				// for orders (an application role).
-				bs := startBenchServerRoles(b, cfg, "acme", control.Settings{Sync: sync}, control.RoleWriter, "clerk")
+				// for orders (an application role); admin: to push the
+				// tenant's bundle.
+				bs := startBenchServerRoles(b, cfg, "acme", control.Settings{Sync: sync}, control.RoleWriter, control.RoleAdmin, "clerk")
 				const clients = 64
 				conns := rawClients(b, bs.base, clients)
+				if mode == "tenant-policy-distinct" {
+					var files []string
+					for _, name := range []string{"write.rego", "data.json"} {
+						src, err := os.ReadFile(filepath.Join(examples, name))
+						if err != nil {
+							b.Fatal(err)
+						}
+						files = append(files, name, string(src))
+					}
+					req, _ := http.NewRequest("PUT", bs.base+"/v1/tenants/acme/policy", bytes.NewReader(tarGz(b, files...)))
+					req.Header.Set("Authorization", "Bearer "+bs.key)
+					req.Header.Set("Content-Type", "application/gzip")
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						b.Fatal(err)
+					}
+					out, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						b.Fatalf("pushing the tenant's bundle: %d %s", resp.StatusCode, out)
+					}
+				}
 				path := "/v1/tenants/acme/events"
 				bodies := make([][]byte, len(payloads))
 				for i, p := range payloads {

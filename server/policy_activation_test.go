@@ -181,7 +181,7 @@ func TestPolicyActivationUnderConcurrentWrites(t *testing.T) {
 	for _, w := range writes {
 		ds := logged[w.entity]
 		if len(ds) != 1 {
-			t.Fatalf("write of %s has %d decisions in the log, want 1", w.entity, len(ds))
+			t.Fatalf("write of %s has %d decisions in the log, want 1: %v", w.entity, len(ds), w.err)
 		}
 		d := ds[0]
 		var ce *client.Error

@@ -152,6 +152,16 @@ type Config struct {
 	// this is also the longest one upload holds the others. Default 30s;
 	// range 1s..10m.
 	PolicyBundleCheckTimeout time.Duration
+	// PolicyMemory bounds the memory of each child process that checks
+	// and evaluates tenants' policy bundles (see
+	// tenantpolicy.Options.Isolate): a child past it is killed, and the
+	// write it was judging is denied (or the upload refused) with a
+	// message naming server.policy_memory. It needs a binary whose main
+	// calls tenantpolicy.RunChild (cmd/batpak does); in any other, tenants'
+	// bundles are checked and evaluated in the server's process, bounded
+	// only by their timeouts, and New logs a warning. Default 1 GiB;
+	// range 64 MiB..64 GiB. (server.policy_memory)
+	PolicyMemory int64
 	// PolicyDecisionMaxBytes bounds what a decision log entry keeps of
 	// each input field the deciding policy reads and of each reason's
 	// message and context: exactly this many bytes of JSON are kept, a
@@ -305,6 +315,12 @@ func (c Config) withDefaults() (Config, error) {
 	var err error
 	if c.PluginCompile, err = c.PluginCompile.WithDefaults(); err != nil {
 		return c, err
+	}
+	if c.PolicyMemory == 0 {
+		c.PolicyMemory = tenantpolicy.DefaultMemoryBytes
+	}
+	if c.PolicyMemory < tenantpolicy.MinMemoryBytes || c.PolicyMemory > tenantpolicy.MaxMemoryBytes {
+		return c, fmt.Errorf("policy memory = %d bytes: want 64MiB..64GiB (server.policy_memory)", c.PolicyMemory)
 	}
 	if c.Plugins, err = c.Plugins.WithDefaults(); err != nil {
 		return c, err
@@ -538,11 +554,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Timeout: cfg.PolicyTimeout, Logger: cfg.Logger, DecisionLogSize: cfg.PolicyDecisionLogSize, CheckTimeout: cfg.PolicyBundleCheckTimeout,
 		DecisionMaxBytes: cfg.PolicyDecisionMaxBytes, DecisionDir: filepath.Join(cfg.Root, "decisions"),
 		DecisionLogBytes: cfg.PolicyDecisionLogBytes, DecisionQueue: cfg.PolicyDecisionQueue,
+		Isolate: tenantpolicy.Available(), MemoryBytes: cfg.PolicyMemory,
 	})
 	if err != nil {
 		return fail(fmt.Errorf("tenant policies: %w", err))
 	}
 	s.policiesReady.Store(s.policies)
+	if !tenantpolicy.Available() {
+		cfg.Logger.Warn("tenants' policy bundles are checked and evaluated in the server's process, bounded only by their timeouts: this binary's main does not call tenantpolicy.RunChild")
+	}
 	var compiler func(context.Context, string, []byte, []byte) error
 	var compilerID string
 	if pc, err := plugincompiler.New(cfg.PluginCompile); err == nil {

@@ -1095,3 +1095,89 @@ func TestTenantPolicyBuiltinsCannotTakeTheServer(t *testing.T) {
 		t.Fatalf("a write after the refused one: %v", err)
 	}
 }
+
+// doubling is Rego nesting a value depth times in itself under the
+// names <name>0..<name><depth>, each level two references to the one
+// below (so 2^depth leaves from a few bytes a level); with concat, each
+// level is built by array.concat, so that its type does not double too.
+func doubling(name string, depth int, concat bool) string {
+	var b strings.Builder
+	b.WriteString(name + "0 := [\"" + strings.Repeat("x", 64) + "\"]\n")
+	for i := 1; i <= depth; i++ {
+		if concat {
+			fmt.Fprintf(&b, "%s%d := array.concat([%s%d], [%s%d])\n", name, i, name, i-1, name, i-1)
+		} else {
+			fmt.Fprintf(&b, "%s%d := [%s%d, %s%d]\n", name, i, name, i-1, name, i-1)
+		}
+	}
+	return b.String()
+}
+
+// A tenant's bundle runs in child processes: what OPA cannot interrupt
+// or bound — its type checker, its comparisons and its unification walk a value built by
+// doubling in full, and turning a decision into Go values copies it —
+// ends the child, never the server. An upload whose compilation would
+// take minutes is refused at the check timeout; a write whose rule would
+// compare for hours is denied a second past the evaluation timeout; one
+// whose decision would take gigabytes is denied at the memory limit; and
+// the next write, of this tenant and of another, goes through.
+func TestTenantPolicyRunsInItsOwnProcess(t *testing.T) {
+	ctx := context.Background()
+	ps, admin := tenantAdmin(t, func(c *server.Config) {
+		c.PolicyBundleCheckTimeout = 2 * time.Second
+		c.PolicyMemory = 64 << 20
+	})
+	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
+	if _, err := op.CreateTenant(ctx, "other", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	k, err := op.IssueKey(ctx, "other", "w", "writer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := ps.as(t, k.Key).Tenant("other")
+
+	start := time.Now()
+	_, err = admin.PushPolicy(ctx, bytes.NewReader(tarGz(t, "policy.rego", "package batpak.write\n\n"+doubling("x", 40, false)+
+		"deny contains \"a\" if x40 == x40\n")))
+	var e *client.Error
+	if !errors.As(err, &e) || e.Status != 422 || !strings.Contains(e.Error(), "policy_bundle_check_timeout") {
+		t.Fatalf("a bundle whose type check walks 2^40 types: %v, want 422 naming policy_bundle_check_timeout", err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("the refusal took %v", took)
+	}
+	if _, err := other.Append(ctx, note("note:1")); err != nil {
+		t.Fatalf("another tenant's write after the refusal: %v", err)
+	}
+
+	bundle := tarGz(t, "policy.rego", "package batpak.write\n\n"+doubling("x", 40, true)+doubling("y", 40, true)+
+		"deny contains \"BOMB\" if {\n\tinput.event.entity == \"bomb:1\"\n\tx40 < y40\n}\n"+
+		"deny contains {\"code\": \"BIG\", \"message\": \"m\", \"context\": {\"x\": x40}} if input.event.entity == \"big:1\"\n")
+	if _, err := admin.PushPolicy(ctx, bytes.NewReader(bundle)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Append(ctx, note("note:1")); err != nil {
+		t.Fatalf("a write the bundle allows: %v", err)
+	}
+	for _, c := range []struct{ entity, want string }{
+		{"bomb:1", "ran past 1s"},
+		{"big:1", "64 MiB of memory"},
+	} {
+		start := time.Now()
+		_, err := admin.Append(ctx, note(c.entity))
+		wantDenied(t, c.entity, err, "tenant", "POLICY_ERROR", revisionOf(bundle))
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want it to say %q", c.entity, err, c.want)
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("%s: denied after %v", c.entity, took)
+		}
+		if _, err := admin.Append(ctx, note("note:2")); err != nil {
+			t.Fatalf("a write after %s: %v", c.entity, err)
+		}
+		if _, err := other.Append(ctx, note("note:2")); err != nil {
+			t.Fatalf("another tenant's write after %s: %v", c.entity, err)
+		}
+	}
+}

@@ -17,12 +17,15 @@ import (
 	"github.com/batpak-go/batpak/internal/printable"
 	"github.com/batpak-go/batpak/sdk/client"
 	"github.com/batpak-go/batpak/server/plugincompiler"
+	"github.com/batpak-go/batpak/server/tenantpolicy"
 )
 
 func main() {
-	// A child the server started to compile a tenant's plugin module
-	// compiles it and exits here (see server/plugincompiler).
+	// A child the server started to compile a tenant's plugin module, or
+	// to check and evaluate tenants' policy bundles, does so and exits
+	// here (see server/plugincompiler, server/tenantpolicy).
 	plugincompiler.RunChild()
+	tenantpolicy.RunChild()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
 		// After the first signal, restore the default behaviour: a second

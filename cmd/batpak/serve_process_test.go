@@ -21,6 +21,7 @@ import (
 	"github.com/batpak-go/batpak/sdk/client"
 	"github.com/batpak-go/batpak/server/auth"
 	"github.com/batpak-go/batpak/server/plugincompiler"
+	"github.com/batpak-go/batpak/server/tenantpolicy"
 )
 
 // childEnv, when set, makes the test binary run the CLI with the arguments
@@ -30,6 +31,7 @@ const childEnv = "BATPAK_TEST_CLI_ARGS"
 
 func TestMain(m *testing.M) {
 	plugincompiler.RunChild() // a serving child's plugin compiler
+	tenantpolicy.RunChild()   // a serving child's policy sandbox
 	if args := os.Getenv(childEnv); args != "" {
 		os.Args = append([]string{"batpak"}, strings.Split(args, "\x1f")...)
 		main()

@@ -33,9 +33,12 @@ import (
 // the built-ins returning many small values (MaxBuiltinResultElements),
 // those reading numbers (MaxNumberDigits) and net.cidr_contains_matches
 // (MaxBuiltinPairs). What is left is bounded by the evaluation's timeout,
-// with overruns: OPA copies a value built by doubling without checking
-// it (a 615-byte rule nesting [x, x] 24 deep ran 14 s past a 1 s timeout
-// and took 2 GB; 30 deep asks more than a machine has).
+// with overruns that no check in this process can bound: OPA's type
+// checker, comparisons and unification walk a value built by doubling in
+// full, and the conversion of a result copies it (a 615-byte rule nesting
+// [x, x] 24 deep ran 14 s past a 1 s timeout and took 2 GB; 30 deep asks
+// more than a machine has). A server evaluates a bundle it does not trust
+// in a child process it can kill (server/tenantpolicy, Options.Isolate).
 const MaxBuiltinResultBytes = 64 << 20
 
 // MaxBuiltinIntBits bounds the integer bits.lsh may produce: printing

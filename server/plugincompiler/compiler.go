@@ -9,14 +9,12 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"runtime"
-	"runtime/debug"
-	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/batpak-go/batpak/internal/childproc"
 	"github.com/batpak-go/batpak/plugins"
 )
 
@@ -109,7 +107,7 @@ func New(l Limits) (*Compiler, error) {
 	if !Available() {
 		return nil, ErrUnavailable
 	}
-	path, err := self()
+	path, err := childproc.Self()
 	if err != nil {
 		return nil, fmt.Errorf("batpak: plugin compiler: %w", err)
 	}
@@ -140,23 +138,17 @@ func (c *Compiler) Compile(ctx context.Context, cacheDir string, original, rewri
 	defer cancel()
 	cmd := exec.CommandContext(tctx, c.path)
 	cmd.Args = []string{"batpak-plugin-compiler"}
-	cmd.Env = append(childEnv(os.Environ()),
-		envChild+"="+cacheDir,
-		envMemory+"="+strconv.FormatInt(c.limits.MemoryBytes, 10),
-		"GOMAXPROCS=1", // one compile takes one core
-		// A race-detector build waits a second at exit by default.
-		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"),
-	)
+	// One compile takes one core.
+	cmd.Env = childproc.Env(os.Environ(), 1, []string{envChild, envMemory},
+		envChild+"="+cacheDir, envMemory+"="+strconv.FormatInt(c.limits.MemoryBytes, 10))
 	head := binary.BigEndian.AppendUint64(nil, uint64(len(original)))
 	cmd.Stdin = io.MultiReader(bytes.NewReader(head), bytes.NewReader(original), bytes.NewReader(rewritten))
-	var stderr tail
+	var stderr childproc.Tail
 	cmd.Stderr = &stderr
-	setParentDeath(cmd)
-	// The parent-death signal follows the thread that started the child:
-	// it must outlive the child.
-	runtime.LockOSThread()
-	err := cmd.Run()
-	runtime.UnlockOSThread()
+	err := childproc.Start(cmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
@@ -166,45 +158,19 @@ func (c *Compiler) Compile(ctx context.Context, cacheDir string, original, rewri
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case errors.As(err, &exit) && exit.ExitCode() == exitInvalid:
-		return fmt.Errorf("%w: %s", plugins.ErrInvalidModule, stderr.text())
+		return fmt.Errorf("%w: %s", plugins.ErrInvalidModule, stderr.Text())
 	case errors.As(err, &exit) && exit.ExitCode() == exitNotCompiled:
-		return errors.New(stderr.text())
+		return errors.New(stderr.Text())
 	case errors.As(err, &exit) && exit.ExitCode() == exitMemory:
 		return fmt.Errorf("%w: it took more than %d MiB of memory", ErrLimit, c.limits.MemoryBytes>>20)
 	}
 	// A crash: its first line (a panic's or fatal error's message), never
 	// the goroutine dump after it, which names the server's source files.
-	if msg, _, _ := strings.Cut(stderr.text(), "\n"); msg != "" {
+	if msg := stderr.FirstLine(); msg != "" {
 		return fmt.Errorf("batpak: the plugin compiler process failed: %w: %s", err, msg)
 	}
 	return fmt.Errorf("batpak: the plugin compiler process failed: %w", err)
 }
-
-// childEnv is the parent's environment without the child's variables,
-// GOMAXPROCS and GORACE (which Compile sets).
-func childEnv(env []string) []string {
-	out := env[:0:0]
-	for _, kv := range env {
-		k, _, _ := strings.Cut(kv, "=")
-		if k == envChild || k == envMemory || k == "GOMAXPROCS" || k == "GORACE" {
-			continue
-		}
-		out = append(out, kv)
-	}
-	return out
-}
-
-// tail keeps the first 4 KiB written to it.
-type tail struct{ b []byte }
-
-func (t *tail) Write(p []byte) (int, error) {
-	if room := 4096 - len(t.b); room > 0 {
-		t.b = append(t.b, p[:min(room, len(p))]...)
-	}
-	return len(p), nil
-}
-
-func (t *tail) text() string { return strings.TrimSpace(string(t.b)) }
 
 // RunChild makes this process a compiler child when it was started as one
 // (it then compiles the module on its standard input and exits); otherwise
@@ -230,10 +196,7 @@ func child(dir, memory string) int {
 		fmt.Fprintln(os.Stderr, "batpak plugin compiler: started without its cache directory or memory limit")
 		return exitUsage
 	}
-	// The GC works harder near the limit; the watch ends the process
-	// past it (the limit is soft for the GC).
-	debug.SetMemoryLimit(limit / 10 * 9)
-	go watchMemory(uint64(limit))
+	childproc.LimitMemory(limit, "batpak plugin compiler", exitMemory)
 	in, err := readAll(os.Stdin, limit)
 	if errors.Is(err, errOverLimit) {
 		fmt.Fprintf(os.Stderr, "batpak plugin compiler: the module is over the memory limit of %d bytes\n", limit)
@@ -257,20 +220,6 @@ func child(dir, memory string) int {
 		return exitNotCompiled
 	}
 	return 0
-}
-
-// watchMemory ends the process with exitMemory once the Go runtime holds
-// more than limit bytes, checking every 10 ms.
-func watchMemory(limit uint64) {
-	s := []metrics.Sample{{Name: "/memory/classes/total:bytes"}}
-	for {
-		metrics.Read(s)
-		if s[0].Value.Kind() == metrics.KindUint64 && s[0].Value.Uint64() > limit {
-			fmt.Fprintf(os.Stderr, "batpak plugin compiler: over the memory limit of %d bytes\n", limit)
-			os.Exit(exitMemory)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // errOverLimit: the input is larger than the memory limit.

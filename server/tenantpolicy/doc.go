@@ -31,6 +31,34 @@
 // Options.CheckTimeout, is refused with a *RejectedError listing the errors,
 // and the active revision stays.
 //
+// # Isolation
+//
+// With Options.Isolate (what the server sets when its binary calls
+// RunChild), nothing of a tenant's bundle runs in the manager's process:
+// OPA bounds an evaluation by checking its timeout between steps, but its
+// type checker, its comparisons and its unification walk a value built by
+// doubling (x1 := [x0, x0] … x40) in full without a check, and turning a
+// decision into Go values copies it; a bundle of a few hundred bytes can
+// hold a core for hours or ask for more memory than the machine has.
+// Instead, child processes — this binary again — do the work: one checker
+// runs the checks of uploads and of stored revisions (one at a time, as
+// uploads run), and a pool of evaluation children, as many as
+// Options.MaxConcurrent, judges the writes. The manager sends a child its
+// requests over a pipe (a length and JSON) and reads the answers from
+// another (the child's descriptor 3, so that nothing a library prints
+// can be taken for one). An evaluation child compiles a revision the
+// first time it judges by it, from the bytes the manager holds, and keeps
+// the 32 most recently used. A child is killed one second past
+// Options.Timeout (an evaluation) or Options.CheckTimeout (a check or a
+// load), or when its Go runtime holds more than Options.MemoryBytes, and
+// the next request starts another; the write is denied with POLICY_ERROR
+// ("ran past 1s", "took more than 1024 MiB of memory"), the upload
+// refused with a *RejectedError naming policy_bundle_check_timeout or
+// policy_memory. A child dies with the server (Linux) and ends when its
+// standard input closes. The evaluation children start, in the
+// background, when the manager first holds a tenant's bundle (about
+// 40 ms and 25 MB each).
+//
 // # Revisions and storage
 //
 // An accepted bundle's revision is the hex SHA-256 of its bytes as

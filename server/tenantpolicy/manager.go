@@ -106,6 +106,26 @@ type Options struct {
 	// holds only the temporary directories of bundles being checked.
 	// nil: <Dir>/<tenant>/<revision>.tar.gz.
 	Blobs Blobs
+	// Isolate runs everything of a tenant's bundle — its checks at upload
+	// and at load, and every evaluation — in child processes: this binary
+	// again, whose main must call RunChild first (else Open fails with
+	// ErrSandboxUnavailable). A tenant's Rego can ask for time and memory
+	// that no check inside OPA bounds (the type checker and unification
+	// walk a value built by doubling in full: a 600-byte bundle can hold a
+	// core for minutes, or ask for more memory than the machine has); a
+	// child is killed one second past Timeout (an evaluation) or
+	// CheckTimeout (a check or load), or when its Go runtime holds more
+	// than MemoryBytes, and the write is denied with POLICY_ERROR (the
+	// upload refused) saying which. One checker child and MaxConcurrent
+	// evaluation children run, each keeping at most 32 compiled revisions
+	// (the least recently used is compiled again when next needed); a
+	// killed child is replaced at the next request. See the package
+	// documentation.
+	Isolate bool
+	// MemoryBytes bounds each child's Go runtime (heap, stacks and the
+	// runtime's own) with Isolate. 0 means DefaultMemoryBytes (1 GiB);
+	// range MinMemoryBytes..MaxMemoryBytes.
+	MemoryBytes int64
 }
 
 // Blobs keeps content-addressed bytes: a cluster node's replicated blob
@@ -139,6 +159,8 @@ type Manager struct {
 	// loadMu serialises the loads of revisions learnt from the control
 	// plane (Refresh, and a write finding its revision not loaded).
 	loadMu sync.Mutex
+
+	sb *sandbox // nil: bundles are checked and evaluated in this process
 
 	dlog     *decisionStore // nil: no decision log
 	lmu      sync.Mutex
@@ -178,6 +200,12 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	if opts.DecisionMaxBytes == 0 {
 		opts.DecisionMaxBytes = DefaultDecisionMaxBytes
 	}
+	if opts.MemoryBytes == 0 {
+		opts.MemoryBytes = DefaultMemoryBytes
+	}
+	if opts.MemoryBytes < MinMemoryBytes || opts.MemoryBytes > MaxMemoryBytes {
+		return nil, fmt.Errorf("policy memory = %d bytes: want %d..%d", opts.MemoryBytes, int64(MinMemoryBytes), int64(MaxMemoryBytes))
+	}
 	if opts.DecisionMaxBytes < 256 || opts.DecisionMaxBytes > 1<<20 {
 		return nil, fmt.Errorf("policy decision max bytes = %d: want 256..1MiB", opts.DecisionMaxBytes)
 	}
@@ -204,6 +232,11 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	}
 	m := &Manager{opts: opts, slots: shares.New(opts.MaxConcurrent),
 		gates: map[string]map[string]*loaded{}, tcounts: map[string]*tenantCounts{}}
+	if opts.Isolate {
+		if m.sb, err = newSandbox(opts.MemoryBytes, opts.Dir, opts.MaxConcurrent); err != nil {
+			return nil, err
+		}
+	}
 	for _, dir := range []string{opts.Dir, opts.DecisionDir} {
 		ents, err := os.ReadDir(dir)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -262,6 +295,9 @@ func (m *Manager) Remove(tenant string) error {
 // writer; decisions made after Close are dropped (counted). Safe to call
 // more than once.
 func (m *Manager) Close() {
+	if m.sb != nil {
+		m.sb.close()
+	}
 	if m.dlog != nil {
 		m.dlog.close()
 	}
@@ -406,6 +442,9 @@ func (m *Manager) activate(ctx context.Context, tenant, rev string, l *loaded, r
 }
 
 func (m *Manager) put(tenant, rev string, l *loaded) {
+	if m.sb != nil {
+		m.sb.warm()
+	}
 	m.gmu.Lock()
 	if m.gates[tenant] == nil {
 		m.gates[tenant] = map[string]*loaded{}
@@ -421,16 +460,9 @@ func (m *Manager) get(tenant, rev string) *loaded {
 }
 
 // check extracts data to a temporary directory, runs its tests (when
-// test) and compiles it; the extraction keeps within lim.
+// test) and compiles it — in the sandbox's checker child when the
+// manager isolates bundles, else here; the extraction keeps within lim.
 func (m *Manager) check(ctx context.Context, data []byte, test bool, lim Limits) (*loaded, error) {
-	ctx, cancel := context.WithTimeout(ctx, m.opts.CheckTimeout)
-	defer cancel()
-	timedOut := func() error {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) && context.Cause(ctx) == context.DeadlineExceeded {
-			return &RejectedError{Stage: "tests", Errors: []string{fmt.Sprintf("the bundle's tests and compilation ran past %v (policy_bundle_check_timeout)", m.opts.CheckTimeout)}}
-		}
-		return nil
-	}
 	tmp, err := os.MkdirTemp(m.opts.Dir, ".bundle-")
 	if err != nil {
 		return nil, err
@@ -439,13 +471,51 @@ func (m *Manager) check(ctx context.Context, data []byte, test bool, lim Limits)
 	if err := Extract(bytes.NewReader(data), tmp, lim); err != nil {
 		return nil, err
 	}
+	testTimeout := min(opa.DefaultTestTimeout, m.opts.CheckTimeout)
+	if m.sb == nil {
+		g, err := checkDir(ctx, tmp, test, testTimeout, m.opts.Timeout, m.opts.CheckTimeout)
+		if err != nil {
+			return nil, err
+		}
+		return &loaded{adm: policy.NewAdmitter(g), paths: g.InputPaths()}, nil
+	}
+	r, err := m.sb.check(tmp, test, testTimeout, m.opts.Timeout, m.opts.CheckTimeout)
+	var se *sandboxError
+	switch {
+	case errors.As(err, &se) && se.timeout > 0:
+		return nil, &RejectedError{Stage: "tests", Errors: []string{fmt.Sprintf("the bundle's tests and compilation ran past %v (policy_bundle_check_timeout)", m.opts.CheckTimeout)}}
+	case errors.As(err, &se) && se.memory > 0:
+		return nil, &RejectedError{Stage: "tests", Errors: []string{fmt.Sprintf("the bundle's tests and compilation took more than %d MiB of memory (policy_memory)", se.memory>>20)}}
+	case err != nil:
+		return nil, err
+	case r.Rejected != nil:
+		return nil, r.Rejected
+	case r.Err != "":
+		return nil, errors.New(r.Err)
+	}
+	return &loaded{adm: policy.NewAdmitter(newIsolatedGate(m.sb, data, m.opts.Timeout, m.opts.CheckTimeout)), paths: r.Paths}, nil
+}
+
+// checkDir runs the checks of the bundle extracted in dir — built-ins and
+// numbers a tenant bundle may not use, its tests (when test), its
+// compilation — within checkTimeout, and returns it compiled, or a
+// *RejectedError whose lines do not name dir.
+func checkDir(ctx context.Context, dir string, test bool, testTimeout, timeout, checkTimeout time.Duration) (*opa.Gate, error) {
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	timedOut := func() error {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) && context.Cause(ctx) == context.DeadlineExceeded {
+			return &RejectedError{Stage: "tests", Errors: []string{fmt.Sprintf("the bundle's tests and compilation ran past %v (policy_bundle_check_timeout)", checkTimeout)}}
+		}
+		return nil
+	}
 	scrub := func(lines []string) []string {
 		for i, l := range lines {
-			lines[i] = strings.ReplaceAll(l, tmp+string(filepath.Separator), "")
+			lines[i] = strings.ReplaceAll(l, dir+string(filepath.Separator), "")
 		}
 		return lines
 	}
-	if refused, err := refuseBuiltins(tmp); err != nil {
+	if refused, err := refuseBuiltins(dir); err != nil {
 		return nil, err
 	} else if len(refused) > 0 {
 		return nil, &RejectedError{Stage: "compile", Errors: refused}
@@ -453,7 +523,7 @@ func (m *Manager) check(ctx context.Context, data []byte, test bool, lim Limits)
 	if test {
 		// The tests' print() output is never shown: compiled out, so a
 		// test printing in a loop holds no memory for it.
-		results, err := opa.RunTests(ctx, tmp, opa.TestOptions{Timeout: min(opa.DefaultTestTimeout, m.opts.CheckTimeout), MaxOutputBytes: -1, Sandboxed: true})
+		results, err := opa.RunTests(ctx, dir, opa.TestOptions{Timeout: testTimeout, MaxOutputBytes: -1, Sandboxed: true})
 		if terr := timedOut(); terr != nil {
 			return nil, terr
 		}
@@ -478,7 +548,7 @@ func (m *Manager) check(ctx context.Context, data []byte, test bool, lim Limits)
 			return nil, &RejectedError{Stage: "tests", Errors: scrub(failed)}
 		}
 	}
-	g, err := opa.Load(ctx, tmp, opa.Options{Name: "tenant", Timeout: m.opts.Timeout, Sandboxed: true})
+	g, err := opa.Load(ctx, dir, opa.Options{Name: "tenant", Timeout: timeout, Sandboxed: true})
 	if terr := timedOut(); terr != nil {
 		return nil, terr
 	}
@@ -489,7 +559,7 @@ func (m *Manager) check(ctx context.Context, data []byte, test bool, lim Limits)
 		}
 		return nil, &RejectedError{Stage: "compile", Errors: scrub(lines)}
 	}
-	return &loaded{adm: policy.NewAdmitter(g), paths: g.InputPaths()}, nil
+	return g, nil
 }
 
 // loadStored compiles a stored revision (its tests passed at upload).
@@ -575,6 +645,9 @@ func (m *Manager) ensure(ctx context.Context, tenant, rev string) *loaded {
 		return l
 	}
 	l := m.loadStored(ctx, tenant, rev)
+	if m.sb != nil {
+		m.sb.warm()
+	}
 	if l.err != nil {
 		m.opts.Logger.Error("a tenant's active policy revision does not load: its writes are refused (POLICY_ERROR) until it does",
 			"tenant", tenant, "revision", rev, "error", l.err)
@@ -647,6 +720,9 @@ func (a *admission) Admit(ctx context.Context, p *core.Proposal) error {
 		return err
 	}
 	defer release()
+	// Read again: waiting for the slot can outlast two activations, after
+	// which the revision read before is no longer compiled.
+	rev = a.m.opts.Plane.ActivePolicy(a.tenant)
 	if a.platform != nil {
 		if err := a.platform.Admit(ctx, p); err != nil {
 			return a.log(ctx, p, withLayer(err, "platform", ""), a.platformGate.InputPaths())

@@ -1,0 +1,424 @@
+package tenantpolicy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/batpak-go/batpak/internal/childproc"
+	"github.com/batpak-go/batpak/policy"
+)
+
+// Bounds of a sandbox process's memory (Options.MemoryBytes).
+const (
+	DefaultMemoryBytes = 1 << 30
+	MinMemoryBytes     = 64 << 20
+	MaxMemoryBytes     = 64 << 30
+)
+
+// The sandbox's fixed bounds.
+const (
+	// sandboxGrace is how far past its timeout (Options.Timeout for an
+	// evaluation, Options.CheckTimeout for a check or a load) a child may
+	// run before it is killed: the child ends a well-behaved evaluation
+	// itself at the timeout; what it cannot interrupt ends here.
+	sandboxGrace = time.Second
+	// childRevisions is how many compiled revisions one evaluation child
+	// keeps (the least recently used is dropped, and compiled again when
+	// it is next needed).
+	childRevisions = 32
+	// maxRequest bounds a request to a child: a stored bundle of up to
+	// 64 MiB (storedLimits), as JSON, with room.
+	maxRequest = 128 << 20
+	// maxReply bounds a child's reply (a decision's reasons are bounded
+	// by opa.MaxReasons and opa.MaxReasonBytes; a check's errors by the
+	// bundle's files).
+	maxReply = 16 << 20
+)
+
+// The sandbox child's environment variable (its memory limit in bytes;
+// its presence makes the process a child) and exit codes.
+const (
+	envSandbox    = "BATPAK_POLICY_SANDBOX_MEMORY"
+	exitMemory    = 4
+	exitUsage     = 5
+	childArgument = "batpak-policy-sandbox"
+)
+
+// ErrSandboxUnavailable: Options.Isolate was set in a binary whose main
+// does not call RunChild (or on Windows, where the child's reply pipe
+// cannot be passed).
+var ErrSandboxUnavailable = errors.New("batpak: this binary cannot evaluate tenants' policies in child processes (its main does not call tenantpolicy.RunChild)")
+
+var sandboxAvailable atomic.Bool
+
+// Available reports whether RunChild was called in this process (and
+// returned), so that a Manager can start this binary as its policy
+// sandbox (Options.Isolate). Always false on Windows.
+func Available() bool { return sandboxAvailable.Load() }
+
+// RunChild makes this process a policy sandbox child when it was started
+// as one (it then serves the parent's requests until its standard input
+// closes, and exits); otherwise it returns at once and marks the binary
+// Available. Call it first in main, before anything else runs: a child
+// must not do what the binary otherwise does.
+func RunChild() {
+	v, ok := os.LookupEnv(envSandbox)
+	if !ok {
+		sandboxAvailable.Store(runtime.GOOS != "windows")
+		return
+	}
+	os.Exit(serveChild(v))
+}
+
+// sandboxRequest is one request to a child.
+type sandboxRequest struct {
+	// Op is "check" (Dir: an extracted bundle; its tests too when Test),
+	// "load" (Bundle, compiled and kept as Rev) or "decide" (Input by
+	// Rev).
+	Op          string          `json:"op"`
+	Dir         string          `json:"dir,omitempty"`
+	Test        bool            `json:"test,omitempty"`
+	TestTimeout time.Duration   `json:"test_timeout,omitempty"`
+	Rev         string          `json:"rev,omitempty"`
+	Bundle      []byte          `json:"bundle,omitempty"`
+	TempDir     string          `json:"temp_dir,omitempty"` // load: where to extract Bundle
+	Timeout     time.Duration   `json:"timeout,omitempty"`  // evaluation timeout (opa.Options.Timeout)
+	Check       time.Duration   `json:"check,omitempty"`    // check, load: Options.CheckTimeout
+	Input       json.RawMessage `json:"input,omitempty"`
+}
+
+// sandboxReply is a child's answer.
+type sandboxReply struct {
+	Paths     []string        `json:"paths,omitempty"`    // check, load: the input paths the bundle reads
+	Rejected  *RejectedError  `json:"rejected,omitempty"` // check, load: why the bundle is refused
+	Err       string          `json:"err,omitempty"`      // anything else that failed
+	NotLoaded bool            `json:"not_loaded,omitempty"`
+	Allowed   bool            `json:"allowed,omitempty"`
+	Reasons   []policy.Reason `json:"reasons,omitempty"`
+}
+
+// sandbox runs a Manager's checks and evaluations in child processes:
+// one checker (uploads and loads run one at a time) and a pool of
+// evaluation children, as many as evaluation slots (Options.MaxConcurrent).
+type sandbox struct {
+	path    string
+	memory  int64
+	tempDir string // where children extract bundles (Options.Dir: Open removes leftovers)
+
+	evals    chan *child // idle evaluation children; nil: start one
+	warmOnce sync.Once
+	checkMu  sync.Mutex
+	checker  *child
+
+	mu     sync.Mutex
+	live   map[*child]bool
+	closed bool
+
+	started, killed atomic.Uint64
+}
+
+// child is one running sandbox process.
+type child struct {
+	cmd     *exec.Cmd
+	in, out *os.File
+	stderr  childproc.Tail
+	exited  chan struct{}
+	broken  bool // failed or killed: never used again
+}
+
+func newSandbox(memory int64, tempDir string, slots int) (*sandbox, error) {
+	if !Available() {
+		return nil, ErrSandboxUnavailable
+	}
+	path, err := childproc.Self()
+	if err != nil {
+		return nil, fmt.Errorf("batpak: policy sandbox: %w", err)
+	}
+	s := &sandbox{path: path, memory: memory, tempDir: tempDir, evals: make(chan *child, slots), live: map[*child]bool{}}
+	for range slots {
+		s.evals <- nil
+	}
+	return s, nil
+}
+
+// warm starts the evaluation children in the background, once: what a
+// manager does when it first holds a tenant's bundle, so that the first
+// writes do not wait for the children to start (about 40 ms each).
+func (s *sandbox) warm() {
+	s.warmOnce.Do(func() {
+		go func() {
+			for range cap(s.evals) {
+				c := <-s.evals
+				if c == nil {
+					c, _ = s.start() // nil on failure: the next request tries again
+				}
+				s.evals <- c
+			}
+		}()
+	})
+}
+
+// start starts a child.
+func (s *sandbox) start() (*child, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("the policy sandbox is closed")
+	}
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return nil, err
+	}
+	c := &child{in: inW, out: outR, exited: make(chan struct{})}
+	cmd := exec.Command(s.path)
+	cmd.Args = []string{childArgument}
+	// One evaluation takes one core.
+	cmd.Env = childproc.Env(os.Environ(), 1, []string{envSandbox}, envSandbox+"="+strconv.FormatInt(s.memory, 10))
+	// Replies go to descriptor 3, so that nothing the child's libraries
+	// print can be taken for one.
+	cmd.Stdin, cmd.ExtraFiles, cmd.Stderr = inR, []*os.File{outW}, &c.stderr
+	err = childproc.Start(cmd)
+	inR.Close()
+	outW.Close()
+	if err != nil {
+		inW.Close()
+		outR.Close()
+		return nil, fmt.Errorf("starting the policy sandbox: %w", err)
+	}
+	c.cmd = cmd
+	go func() {
+		_ = cmd.Wait()
+		close(c.exited)
+	}()
+	s.live[c] = true
+	s.started.Add(1)
+	return c, nil
+}
+
+// kill ends c and waits for it.
+func (s *sandbox) kill(c *child) {
+	c.broken = true
+	_ = c.cmd.Process.Kill()
+	<-c.exited
+	c.in.Close()
+	c.out.Close()
+	s.mu.Lock()
+	delete(s.live, c)
+	s.mu.Unlock()
+}
+
+// close kills every child; later requests fail.
+func (s *sandbox) close() {
+	s.mu.Lock()
+	s.closed = true
+	live := make([]*child, 0, len(s.live))
+	for c := range s.live {
+		live = append(live, c)
+	}
+	s.mu.Unlock()
+	for _, c := range live {
+		_ = c.cmd.Process.Kill()
+	}
+}
+
+// sandboxError is a child that ran past its limit, went over its memory
+// or failed; the child is gone.
+type sandboxError struct {
+	timeout time.Duration // ran past it (0: not a timeout)
+	memory  int64         // went over it (0: not memory)
+	msg     string
+}
+
+func (e *sandboxError) Error() string {
+	switch {
+	case e.timeout > 0:
+		return fmt.Sprintf("it ran past %v and its process was stopped", e.timeout)
+	case e.memory > 0:
+		return fmt.Sprintf("it took more than %d MiB of memory and its process was stopped (server.policy_memory)", e.memory>>20)
+	}
+	return "the policy sandbox process failed: " + e.msg
+}
+
+// roundTrip sends req to c and reads its reply, within limit; past it, or
+// on any failure, c is killed and the error is a *sandboxError.
+func (s *sandbox) roundTrip(c *child, req *sandboxRequest, limit time.Duration) (*sandboxReply, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > maxRequest {
+		return nil, fmt.Errorf("a policy sandbox request of %d bytes, over %d", len(body), maxRequest)
+	}
+	deadline := time.Now().Add(limit)
+	fail := func(err error) (*sandboxReply, error) {
+		timedOut := errors.Is(err, os.ErrDeadlineExceeded)
+		s.kill(c)
+		s.killed.Add(1)
+		if timedOut {
+			return nil, &sandboxError{timeout: limit - sandboxGrace}
+		}
+		if st := c.cmd.ProcessState; st != nil && st.ExitCode() == exitMemory {
+			return nil, &sandboxError{memory: s.memory}
+		}
+		msg := c.stderr.FirstLine()
+		if msg == "" {
+			msg = err.Error()
+		}
+		return nil, &sandboxError{msg: msg}
+	}
+	_ = c.in.SetWriteDeadline(deadline)
+	if _, err := c.in.Write(binary.BigEndian.AppendUint32(nil, uint32(len(body)))); err != nil {
+		return fail(err)
+	}
+	if _, err := c.in.Write(body); err != nil {
+		return fail(err)
+	}
+	_ = c.out.SetReadDeadline(deadline)
+	reply, err := readFrame(c.out, maxReply)
+	if err != nil {
+		return fail(err)
+	}
+	var r sandboxReply
+	dec := json.NewDecoder(bytes.NewReader(reply))
+	dec.UseNumber() // a reason's context keeps its numbers exact
+	if err := dec.Decode(&r); err != nil {
+		return fail(fmt.Errorf("a malformed reply: %w", err))
+	}
+	return &r, nil
+}
+
+// readFrame reads one frame (a 4-byte big-endian length, then as many
+// bytes) of at most max bytes.
+func readFrame(r io.Reader, max int) ([]byte, error) {
+	var head [4]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(head[:])
+	if int64(n) > int64(max) {
+		return nil, fmt.Errorf("a frame of %d bytes, over %d", n, max)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// check runs a bundle's checks (its tests too, when test) on the
+// extracted bundle in dir in the checker child.
+func (s *sandbox) check(dir string, test bool, testTimeout, timeout, checkTimeout time.Duration) (*sandboxReply, error) {
+	s.checkMu.Lock()
+	defer s.checkMu.Unlock()
+	if s.checker == nil || s.checker.broken {
+		c, err := s.start()
+		if err != nil {
+			return nil, err
+		}
+		s.checker = c
+	}
+	return s.roundTrip(s.checker, &sandboxRequest{Op: "check", Dir: dir, Test: test, TestTimeout: testTimeout, Timeout: timeout, Check: checkTimeout}, checkTimeout+sandboxGrace)
+}
+
+// decide judges in by revision rev (whose bytes are bundle) in an
+// evaluation child, loading the revision there first when the child does
+// not hold it. It waits for an idle child within ctx.
+func (s *sandbox) decide(ctx context.Context, rev string, bundle []byte, in *policy.Input, timeout, checkTimeout time.Duration) (*sandboxReply, error) {
+	input, err := json.Marshal(in)
+	if err != nil {
+		return nil, fmt.Errorf("the policy input: %w", err)
+	}
+	var c *child
+	select {
+	case c = <-s.evals:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() {
+		if c != nil && c.broken {
+			c = nil
+		}
+		s.evals <- c
+	}()
+	if c == nil {
+		if c, err = s.start(); err != nil {
+			return nil, err
+		}
+	}
+	req := &sandboxRequest{Op: "decide", Rev: rev, Input: input}
+	r, err := s.roundTrip(c, req, timeout+sandboxGrace)
+	if err != nil || !r.NotLoaded {
+		return r, err
+	}
+	load := &sandboxRequest{Op: "load", Rev: rev, Bundle: bundle, TempDir: s.tempDir, Timeout: timeout, Check: checkTimeout}
+	if lr, err := s.roundTrip(c, load, checkTimeout+sandboxGrace); err != nil {
+		return nil, fmt.Errorf("loading the policy: %w", err)
+	} else if lr.Rejected != nil {
+		return nil, lr.Rejected
+	} else if lr.Err != "" {
+		return nil, errors.New(lr.Err)
+	}
+	return s.roundTrip(c, req, timeout+sandboxGrace)
+}
+
+// isolatedGate is a policy.Gate judging by a tenant's revision in the
+// Manager's sandbox.
+type isolatedGate struct {
+	s                     *sandbox
+	rev                   string
+	bundle                []byte
+	timeout, checkTimeout time.Duration
+}
+
+func newIsolatedGate(s *sandbox, bundle []byte, timeout, checkTimeout time.Duration) *isolatedGate {
+	sum := sha256.Sum256(bundle)
+	return &isolatedGate{s: s, rev: hex.EncodeToString(sum[:]), bundle: bundle, timeout: timeout, checkTimeout: checkTimeout}
+}
+
+// Name implements policy.Gate.
+func (g *isolatedGate) Name() string { return "tenant" }
+
+// Evaluate implements policy.Gate: a child that fails, runs past the
+// timeout or goes over its memory denies with POLICY_ERROR saying so.
+func (g *isolatedGate) Evaluate(ctx context.Context, in *policy.Input) *policy.Denial {
+	r, err := g.s.decide(ctx, g.rev, g.bundle, in, g.timeout, g.checkTimeout)
+	if err == nil && r.Err != "" {
+		err = errors.New(r.Err)
+	}
+	if err != nil {
+		var se *sandboxError
+		if errors.As(err, &se) {
+			err = fmt.Errorf("policy evaluation failed: %w", err)
+		}
+		return &policy.Denial{Gate: "tenant", Code: policy.CodePolicyError, Message: err.Error(), Revision: g.rev,
+			Reasons: []policy.Reason{{Code: policy.CodePolicyError, Message: err.Error()}}}
+	}
+	if r.Allowed {
+		return nil
+	}
+	d := &policy.Denial{Gate: "tenant", Reasons: r.Reasons, Revision: g.rev}
+	if len(r.Reasons) > 0 {
+		d.Code, d.Message, d.Context = r.Reasons[0].Code, r.Reasons[0].Message, r.Reasons[0].Context
+	}
+	return d
+}

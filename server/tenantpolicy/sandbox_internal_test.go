@@ -1,0 +1,180 @@
+package tenantpolicy
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/policy"
+)
+
+func bundleOf(t *testing.T, files ...string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for i := 0; i+1 < len(files); i += 2 {
+		if err := tw.WriteHeader(&tar.Header{Name: files[i], Mode: 0o644, Size: int64(len(files[i+1])), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(files[i+1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// sandboxPolicy denies large amounts, and compares two values of 2^40
+// leaves each (built by doubling) for a write to slow:1: OPA's
+// comparison cannot be interrupted.
+var sandboxPolicy = func() string {
+	var b strings.Builder
+	b.WriteString(`package batpak.write
+
+deny contains {"code": "BIG_AMOUNT", "message": "too much", "context": {"amount": input.event.payload.amount, "limit": 12345678901234567890}} if {
+	input.event.payload.amount > 100
+}
+
+deny contains "SLOW" if {
+	input.event.entity == "slow:1"
+	x40 < y40
+}
+
+x0 := ["x"]
+y0 := ["x"]
+`)
+	for i := 1; i <= 40; i++ {
+		fmt.Fprintf(&b, "x%d := array.concat([x%d], [x%d])\ny%d := array.concat([y%d], [y%d])\n", i, i-1, i-1, i, i-1, i-1)
+	}
+	return b.String()
+}()
+
+// The sandbox judges as the policy does in this process — a reason's
+// context keeps its numbers exact, the input its expected clock — and a
+// child that runs past its deadline is killed and replaced: the next
+// decision loads the revision into a new child and answers.
+func TestSandboxDecides(t *testing.T) {
+	s, err := newSandbox(DefaultMemoryBytes, t.TempDir(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		s.close()
+		noSandboxChildren(t)
+	}()
+	data := bundleOf(t, "policy.rego", sandboxPolicy)
+	dir := t.TempDir()
+	if err := Extract(bytes.NewReader(data), dir, DefaultLimits()); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.check(dir, true, 5*time.Second, 200*time.Millisecond, 10*time.Second)
+	if err != nil || r.Rejected != nil || r.Err != "" {
+		t.Fatalf("check: %+v, %v", r, err)
+	}
+	if slices.Sort(r.Paths); strings.Join(r.Paths, ",") != "event.entity,event.payload.amount" {
+		t.Errorf("input paths %v", r.Paths)
+	}
+	g := newIsolatedGate(s, data, 200*time.Millisecond, 10*time.Second)
+	in := func(entity, payload string) *policy.Input {
+		return &policy.Input{Action: "append", Event: policy.Event{Entity: entity, Payload: json.RawMessage(payload), ExpectedClock: uint64(1) << 60}}
+	}
+	ctx := context.Background()
+	if d := g.Evaluate(ctx, in("order:1", `{"amount": 5}`)); d != nil {
+		t.Fatalf("a small order: %+v", d)
+	}
+	d := g.Evaluate(ctx, in("order:2", `{"amount": 500}`))
+	if d == nil || d.Code != "BIG_AMOUNT" || d.Revision != g.rev {
+		t.Fatalf("a large order: %+v", d)
+	}
+	if ctxJSON, _ := json.Marshal(d.Context); string(ctxJSON) != `{"context":{"amount":500,"limit":12345678901234567890}}` {
+		t.Errorf("the reason's context: %s", ctxJSON)
+	}
+	start := time.Now()
+	d = g.Evaluate(ctx, in("slow:1", `{"amount": 5}`))
+	if d == nil || d.Code != policy.CodePolicyError || !strings.Contains(d.Message, "ran past 200ms") {
+		t.Fatalf("a slow write: %+v, want POLICY_ERROR saying it ran past the timeout", d)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the slow write was refused after %v", took)
+	}
+	if d := g.Evaluate(ctx, in("order:3", `{"amount": 500}`)); d == nil || d.Code != "BIG_AMOUNT" {
+		t.Fatalf("after the slow write: %+v", d)
+	}
+	if n := s.started.Load(); n != 3 {
+		t.Errorf("%d children started, want 3 (the checker, the one killed, its replacement)", n)
+	}
+
+	// A child that does not answer within its limit is killed.
+	if _, err := s.roundTrip(mustStart(t, s), &sandboxRequest{Op: "decide", Rev: "none"}, 0); !isTimeout(err) {
+		t.Fatalf("a request with no time: %v, want a timeout", err)
+	}
+	if k := s.killed.Load(); k < 1 {
+		t.Fatalf("%d children killed", k)
+	}
+}
+
+func mustStart(t *testing.T, s *sandbox) *child {
+	t.Helper()
+	c, err := s.start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func isTimeout(err error) bool {
+	var se *sandboxError
+	return errors.As(err, &se) && se.timeout != 0
+}
+
+// noSandboxChildren fails if a policy sandbox child of this process is
+// still running (Linux only).
+func noSandboxChildren(t *testing.T) {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		return
+	}
+	me := strconv.Itoa(os.Getpid())
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var left []string
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+			if err != nil {
+				continue
+			}
+			s := string(stat)
+			if i := strings.LastIndexByte(s, ')'); i >= 0 {
+				if f := strings.Fields(s[i+1:]); len(f) > 1 && f[1] == me && f[0] != "Z" {
+					left = append(left, fmt.Sprintf("%s %s", e.Name(), s[:i+1]))
+				}
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("children still running: %v", left)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
