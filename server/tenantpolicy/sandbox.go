@@ -287,10 +287,9 @@ func (s *sandbox) roundTrip(c *child, req *sandboxRequest, limit time.Duration) 
 		return nil, &sandboxError{msg: msg}
 	}
 	_ = c.in.SetWriteDeadline(deadline)
-	if _, err := c.in.Write(binary.BigEndian.AppendUint32(nil, uint32(len(body)))); err != nil {
-		return fail(err)
-	}
-	if _, err := c.in.Write(body); err != nil {
+	// One write: the child wakes once (a wake-up between processes costs
+	// about 15 µs on a 2-core VM).
+	if _, err := c.in.Write(append(binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(body)), uint32(len(body))), body...)); err != nil {
 		return fail(err)
 	}
 	_ = c.out.SetReadDeadline(deadline)

@@ -20,7 +20,7 @@ import (
 	"github.com/batpak-go/batpak/policy"
 )
 
-func bundleOf(t *testing.T, files ...string) []byte {
+func bundleOf(t testing.TB, files ...string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
@@ -177,4 +177,54 @@ func noSandboxChildren(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// BenchmarkSandboxDecide measures one decision through the sandbox
+// (encoding the input, a round trip to an evaluation child, the child's
+// evaluation) against the same policy evaluated in this process; every
+// input distinct, so that no decision comes from the cache.
+//
+//	go test -run '^$' -bench SandboxDecide ./server/tenantpolicy/
+func BenchmarkSandboxDecide(b *testing.B) {
+	data := bundleOf(b, "policy.rego", `package batpak.write
+
+deny contains {"code": "BIG_AMOUNT", "message": "too much"} if input.event.payload.amount > 100
+
+deny contains "NOT_A_CLERK" if not "clerk" in input.principal.roles
+
+deny contains "NO_KEY" if input.event.idempotency_key == ""
+`)
+	dir := b.TempDir()
+	if err := Extract(bytes.NewReader(data), dir, DefaultLimits()); err != nil {
+		b.Fatal(err)
+	}
+	in := func(i int) *policy.Input {
+		return &policy.Input{Action: "append", Principal: policy.Principal{ID: "u", Tenant: "acme", Roles: []string{"clerk"}},
+			Event: policy.Event{Entity: fmt.Sprintf("order:%d", i), IdempotencyKey: strconv.Itoa(i), Payload: json.RawMessage(fmt.Sprintf(`{"amount": %d, "note": "gift"}`, i%100))}}
+	}
+	ctx := context.Background()
+	b.Run("in-process", func(b *testing.B) {
+		g, err := checkDir(ctx, dir, false, 0, time.Second, 10*time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := range b.N {
+			if d := g.Evaluate(ctx, in(i)); d != nil {
+				b.Fatal(d)
+			}
+		}
+	})
+	b.Run("sandbox", func(b *testing.B) {
+		s, err := newSandbox(DefaultMemoryBytes, b.TempDir(), 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.close()
+		g := newIsolatedGate(s, data, time.Second, 10*time.Second)
+		for i := range b.N {
+			if d := g.Evaluate(ctx, in(i)); d != nil {
+				b.Fatal(d)
+			}
+		}
+	})
 }
