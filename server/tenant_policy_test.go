@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -1179,5 +1180,66 @@ func TestTenantPolicyRunsInItsOwnProcess(t *testing.T) {
 		if _, err := other.Append(ctx, note("note:2")); err != nil {
 			t.Fatalf("another tenant's write after %s: %v", c.entity, err)
 		}
+	}
+}
+
+// The evaluation children serve every tenant, but one tenant's revisions
+// cannot get another's writes refused: a tenant that keeps ten revisions
+// of 60,000-element data in the children (under a 64 MiB limit) does not
+// stop another tenant's larger bundle from judging its writes (a child
+// near its limit drops its compiled revisions before compiling one more,
+// and a load killed for memory is tried again in a fresh child); and the
+// directories children extract into are gone, killed or not.
+func TestTenantPolicySandboxIsShared(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	ps := startPolicyServer(t, root, func(c *server.Config) {
+		c.PolicyBundleCheckTimeout = 5 * time.Second
+		c.PolicyMemory = 64 << 20
+	})
+	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
+	admins := map[string]*client.Tenant{}
+	for _, id := range []string{"acme", "other"} {
+		if _, err := op.CreateTenant(ctx, id, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		k, err := op.IssueKey(ctx, id, "a", "admin", "writer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		admins[id] = ps.as(t, k.Key).Tenant(id)
+	}
+	for i := range 10 {
+		data := fmt.Sprintf(`{"rev%d": [%s1]}`, i, strings.Repeat("1,", 60000))
+		if _, err := admins["acme"].PushPolicy(ctx, bytes.NewReader(tarGz(t, "policy.rego", denyPrefix("NO", "secret:"), "d/data.json", data))); err != nil {
+			t.Fatal(err)
+		}
+		for range 4 {
+			if _, err := admins["acme"].Append(ctx, note("note:1")); err != nil {
+				t.Fatalf("acme's write under revision %d: %v", i, err)
+			}
+		}
+	}
+	victim := tarGz(t, "policy.rego", denyPrefix("NO", "secret:"), "v/data.json", fmt.Sprintf(`{"v": [%s1]}`, strings.Repeat("1,", 120000)))
+	if _, err := admins["other"].PushPolicy(ctx, bytes.NewReader(victim)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if _, err := admins["other"].Append(ctx, note("note:1")); err != nil {
+			t.Fatalf("the other tenant's write %d: %v", i, err)
+		}
+	}
+	if _, err := admins["other"].Append(ctx, note("secret:1")); err == nil {
+		t.Fatal("the other tenant's bundle did not judge: a secret was written")
+	}
+	var left []string
+	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() && strings.HasPrefix(d.Name(), ".bundle-") {
+			left = append(left, p)
+		}
+		return nil
+	})
+	if len(left) > 0 {
+		t.Fatalf("extraction directories left behind: %v", left)
 	}
 }

@@ -51,17 +51,21 @@ func Start(cmd *exec.Cmd) error {
 }
 
 // LimitMemory bounds this (child) process's Go runtime — heap, stacks and
-// the runtime's own — to limit bytes: the GC works harder from 90% of it,
+// the runtime's own, less the heap returned to the OS — to limit bytes: the GC works harder from 90% of it,
 // and past it the process writes "<name>: over the memory limit of N
 // bytes" to stderr and exits with code, checked every 10 ms (the GC's
 // limit is soft; a single allocation can still pass it by its own size).
 func LimitMemory(limit int64, name string, code int) {
 	debug.SetMemoryLimit(limit / 10 * 9)
 	go func() {
-		s := []metrics.Sample{{Name: "/memory/classes/total:bytes"}}
+		// What Go's own limit counts: everything the runtime maps, less
+		// the heap it has returned to the OS (which total never gives
+		// back: it would hold a past peak against the child for ever).
+		s := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
 		for {
 			metrics.Read(s)
-			if s[0].Value.Kind() == metrics.KindUint64 && s[0].Value.Uint64() > uint64(limit) {
+			if s[0].Value.Kind() == metrics.KindUint64 && s[1].Value.Kind() == metrics.KindUint64 &&
+				s[0].Value.Uint64()-s[1].Value.Uint64() > uint64(limit) {
 				fmt.Fprintf(os.Stderr, "%s: over the memory limit of %d bytes\n", name, limit)
 				os.Exit(code)
 			}

@@ -47,15 +47,24 @@
 // requests over a pipe (a length and JSON) and reads the answers from
 // another (the child's descriptor 3, so that nothing a library prints
 // can be taken for one). An evaluation child compiles a revision the
-// first time it judges by it, from the bytes the manager holds, and keeps
-// the 32 most recently used. A child is killed one second past
-// Options.Timeout (an evaluation) or Options.CheckTimeout (a check or a
-// load), or when its Go runtime holds more than Options.MemoryBytes, and
-// the next request starts another; the write is denied with POLICY_ERROR
-// ("ran past 1s", "took more than 1024 MiB of memory"), the upload
-// refused with a *RejectedError naming policy_bundle_check_timeout or
-// policy_memory. A child dies with the server (Linux) and ends when its
-// standard input closes. The evaluation children start, in the
+// first time it judges by it, from the bytes the manager holds (into a
+// directory the manager makes and removes, killed child or not), and
+// keeps the 32 most recently used; before compiling one more it drops
+// them all when its live heap is past a quarter of its memory limit. A
+// child is killed one second past Options.Timeout (an evaluation) or
+// Options.CheckTimeout (a check or a load), or when its Go runtime
+// holds more than Options.MemoryBytes (less the heap returned to the
+// OS), and the next request starts another; a request whose child was
+// killed for memory is tried once more in a fresh child (where only its
+// own revision counts), so that the revisions and leftovers of other
+// tenants in a shared child cannot get a tenant's write refused. The
+// write is denied with POLICY_ERROR ("ran past 1s", "took more than
+// 1024 MiB of memory"), the upload refused with a *RejectedError naming
+// policy_bundle_check_timeout or policy_memory. Once a request is sent
+// the write waits for its answer even if its context ends (at most the
+// timeouts above): ending the child for a client that went away would
+// cost every tenant whose revisions it holds a compile. A child dies
+// with the server (Linux) and ends when its standard input closes. The evaluation children start, in the
 // background, when the manager first holds a tenant's bundle (about
 // 40 ms and 25 MB each).
 //

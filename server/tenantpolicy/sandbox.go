@@ -95,7 +95,7 @@ type sandboxRequest struct {
 	TestTimeout time.Duration   `json:"test_timeout,omitempty"`
 	Rev         string          `json:"rev,omitempty"`
 	Bundle      []byte          `json:"bundle,omitempty"`
-	TempDir     string          `json:"temp_dir,omitempty"` // load: where to extract Bundle
+	TempDir     string          `json:"temp_dir,omitempty"` // load: the empty directory to extract Bundle into
 	Timeout     time.Duration   `json:"timeout,omitempty"`  // evaluation timeout (opa.Options.Timeout)
 	Check       time.Duration   `json:"check,omitempty"`    // check, load: Options.CheckTimeout
 	Input       json.RawMessage `json:"input,omitempty"`
@@ -359,25 +359,51 @@ func (s *sandbox) decide(ctx context.Context, rev string, bundle []byte, in *pol
 		}
 		s.evals <- c
 	}()
-	if c == nil {
-		if c, err = s.start(); err != nil {
+	r, err := s.decideIn(&c, rev, bundle, input, timeout, checkTimeout)
+	var se *sandboxError
+	if errors.As(err, &se) && se.memory > 0 && c == nil {
+		// The child held other tenants' revisions too (and the heap
+		// their evaluations left): judge again in a fresh child, where
+		// only this revision counts against the limit.
+		r, err = s.decideIn(&c, rev, bundle, input, timeout, checkTimeout)
+	}
+	return r, err
+}
+
+// decideIn judges input by rev in *c, starting a child when *c is nil,
+// loading the revision there when the child does not hold it. A child
+// that fails or is killed is left nil in *c.
+func (s *sandbox) decideIn(c **child, rev string, bundle []byte, input json.RawMessage, timeout, checkTimeout time.Duration) (r *sandboxReply, err error) {
+	defer func() {
+		if *c != nil && (*c).broken {
+			*c = nil
+		}
+	}()
+	if *c == nil {
+		if *c, err = s.start(); err != nil {
 			return nil, err
 		}
 	}
 	req := &sandboxRequest{Op: "decide", Rev: rev, Input: input}
-	r, err := s.roundTrip(c, req, timeout+sandboxGrace)
-	if err != nil || !r.NotLoaded {
+	if r, err = s.roundTrip(*c, req, timeout+sandboxGrace); err != nil || !r.NotLoaded {
 		return r, err
 	}
-	load := &sandboxRequest{Op: "load", Rev: rev, Bundle: bundle, TempDir: s.tempDir, Timeout: timeout, Check: checkTimeout}
-	if lr, err := s.roundTrip(c, load, checkTimeout+sandboxGrace); err != nil {
+	// The parent makes (and always removes) the directory the child
+	// extracts into: a child killed while loading leaves nothing behind.
+	tmp, err := os.MkdirTemp(s.tempDir, ".bundle-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	load := &sandboxRequest{Op: "load", Rev: rev, Bundle: bundle, TempDir: tmp, Timeout: timeout, Check: checkTimeout}
+	if lr, err := s.roundTrip(*c, load, checkTimeout+sandboxGrace); err != nil {
 		return nil, fmt.Errorf("loading the policy: %w", err)
 	} else if lr.Rejected != nil {
 		return nil, lr.Rejected
 	} else if lr.Err != "" {
 		return nil, errors.New(lr.Err)
 	}
-	return s.roundTrip(c, req, timeout+sandboxGrace)
+	return s.roundTrip(*c, req, timeout+sandboxGrace)
 }
 
 // isolatedGate is a policy.Gate judging by a tenant's revision in the

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/metrics"
 	"strconv"
 
 	"github.com/batpak-go/batpak/internal/childproc"
@@ -47,7 +49,7 @@ func serveChild(memory string) int {
 			fmt.Fprintln(os.Stderr, "batpak policy sandbox: a malformed request:", err)
 			return exitUsage
 		}
-		reply := serveRequest(&req, gates)
+		reply := serveRequest(&req, gates, limit)
 		out, err := json.Marshal(reply)
 		if err == nil && len(out) > maxReply {
 			out, err = json.Marshal(&sandboxReply{Err: fmt.Sprintf("the policy's answer takes %d bytes, over %d", len(out), maxReply)})
@@ -61,22 +63,25 @@ func serveChild(memory string) int {
 	}
 }
 
-// serveRequest carries out one request.
-func serveRequest(req *sandboxRequest, gates *gateCache) *sandboxReply {
+// serveRequest carries out one request; limit is the child's memory
+// limit.
+func serveRequest(req *sandboxRequest, gates *gateCache, limit int64) *sandboxReply {
 	switch req.Op {
 	case "check":
 		g, err := checkDir(context.Background(), req.Dir, req.Test, req.TestTimeout, req.Timeout, req.Check)
 		return checkReply(g, err)
 	case "load":
-		tmp, err := os.MkdirTemp(req.TempDir, ".bundle-")
-		if err != nil {
+		// What the revisions held and the evaluations left count against
+		// the memory limit the new revision must compile under: past a
+		// quarter of it, start again from an empty cache.
+		if liveHeap() > limit/4 {
+			gates.clear()
+			runtime.GC()
+		}
+		if err := Extract(bytes.NewReader(req.Bundle), req.TempDir, storedLimits); err != nil {
 			return &sandboxReply{Err: err.Error()}
 		}
-		defer os.RemoveAll(tmp)
-		if err := Extract(bytes.NewReader(req.Bundle), tmp, storedLimits); err != nil {
-			return &sandboxReply{Err: err.Error()}
-		}
-		g, err := checkDir(context.Background(), tmp, false, 0, req.Timeout, req.Check)
+		g, err := checkDir(context.Background(), req.TempDir, false, 0, req.Timeout, req.Check)
 		if err == nil {
 			gates.put(req.Rev, g)
 		}
@@ -133,6 +138,21 @@ func (c *gateCache) get(rev string) *opa.Gate {
 	}
 	c.order.MoveToFront(e)
 	return e.Value.(*gateEntry).g
+}
+
+func (c *gateCache) clear() {
+	c.order.Init()
+	clear(c.byRev)
+}
+
+// liveHeap is the heap the last GC found live.
+func liveHeap() int64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return int64(s[0].Value.Uint64())
 }
 
 func (c *gateCache) put(rev string, g *opa.Gate) {

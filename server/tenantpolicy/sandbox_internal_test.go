@@ -228,3 +228,34 @@ deny contains "NO_KEY" if input.event.idempotency_key == ""
 		}
 	})
 }
+
+// A revision whose compilation runs past the check timeout in an
+// evaluation child (the type checker walking 2^40 types) denies with
+// POLICY_ERROR when the child is killed, and the directory the child was
+// extracting into is removed all the same.
+func TestSandboxLoadKilled(t *testing.T) {
+	tmp := t.TempDir()
+	s, err := newSandbox(DefaultMemoryBytes, tmp, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	var b strings.Builder
+	b.WriteString("package batpak.write\n\nx0 := [\"x\"]\n")
+	for i := 1; i <= 40; i++ {
+		fmt.Fprintf(&b, "x%d := [x%d, x%d]\n", i, i-1, i-1)
+	}
+	b.WriteString("deny contains \"a\" if x40 == x40\n")
+	g := newIsolatedGate(s, bundleOf(t, "policy.rego", b.String()), 200*time.Millisecond, time.Second)
+	start := time.Now()
+	d := g.Evaluate(context.Background(), &policy.Input{Action: "append"})
+	if d == nil || d.Code != policy.CodePolicyError || !strings.Contains(d.Message, "loading the policy: it ran past 1s") {
+		t.Fatalf("%+v, want POLICY_ERROR: the load ran past the check timeout", d)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("denied after %v", took)
+	}
+	if ents, _ := os.ReadDir(tmp); len(ents) > 0 {
+		t.Fatalf("left in the sandbox's directory: %v", ents)
+	}
+}
