@@ -223,6 +223,13 @@ type Config struct {
 	// modules compile in the server's process, unbounded, and New logs a
 	// warning. (server.plugin_compile_timeout, server.plugin_compile_memory)
 	PluginCompile plugincompiler.Limits
+	// PluginCacheBytes bounds the compile cache (<root>/plugin-cache):
+	// each distinct module a tenant uploads adds its compiled form (up to
+	// about 40× its size), and a tenant can upload and delete modules
+	// without end; past the bound the oldest compiled modules are removed
+	// (they are compiled again, bounded, when next loaded). Default
+	// 4 GiB; range 64 MiB..16 TiB. (server.plugin_cache_bytes)
+	PluginCacheBytes int64
 	// WorkersMaxDefined bounds the hosted workers each tenant has defined
 	// in any state, stopped ones included (their definitions and cursors
 	// are kept): a start under a new name past it is refused (quota
@@ -315,6 +322,12 @@ func (c Config) withDefaults() (Config, error) {
 	var err error
 	if c.PluginCompile, err = c.PluginCompile.WithDefaults(); err != nil {
 		return c, err
+	}
+	if c.PluginCacheBytes == 0 {
+		c.PluginCacheBytes = tenantplugin.DefaultCacheMaxBytes
+	}
+	if c.PluginCacheBytes < 64<<20 || c.PluginCacheBytes > 16<<40 {
+		return c, fmt.Errorf("plugin cache bytes = %d: want 64MiB..16TiB (server.plugin_cache_bytes)", c.PluginCacheBytes)
 	}
 	if c.PolicyMemory == 0 {
 		c.PolicyMemory = tenantpolicy.DefaultMemoryBytes
@@ -573,7 +586,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return fail(fmt.Errorf("tenant plugins: %w", err))
 	}
 	s.plugins, err = tenantplugin.Open(ctx, tenantplugin.Options{
-		Dir: filepath.Join(cfg.Root, "plugins"), CacheDir: filepath.Join(cfg.Root, "plugin-cache"), Compiler: compiler, CompilerID: compilerID, Plane: s.plane,
+		Dir: filepath.Join(cfg.Root, "plugins"), CacheDir: filepath.Join(cfg.Root, "plugin-cache"), CacheMaxBytes: cfg.PluginCacheBytes, Compiler: compiler, CompilerID: compilerID, Plane: s.plane,
 		Ceilings: cfg.Plugins, LogLines: cfg.PluginLogLines, Checks: cfg.PluginChecks, Logger: cfg.Logger, States: s.states,
 		Blobs: pluginBlobs, LocalResets: cfg.Cluster != nil && cfg.Cluster.SingleWriteEntries, Node: clusterNodeID(cfg),
 	})

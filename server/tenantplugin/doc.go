@@ -59,7 +59,13 @@
 // Every tenant has its own plugin host (its plugins' names are its own);
 // all hosts share one compiled-code cache (Options.CacheDir), so a module
 // is compiled once whichever tenant uploads it first (a 2.7 MB Go guest:
-// about 4 s cold, about 0.4 s for the next tenant).
+// about 4 s cold, about 0.4 s for the next tenant). The cache is bounded
+// (Options.CacheMaxBytes, default 4 GiB): after a module is compiled,
+// past the bound, the markers of the modules that passed a check and the
+// compiled modules written longest ago are removed, so a tenant
+// uploading and deleting modules without end costs the disk at most the
+// bound; a module whose compiled form was removed is compiled again
+// (through the Compiler) when next loaded.
 //
 // # Limits
 //

@@ -112,6 +112,13 @@ type Options struct {
 	// each tenant's compiled code in memory only, and so does a CacheDir
 	// that cannot be used (logged; the plugins load all the same).
 	CacheDir string
+	// CacheMaxBytes bounds the files under CacheDir: past it, after a
+	// module is compiled, the oldest compiled modules are removed (see
+	// pruneCache). Each distinct module a tenant uploads adds its
+	// compiled form (up to about 40× the module's size), and a tenant can
+	// upload and delete modules without end. 0 means
+	// DefaultCacheMaxBytes (4 GiB); negative: no bound.
+	CacheMaxBytes int64
 	// Compiler, when set, compiles every module before a tenant's plugin
 	// host does, bounded in time and memory (plugins.HostOptions.Compiler;
 	// server/plugincompiler runs it in a child process): a module it
@@ -177,6 +184,9 @@ type Manager struct {
 	tempDirs []string // compile caches made when Options.CacheDir could not be used
 
 	calls chan struct{} // a slot for each projection call running (Calls)
+
+	pruneMu    sync.Mutex // one pruneCache at a time
+	pruneStamp string     // the cache's subdirectories when it was last walked (under pruneMu)
 }
 
 // TenantCalls and Calls bound the projections running at once: one
@@ -319,6 +329,9 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	}
 	if opts.Checks == 0 {
 		opts.Checks = DefaultChecks
+	}
+	if opts.CacheMaxBytes == 0 {
+		opts.CacheMaxBytes = DefaultCacheMaxBytes
 	}
 	if opts.Checks < 1 || opts.Checks > MaxChecks {
 		return nil, fmt.Errorf("server.plugin_checks = %d: want 1..%d", opts.Checks, MaxChecks)
@@ -614,6 +627,7 @@ func (m *Manager) run(ctx context.Context, tenant string, th *tenantHost, h *hos
 		if err := p.Swap(ctx, wasm, mf); err != nil {
 			return err
 		}
+		m.pruneCache()
 		h.rev.Store(&rev)
 		return nil
 	}
@@ -621,6 +635,7 @@ func (m *Manager) run(ctx context.Context, tenant string, th *tenantHost, h *hos
 	if err != nil {
 		return err
 	}
+	m.pruneCache()
 	h.rev.Store(&rev) // before p: a plugin seen loaded has its version
 	h.p.Store(p)
 	h.err.Store(nil)
@@ -704,6 +719,7 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 		return control.TenantPlugin{}, err
 	}
 	defer release()
+	defer m.pruneCache() // what the check compiled, whatever became of it
 	h := th.get(mf.Name)
 	switch {
 	case h == nil || h.p.Load() == nil:
