@@ -34,6 +34,17 @@ type BatchAdmission interface {
 	AdmitBatch(ctx context.Context, items []*Proposal) error
 }
 
+// ItemsAdmission is implemented by gates that judge a batch's items in one
+// call (a gate in another process answers them all in one round trip):
+// the store then calls AdmitItems once, with every item, instead of Admit
+// once per item. It returns nil when every item is admitted, else a
+// *BatchItemError naming the first item refused (an error of another type
+// refuses the batch as a whole). BatchAdmission, if also implemented, is
+// asked after it.
+type ItemsAdmission interface {
+	AdmitItems(ctx context.Context, items []*Proposal) error
+}
+
 // SwitchedAdmission is implemented by gates that judge writes only some of
 // the time (a tenant's policy that may be uploaded later): while Judging
 // reports false, writes are admitted without building a Proposal, so an
@@ -171,10 +182,19 @@ func (s *Store) admitBatch(ctx context.Context, action Action, evs []eventReq) e
 		return nil
 	}
 	ps := make([]*Proposal, len(evs))
+	ia, items := s.cfg.Admission.(ItemsAdmission)
 	for i := range evs {
 		ps[i] = s.proposal(ctx, action, &evs[i], i, len(evs))
+		if items {
+			continue
+		}
 		if err := s.cfg.Admission.Admit(ctx, ps[i]); err != nil {
 			return &BatchItemError{Index: i, Err: err}
+		}
+	}
+	if items {
+		if err := ia.AdmitItems(ctx, ps); err != nil {
+			return err
 		}
 	}
 	if ba, ok := s.cfg.Admission.(BatchAdmission); ok {

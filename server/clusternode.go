@@ -392,6 +392,24 @@ func (l *lazyAdmission) Admit(ctx context.Context, p *core.Proposal) error {
 	return a.Admit(ctx, p)
 }
 
+// AdmitItems implements core.ItemsAdmission: the items in one call when
+// the admission takes them so, else one Admit each.
+func (l *lazyAdmission) AdmitItems(ctx context.Context, ps []*core.Proposal) error {
+	a := l.get()
+	if a == nil {
+		return errors.New("server: starting: policies are not loaded yet; retry")
+	}
+	if ia, ok := a.(core.ItemsAdmission); ok {
+		return ia.AdmitItems(ctx, ps)
+	}
+	for i, p := range ps {
+		if err := a.Admit(ctx, p); err != nil {
+			return &core.BatchItemError{Index: i, Err: err}
+		}
+	}
+	return nil
+}
+
 // run keeps this node's member record current while it leads, and, on a
 // first start, asks cluster.join to add it until it is a member (only
 // then: a node removed later is not added back by itself).

@@ -1243,3 +1243,64 @@ func TestTenantPolicySandboxIsShared(t *testing.T) {
 		t.Fatalf("extraction directories left behind: %v", left)
 	}
 }
+
+// A batch's items are judged by the tenant's bundle in one round trip to
+// the sandbox, with the same answers as one at a time: the first item
+// either layer refuses is the one reported (its index in the problem),
+// the platform's refusal of a later item does not hide the tenant's of
+// an earlier one, nothing of a refused batch is written, and a batch both
+// allow is written whole.
+func TestTenantPolicyBatchJudgedTogether(t *testing.T) {
+	ctx := context.Background()
+	_, admin := tenantAdmin(t, nil)
+	bundle := tarGz(t, "policy.rego", denyPrefix("NO_SECRETS", "secret:"))
+	if _, err := admin.PushPolicy(ctx, bytes.NewReader(bundle)); err != nil {
+		t.Fatal(err)
+	}
+	batch := func(entities ...string) []client.AppendRequest {
+		var out []client.AppendRequest
+		for _, e := range entities {
+			out = append(out, note(e))
+		}
+		return out
+	}
+	many := make([]string, 50)
+	for i := range many {
+		many[i] = fmt.Sprintf("note:%d", i)
+	}
+	rs, err := admin.AppendBatch(ctx, batch(many...))
+	if err != nil || len(rs) != 50 {
+		t.Fatalf("a batch of 50 both layers allow: %d receipts, %v", len(rs), err)
+	}
+	for _, c := range []struct {
+		entities    []string
+		index       int
+		layer, code string
+	}{
+		{[]string{"note:a", "note:b", "secret:1", "blocked:1", "secret:2"}, 2, "tenant", "NO_SECRETS"},
+		{[]string{"note:a", "blocked:1", "secret:1"}, 1, "platform", "PLATFORM_BLOCK"},
+		{[]string{"blocked:1", "note:a"}, 0, "platform", "PLATFORM_BLOCK"},
+		{append(slices.Clone(many[:40]), "secret:3"), 40, "tenant", "NO_SECRETS"},
+	} {
+		_, err := admin.AppendBatch(ctx, batch(c.entities...))
+		rev := ""
+		if c.layer == "tenant" {
+			rev = revisionOf(bundle)
+		}
+		wantDenied(t, fmt.Sprint(c.entities), err, c.layer, c.code, rev)
+		var e *client.Error
+		if errors.As(err, &e) && string(e.Extensions["index"]) != fmt.Sprint(c.index) {
+			t.Errorf("%v: item %s reported, want %d", c.entities, e.Extensions["index"], c.index)
+		}
+	}
+	n := 0
+	for _, err := range admin.Query(ctx, client.Query{Entity: "note:"}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 50 {
+		t.Fatalf("%d notes written, want the first batch's 50 only", n)
+	}
+}

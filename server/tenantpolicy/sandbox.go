@@ -99,6 +99,9 @@ type sandboxRequest struct {
 	Timeout     time.Duration   `json:"timeout,omitempty"`  // evaluation timeout (opa.Options.Timeout)
 	Check       time.Duration   `json:"check,omitempty"`    // check, load: Options.CheckTimeout
 	Input       json.RawMessage `json:"input,omitempty"`
+	// Inputs are a batch's items ("decide_all"): judged in order up to
+	// the first refused.
+	Inputs []json.RawMessage `json:"inputs,omitempty"`
 }
 
 // sandboxReply is a child's answer.
@@ -109,6 +112,15 @@ type sandboxReply struct {
 	NotLoaded bool            `json:"not_loaded,omitempty"`
 	Allowed   bool            `json:"allowed,omitempty"`
 	Reasons   []policy.Reason `json:"reasons,omitempty"`
+	// Decisions answer "decide_all": one per item judged, the last the
+	// first refusal, if any.
+	Decisions []sandboxDecision `json:"decisions,omitempty"`
+}
+
+// sandboxDecision is one item's decision in a "decide_all" reply.
+type sandboxDecision struct {
+	Allowed bool            `json:"allowed,omitempty"`
+	Reasons []policy.Reason `json:"reasons,omitempty"`
 }
 
 // sandbox runs a Manager's checks and evaluations in child processes:
@@ -128,7 +140,7 @@ type sandbox struct {
 	live   map[*child]bool
 	closed bool
 
-	started, killed atomic.Uint64
+	started, killed, trips atomic.Uint64 // children started, killed; requests sent
 }
 
 // child is one running sandbox process.
@@ -270,6 +282,7 @@ func (s *sandbox) roundTrip(c *child, req *sandboxRequest, limit time.Duration) 
 		return nil, fmt.Errorf("a policy sandbox request of %d bytes, over %d", len(body), maxRequest)
 	}
 	deadline := time.Now().Add(limit)
+	s.trips.Add(1)
 	fail := func(err error) (*sandboxReply, error) {
 		timedOut := errors.Is(err, os.ErrDeadlineExceeded)
 		s.kill(c)
@@ -347,6 +360,27 @@ func (s *sandbox) decide(ctx context.Context, rev string, bundle []byte, in *pol
 	if err != nil {
 		return nil, fmt.Errorf("the policy input: %w", err)
 	}
+	return s.ask(ctx, rev, bundle, &sandboxRequest{Op: "decide", Rev: rev, Input: input}, timeout+sandboxGrace, timeout, checkTimeout)
+}
+
+// decideAll judges a batch's items by rev in one round trip, in order up
+// to the first refused (reply.Decisions). Its limit is one evaluation
+// timeout per item.
+func (s *sandbox) decideAll(ctx context.Context, rev string, bundle []byte, ins []*policy.Input, timeout, checkTimeout time.Duration) (*sandboxReply, error) {
+	inputs := make([]json.RawMessage, len(ins))
+	for i, in := range ins {
+		var err error
+		if inputs[i], err = json.Marshal(in); err != nil {
+			return nil, fmt.Errorf("the policy input of item %d: %w", i, err)
+		}
+	}
+	req := &sandboxRequest{Op: "decide_all", Rev: rev, Inputs: inputs}
+	return s.ask(ctx, rev, bundle, req, time.Duration(len(ins))*timeout+sandboxGrace, timeout, checkTimeout)
+}
+
+// ask sends req (a decision by rev) to an idle evaluation child, waiting
+// for one within ctx, and returns its reply within limit.
+func (s *sandbox) ask(ctx context.Context, rev string, bundle []byte, req *sandboxRequest, limit, timeout, checkTimeout time.Duration) (*sandboxReply, error) {
 	var c *child
 	select {
 	case c = <-s.evals:
@@ -359,21 +393,21 @@ func (s *sandbox) decide(ctx context.Context, rev string, bundle []byte, in *pol
 		}
 		s.evals <- c
 	}()
-	r, err := s.decideIn(&c, rev, bundle, input, timeout, checkTimeout)
+	r, err := s.askIn(&c, rev, bundle, req, limit, timeout, checkTimeout)
 	var se *sandboxError
 	if errors.As(err, &se) && se.memory > 0 && c == nil {
 		// The child held other tenants' revisions too (and the heap
 		// their evaluations left): judge again in a fresh child, where
 		// only this revision counts against the limit.
-		r, err = s.decideIn(&c, rev, bundle, input, timeout, checkTimeout)
+		r, err = s.askIn(&c, rev, bundle, req, limit, timeout, checkTimeout)
 	}
 	return r, err
 }
 
-// decideIn judges input by rev in *c, starting a child when *c is nil,
-// loading the revision there when the child does not hold it. A child
-// that fails or is killed is left nil in *c.
-func (s *sandbox) decideIn(c **child, rev string, bundle []byte, input json.RawMessage, timeout, checkTimeout time.Duration) (r *sandboxReply, err error) {
+// askIn sends req to *c, starting a child when *c is nil, loading the
+// revision there when the child does not hold it. A child that fails or
+// is killed is left nil in *c.
+func (s *sandbox) askIn(c **child, rev string, bundle []byte, req *sandboxRequest, limit, timeout, checkTimeout time.Duration) (r *sandboxReply, err error) {
 	defer func() {
 		if *c != nil && (*c).broken {
 			*c = nil
@@ -384,8 +418,7 @@ func (s *sandbox) decideIn(c **child, rev string, bundle []byte, input json.RawM
 			return nil, err
 		}
 	}
-	req := &sandboxRequest{Op: "decide", Rev: rev, Input: input}
-	if r, err = s.roundTrip(*c, req, timeout+sandboxGrace); err != nil || !r.NotLoaded {
+	if r, err = s.roundTrip(*c, req, limit); err != nil || !r.NotLoaded {
 		return r, err
 	}
 	// The parent makes (and always removes) the directory the child
@@ -403,7 +436,7 @@ func (s *sandbox) decideIn(c **child, rev string, bundle []byte, input json.RawM
 	} else if lr.Err != "" {
 		return nil, errors.New(lr.Err)
 	}
-	return s.roundTrip(*c, req, timeout+sandboxGrace)
+	return s.roundTrip(*c, req, limit)
 }
 
 // isolatedGate is a policy.Gate judging by a tenant's revision in the
@@ -438,12 +471,44 @@ func (g *isolatedGate) Evaluate(ctx context.Context, in *policy.Input) *policy.D
 		return &policy.Denial{Gate: "tenant", Code: policy.CodePolicyError, Message: err.Error(), Revision: g.rev,
 			Reasons: []policy.Reason{{Code: policy.CodePolicyError, Message: err.Error()}}}
 	}
-	if r.Allowed {
+	return g.denial(r.Allowed, r.Reasons)
+}
+
+// denial is a decision as a *policy.Denial (nil when allowed).
+func (g *isolatedGate) denial(allowed bool, reasons []policy.Reason) *policy.Denial {
+	if allowed {
 		return nil
 	}
-	d := &policy.Denial{Gate: "tenant", Reasons: r.Reasons, Revision: g.rev}
-	if len(r.Reasons) > 0 {
-		d.Code, d.Message, d.Context = r.Reasons[0].Code, r.Reasons[0].Message, r.Reasons[0].Context
+	d := &policy.Denial{Gate: "tenant", Reasons: reasons, Revision: g.rev}
+	if len(reasons) > 0 {
+		d.Code, d.Message, d.Context = reasons[0].Code, reasons[0].Message, reasons[0].Context
 	}
 	return d
+}
+
+// EvaluateAll judges a batch's items in one round trip: the denials of
+// the items judged, in order (nil: allowed), up to and with the first
+// refused. An error (the child failed, ran past the items' timeouts or
+// went over its memory) says nothing of which item: judge them one at a
+// time then.
+func (g *isolatedGate) EvaluateAll(ctx context.Context, ins []*policy.Input) ([]*policy.Denial, error) {
+	r, err := g.s.decideAll(ctx, g.rev, g.bundle, ins, g.timeout, g.checkTimeout)
+	if err == nil && r.Err != "" {
+		err = errors.New(r.Err)
+	}
+	if err == nil && len(r.Decisions) == 0 && len(ins) > 0 {
+		err = errors.New("the policy sandbox judged none of the batch's items")
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*policy.Denial, 0, len(r.Decisions))
+	for i, d := range r.Decisions {
+		den := g.denial(d.Allowed, d.Reasons)
+		out = append(out, den)
+		if den != nil || i+1 == len(ins) {
+			break
+		}
+	}
+	return out, nil
 }

@@ -91,16 +91,44 @@ func serveRequest(req *sandboxRequest, gates *gateCache, limit int64) *sandboxRe
 		if g == nil {
 			return &sandboxReply{NotLoaded: true}
 		}
-		dec := json.NewDecoder(bytes.NewReader(req.Input))
-		dec.UseNumber() // an expected clock stays exact
-		var in policy.Input
-		if err := dec.Decode(&in); err != nil {
+		in, err := decodeInput(req.Input)
+		if err != nil {
 			return &sandboxReply{Err: "the policy input: " + err.Error()}
 		}
-		d, _ := g.Decide(context.Background(), &in)
+		d, _ := g.Decide(context.Background(), in)
 		return &sandboxReply{Allowed: d.Allowed, Reasons: d.Reasons}
+	case "decide_all":
+		g := gates.get(req.Rev)
+		if g == nil {
+			return &sandboxReply{NotLoaded: true}
+		}
+		r := &sandboxReply{}
+		for i, raw := range req.Inputs {
+			in, err := decodeInput(raw)
+			if err != nil {
+				return &sandboxReply{Err: fmt.Sprintf("the policy input of item %d: %v", i, err)}
+			}
+			d, _ := g.Decide(context.Background(), in)
+			r.Decisions = append(r.Decisions, sandboxDecision{Allowed: d.Allowed, Reasons: d.Reasons})
+			if !d.Allowed {
+				break
+			}
+		}
+		return r
 	}
 	return &sandboxReply{Err: fmt.Sprintf("unknown request %q", req.Op)}
+}
+
+// decodeInput decodes one policy input, its numbers exact (an expected
+// clock of 2^64-1 stays what it was).
+func decodeInput(raw json.RawMessage) (*policy.Input, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var in policy.Input
+	if err := dec.Decode(&in); err != nil {
+		return nil, err
+	}
+	return &in, nil
 }
 
 func checkReply(g *opa.Gate, err error) *sandboxReply {

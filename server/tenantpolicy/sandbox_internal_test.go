@@ -17,7 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/server/control"
 )
 
 func bundleOf(t testing.TB, files ...string) []byte {
@@ -257,5 +259,61 @@ func TestSandboxLoadKilled(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(tmp); len(ents) > 0 {
 		t.Fatalf("left in the sandbox's directory: %v", ents)
+	}
+}
+
+// A batch's items reach the sandbox in one request: 30 items, one round
+// trip (after the revision is loaded), and the first refused item is the
+// one reported.
+func TestSandboxBatchInOneTrip(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	plane, err := control.Open(control.Options{Dir: filepath.Join(dir, "control")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plane.Close()
+	if _, err := plane.CreateTenant(ctx, "acme", control.Quotas{}, control.Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open(ctx, Options{Dir: filepath.Join(dir, "policies"), Plane: plane, Isolate: true, MaxConcurrent: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if _, err := m.Push(ctx, "acme", bytes.NewReader(bundleOf(t, "policy.rego", `package batpak.write
+
+deny contains "NO_SECRETS" if startswith(input.event.entity, "secret:")
+`))); err != nil {
+		t.Fatal(err)
+	}
+	items := func(n int, secret int) []*core.Proposal {
+		ps := make([]*core.Proposal, n)
+		for i := range ps {
+			name := fmt.Sprintf("note:%d", i)
+			if i == secret {
+				name = "secret:1"
+			}
+			c, _ := core.NewCoordinate(name, "s")
+			ps[i] = &core.Proposal{Coordinate: c, Kind: core.MustKind(1, 1), Payload: []byte(`{}`), Action: core.ActionAppend, BatchIndex: i, BatchSize: n}
+		}
+		return ps
+	}
+	adm := m.Admission("acme", nil).(core.ItemsAdmission)
+	if err := adm.AdmitItems(ctx, items(2, -1)); err != nil { // loads the revision
+		t.Fatal(err)
+	}
+	before := m.sb.trips.Load()
+	if err := adm.AdmitItems(ctx, items(30, -1)); err != nil {
+		t.Fatal(err)
+	}
+	if trips := m.sb.trips.Load() - before; trips != 1 {
+		t.Fatalf("30 items took %d round trips, want 1", trips)
+	}
+	err = adm.AdmitItems(ctx, items(30, 17))
+	var bie *core.BatchItemError
+	var d *policy.Denial
+	if !errors.As(err, &bie) || bie.Index != 17 || !errors.As(err, &d) || d.Message != "NO_SECRETS" || d.Layer != "tenant" {
+		t.Fatalf("a batch whose item 17 is a secret: %v, want item 17 refused by the tenant layer", err)
 	}
 }
