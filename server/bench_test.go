@@ -247,26 +247,7 @@ func BenchmarkHTTPAppend(b *testing.B) {
 				const clients = 64
 				conns := rawClients(b, bs.base, clients)
 				if mode == "tenant-policy-distinct" {
-					var files []string
-					for _, name := range []string{"write.rego", "data.json"} {
-						src, err := os.ReadFile(filepath.Join(examples, name))
-						if err != nil {
-							b.Fatal(err)
-						}
-						files = append(files, name, string(src))
-					}
-					req, _ := http.NewRequest("PUT", bs.base+"/v1/tenants/acme/policy", bytes.NewReader(tarGz(b, files...)))
-					req.Header.Set("Authorization", "Bearer "+bs.key)
-					req.Header.Set("Content-Type", "application/gzip")
-					resp, err := http.DefaultClient.Do(req)
-					if err != nil {
-						b.Fatal(err)
-					}
-					out, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusOK {
-						b.Fatalf("pushing the tenant's bundle: %d %s", resp.StatusCode, out)
-					}
+					pushExamplePolicy(b, bs)
 				}
 				path := "/v1/tenants/acme/events"
 				bodies := make([][]byte, len(payloads))
@@ -295,12 +276,48 @@ func BenchmarkHTTPAppend(b *testing.B) {
 	}
 }
 
+// pushExamplePolicy makes examples/policies the tenant's bundle (its key
+// must carry the admin role).
+func pushExamplePolicy(b *testing.B, bs *benchServer) {
+	var files []string
+	for _, name := range []string{"write.rego", "data.json"} {
+		src, err := os.ReadFile(filepath.Join("..", "examples", "policies", name))
+		if err != nil {
+			b.Fatal(err)
+		}
+		files = append(files, name, string(src))
+	}
+	req, _ := http.NewRequest("PUT", bs.base+"/v1/tenants/acme/policy", bytes.NewReader(tarGz(b, files...)))
+	req.Header.Set("Authorization", "Bearer "+bs.key)
+	req.Header.Set("Content-Type", "application/gzip")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b.Fatalf("pushing the tenant's bundle: %d %s", resp.StatusCode, out)
+	}
+}
+
 // BenchmarkHTTPBatch measures durable atomic batches of 100 events over
-// loopback HTTP from 8 keep-alive clients (events/s = 100 × req/s).
+// loopback HTTP from 8 keep-alive clients (events/s = 100 × req/s):
+// ungated, and judged by the example policy as the tenant's bundle (the
+// items of a batch in one round trip to the policy sandbox).
 //
 //	go test -run '^$' -bench HTTPBatch -benchtime 1500x ./server/
 func BenchmarkHTTPBatch(b *testing.B) {
-	bs := startBenchServer(b, server.DefaultConfig(), "acme", control.Settings{})
+	for _, mode := range []string{"ungated", "tenant-policy"} {
+		b.Run(mode, func(b *testing.B) { benchHTTPBatch(b, mode == "tenant-policy") })
+	}
+}
+
+func benchHTTPBatch(b *testing.B, tenantPolicy bool) {
+	bs := startBenchServerRoles(b, server.DefaultConfig(), "acme", control.Settings{}, control.RoleWriter, control.RoleAdmin, "clerk")
+	if tenantPolicy {
+		pushExamplePolicy(b, bs)
+	}
 	const clients, size = 8, 100
 	conns := rawClients(b, bs.base, clients)
 	path := "/v1/tenants/acme/batches"
