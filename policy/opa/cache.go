@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -333,4 +334,61 @@ func (c *decisionCache) put(k []byte, d Decision) {
 	}
 	c.m[string(k)] = d
 	c.mu.Unlock()
+}
+
+// CacheKeys returns the input paths the loaded policy's decisions are
+// cached on (each a list of keys: event, payload, amount) and whether they
+// are cached at all; a DecisionCache built on them caches as the gate
+// does (for a gate whose evaluations run in another process).
+func (g *Gate) CacheKeys() ([][]string, bool) {
+	p := g.cur.Load()
+	if p.cache == nil {
+		return nil, false
+	}
+	out := make([][]string, len(p.paths))
+	for i, path := range p.paths {
+		out[i] = slices.Clone(path)
+	}
+	return out, true
+}
+
+// DecisionCache caches a policy's decisions on the input fields it reads,
+// as a Gate does, for a caller that evaluates the policy elsewhere: keyed
+// on the paths Gate.CacheKeys gave, at most size decisions (then it starts
+// over). Cache only decisions that did not fail (Decide returned no
+// error). A nil *DecisionCache caches nothing. Safe for concurrent use.
+type DecisionCache struct {
+	paths [][]string
+	c     *decisionCache
+}
+
+// NewDecisionCache returns a cache keyed on paths (Gate.CacheKeys), or nil
+// when cacheable is false or size is not positive.
+func NewDecisionCache(paths [][]string, cacheable bool, size int) *DecisionCache {
+	if !cacheable || size <= 0 {
+		return nil
+	}
+	return &DecisionCache{paths: paths, c: newDecisionCache(size)}
+}
+
+// Get returns the decision cached for in's fields, if any (Cached set).
+func (c *DecisionCache) Get(in *policy.Input) (Decision, bool) {
+	if c == nil {
+		return Decision{}, false
+	}
+	buf := keyBufs.Get().(*[]byte)
+	defer keyBufs.Put(buf)
+	key := appendKey((*buf)[:0], in, c.paths)
+	*buf = key[:0]
+	d, ok := c.c.get(key)
+	d.Cached = ok
+	return d, ok
+}
+
+// Put caches d for in's fields.
+func (c *DecisionCache) Put(in *policy.Input, d Decision) {
+	if c == nil {
+		return
+	}
+	c.c.put(appendKey(nil, in, c.paths), d)
 }

@@ -494,7 +494,7 @@ func (m *Manager) check(ctx context.Context, data []byte, test bool, lim Limits)
 	case r.Err != "":
 		return nil, errors.New(r.Err)
 	}
-	g := newIsolatedGate(m.sb, data, m.opts.Timeout, m.opts.CheckTimeout)
+	g := newIsolatedGate(m.sb, data, m.opts.Timeout, m.opts.CheckTimeout, r)
 	return &loaded{adm: policy.NewAdmitter(g), iso: g, paths: r.Paths}, nil
 }
 

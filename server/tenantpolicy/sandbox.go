@@ -20,6 +20,7 @@ import (
 
 	"github.com/batpak-go/batpak/internal/childproc"
 	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/policy/opa"
 )
 
 // Bounds of a sandbox process's memory (Options.MemoryBytes).
@@ -106,7 +107,14 @@ type sandboxRequest struct {
 
 // sandboxReply is a child's answer.
 type sandboxReply struct {
-	Paths     []string        `json:"paths,omitempty"`    // check, load: the input paths the bundle reads
+	Paths []string `json:"paths,omitempty"` // check, load: the input paths the bundle reads
+	// KeyPaths and Cacheable (check, load): what the bundle's decisions
+	// are cached on (opa.Gate.CacheKeys), for the manager's own cache.
+	KeyPaths  [][]string `json:"key_paths,omitempty"`
+	Cacheable bool       `json:"cacheable,omitempty"`
+	// Failed (decide): the decision is a failure (POLICY_ERROR), not
+	// to be cached.
+	Failed    bool            `json:"failed,omitempty"`
 	Rejected  *RejectedError  `json:"rejected,omitempty"` // check, load: why the bundle is refused
 	Err       string          `json:"err,omitempty"`      // anything else that failed
 	NotLoaded bool            `json:"not_loaded,omitempty"`
@@ -121,6 +129,7 @@ type sandboxReply struct {
 type sandboxDecision struct {
 	Allowed bool            `json:"allowed,omitempty"`
 	Reasons []policy.Reason `json:"reasons,omitempty"`
+	Failed  bool            `json:"failed,omitempty"`
 }
 
 // sandbox runs a Manager's checks and evaluations in child processes:
@@ -446,11 +455,23 @@ type isolatedGate struct {
 	rev                   string
 	bundle                []byte
 	timeout, checkTimeout time.Duration
+	// cache answers again what the revision decided, as an in-process
+	// gate does (keyed on the input fields it reads; nil: not cacheable),
+	// without a round trip.
+	cache *opa.DecisionCache
 }
 
-func newIsolatedGate(s *sandbox, bundle []byte, timeout, checkTimeout time.Duration) *isolatedGate {
+// decisionCacheSize is how many decisions an isolated gate keeps (as
+// opa.Options.CacheSize's default).
+const decisionCacheSize = 1 << 16
+
+func newIsolatedGate(s *sandbox, bundle []byte, timeout, checkTimeout time.Duration, check *sandboxReply) *isolatedGate {
 	sum := sha256.Sum256(bundle)
-	return &isolatedGate{s: s, rev: hex.EncodeToString(sum[:]), bundle: bundle, timeout: timeout, checkTimeout: checkTimeout}
+	g := &isolatedGate{s: s, rev: hex.EncodeToString(sum[:]), bundle: bundle, timeout: timeout, checkTimeout: checkTimeout}
+	if check != nil {
+		g.cache = opa.NewDecisionCache(check.KeyPaths, check.Cacheable, decisionCacheSize)
+	}
+	return g
 }
 
 // Name implements policy.Gate.
@@ -459,6 +480,9 @@ func (g *isolatedGate) Name() string { return "tenant" }
 // Evaluate implements policy.Gate: a child that fails, runs past the
 // timeout or goes over its memory denies with POLICY_ERROR saying so.
 func (g *isolatedGate) Evaluate(ctx context.Context, in *policy.Input) *policy.Denial {
+	if d, ok := g.cache.Get(in); ok {
+		return g.denial(d.Allowed, d.Reasons)
+	}
 	r, err := g.s.decide(ctx, g.rev, g.bundle, in, g.timeout, g.checkTimeout)
 	if err == nil && r.Err != "" {
 		err = errors.New(r.Err)
@@ -470,6 +494,9 @@ func (g *isolatedGate) Evaluate(ctx context.Context, in *policy.Input) *policy.D
 		}
 		return &policy.Denial{Gate: "tenant", Code: policy.CodePolicyError, Message: err.Error(), Revision: g.rev,
 			Reasons: []policy.Reason{{Code: policy.CodePolicyError, Message: err.Error()}}}
+	}
+	if !r.Failed {
+		g.cache.Put(in, opa.Decision{Allowed: r.Allowed, Reasons: r.Reasons, Revision: g.rev})
 	}
 	return g.denial(r.Allowed, r.Reasons)
 }
@@ -486,28 +513,59 @@ func (g *isolatedGate) denial(allowed bool, reasons []policy.Reason) *policy.Den
 	return d
 }
 
-// EvaluateAll judges a batch's items in one round trip: the denials of
-// the items judged, in order (nil: allowed), up to and with the first
-// refused. An error (the child failed, ran past the items' timeouts or
-// went over its memory) says nothing of which item: judge them one at a
-// time then.
+// EvaluateAll judges a batch's items, those not in the cache in one round
+// trip: the denials of the items judged, in order (nil: allowed), up to
+// and with the first refused. An error (the child failed, ran past the
+// items' timeouts or went over its memory) says nothing of which item:
+// judge them one at a time then.
 func (g *isolatedGate) EvaluateAll(ctx context.Context, ins []*policy.Input) ([]*policy.Denial, error) {
-	r, err := g.s.decideAll(ctx, g.rev, g.bundle, ins, g.timeout, g.checkTimeout)
-	if err == nil && r.Err != "" {
-		err = errors.New(r.Err)
+	out := make([]*policy.Denial, len(ins))
+	known := make([]bool, len(ins))
+	var ask []int // the items before the first the cache refuses that it does not hold
+	for i, in := range ins {
+		if d, ok := g.cache.Get(in); ok {
+			known[i], out[i] = true, g.denial(d.Allowed, d.Reasons)
+			if out[i] != nil {
+				break
+			}
+			continue
+		}
+		ask = append(ask, i)
 	}
-	if err == nil && len(r.Decisions) == 0 && len(ins) > 0 {
-		err = errors.New("the policy sandbox judged none of the batch's items")
+	if len(ask) > 0 {
+		sent := make([]*policy.Input, len(ask))
+		for k, i := range ask {
+			sent[k] = ins[i]
+		}
+		r, err := g.s.decideAll(ctx, g.rev, g.bundle, sent, g.timeout, g.checkTimeout)
+		if err == nil && r.Err != "" {
+			err = errors.New(r.Err)
+		}
+		if err == nil && len(r.Decisions) == 0 {
+			err = errors.New("the policy sandbox judged none of the batch's items")
+		}
+		if err != nil {
+			return nil, err
+		}
+		for k, d := range r.Decisions[:min(len(r.Decisions), len(ask))] {
+			i := ask[k]
+			known[i], out[i] = true, g.denial(d.Allowed, d.Reasons)
+			if !d.Failed {
+				g.cache.Put(ins[i], opa.Decision{Allowed: d.Allowed, Reasons: d.Reasons, Revision: g.rev})
+			}
+			if out[i] != nil {
+				break
+			}
+		}
 	}
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*policy.Denial, 0, len(r.Decisions))
-	for i, d := range r.Decisions {
-		den := g.denial(d.Allowed, d.Reasons)
-		out = append(out, den)
-		if den != nil || i+1 == len(ins) {
-			break
+	// In order, up to the first refused or the first not judged (the
+	// caller judges the rest one at a time).
+	for i := range ins {
+		if !known[i] {
+			return out[:i], nil
+		}
+		if out[i] != nil {
+			return out[:i+1], nil
 		}
 	}
 	return out, nil

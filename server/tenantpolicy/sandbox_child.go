@@ -95,8 +95,8 @@ func serveRequest(req *sandboxRequest, gates *gateCache, limit int64) *sandboxRe
 		if err != nil {
 			return &sandboxReply{Err: "the policy input: " + err.Error()}
 		}
-		d, _ := g.Decide(context.Background(), in)
-		return &sandboxReply{Allowed: d.Allowed, Reasons: d.Reasons}
+		d, err := g.Decide(context.Background(), in)
+		return &sandboxReply{Allowed: d.Allowed, Reasons: d.Reasons, Failed: err != nil}
 	case "decide_all":
 		g := gates.get(req.Rev)
 		if g == nil {
@@ -108,8 +108,8 @@ func serveRequest(req *sandboxRequest, gates *gateCache, limit int64) *sandboxRe
 			if err != nil {
 				return &sandboxReply{Err: fmt.Sprintf("the policy input of item %d: %v", i, err)}
 			}
-			d, _ := g.Decide(context.Background(), in)
-			r.Decisions = append(r.Decisions, sandboxDecision{Allowed: d.Allowed, Reasons: d.Reasons})
+			d, err := g.Decide(context.Background(), in)
+			r.Decisions = append(r.Decisions, sandboxDecision{Allowed: d.Allowed, Reasons: d.Reasons, Failed: err != nil})
 			if !d.Allowed {
 				break
 			}
@@ -139,7 +139,8 @@ func checkReply(g *opa.Gate, err error) *sandboxReply {
 	case err != nil:
 		return &sandboxReply{Err: err.Error()}
 	}
-	return &sandboxReply{Paths: g.InputPaths()}
+	keys, cacheable := g.CacheKeys()
+	return &sandboxReply{Paths: g.InputPaths(), KeyPaths: keys, Cacheable: cacheable}
 }
 
 // gateCache keeps a child's compiled revisions, the least recently used

@@ -94,7 +94,7 @@ func TestSandboxDecides(t *testing.T) {
 	if slices.Sort(r.Paths); strings.Join(r.Paths, ",") != "event.entity,event.payload.amount" {
 		t.Errorf("input paths %v", r.Paths)
 	}
-	g := newIsolatedGate(s, data, 200*time.Millisecond, 10*time.Second)
+	g := newIsolatedGate(s, data, 200*time.Millisecond, 10*time.Second, r)
 	in := func(entity, payload string) *policy.Input {
 		return &policy.Input{Action: "append", Event: policy.Event{Entity: entity, Payload: json.RawMessage(payload), ExpectedClock: uint64(1) << 60}}
 	}
@@ -222,7 +222,7 @@ deny contains "NO_KEY" if input.event.idempotency_key == ""
 			b.Fatal(err)
 		}
 		defer s.close()
-		g := newIsolatedGate(s, data, time.Second, 10*time.Second)
+		g := newIsolatedGate(s, data, time.Second, 10*time.Second, nil)
 		for i := range b.N {
 			if d := g.Evaluate(ctx, in(i)); d != nil {
 				b.Fatal(d)
@@ -248,7 +248,7 @@ func TestSandboxLoadKilled(t *testing.T) {
 		fmt.Fprintf(&b, "x%d := [x%d, x%d]\n", i, i-1, i-1)
 	}
 	b.WriteString("deny contains \"a\" if x40 == x40\n")
-	g := newIsolatedGate(s, bundleOf(t, "policy.rego", b.String()), 200*time.Millisecond, time.Second)
+	g := newIsolatedGate(s, bundleOf(t, "policy.rego", b.String()), 200*time.Millisecond, time.Second, nil)
 	start := time.Now()
 	d := g.Evaluate(context.Background(), &policy.Input{Action: "append"})
 	if d == nil || d.Code != policy.CodePolicyError || !strings.Contains(d.Message, "loading the policy: it ran past 1s") {
@@ -263,8 +263,9 @@ func TestSandboxLoadKilled(t *testing.T) {
 }
 
 // A batch's items reach the sandbox in one request: 30 items, one round
-// trip (after the revision is loaded), and the first refused item is the
-// one reported.
+// trip (after the revision is loaded); decisions made before are answered
+// by the manager's cache, as an in-process gate's are; and the first
+// refused item is the one reported.
 func TestSandboxBatchInOneTrip(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -309,6 +310,17 @@ deny contains "NO_SECRETS" if startswith(input.event.entity, "secret:")
 	}
 	if trips := m.sb.trips.Load() - before; trips != 1 {
 		t.Fatalf("30 items took %d round trips, want 1", trips)
+	}
+	// Decided before: answered by the manager's cache, no round trip.
+	before = m.sb.trips.Load()
+	if err := adm.AdmitItems(ctx, items(30, -1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Admission("acme", nil).Admit(ctx, items(30, -1)[7]); err != nil {
+		t.Fatal(err)
+	}
+	if trips := m.sb.trips.Load() - before; trips != 0 {
+		t.Fatalf("decisions made before took %d round trips, want none", trips)
 	}
 	err = adm.AdmitItems(ctx, items(30, 17))
 	var bie *core.BatchItemError
