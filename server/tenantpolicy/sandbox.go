@@ -461,9 +461,34 @@ type isolatedGate struct {
 	cache *opa.DecisionCache
 }
 
-// decisionCacheSize is how many decisions an isolated gate keeps (as
-// opa.Options.CacheSize's default).
-const decisionCacheSize = 1 << 16
+// What an isolated gate's cache keeps, in the server's memory: at most
+// decisionCacheSize decisions, each an allow or a denial whose reasons
+// take at most cachedReasonBytes (a larger one is asked of the child
+// again, whose own cache is bounded by its memory limit): at most about
+// 4 MiB for a tenant's revision, whatever its bundle answers.
+const (
+	decisionCacheSize = 4096
+	cachedReasonBytes = 1024
+)
+
+// cacheable reports whether a decision is small enough for the cache.
+func cacheable(allowed bool, reasons []policy.Reason) bool {
+	if allowed {
+		return true
+	}
+	n := 0
+	for _, r := range reasons {
+		n += len(r.Code) + len(r.Message)
+		if r.Context != nil {
+			b, _ := json.Marshal(r.Context)
+			n += len(b)
+		}
+		if n > cachedReasonBytes {
+			return false
+		}
+	}
+	return true
+}
 
 func newIsolatedGate(s *sandbox, bundle []byte, timeout, checkTimeout time.Duration, check *sandboxReply) *isolatedGate {
 	sum := sha256.Sum256(bundle)
@@ -495,7 +520,7 @@ func (g *isolatedGate) Evaluate(ctx context.Context, in *policy.Input) *policy.D
 		return &policy.Denial{Gate: "tenant", Code: policy.CodePolicyError, Message: err.Error(), Revision: g.rev,
 			Reasons: []policy.Reason{{Code: policy.CodePolicyError, Message: err.Error()}}}
 	}
-	if !r.Failed {
+	if !r.Failed && g.cache != nil && cacheable(r.Allowed, r.Reasons) {
 		g.cache.Put(in, opa.Decision{Allowed: r.Allowed, Reasons: r.Reasons, Revision: g.rev})
 	}
 	return g.denial(r.Allowed, r.Reasons)
@@ -550,7 +575,7 @@ func (g *isolatedGate) EvaluateAll(ctx context.Context, ins []*policy.Input) ([]
 		for k, d := range r.Decisions[:min(len(r.Decisions), len(ask))] {
 			i := ask[k]
 			known[i], out[i] = true, g.denial(d.Allowed, d.Reasons)
-			if !d.Failed {
+			if !d.Failed && g.cache != nil && cacheable(d.Allowed, d.Reasons) {
 				g.cache.Put(ins[i], opa.Decision{Allowed: d.Allowed, Reasons: d.Reasons, Revision: g.rev})
 			}
 			if out[i] != nil {
