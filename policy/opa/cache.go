@@ -1,6 +1,7 @@
 package opa
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -45,6 +46,9 @@ func analyzeInputs(b bundle.Bundle) (paths [][]string, cacheable, whole bool) {
 	visit = func(x any) bool {
 		switch v := x.(type) {
 		case ast.Ref:
+			// A built-in named as a value (`with f as rand.intn`, say) is
+			// called all the same.
+			nondet(v.String())
 			if v[0].Equal(ast.InputRootDocument) {
 				var path []string
 				for _, t := range v[1:] {
@@ -321,6 +325,8 @@ func newDecisionCache(max int) *decisionCache {
 }
 
 func (c *decisionCache) get(k []byte) (Decision, bool) {
+	var sum [maxRawKey + 1]byte
+	k = shortKey(k, &sum)
 	c.mu.RLock()
 	d, ok := c.m[string(k)] // no copy of k
 	c.mu.RUnlock()
@@ -328,12 +334,31 @@ func (c *decisionCache) get(k []byte) (Decision, bool) {
 }
 
 func (c *decisionCache) put(k []byte, d Decision) {
+	var sum [maxRawKey + 1]byte
+	k = shortKey(k, &sum)
 	c.mu.Lock()
 	if len(c.m) >= c.max {
 		clear(c.m)
 	}
 	c.m[string(k)] = d
 	c.mu.Unlock()
+}
+
+// maxRawKey is the longest key a cache keeps as it is; a longer one (the
+// key holds the values the policy reads: a payload field can be a
+// megabyte) is kept as its SHA-256, so that the cache holds at most its
+// entries' decisions, whatever the writes carry.
+const maxRawKey = 64
+
+// shortKey is k, or past maxRawKey its SHA-256 in sum (padded to one
+// byte more than any raw key, so that the two never meet).
+func shortKey(k []byte, sum *[maxRawKey + 1]byte) []byte {
+	if len(k) <= maxRawKey {
+		return k
+	}
+	h := sha256.Sum256(k)
+	copy(sum[:], h[:])
+	return sum[:]
 }
 
 // CacheKeys returns the input paths the loaded policy's decisions are

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -494,5 +495,58 @@ func TestBoundedCache(t *testing.T) {
 		if d := decide(t, off, baseLimitInput()); d.Cached || !d.Allowed {
 			t.Fatalf("cache off: %+v", d)
 		}
+	}
+}
+
+// A built-in that is not deterministic makes a policy uncached however it
+// is called: named as a value in `with` too (rand.intn standing for a
+// function would otherwise replay its first answer for ever).
+func TestNondeterministicWithNotCached(t *testing.T) {
+	g := loadOPA(t, map[string]string{"p.rego": `package batpak.write
+
+pick(s, n) := 0
+
+deny contains "unlucky" if {
+	v := pick(input.event.entity, 2) with pick as rand.intn
+	v == 0
+}
+`}, opa.Options{})
+	if paths := g.InputPaths(); paths != nil {
+		t.Fatalf("input paths %v: the policy is cached, want it not to be", paths)
+	}
+	if _, ok := g.CacheKeys(); ok {
+		t.Fatal("CacheKeys says cacheable")
+	}
+}
+
+// The decision cache keeps a long key (a megabyte payload field the
+// policy reads) as its digest, not its bytes: 200 distinct megabyte
+// fields leave the heap about as it was, and decisions stay apart.
+func TestDecisionCacheKeepsNoLongKeys(t *testing.T) {
+	c := opa.NewDecisionCache([][]string{{"event", "payload", "pad"}}, true, 4096)
+	in := func(i int) *policy.Input {
+		x := baseLimitInput()
+		x.Event.Payload = json.RawMessage(fmt.Sprintf(`{"pad": "%s%d"}`, strings.Repeat("x", 1<<20), i))
+		return x
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range 200 {
+		c.Put(in(i), opa.Decision{Allowed: i%10 != 0})
+	}
+	for i := range 20 {
+		if d, ok := c.Get(in(i)); !ok || !d.Cached || d.Allowed != (i%10 != 0) {
+			t.Fatalf("item %d: %+v, %v; want its cached decision", i, d, ok)
+		}
+	}
+	if _, ok := c.Get(in(1000)); ok {
+		t.Fatal("a field never decided is found in the cache")
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(c)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 32<<20 {
+		t.Fatalf("the heap grew by %d MiB over 200 decisions on megabyte fields", grew>>20)
 	}
 }

@@ -17,14 +17,17 @@ const DefaultCacheMaxBytes = 4 << 30
 var cacheMarkerDirs = []string{"batpak-valid", "batpak-bounded"}
 
 // pruneCache keeps the compile cache within Options.CacheMaxBytes: past
-// it, the markers of the modules that passed a check go first (so that
-// nothing vouches for code no longer there: the next load of such a
-// module is given to the Compiler again), then the compiled modules
-// written longest ago, until the cache holds at most three quarters of
-// the bound. A module loaded now keeps running (its code is in memory);
-// one whose compiled form is gone is compiled again when next loaded. A
-// tenant that uploads and deletes modules without end thus costs the
-// disk at most the bound. Errors are logged; they never fail a load.
+// it, the markers of the modules that passed a check go first, then the
+// compiled modules written longest ago, until the cache holds at most
+// three quarters of the bound. A module loaded now keeps running (its
+// code is in memory); one whose compiled form is gone is compiled again
+// when next loaded: by the Compiler, or, while a plugin host still
+// remembers in memory that it passed (up to 4,096 modules each), in the
+// server's process — a module that compiled within the Compiler's limits
+// before, so within them again. A tenant that uploads and deletes modules
+// without end thus costs the disk at most the bound (checked after each
+// load and upload; a load during a prune leaves the check to the next).
+// Errors are logged; they never fail a load.
 func (m *Manager) pruneCache() {
 	dir, max := m.opts.CacheDir, m.opts.CacheMaxBytes
 	if dir == "" || max < 0 {

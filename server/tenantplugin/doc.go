@@ -65,7 +65,8 @@
 // compiled modules written longest ago are removed, so a tenant
 // uploading and deleting modules without end costs the disk at most the
 // bound; a module whose compiled form was removed is compiled again
-// (through the Compiler) when next loaded.
+// when next loaded (through the Compiler, or within the limits it passed
+// there before; see pruneCache).
 //
 // # Limits
 //

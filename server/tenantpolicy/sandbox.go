@@ -365,7 +365,7 @@ func (s *sandbox) check(dir string, test bool, testTimeout, timeout, checkTimeou
 // evaluation child, loading the revision there first when the child does
 // not hold it. It waits for an idle child within ctx.
 func (s *sandbox) decide(ctx context.Context, rev string, bundle []byte, in *policy.Input, timeout, checkTimeout time.Duration) (*sandboxReply, error) {
-	input, err := json.Marshal(in)
+	input, err := encodeInput(in)
 	if err != nil {
 		return nil, fmt.Errorf("the policy input: %w", err)
 	}
@@ -377,14 +377,30 @@ func (s *sandbox) decide(ctx context.Context, rev string, bundle []byte, in *pol
 // timeout per item.
 func (s *sandbox) decideAll(ctx context.Context, rev string, bundle []byte, ins []*policy.Input, timeout, checkTimeout time.Duration) (*sandboxReply, error) {
 	inputs := make([]json.RawMessage, len(ins))
+	size := 0
 	for i, in := range ins {
 		var err error
-		if inputs[i], err = json.Marshal(in); err != nil {
+		if inputs[i], err = encodeInput(in); err != nil {
 			return nil, fmt.Errorf("the policy input of item %d: %w", i, err)
+		}
+		if size += len(inputs[i]); size > maxRequest/2 {
+			return nil, fmt.Errorf("the policy inputs of %d items take over %d bytes", i+1, maxRequest/2)
 		}
 	}
 	req := &sandboxRequest{Op: "decide_all", Rev: rev, Inputs: inputs}
 	return s.ask(ctx, rev, bundle, req, time.Duration(len(ins))*timeout+sandboxGrace, timeout, checkTimeout)
+}
+
+// encodeInput is in as JSON, without escaping <, > and & (which would
+// take six bytes each).
+func encodeInput(in *policy.Input) (json.RawMessage, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(in); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // ask sends req (a decision by rev) to an idle evaluation child, waiting
@@ -470,6 +486,10 @@ const (
 	decisionCacheSize = 4096
 	cachedReasonBytes = 1024
 )
+
+// batchChunk is how many of a batch's items go to the child in one
+// request: between requests the batch stops if its context ended.
+const batchChunk = 16
 
 // cacheable reports whether a decision is small enough for the cache.
 func cacheable(allowed bool, reasons []policy.Reason) bool {
@@ -557,9 +577,16 @@ func (g *isolatedGate) EvaluateAll(ctx context.Context, ins []*policy.Input) ([]
 		}
 		ask = append(ask, i)
 	}
-	if len(ask) > 0 {
-		sent := make([]*policy.Input, len(ask))
-		for k, i := range ask {
+	// In chunks, so that a batch whose client went away stops within one
+	// chunk's timeouts (each item may take up to the evaluation timeout).
+judging:
+	for start := 0; start < len(ask); start += batchChunk {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		part := ask[start:min(start+batchChunk, len(ask))]
+		sent := make([]*policy.Input, len(part))
+		for k, i := range part {
 			sent[k] = ins[i]
 		}
 		r, err := g.s.decideAll(ctx, g.rev, g.bundle, sent, g.timeout, g.checkTimeout)
@@ -572,15 +599,18 @@ func (g *isolatedGate) EvaluateAll(ctx context.Context, ins []*policy.Input) ([]
 		if err != nil {
 			return nil, err
 		}
-		for k, d := range r.Decisions[:min(len(r.Decisions), len(ask))] {
-			i := ask[k]
+		for k, d := range r.Decisions[:min(len(r.Decisions), len(part))] {
+			i := part[k]
 			known[i], out[i] = true, g.denial(d.Allowed, d.Reasons)
 			if !d.Failed && g.cache != nil && cacheable(d.Allowed, d.Reasons) {
 				g.cache.Put(ins[i], opa.Decision{Allowed: d.Allowed, Reasons: d.Reasons, Revision: g.rev})
 			}
 			if out[i] != nil {
-				break
+				break judging
 			}
+		}
+		if len(r.Decisions) < len(part) {
+			break
 		}
 	}
 	// In order, up to the first refused or the first not judged (the
