@@ -67,11 +67,13 @@
 // with the server (Linux) and ends when its standard input closes.
 //
 // The manager caches a revision's decisions itself, keyed on the input
-// fields the bundle reads (as an in-process gate does; at most 4096 per
-// revision, each an allow or a denial whose reasons take at most 1 KiB),
+// fields the bundle reads (as an in-process gate does; at most 16,384 per
+// revision, each an allow or a denial whose reasons take at most 256
+// bytes, keyed on at most 65 bytes: a longer key is kept as its SHA-256),
 // so a decision made before takes no round trip; and a batch's items go
-// to the child in one request (core.ItemsAdmission), judged in order up
-// to the first refused — the first item either layer refuses is the one
+// to the child together (core.ItemsAdmission; 16 to a request, the
+// batch's context checked between requests), judged in order up to the
+// first refused — the first item either layer refuses is the one
 // reported, as when each is admitted in turn. A round trip costs about
 // 30 µs on a 2-core VM. The evaluation children start, in the
 // background, when the manager first holds a tenant's bundle (about

@@ -103,6 +103,33 @@ type sandboxRequest struct {
 	// Inputs are a batch's items ("decide_all"): judged in order up to
 	// the first refused.
 	Inputs []json.RawMessage `json:"inputs,omitempty"`
+
+	// body, when set, is the request already encoded (a decision's:
+	// json.Marshal would check and compact every input again).
+	body []byte
+}
+
+// decisionRequest is a "decide" (one input) or "decide_all" request by
+// rev, encoded. rev is hex and the inputs are JSON encodeInput wrote.
+func decisionRequest(op, rev string, inputs []json.RawMessage) *sandboxRequest {
+	n := 64 + len(rev)
+	for _, in := range inputs {
+		n += len(in) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(append(append(append(b, `{"op":"`...), op...), `","rev":"`...), rev...)
+	if op == "decide" {
+		b = append(append(append(b, `","input":`...), inputs[0]...), '}')
+		return &sandboxRequest{Op: op, Rev: rev, body: b}
+	}
+	b = append(b, `","inputs":[`...)
+	for i, in := range inputs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, in...)
+	}
+	return &sandboxRequest{Op: op, Rev: rev, body: append(b, "]}"...)}
 }
 
 // sandboxReply is a child's answer.
@@ -283,9 +310,12 @@ func (e *sandboxError) Error() string {
 // roundTrip sends req to c and reads its reply, within limit; past it, or
 // on any failure, c is killed and the error is a *sandboxError.
 func (s *sandbox) roundTrip(c *child, req *sandboxRequest, limit time.Duration) (*sandboxReply, error) {
-	body, err := json.Marshal(req)
-	if err != nil {
-		return nil, err
+	body := req.body
+	if body == nil {
+		var err error
+		if body, err = json.Marshal(req); err != nil {
+			return nil, err
+		}
 	}
 	if len(body) > maxRequest {
 		return nil, fmt.Errorf("a policy sandbox request of %d bytes, over %d", len(body), maxRequest)
@@ -369,7 +399,7 @@ func (s *sandbox) decide(ctx context.Context, rev string, bundle []byte, in *pol
 	if err != nil {
 		return nil, fmt.Errorf("the policy input: %w", err)
 	}
-	return s.ask(ctx, rev, bundle, &sandboxRequest{Op: "decide", Rev: rev, Input: input}, timeout+sandboxGrace, timeout, checkTimeout)
+	return s.ask(ctx, rev, bundle, decisionRequest("decide", rev, []json.RawMessage{input}), timeout+sandboxGrace, timeout, checkTimeout)
 }
 
 // decideAll judges a batch's items by rev in one round trip, in order up
@@ -387,7 +417,7 @@ func (s *sandbox) decideAll(ctx context.Context, rev string, bundle []byte, ins 
 			return nil, fmt.Errorf("the policy inputs of %d items take over %d bytes", i+1, maxRequest/2)
 		}
 	}
-	req := &sandboxRequest{Op: "decide_all", Rev: rev, Inputs: inputs}
+	req := decisionRequest("decide_all", rev, inputs)
 	return s.ask(ctx, rev, bundle, req, time.Duration(len(ins))*timeout+sandboxGrace, timeout, checkTimeout)
 }
 
@@ -478,13 +508,16 @@ type isolatedGate struct {
 }
 
 // What an isolated gate's cache keeps, in the server's memory: at most
-// decisionCacheSize decisions, each an allow or a denial whose reasons
-// take at most cachedReasonBytes (a larger one is asked of the child
-// again, whose own cache is bounded by its memory limit): at most about
-// 4 MiB for a tenant's revision, whatever its bundle answers.
+// decisionCacheSize decisions (then it starts over), each an allow or a
+// denial whose reasons take at most cachedReasonBytes (a larger one is
+// asked of the child again, whose own cache is bounded by its memory
+// limit), keyed on at most 65 bytes (opa.DecisionCache keeps a longer
+// key as its digest): at most about 12 MiB for a revision (typically a
+// tenth of it: most entries are allows), whatever its bundle answers and
+// its writers send, for a working set of 16,384 distinct inputs.
 const (
-	decisionCacheSize = 4096
-	cachedReasonBytes = 1024
+	decisionCacheSize = 1 << 14
+	cachedReasonBytes = 256
 )
 
 // batchChunk is how many of a batch's items go to the child in one
