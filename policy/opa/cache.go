@@ -333,7 +333,32 @@ func (c *decisionCache) get(k []byte) (Decision, bool) {
 	return d, ok
 }
 
+// MaxCachedReasonBytes bounds the reasons of a denial the decision cache
+// keeps (codes, messages and contexts as JSON together): a larger one is
+// evaluated again when asked again, so that a cache's memory is bounded by
+// its entries, whatever the policy answers (a reason can quote a payload).
+const MaxCachedReasonBytes = 512
+
+// smallReasons reports whether reasons take at most MaxCachedReasonBytes.
+func smallReasons(reasons []policy.Reason) bool {
+	n := 0
+	for _, r := range reasons {
+		n += len(r.Code) + len(r.Message)
+		if n <= MaxCachedReasonBytes && r.Context != nil {
+			b, _ := json.Marshal(r.Context)
+			n += len(b)
+		}
+		if n > MaxCachedReasonBytes {
+			return false
+		}
+	}
+	return true
+}
+
 func (c *decisionCache) put(k []byte, d Decision) {
+	if !smallReasons(d.Reasons) {
+		return
+	}
 	var sum [maxRawKey + 1]byte
 	k = shortKey(k, &sum)
 	c.mu.Lock()
@@ -380,7 +405,9 @@ func (g *Gate) CacheKeys() ([][]string, bool) {
 // DecisionCache caches a policy's decisions on the input fields it reads,
 // as a Gate does, for a caller that evaluates the policy elsewhere: keyed
 // on the paths Gate.CacheKeys gave, at most size decisions (then it starts
-// over). Cache only decisions that did not fail (Decide returned no
+// over), each keyed on at most 65 bytes (a longer key is kept as its
+// SHA-256) and with reasons of at most MaxCachedReasonBytes (Put skips a
+// larger one). Cache only decisions that did not fail (Decide returned no
 // error). A nil *DecisionCache caches nothing. Safe for concurrent use.
 type DecisionCache struct {
 	paths [][]string

@@ -550,3 +550,25 @@ func TestDecisionCacheKeepsNoLongKeys(t *testing.T) {
 		t.Fatalf("the heap grew by %d MiB over 200 decisions on megabyte fields", grew>>20)
 	}
 }
+
+// A denial whose reasons are larger than MaxCachedReasonBytes is not
+// cached (a cache's memory is bounded by its entries); a small one is.
+func TestLargeReasonsNotCached(t *testing.T) {
+	g := loadOPA(t, map[string]string{"p.rego": `package batpak.write
+
+deny contains concat("", ["x" | some i in numbers.range(1, 600)]) if input.event.entity == "big:1"
+
+deny contains "SMALL" if input.event.entity == "small:1"
+`}, opa.Options{})
+	for _, c := range []struct {
+		entity string
+		cached bool
+	}{{"big:1", false}, {"small:1", true}} {
+		in := baseLimitInput()
+		in.Event.Entity = c.entity
+		decide(t, g, in)
+		if d := decide(t, g, in); d.Allowed || d.Cached != c.cached {
+			t.Fatalf("%s asked again: %+v, want cached %v", c.entity, d, c.cached)
+		}
+	}
+}

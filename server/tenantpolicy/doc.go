@@ -68,8 +68,9 @@
 //
 // The manager caches a revision's decisions itself, keyed on the input
 // fields the bundle reads (as an in-process gate does; at most 16,384 per
-// revision, each an allow or a denial whose reasons take at most 256
-// bytes, keyed on at most 65 bytes: a longer key is kept as its SHA-256),
+// revision, each an allow or a denial whose reasons take at most
+// opa.MaxCachedReasonBytes, keyed on at most 65 bytes: a longer key is
+// kept as its SHA-256),
 // so a decision made before takes no round trip; and a batch's items go
 // to the child together (core.ItemsAdmission; 16 to a request, the
 // batch's context checked between requests), judged in order up to the

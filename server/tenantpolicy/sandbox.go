@@ -507,41 +507,16 @@ type isolatedGate struct {
 	cache *opa.DecisionCache
 }
 
-// What an isolated gate's cache keeps, in the server's memory: at most
-// decisionCacheSize decisions (then it starts over), each an allow or a
-// denial whose reasons take at most cachedReasonBytes (a larger one is
-// asked of the child again, whose own cache is bounded by its memory
-// limit), keyed on at most 65 bytes (opa.DecisionCache keeps a longer
-// key as its digest): at most about 12 MiB for a revision (typically a
-// tenth of it: most entries are allows), whatever its bundle answers and
-// its writers send, for a working set of 16,384 distinct inputs.
-const (
-	decisionCacheSize = 1 << 14
-	cachedReasonBytes = 256
-)
+// decisionCacheSize is how many decisions an isolated gate's cache keeps,
+// in the server's memory: with opa.DecisionCache's bounds (keys of at most
+// 65 bytes, reasons of at most opa.MaxCachedReasonBytes) at most about
+// 15 MiB for a revision, typically a tenth of it (most entries are
+// allows), for a working set of 16,384 distinct inputs.
+const decisionCacheSize = 1 << 14
 
 // batchChunk is how many of a batch's items go to the child in one
 // request: between requests the batch stops if its context ended.
 const batchChunk = 16
-
-// cacheable reports whether a decision is small enough for the cache.
-func cacheable(allowed bool, reasons []policy.Reason) bool {
-	if allowed {
-		return true
-	}
-	n := 0
-	for _, r := range reasons {
-		n += len(r.Code) + len(r.Message)
-		if r.Context != nil {
-			b, _ := json.Marshal(r.Context)
-			n += len(b)
-		}
-		if n > cachedReasonBytes {
-			return false
-		}
-	}
-	return true
-}
 
 func newIsolatedGate(s *sandbox, bundle []byte, timeout, checkTimeout time.Duration, check *sandboxReply) *isolatedGate {
 	sum := sha256.Sum256(bundle)
@@ -573,7 +548,7 @@ func (g *isolatedGate) Evaluate(ctx context.Context, in *policy.Input) *policy.D
 		return &policy.Denial{Gate: "tenant", Code: policy.CodePolicyError, Message: err.Error(), Revision: g.rev,
 			Reasons: []policy.Reason{{Code: policy.CodePolicyError, Message: err.Error()}}}
 	}
-	if !r.Failed && g.cache != nil && cacheable(r.Allowed, r.Reasons) {
+	if !r.Failed && g.cache != nil {
 		g.cache.Put(in, opa.Decision{Allowed: r.Allowed, Reasons: r.Reasons, Revision: g.rev})
 	}
 	return g.denial(r.Allowed, r.Reasons)
@@ -635,7 +610,7 @@ judging:
 		for k, d := range r.Decisions[:min(len(r.Decisions), len(part))] {
 			i := part[k]
 			known[i], out[i] = true, g.denial(d.Allowed, d.Reasons)
-			if !d.Failed && g.cache != nil && cacheable(d.Allowed, d.Reasons) {
+			if !d.Failed && g.cache != nil {
 				g.cache.Put(ins[i], opa.Decision{Allowed: d.Allowed, Reasons: d.Reasons, Revision: g.rev})
 			}
 			if out[i] != nil {
