@@ -38,7 +38,7 @@ func analyzeInputs(b bundle.Bundle) (paths [][]string, cacheable, whole bool) {
 	seen := map[string]bool{}
 	cacheable = true
 	nondet := func(name string) {
-		if bi, ok := ast.BuiltinMap[name]; ok && bi.Nondeterministic {
+		if bi, ok := ast.BuiltinMap[name]; ok && (bi.Nondeterministic || readsTheClock[name]) {
 			cacheable = false
 		}
 	}
@@ -90,6 +90,14 @@ func analyzeInputs(b bundle.Bundle) (paths [][]string, cacheable, whole bool) {
 		}
 	}
 	return paths, cacheable, whole
+}
+
+// readsTheClock names the built-ins OPA does not flag non-deterministic
+// whose answer changes with time all the same: a certificate verified now
+// may have expired at the next write.
+var readsTheClock = map[string]bool{
+	"crypto.x509.parse_and_verify_certificates":              true,
+	"crypto.x509.parse_and_verify_certificates_with_options": true,
 }
 
 // appendKey appends the cache key of in to b: the values at paths, each

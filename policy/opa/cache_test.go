@@ -500,7 +500,8 @@ func TestBoundedCache(t *testing.T) {
 
 // A built-in that is not deterministic makes a policy uncached however it
 // is called: named as a value in `with` too (rand.intn standing for a
-// function would otherwise replay its first answer for ever).
+// function would otherwise replay its first answer for ever); so does one
+// whose answer changes with the clock.
 func TestNondeterministicWithNotCached(t *testing.T) {
 	g := loadOPA(t, map[string]string{"p.rego": `package batpak.write
 
@@ -516,6 +517,18 @@ deny contains "unlucky" if {
 	}
 	if _, ok := g.CacheKeys(); ok {
 		t.Fatal("CacheKeys says cacheable")
+	}
+	// Nor is one verifying certificates against the clock (OPA does not
+	// flag it): a certificate valid now may have expired at the next write.
+	g = loadOPA(t, map[string]string{"p.rego": `package batpak.write
+
+deny contains "BAD_CERT" if {
+	[valid, _] := crypto.x509.parse_and_verify_certificates(input.event.payload.chain)
+	not valid
+}
+`}, opa.Options{})
+	if paths := g.InputPaths(); paths != nil {
+		t.Fatalf("a policy verifying certificates: input paths %v, want it not cached", paths)
 	}
 }
 
