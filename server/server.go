@@ -673,6 +673,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		registerPolicyMetrics(reg, s.gate)
 	}
 	reg.MustRegister(decisionLogMetrics{s.policies})
+	registerSandboxMetrics(reg, s.policies)
 	if s.node != nil {
 		s.blobs = newBlobCollector(s.plane, s.node, cfg.Logger, s.node.cfg.BlobGrace, s.node.cfg.BlobCollectEvery)
 		reg.MustRegister(s.blobs.metrics()...)
@@ -1099,6 +1100,23 @@ func registerPolicyMetrics(reg *prometheus.Registry, g *opa.Gate) {
 			func(s opa.Stats) uint64 { return s.Denials }),
 		counter("batpak_policy_errors_total", "Platform policy decisions that failed to evaluate.",
 			func(s opa.Stats) uint64 { return s.Errors }),
+	)
+}
+
+// registerSandboxMetrics exposes the policy sandbox's counters (tenants'
+// bundles checked and evaluated in child processes).
+func registerSandboxMetrics(reg *prometheus.Registry, m *tenantpolicy.Manager) {
+	counter := func(name, help string, v func(tenantpolicy.SandboxStats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(v(m.SandboxStats())) })
+	}
+	reg.MustRegister(
+		counter("batpak_policy_sandbox_started_total", "Policy sandbox child processes started (tenants' bundles are checked and evaluated in them).",
+			func(s tenantpolicy.SandboxStats) uint64 { return s.Started }),
+		counter("batpak_policy_sandbox_killed_total", "Policy sandbox children killed: past the evaluation or check timeout, past server.policy_memory, or failed.",
+			func(s tenantpolicy.SandboxStats) uint64 { return s.Killed }),
+		counter("batpak_policy_sandbox_requests_total", "Requests sent to policy sandbox children (checks, loads, decisions; up to 16 batch items in one).",
+			func(s tenantpolicy.SandboxStats) uint64 { return s.Requests }),
 	)
 }
 

@@ -1181,6 +1181,13 @@ func TestTenantPolicyRunsInItsOwnProcess(t *testing.T) {
 			t.Fatalf("another tenant's write after %s: %v", c.entity, err)
 		}
 	}
+	// The operator sees the kills: the upload's checker, the write past
+	// its timeout, the write over its memory (and its one retry).
+	m := scrape(t, ps)
+	var killed int
+	if _, err := fmt.Sscanf(m[strings.Index(m, "\nbatpak_policy_sandbox_killed_total ")+1:], "batpak_policy_sandbox_killed_total %d", &killed); err != nil || killed < 3 {
+		t.Errorf("batpak_policy_sandbox_killed_total = %d (%v), want at least 3", killed, err)
+	}
 }
 
 // The evaluation children serve every tenant, but one tenant's revisions

@@ -179,6 +179,22 @@ type sandbox struct {
 	started, killed, trips atomic.Uint64 // children started, killed; requests sent
 }
 
+// SandboxStats counts the policy sandbox's work since Open (all zero
+// without Options.Isolate).
+type SandboxStats struct {
+	Started  uint64 // child processes started
+	Killed   uint64 // children killed: past a timeout or their memory, or failed
+	Requests uint64 // requests sent to children (checks, loads, decisions; a batch's 16 items are one)
+}
+
+// SandboxStats returns the sandbox's counters; safe for concurrent use.
+func (m *Manager) SandboxStats() SandboxStats {
+	if m.sb == nil {
+		return SandboxStats{}
+	}
+	return SandboxStats{Started: m.sb.started.Load(), Killed: m.sb.killed.Load(), Requests: m.sb.trips.Load()}
+}
+
 // child is one running sandbox process.
 type child struct {
 	cmd     *exec.Cmd
