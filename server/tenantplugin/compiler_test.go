@@ -2,6 +2,7 @@ package tenantplugin_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,5 +70,37 @@ func TestCompilerWithNoCacheAtAll(t *testing.T) {
 	defer m.Close(context.Background())
 	if _, err := m.Push(e.ctx, "acme", e.manifest("1"), e.trap, true); err == nil || !strings.Contains(err.Error(), "no compile cache") {
 		t.Fatalf("push with no cache at all: %v, want a refusal", err)
+	}
+}
+
+// A compile cut short because the caller's context ended (the server
+// shutting down, the client gone) is not a refusal of the module: the
+// push fails with the context's error, and the same module is accepted
+// when pushed again.
+func TestCompileCancelledIsNoRefusal(t *testing.T) {
+	e := newResetEnv(t)
+	var cancelNext atomic.Bool
+	cancelNext.Store(true)
+	ctx, cancel := context.WithCancel(e.ctx)
+	m, err := tenantplugin.Open(e.ctx, tenantplugin.Options{Dir: filepath.Join(e.root, "plugins"), Plane: e.plane, CacheDir: filepath.Join(e.root, "cache"),
+		Compiler: func(cctx context.Context, dir string, original, rewritten []byte) error {
+			if cancelNext.Swap(false) {
+				cancel()
+				<-cctx.Done()
+				return cctx.Err()
+			}
+			return plugins.CompileInto(cctx, dir, original, rewritten)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	_, err = m.Push(ctx, "acme", e.manifest("1"), e.trap, true)
+	var rej *tenantplugin.RejectedError
+	if !errors.Is(err, context.Canceled) || errors.As(err, &rej) {
+		t.Fatalf("a push whose context ended while compiling: %v, want context.Canceled, not a refusal", err)
+	}
+	if _, err := m.Push(e.ctx, "acme", e.manifest("1"), e.trap, true); err != nil {
+		t.Fatalf("the same module pushed again: %v", err)
 	}
 }

@@ -796,8 +796,16 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 	}
 }
 
+// rejected is the plugin host's refusal of a module as a *RejectedError;
+// a load cut short by its caller's context is that context's error, and
+// any other error is returned as it is.
 func rejected(name string, err error) error {
 	var le *plugins.LoadError
+	if errors.As(err, &le) && errors.Is(le.Cause, context.Canceled) {
+		// The caller's context ended (the server shutting down, the
+		// client gone): nothing was decided about the module.
+		return le.Cause
+	}
 	if errors.As(err, &le) {
 		return &RejectedError{Plugin: name, Reason: le.Reason, Cause: le.Cause}
 	}
