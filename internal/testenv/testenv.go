@@ -4,6 +4,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -51,4 +55,41 @@ func Feed(tokens chan<- int, total int, perSecond float64, start time.Time) {
 		}
 	}
 	close(tokens)
+}
+
+// NoChildren fails the test if this process still has a running child
+// process (zombies, exited but not yet reaped, do not count) once within
+// has passed; it checks at once, then every 20 ms until then. Linux only
+// (elsewhere it checks nothing): it reads /proc.
+func NoChildren(t testing.TB, within time.Duration) {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		return
+	}
+	me := strconv.Itoa(os.Getpid())
+	deadline := time.Now().Add(within)
+	for {
+		var left []string
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+			if err != nil {
+				continue
+			}
+			// pid (comm) state ppid ...
+			s := string(stat)
+			if i := strings.LastIndexByte(s, ')'); i >= 0 {
+				if f := strings.Fields(s[i+1:]); len(f) > 1 && f[1] == me && f[0] != "Z" {
+					left = append(left, e.Name()+" "+s[:i+1])
+				}
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if !time.Now().Before(deadline) {
+			t.Fatalf("still this process's children: %v", left)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

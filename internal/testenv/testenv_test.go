@@ -2,9 +2,11 @@ package testenv_test
 
 import (
 	"fmt"
+	"os/exec"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/internal/testenv"
 )
@@ -64,5 +66,24 @@ func TestNeedToolFindsATool(t *testing.T) {
 	r := run(t, func(tb testing.TB) { path = testenv.NeedTool(tb, "go", "install Go") })
 	if r.skipped != "" || r.failed != "" || path == "" {
 		t.Fatalf("NeedTool(go) = %q, skipped %q, failed %q", path, r.skipped, r.failed)
+	}
+}
+
+// NoChildren fails while a child runs, and passes once it is gone.
+func TestNoChildren(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads /proc")
+	}
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, func(tb testing.TB) { testenv.NoChildren(tb, 0) }); !strings.Contains(r.failed, "sleep") {
+		t.Fatalf("with a child running: %+v, want a failure naming it", r)
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if r := run(t, func(tb testing.TB) { testenv.NoChildren(tb, time.Second) }); r.failed != "" {
+		t.Fatalf("after the child is gone: %s", r.failed)
 	}
 }

@@ -5,12 +5,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/internal/testenv"
 	"github.com/batpak-go/batpak/internal/testmodules"
 	"github.com/batpak-go/batpak/plugins"
 	"github.com/batpak-go/batpak/server/plugincompiler"
@@ -73,7 +72,7 @@ func TestCompileStopsAtTheTimeout(t *testing.T) {
 	if n := files(t, dir); n != 0 {
 		t.Fatalf("a stopped compile left %d files in the cache", n)
 	}
-	noChildren(t)
+	testenv.NoChildren(t, 0)
 }
 
 func TestCompileStopsAtTheMemoryLimit(t *testing.T) {
@@ -83,7 +82,7 @@ func TestCompileStopsAtTheMemoryLimit(t *testing.T) {
 	if !errors.Is(err, plugincompiler.ErrLimit) || !strings.Contains(err.Error(), "more than 64 MiB") {
 		t.Fatalf("err = %v, want ErrLimit naming 64 MiB", err)
 	}
-	noChildren(t)
+	testenv.NoChildren(t, 0)
 }
 
 func TestCompileRefusesAnInvalidModule(t *testing.T) {
@@ -107,7 +106,7 @@ func TestCompileEndsWithItsContext(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want the context's", err)
 	}
-	noChildren(t)
+	testenv.NoChildren(t, 0)
 }
 
 // TestValidationIsBounded: validating a module as written is bounded too
@@ -122,7 +121,7 @@ func TestValidationIsBounded(t *testing.T) {
 	if !errors.Is(err, plugincompiler.ErrLimit) {
 		t.Fatalf("err = %v after %v, want ErrLimit", err, time.Since(start))
 	}
-	noChildren(t)
+	testenv.NoChildren(t, 0)
 }
 
 func TestLimitsRanges(t *testing.T) {
@@ -141,32 +140,6 @@ func TestLimitsRanges(t *testing.T) {
 		}
 		if _, err := plugincompiler.New(bad); err == nil {
 			t.Errorf("New(%+v) accepted", bad)
-		}
-	}
-}
-
-// noChildren fails if this process still has a child (Linux only).
-func noChildren(t *testing.T) {
-	t.Helper()
-	if runtime.GOOS != "linux" {
-		return
-	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	me := strconv.Itoa(os.Getpid())
-	for _, e := range entries {
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...
-		s := string(stat)
-		if i := strings.LastIndexByte(s, ')'); i >= 0 {
-			if f := strings.Fields(s[i+1:]); len(f) > 1 && f[1] == me {
-				t.Fatalf("process %s (%s) is still this process's child", e.Name(), s[:i+1])
-			}
 		}
 	}
 }

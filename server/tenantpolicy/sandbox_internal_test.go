@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/testenv"
 	"github.com/batpak-go/batpak/policy"
 	"github.com/batpak-go/batpak/server/control"
 )
@@ -80,7 +80,7 @@ func TestSandboxDecides(t *testing.T) {
 	}
 	defer func() {
 		s.close()
-		noSandboxChildren(t)
+		testenv.NoChildren(t, 5*time.Second)
 	}()
 	data := bundleOf(t, "policy.rego", sandboxPolicy)
 	dir := t.TempDir()
@@ -145,40 +145,6 @@ func mustStart(t *testing.T, s *sandbox) *child {
 func isTimeout(err error) bool {
 	var se *sandboxError
 	return errors.As(err, &se) && se.timeout != 0
-}
-
-// noSandboxChildren fails if a policy sandbox child of this process is
-// still running (Linux only).
-func noSandboxChildren(t *testing.T) {
-	t.Helper()
-	if runtime.GOOS != "linux" {
-		return
-	}
-	me := strconv.Itoa(os.Getpid())
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var left []string
-		entries, _ := os.ReadDir("/proc")
-		for _, e := range entries {
-			stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-			if err != nil {
-				continue
-			}
-			s := string(stat)
-			if i := strings.LastIndexByte(s, ')'); i >= 0 {
-				if f := strings.Fields(s[i+1:]); len(f) > 1 && f[1] == me && f[0] != "Z" {
-					left = append(left, fmt.Sprintf("%s %s", e.Name(), s[:i+1]))
-				}
-			}
-		}
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("children still running: %v", left)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // BenchmarkSandboxDecide measures one decision through the sandbox
