@@ -88,7 +88,19 @@ func TestClusterPluginStatusOfEveryNode(t *testing.T) {
 		}
 		return code, pn
 	}
-	// The node that ran nothing, asked with a reader's key, sees all.
+	// The node that ran nothing, asked with a reader's key, sees all
+	// (once every node has loaded the plugin: a node loads it when it
+	// learns of the push, compiling it in a child, which takes a while on
+	// a loaded machine).
+	waitFor(t, 20*time.Second, "every node loads the plugin", func() bool {
+		_, pn := all(quiet, reader)
+		for _, p := range pn.Nodes {
+			if !p.Loaded {
+				return false
+			}
+		}
+		return len(pn.Nodes) == 3
+	})
 	code, pn := all(quiet, reader)
 	if code != 200 || pn.Answered != 3 || pn.Unanswered != 0 || len(pn.Nodes) != 3 {
 		t.Fatalf("?nodes=all on %s: %d %+v, want every node's part", quiet.id, code, pn)
