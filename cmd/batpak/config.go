@@ -24,6 +24,11 @@ import (
 // defaultDataDir is where the store lives when nothing says otherwise.
 const defaultDataDir = "./batpak-data"
 
+// defaultPolicyTimeout is policy.timeout's default, the server's
+// (server.Config.PolicyTimeout): a one-shot command's first decision is
+// cold, and a loaded machine stretches it well past the library's 100ms.
+const defaultPolicyTimeout = time.Second
+
 // envPrefix prefixes every environment variable batpak reads:
 // data_dir is BATPAK_DATA_DIR, sync.every_n_events is
 // BATPAK_SYNC_EVERY_N_EVENTS.
@@ -101,6 +106,8 @@ var settings = []setting{
 		help: "queued writes one write+fsync may cover (0: all, 1: off); 0..1048576"},
 	{key: "policy.dir", flag: "policy-dir", kind: kindOptionalPath, def: "",
 		help: "write policy bundle (Rego v1) that append and demo enforce; empty: no policy"},
+	{key: "policy.timeout", flag: "policy-timeout", kind: kindDuration, def: defaultPolicyTimeout.String(),
+		help: "longest one decision of the write policy may take (append, demo, serve; past it the write is denied); 1ms..1m"},
 	{key: "principal.id", flag: "principal-id", kind: kindText, def: "",
 		help: "who writes: the principal id policies see as input.principal.id"},
 	{key: "principal.tenant", flag: "tenant", kind: kindText, def: "",
@@ -168,11 +175,12 @@ func bindEnv(v *viper.Viper, key string) {
 
 // resolved is the effective configuration of one command run.
 type resolved struct {
-	cfg        core.Config
-	configFile string // "" when no config file was read
-	entries    []entry
-	policyDir  string           // policy.dir; "" when writes are not gated
-	principal  policy.Principal // principal.*: who the write verbs write as
+	cfg           core.Config
+	configFile    string // "" when no config file was read
+	entries       []entry
+	policyDir     string           // policy.dir; "" when writes are not gated
+	policyTimeout time.Duration    // policy.timeout: one decision's bound
+	principal     policy.Principal // principal.*: who the write verbs write as
 }
 
 // source returns where key's value came from ("" for an unknown key).
@@ -352,6 +360,11 @@ func (a *app) loadConfig() (*resolved, error) {
 				cfg.Sync.Interval = d
 			case "fence_timeout":
 				cfg.FenceTimeout = d
+			case "policy.timeout":
+				if d < time.Millisecond || d > time.Minute {
+					return nil, bad(fmt.Errorf("%v: want 1ms..1m", d))
+				}
+				res.policyTimeout = d
 			}
 			shown = d.String()
 		case kindBool:

@@ -63,6 +63,7 @@
 //	batch.max_bytes               --batch-max-bytes               BATPAK_BATCH_MAX_BYTES
 //	batch.group_commit_max_batch  --batch-group-commit-max-batch  BATPAK_BATCH_GROUP_COMMIT_MAX_BATCH
 //	policy.dir                    --policy-dir                    BATPAK_POLICY_DIR
+//	policy.timeout                --policy-timeout                BATPAK_POLICY_TIMEOUT
 //	principal.id                  --principal-id                  BATPAK_PRINCIPAL_ID
 //	principal.tenant              --tenant                        BATPAK_PRINCIPAL_TENANT
 //	principal.roles               --roles                         BATPAK_PRINCIPAL_ROLES

@@ -340,6 +340,24 @@ func TestAppendWithPolicy(t *testing.T) {
 	if _, err := os.Stat(other); !os.IsNotExist(err) {
 		t.Errorf("a broken policy created the store directory (stat: %v)", err)
 	}
+
+	// policy.timeout bounds one decision: a policy that counts to a
+	// million (about a second here) is denied past 20ms, and nothing is
+	// written; given a minute, it admits. Out of range, the setting is
+	// refused naming the key and the range.
+	slow := filepath.Join(filepath.Dir(dir), "slow")
+	writeFile(t, filepath.Join(slow, "write.rego"), "package batpak.write\n\nallow if count([x | some x in numbers.range(1, 1000000)]) > 0\n")
+	slowStore := filepath.Join(filepath.Dir(dir), "slow-store")
+	slowArgs := []string{"append", "--data-dir", slowStore, "--policy-dir", slow, "--entity", "e", "--scope", "s", "--kind", "1:1", "--data", "{}"}
+	failsWith(t, exitDenied, append(slowArgs, "--policy-timeout", "20ms"), "POLICY_ERROR: policy evaluation failed: eval_cancel_error")
+	if n := storeEvents(t, "--data-dir="+slowStore); n != 0 {
+		t.Errorf("%d events after a decision past policy.timeout, want 0", n)
+	}
+	ok(t, append(slowArgs, "--policy-timeout", "1m")...)
+	fails(t, append(slowArgs, "--policy-timeout", "2m"), "invalid config: policy.timeout (from flag --policy-timeout)", "want 1ms..1m")
+	if v, src := configEntry(t, "policy.timeout"); v != "1s" || src != "default" {
+		t.Errorf("policy.timeout = %q from %q, want 1s from default", v, src)
+	}
 }
 
 func TestPolicyConfigPrecedence(t *testing.T) {

@@ -286,6 +286,7 @@ server.shutdown_timeout.`,
 			if err != nil {
 				return err
 			}
+			cfg.PolicyTimeout = res.policyTimeout
 			if c := cfg.Cluster; c != nil && c.Bootstrap && c.Join != "" {
 				return &usageError{errors.New("--cluster-bootstrap and --cluster-join exclude each other (cluster.bootstrap, cluster.join): bootstrap the first node only, and let the others join it")}
 			}

@@ -74,7 +74,7 @@ func (a *app) openWriteAt(ctx context.Context, dir string) (*core.Store, context
 	cfg := res.cfg
 	cfg.Dir = dir
 	if res.policyDir != "" {
-		gate, err := opa.Load(ctx, res.policyDir, opa.Options{})
+		gate, err := opa.Load(ctx, res.policyDir, opa.Options{Timeout: res.policyTimeout})
 		if err != nil {
 			return nil, nil, fmt.Errorf("policy.dir %s (from %s): %w", res.policyDir, res.source("policy.dir"), unprefixed(err))
 		}

