@@ -25,8 +25,7 @@ import (
 const defaultDataDir = "./batpak-data"
 
 // defaultPolicyTimeout is policy.timeout's default, the server's
-// (server.Config.PolicyTimeout): a one-shot command's first decision is
-// cold, and a loaded machine stretches it well past the library's 100ms.
+// (server.Config.PolicyTimeout) and the library's (opa.DefaultTimeout).
 const defaultPolicyTimeout = time.Second
 
 // envPrefix prefixes every environment variable batpak reads:

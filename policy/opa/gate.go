@@ -62,6 +62,12 @@ func (g *Gate) Stats() Stats {
 	}
 }
 
+// DefaultTimeout is Options.Timeout's default, as the server's and the
+// CLI's: a bound on a runaway policy, well above a typical decision
+// (microseconds to a millisecond) so that a cold first decision on a
+// loaded machine is not denied.
+const DefaultTimeout = time.Second
+
 // Options tunes a Gate.
 type Options struct {
 	// Name is the gate's name in denials. Default "opa".
@@ -69,8 +75,8 @@ type Options struct {
 	// CacheSize bounds the decision cache (entries); 0 means 65536, a
 	// negative value turns the cache off.
 	CacheSize int
-	// Timeout bounds one evaluation, building its input included; 0 means
-	// 100ms. A timeout denies (POLICY_ERROR).
+	// Timeout bounds one evaluation (wall time), building its input
+	// included; 0 means DefaultTimeout. A timeout denies (POLICY_ERROR).
 	Timeout time.Duration
 	// MaxInputValues bounds the JSON values (objects, arrays, strings,
 	// numbers, booleans, nulls) of the payload converted for one
@@ -116,7 +122,7 @@ func Load(ctx context.Context, path string, opts Options) (*Gate, error) {
 		opts.CacheSize = 1 << 16
 	}
 	if opts.Timeout <= 0 {
-		opts.Timeout = 100 * time.Millisecond
+		opts.Timeout = DefaultTimeout
 	}
 	if opts.MaxInputValues == 0 {
 		opts.MaxInputValues = DefaultMaxInputValues

@@ -24,8 +24,8 @@ import (
 // The OPA gate: loading bundles, decisions, failing closed, hot reload.
 
 // loadOPA loads files as a bundle. Unless opts say otherwise the
-// evaluation timeout is generous: under -race on a busy machine the
-// default 100ms can run out, and a timeout is not what these tests are
+// evaluation timeout is generous: under -race on a busy machine even the
+// default (1s) can run out, and a timeout is not what these tests are
 // about (the timeout test sets its own).
 func loadOPA(t testing.TB, files map[string]string, opts opa.Options) *opa.Gate {
 	t.Helper()
