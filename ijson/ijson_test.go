@@ -396,3 +396,45 @@ func TestStringsReadEightAtATime(t *testing.T) {
 		}
 	}
 }
+
+// Objects of many names (past the pairwise comparison, into a hash set),
+// nested inside each other in both orders — an inner object hashed while
+// the outer one compares pairwise and the other way round — with names
+// written with and without escapes: repeated names are found as
+// encoding/json reads them, and a validator reused from the pool after
+// any of them judges the next document alike.
+func TestManyNamesNested(t *testing.T) {
+	r := rand.New(rand.NewSource(2))
+	nameOf := func(i int) string {
+		if r.Intn(3) == 0 {
+			return fmt.Sprintf(`"k\u00%x%d"`, 0x30+i%10, i/10) // k<digit><n>, escaped
+		}
+		return fmt.Sprintf(`"k%d%d"`, i%10, i/10)
+	}
+	var obj func(depth int) string
+	obj = func(depth int) string {
+		n := 1 + r.Intn(40)
+		var b strings.Builder
+		b.WriteByte('{')
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			k := i
+			if r.Intn(60) == 0 {
+				k = r.Intn(n) // now and then a repeat
+			}
+			b.WriteString(nameOf(k) + ":")
+			if depth > 0 && r.Intn(8) == 0 {
+				b.WriteString(obj(depth - 1))
+			} else {
+				b.WriteString("1")
+			}
+		}
+		b.WriteByte('}')
+		return b.String()
+	}
+	for i := 0; i < 1500; i++ {
+		check(t, []byte(obj(3)), ijson.MaxDepth)
+	}
+}
