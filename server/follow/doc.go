@@ -25,12 +25,15 @@
 //	------------------------  ---------------------------------------------------------
 //	ring (per running hub)    Options.RingEvents frames and Options.RingBytes bytes
 //	one Next                  Options.MaxBacklogEvents frames, Options.MaxBacklogBytes
-//	                          bytes (one larger frame alone is allowed); catching up
-//	                          from the store, 1 MiB of payload (so a subscriber that
-//	                          does not read holds about that much)
+//	                          bytes (one larger frame alone is allowed); from the
+//	                          store (catching up, or live and behind the ring),
+//	                          1 MiB of payload (so a subscriber that does not read
+//	                          holds about that much)
 //	live subscriber backlog   more than MaxBacklogEvents events of its region, or more
-//	                          than MaxBacklogBytes of their frames, waiting for Next:
-//	                          cut off, *EndError{Cause: ErrSlowConsumer, Resume}
+//	                          than MaxBacklogBytes of their frames, waiting for Next
+//	                          in the ring, or read from the store since it fell
+//	                          behind the ring: cut off,
+//	                          *EndError{Cause: ErrSlowConsumer, Resume}
 //
 // Nothing is buffered per subscriber: its backlog stays in the ring or the
 // store until Next takes it. Catching up is not a backlog: a subscriber

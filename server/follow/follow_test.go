@@ -787,3 +787,64 @@ func heapInUse() int64 {
 	runtime.ReadMemStats(&m)
 	return int64(m.HeapInuse)
 }
+
+// A live subscriber that fell behind the ring reads its backlog from the
+// store a step (about 1 MiB of frames) at a time, not MaxBacklogBytes at
+// once: one that stops reading there holds one step. It gets every event
+// of its region in order; past MaxBacklogBytes read that way before it is
+// back at the ring, it is a slow consumer.
+func TestBehindTheRingReadsInSteps(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	enc := func(ev core.StoredEvent) []byte { return append([]byte(nil), ev.Payload...) }
+	hub := newHub(t, s, follow.Options{Encode: enc, RingBytes: 64 << 10, MaxBacklogBytes: 6 << 20})
+	sub, err := hub.Subscribe(core.Entity("mine"), follow.FromBeginning())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if _, err := next(sub, 20*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatal(err) // live now, with nothing of its own yet
+	}
+	big := []byte(`"` + strings.Repeat("x", 256<<10-2) + `"`)
+	round := func(events int) []uint64 {
+		var want []uint64
+		for i := 0; i < events; i++ {
+			r, err := s.Append(context.Background(), coord(t, "mine", "s"), kindA, big)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, r.GlobalSequence)
+		}
+		others := appendN(t, s, "other", 100) // past the ring's 64 KiB
+		waitPublished(t, hub, others[len(others)-1]+1)
+		return want
+	}
+	want := round(20) // 5 MiB behind the ring: within the bound
+	var got []uint64
+	for len(got) < len(want) {
+		fs, err := next(sub, 5*time.Second)
+		if err != nil {
+			t.Fatalf("after %d of %d: %v", len(got), len(want), err)
+		}
+		var bytes int
+		for _, f := range fs {
+			bytes += len(f.Data)
+		}
+		if bytes > 1<<20+len(big) {
+			t.Fatalf("one Next returned %d bytes of frames; want one step, about 1 MiB", bytes)
+		}
+		got = append(got, frameSeqs(fs)...)
+	}
+	if !equalSeqs(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	round(28) // 7 MiB behind: past the bound
+	for {
+		if _, err := next(sub, 5*time.Second); err != nil {
+			if !errors.Is(err, follow.ErrSlowConsumer) {
+				t.Fatalf("7 MiB behind the ring with a bound of 6: %v; want ErrSlowConsumer", err)
+			}
+			return
+		}
+	}
+}

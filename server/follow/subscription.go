@@ -2,7 +2,6 @@ package follow
 
 import (
 	"context"
-	"math"
 	"sync"
 
 	"github.com/batpak-go/batpak/core"
@@ -17,7 +16,9 @@ import (
 // A live subscription (one that has reached the newest events once) is
 // cut off when more than Options.MaxBacklogEvents events of its region,
 // or more than Options.MaxBacklogBytes of their frames, are waiting for
-// Next: the hub never buffers for it. Catching up from an old position is
+// Next — in the ring, or read from the store since it fell behind the
+// ring (it reads them a step of about 1 MiB at a time): the hub never
+// buffers for it. Catching up from an old position is
 // not a backlog: it reads the store at its own pace, at most
 // MaxBacklogEvents events per Next. Every ending is an *EndError that
 // says where to resume.
@@ -31,13 +32,17 @@ type Subscription struct {
 	closeOnce sync.Once
 	closed    chan struct{}
 
-	mu       sync.Mutex // one Next at a time; guards what follows
-	next     uint64     // the next global sequence to examine
-	resume   Start      // after the last event delivered
-	live     bool       // has reached the newest events once
-	cur      *core.Cursor
-	ended    error  // *EndError, once ended
-	waitNext uint64 // while waiting: guarded by r.wmu, see run.concernsLocked
+	mu     sync.Mutex // one Next at a time; guards what follows
+	next   uint64     // the next global sequence to examine
+	resume Start      // after the last event delivered
+	live   bool       // has reached the newest events once
+	// live and behind the ring: what it has read from the store since it
+	// fell behind (fromStore); zero again once it reads the ring
+	behindEvents int
+	behindBytes  int64
+	cur          *core.Cursor
+	ended        error  // *EndError, once ended
+	waitNext     uint64 // while waiting: guarded by r.wmu, see run.concernsLocked
 }
 
 func newSubscription(h *Hub, r *run, region core.Region, start Start) *Subscription {
@@ -196,6 +201,7 @@ func (s *Subscription) step() ([]Frame, error) {
 	if s.next < r.coverStart {
 		return frames, nil // the ring moved on meanwhile: the store again next time
 	}
+	s.behindEvents, s.behindBytes = 0, 0 // back at the ring
 	return s.fromRingLocked(frames, bytes)
 }
 
@@ -247,13 +253,18 @@ func (s *Subscription) fromRingLocked(frames []Frame, bytes int64) ([]Frame, err
 	return frames, nil
 }
 
-// catchUpBytes bounds the payload one catch-up step reads (at least one
-// event is read, whatever its size).
+// catchUpBytes bounds the payload one step from the store reads (at
+// least one event is read, whatever its size), catching up or fallen
+// behind the ring: a subscriber that does not read holds one step of
+// frames, not MaxBacklogBytes of them.
 const catchUpBytes = 1 << 20
 
 // fromStore reads the store with s's own cursor from s.next, up to the
 // first event the ring holds (coverStart): catching up, or fallen behind
-// the ring.
+// the ring. A live subscriber behind the ring reads its backlog a step at
+// a time too, and behindEvents and behindBytes count what it has read so
+// since it fell behind: past MaxBacklogEvents or MaxBacklogBytes it is a
+// slow consumer, as one whose backlog in the ring is past them.
 func (s *Subscription) fromStore(coverStart uint64) ([]Frame, int64, error) {
 	o := &s.h.opts
 	if s.cur == nil {
@@ -261,23 +272,22 @@ func (s *Subscription) fromStore(coverStart uint64) ([]Frame, int64, error) {
 	}
 	s.cur.Seek(s.next)
 	limit := o.MaxBacklogEvents
-	if s.live {
-		limit++ // one more than the bound tells a backlog past it
-	}
 	// Bounded in payload bytes too: a region of large events is not read
-	// MaxBacklogEvents at a time (4096 events of 1 MiB would be 4 GiB)
-	// only to send MaxBacklogBytes of them.
-	// Catching up, it reads catchUpBytes at a time: a subscriber that does
-	// not read holds one step of frames, not MaxBacklogBytes of them.
-	step := min(o.MaxBacklogBytes, math.MaxInt32)
-	if !s.live {
-		step = min(step, catchUpBytes)
+	// MaxBacklogEvents at a time (4096 events of 1 MiB would be 4 GiB).
+	step := min(o.MaxBacklogBytes, catchUpBytes)
+	lastStep := false // live: this step reaches the byte bound
+	if s.live {
+		// one more than the bound tells a backlog past it
+		limit = o.MaxBacklogEvents - s.behindEvents + 1
+		if left := o.MaxBacklogBytes - s.behindBytes; left <= step {
+			step, lastStep = max(left, 1), true
+		}
 	}
 	evs, more, err := s.cur.PollBytes(limit, int(step))
 	if err != nil {
 		return nil, 0, storeErr(err)
 	}
-	if s.live && more {
+	if lastStep && more {
 		// Its backlog holds more than MaxBacklogBytes of payload, so
 		// more than that encoded.
 		return nil, 0, ErrSlowConsumer
@@ -290,7 +300,7 @@ func (s *Subscription) fromStore(coverStart uint64) ([]Frame, int64, error) {
 	if n < len(evs) {
 		next = evs[n].GlobalSequence // the rest is in the ring
 	}
-	if s.live && n > o.MaxBacklogEvents {
+	if s.live && s.behindEvents+n > o.MaxBacklogEvents {
 		return nil, 0, ErrSlowConsumer
 	}
 	frames := make([]Frame, 0, n)
@@ -298,10 +308,10 @@ func (s *Subscription) fromStore(coverStart uint64) ([]Frame, int64, error) {
 	for i := range evs[:n] {
 		data := o.Encode(evs[i])
 		s.h.encoded.Add(1)
-		if len(frames) > 0 && bytes+int64(len(data)) > o.MaxBacklogBytes {
-			if s.live {
-				return nil, 0, ErrSlowConsumer
-			}
+		if s.live && s.behindBytes+bytes+int64(len(data)) > o.MaxBacklogBytes && (s.behindEvents > 0 || len(frames) > 0) {
+			return nil, 0, ErrSlowConsumer
+		}
+		if len(frames) > 0 && bytes+int64(len(data)) > step {
 			next = evs[i].GlobalSequence
 			break
 		}
@@ -309,5 +319,9 @@ func (s *Subscription) fromStore(coverStart uint64) ([]Frame, int64, error) {
 		frames = append(frames, Frame{Seq: evs[i].GlobalSequence, Data: data})
 	}
 	s.next = next
+	if s.live {
+		s.behindEvents += len(frames)
+		s.behindBytes += bytes
+	}
 	return frames, bytes, nil
 }
