@@ -65,6 +65,12 @@
 // a route takes if larger), shared by all requests while they run, of
 // which one tenant's requests hold at most a quarter (or one largest
 // body); a body that finds no room gets 503 BUSY with Retry-After.
+// Large JSON responses (64 KiB or more: pages, causal walks, cursor
+// polls) are built whole and held until written, each counted twice its
+// size against MaxResponseBytes (256 MiB, all responses together), of
+// which one tenant's hold at most MaxResponseBytesPerTenant (64 MiB, or
+// one response): 503 BUSY with Retry-After past its share at once, past
+// the whole after a second's wait.
 // MaxJSONDepth
 // bounds the nesting of payloads (request envelopes may add their own few
 // levels); pages are at most MaxPageLimit (1000) events; NDJSON reads

@@ -65,7 +65,7 @@ func TestAskMemberRefusals(t *testing.T) {
 	budget := newBodyBudget()
 	ask := func(ctx context.Context, m Member, https bool, path string) ([]byte, string) {
 		q := memberQuery{auth: "Bearer tenant-key", https: https, path: path, log: slog.New(slog.DiscardHandler), hold: func(ctx context.Context, n int64) string {
-			if _, err := budget.take(ctx, n); err != nil { // never given back: the budget runs out below
+			if _, err := budget.take(ctx, "", n); err != nil { // never given back: the budget runs out below
 				return "this node is holding as many large answers as it does at once; retry"
 			}
 			return ""

@@ -163,7 +163,11 @@ func writeJSONHolding(w http.ResponseWriter, status int, v any, held int64) erro
 	b := buf.Bytes()
 	if rec, ok := w.(*recorder); ok && rec.bodies != nil && len(b) >= largeBody {
 		if more := min(2*int64(len(b)), MaxResponseBytes) - held; more > 0 {
-			release, err := rec.bodies.take(rec.ctx, more)
+			owner := ""
+			if rec.info != nil {
+				owner = rec.info.tenant
+			}
+			release, err := rec.bodies.take(rec.ctx, owner, more)
 			if err != nil {
 				return err
 			}

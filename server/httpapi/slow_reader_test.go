@@ -84,8 +84,10 @@ func TestPagesOfSlowReadersBounded(t *testing.T) {
 	if busy == 0 {
 		t.Errorf("%d never-read pages of 8 MiB: all were held, none refused", n)
 	}
-	// MaxResponseBytes (256 MiB) counts each written page twice: about
-	// 16 are held; unbounded, the 48 took 450 MiB (4 GiB HTML-escaped).
+	// The budget counts each written page twice: one tenant's share
+	// (MaxResponseBytesPerTenant, 64 MiB) holds about 4, all tenants
+	// together (MaxResponseBytes, 256 MiB) about 16; unbounded, the 48
+	// took 450 MiB (4 GiB HTML-escaped).
 	// The rest of the bound is slack for the race detector's runs.
 	if grew > 400<<20 {
 		t.Errorf("%d never-read pages of 8 MiB hold %d MiB", n, grew>>20)
@@ -108,5 +110,44 @@ func TestStreamsOfSlowReadersHoldLittle(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	if per := (int64(heapInUse()) - base) / n; per > 4<<20 {
 		t.Errorf("each never-read stream holds %d MiB", per>>20)
+	}
+}
+
+// TestSlowReadersShareIsPerTenant: one tenant's never-read pages hold at
+// most its share of the response budget (MaxResponseBytesPerTenant), so
+// another tenant's large pages are still written; past its share the
+// tenant's own pages are answered 503 BUSY at once.
+func TestSlowReadersShareIsPerTenant(t *testing.T) {
+	e := start(t, nil)
+	acme, globex := e.tenant("acme"), e.tenant("globex")
+	big := strings.Repeat("a", 900<<10)
+	for i := range 10 {
+		body := `{"entity":"blob","scope":"s","kind":"1:1","payload":{"s":"` + big + `","i":` + fmt.Sprint(i) + `}}`
+		e.must(e.req("POST", "/v1/tenants/acme/events", acme["writer"], body), 201)
+		e.must(e.req("POST", "/v1/tenants/globex/events", globex["writer"], body), 201)
+	}
+	// 24 pages of 8 MiB, each holding 16 MiB while written: unshared,
+	// they took the whole budget (256 MiB).
+	conns := neverRead(t, e, acme["reader"], "/v1/tenants/acme/entities/blob/events?limit=1000", 24)
+	time.Sleep(3 * time.Second)
+	r := e.req("GET", "/v1/tenants/globex/entities/blob/events?limit=1000", globex["reader"], nil)
+	if r.status != 200 || len(r.body) < 8e6 {
+		t.Fatalf("globex's page while acme's slow readers hold theirs: %d, %d bytes: %.200s", r.status, len(r.body), r.body)
+	}
+	busy := 0
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("no response: %v", err)
+		}
+		if res.StatusCode == 503 {
+			busy++
+		}
+		c.Close()
+	}
+	// Its share holds 4 such pages (64 MiB); a fifth may be in flight.
+	if busy < 24-5 {
+		t.Errorf("%d of acme's 24 never-read pages refused busy; want all but its share (about 4)", busy)
 	}
 }
