@@ -186,6 +186,7 @@ func TestPolicyDecisionLogPersists(t *testing.T) {
 		`batpak_policy_decisions_logged_total{layer="tenant",result="denied"} 2`,
 		`batpak_policy_decisions_logged_total{layer="tenant",result="allowed"} 1`,
 		`batpak_policy_decision_log_dropped_total 0`,
+		"\ngo_goroutines ", "\nprocess_resident_memory_bytes ", // the process's own
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -32,6 +32,7 @@ import (
 	"github.com/batpak-go/batpak/server/tenantplugin"
 	"github.com/batpak-go/batpak/server/tenantpolicy"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // Config configures a Server. Zero fields take the defaults of
@@ -667,6 +668,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		access = slog.New(slog.NewJSONHandler(cfg.Stderr, nil))
 	}
 	reg := prometheus.NewRegistry()
+	// The process's own: goroutines, heap, GC, open files, resident memory.
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.conns = newConnLimiter(cfg.MaxConnections, cfg.MaxConnectionsPerSource)
 	reg.MustRegister(s.conns.metrics()...)
 	if s.gate != nil {

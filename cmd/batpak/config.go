@@ -654,7 +654,7 @@ func parseDuration(raw any) (time.Duration, error) {
 	case string:
 		d, err := time.ParseDuration(strings.TrimSpace(x))
 		if err != nil {
-			return 0, fmt.Errorf("%q is not a duration: want e.g. 1s, 250ms or 0", x)
+			return 0, fmt.Errorf("%q is not a duration: want a number with a unit, e.g. 1s or 250ms", x)
 		}
 		return d, nil
 	case int, int64:
@@ -662,7 +662,7 @@ func parseDuration(raw any) (time.Duration, error) {
 			return 0, nil
 		}
 	}
-	return 0, fmt.Errorf("%v is not a duration: want a number with a unit, e.g. 1s, 250ms or 0", raw)
+	return 0, fmt.Errorf("%v is not a duration: want a number with a unit, e.g. 1s or 250ms", raw)
 }
 
 // expandHome expands a leading ~/ to the home directory.

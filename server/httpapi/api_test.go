@@ -45,6 +45,12 @@ func TestAppendQueryAndReadBack(t *testing.T) {
 		t.Fatalf("batch %s", br.body)
 	}
 	second := recs[1].(map[string]any)["id"].(string)
+	// A batch's Idempotency-Key names its items <key>/<i>: its own limit
+	// says so, naming the header.
+	if r := e.req("POST", "/v1/tenants/acme/batches", k["writer"], batch, "Idempotency-Key", strings.Repeat("x", 255)); r.status != 400 ||
+		r.json(t)["field"] != "Idempotency-Key" || !strings.Contains(string(r.body), "for 2 events it may be at most 254 bytes; it is 255") {
+		t.Fatalf("a batch key of 255 bytes: %d %s", r.status, r.body)
+	}
 
 	// Reads.
 	ev := e.must(e.req("GET", "/v1/tenants/acme/events/"+id, k["reader"], nil), 200).json(t)

@@ -144,6 +144,10 @@ func (a *API) appendBatch(c *call) error {
 		return errInvalid("events", "a batch needs at least one event")
 	}
 	hk := c.r.Header.Get("Idempotency-Key")
+	if room := core.MaxIdempotencyKeyBytes - len("/"+itoa(len(req.Events)-1)); hk != "" && len(hk) > room {
+		return errInvalid("Idempotency-Key", "a batch's Idempotency-Key names its items <key>/<i>, so for "+itoa(len(req.Events))+
+			" events it may be at most "+itoa(room)+" bytes; it is "+itoa(len(hk)))
+	}
 	items := make([]core.BatchItem, len(req.Events))
 	bytes, largest := 0, 0
 	for i := range req.Events {

@@ -76,6 +76,7 @@ func (a *API) subscribe(c *call) error {
 	if err != nil {
 		return err
 	}
+	startField := "after" // where the start came from, for a refusal
 	if hasAfter {
 		start = follow.After(after)
 	}
@@ -85,6 +86,7 @@ func (a *API) subscribe(c *call) error {
 			return errInvalid("Last-Event-ID", "Last-Event-ID must be a global sequence (a whole number)")
 		}
 		start, after, hasAfter = follow.After(n), n, true
+		startField = "Last-Event-ID"
 	}
 	if a.opts.Follow == nil {
 		return &apiError{status: 503, code: wire.CodeBusy, detail: "event streams are not configured on this server"}
@@ -112,7 +114,7 @@ func (a *API) subscribe(c *call) error {
 	sub, err := a.opts.Follow.Subscribe(s, region, start)
 	if err != nil {
 		if errors.Is(err, follow.ErrStartAhead) {
-			return errInvalid("after", "the start position is past the end of the log")
+			return errInvalid(startField, "the start position is past the end of the log")
 		}
 		if errors.Is(err, follow.ErrHubClosed) {
 			return &apiError{status: 503, code: wire.CodeBusy, detail: "the server is shutting down"}

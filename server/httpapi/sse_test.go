@@ -112,4 +112,8 @@ func TestSSEBadStart(t *testing.T) {
 	if r := e.req("GET", "/v1/tenants/acme/subscribe", k["reader"], nil, "Last-Event-ID", "x"); r.status != 400 {
 		t.Fatalf("bad Last-Event-ID: %d %s", r.status, r.body)
 	}
+	// The refusal names where the start came from.
+	if r := e.req("GET", "/v1/tenants/acme/subscribe", k["reader"], nil, "Last-Event-ID", "99"); r.status != 400 || r.json(t)["field"] != "Last-Event-ID" {
+		t.Fatalf("Last-Event-ID past the end: %d %s", r.status, r.body)
+	}
 }

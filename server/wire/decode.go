@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
+	"math"
 	"reflect"
 	"slices"
 	"strings"
@@ -51,7 +53,10 @@ func decodeError(err error, v any) *Error {
 		if field == "" {
 			return errorf(CodeInvalidRequest, "", "want a JSON %s, got %s", goTypeName(te.Type.Kind().String()), te.Value)
 		}
-		return errorf(CodeInvalidRequest, field, "wrong type: got %s, want %s", te.Value, goTypeName(te.Type.Kind().String()))
+		if want := wholeNumberRange(te.Type.Kind()); want != "" && strings.HasPrefix(te.Value, "number") {
+			return errorf(CodeInvalidRequest, field, "got %s, want %s", clip(te.Value), want)
+		}
+		return errorf(CodeInvalidRequest, field, "wrong type: got %s, want %s", clip(te.Value), goTypeName(te.Type.Kind().String()))
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return errorf(CodeInvalidJSON, "", "the body ends inside a JSON value")
 	}
@@ -146,6 +151,25 @@ func oneEditApart(a, b string) bool {
 		return i+1 < len(a) && a[i] == b[i+1] && a[i+1] == b[i] && a[i+2:] == b[i+2:] // swap
 	}
 	return a[i:] == b[i+1:] // insertion
+}
+
+// wholeNumberRange says what an integer field of kind k takes ("" for
+// other kinds): a number too large for it, or with a fraction, is a
+// number of the right JSON type but not one it holds.
+func wholeNumberRange(k reflect.Kind) string {
+	switch k {
+	case reflect.Int, reflect.Int64:
+		return fmt.Sprintf("a whole number from %d to %d", math.MinInt64, math.MaxInt64)
+	case reflect.Int32:
+		return fmt.Sprintf("a whole number from %d to %d", math.MinInt32, math.MaxInt32)
+	case reflect.Uint, reflect.Uint64:
+		return fmt.Sprintf("a whole number from 0 to %d", uint64(math.MaxUint64))
+	case reflect.Uint32:
+		return fmt.Sprintf("a whole number from 0 to %d", math.MaxUint32)
+	case reflect.Uint16:
+		return fmt.Sprintf("a whole number from 0 to %d", math.MaxUint16)
+	}
+	return ""
 }
 
 func goTypeName(k string) string {

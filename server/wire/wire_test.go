@@ -247,3 +247,23 @@ func TestDecodeSuggestsTheField(t *testing.T) {
 		t.Fatalf("an unknown field in a batch's event: %v", err)
 	}
 }
+
+// A number of the right JSON type that the field cannot hold (too large,
+// or with a fraction) says what the field takes.
+func TestDecodeNumberOutOfRange(t *testing.T) {
+	var v struct {
+		Item  uint32 `json:"cause_item"`
+		Clock uint64 `json:"clock"`
+	}
+	for body, want := range map[string]string{
+		`{"cause_item":99999999999999999999}`: "got number 99999999999999999999, want a whole number from 0 to 4294967295",
+		`{"cause_item":1.5}`:                  "got number 1.5, want a whole number from 0 to 4294967295",
+		`{"clock":-1}`:                        "got number -1, want a whole number from 0 to 18446744073709551615",
+		`{"clock":"7"}`:                       "wrong type: got string, want number",
+	} {
+		err := wire.Decode([]byte(body), &v, 8)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v; want %q", body, err, want)
+		}
+	}
+}
