@@ -29,6 +29,9 @@
 //	                          store (catching up, or live and behind the ring),
 //	                          1 MiB of payload (so a subscriber that does not read
 //	                          holds about that much)
+//	read from the store and   Options.StoreReadBytes (256 MiB) for all hubs of a Set,
+//	held (until the next      a quarter of it for one hub (one store); a Next that
+//	Next, or Close)           finds no room waits (within its context)
 //	live subscriber backlog   more than MaxBacklogEvents events of its region, or more
 //	                          than MaxBacklogBytes of their frames, waiting for Next
 //	                          in the ring, or read from the store since it fell

@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"github.com/batpak-go/batpak/core"
+	"golang.org/x/sync/semaphore"
 )
 
 // Frame is one event as its subscribers receive it: the event's global
@@ -114,6 +115,32 @@ type Options struct {
 	// PollEvents is how many events the hub reads from the store per step.
 	// Default 1024; range 1..1<<16.
 	PollEvents int
+	// StoreReadBytes bounds what subscriptions read from the store
+	// (catching up, or live and fallen behind the ring) and hold at once,
+	// from a Next until the next one: all hubs of a Set (or a lone Hub)
+	// together, and one hub (one store, a tenant's) at most a quarter of
+	// it. Each step from the store counts twice its payload bound (the
+	// events, and the frames made of them) and at least what its frames
+	// take. A Next that finds no room waits for it, within its context:
+	// subscribers whose clients stop reading hold their share, not memory
+	// without bound. Default 256 MiB; range 4 MiB..64 GiB.
+	StoreReadBytes int64
+}
+
+// budget is StoreReadBytes: the whole, shared by a Set's hubs, and each
+// hub's share of it.
+type budget struct {
+	all   *semaphore.Weighted
+	total int64
+}
+
+func newBudget(total int64) *budget {
+	return &budget{all: semaphore.NewWeighted(total), total: total}
+}
+
+// share is a hub's part of b: a quarter, and at least one step's charge.
+func (b *budget) share() *semaphore.Weighted {
+	return semaphore.NewWeighted(max(b.total/4, 2*catchUpBytes))
 }
 
 // Defaults of Options.
@@ -123,6 +150,7 @@ const (
 	DefaultRingEvents       = 8192
 	DefaultRingBytes        = 32 << 20
 	DefaultPollEvents       = 1024
+	DefaultStoreReadBytes   = 256 << 20
 )
 
 // withDefaults fills zero fields and checks the ranges.
@@ -145,6 +173,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.PollEvents == 0 {
 		o.PollEvents = DefaultPollEvents
 	}
+	if o.StoreReadBytes == 0 {
+		o.StoreReadBytes = DefaultStoreReadBytes
+	}
 	checks := []struct {
 		name      string
 		v, lo, hi int64
@@ -154,6 +185,7 @@ func (o Options) withDefaults() (Options, error) {
 		{"RingEvents", int64(o.RingEvents), 16, 1 << 20},
 		{"RingBytes", o.RingBytes, 64 << 10, 4 << 30},
 		{"PollEvents", int64(o.PollEvents), 1, 1 << 16},
+		{"StoreReadBytes", o.StoreReadBytes, 4 << 20, 64 << 30},
 	}
 	for _, c := range checks {
 		if c.v < c.lo || c.v > c.hi {

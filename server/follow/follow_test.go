@@ -848,3 +848,57 @@ func TestBehindTheRingReadsInSteps(t *testing.T) {
 		}
 	}
 }
+
+// What subscriptions read from the store and hold (until their next
+// Next) is bounded (Options.StoreReadBytes): a store's subscriptions at
+// most a quarter of it, so subscribers that stop reading make the next
+// reader of their store wait (within its context, the subscription
+// still usable), not take memory without bound — and not a reader of
+// another store. A Next or Close gives the room back.
+func TestStoreReadsBounded(t *testing.T) {
+	set, err := follow.NewSet(follow.Options{Encode: func(ev core.StoredEvent) []byte { return append([]byte(nil), ev.Payload...) },
+		StoreReadBytes: 8 << 20}) // 2 MiB a store: one step each
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	a, b := openStore(t, t.TempDir()), openStore(t, t.TempDir())
+	big := []byte(`"` + strings.Repeat("x", 512<<10-2) + `"`)
+	for _, s := range []*core.Store{a, b} {
+		for range 6 {
+			if _, err := s.Append(context.Background(), coord(t, "e", "s"), kindA, big); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	sub := func(s *core.Store) *follow.Subscription {
+		x, err := set.Subscribe(s, core.All(), follow.FromBeginning())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(x.Close)
+		return x
+	}
+	stalled, waiting, other := sub(a), sub(a), sub(b)
+	if fs, err := next(stalled, 5*time.Second); err != nil || len(fs) == 0 {
+		t.Fatalf("the first reader: %d frames, %v", len(fs), err)
+	} // and now it stops reading: its frames hold a's share
+	if _, err := next(waiting, 200*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a second reader of the same store while the first holds its share: %v; want to wait", err)
+	}
+	if fs, err := next(other, 5*time.Second); err != nil || len(fs) == 0 {
+		t.Fatalf("a reader of another store: %d frames, %v", len(fs), err)
+	}
+	stalled.Close()
+	var got []uint64
+	for len(got) < 6 {
+		fs, err := next(waiting, 5*time.Second)
+		if err != nil {
+			t.Fatalf("after the stalled reader closed, with %d of 6: %v", len(got), err)
+		}
+		got = append(got, frameSeqs(fs)...)
+	}
+	if !equalSeqs(got, []uint64{0, 1, 2, 3, 4, 5}) {
+		t.Fatalf("the reader that waited got %v", got)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/batpak-go/batpak/core"
+	"golang.org/x/sync/semaphore"
 )
 
 // Hub fans one store's events out to any number of subscriptions. While
@@ -25,6 +26,10 @@ import (
 type Hub struct {
 	store *core.Store
 	opts  Options
+	// reads is the store-read budget (shared by a Set's hubs), share this
+	// hub's part of it (Options.StoreReadBytes)
+	reads *budget
+	share *semaphore.Weighted
 
 	mu     sync.Mutex
 	run    *run // nil while idle
@@ -45,7 +50,8 @@ func New(s *core.Store, opts Options) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Hub{store: s, opts: o}, nil
+	b := newBudget(o.StoreReadBytes)
+	return &Hub{store: s, opts: o, reads: b, share: b.share()}, nil
 }
 
 // Subscribe starts a subscription to region r's events after start:

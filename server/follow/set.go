@@ -11,7 +11,8 @@ import (
 // server needs no bookkeeping of its own: Subscribe with the tenant's
 // store. A Set is safe for concurrent use.
 type Set struct {
-	opts Options
+	opts  Options
+	reads *budget // Options.StoreReadBytes, shared by its hubs
 
 	mu     sync.Mutex
 	hubs   map[*core.Store]*Hub
@@ -26,7 +27,7 @@ func NewSet(opts Options) (*Set, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Set{opts: o, hubs: map[*core.Store]*Hub{}}, nil
+	return &Set{opts: o, reads: newBudget(o.StoreReadBytes), hubs: map[*core.Store]*Hub{}}, nil
 }
 
 // Subscribe subscribes to region r of store st after start, through st's
@@ -39,7 +40,7 @@ func (s *Set) Subscribe(st *core.Store, r core.Region, start Start) (*Subscripti
 	}
 	h := s.hubs[st]
 	if h == nil {
-		h = &Hub{store: st, opts: s.opts, idle: s.forget}
+		h = &Hub{store: st, opts: s.opts, idle: s.forget, reads: s.reads, share: s.reads.share()}
 		s.hubs[st] = h
 	}
 	sub, err := h.Subscribe(r, start)

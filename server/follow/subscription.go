@@ -2,6 +2,7 @@ package follow
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"github.com/batpak-go/batpak/core"
@@ -43,6 +44,13 @@ type Subscription struct {
 	cur          *core.Cursor
 	ended        error  // *EndError, once ended
 	waitNext     uint64 // while waiting: guarded by r.wmu, see run.concernsLocked
+
+	// held is what the frames read from the store for the last Next
+	// hold of the store-read budget (Options.StoreReadBytes), given back
+	// at the next Next or Close; heldClosed: Close gave it back for good.
+	heldMu     sync.Mutex
+	held       int64
+	heldClosed bool
 }
 
 func newSubscription(h *Hub, r *run, region core.Region, start Start) *Subscription {
@@ -66,6 +74,7 @@ func (s *Subscription) Region() core.Region { return s.region }
 func (s *Subscription) Next(ctx context.Context) ([]Frame, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.giveBack(false) // the caller is done with the last frames
 	for {
 		select {
 		case <-s.closed:
@@ -75,8 +84,14 @@ func (s *Subscription) Next(ctx context.Context) ([]Frame, error) {
 		if s.ended != nil {
 			return nil, s.ended
 		}
-		frames, err := s.step()
+		frames, err := s.step(ctx)
 		if err != nil {
+			if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+				return nil, err // waited for the budget: still usable
+			}
+			if err == ErrSubscriptionClosed {
+				return nil, err
+			}
 			s.endWith(err)
 			return nil, s.ended
 		}
@@ -120,8 +135,82 @@ func (s *Subscription) Close() {
 	s.closeOnce.Do(func() {
 		close(s.closed)
 		s.unwait()
+		s.giveBack(true)
 		s.h.release()
 	})
+}
+
+// charge takes n bytes of the store-read budget, the hub's share first,
+// waiting within ctx; it fails with ctx's error, or ErrSubscriptionClosed
+// after Close.
+func (s *Subscription) charge(ctx context.Context, n int64) error {
+	h := s.h
+	n = min(n, h.reads.total/4) // a hub's share holds at least a step's charge
+	got := h.share.TryAcquire(n)
+	if got && !h.reads.all.TryAcquire(n) {
+		h.share.Release(n)
+		got = false
+	}
+	if !got {
+		// Wait, until ctx ends, Close, or the run ends (its reason is
+		// then the subscription's ending, at the next step).
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-s.closed:
+			case <-s.r.ended:
+			case <-wctx.Done():
+			}
+			cancel()
+		}()
+		if err := h.share.Acquire(wctx, n); err != nil {
+			return s.waitErr(ctx)
+		}
+		if err := h.reads.all.Acquire(wctx, n); err != nil {
+			h.share.Release(n)
+			return s.waitErr(ctx)
+		}
+	}
+	s.heldMu.Lock()
+	defer s.heldMu.Unlock()
+	if s.heldClosed {
+		h.reads.all.Release(n)
+		h.share.Release(n)
+		return ErrSubscriptionClosed
+	}
+	s.held += n
+	return nil
+}
+
+// waitErr is why a wait for the budget ended early: ctx's error, Close,
+// or the run's end.
+func (s *Subscription) waitErr(ctx context.Context) error {
+	select {
+	case <-s.closed:
+		return ErrSubscriptionClosed
+	default:
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.r.endErr()
+}
+
+// giveBack returns what s holds of the store-read budget; final (Close):
+// for good.
+func (s *Subscription) giveBack(final bool) {
+	s.heldMu.Lock()
+	n := s.held
+	s.held = 0
+	if final {
+		s.heldClosed = true
+	}
+	s.heldMu.Unlock()
+	if n > 0 {
+		s.h.reads.all.Release(n)
+		s.h.share.Release(n)
+	}
 }
 
 func (s *Subscription) endWith(err error) {
@@ -178,7 +267,7 @@ func (s *Subscription) unwait() {
 // step returns what is available now: from the store while s is behind
 // the ring, then from the ring. No frames and no error: nothing yet,
 // after s.next.
-func (s *Subscription) step() ([]Frame, error) {
+func (s *Subscription) step(ctx context.Context) ([]Frame, error) {
 	r := s.r
 	r.mu.RLock()
 	err, coverStart := r.err, r.coverStart
@@ -189,7 +278,7 @@ func (s *Subscription) step() ([]Frame, error) {
 	var frames []Frame
 	var bytes int64
 	if s.next < coverStart {
-		if frames, bytes, err = s.fromStore(coverStart); err != nil || s.next < coverStart {
+		if frames, bytes, err = s.fromStore(ctx, coverStart); err != nil || s.next < coverStart {
 			return frames, err
 		}
 	}
@@ -265,7 +354,7 @@ const catchUpBytes = 1 << 20
 // a time too, and behindEvents and behindBytes count what it has read so
 // since it fell behind: past MaxBacklogEvents or MaxBacklogBytes it is a
 // slow consumer, as one whose backlog in the ring is past them.
-func (s *Subscription) fromStore(coverStart uint64) ([]Frame, int64, error) {
+func (s *Subscription) fromStore(ctx context.Context, coverStart uint64) ([]Frame, int64, error) {
 	o := &s.h.opts
 	if s.cur == nil {
 		s.cur = s.h.store.Cursor(s.region)
@@ -282,6 +371,12 @@ func (s *Subscription) fromStore(coverStart uint64) ([]Frame, int64, error) {
 		if left := o.MaxBacklogBytes - s.behindBytes; left <= step {
 			step, lastStep = max(left, 1), true
 		}
+	}
+	// The events and the frames made of them: room before reading, and
+	// more after encoding if the frames take it (one large event).
+	charged := 2 * step
+	if err := s.charge(ctx, charged); err != nil {
+		return nil, 0, err
 	}
 	evs, more, err := s.cur.PollBytes(limit, int(step))
 	if err != nil {
@@ -317,6 +412,11 @@ func (s *Subscription) fromStore(coverStart uint64) ([]Frame, int64, error) {
 		}
 		bytes += int64(len(data))
 		frames = append(frames, Frame{Seq: evs[i].GlobalSequence, Data: data})
+	}
+	if bytes > charged {
+		if err := s.charge(ctx, bytes-charged); err != nil {
+			return nil, 0, err // s.next unmoved: read again next time
+		}
 	}
 	s.next = next
 	if s.live {
