@@ -130,18 +130,16 @@ type Options struct {
 // budget is StoreReadBytes: the whole, shared by a Set's hubs, and each
 // hub's share of it.
 type budget struct {
-	all   *semaphore.Weighted
-	total int64
+	all      *semaphore.Weighted
+	shareCap int64 // a hub's share: a quarter, and at least one step's charge
 }
 
 func newBudget(total int64) *budget {
-	return &budget{all: semaphore.NewWeighted(total), total: total}
+	return &budget{all: semaphore.NewWeighted(total), shareCap: max(total/4, 2*catchUpBytes)}
 }
 
-// share is a hub's part of b: a quarter, and at least one step's charge.
-func (b *budget) share() *semaphore.Weighted {
-	return semaphore.NewWeighted(max(b.total/4, 2*catchUpBytes))
-}
+// share is a new hub's part of b.
+func (b *budget) share() *semaphore.Weighted { return semaphore.NewWeighted(b.shareCap) }
 
 // Defaults of Options.
 const (

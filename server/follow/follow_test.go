@@ -902,3 +902,28 @@ func TestStoreReadsBounded(t *testing.T) {
 		t.Fatalf("the reader that waited got %v", got)
 	}
 }
+
+// One event larger than a store's share of StoreReadBytes is still
+// delivered: a subscription's charge stops at the share.
+func TestStoreReadLargerThanTheShare(t *testing.T) {
+	set, err := follow.NewSet(follow.Options{Encode: func(ev core.StoredEvent) []byte { return append([]byte(nil), ev.Payload...) },
+		StoreReadBytes: 8 << 20}) // 2 MiB a store
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	s := openStore(t, t.TempDir())
+	huge := []byte(`"` + strings.Repeat("x", 3<<20) + `"`)
+	r, err := s.Append(context.Background(), coord(t, "e", "s"), kindA, huge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := set.Subscribe(s, core.All(), follow.FromBeginning())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if fs, err := next(sub, 5*time.Second); err != nil || len(fs) != 1 || fs[0].Seq != r.GlobalSequence {
+		t.Fatalf("a 3 MiB event with a 2 MiB share: %d frames, %v", len(fs), err)
+	}
+}

@@ -145,7 +145,15 @@ func (s *Subscription) Close() {
 // after Close.
 func (s *Subscription) charge(ctx context.Context, n int64) error {
 	h := s.h
-	n = min(n, h.reads.total/4) // a hub's share holds at least a step's charge
+	// What one subscription holds stays within a hub's share (and so
+	// within the whole, at least 4 shares), so it always fits once the
+	// others give theirs back: one event larger than the share is read.
+	s.heldMu.Lock()
+	n = min(n, h.reads.shareCap-s.held)
+	s.heldMu.Unlock()
+	if n <= 0 {
+		return nil
+	}
 	got := h.share.TryAcquire(n)
 	if got && !h.reads.all.TryAcquire(n) {
 		h.share.Release(n)
