@@ -856,12 +856,7 @@ func TestBehindTheRingReadsInSteps(t *testing.T) {
 // still usable), not take memory without bound — and not a reader of
 // another store. A Next or Close gives the room back.
 func TestStoreReadsBounded(t *testing.T) {
-	set, err := follow.NewSet(follow.Options{Encode: func(ev core.StoredEvent) []byte { return append([]byte(nil), ev.Payload...) },
-		StoreReadBytes: 8 << 20}) // 2 MiB a store: one step each
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer set.Close()
+	set := smallReadBudgetSet(t)
 	a, b := openStore(t, t.TempDir()), openStore(t, t.TempDir())
 	big := []byte(`"` + strings.Repeat("x", 512<<10-2) + `"`)
 	for _, s := range []*core.Store{a, b} {
@@ -871,15 +866,7 @@ func TestStoreReadsBounded(t *testing.T) {
 			}
 		}
 	}
-	sub := func(s *core.Store) *follow.Subscription {
-		x, err := set.Subscribe(s, core.All(), follow.FromBeginning())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(x.Close)
-		return x
-	}
-	stalled, waiting, other := sub(a), sub(a), sub(b)
+	stalled, waiting, other := subscribeAll(t, set, a), subscribeAll(t, set, a), subscribeAll(t, set, b)
 	if fs, err := next(stalled, 5*time.Second); err != nil || len(fs) == 0 {
 		t.Fatalf("the first reader: %d frames, %v", len(fs), err)
 	} // and now it stops reading: its frames hold a's share
@@ -906,24 +893,40 @@ func TestStoreReadsBounded(t *testing.T) {
 // One event larger than a store's share of StoreReadBytes is still
 // delivered: a subscription's charge stops at the share.
 func TestStoreReadLargerThanTheShare(t *testing.T) {
-	set, err := follow.NewSet(follow.Options{Encode: func(ev core.StoredEvent) []byte { return append([]byte(nil), ev.Payload...) },
-		StoreReadBytes: 8 << 20}) // 2 MiB a store
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer set.Close()
+	set := smallReadBudgetSet(t)
 	s := openStore(t, t.TempDir())
 	huge := []byte(`"` + strings.Repeat("x", 3<<20) + `"`)
 	r, err := s.Append(context.Background(), coord(t, "e", "s"), kindA, huge)
 	if err != nil {
 		t.Fatal(err)
 	}
+	sub := subscribeAll(t, set, s)
+	if fs, err := next(sub, 5*time.Second); err != nil || len(fs) != 1 || fs[0].Seq != r.GlobalSequence {
+		t.Fatalf("a 3 MiB event with a 2 MiB share: %d frames, %v", len(fs), err)
+	}
+}
+
+// smallReadBudgetSet is a Set whose frames are the payloads, with a
+// store-read budget of 8 MiB: 2 MiB a store, one step's charge.
+func smallReadBudgetSet(t *testing.T) *follow.Set {
+	t.Helper()
+	set, err := follow.NewSet(follow.Options{Encode: func(ev core.StoredEvent) []byte { return append([]byte(nil), ev.Payload...) },
+		StoreReadBytes: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(set.Close)
+	return set
+}
+
+// subscribeAll subscribes to all of s's events from the beginning,
+// closed when the test ends.
+func subscribeAll(t *testing.T, set *follow.Set, s *core.Store) *follow.Subscription {
+	t.Helper()
 	sub, err := set.Subscribe(s, core.All(), follow.FromBeginning())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Close()
-	if fs, err := next(sub, 5*time.Second); err != nil || len(fs) != 1 || fs[0].Seq != r.GlobalSequence {
-		t.Fatalf("a 3 MiB event with a 2 MiB share: %d frames, %v", len(fs), err)
-	}
+	t.Cleanup(sub.Close)
+	return sub
 }

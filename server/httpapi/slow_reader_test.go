@@ -33,6 +33,23 @@ func neverRead(t *testing.T, e *env, key, path string, n int) []net.Conn {
 	return conns
 }
 
+// responses reads the response head on each of conns (waiting up to 10 s
+// for each) and closes them.
+func responses(t *testing.T, conns []net.Conn) []*http.Response {
+	t.Helper()
+	var out []*http.Response
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("no response: %v", err)
+		}
+		c.Close()
+		out = append(out, res)
+	}
+	return out
+}
+
 // TestPagesOfSlowReadersBounded: a JSON page is built whole before it is
 // written, so pages whose clients never read are held in memory: their
 // bytes, all tenants together, stay within MaxResponseBytes; past it a
@@ -66,19 +83,13 @@ func TestPagesOfSlowReadersBounded(t *testing.T) {
 		grew = min(grew, int64(heapInUse())-base)
 	}
 	busy := 0
-	for _, c := range conns {
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		res, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatalf("no response: %v", err)
-		}
+	for _, res := range responses(t, conns) {
 		switch {
 		case res.StatusCode == 503 && res.Header.Get("Retry-After") != "":
 			busy++
 		case res.StatusCode != 200:
 			t.Fatalf("a page: %d", res.StatusCode)
 		}
-		c.Close()
 	}
 	t.Logf("heap grew %d MiB; %d of %d pages refused busy", grew>>20, busy, n)
 	if busy == 0 {
@@ -135,16 +146,10 @@ func TestSlowReadersShareIsPerTenant(t *testing.T) {
 		t.Fatalf("globex's page while acme's slow readers hold theirs: %d, %d bytes: %.200s", r.status, len(r.body), r.body)
 	}
 	busy := 0
-	for _, c := range conns {
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		res, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatalf("no response: %v", err)
-		}
+	for _, res := range responses(t, conns) {
 		if res.StatusCode == 503 {
 			busy++
 		}
-		c.Close()
 	}
 	// Its share holds 4 such pages (64 MiB); a fifth may be in flight.
 	if busy < 24-5 {
