@@ -70,11 +70,17 @@
 // size against MaxResponseBytes (256 MiB, all responses together), of
 // which one tenant's hold at most MaxResponseBytesPerTenant (64 MiB, or
 // one response): 503 BUSY with Retry-After past its share at once, past
-// the whole after a second's wait.
+// the whole after a second's wait. An NDJSON query holds about 2 MiB of
+// the same budget while each step is read and written (more for one
+// event larger than the step), an export about 2 MiB while it runs:
+// past it one that has not begun is answered 503 BUSY, and a query under
+// way ends early, its last line's next_after the last event sent.
 // MaxJSONDepth
 // bounds the nesting of payloads (request envelopes may add their own few
 // levels); pages are at most MaxPageLimit (1000) events; NDJSON reads
-// stream in pages of that size without a total bound unless limit is given.
+// stream in steps of at most 100 events and 1 MiB of payload, without a
+// total bound unless limit is given; their last line is {"next_after":…},
+// null when the answer is complete.
 // An event stream, an NDJSON query, an export and a verify each count
 // against the tenant's max_subscriptions while they last (429
 // QUOTA_EXCEEDED past it): they hold a connection as long as the client

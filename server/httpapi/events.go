@@ -397,6 +397,47 @@ func (a *API) queryEvents(c *call) error {
 		return err
 	}
 	defer release()
+	// Each step holds its room in the response budget while it is read,
+	// encoded and written (see ndjsonStepHold).
+	var hold func()
+	defer func() {
+		if hold != nil {
+			hold()
+		}
+	}()
+	sent := 0
+	readStep := func() (evs []core.StoredEvent, more bool, err error) {
+		if hold, err = a.bodies.take(c.r.Context(), c.tenant, ndjsonStepHold); err != nil {
+			return nil, false, err
+		}
+		page := ndjsonPage // events held in memory at once
+		if limit > 0 {
+			page = min(page, limit-sent)
+		}
+		if evs, more, err = cur.PollBytes(page, ndjsonStepBytes); err != nil {
+			return nil, false, err
+		}
+		more = more || len(evs) == page
+		if need := stepHold(evs); need > ndjsonStepHold {
+			// One event larger than the step: room for it alone, as a
+			// page of it would take (a tenant's share admits one such
+			// when it holds nothing else).
+			hold()
+			if hold, err = a.bodies.take(c.r.Context(), c.tenant, need); err != nil {
+				return nil, false, err
+			}
+		}
+		return evs, more, nil
+	}
+	// The first step is read, and its room had, before the response
+	// begins: a server (or tenant) out of room answers 503 BUSY.
+	var evs []core.StoredEvent
+	more := false
+	if !atEnd {
+		if evs, more, err = readStep(); err != nil {
+			return err
+		}
+	}
 	c.w.Header().Set("Content-Type", "application/x-ndjson")
 	c.w.WriteHeader(http.StatusOK)
 	// Writes fail once the request's context ends (the client went away,
@@ -404,17 +445,9 @@ func (a *API) queryEvents(c *call) error {
 	// as if complete).
 	bw := bufio.NewWriterSize(ctxWriter{c.w, c.r.Context()}, 64<<10)
 	enc := json.NewEncoder(bw)
-	sent := 0
 	var last *uint64
-	for !atEnd && (limit == 0 || sent < limit) {
-		page := ndjsonPage // events held in memory at once
-		if limit > 0 {
-			page = min(page, limit-sent)
-		}
-		evs, more, err := cur.PollBytes(page, ndjsonStepBytes)
-		if err != nil {
-			return err // logged: the response has begun
-		}
+	early := false // ended for want of room: next_after says where to go on
+	for {
 		for _, ev := range evs {
 			if err := enc.Encode(wire.FromStored(ev)); err != nil {
 				if errors.Is(context.Cause(c.r.Context()), errAccessLost) {
@@ -426,7 +459,7 @@ func (a *API) queryEvents(c *call) error {
 			last = &n
 		}
 		sent += len(evs)
-		if len(evs) < page && !more {
+		if !more || limit > 0 && sent >= limit {
 			break
 		}
 		if err := bw.Flush(); err != nil {
@@ -436,9 +469,24 @@ func (a *API) queryEvents(c *call) error {
 		if c.r.Context().Err() != nil {
 			return nil
 		}
+		hold()
+		hold = nil
+		if evs, more, err = readStep(); err != nil {
+			var ae *apiError
+			if !errors.As(err, &ae) || ae.code != wire.CodeBusy {
+				return err // logged: the response has begun
+			}
+			if last == nil {
+				// Nothing to continue after: cut the stream, so that it
+				// is not taken for a complete answer.
+				panic(http.ErrAbortHandler)
+			}
+			early = true
+			break
+		}
 	}
 	var next *uint64
-	if limit > 0 && sent == limit {
+	if early || limit > 0 && sent == limit {
 		next = last
 	}
 	_ = enc.Encode(map[string]any{"next_after": next})
@@ -450,10 +498,31 @@ func (a *API) queryEvents(c *call) error {
 // they hold more than ndjsonStepBytes of payload (at least one): a
 // stalled client holds about that much (or one event), not ndjsonPage
 // large events.
+//
+// While a step is read, encoded and written it holds ndjsonStepHold of
+// the response budget (MaxResponseBytes, of which the tenant's share),
+// or stepHold of its events when one event alone is larger: a client
+// that stops reading keeps its step until the write timeout, so stalled
+// queries, all tenants together and each tenant alone, hold what the
+// budget allows and no more. A query that finds no room for its first
+// step is answered 503 BUSY; one that finds none for a later step
+// within a second ends early, its last line's next_after saying where
+// to continue.
 const (
 	ndjsonPage      = 100
 	ndjsonStepBytes = 1 << 20
+	ndjsonStepHold  = 2*ndjsonStepBytes + 64<<10
 )
+
+// stepHold is what a step of evs holds while written: its payloads
+// twice (the events and their encoding) and the write buffer.
+func stepHold(evs []core.StoredEvent) int64 {
+	n := int64(64 << 10)
+	for i := range evs {
+		n += 2 * int64(len(evs[i].Payload))
+	}
+	return n
+}
 
 // readPage polls cur for up to limit events,
 // in small steps, and stops once the page holds MaxPageBytes of payload
@@ -632,6 +701,14 @@ func (a *API) export(c *call) error {
 		return err
 	}
 	defer release()
+	// An export reads the store a step at a time (core.Export) and a
+	// client that stops reading keeps its step until the write timeout:
+	// it holds exportHold of the response budget while it runs.
+	hold, err := a.bodies.take(c.r.Context(), c.tenant, exportHold)
+	if err != nil {
+		return err
+	}
+	defer hold()
 	c.w.Header().Set("Content-Type", "application/x-ndjson")
 	c.w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriterSize(ctxWriter{c.w, c.r.Context()}, 64<<10)
@@ -643,6 +720,11 @@ func (a *API) export(c *call) error {
 	}
 	return bw.Flush()
 }
+
+// exportHold is what an export holds of the response budget while it
+// runs: core.Export's read step (1 MiB of payload) twice, and its and
+// the handler's write buffers.
+const exportHold = 2<<20 + 128<<10
 
 // importBody counts the bytes of an import body as they are read and
 // fails the read once check refuses the count. Each read may take idle

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,9 +11,14 @@ import (
 	"time"
 )
 
-// neverRead sends GET path on n connections whose clients never read.
-func neverRead(t *testing.T, e *env, key, path string, n int) []net.Conn {
+// neverRead sends GET path on n connections whose clients never read;
+// hdr are extra header lines ("Accept: application/x-ndjson").
+func neverRead(t *testing.T, e *env, key, path string, n int, hdr ...string) []net.Conn {
 	t.Helper()
+	extra := ""
+	for _, h := range hdr {
+		extra += h + "\r\n"
+	}
 	var conns []net.Conn
 	for range n {
 		c, err := net.Dial("tcp", strings.TrimPrefix(e.base, "http://"))
@@ -22,7 +28,7 @@ func neverRead(t *testing.T, e *env, key, path string, n int) []net.Conn {
 		if tc, ok := c.(*net.TCPConn); ok {
 			_ = tc.SetReadBuffer(4096)
 		}
-		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", path, key)
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n%s\r\n", path, key, extra)
 		conns = append(conns, c)
 	}
 	t.Cleanup(func() {
@@ -154,5 +160,142 @@ func TestSlowReadersShareIsPerTenant(t *testing.T) {
 	// Its share holds 4 such pages (64 MiB); a fifth may be in flight.
 	if busy < 24-5 {
 		t.Errorf("%d of acme's 24 never-read pages refused busy; want all but its share (about 4)", busy)
+	}
+}
+
+// queryNDJSON sends an NDJSON query as key and returns its lines.
+func queryNDJSON(t *testing.T, e *env, key, path string) []map[string]any {
+	t.Helper()
+	r := e.must(e.req("GET", path, key, nil, "Accept", "application/x-ndjson"), 200)
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(string(r.body)), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("a line of the NDJSON answer is not an object: %.100s", line)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// TestNDJSONQueriesOfSlowReadersBounded: each step of an NDJSON query
+// holds its room in the response budget while it is written, so one
+// tenant's never-read queries hold at most its share
+// (MaxResponseBytesPerTenant): past it, its queries are answered 503 BUSY
+// with Retry-After at once, and another tenant's queries are streamed
+// whole meanwhile.
+func TestNDJSONQueriesOfSlowReadersBounded(t *testing.T) {
+	e := start(t, nil)
+	acme, globex := e.tenant("acme"), e.tenant("globex")
+	big := strings.Repeat("a", 900<<10)
+	// More than the sockets' buffers take, so that the queries stall.
+	for i := range 16 {
+		body := `{"entity":"blob","scope":"s","kind":"1:1","payload":{"s":"` + big + `","i":` + fmt.Sprint(i) + `}}`
+		e.must(e.req("POST", "/v1/tenants/acme/events", acme["writer"], body), 201)
+		e.must(e.req("POST", "/v1/tenants/globex/events", globex["writer"], body), 201)
+	}
+	// A step (one event here) holds about 2 MiB: acme's share (64 MiB)
+	// holds 31 stalled queries.
+	const n = 40
+	conns := neverRead(t, e, acme["reader"], "/v1/tenants/acme/events", n, "Accept: application/x-ndjson")
+	time.Sleep(3 * time.Second)
+	lines := queryNDJSON(t, e, globex["reader"], "/v1/tenants/globex/events")
+	if len(lines) != 17 || lines[16]["next_after"] != nil || lines[15]["global_sequence"] == nil {
+		t.Fatalf("globex's NDJSON query while acme's slow readers hold theirs: %d lines, last %v", len(lines), lines[len(lines)-1])
+	}
+	busy := 0
+	for _, res := range responses(t, conns) {
+		switch {
+		case res.StatusCode == 503 && res.Header.Get("Retry-After") != "":
+			busy++
+		case res.StatusCode != 200:
+			t.Fatalf("a stalled NDJSON query: %d", res.StatusCode)
+		}
+	}
+	t.Logf("%d of acme's %d never-read NDJSON queries refused busy", busy, n)
+	if busy < n-34 || busy > n-20 {
+		t.Errorf("%d of acme's %d never-read NDJSON queries refused busy; want all but its share (about 31)", busy, n)
+	}
+}
+
+// TestNDJSONQueryEndsEarlyForWantOfRoom: a step that cannot have its room
+// (here, one event larger than the step while the tenant's other
+// queries hold most of its share) ends the stream early, its last line's
+// next_after the last event sent, so that the client goes on from there;
+// the rest is read once there is room.
+func TestNDJSONQueryEndsEarlyForWantOfRoom(t *testing.T) {
+	e := start(t, nil)
+	acme := e.tenant("acme")
+	e.must(e.req("PUT", "/v1/admin/tenants/acme/quotas", opToken, map[string]any{"max_payload_bytes": 8 << 20}), 200)
+	pad := strings.Repeat("a", 900<<10)
+	for range 16 {
+		e.must(e.req("POST", "/v1/tenants/acme/events", acme["writer"], `{"entity":"pad","scope":"s","kind":"1:1","payload":{"s":"`+pad+`"}}`), 201)
+	}
+	e.must(e.req("POST", "/v1/tenants/acme/events", acme["writer"], `{"entity":"big","scope":"s","kind":"1:1","payload":{"n":0}}`), 201)
+	huge := strings.Repeat("b", 6<<20)
+	e.must(e.req("POST", "/v1/tenants/acme/events", acme["writer"], `{"entity":"big","scope":"s","kind":"1:1","payload":{"s":"`+huge+`"}}`), 201)
+	// 28 stalled queries hold about 58 MiB of acme's 64: the 6 MiB
+	// event's step (about 12 MiB) finds no room.
+	conns := neverRead(t, e, acme["reader"], "/v1/tenants/acme/events?entity=pad", 28, "Accept: application/x-ndjson")
+	time.Sleep(3 * time.Second)
+	lines := queryNDJSON(t, e, acme["reader"], "/v1/tenants/acme/events?entity=big")
+	if len(lines) != 2 || lines[0]["global_sequence"] == nil {
+		t.Fatalf("want the small event, then the end line; got %d lines: %.300v", len(lines), lines)
+	}
+	first := lines[0]["global_sequence"].(float64)
+	if lines[1]["next_after"] != first {
+		t.Fatalf("ended early: next_after %v, want %v (the last event sent)", lines[1]["next_after"], first)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	// Once the stalled queries are gone, the rest is read from there.
+	var rest []map[string]any
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		rest = queryNDJSON(t, e, acme["reader"], fmt.Sprintf("/v1/tenants/acme/events?entity=big&after=%d", int(first)))
+		if len(rest) == 2 {
+			break
+		}
+	}
+	if len(rest) != 2 || rest[1]["next_after"] != nil || len(fmt.Sprint(rest[0]["payload"])) < 6<<20 {
+		t.Fatalf("after the stalled queries closed: %d lines, want the large event and the end", len(rest))
+	}
+}
+
+// TestExportsOfSlowReadersBounded: an export holds its read step's room
+// in the response budget while it runs, so one tenant's never-read
+// exports hold at most its share: past it they are answered 503 BUSY.
+func TestExportsOfSlowReadersBounded(t *testing.T) {
+	e := start(t, nil)
+	acme := e.tenant("acme")
+	big := strings.Repeat("a", 900<<10)
+	for range 16 {
+		e.must(e.req("POST", "/v1/tenants/acme/events", acme["writer"], `{"entity":"blob","scope":"s","kind":"1:1","payload":{"s":"`+big+`"}}`), 201)
+	}
+	// An export holds about 2 MiB: acme's share holds 30.
+	const n = 40
+	conns := neverRead(t, e, acme["admin"], "/v1/tenants/acme/export", n)
+	time.Sleep(3 * time.Second)
+	busy := 0
+	for _, res := range responses(t, conns) {
+		switch {
+		case res.StatusCode == 503 && res.Header.Get("Retry-After") != "":
+			busy++
+		case res.StatusCode != 200:
+			t.Fatalf("a stalled export: %d", res.StatusCode)
+		}
+	}
+	if busy < n-34 || busy > n-20 {
+		t.Errorf("%d of acme's %d never-read exports refused busy; want all but its share (about 30)", busy, n)
+	}
+	// Their room is back once they are gone.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		r := e.req("GET", "/v1/tenants/acme/export", acme["admin"], nil)
+		if r.status == 200 && strings.Count(string(r.body), "\n") == 16 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("an export after the stalled ones closed: %d, %d bytes", r.status, len(r.body))
+		}
 	}
 }
