@@ -237,8 +237,10 @@
 // and 256 MiB (past either, a write is refused with a *core.RetryError,
 // nothing proposed); the cache of recently written entries (from which
 // the leader replicates and a follower applies without reading raft.db
-// back) holds at most 1,024 entries and 16 MiB of their data, whatever
-// their size; entries past that are read from raft.db.
+// back, and reads an entry's term from for the AppendEntries after it)
+// holds at most 1,024 entries and 3 × Config.MaxBytes + 16 MiB of their
+// data (64 MiB by default), the newest pushing out the oldest; entries
+// past that are read from raft.db.
 //
 // # Upgrades
 //

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -29,7 +30,7 @@ import (
 // The figures of a cluster that take a real process or a million events:
 // run only with BATPAK_CLUSTER_FIGURES=1.
 //
-//	BATPAK_CLUSTER_FIGURES=1 go test ./server/cluster -count=1 -run 'TestFailoverTimeProcess|TestCatchUp1M' -v -timeout 30m
+//	BATPAK_CLUSTER_FIGURES=1 go test ./server/cluster -count=1 -run 'TestFailoverTimeProcess|TestCatchUp1M|TestSmallWritesBesideLargeBatches' -v -timeout 30m
 //
 // BATPAK_CLUSTER_FIGURES_ROUNDS sets the kills per timing (default 5).
 
@@ -458,4 +459,88 @@ func TestCatchUp1M(t *testing.T) {
 				mib(dirBytes(filepath.Join(cfgs[2].Dir, "raft"))), mib(dirBytes(filepath.Join(cfgs[2].Dir, "tenants"))))
 		})
 	}
+}
+
+// TestSmallWritesBesideLargeBatches measures what one tenant's largest
+// batches (4,096 events of 4 KiB, 16 MiB: Config.MaxBytes) from two
+// clients cost another tenant's single appends on a 3-node cluster over
+// loopback TCP, for 15 s: the small writes' latency and the large ones'
+// rate. Raft's log is one order, so a small write waits for the large
+// entry in flight before it.
+func TestSmallWritesBesideLargeBatches(t *testing.T) {
+	figures(t)
+	root := t.TempDir()
+	var nodes []*cluster.Node
+	var servers []cluster.Server
+	for i := 1; i <= 3; i++ {
+		cfg := cluster.Config{ID: fmt.Sprintf("f%d", i), Dir: filepath.Join(root, strconv.Itoa(i)), Bind: "127.0.0.1:0"}
+		n, err := cluster.Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		nodes = append(nodes, n)
+		servers = append(servers, cluster.Server{ID: cfg.ID, Address: n.Addr()})
+	}
+	if err := nodes[0].Bootstrap(servers...); err != nil {
+		t.Fatal(err)
+	}
+	var l *cluster.Node
+	for deadline := time.Now().Add(10 * time.Second); l == nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+		for _, n := range nodes {
+			if n.IsLeader() {
+				l = n
+			}
+		}
+	}
+	pad := []byte(`{"p":"` + strings.Repeat("x", 4000) + `"}`)
+	items := make([]core.BatchItem, 4096)
+	for i := range items {
+		items[i] = core.BatchItem{Coordinate: core.Coordinate{Entity: "b" + strconv.Itoa(i%16), Scope: "s"}, Kind: core.MustKind(1, 1), Payload: pad}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var large []time.Duration
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				t0 := time.Now()
+				rs, err := l.AppendBatch(ctx, "large", items)
+				if ctx.Err() != nil {
+					return
+				}
+				if err != nil || rs[0].Err != nil {
+					t.Errorf("a large batch: %v %+v", err, rs)
+					return
+				}
+				mu.Lock()
+				large = append(large, time.Since(t0))
+				mu.Unlock()
+			}
+		}()
+	}
+	var small []time.Duration
+	one := core.BatchItem{Coordinate: core.Coordinate{Entity: "v", Scope: "s"}, Kind: core.MustKind(1, 1), Payload: []byte(`{"n":1}`)}
+	for end := time.Now().Add(15 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		t0 := time.Now()
+		rs, err := l.Append(context.Background(), "small", one)
+		if err != nil || rs[0].Err != nil {
+			t.Fatalf("a small write: %v %+v", err, rs)
+		}
+		small = append(small, time.Since(t0))
+	}
+	cancel()
+	wg.Wait()
+	pct := func(d []time.Duration, p int) time.Duration {
+		slices.Sort(d)
+		return d[min(len(d)-1, len(d)*p/100)]
+	}
+	t.Logf("small writes: %d, p50 %v, p99 %v, max %v; large batches: %d in 15 s (%.1f MiB/s), p50 %v, max %v",
+		len(small), pct(small, 50), pct(small, 99), pct(small, 100), len(large), float64(len(large))*16/15, pct(large, 50), pct(large, 100))
 }

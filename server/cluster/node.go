@@ -333,7 +333,7 @@ func Open(cfg Config) (*Node, error) {
 	})
 	f.maxOpen = cfg.MaxOpenStores
 	n.fsm = f
-	logs := newLogCache(bolt, logCacheEntries, logCacheBytes)
+	logs := newLogCache(bolt, logCacheEntries, logCacheBytes(cfg.MaxBytes))
 	n.watch = watchTransport(trans)
 	n.stable = newClosingStable(bolt)
 	r, err := raft.NewRaft(rc, f, logs, n.stable, snaps, n.watch.forRaft())
