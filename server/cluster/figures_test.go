@@ -30,7 +30,7 @@ import (
 // The figures of a cluster that take a real process or a million events:
 // run only with BATPAK_CLUSTER_FIGURES=1.
 //
-//	BATPAK_CLUSTER_FIGURES=1 go test ./server/cluster -count=1 -run 'TestFailoverTimeProcess|TestCatchUp1M|TestSmallWritesBesideLargeBatches' -v -timeout 30m
+//	BATPAK_CLUSTER_FIGURES=1 go test ./server/cluster -count=1 -run 'TestFailoverTimeProcess|TestCatchUp1M|TestSmallWritesBesideLargeBatches|TestWritesDuringASnapshot' -v -timeout 30m
 //
 // BATPAK_CLUSTER_FIGURES_ROUNDS sets the kills per timing (default 5).
 
@@ -469,33 +469,7 @@ func TestCatchUp1M(t *testing.T) {
 // entry in flight before it.
 func TestSmallWritesBesideLargeBatches(t *testing.T) {
 	figures(t)
-	root := t.TempDir()
-	var nodes []*cluster.Node
-	var servers []cluster.Server
-	for i := 1; i <= 3; i++ {
-		cfg := cluster.Config{ID: fmt.Sprintf("f%d", i), Dir: filepath.Join(root, strconv.Itoa(i)), Bind: "127.0.0.1:0"}
-		n, err := cluster.Open(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		nodes = append(nodes, n)
-		servers = append(servers, cluster.Server{ID: cfg.ID, Address: n.Addr()})
-	}
-	if err := nodes[0].Bootstrap(servers...); err != nil {
-		t.Fatal(err)
-	}
-	var l *cluster.Node
-	for deadline := time.Now().Add(10 * time.Second); l == nil; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
-		}
-		for _, n := range nodes {
-			if n.IsLeader() {
-				l = n
-			}
-		}
-	}
+	l := threeNodesTCP(t)
 	pad := []byte(`{"p":"` + strings.Repeat("x", 4000) + `"}`)
 	items := make([]core.BatchItem, 4096)
 	for i := range items {
@@ -503,6 +477,10 @@ func TestSmallWritesBesideLargeBatches(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	// The large writers end before the test does, however it ends (their
+	// errors are reported through t).
+	defer wg.Wait()
+	defer cancel()
 	var mu sync.Mutex
 	var large []time.Duration
 	for range 2 {
@@ -531,7 +509,8 @@ func TestSmallWritesBesideLargeBatches(t *testing.T) {
 		t0 := time.Now()
 		rs, err := l.Append(context.Background(), "small", one)
 		if err != nil || rs[0].Err != nil {
-			t.Fatalf("a small write: %v %+v", err, rs)
+			t.Errorf("a small write: %v %+v", err, rs)
+			return
 		}
 		small = append(small, time.Since(t0))
 	}
@@ -543,4 +522,89 @@ func TestSmallWritesBesideLargeBatches(t *testing.T) {
 	}
 	t.Logf("small writes: %d, p50 %v, p99 %v, max %v; large batches: %d in 15 s (%.1f MiB/s), p50 %v, max %v",
 		len(small), pct(small, 50), pct(small, 99), pct(small, 100), len(large), float64(len(large))*16/15, pct(large, 50), pct(large, 100))
+}
+
+// threeNodesTCP starts 3 nodes on loopback TCP (raft's default timings) and
+// returns the leader.
+func threeNodesTCP(t *testing.T) *cluster.Node {
+	t.Helper()
+	root := t.TempDir()
+	var nodes []*cluster.Node
+	var servers []cluster.Server
+	for i := 1; i <= 3; i++ {
+		cfg := cluster.Config{ID: fmt.Sprintf("f%d", i), Dir: filepath.Join(root, strconv.Itoa(i)), Bind: "127.0.0.1:0"}
+		if os.Getenv("BATPAK_RAFT_LOG") != "" {
+			cfg.RaftLog = os.Stderr
+		}
+		n, err := cluster.Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		nodes = append(nodes, n)
+		servers = append(servers, cluster.Server{ID: cfg.ID, Address: n.Addr()})
+	}
+	if err := nodes[0].Bootstrap(servers...); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+		for _, n := range nodes {
+			if n.IsLeader() {
+				return n
+			}
+		}
+	}
+}
+
+// TestWritesDuringASnapshot measures what a raft snapshot of a node
+// holding 320 MiB of one tenant's events costs another tenant's single
+// appends on a 3-node cluster over loopback TCP: their latency while the
+// leader snapshots (Node.Snapshot), which copies every store.
+func TestWritesDuringASnapshot(t *testing.T) {
+	figures(t)
+	l := threeNodesTCP(t)
+	pad := []byte(`{"p":"` + strings.Repeat("x", 4000) + `"}`)
+	items := make([]core.BatchItem, 4096)
+	for i := range items {
+		items[i] = core.BatchItem{Coordinate: core.Coordinate{Entity: "b" + strconv.Itoa(i%16), Scope: "s"}, Kind: core.MustKind(1, 1), Payload: pad}
+	}
+	for range 20 {
+		if rs, err := l.AppendBatch(context.Background(), "bulk", items); err != nil || rs[0].Err != nil {
+			t.Fatalf("a batch: %v %+v", err, rs)
+		}
+	}
+	one := core.BatchItem{Coordinate: core.Coordinate{Entity: "v", Scope: "s"}, Kind: core.MustKind(1, 1), Payload: []byte(`{"n":1}`)}
+	var took time.Duration
+	snapped := make(chan error, 1)
+	var lat []time.Duration
+	for i := 0; ; i++ {
+		if i == 50 {
+			go func() {
+				t0 := time.Now()
+				err := l.Snapshot()
+				took = time.Since(t0)
+				snapped <- err
+			}()
+		}
+		t0 := time.Now()
+		if rs, err := l.Append(context.Background(), "small", one); err != nil || rs[0].Err != nil {
+			t.Fatalf("a small write: %v %+v", err, rs)
+		}
+		lat = append(lat, time.Since(t0))
+		if i > 50 && len(snapped) > 0 {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if err := <-snapped; err != nil {
+		t.Fatal(err)
+	}
+	before, during := slices.Clone(lat[:50]), slices.Clone(lat[50:])
+	slices.Sort(before)
+	slices.Sort(during)
+	t.Logf("snapshot of 320 MiB took %v; small writes before it: p50 %v, max %v; during it (%d): p50 %v, max %v",
+		took, before[len(before)/2], before[len(before)-1], len(during), during[len(during)/2], during[len(during)-1])
 }
