@@ -470,11 +470,7 @@ func TestCatchUp1M(t *testing.T) {
 func TestSmallWritesBesideLargeBatches(t *testing.T) {
 	figures(t)
 	l := threeNodesTCP(t)
-	pad := []byte(`{"p":"` + strings.Repeat("x", 4000) + `"}`)
-	items := make([]core.BatchItem, 4096)
-	for i := range items {
-		items[i] = core.BatchItem{Coordinate: core.Coordinate{Entity: "b" + strconv.Itoa(i%16), Scope: "s"}, Kind: core.MustKind(1, 1), Payload: pad}
-	}
+	items := largeBatch()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	// The large writers end before the test does, however it ends (their
@@ -524,15 +520,12 @@ func TestSmallWritesBesideLargeBatches(t *testing.T) {
 		len(small), pct(small, 50), pct(small, 99), pct(small, 100), len(large), float64(len(large))*16/15, pct(large, 50), pct(large, 100))
 }
 
-// threeNodesTCP starts 3 nodes on loopback TCP (raft's default timings) and
-// returns the leader.
+// threeNodesTCP starts 3 nodes on loopback TCP with raft's default
+// timings and returns the leader.
 func threeNodesTCP(t *testing.T) *cluster.Node {
 	t.Helper()
-	root := t.TempDir()
-	var nodes []*cluster.Node
-	var servers []cluster.Server
-	for i := 1; i <= 3; i++ {
-		cfg := cluster.Config{ID: fmt.Sprintf("f%d", i), Dir: filepath.Join(root, strconv.Itoa(i)), Bind: "127.0.0.1:0"}
+	nodes := tcpCluster(t, "f", 3, func(dir, id string) *cluster.Node {
+		cfg := cluster.Config{ID: id, Dir: dir, Bind: "127.0.0.1:0"}
 		if os.Getenv("BATPAK_RAFT_LOG") != "" {
 			cfg.RaftLog = os.Stderr
 		}
@@ -541,22 +534,20 @@ func threeNodesTCP(t *testing.T) *cluster.Node {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { n.Close() })
-		nodes = append(nodes, n)
-		servers = append(servers, cluster.Server{ID: cfg.ID, Address: n.Addr()})
+		return n
+	})
+	return waitLeader(t, nodes, 10*time.Second)
+}
+
+// largeBatch is a batch of Config.MaxBytes (4,096 events of 4 KiB) over
+// 16 entities.
+func largeBatch() []core.BatchItem {
+	pad := []byte(`{"p":"` + strings.Repeat("x", 4000) + `"}`)
+	items := make([]core.BatchItem, 4096)
+	for i := range items {
+		items[i] = core.BatchItem{Coordinate: core.Coordinate{Entity: "b" + strconv.Itoa(i%16), Scope: "s"}, Kind: core.MustKind(1, 1), Payload: pad}
 	}
-	if err := nodes[0].Bootstrap(servers...); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
-		}
-		for _, n := range nodes {
-			if n.IsLeader() {
-				return n
-			}
-		}
-	}
+	return items
 }
 
 // TestWritesDuringASnapshot measures what a raft snapshot of a node
@@ -566,11 +557,7 @@ func threeNodesTCP(t *testing.T) *cluster.Node {
 func TestWritesDuringASnapshot(t *testing.T) {
 	figures(t)
 	l := threeNodesTCP(t)
-	pad := []byte(`{"p":"` + strings.Repeat("x", 4000) + `"}`)
-	items := make([]core.BatchItem, 4096)
-	for i := range items {
-		items[i] = core.BatchItem{Coordinate: core.Coordinate{Entity: "b" + strconv.Itoa(i%16), Scope: "s"}, Kind: core.MustKind(1, 1), Payload: pad}
-	}
+	items := largeBatch()
 	for range 20 {
 		if rs, err := l.AppendBatch(context.Background(), "bulk", items); err != nil || rs[0].Err != nil {
 			t.Fatalf("a batch: %v %+v", err, rs)

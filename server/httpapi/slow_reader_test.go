@@ -39,6 +39,23 @@ func neverRead(t *testing.T, e *env, key, path string, n int, hdr ...string) []n
 	return conns
 }
 
+// refusedBusy reads the responses on conns (see responses) and counts
+// those refused 503 BUSY with Retry-After; any other answer but 200 fails
+// the test.
+func refusedBusy(t *testing.T, conns []net.Conn, what string) int {
+	t.Helper()
+	busy := 0
+	for _, res := range responses(t, conns) {
+		switch {
+		case res.StatusCode == 503 && res.Header.Get("Retry-After") != "":
+			busy++
+		case res.StatusCode != 200:
+			t.Fatalf("one of the %s: %d", what, res.StatusCode)
+		}
+	}
+	return busy
+}
+
 // responses reads the response head on each of conns (waiting up to 10 s
 // for each) and closes them.
 func responses(t *testing.T, conns []net.Conn) []*http.Response {
@@ -88,15 +105,7 @@ func TestPagesOfSlowReadersBounded(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 		grew = min(grew, int64(heapInUse())-base)
 	}
-	busy := 0
-	for _, res := range responses(t, conns) {
-		switch {
-		case res.StatusCode == 503 && res.Header.Get("Retry-After") != "":
-			busy++
-		case res.StatusCode != 200:
-			t.Fatalf("a page: %d", res.StatusCode)
-		}
-	}
+	busy := refusedBusy(t, conns, "pages")
 	t.Logf("heap grew %d MiB; %d of %d pages refused busy", grew>>20, busy, n)
 	if busy == 0 {
 		t.Errorf("%d never-read pages of 8 MiB: all were held, none refused", n)
@@ -203,15 +212,7 @@ func TestNDJSONQueriesOfSlowReadersBounded(t *testing.T) {
 	if len(lines) != 17 || lines[16]["next_after"] != nil || lines[15]["global_sequence"] == nil {
 		t.Fatalf("globex's NDJSON query while acme's slow readers hold theirs: %d lines, last %v", len(lines), lines[len(lines)-1])
 	}
-	busy := 0
-	for _, res := range responses(t, conns) {
-		switch {
-		case res.StatusCode == 503 && res.Header.Get("Retry-After") != "":
-			busy++
-		case res.StatusCode != 200:
-			t.Fatalf("a stalled NDJSON query: %d", res.StatusCode)
-		}
-	}
+	busy := refusedBusy(t, conns, "NDJSON queries")
 	t.Logf("%d of acme's %d never-read NDJSON queries refused busy", busy, n)
 	if busy < n-34 || busy > n-20 {
 		t.Errorf("%d of acme's %d never-read NDJSON queries refused busy; want all but its share (about 31)", busy, n)
@@ -276,15 +277,7 @@ func TestExportsOfSlowReadersBounded(t *testing.T) {
 	const n = 40
 	conns := neverRead(t, e, acme["admin"], "/v1/tenants/acme/export", n)
 	time.Sleep(3 * time.Second)
-	busy := 0
-	for _, res := range responses(t, conns) {
-		switch {
-		case res.StatusCode == 503 && res.Header.Get("Retry-After") != "":
-			busy++
-		case res.StatusCode != 200:
-			t.Fatalf("a stalled export: %d", res.StatusCode)
-		}
-	}
+	busy := refusedBusy(t, conns, "exports")
 	if busy < n-34 || busy > n-20 {
 		t.Errorf("%d of acme's %d never-read exports refused busy; want all but its share (about 30)", busy, n)
 	}
