@@ -327,20 +327,8 @@ func loadCursor(fsys vfs.FS, dir, name string) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("batpak: read cursor %q: %w", name, err)
 	}
-	pos, err := parseCursor(b)
-	if err != nil {
-		return 0, &CorruptionError{File: cursorPath(dir, name), Reason: "cursor position file is damaged"}
-	}
-	return pos, nil
-}
-
-// errCursorFile: a cursor file that is not one.
-var errCursorFile = errors.New("not a cursor position file")
-
-// parseCursor reads a cursor file's position.
-func parseCursor(b []byte) (uint64, error) {
 	if len(b) != 20 || string(b[:8]) != "BPCURSR1" || le.Uint32(b[16:]) != format.CRC32C(b[:16]) {
-		return 0, errCursorFile
+		return 0, &CorruptionError{File: cursorPath(dir, name), Reason: "cursor position file is damaged"}
 	}
 	return le.Uint64(b[8:]), nil
 }

@@ -358,29 +358,3 @@ func ExampleStore_CursorWorker() {
 	fmt.Println(w.Join(), seen)
 	// Output: <nil> 3
 }
-
-// BeginSnapshot takes the point at once; the copy, made later while
-// writes go on, shows the store as it was then.
-func ExampleStore_BeginSnapshot() {
-	s, done := tempStore()
-	defer done()
-	ctx := context.Background()
-	coord, _ := core.NewCoordinate("order:1", "shop")
-	s.Append(ctx, coord, orderPlaced, []byte(`{}`))
-
-	p, err := s.BeginSnapshot(ctx)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer p.Release()
-	s.Append(ctx, coord, orderShipped, []byte(`{}`)) // after the point
-
-	dest, _ := os.MkdirTemp("", "batpak-snapshot-")
-	defer os.RemoveAll(dest)
-	rep, err := p.CopyTo(ctx, dest)
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println("events in the copy:", rep.GlobalSequence)
-	// Output: events in the copy: 1
-}

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
@@ -43,12 +42,12 @@ type SnapshotReport struct {
 // consistent: opening it shows exactly the events published when the
 // snapshot point was taken (a fence open then stays open in the copy, so
 // its writes are hidden there), with hidden ranges and durable cursor
-// positions as they were at the point. Files are synced before Snapshot
-// returns. The snapshot point is taken through the writer (after
-// everything queued before the call); the copy happens on the calling
-// goroutine. If it fails, what it copied is removed (dest is left as it
-// was, empty or missing), so it can be retried into the same dest.
-// Snapshot is BeginSnapshot and CopyTo in one call.
+// positions (one committed past the snapshot point, while the copy was
+// being made, is copied as the point). Files are synced before Snapshot returns. The snapshot point
+// is taken through the writer (after everything queued before the call);
+// the copy happens on the calling goroutine. If it fails, what it copied
+// is removed (dest is left as it was, empty or missing), so it can be
+// retried into the same dest.
 func (s *Store) Snapshot(ctx context.Context, dest string) (SnapshotReport, error) {
 	if s.readOnly {
 		return SnapshotReport{Dest: dest}, ErrReadOnly
@@ -56,94 +55,14 @@ func (s *Store) Snapshot(ctx context.Context, dest string) (SnapshotReport, erro
 	if err := checkSnapshotDest(s.fs, dest); err != nil {
 		return SnapshotReport{Dest: dest}, err
 	}
-	p, err := s.BeginSnapshot(ctx)
-	if err != nil {
-		return SnapshotReport{Dest: dest}, err
-	}
-	defer p.Release()
-	return p.CopyTo(ctx, dest)
-}
-
-// PendingSnapshot is a snapshot whose point is taken and whose copy is
-// still to be made (Store.BeginSnapshot): the copy shows the store as it
-// was at the point, however much is written meanwhile.
-type PendingSnapshot struct {
-	s       *Store
-	pt      snapPoint
-	cursors map[string][]byte // the cursor files at the point, by name
-	start   time.Time
-
-	mu       sync.Mutex
-	released bool
-}
-
-// BeginSnapshot takes a snapshot point now — through the writer, after
-// everything queued before the call — and returns it, for CopyTo to copy
-// later while writes go on: a caller that must not let writes in until
-// the point is taken (a replicated log's state machine between two
-// applies) waits only for that, not for the copy. Until CopyTo returns or
-// Release is called, compaction and redaction of the store wait (they
-// rewrite published frames in place or under their names); the durable
-// cursor positions are read at the point. Call Release when done with it.
-func (s *Store) BeginSnapshot(ctx context.Context) (*PendingSnapshot, error) {
-	if s.readOnly {
-		return nil, ErrReadOnly
-	}
-	start := time.Now()
-	// Held from before the snapshot point: a compaction or redaction
-	// between the point and the copy would put other bytes, or files with
-	// other names and contents, under the copy.
-	s.rewriteMu.RLock()
-	p := &PendingSnapshot{s: s, start: start}
-	t, err := s.enqueue(&request{op: opSnapshot, t: newTicket(), snap: &p.pt})
-	if err == nil {
-		_, err = t.Wait(ctx)
-	}
-	if err == nil {
-		p.cursors, err = readCursorFiles(s.fs, s.cfg.Dir)
-	}
-	if err != nil {
-		s.rewriteMu.RUnlock()
-		return nil, err
-	}
-	return p, nil
-}
-
-// Release lets compaction and redaction go on again; CopyTo fails after
-// it. Calling it more than once is harmless.
-func (p *PendingSnapshot) Release() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.released {
-		p.released = true
-		p.s.rewriteMu.RUnlock()
-	}
-}
-
-// CopyTo copies the store as it was at the snapshot point into dest, a
-// directory that must not exist or be empty (a symbolic link is refused),
-// and syncs what it wrote. If it fails, what it copied is removed (dest is
-// left as it was, empty or missing), so it can be retried. Errors: dest
-// unusable (ErrSnapshotDest), Release called already (ErrClosed), ctx
-// ended, or an I/O error.
-func (p *PendingSnapshot) CopyTo(ctx context.Context, dest string) (SnapshotReport, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.released {
-		return SnapshotReport{Dest: dest}, fmt.Errorf("batpak: snapshot: released before it was copied: %w", ErrClosed)
-	}
-	fsys := p.s.fs
-	if err := checkSnapshotDest(fsys, dest); err != nil {
-		return SnapshotReport{Dest: dest}, err
-	}
-	_, statErr := fsys.Lstat(dest)
-	rep, err := p.copy(ctx, dest)
+	_, statErr := s.fs.Lstat(dest)
+	rep, err := s.snapshot(ctx, dest)
 	if err != nil {
 		// dest was empty or missing: leave it so, and the call retryable
 		// (a full disk, a cancelled context).
-		removeContents(fsys, dest)
+		removeContents(s.fs, dest)
 		if statErr != nil {
-			_ = fsys.Remove(dest)
+			_ = s.fs.Remove(dest)
 		}
 	}
 	return rep, err
@@ -161,9 +80,22 @@ func removeContents(fsys vfs.FS, dir string) {
 	}
 }
 
-func (p *PendingSnapshot) copy(ctx context.Context, dest string) (SnapshotReport, error) {
-	s, pt := p.s, p.pt
+func (s *Store) snapshot(ctx context.Context, dest string) (SnapshotReport, error) {
+	start := time.Now()
 	rep := SnapshotReport{Dest: dest}
+	// Held from before the snapshot point: a compaction or redaction
+	// between the point and the copy would put other bytes, or files with
+	// other names and contents, under the copy.
+	s.rewriteMu.RLock()
+	defer s.rewriteMu.RUnlock()
+	pt := &snapPoint{}
+	t, err := s.enqueue(&request{op: opSnapshot, t: newTicket(), snap: pt})
+	if err != nil {
+		return rep, err
+	}
+	if _, err := t.Wait(ctx); err != nil {
+		return rep, err
+	}
 	if err := segment.MkdirDurable(s.fs, dest); err != nil {
 		return rep, fmt.Errorf("batpak: snapshot: %w", err)
 	}
@@ -209,14 +141,14 @@ func (p *PendingSnapshot) copy(ctx context.Context, dest string) (SnapshotReport
 			return rep, fmt.Errorf("batpak: snapshot erasure epoch: %w", err)
 		}
 	}
-	if err := writeCursors(s.fs, dest, p.cursors, pt.events); err != nil {
+	if err := copyCursors(s.fs, s.cfg.Dir, dest, pt.events); err != nil {
 		return rep, fmt.Errorf("batpak: snapshot cursors: %w", err)
 	}
 	if err := segment.SyncDir(s.fs, dest); err != nil {
 		return rep, err
 	}
 	rep.GlobalSequence = pt.events
-	rep.Elapsed = time.Since(p.start)
+	rep.Elapsed = time.Since(start)
 	return rep, nil
 }
 
@@ -268,57 +200,42 @@ func copyFile(fsys vfs.FS, src, dst string, limit int64) (int64, error) {
 	return n, err
 }
 
-// readCursorFiles reads the durable cursor position files of the store
-// in dir, by cursor name (none: nil).
-func readCursorFiles(fsys vfs.FS, dir string) (map[string][]byte, error) {
-	ents, err := fsys.ReadDir(filepath.Join(dir, cursorDir))
+// copyCursors copies the durable cursor positions of the store in src to
+// dst. A position is copied as at most limit (the snapshot point): a
+// consumer that committed past the point after it was taken must not skip,
+// in the copy, the events the copy will get there.
+func copyCursors(fsys vfs.FS, src, dst string, limit uint64) error {
+	ents, err := fsys.ReadDir(filepath.Join(src, cursorDir))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
-	out := map[string][]byte{}
 	for _, e := range ents {
 		name, ok := strings.CutSuffix(e.Name(), ".pos")
 		if e.IsDir() || !ok || !cursorNameRE.MatchString(name) {
 			continue
 		}
-		b, err := vfs.ReadFile(fsys, cursorPath(dir, name))
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // deleted since listed
-		}
+		pos, err := loadCursor(fsys, src, name)
 		if err != nil {
-			return nil, err
-		}
-		out[name] = b
-	}
-	return out, nil
-}
-
-// writeCursors writes the cursor files read at a snapshot point into the
-// copy in dst. A position is written as at most limit (the snapshot
-// point's event count); a damaged file is copied as it is (the copy
-// reports it as the source does).
-func writeCursors(fsys vfs.FS, dst string, files map[string][]byte, limit uint64) error {
-	if len(files) == 0 {
-		return nil
-	}
-	if err := fsys.MkdirAll(filepath.Join(dst, cursorDir), 0o755); err != nil {
-		return err
-	}
-	for name, b := range files {
-		if pos, err := parseCursor(b); err == nil {
-			if err := saveCursor(fsys, dst, name, min(pos, limit)); err != nil {
+			// Damaged: copied as it is (the copy reports it as the source does).
+			if err := fsys.MkdirAll(filepath.Join(dst, cursorDir), 0o755); err != nil {
+				return err
+			}
+			if _, err := copyFile(fsys, cursorPath(src, name), cursorPath(dst, name), -1); err != nil {
 				return err
 			}
 			continue
 		}
-		if err := segment.WriteFileAtomic(fsys, filepath.Join(dst, cursorDir), name+".pos", b, true); err != nil {
+		if err := saveCursor(fsys, dst, name, min(pos, limit)); err != nil {
 			return err
 		}
 	}
-	return segment.SyncDir(fsys, filepath.Join(dst, cursorDir))
+	if _, err := fsys.Stat(filepath.Join(dst, cursorDir)); err == nil {
+		return segment.SyncDir(fsys, filepath.Join(dst, cursorDir))
+	}
+	return nil
 }
 
 // CopyFiles copies the files of the store in directory dir into dest, a

@@ -2,7 +2,6 @@ package core_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -382,83 +381,5 @@ func TestCopyFiles(t *testing.T) {
 	}
 	if err := core.CopyFiles(filepath.Join(dir, "src"), dest); err == nil {
 		t.Fatal("a copy over an existing directory succeeded")
-	}
-}
-
-// TestBeginSnapshotCopiesThePoint: a snapshot whose point is taken first
-// and copied later (BeginSnapshot, CopyTo) shows the store as it was at
-// the point — its events, cursor positions (a commit after the point,
-// backwards as well as forwards, is not in it) and redactions — while
-// writes, commits and a redaction go on before the copy; the redaction
-// waits for the copy, then goes through.
-func TestBeginSnapshotCopiesThePoint(t *testing.T) {
-	ctx := context.Background()
-	s := openStore(t)
-	var rs []core.Receipt
-	for i := 0; i < 40; i++ {
-		rs = append(rs, mustAppend(t, s, mustCoord(t, "cur:1", "s"), kindA, secretPayload(fmt.Sprintf("x%d", i))))
-	}
-	a := mustNamedCursor(t, s, "alpha", core.All())
-	mustPoll(t, a, 20)
-	if err := a.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	p, err := s.BeginSnapshot(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Release()
-	// After the point: more events, the cursor moved on, a new cursor.
-	for i := 0; i < 25; i++ {
-		mustAppend(t, s, mustCoord(t, "cur:2", "s"), kindA, `{"after":true}`)
-	}
-	mustPoll(t, a, 30)
-	if err := a.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	b := mustNamedCursor(t, s, "beta", core.All())
-	mustPoll(t, b, 3)
-	if err := b.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	redacted := make(chan error, 1)
-	go func() { redacted <- s.Redact(ctx, rs[0].ID) }()
-	select {
-	case err := <-redacted:
-		t.Fatalf("a redaction went through while a snapshot's copy was still to be made (err %v)", err)
-	case <-time.After(300 * time.Millisecond):
-	}
-	dest := filepath.Join(t.TempDir(), "snap")
-	rep, err := p.CopyTo(ctx, dest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.GlobalSequence != 40 {
-		t.Fatalf("the copy's point is at %d events, want 40", rep.GlobalSequence)
-	}
-	p.Release()
-	if err := <-redacted; err != nil {
-		t.Fatalf("the redaction after the copy: %v", err)
-	}
-	if _, err := p.CopyTo(ctx, filepath.Join(t.TempDir(), "again")); !errors.Is(err, core.ErrClosed) {
-		t.Fatalf("CopyTo after Release: %v, want ErrClosed", err)
-	}
-
-	c := openWith(t, testConfig(dest))
-	if got := mustQuery(t, c, core.All()); len(got) != 40 {
-		t.Fatalf("the copy holds %d events, want the 40 before the point", len(got))
-	}
-	if ca := mustNamedCursor(t, c, "alpha", core.All()); ca.Committed() != 20 {
-		t.Fatalf("cursor alpha in the copy at %d, want 20 (its position at the point)", ca.Committed())
-	}
-	if cb := mustNamedCursor(t, c, "beta", core.All()); cb.Committed() != 0 {
-		t.Fatalf("cursor beta, defined after the point, in the copy at %d", cb.Committed())
-	}
-	if e0, _ := c.Get(rs[0].ID); e0.Redacted {
-		t.Fatal("a redaction made after the point is in the copy")
-	}
-	mustVerify(t, c)
-	if e0, _ := s.Get(rs[0].ID); !e0.Redacted {
-		t.Fatal("the redaction is not in the store")
 	}
 }

@@ -137,14 +137,11 @@
 // TrailingLogs entries; a node too far behind, or new, is sent the
 // snapshot and then the log.
 //
-// A snapshot copies every tenant's store: an open one as it was when raft
-// took the snapshot between two applies (core.Store.BeginSnapshot), its
-// copy made afterwards while applies go on (writes to it included;
-// compaction and redaction of it, a drop of any store and the install of
-// a leader's snapshot wait for the copies), a closed one by copying its
-// directory (as its Close left it: synced, checkpoint written) at once
-// while the node keeps it closed — a read of it waits for the copy, and
-// so do applies. A snapshot opens no store and leaves none open.
+// A snapshot copies every tenant's store: an open one with
+// core.Store.Snapshot, a closed one by copying its directory (as its Close
+// left it: synced, checkpoint written) while the node keeps it closed —
+// a read of it waits for the copy. A snapshot opens no store and leaves
+// none open.
 //
 // A running node that installs a snapshot keeps the store objects held
 // (the server holds them, with subscriptions and cursors on them): each

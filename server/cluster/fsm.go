@@ -43,12 +43,7 @@ type fsm struct {
 
 	// mu guards stores (see stores.go for how holds, opens and closes
 	// use it); Restore and drops hold it exclusively.
-	mu sync.RWMutex
-	// copyMu is held shared from a snapshot's Snapshot until its copies
-	// of open stores are made (fsmSnapshot.Persist) or given up
-	// (Release), exclusively by a drop or a Restore, which replace
-	// stores' directories; taken before mu, never while holding it.
-	copyMu sync.RWMutex
+	mu     sync.RWMutex
 	stores map[string]*storeEntry // open, opening or closing
 	closed bool                   // Node.Close closed the stores: open no more
 	// held maps each open *core.Store to its entry, for Node.ReleaseStore.
@@ -303,8 +298,6 @@ func (f *fsm) drop(tenant string, index uint64) ([]Result, error) {
 		res[0].Err = err
 		return res, nil
 	}
-	f.copyMu.Lock() // a snapshot's copy of the store is made first
-	defer f.copyMu.Unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.settleLocked(tenant)
@@ -512,16 +505,12 @@ func (f *fsm) err() error {
 	return f.halt
 }
 
-// Snapshot takes every tenant store's part of a raft snapshot: the
-// snapshot point of an open one (core.Store.BeginSnapshot: its copy is
-// made by Persist, while applies go on), the files of a closed one
-// (copied now: snapshotStore), into a staging directory. raft calls it
-// between applies, so the parts hold exactly the entries applied so far;
-// applies wait while the points are taken and closed stores copied (reads
-// do not, but of a closed store while its files are copied), then Persist
-// makes the open stores' copies — a drop or a Restore meanwhile waits for
-// them (copyMu) — and streams everything to raft. Before, applies waited
-// for every copy: seconds with a few hundred MiB of stores.
+// Snapshot copies every tenant store (core.Store.Snapshot of an open one,
+// the files of a closed one: snapshotStore) into a staging directory.
+// raft calls it between applies, so the copies hold exactly the entries
+// applied so far; applies wait while the copies are made (reads do not,
+// but of a closed store while its files are copied), then Persist
+// streams them to raft while applies go on.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if err := f.err(); err != nil {
 		// raft counts the entry the node halted on as applied once Close
@@ -552,32 +541,23 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		return nil, err
 	}
 	// No lock is held while copying (reads go on): an open store is held
-	// until Persist has copied it, so nothing closes it meanwhile, and a
-	// closed one is kept closed while its files are copied
-	// (snapshotStore); raft never runs Restore or an apply beside
-	// Snapshot.
-	// Held until the copies are made or given up: a drop or a Restore
-	// applied meanwhile waits for them.
-	f.copyMu.RLock()
-	snap := &fsmSnapshot{f: f, dir: dir, unlock: sync.OnceFunc(f.copyMu.RUnlock)}
+	// while it is copied, so nothing closes it meanwhile, and a closed
+	// one is kept closed while its files are copied (snapshotStore); raft
+	// never runs Restore or an apply beside Snapshot.
 	for _, name := range names {
-		c, err := f.snapshotStore(context.Background(), name, filepath.Join(dir, "tenants", name))
-		if err != nil {
-			snap.Release()
+		if err := f.snapshotStore(context.Background(), name, filepath.Join(dir, "tenants", name)); err != nil {
+			os.RemoveAll(dir)
 			return nil, fmt.Errorf("cluster: snapshot of tenant %q: %w", name, err)
-		}
-		if c != nil {
-			snap.copies = append(snap.copies, c)
 		}
 	}
 	if err := copyBlobs(f.blobs, filepath.Join(dir, blobsDir)); err != nil {
-		snap.Release()
+		os.RemoveAll(dir)
 		return nil, fmt.Errorf("cluster: snapshot of the blobs: %w", err)
 	}
 	var idx [8]byte
 	binary.BigEndian.PutUint64(idx[:], f.appliedIndex())
 	if err := os.WriteFile(filepath.Join(dir, "applied"), idx[:], 0o644); err != nil {
-		snap.Release()
+		os.RemoveAll(dir)
 		return nil, err
 	}
 	var born []byte
@@ -588,13 +568,10 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		}
 	}
 	if err := os.WriteFile(filepath.Join(dir, "born"), born, 0o644); err != nil {
-		snap.Release()
+		os.RemoveAll(dir)
 		return nil, err
 	}
-	if len(snap.copies) == 0 {
-		snap.unlock()
-	}
-	return snap, nil
+	return &fsmSnapshot{dir: dir}, nil
 }
 
 // copyBlobs puts every blob of from into to (hard links where the file
@@ -667,22 +644,9 @@ func tenantDirs(root string) ([]string, error) {
 // name length, name; repeated; absent from older snapshots),
 // tenants/<tenant>/… (each store's snapshot directory) and blobs/<sha256
 // hex> (every blob; absent from older snapshots).
-// fsmSnapshot is a raft snapshot taken (Snapshot) and not yet persisted:
-// its staging directory and the open stores' copies still to be made.
-type fsmSnapshot struct {
-	f      *fsm
-	dir    string
-	copies []*storeCopy
-	unlock func() // f.copyMu's shared hold, taken by Snapshot: once
-}
+type fsmSnapshot struct{ dir string }
 
-// Persist makes the open stores' copies (a drop or a Restore waits for
-// them), then streams the staging directory to raft.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if err := s.makeCopies(); err != nil {
-		sink.Cancel()
-		return fmt.Errorf("cluster: persisting snapshot: %w", err)
-	}
 	if err := writeTar(sink, s.dir); err != nil {
 		sink.Cancel()
 		return fmt.Errorf("cluster: persisting snapshot: %w", err)
@@ -690,30 +654,7 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	return sink.Close()
 }
 
-func (s *fsmSnapshot) makeCopies() error {
-	defer s.unlock()
-	for i, c := range s.copies {
-		if err := c.make(context.Background()); err != nil {
-			return fmt.Errorf("tenant %q: %w", filepath.Base(c.dest), err)
-		}
-		s.copies[i] = nil
-	}
-	s.copies = nil
-	return nil
-}
-
-// Release lets go of the stores whose copies were not made, and removes
-// the staging directory.
-func (s *fsmSnapshot) Release() {
-	for _, c := range s.copies {
-		if c != nil {
-			c.done()
-		}
-	}
-	s.copies = nil
-	s.unlock()
-	os.RemoveAll(s.dir)
-}
+func (s *fsmSnapshot) Release() { os.RemoveAll(s.dir) }
 
 func writeTar(w io.Writer, dir string) error {
 	tw := tar.NewWriter(w)
@@ -767,8 +708,6 @@ func writeTar(w io.Writer, dir string) error {
 // store still empty that the snapshot lacks is kept.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	f.copyMu.Lock() // a snapshot's copies of the stores are made first
-	defer f.copyMu.Unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.settleLocked("")

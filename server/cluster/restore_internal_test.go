@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -119,84 +118,4 @@ func TestRestoreRefusesAStoreThatIsNotAPrefix(t *testing.T) {
 	} else if evs, err := g.s.Query(core.All()); err != nil || len(evs) != 1 {
 		t.Fatalf("globex from the snapshot: %d events (%v)", len(evs), err)
 	}
-}
-
-// TestSnapshotOfOpenStoresIsTheirPoint: raft takes a snapshot between two
-// applies (Snapshot) and persists it while applies go on; the copies of
-// open stores are made then, yet the snapshot is the stores as they were
-// when it was taken — restored, it holds exactly the entries applied
-// before it, and says so. A drop of a store whose copy is still to be
-// made waits for the copy; a snapshot given up (Release without Persist)
-// lets its stores go.
-func TestSnapshotOfOpenStoresIsTheirPoint(t *testing.T) {
-	f := testFSM(t)
-	idx := uint64(0)
-	for i := 0; i < 20; i++ {
-		idx++
-		mustApply(t, f, writeEntry(t, idx, "acme", "a"))
-		idx++
-		mustApply(t, f, writeEntry(t, idx, "globex", "g"))
-	}
-	taken := idx
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 15; i++ { // after the snapshot, before its copies
-		idx++
-		mustApply(t, f, writeEntry(t, idx, "acme", "a"))
-	}
-	drop, err := encodeCommand(&command{Op: opDrop, Tenant: "globex"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx++
-	dropped := make(chan struct{})
-	go func() {
-		defer close(dropped)
-		mustApply(t, f, &raft.Log{Type: raft.LogCommand, Index: idx, Data: drop})
-	}()
-	select {
-	case <-dropped:
-		t.Fatal("a store was dropped while a snapshot's copy of it was still to be made")
-	case <-time.After(300 * time.Millisecond):
-	}
-	var sink bufSink
-	if err := snap.Persist(&sink); err != nil {
-		t.Fatal(err)
-	}
-	snap.Release()
-	<-dropped
-
-	g := testFSM(t)
-	if err := g.Restore(io.NopCloser(&sink)); err != nil {
-		t.Fatal(err)
-	}
-	if g.appliedIndex() != taken {
-		t.Fatalf("the restored snapshot says it holds entries to %d, want %d", g.appliedIndex(), taken)
-	}
-	for _, tenant := range []string{"acme", "globex"} {
-		e, err := g.acquire(tenant, false)
-		if err != nil {
-			t.Fatalf("%s in the snapshot: %v", tenant, err)
-		}
-		evs, err := e.s.Query(core.All())
-		e.release()
-		if err != nil || len(evs) != 20 {
-			t.Fatalf("%s in the snapshot: %d events (%v), want the 20 applied before it", tenant, len(evs), err)
-		}
-	}
-
-	// Given up: the stores are let go (a drop goes through at once).
-	snap, err = f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap.Release()
-	drop, err = encodeCommand(&command{Op: opDrop, Tenant: "acme"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx++
-	mustApply(t, f, &raft.Log{Type: raft.LogCommand, Index: idx, Data: drop})
 }

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -303,22 +302,19 @@ func (f *fsm) lruVictimLocked() *storeEntry {
 // so the copy is the store as its Close left it, which opens as the
 // store itself would. A snapshot thus neither opens stores nor leaves
 // any open.
-func (f *fsm) snapshotStore(ctx context.Context, tenant, dest string) (*storeCopy, error) {
+func (f *fsm) snapshotStore(ctx context.Context, tenant, dest string) error {
 	f.mu.Lock()
 	f.settleLocked(tenant)
 	if f.closed {
 		f.mu.Unlock()
-		return nil, ErrClosed
+		return ErrClosed
 	}
 	if e := f.stores[tenant]; e != nil {
 		e.users.Add(1)
 		f.mu.Unlock()
-		p, err := e.s.BeginSnapshot(ctx)
-		if err != nil {
-			e.releaseQuiet()
-			return nil, err
-		}
-		return &storeCopy{p: p, dest: dest, release: func() { e.releaseQuiet() }}, nil
+		_, err := e.s.Snapshot(ctx, dest)
+		e.releaseQuiet()
+		return err
 	}
 	pin := &storeEntry{name: tenant, busy: make(chan struct{})}
 	f.stores[tenant] = pin
@@ -331,34 +327,7 @@ func (f *fsm) snapshotStore(ctx context.Context, tenant, dest string) (*storeCop
 	close(pin.busy)
 	pin.busy = nil
 	f.mu.Unlock()
-	return nil, err
-}
-
-// storeCopy is an open store's part of a raft snapshot: its point taken
-// while raft's applies waited, its copy made by Persist while they go on.
-// The store stays held (open) until the copy is made or given up.
-type storeCopy struct {
-	p       *core.PendingSnapshot
-	dest    string
-	release func() // the store's hold
-
-	once sync.Once
-}
-
-// make copies the store as it was at the point, then lets it go.
-func (c *storeCopy) make(ctx context.Context) error {
-	_, err := c.p.CopyTo(ctx, c.dest)
-	c.done()
 	return err
-}
-
-// done lets the store go (compaction and redaction may go on, and the
-// node may close it) without copying, if make has not.
-func (c *storeCopy) done() {
-	c.once.Do(func() {
-		c.p.Release()
-		c.release()
-	})
 }
 
 // closeIdle closes every store nobody has used since cutoff.
