@@ -72,7 +72,8 @@
 // one response): 503 BUSY with Retry-After past its share at once, past
 // the whole after a second's wait. An NDJSON query holds about 2 MiB of
 // the same budget while each step is read and written (more for one
-// event larger than the step), an export about 2 MiB while it runs:
+// event larger than the step), an export twice the tenant's
+// max_payload_bytes (at least 2 MiB) while it runs:
 // past it one that has not begun is answered 503 BUSY, and a query under
 // way ends early, its last line's next_after the last event sent.
 // MaxJSONDepth

@@ -445,6 +445,9 @@ func (a *API) queryEvents(c *call) error {
 	// as if complete).
 	bw := bufio.NewWriterSize(ctxWriter{c.w, c.r.Context()}, 64<<10)
 	enc := json.NewEncoder(bw)
+	// Not HTML-escaped, as pages are not: a payload's "<" stays one byte,
+	// so a step's encoding stays within what it holds (stepHold).
+	enc.SetEscapeHTML(false)
 	var last *uint64
 	early := false // ended for want of room: next_after says where to go on
 	for {
@@ -476,10 +479,14 @@ func (a *API) queryEvents(c *call) error {
 			if !errors.As(err, &ae) || ae.code != wire.CodeBusy {
 				return err // logged: the response has begun
 			}
-			if last == nil {
-				// Nothing to continue after: cut the stream, so that it
-				// is not taken for a complete answer.
+			if errors.Is(context.Cause(c.r.Context()), errAccessLost) || last == nil {
+				// The tenant's access was lost while the step waited, or
+				// there is nothing to continue after: cut the stream, so
+				// that it is not taken for a complete answer.
 				panic(http.ErrAbortHandler)
+			}
+			if c.r.Context().Err() != nil {
+				return nil // the client went away
 			}
 			early = true
 			break
@@ -704,7 +711,7 @@ func (a *API) export(c *call) error {
 	// An export reads the store a step at a time (core.Export) and a
 	// client that stops reading keeps its step until the write timeout:
 	// it holds exportHold of the response budget while it runs.
-	hold, err := a.bodies.take(c.r.Context(), c.tenant, exportHold)
+	hold, err := a.bodies.take(c.r.Context(), c.tenant, exportHold(a.opts.Plane.Effective(c.tenant).MaxPayloadBytes))
 	if err != nil {
 		return err
 	}
@@ -722,9 +729,12 @@ func (a *API) export(c *call) error {
 }
 
 // exportHold is what an export holds of the response budget while it
-// runs: core.Export's read step (1 MiB of payload) twice, and its and
-// the handler's write buffers.
-const exportHold = 2<<20 + 128<<10
+// runs, for a tenant whose events hold at most maxPayload bytes:
+// core.Export's read step (1 MiB of payload, or one larger event) twice,
+// and its and the handler's write buffers.
+func exportHold(maxPayload int) int64 {
+	return 2*int64(max(maxPayload, 1<<20)) + 128<<10
+}
 
 // importBody counts the bytes of an import body as they are read and
 // fails the read once check refuses the count. Each read may take idle

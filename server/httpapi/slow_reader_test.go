@@ -292,3 +292,16 @@ func TestExportsOfSlowReadersBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestNDJSONPayloadsAsStored: an NDJSON query writes a payload's "<" as
+// one byte, as a page does, so that a step's encoding stays within the
+// room it holds (twice its payloads); HTML-escaped it was six.
+func TestNDJSONPayloadsAsStored(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	e.must(e.req("POST", "/v1/tenants/acme/events", k["writer"], `{"entity":"e","scope":"s","kind":"1:1","payload":{"s":"<<<&>>>"}}`), 201)
+	r := e.must(e.req("GET", "/v1/tenants/acme/events", k["reader"], nil, "Accept", "application/x-ndjson"), 200)
+	if !strings.Contains(string(r.body), `"<<<&>>>"`) {
+		t.Fatalf("the payload in an NDJSON answer: %s", r.body)
+	}
+}
