@@ -113,11 +113,17 @@ func (c *logCache) FirstIndex() (uint64, error) { return c.store.FirstIndex() }
 
 func (c *logCache) LastIndex() (uint64, error) { return c.store.LastIndex() }
 
+// DeleteRange takes the entries from min to max out of the cache and the
+// store. Only those: raft truncates its log behind each snapshot, and the
+// newest entries, which it replicates and applies from the cache, stay.
 func (c *logCache) DeleteRange(min, max uint64) error {
 	c.mu.Lock()
-	c.cache = make([]*raft.Log, len(c.cache))
-	c.order = nil
-	c.bytes = 0
+	for i, e := range c.cache {
+		if e != nil && e.Index >= min && e.Index <= max {
+			c.bytes -= len(e.Data)
+			c.cache[i] = nil
+		}
+	}
 	c.mu.Unlock()
 	return c.store.DeleteRange(min, max)
 }

@@ -68,3 +68,44 @@ func TestLogCacheHoldsTheLargestEntries(t *testing.T) {
 		t.Fatalf("the entry before it: %v, %d bytes, %d reads from the store", err, len(l.Data), store.reads)
 	}
 }
+
+// TestLogCacheKeepsTheNewestAfterATruncation: raft truncates its log
+// behind a snapshot (DeleteRange of the oldest entries); the newest stay
+// cached, the deleted ones are gone from the cache and the store, and
+// the byte count follows.
+func TestLogCacheKeepsTheNewestAfterATruncation(t *testing.T) {
+	store := &countingStore{LogStore: raft.NewInmemStore()}
+	c := newLogCache(store, 64, 1<<20)
+	for i := uint64(1); i <= 100; i++ {
+		if err := c.StoreLogs([]*raft.Log{{Index: i, Term: 1, Data: make([]byte, 1000)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.DeleteRange(1, 90); err != nil {
+		t.Fatal(err)
+	}
+	var l raft.Log
+	for i := uint64(91); i <= 100; i++ {
+		if err := c.GetLog(i, &l); err != nil || l.Index != i {
+			t.Fatalf("entry %d after the truncation: %v", i, err)
+		}
+	}
+	if store.reads != 0 {
+		t.Fatalf("%d of the newest entries read back from the store after a truncation", store.reads)
+	}
+	if err := c.GetLog(90, &l); err == nil {
+		t.Fatal("entry 90 readable after its deletion")
+	}
+	if c.bytes != 10*1000 {
+		t.Fatalf("the cache counts %d bytes for the 10 entries left, want 10000", c.bytes)
+	}
+	// More entries after it: the bound and the order still hold.
+	for i := uint64(101); i <= 300; i++ {
+		if err := c.StoreLogs([]*raft.Log{{Index: i, Term: 1, Data: make([]byte, 1000)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.bytes != 64*1000 {
+		t.Fatalf("the cache counts %d bytes, want the 64 newest entries' 64000", c.bytes)
+	}
+}
