@@ -39,6 +39,19 @@ func neverRead(t *testing.T, e *env, key, path string, n int, hdr ...string) []n
 	return conns
 }
 
+// writeBlobs writes n events of about 900 KiB to entity "blob" of each
+// tenant of tenantWriters (a tenant, its writer key, …).
+func writeBlobs(e *env, n int, tenantWriters ...string) {
+	e.t.Helper()
+	big := strings.Repeat("a", 900<<10)
+	for i := range n {
+		body := `{"entity":"blob","scope":"s","kind":"1:1","payload":{"s":"` + big + `","i":` + fmt.Sprint(i) + `}}`
+		for j := 0; j+1 < len(tenantWriters); j += 2 {
+			e.must(e.req("POST", "/v1/tenants/"+tenantWriters[j]+"/events", tenantWriters[j+1], body), 201)
+		}
+	}
+}
+
 // refusedBusy reads the responses on conns (see responses) and counts
 // those refused 503 BUSY with Retry-After; any other answer but 200 fails
 // the test.
@@ -146,12 +159,7 @@ func TestStreamsOfSlowReadersHoldLittle(t *testing.T) {
 func TestSlowReadersShareIsPerTenant(t *testing.T) {
 	e := start(t, nil)
 	acme, globex := e.tenant("acme"), e.tenant("globex")
-	big := strings.Repeat("a", 900<<10)
-	for i := range 10 {
-		body := `{"entity":"blob","scope":"s","kind":"1:1","payload":{"s":"` + big + `","i":` + fmt.Sprint(i) + `}}`
-		e.must(e.req("POST", "/v1/tenants/acme/events", acme["writer"], body), 201)
-		e.must(e.req("POST", "/v1/tenants/globex/events", globex["writer"], body), 201)
-	}
+	writeBlobs(e, 10, "acme", acme["writer"], "globex", globex["writer"])
 	// 24 pages of 8 MiB, each holding 16 MiB while written: unshared,
 	// they took the whole budget (256 MiB).
 	conns := neverRead(t, e, acme["reader"], "/v1/tenants/acme/entities/blob/events?limit=1000", 24)
@@ -196,13 +204,8 @@ func queryNDJSON(t *testing.T, e *env, key, path string) []map[string]any {
 func TestNDJSONQueriesOfSlowReadersBounded(t *testing.T) {
 	e := start(t, nil)
 	acme, globex := e.tenant("acme"), e.tenant("globex")
-	big := strings.Repeat("a", 900<<10)
 	// More than the sockets' buffers take, so that the queries stall.
-	for i := range 16 {
-		body := `{"entity":"blob","scope":"s","kind":"1:1","payload":{"s":"` + big + `","i":` + fmt.Sprint(i) + `}}`
-		e.must(e.req("POST", "/v1/tenants/acme/events", acme["writer"], body), 201)
-		e.must(e.req("POST", "/v1/tenants/globex/events", globex["writer"], body), 201)
-	}
+	writeBlobs(e, 16, "acme", acme["writer"], "globex", globex["writer"])
 	// A step (one event here) holds about 2 MiB: acme's share (64 MiB)
 	// holds 31 stalled queries.
 	const n = 40
@@ -269,10 +272,7 @@ func TestNDJSONQueryEndsEarlyForWantOfRoom(t *testing.T) {
 func TestExportsOfSlowReadersBounded(t *testing.T) {
 	e := start(t, nil)
 	acme := e.tenant("acme")
-	big := strings.Repeat("a", 900<<10)
-	for range 16 {
-		e.must(e.req("POST", "/v1/tenants/acme/events", acme["writer"], `{"entity":"blob","scope":"s","kind":"1:1","payload":{"s":"`+big+`"}}`), 201)
-	}
+	writeBlobs(e, 16, "acme", acme["writer"])
 	// An export holds about 2 MiB: acme's share holds 30.
 	const n = 40
 	conns := neverRead(t, e, acme["admin"], "/v1/tenants/acme/export", n)
