@@ -807,6 +807,9 @@ func (a *admission) AdmitItems(ctx context.Context, ps []*core.Proposal) error {
 		denials, err = l.iso.EvaluateAll(ctx, ins)
 	}
 	release()
+	if ctxErr := ctx.Err(); err != nil && ctxErr != nil {
+		return ctxErr // the client went away: nothing more is judged
+	}
 	if err != nil {
 		// One at a time, which tells which item failed (the platform's
 		// decisions are cached).

@@ -452,6 +452,11 @@ func encodeInput(in *policy.Input) (json.RawMessage, error) {
 // ask sends req (a decision by rev) to an idle evaluation child, waiting
 // for one within ctx, and returns its reply within limit.
 func (s *sandbox) ask(ctx context.Context, rev string, bundle []byte, req *sandboxRequest, limit, timeout, checkTimeout time.Duration) (*sandboxReply, error) {
+	// A context already ended sends nothing: select picks at random
+	// between ready cases, and an idle child is often ready too.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	var c *child
 	select {
 	case c = <-s.evals:
