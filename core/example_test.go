@@ -153,6 +153,31 @@ func ExampleStore_Verify() {
 	// Output: 5 1 <nil>
 }
 
+// A consistent copy of a running store, which opens as a store of its
+// own. Snapshot syncs the copy; SnapshotWithOptions with NoSync does not,
+// for a staging copy read back at once into an archive that is synced.
+func ExampleStore_Snapshot() {
+	s, done := tempStore()
+	defer done()
+	c, _ := core.NewCoordinate("order:1", "shop")
+	if _, err := s.Append(context.Background(), c, orderPlaced, []byte(`{"total_cents":998}`)); err != nil {
+		log.Fatal(err)
+	}
+	dest, _ := os.MkdirTemp("", "batpak-snapshot-")
+	defer os.RemoveAll(dest)
+	rep, err := s.Snapshot(context.Background(), dest)
+	if err != nil {
+		log.Fatal(err)
+	}
+	cp, err := core.Open(core.DefaultConfig(dest))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cp.Close()
+	fmt.Println("copied events:", rep.GlobalSequence, "- the copy holds:", cp.Stats().Events)
+	// Output: copied events: 1 - the copy holds: 1
+}
+
 func ExampleStore_AppendBatch() {
 	s, done := tempStore()
 	defer done()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -302,6 +303,43 @@ func TestENOSPCDuringMaintenanceIsRetryable(t *testing.T) {
 // fdatasync runs, and must still show no reader an event before that sync
 // has returned: a reader started during the sync sees the group only once
 // the sync is over.
+// A snapshot taken with SnapshotOptions.NoSync syncs none of the copy's
+// files or directories (a staging copy that is read back at once), yet
+// holds every event; a plain Snapshot syncs them, so the same failing
+// syncs fail it and leave nothing behind.
+func TestSnapshotWithoutSyncs(t *testing.T) {
+	ctx := context.Background()
+	s, efs, _ := openFaulty(t, func(c *core.Config) { c.SegmentMaxBytes = 64 << 10 })
+	acked := fillSegments(t, s, 150)
+	efs.Inject(errorfs.Fault{Op: errorfs.OpSync, Persist: true})
+	efs.Inject(errorfs.Fault{Op: errorfs.OpSyncDir, Persist: true})
+	syncs := efs.Count(errorfs.OpSync) + efs.Count(errorfs.OpSyncDir)
+	staged := filepath.Join(t.TempDir(), "staged")
+	rep, err := s.SnapshotWithOptions(ctx, staged, core.SnapshotOptions{NoSync: true})
+	if err != nil {
+		t.Fatalf("SnapshotWithOptions(NoSync) while every sync fails: %v", err)
+	}
+	if n := efs.Count(errorfs.OpSync) + efs.Count(errorfs.OpSyncDir) - syncs; n != 0 {
+		t.Fatalf("SnapshotWithOptions(NoSync) synced %d times", n)
+	}
+	if rep.GlobalSequence != uint64(len(acked)) || rep.Segments < 2 {
+		t.Fatalf("NoSync snapshot report %+v, want %d events over several segments", rep, len(acked))
+	}
+	synced := filepath.Join(t.TempDir(), "synced")
+	if _, err := s.Snapshot(ctx, synced); !errors.Is(err, errorfs.EIO) {
+		t.Fatalf("Snapshot while every sync fails: %v, want EIO (its copies are synced)", err)
+	}
+	if _, err := os.Stat(synced); !os.IsNotExist(err) {
+		t.Fatalf("a failed Snapshot left %s behind (%v)", synced, err)
+	}
+	efs.Clear()
+	holdsAll(t, s, acked)
+	mustAppend(t, s, mustCoord(t, "after", "s"), faultKind, `{}`) // the store's own syncs were not touched
+	cp := openWith(t, testConfig(staged))
+	holdsAll(t, cp, acked)
+	mustVerify(t, cp)
+}
+
 func TestNoEventVisibleBeforeItsSync(t *testing.T) {
 	s, efs, _ := openFaulty(t)
 	acked := appendN(t, s, "e", 0, 3)

@@ -293,9 +293,13 @@ func (f *fsm) lruVictimLocked() *storeEntry {
 	return v
 }
 
-// snapshotStore copies tenant's store into dest. An open store is held
-// meanwhile and copied by core.Store.Snapshot; the hold does not count as
-// a use (its idle time goes on). A closed store is kept closed meanwhile
+// snapshotStore copies tenant's store into dest, a raft snapshot's
+// staging directory, without syncing it: Persist reads it back at once
+// into raft's snapshot file, which raft syncs, and a node's staging
+// directory is emptied when it opens (syncing 320 MiB of copies tripled
+// the time applies waited for Snapshot). An open store is held
+// meanwhile and copied by core.Store.SnapshotWithOptions; the hold does
+// not count as a use (its idle time goes on). A closed store is kept closed meanwhile
 // (an entry with no store, busy: its users wait) and its directory
 // copied file by file: Close synced every file and wrote the checkpoint,
 // and nothing writes to the directory until the store is opened again,
@@ -312,7 +316,7 @@ func (f *fsm) snapshotStore(ctx context.Context, tenant, dest string) error {
 	if e := f.stores[tenant]; e != nil {
 		e.users.Add(1)
 		f.mu.Unlock()
-		_, err := e.s.Snapshot(ctx, dest)
+		_, err := e.s.SnapshotWithOptions(ctx, dest, core.SnapshotOptions{NoSync: true})
 		e.releaseQuiet()
 		return err
 	}
