@@ -176,6 +176,16 @@
 // HealthyMaxContact, has caught up with it since it started, and trails its commit index by at most HealthyMaxLag
 // entries; the failure tolerance is the healthy voters beyond a quorum.
 //
+// A member that is down costs the leader's raft a failed RPC per dial,
+// and hashicorp/raft spaces its retries to it up to 10.24 s apart after
+// about ten. With Config.TLS or Config.PeerKey a node's raft dials
+// therefore wait for a peer whose host refuses the connection (nothing
+// listens on its port: the node is down or starting), trying again every
+// 20–250 ms for at most 30 s, so a member that starts again is caught up
+// as soon as it listens rather than at the leader's next retry. Close
+// ends those waits first. Node.Join's check that a new member answers
+// dials once.
+//
 // # Security
 //
 // Node-to-node traffic is raft's RPCs: log entries (every event's

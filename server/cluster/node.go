@@ -548,7 +548,7 @@ func (n *Node) Join(id, addr string) error {
 		// handshake: one that cannot (another CA, another key) would be
 		// a voter that never answers all the same.
 		if n.stream != nil {
-			c, err := n.stream.Dial(raft.ServerAddress(addr), joinDialTimeout)
+			c, err := n.stream.dialOnce(raft.ServerAddress(addr), joinDialTimeout)
 			if err != nil {
 				return fmt.Errorf("%w: the node at %s did not complete the raft handshake (%v): start node %s first, check its address, and give it this cluster's TLS certificates or operator credential", ErrUnreachable, addr, err, id)
 			}
@@ -1023,6 +1023,9 @@ func (n *Node) Close() error {
 
 func (n *Node) close() error {
 	close(n.fsm.stop)
+	if n.stream != nil {
+		n.stream.stopDialing() // raft's Shutdown waits for its dialling goroutines
+	}
 	err := n.raft.Shutdown().Error()
 	n.watch.halt()
 	<-n.handOverDone

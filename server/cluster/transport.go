@@ -12,6 +12,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -35,6 +36,23 @@ const MaxPendingHandshakes = 64
 const (
 	transportMaxPool = 3
 	transportTimeout = 10 * time.Second
+)
+
+// A raft dial refused by the peer's host (nothing listens on the port:
+// the node is down or starting) is tried again, dialRetryFirst later and
+// then half as long again each time up to dialRetryMax, for at most
+// dialWaitMax. hashicorp/raft backs its retries to an unreachable peer
+// off to 10.24 s apart after about ten failed RPCs, and counts a failure
+// per dial: a node restarted after a few seconds down waited up to that
+// long before the leader's next retry started its catch-up. A dial that
+// waits keeps the failures few while the peer is down and connects as
+// soon as it listens again. Every such dial runs on a goroutine of its own
+// in raft (replication, heartbeats, vote requests); Node.Close ends the
+// waits first.
+const (
+	dialRetryFirst = 20 * time.Millisecond
+	dialRetryMax   = 250 * time.Millisecond
+	dialWaitMax    = 30 * time.Second
 )
 
 // LoadTLS builds a Config.TLS from PEM files, like rqlite's -node-cert,
@@ -179,6 +197,9 @@ type guardedStream struct {
 	once    sync.Once
 	wg      sync.WaitGroup
 	refused atomic.Uint64 // connections closed before raft saw them
+	// dialing ends dials that wait for a refusing peer (stopDialing).
+	dialing     context.Context
+	stopDialing context.CancelFunc
 }
 
 func newGuardedStream(ln net.Listener, advertise net.Addr, g guard, timeout time.Duration) *guardedStream {
@@ -188,6 +209,7 @@ func newGuardedStream(ln net.Listener, advertise net.Addr, g guard, timeout time
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &guardedStream{ln: ln, advertise: advertise, guard: g, timeout: timeout,
 		conns: make(chan net.Conn), pending: list.New(), ctx: ctx, cancel: cancel}
+	s.dialing, s.stopDialing = context.WithCancel(ctx)
 	s.wg.Add(1)
 	go s.acceptLoop()
 	return s
@@ -276,7 +298,29 @@ func (s *guardedStream) Addr() net.Addr {
 	return s.ln.Addr()
 }
 
-// Dial connects to a peer and completes the handshake within timeout.
+// Dial connects to a peer and completes the handshake within timeout
+// (raft's dials). A peer whose host refuses the connection is dialled
+// again until it listens, for at most dialWaitMax, or until the stream
+// closes or stopDialing is called: see dialRetryFirst.
 func (s *guardedStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	until := time.Now().Add(dialWaitMax)
+	wait := dialRetryFirst
+	for {
+		c, err := s.dialOnce(address, timeout)
+		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || time.Now().Add(wait).After(until) {
+			return c, err
+		}
+		select {
+		case <-s.dialing.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		wait = min(wait+wait/2, dialRetryMax)
+	}
+}
+
+// dialOnce connects to a peer and completes the handshake within timeout,
+// once (Node.Join's check that a new member answers).
+func (s *guardedStream) dialOnce(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	return s.guard.dial(string(address), timeout)
 }
