@@ -178,8 +178,8 @@
 //
 // A member that is down costs the leader's raft a failed RPC per dial,
 // and hashicorp/raft spaces its retries to it up to 10.24 s apart after
-// about ten. With Config.TLS or Config.PeerKey a node's raft dials
-// therefore wait for a peer whose host refuses the connection (nothing
+// about ten. A node's raft dials over TCP therefore wait for a peer
+// whose host refuses the connection (nothing
 // listens on its port: the node is down or starting), trying again every
 // 20–250 ms for at most 30 s, so a member that starts again is caught up
 // as soon as it listens rather than at the leader's next retry. Close

@@ -184,7 +184,7 @@ type Node struct {
 	raft    *raft.Raft
 	fsm     *fsm
 	trans   raft.Transport
-	stream  *guardedStream // nil without Config.TLS or Config.PeerKey
+	stream  *guardedStream // raft's stream layer over TCP (nil with Config.Transport)
 	bolt    *raftboltdb.BoltStore
 	stable  *closingStable    // bolt as raft's stable store
 	watch   *watchedTransport // trans as raft sees it: AppendEntries observed
@@ -547,19 +547,13 @@ func (n *Node) Join(id, addr string) error {
 		// With TLS or the peer key, the node must also complete the
 		// handshake: one that cannot (another CA, another key) would be
 		// a voter that never answers all the same.
-		if n.stream != nil {
-			c, err := n.stream.dialOnce(raft.ServerAddress(addr), joinDialTimeout)
-			if err != nil {
-				return fmt.Errorf("%w: the node at %s did not complete the raft handshake (%v): start node %s first, check its address, and give it this cluster's TLS certificates or operator credential", ErrUnreachable, addr, err, id)
-			}
-			c.Close()
-		} else {
-			c, err := net.DialTimeout("tcp", addr, joinDialTimeout)
-			if err != nil {
-				return fmt.Errorf("%w: nothing answers at %s (%v): start node %s first, and check its address", ErrUnreachable, addr, err, id)
-			}
-			c.Close()
+		c, err := n.stream.dialOnce(raft.ServerAddress(addr), joinDialTimeout)
+		if _, plain := n.stream.guard.(plainGuard); err != nil && plain {
+			return fmt.Errorf("%w: nothing answers at %s (%v): start node %s first, and check its address", ErrUnreachable, addr, err, id)
+		} else if err != nil {
+			return fmt.Errorf("%w: the node at %s did not complete the raft handshake (%v): start node %s first, check its address, and give it this cluster's TLS certificates or operator credential", ErrUnreachable, addr, err, id)
 		}
+		c.Close()
 	}
 	if n.raft.State() != raft.Leader {
 		return n.notLeader()

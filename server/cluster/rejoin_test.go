@@ -20,9 +20,22 @@ func TestRestartedFollowerCatchesUpPromptly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("keeps a follower down for 12 s")
 	}
+	for _, key := range [][]byte{testPeerKey, nil} {
+		name := "peer key"
+		if key == nil {
+			name = "plain raft"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			restartedFollowerCatchesUp(t, key)
+		})
+	}
+}
+
+func restartedFollowerCatchesUp(t *testing.T, key []byte) {
 	root := t.TempDir()
 	open := func(id, bind string) *cluster.Node {
-		cfg := cluster.Config{ID: id, Dir: filepath.Join(root, id), PeerKey: testPeerKey, Bind: bind}
+		cfg := cluster.Config{ID: id, Dir: filepath.Join(root, id), PeerKey: key, Bind: bind}
 		fastTimeouts(&cfg)
 		n, err := cluster.Open(cfg)
 		if err != nil {

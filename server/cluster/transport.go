@@ -102,7 +102,7 @@ func LoadTLS(certFile, keyFile, caFile string, verifyClients bool) (*tls.Config,
 
 // newTCPTransport is raft's transport over TCP: inside TLS when cfg.TLS
 // is set, behind the peer-key handshake (peerkey.go) when cfg.PeerKey is,
-// plain otherwise; stream is the stream layer of the first two.
+// plain otherwise; stream is its stream layer.
 func newTCPTransport(cfg Config, out io.Writer) (trans *raft.NetworkTransport, stream *guardedStream, err error) {
 	var adv net.Addr
 	if cfg.Advertise != "" {
@@ -112,20 +112,16 @@ func newTCPTransport(cfg Config, out io.Writer) (trans *raft.NetworkTransport, s
 		}
 		adv = a
 	}
-	if cfg.TLS == nil && len(cfg.PeerKey) == 0 {
-		t, err := raft.NewTCPTransport(cfg.Bind, adv, transportMaxPool, transportTimeout, out)
-		if err != nil {
-			return nil, nil, fmt.Errorf("cluster: listening on %s: %w", cfg.Bind, err)
-		}
-		return t, nil, nil
-	}
 	var g guard
-	if cfg.TLS != nil {
+	switch {
+	case cfg.TLS == nil && len(cfg.PeerKey) == 0:
+		g = plainGuard{}
+	case cfg.TLS != nil:
 		if len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil {
 			return nil, nil, errors.New("cluster: Config.TLS has no certificate (see LoadTLS)")
 		}
 		g = tlsGuard{cfg.TLS}
-	} else {
+	default:
 		if len(cfg.PeerKey) < MinPeerKeyBytes {
 			return nil, nil, fmt.Errorf("cluster: Config.PeerKey has %d bytes, the least is %d", len(cfg.PeerKey), MinPeerKeyBytes)
 		}
@@ -148,14 +144,25 @@ func newTCPTransport(cfg Config, out io.Writer) (trans *raft.NetworkTransport, s
 	}), s, nil
 }
 
-// guard is how a guardedStream admits connections: TLS, or the peer-key
-// handshake.
+// guard is how a guardedStream admits connections: TLS, the peer-key
+// handshake, or as they are (plain raft).
 type guard interface {
 	// accept completes an inbound connection's handshake within ctx,
 	// answering the connection raft is to use.
 	accept(ctx context.Context, c net.Conn) (net.Conn, error)
 	// dial connects to a peer and completes the handshake within timeout.
 	dial(address string, timeout time.Duration) (net.Conn, error)
+}
+
+// plainGuard admits every connection as it is: plain raft, which anyone
+// who reaches the port can speak (Config.PeerKey and Config.TLS are the
+// guards).
+type plainGuard struct{}
+
+func (plainGuard) accept(_ context.Context, c net.Conn) (net.Conn, error) { return c, nil }
+
+func (plainGuard) dial(address string, timeout time.Duration) (net.Conn, error) {
+	return net.DialTimeout("tcp", address, timeout)
 }
 
 // tlsGuard admits TLS connections (mutual with ClientAuth set).
