@@ -299,10 +299,6 @@ func TestENOSPCDuringMaintenanceIsRetryable(t *testing.T) {
 	})
 }
 
-// A store syncing every group adds a group's index entries while its
-// fdatasync runs, and must still show no reader an event before that sync
-// has returned: a reader started during the sync sees the group only once
-// the sync is over.
 // A snapshot taken with SnapshotOptions.NoSync syncs none of the copy's
 // files or directories (a staging copy that is read back at once), yet
 // holds every event; a plain Snapshot syncs them, so the same failing
@@ -340,6 +336,10 @@ func TestSnapshotWithoutSyncs(t *testing.T) {
 	mustVerify(t, cp)
 }
 
+// A store syncing every group adds a group's index entries while its
+// fdatasync runs, and must still show no reader an event before that sync
+// has returned: a reader started during the sync sees the group only once
+// the sync is over.
 func TestNoEventVisibleBeforeItsSync(t *testing.T) {
 	s, efs, _ := openFaulty(t)
 	acked := appendN(t, s, "e", 0, 3)

@@ -178,13 +178,19 @@
 //
 // A member that is down costs the leader's raft a failed RPC per dial,
 // and hashicorp/raft spaces its retries to it up to 10.24 s apart after
-// about ten. A node's raft dials over TCP therefore wait for a peer
-// whose host refuses the connection (nothing
-// listens on its port: the node is down or starting), trying again every
-// 20–250 ms for at most 30 s, so a member that starts again is caught up
-// as soon as it listens rather than at the leader's next retry. Close
-// ends those waits first. Node.Join's check that a new member answers
-// dials once.
+// about ten. A node's replication dials over TCP therefore wait for a
+// peer whose host refuses the connection (nothing listens on its port:
+// the node is down or starting), trying again every 20–250 ms for at
+// most 5 minutes, so that a member that is down costs one failure per
+// wait. Once the member listens the waiting dial fails rather than send
+// the request raft made before it (whose commit index a restarted
+// follower would take for a current one), and raft's next attempt, a few
+// milliseconds on, catches the member up: as soon as it listens rather
+// than at the leader's next backed-off retry. Close ends those waits
+// first. Votes, pre-votes and leadership transfers'
+// TimeoutNow dial once (a candidate sends them anew every round, and a
+// leader refuses writes while a transfer waits), as does Node.Join's
+// check that a new member answers.
 //
 // # Security
 //

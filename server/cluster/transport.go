@@ -45,14 +45,16 @@ const (
 // off to 10.24 s apart after about ten failed RPCs, and counts a failure
 // per dial: a node restarted after a few seconds down waited up to that
 // long before the leader's next retry started its catch-up. A dial that
-// waits keeps the failures few while the peer is down and connects as
-// soon as it listens again. Every such dial runs on a goroutine of its own
-// in raft (replication, heartbeats, vote requests); Node.Close ends the
-// waits first.
+// waits keeps the failures few while the peer is down (one per
+// dialWaitMax), and fails once the peer listens again, so that raft's
+// next attempt, with a fresh request, follows at once. Only replication
+// dials wait (tcpTransport), each on a goroutine of its own in raft (two
+// per member: replication and heartbeats; a member removed meanwhile
+// keeps its two until the wait ends); Node.Close ends the waits first.
 const (
 	dialRetryFirst = 20 * time.Millisecond
 	dialRetryMax   = 250 * time.Millisecond
-	dialWaitMax    = 30 * time.Second
+	dialWaitMax    = 5 * time.Minute
 )
 
 // LoadTLS builds a Config.TLS from PEM files, like rqlite's -node-cert,
@@ -103,7 +105,7 @@ func LoadTLS(certFile, keyFile, caFile string, verifyClients bool) (*tls.Config,
 // newTCPTransport is raft's transport over TCP: inside TLS when cfg.TLS
 // is set, behind the peer-key handshake (peerkey.go) when cfg.PeerKey is,
 // plain otherwise; stream is its stream layer.
-func newTCPTransport(cfg Config, out io.Writer) (trans *raft.NetworkTransport, stream *guardedStream, err error) {
+func newTCPTransport(cfg Config, out io.Writer) (trans raft.Transport, stream *guardedStream, err error) {
 	var adv net.Addr
 	if cfg.Advertise != "" {
 		a, err := net.ResolveTCPAddr("tcp", cfg.Advertise)
@@ -136,12 +138,68 @@ func newTCPTransport(cfg Config, out io.Writer) (trans *raft.NetworkTransport, s
 		s.Close()
 		return nil, nil, fmt.Errorf("cluster: %s is not an address other nodes can dial: set Config.Advertise", s.Addr())
 	}
-	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  s,
-		MaxPool: transportMaxPool,
-		Timeout: transportTimeout,
-		Logger:  hclog.New(&hclog.LoggerOptions{Name: "raft-net", Output: out, Level: hclog.Info}),
-	}), s, nil
+	logger := hclog.New(&hclog.LoggerOptions{Name: "raft-net", Output: out, Level: hclog.Info})
+	return &tcpTransport{
+		NetworkTransport: raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream: s, MaxPool: transportMaxPool, Timeout: transportTimeout, Logger: logger}),
+		once: raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream: onceStream{s}, MaxPool: transportMaxPool, Timeout: transportTimeout, Logger: logger}),
+	}, s, nil
+}
+
+// tcpTransport is raft's transport over a guardedStream. Replication
+// (AppendEntries, heartbeats, pipelines, InstallSnapshot) dials through
+// the stream, waiting for a member that is starting (see
+// dialRetryFirst); votes, pre-votes and TimeoutNow dial once, through a
+// second transport that only dials: a candidate starts them anew every
+// election round (waiting dials would pile up), and a leadership
+// transfer waits for its TimeoutNow with the leader's writes refused
+// meanwhile.
+type tcpTransport struct {
+	*raft.NetworkTransport
+	once *raft.NetworkTransport
+}
+
+var (
+	_ raft.WithClose   = (*tcpTransport)(nil)
+	_ raft.WithPreVote = (*tcpTransport)(nil)
+)
+
+// RequestVote implements raft.Transport, dialling once.
+func (t *tcpTransport) RequestVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
+	return t.once.RequestVote(id, target, args, resp)
+}
+
+// RequestPreVote implements raft.WithPreVote, dialling once.
+func (t *tcpTransport) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
+	return t.once.RequestPreVote(id, target, args, resp)
+}
+
+// TimeoutNow implements raft.Transport, dialling once.
+func (t *tcpTransport) TimeoutNow(id raft.ServerID, target raft.ServerAddress, args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {
+	return t.once.TimeoutNow(id, target, args, resp)
+}
+
+// Close closes both transports and the stream.
+func (t *tcpTransport) Close() error {
+	t.once.Close()
+	return t.NetworkTransport.Close()
+}
+
+// onceStream is a guardedStream for raft RPCs that dial once and never
+// accept: its Accept returns when the stream closes.
+type onceStream struct{ s *guardedStream }
+
+func (o onceStream) Accept() (net.Conn, error) {
+	<-o.s.ctx.Done()
+	return nil, net.ErrClosed
+}
+
+func (o onceStream) Close() error   { return nil } // the stream is the replication transport's
+func (o onceStream) Addr() net.Addr { return o.s.Addr() }
+
+func (o onceStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return o.s.dialOnce(address, timeout)
 }
 
 // guard is how a guardedStream admits connections: TLS, the peer-key
@@ -312,8 +370,19 @@ func (s *guardedStream) Addr() net.Addr {
 func (s *guardedStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	until := time.Now().Add(dialWaitMax)
 	wait := dialRetryFirst
-	for {
-		c, err := s.dialOnce(address, timeout)
+	for refused := false; ; refused = true {
+		c, err := s.dialOnce(address, min(timeout, max(time.Until(until), wait)))
+		if err == nil && refused {
+			// raft made its request before dialling: sent now, it would
+			// name a commit index from before the wait, which a
+			// restarted follower takes for how far it must apply before
+			// it serves reads (catchUp). Refused instead, the request is
+			// made anew at raft's next attempt, a few milliseconds on:
+			// one failure, where a dial failing at once counted one per
+			// attempt.
+			c.Close()
+			return nil, fmt.Errorf("cluster: %s listens again after refusing connections (the request made before is dropped; raft makes it anew)", address)
+		}
 		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || time.Now().Add(wait).After(until) {
 			return c, err
 		}
