@@ -19,7 +19,11 @@ import (
 // the AppendEntries requests leaders send it (each names the leader's
 // commit index; raft sends one every CommitTimeout, 50 ms, even when
 // there is nothing new) and notes when it has applied up to an announced
-// commit index: Node.CaughtUpAt.
+// commit index: Node.CaughtUpAt. An announcement counts from the moment
+// its request arrived, taken from the transport as it comes (from before
+// raft starts: raft may take seconds to restore a snapshot, and the
+// leader commits on meanwhile), and a request raft made before a wait
+// is never sent late (guardedStream.Dial).
 
 // catchUp tracks the latest moment this node held all a leader had
 // committed. A leader's announcement (its commit index, and when it
@@ -28,20 +32,42 @@ import (
 // time is the new caught-up moment and the next announcement becomes
 // the target.
 type catchUp struct {
-	applied func() uint64 // the last index the stores reflect (stateIndex)
-	term    func() uint64 // raft's current term
+	mu sync.Mutex
+	// applied is the last index the stores reflect (stateIndex), term
+	// raft's current term: set by bind once raft runs. Before, the node's
+	// transport already takes requests (they wait for raft), and each is
+	// judged on arrival by the term raft last stored (stored) with nothing
+	// applied yet.
+	applied func() uint64
+	term    func() uint64
+	stored  func() uint64
 
-	mu        sync.Mutex
 	target    uint64
 	targetAt  time.Time
 	hasTarget bool
 	at        atomic.Int64 // unix nanoseconds of the caught-up moment; 0: never
 }
 
-// announced records a leader's commit index received at now.
-func (c *catchUp) announced(commit uint64, now time.Time) {
+// bind gives c raft's applied index and term, once raft runs.
+func (c *catchUp) bind(applied, term func() uint64) {
+	c.mu.Lock()
+	c.applied, c.term = applied, term
+	c.mu.Unlock()
+}
+
+// announced records a leader's commit index, of a request of term term,
+// received at now. A request of a term this node has moved past (a
+// deposed leader's, or one replayed) announces nothing: raft refuses it.
+func (c *catchUp) announced(commit, term uint64, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	current := c.term
+	if current == nil {
+		current = c.stored
+	}
+	if current != nil && term < current() {
+		return
+	}
 	if !c.hasTarget {
 		c.target, c.targetAt, c.hasTarget = commit, now, true
 	}
@@ -51,7 +77,7 @@ func (c *catchUp) announced(commit uint64, now time.Time) {
 // checkLocked moves the caught-up moment to the pending target's arrival
 // once the stores reflect the log up to it. Caller holds c.mu.
 func (c *catchUp) checkLocked() {
-	if c.hasTarget && c.applied() >= c.target {
+	if c.hasTarget && c.applied != nil && c.applied() >= c.target {
 		c.at.Store(c.targetAt.UnixNano())
 		c.hasTarget = false
 	}
@@ -135,7 +161,10 @@ func (s *stateIndex) index() uint64 {
 // watchedTransport is the node's raft transport with the AppendEntries
 // requests it receives observed on their way to raft (heartbeats, which
 // carry no commit index, are not). Every other method is the transport's
-// own.
+// own. A request is observed when it arrives, not when raft takes it: a
+// request waits for raft while raft is busy (restoring a snapshot as the
+// node starts, applying), and the leader may commit more meanwhile (a
+// key's revocation), so its commit index is only as recent as its arrival.
 type watchedTransport struct {
 	raft.Transport
 	out      chan raft.RPC
@@ -143,6 +172,13 @@ type watchedTransport struct {
 	stopOnce sync.Once
 	started  atomic.Bool
 	done     chan struct{}
+
+	// qmu guards queue: requests taken from the transport, on their way
+	// to raft. Each connection carries one request at a time, so it
+	// holds at most one per connection.
+	qmu   sync.Mutex
+	queue []raft.RPC
+	ready chan struct{} // a request was queued (capacity 1)
 }
 
 // preVoteWatchedTransport is a watchedTransport of a transport that
@@ -158,7 +194,8 @@ var (
 // watchTransport wraps t; start passes its requests on to raft, noting
 // in c the commit index of each AppendEntries request.
 func watchTransport(t raft.Transport) *watchedTransport {
-	return &watchedTransport{Transport: t, out: make(chan raft.RPC), stop: make(chan struct{}), done: make(chan struct{})}
+	return &watchedTransport{Transport: t, out: make(chan raft.RPC), stop: make(chan struct{}), done: make(chan struct{}),
+		ready: make(chan struct{}, 1)}
 }
 
 // forRaft is the transport raft is given: w, supporting pre-vote exactly
@@ -173,30 +210,79 @@ func (w *watchedTransport) forRaft() raft.Transport {
 // start starts passing requests on (once raft is there to read them).
 func (w *watchedTransport) start(c *catchUp) {
 	w.started.Store(true)
-	go w.forward(c)
+	deliverDone := make(chan struct{})
+	go w.deliver(deliverDone)
+	go w.take(c, deliverDone)
 }
 
-func (w *watchedTransport) forward(c *catchUp) {
-	defer close(w.done)
+// take reads the transport's requests as they arrive, notes the commit
+// index each AppendEntries announces, and queues them for deliver.
+func (w *watchedTransport) take(c *catchUp, deliverDone <-chan struct{}) {
+	defer func() {
+		<-deliverDone
+		close(w.done)
+	}()
 	in := w.Transport.Consumer()
 	for {
 		select {
 		case rpc := <-in:
-			// A request of a term this node has moved past (a deposed
-			// leader's, or one replayed) announces nothing: raft
-			// refuses it.
-			if req, ok := rpc.Command.(*raft.AppendEntriesRequest); ok && !isHeartbeat(req) && req.Term >= c.term() {
-				c.announced(req.LeaderCommitIndex, time.Now())
+			if req, ok := rpc.Command.(*raft.AppendEntriesRequest); ok && !isHeartbeat(req) {
+				c.announced(req.LeaderCommitIndex, req.Term, time.Now())
 			}
+			w.qmu.Lock()
+			w.queue = append(w.queue, rpc)
+			w.qmu.Unlock()
 			select {
-			case w.out <- rpc:
-			case <-w.stop:
-				rpc.Respond(emptyResponse(rpc.Command), raft.ErrTransportShutdown)
-				return
+			case w.ready <- struct{}{}:
+			default:
 			}
 		case <-w.stop:
 			return
 		}
+	}
+}
+
+// deliver hands the queued requests to raft in order; at stop, those
+// left are answered with raft.ErrTransportShutdown.
+func (w *watchedTransport) deliver(done chan<- struct{}) {
+	defer close(done)
+	for {
+		w.qmu.Lock()
+		var rpc raft.RPC
+		has := len(w.queue) > 0
+		if has {
+			rpc = w.queue[0]
+			w.queue[0] = raft.RPC{}
+			w.queue = w.queue[1:]
+		}
+		w.qmu.Unlock()
+		if !has {
+			select {
+			case <-w.ready:
+				continue
+			case <-w.stop:
+				w.refuseQueued()
+				return
+			}
+		}
+		select {
+		case w.out <- rpc:
+		case <-w.stop:
+			rpc.Respond(emptyResponse(rpc.Command), raft.ErrTransportShutdown)
+			w.refuseQueued()
+			return
+		}
+	}
+}
+
+// refuseQueued answers the requests still queued at stop.
+func (w *watchedTransport) refuseQueued() {
+	w.qmu.Lock()
+	q := w.queue
+	w.queue = nil
+	w.qmu.Unlock()
+	for _, rpc := range q {
+		rpc.Respond(emptyResponse(rpc.Command), raft.ErrTransportShutdown)
 	}
 }
 

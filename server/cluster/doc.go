@@ -186,8 +186,8 @@
 // the request raft made before it (whose commit index a restarted
 // follower would take for a current one), and raft's next attempt, a few
 // milliseconds on, catches the member up: as soon as it listens rather
-// than at the leader's next backed-off retry. Close ends those waits
-// first. Votes, pre-votes and leadership transfers'
+// than at the leader's next backed-off retry. A wait also ends when the
+// term it began in as leader is over, and Close ends them all first. Votes, pre-votes and leadership transfers'
 // TimeoutNow dial once (a candidate sends them anew every round, and a
 // leader refuses writes while a transfer waits), as does Node.Join's
 // check that a new member answers.

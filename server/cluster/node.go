@@ -336,16 +336,28 @@ func Open(cfg Config) (*Node, error) {
 	logs := newLogCache(bolt, logCacheEntries, logCacheBytes(cfg.MaxBytes))
 	n.watch = watchTransport(trans)
 	n.stable = newClosingStable(bolt)
+	// Requests are noted as they arrive, from now on: while NewRaft
+	// restores the last snapshot (seconds with large stores) the transport
+	// already takes the leader's requests, which wait for raft.
+	n.catchUp.stored = func() uint64 {
+		t, _ := n.stable.GetUint64([]byte("CurrentTerm")) // raft's key for its term
+		return t
+	}
+	n.watch.start(&n.catchUp)
 	r, err := raft.NewRaft(rc, f, logs, n.stable, snaps, n.watch.forRaft())
 	if err != nil {
+		n.watch.halt()
 		bolt.Close()
 		closeTransport(trans)
 		return nil, fmt.Errorf("cluster: starting raft: %w", err)
 	}
 	n.raft = r
 	n.state = stateIndex{fsm: f.appliedIndex, raft: r.AppliedIndex, log: logs}
-	n.catchUp.applied, n.catchUp.term = n.state.index, r.CurrentTerm
-	n.watch.start(&n.catchUp)
+	n.catchUp.bind(n.state.index, r.CurrentTerm)
+	if stream != nil {
+		role := func() (uint64, bool) { return r.CurrentTerm(), r.State() == raft.Leader }
+		stream.role.Store(&role)
+	}
 	if !cfg.SingleWriteEntries {
 		n.group = newGrouper(n)
 		go n.group.run()

@@ -180,9 +180,11 @@ func (t *tcpTransport) TimeoutNow(id raft.ServerID, target raft.ServerAddress, a
 	return t.once.TimeoutNow(id, target, args, resp)
 }
 
-// Close closes both transports and the stream.
+// Close closes both transports, their connections and the stream.
 func (t *tcpTransport) Close() error {
+	t.once.CloseStreams()
 	t.once.Close()
+	t.NetworkTransport.CloseStreams()
 	return t.NetworkTransport.Close()
 }
 
@@ -265,6 +267,10 @@ type guardedStream struct {
 	// dialing ends dials that wait for a refusing peer (stopDialing).
 	dialing     context.Context
 	stopDialing context.CancelFunc
+	// role answers raft's current term and whether this node leads it
+	// (set once raft runs): a waiting dial ends when the term it began
+	// in, as leader, is over (raft's replication for that term stopped).
+	role atomic.Pointer[func() (term uint64, leading bool)]
 }
 
 func newGuardedStream(ln net.Listener, advertise net.Addr, g guard, timeout time.Duration) *guardedStream {
@@ -370,6 +376,11 @@ func (s *guardedStream) Addr() net.Addr {
 func (s *guardedStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	until := time.Now().Add(dialWaitMax)
 	wait := dialRetryFirst
+	role := s.role.Load()
+	var began uint64
+	if role != nil {
+		began, _ = (*role)()
+	}
 	for refused := false; ; refused = true {
 		c, err := s.dialOnce(address, min(timeout, max(time.Until(until), wait)))
 		if err == nil && refused {
@@ -390,6 +401,11 @@ func (s *guardedStream) Dial(address raft.ServerAddress, timeout time.Duration) 
 		case <-s.dialing.Done():
 			return nil, err
 		case <-time.After(wait):
+		}
+		if role != nil {
+			if term, leading := (*role)(); !leading || term != began {
+				return nil, err // raft's replication of that term is over
+			}
 		}
 		wait = min(wait+wait/2, dialRetryMax)
 	}

@@ -208,3 +208,46 @@ func TestDialWaitsForAPeerThatListensAgain(t *testing.T) {
 		t.Fatalf("a waiting dial after stopDialing: %v, %v later", d.err, d.at.Sub(stopped))
 	}
 }
+
+// TestWaitingDialsEndWithTheirTerm: leadership moving between the two
+// live members while the third is down leaves only the current leader's
+// dials to it waiting (its replication and heartbeats): a dial that waits
+// ends when the term it began in as leader is over (with waits that
+// outlived their term: 22 after 10 transfers).
+func TestWaitingDialsEndWithTheirTerm(t *testing.T) {
+	nodes, l := keyedNodes(t)
+	if err := appendOne(context.Background(), l); err != nil {
+		t.Fatal(err)
+	}
+	var dead *Node
+	var live []*Node
+	for _, n := range nodes {
+		if n != l && dead == nil {
+			dead = n
+			continue
+		}
+		live = append(live, n)
+	}
+	dead.Close()
+	time.Sleep(time.Second)
+	for i := 0; i < 10; i++ {
+		var from, to *Node
+		for _, n := range live {
+			if n.IsLeader() {
+				from = n
+			} else {
+				to = n
+			}
+		}
+		if from == nil {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		_ = from.raft.LeadershipTransferToServer(raft.ServerID(to.ID()), raft.ServerAddress(to.Addr())).Error()
+		time.Sleep(300 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // a wait notices its term ended at its next retry (250 ms at most)
+	if n := dialsWaiting(); n > 2 {
+		t.Fatalf("%d dials wait for the member that is down after 10 leadership transfers, want at most 2 (the leader's replication and heartbeats)", n)
+	}
+}

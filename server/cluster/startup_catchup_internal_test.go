@@ -1,0 +1,141 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// gateWriter blocks the write that contains "initial configuration"
+// (raft logs it in NewRaft right after restoring the snapshot) until
+// released: a follower whose snapshot restore takes a while.
+type gateWriter struct {
+	hit     chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (g *gateWriter) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("initial configuration")) {
+		g.once.Do(func() { close(g.hit) })
+		<-g.release
+	}
+	return len(p), nil
+}
+
+// TestRestartedFollowerNotesCommitsAsTheyArrive: a follower whose raft
+// is slow to start (restoring a large snapshot) while its transport already
+// takes the leader's requests, and the leader commits more meanwhile (a
+// key's revocation), must not count itself caught up as of a time after
+// that commit before its stores hold it: a request's commit index is as
+// recent as its arrival, not as raft's taking it.
+func TestRestartedFollowerNotesCommitsAsTheyArrive(t *testing.T) {
+	root := t.TempDir()
+	key := bytes.Repeat([]byte("t"), 32)
+	cfgFor := func(id, bind string) Config {
+		return Config{ID: id, Dir: filepath.Join(root, id), PeerKey: key, Bind: bind,
+			HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond, LeaderLeaseTimeout: 500 * time.Millisecond}
+	}
+	var nodes []*Node
+	var servers []Server
+	for i := 1; i <= 3; i++ {
+		n, err := Open(cfgFor(fmt.Sprintf("t%d", i), "127.0.0.1:0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		nodes = append(nodes, n)
+		servers = append(servers, Server{ID: n.ID(), Address: n.Addr()})
+	}
+	if err := nodes[0].Bootstrap(servers...); err != nil {
+		t.Fatal(err)
+	}
+	var l *Node
+	for l == nil {
+		for _, n := range nodes {
+			if n.IsLeader() {
+				l = n
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ctx := context.Background()
+	var f *Node
+	for _, n := range nodes {
+		if n != l {
+			f = n
+		}
+	}
+	if err := appendOne(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	f.WaitApplied(ctx, l.AppliedIndex())
+	id, addr := f.ID(), f.Addr()
+	f.Close()
+	for i := 0; i < 5; i++ {
+		appendOne(ctx, l)
+	}
+	time.Sleep(time.Second)
+
+	g := &gateWriter{hit: make(chan struct{}), release: make(chan struct{})}
+	opened := make(chan *Node, 1)
+	go func() {
+		cfg := cfgFor(id, addr)
+		cfg.RaftLog = g
+		n, err := Open(cfg)
+		if err != nil {
+			t.Error(err)
+		}
+		opened <- n
+	}()
+	<-g.hit                            // f listens; its raft is not yet consuming
+	time.Sleep(500 * time.Millisecond) // the leader's fresh request R1 is sent and queued
+	c1 := l.raft.CommitIndex()
+	// The leader commits a lot more meanwhile; the last one is "the revocation".
+	var idx2 uint64
+	for i := 0; i < 1500; i++ {
+		if err := appendOne(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idx2 = l.raft.CommitIndex()
+	tC2 := time.Now()
+	time.Sleep(100 * time.Millisecond)
+	t.Logf("commit when f listened ~%d, revocation committed at index %d (%v)", c1, idx2, tC2.Format("15:04:05.000"))
+	close(g.release)
+	nf := <-opened
+	if nf == nil {
+		return
+	}
+	defer nf.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	violations := 0
+	var first string
+	var firstAt, lastAt time.Time
+	for time.Now().Before(deadline) {
+		at := nf.CaughtUpAt()
+		st := nf.state.index()
+		if at.After(tC2) && st < idx2 {
+			violations++
+			if firstAt.IsZero() {
+				firstAt = time.Now()
+			}
+			lastAt = time.Now()
+			if first == "" {
+				first = fmt.Sprintf("CaughtUpAt=%s (after the revocation committed at %s) while the stores reflect only index %d < %d",
+					at.Format("15:04:05.000"), tC2.Format("15:04:05.000"), st, idx2)
+			}
+		}
+		if st >= idx2 {
+			break
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	if violations > 0 {
+		t.Errorf("a restarted follower counted itself caught up past the last commit before its stores held it: %d samples over %v; first: %s", violations, lastAt.Sub(firstAt), first)
+	}
+}
