@@ -22,8 +22,9 @@ import (
 // commit index: Node.CaughtUpAt. An announcement counts from the moment
 // its request arrived, taken from the transport as it comes (from before
 // raft starts: raft may take seconds to restore a snapshot, and the
-// leader commits on meanwhile), and a request raft made before a wait
-// is never sent late (guardedStream.Dial).
+// leader commits on meanwhile); requests that waited unread while the
+// node's raft was held up are not noted (catchUp.stalled); and a request
+// raft made before a dial's wait is never sent late (guardedStream.Dial).
 
 // catchUp tracks the latest moment this node held all a leader had
 // committed. A leader's announcement (its commit index, and when it
@@ -45,7 +46,10 @@ type catchUp struct {
 	target    uint64
 	targetAt  time.Time
 	hasTarget bool
-	at        atomic.Int64 // unix nanoseconds of the caught-up moment; 0: never
+	// quietUntil: announcements arriving before it are not noted (see
+	// stalled).
+	quietUntil time.Time
+	at         atomic.Int64 // unix nanoseconds of the caught-up moment; 0: never
 }
 
 // bind gives c raft's applied index and term, once raft runs.
@@ -65,13 +69,33 @@ func (c *catchUp) announced(commit, term uint64, now time.Time) {
 	if current == nil {
 		current = c.stored
 	}
-	if current != nil && term < current() {
+	if current != nil && term < current() || now.Before(c.quietUntil) {
 		return
 	}
 	if !c.hasTarget {
 		c.target, c.targetAt, c.hasTarget = commit, now, true
 	}
 	c.checkLocked()
+}
+
+// stalled records that raft took d, until now, to answer a request
+// (the follower's raft was held up: its log write, its state machine):
+// requests
+// the leader sent meanwhile waited in the connection, unread (raft's
+// transport reads a connection's next request only once the last is
+// answered; a pipeline keeps up to 128 on their way), each naming the
+// leader's commit index of when it was made, and arrive now as a burst.
+// Noted as current they could put the caught-up moment past commits the
+// stores lack, so the announcements of the next 2d + 50 ms, while that
+// burst is read, are not noted: the caught-up moment stays where it was,
+// the safe side (a node not caught up lately sends tenant requests to the
+// leader).
+func (c *catchUp) stalled(d time.Duration, now time.Time) {
+	c.mu.Lock()
+	if until := now.Add(2*d + 50*time.Millisecond); until.After(c.quietUntil) {
+		c.quietUntil = until
+	}
+	c.mu.Unlock()
 }
 
 // checkLocked moves the caught-up moment to the pending target's arrival
@@ -211,9 +235,15 @@ func (w *watchedTransport) forRaft() raft.Transport {
 func (w *watchedTransport) start(c *catchUp) {
 	w.started.Store(true)
 	deliverDone := make(chan struct{})
-	go w.deliver(deliverDone)
+	go w.deliver(c, deliverDone)
 	go w.take(c, deliverDone)
 }
+
+// stallMin is the shortest wait for raft to take a request that counts
+// as a stall (catchUp.stalled). raft's main loop takes a follower's
+// request within a log write (about a millisecond); a stall is a disk or
+// a state machine holding it up.
+const stallMin = 50 * time.Millisecond
 
 // take reads the transport's requests as they arrive, notes the commit
 // index each AppendEntries announces, and queues them for deliver.
@@ -244,7 +274,7 @@ func (w *watchedTransport) take(c *catchUp, deliverDone <-chan struct{}) {
 
 // deliver hands the queued requests to raft in order; at stop, those
 // left are answered with raft.ErrTransportShutdown.
-func (w *watchedTransport) deliver(done chan<- struct{}) {
+func (w *watchedTransport) deliver(c *catchUp, done chan<- struct{}) {
 	defer close(done)
 	for {
 		w.qmu.Lock()
@@ -265,6 +295,9 @@ func (w *watchedTransport) deliver(done chan<- struct{}) {
 				return
 			}
 		}
+		if _, ok := rpc.Command.(*raft.AppendEntriesRequest); ok {
+			rpc = w.timed(rpc, c)
+		}
 		select {
 		case w.out <- rpc:
 		case <-w.stop:
@@ -273,6 +306,27 @@ func (w *watchedTransport) deliver(done chan<- struct{}) {
 			return
 		}
 	}
+}
+
+// timed is rpc with its answer timed: from now, as raft is offered it,
+// to raft's answer. One that took stallMin or longer is a stall
+// (catchUp.stalled), noted before the answer goes out, so before the
+// transport reads the connection's next request.
+func (w *watchedTransport) timed(rpc raft.RPC, c *catchUp) raft.RPC {
+	out, in := rpc.RespChan, make(chan raft.RPCResponse, 1)
+	rpc.RespChan = in
+	offered := time.Now()
+	go func() {
+		select {
+		case resp := <-in:
+			if now := time.Now(); now.Sub(offered) >= stallMin {
+				c.stalled(now.Sub(offered), now)
+			}
+			out <- resp // buffered: the transport's own answer channel
+		case <-w.stop: // raft shut down without answering; so did the transport
+		}
+	}()
+	return rpc
 }
 
 // refuseQueued answers the requests still queued at stop.
