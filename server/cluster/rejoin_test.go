@@ -35,14 +35,7 @@ func TestRestartedFollowerCatchesUpPromptly(t *testing.T) {
 func restartedFollowerCatchesUp(t *testing.T, key []byte) {
 	root := t.TempDir()
 	open := func(id, bind string) *cluster.Node {
-		cfg := cluster.Config{ID: id, Dir: filepath.Join(root, id), PeerKey: key, Bind: bind}
-		fastTimeouts(&cfg)
-		n, err := cluster.Open(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
+		return openTCP(t, cluster.Config{ID: id, Dir: filepath.Join(root, id), PeerKey: key, Bind: bind})
 	}
 	var nodes []*cluster.Node
 	var servers []cluster.Server

@@ -1,10 +1,8 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -17,38 +15,7 @@ import (
 // connection at a time), each naming the commit index of when it was
 // made, and were noted as current when read after the stall.
 func TestStalledFollowerNotesNoStaleCommits(t *testing.T) {
-	root := t.TempDir()
-	key := bytes.Repeat([]byte("t"), 32)
-	var nodes []*Node
-	var servers []Server
-	for i := 1; i <= 3; i++ {
-		n, err := Open(Config{ID: fmt.Sprintf("s%d", i), Dir: filepath.Join(root, fmt.Sprint(i)), PeerKey: key, Bind: "127.0.0.1:0",
-			HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond, LeaderLeaseTimeout: 500 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		nodes = append(nodes, n)
-		servers = append(servers, Server{ID: n.ID(), Address: n.Addr()})
-	}
-	if err := nodes[0].Bootstrap(servers...); err != nil {
-		t.Fatal(err)
-	}
-	var l *Node
-	for l == nil {
-		for _, n := range nodes {
-			if n.IsLeader() {
-				l = n
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	var f *Node
-	for _, n := range nodes {
-		if n != l {
-			f = n
-		}
-	}
+	_, l, f := keyedNodes(t, t.TempDir())
 	ctx := context.Background()
 	for i := 0; i < 20; i++ {
 		if err := appendOne(ctx, l); err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -35,41 +34,8 @@ func (g *gateWriter) Write(p []byte) (int, error) {
 // recent as its arrival, not as raft's taking it.
 func TestRestartedFollowerNotesCommitsAsTheyArrive(t *testing.T) {
 	root := t.TempDir()
-	key := bytes.Repeat([]byte("t"), 32)
-	cfgFor := func(id, bind string) Config {
-		return Config{ID: id, Dir: filepath.Join(root, id), PeerKey: key, Bind: bind,
-			HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond, LeaderLeaseTimeout: 500 * time.Millisecond}
-	}
-	var nodes []*Node
-	var servers []Server
-	for i := 1; i <= 3; i++ {
-		n, err := Open(cfgFor(fmt.Sprintf("t%d", i), "127.0.0.1:0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		nodes = append(nodes, n)
-		servers = append(servers, Server{ID: n.ID(), Address: n.Addr()})
-	}
-	if err := nodes[0].Bootstrap(servers...); err != nil {
-		t.Fatal(err)
-	}
-	var l *Node
-	for l == nil {
-		for _, n := range nodes {
-			if n.IsLeader() {
-				l = n
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	_, l, f := keyedNodes(t, root)
 	ctx := context.Background()
-	var f *Node
-	for _, n := range nodes {
-		if n != l {
-			f = n
-		}
-	}
 	if err := appendOne(ctx, l); err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +50,7 @@ func TestRestartedFollowerNotesCommitsAsTheyArrive(t *testing.T) {
 	g := &gateWriter{hit: make(chan struct{}), release: make(chan struct{})}
 	opened := make(chan *Node, 1)
 	go func() {
-		cfg := cfgFor(id, addr)
+		cfg := keyedConfig(root, id, addr)
 		cfg.RaftLog = g
 		n, err := Open(cfg)
 		if err != nil {

@@ -41,11 +41,13 @@ func nodeTLS(t testing.TB, dir, name string, signer *testca.CA, trustPEM []byte)
 	return cfg
 }
 
-// openTCP opens a node on loopback TCP with cfg's ID, Dir and guard
+// openTCP opens a node on loopback TCP (cfg.Bind, a free port by default) with cfg's ID, Dir and guard
 // (TLS or PeerKey) and fast raft timings; it closes when the test ends.
 func openTCP(t testing.TB, cfg cluster.Config) *cluster.Node {
 	t.Helper()
-	cfg.Bind = "127.0.0.1:0"
+	if cfg.Bind == "" {
+		cfg.Bind = "127.0.0.1:0"
+	}
 	fastTimeouts(&cfg)
 	n, err := cluster.Open(cfg)
 	if err != nil {

@@ -16,18 +16,20 @@ import (
 	"github.com/batpak-go/batpak/core"
 )
 
-// keyedNodes starts three nodes on loopback TCP with a peer key and
-// 500 ms raft timings, and returns them and the leader.
-func keyedNodes(t *testing.T) ([]*Node, *Node) {
+// keyedConfig is node id's configuration under root: loopback TCP at
+// bind, a peer key, 500 ms raft timings.
+func keyedConfig(root, id, bind string) Config {
+	return Config{ID: id, Dir: filepath.Join(root, id), PeerKey: bytes.Repeat([]byte("t"), 32), Bind: bind,
+		HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond, LeaderLeaseTimeout: 500 * time.Millisecond}
+}
+
+// keyedNodes starts three nodes (keyedConfig) under root and returns them
+// and the leader, and one follower.
+func keyedNodes(t *testing.T, root string) (nodes []*Node, leader, follower *Node) {
 	t.Helper()
-	root := t.TempDir()
-	key := bytes.Repeat([]byte("t"), 32)
-	var nodes []*Node
 	var servers []Server
 	for i := 1; i <= 3; i++ {
-		id := fmt.Sprintf("t%d", i)
-		n, err := Open(Config{ID: id, Dir: filepath.Join(root, id), PeerKey: key, Bind: "127.0.0.1:0",
-			HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond, LeaderLeaseTimeout: 500 * time.Millisecond})
+		n, err := Open(keyedConfig(root, fmt.Sprintf("t%d", i), "127.0.0.1:0"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -41,12 +43,20 @@ func keyedNodes(t *testing.T) ([]*Node, *Node) {
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		for _, n := range nodes {
 			if n.IsLeader() {
-				return nodes, n
+				leader = n
 			}
+		}
+		if leader != nil {
+			for _, n := range nodes {
+				if n != leader {
+					follower = n
+				}
+			}
+			return nodes, leader, follower
 		}
 	}
 	t.Fatal("no leader within 10 s")
-	return nil, nil
+	return nil, nil, nil
 }
 
 func appendOne(ctx context.Context, n *Node) error {
@@ -66,16 +76,10 @@ func dialsWaiting() int {
 // so a TimeoutNow that waited for the member to listen again refused
 // them for up to 30 s.
 func TestTransferToADownMemberRefusesWritesBriefly(t *testing.T) {
-	nodes, l := keyedNodes(t)
+	_, l, f := keyedNodes(t, t.TempDir())
 	ctx := context.Background()
 	if err := appendOne(ctx, l); err != nil {
 		t.Fatal(err)
-	}
-	var f *Node
-	for _, n := range nodes {
-		if n != l {
-			f = n
-		}
 	}
 	if err := f.WaitApplied(ctx, l.AppliedIndex()); err != nil {
 		t.Fatal(err)
@@ -112,14 +116,11 @@ func TestTransferToADownMemberRefusesWritesBriefly(t *testing.T) {
 // dials waiting for the members that are down do not pile up round after
 // round (with waiting vote dials: 15 or more after 8 s at 500 ms timings).
 func TestVotesDoNotWaitForMembersThatAreDown(t *testing.T) {
-	nodes, l := keyedNodes(t)
-	var survivor *Node
+	nodes, _, survivor := keyedNodes(t, t.TempDir())
 	for _, n := range nodes {
-		if n != l && survivor == nil {
-			survivor = n
-			continue
+		if n != survivor {
+			n.Close()
 		}
-		n.Close()
 	}
 	time.Sleep(8 * time.Second)
 	if st := survivor.raft.State(); st == raft.Leader {
@@ -215,18 +216,15 @@ func TestDialWaitsForAPeerThatListensAgain(t *testing.T) {
 // ends when the term it began in as leader is over (with waits that
 // outlived their term: 22 after 10 transfers).
 func TestWaitingDialsEndWithTheirTerm(t *testing.T) {
-	nodes, l := keyedNodes(t)
+	nodes, l, dead := keyedNodes(t, t.TempDir())
 	if err := appendOne(context.Background(), l); err != nil {
 		t.Fatal(err)
 	}
-	var dead *Node
 	var live []*Node
 	for _, n := range nodes {
-		if n != l && dead == nil {
-			dead = n
-			continue
+		if n != dead {
+			live = append(live, n)
 		}
-		live = append(live, n)
 	}
 	dead.Close()
 	time.Sleep(time.Second)
