@@ -39,13 +39,20 @@ func TestStalledFollowerNotesNoStaleCommits(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	lc.mu.Unlock()
 
+	t.Logf("committed %d by %s", idxE, tE.Format("15:04:05.000"))
+	neverCaughtUpPast(t, f, idxE, tE)
+}
+
+// neverCaughtUpPast polls f until its stores hold index (at most 10 s) and
+// fails if meanwhile f counted itself caught up as of a moment after
+// committed, when index was committed, while its stores lacked index.
+func neverCaughtUpPast(t *testing.T, f *Node, index uint64, committed time.Time) {
+	t.Helper()
 	violations, first := 0, ""
 	var firstAt, lastAt time.Time
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		at := f.CaughtUpAt()
-		st := f.state.index()
-		if at.After(tE) && st < idxE {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Microsecond) {
+		at, st := f.CaughtUpAt(), f.state.index()
+		if at.After(committed) && st < index {
 			violations++
 			if firstAt.IsZero() {
 				firstAt = time.Now()
@@ -53,15 +60,13 @@ func TestStalledFollowerNotesNoStaleCommits(t *testing.T) {
 			lastAt = time.Now()
 			if first == "" {
 				first = fmt.Sprintf("CaughtUpAt=%s, %v after index %d was committed, while the stores reflect %d",
-					at.Format("15:04:05.000"), at.Sub(tE), idxE, st)
+					at.Format("15:04:05.000"), at.Sub(committed), index, st)
 			}
 		}
-		if st >= idxE {
+		if st >= index {
 			break
 		}
-		time.Sleep(200 * time.Microsecond)
 	}
-	t.Logf("committed %d by %s", idxE, tE.Format("15:04:05.000"))
 	if violations > 0 {
 		t.Errorf("a follower counted itself caught up past a commit it lacks: %d samples over %v; first: %s", violations, lastAt.Sub(firstAt), first)
 	}
