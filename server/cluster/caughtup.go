@@ -24,7 +24,8 @@ import (
 // raft starts: raft may take seconds to restore a snapshot, and the
 // leader commits on meanwhile); requests that waited unread while the
 // node's raft was held up are not noted (catchUp.stalled); and a request
-// raft made before a dial's wait is never sent late (guardedStream.Dial).
+// raft made before a dial that waited or took 50 ms or more is never sent
+// late (guardedStream.Dial).
 
 // catchUp tracks the latest moment this node held all a leader had
 // committed. A leader's announcement (its commit index, and when it

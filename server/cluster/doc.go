@@ -186,8 +186,13 @@
 // the request raft made before it (whose commit index a restarted
 // follower would take for a current one), and raft's next attempt, a few
 // milliseconds on, catches the member up: as soon as it listens rather
-// than at the leader's next backed-off retry. A wait also ends when the
-// term it began in as leader is over, and Close ends them all first. Votes, pre-votes and leadership transfers'
+// than at the leader's next backed-off retry. A replication dial that
+// took 50 ms or more without being refused (a host dropping SYNs while it
+// reboots, a slow handshake) fails the same way, for the same reason; its
+// connection is kept for up to 15 s (at most 4 per peer), and raft's next
+// dial to that peer, with a fresh request, takes it at once. A wait also
+// ends when the term it began in as leader is over, and Close ends them
+// all first. Votes, pre-votes and leadership transfers'
 // TimeoutNow dial once (a candidate sends them anew every round, and a
 // leader refuses writes while a transfer waits), as does Node.Join's
 // check that a new member answers.

@@ -57,6 +57,21 @@ const (
 	dialWaitMax    = 5 * time.Minute
 )
 
+// A replication dial that took slowDialMin or longer (a peer's host
+// dropping SYNs while it reboots, a slow handshake) fails, as one that
+// waited for a refusing peer does: raft made its request before dialling,
+// so the request would name a commit index that old, which a follower
+// takes as current (catchUp). The connection is not wasted: it is kept
+// for readyKeep, and the next replication dial to that peer (raft's
+// retry, a few milliseconds on, with a fresh request) takes it at once.
+// At most readyMax are kept per peer. slowDialMin is stallMin: the
+// staleness a follower's own hold-ups may cause too.
+const (
+	slowDialMin = stallMin
+	readyKeep   = 15 * time.Second // beyond raft's longest retry back-off (10.24 s)
+	readyMax    = 4
+)
+
 // LoadTLS builds a Config.TLS from PEM files, like rqlite's -node-cert,
 // -node-key, -node-ca-cert and -node-verify-client: certFile and keyFile
 // are this node's certificate (chain) and private key, presented both as
@@ -271,6 +286,19 @@ type guardedStream struct {
 	// (set once raft runs): a waiting dial ends when the term it began
 	// in, as leader, is over (raft's replication for that term stopped).
 	role atomic.Pointer[func() (term uint64, leading bool)]
+	// rmu guards ready: per peer address, connections whose dial was
+	// failed (a slow dial, or one that waited) for the next dial to take.
+	rmu    sync.Mutex
+	ready  map[string][]*list.Element
+	readyL *list.List // of *readyConn, oldest first
+	keep   time.Duration
+}
+
+// readyConn is a connection kept for a peer's next dial, until expires.
+type readyConn struct {
+	addr    string
+	c       net.Conn
+	expires time.Time
 }
 
 func newGuardedStream(ln net.Listener, advertise net.Addr, g guard, timeout time.Duration) *guardedStream {
@@ -279,7 +307,8 @@ func newGuardedStream(ln net.Listener, advertise net.Addr, g guard, timeout time
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &guardedStream{ln: ln, advertise: advertise, guard: g, timeout: timeout,
-		conns: make(chan net.Conn), pending: list.New(), ctx: ctx, cancel: cancel}
+		conns: make(chan net.Conn), pending: list.New(), ctx: ctx, cancel: cancel,
+		ready: map[string][]*list.Element{}, readyL: list.New(), keep: readyKeep}
 	s.dialing, s.stopDialing = context.WithCancel(ctx)
 	s.wg.Add(1)
 	go s.acceptLoop()
@@ -357,8 +386,82 @@ func (s *guardedStream) Close() error {
 		s.cancel()
 		err = s.ln.Close()
 		s.wg.Wait()
+		s.rmu.Lock()
+		for e := s.readyL.Front(); e != nil; e = e.Next() {
+			e.Value.(*readyConn).c.Close()
+		}
+		s.readyL.Init()
+		clear(s.ready)
+		s.rmu.Unlock()
 	})
 	return err
+}
+
+// keepReady keeps c, a connection to addr whose dial was failed, for the
+// next dial to addr (at most readyMax per address; the oldest makes way),
+// and closes those kept past their time. After Close it closes c.
+func (s *guardedStream) keepReady(addr string, c net.Conn) {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	now := time.Now()
+	s.expireLocked(now)
+	if s.ctx.Err() != nil {
+		c.Close()
+		return
+	}
+	if kept := s.ready[addr]; len(kept) >= readyMax {
+		s.dropLocked(kept[0])
+	}
+	e := s.readyL.PushBack(&readyConn{addr: addr, c: c, expires: now.Add(s.keep)})
+	s.ready[addr] = append(s.ready[addr], e)
+	time.AfterFunc(s.keep, func() {
+		s.rmu.Lock()
+		s.expireLocked(time.Now())
+		s.rmu.Unlock()
+	})
+}
+
+// takeReady returns the newest connection kept for addr, if any.
+func (s *guardedStream) takeReady(addr string) net.Conn {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	s.expireLocked(time.Now())
+	kept := s.ready[addr]
+	if len(kept) == 0 {
+		return nil
+	}
+	e := kept[len(kept)-1]
+	rc := e.Value.(*readyConn)
+	s.readyL.Remove(e)
+	if s.ready[addr] = kept[:len(kept)-1]; len(s.ready[addr]) == 0 {
+		delete(s.ready, addr)
+	}
+	return rc.c
+}
+
+// expireLocked closes the kept connections whose time is up. Caller
+// holds rmu.
+func (s *guardedStream) expireLocked(now time.Time) {
+	for e := s.readyL.Front(); e != nil && !now.Before(e.Value.(*readyConn).expires); e = s.readyL.Front() {
+		s.dropLocked(e)
+	}
+}
+
+// dropLocked closes and forgets the kept connection e. Caller holds rmu.
+func (s *guardedStream) dropLocked(e *list.Element) {
+	rc := e.Value.(*readyConn)
+	rc.c.Close()
+	s.readyL.Remove(e)
+	kept := s.ready[rc.addr]
+	for i, k := range kept {
+		if k == e {
+			kept = append(kept[:i], kept[i+1:]...)
+			break
+		}
+	}
+	if s.ready[rc.addr] = kept; len(kept) == 0 {
+		delete(s.ready, rc.addr)
+	}
 }
 
 // Addr is the advertised address, or the listener's.
@@ -381,18 +484,25 @@ func (s *guardedStream) Dial(address raft.ServerAddress, timeout time.Duration) 
 	if role != nil {
 		began, _ = (*role)()
 	}
+	if c := s.takeReady(string(address)); c != nil {
+		return c, nil
+	}
 	for refused := false; ; refused = true {
+		start := time.Now()
 		c, err := s.dialOnce(address, min(timeout, max(time.Until(until), wait)))
-		if err == nil && refused {
+		if took := time.Since(start); err == nil && (refused || took >= slowDialMin) {
 			// raft made its request before dialling: sent now, it would
 			// name a commit index from before the wait, which a
 			// restarted follower takes for how far it must apply before
 			// it serves reads (catchUp). Refused instead, the request is
-			// made anew at raft's next attempt, a few milliseconds on:
-			// one failure, where a dial failing at once counted one per
-			// attempt.
-			c.Close()
-			return nil, fmt.Errorf("cluster: %s listens again after refusing connections (the request made before is dropped; raft makes it anew)", address)
+			// made anew at raft's next attempt, a few milliseconds on,
+			// over this connection (keepReady): one failure, where a
+			// dial failing at once counted one per attempt.
+			s.keepReady(string(address), c)
+			if refused {
+				return nil, fmt.Errorf("cluster: %s listens again after refusing connections (the request made before is dropped; raft makes it anew)", address)
+			}
+			return nil, fmt.Errorf("cluster: the connection to %s took %v to open (the request made before is dropped; raft makes it anew over that connection)", address, took.Round(time.Millisecond))
 		}
 		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || time.Now().Add(wait).After(until) {
 			return c, err
