@@ -23,9 +23,11 @@ import (
 // its request arrived, taken from the transport as it comes (from before
 // raft starts: raft may take seconds to restore a snapshot, and the
 // leader commits on meanwhile); requests that waited unread while the
-// node's raft was held up are not noted (catchUp.stalled); and a request
-// raft made before a dial that waited or took 50 ms or more is never sent
-// late (guardedStream.Dial).
+// node's raft was held up, or while the node's half of a connection's
+// handshake ran 50 ms or more, are not noted (catchUp.stalled,
+// guardedStream.slowAccept); and a request raft made before a dial that
+// waited, or that took 50 ms or more while entries were committed, is
+// never sent (guardedStream.Dial).
 
 // catchUp tracks the latest moment this node held all a leader had
 // committed. A leader's announcement (its commit index, and when it

@@ -323,6 +323,10 @@ func Open(cfg Config) (*Node, error) {
 		}
 	}
 	n := &Node{cfg: cfg, trans: trans, stream: stream, bolt: bolt, timeout: cfg.ApplyTimeout}
+	if stream != nil {
+		slow := func(d time.Duration) { n.catchUp.stalled(d, time.Now()) }
+		stream.slowAccept.Store(&slow)
+	}
 	if n.timeout <= 0 {
 		n.timeout = 10 * time.Second
 	}
@@ -357,6 +361,8 @@ func Open(cfg Config) (*Node, error) {
 	if stream != nil {
 		role := func() (uint64, bool) { return r.CurrentTerm(), r.State() == raft.Leader }
 		stream.role.Store(&role)
+		commit := r.CommitIndex
+		stream.commit.Store(&commit)
 	}
 	if !cfg.SingleWriteEntries {
 		n.group = newGrouper(n)

@@ -18,12 +18,15 @@ import (
 
 // delayProxy forwards TCP connections to upstream, opening each new one
 // after delay (0: at once), as a peer that drops SYNs while it reboots,
-// or answers a handshake slowly, delays a dial; cut closes every
-// connection it carries.
+// or answers a handshake slowly, delays a dial; with midDelay it forwards
+// a new connection's first bytes from the dialler at once and the rest
+// midDelay later, so the accepting side's handshake finishes that much
+// after the dialler's. cut closes every connection it carries.
 type delayProxy struct {
 	ln       net.Listener
 	upstream string
 	delay    atomic.Int64 // nanoseconds
+	midDelay atomic.Int64 // nanoseconds
 	mu       sync.Mutex
 	conns    []net.Conn
 	wg       sync.WaitGroup
@@ -69,7 +72,21 @@ func (p *delayProxy) carry(c net.Conn) {
 	p.mu.Lock()
 	p.conns = append(p.conns, c, u)
 	p.mu.Unlock()
-	go func() { io.Copy(u, c); u.Close() }()
+	mid := time.Duration(p.midDelay.Load())
+	go func() {
+		if mid > 0 {
+			buf := make([]byte, 4096)
+			n, err := c.Read(buf)
+			if err != nil {
+				u.Close()
+				return
+			}
+			u.Write(buf[:n])
+			time.Sleep(mid)
+		}
+		io.Copy(u, c)
+		u.Close()
+	}()
 	io.Copy(c, u)
 	c.Close()
 }
@@ -89,16 +106,12 @@ func (p *delayProxy) close() {
 	p.wg.Wait()
 }
 
-// TestSlowDialSendsNoStaleCommit: when the leader's connections to a
-// follower break and its next dial takes 700 ms (a slow handshake; a
-// peer dropping SYNs), the follower must not count itself caught up,
-// after the dial, as of a time past a commit its stores lack. raft makes
-// its AppendEntries request, naming its commit index, before it dials:
-// sent once the dial completed, that request announced a commit index
-// 700 ms old as current.
-func TestSlowDialSendsNoStaleCommit(t *testing.T) {
+// proxiedNodes starts three peer-key nodes under root, the others
+// dialling the third (the follower returned) through proxy, and returns
+// the leader (never the third: the test is skipped if it leads).
+func proxiedNodes(t *testing.T, proxy *delayProxy) (leader, follower *Node) {
+	t.Helper()
 	root := t.TempDir()
-	proxy := newDelayProxy(t)
 	var nodes []*Node
 	var servers []Server
 	for i := 1; i <= 3; i++ {
@@ -114,25 +127,33 @@ func TestSlowDialSendsNoStaleCommit(t *testing.T) {
 		nodes = append(nodes, n)
 		servers = append(servers, Server{ID: n.ID(), Address: n.Addr()})
 	}
-	f := nodes[2]
-	proxy.start(f.stream.ln.Addr().String())
+	follower = nodes[2]
+	proxy.start(follower.stream.ln.Addr().String())
 	if err := nodes[0].Bootstrap(servers...); err != nil {
 		t.Fatal(err)
 	}
-	var l *Node
-	for deadline := time.Now().Add(10 * time.Second); l == nil; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); leader == nil; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no leader within 10 s")
 		}
 		for _, n := range nodes[:2] {
 			if n.IsLeader() {
-				l = n
+				leader = n
 			}
 		}
-		if f.IsLeader() {
+		if follower.IsLeader() {
 			t.Skip("the node behind the proxy leads")
 		}
 	}
+	return leader, follower
+}
+
+// cutWhileCommitting breaks the proxied follower f's connections with
+// slow set on the proxy for the connections that replace them (700 ms),
+// and checks that f never counts itself caught up past a commit its
+// stores lack while l commits on with the third node.
+func cutWhileCommitting(t *testing.T, proxy *delayProxy, slow *atomic.Int64, l, f *Node) {
+	t.Helper()
 	ctx := context.Background()
 	for i := 0; i < 20; i++ {
 		if err := appendOne(ctx, l); err != nil {
@@ -144,7 +165,7 @@ func TestSlowDialSendsNoStaleCommit(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 
-	proxy.delay.Store(int64(700 * time.Millisecond))
+	slow.Store(int64(700 * time.Millisecond))
 	proxy.cut()
 	cut := time.Now()
 	for time.Since(cut) < 400*time.Millisecond {
@@ -154,7 +175,7 @@ func TestSlowDialSendsNoStaleCommit(t *testing.T) {
 	}
 	idxE := l.raft.CommitIndex()
 	tE := time.Now() // "the revocation" (index idxE) was committed before tE
-	proxy.delay.Store(0)
+	slow.Store(0)
 	// Writes go on (the stale request would arrive ~700 ms after the
 	// cut) while the follower is watched.
 	done := make(chan error, 1)
@@ -172,6 +193,30 @@ func TestSlowDialSendsNoStaleCommit(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestSlowDialSendsNoStaleCommit: when the leader's connections to a
+// follower break and its next dial takes 700 ms (a slow handshake; a
+// peer dropping SYNs), the follower must not count itself caught up,
+// after the dial, as of a time past a commit its stores lack. raft makes
+// its AppendEntries request, naming its commit index, before it dials:
+// sent once the dial completed, that request announced a commit index
+// 700 ms old as current.
+func TestSlowDialSendsNoStaleCommit(t *testing.T) {
+	proxy := newDelayProxy(t)
+	l, f := proxiedNodes(t, proxy)
+	cutWhileCommitting(t, proxy, &proxy.delay, l, f)
+}
+
+// TestSlowHandshakeSendsNoStaleCommit: the same when the leader's dial is
+// quick but the follower's half of the handshake finishes 700 ms later
+// (the leader's last handshake message held up on the way): the request
+// the leader sent right after its half waited in the connection, and
+// arrived naming a commit index 700 ms old.
+func TestSlowHandshakeSendsNoStaleCommit(t *testing.T) {
+	proxy := newDelayProxy(t)
+	l, f := proxiedNodes(t, proxy)
+	cutWhileCommitting(t, proxy, &proxy.midDelay, l, f)
 }
 
 // slowGuard dials as plainGuard, taking at least delay.
@@ -259,5 +304,113 @@ func TestSlowDialKeepsItsConnection(t *testing.T) {
 	s.Close()
 	if !closedByDialer(kept) {
 		t.Fatal("a kept connection outlived the stream's Close")
+	}
+}
+
+// TestKeptConnectionsThePeerClosedAreNotHandedOut: connections kept from
+// slow dials whose peer closed them meanwhile (it restarted) are closed,
+// not handed to raft, and the next dial connects anew.
+func TestKeptConnectionsThePeerClosedAreNotHandedOut(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newGuardedStream(ln, nil, slowGuard{delay: 2 * slowDialMin}, 0)
+	defer s.Close()
+	peer, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := peer.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	addr := raft.ServerAddress(peer.Addr().String())
+	var wg sync.WaitGroup
+	for range readyMax {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.Dial(addr, time.Second) }()
+	}
+	wg.Wait()
+	for range readyMax {
+		(<-accepted).Close() // the peer restarts: its ends close
+	}
+	time.Sleep(50 * time.Millisecond)
+	c, err := s.Dial(addr, time.Second)
+	if err == nil {
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("Dial handed out a connection its peer had closed (read: %v)", err)
+		}
+		t.Fatal("a fresh slow dial succeeded")
+	}
+	select {
+	case <-accepted: // dialled anew
+	case <-time.After(2 * time.Second):
+		t.Fatal("the dial after the kept connections closed did not connect anew")
+	}
+	s.rmu.Lock()
+	left := s.readyL.Len()
+	s.rmu.Unlock()
+	if left != 1 { // the fresh slow dial's
+		t.Fatalf("%d connections kept, want 1", left)
+	}
+}
+
+// TestSlowDialWithNothingCommittedSucceeds: a slow dial during which the
+// commit index did not move hands its connection to raft (the request
+// made before it is current), so an idle cluster over a slow network
+// does not fail every dial.
+func TestSlowDialWithNothingCommittedSucceeds(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newGuardedStream(ln, nil, slowGuard{delay: 2 * slowDialMin}, 0)
+	defer s.Close()
+	var index atomic.Uint64
+	index.Store(7)
+	commit := index.Load
+	s.commit.Store(&commit)
+	peer, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	go func() {
+		for {
+			c, err := peer.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	addr := raft.ServerAddress(peer.Addr().String())
+	c, err := s.Dial(addr, time.Second)
+	if err != nil {
+		t.Fatalf("a slow dial with nothing committed meanwhile: %v", err)
+	}
+	c.Close()
+	done := make(chan error, 1)
+	go func() {
+		c, err := s.Dial(addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		done <- err
+	}()
+	time.Sleep(slowDialMin / 2)
+	index.Add(1) // committed during the dial
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "while entries were committed") {
+		t.Fatalf("a slow dial during which the commit index moved: %v, want an error", err)
 	}
 }

@@ -58,14 +58,18 @@ const (
 )
 
 // A replication dial that took slowDialMin or longer (a peer's host
-// dropping SYNs while it reboots, a slow handshake) fails, as one that
-// waited for a refusing peer does: raft made its request before dialling,
-// so the request would name a commit index that old, which a follower
-// takes as current (catchUp). The connection is not wasted: it is kept
-// for readyKeep, and the next replication dial to that peer (raft's
-// retry, a few milliseconds on, with a fresh request) takes it at once.
-// At most readyMax are kept per peer. slowDialMin is stallMin: the
-// staleness a follower's own hold-ups may cause too.
+// dropping SYNs while it reboots, a slow handshake) while this node's
+// commit index moved fails, as one that waited for a refusing peer does:
+// raft made its request before dialling, so the request would name a
+// commit index older than the leader's, which a follower takes as current
+// (catchUp). The connection is not wasted: it is kept for readyKeep, and
+// the next replication dial to that peer (raft's next attempt, after its
+// 10 ms back-off or sooner, with a fresh request) takes it at once unless
+// the peer closed it meanwhile. At most readyMax are kept per peer.
+// slowDialMin is stallMin: the staleness a follower's own hold-ups may
+// cause too. The accepting side's half of the handshake is timed as well
+// (slowAccept): a request the dialler sent while it ran waited in the
+// connection.
 const (
 	slowDialMin = stallMin
 	readyKeep   = 15 * time.Second // beyond raft's longest retry back-off (10.24 s)
@@ -286,12 +290,22 @@ type guardedStream struct {
 	// (set once raft runs): a waiting dial ends when the term it began
 	// in, as leader, is over (raft's replication for that term stopped).
 	role atomic.Pointer[func() (term uint64, leading bool)]
-	// rmu guards ready: per peer address, connections whose dial was
-	// failed (a slow dial, or one that waited) for the next dial to take.
-	rmu    sync.Mutex
-	ready  map[string][]*list.Element
-	readyL *list.List // of *readyConn, oldest first
-	keep   time.Duration
+	// commit answers raft's commit index (set once raft runs): a slow
+	// dial fails only if it moved meanwhile.
+	commit atomic.Pointer[func() uint64]
+	// slowAccept is told how long an inbound connection's handshake took
+	// when that was slowDialMin or more, before raft sees the connection
+	// (Node: catchUp.stalled).
+	slowAccept atomic.Pointer[func(time.Duration)]
+	// rmu guards ready, readyL and readyTimer: per peer address, the
+	// connections whose dial was failed (a slow dial, or one that waited)
+	// for the next dial to take, and the timer that closes them when
+	// their time is up.
+	rmu        sync.Mutex
+	ready      map[string][]*list.Element
+	readyL     *list.List // of *readyConn, oldest first
+	readyTimer *time.Timer
+	keep       time.Duration
 }
 
 // readyConn is a connection kept for a peer's next dial, until expires.
@@ -350,9 +364,17 @@ func (s *guardedStream) acceptLoop() {
 
 func (s *guardedStream) handshake(c net.Conn, e *list.Element) {
 	defer s.wg.Done()
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
 	tc, err := s.guard.accept(ctx, c)
 	cancel()
+	if took := time.Since(start); err == nil && took >= slowDialMin {
+		// The peer's requests sent meanwhile waited in the connection
+		// (told before raft can read them).
+		if f := s.slowAccept.Load(); f != nil {
+			(*f)(took)
+		}
+	}
 	s.pmu.Lock()
 	s.pending.Remove(e) // a no-op when a newcomer displaced it
 	s.pmu.Unlock()
@@ -378,8 +400,9 @@ func (s *guardedStream) Accept() (net.Conn, error) {
 	}
 }
 
-// Close stops listening and interrupts handshakes under way; connections
-// already handed to raft are raft's to close.
+// Close stops listening, interrupts handshakes under way and closes the
+// connections kept for a next dial; connections already handed to raft
+// are raft's to close.
 func (s *guardedStream) Close() error {
 	var err error
 	s.once.Do(func() {
@@ -387,70 +410,104 @@ func (s *guardedStream) Close() error {
 		err = s.ln.Close()
 		s.wg.Wait()
 		s.rmu.Lock()
+		var spent []net.Conn
 		for e := s.readyL.Front(); e != nil; e = e.Next() {
-			e.Value.(*readyConn).c.Close()
+			spent = append(spent, e.Value.(*readyConn).c)
 		}
 		s.readyL.Init()
 		clear(s.ready)
+		if s.readyTimer != nil {
+			s.readyTimer.Stop()
+		}
 		s.rmu.Unlock()
+		closeAll(spent)
 	})
 	return err
 }
 
 // keepReady keeps c, a connection to addr whose dial was failed, for the
-// next dial to addr (at most readyMax per address; the oldest makes way),
-// and closes those kept past their time. After Close it closes c.
+// next dial to addr (at most readyMax per address; the oldest makes way).
+// After Close it closes c.
 func (s *guardedStream) keepReady(addr string, c net.Conn) {
 	s.rmu.Lock()
-	defer s.rmu.Unlock()
-	now := time.Now()
-	s.expireLocked(now)
+	spent := s.expireLocked(time.Now())
 	if s.ctx.Err() != nil {
-		c.Close()
+		s.rmu.Unlock()
+		closeAll(append(spent, c))
 		return
 	}
 	if kept := s.ready[addr]; len(kept) >= readyMax {
-		s.dropLocked(kept[0])
+		spent = append(spent, s.dropLocked(kept[0]))
 	}
-	e := s.readyL.PushBack(&readyConn{addr: addr, c: c, expires: now.Add(s.keep)})
+	e := s.readyL.PushBack(&readyConn{addr: addr, c: c, expires: time.Now().Add(s.keep)})
 	s.ready[addr] = append(s.ready[addr], e)
-	time.AfterFunc(s.keep, func() {
-		s.rmu.Lock()
-		s.expireLocked(time.Now())
-		s.rmu.Unlock()
-	})
+	s.armLocked()
+	s.rmu.Unlock()
+	closeAll(spent)
 }
 
-// takeReady returns the newest connection kept for addr, if any.
+// takeReady returns the newest connection kept for addr whose peer has
+// not closed it, if any; those it finds closed it closes.
 func (s *guardedStream) takeReady(addr string) net.Conn {
+	for {
+		s.rmu.Lock()
+		spent := s.expireLocked(time.Now())
+		kept := s.ready[addr]
+		if len(kept) == 0 || s.ctx.Err() != nil {
+			s.armLocked()
+			s.rmu.Unlock()
+			closeAll(spent)
+			return nil
+		}
+		c := s.dropLocked(kept[len(kept)-1])
+		s.armLocked()
+		s.rmu.Unlock()
+		closeAll(spent)
+		if !peerClosed(c) {
+			return c
+		}
+		c.Close()
+	}
+}
+
+// expireReady closes the kept connections whose time is up (readyTimer).
+func (s *guardedStream) expireReady() {
 	s.rmu.Lock()
-	defer s.rmu.Unlock()
-	s.expireLocked(time.Now())
-	kept := s.ready[addr]
-	if len(kept) == 0 {
-		return nil
-	}
-	e := kept[len(kept)-1]
-	rc := e.Value.(*readyConn)
-	s.readyL.Remove(e)
-	if s.ready[addr] = kept[:len(kept)-1]; len(s.ready[addr]) == 0 {
-		delete(s.ready, addr)
-	}
-	return rc.c
+	spent := s.expireLocked(time.Now())
+	s.armLocked()
+	s.rmu.Unlock()
+	closeAll(spent)
 }
 
-// expireLocked closes the kept connections whose time is up. Caller
-// holds rmu.
-func (s *guardedStream) expireLocked(now time.Time) {
+// armLocked sets readyTimer for the oldest kept connection's expiry.
+// Caller holds rmu.
+func (s *guardedStream) armLocked() {
+	front := s.readyL.Front()
+	if front == nil || s.ctx.Err() != nil {
+		return
+	}
+	d := time.Until(front.Value.(*readyConn).expires)
+	if s.readyTimer == nil {
+		s.readyTimer = time.AfterFunc(d, s.expireReady)
+		return
+	}
+	s.readyTimer.Reset(d)
+}
+
+// expireLocked forgets the kept connections whose time is up and returns
+// them, to be closed once rmu is released. Caller holds rmu.
+func (s *guardedStream) expireLocked(now time.Time) []net.Conn {
+	var spent []net.Conn
 	for e := s.readyL.Front(); e != nil && !now.Before(e.Value.(*readyConn).expires); e = s.readyL.Front() {
-		s.dropLocked(e)
+		spent = append(spent, s.dropLocked(e))
 	}
+	return spent
 }
 
-// dropLocked closes and forgets the kept connection e. Caller holds rmu.
-func (s *guardedStream) dropLocked(e *list.Element) {
+// dropLocked forgets the kept connection e and returns it. Caller holds
+// rmu.
+func (s *guardedStream) dropLocked(e *list.Element) net.Conn {
 	rc := e.Value.(*readyConn)
-	rc.c.Close()
 	s.readyL.Remove(e)
 	kept := s.ready[rc.addr]
 	for i, k := range kept {
@@ -461,6 +518,13 @@ func (s *guardedStream) dropLocked(e *list.Element) {
 	}
 	if s.ready[rc.addr] = kept; len(kept) == 0 {
 		delete(s.ready, rc.addr)
+	}
+	return rc.c
+}
+
+func closeAll(cs []net.Conn) {
+	for _, c := range cs {
+		c.Close()
 	}
 }
 
@@ -473,9 +537,12 @@ func (s *guardedStream) Addr() net.Addr {
 }
 
 // Dial connects to a peer and completes the handshake within timeout
-// (raft's dials). A peer whose host refuses the connection is dialled
-// again until it listens, for at most dialWaitMax, or until the stream
-// closes or stopDialing is called: see dialRetryFirst.
+// (raft's replication dials), or hands out a connection kept for it. A
+// peer whose host refuses the connection is dialled again until it
+// listens, for at most dialWaitMax, or until the stream closes or
+// stopDialing is called: see dialRetryFirst. A dial that waited, or that
+// took slowDialMin or more while the commit index moved, fails and keeps
+// its connection for the next Dial to address (keepReady).
 func (s *guardedStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	until := time.Now().Add(dialWaitMax)
 	wait := dialRetryFirst
@@ -488,21 +555,23 @@ func (s *guardedStream) Dial(address raft.ServerAddress, timeout time.Duration) 
 		return c, nil
 	}
 	for refused := false; ; refused = true {
-		start := time.Now()
+		start, committed := time.Now(), s.commitIndex()
 		c, err := s.dialOnce(address, min(timeout, max(time.Until(until), wait)))
-		if took := time.Since(start); err == nil && (refused || took >= slowDialMin) {
+		slow := time.Since(start) >= slowDialMin && (committed == 0 || s.commitIndex() != committed)
+		if err == nil && (refused || slow) {
 			// raft made its request before dialling: sent now, it would
 			// name a commit index from before the wait, which a
 			// restarted follower takes for how far it must apply before
 			// it serves reads (catchUp). Refused instead, the request is
-			// made anew at raft's next attempt, a few milliseconds on,
-			// over this connection (keepReady): one failure, where a
-			// dial failing at once counted one per attempt.
+			// made anew at raft's next attempt, after its 10 ms back-off
+			// or sooner, which takes this connection (keepReady): one
+			// failure, where a dial failing at once counted one per
+			// attempt.
 			s.keepReady(string(address), c)
 			if refused {
 				return nil, fmt.Errorf("cluster: %s listens again after refusing connections (the request made before is dropped; raft makes it anew)", address)
 			}
-			return nil, fmt.Errorf("cluster: the connection to %s took %v to open (the request made before is dropped; raft makes it anew over that connection)", address, took.Round(time.Millisecond))
+			return nil, fmt.Errorf("cluster: the connection to %s took %v to open while entries were committed (the request made before is dropped; raft makes it anew)", address, time.Since(start).Round(time.Millisecond))
 		}
 		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || time.Now().Add(wait).After(until) {
 			return c, err
@@ -519,6 +588,14 @@ func (s *guardedStream) Dial(address raft.ServerAddress, timeout time.Duration) 
 		}
 		wait = min(wait+wait/2, dialRetryMax)
 	}
+}
+
+// commitIndex is raft's commit index, or 0 before raft runs.
+func (s *guardedStream) commitIndex() uint64 {
+	if f := s.commit.Load(); f != nil {
+		return (*f)()
+	}
+	return 0
 }
 
 // dialOnce connects to a peer and completes the handshake within timeout,
