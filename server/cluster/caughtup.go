@@ -82,10 +82,12 @@ func (c *catchUp) announced(commit, term uint64, now time.Time) {
 }
 
 // stalled records that raft took d, until now, to answer a request (the
-// follower's raft was held up: its log write, its state machine). The
-// requests the leader sent meanwhile waited in the connection, unread
-// (raft's transport reads a connection's next request only once the last
-// is answered; a pipeline keeps up to 128 on their way), each naming the
+// follower's raft was held up: its log write, its state machine), or that
+// this node's half of an inbound connection's handshake took d
+// (guardedStream.slowAccept). The requests the leader sent meanwhile
+// waited in the connection, unread (raft's transport reads a connection's
+// next request only once the last is answered; a pipeline keeps up to 128
+// on their way; none is read before the handshake ends), each naming the
 // leader's commit index of when it was made, and arrive now as a burst.
 // Noted as current they could put the caught-up moment past commits the
 // stores lack, so the announcements of the next 2d + 50 ms, while that

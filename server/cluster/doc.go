@@ -189,13 +189,15 @@
 // than at the leader's next backed-off retry. A replication dial that
 // took 50 ms or more without being refused (a host dropping SYNs while it
 // reboots, a slow handshake), while entries were committed, fails the
-// same way, for the same reason; its connection is kept for up to 15 s
-// (at most 4 per peer), and raft's next dial to that peer, with a fresh
-// request, takes it at once unless the peer has closed it. A follower
-// whose half of a handshake took 50 ms or more notes no leader's commit
-// index for twice that plus 50 ms: the requests sent meanwhile waited in
-// the connection. A request held up in the network itself, on a
-// connection already open, is not detected. A wait also
+// same way, for the same reason, as does any dial that outlives the term
+// it began in as leader; its connection is kept for up to 15 s (at most 4
+// per peer), and raft's next dial to that peer, with a fresh request,
+// takes it at once unless it is seen to be closed (on Linux, by the
+// socket's TCP state). A follower whose half of a handshake took 50 ms or
+// more notes no leader's commit index for twice that plus 50 ms: the
+// requests sent meanwhile may have waited in the connection. A request
+// held up in the network itself, on a connection already open, is not
+// detected. A wait also
 // ends when the term it began in as leader is over, and Close ends them
 // all first. Votes, pre-votes and leadership transfers'
 // TimeoutNow dial once (a candidate sends them anew every round, and a

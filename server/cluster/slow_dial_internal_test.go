@@ -2,11 +2,14 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +17,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/batpak-go/batpak/internal/testca"
 )
 
 // delayProxy forwards TCP connections to upstream, opening each new one
@@ -410,7 +415,127 @@ func TestSlowDialWithNothingCommittedSucceeds(t *testing.T) {
 	}()
 	time.Sleep(slowDialMin / 2)
 	index.Add(1) // committed during the dial
-	if err := <-done; err == nil || !strings.Contains(err.Error(), "while entries were committed") {
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "to open") {
 		t.Fatalf("a slow dial during which the commit index moved: %v, want an error", err)
+	}
+}
+
+// slowTLSGuard dials as tlsGuard, taking at least delay first.
+type slowTLSGuard struct {
+	tlsGuard
+	delay time.Duration
+}
+
+func (g slowTLSGuard) dial(address string, timeout time.Duration) (net.Conn, error) {
+	time.Sleep(g.delay)
+	return g.tlsGuard.dial(address, timeout)
+}
+
+// TestKeptTLSConnectionsThePeerClosedAreNotHandedOut: a kept TLS
+// connection whose peer closed it, gracefully (close_notify, then FIN) or
+// by exiting (FIN only, a session ticket unread ahead of it), is not
+// handed out: bytes waiting ahead of the FIN do not make it look open.
+func TestKeptTLSConnectionsThePeerClosedAreNotHandedOut(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("only Linux tells a closed socket from one with bytes waiting (socketClosed)")
+	}
+	ca := testca.NewCA(t, "slow dial CA")
+	certPEM, keyPEM := ca.Issue(t, "node")
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	srvCfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}
+	cliCfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13, RootCAs: pool, ServerName: "127.0.0.1",
+		ClientSessionCache: tls.NewLRUClientSessionCache(4)} // the server sends session tickets
+	for _, graceful := range []bool{false, true} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := newGuardedStream(ln, nil, slowTLSGuard{tlsGuard{cliCfg}, 2 * slowDialMin}, 0)
+		peer, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		accepted := make(chan *tls.Conn, 4)
+		go func() {
+			for {
+				c, err := peer.Accept()
+				if err != nil {
+					return
+				}
+				if tc := tls.Server(c, srvCfg); tc.Handshake() == nil {
+					accepted <- tc
+				}
+			}
+		}()
+		addr := raft.ServerAddress(peer.Addr().String())
+		if _, err := s.Dial(addr, time.Second); err == nil {
+			t.Fatal("a slow dial succeeded")
+		}
+		srv := <-accepted
+		time.Sleep(50 * time.Millisecond)
+		if graceful {
+			srv.Close()
+		} else {
+			srv.NetConn().Close()
+		}
+		time.Sleep(50 * time.Millisecond)
+		if c, err := s.Dial(addr, time.Second); err == nil {
+			c.Close()
+			t.Errorf("graceful=%v: Dial handed out a kept connection its peer had closed", graceful)
+		}
+		s.Close()
+		peer.Close()
+	}
+}
+
+// TestSlowDialOutlivingLeadershipFails: a dial during which this node
+// stopped leading fails, however its commit index went (a deposed leader
+// commits nothing): the request raft made before it, in the old term,
+// names a commit index the next leader may have passed, and a follower
+// that has not heard of the new term yet would take it as current.
+func TestSlowDialOutlivingLeadershipFails(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newGuardedStream(ln, nil, slowGuard{delay: 3 * slowDialMin}, 0)
+	defer s.Close()
+	commit := func() uint64 { return 7 }
+	s.commit.Store(&commit)
+	var stepped atomic.Bool
+	role := func() (uint64, bool) {
+		if stepped.Load() {
+			return 6, false
+		}
+		return 5, true
+	}
+	s.role.Store(&role)
+	peer, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	go func() {
+		for {
+			c, err := peer.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	go func() { time.Sleep(slowDialMin); stepped.Store(true) }()
+	c, err := s.Dial(raft.ServerAddress(peer.Addr().String()), time.Second)
+	if err == nil {
+		c.Close()
+		t.Fatal("a dial that outlived this node's term as leader handed raft its connection")
+	}
+	if !strings.Contains(err.Error(), "term 5 as leader ended") {
+		t.Fatalf("the error names no term: %v", err)
 	}
 }

@@ -59,17 +59,17 @@ const (
 
 // A replication dial that took slowDialMin or longer (a peer's host
 // dropping SYNs while it reboots, a slow handshake) while this node's
-// commit index moved fails, as one that waited for a refusing peer does:
+// commit index moved (or was still 0) fails, as one that waited for a refusing peer does:
 // raft made its request before dialling, so the request would name a
 // commit index older than the leader's, which a follower takes as current
 // (catchUp). The connection is not wasted: it is kept for readyKeep, and
 // the next replication dial to that peer (raft's next attempt, after its
 // 10 ms back-off or sooner, with a fresh request) takes it at once unless
-// the peer closed it meanwhile. At most readyMax are kept per peer.
+// the peer is seen to have closed it meanwhile (peerClosed). At most readyMax are kept per peer.
 // slowDialMin is stallMin: the staleness a follower's own hold-ups may
 // cause too. The accepting side's half of the handshake is timed as well
-// (slowAccept): a request the dialler sent while it ran waited in the
-// connection.
+// (slowAccept): a request the dialler sent while it ran may have waited
+// in the connection.
 const (
 	slowDialMin = stallMin
 	readyKeep   = 15 * time.Second // beyond raft's longest retry back-off (10.24 s)
@@ -295,7 +295,11 @@ type guardedStream struct {
 	commit atomic.Pointer[func() uint64]
 	// slowAccept is told how long an inbound connection's handshake took
 	// when that was slowDialMin or more, before raft sees the connection
-	// (Node: catchUp.stalled).
+	// (Node: catchUp.stalled): requests the dialler sent once its own half
+	// was done may have waited in the connection meanwhile. Only a
+	// handshake that succeeds counts, so only a peer that holds the
+	// cluster's key or certificate can cause it (at most twice
+	// HandshakeTimeout of quiet per handshake).
 	slowAccept atomic.Pointer[func(time.Duration)]
 	// rmu guards ready, readyL and readyTimer: per peer address, the
 	// connections whose dial was failed (a slow dial, or one that waited)
@@ -446,8 +450,8 @@ func (s *guardedStream) keepReady(addr string, c net.Conn) {
 	closeAll(spent)
 }
 
-// takeReady returns the newest connection kept for addr whose peer has
-// not closed it, if any; those it finds closed it closes.
+// takeReady returns the newest connection kept for addr that peerClosed
+// does not find closed, if any; those it finds closed it closes.
 func (s *guardedStream) takeReady(addr string) net.Conn {
 	for {
 		s.rmu.Lock()
@@ -540,9 +544,11 @@ func (s *guardedStream) Addr() net.Addr {
 // (raft's replication dials), or hands out a connection kept for it. A
 // peer whose host refuses the connection is dialled again until it
 // listens, for at most dialWaitMax, or until the stream closes or
-// stopDialing is called: see dialRetryFirst. A dial that waited, or that
-// took slowDialMin or more while the commit index moved, fails and keeps
-// its connection for the next Dial to address (keepReady).
+// stopDialing is called: see dialRetryFirst. A dial that waited, that
+// took slowDialMin or more while the commit index moved (or before raft
+// has committed anything), or that outlived this node's term as leader
+// fails and keeps its connection for the next Dial to address
+// (keepReady).
 func (s *guardedStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	until := time.Now().Add(dialWaitMax)
 	wait := dialRetryFirst
@@ -551,13 +557,28 @@ func (s *guardedStream) Dial(address raft.ServerAddress, timeout time.Duration) 
 	if role != nil {
 		began, _ = (*role)()
 	}
+	// termOver: this node no longer leads in the term the dial began in,
+	// so raft's replication of that term is over, and a request it made
+	// then names a commit index the next leader may have passed.
+	termOver := func() bool {
+		if role == nil {
+			return false
+		}
+		term, leading := (*role)()
+		return !leading || term != began
+	}
 	if c := s.takeReady(string(address)); c != nil {
 		return c, nil
 	}
 	for refused := false; ; refused = true {
 		start, committed := time.Now(), s.commitIndex()
 		c, err := s.dialOnce(address, min(timeout, max(time.Until(until), wait)))
-		slow := time.Since(start) >= slowDialMin && (committed == 0 || s.commitIndex() != committed)
+		took := time.Since(start)
+		slow := took >= slowDialMin && (committed == 0 || s.commitIndex() != committed)
+		if err == nil && termOver() {
+			s.keepReady(string(address), c)
+			return nil, fmt.Errorf("cluster: this node's term %d as leader ended while the connection to %s opened (the request made before is dropped)", began, address)
+		}
 		if err == nil && (refused || slow) {
 			// raft made its request before dialling: sent now, it would
 			// name a commit index from before the wait, which a
@@ -571,7 +592,7 @@ func (s *guardedStream) Dial(address raft.ServerAddress, timeout time.Duration) 
 			if refused {
 				return nil, fmt.Errorf("cluster: %s listens again after refusing connections (the request made before is dropped; raft makes it anew)", address)
 			}
-			return nil, fmt.Errorf("cluster: the connection to %s took %v to open while entries were committed (the request made before is dropped; raft makes it anew)", address, time.Since(start).Round(time.Millisecond))
+			return nil, fmt.Errorf("cluster: the connection to %s took %v to open (the request made before may name a commit index since passed: dropped; raft makes it anew)", address, took.Round(time.Millisecond))
 		}
 		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || time.Now().Add(wait).After(until) {
 			return c, err
@@ -581,10 +602,8 @@ func (s *guardedStream) Dial(address raft.ServerAddress, timeout time.Duration) 
 			return nil, err
 		case <-time.After(wait):
 		}
-		if role != nil {
-			if term, leading := (*role)(); !leading || term != began {
-				return nil, err // raft's replication of that term is over
-			}
+		if termOver() {
+			return nil, err
 		}
 		wait = min(wait+wait/2, dialRetryMax)
 	}
