@@ -375,3 +375,8 @@ var ErrMaintenanceNotAdmitted = errors.New("batpak: the store's Admission cannot
 // ErrSnapshotDest: the snapshot destination exists and is not an empty
 // directory, or is a symbolic link.
 var ErrSnapshotDest = errors.New("batpak: snapshot destination refused")
+
+// ErrSnapshotLinks: SnapshotOptions.LinkSealed was asked of a store
+// without Config.Replicator, whose Redact rewrites sealed segments in
+// place (and would change a copy that shares their files).
+var ErrSnapshotLinks = errors.New("batpak: snapshot: LinkSealed needs a replicated store (Config.Replicator)")

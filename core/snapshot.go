@@ -47,6 +47,18 @@ type SnapshotOptions struct {
 	// 2-core VM). After a crash such a copy may be incomplete or damaged:
 	// discard it.
 	NoSync bool
+	// LinkSealed hard-links the sealed segments, the segments' footers
+	// and the index checkpoint into dest instead of copying them, where
+	// the file system allows (they are copied where it does not: another
+	// file system, one without hard links). Only the active segment's
+	// bytes up to the snapshot point are copied, so the snapshot of a
+	// large store takes about as long as that of its active segment.
+	// The links share the store's files, which the store only ever
+	// replaces whole (a footer, the checkpoint, a packed segment: written
+	// apart and renamed into place), never changes in place, except
+	// Redact: so LinkSealed is refused with ErrSnapshotLinks on a store
+	// without Config.Replicator (a replicated store refuses Redact).
+	LinkSealed bool
 }
 
 // Snapshot copies the store into dest, a directory that must not exist or
@@ -70,11 +82,14 @@ func (s *Store) SnapshotWithOptions(ctx context.Context, dest string, opts Snaps
 	if s.readOnly {
 		return SnapshotReport{Dest: dest}, ErrReadOnly
 	}
+	if opts.LinkSealed && s.cfg.Replicator == nil {
+		return SnapshotReport{Dest: dest}, ErrSnapshotLinks
+	}
 	if err := checkSnapshotDest(s.fs, dest); err != nil {
 		return SnapshotReport{Dest: dest}, err
 	}
 	_, statErr := s.fs.Lstat(dest)
-	rep, err := s.snapshot(ctx, dest, !opts.NoSync)
+	rep, err := s.snapshot(ctx, dest, !opts.NoSync, opts.LinkSealed)
 	if err != nil {
 		// dest was empty or missing: leave it so, and the call retryable
 		// (a full disk, a cancelled context).
@@ -98,7 +113,7 @@ func removeContents(fsys vfs.FS, dir string) {
 	}
 }
 
-func (s *Store) snapshot(ctx context.Context, dest string, sync bool) (SnapshotReport, error) {
+func (s *Store) snapshot(ctx context.Context, dest string, sync, link bool) (SnapshotReport, error) {
 	start := time.Now()
 	rep := SnapshotReport{Dest: dest}
 	// Held from before the snapshot point: a compaction or redaction
@@ -133,7 +148,13 @@ func (s *Store) snapshot(ctx context.Context, dest string, sync bool) (SnapshotR
 		if id == pt.seg {
 			limit = pt.end
 		}
-		n, err := copyFile(s.fs, filepath.Join(s.cfg.Dir, format.SegmentName(id)), filepath.Join(dest, format.SegmentName(id)), limit, sync)
+		src, dst := filepath.Join(s.cfg.Dir, format.SegmentName(id)), filepath.Join(dest, format.SegmentName(id))
+		var n int64
+		if link && limit < 0 { // sealed
+			n, err = linkFile(s.fs, src, dst, sync)
+		} else {
+			n, err = copyFile(s.fs, src, dst, limit, sync)
+		}
 		if err != nil {
 			return rep, fmt.Errorf("batpak: snapshot segment %d: %w", id, err)
 		}
@@ -142,7 +163,7 @@ func (s *Store) snapshot(ctx context.Context, dest string, sync bool) (SnapshotR
 		// The segment's footer, when it covers no more than was copied:
 		// the copy then opens without reading its frames.
 		if end, ok := footerEnd(s.fs, s.cfg.Dir, id); ok && (limit < 0 || end <= limit) {
-			if _, err := copyFile(s.fs, filepath.Join(s.cfg.Dir, footerName(id)), filepath.Join(dest, footerName(id)), -1, sync); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			if _, err := copyOrLink(s.fs, filepath.Join(s.cfg.Dir, footerName(id)), filepath.Join(dest, footerName(id)), sync, link); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return rep, fmt.Errorf("batpak: snapshot footer of segment %d: %w", id, err)
 			}
 		}
@@ -155,7 +176,7 @@ func (s *Store) snapshot(ctx context.Context, dest string, sync bool) (SnapshotR
 	// copy opens by loading it and reading only the log after it (Open
 	// checks it against the copied segments and ignores it if it does not
 	// fit).
-	if _, err := copyFile(s.fs, filepath.Join(s.cfg.Dir, format.CheckpointName), filepath.Join(dest, format.CheckpointName), -1, sync); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if _, err := copyOrLink(s.fs, filepath.Join(s.cfg.Dir, format.CheckpointName), filepath.Join(dest, format.CheckpointName), sync, link); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return rep, fmt.Errorf("batpak: snapshot checkpoint: %w", err)
 	}
 	if _, err := s.fs.Stat(filepath.Join(s.cfg.Dir, erasureFile)); err == nil {
@@ -201,6 +222,44 @@ func checkSnapshotDest(fsys vfs.FS, dest string) error {
 // copyFile copies src to dst (at most limit bytes when limit >= 0) and,
 // when sync is set, syncs dst. The kernel does the copying where it can
 // (copy_file_range).
+// copyOrLink is linkFile when link is set, else copyFile of all of src.
+func copyOrLink(fsys vfs.FS, src, dst string, sync, link bool) (int64, error) {
+	if link {
+		return linkFile(fsys, src, dst, sync)
+	}
+	return copyFile(fsys, src, dst, -1, sync)
+}
+
+// linkFile makes dst a hard link to src (synced, when sync is set, so
+// that the data it shares is durable) and returns its size; where the
+// link cannot be made (another file system, none with links) it copies
+// src instead.
+func linkFile(fsys vfs.FS, src, dst string, sync bool) (int64, error) {
+	if err := vfs.Link(fsys, src, dst); err != nil {
+		return copyFile(fsys, src, dst, -1, sync)
+	}
+	if !sync {
+		fi, err := fsys.Stat(dst)
+		if err != nil {
+			return 0, err
+		}
+		return fi.Size(), nil
+	}
+	f, err := fsys.OpenFile(dst, os.O_RDWR, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}
+
 func copyFile(fsys vfs.FS, src, dst string, limit int64, sync bool) (int64, error) {
 	in, err := fsys.Open(src)
 	if err != nil {
@@ -271,7 +330,34 @@ func copyCursors(fsys vfs.FS, src, dst string, limit uint64, sync bool) error {
 // copy that needs no consistency with a running writer (Store.Snapshot
 // copies an open store consistently). The copy is not synced. Errors: dest
 // exists, or an I/O error (dest may then hold part of the copy).
-func CopyFiles(dir, dest string) error {
+func CopyFiles(dir, dest string) error { return copyFiles(dir, dest, nil) }
+
+// CopyFilesLinked is CopyFiles for the directory of a closed store that
+// is only ever reopened with Config.Replicator, so never redacted (see
+// SnapshotOptions.LinkSealed): every segment but the newest, every
+// segment's footer and the index checkpoint are hard-linked into dest
+// where the file system allows (copied where it does not), the rest is
+// copied. The newest segment is copied: a reopened store appends to it.
+// The store's other files are only ever replaced whole, so the copy stays
+// the store as it was while the store is reopened and written to.
+func CopyFilesLinked(dir, dest string) error {
+	ids, err := listSegments(vfs.Default(), dir)
+	if err != nil {
+		return err
+	}
+	linked := map[string]bool{format.CheckpointName: true}
+	for i, id := range ids {
+		if i < len(ids)-1 {
+			linked[format.SegmentName(id)] = true
+		}
+		linked[footerName(id)] = true
+	}
+	return copyFiles(dir, dest, linked)
+}
+
+// copyFiles copies dir's files into dest, hard-linking those whose names
+// linked holds (directly under dir) where the file system allows.
+func copyFiles(dir, dest string, linked map[string]bool) error {
 	if _, err := os.Lstat(dest); err == nil {
 		return fmt.Errorf("batpak: copying a store: %s exists", dest)
 	}
@@ -294,6 +380,9 @@ func CopyFiles(dir, dest string) error {
 		case d.IsDir():
 			return os.Mkdir(to, 0o755)
 		case !d.Type().IsRegular(), rel == segment.LockFileName, strings.HasSuffix(d.Name(), tmpSuffix):
+			return nil
+		}
+		if linked[rel] && os.Link(path, to) == nil {
 			return nil
 		}
 		in, err := os.Open(path)

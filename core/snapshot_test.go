@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -382,4 +383,158 @@ func TestCopyFiles(t *testing.T) {
 	if err := core.CopyFiles(filepath.Join(dir, "src"), dest); err == nil {
 		t.Fatal("a copy over an existing directory succeeded")
 	}
+}
+
+// TestSnapshotLinksSealedSegments: SnapshotOptions.LinkSealed shares the
+// sealed segments' files (and footers) with the copy and copies only the
+// active segment up to the snapshot point; the copy stays the store as
+// of the point while the store writes on, rotates and seals more, and
+// opens with exactly those events. A store that can Redact refuses it.
+func TestSnapshotLinksSealedSegments(t *testing.T) {
+	ctx := context.Background()
+	plain := openStore(t)
+	dest := filepath.Join(t.TempDir(), "snap")
+	if _, err := plain.SnapshotWithOptions(ctx, dest, core.SnapshotOptions{LinkSealed: true}); !errors.Is(err, core.ErrSnapshotLinks) {
+		t.Fatalf("LinkSealed on a store without a Replicator: %v, want ErrSnapshotLinks", err)
+	}
+	if _, err := os.Stat(dest); !os.IsNotExist(err) {
+		t.Fatalf("a refused snapshot left %s (%v)", dest, err)
+	}
+
+	l := &memLog{entries: make(chan memEntry, 64), done: make(chan struct{})}
+	dir := t.TempDir()
+	s := openStore(t, func(c *core.Config) {
+		c.Dir = dir
+		c.Replicator = memReplica{l, 0}
+		c.SegmentMaxBytes = 64 << 10
+	})
+	l.replicas = []*core.Store{s}
+	go l.run(t)
+	t.Cleanup(func() { close(l.entries); <-l.done })
+	acked := fillSegments(t, s, 150)
+	if err := s.SealSegments(ctx); err != nil { // footers of the sealed segments
+		t.Fatal(err)
+	}
+	for _, nosync := range []bool{true, false} {
+		dest := filepath.Join(t.TempDir(), "snap")
+		rep, err := s.SnapshotWithOptions(ctx, dest, core.SnapshotOptions{LinkSealed: true, NoSync: nosync})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.GlobalSequence != uint64(len(acked)) || rep.Segments < 3 {
+			t.Fatalf("report %+v, want %d events over several segments", rep, len(acked))
+		}
+		ents, err := os.ReadDir(dest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var segs []string
+		footers, linkedFooters := 0, 0
+		for _, e := range ents {
+			switch {
+			case strings.HasSuffix(e.Name(), ".seg"):
+				segs = append(segs, e.Name())
+			case strings.HasSuffix(e.Name(), ".idx"): // a footer
+				footers++
+				if sameFile(t, filepath.Join(dir, e.Name()), filepath.Join(dest, e.Name())) {
+					linkedFooters++
+				}
+			}
+		}
+		for i, name := range segs { // in name order: the last is the active segment
+			linked := sameFile(t, filepath.Join(dir, name), filepath.Join(dest, name))
+			if active := i == len(segs)-1; linked == active {
+				t.Fatalf("nosync=%v: segment %s linked=%v, want sealed ones linked and the active one copied", nosync, name, linked)
+			}
+		}
+		if footers == 0 || linkedFooters != footers {
+			t.Fatalf("nosync=%v: %d of %d footers linked, want all", nosync, linkedFooters, footers)
+		}
+	}
+	dest = filepath.Join(t.TempDir(), "snap")
+	if _, err := s.SnapshotWithOptions(ctx, dest, core.SnapshotOptions{LinkSealed: true, NoSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	more := fillSegments(t, s, 150) // the store rotates, seals and footers on
+	if err := s.SealSegments(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cp := openWith(t, testConfig(dest))
+	holdsAll(t, cp, acked)
+	if st := cp.Stats(); st.Events != uint64(len(acked)) {
+		t.Fatalf("the copy holds %d events, want the %d of the snapshot point (the store has %d)", st.Events, len(acked), len(acked)+len(more))
+	}
+	mustVerify(t, cp)
+}
+
+// sameFile reports whether paths a and b are the same file (hard links).
+func sameFile(t *testing.T, a, b string) bool {
+	t.Helper()
+	fa, err := os.Stat(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb, err := os.Stat(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return os.SameFile(fa, fb)
+}
+
+// TestCopyFilesLinkedStaysTheClosedStore: a copy of a closed store made
+// by CopyFilesLinked shares all but the newest segment with it, and stays
+// the store as it was closed while the store is reopened and written to.
+func TestCopyFilesLinkedStaysTheClosedStore(t *testing.T) {
+	ctx := context.Background()
+	l := &memLog{entries: make(chan memEntry, 64), done: make(chan struct{})}
+	dir := t.TempDir()
+	cfg := testConfig(dir)
+	cfg.Replicator = memReplica{l, 0}
+	cfg.SegmentMaxBytes = 64 << 10
+	s, err := core.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.replicas = []*core.Store{s}
+	go l.run(t)
+	t.Cleanup(func() { close(l.entries); <-l.done })
+	acked := fillSegments(t, s, 150)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(t.TempDir(), "copy")
+	if err := core.CopyFilesLinked(dir, dest); err != nil {
+		t.Fatal(err)
+	}
+	var segs []string
+	ents, _ := os.ReadDir(dest)
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".seg") {
+			segs = append(segs, e.Name())
+		}
+	}
+	if len(segs) < 3 {
+		t.Fatalf("%d segments, want several", len(segs))
+	}
+	for i, name := range segs {
+		if linked := sameFile(t, filepath.Join(dir, name), filepath.Join(dest, name)); linked == (i == len(segs)-1) {
+			t.Fatalf("segment %s linked=%v, want all but the newest linked", name, linked)
+		}
+	}
+	s, err = core.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.replicas[0] = s
+	defer s.Close()
+	fillSegments(t, s, 100)
+	if err := s.SealSegments(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cp := openWith(t, testConfig(dest))
+	holdsAll(t, cp, acked)
+	if st := cp.Stats(); st.Events != uint64(len(acked)) {
+		t.Fatalf("the copy holds %d events, want the %d the store held when closed", st.Events, len(acked))
+	}
+	mustVerify(t, cp)
 }

@@ -297,11 +297,15 @@ func (f *fsm) lruVictimLocked() *storeEntry {
 // staging directory, without syncing it: Persist reads it back at once
 // into raft's snapshot file, which raft syncs, and a node's staging
 // directory is emptied when it opens (syncing 320 MiB of copies tripled
-// the time applies waited for Snapshot). An open store is held
+// the time applies waited for Snapshot). Sealed segments, footers and
+// checkpoints are hard-linked rather than copied (a replicated store
+// never changes them in place: core.SnapshotOptions.LinkSealed), so only
+// each store's active segment is copied while applies wait; Persist
+// reads the linked files later, as they were. An open store is held
 // meanwhile and copied by core.Store.SnapshotWithOptions; the hold does
 // not count as a use (its idle time goes on). A closed store is kept closed meanwhile
 // (an entry with no store, busy: its users wait) and its directory
-// copied file by file: Close synced every file and wrote the checkpoint,
+// copied file by file (core.CopyFilesLinked): Close synced every file and wrote the checkpoint,
 // and nothing writes to the directory until the store is opened again,
 // so the copy is the store as its Close left it, which opens as the
 // store itself would. A snapshot thus neither opens stores nor leaves
@@ -316,14 +320,14 @@ func (f *fsm) snapshotStore(ctx context.Context, tenant, dest string) error {
 	if e := f.stores[tenant]; e != nil {
 		e.users.Add(1)
 		f.mu.Unlock()
-		_, err := e.s.SnapshotWithOptions(ctx, dest, core.SnapshotOptions{NoSync: true})
+		_, err := e.s.SnapshotWithOptions(ctx, dest, core.SnapshotOptions{NoSync: true, LinkSealed: true})
 		e.releaseQuiet()
 		return err
 	}
 	pin := &storeEntry{name: tenant, busy: make(chan struct{})}
 	f.stores[tenant] = pin
 	f.mu.Unlock()
-	err := core.CopyFiles(filepath.Join(f.root, tenant), dest)
+	err := core.CopyFilesLinked(filepath.Join(f.root, tenant), dest)
 	f.mu.Lock()
 	if f.stores[tenant] == pin {
 		delete(f.stores, tenant)

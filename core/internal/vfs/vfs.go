@@ -66,6 +66,19 @@ var ErrLocked = errors.New("locked by another process")
 // Default returns the operating system's file system.
 func Default() FS { return osFS{} }
 
+// ErrNoLinks is what Link returns for a file system without hard links.
+var ErrNoLinks = errors.New("hard links not supported")
+
+// Link makes newname a hard link to the file oldname, as os.Link does,
+// where fsys has hard links (an FS with a Link method: the operating
+// system's); ErrNoLinks elsewhere.
+func Link(fsys FS, oldname, newname string) error {
+	if l, ok := fsys.(interface{ Link(string, string) error }); ok {
+		return l.Link(oldname, newname)
+	}
+	return ErrNoLinks
+}
+
 // ReadFile reads the whole file name, as os.ReadFile does.
 func ReadFile(fsys FS, name string) ([]byte, error) {
 	if r, ok := fsys.(interface{ ReadFile(string) ([]byte, error) }); ok {

@@ -1,0 +1,64 @@
+package cluster
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/core"
+)
+
+// TestSnapshotPause (a figure: BATPAK_CLUSTER_FIGURES=1) reports how long
+// raft's applies wait for the state machine's Snapshot of 320 MiB of
+// stores, the store open and then closed: sealed segments are linked
+// into the staging directory, only the active segment is copied.
+func TestSnapshotPause(t *testing.T) {
+	if os.Getenv("BATPAK_CLUSTER_FIGURES") == "" {
+		t.Skip("a figure: set BATPAK_CLUSTER_FIGURES=1")
+	}
+	n, err := Open(Config{ID: "p1", Dir: filepath.Join(t.TempDir(), "p1"), Bind: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if err := n.Bootstrap(Server{ID: n.ID(), Address: n.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !n.IsLeader(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+	}
+	pad := []byte(`{"p":"` + strings.Repeat("x", 4000) + `"}`)
+	items := make([]core.BatchItem, 4096)
+	for i := range items {
+		items[i] = core.BatchItem{Coordinate: core.Coordinate{Entity: "b" + strconv.Itoa(i%16), Scope: "s"}, Kind: core.MustKind(1, 1), Payload: pad}
+	}
+	for range 20 {
+		if rs, err := n.AppendBatch(context.Background(), "bulk", items); err != nil || rs[0].Err != nil {
+			t.Fatalf("a batch: %v %+v", err, rs)
+		}
+	}
+	pause := func(what string) {
+		for range 3 {
+			t0 := time.Now()
+			snap, err := n.fsm.Snapshot()
+			d := time.Since(t0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			snap.Release()
+			t.Logf("FIGURE state machine Snapshot of 320 MiB (%s): %v", what, d.Round(100*time.Microsecond))
+		}
+	}
+	pause("store open")
+	n.fsm.closeIdle(time.Now().Add(time.Hour))
+	if st := n.fsm.storeStats(); st.Open != 0 {
+		t.Fatalf("%d stores still open", st.Open)
+	}
+	pause("store closed")
+}
