@@ -234,34 +234,55 @@ func (g slowGuard) dial(address string, timeout time.Duration) (net.Conn, error)
 	return plainGuard{}.dial(address, timeout)
 }
 
+// slowDialPeer starts a guardedStream whose dials through g are slow and
+// a peer that accepts connections, handing each to accepted (the peer's
+// end), and returns the stream and the peer's address. Both close with
+// the test.
+func slowDialPeer(t *testing.T, g guard) (s *guardedStream, addr raft.ServerAddress, accepted <-chan net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = newGuardedStream(ln, nil, g, 0)
+	t.Cleanup(func() { s.Close() })
+	peer, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan net.Conn, 16)
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		peer.Close()
+		<-done
+		for len(ch) > 0 {
+			(<-ch).Close()
+		}
+	})
+	go func() {
+		defer close(done)
+		for {
+			c, err := peer.Accept()
+			if err != nil {
+				return
+			}
+			select {
+			case ch <- c:
+			default:
+				c.Close()
+			}
+		}
+	}()
+	return s, raft.ServerAddress(peer.Addr().String()), ch
+}
+
 // TestSlowDialKeepsItsConnection: a replication dial that takes longer
 // than slowDialMin fails (its request is stale), and keeps the
 // connection for the next dial to that peer, which takes it at once; a
 // kept connection is closed once its time is up, and when the stream
 // closes.
 func TestSlowDialKeepsItsConnection(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newGuardedStream(ln, nil, slowGuard{delay: 2 * slowDialMin}, 0)
-	defer s.Close()
-	peer, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	accepted := make(chan net.Conn, 8)
-	go func() {
-		for {
-			c, err := peer.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
-	addr := raft.ServerAddress(peer.Addr().String())
+	s, addr, accepted := slowDialPeer(t, slowGuard{delay: 2 * slowDialMin})
 	closedByDialer := func(c net.Conn) bool { // the peer's end sees EOF
 		c.SetReadDeadline(time.Now().Add(2 * time.Second))
 		_, err := c.Read(make([]byte, 1))
@@ -316,28 +337,7 @@ func TestSlowDialKeepsItsConnection(t *testing.T) {
 // slow dials whose peer closed them meanwhile (it restarted) are closed,
 // not handed to raft, and the next dial connects anew.
 func TestKeptConnectionsThePeerClosedAreNotHandedOut(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newGuardedStream(ln, nil, slowGuard{delay: 2 * slowDialMin}, 0)
-	defer s.Close()
-	peer, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	accepted := make(chan net.Conn, 16)
-	go func() {
-		for {
-			c, err := peer.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
-	addr := raft.ServerAddress(peer.Addr().String())
+	s, addr, accepted := slowDialPeer(t, slowGuard{delay: 2 * slowDialMin})
 	var wg sync.WaitGroup
 	for range readyMax {
 		wg.Add(1)
@@ -375,31 +375,11 @@ func TestKeptConnectionsThePeerClosedAreNotHandedOut(t *testing.T) {
 // made before it is current), so an idle cluster over a slow network
 // does not fail every dial.
 func TestSlowDialWithNothingCommittedSucceeds(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newGuardedStream(ln, nil, slowGuard{delay: 2 * slowDialMin}, 0)
-	defer s.Close()
+	s, addr, _ := slowDialPeer(t, slowGuard{delay: 2 * slowDialMin})
 	var index atomic.Uint64
 	index.Store(7)
 	commit := index.Load
 	s.commit.Store(&commit)
-	peer, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	go func() {
-		for {
-			c, err := peer.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
-	addr := raft.ServerAddress(peer.Addr().String())
 	c, err := s.Dial(addr, time.Second)
 	if err != nil {
 		t.Fatalf("a slow dial with nothing committed meanwhile: %v", err)
@@ -499,12 +479,7 @@ func TestKeptTLSConnectionsThePeerClosedAreNotHandedOut(t *testing.T) {
 // names a commit index the next leader may have passed, and a follower
 // that has not heard of the new term yet would take it as current.
 func TestSlowDialOutlivingLeadershipFails(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newGuardedStream(ln, nil, slowGuard{delay: 3 * slowDialMin}, 0)
-	defer s.Close()
+	s, addr, _ := slowDialPeer(t, slowGuard{delay: 3 * slowDialMin})
 	commit := func() uint64 { return 7 }
 	s.commit.Store(&commit)
 	var stepped atomic.Bool
@@ -515,22 +490,8 @@ func TestSlowDialOutlivingLeadershipFails(t *testing.T) {
 		return 5, true
 	}
 	s.role.Store(&role)
-	peer, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	go func() {
-		for {
-			c, err := peer.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
 	go func() { time.Sleep(slowDialMin); stepped.Store(true) }()
-	c, err := s.Dial(raft.ServerAddress(peer.Addr().String()), time.Second)
+	c, err := s.Dial(addr, time.Second)
 	if err == nil {
 		c.Close()
 		t.Fatal("a dial that outlived this node's term as leader handed raft its connection")
