@@ -377,6 +377,7 @@ var ErrMaintenanceNotAdmitted = errors.New("batpak: the store's Admission cannot
 var ErrSnapshotDest = errors.New("batpak: snapshot destination refused")
 
 // ErrSnapshotLinks: SnapshotOptions.LinkSealed was asked of a store
-// without Config.Replicator, whose Redact rewrites sealed segments in
-// place (and would change a copy that shares their files).
+// without Config.Replicator, which may Redact and EraseEntity: linked
+// copies are for replicated stores, whose sealed segments nothing
+// changes.
 var ErrSnapshotLinks = errors.New("batpak: snapshot: LinkSealed needs a replicated store (Config.Replicator)")

@@ -17,7 +17,9 @@ import (
 )
 
 // Erasure. Redact overwrites an event's payload bytes on disk with zeros
-// and flags the record redacted, in place and synced; the header stays,
+// and flags the record redacted, in place and synced (or, in a sealed
+// segment whose file is shared with a copy through hard links, by
+// rewriting the segment as for a packed one, below); the header stays,
 // and with it the hash chain, which covers the payload only through its
 // digest: Verify still passes, and reads return the event with Redacted
 // set and no payload. In a packed (compressed) segment, which is never
@@ -134,10 +136,14 @@ func (s *Store) redactLocs(ctx context.Context, locs []index.Loc) (int, error) {
 	done := 0
 	packed := map[uint32]bool{}
 	ids := map[EventID]bool{}
+	var sealed map[uint32]bool
 	for _, l := range locs {
-		if s.isPacked(l.Seg) {
-			// A packed segment is not rewritten in place: the events are
-			// tombstoned by rewriting the segment (see redactPacked).
+		if s.isPacked(l.Seg) || s.isShared(l.Seg, &sealed) {
+			// A packed segment is not rewritten in place, nor is a sealed
+			// one whose file is shared with a copy (hard links: a
+			// snapshot taken with SnapshotOptions.LinkSealed, or the store
+			// such a copy was taken of): the events are tombstoned by
+			// rewriting the segment into a new file.
 			packed[l.Seg] = true
 			s.ix.RLock()
 			ids[s.ix.At(l.Seq).ID] = true
@@ -165,6 +171,27 @@ func (s *Store) redactLocs(ctx context.Context, locs []index.Loc) (int, error) {
 		}
 	}
 	return done, s.Sync(ctx)
+}
+
+// isShared reports whether segment key is sealed and its file has other
+// hard links; sealed caches the sealed segments' keys for the next call.
+// The caller holds erasureMu.
+func (s *Store) isShared(key uint32, sealed *map[uint32]bool) bool {
+	shared, err := vfs.Shared(s.fs, filepath.Join(s.cfg.Dir, format.SegmentName(key)))
+	if err != nil || !shared {
+		return false
+	}
+	if *sealed == nil {
+		keys, err := s.sealedKeys()
+		if err != nil {
+			return false
+		}
+		*sealed = map[uint32]bool{}
+		for _, k := range keys {
+			(*sealed)[k] = true
+		}
+	}
+	return (*sealed)[key]
 }
 
 // isPacked reports whether segment key is stored packed (compressed).

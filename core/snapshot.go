@@ -56,8 +56,13 @@ type SnapshotOptions struct {
 	// The links share the store's files, which the store only ever
 	// replaces whole (a footer, the checkpoint, a packed segment: written
 	// apart and renamed into place), never changes in place, except
-	// Redact: so LinkSealed is refused with ErrSnapshotLinks on a store
-	// without Config.Replicator (a replicated store refuses Redact).
+	// Redact and EraseEntity, which a replicated store refuses: so
+	// LinkSealed is refused with ErrSnapshotLinks on a store without
+	// Config.Replicator. Should the copy be opened as a store of its own,
+	// or the store reopened without a Replicator, Redact rewrites a
+	// sealed segment whose file is shared into a new file rather than in
+	// place, so neither sees the other's erasures. Links are made on Unix
+	// only; elsewhere the files are copied.
 	LinkSealed bool
 }
 
@@ -161,9 +166,14 @@ func (s *Store) snapshot(ctx context.Context, dest string, sync, link bool) (Sna
 		rep.Segments++
 		rep.Bytes += n
 		// The segment's footer, when it covers no more than was copied:
-		// the copy then opens without reading its frames.
-		if end, ok := footerEnd(s.fs, s.cfg.Dir, id); ok && (limit < 0 || end <= limit) {
-			if _, err := copyOrLink(s.fs, filepath.Join(s.cfg.Dir, footerName(id)), filepath.Join(dest, footerName(id)), sync, link); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		// the copy then opens without reading its frames. Judged on the
+		// copy, which a footer renamed into place meanwhile cannot change.
+		footer := filepath.Join(dest, footerName(id))
+		if _, err := copyOrLink(s.fs, filepath.Join(s.cfg.Dir, footerName(id)), footer, sync, link); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return rep, fmt.Errorf("batpak: snapshot footer of segment %d: %w", id, err)
+		}
+		if end, ok := footerEnd(s.fs, dest, id); !ok || limit >= 0 && end > limit {
+			if err := s.fs.Remove(footer); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return rep, fmt.Errorf("batpak: snapshot footer of segment %d: %w", id, err)
 			}
 		}
@@ -245,7 +255,7 @@ func linkFile(fsys vfs.FS, src, dst string, sync bool) (int64, error) {
 		}
 		return fi.Size(), nil
 	}
-	f, err := fsys.OpenFile(dst, os.O_RDWR, 0)
+	f, err := fsys.Open(dst) // links are made on Unix only, where a reader may fsync
 	if err != nil {
 		return 0, err
 	}
@@ -339,7 +349,9 @@ func CopyFiles(dir, dest string) error { return copyFiles(dir, dest, nil) }
 // where the file system allows (copied where it does not), the rest is
 // copied. The newest segment is copied: a reopened store appends to it.
 // The store's other files are only ever replaced whole, so the copy stays
-// the store as it was while the store is reopened and written to.
+// the store as it was while the store is reopened and written to (Redact
+// rewrites a sealed segment whose file is shared into a new file, should
+// either side be redacted). Links are made on Unix only.
 func CopyFilesLinked(dir, dest string) error {
 	ids, err := listSegments(vfs.Default(), dir)
 	if err != nil {

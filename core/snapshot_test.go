@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -537,4 +538,77 @@ func TestCopyFilesLinkedStaysTheClosedStore(t *testing.T) {
 		t.Fatalf("the copy holds %d events, want the %d the store held when closed", st.Events, len(acked))
 	}
 	mustVerify(t, cp)
+}
+
+// TestRedactKeepsLinkedCopiesApart: a LinkSealed copy shares its sealed
+// segments' files with the store; Redact on either side (the copy opened
+// as a store of its own; the store reopened without a Replicator)
+// rewrites a shared segment into a file of its own, so the other side
+// keeps the payload, and both still verify.
+func TestRedactKeepsLinkedCopiesApart(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("the store makes hard links on Unix only")
+	}
+	ctx := context.Background()
+	l := &memLog{entries: make(chan memEntry, 64), done: make(chan struct{})}
+	dir := t.TempDir()
+	cfg := testConfig(dir)
+	cfg.Replicator = memReplica{l, 0}
+	cfg.SegmentMaxBytes = 64 << 10
+	s, err := core.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.replicas = []*core.Store{s}
+	go l.run(t)
+	t.Cleanup(func() { close(l.entries); <-l.done })
+	acked := fillSegments(t, s, 150)
+	first, second := acked[0].ID, acked[1].ID // both in the first, sealed segment
+	copies := []string{filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")}
+	for _, dest := range copies {
+		if _, err := s.SnapshotWithOptions(ctx, dest, core.SnapshotOptions{LinkSealed: true, NoSync: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seg1 := filepath.Join(copies[0], "00000000000000000001.seg")
+	if !sameFile(t, filepath.Join(dir, "00000000000000000001.seg"), seg1) {
+		t.Fatal("the first segment was not linked")
+	}
+	holds := func(st *core.Store, id core.EventID, want bool, who string) {
+		t.Helper()
+		ev, err := st.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := !ev.Redacted && len(ev.Payload) > 0; got != want {
+			t.Fatalf("%s: event %s redacted=%v payload %d bytes; want the payload held: %v", who, id, ev.Redacted, len(ev.Payload), want)
+		}
+	}
+
+	// The copy, opened as a store of its own, redacts.
+	cp := openWith(t, testConfig(copies[0]))
+	if err := cp.Redact(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	holds(cp, first, false, "the copy that redacted")
+	holds(s, first, true, "the store the copy shares files with")
+	mustVerify(t, cp)
+	mustVerify(t, s)
+
+	// The store, reopened without a Replicator, redacts.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	plain := testConfig(dir)
+	plain.SegmentMaxBytes = 64 << 10
+	s2 := openWith(t, plain)
+	if err := s2.Redact(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	holds(s2, second, false, "the store that redacted")
+	other := openWith(t, testConfig(copies[1]))
+	holds(other, second, true, "a copy taken before")
+	holds(other, first, true, "a copy taken before")
+	mustVerify(t, s2)
+	mustVerify(t, other)
 }

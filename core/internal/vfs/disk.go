@@ -25,7 +25,6 @@ func (osFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
 	return wrap(os.OpenFile(name, flag, perm))
 }
 func (osFS) Rename(oldpath, newpath string) error         { return os.Rename(oldpath, newpath) }
-func (osFS) Link(oldname, newname string) error           { return os.Link(oldname, newname) }
 func (osFS) Remove(name string) error                     { return os.Remove(name) }
 func (osFS) MkdirAll(path string, perm fs.FileMode) error { return os.MkdirAll(path, perm) }
 func (osFS) ReadDir(name string) ([]fs.DirEntry, error)   { return os.ReadDir(name) }

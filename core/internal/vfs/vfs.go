@@ -71,12 +71,26 @@ var ErrNoLinks = errors.New("hard links not supported")
 
 // Link makes newname a hard link to the file oldname, as os.Link does,
 // where fsys has hard links (an FS with a Link method: the operating
-// system's); ErrNoLinks elsewhere.
+// system's on Unix); ErrNoLinks elsewhere.
 func Link(fsys FS, oldname, newname string) error {
 	if l, ok := fsys.(interface{ Link(string, string) error }); ok {
 		return l.Link(oldname, newname)
 	}
 	return ErrNoLinks
+}
+
+// Shared reports whether the file name has more than one hard link (where
+// fsys has links; false elsewhere): a change written into it in place
+// shows through every link.
+func Shared(fsys FS, name string) (bool, error) {
+	if _, ok := fsys.(interface{ Link(string, string) error }); !ok {
+		return false, nil
+	}
+	fi, err := fsys.Stat(name)
+	if err != nil {
+		return false, err
+	}
+	return linkCount(fi) > 1, nil
 }
 
 // ReadFile reads the whole file name, as os.ReadFile does.
