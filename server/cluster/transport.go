@@ -59,17 +59,18 @@ const (
 
 // A replication dial that took slowDialMin or longer (a peer's host
 // dropping SYNs while it reboots, a slow handshake) while this node's
-// commit index moved (or was still 0) fails, as one that waited for a refusing peer does:
-// raft made its request before dialling, so the request would name a
-// commit index older than the leader's, which a follower takes as current
-// (catchUp). The connection is not wasted: it is kept for readyKeep, and
-// the next replication dial to that peer (raft's next attempt, after its
-// 10 ms back-off or sooner, with a fresh request) takes it at once unless
-// the peer is seen to have closed it meanwhile (peerClosed). At most readyMax are kept per peer.
-// slowDialMin is stallMin: the staleness a follower's own hold-ups may
-// cause too. The accepting side's half of the handshake is timed as well
-// (slowAccept): a request the dialler sent while it ran may have waited
-// in the connection.
+// commit index moved (or was still 0) fails, as one that waited for a
+// refusing peer does: raft made its request before dialling, so the
+// request would name a commit index older than the leader's, which a
+// follower takes as current (catchUp). The connection is not wasted: it
+// is kept for readyKeep, and the next replication dial to that peer
+// (raft's next attempt, after its 10 ms back-off or sooner, with a fresh
+// request) takes it at once unless the peer is seen to have closed it
+// meanwhile (peerClosed). At most readyMax are kept per peer. slowDialMin
+// is stallMin: the staleness a follower's own hold-ups may cause too. The
+// accepting side's half of the handshake is timed as well (slowAccept): a
+// request the dialler sent while it ran may have waited in the
+// connection.
 const (
 	slowDialMin = stallMin
 	readyKeep   = 15 * time.Second // beyond raft's longest retry back-off (10.24 s)
@@ -373,8 +374,8 @@ func (s *guardedStream) handshake(c net.Conn, e *list.Element) {
 	tc, err := s.guard.accept(ctx, c)
 	cancel()
 	if took := time.Since(start); err == nil && took >= slowDialMin {
-		// The peer's requests sent meanwhile waited in the connection
-		// (told before raft can read them).
+		// The peer's requests sent meanwhile may have waited in the
+		// connection (told before raft can read them).
 		if f := s.slowAccept.Load(); f != nil {
 			(*f)(took)
 		}
