@@ -62,3 +62,43 @@ func TestSnapshotPause(t *testing.T) {
 	}
 	pause("store closed")
 }
+
+// TestSnapshotPauseManyTenants (a figure: BATPAK_CLUSTER_FIGURES=1)
+// reports how long raft's applies wait for the state machine's Snapshot
+// of 1,000 small tenant stores, most of them closed.
+func TestSnapshotPauseManyTenants(t *testing.T) {
+	if os.Getenv("BATPAK_CLUSTER_FIGURES") == "" {
+		t.Skip("a figure: set BATPAK_CLUSTER_FIGURES=1")
+	}
+	n, err := Open(Config{ID: "p1", Dir: filepath.Join(t.TempDir(), "p1"), Bind: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if err := n.Bootstrap(Server{ID: n.ID(), Address: n.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !n.IsLeader(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+	}
+	one := core.BatchItem{Coordinate: core.Coordinate{Entity: "e", Scope: "s"}, Kind: core.MustKind(1, 1), Payload: []byte(`{"n":1}`)}
+	const tenants = 1000
+	for i := range tenants {
+		if rs, err := n.AppendBatch(context.Background(), "t"+strconv.Itoa(i), []core.BatchItem{one}); err != nil || rs[0].Err != nil {
+			t.Fatalf("a write: %v %+v", err, rs)
+		}
+	}
+	t.Logf("%d stores open", n.fsm.storeStats().Open)
+	for range 3 {
+		t0 := time.Now()
+		snap, err := n.fsm.Snapshot()
+		d := time.Since(t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap.Release()
+		t.Logf("FIGURE state machine Snapshot of %d small tenant stores: %v", tenants, d.Round(100*time.Microsecond))
+	}
+}
