@@ -152,7 +152,7 @@
 // is copied; and the copies are not synced: Persist streams them at once
 // into raft's snapshot file, which raft syncs, and a node empties its
 // staging directory when it opens. For 320 MiB of stores on a 2-core VM
-// applies wait 1.7–8 ms, against 97–107 ms copying every file and about
+// applies wait 1.7–9.7 ms, against 97–107 ms copying every file and about
 // 300 ms syncing the copies too (TestSnapshotPause, a figure). Where the
 // staging directory cannot link (another file system) the files are
 // copied.
