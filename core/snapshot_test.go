@@ -402,16 +402,8 @@ func TestSnapshotLinksSealedSegments(t *testing.T) {
 		t.Fatalf("a refused snapshot left %s (%v)", dest, err)
 	}
 
-	l := &memLog{entries: make(chan memEntry, 64), done: make(chan struct{})}
 	dir := t.TempDir()
-	s := openStore(t, func(c *core.Config) {
-		c.Dir = dir
-		c.Replicator = memReplica{l, 0}
-		c.SegmentMaxBytes = 64 << 10
-	})
-	l.replicas = []*core.Store{s}
-	go l.run(t)
-	t.Cleanup(func() { close(l.entries); <-l.done })
+	s, _, _ := replicatedStore(t, dir)
 	acked := fillSegments(t, s, 150)
 	if err := s.SealSegments(ctx); err != nil { // footers of the sealed segments
 		t.Fatal(err)
@@ -468,6 +460,27 @@ func TestSnapshotLinksSealedSegments(t *testing.T) {
 	mustVerify(t, cp)
 }
 
+// replicatedStore opens a store in dir whose writes go through an
+// in-memory replicated log (so it refuses Redact), in 64 KiB segments,
+// and returns it, its config and the log, of which it is replica 0. The
+// store closes with the test, then the log.
+func replicatedStore(t *testing.T, dir string) (*core.Store, core.Config, *memLog) {
+	t.Helper()
+	l := &memLog{entries: make(chan memEntry, 64), done: make(chan struct{})}
+	cfg := testConfig(dir)
+	cfg.Replicator = memReplica{l, 0}
+	cfg.SegmentMaxBytes = 64 << 10
+	s, err := core.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.replicas = []*core.Store{s}
+	go l.run(t)
+	t.Cleanup(func() { close(l.entries); <-l.done })
+	t.Cleanup(func() { s.Close() })
+	return s, cfg, l
+}
+
 // sameFile reports whether paths a and b are the same file (hard links).
 func sameFile(t *testing.T, a, b string) bool {
 	t.Helper()
@@ -487,18 +500,8 @@ func sameFile(t *testing.T, a, b string) bool {
 // the store as it was closed while the store is reopened and written to.
 func TestCopyFilesLinkedStaysTheClosedStore(t *testing.T) {
 	ctx := context.Background()
-	l := &memLog{entries: make(chan memEntry, 64), done: make(chan struct{})}
 	dir := t.TempDir()
-	cfg := testConfig(dir)
-	cfg.Replicator = memReplica{l, 0}
-	cfg.SegmentMaxBytes = 64 << 10
-	s, err := core.Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.replicas = []*core.Store{s}
-	go l.run(t)
-	t.Cleanup(func() { close(l.entries); <-l.done })
+	s, cfg, l := replicatedStore(t, dir)
 	acked := fillSegments(t, s, 150)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -522,7 +525,7 @@ func TestCopyFilesLinkedStaysTheClosedStore(t *testing.T) {
 			t.Fatalf("segment %s linked=%v, want all but the newest linked", name, linked)
 		}
 	}
-	s, err = core.Open(cfg)
+	s, err := core.Open(cfg) // reopened: the copy must not change
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -550,18 +553,8 @@ func TestRedactKeepsLinkedCopiesApart(t *testing.T) {
 		t.Skip("the store makes hard links on Unix only")
 	}
 	ctx := context.Background()
-	l := &memLog{entries: make(chan memEntry, 64), done: make(chan struct{})}
 	dir := t.TempDir()
-	cfg := testConfig(dir)
-	cfg.Replicator = memReplica{l, 0}
-	cfg.SegmentMaxBytes = 64 << 10
-	s, err := core.Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.replicas = []*core.Store{s}
-	go l.run(t)
-	t.Cleanup(func() { close(l.entries); <-l.done })
+	s, _, _ := replicatedStore(t, dir)
 	acked := fillSegments(t, s, 150)
 	first, second := acked[0].ID, acked[1].ID // both in the first, sealed segment
 	copies := []string{filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")}

@@ -12,11 +12,10 @@ import (
 	"github.com/batpak-go/batpak/core"
 )
 
-// TestSnapshotPause (a figure: BATPAK_CLUSTER_FIGURES=1) reports how long
-// raft's applies wait for the state machine's Snapshot of 320 MiB of
-// stores, the store open and then closed: sealed segments are linked
-// into the staging directory, only the active segment is copied.
-func TestSnapshotPause(t *testing.T) {
+// singleNode starts a one-node cluster (its own leader) for a figure;
+// it closes with the test.
+func singleNode(t *testing.T) *Node {
+	t.Helper()
 	if os.Getenv("BATPAK_CLUSTER_FIGURES") == "" {
 		t.Skip("a figure: set BATPAK_CLUSTER_FIGURES=1")
 	}
@@ -24,7 +23,7 @@ func TestSnapshotPause(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer n.Close()
+	t.Cleanup(func() { n.Close() })
 	if err := n.Bootstrap(Server{ID: n.ID(), Address: n.Addr()}); err != nil {
 		t.Fatal(err)
 	}
@@ -33,6 +32,15 @@ func TestSnapshotPause(t *testing.T) {
 			t.Fatal("no leader")
 		}
 	}
+	return n
+}
+
+// TestSnapshotPause (a figure: BATPAK_CLUSTER_FIGURES=1) reports how long
+// raft's applies wait for the state machine's Snapshot of 320 MiB of
+// stores, the store open and then closed: sealed segments are linked
+// into the staging directory, only the active segment is copied.
+func TestSnapshotPause(t *testing.T) {
+	n := singleNode(t)
 	pad := []byte(`{"p":"` + strings.Repeat("x", 4000) + `"}`)
 	items := make([]core.BatchItem, 4096)
 	for i := range items {
@@ -67,22 +75,7 @@ func TestSnapshotPause(t *testing.T) {
 // reports how long raft's applies wait for the state machine's Snapshot
 // of 1,000 small tenant stores, most of them closed.
 func TestSnapshotPauseManyTenants(t *testing.T) {
-	if os.Getenv("BATPAK_CLUSTER_FIGURES") == "" {
-		t.Skip("a figure: set BATPAK_CLUSTER_FIGURES=1")
-	}
-	n, err := Open(Config{ID: "p1", Dir: filepath.Join(t.TempDir(), "p1"), Bind: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	if err := n.Bootstrap(Server{ID: n.ID(), Address: n.Addr()}); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); !n.IsLeader(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
-		}
-	}
+	n := singleNode(t)
 	one := core.BatchItem{Coordinate: core.Coordinate{Entity: "e", Scope: "s"}, Kind: core.MustKind(1, 1), Payload: []byte(`{"n":1}`)}
 	const tenants = 1000
 	for i := range tenants {
