@@ -51,29 +51,17 @@ func TestSnapshotPause(t *testing.T) {
 			t.Fatalf("a batch: %v %+v", err, rs)
 		}
 	}
-	pause := func(what string) {
-		for range 3 {
-			t0 := time.Now()
-			snap, err := n.fsm.Snapshot()
-			d := time.Since(t0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			snap.Release()
-			t.Logf("FIGURE state machine Snapshot of 320 MiB (%s): %v", what, d.Round(100*time.Microsecond))
-		}
-	}
-	pause("store open")
+	snapshotPauses(t, n, "320 MiB (store open)")
 	n.fsm.closeIdle(time.Now().Add(time.Hour))
 	if st := n.fsm.storeStats(); st.Open != 0 {
 		t.Fatalf("%d stores still open", st.Open)
 	}
-	pause("store closed")
+	snapshotPauses(t, n, "320 MiB (store closed)")
 }
 
 // TestSnapshotPauseManyTenants (a figure: BATPAK_CLUSTER_FIGURES=1)
 // reports how long raft's applies wait for the state machine's Snapshot
-// of 1,000 small tenant stores, most of them closed.
+// of 1,000 small tenant stores, all of them open.
 func TestSnapshotPauseManyTenants(t *testing.T) {
 	n := singleNode(t)
 	one := core.BatchItem{Coordinate: core.Coordinate{Entity: "e", Scope: "s"}, Kind: core.MustKind(1, 1), Payload: []byte(`{"n":1}`)}
@@ -84,6 +72,13 @@ func TestSnapshotPauseManyTenants(t *testing.T) {
 		}
 	}
 	t.Logf("%d stores open", n.fsm.storeStats().Open)
+	snapshotPauses(t, n, strconv.Itoa(tenants)+" small tenant stores")
+}
+
+// snapshotPauses times n's state machine Snapshot three times (how long
+// raft's applies wait) and reports each as a figure of what.
+func snapshotPauses(t *testing.T, n *Node, what string) {
+	t.Helper()
 	for range 3 {
 		t0 := time.Now()
 		snap, err := n.fsm.Snapshot()
@@ -92,6 +87,6 @@ func TestSnapshotPauseManyTenants(t *testing.T) {
 			t.Fatal(err)
 		}
 		snap.Release()
-		t.Logf("FIGURE state machine Snapshot of %d small tenant stores: %v", tenants, d.Round(100*time.Microsecond))
+		t.Logf("FIGURE state machine Snapshot of %s: %v", what, d.Round(100*time.Microsecond))
 	}
 }
