@@ -37,6 +37,7 @@ func TestBuiltIDsFindWhatInsertsFind(t *testing.T) {
 			for seq := range m.events {
 				m.checkLookup(t, seq)
 			}
+			checkIDTable(t, ix)
 			if _, ok := ix.Lookup(testID(rand.New(rand.NewSource(-1)))); ok {
 				t.Fatal("Lookup found an id never inserted")
 			}

@@ -605,7 +605,7 @@ func (t *idTable) find(ix *Index, id [16]byte) (uint32, bool) {
 
 func (t *idTable) insert(ix *Index, seq uint32) {
 	if (t.used+1)*10 > len(t.slots)*7 {
-		t.grow(ix)
+		t.grow(ix, seq)
 	}
 	t.place(ix.At(seq).ID, seq)
 	t.used++
@@ -645,16 +645,25 @@ func (ix *Index) WarmIDsLocked(n int, ids iter.Seq[[16]byte]) {
 	t.warm = sum // kept, so the reads are
 }
 
-func (t *idTable) grow(ix *Index) {
+// grow doubles the table and places again what it held: the id of every
+// visible entry below upto (InsertLocked, RemoveLocked and UndoLocked keep
+// the table so; it holds nothing while idsLater). It reads the entries in
+// sequence order rather than the old slots, whose every id would be a read
+// at a random place among the entries (a cache and TLB miss each): in
+// order, the reads stream, and only the writes into the new table land
+// at random.
+func (t *idTable) grow(ix *Index, upto uint32) {
 	n := len(t.slots) * 2
 	if n == 0 {
 		n = 1024
 	}
-	old := t.slots
 	t.slots = make([]uint32, n)
-	for _, s := range old {
-		if s != 0 {
-			t.place(ix.At(s-1).ID, s-1)
+	if ix.idsLater {
+		return
+	}
+	for seq := range upto {
+		if e := ix.At(seq); e.Visible() {
+			t.place(e.ID, seq)
 		}
 	}
 }

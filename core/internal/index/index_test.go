@@ -93,6 +93,39 @@ func (m *model) checkLookup(t testing.TB, seq int) {
 	}
 }
 
+// checkIDTable checks that the id table holds the sequence of every
+// visible entry exactly once and nothing else, and that its count of used
+// slots says so. Lookups alone would miss a sequence placed twice (a grow
+// that re-placed entries not yet inserted, which insert then placed
+// again): each copy answers the lookup, while the table fills up past the
+// load its count admits. Caller holds a lock.
+func checkIDTable(t testing.TB, ix *Index) {
+	t.Helper()
+	seen := map[uint32]bool{}
+	for _, s := range ix.ids.slots {
+		if s == 0 {
+			continue
+		}
+		seq := s - 1
+		if seq >= ix.n || !ix.At(seq).Visible() {
+			t.Fatalf("the id table holds sequence %d, which is not a visible entry (Len %d)", seq, ix.n)
+		}
+		if seen[seq] {
+			t.Fatalf("the id table holds sequence %d twice", seq)
+		}
+		seen[seq] = true
+	}
+	visible := 0
+	for seq := range ix.n {
+		if ix.At(seq).Visible() {
+			visible++
+		}
+	}
+	if len(seen) != visible || ix.ids.used != visible {
+		t.Fatalf("the id table holds %d sequences and counts %d used, for %d visible entries", len(seen), ix.ids.used, visible)
+	}
+}
+
 func (m *model) want(f Filter) []Loc {
 	var out []Loc
 	for seq, ev := range m.events {
@@ -169,6 +202,7 @@ func TestLookupFindsEveryVisibleEventAcrossGrowth(t *testing.T) {
 	if ix.Events() != visible {
 		t.Fatalf("Events = %d, want %d", ix.Events(), visible)
 	}
+	checkIDTable(t, ix)
 	if _, ok := ix.Lookup(testID(rand.New(rand.NewSource(99)))); ok {
 		t.Fatal("Lookup found an id never inserted")
 	}
@@ -385,6 +419,7 @@ func TestRemoveLockedTakesEventsOutOfEveryLookup(t *testing.T) {
 	if live["user:5"] || ix.LiveEntities() != len(live) || ix.Events() != events {
 		t.Fatalf("LiveEntities %d, Events %d; want %d, %d", ix.LiveEntities(), ix.Events(), len(live), events)
 	}
+	checkIDTable(t, ix) // rebuilt, growing from empty along the way
 }
 
 func TestMemoryBytesTracksTheHeap(t *testing.T) {

@@ -40,7 +40,7 @@ type undoLog struct {
 // probe runs). Caller holds Lock.
 func (ix *Index) ReserveIDsLocked(n int) {
 	for (ix.ids.used+n)*10 > len(ix.ids.slots)*7 {
-		ix.ids.grow(ix)
+		ix.ids.grow(ix, ix.n)
 	}
 }
 

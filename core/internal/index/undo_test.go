@@ -134,6 +134,7 @@ func TestUndoRestoresTheIndex(t *testing.T) {
 			if got := stateOf(ix); !reflect.DeepEqual(got, want) {
 				t.Fatalf("after undo (id table grew: %v) the index differs from before the group", grew)
 			}
+			checkIDTable(t, ix)
 			// The index goes on: the same sequences can be inserted again.
 			insertRandom(ix, rng, tc.group, &ids)
 			for _, id := range ids[tc.before:] {
