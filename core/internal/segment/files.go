@@ -1,6 +1,7 @@
 package segment
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -39,6 +40,19 @@ func WriteZeros(f vfs.File, from, to int64) error {
 		off += n
 	}
 	return nil
+}
+
+// Preallocate reserves [from, to) of f without writing it where the file
+// system can (vfs.Allocate: fallocate on Linux), and writes zeros over it
+// (WriteZeros) elsewhere. Either way the range reads as zeros and later
+// writes into it cannot fail for want of space; the caller's own later
+// sync makes it durable. Errors are the file's, unwrapped.
+func Preallocate(f vfs.File, from, to int64) error {
+	err := vfs.Allocate(f, from, to-from)
+	if errors.Is(err, vfs.ErrNoAllocate) {
+		return WriteZeros(f, from, to)
+	}
+	return err
 }
 
 // unwritePage is the piece ZeroFillBackward zeroes with each write: one

@@ -79,6 +79,25 @@ func Link(fsys FS, oldname, newname string) error {
 	return ErrNoLinks
 }
 
+// ErrNoAllocate is what Allocate returns where blocks cannot be reserved
+// without writing them: outside Linux, for a file another FS opened, or on
+// a file system that refuses fallocate(2).
+var ErrNoAllocate = errors.New("block allocation not supported")
+
+// Allocate reserves disk blocks for [off, off+n) of f and grows f to at
+// least off+n, as fallocate(2) with mode 0 does: the range reads as zeros
+// wherever nothing was written, and a later write into it (through a
+// mapping too) cannot fail for want of space. Bytes already in the range
+// are left as they are. Where that is not available it returns
+// ErrNoAllocate and changes nothing; other errors are the file system's
+// (ENOSPC when the disk is full).
+func Allocate(f File, off, n int64) error {
+	if a, ok := f.(interface{ Allocate(off, n int64) error }); ok {
+		return a.Allocate(off, n)
+	}
+	return ErrNoAllocate
+}
+
 // Shared reports whether the file name has more than one hard link (where
 // fsys has links; false elsewhere): a change written into it in place
 // shows through every link.
