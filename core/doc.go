@@ -186,9 +186,12 @@
 // new store's whole directory with it.
 //
 // If a write or fsync fails, the writer stops: that group's tickets and
-// every later write fail with the I/O error, reads keep working, and the
-// store must be reopened (after an fsync failure the file's contents are
-// unknown; reopening re-reads what is really on disk).
+// every later write fail with the I/O error wrapped with
+// ErrWriterStopped, reads keep working, and the store must be reopened
+// (after an fsync failure the file's contents are unknown; reopening
+// re-reads what is really on disk). Store.Stopped reports it without a
+// write. A full disk fails the reservation of a segment's blocks, ahead
+// of the data, never a store through the active segment's mapping.
 //
 // # Reads
 //

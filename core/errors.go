@@ -145,6 +145,14 @@ var (
 	ErrIdempotencyMismatch = errors.New("batpak: idempotency key reused for a different event")
 	// ErrStoreFull: the store reached its limit of 2^32-1 events.
 	ErrStoreFull = errors.New("batpak: store holds the maximum number of events")
+	// ErrWriterStopped: an earlier write or sync failed (the disk full, an
+	// I/O error), so the writer stopped rather than guess what reached the
+	// disk; this write was not made. It comes wrapped with that first
+	// failure (errors.Is finds the cause too: syscall.ENOSPC, say). What
+	// was acknowledged before is kept. Close the store and Open it again,
+	// once the cause is fixed, to write on; reads go on meanwhile.
+	// Store.Stopped reports it without writing.
+	ErrWriterStopped = errors.New("the writer stopped; reopen the store")
 )
 
 // CoordinateError names the part of a coordinate that was refused.

@@ -84,6 +84,9 @@ func TestFailedWriteOrSyncStopsWriterAndReopenRecovers(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s, efs, cfg := openFaulty(t, func(c *core.Config) { c.Sync.EveryNEvents = tc.every; c.Sync.Interval = 0 })
 			acked := appendN(t, s, "e", 0, 10)
+			if err := s.Stopped(); err != nil {
+				t.Fatalf("Stopped before any failure = %v", err)
+			}
 			f := efs.Inject(tc.fault)
 			c := mustCoord(t, "e", "s")
 			var failure error
@@ -97,13 +100,19 @@ func TestFailedWriteOrSyncStopsWriterAndReopenRecovers(t *testing.T) {
 			if failure == nil || !errors.Is(failure, tc.fault.Err) {
 				t.Fatalf("append with a failing disk: err %v, want %v", failure, tc.fault.Err)
 			}
+			// A background sync's failure reaches the appends after it;
+			// a failed write or foreground sync is the append's own. Either
+			// way the writer has stopped, and says so without a write.
+			if stopped := s.Stopped(); !errors.Is(stopped, core.ErrWriterStopped) || !errors.Is(stopped, tc.fault.Err) {
+				t.Fatalf("Stopped after the failure = %v, want ErrWriterStopped wrapping %v", stopped, tc.fault.Err)
+			}
 			if efs.Fired(f) != 1 {
 				t.Fatalf("fault fired %d times, want 1", efs.Fired(f))
 			}
 			efs.Clear() // the disk is healthy again: the writer must stay stopped
 			for i := range 3 {
-				if _, err := s.Append(context.Background(), c, faultKind, []byte(payloadN(100+i))); !errors.Is(err, tc.fault.Err) {
-					t.Fatalf("append %d after the failure: err %v, want %v", i, err, tc.fault.Err)
+				if _, err := s.Append(context.Background(), c, faultKind, []byte(payloadN(100+i))); !errors.Is(err, tc.fault.Err) || !errors.Is(err, core.ErrWriterStopped) {
+					t.Fatalf("append %d after the failure: err %v, want ErrWriterStopped wrapping %v", i, err, tc.fault.Err)
 				}
 			}
 			if _, err := s.AppendBatch(context.Background(), []core.BatchItem{{Coordinate: c, Kind: faultKind, Payload: []byte(`{}`)}}); !errors.Is(err, tc.fault.Err) {

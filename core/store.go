@@ -30,6 +30,9 @@ type Store struct {
 	lock vfs.File
 	fs   vfs.FS // every file operation goes through it
 
+	// stopped is the writer's first failure once it has one (Stopped).
+	stopped atomic.Pointer[error]
+
 	mailbox chan *request
 	// gatherNeed and gatherFull let the writer sleep while it waits for
 	// the rest of a group instead of waking at every arrival: it sets how
@@ -263,6 +266,19 @@ func (s *Store) Sync(ctx context.Context) error {
 
 // Dir returns the store directory.
 func (s *Store) Dir() string { return s.cfg.Dir }
+
+// Stopped returns nil while the store takes writes, and once a write or
+// sync has failed the error every later write returns: that failure,
+// wrapped with ErrWriterStopped. Such a store still serves reads; Close
+// and Open it again to write on. A host of many stores (a server) asks it
+// to reopen a store whose writer stopped, without making a write to find
+// out. It is a cheap atomic read.
+func (s *Store) Stopped() error {
+	if p := s.stopped.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
 
 // Config returns the configuration the store was opened with.
 func (s *Store) Config() Config { return s.cfg }

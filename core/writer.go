@@ -703,7 +703,9 @@ func (w *writer) published() {
 // fail records the first write failure; from then on every write fails.
 func (w *writer) fail(err error) {
 	if err != nil && w.failed == nil {
-		w.failed = fmt.Errorf("%w (the writer stopped; reopen the store)", err)
+		w.failed = fmt.Errorf("%w (%w)", err, ErrWriterStopped)
+		stopped := w.failed
+		w.s.stopped.Store(&stopped)
 		w.s.log.Error("batpak: writer failed", "err", err)
 	}
 }

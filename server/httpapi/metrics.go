@@ -107,6 +107,9 @@ func newMetrics(reg *prometheus.Registry, tenantCap int, reg2 *tenancy.Registry)
 	if reg2 != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "batpak_open_tenants",
 			Help: "Tenant stores open now."}, func() float64 { return float64(reg2.OpenCount()) }))
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "batpak_tenant_store_reopens_total",
+			Help: "Tenant stores closed and opened again because their writer had stopped after a failed write (a full disk, an I/O error)."},
+			func() float64 { return float64(reg2.Stats().Reopens) }))
 	}
 	return m
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/batpak-go/batpak/core"
@@ -301,6 +302,21 @@ func (a *API) problemFor(c *call, err error) *apiError {
 			detail = "the tenant's write must wait: " + clip(re.Reason) + "; retry"
 		}
 		out = &apiError{status: 503, code: wire.CodeBusy, detail: detail, retryAfter: max(re.After, time.Second)}
+	case errors.Is(err, core.ErrWriterStopped):
+		// The store is reopened by the next request a second or more
+		// after it stopped (tenancy.ReopenAfter); the cause is the
+		// operator's to fix, and the tenant is told which kind it is,
+		// not the path or the device.
+		cause := "a write to its disk failed"
+		if errors.Is(err, syscall.ENOSPC) {
+			cause = "its disk is full"
+		}
+		a.log.Warn("request failed: the tenant store's writer stopped", "request_id", c.info.id, "route", c.info.route, "tenant", c.info.tenant, "error", err.Error())
+		out = &apiError{status: 503, code: wire.CodeBusy, detail: "the tenant's store stopped taking writes (" + cause + "); nothing was written; retry", retryAfter: tenancy.ReopenAfter}
+	case errors.Is(err, syscall.ENOSPC):
+		// Anything else that found no room: a tenant store's open, say.
+		a.log.Warn("request failed: no space left on the server's disk", "request_id", c.info.id, "route", c.info.route, "tenant", c.info.tenant, "error", err.Error())
+		out = &apiError{status: 503, code: wire.CodeBusy, detail: "the server's disk is full; retry", retryAfter: tenancy.ReopenAfter}
 	case errors.Is(err, core.ErrRetry), errors.Is(err, tenancy.ErrTooManyOpen), errors.Is(err, core.ErrFenceActive),
 		errors.Is(err, core.ErrCancelled), errors.Is(err, core.ErrClosed), errors.Is(err, hostedworker.ErrClosed):
 		out = &apiError{status: 503, code: wire.CodeBusy, detail: "the server is busy; retry", retryAfter: time.Second}

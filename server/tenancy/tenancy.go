@@ -129,6 +129,9 @@ type Stats struct {
 	OpenFailures uint64 // opens that failed
 	Evictions    uint64 // stores closed to make room for another
 	IdleCloses   uint64 // stores closed by the idle janitor
+	// Reopens counts stores closed to be opened again because their
+	// writer had stopped (core.Store.Stopped: a full disk, an I/O error).
+	Reopens uint64
 }
 
 // Registry opens tenant stores lazily and closes them when idle or to
@@ -146,7 +149,9 @@ type Stats struct {
 //
 // Concurrent Acquires of a closed tenant open it once; they all get the
 // same result. A failed open is returned (wrapped) to those callers only:
-// the next Acquire tries again.
+// the next Acquire tries again. A store whose writer stopped (a full
+// disk) is closed and opened afresh by an Acquire, leased or not, at most
+// every ReopenAfter (reopenLocked).
 type Registry struct {
 	cfg       Config
 	log       *slog.Logger
@@ -167,7 +172,7 @@ type Registry struct {
 	kick     chan struct{}
 	trashSeq atomic.Uint64
 
-	opens, openFailures, evictions, idleCloses atomic.Uint64
+	opens, openFailures, evictions, idleCloses, reopens atomic.Uint64
 }
 
 // tenant is one tenant's entry while it has a store or a transition under
@@ -175,6 +180,7 @@ type Registry struct {
 type tenant struct {
 	id       string
 	store    *core.Store // set while open
+	opened   time.Time   // when store was opened
 	flight   *flight     // set while opening or closing; done when finished
 	leases   int
 	lastUsed time.Time
@@ -284,6 +290,9 @@ func (r *Registry) Acquire(ctx context.Context, id string) (*Lease, error) {
 		case t != nil && t.removing:
 			r.mu.Unlock()
 			return nil, fmt.Errorf("%w: %s is being removed", ErrUnknownTenant, id)
+		case t != nil && t.store != nil && t.flight == nil && r.reopenLocked(t):
+			r.closeLocked(t, &r.reopens) // unlocks and relocks; then opened afresh
+			continue
 		case t != nil && t.store != nil && t.flight == nil:
 			t.leases++
 			t.lastUsed = time.Now()
@@ -376,7 +385,7 @@ func (r *Registry) openLocked(id string) (*Lease, error) {
 		return nil, f.err
 	}
 	r.opens.Add(1)
-	t.store = s
+	t.store, t.opened = s, time.Now()
 	t.leases = 1
 	t.lastUsed = time.Now()
 	t.elem = r.lru.PushFront(t)
@@ -388,6 +397,33 @@ func (r *Registry) openLocked(id string) (*Lease, error) {
 		}
 	}
 	return &Lease{r: r, t: t, s: s}, nil
+}
+
+// ReopenAfter is how long a tenant store whose writer stopped is kept
+// before Acquire closes it and opens it again: while the cause lasts (a
+// full disk), each reopen stops again at the first write, and a reopen
+// costs an Open (a checkpoint read, or a scan), so they come at most this
+// often per tenant. Meanwhile Acquire hands out the stopped store: its
+// reads work, its writes fail with core.ErrWriterStopped.
+const ReopenAfter = time.Second
+
+// reopenLocked reports whether t's open store must be closed and opened
+// again: its writer stopped (core.Store.Stopped) and it was opened at
+// least ReopenAfter ago. The close does not wait for t's leases: their
+// holders' later calls fail with core.ErrClosed (a stream ends; the
+// client resumes on the reopened store), as they would fail with
+// core.ErrWriterStopped anyway. A Provider's stores are its own to
+// reopen. Called with r.mu held.
+func (r *Registry) reopenLocked(t *tenant) bool {
+	if r.cfg.Provider != nil || time.Since(t.opened) < ReopenAfter {
+		return false
+	}
+	err := t.store.Stopped()
+	if err == nil {
+		return false
+	}
+	r.log.Warn("tenancy: reopening a tenant store whose writer stopped", "tenant", t.id, "err", err)
+	return true
 }
 
 // lruVictimLocked is the least recently acquired open store with no lease
@@ -412,7 +448,8 @@ func (r *Registry) anyClosingLocked() <-chan struct{} {
 	return nil
 }
 
-// closeLocked closes t's store (which has no lease) and frees its slot,
+// closeLocked closes t's store (which has no lease, unless it is being
+// reopened: reopenLocked) and frees its slot,
 // counting the close in counter (nil: none). Called with r.mu held; it is
 // released during the close and held again on return. A close error is
 // logged and returned: the store is gone from the registry either way
@@ -710,6 +747,7 @@ func (r *Registry) Stats() Stats {
 	st.OpenFailures = r.openFailures.Load()
 	st.Evictions = r.evictions.Load()
 	st.IdleCloses = r.idleCloses.Load()
+	st.Reopens = r.reopens.Load()
 	r.mu.Unlock()
 	return st
 }

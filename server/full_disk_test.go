@@ -1,0 +1,168 @@
+//go:build linux
+
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// appendRaw posts one event of ~2 KiB to tenant acme and returns the
+// status, the Retry-After header and the problem's code and detail.
+func appendRaw(t *testing.T, hc *http.Client, base, key string, i int) (status int, retryAfter, code, detail string) {
+	t.Helper()
+	body := fmt.Appendf(nil, `{"entity":"disk:%d","scope":"s","kind":"1:1","payload":{"p":"%s"}}`, i, strings.Repeat("d", 2000))
+	req, _ := http.NewRequest("POST", base+"/v1/tenants/acme/events", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	out, _ := io.ReadAll(res.Body)
+	var p struct{ Code, Detail string }
+	_ = json.Unmarshal(out, &p)
+	return res.StatusCode, res.Header.Get("Retry-After"), p.Code, p.Detail
+}
+
+// reopens is the server's batpak_tenant_store_reopens_total.
+func reopens(t *testing.T, ps policyServer) int {
+	t.Helper()
+	for _, ln := range strings.Split(scrape(t, ps), "\n") {
+		if v, ok := strings.CutPrefix(ln, "batpak_tenant_store_reopens_total "); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("metric line %q", ln)
+			}
+			return n
+		}
+	}
+	t.Fatal("/metrics has no batpak_tenant_store_reopens_total")
+	return 0
+}
+
+// A tenant whose disk fills up gets 503 BUSY with Retry-After for its
+// writes, saying the disk is full (not a 500), keeps what was
+// acknowledged readable, and writes again by itself once the operator
+// makes room: the server closes the stopped store and opens it afresh,
+// ending the event streams that held it so that they resume there.
+func TestFullDiskTenantWritesAgainOnceThereIsRoom(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs needs root")
+	}
+	mnt := t.TempDir()
+	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=12m"); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) })
+	ps := startTunedServer(t, mnt, nil)
+	ctx := context.Background()
+	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
+	if _, err := op.CreateTenant(ctx, "acme", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	k, err := op.IssueKey(ctx, "acme", "w", "writer", "reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := openSSE(t, ps.base, k.Key, "")
+	streamDone := make(chan struct{})
+	go func() { defer close(streamDone); stream.read() }()
+
+	hc := keepAliveClient(1)
+	acked := 0
+	// fill appends until a write fails, which must say the disk is full.
+	fill := func(what string) {
+		t.Helper()
+		for limit := acked + 10000; ; acked++ {
+			if acked > limit {
+				t.Fatalf("%s: 10,000 more events of 2 KiB were acknowledged", what)
+			}
+			status, retry, code, detail := appendRaw(t, hc, ps.base, k.Key, acked)
+			if status == http.StatusCreated {
+				continue
+			}
+			if status != http.StatusServiceUnavailable || code != "BUSY" || retry != "1" || !strings.Contains(detail, "disk is full") {
+				t.Fatalf("%s: the write that found the disk full: %d %s %q (Retry-After %q), want 503 BUSY saying the disk is full, Retry-After 1", what, status, code, detail, retry)
+			}
+			return
+		}
+	}
+	fill("filling the disk")
+	firstFull := acked
+	if acked < 1000 {
+		t.Fatalf("only %d events of 2 KiB were acknowledged before the disk was full", acked)
+	}
+	if n := statEvents(t, ps.base, "acme", k.Key); n != acked {
+		t.Fatalf("stats while the disk is full: %d events; want the %d acknowledged", n, acked)
+	}
+
+	// While the disk stays full, writes keep coming: the stopped store
+	// is reopened at most once a second (tenancy.ReopenAfter), not once a
+	// request; each reopened store writes into the room its predecessor
+	// had reserved, if any, and stops again.
+	before := reopens(t, ps)
+	start := time.Now()
+	for time.Since(start) < 2500*time.Millisecond {
+		status, _, code, detail := appendRaw(t, hc, ps.base, k.Key, acked)
+		switch {
+		case status == http.StatusCreated:
+			acked++
+		case status != http.StatusServiceUnavailable || !strings.Contains(detail, "disk is full"):
+			t.Fatalf("a write while the disk stays full: %d %s %q", status, code, detail)
+		}
+	}
+	elapsed := time.Since(start)
+	if n := reopens(t, ps) - before; n < 1 || float64(n) > elapsed.Seconds()+1 {
+		t.Fatalf("the store was reopened %d times in %v of writes to a full disk, want at least once and at most once a second", n, elapsed)
+	}
+
+	if err := unix.Mount("tmpfs", mnt, "tmpfs", unix.MS_REMOUNT, "size=64m"); err != nil {
+		t.Fatalf("grow the tmpfs: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		status, _, code, detail := appendRaw(t, hc, ps.base, k.Key, acked)
+		if status == http.StatusCreated {
+			break
+		}
+		if status != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			t.Fatalf("a write once there is room again: %d %s %q", status, code, detail)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := statEvents(t, ps.base, "acme", k.Key); n != acked+1 {
+		t.Fatalf("stats after the store reopened: %d events; want %d", n, acked+1)
+	}
+	select {
+	case <-streamDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the event stream that held the stopped store did not end")
+	}
+	if len(stream.seqs) != firstFull || stream.err == nil || !strings.Contains(stream.err.Error(), "cut off") {
+		t.Fatalf("the stream got %d events and ended with %v; want the %d acknowledged before the first reopen, then a cutoff to resume from", len(stream.seqs), stream.err, firstFull)
+	}
+	// Resumed after its last event, the stream gets the rest.
+	last := stream.seqs[len(stream.seqs)-1]
+	resumed := openSSE(t, ps.base, k.Key, fmt.Sprintf("?after=%d", last))
+	go resumed.read()
+	for deadline := time.Now().Add(10 * time.Second); resumed.n.Load() < int64(acked+1-firstFull); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the resumed stream got %d of the %d events after %d", resumed.n.Load(), acked+1-firstFull, last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	resumed.c.Close()
+}
