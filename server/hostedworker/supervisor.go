@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/batpak-go/batpak/core"
@@ -72,7 +73,9 @@ type Fault struct {
 	// Kind is the plugin fault's kind (plugins.FaultKind: "trap",
 	// "timeout", "malformed", …), "denied" for a reaction a policy
 	// refused, "unavailable" for a plugin the source could not provide,
-	// or "error" for anything else (a failed write).
+	// "store" for the tenant's store unable to take writes (a full disk;
+	// not counted towards quarantine), or "error" for anything else (a
+	// failed write).
 	Kind    string `json:"kind"`
 	Message string `json:"message"`
 }
@@ -725,6 +728,28 @@ func (r *runner) run(ctx context.Context) {
 			r.setState(StateStopped, "the tenant's store is gone")
 			return
 		}
+		if cause, ok := storeUnavailable(err); ok {
+			// The server's disk, not the plugin: shown, not counted
+			// towards quarantine, and tried again as often as the
+			// registry reopens a stopped store.
+			f := Fault{Time: time.Now().UTC(), Kind: "store", Message: "the tenant's store stopped taking writes (" + cause + "); restarting"}
+			r.mu.Lock()
+			r.lastFault = &f
+			r.state, r.next = StateBackoff, time.Now().Add(tenancy.ReopenAfter)
+			r.mu.Unlock()
+			r.logf("error", "%s", f.Message)
+			t := time.NewTimer(tenancy.ReopenAfter)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			r.mu.Lock()
+			r.restarts++
+			r.mu.Unlock()
+			continue
+		}
 		f := r.fault(err)
 		if n := len(r.faults); n > *r.def.Restart.MaxRestarts {
 			reason := fmt.Sprintf("%d faults within %v (max_restarts %d); last: %s: %s", n, r.def.Restart.Window(), *r.def.Restart.MaxRestarts, f.Kind, f.Message)
@@ -757,6 +782,22 @@ func (r *runner) run(ctx context.Context) {
 		r.restarts++
 		r.mu.Unlock()
 	}
+}
+
+// storeUnavailable reports whether err is the tenant store's failure
+// rather than the worker's — its writer stopped (a full disk, an I/O
+// error), or the store was closed under the worker to be reopened — and
+// names the cause for the worker's status, without the store's path.
+func storeUnavailable(err error) (cause string, ok bool) {
+	switch {
+	case errors.Is(err, syscall.ENOSPC):
+		return "its disk is full", true
+	case errors.Is(err, core.ErrWriterStopped):
+		return "a write to its disk failed", true
+	case errors.Is(err, core.ErrClosed):
+		return "it was closed to be reopened", true
+	}
+	return "", false
 }
 
 // fault records err as a fault of the run and returns it.

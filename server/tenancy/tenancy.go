@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/batpak-go/batpak/core"
@@ -159,9 +160,15 @@ type Registry struct {
 
 	mu      sync.Mutex
 	tenants map[string]*tenant // open, opening, closing or being removed
-	lru     list.List          // of *tenant with a store, most recently acquired at front
-	slots   int                // stores open, opening or closing (≤ MaxOpen)
-	closed  bool
+	// openFailed is, per tenant, when and how its last open failed for
+	// want of space: such a tenant is not opened again before ReopenAfter
+	// has passed and its file system has room again (roomFor); until
+	// then Acquire returns that failure. An Open costs a whole recovery,
+	// and on a full disk fails again at its end.
+	openFailed map[string]failedOpen
+	lru        list.List // of *tenant with a store, most recently acquired at front
+	slots      int       // stores open, opening or closing (≤ MaxOpen)
+	closed     bool
 
 	stopJanitor context.CancelFunc
 	janitorDone chan struct{}
@@ -188,6 +195,12 @@ type tenant struct {
 	removing bool          // Remove under way: Acquire refuses
 	removed  chan struct{} // closed when the removal under way ends
 	zero     chan struct{} // closed when leases reach 0 (made by a waiter)
+}
+
+// failedOpen is an open that failed for want of space (Registry.openFailed).
+type failedOpen struct {
+	at  time.Time
+	err error
 }
 
 // flight is one open or close in progress; waiters block on done.
@@ -314,6 +327,13 @@ func (r *Registry) Acquire(ctx context.Context, id string) (*Lease, error) {
 			r.mu.Lock()
 			continue
 		}
+		if fo, ok := r.openFailed[id]; ok {
+			if time.Since(fo.at) < ReopenAfter || !roomFor(r.cfg.Root) {
+				r.mu.Unlock()
+				return nil, fo.err
+			}
+			delete(r.openFailed, id)
+		}
 		// Closed: take a slot, closing an unleased store for it if needed.
 		if r.slots >= r.cfg.MaxOpen {
 			victim := r.lruVictimLocked()
@@ -372,6 +392,12 @@ func (r *Registry) openLocked(id string) (*Lease, error) {
 	if s == nil {
 		if err != nil {
 			f.err = fmt.Errorf("tenancy: open tenant %s: %w", id, err)
+			if errors.Is(err, syscall.ENOSPC) {
+				if r.openFailed == nil {
+					r.openFailed = map[string]failedOpen{}
+				}
+				r.openFailed[id] = failedOpen{at: time.Now(), err: f.err}
+			}
 			r.openFailures.Add(1)
 			r.log.Warn("tenancy: tenant store failed to open", "tenant", id, "err", err)
 		} else {
@@ -400,16 +426,23 @@ func (r *Registry) openLocked(id string) (*Lease, error) {
 }
 
 // ReopenAfter is how long a tenant store whose writer stopped is kept
-// before Acquire closes it and opens it again: while the cause lasts (a
-// full disk), each reopen stops again at the first write, and a reopen
-// costs an Open (a checkpoint read, or a scan), so they come at most this
-// often per tenant. Meanwhile Acquire hands out the stopped store: its
-// reads work, its writes fail with core.ErrWriterStopped.
+// before Acquire closes it and opens it again, and how long an open that
+// failed for want of space is answered from its error before the next is
+// tried: a reopen costs an Open (a checkpoint read, or a scan of the log),
+// so they come at most this often per tenant. Meanwhile Acquire hands
+// out the stopped store: its reads work, its writes fail with
+// core.ErrWriterStopped. A store a full disk stopped waits, besides, for
+// room on its file system (reopenLocked).
 const ReopenAfter = time.Second
 
 // reopenLocked reports whether t's open store must be closed and opened
-// again: its writer stopped (core.Store.Stopped) and it was opened at
-// least ReopenAfter ago. The close does not wait for t's leases: their
+// again: its writer stopped (core.Store.Stopped), it was opened at least
+// ReopenAfter ago, and, when a full disk stopped it, the disk has
+// reopenRoom free again (roomFor). While the disk stays full the stopped
+// store is kept: it serves reads, where a reopen would stop again at the
+// first write, or fail to open (recovery may have to write: a new
+// segment's header cut short, a fence's cancel marker) and take the
+// reads with it. The close does not wait for t's leases: their
 // holders' later calls fail with core.ErrClosed (a stream ends; the
 // client resumes on the reopened store), as they would fail with
 // core.ErrWriterStopped anyway. A Provider's stores are its own to
@@ -420,6 +453,12 @@ func (r *Registry) reopenLocked(t *tenant) bool {
 	}
 	err := t.store.Stopped()
 	if err == nil {
+		return false
+	}
+	if errors.Is(err, syscall.ENOSPC) && !roomFor(t.store.Dir()) {
+		// Still full: the stopped store keeps serving reads; a reopen
+		// would only stop again, or fail to open (a recovery repair
+		// needs room) and take the reads with it.
 		return false
 	}
 	r.log.Warn("tenancy: reopening a tenant store whose writer stopped", "tenant", t.id, "err", err)
@@ -584,6 +623,7 @@ func (r *Registry) remove(ctx context.Context, id string, deleteData bool) error
 		r.tenants[id] = t
 	}
 	t.removing, t.removed = true, make(chan struct{})
+	delete(r.openFailed, id)
 	if err := r.waitUnleasedLocked(ctx, t); err != nil {
 		r.endRemoveLocked(t)
 		r.mu.Unlock()
