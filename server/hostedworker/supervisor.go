@@ -735,19 +735,11 @@ func (r *runner) run(ctx context.Context) {
 			f := Fault{Time: time.Now().UTC(), Kind: "store", Message: "the tenant's store stopped taking writes (" + cause + "); restarting"}
 			r.mu.Lock()
 			r.lastFault = &f
-			r.state, r.next = StateBackoff, time.Now().Add(tenancy.ReopenAfter)
 			r.mu.Unlock()
 			r.logf("error", "%s", f.Message)
-			t := time.NewTimer(tenancy.ReopenAfter)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !r.restartAfter(ctx, tenancy.ReopenAfter) {
 				return
-			case <-t.C:
 			}
-			r.mu.Lock()
-			r.restarts++
-			r.mu.Unlock()
 			continue
 		}
 		f := r.fault(err)
@@ -767,21 +759,30 @@ func (r *runner) run(ctx context.Context) {
 		if d <= 0 || d > r.def.Restart.BackoffMax() {
 			d = r.def.Restart.BackoffMax()
 		}
-		r.mu.Lock()
-		r.state, r.next = StateBackoff, time.Now().Add(d)
-		r.mu.Unlock()
-		r.logf("info", "restarting in %v", d)
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !r.restartAfter(ctx, d) {
 			return
-		case <-t.C:
 		}
-		r.mu.Lock()
-		r.restarts++
-		r.mu.Unlock()
 	}
+}
+
+// restartAfter puts the runner in backoff for d and waits it out,
+// counting the restart; false when ctx ends first.
+func (r *runner) restartAfter(ctx context.Context, d time.Duration) bool {
+	r.mu.Lock()
+	r.state, r.next = StateBackoff, time.Now().Add(d)
+	r.mu.Unlock()
+	r.logf("info", "restarting in %v", d)
+	t := time.NewTimer(d)
+	select {
+	case <-ctx.Done():
+		t.Stop()
+		return false
+	case <-t.C:
+	}
+	r.mu.Lock()
+	r.restarts++
+	r.mu.Unlock()
+	return true
 }
 
 // storeUnavailable reports whether err is the tenant store's failure
