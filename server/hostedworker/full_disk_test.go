@@ -23,7 +23,7 @@ func TestWorkerOnAFullDiskIsNotQuarantined(t *testing.T) {
 		t.Skip("mounting a small tmpfs needs root")
 	}
 	root := t.TempDir()
-	if err := unix.Mount("tmpfs", root, "tmpfs", 0, "size=24m"); err != nil {
+	if err := unix.Mount("tmpfs", root, "tmpfs", 0, "size=48m"); err != nil {
 		t.Skipf("cannot mount a tmpfs here: %v", err)
 	}
 	t.Cleanup(func() { _ = unix.Unmount(root, unix.MNT_DETACH) })

@@ -845,6 +845,9 @@ func (r *runner) once(ctx context.Context) error {
 	}
 	defer lease.Release()
 	store := lease.Store()
+	if err := store.Stopped(); err != nil {
+		return err // a store fault, without running the plugin for nothing
+	}
 	p, err := r.s.opts.Source.Handler(ctx, r.def.Tenant, r.def.Plugin)
 	if err == nil && p == nil {
 		err = ErrPluginNotFound

@@ -5,6 +5,7 @@ package tenancy_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -25,14 +26,7 @@ func fullDiskRegistry(t *testing.T) (*tenancy.Registry, string) {
 		t.Skipf("cannot mount a tmpfs here (it needs root): %v", err)
 	}
 	t.Cleanup(func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) })
-	r, _ := newRegistry(t, func(c *tenancy.Config) {
-		c.Root = filepath.Join(mnt, "tenants")
-		c.StoreConfig = func(string) core.Config {
-			sc := tenancy.StoreConfig("", false)
-			sc.SegmentMaxBytes = 64 << 10
-			return sc
-		}
-	})
+	r, _ := newRegistry(t, func(c *tenancy.Config) { c.Root, c.StoreConfig = filepath.Join(mnt, "tenants"), smallSegments })
 	return r, mnt
 }
 
@@ -69,14 +63,7 @@ func TestStoreStoppedByAFullDiskServesReadsUntilThereIsRoom(t *testing.T) {
 	s := l.Store()
 	first := appendOne(t, s, "e")
 	fillDisk(t, mnt)
-	c, _ := core.NewCoordinate("e", "s")
-	var err error
-	for i := 0; i < 10000 && err == nil; i++ {
-		_, err = s.Append(context.Background(), c, kind, []byte(`{"x":"0123456789012345678901234567890123456789012345678901234567890123456789"}`))
-	}
-	if !errors.Is(err, core.ErrWriterStopped) || !errors.Is(err, syscall.ENOSPC) {
-		t.Fatalf("appends to a full disk ended with %v, want ErrWriterStopped wrapping ENOSPC", err)
-	}
+	stopByFullDisk(t, s)
 	l.Release()
 	time.Sleep(tenancy.ReopenAfter + 100*time.Millisecond)
 	before := r.Stats()
@@ -100,7 +87,7 @@ func TestStoreStoppedByAFullDiskServesReadsUntilThereIsRoom(t *testing.T) {
 	// Open must write. That failed open answers the Acquires until there
 	// is room again: they do not each pay for a recovery that fails again.
 	_ = r.Forget(context.Background(), "acme") // the close reports the writer's failure
-	_, err = r.Acquire(context.Background(), "acme")
+	_, err := r.Acquire(context.Background(), "acme")
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("Acquire of the closed store on the full disk: %v, want its open's ENOSPC", err)
 	}
@@ -121,7 +108,8 @@ func TestStoreStoppedByAFullDiskServesReadsUntilThereIsRoom(t *testing.T) {
 		t.Fatalf("an Acquire a second after the failed open, the disk still full, tried %d opens, want none", n)
 	}
 
-	// Room again (the tmpfs grows past the 8 MiB a reopen waits for).
+	// Room again: the tmpfs grows past what a reopen waits for (the
+	// store's largest write and 9 MiB).
 	if err := unix.Mount("tmpfs", mnt, "tmpfs", unix.MS_REMOUNT, "size=64m"); err != nil {
 		t.Fatal(err)
 	}
@@ -130,5 +118,120 @@ func TestStoreStoppedByAFullDiskServesReadsUntilThereIsRoom(t *testing.T) {
 	appendOne(t, l3.Store(), "e")
 	if _, err := l3.Store().Get(first.ID); err != nil {
 		t.Fatalf("the first event after room was made: %v", err)
+	}
+}
+
+// mountTmpfs mounts a tmpfs with opts at dir (made first), unmounted when
+// the test ends; it skips the test where mounting is not allowed.
+func mountTmpfs(t *testing.T, dir, opts string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, opts); err != nil {
+		t.Skipf("cannot mount a tmpfs here (it needs root): %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+}
+
+// smallSegments is a tenant store of 64 KiB segments, each reserved
+// whole: a full disk stops it at a rotation.
+func smallSegments(string) core.Config {
+	sc := tenancy.StoreConfig("", false)
+	sc.SegmentMaxBytes = 64 << 10
+	return sc
+}
+
+// stopByFullDisk appends to s until its writer stops for want of space.
+func stopByFullDisk(t *testing.T, s *core.Store) {
+	t.Helper()
+	c, _ := core.NewCoordinate("e", "s")
+	var err error
+	for i := 0; i < 100000 && err == nil; i++ {
+		_, err = s.Append(context.Background(), c, kind, []byte(`{"x":"0123456789012345678901234567890123456789012345678901234567890123456789"}`))
+	}
+	if !errors.Is(err, core.ErrWriterStopped) || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("appends to a full disk ended with %v, want ErrWriterStopped wrapping ENOSPC", err)
+	}
+}
+
+// A tenant whose directory is a file system of its own (a volume mounted
+// there, or a symlink to one) is judged by that file system's room, not
+// the tenants root's: a failed open is tried again once its own volume
+// has room, however full the root is.
+func TestFailedOpenWaitsForTheTenantsOwnFileSystem(t *testing.T) {
+	base := t.TempDir()
+	root := filepath.Join(base, "tenants")
+	mountTmpfs(t, root, "size=4m") // never room enough for a reopen
+	vol := filepath.Join(base, "vol")
+	mountTmpfs(t, vol, "size=4m")
+	if err := os.MkdirAll(filepath.Join(vol, "acme"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(vol, "acme"), filepath.Join(root, "acme")); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := newRegistry(t, func(c *tenancy.Config) { c.Root, c.StoreConfig = root, smallSegments })
+	l := acquire(t, r, "acme")
+	appendOne(t, l.Store(), "e")
+	fillDisk(t, vol)
+	stopByFullDisk(t, l.Store())
+	l.Release()
+	_ = r.Forget(context.Background(), "acme")
+	if _, err := r.Acquire(context.Background(), "acme"); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Acquire on the full volume: %v, want its open's ENOSPC", err)
+	}
+	if err := unix.Mount("tmpfs", vol, "tmpfs", unix.MS_REMOUNT, "size=256m"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(tenancy.ReopenAfter + 100*time.Millisecond)
+	l2 := acquire(t, r, "acme")
+	defer l2.Release()
+	appendOne(t, l2.Store(), "e")
+}
+
+// A file system out of inodes fails a store with ENOSPC as a full one
+// does, with its blocks free: the stopped store is not reopened (each
+// reopen would end its readers' streams and stop again) until inodes
+// are free again.
+func TestStoreStoppedForWantOfInodesWaitsForThem(t *testing.T) {
+	mnt := filepath.Join(t.TempDir(), "m")
+	mountTmpfs(t, mnt, "size=64m,nr_inodes=64")
+	r, _ := newRegistry(t, func(c *tenancy.Config) { c.Root, c.StoreConfig = filepath.Join(mnt, "tenants"), smallSegments })
+	l := acquire(t, r, "acme")
+	first := appendOne(t, l.Store(), "e")
+	var eaters []string
+	for i := 0; ; i++ {
+		p := filepath.Join(mnt, fmt.Sprintf("inode-%d", i))
+		f, err := os.Create(p)
+		if err != nil {
+			break
+		}
+		f.Close()
+		eaters = append(eaters, p)
+	}
+	stopByFullDisk(t, l.Store())
+	defer l.Release() // a reader's lease, held throughout
+	time.Sleep(tenancy.ReopenAfter + 100*time.Millisecond)
+	for i := range 20 {
+		l2 := acquire(t, r, "acme")
+		l2.Release()
+		if _, err := l.Store().Get(first.ID); err != nil {
+			t.Fatalf("read %d through the held lease while inodes are out: %v", i, err)
+		}
+	}
+	if n := r.Stats().Reopens; n != 0 {
+		t.Fatalf("%d reopens while the file system has no inodes, want none", n)
+	}
+	for _, p := range eaters {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l3 := acquire(t, r, "acme")
+	defer l3.Release()
+	appendOne(t, l3.Store(), "e")
+	if n := r.Stats().Reopens; n != 1 {
+		t.Fatalf("%d reopens once inodes are free, want 1", n)
 	}
 }

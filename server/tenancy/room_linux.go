@@ -1,18 +1,31 @@
 package tenancy
 
-import "golang.org/x/sys/unix"
+import (
+	"os"
 
-// reopenRoom is the free space a file system must have again before a
-// store stopped by a full disk is reopened: two of a segment's
-// extensions (core zero-fills or reserves at most 4 MiB ahead).
-const reopenRoom = 8 << 20
+	"golang.org/x/sys/unix"
+)
 
-// roomFor reports whether dir's file system has reopenRoom available to
-// unprivileged writers (true when that cannot be told).
-func roomFor(dir string) bool {
+// minFreeInodes is how many free inodes roomFor wants besides the space:
+// a file system out of inodes fails a store's new segment or checkpoint
+// with ENOSPC just as a full one does.
+const minFreeInodes = 16
+
+// roomFor reports whether the file system holding dir has need bytes free
+// for this process — the blocks reserved for root count when it runs as
+// root, as they do for its writes — and minFreeInodes inodes where it
+// counts them. It reports true when that cannot be told.
+func roomFor(dir string, need int64) bool {
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
 		return true
 	}
-	return st.Bavail*uint64(st.Bsize) >= reopenRoom
+	free := st.Bavail
+	if os.Geteuid() == 0 {
+		free = st.Bfree
+	}
+	if st.Files > 0 && st.Ffree < minFreeInodes {
+		return false
+	}
+	return free*uint64(st.Bsize) >= uint64(need)
 }

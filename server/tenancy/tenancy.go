@@ -152,7 +152,8 @@ type Stats struct {
 // same result. A failed open is returned (wrapped) to those callers only:
 // the next Acquire tries again. A store whose writer stopped (a full
 // disk) is closed and opened afresh by an Acquire, leased or not, at most
-// every ReopenAfter (reopenLocked).
+// every ReopenAfter and, after a full disk, once there is room
+// (reopenLocked).
 type Registry struct {
 	cfg       Config
 	log       *slog.Logger
@@ -199,8 +200,9 @@ type tenant struct {
 
 // failedOpen is an open that failed for want of space (Registry.openFailed).
 type failedOpen struct {
-	at  time.Time
-	err error
+	at   time.Time
+	err  error
+	need int64 // the room to wait for (reopenRoom)
 }
 
 // flight is one open or close in progress; waiters block on done.
@@ -328,7 +330,7 @@ func (r *Registry) Acquire(ctx context.Context, id string) (*Lease, error) {
 			continue
 		}
 		if fo, ok := r.openFailed[id]; ok {
-			if time.Since(fo.at) < ReopenAfter || !roomFor(r.cfg.Root) {
+			if time.Since(fo.at) < ReopenAfter || !roomFor(filepath.Join(r.cfg.Root, id), fo.need) {
 				r.mu.Unlock()
 				return nil, fo.err
 			}
@@ -392,11 +394,13 @@ func (r *Registry) openLocked(id string) (*Lease, error) {
 	if s == nil {
 		if err != nil {
 			f.err = fmt.Errorf("tenancy: open tenant %s: %w", id, err)
-			if errors.Is(err, syscall.ENOSPC) {
+			// Not for a tenant being removed (a re-created one starts
+			// afresh) or a Provider's stores (its own to open).
+			if errors.Is(err, syscall.ENOSPC) && !t.removing && r.cfg.Provider == nil {
 				if r.openFailed == nil {
 					r.openFailed = map[string]failedOpen{}
 				}
-				r.openFailed[id] = failedOpen{at: time.Now(), err: f.err}
+				r.openFailed[id] = failedOpen{at: time.Now(), err: f.err, need: reopenRoom(cfg)}
 			}
 			r.openFailures.Add(1)
 			r.log.Warn("tenancy: tenant store failed to open", "tenant", id, "err", err)
@@ -435,9 +439,19 @@ func (r *Registry) openLocked(id string) (*Lease, error) {
 // room on its file system (reopenLocked).
 const ReopenAfter = time.Second
 
+// reopenRoom is the free space a file system must have again before a
+// store of configuration cfg that a full disk stopped is opened again:
+// its largest write (one event or one batch: a group that cannot be
+// reserved stops the writer) with room to spare for framing, and two of
+// a segment's extensions (core reserves at most 4 MiB ahead). Less, and
+// the write that stopped it, retried, would stop it again.
+func reopenRoom(cfg core.Config) int64 {
+	return int64(max(cfg.SingleAppendMaxBytes, cfg.Batch.MaxBytes)) + 9<<20
+}
+
 // reopenLocked reports whether t's open store must be closed and opened
 // again: its writer stopped (core.Store.Stopped), it was opened at least
-// ReopenAfter ago, and, when a full disk stopped it, the disk has
+// ReopenAfter ago, and, when a full disk stopped it, its file system has
 // reopenRoom free again (roomFor). While the disk stays full the stopped
 // store is kept: it serves reads, where a reopen would stop again at the
 // first write, or fail to open (recovery may have to write: a new
@@ -455,10 +469,7 @@ func (r *Registry) reopenLocked(t *tenant) bool {
 	if err == nil {
 		return false
 	}
-	if errors.Is(err, syscall.ENOSPC) && !roomFor(t.store.Dir()) {
-		// Still full: the stopped store keeps serving reads; a reopen
-		// would only stop again, or fail to open (a recovery repair
-		// needs room) and take the reads with it.
+	if errors.Is(err, syscall.ENOSPC) && !roomFor(t.store.Dir(), reopenRoom(t.store.Config())) {
 		return false
 	}
 	r.log.Warn("tenancy: reopening a tenant store whose writer stopped", "tenant", t.id, "err", err)
