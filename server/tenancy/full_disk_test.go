@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -234,4 +236,105 @@ func TestStoreStoppedForWantOfInodesWaitsForThem(t *testing.T) {
 	if n := r.Stats().Reopens; n != 1 {
 		t.Fatalf("%d reopens once inodes are free, want 1", n)
 	}
+}
+
+// One event larger than the free space stops the writer as a full disk
+// does. The store is not reopened while the space left is less than its
+// largest write: the event, retried (a client after Retry-After, a
+// worker's reaction), would stop it again each time, cutting its
+// readers. With room for it, the reopened store takes it.
+func TestStoreStoppedByAnEventLargerThanTheRoomWaitsForRoomForIt(t *testing.T) {
+	mnt := filepath.Join(t.TempDir(), "m")
+	mountTmpfs(t, mnt, "size=48m")
+	r, _ := newRegistry(t, func(c *tenancy.Config) { c.Root = filepath.Join(mnt, "tenants") })
+	l := acquire(t, r, "acme")
+	first := appendOne(t, l.Store(), "e")
+	ballast := filepath.Join(mnt, "ballast")
+	if err := os.WriteFile(ballast, make([]byte, 36<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	big := []byte(`{"p":"` + strings.Repeat("b", 14<<20) + `"}`)
+	c, _ := core.NewCoordinate("big", "s")
+	if _, err := l.Store().Append(context.Background(), c, kind, big); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("an event of 14 MiB with ~12 MiB free: %v, want ENOSPC", err)
+	}
+	l.Release()
+	time.Sleep(tenancy.ReopenAfter + 100*time.Millisecond)
+	for i := range 10 {
+		l2 := acquire(t, r, "acme")
+		if _, err := l2.Store().Append(context.Background(), c, kind, big); !errors.Is(err, core.ErrWriterStopped) {
+			t.Fatalf("retry %d of the large event: %v, want ErrWriterStopped", i, err)
+		}
+		if _, err := l2.Store().Get(first.ID); err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+		l2.Release()
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := r.Stats().Reopens; n != 0 {
+		t.Fatalf("%d reopens with less room than the store's largest write, want none", n)
+	}
+	if err := os.Remove(ballast); err != nil {
+		t.Fatal(err)
+	}
+	l3 := acquire(t, r, "acme")
+	defer l3.Release()
+	if _, err := l3.Store().Append(context.Background(), c, kind, big); err != nil {
+		t.Fatalf("the large event once there is room for it: %v", err)
+	}
+}
+
+// An open that fails for want of space while the tenant is being
+// removed is not remembered: a tenant re-created under that id (no data
+// on disk) opens at once, not with its predecessor's failure.
+func TestFailedOpenOfARemovedTenantIsNotRemembered(t *testing.T) {
+	mnt := filepath.Join(t.TempDir(), "m")
+	mountTmpfs(t, mnt, "size=12m")
+	var armed, calls atomic.Int32
+	gate := make(chan struct{})
+	r, _ := newRegistry(t, func(c *tenancy.Config) {
+		c.Root, c.StoreConfig = filepath.Join(mnt, "tenants"), smallSegments
+		c.Exists = func(id string) bool {
+			if id == "acme" && armed.Load() == 1 && calls.Add(1) == 2 {
+				<-gate // the open's own check: hold the open while Remove starts
+			}
+			return true
+		}
+	})
+	l := acquire(t, r, "acme")
+	appendOne(t, l.Store(), "e")
+	fillDisk(t, mnt)
+	stopByFullDisk(t, l.Store())
+	l.Release()
+	_ = r.Forget(context.Background(), "acme")
+
+	armed.Store(1)
+	acquired := make(chan error, 1)
+	go func() { _, err := r.Acquire(context.Background(), "acme"); acquired <- err }()
+	for calls.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	removed := make(chan error, 1)
+	go func() { removed <- r.Remove(context.Background(), "acme") }()
+	time.Sleep(100 * time.Millisecond) // Remove waits for the open under way
+	close(gate)
+	if err := <-acquired; !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("the open under way on the full disk: %v, want ENOSPC", err)
+	}
+	if err := <-removed; err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	armed.Store(0)
+	// A little room (not a reopen's worth): a new store fits.
+	b := filepath.Join(mnt, "ballast")
+	fi, err := os.Stat(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(b, fi.Size()-3<<20); err != nil {
+		t.Fatal(err)
+	}
+	l2 := acquire(t, r, "acme") // re-created: its directory is gone
+	defer l2.Release()
+	appendOne(t, l2.Store(), "e")
 }
