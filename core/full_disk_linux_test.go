@@ -11,9 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/testenv"
 )
 
 // A store whose disk fills up fails the write that found no room, with an
@@ -64,16 +63,10 @@ func helperFullDisk(dir string) error {
 }
 
 func TestFullDiskFailsTheWriteAndKeepsWhatWasAcknowledged(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs needs root")
-	}
 	for _, every := range []int{1, 1000} {
 		t.Run(fmt.Sprintf("EveryNEvents=%d", every), func(t *testing.T) {
 			mnt := t.TempDir()
-			if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=4m"); err != nil {
-				t.Skipf("cannot mount a tmpfs here: %v", err)
-			}
-			t.Cleanup(func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) })
+			testenv.MountTmpfs(t, mnt, "size=4m")
 			dir := filepath.Join(mnt, "store")
 			c := startHelper(t, "fulldisk", dir, fmt.Sprintf("BATPAK_EVERY=%d", every))
 			acked, failed, again := 0, "", ""
@@ -113,9 +106,7 @@ func TestFullDiskFailsTheWriteAndKeepsWhatWasAcknowledged(t *testing.T) {
 
 			// The operator makes room; the store opens with exactly what it
 			// acknowledged and takes writes again.
-			if err := unix.Mount("tmpfs", mnt, "tmpfs", unix.MS_REMOUNT, "size=64m"); err != nil {
-				t.Fatalf("grow the tmpfs: %v", err)
-			}
+			testenv.ResizeTmpfs(t, mnt, "size=64m")
 			s, err := core.Open(fullDiskConfig(dir))
 			if err != nil {
 				t.Fatalf("Open after the disk filled: %v", err)

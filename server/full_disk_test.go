@@ -9,13 +9,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/batpak-go/batpak/internal/testenv"
 )
 
 // appendRaw posts one event of ~2 KiB to tenant acme and returns the
@@ -59,14 +58,8 @@ func reopens(t *testing.T, ps policyServer) int {
 // makes room: the server closes the stopped store and opens it afresh,
 // ending the event streams that held it so that they resume there.
 func TestFullDiskTenantWritesAgainOnceThereIsRoom(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs needs root")
-	}
 	mnt := t.TempDir()
-	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=12m"); err != nil {
-		t.Skipf("cannot mount a tmpfs here: %v", err)
-	}
-	t.Cleanup(func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) })
+	testenv.MountTmpfs(t, mnt, "size=12m")
 	ps := startTunedServer(t, mnt, nil)
 	ctx := context.Background()
 	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
@@ -128,9 +121,7 @@ func TestFullDiskTenantWritesAgainOnceThereIsRoom(t *testing.T) {
 		t.Fatalf("stats while the disk stays full: %d events; want the %d acknowledged", n, acked)
 	}
 
-	if err := unix.Mount("tmpfs", mnt, "tmpfs", unix.MS_REMOUNT, "size=64m"); err != nil {
-		t.Fatalf("grow the tmpfs: %v", err)
-	}
+	testenv.ResizeTmpfs(t, mnt, "size=64m")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		status, _, code, detail := appendRaw(t, hc, ps.base, k.Key, acked)

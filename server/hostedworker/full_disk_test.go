@@ -9,8 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/batpak-go/batpak/internal/testenv"
 	"github.com/batpak-go/batpak/sdk/client"
 )
 
@@ -19,14 +18,8 @@ import (
 // stores, and never counted towards quarantine; once there is room it
 // reacts to every event exactly once.
 func TestWorkerOnAFullDiskIsNotQuarantined(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs needs root")
-	}
 	root := t.TempDir()
-	if err := unix.Mount("tmpfs", root, "tmpfs", 0, "size=48m"); err != nil {
-		t.Skipf("cannot mount a tmpfs here: %v", err)
-	}
-	t.Cleanup(func() { _ = unix.Unmount(root, unix.MNT_DETACH) })
+	testenv.MountTmpfs(t, root, "size=48m")
 	ts := startServer(t, root, newSource(t, standardFixtures()), nil)
 	acme := ts.tenant(t, "acme")
 	ctx := context.Background()

@@ -14,9 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/testenv"
 	"github.com/batpak-go/batpak/server/tenancy"
 )
 
@@ -24,10 +23,7 @@ import (
 func fullDiskRegistry(t *testing.T) (*tenancy.Registry, string) {
 	t.Helper()
 	mnt := t.TempDir()
-	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=4m"); err != nil {
-		t.Skipf("cannot mount a tmpfs here (it needs root): %v", err)
-	}
-	t.Cleanup(func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) })
+	testenv.MountTmpfs(t, mnt, "size=4m")
 	r, _ := newRegistry(t, func(c *tenancy.Config) { c.Root, c.StoreConfig = filepath.Join(mnt, "tenants"), smallSegments })
 	return r, mnt
 }
@@ -112,28 +108,13 @@ func TestStoreStoppedByAFullDiskServesReadsUntilThereIsRoom(t *testing.T) {
 
 	// Room again: the tmpfs grows past what a reopen waits for (the
 	// store's largest write and 9 MiB).
-	if err := unix.Mount("tmpfs", mnt, "tmpfs", unix.MS_REMOUNT, "size=64m"); err != nil {
-		t.Fatal(err)
-	}
+	testenv.ResizeTmpfs(t, mnt, "size=64m")
 	l3 := acquire(t, r, "acme")
 	defer l3.Release()
 	appendOne(t, l3.Store(), "e")
 	if _, err := l3.Store().Get(first.ID); err != nil {
 		t.Fatalf("the first event after room was made: %v", err)
 	}
-}
-
-// mountTmpfs mounts a tmpfs with opts at dir (made first), unmounted when
-// the test ends; it skips the test where mounting is not allowed.
-func mountTmpfs(t *testing.T, dir, opts string) {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, opts); err != nil {
-		t.Skipf("cannot mount a tmpfs here (it needs root): %v", err)
-	}
-	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
 }
 
 // smallSegments is a tenant store of 64 KiB segments, each reserved
@@ -164,9 +145,9 @@ func stopByFullDisk(t *testing.T, s *core.Store) {
 func TestFailedOpenWaitsForTheTenantsOwnFileSystem(t *testing.T) {
 	base := t.TempDir()
 	root := filepath.Join(base, "tenants")
-	mountTmpfs(t, root, "size=4m") // never room enough for a reopen
+	testenv.MountTmpfs(t, root, "size=4m") // never room enough for a reopen
 	vol := filepath.Join(base, "vol")
-	mountTmpfs(t, vol, "size=4m")
+	testenv.MountTmpfs(t, vol, "size=4m")
 	if err := os.MkdirAll(filepath.Join(vol, "acme"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -183,9 +164,7 @@ func TestFailedOpenWaitsForTheTenantsOwnFileSystem(t *testing.T) {
 	if _, err := r.Acquire(context.Background(), "acme"); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("Acquire on the full volume: %v, want its open's ENOSPC", err)
 	}
-	if err := unix.Mount("tmpfs", vol, "tmpfs", unix.MS_REMOUNT, "size=256m"); err != nil {
-		t.Fatal(err)
-	}
+	testenv.ResizeTmpfs(t, vol, "size=256m")
 	time.Sleep(tenancy.ReopenAfter + 100*time.Millisecond)
 	l2 := acquire(t, r, "acme")
 	defer l2.Release()
@@ -198,7 +177,7 @@ func TestFailedOpenWaitsForTheTenantsOwnFileSystem(t *testing.T) {
 // are free again.
 func TestStoreStoppedForWantOfInodesWaitsForThem(t *testing.T) {
 	mnt := filepath.Join(t.TempDir(), "m")
-	mountTmpfs(t, mnt, "size=64m,nr_inodes=64")
+	testenv.MountTmpfs(t, mnt, "size=64m,nr_inodes=64")
 	r, _ := newRegistry(t, func(c *tenancy.Config) { c.Root, c.StoreConfig = filepath.Join(mnt, "tenants"), smallSegments })
 	l := acquire(t, r, "acme")
 	first := appendOne(t, l.Store(), "e")
@@ -245,7 +224,7 @@ func TestStoreStoppedForWantOfInodesWaitsForThem(t *testing.T) {
 // readers. With room for it, the reopened store takes it.
 func TestStoreStoppedByAnEventLargerThanTheRoomWaitsForRoomForIt(t *testing.T) {
 	mnt := filepath.Join(t.TempDir(), "m")
-	mountTmpfs(t, mnt, "size=48m")
+	testenv.MountTmpfs(t, mnt, "size=48m")
 	r, _ := newRegistry(t, func(c *tenancy.Config) { c.Root = filepath.Join(mnt, "tenants") })
 	l := acquire(t, r, "acme")
 	first := appendOne(t, l.Store(), "e")
@@ -289,7 +268,7 @@ func TestStoreStoppedByAnEventLargerThanTheRoomWaitsForRoomForIt(t *testing.T) {
 // on disk) opens at once, not with its predecessor's failure.
 func TestFailedOpenOfARemovedTenantIsNotRemembered(t *testing.T) {
 	mnt := filepath.Join(t.TempDir(), "m")
-	mountTmpfs(t, mnt, "size=12m")
+	testenv.MountTmpfs(t, mnt, "size=12m")
 	var armed, calls atomic.Int32
 	gate := make(chan struct{})
 	r, _ := newRegistry(t, func(c *tenancy.Config) {
