@@ -4,7 +4,6 @@ package server_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -61,16 +60,8 @@ func TestFullDiskTenantWritesAgainOnceThereIsRoom(t *testing.T) {
 	mnt := t.TempDir()
 	testenv.MountTmpfs(t, mnt, "size=12m")
 	ps := startTunedServer(t, mnt, nil)
-	ctx := context.Background()
-	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
-	if _, err := op.CreateTenant(ctx, "acme", nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	k, err := op.IssueKey(ctx, "acme", "w", "writer", "reader")
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream := openSSE(t, ps.base, k.Key, "")
+	key := ps.newTenant(t, "acme", "w", "writer", "reader")
+	stream := openSSE(t, ps.base, key, "")
 	streamDone := make(chan struct{})
 	go func() { defer close(streamDone); stream.read() }()
 
@@ -83,7 +74,7 @@ func TestFullDiskTenantWritesAgainOnceThereIsRoom(t *testing.T) {
 			if acked > limit {
 				t.Fatalf("%s: 10,000 more events of 2 KiB were acknowledged", what)
 			}
-			status, retry, code, detail := appendRaw(t, hc, ps.base, k.Key, acked)
+			status, retry, code, detail := appendRaw(t, hc, ps.base, key, acked)
 			if status == http.StatusCreated {
 				continue
 			}
@@ -98,7 +89,7 @@ func TestFullDiskTenantWritesAgainOnceThereIsRoom(t *testing.T) {
 	if acked < 1000 {
 		t.Fatalf("only %d events of 2 KiB were acknowledged before the disk was full", acked)
 	}
-	if n := statEvents(t, ps.base, "acme", k.Key); n != acked {
+	if n := statEvents(t, ps.base, "acme", key); n != acked {
 		t.Fatalf("stats while the disk is full: %d events; want the %d acknowledged", n, acked)
 	}
 
@@ -108,7 +99,7 @@ func TestFullDiskTenantWritesAgainOnceThereIsRoom(t *testing.T) {
 	before := reopens(t, ps)
 	start := time.Now()
 	for time.Since(start) < 2500*time.Millisecond {
-		status, _, code, detail := appendRaw(t, hc, ps.base, k.Key, acked)
+		status, _, code, detail := appendRaw(t, hc, ps.base, key, acked)
 		if status != http.StatusServiceUnavailable || !strings.Contains(detail, "disk is full") {
 			t.Fatalf("a write while the disk stays full: %d %s %q", status, code, detail)
 		}
@@ -117,14 +108,14 @@ func TestFullDiskTenantWritesAgainOnceThereIsRoom(t *testing.T) {
 	if n := reopens(t, ps) - before; n != 0 {
 		t.Fatalf("the store was reopened %d times in %v of writes to a full disk, want none while it stays full", n, elapsed)
 	}
-	if n := statEvents(t, ps.base, "acme", k.Key); n != acked {
+	if n := statEvents(t, ps.base, "acme", key); n != acked {
 		t.Fatalf("stats while the disk stays full: %d events; want the %d acknowledged", n, acked)
 	}
 
 	testenv.ResizeTmpfs(t, mnt, "size=64m")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		status, _, code, detail := appendRaw(t, hc, ps.base, k.Key, acked)
+		status, _, code, detail := appendRaw(t, hc, ps.base, key, acked)
 		if status == http.StatusCreated {
 			break
 		}
@@ -133,7 +124,7 @@ func TestFullDiskTenantWritesAgainOnceThereIsRoom(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if n := statEvents(t, ps.base, "acme", k.Key); n != acked+1 {
+	if n := statEvents(t, ps.base, "acme", key); n != acked+1 {
 		t.Fatalf("stats after the store reopened: %d events; want %d", n, acked+1)
 	}
 	select {
@@ -146,7 +137,7 @@ func TestFullDiskTenantWritesAgainOnceThereIsRoom(t *testing.T) {
 	}
 	// Resumed after its last event, the stream gets the rest.
 	last := stream.seqs[len(stream.seqs)-1]
-	resumed := openSSE(t, ps.base, k.Key, fmt.Sprintf("?after=%d", last))
+	resumed := openSSE(t, ps.base, key, fmt.Sprintf("?after=%d", last))
 	go resumed.read()
 	for deadline := time.Now().Add(10 * time.Second); resumed.n.Load() < int64(acked+1-firstFull); {
 		if time.Now().After(deadline) {

@@ -598,16 +598,23 @@ func TestTenantPolicyDamagedBundleFailsClosed(t *testing.T) {
 func tenantAdmin(t *testing.T, tune func(*server.Config)) (policyServer, *client.Tenant) {
 	t.Helper()
 	ps := startPolicyServer(t, t.TempDir(), tune)
+	return ps, ps.as(t, ps.newTenant(t, "acme", "a", "admin", "writer")).Tenant("acme")
+}
+
+// newTenant creates tenant id as the operator and returns a new key of it
+// named name, with roles.
+func (ps policyServer) newTenant(t testing.TB, id, name string, roles ...string) string {
+	t.Helper()
 	ctx := context.Background()
-	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
-	if _, err := op.CreateTenant(ctx, "acme", nil, nil); err != nil {
+	op := ps.as(t, operatorToken).Admin()
+	if _, err := op.CreateTenant(ctx, id, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	k, err := op.IssueKey(ctx, "acme", "a", "admin", "writer")
+	k, err := op.IssueKey(ctx, id, name, roles...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ps, ps.as(t, k.Key).Tenant("acme")
+	return k.Key
 }
 
 // TestTenantPolicyBundleTotalLimit: the files of a bundle together

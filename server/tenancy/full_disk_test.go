@@ -138,6 +138,19 @@ func stopByFullDisk(t *testing.T, s *core.Store) {
 	}
 }
 
+// stopAndClose opens tenant acme, fills the file system at fill until
+// its writer stops (at a rotation: smallSegments), and closes it
+// (Forget; the close reports the writer's failure).
+func stopAndClose(t *testing.T, r *tenancy.Registry, fill string) {
+	t.Helper()
+	l := acquire(t, r, "acme")
+	appendOne(t, l.Store(), "e")
+	fillDisk(t, fill)
+	stopByFullDisk(t, l.Store())
+	l.Release()
+	_ = r.Forget(context.Background(), "acme")
+}
+
 // A tenant whose directory is a file system of its own (a volume mounted
 // there, or a symlink to one) is judged by that file system's room, not
 // the tenants root's: a failed open is tried again once its own volume
@@ -155,12 +168,7 @@ func TestFailedOpenWaitsForTheTenantsOwnFileSystem(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, _ := newRegistry(t, func(c *tenancy.Config) { c.Root, c.StoreConfig = root, smallSegments })
-	l := acquire(t, r, "acme")
-	appendOne(t, l.Store(), "e")
-	fillDisk(t, vol)
-	stopByFullDisk(t, l.Store())
-	l.Release()
-	_ = r.Forget(context.Background(), "acme")
+	stopAndClose(t, r, vol)
 	if _, err := r.Acquire(context.Background(), "acme"); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("Acquire on the full volume: %v, want its open's ENOSPC", err)
 	}
@@ -280,12 +288,7 @@ func TestFailedOpenOfARemovedTenantIsNotRemembered(t *testing.T) {
 			return true
 		}
 	})
-	l := acquire(t, r, "acme")
-	appendOne(t, l.Store(), "e")
-	fillDisk(t, mnt)
-	stopByFullDisk(t, l.Store())
-	l.Release()
-	_ = r.Forget(context.Background(), "acme")
+	stopAndClose(t, r, mnt)
 
 	armed.Store(1)
 	acquired := make(chan error, 1)
