@@ -149,10 +149,20 @@ type Config struct {
 	// PolicyBundleCheckTimeout bounds the checks of one uploaded bundle,
 	// its Rego tests and its compilation together (each test is also
 	// bounded by 5s): a bundle still checking then is refused (422 naming
-	// server.policy_bundle_check_timeout). Uploads run one at a time, so
-	// this is also the longest one upload holds the others. Default 30s;
-	// range 1s..10m.
+	// server.policy_bundle_check_timeout). A tenant's uploads run one at
+	// a time, so this is also the longest one upload holds the tenant's
+	// next. Default 30s; range 1s..10m.
 	PolicyBundleCheckTimeout time.Duration
+	// PolicyChecks is how many tenant policy bundles are checked at once
+	// (uploads, rollbacks and loads of stored revisions, all tenants
+	// together); one tenant's take at most half of them (at least one),
+	// so that its bundles slow to check never hold up another tenant's
+	// upload. An upload that finds its tenant's previous change running,
+	// or no slot it may take, for 20 s is answered 503 BUSY with
+	// Retry-After, nothing changed. Each running check is a child
+	// process of at most PolicyMemory. Default 2; range 1..64.
+	// (server.policy_checks)
+	PolicyChecks int
 	// PolicyMemory bounds the memory of each child process that checks
 	// and evaluates tenants' policy bundles (see
 	// tenantpolicy.Options.Isolate): a child past it is killed, and the
@@ -565,7 +575,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.policies, err = tenantpolicy.Open(ctx, tenantpolicy.Options{
 		Blobs: policyBlobs,
 		Dir:   filepath.Join(cfg.Root, "policies"), Plane: s.plane, Limits: limits,
-		Timeout: cfg.PolicyTimeout, Logger: cfg.Logger, DecisionLogSize: cfg.PolicyDecisionLogSize, CheckTimeout: cfg.PolicyBundleCheckTimeout,
+		Timeout: cfg.PolicyTimeout, Logger: cfg.Logger, DecisionLogSize: cfg.PolicyDecisionLogSize, CheckTimeout: cfg.PolicyBundleCheckTimeout, Checks: cfg.PolicyChecks,
 		DecisionMaxBytes: cfg.PolicyDecisionMaxBytes, DecisionDir: filepath.Join(cfg.Root, "decisions"),
 		DecisionLogBytes: cfg.PolicyDecisionLogBytes, DecisionQueue: cfg.PolicyDecisionQueue,
 		Isolate: tenantpolicy.Available(), MemoryBytes: cfg.PolicyMemory,

@@ -1318,3 +1318,50 @@ func TestTenantPolicyBatchJudgedTogether(t *testing.T) {
 		t.Fatalf("%d notes written, want the first batch's 50 only", n)
 	}
 }
+
+// TestTenantPolicyUploadsDoNotHoldOthers: a tenant uploading bundles that
+// run their checks to server.policy_bundle_check_timeout, two at once,
+// holds up its own uploads only: another tenant's upload made meanwhile is
+// checked and active before the first slow one is even refused. (A tenant
+// takes at most half of server.policy_checks, and its own uploads run one
+// at a time.)
+func TestTenantPolicyUploadsDoNotHoldOthers(t *testing.T) {
+	ctx := context.Background()
+	ps, slow := tenantAdmin(t, func(c *server.Config) { c.PolicyBundleCheckTimeout = 4 * time.Second })
+	other := ps.as(t, ps.newTenant(t, "other", "a", "admin", "writer")).Tenant("other")
+	bomb := tarGz(t, "policy.rego", "package batpak.write\n\n"+doubling("x", 40, false)+"deny contains \"a\" if x40 == x40\n")
+	refused := make(chan error, 2)
+	firstDone := make(chan struct{})
+	for i := range 2 {
+		go func() {
+			_, err := slow.PushPolicy(ctx, bytes.NewReader(bomb))
+			if i == 0 {
+				close(firstDone)
+			}
+			refused <- err
+		}()
+		if i == 0 {
+			time.Sleep(300 * time.Millisecond) // the first is checking
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	good := tarGz(t, "policy.rego", denyPrefix("NO_SECRETS", "secret:"))
+	if _, err := other.PushPolicy(ctx, bytes.NewReader(good)); err != nil {
+		t.Fatalf("another tenant's upload while the first checks slow bundles: %v", err)
+	}
+	select {
+	case <-firstDone:
+		t.Fatal("another tenant's upload was answered only after the slow tenant's first upload: it waited behind it")
+	default:
+	}
+	if tp, _ := other.Policies(ctx); tp.Active != revisionOf(good) {
+		t.Errorf("the other tenant's active revision: %q, want its upload's", tp.Active)
+	}
+	for range 2 {
+		err := <-refused
+		var e *client.Error
+		if !errors.As(err, &e) || (e.Status != 422 && e.Status != 503) {
+			t.Errorf("a slow upload: %v, want 422 (check timeout) or 503 (its previous upload still checking)", err)
+		}
+	}
+}

@@ -108,6 +108,7 @@ var serverSettings = []serverSetting{
 	{"server.plugins.module_bytes", "", kindSize, "16MiB", "ceiling of one uploaded plugin module; 1KiB..256MiB", func(t *serverTarget, v settingValue) { t.cfg.Plugins.ModuleBytes = v.n }},
 	{"server.plugin_state_cache_bytes", "", kindSize, "64MiB", "projected states kept in memory for all tenants; 1MiB..16GiB", func(t *serverTarget, v settingValue) { t.cfg.PluginStateCacheBytes = v.n }},
 	{"server.plugin_log_lines", "", kindCount, 100, "recent log lines and faults each tenant plugin's status keeps; 1..10000", func(t *serverTarget, v settingValue) { t.cfg.PluginLogLines = int(v.n) }},
+	{"server.policy_checks", "", kindCount, 2, "tenant policy bundles checked at once (uploads, rollbacks, loads), all tenants together, a tenant at most half; 1..64", func(t *serverTarget, v settingValue) { t.cfg.PolicyChecks = int(v.n) }},
 	{"server.plugin_checks", "", kindCount, 2, "plugin uploads and swaps checked and compiled at once, all tenants together; 1..64", func(t *serverTarget, v settingValue) { t.cfg.PluginChecks = int(v.n) }},
 	{"server.policy_memory", "", kindSize, "1GiB", "memory each child process checking and evaluating tenants' policy bundles may take (killed past it); 64MiB..64GiB", func(t *serverTarget, v settingValue) { t.cfg.PolicyMemory = v.n }},
 	{"server.plugin_cache_bytes", "", kindSize, "4GiB", "disk the compiled-module cache may take (the oldest compiled modules are removed past it); 64MiB..16TiB", func(t *serverTarget, v settingValue) { t.cfg.PluginCacheBytes = v.n }},

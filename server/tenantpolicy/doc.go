@@ -40,9 +40,10 @@
 // doubling (x1 := [x0, x0] … x40) in full without a check, and turning a
 // decision into Go values copies it; a bundle of a few hundred bytes can
 // hold a core for hours or ask for more memory than the machine has.
-// Instead, child processes — this binary again — do the work: one checker
-// runs the checks of uploads and of stored revisions (one at a time, as
-// uploads run), and a pool of evaluation children, as many as
+// Instead, child processes — this binary again — do the work: a pool of
+// checkers, as many as Options.Checks, runs the checks of uploads and of
+// stored revisions (a tenant's take at most half of them, and its own
+// uploads run one at a time), and a pool of evaluation children, as many as
 // Options.MaxConcurrent, judges the writes. The manager sends a child its
 // requests over a pipe (a length and JSON) and reads the answers from
 // another (the child's descriptor 3, so that nothing a library prints

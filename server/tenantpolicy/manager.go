@@ -47,6 +47,12 @@ func (e *RejectedError) Error() string {
 	return "policy bundle " + what + ": " + strings.Join(e.Errors, "; ")
 }
 
+// Bounds of the bundles checked at once (Options.Checks).
+const (
+	DefaultChecks = 2
+	MaxChecks     = 64
+)
+
 // Options configure a Manager.
 type Options struct {
 	Dir    string         // where the bundles are kept (<root>/policies); required
@@ -88,10 +94,18 @@ type Options struct {
 	// CheckTimeout bounds the checks of one bundle — its Rego tests and
 	// its compilation together — at upload and at load: a bundle still
 	// checking then is refused (*RejectedError naming
-	// policy_bundle_check_timeout). Uploads run one at a time, so this is
-	// also the longest one upload holds the others. 0 means 30s; range
-	// 1s..10m.
+	// policy_bundle_check_timeout). A tenant's uploads run one at a
+	// time, so this is also the longest one upload holds the tenant's
+	// next. 0 means 30s; range 1s..10m.
 	CheckTimeout time.Duration
+	// Checks bounds the bundles being checked at once (uploads and loads
+	// together); one tenant's take at most half of them (at least one),
+	// so that a tenant whose bundles are slow to check cannot hold up
+	// another's upload. An upload that finds neither its tenant's
+	// previous change finished nor a slot within uploadWait is refused
+	// with a *core.RetryError (503 BUSY over HTTP), nothing changed. 0
+	// means DefaultChecks (2); range 1..MaxChecks.
+	Checks int
 	// DecisionMaxBytes bounds what a decision log entry keeps of each
 	// input field and of each reason's message and context: exactly this
 	// many bytes of JSON are kept, a longer one is replaced by a string
@@ -116,7 +130,7 @@ type Options struct {
 	// child is killed one second past Timeout (an evaluation) or
 	// CheckTimeout (a check or load), or when its Go runtime holds more
 	// than MemoryBytes, and the write is denied with POLICY_ERROR (the
-	// upload refused) saying which. One checker child and MaxConcurrent
+	// upload refused) saying which. Checks checker children and MaxConcurrent
 	// evaluation children run, each keeping at most 32 compiled revisions
 	// (the least recently used is compiled again when next needed); a
 	// killed child is replaced at the next request. See the package
@@ -150,16 +164,19 @@ type loaded struct {
 // Manager keeps the tenants' bundles and makes their admissions. Safe for
 // concurrent use; uploads and rollbacks run one at a time.
 type Manager struct {
-	opts  Options
-	slots *shares.Pool // evaluations running (Options.MaxConcurrent), a share per tenant
-	mu    sync.Mutex   // one Push or Rollback at a time
+	opts   Options
+	slots  *shares.Pool // evaluations running (Options.MaxConcurrent), a share per tenant
+	checks *shares.Pool // bundles being checked (Options.Checks), a share per tenant
+	// changes: one Push, Rollback or Remove of a tenant at a time.
+	changes tenantLocks
 
 	gmu   sync.RWMutex
 	gates map[string]map[string]*loaded // tenant → revision → compiled bundle
 
-	// loadMu serialises the loads of revisions learnt from the control
-	// plane (Refresh, and a write finding its revision not loaded).
-	loadMu sync.Mutex
+	// loads: one load of a tenant's revisions learnt from the control
+	// plane at a time (Refresh, and a write finding its revision not
+	// loaded).
+	loads tenantLocks
 
 	sb *sandbox // nil: bundles are checked and evaluated in this process
 
@@ -194,6 +211,12 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	}
 	if opts.CheckTimeout == 0 {
 		opts.CheckTimeout = 30 * time.Second
+	}
+	if opts.Checks == 0 {
+		opts.Checks = DefaultChecks
+	}
+	if opts.Checks < 1 || opts.Checks > MaxChecks {
+		return nil, fmt.Errorf("policy bundle checks = %d: want 1..%d", opts.Checks, MaxChecks)
 	}
 	if opts.CheckTimeout < time.Second || opts.CheckTimeout > 10*time.Minute {
 		return nil, fmt.Errorf("policy bundle check timeout = %v: want 1s..10m", opts.CheckTimeout)
@@ -231,10 +254,10 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	m := &Manager{opts: opts, slots: shares.New(opts.MaxConcurrent),
+	m := &Manager{opts: opts, slots: shares.New(opts.MaxConcurrent), checks: shares.New(opts.Checks),
 		gates: map[string]map[string]*loaded{}, tcounts: map[string]*tenantCounts{}}
 	if opts.Isolate {
-		if m.sb, err = newSandbox(opts.MemoryBytes, opts.Dir, opts.MaxConcurrent); err != nil {
+		if m.sb, err = newSandbox(opts.MemoryBytes, opts.Dir, opts.MaxConcurrent, opts.Checks); err != nil {
 			return nil, err
 		}
 	}
@@ -259,7 +282,7 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 		}
 	}
 	for tenant, rev := range opts.Plane.PolicyTenants() {
-		l := m.loadStored(ctx, tenant, rev)
+		l := m.loadStored(ctx, ctx, tenant, rev)
 		if l.err != nil {
 			opts.Logger.Error("a tenant's active policy bundle does not load: its writes are refused (POLICY_ERROR) until a bundle is pushed or rolled back to",
 				"tenant", tenant, "revision", rev, "error", l.err)
@@ -273,8 +296,11 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 // (control.Plane.DeleteTenant first) and forgets their compiled forms.
 // What a crash leaves behind Open removes.
 func (m *Manager) Remove(tenant string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	release, err := m.changes.lock(context.Background(), tenant)
+	if err != nil {
+		return err
+	}
+	defer release()
 	if _, ok := m.opts.Plane.Tenant(tenant); ok {
 		return fmt.Errorf("tenantpolicy: tenant %q still exists", tenant)
 	}
@@ -334,8 +360,13 @@ func (m *Manager) Push(ctx context.Context, tenant string, r io.Reader) (control
 	}
 	sum := sha256.Sum256(data)
 	rev := hex.EncodeToString(sum[:])
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	wait, cancel := context.WithTimeout(ctx, uploadWait)
+	defer cancel()
+	release, err := m.changes.lock(wait, tenant)
+	if err != nil {
+		return control.TenantPolicy{}, busy(ctx, err, "the tenant's previous policy change is still running")
+	}
+	defer release()
 	if _, ok := m.opts.Plane.Tenant(tenant); !ok {
 		return control.TenantPolicy{}, fmt.Errorf("%w: tenant %q", control.ErrNotFound, tenant)
 	}
@@ -353,7 +384,7 @@ func (m *Manager) Push(ctx context.Context, tenant string, r io.Reader) (control
 		// The active revision did not load at start (its file missing or
 		// damaged): the same bundle pushed again repairs it.
 	}
-	l, err := m.check(ctx, data, true, m.opts.Limits)
+	l, err := m.check(ctx, wait, tenant, data, true, m.opts.Limits)
 	if err != nil {
 		return control.TenantPolicy{}, err
 	}
@@ -372,7 +403,8 @@ func (m *Manager) Push(ctx context.Context, tenant string, r io.Reader) (control
 // gc removes the stored bundles of the tenant's revisions tp no longer
 // lists (dropped past Limits.MaxRevisions), and what a push that failed
 // after storing its bundle left. With Options.Blobs the bundles are
-// blobs, which the cluster node collects itself. Called under m.mu.
+// blobs, which the cluster node collects itself. Called under the
+// tenant's change lock.
 func (m *Manager) gc(tenant string, tp control.TenantPolicy) {
 	if m.opts.Blobs != nil {
 		return
@@ -397,8 +429,13 @@ func (m *Manager) Rollback(ctx context.Context, tenant, rev string) (control.Ten
 	if err := control.ValidPolicyRevision(rev); err != nil {
 		return control.TenantPolicy{}, err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	wait, cancel := context.WithTimeout(ctx, uploadWait)
+	defer cancel()
+	release, err := m.changes.lock(wait, tenant)
+	if err != nil {
+		return control.TenantPolicy{}, busy(ctx, err, "the tenant's previous policy change is still running")
+	}
+	defer release()
 	tp := m.opts.Plane.Policy(tenant)
 	if tp.Active == rev {
 		return tp, nil
@@ -412,9 +449,13 @@ func (m *Manager) Rollback(ctx context.Context, tenant, rev string) (control.Ten
 	}
 	l := m.get(tenant, rev) // the revision just replaced is still compiled
 	if l == nil || l.err != nil {
-		l = m.loadStored(ctx, tenant, rev)
+		l = m.loadStored(ctx, wait, tenant, rev)
 	}
 	if l.err != nil {
+		var re *core.RetryError
+		if errors.As(l.err, &re) {
+			return control.TenantPolicy{}, l.err
+		}
 		return control.TenantPolicy{}, fmt.Errorf("tenantpolicy: stored revision %s: %w", rev, l.err)
 	}
 	return m.activate(ctx, tenant, rev, l, func() (control.TenantPolicy, error) {
@@ -461,9 +502,16 @@ func (m *Manager) get(tenant, rev string) *loaded {
 }
 
 // check extracts data to a temporary directory, runs its tests (when
-// test) and compiles it — in the sandbox's checker child when the
-// manager isolates bundles, else here; the extraction keeps within lim.
-func (m *Manager) check(ctx context.Context, data []byte, test bool, lim Limits) (*loaded, error) {
+// test) and compiles it — in a sandbox's checker child when the manager
+// isolates bundles, else here; the extraction keeps within lim. It first
+// takes one of the tenant's share of check slots, waiting within wait:
+// a *core.RetryError when wait ran out before ctx did.
+func (m *Manager) check(ctx, wait context.Context, tenant string, data []byte, test bool, lim Limits) (*loaded, error) {
+	release, err := m.checks.Take(wait, tenant, 0)
+	if err != nil {
+		return nil, busy(ctx, err, "policy bundle checks (server.policy_checks): every slot this tenant may take is busy")
+	}
+	defer release()
 	tmp, err := os.MkdirTemp(m.opts.Dir, ".bundle-")
 	if err != nil {
 		return nil, err
@@ -565,7 +613,9 @@ func checkDir(ctx context.Context, dir string, test bool, testTimeout, timeout, 
 }
 
 // loadStored compiles a stored revision (its tests passed at upload).
-func (m *Manager) loadStored(ctx context.Context, tenant, rev string) *loaded {
+// It waits for a check slot within wait (a *core.RetryError when wait
+// ran out before ctx did).
+func (m *Manager) loadStored(ctx, wait context.Context, tenant, rev string) *loaded {
 	var data []byte
 	var err error
 	if m.opts.Blobs != nil {
@@ -584,7 +634,7 @@ func (m *Manager) loadStored(ctx context.Context, tenant, rev string) *loaded {
 	// cluster, perhaps another node, configured with larger ones), and
 	// lowering them later must not stop a tenant's accepted policy from
 	// loading.
-	l, err := m.check(ctx, data, false, storedLimits)
+	l, err := m.check(ctx, wait, tenant, data, false, storedLimits)
 	if err != nil {
 		return &loaded{err: err}
 	}
@@ -641,12 +691,15 @@ func (m *Manager) ensure(ctx context.Context, tenant, rev string) *loaded {
 	if l := m.get(tenant, rev); settled(l) {
 		return l
 	}
-	m.loadMu.Lock()
-	defer m.loadMu.Unlock()
+	release, err := m.loads.lock(ctx, tenant)
+	if err != nil {
+		return &loaded{err: err}
+	}
+	defer release()
 	if l := m.get(tenant, rev); settled(l) {
 		return l
 	}
-	l := m.loadStored(ctx, tenant, rev)
+	l := m.loadStored(ctx, ctx, tenant, rev)
 	if m.sb != nil {
 		m.sb.warm()
 	}
@@ -681,6 +734,24 @@ func (m *Manager) Admission(tenant string, platform *opa.Gate) core.Admission {
 		a.platform, a.platformGate = policy.NewAdmitter(platform), platform
 	}
 	return a
+}
+
+// uploadWait is the longest an upload or a rollback waits for the
+// tenant's previous change to finish and for a check slot, together (a
+// variable for tests). With the check's own bound (CheckTimeout, 30s by
+// default) an upload is answered within the server's write_timeout.
+var uploadWait = 20 * time.Second
+
+// busy is err, a wait that ran out, as a *core.RetryError saying why,
+// unless ctx (the request) ended: then ctx's error.
+func busy(ctx context.Context, err error, why string) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return &core.RetryError{After: 5 * time.Second, Reason: why}
+	}
+	return err
 }
 
 // slotWait is the longest an evaluation waits for a slot (a variable for

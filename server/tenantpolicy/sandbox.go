@@ -160,8 +160,10 @@ type sandboxDecision struct {
 }
 
 // sandbox runs a Manager's checks and evaluations in child processes:
-// one checker (uploads and loads run one at a time) and a pool of
-// evaluation children, as many as evaluation slots (Options.MaxConcurrent).
+// a pool of checkers, as many as check slots (Options.Checks), and a pool
+// of evaluation children, as many as evaluation slots
+// (Options.MaxConcurrent). The Manager's shares bound how many of each
+// are asked at once, so a child is always there to take.
 type sandbox struct {
 	path    string
 	memory  int64
@@ -169,8 +171,7 @@ type sandbox struct {
 
 	evals    chan *child // idle evaluation children; nil: start one
 	warmOnce sync.Once
-	checkMu  sync.Mutex
-	checker  *child
+	checkers chan *child // idle checker children; nil: start one
 
 	mu     sync.Mutex
 	live   map[*child]bool
@@ -204,7 +205,7 @@ type child struct {
 	broken  bool // failed or killed: never used again
 }
 
-func newSandbox(memory int64, tempDir string, slots int) (*sandbox, error) {
+func newSandbox(memory int64, tempDir string, slots, checks int) (*sandbox, error) {
 	if !Available() {
 		return nil, ErrSandboxUnavailable
 	}
@@ -212,9 +213,12 @@ func newSandbox(memory int64, tempDir string, slots int) (*sandbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("batpak: policy sandbox: %w", err)
 	}
-	s := &sandbox{path: path, memory: memory, tempDir: tempDir, evals: make(chan *child, slots), live: map[*child]bool{}}
+	s := &sandbox{path: path, memory: memory, tempDir: tempDir, evals: make(chan *child, slots), checkers: make(chan *child, checks), live: map[*child]bool{}}
 	for range slots {
 		s.evals <- nil
+	}
+	for range checks {
+		s.checkers <- nil
 	}
 	return s, nil
 }
@@ -393,18 +397,23 @@ func readFrame(r io.Reader, max int) ([]byte, error) {
 }
 
 // check runs a bundle's checks (its tests too, when test) on the
-// extracted bundle in dir in the checker child.
+// extracted bundle in dir in an idle checker child. The caller holds one
+// of the Manager's check slots, so one is idle.
 func (s *sandbox) check(dir string, test bool, testTimeout, timeout, checkTimeout time.Duration) (*sandboxReply, error) {
-	s.checkMu.Lock()
-	defer s.checkMu.Unlock()
-	if s.checker == nil || s.checker.broken {
-		c, err := s.start()
-		if err != nil {
+	c := <-s.checkers
+	defer func() {
+		if c != nil && c.broken {
+			c = nil
+		}
+		s.checkers <- c
+	}()
+	if c == nil {
+		var err error
+		if c, err = s.start(); err != nil {
 			return nil, err
 		}
-		s.checker = c
 	}
-	return s.roundTrip(s.checker, &sandboxRequest{Op: "check", Dir: dir, Test: test, TestTimeout: testTimeout, Timeout: timeout, Check: checkTimeout}, checkTimeout+sandboxGrace)
+	return s.roundTrip(c, &sandboxRequest{Op: "check", Dir: dir, Test: test, TestTimeout: testTimeout, Timeout: timeout, Check: checkTimeout}, checkTimeout+sandboxGrace)
 }
 
 // decide judges in by revision rev (whose bytes are bundle) in an

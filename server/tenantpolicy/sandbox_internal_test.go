@@ -74,7 +74,7 @@ y0 := ["x"]
 // child that runs past its deadline is killed and replaced: the next
 // decision loads the revision into a new child and answers.
 func TestSandboxDecides(t *testing.T) {
-	s, err := newSandbox(DefaultMemoryBytes, t.TempDir(), 1)
+	s, err := newSandbox(DefaultMemoryBytes, t.TempDir(), 1, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +183,7 @@ deny contains "NO_KEY" if input.event.idempotency_key == ""
 		}
 	})
 	b.Run("sandbox", func(b *testing.B) {
-		s, err := newSandbox(DefaultMemoryBytes, b.TempDir(), 1)
+		s, err := newSandbox(DefaultMemoryBytes, b.TempDir(), 1, 1)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -203,7 +203,7 @@ deny contains "NO_KEY" if input.event.idempotency_key == ""
 // extracting into is removed all the same.
 func TestSandboxLoadKilled(t *testing.T) {
 	tmp := t.TempDir()
-	s, err := newSandbox(DefaultMemoryBytes, tmp, 1)
+	s, err := newSandbox(DefaultMemoryBytes, tmp, 1, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

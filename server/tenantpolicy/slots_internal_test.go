@@ -38,3 +38,51 @@ func TestEvaluationSlotsAreShared(t *testing.T) {
 		t.Fatalf("a third tenant with every slot taken: %v, want a *core.RetryError for the server's", err)
 	}
 }
+
+// TestUploadWaitsAreBounded: an upload or rollback waits at most
+// uploadWait for its tenant's previous change and for a check slot, then
+// is a *core.RetryError saying which (503 BUSY over HTTP), nothing
+// changed; another tenant's change is not held by the first tenant's.
+func TestUploadWaitsAreBounded(t *testing.T) {
+	defer func(w time.Duration) { uploadWait = w }(uploadWait)
+	uploadWait = 50 * time.Millisecond
+	m := &Manager{opts: Options{Limits: Limits{MaxBundleBytes: 1 << 20}}, checks: shares.New(2)}
+	ctx := context.Background()
+	held, err := m.changes.lock(ctx, "slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var re *core.RetryError
+	if _, err := m.Push(ctx, "slow", strings.NewReader("bundle")); !errors.As(err, &re) || !strings.Contains(re.Reason, "previous policy change") {
+		t.Fatalf("an upload while the tenant's previous change runs: %v, want a *core.RetryError naming it", err)
+	}
+	if _, err := m.Rollback(ctx, "slow", strings.Repeat("a", 64)); !errors.As(err, &re) {
+		t.Fatalf("a rollback while the tenant's previous change runs: %v, want a *core.RetryError", err)
+	}
+	other, err := m.changes.lock(ctx, "other")
+	if err != nil {
+		t.Fatalf("another tenant's change while the first's runs: %v", err)
+	}
+	other()
+	held()
+	held() // once
+
+	slot, err := m.checks.Take(ctx, "slow", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slot()
+	wait, cancel := context.WithTimeout(ctx, uploadWait)
+	defer cancel()
+	if _, err := m.check(ctx, wait, "slow", nil, true, Limits{}); !errors.As(err, &re) || !strings.Contains(re.Reason, "server.policy_checks") {
+		t.Fatalf("a check with the tenant's share of slots taken: %v, want a *core.RetryError naming server.policy_checks", err)
+	}
+	gone, stop := context.WithCancel(ctx)
+	stop()
+	if _, err := m.check(gone, gone, "slow", nil, true, Limits{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a check whose request ended: %v, want its context's error", err)
+	}
+	if n := len(m.changes.m); n != 0 {
+		t.Errorf("%d tenant locks kept after their changes ended", n)
+	}
+}
