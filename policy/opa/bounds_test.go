@@ -105,8 +105,10 @@ func TestMoreBuiltinsAreBounded(t *testing.T) {
 		// 8 MB of bits: 20 s to print.
 		"bits.lsh": {`bits.lsh(1, 64000000) > 0`, "over 65536 bits"},
 		// Exponent forms are integers to OPA: 10^12 bits, 125 GB.
-		"bits.lsh 1e12":    {`bits.lsh(1, 1e12) > 0`, "over 65536 bits"},
-		"bits.lsh 1e30000": {`bits.lsh(json.unmarshal("1e30000"), 0) > 0`, "over 65536 bits"},
+		"bits.lsh 1e12":  {`bits.lsh(1, 1e12) > 0`, "over 65536 bits"},
+		"bits.lsh 1e900": {`bits.lsh(json.unmarshal("1e900"), 70000) > 0`, "over 65536 bits"},
+		// An exponent is as many digits (1e30000: 30,000).
+		"json.unmarshal 1e30000": {`json.unmarshal("1e30000") > 0`, "digits, over the 1000"},
 		// 20,000 leaves 2,000 deep: 160 MB of indentation as YAML.
 		"yaml.marshal": {`v := json.unmarshal(concat("", [concat("", ["[" | some i in numbers.range(1, 2000)]), concat(",", ["1" | some i in numbers.range(1, 20000)]), concat("", ["]" | some i in numbers.range(1, 2000)])]))` + "\n\t" +
 			`count(yaml.marshal(v)) > 0`, "bounded here"},
@@ -151,6 +153,49 @@ func TestLongPayloadNumberRefused(t *testing.T) {
 	in.Event.Payload = json.RawMessage(`{"amount": ` + strings.Repeat("7", 1000) + `, "note": "gift"}`)
 	if d, err := g.Decide(context.Background(), in); err != nil || d.Allowed {
 		t.Fatalf("a number of 1000 digits: %+v, %v; want the policy's own refusal (over the limit amount)", d, err)
+	}
+	// An exponent is digits to OPA: 1e1000000 is an integer of a million
+	// digits to floor() or a comparison with an integer (seconds of CPU
+	// that the evaluation's timeout cannot interrupt; past 1.1 million, a
+	// panic), whichever its sign.
+	for _, n := range []string{"1e1000000", "7.5E+1000000", "1e-1000000", "1e1001"} {
+		in.Event.Payload = json.RawMessage(`{"amount": ` + n + `, "note": "gift"}`)
+		start := time.Now()
+		d, err := g.Decide(context.Background(), in)
+		if err == nil || d.Allowed || !strings.Contains(err.Error(), "digits, over the 1000") {
+			t.Fatalf("a payload number %s: %+v, %v; want a POLICY_ERROR naming its size", n, d, err)
+		}
+		if took := time.Since(start); took > time.Second {
+			t.Errorf("refusing %s took %v", n, took)
+		}
+	}
+	for _, n := range []string{"1e1000", "1.5e308", "-2.5E-300", "10e5"} {
+		in.Event.Payload = json.RawMessage(`{"amount": ` + n + `, "note": "gift"}`)
+		want := n == "-2.5E-300" // the one at most 100
+		if d, err := g.Decide(context.Background(), in); err != nil || d.Allowed != want {
+			t.Fatalf("a payload number %s within the bound: %+v, %v; want the policy's own decision", n, d, err)
+		}
+	}
+}
+
+// NumberDigits counts a number's exponent as the digits it stands for,
+// not letters or digits outside numbers.
+func TestNumberDigits(t *testing.T) {
+	for s, want := range map[string]int{
+		`1e1000000`:              1000000,
+		`[1.25E+12, 7]`:          12,
+		`12345e3`:                6, // the run goes on through the exponent
+		`{"e1000000": 3}`:        1,
+		`version e1000000`:       7,       // not a number's exponent (not JSON)
+		`"1e1000000"`:            1000000, // outside JSON, quotes are not strings
+		`{"a": "1e1000000x"}`:    0,
+		`-0.5e-7`:                7,
+		`1e99999999999999999999`: 1 << 30,
+	} {
+		json := strings.HasPrefix(s, "{") || strings.HasPrefix(s, "[")
+		if got := opa.NumberDigits(s, json); got != want {
+			t.Errorf("NumberDigits(%s, %v) = %d, want %d", s, json, got, want)
+		}
 	}
 }
 
