@@ -175,6 +175,9 @@ func Extract(r io.Reader, dir string, lim Limits) error {
 		if entries > lim.MaxFiles {
 			return &BundleError{Entry: h.Name, Detail: fmt.Sprintf("more than %d entries (max_files)", lim.MaxFiles), Limit: "max_files", Value: int64(lim.MaxFiles)}
 		}
+		if h.Typeflag == tar.TypeDir && (h.Name == "./" || h.Name == ".") {
+			continue // the bundle's own root, as `tar -C dir .` writes it
+		}
 		name, err := entryName(h.Name)
 		if err != nil {
 			return &BundleError{Entry: h.Name, Detail: err.Error()}

@@ -204,3 +204,26 @@ func tarBlock(t *testing.T, typ byte, name string, size int) []byte {
 	copy(raw[148:156], fmt.Sprintf("%06o\x00 ", sum))
 	return raw
 }
+
+// An archive made with `tar czf b.tgz -C dir .` starts with the bundle's
+// own root ("./") and names its files "./…": it extracts as the same files
+// without the prefix; a file named "." or a root that is not a directory
+// is still refused.
+func TestExtractTakesTheRootEntry(t *testing.T) {
+	dir := t.TempDir()
+	err := tenantpolicy.Extract(bytes.NewReader(archive(t, entry{name: "./", typ: tar.TypeDir}, entry{name: "./policy.rego", body: module},
+		entry{name: "./data/", typ: tar.TypeDir}, entry{name: "./data/data.json", body: "{}"})), dir, tenantpolicy.Limits{})
+	if err != nil {
+		t.Fatalf("an archive of `tar -C dir .`: %v", err)
+	}
+	for _, f := range []string{"policy.rego", "data/data.json"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("%s not extracted: %v", f, err)
+		}
+	}
+	err = tenantpolicy.Extract(bytes.NewReader(archive(t, entry{name: "policy.rego", body: module}, entry{name: ".", body: module})), t.TempDir(), tenantpolicy.Limits{})
+	var be *tenantpolicy.BundleError
+	if !errors.As(err, &be) || be.Entry != "." {
+		t.Fatalf("a regular file named .: %v, want a BundleError naming it", err)
+	}
+}
