@@ -244,8 +244,12 @@ var ctEqual = func(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) =
 // credential or, when configured, a JWT: anything else with two dots) and
 // returns its principal or ErrUnauthenticated. Hash comparisons are
 // constant-time; an unknown key id costs a comparison too. A key works
-// until the control plane's RevokeKey returns.
+// until the control plane's RevokeKey returns. A request with more than
+// one Authorization header is refused.
 func (a *Authenticator) Authenticate(r *http.Request) (Principal, error) {
+	if len(r.Header.Values("Authorization")) > 1 {
+		return a.refuse("more than one Authorization header")
+	}
 	h := r.Header.Get("Authorization")
 	scheme, token, ok := strings.Cut(h, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {

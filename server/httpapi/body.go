@@ -19,12 +19,16 @@ import (
 // payload (a batch: object, events array, item object).
 const envelopeDepth = 3
 
-// checkMedia refuses a body whose Content-Type is not want (415). A route
-// whose body is optional accepts an empty body without a type.
+// checkMedia refuses a body whose Content-Type is not want, or that
+// comes with a Content-Encoding (compressed: not read here), with 415. A
+// route whose body is optional accepts an empty body without a type.
 func checkMedia(r *http.Request, want string, optional bool) error {
 	ct := r.Header.Get("Content-Type")
 	if ct == "" && optional && r.ContentLength <= 0 {
 		return nil
+	}
+	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		return &apiError{status: 415, code: wire.CodeUnsupportedMedia, detail: "Content-Encoding " + strconv.Quote(ce) + " is not supported; send the body uncompressed"}
 	}
 	mt, params, err := mime.ParseMediaType(ct)
 	ok := err == nil && mt == want

@@ -2,6 +2,8 @@ package httpapi_test
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -45,9 +47,12 @@ func TestBadInputOnWriteRoutes(t *testing.T) {
 			tc{"reserved entity", `{"entity":"batpak:x","scope":"s","kind":"1:1","payload":{}}`, "application/json", 400, ""},
 			tc{"payload too deep", `{"entity":"a","scope":"s","kind":"1:1","payload":` + strings.Repeat("[", depth+1) + strings.Repeat("]", depth+1) + `}`, "application/json", 400, "INVALID_JSON"},
 			tc{"duplicate key payload", `{"entity":"a","scope":"s","kind":"1:1","payload":{"a":1,"a":2}}`, "application/json", 400, "INVALID_JSON"},
+			tc{"entity named twice", `{"entity":"a","entity":"b","scope":"s","kind":"1:1","payload":{}}`, "application/json", 400, "INVALID_JSON"},
 		),
 		"POST /v1/tenants/acme/batches": append(common,
 			tc{"empty batch", `{"events":[]}`, "application/json", 400, "INVALID_REQUEST"},
+			tc{"events named twice", `{"events":[{"entity":"a","scope":"s","kind":"1:1","payload":1}],"events":[{"entity":"b","scope":"s","kind":"1:1","payload":1}]}`, "application/json", 400, "INVALID_JSON"},
+			tc{"item scope named twice", `{"events":[{"entity":"a","scope":"s","scope":"t","kind":"1:1","payload":1}]}`, "application/json", 400, "INVALID_JSON"},
 			tc{"bad item kind", `{"events":[{"entity":"a","scope":"s","kind":"1:1","payload":1},{"entity":"a","scope":"s","kind":"x","payload":1}]}`, "application/json", 400, "INVALID_KIND"},
 			tc{"forward cause", `{"events":[{"entity":"a","scope":"s","kind":"1:1","payload":1,"cause_item":1},{"entity":"a","scope":"s","kind":"1:1","payload":1}]}`, "application/json", 400, "INVALID_REQUEST"},
 		),
@@ -198,5 +203,48 @@ func TestUnauthenticatedSaysWhatWasMissing(t *testing.T) {
 		if !strings.Contains(p.Detail, c.want) || strings.Contains(p.Detail, k["reader"]) {
 			t.Fatalf("%s: detail %q, want it to say %q", c.name, p.Detail, c.want)
 		}
+	}
+}
+
+// TestTwoAuthorizationHeadersRefused: a request with two Authorization
+// headers is refused (400 naming the header) whichever comes first, even
+// when both are valid keys: a proxy in front may read the other one.
+func TestTwoAuthorizationHeadersRefused(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	for _, pair := range [][2]string{{k["reader"], "bpk_nosuchkeyatall"}, {"bpk_nosuchkeyatall", k["reader"]}, {k["reader"], k["reader"]}} {
+		r, err := http.NewRequest("GET", e.base+"/v1/tenants/acme/stats", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Add("Authorization", "Bearer "+pair[0])
+		r.Header.Add("Authorization", "Bearer "+pair[1])
+		res, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 400 || !strings.Contains(string(b), "more than one Authorization header") {
+			t.Fatalf("two Authorization headers: %d %s, want 400 naming them", res.StatusCode, b)
+		}
+	}
+}
+
+// TestCompressedBodyRefused: a body sent with a Content-Encoding (gzip,
+// say) is refused with 415 naming the encoding, not read as JSON and
+// refused for its bytes.
+func TestCompressedBodyRefused(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	for _, path := range []string{"/v1/tenants/acme/events", "/v1/tenants/acme/batches"} {
+		r := e.req("POST", path, k["admin"], "\x1f\x8b\x08\x00", "Content-Encoding", "gzip")
+		if r.status != 415 || !strings.Contains(string(r.body), `Content-Encoding \"gzip\" is not supported`) {
+			t.Fatalf("POST %s gzip-encoded: %d %s, want 415 naming the encoding", path, r.status, r.body)
+		}
+	}
+	r := e.req("POST", "/v1/tenants/acme/events", k["admin"], `{"entity":"a","scope":"s","kind":"1:1","payload":{}}`, "Content-Encoding", "identity")
+	if r.status != 201 {
+		t.Fatalf("Content-Encoding identity: %d %s, want 201", r.status, r.body)
 	}
 }

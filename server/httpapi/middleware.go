@@ -403,6 +403,10 @@ func (a *API) admit(c *call) error {
 	if err := a.planeStopped(); err != nil {
 		return err
 	}
+	if len(c.r.Header.Values("Authorization")) > 1 {
+		// A proxy in front may read another of them than we would.
+		return errInvalid("Authorization", "more than one Authorization header: send one, Authorization: Bearer <key>")
+	}
 	p, err := a.opts.Auth.Authenticate(c.r)
 	if err != nil {
 		if errors.Is(err, auth.ErrUnauthenticated) {

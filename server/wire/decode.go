@@ -12,11 +12,13 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/batpak-go/batpak/ijson"
 )
 
 // Decode reads exactly one JSON value from body into v: body must be UTF-8,
 // nest arrays and objects at most maxDepth deep (1 is a flat object), name
-// only fields v has, and give each the right type. Every refusal is an
+// only fields v has, each once, and give each the right type. Every refusal is an
 // *Error: INVALID_JSON for bytes that are not such JSON (with the byte
 // offset, or the limit), INVALID_REQUEST for an unknown field or a value of
 // the wrong type (naming the field).
@@ -30,6 +32,12 @@ func Decode(body []byte, v any, maxDepth int) error {
 	}
 	if d, off := Depth(body, maxDepth); d > maxDepth {
 		return errorf(CodeInvalidJSON, "", "JSON nested deeper than %d levels (at offset %d)", maxDepth, off)
+	}
+	// encoding/json keeps the last of a repeated name, where a proxy or a
+	// firewall in front may read the first: a body is I-JSON too.
+	var ie *ijson.Error
+	if err := ijson.Validate(body, maxDepth); errors.As(err, &ie) && ie.Rule == ijson.RuleDuplicateKey {
+		return errorf(CodeInvalidJSON, "", "member name %q repeated in one object (at offset %d): a body names each member once", ie.Key, ie.Offset)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()

@@ -33,8 +33,8 @@ func DecodeAppend(body []byte, req *AppendRequest, maxDepth int) error {
 // maxItems+1 of them are decoded, so an oversized body costs its own
 // bytes, not a decoded request many times their size. The bound counts
 // the values of every array directly under the body's object, so a body
-// naming "events" twice is held to it by both together (Decode keeps the
-// last), and no later member can make Decode read more than the bound.
+// naming "events" twice (which Decode refuses) is held to it by both
+// together, and no later member can make Decode read more than the bound.
 func DecodeBatch(body []byte, req *BatchRequest, maxDepth, maxItems int) error {
 	// A batch's payloads sit three levels down: object, events, item.
 	if maxDepth > 3 {
@@ -336,7 +336,7 @@ func (s *reqScanner) item(req *AppendRequest, depth int) bool {
 			return false
 		}
 		if seen&m != 0 {
-			return false // repeated: Decode keeps the last
+			return false // repeated: Decode refuses it
 		}
 		seen |= m
 		if s.tok('}') {
