@@ -2,11 +2,13 @@ package core
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/batpak-go/batpak/core/internal/vfs"
@@ -23,6 +25,20 @@ type SalvageReport struct {
 	// a batch or a visibility fence whose commit record the damage hid (or
 	// that never committed), which a store never shows either.
 	Unconfirmed int
+	// Missing lists the global sequences no readable segment holds: gaps
+	// between the events read (a segment deleted, or skipped whole) and,
+	// at the end, the sequences the store recorded beyond the last event
+	// read (a checkpoint, footer or cursor records them). Each range is
+	// lost acknowledged events, unless a KindLogSalvaged event already
+	// records it.
+	Missing []SalvageGap
+}
+
+// SalvageGap is a range of global sequences [From, To) that SalvageExport
+// found in no readable segment.
+type SalvageGap struct {
+	From, To uint64
+	Reason   string
 }
 
 // SalvageSkip is one range of a segment file SalvageExport skipped.
@@ -77,10 +93,20 @@ func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 		return nil
 	}
 	var werr error
+	var seen seqRanges // the sequences of the events walked
 	lw.emit = func(e *walkedEvent) error {
 		k := at{e.seg, e.off}
 		ev, ok := read[k]
 		delete(read, k)
+		seen.add(e.seq, e.seq+1)
+		if ok && e.kind == KindLogSalvaged {
+			// The sequences a salvaged open recorded as lost hold no
+			// event by design.
+			var lost struct{ Recorded, Found uint64 }
+			if json.Unmarshal(ev.Payload, &lost) == nil && lost.Found < lost.Recorded && lost.Recorded == e.seq {
+				seen.add(lost.Found, lost.Recorded)
+			}
+		}
 		if !ok || e.hidden || e.removed || ev.Header.Kind.Category() == CategorySystem {
 			if e.hidden {
 				rep.Unconfirmed++
@@ -101,8 +127,15 @@ func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 		return lw.endFence(false)
 	}
 
-	for _, id := range ids {
+	for i, id := range ids {
 		path := filepath.Join(dir, format.SegmentName(id))
+		if i == len(ids)-1 {
+			// A newest segment shorter than its header is what a crash
+			// while rotating leaves (Open makes it again): not damage.
+			if fi, err := os.Lstat(path); err == nil && fi.Mode().IsRegular() && fi.Size() < format.SegmentHeaderSize {
+				continue
+			}
+		}
 		data, _, release, err := loadSegment(fsys, path, id)
 		if err != nil {
 			size := int64(0)
@@ -178,10 +211,50 @@ func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 	if werr != nil {
 		return rep, werr
 	}
+	recs, releaseRecs := readLogRecords(fsys, dir)
+	var recorded uint64
+	var evidence string
+	for _, r := range recs {
+		if r.end > recorded {
+			recorded, evidence = r.end, r.what
+		}
+	}
+	releaseRecs()
+	rep.Missing = seen.gaps(recorded, evidence)
 	if err := bw.Flush(); err != nil {
 		return rep, fmt.Errorf("batpak: salvage export: %w", err)
 	}
 	return rep, nil
+}
+
+// seqRanges is a set of sequence ranges [from, to), added mostly in
+// order: its size is the number of discontinuities, not of sequences.
+type seqRanges [][2]uint64
+
+func (r *seqRanges) add(from, to uint64) {
+	if n := len(*r); n > 0 && (*r)[n-1][1] == from {
+		(*r)[n-1][1] = to
+		return
+	}
+	*r = append(*r, [2]uint64{from, to})
+}
+
+// gaps returns the sequences between the ranges, and between the last
+// and recorded (what evidence records as the log's end), as SalvageGaps.
+func (r seqRanges) gaps(recorded uint64, evidence string) []SalvageGap {
+	slices.SortFunc(r, func(a, b [2]uint64) int { return cmp.Compare(a[0], b[0]) })
+	var out []SalvageGap
+	var end uint64
+	for i, g := range r {
+		if i > 0 && g[0] > end {
+			out = append(out, SalvageGap{From: end, To: g[0], Reason: fmt.Sprintf("no event of sequences %d to %d could be read (a segment missing or damaged)", end, g[0]-1)})
+		}
+		end = max(end, g[1])
+	}
+	if recorded > end {
+		out = append(out, SalvageGap{From: end, To: recorded, Reason: fmt.Sprintf("the log read ends at sequence %d but %s records %d", end, evidence, recorded)})
+	}
+	return out
 }
 
 // unprefixed is err's message without core's "batpak: " prefix.

@@ -869,6 +869,16 @@ func TestExportSalvage(t *testing.T) {
 	}
 	ok(t, "verify", fresh)
 	failsWith(t, exitUsage, []string{"export", dd, "--salvage", "--scope", "shop"}, "--salvage exports every readable event")
+
+	// A segment deleted outright: nothing is damaged, but its events are
+	// missing, and the salvage says so and exits 7.
+	if err := os.Remove(segs[len(segs)-2]); err != nil {
+		t.Fatal(err)
+	}
+	r = batpak(t, "export", dd, "--salvage", "--out", filepath.Join(home, "rescued2.ndjson"))
+	if r.code != exitCorrupt || !strings.Contains(r.stderr, "batpak: missing ") || !strings.Contains(r.stderr, "acknowledged events missing") {
+		t.Fatalf("export --salvage with a segment deleted: exit %d, %q", r.code, r.stderr)
+	}
 }
 
 func regexpMatch(re, s string) bool {

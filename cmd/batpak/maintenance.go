@@ -243,11 +243,21 @@ func (a *app) salvageExport(cmd *cobra.Command, out string) (err error) {
 	}
 	summary := fmt.Sprintf("salvaged %s from %s to %s; %s skipped",
 		plural(rep.Events, "event", "events"), plural(rep.Segments, "segment", "segments"), where, plural(len(rep.Skipped), "damaged range", "damaged ranges"))
+	for _, g := range rep.Missing {
+		fmt.Fprintf(e, "batpak: missing %s: %s\n", plural(int(g.To-g.From), "event", "events"), printable.String(g.Reason))
+	}
 	if rep.Unconfirmed > 0 {
-		summary += fmt.Sprintf("; %s of batches or fences whose commit was lost left out", plural(rep.Unconfirmed, "event", "events"))
+		summary += fmt.Sprintf("; %s of batches or fences that never committed, or whose commit was lost, left out", plural(rep.Unconfirmed, "event", "events"))
+	}
+	if len(rep.Missing) > 0 {
+		var n uint64
+		for _, g := range rep.Missing {
+			n += g.To - g.From
+		}
+		summary += fmt.Sprintf("; %d acknowledged events missing", n)
 	}
 	fmt.Fprintf(e, "batpak: %s\n", summary)
-	if len(rep.Skipped) > 0 {
+	if len(rep.Skipped) > 0 || len(rep.Missing) > 0 {
 		return &exitCodeError{code: exitCorrupt}
 	}
 	return nil

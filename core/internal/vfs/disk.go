@@ -20,9 +20,11 @@ func wrap(f *os.File, err error) (File, error) {
 	return osFile{f}, nil
 }
 
-func (osFS) Open(name string) (File, error) { return wrap(os.Open(name)) }
+// Open and OpenFile refuse a pipe, socket or device, and a symbolic link
+// opened for writing (openChecked).
+func (osFS) Open(name string) (File, error) { return wrap(openChecked(name, os.O_RDONLY, 0)) }
 func (osFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
-	return wrap(os.OpenFile(name, flag, perm))
+	return wrap(openChecked(name, flag, perm))
 }
 func (osFS) Rename(oldpath, newpath string) error         { return os.Rename(oldpath, newpath) }
 func (osFS) Remove(name string) error                     { return os.Remove(name) }
@@ -30,7 +32,7 @@ func (osFS) MkdirAll(path string, perm fs.FileMode) error { return os.MkdirAll(p
 func (osFS) ReadDir(name string) ([]fs.DirEntry, error)   { return os.ReadDir(name) }
 func (osFS) Stat(name string) (fs.FileInfo, error)        { return os.Stat(name) }
 func (osFS) Lstat(name string) (fs.FileInfo, error)       { return os.Lstat(name) }
-func (osFS) ReadFile(name string) ([]byte, error)         { return os.ReadFile(name) }
+func (osFS) ReadFile(name string) ([]byte, error)         { return readFileChecked(name) }
 func (osFS) SyncDir(dir string) error                     { return syncDirEntries(dir) }
 func (osFS) Munmap(b []byte) error                        { return munmap(b) }
 

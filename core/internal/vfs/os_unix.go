@@ -3,6 +3,7 @@
 package vfs
 
 import (
+	"errors"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -49,3 +50,19 @@ func syncDirEntries(dir string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// openFlags are the flags openChecked adds: O_NONBLOCK, so that opening a
+// named pipe does not wait for its other end (openedRegular takes it off
+// again), and O_NOFOLLOW when writing.
+func openFlags(writing bool) int {
+	if writing {
+		return unix.O_NONBLOCK | unix.O_NOFOLLOW
+	}
+	return unix.O_NONBLOCK
+}
+
+// isSymlinkRefusal reports whether err is O_NOFOLLOW's refusal of a link.
+func isSymlinkRefusal(err error) bool { return errors.Is(err, unix.ELOOP) }
+
+// openedRegular puts a file openChecked accepted back in blocking mode.
+func openedRegular(f *os.File) error { return unix.SetNonblock(int(f.Fd()), false) }

@@ -84,3 +84,13 @@ func syncAll(f *os.File) error { return f.Sync() }
 // metadata journal, which Windows commits on its own schedule, so a power
 // loss (not a process crash) shortly after one can undo it.
 func syncDirEntries(string) error { return nil }
+
+// openFlags: Windows has neither named pipes in the file system's
+// namespace nor O_NOFOLLOW; openChecked's mode check remains.
+func openFlags(writing bool) int { return 0 }
+
+// isSymlinkRefusal: never, without O_NOFOLLOW.
+func isSymlinkRefusal(err error) bool { return false }
+
+// openedRegular: nothing to undo.
+func openedRegular(f *os.File) error { return nil }

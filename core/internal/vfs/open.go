@@ -1,0 +1,58 @@
+package vfs
+
+import (
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+)
+
+// ErrNotRegular is why an open of a store file that is a named pipe, a
+// socket or a device fails: opening a pipe would wait for a writer for
+// ever, and reading a device is not reading the store. Wrapped in an
+// *fs.PathError naming the file.
+var ErrNotRegular = errors.New("not a regular file (a named pipe, socket or device)")
+
+// ErrSymlinkWrite is why an open for writing of a store file that is a
+// symbolic link fails: the store writes its own files only, never through
+// a link to another. Wrapped in an *fs.PathError naming the file.
+var ErrSymlinkWrite = errors.New("a symbolic link: the store writes only to its own files, not through links")
+
+// openChecked opens name as os.OpenFile does, refusing what a store's
+// file may not be: a pipe, socket or device (ErrNotRegular; the open
+// itself does not wait for a pipe's other end), or, when opened for
+// writing, a symbolic link (ErrSymlinkWrite). Directories open as usual.
+func openChecked(name string, flag int, perm fs.FileMode) (*os.File, error) {
+	writing := flag&(os.O_WRONLY|os.O_RDWR) != 0
+	f, err := os.OpenFile(name, flag|openFlags(writing), perm)
+	if err != nil {
+		if writing && isSymlinkRefusal(err) {
+			return nil, &fs.PathError{Op: "open", Path: name, Err: ErrSymlinkWrite}
+		}
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if st.Mode()&(fs.ModeNamedPipe|fs.ModeSocket|fs.ModeDevice|fs.ModeCharDevice|fs.ModeIrregular) != 0 {
+		f.Close()
+		return nil, &fs.PathError{Op: "open", Path: name, Err: ErrNotRegular}
+	}
+	if err := openedRegular(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// readFileChecked is os.ReadFile through openChecked.
+func readFileChecked(name string) ([]byte, error) {
+	f, err := openChecked(name, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
