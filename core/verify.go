@@ -24,7 +24,10 @@ type VerifyReport struct {
 
 // Verify reads every segment and checks every event: frame checksums, the
 // payload digest, the event's own chain hash, the link to the entity's
-// previous event, and that clocks run 0, 1, 2, … per entity. It returns the
+// previous event, and that clocks run 0, 1, 2, … per entity; and that the
+// index reads are served from names each event as its frame does (id,
+// entity, clock: a footer or checkpoint whose checksum holds but whose
+// content does not, however it came to be, is found here). It returns the
 // first failure: a *ChainError (errors.Is(err, ErrChainBroken)) naming the
 // segment, offset and event id, or a *CorruptionError for unreadable
 // frames. Verify reads from disk, not from the index, and may run while the
@@ -74,6 +77,9 @@ func (s *Store) verifyOnce(progress func(done, total int)) (VerifyReport, error)
 		clock uint64
 	}
 	last := map[string]link{}
+	s.ix.RLock()
+	indexed := uint64(s.ix.Len()) // events published when the check began
+	s.ix.RUnlock()
 	fail := func(seg uint32, off int, id EventID, entity []byte, why string) error {
 		return &ChainError{Segment: format.SegmentName(seg), Offset: int64(off), ID: id, Entity: string(entity), Reason: why}
 	}
@@ -100,6 +106,11 @@ func (s *Store) verifyOnce(progress func(done, total int)) (VerifyReport, error)
 			return fail(ev.seg, ev.off, ev.id, ev.entity, "previous hash does not match the entity's previous event")
 		case seen && ev.clock != prev.clock+1:
 			return fail(ev.seg, ev.off, ev.id, ev.entity, fmt.Sprintf("clock %d follows clock %d", ev.clock, prev.clock))
+		}
+		if ev.seq < indexed {
+			if why := s.indexDisagrees(ev); why != "" {
+				return fail(ev.seg, ev.off, ev.id, ev.entity, why)
+			}
 		}
 		last[string(ev.entity)] = link{hash: ev.hash, clock: ev.clock}
 		rep.Events++
@@ -158,4 +169,21 @@ func (s *Store) verifyOnce(progress func(done, total int)) (VerifyReport, error)
 	}
 	rep.Entities = len(last)
 	return rep, nil
+}
+
+// indexDisagrees compares the index's entry for ev's sequence with ev as
+// its frame reads, and says how they differ ("" when they agree).
+func (s *Store) indexDisagrees(ev *walkedEvent) string {
+	s.ix.RLock()
+	defer s.ix.RUnlock()
+	e := s.ix.At(uint32(ev.seq))
+	switch {
+	case EventID(e.ID) != ev.id:
+		return fmt.Sprintf("the index holds event %s at sequence %d, the log this one: rebuild the index (remove index.ckpt and the .idx footers)", EventID(e.ID), ev.seq)
+	case e.Clock != ev.clock:
+		return fmt.Sprintf("the index gives it clock %d, its frame %d: rebuild the index (remove index.ckpt and the .idx footers)", e.Clock, ev.clock)
+	case s.ix.Entity(e.Entity).Name != string(ev.entity):
+		return fmt.Sprintf("the index files it under entity %q, its frame under %q: rebuild the index (remove index.ckpt and the .idx footers)", s.ix.Entity(e.Entity).Name, ev.entity)
+	}
+	return ""
 }
