@@ -316,7 +316,7 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 			return 0, 0, &CorruptionError{File: path, Offset: end, Reason: "unreadable bytes at the end of a sealed segment"}
 		}
 		if !s.readOnly {
-			s.log.Warn("batpak: discarding a torn tail left by a crash", "file", path, "offset", end, "bytes", size-end)
+			s.log.Warn("batpak: a torn tail left by a crash (zeroed once the store opens)", "file", path, "offset", end, "bytes", size-end)
 			s.openReport.TornTailBytes += size - end
 			s.repair(func() error { return zeroTail(s.fs, path, end, size) })
 		}

@@ -1,6 +1,7 @@
 package core_test
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -85,4 +86,76 @@ func TestVerifyFindsALyingFooter(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWriteOntoALyingHeadIsRefused: a checkpoint whose checksum holds
+// but which gives an entity a head its newest event does not have (another
+// clock or hash) makes Open restore that head; the first write to the
+// entity then matches the head with the event's frame and is refused
+// naming the entity, instead of chaining onto a hash the log does not
+// hold; other entities take writes, and the log still verifies.
+func TestWriteOntoALyingHeadIsRefused(t *testing.T) {
+	for _, lie := range []string{"hash", "clock"} {
+		t.Run(lie, func(t *testing.T) {
+			dir := t.TempDir()
+			s, err := core.Open(testConfig(dir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 20 {
+				mustAppend(t, s, mustCoord(t, fmt.Sprintf("order:%d", i%2), "shop"), core.MustKind(1, 1), fmt.Sprintf(`{"i":%d}`, i))
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			// The checkpoint lists each entity's head as its name, then
+			// clock, timestamp and hash: find order:1's and change it.
+			p := filepath.Join(dir, format.CheckpointName)
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			at := strings.Index(string(b), "order:1")
+			if at < 0 {
+				t.Fatal("order:1 not found in the checkpoint")
+			}
+			headAt := forgeCheckpointHead(t, b, at+len("order:1"), lie)
+			if err := os.WriteFile(p, headAt, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			s, err = core.Open(testConfig(dir))
+			if err != nil {
+				t.Fatalf("open: %v", err)
+			}
+			defer s.Close()
+			_, err = s.Append(context.Background(), mustCoord(t, "order:1", "shop"), core.MustKind(1, 1), []byte(`{"i":20}`))
+			if !errors.Is(err, core.ErrCorrupt) || !strings.Contains(err.Error(), `head of entity "order:1"`) {
+				t.Fatalf("a write onto a head the checkpoint lies about (%s): %v, want a corruption error naming the entity", lie, err)
+			}
+			mustAppend(t, s, mustCoord(t, "order:0", "shop"), core.MustKind(1, 1), `{"i":21}`)
+			if _, err := s.Verify(); err != nil {
+				t.Fatalf("the log after the refused write: %v", err)
+			}
+		})
+	}
+}
+
+// forgeCheckpointHead returns the checkpoint b with the entity head
+// whose name ends at at changed (its hash, or its clock one lower) and
+// the checksum taken again, as a crafted file would have it.
+func forgeCheckpointHead(t *testing.T, b []byte, at int, lie string) []byte {
+	t.Helper()
+	b = append([]byte(nil), b...)
+	if b[at] != 1 {
+		t.Fatalf("the head after the name is not marked as existing (%d)", b[at])
+	}
+	switch lie {
+	case "hash":
+		b[at+1+8+8] ^= 0xFF
+	case "clock":
+		c := binary.LittleEndian.Uint64(b[at+1:])
+		binary.LittleEndian.PutUint64(b[at+1:], c-1)
+	}
+	binary.LittleEndian.PutUint32(b[len(b)-4:], format.CRC32C(b[:len(b)-4]))
+	return b
 }

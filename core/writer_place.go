@@ -3,6 +3,7 @@ package core
 import (
 	"fmt"
 	"math"
+	"path/filepath"
 
 	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/batpak-go/batpak/core/internal/index"
@@ -115,6 +116,56 @@ func (w *writer) lookupIdem(key string) (idemOriginal, bool, error) {
 	return idemOriginal{}, false, nil
 }
 
+// checkHead matches entity's head, the first time the writer uses it
+// since Open, with the frame of the entity's newest visible event: the
+// clock a compare-and-set is judged by and the hash the next event chains
+// to come from the head, which Open restores from the checkpoint and the
+// footers without reading frames. A head that is not what the log holds
+// (a sidecar file whose checksum holds but whose content lies) refuses
+// the write with a *CorruptionError, rather than write a broken chain.
+// When the entity's newest event is not visible (a stub, a hidden fence
+// event), the head stays unmatched and is taken as it is.
+func (w *writer) checkHead(entity string) error {
+	ix := w.s.ix
+	en, ok := ix.EntityNamed(entity)
+	if !ok {
+		return nil
+	}
+	es := ix.Entity(en)
+	if !es.Head.Exists || es.Head.Checked {
+		return nil
+	}
+	ix.RLock()
+	var e index.Entry
+	var seq uint32
+	n := len(es.Seqs)
+	if n > 0 {
+		seq = es.Seqs[n-1]
+		e = *ix.At(seq)
+	}
+	ix.RUnlock()
+	if n == 0 || e.Clock < es.Head.Clock {
+		es.Head.Checked = true
+		return nil
+	}
+	lies := func(why string) error {
+		return &CorruptionError{File: filepath.Join(w.s.cfg.Dir, format.SegmentName(e.Seg)), Offset: int64(e.Off),
+			Reason: fmt.Sprintf("the index's head of entity %q %s: rebuild the index (remove index.ckpt and the .idx footers)", entity, why)}
+	}
+	if e.Clock > es.Head.Clock {
+		return lies(fmt.Sprintf("has clock %d, its newest event clock %d", es.Head.Clock, e.Clock))
+	}
+	evs, err := w.s.readRetry(func() []index.Loc { return []index.Loc{{Seq: seq, Seg: e.Seg, Off: e.Off}} })
+	if err != nil {
+		return err
+	}
+	if ev := evs[0]; ev.Coordinate.Entity != entity || ev.Header.Clock != es.Head.Clock || ev.Header.Hash != Hash(es.Head.Hash) {
+		return lies(fmt.Sprintf("(clock %d) is not its newest event's frame", es.Head.Clock))
+	}
+	es.Head.Checked = true
+	return nil
+}
+
 // checkExpectation tests e's compare-and-set precondition against the
 // entity's state, queued and earlier-in-batch events included. It creates
 // nothing, so a refused write leaves no empty entity behind.
@@ -124,6 +175,9 @@ func (w *writer) checkExpectation(e *eventReq) error {
 		return nil
 	}
 	ix := w.s.ix
+	if err := w.checkHead(e.coord.Entity); err != nil {
+		return err
+	}
 	actual := ExpectNoEvents()
 	if en, ok := ix.EntityNamed(e.coord.Entity); ok && ix.Entity(en).Head.Exists {
 		actual = ExpectClock(ix.Entity(en).Head.Clock)
@@ -216,6 +270,9 @@ func (w *writer) place(e *eventReq, sys byte, saved map[uint32]index.Head) (Rece
 		return Receipt{}, ErrStoreFull
 	}
 	ix := w.s.ix
+	if err := w.checkHead(e.coord.Entity); err != nil {
+		return Receipt{}, err
+	}
 	en := ix.EntityFor([]byte(e.coord.Entity))
 	_, inSaved := saved[en]
 	_, inGroup := w.group.saved[en]
@@ -269,7 +326,7 @@ func (w *writer) place(e *eventReq, sys byte, saved map[uint32]index.Head) (Rece
 	w.unsealed.add(len(w.buf), pred, en, e.hashLater)
 	w.buf = format.AppendEventUnsealed(w.buf, &rec)
 	w.bufEvents++
-	es.Head = index.Head{Exists: true, Clock: rec.Clock, TS: rec.Timestamp} // its hash once sealed
+	es.Head = index.Head{Exists: true, Clock: rec.Clock, TS: rec.Timestamp, Checked: true} // its hash once sealed
 	if len(w.unsealed.frames) >= maxUnsealed {
 		w.sealPlaced()
 	}

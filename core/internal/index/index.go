@@ -62,6 +62,10 @@ type Head struct {
 	Clock  uint64
 	TS     int64
 	Hash   [32]byte
+	// Checked: the writer made this head, or matched it with its event's
+	// frame, since Open (a head restored from a checkpoint or footer is
+	// only as true as that file).
+	Checked bool
 }
 
 // Entity is one entity. Seqs is its published stream of visible events in
