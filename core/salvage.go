@@ -239,14 +239,14 @@ func (r *seqRanges) add(from, to uint64) {
 	*r = append(*r, [2]uint64{from, to})
 }
 
-// gaps returns the sequences between the ranges, and between the last
-// and recorded (what evidence records as the log's end), as SalvageGaps.
+// gaps returns the sequences before the first range, between the
+// ranges, and between the last and recorded (what evidence records as the log's end), as SalvageGaps.
 func (r seqRanges) gaps(recorded uint64, evidence string) []SalvageGap {
 	slices.SortFunc(r, func(a, b [2]uint64) int { return cmp.Compare(a[0], b[0]) })
 	var out []SalvageGap
-	var end uint64
-	for i, g := range r {
-		if i > 0 && g[0] > end {
+	var end uint64 // a log starts at sequence 0 (compaction leaves stubs)
+	for _, g := range r {
+		if g[0] > end {
 			out = append(out, SalvageGap{From: end, To: g[0], Reason: fmt.Sprintf("no event of sequences %d to %d could be read (a segment missing or damaged)", end, g[0]-1)})
 		}
 		end = max(end, g[1])

@@ -212,6 +212,16 @@ func TestSalvageExportReportsMissingEvents(t *testing.T) {
 			t.Fatalf("report %+v: want the %d events of the deleted segment as one missing range", rep, 300-rep.Events)
 		}
 	})
+	t.Run("oldest segment deleted", func(t *testing.T) {
+		dir, segs := build(t)
+		if err := os.Remove(segs[0]); err != nil {
+			t.Fatal(err)
+		}
+		rep := salvage(t, dir)
+		if len(rep.Missing) != 1 || rep.Missing[0].From != 0 || lost(rep) != uint64(300-rep.Events) {
+			t.Fatalf("report %+v: want the %d events of the first segment missing from sequence 0", rep, 300-rep.Events)
+		}
+	})
 	t.Run("newest segment deleted", func(t *testing.T) {
 		dir, segs := build(t)
 		if err := os.Remove(segs[len(segs)-1]); err != nil {

@@ -135,16 +135,22 @@ func (w *writer) checkHead(entity string) error {
 	if !es.Head.Exists || es.Head.Checked {
 		return nil
 	}
-	ix.RLock()
+	// The newest visible event's place, looked up again on each try of
+	// the read (a compaction may move it meanwhile).
 	var e index.Entry
 	var seq uint32
-	n := len(es.Seqs)
-	if n > 0 {
+	n := 0
+	newest := func() []index.Loc {
+		ix.RLock()
+		defer ix.RUnlock()
+		if n = len(es.Seqs); n == 0 {
+			return nil
+		}
 		seq = es.Seqs[n-1]
 		e = *ix.At(seq)
+		return []index.Loc{{Seq: seq, Seg: e.Seg, Off: e.Off}}
 	}
-	ix.RUnlock()
-	if n == 0 || e.Clock < es.Head.Clock {
+	if newest(); n == 0 || e.Clock < es.Head.Clock {
 		es.Head.Checked = true
 		return nil
 	}
@@ -155,9 +161,13 @@ func (w *writer) checkHead(entity string) error {
 	if e.Clock > es.Head.Clock {
 		return lies(fmt.Sprintf("has clock %d, its newest event clock %d", es.Head.Clock, e.Clock))
 	}
-	evs, err := w.s.readRetry(func() []index.Loc { return []index.Loc{{Seq: seq, Seg: e.Seg, Off: e.Off}} })
+	evs, err := w.s.readRetry(newest)
 	if err != nil {
 		return err
+	}
+	if len(evs) == 0 || evs[0].Header.Clock < es.Head.Clock { // moved out of sight meanwhile
+		es.Head.Checked = true
+		return nil
 	}
 	if ev := evs[0]; ev.Coordinate.Entity != entity || ev.Header.Clock != es.Head.Clock || ev.Header.Hash != Hash(es.Head.Hash) {
 		return lies(fmt.Sprintf("(clock %d) is not its newest event's frame", es.Head.Clock))

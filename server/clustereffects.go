@@ -27,9 +27,11 @@ func (b nodeBlobs) Get(digest string) ([]byte, error) { return b.n.Blob(digest) 
 // effects applies, off the control plane's tail, what a cluster node must
 // do when it learns of a change (control.Options.OnChange; see
 // server/control's package doc): a tenant's policy, plugins or workers
-// changed, on this node or another. The hook only notes the tenant; one
-// goroutine then, for each tenant noted (each once however many changes
-// came meanwhile), loads the active policy revision
+// changed, on this node or another. The hook only notes the tenant;
+// effectWorkers goroutines then, for each tenant noted (each once however
+// many changes came meanwhile, and one tenant's never two at once, so a
+// tenant whose bundle or module takes the check timeout to load holds up
+// its own effects only), load the active policy revision
 // (tenantpolicy.Manager.Refresh), brings the plugins to their active
 // versions (tenantplugin.Manager.Sync) and the hosted workers to their
 // recorded states (hostedworker.Supervisor.TenantChanged; nothing runs
@@ -42,15 +44,20 @@ type effects struct {
 	s *Server
 
 	mu      sync.Mutex
-	pending map[string]bool
-	order   []string
+	pending map[string]bool // noted, not yet taken
+	order   []string        // the pending tenants, oldest first
+	running map[string]bool // taken by a worker
+	// applyFn applies one tenant's effects: apply (tests watch it).
+	applyFn func(ctx context.Context, tenant string)
 	wake    chan struct{}
 	stop    chan struct{}
 	done    chan struct{}
 }
 
 func newEffects(s *Server) *effects {
-	return &effects{s: s, pending: map[string]bool{}, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	e := &effects{s: s, pending: map[string]bool{}, running: map[string]bool{}, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	e.applyFn = e.apply
+	return e
 }
 
 // note is the OnChange hook's part: cheap and lock-free of the plane.
@@ -77,7 +84,11 @@ func (e *effects) note(c control.Change) {
 	}
 }
 
-// run applies the noted tenants' effects until close.
+// effectWorkers is how many tenants' effects are applied at once.
+const effectWorkers = 4
+
+// run applies the noted tenants' effects on effectWorkers goroutines
+// until close.
 func (e *effects) run() {
 	defer close(e.done)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -86,32 +97,74 @@ func (e *effects) run() {
 		<-e.stop
 		cancel()
 	}()
+	var wg sync.WaitGroup
+	for range effectWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.work(ctx)
+		}()
+	}
+	wg.Wait()
+}
+
+// work takes noted tenants one at a time and applies their effects until
+// ctx ends.
+func (e *effects) work(ctx context.Context) {
 	for {
-		select {
-		case <-e.stop:
-			return
-		case <-e.wake:
-		}
-		for {
-			e.mu.Lock()
-			if len(e.order) == 0 {
-				e.mu.Unlock()
-				break
-			}
-			t := e.order[0]
-			e.order = e.order[1:]
-			delete(e.pending, t)
-			e.mu.Unlock()
-			e.apply(ctx, t)
-			if ctx.Err() != nil {
+		t, more, ok := e.next()
+		if !ok {
+			select {
+			case <-ctx.Done():
 				return
+			case <-e.wake:
 			}
-			if e.s.blobs != nil {
-				// A deleted tenant, plugin version or policy revision
-				// may have left blobs nothing references.
-				e.s.blobs.poke()
-			}
+			continue
 		}
+		if more {
+			e.poke() // another worker takes the next
+		}
+		e.applyFn(ctx, t)
+		e.mu.Lock()
+		delete(e.running, t)
+		more = len(e.order) > 0
+		e.mu.Unlock()
+		if more {
+			e.poke() // t may have been noted again, and passed over, while it ran
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if e.s != nil && e.s.blobs != nil {
+			// A deleted tenant, plugin version or policy revision
+			// may have left blobs nothing references.
+			e.s.blobs.poke()
+		}
+	}
+}
+
+// next takes the oldest noted tenant whose effects are not being applied,
+// and says whether others are left.
+func (e *effects) next() (tenant string, more, ok bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i, t := range e.order {
+		if e.running[t] {
+			continue
+		}
+		e.order = append(e.order[:i], e.order[i+1:]...)
+		delete(e.pending, t)
+		e.running[t] = true
+		return t, len(e.order) > 0, true
+	}
+	return "", false, false
+}
+
+// poke wakes a waiting worker, if none is woken already.
+func (e *effects) poke() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
 	}
 }
 

@@ -337,12 +337,27 @@ func intOperand(n ast.Number) (*big.Int, bool) {
 // MaxNumberDigits bounds.
 func NumberDigits(s string, json bool) int { return longestNumber(s, json) }
 
-// longestNumber is NumberDigits.
+// longestNumber is NumberDigits. An exponent counts only when it ends a
+// number: the mantissa starts where no word does (not after a letter,
+// digit or underscore) and the exponent's digits are followed by the end
+// of s or by what ends a value (not a letter, digit, '.', '-', '+' or
+// '_'), so that text such as a UUID (123e4567-e89b-…) or a hex digest is
+// not read as a number of thousands of digits.
 func longestNumber(s string, json bool) int {
 	longest, run, inString, escaped := 0, 0, false, false
+	numStart := false      // the current run of digits began a number
 	exp, inExp := 0, false // the exponent's magnitude so far, capped
+	endExp := func(next byte, atEnd bool) {
+		if inExp && numStart && (atEnd || !wordByte(next) && next != '.' && next != '-' && next != '+') {
+			longest = max(longest, exp)
+		}
+		inExp = false
+	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
+		if inExp && (c < '0' || c > '9') && !(exp == 0 && (c == '+' || c == '-') && (s[i-1] == 'e' || s[i-1] == 'E')) {
+			endExp(c, false)
+		}
 		switch {
 		case inString:
 			switch {
@@ -356,24 +371,32 @@ func longestNumber(s string, json bool) int {
 			continue
 		case json && c == '"':
 			inString = true
-			run, inExp = 0, false
+			run = 0
 		case c >= '0' && c <= '9':
+			if run == 0 {
+				numStart = i == 0 || !wordByte(s[i-1]) || json
+			}
 			run++
 			longest = max(longest, run)
 			if inExp {
 				exp = min(exp*10+int(c-'0'), 1<<30)
-				longest = max(longest, exp)
 			}
-		case (c == 'e' || c == 'E') && run > 0:
+		case (c == 'e' || c == 'E') && run > 0 && !inExp:
 			// within a number: its mantissa and exponent count together
 			inExp, exp = true, 0
 		case c == '.' || c == '+' || c == '-':
 			// within a number
 		default:
-			run, inExp = 0, false
+			run = 0
 		}
 	}
+	endExp(0, true)
 	return longest
+}
+
+// wordByte reports whether c is a letter, a digit or an underscore.
+func wordByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_'
 }
 
 // marshalSize bounds json.marshal_with_options(x, opts): x's JSON (strings

@@ -182,15 +182,19 @@ func TestLongPayloadNumberRefused(t *testing.T) {
 // not letters or digits outside numbers.
 func TestNumberDigits(t *testing.T) {
 	for s, want := range map[string]int{
-		`1e1000000`:              1000000,
-		`[1.25E+12, 7]`:          12,
-		`12345e3`:                6, // the run goes on through the exponent
-		`{"e1000000": 3}`:        1,
-		`version e1000000`:       7,       // not a number's exponent (not JSON)
-		`"1e1000000"`:            1000000, // outside JSON, quotes are not strings
-		`{"a": "1e1000000x"}`:    0,
-		`-0.5e-7`:                7,
-		`1e99999999999999999999`: 1 << 30,
+		`1e1000000`:           1000000,
+		`[1.25E+12, 7]`:       12,
+		`12345e3`:             6, // the run goes on through the exponent
+		`{"e1000000": 3}`:     1,
+		`version e1000000`:    7,       // not a number's exponent (not JSON)
+		`"1e1000000"`:         1000000, // outside JSON, quotes are not strings
+		`{"a": "1e1000000x"}`: 0,
+		`-0.5e-7`:             7,
+		// Text that is not a number: its exponent does not count.
+		`123e4567-e89b-12d3-a456-426614174000`: 15,
+		`sha256:9f2e5031aa`:                    5,
+		`id: 1e1000000x`:                       8,
+		`1e99999999999999999999`:               1 << 30,
 	} {
 		json := strings.HasPrefix(s, "{") || strings.HasPrefix(s, "[")
 		if got := opa.NumberDigits(s, json); got != want {

@@ -27,8 +27,10 @@ func checkMedia(r *http.Request, want string, optional bool) error {
 	if ct == "" && optional && r.ContentLength <= 0 {
 		return nil
 	}
-	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-		return &apiError{status: 415, code: wire.CodeUnsupportedMedia, detail: "Content-Encoding " + strconv.Quote(ce) + " is not supported; send the body uncompressed"}
+	for _, ce := range r.Header.Values("Content-Encoding") {
+		if ce = strings.TrimSpace(ce); ce != "" && !strings.EqualFold(ce, "identity") {
+			return &apiError{status: 415, code: wire.CodeUnsupportedMedia, detail: "Content-Encoding " + strconv.Quote(ce) + " is not supported; send the body as " + want + " without a Content-Encoding"}
+		}
 	}
 	mt, params, err := mime.ParseMediaType(ct)
 	ok := err == nil && mt == want

@@ -48,11 +48,13 @@ func TestBadInputOnWriteRoutes(t *testing.T) {
 			tc{"payload too deep", `{"entity":"a","scope":"s","kind":"1:1","payload":` + strings.Repeat("[", depth+1) + strings.Repeat("]", depth+1) + `}`, "application/json", 400, "INVALID_JSON"},
 			tc{"duplicate key payload", `{"entity":"a","scope":"s","kind":"1:1","payload":{"a":1,"a":2}}`, "application/json", 400, "INVALID_JSON"},
 			tc{"entity named twice", `{"entity":"a","entity":"b","scope":"s","kind":"1:1","payload":{}}`, "application/json", 400, "INVALID_JSON"},
+			tc{"entity named twice but for case", `{"entity":"a","ENTITY":"b","scope":"s","kind":"1:1","payload":{}}`, "application/json", 400, "INVALID_JSON"},
 		),
 		"POST /v1/tenants/acme/batches": append(common,
 			tc{"empty batch", `{"events":[]}`, "application/json", 400, "INVALID_REQUEST"},
 			tc{"events named twice", `{"events":[{"entity":"a","scope":"s","kind":"1:1","payload":1}],"events":[{"entity":"b","scope":"s","kind":"1:1","payload":1}]}`, "application/json", 400, "INVALID_JSON"},
 			tc{"item scope named twice", `{"events":[{"entity":"a","scope":"s","scope":"t","kind":"1:1","payload":1}]}`, "application/json", 400, "INVALID_JSON"},
+			tc{"item scope named twice but for case", `{"events":[{"entity":"a","scope":"s","Scope":"t","kind":"1:1","payload":1}]}`, "application/json", 400, "INVALID_JSON"},
 			tc{"bad item kind", `{"events":[{"entity":"a","scope":"s","kind":"1:1","payload":1},{"entity":"a","scope":"s","kind":"x","payload":1}]}`, "application/json", 400, "INVALID_KIND"},
 			tc{"forward cause", `{"events":[{"entity":"a","scope":"s","kind":"1:1","payload":1,"cause_item":1},{"entity":"a","scope":"s","kind":"1:1","payload":1}]}`, "application/json", 400, "INVALID_REQUEST"},
 		),
@@ -246,5 +248,24 @@ func TestCompressedBodyRefused(t *testing.T) {
 	r := e.req("POST", "/v1/tenants/acme/events", k["admin"], `{"entity":"a","scope":"s","kind":"1:1","payload":{}}`, "Content-Encoding", "identity")
 	if r.status != 201 {
 		t.Fatalf("Content-Encoding identity: %d %s, want 201", r.status, r.body)
+	}
+}
+
+// TestPayloadNamesDifferingInCaseAccepted: a payload's member names are
+// the writer's own (I-JSON compares them exactly): "total" and "Total" in
+// one payload are two members, whichever path reads the request.
+func TestPayloadNamesDifferingInCaseAccepted(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	for _, body := range []string{
+		`{"entity":"a","scope":"s","kind":"1:1","payload":{"total":1,"Total":2}}`,
+		`{"Entity":"a","scope":"s","kind":"1:1","payload":{"total":1,"Total":2,"events":[{"x":1,"X":2}]}}`,
+	} {
+		if r := e.req("POST", "/v1/tenants/acme/events", k["admin"], body); r.status != 201 {
+			t.Fatalf("%s: %d %s, want 201", body, r.status, r.body)
+		}
+	}
+	if r := e.req("POST", "/v1/tenants/acme/batches", k["admin"], `{"events":[{"entity":"a","scope":"s","kind":"1:1","payload":[{"n":1,"N":2}]}]}`); r.status != 201 {
+		t.Fatalf("a batch item's payload with names differing in case: %d %s, want 201", r.status, r.body)
 	}
 }

@@ -700,6 +700,13 @@ func (m *Manager) ensure(ctx context.Context, tenant, rev string) *loaded {
 		return l
 	}
 	l := m.loadStored(ctx, ctx, tenant, rev)
+	var re *core.RetryError
+	if errors.Is(l.err, context.Canceled) || errors.Is(l.err, context.DeadlineExceeded) || errors.As(l.err, &re) {
+		// The caller stopped waiting (for a check slot, or its request
+		// ended): nothing is known of the revision, and the next write
+		// or Refresh loads it.
+		return l
+	}
 	if m.sb != nil {
 		m.sb.warm()
 	}

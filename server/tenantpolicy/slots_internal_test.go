@@ -1,14 +1,17 @@
 package tenantpolicy
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/internal/shares"
+	"github.com/batpak-go/batpak/server/control"
 )
 
 // TestEvaluationSlotsAreShared: one tenant holds at most half of the
@@ -84,5 +87,51 @@ func TestUploadWaitsAreBounded(t *testing.T) {
 	}
 	if n := len(m.changes.m); n != 0 {
 		t.Errorf("%d tenant locks kept after their changes ended", n)
+	}
+}
+
+// TestLoadThatStoppedWaitingIsNotKept: a write that finds its tenant's
+// revision not loaded here (a cluster node: another node activated it)
+// waits for a check slot within its own context; when that context ends
+// first, the write fails, but the next write, with a slot free, loads the
+// revision: a wait that ran out is not the revision's load result.
+func TestLoadThatStoppedWaitingIsNotKept(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	plane, err := control.Open(control.Options{Dir: filepath.Join(dir, "control")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plane.Close()
+	if _, err := plane.CreateTenant(ctx, "acme", control.Quotas{}, control.Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open(ctx, Options{Dir: filepath.Join(dir, "policies"), Plane: plane, Checks: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	tp, err := m.Push(ctx, "acme", bytes.NewReader(bundleOf(t, "policy.rego", "package batpak.write\n\ndeny contains \"X\" if input.event.entity == \"x\"\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := tp.Active
+	m.gmu.Lock()
+	delete(m.gates["acme"], rev) // not loaded on this node
+	m.gmu.Unlock()
+	// Two other tenants' uploads hold every check slot.
+	r1, _ := m.checks.Take(ctx, "other1", 0)
+	r2, _ := m.checks.Take(ctx, "other2", 0)
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	l := m.ensure(short, "acme", rev)
+	if !errors.Is(l.err, context.DeadlineExceeded) {
+		t.Fatalf("a write whose context ended waiting for a slot: %v, want its context's error", l.err)
+	}
+	r1()
+	r2()
+	l = m.ensure(ctx, "acme", rev)
+	if l.err != nil {
+		t.Fatalf("a later write, every slot free: %v (the first write's context error kept as the revision's load)", l.err)
 	}
 }

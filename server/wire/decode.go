@@ -36,8 +36,16 @@ func Decode(body []byte, v any, maxDepth int) error {
 	// encoding/json keeps the last of a repeated name, where a proxy or a
 	// firewall in front may read the first: a body is I-JSON too.
 	var ie *ijson.Error
-	if err := ijson.Validate(body, maxDepth); errors.As(err, &ie) && ie.Rule == ijson.RuleDuplicateKey {
+	err := ijson.Validate(body, maxDepth)
+	if errors.As(err, &ie) && ie.Rule == ijson.RuleDuplicateKey {
 		return errorf(CodeInvalidJSON, "", "member name %q repeated in one object (at offset %d): a body names each member once", ie.Key, ie.Offset)
+	}
+	if err == nil {
+		// encoding/json also takes "Entity" for "entity" (and keeps the
+		// last of the two).
+		if name, again, ok := foldRepeat(body); ok {
+			return errorf(CodeInvalidJSON, "", "member name %q repeats %q but for case: a body names each member once", again, name)
+		}
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -239,4 +247,36 @@ func invalidUTF8At(b []byte) int {
 		i += n
 	}
 	return -1
+}
+
+// foldRepeat finds a member name of the request object body, or of an
+// object of its "events" array, that repeats an earlier one of the same
+// object but for case (as encoding/json matches names): the first name and
+// its repeat. Payloads are not looked into. body is valid JSON.
+func foldRepeat(body []byte) (first, again string, found bool) {
+	var check func(obj []byte, top bool)
+	check = func(obj []byte, top bool) {
+		seen := map[string]string{}
+		ijson.Members(obj, func(name, raw []byte) bool {
+			k := strings.ToLower(strings.ToUpper(string(name)))
+			if f, ok := seen[k]; ok {
+				first, again, found = f, string(name), true
+				return false
+			}
+			seen[k] = string(name)
+			if top && k == "events" && len(raw) > 0 && raw[0] == '[' {
+				var items []json.RawMessage
+				if json.Unmarshal(raw, &items) == nil {
+					for _, it := range items {
+						if check(it, false); found {
+							return false
+						}
+					}
+				}
+			}
+			return true
+		})
+	}
+	check(body, true)
+	return first, again, found
 }

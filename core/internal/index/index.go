@@ -59,13 +59,13 @@ func (e *Entry) Visible() bool { return e.Flags&(Removed|Hidden) == 0 }
 // before the writer starts) reads or changes it.
 type Head struct {
 	Exists bool
-	Clock  uint64
-	TS     int64
-	Hash   [32]byte
 	// Checked: the writer made this head, or matched it with its event's
 	// frame, since Open (a head restored from a checkpoint or footer is
 	// only as true as that file).
 	Checked bool
+	Clock   uint64
+	TS      int64
+	Hash    [32]byte
 }
 
 // Entity is one entity. Seqs is its published stream of visible events in

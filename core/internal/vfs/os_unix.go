@@ -61,8 +61,11 @@ func openFlags(writing bool) int {
 	return unix.O_NONBLOCK
 }
 
-// isSymlinkRefusal reports whether err is O_NOFOLLOW's refusal of a link.
-func isSymlinkRefusal(err error) bool { return errors.Is(err, unix.ELOOP) }
+// isSymlinkRefusal reports whether err is O_NOFOLLOW's refusal of a link
+// (ELOOP; EMLINK on FreeBSD).
+func isSymlinkRefusal(err error) bool {
+	return errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EMLINK)
+}
 
 // openedRegular puts a file openChecked accepted back in blocking mode.
 func openedRegular(f *os.File) error { return unix.SetNonblock(int(f.Fd()), false) }
