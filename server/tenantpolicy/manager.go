@@ -360,13 +360,11 @@ func (m *Manager) Push(ctx context.Context, tenant string, r io.Reader) (control
 	}
 	sum := sha256.Sum256(data)
 	rev := hex.EncodeToString(sum[:])
-	wait, cancel := context.WithTimeout(ctx, uploadWait)
-	defer cancel()
-	release, err := m.changes.lock(wait, tenant)
+	wait, end, err := m.beginChange(ctx, tenant)
 	if err != nil {
-		return control.TenantPolicy{}, busy(ctx, err, "the tenant's previous policy change is still running")
+		return control.TenantPolicy{}, err
 	}
-	defer release()
+	defer end()
 	if _, ok := m.opts.Plane.Tenant(tenant); !ok {
 		return control.TenantPolicy{}, fmt.Errorf("%w: tenant %q", control.ErrNotFound, tenant)
 	}
@@ -429,13 +427,11 @@ func (m *Manager) Rollback(ctx context.Context, tenant, rev string) (control.Ten
 	if err := control.ValidPolicyRevision(rev); err != nil {
 		return control.TenantPolicy{}, err
 	}
-	wait, cancel := context.WithTimeout(ctx, uploadWait)
-	defer cancel()
-	release, err := m.changes.lock(wait, tenant)
+	wait, end, err := m.beginChange(ctx, tenant)
 	if err != nil {
-		return control.TenantPolicy{}, busy(ctx, err, "the tenant's previous policy change is still running")
+		return control.TenantPolicy{}, err
 	}
-	defer release()
+	defer end()
 	tp := m.opts.Plane.Policy(tenant)
 	if tp.Active == rev {
 		return tp, nil
@@ -748,6 +744,20 @@ func (m *Manager) Admission(tenant string, platform *opa.Gate) core.Admission {
 // variable for tests). With the check's own bound (CheckTimeout, 30s by
 // default) an upload is answered within the server's write_timeout.
 var uploadWait = 20 * time.Second
+
+// beginChange takes tenant's change lock for an upload or a rollback,
+// waiting at most uploadWait within ctx (a *core.RetryError when that ran
+// out first). wait is what is left of that wait, for a check slot; end
+// releases both.
+func (m *Manager) beginChange(ctx context.Context, tenant string) (wait context.Context, end func(), err error) {
+	wait, cancel := context.WithTimeout(ctx, uploadWait)
+	release, err := m.changes.lock(wait, tenant)
+	if err != nil {
+		cancel()
+		return nil, nil, busy(ctx, err, "the tenant's previous policy change is still running")
+	}
+	return wait, func() { release(); cancel() }, nil
+}
 
 // busy is err, a wait that ran out, as a *core.RetryError saying why,
 // unless ctx (the request) ended: then ctx's error.

@@ -228,26 +228,37 @@ func TestSandboxLoadKilled(t *testing.T) {
 	}
 }
 
-// A batch's items reach the sandbox together: 30 items, two round trips
-// of batchChunk (after the revision is loaded); decisions made before are answered
-// by the manager's cache, as an in-process gate's are; and the first
-// refused item is the one reported.
-func TestSandboxBatchInOneTrip(t *testing.T) {
+// managerOfAcme opens a Manager with opts over a fresh control plane that
+// holds the tenant "acme" (Dir and Plane filled in); both close when the
+// test ends.
+func managerOfAcme(t *testing.T, opts Options) *Manager {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	plane, err := control.Open(control.Options{Dir: filepath.Join(dir, "control")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer plane.Close()
+	t.Cleanup(func() { plane.Close() })
 	if _, err := plane.CreateTenant(ctx, "acme", control.Quotas{}, control.Settings{}); err != nil {
 		t.Fatal(err)
 	}
-	m, err := Open(ctx, Options{Dir: filepath.Join(dir, "policies"), Plane: plane, Isolate: true, MaxConcurrent: 1})
+	opts.Dir, opts.Plane = filepath.Join(dir, "policies"), plane
+	m, err := Open(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
+	t.Cleanup(m.Close)
+	return m
+}
+
+// A batch's items reach the sandbox together: 30 items, two round trips
+// of batchChunk (after the revision is loaded); decisions made before are answered
+// by the manager's cache, as an in-process gate's are; and the first
+// refused item is the one reported.
+func TestSandboxBatchInOneTrip(t *testing.T) {
+	ctx := context.Background()
+	m := managerOfAcme(t, Options{Isolate: true, MaxConcurrent: 1})
 	if _, err := m.Push(ctx, "acme", bytes.NewReader(bundleOf(t, "policy.rego", `package batpak.write
 
 deny contains "NO_SECRETS" if startswith(input.event.entity, "secret:")
@@ -303,7 +314,7 @@ deny contains "NO_SECRETS" if startswith(input.event.entity, "secret:")
 	if trips := m.sb.trips.Load() - before; trips != 0 {
 		t.Fatalf("a batch whose context ended took %d round trips", trips)
 	}
-	err = adm.AdmitItems(ctx, items(30, 17))
+	err := adm.AdmitItems(ctx, items(30, 17))
 	var bie *core.BatchItemError
 	var d *policy.Denial
 	if !errors.As(err, &bie) || bie.Index != 17 || !errors.As(err, &d) || d.Message != "NO_SECRETS" || d.Layer != "tenant" {

@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/internal/shares"
-	"github.com/batpak-go/batpak/server/control"
 )
 
 // TestEvaluationSlotsAreShared: one tenant holds at most half of the
@@ -97,20 +95,7 @@ func TestUploadWaitsAreBounded(t *testing.T) {
 // revision: a wait that ran out is not the revision's load result.
 func TestLoadThatStoppedWaitingIsNotKept(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	plane, err := control.Open(control.Options{Dir: filepath.Join(dir, "control")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plane.Close()
-	if _, err := plane.CreateTenant(ctx, "acme", control.Quotas{}, control.Settings{}); err != nil {
-		t.Fatal(err)
-	}
-	m, err := Open(ctx, Options{Dir: filepath.Join(dir, "policies"), Plane: plane, Checks: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := managerOfAcme(t, Options{Checks: 2})
 	tp, err := m.Push(ctx, "acme", bytes.NewReader(bundleOf(t, "policy.rego", "package batpak.write\n\ndeny contains \"X\" if input.event.entity == \"x\"\n")))
 	if err != nil {
 		t.Fatal(err)
