@@ -116,7 +116,7 @@ func (w *writer) lookupIdem(key string) (idemOriginal, bool, error) {
 	return idemOriginal{}, false, nil
 }
 
-// checkHead matches entity's head, the first time the writer uses it
+// checkHead matches the head of entity (number en), the first time the writer uses it
 // since Open, with the frame of the entity's newest visible event: the
 // clock a compare-and-set is judged by and the hash the next event chains
 // to come from the head, which Open restores from the checkpoint and the
@@ -125,12 +125,8 @@ func (w *writer) lookupIdem(key string) (idemOriginal, bool, error) {
 // the write with a *CorruptionError, rather than write a broken chain.
 // When the entity's newest event is not visible (a stub, a hidden fence
 // event), the head stays unmatched and is taken as it is.
-func (w *writer) checkHead(entity string) error {
+func (w *writer) checkHead(en uint32, entity string) error {
 	ix := w.s.ix
-	en, ok := ix.EntityNamed(entity)
-	if !ok {
-		return nil
-	}
 	es := ix.Entity(en)
 	if !es.Head.Exists || es.Head.Checked {
 		return nil
@@ -185,12 +181,14 @@ func (w *writer) checkExpectation(e *eventReq) error {
 		return nil
 	}
 	ix := w.s.ix
-	if err := w.checkHead(e.coord.Entity); err != nil {
-		return err
-	}
 	actual := ExpectNoEvents()
-	if en, ok := ix.EntityNamed(e.coord.Entity); ok && ix.Entity(en).Head.Exists {
-		actual = ExpectClock(ix.Entity(en).Head.Clock)
+	if en, ok := ix.EntityNamed(e.coord.Entity); ok {
+		if err := w.checkHead(en, e.coord.Entity); err != nil {
+			return err
+		}
+		if ix.Entity(en).Head.Exists {
+			actual = ExpectClock(ix.Entity(en).Head.Clock)
+		}
 	}
 	if actual != exp {
 		return &ConflictError{Entity: e.coord.Entity, Expected: exp, Actual: actual}
@@ -280,10 +278,10 @@ func (w *writer) place(e *eventReq, sys byte, saved map[uint32]index.Head) (Rece
 		return Receipt{}, ErrStoreFull
 	}
 	ix := w.s.ix
-	if err := w.checkHead(e.coord.Entity); err != nil {
+	en := ix.EntityFor([]byte(e.coord.Entity))
+	if err := w.checkHead(en, e.coord.Entity); err != nil {
 		return Receipt{}, err
 	}
-	en := ix.EntityFor([]byte(e.coord.Entity))
 	_, inSaved := saved[en]
 	_, inGroup := w.group.saved[en]
 	if (saved != nil && !inSaved || w.group.saved != nil && !inGroup) && w.unsealed.newest(en) >= 0 {
