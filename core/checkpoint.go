@@ -204,10 +204,10 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 	for i := 0; i < nseg && r.err == nil; i++ {
 		id, end := r.u32(), int64(r.u64())
 		if !present[id] {
-			return nil, fmt.Errorf("segment %d is listed but missing", id)
+			return nil, fmt.Errorf("segment %s is listed but missing", format.SegmentName(id))
 		}
 		if n, err := segment.LogicalSize(s.fs, filepath.Join(s.cfg.Dir, format.SegmentName(id))); err != nil || n < end {
-			return nil, fmt.Errorf("segment %d is shorter than the checkpoint says", id)
+			return nil, fmt.Errorf("segment %s is shorter than the checkpoint says", format.SegmentName(id))
 		}
 		s.setSegmentEnd(id, end)
 	}

@@ -54,10 +54,11 @@ type SalvageSkip struct {
 // directory dir — a store Open and OpenReadOnly refuse because a segment
 // is damaged. It opens no store, takes no lock and changes nothing on
 // disk. Where frames are damaged it skips to the next frame that passes
-// its checksum and records the skipped range; a file it cannot read at
-// all (a damaged segment header, a packed block that does not
-// decompress) is skipped whole. Events the store would not show are left
-// out: compaction stubs, events of fences that never committed, items of
+// its checksum and records the skipped range. A file it cannot read at
+// all (a packed block that does not decompress, a header naming another
+// segment or version) is skipped whole; a plain segment whose header
+// alone fails its magic or checksum loses only the header. Events the
+// store would not show are left out: compaction stubs, events of fences that never committed, items of
 // batches whose commit record is missing (counted in Unconfirmed), and the
 // store's own system records (as Export). A frame that reads whole but
 // whose payload does not match its digest is skipped too. The hash chain
@@ -136,7 +137,7 @@ func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 				continue
 			}
 		}
-		data, _, release, err := loadSegment(fsys, path, id)
+		data, packed, release, err := loadSegment(fsys, path, id)
 		if err != nil {
 			size := int64(0)
 			if fi, serr := os.Stat(path); serr == nil {
@@ -148,16 +149,26 @@ func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 			}
 			continue
 		}
+		off := format.SegmentHeaderSize
 		if why := format.CheckSegmentHeader(data, id); why != "" {
-			release()
-			rep.Skipped = append(rep.Skipped, SalvageSkip{File: path, Length: int64(len(data)), Reason: why})
-			if err := reset(); err != nil {
-				return rep, err
+			if !packed && format.SegmentHeaderDamaged(data) {
+				// Only the header: each frame after it has its own
+				// checksum, and the file's name says where it goes.
+				rep.Skipped = append(rep.Skipped, SalvageSkip{File: path, Length: format.SegmentHeaderSize, Reason: why + " (the frames after it are read)"})
+				if err := reset(); err != nil {
+					release()
+					return rep, err
+				}
+			} else {
+				release()
+				rep.Skipped = append(rep.Skipped, SalvageSkip{File: path, Length: int64(len(data)), Reason: why})
+				if err := reset(); err != nil {
+					return rep, err
+				}
+				continue
 			}
-			continue
 		}
 		rep.Segments++
-		off := format.SegmentHeaderSize
 		for off < len(data) {
 			end, tail, err := format.ScanFrames(data, off, func(o int, rec []byte) error { return lw.frame(id, o, rec) })
 			if werr != nil {

@@ -246,6 +246,21 @@ func TestSalvageExportReportsMissingEvents(t *testing.T) {
 			t.Fatalf("after a salvaged open recorded the loss: missing %+v, want none", rep.Missing)
 		}
 	})
+	t.Run("damaged header", func(t *testing.T) {
+		dir, segs := build(t)
+		b, err := os.ReadFile(segs[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[3] ^= 0xFF // the magic
+		if err := os.WriteFile(segs[1], b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		rep := salvage(t, dir)
+		if rep.Events != 300 || len(rep.Missing) != 0 || len(rep.Skipped) != 1 || rep.Skipped[0].Length != 32 || rep.Skipped[0].File != segs[1] {
+			t.Fatalf("report %+v: want every event, the damaged header alone skipped", rep)
+		}
+	})
 	t.Run("short newest segment", func(t *testing.T) {
 		dir, segs := build(t)
 		next := filepath.Join(dir, fmt.Sprintf("%020d.seg", len(segs)+1))

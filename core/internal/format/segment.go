@@ -49,6 +49,13 @@ func EncodeSegmentHeader(id uint32) []byte {
 	return h
 }
 
+// SegmentHeaderDamaged reports whether data's header fails its magic or
+// its checksum (rather than naming another segment or version): the
+// frames after it may still read, each checked by its own checksum.
+func SegmentHeaderDamaged(data []byte) bool {
+	return len(data) >= SegmentHeaderSize && (!bytes.Equal(data[:8], SegmentMagic[:]) || le.Uint32(data[20:]) != CRC32C(data[:20]))
+}
+
 // CheckSegmentHeader validates magic, version, checksum and id; it returns
 // why the header is refused, or "".
 func CheckSegmentHeader(data []byte, id uint32) string {
