@@ -151,9 +151,12 @@ func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 		}
 		off := format.SegmentHeaderSize
 		if why := format.CheckSegmentHeader(data, id); why != "" {
-			if !packed && format.SegmentHeaderDamaged(data) {
-				// Only the header: each frame after it has its own
-				// checksum, and the file's name says where it goes.
+			if _, frameFollows := format.FrameAt(data, format.SegmentHeaderSize); !packed && format.SegmentHeaderDamaged(data) && frameFollows {
+				// Only the header: a frame that passes its checksum
+				// follows it (each has its own), and the file's name says
+				// where it goes. (A file of anything else is not scanned
+				// for frames: that costs time growing with its size
+				// squared.)
 				rep.Skipped = append(rep.Skipped, SalvageSkip{File: path, Length: format.SegmentHeaderSize, Reason: why + " (the frames after it are read)"})
 				if err := reset(); err != nil {
 					release()

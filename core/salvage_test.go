@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/core"
 )
@@ -259,6 +260,21 @@ func TestSalvageExportReportsMissingEvents(t *testing.T) {
 		rep := salvage(t, dir)
 		if rep.Events != 300 || len(rep.Missing) != 0 || len(rep.Skipped) != 1 || rep.Skipped[0].Length != 32 || rep.Skipped[0].File != segs[1] {
 			t.Fatalf("report %+v: want every event, the damaged header alone skipped", rep)
+		}
+	})
+	t.Run("foreign file", func(t *testing.T) {
+		dir, segs := build(t)
+		junk := bytes.Repeat([]byte{1}, 4<<20) // every length field reads 16 MiB
+		if err := os.WriteFile(segs[1], junk, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		rep := salvage(t, dir)
+		if len(rep.Skipped) != 1 || rep.Skipped[0].Length != int64(len(junk)) || len(rep.Missing) != 1 {
+			t.Fatalf("report %+v: want the foreign file skipped whole and its sequences missing", rep)
+		}
+		if took := time.Since(start); took > 30*time.Second {
+			t.Errorf("salvage beside a 4 MiB foreign file took %v", took)
 		}
 	})
 	t.Run("short newest segment", func(t *testing.T) {

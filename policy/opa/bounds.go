@@ -148,21 +148,23 @@ func init() {
 	})
 	// Numbers: Go parses a decimal of n digits in time n² (a million digits
 	// compared in a rule: 5 s), at every comparison.
-	digits := func(name string, json bool) {
+	digits := func(name string, mode numberText) {
 		bound(name, func(ops []*ast.Term) error {
 			if s, ok := ops[0].Value.(ast.String); ok {
-				if n := longestNumber(string(s), json); n > MaxNumberDigits {
+				if n := numberSize(string(s), mode); n > MaxNumberDigits {
 					return fmt.Errorf("it holds a number of %d digits, over the %d a number may have here", n, MaxNumberDigits)
 				}
 			}
 			return nil
 		})
 	}
-	digits(ast.JSONUnmarshal.Name, true)
-	digits(ast.YAMLUnmarshal.Name, false)
-	digits(ast.ToNumber.Name, false)
-	digits(ast.UnitsParse.Name, false)
-	digits(ast.UnitsParseBytes.Name, false)
+	digits(ast.JSONUnmarshal.Name, textJSON)
+	digits(ast.YAMLUnmarshal.Name, textWords)
+	// These read their argument as one number (units.parse's unit after
+	// it: "1e999999K" is a million digits to it).
+	digits(ast.ToNumber.Name, textNumber)
+	digits(ast.UnitsParse.Name, textNumber)
+	digits(ast.UnitsParseBytes.Name, textNumber)
 	bound(ast.NetCIDRContainsMatches.Name, func(ops []*ast.Term) error {
 		if n := satMul(elements(ops[0].Value), elements(ops[1].Value)); n > MaxBuiltinPairs {
 			return fmt.Errorf("it would compare %d pairs or more, over the %d one call may compare here", n, MaxBuiltinPairs)
@@ -335,20 +337,36 @@ func intOperand(n ast.Number) (*big.Int, bool) {
 // it into an integer that size for floor(), round() or a comparison with
 // an integer (3 s of CPU measured; past 1.1 million, a panic). What
 // MaxNumberDigits bounds.
-func NumberDigits(s string, json bool) int { return longestNumber(s, json) }
+func NumberDigits(s string, json bool) int {
+	if json {
+		return numberSize(s, textJSON)
+	}
+	return numberSize(s, textWords)
+}
 
-// longestNumber is NumberDigits. An exponent counts only when it ends a
-// number: the mantissa starts where no word does (not after a letter,
-// digit or underscore) and the exponent's digits are followed by the end
-// of s or by what ends a value (not a letter, digit, '.', '-', '+' or
-// '_'), so that text such as a UUID (123e4567-e89b-…) or a hex digest is
-// not read as a number of thousands of digits.
-func longestNumber(s string, json bool) int {
+// numberText is how numberSize reads its text.
+type numberText int
+
+const (
+	textJSON   numberText = iota // JSON: strings are skipped; every exponent counts
+	textWords                    // free text: an exponent counts only where a number ends
+	textNumber                   // one number, perhaps with a unit after it: every exponent counts
+)
+
+// numberSize is NumberDigits, reading s as mode says. In free text
+// (textWords) an exponent counts only when it ends a number: the mantissa
+// starts where no word does (not after a letter, digit or underscore) and
+// the exponent's digits are followed by the end of s or by what ends a
+// value (not a letter, digit, '.', '-', '+' or '_'), so that text such as
+// a UUID (123e4567-e89b-…) or a hex digest is not read as a number of
+// thousands of digits.
+func numberSize(s string, mode numberText) int {
+	json := mode == textJSON
 	longest, run, inString, escaped := 0, 0, false, false
 	numStart := false      // the current run of digits began a number
 	exp, inExp := 0, false // the exponent's magnitude so far, capped
 	endExp := func(next byte, atEnd bool) {
-		if inExp && numStart && (atEnd || !wordByte(next) && next != '.' && next != '-' && next != '+') {
+		if inExp && (mode != textWords || numStart && (atEnd || !wordByte(next) && next != '.' && next != '-' && next != '+')) {
 			longest = max(longest, exp)
 		}
 		inExp = false

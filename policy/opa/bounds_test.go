@@ -109,6 +109,10 @@ func TestMoreBuiltinsAreBounded(t *testing.T) {
 		"bits.lsh 1e900": {`bits.lsh(json.unmarshal("1e900"), 70000) > 0`, "over 65536 bits"},
 		// An exponent is as many digits (1e30000: 30,000).
 		"json.unmarshal 1e30000": {`json.unmarshal("1e30000") > 0`, "digits, over the 1000"},
+		// A unit after the exponent hides nothing: units.parse makes the
+		// exact million-digit value (3 s of CPU, past any timeout).
+		"units.parse 1e999999K":        {`units.parse("1e999999K") > 1`, "digits, over the 1000"},
+		"units.parse_bytes 1e999999kb": {`units.parse_bytes("1e999999kb") > 1`, "digits, over the 1000"},
 		// 20,000 leaves 2,000 deep: 160 MB of indentation as YAML.
 		"yaml.marshal": {`v := json.unmarshal(concat("", [concat("", ["[" | some i in numbers.range(1, 2000)]), concat(",", ["1" | some i in numbers.range(1, 20000)]), concat("", ["]" | some i in numbers.range(1, 2000)])]))` + "\n\t" +
 			`count(yaml.marshal(v)) > 0`, "bounded here"},

@@ -224,7 +224,7 @@ func (c *converter) whole(raw []byte) (*ast.Term, error) {
 			default:
 				// Go parses a decimal in time that grows with the square of
 				// its digits, at every comparison: a number is bounded.
-				if n := longestNumber(lit, false); n > MaxNumberDigits {
+				if n := numberSize(lit, textNumber); n > MaxNumberDigits {
 					return nil, fmt.Errorf("%w: a number of %d digits, over the %d a number may have here (opa.MaxNumberDigits)", errInputTooLarge, n, MaxNumberDigits)
 				}
 				if t = ast.InternedIntNumberTermFromString(lit); t == nil {

@@ -623,7 +623,7 @@ func (m *Manager) loadStored(ctx, wait context.Context, tenant, rev string) *loa
 		return &loaded{err: err}
 	}
 	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != rev {
-		return &loaded{err: fmt.Errorf("the stored bundle's SHA-256 is not its revision %s (damaged)", rev)}
+		return &loaded{err: fmt.Errorf("%w: the stored bundle's SHA-256 is not its revision %s", errDamagedBundle, rev)}
 	}
 	// Extracted within storedLimits, not this node's upload limits: the
 	// bundle passed the limits of the node that took its upload (on a
@@ -635,6 +635,19 @@ func (m *Manager) loadStored(ctx, wait context.Context, tenant, rev string) *loa
 		return &loaded{err: err}
 	}
 	return l
+}
+
+// errDamagedBundle: a stored bundle whose bytes are not its revision.
+var errDamagedBundle = errors.New("damaged bundle")
+
+// bundleVerdict reports whether err is what a bundle itself makes of
+// every load — refused (*RejectedError, *BundleError) or damaged — and
+// so is kept as the revision's state until it changes, rather than tried
+// again by the next write.
+func bundleVerdict(err error) bool {
+	var re *RejectedError
+	var be *BundleError
+	return errors.As(err, &re) || errors.As(err, &be) || errors.Is(err, errDamagedBundle)
 }
 
 // storedLimits bound the extraction of a bundle already accepted: the
@@ -696,11 +709,14 @@ func (m *Manager) ensure(ctx context.Context, tenant, rev string) *loaded {
 		return l
 	}
 	l := m.loadStored(ctx, ctx, tenant, rev)
-	var re *core.RetryError
-	if errors.Is(l.err, context.Canceled) || errors.Is(l.err, context.DeadlineExceeded) || errors.As(l.err, &re) {
+	if l.err != nil && !errors.Is(l.err, fs.ErrNotExist) && (ctx.Err() != nil || !bundleVerdict(l.err)) {
 		// The caller stopped waiting (for a check slot, or its request
-		// ended): nothing is known of the revision, and the next write
-		// or Refresh loads it.
+		// ended, perhaps cutting the check short), or the load failed
+		// for a reason other than the bundle (the disk, the sandbox):
+		// nothing is known of the revision, and the next write or
+		// Refresh loads it again.
+		m.opts.Logger.Warn("a tenant's active policy revision did not load this time; the next write tries again",
+			"tenant", tenant, "revision", rev, "error", l.err)
 		return l
 	}
 	if m.sb != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -118,5 +119,35 @@ func TestLoadThatStoppedWaitingIsNotKept(t *testing.T) {
 	l = m.ensure(ctx, "acme", rev)
 	if l.err != nil {
 		t.Fatalf("a later write, every slot free: %v (the first write's context error kept as the revision's load)", l.err)
+	}
+}
+
+// TestLoadCutShortIsNotKept: a write whose deadline passes while the
+// revision it needs compiles (in this process, without Isolate, where
+// the compile honours the write's context) fails, and may say the check
+// ran past its time; the next write still loads the revision, which
+// nothing is wrong with.
+func TestLoadCutShortIsNotKept(t *testing.T) {
+	ctx := context.Background()
+	m := managerOfAcme(t, Options{Checks: 2})
+	var rego strings.Builder // enough rules that compiling takes a while
+	rego.WriteString("package batpak.write\n")
+	for i := range 2000 {
+		fmt.Fprintf(&rego, "\ndeny contains \"X%d\" if { input.event.entity == \"x%d\"; count(input.event.entity) > %d }\n", i, i, i%7)
+	}
+	tp, err := m.Push(ctx, "acme", bytes.NewReader(bundleOf(t, "policy.rego", rego.String())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []time.Duration{0, time.Millisecond, 3 * time.Millisecond, 10 * time.Millisecond, 30 * time.Millisecond, 100 * time.Millisecond} {
+		m.gmu.Lock()
+		delete(m.gates["acme"], tp.Active) // not loaded on this node
+		m.gmu.Unlock()
+		short, cancel := context.WithTimeout(ctx, d)
+		m.ensure(short, "acme", tp.Active)
+		cancel()
+		if l := m.ensure(ctx, "acme", tp.Active); l.err != nil {
+			t.Fatalf("a write after one cut short at %v: %v", d, l.err)
+		}
 	}
 }

@@ -40,7 +40,7 @@ func Decode(body []byte, v any, maxDepth int) error {
 	if errors.As(err, &ie) && ie.Rule == ijson.RuleDuplicateKey {
 		return errorf(CodeInvalidJSON, "", "member name %q repeated in one object (at offset %d): a body names each member once", ie.Key, ie.Offset)
 	}
-	if err == nil {
+	if err == nil && bytes.IndexByte(body, '{') >= 0 {
 		// encoding/json also takes "Entity" for "entity" (and keeps the
 		// last of the two).
 		if name, again, ok := foldRepeat(body); ok {
@@ -250,12 +250,13 @@ func invalidUTF8At(b []byte) int {
 }
 
 // foldRepeat finds a member name of the request object body, or of an
-// object of its "events" array, that repeats an earlier one of the same
-// object but for case (as encoding/json matches names): the first name and
-// its repeat. Payloads are not looked into. body is valid JSON.
+// object nested in it, that repeats an earlier one of the same object but
+// for case (as encoding/json matches names): the first name and its
+// repeat. The values of freeForm members (an event's payload, a plugin's
+// state) are the writer's own and not looked into. body is valid JSON.
 func foldRepeat(body []byte) (first, again string, found bool) {
-	var check func(obj []byte, top bool)
-	check = func(obj []byte, top bool) {
+	var value func(raw []byte)
+	object := func(obj []byte) {
 		seen := map[string]string{}
 		ijson.Members(obj, func(name, raw []byte) bool {
 			k := strings.ToLower(strings.ToUpper(string(name)))
@@ -264,19 +265,32 @@ func foldRepeat(body []byte) (first, again string, found bool) {
 				return false
 			}
 			seen[k] = string(name)
-			if top && k == "events" && len(raw) > 0 && raw[0] == '[' {
-				var items []json.RawMessage
-				if json.Unmarshal(raw, &items) == nil {
-					for _, it := range items {
-						if check(it, false); found {
-							return false
-						}
+			if !freeForm[k] {
+				value(raw)
+			}
+			return !found
+		})
+	}
+	value = func(raw []byte) {
+		switch {
+		case len(raw) == 0:
+		case raw[0] == '{':
+			object(raw)
+		case raw[0] == '[':
+			var items []json.RawMessage
+			if json.Unmarshal(raw, &items) == nil {
+				for _, it := range items {
+					if value(it); found {
+						return
 					}
 				}
 			}
-			return true
-		})
+		}
 	}
-	check(body, true)
+	value(body)
 	return first, again, found
 }
+
+// freeForm names the request members whose values are any JSON of the
+// writer's, not the request's own fields (lower case).
+var freeForm = map[string]bool{"payload": true, "state": true}

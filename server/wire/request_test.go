@@ -358,3 +358,29 @@ func TestDecodeBatchBoundsItems(t *testing.T) {
 		t.Fatalf("refusing an 8 MiB batch of 2.8M events allocated %d bytes", alloc)
 	}
 }
+
+// TestRequestMembersRepeatedButForCase: a request's own member named
+// twice but for case, at any depth of the request ("entity" and
+// "Entity" in a cursor's region), is refused naming both (encoding/json
+// would keep the last, where a proxy in front may read the first); names
+// in a payload are the writer's own and may differ only in case.
+func TestRequestMembersRepeatedButForCase(t *testing.T) {
+	var v struct {
+		Region struct {
+			Entity string `json:"entity"`
+		} `json:"region"`
+		Payload json.RawMessage `json:"payload"`
+	}
+	for body, refused := range map[string]bool{
+		`{"region":{"entity":"public:","Entity":"secret:"}}`:                  true,
+		`{"region":{"entity":"public:"},"REGION":{"entity":"secret:"}}`:       true,
+		`{"region":{"entity":"a"},"payload":{"x":1,"X":2,"Y":{"z":1,"Z":2}}}`: false,
+		`{"region":{"entity":"a"},"payload":[{"entity":1,"Entity":2}]}`:       false,
+	} {
+		err := wire.Decode([]byte(body), &v, 16)
+		var we *wire.Error
+		if refused != (err != nil) || refused && (!errors.As(err, &we) || we.Code != wire.CodeInvalidJSON || !strings.Contains(err.Error(), "but for case")) {
+			t.Errorf("%s: %v, refused %v", body, err, refused)
+		}
+	}
+}
