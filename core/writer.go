@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -603,6 +604,13 @@ func (w *writer) syncAndPublish() bool {
 		w.fail(err)
 		return false
 	}
+	// Let the syncer's goroutine start the fdatasync now. The send made
+	// it runnable on this P, where it would otherwise wait until the
+	// writer blocks after the index insert or another P steals it:
+	// measured here, 113 µs on average between the request and the
+	// system call, 17 µs with the yield; batches of 100 from 8 producers
+	// +13 %, 64 producers of single appends +4 % (benchstat, n=6).
+	runtime.Gosched()
 	ix := w.s.ix
 	ix.Lock()
 	ix.ReserveIDsLocked(len(w.pend))

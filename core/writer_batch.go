@@ -177,7 +177,7 @@ func (w *writer) writeBatch(r *request) *batchWrite {
 // batch is answered.
 func (w *writer) dedupeBatch(r *request) bool {
 	known, fresh := -1, -1
-	origs := make([]idemOriginal, len(r.items))
+	var origs []idemOriginal // made at the first key found: most batches carry none
 	for i := range r.items {
 		key := r.items[i].opts.IdempotencyKey
 		if key == "" {
@@ -197,6 +197,9 @@ func (w *writer) dedupeBatch(r *request) bool {
 			_, err := orig.dedupe(it)
 			r.bt.err = &BatchItemError{Index: i, Err: err}
 			return true
+		}
+		if origs == nil {
+			origs = make([]idemOriginal, len(r.items))
 		}
 		known, origs[i] = i, orig
 	}
