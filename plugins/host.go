@@ -52,6 +52,8 @@ type Host struct {
 	cacheDir   string
 	bounded    passed
 
+	admit func(ctx context.Context) (release func(), err error) // HostOptions.Admit
+
 	mu      sync.Mutex
 	plugins map[string]*Plugin
 }
@@ -94,12 +96,22 @@ type HostOptions struct {
 	CompilerID string
 	// Logger receives plugins' log calls. Default slog.Default().
 	Logger *slog.Logger
+	// Admit, when set, is asked before every call of a plugin and the
+	// call waits for it; release is called when the call ends. A server
+	// hosting many tenants' plugins bounds with it the calls running at
+	// once, so that each has a processor: Limits.Timeout is wall-clock
+	// time and starts only once the call is admitted, so a call never
+	// times out (and faults toward quarantine) for waiting behind other
+	// tenants' calls. An error refuses the call without a fault: the call
+	// returns it as it is (ctx's end: as an abandoned call). nil: every
+	// call runs at once.
+	Admit func(ctx context.Context) (release func(), err error)
 }
 
 // NewHost returns a plugin host.
 func NewHost(opts HostOptions) (*Host, error) {
 	h := &Host{log: opts.Logger, plugins: map[string]*Plugin{},
-		compiler: opts.Compiler, compilerID: opts.CompilerID, cacheDir: opts.CacheDir}
+		compiler: opts.Compiler, compilerID: opts.CompilerID, cacheDir: opts.CacheDir, admit: opts.Admit}
 	if h.log == nil {
 		h.log = slog.Default()
 	}
@@ -842,6 +854,19 @@ func (p *Plugin) callOn(ctx context.Context, v *version, export string, check fu
 	parent := ctx
 	abandoned := func() error {
 		return fmt.Errorf("batpak: plugin %s@%s: call abandoned: %w", v.m.Name, v.m.Version, context.Cause(parent))
+	}
+	if p.h.admit != nil {
+		release, err := p.h.admit(ctx)
+		if err != nil {
+			if parent.Err() != nil {
+				return nil, abandoned()
+			}
+			return nil, err
+		}
+		defer release()
+		if p.Quarantined() { // while it waited
+			return nil, fault(FaultQuarantined, fmt.Errorf("%d consecutive faults; reload the plugin", p.faults.Load()))
+		}
 	}
 	// The timeout covers a fresh instance's initialization too.
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(v.m.Limits.Timeout))

@@ -226,6 +226,13 @@ type Config struct {
 	// module's size) without one tenant's slow upload holding every
 	// other's. Default 2; range 1..64. (server.plugin_checks)
 	PluginChecks int
+	// PluginCallsRunning is how many plugin calls (projection folds,
+	// hosted workers' handlers) run at once, all tenants together, a
+	// tenant at most half: a call waits for its turn before its timeout
+	// starts, so one tenant's busy plugins cannot make another's time out.
+	// Default: the machine's processors, at least 2; range 1..1024.
+	// (server.plugin_calls_running)
+	PluginCallsRunning int
 	// PluginCompile bounds compiling one uploaded or stored plugin module:
 	// a child process (this binary again, see server/plugincompiler)
 	// compiles it and is killed past the time or memory limit, and the
@@ -330,6 +337,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.PluginChecks == 0 {
 		c.PluginChecks = tenantplugin.DefaultChecks
 	}
+	if c.PluginCallsRunning == 0 {
+		c.PluginCallsRunning = tenantplugin.DefaultRunning()
+	}
 	var err error
 	if c.PluginCompile, err = c.PluginCompile.WithDefaults(); err != nil {
 		return c, err
@@ -384,6 +394,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("server.plugin_state_cache_bytes = %d: want 1MiB..16GiB", c.PluginStateCacheBytes)
 	case c.PluginChecks < 1 || c.PluginChecks > tenantplugin.MaxChecks:
 		return c, fmt.Errorf("server.plugin_checks = %d: want 1..%d", c.PluginChecks, tenantplugin.MaxChecks)
+	case c.PluginCallsRunning < 1 || c.PluginCallsRunning > tenantplugin.MaxRunning:
+		return c, fmt.Errorf("server.plugin_calls_running = %d: want 1..%d", c.PluginCallsRunning, tenantplugin.MaxRunning)
 	case c.SSEBufferEvents < 1:
 		return c, fmt.Errorf("server.sse_buffer_events = %d: want at least 1", c.SSEBufferEvents)
 	case (c.TLSCert == "") != (c.TLSKey == ""):
@@ -598,7 +610,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.plugins, err = tenantplugin.Open(ctx, tenantplugin.Options{
 		Dir: filepath.Join(cfg.Root, "plugins"), CacheDir: filepath.Join(cfg.Root, "plugin-cache"), CacheMaxBytes: cfg.PluginCacheBytes, Compiler: compiler, CompilerID: compilerID, Plane: s.plane,
-		Ceilings: cfg.Plugins, LogLines: cfg.PluginLogLines, Checks: cfg.PluginChecks, Logger: cfg.Logger, States: s.states,
+		Ceilings: cfg.Plugins, LogLines: cfg.PluginLogLines, Checks: cfg.PluginChecks, Running: cfg.PluginCallsRunning, Logger: cfg.Logger, States: s.states,
 		Blobs: pluginBlobs, LocalResets: cfg.Cluster != nil && cfg.Cluster.SingleWriteEntries, Node: clusterNodeID(cfg),
 	})
 	if err != nil {

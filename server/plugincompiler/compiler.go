@@ -161,7 +161,12 @@ func (c *Compiler) Compile(ctx context.Context, cacheDir string, original, rewri
 		return fmt.Errorf("%w: %s", plugins.ErrInvalidModule, stderr.Text())
 	case errors.As(err, &exit) && exit.ExitCode() == exitNotCompiled:
 		return errors.New(stderr.Text())
-	case errors.As(err, &exit) && exit.ExitCode() == exitMemory:
+	case errors.As(err, &exit) && exit.ExitCode() == exitMemory,
+		// An allocation the memory limit refused outright (a module
+		// declaring 2³²−1 imports, globals, elements or data segments
+		// makes the compiler ask for them all at once): the Go runtime
+		// dies of it rather than reach the limit's own exit.
+		strings.Contains(stderr.FirstLine(), "runtime: out of memory"):
 		return fmt.Errorf("%w: it took more than %d MiB of memory", ErrLimit, c.limits.MemoryBytes>>20)
 	}
 	// A crash: its first line (a panic's or fatal error's message), never

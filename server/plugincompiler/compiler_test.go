@@ -85,6 +85,30 @@ func TestCompileStopsAtTheMemoryLimit(t *testing.T) {
 	testenv.NoChildren(t, 0)
 }
 
+// TestHugeSectionCountsAreTheMemoryLimit: a module of a few bytes whose
+// import, global, element or data section declares 2³²−1 entries makes
+// the compiler allocate for them all at once; the child dies of the Go
+// runtime's "out of memory", and the refusal names the memory limit like
+// any other compile over it.
+func TestHugeSectionCountsAreTheMemoryLimit(t *testing.T) {
+	c := newCompiler(t, plugincompiler.Limits{MemoryBytes: plugincompiler.MinMemoryBytes, Timeout: time.Minute})
+	for _, section := range []byte{0x02, 0x06, 0x09, 0x0b} {
+		mod := []byte{0, 'a', 's', 'm', 1, 0, 0, 0, section, 6, 0xff, 0xff, 0xff, 0xff, 0x0f}
+		err := c.Compile(context.Background(), t.TempDir(), mod, nil)
+		t.Logf("section %#x: %v", section, err)
+		if err == nil {
+			t.Fatalf("section %#x with 2³²−1 entries compiled", section)
+		}
+		if errors.Is(err, plugins.ErrInvalidModule) {
+			continue // wazero found it invalid first: refused all the same
+		}
+		if !errors.Is(err, plugincompiler.ErrLimit) || !strings.Contains(err.Error(), "more than 64 MiB") {
+			t.Fatalf("section %#x with 2³²−1 entries: %v, want ErrLimit naming 64 MiB", section, err)
+		}
+	}
+	testenv.NoChildren(t, 0)
+}
+
 func TestCompileRefusesAnInvalidModule(t *testing.T) {
 	c := newCompiler(t, plugincompiler.Limits{})
 	bad := append(testmodules.Small(), 0x0a, 0x01) // a second, truncated code section

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -141,6 +142,14 @@ type Options struct {
 	// once, all tenants together (a tenant's own changes run one at a
 	// time). 0 means DefaultChecks; range 1..MaxChecks.
 	Checks int
+	// Running is how many plugin calls run at once, all tenants together
+	// (projection folds and hosted workers' handlers alike); a tenant runs
+	// at most half of them (at least one). A call waits for its turn
+	// before its timeout starts (plugins.HostOptions.Admit), so another
+	// tenant's busy plugins slow a tenant's calls down but do not make
+	// them time out and fault into quarantine. 0 means DefaultRunning();
+	// range 1..MaxRunning.
+	Running int
 	// Blobs, when set, is where modules are kept instead of Dir (a
 	// cluster node passes its replicated blob store): Push puts a module
 	// there before the control plane records its version, and a version
@@ -168,6 +177,14 @@ const (
 	MaxChecks     = 64
 )
 
+// DefaultRunning is Options.Running's default: the machine's processors,
+// at least 2 (so that a tenant's half leaves room for another's). MaxRunning
+// is its largest value.
+func DefaultRunning() int { return max(runtime.NumCPU(), 2) }
+
+// MaxRunning is Options.Running's largest value.
+const MaxRunning = 1024
+
 // Manager keeps the tenants' plugins: uploads, versions, swaps and
 // projections. Safe for concurrent use; a tenant's changes (push, swap,
 // delete) run one at a time, different tenants' at once (one tenant's
@@ -178,6 +195,9 @@ type Manager struct {
 	lmu    sync.Mutex
 	locks  map[string]*tenantLock // the tenants changing now, or waiting to
 	checks *shares.Pool           // a slot for each module being checked (Options.Checks), a share per tenant
+	// running: a slot for each plugin call running (Options.Running), a
+	// share per tenant.
+	running *shares.Pool
 
 	tmu      sync.RWMutex
 	tenants  map[string]*tenantHost
@@ -336,11 +356,17 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	if opts.Checks < 1 || opts.Checks > MaxChecks {
 		return nil, fmt.Errorf("server.plugin_checks = %d: want 1..%d", opts.Checks, MaxChecks)
 	}
+	if opts.Running == 0 {
+		opts.Running = DefaultRunning()
+	}
+	if opts.Running < 1 || opts.Running > MaxRunning {
+		return nil, fmt.Errorf("server.plugin_calls_running = %d: want 1..%d", opts.Running, MaxRunning)
+	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, err
 	}
 	m := &Manager{opts: opts, tenants: map[string]*tenantHost{}, locks: map[string]*tenantLock{}, checks: shares.New(opts.Checks),
-		calls: make(chan struct{}, Calls)}
+		running: shares.New(opts.Running), calls: make(chan struct{}, Calls)}
 	ents, err := os.ReadDir(opts.Dir)
 	if err != nil {
 		return nil, err
@@ -427,7 +453,8 @@ func (m *Manager) host(tenant string) (*tenantHost, error) {
 	if m.opts.CacheDir != "" {
 		compiler = m.opts.Compiler
 	}
-	host, err := plugins.NewHost(plugins.HostOptions{CacheDir: m.opts.CacheDir, Compiler: compiler, CompilerID: m.opts.CompilerID, Logger: slog.New(sink)})
+	admit := func(ctx context.Context) (func(), error) { return m.running.Take(ctx, tenant, 0) }
+	host, err := plugins.NewHost(plugins.HostOptions{CacheDir: m.opts.CacheDir, Compiler: compiler, CompilerID: m.opts.CompilerID, Logger: slog.New(sink), Admit: admit})
 	if err != nil && m.opts.CacheDir != "" {
 		// A cache is never worth refusing the plugins over: compile into
 		// a temporary one (the Compiler needs a directory to compile
@@ -438,7 +465,7 @@ func (m *Manager) host(tenant string) (*tenantHost, error) {
 			m.opts.Logger.Error("the plugin compile cache cannot be used: a tenant's plugins are compiled into a temporary one, again after a restart",
 				"tenant", tenant, "dir", m.opts.CacheDir, "temporary", tmp, "error", err)
 			m.tempDirs = append(m.tempDirs, tmp)
-			host, err = plugins.NewHost(plugins.HostOptions{CacheDir: tmp, Compiler: compiler, CompilerID: m.opts.CompilerID, Logger: slog.New(sink)})
+			host, err = plugins.NewHost(plugins.HostOptions{CacheDir: tmp, Compiler: compiler, CompilerID: m.opts.CompilerID, Logger: slog.New(sink), Admit: admit})
 		}
 		if terr != nil || err != nil {
 			if compiler != nil {
@@ -447,7 +474,7 @@ func (m *Manager) host(tenant string) (*tenantHost, error) {
 			}
 			m.opts.Logger.Error("the plugin compile cache cannot be used: a tenant's plugins are compiled in memory, again at every load",
 				"tenant", tenant, "dir", m.opts.CacheDir, "error", err)
-			host, err = plugins.NewHost(plugins.HostOptions{Logger: slog.New(sink)})
+			host, err = plugins.NewHost(plugins.HostOptions{Logger: slog.New(sink), Admit: admit})
 		}
 	}
 	if err != nil {

@@ -1,0 +1,103 @@
+package tenantplugin_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/plugins"
+	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/tenantplugin"
+)
+
+// TestBusyTenantCannotTimeOutAnother: with two plugin calls running at
+// once (Options.Running 2), a tenant whose projections spin until their
+// timeout runs them one at a time — each has its full timeout once it
+// runs — while another tenant's projection runs beside them at once
+// instead of queueing behind them or sharing the processors with all of
+// them: it answers while the busy tenant's calls are still going.
+func TestBusyTenantCannotTimeOutAnother(t *testing.T) {
+	ctx := policy.WithPrincipal(context.Background(), policy.Principal{ID: "operator"})
+	root := t.TempDir()
+	plane, err := control.Open(control.Options{Dir: filepath.Join(root, "control")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { plane.Close() })
+	for _, tenant := range []string{"acme", "rival"} {
+		if _, err := plane.CreateTenant(ctx, tenant, control.Quotas{}, control.Settings{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store, err := core.Open(core.DefaultConfig(filepath.Join(root, "store")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	c, _ := core.NewCoordinate("order:1", "s")
+	if _, err := store.Append(ctx, c, core.MustKind(1, 1), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	m, err := tenantplugin.Open(ctx, tenantplugin.Options{Dir: filepath.Join(root, "plugins"), Plane: plane, Running: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(context.Background()) })
+	push := func(tenant, name, fixture string, timeout time.Duration) {
+		t.Helper()
+		wasm, err := os.ReadFile(filepath.Join("..", "..", "plugins", "testdata", fixture+".wasm"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		man, _ := json.Marshal(map[string]any{"name": name, "version": "1", "kind": "projection",
+			"sha256": plugins.Digest(wasm), "limits": map[string]any{"timeout": timeout.String(), "max_faults": 100}})
+		if _, err := m.Push(ctx, tenant, man, wasm, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const spin = 300 * time.Millisecond
+	push("rival", "spin", "loop", spin)
+	push("acme", "count", "counter", time.Second)
+
+	const calls = 3 // within tenantplugin.TenantCalls
+	var running atomic.Int32
+	var wg sync.WaitGroup
+	start := time.Now()
+	ends := make([]time.Duration, calls)
+	for i := range calls {
+		wg.Add(1)
+		running.Add(1)
+		go func() {
+			defer wg.Done()
+			defer running.Add(-1)
+			_, err := m.Project(ctx, store, "rival", "spin", "order:1")
+			ends[i] = time.Since(start)
+			var f *plugins.PluginFault
+			if !asFault(err, &f) || f.Kind != plugins.FaultTimeout {
+				t.Errorf("rival's spinning call %d: %v, want its own timeout", i, err)
+			}
+		}()
+	}
+	time.Sleep(spin / 3) // the rival's calls have started or queued
+	if _, err := m.Project(ctx, store, "acme", "count", "order:1"); err != nil {
+		t.Fatalf("acme's projection beside the rival's spinning calls: %v", err)
+	}
+	if running.Load() == 0 {
+		t.Fatal("acme's projection answered only after all the rival's calls ended: it waited behind them")
+	}
+	wg.Wait()
+	last := max(ends[0], ends[1], ends[2])
+	if last < calls*spin*9/10 {
+		t.Fatalf("the rival's %d spinning calls all ended within %v (timeout %v each): they ran at once, beside the other tenant's, not one at a time", calls, last, spin)
+	}
+}
+
+func asFault(err error, f **plugins.PluginFault) bool { return err != nil && errors.As(err, f) }
