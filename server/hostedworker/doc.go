@@ -98,8 +98,11 @@
 // workers a tenant has defined in any state are bounded too
 // (Options.MaxDefined, default 256, never below max_workers): a new name
 // past it is refused naming worker_definitions; a stopped worker's name
-// starts again with any configuration. A worker's status, faults and log are kept per tenant and
-// only answered for that tenant.
+// starts again with any configuration, keeping its restarts and recent
+// faults (stopping and starting again is not a reset: it would otherwise
+// dodge the restart policy's quarantine; ResetWorker clears them). A worker's
+// status, faults and log are kept per tenant and only answered for that
+// tenant.
 //
 // # On a cluster
 //

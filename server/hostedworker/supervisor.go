@@ -131,7 +131,8 @@ type Status struct {
 	Head     uint64 `json:"head"`
 	Lag      uint64 `json:"lag"`
 	// Restarts counts restarts after faults since the worker was last
-	// started, reset or the server started.
+	// reset or the server started (defining it again, stopped or not,
+	// keeps the count, as it keeps RecentFaults).
 	Restarts int `json:"restarts"`
 	// RecentFaults counts the faults within the restart window.
 	RecentFaults int         `json:"recent_faults"`
