@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -149,14 +150,19 @@ func TestClusterMemberRecordsAreNotTenants(t *testing.T) {
 
 // TestClusterLeaveSticks: a node the operator removed stays removed,
 // though it still runs with cluster.join: joining is what a node does on
-// its first start, not whenever it finds itself outside the cluster.
+// its first start, not whenever it finds itself outside the cluster. The
+// removed node says so: its status is removed, its tenant requests and
+// /readyz answer 421 NOT_A_MEMBER (not 503 NOT_LEADER, which clients
+// retry for ever, nor its stale reads). The cluster's last voter cannot
+// be removed: 409, not 500.
 func TestClusterLeaveSticks(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two servers")
 	}
 	root := t.TempDir()
 	n1 := startClusterLeader(t, root)
-	startClusterServer(t, root, "n2", false, n1.base)
+	n2 := startClusterServer(t, root, "n2", false, n1.base)
+	token, _ := clusterTenantKey(t, n1.base, "acme", `["reader"]`)
 	members := func() int {
 		_, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
 		ms, _ := st["members"].([]any)
@@ -170,6 +176,24 @@ func TestClusterLeaveSticks(t *testing.T) {
 	time.Sleep(5 * time.Second) // n2's join loop asks every 2 s
 	if n := members(); n != 1 {
 		t.Fatalf("%d members 5 s after n2 left, want n2 to stay out", n)
+	}
+	if code, st := callOnce(t, "GET", n2.base+"/v1/cluster", clusterOperator, ""); code != 200 || st["removed"] != true {
+		t.Fatalf("the removed node's status: %d removed=%v, want it to say it was removed", code, st["removed"])
+	}
+	for _, path := range []string{"/v1/tenants/acme/stats", "/readyz"} {
+		token := token
+		if path == "/readyz" {
+			token = ""
+		}
+		if code, p := callOnce(t, "GET", n2.base+path, token, ""); code != http.StatusMisdirectedRequest || p["code"] != "NOT_A_MEMBER" {
+			t.Fatalf("GET %s on the removed node: %d %v, want 421 NOT_A_MEMBER", path, code, p)
+		}
+	}
+	if code, p := call(t, "DELETE", n1.base+"/v1/cluster/nodes/n1", clusterOperator, ""); code != http.StatusConflict || !strings.Contains(fmt.Sprint(p["detail"]), "last voting member") {
+		t.Fatalf("removing the last voter: %d %v, want 409 naming it", code, p)
+	}
+	if code, _ := call(t, "GET", n1.base+"/v1/tenants/acme/stats", token, ""); code != 200 {
+		t.Fatalf("the remaining member after the refused removal: %d", code)
 	}
 }
 

@@ -734,6 +734,9 @@ func (c *clusterNode) WaitSequence(ctx context.Context, _ string, s *core.Store,
 func (c *clusterNode) ReadWait() time.Duration { return c.readWait }
 
 // Status implements httpapi.Cluster.
+// Removed implements httpapi.Cluster.
+func (c *clusterNode) Removed() bool { return c.n.Removed() }
+
 func (c *clusterNode) Status(health *cluster.Health) any {
 	st := c.n.Status()
 	type member struct {
@@ -827,12 +830,18 @@ func (c *clusterNode) AddNode(ctx context.Context, id, addr, url string, replace
 // member it was.
 func (c *clusterNode) RemoveNode(_ context.Context, id string) error {
 	if c.n.IsLeader() {
-		member := false
+		member, voters := false, 0
 		for _, m := range c.n.Status().Servers {
 			member = member || m.ID == id
+			if m.Suffrage == "voter" && m.ID != id {
+				voters++
+			}
 		}
 		if !member {
 			return fmt.Errorf("%w: node %q is not a member of the cluster (GET /v1/cluster lists them)", control.ErrNotFound, id)
+		}
+		if voters == 0 {
+			return fmt.Errorf("%w: node %q is the cluster's last voting member: a cluster needs one (join another node first)", control.ErrExists, id)
 		}
 	}
 	return c.n.Leave(id)

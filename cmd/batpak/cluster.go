@@ -44,6 +44,9 @@ leave).`,
 			if st.Halted != "" {
 				fmt.Fprintf(w, "HALTED: %s\n", oneLine(st.Halted))
 			}
+			if st.Removed {
+				fmt.Fprintf(w, "REMOVED: node %s is no longer a member of the cluster; it serves no tenant request. Ask a member below (--server) for the cluster's state; to use this node again, empty its data directory and join it\n", oneLine(st.ID))
+			}
 			showReplicaCheck(w, st.ReplicaCheck)
 			return showMembers(w, st)
 		})
@@ -75,7 +78,10 @@ fail with a quorum left.
 			if err != nil {
 				return remoteError(err)
 			}
-			return show(cmd, st)
+			if err := show(cmd, st); err != nil || !st.Removed {
+				return err
+			}
+			return withExitCode(exitUnavailable, fmt.Errorf("node %s was removed from the cluster: ask a member", oneLine(st.ID)))
 		},
 	}
 	status.Flags().BoolVar(&local, "local", false, "the answering node's view only, without asking the other members")

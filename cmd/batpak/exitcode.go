@@ -77,7 +77,7 @@ func remoteExitCode(err error) int {
 			return exitConflict
 		case client.CodeNotFound:
 			return exitNotFound
-		case client.CodeBusy:
+		case client.CodeBusy, client.CodeNotAMember:
 			return exitUnavailable
 		case client.CodeQuotaExceeded:
 			if ce.RetryAfter > 0 {

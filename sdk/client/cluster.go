@@ -32,6 +32,10 @@ type ClusterStatus struct {
 	LastContact       time.Duration   `json:"last_contact"` // a follower's time since it heard from the leader
 	Members           []ClusterMember `json:"members"`
 	Halted            string          `json:"halted,omitempty"` // why the node stopped applying, if it did
+	// Removed: the answering node was removed from the cluster; Members
+	// is the configuration it last knew, without it, and no Health is
+	// judged.
+	Removed bool `json:"removed,omitempty"`
 	// ReplicaCheck is the leader's automatic replica check; nil on
 	// other nodes (and from servers without it).
 	ReplicaCheck *ReplicaCheck `json:"replica_check,omitempty"`

@@ -34,6 +34,7 @@ const (
 	CodePluginQuarantined   = "PLUGIN_QUARANTINED"   // the plugin refuses calls until reset or swapped
 	CodeNotImplemented      = "NOT_IMPLEMENTED"      // the server does not offer the feature (hosted workers without a plugin source)
 	CodeNotLeader           = "NOT_LEADER"           // a cluster node that does not lead did nothing (see Error.Leader); the client follows and retries
+	CodeNotAMember          = "NOT_A_MEMBER"         // the node was removed from its cluster (421): send requests to a member; not retried
 	CodeOutcomeUnknown      = "OUTCOME_UNKNOWN"      // a cluster lost its leader after proposing the write: it may be written; retried only with an idempotency key
 	CodeNotCaughtUp         = "NOT_CAUGHT_UP"        // a cluster node had not applied min_seq in time; retried
 	CodeTooManyConnections  = "TOO_MANY_CONNECTIONS" // this address has server.max_connections_per_source connections open: refused unread, so any request is retried (after Retry-After)

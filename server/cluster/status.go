@@ -50,6 +50,9 @@ type Status struct {
 	RefusedConnections uint64 `json:"refused_connections"`
 	// Halted is Node.Err's message when the node stopped applying the log.
 	Halted string `json:"halted,omitempty"`
+	// Removed: the latest configuration this node knows (Servers) does
+	// not name it — it was removed from the cluster (Node.Removed).
+	Removed bool `json:"removed,omitempty"`
 }
 
 // Member is one server of the cluster configuration.
@@ -112,6 +115,7 @@ func (n *Node) Status() Status {
 			st.Servers = append(st.Servers, m)
 		}
 	}
+	st.Removed = removedFrom(st.Servers, st.ID)
 	if n.stream != nil {
 		st.RefusedConnections = n.stream.refused.Load()
 	}
@@ -119,4 +123,33 @@ func (n *Node) Status() Status {
 		st.Halted = err.Error()
 	}
 	return st
+}
+
+// Removed reports whether this node was removed from the cluster: the
+// latest configuration it knows names other members and not it. Such a
+// node takes no part in elections or commits (its peers refuse its votes)
+// and learns nothing new; only joining it again (an empty Dir, then
+// Join) makes it a member. A node that never joined has an empty
+// configuration and is not removed.
+func (n *Node) Removed() bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == n.cfg.ID {
+			return false
+		}
+	}
+	return len(f.Configuration().Servers) > 0
+}
+
+// removedFrom is Removed over a status's members.
+func removedFrom(servers []Member, id string) bool {
+	for _, m := range servers {
+		if m.ID == id {
+			return false
+		}
+	}
+	return len(servers) > 0
 }

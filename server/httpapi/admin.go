@@ -394,9 +394,12 @@ func (a *API) readyz(c *call) error {
 		// sends them there (current says which).
 		_, leader := cl.Leader()
 		lead := cl.IsLeader()
+		if !lead && cl.Removed() {
+			return errRemoved()
+		}
 		if !lead && leader == "" {
 			return &apiError{status: 503, code: wire.CodeNotLeader, retryAfter: time.Second,
-				detail: "this cluster node knows no leader (an election, or it is cut off from the majority): it serves no tenant request until it does"}
+				detail: "this cluster node knows no leader (an election, or it is cut off from the majority): it takes no writes, and serves reads only until too long has passed since it last held everything a leader had committed"}
 		}
 		ready["cluster"] = map[string]any{"leading": lead, "current": cl.Current()}
 	}

@@ -62,6 +62,10 @@ type Cluster interface {
 	Status(health *cluster.Health) any
 	// NodeStatus is this node's raft state.
 	NodeStatus() cluster.Status
+	// Removed reports whether this node was removed from the cluster
+	// (cluster.Node.Removed): it then serves no tenant request (421
+	// NOT_A_MEMBER), since it learns of no write, revocation or deletion.
+	Removed() bool
 	// AddNode makes node id, reached by raft at addr and by clients at
 	// url, a voting member (leader only). Adding a member that is already
 	// one, unchanged, does nothing.
@@ -101,6 +105,10 @@ func (a *API) clusterStatus(c *call) error {
 		return errNotFound("this server is not a cluster node")
 	}
 	all, err := allNodes(c)
+	if err == nil && a.opts.Cluster.Removed() {
+		// Its members are no longer its own: no health is judged from them.
+		all = false
+	}
 	if err != nil || !all {
 		if err != nil {
 			return err
@@ -238,6 +246,9 @@ func (a *API) clusterPlace(c *call) error {
 	if err := a.planeStopped(); err != nil {
 		return err // not NOT_LEADER: a leader whose plane stopped never becomes ready to lead
 	}
+	if c.route.Access == Tenant && !cl.IsLeader() && cl.Removed() {
+		return errRemoved()
+	}
 	write := c.r.Method != http.MethodGet && c.r.Method != http.MethodHead && !c.route.reads
 	if (write || linear || c.route.leader) && !cl.IsLeader() {
 		return a.toLeader(c)
@@ -318,6 +329,13 @@ func (a *API) clusterWaitSequence(c *call, s *core.Store, seq uint64) error {
 			detail: fmt.Sprintf("this node has not applied sequence %d within %s; retry, or read with consistency=linearizable", seq, cl.ReadWait())}
 	}
 	return nil
+}
+
+// errRemoved answers a tenant request on a node removed from the
+// cluster: not to be retried here (421, no Retry-After).
+func errRemoved() *apiError {
+	return &apiError{status: http.StatusMisdirectedRequest, code: wire.CodeNotAMember,
+		detail: "this node was removed from the cluster: it serves no tenant request; send requests to a member (GET /v1/cluster on this node lists the members it last knew), or join this node again with an empty data directory"}
 }
 
 // toLeader answers a call this node must not serve: a redirect to the

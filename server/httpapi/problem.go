@@ -92,6 +92,7 @@ var titles = map[string]string{
 	wire.CodeNotLeader:           "Not the leader",
 	wire.CodeOutcomeUnknown:      "Outcome unknown, retry with the same idempotency key",
 	wire.CodeNotCaughtUp:         "Not caught up",
+	wire.CodeNotAMember:          "This node is not a member of the cluster",
 	wire.CodeTooManyConnections:  "Too many connections from this address",
 }
 

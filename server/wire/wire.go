@@ -65,6 +65,10 @@ const (
 	// not applied within server.cluster.read_wait; retry, or read from
 	// the leader.
 	CodeNotCaughtUp = "NOT_CAUGHT_UP"
+	// CodeNotAMember: the node was removed from the cluster (421): it
+	// serves no tenant request and is not to be retried; send requests to
+	// a member.
+	CodeNotAMember = "NOT_A_MEMBER"
 	// CodeTooManyConnections: the client's address (an IPv4 address, an
 	// IPv6 /64) already has server.max_connections_per_source connections
 	// open; the new one was answered with 429 (Retry-After) and closed
