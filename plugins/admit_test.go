@@ -2,6 +2,7 @@ package plugins_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"testing"
 	"time"
@@ -75,3 +76,58 @@ func TestAdmitWaitIsNotTheCallsTime(t *testing.T) {
 }
 
 type refuseKey struct{}
+
+// TestCallWaitingThroughASwapRunsTheNewVersion: a call that waits for
+// its turn (HostOptions.Admit) past a Swap — and past the moment Swap
+// closes the old version — runs the new version, without a fault; a
+// pinned projection's call answers ErrSwapped instead, for its caller to
+// fold again. Neither faults the new version.
+func TestCallWaitingThroughASwapRunsTheNewVersion(t *testing.T) {
+	turn := make(chan struct{})
+	h, err := plugins.NewHost(plugins.HostOptions{Logger: quietLogger(), Admit: func(ctx context.Context) (func(), error) {
+		select {
+		case <-turn:
+			return func() {}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close(context.Background()) })
+	m := projManifest("count")
+	m.Limits.Timeout = plugins.Duration(50 * time.Millisecond)
+	m.Limits.MaxFaults = 1
+	p := load(t, h, fixture(t, "counter"), m)
+	pinned := plugins.Projection{P: p}.Pinned()
+	evs := []core.StoredEvent{oneEvent(kindA)}
+
+	type result struct {
+		out []byte
+		err error
+	}
+	plain, pin := make(chan result, 1), make(chan result, 1)
+	go func() { out, err := p.Fold(context.Background(), nil, evs); plain <- result{out, err} }()
+	go func() { out, err := pinned.ApplyBatch(nil, evs); pin <- result{out, err} }()
+	time.Sleep(50 * time.Millisecond) // both wait for their turn
+	if err := p.Swap(context.Background(), fixture(t, "counter2"), m); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1200 * time.Millisecond) // Swap closes the old version after its timeout + 1 s
+	turn <- struct{}{}
+	turn <- struct{}{}
+	r := <-plain
+	if r.err != nil {
+		t.Fatalf("a call admitted after a swap: %v, want it run on the new version", r.err)
+	}
+	if got := binary.LittleEndian.Uint64(r.out); got != 2 {
+		t.Fatalf("a call admitted after a swap folded one event to %d, want 2 (counter2 counts each event twice)", got)
+	}
+	if r := <-pin; !errors.Is(r.err, plugins.ErrSwapped) {
+		t.Fatalf("a pinned call admitted after a swap: %v, want ErrSwapped", r.err)
+	}
+	if p.Quarantined() {
+		t.Fatal("calls that waited through a swap faulted the new version (max_faults 1)")
+	}
+}

@@ -835,11 +835,20 @@ func (p *Plugin) Swap(ctx context.Context, wasm []byte, m Manifest) error {
 // is a FaultOutput. Faults discard the instance and count toward
 // quarantine; only a call whose output passed check resets the count.
 func (p *Plugin) call(ctx context.Context, export string, check func(out []byte) error, inputs ...[]byte) ([]byte, error) {
-	return p.callOn(ctx, p.cur.Load(), export, check, inputs...)
+	return p.callOn(ctx, nil, export, check, inputs...)
 }
 
-// callOn is call on version v of the module.
-func (p *Plugin) callOn(ctx context.Context, v *version, export string, check func(out []byte) error, inputs ...[]byte) ([]byte, error) {
+// callOn is call on version pin of the module, or (pin nil) on the
+// version current once the call is admitted (HostOptions.Admit): a call
+// that waited for its turn while the plugin was swapped runs the new
+// version, never the old one Swap closes after a while. A pinned call
+// whose version is no longer current when admitted returns ErrSwapped
+// (its caller folds again from the start).
+func (p *Plugin) callOn(ctx context.Context, pin *version, export string, check func(out []byte) error, inputs ...[]byte) ([]byte, error) {
+	v := pin
+	if v == nil {
+		v = p.cur.Load()
+	}
 	fault := func(kind FaultKind, cause error) error {
 		if kind != FaultQuarantined {
 			p.faults.Add(1)
@@ -864,7 +873,15 @@ func (p *Plugin) callOn(ctx context.Context, v *version, export string, check fu
 			return nil, err
 		}
 		defer release()
-		if p.Quarantined() { // while it waited
+		// While it waited the plugin may have been swapped (and the
+		// version it would have run closed) or quarantined.
+		switch cur := p.cur.Load(); {
+		case pin == nil:
+			v = cur
+		case cur != pin:
+			return nil, ErrSwapped
+		}
+		if p.Quarantined() {
 			return nil, fault(FaultQuarantined, fmt.Errorf("%d consecutive faults; reload the plugin", p.faults.Load()))
 		}
 	}
