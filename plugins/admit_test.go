@@ -35,11 +35,7 @@ func TestAdmitWaitIsNotTheCallsTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = h.Close(context.Background()) })
-	m := projManifest("good")
-	m.Limits.Timeout = plugins.Duration(50 * time.Millisecond)
-	m.Limits.MaxFaults = 1
-	p := load(t, h, fixture(t, "counter"), m)
+	p, _ := loadGatedCounter(t, h)
 	evs := []core.StoredEvent{oneEvent(kindA)}
 
 	go func() {
@@ -95,11 +91,7 @@ func TestCallWaitingThroughASwapRunsTheNewVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = h.Close(context.Background()) })
-	m := projManifest("count")
-	m.Limits.Timeout = plugins.Duration(50 * time.Millisecond)
-	m.Limits.MaxFaults = 1
-	p := load(t, h, fixture(t, "counter"), m)
+	p, m := loadGatedCounter(t, h)
 	pinned := plugins.Projection{P: p}.Pinned()
 	evs := []core.StoredEvent{oneEvent(kindA)}
 
@@ -130,4 +122,16 @@ func TestCallWaitingThroughASwapRunsTheNewVersion(t *testing.T) {
 	if p.Quarantined() {
 		t.Fatal("calls that waited through a swap faulted the new version (max_faults 1)")
 	}
+}
+
+// loadGatedCounter loads the counter fixture on h (closed with the test)
+// with a 50 ms timeout, quarantined after one fault; it returns the
+// plugin and its manifest.
+func loadGatedCounter(t *testing.T, h *plugins.Host) (*plugins.Plugin, plugins.Manifest) {
+	t.Helper()
+	t.Cleanup(func() { _ = h.Close(context.Background()) })
+	m := projManifest("count")
+	m.Limits.Timeout = plugins.Duration(50 * time.Millisecond)
+	m.Limits.MaxFaults = 1
+	return load(t, h, fixture(t, "counter"), m), m
 }
