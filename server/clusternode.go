@@ -733,10 +733,10 @@ func (c *clusterNode) WaitSequence(ctx context.Context, _ string, s *core.Store,
 // ReadWait implements httpapi.Cluster.
 func (c *clusterNode) ReadWait() time.Duration { return c.readWait }
 
-// Status implements httpapi.Cluster.
 // Removed implements httpapi.Cluster.
 func (c *clusterNode) Removed() bool { return c.n.Removed() }
 
+// Status implements httpapi.Cluster.
 func (c *clusterNode) Status(health *cluster.Health) any {
 	st := c.n.Status()
 	type member struct {

@@ -115,7 +115,7 @@ func (n *Node) Status() Status {
 			st.Servers = append(st.Servers, m)
 		}
 	}
-	st.Removed = removedFrom(st.Servers, st.ID)
+	st.Removed = n.Removed()
 	if n.stream != nil {
 		st.RefusedConnections = n.stream.refused.Load()
 	}
@@ -142,14 +142,4 @@ func (n *Node) Removed() bool {
 		}
 	}
 	return len(f.Configuration().Servers) > 0
-}
-
-// removedFrom is Removed over a status's members.
-func removedFrom(servers []Member, id string) bool {
-	for _, m := range servers {
-		if m.ID == id {
-			return false
-		}
-	}
-	return len(servers) > 0
 }
