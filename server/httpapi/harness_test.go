@@ -155,6 +155,19 @@ func (e *env) req(method, path, token string, body any, hdr ...string) resp {
 	return resp{res.StatusCode, res.Header, b}
 }
 
+// sendRaw sends r as it is (for what req cannot build: a header given
+// twice, a body sent chunked) and returns the status and body.
+func sendRaw(t *testing.T, r *http.Request) (int, []byte) {
+	t.Helper()
+	res, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, b
+}
+
 // must asserts the status.
 func (e *env) must(r resp, status int) resp {
 	e.t.Helper()

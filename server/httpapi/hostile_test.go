@@ -234,14 +234,8 @@ func TestImportChunkedKeepsStorageQuota(t *testing.T) {
 		r, _ := http.NewRequest("POST", e.base+"/v1/tenants/acme/import", rd)
 		r.Header.Set("Authorization", "Bearer "+k["admin"])
 		r.Header.Set("Content-Type", "application/x-ndjson")
-		res, err := http.DefaultClient.Do(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if res.StatusCode != 507 || !strings.Contains(string(b), "storage_bytes") {
-			t.Fatalf("chunked=%v: import past the storage quota: %d %s", chunked, res.StatusCode, b)
+		if code, b := sendRaw(t, r); code != 507 || !strings.Contains(string(b), "storage_bytes") {
+			t.Fatalf("chunked=%v: import past the storage quota: %d %s", chunked, code, b)
 		}
 		st := e.must(e.req("GET", "/v1/tenants/acme/stats", k["admin"], nil), 200).json(t)
 		if got := st["bytes"].(float64); got > 2*limit {

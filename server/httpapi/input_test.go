@@ -2,7 +2,6 @@ package httpapi_test
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -221,14 +220,8 @@ func TestTwoAuthorizationHeadersRefused(t *testing.T) {
 		}
 		r.Header.Add("Authorization", "Bearer "+pair[0])
 		r.Header.Add("Authorization", "Bearer "+pair[1])
-		res, err := http.DefaultClient.Do(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if res.StatusCode != 400 || !strings.Contains(string(b), "more than one Authorization header") {
-			t.Fatalf("two Authorization headers: %d %s, want 400 naming them", res.StatusCode, b)
+		if code, b := sendRaw(t, r); code != 400 || !strings.Contains(string(b), "more than one Authorization header") {
+			t.Fatalf("two Authorization headers: %d %s, want 400 naming them", code, b)
 		}
 	}
 }
