@@ -14,13 +14,19 @@ type Pool struct {
 	all chan struct{}
 
 	mu      sync.Mutex
-	tenants map[string]chan struct{} // each tenant's share, made on first use
+	tenants map[string]*share // made on a tenant's first take, dropped when no take holds or waits on it
+}
+
+// share is one tenant's slots and the takes that hold or wait on them.
+type share struct {
+	slots chan struct{}
+	takes int // guarded by Pool.mu
 }
 
 // New is a pool of n slots (at least 1); a tenant holds at most n/2 of
 // them (at least 1).
 func New(n int) *Pool {
-	return &Pool{all: make(chan struct{}, max(n, 1)), tenants: map[string]chan struct{}{}}
+	return &Pool{all: make(chan struct{}, max(n, 1)), tenants: map[string]*share{}}
 }
 
 // Size is the pool's slots, PerTenant a tenant's share.
@@ -40,15 +46,11 @@ var (
 // Take takes one of the tenant's share, then one of the pool's, waiting
 // for them while ctx lasts and, when wait > 0, at most wait in all (then
 // ErrTenantShare or ErrPool); ctx's error when it ends first. The release
-// gives both back (once).
+// gives both back (once). The pool keeps a tenant's entry only while a
+// take holds or waits on it, so tenants that come and go leave nothing.
 func (p *Pool) Take(ctx context.Context, tenant string, wait time.Duration) (release func(), err error) {
-	p.mu.Lock()
-	own, ok := p.tenants[tenant]
-	if !ok {
-		own = make(chan struct{}, p.PerTenant())
-		p.tenants[tenant] = own
-	}
-	p.mu.Unlock()
+	sh := p.enter(tenant)
+	own := sh.slots
 	var expired <-chan time.Time
 	if wait > 0 {
 		t := time.NewTimer(wait)
@@ -58,21 +60,48 @@ func (p *Pool) Take(ctx context.Context, tenant string, wait time.Duration) (rel
 	select {
 	case own <- struct{}{}:
 	case <-ctx.Done():
+		p.leave(tenant, sh)
 		return nil, ctx.Err()
 	case <-expired:
+		p.leave(tenant, sh)
 		return nil, ErrTenantShare
 	}
 	select {
 	case p.all <- struct{}{}:
 	case <-ctx.Done():
 		<-own
+		p.leave(tenant, sh)
 		return nil, ctx.Err()
 	case <-expired:
 		<-own
+		p.leave(tenant, sh)
 		return nil, ErrPool
 	}
 	var once sync.Once
-	return func() { once.Do(func() { <-p.all; <-own }) }, nil
+	return func() { once.Do(func() { <-p.all; <-own; p.leave(tenant, sh) }) }, nil
+}
+
+// enter finds or makes the tenant's share and counts one more take on it.
+func (p *Pool) enter(tenant string) *share {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sh, ok := p.tenants[tenant]
+	if !ok {
+		sh = &share{slots: make(chan struct{}, p.PerTenant())}
+		p.tenants[tenant] = sh
+	}
+	sh.takes++
+	return sh
+}
+
+// leave counts one take fewer on the tenant's share and drops the share
+// when none is left.
+func (p *Pool) leave(tenant string, sh *share) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if sh.takes--; sh.takes == 0 {
+		delete(p.tenants, tenant)
+	}
 }
 
 // Refusal is what Take's err says of the pool, for a refusal of what
@@ -93,5 +122,16 @@ func (p *Pool) Refusal(err error, what string) (string, bool) {
 func (p *Pool) InUse(tenant string) (all, byTenant int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.all), len(p.tenants[tenant])
+	if sh := p.tenants[tenant]; sh != nil {
+		byTenant = len(sh.slots)
+	}
+	return len(p.all), byTenant
+}
+
+// Tenants is how many tenants' shares the pool keeps now: those with a
+// take that holds or waits on a slot.
+func (p *Pool) Tenants() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.tenants)
 }

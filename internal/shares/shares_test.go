@@ -44,8 +44,48 @@ func TestShares(t *testing.T) {
 			t.Fatalf("after the releases: %d in use, %d by %s", all, mine, tenant)
 		}
 	}
+	if n := p.Tenants(); n != 0 {
+		t.Fatalf("after every take returned or gave up, the pool keeps %d tenants' shares", n)
+	}
 	if one := shares.New(1); one.PerTenant() != 1 || one.Size() != 1 {
 		t.Fatalf("a pool of 1: %d per tenant of %d", one.PerTenant(), one.Size())
+	}
+}
+
+// TestSharesOfGoneTenantsAreDropped: a pool that has served many tenants
+// keeps only the shares of tenants whose takes hold or wait on a slot, so
+// tenants created and deleted over a server's life cost it nothing.
+func TestSharesOfGoneTenantsAreDropped(t *testing.T) {
+	p := shares.New(4)
+	ctx := context.Background()
+	held, err := p.Take(ctx, "stays", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1000 {
+		release, err := p.Take(ctx, fmt.Sprintf("tenant-%d", i), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		release()
+	}
+	if n := p.Tenants(); n != 1 {
+		t.Fatalf("1,000 tenants came and went beside one holding a slot: %d shares kept, want 1", n)
+	}
+	second, err := p.Take(ctx, "stays", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, mine := p.InUse("stays"); mine != 2 {
+		t.Fatalf("a tenant's second take while its first holds: %d of its share in use, want 2", mine)
+	}
+	held()
+	if _, mine := p.InUse("stays"); mine != 1 || p.Tenants() != 1 {
+		t.Fatalf("one of two takes returned: %d in use, %d shares kept; want 1 and 1", mine, p.Tenants())
+	}
+	second()
+	if n := p.Tenants(); n != 0 {
+		t.Fatalf("every take returned: %d shares kept, want 0", n)
 	}
 }
 
