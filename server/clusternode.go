@@ -269,7 +269,7 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 		// node's stores too: followers open stores when applying, with no
 		// request (and no registry lease) asking for them.
 		MaxOpenStores: s.cfg.MaxOpenTenants, StoreIdleTimeout: s.cfg.TenantIdleTimeout,
-		StoreConfig: s.clusterStoreConfig, RaftLog: s.cfg.Stderr}
+		StoreConfig: s.clusterStoreConfig, Logger: s.cfg.Logger}
 	switch n := btoi(cfg.TLSCert != "") + btoi(cfg.TLSKey != "") + btoi(cfg.TLSCA != ""); n {
 	case 0:
 	case 3:

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -336,7 +337,7 @@ func TestCatchUp1M(t *testing.T) {
 				// A 300 ms lease loses the leader to a loaded 2-core machine
 				// during the bulk write: raft's own timings.
 				if os.Getenv("BATPAK_RAFT_LOG") != "" {
-					cfgs[i].RaftLog = os.Stderr
+					cfgs[i].Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 				}
 				n, err := cluster.Open(cfgs[i])
 				if err != nil {
@@ -527,7 +528,7 @@ func threeNodesTCP(t *testing.T) *cluster.Node {
 	nodes := tcpCluster(t, "f", 3, func(dir, id string) *cluster.Node {
 		cfg := cluster.Config{ID: id, Dir: dir, Bind: "127.0.0.1:0"}
 		if os.Getenv("BATPAK_RAFT_LOG") != "" {
-			cfg.RaftLog = os.Stderr
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 		}
 		n, err := cluster.Open(cfg)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,7 +34,7 @@ func fastTimeouts(c *cluster.Config) {
 	c.ElectionTimeout = 500 * time.Millisecond
 	c.LeaderLeaseTimeout = 500 * time.Millisecond
 	if os.Getenv("BATPAK_RAFT_LOG") != "" {
-		c.RaftLog = os.Stderr
+		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"io/fs"
 	"net"
 	"os"
@@ -19,7 +20,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
@@ -114,8 +114,10 @@ type Config struct {
 	// ApplyTimeout bounds how long Append waits for its entry to be
 	// enqueued when ctx has no deadline. Default 10s.
 	ApplyTimeout time.Duration
-	// RaftLog receives raft's own log lines; nil discards them.
-	RaftLog io.Writer
+	// Logger receives raft's own log lines ("raft ID: message", with
+	// raft's key/value pairs as attributes) at their levels, raft's trace
+	// as debug; nil discards them.
+	Logger *slog.Logger
 
 	// MaxItems is the most items one Append or AppendBatch may carry (one
 	// raft entry). Default 4096; range 1..65536.
@@ -274,11 +276,7 @@ func Open(cfg Config) (*Node, error) {
 	}
 	rc.BatchApplyCh = true
 	rc.MaxAppendEntries = 256
-	out := cfg.RaftLog
-	if out == nil {
-		out = io.Discard
-	}
-	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft " + cfg.ID, Output: out, Level: hclog.Info})
+	rc.Logger = newRaftLogger(cfg.Logger, "raft "+cfg.ID)
 	if err := raft.ValidateConfig(rc); err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
@@ -309,7 +307,7 @@ func Open(cfg Config) (*Node, error) {
 		bolt.Close()
 		return nil, err
 	}
-	snaps, err := raft.NewFileSnapshotStore(raftDir, 2, out)
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, 2, newRaftLogger(cfg.Logger, "raft-snapshots "+cfg.ID))
 	if err != nil {
 		bolt.Close()
 		return nil, fmt.Errorf("cluster: opening raft snapshots: %w", err)
@@ -317,7 +315,7 @@ func Open(cfg Config) (*Node, error) {
 	trans := cfg.Transport
 	var stream *guardedStream
 	if trans == nil {
-		if trans, stream, err = newTCPTransport(cfg, out); err != nil {
+		if trans, stream, err = newTCPTransport(cfg); err != nil {
 			bolt.Close()
 			return nil, err
 		}

@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -50,7 +51,7 @@ func TestRestartedFollowerNotesCommitsAsTheyArrive(t *testing.T) {
 	opened := make(chan *Node, 1)
 	go func() {
 		cfg := keyedConfig(root, id, addr)
-		cfg.RaftLog = g
+		cfg.Logger = slog.New(slog.NewTextHandler(g, nil))
 		n, err := Open(cfg)
 		if err != nil {
 			t.Error(err)

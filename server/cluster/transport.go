@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"sync"
@@ -15,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
 
@@ -125,7 +123,7 @@ func LoadTLS(certFile, keyFile, caFile string, verifyClients bool) (*tls.Config,
 // newTCPTransport is raft's transport over TCP: inside TLS when cfg.TLS
 // is set, behind the peer-key handshake (peerkey.go) when cfg.PeerKey is,
 // plain otherwise; stream is its stream layer.
-func newTCPTransport(cfg Config, out io.Writer) (trans raft.Transport, stream *guardedStream, err error) {
+func newTCPTransport(cfg Config) (trans raft.Transport, stream *guardedStream, err error) {
 	var adv net.Addr
 	if cfg.Advertise != "" {
 		a, err := net.ResolveTCPAddr("tcp", cfg.Advertise)
@@ -158,7 +156,7 @@ func newTCPTransport(cfg Config, out io.Writer) (trans raft.Transport, stream *g
 		s.Close()
 		return nil, nil, fmt.Errorf("cluster: %s is not an address other nodes can dial: set Config.Advertise", s.Addr())
 	}
-	logger := hclog.New(&hclog.LoggerOptions{Name: "raft-net", Output: out, Level: hclog.Info})
+	logger := newRaftLogger(cfg.Logger, "raft-net "+cfg.ID)
 	return &tcpTransport{
 		NetworkTransport: raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream: s, MaxPool: transportMaxPool, Timeout: transportTimeout, Logger: logger}),
