@@ -344,3 +344,40 @@ func TestPolicyDecisionLogQueueFull(t *testing.T) {
 	}
 	t.Logf("%v of %d denials dropped with a queue of 1", dropped, writers*each)
 }
+
+// TestDecisionWithHugeNumbersIsListed: a denial whose reason context and
+// recorded input hold a number past float64's range (a writer sent
+// 1e400; the policy named it) is listed like any other, by id and in
+// the whole log, with the number exactly as sent; a writer cannot keep
+// its refused writes out of the log by choosing such numbers.
+func TestDecisionWithHugeNumbersIsListed(t *testing.T) {
+	ps := startPolicyServer(t, t.TempDir(), nil)
+	ctx := context.Background()
+	acme := acmeAdmin(t, ps)
+	bundle := tarGz(t, "policy.rego", `package batpak.write
+
+deny contains {"code": "TOO_BIG", "message": "amount over limit", "amount": input.event.payload.amount} if {
+	input.event.payload.amount >= 1000
+}
+`)
+	if _, err := acme.PushPolicy(ctx, bytes.NewReader(bundle)); err != nil {
+		t.Fatal(err)
+	}
+	const huge = "1e400"
+	_, err := acme.Append(ctx, client.AppendRequest{Entity: "order:1", Scope: "s", Kind: "1:1", Payload: []byte(`{"amount":` + huge + `}`)})
+	var e *client.Error
+	if !errors.As(err, &e) || e.DecisionID() == "" {
+		t.Fatalf("an amount of %s: %v, want a logged denial", huge, err)
+	}
+	byID := allDecisions(t, acme, client.PolicyDecisionQuery{ID: e.DecisionID()})
+	if len(byID) != 1 {
+		t.Fatalf("the decision %s by its id: %d entries, want 1", e.DecisionID(), len(byID))
+	}
+	d := byID[0]
+	if len(d.Reasons) != 1 || fmt.Sprint(d.Reasons[0].Context["amount"]) != huge || fmt.Sprint(d.Input["event.payload.amount"]) != huge {
+		t.Fatalf("the logged decision: reasons %+v, input %v; want the amount %s exactly in both", d.Reasons, d.Input, huge)
+	}
+	if all := allDecisions(t, acme, client.PolicyDecisionQuery{Result: "denied"}); len(all) != 1 || all[0].ID != e.DecisionID() {
+		t.Fatalf("the log's denials: %d, want the one of amount %s", len(all), huge)
+	}
+}

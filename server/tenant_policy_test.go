@@ -728,6 +728,24 @@ func TestTenantPolicyErrorsKeepServerPaths(t *testing.T) {
 			t.Errorf("the refusal shows the server's directories: %s", msg)
 		}
 	}
+	// OPA names a bundle it cannot load by its directory ("bundle DIR:
+	// …"): a broken manifest or data file is refused naming what is
+	// wrong, and "<bundle>" for the directory.
+	rego := denyPrefix("NO", "secret:")
+	for name, files := range map[string][]string{
+		"a manifest that is not JSON":  {"w.rego", rego, ".manifest", "{not json"},
+		"a manifest of other roots":    {"w.rego", rego, ".manifest", `{"roots":["x"]}`},
+		"a data file that is not JSON": {"w.rego", rego, "data.json", "{broken"},
+	} {
+		_, err := admin.PushPolicy(ctx, bytes.NewReader(tarGz(t, files...)))
+		var e *client.Error
+		if !errors.As(err, &e) || e.Status != 422 {
+			t.Fatalf("%s: %v, want 422", name, err)
+		}
+		if msg := e.Error(); strings.Contains(msg, os.TempDir()) || strings.Contains(msg, ".bundle-") || strings.Contains(msg, "policies") {
+			t.Errorf("%s: the refusal shows the server's directories: %s", name, msg)
+		}
+	}
 }
 
 // TestTenantPolicyCheckTimeout: a bundle whose tests run long (each

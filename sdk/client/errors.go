@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -115,10 +116,28 @@ func (e *Error) Reasons() []DenialReason {
 
 // DenialReason is one reason a policy refused a write.
 type DenialReason struct {
-	Code    string         `json:"code"`
-	Message string         `json:"message"`
-	Gate    string         `json:"gate,omitempty"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Gate    string `json:"gate,omitempty"`
+	// Context is what the policy attached; its numbers are json.Number,
+	// exactly as the policy gave them (a number past float64's range
+	// included).
 	Context map[string]any `json:"context,omitempty"`
+}
+
+// UnmarshalJSON decodes a reason keeping its context's numbers exact
+// (json.Number).
+func (r *DenialReason) UnmarshalJSON(b []byte) error {
+	type plain DenialReason
+	return decodeExact(b, (*plain)(r))
+}
+
+// decodeExact decodes b into v with numbers in interface values kept as
+// json.Number.
+func decodeExact(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	return dec.Decode(v)
 }
 
 // retryable reports whether a request that failed with err may be sent

@@ -114,8 +114,16 @@ type PolicyDecision struct {
 	Reasons   []DenialReason  `json:"reasons,omitempty"`
 	// Input holds the input fields the deciding policies read, by path
 	// ("event.entity": …), each bounded by the server's
-	// policy_decision_max_bytes.
+	// policy_decision_max_bytes; numbers are json.Number, exactly as
+	// recorded.
 	Input map[string]any `json:"input,omitempty"`
+}
+
+// UnmarshalJSON decodes a decision keeping its numbers exact
+// (json.Number).
+func (d *PolicyDecision) UnmarshalJSON(b []byte) error {
+	type plain PolicyDecision
+	return decodeExact(b, (*plain)(d))
 }
 
 // PolicyDecisions returns up to limit (0: the server's default page) of

@@ -555,8 +555,11 @@ func (s *decisionStore) query(t string, q DecisionQuery) (DecisionPage, error) {
 			if before != nil && !pos.less(*before) {
 				continue
 			}
-			var d Decision
-			if json.Unmarshal(line, &d) != nil || !q.matches(d) {
+			// A line that does not decode is damage (a torn write, a
+			// file changed by hand): every line this log writes decodes,
+			// numbers of any size included (decodeDecision).
+			d, err := decodeDecision(line)
+			if err != nil || !q.matches(d) {
 				continue
 			}
 			if len(page.Decisions) == q.Limit {
@@ -573,4 +576,16 @@ func (s *decisionStore) query(t string, q DecisionQuery) (DecisionPage, error) {
 func (q DecisionQuery) matches(d Decision) bool {
 	return (q.ID == "" || d.ID == q.ID) && (q.Result == "" || d.Result == q.Result) &&
 		(q.Revision == "" || d.Revision == q.Revision) && (q.Since.IsZero() || !d.Time.Before(q.Since))
+}
+
+// decodeDecision reads one line of the log. Numbers in the input fields
+// and the reasons' contexts stay json.Number, so a number past float64's
+// range (a policy may name one, or read one from a payload) reads back
+// exactly instead of failing the line.
+func decodeDecision(line []byte) (Decision, error) {
+	var d Decision
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.UseNumber()
+	err := dec.Decode(&d)
+	return d, err
 }

@@ -1,6 +1,7 @@
 package tenantpolicy
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/ijson"
 	"github.com/batpak-go/batpak/policy"
 )
 
@@ -99,7 +101,11 @@ func newDecisionID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// inputFields picks the values at paths ("event.entity", …) of in.
+// inputFields picks the values at paths ("event.entity", …) of in, each
+// as the raw JSON the policy read (numbers kept exactly, however large),
+// JSON null where the input has no such value. It reads the encoded input
+// member by member rather than decoding it whole, so a large payload of
+// which the policy read one field costs one pass over it.
 func inputFields(in *policy.Input, paths []string) map[string]any {
 	if len(paths) == 0 {
 		return nil
@@ -108,22 +114,19 @@ func inputFields(in *policy.Input, paths []string) map[string]any {
 	if err != nil {
 		return nil
 	}
-	var doc any
-	if json.Unmarshal(raw, &doc) != nil {
-		return nil
-	}
 	out := make(map[string]any, len(paths))
 	for _, p := range paths {
-		v := doc
+		v, ok := raw, true
 		for _, part := range strings.Split(p, ".") {
-			m, ok := v.(map[string]any)
-			if !ok {
-				v = nil
+			if v, ok = ijson.Lookup(v, part); !ok {
 				break
 			}
-			v = m[part]
 		}
-		out[p] = v
+		if ok {
+			out[p] = json.RawMessage(bytes.Clone(v))
+		} else {
+			out[p] = nil
+		}
 	}
 	return out
 }

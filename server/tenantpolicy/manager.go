@@ -557,7 +557,11 @@ func checkDir(ctx context.Context, dir string, test bool, testTimeout, timeout, 
 	}
 	scrub := func(lines []string) []string {
 		for i, l := range lines {
-			lines[i] = strings.ReplaceAll(l, dir+string(filepath.Separator), "")
+			// Paths inside the bundle lose the directory ("a/w.rego");
+			// the directory itself, as OPA names the bundle ("bundle
+			// DIR: …"), becomes "<bundle>".
+			l = strings.ReplaceAll(l, dir+string(filepath.Separator), "")
+			lines[i] = strings.ReplaceAll(l, dir, "<bundle>")
 		}
 		return lines
 	}
