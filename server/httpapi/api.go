@@ -132,6 +132,9 @@ type API struct {
 	// startVerify).
 	verifyMu sync.Mutex
 	verifies map[string]bool
+	// imports holds the tenants an import into is running (startImport;
+	// guarded by verifyMu).
+	imports map[string]bool
 	// digesting is held while a replica digest runs (one at a time);
 	// digestRequests counts the digest requests in hand, waiting for
 	// their events or running (at most MaxDigestRequests).

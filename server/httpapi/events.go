@@ -235,6 +235,14 @@ func (a *API) importEvents(c *call) error {
 		return err
 	}
 	defer release()
+	// One import into a tenant runs at a time: each holds the storage
+	// quota against the usage when it started plus the bytes it has read,
+	// which would not see another import's bytes.
+	done, err := a.startImport(c.tenant)
+	if err != nil {
+		return err
+	}
+	defer done()
 	// The body is held to the storage quota, and the credential
 	// rechecked, as it is read: a chunked body declares no length, and a
 	// long import must stop when its key is revoked. An import also keeps
@@ -249,7 +257,9 @@ func (a *API) importEvents(c *call) error {
 	_ = rc.SetReadDeadline(time.Time{})
 	ctx := c.writeCtx()
 	body := &importBody{r: c.r.Body, ctx: ctx, idle: a.opts.ReadTimeout, deadline: rc.SetReadDeadline, check: func(read int) error {
-		if ex := qt.CheckStorage(st.Bytes, read); ex != nil {
+		// The tenant's other writes meanwhile count too (the usage now
+		// holds them and what this import has written so far).
+		if ex := qt.CheckStorage(max(st.Bytes+int64(read), s.Usage().Bytes), 0); ex != nil {
 			return ex
 		}
 		return a.recheck(c)
@@ -646,6 +656,26 @@ func (a *API) stats(c *call) error {
 // tenants: each reads its tenant's whole log and holds state for every
 // entity (about 0.5 KiB each) while it runs.
 const maxVerifies = 2
+
+// startImport marks an import into tenant as running, or refuses it
+// (503 BUSY) while another one is.
+func (a *API) startImport(tenant string) (done func(), err error) {
+	a.verifyMu.Lock()
+	defer a.verifyMu.Unlock()
+	if a.imports[tenant] {
+		return nil, &apiError{status: 503, code: wire.CodeBusy, retryAfter: 5 * time.Second,
+			detail: "an import into this tenant is running; imports into one tenant run one at a time"}
+	}
+	if a.imports == nil {
+		a.imports = map[string]bool{}
+	}
+	a.imports[tenant] = true
+	return func() {
+		a.verifyMu.Lock()
+		delete(a.imports, tenant)
+		a.verifyMu.Unlock()
+	}, nil
+}
 
 // startVerify claims a verify run for tenant: one per tenant at a time,
 // maxVerifies in all. Past either: 503 BUSY with Retry-After. done gives

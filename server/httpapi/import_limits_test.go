@@ -290,3 +290,36 @@ func TestVerifiesRunOneAtATime(t *testing.T) {
 		}
 	}
 }
+
+// TestImportsIntoOneTenantRunOneAtATime: each import holds the storage
+// quota against the usage when it began plus what it has read, so two at
+// once would each miss the other's bytes; a second import into the same
+// tenant while one runs is refused (503 BUSY, retry), another tenant's
+// import is not, and the tenant's next import runs once the first ends.
+func TestImportsIntoOneTenantRunOneAtATime(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	other := e.tenant("globex")
+	conn, _ := stalledImport(t, e, k["admin"])
+	time.Sleep(200 * time.Millisecond)
+	r := e.req("POST", "/v1/tenants/acme/import", k["admin"], ndjsonLines(1, 8), "Content-Type", "application/x-ndjson")
+	if r.status != 503 || !strings.Contains(string(r.body), "BUSY") || !strings.Contains(string(r.body), "import into this tenant is running") {
+		t.Fatalf("a second import into acme while one runs: %d %s, want 503 BUSY naming the running import", r.status, r.body)
+	}
+	r = e.req("POST", "/v1/tenants/globex/import", other["admin"], ndjsonLines(1, 8), "Content-Type", "application/x-ndjson")
+	if r.status != 200 {
+		t.Fatalf("an import into another tenant meanwhile: %d %s", r.status, r.body)
+	}
+	conn.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r := e.req("POST", "/v1/tenants/acme/import", k["admin"], ndjsonLines(1, 8), "Content-Type", "application/x-ndjson")
+		if r.status == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("acme's next import after the first ended: %d %s", r.status, r.body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
