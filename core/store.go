@@ -332,6 +332,12 @@ type Usage struct {
 	Fsyncs         uint64
 	GroupCommits   uint64        // as Stats.GroupCommits
 	SyncTime       time.Duration // as Stats.SyncTime
+	// IndexBytes is a running estimate of the heap the index holds, kept
+	// as it grows: a fixed cost per event (its entry, postings and id
+	// slot) plus each entity's, scope's and held idempotency key's name
+	// and overhead. It is close to Stats.IndexBytes, which walks the
+	// index, and what a server holds a tenant's memory quota to.
+	IndexBytes int64
 }
 
 // Usage reports the log end, segment bytes and fsyncs without walking the
@@ -341,6 +347,7 @@ func (s *Store) Usage() Usage {
 	var u Usage
 	s.ix.RLock()
 	u.GlobalSequence = uint64(s.ix.Len())
+	u.IndexBytes = s.ix.EstimatedBytes()
 	s.ix.RUnlock()
 	var activeID uint32
 	var activeEnd int64 = -1

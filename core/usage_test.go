@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -38,4 +39,48 @@ func TestUsageMatchesStats(t *testing.T) {
 	if u := s.Usage(); u.Segments < 2 || u.Bytes == 0 || u.Fsyncs == 0 {
 		t.Fatalf("after 600 durable appends over 64 KiB segments: %+v", u)
 	}
+}
+
+// TestUsageIndexBytesFollowsTheIndex: Usage's running estimate of the
+// index's heap counts each event and each entity's, scope's and
+// idempotency key's name, so long names cost what they hold; it stays
+// near the walked figure of Stats, before and after the store is opened
+// again (from its checkpoint or its segments).
+func TestUsageIndexBytesFollowsTheIndex(t *testing.T) {
+	dir := t.TempDir()
+	cfg := core.DefaultConfig(dir)
+	s, err := core.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kind, _ := core.CustomKind(1, 1)
+	const n, nameLen = 2000, 900
+	before := s.Usage().IndexBytes
+	for i := range n {
+		name := fmt.Sprintf("e%04d:%s", i, strings.Repeat("x", nameLen))
+		coord, _ := core.NewCoordinate(name, fmt.Sprintf("s%04d:%s", i, strings.Repeat("y", nameLen)))
+		if _, err := s.AppendWithOptions(context.Background(), coord, kind, []byte(`{}`), core.AppendOptions{IdempotencyKey: fmt.Sprintf("k%04d:%s", i, strings.Repeat("z", 100))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	near := func(when string, s *core.Store) {
+		t.Helper()
+		est, walked := s.Usage().IndexBytes, s.Stats().IndexBytes
+		if minimum := int64(n * 2 * nameLen); est-before < minimum {
+			t.Fatalf("%s: the estimate grew %d bytes for %d events with two %d-byte names each, want at least %d", when, est-before, n, nameLen, minimum)
+		}
+		if est < walked/2 || est > walked*2 {
+			t.Fatalf("%s: the estimate %d is far from the walked figure %d", when, est, walked)
+		}
+	}
+	near("written", s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = core.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	near("opened again", s)
 }

@@ -125,6 +125,7 @@ var serverSettings = []serverSetting{
 	{"server.jwt.tenant_claim", "", kindText, "tenant", "JWT claim naming the tenant", func(t *serverTarget, v settingValue) { t.jwt.TenantClaim = v.str }},
 	{"server.jwt.roles_claim", "", kindText, "roles", "JWT claim listing roles", func(t *serverTarget, v settingValue) { t.jwt.RolesClaim = v.str }},
 	{"server.quotas.storage_bytes", "", kindSize, "10GiB", "default storage quota per tenant", func(t *serverTarget, v settingValue) { t.q.StorageBytes = v.n }},
+	{"server.quotas.index_bytes", "", kindSize, "1GiB", "default memory a tenant's index may hold", func(t *serverTarget, v settingValue) { t.q.IndexBytes = v.n }},
 	{"server.quotas.events_per_second", "", kindCount, 20000, "default sustained append rate", func(t *serverTarget, v settingValue) { t.q.EventsPerSecond = float64(v.n) }},
 	{"server.quotas.events_burst", "", kindCount, 40000, "default event bucket size", func(t *serverTarget, v settingValue) { t.q.EventsBurst = int(v.n) }},
 	{"server.quotas.bytes_per_second", "", kindSize, "64MiB", "default sustained payload bytes per second", func(t *serverTarget, v settingValue) { t.q.BytesPerSecond = float64(v.n) }},

@@ -116,6 +116,7 @@ type CursorInfo struct {
 // negative: unlimited where that makes sense).
 type Quotas struct {
 	StorageBytes     int64   `json:"storage_bytes,omitempty"`
+	IndexBytes       int64   `json:"index_bytes,omitempty"` // memory the tenant's index may hold
 	EventsPerSecond  float64 `json:"events_per_second,omitempty"`
 	EventsBurst      int     `json:"events_burst,omitempty"`
 	BytesPerSecond   float64 `json:"bytes_per_second,omitempty"`

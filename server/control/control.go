@@ -32,7 +32,16 @@ const (
 // (every field but the bursts, which must not be negative: see
 // Quotas.Validate). The quota package enforces them.
 type Quotas struct {
-	StorageBytes     int64   `json:"storage_bytes,omitempty"`     // segment bytes the tenant's store may hold
+	StorageBytes int64 `json:"storage_bytes,omitempty"` // segment bytes the tenant's store may hold
+	// IndexBytes bounds the memory the tenant's store's in-memory index
+	// holds (core.Usage.IndexBytes, a running estimate: a fixed cost per
+	// event plus every entity's, scope's and idempotency key's name): a
+	// write that would pass it is refused (507). It bounds what one
+	// tenant's names and event count cost the server's memory while its
+	// store is open, which storage_bytes alone does not (long names cost
+	// the index what they cost the disk). Server default 1 GiB
+	// (server.quotas.index_bytes); negative: no limit.
+	IndexBytes       int64   `json:"index_bytes,omitempty"`
 	EventsPerSecond  float64 `json:"events_per_second,omitempty"` // sustained append rate (token bucket)
 	EventsBurst      int     `json:"events_burst,omitempty"`      // bucket size for events
 	BytesPerSecond   float64 `json:"bytes_per_second,omitempty"`  // sustained payload bytes per second

@@ -110,6 +110,9 @@ func (q Quotas) Over(def Quotas) Quotas {
 	if out.StorageBytes == 0 {
 		out.StorageBytes = def.StorageBytes
 	}
+	if out.IndexBytes == 0 {
+		out.IndexBytes = def.IndexBytes
+	}
 	if out.EventsPerSecond == 0 {
 		out.EventsPerSecond = def.EventsPerSecond
 	}

@@ -907,10 +907,11 @@ func (r *runner) admit(ctx context.Context, store *core.Store, items []core.Batc
 		return nil
 	}
 	qt := r.s.opts.Quotas.Tenant(r.def.Tenant, r.s.opts.Plane.Effective(r.def.Tenant))
-	bytes, largest := 0, 0
+	bytes, largest, names := 0, 0, 0
 	for _, it := range items {
 		bytes += len(it.Payload)
 		largest = max(largest, len(it.Payload))
+		names += len(it.Coordinate.Entity) + len(it.Coordinate.Scope) + len(it.Options.IdempotencyKey)
 	}
 	if ex := qt.CheckBatch(len(items)); ex != nil {
 		return ex
@@ -918,7 +919,11 @@ func (r *runner) admit(ctx context.Context, store *core.Store, items []core.Batc
 	if ex := qt.CheckPayload(largest); ex != nil {
 		return ex
 	}
-	if ex := qt.CheckStorage(store.Usage().Bytes, bytes); ex != nil {
+	u := store.Usage()
+	if ex := qt.CheckStorage(u.Bytes, bytes); ex != nil {
+		return ex
+	}
+	if ex := qt.CheckIndex(u.IndexBytes, quota.IndexCost(len(items), names)); ex != nil {
 		return ex
 	}
 	return qt.PaceWrite(ctx, len(items), bytes)

@@ -170,7 +170,7 @@ func (a *API) tenantView(c *call, t control.Tenant) map[string]any {
 	if c.r.Method == http.MethodGet {
 		if s, err := c.store(); err == nil {
 			st := s.Stats()
-			v["usage"] = map[string]any{"storage_bytes": st.Bytes, "events": st.Events, "entities": st.Entities,
+			v["usage"] = map[string]any{"storage_bytes": st.Bytes, "index_bytes": s.Usage().IndexBytes, "events": st.Events, "entities": st.Entities,
 				"cursors": len(a.opts.Plane.Cursors(t.ID)), "keys": len(a.opts.Plane.Keys(t.ID))}
 		}
 	}

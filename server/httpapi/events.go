@@ -26,10 +26,11 @@ func (a *API) quotaOf(c *call) *quota.Tenant {
 }
 
 // admitWrite checks the write quotas qt of the call's tenant for events
-// totalling bytes of payload, largest the biggest one: payload size, batch
-// size, storage, then the rate buckets (which take tokens only when
-// everything else passed).
-func (a *API) admitWrite(c *call, s *core.Store, qt *quota.Tenant, events, bytes, largest int, batch bool) error {
+// totalling bytes of payload, largest the biggest one, and names bytes of
+// entity, scope and idempotency-key names: payload size, batch size,
+// storage, the index's memory, then the rate buckets (which take tokens
+// only when everything else passed).
+func (a *API) admitWrite(c *call, s *core.Store, qt *quota.Tenant, events, bytes, largest, names int, batch bool) error {
 	if ex := qt.CheckPayload(largest); ex != nil {
 		return ex
 	}
@@ -42,6 +43,9 @@ func (a *API) admitWrite(c *call, s *core.Store, qt *quota.Tenant, events, bytes
 	u := s.Usage()
 	a.metrics.noteFsyncs(c.tenant, u.Fsyncs)
 	if ex := qt.CheckStorage(u.Bytes, bytes); ex != nil {
+		return ex
+	}
+	if ex := qt.CheckIndex(u.IndexBytes, quota.IndexCost(events, names)); ex != nil {
 		return ex
 	}
 	if ex := qt.AllowWrite(events, bytes); ex != nil {
@@ -95,7 +99,7 @@ func (a *API) appendOne(c *call) error {
 	if err != nil {
 		return err
 	}
-	if err := a.admitWrite(c, s, a.quotaOf(c), 1, len(it.Payload), len(it.Payload), false); err != nil {
+	if err := a.admitWrite(c, s, a.quotaOf(c), 1, len(it.Payload), len(it.Payload), itemNames(it), false); err != nil {
 		return err
 	}
 	a.metrics.queueDepth.Observe(float64(s.WriterPressure().QueueLen))
@@ -149,7 +153,7 @@ func (a *API) appendBatch(c *call) error {
 			" events it may be at most "+itoa(room)+" bytes; it is "+itoa(len(hk)))
 	}
 	items := make([]core.BatchItem, len(req.Events))
-	bytes, largest := 0, 0
+	bytes, largest, names := 0, 0, 0
 	for i := range req.Events {
 		// The header key names the batch: item i gets "<key>/<i>".
 		key := ""
@@ -164,12 +168,13 @@ func (a *API) appendBatch(c *call) error {
 		items[i] = it
 		bytes += len(it.Payload)
 		largest = max(largest, len(it.Payload))
+		names += itemNames(it)
 	}
 	s, err := c.store()
 	if err != nil {
 		return err
 	}
-	if err := a.admitWrite(c, s, qt, len(items), bytes, largest, true); err != nil {
+	if err := a.admitWrite(c, s, qt, len(items), bytes, largest, names, true); err != nil {
 		return err
 	}
 	a.metrics.queueDepth.Observe(float64(s.WriterPressure().QueueLen))
@@ -271,6 +276,13 @@ func (a *API) importEvents(c *call) error {
 	// gone) leaves no batch it has not paid for.
 	read := 0
 	charge := func(items []core.BatchItem, _ int) error {
+		names := 0
+		for _, it := range items {
+			names += itemNames(it)
+		}
+		if ex := qt.CheckIndex(s.Usage().IndexBytes, quota.IndexCost(len(items), names)); ex != nil {
+			return ex
+		}
 		err := qt.PaceWrite(ctx, len(items), body.read-read)
 		read = body.read
 		return err
@@ -642,7 +654,8 @@ func (a *API) stats(c *call) error {
 		"events": st.Events, "global_sequence": st.GlobalSequence, "entities": st.Entities,
 		"segments": st.Segments, "bytes": st.Bytes, "index_bytes": st.IndexBytes, "fsyncs": st.Fsyncs,
 		"quotas": eff,
-		"usage":  map[string]any{"storage_bytes": st.Bytes, "cursors": len(a.opts.Plane.Cursors(c.tenant))},
+		"usage": map[string]any{"storage_bytes": st.Bytes, "index_bytes": s.Usage().IndexBytes,
+			"cursors": len(a.opts.Plane.Cursors(c.tenant))},
 	}
 	if a.opts.Policies != nil {
 		// Per tenant here rather than as metric labels: a server holds
@@ -827,4 +840,10 @@ func (w ctxWriter) Write(p []byte) (int, error) {
 		return 0, context.Cause(w.ctx)
 	}
 	return w.w.Write(p)
+}
+
+// itemNames is the bytes of an item's names the store's index may keep:
+// its entity, scope and idempotency key.
+func itemNames(it core.BatchItem) int {
+	return len(it.Coordinate.Entity) + len(it.Coordinate.Scope) + len(it.Options.IdempotencyKey)
 }

@@ -428,3 +428,55 @@ func TestQueryPageBoundedInBytes(t *testing.T) {
 		t.Fatalf("%d events in %d pages, want %d in several", seen, pages, n)
 	}
 }
+
+// TestLongNamesKeepTheIndexQuota: a writer sending events with long
+// entity and scope names, within every size and storage quota, fills the
+// store's in-memory index as fast as its disk: index_bytes refuses the
+// batch (507 QUOTA_EXCEEDED naming it) that would pass it, writing none
+// of it, and so does an import; another tenant writes on.
+func TestLongNamesKeepTheIndexQuota(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	other := e.tenant("globex")
+	const limit = 2 << 20
+	e.must(e.req("PUT", "/v1/admin/tenants/acme/quotas", opToken, map[string]any{"index_bytes": limit}), 200)
+	long := strings.Repeat("n", 1000)
+	batch := func(from int) map[string]any {
+		evs := make([]map[string]any, 100)
+		for i := range evs {
+			evs[i] = map[string]any{"entity": fmt.Sprintf("e:%d:%s", from+i, long), "scope": fmt.Sprintf("s:%d:%s", from+i, long), "kind": "1:1", "payload": map[string]any{}}
+		}
+		return map[string]any{"events": evs}
+	}
+	refused := false
+	for i := 0; i < 100 && !refused; i++ {
+		r := e.req("POST", "/v1/tenants/acme/batches", k["writer"], batch(i*100))
+		switch {
+		case r.status == 201:
+		case r.status == 507 && strings.Contains(string(r.body), "index_bytes"):
+			refused = true
+		default:
+			t.Fatalf("batch %d: %d %s", i, r.status, r.body)
+		}
+	}
+	if !refused {
+		t.Fatalf("10,000 events with 2 KB of names each were all taken under an index quota of %d bytes", limit)
+	}
+	st := e.must(e.req("GET", "/v1/tenants/acme/stats", k["admin"], nil), 200).json(t)
+	usage := st["usage"].(map[string]any)
+	if used := usage["index_bytes"].(float64); used > limit || used < limit/2 {
+		t.Fatalf("the index holds an estimated %v bytes after the refusal, the quota is %d", used, limit)
+	}
+	if events := st["events"].(float64); int(events)%100 != 0 {
+		t.Fatalf("%v events stored: a refused batch left part of itself", events)
+	}
+	var imp strings.Builder
+	for i := range 50 {
+		fmt.Fprintf(&imp, `{"id":"0190a2b4-0000-7000-8000-%012x","entity":"imp:%d:%s","scope":"s","kind":"0x1:0x1","clock":0,"global_sequence":0,"correlation_id":"0190a2b4-0000-7000-8000-%012x","causation_id":null,"timestamp_us":1,"payload":{}}`+"\n", i+1, i, long, i+1)
+	}
+	r := e.req("POST", "/v1/tenants/acme/import", k["admin"], imp.String(), "Content-Type", "application/x-ndjson")
+	if r.status != 507 || !strings.Contains(string(r.body), "index_bytes") {
+		t.Fatalf("an import past the index quota: %d %s", r.status, r.body)
+	}
+	e.must(e.req("POST", "/v1/tenants/globex/events", other["writer"], appendBody("order:1")), 201)
+}

@@ -371,7 +371,7 @@ func bundleProblem(be *tenantpolicy.BundleError) *apiError {
 func quotaProblem(ex *quota.Exceeded) *apiError {
 	status := http.StatusTooManyRequests
 	switch ex.Quota {
-	case "storage_bytes":
+	case "storage_bytes", "index_bytes":
 		status = http.StatusInsufficientStorage
 	case "max_payload_bytes", "max_batch_events":
 		status = http.StatusRequestEntityTooLarge

@@ -12,6 +12,7 @@
 //	(bucket size)       AllowWrite               allowed            "events_burst" /        0: split the request
 //	                                                                "bytes_burst"
 //	storage_bytes       CheckStorage(used, add)  allowed            "storage_bytes"         0
+//	index_bytes         CheckIndex(used, add)    allowed            "index_bytes"           0
 //	max_payload_bytes   CheckPayload(n)          allowed            "max_payload_bytes"     0
 //	max_batch_events    CheckBatch(n)            allowed            "max_batch_events"      0
 //	max_subscriptions   AcquireSubscription()    that many open     "max_subscriptions"     0

@@ -467,6 +467,35 @@ func (t *Tenant) CheckStorage(used int64, adding int) *Exceeded {
 	return &Exceeded{Quota: "storage_bytes", Limit: float64(limit)}
 }
 
+// CheckIndex refuses when used+adding would pass the index_bytes quota
+// (used is the store's core.Usage.IndexBytes; adding what the write's
+// events and names may add): exactly the quota is allowed. RetryAfter is
+// 0. Zero or negative: no limit.
+func (t *Tenant) CheckIndex(used, adding int64) *Exceeded {
+	t.mu.Lock()
+	limit := t.q.IndexBytes
+	t.mu.Unlock()
+	if limit <= 0 || used+adding <= limit {
+		return nil
+	}
+	return &Exceeded{Quota: "index_bytes", Limit: float64(limit)}
+}
+
+// IndexCost is what events carrying names bytes of entity, scope and
+// idempotency-key names may add to a store's index: the core's estimate
+// per event and per name, taking every name as new.
+func IndexCost(events, names int) int64 {
+	return int64(events)*indexEventBytes + int64(names) + int64(events)*indexNameBytes
+}
+
+// The per-event and per-name costs of core.Usage.IndexBytes (rounded up):
+// an entry with its postings and id slot; an entity, scope or key
+// besides its name.
+const (
+	indexEventBytes = 72
+	indexNameBytes  = 3 * 96
+)
+
 // CheckPayload refuses one event's payload of n bytes over
 // max_payload_bytes (exactly the limit is allowed). Zero or negative: no
 // limit (core's own SingleAppendMaxBytes still applies).

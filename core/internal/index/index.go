@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -119,6 +120,30 @@ type Index struct {
 	// idsLater: InsertLocked leaves the id table to BuildIDsLocked
 	// (bulk.go).
 	idsLater bool
+
+	// names is the running estimate of what the entities', scopes' and
+	// idempotency keys' names hold (EstimatedBytes): each new one adds
+	// its length and a fixed overhead, each idempotency key dropped takes
+	// them back.
+	names atomic.Int64
+}
+
+// Per-item costs of EstimatedBytes: an entry (48 bytes), its places in
+// the entity's, scope's and kind's postings, its sibling link and its
+// id-table slot at 70 % load; an entity, a scope and an idempotency key
+// besides their names (the struct, the map entry).
+const (
+	estEntryBytes  = 48 + 4 + 4 + 4 + 4 + 6
+	estEntityBytes = 48 + 48
+	estScopeBytes  = 48 + 48
+	estIdemBytes   = 48
+)
+
+// EstimatedBytes is a running estimate of the heap the index holds, kept
+// as it grows, so it costs the same at any size (MemoryBytes walks the
+// index for a closer figure). Caller holds RLock or Lock.
+func (ix *Index) EstimatedBytes() int64 {
+	return int64(ix.n)*estEntryBytes + ix.names.Load()
 }
 
 // New returns an empty index.
@@ -217,6 +242,7 @@ func (ix *Index) EntityFor(name []byte) uint32 {
 	s := string(name)
 	ix.entities = append(ix.entities, &Entity{Name: s})
 	ix.byEntity[s] = n
+	ix.names.Add(int64(len(s)) + estEntityBytes)
 	ix.mu.Unlock()
 	return n
 }
@@ -232,6 +258,7 @@ func (ix *Index) ScopeFor(name []byte) uint32 {
 	s := string(name)
 	ix.scopes = append(ix.scopes, scope{name: s})
 	ix.byScope[s] = n
+	ix.names.Add(int64(len(s)) + estScopeBytes)
 	ix.mu.Unlock()
 	return n
 }
@@ -242,6 +269,7 @@ func (ix *Index) ScopeFor(name []byte) uint32 {
 func (ix *Index) AddEntity(name string, head Head) {
 	ix.byEntity[name] = uint32(len(ix.entities))
 	ix.entities = append(ix.entities, &Entity{Name: name, Head: head})
+	ix.names.Add(int64(len(name)) + estEntityBytes)
 }
 
 // AddScope appends a scope with this name, numbered NumScopes. Only Open
@@ -249,11 +277,17 @@ func (ix *Index) AddEntity(name string, head Head) {
 func (ix *Index) AddScope(name string) {
 	ix.byScope[name] = uint32(len(ix.scopes))
 	ix.scopes = append(ix.scopes, scope{name: name})
+	ix.names.Add(int64(len(name)) + estScopeBytes)
 }
 
 // SetIdem records that the event at seq holds idempotency key. Only Open
 // calls it, on an index no one else sees yet.
-func (ix *Index) SetIdem(key string, seq uint32) { ix.idem[key] = seq }
+func (ix *Index) SetIdem(key string, seq uint32) {
+	if _, had := ix.idem[key]; !had {
+		ix.names.Add(int64(len(key)) + estIdemBytes)
+	}
+	ix.idem[key] = seq
+}
 
 // InsertLocked adds e at sequence seq (>= Len; the sequences skipped become
 // Removed entries). A visible entry joins its entity's stream, its scope's
@@ -315,9 +349,13 @@ func (ix *Index) InsertLocked(seq uint32, e Entry, idem string, l Links) {
 	}
 	ix.kinds[e.Kind] = append(ix.kinds[e.Kind], seq)
 	if idem != "" {
+		prev, had := ix.idem[idem]
 		if r != nil {
 			r.idem = idem
-			r.idemPrev, r.hadIdem = ix.idem[idem]
+			r.idemPrev, r.hadIdem = prev, had
+		}
+		if !had {
+			ix.names.Add(int64(len(idem)) + estIdemBytes)
 		}
 		ix.idem[idem] = seq
 	}
@@ -375,6 +413,7 @@ func (ix *Index) RemoveLocked(removed map[uint32]bool) {
 	for k, q := range ix.idem {
 		if removed[q] {
 			delete(ix.idem, k)
+			ix.names.Add(-int64(len(k)) - estIdemBytes)
 		}
 	}
 	// Child and sibling links stay: a walk skips a removed event and what

@@ -102,6 +102,7 @@ func (ix *Index) UndoLocked() {
 				ix.idem[r.idem] = r.idemPrev
 			} else {
 				delete(ix.idem, r.idem)
+				ix.names.Add(-int64(len(r.idem)) - estIdemBytes)
 			}
 		}
 		if !grew {
