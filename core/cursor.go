@@ -84,10 +84,12 @@ func (c *Cursor) Poll(max int) ([]StoredEvent, error) {
 	return evs, nil
 }
 
-// PollBytes is Poll bounded in payload bytes as well: it stops before the
-// event that would take the payload bytes returned past maxBytes (it
-// returns at least one event when there is one), so a reader of large
-// events holds about maxBytes, not max of them. more reports that it
+// PollBytes is Poll bounded in bytes as well: it stops before the event
+// that would take the bytes returned past maxBytes, each event counting
+// its payload, entity, scope and idempotency key and 160 bytes besides
+// (it returns at least one event when there is one), so a reader of large
+// events, or of small ones with long names, holds about maxBytes, not max
+// of them. more reports that it
 // stopped at that bound with events of the region left to read. The
 // position moves past the events returned only. maxBytes <= 0: no bound
 // (Poll).

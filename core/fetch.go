@@ -33,8 +33,8 @@ func (s *Store) readRetryBytes(plan func() []index.Loc, maxBytes int) ([]StoredE
 }
 
 // readLocsBytes reads the events at locs in order, stopping before the
-// one that would take the payload bytes read past maxBytes (at least one
-// is read; maxBytes <= 0: no bound).
+// one that would take the bytes read (heldBytes of each) past maxBytes (at
+// least one is read; maxBytes <= 0: no bound).
 func (s *Store) readLocsBytes(locs []index.Loc, maxBytes int) ([]StoredEvent, error) {
 	if len(locs) == 0 {
 		return nil, nil
@@ -51,10 +51,11 @@ func (s *Store) readLocsBytes(locs []index.Loc, maxBytes int) ([]StoredEvent, er
 			rerr = err
 			return false
 		}
-		if maxBytes > 0 && len(out) > 0 && size+len(ev.Payload) > maxBytes {
+		held := heldBytes(&ev)
+		if maxBytes > 0 && len(out) > 0 && size+held > maxBytes {
 			return false
 		}
-		size += len(ev.Payload)
+		size += held
 		out = append(out, ev)
 		return true
 	})
@@ -165,4 +166,16 @@ func (s *Store) idemOriginal(seq uint32) (idemOriginal, error) {
 		kind:    h.Kind,
 		phash:   h.PayloadHash,
 	}, nil
+}
+
+// eventOverheadBytes is what a read event holds besides its payload and
+// names: its header, sequence and slice headers, rounded up.
+const eventOverheadBytes = 160
+
+// heldBytes is what a read event holds in memory: its payload, entity,
+// scope and idempotency key, and a fixed overhead. Byte bounds on reads
+// count this, so that events with long names and small payloads are
+// bounded as surely as large payloads.
+func heldBytes(ev *StoredEvent) int {
+	return len(ev.Payload) + len(ev.Coordinate.Entity) + len(ev.Coordinate.Scope) + len(ev.IdempotencyKey) + eventOverheadBytes
 }

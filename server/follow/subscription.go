@@ -350,8 +350,9 @@ func (s *Subscription) fromRingLocked(frames []Frame, bytes int64) ([]Frame, err
 	return frames, nil
 }
 
-// catchUpBytes bounds the payload one step from the store reads (at
-// least one event is read, whatever its size), catching up or fallen
+// catchUpBytes bounds the bytes one step from the store reads, each
+// event counting its payload and names (core.Cursor.PollBytes; at least
+// one event is read, whatever its size), catching up or fallen
 // behind the ring: a subscriber that does not read holds one step of
 // frames, not MaxBacklogBytes of them.
 const catchUpBytes = 1 << 20
@@ -369,8 +370,9 @@ func (s *Subscription) fromStore(ctx context.Context, coverStart uint64) ([]Fram
 	}
 	s.cur.Seek(s.next)
 	limit := o.MaxBacklogEvents
-	// Bounded in payload bytes too: a region of large events is not read
-	// MaxBacklogEvents at a time (4096 events of 1 MiB would be 4 GiB).
+	// Bounded in bytes too (payloads and names): a region of large events,
+	// or of long names, is not read MaxBacklogEvents at a time (4096
+	// events of 1 MiB would be 4 GiB).
 	step := min(o.MaxBacklogBytes, catchUpBytes)
 	lastStep := false // live: this step reaches the byte bound
 	if s.live {
