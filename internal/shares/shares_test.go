@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,4 +118,46 @@ func TestRefusal(t *testing.T) {
 			t.Fatalf("%v taken for a refusal", err)
 		}
 	}
+}
+
+// TestSlowTenantsShareHalf: tenants marked slow (their work ran near its
+// time limit) together hold at most the slow share, half the pool, so
+// two slow tenants cannot take a pool of 2 from a third; the refusal
+// says why; once the mark ends a tenant takes its own share again.
+func TestSlowTenantsShareHalf(t *testing.T) {
+	p := shares.New(2)
+	ctx := context.Background()
+	p.Slow("a", time.Minute)
+	p.Slow("c", 150*time.Millisecond)
+	relA, err := p.Take(ctx, "a", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Take(ctx, "c", 30*time.Millisecond)
+	if !errors.Is(err, shares.ErrSlowShare) {
+		t.Fatalf("a second slow tenant while the first holds the slow share: %v, want ErrSlowShare", err)
+	}
+	if r, ok := p.Refusal(err, "checks"); !ok || !strings.Contains(r, "ran long") {
+		t.Fatalf("the refusal: %q %v", r, ok)
+	}
+	relB, err := p.Take(ctx, "b", 30*time.Millisecond)
+	if err != nil {
+		t.Fatalf("a tenant not marked slow while slow ones wait: %v", err)
+	}
+	relB()
+	time.Sleep(200 * time.Millisecond) // c's mark ends
+	relC, err := p.Take(ctx, "c", 30*time.Millisecond)
+	if err != nil {
+		t.Fatalf("c after its mark ended: %v", err)
+	}
+	relC()
+	relA()
+	if all, _ := p.InUse("a"); all != 0 || p.Tenants() != 0 {
+		t.Fatalf("after every release: %d in use, %d shares kept", all, p.Tenants())
+	}
+	relA2, err := p.Take(ctx, "a", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relA2()
 }

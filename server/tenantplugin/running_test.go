@@ -101,3 +101,81 @@ func TestBusyTenantCannotTimeOutAnother(t *testing.T) {
 }
 
 func asFault(err error, f **plugins.PluginFault) bool { return err != nil && errors.As(err, f) }
+
+// TestTenantsWhosePluginsRunLongShareHalf: a tenant whose plugin call
+// held its slot for half its call timeout is marked slow, and the tenants
+// so marked share half the slots: two tenants whose plugins spin to their
+// timeout cannot hold both slots of a pool of 2 — their next calls run
+// one at a time, and a third tenant's projection answers while both are
+// still pending.
+func TestTenantsWhosePluginsRunLongShareHalf(t *testing.T) {
+	ctx := policy.WithPrincipal(context.Background(), policy.Principal{ID: "operator"})
+	root := t.TempDir()
+	plane, err := control.Open(control.Options{Dir: filepath.Join(root, "control")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { plane.Close() })
+	const spin = 400 * time.Millisecond
+	for _, tenant := range []string{"acme", "rival1", "rival2"} {
+		if _, err := plane.CreateTenant(ctx, tenant, control.Quotas{PluginCallMillis: int(spin / time.Millisecond)}, control.Settings{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store, err := core.Open(core.DefaultConfig(filepath.Join(root, "store")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	c, _ := core.NewCoordinate("order:1", "s")
+	if _, err := store.Append(ctx, c, core.MustKind(1, 1), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	m, err := tenantplugin.Open(ctx, tenantplugin.Options{Dir: filepath.Join(root, "plugins"), Plane: plane, Running: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(context.Background()) })
+	push := func(tenant, name, fixture string) {
+		t.Helper()
+		wasm, err := os.ReadFile(filepath.Join("..", "..", "plugins", "testdata", fixture+".wasm"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		man, _ := json.Marshal(map[string]any{"name": name, "version": "1", "kind": "projection",
+			"sha256": plugins.Digest(wasm), "limits": map[string]any{"timeout": spin.String(), "max_faults": 100}})
+		if _, err := m.Push(ctx, tenant, man, wasm, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	push("rival1", "spin", "loop")
+	push("rival2", "spin", "loop")
+	push("acme", "count", "counter")
+	spinAll := func() (pending *atomic.Int32, wait func()) {
+		pending = new(atomic.Int32)
+		var wg sync.WaitGroup
+		for _, rival := range []string{"rival1", "rival2"} {
+			wg.Add(1)
+			pending.Add(1)
+			go func() {
+				defer wg.Done()
+				defer pending.Add(-1)
+				if _, err := m.Project(ctx, store, rival, "spin", "order:1"); err == nil {
+					t.Errorf("%s's spinning call answered", rival)
+				}
+			}()
+		}
+		return pending, wg.Wait
+	}
+	_, wait := spinAll() // each rival's call runs to its timeout: both are marked
+	wait()
+	pending, wait := spinAll()
+	time.Sleep(spin / 4) // the rivals' calls have started or queued
+	if _, err := m.Project(ctx, store, "acme", "count", "order:1"); err != nil {
+		t.Fatalf("acme's projection beside the rivals' spinning calls: %v", err)
+	}
+	if n := pending.Load(); n != 2 {
+		t.Errorf("acme's projection answered with %d of the rivals' 2 calls pending: they held both slots, and acme waited for one to end", n)
+	}
+	wait()
+}
