@@ -84,6 +84,8 @@ func TestExitCodesOfBinary(t *testing.T) {
 		{"ok", exitOK, []string{"get", dd, id.String()}, ""},
 		{"usage: unknown flag", exitUsage, []string{"query", dd, "--frobnicate"}, "Run 'batpak query --help' for usage."},
 		{"usage: unknown verb", exitUsage, []string{"qurey"}, `did you mean query?`},
+		{"usage: a flag's prefix", exitUsage, []string{"query", dd, "--entity", "order:1"}, `unknown flag: --entity (did you mean --entity-prefix?)`},
+		{"usage: a mistyped flag", exitUsage, []string{"query", dd, "--scpoe", "shop"}, `(did you mean --scope?)`},
 		{"usage: bad -o", exitUsage, []string{"stats", dd, "-o", "xml"}, `"xml" is not an output format`},
 		{"usage: flags that exclude each other", exitUsage, []string{"serve", "--root", dir + "-srv", "--cluster", "--cluster-node-id", "n1", "--cluster-bootstrap", "--cluster-join", "http://127.0.0.1:1"}, "exclude each other"},
 		{"error: bad value", exitError, []string{"query", dd, "--kind", "1"}, "--kind"},

@@ -206,7 +206,7 @@ Data verbs print a table, or -o json (--json) / -o yaml. Exit codes: 0 ok,
 	root.SetVersionTemplate("batpak {{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return &usageError{suggestFlag(cmd, err)} })
 	a.flags = root.PersistentFlags()
 	registerConfigFlags(a.flags, a.v, &a.configFlag)
 	registerRemoteFlags(a.flags, a.v)

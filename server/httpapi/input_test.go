@@ -193,7 +193,7 @@ func TestUnauthenticatedSaysWhatWasMissing(t *testing.T) {
 		{"no scheme", k["reader"], "no Bearer scheme"},
 		{"another scheme", "Basic " + k["reader"], "no Bearer scheme"},
 		{"a tab after Bearer", "Bearer\t" + k["reader"], "one space between Bearer and the credential"},
-		{"unknown key", "Bearer bpk_nosuchkeyatall", "a valid bearer credential is required"},
+		{"unknown key", "Bearer bpk_nosuchkeyatall", "the credential is not valid: unknown, revoked, expired or mistyped"},
 	} {
 		r := e.req("GET", "/v1/tenants/acme/stats", "", nil, "Authorization", c.header)
 		if r.status != 401 || r.code() != "UNAUTHENTICATED" {

@@ -34,7 +34,7 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.code + ": " + e.detail }
 
-var errUnauthenticated = &apiError{status: 401, code: wire.CodeUnauthenticated, detail: "a valid bearer credential is required"}
+var errUnauthenticated = &apiError{status: 401, code: wire.CodeUnauthenticated, detail: "the credential is not valid: unknown, revoked, expired or mistyped"}
 
 // credentialProblem is the 401 of a request whose Authorization header h
 // did not authenticate: it names a missing header or scheme (the usual
