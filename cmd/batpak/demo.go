@@ -160,9 +160,13 @@ payment provider's capture call would.`,
 			}
 
 			st := s.Stats()
-			fmt.Fprintf(w, "\nstore: %s, %s, %s, %s, %s so far\n",
+			synced := plural(int(st.Fsyncs), "fsync", "fsyncs") + " so far"
+			if st.Fsyncs == 0 {
+				synced = "synced to disk as the demo closes the store"
+			}
+			fmt.Fprintf(w, "\nstore: %s, %s, %s, %s; %s\n",
 				plural(int(st.Events), "event", "events"), plural(st.Entities, "entity", "entities"),
-				plural(st.Segments, "segment", "segments"), humanBytes(st.Bytes), plural(int(st.Fsyncs), "fsync", "fsyncs"))
+				plural(st.Segments, "segment", "segments"), humanBytes(st.Bytes), synced)
 			dirFlag := ""
 			if a.flagChanged("data-dir") {
 				dirFlag = " --data-dir " + shellQuote(res.cfg.Dir)

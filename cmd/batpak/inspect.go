@@ -167,8 +167,10 @@ size, the segment files' size on disk; how many segments are packed
 ratio) and how many have an index footer; and how this open rebuilt the
 index: from the checkpoint, from segment footers or by scanning segments,
 with the footers it used and the segments whose frames it read. The store
-is opened read-only, so fsyncs (a count kept by the writer) is always 0
-here, and the open figures are this command's own open.`,
+is opened read-only, so the JSON's fsyncs (a count kept by the writer)
+is always 0 here and the table leaves it out; the open figures are this
+command's own open. Against a server, fsyncs is the tenant's store's
+count since it was opened.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			format, err := out.format()
@@ -211,7 +213,6 @@ func printStats(w io.Writer, dir string, d core.Diagnostics) error {
 	fmt.Fprintf(tw, "segments\t%d\n", st.Segments)
 	fmt.Fprintf(tw, "bytes\t%d (%s)\n", st.Bytes, humanBytes(st.Bytes))
 	fmt.Fprintf(tw, "index bytes\t%d (%s, estimate)\n", st.IndexBytes, humanBytes(st.IndexBytes))
-	fmt.Fprintf(tw, "fsyncs\t%d\n", st.Fsyncs)
 	fmt.Fprintf(tw, "on disk\t%d (%s, zero fill included)\n", d.BytesOnDisk, humanBytes(d.BytesOnDisk))
 	fmt.Fprintf(tw, "packed\t%s\n", packedLine(d))
 	fmt.Fprintf(tw, "footers\t%d of %d segments\n", d.Footers, st.Segments)

@@ -189,7 +189,15 @@ and 7 (corrupt) when something was, after writing all it could.`,
 					return err
 				}
 				if out != "" && out != "-" {
-					_, err = fmt.Fprintf(cmd.OutOrStdout(), "exported %s to %s\n", plural(n, "event", "events"), out)
+					left := ""
+					if kept := int(s.Stats().Events) - n; entityPrefix == "" && scope == "" && kept > 0 {
+						verb := "stay"
+						if kept == 1 {
+							verb = "stays"
+						}
+						left = fmt.Sprintf("; %s of the store's own (its audit, under batpak:) %s behind", plural(kept, "record", "records"), verb)
+					}
+					_, err = fmt.Fprintf(cmd.OutOrStdout(), "exported %s to %s%s\n", plural(n, "event", "events"), out, left)
 				}
 				return err
 			})

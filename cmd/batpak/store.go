@@ -115,7 +115,7 @@ func unprefixed(err error) error {
 // store. A store directory holds a LOCK file and "<id>.seg" segment files
 // (see the core package documentation).
 func checkStoreDir(dir string) error {
-	hint := "write something first, e.g. batpak demo"
+	hint := "write something first, e.g. batpak demo --data-dir " + shellQuote(dir)
 	st, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -89,7 +90,17 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("appended OrderShipped    to %-20s id %s  seq %d  clock %d  (caused by PaymentCaptured)\n\n", order, shipped.ID, shipped.GlobalSequence, shipped.Clock)
+	fmt.Printf("appended OrderShipped    to %-20s id %s  seq %d  clock %d  (caused by PaymentCaptured; expected clock %d held)\n", order, shipped.ID, shipped.GlobalSequence, shipped.Clock, placed.Clock)
+
+	// The same expectation again fails: the order is at clock 1 now. A
+	// conflict writes nothing; the caller reads the entity and decides.
+	_, err = s.AppendWithOptions(ctx, order, orderShipped, []byte(`{"carrier":"UPS"}`), core.AppendOptions{
+		ExpectedClock: core.ExpectClock(placed.Clock),
+	})
+	if !errors.Is(err, core.ErrConflict) {
+		return fmt.Errorf("a second ship at clock %d: %v, want a conflict", placed.Clock, err)
+	}
+	fmt.Printf("compare-and-set: shipping again at clock %d is refused: %v\n\n", placed.Clock, err)
 
 	// 4. Query: a Region selects events by entity prefix, scope, kind,
 	// category and clock range; results come in global order.
