@@ -505,9 +505,11 @@ func (a *app) unknownKeys() []string {
 	return out
 }
 
-// knownKeysNear names the known keys of the section an unknown key is in
-// ("server.jwt.isuer": the server.jwt keys), or the store's keys and the
-// other sections when it is at the top level or in no known section.
+// knownKeysNear names the known key within two edits of an unknown one
+// ("did you mean server.jwt.issuer?"), then the known keys of the section
+// it is in ("server.jwt.isuer": the server.jwt keys), or the store's keys
+// and the other sections when it is at the top level or in no known
+// section.
 func knownKeysNear(unknown string) string {
 	var all []string
 	for _, s := range settings {
@@ -519,6 +521,13 @@ func knownKeysNear(unknown string) string {
 	for _, k := range remoteKeys {
 		all = append(all, k.key)
 	}
+	mean := "" // a key within two edits
+	best := 3
+	for _, k := range all {
+		if d := editDistance(k, unknown); d < best {
+			mean, best = "did you mean "+k+"? ", d
+		}
+	}
 	if i := strings.LastIndex(unknown, "."); i > 0 {
 		section := unknown[:i+1]
 		var ks []string
@@ -528,14 +537,14 @@ func knownKeysNear(unknown string) string {
 			}
 		}
 		if len(ks) > 0 {
-			return "known in " + unknown[:i] + ": " + strings.Join(ks, ", ")
+			return mean + "known in " + unknown[:i] + ": " + strings.Join(ks, ", ")
 		}
 	}
 	var ks []string
 	for _, s := range settings {
 		ks = append(ks, s.key)
 	}
-	return "known: " + strings.Join(ks, ", ") + ", and the server.* and remote.* keys config.yaml documents"
+	return mean + "known: " + strings.Join(ks, ", ") + ", and the server.* and remote.* keys config.yaml documents"
 }
 
 var sizeRE = regexp.MustCompile(`(?i)^\s*([0-9]+)\s*(b|kib|mib|gib)?\s*$`)

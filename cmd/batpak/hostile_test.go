@@ -353,27 +353,28 @@ func TestUnknownSubcommandIsUsage(t *testing.T) {
 }
 
 // TestUnknownConfigKeyNamesItsSection: a typo in a server or remote key
-// is answered with the keys of that section, not the store's top-level
-// keys alone (which would suggest the section is not configurable).
+// is answered with the key it was likely meant as and the keys of that
+// section, not the store's top-level keys alone (which would suggest the
+// section is not configurable).
 func TestUnknownConfigKeyNamesItsSection(t *testing.T) {
 	isolate(t)
 	if err := os.WriteFile("batpak.yaml", []byte("# batpak configuration\nserver:\n  jwt:\n    isuer: x\nremote:\n  tokn: y\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	r := batpak(t, "config")
-	if r.code != 0 || !strings.Contains(r.stderr, `unknown keys "remote.tokn", "server.jwt.isuer" (known in remote: remote.server, remote.token, remote.token_file, remote.tenant, remote.consistency, remote.timeout, remote.ca_file)`) {
+	if r.code != 0 || !strings.Contains(r.stderr, `unknown keys "remote.tokn", "server.jwt.isuer" (did you mean remote.token? known in remote: remote.server, remote.token, remote.token_file, remote.tenant, remote.consistency, remote.timeout, remote.ca_file)`) {
 		t.Errorf("config: exit %d, stderr %q", r.code, r.stderr)
 	}
 	if err := os.WriteFile("batpak.yaml", []byte("# batpak configuration\nserver:\n  jwt:\n    isuer: x\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if r := batpak(t, "config"); !strings.Contains(r.stderr, "known in server.jwt: ") || !strings.Contains(r.stderr, "server.jwt.issuer") || strings.Contains(r.stderr, "data_dir") {
+	if r := batpak(t, "config"); !strings.Contains(r.stderr, "(did you mean server.jwt.issuer? known in server.jwt: ") || !strings.Contains(r.stderr, "server.jwt.issuer") || strings.Contains(r.stderr, "data_dir") {
 		t.Errorf("config: stderr %q, want the server.jwt keys", r.stderr)
 	}
 	if err := os.WriteFile("batpak.yaml", []byte("# batpak configuration\nfd_budjet: 3\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if r := batpak(t, "config"); !strings.Contains(r.stderr, "known: data_dir, ") || !strings.Contains(r.stderr, "server.* and remote.*") {
+	if r := batpak(t, "config"); !strings.Contains(r.stderr, "(did you mean fd_budget? known: data_dir, ") || !strings.Contains(r.stderr, "server.* and remote.*") {
 		t.Errorf("config: stderr %q, want the top-level keys", r.stderr)
 	}
 }
