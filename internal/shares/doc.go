@@ -1,5 +1,9 @@
 // Package shares bounds work running at once across tenants, with a share
-// for each: a pool of slots (module checks, policy evaluations) of which
-// one tenant holds at most half (at least one), so that one tenant's slow
-// work cannot hold every slot and keep the others waiting.
+// for each: a pool of slots (module checks, policy evaluations, plugin
+// calls) of which one tenant holds at most half (at least one), so that
+// one tenant's slow work cannot hold every slot and keep the others
+// waiting. A tenant whose work ran long (Pool.Slow, marked by the caller)
+// also needs one of the slots every such tenant shares, half the pool, so
+// that several slow tenants together cannot hold every slot either. A
+// pool keeps a tenant's entry only while a take holds or waits on it.
 package shares
