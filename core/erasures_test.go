@@ -7,11 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/testenv"
 )
 
 // countingSum counts events and Apply calls: a state served from the
@@ -29,24 +29,6 @@ func (countingSum) SupportsIncremental() bool { return true }
 func (p countingSum) Apply(n int, _ core.StoredEvent) int {
 	p.applied.Add(1)
 	return n + 1
-}
-
-// lockedBuffer is a log sink safe for the store's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // A damaged erasure epoch file costs cached projection states, never the
@@ -107,7 +89,7 @@ func TestDamagedErasuresFileOpensWithFreshEpoch(t *testing.T) {
 				t.Fatal(err)
 			}
 			writeFile(t, path, damage(orig))
-			var logs lockedBuffer
+			var logs testenv.Buffer
 			dcfg := cfg
 			dcfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 			s, err := core.Open(dcfg)

@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"log/slog"
 	"net/http"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/internal/testenv"
 	"github.com/batpak-go/batpak/sdk/client"
 	"github.com/batpak-go/batpak/server"
 )
@@ -145,7 +145,7 @@ func TestClusterHealthWatch(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three servers")
 	}
-	logs, access := &syncBuffer{}, &syncBuffer{}
+	logs, access := &testenv.Buffer{}, &testenv.Buffer{}
 	nodes := startCluster3(t, t.TempDir(), func(c *server.Config) {
 		c.Cluster.HealthCheckEvery = 150 * time.Millisecond
 		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
@@ -195,24 +195,6 @@ func TestClusterHealthWatch(t *testing.T) {
 	if out := logs.String(); !strings.Contains(out, "cluster: member is unhealthy") || !strings.Contains(out, "node="+down.id) || !strings.Contains(out, "unreachable") {
 		t.Fatalf("the leader's log does not say %s is unhealthy:\n%s", down.id, out)
 	}
-}
-
-// syncBuffer is a log destination several nodes write at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // BenchmarkClusterStatusHealth: a cluster status asked of a follower,

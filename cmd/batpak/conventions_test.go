@@ -19,7 +19,6 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +26,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/testenv"
 	"github.com/batpak-go/batpak/sdk/client"
 )
 
@@ -588,31 +588,13 @@ func TestDryRun(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // follow runs args (a query --follow) until stop is called; it returns
 // the output so far and, after stop, the exit code.
-func follow(t *testing.T, args ...string) (out *syncBuffer, stop func() int) {
+func follow(t *testing.T, args ...string) (out *testenv.Buffer, stop func() int) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out = &syncBuffer{}
-	var errb syncBuffer
+	out = &testenv.Buffer{}
+	var errb testenv.Buffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, args, strings.NewReader(""), out, &errb) }()
 	return out, func() int {

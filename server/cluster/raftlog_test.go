@@ -1,40 +1,21 @@
 package cluster_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/batpak-go/batpak/internal/testenv"
 	"github.com/batpak-go/batpak/server/cluster"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the node's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestRaftLinesFollowTheServersLogFormat: raft's own lines go through the
 // node's slog.Logger, so a server logging JSON logs raft's lines as JSON
 // objects too (named "raft ID: …", raft's pairs as attributes), and its
 // level decides which of them appear.
 func TestRaftLinesFollowTheServersLogFormat(t *testing.T) {
-	var out lockedBuffer
+	var out testenv.Buffer
 	c := newMemCluster(t, 1, func(cfg *cluster.Config) {
 		cfg.Logger = slog.New(slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	})

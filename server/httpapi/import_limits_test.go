@@ -114,17 +114,7 @@ func TestImportsCountAsStreams(t *testing.T) {
 		t.Fatalf("an import with another import open under max_subscriptions 1: %d %s", r.status, r.body)
 	}
 	conn.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		r := e.req("POST", "/v1/tenants/acme/import", k["admin"], ndjsonLines(1, 8), "Content-Type", "application/x-ndjson")
-		if r.status == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the slot did not come back after the stalled import's client left: %d %s", r.status, r.body)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	importEventually(t, e, k["admin"], "the slot did not come back after the stalled import's client left")
 }
 
 // TestImportKeepsMaxPayload: every imported event keeps to the tenant's
@@ -311,14 +301,21 @@ func TestImportsIntoOneTenantRunOneAtATime(t *testing.T) {
 		t.Fatalf("an import into another tenant meanwhile: %d %s", r.status, r.body)
 	}
 	conn.Close()
+	importEventually(t, e, k["admin"], "acme's next import after the first ended")
+}
+
+// importEventually imports one line into acme with key until it is
+// accepted, within 5 s (else fails with what, and the last answer).
+func importEventually(t *testing.T, e *env, key, what string) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		r := e.req("POST", "/v1/tenants/acme/import", k["admin"], ndjsonLines(1, 8), "Content-Type", "application/x-ndjson")
+		r := e.req("POST", "/v1/tenants/acme/import", key, ndjsonLines(1, 8), "Content-Type", "application/x-ndjson")
 		if r.status == 200 {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("acme's next import after the first ended: %d %s", r.status, r.body)
+			t.Fatalf("%s: %d %s", what, r.status, r.body)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

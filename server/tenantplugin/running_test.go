@@ -25,43 +25,10 @@ import (
 // instead of queueing behind them or sharing the processors with all of
 // them: it answers while the busy tenant's calls are still going.
 func TestBusyTenantCannotTimeOutAnother(t *testing.T) {
-	ctx := policy.WithPrincipal(context.Background(), policy.Principal{ID: "operator"})
-	root := t.TempDir()
-	plane, err := control.Open(control.Options{Dir: filepath.Join(root, "control")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { plane.Close() })
-	for _, tenant := range []string{"acme", "rival"} {
-		if _, err := plane.CreateTenant(ctx, tenant, control.Quotas{}, control.Settings{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	store, err := core.Open(core.DefaultConfig(filepath.Join(root, "store")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	c, _ := core.NewCoordinate("order:1", "s")
-	if _, err := store.Append(ctx, c, core.MustKind(1, 1), []byte(`{}`)); err != nil {
-		t.Fatal(err)
-	}
-	m, err := tenantplugin.Open(ctx, tenantplugin.Options{Dir: filepath.Join(root, "plugins"), Plane: plane, Running: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close(context.Background()) })
+	ctx, store, m := runningHost(t, control.Quotas{}, "acme", "rival")
 	push := func(tenant, name, fixture string, timeout time.Duration) {
 		t.Helper()
-		wasm, err := os.ReadFile(filepath.Join("..", "..", "plugins", "testdata", fixture+".wasm"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		man, _ := json.Marshal(map[string]any{"name": name, "version": "1", "kind": "projection",
-			"sha256": plugins.Digest(wasm), "limits": map[string]any{"timeout": timeout.String(), "max_faults": 100}})
-		if _, err := m.Push(ctx, tenant, man, wasm, true); err != nil {
-			t.Fatal(err)
-		}
+		pushProjection(ctx, t, m, tenant, name, fixture, timeout)
 	}
 	const spin = 300 * time.Millisecond
 	push("rival", "spin", "loop", spin)
@@ -109,44 +76,11 @@ func asFault(err error, f **plugins.PluginFault) bool { return err != nil && err
 // one at a time, and a third tenant's projection answers while both are
 // still pending.
 func TestTenantsWhosePluginsRunLongShareHalf(t *testing.T) {
-	ctx := policy.WithPrincipal(context.Background(), policy.Principal{ID: "operator"})
-	root := t.TempDir()
-	plane, err := control.Open(control.Options{Dir: filepath.Join(root, "control")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { plane.Close() })
 	const spin = 400 * time.Millisecond
-	for _, tenant := range []string{"acme", "rival1", "rival2"} {
-		if _, err := plane.CreateTenant(ctx, tenant, control.Quotas{PluginCallMillis: int(spin / time.Millisecond)}, control.Settings{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	store, err := core.Open(core.DefaultConfig(filepath.Join(root, "store")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	c, _ := core.NewCoordinate("order:1", "s")
-	if _, err := store.Append(ctx, c, core.MustKind(1, 1), []byte(`{}`)); err != nil {
-		t.Fatal(err)
-	}
-	m, err := tenantplugin.Open(ctx, tenantplugin.Options{Dir: filepath.Join(root, "plugins"), Plane: plane, Running: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close(context.Background()) })
+	ctx, store, m := runningHost(t, control.Quotas{PluginCallMillis: int(spin / time.Millisecond)}, "acme", "rival1", "rival2")
 	push := func(tenant, name, fixture string) {
 		t.Helper()
-		wasm, err := os.ReadFile(filepath.Join("..", "..", "plugins", "testdata", fixture+".wasm"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		man, _ := json.Marshal(map[string]any{"name": name, "version": "1", "kind": "projection",
-			"sha256": plugins.Digest(wasm), "limits": map[string]any{"timeout": spin.String(), "max_faults": 100}})
-		if _, err := m.Push(ctx, tenant, man, wasm, true); err != nil {
-			t.Fatal(err)
-		}
+		pushProjection(ctx, t, m, tenant, name, fixture, spin)
 	}
 	push("rival1", "spin", "loop")
 	push("rival2", "spin", "loop")
@@ -178,4 +112,53 @@ func TestTenantsWhosePluginsRunLongShareHalf(t *testing.T) {
 		t.Errorf("acme's projection answered with %d of the rivals' 2 calls pending: they held both slots, and acme waited for one to end", n)
 	}
 	wait()
+}
+
+// runningHost is a plugin manager running 2 plugin calls at once, over a
+// control plane holding tenants (each with quotas), and a store holding
+// one event of order:1.
+func runningHost(t *testing.T, quotas control.Quotas, tenants ...string) (context.Context, *core.Store, *tenantplugin.Manager) {
+	t.Helper()
+	ctx := policy.WithPrincipal(context.Background(), policy.Principal{ID: "operator"})
+	root := t.TempDir()
+	plane, err := control.Open(control.Options{Dir: filepath.Join(root, "control")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { plane.Close() })
+	for _, tenant := range tenants {
+		if _, err := plane.CreateTenant(ctx, tenant, quotas, control.Settings{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store, err := core.Open(core.DefaultConfig(filepath.Join(root, "store")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	c, _ := core.NewCoordinate("order:1", "s")
+	if _, err := store.Append(ctx, c, core.MustKind(1, 1), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	m, err := tenantplugin.Open(ctx, tenantplugin.Options{Dir: filepath.Join(root, "plugins"), Plane: plane, Running: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(context.Background()) })
+	return ctx, store, m
+}
+
+// pushProjection uploads and activates the plugins/testdata fixture as
+// tenant's projection name, with a call timeout and room for 100 faults.
+func pushProjection(ctx context.Context, t *testing.T, m *tenantplugin.Manager, tenant, name, fixture string, timeout time.Duration) {
+	t.Helper()
+	wasm, err := os.ReadFile(filepath.Join("..", "..", "plugins", "testdata", fixture+".wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	man, _ := json.Marshal(map[string]any{"name": name, "version": "1", "kind": "projection",
+		"sha256": plugins.Digest(wasm), "limits": map[string]any{"timeout": timeout.String(), "max_faults": 100}})
+	if _, err := m.Push(ctx, tenant, man, wasm, true); err != nil {
+		t.Fatal(err)
+	}
 }
