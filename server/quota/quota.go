@@ -489,10 +489,10 @@ func IndexCost(events, names int) int64 {
 }
 
 // The per-event and per-name costs of core.Usage.IndexBytes (rounded up):
-// an entry with its postings and id slot; an entity, scope or key
-// besides its name.
+// an entry with its postings and id slot, and a correlation group of its
+// own; an entity, scope or key besides its name.
 const (
-	indexEventBytes = 72
+	indexEventBytes = 82 + 96 + 8
 	indexNameBytes  = 3 * 96
 )
 

@@ -56,7 +56,13 @@ func (ix *Index) ReserveCorrelationGroups(n int) {
 // SetCorrelationGroup files seqs (in order) under correlation id corr.
 // Only Open calls it (restoring a checkpoint), on an index no one else
 // sees yet.
-func (ix *Index) SetCorrelationGroup(corr [16]byte, seqs []uint32) { ix.corr[corr] = seqs }
+func (ix *Index) SetCorrelationGroup(corr [16]byte, seqs []uint32) {
+	if _, had := ix.corr[corr]; !had {
+		ix.names.Add(estCorrBytes)
+	}
+	ix.names.Add(int64(len(seqs)) * estCorrSeq)
+	ix.corr[corr] = seqs
+}
 
 // Descendants collects seq and the visible events it caused, transitively,
 // level by level (each level in sequence order), stopping after maxDepth

@@ -129,14 +129,18 @@ type Index struct {
 }
 
 // Per-item costs of EstimatedBytes: an entry (48 bytes), its places in
-// the entity's, scope's and kind's postings, its sibling link and its
-// id-table slot at 70 % load; an entity, a scope and an idempotency key
-// besides their names (the struct, the map entry).
+// the entity's, scope's and kind's postings (4 bytes each, twice for the
+// room a growing slice keeps), its sibling link and its id-table slot at
+// 70 % load; an entity, a scope and an idempotency key besides their
+// names (the struct, the map entry); a correlation group (its map entry
+// and list) and each event filed in one (its place in the list, twice).
 const (
-	estEntryBytes  = 48 + 4 + 4 + 4 + 4 + 6
+	estEntryBytes  = 48 + 8 + 8 + 8 + 4 + 6
 	estEntityBytes = 48 + 48
 	estScopeBytes  = 48 + 48
 	estIdemBytes   = 48
+	estCorrBytes   = 96
+	estCorrSeq     = 8
 )
 
 // EstimatedBytes is a running estimate of the heap the index holds, kept
@@ -331,7 +335,12 @@ func (ix *Index) InsertLocked(seq uint32, e Entry, idem string, l Links) {
 			_, had := ix.corr[l.Corr]
 			r.corr, r.correlate, r.corrNew = l.Corr, true, !had
 		}
-		ix.corr[l.Corr] = append(ix.corr[l.Corr], seq)
+		seqs, had := ix.corr[l.Corr]
+		if !had {
+			ix.names.Add(estCorrBytes)
+		}
+		ix.names.Add(estCorrSeq)
+		ix.corr[l.Corr] = append(seqs, seq)
 	}
 	es := ix.entities[e.Entity]
 	if len(es.Seqs) == 0 {
@@ -421,6 +430,7 @@ func (ix *Index) RemoveLocked(removed map[uint32]bool) {
 	for k, seqs := range ix.corr {
 		if seqs = keep(seqs); len(seqs) == 0 {
 			delete(ix.corr, k)
+			ix.names.Add(-estCorrBytes)
 		} else {
 			ix.corr[k] = seqs
 		}

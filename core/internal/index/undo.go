@@ -83,8 +83,10 @@ func (ix *Index) UndoLocked() {
 			ix.At(r.cause - 1).Child = ix.Sibling(r.seq)
 		}
 		if r.correlate {
+			ix.names.Add(-estCorrSeq)
 			if seqs := pop(ix.corr[r.corr], r.seq); r.corrNew {
 				delete(ix.corr, r.corr)
+				ix.names.Add(-estCorrBytes)
 			} else {
 				ix.corr[r.corr] = seqs
 			}
