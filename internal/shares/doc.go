@@ -2,8 +2,9 @@
 // for each: a pool of slots (module checks, policy evaluations, plugin
 // calls) of which one tenant holds at most half (at least one), so that
 // one tenant's slow work cannot hold every slot and keep the others
-// waiting. A tenant whose work ran long (Pool.Slow, marked by the caller)
-// also needs one of the slots every such tenant shares, half the pool, so
-// that several slow tenants together cannot hold every slot either. A
-// pool keeps a tenant's entry only while a take holds or waits on it.
+// waiting. A tenant that kept the slots busy lately (its recent use, which
+// the pool keeps) also needs one of the slots every such tenant shares,
+// half the pool, so that several busy tenants together cannot hold every
+// slot either. A pool keeps a tenant's entry only while a take holds or
+// waits on it, and its use until it decays away.
 package shares

@@ -4,22 +4,37 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 )
 
+// DefaultWindow is the span over which New's pools weigh each tenant's
+// recent use of their slots (see Pool).
+const DefaultWindow = 2 * time.Second
+
 // Pool is a number of slots with a share per tenant. The zero value is
 // not usable: use New.
+//
+// A tenant holds at most half the slots (at least 1). The pool also keeps
+// each tenant's recent use of its slots: the seconds its takes held them,
+// decaying with the window (a use W ago counts e⁻¹ of its length). A
+// tenant whose use passes a quarter of the pool's capacity over the
+// window (Size × W / 4 slot-seconds: with 2 slots and 2 s, one second) is
+// busy, and each of its takes also needs one of the slots the busy
+// tenants share, half the pool (at least 1). So tenants that keep the
+// slots busy — with long calls or many short ones, however many such
+// tenants there are — hold at most half between them, and the others
+// keep the rest.
 type Pool struct {
 	all chan struct{}
-	// slow is the slots every tenant marked slow shares (Slow): half the
-	// pool, at least 1, so that slow tenants together leave the rest to
-	// the others.
-	slow chan struct{}
+	// busy is the slots the busy tenants share.
+	busy   chan struct{}
+	window time.Duration
 
 	mu      sync.Mutex
-	tenants map[string]*share    // made on a tenant's first take, dropped when no take holds or waits on it
-	slowTo  map[string]time.Time // tenants marked slow, until when
+	tenants map[string]*share // made on a tenant's first take, dropped when no take holds or waits on it
+	use     map[string]*usage // tenants' recent use, dropped once it has decayed away
 }
 
 // share is one tenant's slots and the takes that hold or wait on them.
@@ -28,11 +43,24 @@ type share struct {
 	takes int // guarded by Pool.mu
 }
 
-// New is a pool of n slots (at least 1); a tenant holds at most n/2 of
-// them (at least 1).
-func New(n int) *Pool {
-	return &Pool{all: make(chan struct{}, max(n, 1)), slow: make(chan struct{}, max(n/2, 1)),
-		tenants: map[string]*share{}, slowTo: map[string]time.Time{}}
+// usage is a tenant's decaying slot-seconds, as of at.
+type usage struct {
+	seconds float64
+	at      time.Time
+}
+
+func (u *usage) now(now time.Time, window time.Duration) float64 {
+	return u.seconds * math.Exp(-now.Sub(u.at).Seconds()/window.Seconds())
+}
+
+// New is a pool of n slots (at least 1) weighing use over DefaultWindow;
+// a tenant holds at most n/2 of them (at least 1).
+func New(n int) *Pool { return NewWindow(n, DefaultWindow) }
+
+// NewWindow is New weighing each tenant's use over window (at least 1 ms).
+func NewWindow(n int, window time.Duration) *Pool {
+	return &Pool{all: make(chan struct{}, max(n, 1)), busy: make(chan struct{}, max(n/2, 1)),
+		window: max(window, time.Millisecond), tenants: map[string]*share{}, use: map[string]*usage{}}
 }
 
 // Size is the pool's slots, PerTenant a tenant's share.
@@ -41,47 +69,32 @@ func (p *Pool) Size() int { return cap(p.all) }
 // PerTenant is the most slots one tenant holds at once.
 func (p *Pool) PerTenant() int { return max(cap(p.all)/2, 1) }
 
-// ErrTenantShare and ErrPool say which wait ran out in Take: for one of
-// the tenant's share, or (the tenant's share being free) for one of the
-// pool's.
+// BusyShare is how many slots the busy tenants share.
+func (p *Pool) BusyShare() int { return cap(p.busy) }
+
+// busyAt is the slot-seconds of use over the window past which a tenant
+// is busy: a quarter of the pool's capacity.
+func (p *Pool) busyAt() float64 { return p.window.Seconds() * float64(cap(p.all)) / 4 }
+
+// ErrTenantShare, ErrPool and ErrBusyShare say which wait ran out in Take:
+// for one of the tenant's share, for one of the pool's, or (the tenant
+// being busy) for one of the busy tenants' share.
 var (
 	ErrTenantShare = errors.New("shares: every slot of the tenant's share is taken")
 	ErrPool        = errors.New("shares: every slot of the pool is taken")
-	// ErrSlowShare: the tenant is marked slow (Slow), and every slot the
-	// slow tenants share is taken.
-	ErrSlowShare = errors.New("shares: every slot of the slow tenants' share is taken")
+	ErrBusyShare   = errors.New("shares: every slot the busy tenants share is taken")
 )
 
-// Slow marks tenant's work as slow for d (a take held the slot for long:
-// its work ran near its time limit). While marked, each of its takes
-// also takes one of the slots every slow tenant shares, half the pool
-// (at least 1): tenants whose work keeps running long, however many, hold
-// at most that many slots together, and the others keep the rest. A
-// mark is renewed by the next, and forgotten once it ends.
-func (p *Pool) Slow(tenant string, d time.Duration) {
-	now := time.Now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.slowTo) >= 64 {
-		for t, until := range p.slowTo {
-			if !until.After(now) {
-				delete(p.slowTo, t)
-			}
-		}
-	}
-	p.slowTo[tenant] = now.Add(d)
-}
-
-// SlowShare is how many slots the tenants marked slow share.
-func (p *Pool) SlowShare() int { return cap(p.slow) }
-
-// Take takes one of the tenant's share, then one of the pool's, waiting
-// for them while ctx lasts and, when wait > 0, at most wait in all (then
-// ErrTenantShare or ErrPool); ctx's error when it ends first. The release
-// gives both back (once). The pool keeps a tenant's entry only while a
-// take holds or waits on it, so tenants that come and go leave nothing.
+// Take takes, when the tenant is busy, one of the busy tenants' share,
+// then one of the tenant's share, then one of the pool's, waiting for
+// them while ctx lasts and, when wait > 0, at most wait in all (then
+// ErrBusyShare, ErrTenantShare or ErrPool); ctx's error when it ends
+// first. The release gives them back (once) and counts the time the slot
+// was held as the tenant's use. The pool keeps a tenant's entry only
+// while a take holds or waits on it, and its use until it decays away,
+// so tenants that come and go leave nothing.
 func (p *Pool) Take(ctx context.Context, tenant string, wait time.Duration) (release func(), err error) {
-	sh, slow := p.enter(tenant)
+	sh, busy := p.enter(tenant)
 	own := sh.slots
 	var expired <-chan time.Time
 	if wait > 0 {
@@ -92,17 +105,17 @@ func (p *Pool) Take(ctx context.Context, tenant string, wait time.Duration) (rel
 	giveBack := func() {} // what is taken so far
 	fail := func(err error) (func(), error) {
 		giveBack()
-		p.leave(tenant, sh)
+		p.leave(tenant, sh, 0)
 		return nil, err
 	}
-	if slow {
+	if busy {
 		select {
-		case p.slow <- struct{}{}:
-			giveBack = func() { <-p.slow }
+		case p.busy <- struct{}{}:
+			giveBack = func() { <-p.busy }
 		case <-ctx.Done():
 			return fail(ctx.Err())
 		case <-expired:
-			return fail(ErrSlowShare)
+			return fail(ErrBusyShare)
 		}
 	}
 	select {
@@ -112,8 +125,8 @@ func (p *Pool) Take(ctx context.Context, tenant string, wait time.Duration) (rel
 	case <-expired:
 		return fail(ErrTenantShare)
 	}
-	slowBack := giveBack
-	giveBack = func() { <-own; slowBack() }
+	busyBack := giveBack
+	giveBack = func() { <-own; busyBack() }
 	select {
 	case p.all <- struct{}{}:
 	case <-ctx.Done():
@@ -121,19 +134,25 @@ func (p *Pool) Take(ctx context.Context, tenant string, wait time.Duration) (rel
 	case <-expired:
 		return fail(ErrPool)
 	}
+	start := time.Now()
 	var once sync.Once
-	return func() { once.Do(func() { <-p.all; giveBack(); p.leave(tenant, sh) }) }, nil
+	return func() {
+		once.Do(func() {
+			<-p.all
+			giveBack()
+			p.leave(tenant, sh, time.Since(start))
+		})
+	}, nil
 }
 
 // enter finds or makes the tenant's share and counts one more take on
-// it; slow reports that the tenant is marked slow now.
-func (p *Pool) enter(tenant string) (sh *share, slow bool) {
+// it; busy reports that the tenant's recent use makes it busy.
+func (p *Pool) enter(tenant string) (sh *share, busy bool) {
+	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if until, ok := p.slowTo[tenant]; ok {
-		if slow = until.After(time.Now()); !slow {
-			delete(p.slowTo, tenant)
-		}
+	if u := p.use[tenant]; u != nil {
+		busy = u.now(now, p.window) >= p.busyAt()
 	}
 	sh, ok := p.tenants[tenant]
 	if !ok {
@@ -141,16 +160,39 @@ func (p *Pool) enter(tenant string) (sh *share, slow bool) {
 		p.tenants[tenant] = sh
 	}
 	sh.takes++
-	return sh, slow
+	return sh, busy
 }
 
-// leave counts one take fewer on the tenant's share and drops the share
-// when none is left.
-func (p *Pool) leave(tenant string, sh *share) {
+// leave counts one take fewer on the tenant's share, dropping the share
+// when none is left, and adds held (the time a slot was held) to the
+// tenant's use.
+func (p *Pool) leave(tenant string, sh *share, held time.Duration) {
+	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if sh.takes--; sh.takes == 0 {
 		delete(p.tenants, tenant)
+	}
+	if held <= 0 {
+		return
+	}
+	u := p.use[tenant]
+	if u == nil {
+		if len(p.use) >= 64 {
+			p.forgetLocked(now)
+		}
+		u = &usage{}
+		p.use[tenant] = u
+	}
+	u.seconds, u.at = u.now(now, p.window)+held.Seconds(), now
+}
+
+// forgetLocked drops the use that has decayed below a millisecond.
+func (p *Pool) forgetLocked(now time.Time) {
+	for t, u := range p.use {
+		if u.now(now, p.window) < 0.001 {
+			delete(p.use, t)
+		}
 	}
 }
 
@@ -162,8 +204,8 @@ func (p *Pool) Refusal(err error, what string) (string, bool) {
 	switch {
 	case errors.Is(err, ErrPool):
 		whose = "the server's"
-	case errors.Is(err, ErrSlowShare):
-		return fmt.Sprintf("%s: this tenant's ran long lately, and the tenants whose work runs long take every slot they share (%d of %d)", what, p.SlowShare(), p.Size()), true
+	case errors.Is(err, ErrBusyShare):
+		return fmt.Sprintf("%s: this tenant's kept the slots busy lately, and the tenants that do take every slot they share (%d of %d)", what, p.BusyShare(), p.Size()), true
 	case !errors.Is(err, ErrTenantShare):
 		return "", false
 	}
@@ -186,4 +228,13 @@ func (p *Pool) Tenants() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.tenants)
+}
+
+// Busy reports whether tenant's recent use makes it busy now.
+func (p *Pool) Busy(tenant string) bool {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	u := p.use[tenant]
+	return u != nil && u.now(now, p.window) >= p.busyAt()
 }

@@ -120,44 +120,81 @@ func TestRefusal(t *testing.T) {
 	}
 }
 
-// TestSlowTenantsShareHalf: tenants marked slow (their work ran near its
-// time limit) together hold at most the slow share, half the pool, so
-// two slow tenants cannot take a pool of 2 from a third; the refusal
-// says why; once the mark ends a tenant takes its own share again.
-func TestSlowTenantsShareHalf(t *testing.T) {
-	p := shares.New(2)
+// TestBusyTenantsShareHalf: tenants whose takes kept the slots busy
+// lately (a quarter of the pool's capacity over the window) need one of
+// the busy tenants' share, half the pool, besides their own: two busy
+// tenants cannot take a pool of 2 from a third; the refusal says why; a
+// tenant whose use has decayed takes its own share again.
+func TestBusyTenantsShareHalf(t *testing.T) {
+	const window = 400 * time.Millisecond
+	p := shares.NewWindow(2, window) // busy past 0.2 slot-seconds
 	ctx := context.Background()
-	p.Slow("a", time.Minute)
-	p.Slow("c", 150*time.Millisecond)
 	relA, err := p.Take(ctx, "a", time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = p.Take(ctx, "c", 30*time.Millisecond)
-	if !errors.Is(err, shares.ErrSlowShare) {
-		t.Fatalf("a second slow tenant while the first holds the slow share: %v, want ErrSlowShare", err)
-	}
-	if r, ok := p.Refusal(err, "checks"); !ok || !strings.Contains(r, "ran long") {
-		t.Fatalf("the refusal: %q %v", r, ok)
-	}
-	relB, err := p.Take(ctx, "b", 30*time.Millisecond)
-	if err != nil {
-		t.Fatalf("a tenant not marked slow while slow ones wait: %v", err)
-	}
-	relB()
-	time.Sleep(200 * time.Millisecond) // c's mark ends
-	relC, err := p.Take(ctx, "c", 30*time.Millisecond)
-	if err != nil {
-		t.Fatalf("c after its mark ended: %v", err)
-	}
-	relC()
-	relA()
-	if all, _ := p.InUse("a"); all != 0 || p.Tenants() != 0 {
-		t.Fatalf("after every release: %d in use, %d shares kept", all, p.Tenants())
-	}
-	relA2, err := p.Take(ctx, "a", time.Second)
+	relC, err := p.Take(ctx, "c", time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	relA2()
+	time.Sleep(300 * time.Millisecond)
+	relA()
+	relC()
+	quick, err := p.Take(ctx, "b", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	quick() // a moment's use: b is not busy
+	if !p.Busy("a") || !p.Busy("c") || p.Busy("b") {
+		t.Fatalf("busy: a %v, c %v, b %v; want a and c only", p.Busy("a"), p.Busy("c"), p.Busy("b"))
+	}
+	relA, err = p.Take(ctx, "a", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Take(ctx, "c", 10*time.Millisecond)
+	if !errors.Is(err, shares.ErrBusyShare) {
+		t.Fatalf("a second busy tenant while the first holds the busy share: %v, want ErrBusyShare", err)
+	}
+	if r, ok := p.Refusal(err, "checks"); !ok || !strings.Contains(r, "busy lately") {
+		t.Fatalf("the refusal: %q %v", r, ok)
+	}
+	relB, err := p.Take(ctx, "b", 10*time.Millisecond)
+	if err != nil {
+		t.Fatalf("a tenant that is not busy while busy ones hold their share: %v", err)
+	}
+	relB()
+	relA()
+	time.Sleep(2 * window) // the use decays: 0.3 s × e⁻² < 0.2 s
+	if p.Busy("c") {
+		t.Fatal("c is still busy after its use decayed")
+	}
+	relC, err = p.Take(ctx, "c", 10*time.Millisecond)
+	if err != nil {
+		t.Fatalf("c after its use decayed: %v", err)
+	}
+	relC()
+	if all, _ := p.InUse("a"); all != 0 || p.Tenants() != 0 {
+		t.Fatalf("after every release: %d in use, %d shares kept", all, p.Tenants())
+	}
+}
+
+// TestManyShortTakesMakeATenantBusy: use is the time held, however it is
+// split: many short takes in a row make a tenant busy as one long one
+// does, so a tenant cannot stay out of the busy share by keeping each
+// call short.
+func TestManyShortTakesMakeATenantBusy(t *testing.T) {
+	p := shares.NewWindow(2, 200*time.Millisecond) // busy past 0.1 slot-seconds
+	ctx := context.Background()
+	for range 30 {
+		rel, err := p.Take(ctx, "a", time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+		rel()
+	}
+	if !p.Busy("a") {
+		t.Fatal("30 takes of 10 ms in a row did not make the tenant busy")
+	}
 }

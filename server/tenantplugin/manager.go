@@ -417,10 +417,6 @@ func (m *Manager) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// slowFor is how long a tenant whose plugin call ran long stays marked
-// slow (shares.Pool.Slow).
-const slowFor = time.Minute
-
 // Ceilings returns the server's plugin limits.
 func (m *Manager) Ceilings() Limits { return m.opts.Ceilings }
 
@@ -457,23 +453,7 @@ func (m *Manager) host(tenant string) (*tenantHost, error) {
 	if m.opts.CacheDir != "" {
 		compiler = m.opts.Compiler
 	}
-	// A call that held its slot for half the tenant's call timeout marks
-	// the tenant slow: the tenants so marked share half the slots, so
-	// tenants whose plugins keep running to their timeout, however many,
-	// leave the rest to the others.
-	admit := func(ctx context.Context) (func(), error) {
-		give, err := m.running.Take(ctx, tenant, 0)
-		if err != nil {
-			return nil, err
-		}
-		start := time.Now()
-		return func() {
-			if time.Since(start) >= m.Limits(tenant).CallTimeout/2 {
-				m.running.Slow(tenant, slowFor)
-			}
-			give()
-		}, nil
-	}
+	admit := func(ctx context.Context) (func(), error) { return m.running.Take(ctx, tenant, 0) }
 	host, err := plugins.NewHost(plugins.HostOptions{CacheDir: m.opts.CacheDir, Compiler: compiler, CompilerID: m.opts.CompilerID, Logger: slog.New(sink), Admit: admit})
 	if err != nil && m.opts.CacheDir != "" {
 		// A cache is never worth refusing the plugins over: compile into

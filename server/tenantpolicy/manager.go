@@ -64,10 +64,9 @@ type Options struct {
 	// MaxConcurrent bounds the policy evaluations running at once, both
 	// layers together (the others wait their turn); 0 means GOMAXPROCS.
 	// One tenant's evaluations take at most half of them (at least one),
-	// so that a tenant whose policy is slow cannot hold every slot; and a
-	// tenant whose evaluation held its slot for half of Timeout or more is
-	// marked slow for a minute (shares.Pool.Slow): the tenants so marked
-	// share half the slots between them, however many they are. An
+	// so that a tenant whose policy is slow cannot hold every slot; and
+	// the tenants whose evaluations kept the slots busy lately share half
+	// of them, however many they are (shares.Pool). An
 	// evaluation that finds no slot within slotWait is refused with a
 	// *core.RetryError (503 BUSY over HTTP), nothing written.
 	MaxConcurrent int
@@ -802,25 +801,12 @@ var slotWait = 2 * time.Second
 // the manager's (Options.MaxConcurrent), waiting at most slotWait in all
 // within ctx (then a *core.RetryError); release gives both back.
 func (m *Manager) slot(ctx context.Context, tenant string) (release func(), err error) {
-	give, err := m.slots.Take(ctx, tenant, slotWait)
+	release, err = m.slots.Take(ctx, tenant, slotWait)
 	if reason, busy := m.slots.Refusal(err, "policy evaluations"); busy {
 		return nil, &core.RetryError{After: time.Second, Reason: reason}
 	}
-	if err != nil {
-		return nil, err
-	}
-	start := time.Now()
-	return func() {
-		if time.Since(start) >= m.opts.Timeout/2 {
-			m.slots.Slow(tenant, slowFor)
-		}
-		give()
-	}, nil
+	return release, err
 }
-
-// slowFor is how long a tenant whose evaluation or plugin call ran long
-// stays marked slow (shares.Pool.Slow).
-const slowFor = time.Minute
 
 type admission struct {
 	m            *Manager

@@ -152,41 +152,38 @@ func TestLoadCutShortIsNotKept(t *testing.T) {
 	}
 }
 
-// TestTenantsWhoseEvaluationsRunLongShareHalf: a tenant whose evaluation
-// held its slot for half the evaluation timeout is marked slow, and the
-// tenants so marked share half the slots: two tenants with policies that
-// run to their timeout cannot take both slots of a pool of 2 from a
+// TestTenantsThatKeepSlotsBusyShareHalf: tenants whose evaluations kept
+// the slots busy lately share half the slots, so two tenants with
+// policies that run long cannot take both slots of a pool of 2 from a
 // third, whose evaluation gets one at once.
-func TestTenantsWhoseEvaluationsRunLongShareHalf(t *testing.T) {
+func TestTenantsThatKeepSlotsBusyShareHalf(t *testing.T) {
 	defer func(w time.Duration) { slotWait = w }(slotWait)
 	slotWait = 50 * time.Millisecond
-	m := &Manager{slots: shares.New(2), opts: Options{Timeout: 40 * time.Millisecond}}
+	m := &Manager{slots: shares.NewWindow(2, 400*time.Millisecond)}
 	ctx := context.Background()
-	for _, tenant := range []string{"a", "c"} {
-		rel, err := m.slot(ctx, tenant)
-		if err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(25 * time.Millisecond) // past half of the timeout
-		rel()
-	}
-	quick, err := m.slot(ctx, "b")
+	relA, err := m.slot(ctx, "a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	quick() // under half the timeout: b is not marked
-	relA, err := m.slot(ctx, "a")
+	relC, err := m.slot(ctx, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // both evaluations run long
+	relA()
+	relC()
+	relA, err = m.slot(ctx, "a")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer relA()
 	var re *core.RetryError
-	if _, err := m.slot(ctx, "c"); !errors.As(err, &re) || !strings.Contains(re.Reason, "ran long") {
-		t.Fatalf("the second slow tenant while the first holds the slow share: %v, want a *core.RetryError saying its evaluations ran long", err)
+	if _, err := m.slot(ctx, "c"); !errors.As(err, &re) || !strings.Contains(re.Reason, "busy lately") {
+		t.Fatalf("the second busy tenant while the first holds the busy share: %v, want a *core.RetryError saying it kept the slots busy", err)
 	}
 	relB, err := m.slot(ctx, "b")
 	if err != nil {
-		t.Fatalf("a tenant whose evaluations are quick, beside two slow ones: %v", err)
+		t.Fatalf("a tenant whose evaluations are quick, beside two busy ones: %v", err)
 	}
 	relB()
 }
