@@ -238,7 +238,10 @@ func TestPolicyDecisionLogLimits(t *testing.T) {
 
 	root := t.TempDir()
 	const limit = 64 << 10
-	ps := startPolicyServer(t, root, func(c *server.Config) { c.PolicyDecisionLogBytes = limit; c.PolicyDecisionLogSize = 100000 })
+	ps := startPolicyServer(t, root, func(c *server.Config) {
+		c.PolicyDecisionLogBytes, c.PolicyDecisionLogSize = limit, 100000
+		c.PolicyDecisionPrincipalRefill = -1 // one writer fills the log
+	})
 	acme := acmeAdmin(t, ps)
 	ctx := context.Background()
 	pad := strings.Repeat("x", 900)
@@ -282,7 +285,7 @@ func TestPolicyDecisionLogLimits(t *testing.T) {
 	// By count: 40 denials under a log of 8 show the newest 8 and leave
 	// at most 5/4 of 8 on disk.
 	root = t.TempDir()
-	ps = startPolicyServer(t, root, func(c *server.Config) { c.PolicyDecisionLogSize = 8 })
+	ps = startPolicyServer(t, root, func(c *server.Config) { c.PolicyDecisionLogSize, c.PolicyDecisionPrincipalRefill = 8, -1 })
 	acme = acmeAdmin(t, ps)
 	for i := range 40 {
 		if _, err := acme.Append(ctx, note(fmt.Sprintf("blocked:%d", i))); err == nil {
@@ -313,7 +316,7 @@ func TestPolicyDecisionLogLimits(t *testing.T) {
 // tenant's stats and in /metrics — and the log holds exactly the
 // recorded ones.
 func TestPolicyDecisionLogQueueFull(t *testing.T) {
-	ps, acme := tenantAdmin(t, func(c *server.Config) { c.PolicyDecisionQueue = 1 })
+	ps, acme := tenantAdmin(t, func(c *server.Config) { c.PolicyDecisionQueue, c.PolicyDecisionPrincipalRefill = 1, -1 })
 	ctx := context.Background()
 	const writers, each = 8, 25
 	var wg sync.WaitGroup
@@ -379,5 +382,59 @@ deny contains {"code": "TOO_BIG", "message": "amount over limit", "amount": inpu
 	}
 	if all := allDecisions(t, acme, client.PolicyDecisionQuery{Result: "denied"}); len(all) != 1 || all[0].ID != e.DecisionID() {
 		t.Fatalf("the log's denials: %d, want the one of amount %s", len(all), huge)
+	}
+}
+
+// TestWriterCannotPushItsDenialsOutOfTheLog: one principal adds at most
+// an eighth of its tenant's decision log at once, so a writer provoking
+// denials cannot push older entries, its own first denial among them,
+// out of the log; its denials past its share carry no decision id and
+// are counted as suppressed; another principal's denials are recorded
+// meanwhile, and say nothing was suppressed before them.
+func TestWriterCannotPushItsDenialsOutOfTheLog(t *testing.T) {
+	ps := startPolicyServer(t, t.TempDir(), func(c *server.Config) { c.PolicyDecisionLogSize = 80 })
+	ctx := context.Background()
+	acme, _ := acmeAdminKey(t, ps)
+	k, err := ps.as(t, operatorToken).Admin().IssueKey(ctx, "acme", "w", "writer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writer := ps.as(t, k.Key).Tenant("acme")
+	denial := func(tn *client.Tenant, entity string) string {
+		t.Helper()
+		_, err := tn.Append(ctx, note(entity))
+		var e *client.Error
+		if !errors.As(err, &e) || e.Code != "POLICY_DENIED" {
+			t.Fatalf("append %s: %v, want a denial", entity, err)
+		}
+		return e.DecisionID()
+	}
+	first := denial(writer, "blocked:first")
+	if first == "" {
+		t.Fatal("the writer's first denial has no decision id")
+	}
+	unrecorded := 0
+	for i := range 200 {
+		if denial(writer, fmt.Sprintf("blocked:%d", i)) == "" {
+			unrecorded++
+		}
+	}
+	if want := 200 - (80/8 - 1); unrecorded != want {
+		t.Fatalf("%d of the writer's 200 further denials carry no decision id, want %d (its share is 80/8 = 10)", unrecorded, want)
+	}
+	if got := allDecisions(t, acme, client.PolicyDecisionQuery{ID: first}); len(got) != 1 {
+		t.Fatalf("the writer's first denial after 200 more: %d entries, want it kept", len(got))
+	}
+	other := denial(acme, "blocked:admin")
+	if got := allDecisions(t, acme, client.PolicyDecisionQuery{ID: other}); other == "" || len(got) != 1 || got[0].SuppressedBefore != 0 {
+		t.Fatalf("another principal's denial meanwhile: id %q, %+v; want it recorded, nothing suppressed before it", other, got)
+	}
+	st, err := acme.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pd, _ := st["policy_decisions"].(map[string]any)
+	if pd["suppressed"].(float64) != float64(unrecorded) {
+		t.Fatalf("the tenant's stats count %v suppressed, want %d", pd["suppressed"], unrecorded)
 	}
 }

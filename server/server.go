@@ -193,6 +193,14 @@ type Config struct {
 	// and the files take at most 5/4 of it. Default 4 MiB; range
 	// 64 KiB..1 GiB. (server.policy_decision_log_bytes)
 	PolicyDecisionLogBytes int64
+	// PolicyDecisionPrincipalRefill paces what one principal (an API key,
+	// or a JWT's subject) adds to its tenant's decision log: an eighth of
+	// the log's entries and bytes at once, refilled over this long; past
+	// it, its decisions are counted as suppressed, not recorded, so that
+	// no writer can push the log's older entries (its own earlier denials
+	// among them) out by provoking denials. Default 10m; negative: no
+	// pacing. (server.policy_decision_principal_refill)
+	PolicyDecisionPrincipalRefill time.Duration
 	// PolicyDecisionQueue bounds the decisions waiting to be written to
 	// the decision logs (one writer for all tenants, one tenant at most a
 	// quarter of them; also at most 32 MiB): a write never waits for the
@@ -590,6 +598,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Timeout: cfg.PolicyTimeout, Logger: cfg.Logger, DecisionLogSize: cfg.PolicyDecisionLogSize, CheckTimeout: cfg.PolicyBundleCheckTimeout, Checks: cfg.PolicyChecks,
 		DecisionMaxBytes: cfg.PolicyDecisionMaxBytes, DecisionDir: filepath.Join(cfg.Root, "decisions"),
 		DecisionLogBytes: cfg.PolicyDecisionLogBytes, DecisionQueue: cfg.PolicyDecisionQueue,
+		DecisionPrincipalRefill: cfg.PolicyDecisionPrincipalRefill,
 		Isolate: tenantpolicy.Available(), MemoryBytes: cfg.PolicyMemory,
 	})
 	if err != nil {

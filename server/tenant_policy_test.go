@@ -416,7 +416,7 @@ func TestTenantPolicyBundleSizeLimit(t *testing.T) {
 // oldest; a size past the range is refused at start.
 func TestTenantPolicyDecisionLogSize(t *testing.T) {
 	refusedAtStart(t, func(c *server.Config) { c.PolicyDecisionLogSize = 100001 }, "100000")
-	ps := startPolicyServer(t, t.TempDir(), func(c *server.Config) { c.PolicyDecisionLogSize = 2 })
+	ps := startPolicyServer(t, t.TempDir(), func(c *server.Config) { c.PolicyDecisionLogSize, c.PolicyDecisionPrincipalRefill = 2, -1 })
 	ctx := context.Background()
 	op := ps.as(t, "bpko_"+strings.Repeat("a", 52)).Admin()
 	if _, err := op.CreateTenant(ctx, "acme", nil, nil); err != nil {

@@ -457,7 +457,13 @@ func printDecisions(w io.Writer, ds []client.PolicyDecision, f string) error {
 		if e, ok := d.Input["event.entity"].(string); ok {
 			entity = e
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Time.UTC().Format(time.RFC3339), oneLine(d.Result), oneLine(d.Layer), oneLine(rev),
+		result := oneLine(d.Result)
+		if d.SuppressedBefore > 0 {
+			// The principal's decisions the server did not record before
+			// this one (its share of the log was used).
+			result += fmt.Sprintf(" (+%d suppressed)", d.SuppressedBefore)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Time.UTC().Format(time.RFC3339), result, oneLine(d.Layer), oneLine(rev),
 			oneLine(d.Action), principalID(d.Principal), oneLine(reason), oneLine(entity))
 	}
 	if err := tw.Flush(); err != nil {

@@ -91,6 +91,12 @@ var serverSettings = []serverSetting{
 	{"server.policy_bundle_check_timeout", "", kindDuration, "30s", "longest a tenant policy bundle's tests and compilation may run at upload; 1s..10m", func(t *serverTarget, v settingValue) { t.cfg.PolicyBundleCheckTimeout = v.d }},
 	{"server.policy_decision_max_bytes", "", kindSize, "4KiB", "most JSON a decision log entry keeps of each input field and reason; 256B..1MiB", func(t *serverTarget, v settingValue) { t.cfg.PolicyDecisionMaxBytes = int(v.n) }},
 	{"server.policy_decision_log_bytes", "", kindSize, "4MiB", "bytes of policy decisions kept per tenant on disk; 64KiB..1GiB", func(t *serverTarget, v settingValue) { t.cfg.PolicyDecisionLogBytes = v.n }},
+	{"server.policy_decision_principal_refill", "", kindDuration, "10m", "how long one principal's share of its tenant's decision log (an eighth) takes to refill; 0: no pacing", func(t *serverTarget, v settingValue) {
+		t.cfg.PolicyDecisionPrincipalRefill = v.d
+		if v.d == 0 {
+			t.cfg.PolicyDecisionPrincipalRefill = -1 // 0 in the config: no pacing (0 in server.Config is the default)
+		}
+	}},
 	{"server.policy_decision_queue", "", kindCount, 4096, "policy decisions waiting to be logged before one is dropped; 1..1048576", func(t *serverTarget, v settingValue) { t.cfg.PolicyDecisionQueue = int(v.n) }},
 	{"server.policy_decision_log_size", "", kindCount, 1000, "policy decisions kept per tenant (on disk); 0..100000", func(t *serverTarget, v settingValue) {
 		t.cfg.PolicyDecisionLogSize = int(v.n)

@@ -117,6 +117,11 @@ type PolicyDecision struct {
 	// policy_decision_max_bytes; numbers are json.Number, exactly as
 	// recorded.
 	Input map[string]any `json:"input,omitempty"`
+	// SuppressedBefore is how many of the same principal's decisions the
+	// server did not record, since its previous recorded one, because
+	// the principal had used its share of the log
+	// (server.policy_decision_principal_refill).
+	SuppressedBefore uint64 `json:"suppressed_before,omitempty"`
 }
 
 // UnmarshalJSON decodes a decision keeping its numbers exact

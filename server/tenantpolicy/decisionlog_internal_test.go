@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/batpak-go/batpak/policy"
 )
 
 // A stray file in a tenant's decision log whose name reads as a number but
@@ -91,5 +93,35 @@ func writeTestDecisions(t *testing.T, s *decisionStore, from, n int) {
 	defer cancel()
 	if err := s.flush(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPrincipalShareRefills: a principal's share of its tenant's log
+// (an eighth of its entries) refills over DecisionPrincipalRefill, and
+// the first decision recorded after some were suppressed counts them;
+// principals and tenants have shares of their own.
+func TestPrincipalShareRefills(t *testing.T) {
+	m := &Manager{opts: Options{DecisionPrincipalRefill: 2 * time.Second, DecisionLogSize: 16, DecisionLogBytes: 1 << 20}}
+	w := policy.Principal{ID: "w", KeyID: "k1"}
+	for i := range 2 {
+		if _, ok := m.pace("acme", w, 100); !ok {
+			t.Fatalf("decision %d within the share of 16/8 = 2 was suppressed", i)
+		}
+	}
+	for range 3 {
+		if _, ok := m.pace("acme", w, 100); ok {
+			t.Fatal("a decision past the principal's share was recorded")
+		}
+	}
+	if _, ok := m.pace("acme", policy.Principal{ID: "other", KeyID: "k2"}, 100); !ok {
+		t.Fatal("another principal's decision was suppressed")
+	}
+	if _, ok := m.pace("globex", w, 100); !ok {
+		t.Fatal("the same key id in another tenant was suppressed")
+	}
+	time.Sleep(1100 * time.Millisecond) // one entry refills a second
+	suppressed, ok := m.pace("acme", w, 100)
+	if !ok || suppressed != 3 {
+		t.Fatalf("after the share refilled: recorded %v, %d suppressed before it; want recorded, 3", ok, suppressed)
 	}
 }

@@ -6,11 +6,14 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/ijson"
@@ -69,6 +72,10 @@ type Decision struct {
 	// pass 8 × DecisionMaxBytes keeps a note in place of its input and
 	// only its first reason. At most 16 reasons are kept.
 	Input map[string]any `json:"input,omitempty"`
+	// SuppressedBefore is how many of this principal's decisions were not
+	// recorded, since its previous recorded one, because it had used its
+	// share of the log (Options.DecisionPrincipalRefill).
+	SuppressedBefore uint64 `json:"suppressed_before,omitempty"`
 }
 
 // DecisionCounts are one tenant's decision log counts since the server
@@ -79,6 +86,9 @@ type DecisionCounts struct {
 	// Dropped counts decisions not recorded because the writer's queue
 	// was full (Options.DecisionQueue, DecisionQueueMaxBytes).
 	Dropped uint64 `json:"dropped"`
+	// Suppressed counts decisions not recorded because their principal
+	// had used its share of the log (Options.DecisionPrincipalRefill).
+	Suppressed uint64 `json:"suppressed"`
 }
 
 // DecisionStats are the decision log's counts over every tenant since
@@ -92,7 +102,66 @@ type DecisionStats struct {
 }
 
 type tenantCounts struct {
-	denied, allowed, dropped atomic.Uint64
+	denied, allowed, dropped, suppressed atomic.Uint64
+}
+
+// principalPace is one principal's share of its tenant's decision log
+// (Options.DecisionPrincipalRefill): entries and bytes, and the decisions
+// suppressed since its last recorded one.
+type principalPace struct {
+	entries, bytes *rate.Limiter
+	suppressed     uint64
+}
+
+// maxPaces bounds the principals whose shares are kept; past it, the
+// full ones with nothing suppressed are forgotten (a full share is what a
+// new one starts as).
+const maxPaces = 4096
+
+// pace takes one entry of size bytes from the principal's share: false
+// (and one more suppressed) when the share cannot pay for it; else how
+// many were suppressed before it.
+func (m *Manager) pace(tenant string, p policy.Principal, size int) (suppressed uint64, ok bool) {
+	refill := m.opts.DecisionPrincipalRefill
+	if refill < 0 {
+		return 0, true
+	}
+	who := p.KeyID
+	if who == "" {
+		who = "id:" + p.ID
+	}
+	key := tenant + "\x00" + who
+	now := time.Now()
+	m.lmu.Lock()
+	defer m.lmu.Unlock()
+	pp := m.paces[key]
+	if pp == nil {
+		if len(m.paces) >= maxPaces {
+			for k, q := range m.paces {
+				if q.suppressed == 0 && q.entries.TokensAt(now) >= float64(q.entries.Burst()) && q.bytes.TokensAt(now) >= float64(q.bytes.Burst()) {
+					delete(m.paces, k)
+				}
+			}
+		}
+		n := max(m.opts.DecisionLogSize/8, 1)
+		b := max(int(m.opts.DecisionLogBytes/8), 1)
+		pp = &principalPace{
+			entries: rate.NewLimiter(rate.Limit(float64(n)/refill.Seconds()), n),
+			bytes:   rate.NewLimiter(rate.Limit(float64(b)/refill.Seconds()), b),
+		}
+		if m.paces == nil {
+			m.paces = map[string]*principalPace{}
+		}
+		m.paces[key] = pp
+	}
+	if pp.entries.TokensAt(now) < 1 || pp.bytes.TokensAt(now) < float64(min(size, pp.bytes.Burst())) {
+		pp.suppressed++
+		return 0, false
+	}
+	pp.entries.AllowN(now, 1)
+	pp.bytes.AllowN(now, min(size, pp.bytes.Burst()))
+	suppressed, pp.suppressed = pp.suppressed, 0
+	return suppressed, true
 }
 
 func newDecisionID() string {
@@ -132,20 +201,29 @@ func inputFields(in *policy.Input, paths []string) map[string]any {
 }
 
 // record logs a denial of tenant's write and returns a copy of d naming
-// the decision.
+// the decision (no decision id when its principal's share of the log
+// suppressed it).
 func (m *Manager) record(tenant string, d *policy.Denial, in *policy.Input, paths []string) *policy.Denial {
 	if m.dlog == nil {
 		return d
 	}
 	c := *d
 	c.DecisionID = newDecisionID()
-	m.enqueue(tenant, Decision{ID: c.DecisionID, Result: ResultDenied, Layer: c.Layer, Revision: c.Revision,
-		Principal: in.Principal, Action: string(in.Action), Reasons: c.Reasons}, in, paths)
+	if m.enqueue(tenant, Decision{ID: c.DecisionID, Result: ResultDenied, Layer: c.Layer, Revision: c.Revision,
+		Principal: in.Principal, Action: string(in.Action), Reasons: c.Reasons}, in, paths) == errSuppressed {
+		c.DecisionID = ""
+	}
 	return &c
 }
 
-// enqueue bounds dec's input and reasons and hands it to the writer.
-func (m *Manager) enqueue(tenant string, dec Decision, in *policy.Input, paths []string) {
+// errSuppressed: enqueue did not record a decision, its principal having
+// used its share of the log.
+var errSuppressed = errors.New("tenantpolicy: the principal's share of the decision log is used")
+
+// enqueue bounds dec's input and reasons and hands it to the writer;
+// errSuppressed when the principal's share of the log suppressed it, and
+// another error when it was not recorded for another reason (counted).
+func (m *Manager) enqueue(tenant string, dec Decision, in *policy.Input, paths []string) error {
 	max := m.opts.DecisionMaxBytes
 	dec.Time = time.Now().UTC()
 	input := inputFields(in, paths)
@@ -175,13 +253,24 @@ func (m *Manager) enqueue(tenant string, dec Decision, in *policy.Input, paths [
 	}
 	if err != nil {
 		m.opts.Logger.Warn("a policy decision could not be encoded for the decision log", "tenant", tenant, "error", err)
-		return
+		return err
+	}
+	tc := m.counts(tenant)
+	suppressed, ok := m.pace(tenant, dec.Principal, len(line)+1)
+	if !ok {
+		tc.suppressed.Add(1)
+		return errSuppressed
+	}
+	if suppressed > 0 {
+		dec.SuppressedBefore = suppressed
+		if line, err = json.Marshal(dec); err != nil {
+			return err
+		}
 	}
 	line = append(line, '\n')
-	tc := m.counts(tenant)
 	if !m.dlog.enqueue(tenant, line) {
 		tc.dropped.Add(1)
-		return
+		return errors.New("tenantpolicy: the decision log's queue is full")
 	}
 	if dec.Result == ResultDenied {
 		tc.denied.Add(1)
@@ -189,6 +278,7 @@ func (m *Manager) enqueue(tenant string, dec Decision, in *policy.Input, paths [
 		tc.allowed.Add(1)
 	}
 	m.recorded[layerIndex(dec.Layer)][resultIndex(dec.Result)].Add(1)
+	return nil
 }
 
 func layerIndex(layer string) int {
@@ -263,7 +353,7 @@ func (m *Manager) DecisionCounts(tenant string) DecisionCounts {
 	if c == nil {
 		return DecisionCounts{}
 	}
-	return DecisionCounts{Denied: c.denied.Load(), Allowed: c.allowed.Load(), Dropped: c.dropped.Load()}
+	return DecisionCounts{Denied: c.denied.Load(), Allowed: c.allowed.Load(), Dropped: c.dropped.Load(), Suppressed: c.suppressed.Load()}
 }
 
 // DecisionStats returns the decision log's counts over every tenant.

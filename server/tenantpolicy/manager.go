@@ -86,6 +86,17 @@ type Options struct {
 	// decision). 0 means DefaultDecisionLogBytes (4 MiB); range
 	// 64 KiB..1 GiB.
 	DecisionLogBytes int64
+	// DecisionPrincipalRefill paces what one principal (an API key, or a
+	// JWT's subject) adds to its tenant's decision log, so that no writer
+	// can push older entries — its own earlier denials among them — out
+	// of the log by provoking denials: a principal adds at most an eighth
+	// of DecisionLogSize entries and of DecisionLogBytes bytes at once,
+	// and its share refills over this long. Its decisions past its share
+	// are counted (DecisionCounts.Suppressed), not recorded: their
+	// denials carry no decision id, and the principal's next recorded
+	// decision says how many it had suppressed before it. 0 means 10
+	// minutes; negative: no pacing.
+	DecisionPrincipalRefill time.Duration
 	// DecisionQueue bounds the decisions waiting for the decision log's
 	// writer (also bounded by DecisionQueueMaxBytes; one tenant holds at
 	// most a quarter of it): the write path never waits for the disk; a
@@ -185,7 +196,8 @@ type Manager struct {
 	dlog     *decisionStore // nil: no decision log
 	lmu      sync.Mutex
 	tcounts  map[string]*tenantCounts
-	recorded [2][2]atomic.Uint64 // [layer][result] decisions queued
+	paces    map[string]*principalPace // guarded by lmu: principals' shares of their tenant's log (decisions.go)
+	recorded [2][2]atomic.Uint64       // [layer][result] decisions queued
 }
 
 // Open makes the manager and loads the active revision of every tenant
@@ -201,6 +213,9 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = time.Second
+	}
+	if opts.DecisionPrincipalRefill == 0 {
+		opts.DecisionPrincipalRefill = 10 * time.Minute
 	}
 	if opts.MaxConcurrent <= 0 {
 		opts.MaxConcurrent = runtime.GOMAXPROCS(0)
@@ -311,6 +326,11 @@ func (m *Manager) Remove(tenant string) error {
 	m.gmu.Unlock()
 	m.lmu.Lock()
 	delete(m.tcounts, tenant)
+	for k := range m.paces {
+		if strings.HasPrefix(k, tenant+"\x00") {
+			delete(m.paces, k)
+		}
+	}
 	m.lmu.Unlock()
 	if m.dlog != nil {
 		if err := m.dlog.remove(tenant); err != nil {
