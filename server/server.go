@@ -599,7 +599,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		DecisionMaxBytes: cfg.PolicyDecisionMaxBytes, DecisionDir: filepath.Join(cfg.Root, "decisions"),
 		DecisionLogBytes: cfg.PolicyDecisionLogBytes, DecisionQueue: cfg.PolicyDecisionQueue,
 		DecisionPrincipalRefill: cfg.PolicyDecisionPrincipalRefill,
-		Isolate: tenantpolicy.Available(), MemoryBytes: cfg.PolicyMemory,
+		Isolate:                 tenantpolicy.Available(), MemoryBytes: cfg.PolicyMemory,
 	})
 	if err != nil {
 		return fail(fmt.Errorf("tenant policies: %w", err))
