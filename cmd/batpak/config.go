@@ -250,8 +250,21 @@ func (a *app) loadConfig() (*resolved, error) {
 			if len(unknown) > 1 {
 				what, them = "unknown keys", "them"
 			}
+			var meant []string
+			for _, q := range unknown {
+				k, _ := strconv.Unquote(q)
+				if m := meantKey(k); m != "" && len(unknown) == 1 {
+					meant = append(meant, m)
+				} else if m != "" {
+					meant = append(meant, m+" for "+k)
+				}
+			}
+			near := ""
+			if len(meant) > 0 {
+				near = "did you mean " + strings.Join(meant, ", ") + "? "
+			}
 			first, _ := strconv.Unquote(unknown[0])
-			msg := fmt.Sprintf("config file %s: %s %s (%s)", file, what, strings.Join(unknown, ", "), knownKeysNear(first))
+			msg := fmt.Sprintf("config file %s: %s %s (%s%s)", file, what, strings.Join(unknown, ", "), near, knownKeysNear(first))
 			if explicit {
 				return nil, errors.New(msg)
 			}
@@ -505,11 +518,30 @@ func (a *app) unknownKeys() []string {
 	return out
 }
 
-// knownKeysNear names the known key within two edits of an unknown one
-// ("did you mean server.jwt.issuer?"), then the known keys of the section
-// it is in ("server.jwt.isuer": the server.jwt keys), or the store's keys
-// and the other sections when it is at the top level or in no known
-// section.
+// meantKey is the known key within two edits of unknown, or "".
+func meantKey(unknown string) string {
+	var all []string
+	for _, s := range settings {
+		all = append(all, s.key)
+	}
+	for _, s := range serverSettings {
+		all = append(all, s.key)
+	}
+	for _, k := range remoteKeys {
+		all = append(all, k.key)
+	}
+	mean, best := "", 3
+	for _, k := range all {
+		if d := editDistance(k, unknown); d < best {
+			mean, best = k, d
+		}
+	}
+	return mean
+}
+
+// knownKeysNear names the known keys of the section an unknown key is in
+// ("server.jwt.isuer": the server.jwt keys), or the store's keys and the
+// other sections when it is at the top level or in no known section.
 func knownKeysNear(unknown string) string {
 	var all []string
 	for _, s := range settings {
@@ -521,13 +553,6 @@ func knownKeysNear(unknown string) string {
 	for _, k := range remoteKeys {
 		all = append(all, k.key)
 	}
-	mean := "" // a key within two edits
-	best := 3
-	for _, k := range all {
-		if d := editDistance(k, unknown); d < best {
-			mean, best = "did you mean "+k+"? ", d
-		}
-	}
 	if i := strings.LastIndex(unknown, "."); i > 0 {
 		section := unknown[:i+1]
 		var ks []string
@@ -537,14 +562,14 @@ func knownKeysNear(unknown string) string {
 			}
 		}
 		if len(ks) > 0 {
-			return mean + "known in " + unknown[:i] + ": " + strings.Join(ks, ", ")
+			return "known in " + unknown[:i] + ": " + strings.Join(ks, ", ")
 		}
 	}
 	var ks []string
 	for _, s := range settings {
 		ks = append(ks, s.key)
 	}
-	return mean + "known: " + strings.Join(ks, ", ") + ", and the server.* and remote.* keys config.yaml documents"
+	return "known: " + strings.Join(ks, ", ") + ", and the server.* and remote.* keys config.yaml documents"
 }
 
 var sizeRE = regexp.MustCompile(`(?i)^\s*([0-9]+)\s*(b|kib|mib|gib)?\s*$`)

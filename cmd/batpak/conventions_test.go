@@ -86,6 +86,7 @@ func TestExitCodesOfBinary(t *testing.T) {
 		{"usage: unknown verb", exitUsage, []string{"qurey"}, `did you mean query?`},
 		{"usage: a flag's prefix", exitUsage, []string{"query", dd, "--entity", "order:1"}, `unknown flag: --entity (did you mean --entity-prefix?)`},
 		{"usage: a mistyped flag", exitUsage, []string{"query", dd, "--scpoe", "shop"}, `(did you mean --scope?)`},
+		{"usage: a mistyped start of a flag", exitUsage, []string{"query", dd, "--entty", "order:"}, `(did you mean --entity-prefix?)`},
 		{"usage: bad -o", exitUsage, []string{"stats", dd, "-o", "xml"}, `"xml" is not an output format`},
 		{"usage: flags that exclude each other", exitUsage, []string{"serve", "--root", dir + "-srv", "--cluster", "--cluster-node-id", "n1", "--cluster-bootstrap", "--cluster-join", "http://127.0.0.1:1"}, "exclude each other"},
 		{"error: bad value", exitError, []string{"query", dd, "--kind", "1"}, "--kind"},

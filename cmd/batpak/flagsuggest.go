@@ -10,8 +10,8 @@ import (
 
 // suggestFlag adds to an "unknown flag: --name" error the command's flags
 // the name was likely meant as: those it is a prefix of (--entity for
-// --entity-prefix), or within two edits of it (--scpoe). Other errors
-// are returned as they are.
+// --entity-prefix), within two edits of it (--scpoe), or whose start is
+// within one edit of it (--entty). Other errors are returned as they are.
 func suggestFlag(cmd *cobra.Command, err error) error {
 	name, ok := strings.CutPrefix(err.Error(), "unknown flag: --")
 	if !ok || name == "" {
@@ -22,7 +22,15 @@ func suggestFlag(cmd *cobra.Command, err error) error {
 		if f.Hidden || f.Deprecated != "" {
 			return
 		}
-		if strings.HasPrefix(f.Name, name) || editDistance(f.Name, name) <= 2 {
+		// A mistyped start of a longer name (--entty for --entity-prefix)
+		// is within one edit of the name's start.
+		nearStart := false
+		for _, n := range []int{len(name) - 1, len(name), len(name) + 1} {
+			if len(name) >= 4 && n <= len(f.Name) && editDistance(f.Name[:n], name) <= 1 {
+				nearStart = true
+			}
+		}
+		if strings.HasPrefix(f.Name, name) || editDistance(f.Name, name) <= 2 || nearStart {
 			sugg = append(sugg, "--"+f.Name)
 		}
 	})

@@ -362,7 +362,7 @@ func TestUnknownConfigKeyNamesItsSection(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := batpak(t, "config")
-	if r.code != 0 || !strings.Contains(r.stderr, `unknown keys "remote.tokn", "server.jwt.isuer" (did you mean remote.token? known in remote: remote.server, remote.token, remote.token_file, remote.tenant, remote.consistency, remote.timeout, remote.ca_file)`) {
+	if r.code != 0 || !strings.Contains(r.stderr, `unknown keys "remote.tokn", "server.jwt.isuer" (did you mean remote.token for remote.tokn, server.jwt.issuer for server.jwt.isuer? known in remote: remote.server, remote.token, remote.token_file, remote.tenant, remote.consistency, remote.timeout, remote.ca_file)`) {
 		t.Errorf("config: exit %d, stderr %q", r.code, r.stderr)
 	}
 	if err := os.WriteFile("batpak.yaml", []byte("# batpak configuration\nserver:\n  jwt:\n    isuer: x\n"), 0o600); err != nil {
