@@ -18,14 +18,15 @@ const DefaultWindow = 2 * time.Second
 //
 // A tenant holds at most half the slots (at least 1). The pool also keeps
 // each tenant's recent use of its slots: the seconds its takes held them,
-// decaying with the window (a use W ago counts e⁻¹ of its length). A
-// tenant whose use passes a quarter of the pool's capacity over the
-// window (Size × W / 4 slot-seconds: with 2 slots and 2 s, one second) is
-// busy, and each of its takes also needs one of the slots the busy
-// tenants share, half the pool (at least 1). So tenants that keep the
-// slots busy — with long calls or many short ones, however many such
-// tenants there are — hold at most half between them, and the others
-// keep the rest.
+// decaying with the window (a use W ago counts e⁻¹ of its length), the
+// takes still holding one counted as they run. A tenant whose use passes
+// an eighth of the pool's capacity over the window (Size × W / 8
+// slot-seconds: with 2 slots and 2 s, half a second) is busy, and each of
+// its takes also needs one of the slots the busy tenants share, half the
+// pool (at least 1). So tenants that keep the slots busy, with long calls
+// or many short ones, hold at most half between them, and the others keep
+// the rest — unless more than eight tenants each stay just under an
+// eighth.
 type Pool struct {
 	all chan struct{}
 	// busy is the slots the busy tenants share.
@@ -43,14 +44,26 @@ type share struct {
 	takes int // guarded by Pool.mu
 }
 
-// usage is a tenant's decaying slot-seconds, as of at.
+// usage is a tenant's decaying slot-seconds, as of at, and the start of
+// each of its takes holding a slot now.
 type usage struct {
 	seconds float64
 	at      time.Time
+	holding map[*time.Time]struct{}
 }
 
-func (u *usage) now(now time.Time, window time.Duration) float64 {
+// decayed is the use of the takes that returned their slots, as of now.
+func (u *usage) decayed(now time.Time, window time.Duration) float64 {
 	return u.seconds * math.Exp(-now.Sub(u.at).Seconds()/window.Seconds())
+}
+
+// now is the use as of now, the takes holding a slot counted so far.
+func (u *usage) now(now time.Time, window time.Duration) float64 {
+	use := u.decayed(now, window)
+	for start := range u.holding {
+		use += now.Sub(*start).Seconds()
+	}
+	return use
 }
 
 // New is a pool of n slots (at least 1) weighing use over DefaultWindow;
@@ -73,8 +86,8 @@ func (p *Pool) PerTenant() int { return max(cap(p.all)/2, 1) }
 func (p *Pool) BusyShare() int { return cap(p.busy) }
 
 // busyAt is the slot-seconds of use over the window past which a tenant
-// is busy: a quarter of the pool's capacity.
-func (p *Pool) busyAt() float64 { return p.window.Seconds() * float64(cap(p.all)) / 4 }
+// is busy: an eighth of the pool's capacity.
+func (p *Pool) busyAt() float64 { return p.window.Seconds() * float64(cap(p.all)) / 8 }
 
 // ErrTenantShare, ErrPool and ErrBusyShare say which wait ran out in Take:
 // for one of the tenant's share, for one of the pool's, or (the tenant
@@ -85,8 +98,8 @@ var (
 	ErrBusyShare   = errors.New("shares: every slot the busy tenants share is taken")
 )
 
-// Take takes, when the tenant is busy, one of the busy tenants' share,
-// then one of the tenant's share, then one of the pool's, waiting for
+// Take takes one of the tenant's share, then, when the tenant is busy,
+// one of the busy tenants' share, then one of the pool's, waiting for
 // them while ctx lasts and, when wait > 0, at most wait in all (then
 // ErrBusyShare, ErrTenantShare or ErrPool); ctx's error when it ends
 // first. The release gives them back (once) and counts the time the slot
@@ -105,13 +118,23 @@ func (p *Pool) Take(ctx context.Context, tenant string, wait time.Duration) (rel
 	giveBack := func() {} // what is taken so far
 	fail := func(err error) (func(), error) {
 		giveBack()
-		p.leave(tenant, sh, 0)
+		p.leave(tenant, sh, nil)
 		return nil, err
+	}
+	// The tenant's own slot first: a busy tenant's takes waiting for its
+	// own share do not hold the busy tenants' slots meanwhile.
+	select {
+	case own <- struct{}{}:
+		giveBack = func() { <-own }
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	case <-expired:
+		return fail(ErrTenantShare)
 	}
 	if busy {
 		select {
 		case p.busy <- struct{}{}:
-			giveBack = func() { <-p.busy }
+			giveBack = func() { <-p.busy; <-own }
 		case <-ctx.Done():
 			return fail(ctx.Err())
 		case <-expired:
@@ -119,30 +142,42 @@ func (p *Pool) Take(ctx context.Context, tenant string, wait time.Duration) (rel
 		}
 	}
 	select {
-	case own <- struct{}{}:
-	case <-ctx.Done():
-		return fail(ctx.Err())
-	case <-expired:
-		return fail(ErrTenantShare)
-	}
-	busyBack := giveBack
-	giveBack = func() { <-own; busyBack() }
-	select {
 	case p.all <- struct{}{}:
 	case <-ctx.Done():
 		return fail(ctx.Err())
 	case <-expired:
 		return fail(ErrPool)
 	}
-	start := time.Now()
+	start := p.hold(tenant)
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			<-p.all
 			giveBack()
-			p.leave(tenant, sh, time.Since(start))
+			p.leave(tenant, sh, start)
 		})
 	}, nil
+}
+
+// hold records that one of tenant's takes holds a slot from now on: its
+// use counts it as it runs.
+func (p *Pool) hold(tenant string) *time.Time {
+	start := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	u := p.use[tenant]
+	if u == nil {
+		if len(p.use) >= 64 {
+			p.forgetLocked(start)
+		}
+		u = &usage{at: start}
+		p.use[tenant] = u
+	}
+	if u.holding == nil {
+		u.holding = map[*time.Time]struct{}{}
+	}
+	u.holding[&start] = struct{}{}
+	return &start
 }
 
 // enter finds or makes the tenant's share and counts one more take on
@@ -164,33 +199,28 @@ func (p *Pool) enter(tenant string) (sh *share, busy bool) {
 }
 
 // leave counts one take fewer on the tenant's share, dropping the share
-// when none is left, and adds held (the time a slot was held) to the
-// tenant's use.
-func (p *Pool) leave(tenant string, sh *share, held time.Duration) {
+// when none is left, and, for a take that held a slot since start, moves
+// the time it held into the tenant's use.
+func (p *Pool) leave(tenant string, sh *share, start *time.Time) {
 	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if sh.takes--; sh.takes == 0 {
 		delete(p.tenants, tenant)
 	}
-	if held <= 0 {
+	if start == nil {
 		return
 	}
 	u := p.use[tenant]
-	if u == nil {
-		if len(p.use) >= 64 {
-			p.forgetLocked(now)
-		}
-		u = &usage{}
-		p.use[tenant] = u
-	}
-	u.seconds, u.at = u.now(now, p.window)+held.Seconds(), now
+	delete(u.holding, start)
+	u.seconds, u.at = u.decayed(now, p.window)+now.Sub(*start).Seconds(), now
 }
 
-// forgetLocked drops the use that has decayed below a millisecond.
+// forgetLocked drops the use that has decayed below a millisecond, of
+// tenants holding no slot.
 func (p *Pool) forgetLocked(now time.Time) {
 	for t, u := range p.use {
-		if u.now(now, p.window) < 0.001 {
+		if len(u.holding) == 0 && u.now(now, p.window) < 0.001 {
 			delete(p.use, t)
 		}
 	}

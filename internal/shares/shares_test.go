@@ -121,13 +121,13 @@ func TestRefusal(t *testing.T) {
 }
 
 // TestBusyTenantsShareHalf: tenants whose takes kept the slots busy
-// lately (a quarter of the pool's capacity over the window) need one of
+// lately (an eighth of the pool's capacity over the window) need one of
 // the busy tenants' share, half the pool, besides their own: two busy
 // tenants cannot take a pool of 2 from a third; the refusal says why; a
 // tenant whose use has decayed takes its own share again.
 func TestBusyTenantsShareHalf(t *testing.T) {
 	const window = 400 * time.Millisecond
-	p := shares.NewWindow(2, window) // busy past 0.2 slot-seconds
+	p := shares.NewWindow(2, window) // busy past 0.1 slot-seconds
 	ctx := context.Background()
 	relA, err := p.Take(ctx, "a", time.Second)
 	if err != nil {
@@ -165,7 +165,7 @@ func TestBusyTenantsShareHalf(t *testing.T) {
 	}
 	relB()
 	relA()
-	time.Sleep(2 * window) // the use decays: 0.3 s × e⁻² < 0.2 s
+	time.Sleep(3 * window) // the use decays: 0.3 s × e⁻³ < 0.1 s
 	if p.Busy("c") {
 		t.Fatal("c is still busy after its use decayed")
 	}
@@ -184,7 +184,7 @@ func TestBusyTenantsShareHalf(t *testing.T) {
 // does, so a tenant cannot stay out of the busy share by keeping each
 // call short.
 func TestManyShortTakesMakeATenantBusy(t *testing.T) {
-	p := shares.NewWindow(2, 200*time.Millisecond) // busy past 0.1 slot-seconds
+	p := shares.NewWindow(2, 400*time.Millisecond) // busy past 0.1 slot-seconds
 	ctx := context.Background()
 	for range 30 {
 		rel, err := p.Take(ctx, "a", time.Second)
@@ -196,5 +196,66 @@ func TestManyShortTakesMakeATenantBusy(t *testing.T) {
 	}
 	if !p.Busy("a") {
 		t.Fatal("30 takes of 10 ms in a row did not make the tenant busy")
+	}
+}
+
+// TestHoldingCountsAsItRuns: a take still holding its slot counts as
+// use while it runs, so tenants holding every slot with long takes are
+// busy before any take returns, and the next take of another busy tenant
+// waits for the busy share.
+func TestHoldingCountsAsItRuns(t *testing.T) {
+	p := shares.NewWindow(4, 400*time.Millisecond) // busy past 0.2 slot-seconds
+	ctx := context.Background()
+	var rels []func()
+	for _, tenant := range []string{"x", "x", "y", "y"} {
+		rel, err := p.Take(ctx, tenant, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rels = append(rels, rel)
+	}
+	time.Sleep(150 * time.Millisecond) // 0.3 slot-seconds each, none returned
+	if !p.Busy("x") || !p.Busy("y") {
+		t.Fatalf("two tenants holding every slot for 150 ms: busy x %v, y %v; want both", p.Busy("x"), p.Busy("y"))
+	}
+	for _, rel := range rels {
+		rel()
+	}
+}
+
+// TestWaitingForItsShareHoldsNoBusySlot: a busy tenant's takes waiting
+// for its own share do not hold the busy tenants' slots meanwhile, so
+// another busy tenant takes one of the idle slots.
+func TestWaitingForItsShareHoldsNoBusySlot(t *testing.T) {
+	p := shares.NewWindow(4, 400*time.Millisecond)
+	ctx := context.Background()
+	var rels []func()
+	for _, tenant := range []string{"a", "a", "b", "b"} { // each holds its share of 2
+		rel, err := p.Take(ctx, tenant, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rels = append(rels, rel)
+	}
+	time.Sleep(150 * time.Millisecond) // a and b are busy
+	rels[2]()                          // b returns its slots
+	rels[3]()
+	waiting, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for range 2 { // a's third and fourth takes wait for a's own share
+		go func() {
+			if rel, err := p.Take(waiting, "a", 0); err == nil {
+				rel()
+			}
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	rel, err := p.Take(ctx, "b", 50*time.Millisecond)
+	if err != nil {
+		t.Fatalf("busy b with 2 of 4 slots idle while a's third take waits for a's share: %v", err)
+	}
+	rel()
+	for _, rel := range rels[:2] {
+		rel()
 	}
 }
