@@ -99,29 +99,66 @@ func writeTestDecisions(t *testing.T, s *decisionStore, from, n int) {
 // TestPrincipalShareRefills: a principal's share of its tenant's log
 // (an eighth of its entries) refills over DecisionPrincipalRefill, and
 // the first decision recorded after some were suppressed counts them;
-// principals and tenants have shares of their own.
+// principals, tenants and a principal's denials and sampled allows have
+// shares of their own, and a subject never names a key's share.
 func TestPrincipalShareRefills(t *testing.T) {
 	m := &Manager{opts: Options{DecisionPrincipalRefill: 2 * time.Second, DecisionLogSize: 16, DecisionLogBytes: 1 << 20}}
 	w := policy.Principal{ID: "w", KeyID: "k1"}
+	take := func(tenant, result string, p policy.Principal) (uint64, bool) {
+		pp, n, ok := m.pace(tenant, result, p, 100)
+		m.settle(pp, n)
+		return n, ok
+	}
 	for i := range 2 {
-		if _, ok := m.pace("acme", w, 100); !ok {
+		if _, ok := take("acme", ResultDenied, w); !ok {
 			t.Fatalf("decision %d within the share of 16/8 = 2 was suppressed", i)
 		}
 	}
 	for range 3 {
-		if _, ok := m.pace("acme", w, 100); ok {
+		if _, ok := take("acme", ResultDenied, w); ok {
 			t.Fatal("a decision past the principal's share was recorded")
 		}
 	}
-	if _, ok := m.pace("acme", policy.Principal{ID: "other", KeyID: "k2"}, 100); !ok {
-		t.Fatal("another principal's decision was suppressed")
-	}
-	if _, ok := m.pace("globex", w, 100); !ok {
-		t.Fatal("the same key id in another tenant was suppressed")
+	for what, p := range map[string]struct {
+		tenant, result string
+		who            policy.Principal
+	}{
+		"another key":                {"acme", ResultDenied, policy.Principal{ID: "other", KeyID: "k2"}},
+		"the same key in a tenant":   {"globex", ResultDenied, w},
+		"the key's sampled allows":   {"acme", ResultAllowed, w},
+		"a subject named as the key": {"acme", ResultDenied, policy.Principal{ID: "k1"}},
+	} {
+		if _, ok := take(p.tenant, p.result, p.who); !ok {
+			t.Fatalf("%s: its decision was suppressed by another's share", what)
+		}
 	}
 	time.Sleep(1100 * time.Millisecond) // one entry refills a second
-	suppressed, ok := m.pace("acme", w, 100)
+	suppressed, ok := take("acme", ResultDenied, w)
 	if !ok || suppressed != 3 {
 		t.Fatalf("after the share refilled: recorded %v, %d suppressed before it; want recorded, 3", ok, suppressed)
+	}
+}
+
+// TestPrincipalSharesAreBounded: past maxPaces principals, a tenant's
+// further principals share one overflow share per result instead of
+// growing the map, and their decisions are still paced.
+func TestPrincipalSharesAreBounded(t *testing.T) {
+	m := &Manager{opts: Options{DecisionPrincipalRefill: time.Hour, DecisionLogSize: 16, DecisionLogBytes: 1 << 20}}
+	for i := range maxPaces + 100 {
+		if _, _, ok := m.pace("acme", ResultDenied, policy.Principal{ID: fmt.Sprint("s", i)}, 100); !ok && i < maxPaces {
+			t.Fatalf("principal %d's first decision was suppressed", i)
+		}
+	}
+	if n := len(m.paces); n > maxPaces+1 {
+		t.Fatalf("%d shares kept after %d principals, want at most %d and one overflow share", n, maxPaces+100, maxPaces)
+	}
+	suppressed := 0
+	for i := range 10 {
+		if _, _, ok := m.pace("acme", ResultDenied, policy.Principal{ID: fmt.Sprint("late", i)}, 100); !ok {
+			suppressed++
+		}
+	}
+	if suppressed == 0 {
+		t.Fatal("principals past the bound were not paced at all")
 	}
 }

@@ -113,36 +113,56 @@ type principalPace struct {
 	suppressed     uint64
 }
 
-// maxPaces bounds the principals whose shares are kept; past it, the
-// full ones with nothing suppressed are forgotten (a full share is what a
-// new one starts as).
-const maxPaces = 4096
+// maxPaces bounds the principals whose shares are kept, across tenants;
+// past it (after forgetting the full shares with nothing suppressed, at
+// most every paceForgetEvery), further principals of a tenant share one
+// overflow share per result.
+const (
+	maxPaces        = 4096
+	paceForgetEvery = 10 * time.Second
+)
 
-// pace takes one entry of size bytes from the principal's share: false
-// (and one more suppressed) when the share cannot pay for it; else how
-// many were suppressed before it.
-func (m *Manager) pace(tenant string, p policy.Principal, size int) (suppressed uint64, ok bool) {
+// paceKey names a principal's share for decisions of result (denied and
+// allowed each have one, so sampled allows never use up a principal's
+// share for its denials): by API key, else by subject, namespaced so
+// that a subject never names a key's share.
+func paceKey(tenant, result string, p policy.Principal) string {
+	who := "sub:" + p.ID
+	if p.KeyID != "" {
+		who = "key:" + p.KeyID
+	}
+	return tenant + "\x00" + result + "\x00" + who
+}
+
+// pace takes one entry of size bytes from the share of the principal's
+// decisions of result: false (and one more suppressed) when the share
+// cannot pay for it; else the share and how many were suppressed before
+// it, which settle clears once the entry is queued.
+func (m *Manager) pace(tenant, result string, p policy.Principal, size int) (pp *principalPace, suppressed uint64, ok bool) {
 	refill := m.opts.DecisionPrincipalRefill
 	if refill < 0 {
-		return 0, true
+		return nil, 0, true
 	}
-	who := p.KeyID
-	if who == "" {
-		who = "id:" + p.ID
-	}
-	key := tenant + "\x00" + who
+	key := paceKey(tenant, result, p)
 	now := time.Now()
 	m.lmu.Lock()
 	defer m.lmu.Unlock()
-	pp := m.paces[key]
-	if pp == nil {
-		if len(m.paces) >= maxPaces {
+	pp = m.paces[key]
+	if pp == nil && len(m.paces) >= maxPaces {
+		if now.Sub(m.pacesForgot) >= paceForgetEvery {
+			m.pacesForgot = now
 			for k, q := range m.paces {
 				if q.suppressed == 0 && q.entries.TokensAt(now) >= float64(q.entries.Burst()) && q.bytes.TokensAt(now) >= float64(q.bytes.Burst()) {
 					delete(m.paces, k)
 				}
 			}
 		}
+		if len(m.paces) >= maxPaces {
+			key = tenant + "\x00" + result + "\x00*"
+			pp = m.paces[key]
+		}
+	}
+	if pp == nil {
 		n := max(m.opts.DecisionLogSize/8, 1)
 		b := max(int(m.opts.DecisionLogBytes/8), 1)
 		pp = &principalPace{
@@ -156,12 +176,22 @@ func (m *Manager) pace(tenant string, p policy.Principal, size int) (suppressed 
 	}
 	if pp.entries.TokensAt(now) < 1 || pp.bytes.TokensAt(now) < float64(min(size, pp.bytes.Burst())) {
 		pp.suppressed++
-		return 0, false
+		return nil, 0, false
 	}
 	pp.entries.AllowN(now, 1)
 	pp.bytes.AllowN(now, min(size, pp.bytes.Burst()))
-	suppressed, pp.suppressed = pp.suppressed, 0
-	return suppressed, true
+	return pp, pp.suppressed, true
+}
+
+// settle clears the n suppressed decisions an entry queued for the log
+// has reported.
+func (m *Manager) settle(pp *principalPace, n uint64) {
+	if pp == nil || n == 0 {
+		return
+	}
+	m.lmu.Lock()
+	pp.suppressed -= min(n, pp.suppressed)
+	m.lmu.Unlock()
 }
 
 func newDecisionID() string {
@@ -256,7 +286,7 @@ func (m *Manager) enqueue(tenant string, dec Decision, in *policy.Input, paths [
 		return err
 	}
 	tc := m.counts(tenant)
-	suppressed, ok := m.pace(tenant, dec.Principal, len(line)+1)
+	pp, suppressed, ok := m.pace(tenant, dec.Result, dec.Principal, len(line)+1)
 	if !ok {
 		tc.suppressed.Add(1)
 		return errSuppressed
@@ -272,6 +302,7 @@ func (m *Manager) enqueue(tenant string, dec Decision, in *policy.Input, paths [
 		tc.dropped.Add(1)
 		return errors.New("tenantpolicy: the decision log's queue is full")
 	}
+	m.settle(pp, suppressed)
 	if dec.Result == ResultDenied {
 		tc.denied.Add(1)
 	} else {

@@ -193,11 +193,13 @@ type Manager struct {
 
 	sb *sandbox // nil: bundles are checked and evaluated in this process
 
-	dlog     *decisionStore // nil: no decision log
-	lmu      sync.Mutex
-	tcounts  map[string]*tenantCounts
-	paces    map[string]*principalPace // guarded by lmu: principals' shares of their tenant's log (decisions.go)
-	recorded [2][2]atomic.Uint64       // [layer][result] decisions queued
+	dlog    *decisionStore // nil: no decision log
+	lmu     sync.Mutex
+	tcounts map[string]*tenantCounts
+	paces   map[string]*principalPace // guarded by lmu: principals' shares of their tenant's log (decisions.go)
+	// pacesForgot is when pace last forgot the full shares (guarded by lmu).
+	pacesForgot time.Time
+	recorded    [2][2]atomic.Uint64 // [layer][result] decisions queued
 }
 
 // Open makes the manager and loads the active revision of every tenant
