@@ -532,6 +532,12 @@ func meantKey(unknown string) string {
 	}
 	mean, best := "", 3
 	for _, k := range all {
+		// Lengths apart by more than two are more than two edits apart:
+		// no distance is worked out for them (a hostile file's long
+		// keys cost nothing).
+		if len(k) > len(unknown)+2 || len(unknown) > len(k)+2 {
+			continue
+		}
 		if d := editDistance(k, unknown); d < best {
 			mean, best = k, d
 		}

@@ -14,7 +14,7 @@ import (
 // within one edit of it (--entty). Other errors are returned as they are.
 func suggestFlag(cmd *cobra.Command, err error) error {
 	name, ok := strings.CutPrefix(err.Error(), "unknown flag: --")
-	if !ok || name == "" {
+	if !ok || name == "" || len(name) > 64 {
 		return err
 	}
 	var sugg []string

@@ -94,3 +94,36 @@ func TestDescendantsSkipRemoved(t *testing.T) {
 		t.Fatalf("Correlation after removing 1: %v", seqsOf(locs))
 	}
 }
+
+// TestRemovingConversationsTakesBackTheirEstimate: removing every event
+// filed in correlation groups gives back what filing them added to the
+// running estimate (EstimatedBytes), so compaction and erasure do not
+// leave it growing.
+func TestRemovingConversationsTakesBackTheirEstimate(t *testing.T) {
+	const n = 300
+	causes, corrs := make([]int, n), make([]int, n)
+	for i := range n {
+		causes[i], corrs[i] = -1, -1
+		if i%3 != 0 {
+			corrs[i] = i - i%3 // groups of three: the first and two members
+		}
+	}
+	ix, _ := causalIndex(t, causes, corrs)
+	grouped := ix.names.Load()
+	removed := map[uint32]bool{}
+	for i := range n {
+		if corrs[i] >= 0 {
+			removed[uint32(i)] = true
+		}
+	}
+	ix.Lock()
+	ix.RemoveLocked(removed)
+	ix.Unlock()
+	if len(ix.corr) != 0 {
+		t.Fatalf("%d correlation groups left after removing every member", len(ix.corr))
+	}
+	names := int64(len("e")+estEntityBytes) + int64(len("s")+estScopeBytes)
+	if got := ix.names.Load(); got != names {
+		t.Fatalf("the estimate's names and groups: %d with the groups, %d after removing their members, want %d (the entity and scope alone)", grouped, got, names)
+	}
+}

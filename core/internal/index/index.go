@@ -428,7 +428,10 @@ func (ix *Index) RemoveLocked(removed map[uint32]bool) {
 	// Child and sibling links stay: a walk skips a removed event and what
 	// it caused, as Ancestors stops at a removed cause.
 	for k, seqs := range ix.corr {
-		if seqs = keep(seqs); len(seqs) == 0 {
+		before := len(seqs)
+		seqs = keep(seqs)
+		ix.names.Add(-int64(before-len(seqs)) * estCorrSeq)
+		if len(seqs) == 0 {
 			delete(ix.corr, k)
 			ix.names.Add(-estCorrBytes)
 		} else {
