@@ -1,38 +1,19 @@
 package server_test
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/internal/testenv"
 	"github.com/batpak-go/batpak/plugins"
 	"github.com/batpak-go/batpak/server"
 )
-
-// lockedLog is a log destination safe for the server's goroutines.
-type lockedLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestClusterReferencedBlobMissing: a policy bundle the control plane
 // names as a tenant's active policy that is gone from the node's
@@ -44,7 +25,7 @@ func (l *lockedLog) String() string {
 // the same version pushed again.
 func TestClusterReferencedBlobMissing(t *testing.T) {
 	root := t.TempDir()
-	logs := &lockedLog{}
+	logs := &testenv.Buffer{}
 	n1 := startClusterLeader(t, root, func(c *server.Config) {
 		c.Cluster.BlobGrace = time.Hour
 		c.Cluster.BlobCollectEvery = 100 * time.Millisecond

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/internal/testenv"
 	"github.com/batpak-go/batpak/server"
 )
 
@@ -398,7 +399,7 @@ func TestClusterServe(t *testing.T) {
 // with neither bootstrap nor join belongs to no cluster; it says so in
 // its log, naming what to do, instead of looking like a node starting up.
 func TestClusterNodeWithNeitherFlagSaysSo(t *testing.T) {
-	var log lockedLog
+	var log testenv.Buffer
 	startClusterServer(t, t.TempDir(), "n4", false, "", func(c *server.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&log, nil))
 	})

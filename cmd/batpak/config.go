@@ -499,14 +499,8 @@ func markedConfig(file string) bool {
 // unknownKeys lists config-file keys that are not settings (typos, mostly).
 func (a *app) unknownKeys() []string {
 	known := map[string]bool{}
-	for _, s := range settings {
-		known[s.key] = true
-	}
-	for _, s := range serverSettings {
-		known[s.key] = true
-	}
-	for _, k := range remoteKeys {
-		known[k.key] = true
+	for _, k := range knownKeys() {
+		known[k] = true
 	}
 	var out []string
 	for _, k := range a.v.AllKeys() {
@@ -518,8 +512,9 @@ func (a *app) unknownKeys() []string {
 	return out
 }
 
-// meantKey is the known key within two edits of unknown, or "".
-func meantKey(unknown string) string {
+// knownKeys is every key a config file may set: the store's, the
+// server's and the remote ones.
+func knownKeys() []string {
 	var all []string
 	for _, s := range settings {
 		all = append(all, s.key)
@@ -530,6 +525,12 @@ func meantKey(unknown string) string {
 	for _, k := range remoteKeys {
 		all = append(all, k.key)
 	}
+	return all
+}
+
+// meantKey is the known key within two edits of unknown, or "".
+func meantKey(unknown string) string {
+	all := knownKeys()
 	mean, best := "", 3
 	for _, k := range all {
 		// Lengths apart by more than two are more than two edits apart:
@@ -549,16 +550,7 @@ func meantKey(unknown string) string {
 // ("server.jwt.isuer": the server.jwt keys), or the store's keys and the
 // other sections when it is at the top level or in no known section.
 func knownKeysNear(unknown string) string {
-	var all []string
-	for _, s := range settings {
-		all = append(all, s.key)
-	}
-	for _, s := range serverSettings {
-		all = append(all, s.key)
-	}
-	for _, k := range remoteKeys {
-		all = append(all, k.key)
-	}
+	all := knownKeys()
 	if i := strings.LastIndex(unknown, "."); i > 0 {
 		section := unknown[:i+1]
 		var ks []string

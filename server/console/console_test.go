@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/internal/testenv"
 	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/console"
 )
@@ -304,7 +305,7 @@ func TestTheConsoleCanBeTurnedOff(t *testing.T) {
 	cfg := server.DefaultConfig()
 	cfg.Root = t.TempDir()
 	cfg.OperatorToken = opToken
-	cfg.Stderr = &syncBuf{}
+	cfg.Stderr = &testenv.Buffer{}
 	cfg.DisableConsole = true
 	srv, err := server.New(context.Background(), cfg)
 	if err != nil {

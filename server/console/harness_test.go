@@ -14,10 +14,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/internal/testenv"
 	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/console"
 )
@@ -31,17 +31,6 @@ type env struct {
 	base string
 	done chan error
 	stop context.CancelFunc
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
 }
 
 func start(t *testing.T) *env {
@@ -59,7 +48,7 @@ func startWith(t *testing.T, configure func(*server.Config)) *env {
 	cfg.OperatorToken = opToken
 	cfg.ShutdownTimeout = 5 * time.Second
 	cfg.AccessLog = "off"
-	cfg.Stderr = &syncBuf{}
+	cfg.Stderr = &testenv.Buffer{}
 	if configure != nil {
 		configure(&cfg)
 	}

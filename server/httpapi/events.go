@@ -673,44 +673,36 @@ const maxVerifies = 2
 // startImport marks an import into tenant as running, or refuses it
 // (503 BUSY) while another one is.
 func (a *API) startImport(tenant string) (done func(), err error) {
-	a.verifyMu.Lock()
-	defer a.verifyMu.Unlock()
-	if a.imports[tenant] {
-		return nil, &apiError{status: 503, code: wire.CodeBusy, retryAfter: 5 * time.Second,
-			detail: "an import into this tenant is running; imports into one tenant run one at a time"}
-	}
-	if a.imports == nil {
-		a.imports = map[string]bool{}
-	}
-	a.imports[tenant] = true
-	return func() {
-		a.verifyMu.Lock()
-		delete(a.imports, tenant)
-		a.verifyMu.Unlock()
-	}, nil
+	return a.startOne(&a.imports, tenant, 0, "imports", "an import into this tenant is running; imports into one tenant run one at a time")
 }
 
 // startVerify claims a verify run for tenant: one per tenant at a time,
 // maxVerifies in all. Past either: 503 BUSY with Retry-After. done gives
 // the run back.
 func (a *API) startVerify(tenant string) (done func(), err error) {
+	return a.startOne(&a.verifies, tenant, maxVerifies, "verifies", "a verify of this tenant is running; one runs at a time (its answer holds for this one too)")
+}
+
+// startOne marks tenant in *running (guarded by verifyMu), or refuses it
+// (503 BUSY with Retry-After, saying busy) while it is marked there, or
+// while limit (0: none) tenants are (what names the work then).
+func (a *API) startOne(running *map[string]bool, tenant string, limit int, what, busy string) (done func(), err error) {
 	a.verifyMu.Lock()
 	defer a.verifyMu.Unlock()
 	switch {
-	case a.verifies[tenant]:
+	case (*running)[tenant]:
+		return nil, &apiError{status: 503, code: wire.CodeBusy, retryAfter: 5 * time.Second, detail: busy}
+	case limit > 0 && len(*running) >= limit:
 		return nil, &apiError{status: 503, code: wire.CodeBusy, retryAfter: 5 * time.Second,
-			detail: "a verify of this tenant is running; one runs at a time (its answer holds for this one too)"}
-	case len(a.verifies) >= maxVerifies:
-		return nil, &apiError{status: 503, code: wire.CodeBusy, retryAfter: 5 * time.Second,
-			detail: "the server runs " + itoa(maxVerifies) + " verifies at a time; retry"}
+			detail: "the server runs " + itoa(limit) + " " + what + " at a time; retry"}
 	}
-	if a.verifies == nil {
-		a.verifies = map[string]bool{}
+	if *running == nil {
+		*running = map[string]bool{}
 	}
-	a.verifies[tenant] = true
+	(*running)[tenant] = true
 	return func() {
 		a.verifyMu.Lock()
-		delete(a.verifies, tenant)
+		delete(*running, tenant)
 		a.verifyMu.Unlock()
 	}, nil
 }

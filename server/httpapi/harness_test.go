@@ -7,10 +7,10 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/internal/testenv"
 	"github.com/batpak-go/batpak/server"
 )
 
@@ -21,26 +21,9 @@ type env struct {
 	t    *testing.T
 	srv  *server.Server
 	base string
-	logs *syncBuf
+	logs *testenv.Buffer
 	done chan error
 	stop context.CancelFunc
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func start(t *testing.T, mod func(*server.Config)) *env {
@@ -50,7 +33,7 @@ func start(t *testing.T, mod func(*server.Config)) *env {
 	cfg.Listen = "127.0.0.1:0"
 	cfg.OperatorToken = opToken
 	cfg.ShutdownTimeout = 5 * time.Second
-	logs := &syncBuf{}
+	logs := &testenv.Buffer{}
 	cfg.Stderr = logs
 	if mod != nil {
 		mod(&cfg)
