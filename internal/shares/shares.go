@@ -107,6 +107,9 @@ var (
 // while a take holds or waits on it, and its use until it decays away,
 // so tenants that come and go leave nothing.
 func (p *Pool) Take(ctx context.Context, tenant string, wait time.Duration) (release func(), err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err // not a coin's toss against a free slot
+	}
 	sh, busy := p.enter(tenant)
 	own := sh.slots
 	var expired <-chan time.Time

@@ -259,3 +259,22 @@ func TestWaitingForItsShareHoldsNoBusySlot(t *testing.T) {
 		rel()
 	}
 }
+
+// TestEndedContextTakesNothing: a take whose context has already ended
+// fails with its error every time, never by chance against a free slot.
+func TestEndedContextTakesNothing(t *testing.T) {
+	p := shares.New(4)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 200 {
+		if rel, err := p.Take(ctx, "a", 0); !errors.Is(err, context.Canceled) {
+			if rel != nil {
+				rel()
+			}
+			t.Fatalf("a take with its context ended: %v, want context.Canceled", err)
+		}
+	}
+	if all, _ := p.InUse("a"); all != 0 || p.Tenants() != 0 {
+		t.Fatalf("after refused takes: %d in use, %d shares kept", all, p.Tenants())
+	}
+}

@@ -105,8 +105,7 @@ func TestPrincipalShareRefills(t *testing.T) {
 	m := &Manager{opts: Options{DecisionPrincipalRefill: 2 * time.Second, DecisionLogSize: 16, DecisionLogBytes: 1 << 20}}
 	w := policy.Principal{ID: "w", KeyID: "k1"}
 	take := func(tenant, result string, p policy.Principal) (uint64, bool) {
-		pp, n, ok := m.pace(tenant, result, p, 100)
-		m.settle(pp, n)
+		_, n, ok := m.pace(tenant, result, p, 100)
 		return n, ok
 	}
 	for i := range 2 {
@@ -160,5 +159,30 @@ func TestPrincipalSharesAreBounded(t *testing.T) {
 	}
 	if suppressed == 0 {
 		t.Fatal("principals past the bound were not paced at all")
+	}
+}
+
+// TestSuppressedCountsAreReportedOnce: two entries of one principal paced
+// at once report the decisions suppressed before them once between them,
+// and an entry that is not queued gives its count back to the next.
+func TestSuppressedCountsAreReportedOnce(t *testing.T) {
+	m := &Manager{opts: Options{DecisionPrincipalRefill: time.Hour, DecisionLogSize: 16, DecisionLogBytes: 1 << 20}}
+	w := policy.Principal{ID: "w", KeyID: "k1"}
+	m.pace("acme", ResultDenied, w, 100)
+	m.pace("acme", ResultDenied, w, 100)
+	for range 3 {
+		m.pace("acme", ResultDenied, w, 100) // suppressed: the share of 2 is used
+	}
+	pp := m.paces[paceKey("acme", ResultDenied, w)]
+	pp.entries.SetBurst(4) // two more entries refill at once
+	pp.entries.AllowN(time.Now(), -2)
+	_, a, okA := m.pace("acme", ResultDenied, w, 100)
+	ppB, b, okB := m.pace("acme", ResultDenied, w, 100)
+	if !okA || !okB || a+b != 3 {
+		t.Fatalf("two entries paced at once report %d and %d suppressed before them (recorded %v %v), want 3 between them", a, b, okA, okB)
+	}
+	m.unsettle(ppB, b+1) // B was not queued after all, and had one to give back
+	if pp.suppressed != b+1 {
+		t.Fatalf("after an entry was not queued the share holds %d to report, want %d", pp.suppressed, b+1)
 	}
 }

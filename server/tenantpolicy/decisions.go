@@ -137,7 +137,8 @@ func paceKey(tenant, result string, p policy.Principal) string {
 // pace takes one entry of size bytes from the share of the principal's
 // decisions of result: false (and one more suppressed) when the share
 // cannot pay for it; else the share and how many were suppressed before
-// it, which settle clears once the entry is queued.
+// it, the share's count cleared (unsettle gives it back when the entry
+// is not queued after all).
 func (m *Manager) pace(tenant, result string, p policy.Principal, size int) (pp *principalPace, suppressed uint64, ok bool) {
 	refill := m.opts.DecisionPrincipalRefill
 	if refill < 0 {
@@ -180,17 +181,18 @@ func (m *Manager) pace(tenant, result string, p policy.Principal, size int) (pp 
 	}
 	pp.entries.AllowN(now, 1)
 	pp.bytes.AllowN(now, min(size, pp.bytes.Burst()))
-	return pp, pp.suppressed, true
+	suppressed, pp.suppressed = pp.suppressed, 0
+	return pp, suppressed, true
 }
 
-// settle clears the n suppressed decisions an entry queued for the log
-// has reported.
-func (m *Manager) settle(pp *principalPace, n uint64) {
+// unsettle gives back to the share the n suppressed decisions an entry
+// that was not queued would have reported.
+func (m *Manager) unsettle(pp *principalPace, n uint64) {
 	if pp == nil || n == 0 {
 		return
 	}
 	m.lmu.Lock()
-	pp.suppressed -= min(n, pp.suppressed)
+	pp.suppressed += n
 	m.lmu.Unlock()
 }
 
@@ -294,15 +296,16 @@ func (m *Manager) enqueue(tenant string, dec Decision, in *policy.Input, paths [
 	if suppressed > 0 {
 		dec.SuppressedBefore = suppressed
 		if line, err = json.Marshal(dec); err != nil {
+			m.unsettle(pp, suppressed)
 			return err
 		}
 	}
 	line = append(line, '\n')
 	if !m.dlog.enqueue(tenant, line) {
+		m.unsettle(pp, suppressed)
 		tc.dropped.Add(1)
 		return errors.New("tenantpolicy: the decision log's queue is full")
 	}
-	m.settle(pp, suppressed)
 	if dec.Result == ResultDenied {
 		tc.denied.Add(1)
 	} else {

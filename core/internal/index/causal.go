@@ -57,10 +57,11 @@ func (ix *Index) ReserveCorrelationGroups(n int) {
 // Only Open calls it (restoring a checkpoint), on an index no one else
 // sees yet.
 func (ix *Index) SetCorrelationGroup(corr [16]byte, seqs []uint32) {
-	if _, had := ix.corr[corr]; !had {
-		ix.names.Add(estCorrBytes)
+	old, had := ix.corr[corr]
+	if !had {
+		ix.names += estCorrBytes
 	}
-	ix.names.Add(int64(len(seqs)) * estCorrSeq)
+	ix.names += int64(len(seqs)-len(old)) * estCorrSeq
 	ix.corr[corr] = seqs
 }
 

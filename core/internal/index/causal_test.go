@@ -109,7 +109,7 @@ func TestRemovingConversationsTakesBackTheirEstimate(t *testing.T) {
 		}
 	}
 	ix, _ := causalIndex(t, causes, corrs)
-	grouped := ix.names.Load()
+	grouped := ix.names
 	removed := map[uint32]bool{}
 	for i := range n {
 		if corrs[i] >= 0 {
@@ -123,7 +123,21 @@ func TestRemovingConversationsTakesBackTheirEstimate(t *testing.T) {
 		t.Fatalf("%d correlation groups left after removing every member", len(ix.corr))
 	}
 	names := int64(len("e")+estEntityBytes) + int64(len("s")+estScopeBytes)
-	if got := ix.names.Load(); got != names {
+	if got := ix.names; got != names {
 		t.Fatalf("the estimate's names and groups: %d with the groups, %d after removing their members, want %d (the entity and scope alone)", grouped, got, names)
+	}
+}
+
+// TestSettingAGroupAgainKeepsTheEstimate: a correlation group set twice
+// (a checkpoint naming one id twice) counts its members once, those of
+// the list it holds.
+func TestSettingAGroupAgainKeepsTheEstimate(t *testing.T) {
+	ix := New()
+	var corr [16]byte
+	corr[0] = 1
+	ix.SetCorrelationGroup(corr, []uint32{1, 2, 3})
+	ix.SetCorrelationGroup(corr, []uint32{4, 5})
+	if want := int64(estCorrBytes + 2*estCorrSeq); ix.names != want {
+		t.Fatalf("a group set twice, 3 then 2 members: the estimate holds %d, want %d", ix.names, want)
 	}
 }

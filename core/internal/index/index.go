@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"unsafe"
 )
 
@@ -122,10 +121,11 @@ type Index struct {
 	idsLater bool
 
 	// names is the running estimate of what the entities', scopes' and
-	// idempotency keys' names hold (EstimatedBytes): each new one adds
-	// its length and a fixed overhead, each idempotency key dropped takes
-	// them back.
-	names atomic.Int64
+	// idempotency keys' names and the correlation groups hold
+	// (EstimatedBytes): each new one adds its length and a fixed overhead,
+	// each one dropped takes them back. Guarded by mu (written under the
+	// write lock, or by Open before anyone else sees the index).
+	names int64
 }
 
 // Per-item costs of EstimatedBytes: an entry (48 bytes), its places in
@@ -147,7 +147,7 @@ const (
 // as it grows, so it costs the same at any size (MemoryBytes walks the
 // index for a closer figure). Caller holds RLock or Lock.
 func (ix *Index) EstimatedBytes() int64 {
-	return int64(ix.n)*estEntryBytes + ix.names.Load()
+	return int64(ix.n)*estEntryBytes + ix.names
 }
 
 // New returns an empty index.
@@ -246,7 +246,7 @@ func (ix *Index) EntityFor(name []byte) uint32 {
 	s := string(name)
 	ix.entities = append(ix.entities, &Entity{Name: s})
 	ix.byEntity[s] = n
-	ix.names.Add(int64(len(s)) + estEntityBytes)
+	ix.names += int64(len(s)) + estEntityBytes
 	ix.mu.Unlock()
 	return n
 }
@@ -262,7 +262,7 @@ func (ix *Index) ScopeFor(name []byte) uint32 {
 	s := string(name)
 	ix.scopes = append(ix.scopes, scope{name: s})
 	ix.byScope[s] = n
-	ix.names.Add(int64(len(s)) + estScopeBytes)
+	ix.names += int64(len(s)) + estScopeBytes
 	ix.mu.Unlock()
 	return n
 }
@@ -273,7 +273,7 @@ func (ix *Index) ScopeFor(name []byte) uint32 {
 func (ix *Index) AddEntity(name string, head Head) {
 	ix.byEntity[name] = uint32(len(ix.entities))
 	ix.entities = append(ix.entities, &Entity{Name: name, Head: head})
-	ix.names.Add(int64(len(name)) + estEntityBytes)
+	ix.names += int64(len(name)) + estEntityBytes
 }
 
 // AddScope appends a scope with this name, numbered NumScopes. Only Open
@@ -281,14 +281,14 @@ func (ix *Index) AddEntity(name string, head Head) {
 func (ix *Index) AddScope(name string) {
 	ix.byScope[name] = uint32(len(ix.scopes))
 	ix.scopes = append(ix.scopes, scope{name: name})
-	ix.names.Add(int64(len(name)) + estScopeBytes)
+	ix.names += int64(len(name)) + estScopeBytes
 }
 
 // SetIdem records that the event at seq holds idempotency key. Only Open
 // calls it, on an index no one else sees yet.
 func (ix *Index) SetIdem(key string, seq uint32) {
 	if _, had := ix.idem[key]; !had {
-		ix.names.Add(int64(len(key)) + estIdemBytes)
+		ix.names += int64(len(key)) + estIdemBytes
 	}
 	ix.idem[key] = seq
 }
@@ -337,9 +337,9 @@ func (ix *Index) InsertLocked(seq uint32, e Entry, idem string, l Links) {
 		}
 		seqs, had := ix.corr[l.Corr]
 		if !had {
-			ix.names.Add(estCorrBytes)
+			ix.names += estCorrBytes
 		}
-		ix.names.Add(estCorrSeq)
+		ix.names += estCorrSeq
 		ix.corr[l.Corr] = append(seqs, seq)
 	}
 	es := ix.entities[e.Entity]
@@ -364,7 +364,7 @@ func (ix *Index) InsertLocked(seq uint32, e Entry, idem string, l Links) {
 			r.idemPrev, r.hadIdem = prev, had
 		}
 		if !had {
-			ix.names.Add(int64(len(idem)) + estIdemBytes)
+			ix.names += int64(len(idem)) + estIdemBytes
 		}
 		ix.idem[idem] = seq
 	}
@@ -422,7 +422,7 @@ func (ix *Index) RemoveLocked(removed map[uint32]bool) {
 	for k, q := range ix.idem {
 		if removed[q] {
 			delete(ix.idem, k)
-			ix.names.Add(-int64(len(k)) - estIdemBytes)
+			ix.names -= int64(len(k)) + estIdemBytes
 		}
 	}
 	// Child and sibling links stay: a walk skips a removed event and what
@@ -430,10 +430,10 @@ func (ix *Index) RemoveLocked(removed map[uint32]bool) {
 	for k, seqs := range ix.corr {
 		before := len(seqs)
 		seqs = keep(seqs)
-		ix.names.Add(-int64(before-len(seqs)) * estCorrSeq)
+		ix.names -= int64(before-len(seqs)) * estCorrSeq
 		if len(seqs) == 0 {
 			delete(ix.corr, k)
-			ix.names.Add(-estCorrBytes)
+			ix.names -= estCorrBytes
 		} else {
 			ix.corr[k] = seqs
 		}

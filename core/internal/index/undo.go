@@ -83,10 +83,10 @@ func (ix *Index) UndoLocked() {
 			ix.At(r.cause - 1).Child = ix.Sibling(r.seq)
 		}
 		if r.correlate {
-			ix.names.Add(-estCorrSeq)
+			ix.names -= estCorrSeq
 			if seqs := pop(ix.corr[r.corr], r.seq); r.corrNew {
 				delete(ix.corr, r.corr)
-				ix.names.Add(-estCorrBytes)
+				ix.names -= estCorrBytes
 			} else {
 				ix.corr[r.corr] = seqs
 			}
@@ -104,7 +104,7 @@ func (ix *Index) UndoLocked() {
 				ix.idem[r.idem] = r.idemPrev
 			} else {
 				delete(ix.idem, r.idem)
-				ix.names.Add(-int64(len(r.idem)) - estIdemBytes)
+				ix.names -= int64(len(r.idem)) + estIdemBytes
 			}
 		}
 		if !grew {
