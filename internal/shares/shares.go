@@ -36,6 +36,8 @@ type Pool struct {
 	mu      sync.Mutex
 	tenants map[string]*share // made on a tenant's first take, dropped when no take holds or waits on it
 	use     map[string]*usage // tenants' recent use, dropped once it has decayed away
+	// forgetAt is the size of use at which hold next forgets decayed use.
+	forgetAt int
 }
 
 // share is one tenant's slots and the takes that hold or wait on them.
@@ -73,7 +75,7 @@ func New(n int) *Pool { return NewWindow(n, DefaultWindow) }
 // NewWindow is New weighing each tenant's use over window (at least 1 ms).
 func NewWindow(n int, window time.Duration) *Pool {
 	return &Pool{all: make(chan struct{}, max(n, 1)), busy: make(chan struct{}, max(n/2, 1)),
-		window: max(window, time.Millisecond), tenants: map[string]*share{}, use: map[string]*usage{}}
+		window: max(window, time.Millisecond), tenants: map[string]*share{}, use: map[string]*usage{}, forgetAt: 64}
 }
 
 // Size is the pool's slots, PerTenant a tenant's share.
@@ -170,8 +172,12 @@ func (p *Pool) hold(tenant string) *time.Time {
 	defer p.mu.Unlock()
 	u := p.use[tenant]
 	if u == nil {
-		if len(p.use) >= 64 {
+		if len(p.use) >= p.forgetAt {
 			p.forgetLocked(start)
+			// Amortized: the next look waits until the map has doubled,
+			// so many tenants active at once cost a scan per doubling,
+			// not one per new tenant.
+			p.forgetAt = max(64, 2*len(p.use))
 		}
 		u = &usage{at: start}
 		p.use[tenant] = u
