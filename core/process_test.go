@@ -10,12 +10,12 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/testenv"
 )
 
 // Helper processes: the test binary re-executes itself with
@@ -97,7 +97,7 @@ type child struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	out    *bufio.Reader
-	stderr *strings.Builder
+	stderr *testenv.Buffer
 }
 
 func startHelper(t *testing.T, mode, dir string, env ...string) *child {
@@ -115,12 +115,12 @@ func startHelper(t *testing.T, mode, dir string, env ...string) *child {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr strings.Builder
-	cmd.Stderr = &lockedWriter{w: &stderr}
+	stderr := &testenv.Buffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &child{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), stderr: &stderr}
+	c := &child{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), stderr: stderr}
 	t.Cleanup(func() {
 		_ = c.cmd.Process.Kill()
 		_ = c.cmd.Wait()
@@ -172,17 +172,6 @@ func (c *child) killWhen(t *testing.T, stop func(line string) bool, delay time.D
 		t.Fatalf("helper was not killed by SIGKILL: %v; stderr:\n%s", c.cmd.ProcessState, c.stderr)
 	}
 	return lines
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // expectLocked asserts err is a *LockedError naming pid.
