@@ -37,6 +37,9 @@
 //     what it has applied. Options.Consistency "linearizable" has the
 //     leader serve every read; "session" makes a Client read its own
 //     writes (each tenant's reads carry min_seq, the highest
-//     global_sequence of that tenant's receipts this Client received);
+//     global_sequence of that tenant's receipts this Client received,
+//     and every read min_index, the highest Batpak-Applied-Index any
+//     answer carried: cursor commits and control-plane changes are seen
+//     too, and no read goes back in time from one node to another);
 //     WithMinSequence asks for one sequence explicitly.
 package client

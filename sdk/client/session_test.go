@@ -270,3 +270,62 @@ func TestRetryAfterOverflow(t *testing.T) {
 		}
 	}
 }
+
+// Consistency "session" remembers the highest Batpak-Applied-Index a
+// cluster node answered with — a write's, a cursor commit's, a read's —
+// and sends it as min_index with every later read, never a lower one; a
+// Client without a session sends none.
+func TestSessionSendsTheHighestAppliedIndex(t *testing.T) {
+	var mu sync.Mutex
+	var queries []string
+	index := []string{"7", "12", "9", "not-a-number", ""}
+	answered := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		if r.Method == http.MethodGet {
+			queries = append(queries, r.URL.RawQuery)
+		}
+		if answered < len(index) && index[answered] != "" {
+			w.Header().Set(client.AppliedIndexHeader, index[answered])
+		}
+		answered++
+		mu.Unlock()
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/commit"):
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write([]byte(`{"name":"c","committed":3}`))
+		default:
+			_, _ = w.Write([]byte(`{"events":[]}`))
+		}
+	}))
+	defer srv.Close()
+	ctx := context.Background()
+	for _, consistency := range []string{"session", ""} {
+		mu.Lock()
+		queries, answered = nil, 0
+		mu.Unlock()
+		c, err := client.New(srv.URL, "k", client.Options{Consistency: consistency})
+		if err != nil {
+			t.Fatal(err)
+		}
+		acme := c.Tenant("acme")
+		if err := acme.CommitCursor(ctx, "c", 3); err != nil { // answers index 7
+			t.Fatal(err)
+		}
+		for range 4 { // answered 12, 9, junk, none
+			if _, err := acme.PollCursor(ctx, "c", 10); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mu.Lock()
+		got := strings.Join(queries, " | ")
+		mu.Unlock()
+		want := "limit=10&min_index=7 | limit=10&min_index=12 | limit=10&min_index=12 | limit=10&min_index=12"
+		if consistency == "" {
+			want = "limit=10 | limit=10 | limit=10 | limit=10"
+		}
+		if got != want {
+			t.Fatalf("consistency %q: reads sent %q, want %q", consistency, got, want)
+		}
+	}
+}

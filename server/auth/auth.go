@@ -267,6 +267,24 @@ func (a *Authenticator) Authenticate(r *http.Request) (Principal, error) {
 	return a.refuse("unrecognised credential")
 }
 
+// Plausible reports whether r carries one bearer credential of a shape
+// this server takes: an operator credential, an API key, or (JWTs
+// configured) a JWT. It checks the shape only, never the credential: a
+// request without a plausible one is refused by every node, so a cluster
+// follower answers it 401 itself instead of sending it to the leader.
+func (a *Authenticator) Plausible(r *http.Request) bool {
+	if len(r.Header.Values("Authorization")) != 1 {
+		return false
+	}
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	token = strings.TrimSpace(token)
+	return strings.HasPrefix(token, OperatorPrefix) || strings.HasPrefix(token, KeyPrefix) ||
+		a.jwt != nil && strings.Count(token, ".") == 2
+}
+
 func (a *Authenticator) refuse(reason string, args ...any) (Principal, error) {
 	a.log.Debug("auth: credential refused: "+reason, args...)
 	return Principal{}, ErrUnauthenticated

@@ -25,8 +25,11 @@ import (
 // on the follower. Reads are served by any node from what it has applied;
 // min_seq=N waits (at most ReadWait) until the tenant's store holds
 // sequence N — read-your-writes with the global_sequence of a receipt;
-// a read that has to wait counts as one of the tenant's max_subscriptions
-// meanwhile (429 QUOTA_EXCEEDED when they are all taken) —
+// min_index=N waits until this node has applied raft log index N (the
+// AppliedIndexHeader of an earlier answer: read-your-writes for cursor
+// commits and control-plane changes too); a tenant's read that has to
+// wait counts as one of the tenant's max_subscriptions meanwhile (429
+// QUOTA_EXCEEDED when they are all taken) —
 // and consistency=linearizable is served by the leader after it confirms
 // its leadership and has applied everything committed before. A
 // follower that has not caught up with a leader lately (Current) serves no
@@ -34,7 +37,10 @@ import (
 // NOT_LEADER while it knows no leader). A
 // credential a follower does not know (it may not have applied the key's
 // issue yet) is redirected to the leader too, which answers 401 if it is
-// not valid; verify, a POST that changes nothing, is served by any node.
+// not valid; a request with no credential of a shape any node takes
+// (none, another scheme, garbage) gets 401 from the follower itself, so
+// it learns nothing of the leader. Verify, a POST that changes nothing,
+// is served by any node.
 type Cluster interface {
 	// IsLeader reports whether this node leads now.
 	IsLeader() bool
@@ -55,7 +61,13 @@ type Cluster interface {
 	// WaitSequence returns once s (this node's store of tenant) holds
 	// sequence seq, or ctx's error.
 	WaitSequence(ctx context.Context, tenant string, s *core.Store, seq uint64) error
-	// ReadWait bounds how long a read waits for min_seq.
+	// AppliedIndex is the last raft log index this node has applied
+	// (AppliedIndexHeader).
+	AppliedIndex() uint64
+	// WaitApplied returns once this node has applied raft log index
+	// index, or ctx's error.
+	WaitApplied(ctx context.Context, index uint64) error
+	// ReadWait bounds how long a read waits for min_seq or min_index.
 	ReadWait() time.Duration
 	// Status is the node's view of the cluster, as JSON (GET /v1/cluster),
 	// with the members' health when health is not nil (?nodes=all).
@@ -251,23 +263,37 @@ func (a *API) clusterPlace(c *call) error {
 	}
 	write := c.r.Method != http.MethodGet && c.r.Method != http.MethodHead && !c.route.reads
 	if (write || linear || c.route.leader) && !cl.IsLeader() {
-		return a.toLeader(c)
+		return a.toLeaderWithCredential(c)
 	}
 	if c.route.Access == Tenant && !cl.IsLeader() && !cl.Current() {
 		// It may still hold a key revoked, or a tenant deleted, since
 		// it last heard from a leader: the leader judges instead.
-		return a.toLeader(c)
+		return a.toLeaderWithCredential(c)
 	}
 	return nil
+}
+
+// toLeaderWithCredential sends c to the leader, unless it carries no
+// credential of a shape any node takes (none, another scheme, garbage):
+// that is refused here as the leader would refuse it (401), without
+// naming the leader to a caller that presented no credential.
+func (a *API) toLeaderWithCredential(c *call) error {
+	if !a.opts.Auth.Plausible(c.r) {
+		if err := a.admit(c); err != nil {
+			return err
+		}
+	}
+	return a.toLeader(c)
 }
 
 // clusterUnknownCredential: a follower that does not know a credential
 // may not have applied its issue yet (a node restarted, rejoined or
 // behind): instead of 401 it sends the call to the leader, which knows
 // every key it acknowledged (or answers 503 NOT_LEADER while no leader is
-// known). Other errors, and every error on the leader, pass unchanged.
+// known). Other errors, every error on the leader, and a credential of no
+// shape any node takes (Authenticator.Plausible) pass unchanged.
 func (a *API) clusterUnknownCredential(c *call, err error) error {
-	if a.opts.Cluster == nil || err != errUnauthenticated || a.opts.Cluster.IsLeader() {
+	if a.opts.Cluster == nil || err != errUnauthenticated || a.opts.Cluster.IsLeader() || !a.opts.Auth.Plausible(c.r) {
 		return err
 	}
 	return a.toLeader(c)
@@ -287,6 +313,15 @@ func (a *API) clusterRead(c *call) error {
 			if errors.Is(err, cluster.ErrNotLeader) {
 				return a.toLeader(c)
 			}
+			return err
+		}
+	}
+	if v := q.Get("min_index"); v != "" {
+		index, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: fmt.Sprintf("min_index=%q: want a raft log index (the %s header of an earlier answer)", clipName(v), AppliedIndexHeader), p: wire.Problem{Field: "min_index"}}
+		}
+		if err := a.clusterWaitIndex(c, index); err != nil {
 			return err
 		}
 	}
@@ -331,6 +366,34 @@ func (a *API) clusterWaitSequence(c *call, s *core.Store, seq uint64) error {
 	return nil
 }
 
+// clusterWaitIndex waits (at most ReadWait) until this node has applied
+// raft log index index: 503 NOT_CAUGHT_UP otherwise. A tenant's call
+// that has to wait takes one of the tenant's max_subscriptions meanwhile,
+// as clusterWaitSequence does.
+func (a *API) clusterWaitIndex(c *call, index uint64) error {
+	cl := a.opts.Cluster
+	if cl.AppliedIndex() >= index {
+		return nil
+	}
+	if c.route.Access == Tenant {
+		release, ex := a.quotaOf(c).AcquireSubscription()
+		if ex != nil {
+			return ex
+		}
+		defer release()
+	}
+	ctx, cancel := context.WithTimeout(c.r.Context(), cl.ReadWait())
+	defer cancel()
+	if err := cl.WaitApplied(ctx, index); err != nil {
+		if c.r.Context().Err() != nil {
+			return err
+		}
+		return &apiError{status: 503, code: wire.CodeNotCaughtUp, retryAfter: time.Second,
+			detail: fmt.Sprintf("this node has not applied raft index %d within %s; retry, or read with consistency=linearizable", index, cl.ReadWait())}
+	}
+	return nil
+}
+
 // errRemoved answers a tenant request on a node removed from the
 // cluster: not to be retried here (421, no Retry-After).
 func errRemoved() *apiError {
@@ -344,7 +407,7 @@ func (a *API) toLeader(c *call) error {
 	leader, id := a.opts.Cluster.Leader()
 	if leader == "" {
 		return &apiError{status: 503, code: wire.CodeNotLeader, retryAfter: time.Second, p: wire.Problem{LeaderID: id},
-			detail: "this cluster node does not lead and knows no leader's address yet; retry"}
+			detail: "this cluster node does not lead and knows no leader: an election is under way, or this node cannot reach a majority of the cluster (cut off, or too many members down); nothing was done; retry"}
 	}
 	u, err := url.Parse(leader)
 	if err != nil {

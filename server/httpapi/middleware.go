@@ -65,6 +65,26 @@ type recorder struct {
 	// body tracks the request body (nil: none): an error answered before
 	// it was read to its end closes the connection (see WriteHeader).
 	body *trackedBody
+	// cluster, set once a cluster node has authenticated the request,
+	// stamps the answer with the node's applied raft index (stamp).
+	cluster Cluster
+	stamped bool
+}
+
+// AppliedIndexHeader is the response header in which a cluster node
+// answers an authenticated request with the raft log index it had applied
+// when it answered: after a change it made (a write, a cursor commit, a
+// control-plane change, applied here before the answer), at least that
+// change's index. A client passes it back as min_index to read on any
+// node what it wrote or saw (read-your-writes, monotonic reads).
+const AppliedIndexHeader = "Batpak-Applied-Index"
+
+// stamp sets AppliedIndexHeader, once, as the status goes out.
+func (w *recorder) stamp() {
+	if w.cluster != nil && !w.stamped {
+		w.stamped = true
+		w.ResponseWriter.Header().Set(AppliedIndexHeader, strconv.FormatUint(w.cluster.AppliedIndex(), 10))
+	}
 }
 
 // unreadBodyWait is how long the server waits, after an error answered
@@ -126,6 +146,7 @@ func (w *recorder) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
 	}
+	w.stamp()
 	if code >= 400 && w.body != nil && !w.body.eof.Load() {
 		_ = http.NewResponseController(w.ResponseWriter).SetReadDeadline(time.Now().Add(unreadBodyWait))
 	}
@@ -135,6 +156,7 @@ func (w *recorder) WriteHeader(code int) {
 func (w *recorder) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
+		w.stamp()
 	}
 	w.extend()
 	n, err := w.ResponseWriter.Write(b)
@@ -145,6 +167,7 @@ func (w *recorder) Write(b []byte) (int, error) {
 func (w *recorder) Flush() {
 	if w.status == 0 {
 		w.status = http.StatusOK
+		w.stamp()
 	}
 	w.extend()
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
@@ -343,6 +366,9 @@ func (a *API) guard(rt Route) http.Handler {
 		}
 		if err == nil {
 			err = a.clusterUnknownCredential(c, a.admit(c))
+		}
+		if rec, ok := w.(*recorder); ok && err == nil && a.opts.Cluster != nil && rt.Access != Public && !(rt.Access == Metrics && a.opts.MetricsPublic) {
+			rec.cluster = a.opts.Cluster
 		}
 		if err == nil {
 			err = a.clusterRead(c)
