@@ -157,6 +157,19 @@ func TestClusterAppliedIndex(t *testing.T) {
 			t.Fatalf("the follower answered index %d to a read waiting for %d", got, index)
 		}
 	}
+	// Another tenant's writes move nothing acme is answered: the index
+	// is acme's own last change.
+	bravo, _ := clusterTenantKey(t, leader.base, "bravo", `["writer"]`)
+	before, _ := send("GET", leader.base+"/v1/tenants/acme/events", key, "")
+	for i := range 10 {
+		if resp, body := send("POST", leader.base+"/v1/tenants/bravo/events", bravo, fmt.Sprintf(`{"entity":"b","scope":"s","kind":"1:1","payload":{"n":%d}}`, i)); resp.StatusCode != 201 {
+			t.Fatalf("bravo's append: %d %s", resp.StatusCode, body)
+		}
+	}
+	after, _ := send("GET", leader.base+"/v1/tenants/acme/events", key, "")
+	if b, a := before.Header.Get("Batpak-Applied-Index"), after.Header.Get("Batpak-Applied-Index"); b != a || b != strconv.FormatUint(last, 10) {
+		t.Fatalf("acme's reads answered index %s, then %s after bravo's writes; its last write was %d", b, a, last)
+	}
 	if resp, body := send("GET", follower.base+"/v1/tenants/acme/events?min_index=-1", key, ""); resp.StatusCode != 400 || !strings.Contains(body, "min_index") {
 		t.Fatalf("min_index=-1: %d %s", resp.StatusCode, body)
 	}

@@ -734,6 +734,9 @@ func (c *clusterNode) WaitSequence(ctx context.Context, _ string, s *core.Store,
 // AppliedIndex implements httpapi.Cluster.
 func (c *clusterNode) AppliedIndex() uint64 { return c.n.AppliedIndex() }
 
+// TenantIndex implements httpapi.Cluster.
+func (c *clusterNode) TenantIndex(tenant string) uint64 { return c.n.Mark(tenant).Changed }
+
 // WaitApplied implements httpapi.Cluster.
 func (c *clusterNode) WaitApplied(ctx context.Context, index uint64) error {
 	return c.n.WaitApplied(ctx, index)

@@ -52,8 +52,8 @@ type Options struct {
 	// remembers, per tenant, the highest GlobalSequence of the receipts
 	// it received (Append, AppendBatch) and sends it as min_seq with
 	// that tenant's reads, and the highest raft index any answer carried
-	// (AppliedIndexHeader: cursor commits and control-plane changes too,
-	// and what earlier reads saw) as min_index with every read; a read
+	// (AppliedIndexHeader: cursor commits and control-plane changes too)
+	// as min_index with every read; a read
 	// waits for both (at most the cluster's server.cluster.read_wait,
 	// then NOT_CAUGHT_UP, retried). Copies made
 	// by WithMinSequence share what the session remembers; other Clients
@@ -91,9 +91,9 @@ type session struct {
 }
 
 // AppliedIndexHeader is the header in which a cluster node answers an
-// authenticated request with the raft log index it had applied: after a
-// change it made (a write, a cursor commit, a control-plane change), at
-// least that change's. Consistency "session" sends the highest one seen
+// authenticated request with a raft log index: after a change it made (a
+// write, a cursor commit, a control-plane change), at least that
+// change's. Consistency "session" sends the highest one seen
 // back as min_index with every read.
 const AppliedIndexHeader = "Batpak-Applied-Index"
 

@@ -40,6 +40,6 @@
 //     global_sequence of that tenant's receipts this Client received,
 //     and every read min_index, the highest Batpak-Applied-Index any
 //     answer carried: cursor commits and control-plane changes are seen
-//     too, and no read goes back in time from one node to another);
+//     too);
 //     WithMinSequence asks for one sequence explicitly.
 package client

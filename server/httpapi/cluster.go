@@ -62,8 +62,13 @@ type Cluster interface {
 	// sequence seq, or ctx's error.
 	WaitSequence(ctx context.Context, tenant string, s *core.Store, seq uint64) error
 	// AppliedIndex is the last raft log index this node has applied
-	// (AppliedIndexHeader).
+	// (AppliedIndexHeader of admin and control-plane answers).
 	AppliedIndex() uint64
+	// TenantIndex is the raft log index of the last change to tenant's
+	// store this node applied — a write, a cursor commit — or 0 when it
+	// knows none (AppliedIndexHeader of the tenant's answers: its own
+	// changes' indexes only, never a count of the other tenants').
+	TenantIndex(tenant string) uint64
 	// WaitApplied returns once this node has applied raft log index
 	// index, or ctx's error.
 	WaitApplied(ctx context.Context, index uint64) error
