@@ -410,6 +410,16 @@ func showMembers(w io.Writer, st client.ClusterStatus) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	voters := 0
+	for _, m := range st.Members {
+		if m.Suffrage == "voter" {
+			voters++
+		}
+	}
+	if voters >= 2 && voters%2 == 0 {
+		// A quorum of an even count is no more forgiving than one fewer.
+		fmt.Fprintf(w, "note: %d voters tolerate as many failures as %d do (a quorum is %d): run 3 or 5\n", voters, voters-1, voters/2+1)
+	}
 	h := st.Health
 	if h == nil {
 		return nil

@@ -54,4 +54,14 @@ func TestShowMembersHealth(t *testing.T) {
 	if out := b.String(); strings.Contains(out, "HEALTH") || strings.Contains(out, "health:") || !strings.Contains(out, "n3") {
 		t.Fatalf("without health, printed:\n%s", out)
 	}
+	if strings.Contains(b.String(), "note:") {
+		t.Fatalf("three voters printed a note:\n%s", b.String())
+	}
+	// Four voters are no more forgiving than three: said.
+	st.Members = append(st.Members, client.ClusterMember{ID: "n4", Address: "127.0.0.1:7101", Suffrage: "voter"})
+	b.Reset()
+	showMembers(&b, st)
+	if !strings.Contains(b.String(), "note: 4 voters tolerate as many failures as 3 do (a quorum is 3): run 3 or 5") {
+		t.Fatalf("four voters printed:\n%s", b.String())
+	}
 }
