@@ -56,10 +56,9 @@ type BatchItem struct {
 // before it): if any fails, nothing is written and the error is a
 // *BatchItemError naming the item. Items may carry idempotency keys: a
 // retry whose keys are all stored returns the original receipts
-// (Deduplicated set), its items without a key matched to the stored
-// batch's events by place (same coordinate, kind and payload); a batch
-// mixing stored and new keys, or whose unkeyed items are not the stored
-// batch's, fails with ErrBatchMixedKeys. An empty batch returns no receipts and no error.
+// (Deduplicated set); a batch mixing stored keys with new keys or with
+// items without a key fails with ErrBatchMixedKeys: a batch that may be
+// retried needs a key on every item. An empty batch returns no receipts and no error.
 // Limits: Config.Batch.MaxSize items and MaxBytes of payload
 // (ErrBatchTooLarge). The batch is synced like any other write: it shares a
 // group commit — one write call, one fsync — with whatever else is queued

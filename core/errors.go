@@ -266,9 +266,9 @@ var ErrDuplicateID = errors.New("batpak: an event with this id exists")
 var ErrBatchTooLarge = errors.New("batpak: batch too large")
 
 // ErrBatchMixedKeys: a batch mixes idempotency keys the store already holds
-// with new items: a new key, or an item without a key that is not the
-// stored batch's item at its place. A retry must repeat the whole batch;
-// nothing was written.
+// with new items: an item with a new key, or one without a key (a retry is
+// recognized by its keys alone, so a batch that may be retried needs a key
+// on every item). A retry must repeat the whole batch; nothing was written.
 var ErrBatchMixedKeys = errors.New("batpak: batch mixes stored and new idempotency keys")
 
 // BatchItemError names the batch item that was refused; nothing of the

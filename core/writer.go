@@ -135,7 +135,6 @@ type writer struct {
 	batches      []*batchWrite               // the group's batches written so far
 	group        groupMark                   // where the group started, for a group rollback
 	groupIdm     map[string]idemOriginal     // keys written earlier in this group
-	groupByPlace map[uint32]idemOriginal     // unkeyed items of keyed batches written earlier in this group, by sequence (matchUnkeyed)
 	pendIDs      pendIDs                     // the ids of pend (see pendHasID)
 	fence        *Fence                      // the open visibility fence, if any
 	faultHook    func(faultPoint, int) error // tests only (export_test.go)
@@ -169,7 +168,7 @@ type writer struct {
 }
 
 func newWriter(s *Store, rec recovered) (*writer, error) {
-	w := &writer{s: s, nextSeq: rec.nextSeq, exited: make(chan struct{}), groupIdm: map[string]idemOriginal{}, groupByPlace: map[uint32]idemOriginal{}}
+	w := &writer{s: s, nextSeq: rec.nextSeq, exited: make(chan struct{}), groupIdm: map[string]idemOriginal{}}
 	w.timer = time.NewTimer(time.Hour)
 	w.timer.Stop()
 	w.idleAfter = time.Duration(activeFileIdle.Load())
@@ -468,7 +467,6 @@ func (w *writer) beginGroup() {
 	w.unsealed.reset() // a failed group's frames, dropped with its buffer
 	w.buf, w.pend, w.resolved, w.batches = w.buf[:0], w.pend[:0], w.resolved[:0], w.batches[:0]
 	clear(w.groupIdm)
-	clear(w.groupByPlace)
 	w.pendIDs.reset()
 	w.markGroup()
 	if w.reqs[0].op.write() {

@@ -136,17 +136,6 @@ func (w *writer) writeBatch(r *request) *batchWrite {
 		return abort(err)
 	}
 	receipts := make([]Receipt, n)
-	// A keyed batch's unkeyed items are remembered by place for the rest
-	// of the group, so that a retry queued behind it is judged the same
-	// as one in a later group (matchUnkeyed): deterministic on every
-	// replica of a cluster, whatever the grouping. A fenced batch's are
-	// not: its events stay hidden until the fence commits.
-	byPlace := false
-	if r.fence == nil {
-		for i := range r.items {
-			byPlace = byPlace || r.items[i].opts.IdempotencyKey != ""
-		}
-	}
 	for i := range r.items {
 		e := &r.items[i]
 		if err := w.checkExpectation(e); err != nil {
@@ -162,8 +151,6 @@ func (w *writer) writeBatch(r *request) *batchWrite {
 		receipts[i] = rc
 		if k := e.opts.IdempotencyKey; k != "" {
 			bw.mark.keys = append(bw.mark.keys, k)
-		} else if byPlace {
-			w.groupByPlace[uint32(rc.GlobalSequence)] = idemOriginal{receipt: rc, coord: e.coord, kind: e.kind, phash: e.phash}
 		}
 		if err := w.fault(faultAfterItem, i); err != nil {
 			return abort(err)
@@ -186,16 +173,18 @@ func (w *writer) writeBatch(r *request) *batchWrite {
 
 // dedupeBatch handles a batch whose items carry idempotency keys the store
 // already holds: all of them known (a retry) answers with the original
-// receipts; a known key beside a new one is refused. Items without a key
-// in such a retry are matched by place (matchUnkeyed). It reports whether
-// the batch is answered.
+// receipts; some known and some not is refused. It reports whether the
+// batch is answered.
 func (w *writer) dedupeBatch(r *request) bool {
-	known, freshKey, unkeyed := -1, -1, -1
+	known, fresh := -1, -1
+	unkeyed := false
 	var origs []idemOriginal // made at the first key found: most batches carry none
 	for i := range r.items {
 		key := r.items[i].opts.IdempotencyKey
 		if key == "" {
-			unkeyed = i
+			if fresh < 0 {
+				fresh, unkeyed = i, true
+			}
 			continue
 		}
 		orig, found, err := w.lookupIdem(key)
@@ -204,7 +193,9 @@ func (w *writer) dedupeBatch(r *request) bool {
 			return true
 		}
 		if !found {
-			freshKey = i
+			if fresh < 0 || unkeyed {
+				fresh, unkeyed = i, false
+			}
 			continue
 		}
 		if it := &r.items[i]; it.restore && orig.receipt.ID != it.id {
@@ -215,23 +206,21 @@ func (w *writer) dedupeBatch(r *request) bool {
 		if origs == nil {
 			origs = make([]idemOriginal, len(r.items))
 		}
-		if known < 0 {
-			known = i
-		}
-		origs[i] = orig
+		known, origs[i] = i, orig
 	}
 	switch {
 	case known < 0:
 		return false
-	case freshKey >= 0:
-		r.bt.err = fmt.Errorf("%w: item %d's key %q is already stored but item %d's key %q is new; a retry must repeat the whole batch",
-			ErrBatchMixedKeys, known, r.items[known].opts.IdempotencyKey, freshKey, r.items[freshKey].opts.IdempotencyKey)
+	case fresh >= 0 && unkeyed:
+		// Its events cannot be told from anyone else's: a retry is
+		// recognized by keys alone.
+		r.bt.err = fmt.Errorf("%w: item %d's key %q is already stored but item %d carries no key, so this batch cannot be recognized as a retry; "+
+			"nothing was written: a batch that may be retried needs a key on every item", ErrBatchMixedKeys, known, r.items[known].opts.IdempotencyKey, fresh)
 		return true
-	case unkeyed >= 0:
-		if err := w.matchUnkeyed(r, origs, known); err != nil {
-			r.bt.err = err
-			return true
-		}
+	case fresh >= 0:
+		r.bt.err = fmt.Errorf("%w: item %d's key %q is already stored but item %d's key %q is new; a retry must repeat the whole batch",
+			ErrBatchMixedKeys, known, r.items[known].opts.IdempotencyKey, fresh, r.items[fresh].opts.IdempotencyKey)
+		return true
 	}
 	receipts := make([]Receipt, len(r.items))
 	for i := range r.items {
@@ -244,58 +233,6 @@ func (w *writer) dedupeBatch(r *request) bool {
 	}
 	r.bt.receipts = receipts
 	return true
-}
-
-// matchUnkeyed finds the originals of a retried batch's items that carry
-// no idempotency key, given those of its keyed items (origs, known one of
-// them). A stored batch's events have consecutive global sequences, so
-// when every keyed item's original sits at the same distance from its
-// place in the batch, item i's original is the event at that base plus i.
-// The event there is looked up among the group's keyed batches first
-// (groupByPlace), then in the index. An unkeyed item whose event there is
-// missing (compacted away, hidden in a fence), or is another coordinate,
-// kind or payload (or, imported, another id), is not the stored batch's
-// item: the retry is refused with ErrBatchMixedKeys. Called only for a
-// retry that mixes keyed and unkeyed items: it reads each unkeyed item's
-// event.
-func (w *writer) matchUnkeyed(r *request, origs []idemOriginal, known int) error {
-	base := int64(origs[known].receipt.GlobalSequence) - int64(known)
-	for i := range r.items {
-		if r.items[i].opts.IdempotencyKey == "" {
-			continue
-		}
-		if b := int64(origs[i].receipt.GlobalSequence) - int64(i); b != base {
-			return fmt.Errorf("%w: items %d and %d carry keys of different stored writes (%q, %q); a retry must repeat the whole batch",
-				ErrBatchMixedKeys, known, i, r.items[known].opts.IdempotencyKey, r.items[i].opts.IdempotencyKey)
-		}
-	}
-	ix := w.s.ix
-	for i := range r.items {
-		it := &r.items[i]
-		if it.opts.IdempotencyKey != "" {
-			continue
-		}
-		seq := base + int64(i)
-		orig, found := w.groupByPlace[uint32(seq)]
-		if !found && seq >= 0 {
-			ix.RLock()
-			found = seq < int64(ix.Len()) && ix.At(uint32(seq)).Visible()
-			ix.RUnlock()
-			if found {
-				var err error
-				if orig, err = w.s.idemOriginal(uint32(seq)); err != nil {
-					return err
-				}
-			}
-		}
-		if !found || orig.coord != it.coord || orig.kind != it.kind || orig.phash != it.phash || (it.restore && orig.receipt.ID != it.id) {
-			return fmt.Errorf("%w: item %d's key %q is already stored but item %d, which carries no key, is not the stored batch's item %d; "+
-				"a retry must repeat the whole batch (a key on every item lets each be recognized)",
-				ErrBatchMixedKeys, known, r.items[known].opts.IdempotencyKey, i, i)
-		}
-		origs[i] = orig
-	}
-	return nil
 }
 
 // beforePublish is the last fault point: the group is written and synced.
@@ -325,11 +262,6 @@ func (w *writer) rollback(m *batchMark) {
 	for _, k := range m.keys {
 		delete(w.groupIdm, k)
 	}
-	for seq := range w.groupByPlace {
-		if uint64(seq) >= m.nextSeq {
-			delete(w.groupByPlace, seq)
-		}
-	}
 	if w.seg == m.seg && w.off <= m.pos {
 		w.buf, w.bufEvents = w.buf[:m.pos-w.off], m.bufEvents
 		return
@@ -358,7 +290,6 @@ func (w *writer) rollbackGroup(err error) {
 	w.nextSeq = g.nextSeq
 	w.truncatePend(0)
 	clear(w.groupIdm)
-	clear(w.groupByPlace)
 	w.buf, w.bufEvents = w.buf[:0], 0
 	w.fail(w.unwrite(g.seg, g.pos))
 	// After unwrite, which waits for a running sync: one that covered the
