@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/batpak-go/batpak/sdk/client"
-	"github.com/batpak-go/batpak/server"
 )
 
 // TestClusterSessionReadsOwnWrites: an sdk/client Client with
@@ -60,9 +58,10 @@ func TestClusterSessionReadsOwnWrites(t *testing.T) {
 
 // TestClusterSessionSeesItsCursorCommits: a consumer polling a named
 // cursor through a follower with Consistency "session" never gets back
-// the events it has just committed: the commit (redirected to the
-// leader) answers with the raft index it was applied at
-// (Batpak-Applied-Index), and the next poll carries it as min_index.
+// the events it has just committed (the commit is redirected to the
+// leader; the next poll carries the position as min_position, and a
+// follower whose copy is behind sends it to the leader), and a cursor it
+// has just defined is found at once.
 func TestClusterSessionSeesItsCursorCommits(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three nodes")
@@ -87,6 +86,15 @@ func TestClusterSessionSeesItsCursorCommits(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	for i := range 10 {
+		name := fmt.Sprintf("fresh-%d", i)
+		if err := acme.DefineCursor(ctx, name, client.CursorRegion{Scope: "shop"}); err != nil {
+			t.Fatal(err)
+		}
+		if evs, err := acme.PollCursor(ctx, name, 1); err != nil || len(evs) != 1 {
+			t.Fatalf("polling cursor %s right after defining it through %s: %d events, %v", name, follower.id, len(evs), err)
+		}
+	}
 	seen := 0
 	for next := uint64(0); seen < events; {
 		evs, err := acme.PollCursor(ctx, "billing", 3)
@@ -103,86 +111,6 @@ func TestClusterSessionSeesItsCursorCommits(t *testing.T) {
 		next = evs[len(evs)-1].GlobalSequence + 1
 		if err := acme.CommitCursor(ctx, "billing", next); err != nil {
 			t.Fatal(err)
-		}
-	}
-}
-
-// TestClusterAppliedIndex: every authenticated answer of a cluster node
-// carries the raft index it had applied (a write's at least its own), a
-// read with min_index waits for it, and a bad or unreachable min_index is
-// refused with a reason; unauthenticated answers carry no index.
-func TestClusterAppliedIndex(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts three nodes")
-	}
-	nodes := startCluster3(t, t.TempDir(), func(c *server.Config) { c.Cluster.ReadWait = 300 * time.Millisecond })
-	key, _ := clusterTenantKey(t, nodes[0].base, "acme", `["writer"]`)
-	follower := nodes[2]
-	waitFollowerOf(t, follower, 3)
-	send := func(method, url, token, body string) (*http.Response, string) {
-		t.Helper()
-		req, err := http.NewRequest(method, url, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp, string(b)
-	}
-	leader := leaderOf(t, nodes, 10*time.Second)
-	var last uint64
-	for i := range 5 {
-		resp, body := send("POST", leader.base+"/v1/tenants/acme/events", key, fmt.Sprintf(`{"entity":"order:1","scope":"shop","kind":"1:1","payload":{"n":%d}}`, i))
-		if resp.StatusCode != 201 {
-			t.Fatalf("append: %d %s", resp.StatusCode, body)
-		}
-		index, err := strconv.ParseUint(resp.Header.Get("Batpak-Applied-Index"), 10, 64)
-		if err != nil || index <= last {
-			t.Fatalf("append %d answered Batpak-Applied-Index %q after %d", i, resp.Header.Get("Batpak-Applied-Index"), last)
-		}
-		last = index
-		resp, body = send("GET", follower.base+"/v1/tenants/acme/events?entity=order:1&min_index="+strconv.FormatUint(index, 10), key, "")
-		if resp.StatusCode != 200 || strings.Count(body, `"global_sequence"`) != i+1 {
-			t.Fatalf("read with min_index %d through %s: %d %s", index, follower.id, resp.StatusCode, body)
-		}
-		if got, _ := strconv.ParseUint(resp.Header.Get("Batpak-Applied-Index"), 10, 64); got < index {
-			t.Fatalf("the follower answered index %d to a read waiting for %d", got, index)
-		}
-	}
-	// Another tenant's writes move nothing acme is answered: the index
-	// is acme's own last change.
-	bravo, _ := clusterTenantKey(t, leader.base, "bravo", `["writer"]`)
-	before, _ := send("GET", leader.base+"/v1/tenants/acme/events", key, "")
-	for i := range 10 {
-		if resp, body := send("POST", leader.base+"/v1/tenants/bravo/events", bravo, fmt.Sprintf(`{"entity":"b","scope":"s","kind":"1:1","payload":{"n":%d}}`, i)); resp.StatusCode != 201 {
-			t.Fatalf("bravo's append: %d %s", resp.StatusCode, body)
-		}
-	}
-	after, _ := send("GET", leader.base+"/v1/tenants/acme/events", key, "")
-	if b, a := before.Header.Get("Batpak-Applied-Index"), after.Header.Get("Batpak-Applied-Index"); b != a || b != strconv.FormatUint(last, 10) {
-		t.Fatalf("acme's reads answered index %s, then %s after bravo's writes; its last write was %d", b, a, last)
-	}
-	if resp, body := send("GET", follower.base+"/v1/tenants/acme/events?min_index=-1", key, ""); resp.StatusCode != 400 || !strings.Contains(body, "min_index") {
-		t.Fatalf("min_index=-1: %d %s", resp.StatusCode, body)
-	}
-	if resp, body := send("GET", follower.base+"/v1/tenants/acme/events?min_index=1000000000", key, ""); resp.StatusCode != 503 || !strings.Contains(body, "NOT_CAUGHT_UP") || resp.Header.Get("Retry-After") == "" {
-		t.Fatalf("a min_index not reached: %d %s", resp.StatusCode, body)
-	}
-	for _, probe := range []struct{ url, token string }{
-		{leader.base + "/healthz", ""},
-		{leader.base + "/v1/tenants/acme/events", ""},
-		{leader.base + "/v1/tenants/acme/events", "bpk_not_a_key"},
-	} {
-		if resp, _ := send("GET", probe.url, probe.token, ""); resp.Header.Get("Batpak-Applied-Index") != "" {
-			t.Fatalf("GET %s (token %q) answered %d with an applied index", probe.url, probe.token, resp.StatusCode)
 		}
 	}
 }

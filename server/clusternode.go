@@ -76,9 +76,8 @@ type ClusterConfig struct {
 	// HeartbeatTimeout, ElectionTimeout and LeaderLeaseTimeout are raft's
 	// timings (cluster.heartbeat_timeout, …); defaults 1s, 1s, 500ms.
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
-	// ReadWait bounds how long a read with min_seq or min_index waits for
-	// this node to apply that sequence or raft index (cluster.read_wait).
-	// Default 5s; range up to 1m.
+	// ReadWait bounds how long a read with min_seq waits for this node to
+	// apply that sequence (cluster.read_wait). Default 5s; range up to 1m.
 	ReadWait time.Duration
 	// SnapshotThreshold and TrailingLogs: see cluster.Config (0: its
 	// defaults).
@@ -729,17 +728,6 @@ func (c *clusterNode) WaitSequence(ctx context.Context, _ string, s *core.Store,
 		}
 	}
 	return nil
-}
-
-// AppliedIndex implements httpapi.Cluster.
-func (c *clusterNode) AppliedIndex() uint64 { return c.n.AppliedIndex() }
-
-// TenantIndex implements httpapi.Cluster.
-func (c *clusterNode) TenantIndex(tenant string) uint64 { return c.n.Mark(tenant).Changed }
-
-// WaitApplied implements httpapi.Cluster.
-func (c *clusterNode) WaitApplied(ctx context.Context, index uint64) error {
-	return c.n.WaitApplied(ctx, index)
 }
 
 // ReadWait implements httpapi.Cluster.

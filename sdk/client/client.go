@@ -51,11 +51,13 @@ type Options struct {
 	// asked once it has applied this client's own writes: the Client
 	// remembers, per tenant, the highest GlobalSequence of the receipts
 	// it received (Append, AppendBatch) and sends it as min_seq with
-	// that tenant's reads, and the highest raft index any answer carried
-	// (AppliedIndexHeader: cursor commits and control-plane changes too)
-	// as min_index with every read; a read
-	// waits for both (at most the cluster's server.cluster.read_wait,
-	// then NOT_CAUGHT_UP, retried). Copies made
+	// that tenant's reads, which wait for it (at most the cluster's
+	// server.cluster.read_wait, then NOT_CAUGHT_UP, retried); and, per
+	// named cursor, the position it last committed (or 0 once it
+	// defined the cursor), sent as min_position with PollCursor: a
+	// follower whose copy of the cursor is behind it sends the poll to
+	// the leader, so no event the Client committed is handed out again.
+	// Copies made
 	// by WithMinSequence share what the session remembers; other Clients
 	// (and other processes) do not. A single server serves every read the
 	// same way and ignores it. New refuses any other value.
@@ -82,40 +84,42 @@ type Client struct {
 }
 
 // session is what Consistency "session" remembers: per tenant (its id
-// as a path segment), the highest global sequence of a receipt; and the
-// highest raft index a cluster node answered with (AppliedIndexHeader).
+// as a path segment), the highest global sequence of a receipt; and per
+// named cursor (tenant and name as path segments), the position this
+// Client last committed or was answered.
 type session struct {
-	mu    sync.Mutex
-	seen  map[string]uint64
-	index uint64
+	mu      sync.Mutex
+	seen    map[string]uint64
+	cursors map[string]uint64
 }
 
-// AppliedIndexHeader is the header in which a cluster node answers an
-// authenticated request with a raft log index: after a change it made (a
-// write, a cursor commit, a control-plane change), at least that
-// change's. Consistency "session" sends the highest one seen
-// back as min_index with every read.
-const AppliedIndexHeader = "Batpak-Applied-Index"
-
-// sawIndex records the raft index of an answer's AppliedIndexHeader.
-func (s *session) sawIndex(h string) {
-	if h == "" {
-		return
-	}
-	index, err := strconv.ParseUint(h, 10, 64)
-	if err != nil {
-		return
-	}
-	s.mu.Lock()
-	s.index = max(s.index, index)
-	s.mu.Unlock()
-}
-
-// highestIndex is the highest raft index recorded (0: none).
-func (s *session) highestIndex() uint64 {
+// cursorAt records pos as cursor key's position (a commit: it may move
+// back, after a reset); with atLeast, only when it is further (a poll's
+// answer, which a commit made meanwhile may have passed).
+func (s *session) cursorAt(key string, pos uint64, atLeast bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.index
+	if s.cursors == nil {
+		s.cursors = map[string]uint64{}
+	}
+	if old, ok := s.cursors[key]; atLeast && ok && old >= pos {
+		return
+	}
+	s.cursors[key] = pos
+}
+
+func (s *session) forgetCursor(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.cursors, key)
+}
+
+// cursor is cursor key's recorded position, if any.
+func (s *session) cursor(key string) (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pos, ok := s.cursors[key]
+	return pos, ok
 }
 
 // saw records that tenant (a path segment) holds sequence seq.
@@ -171,14 +175,6 @@ func (c *Client) readParams(path string) url.Values {
 	var v url.Values
 	if c.consist != "" {
 		v = url.Values{"consistency": {c.consist}}
-	}
-	if c.session != nil && strings.HasPrefix(path, "/v1/") && path != "/v1/openapi.json" {
-		if index := c.session.highestIndex(); index > 0 {
-			if v == nil {
-				v = url.Values{}
-			}
-			v.Set("min_index", strconv.FormatUint(index, 10))
-		}
 	}
 	tenant := tenantOf(path)
 	if tenant == "" {
@@ -459,9 +455,6 @@ func (c *Client) once(ctx context.Context, r request) (*http.Response, error) {
 		return nil, err
 	}
 	if resp.StatusCode < 300 || resp.StatusCode == http.StatusNotModified {
-		if c.session != nil {
-			c.session.sawIndex(resp.Header.Get(AppliedIndexHeader))
-		}
 		return resp, nil
 	}
 	defer resp.Body.Close()

@@ -38,8 +38,6 @@
 //     leader serve every read; "session" makes a Client read its own
 //     writes (each tenant's reads carry min_seq, the highest
 //     global_sequence of that tenant's receipts this Client received,
-//     and every read min_index, the highest Batpak-Applied-Index any
-//     answer carried: cursor commits and control-plane changes are seen
-//     too);
-//     WithMinSequence asks for one sequence explicitly.
+//     and each named cursor's polls min_position, the position it last
+//     committed); WithMinSequence asks for one sequence explicitly.
 package client

@@ -271,61 +271,72 @@ func TestRetryAfterOverflow(t *testing.T) {
 	}
 }
 
-// Consistency "session" remembers the highest Batpak-Applied-Index a
-// cluster node answered with — a write's, a cursor commit's, a read's —
-// and sends it as min_index with every later read, never a lower one; a
-// Client without a session sends none.
-func TestSessionSendsTheHighestAppliedIndex(t *testing.T) {
+// Consistency "session" remembers each named cursor's position: 0 once
+// it defined the cursor, what it committed, or a poll's committed
+// position when that is further; it sends it as min_position with the
+// cursor's polls, forgets it with the cursor, and a commit may move it
+// back (after a reset). A Client without a session sends none.
+func TestSessionSendsItsCursorPositions(t *testing.T) {
 	var mu sync.Mutex
-	var queries []string
-	index := []string{"7", "12", "9", "not-a-number", ""}
-	answered := 0
+	var polls []string
+	committed := "0"
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
-		if r.Method == http.MethodGet {
-			queries = append(queries, r.URL.RawQuery)
-		}
-		if answered < len(index) && index[answered] != "" {
-			w.Header().Set(client.AppliedIndexHeader, index[answered])
-		}
-		answered++
-		mu.Unlock()
+		defer mu.Unlock()
 		switch {
-		case strings.HasSuffix(r.URL.Path, "/commit"):
-			w.WriteHeader(http.StatusOK)
-			_, _ = w.Write([]byte(`{"name":"c","committed":3}`))
+		case r.Method == http.MethodGet:
+			polls = append(polls, r.URL.Query().Get("min_position"))
+			_, _ = w.Write([]byte(`{"events":[],"committed":` + committed + `}`))
+		case r.Method == http.MethodPut:
+			w.WriteHeader(http.StatusCreated)
+			_, _ = w.Write([]byte(`{}`))
+		case r.Method == http.MethodDelete:
+			w.WriteHeader(http.StatusNoContent)
 		default:
-			_, _ = w.Write([]byte(`{"events":[]}`))
+			_, _ = w.Write([]byte(`{}`))
 		}
 	}))
 	defer srv.Close()
 	ctx := context.Background()
 	for _, consistency := range []string{"session", ""} {
 		mu.Lock()
-		queries, answered = nil, 0
+		polls = nil
 		mu.Unlock()
 		c, err := client.New(srv.URL, "k", client.Options{Consistency: consistency})
 		if err != nil {
 			t.Fatal(err)
 		}
 		acme := c.Tenant("acme")
-		if err := acme.CommitCursor(ctx, "c", 3); err != nil { // answers index 7
-			t.Fatal(err)
-		}
-		for range 4 { // answered 12, 9, junk, none
-			if _, err := acme.PollCursor(ctx, "c", 10); err != nil {
+		step := func(f func() error, answer string) {
+			t.Helper()
+			mu.Lock()
+			committed = answer
+			mu.Unlock()
+			if err := f(); err != nil {
 				t.Fatal(err)
 			}
 		}
+		poll := func() error { _, err := acme.PollCursor(ctx, "c", 5); return err }
+		step(poll, "0") // unknown: none
+		step(func() error { return acme.DefineCursor(ctx, "c", client.CursorRegion{}) }, "0")
+		step(poll, "0") // 0
+		step(func() error { return acme.CommitCursor(ctx, "c", 40) }, "0")
+		step(poll, "30")                                                   // 40 (a lagging answer does not lower it)
+		step(poll, "55")                                                   // 40, then 55 from the answer
+		step(poll, "55")                                                   // 55
+		step(func() error { return acme.CommitCursor(ctx, "c", 10) }, "0") // after a reset: back to 10
+		step(poll, "10")                                                   // 10
+		step(func() error { return acme.DeleteCursor(ctx, "c") }, "0")
+		step(poll, "0") // none
 		mu.Lock()
-		got := strings.Join(queries, " | ")
+		got := strings.Join(polls, ",")
 		mu.Unlock()
-		want := "limit=10&min_index=7 | limit=10&min_index=12 | limit=10&min_index=12 | limit=10&min_index=12"
+		want := ",0,40,40,55,10,"
 		if consistency == "" {
-			want = "limit=10 | limit=10 | limit=10 | limit=10"
+			want = ",,,,,,"
 		}
 		if got != want {
-			t.Fatalf("consistency %q: reads sent %q, want %q", consistency, got, want)
+			t.Fatalf("consistency %q: polls sent min_position %q, want %q", consistency, got, want)
 		}
 	}
 }

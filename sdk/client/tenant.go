@@ -259,8 +259,19 @@ func (t *Tenant) DefineCursor(ctx context.Context, name string, region CursorReg
 	if err != nil {
 		return err
 	}
-	return t.c.do(ctx, request{method: "PUT", path: t.path("/cursors/" + seg(name)), body: body, safe: true}, nil)
+	if err := t.c.do(ctx, request{method: "PUT", path: t.path("/cursors/" + seg(name)), body: body, safe: true}, nil); err != nil {
+		return err
+	}
+	if s := t.c.session; s != nil {
+		if _, ok := s.cursor(t.cursorKey(name)); !ok {
+			s.cursorAt(t.cursorKey(name), 0, true)
+		}
+	}
+	return nil
 }
+
+// cursorKey names a cursor of t in the session's memory.
+func (t *Tenant) cursorKey(name string) string { return seg(t.id) + "/" + seg(name) }
 
 // Cursors lists the tenant's named cursors with their lag.
 func (t *Tenant) Cursors(ctx context.Context) ([]CursorInfo, error) {
@@ -272,16 +283,30 @@ func (t *Tenant) Cursors(ctx context.Context) ([]CursorInfo, error) {
 }
 
 // PollCursor returns up to limit events after the cursor's committed
-// position; commit with CommitCursor once they are processed.
+// position; commit with CommitCursor once they are processed. With
+// Consistency "session" it carries the position this Client last
+// committed (min_position): a cluster follower whose copy of the cursor
+// is behind it, or that has not applied its definition yet, sends the
+// poll to the leader, so no event the Client committed comes back.
 func (t *Tenant) PollCursor(ctx context.Context, name string, limit int) ([]Event, error) {
 	v := url.Values{}
 	if limit > 0 {
 		v.Set("limit", strconv.Itoa(limit))
 	}
+	s := t.c.session
+	if s != nil {
+		if pos, ok := s.cursor(t.cursorKey(name)); ok {
+			v.Set("min_position", strconv.FormatUint(pos, 10))
+		}
+	}
 	var out struct {
-		Events []Event `json:"events"`
+		Events    []Event `json:"events"`
+		Committed *uint64 `json:"committed"`
 	}
 	err := t.c.do(ctx, request{method: "GET", path: t.path("/cursors/" + seg(name) + "/events"), query: v, safe: true}, &out)
+	if err == nil && s != nil && out.Committed != nil {
+		s.cursorAt(t.cursorKey(name), *out.Committed, true)
+	}
 	return out.Events, err
 }
 
@@ -290,14 +315,24 @@ func (t *Tenant) PollCursor(ctx context.Context, name string, limit int) ([]Even
 // position. Committing the same position again is a no-op.
 func (t *Tenant) CommitCursor(ctx context.Context, name string, position uint64) error {
 	body, _ := jsonBody(map[string]uint64{"position": position})
-	return t.c.do(ctx, request{method: "POST", path: t.path("/cursors/" + seg(name) + "/commit"), body: body, safe: true}, nil)
+	if err := t.c.do(ctx, request{method: "POST", path: t.path("/cursors/" + seg(name) + "/commit"), body: body, safe: true}, nil); err != nil {
+		return err
+	}
+	if s := t.c.session; s != nil {
+		s.cursorAt(t.cursorKey(name), position, false)
+	}
+	return nil
 }
 
 // DeleteCursor removes a named cursor and its position: a cursor or a
 // hosted worker that takes the name up later starts at the log's
 // beginning.
 func (t *Tenant) DeleteCursor(ctx context.Context, name string) error {
-	return t.c.do(ctx, request{method: "DELETE", path: t.path("/cursors/" + seg(name)), safe: true}, nil)
+	err := t.c.do(ctx, request{method: "DELETE", path: t.path("/cursors/" + seg(name)), safe: true}, nil)
+	if s := t.c.session; err == nil && s != nil {
+		s.forgetCursor(t.cursorKey(name))
+	}
+	return err
 }
 
 // IssueKey issues a key for this tenant (admin role). The secret is in the

@@ -274,7 +274,6 @@ func (f *fsm) commitCursor(c *command, index uint64) ([]Result, error) {
 	err = e.s.CommitReplicatedCursor(c.Cursor, c.Pos)
 	switch {
 	case err == nil:
-		f.marks.changed(c.Tenant, f.born[c.Tenant], index)
 	case errors.Is(err, core.ErrInvalidCursorName), errors.Is(err, core.ErrCursorAhead):
 		res[0].Err = err
 	default:

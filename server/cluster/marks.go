@@ -11,13 +11,9 @@ import (
 // (re)created (the same on every replica: a store dropped and created
 // again has another), and Wrote, the index of the last entry that wrote to
 // it here (or of the snapshot it was restored from). Zero: unknown (no
-// write applied since this process started, or no store). Changed is the
-// index of the last entry that changed it here, a write or a cursor
-// commit (zero: none since this process started or restored it): a
-// tenant's own changes, never another's, so it tells a tenant nothing of
-// the others' (httpapi.AppliedIndexHeader).
+// write applied since this process started, or no store).
 type StoreMark struct {
-	Born, Wrote, Changed uint64
+	Born, Wrote uint64
 }
 
 // storeMarks is the node's StoreMark per tenant, safe for concurrent
@@ -32,20 +28,7 @@ func (sm *storeMarks) wrote(tenant string, born, index uint64) {
 	if sm.m == nil {
 		sm.m = map[string]StoreMark{}
 	}
-	sm.m[tenant] = StoreMark{Born: born, Wrote: index, Changed: index}
-	sm.mu.Unlock()
-}
-
-// changed records a change to tenant's store that wrote no event (a
-// cursor commit) at index.
-func (sm *storeMarks) changed(tenant string, born, index uint64) {
-	sm.mu.Lock()
-	if sm.m == nil {
-		sm.m = map[string]StoreMark{}
-	}
-	m := sm.m[tenant]
-	m.Born, m.Changed = born, index
-	sm.m[tenant] = m
+	sm.m[tenant] = StoreMark{Born: born, Wrote: index}
 	sm.mu.Unlock()
 }
 

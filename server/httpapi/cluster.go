@@ -25,11 +25,8 @@ import (
 // on the follower. Reads are served by any node from what it has applied;
 // min_seq=N waits (at most ReadWait) until the tenant's store holds
 // sequence N — read-your-writes with the global_sequence of a receipt;
-// min_index=N waits until this node has applied raft log index N (the
-// AppliedIndexHeader of an earlier answer: read-your-writes for cursor
-// commits and control-plane changes too); a tenant's read that has to
-// wait counts as one of the tenant's max_subscriptions meanwhile (429
-// QUOTA_EXCEEDED when they are all taken) —
+// a read that has to wait counts as one of the tenant's max_subscriptions
+// meanwhile (429 QUOTA_EXCEEDED when they are all taken) —
 // and consistency=linearizable is served by the leader after it confirms
 // its leadership and has applied everything committed before. A
 // follower that has not caught up with a leader lately (Current) serves no
@@ -38,8 +35,9 @@ import (
 // credential a follower does not know (it may not have applied the key's
 // issue yet) is redirected to the leader too, which answers 401 if it is
 // not valid; a request with no credential of a shape any node takes
-// (none, another scheme, garbage) gets 401 from the follower itself, so
-// it learns nothing of the leader. Verify, a POST that changes nothing,
+// (none, another scheme, garbage) gets 401 from the follower itself. A
+// well-formed key the follower does not know still goes to the leader, so
+// the leader's address is no secret. Verify, a POST that changes nothing,
 // is served by any node.
 type Cluster interface {
 	// IsLeader reports whether this node leads now.
@@ -61,18 +59,7 @@ type Cluster interface {
 	// WaitSequence returns once s (this node's store of tenant) holds
 	// sequence seq, or ctx's error.
 	WaitSequence(ctx context.Context, tenant string, s *core.Store, seq uint64) error
-	// AppliedIndex is the last raft log index this node has applied
-	// (AppliedIndexHeader of admin and control-plane answers).
-	AppliedIndex() uint64
-	// TenantIndex is the raft log index of the last change to tenant's
-	// store this node applied — a write, a cursor commit — or 0 when it
-	// knows none (AppliedIndexHeader of the tenant's answers: its own
-	// changes' indexes only, never a count of the other tenants').
-	TenantIndex(tenant string) uint64
-	// WaitApplied returns once this node has applied raft log index
-	// index, or ctx's error.
-	WaitApplied(ctx context.Context, index uint64) error
-	// ReadWait bounds how long a read waits for min_seq or min_index.
+	// ReadWait bounds how long a read waits for min_seq.
 	ReadWait() time.Duration
 	// Status is the node's view of the cluster, as JSON (GET /v1/cluster),
 	// with the members' health when health is not nil (?nodes=all).
@@ -321,15 +308,6 @@ func (a *API) clusterRead(c *call) error {
 			return err
 		}
 	}
-	if v := q.Get("min_index"); v != "" {
-		index, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: fmt.Sprintf("min_index=%q: want a raft log index (the %s header of an earlier answer)", clipName(v), AppliedIndexHeader), p: wire.Problem{Field: "min_index"}}
-		}
-		if err := a.clusterWaitIndex(c, index); err != nil {
-			return err
-		}
-	}
 	if v := q.Get("min_seq"); v != "" && c.route.Access == Tenant {
 		seq, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
@@ -367,34 +345,6 @@ func (a *API) clusterWaitSequence(c *call, s *core.Store, seq uint64) error {
 		}
 		return &apiError{status: 503, code: wire.CodeNotCaughtUp, retryAfter: time.Second,
 			detail: fmt.Sprintf("this node has not applied sequence %d within %s; retry, or read with consistency=linearizable", seq, cl.ReadWait())}
-	}
-	return nil
-}
-
-// clusterWaitIndex waits (at most ReadWait) until this node has applied
-// raft log index index: 503 NOT_CAUGHT_UP otherwise. A tenant's call
-// that has to wait takes one of the tenant's max_subscriptions meanwhile,
-// as clusterWaitSequence does.
-func (a *API) clusterWaitIndex(c *call, index uint64) error {
-	cl := a.opts.Cluster
-	if cl.AppliedIndex() >= index {
-		return nil
-	}
-	if c.route.Access == Tenant {
-		release, ex := a.quotaOf(c).AcquireSubscription()
-		if ex != nil {
-			return ex
-		}
-		defer release()
-	}
-	ctx, cancel := context.WithTimeout(c.r.Context(), cl.ReadWait())
-	defer cancel()
-	if err := cl.WaitApplied(ctx, index); err != nil {
-		if c.r.Context().Err() != nil {
-			return err
-		}
-		return &apiError{status: 503, code: wire.CodeNotCaughtUp, retryAfter: time.Second,
-			detail: fmt.Sprintf("this node has not applied raft index %d within %s; retry, or read with consistency=linearizable", index, cl.ReadWait())}
 	}
 	return nil
 }

@@ -196,9 +196,30 @@ func (a *API) deleteCursor(c *call) error {
 	return nil
 }
 
+// pollCursor answers GET …/cursors/{name}/events. With min_position=P
+// (the position the caller last committed, or 0 once it defined the
+// cursor), a cluster follower that has not applied the cursor's
+// definition, or whose copy of its position is behind P, sends the call
+// to the leader (307), whose copy is current, instead of handing out
+// events the caller has already processed. The leader and a single
+// server serve it as it is: a committed position below P there means
+// the cursor was reset or defined again.
 func (a *API) pollCursor(c *call) error {
+	var minPos uint64
+	hasMin := false
+	if v := c.r.URL.Query().Get("min_position"); v != "" {
+		p, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return errInvalid("min_position", "min_position="+strconv.Quote(clipName(v))+": want the position last committed (a global sequence, 0 or more)")
+		}
+		minPos, hasMin = p, true
+	}
+	behind := func() bool { return hasMin && a.opts.Cluster != nil && !a.opts.Cluster.IsLeader() }
 	d, r, err := a.cursorDef(c)
 	if err != nil {
+		if behind() {
+			return a.toLeader(c)
+		}
 		return err
 	}
 	limit, err := pageLimit(c.r, DefaultPageLimit, MaxPageLimit)
@@ -216,6 +237,9 @@ func (a *API) pollCursor(c *call) error {
 	}
 	if err != nil {
 		return err
+	}
+	if cur.Committed() < minPos && behind() {
+		return a.toLeader(c)
 	}
 	evs, more, err := readPage(cur, limit)
 	if err != nil {

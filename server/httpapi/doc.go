@@ -33,11 +33,10 @@
 // otherwise be ignored, and the whole log answered). The parameters a
 // route takes are those the OpenAPI document lists for it (read from the
 // embedded document, so the two cannot disagree); consistency and
-// min_index are taken on every tenant, admin and cluster route, min_seq on
-// every tenant route, and their values are checked on a single server
-// too, where they change nothing. Health, readiness, the document itself
-// and metrics take anything. A cluster node answers every authenticated
-// request with the raft index it had applied (AppliedIndexHeader).
+// min_seq are taken on every tenant route, and consistency on every
+// admin and cluster route, and their values are checked on a single
+// server too, where they change nothing. Health, readiness, the document
+// itself and metrics take anything.
 //
 // On a cluster node (Options.Cluster), a follower answers a state change,
 // a linearizable read, and a credential it does not know (step 1 on a node
@@ -94,7 +93,7 @@
 // cluster.Assess: the members' health) ask every other member
 // (Cluster.Members, through Cluster.MemberClient) for its part with the
 // caller's own credential, in parallel, and each member checks the
-// credential as for any request (min_seq, min_index and consistency apply to the
+// credential as for any request (min_seq and consistency apply to the
 // asked node's own part). A member is never sent the credential over
 // plain http when this node is reached over https, no redirect is
 // followed, each part is waited for at most MemberAskTimeout, the parts

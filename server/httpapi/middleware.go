@@ -65,38 +65,6 @@ type recorder struct {
 	// body tracks the request body (nil: none): an error answered before
 	// it was read to its end closes the connection (see WriteHeader).
 	body *trackedBody
-	// cluster, set once a cluster node has authenticated the request,
-	// stamps the answer with a raft index (stamp): tenant's last change
-	// when tenant is set, else the node's applied index.
-	cluster Cluster
-	tenant  string
-	stamped bool
-}
-
-// AppliedIndexHeader is the response header in which a cluster node
-// answers an authenticated request with a raft log index: after a change
-// it made (a write, a cursor commit, a control-plane change, applied here
-// before the answer), at least that change's. A client passes it back as
-// min_index to read on any node what it changed. A tenant's data routes
-// answer the index of the tenant's own last change this node applied
-// (Cluster.TenantIndex; 0 when it knows none), so that a tenant learns
-// nothing of the others' traffic from it; its control-plane changes and
-// the admin routes answer the node's applied index.
-const AppliedIndexHeader = "Batpak-Applied-Index"
-
-// stamp sets AppliedIndexHeader, once, as the status goes out.
-func (w *recorder) stamp() {
-	if w.cluster == nil || w.stamped {
-		return
-	}
-	w.stamped = true
-	index := uint64(0)
-	if w.tenant != "" {
-		index = w.cluster.TenantIndex(w.tenant)
-	} else {
-		index = w.cluster.AppliedIndex()
-	}
-	w.ResponseWriter.Header().Set(AppliedIndexHeader, strconv.FormatUint(index, 10))
 }
 
 // unreadBodyWait is how long the server waits, after an error answered
@@ -158,7 +126,6 @@ func (w *recorder) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
 	}
-	w.stamp()
 	if code >= 400 && w.body != nil && !w.body.eof.Load() {
 		_ = http.NewResponseController(w.ResponseWriter).SetReadDeadline(time.Now().Add(unreadBodyWait))
 	}
@@ -168,7 +135,6 @@ func (w *recorder) WriteHeader(code int) {
 func (w *recorder) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
-		w.stamp()
 	}
 	w.extend()
 	n, err := w.ResponseWriter.Write(b)
@@ -179,7 +145,6 @@ func (w *recorder) Write(b []byte) (int, error) {
 func (w *recorder) Flush() {
 	if w.status == 0 {
 		w.status = http.StatusOK
-		w.stamp()
 	}
 	w.extend()
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
@@ -378,12 +343,6 @@ func (a *API) guard(rt Route) http.Handler {
 		}
 		if err == nil {
 			err = a.clusterUnknownCredential(c, a.admit(c))
-		}
-		if rec, ok := w.(*recorder); ok && err == nil && a.opts.Cluster != nil && rt.Access != Public && !(rt.Access == Metrics && a.opts.MetricsPublic) {
-			rec.cluster = a.opts.Cluster
-			if rt.Access == Tenant && !rt.control {
-				rec.tenant = c.tenant
-			}
 		}
 		if err == nil {
 			err = a.clusterRead(c)

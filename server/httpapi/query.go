@@ -77,7 +77,7 @@ func parseRouteQueries(doc []byte) map[string][]string {
 // it, with the ones the route takes): a misspelt filter — entity_prefix
 // for entity, say — would otherwise be ignored and the call answered as
 // if it had none, the whole log instead of a part of it. On a single
-// server it also checks the values of consistency, min_seq and min_index, which a
+// server it also checks the values of consistency and min_seq, which a
 // cluster node reads (and checks) itself. Public and metrics routes take
 // anything.
 func checkQuery(c *call) error {
@@ -126,11 +126,6 @@ func checkQuery(c *call) error {
 		if v := q.Get("min_seq"); v != "" {
 			if _, err := strconv.ParseUint(v, 10, 64); err != nil {
 				return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: fmt.Sprintf("min_seq=%q: want a global sequence (a receipt's global_sequence)", clipName(v)), p: wire.Problem{Field: "min_seq"}}
-			}
-		}
-		if v := q.Get("min_index"); v != "" {
-			if _, err := strconv.ParseUint(v, 10, 64); err != nil {
-				return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: fmt.Sprintf("min_index=%q: want a raft log index (the %s header of an earlier answer)", clipName(v), AppliedIndexHeader), p: wire.Problem{Field: "min_index"}}
 			}
 		}
 	}
