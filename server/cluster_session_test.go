@@ -168,3 +168,93 @@ func TestFollowerRefusesMissingCredentials(t *testing.T) {
 		t.Fatalf("an unknown key of a valid shape: %d (Location %q), want 307 to the leader", code, loc)
 	}
 }
+
+// TestFollowerSendsOtherCursorDefinitionsToTheLeader: a poll naming the
+// definition it knows (cursor_id) and the position it committed
+// (min_position) is served by a follower only when the follower holds
+// that definition at that position or beyond; otherwise — a cursor
+// deleted and defined again that the follower has not caught up with, a
+// position it has not applied — the leader serves it. The cursor's id
+// changes when it is defined again.
+func TestFollowerSendsOtherCursorDefinitionsToTheLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three nodes")
+	}
+	nodes := startCluster3(t, t.TempDir())
+	key, _ := clusterTenantKey(t, nodes[0].base, "acme", `["writer"]`)
+	leader := leaderOf(t, nodes, 10*time.Second)
+	follower := nodes[0]
+	for _, n := range nodes {
+		if n != leader {
+			follower = n
+		}
+	}
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	ask := func(method, url, body string) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	define := func() string {
+		t.Helper()
+		code, def := ask("PUT", leader.base+"/v1/tenants/acme/cursors/c", `{"region":{"scope":"s"}}`)
+		id, _ := def["id"].(string)
+		if code != 201 || len(id) != 16 {
+			t.Fatalf("define: %d %v", code, def)
+		}
+		return id
+	}
+	first := define()
+	for i := range 3 {
+		if code, body := ask("POST", leader.base+"/v1/tenants/acme/events", fmt.Sprintf(`{"entity":"e","scope":"s","kind":"1:1","payload":{"n":%d}}`, i)); code != 201 {
+			t.Fatalf("append: %d %v", code, body)
+		}
+	}
+	if code, body := ask("POST", leader.base+"/v1/tenants/acme/cursors/c/commit", `{"position":2}`); code != 200 {
+		t.Fatalf("commit: %d %v", code, body)
+	}
+	poll := func(query string) (int, map[string]any) {
+		return ask("GET", follower.base+"/v1/tenants/acme/cursors/c/events?"+query, "")
+	}
+	waitFor(t, 10*time.Second, "the follower applies the commit", func() bool {
+		code, body := poll("")
+		return code == 200 && body["committed"] == float64(2) && body["cursor_id"] == first
+	})
+	if code, _ := poll("min_position=2&cursor_id=" + first); code != 200 {
+		t.Fatalf("a poll the follower is current for: %d", code)
+	}
+	for _, q := range []string{"min_position=3&cursor_id=" + first, "min_position=0&cursor_id=0123456789abcdef", "min_position=0&cursor_id="} {
+		if code, body := poll(q); code != 307 || body["code"] != "NOT_LEADER" {
+			t.Fatalf("poll ?%s on follower %s: %d %v, want 307 to the leader", q, follower.id, code, body)
+		}
+	}
+	if code, body := ask("GET", leader.base+"/v1/tenants/acme/cursors/c/events?min_position=9&cursor_id=0123456789abcdef", ""); code != 200 || body["cursor_id"] != first {
+		t.Fatalf("the leader serves any poll: %d %v", code, body)
+	}
+	// Defined again: another id, the position back at the beginning.
+	if code, _ := ask("DELETE", leader.base+"/v1/tenants/acme/cursors/c", ""); code != 204 {
+		t.Fatalf("delete: %d", code)
+	}
+	second := define()
+	if second == first {
+		t.Fatalf("a cursor defined again kept its id %s", first)
+	}
+	waitFor(t, 10*time.Second, "the follower applies the new definition", func() bool {
+		code, body := poll("")
+		return code == 200 && body["committed"] == float64(0) && body["cursor_id"] == second
+	})
+	// A client that knows only the first definition is sent to the
+	// leader, which answers the second.
+	if code, _ := poll("min_position=2&cursor_id=" + first); code != 307 {
+		t.Fatalf("a poll of the first definition on a follower holding the second: %d, want 307", code)
+	}
+}

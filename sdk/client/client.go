@@ -85,27 +85,41 @@ type Client struct {
 
 // session is what Consistency "session" remembers: per tenant (its id
 // as a path segment), the highest global sequence of a receipt; and per
-// named cursor (tenant and name as path segments), the position this
-// Client last committed or was answered.
+// named cursor (tenant and name as path segments), the definition it
+// knows and the position this Client last committed or was answered.
 type session struct {
 	mu      sync.Mutex
 	seen    map[string]uint64
-	cursors map[string]uint64
+	cursors map[string]cursorMark
 }
 
-// cursorAt records pos as cursor key's position (a commit: it may move
-// back, after a reset); with atLeast, only when it is further (a poll's
-// answer, which a commit made meanwhile may have passed).
-func (s *session) cursorAt(key string, pos uint64, atLeast bool) {
+// cursorMark is what a session knows of a named cursor: its definition's
+// id (idKnown: one was answered) and a position it has passed.
+type cursorMark struct {
+	id      string
+	idKnown bool
+	pos     uint64
+}
+
+// cursorAt records what an answer said of cursor key: its definition's
+// id when idKnown, and pos — as it is after a commit (it may move back,
+// after a reset), or with atLeast only when further (a poll's answer,
+// which a commit made meanwhile may have passed), unless the answer
+// names another definition, whose position starts anew.
+func (s *session) cursorAt(key, id string, idKnown bool, pos uint64, atLeast bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cursors == nil {
-		s.cursors = map[string]uint64{}
+		s.cursors = map[string]cursorMark{}
 	}
-	if old, ok := s.cursors[key]; atLeast && ok && old >= pos {
-		return
+	m, ok := s.cursors[key]
+	if idKnown && (!m.idKnown || m.id != id) {
+		m.id, m.idKnown, atLeast = id, true, false
 	}
-	s.cursors[key] = pos
+	if !ok || !atLeast || pos > m.pos {
+		m.pos = pos
+	}
+	s.cursors[key] = m
 }
 
 func (s *session) forgetCursor(key string) {
@@ -114,12 +128,12 @@ func (s *session) forgetCursor(key string) {
 	delete(s.cursors, key)
 }
 
-// cursor is cursor key's recorded position, if any.
-func (s *session) cursor(key string) (uint64, bool) {
+// cursor is what the session knows of cursor key, if anything.
+func (s *session) cursor(key string) (cursorMark, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	pos, ok := s.cursors[key]
-	return pos, ok
+	m, ok := s.cursors[key]
+	return m, ok
 }
 
 // saw records that tenant (a path segment) holds sequence seq.

@@ -271,25 +271,28 @@ func TestRetryAfterOverflow(t *testing.T) {
 	}
 }
 
-// Consistency "session" remembers each named cursor's position: 0 once
-// it defined the cursor, what it committed, or a poll's committed
-// position when that is further; it sends it as min_position with the
-// cursor's polls, forgets it with the cursor, and a commit may move it
-// back (after a reset). A Client without a session sends none.
+// Consistency "session" remembers each named cursor's definition and
+// position: its id and 0 once it defined the cursor, what it committed,
+// or a poll's committed position when that is further — or, when a poll
+// names another definition, that definition's; it sends them as
+// min_position and cursor_id with the cursor's polls, forgets them with
+// the cursor, and a commit may move the position back (after a reset). A
+// Client without a session sends neither.
 func TestSessionSendsItsCursorPositions(t *testing.T) {
 	var mu sync.Mutex
 	var polls []string
-	committed := "0"
+	committed, id := "0", "A"
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
 		case r.Method == http.MethodGet:
-			polls = append(polls, r.URL.Query().Get("min_position"))
-			_, _ = w.Write([]byte(`{"events":[],"committed":` + committed + `}`))
+			q := r.URL.Query()
+			polls = append(polls, q.Get("min_position")+"/"+q.Get("cursor_id"))
+			_, _ = w.Write([]byte(`{"events":[],"committed":` + committed + `,"cursor_id":"` + id + `"}`))
 		case r.Method == http.MethodPut:
 			w.WriteHeader(http.StatusCreated)
-			_, _ = w.Write([]byte(`{}`))
+			_, _ = w.Write([]byte(`{"name":"c","id":"` + id + `"}`))
 		case r.Method == http.MethodDelete:
 			w.WriteHeader(http.StatusNoContent)
 		default:
@@ -307,36 +310,38 @@ func TestSessionSendsItsCursorPositions(t *testing.T) {
 			t.Fatal(err)
 		}
 		acme := c.Tenant("acme")
-		step := func(f func() error, answer string) {
+		step := func(f func() error, answer, answerID string) {
 			t.Helper()
 			mu.Lock()
-			committed = answer
+			committed, id = answer, answerID
 			mu.Unlock()
 			if err := f(); err != nil {
 				t.Fatal(err)
 			}
 		}
 		poll := func() error { _, err := acme.PollCursor(ctx, "c", 5); return err }
-		step(poll, "0") // unknown: none
-		step(func() error { return acme.DefineCursor(ctx, "c", client.CursorRegion{}) }, "0")
-		step(poll, "0") // 0
-		step(func() error { return acme.CommitCursor(ctx, "c", 40) }, "0")
-		step(poll, "30")                                                   // 40 (a lagging answer does not lower it)
-		step(poll, "55")                                                   // 40, then 55 from the answer
-		step(poll, "55")                                                   // 55
-		step(func() error { return acme.CommitCursor(ctx, "c", 10) }, "0") // after a reset: back to 10
-		step(poll, "10")                                                   // 10
-		step(func() error { return acme.DeleteCursor(ctx, "c") }, "0")
-		step(poll, "0") // none
+		commit := func(p uint64) func() error { return func() error { return acme.CommitCursor(ctx, "c", p) } }
+		step(poll, "0", "A") // unknown: none
+		step(func() error { return acme.DefineCursor(ctx, "c", client.CursorRegion{}) }, "0", "A")
+		step(poll, "0", "A") // 0/A
+		step(commit(40), "0", "A")
+		step(poll, "30", "A") // 40/A (a lagging answer does not lower it)
+		step(poll, "55", "A") // 40/A, then 55 from the answer
+		step(poll, "3", "B")  // 55/A; the answer names another definition: 3/B
+		step(poll, "3", "B")  // 3/B
+		step(commit(1), "0", "B")
+		step(poll, "1", "B") // 1/B: a commit may move it back
+		step(func() error { return acme.DeleteCursor(ctx, "c") }, "0", "B")
+		step(poll, "0", "B") // none
 		mu.Lock()
 		got := strings.Join(polls, ",")
 		mu.Unlock()
-		want := ",0,40,40,55,10,"
+		want := "/,0/A,40/A,40/A,55/A,3/B,1/B,/"
 		if consistency == "" {
-			want = ",,,,,,"
+			want = "/,/,/,/,/,/,/,/"
 		}
 		if got != want {
-			t.Fatalf("consistency %q: polls sent min_position %q, want %q", consistency, got, want)
+			t.Fatalf("consistency %q: polls sent %q, want %q", consistency, got, want)
 		}
 	}
 }

@@ -259,13 +259,18 @@ func (t *Tenant) DefineCursor(ctx context.Context, name string, region CursorReg
 	if err != nil {
 		return err
 	}
-	if err := t.c.do(ctx, request{method: "PUT", path: t.path("/cursors/" + seg(name)), body: body, safe: true}, nil); err != nil {
+	var def struct {
+		ID *string `json:"id"`
+	}
+	if err := t.c.do(ctx, request{method: "PUT", path: t.path("/cursors/" + seg(name)), body: body, safe: true}, &def); err != nil {
 		return err
 	}
 	if s := t.c.session; s != nil {
-		if _, ok := s.cursor(t.cursorKey(name)); !ok {
-			s.cursorAt(t.cursorKey(name), 0, true)
+		id := ""
+		if def.ID != nil {
+			id = *def.ID
 		}
+		s.cursorAt(t.cursorKey(name), id, def.ID != nil, 0, true)
 	}
 	return nil
 }
@@ -295,17 +300,25 @@ func (t *Tenant) PollCursor(ctx context.Context, name string, limit int) ([]Even
 	}
 	s := t.c.session
 	if s != nil {
-		if pos, ok := s.cursor(t.cursorKey(name)); ok {
-			v.Set("min_position", strconv.FormatUint(pos, 10))
+		if m, ok := s.cursor(t.cursorKey(name)); ok {
+			v.Set("min_position", strconv.FormatUint(m.pos, 10))
+			if m.idKnown {
+				v.Set("cursor_id", m.id)
+			}
 		}
 	}
 	var out struct {
 		Events    []Event `json:"events"`
 		Committed *uint64 `json:"committed"`
+		CursorID  *string `json:"cursor_id"`
 	}
 	err := t.c.do(ctx, request{method: "GET", path: t.path("/cursors/" + seg(name) + "/events"), query: v, safe: true}, &out)
 	if err == nil && s != nil && out.Committed != nil {
-		s.cursorAt(t.cursorKey(name), *out.Committed, true)
+		id := ""
+		if out.CursorID != nil {
+			id = *out.CursorID
+		}
+		s.cursorAt(t.cursorKey(name), id, out.CursorID != nil, *out.Committed, true)
 	}
 	return out.Events, err
 }
@@ -319,7 +332,7 @@ func (t *Tenant) CommitCursor(ctx context.Context, name string, position uint64)
 		return err
 	}
 	if s := t.c.session; s != nil {
-		s.cursorAt(t.cursorKey(name), position, false)
+		s.cursorAt(t.cursorKey(name), "", false, position, false)
 	}
 	return nil
 }

@@ -194,6 +194,7 @@ type Node struct {
 	state   stateIndex // the last log index the stores reflect
 	timeout time.Duration
 	group   *grouper // nil with Config.SingleWriteEntries
+	member  memberMark
 
 	// leadTerm is the term in which this node, leading, applied a barrier
 	// (see Leading); leadCheck the term a barrier was started for.
@@ -334,6 +335,8 @@ func Open(cfg Config) (*Node, error) {
 		return c
 	})
 	f.maxOpen = cfg.MaxOpenStores
+	n.member.open(filepath.Join(cfg.Dir, memberFile))
+	f.self, f.member = cfg.ID, n.member.note
 	n.fsm = f
 	logs := newLogCache(bolt, logCacheEntries, logCacheBytes(cfg.MaxBytes))
 	n.watch = watchTransport(trans)

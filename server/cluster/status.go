@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -125,12 +127,14 @@ func (n *Node) Status() Status {
 	return st
 }
 
-// Removed reports whether this node was removed from the cluster: the
-// latest configuration it knows names other members and not it. Such a
-// node takes no part in elections or commits (its peers refuse its votes)
-// and learns nothing new; only joining it again (an empty Dir, then
-// Join) makes it a member. A node that never joined has an empty
-// configuration and is not removed.
+// Removed reports whether this node was removed from the cluster: it has
+// been a member (a configuration it applied or knew named it: Dir/member)
+// and the latest configuration it knows names other members and not it.
+// Such a node takes no part in elections or commits (its peers refuse its
+// votes) and learns nothing new; only joining it again (an empty Dir,
+// then Join) makes it a member. A node that never joined, or one joining
+// that is still catching up with the configurations before its own
+// addition, is not removed.
 func (n *Node) Removed() bool {
 	f := n.raft.GetConfiguration()
 	if f.Error() != nil {
@@ -138,8 +142,54 @@ func (n *Node) Removed() bool {
 	}
 	for _, s := range f.Configuration().Servers {
 		if string(s.ID) == n.cfg.ID {
+			n.member.note()
 			return false
 		}
 	}
-	return len(f.Configuration().Servers) > 0
+	return n.member.seen.Load() && len(f.Configuration().Servers) > 0
+}
+
+// memberFile, in a node's Dir, records that the node has been a member.
+const memberFile = "member"
+
+// memberMark remembers that this node has been a member of the cluster,
+// across restarts (its file), so that a latest configuration without it
+// means it was removed, not that it is still catching up.
+type memberMark struct {
+	path string
+	seen atomic.Bool
+}
+
+// open reads the mark from path.
+func (m *memberMark) open(path string) {
+	m.path = path
+	if _, err := os.Stat(path); err == nil {
+		m.seen.Store(true)
+	}
+}
+
+// note records that the node is a member (once; a failed write leaves
+// the mark in memory for this process).
+func (m *memberMark) note() {
+	if m.seen.Load() || m.path == "" {
+		return
+	}
+	m.seen.Store(true)
+	_ = os.WriteFile(m.path, []byte("this node has been a member of its cluster\n"), 0o600)
+}
+
+// namesServer reports whether an encoded raft configuration names server
+// id (false for one that does not decode).
+func namesServer(data []byte, id string) (named bool) {
+	defer func() {
+		if recover() != nil {
+			named = false
+		}
+	}()
+	for _, s := range raft.DecodeConfiguration(data).Servers {
+		if string(s.ID) == id {
+			return true
+		}
+	}
+	return false
 }

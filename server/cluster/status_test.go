@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -225,4 +226,59 @@ func TestStatusAppliedReachesCommitAfterFailover(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestJoiningNodeIsNotRemoved: a node joining a cluster applies the
+// configurations from before its own addition first, none naming it; it
+// is not judged removed meanwhile (a client would get 421 NOT_A_MEMBER,
+// which it does not retry). Once a member, a node that leaves is removed,
+// also after a restart.
+func TestJoiningNodeIsNotRemoved(t *testing.T) {
+	c := newMemCluster(t, 2, nil)
+	l := c.settled(5 * time.Second)
+	for i := range 200 {
+		mustAppend(t, l, "acme", item("e", `{"i":1}`, core.AppendOptions{ExpectedClock: expectAfter(i)}))
+	}
+	n3 := c.start("n3")
+	done := make(chan struct{})
+	var removed atomic.Int64
+	go func() {
+		defer close(done)
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+			if n3.Removed() {
+				removed.Add(1)
+			}
+			if st := n3.Status(); st.AppliedIndex >= l.Status().LastLogIndex && len(st.Servers) == 3 {
+				return
+			}
+		}
+	}()
+	if err := l.Join("n3", "n3"); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if got := removed.Load(); got > 0 {
+		t.Fatalf("the joining node was judged removed %d times while it caught up", got)
+	}
+	if err := l.Leave("n3"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "n3 learns of its removal", n3.Removed)
+	c.stop("n3")
+	if n3 = c.start("n3"); !n3.Removed() {
+		t.Fatal("a removed node restarted on its data is not judged removed")
+	}
+	// A node nobody asks about while it is a member knows it has been one
+	// from the configurations it applied.
+	n4 := c.start("n4")
+	if err := l.Join("n4", "n4"); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, l, "acme", item("e", `{"i":1}`, core.AppendOptions{ExpectedClock: expectAfter(200)}))
+	joined := l.AppliedIndex()
+	waitFor(t, 5*time.Second, "n4 applies its addition", func() bool { return n4.AppliedIndex() >= joined })
+	if err := l.Leave("n4"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "n4 judged removed", n4.Removed)
 }

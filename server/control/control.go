@@ -131,6 +131,10 @@ type CursorDef struct {
 	Name   string `json:"name"`
 	Tenant string `json:"tenant"`
 	Region Region `json:"region"`
+	// ID is drawn at random when the cursor is defined: a cursor deleted
+	// and defined again under its name has another ("" for one defined
+	// by a server from before ids).
+	ID string `json:"id,omitempty"`
 }
 
 // Region is a serialisable core.Region: an entity prefix or a scope,

@@ -99,6 +99,7 @@ type keyRecord struct {
 type cursorRecord struct {
 	Name   string  `json:"name"`
 	Region *Region `json:"region,omitempty"`
+	ID     string  `json:"id,omitempty"`
 }
 
 func encodeBody(b body) ([]byte, error) {
@@ -296,7 +297,7 @@ func (s *state) apply(c change) {
 		if s.cursors[b.Tenant] == nil {
 			s.cursors[b.Tenant] = map[string]CursorDef{}
 		}
-		s.cursors[b.Tenant][b.Cursor.Name] = CursorDef{Name: b.Cursor.Name, Tenant: b.Tenant, Region: *b.Cursor.Region}
+		s.cursors[b.Tenant][b.Cursor.Name] = CursorDef{Name: b.Cursor.Name, Tenant: b.Tenant, Region: *b.Cursor.Region, ID: b.Cursor.ID}
 	case kindCursorDeleted:
 		delete(s.cursors[b.Tenant], b.Cursor.Name)
 	}

@@ -2,6 +2,8 @@ package control
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
@@ -515,7 +517,9 @@ func (p *Plane) DefineCursorMax(ctx context.Context, c CursorDef, max int) error
 		return fmt.Errorf("%w: the tenant has %d cursors (max_cursors %d)", ErrLimit, n, max)
 	}
 	r := c.Region
-	_, err := p.record(ctx, kindCursorDefined, CursorEntity(c.Tenant, c.Name), body{Tenant: c.Tenant, Cursor: &cursorRecord{Name: c.Name, Region: &r}})
+	var id [8]byte
+	_, _ = rand.Read(id[:]) // never fails (crypto/rand)
+	_, err := p.record(ctx, kindCursorDefined, CursorEntity(c.Tenant, c.Name), body{Tenant: c.Tenant, Cursor: &cursorRecord{Name: c.Name, Region: &r, ID: hex.EncodeToString(id[:])}})
 	return err
 }
 

@@ -158,6 +158,9 @@ func (a *API) defineCursor(c *call) error {
 		_ = a.opts.Plane.DeleteCursor(context.WithoutCancel(c.r.Context()), c.tenant, name)
 		return err
 	}
+	if d, ok := a.opts.Plane.Cursor(c.tenant, name); ok {
+		def = d // with the id the plane drew
+	}
 	return writeJSON(c.w, http.StatusCreated, def)
 }
 
@@ -198,12 +201,14 @@ func (a *API) deleteCursor(c *call) error {
 
 // pollCursor answers GET …/cursors/{name}/events. With min_position=P
 // (the position the caller last committed, or 0 once it defined the
-// cursor), a cluster follower that has not applied the cursor's
-// definition, or whose copy of its position is behind P, sends the call
-// to the leader (307), whose copy is current, instead of handing out
-// events the caller has already processed. The leader and a single
-// server serve it as it is: a committed position below P there means
-// the cursor was reset or defined again.
+// cursor) and cursor_id=ID (the definition's id it knows), a cluster
+// follower that has not applied that definition (none, or an earlier
+// one of the name), or whose copy of its position is behind P, sends the
+// call to the leader (307), whose copy is current, instead of handing out
+// events the caller has already processed or another definition's. The
+// leader and a single server serve it as it is: there, a committed
+// position below P means the cursor was reset, and another id that it
+// was defined again. The answer names the definition's id (cursor_id).
 func (a *API) pollCursor(c *call) error {
 	var minPos uint64
 	hasMin := false
@@ -214,7 +219,8 @@ func (a *API) pollCursor(c *call) error {
 		}
 		minPos, hasMin = p, true
 	}
-	behind := func() bool { return hasMin && a.opts.Cluster != nil && !a.opts.Cluster.IsLeader() }
+	wantID, hasID := c.r.URL.Query().Get("cursor_id"), c.r.URL.Query().Has("cursor_id")
+	behind := func() bool { return (hasMin || hasID) && a.opts.Cluster != nil && !a.opts.Cluster.IsLeader() }
 	d, r, err := a.cursorDef(c)
 	if err != nil {
 		if behind() {
@@ -238,7 +244,7 @@ func (a *API) pollCursor(c *call) error {
 	if err != nil {
 		return err
 	}
-	if cur.Committed() < minPos && behind() {
+	if (cur.Committed() < minPos || hasID && d.ID != wantID) && behind() {
 		return a.toLeader(c)
 	}
 	evs, more, err := readPage(cur, limit)
@@ -250,7 +256,7 @@ func (a *API) pollCursor(c *call) error {
 	if more && len(evs) > 0 {
 		next = evs[len(evs)-1].GlobalSequence + 1 // the page stopped early: continue after it
 	}
-	return writeJSON(c.w, http.StatusOK, map[string]any{"events": out, "committed": cur.Committed(), "next_position": next})
+	return writeJSON(c.w, http.StatusOK, map[string]any{"events": out, "committed": cur.Committed(), "next_position": next, "cursor_id": d.ID})
 }
 
 func (a *API) commitCursor(c *call) error {
