@@ -218,7 +218,7 @@ func (w *writer) dedupeBatch(r *request) bool {
 			"nothing was written: a batch that may be retried needs a key on every item", ErrBatchMixedKeys, known, r.items[known].opts.IdempotencyKey, fresh)
 		return true
 	case fresh >= 0:
-		r.bt.err = fmt.Errorf("%w: item %d's key %q is already stored but item %d's key %q is new; a retry must repeat the whole batch",
+		r.bt.err = fmt.Errorf("%w: item %d's key %q is already stored but item %d's key %q is new; nothing was written: a retry must repeat the whole batch",
 			ErrBatchMixedKeys, known, r.items[known].opts.IdempotencyKey, fresh, r.items[fresh].opts.IdempotencyKey)
 		return true
 	}
