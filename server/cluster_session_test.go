@@ -23,16 +23,9 @@ func TestClusterSessionReadsOwnWrites(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three nodes")
 	}
-	nodes := startCluster3(t, t.TempDir())
-	key, _ := clusterTenantKey(t, nodes[0].base, "acme", `["writer"]`)
-	follower := nodes[2]
-	waitFollowerOf(t, follower, 3)
+	follower, session, key := sessionAtFollower(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	session, err := client.New(follower.base, key, client.Options{Consistency: "session"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	plain, err := client.New(follower.base, key)
 	if err != nil {
 		t.Fatal(err)
@@ -66,16 +59,9 @@ func TestClusterSessionSeesItsCursorCommits(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three nodes")
 	}
-	nodes := startCluster3(t, t.TempDir())
-	key, _ := clusterTenantKey(t, nodes[0].base, "acme", `["writer"]`)
-	follower := nodes[2]
-	waitFollowerOf(t, follower, 3)
+	follower, c, _ := sessionAtFollower(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := client.New(follower.base, key, client.Options{Consistency: "session"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	acme := c.Tenant("acme")
 	if err := acme.DefineCursor(ctx, "billing", client.CursorRegion{Scope: "shop"}); err != nil {
 		t.Fatal(err)
@@ -124,29 +110,11 @@ func TestFollowerRefusesMissingCredentials(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three nodes")
 	}
-	nodes := startCluster3(t, t.TempDir())
-	clusterTenantKey(t, nodes[0].base, "acme", `["writer"]`)
-	leader := leaderOf(t, nodes, 10*time.Second)
-	follower := nodes[0]
-	for _, n := range nodes {
-		if n != leader {
-			follower = n
-		}
-	}
-	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	leader, follower, _ := leaderAndFollower(t)
 	ask := func(method, path, auth, body string) (int, string, string) {
 		t.Helper()
-		req, _ := http.NewRequest(method, follower.base+path, strings.NewReader(body))
-		if auth != "" {
-			req.Header.Set("Authorization", auth)
-		}
-		resp, err := noRedirect.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, resp.Header.Get("Location"), string(b)
+		code, h, b := askOnce(t, method, follower.base+path, auth, body)
+		return code, h.Get("Location"), string(b)
 	}
 	for _, auth := range []string{"", "Bearer bogus", "Basic dXNlcjpwYXNz", "Bearer"} {
 		for _, rq := range [][3]string{
@@ -180,29 +148,13 @@ func TestFollowerSendsOtherCursorDefinitionsToTheLeader(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three nodes")
 	}
-	nodes := startCluster3(t, t.TempDir())
-	key, _ := clusterTenantKey(t, nodes[0].base, "acme", `["writer"]`)
-	leader := leaderOf(t, nodes, 10*time.Second)
-	follower := nodes[0]
-	for _, n := range nodes {
-		if n != leader {
-			follower = n
-		}
-	}
-	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	leader, follower, key := leaderAndFollower(t)
 	ask := func(method, url, body string) (int, map[string]any) {
 		t.Helper()
-		req, _ := http.NewRequest(method, url, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+key)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := noRedirect.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
+		code, _, b := askOnce(t, method, url, "Bearer "+key, body)
 		var out map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&out)
-		return resp.StatusCode, out
+		_ = json.Unmarshal(b, &out)
+		return code, out
 	}
 	define := func() string {
 		t.Helper()
@@ -257,4 +209,57 @@ func TestFollowerSendsOtherCursorDefinitionsToTheLeader(t *testing.T) {
 	if code, _ := poll("min_position=2&cursor_id=" + first); code != 307 {
 		t.Fatalf("a poll of the first definition on a follower holding the second: %d, want 307", code)
 	}
+}
+
+// leaderAndFollower starts three nodes with tenant acme and returns the
+// leader, a follower and a writer key of acme.
+func leaderAndFollower(t *testing.T) (leader, follower *clusterServer, key string) {
+	t.Helper()
+	nodes := startCluster3(t, t.TempDir())
+	key, _ = clusterTenantKey(t, nodes[0].base, "acme", `["writer"]`)
+	leader = leaderOf(t, nodes, 10*time.Second)
+	for _, n := range nodes {
+		if n != leader {
+			follower = n
+		}
+	}
+	return leader, follower, key
+}
+
+// askOnce sends one request without following a redirect; auth is the
+// whole Authorization header ("" for none).
+func askOnce(t *testing.T, method, url, auth, body string) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, b
+}
+
+// sessionAtFollower starts three nodes with tenant acme and returns a
+// follower, a Client with Consistency "session" pointed at it, and the
+// writer key of acme it uses.
+func sessionAtFollower(t *testing.T) (*clusterServer, *client.Client, string) {
+	t.Helper()
+	nodes := startCluster3(t, t.TempDir())
+	key, _ := clusterTenantKey(t, nodes[0].base, "acme", `["writer"]`)
+	follower := nodes[2]
+	waitFollowerOf(t, follower, 3)
+	c, err := client.New(follower.base, key, client.Options{Consistency: "session"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return follower, c, key
 }
