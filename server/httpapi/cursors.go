@@ -220,10 +220,10 @@ func (a *API) pollCursor(c *call) error {
 		minPos, hasMin = p, true
 	}
 	wantID, hasID := c.r.URL.Query().Get("cursor_id"), c.r.URL.Query().Has("cursor_id")
-	behind := func() bool { return (hasMin || hasID) && a.opts.Cluster != nil && !a.opts.Cluster.IsLeader() }
+	askLeader := func() bool { return (hasMin || hasID) && a.opts.Cluster != nil && !a.opts.Cluster.IsLeader() }
 	d, r, err := a.cursorDef(c)
 	if err != nil {
-		if behind() {
+		if askLeader() {
 			return a.toLeader(c)
 		}
 		return err
@@ -244,7 +244,7 @@ func (a *API) pollCursor(c *call) error {
 	if err != nil {
 		return err
 	}
-	if (cur.Committed() < minPos || hasID && d.ID != wantID) && behind() {
+	if (cur.Committed() < minPos || hasID && d.ID != wantID) && askLeader() {
 		return a.toLeader(c)
 	}
 	evs, more, err := readPage(cur, limit)
