@@ -189,6 +189,9 @@ func TestFollowerSendsOtherCursorDefinitionsToTheLeader(t *testing.T) {
 			t.Fatalf("poll ?%s on follower %s: %d %v, want 307 to the leader", q, follower.id, code, body)
 		}
 	}
+	if code, body := poll("min_position=0&cursor_id=" + strings.Repeat("a", 65)); code != 400 || body["code"] != "INVALID_REQUEST" {
+		t.Fatalf("a cursor_id past 64 bytes: %d %v", code, body)
+	}
 	if code, body := ask("GET", leader.base+"/v1/tenants/acme/cursors/c/events?min_position=9&cursor_id=0123456789abcdef", ""); code != 200 || body["cursor_id"] != first {
 		t.Fatalf("the leader serves any poll: %d %v", code, body)
 	}

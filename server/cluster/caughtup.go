@@ -45,6 +45,8 @@ type catchUp struct {
 	applied func() uint64
 	term    func() uint64
 	stored  func() uint64
+	// caughtUp is called (under mu) each time the caught-up moment moves.
+	caughtUp func()
 
 	target    uint64
 	targetAt  time.Time
@@ -55,10 +57,11 @@ type catchUp struct {
 	at         atomic.Int64 // unix nanoseconds of the caught-up moment; 0: never
 }
 
-// bind gives c raft's applied index and term, once raft runs.
-func (c *catchUp) bind(applied, term func() uint64) {
+// bind gives c raft's applied index and term, once raft runs, and what
+// to call each time the node catches up.
+func (c *catchUp) bind(applied, term func() uint64, caughtUp func()) {
 	c.mu.Lock()
-	c.applied, c.term = applied, term
+	c.applied, c.term, c.caughtUp = applied, term, caughtUp
 	c.mu.Unlock()
 }
 
@@ -108,6 +111,9 @@ func (c *catchUp) checkLocked() {
 	if c.hasTarget && c.applied != nil && c.applied() >= c.target {
 		c.at.Store(c.targetAt.UnixNano())
 		c.hasTarget = false
+		if c.caughtUp != nil {
+			c.caughtUp()
+		}
 	}
 }
 

@@ -36,11 +36,6 @@ type fsm struct {
 	// (see logBudget).
 	sinceSnapEntries, sinceSnapBytes atomic.Int64
 
-	// self is this node's id; member is called when an applied
-	// configuration names it (Node.Removed).
-	self   string
-	member func()
-
 	root        string // tenant stores: root/<tenant>
 	blobs       string // blobs: blobs/<sha256 hex>, beside root
 	staging     string // snapshot copies being persisted
@@ -185,9 +180,6 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	}
 entries:
 	for i, l := range logs {
-		if l.Type == raft.LogConfiguration && f.member != nil && namesServer(l.Data, f.self) {
-			f.member()
-		}
 		if l.Type != raft.LogCommand {
 			continue
 		}

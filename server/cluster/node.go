@@ -335,8 +335,6 @@ func Open(cfg Config) (*Node, error) {
 		return c
 	})
 	f.maxOpen = cfg.MaxOpenStores
-	n.member.open(filepath.Join(cfg.Dir, memberFile))
-	f.self, f.member = cfg.ID, n.member.note
 	n.fsm = f
 	logs := newLogCache(bolt, logCacheEntries, logCacheBytes(cfg.MaxBytes))
 	n.watch = watchTransport(trans)
@@ -349,6 +347,19 @@ func Open(cfg Config) (*Node, error) {
 		return t
 	}
 	n.watch.start(&n.catchUp)
+	// A node with no raft state starts a new membership: a mark left
+	// from before (its raft directory emptied) would make the old
+	// configurations it catches up through look like its removal.
+	existing, err := raft.HasExistingState(logs, n.stable, snaps)
+	if err == nil {
+		err = n.member.open(filepath.Join(cfg.Dir, memberFile), !existing)
+	}
+	if err != nil {
+		n.watch.halt()
+		bolt.Close()
+		closeTransport(trans)
+		return nil, fmt.Errorf("cluster: reading the node's state: %w", err)
+	}
 	r, err := raft.NewRaft(rc, f, logs, n.stable, snaps, n.watch.forRaft())
 	if err != nil {
 		n.watch.halt()
@@ -358,7 +369,7 @@ func Open(cfg Config) (*Node, error) {
 	}
 	n.raft = r
 	n.state = stateIndex{fsm: f.appliedIndex, raft: r.AppliedIndex, log: logs}
-	n.catchUp.bind(n.state.index, r.CurrentTerm)
+	n.catchUp.bind(n.state.index, r.CurrentTerm, n.noteMember)
 	if stream != nil {
 		role := func() (uint64, bool) { return r.CurrentTerm(), r.State() == raft.Leader }
 		stream.role.Store(&role)

@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -128,25 +130,48 @@ func (n *Node) Status() Status {
 }
 
 // Removed reports whether this node was removed from the cluster: it has
-// been a member (a configuration it applied or knew named it: Dir/member)
-// and the latest configuration it knows names other members and not it.
-// Such a node takes no part in elections or commits (its peers refuse its
-// votes) and learns nothing new; only joining it again (an empty Dir,
-// then Join) makes it a member. A node that never joined, or one joining
-// that is still catching up with the configurations before its own
-// addition, is not removed.
+// been a member (Dir/member: the latest configuration named it while it
+// led, or once it had caught up with a leader) and the latest
+// configuration it knows names other members and not it. Such a node
+// takes no part in elections or commits (its peers refuse its votes) and
+// learns nothing new; only joining it again (an empty Dir, then Join)
+// makes it a member. A node that never joined is not removed, nor one
+// joining with an empty Dir while it catches up: the configurations it
+// applies first may be from before its addition (one of them may name a
+// node that had its id and was removed).
 func (n *Node) Removed() bool {
 	f := n.raft.GetConfiguration()
 	if f.Error() != nil {
 		return false
 	}
-	for _, s := range f.Configuration().Servers {
-		if string(s.ID) == n.cfg.ID {
+	if namesID(f.Configuration(), n.cfg.ID) {
+		if n.IsLeader() || !n.CaughtUpAt().IsZero() {
 			n.member.note()
-			return false
 		}
+		return false
 	}
 	return n.member.seen.Load() && len(f.Configuration().Servers) > 0
+}
+
+// noteMember marks the node a member once it has caught up with a leader
+// while the latest configuration names it (catchUp calls it).
+func (n *Node) noteMember() {
+	if n.member.seen.Load() {
+		return
+	}
+	if f := n.raft.GetConfiguration(); f.Error() == nil && namesID(f.Configuration(), n.cfg.ID) {
+		n.member.note()
+	}
+}
+
+// namesID reports whether configuration c names server id.
+func namesID(c raft.Configuration, id string) bool {
+	for _, s := range c.Servers {
+		if string(s.ID) == id {
+			return true
+		}
+	}
+	return false
 }
 
 // memberFile, in a node's Dir, records that the node has been a member.
@@ -160,12 +185,20 @@ type memberMark struct {
 	seen atomic.Bool
 }
 
-// open reads the mark from path.
-func (m *memberMark) open(path string) {
+// open reads the mark from path, or removes it when fresh (the node has
+// no raft state: a membership starts anew).
+func (m *memberMark) open(path string, fresh bool) error {
 	m.path = path
+	if fresh {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
 	if _, err := os.Stat(path); err == nil {
 		m.seen.Store(true)
 	}
+	return nil
 }
 
 // note records that the node is a member (once; a failed write leaves
@@ -176,20 +209,4 @@ func (m *memberMark) note() {
 	}
 	m.seen.Store(true)
 	_ = os.WriteFile(m.path, []byte("this node has been a member of its cluster\n"), 0o600)
-}
-
-// namesServer reports whether an encoded raft configuration names server
-// id (false for one that does not decode).
-func namesServer(data []byte, id string) (named bool) {
-	defer func() {
-		if recover() != nil {
-			named = false
-		}
-	}()
-	for _, s := range raft.DecodeConfiguration(data).Servers {
-		if string(s.ID) == id {
-			return true
-		}
-	}
-	return false
 }

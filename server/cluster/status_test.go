@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -268,17 +269,52 @@ func TestJoiningNodeIsNotRemoved(t *testing.T) {
 	if n3 = c.start("n3"); !n3.Removed() {
 		t.Fatal("a removed node restarted on its data is not judged removed")
 	}
+	// Its raft state wiped (the rest of its directory, its member mark
+	// included, left as it was) and joined again under its id: the log
+	// it catches up with names its earlier self, then its removal, then
+	// its new addition; it is never judged removed on the way.
+	c.stop("n3")
+	if err := os.RemoveAll(filepath.Join(c.root, "n3", "raft")); err != nil {
+		t.Fatal(err)
+	}
+	for i := 200; i < 400; i++ { // its removal and its new addition far apart in the log
+		mustAppend(t, l, "acme", item("e", `{"i":1}`, core.AppendOptions{ExpectedClock: expectAfter(i)}))
+	}
+	n3 = c.start("n3")
+	done = make(chan struct{})
+	removed.Store(0)
+	go func() {
+		defer close(done)
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+			if n3.Removed() {
+				removed.Add(1)
+			}
+			if st := n3.Status(); st.AppliedIndex >= l.Status().LastLogIndex && len(st.Servers) == 3 {
+				return
+			}
+		}
+	}()
+	if err := l.Join("n3", "n3"); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if got := removed.Load(); got > 0 {
+		t.Fatalf("the node wiped and joined again was judged removed %d times while it caught up", got)
+	}
 	// A node nobody asks about while it is a member knows it has been one
 	// from the configurations it applied.
 	n4 := c.start("n4")
 	if err := l.Join("n4", "n4"); err != nil {
 		t.Fatal(err)
 	}
-	mustAppend(t, l, "acme", item("e", `{"i":1}`, core.AppendOptions{ExpectedClock: expectAfter(200)}))
+	mustAppend(t, l, "acme", item("e", `{"i":1}`, core.AppendOptions{ExpectedClock: expectAfter(400)}))
 	joined := l.AppliedIndex()
-	waitFor(t, 5*time.Second, "n4 applies its addition", func() bool { return n4.AppliedIndex() >= joined })
+	waitFor(t, 5*time.Second, "n4 catches up", func() bool { return n4.AppliedIndex() >= joined && !n4.CaughtUpAt().IsZero() })
 	if err := l.Leave("n4"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "n4 judged removed", n4.Removed)
+	waitFor(t, 5*time.Second, "n4 learns of its removal", func() bool { return !n4.HasMember("n4") })
+	if !n4.Removed() {
+		t.Fatal("a node nobody asked about while it was a member is not judged removed")
+	}
 }

@@ -199,6 +199,9 @@ func (a *API) deleteCursor(c *call) error {
 	return nil
 }
 
+// maxCursorIDBytes bounds a poll's cursor_id (an id is 16 hex digits).
+const maxCursorIDBytes = 64
+
 // pollCursor answers GET …/cursors/{name}/events. With min_position=P
 // (the position the caller last committed, or 0 once it defined the
 // cursor) and cursor_id=ID (the definition's id it knows), a cluster
@@ -220,6 +223,9 @@ func (a *API) pollCursor(c *call) error {
 		minPos, hasMin = p, true
 	}
 	wantID, hasID := c.r.URL.Query().Get("cursor_id"), c.r.URL.Query().Has("cursor_id")
+	if len(wantID) > maxCursorIDBytes {
+		return errInvalid("cursor_id", "cursor_id: at most "+strconv.Itoa(maxCursorIDBytes)+" bytes (the id a cursor's definition answered)")
+	}
 	askLeader := func() bool { return (hasMin || hasID) && a.opts.Cluster != nil && !a.opts.Cluster.IsLeader() }
 	d, r, err := a.cursorDef(c)
 	if err != nil {
