@@ -37,7 +37,8 @@ type Config struct {
 	ID string
 	// Dir holds the node's data: raft/ (the raft log and stable store in
 	// raft.db, raft's snapshots), tenants/<tenant>/ (the stores, rebuilt
-	// from raft on every Open) and blobs/ (Node.PutBlob's, kept).
+	// from raft on every Open), blobs/ (Node.PutBlob's, kept) and member
+	// (the node has been a member: Node.Removed).
 	Dir string
 	// Bind is the TCP address node-to-node traffic listens on, e.g.
 	// "10.0.0.5:7000" ("127.0.0.1:0" picks a free port; see Node.Addr).
