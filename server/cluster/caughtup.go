@@ -54,7 +54,10 @@ type catchUp struct {
 	// quietUntil: announcements arriving before it are not noted (see
 	// stalled).
 	quietUntil time.Time
-	at         atomic.Int64 // unix nanoseconds of the caught-up moment; 0: never
+	// lastLook is when watchPauses last looked at the clock (unix
+	// nanoseconds; 0: it does not run).
+	lastLook atomic.Int64
+	at       atomic.Int64 // unix nanoseconds of the caught-up moment; 0: never
 }
 
 // bind gives c raft's applied index and term, once raft runs, and what
@@ -68,6 +71,11 @@ func (c *catchUp) bind(applied, term func() uint64, caughtUp func()) {
 // announced records a leader's commit index, of a request of term term,
 // received at now. A request of a term this node has moved past (a
 // deposed leader's, or one replayed) announces nothing: raft refuses it.
+// Nor does a commit index of 0, or one below what this node has applied:
+// a leader that has just started does not know what was committed before
+// it (hashicorp/raft restores no commit index; it learns it once an entry
+// of its own term commits), and until then announces 0 or less than it
+// holds, which a node lagging behind would take for caught up.
 func (c *catchUp) announced(commit, term uint64, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -75,7 +83,17 @@ func (c *catchUp) announced(commit, term uint64, now time.Time) {
 	if current == nil {
 		current = c.stored
 	}
+	if look := c.lastLook.Load(); look != 0 {
+		if gap := now.Sub(time.Unix(0, look)); gap > pauseGap {
+			// The process was paused, or starved, until just now: what it
+			// reads now waited meanwhile (watchPauses).
+			c.stalledLocked(gap, now)
+		}
+	}
 	if current != nil && term < current() || now.Before(c.quietUntil) {
+		return
+	}
+	if commit == 0 || c.applied != nil && commit < c.applied() {
 		return
 	}
 	if !c.hasTarget {
@@ -99,10 +117,50 @@ func (c *catchUp) announced(commit, term uint64, now time.Time) {
 // leader).
 func (c *catchUp) stalled(d time.Duration, now time.Time) {
 	c.mu.Lock()
+	c.stalledLocked(d, now)
+	c.mu.Unlock()
+}
+
+func (c *catchUp) stalledLocked(d time.Duration, now time.Time) {
 	if until := now.Add(2*d + 50*time.Millisecond); until.After(c.quietUntil) {
 		c.quietUntil = until
 	}
-	c.mu.Unlock()
+}
+
+// pauseLookEvery is how often watchPauses looks at the clock, and
+// pauseGap the gap between two looks that counts as a pause.
+const (
+	pauseLookEvery = 50 * time.Millisecond
+	pauseGap       = 500 * time.Millisecond
+)
+
+// watchPauses notices that the whole process was paused (SIGSTOP, a
+// suspended VM) or starved of CPU: the leader's requests sent meanwhile
+// waited in the node's sockets and are read after it as a burst, each
+// naming a commit index of long ago — a node that counted itself caught
+// up by them would serve reads missing what was committed during the
+// pause (a revocation, a deletion). A gap of more than pauseGap between
+// two looks is a stall (stalled); announced also checks the time since
+// the last look, for requests read before this goroutine runs again. It
+// returns when stop is closed, closing done.
+func (c *catchUp) watchPauses(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	defer c.lastLook.Store(0)
+	t := time.NewTicker(pauseLookEvery)
+	defer t.Stop()
+	c.lastLook.Store(time.Now().UnixNano())
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			now := time.Now()
+			if gap := now.Sub(time.Unix(0, c.lastLook.Load())); gap > pauseGap {
+				c.stalled(gap, now)
+			}
+			c.lastLook.Store(now.UnixNano())
+		}
+	}
 }
 
 // checkLocked moves the caught-up moment to the pending target's arrival

@@ -205,6 +205,8 @@ type Node struct {
 	janitorStop  chan struct{} // closed by Close
 	janitorDone  chan struct{} // closed when the janitor returned
 	budgetDone   chan struct{} // closed when logBudget returned
+	pauseStop    chan struct{} // closed by Close: stops catchUp.watchPauses
+	pauseDone    chan struct{} // closed when watchPauses returned
 
 	closeOnce sync.Once
 	closeErr  error
@@ -347,6 +349,8 @@ func Open(cfg Config) (*Node, error) {
 		t, _ := n.stable.GetUint64([]byte("CurrentTerm")) // raft's key for its term
 		return t
 	}
+	n.pauseStop, n.pauseDone = make(chan struct{}), make(chan struct{})
+	go n.catchUp.watchPauses(n.pauseStop, n.pauseDone)
 	n.watch.start(&n.catchUp)
 	// A node with no raft state starts a new membership: a mark left
 	// from before (its raft directory emptied) would make the old
@@ -357,6 +361,7 @@ func Open(cfg Config) (*Node, error) {
 	}
 	if err != nil {
 		n.watch.halt()
+		close(n.pauseStop)
 		bolt.Close()
 		closeTransport(trans)
 		return nil, fmt.Errorf("cluster: reading the node's state: %w", err)
@@ -364,6 +369,7 @@ func Open(cfg Config) (*Node, error) {
 	r, err := raft.NewRaft(rc, f, logs, n.stable, snaps, n.watch.forRaft())
 	if err != nil {
 		n.watch.halt()
+		close(n.pauseStop)
 		bolt.Close()
 		closeTransport(trans)
 		return nil, fmt.Errorf("cluster: starting raft: %w", err)
@@ -1053,6 +1059,8 @@ func (n *Node) close() error {
 	}
 	err := n.raft.Shutdown().Error()
 	n.watch.halt()
+	close(n.pauseStop)
+	<-n.pauseDone
 	<-n.handOverDone
 	closeTransport(n.trans)
 	n.stable.close() // a heartbeat answered now records no term into a closed store
