@@ -355,24 +355,23 @@ func Open(cfg Config) (*Node, error) {
 	// A node with no raft state starts a new membership: a mark left
 	// from before (its raft directory emptied) would make the old
 	// configurations it catches up through look like its removal.
+	failed := func(what string, err error) (*Node, error) {
+		n.watch.halt()
+		close(n.pauseStop)
+		bolt.Close()
+		closeTransport(trans)
+		return nil, fmt.Errorf("cluster: %s: %w", what, err)
+	}
 	existing, err := raft.HasExistingState(logs, n.stable, snaps)
 	if err == nil {
 		err = n.member.open(filepath.Join(cfg.Dir, memberFile), !existing)
 	}
 	if err != nil {
-		n.watch.halt()
-		close(n.pauseStop)
-		bolt.Close()
-		closeTransport(trans)
-		return nil, fmt.Errorf("cluster: reading the node's state: %w", err)
+		return failed("reading the node's state", err)
 	}
 	r, err := raft.NewRaft(rc, f, logs, n.stable, snaps, n.watch.forRaft())
 	if err != nil {
-		n.watch.halt()
-		close(n.pauseStop)
-		bolt.Close()
-		closeTransport(trans)
-		return nil, fmt.Errorf("cluster: starting raft: %w", err)
+		return failed("starting raft", err)
 	}
 	n.raft = r
 	n.state = stateIndex{fsm: f.appliedIndex, raft: r.AppliedIndex, log: logs}

@@ -241,26 +241,7 @@ func TestJoiningNodeIsNotRemoved(t *testing.T) {
 		mustAppend(t, l, "acme", item("e", `{"i":1}`, core.AppendOptions{ExpectedClock: expectAfter(i)}))
 	}
 	n3 := c.start("n3")
-	done := make(chan struct{})
-	var removed atomic.Int64
-	go func() {
-		defer close(done)
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
-			if n3.Removed() {
-				removed.Add(1)
-			}
-			if st := n3.Status(); st.AppliedIndex >= l.Status().LastLogIndex && len(st.Servers) == 3 {
-				return
-			}
-		}
-	}()
-	if err := l.Join("n3", "n3"); err != nil {
-		t.Fatal(err)
-	}
-	<-done
-	if got := removed.Load(); got > 0 {
-		t.Fatalf("the joining node was judged removed %d times while it caught up", got)
-	}
+	joinNeverRemoved(t, l, n3, "the joining node")
 	if err := l.Leave("n3"); err != nil {
 		t.Fatal(err)
 	}
@@ -281,26 +262,7 @@ func TestJoiningNodeIsNotRemoved(t *testing.T) {
 		mustAppend(t, l, "acme", item("e", `{"i":1}`, core.AppendOptions{ExpectedClock: expectAfter(i)}))
 	}
 	n3 = c.start("n3")
-	done = make(chan struct{})
-	removed.Store(0)
-	go func() {
-		defer close(done)
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
-			if n3.Removed() {
-				removed.Add(1)
-			}
-			if st := n3.Status(); st.AppliedIndex >= l.Status().LastLogIndex && len(st.Servers) == 3 {
-				return
-			}
-		}
-	}()
-	if err := l.Join("n3", "n3"); err != nil {
-		t.Fatal(err)
-	}
-	<-done
-	if got := removed.Load(); got > 0 {
-		t.Fatalf("the node wiped and joined again was judged removed %d times while it caught up", got)
-	}
+	joinNeverRemoved(t, l, n3, "the node wiped and joined again")
 	// A node nobody asks about while it is a member knows it has been one
 	// from the configurations it applied.
 	n4 := c.start("n4")
@@ -316,5 +278,32 @@ func TestJoiningNodeIsNotRemoved(t *testing.T) {
 	waitFor(t, 5*time.Second, "n4 learns of its removal", func() bool { return !n4.HasMember("n4") })
 	if !n4.Removed() {
 		t.Fatal("a node nobody asked about while it was a member is not judged removed")
+	}
+}
+
+// joinNeverRemoved has leader l join n (its id its address) and fails if
+// n, asked all along, is ever judged removed before it holds l's log
+// with three members.
+func joinNeverRemoved(t *testing.T, l, n *cluster.Node, what string) {
+	t.Helper()
+	done := make(chan struct{})
+	var removed atomic.Int64
+	go func() {
+		defer close(done)
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+			if n.Removed() {
+				removed.Add(1)
+			}
+			if st := n.Status(); st.AppliedIndex >= l.Status().LastLogIndex && len(st.Servers) == 3 {
+				return
+			}
+		}
+	}()
+	if err := l.Join(n.ID(), n.ID()); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if got := removed.Load(); got > 0 {
+		t.Fatalf("%s was judged removed %d times while it caught up", what, got)
 	}
 }
