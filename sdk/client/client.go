@@ -102,19 +102,19 @@ type cursorMark struct {
 }
 
 // cursorAt records what an answer said of cursor key: its definition's
-// id when idKnown, and pos — as it is after a commit (it may move back,
+// id when the answer named one (id not nil), and pos — as it is after a commit (it may move back,
 // after a reset), or with atLeast only when further (a poll's answer,
 // which a commit made meanwhile may have passed), unless the answer
 // names another definition, whose position starts anew.
-func (s *session) cursorAt(key, id string, idKnown bool, pos uint64, atLeast bool) {
+func (s *session) cursorAt(key string, id *string, pos uint64, atLeast bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cursors == nil {
 		s.cursors = map[string]cursorMark{}
 	}
 	m, ok := s.cursors[key]
-	if idKnown && (!m.idKnown || m.id != id) {
-		m.id, m.idKnown, atLeast = id, true, false
+	if id != nil && (!m.idKnown || m.id != *id) {
+		m.id, m.idKnown, atLeast = *id, true, false
 	}
 	if !ok || !atLeast || pos > m.pos {
 		m.pos = pos

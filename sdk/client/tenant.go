@@ -266,11 +266,7 @@ func (t *Tenant) DefineCursor(ctx context.Context, name string, region CursorReg
 		return err
 	}
 	if s := t.c.session; s != nil {
-		id := ""
-		if def.ID != nil {
-			id = *def.ID
-		}
-		s.cursorAt(t.cursorKey(name), id, def.ID != nil, 0, true)
+		s.cursorAt(t.cursorKey(name), def.ID, 0, true)
 	}
 	return nil
 }
@@ -290,9 +286,10 @@ func (t *Tenant) Cursors(ctx context.Context) ([]CursorInfo, error) {
 // PollCursor returns up to limit events after the cursor's committed
 // position; commit with CommitCursor once they are processed. With
 // Consistency "session" it carries the position this Client last
-// committed (min_position): a cluster follower whose copy of the cursor
-// is behind it, or that has not applied its definition yet, sends the
-// poll to the leader, so no event the Client committed comes back.
+// committed (min_position) and the definition it knows (cursor_id): a
+// cluster follower whose copy of the cursor is behind it, or holds no
+// such definition yet, sends the poll to the leader, so no event the
+// Client committed, nor another definition's, comes back.
 func (t *Tenant) PollCursor(ctx context.Context, name string, limit int) ([]Event, error) {
 	v := url.Values{}
 	if limit > 0 {
@@ -314,11 +311,7 @@ func (t *Tenant) PollCursor(ctx context.Context, name string, limit int) ([]Even
 	}
 	err := t.c.do(ctx, request{method: "GET", path: t.path("/cursors/" + seg(name) + "/events"), query: v, safe: true}, &out)
 	if err == nil && s != nil && out.Committed != nil {
-		id := ""
-		if out.CursorID != nil {
-			id = *out.CursorID
-		}
-		s.cursorAt(t.cursorKey(name), id, out.CursorID != nil, *out.Committed, true)
+		s.cursorAt(t.cursorKey(name), out.CursorID, *out.Committed, true)
 	}
 	return out.Events, err
 }
@@ -332,7 +325,7 @@ func (t *Tenant) CommitCursor(ctx context.Context, name string, position uint64)
 		return err
 	}
 	if s := t.c.session; s != nil {
-		s.cursorAt(t.cursorKey(name), "", false, position, false)
+		s.cursorAt(t.cursorKey(name), nil, position, false)
 	}
 	return nil
 }
