@@ -28,6 +28,20 @@ type eventFilter struct {
 	clockMin, clockMax uint64
 }
 
+// queryShows is the summary line's account of a query: the region, then
+// the filters a region cannot express (--since as the instant it
+// resolved to, --after as given), so a filtered table never reads as all.
+func queryShows(r core.Region, f eventFilter, after string) string {
+	s := "region: " + r.String()
+	if f.since {
+		s += "; since " + time.UnixMicro(f.sinceUS).UTC().Format(time.RFC3339)
+	}
+	if after != "" {
+		s += "; after " + after
+	}
+	return s
+}
+
 func (f eventFilter) keep(ev core.StoredEvent) bool {
 	switch {
 	case f.after && ev.GlobalSequence <= f.afterSeq:
@@ -91,7 +105,7 @@ func parseAfter(s string) (id core.EventID, seq uint64, ok bool, err error) {
 type queryPrinter struct {
 	w      io.Writer
 	format string
-	r      core.Region
+	shows  string // what the summary line says was asked for
 	limit  int
 	follow bool
 	rec    *records
@@ -100,8 +114,10 @@ type queryPrinter struct {
 	more   bool
 }
 
-func newQueryPrinter(w io.Writer, format string, r core.Region, limit int, follow bool) *queryPrinter {
-	p := &queryPrinter{w: w, format: format, r: r, limit: limit, follow: follow}
+// newQueryPrinter prints to w; shows is what the table's summary line
+// names as asked for (queryShows).
+func newQueryPrinter(w io.Writer, format string, shows string, limit int, follow bool) *queryPrinter {
+	p := &queryPrinter{w: w, format: format, shows: shows, limit: limit, follow: follow}
 	if format == formatTable {
 		p.tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	} else {
@@ -154,7 +170,7 @@ func (p *queryPrinter) print(ctx context.Context, events iter.Seq2[core.StoredEv
 		return p.flush()
 	}
 	if p.n == 0 {
-		_, err := fmt.Fprintf(p.w, "no events; region: %s\n", p.r)
+		_, err := fmt.Fprintf(p.w, "no events; %s\n", p.shows)
 		return err
 	}
 	if err := p.tw.Flush(); err != nil {
@@ -164,7 +180,7 @@ func (p *queryPrinter) print(ctx context.Context, events iter.Seq2[core.StoredEv
 	if p.more {
 		shown = fmt.Sprintf("first %s shown (--limit %d; more match)", plural(p.n, "event", "events"), p.limit)
 	}
-	_, err := fmt.Fprintf(p.w, "%s; region: %s\n", shown, p.r)
+	_, err := fmt.Fprintf(p.w, "%s; %s\n", shown, p.shows)
 	return err
 }
 

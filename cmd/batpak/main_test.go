@@ -286,6 +286,12 @@ func TestQueryJSON(t *testing.T) {
 	if !strings.Contains(table, "customer:1") || !strings.Contains(table, `{"name":"Ada"}`) || !strings.Contains(table, "1 event; region: category=0x3") {
 		t.Errorf("query table:\n%s", table)
 	}
+	// The summary names the filters a region cannot express, so a
+	// filtered table never reads as the whole store.
+	table = ok(t, "query", dd, "--after", "3", "--since", "1h")
+	if !strings.Contains(table, "6 events; region: all; since ") || !strings.Contains(table, "; after 3") {
+		t.Errorf("query --after --since table:\n%s", table)
+	}
 }
 
 func TestBadInput(t *testing.T) {

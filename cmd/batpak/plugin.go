@@ -162,6 +162,9 @@ func (a *app) runPluginBuild(ctx context.Context, w io.Writer, dir, out string) 
 	case !st.IsDir():
 		return badInput("DIR", fmt.Errorf("%s is not a directory (give the directory of the plugin's main package)", dir))
 	}
+	if goFiles, _ := filepath.Glob(filepath.Join(dir, "*.go")); len(goFiles) == 0 {
+		return badInput("DIR", fmt.Errorf("%s holds no .go files: plugin build builds plugins written in Go; build one in another language with its own toolchain (the C example: examples/plugins/c-counter/build.sh) and give the .wasm to plugin inspect, plugin project or plugin push", dir))
+	}
 	absDir, err := filepath.Abs(dir)
 	if err != nil {
 		return err

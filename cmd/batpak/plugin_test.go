@@ -331,6 +331,9 @@ func TestPluginBuild(t *testing.T) {
 	wantIn(t, "broken build", r.stderr, "undefined: undefined", "\nbatpak: go build of broken failed", "messages are above")
 	fails(t, []string{"plugin", "build", "nowhere"}, "DIR: ")
 	fails(t, []string{"plugin", "build", "tiny/go.mod"}, "is not a directory")
+	// A plugin in another language is told which tool builds it.
+	writeFile(t, filepath.Join(dir, "inc", "counter.c"), "int batpak_abi_version(void) { return 1; }\n")
+	fails(t, []string{"plugin", "build", "inc"}, "holds no .go files", "plugins written in Go", "c-counter/build.sh")
 
 	t.Setenv("PATH", t.TempDir())
 	fails(t, []string{"plugin", "build", "tiny"}, "needs the go command", "not on PATH", "https://go.dev/dl/")

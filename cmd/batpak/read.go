@@ -184,7 +184,7 @@ store (read-only, beside the writer process) it looks for new events every
 			if err != nil {
 				return badInput("--after", err)
 			}
-			p := newQueryPrinter(cmd.OutOrStdout(), format, r, limit, follow)
+			p := newQueryPrinter(cmd.OutOrStdout(), format, queryShows(r, flt, after), limit, follow)
 
 			ctx := cmd.Context()
 			rc, err := a.remote()
