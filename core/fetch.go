@@ -179,3 +179,9 @@ const eventOverheadBytes = 160
 func heldBytes(ev *StoredEvent) int {
 	return len(ev.Payload) + len(ev.Coordinate.Entity) + len(ev.Coordinate.Scope) + len(ev.IdempotencyKey) + eventOverheadBytes
 }
+
+// HeldBytes is what the event holds in memory as read: its payload,
+// entity, scope and idempotency key, and 160 bytes besides. It is the
+// measure the byte bounds of reads count (Cursor.PollBytes), so a server
+// can hold room for what it reads before reading it.
+func (ev *StoredEvent) HeldBytes() int { return heldBytes(ev) }

@@ -38,8 +38,13 @@ import (
 // functions asks for 32 GiB), and a type's results are compared at every
 // branch to its label. They are far above what compilers emit (a Go
 // guest: about 2,000 functions, at most a few hundred locals each).
+// MaxFunctions also bounds a loaded module's compiled code, which lives
+// in the host's memory outside any linear-memory limit: about 0.7–1.4 KB
+// per small function, so 200,000 tiny functions in a 2 MB module held
+// 130–280 MB of a server; at 50,000, a module holds at most about 70 MB
+// besides what its code bytes compile to.
 const (
-	MaxFunctions      = 200_000
+	MaxFunctions      = 50_000
 	MaxFunctionLocals = 50_000
 	MaxModuleLocals   = 2_000_000
 	MaxTypeArity      = 1_000

@@ -19,8 +19,13 @@ type registrySource struct{ m *tenantplugin.Manager }
 
 // Handler implements hostedworker.PluginSource. An unknown plugin wraps
 // hostedworker.ErrPluginNotFound; a kept plugin whose active version did
-// not load is the *tenantplugin.NotLoadedError.
+// not load is the *tenantplugin.NotLoadedError. A plugin the server is
+// still loading since it started is waited for (a worker started with
+// the server does not fault for it).
 func (r registrySource) Handler(ctx context.Context, tenant, name string) (*plugins.Plugin, error) {
+	if err := r.m.WaitLoaded(ctx, tenant, name); err != nil {
+		return nil, err
+	}
 	p, _, err := r.m.Plugin(ctx, tenant, name)
 	if errors.Is(err, control.ErrNotFound) {
 		return nil, fmt.Errorf("%w: %q", hostedworker.ErrPluginNotFound, name)

@@ -568,7 +568,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	} else {
 		s.plane, err = control.Open(control.Options{Dir: filepath.Join(cfg.Root, "system"), Defaults: cfg.Quotas})
 		if err != nil {
-			return nil, fmt.Errorf("control plane: %w", err)
+			return nil, controlPlaneError(filepath.Join(cfg.Root, "system"), err)
 		}
 	}
 	fail := func(err error) (*Server, error) {
@@ -1201,4 +1201,19 @@ func (s *Server) memberTLS() *tls.Config {
 		return nil
 	}
 	return s.node.memberTLS
+}
+
+// controlPlaneError is the error of a server whose control plane (the
+// store in dir) would not open. A damaged one keeps the server down, as
+// it must: serving from part of it could bring a revoked key or a deleted
+// tenant back. The error then says how to recover.
+func controlPlaneError(dir string, err error) error {
+	if !errors.Is(err, core.ErrCorrupt) && !errors.Is(err, core.ErrLogTruncated) && !errors.Is(err, core.ErrChainBroken) {
+		return fmt.Errorf("control plane: %w", err)
+	}
+	return fmt.Errorf("control plane: %w\n"+
+		"The server's own store (%s: tenants, keys, quotas, policy and plugin revisions) is damaged, and the server does not start without all of it: serving from part of it could bring back a revoked key or a deleted tenant. "+
+		"Restore that directory from a backup (batpak snapshot), or rescue what is readable: "+
+		"batpak export --salvage --data-dir %s --out system.ndjson; move %s aside; batpak --data-dir %s import system.ndjson. "+
+		"Then check every tenant's keys (batpak key list) and revoke again any whose revocation the damage took", err, dir, dir, dir, dir)
 }

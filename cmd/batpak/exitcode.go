@@ -79,6 +79,8 @@ func remoteExitCode(err error) int {
 			return exitNotFound
 		case client.CodeBusy, client.CodeNotAMember:
 			return exitUnavailable
+		case client.CodeStoreDamaged:
+			return exitCorrupt
 		case client.CodeQuotaExceeded:
 			if ce.RetryAfter > 0 {
 				return exitUnavailable

@@ -39,6 +39,7 @@ const (
 	CodeOutcomeUnknown      = "OUTCOME_UNKNOWN"      // a cluster lost its leader after proposing the write: it may be written; retried only with an idempotency key
 	CodeNotCaughtUp         = "NOT_CAUGHT_UP"        // a cluster node had not applied min_seq in time; retried
 	CodeTooManyConnections  = "TOO_MANY_CONNECTIONS" // this address has server.max_connections_per_source connections open: refused unread, so any request is retried (after Retry-After)
+	CodeStoreDamaged        = "STORE_DAMAGED"        // the tenant's store is damaged on the server's disk (500): nothing was read or written; not retried, the operator must recover it
 )
 
 // Sentinels for errors.Is: an *Error matches the sentinel with its Code.
@@ -68,6 +69,7 @@ var (
 	ErrOutcomeUnknown      = &Error{Code: CodeOutcomeUnknown}
 	ErrNotCaughtUp         = &Error{Code: CodeNotCaughtUp}
 	ErrTooManyConnections  = &Error{Code: CodeTooManyConnections}
+	ErrStoreDamaged        = &Error{Code: CodeStoreDamaged}
 )
 
 // Error is a request the server refused: its problem document.

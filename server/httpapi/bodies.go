@@ -20,7 +20,9 @@ import (
 // MaxResponseBytesPerTenant of it (or one response, when it holds none),
 // so one tenant's slow readers cannot keep the others' pages out. A
 // response that finds no room within bodyWait is answered 503 BUSY with
-// Retry-After instead.
+// Retry-After instead. Pages of events take their room before they read
+// their events, step by step (pagehold.go), so that concurrent pages
+// cannot be built past the budget first.
 const (
 	largeBody                 = 64 << 10
 	MaxResponseBytes          = 256 << 20

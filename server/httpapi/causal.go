@@ -40,7 +40,7 @@ func (a *API) causal(c *call, down bool) error {
 	if err != nil {
 		return err
 	}
-	lim := core.CausalLimits{MaxEvents: limit, MaxBytes: MaxPageBytes}
+	lim := core.CausalLimits{MaxEvents: limit}
 	if down {
 		if lim.MaxDepth, err = causalDepth(c.r); err != nil {
 			return err
@@ -50,16 +50,18 @@ func (a *API) causal(c *call, down bool) error {
 	if err != nil {
 		return err
 	}
-	var res core.CausalResult
-	if down {
-		res, err = s.Descendants(id, lim)
-	} else {
-		res, err = s.Correlation(id, lim)
-	}
+	h := a.newPageHold(c)
+	defer h.release()
+	res, err := walkHeld(h, lim, func(lim core.CausalLimits) (core.CausalResult, error) {
+		if down {
+			return s.Descendants(id, lim)
+		}
+		return s.Correlation(id, lim)
+	})
 	if err != nil {
 		return err
 	}
-	return writeJSON(c.w, http.StatusOK, map[string]any{"events": wire.FromStoredAll(res.Events), "truncated": res.Truncated})
+	return writeJSONHolding(c.w, http.StatusOK, map[string]any{"events": wire.FromStoredAll(res.Events), "truncated": res.Truncated}, h.held)
 }
 
 func causalDepth(r *http.Request) (int, error) {

@@ -253,7 +253,9 @@ func (a *API) pollCursor(c *call) error {
 	if (cur.Committed() < minPos || hasID && d.ID != wantID) && askLeader() {
 		return a.toLeader(c)
 	}
-	evs, more, err := readPage(cur, limit)
+	h := a.newPageHold(c)
+	defer h.release()
+	evs, more, err := readPage(cur, limit, h)
 	if err != nil {
 		return err
 	}
@@ -262,7 +264,7 @@ func (a *API) pollCursor(c *call) error {
 	if more && len(evs) > 0 {
 		next = evs[len(evs)-1].GlobalSequence + 1 // the page stopped early: continue after it
 	}
-	return writeJSON(c.w, http.StatusOK, map[string]any{"events": out, "committed": cur.Committed(), "next_position": next, "cursor_id": d.ID})
+	return writeJSONHolding(c.w, http.StatusOK, map[string]any{"events": out, "committed": cur.Committed(), "next_position": next, "cursor_id": d.ID}, h.held)
 }
 
 func (a *API) commitCursor(c *call) error {

@@ -399,8 +399,10 @@ func (a *API) queryEvents(c *call) error {
 	if !nd {
 		out := []wire.Event{}
 		full := false
+		h := a.newPageHold(c)
+		defer h.release()
 		if !atEnd {
-			evs, more, err := readPage(cur, limit)
+			evs, more, err := readPage(cur, limit, h)
 			if err != nil {
 				return err
 			}
@@ -412,7 +414,7 @@ func (a *API) queryEvents(c *call) error {
 			n := out[len(out)-1].GlobalSequence
 			next = &n
 		}
-		return writeJSON(c.w, http.StatusOK, map[string]any{"events": out, "next_after": next})
+		return writeJSONHolding(c.w, http.StatusOK, map[string]any{"events": out, "next_after": next}, h.held)
 	}
 	release, err := a.holdStream(c)
 	if err != nil {
@@ -553,37 +555,6 @@ func stepHold(evs []core.StoredEvent) int64 {
 	return n
 }
 
-// readPage polls cur for up to limit events,
-// in small steps, and stops once the page holds MaxPageBytes of payload
-// (it always holds at least one event): a page of large events must not
-// take the server's memory. more reports that it stopped at the limit or
-// the byte bound rather than at the end of the region. The cursor may
-// have moved past the last event returned; callers continue from that
-// event, not from the cursor.
-func readPage(cur *core.Cursor, limit int) (out []core.StoredEvent, more bool, err error) {
-	size := 0
-	for len(out) < limit {
-		evs, full, err := cur.PollBytes(min(ndjsonPage, limit-len(out)), max(MaxPageBytes-size, 1))
-		if err != nil {
-			return nil, false, err
-		}
-		if len(evs) == 0 {
-			return out, false, nil
-		}
-		for _, ev := range evs {
-			if len(out) > 0 && size+len(ev.Payload) > MaxPageBytes {
-				return out, true, nil
-			}
-			size += len(ev.Payload)
-			out = append(out, ev)
-		}
-		if full && size >= MaxPageBytes {
-			return out, true, nil
-		}
-	}
-	return out, true, nil
-}
-
 func (a *API) entityEvents(c *call) error {
 	entity := c.r.PathValue("entity")
 	if _, err := core.NewCoordinate(entity, "x"); err != nil {
@@ -611,11 +582,13 @@ func (a *API) entityEvents(c *call) error {
 	if hasAfter {
 		region = region.WithClockRange(afterClock+1, math.MaxUint64)
 	}
-	evs, _, err := readPage(s.Cursor(region), limit)
+	h := a.newPageHold(c)
+	defer h.release()
+	evs, _, err := readPage(s.Cursor(region), limit, h)
 	if err != nil {
 		return err
 	}
-	return writeJSON(c.w, http.StatusOK, map[string]any{"events": wire.FromStoredAll(evs)})
+	return writeJSONHolding(c.w, http.StatusOK, map[string]any{"events": wire.FromStoredAll(evs)}, h.held)
 }
 
 // ancestors serves GET …/events/{id}/ancestors?limit=N: the event, its
@@ -635,12 +608,16 @@ func (a *API) ancestors(c *call) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.AncestorsLimited(id, core.CausalLimits{MaxEvents: limit, MaxBytes: MaxPageBytes})
+	h := a.newPageHold(c)
+	defer h.release()
+	res, err := walkHeld(h, core.CausalLimits{MaxEvents: limit}, func(lim core.CausalLimits) (core.CausalResult, error) {
+		return s.AncestorsLimited(id, lim)
+	})
 	if err != nil {
 		return err
 	}
 	out := wire.FromStoredAll(res.Events)
-	return writeJSON(c.w, http.StatusOK, map[string]any{"events": out, "truncated": res.Truncated})
+	return writeJSONHolding(c.w, http.StatusOK, map[string]any{"events": out, "truncated": res.Truncated}, h.held)
 }
 
 func (a *API) stats(c *call) error {

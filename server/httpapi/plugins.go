@@ -341,6 +341,9 @@ func pluginProblem(err error) *apiError {
 		return &apiError{status: http.StatusFailedDependency, code: code, detail: printable.String(strings.TrimPrefix(pf.Error(), "batpak: ")), p: wire.Problem{Plugin: pf.Plugin, Fault: string(pf.Kind)}}
 	case errors.Is(err, control.ErrLimit):
 		return &apiError{status: http.StatusTooManyRequests, code: wire.CodeQuotaExceeded, detail: strings.TrimPrefix(err.Error(), "control: limit reached: ")}
+	case errors.As(err, &nl) && errors.Is(err, tenantplugin.ErrLoading):
+		return &apiError{status: http.StatusServiceUnavailable, code: wire.CodeBusy, retryAfter: time.Second,
+			detail: "plugin " + nl.Plugin + " is loading (the server loads its tenants' plugins after it starts); retry shortly"}
 	case errors.As(err, &nl):
 		return &apiError{status: http.StatusFailedDependency, code: wire.CodePluginFault, detail: nl.Error(), p: wire.Problem{Plugin: nl.Plugin, Fault: "not-loaded"}}
 	}

@@ -94,6 +94,7 @@ var titles = map[string]string{
 	wire.CodeNotCaughtUp:         "Not caught up",
 	wire.CodeNotAMember:          "This node is not a member of the cluster",
 	wire.CodeTooManyConnections:  "Too many connections from this address",
+	wire.CodeStoreDamaged:        "The tenant's store is damaged",
 }
 
 // writeProblem writes e as application/problem+json.
@@ -303,6 +304,18 @@ func (a *API) problemFor(c *call, err error) *apiError {
 			detail = "the tenant's write must wait: " + clip(re.Reason) + "; retry"
 		}
 		out = &apiError{status: 503, code: wire.CodeBusy, detail: detail, retryAfter: max(re.After, time.Second)}
+	case errors.Is(err, core.ErrCorrupt), errors.Is(err, core.ErrLogTruncated), errors.Is(err, core.ErrChainBroken):
+		// The tenant is told what kind of damage, not the path; the
+		// operator's log has the file.
+		a.log.Error("request failed: the tenant's store is damaged", "request_id", c.info.id, "route", c.info.route, "tenant", c.info.tenant, "error", err.Error())
+		kind := "a segment holds bytes that fail their checks"
+		switch {
+		case errors.Is(err, core.ErrLogTruncated):
+			kind = "its log is shorter than it recorded: acknowledged events are missing"
+		case errors.Is(err, core.ErrChainBroken):
+			kind = "a hash chain is broken"
+		}
+		out = &apiError{status: 500, code: wire.CodeStoreDamaged, detail: "the tenant's store is damaged (" + kind + "); nothing was read or written; the server's operator must recover it"}
 	case errors.Is(err, core.ErrWriterStopped):
 		// The store is reopened by the next request a second or more
 		// after it stopped (tenancy.ReopenAfter); the cause is the

@@ -3,6 +3,7 @@ package tenantplugin_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -106,8 +107,11 @@ func TestCompileCacheBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close(context.Background())
-	if _, err := m.Project(e.ctx, e.store, "acme", "trap", "order:1"); err == nil {
-		t.Fatal("after a restart, the trap plugin did not trap")
+	if err := m.WaitStarted(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Project(e.ctx, e.store, "acme", "trap", "order:1"); err == nil || errors.Is(err, tenantplugin.ErrLoading) {
+		t.Fatalf("after a restart, the trap plugin did not trap: %v", err)
 	}
 	t.Logf("one compiled module: %d bytes; peak %d over %d versions; bound %d; compiles %d, after the restart %d", one, peak, versions, max, before, compiles.Load()-before)
 }

@@ -32,11 +32,13 @@
 // temporary file, synced and renamed before anything refers to them);
 // each version, with its manifest, is recorded in the control plane
 // (control.Plane.AddPluginVersion, SwapPlugin, DeletePlugin: system-store
-// kinds 5:1..5:4), the source of truth of which version is active. At
+// kinds 5:1..5:4), the source of truth of which version is active. After
 // Open the active version of every plugin is loaded again from its file,
-// its limits fitted to the tenant's quotas as they are then (lowered,
-// never refused); one that does not load fails its projections with
-// *NotLoadedError until another version is pushed or swapped in.
+// in the background (tenants side by side, each taking its share of the
+// checks; until then ErrLoading), its limits fitted to the tenant's
+// quotas as they are then (lowered, never refused); one that does not
+// load fails its projections with *NotLoadedError until another version
+// is pushed or swapped in.
 //
 // With Options.Blobs (a cluster node's replicated blob store) modules are
 // kept there instead (the cluster node removes those no version names:

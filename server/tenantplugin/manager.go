@@ -207,7 +207,21 @@ type Manager struct {
 
 	pruneMu    sync.Mutex // one pruneCache at a time
 	pruneStamp string     // the cache's subdirectories when it was last walked (under pruneMu)
+
+	// The loads Open leaves to the background (loadAtStart): stopped and
+	// waited for by Close.
+	startCancel context.CancelFunc
+	startLoads  sync.WaitGroup
 }
+
+// ErrLoading is the cause of a *NotLoadedError for a plugin the server
+// has not loaded yet since it started: Open loads the tenants' plugins in
+// the background (a module missing from the compile cache is compiled
+// again, which can take seconds), so that one tenant's modules slow to
+// compile do not keep the server, or the other tenants' plugins, from
+// starting. Retry shortly (503 BUSY over HTTP); hosted workers wait
+// (WaitLoaded).
+var ErrLoading = errors.New("loading: the server loads its tenants' plugins after it starts; retry shortly")
 
 // TenantCalls and Calls bound the projections running at once: one
 // tenant's, and all tenants' together. Each holds the events it folds
@@ -322,11 +336,20 @@ type hosted struct {
 	resets   atomic.Uint64
 	logs     *ring[LogLine]
 	faultLog *ring[Fault]
+	// loaded is closed once the plugin's first load was tried (at once,
+	// but for the loads Open leaves to the background).
+	loaded chan struct{}
 }
 
-// Open makes the manager and loads the active version of every tenant's
-// plugins (a version that does not load is logged, and its projections
-// fail with *NotLoadedError until another version is swapped in); it
+// closedChan is the loaded of a plugin with nothing to wait for.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Open makes the manager and starts loading the active version of every
+// tenant's plugins in the background (until one is loaded its projections
+// fail with a *NotLoadedError wrapping ErrLoading; WaitLoaded and
+// WaitStarted wait for them; a version that does not load is logged, and
+// its projections fail with *NotLoadedError until another version is
+// swapped in); it
 // removes the modules of tenants the plane no longer holds, and the files
 // no kept version refers to (an upload's temporary file, a module a
 // change the server stopped in left).
@@ -382,27 +405,91 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 		// change it stopped in, a module no version refers to.
 		m.gc(e.Name())
 	}
+	// The plugins load in the background, a tenant's one after another
+	// and the tenants side by side, each taking its share of the check
+	// slots (a module missing from the compile cache is compiled again):
+	// one tenant's slow modules hold up that tenant's plugins, not the
+	// server's start nor the other tenants'.
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	m.startCancel = cancel
 	for _, tenant := range opts.Plane.PluginTenants() {
+		th, err := m.host(tenant)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		var hs []*hosted
 		for _, tp := range opts.Plane.Plugins(tenant) {
-			rev, _ := tp.ActiveVersion()
-			th, err := m.host(tenant)
-			if err != nil {
-				return nil, err
+			if _, ok := tp.ActiveVersion(); !ok {
+				continue
 			}
 			h := m.newHosted(th, tp.Name)
+			h.loaded = make(chan struct{})
 			h.resets.Store(tp.ResetSeq) // a fresh load has nothing to lift
-			if err := m.loadInto(ctx, tenant, th, h, rev); err != nil {
-				opts.Logger.Error("a tenant's plugin does not load: its projections fail until another version is pushed or swapped in",
-					"tenant", tenant, "plugin", tp.Name, "version", rev.Version, "module", m.modulePath(tenant, rev.Digest), "error", err)
-				h.err.Store(&err)
-			}
+			loading := error(ErrLoading)
+			h.err.Store(&loading)
+			hs = append(hs, h)
 		}
+		if len(hs) == 0 {
+			continue
+		}
+		m.startLoads.Add(1)
+		go m.loadAtStart(bg, tenant, hs)
 	}
 	return m, nil
 }
 
-// Close unloads every plugin.
+// loadAtStart loads the tenant's plugins hs that Open left loading
+// (Sync: each runs its active version, or is logged and answers
+// *NotLoadedError), then lets their waiters go.
+func (m *Manager) loadAtStart(ctx context.Context, tenant string, hs []*hosted) {
+	defer m.startLoads.Done()
+	m.Sync(ctx, tenant)
+	for _, h := range hs {
+		if e := h.err.Load(); h.p.Load() == nil && e != nil && errors.Is(*e, ErrLoading) {
+			err := errors.New("the server stopped before it loaded the plugin")
+			h.err.Store(&err)
+		}
+		close(h.loaded)
+	}
+}
+
+// WaitLoaded waits until the tenant's plugin name has been loaded (or its
+// load tried) since the server started, or ctx ends (its error). A plugin
+// it does not know, or one loaded already, returns at once.
+func (m *Manager) WaitLoaded(ctx context.Context, tenant, name string) error {
+	h := m.lookup(tenant, name)
+	if h == nil || h.loaded == nil {
+		return nil
+	}
+	select {
+	case <-h.loaded:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// WaitStarted waits until every plugin Open left to the background has
+// been loaded (or its load tried), or ctx ends (its error).
+func (m *Manager) WaitStarted(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { m.startLoads.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops the loads Open left to the background and unloads every
+// plugin.
 func (m *Manager) Close(ctx context.Context) error {
+	if m.startCancel != nil {
+		m.startCancel()
+	}
+	m.startLoads.Wait()
 	m.tmu.Lock()
 	ts, tmp := m.tenants, m.tempDirs
 	m.tenants, m.tempDirs = map[string]*tenantHost{}, nil
@@ -486,7 +573,7 @@ func (m *Manager) host(tenant string) (*tenantHost, error) {
 }
 
 func (m *Manager) newHosted(th *tenantHost, name string) *hosted {
-	h := &hosted{logs: newRing[LogLine](m.opts.LogLines), faultLog: newRing[Fault](m.opts.LogLines)}
+	h := &hosted{logs: newRing[LogLine](m.opts.LogLines), faultLog: newRing[Fault](m.opts.LogLines), loaded: closedChan}
 	th.mu.Lock()
 	th.plugins[name] = h
 	th.mu.Unlock()
@@ -753,7 +840,7 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 		// A new plugin (or one whose active version did not load): load
 		// it under its name; it serves once recorded.
 		if h == nil {
-			h = &hosted{logs: newRing[LogLine](m.opts.LogLines), faultLog: newRing[Fault](m.opts.LogLines)}
+			h = &hosted{logs: newRing[LogLine](m.opts.LogLines), faultLog: newRing[Fault](m.opts.LogLines), loaded: closedChan}
 		}
 		p, err := th.host.LoadFor(ctx, owner(tenant, mf.Name), wasm, mf)
 		if err != nil {

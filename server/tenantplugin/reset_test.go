@@ -83,6 +83,9 @@ func TestResetReachesOtherNodesOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { m.Close(context.Background()) })
+		if err := m.WaitStarted(ctx); err != nil { // a node serves its plugins once loaded
+			t.Fatal(err)
+		}
 		return m
 	}
 	quarantine := func(m *tenantplugin.Manager, who string) { t.Helper(); e.quarantine(t, m, who) }

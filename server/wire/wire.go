@@ -74,6 +74,12 @@ const (
 	// open; the new one was answered with 429 (Retry-After) and closed
 	// before any request was read. Reuse a connection, or close one.
 	CodeTooManyConnections = "TOO_MANY_CONNECTIONS"
+	// CodeStoreDamaged: the tenant's store is damaged on the server's disk
+	// (a frame fails its checks, the log is shorter than it recorded, a
+	// hash chain is broken): nothing was read or written. Not to be
+	// retried until the operator has recovered it (batpak verify,
+	// export --salvage); the server's log names the file.
+	CodeStoreDamaged = "STORE_DAMAGED"
 )
 
 // ProblemTypeBase prefixes a problem's "type": the code in lower case follows.

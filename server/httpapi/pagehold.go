@@ -1,0 +1,164 @@
+package httpapi
+
+import (
+	"context"
+
+	"github.com/batpak-go/batpak/core"
+)
+
+// A JSON page of events (a query, an entity's stream, a cursor poll, a
+// causal walk) is built whole before it is written: the events read, their
+// wire form and the encoded body are in memory at once. So a page takes
+// its room in the response budget (bodies.go) before it reads, step by
+// step as it grows, and never reads what it holds no room for: many
+// concurrent page reads are refused (503 BUSY) or end their pages early
+// instead of allocating first and asking afterwards.
+const (
+	// pageHoldFactor is the memory a page holds per byte of events read
+	// (core.StoredEvent.HeldBytes): the events, and the encoded body,
+	// which may be twice its length while its buffer grows.
+	pageHoldFactor = 3
+	// pageHoldBase is held besides: the wire forms' slices and the
+	// response writer's buffer.
+	pageHoldBase = 16 << 10
+	// pageFirstStep is how many bytes of events a page's first read
+	// takes; each further read takes twice the one before, up to
+	// pageMaxStep. A small page holds little; a page of MaxPageBytes
+	// takes a few steps.
+	pageFirstStep = 16 << 10
+	pageMaxStep   = 2 << 20
+)
+
+// pageHold is the response budget one page holds. Its holds are given
+// back by release, after the page is written.
+type pageHold struct {
+	budget   *bodyBudget
+	ctx      context.Context
+	owner    string
+	held     int64
+	releases []func()
+}
+
+func (a *API) newPageHold(c *call) *pageHold {
+	return &pageHold{budget: a.bodies, ctx: c.r.Context(), owner: c.tenant}
+}
+
+// room makes the hold cover a page of n bytes of events (HeldBytes),
+// taking what it lacks; the error is 503 BUSY when the server or the
+// tenant's share has no room within a second.
+func (h *pageHold) room(n int) error {
+	want := min(pageHoldBase+pageHoldFactor*int64(n), MaxResponseBytes)
+	if want <= h.held {
+		return nil
+	}
+	rel, err := h.budget.take(h.ctx, h.owner, want-h.held)
+	if err != nil {
+		return err
+	}
+	h.releases = append(h.releases, rel)
+	h.held = want
+	return nil
+}
+
+func (h *pageHold) release() {
+	for _, r := range h.releases {
+		r()
+	}
+	h.releases, h.held = nil, 0
+}
+
+// heldBytesOf sums HeldBytes over evs.
+func heldBytesOf(evs []core.StoredEvent) int {
+	n := 0
+	for i := range evs {
+		n += evs[i].HeldBytes()
+	}
+	return n
+}
+
+// readPage polls cur for up to limit events, in steps that first take
+// their room in h, and stops once the page holds MaxPageBytes of payload
+// (it always holds at least one event): a page of large events must not
+// take the server's memory. more reports that it stopped at the limit,
+// the byte bound or the budget rather than at the end of the region. The
+// cursor may have moved past the last event returned; callers continue
+// from that event, not from the cursor. Only a page that could not take
+// room for its first event fails (503 BUSY).
+func readPage(cur *core.Cursor, limit int, h *pageHold) (out []core.StoredEvent, more bool, err error) {
+	size, read, step := 0, 0, pageFirstStep
+	for len(out) < limit {
+		bound := min(step, max(MaxPageBytes-size, 1))
+		if err := h.room(read + bound); err != nil {
+			if len(out) > 0 {
+				return out, true, nil
+			}
+			return nil, false, err
+		}
+		step = min(2*step, pageMaxStep)
+		evs, full, err := cur.PollBytes(min(ndjsonPage, limit-len(out)), bound)
+		if err != nil {
+			return nil, false, err
+		}
+		if len(evs) == 0 {
+			return out, false, nil
+		}
+		for _, ev := range evs {
+			if len(out) > 0 && size+len(ev.Payload) > MaxPageBytes {
+				return out, true, nil
+			}
+			// An event larger than the step comes alone: its room is
+			// taken once it is read (bounded by the largest payload).
+			if n := ev.HeldBytes(); n > bound {
+				if err := h.room(read + n); err != nil {
+					if len(out) > 0 {
+						return out, true, nil
+					}
+					return nil, false, err
+				}
+			}
+			size += len(ev.Payload)
+			read += ev.HeldBytes()
+			out = append(out, ev)
+		}
+		if full && size >= MaxPageBytes {
+			return out, true, nil
+		}
+	}
+	return out, true, nil
+}
+
+// walkHeld runs a causal walk (limits lim, except its byte bound) with
+// its room in h: first bounded at one step, which most walks fit, then,
+// when that step's bound may have cut it short, again at MaxPageBytes
+// once the room for it is held (a walk cut short by its depth is walked
+// twice: the result tells no more). A walk that finds no room for the larger
+// bound answers the first one (marked truncated); one that finds none for
+// the first fails with 503 BUSY.
+func walkHeld(h *pageHold, lim core.CausalLimits, walk func(core.CausalLimits) (core.CausalResult, error)) (core.CausalResult, error) {
+	lim.MaxBytes = pageMaxStep
+	if err := h.room(lim.MaxBytes); err != nil {
+		return core.CausalResult{}, err
+	}
+	res, err := walk(lim)
+	if err != nil {
+		return res, err
+	}
+	if err := h.room(heldBytesOf(res.Events)); err != nil {
+		return core.CausalResult{}, err
+	}
+	if !res.Truncated || len(res.Events) >= lim.MaxEvents {
+		return res, nil // whole, or cut short by its count
+	}
+	lim.MaxBytes = MaxPageBytes
+	if err := h.room(lim.MaxBytes + heldBytesOf(res.Events)); err != nil {
+		return res, nil
+	}
+	full, err := walk(lim)
+	if err != nil {
+		return res, err
+	}
+	if err := h.room(heldBytesOf(full.Events)); err != nil {
+		return res, nil
+	}
+	return full, nil
+}
