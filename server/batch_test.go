@@ -251,3 +251,18 @@ func TestDamagedControlPlaneSaysHowToRecover(t *testing.T) {
 		}
 	}
 }
+
+// TestCompileCharge: an upload's check costs the tenant's upload budget
+// 4 MiB a second past the first, so a module refused at the 30 s compile
+// timeout costs 116 MiB of the default 256 MiB an hour, and a quick one
+// nothing.
+func TestCompileCharge(t *testing.T) {
+	for _, c := range []struct {
+		held time.Duration
+		want int
+	}{{0, 0}, {time.Second, 0}, {1500 * time.Millisecond, 2 << 20}, {30 * time.Second, 116 << 20}} {
+		if got := server.CompileCharge(c.held); got != c.want {
+			t.Errorf("CompileCharge(%v) = %d, want %d", c.held, got, c.want)
+		}
+	}
+}

@@ -445,9 +445,12 @@ type Server struct {
 	tenants *tenancy.Registry
 	api     *httpapi.API
 	quotas  *quota.Manager // every tenant's buckets, shared by the API, workers and console
-	http    *http.Server
-	conns   *connLimiter // server.max_connections (idle ones yielding), _per_source
-	gate    *opa.Gate
+	// uploadQuotas is quotas for the plugin manager's compile charges
+	// (made before quotas is).
+	uploadQuotas atomic.Pointer[quota.Manager]
+	http         *http.Server
+	conns        *connLimiter // server.max_connections (idle ones yielding), _per_source
+	gate         *opa.Gate
 	// policies keeps the tenants' own policy bundles: every tenant
 	// store's admission asks the platform policy, then the tenant's.
 	policies *tenantpolicy.Manager
@@ -621,6 +624,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Dir: filepath.Join(cfg.Root, "plugins"), CacheDir: filepath.Join(cfg.Root, "plugin-cache"), CacheMaxBytes: cfg.PluginCacheBytes, Compiler: compiler, CompilerID: compilerID, Plane: s.plane,
 		Ceilings: cfg.Plugins, LogLines: cfg.PluginLogLines, Checks: cfg.PluginChecks, Running: cfg.PluginCallsRunning, Logger: cfg.Logger, States: s.states,
 		Blobs: pluginBlobs, LocalResets: cfg.Cluster != nil && cfg.Cluster.SingleWriteEntries, Node: clusterNodeID(cfg),
+		OnCheck: func(tenant string, held time.Duration) {
+			if q := s.uploadQuotas.Load(); q != nil {
+				q.Tenant(tenant, s.plane.Effective(tenant)).ChargeUpload(CompileCharge(held))
+			}
+		},
 	})
 	if err != nil {
 		return fail(fmt.Errorf("tenant plugins: %w", err))
@@ -662,6 +670,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	quotas := quota.New() // the API's writes and the workers' reactions share the tenants' buckets
 	s.quotas = quotas
+	s.uploadQuotas.Store(quotas)
 	if s.node == nil {
 		s.restoreBudgets(false)
 	} else {
@@ -1216,4 +1225,17 @@ func controlPlaneError(dir string, err error) error {
 		"Restore that directory from a backup (batpak snapshot), or rescue what is readable: "+
 		"batpak export --salvage --data-dir %s --out system.ndjson; move %s aside; batpak --data-dir %s import system.ndjson. "+
 		"Then check every tenant's keys (batpak key list) and revoke again any whose revocation the damage took", err, dir, dir, dir, dir)
+}
+
+// CompileCharge is what an upload's check that held its slot for held
+// costs the tenant's upload_bytes_per_hour besides the upload's bytes:
+// 4 MiB a second past the first (a Go guest's 1.6 s: 2.4 MiB; a module
+// refused at the 30 s compile timeout: 116 MiB, so the default 256 MiB
+// an hour pays for about two such refusals, not a hundred).
+func CompileCharge(held time.Duration) int {
+	over := held - time.Second
+	if over <= 0 {
+		return 0
+	}
+	return int(over.Seconds() * (4 << 20))
 }

@@ -394,6 +394,19 @@ func (t *Tenant) AllowUpload(n int) *Exceeded {
 	return nil
 }
 
+// ChargeUpload takes n bytes from the tenant's upload_bytes_per_hour
+// whatever it holds (at most the hour's worth): the bucket may owe them,
+// and later uploads wait until it has paid. It charges what an upload
+// cost besides its bytes (the compile time of its module).
+func (t *Tenant) ChargeUpload(n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.uploads.unlimited || n <= 0 {
+		return
+	}
+	t.uploads.lim.ReserveN(t.now(), min(n, t.uploads.burst))
+}
+
 // Exhausted reports, taking nothing, that the events bucket cannot pay
 // for events now (events_per_second, with RetryAfter), so that a write
 // over the rate is refused before its body is read. nil when it can, or

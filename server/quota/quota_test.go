@@ -289,6 +289,28 @@ func TestUploadBucket(t *testing.T) {
 	allowed(t, tn.AllowUpload(7200))
 }
 
+// TestUploadCharge: what an upload cost besides its bytes (its module's
+// compile time) is charged whatever the bucket holds: the bucket owes it
+// (at most an hour's worth), and the next upload waits until it is paid.
+func TestUploadCharge(t *testing.T) {
+	c := newClock()
+	m := quota.NewWithClock(c.now)
+	tn := m.Tenant("a", control.Quotas{UploadBytesPerHour: 3600})
+	allowed(t, tn.AllowUpload(3000))
+	tn.ChargeUpload(1000) // 400 bytes more than the bucket held
+	want(t, tn.AllowUpload(100), "upload_bytes_per_hour", 3600, 500*time.Second)
+	c.add(500 * time.Second)
+	allowed(t, tn.AllowUpload(100))
+	tn.ChargeUpload(1 << 30) // at most an hour's worth is owed
+	c.add(time.Hour)
+	want(t, tn.AllowUpload(1), "upload_bytes_per_hour", 3600, time.Second)
+	c.add(time.Second)
+	allowed(t, tn.AllowUpload(1))
+	tn = m.Tenant("a", control.Quotas{UploadBytesPerHour: -1})
+	tn.ChargeUpload(1 << 30)
+	allowed(t, tn.AllowUpload(1<<30))
+}
+
 // TestControlChangesPerDay: the day's budget of control-plane changes
 // refills continuously (86400/budget seconds a change); the pace of 10/s
 // applies beside it; a refused change takes from neither bucket; raising

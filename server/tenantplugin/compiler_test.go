@@ -2,12 +2,14 @@ package tenantplugin_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/plugins"
 	"github.com/batpak-go/batpak/server/tenantplugin"
@@ -102,5 +104,46 @@ func TestCompileCancelledIsNoRefusal(t *testing.T) {
 	}
 	if _, err := m.Push(e.ctx, "acme", e.manifest("1"), e.trap, true); err != nil {
 		t.Fatalf("the same module pushed again: %v", err)
+	}
+}
+
+// TestUploadsReportTheirCheckTime: each upload's check reports how long
+// it held its slot (OnCheck), refused or not, so a server can charge a
+// module's compile time to the tenant (a module that compiles until the
+// timeout costs that time, not just its few bytes).
+func TestUploadsReportTheirCheckTime(t *testing.T) {
+	e := newResetEnv(t)
+	var refuse atomic.Bool
+	var held []time.Duration
+	m, err := tenantplugin.Open(e.ctx, tenantplugin.Options{Dir: filepath.Join(e.root, "plugins"), Plane: e.plane, CacheDir: filepath.Join(e.root, "cache"),
+		Compiler: func(ctx context.Context, dir string, original, rewritten []byte) error {
+			time.Sleep(300 * time.Millisecond)
+			if refuse.Load() {
+				return errors.New("took longer than the compile timeout")
+			}
+			return plugins.CompileInto(ctx, dir, original, rewritten)
+		},
+		OnCheck: func(tenant string, d time.Duration) {
+			if tenant != "acme" {
+				t.Errorf("OnCheck for tenant %q", tenant)
+			}
+			held = append(held, d)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	if _, err := m.Push(e.ctx, "acme", e.manifest("1"), e.trap, true); err != nil {
+		t.Fatal(err)
+	}
+	refuse.Store(true)
+	slow := withCustomSection(e.trap, "slow")
+	mf, _ := json.Marshal(map[string]any{"name": "trap", "version": "2", "kind": "projection", "sha256": plugins.Digest(slow)})
+	var rej *tenantplugin.RejectedError
+	if _, err := m.Push(e.ctx, "acme", mf, slow, true); !errors.As(err, &rej) {
+		t.Fatalf("a module the compiler refused: %v, want a refusal", err)
+	}
+	if len(held) != 2 || held[0] < 300*time.Millisecond || held[1] < 300*time.Millisecond {
+		t.Fatalf("check times reported: %v; want two, each at least the compile's 300ms", held)
 	}
 }

@@ -104,6 +104,12 @@ type Options struct {
 	// whose nodes cannot read a recorded reset (cluster.single_write_entries
 	// sets it on a server).
 	LocalResets bool
+	// OnCheck, when set, is told how long each upload's check (Push: the
+	// module's validation and compile) held its check slot, refused or
+	// not: the server charges it to the tenant's upload budget, so that
+	// modules slow to compile cost their compile time, not just their
+	// bytes.
+	OnCheck func(tenant string, held time.Duration)
 	// Node names the cluster node this manager runs on ("" on a single
 	// server): Status carries it, since each node counts the faults,
 	// calls and log lines of the projections it serves itself.
@@ -833,6 +839,10 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 		return control.TenantPlugin{}, err
 	}
 	defer release()
+	if m.opts.OnCheck != nil {
+		held := time.Now()
+		defer func() { m.opts.OnCheck(tenant, time.Since(held)) }()
+	}
 	defer m.pruneCache() // what the check compiled, whatever became of it
 	h := th.get(mf.Name)
 	switch {
