@@ -34,7 +34,8 @@ type Limits struct {
 	// MaxFaults is how many consecutive faults quarantine the plugin
 	// until it is reloaded. Default 5.
 	MaxFaults int `json:"max_faults,omitempty"`
-	// PoolSize bounds the idle instances kept for reuse. Default 8.
+	// PoolSize bounds the idle instances kept for reuse. Default 8, at
+	// most MaxPoolSize (each idle instance keeps its linear memory).
 	PoolSize int `json:"pool_size,omitempty"`
 	// TableElements caps the elements of all the module's tables together,
 	// declared and grown (each costs the host 8 bytes). Load refuses a
@@ -156,6 +157,9 @@ func (m *Manifest) normalize() error {
 	if l.PoolSize <= 0 {
 		l.PoolSize = 8
 	}
+	if l.PoolSize > MaxPoolSize {
+		return bad("limits.pool_size %d: at most %d", l.PoolSize, MaxPoolSize)
+	}
 	for _, f := range []struct {
 		v        *uint32
 		name     string
@@ -178,6 +182,9 @@ func (m *Manifest) normalize() error {
 	}
 	return nil
 }
+
+// MaxPoolSize is the most idle instances a plugin may keep (Limits.PoolSize).
+const MaxPoolSize = 256
 
 func isHex64(s string) bool {
 	_, err := hex.DecodeString(s)

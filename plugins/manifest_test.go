@@ -74,6 +74,7 @@ func TestManifestValidation(t *testing.T) {
 		{"log bytes over the ceiling", with(func(m *plugins.Manifest) { m.Limits.LogBytes = 16<<20 + 1 }), "log_bytes 16777217: at most 16777216"},
 		{"call depth over the ceiling", with(func(m *plugins.Manifest) { m.Limits.CallDepth = 1000001 }), "call_depth 1000001: at most 1000000"},
 		{"stack bytes over the ceiling", with(func(m *plugins.Manifest) { m.Limits.StackBytes = 256<<20 + 1 }), "stack_bytes 268435457: at most 268435456"},
+		{"pool size over the ceiling (each idle instance keeps its memory)", with(func(m *plugins.Manifest) { m.Limits.PoolSize = 1 << 30 }), "pool_size 1073741824: at most 256"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
