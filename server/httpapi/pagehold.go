@@ -27,6 +27,9 @@ const (
 	// takes a few steps.
 	pageFirstStep = 16 << 10
 	pageMaxStep   = 2 << 20
+	// walkFirstBytes bounds a causal walk's first try (walkHeld): most
+	// conversations are far smaller.
+	walkFirstBytes = 256 << 10
 )
 
 // pageHold is the response budget one page holds. Its holds are given
@@ -128,14 +131,14 @@ func readPage(cur *core.Cursor, limit int, h *pageHold) (out []core.StoredEvent,
 }
 
 // walkHeld runs a causal walk (limits lim, except its byte bound) with
-// its room in h: first bounded at one step, which most walks fit, then,
+// its room in h: first bounded at walkFirstBytes, which most walks fit, then,
 // when that step's bound may have cut it short, again at MaxPageBytes
 // once the room for it is held (a walk cut short by its depth is walked
 // twice: the result tells no more). A walk that finds no room for the larger
 // bound answers the first one (marked truncated); one that finds none for
 // the first fails with 503 BUSY.
 func walkHeld(h *pageHold, lim core.CausalLimits, walk func(core.CausalLimits) (core.CausalResult, error)) (core.CausalResult, error) {
-	lim.MaxBytes = pageMaxStep
+	lim.MaxBytes = walkFirstBytes
 	if err := h.room(lim.MaxBytes); err != nil {
 		return core.CausalResult{}, err
 	}
