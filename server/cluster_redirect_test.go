@@ -169,6 +169,14 @@ func TestClusterLeaveSticks(t *testing.T) {
 		return len(ms)
 	}
 	waitFor(t, 20*time.Second, "n2 joined", func() bool { return members() == 2 })
+	// A member is one that has caught up with its leader since it was
+	// added (one removed before that is not told it was: its first
+	// configurations may be from before its addition).
+	waitFor(t, 20*time.Second, "n2 caught up", func() bool {
+		_, st := callOnce(t, "GET", n2.base+"/v1/cluster", clusterOperator, "")
+		c, ok := st["caught_up"].(float64)
+		return ok && c >= 0
+	})
 	if code, body := call(t, "DELETE", n1.base+"/v1/cluster/nodes/n2", clusterOperator, ""); code != 204 {
 		t.Fatalf("leave n2: %d %v", code, body)
 	}

@@ -945,6 +945,16 @@ func (s *Server) Workers() *hostedworker.Supervisor { return s.workers }
 // Plane is the server's control plane.
 func (s *Server) Plane() *control.Plane { return s.plane }
 
+// PluginsLoaded waits until the tenants' plugins the server found when it
+// started have been loaded (or their loads tried: until then a projection
+// answers 503 BUSY, see tenantplugin.ErrLoading), or ctx ends (its error).
+func (s *Server) PluginsLoaded(ctx context.Context) error {
+	if s.plugins == nil {
+		return nil
+	}
+	return s.plugins.WaitStarted(ctx)
+}
+
 // Handler is the server's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.http.Handler }
 
@@ -1220,7 +1230,7 @@ func controlPlaneError(dir string, err error) error {
 	if !errors.Is(err, core.ErrCorrupt) && !errors.Is(err, core.ErrLogTruncated) && !errors.Is(err, core.ErrChainBroken) {
 		return fmt.Errorf("control plane: %w", err)
 	}
-	return fmt.Errorf("control plane: %w\n"+
+	return fmt.Errorf("control plane: %w. "+
 		"The server's own store (%s: tenants, keys, quotas, policy and plugin revisions) is damaged, and the server does not start without all of it: serving from part of it could bring back a revoked key or a deleted tenant. "+
 		"Restore that directory from a backup (batpak snapshot), or rescue what is readable: "+
 		"batpak export --salvage --data-dir %s --out system.ndjson; move %s aside; batpak --data-dir %s import system.ndjson. "+

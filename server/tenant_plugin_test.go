@@ -73,6 +73,9 @@ func startPluginEnv(t testing.TB, root string, tune func(*server.Config)) plugin
 	t.Helper()
 	ps := startPluginServer(t, root, tune)
 	ctx := context.Background()
+	if err := ps.srv.PluginsLoaded(ctx); err != nil { // what the server found at start serves
+		t.Fatal(err)
+	}
 	e := pluginEnv{ps: ps, root: filepath.Join(root, "srv"), op: clientOf(t, ps, "bpko_"+strings.Repeat("a", 52)).Admin()}
 	for _, id := range []string{"acme", "globex"} {
 		if _, err := e.op.CreateTenant(ctx, id, nil, nil); err != nil && !errors.Is(err, client.ErrConflict) {

@@ -162,7 +162,7 @@ func (a *app) runPluginBuild(ctx context.Context, w io.Writer, dir, out string) 
 	case !st.IsDir():
 		return badInput("DIR", fmt.Errorf("%s is not a directory (give the directory of the plugin's main package)", dir))
 	}
-	if goFiles, _ := filepath.Glob(filepath.Join(dir, "*.go")); len(goFiles) == 0 {
+	if !hasGoSource(dir) {
 		return badInput("DIR", fmt.Errorf("%s holds no .go files: plugin build builds plugins written in Go; build one in another language with its own toolchain (the C example: examples/plugins/c-counter/build.sh) and give the .wasm to plugin inspect, plugin project or plugin push", dir))
 	}
 	absDir, err := filepath.Abs(dir)
@@ -608,4 +608,15 @@ func defaultManifest(file string, kind plugins.Kind) plugins.Manifest {
 		name = "plugin"
 	}
 	return plugins.Manifest{Name: name, Version: "0.0.0", Kind: kind}
+}
+
+// hasGoSource reports whether dir holds a .go file that is not a test.
+func hasGoSource(dir string) bool {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
+	for _, f := range files {
+		if !strings.HasSuffix(f, "_test.go") {
+			return true
+		}
+	}
+	return false
 }

@@ -333,6 +333,7 @@ func TestPluginBuild(t *testing.T) {
 	fails(t, []string{"plugin", "build", "tiny/go.mod"}, "is not a directory")
 	// A plugin in another language is told which tool builds it.
 	writeFile(t, filepath.Join(dir, "inc", "counter.c"), "int batpak_abi_version(void) { return 1; }\n")
+	writeFile(t, filepath.Join(dir, "inc", "counter_test.go"), "package main\n")
 	fails(t, []string{"plugin", "build", "inc"}, "holds no .go files", "plugins written in Go", "c-counter/build.sh")
 
 	t.Setenv("PATH", t.TempDir())

@@ -159,8 +159,27 @@ func (t *Tenant) Query(ctx context.Context, q Query) iter.Seq2[Event, error] {
 }
 
 // Stream returns an entity's events in clock order, those after afterClock
-// when it is non-nil, at most limit (0: the server's page size).
+// when it is non-nil, at most limit (0: the server's page size). A page
+// may hold fewer than limit events before the stream's end (at most 8 MiB
+// of payload, and what the server's response memory has room for):
+// continue after the last clock returned until a page comes back empty,
+// or use StreamPage, which says where the next page starts.
 func (t *Tenant) Stream(ctx context.Context, entity string, afterClock *uint64, limit int) ([]Event, error) {
+	p, err := t.StreamPage(ctx, entity, afterClock, limit)
+	return p.Events, err
+}
+
+// EntityPage is one page of an entity's events (StreamPage).
+type EntityPage struct {
+	Events []Event `json:"events"`
+	// NextAfterClock is the after clock of the next page; nil when this
+	// page reached the end of the stream.
+	NextAfterClock *uint64 `json:"next_after_clock"`
+}
+
+// StreamPage is Stream with the server's word on where the next page
+// starts.
+func (t *Tenant) StreamPage(ctx context.Context, entity string, afterClock *uint64, limit int) (EntityPage, error) {
 	v := url.Values{}
 	if afterClock != nil {
 		v.Set("after_clock", strconv.FormatUint(*afterClock, 10))
@@ -168,11 +187,9 @@ func (t *Tenant) Stream(ctx context.Context, entity string, afterClock *uint64, 
 	if limit > 0 {
 		v.Set("limit", strconv.Itoa(limit))
 	}
-	var out struct {
-		Events []Event `json:"events"`
-	}
+	var out EntityPage
 	err := t.c.do(ctx, request{method: "GET", path: t.path("/entities/" + seg(entity) + "/events"), query: v, safe: true}, &out)
-	return out.Events, err
+	return out, err
 }
 
 // Ancestors returns the causal ancestors of event id, nearest first, at

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -842,7 +843,7 @@ func (r *runner) fault(err error) Fault {
 func (r *runner) once(ctx context.Context) error {
 	lease, err := r.s.opts.Tenants.Acquire(ctx, r.def.Tenant)
 	if err != nil {
-		return err
+		return openFault(err)
 	}
 	defer lease.Release()
 	store := lease.Store()
@@ -887,6 +888,28 @@ func (r *runner) once(ctx context.Context) error {
 	}
 	return err
 }
+
+// openFault is why the tenant's store would not open, as a worker's fault
+// (shown to the tenant): a damaged store says which kind of damage, and
+// no message keeps a path of the server's.
+func openFault(err error) error {
+	switch {
+	case errors.Is(err, core.ErrLogTruncated):
+		return scrubbed{"the tenant's store is damaged (its log is shorter than it recorded: acknowledged events are missing); the server's operator must recover it", err}
+	case errors.Is(err, core.ErrChainBroken):
+		return scrubbed{"the tenant's store is damaged (a hash chain is broken); the server's operator must recover it", err}
+	case errors.Is(err, core.ErrCorrupt):
+		return scrubbed{"the tenant's store is damaged (a segment holds bytes that fail their checks); the server's operator must recover it", err}
+	}
+	if msg := absPath.ReplaceAllString(err.Error(), "${1}<store>"); msg != err.Error() {
+		return scrubbed{msg, err}
+	}
+	return err
+}
+
+// absPath matches an absolute path in a message (after the start, a
+// space, a quote, a parenthesis or an equals sign).
+var absPath = regexp.MustCompile(`(^|[\s'"(=])/[^\s:'"]*[^\s:'".,;)]`)
 
 // scrubbed is an error whose message no longer shows the tenant store's
 // path (a worker's faults are shown to the tenant), still matching what

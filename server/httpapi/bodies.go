@@ -53,7 +53,7 @@ func (b *bodyBudget) take(ctx context.Context, owner string, w int64) (release f
 	if h := b.held[owner]; owner != "" && h > 0 && h+w > MaxResponseBytesPerTenant {
 		b.mu.Unlock()
 		return nil, &apiError{status: http.StatusServiceUnavailable, code: wire.CodeBusy, retryAfter: time.Second,
-			detail: "this tenant's slow readers hold as many large responses as one tenant may at once; retry, or ask for smaller pages (?limit)"}
+			detail: "this tenant's responses in flight (slow readers, or many large pages at once) hold its share of the server's response memory; retry, or ask for smaller pages (?limit)"}
 	}
 	b.held[owner] += w
 	b.mu.Unlock()
@@ -69,7 +69,7 @@ func (b *bodyBudget) take(ctx context.Context, owner string, w int64) (release f
 	if err := b.sem.Acquire(ctx, w); err != nil {
 		give()
 		return nil, &apiError{status: http.StatusServiceUnavailable, code: wire.CodeBusy, retryAfter: time.Second,
-			detail: "the server is writing as many large responses as it holds at once (slow readers); retry, or ask for smaller pages (?limit)"}
+			detail: "the server's responses in flight (slow readers, or many large pages at once) hold all its response memory; retry, or ask for smaller pages (?limit)"}
 	}
 	return func() { b.sem.Release(w); give() }, nil
 }

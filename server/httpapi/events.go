@@ -584,11 +584,18 @@ func (a *API) entityEvents(c *call) error {
 	}
 	h := a.newPageHold(c)
 	defer h.release()
-	evs, _, err := readPage(s.Cursor(region), limit, h)
+	evs, more, err := readPage(s.Cursor(region), limit, h)
 	if err != nil {
 		return err
 	}
-	return writeJSONHolding(c.w, http.StatusOK, map[string]any{"events": wire.FromStoredAll(evs)}, h.held)
+	// next_after_clock: the page stopped before the stream's end (its
+	// limit, MaxPageBytes, or the response budget); continue after it.
+	var next *uint64
+	if more && len(evs) > 0 {
+		n := evs[len(evs)-1].Header.Clock
+		next = &n
+	}
+	return writeJSONHolding(c.w, http.StatusOK, map[string]any{"events": wire.FromStoredAll(evs), "next_after_clock": next}, h.held)
 }
 
 // ancestors serves GET …/events/{id}/ancestors?limit=N: the event, its

@@ -299,6 +299,15 @@ func TestEntityPageReadsOnlyThePage(t *testing.T) {
 			t.Fatalf("event %d: entity %v clock %v, want order:1 clock %d", i, m["entity"], m["clock"], 6+i)
 		}
 	}
+	// The page stopped at its limit: it says where the next one starts;
+	// the stream's last page says it is the end.
+	if next := r.json(t)["next_after_clock"]; next != float64(7) {
+		t.Fatalf("next_after_clock %v, want 7 (the last clock of the page)", next)
+	}
+	last := e.must(e.req("GET", "/v1/tenants/acme/entities/order:1/events?after_clock=355", k["reader"], nil), 200).json(t)
+	if evs := last["events"].([]any); len(evs) != 4 || last["next_after_clock"] != nil {
+		t.Fatalf("the stream's last page: %d events, next_after_clock %v; want 4 and null", len(evs), last["next_after_clock"])
+	}
 }
 
 // fill writes about 20 MB to a tenant (in batches within core's 1 MiB).

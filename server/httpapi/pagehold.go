@@ -27,9 +27,6 @@ const (
 	// takes a few steps.
 	pageFirstStep = 16 << 10
 	pageMaxStep   = 2 << 20
-	// walkFirstBytes bounds a causal walk's first try (walkHeld): most
-	// conversations are far smaller.
-	walkFirstBytes = 256 << 10
 )
 
 // pageHold is the response budget one page holds. Its holds are given
@@ -61,6 +58,15 @@ func (h *pageHold) room(n int) error {
 	h.releases = append(h.releases, rel)
 	h.held = want
 	return nil
+}
+
+// alone makes the hold cover n bytes of events as one response of its
+// own: what it held is given back and taken again in one piece, which the
+// budget grants a tenant holding nothing else even past its share (an
+// event larger than a third of the share could never be read otherwise).
+func (h *pageHold) alone(n int) error {
+	h.release()
+	return h.room(n)
 }
 
 func (h *pageHold) release() {
@@ -97,7 +103,6 @@ func readPage(cur *core.Cursor, limit int, h *pageHold) (out []core.StoredEvent,
 			}
 			return nil, false, err
 		}
-		step = min(2*step, pageMaxStep)
 		evs, full, err := cur.PollBytes(min(ndjsonPage, limit-len(out)), bound)
 		if err != nil {
 			return nil, false, err
@@ -105,14 +110,20 @@ func readPage(cur *core.Cursor, limit int, h *pageHold) (out []core.StoredEvent,
 		if len(evs) == 0 {
 			return out, false, nil
 		}
+		stepRead := 0
 		for _, ev := range evs {
 			if len(out) > 0 && size+len(ev.Payload) > MaxPageBytes {
 				return out, true, nil
 			}
 			// An event larger than the step comes alone: its room is
-			// taken once it is read (bounded by the largest payload).
+			// taken once it is read (bounded by the largest payload); the
+			// first of a page, alone if need be.
 			if n := ev.HeldBytes(); n > bound {
-				if err := h.room(read + n); err != nil {
+				err := h.room(read + n)
+				if err != nil && len(out) == 0 {
+					err = h.alone(n)
+				}
+				if err != nil {
 					if len(out) > 0 {
 						return out, true, nil
 					}
@@ -121,47 +132,63 @@ func readPage(cur *core.Cursor, limit int, h *pageHold) (out []core.StoredEvent,
 			}
 			size += len(ev.Payload)
 			read += ev.HeldBytes()
+			stepRead += ev.HeldBytes()
 			out = append(out, ev)
 		}
 		if full && size >= MaxPageBytes {
 			return out, true, nil
+		}
+		// The next step: twice this one when the bytes bounded it, else
+		// twice what it read (a poll takes at most ndjsonPage events, so
+		// small events never need a large step's room).
+		if full {
+			step = min(2*step, pageMaxStep)
+		} else {
+			step = min(max(2*stepRead, pageFirstStep), pageMaxStep)
 		}
 	}
 	return out, true, nil
 }
 
 // walkHeld runs a causal walk (limits lim, except its byte bound) with
-// its room in h: first bounded at walkFirstBytes, which most walks fit, then,
-// when that step's bound may have cut it short, again at MaxPageBytes
-// once the room for it is held (a walk cut short by its depth is walked
-// twice: the result tells no more). A walk that finds no room for the larger
-// bound answers the first one (marked truncated); one that finds none for
-// the first fails with 503 BUSY.
+// its room in h: bounded first at walkSteps[0], which most walks fit, and
+// walked again at the next bound, its room held first, while the bound
+// may have cut it short (a walk cut short by its depth is walked again
+// too: the result does not say which bound cut it), up to MaxPageBytes. A
+// walk that finds no room for a larger bound answers the last one
+// (marked truncated); one that finds none for the first fails with 503
+// BUSY.
 func walkHeld(h *pageHold, lim core.CausalLimits, walk func(core.CausalLimits) (core.CausalResult, error)) (core.CausalResult, error) {
-	lim.MaxBytes = walkFirstBytes
-	if err := h.room(lim.MaxBytes); err != nil {
-		return core.CausalResult{}, err
+	var res core.CausalResult
+	for i, bound := range walkSteps {
+		if err := h.room(bound + heldBytesOf(res.Events)); err != nil {
+			if i == 0 {
+				return res, err
+			}
+			return res, nil
+		}
+		lim.MaxBytes = bound
+		next, err := walk(lim)
+		if err != nil {
+			return res, err
+		}
+		// Its events are read: their room, alone if one is larger than
+		// the tenant's share.
+		if err := h.room(heldBytesOf(next.Events)); err != nil {
+			if i > 0 {
+				return res, nil
+			}
+			if len(next.Events) != 1 || h.alone(heldBytesOf(next.Events)) != nil {
+				return res, err
+			}
+		}
+		res = next
+		if !res.Truncated || len(res.Events) >= lim.MaxEvents {
+			return res, nil // whole, or cut short by its count
+		}
 	}
-	res, err := walk(lim)
-	if err != nil {
-		return res, err
-	}
-	if err := h.room(heldBytesOf(res.Events)); err != nil {
-		return core.CausalResult{}, err
-	}
-	if !res.Truncated || len(res.Events) >= lim.MaxEvents {
-		return res, nil // whole, or cut short by its count
-	}
-	lim.MaxBytes = MaxPageBytes
-	if err := h.room(lim.MaxBytes + heldBytesOf(res.Events)); err != nil {
-		return res, nil
-	}
-	full, err := walk(lim)
-	if err != nil {
-		return res, err
-	}
-	if err := h.room(heldBytesOf(full.Events)); err != nil {
-		return res, nil
-	}
-	return full, nil
+	return res, nil
 }
+
+// walkSteps are the byte bounds a causal walk is tried at (walkHeld).
+var walkSteps = []int{pageFirstStep, 256 << 10, pageMaxStep, MaxPageBytes}

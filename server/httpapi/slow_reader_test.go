@@ -395,3 +395,21 @@ func TestConcurrentPagesTakeRoomBeforeReading(t *testing.T) {
 		t.Errorf("%d concurrent pages of 8 MiB took the heap %d MiB higher", n, grew>>20)
 	}
 }
+
+// TestEventLargerThanAShareIsRead: a page's room is three times its
+// events, so one event of 24 MB needs more than a tenant's share (64 MiB):
+// a page that starts with it takes its room alone (as the budget grants a
+// tenant holding nothing else), and it is read through every route.
+func TestEventLargerThanAShareIsRead(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	e.must(e.req("PUT", "/v1/admin/tenants/acme/quotas", opToken, map[string]any{"max_payload_bytes": 30 << 20}), 200)
+	big := strings.Repeat("b", 24_000_000)
+	id := e.must(e.req("POST", "/v1/tenants/acme/events", k["writer"], `{"entity":"big:1","scope":"s","kind":"1:1","payload":{"s":"`+big+`"}}`), 201).json(t)["id"].(string)
+	for _, path := range []string{"/events?limit=10", "/entities/big:1/events", "/events/" + id + "/ancestors", "/events/" + id + "/descendants"} {
+		r := e.req("GET", "/v1/tenants/acme"+path, k["reader"], nil)
+		if r.status != 200 || len(r.body) < 24_000_000 {
+			t.Errorf("%s: %d, %d bytes; want the 24 MB event", path, r.status, len(r.body))
+		}
+	}
+}

@@ -345,6 +345,7 @@ type hosted struct {
 	// loaded is closed once the plugin's first load was tried (at once,
 	// but for the loads Open leaves to the background).
 	loaded chan struct{}
+	name   string // the plugin's name
 }
 
 // closedChan is the loaded of a plugin with nothing to wait for.
@@ -445,18 +446,28 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	return m, nil
 }
 
-// loadAtStart loads the tenant's plugins hs that Open left loading
-// (Sync: each runs its active version, or is logged and answers
-// *NotLoadedError), then lets their waiters go.
+// loadAtStart loads the tenant's plugins hs that Open left loading, one
+// at a time, each under the tenant's lock (so a change to the tenant's
+// plugins waits for one load, not all of them) and as the control plane
+// has it then (syncPlugin: its active version, or logged and answering
+// *NotLoadedError; one deleted meanwhile is skipped), and lets each one's
+// waiters go once its load was tried.
 func (m *Manager) loadAtStart(ctx context.Context, tenant string, hs []*hosted) {
 	defer m.startLoads.Done()
-	m.Sync(ctx, tenant)
 	for _, h := range hs {
-		if e := h.err.Load(); h.p.Load() == nil && e != nil && errors.Is(*e, ErrLoading) {
-			err := errors.New("the server stopped before it loaded the plugin")
-			h.err.Store(&err)
-		}
-		close(h.loaded)
+		func() {
+			defer close(h.loaded)
+			defer m.lock(tenant)()
+			for _, tp := range m.opts.Plane.Plugins(tenant) {
+				if tp.Name == h.name && ctx.Err() == nil {
+					m.syncPlugin(ctx, tenant, tp)
+				}
+			}
+			if e := h.err.Load(); h.p.Load() == nil && e != nil && errors.Is(*e, ErrLoading) {
+				err := errors.New("the server stopped before it loaded the plugin")
+				h.err.Store(&err)
+			}
+		}()
 	}
 }
 
@@ -579,7 +590,7 @@ func (m *Manager) host(tenant string) (*tenantHost, error) {
 }
 
 func (m *Manager) newHosted(th *tenantHost, name string) *hosted {
-	h := &hosted{logs: newRing[LogLine](m.opts.LogLines), faultLog: newRing[Fault](m.opts.LogLines), loaded: closedChan}
+	h := &hosted{logs: newRing[LogLine](m.opts.LogLines), faultLog: newRing[Fault](m.opts.LogLines), loaded: closedChan, name: name}
 	th.mu.Lock()
 	th.plugins[name] = h
 	th.mu.Unlock()
@@ -850,7 +861,7 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 		// A new plugin (or one whose active version did not load): load
 		// it under its name; it serves once recorded.
 		if h == nil {
-			h = &hosted{logs: newRing[LogLine](m.opts.LogLines), faultLog: newRing[Fault](m.opts.LogLines), loaded: closedChan}
+			h = &hosted{logs: newRing[LogLine](m.opts.LogLines), faultLog: newRing[Fault](m.opts.LogLines), loaded: closedChan, name: mf.Name}
 		}
 		p, err := th.host.LoadFor(ctx, owner(tenant, mf.Name), wasm, mf)
 		if err != nil {
@@ -1033,36 +1044,8 @@ func (m *Manager) Sync(ctx context.Context, tenant string) {
 	kept := map[string]bool{}
 	for _, tp := range m.opts.Plane.Plugins(tenant) {
 		kept[tp.Name] = true
-		rev, ok := tp.ActiveVersion()
-		if !ok {
-			continue
-		}
-		th, err := m.host(tenant)
-		if err != nil {
-			m.opts.Logger.Error("a tenant's plugin host cannot be made", "tenant", tenant, "error", err)
+		if !m.syncPlugin(ctx, tenant, tp) {
 			return
-		}
-		h := th.get(tp.Name)
-		if h == nil {
-			h = m.newHosted(th, tp.Name)
-		}
-		if cur := h.rev.Load(); h.p.Load() != nil && cur != nil && cur.Version == rev.Version && cur.Digest == rev.Digest {
-			applyResets(h, tp)
-			continue
-		}
-		release, err := m.check(ctx, tenant, false)
-		if err != nil {
-			return
-		}
-		err = m.loadInto(ctx, tenant, th, h, rev)
-		release()
-		applyResets(h, tp) // a fresh load has nothing to lift: marks them applied
-		if err != nil {
-			m.opts.Logger.Error("a tenant's plugin version does not load on this node: its projections fail until it does",
-				"tenant", tenant, "plugin", tp.Name, "version", rev.Version, "module", rev.Digest, "error", err)
-			if h.p.Load() == nil {
-				h.err.Store(&err)
-			}
 		}
 	}
 	m.tmu.RLock()
@@ -1085,6 +1068,47 @@ func (m *Manager) Sync(ctx context.Context, tenant string) {
 	for _, name := range gone {
 		_ = th.host.Unload(context.Background(), name)
 	}
+}
+
+// syncPlugin makes the tenant's plugin tp run its active version (loaded,
+// or hot-swapped to it); false when it could not go on (no host, or ctx
+// ended waiting for a check slot). Caller holds the tenant's lock.
+func (m *Manager) syncPlugin(ctx context.Context, tenant string, tp control.TenantPlugin) bool {
+	rev, ok := tp.ActiveVersion()
+	if !ok {
+		return true
+	}
+	th, err := m.host(tenant)
+	if err != nil {
+		m.opts.Logger.Error("a tenant's plugin host cannot be made", "tenant", tenant, "error", err)
+		return false
+	}
+	h := th.get(tp.Name)
+	if h == nil {
+		h = m.newHosted(th, tp.Name)
+	}
+	if cur := h.rev.Load(); h.p.Load() != nil && cur != nil && cur.Version == rev.Version && cur.Digest == rev.Digest {
+		applyResets(h, tp)
+		return true
+	}
+	release, err := m.check(ctx, tenant, false)
+	if err != nil {
+		return false
+	}
+	err = m.loadInto(ctx, tenant, th, h, rev)
+	release()
+	applyResets(h, tp) // a fresh load has nothing to lift: marks them applied
+	if err != nil {
+		if ctx.Err() != nil {
+			return false // the server stops: not the version's fault
+		}
+		m.opts.Logger.Error("a tenant's plugin version does not load on this node: its projections fail until it does",
+			"tenant", tenant, "plugin", tp.Name, "version", rev.Version, "module", rev.Digest, "error", err)
+		if h.p.Load() == nil {
+			h.err.Store(&err)
+		}
+	}
+	return true
 }
 
 // Reset lifts the quarantine of the tenant's plugin (and forgets its
