@@ -448,7 +448,9 @@
       main.appendChild(eventTable(evs, "stream-events"));
       const nav = el("p", { class: "row" });
       if (after) nav.appendChild(el("a", { href: "#/streams?entity=" + encodeURIComponent(entity) }, "⏮ First page"));
-      if (evs.length === 50) nav.appendChild(el("a", { id: "next-page", href: "#/streams?entity=" + encodeURIComponent(entity) + "&after_clock=" + evs[evs.length - 1].clock }, "Next page ⏭"));
+      // The server says where the next page starts (a page may hold
+      // fewer than asked before the stream's end).
+      if (page.next_after_clock !== null && page.next_after_clock !== undefined) nav.appendChild(el("a", { id: "next-page", href: "#/streams?entity=" + encodeURIComponent(entity) + "&after_clock=" + page.next_after_clock }, "Next page ⏭"));
       main.appendChild(nav);
       return;
     }
