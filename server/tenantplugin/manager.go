@@ -464,7 +464,10 @@ func (m *Manager) loadAtStart(ctx context.Context, tenant string, hs []*hosted) 
 				}
 			}
 			if e := h.err.Load(); h.p.Load() == nil && e != nil && errors.Is(*e, ErrLoading) {
-				err := errors.New("the server stopped before it loaded the plugin")
+				err := errors.New("the plugin was deleted or replaced while the server loaded it")
+				if ctx.Err() != nil {
+					err = errors.New("the server stopped before it loaded the plugin")
+				}
 				h.err.Store(&err)
 			}
 		}()
@@ -500,13 +503,15 @@ func (m *Manager) WaitStarted(ctx context.Context) error {
 	}
 }
 
-// Close stops the loads Open left to the background and unloads every
-// plugin.
+// Close stops the loads Open left to the background (waiting for the one
+// running, within ctx) and unloads every plugin.
 func (m *Manager) Close(ctx context.Context) error {
 	if m.startCancel != nil {
 		m.startCancel()
 	}
-	m.startLoads.Wait()
+	if err := m.WaitStarted(ctx); err != nil {
+		m.opts.Logger.Warn("closing the plugins before a start-up load stopped", "error", err)
+	}
 	m.tmu.Lock()
 	ts, tmp := m.tenants, m.tempDirs
 	m.tenants, m.tempDirs = map[string]*tenantHost{}, nil

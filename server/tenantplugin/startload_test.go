@@ -102,3 +102,53 @@ func TestSlowModulesDoNotHoldUpTheStart(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCloseStopsTheStartLoads: closing a manager while its start-up loads
+// still compile stops them (their compiles' contexts end) and returns at
+// once, the loads' waiters let go.
+func TestCloseStopsTheStartLoads(t *testing.T) {
+	e := newResetEnv(t)
+	var hold atomic.Bool
+	cache := filepath.Join(e.root, "cache")
+	opts := tenantplugin.Options{Dir: filepath.Join(e.root, "plugins"), Plane: e.plane, CacheDir: cache, Logger: slog.New(slog.DiscardHandler),
+		Compiler: func(ctx context.Context, dir string, original, rewritten []byte) error {
+			if hold.Load() {
+				<-ctx.Done() // compiles until the manager stops it
+				return ctx.Err()
+			}
+			return plugins.CompileInto(ctx, dir, original, rewritten)
+		}}
+	m, err := tenantplugin.Open(e.ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Push(e.ctx, "acme", e.manifest("1"), e.trap, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(cache); err != nil {
+		t.Fatal(err)
+	}
+	hold.Store(true)
+	if m, err = tenantplugin.Open(e.ctx, opts); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Project(e.ctx, e.store, "acme", "trap", "order:1"); !errors.Is(err, tenantplugin.ErrLoading) {
+		t.Fatalf("a projection while the plugin compiles: %v; want ErrLoading", err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- m.Close(context.Background()) }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return while a start-up load compiled")
+	}
+	if err := m.WaitStarted(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+}
