@@ -26,7 +26,8 @@
 //     writing twice. Retried: BUSY (503), QUOTA_EXCEEDED with a Retry-After,
 //     and transport errors; TOO_MANY_CONNECTIONS (429: the server refused
 //     the connection before reading the request) for any request. Never
-//     retried: every other 4xx.
+//     retried: every other 4xx, and STORE_DAMAGED (500: the tenant's store
+//     is damaged on the server's disk; the operator must recover it).
 //   - Query pages through the results (Query.Limit per page) and yields
 //     events in global order; Subscribe follows a region over Server-Sent
 //     Events, catching up from a position and then live, and reconnects on
