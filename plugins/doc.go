@@ -84,6 +84,14 @@
 // consecutive faults the plugin is quarantined — calls fail at once with
 // FaultQuarantined — until Reset or Swap.
 //
+// Beside any call the host holds each loaded module's compiled code
+// (machine code and its metadata: CodeEstimate bounds what was measured)
+// and each plugin's idle instances. HostOptions.Charge, when set, is
+// asked for both and can refuse them: a load for want of room fails, an
+// instance is closed instead of kept. Unload and Swap close a version's
+// idle instances at once, and its code once the calls running on it
+// return; a later call of an unloaded plugin fails with ErrUnloaded.
+//
 // # Logs
 //
 // batpak.log and the plugin's stderr (a line per newline, or per 4 KiB)

@@ -52,7 +52,8 @@ type Host struct {
 	cacheDir   string
 	bounded    passed
 
-	admit func(ctx context.Context) (release func(), err error) // HostOptions.Admit
+	admit  func(ctx context.Context) (release func(), err error)      // HostOptions.Admit
+	charge func(kind MemoryKind, n int64) (release func(), err error) // HostOptions.Charge
 
 	mu      sync.Mutex
 	plugins map[string]*Plugin
@@ -106,12 +107,45 @@ type HostOptions struct {
 	// returns it as it is (ctx's end: as an abandoned call). nil: every
 	// call runs at once.
 	Admit func(ctx context.Context) (release func(), err error)
+	// Charge, when set, is asked before the host keeps memory of its own
+	// between calls, outside any plugin's memory limit, and what it
+	// allows is given back (release) when that memory is let go. kind
+	// says what for:
+	//   - MemoryCode: a module's compiled code, n its estimate
+	//     (CodeEstimate), asked before the module is compiled and given
+	//     back when that version is closed (unloaded, or swapped out once
+	//     its calls end). A refusal refuses the load: a *LoadError whose
+	//     Cause is Charge's error.
+	//   - MemoryIdle: an instance kept idle in its plugin's pool for the
+	//     next call, n its linear memory plus IdleInstanceOverhead, asked
+	//     when a call hands it back and given back when a call takes it
+	//     or it is closed. A refusal closes the instance instead (the next
+	//     call instantiates another).
+	// It must be safe for concurrent use. A server hosting many tenants'
+	// plugins bounds with it the memory their loaded plugins hold
+	// together. nil: nothing is charged.
+	Charge func(kind MemoryKind, n int64) (release func(), err error)
 }
+
+// MemoryKind says what a HostOptions.Charge is for.
+type MemoryKind int
+
+// The kinds of memory a plugin host charges (HostOptions.Charge).
+const (
+	MemoryCode MemoryKind = iota // a loaded module's compiled code
+	MemoryIdle                   // an idle instance in a plugin's pool
+)
+
+// IdleInstanceOverhead is what an idle instance is charged beside its
+// linear memory (HostOptions.Charge, MemoryIdle): the call stacks it may
+// keep (a few, of at most about twice keepStackBytes) and its own
+// bookkeeping.
+const IdleInstanceOverhead = 2*keepStackBytes + 64<<10
 
 // NewHost returns a plugin host.
 func NewHost(opts HostOptions) (*Host, error) {
 	h := &Host{log: opts.Logger, plugins: map[string]*Plugin{},
-		compiler: opts.Compiler, compilerID: opts.CompilerID, cacheDir: opts.CacheDir, admit: opts.Admit}
+		compiler: opts.Compiler, compilerID: opts.CompilerID, cacheDir: opts.CacheDir, admit: opts.Admit, charge: opts.Charge}
 	if h.log == nil {
 		h.log = slog.Default()
 	}
@@ -175,6 +209,16 @@ type version struct {
 	exports map[string]bool
 	pool    chan *instance
 
+	charge      func(kind MemoryKind, n int64) (release func(), err error) // HostOptions.Charge
+	releaseCode func()                                                     // gives back the code's charge (once)
+	// mu guards running and the setting of closed: a version's runtime
+	// is closed (finish) once it is closed and no call runs in it.
+	mu         sync.Mutex
+	running    int
+	closed     atomic.Bool // close began: no call enters, nothing stays in the pool
+	finishOnce sync.Once
+	finishErr  error
+
 	log      *slog.Logger
 	logAttrs []any // plugin and version, on every log line
 }
@@ -190,6 +234,17 @@ type instance struct {
 	// charged and its peak.
 	depth, stack api.Global
 	peak         api.MutableGlobal
+	// idle gives back the charge of the instance while it waits in the
+	// pool (HostOptions.Charge, MemoryIdle); nil when none is held.
+	idle func()
+}
+
+// takeOut gives back the instance's idle charge, if it holds one.
+func (i *instance) takeOut() {
+	if i.idle != nil {
+		i.idle()
+		i.idle = nil
+	}
 }
 
 // keepStackBytes is the peak call stack (as the counters charge it) up to
@@ -299,6 +354,22 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	if reason := shape.check(m.Limits); reason != "" {
 		return fail(reason, nil)
 	}
+	// The compiled code lives in the host's memory while the version is
+	// loaded: charged before anything is compiled.
+	releaseCode := func() {}
+	if h.charge != nil {
+		estimate := shape.codeEstimate()
+		release, err := h.charge(MemoryCode, estimate)
+		if err != nil {
+			return fail(fmt.Sprintf("no room for its compiled code (about %d MiB)", (estimate+1<<20-1)>>20), err)
+		}
+		releaseCode = sync.OnceFunc(release)
+		fail = func(reason string, cause error) (*version, error) {
+			rt.Close(ctx)
+			releaseCode()
+			return refuse(reason, cause)
+		}
+	}
 	// Validate the module as written, as well as compiling it rewritten:
 	// the rewrite appends globals, so a module that uses a global index it
 	// does not declare would otherwise become valid and reach the host's
@@ -324,6 +395,7 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 		// fails again, without the cache's paths in its error.
 		rt.Close(ctx)
 		if rt, err = h.runtime(ctx, h.memCache); err != nil {
+			releaseCode()
 			return refuse("instantiating the host's modules", err)
 		}
 		mod, err = rt.CompileModule(ctx, counted)
@@ -367,7 +439,7 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 		cfg = cfg.WithEnv(k, val)
 	}
 	v := &version{m: m, digest: digest, rt: rt, mod: mod, cfg: cfg, exports: exports, pool: make(chan *instance, m.Limits.PoolSize),
-		log: h.log, logAttrs: []any{"plugin", m.Name, "version", m.Version}}
+		charge: h.charge, releaseCode: releaseCode, log: h.log, logAttrs: []any{"plugin", m.Name, "version", m.Version}}
 	// Instantiate once now: the ABI version is checked and the first
 	// instance is ready for the first call. Both are bounded by the call
 	// timeout (a start function or _initialize could loop).
@@ -389,7 +461,7 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 		inst.mod.Close(ctx)
 		return fail(fmt.Sprintf("ABI version %d, this host speaks version %d", got, abi.Version), nil)
 	}
-	v.pool <- inst
+	v.put(inst, true)
 	return v, nil
 }
 
@@ -777,14 +849,52 @@ func (m *limitedMemory) Reallocate(size uint64) []byte {
 // the buffer with the instance.
 func (m *limitedMemory) Free() {}
 
+// close closes the version: no call enters it any more, its idle
+// instances are closed now, and its runtime (with its compiled code and
+// charge) once the calls running in it have returned. Closing a wazero
+// runtime under a running call races the call's memory.
 func (v *version) close(ctx context.Context) error {
-	for {
-		select {
-		case inst := <-v.pool:
-			inst.mod.Close(ctx)
-		default:
-			return v.rt.Close(ctx)
-		}
+	v.mu.Lock()
+	v.closed.Store(true)
+	idle := v.running == 0
+	v.mu.Unlock()
+	v.drain()
+	if idle {
+		return v.finish(ctx)
+	}
+	return nil
+}
+
+// finish closes the runtime and gives back the code's charge, once.
+func (v *version) finish(ctx context.Context) error {
+	v.finishOnce.Do(func() {
+		v.drain()
+		v.finishErr = v.rt.Close(ctx)
+		v.releaseCode()
+	})
+	return v.finishErr
+}
+
+// enter counts a call into the version; false once it is closed.
+func (v *version) enter() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed.Load() {
+		return false
+	}
+	v.running++
+	return true
+}
+
+// leave ends a call entered; the last call out of a closed version
+// finishes it.
+func (v *version) leave() {
+	v.mu.Lock()
+	v.running--
+	last := v.running == 0 && v.closed.Load()
+	v.mu.Unlock()
+	if last {
+		_ = v.finish(context.Background())
 	}
 }
 
@@ -821,12 +931,9 @@ func (p *Plugin) Swap(ctx context.Context, wasm []byte, m Manifest) error {
 	}
 	old := p.cur.Swap(v)
 	p.faults.Store(0)
-	// Instances checked out of the old pool are closed when returned (see
-	// put); idle ones now.
-	go func() {
-		time.Sleep(time.Duration(old.m.Limits.Timeout) + time.Second)
-		old.close(context.Background())
-	}()
+	// Its idle instances are closed now, its runtime once the calls
+	// running on it return (instances they hand back are closed: see put).
+	_ = old.close(context.Background())
 	return nil
 }
 
@@ -841,9 +948,9 @@ func (p *Plugin) call(ctx context.Context, export string, check func(out []byte)
 // callOn is call on version pin of the module, or (pin nil) on the
 // version current once the call is admitted (HostOptions.Admit): a call
 // that waited for its turn while the plugin was swapped runs the new
-// version, never the old one Swap closes after a while. A pinned call
-// whose version is no longer current when admitted returns ErrSwapped
-// (its caller folds again from the start).
+// version, never the old one Swap closed. A pinned call whose version is
+// no longer current when admitted returns ErrSwapped (its caller folds
+// again from the start); a call of an unloaded plugin, ErrUnloaded.
 func (p *Plugin) callOn(ctx context.Context, pin *version, export string, check func(out []byte) error, inputs ...[]byte) ([]byte, error) {
 	v := pin
 	if v == nil {
@@ -885,6 +992,18 @@ func (p *Plugin) callOn(ctx context.Context, pin *version, export string, check 
 			return nil, fault(FaultQuarantined, fmt.Errorf("%d consecutive faults; reload the plugin", p.faults.Load()))
 		}
 	}
+	// The version stays open while the call runs in it (see close).
+	if !v.enter() {
+		cur := p.cur.Load()
+		switch {
+		case pin != nil:
+			return nil, ErrSwapped
+		case cur == v || !cur.enter():
+			return nil, fmt.Errorf("%w: %s", ErrUnloaded, p.name)
+		}
+		v = cur // swapped since it was read
+	}
+	defer v.leave()
 	// The timeout covers a fresh instance's initialization too.
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(v.m.Limits.Timeout))
 	defer cancel()
@@ -932,21 +1051,53 @@ func (p *Plugin) callOn(ctx context.Context, pin *version, export string, check 
 func (v *version) checkout(ctx context.Context) (*instance, error) {
 	select {
 	case inst := <-v.pool:
+		inst.takeOut()
 		return inst, nil
 	default:
 		return v.instantiate(ctx)
 	}
 }
 
+// put hands inst back after a call: kept idle in the pool if the version
+// is current, the pool has room and the host's Charge allows its memory,
+// else closed.
 func (v *version) put(inst *instance, current bool) {
 	if !current {
 		inst.mod.Close(context.Background())
 		return
 	}
+	if v.charge != nil {
+		release, err := v.charge(MemoryIdle, int64(cap(inst.mem.buf))+IdleInstanceOverhead)
+		if err != nil {
+			inst.mod.Close(context.Background())
+			return
+		}
+		inst.idle = sync.OnceFunc(release)
+	}
 	select {
 	case v.pool <- inst:
+		if v.closed.Load() {
+			// Closed while the call ran (Unload): nothing waits in the
+			// pool of a closed version (close set closed before it emptied
+			// the pool, so one of the two takes inst out).
+			v.drain()
+		}
 	default:
+		inst.takeOut()
 		inst.mod.Close(context.Background())
+	}
+}
+
+// drain closes the idle instances, giving back their charges.
+func (v *version) drain() {
+	for {
+		select {
+		case inst := <-v.pool:
+			inst.takeOut()
+			inst.mod.Close(context.Background())
+		default:
+			return
+		}
 	}
 }
 

@@ -50,6 +50,38 @@ const (
 	MaxTypeArity      = 1_000
 )
 
+// What CodeEstimate counts: the host memory a loaded module's compiled
+// code holds (wazero's machine code, mapped executable, and what it
+// keeps of each function on the Go heap). Measured on amd64 with
+// wazero's optimizing compiler: 6–11 bytes per byte of code and 0.6–1 KB
+// per function (a 2.7 MB Go guest: 22 MB; 50,000 one-line functions:
+// 30 MB; 15 MB of straight-line code: 141 MB); the figures below are
+// above all of them.
+const (
+	CodeBytesPerByte     = 16
+	CodeBytesPerFunction = 1 << 10
+	CodeBytesPerModule   = 256 << 10
+)
+
+// CodeEstimate is what a host charges for wasm's compiled code while it
+// is loaded (HostOptions.Charge, MemoryCode): CodeBytesPerModule, plus
+// CodeBytesPerByte per byte of its code section and
+// CodeBytesPerFunction per function. An error when the module's sections
+// cannot be read (such a module is refused at load).
+func CodeEstimate(wasm []byte) (int64, error) {
+	s, err := readModule(wasm)
+	if err != nil {
+		return 0, err
+	}
+	return s.codeEstimate(), nil
+}
+
+// codeEstimate is CodeEstimate of the measured module.
+func (s *moduleShape) codeEstimate() int64 {
+	f := min(s.functions, MaxFunctions) // more are refused before anything is charged
+	return CodeBytesPerModule + int64(s.codeBytes)*CodeBytesPerByte + int64(f)*CodeBytesPerFunction
+}
+
 // Wasm section ids.
 const (
 	secImport  = 2
@@ -81,6 +113,7 @@ type moduleShape struct {
 	tableStart, tableEnd int
 	refTypes             bool   // a typed function reference (0x63, 0x64) as a value type
 	functions            uint64 // bodies in the code section
+	codeBytes            uint64 // the code section's size
 	maxLocals, locals    uint64 // the most of one function; all together
 	maxArity             uint64 // the most parameters or results of a type
 }
@@ -273,6 +306,7 @@ func readModule(wasm []byte) (moduleShape, error) {
 				}
 			}
 		case secCode:
+			s.codeBytes = size
 			n := sec.uleb()
 			s.functions = n
 			if n > MaxFunctions {

@@ -75,6 +75,11 @@ type Projection struct {
 // plugin was swapped to another version: fold again with a new one.
 var ErrSwapped = errors.New("batpak: the plugin was swapped during the fold")
 
+// ErrUnloaded is what a call of a plugin returns once the plugin was
+// unloaded (Host.Unload, Host.Close): not a fault, nothing ran. Calls
+// running when it was unloaded finish first.
+var ErrUnloaded = errors.New("batpak: the plugin was unloaded")
+
 // Pinned returns pr bound to the plugin's current version: its Name (the
 // projection cache's key) is that version's, every batch is folded by
 // it, and once the plugin is swapped ApplyBatch fails with ErrSwapped

@@ -256,6 +256,18 @@ type Config struct {
 	// (they are compiled again, bounded, when next loaded). Default
 	// 4 GiB; range 64 MiB..16 TiB. (server.plugin_cache_bytes)
 	PluginCacheBytes int64
+	// PluginCodeBytes bounds the server's memory its tenants' loaded
+	// plugin modules' compiled code holds, all tenants together, a tenant
+	// at most half (each module charged plugins.CodeEstimate: about 16
+	// bytes per byte of code): an upload, swap or load past it is refused
+	// (507 QUOTA_EXCEEDED naming the setting). Default 2 GiB; range
+	// 64 MiB..1 TiB. (server.plugin_code_bytes)
+	PluginCodeBytes int64
+	// PluginIdleBytes bounds the memory of the plugin instances kept idle
+	// between calls, all tenants together, a tenant at most half: past it
+	// an instance is closed after its call instead of kept. Default
+	// 1 GiB; range 16 MiB..1 TiB. (server.plugin_idle_bytes)
+	PluginIdleBytes int64
 	// WorkersMaxDefined bounds the hosted workers each tenant has defined
 	// in any state, stopped ones included (their definitions and cursors
 	// are kept): a start under a new name past it is refused (quota
@@ -357,6 +369,18 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.PluginCacheBytes < 64<<20 || c.PluginCacheBytes > 16<<40 {
 		return c, fmt.Errorf("plugin cache bytes = %d: want 64MiB..16TiB (server.plugin_cache_bytes)", c.PluginCacheBytes)
+	}
+	if c.PluginCodeBytes == 0 {
+		c.PluginCodeBytes = tenantplugin.DefaultCodeBytes
+	}
+	if c.PluginCodeBytes < 64<<20 || c.PluginCodeBytes > 1<<40 {
+		return c, fmt.Errorf("plugin code bytes = %d: want 64MiB..1TiB (server.plugin_code_bytes)", c.PluginCodeBytes)
+	}
+	if c.PluginIdleBytes == 0 {
+		c.PluginIdleBytes = tenantplugin.DefaultIdleBytes
+	}
+	if c.PluginIdleBytes < 16<<20 || c.PluginIdleBytes > 1<<40 {
+		return c, fmt.Errorf("plugin idle bytes = %d: want 16MiB..1TiB (server.plugin_idle_bytes)", c.PluginIdleBytes)
 	}
 	if c.PolicyMemory == 0 {
 		c.PolicyMemory = tenantpolicy.DefaultMemoryBytes
@@ -621,7 +645,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return fail(fmt.Errorf("tenant plugins: %w", err))
 	}
 	s.plugins, err = tenantplugin.Open(ctx, tenantplugin.Options{
-		Dir: filepath.Join(cfg.Root, "plugins"), CacheDir: filepath.Join(cfg.Root, "plugin-cache"), CacheMaxBytes: cfg.PluginCacheBytes, Compiler: compiler, CompilerID: compilerID, Plane: s.plane,
+		Dir: filepath.Join(cfg.Root, "plugins"), CacheDir: filepath.Join(cfg.Root, "plugin-cache"), CacheMaxBytes: cfg.PluginCacheBytes,
+		CodeBytes: cfg.PluginCodeBytes, IdleBytes: cfg.PluginIdleBytes, Compiler: compiler, CompilerID: compilerID, Plane: s.plane,
 		Ceilings: cfg.Plugins, LogLines: cfg.PluginLogLines, Checks: cfg.PluginChecks, Running: cfg.PluginCallsRunning, Logger: cfg.Logger, States: s.states,
 		Blobs: pluginBlobs, LocalResets: cfg.Cluster != nil && cfg.Cluster.SingleWriteEntries, Node: clusterNodeID(cfg),
 		OnCheck: func(tenant string, held time.Duration) {
@@ -716,6 +741,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		registerPolicyMetrics(reg, s.gate)
 	}
 	reg.MustRegister(decisionLogMetrics{s.policies})
+	reg.MustRegister(s.plugins.Metrics()...)
 	registerSandboxMetrics(reg, s.policies)
 	if s.node != nil {
 		s.blobs = newBlobCollector(s.plane, s.node, cfg.Logger, s.node.cfg.BlobGrace, s.node.cfg.BlobCollectEvery)

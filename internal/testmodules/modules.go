@@ -80,6 +80,18 @@ func TypedRefLocals(locals uint64) []byte {
 	return append(uleb(append(m, 10), uint64(len(sec))), sec...)
 }
 
+// LargeCode returns a valid module whose one function is n nops: a
+// code section of about n bytes, which compiles to little (wazero drops
+// the nops) but which a plugin host's estimate of compiled code
+// (plugins.CodeEstimate) counts byte for byte.
+func LargeCode(n int) []byte {
+	code := make([]byte, n)
+	for i := range code {
+		code[i] = 0x01 // nop
+	}
+	return module(0, code)
+}
+
 // Small returns a valid module with one empty function: it compiles in
 // microseconds.
 func Small() []byte { return module(0, nil) }

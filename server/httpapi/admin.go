@@ -172,9 +172,20 @@ func (a *API) tenantView(c *call, t control.Tenant) map[string]any {
 			st := s.Stats()
 			v["usage"] = map[string]any{"storage_bytes": st.Bytes, "index_bytes": s.Usage().IndexBytes, "events": st.Events, "entities": st.Entities,
 				"cursors": len(a.opts.Plane.Cursors(t.ID)), "keys": len(a.opts.Plane.Keys(t.ID))}
+			a.pluginUsage(t.ID, v["usage"].(map[string]any))
 		}
 	}
 	return v
+}
+
+// pluginUsage adds to usage what the tenant's loaded plugins hold in the
+// server's memory (tenantplugin.Resident), on a server hosting plugins.
+func (a *API) pluginUsage(tenant string, usage map[string]any) {
+	if a.opts.Plugins == nil {
+		return
+	}
+	mine, _ := a.opts.Plugins.Resident(tenant)
+	usage["plugin_code_bytes"], usage["plugin_idle_bytes"] = mine.CodeBytes, mine.IdleBytes
 }
 
 func (a *API) getTenant(c *call) error {

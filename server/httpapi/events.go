@@ -641,6 +641,7 @@ func (a *API) stats(c *call) error {
 		"usage": map[string]any{"storage_bytes": st.Bytes, "index_bytes": s.Usage().IndexBytes,
 			"cursors": len(a.opts.Plane.Cursors(c.tenant))},
 	}
+	a.pluginUsage(c.tenant, out["usage"].(map[string]any))
 	if a.opts.Policies != nil {
 		// Per tenant here rather than as metric labels: a server holds
 		// thousands of tenants.

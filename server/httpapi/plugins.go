@@ -319,8 +319,19 @@ func pluginProblem(err error) *apiError {
 		le *tenantplugin.LimitError
 		nl *tenantplugin.NotLoadedError
 		pf *plugins.PluginFault
+		re *tenantplugin.RoomError
 	)
 	switch {
+	case errors.As(err, &re) && !errors.As(err, &nl):
+		// The server's memory for its tenants' plugins: a load refused
+		// for want of room (at an upload or a swap).
+		lim := float64(re.Limit)
+		name := "?"
+		if errors.As(err, &rj) {
+			name = rj.Plugin
+		}
+		return &apiError{status: http.StatusInsufficientStorage, code: wire.CodeQuotaExceeded,
+			detail: printable.String("plugin " + name + " refused: " + re.Error()), p: wire.Problem{Quota: re.Setting, Limit: &lim, Plugin: name}}
 	case errors.Is(err, tenantplugin.ErrBusy):
 		return &apiError{status: http.StatusServiceUnavailable, code: wire.CodeBusy, retryAfter: time.Second,
 			detail: "the tenant runs " + itoa(tenantplugin.TenantCalls) + " projection reads at once (the server " + itoa(tenantplugin.Calls) + "); retry"}

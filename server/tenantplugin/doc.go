@@ -77,6 +77,13 @@
 // MaxPluginVersions, MaxModuleBytes; zero or negative: the ceiling)
 // lowered to the ceilings. See Limits for each default and range.
 //
+// What loaded plugins hold in the server's memory between calls is
+// bounded for all tenants together, a tenant at most half: their
+// modules' compiled code (Options.CodeBytes, each module charged
+// plugins.CodeEstimate before it is compiled; a load past it is refused
+// with a *RoomError) and their idle instances (Options.IdleBytes; past it
+// an instance is closed after its call). Resident reports both.
+//
 // # Projections
 //
 // Project folds an entity's events through a projection plugin with

@@ -156,6 +156,20 @@ type Options struct {
 	// them time out and fault into quarantine. 0 means DefaultRunning();
 	// range 1..MaxRunning.
 	Running int
+	// CodeBytes bounds the server's memory its tenants' loaded modules'
+	// compiled code holds, all tenants together (each module charged its
+	// plugins.CodeEstimate while it is loaded; a hot swap holds both
+	// versions until the calls running on the old one return), a tenant
+	// at most half: a load past it is refused (*RoomError), the plugins
+	// loaded stay. 0 means DefaultCodeBytes (2 GiB); negative: no bound.
+	CodeBytes int64
+	// IdleBytes bounds the memory of the instances kept idle for the next
+	// call (each up to its plugin's memory limit, a plugin at most its
+	// pool's), all tenants together, a tenant at most half: past it an
+	// instance a call hands back is closed instead, and the next call
+	// instantiates one. 0 means DefaultIdleBytes (1 GiB); negative: no
+	// bound.
+	IdleBytes int64
 	// Blobs, when set, is where modules are kept instead of Dir (a
 	// cluster node passes its replicated blob store): Push puts a module
 	// there before the control plane records its version, and a version
@@ -213,6 +227,10 @@ type Manager struct {
 
 	pruneMu    sync.Mutex // one pruneCache at a time
 	pruneStamp string     // the cache's subdirectories when it was last walked (under pruneMu)
+
+	// code and idle bound what the tenants' plugin hosts hold between
+	// calls (Options.CodeBytes, IdleBytes).
+	code, idle *residentBudget
 
 	// The loads Open leaves to the background (loadAtStart): stopped and
 	// waited for by Close.
@@ -389,6 +407,12 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	if opts.Running == 0 {
 		opts.Running = DefaultRunning()
 	}
+	if opts.CodeBytes == 0 {
+		opts.CodeBytes = DefaultCodeBytes
+	}
+	if opts.IdleBytes == 0 {
+		opts.IdleBytes = DefaultIdleBytes
+	}
 	if opts.Running < 1 || opts.Running > MaxRunning {
 		return nil, fmt.Errorf("server.plugin_calls_running = %d: want 1..%d", opts.Running, MaxRunning)
 	}
@@ -396,7 +420,8 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{opts: opts, tenants: map[string]*tenantHost{}, locks: map[string]*tenantLock{}, checks: shares.New(opts.Checks),
-		running: shares.New(opts.Running), calls: make(chan struct{}, Calls)}
+		running: shares.New(opts.Running), calls: make(chan struct{}, Calls),
+		code: newResidentBudget("server.plugin_code_bytes", opts.CodeBytes), idle: newResidentBudget("server.plugin_idle_bytes", opts.IdleBytes)}
 	ents, err := os.ReadDir(opts.Dir)
 	if err != nil {
 		return nil, err
@@ -563,7 +588,8 @@ func (m *Manager) host(tenant string) (*tenantHost, error) {
 		compiler = m.opts.Compiler
 	}
 	admit := func(ctx context.Context) (func(), error) { return m.running.Take(ctx, tenant, 0) }
-	host, err := plugins.NewHost(plugins.HostOptions{CacheDir: m.opts.CacheDir, Compiler: compiler, CompilerID: m.opts.CompilerID, Logger: slog.New(sink), Admit: admit})
+	charge := m.charge(tenant)
+	host, err := plugins.NewHost(plugins.HostOptions{CacheDir: m.opts.CacheDir, Compiler: compiler, CompilerID: m.opts.CompilerID, Logger: slog.New(sink), Admit: admit, Charge: charge})
 	if err != nil && m.opts.CacheDir != "" {
 		// A cache is never worth refusing the plugins over: compile into
 		// a temporary one (the Compiler needs a directory to compile
@@ -574,7 +600,7 @@ func (m *Manager) host(tenant string) (*tenantHost, error) {
 			m.opts.Logger.Error("the plugin compile cache cannot be used: a tenant's plugins are compiled into a temporary one, again after a restart",
 				"tenant", tenant, "dir", m.opts.CacheDir, "temporary", tmp, "error", err)
 			m.tempDirs = append(m.tempDirs, tmp)
-			host, err = plugins.NewHost(plugins.HostOptions{CacheDir: tmp, Compiler: compiler, CompilerID: m.opts.CompilerID, Logger: slog.New(sink), Admit: admit})
+			host, err = plugins.NewHost(plugins.HostOptions{CacheDir: tmp, Compiler: compiler, CompilerID: m.opts.CompilerID, Logger: slog.New(sink), Admit: admit, Charge: charge})
 		}
 		if terr != nil || err != nil {
 			if compiler != nil {
@@ -583,7 +609,7 @@ func (m *Manager) host(tenant string) (*tenantHost, error) {
 			}
 			m.opts.Logger.Error("the plugin compile cache cannot be used: a tenant's plugins are compiled in memory, again at every load",
 				"tenant", tenant, "dir", m.opts.CacheDir, "error", err)
-			host, err = plugins.NewHost(plugins.HostOptions{Logger: slog.New(sink), Admit: admit})
+			host, err = plugins.NewHost(plugins.HostOptions{Logger: slog.New(sink), Admit: admit, Charge: charge})
 		}
 	}
 	if err != nil {

@@ -1,0 +1,203 @@
+package plugins_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/plugins"
+)
+
+// meter is a HostOptions.Charge that keeps what each kind holds and
+// refuses past its room (0: no room limit).
+type meter struct {
+	mu   sync.Mutex
+	held map[plugins.MemoryKind]int64
+	room map[plugins.MemoryKind]int64
+}
+
+var errNoRoom = errors.New("no room")
+
+func newMeter() *meter {
+	return &meter{held: map[plugins.MemoryKind]int64{}, room: map[plugins.MemoryKind]int64{}}
+}
+
+func (m *meter) charge(kind plugins.MemoryKind, n int64) (func(), error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r := m.room[kind]; r > 0 && m.held[kind]+n > r {
+		return nil, errNoRoom
+	}
+	m.held[kind] += n
+	return func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		m.held[kind] -= n
+	}, nil
+}
+
+func (m *meter) get(kind plugins.MemoryKind) int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.held[kind]
+}
+
+func chargedHost(t *testing.T, m *meter) *plugins.Host {
+	t.Helper()
+	h, err := plugins.NewHost(plugins.HostOptions{CacheDir: sharedCacheDir, Logger: quietLogger(), Charge: m.charge})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close(context.Background()) })
+	return h
+}
+
+// waitHeld waits (up to 10 s) until kind holds want.
+func waitHeld(t *testing.T, m *meter, kind plugins.MemoryKind, want int64, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for m.get(kind) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d bytes held, want %d", what, m.get(kind), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A loaded plugin's compiled code is charged its estimate for as long as
+// it is loaded, and its idle instance its memory while it waits in the
+// pool; unloading gives everything back.
+func TestHostChargesCodeAndIdleInstances(t *testing.T) {
+	m := newMeter()
+	h := chargedHost(t, m)
+	wasm := fixture(t, "counter")
+	est, err := plugins.CodeEstimate(wasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if est < plugins.CodeBytesPerModule {
+		t.Fatalf("CodeEstimate = %d, below the per-module floor", est)
+	}
+	p := load(t, h, wasm, projManifest("c"))
+	if got := m.get(plugins.MemoryCode); got != est {
+		t.Fatalf("code held after Load = %d, want the estimate %d", got, est)
+	}
+	// Load leaves its first instance idle: one 64 KiB page of memory.
+	idle := int64(64<<10) + plugins.IdleInstanceOverhead
+	if got := m.get(plugins.MemoryIdle); got != idle {
+		t.Fatalf("idle held after Load = %d, want %d", got, idle)
+	}
+	// Calls at once take instances out (and new ones are made); each goes
+	// back to the pool charged.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := p.Fold(context.Background(), nil, nil); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := m.get(plugins.MemoryIdle); got < idle || got%idle != 0 {
+		t.Fatalf("idle held after calls = %d, want a multiple of %d", got, idle)
+	}
+	if err := h.Unload(context.Background(), "c"); err != nil {
+		t.Fatal(err)
+	}
+	if c, i := m.get(plugins.MemoryCode), m.get(plugins.MemoryIdle); c != 0 || i != 0 {
+		t.Fatalf("after Unload: code %d, idle %d held, want nothing", c, i)
+	}
+}
+
+// A refused code charge refuses the load before anything is compiled,
+// naming the room, and holds nothing; a refused idle charge only closes
+// the instance, and calls go on.
+func TestHostRefusedChargeRefusesTheLoad(t *testing.T) {
+	m := newMeter()
+	m.room[plugins.MemoryCode] = 1000
+	h := chargedHost(t, m)
+	_, err := h.Load(context.Background(), fixture(t, "counter"), projManifest("c"))
+	var le *plugins.LoadError
+	if !errors.As(err, &le) || !errors.Is(err, errNoRoom) || !strings.Contains(le.Reason, "no room for its compiled code") {
+		t.Fatalf("Load over the code room: %v, want a LoadError saying there is no room, caused by the charge's error", err)
+	}
+	if _, ok := h.Plugin("c"); ok {
+		t.Fatal("a refused plugin is loaded")
+	}
+	if c, i := m.get(plugins.MemoryCode), m.get(plugins.MemoryIdle); c != 0 || i != 0 {
+		t.Fatalf("after a refused load: code %d, idle %d held, want nothing", c, i)
+	}
+
+	m.room[plugins.MemoryCode] = 0
+	m.room[plugins.MemoryIdle] = 1
+	p := load(t, h, fixture(t, "counter"), projManifest("c"))
+	for range 3 {
+		if _, err := p.Fold(context.Background(), nil, nil); err != nil {
+			t.Fatalf("a call with no room for idle instances: %v", err)
+		}
+	}
+	if got := m.get(plugins.MemoryIdle); got != 0 {
+		t.Fatalf("idle held with no room = %d", got)
+	}
+}
+
+// A swapped-out version gives its code back as soon as no call runs in
+// it; a plugin unloaded while a call runs in it stays open until the
+// call returns, then gives everything back, and later calls are refused
+// with ErrUnloaded.
+func TestHostGivesBackSwappedAndUnloadedCharges(t *testing.T) {
+	m := newMeter()
+	h := chargedHost(t, m)
+	// loop's fold runs until its timeout: a call that is surely running.
+	counter, slow := fixture(t, "counter"), fixture(t, "loop")
+	estCounter, _ := plugins.CodeEstimate(counter)
+	estSlow, _ := plugins.CodeEstimate(slow)
+	mf := projManifest("p")
+	mf.Limits.Timeout = plugins.Duration(500 * time.Millisecond)
+
+	p := load(t, h, slow, mf)
+	done := make(chan error, 1)
+	go func() { _, err := p.Fold(context.Background(), nil, nil); done <- err }()
+	time.Sleep(50 * time.Millisecond) // the call is running
+	if err := p.Swap(context.Background(), counter, mf); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.get(plugins.MemoryCode); got != estSlow+estCounter {
+		t.Fatalf("code held while a call runs on the old version = %d, want both versions' %d", got, estSlow+estCounter)
+	}
+	if err := <-done; !isTimeout(err) {
+		t.Fatalf("the call running across the swap: %v, want its timeout", err)
+	}
+	waitHeld(t, m, plugins.MemoryCode, estCounter, "code once the old version's call returned")
+
+	mq := mf
+	mq.Name = "q"
+	q := load(t, h, slow, mq)
+	go func() { _, err := q.Fold(context.Background(), nil, nil); done <- err }()
+	time.Sleep(50 * time.Millisecond)
+	if err := h.Unload(context.Background(), "q"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !isTimeout(err) {
+		t.Fatalf("the call running across the unload: %v, want its timeout", err)
+	}
+	if _, err := q.Fold(context.Background(), nil, nil); !errors.Is(err, plugins.ErrUnloaded) {
+		t.Fatalf("a call after the unload: %v, want ErrUnloaded", err)
+	}
+	if err := h.Unload(context.Background(), "p"); err != nil {
+		t.Fatal(err)
+	}
+	if c, i := m.get(plugins.MemoryCode), m.get(plugins.MemoryIdle); c != 0 || i != 0 {
+		t.Fatalf("after unloading everything: code %d, idle %d held, want nothing", c, i)
+	}
+}
+
+func isTimeout(err error) bool {
+	var pf *plugins.PluginFault
+	return errors.As(err, &pf) && pf.Kind == plugins.FaultTimeout
+}

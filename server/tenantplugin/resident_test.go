@@ -1,0 +1,187 @@
+package tenantplugin_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/plugins"
+	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/server/control"
+	"github.com/batpak-go/batpak/server/tenantplugin"
+)
+
+// residentEnv is a control plane holding tenants, a store holding one
+// event of order:1, and the counter fixture with its code estimate.
+type residentEnv struct {
+	ctx   context.Context
+	root  string
+	plane *control.Plane
+	store *core.Store
+	wasm  []byte
+	est   int64
+}
+
+func newResidentEnv(t *testing.T, tenants ...string) residentEnv {
+	t.Helper()
+	e := residentEnv{ctx: policy.WithPrincipal(context.Background(), policy.Principal{ID: "operator"}), root: t.TempDir()}
+	var err error
+	if e.plane, err = control.Open(control.Options{Dir: filepath.Join(e.root, "control")}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.plane.Close() })
+	for _, tenant := range tenants {
+		if _, err := e.plane.CreateTenant(e.ctx, tenant, control.Quotas{}, control.Settings{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e.store, err = core.Open(core.DefaultConfig(filepath.Join(e.root, "store"))); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.store.Close() })
+	c, _ := core.NewCoordinate("order:1", "s")
+	if _, err := e.store.Append(e.ctx, c, core.MustKind(1, 1), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if e.wasm, err = os.ReadFile(filepath.Join("..", "..", "plugins", "testdata", "counter.wasm")); err != nil {
+		t.Fatal(err)
+	}
+	if e.est, err = plugins.CodeEstimate(e.wasm); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e residentEnv) open(t *testing.T, code, idle int64) *tenantplugin.Manager {
+	t.Helper()
+	m, err := tenantplugin.Open(e.ctx, tenantplugin.Options{Dir: filepath.Join(e.root, "plugins"), Plane: e.plane,
+		CacheDir: filepath.Join(e.root, "cache"), CodeBytes: code, IdleBytes: idle, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(context.Background()) })
+	return m
+}
+
+func (e residentEnv) push(m *tenantplugin.Manager, tenant, name string) error {
+	man, _ := json.Marshal(map[string]any{"name": name, "version": "1", "kind": "projection", "sha256": plugins.Digest(e.wasm)})
+	_, err := m.Push(e.ctx, tenant, man, e.wasm, true)
+	return err
+}
+
+// TestCompiledCodeIsBoundedAcrossTenants: the tenants' loaded modules'
+// compiled code is held to Options.CodeBytes all together and a tenant to
+// half of it; an upload past either is refused (naming which, the
+// setting and the tenant's own figures) and leaves nothing kept; deleting
+// a plugin gives its room back; and a server started with less room than
+// its plugins need loads what fits and says why the rest did not.
+func TestCompiledCodeIsBoundedAcrossTenants(t *testing.T) {
+	e := newResidentEnv(t, "acme", "globex", "initech", "umbrella")
+	room := 3*e.est + e.est/4 // three modules; a tenant's half: one
+	m := e.open(t, room, 0)
+
+	if err := e.push(m, "acme", "a1"); err != nil {
+		t.Fatal(err)
+	}
+	err := e.push(m, "acme", "a2")
+	var re *tenantplugin.RoomError
+	var rj *tenantplugin.RejectedError
+	if !errors.As(err, &re) || !errors.As(err, &rj) || !re.Tenant || re.Held != e.est || re.Asked != e.est || re.Setting != "server.plugin_code_bytes" {
+		t.Fatalf("acme's second module past its half: %v (%+v), want a RejectedError for want of the tenant's half of the room", err, re)
+	}
+	if _, ok := e.plane.Plugin("acme", "a2"); ok {
+		t.Fatal("a module refused for want of room was kept")
+	}
+	for _, tenant := range []string{"globex", "initech"} {
+		if err := e.push(m, tenant, "p"); err != nil {
+			t.Fatalf("%s's first module (the server's room not full): %v", tenant, err)
+		}
+	}
+	err = e.push(m, "umbrella", "p")
+	if !errors.As(err, &re) || re.Tenant || re.Limit != room {
+		t.Fatalf("umbrella's module with the server's room full: %v, want a RoomError for the whole", err)
+	}
+	mine, all := m.Resident("acme")
+	if mine.CodeBytes != e.est || all.CodeBytes != 3*e.est {
+		t.Fatalf("Resident(acme) = %+v of %+v, want %d of %d", mine, all, e.est, 3*e.est)
+	}
+
+	if err := m.Delete(e.ctx, "acme", "a1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, all := m.Resident("acme"); all.CodeBytes != 2*e.est {
+		t.Fatalf("after a delete all tenants hold %d, want %d", all.CodeBytes, 2*e.est)
+	}
+	if err := e.push(m, "umbrella", "p"); err != nil {
+		t.Fatalf("umbrella's module once acme's was deleted: %v", err)
+	}
+	if err := m.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, all := m.Resident(""); all.CodeBytes != 0 {
+		t.Fatalf("a closed manager holds %d bytes of code", all.CodeBytes)
+	}
+
+	// Restarted with room for two: one of the three does not load, and
+	// says why.
+	m = e.open(t, 2*e.est+e.est/4, 0)
+	if err := m.WaitStarted(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	var notLoaded []string
+	for _, tenant := range []string{"globex", "initech", "umbrella"} {
+		_, err := m.Project(e.ctx, e.store, tenant, "p", "order:1")
+		var nl *tenantplugin.NotLoadedError
+		switch {
+		case err == nil:
+		case errors.As(err, &nl) && errors.As(err, &re):
+			notLoaded = append(notLoaded, tenant)
+		default:
+			t.Fatalf("%s's projection after a restart with less room: %v", tenant, err)
+		}
+	}
+	if len(notLoaded) != 1 {
+		t.Fatalf("after a restart with room for two of three modules, %v did not load, want one", notLoaded)
+	}
+}
+
+// TestIdleInstancesAreBounded: instances kept idle between calls are
+// charged to Options.IdleBytes; with no room for them, calls still run
+// (each instantiates its own) and nothing stays idle.
+func TestIdleInstancesAreBounded(t *testing.T) {
+	e := newResidentEnv(t, "acme")
+	for _, c := range []struct {
+		idle     int64
+		wantIdle bool
+	}{{0, true}, {1, false}} {
+		m := e.open(t, 0, c.idle)
+		if err := e.push(m, "acme", "p"); err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			if _, err := m.Project(e.ctx, e.store, "acme", "p", "order:1"); err != nil {
+				t.Fatalf("IdleBytes %d: projection: %v", c.idle, err)
+			}
+			c, _ := core.NewCoordinate("order:1", "s")
+			if _, err := e.store.Append(e.ctx, c, core.MustKind(1, 1), []byte(`{}`)); err != nil { // the next projection calls the plugin
+				t.Fatal(err)
+			}
+		}
+		mine, _ := m.Resident("acme")
+		if got := mine.IdleBytes > 0; got != c.wantIdle {
+			t.Fatalf("IdleBytes %d: %d bytes idle after projections, want some: %v", c.idle, mine.IdleBytes, c.wantIdle)
+		}
+		if err := m.Delete(e.ctx, "acme", "p", ""); err != nil {
+			t.Fatal(err)
+		}
+		if mine, _ := m.Resident("acme"); mine.IdleBytes != 0 || mine.CodeBytes != 0 {
+			t.Fatalf("after the delete the tenant holds %+v", mine)
+		}
+		m.Close(context.Background())
+	}
+}
