@@ -3,13 +3,10 @@ package tenantplugin_test
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"testing"
 
-	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/plugins"
-	"github.com/batpak-go/batpak/policy"
 	"github.com/batpak-go/batpak/server/control"
 	"github.com/batpak-go/batpak/server/tenantplugin"
 )
@@ -17,36 +14,13 @@ import (
 // resetEnv is a control plane with tenant acme, a store holding one event
 // of order:1, and the trap fixture (a projection that always faults).
 type resetEnv struct {
-	ctx   context.Context
-	root  string
-	plane *control.Plane
-	store *core.Store
-	trap  []byte
+	testBed
+	trap []byte
 }
 
 func newResetEnv(t *testing.T) resetEnv {
 	t.Helper()
-	e := resetEnv{ctx: policy.WithPrincipal(context.Background(), policy.Principal{ID: "operator"}), root: t.TempDir()}
-	var err error
-	if e.plane, err = control.Open(control.Options{Dir: filepath.Join(e.root, "control")}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.plane.Close() })
-	if _, err := e.plane.CreateTenant(e.ctx, "acme", control.Quotas{}, control.Settings{}); err != nil {
-		t.Fatal(err)
-	}
-	if e.store, err = core.Open(core.DefaultConfig(filepath.Join(e.root, "store"))); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.store.Close() })
-	c, _ := core.NewCoordinate("order:1", "s")
-	if _, err := e.store.Append(e.ctx, c, core.MustKind(1, 1), []byte(`{}`)); err != nil {
-		t.Fatal(err)
-	}
-	if e.trap, err = os.ReadFile(filepath.Join("..", "..", "plugins", "testdata", "trap.wasm")); err != nil {
-		t.Fatal(err)
-	}
-	return e
+	return resetEnv{testBed: newTestBed(t, control.Quotas{}, "acme"), trap: fixture(t, "trap")}
 }
 
 // manifest is trap's manifest at version, quarantined after one fault.

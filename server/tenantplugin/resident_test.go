@@ -5,52 +5,26 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"testing"
 
-	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/plugins"
-	"github.com/batpak-go/batpak/policy"
 	"github.com/batpak-go/batpak/server/control"
 	"github.com/batpak-go/batpak/server/tenantplugin"
 )
 
-// residentEnv is a control plane holding tenants, a store holding one
-// event of order:1, and the counter fixture with its code estimate.
+// residentEnv is a testBed and the counter fixture with its code
+// estimate.
 type residentEnv struct {
-	ctx   context.Context
-	root  string
-	plane *control.Plane
-	store *core.Store
-	wasm  []byte
-	est   int64
+	testBed
+	wasm []byte
+	est  int64
 }
 
 func newResidentEnv(t *testing.T, tenants ...string) residentEnv {
 	t.Helper()
-	e := residentEnv{ctx: policy.WithPrincipal(context.Background(), policy.Principal{ID: "operator"}), root: t.TempDir()}
+	e := residentEnv{testBed: newTestBed(t, control.Quotas{}, tenants...), wasm: fixture(t, "counter")}
 	var err error
-	if e.plane, err = control.Open(control.Options{Dir: filepath.Join(e.root, "control")}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.plane.Close() })
-	for _, tenant := range tenants {
-		if _, err := e.plane.CreateTenant(e.ctx, tenant, control.Quotas{}, control.Settings{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if e.store, err = core.Open(core.DefaultConfig(filepath.Join(e.root, "store"))); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.store.Close() })
-	c, _ := core.NewCoordinate("order:1", "s")
-	if _, err := e.store.Append(e.ctx, c, core.MustKind(1, 1), []byte(`{}`)); err != nil {
-		t.Fatal(err)
-	}
-	if e.wasm, err = os.ReadFile(filepath.Join("..", "..", "plugins", "testdata", "counter.wasm")); err != nil {
-		t.Fatal(err)
-	}
 	if e.est, err = plugins.CodeEstimate(e.wasm); err != nil {
 		t.Fatal(err)
 	}
@@ -167,10 +141,7 @@ func TestIdleInstancesAreBounded(t *testing.T) {
 			if _, err := m.Project(e.ctx, e.store, "acme", "p", "order:1"); err != nil {
 				t.Fatalf("IdleBytes %d: projection: %v", c.idle, err)
 			}
-			c, _ := core.NewCoordinate("order:1", "s")
-			if _, err := e.store.Append(e.ctx, c, core.MustKind(1, 1), []byte(`{}`)); err != nil { // the next projection calls the plugin
-				t.Fatal(err)
-			}
+			e.appendOrder(t) // the next projection calls the plugin
 		}
 		mine, _ := m.Resident("acme")
 		if got := mine.IdleBytes > 0; got != c.wantIdle {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/plugins"
-	"github.com/batpak-go/batpak/policy"
 	"github.com/batpak-go/batpak/server/control"
 	"github.com/batpak-go/batpak/server/tenantplugin"
 )
@@ -120,43 +118,20 @@ func TestTenantsThatKeepSlotsBusyShareHalf(t *testing.T) {
 // one event of order:1.
 func runningHost(t *testing.T, quotas control.Quotas, tenants ...string) (context.Context, *core.Store, *tenantplugin.Manager) {
 	t.Helper()
-	ctx := policy.WithPrincipal(context.Background(), policy.Principal{ID: "operator"})
-	root := t.TempDir()
-	plane, err := control.Open(control.Options{Dir: filepath.Join(root, "control")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { plane.Close() })
-	for _, tenant := range tenants {
-		if _, err := plane.CreateTenant(ctx, tenant, quotas, control.Settings{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	store, err := core.Open(core.DefaultConfig(filepath.Join(root, "store")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	c, _ := core.NewCoordinate("order:1", "s")
-	if _, err := store.Append(ctx, c, core.MustKind(1, 1), []byte(`{}`)); err != nil {
-		t.Fatal(err)
-	}
-	m, err := tenantplugin.Open(ctx, tenantplugin.Options{Dir: filepath.Join(root, "plugins"), Plane: plane, Running: 2})
+	b := newTestBed(t, quotas, tenants...)
+	m, err := tenantplugin.Open(b.ctx, tenantplugin.Options{Dir: filepath.Join(b.root, "plugins"), Plane: b.plane, Running: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close(context.Background()) })
-	return ctx, store, m
+	return b.ctx, b.store, m
 }
 
 // pushProjection uploads and activates the plugins/testdata fixture as
 // tenant's projection name, with a call timeout and room for 100 faults.
-func pushProjection(ctx context.Context, t *testing.T, m *tenantplugin.Manager, tenant, name, fixture string, timeout time.Duration) {
+func pushProjection(ctx context.Context, t *testing.T, m *tenantplugin.Manager, tenant, name, module string, timeout time.Duration) {
 	t.Helper()
-	wasm, err := os.ReadFile(filepath.Join("..", "..", "plugins", "testdata", fixture+".wasm"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	wasm := fixture(t, module)
 	man, _ := json.Marshal(map[string]any{"name": name, "version": "1", "kind": "projection",
 		"sha256": plugins.Digest(wasm), "limits": map[string]any{"timeout": timeout.String(), "max_faults": 100}})
 	if _, err := m.Push(ctx, tenant, man, wasm, true); err != nil {
