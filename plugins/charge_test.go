@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/internal/testmodules"
 	"github.com/batpak-go/batpak/plugins"
 )
 
@@ -82,13 +83,14 @@ func TestHostChargesCodeAndIdleInstances(t *testing.T) {
 		t.Fatalf("CodeEstimate = %d, below the per-module floor", est)
 	}
 	p := load(t, h, wasm, projManifest("c"))
-	if got := m.get(plugins.MemoryCode); got != est {
-		t.Fatalf("code held after Load = %d, want the estimate %d", got, est)
+	if got := m.get(plugins.MemoryCode); got != p.CodeBytes() || got <= plugins.CodeBytesPerModule {
+		t.Fatalf("code held after Load = %d, want what was compiled (%d), above the per-module floor", got, p.CodeBytes())
 	}
-	// Load leaves its first instance idle: one 64 KiB page of memory.
-	idle := int64(64<<10) + plugins.IdleInstanceOverhead
-	if got := m.get(plugins.MemoryIdle); got != idle {
-		t.Fatalf("idle held after Load = %d, want %d", got, idle)
+	// Load leaves its first instance idle: one 64 KiB page of memory, its
+	// tables (8 bytes an element of the limit) and its overhead.
+	idle := m.get(plugins.MemoryIdle)
+	if min := int64(64<<10) + plugins.IdleInstanceOverhead + 8*int64(p.Manifest().Limits.TableElements); idle < min {
+		t.Fatalf("idle held after Load = %d, want at least %d", idle, min)
 	}
 	// Calls at once take instances out (and new ones are made); each goes
 	// back to the pool charged.
@@ -111,6 +113,30 @@ func TestHostChargesCodeAndIdleInstances(t *testing.T) {
 	}
 	if c, i := m.get(plugins.MemoryCode), m.get(plugins.MemoryIdle); c != 0 || i != 0 {
 		t.Fatalf("after Unload: code %d, idle %d held, want nothing", c, i)
+	}
+}
+
+// A module whose machine code is far larger than its size suggests (a
+// br_table whose targets carry many values: a 5 KB module compiles to
+// about 6 MB) is charged what was compiled, not the estimate made before:
+// with room for the estimate only, the load is refused once compiled, and
+// nothing stays held.
+func TestHostChargesWhatWasCompiled(t *testing.T) {
+	wide := testmodules.WideBranches(1, 200, 2000)
+	est, err := plugins.CodeEstimate(wide)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMeter()
+	m.room[plugins.MemoryCode] = 2 * est
+	h := chargedHost(t, m)
+	_, err = h.Load(context.Background(), wide, projManifest("wide"))
+	var le *plugins.LoadError
+	if !errors.As(err, &le) || !errors.Is(err, errNoRoom) || !strings.Contains(le.Reason, "no room for its compiled code (about 7 MiB)") {
+		t.Fatalf("Load of a module compiling to about 6 MB with room for twice its estimate (%d): %v, want refused for want of room for what was compiled", est, err)
+	}
+	if c := m.get(plugins.MemoryCode); c != 0 {
+		t.Fatalf("after the refusal %d bytes of code held", c)
 	}
 }
 
@@ -155,18 +181,18 @@ func TestHostGivesBackSwappedAndUnloadedCharges(t *testing.T) {
 	h := chargedHost(t, m)
 	// loop's fold runs until its timeout: a call that is surely running.
 	counter, slow := fixture(t, "counter"), fixture(t, "loop")
-	estCounter, _ := plugins.CodeEstimate(counter)
-	estSlow, _ := plugins.CodeEstimate(slow)
 	mf := projManifest("p")
 	mf.Limits.Timeout = plugins.Duration(500 * time.Millisecond)
 
 	p := load(t, h, slow, mf)
+	estSlow := p.CodeBytes()
 	done := make(chan error, 1)
 	go func() { _, err := p.Fold(context.Background(), nil, nil); done <- err }()
 	time.Sleep(50 * time.Millisecond) // the call is running
 	if err := p.Swap(context.Background(), counter, mf); err != nil {
 		t.Fatal(err)
 	}
+	estCounter := p.CodeBytes()
 	if got := m.get(plugins.MemoryCode); got != estSlow+estCounter {
 		t.Fatalf("code held while a call runs on the old version = %d, want both versions' %d", got, estSlow+estCounter)
 	}
@@ -189,6 +215,14 @@ func TestHostGivesBackSwappedAndUnloadedCharges(t *testing.T) {
 	if _, err := q.Fold(context.Background(), nil, nil); !errors.Is(err, plugins.ErrUnloaded) {
 		t.Fatalf("a call after the unload: %v, want ErrUnloaded", err)
 	}
+	if _, err := (plugins.Projection{P: q}).Pinned().ApplyBatch(nil, nil); !errors.Is(err, plugins.ErrUnloaded) {
+		t.Fatalf("a pinned fold after the unload: %v, want ErrUnloaded", err)
+	}
+	// An unloaded plugin cannot be brought back by a swap, which would
+	// hold its charges with nothing to give them back.
+	if err := q.Swap(context.Background(), counter, mq); !errors.Is(err, plugins.ErrUnloaded) {
+		t.Fatalf("a swap after the unload: %v, want ErrUnloaded", err)
+	}
 	if err := h.Unload(context.Background(), "p"); err != nil {
 		t.Fatal(err)
 	}
@@ -200,4 +234,29 @@ func TestHostGivesBackSwappedAndUnloadedCharges(t *testing.T) {
 func isTimeout(err error) bool {
 	var pf *plugins.PluginFault
 	return errors.As(err, &pf) && pf.Kind == plugins.FaultTimeout
+}
+
+// An idle instance is charged its tables at their limit (a table of
+// 4,194,304 elements holds 32 MiB of the host's memory), and a module's
+// element segments and globals are counted in its code's charge.
+func TestHostChargesTablesElementsAndGlobals(t *testing.T) {
+	m := newMeter()
+	h := chargedHost(t, m)
+	mf := projManifest("big")
+	mf.Limits.TableElements = 4194304
+	p := load(t, h, fixture(t, "bigtable"), mf)
+	if idle := m.get(plugins.MemoryIdle); idle < 8*4194304 {
+		t.Fatalf("idle instance of a 4M-element table charged %d bytes, want at least 32 MiB", idle)
+	}
+	_ = p
+
+	// (The module is valid: it compiles, and is refused only as a plugin.)
+	if _, err := h.Load(context.Background(), testmodules.PassiveElements(1000), projManifest("elems")); err == nil || !strings.Contains(err.Error(), "does not export") {
+		t.Fatalf("a module of 1,000 passive element entries: %v, want it compiled and refused for its exports", err)
+	}
+	plain, _ := plugins.CodeEstimate(testmodules.Small())
+	elems, _ := plugins.CodeEstimate(testmodules.PassiveElements(100_000))
+	if elems-plain < 100_000*plugins.CodeBytesPerElement {
+		t.Fatalf("100,000 element entries add %d bytes to the estimate, want at least %d", elems-plain, 100_000*plugins.CodeBytesPerElement)
+	}
 }

@@ -22,7 +22,7 @@ func ExampleHostOptions_charge() {
 	est, _ := plugins.CodeEstimate(wasm)
 	var mu sync.Mutex
 	var held int64
-	room := est + est/2 // one module's code
+	room := est + est/2 // one module's code (what it compiles to is less)
 	charge := func(kind plugins.MemoryKind, n int64) (func(), error) {
 		if kind != plugins.MemoryCode {
 			return func() {}, nil // idle instances: not bounded here

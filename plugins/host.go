@@ -112,12 +112,15 @@ type HostOptions struct {
 	// allows is given back (release) when that memory is let go. kind
 	// says what for:
 	//   - MemoryCode: a module's compiled code, n its estimate
-	//     (CodeEstimate), asked before the module is compiled and given
-	//     back when that version is closed (unloaded, or swapped out once
+	//     (CodeEstimate) before the module is compiled, then (the
+	//     estimate given back) what was compiled, and given back when
+	//     that version is closed (unloaded, or swapped out once
 	//     its calls end). A refusal refuses the load: a *LoadError whose
 	//     Cause is Charge's error.
 	//   - MemoryIdle: an instance kept idle in its plugin's pool for the
-	//     next call, n its linear memory plus IdleInstanceOverhead, asked
+	//     next call, n its linear memory plus IdleInstanceOverhead, its
+	//     tables at their limit (8 bytes an element), its copy of the
+	//     element segments and its globals, asked
 	//     when a call hands it back and given back when a call takes it
 	//     or it is closed. A refusal closes the instance instead (the next
 	//     call instantiates another).
@@ -135,6 +138,12 @@ const (
 	MemoryCode MemoryKind = iota // a loaded module's compiled code
 	MemoryIdle                   // an idle instance in a plugin's pool
 )
+
+// noRoom is the reason a load is refused for want of room for n bytes
+// of compiled code.
+func noRoom(n int64) string {
+	return fmt.Sprintf("no room for its compiled code (about %d MiB)", (n+1<<20-1)>>20)
+}
 
 // IdleInstanceOverhead is what an idle instance is charged beside its
 // linear memory (HostOptions.Charge, MemoryIdle): the call stacks it may
@@ -194,6 +203,9 @@ type Plugin struct {
 	owner  policy.Principal // on whose behalf it was loaded (LoadFor); zero for Load
 	cur    atomic.Pointer[version]
 	faults atomic.Int32 // consecutive
+	// unloaded is set by Unload and Close: Swap is refused, and calls
+	// fail with ErrUnloaded.
+	unloaded atomic.Bool
 
 	logLines, logBytes               atomic.Uint64
 	droppedLogLines, droppedLogBytes atomic.Uint64
@@ -211,6 +223,8 @@ type version struct {
 
 	charge      func(kind MemoryKind, n int64) (release func(), err error) // HostOptions.Charge
 	releaseCode func()                                                     // gives back the code's charge (once)
+	perInstance int64                                                      // an idle instance's charge beside its linear memory
+	codeBytes   int64                                                      // what the compiled code is charged (Plugin.CodeBytes)
 	// mu guards running and the setting of closed: a version's runtime
 	// is closed (finish) once it is closed and no call runs in it.
 	mu         sync.Mutex
@@ -355,13 +369,14 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 		return fail(reason, nil)
 	}
 	// The compiled code lives in the host's memory while the version is
-	// loaded: charged before anything is compiled.
-	releaseCode := func() {}
+	// loaded: its estimate is charged before anything is compiled, and
+	// what was compiled once it is (see below).
+	var releaseCode func()
 	if h.charge != nil {
 		estimate := shape.codeEstimate()
 		release, err := h.charge(MemoryCode, estimate)
 		if err != nil {
-			return fail(fmt.Sprintf("no room for its compiled code (about %d MiB)", (estimate+1<<20-1)>>20), err)
+			return fail(noRoom(estimate), err)
 		}
 		releaseCode = sync.OnceFunc(release)
 		fail = func(reason string, cause error) (*version, error) {
@@ -395,13 +410,33 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 		// fails again, without the cache's paths in its error.
 		rt.Close(ctx)
 		if rt, err = h.runtime(ctx, h.memCache); err != nil {
-			releaseCode()
+			if releaseCode != nil {
+				releaseCode()
+			}
 			return refuse("instantiating the host's modules", err)
 		}
 		mod, err = rt.CompileModule(ctx, counted)
 	}
 	if err != nil {
 		return fail("module does not compile", err)
+	}
+	// What the compiler made can be far more than the estimate (a
+	// br_table whose targets carry many values compiles to a copy of them
+	// per target): the charge becomes what was compiled.
+	codeBytes := shape.codeEstimate()
+	if compiled, ok := compiledBytes(mod); ok {
+		codeBytes = shape.heapEstimate() + compiled
+	}
+	if h.charge != nil {
+		releaseCode()
+		release, err := h.charge(MemoryCode, codeBytes)
+		if err != nil {
+			releaseCode = func() {}
+			return fail(noRoom(codeBytes), err)
+		}
+		releaseCode = sync.OnceFunc(release)
+	} else {
+		releaseCode = func() {}
 	}
 	exports := map[string]bool{}
 	for n := range mod.ExportedFunctions() {
@@ -439,7 +474,7 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 		cfg = cfg.WithEnv(k, val)
 	}
 	v := &version{m: m, digest: digest, rt: rt, mod: mod, cfg: cfg, exports: exports, pool: make(chan *instance, m.Limits.PoolSize),
-		charge: h.charge, releaseCode: releaseCode, log: h.log, logAttrs: []any{"plugin", m.Name, "version", m.Version}}
+		charge: h.charge, releaseCode: releaseCode, codeBytes: codeBytes, perInstance: shape.instanceEstimate(uint64(m.Limits.TableElements)), log: h.log, logAttrs: []any{"plugin", m.Name, "version", m.Version}}
 	// Instantiate once now: the ABI version is checked and the first
 	// instance is ready for the first call. Both are bounded by the call
 	// timeout (a start function or _initialize could loop).
@@ -898,13 +933,25 @@ func (v *version) leave() {
 	}
 }
 
-func (p *Plugin) close(ctx context.Context) error { return p.cur.Load().close(ctx) }
+// close unloads the plugin: it is marked unloaded (a later Swap is
+// refused) and its version closed.
+func (p *Plugin) close(ctx context.Context) error {
+	p.unloaded.Store(true)
+	return p.cur.Load().close(ctx)
+}
 
 // Name is the plugin's name.
 func (p *Plugin) Name() string { return p.name }
 
 // Manifest is the loaded version's manifest (defaults filled in).
 func (p *Plugin) Manifest() Manifest { return p.cur.Load().m }
+
+// CodeBytes is what the loaded version's compiled code holds in the
+// host's memory, as HostOptions.Charge is charged for it: the machine
+// code wazero mapped and the module's part on the heap (see
+// CodeBytesPerModule), or CodeEstimate when the compiled code cannot be
+// measured.
+func (p *Plugin) CodeBytes() int64 { return p.cur.Load().codeBytes }
 
 // Digest is the loaded module's SHA-256.
 func (p *Plugin) Digest() string { return p.cur.Load().digest }
@@ -920,7 +967,9 @@ func (p *Plugin) Reset() { p.faults.Store(0) }
 
 // Swap replaces the plugin's module with a new version without stopping
 // callers: calls in progress finish on the old version, new calls use the
-// new one. The new manifest's name must match. Faults are forgotten.
+// new one. The new manifest's name must match. Faults are forgotten. A
+// plugin unloaded (Host.Unload, Host.Close) cannot be swapped: ErrUnloaded,
+// and the new version is closed.
 func (p *Plugin) Swap(ctx context.Context, wasm []byte, m Manifest) error {
 	if m.Name != p.name {
 		return &LoadError{Plugin: p.name, Reason: fmt.Sprintf("swap to a manifest named %q", m.Name)}
@@ -929,7 +978,18 @@ func (p *Plugin) Swap(ctx context.Context, wasm []byte, m Manifest) error {
 	if err != nil {
 		return err
 	}
+	if p.unloaded.Load() {
+		_ = v.close(ctx)
+		return fmt.Errorf("%w: %s", ErrUnloaded, p.name)
+	}
 	old := p.cur.Swap(v)
+	if p.unloaded.Load() {
+		// Unloaded while it swapped: whichever version the unload closed,
+		// both are closed now.
+		_ = v.close(ctx)
+		_ = old.close(ctx)
+		return fmt.Errorf("%w: %s", ErrUnloaded, p.name)
+	}
 	p.faults.Store(0)
 	// Its idle instances are closed now, its runtime once the calls
 	// running on it return (instances they hand back are closed: see put).
@@ -996,6 +1056,8 @@ func (p *Plugin) callOn(ctx context.Context, pin *version, export string, check 
 	if !v.enter() {
 		cur := p.cur.Load()
 		switch {
+		case p.unloaded.Load():
+			return nil, fmt.Errorf("%w: %s", ErrUnloaded, p.name)
 		case pin != nil:
 			return nil, ErrSwapped
 		case cur == v || !cur.enter():
@@ -1067,7 +1129,7 @@ func (v *version) put(inst *instance, current bool) {
 		return
 	}
 	if v.charge != nil {
-		release, err := v.charge(MemoryIdle, int64(cap(inst.mem.buf))+IdleInstanceOverhead)
+		release, err := v.charge(MemoryIdle, int64(cap(inst.mem.buf))+v.perInstance)
 		if err != nil {
 			inst.mod.Close(context.Background())
 			return

@@ -50,24 +50,29 @@ const (
 	MaxTypeArity      = 1_000
 )
 
-// What CodeEstimate counts: the host memory a loaded module's compiled
-// code holds (wazero's machine code, mapped executable, and what it
-// keeps of each function on the Go heap). Measured on amd64 with
-// wazero's optimizing compiler: 6–11 bytes per byte of code and 0.6–1 KB
-// per function (a 2.7 MB Go guest: 22 MB; 50,000 one-line functions:
-// 30 MB; 15 MB of straight-line code: 141 MB); the figures below are
-// above all of them.
+// What a host charges for a loaded module (HostOptions.Charge,
+// MemoryCode). Before compiling, CodeEstimate: the module's own part on
+// the Go heap (its decoded sections and what wazero keeps of each
+// function: CodeBytesPerModule, 4 bytes per byte of code, 1 KiB per
+// function, 64 bytes per element-segment entry, 160 per global, its data
+// bytes) plus CodeBytesPerByte per byte of code for the machine code
+// expected. Once compiled, the heap part plus the machine code wazero
+// actually mapped: the size of a module does not bound what it compiles
+// to (a 68 KB module whose br_tables' targets carry 200 values each
+// compiled to 125 MB; ordinary code compiles to 6–45 bytes per byte — a
+// 2.7 MB Go guest to 8 MB, 300 KB of i64.div_s to 12.5 MB).
 const (
-	CodeBytesPerByte     = 16
-	CodeBytesPerFunction = 1 << 10
 	CodeBytesPerModule   = 256 << 10
+	CodeBytesPerByte     = 48
+	CodeBytesPerFunction = 1 << 10
+	CodeBytesPerElement  = 64
+	CodeBytesPerGlobal   = 160
 )
 
-// CodeEstimate is what a host charges for wasm's compiled code while it
-// is loaded (HostOptions.Charge, MemoryCode): CodeBytesPerModule, plus
-// CodeBytesPerByte per byte of its code section and
-// CodeBytesPerFunction per function. An error when the module's sections
-// cannot be read (such a module is refused at load).
+// CodeEstimate is what a host charges for wasm's compiled code before it
+// compiles it (HostOptions.Charge, MemoryCode; see CodeBytesPerModule).
+// An error when the module's sections cannot be read (such a module is
+// refused at load).
 func CodeEstimate(wasm []byte) (int64, error) {
 	s, err := readModule(wasm)
 	if err != nil {
@@ -78,8 +83,26 @@ func CodeEstimate(wasm []byte) (int64, error) {
 
 // codeEstimate is CodeEstimate of the measured module.
 func (s *moduleShape) codeEstimate() int64 {
-	f := min(s.functions, MaxFunctions) // more are refused before anything is charged
-	return CodeBytesPerModule + int64(s.codeBytes)*CodeBytesPerByte + int64(f)*CodeBytesPerFunction
+	return s.heapEstimate() + int64(min(s.codeBytes, 1<<32))*CodeBytesPerByte
+}
+
+// heapEstimate is the module's own part of a loaded version beside its
+// machine code (see CodeBytesPerModule). Counts past what Load accepts
+// are cut to it (such modules are refused before anything is charged).
+func (s *moduleShape) heapEstimate() int64 {
+	f := min(s.functions, MaxFunctions)
+	return CodeBytesPerModule + 4*int64(min(s.codeBytes, 1<<32)) + int64(f)*CodeBytesPerFunction +
+		int64(min(s.elemEntries, 1<<32))*CodeBytesPerElement + int64(min(s.globals, 1<<32))*CodeBytesPerGlobal +
+		int64(min(s.dataBytes, 1<<32))
+}
+
+// instanceEstimate is what an idle instance of the module holds beside its
+// linear memory, with tables at most tableElements elements in all:
+// IdleInstanceOverhead, 8 bytes a table element, 48 bytes an element
+// entry (each instance's copy of the segments) and 160 bytes a global.
+func (s *moduleShape) instanceEstimate(tableElements uint64) int64 {
+	return IdleInstanceOverhead + 8*int64(min(tableElements, 1<<32)) + 48*int64(min(s.elemEntries, 1<<32)) +
+		160*int64(min(s.globals, 1<<32))
 }
 
 // Wasm section ids.

@@ -20,7 +20,7 @@ import (
 func TestPluginCodeRoomOverHTTP(t *testing.T) {
 	e := startPluginEnv(t, t.TempDir(), func(c *server.Config) { c.PluginCodeBytes = 64 << 20 })
 	ctx := context.Background()
-	big := testmodules.LargeCode(2_200_000) // about 34 MiB estimated: over the tenant's 32
+	big := testmodules.LargeCode(700_000) // about 35 MiB estimated: over the tenant's 32
 	est, err := plugins.CodeEstimate(big)
 	if err != nil || est <= 32<<20 {
 		t.Fatalf("the large module's estimate %d (%v) is not over a tenant's half", est, err)
@@ -40,14 +40,23 @@ func TestPluginCodeRoomOverHTTP(t *testing.T) {
 	if _, err := e.acme.PushPlugin(ctx, manifestOf(t, "count", "1", "projection", counter, nil), counter, true); err != nil {
 		t.Fatal(err)
 	}
-	want, _ := plugins.CodeEstimate(counter)
+	h, err := plugins.NewHost(plugins.HostOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close(ctx)
+	p, err := h.Load(ctx, counter, plugins.Manifest{Name: "count", Version: "1", Kind: plugins.KindProjection})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := p.CodeBytes() // what its compiled code is charged
 	st, err := e.acme.Stats(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	usage, _ := st["usage"].(map[string]any)
 	if got, _ := usage["plugin_code_bytes"].(float64); int64(got) != want {
-		t.Fatalf("stats usage.plugin_code_bytes = %v, want the module's estimate %d", usage["plugin_code_bytes"], want)
+		t.Fatalf("stats usage.plugin_code_bytes = %v, want what its compiled code is charged, %d", usage["plugin_code_bytes"], want)
 	}
 	tv, err := e.op.Tenant(ctx, "acme")
 	if err != nil {

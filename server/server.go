@@ -258,8 +258,8 @@ type Config struct {
 	PluginCacheBytes int64
 	// PluginCodeBytes bounds the server's memory its tenants' loaded
 	// plugin modules' compiled code holds, all tenants together, a tenant
-	// at most half (each module charged plugins.CodeEstimate: about 16
-	// bytes per byte of code): an upload, swap or load past it is refused
+	// at most half (each module charged plugins.CodeEstimate before it is
+	// compiled, then what it compiled to): an upload, swap or load past it is refused
 	// (507 QUOTA_EXCEEDED naming the setting). Default 2 GiB; range
 	// 64 MiB..1 TiB. (server.plugin_code_bytes)
 	PluginCodeBytes int64

@@ -92,6 +92,98 @@ func LargeCode(n int) []byte {
 	return module(0, code)
 }
 
+// WideBranches returns a valid module whose one function, of type
+// (i32) -> (), has sites blocks each leaving values i64 values, entered
+// by a br_if and by a br_table of targets targets, all to the block's
+// end: wazero's compiler copies the values on every edge, so the machine
+// code grows as targets × values while the module grows as targets +
+// values (one site of 100 values and 1,000 targets: about 3 KB of
+// module, megabytes of code).
+func WideBranches(sites, values, targets int) []byte {
+	m := []byte{0, 'a', 's', 'm', 1, 0, 0, 0}
+	// types: 0 (i32) -> (), 1 () -> (i64 × values)
+	tsec := []byte{2, 0x60, 1, 0x7f, 0, 0x60, 0}
+	tsec = uleb(tsec, uint64(values))
+	for range values {
+		tsec = append(tsec, 0x7e)
+	}
+	m = append(uleb(append(m, 1), uint64(len(tsec))), tsec...)
+	m = append(m, 3, 2, 1, 0)    // function section: type 0
+	m = append(m, 5, 3, 1, 0, 1) // memory section: min 1 page
+	exports := []byte{2, 6, 'm', 'e', 'm', 'o', 'r', 'y', 2, 0, 3, 'r', 'u', 'n', 0, 0}
+	m = append(m, 7, byte(len(exports)))
+	m = append(m, exports...)
+	body := []byte{0} // no locals
+	loads := func(offset byte) {
+		for range values {
+			body = append(body, 0x20, 0, 0x29, 3, offset) // local.get 0; i64.load align=3 offset
+		}
+	}
+	for range sites {
+		body = append(body, 0x02, 0x01) // block (type 1)
+		loads(0)
+		body = append(body, 0x20, 0, 0x0d, 0) // local.get 0; br_if 0
+		for range values {
+			body = append(body, 0x1a) // drop
+		}
+		loads(8)
+		body = append(body, 0x20, 0, 0x0e) // local.get 0; br_table
+		body = uleb(body, uint64(targets))
+		for range targets + 1 {
+			body = append(body, 0)
+		}
+		body = append(body, 0x0b) // end of the block
+		for range values {
+			body = append(body, 0x1a)
+		}
+	}
+	body = append(body, 0x0b)
+	sec := uleb(uleb(nil, 1), uint64(len(body)))
+	sec = append(sec, body...)
+	return append(uleb(append(m, 10), uint64(len(sec))), sec...)
+}
+
+// PassiveElements returns a valid module with one function and a passive
+// element segment of n entries naming it: wazero decodes each entry into
+// the host's memory at every compile, a cached one too.
+func PassiveElements(n int) []byte {
+	m := module(0, nil)
+	// The element section (9) goes after the export section and before
+	// the code section (10): split m at the code section.
+	code := len(m)
+	for i := 8; i < len(m); {
+		id := m[i]
+		size, k := readULEB(m[i+1:])
+		if id == 10 {
+			code = i
+			break
+		}
+		i += 1 + k + int(size)
+	}
+	seg := uleb(nil, 1)     // one segment
+	seg = append(seg, 1, 0) // passive, elemkind funcref
+	seg = uleb(seg, uint64(n))
+	for range n {
+		seg = append(seg, 0) // function 0
+	}
+	out := append([]byte(nil), m[:code]...)
+	out = append(uleb(append(out, 9), uint64(len(seg))), seg...)
+	return append(out, m[code:]...)
+}
+
+// readULEB reads an unsigned LEB128 number and how many bytes it took.
+func readULEB(b []byte) (v uint64, n int) {
+	for shift := 0; n < len(b); shift += 7 {
+		c := b[n]
+		n++
+		v |= uint64(c&0x7f) << shift
+		if c&0x80 == 0 {
+			break
+		}
+	}
+	return v, n
+}
+
 // Small returns a valid module with one empty function: it compiles in
 // microseconds.
 func Small() []byte { return module(0, nil) }

@@ -335,6 +335,9 @@ func pluginProblem(err error) *apiError {
 	case errors.Is(err, tenantplugin.ErrBusy):
 		return &apiError{status: http.StatusServiceUnavailable, code: wire.CodeBusy, retryAfter: time.Second,
 			detail: "the tenant runs " + itoa(tenantplugin.TenantCalls) + " projection reads at once (the server " + itoa(tenantplugin.Calls) + "); retry"}
+	case errors.Is(err, plugins.ErrUnloaded):
+		return &apiError{status: http.StatusNotFound, code: wire.CodeNotFound,
+			detail: printable.String(strings.TrimPrefix(err.Error(), "batpak: ") + " (deleted while the request ran)")}
 	case errors.As(err, &le):
 		lim := float64(le.Limit)
 		status := http.StatusUnprocessableEntity

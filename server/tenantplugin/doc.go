@@ -80,8 +80,8 @@
 // What loaded plugins hold in the server's memory between calls is
 // bounded for all tenants together, a tenant at most half: their
 // modules' compiled code (Options.CodeBytes, each module charged
-// plugins.CodeEstimate before it is compiled; a load past it is refused
-// with a *RoomError) and their idle instances (Options.IdleBytes; past it
+// plugins.CodeEstimate before it is compiled and what it compiled to
+// once it is; a load past it is refused with a *RoomError) and their idle instances (Options.IdleBytes; past it
 // an instance is closed after its call). Resident reports both.
 //
 // # Projections

@@ -158,7 +158,8 @@ type Options struct {
 	Running int
 	// CodeBytes bounds the server's memory its tenants' loaded modules'
 	// compiled code holds, all tenants together (each module charged its
-	// plugins.CodeEstimate while it is loaded; a hot swap holds both
+	// plugins.CodeEstimate before it is compiled, then what it compiled
+	// to, plugins.Plugin.CodeBytes, while it is loaded; a hot swap holds both
 	// versions until the calls running on the old one return), a tenant
 	// at most half: a load past it is refused (*RoomError), the plugins
 	// loaded stay. 0 means DefaultCodeBytes (2 GiB); negative: no bound.

@@ -26,7 +26,7 @@ type RoomError struct {
 	Limit   int64  // the room: the setting, or the tenant's half of it
 	Tenant  bool   // the tenant's half is full (else the server's whole)
 	Held    int64  // what the tenant's loaded plugins hold (Tenant only)
-	Asked   int64  // the module's estimate (plugins.CodeEstimate)
+	Asked   int64  // the module's estimate (plugins.CodeEstimate), or what it compiled to
 }
 
 func (e *RoomError) Error() string {
@@ -101,7 +101,7 @@ func (m *Manager) charge(tenant string) func(kind plugins.MemoryKind, n int64) (
 }
 
 // Resident is what loaded plugins hold in the server's memory between
-// calls: their modules' compiled code (estimated, plugins.CodeEstimate)
+// calls: their modules' compiled code (plugins.Plugin.CodeBytes)
 // and their idle instances (Options.CodeBytes, IdleBytes).
 type Resident struct {
 	CodeBytes int64 `json:"plugin_code_bytes"`

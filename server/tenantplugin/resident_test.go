@@ -14,11 +14,12 @@ import (
 )
 
 // residentEnv is a testBed and the counter fixture with its code
-// estimate.
+// estimate (charged before it compiles) and what its compiled code is
+// charged once loaded.
 type residentEnv struct {
 	testBed
-	wasm []byte
-	est  int64
+	wasm      []byte
+	est, code int64
 }
 
 func newResidentEnv(t *testing.T, tenants ...string) residentEnv {
@@ -28,6 +29,16 @@ func newResidentEnv(t *testing.T, tenants ...string) residentEnv {
 	if e.est, err = plugins.CodeEstimate(e.wasm); err != nil {
 		t.Fatal(err)
 	}
+	h, err := plugins.NewHost(plugins.HostOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close(context.Background())
+	p, err := h.Load(e.ctx, e.wasm, plugins.Manifest{Name: "c", Version: "1", Kind: plugins.KindProjection})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.code = p.CodeBytes()
 	return e
 }
 
@@ -56,7 +67,7 @@ func (e residentEnv) push(m *tenantplugin.Manager, tenant, name string) error {
 // its plugins need loads what fits and says why the rest did not.
 func TestCompiledCodeIsBoundedAcrossTenants(t *testing.T) {
 	e := newResidentEnv(t, "acme", "globex", "initech", "umbrella")
-	room := 3*e.est + e.est/4 // three modules; a tenant's half: one
+	room := 3*e.code + e.code/4 // three modules; a tenant's half: one
 	m := e.open(t, room, 0)
 
 	if err := e.push(m, "acme", "a1"); err != nil {
@@ -65,7 +76,7 @@ func TestCompiledCodeIsBoundedAcrossTenants(t *testing.T) {
 	err := e.push(m, "acme", "a2")
 	var re *tenantplugin.RoomError
 	var rj *tenantplugin.RejectedError
-	if !errors.As(err, &re) || !errors.As(err, &rj) || !re.Tenant || re.Held != e.est || re.Asked != e.est || re.Setting != "server.plugin_code_bytes" {
+	if !errors.As(err, &re) || !errors.As(err, &rj) || !re.Tenant || re.Held != e.code || re.Asked != e.est || re.Setting != "server.plugin_code_bytes" {
 		t.Fatalf("acme's second module past its half: %v (%+v), want a RejectedError for want of the tenant's half of the room", err, re)
 	}
 	if _, ok := e.plane.Plugin("acme", "a2"); ok {
@@ -81,15 +92,15 @@ func TestCompiledCodeIsBoundedAcrossTenants(t *testing.T) {
 		t.Fatalf("umbrella's module with the server's room full: %v, want a RoomError for the whole", err)
 	}
 	mine, all := m.Resident("acme")
-	if mine.CodeBytes != e.est || all.CodeBytes != 3*e.est {
-		t.Fatalf("Resident(acme) = %+v of %+v, want %d of %d", mine, all, e.est, 3*e.est)
+	if mine.CodeBytes != e.code || all.CodeBytes != 3*e.code {
+		t.Fatalf("Resident(acme) = %+v of %+v, want %d of %d", mine, all, e.code, 3*e.code)
 	}
 
 	if err := m.Delete(e.ctx, "acme", "a1", ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, all := m.Resident("acme"); all.CodeBytes != 2*e.est {
-		t.Fatalf("after a delete all tenants hold %d, want %d", all.CodeBytes, 2*e.est)
+	if _, all := m.Resident("acme"); all.CodeBytes != 2*e.code {
+		t.Fatalf("after a delete all tenants hold %d, want %d", all.CodeBytes, 2*e.code)
 	}
 	if err := e.push(m, "umbrella", "p"); err != nil {
 		t.Fatalf("umbrella's module once acme's was deleted: %v", err)
@@ -103,7 +114,7 @@ func TestCompiledCodeIsBoundedAcrossTenants(t *testing.T) {
 
 	// Restarted with room for two: one of the three does not load, and
 	// says why.
-	m = e.open(t, 2*e.est+e.est/4, 0)
+	m = e.open(t, 2*e.code+e.code/4, 0)
 	if err := m.WaitStarted(e.ctx); err != nil {
 		t.Fatal(err)
 	}
