@@ -3,6 +3,10 @@ package plugins_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -238,7 +242,8 @@ func isTimeout(err error) bool {
 
 // An idle instance is charged its tables at their limit (a table of
 // 4,194,304 elements holds 32 MiB of the host's memory), and a module's
-// element segments and globals are counted in its code's charge.
+// element segments, globals, types and custom sections are counted in
+// its code's charge.
 func TestHostChargesTablesElementsAndGlobals(t *testing.T) {
 	m := newMeter()
 	h := chargedHost(t, m)
@@ -259,4 +264,134 @@ func TestHostChargesTablesElementsAndGlobals(t *testing.T) {
 	if elems-plain < 100_000*plugins.CodeBytesPerElement {
 		t.Fatalf("100,000 element entries add %d bytes to the estimate, want at least %d", elems-plain, 100_000*plugins.CodeBytesPerElement)
 	}
+	// wazero keeps custom sections whole, and about 110 bytes per type.
+	custom, _ := plugins.CodeEstimate(withName(testmodules.Small(), strings.Repeat("x", 100)))
+	if custom-plain < 100 {
+		t.Fatalf("a custom section of 100 bytes adds %d bytes to the estimate", custom-plain)
+	}
+	types, _ := plugins.CodeEstimate(testmodules.ManyTypes(1000))
+	if types-plain < 1000*plugins.CodeBytesPerType {
+		t.Fatalf("1,000 types add %d bytes to the estimate, want at least %d", types-plain, 1000*plugins.CodeBytesPerType)
+	}
+}
+
+// execMapped is the size of the process's executable mappings of no file
+// (wazero's machine code), from /proc/self/smaps.
+func execMapped(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Skipf("no /proc/self/smaps: %v", err)
+	}
+	var total int64
+	exec := false
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 5 && strings.Contains(f[0], "-") {
+			exec = strings.Contains(f[1], "x") && len(f) == 5 // no path
+			continue
+		}
+		if exec && len(f) >= 2 && f[0] == "Size:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			total += kb << 10
+		}
+	}
+	return total
+}
+
+// withName is wasm with a custom section "v" holding name appended: a
+// distinct module (wazero compiles each module id once per cache).
+func withName(wasm []byte, name string) []byte {
+	body := append([]byte{1, 'v'}, name...)
+	out := append(append([]byte(nil), wasm...), 0, byte(len(body)))
+	return append(out, body...)
+}
+
+// Machine code is let go with the version that compiled it: loads and
+// unloads of distinct modules compiling to about 6 MB each, and loads of
+// others refused for want of room once compiled, leave the process's
+// executable memory where it was (each version compiles through a cache
+// of its own, and wazero unmaps the code once that is closed and
+// collected), and the charges all come back.
+func TestUnloadedCodeIsUnmapped(t *testing.T) {
+	wide := fixture(t, "widebranch")
+	m := newMeter()
+	h := chargedHost(t, m)
+	one := load(t, h, wide, projManifest("warm")).CodeBytes() // (the cache warmed too)
+	// A small plugin loaded beside it is charged its own code only.
+	if small := load(t, h, fixture(t, "counter"), projManifest("small")).CodeBytes(); small > one/4 {
+		t.Fatalf("counter loaded beside widebranch (%d bytes) charged %d bytes of code", one, small)
+	}
+	for _, name := range []string{"warm", "small"} {
+		if err := h.Unload(context.Background(), name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settle := func() {
+		for range 3 {
+			runtime.GC()
+			time.Sleep(20 * time.Millisecond) // finalizers unmap
+		}
+	}
+	settle()
+	before := execMapped(t)
+	for i := range 4 {
+		p := load(t, h, withName(wide, fmt.Sprint(i)), projManifest(fmt.Sprintf("w%d", i)))
+		if c := p.CodeBytes(); c > one+one/4 {
+			t.Fatalf("load %d charged %d bytes of code, the first %d: each is charged its own code, not the host's", i, c, one)
+		}
+		if err := h.Unload(context.Background(), p.Name()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if one < 4<<20 {
+		t.Fatalf("widebranch charged %d bytes of code, want the megabytes it compiles to", one)
+	}
+	est, _ := plugins.CodeEstimate(wide)
+	m.mu.Lock()
+	m.room[plugins.MemoryCode] = 2 * est
+	m.mu.Unlock()
+	for i := range 4 {
+		if _, err := h.Load(context.Background(), withName(wide, fmt.Sprint(10+i)), projManifest(fmt.Sprintf("r%d", i))); !errors.Is(err, errNoRoom) {
+			t.Fatalf("a load with room for twice the estimate only: %v, want refused for want of room", err)
+		}
+	}
+	waitHeld(t, m, plugins.MemoryCode, 0, "code after the unloads and refusals")
+	settle()
+	if grew := execMapped(t) - before; grew > 2*one {
+		t.Fatalf("8 modules compiling to %d bytes each, unloaded or refused, left %d bytes of executable memory mapped", one, grew)
+	}
+}
+
+// Loads, calls and unloads in one host from several goroutines at once
+// (each measuring what its module compiled to) are safe, and give every
+// charge back.
+func TestHostLoadsAtOnce(t *testing.T) {
+	m := newMeter()
+	h := chargedHost(t, m)
+	counter := fixture(t, "counter")
+	var wg sync.WaitGroup
+	for g := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 15 {
+				name := fmt.Sprintf("g%d-%d", g, i)
+				p, err := h.Load(context.Background(), withName(counter, name), projManifest(name))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := p.Fold(context.Background(), nil, nil); err != nil {
+					t.Error(err)
+				}
+				if err := h.Unload(context.Background(), name); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	waitHeld(t, m, plugins.MemoryCode, 0, "code after concurrent loads and unloads")
+	waitHeld(t, m, plugins.MemoryIdle, 0, "idle instances after concurrent loads and unloads")
 }

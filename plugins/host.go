@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -30,11 +31,10 @@ import (
 // Host loads and runs plugins. Each plugin gets its own wazero runtime
 // (so its memory limit is its own); all share one compilation cache.
 type Host struct {
-	cache wazero.CompilationCache
-	// With a CacheDir, memCache compiles what the file cache fails
-	// (dirCache): an entry damaged on disk.
+	// dirCache: compiled modules are kept in cacheDir (each version
+	// compiles through a compilation cache of its own over it: see
+	// versionCache).
 	dirCache bool
-	memCache wazero.CompilationCache
 	log      *slog.Logger
 	// validator checks modules as their authors wrote them, before Load
 	// rewrites them (see compile). It is an interpreter: compiling for it
@@ -61,8 +61,10 @@ type Host struct {
 
 // HostOptions configures a Host.
 type HostOptions struct {
-	// CacheDir keeps compiled modules between runs (a Go guest compiles in
-	// about a second cold, ~50 ms from the cache). Empty: in memory only.
+	// CacheDir keeps compiled modules between runs and loads (a Go guest
+	// compiles in about a second cold, ~50 ms from the cache). Empty:
+	// nothing is kept, and every load compiles (each loaded version holds
+	// its own machine code, let go when it is closed).
 	// Do not share the directory with other wazero runtimes: wazero keys
 	// its cache by module only, and code compiled by a runtime without
 	// WithCloseOnContextDone cannot be interrupted, so Limits.Timeout
@@ -139,6 +141,45 @@ const (
 	MemoryIdle                   // an idle instance in a plugin's pool
 )
 
+// versionCache is a compilation cache for one version: over the host's
+// directory when it has one, else in memory.
+func (h *Host) versionCache() (wazero.CompilationCache, error) {
+	if h.dirCache {
+		return wazero.NewCompilationCacheWithDir(h.cacheDir)
+	}
+	return wazero.NewCompilationCache(), nil
+}
+
+// closeCompiled closes a version's runtime, its compiled module (if
+// any) and its cache, whose engine holds the module's machine code.
+func closeCompiled(ctx context.Context, rt wazero.Runtime, mod wazero.CompiledModule, cache wazero.CompilationCache) error {
+	err := rt.Close(ctx)
+	if mod != nil {
+		err = errors.Join(err, mod.Close(ctx))
+	}
+	return errors.Join(err, cache.Close(ctx))
+}
+
+// freeCodeAfterGC is the compiled code from which freeCode waits for a
+// garbage collection before it gives the charge back.
+const freeCodeAfterGC = 1 << 20
+
+// freeCode gives back the charge (release) of compiled code that was
+// just closed. wazero unmaps machine code in a finalizer, once the
+// garbage collector finds it unreachable: for n of a MiB or more, a
+// collection runs first (in the background), so that the charge is not
+// taken again before the memory is let go.
+func freeCode(n int64, release func()) {
+	if n < freeCodeAfterGC {
+		release()
+		return
+	}
+	go func() {
+		runtime.GC()
+		release()
+	}()
+}
+
 // noRoom is the reason a load is refused for want of room for n bytes
 // of compiled code.
 func noRoom(n int64) string {
@@ -166,13 +207,10 @@ func NewHost(opts HostOptions) (*Host, error) {
 		if err != nil {
 			return nil, fmt.Errorf("batpak: plugin compilation cache: %w", err)
 		}
-		h.cache, h.dirCache = c, true
+		_ = c.Close(context.Background()) // the directory works: each version opens its own
+		h.dirCache = true
 		h.valid.dir = filepath.Join(opts.CacheDir, "batpak-valid")
 		h.bounded.dir = filepath.Join(opts.CacheDir, "batpak-bounded", wazeroVersion)
-	}
-	h.memCache = wazero.NewCompilationCache()
-	if !h.dirCache {
-		h.cache = h.memCache
 	}
 	h.validator = wazero.NewRuntimeWithConfig(context.Background(), wazero.NewRuntimeConfigInterpreter())
 	return h, nil
@@ -188,10 +226,7 @@ func (h *Host) Close(ctx context.Context) error {
 	for _, p := range ps {
 		errs = append(errs, p.close(ctx))
 	}
-	errs = append(errs, h.cache.Close(ctx), h.validator.Close(ctx))
-	if h.dirCache {
-		errs = append(errs, h.memCache.Close(ctx))
-	}
+	errs = append(errs, h.validator.Close(ctx))
 	return errors.Join(errs...)
 }
 
@@ -221,6 +256,7 @@ type version struct {
 	exports map[string]bool
 	pool    chan *instance
 
+	cache       wazero.CompilationCache                                    // the version's own (see compile)
 	charge      func(kind MemoryKind, n int64) (release func(), err error) // HostOptions.Charge
 	releaseCode func()                                                     // gives back the code's charge (once)
 	perInstance int64                                                      // an idle instance's charge beside its linear memory
@@ -340,12 +376,31 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	// The memory limit is not wazero's WithMemoryLimitPages: that refuses
 	// memory.grow silently, and a module that then traps would look like any
 	// other trap. limitedMemory enforces it and remembers the refusal.
-	rt, err := h.runtime(ctx, h.cache)
+	// Each version compiles through a cache of its own (over the host's
+	// directory, if any): wazero keeps a module's machine code as long as
+	// its cache's engine lives, so a cache shared by the host's versions
+	// would keep every module it ever compiled mapped until the host
+	// closed — an unloaded, swapped-out or refused one too.
+	cache, err := h.versionCache()
 	if err != nil {
+		return refuse("opening the compilation cache", err)
+	}
+	rt, err := h.runtime(ctx, cache)
+	if err != nil {
+		_ = cache.Close(ctx)
 		return refuse("instantiating the host's modules", err)
 	}
+	var mod wazero.CompiledModule
+	var releaseCode func()
+	codeBytes := int64(0) // what releaseCode gives back once compiled
+	discard := func() {
+		closeCompiled(ctx, rt, mod, cache)
+		if releaseCode != nil {
+			freeCode(codeBytes, releaseCode)
+		}
+	}
 	fail := func(reason string, cause error) (*version, error) {
-		rt.Close(ctx)
+		discard()
 		return refuse(reason, cause)
 	}
 	// Measure what the module declares before wazero allocates it (see
@@ -371,7 +426,6 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	// The compiled code lives in the host's memory while the version is
 	// loaded: its estimate is charged before anything is compiled, and
 	// what was compiled once it is (see below).
-	var releaseCode func()
 	if h.charge != nil {
 		estimate := shape.codeEstimate()
 		release, err := h.charge(MemoryCode, estimate)
@@ -379,11 +433,6 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 			return fail(noRoom(estimate), err)
 		}
 		releaseCode = sync.OnceFunc(release)
-		fail = func(reason string, cause error) (*version, error) {
-			rt.Close(ctx)
-			releaseCode()
-			return refuse(reason, cause)
-		}
 	}
 	// Validate the module as written, as well as compiling it rewritten:
 	// the rewrite appends globals, so a module that uses a global index it
@@ -402,14 +451,16 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	if cerr != nil {
 		return fail("the host cannot add its call-stack counters to the module", cerr)
 	}
-	mod, err := rt.CompileModule(ctx, counted)
+	mod, err = rt.CompileModule(ctx, counted)
 	if err != nil && h.dirCache {
 		// The file cache may be what failed (an entry damaged on disk fails
 		// its checksum and wazero does not replace it; the directory may be
 		// full): compile again in memory. A module that does not compile
 		// fails again, without the cache's paths in its error.
-		rt.Close(ctx)
-		if rt, err = h.runtime(ctx, h.memCache); err != nil {
+		closeCompiled(ctx, rt, nil, cache)
+		cache = wazero.NewCompilationCache()
+		if rt, err = h.runtime(ctx, cache); err != nil {
+			_ = cache.Close(ctx)
 			if releaseCode != nil {
 				releaseCode()
 			}
@@ -418,20 +469,21 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 		mod, err = rt.CompileModule(ctx, counted)
 	}
 	if err != nil {
+		mod = nil
 		return fail("module does not compile", err)
 	}
 	// What the compiler made can be far more than the estimate (a
 	// br_table whose targets carry many values compiles to a copy of them
 	// per target): the charge becomes what was compiled.
-	codeBytes := shape.codeEstimate()
+	codeBytes = shape.codeEstimate()
 	if compiled, ok := compiledBytes(mod); ok {
 		codeBytes = shape.heapEstimate() + compiled
 	}
 	if h.charge != nil {
-		releaseCode()
+		releaseCode() // the estimate
 		release, err := h.charge(MemoryCode, codeBytes)
 		if err != nil {
-			releaseCode = func() {}
+			releaseCode = nil // the code is still mapped: nothing is charged for it
 			return fail(noRoom(codeBytes), err)
 		}
 		releaseCode = sync.OnceFunc(release)
@@ -474,7 +526,7 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 		cfg = cfg.WithEnv(k, val)
 	}
 	v := &version{m: m, digest: digest, rt: rt, mod: mod, cfg: cfg, exports: exports, pool: make(chan *instance, m.Limits.PoolSize),
-		charge: h.charge, releaseCode: releaseCode, codeBytes: codeBytes, perInstance: shape.instanceEstimate(uint64(m.Limits.TableElements)), log: h.log, logAttrs: []any{"plugin", m.Name, "version", m.Version}}
+		cache: cache, charge: h.charge, releaseCode: releaseCode, codeBytes: codeBytes, perInstance: shape.instanceEstimate(uint64(m.Limits.TableElements)), log: h.log, logAttrs: []any{"plugin", m.Name, "version", m.Version}}
 	// Instantiate once now: the ABI version is checked and the first
 	// instance is ready for the first call. Both are bounded by the call
 	// timeout (a start function or _initialize could loop).
@@ -904,8 +956,8 @@ func (v *version) close(ctx context.Context) error {
 func (v *version) finish(ctx context.Context) error {
 	v.finishOnce.Do(func() {
 		v.drain()
-		v.finishErr = v.rt.Close(ctx)
-		v.releaseCode()
+		v.finishErr = closeCompiled(ctx, v.rt, v.mod, v.cache)
+		freeCode(v.codeBytes, v.releaseCode)
 	})
 	return v.finishErr
 }

@@ -305,6 +305,7 @@ func TestLoadRefusesWhatDecodingWouldAllocate(t *testing.T) {
 		"2^32 locals, four times": {testmodules.ManyLocals(4, 1<<32-1), "locals, over the limit of 50000"},
 		"locals together":         {testmodules.ManyLocals(50, 49_000), "locals together, over the limit of 2000000"},
 		"functions":               {testmodules.ManyLocals(plugins.MaxFunctions+1, 0), "functions, over the limit of 50000"},
+		"types":                   {testmodules.ManyTypes(plugins.MaxTypes + 1), "function types, over the limit of 50000"},
 		"results":                 {testmodules.SlowToValidate(plugins.MaxTypeArity+1, 1), "results, over the limit of 1000"},
 		"typed reference locals":  {testmodules.TypedRefLocals(1<<32 - 2), "typed function references"},
 	} {

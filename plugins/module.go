@@ -42,9 +42,12 @@ import (
 // in the host's memory outside any linear-memory limit: about 0.7–1.4 KB
 // per small function, so 200,000 tiny functions in a 2 MB module held
 // 130–280 MB of a server; at 50,000, a module holds at most about 70 MB
-// besides what its code bytes compile to.
+// besides what its code bytes compile to. MaxTypes bounds the type
+// section the same way: wazero keeps about 110 bytes and an entry
+// trampoline per type (a 3 MB module of a million types held 140 MB).
 const (
 	MaxFunctions      = 50_000
+	MaxTypes          = 50_000
 	MaxFunctionLocals = 50_000
 	MaxModuleLocals   = 2_000_000
 	MaxTypeArity      = 1_000
@@ -52,11 +55,12 @@ const (
 
 // What a host charges for a loaded module (HostOptions.Charge,
 // MemoryCode). Before compiling, CodeEstimate: the module's own part on
-// the Go heap (its decoded sections and what wazero keeps of each
-// function: CodeBytesPerModule, 4 bytes per byte of code, 1 KiB per
-// function, 64 bytes per element-segment entry, 160 per global, its data
-// bytes) plus CodeBytesPerByte per byte of code for the machine code
-// expected. Once compiled, the heap part plus the machine code wazero
+// the Go heap (its decoded sections — wazero keeps custom sections and
+// data segments whole — and what it keeps of each function and type:
+// CodeBytesPerModule, the module's bytes, 3 more bytes per byte of code,
+// 1 KiB per function, 128 bytes per type, 64 per element-segment entry,
+// 160 per global) plus CodeBytesPerByte per byte of code for the machine
+// code expected. Once compiled, the heap part plus the machine code wazero
 // actually mapped: the size of a module does not bound what it compiles
 // to (a 68 KB module whose br_tables' targets carry 200 values each
 // compiled to 125 MB; ordinary code compiles to 6–45 bytes per byte — a
@@ -67,6 +71,7 @@ const (
 	CodeBytesPerFunction = 1 << 10
 	CodeBytesPerElement  = 64
 	CodeBytesPerGlobal   = 160
+	CodeBytesPerType     = 128
 )
 
 // CodeEstimate is what a host charges for wasm's compiled code before it
@@ -91,18 +96,19 @@ func (s *moduleShape) codeEstimate() int64 {
 // are cut to it (such modules are refused before anything is charged).
 func (s *moduleShape) heapEstimate() int64 {
 	f := min(s.functions, MaxFunctions)
-	return CodeBytesPerModule + 4*int64(min(s.codeBytes, 1<<32)) + int64(f)*CodeBytesPerFunction +
-		int64(min(s.elemEntries, 1<<32))*CodeBytesPerElement + int64(min(s.globals, 1<<32))*CodeBytesPerGlobal +
-		int64(min(s.dataBytes, 1<<32))
+	return CodeBytesPerModule + int64(min(s.size, 1<<32)) + 3*int64(min(s.codeBytes, 1<<32)) + int64(f)*CodeBytesPerFunction +
+		int64(min(s.types, MaxTypes))*CodeBytesPerType +
+		int64(min(s.elemEntries, 1<<32))*CodeBytesPerElement + int64(min(s.globals, 1<<32))*CodeBytesPerGlobal
 }
 
 // instanceEstimate is what an idle instance of the module holds beside its
 // linear memory, with tables at most tableElements elements in all:
 // IdleInstanceOverhead, 8 bytes a table element, 48 bytes an element
-// entry (each instance's copy of the segments) and 160 bytes a global.
+// entry (each instance's copy of the segments), 160 bytes a global and 8
+// a type.
 func (s *moduleShape) instanceEstimate(tableElements uint64) int64 {
 	return IdleInstanceOverhead + 8*int64(min(tableElements, 1<<32)) + 48*int64(min(s.elemEntries, 1<<32)) +
-		160*int64(min(s.globals, 1<<32))
+		160*int64(min(s.globals, 1<<32)) + 8*int64(min(s.types, MaxTypes))
 }
 
 // Wasm section ids.
@@ -137,6 +143,8 @@ type moduleShape struct {
 	refTypes             bool   // a typed function reference (0x63, 0x64) as a value type
 	functions            uint64 // bodies in the code section
 	codeBytes            uint64 // the code section's size
+	types                uint64 // entries of the type section
+	size                 uint64 // the module's bytes
 	maxLocals, locals    uint64 // the most of one function; all together
 	maxArity             uint64 // the most parameters or results of a type
 }
@@ -231,7 +239,7 @@ func (r *wasmReader) constExpr() {
 // formed; a malformed or unknown construct is still an error, never a
 // guess).
 func readModule(wasm []byte) (moduleShape, error) {
-	var s moduleShape
+	s := moduleShape{size: uint64(len(wasm))}
 	if len(wasm) < 8 {
 		return s, errMalformed
 	}
@@ -315,7 +323,12 @@ func readModule(wasm []byte) (moduleShape, error) {
 				}
 			}
 		case secType:
-			for n := sec.uleb(); n > 0 && sec.err == nil; n-- {
+			s.types = sec.uleb()
+			if s.types > MaxTypes {
+				sec.b = nil // refused by check
+				break
+			}
+			for n := s.types; n > 0 && sec.err == nil; n-- {
 				if sec.u8() != 0x60 {
 					sec.fail()
 					break
@@ -412,6 +425,8 @@ func (s *moduleShape) check(l Limits) string {
 		return fmt.Sprintf("its initial memory is %d pages, over the limit of %d", s.memPages, l.MemoryPages)
 	case s.refTypes:
 		return "it uses typed function references (value types 0x63, 0x64), which the host does not support"
+	case s.types > MaxTypes:
+		return fmt.Sprintf("it declares %d function types, over the limit of %d", s.types, MaxTypes)
 	case s.functions > MaxFunctions:
 		return fmt.Sprintf("it defines %d functions, over the limit of %d", s.functions, MaxFunctions)
 	case s.maxLocals > MaxFunctionLocals:

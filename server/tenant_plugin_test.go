@@ -220,8 +220,11 @@ func TestTenantPluginProjection(t *testing.T) {
 // fault, then quarantined after its max_faults, visible in its status to
 // acme alone — while acme's healthy plugin and globex go on serving.
 func TestTenantPluginFaultFixtures(t *testing.T) {
-	e := startPluginEnv(t, t.TempDir(), nil)
+	e := startPluginEnv(t, t.TempDir(), func(c *server.Config) { c.Plugins.Plugins = 64 })
 	ctx := context.Background()
+	if _, err := e.op.SetQuotas(ctx, "acme", client.Quotas{MaxPlugins: 64}); err != nil { // a plugin per fixture
+		t.Fatal(err)
+	}
 	counter := fixture(t, "counter")
 	if _, err := e.acme.PushPlugin(ctx, manifestOf(t, "healthy", "1", "projection", counter, nil), counter, true); err != nil {
 		t.Fatal(err)
@@ -250,7 +253,7 @@ func TestTenantPluginFaultFixtures(t *testing.T) {
 		"bigout": "output-limit", "fatframes": "stack", "guesterr": "guest-error", "guesterr-forge": "guest-error",
 		"loop": "timeout", "membomb": "memory", "recurse": "stack", "tablegrow": "guest-error", "trap": "trap",
 	}
-	healthy := map[string]bool{"growpages": true, "logflood": true, "slowok": true, "wasi-file": true, "wasi-sock": true, "counter2": true}
+	healthy := map[string]bool{"growpages": true, "logflood": true, "slowok": true, "wasi-file": true, "wasi-sock": true, "counter2": true, "widebranch": true}
 	files, err := filepath.Glob(filepath.Join("..", "plugins", "testdata", "*.wasm"))
 	if err != nil || len(files) < 20 {
 		t.Fatalf("fixtures: %v, %d", err, len(files))

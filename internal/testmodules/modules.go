@@ -66,6 +66,21 @@ func ManyLocals(functions int, locals uint64) []byte {
 	return append(uleb(append(m, 10), uint64(len(sec))), sec...)
 }
 
+// ManyTypes returns a valid module of one empty function and n function
+// types () -> () (wazero keeps each type and compiles an entry trampoline
+// for it).
+func ManyTypes(n int) []byte {
+	m := []byte{0, 'a', 's', 'm', 1, 0, 0, 0}
+	tsec := uleb(nil, uint64(n))
+	for range n {
+		tsec = append(tsec, 0x60, 0, 0)
+	}
+	m = append(uleb(append(m, 1), uint64(len(tsec))), tsec...)
+	m = append(m, 3, 2, 1, 0)    // function section: type 0
+	m = append(m, 5, 3, 1, 0, 1) // memory section: min 1 page
+	return append(m, 10, 4, 1, 2, 0, 0x0b)
+}
+
 // TypedRefLocals returns a module of one function declaring one local of
 // type (ref null func) — a typed function reference, 0x63 0x70 — and
 // then locals i32 locals: a reader taking every value type for one byte
