@@ -2,8 +2,11 @@ package plugins_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -53,5 +56,72 @@ func TestDamagedCompileCacheEntry(t *testing.T) {
 	appendEvents(t, s, "order:1", 3)
 	if n := projectCount(t, s, "order:1", plugins.Projection{P: p}); n != 3 {
 		t.Fatalf("count %d over a damaged cache entry, want 3", n)
+	}
+}
+
+// rss is the process's resident memory, after returning what the
+// garbage collector can to the system.
+func rss(t *testing.T) int64 {
+	t.Helper()
+	debug.FreeOSMemory()
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		t.Skipf("no /proc/self/statm: %v", err)
+	}
+	f := strings.Fields(string(b))
+	pages, _ := strconv.ParseInt(f[1], 10, 64)
+	return pages * int64(os.Getpagesize())
+}
+
+// TestDamagedCacheEntryDoesNotLeak: wazero maps the code of a cache entry
+// before it checks it and keeps that memory when the check fails, so the
+// host compiles a module whose entry failed in memory from then on:
+// loading and unloading a module compiling to about 7 MB six times over
+// a damaged entry costs the process at most the first failure.
+func TestDamagedCacheEntryDoesNotLeak(t *testing.T) {
+	dir := t.TempDir()
+	wasm := fixture(t, "widebranch")
+	ctx := context.Background()
+	h1, err := plugins.NewHost(plugins.HostOptions{CacheDir: dir, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := load(t, h1, wasm, projManifest("w")).CodeBytes()
+	if err := h1.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.Contains(path, "batpak-") {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		b[len(b)/2] ^= 0xff
+		return os.WriteFile(path, b, 0o600)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2, err := plugins.NewHost(plugins.HostOptions{CacheDir: dir, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h2.Close(ctx)
+	load(t, h2, wasm, projManifest("w0")) // the one failure
+	if err := h2.Unload(ctx, "w0"); err != nil {
+		t.Fatal(err)
+	}
+	before := rss(t)
+	for i := range 6 {
+		name := fmt.Sprintf("w%d", i+1)
+		load(t, h2, wasm, projManifest(name))
+		if err := h2.Unload(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if grew := rss(t) - before; grew > 3*one {
+		t.Fatalf("6 loads over a damaged cache entry of a module compiling to %d bytes grew the process by %d bytes", one, grew)
 	}
 }

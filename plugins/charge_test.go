@@ -307,12 +307,14 @@ func withName(wasm []byte, name string) []byte {
 	return append(out, body...)
 }
 
-// Machine code is let go with the version that compiled it: loads and
-// unloads of distinct modules compiling to about 6 MB each, and loads of
-// others refused for want of room once compiled, leave the process's
-// executable memory where it was (each version compiles through a cache
-// of its own, and wazero unmaps the code once that is closed and
-// collected), and the charges all come back.
+// Machine code is let go with the version that compiled it, and its
+// charge only once it is: Unload returns, and a load refused once
+// compiled returns, after the code is unmapped (wazero unmaps it when the
+// garbage collector finds it unreachable; the host runs the collections),
+// so loads and unloads of distinct modules compiling to about 7 MB each,
+// and loads of others refused for want of room once compiled, leave the
+// process's executable memory where it was — with nothing else collecting
+// — and every charge has come back when each call returns.
 func TestUnloadedCodeIsUnmapped(t *testing.T) {
 	wide := fixture(t, "widebranch")
 	m := newMeter()
@@ -327,14 +329,12 @@ func TestUnloadedCodeIsUnmapped(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	settle := func() {
-		for range 3 {
-			runtime.GC()
-			time.Sleep(20 * time.Millisecond) // finalizers unmap
-		}
-	}
-	settle()
+	runtime.GC()
 	before := execMapped(t)
+	ballast := make([]*[1 << 20]byte, 64) // 64 MiB live: no collection comes of the test's own allocations
+	for i := range ballast {
+		ballast[i] = new([1 << 20]byte)
+	}
 	for i := range 4 {
 		p := load(t, h, withName(wide, fmt.Sprint(i)), projManifest(fmt.Sprintf("w%d", i)))
 		if c := p.CodeBytes(); c > one+one/4 {
@@ -342,6 +342,9 @@ func TestUnloadedCodeIsUnmapped(t *testing.T) {
 		}
 		if err := h.Unload(context.Background(), p.Name()); err != nil {
 			t.Fatal(err)
+		}
+		if c := m.get(plugins.MemoryCode); c != 0 {
+			t.Fatalf("Unload returned with %d bytes of code still charged", c)
 		}
 	}
 	if one < 4<<20 {
@@ -355,12 +358,14 @@ func TestUnloadedCodeIsUnmapped(t *testing.T) {
 		if _, err := h.Load(context.Background(), withName(wide, fmt.Sprint(10+i)), projManifest(fmt.Sprintf("r%d", i))); !errors.Is(err, errNoRoom) {
 			t.Fatalf("a load with room for twice the estimate only: %v, want refused for want of room", err)
 		}
+		if c := m.get(plugins.MemoryCode); c != 0 {
+			t.Fatalf("a refused load returned with %d bytes of code still charged", c)
+		}
 	}
-	waitHeld(t, m, plugins.MemoryCode, 0, "code after the unloads and refusals")
-	settle()
-	if grew := execMapped(t) - before; grew > 2*one {
+	if grew := execMapped(t) - before; grew > one/2 {
 		t.Fatalf("8 modules compiling to %d bytes each, unloaded or refused, left %d bytes of executable memory mapped", one, grew)
 	}
+	runtime.KeepAlive(ballast)
 }
 
 // Loads, calls and unloads in one host from several goroutines at once

@@ -2,6 +2,7 @@ package plugins
 
 import (
 	"reflect"
+	"unsafe"
 
 	"github.com/tetratelabs/wazero"
 )
@@ -19,28 +20,32 @@ import (
 // a br_table whose targets carry many values compiles to a copy of them
 // per target (a 109 KB module mapped 200 MB), so the host charges what
 // was compiled, not only what it estimated before compiling.
-func compiledBytes(mod wazero.CompiledModule) (n int64, ok bool) {
+//
+// exec is wazero's object holding mod's code (its executables), whose
+// collection after its finalizer means the code is unmapped (codeFreer);
+// nil if it was not found.
+func compiledBytes(mod wazero.CompiledModule) (n int64, exec unsafe.Pointer, ok bool) {
 	defer func() {
 		if recover() != nil { // a structure of another shape
-			n, ok = 0, false
+			n, exec, ok = 0, nil, false
 		}
 	}()
 	cm := reflect.ValueOf(mod)
 	if cm.Kind() != reflect.Pointer || cm.IsNil() {
-		return 0, false
+		return 0, nil, false
 	}
 	eng := cm.Elem().FieldByName("compiledEngine")
 	if !eng.IsValid() || eng.Kind() != reflect.Interface || eng.IsNil() {
-		return 0, false
+		return 0, nil, false
 	}
 	e := eng.Elem()
 	if e.Kind() != reflect.Pointer || e.IsNil() {
-		return 0, false
+		return 0, nil, false
 	}
 	e = e.Elem()
 	mods := e.FieldByName("compiledModules")
 	if !mods.IsValid() || mods.Kind() != reflect.Map {
-		return 0, false
+		return 0, nil, false
 	}
 	execLen := func(x reflect.Value) (int64, bool) {
 		// *executables: executable and entryPreambles ([]byte).
@@ -54,28 +59,52 @@ func compiledBytes(mod wazero.CompiledModule) (n int64, ok bool) {
 		}
 		return int64(a.Len() + b.Len()), true
 	}
-	found := false
+	// mod's own entry (the runtime's host modules have entries too),
+	// by its module id.
+	id := cm.Elem().FieldByName("module")
+	if !id.IsValid() || id.Kind() != reflect.Pointer || id.IsNil() {
+		return 0, nil, false
+	}
+	if id = id.Elem().FieldByName("ID"); !id.IsValid() || id.Kind() != reflect.Array {
+		return 0, nil, false
+	}
+	sameID := func(k reflect.Value) bool {
+		if k.Kind() != reflect.Array || k.Len() != id.Len() {
+			return false
+		}
+		for i := range k.Len() {
+			if k.Index(i).Uint() != id.Index(i).Uint() {
+				return false
+			}
+		}
+		return true
+	}
+	found := 0
 	it := mods.MapRange()
 	for it.Next() {
 		m := it.Value() // *compiledModuleWithCount
 		if m.Kind() != reflect.Pointer || m.IsNil() {
-			return 0, false
+			return 0, nil, false
 		}
 		c := m.Elem().FieldByName("compiledModule") // *compiledModule
 		if !c.IsValid() || c.Kind() != reflect.Pointer || c.IsNil() {
-			return 0, false
+			return 0, nil, false
 		}
-		k, ok := execLen(c.Elem().FieldByName("executables"))
+		x := c.Elem().FieldByName("executables")
+		k, ok := execLen(x)
 		if !ok {
-			return 0, false
+			return 0, nil, false
 		}
 		n += k
-		found = true
+		found++
+		if sameID(it.Key()) {
+			exec = x.UnsafePointer()
+		}
 	}
 	if shared := e.FieldByName("sharedFunctions"); shared.IsValid() && shared.Kind() == reflect.Pointer && !shared.IsNil() {
 		if x := shared.Elem().FieldByName("executable"); x.IsValid() && x.Kind() == reflect.Slice {
 			n += int64(x.Len())
 		}
 	}
-	return n, found
+	return n, exec, found > 0
 }

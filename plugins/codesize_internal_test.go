@@ -27,9 +27,9 @@ func TestCompiledBytesReadsWazero(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, ok := compiledBytes(mod)
-		if !ok || n <= 0 {
-			t.Fatalf("compiledBytes(%s) = %d, %v: wazero's structures are not what it reads", name, n, ok)
+		n, exec, ok := compiledBytes(mod)
+		if !ok || n <= 0 || exec == nil {
+			t.Fatalf("compiledBytes(%s) = %d, %v, %v: wazero's structures are not what it reads", name, n, exec, ok)
 		}
 		return n
 	}

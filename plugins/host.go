@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -51,6 +50,9 @@ type Host struct {
 	compilerID string
 	cacheDir   string
 	bounded    passed
+	// uncached: the digests of modules the cache directory failed to give
+	// back (in memory; see versionCache).
+	uncached passed
 
 	admit  func(ctx context.Context) (release func(), err error)      // HostOptions.Admit
 	charge func(kind MemoryKind, n int64) (release func(), err error) // HostOptions.Charge
@@ -143,8 +145,13 @@ const (
 
 // versionCache is a compilation cache for one version: over the host's
 // directory when it has one, else in memory.
-func (h *Host) versionCache() (wazero.CompilationCache, error) {
-	if h.dirCache {
+//
+// A module whose entry the directory failed to give back is compiled in
+// memory from then on: wazero v1.12.0 maps the code of an entry before
+// it checks it, and does not unmap it when the check fails, so every load
+// from a damaged entry would leave its size mapped.
+func (h *Host) versionCache(digest string) (wazero.CompilationCache, error) {
+	if h.dirCache && !h.uncached.has(digest) {
 		return wazero.NewCompilationCacheWithDir(h.cacheDir)
 	}
 	return wazero.NewCompilationCache(), nil
@@ -158,26 +165,6 @@ func closeCompiled(ctx context.Context, rt wazero.Runtime, mod wazero.CompiledMo
 		err = errors.Join(err, mod.Close(ctx))
 	}
 	return errors.Join(err, cache.Close(ctx))
-}
-
-// freeCodeAfterGC is the compiled code from which freeCode waits for a
-// garbage collection before it gives the charge back.
-const freeCodeAfterGC = 1 << 20
-
-// freeCode gives back the charge (release) of compiled code that was
-// just closed. wazero unmaps machine code in a finalizer, once the
-// garbage collector finds it unreachable: for n of a MiB or more, a
-// collection runs first (in the background), so that the charge is not
-// taken again before the memory is let go.
-func freeCode(n int64, release func()) {
-	if n < freeCodeAfterGC {
-		release()
-		return
-	}
-	go func() {
-		runtime.GC()
-		release()
-	}()
 }
 
 // noRoom is the reason a load is refused for want of room for n bytes
@@ -223,8 +210,14 @@ func (h *Host) Close(ctx context.Context) error {
 	h.plugins = map[string]*Plugin{}
 	h.mu.Unlock()
 	var errs []error
+	var freed []<-chan struct{}
 	for _, p := range ps {
-		errs = append(errs, p.close(ctx))
+		f, err := p.close(ctx)
+		errs = append(errs, err)
+		freed = append(freed, f)
+	}
+	for _, f := range freed { // the collections free them all together
+		waitFreed(ctx, f)
 	}
 	errs = append(errs, h.validator.Close(ctx))
 	return errors.Join(errs...)
@@ -261,6 +254,7 @@ type version struct {
 	releaseCode func()                                                     // gives back the code's charge (once)
 	perInstance int64                                                      // an idle instance's charge beside its linear memory
 	codeBytes   int64                                                      // what the compiled code is charged (Plugin.CodeBytes)
+	code        *codeHold                                                  // its machine code, watched until unmapped (nil: not found)
 	// mu guards running and the setting of closed: a version's runtime
 	// is closed (finish) once it is closed and no call runs in it.
 	mu         sync.Mutex
@@ -268,6 +262,7 @@ type version struct {
 	closed     atomic.Bool // close began: no call enters, nothing stays in the pool
 	finishOnce sync.Once
 	finishErr  error
+	freed      <-chan struct{} // set by finish: see close
 
 	log      *slog.Logger
 	logAttrs []any // plugin and version, on every log line
@@ -333,12 +328,14 @@ func (h *Host) load(ctx context.Context, wasm []byte, m Manifest, owner policy.P
 	p := &Plugin{h: h, name: v.m.Name, owner: owner}
 	p.cur.Store(v)
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if _, dup := h.plugins[p.name]; dup {
-		v.close(ctx)
+		h.mu.Unlock()
+		freed, _ := v.close(ctx)
+		waitFreed(ctx, freed)
 		return nil, &LoadError{Plugin: p.name, Reason: "a plugin of that name is loaded (use Swap)"}
 	}
 	h.plugins[p.name] = p
+	h.mu.Unlock()
 	return p, nil
 }
 
@@ -350,7 +347,11 @@ func (h *Host) Plugin(name string) (*Plugin, bool) {
 	return p, ok
 }
 
-// Unload removes a plugin.
+// Unload removes a plugin: later calls fail with ErrUnloaded, calls
+// running finish first. When none runs, it returns once the plugin's
+// machine code is unmapped and its charge given back
+// (HostOptions.Charge; within ctx, at most 10 s); else that happens once
+// the last call returns.
 func (h *Host) Unload(ctx context.Context, name string) error {
 	h.mu.Lock()
 	p, ok := h.plugins[name]
@@ -359,7 +360,9 @@ func (h *Host) Unload(ctx context.Context, name string) error {
 	if !ok {
 		return fmt.Errorf("batpak: no plugin %q", name)
 	}
-	return p.close(ctx)
+	freed, err := p.close(ctx)
+	waitFreed(ctx, freed)
+	return err
 }
 
 func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, error) {
@@ -381,7 +384,7 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	// its cache's engine lives, so a cache shared by the host's versions
 	// would keep every module it ever compiled mapped until the host
 	// closed — an unloaded, swapped-out or refused one too.
-	cache, err := h.versionCache()
+	cache, err := h.versionCache(digest)
 	if err != nil {
 		return refuse("opening the compilation cache", err)
 	}
@@ -391,12 +394,17 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 		return refuse("instantiating the host's modules", err)
 	}
 	var mod wazero.CompiledModule
-	var releaseCode func()
-	codeBytes := int64(0) // what releaseCode gives back once compiled
+	var releaseCode func() // the code's charge (nil: none held)
+	var code *codeHold     // once compiled: the machine code, watched until unmapped
 	discard := func() {
 		closeCompiled(ctx, rt, mod, cache)
-		if releaseCode != nil {
-			freeCode(codeBytes, releaseCode)
+		// A load refused once compiled returns only once its code is
+		// unmapped (and then gives back what it held for it), so refused
+		// uploads cannot pile up code no charge counts.
+		done := freer.free(code, releaseCode)
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
 		}
 	}
 	fail := func(reason string, cause error) (*version, error) {
@@ -426,8 +434,8 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	// The compiled code lives in the host's memory while the version is
 	// loaded: its estimate is charged before anything is compiled, and
 	// what was compiled once it is (see below).
+	estimate := shape.codeEstimate()
 	if h.charge != nil {
-		estimate := shape.codeEstimate()
 		release, err := h.charge(MemoryCode, estimate)
 		if err != nil {
 			return fail(noRoom(estimate), err)
@@ -458,6 +466,7 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 		// full): compile again in memory. A module that does not compile
 		// fails again, without the cache's paths in its error.
 		closeCompiled(ctx, rt, nil, cache)
+		h.uncached.add(digest)
 		cache = wazero.NewCompilationCache()
 		if rt, err = h.runtime(ctx, cache); err != nil {
 			_ = cache.Close(ctx)
@@ -475,20 +484,32 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	// What the compiler made can be far more than the estimate (a
 	// br_table whose targets carry many values compiles to a copy of them
 	// per target): the charge becomes what was compiled.
-	codeBytes = shape.codeEstimate()
-	if compiled, ok := compiledBytes(mod); ok {
+	codeBytes := estimate
+	if compiled, exec, ok := compiledBytes(mod); ok {
 		codeBytes = shape.heapEstimate() + compiled
+		if exec != nil {
+			code = freer.watch(exec)
+		}
 	}
-	if h.charge != nil {
+	switch {
+	case h.charge == nil:
+	case codeBytes > estimate:
+		// The estimate stays held, with what was compiled beyond it; a
+		// refusal keeps the estimate until the code is unmapped.
+		extra, err := h.charge(MemoryCode, codeBytes-estimate)
+		if err != nil {
+			return fail(noRoom(codeBytes), err)
+		}
+		est := releaseCode
+		releaseCode = sync.OnceFunc(func() { est(); extra() })
+	default:
 		releaseCode() // the estimate
 		release, err := h.charge(MemoryCode, codeBytes)
 		if err != nil {
-			releaseCode = nil // the code is still mapped: nothing is charged for it
+			releaseCode = nil
 			return fail(noRoom(codeBytes), err)
 		}
 		releaseCode = sync.OnceFunc(release)
-	} else {
-		releaseCode = func() {}
 	}
 	exports := map[string]bool{}
 	for n := range mod.ExportedFunctions() {
@@ -526,7 +547,7 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 		cfg = cfg.WithEnv(k, val)
 	}
 	v := &version{m: m, digest: digest, rt: rt, mod: mod, cfg: cfg, exports: exports, pool: make(chan *instance, m.Limits.PoolSize),
-		cache: cache, charge: h.charge, releaseCode: releaseCode, codeBytes: codeBytes, perInstance: shape.instanceEstimate(uint64(m.Limits.TableElements)), log: h.log, logAttrs: []any{"plugin", m.Name, "version", m.Version}}
+		cache: cache, charge: h.charge, releaseCode: releaseCode, code: code, codeBytes: codeBytes, perInstance: shape.instanceEstimate(uint64(m.Limits.TableElements)), log: h.log, logAttrs: []any{"plugin", m.Name, "version", m.Version}}
 	// Instantiate once now: the ABI version is checked and the first
 	// instance is ready for the first call. Both are bounded by the call
 	// timeout (a start function or _initialize could loop).
@@ -940,16 +961,21 @@ func (m *limitedMemory) Free() {}
 // instances are closed now, and its runtime (with its compiled code and
 // charge) once the calls running in it have returned. Closing a wazero
 // runtime under a running call races the call's memory.
-func (v *version) close(ctx context.Context) error {
+//
+// freed is closed once the version's machine code is unmapped and its
+// charge given back (after collections: see codeFreer); nil when a call
+// still runs in it.
+func (v *version) close(ctx context.Context) (freed <-chan struct{}, err error) {
 	v.mu.Lock()
 	v.closed.Store(true)
 	idle := v.running == 0
 	v.mu.Unlock()
 	v.drain()
 	if idle {
-		return v.finish(ctx)
+		err = v.finish(ctx)
+		return v.freed, err
 	}
-	return nil
+	return nil, nil
 }
 
 // finish closes the runtime and gives back the code's charge, once.
@@ -957,7 +983,7 @@ func (v *version) finish(ctx context.Context) error {
 	v.finishOnce.Do(func() {
 		v.drain()
 		v.finishErr = closeCompiled(ctx, v.rt, v.mod, v.cache)
-		freeCode(v.codeBytes, v.releaseCode)
+		v.freed = freer.free(v.code, v.releaseCode) // given back once unmapped
 	})
 	return v.finishErr
 }
@@ -987,10 +1013,32 @@ func (v *version) leave() {
 
 // close unloads the plugin: it is marked unloaded (a later Swap is
 // refused) and its version closed.
-func (p *Plugin) close(ctx context.Context) error {
+//
+// freed is the version's (see version.close).
+func (p *Plugin) close(ctx context.Context) (freed <-chan struct{}, err error) {
 	p.unloaded.Store(true)
 	return p.cur.Load().close(ctx)
 }
+
+// waitFreed waits, within ctx and at most freeWait, until a closed
+// version's machine code is unmapped and its charge given back (nil:
+// nothing to wait for).
+func waitFreed(ctx context.Context, freed <-chan struct{}) {
+	if freed == nil {
+		return
+	}
+	t := time.NewTimer(freeWait)
+	defer t.Stop()
+	select {
+	case <-freed:
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// freeWait bounds how long Unload and Close wait for closed versions'
+// code to be unmapped.
+const freeWait = 10 * time.Second
 
 // Name is the plugin's name.
 func (p *Plugin) Name() string { return p.name }
@@ -1031,21 +1079,21 @@ func (p *Plugin) Swap(ctx context.Context, wasm []byte, m Manifest) error {
 		return err
 	}
 	if p.unloaded.Load() {
-		_ = v.close(ctx)
+		_, _ = v.close(ctx)
 		return fmt.Errorf("%w: %s", ErrUnloaded, p.name)
 	}
 	old := p.cur.Swap(v)
 	if p.unloaded.Load() {
 		// Unloaded while it swapped: whichever version the unload closed,
 		// both are closed now.
-		_ = v.close(ctx)
-		_ = old.close(ctx)
+		_, _ = v.close(ctx)
+		_, _ = old.close(ctx)
 		return fmt.Errorf("%w: %s", ErrUnloaded, p.name)
 	}
 	p.faults.Store(0)
 	// Its idle instances are closed now, its runtime once the calls
 	// running on it return (instances they hand back are closed: see put).
-	_ = old.close(context.Background())
+	_, _ = old.close(context.Background())
 	return nil
 }
 

@@ -542,10 +542,20 @@ func (m *Manager) Close(ctx context.Context) error {
 	ts, tmp := m.tenants, m.tempDirs
 	m.tenants, m.tempDirs = map[string]*tenantHost{}, nil
 	m.tmu.Unlock()
+	// Side by side: each host waits for its plugins' code to be unmapped
+	// (a collection or two), and the collections serve them all.
+	var mu sync.Mutex
 	var errs []error
+	var wg sync.WaitGroup
 	for _, th := range ts {
-		errs = append(errs, th.host.Close(ctx))
+		wg.Go(func() {
+			err := th.host.Close(ctx)
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		})
 	}
+	wg.Wait()
 	for _, dir := range tmp {
 		errs = append(errs, os.RemoveAll(dir))
 	}
