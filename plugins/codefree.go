@@ -1,6 +1,7 @@
 package plugins
 
 import (
+	"context"
 	"runtime"
 	"sync"
 	"time"
@@ -23,7 +24,8 @@ import (
 type codeFreer struct {
 	once    sync.Once
 	mu      sync.Mutex
-	pending int // closed versions whose code is still mapped
+	pending int           // closed versions whose code is still mapped
+	drained chan struct{} // closed when pending is back to 0
 	wake    chan struct{}
 }
 
@@ -65,11 +67,50 @@ func (h *codeHold) unmapped() {
 		release()
 	}
 	if counted {
-		h.f.mu.Lock()
-		h.f.pending--
-		h.f.mu.Unlock()
+		h.f.unpend()
 	}
 	close(h.done)
+}
+
+// pend counts one more closed version whose code waits to be unmapped.
+func (f *codeFreer) pend() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.pending == 0 {
+		f.drained = make(chan struct{})
+	}
+	f.pending++
+}
+
+// unpend counts one fewer.
+func (f *codeFreer) unpend() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.pending--; f.pending == 0 {
+		close(f.drained)
+	}
+}
+
+// settle waits, within ctx and at most freeWait, until no closed
+// version's code waits to be unmapped; false when none did. A load
+// refused for want of room calls it and asks again: the room may be held
+// by code already let go.
+func (f *codeFreer) settle(ctx context.Context) bool {
+	f.mu.Lock()
+	if f.pending == 0 {
+		f.mu.Unlock()
+		return false
+	}
+	ch := f.drained
+	f.mu.Unlock()
+	t := time.NewTimer(freeWait)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return true
 }
 
 // free is called once the version holding the code is closed: release
@@ -85,10 +126,13 @@ func (f *codeFreer) free(h *codeHold, release func()) <-chan struct{} {
 		close(ch)
 		return ch
 	}
+	f.pend() // before the hold is marked closed, so its cleanup counts it off after
 	h.mu.Lock()
 	if h.freed || h.closed {
+		freed := h.freed
 		h.mu.Unlock()
-		if release != nil && h.freed {
+		f.unpend()
+		if release != nil && freed {
 			release()
 		}
 		return h.done
@@ -96,9 +140,6 @@ func (f *codeFreer) free(h *codeHold, release func()) <-chan struct{} {
 	h.release, h.closed = release, true
 	h.mu.Unlock()
 	f.once.Do(func() { go f.run() })
-	f.mu.Lock()
-	f.pending++
-	f.mu.Unlock()
 	select {
 	case f.wake <- struct{}{}:
 	default:
@@ -116,7 +157,12 @@ func (f *codeFreer) run() {
 			if n == 0 {
 				break
 			}
+			// Two collections: the first finds the code unreachable and
+			// queues wazero's finalizer, which unmaps it; the second
+			// frees the object, which runs the cleanup.
 			start := time.Now()
+			runtime.GC()
+			time.Sleep(time.Millisecond) // the finalizer runs
 			runtime.GC()
 			time.Sleep(max(minCollectEvery, 4*time.Since(start)))
 		}

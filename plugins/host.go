@@ -210,14 +210,9 @@ func (h *Host) Close(ctx context.Context) error {
 	h.plugins = map[string]*Plugin{}
 	h.mu.Unlock()
 	var errs []error
-	var freed []<-chan struct{}
 	for _, p := range ps {
-		f, err := p.close(ctx)
+		_, err := p.close(ctx)
 		errs = append(errs, err)
-		freed = append(freed, f)
-	}
-	for _, f := range freed { // the collections free them all together
-		waitFreed(ctx, f)
 	}
 	errs = append(errs, h.validator.Close(ctx))
 	return errors.Join(errs...)
@@ -330,8 +325,7 @@ func (h *Host) load(ctx context.Context, wasm []byte, m Manifest, owner policy.P
 	h.mu.Lock()
 	if _, dup := h.plugins[p.name]; dup {
 		h.mu.Unlock()
-		freed, _ := v.close(ctx)
-		waitFreed(ctx, freed)
+		_, _ = v.close(ctx)
 		return nil, &LoadError{Plugin: p.name, Reason: "a plugin of that name is loaded (use Swap)"}
 	}
 	h.plugins[p.name] = p
@@ -348,10 +342,10 @@ func (h *Host) Plugin(name string) (*Plugin, bool) {
 }
 
 // Unload removes a plugin: later calls fail with ErrUnloaded, calls
-// running finish first. When none runs, it returns once the plugin's
-// machine code is unmapped and its charge given back
-// (HostOptions.Charge; within ctx, at most 10 s); else that happens once
-// the last call returns.
+// running finish first. Its machine code's charge (HostOptions.Charge)
+// is given back once the code is unmapped, after the garbage
+// collections the host runs for it (see codeFreer); a load refused for
+// want of room meanwhile waits for them and asks again.
 func (h *Host) Unload(ctx context.Context, name string) error {
 	h.mu.Lock()
 	p, ok := h.plugins[name]
@@ -360,8 +354,7 @@ func (h *Host) Unload(ctx context.Context, name string) error {
 	if !ok {
 		return fmt.Errorf("batpak: no plugin %q", name)
 	}
-	freed, err := p.close(ctx)
-	waitFreed(ctx, freed)
+	_, err := p.close(ctx)
 	return err
 }
 
@@ -401,11 +394,7 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 		// A load refused once compiled returns only once its code is
 		// unmapped (and then gives back what it held for it), so refused
 		// uploads cannot pile up code no charge counts.
-		done := freer.free(code, releaseCode)
-		select {
-		case <-done:
-		case <-time.After(time.Minute):
-		}
+		waitFreed(ctx, freer.free(code, releaseCode))
 	}
 	fail := func(reason string, cause error) (*version, error) {
 		discard()
@@ -437,6 +426,9 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	estimate := shape.codeEstimate()
 	if h.charge != nil {
 		release, err := h.charge(MemoryCode, estimate)
+		if err != nil && freer.settle(ctx) {
+			release, err = h.charge(MemoryCode, estimate) // closed versions' code let go meanwhile
+		}
 		if err != nil {
 			return fail(noRoom(estimate), err)
 		}
@@ -497,6 +489,9 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 		// The estimate stays held, with what was compiled beyond it; a
 		// refusal keeps the estimate until the code is unmapped.
 		extra, err := h.charge(MemoryCode, codeBytes-estimate)
+		if err != nil && freer.settle(ctx) {
+			extra, err = h.charge(MemoryCode, codeBytes-estimate)
+		}
 		if err != nil {
 			return fail(noRoom(codeBytes), err)
 		}
@@ -505,6 +500,9 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	default:
 		releaseCode() // the estimate
 		release, err := h.charge(MemoryCode, codeBytes)
+		if err != nil && freer.settle(ctx) {
+			release, err = h.charge(MemoryCode, codeBytes)
+		}
 		if err != nil {
 			releaseCode = nil
 			return fail(noRoom(codeBytes), err)
@@ -1022,7 +1020,8 @@ func (p *Plugin) close(ctx context.Context) (freed <-chan struct{}, err error) {
 
 // waitFreed waits, within ctx and at most freeWait, until a closed
 // version's machine code is unmapped and its charge given back (nil:
-// nothing to wait for).
+// nothing to wait for). A load refused once compiled waits so, so that
+// refused loads cannot pile up code no charge counts.
 func waitFreed(ctx context.Context, freed <-chan struct{}) {
 	if freed == nil {
 		return
@@ -1036,8 +1035,8 @@ func waitFreed(ctx context.Context, freed <-chan struct{}) {
 	}
 }
 
-// freeWait bounds how long Unload and Close wait for closed versions'
-// code to be unmapped.
+// freeWait bounds how long a refused load waits for its code to be
+// unmapped, and one refused for want of room for others' (codeFreer.settle).
 const freeWait = 10 * time.Second
 
 // Name is the plugin's name.
