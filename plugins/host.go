@@ -116,11 +116,15 @@ type HostOptions struct {
 	// allows is given back (release) when that memory is let go. kind
 	// says what for:
 	//   - MemoryCode: a module's compiled code, n its estimate
-	//     (CodeEstimate) before the module is compiled, then (the
-	//     estimate given back) what was compiled, and given back when
-	//     that version is closed (unloaded, or swapped out once
-	//     its calls end). A refusal refuses the load: a *LoadError whose
-	//     Cause is Charge's error.
+	//     (CodeEstimate) before the module is compiled, then what was
+	//     compiled beyond it (or, when less, what was compiled in its
+	//     place), all given back once that version is closed (unloaded,
+	//     or swapped out once its calls end) and its machine code
+	//     unmapped, after the garbage collections the host runs for it.
+	//     A refusal refuses the load: a *LoadError whose Cause is
+	//     Charge's error (a load refused once compiled returns once its
+	//     code is unmapped; one refused for want of room first waits for
+	//     closed versions' code to be unmapped and asks again).
 	//   - MemoryIdle: an instance kept idle in its plugin's pool for the
 	//     next call, n its linear memory plus IdleInstanceOverhead, its
 	//     tables at their limit (8 bytes an element), its copy of the
@@ -211,8 +215,7 @@ func (h *Host) Close(ctx context.Context) error {
 	h.mu.Unlock()
 	var errs []error
 	for _, p := range ps {
-		_, err := p.close(ctx)
-		errs = append(errs, err)
+		errs = append(errs, p.close(ctx))
 	}
 	errs = append(errs, h.validator.Close(ctx))
 	return errors.Join(errs...)
@@ -257,7 +260,6 @@ type version struct {
 	closed     atomic.Bool // close began: no call enters, nothing stays in the pool
 	finishOnce sync.Once
 	finishErr  error
-	freed      <-chan struct{} // set by finish: see close
 
 	log      *slog.Logger
 	logAttrs []any // plugin and version, on every log line
@@ -325,7 +327,7 @@ func (h *Host) load(ctx context.Context, wasm []byte, m Manifest, owner policy.P
 	h.mu.Lock()
 	if _, dup := h.plugins[p.name]; dup {
 		h.mu.Unlock()
-		_, _ = v.close(ctx)
+		_ = v.close(ctx)
 		return nil, &LoadError{Plugin: p.name, Reason: "a plugin of that name is loaded (use Swap)"}
 	}
 	h.plugins[p.name] = p
@@ -354,8 +356,7 @@ func (h *Host) Unload(ctx context.Context, name string) error {
 	if !ok {
 		return fmt.Errorf("batpak: no plugin %q", name)
 	}
-	_, err := p.close(ctx)
-	return err
+	return p.close(ctx)
 }
 
 func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, error) {
@@ -957,23 +958,19 @@ func (m *limitedMemory) Free() {}
 
 // close closes the version: no call enters it any more, its idle
 // instances are closed now, and its runtime (with its compiled code and
-// charge) once the calls running in it have returned. Closing a wazero
-// runtime under a running call races the call's memory.
-//
-// freed is closed once the version's machine code is unmapped and its
-// charge given back (after collections: see codeFreer); nil when a call
-// still runs in it.
-func (v *version) close(ctx context.Context) (freed <-chan struct{}, err error) {
+// charge, given back once the code is unmapped: see codeFreer) once the
+// calls running in it have returned. Closing a wazero runtime under a
+// running call races the call's memory.
+func (v *version) close(ctx context.Context) error {
 	v.mu.Lock()
 	v.closed.Store(true)
 	idle := v.running == 0
 	v.mu.Unlock()
 	v.drain()
 	if idle {
-		err = v.finish(ctx)
-		return v.freed, err
+		return v.finish(ctx)
 	}
-	return nil, nil
+	return nil
 }
 
 // finish closes the runtime and gives back the code's charge, once.
@@ -981,7 +978,7 @@ func (v *version) finish(ctx context.Context) error {
 	v.finishOnce.Do(func() {
 		v.drain()
 		v.finishErr = closeCompiled(ctx, v.rt, v.mod, v.cache)
-		v.freed = freer.free(v.code, v.releaseCode) // given back once unmapped
+		freer.free(v.code, v.releaseCode) // given back once unmapped
 	})
 	return v.finishErr
 }
@@ -1011,21 +1008,16 @@ func (v *version) leave() {
 
 // close unloads the plugin: it is marked unloaded (a later Swap is
 // refused) and its version closed.
-//
-// freed is the version's (see version.close).
-func (p *Plugin) close(ctx context.Context) (freed <-chan struct{}, err error) {
+func (p *Plugin) close(ctx context.Context) error {
 	p.unloaded.Store(true)
 	return p.cur.Load().close(ctx)
 }
 
 // waitFreed waits, within ctx and at most freeWait, until a closed
-// version's machine code is unmapped and its charge given back (nil:
-// nothing to wait for). A load refused once compiled waits so, so that
-// refused loads cannot pile up code no charge counts.
+// version's machine code is unmapped and its charge given back. A load
+// refused once compiled waits so, so that refused loads cannot pile up
+// code no charge counts.
 func waitFreed(ctx context.Context, freed <-chan struct{}) {
-	if freed == nil {
-		return
-	}
 	t := time.NewTimer(freeWait)
 	defer t.Stop()
 	select {
@@ -1078,21 +1070,21 @@ func (p *Plugin) Swap(ctx context.Context, wasm []byte, m Manifest) error {
 		return err
 	}
 	if p.unloaded.Load() {
-		_, _ = v.close(ctx)
+		_ = v.close(ctx)
 		return fmt.Errorf("%w: %s", ErrUnloaded, p.name)
 	}
 	old := p.cur.Swap(v)
 	if p.unloaded.Load() {
 		// Unloaded while it swapped: whichever version the unload closed,
 		// both are closed now.
-		_, _ = v.close(ctx)
-		_, _ = old.close(ctx)
+		_ = v.close(ctx)
+		_ = old.close(ctx)
 		return fmt.Errorf("%w: %s", ErrUnloaded, p.name)
 	}
 	p.faults.Store(0)
 	// Its idle instances are closed now, its runtime once the calls
 	// running on it return (instances they hand back are closed: see put).
-	_, _ = old.close(context.Background())
+	_ = old.close(context.Background())
 	return nil
 }
 
