@@ -103,13 +103,7 @@ func (f *codeFreer) settle(ctx context.Context) bool {
 	}
 	ch := f.drained
 	f.mu.Unlock()
-	t := time.NewTimer(freeWait)
-	defer t.Stop()
-	select {
-	case <-ch:
-	case <-ctx.Done():
-	case <-t.C:
-	}
+	waitFreed(ctx, ch)
 	return true
 }
 
