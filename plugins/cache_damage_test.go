@@ -13,6 +13,31 @@ import (
 	"github.com/batpak-go/batpak/plugins"
 )
 
+// damageCacheEntries flips bytes in the middle of every compiled-code
+// entry under dir (not the host's markers), so that each fails wazero's
+// checksum, and fails the test if there was none to damage.
+func damageCacheEntries(t *testing.T, dir string) {
+	t.Helper()
+	damaged := 0
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() || strings.Contains(path, "batpak-") {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for i := len(b) / 3; i < len(b)/3+8 && i < len(b); i++ {
+			b[i] ^= 0xff
+		}
+		damaged++
+		return os.WriteFile(path, b, 0o600)
+	})
+	if err != nil || damaged == 0 {
+		t.Fatalf("damaging the compile cache: %d entries, %v", damaged, err)
+	}
+}
+
 // TestDamagedCompileCacheEntry: a compiled-code cache entry damaged on
 // disk (its checksum fails) does not stop the module loading from a new
 // host over the same directory, and the plugin runs right.
@@ -28,24 +53,7 @@ func TestDamagedCompileCacheEntry(t *testing.T) {
 	if err := h1.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	damaged := 0
-	err = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || strings.Contains(path, "batpak-valid") {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		for i := len(b) / 3; i < len(b)/3+8 && i < len(b); i++ {
-			b[i] ^= 0xff
-		}
-		damaged++
-		return os.WriteFile(path, b, 0o600)
-	})
-	if err != nil || damaged == 0 {
-		t.Fatalf("damaging the cache: %d entries, %v", damaged, err)
-	}
+	damageCacheEntries(t, dir)
 	h2, err := plugins.NewHost(plugins.HostOptions{CacheDir: dir, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -90,20 +98,7 @@ func TestDamagedCacheEntryDoesNotLeak(t *testing.T) {
 	if err := h1.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	err = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || strings.Contains(path, "batpak-") {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		b[len(b)/2] ^= 0xff
-		return os.WriteFile(path, b, 0o600)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	damageCacheEntries(t, dir)
 	h2, err := plugins.NewHost(plugins.HostOptions{CacheDir: dir, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
