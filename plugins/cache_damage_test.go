@@ -38,18 +38,19 @@ func damageCacheEntries(t *testing.T, dir string) {
 	}
 }
 
-// TestDamagedCompileCacheEntry: a compiled-code cache entry damaged on
-// disk (its checksum fails) does not stop the module loading from a new
-// host over the same directory, and the plugin runs right.
-func TestDamagedCompileCacheEntry(t *testing.T) {
+// hostOverDamagedCache loads wasm in a host over a new cache directory,
+// closes that host, damages the cache's entries and returns a second host
+// over the same directory (closed when the test ends), with the code bytes
+// the first load was charged.
+func hostOverDamagedCache(t *testing.T, wasm []byte) (*plugins.Host, int64) {
+	t.Helper()
 	dir := t.TempDir()
-	wasm := fixture(t, "counter")
 	ctx := context.Background()
 	h1, err := plugins.NewHost(plugins.HostOptions{CacheDir: dir, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	load(t, h1, wasm, projManifest("c"))
+	one := load(t, h1, wasm, projManifest("first")).CodeBytes()
 	if err := h1.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +59,16 @@ func TestDamagedCompileCacheEntry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h2.Close(ctx)
+	t.Cleanup(func() { h2.Close(ctx) })
+	return h2, one
+}
+
+// TestDamagedCompileCacheEntry: a compiled-code cache entry damaged on
+// disk (its checksum fails) does not stop the module loading from a new
+// host over the same directory, and the plugin runs right.
+func TestDamagedCompileCacheEntry(t *testing.T) {
+	wasm := fixture(t, "counter")
+	h2, _ := hostOverDamagedCache(t, wasm)
 	p := load(t, h2, wasm, projManifest("c"))
 	s := openStore(t)
 	appendEvents(t, s, "order:1", 3)
@@ -87,23 +97,9 @@ func rss(t *testing.T) int64 {
 // loading and unloading a module compiling to about 7 MB four times over
 // a damaged entry costs the process at most the first failure.
 func TestDamagedCacheEntryDoesNotLeak(t *testing.T) {
-	dir := t.TempDir()
-	wasm := fixture(t, "widebranch")
 	ctx := context.Background()
-	h1, err := plugins.NewHost(plugins.HostOptions{CacheDir: dir, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	one := load(t, h1, wasm, projManifest("w")).CodeBytes()
-	if err := h1.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	damageCacheEntries(t, dir)
-	h2, err := plugins.NewHost(plugins.HostOptions{CacheDir: dir, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h2.Close(ctx)
+	wasm := fixture(t, "widebranch")
+	h2, one := hostOverDamagedCache(t, wasm)
 	load(t, h2, wasm, projManifest("w0")) // the one failure
 	if err := h2.Unload(ctx, "w0"); err != nil {
 		t.Fatal(err)
