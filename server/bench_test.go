@@ -57,7 +57,7 @@ func startBenchServerRoles(tb testing.TB, cfg server.Config, tenant string, sett
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(sctx) }()
-	unlimited := control.Quotas{EventsPerSecond: -1, BytesPerSecond: -1, StorageBytes: -1, MaxSubscriptions: -1}
+	unlimited := control.Quotas{EventsPerSecond: -1, BytesPerSecond: -1, RequestsPerSecond: -1, StorageBytes: -1, MaxSubscriptions: -1}
 	if _, err := srv.Plane().CreateTenant(ctx, tenant, unlimited, settings); err != nil {
 		tb.Fatal(err)
 	}

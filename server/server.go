@@ -286,8 +286,9 @@ type Config struct {
 func DefaultQuotas() control.Quotas {
 	return control.Quotas{
 		StorageBytes: 10 << 30, IndexBytes: 1 << 30, EventsPerSecond: 20000, EventsBurst: 40000,
-		BytesPerSecond: 64 << 20, BytesBurst: 128 << 20, MaxPayloadBytes: 1 << 20,
-		MaxBatchEvents: 4096, MaxSubscriptions: 1100, MaxCursors: 100, MaxWorkers: 16,
+		BytesPerSecond: 64 << 20, BytesBurst: 128 << 20, RequestsPerSecond: 20000, RequestsBurst: 40000,
+		MaxPayloadBytes: 1 << 20,
+		MaxBatchEvents:  4096, MaxSubscriptions: 1100, MaxCursors: 100, MaxWorkers: 16,
 		UploadBytesPerHour: 256 << 20, ControlChangesPerDay: 5000,
 	}
 }

@@ -225,7 +225,7 @@ func (s *batpakHTTP) Open(ctx context.Context, o OpenOptions) error {
 		sync = "buffered"
 	}
 	if _, err := s.call(ctx, benchOperator, "POST", "/v1/admin/tenants", map[string]any{"id": "bench", "settings": map[string]string{"sync": sync},
-		"quotas": map[string]any{"events_per_second": -1, "bytes_per_second": -1, "storage_bytes": -1}}); err != nil {
+		"quotas": map[string]any{"events_per_second": -1, "bytes_per_second": -1, "requests_per_second": -1, "storage_bytes": -1}}); err != nil {
 		return err
 	}
 	out, err := s.call(ctx, benchOperator, "POST", "/v1/admin/tenants/bench/keys", map[string]any{"name": "bench", "roles": []string{"writer"}})

@@ -710,7 +710,7 @@ func (pc *procCluster) setupProcTenant(id string) (writer, admin string) {
 	t.Helper()
 	rng := rand.New(rand.NewSource(1))
 	deadline := time.Now().Add(20 * time.Second)
-	r := pc.write(rng, "/v1/admin/tenants", pc.op, nil, fmt.Appendf(nil, `{"id":%q,"quotas":{"events_per_second":-1,"bytes_per_second":-1}}`, id), deadline, func(s string) { t.Error(s) })
+	r := pc.write(rng, "/v1/admin/tenants", pc.op, nil, fmt.Appendf(nil, `{"id":%q,"quotas":{"events_per_second":-1,"bytes_per_second":-1,"requests_per_second":-1}}`, id), deadline, func(s string) { t.Error(s) })
 	if r.status != 201 && !(r.status == 409 && r.maybe) {
 		t.Fatalf("create tenant %s: %d %s", id, r.status, r.body)
 	}

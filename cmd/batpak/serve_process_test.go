@@ -99,7 +99,7 @@ func setupTenant(t *testing.T, base, op, id string) (writer, admin string) {
 	t.Helper()
 	ctx := context.Background()
 	adm, _ := client.New(base, op)
-	if _, err := adm.Admin().CreateTenant(ctx, id, &client.Quotas{EventsPerSecond: -1, BytesPerSecond: -1}, nil); err != nil {
+	if _, err := adm.Admin().CreateTenant(ctx, id, &client.Quotas{EventsPerSecond: -1, BytesPerSecond: -1, RequestsPerSecond: -1}, nil); err != nil {
 		t.Fatal(err)
 	}
 	w, err := adm.Admin().IssueKey(ctx, id, "load", "writer")

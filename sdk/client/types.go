@@ -115,16 +115,20 @@ type CursorInfo struct {
 // Quotas bound what a tenant may take (zero: the server's default;
 // negative: unlimited where that makes sense).
 type Quotas struct {
-	StorageBytes     int64   `json:"storage_bytes,omitempty"`
-	IndexBytes       int64   `json:"index_bytes,omitempty"` // memory the tenant's index may hold
-	EventsPerSecond  float64 `json:"events_per_second,omitempty"`
-	EventsBurst      int     `json:"events_burst,omitempty"`
-	BytesPerSecond   float64 `json:"bytes_per_second,omitempty"`
-	BytesBurst       int     `json:"bytes_burst,omitempty"`
-	MaxPayloadBytes  int     `json:"max_payload_bytes,omitempty"`
-	MaxBatchEvents   int     `json:"max_batch_events,omitempty"`
-	MaxSubscriptions int     `json:"max_subscriptions,omitempty"`
-	MaxCursors       int     `json:"max_cursors,omitempty"`
+	StorageBytes    int64   `json:"storage_bytes,omitempty"`
+	IndexBytes      int64   `json:"index_bytes,omitempty"` // memory the tenant's index may hold
+	EventsPerSecond float64 `json:"events_per_second,omitempty"`
+	EventsBurst     int     `json:"events_burst,omitempty"`
+	BytesPerSecond  float64 `json:"bytes_per_second,omitempty"`
+	BytesBurst      int     `json:"bytes_burst,omitempty"`
+	// RequestsPerSecond and RequestsBurst bound the requests the
+	// tenant's credentials make (one each, per node; 429 past them).
+	RequestsPerSecond float64 `json:"requests_per_second,omitempty"`
+	RequestsBurst     int     `json:"requests_burst,omitempty"`
+	MaxPayloadBytes   int     `json:"max_payload_bytes,omitempty"`
+	MaxBatchEvents    int     `json:"max_batch_events,omitempty"`
+	MaxSubscriptions  int     `json:"max_subscriptions,omitempty"`
+	MaxCursors        int     `json:"max_cursors,omitempty"`
 	// Plugin limits: 0 takes the server's ceiling; never above it.
 	PluginMemoryBytes int64 `json:"plugin_memory_bytes,omitempty"`
 	PluginCallMillis  int   `json:"plugin_call_ms,omitempty"`

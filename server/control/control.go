@@ -41,15 +41,29 @@ type Quotas struct {
 	// store is open, which storage_bytes alone does not (long names cost
 	// the index what they cost the disk). Server default 1 GiB
 	// (server.quotas.index_bytes); negative: no limit.
-	IndexBytes       int64   `json:"index_bytes,omitempty"`
-	EventsPerSecond  float64 `json:"events_per_second,omitempty"` // sustained append rate (token bucket)
-	EventsBurst      int     `json:"events_burst,omitempty"`      // bucket size for events
-	BytesPerSecond   float64 `json:"bytes_per_second,omitempty"`  // sustained payload bytes per second
-	BytesBurst       int     `json:"bytes_burst,omitempty"`       // bucket size for bytes
-	MaxPayloadBytes  int     `json:"max_payload_bytes,omitempty"` // one event's payload
-	MaxBatchEvents   int     `json:"max_batch_events,omitempty"`  // events in one batch request
-	MaxSubscriptions int     `json:"max_subscriptions,omitempty"` // concurrent long responses: SSE streams, NDJSON queries, exports, verifies
-	MaxCursors       int     `json:"max_cursors,omitempty"`       // named cursors defined
+	IndexBytes      int64   `json:"index_bytes,omitempty"`
+	EventsPerSecond float64 `json:"events_per_second,omitempty"` // sustained append rate (token bucket)
+	EventsBurst     int     `json:"events_burst,omitempty"`      // bucket size for events
+	BytesPerSecond  float64 `json:"bytes_per_second,omitempty"`  // sustained payload bytes per second
+	BytesBurst      int     `json:"bytes_burst,omitempty"`       // bucket size for bytes
+	// RequestsPerSecond bounds the requests the tenant's credentials make
+	// to its routes, one token each (reads, writes, event streams opened,
+	// plugin calls, control changes), from a bucket of RequestsBurst,
+	// counted per node: past it a request is answered 429 QUOTA_EXCEEDED
+	// "requests_per_second" with Retry-After, held
+	// server.rate_refusal_delay first, before its body is read or its
+	// store touched. It bounds the CPU a flood of small requests from one
+	// tenant takes from the others, which the event and byte rates
+	// (writes only) and the response budget (bytes, not requests) do not.
+	// Server default 20,000 a second, bucket 40,000
+	// (server.quotas.requests_per_second, requests_burst); negative: no
+	// limit.
+	RequestsPerSecond float64 `json:"requests_per_second,omitempty"`
+	RequestsBurst     int     `json:"requests_burst,omitempty"`    // bucket size for requests
+	MaxPayloadBytes   int     `json:"max_payload_bytes,omitempty"` // one event's payload
+	MaxBatchEvents    int     `json:"max_batch_events,omitempty"`  // events in one batch request
+	MaxSubscriptions  int     `json:"max_subscriptions,omitempty"` // concurrent long responses: SSE streams, NDJSON queries, exports, verifies
+	MaxCursors        int     `json:"max_cursors,omitempty"`       // named cursors defined
 
 	// Plugin limits (the tenantplugin package applies them): zero or
 	// negative means the server's ceiling (server.plugins.*), and a value

@@ -88,8 +88,10 @@ func (q Quotas) Validate() error {
 	for _, err := range []error{
 		rate("events_per_second", q.EventsPerSecond),
 		rate("bytes_per_second", q.BytesPerSecond),
+		rate("requests_per_second", q.RequestsPerSecond),
 		burst("events_burst", q.EventsBurst),
 		burst("bytes_burst", q.BytesBurst),
+		burst("requests_burst", q.RequestsBurst),
 	} {
 		if err != nil {
 			return err
@@ -119,7 +121,11 @@ func (q Quotas) Over(def Quotas) Quotas {
 	if out.BytesPerSecond == 0 {
 		out.BytesPerSecond = def.BytesPerSecond
 	}
+	if out.RequestsPerSecond == 0 {
+		out.RequestsPerSecond = def.RequestsPerSecond
+	}
 	out.EventsBurst = pick(q.EventsBurst, def.EventsBurst)
+	out.RequestsBurst = pick(q.RequestsBurst, def.RequestsBurst)
 	out.BytesBurst = pick(q.BytesBurst, def.BytesBurst)
 	out.MaxPayloadBytes = pick(q.MaxPayloadBytes, def.MaxPayloadBytes)
 	out.MaxBatchEvents = pick(q.MaxBatchEvents, def.MaxBatchEvents)

@@ -11,13 +11,15 @@
 //  2. operator credential, another tenant's key,
 //     or a role below the route's                     → 403 FORBIDDEN
 //  3. tenant unknown / suspended                      → 404 NOT_FOUND / 403 TENANT_SUSPENDED
-//  4. body: content type, size (before parsing),
+//  4. the tenant's request rate (requests_per_second,
+//     every route, per node; held as below)           → 429 QUOTA_EXCEEDED + Retry-After
+//  5. body: content type, size (before parsing),
 //     UTF-8, depth, fields                            → 415 / 413 / 400
-//  5. quotas (payload, batch, storage, rates)         → 413 / 507 / 429 + Retry-After
-//  6. the store call (policy gate inside)             → 403 POLICY_DENIED, 409, 503 BUSY, …
+//  6. quotas (payload, batch, storage, rates)         → 413 / 507 / 429 + Retry-After
+//  7. the store call (policy gate inside)             → 403 POLICY_DENIED, 409, 503 BUSY, …
 //
 // Writes of a tenant whose events bucket is empty (for a millisecond or
-// more) are refused 429 before step 4, so that a flood past the rate
+// more) are refused 429 before step 5, so that a flood past the rate
 // costs little; a rate refusal is held Options.RateRefusalDelay before it
 // is answered. An import arriving while the bucket is so empty is
 // refused the same way, before its body is read; once accepted it is not
@@ -45,7 +47,7 @@
 //
 // A tenant credential's changes to the control plane every tenant shares
 // (keys issued, cursors defined or deleted, policy, plugin and worker
-// changes) are paced after step 3: quota.ControlChangesBurst at once,
+// changes) are paced after step 4: quota.ControlChangesBurst at once,
 // quota.ControlChangesPerSecond after that, then 429 QUOTA_EXCEEDED
 // "control_changes_per_second" with Retry-After, and budgeted per day
 // (control_changes_per_day), the tenant's admin credentials and its

@@ -344,6 +344,13 @@ func (a *API) guard(rt Route) http.Handler {
 		if err == nil {
 			err = a.clusterUnknownCredential(c, a.admit(c))
 		}
+		if err == nil && rt.Access == Tenant {
+			// Every request of a tenant's credentials takes a token
+			// before anything else is done for it.
+			if ex := a.quotaOf(c).AllowRequest(); ex != nil {
+				err = a.holdRefusal(c, ex)
+			}
+		}
 		if err == nil {
 			err = a.clusterRead(c)
 		}

@@ -1,5 +1,5 @@
 // Package quota holds each tenant's limits in memory: token buckets for
-// events per second and payload bytes per second
+// requests per second, events per second and payload bytes per second
 // (golang.org/x/time/rate), and checks for storage, payload size, batch
 // size, concurrent subscriptions (long responses: event streams, NDJSON
 // queries, exports, verifies) and named cursors. The HTTP layer asks
@@ -7,6 +7,7 @@
 //
 //	quota               checked by               exactly the limit  refused with            RetryAfter
 //	------------------  -----------------------  -----------------  ----------------------  -------------------------
+//	requests_per_second AllowRequest()           allowed            "requests_per_second"   until a token refills
 //	events_per_second   AllowWrite(events, _)    allowed            "events_per_second"     until the bucket refills
 //	bytes_per_second    AllowWrite(_, bytes)     allowed            "bytes_per_second"      until the bucket refills
 //	(bucket size)       AllowWrite               allowed            "events_burst" /        0: split the request

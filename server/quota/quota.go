@@ -13,7 +13,8 @@ import (
 
 // Exceeded says which quota refused a request.
 type Exceeded struct {
-	// Quota names the limit: "events_per_second", "bytes_per_second",
+	// Quota names the limit: "requests_per_second" (AllowRequest),
+	// "events_per_second", "bytes_per_second",
 	// "events_burst", "bytes_burst" (one request larger than the bucket),
 	// "storage_bytes", "max_payload_bytes", "max_batch_events",
 	// "max_subscriptions", "max_cursors", "max_workers" (hosted workers,
@@ -124,11 +125,12 @@ func (m *Manager) Forget(id string) {
 type Tenant struct {
 	now func() time.Time
 
-	mu      sync.Mutex
-	q       control.Quotas
-	events  bucket
-	bytes   bucket
-	uploads bucket // bytes per second; burst: an hour's worth
+	mu       sync.Mutex
+	q        control.Quotas
+	events   bucket
+	bytes    bucket
+	requests bucket
+	uploads  bucket // bytes per second; burst: an hour's worth
 	// changes are the control-plane changes the tenant's credentials
 	// make, in two classes with buckets of their own: [Admin] its admin
 	// credentials', [Member] its other credentials' (a writer's cursor
@@ -175,6 +177,8 @@ func newTenant(now func() time.Time, q control.Quotas) *Tenant {
 	t.bytes = bucket{name: "bytes_per_second", burstName: "bytes_burst"}
 	t.events.set(now(), q.EventsPerSecond, q.EventsBurst)
 	t.bytes.set(now(), q.BytesPerSecond, q.BytesBurst)
+	t.requests = bucket{name: "requests_per_second", burstName: "requests_burst"}
+	t.requests.set(now(), q.RequestsPerSecond, q.RequestsBurst)
 	t.uploads = bucket{name: "upload_bytes_per_hour", burstName: "upload_bytes_per_hour"}
 	t.setUploads(now(), q.UploadBytesPerHour)
 	for i := range t.changes {
@@ -232,6 +236,27 @@ func (t *Tenant) AllowControlChange(class ChangeClass) *Exceeded {
 	if !c.daily.unlimited {
 		c.daily.lim.AllowN(now, 1)
 	}
+	return nil
+}
+
+// AllowRequest takes one token from the tenant's request bucket
+// (requests_per_second, holding requests_burst), or takes none and
+// refuses the request as "requests_per_second" with RetryAfter until the
+// bucket holds one. The HTTP layer asks it for every request of a
+// tenant's credentials, once they are authenticated and before anything
+// else is done for the request, so that a flood of small requests costs
+// the other tenants one check each. A zero or negative rate is no limit.
+func (t *Tenant) AllowRequest() *Exceeded {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.requests.unlimited {
+		return nil
+	}
+	now := t.now()
+	if w, _ := t.requests.wait(now, 1); w > 0 {
+		return &Exceeded{Quota: t.requests.name, Limit: t.requests.rate, RetryAfter: w}
+	}
+	t.requests.lim.AllowN(now, 1)
 	return nil
 }
 
@@ -305,6 +330,9 @@ func (t *Tenant) update(q control.Quotas) {
 	}
 	if q.BytesPerSecond != t.q.BytesPerSecond || q.BytesBurst != t.q.BytesBurst {
 		t.bytes.set(now, q.BytesPerSecond, q.BytesBurst)
+	}
+	if q.RequestsPerSecond != t.q.RequestsPerSecond || q.RequestsBurst != t.q.RequestsBurst {
+		t.requests.set(now, q.RequestsPerSecond, q.RequestsBurst)
 	}
 	if q.UploadBytesPerHour != t.q.UploadBytesPerHour {
 		t.setUploads(now, q.UploadBytesPerHour)

@@ -444,3 +444,47 @@ func TestTinyRatesStayLimits(t *testing.T) {
 		t.Errorf("events_per_second %g: %v", control.MinRate, err)
 	}
 }
+
+// TestRequestBucket: requests_per_second lets exactly its bucket through
+// at once, refuses the next with the time until a token refills, lets one
+// through once it has, follows a changed quota in place, and is no limit
+// when negative.
+func TestRequestBucket(t *testing.T) {
+	c := newClock()
+	m := quota.NewWithClock(c.now)
+	q := control.Quotas{RequestsPerSecond: 4, RequestsBurst: 3}
+	tn := m.Tenant("a", q)
+	for i := range 3 {
+		if ex := tn.AllowRequest(); ex != nil {
+			t.Fatalf("request %d of a bucket of 3 refused: %v", i+1, ex)
+		}
+	}
+	ex := tn.AllowRequest()
+	if ex == nil || ex.Quota != "requests_per_second" || ex.Limit != 4 || ex.RetryAfter != 250*time.Millisecond {
+		t.Fatalf("the 4th request: %+v, want requests_per_second, retry after 250ms", ex)
+	}
+	c.add(249 * time.Millisecond)
+	if ex := tn.AllowRequest(); ex == nil {
+		t.Fatal("a request allowed before its token refilled")
+	}
+	c.add(time.Millisecond)
+	if ex := tn.AllowRequest(); ex != nil {
+		t.Fatalf("a request refused once its token refilled: %v", ex)
+	}
+	// Other tenants have buckets of their own.
+	if ex := m.Tenant("b", q).AllowRequest(); ex != nil {
+		t.Fatalf("another tenant refused: %v", ex)
+	}
+	// A lower rate applies at once (the bucket stays empty), no limit
+	// lets everything through.
+	q.RequestsPerSecond = 1
+	if ex := m.Tenant("a", q).AllowRequest(); ex == nil || ex.RetryAfter != time.Second {
+		t.Fatalf("after lowering the rate to 1/s: %+v", ex)
+	}
+	q.RequestsPerSecond = -1
+	for range 1000 {
+		if ex := m.Tenant("a", q).AllowRequest(); ex != nil {
+			t.Fatalf("unlimited: %v", ex)
+		}
+	}
+}
