@@ -26,7 +26,7 @@ func newTenantCmd(a *app) *cobra.Command {
 	var out outputFlags
 	cmd := &cobra.Command{
 		Use:     "tenant",
-		Short:   "Create, list, suspend, resume and delete a server's tenants (operator credential)",
+		Short:   "Create, list, suspend, resume and delete a server's tenants, and set their quotas (operator credential)",
 		GroupID: "admin",
 		Long: `Manage the tenants of a running batpak serve: --server URL and --token with
 the server's operator credential (BATPAK_SERVER, BATPAK_TOKEN).`,
@@ -152,7 +152,7 @@ the server's operator credential (BATPAK_SERVER, BATPAK_TOKEN).`,
 	}
 	del.Flags().BoolVar(&yes, "yes", false, "confirm: the tenant's data is erased")
 	out.registerPersistent(cmd)
-	cmd.AddCommand(create, list, suspend, resume, del)
+	cmd.AddCommand(create, list, suspend, resume, del, newTenantQuotasCmd(a, &out))
 	return cmd
 }
 

@@ -136,7 +136,8 @@
 //
 // The administration commands need a server:
 //
-//	batpak tenant create ID | list | suspend ID [--reason R] | resume ID | delete ID --yes   [-o FORMAT]
+//	batpak tenant create ID | list | suspend ID [--reason R] | resume ID | delete ID --yes
+//	       | quotas ID [--set NAME=VALUE]... [--unset NAME]...   [-o FORMAT]
 //	batpak key issue NAME --role R | list | revoke KEY-ID   [-o FORMAT]
 //	batpak worker start NAME --plugin P [--entity E] [--scope S] [--kind K] [--category C] [--cursor C]
 //	                   [--max-restarts N] [--window D] [--backoff-min D] [--backoff-max D]

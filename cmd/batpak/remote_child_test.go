@@ -163,6 +163,51 @@ deny contains {"code": "NO_SEVENS", "message": "kind 0x7:0x7 is not written here
 	want("tenant delete", string(one(admin("tenant", "delete", "spare", "--yes")...)["deleted"]), "true")
 	want("tenant list after delete", len(js(admin("tenant", "list")...)), 1)
 
+	// tenant quotas: the effective quotas and those set for the tenant;
+	// --set and --unset change one each and keep the others.
+	quotas := func(args ...string) (own, eff map[string]any) {
+		t.Helper()
+		var v struct {
+			Quotas    map[string]any `json:"quotas"`
+			Effective map[string]any `json:"effective_quotas"`
+		}
+		if err := json.Unmarshal([]byte(run(exitOK, admin(append([]string{"tenant", "quotas", "acme", "-o", "json"}, args...)...)...).stdout), &v); err != nil {
+			t.Fatal(err)
+		}
+		return v.Quotas, v.Effective
+	}
+	own, eff := quotas()
+	if len(own) != 0 || eff["requests_per_second"] != 20000.0 || eff["storage_bytes"] != float64(10<<30) {
+		t.Fatalf("tenant quotas of a new tenant: set %v, effective %v", own, eff)
+	}
+	own, eff = quotas("--set", "requests_per_second=500", "--set", "storage_bytes=2GiB", "--set", "max_cursors=unlimited")
+	if len(own) != 3 || eff["requests_per_second"] != 500.0 || eff["storage_bytes"] != float64(2<<30) || eff["max_cursors"] != -1.0 || eff["events_per_second"] != 20000.0 {
+		t.Fatalf("after --set: set %v, effective %v", own, eff)
+	}
+	own, eff = quotas("--unset", "storage_bytes")
+	if len(own) != 2 || own["requests_per_second"] != 500.0 || eff["storage_bytes"] != float64(10<<30) {
+		t.Fatalf("after --unset storage_bytes: set %v, effective %v", own, eff)
+	}
+	table := run(exitOK, admin("tenant", "quotas", "acme")...).stdout
+	wantIn(t, "tenant quotas table", table, "requests_per_second", "500", "10GiB", "unlimited", "tenant acme: 2 quotas set for it")
+	for _, bad := range []struct{ flag, want string }{
+		{"--set=request_per_second=5", "--set request_per_second: no such quota (known: "},
+		{"--set=max_cursors=2.5", "--set max_cursors=2.5: max_cursors takes a whole number"},
+		{"--set=requests_per_second=fast", "want a number"},
+		{"--unset=nope", "--unset nope: no such quota"},
+	} {
+		r := run(exitError, admin("tenant", "quotas", "acme", bad.flag)...)
+		if !strings.Contains(r.stderr, bad.want) {
+			t.Fatalf("tenant quotas %s: %s, want %q", bad.flag, r.stderr, bad.want)
+		}
+	}
+	if r := run(exitError, admin("tenant", "quotas", "acme", "--set", "requests_burst=-1")...); !strings.Contains(r.stderr, "requests_burst") {
+		t.Fatalf("a negative burst: %s", r.stderr)
+	}
+	if own, _ := quotas(); len(own) != 2 {
+		t.Fatalf("refused changes changed the quotas: %v", own)
+	}
+
 	// key issue/list/revoke.
 	issued := one(admin("--tenant", "acme", "key", "issue", "app", "--role", "admin,writer")...)
 	key := str(t, issued, "key")

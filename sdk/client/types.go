@@ -139,6 +139,13 @@ type Quotas struct {
 	MaxPluginVersions int   `json:"max_plugin_versions,omitempty"`
 	MaxModuleBytes    int64 `json:"max_module_bytes,omitempty"`
 	MaxWorkers        int   `json:"max_workers,omitempty"` // hosted workers running or quarantined
+	// UploadBytesPerHour bounds the bytes of policy bundles and plugin
+	// uploads the tenant may send an hour (429 past it).
+	UploadBytesPerHour int64 `json:"upload_bytes_per_hour,omitempty"`
+	// ControlChangesPerDay bounds the control-plane changes (keys,
+	// cursors, policies, plugins, workers) the tenant's own credentials
+	// may make a day (429 past it).
+	ControlChangesPerDay int `json:"control_changes_per_day,omitempty"`
 }
 
 // Settings are a tenant's store settings.
@@ -151,13 +158,16 @@ type Settings struct {
 
 // TenantInfo is a tenant as the admin API shows it.
 type TenantInfo struct {
-	ID            string         `json:"id"`
-	State         string         `json:"state"`
-	SuspendReason string         `json:"suspend_reason,omitempty"`
-	Created       time.Time      `json:"created"`
-	Quotas        Quotas         `json:"quotas"`
-	Settings      Settings       `json:"settings"`
-	Usage         map[string]any `json:"usage,omitempty"`
+	ID            string    `json:"id"`
+	State         string    `json:"state"`
+	SuspendReason string    `json:"suspend_reason,omitempty"`
+	Created       time.Time `json:"created"`
+	Quotas        Quotas    `json:"quotas"` // set for the tenant (zero: the server's default)
+	// EffectiveQuotas are the quotas the tenant runs under: Quotas over
+	// the server's defaults.
+	EffectiveQuotas Quotas         `json:"effective_quotas"`
+	Settings        Settings       `json:"settings"`
+	Usage           map[string]any `json:"usage,omitempty"`
 }
 
 // Key is an API key as listed (never its secret).
