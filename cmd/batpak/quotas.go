@@ -143,7 +143,7 @@ It replaces the tenant's settings as read a moment before: two operators
 changing one tenant's quotas at once, the last one's change is what stays.
 
   batpak tenant quotas acme
-  batpak tenant quotas acme --set requests_per_second=500 --set storage_bytes=20GiB
+  batpak tenant quotas acme --set requests_per_second=500 --set requests_burst=1000
   batpak tenant quotas acme --unset storage_bytes`,
 		Args: exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -87,6 +87,12 @@ type Options struct {
 	// Quotas is the API's quota manager (the overview's open streams per
 	// tenant).
 	Quotas *quota.Manager
+	// ChargeRequest charges a request of a tenant's session to the
+	// tenant's request rate (httpapi.API.ChargeRequest): false when it
+	// was refused and answered. The console's own routes, sign-in
+	// included, are charged through it; its /api/ proxy is charged by the
+	// API it passes the request to. Nil: nothing is charged.
+	ChargeRequest func(w http.ResponseWriter, r *http.Request, tenant string) bool
 	// Metrics is the registry of the server's own metrics (sampled every
 	// second for the dashboards).
 	Metrics prometheus.Gatherer
@@ -260,7 +266,7 @@ func (c *Console) routes() {
 	c.mux.HandleFunc("GET "+Prefix+"/samples/server", c.authed(c.serverSamples))
 	c.mux.HandleFunc("GET "+Prefix+"/samples/tenants/{tenant}", c.authed(c.tenantSamples))
 	c.mux.HandleFunc("POST "+Prefix+"/tenants/{tenant}/policy/evaluate", c.authed(c.evaluate))
-	c.mux.HandleFunc(Prefix+"/api/", c.authed(c.proxy))
+	c.mux.HandleFunc(Prefix+"/api/", c.session(c.proxy, false))
 	c.mux.HandleFunc(Prefix+"/", func(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusNotFound, wire.CodeNotFound, "no such console page")
 	})
@@ -350,7 +356,12 @@ func (c *Console) current(r *http.Request) (*session, string, string) {
 // authed runs h for a request of a live session (see current); a state
 // change also needs the session's CSRF token (X-CSRF-Token) and a
 // same-origin request.
-func (c *Console) authed(h sessionHandler) http.HandlerFunc {
+func (c *Console) authed(h sessionHandler) http.HandlerFunc { return c.session(h, true) }
+
+// session is authed, charging the request to a tenant session's request
+// rate when charge is set (the /api/ proxy's requests are charged by the
+// API).
+func (c *Console) session(h sessionHandler, charge bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if otherSite(r) {
 			problem(w, http.StatusForbidden, wire.CodeForbidden, "a request from another site (Sec-Fetch-Site: "+r.Header.Get("Sec-Fetch-Site")+") does not use the session")
@@ -359,6 +370,9 @@ func (c *Console) authed(h sessionHandler) http.HandlerFunc {
 		s, id, why := c.current(r)
 		if s == nil {
 			problem(w, http.StatusUnauthorized, wire.CodeUnauthenticated, why)
+			return
+		}
+		if charge && !c.charge(w, r, s.principal) {
 			return
 		}
 		done, ok := c.admitRelayed(w, r, s)
@@ -378,6 +392,16 @@ func (c *Console) authed(h sessionHandler) http.HandlerFunc {
 		}
 		h(w, r, s, id)
 	}
+}
+
+// charge charges a tenant principal's request to its tenant's request
+// rate (Options.ChargeRequest); false when it was refused and answered.
+// The operator's requests are not charged.
+func (c *Console) charge(w http.ResponseWriter, r *http.Request, p auth.Principal) bool {
+	if p.Operator || c.opts.ChargeRequest == nil {
+		return true
+	}
+	return c.opts.ChargeRequest(w, r, p.Tenant)
 }
 
 type sessionView struct {
@@ -443,6 +467,9 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if !c.charge(w, r, p) {
+		return
+	}
 	if old, err := r.Cookie(CookieName); err == nil {
 		// A sign-in replaces the browser's session, wherever it lives.
 		if token, home := splitCookie(old.Value); home == c.opts.NodeID {
@@ -490,6 +517,9 @@ func (c *Console) whoAmI(w http.ResponseWriter, r *http.Request) {
 	}
 	if s == nil {
 		writeJSON(w, http.StatusOK, map[string]any{"signed_in": false})
+		return
+	}
+	if !c.charge(w, r, s.principal) {
 		return
 	}
 	writeJSON(w, http.StatusOK, c.view(s))

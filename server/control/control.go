@@ -46,9 +46,10 @@ type Quotas struct {
 	EventsBurst     int     `json:"events_burst,omitempty"`      // bucket size for events
 	BytesPerSecond  float64 `json:"bytes_per_second,omitempty"`  // sustained payload bytes per second
 	BytesBurst      int     `json:"bytes_burst,omitempty"`       // bucket size for bytes
-	// RequestsPerSecond bounds the requests the tenant's credentials make
-	// to its routes, one token each (reads, writes, event streams opened,
-	// plugin calls, control changes), from a bucket of RequestsBurst,
+	// RequestsPerSecond bounds the requests the tenant's credentials make,
+	// one token each whatever the route and whether it is allowed (reads,
+	// writes, event streams opened, plugin calls, control changes, the
+	// console's routes), from a bucket of RequestsBurst,
 	// counted per node: past it a request is answered 429 QUOTA_EXCEEDED
 	// "requests_per_second" with Retry-After, held
 	// server.rate_refusal_delay first, before its body is read or its

@@ -8,11 +8,12 @@
 // handler reads or writes anything:
 //
 //  1. authenticate the bearer credential             → 401 UNAUTHENTICATED
-//  2. operator credential, another tenant's key,
+//  2. the credential's tenant's request rate
+//     (requests_per_second, per node; charged on
+//     every route, held as below)                     → 429 QUOTA_EXCEEDED + Retry-After
+//  3. operator credential, another tenant's key,
 //     or a role below the route's                     → 403 FORBIDDEN
-//  3. tenant unknown / suspended                      → 404 NOT_FOUND / 403 TENANT_SUSPENDED
-//  4. the tenant's request rate (requests_per_second,
-//     every route, per node; held as below)           → 429 QUOTA_EXCEEDED + Retry-After
+//  4. tenant unknown / suspended                      → 404 NOT_FOUND / 403 TENANT_SUSPENDED
 //  5. body: content type, size (before parsing),
 //     UTF-8, depth, fields                            → 415 / 413 / 400
 //  6. quotas (payload, batch, storage, rates)         → 413 / 507 / 429 + Retry-After
@@ -38,7 +39,9 @@
 // min_seq are taken on every tenant route, and consistency on every
 // admin and cluster route, and their values are checked on a single
 // server too, where they change nothing. Health, readiness, the document
-// itself and metrics take anything.
+// itself and metrics take anything. A refused query of a tenant's
+// credential is charged to its request rate too (and answered 429 past
+// it).
 //
 // On a cluster node (Options.Cluster), a follower answers a state change,
 // a linearizable read, and a credential it does not know (step 1 on a node

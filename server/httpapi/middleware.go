@@ -338,18 +338,19 @@ func (a *API) guard(rt Route) http.Handler {
 			}
 		}
 		err := checkQuery(c)
+		if err != nil {
+			// A tenant's requests with a query refused are charged too.
+			if p, aerr := a.opts.Auth.Authenticate(c.r); aerr == nil {
+				if ex := a.chargeRequest(c, p); ex != nil {
+					err = ex
+				}
+			}
+		}
 		if err == nil {
 			err = a.clusterPlace(c)
 		}
 		if err == nil {
 			err = a.clusterUnknownCredential(c, a.admit(c))
-		}
-		if err == nil && rt.Access == Tenant {
-			// Every request of a tenant's credentials takes a token
-			// before anything else is done for it.
-			if ex := a.quotaOf(c).AllowRequest(); ex != nil {
-				err = a.holdRefusal(c, ex)
-			}
 		}
 		if err == nil {
 			err = a.clusterRead(c)
@@ -390,6 +391,42 @@ func (a *API) guard(rt Route) http.Handler {
 	})
 }
 
+// chargeRequest takes a token from the request bucket of p's tenant
+// (requests_per_second) for the request c, whatever its route and
+// whether it will be allowed, so that a tenant's credentials cannot make
+// requests past the rate that are answered for free; the refusal is held
+// Options.RateRefusalDelay. The operator, and a JWT naming a tenant the
+// server does not hold, are not charged.
+func (a *API) chargeRequest(c *call, p auth.Principal) error {
+	if p.Operator || p.Tenant == "" {
+		return nil
+	}
+	if _, ok := a.opts.Plane.Tenant(p.Tenant); !ok {
+		return nil
+	}
+	if ex := a.opts.Quotas.Tenant(p.Tenant, a.opts.Plane.Effective(p.Tenant)).AllowRequest(); ex != nil {
+		// The refusal is counted and logged as the credential's tenant's.
+		c.tenant, c.info.tenant = p.Tenant, p.Tenant
+		return a.holdRefusal(c, ex)
+	}
+	return nil
+}
+
+// ChargeRequest charges a request that another handler serves (the web
+// console's own routes) to tenant's request bucket as the API's routes
+// are charged: true when it may go on; false when it was refused, after
+// the refusal was held Options.RateRefusalDelay and answered 429
+// QUOTA_EXCEEDED "requests_per_second" with Retry-After on w.
+func (a *API) ChargeRequest(w http.ResponseWriter, r *http.Request, tenant string) bool {
+	c := &call{a: a, w: w, r: r, info: infoFrom(w)}
+	err := a.chargeRequest(c, auth.Principal{Tenant: tenant})
+	if err == nil {
+		return true
+	}
+	a.fail(c, err)
+	return false
+}
+
 // planeStopped fails closed once the control plane no longer applies
 // changes (a cluster node met a change it cannot read): revoked keys and
 // suspended tenants would still pass.
@@ -423,6 +460,9 @@ func (a *API) admit(c *call) error {
 	}
 	c.principal = p
 	c.info.principal = p.ID
+	if err := a.chargeRequest(c, p); err != nil {
+		return err
+	}
 	// Who makes a control-plane change is on its record (control.Change.
 	// By), and what a tenant's credentials change is charged to its
 	// budgets from that record after a restart (control.Plane.Spending).

@@ -13,7 +13,9 @@ import (
 // one token for each request of its credentials, whatever the route —
 // reads, writes, stats — and past its bucket answers 429 QUOTA_EXCEEDED
 // "requests_per_second" with Retry-After, writing nothing and holding the
-// refusal rate_refusal_delay first. Another tenant's requests pass, the
+// refusal rate_refusal_delay first; requests refused anyway (a role
+// below the route's, another tenant's path, a bad query) are charged to
+// the credential's own tenant. Another tenant's requests pass, the
 // operator's admin routes are not charged, the refusal is counted in the
 // metrics, and lifting the quota lets the tenant's next request through.
 func TestRequestRateBoundsEveryRoute(t *testing.T) {
@@ -22,6 +24,7 @@ func TestRequestRateBoundsEveryRoute(t *testing.T) {
 	k := e.tenant("acme")
 	other := e.tenant("globex")
 	e.must(e.req("PUT", "/v1/admin/tenants/acme/quotas", opToken, map[string]any{"requests_per_second": 0.01, "requests_burst": 3}), 200)
+	e.must(e.req("PUT", "/v1/admin/tenants/globex/quotas", opToken, map[string]any{"requests_per_second": 0.01, "requests_burst": 5}), 200)
 
 	e.must(e.req("POST", "/v1/tenants/acme/events", k["writer"], appendBody("order:1")), 201)
 	e.must(e.req("GET", "/v1/tenants/acme/entities/order:1/events", k["reader"], nil), 200)
@@ -47,13 +50,27 @@ func TestRequestRateBoundsEveryRoute(t *testing.T) {
 			t.Fatalf("%s %s: refused after %v, want it held %v", tc.method, tc.path, held, delay)
 		}
 	}
-	// The other tenant and the operator are not charged acme's requests.
+	// Requests that would be refused anyway are charged to the
+	// credential's own tenant too: a role below the route's, another
+	// tenant's path, an admin route, a query refused.
+	for _, tc := range []struct{ method, path, key string }{
+		{"POST", "/v1/tenants/acme/events", k["reader"]},
+		{"GET", "/v1/tenants/globex/stats", k["admin"]},
+		{"GET", "/v1/admin/tenants", k["admin"]},
+		{"GET", "/v1/tenants/acme/stats?bogus=1", k["admin"]},
+	} {
+		if r := e.req(tc.method, tc.path, tc.key, nil); r.status != 429 || r.json(t)["quota"] != "requests_per_second" {
+			t.Fatalf("%s %s past the bucket: %d %s", tc.method, tc.path, r.status, r.body)
+		}
+	}
+	// The other tenant (whose bucket holds 5) and the operator are not
+	// charged acme's requests.
 	for range 5 {
 		e.must(e.req("POST", "/v1/tenants/globex/events", other["writer"], appendBody("order:1")), 201)
 		e.must(e.req("GET", "/v1/admin/tenants/acme", opToken, nil), 200)
 	}
 	m := e.must(e.req("GET", "/metrics", opToken, nil), 200)
-	if !strings.Contains(string(m.body), `batpak_quota_rejections_total{quota="requests_per_second",tenant="acme"} 3`) {
+	if !strings.Contains(string(m.body), `batpak_quota_rejections_total{quota="requests_per_second",tenant="acme"} 7`) {
 		t.Fatalf("metrics lack the refusals:\n%s", grep(string(m.body), "quota_rejections"))
 	}
 
@@ -67,7 +84,8 @@ func TestRequestRateBoundsEveryRoute(t *testing.T) {
 	if qm, _ := q.(map[string]any); qm == nil || qm["requests_per_second"] != -1.0 {
 		t.Fatalf("effective quotas: %v", q)
 	}
-	g := e.must(e.req("GET", "/v1/admin/tenants/globex", opToken, nil), 200).json(t)["effective_quotas"].(map[string]any)
+	e.tenant("initech")
+	g := e.must(e.req("GET", "/v1/admin/tenants/initech", opToken, nil), 200).json(t)["effective_quotas"].(map[string]any)
 	if g["requests_per_second"] != 20000.0 || g["requests_burst"] != 40000.0 {
 		t.Fatalf("the server's default request rate: %v", g)
 	}

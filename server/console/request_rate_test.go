@@ -1,0 +1,47 @@
+package console_test
+
+import (
+	"testing"
+
+	"github.com/batpak-go/batpak/server/console"
+)
+
+// TestConsoleRoutesChargeTheRequestRate: a tenant session's requests to
+// the console's own routes (the policy dry run, the tenant's samples,
+// the session itself, a sign-in) take tokens from the tenant's
+// requests_per_second as the API's routes do (the API through the
+// console once), and past it are answered
+// 429 QUOTA_EXCEEDED "requests_per_second"; the operator's console
+// requests are not charged.
+func TestConsoleRoutesChargeTheRequestRate(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	c, csrf := e.session(key) // one token
+	e.must(e.do(nil, "PUT", "/v1/admin/tenants/acme/quotas", map[string]any{"requests_per_second": 0.001, "requests_burst": 3},
+		"Authorization", "Bearer "+opToken), 200)
+	evaluate := func() resp {
+		return e.do(c, "POST", console.Prefix+"/tenants/acme/policy/evaluate",
+			map[string]any{"entity": "order:1", "scope": "shop", "kind": "1:1", "payload": map[string]any{}}, "Origin", e.base, "X-CSRF-Token", csrf)
+	}
+	// The API through the console is charged once, by the API.
+	e.must(e.do(c, "GET", console.Prefix+"/api/v1/tenants/acme/stats", nil), 200)
+	for range 2 {
+		e.must(evaluate(), 200)
+	}
+	refused := func(what string, r resp) {
+		t.Helper()
+		if r.status != 429 || r.json(t)["quota"] != "requests_per_second" || r.header.Get("Retry-After") == "" {
+			t.Fatalf("%s past the tenant's request rate: %d %s", what, r.status, r.body)
+		}
+	}
+	refused("the policy dry run", evaluate())
+	refused("the tenant's samples", e.do(c, "GET", console.Prefix+"/samples/tenants/acme", nil))
+	refused("the session", e.do(c, "GET", console.Prefix+"/session", nil))
+	refused("a sign-in", e.do(nil, "POST", console.Prefix+"/session", map[string]any{"credential": key}, "Origin", e.base))
+	refused("the API through the console", e.do(c, "GET", console.Prefix+"/api/v1/tenants/acme/stats", nil))
+
+	op, _ := e.session(opToken)
+	for range 5 {
+		e.must(e.do(op, "GET", console.Prefix+"/overview", nil), 200)
+	}
+}
