@@ -21,3 +21,19 @@ func BenchmarkAllowWrite(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkAllowRequest is what every request of a tenant's credentials
+// pays for its request rate: the tenant lookup with its quota
+// comparison, then one bucket.
+func BenchmarkAllowRequest(b *testing.B) {
+	m := quota.New()
+	q := control.Quotas{RequestsPerSecond: 1e12, RequestsBurst: 1 << 30}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if ex := m.Tenant("acme", q).AllowRequest(); ex != nil {
+				b.Fatal(ex)
+			}
+		}
+	})
+}
