@@ -1,12 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -31,85 +32,90 @@ func jsonFieldNames(t reflect.Type) []string {
 	return names
 }
 
-// quotaValue reads one --set value: a number (negative: no limit; 0: the
-// server's default), "unlimited", or a size with a unit (64MiB).
-func quotaValue(name, raw string) (any, error) {
-	if strings.EqualFold(strings.TrimSpace(raw), "unlimited") {
-		return -1, nil
+// pluginLimit reports whether quota name is one of the plugin limits, for
+// which 0 or a negative value means the server's ceiling
+// (server.plugins.*) and a larger one is lowered to it.
+func pluginLimit(name string) bool {
+	return strings.HasPrefix(name, "plugin_") || strings.HasPrefix(name, "max_plugin") || name == "max_module_bytes"
+}
+
+// quotaValue reads one --set value as the JSON number to send: a whole
+// or decimal number, "unlimited" (-1), or, for a quota of bytes, a size
+// with a unit (64MiB).
+func quotaValue(name, raw string) (string, error) {
+	v := strings.TrimSpace(raw)
+	bad := func(why string) error { return badInput("--set "+name+"="+raw, errors.New(why)) }
+	if strings.EqualFold(v, "unlimited") {
+		return "-1", nil
 	}
-	if f, err := strconv.ParseFloat(strings.TrimSpace(raw), 64); err == nil {
-		return f, nil
+	if _, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return v, nil // exactly as written: no rounding through a float
 	}
-	if n, err := parseSize(raw); err == nil {
-		return n, nil
+	if f, err := strconv.ParseFloat(v, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return "", bad("want a finite number")
+		}
+		return strconv.FormatFloat(f, 'g', -1, 64), nil
 	}
-	return nil, badInput("--set "+name+"="+raw, errors.New(`want a number (negative or "unlimited": no limit; 0: the server's default) or a size such as 64MiB`))
+	if strings.Contains(name, "bytes") {
+		if n, err := parseSize(v); err == nil {
+			return strconv.FormatInt(n, 10), nil
+		}
+		return "", bad(`want a number of bytes, "unlimited", or a whole number of KiB, MiB or GiB (64MiB)`)
+	}
+	return "", bad(`want a number, or "unlimited"`)
 }
 
 // changeQuotas applies sets (NAME=VALUE) and unsets (NAME) to a tenant's
-// overrides q, naming the flag and the quota that is wrong.
+// overrides q, leaving the others exactly as they were, and names the
+// flag and the quota that is wrong.
 func changeQuotas(q client.Quotas, sets, unsets []string) (client.Quotas, error) {
-	b, err := json.Marshal(q)
-	if err != nil {
-		return q, err
-	}
-	m := map[string]any{}
-	if err := json.Unmarshal(b, &m); err != nil {
-		return q, err
-	}
 	known := quotaNames()
-	check := func(flag, name string) error {
-		for _, k := range known {
-			if k == name {
-				return nil
-			}
+	set := func(flag, name, number string) error {
+		if !slices.Contains(known, name) {
+			return badInput(flag+" "+name, errors.New("no such quota (known: "+strings.Join(known, ", ")+")"))
 		}
-		return badInput(flag+" "+name, errors.New("no such quota (known: "+strings.Join(known, ", ")+")"))
+		d := json.NewDecoder(strings.NewReader(`{` + strconv.Quote(name) + `:` + number + `}`))
+		d.DisallowUnknownFields()
+		if err := d.Decode(&q); err != nil {
+			return badInput(flag+" "+name+"="+number, errors.New(name+" takes a whole number (at most 9223372036854775807)"))
+		}
+		return nil
 	}
 	for _, name := range unsets {
-		if err := check("--unset", name); err != nil {
+		if err := set("--unset", name, "0"); err != nil {
 			return q, err
 		}
-		delete(m, name)
 	}
 	for _, kv := range sets {
 		name, raw, ok := strings.Cut(kv, "=")
 		if !ok {
 			return q, badInput("--set "+kv, errors.New("want NAME=VALUE, such as requests_per_second=500"))
 		}
-		if err := check("--set", name); err != nil {
-			return q, err
+		if !slices.Contains(known, name) {
+			return q, badInput("--set "+name, errors.New("no such quota (known: "+strings.Join(known, ", ")+")"))
 		}
-		v, err := quotaValue(name, raw)
+		number, err := quotaValue(name, raw)
 		if err != nil {
 			return q, err
 		}
-		m[name] = v
-		one, _ := json.Marshal(map[string]any{name: v})
-		if err := json.Unmarshal(one, new(client.Quotas)); err != nil {
-			return q, badInput("--set "+kv, errors.New(name+" takes a whole number"))
+		if err := set("--set", name, number); err != nil {
+			return q, badInput("--set "+kv, errors.Unwrap(err))
 		}
 	}
-	b, err = json.Marshal(m)
-	if err != nil {
-		return q, err
-	}
-	var out client.Quotas
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
-	if err := d.Decode(&out); err != nil {
-		return q, err
-	}
-	return out, nil
+	return q, nil
 }
 
-// quotaCell renders one quota's value: "unlimited" when negative, sizes
-// of *_bytes quotas in binary units, "-" for none.
+// quotaCell renders one quota's value: "unlimited" when negative (the
+// server's ceiling for a plugin limit), sizes of quotas of bytes in
+// binary units, "-" for none.
 func quotaCell(name string, v any) string {
 	f, ok := v.(float64)
 	switch {
 	case !ok:
 		return "-"
+	case f <= 0 && pluginLimit(name):
+		return "server ceiling"
 	case f < 0:
 		return "unlimited"
 	case strings.Contains(name, "bytes") && f == float64(int64(f)):
@@ -135,10 +141,14 @@ func newTenantQuotasCmd(a *app, out *outputFlags) *cobra.Command {
 set for the tenant itself (the rest are the server's defaults,
 server.quotas.* in config.yaml).
 
---set NAME=VALUE sets one for the tenant (a number; negative or "unlimited":
-no limit; 0: the server's default; sizes may take a unit: 64MiB) and
---unset NAME returns one to the server's default; the others set for the
-tenant stay as they are. The change applies to the tenant's next request.
+--set NAME=VALUE sets one for the tenant: a number (0: the server's
+default), "unlimited" (-1) to lift a limit (not a burst), or for a quota of
+bytes a size with a unit (64MiB). A plugin limit (plugin_*, max_plugins,
+max_plugin_versions, max_module_bytes) of 0 or below is the server's
+ceiling (server.plugins.*), and one above it is lowered to it. A rate set
+alone keeps the server's default burst: set requests_burst with
+requests_per_second. --unset NAME returns one to the server's default.
+The others set for the tenant stay exactly as they are. The change applies to the tenant's next request.
 It replaces the tenant's settings as read a moment before: two operators
 changing one tenant's quotas at once, the last one's change is what stays.
 
@@ -181,7 +191,7 @@ changing one tenant's quotas at once, the last one's change is what stays.
 				for _, name := range quotaNames() {
 					e := quotaCell(name, eff[name])
 					if e == "-" {
-						e = "server ceiling" // the plugin limits: server.plugins.*
+						e = "server ceiling" // an unset plugin limit
 					}
 					fmt.Fprintf(tw, "%s\t%s\t%s\n", name, e, quotaCell(name, own[name]))
 				}

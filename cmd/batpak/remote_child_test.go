@@ -195,6 +195,8 @@ deny contains {"code": "NO_SEVENS", "message": "kind 0x7:0x7 is not written here
 		{"--set=max_cursors=2.5", "--set max_cursors=2.5: max_cursors takes a whole number"},
 		{"--set=requests_per_second=fast", "want a number"},
 		{"--unset=nope", "--unset nope: no such quota"},
+		{"--set=requests_per_second=NaN", "want a finite number"},
+		{"--set=requests_burst=1KiB", `want a number, or "unlimited"`},
 	} {
 		r := run(exitError, admin("tenant", "quotas", "acme", bad.flag)...)
 		if !strings.Contains(r.stderr, bad.want) {
@@ -207,6 +209,12 @@ deny contains {"code": "NO_SEVENS", "message": "kind 0x7:0x7 is not written here
 	if own, _ := quotas(); len(own) != 2 {
 		t.Fatalf("refused changes changed the quotas: %v", own)
 	}
+	// A change keeps the others exactly, however large.
+	run(exitOK, admin("tenant", "quotas", "acme", "--set", "storage_bytes=9007199254740993")...)
+	if out := run(exitOK, admin("tenant", "quotas", "acme", "--set", "requests_burst=1000", "-o", "json")...).stdout; !strings.Contains(out, `"storage_bytes":9007199254740993`) {
+		t.Fatalf("a change rounded another quota: %s", out)
+	}
+	run(exitOK, admin("tenant", "quotas", "acme", "--unset", "storage_bytes", "--unset", "requests_burst")...)
 
 	// key issue/list/revoke.
 	issued := one(admin("--tenant", "acme", "key", "issue", "app", "--role", "admin,writer")...)

@@ -89,9 +89,10 @@ type Options struct {
 	Quotas *quota.Manager
 	// ChargeRequest charges a request of a tenant's session to the
 	// tenant's request rate (httpapi.API.ChargeRequest): false when it
-	// was refused and answered. The console's own routes, sign-in
-	// included, are charged through it; its /api/ proxy is charged by the
-	// API it passes the request to. Nil: nothing is charged.
+	// was refused and answered. Every request of a tenant's session and
+	// sign-in is charged through it, those the /api/ proxy passes to the
+	// API too (marked quota.WithRequestCharged, so the API does not charge
+	// them again). Nil: nothing is charged.
 	ChargeRequest func(w http.ResponseWriter, r *http.Request, tenant string) bool
 	// Metrics is the registry of the server's own metrics (sampled every
 	// second for the dashboards).
@@ -266,7 +267,7 @@ func (c *Console) routes() {
 	c.mux.HandleFunc("GET "+Prefix+"/samples/server", c.authed(c.serverSamples))
 	c.mux.HandleFunc("GET "+Prefix+"/samples/tenants/{tenant}", c.authed(c.tenantSamples))
 	c.mux.HandleFunc("POST "+Prefix+"/tenants/{tenant}/policy/evaluate", c.authed(c.evaluate))
-	c.mux.HandleFunc(Prefix+"/api/", c.session(c.proxy, false))
+	c.mux.HandleFunc(Prefix+"/api/", c.authed(c.proxy))
 	c.mux.HandleFunc(Prefix+"/", func(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusNotFound, wire.CodeNotFound, "no such console page")
 	})
@@ -356,12 +357,11 @@ func (c *Console) current(r *http.Request) (*session, string, string) {
 // authed runs h for a request of a live session (see current); a state
 // change also needs the session's CSRF token (X-CSRF-Token) and a
 // same-origin request.
-func (c *Console) authed(h sessionHandler) http.HandlerFunc { return c.session(h, true) }
-
-// session is authed, charging the request to a tenant session's request
-// rate when charge is set (the /api/ proxy's requests are charged by the
-// API).
-func (c *Console) session(h sessionHandler, charge bool) http.HandlerFunc {
+//
+// Every request of a tenant session is charged to its tenant's request
+// rate here, before anything else is done for it, the /api/ proxy's too
+// (the API is told so and does not charge them again).
+func (c *Console) authed(h sessionHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if otherSite(r) {
 			problem(w, http.StatusForbidden, wire.CodeForbidden, "a request from another site (Sec-Fetch-Site: "+r.Header.Get("Sec-Fetch-Site")+") does not use the session")
@@ -372,7 +372,7 @@ func (c *Console) session(h sessionHandler, charge bool) http.HandlerFunc {
 			problem(w, http.StatusUnauthorized, wire.CodeUnauthenticated, why)
 			return
 		}
-		if charge && !c.charge(w, r, s.principal) {
+		if !c.charge(w, r, s.principal) {
 			return
 		}
 		done, ok := c.admitRelayed(w, r, s)
@@ -462,13 +462,13 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 			problem(w, http.StatusNotFound, wire.CodeNotFound, "no such tenant: the credential's tenant "+strconv.Quote(p.Tenant)+" does not exist on this server")
 			return
 		}
+		if !c.charge(w, r, p) {
+			return
+		}
 		if t.State == control.StateSuspended {
 			problem(w, http.StatusForbidden, wire.CodeTenantSuspended, "the tenant is suspended")
 			return
 		}
-	}
-	if !c.charge(w, r, p) {
-		return
 	}
 	if old, err := r.Cookie(CookieName); err == nil {
 		// A sign-in replaces the browser's session, wherever it lives.
@@ -563,7 +563,8 @@ func (c *Console) proxy(w http.ResponseWriter, r *http.Request, s *session, _ st
 	}
 	// A request in flight (a live tail above all) ends with the session:
 	// at sign-out, at its lifetime, or when its credential stops working.
-	ctx, cancel := context.WithDeadline(r.Context(), s.created.Add(c.opts.Lifetime))
+	// authed charged the request to the tenant's request rate.
+	ctx, cancel := context.WithDeadline(quota.WithRequestCharged(r.Context()), s.created.Add(c.opts.Lifetime))
 	defer cancel()
 	go func() {
 		select {

@@ -395,10 +395,11 @@ func (a *API) guard(rt Route) http.Handler {
 // (requests_per_second) for the request c, whatever its route and
 // whether it will be allowed, so that a tenant's credentials cannot make
 // requests past the rate that are answered for free; the refusal is held
-// Options.RateRefusalDelay. The operator, and a JWT naming a tenant the
-// server does not hold, are not charged.
+// Options.RateRefusalDelay. The operator, a JWT naming a tenant the
+// server does not hold, and a request the web console charged before it
+// passed it on (quota.RequestCharged) are not charged.
 func (a *API) chargeRequest(c *call, p auth.Principal) error {
-	if p.Operator || p.Tenant == "" {
+	if p.Operator || p.Tenant == "" || quota.RequestCharged(c.r.Context()) {
 		return nil
 	}
 	if _, ok := a.opts.Plane.Tenant(p.Tenant); !ok {

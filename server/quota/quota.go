@@ -121,6 +121,25 @@ func (m *Manager) Forget(id string) {
 	m.mu.Unlock()
 }
 
+// chargedKey marks a request context already charged to its tenant's
+// request rate.
+type chargedKey struct{}
+
+// WithRequestCharged marks ctx's request as charged to its tenant's
+// request rate already: the web console charges the requests it passes
+// to the API in-process, and the API does not charge them again. Only
+// code in the server's process can set it; nothing a client sends does.
+func WithRequestCharged(ctx context.Context) context.Context {
+	return context.WithValue(ctx, chargedKey{}, true)
+}
+
+// RequestCharged reports whether ctx's request was charged already
+// (WithRequestCharged).
+func RequestCharged(ctx context.Context) bool {
+	v, _ := ctx.Value(chargedKey{}).(bool)
+	return v
+}
+
 // Tenant is one tenant's limiters. Safe for concurrent use.
 type Tenant struct {
 	now func() time.Time
