@@ -91,14 +91,13 @@ type Config struct {
 	SSEHeartbeat    time.Duration // server.sse_heartbeat: default 15s
 	SSEBufferEvents int           // server.sse_buffer_events: default 4096
 
-	// RateRefusalDelay (server.rate_refusal_delay) holds a request
-	// refused for a tenant's requests, events or bytes rate this long
-	// before the 429 is sent (it says Retry-After in whole seconds, at
-	// least 1, so a client that obeys it loses nothing), so that a client
-	// flooding past its rate gets at most one refusal per connection per
-	// delay and costs the other tenants little CPU; at most
-	// httpapi.MaxHeldRefusals of a tenant's at once. Default 100ms; range
-	// 0..1s, negative: none.
+	// RateRefusalDelay (server.rate_refusal_delay) holds a write refused
+	// for a tenant's events or bytes rate this long before the 429 is
+	// sent (it says Retry-After in whole seconds, at least 1, so a client
+	// that obeys it loses nothing), so that a client flooding past its
+	// rate gets at most one refusal per connection per delay and costs
+	// the other tenants little CPU. Default 100ms; range 0..1s, negative:
+	// none.
 	RateRefusalDelay time.Duration
 
 	MetricsPublic bool   // server.metrics_public: /metrics without the operator credential

@@ -77,7 +77,7 @@ var serverSettings = []serverSetting{
 	{"server.shutdown_timeout", "shutdown-timeout", kindDuration, "20s", "graceful shutdown bound", func(t *serverTarget, v settingValue) { t.cfg.ShutdownTimeout = v.d }},
 	{"server.sse_heartbeat", "sse-heartbeat", kindDuration, "15s", "heartbeat comment interval on event streams", func(t *serverTarget, v settingValue) { t.cfg.SSEHeartbeat = v.d }},
 	{"server.sse_buffer_events", "sse-buffer-events", kindCount, 4096, "a subscriber's unsent backlog bound (events) before cutoff", func(t *serverTarget, v settingValue) { t.cfg.SSEBufferEvents = int(v.n) }},
-	{"server.rate_refusal_delay", "rate-refusal-delay", kindDuration, "100ms", "hold a request refused for a tenant's rate this long before the 429 (at most 64 of a tenant's at once); 0..1s, 0: none", func(t *serverTarget, v settingValue) {
+	{"server.rate_refusal_delay", "rate-refusal-delay", kindDuration, "100ms", "hold a write refused for a tenant's rate this long before the 429; 0..1s, 0: none", func(t *serverTarget, v settingValue) {
 		t.cfg.RateRefusalDelay = v.d
 		if v.d == 0 {
 			t.cfg.RateRefusalDelay = -1 // 0 in the config: none (0 in server.Config is the default)

@@ -82,15 +82,11 @@ type Options struct {
 	// it the stream is cut off with its resumable position. Default 4096.
 	// (The hub in Follow enforces it; the server makes the Set with it.)
 	SSEBufferEvents int
-	// RateRefusalDelay holds a request refused for a tenant's rate
-	// (requests_per_second, events_per_second, bytes_per_second: 429)
-	// this long before the answer is sent, so that a client ignoring
-	// Retry-After (whole seconds, at least 1) cannot turn its refusals
-	// into a flood of its own; the held request costs no CPU. At most
-	// MaxHeldRefusals of one tenant are held at once: past that a refusal
-	// is answered at once and its connection closed, so that a tenant's
-	// refusals cannot hold more than that many connections. 0: answered
-	// at once.
+	// RateRefusalDelay holds a write refused for a tenant's rate
+	// (events_per_second, bytes_per_second: 429) this long before the
+	// answer is sent, so that a client ignoring Retry-After (whole seconds,
+	// at least 1) cannot turn its refusals into a flood of its own; the
+	// held request costs no CPU. 0: answered at once.
 	RateRefusalDelay time.Duration
 	// Policies keeps the tenants' own policy bundles (the …/policy
 	// routes); nil: those routes answer 404.
@@ -149,9 +145,6 @@ type API struct {
 	// requests bounds the room request bodies take while they are read
 	// and handled (readAll).
 	requests *requestBudget
-	// held counts each tenant's refusals being held (holdRefusal): a
-	// *atomic.Int32 by tenant id.
-	held sync.Map
 	// healthFlight shares one gathering of the members' views among the
 	// operator's requests for the cluster's health (clusterHealth).
 	healthFlight singleflight.Group

@@ -11,7 +11,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/batpak-go/batpak/core"
@@ -70,24 +69,10 @@ func (a *API) overRate(c *call) error {
 	return nil
 }
 
-// MaxHeldRefusals bounds the rate refusals of one tenant that
-// Options.RateRefusalDelay holds at once (and so the connections they
-// keep); past it a refusal is answered at once, and its connection
-// closed.
-const MaxHeldRefusals = 64
-
 // holdRefusal returns ex after Options.RateRefusalDelay (or until the
-// request ends), or at once with the connection to be closed when the
-// call's tenant has MaxHeldRefusals held already.
+// request ends).
 func (a *API) holdRefusal(c *call, ex *quota.Exceeded) error {
 	if d := a.opts.RateRefusalDelay; d > 0 {
-		v, _ := a.held.LoadOrStore(c.tenant, new(atomic.Int32))
-		n := v.(*atomic.Int32)
-		defer n.Add(-1)
-		if n.Add(1) > MaxHeldRefusals {
-			c.w.Header().Set("Connection", "close")
-			return ex
-		}
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:

@@ -1,16 +1,12 @@
 package httpapi_test
 
 import (
-	"io"
-	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/batpak-go/batpak/server"
-	"github.com/batpak-go/batpak/server/httpapi"
 )
 
 // TestRequestRateBoundsEveryRoute: a tenant's requests_per_second takes
@@ -92,70 +88,5 @@ func TestRequestRateBoundsEveryRoute(t *testing.T) {
 	g := e.must(e.req("GET", "/v1/admin/tenants/initech", opToken, nil), 200).json(t)["effective_quotas"].(map[string]any)
 	if g["requests_per_second"] != 20000.0 || g["requests_burst"] != 40000.0 {
 		t.Fatalf("the server's default request rate: %v", g)
-	}
-}
-
-// TestHeldRefusalsAreBounded: a tenant's rate refusals are held
-// rate_refusal_delay, but at most httpapi.MaxHeldRefusals at once; past
-// that they are answered at once and their connections closed, so that
-// a tenant's refusals cannot keep more connections than that.
-func TestHeldRefusalsAreBounded(t *testing.T) {
-	const delay = time.Second
-	e := start(t, func(c *server.Config) { c.RateRefusalDelay = delay })
-	k := e.tenant("acme")
-	e.must(e.req("PUT", "/v1/admin/tenants/acme/quotas", opToken, map[string]any{"requests_per_second": 0.001, "requests_burst": 1}), 200)
-	e.must(e.req("GET", "/v1/tenants/acme/stats", k["reader"], nil), 200)
-
-	const n = httpapi.MaxHeldRefusals + 16
-	type answer struct {
-		status int
-		took   time.Duration
-		closed bool
-	}
-	answers := make(chan answer, n)
-	var wg sync.WaitGroup
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			req, _ := http.NewRequest("GET", e.base+"/v1/tenants/acme/stats", nil)
-			req.Header.Set("Authorization", "Bearer "+k["reader"])
-			t0 := time.Now()
-			res, err := (&http.Client{Transport: &http.Transport{}}).Do(req)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			io.Copy(io.Discard, res.Body)
-			res.Body.Close()
-			answers <- answer{res.StatusCode, time.Since(t0), res.Close}
-		}()
-	}
-	wg.Wait()
-	close(answers)
-	held, atOnce := 0, 0
-	for a := range answers {
-		if a.status != 429 {
-			t.Fatalf("a request past the bucket answered %d", a.status)
-		}
-		switch {
-		case a.took >= delay:
-			held++
-		case a.closed:
-			atOnce++
-		default:
-			t.Fatalf("a refusal answered after %v, neither held nor with its connection closed", a.took)
-		}
-	}
-	if held > httpapi.MaxHeldRefusals || atOnce < n-httpapi.MaxHeldRefusals {
-		t.Fatalf("%d refusals held, %d answered at once; want at most %d held", held, atOnce, httpapi.MaxHeldRefusals)
-	}
-	// Another tenant's refusals are held as before.
-	other := e.tenant("globex")
-	e.must(e.req("PUT", "/v1/admin/tenants/globex/quotas", opToken, map[string]any{"requests_per_second": 0.001, "requests_burst": 1}), 200)
-	e.must(e.req("GET", "/v1/tenants/globex/stats", other["reader"], nil), 200)
-	t0 := time.Now()
-	if r := e.req("GET", "/v1/tenants/globex/stats", other["reader"], nil); r.status != 429 || time.Since(t0) < delay {
-		t.Fatalf("another tenant's refusal: %d after %v", r.status, time.Since(t0))
 	}
 }
