@@ -46,6 +46,9 @@ func quotaValue(name, raw string) (string, error) {
 	v := strings.TrimSpace(raw)
 	bad := func(why string) error { return badInput("--set "+name+"="+raw, errors.New(why)) }
 	if strings.EqualFold(v, "unlimited") {
+		if strings.HasSuffix(name, "_burst") {
+			return "", bad("a bucket cannot be unlimited: lift its rate instead (" + strings.TrimSuffix(name, "_burst") + "_per_second=unlimited)")
+		}
 		return "-1", nil
 	}
 	if _, err := strconv.ParseInt(v, 10, 64); err == nil {
@@ -148,9 +151,11 @@ max_plugin_versions, max_module_bytes) of 0 or below is the server's
 ceiling (server.plugins.*), and one above it is lowered to it. A rate set
 alone keeps the server's default burst: set requests_burst with
 requests_per_second. --unset NAME returns one to the server's default.
-The others set for the tenant stay exactly as they are. The change applies to the tenant's next request.
-It replaces the tenant's settings as read a moment before: two operators
-changing one tenant's quotas at once, the last one's change is what stays.
+The others set for the tenant stay exactly as they are. The change applies
+to the tenant's next request. It replaces the tenant's settings as read a
+moment before: two operators changing one tenant's quotas at once, the
+last one's change is what stays. -o json prints {id, quotas,
+effective_quotas} (quotas at zero, the server's default, left out).
 
   batpak tenant quotas acme
   batpak tenant quotas acme --set requests_per_second=500 --set requests_burst=1000

@@ -197,6 +197,7 @@ deny contains {"code": "NO_SEVENS", "message": "kind 0x7:0x7 is not written here
 		{"--unset=nope", "--unset nope: no such quota"},
 		{"--set=requests_per_second=NaN", "want a finite number"},
 		{"--set=requests_burst=1KiB", `want a number, or "unlimited"`},
+		{"--set=requests_burst=unlimited", "a bucket cannot be unlimited: lift its rate instead (requests_per_second=unlimited)"},
 	} {
 		r := run(exitError, admin("tenant", "quotas", "acme", bad.flag)...)
 		if !strings.Contains(r.stderr, bad.want) {
