@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -252,6 +253,35 @@ func (l *connLimiter) connState(c net.Conn, st http.ConnState) {
 		l.idle[c] = l.order
 	default:
 		delete(l.idle, c)
+	}
+}
+
+// connKey carries a request's connection in its context.
+type connKey struct{}
+
+// connContext is the http.Server's ConnContext hook: a request's context
+// carries its connection, for yield.
+func (l *connLimiter) connContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// yield lets the connection of r's request be closed for a new client as
+// an idle one is (the longest idle first), until the returned func is
+// called: a refusal held before it is answered (httpapi.Options.
+// YieldConn) does not keep its slot from a client that needs one.
+func (l *connLimiter) yield(r *http.Request) (release func()) {
+	c, _ := r.Context().Value(connKey{}).(net.Conn)
+	if c == nil {
+		return func() {}
+	}
+	l.mu.Lock()
+	l.order++
+	l.idle[c] = l.order
+	l.mu.Unlock()
+	return func() {
+		l.mu.Lock()
+		delete(l.idle, c)
+		l.mu.Unlock()
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/server"
+	"github.com/batpak-go/batpak/server/control"
 )
 
 // TestIdleConnectionsYieldToNewClients: connections that sit idle
@@ -315,5 +316,76 @@ func TestConnectionsPerSourceSetting(t *testing.T) {
 	cfg.Root, cfg.Stderr, cfg.MaxConnectionsPerSource = t.TempDir(), io.Discard, 1_000_001
 	if _, err := server.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "server.max_connections_per_source = 1000001") {
 		t.Fatalf("max_connections_per_source 1000001: %v", err)
+	}
+}
+
+// TestHeldRefusalsYieldTheirConnections: a refusal held for
+// rate_refusal_delay does not keep its connection slot from a new
+// client: with every slot taken by a tenant's held refusals, another
+// tenant's request is served within a fraction of the delay (a held
+// refusal's connection is closed for it, as an idle one would be).
+func TestHeldRefusalsYieldTheirConnections(t *testing.T) {
+	const limit = 4
+	const delay = time.Second
+	ps := startTunedServer(t, t.TempDir(), func(c *server.Config) { c.MaxConnections, c.RateRefusalDelay = limit, delay })
+	ctx := context.Background()
+	for _, id := range []string{"acme", "globex"} {
+		if _, err := ps.srv.Plane().CreateTenant(ctx, id, control.Quotas{RequestsPerSecond: 0.001, RequestsBurst: 1}, control.Settings{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acme, globex := issueKey(t, ps.srv, "acme", control.RoleReader), issueKey(t, ps.srv, "globex", control.RoleReader)
+	addr := strings.TrimPrefix(ps.base, "http://")
+	get := func(conn net.Conn, tenant, key string) {
+		fmt.Fprintf(conn, "GET /v1/tenants/%s/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", tenant, key)
+	}
+	// acme spends its one token, then every slot holds one of its refusals.
+	conns := make([]net.Conn, limit)
+	for i := range conns {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conns[i] = conn
+		get(conn, "acme", acme)
+		if i == 0 {
+			res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil || res.StatusCode != 200 {
+				t.Fatalf("acme's first request: %v", err)
+			}
+			res.Body.Close()
+			get(conn, "acme", acme)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	c := &http.Client{Timeout: delay * 6 / 10, Transport: &http.Transport{DisableKeepAlives: true}}
+	req, _ := http.NewRequest("GET", ps.base+"/v1/tenants/globex/stats", nil)
+	req.Header.Set("Authorization", "Bearer "+globex)
+	began := time.Now()
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("globex's request while acme's held refusals take every slot: %v after %v", err, time.Since(began))
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("globex's request: %d", res.StatusCode)
+	}
+	// The connection closed for it got no answer; the others their 429.
+	closed := 0
+	for _, conn := range conns {
+		conn.SetReadDeadline(time.Now().Add(3 * delay))
+		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			closed++
+			continue
+		}
+		res.Body.Close()
+		if res.StatusCode != 429 {
+			t.Fatalf("a held refusal answered %d", res.StatusCode)
+		}
+	}
+	if closed == 0 {
+		t.Fatal("no held refusal's connection was closed for the new client")
 	}
 }

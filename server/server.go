@@ -96,8 +96,9 @@ type Config struct {
 	// sent (it says Retry-After in whole seconds, at least 1, so a client
 	// that obeys it loses nothing), so that a client flooding past its
 	// rate gets at most one refusal per connection per delay and costs
-	// the other tenants little CPU. Default 100ms; range 0..1s, negative:
-	// none.
+	// the other tenants little CPU. While held, its connection is closed
+	// for a new client that needs the slot, as an idle one is. Default
+	// 100ms; range 0..1s, negative: none.
 	RateRefusalDelay time.Duration
 
 	MetricsPublic bool   // server.metrics_public: /metrics without the operator credential
@@ -756,7 +757,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.api = httpapi.New(httpapi.Options{
 		Registry: reg,
-		Plane:    s.plane, Auth: authn, Quotas: quotas, Tenants: s.tenants,
+		Plane:    s.plane, Auth: authn, Quotas: quotas, Tenants: s.tenants, YieldConn: s.conns.yield,
 		BackupDir:    filepath.Join(cfg.Root, "backups"),
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxJSONDepth: cfg.MaxJSONDepth, WriteTimeout: cfg.WriteTimeout,
 		ReadTimeout:   cfg.ReadTimeout,
@@ -790,6 +791,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	s.http.ConnState = s.conns.connState
+	s.http.ConnContext = s.conns.connContext
 	if s.node == nil {
 		// Every worker recorded as running continues from its cursor.
 		s.workers.Resume()

@@ -70,15 +70,21 @@ func (a *API) overRate(c *call) error {
 }
 
 // holdRefusal returns ex after Options.RateRefusalDelay (or until the
-// request ends).
+// request ends), its connection yielding its slot meanwhile
+// (Options.YieldConn).
 func (a *API) holdRefusal(c *call, ex *quota.Exceeded) error {
 	if d := a.opts.RateRefusalDelay; d > 0 {
+		release := func() {}
+		if a.opts.YieldConn != nil {
+			release = a.opts.YieldConn(c.r)
+		}
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
 		case <-c.r.Context().Done():
 			t.Stop()
 		}
+		release()
 	}
 	return ex
 }
