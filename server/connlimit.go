@@ -43,6 +43,10 @@ type connLimiter struct {
 	// order they became idle.
 	idle  map[net.Conn]uint64
 	order uint64
+	// held holds the connections whose request holds a rate refusal that
+	// may be answered at once for a new client (yield), each with the
+	// func that wakes it; reclaim takes them before idle ones.
+	held map[net.Conn]func()
 
 	// perSource is the most connections one source may have open (0:
 	// no bound); sources counts them (accepted, not yet closed: waiting
@@ -78,7 +82,7 @@ const refusalsAnsweredPerSource = 8
 const refusalLinger = time.Second
 
 func newConnLimiter(n, perSource int) *connLimiter {
-	return &connLimiter{slots: make(chan struct{}, n), idle: map[net.Conn]uint64{},
+	return &connLimiter{slots: make(chan struct{}, n), idle: map[net.Conn]uint64{}, held: map[net.Conn]func(){},
 		perSource: max(perSource, 0), sources: map[netip.Addr]int{},
 		answering: make(chan struct{}, refusalsAnswered), answeringFrom: map[netip.Addr]int{}}
 }
@@ -265,30 +269,37 @@ func (l *connLimiter) connContext(ctx context.Context, c net.Conn) context.Conte
 	return context.WithValue(ctx, connKey{}, c)
 }
 
-// yield lets the connection of r's request be closed for a new client as
-// an idle one is (the longest idle first), until the returned func is
-// called: a refusal held before it is answered (httpapi.Options.
-// YieldConn) does not keep its slot from a client that needs one.
-func (l *connLimiter) yield(r *http.Request) (release func()) {
+// yield lets the request r, holding a rate refusal, give up its
+// connection slot to a new client until release is called: when every
+// slot is taken, reclaim calls wake (at most once), and the request
+// answers its refusal at once and closes its connection
+// (httpapi.Options.YieldConn).
+func (l *connLimiter) yield(r *http.Request, wake func()) (release func()) {
 	c, _ := r.Context().Value(connKey{}).(net.Conn)
 	if c == nil {
 		return func() {}
 	}
 	l.mu.Lock()
-	l.order++
-	l.idle[c] = l.order
+	l.held[c] = wake
 	l.mu.Unlock()
 	return func() {
 		l.mu.Lock()
-		delete(l.idle, c)
+		delete(l.held, c)
 		l.mu.Unlock()
 	}
 }
 
-// reclaim closes the longest idle connection, if any; its slot frees
-// when the server has closed it.
+// reclaim wakes a held rate refusal (yield) to be answered at once and
+// its connection closed, or else closes the longest idle connection, if
+// any; the slot frees when the server has closed it.
 func (l *connLimiter) reclaim() {
 	l.mu.Lock()
+	for c, wake := range l.held {
+		delete(l.held, c)
+		l.mu.Unlock()
+		wake()
+		return
+	}
 	var oldest net.Conn
 	var at uint64
 	for c, o := range l.idle {

@@ -96,9 +96,10 @@ type Config struct {
 	// sent (it says Retry-After in whole seconds, at least 1, so a client
 	// that obeys it loses nothing), so that a client flooding past its
 	// rate gets at most one refusal per connection per delay and costs
-	// the other tenants little CPU. While held, its connection is closed
-	// for a new client that needs the slot, as an idle one is. Default
-	// 100ms; range 0..1s, negative: none.
+	// the other tenants little CPU. Once held for half the delay, it
+	// gives up its connection slot to a new client that needs one
+	// (answered at once, the connection closed after it). Default 100ms;
+	// range 0..1s, negative: none.
 	RateRefusalDelay time.Duration
 
 	MetricsPublic bool   // server.metrics_public: /metrics without the operator credential

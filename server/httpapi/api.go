@@ -88,11 +88,13 @@ type Options struct {
 	// at least 1) cannot turn its refusals into a flood of its own; the
 	// held request costs no CPU. 0: answered at once.
 	RateRefusalDelay time.Duration
-	// YieldConn, when set, lets the server close the connection of r's
-	// request for a new client while its refusal is held (as an idle
-	// connection is closed when every connection slot is taken), until
-	// release is called: held refusals do not keep slots from others.
-	YieldConn func(r *http.Request) (release func())
+	// YieldConn, when set, lets the request r, once it has held its
+	// refusal for half of RateRefusalDelay, give up its connection slot
+	// to a new client until release is called: when every slot is taken,
+	// the server calls wake, and the refusal is answered at once with
+	// its connection closed. So held refusals do not keep slots from
+	// others, and a slot turns over at most once per half delay.
+	YieldConn func(r *http.Request, wake func()) (release func())
 	// Policies keeps the tenants' own policy bundles (the …/policy
 	// routes); nil: those routes answer 404.
 	Policies *tenantpolicy.Manager

@@ -70,23 +70,44 @@ func (a *API) overRate(c *call) error {
 }
 
 // holdRefusal returns ex after Options.RateRefusalDelay (or until the
-// request ends), its connection yielding its slot meanwhile
-// (Options.YieldConn).
+// request ends). After half of it, the connection's slot may be taken
+// for a new client (Options.YieldConn): then ex is returned at once, and
+// the connection closed after it.
 func (a *API) holdRefusal(c *call, ex *quota.Exceeded) error {
-	if d := a.opts.RateRefusalDelay; d > 0 {
-		release := func() {}
-		if a.opts.YieldConn != nil {
-			release = a.opts.YieldConn(c.r)
-		}
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-c.r.Context().Done():
-			t.Stop()
-		}
-		release()
+	d := a.opts.RateRefusalDelay
+	if d <= 0 {
+		return ex
+	}
+	ctx := c.r.Context()
+	if !sleep(ctx, d/2) || a.opts.YieldConn == nil {
+		sleep(ctx, d-d/2)
+		return ex
+	}
+	woken := make(chan struct{})
+	var once sync.Once
+	release := a.opts.YieldConn(c.r, func() { once.Do(func() { close(woken) }) })
+	defer release()
+	t := time.NewTimer(d - d/2)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	case <-woken:
+		c.w.Header().Set("Connection", "close")
 	}
 	return ex
+}
+
+// sleep waits d or until ctx ends: true when d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func (a *API) appendOne(c *call) error {
