@@ -74,10 +74,14 @@ func quotaValue(name, raw string) (string, error) {
 // flag and the quota that is wrong.
 func changeQuotas(q client.Quotas, sets, unsets []string) (client.Quotas, error) {
 	known := quotaNames()
-	set := func(flag, name, number string) error {
-		if !slices.Contains(known, name) {
-			return badInput(flag+" "+name, errors.New("no such quota (known: "+strings.Join(known, ", ")+")"))
+	unknown := func(flag, name string) error {
+		if slices.Contains(known, name) {
+			return nil
 		}
+		return badInput(flag+" "+name, errors.New("no such quota (known: "+strings.Join(known, ", ")+")"))
+	}
+	// set decodes name's JSON number into q, that field alone.
+	set := func(flag, name, number string) error {
 		d := json.NewDecoder(strings.NewReader(`{` + strconv.Quote(name) + `:` + number + `}`))
 		d.DisallowUnknownFields()
 		if err := d.Decode(&q); err != nil {
@@ -86,6 +90,9 @@ func changeQuotas(q client.Quotas, sets, unsets []string) (client.Quotas, error)
 		return nil
 	}
 	for _, name := range unsets {
+		if err := unknown("--unset", name); err != nil {
+			return q, err
+		}
 		if err := set("--unset", name, "0"); err != nil {
 			return q, err
 		}
@@ -95,8 +102,8 @@ func changeQuotas(q client.Quotas, sets, unsets []string) (client.Quotas, error)
 		if !ok {
 			return q, badInput("--set "+kv, errors.New("want NAME=VALUE, such as requests_per_second=500"))
 		}
-		if !slices.Contains(known, name) {
-			return q, badInput("--set "+name, errors.New("no such quota (known: "+strings.Join(known, ", ")+")"))
+		if err := unknown("--set", name); err != nil {
+			return q, err
 		}
 		number, err := quotaValue(name, raw)
 		if err != nil {
