@@ -249,6 +249,9 @@ func (s *Store) ImportWithOptions(ctx context.Context, rd io.Reader, opts Import
 		if len(payload) > s.cfg.SingleAppendMaxBytes {
 			return st, fmt.Errorf("batpak: import line %d: %w: payload of %d bytes, the limit is %d (Config.SingleAppendMaxBytes)", line, ErrPayloadTooLarge, len(payload), s.cfg.SingleAppendMaxBytes)
 		}
+		if x.Timestamp < 0 {
+			return st, fmt.Errorf("batpak: import line %d: %w: timestamp_us %d is negative: want microseconds since the Unix epoch (0 or none: the time of the import)", line, ErrInvalidOptions, x.Timestamp)
+		}
 		if x.Timestamp > horizon {
 			return st, fmt.Errorf("batpak: import line %d: timestamp_us %d is more than %v ahead of this store's clock: a later write to %s would carry it", line, x.Timestamp, importMaxAhead, coord.Entity)
 		}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -501,7 +502,8 @@ func TestImportIdempotencyKeys(t *testing.T) {
 
 // TestImportBounds: a payload over SingleAppendMaxBytes fails at its line
 // before its batch is buffered, a timestamp more than a day ahead of the
-// store's clock fails (it would stamp the entity's later writes), and
+// store's clock fails (it would stamp the entity's later writes), so
+// does a negative one (it would be stamped 0 or the entity's last), and
 // batches never hold more than Batch.MaxBytes of payload (one larger
 // event alone), so an import of large events holds about a batch.
 func TestImportBounds(t *testing.T) {
@@ -542,6 +544,11 @@ func TestImportBounds(t *testing.T) {
 	future := time.Now().Add(25 * time.Hour).UnixMicro()
 	if _, err := s.Import(context.Background(), strings.NewReader(ev(10, future)), nil); err == nil || !strings.Contains(err.Error(), "line 1: timestamp_us") || !strings.Contains(err.Error(), "ahead of this store's clock") {
 		t.Fatalf("a timestamp 25 hours ahead: %v", err)
+	}
+	for _, ts := range []int64{-1, math.MinInt64} {
+		if _, err := s.Import(context.Background(), strings.NewReader(ev(10, 0)+ev(10, ts)), nil); !errors.Is(err, core.ErrInvalidOptions) || !strings.Contains(err.Error(), "line 2: ") || !strings.Contains(err.Error(), "timestamp_us") {
+			t.Fatalf("a negative timestamp (%d): %v", ts, err)
+		}
 	}
 	sameState(t, "after imports refused for their bounds", captureState(t, s), before)
 	if st, err := s.Import(context.Background(), strings.NewReader(ev(10, time.Now().Add(time.Hour).UnixMicro())), nil); err != nil || st.Imported != 1 {

@@ -73,6 +73,25 @@ type Config struct {
 	// shares the proxy's address: raise it to max_connections there, or
 	// turn it off.
 	MaxConnectionsPerSource int
+	// AnonymousRequestsPerSecond bounds, per source (an IPv4 address, an
+	// IPv6 /64), the requests no tenant is charged for: those without a
+	// valid credential (none, a wrong, revoked or expired one, a JWT
+	// naming a tenant the server does not hold), to routes that read
+	// none (health, readiness, the OpenAPI document, public metrics, the
+	// web console's pages and sign-in) and to paths no route has. Past
+	// its bucket of AnonymousRequestsBurst such a request is refused with
+	// 429 TOO_MANY_REQUESTS (Retry-After), held RateRefusalDelay first,
+	// and counted (batpak_anonymous_requests_refused_total); requests
+	// with a valid tenant credential are charged to the tenant's
+	// requests_per_second instead, and the operator's to nothing.
+	// server.anonymous_requests_per_second: default 1000; range
+	// 1..1000000; negative: no bound (0 in config.yaml). Behind a proxy
+	// every client shares the proxy's address.
+	AnonymousRequestsPerSecond int
+	// AnonymousRequestsBurst is that bucket's size
+	// (server.anonymous_requests_burst): default twice the rate; range
+	// 1..1000000.
+	AnonymousRequestsBurst int
 	// TenantIdleTimeout closes a tenant store unused this long
 	// (server.tenant_idle_timeout: default 5m; ≥ 1s): the registry's, and
 	// on a cluster node the node's own once nothing holds it
@@ -300,8 +319,8 @@ func DefaultConfig() Config {
 	return Config{
 		Root: "batpak-server", Listen: "127.0.0.1:7070",
 		MaxOpenTenants: 10000, TenantIdleTimeout: 5 * time.Minute, MaxConnections: 4096,
-		MaxConnectionsPerSource: 256,
-		MaxBodyBytes:            32 << 20, MaxJSONDepth: 512,
+		MaxConnectionsPerSource: 256, AnonymousRequestsPerSecond: 1000,
+		MaxBodyBytes: 32 << 20, MaxJSONDepth: 512,
 		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 60 * time.Second, WriteTimeout: 60 * time.Second,
 		IdleTimeout: 120 * time.Second, ShutdownTimeout: 20 * time.Second,
 		SSEHeartbeat: 15 * time.Second, SSEBufferEvents: 4096,
@@ -332,6 +351,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxConnectionsPerSource == 0 {
 		c.MaxConnectionsPerSource = d.MaxConnectionsPerSource
+	}
+	if c.AnonymousRequestsPerSecond == 0 {
+		c.AnonymousRequestsPerSecond = d.AnonymousRequestsPerSecond
+	}
+	if c.AnonymousRequestsBurst == 0 && c.AnonymousRequestsPerSecond > 0 {
+		c.AnonymousRequestsBurst = min(2*c.AnonymousRequestsPerSecond, 1_000_000)
 	}
 	if c.MaxOpenTenants == 0 {
 		c.MaxOpenTenants = d.MaxOpenTenants
@@ -413,6 +438,10 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("server.max_connections = %d: want 1..1000000", c.MaxConnections)
 	case c.MaxConnectionsPerSource > 1_000_000:
 		return c, fmt.Errorf("server.max_connections_per_source = %d: want 1..1000000 (0 in config.yaml, negative in server.Config: no bound)", c.MaxConnectionsPerSource)
+	case c.AnonymousRequestsPerSecond > 1_000_000:
+		return c, fmt.Errorf("server.anonymous_requests_per_second = %d: want 1..1000000 (0 in config.yaml, negative in server.Config: no bound)", c.AnonymousRequestsPerSecond)
+	case c.AnonymousRequestsBurst < 0 || c.AnonymousRequestsBurst > 1_000_000:
+		return c, fmt.Errorf("server.anonymous_requests_burst = %d: want 1..1000000", c.AnonymousRequestsBurst)
 	case c.MaxOpenTenants < 1 || c.MaxOpenTenants > 1_000_000:
 		return c, fmt.Errorf("server.max_open_tenants = %d: want 1..1000000", c.MaxOpenTenants)
 	case c.TenantIdleTimeout < time.Second:
@@ -759,6 +788,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.api = httpapi.New(httpapi.Options{
 		Registry: reg,
 		Plane:    s.plane, Auth: authn, Quotas: quotas, Tenants: s.tenants, YieldConn: s.conns.yield,
+		Sources:      quota.NewSources(float64(cfg.AnonymousRequestsPerSecond), cfg.AnonymousRequestsBurst),
 		BackupDir:    filepath.Join(cfg.Root, "backups"),
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxJSONDepth: cfg.MaxJSONDepth, WriteTimeout: cfg.WriteTimeout,
 		ReadTimeout:   cfg.ReadTimeout,
@@ -818,7 +848,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 // metrics); its data requests are API requests and get it there.
 func (s *Server) mountConsole(authn *auth.Authenticator, quotas *quota.Manager, reg *prometheus.Registry, api http.Handler) (*console.Console, http.Handler, error) {
 	opts := console.Options{Auth: authn, API: api, Plane: s.plane, Tenants: s.tenants,
-		Policies: s.policies, Plugins: s.plugins, Quotas: quotas, ChargeRequest: s.api.ChargeRequest, Metrics: reg,
+		Policies: s.policies, Plugins: s.plugins, Quotas: quotas, ChargeRequest: s.api.ChargeRequest, ChargeSource: s.api.ChargeSource, Metrics: reg,
 		Secure: s.cfg.TLSCert != "", Cluster: s.node != nil, LeaderTLS: s.memberTLS(), MaxJSONDepth: s.cfg.MaxJSONDepth, WriteTimeout: s.cfg.WriteTimeout, Logger: s.cfg.Logger}
 	if s.node != nil {
 		opts.NodeID, opts.MemberURL = s.node.cfg.NodeID, s.node.memberURL

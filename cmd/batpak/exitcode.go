@@ -77,7 +77,7 @@ func remoteExitCode(err error) int {
 			return exitConflict
 		case client.CodeNotFound:
 			return exitNotFound
-		case client.CodeBusy, client.CodeNotAMember:
+		case client.CodeBusy, client.CodeNotAMember, client.CodeTooManyRequests, client.CodeTooManyConnections:
 			return exitUnavailable
 		case client.CodeStoreDamaged:
 			return exitCorrupt

@@ -66,6 +66,13 @@ var serverSettings = []serverSetting{
 			t.cfg.MaxConnectionsPerSource = -1 // 0 in the config: no bound (0 in server.Config is the default)
 		}
 	}},
+	{"server.anonymous_requests_per_second", "anonymous-requests-per-second", kindCount, 1000, "requests a second from one IPv4 address or IPv6 /64 that no tenant is charged for (no valid credential, health, console pages, unknown paths); 0..1000000, 0: no bound", func(t *serverTarget, v settingValue) {
+		t.cfg.AnonymousRequestsPerSecond = int(v.n)
+		if v.n == 0 {
+			t.cfg.AnonymousRequestsPerSecond = -1 // 0 in the config: no bound (0 in server.Config is the default)
+		}
+	}},
+	{"server.anonymous_requests_burst", "anonymous-requests-burst", kindCount, 0, "bucket size of anonymous_requests_per_second; 0..1000000, 0: twice the rate", func(t *serverTarget, v settingValue) { t.cfg.AnonymousRequestsBurst = int(v.n) }},
 	{"server.max_open_tenants", "max-open-tenants", kindCount, 10000, "tenant stores open at once (LRU beyond); 1..1000000", func(t *serverTarget, v settingValue) { t.cfg.MaxOpenTenants = int(v.n) }},
 	{"server.tenant_idle_timeout", "tenant-idle-timeout", kindDuration, "5m", "close a tenant store idle this long; ≥ 1s", func(t *serverTarget, v settingValue) { t.cfg.TenantIdleTimeout = v.d }},
 	{"server.max_body_bytes", "max-body-bytes", kindSize, "32MiB", "largest request body; 1KiB..1GiB", func(t *serverTarget, v settingValue) { t.cfg.MaxBodyBytes = v.n }},
@@ -195,8 +202,9 @@ func bindServerSettings(fs *pflag.FlagSet, v *viper.Viper) {
 // (a negative value in server.Config, where 0 is the default): a
 // negative value in the configuration is refused rather than taken as 0.
 var zeroMeansNone = map[string]bool{
-	"server.max_connections_per_source": true,
-	"server.policy_decision_log_size":   true,
+	"server.max_connections_per_source":    true,
+	"server.anonymous_requests_per_second": true,
+	"server.policy_decision_log_size":      true,
 }
 
 // serverConfig reads the server.* settings into a server.Config.

@@ -118,3 +118,46 @@ func TestOperatorTokenEnvironment(t *testing.T) {
 		}
 	}
 }
+
+// server.anonymous_requests_per_second: default 1000; a count as given;
+// 0 in the config turns the bound off (negative in server.Config); a
+// negative or too large value is refused naming the setting. The burst
+// left at 0 is twice the rate.
+func TestServeAnonymousRequestsSetting(t *testing.T) {
+	for _, tc := range []struct {
+		raw, burst any
+		want       int
+		err        string
+	}{{nil, nil, 1000, ""}, {"5", nil, 5, ""}, {"0", nil, -1, ""}, {5, 7, 5, ""},
+		{"-3", nil, 0, "server.anonymous_requests_per_second: -3 is negative"},
+		{"1000001", nil, 0, "server.anonymous_requests_per_second = 1000001: want 1..1000000"},
+		{nil, "1000001", 0, "server.anonymous_requests_burst = 1000001: want 1..1000000"}} {
+		a := &app{v: viper.New()}
+		bindServerSettings(pflag.NewFlagSet("serve", pflag.ContinueOnError), a.v)
+		if tc.raw != nil {
+			a.v.Set("server.anonymous_requests_per_second", tc.raw)
+		}
+		if tc.burst != nil {
+			a.v.Set("server.anonymous_requests_burst", tc.burst)
+		}
+		cfg, err := a.serverConfig("")
+		if err == nil && tc.err != "" {
+			_, err = server.New(context.Background(), withRoot(cfg, t.TempDir()))
+		}
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("%v/%v: error %v, want one containing %q", tc.raw, tc.burst, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%v/%v: %v", tc.raw, tc.burst, err)
+		}
+		if cfg.AnonymousRequestsPerSecond != tc.want {
+			t.Fatalf("server.anonymous_requests_per_second %v: got %v, want %v", tc.raw, cfg.AnonymousRequestsPerSecond, tc.want)
+		}
+		if tc.burst != nil && cfg.AnonymousRequestsBurst != 7 {
+			t.Fatalf("server.anonymous_requests_burst %v: got %v", tc.burst, cfg.AnonymousRequestsBurst)
+		}
+	}
+}

@@ -24,7 +24,8 @@
 //     IdempotencyKey; a batch's items get "<batch key>/<index>"), so a retry
 //     after a lost response returns the original receipts rather than
 //     writing twice. Retried: BUSY (503), QUOTA_EXCEEDED with a Retry-After,
-//     and transport errors; TOO_MANY_CONNECTIONS (429: the server refused
+//     TOO_MANY_REQUESTS (429: the address's requests without a valid
+//     credential passed the server's rate) and transport errors; TOO_MANY_CONNECTIONS (429: the server refused
 //     the connection before reading the request) for any request. Never
 //     retried: every other 4xx, and STORE_DAMAGED (500: the tenant's store
 //     is damaged on the server's disk; the operator must recover it).

@@ -39,6 +39,7 @@ const (
 	CodeOutcomeUnknown      = "OUTCOME_UNKNOWN"      // a cluster lost its leader after proposing the write: it may be written; retried only with an idempotency key
 	CodeNotCaughtUp         = "NOT_CAUGHT_UP"        // a cluster node had not applied min_seq in time; retried
 	CodeTooManyConnections  = "TOO_MANY_CONNECTIONS" // this address has server.max_connections_per_source connections open: refused unread, so any request is retried (after Retry-After)
+	CodeTooManyRequests     = "TOO_MANY_REQUESTS"    // this address made more requests without a valid credential (or to routes that read none) than server.anonymous_requests_per_second allows: nothing was done; safe requests are retried after Retry-After
 	CodeStoreDamaged        = "STORE_DAMAGED"        // the tenant's store is damaged on the server's disk (500): nothing was read or written; not retried, the operator must recover it
 )
 
@@ -69,6 +70,7 @@ var (
 	ErrOutcomeUnknown      = &Error{Code: CodeOutcomeUnknown}
 	ErrNotCaughtUp         = &Error{Code: CodeNotCaughtUp}
 	ErrTooManyConnections  = &Error{Code: CodeTooManyConnections}
+	ErrTooManyRequests     = &Error{Code: CodeTooManyRequests}
 	ErrStoreDamaged        = &Error{Code: CodeStoreDamaged}
 )
 
@@ -155,7 +157,7 @@ func retryable(err error) bool {
 	switch {
 	case e.Code == CodeBusy, e.Status == 503, e.Status == 502, e.Status == 504:
 		return true
-	case e.Code == CodeQuotaExceeded && e.RetryAfter > 0:
+	case e.Code == CodeQuotaExceeded && e.RetryAfter > 0, e.Code == CodeTooManyRequests:
 		return true
 	case e.Code == CodeTooManyConnections:
 		return true // refused before the request was read (see send)

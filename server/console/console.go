@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -94,6 +95,12 @@ type Options struct {
 	// API too (marked quota.WithRequestCharged, so the API does not charge
 	// them again). Nil: nothing is charged.
 	ChargeRequest func(w http.ResponseWriter, r *http.Request, tenant string) bool
+	// ChargeSource charges a request no tenant is charged for to its
+	// source's bucket (httpapi.API.ChargeSource): false when it was
+	// refused and answered. The console's pages and files, every sign-in
+	// attempt, and requests with no live session go through it. Nil:
+	// nothing is charged.
+	ChargeSource func(w http.ResponseWriter, r *http.Request) bool
 	// Metrics is the registry of the server's own metrics (sampled every
 	// second for the dashboards).
 	Metrics prometheus.Gatherer
@@ -243,24 +250,24 @@ func secureHeaders(h http.Header) {
 func (c *Console) routes() {
 	static, _ := fs.Sub(assets, "assets")
 	files := http.FileServerFS(static)
-	c.mux.Handle("GET "+Prefix+"/static/", http.StripPrefix(Prefix+"/static/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	c.mux.Handle("GET "+Prefix+"/static/", c.anonymous(http.StripPrefix(Prefix+"/static/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "" || strings.HasSuffix(r.URL.Path, "/") || r.URL.Path == "index.html" {
 			problem(w, http.StatusNotFound, wire.CodeNotFound, "no such file")
 			return
 		}
 		w.Header().Set("Cache-Control", "no-cache")
 		files.ServeHTTP(w, r)
-	})))
-	c.mux.HandleFunc("GET "+Prefix, func(w http.ResponseWriter, r *http.Request) {
+	}))))
+	c.mux.Handle("GET "+Prefix, c.anonymous(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, Prefix+"/", http.StatusFound)
-	})
-	c.mux.HandleFunc("GET "+Prefix+"/{$}", func(w http.ResponseWriter, r *http.Request) {
+	})))
+	c.mux.Handle("GET "+Prefix+"/{$}", c.anonymous(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := assets.ReadFile("assets/index.html")
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		_, _ = w.Write(b)
-	})
-	c.mux.HandleFunc("POST "+Prefix+"/session", c.signIn)
+	})))
+	c.mux.Handle("POST "+Prefix+"/session", c.anonymous(http.HandlerFunc(c.signIn)))
 	c.mux.HandleFunc("GET "+Prefix+"/session", c.whoAmI)
 	c.mux.HandleFunc("DELETE "+Prefix+"/session", c.authed(c.signOut))
 	c.mux.HandleFunc("GET "+Prefix+"/overview", c.authed(c.overview))
@@ -268,9 +275,27 @@ func (c *Console) routes() {
 	c.mux.HandleFunc("GET "+Prefix+"/samples/tenants/{tenant}", c.authed(c.tenantSamples))
 	c.mux.HandleFunc("POST "+Prefix+"/tenants/{tenant}/policy/evaluate", c.authed(c.evaluate))
 	c.mux.HandleFunc(Prefix+"/api/", c.authed(c.proxy))
-	c.mux.HandleFunc(Prefix+"/", func(w http.ResponseWriter, r *http.Request) {
+	c.mux.Handle(Prefix+"/", c.anonymous(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusNotFound, wire.CodeNotFound, "no such console page")
+	})))
+}
+
+// anonymous charges every request of h to its source's bucket
+// (Options.ChargeSource) before h serves it: the console's pages and
+// files, and sign-in attempts, which no tenant is charged for until a
+// credential is checked.
+func (c *Console) anonymous(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c.chargeSource(w, r) {
+			h.ServeHTTP(w, r)
+		}
 	})
+}
+
+// chargeSource charges r to its source's bucket (Options.ChargeSource):
+// false when it was refused and answered.
+func (c *Console) chargeSource(w http.ResponseWriter, r *http.Request) bool {
+	return c.opts.ChargeSource == nil || c.opts.ChargeSource(w, r)
 }
 
 // problem answers an error as application/problem+json.
@@ -364,12 +389,16 @@ func (c *Console) current(r *http.Request) (*session, string, string) {
 func (c *Console) authed(h sessionHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if otherSite(r) {
-			problem(w, http.StatusForbidden, wire.CodeForbidden, "a request from another site (Sec-Fetch-Site: "+r.Header.Get("Sec-Fetch-Site")+") does not use the session")
+			if c.chargeSource(w, r) {
+				problem(w, http.StatusForbidden, wire.CodeForbidden, "a request from another site (Sec-Fetch-Site: "+r.Header.Get("Sec-Fetch-Site")+") does not use the session")
+			}
 			return
 		}
 		s, id, why := c.current(r)
 		if s == nil {
-			problem(w, http.StatusUnauthorized, wire.CodeUnauthenticated, why)
+			if c.chargeSource(w, r) {
+				problem(w, http.StatusUnauthorized, wire.CodeUnauthenticated, why)
+			}
 			return
 		}
 		if !c.charge(w, r, s.principal) {
@@ -516,7 +545,9 @@ func (c *Console) whoAmI(w http.ResponseWriter, r *http.Request) {
 		s, _, _ = c.current(r)
 	}
 	if s == nil {
-		writeJSON(w, http.StatusOK, map[string]any{"signed_in": false})
+		if c.chargeSource(w, r) {
+			writeJSON(w, http.StatusOK, map[string]any{"signed_in": false})
+		}
 		return
 	}
 	if !c.charge(w, r, s.principal) {
@@ -870,8 +901,20 @@ func (c *Console) evaluate(w http.ResponseWriter, r *http.Request, s *session, _
 		problem(w, http.StatusRequestEntityTooLarge, wire.CodePayloadTooLarge, "an evaluation request is at most 1 MiB")
 		return
 	}
-	if err := json.Unmarshal(body, &in); err != nil {
-		problem(w, http.StatusBadRequest, wire.CodeInvalidJSON, "the request is not JSON: "+err.Error())
+	// Read as the API reads a write: the same JSON (I-JSON, each member
+	// once, no unknown member, the depth counted with the envelope), so
+	// the dry run judges only writes the API would take.
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		problem(w, http.StatusUnsupportedMediaType, wire.CodeUnsupportedMedia, "send the evaluation request as Content-Type: application/json")
+		return
+	}
+	if err := wire.Decode(body, &in, c.opts.MaxJSONDepth+1); err != nil {
+		var we *wire.Error
+		if errors.As(err, &we) {
+			problem(w, http.StatusBadRequest, we.Code, we.Error())
+		} else {
+			problem(w, http.StatusBadRequest, wire.CodeInvalidJSON, "the request is not JSON: "+err.Error())
+		}
 		return
 	}
 	coord, err := core.NewCoordinate(in.Entity, in.Scope)

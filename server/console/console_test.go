@@ -299,6 +299,23 @@ func TestEvaluateWithoutAPolicySaysSo(t *testing.T) {
 			t.Errorf("%v: %d, want 400: %s", bad, res.status, res.body)
 		}
 	}
+	// The request is read as the API reads a write: a member repeated (in
+	// the payload or the request), an unknown member, another content
+	// type are refused, as the API would refuse the write.
+	for _, tc := range []struct {
+		body, ctype, want string
+		status           int
+	}{
+		{`{"entity":"e:1","scope":"s","kind":"1:1","payload":{"a":1,"a":2}}`, "application/json", `member name \"a\" repeated`, 400},
+		{`{"entity":"e:1","entity":"e:2","scope":"s","kind":"1:1","payload":{}}`, "application/json", `member name \"entity\" repeated`, 400},
+		{`{"entity":"e:1","scope":"s","kind":"1:1","payload":{},"bogus":1}`, "application/json", `bogus`, 400},
+		{`{"entity":"e:1","scope":"s","kind":"1:1","payload":{}}`, "text/plain", "application/json", 415},
+	} {
+		res := e.do(c, "POST", path, []byte(tc.body), "Origin", e.base, "X-CSRF-Token", csrf, "Content-Type", tc.ctype)
+		if res.status != tc.status || !strings.Contains(string(res.body), tc.want) {
+			t.Errorf("%s as %s: %d %s, want %d naming %s", tc.body, tc.ctype, res.status, res.body, tc.status, tc.want)
+		}
+	}
 }
 
 func TestTheConsoleCanBeTurnedOff(t *testing.T) {

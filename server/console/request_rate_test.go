@@ -3,6 +3,7 @@ package console_test
 import (
 	"testing"
 
+	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/console"
 )
 
@@ -48,5 +49,40 @@ func TestConsoleRoutesChargeTheRequestRate(t *testing.T) {
 	op, _ := e.session(opToken)
 	for range 5 {
 		e.must(e.do(op, "GET", console.Prefix+"/overview", nil), 200)
+	}
+}
+
+// The console's requests no tenant is charged for — its page and files,
+// sign-in attempts, requests with no session — take tokens from their
+// source's bucket (server.anonymous_requests_per_second): past it they
+// are refused with 429 TOO_MANY_REQUESTS, while a live session's
+// requests go on.
+func TestConsoleAnonymousRequestsChargeTheirSource(t *testing.T) {
+	e := startWith(t, func(c *server.Config) { c.AnonymousRequestsPerSecond, c.AnonymousRequestsBurst = 1, 6 })
+	key := e.tenant("acme")
+	c, _ := e.session(key) // one token: a sign-in attempt
+	e.must(e.do(nil, "GET", console.Prefix+"/", nil), 200)
+	e.must(e.do(nil, "GET", console.Prefix+"/static/app.js", nil), 200)
+	e.must(e.do(nil, "GET", console.Prefix+"/no-such-page", nil), 404)
+	e.must(e.do(nil, "GET", console.Prefix+"/overview", nil), 401) // no session
+	e.must(e.do(nil, "POST", console.Prefix+"/session", map[string]any{"credential": "bpk_wrong"}, "Origin", e.base), 401)
+	for _, tc := range []struct {
+		what string
+		r    resp
+	}{
+		{"the page", e.do(nil, "GET", console.Prefix+"/", nil)},
+		{"a file", e.do(nil, "GET", console.Prefix+"/static/app.js", nil)},
+		{"a request with no session", e.do(nil, "GET", console.Prefix+"/overview", nil)},
+		{"the session's view, signed out", e.do(nil, "GET", console.Prefix+"/session", nil)},
+		{"a sign-in with a valid key", e.do(nil, "POST", console.Prefix+"/session", map[string]any{"credential": key}, "Origin", e.base)},
+	} {
+		if tc.r.status != 429 || tc.r.json(t)["code"] != "TOO_MANY_REQUESTS" || tc.r.header.Get("Retry-After") == "" {
+			t.Fatalf("%s past the source's bucket: %d %s", tc.what, tc.r.status, tc.r.body)
+		}
+	}
+	// The live session's requests are its tenant's, not the source's.
+	for range 3 {
+		e.must(e.do(c, "GET", console.Prefix+"/session", nil), 200)
+		e.must(e.do(c, "GET", console.Prefix+"/api/v1/tenants/acme/stats", nil), 200)
 	}
 }

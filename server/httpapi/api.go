@@ -95,6 +95,14 @@ type Options struct {
 	// its connection closed. So held refusals do not keep slots from
 	// others, and a slot turns over at most once per half delay.
 	YieldConn func(r *http.Request, wake func()) (release func())
+	// Sources are the request buckets of the sources (IPv4 addresses,
+	// IPv6 /64s) whose requests no tenant is charged for: those without a
+	// valid credential, or with a JWT naming a tenant the server does not
+	// hold, to the routes that read none (health, readiness, the OpenAPI
+	// document, public metrics) and to paths no route has. Past its
+	// bucket such a request is refused with 429 TOO_MANY_REQUESTS, held
+	// RateRefusalDelay first. Nil: no bound.
+	Sources *quota.Sources
 	// Policies keeps the tenants' own policy bundles (the …/policy
 	// routes); nil: those routes answer 404.
 	Policies *tenantpolicy.Manager

@@ -268,11 +268,19 @@ func (a *API) clusterPlace(c *call) error {
 // toLeaderWithCredential sends c to the leader, unless it carries no
 // credential of a shape any node takes (none, another scheme, garbage):
 // that is refused here as the leader would refuse it (401), without
-// naming the leader to a caller that presented no credential.
+// naming the leader to a caller that presented no credential. A
+// credential this node does not know (the leader may: a key issued a
+// moment ago) has the redirect charged to the request's source
+// (chargeSource); a valid one is charged by the leader.
 func (a *API) toLeaderWithCredential(c *call) error {
 	if !a.opts.Auth.Plausible(c.r) {
 		if err := a.admit(c); err != nil {
 			return err
+		}
+	}
+	if _, err := a.opts.Auth.Authenticate(c.r); err != nil {
+		if ex := a.chargeSource(c); ex != nil {
+			return ex
 		}
 	}
 	return a.toLeader(c)

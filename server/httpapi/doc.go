@@ -11,6 +11,10 @@
 //  2. the credential's tenant's request rate
 //     (requests_per_second, per node; charged on
 //     every route, held as below)                     → 429 QUOTA_EXCEEDED + Retry-After
+//     or, with no valid credential or a JWT naming
+//     a tenant the server does not hold, its source's
+//     (Options.Sources: per IPv4 address or IPv6 /64,
+//     held as below; before the 401)                  → 429 TOO_MANY_REQUESTS + Retry-After
 //  3. operator credential, another tenant's key,
 //     or a role below the route's                     → 403 FORBIDDEN
 //  4. tenant unknown / suspended                      → 404 NOT_FOUND / 403 TENANT_SUSPENDED
@@ -30,18 +34,22 @@
 //
 // Before all of these, the query is checked: one that does not parse (a
 // ";" separator, a bad percent-escape, which Go's parser would drop with
-// the filter in it) and a parameter the route does not take are refused
-// with 400 INVALID_REQUEST, naming the parameter and the ones the route
-// takes (a misspelt filter such as entity_prefix for entity would
-// otherwise be ignored, and the whole log answered). The parameters a
-// route takes are those the OpenAPI document lists for it (read from the
-// embedded document, so the two cannot disagree); consistency and
-// min_seq are taken on every tenant route, and consistency on every
-// admin and cluster route, and their values are checked on a single
-// server too, where they change nothing. Health, readiness, the document
-// itself and metrics take anything. A refused query of a tenant's
-// credential is charged to its request rate too (and answered 429 past
-// it).
+// the filter in it), a parameter given twice (a proxy reading the other
+// value would see another request) and a parameter the route does not take
+// are refused with 400 INVALID_REQUEST, naming the parameter (and the ones
+// the route takes: a misspelt filter such as entity_prefix for entity
+// would otherwise be ignored, and the whole log answered). The parameters
+// a route takes are those the OpenAPI document lists for it (read from the
+// embedded document, so the two cannot disagree); consistency and min_seq
+// are taken on every tenant route, and consistency on every admin and
+// cluster route, and their values are checked on a single server too,
+// where they change nothing. Health, readiness, the document itself and
+// metrics take anything. A refused query of a tenant's credential is
+// charged to its request rate too (and answered 429 past it), one without
+// a valid credential to its source's bucket. The routes that read no
+// credential (health, readiness, the document, public metrics) and paths
+// no route has are charged to their source's bucket too (Options.Sources),
+// before they are answered.
 //
 // On a cluster node (Options.Cluster), a follower answers a state change,
 // a linearizable read, and a credential it does not know (step 1 on a node

@@ -69,11 +69,12 @@ func (a *API) overRate(c *call) error {
 	return nil
 }
 
-// holdRefusal returns ex after Options.RateRefusalDelay (or until the
-// request ends). After half of it, the connection's slot may be taken
-// for a new client (Options.YieldConn): then ex is returned at once, and
-// the connection closed after it.
-func (a *API) holdRefusal(c *call, ex *quota.Exceeded) error {
+// holdRefusal returns ex (a rate's refusal) after
+// Options.RateRefusalDelay (or until the request ends). After half of it,
+// the connection's slot may be taken for a new client
+// (Options.YieldConn): then ex is returned at once, and the connection
+// closed after it.
+func (a *API) holdRefusal(c *call, ex error) error {
 	d := a.opts.RateRefusalDelay
 	if d <= 0 {
 		return ex
@@ -110,6 +111,17 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// idempotencyHeader is the request's Idempotency-Key ("" when none). A
+// request carrying the header more than once is refused: a proxy or a
+// client reading another of them than the server would dedupe against
+// another key.
+func idempotencyHeader(c *call) (string, error) {
+	if vs := c.r.Header.Values("Idempotency-Key"); len(vs) > 1 {
+		return "", errInvalid("Idempotency-Key", "the header is given "+itoa(len(vs))+" times: give it once")
+	}
+	return c.r.Header.Get("Idempotency-Key"), nil
+}
+
 func (a *API) appendOne(c *call) error {
 	if err := a.overRate(c); err != nil {
 		return err
@@ -118,7 +130,11 @@ func (a *API) appendOne(c *call) error {
 	if err := a.decode(c, &req, false); err != nil {
 		return err
 	}
-	it, err := req.Item(-1, c.r.Header.Get("Idempotency-Key"))
+	hk, err := idempotencyHeader(c)
+	if err != nil {
+		return err
+	}
+	it, err := req.Item(-1, hk)
 	if err != nil {
 		return err
 	}
@@ -174,7 +190,10 @@ func (a *API) appendBatch(c *call) error {
 	if len(req.Events) == 0 {
 		return errInvalid("events", "a batch needs at least one event")
 	}
-	hk := c.r.Header.Get("Idempotency-Key")
+	hk, err := idempotencyHeader(c)
+	if err != nil {
+		return err
+	}
 	if room := core.MaxIdempotencyKeyBytes - len("/"+itoa(len(req.Events)-1)); hk != "" && len(hk) > room {
 		return errInvalid("Idempotency-Key", "a batch's Idempotency-Key names its items <key>/<i>, so for "+itoa(len(req.Events))+
 			" events it may be at most "+itoa(room)+" bytes; it is "+itoa(len(hk)))

@@ -180,6 +180,42 @@ func TestUnknownQueryParameters(t *testing.T) {
 	e.must(e.req("GET", "/healthz?probe=1", "", nil), 200)
 }
 
+// TestRepeatedParametersRefused: a query parameter or an Idempotency-Key
+// given twice is refused (400 naming it), whichever value comes first,
+// and nothing is written: a proxy or a client reading the other value
+// would see another request than the server.
+func TestRepeatedParametersRefused(t *testing.T) {
+	e := start(t, nil)
+	k := e.tenant("acme")
+	e.must(e.req("POST", "/v1/tenants/acme/events", k["writer"], appendBody("a:1")), 201)
+	for _, q := range []string{"entity=zzz:&entity=a:", "entity=a:&entity=zzz:", "limit=1&limit=2", "entity=a:&limit=1&limit=1"} {
+		r := e.req("GET", "/v1/tenants/acme/events?"+q, k["reader"], nil)
+		if r.status != 400 || r.code() != "INVALID_REQUEST" || !strings.Contains(string(r.body), "given 2 times") {
+			t.Fatalf("?%s: %d %s, want 400 naming the repeated parameter", q, r.status, r.body)
+		}
+	}
+	batch := map[string]any{"events": []any{appendBody("b:1")}}
+	for _, tc := range []struct {
+		path string
+		body any
+	}{{"/v1/tenants/acme/events", appendBody("b:1")}, {"/v1/tenants/acme/batches", batch}} {
+		r, err := http.NewRequest("POST", e.base+tc.path, strings.NewReader(string(mustJSON(tc.body))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Set("Authorization", "Bearer "+k["writer"])
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Add("Idempotency-Key", "a")
+		r.Header.Add("Idempotency-Key", "b")
+		if code, b := sendRaw(t, r); code != 400 || !strings.Contains(string(b), "Idempotency-Key") {
+			t.Fatalf("POST %s with two Idempotency-Key headers: %d %s, want 400 naming it", tc.path, code, b)
+		}
+	}
+	if n := e.count("acme", k["admin"]); n != 1 {
+		t.Fatalf("acme holds %v events after the refusals, want 1", n)
+	}
+}
+
 // TestUnauthenticatedSaysWhatWasMissing: a 401 names the usual mistakes
 // — no Authorization header, or a key sent without the Bearer scheme —
 // and says nothing about a credential that was sent and refused.

@@ -13,18 +13,21 @@ import (
 
 // metrics are the API's Prometheus series (see the package doc).
 type metrics struct {
-	reg           *prometheus.Registry
-	requests      *prometheus.CounterVec
-	latency       *prometheus.HistogramVec
-	appendReqs    prometheus.Counter
-	events        *prometheus.CounterVec
-	fsyncs        prometheus.Counter
-	queueDepth    prometheus.Histogram
-	denials       prometheus.Counter
-	quotaRejects  *prometheus.CounterVec
-	subscriptions prometheus.Gauge
-	disconnects   *prometheus.CounterVec
-	panics        prometheus.Counter
+	reg          *prometheus.Registry
+	requests     *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
+	appendReqs   prometheus.Counter
+	events       *prometheus.CounterVec
+	fsyncs       prometheus.Counter
+	queueDepth   prometheus.Histogram
+	denials      prometheus.Counter
+	quotaRejects *prometheus.CounterVec
+	// sourceRefusals counts requests refused for their source's rate
+	// (Options.Sources).
+	sourceRefusals prometheus.Counter
+	subscriptions  prometheus.Gauge
+	disconnects    *prometheus.CounterVec
+	panics         prometheus.Counter
 
 	labels tenantLabels
 
@@ -84,6 +87,8 @@ func newMetrics(reg *prometheus.Registry, tenantCap int, reg2 *tenancy.Registry)
 			Help: "Writes refused by the platform policy."}),
 		quotaRejects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "batpak_quota_rejections_total",
 			Help: "Requests refused by a quota, by quota and tenant (bounded)."}, []string{"quota", "tenant"}),
+		sourceRefusals: prometheus.NewCounter(prometheus.CounterOpts{Name: "batpak_anonymous_requests_refused_total",
+			Help: "Requests no tenant is charged for (no valid credential, routes that read none) refused past their source's server.anonymous_requests_per_second."}),
 		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{Name: "batpak_subscriptions",
 			Help: "Event streams (SSE) open now."}),
 		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "batpak_subscription_disconnects_total",
@@ -94,7 +99,7 @@ func newMetrics(reg *prometheus.Registry, tenantCap int, reg2 *tenancy.Registry)
 		lastFsync: map[string]uint64{},
 	}
 	reg.MustRegister(m.requests, m.latency, m.appendReqs, m.events, m.fsyncs, m.queueDepth, m.denials,
-		m.quotaRejects, m.subscriptions, m.disconnects, m.panics)
+		m.quotaRejects, m.sourceRefusals, m.subscriptions, m.disconnects, m.panics)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "batpak_events_per_fsync",
 		Help: "Events appended per fsync since start (group commit)."}, func() float64 {
 		m.mu.Lock()

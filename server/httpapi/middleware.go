@@ -217,6 +217,11 @@ func (a *API) middleware(next http.Handler, route string) http.Handler {
 		if route != "" {
 			ri.route = route
 		} else if _, pattern := a.mux.Handler(r); pattern == "" {
+			c := &call{a: a, w: rec, r: r, info: ri}
+			if err := a.chargeSource(c); err != nil {
+				a.fail(c, err)
+				return
+			}
 			a.noRoute(rec, r, ri)
 			return
 		}
@@ -338,12 +343,16 @@ func (a *API) guard(rt Route) http.Handler {
 			}
 		}
 		err := checkQuery(c)
-		if err != nil {
-			// A tenant's requests with a query refused are charged too.
-			if p, aerr := a.opts.Auth.Authenticate(c.r); aerr == nil {
-				if ex := a.chargeRequest(c, p); ex != nil {
-					err = ex
-				}
+		if err != nil && !(rt.Access == Public || rt.Access == Metrics && a.opts.MetricsPublic) {
+			// Requests with a query refused are charged too: to the
+			// credential's tenant, or to their source.
+			p, aerr := a.opts.Auth.Authenticate(c.r)
+			if ex := a.chargeCaller(c, p, aerr); ex != nil {
+				err = ex
+			}
+		} else if err != nil {
+			if ex := a.chargeSource(c); ex != nil {
+				err = ex
 			}
 		}
 		if err == nil {
@@ -397,7 +406,8 @@ func (a *API) guard(rt Route) http.Handler {
 // requests past the rate that are answered for free; the refusal is held
 // Options.RateRefusalDelay. The operator, a JWT naming a tenant the
 // server does not hold, and a request the web console charged before it
-// passed it on (quota.RequestCharged) are not charged.
+// passed it on (quota.RequestCharged) are not charged to a tenant (see
+// chargeCaller for who is).
 func (a *API) chargeRequest(c *call, p auth.Principal) error {
 	if p.Operator || p.Tenant == "" || quota.RequestCharged(c.r.Context()) {
 		return nil
@@ -443,16 +453,22 @@ func (a *API) planeStopped() error {
 func (a *API) admit(c *call) error {
 	rt := c.route
 	if rt.Access == Public || rt.Access == Metrics && a.opts.MetricsPublic {
-		return nil
+		return a.chargeSource(c)
 	}
 	if err := a.planeStopped(); err != nil {
 		return err
 	}
 	if len(c.r.Header.Values("Authorization")) > 1 {
 		// A proxy in front may read another of them than we would.
+		if ex := a.chargeSource(c); ex != nil {
+			return ex
+		}
 		return errInvalid("Authorization", "more than one Authorization header: send one, Authorization: Bearer <key>")
 	}
 	p, err := a.opts.Auth.Authenticate(c.r)
+	if ex := a.chargeCaller(c, p, err); ex != nil {
+		return ex
+	}
 	if err != nil {
 		if errors.Is(err, auth.ErrUnauthenticated) {
 			return credentialProblem(c.r.Header.Get("Authorization"))
@@ -461,9 +477,6 @@ func (a *API) admit(c *call) error {
 	}
 	c.principal = p
 	c.info.principal = p.ID
-	if err := a.chargeRequest(c, p); err != nil {
-		return err
-	}
 	// Who makes a control-plane change is on its record (control.Change.
 	// By), and what a tenant's credentials change is charged to its
 	// budgets from that record after a restart (control.Plane.Spending).

@@ -117,6 +117,15 @@ func checkQuery(c *call) error {
 		}
 		return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: detail, p: wire.Problem{Field: clipName(name)}}
 	}
+	for _, name := range names {
+		// Every parameter takes one value: a proxy or client reading the
+		// last of two would see another request than the server, which
+		// would read the first.
+		if len(q[name]) > 1 {
+			return &apiError{status: 400, code: wire.CodeInvalidRequest, p: wire.Problem{Field: clipName(name)},
+				detail: fmt.Sprintf("query parameter %q is given %d times: give it once", clipName(name), len(q[name]))}
+		}
+	}
 	if c.a.opts.Cluster == nil {
 		switch v := q.Get("consistency"); v {
 		case "", "local", "linearizable":

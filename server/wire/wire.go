@@ -74,6 +74,13 @@ const (
 	// open; the new one was answered with 429 (Retry-After) and closed
 	// before any request was read. Reuse a connection, or close one.
 	CodeTooManyConnections = "TOO_MANY_CONNECTIONS"
+	// CodeTooManyRequests: the client's address (an IPv4 address, an IPv6
+	// /64) made more requests that no tenant is charged for — without a
+	// valid credential, or to routes that read none — than
+	// server.anonymous_requests_per_second allows (429, Retry-After);
+	// nothing was done. A request with a valid tenant credential is
+	// never refused so.
+	CodeTooManyRequests = "TOO_MANY_REQUESTS"
 	// CodeStoreDamaged: the tenant's store is damaged on the server's disk
 	// (a frame fails its checks, the log is shorter than it recorded, a
 	// hash chain is broken): nothing was read or written. Not to be
