@@ -86,6 +86,30 @@ func TestClusterBootstrapAndJoinRefused(t *testing.T) {
 	}
 }
 
+// TestClusterJoinWithAnotherCredentialEnds: a node joining with an
+// operator credential the cluster does not hold is refused (401) for
+// good: its Serve ends with an error saying every node takes the same
+// credential, instead of retrying for ever, and the cluster is unchanged.
+func TestClusterJoinWithAnotherCredentialEnds(t *testing.T) {
+	root := t.TempDir()
+	n1 := startClusterLeader(t, root)
+	n2 := startClusterServer(t, root, "n2", false, n1.base, func(c *server.Config) {
+		c.OperatorToken = "bpko_" + strings.Repeat("z", 52)
+	})
+	select {
+	case err := <-n2.done:
+		n2.done <- err
+		if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "same operator credential") {
+			t.Fatalf("n2's Serve ended with %v, want the refusal naming the operator credential", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a node joining with another operator credential still runs after 30s")
+	}
+	if code, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, ""); code != 200 || len(st["members"].([]any)) != 1 {
+		t.Fatalf("the cluster after the refused join: %d %v", code, st)
+	}
+}
+
 // TestClusterJoinRedirectKeepsHTTPS: a join request carries the operator
 // credential; a member's redirect to its leader (307 NOT_LEADER) is
 // followed with it, but never from https to plain http, and no other

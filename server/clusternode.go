@@ -173,6 +173,10 @@ type clusterNode struct {
 	// yet (it started with no raft log); cleared once it is one, so a
 	// node the operator removed stays removed.
 	joining bool
+	// joinRefused receives the refusal of a join that retrying cannot
+	// change (this node's operator credential is not the cluster's):
+	// Serve ends with it.
+	joinRefused chan error
 	// orphan: started with no raft log and neither cluster.bootstrap nor
 	// cluster.join; run warns about it (every minute) until the node
 	// holds raft state or members.
@@ -297,7 +301,7 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &clusterNode{n: n, cfg: cfg, token: s.cfg.OperatorToken, url: strings.TrimRight(cfg.URL, "/"), stop: make(chan struct{}), done: make(chan struct{}), readWait: cfg.ReadWait,
+	c := &clusterNode{n: n, cfg: cfg, token: s.cfg.OperatorToken, url: strings.TrimRight(cfg.URL, "/"), stop: make(chan struct{}), done: make(chan struct{}), readWait: cfg.ReadWait, joinRefused: make(chan error, 1),
 		memberTLS: memberTLS, members: newMemberClient(memberTLS)}
 	c.joining = cfg.Join != "" && n.Status().LastLogIndex == 0
 	c.orphan = !cfg.Bootstrap && cfg.Join == "" && n.Status().LastLogIndex == 0
@@ -451,7 +455,13 @@ func (c *clusterNode) run(logf func(string, ...any)) {
 		}
 		if c.joining && time.Since(lastJoin) > 2*time.Second {
 			lastJoin = time.Now()
-			if err := c.askToJoin(st.Address); err != nil {
+			if err := c.askToJoin(st.Address); errors.Is(err, errJoinRefused) {
+				c.joining = false
+				select {
+				case c.joinRefused <- err:
+				default:
+				}
+			} else if err != nil {
 				logf("cluster: joining through "+c.cfg.Join, "err", err)
 			} else {
 				c.joining = false // the leader added it: a member now
@@ -460,7 +470,13 @@ func (c *clusterNode) run(logf func(string, ...any)) {
 	}
 }
 
-// askToJoin asks cluster.join to add this node.
+// errJoinRefused: cluster.join refused this node's credential; asking
+// again cannot help.
+var errJoinRefused = errors.New("cluster: the join was refused")
+
+// askToJoin asks cluster.join to add this node: errJoinRefused when its
+// operator credential is refused (401, 403), another error (retried)
+// otherwise.
 func (c *clusterNode) askToJoin(addr string) error {
 	body, _ := json.Marshal(map[string]string{"id": c.cfg.NodeID, "address": addr, "url": c.url})
 	req, err := http.NewRequest("POST", strings.TrimRight(c.cfg.Join, "/")+"/v1/cluster/nodes", bytes.NewReader(body))
@@ -482,6 +498,9 @@ func (c *clusterNode) askToJoin(addr string) error {
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		return fmt.Errorf("%w: %s answered %s: every node of a cluster takes the same operator credential (server.operator_token, BATPAK_OPERATOR_TOKEN or server.operator_token_file): start this node with the cluster's", errJoinRefused, c.cfg.Join, resp.Status)
+	}
 	if resp.StatusCode/100 != 2 {
 		var p struct{ Code, Detail string }
 		if json.Unmarshal(msg, &p) == nil && p.Code != "" {

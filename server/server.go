@@ -550,6 +550,23 @@ type Server struct {
 	tokenUnshown bool
 }
 
+// notAStore refuses a root that is a store's own directory (a LOCK file
+// or "<id>.seg" segment files in it, as the core package documentation
+// lays a store out: the CLI's --data-dir, say), which the server
+// would fill with its own directories beside the store's files.
+func notAStore(root string) error {
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		return nil // none yet, or MkdirAll says why
+	}
+	for _, e := range ents {
+		if n := e.Name(); n == "LOCK" || strings.HasSuffix(n, ".seg") && !e.IsDir() {
+			return fmt.Errorf("server: %s holds a batpak store (%s), not a server root: give the server a directory of its own (it keeps each tenant's store in tenants/<id>, and batpak import copies a store's events into a tenant)", root, n)
+		}
+	}
+	return nil
+}
+
 // New opens the control plane, the tenant registry and the platform policy
 // and builds the API. It does not listen yet (Serve does). On first start
 // without a configured operator credential it generates one, stores its
@@ -557,6 +574,9 @@ type Server struct {
 func New(ctx context.Context, cfg Config) (*Server, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
+		return nil, err
+	}
+	if err := notAStore(cfg.Root); err != nil {
 		return nil, err
 	}
 	for _, d := range []string{cfg.Root, filepath.Join(cfg.Root, "tenants"), filepath.Join(cfg.Root, "backups")} {
@@ -1097,7 +1117,9 @@ func (s *Server) Addr() net.Addr {
 
 // Serve answers requests until ctx ends, then shuts down gracefully
 // (within Config.ShutdownTimeout) and returns. It returns nil after a
-// clean shutdown.
+// clean shutdown; on a cluster node started with cluster.join, the join's
+// refusal of this node's operator credential (401, 403) when the member
+// asked answers so, after shutting down.
 func (s *Server) Serve(ctx context.Context) error {
 	if err := s.Listen(); err != nil {
 		_ = s.closeStores(context.Background())
@@ -1105,11 +1127,18 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.http.Serve(s.ln) }()
+	var refused chan error // a cluster join refused for good (nil: none can be)
+	if s.node != nil {
+		refused = s.node.joinRefused
+	}
 	select {
 	case err := <-errc:
 		if errors.Is(err, http.ErrServerClosed) {
 			return s.waitShutdown()
 		}
+		_ = s.Shutdown(context.Background())
+		return err
+	case err := <-refused:
 		_ = s.Shutdown(context.Background())
 		return err
 	case <-ctx.Done():

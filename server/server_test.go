@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/control"
 )
@@ -40,6 +42,29 @@ func TestPolicyTimeoutRange(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "policy timeout") || !strings.Contains(err.Error(), "1ms..1m") {
 			t.Fatalf("PolicyTimeout %v: got %v, want a refusal naming the range", tc.d, err)
 		}
+	}
+}
+
+// A root that is a store's own directory (the CLI's --data-dir) is
+// refused, naming the file that shows it, and left as it was.
+func TestRootThatIsAStoreRefused(t *testing.T) {
+	dir := t.TempDir()
+	s, err := core.Open(core.DefaultConfig(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadDir(dir)
+	cfg := server.DefaultConfig()
+	cfg.Root, cfg.Stderr = dir, io.Discard
+	if _, err := server.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "holds a batpak store") ||
+		!strings.Contains(err.Error(), "not a server root") {
+		t.Fatalf("a store's directory as the root: %v", err)
+	}
+	if after, _ := os.ReadDir(dir); len(after) != len(before) {
+		t.Fatalf("the refused root changed: %d entries, %d before", len(after), len(before))
 	}
 }
 

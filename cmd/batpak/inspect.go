@@ -40,7 +40,8 @@ clocks run 0, 1, 2, ... per entity. Prints
 "ok: N events in M entities across K segments" (plus the stubs compaction
 left of removed events, which are checked but are not events), or the
 first failure (file, offset, event id) and exits 7 (corrupt). Safe to run
-beside a live writer. On a terminal, a progress bar counts segments.`,
+beside a live writer. On a terminal, a progress bar counts segments.
+Against a server (--server) it takes the tenant's admin key.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			format, err := out.format()

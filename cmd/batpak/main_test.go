@@ -372,6 +372,22 @@ func TestBadInput(t *testing.T) {
 	for _, verb := range [][]string{{"verify"}, {"stats"}, {"query"}, {"get", "01a217cd-3b81-7849-af31-4360cec5ac35"}} {
 		failsWith(t, exitNotFound, append(verb, dd), "no store at "+dir, "batpak demo")
 	}
+	// A batpak serve root names where its tenants' stores are; a
+	// directory of other files is not offered a demo store.
+	root := t.TempDir()
+	for _, d := range []string{"tenants", "system"} {
+		if err := os.Mkdir(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	failsWith(t, exitNotFound, []string{"query", "--data-dir", root}, "is a batpak serve root", filepath.Join(root, "tenants", "ID"), "--server URL")
+	other := t.TempDir()
+	if err := os.WriteFile(filepath.Join(other, "notes.txt"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := failsWith(t, exitNotFound, []string{"query", "--data-dir", other}, "it holds other files"); strings.Contains(r.stderr, "demo") {
+		t.Fatalf("a demo store offered in a directory of other files: %s", r.stderr)
+	}
 
 	// Runtime conflicts name the flag.
 	ok(t, appendArgs()...)

@@ -110,7 +110,8 @@ causation_id, timestamp_us, flags, idempotency_key, redacted, payload.
 correlation and causation. Hidden (fenced) events are not exported;
 redacted ones are, without payload. System records (the store's audit
 records of erasures and bypasses) stay behind: "batpak query
---entity-prefix batpak:audit" reads them.
+--entity-prefix batpak:audit" reads them. Against a server (--server)
+it takes the tenant's admin key.
 
 --out FILE writes to FILE instead of stdout ("-o FILE", its older
 spelling, still works and says so; -o now names the output format, and
@@ -326,7 +327,8 @@ idempotency keys; this store assigns clocks and global sequences. Events
 go in atomic batches of up to 256 through the store's write policy
 (action "import"). An event already in the store (same id and content) is
 skipped, so an interrupted import can simply be run again. On a terminal,
-a progress bar counts the bytes read against the file's size.`,
+a progress bar counts the bytes read against the file's size. Against a
+server (--server) it takes the tenant's admin key.`,
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			format, err := out.format()

@@ -78,7 +78,14 @@ func changeQuotas(q client.Quotas, sets, unsets []string) (client.Quotas, error)
 		if slices.Contains(known, name) {
 			return nil
 		}
-		return badInput(flag+" "+name, errors.New("no such quota (known: "+strings.Join(known, ", ")+")"))
+		near := ""
+		for _, k := range known {
+			if len(name) <= 64 && editDistance(k, name) <= 2 {
+				near = "did you mean " + k + "? "
+				break
+			}
+		}
+		return badInput(flag+" "+name, errors.New("no such quota ("+near+"known: "+strings.Join(known, ", ")+")"))
 	}
 	// set decodes name's JSON number into q, that field alone.
 	set := func(flag, name, number string) error {

@@ -166,6 +166,9 @@ func (a *app) remote() (*remoteConf, error) {
 		if u.User != nil {
 			return nil, badInput("--server", errors.New("the URL holds credentials (user:password@); give the token with --token or BATPAK_TOKEN"))
 		}
+		if p := strings.TrimRight(u.Path, "/"); p == "/v1" || strings.HasSuffix(p, "/v1") {
+			return nil, badInput("--server", fmt.Errorf("%s ends in /v1: name the server's base URL (%s), the CLI adds the API's paths", printable.String(rc.server), printable.String(u.Scheme+"://"+u.Host+strings.TrimSuffix(p, "/v1"))))
+		}
 		if u.Scheme == "http" && rc.token != "" && !loopbackHost(u.Hostname()) {
 			fmt.Fprintf(a.stderr, "batpak: warning: --server %s is plain http to a host that is not loopback: the token travels unencrypted; use https://\n", rc.server)
 		}
@@ -320,6 +323,13 @@ func remoteError(err error) error {
 				where = u.Scheme + "://" + u.Host
 			}
 			return &detailError{msg: fmt.Sprintf("server: nothing listens at %s (connection refused): start batpak serve there, or point --server (BATPAK_SERVER) at a running one", printable.String(where)), err: err}
+		}
+		if errors.As(err, &ue) && strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
+			where := ue.URL
+			if u, perr := url.Parse(ue.URL); perr == nil {
+				where = u.Host
+			}
+			return withExitCode(exitError, &detailError{msg: fmt.Sprintf("server: %s answers plain HTTP, not HTTPS: use http:// in --server (BATPAK_SERVER), or serve TLS (server.tls_cert, server.tls_key)", printable.String(where)), err: err})
 		}
 		msg := "server: " + strings.TrimPrefix(err.Error(), "client: ")
 		var unknownCA x509.UnknownAuthorityError

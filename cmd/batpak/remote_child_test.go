@@ -191,7 +191,7 @@ deny contains {"code": "NO_SEVENS", "message": "kind 0x7:0x7 is not written here
 	table := run(exitOK, admin("tenant", "quotas", "acme")...).stdout
 	wantIn(t, "tenant quotas table", table, "requests_per_second", "500", "10GiB", "unlimited", "tenant acme: 2 quotas set for it")
 	for _, bad := range []struct{ flag, want string }{
-		{"--set=request_per_second=5", "--set request_per_second: no such quota (known: "},
+		{"--set=request_per_second=5", "--set request_per_second: no such quota (did you mean requests_per_second? known: "},
 		{"--set=max_cursors=2.5", "--set max_cursors=2.5: max_cursors takes a whole number"},
 		{"--set=requests_per_second=fast", "want a number"},
 		{"--unset=nope", "--unset nope: no such quota"},

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -462,6 +463,23 @@ func TestRemoteNothingListens(t *testing.T) {
 	if r.stderr != want {
 		t.Fatalf("stderr %q, want %q", r.stderr, want)
 	}
+}
+
+// TestRemoteServerURLMistakes: https:// to a plain-HTTP server says to
+// use http:// (exit 1: a setting to change, not an outage), and a
+// --server ending in /v1 is refused (exit 1) before anything is sent, naming the
+// base URL to give instead.
+func TestRemoteServerURLMistakes(t *testing.T) {
+	isolate(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("the server got %s %s", r.Method, r.URL)
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	failsWith(t, exitError, []string{"--server", "https://" + addr, "--token", "bpk_x", "--tenant", "acme", "query"},
+		"server: "+addr+" answers plain HTTP, not HTTPS: use http:// in --server")
+	failsWith(t, exitError, []string{"--server", srv.URL + "/v1/", "--token", "bpk_x", "--tenant", "acme", "query"},
+		"--server", "ends in /v1", "name the server's base URL ("+srv.URL+")")
 }
 
 // TestWorkerStartPassesGivenLimits: worker start sends --category and

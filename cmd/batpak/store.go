@@ -132,12 +132,23 @@ func checkStoreDir(dir string) error {
 	case err != nil:
 		return fmt.Errorf("store directory: %w", err)
 	}
+	names := map[string]bool{}
 	for _, e := range ents {
 		if e.Name() == "LOCK" || strings.HasSuffix(e.Name(), ".seg") {
 			return nil
 		}
+		names[e.Name()] = e.IsDir()
 	}
-	return withExitCode(exitNotFound, fmt.Errorf("no store at %s (the directory holds no batpak files); %s", filepath.Clean(dir), hint))
+	clean := filepath.Clean(dir)
+	switch {
+	case names["tenants"] && names["system"]:
+		// A batpak serve root: its tenants' stores are inside.
+		return withExitCode(exitNotFound, fmt.Errorf("no store at %s: it is a batpak serve root, whose tenants' stores are %s (stop the server first: it holds them), or ask the server: --server URL --tenant ID",
+			clean, shellQuote(filepath.Join(clean, "tenants", "ID"))))
+	case len(ents) > 0:
+		return withExitCode(exitNotFound, fmt.Errorf("no store at %s (it holds other files, no batpak store's LOCK or segments): --data-dir names a store's own directory", clean))
+	}
+	return withExitCode(exitNotFound, fmt.Errorf("no store at %s (the directory holds no batpak files); %s", clean, hint))
 }
 
 // closeStore closes s and keeps the first error: a writer's Close syncs, so

@@ -454,7 +454,7 @@ func ErrorLines(err error) []string {
 		ae.Sort()
 		out := make([]string, 0, len(ae))
 		for _, e := range ae {
-			out = append(out, e.Error())
+			out = append(out, detab(e.Error()))
 		}
 		return out
 	case errors.As(err, &le):
@@ -464,7 +464,7 @@ func ErrorLines(err error) []string {
 		}
 		return out
 	case errors.As(err, &one):
-		return []string{one.Error()}
+		return []string{detab(one.Error())}
 	}
 	var out []string
 	for _, l := range strings.Split(strings.TrimPrefix(err.Error(), "batpak: "), "\n") {
@@ -474,3 +474,8 @@ func ErrorLines(err error) []string {
 	}
 	return out
 }
+
+// detab indents the source excerpt OPA adds to a parse error (lines
+// starting with a tab) with two spaces: a tab is a control character that
+// terminals and one-line renderings show escaped.
+func detab(s string) string { return strings.ReplaceAll(s, "\t", "  ") }

@@ -304,7 +304,7 @@ func TestEvaluateWithoutAPolicySaysSo(t *testing.T) {
 	// type are refused, as the API would refuse the write.
 	for _, tc := range []struct {
 		body, ctype, want string
-		status           int
+		status            int
 	}{
 		{`{"entity":"e:1","scope":"s","kind":"1:1","payload":{"a":1,"a":2}}`, "application/json", `member name \"a\" repeated`, 400},
 		{`{"entity":"e:1","entity":"e:2","scope":"s","kind":"1:1","payload":{}}`, "application/json", `member name \"entity\" repeated`, 400},

@@ -254,6 +254,9 @@ func TestValidationNamesTheField(t *testing.T) {
 		{"key role twice", "roles", key(func(k *control.Key) { k.Roles = []control.Role{"reader", "reader"} })},
 		{"key name 201", "name", key(func(k *control.Key) { k.Name = strings.Repeat("n", control.MaxNameBytes+1) })},
 		{"key name control", "name", key(func(k *control.Key) { k.Name = "a\nb" })},
+		{"key name bidi override", "name", key(func(k *control.Key) { k.Name = "\u202egnp.exe" })},
+		{"key name bidi isolate", "name", key(func(k *control.Key) { k.Name = "ci\u2066x" })},
+		{"reason bidi mark", "reason", func() error { _, err := p.SuspendTenant(ctx, "acme", "late\u200f"); return err }()},
 		{"key hash zero", "hash", key(func(k *control.Key) { k.Hash = [32]byte{} })},
 		{"reason 1025", "reason", func() error {
 			_, err := p.SuspendTenant(ctx, "acme", strings.Repeat("r", control.MaxReasonBytes+1))
@@ -275,16 +278,19 @@ func TestValidationNamesTheField(t *testing.T) {
 	if err := key(func(k *control.Key) { k.Name = strings.Repeat("n", control.MaxNameBytes) }); err != nil {
 		t.Fatalf("name of MaxNameBytes refused: %v", err)
 	}
+	if err := key(func(k *control.Key) { k.ID, k.Name = "arabic", "مفتاح ci 🔑" }); err != nil {
+		t.Fatalf("a name in a right-to-left script refused: %v", err)
+	}
 	if _, err := p.SuspendTenant(ctx, "acme", strings.Repeat("r", control.MaxReasonBytes)); err != nil {
 		t.Fatalf("reason of MaxReasonBytes refused: %v", err)
 	}
 	if err := cursor(strings.Repeat("c", 128), control.Region{Category: &[]int{15}[0]}); err != nil {
 		t.Fatalf("128-character cursor name refused: %v", err)
 	}
-	// Nothing refused was recorded: only the 4 accepted changes and the first tenant.
+	// Nothing refused was recorded: only the 5 accepted changes and the first tenant.
 	rep := must(t)(p.Verify()).(core.VerifyReport)
-	if rep.Events != 5 {
-		t.Fatalf("%d events recorded, want 5", rep.Events)
+	if rep.Events != 6 {
+		t.Fatalf("%d events recorded, want 6", rep.Events)
 	}
 }
 

@@ -234,8 +234,10 @@ var appRoleRE = regexp.MustCompile(`^[a-z][a-z0-9_.:-]{0,63}$`)
 // policy decides what they allow.
 func ValidAppRole(r Role) bool { return appRoleRE.MatchString(string(r)) }
 
-// checkText refuses text longer than max bytes, not UTF-8 or holding
-// control characters.
+// checkText refuses text longer than max bytes, not UTF-8, or holding
+// control characters or bidirectional formatting characters (which make
+// a name in a list or the console read as another: "\u202egnp.exe"
+// shows as "exe.png").
 func checkText(field, v string, max int) error {
 	if len(v) > max {
 		return fmt.Errorf("%w: %s: %d bytes, at most %d", ErrInvalid, field, len(v), max)
@@ -243,8 +245,15 @@ func checkText(field, v string, max int) error {
 	if !utf8.ValidString(v) || strings.IndexFunc(v, unicode.IsControl) >= 0 {
 		return fmt.Errorf("%w: %s: want UTF-8 text without control characters", ErrInvalid, field)
 	}
+	if i := strings.IndexFunc(v, bidiControl); i >= 0 {
+		return fmt.Errorf("%w: %s: holds the bidirectional formatting character %U at byte %d: want text that reads as it is stored", ErrInvalid, field, []rune(v[i:])[0], i)
+	}
 	return nil
 }
+
+// bidiControl reports the characters that change the direction text is
+// shown in (Unicode's Bidi_Control property).
+func bidiControl(r rune) bool { return unicode.Is(unicode.Bidi_Control, r) }
 
 // ValidRoles checks a key's roles: 1..MaxRoles, no repeats, at least one
 // access role (reader, writer, admin), the others application roles

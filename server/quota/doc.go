@@ -39,6 +39,11 @@
 // limit: negative is how an operator lifts one for a tenant (zero in a
 // tenant's overrides means the server default, see control.Quotas).
 //
+// Sources holds the buckets of the requests no tenant is charged for
+// (no valid credential, the routes that read none), one per source
+// address (an IPv4 address, an IPv6 /64), at most MaxSources of them:
+// Sources.Allow refuses with "anonymous_requests_per_second".
+//
 // Manager.Tenant is called on every request with the tenant's effective
 // quotas; it changes the limiter in place when they changed, so a quota
 // update takes effect on the next request without losing the bucket's
