@@ -1,9 +1,11 @@
 package server_test
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/console"
 )
 
@@ -234,5 +237,58 @@ func benchGet(b *testing.B, hc *http.Client, url, header, value string) {
 	res.Body.Close()
 	if res.StatusCode != 200 {
 		b.Fatalf("GET %s: %d", url, res.StatusCode)
+	}
+}
+
+// TestClusterConsoleRelayChargesTheBrowser: a request whose session
+// cookie names another node is charged to the browser's address by the
+// node that relays it (server.anonymous_requests_per_second), before it
+// is relayed; the home node does not charge the relaying member's
+// address again. So forged cookies sent through one node cannot use up
+// the home node's bucket for that node and lock out the sessions relayed
+// through it.
+func TestClusterConsoleRelayChargesTheBrowser(t *testing.T) {
+	root := t.TempDir()
+	slow := func(c *server.Config) { c.AnonymousRequestsPerSecond, c.AnonymousRequestsBurst = 1, 3 }
+	n1 := startClusterLeader(t, root, slow)
+	n2 := startClusterServer(t, root, "n2", false, n1.base, slow)
+	waitFollowerOf(t, n2, 2)
+	waitFor(t, 10*time.Second, "n1 knows n2's URL", func() bool {
+		_, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
+		ms, _ := st["members"].([]any)
+		for _, m := range ms {
+			if mm, _ := m.(map[string]any); mm["id"] == "n2" && mm["url"] != nil && mm["url"] != "" {
+				return true
+			}
+		}
+		return false
+	})
+	cookie, _ := consoleSignIn(t, nil, n1.base) // lives on n1
+	_, tag, _ := strings.Cut(strings.TrimPrefix(cookie, console.CookieName+"="), ".")
+	forged := console.CookieName + "=forged." + tag
+
+	attacker := &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).DialContext}
+	defer attacker.CloseIdleConnections()
+	if c, err := attacker.DialContext(context.Background(), "tcp", strings.TrimPrefix(n2.base, "http://")); err != nil {
+		t.Skipf("no second loopback address here: %v", err)
+	} else {
+		c.Close()
+	}
+	for i := range 3 {
+		if res, b := consoleDo(t, attacker, "GET", n2.base+"/console/overview", n2.base, forged, "", ""); res.StatusCode != 401 {
+			t.Fatalf("forged cookie %d through n2: %d %s, want n1's 401", i+1, res.StatusCode, b)
+		}
+	}
+	for i := range 3 {
+		if res, b := consoleDo(t, attacker, "GET", n2.base+"/console/overview", n2.base, forged, "", ""); res.StatusCode != 429 || !strings.Contains(string(b), "TOO_MANY_REQUESTS") {
+			t.Fatalf("forged cookie %d past the attacker's bucket on n2: %d %s", i+4, res.StatusCode, b)
+		}
+	}
+	// The real session, relayed through n2 (whose address n1 did not
+	// charge for the forged ones), is served.
+	for i := range 2 {
+		if res, b := consoleDo(t, nil, "GET", n2.base+"/console/overview", n2.base, cookie, "", ""); res.StatusCode != 200 {
+			t.Fatalf("the real session through n2 (%d): %d %s", i+1, res.StatusCode, b)
+		}
 	}
 }

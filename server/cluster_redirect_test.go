@@ -328,3 +328,45 @@ func TestClusterStalePlaneFailsClosed(t *testing.T) {
 		t.Fatalf("n2 /readyz: %d, want 503", code)
 	}
 }
+
+// TestClusterRefusalsBeforeTheCredentialAreCharged: on a cluster node, a
+// request refused before its credential is looked at (a consistency the
+// cluster does not take) or redirected to the leader with a credential
+// this node does not know is charged to its source
+// (server.anonymous_requests_per_second) like any request without a
+// valid credential: past the bucket, 429 TOO_MANY_REQUESTS.
+func TestClusterRefusalsBeforeTheCredentialAreCharged(t *testing.T) {
+	root := t.TempDir()
+	slow := func(c *server.Config) { c.AnonymousRequestsPerSecond, c.AnonymousRequestsBurst = 1, 3 }
+	n1 := startClusterLeader(t, root, slow)
+	n2 := startClusterServer(t, root, "n2", false, n1.base, slow)
+	waitFollowerOf(t, n2, 2)
+	unknown := "bpk_" + strings.Repeat("a", 12) + "_" + strings.Repeat("b", 43)
+	for _, n := range []*clusterServer{n1, n2} {
+		for i := range 3 {
+			path := "/v1/tenants/acme/events?consistency=bogus"
+			token := ""
+			if n == n2 && i == 2 {
+				// A write with a key n2 does not know: sent to the leader.
+				path, token = "/v1/tenants/acme/cursors/c1", unknown
+			}
+			req, _ := http.NewRequest("GET", n.base+path, nil)
+			if token != "" {
+				req, _ = http.NewRequest("DELETE", n.base+path, nil)
+				req.Header.Set("Authorization", "Bearer "+token)
+			}
+			res, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode == 429 {
+				t.Fatalf("%s: request %d of a bucket of 3 refused", n.id, i+1)
+			}
+		}
+		code, body := call(t, "GET", n.base+"/v1/tenants/acme/events?consistency=bogus", "", "")
+		if code != 429 || body["code"] != "TOO_MANY_REQUESTS" {
+			t.Fatalf("%s: past the source's bucket: %d %v", n.id, code, body)
+		}
+	}
+}

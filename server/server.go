@@ -840,6 +840,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		// "OPTIONS *" goes to the API (a path no route has: charged to its
+		// source and answered 404) rather than net/http's own 200.
+		DisableGeneralOptionsHandler: true,
 	}
 	s.http.ConnState = s.conns.connState
 	s.http.ConnContext = s.conns.connContext

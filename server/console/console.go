@@ -12,7 +12,9 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -227,15 +229,29 @@ func (c *Console) Close() {
 	})
 }
 
-// ServeHTTP serves every path under Prefix.
+// ServeHTTP serves every path under Prefix. A request relayed to the
+// node its session lives on, and one the mux answers with its own
+// redirect (a path to clean, /console/api without its slash), is charged
+// to its source here (Options.ChargeSource): this node cannot tell a
+// live session elsewhere from a forged cookie, and a redirect reaches no
+// handler that would charge it.
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	secureHeaders(w.Header())
 	if home, ok := c.livesElsewhere(r); ok {
-		c.relay(w, r, home)
+		if c.chargeSource(w, r) {
+			c.relay(w, r, home)
+		}
+		return
+	}
+	if h, _ := c.mux.Handler(r); reflect.TypeOf(h) == redirectType && !c.chargeSource(w, r) {
 		return
 	}
 	c.mux.ServeHTTP(w, r)
 }
+
+// redirectType is the type of the handlers http.ServeMux answers a path
+// to clean, or a subtree without its slash, with.
+var redirectType = reflect.TypeOf(http.RedirectHandler("/", http.StatusMovedPermanently))
 
 // secureHeaders sets the headers every console answer carries.
 func secureHeaders(h http.Header) {
@@ -293,9 +309,38 @@ func (c *Console) anonymous(h http.Handler) http.Handler {
 }
 
 // chargeSource charges r to its source's bucket (Options.ChargeSource):
-// false when it was refused and answered.
+// false when it was refused and answered. A request another member
+// relayed (relayedByMember) is not charged again: the relaying node
+// charged its browser's address, and charging the relaying node's
+// address here would put every browser relayed through it in one bucket.
 func (c *Console) chargeSource(w http.ResponseWriter, r *http.Request) bool {
-	return c.opts.ChargeSource == nil || c.opts.ChargeSource(w, r)
+	return c.opts.ChargeSource == nil || c.relayedByMember(r) || c.opts.ChargeSource(w, r)
+}
+
+// relayedByMember reports whether r carries RelayHeader naming a member
+// whose API URL's host is an IP address r came from. A member named by a
+// host name does not count (its requests are charged to its address as
+// any client's); nor does a client that sets the header itself, unless
+// it sends from a member's own address.
+func (c *Console) relayedByMember(r *http.Request) bool {
+	id := r.Header.Get(RelayHeader)
+	if id == "" || c.opts.MemberURL == nil {
+		return false
+	}
+	base, ok := c.opts.MemberURL(id)
+	if !ok {
+		return false
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		return false
+	}
+	member, err := netip.ParseAddr(u.Hostname())
+	if err != nil {
+		return false
+	}
+	from, err := netip.ParseAddrPort(r.RemoteAddr)
+	return err == nil && from.Addr().Unmap() == member.Unmap()
 }
 
 // problem answers an error as application/problem+json.

@@ -1,6 +1,7 @@
 package console_test
 
 import (
+	"net/http"
 	"testing"
 
 	"github.com/batpak-go/batpak/server"
@@ -58,7 +59,7 @@ func TestConsoleRoutesChargeTheRequestRate(t *testing.T) {
 // are refused with 429 TOO_MANY_REQUESTS, while a live session's
 // requests go on.
 func TestConsoleAnonymousRequestsChargeTheirSource(t *testing.T) {
-	e := startWith(t, func(c *server.Config) { c.AnonymousRequestsPerSecond, c.AnonymousRequestsBurst = 1, 6 })
+	e := startWith(t, func(c *server.Config) { c.AnonymousRequestsPerSecond, c.AnonymousRequestsBurst = 1, 7 })
 	key := e.tenant("acme")
 	c, _ := e.session(key) // one token: a sign-in attempt
 	e.must(e.do(nil, "GET", console.Prefix+"/", nil), 200)
@@ -66,11 +67,18 @@ func TestConsoleAnonymousRequestsChargeTheirSource(t *testing.T) {
 	e.must(e.do(nil, "GET", console.Prefix+"/no-such-page", nil), 404)
 	e.must(e.do(nil, "GET", console.Prefix+"/overview", nil), 401) // no session
 	e.must(e.do(nil, "POST", console.Prefix+"/session", map[string]any{"credential": "bpk_wrong"}, "Origin", e.base), 401)
+	// The mux's own redirect (a subtree without its slash) reaches no
+	// handler: charged before it is answered.
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if r := e.do(noRedirect, "GET", console.Prefix+"/api", nil); r.status/100 != 3 {
+		t.Fatalf("GET %s/api: %d, want the mux's redirect", console.Prefix, r.status)
+	}
 	for _, tc := range []struct {
 		what string
 		r    resp
 	}{
 		{"the page", e.do(nil, "GET", console.Prefix+"/", nil)},
+		{"a redirect", e.do(noRedirect, "GET", console.Prefix+"/api", nil)},
 		{"a file", e.do(nil, "GET", console.Prefix+"/static/app.js", nil)},
 		{"a request with no session", e.do(nil, "GET", console.Prefix+"/overview", nil)},
 		{"the session's view, signed out", e.do(nil, "GET", console.Prefix+"/session", nil)},

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"reflect"
 	"strconv"
 
 	"github.com/batpak-go/batpak/server/auth"
@@ -17,10 +18,24 @@ import (
 // valid tenant credential is charged to its tenant instead
 // (chargeRequest), and the operator's to nobody.
 
+// redirectType is the type of the handlers http.ServeMux answers a path
+// to clean (or a subtree without its slash) with.
+var redirectType = reflect.TypeOf(http.RedirectHandler("/", http.StatusMovedPermanently))
+
+// IsRedirect reports whether h, as an http.ServeMux's Handler returned
+// it, is the mux's own redirect (to a cleaned path, or to a subtree's
+// slash) rather than a registered handler: such a request reaches no
+// route's checks, and whoever serves the mux charges it to its source.
+func IsRedirect(h http.Handler) bool { return reflect.TypeOf(h) == redirectType }
+
 // chargeSource takes a token from the bucket of c's source; past it the
 // request is refused, held Options.RateRefusalDelay first, with 429
 // TOO_MANY_REQUESTS.
 func (a *API) chargeSource(c *call) error {
+	if c.charged {
+		return nil
+	}
+	c.charged = true
 	ex := a.opts.Sources.Allow(c.r.RemoteAddr)
 	if ex == nil {
 		return nil
@@ -33,8 +48,8 @@ func (a *API) chargeSource(c *call) error {
 func sourceProblem(ex *quota.Exceeded) *apiError {
 	lim := ex.Limit
 	return &apiError{status: http.StatusTooManyRequests, code: wire.CodeTooManyRequests, retryAfter: ex.RetryAfter,
-		detail: "this address made more requests without a valid credential than the server allows (server.anonymous_requests_per_second: " +
-			strconv.FormatFloat(lim, 'f', -1, 64) + " a second); requests with a valid tenant credential are not counted",
+		detail: "this address made more requests that no tenant is charged for (without a valid credential, or to routes that take none) than the server allows (server.anonymous_requests_per_second: " +
+			strconv.FormatFloat(lim, 'f', -1, 64) + " a second); requests with a valid credential to routes that take one are not counted",
 		p: wire.Problem{Quota: ex.Quota, Limit: &lim}}
 }
 

@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"bufio"
 	"context"
 	"net"
 	"net/http"
@@ -22,7 +23,7 @@ func TestAnonymousRequestsBoundedPerSource(t *testing.T) {
 	const delay = 150 * time.Millisecond
 	e := start(t, func(c *server.Config) {
 		c.RateRefusalDelay = delay
-		c.AnonymousRequestsPerSecond, c.AnonymousRequestsBurst = 1, 6
+		c.AnonymousRequestsPerSecond, c.AnonymousRequestsBurst = 1, 8
 	})
 	k := e.tenant("acme") // the operator's requests: charged to no one
 	wrong := "bpk_" + strings.Repeat("a", 12) + "_" + strings.Repeat("b", 43)
@@ -40,9 +41,27 @@ func TestAnonymousRequestsBoundedPerSource(t *testing.T) {
 		t.Fatalf("two Authorization headers: %d %s", status, body)
 	}
 	e.must(e.req("GET", "/v1/tenants/acme/stats?bogus=1", "", nil), 400)
+	// A path the mux answers with a redirect to its clean form, and
+	// "OPTIONS *", reach no route: charged all the same.
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := noRedirect.Get(e.base + "//healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode/100 != 3 {
+		t.Fatalf("GET //healthz: %d, want the mux's redirect", res.StatusCode)
+	}
+	if status := optionsStar(t, e.base); status != 404 {
+		t.Fatalf("OPTIONS *: %d, want 404 (no route)", status)
+	}
 
+	if status := optionsStar(t, e.base); status != 429 {
+		t.Fatalf("OPTIONS * past the source's bucket: %d", status)
+	}
 	for _, tc := range []struct{ path, token string }{
 		{"/healthz", ""},
+		{"//healthz", ""},
 		{"/v1/tenants/acme/stats", wrong},
 		{"/no/such/route", ""},
 	} {
@@ -69,7 +88,7 @@ func TestAnonymousRequestsBoundedPerSource(t *testing.T) {
 	// Another source has a bucket of its own (127.0.0.2 is loopback too).
 	other := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).DialContext}}
 	defer other.CloseIdleConnections()
-	res, err := other.Get(e.base + "/healthz")
+	res, err = other.Get(e.base + "/healthz")
 	if err != nil {
 		t.Skipf("no second loopback address here: %v", err)
 	}
@@ -78,7 +97,7 @@ func TestAnonymousRequestsBoundedPerSource(t *testing.T) {
 		t.Fatalf("GET /healthz from another source: %d", res.StatusCode)
 	}
 	m := e.must(e.req("GET", "/metrics", opToken, nil), 200)
-	if !strings.Contains(string(m.body), "batpak_anonymous_requests_refused_total 4") {
+	if !strings.Contains(string(m.body), "batpak_anonymous_requests_refused_total 6") {
 		t.Fatalf("metrics lack the refusals:\n%s", grep(string(m.body), "anonymous"))
 	}
 }
@@ -96,4 +115,24 @@ func TestAnonymousRequestsUnbounded(t *testing.T) {
 		}
 		e.must(e.req("GET", "/healthz", "", nil), 200)
 	}
+}
+
+// optionsStar sends "OPTIONS * HTTP/1.1" to the server at base and
+// returns the status of its answer.
+func optionsStar(t *testing.T, base string) int {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res.StatusCode
 }

@@ -268,20 +268,20 @@ func (a *API) clusterPlace(c *call) error {
 // toLeaderWithCredential sends c to the leader, unless it carries no
 // credential of a shape any node takes (none, another scheme, garbage):
 // that is refused here as the leader would refuse it (401), without
-// naming the leader to a caller that presented no credential. A
+// naming the leader to a caller that presented no credential. The
+// redirect is charged as any request this node answers (chargeCaller):
+// to the credential's tenant, or to the request's source for a
 // credential this node does not know (the leader may: a key issued a
-// moment ago) has the redirect charged to the request's source
-// (chargeSource); a valid one is charged by the leader.
+// moment ago) or a JWT naming a tenant it does not hold.
 func (a *API) toLeaderWithCredential(c *call) error {
 	if !a.opts.Auth.Plausible(c.r) {
 		if err := a.admit(c); err != nil {
 			return err
 		}
 	}
-	if _, err := a.opts.Auth.Authenticate(c.r); err != nil {
-		if ex := a.chargeSource(c); ex != nil {
-			return ex
-		}
+	p, err := a.opts.Auth.Authenticate(c.r)
+	if ex := a.chargeCaller(c, p, err); ex != nil {
+		return ex
 	}
 	return a.toLeader(c)
 }

@@ -216,14 +216,19 @@ func (a *API) middleware(next http.Handler, route string) http.Handler {
 		}()
 		if route != "" {
 			ri.route = route
-		} else if _, pattern := a.mux.Handler(r); pattern == "" {
+		} else if h, pattern := a.mux.Handler(r); pattern == "" || IsRedirect(h) {
+			// No route, or the mux's own redirect to a cleaned path
+			// (//healthz, /v1/../x): answered without a route's checks,
+			// so charged to the source here.
 			c := &call{a: a, w: rec, r: r, info: ri}
 			if err := a.chargeSource(c); err != nil {
 				a.fail(c, err)
 				return
 			}
-			a.noRoute(rec, r, ri)
-			return
+			if pattern == "" {
+				a.noRoute(rec, r, ri)
+				return
+			}
 		}
 		next.ServeHTTP(rec, r)
 	})
@@ -301,6 +306,9 @@ type call struct {
 	// (chargeBody), charged to bodyOwner's share.
 	bodyHeld  int64
 	bodyOwner string
+	// charged: the request took its token (its tenant's or its
+	// source's); it is charged once, whichever check comes first.
+	charged bool
 }
 
 // store leases the call's tenant store (released when the call ends).
@@ -356,7 +364,15 @@ func (a *API) guard(rt Route) http.Handler {
 			}
 		}
 		if err == nil {
-			err = a.clusterPlace(c)
+			if err = a.clusterPlace(c); err != nil && err != errAnswered {
+				// Refused before the credential was looked at (a bad
+				// consistency, a stopped plane, a removed node): charged
+				// all the same, to the credential's tenant or the source.
+				p, aerr := a.opts.Auth.Authenticate(c.r)
+				if ex := a.chargeCaller(c, p, aerr); ex != nil {
+					err = ex
+				}
+			}
 		}
 		if err == nil {
 			err = a.clusterUnknownCredential(c, a.admit(c))
@@ -409,12 +425,13 @@ func (a *API) guard(rt Route) http.Handler {
 // passed it on (quota.RequestCharged) are not charged to a tenant (see
 // chargeCaller for who is).
 func (a *API) chargeRequest(c *call, p auth.Principal) error {
-	if p.Operator || p.Tenant == "" || quota.RequestCharged(c.r.Context()) {
+	if p.Operator || p.Tenant == "" || quota.RequestCharged(c.r.Context()) || c.charged {
 		return nil
 	}
 	if _, ok := a.opts.Plane.Tenant(p.Tenant); !ok {
 		return nil
 	}
+	c.charged = true
 	if ex := a.opts.Quotas.Tenant(p.Tenant, a.opts.Plane.Effective(p.Tenant)).AllowRequest(); ex != nil {
 		// The refusal is counted and logged as the credential's tenant's.
 		c.tenant, c.info.tenant = p.Tenant, p.Tenant
