@@ -6,10 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/batpak-go/batpak/core/internal/index"
 	"github.com/batpak-go/batpak/core/internal/segment"
+	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
 // The index checkpoint: the whole in-memory index, written at Close
@@ -136,12 +138,42 @@ func checkCausalLinks(ix *index.Index, n uint32) error {
 	return nil
 }
 
+// mapCheckpoint maps dir's index checkpoint, refusing by its size one
+// far larger than the log it indexes (checkpointMaxBytes): sparse or
+// written over, it would be mapped and checked whole.
+func mapCheckpoint(fsys vfs.FS, dir string) ([]byte, func(), error) {
+	path := filepath.Join(dir, format.CheckpointName)
+	if st, err := fsys.Stat(path); err == nil {
+		if max := checkpointMaxBytes(fsys, dir); st.Size() > max {
+			return nil, nil, fmt.Errorf("index checkpoint %s of %d bytes, more than a checkpoint of this log holds (%d)", path, st.Size(), max)
+		}
+	}
+	return mapReadOnly(fsys, path)
+}
+
+// checkpointMaxBytes bounds the index checkpoint of the log in dir: an
+// event's entry is smaller than its frame, and a packed segment holds
+// its frames in less than a sixteenth of their size only when they
+// repeat a lot, so sixteen times the segments' bytes and 64 MiB.
+func checkpointMaxBytes(fsys vfs.FS, dir string) int64 {
+	var n int64
+	ents, _ := fsys.ReadDir(dir)
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), format.SegmentSuffix) {
+			if fi, err := e.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+	}
+	return 16*n + 64<<20
+}
+
 // loadCheckpoint restores the index from the checkpoint when it is sound
 // and matches the segment files; otherwise it leaves the index empty and
 // returns nil (the caller scans the log).
 func (s *Store) loadCheckpoint(ids []uint32) *checkpointInfo {
 	path := filepath.Join(s.cfg.Dir, format.CheckpointName)
-	b, unmap, err := mapReadOnly(s.fs, path) // restoreCheckpoint copies what it keeps
+	b, unmap, err := mapCheckpoint(s.fs, s.cfg.Dir) // restoreCheckpoint copies what it keeps
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			s.log.Warn("batpak: index checkpoint unreadable; scanning the log", "err", err)

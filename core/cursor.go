@@ -322,9 +322,13 @@ func (s *Store) checkCursorPos(name string, pos uint64) error {
 func cursorPath(dir, name string) string { return filepath.Join(dir, cursorDir, name+".pos") }
 
 func loadCursor(fsys vfs.FS, dir, name string) (uint64, error) {
-	b, err := vfs.ReadFile(fsys, cursorPath(dir, name))
+	b, err := vfs.ReadFileAtMost(fsys, cursorPath(dir, name), smallFileMax)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
+	}
+	var tl *vfs.TooLargeError
+	if errors.As(err, &tl) {
+		return 0, &CorruptionError{File: cursorPath(dir, name), Reason: fmt.Sprintf("cursor position file is damaged: %d bytes, a position is 20", tl.Size)}
 	}
 	if err != nil {
 		return 0, fmt.Errorf("batpak: read cursor %q: %w", name, err)

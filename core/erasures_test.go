@@ -130,4 +130,22 @@ func TestDamagedErasuresFileOpensWithFreshEpoch(t *testing.T) {
 			}
 		})
 	}
+	// A file made huge (sparse: 1 TiB that takes no disk) is damaged
+	// too, refused by its size before anything is read.
+	t.Run("sparse 1 TiB", func(t *testing.T) {
+		if err := os.Truncate(path, 1<<40); err != nil {
+			t.Skipf("no sparse 1 TiB file here: %v", err)
+		}
+		s, err := core.Open(cfg)
+		if err != nil {
+			t.Fatalf("Open with a 1 TiB erasures file: %v", err)
+		}
+		defer s.Close()
+		if got := s.Diagnostics().Open.ErasureEpochReset; got != 1 {
+			t.Errorf("Diagnostics().Open.ErasureEpochReset = %d, want 1", got)
+		}
+		if st, err := os.Stat(path); err != nil || st.Size() != 12 {
+			t.Errorf("the erasures file after the reset: %v, %v; want it rewritten (12 bytes)", st, err)
+		}
+	})
 }

@@ -74,7 +74,7 @@ type footer struct {
 // mapping costs one per 16 pages of the page cache. Call release on the
 // footer once done with it; nothing of it may be kept after that.
 func readFooter(fsys vfs.FS, dir string, key uint32) (*footer, string) {
-	b, release, err := mapReadOnly(fsys, filepath.Join(dir, footerName(key)))
+	b, release, err := mapFooter(fsys, filepath.Join(dir, footerName(key)))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, ""
 	}
@@ -109,6 +109,16 @@ func mapReadOnly(fsys vfs.FS, path string) ([]byte, func(), error) {
 	}
 	defer f.Close()
 	return segment.MapOpened(fsys, f, path)
+}
+
+// mapFooter is mapReadOnly for a footer file: one larger than any
+// segment (a footer indexes one segment and runs to less than it) is
+// refused by its size, not mapped and checked whole.
+func mapFooter(fsys vfs.FS, path string) ([]byte, func(), error) {
+	if st, err := fsys.Stat(path); err == nil && st.Size() > segment.MaxFileBytes {
+		return nil, nil, fmt.Errorf("footer %s of %d bytes, larger than any segment", path, st.Size())
+	}
+	return mapReadOnly(fsys, path)
 }
 
 // decodeFooter is readFooter on the footer's bytes b.

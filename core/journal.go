@@ -174,11 +174,20 @@ func parseJournal(dir string, b []byte) (*compactionJournal, error) {
 	return j, nil
 }
 
+// journalMaxBytes bounds a compaction journal's file: a line for each
+// segment replaced and written (a few hundred bytes each), so a file of
+// more is damaged and is not read whole.
+const journalMaxBytes = 64 << 20
+
 // readJournal reads and checks the journal in dir; nil when there is none.
 func readJournal(fsys vfs.FS, dir string) (*compactionJournal, []byte, error) {
-	b, err := vfs.ReadFile(fsys, filepath.Join(dir, compactJournal))
+	b, err := vfs.ReadFileAtMost(fsys, filepath.Join(dir, compactJournal), journalMaxBytes)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil, nil
+	}
+	var tl *vfs.TooLargeError
+	if errors.As(err, &tl) {
+		return nil, nil, &CorruptionError{File: filepath.Join(dir, compactJournal), Reason: fmt.Sprintf("compaction journal is damaged: %d bytes, more than any journal holds (%d)", tl.Size, int64(journalMaxBytes))}
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("batpak: read compaction journal: %w", err)

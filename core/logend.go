@@ -59,7 +59,7 @@ type logRecord struct {
 // done with the records.
 func readLogRecords(fsys vfs.FS, dir string) (out []logRecord, release func()) {
 	release = func() {}
-	if b, unmap, err := mapReadOnly(fsys, filepath.Join(dir, format.CheckpointName)); err == nil {
+	if b, unmap, err := mapCheckpoint(fsys, dir); err == nil {
 		if r, ok := checkpointRecord(b); ok {
 			out = append(out, r)
 			release = unmap
@@ -73,7 +73,7 @@ func readLogRecords(fsys vfs.FS, dir string) (out []logRecord, release func()) {
 		if e.IsDir() || !strings.HasSuffix(name, footerSuffix) {
 			continue
 		}
-		b, unmap, err := mapReadOnly(fsys, filepath.Join(dir, name))
+		b, unmap, err := mapFooter(fsys, filepath.Join(dir, name))
 		if err != nil {
 			continue
 		}

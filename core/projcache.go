@@ -103,6 +103,11 @@ func (c *FileCache) path(key string) string {
 	return filepath.Join(c.dir, hex.EncodeToString(sum[:16])+".state")
 }
 
+// fileCacheMaxBytes bounds a state file FileCache reads back (a larger
+// one, damaged or not, is a miss: the state is folded again) and writes
+// (a larger state is not kept).
+const fileCacheMaxBytes = 1 << 30
+
 // A state file: "BPSTATE2" | upTo u64 | at (Unix ns) i64 | found u8 |
 // key length u32 | key | erasures u64 | state | CRC32C of everything
 // before it.
@@ -110,7 +115,7 @@ const stateMagic = "BPSTATE2"
 
 // Get implements ProjectionCache.
 func (c *FileCache) Get(key string) (CachedState, bool) {
-	b, err := vfs.ReadFile(vfs.Default(), c.path(key))
+	b, err := vfs.ReadFileAtMost(vfs.Default(), c.path(key), fileCacheMaxBytes)
 	if err != nil || len(b) < 8+8+8+1+4+4 || string(b[:8]) != stateMagic {
 		return CachedState{}, false
 	}
@@ -135,6 +140,9 @@ func (c *FileCache) Get(key string) (CachedState, bool) {
 // durable: a file a crash damaged fails its checksum and is a miss). A
 // failed write is dropped: the next Get misses and the state is recomputed.
 func (c *FileCache) Put(key string, st CachedState) {
+	if 37+len(key)+len(st.State) > fileCacheMaxBytes {
+		return
+	}
 	b := make([]byte, 0, 33+len(key)+len(st.State))
 	b = append(b, stateMagic...)
 	b = le.AppendUint64(b, st.UpTo)

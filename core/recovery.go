@@ -240,6 +240,10 @@ func (s *Store) recoverSegment(lw *logWalker, id uint32, last bool, from int, ck
 		return 0, 0, err
 	}
 	size = st.Size()
+	if err := segment.CheckFileSize(path, size); err != nil {
+		done()
+		return 0, 0, segErr(err)
+	}
 	if size < format.SegmentHeaderSize {
 		done()
 		if last && !s.readOnly {

@@ -204,6 +204,11 @@ func (s *Store) isPacked(key uint32) bool {
 	return m.IsPacked()
 }
 
+// smallFileMax bounds what is read of a store's small records (the
+// erasure epoch, a cursor's position, the lock's pid): each is a few
+// dozen bytes, and a larger file is damaged, never read whole.
+const smallFileMax = 4 << 10
+
 // The erasure epoch counts erasures (redactions, and compactions that
 // remove or tombstone events) over the store's life, persisted in the
 // directory: projection caches tag states with it and never serve a state
@@ -215,9 +220,13 @@ const erasureFile = "erasures"
 // store moves to a fresh epoch no cache can hold (see freshErasureEpoch)
 // and damaged reports it, for the caller to rewrite the file and say so.
 func loadErasures(fsys vfs.FS, dir string) (n uint64, damaged bool, err error) {
-	b, err := vfs.ReadFile(fsys, filepath.Join(dir, erasureFile))
+	b, err := vfs.ReadFileAtMost(fsys, filepath.Join(dir, erasureFile), smallFileMax)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, false, nil
+	}
+	var tl *vfs.TooLargeError
+	if errors.As(err, &tl) {
+		b, err = nil, nil // damaged: a fresh epoch, below
 	}
 	if err != nil {
 		return 0, false, fmt.Errorf("batpak: read erasure epoch: %w", err)

@@ -198,15 +198,19 @@ func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 			if tail == format.TailClean {
 				break
 			}
-			next := len(data)
-			for p := end + 1; p+format.FrameHeaderSize+format.MinRecordSize <= len(data); p++ {
-				if rec, ok := format.FrameAt(data, p); ok && format.KnownRecord(rec) {
-					next = p
-					break
-				}
+			// A salvage searches harder than an open (four budgets), but
+			// not without bound: bytes crafted to look like frames
+			// everywhere are skipped to the segment's end past it.
+			budget := 4 * format.ResyncBudget(len(data)-end)
+			next, found, exhausted := format.NextFrame(data, end, &budget)
+			if !found {
+				next = len(data)
 			}
 			reason := "unreadable frame"
-			if tail == format.TailTorn {
+			switch {
+			case exhausted:
+				reason = "unreadable bytes, too many of them shaped like frames to search further: skipped to the end of the segment"
+			case tail == format.TailTorn:
 				reason = "torn tail (a write cut short)"
 			}
 			rep.Skipped = append(rep.Skipped, SalvageSkip{File: path, Offset: int64(end), Length: int64(next - end), Reason: reason})

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"sync/atomic"
 	"time"
 )
@@ -55,14 +56,19 @@ const maxSegmentFileBytes = maxSegmentBytes + 16<<20
 
 // readSegment reads one segment file within maxSegmentFileBytes: a
 // regular file larger than that gives errOversized (wrapped) without being
-// read, and any other file is read through the same bound. The size is
-// returned all the same.
+// read, and so does anything that is not a regular file (a directory, a
+// symbolic link, a named pipe, whose open would wait for a writer and
+// hold up every tenant's decisions, or a device). The size is returned
+// all the same.
 func readSegment(path string) ([]byte, int64, error) {
 	fi, err := os.Lstat(path)
 	if err != nil {
 		return nil, 0, err
 	}
-	if fi.Mode().IsRegular() && fi.Size() > maxSegmentFileBytes {
+	if !fi.Mode().IsRegular() {
+		return nil, 0, fmt.Errorf("%w: %s is not a regular file (%v)", errOversized, path, fi.Mode().Type())
+	}
+	if fi.Size() > maxSegmentFileBytes {
 		return nil, fi.Size(), fmt.Errorf("%w: %s (%d bytes; a segment holds at most %d)", errOversized, path, fi.Size(), maxSegmentFileBytes)
 	}
 	f, err := os.Open(path)
@@ -70,6 +76,10 @@ func readSegment(path string) ([]byte, int64, error) {
 		return nil, 0, err
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		// Replaced since the Lstat.
+		return nil, 0, fmt.Errorf("%w: %s is not a regular file", errOversized, path)
+	}
 	b, err := io.ReadAll(io.LimitReader(f, maxSegmentFileBytes+1))
 	if err == nil && len(b) > maxSegmentFileBytes {
 		return nil, int64(len(b)), fmt.Errorf("%w: %s (more than the %d bytes a segment holds)", errOversized, path, maxSegmentFileBytes)
@@ -144,6 +154,10 @@ type decisionStore struct {
 
 	stop chan struct{}
 	done chan struct{}
+
+	// hold, when set (by tests), is called with each batch before it is
+	// written: it may wait, holding the writer up.
+	hold func(batch []queued)
 }
 
 func newDecisionStore(dir string, maxCount int, maxBytes int64, queue int, log *slog.Logger, exists func(string) bool) (*decisionStore, error) {
@@ -257,6 +271,9 @@ func (s *decisionStore) run() {
 // write appends a batch, grouped by tenant in queue order, and reports
 // progress to flush.
 func (s *decisionStore) write(batch []queued) {
+	if s.hold != nil {
+		s.hold(batch)
+	}
 	var order []string
 	var n int64
 	items := map[string][]queued{}
@@ -423,9 +440,18 @@ func (s *decisionStore) appendTenant(t string, items []queued) error {
 		lines = lines[n:]
 		last := &l.segs[len(l.segs)-1]
 		last.bytes, last.count = l.curBytes, l.curCount
-		f, err := os.OpenFile(s.segPath(t, last.seq), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		// O_NONBLOCK: a named pipe put in the segment's place since the
+		// log was listed fails the open rather than hold the writer (of
+		// every tenant's decisions) until something reads it.
+		f, err := os.OpenFile(s.segPath(t, last.seq), os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NONBLOCK, 0o600)
 		if err != nil {
+			l.loaded = false
 			return err
+		}
+		if st, serr := f.Stat(); serr != nil || !st.Mode().IsRegular() {
+			f.Close()
+			l.loaded = false
+			return fmt.Errorf("%w: %s is not a regular file", errOversized, s.segPath(t, last.seq))
 		}
 		_, err = f.Write(buf)
 		if cerr := f.Close(); err == nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -184,5 +185,124 @@ func TestSuppressedCountsAreReportedOnce(t *testing.T) {
 	m.unsettle(ppB, b+1) // B was not queued after all, and had one to give back
 	if pp.suppressed != b+1 {
 		t.Fatalf("after an entry was not queued the share holds %d to report, want %d", pp.suppressed, b+1)
+	}
+}
+
+// holdWriter makes s's writer wait, once it takes a batch holding one of
+// tenant's decisions, until release is called; it returns once the
+// writer waits.
+func holdWriter(t *testing.T, s *decisionStore, tenant string) (release func()) {
+	t.Helper()
+	held, go_ := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	s.hold = func(batch []queued) {
+		for _, it := range batch {
+			if it.tenant == tenant {
+				once.Do(func() { close(held); <-go_ })
+			}
+		}
+	}
+	if !s.enqueue(tenant, []byte(`{"decision_id":"hold","time":"2024-01-01T00:00:00Z","result":"denied"}`+"\n")) {
+		t.Fatal("enqueue refused")
+	}
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the writer did not take the decision")
+	}
+	var rel sync.Once
+	return func() { rel.Do(func() { close(go_) }) }
+}
+
+// flushed waits until every decision queued so far is written.
+func flushed(t *testing.T, s *decisionStore) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// decisionIDs is tenant's log, newest first.
+func decisionIDs(t *testing.T, s *decisionStore, tenant string) []string {
+	t.Helper()
+	p, err := s.query(tenant, DecisionQuery{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, d := range p.Decisions {
+		ids = append(ids, d.ID)
+	}
+	return ids
+}
+
+// TestDecisionLogForgetsDeletedTenant: decisions of a tenant still
+// waiting for the writer when the tenant is deleted are never written —
+// not even when a new tenant of the same id exists before the writer gets
+// to them (the new tenant's log starts empty: it never shows the old
+// tenant's principals and inputs).
+func TestDecisionLogForgetsDeletedTenant(t *testing.T) {
+	s := openTestDecisions(t, t.TempDir())
+	defer s.close()
+	release := holdWriter(t, s, "slow")
+	defer release()
+	for i := range 5 {
+		if !s.enqueue("acme", []byte(fmt.Sprintf(`{"decision_id":"old-%d","time":"2024-01-01T00:00:00Z","result":"denied"}`+"\n", i))) {
+			t.Fatal("enqueue refused")
+		}
+	}
+	if err := s.remove("acme"); err != nil { // deleted, and created again at once
+		t.Fatal(err)
+	}
+	release()
+	flushed(t, s)
+	if ids := decisionIDs(t, s, "acme"); len(ids) != 0 {
+		t.Fatalf("the new tenant acme's log shows the deleted acme's decisions %v", ids)
+	}
+	if !s.enqueue("acme", []byte(`{"decision_id":"new","time":"2024-01-01T00:00:00Z","result":"denied"}`+"\n")) {
+		t.Fatal("enqueue refused")
+	}
+	flushed(t, s)
+	if ids := decisionIDs(t, s, "acme"); len(ids) != 1 || ids[0] != "new" {
+		t.Fatalf("the new tenant acme's log: %v, want its one decision", ids)
+	}
+	if ids := decisionIDs(t, s, "slow"); len(ids) != 1 {
+		t.Fatalf("tenant slow's log: %v, want its one decision", ids)
+	}
+}
+
+// TestDecisionLogTenantShare: one tenant flooding decisions while the
+// writer is held up fills at most a quarter of the queue; another
+// tenant's decision meanwhile is still queued and written.
+func TestDecisionLogTenantShare(t *testing.T) {
+	const queue = 8 // a tenant's share: 2
+	s, err := newDecisionStore(t.TempDir(), 1000, 1<<20, queue, slog.New(slog.NewTextHandler(io.Discard, nil)), func(string) bool { return true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	release := holdWriter(t, s, "slow")
+	defer release()
+	accepted := 0
+	for i := range 3 * queue {
+		if s.enqueue("noisy", []byte(fmt.Sprintf(`{"decision_id":"n%d","time":"2024-01-01T00:00:00Z","result":"denied"}`+"\n", i))) {
+			accepted++
+		}
+	}
+	if accepted != queue/4 {
+		t.Fatalf("the noisy tenant queued %d decisions, want its share, %d", accepted, queue/4)
+	}
+	if !s.enqueue("quiet", []byte(`{"decision_id":"q","time":"2024-01-01T00:00:00Z","result":"denied"}`+"\n")) {
+		t.Fatal("the quiet tenant's decision was crowded out")
+	}
+	release()
+	flushed(t, s)
+	if ids := decisionIDs(t, s, "quiet"); len(ids) != 1 || ids[0] != "q" {
+		t.Fatalf("tenant quiet's log: %v, want its one decision", ids)
+	}
+	if ids := decisionIDs(t, s, "noisy"); len(ids) != queue/4 {
+		t.Fatalf("tenant noisy's log holds %v, want its share of the queue, %d", ids, queue/4)
 	}
 }

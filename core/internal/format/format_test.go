@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
 )
@@ -101,6 +102,58 @@ func TestScanFramesTails(t *testing.T) {
 		return nil
 	}); err != stop || end != len(one) {
 		t.Fatalf("callback error: end %d, %v", end, err)
+	}
+}
+
+// Bytes after the last good frame that claim large records at every
+// offset do not make the search for a later frame cost its product: the
+// record type (and an event's field lengths) are checked before a CRC,
+// and the CRCs are bounded (ResyncBudget). Bytes shaped so that no
+// offset names a known record are a torn tail; bytes shaped so that every
+// fourth does are taken as damage once the budget is spent, never as a
+// clean end. A valid frame after damage is still found.
+func TestScanFramesBoundsTheSearchAfterDamage(t *testing.T) {
+	e := sampleEvent()
+	one := format.AppendEvent(format.EncodeSegmentHeader(1), &e)
+	tail := func(pattern []byte) []byte {
+		return append(append([]byte(nil), one...), bytes.Repeat(pattern, 1<<20)...) // 4 MiB
+	}
+	for _, tc := range []struct {
+		name    string
+		pattern []byte
+		want    format.Tail
+	}{
+		// Every fourth offset claims a 1 MiB record of type 0.
+		{"no known record", []byte{0x00, 0x00, 0x10, 0x00}, format.TailTorn},
+		// Every fourth offset claims a 1 MiB batch-commit record.
+		{"a known record everywhere", []byte{format.RecBatchCommit, 0x00, 0x10, 0x00}, format.TailCorrupt},
+	} {
+		done := make(chan struct{})
+		var end int
+		var got format.Tail
+		go func() {
+			defer close(done)
+			end, got, _ = format.ScanFrames(tail(tc.pattern), format.SegmentHeaderSize, func(int, []byte) error { return nil })
+		}()
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			t.Fatalf("%s: the scan still runs after a minute", tc.name)
+		}
+		if end != len(one) || got != tc.want {
+			t.Errorf("%s: end %d tail %v, want end %d tail %v", tc.name, end, got, len(one), tc.want)
+		}
+	}
+	// A valid frame after damage is found, and the budget is spent by CRCs
+	// only.
+	d := append(append(append([]byte(nil), one...), bytes.Repeat([]byte{0xff}, 1000)...), format.AppendEvent(nil, &e)...)
+	budget := format.ResyncBudget(1000)
+	p, found, exhausted := format.NextFrame(d, len(one), &budget)
+	if !found || exhausted || p != len(one)+1000 {
+		t.Fatalf("NextFrame after 1000 damaged bytes: %d %v %v, want %d found", p, found, exhausted, len(one)+1000)
+	}
+	if spent := format.ResyncBudget(1000) - budget; spent > int64(len(d)) {
+		t.Fatalf("%d bytes of CRCs spent to find one frame", spent)
 	}
 }
 

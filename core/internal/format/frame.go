@@ -89,7 +89,10 @@ const (
 // ends the scan: if only zeros follow it is a clean end, if a valid frame
 // of a known record type can be found anywhere after it the data is
 // corrupt (data in the middle is never silently dropped), otherwise it is
-// a torn tail. An error from fn stops the scan and is returned with the
+// a torn tail. The search for a later frame is bounded (NextFrame, with
+// ResyncBudget of the bytes after the end): bytes that would take more
+// to search (crafted to look like frames at every offset) are taken as
+// corrupt too. An error from fn stops the scan and is returned with the
 // offset of that frame.
 func ScanFrames(data []byte, from int, fn func(off int, rec []byte) error) (end int, tail Tail, err error) {
 	off := from
@@ -106,12 +109,47 @@ func ScanFrames(data []byte, from int, fn func(off int, rec []byte) error) (end 
 	if off >= len(data) || AllZero(data[off:]) {
 		return off, TailClean, nil
 	}
-	for p := off + 1; p+FrameHeaderSize+MinRecordSize <= len(data); p++ {
-		if rec, ok := FrameAt(data, p); ok && KnownRecord(rec) {
-			return off, TailCorrupt, nil
-		}
+	budget := ResyncBudget(len(data) - off)
+	if _, found, exhausted := NextFrame(data, off, &budget); found || exhausted {
+		return off, TailCorrupt, nil
 	}
 	return off, TailTorn, nil
+}
+
+// ResyncBudget is how many bytes of CRCs a search for the next frame
+// after tail bytes of damage may compute (NextFrame): 64 MiB and four
+// times the damage. Damage that is not crafted costs a small part of it
+// (a random length field rarely fits the bytes left, or names a known
+// record type).
+func ResyncBudget(tail int) int64 { return 64<<20 + 4*int64(max(tail, 0)) }
+
+// NextFrame looks for the first offset after from where a valid frame of
+// a known record type starts, and returns it (found). Each offset's
+// length field, record type and (for an event) field lengths are checked
+// before its CRC, and the CRCs computed are spent from *budget: when it
+// runs out first, exhausted is true and nothing is known of the bytes
+// left (the caller takes them as damaged, never as a clean end). So a
+// search costs time linear in the bytes searched plus the budget, where
+// checking every offset's CRC over the length it claims would cost their
+// product.
+func NextFrame(data []byte, from int, budget *int64) (p int, found, exhausted bool) {
+	for p = from + 1; p+FrameHeaderSize+MinRecordSize <= len(data); p++ {
+		n := int(le.Uint32(data[p:]))
+		if n < MinRecordSize || n > MaxRecordSize || p+FrameHeaderSize+n > len(data) {
+			continue
+		}
+		rec := data[p+FrameHeaderSize : p+FrameHeaderSize+n]
+		if !KnownRecord(rec) || rec[0] == RecEvent && !CheckEvent(rec) {
+			continue
+		}
+		if *budget -= int64(n); *budget < 0 {
+			return p, false, true
+		}
+		if FrameCRC(data[p:p+4], rec) == le.Uint32(data[p+4:]) {
+			return p, true, false
+		}
+	}
+	return len(data), false, false
 }
 
 // ScanFramesAt is ScanFrames over the first size bytes of r, read a chunk

@@ -163,6 +163,9 @@ func (c *Cache) Acquire(id uint32) (*Mapping, error) {
 	if err != nil {
 		return nil, fmt.Errorf("batpak: stat segment: %w", err)
 	}
+	if err := CheckFileSize(path, st.Size()); err != nil {
+		return nil, err
+	}
 	n, limit := int(st.Size()), st.Size()
 	if c.hasActive && id == c.activeID {
 		limit = c.activeEnd

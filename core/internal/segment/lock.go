@@ -27,7 +27,7 @@ func Lock(fsys vfs.FS, dir string) (vfs.File, error) {
 		return nil, fmt.Errorf("batpak: open lock file: %w", err)
 	}
 	if err := fsys.Lock(f); err != nil {
-		b, _ := vfs.ReadFile(fsys, path)
+		b, _ := vfs.ReadFileAtMost(fsys, path, 4<<10) // a pid; more is not ours
 		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 		f.Close()
 		if err == vfs.ErrLocked {

@@ -351,6 +351,11 @@ func (p *Packed) Logical(file []byte, key uint32) ([]byte, error) {
 // packed one. packed reports which; release frees the bytes. A damaged
 // packed segment is a *CorruptError; I/O errors are returned as they are.
 func Load(fsys vfs.FS, path string, key uint32) (data []byte, packed bool, release func(), err error) {
+	if st, err := fsys.Stat(path); err == nil {
+		if err := CheckFileSize(path, st.Size()); err != nil {
+			return nil, false, nil, err
+		}
+	}
 	data, unmap, err := mapFile(fsys, path)
 	if err != nil {
 		return nil, false, nil, err
@@ -368,6 +373,20 @@ func Load(fsys vfs.FS, path string, key uint32) (data []byte, packed bool, relea
 		return nil, true, nil, &CorruptError{File: path, Reason: err.Error()}
 	}
 	return out, true, func() {}, nil
+}
+
+// MaxFileBytes is the largest a segment file can be: its frames' offsets
+// are 32-bit (Config.SegmentMaxBytes is at most 4 GiB-1).
+const MaxFileBytes = 1<<32 - 1
+
+// CheckFileSize refuses a segment file larger than MaxFileBytes (a
+// sparse or overwritten file: mapping and scanning it would take time and
+// memory for its whole size) with a *CorruptError naming it.
+func CheckFileSize(path string, size int64) error {
+	if size > MaxFileBytes {
+		return &CorruptError{File: path, Reason: fmt.Sprintf("file of %d bytes, larger than any segment (%d: offsets are 32-bit)", size, int64(MaxFileBytes))}
+	}
+	return nil
 }
 
 // WritePacked writes a packed segment to path and syncs it (not its

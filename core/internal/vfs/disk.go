@@ -33,8 +33,11 @@ func (osFS) ReadDir(name string) ([]fs.DirEntry, error)   { return os.ReadDir(na
 func (osFS) Stat(name string) (fs.FileInfo, error)        { return os.Stat(name) }
 func (osFS) Lstat(name string) (fs.FileInfo, error)       { return os.Lstat(name) }
 func (osFS) ReadFile(name string) ([]byte, error)         { return readFileChecked(name) }
-func (osFS) SyncDir(dir string) error                     { return syncDirEntries(dir) }
-func (osFS) Munmap(b []byte) error                        { return munmap(b) }
+func (osFS) ReadFileAtMost(name string, max int64) ([]byte, error) {
+	return readFileCheckedAtMost(name, max)
+}
+func (osFS) SyncDir(dir string) error { return syncDirEntries(dir) }
+func (osFS) Munmap(b []byte) error    { return munmap(b) }
 
 func (osFS) Lock(f File) error {
 	o, err := osOf(f)

@@ -2,6 +2,7 @@ package vfs
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -49,6 +50,13 @@ func openChecked(name string, flag int, perm fs.FileMode) (*os.File, error) {
 
 // readFileChecked is os.ReadFile through openChecked.
 func readFileChecked(name string) ([]byte, error) {
+	return readFileCheckedAtMost(name, -1)
+}
+
+// readFileCheckedAtMost is readFileChecked refusing, before it allocates
+// anything for it, a file of more than max bytes (max < 0: no bound)
+// with a *TooLargeError.
+func readFileCheckedAtMost(name string, max int64) ([]byte, error) {
 	f, err := openChecked(name, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, err
@@ -57,6 +65,9 @@ func readFileChecked(name string) ([]byte, error) {
 	var size int
 	if st, err := f.Stat(); err == nil && st.Size() > 0 && int64(int(st.Size())) == st.Size() {
 		size = int(st.Size())
+	}
+	if max >= 0 && int64(size) > max {
+		return nil, &TooLargeError{Name: name, Size: int64(size), Max: max}
 	}
 	b := make([]byte, 0, size+512) // as os.ReadFile: one read for a file of the size it says
 	for {
@@ -68,8 +79,24 @@ func readFileChecked(name string) ([]byte, error) {
 		if err != nil {
 			return b, err
 		}
+		if max >= 0 && int64(len(b)) > max {
+			// It grew after the Stat.
+			return nil, &TooLargeError{Name: name, Size: int64(len(b)), Max: max}
+		}
 		if len(b) == cap(b) {
 			b = append(b, 0)[:len(b)]
 		}
 	}
+}
+
+// TooLargeError is why ReadFileAtMost refused a file: it holds more
+// bytes than the file can hold undamaged (a sparse or overwritten file),
+// and reading it whole could take all the memory there is.
+type TooLargeError struct {
+	Name      string
+	Size, Max int64
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("%s is %d bytes, more than the %d such a file holds", e.Name, e.Size, e.Max)
 }

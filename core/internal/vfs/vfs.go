@@ -125,6 +125,32 @@ func ReadFile(fsys FS, name string) ([]byte, error) {
 	return io.ReadAll(f)
 }
 
+// ReadFileAtMost is ReadFile for a file that holds at most max bytes
+// when undamaged (a store's small records: a cursor, the erasure epoch,
+// the compaction journal): a larger one is refused with a
+// *TooLargeError before it is read, so a file made huge (sparse, or
+// overwritten) cannot take all the memory there is.
+func ReadFileAtMost(fsys FS, name string, max int64) ([]byte, error) {
+	if r, ok := fsys.(interface {
+		ReadFileAtMost(string, int64) ([]byte, error)
+	}); ok {
+		return r.ReadFileAtMost(name, max)
+	}
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > max {
+		return nil, &TooLargeError{Name: name, Size: st.Size(), Max: max}
+	}
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err == nil && int64(len(b)) > max {
+		return nil, &TooLargeError{Name: name, Size: int64(len(b)), Max: max}
+	}
+	return b, err
+}
+
 // CreateTemp creates a new file in dir for reading and writing, named by
 // pattern with its last "*" replaced by a random string (appended when
 // there is none), as os.CreateTemp does.
