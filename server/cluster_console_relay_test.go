@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/console"
 )
 
@@ -248,11 +247,7 @@ func benchGet(b *testing.B, hc *http.Client, url, header, value string) {
 // the home node's bucket for that node and lock out the sessions relayed
 // through it.
 func TestClusterConsoleRelayChargesTheBrowser(t *testing.T) {
-	root := t.TempDir()
-	slow := func(c *server.Config) { c.AnonymousRequestsPerSecond, c.AnonymousRequestsBurst = 1, 3 }
-	n1 := startClusterLeader(t, root, slow)
-	n2 := startClusterServer(t, root, "n2", false, n1.base, slow)
-	waitFollowerOf(t, n2, 2)
+	n1, n2 := startPairWithSourceBuckets(t, 3)
 	waitFor(t, 10*time.Second, "n1 knows n2's URL", func() bool {
 		_, st := call(t, "GET", n1.base+"/v1/cluster", clusterOperator, "")
 		ms, _ := st["members"].([]any)

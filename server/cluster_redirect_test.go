@@ -329,6 +329,19 @@ func TestClusterStalePlaneFailsClosed(t *testing.T) {
 	}
 }
 
+// startPairWithSourceBuckets starts a leader n1 and a follower n2 whose
+// per-source buckets (server.anonymous_requests_per_second) hold burst
+// requests and refill at one a second.
+func startPairWithSourceBuckets(t *testing.T, burst int) (n1, n2 *clusterServer) {
+	t.Helper()
+	root := t.TempDir()
+	slow := func(c *server.Config) { c.AnonymousRequestsPerSecond, c.AnonymousRequestsBurst = 1, burst }
+	n1 = startClusterLeader(t, root, slow)
+	n2 = startClusterServer(t, root, "n2", false, n1.base, slow)
+	waitFollowerOf(t, n2, 2)
+	return n1, n2
+}
+
 // TestClusterRefusalsBeforeTheCredentialAreCharged: on a cluster node, a
 // request refused before its credential is looked at (a consistency the
 // cluster does not take) or redirected to the leader with a credential
@@ -336,11 +349,7 @@ func TestClusterStalePlaneFailsClosed(t *testing.T) {
 // (server.anonymous_requests_per_second) like any request without a
 // valid credential: past the bucket, 429 TOO_MANY_REQUESTS.
 func TestClusterRefusalsBeforeTheCredentialAreCharged(t *testing.T) {
-	root := t.TempDir()
-	slow := func(c *server.Config) { c.AnonymousRequestsPerSecond, c.AnonymousRequestsBurst = 1, 3 }
-	n1 := startClusterLeader(t, root, slow)
-	n2 := startClusterServer(t, root, "n2", false, n1.base, slow)
-	waitFollowerOf(t, n2, 2)
+	n1, n2 := startPairWithSourceBuckets(t, 3)
 	unknown := "bpk_" + strings.Repeat("a", 12) + "_" + strings.Repeat("b", 43)
 	for _, n := range []*clusterServer{n1, n2} {
 		for i := range 3 {

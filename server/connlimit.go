@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/batpak-go/batpak/server/quota"
 	"github.com/batpak-go/batpak/server/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -95,19 +96,7 @@ func sourceOf(addr net.Addr) (src netip.Addr, ok bool) {
 	if !isTCP {
 		return netip.Addr{}, false
 	}
-	a, isIP := netip.AddrFromSlice(tcp.IP)
-	if !isIP {
-		return netip.Addr{}, false
-	}
-	a = a.Unmap().WithZone("")
-	if a.Is4() {
-		return a, true
-	}
-	p, err := a.Prefix(64)
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	return p.Addr(), true
+	return quota.SourceOf(tcp.AddrPort().String())
 }
 
 // enter counts a new connection from src: false (nothing counted) when
