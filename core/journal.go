@@ -218,7 +218,7 @@ type seqRange struct {
 // returns the sequences of its events and the batch and fence records it
 // holds; sound is false when it is damaged (a bad header
 // or an unreadable frame).
-func segmentRecords(fsys vfs.FS, path string, key uint32) (r seqRange, ms map[format.Marker]bool, sound bool, err error) {
+func segmentRecords(fsys vfs.FS, path string, key uint32, budget *int64) (r seqRange, ms map[format.Marker]bool, sound bool, err error) {
 	data, packed, release, err := loadSegment(fsys, path, key)
 	if err != nil {
 		var ce *CorruptionError
@@ -232,7 +232,7 @@ func segmentRecords(fsys vfs.FS, path string, key uint32) (r seqRange, ms map[fo
 		return r, nil, false, nil
 	}
 	ms = map[format.Marker]bool{}
-	_, st, _ := format.ScanFrames(data, format.SegmentHeaderSize, func(_ int, rec []byte) error {
+	_, st, _ := format.ScanFramesBudget(data, format.SegmentHeaderSize, budget, func(_ int, rec []byte) error {
 		if rec[0] == format.RecEvent && format.CheckEvent(rec) {
 			q := format.EventView(rec).Seq()
 			if !r.any {
@@ -252,6 +252,11 @@ func segmentRecords(fsys vfs.FS, path string, key uint32) (r seqRange, ms map[fo
 // replaced segment still on disk: finishing j then loses nothing.
 func checkJournalTargets(fsys vfs.FS, dir string, j *compactionJournal) error {
 	jpath := filepath.Join(dir, compactJournal)
+	// The segments a compaction wrote and replaced are whole and sealed:
+	// their scans search after no bad frame, so one budget serves every
+	// scan of the check (a journal naming many damaged segments costs
+	// one bounded search, not one each).
+	budget := format.ResyncBudget(0)
 	var news []seqRange
 	// Compaction copies every batch and fence record as it is: a segment
 	// it replaces may go only if the new ones hold its records too (a
@@ -263,7 +268,7 @@ func checkJournalTargets(fsys vfs.FS, dir string, j *compactionJournal) error {
 			return &CorruptionError{File: jpath,
 				Reason: fmt.Sprintf("the compaction it records wrote %s, which is missing; the segments it replaces were kept (remove the journal to open them)", format.SegmentName(k))}
 		}
-		r, ms, sound, err := segmentRecords(fsys, p, k)
+		r, ms, sound, err := segmentRecords(fsys, p, k, &budget)
 		if err != nil {
 			return fmt.Errorf("batpak: finish compaction: %w", err)
 		}
@@ -281,7 +286,7 @@ func checkJournalTargets(fsys vfs.FS, dir string, j *compactionJournal) error {
 		if _, err := fsys.Stat(p); errors.Is(err, os.ErrNotExist) {
 			continue // deleted before a crash
 		}
-		r, ms, _, err := segmentRecords(fsys, p, k)
+		r, ms, _, err := segmentRecords(fsys, p, k, &budget)
 		if err != nil {
 			return fmt.Errorf("batpak: finish compaction: %w", err)
 		}

@@ -51,6 +51,11 @@ import (
 // ended or deleted files within a few microseconds of the listing).
 const snapshotTries = 64
 
+// journalRefusals is how many tries in a row a snapshot makes while the
+// same compaction journal fails its checks (a compaction's renames and
+// deletes are each a moment; a journal that keeps failing is damaged).
+const journalRefusals = 4
+
 // segmentSnapshot is the set of segment files one reading of the log uses.
 type segmentSnapshot struct {
 	fs    vfs.FS
@@ -64,6 +69,8 @@ type segmentSnapshot struct {
 // for a journal that fails its checks or a listing no journal explains,
 // I/O errors.
 func takeSegmentSnapshot(fsys vfs.FS, dir string, pin bool) (*segmentSnapshot, error) {
+	var refused []byte // the journal whose checks failed at the last try
+	sameRefused := 0   // how many tries in a row refused it
 	for try := 0; ; try++ {
 		again := try < snapshotTries
 		j, before, err := readJournal(fsys, dir)
@@ -88,8 +95,17 @@ func takeSegmentSnapshot(fsys vfs.FS, dir string, pin bool) (*segmentSnapshot, e
 			// (damaged, or crafted with a valid checksum) must not make a
 			// reader drop segments either.
 			if err := checkJournalTargets(fsys, dir, j); err != nil {
-				if again {
-					continue // a compaction may be renaming or deleting its files
+				// A compaction may be renaming or deleting its files: try
+				// again, but the same journal failing again and again is
+				// damaged or crafted (checking it costs a scan of every
+				// file it names): given up after journalRefusals tries.
+				if refused != nil && bytes.Equal(refused, before) {
+					sameRefused++
+				} else {
+					refused, sameRefused = before, 1
+				}
+				if again && sameRefused < journalRefusals {
+					continue
 				}
 				return nil, err
 			}

@@ -172,8 +172,12 @@ func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 			}
 		}
 		rep.Segments++
+		// One budget for every search after damage in this segment (the
+		// scans' and the skips'), so crafted damage repeated through it
+		// costs one bounded search, not one per place.
+		budget := 4 * format.ResyncBudget(len(data))
 		for off < len(data) {
-			end, tail, err := format.ScanFrames(data, off, func(o int, rec []byte) error { return lw.frame(id, o, rec) })
+			end, tail, err := format.ScanFramesBudget(data, off, &budget, func(o int, rec []byte) error { return lw.frame(id, o, rec) })
 			if werr != nil {
 				release()
 				return rep, werr
@@ -201,7 +205,6 @@ func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 			// A salvage searches harder than an open (four budgets), but
 			// not without bound: bytes crafted to look like frames
 			// everywhere are skipped to the segment's end past it.
-			budget := 4 * format.ResyncBudget(len(data)-end)
 			next, found, exhausted := format.NextFrame(data, end, &budget)
 			if !found {
 				next = len(data)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/core/internal/format"
 )
 
 // TestSalvageExport: from a store whose middle segment has a damaged
@@ -290,4 +291,47 @@ func TestSalvageExportReportsMissingEvents(t *testing.T) {
 			t.Fatalf("report %+v: a newest segment cut short while rotating is neither damage nor loss", rep)
 		}
 	})
+}
+
+// TestSalvageBoundsItsSearchesPerSegment: damage crafted to be found
+// again and again through one segment (runs of bytes whose every offset
+// claims a record of 33 MB of a known type, each run followed by a valid
+// frame) costs one bounded search for the whole segment, not one per run:
+// past it the rest of the segment is skipped, saying why, and the salvage
+// ends.
+func TestSalvageBoundsItsSearchesPerSegment(t *testing.T) {
+	s := openStore(t)
+	dir := s.Dir()
+	for i := range 5 {
+		mustAppend(t, s, mustCoord(t, "order:1", "shop"), core.MustKind(1, 1), fmt.Sprintf(`{"n":%d}`, i))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	segs := segmentFiles(t, dir)
+	last := segs[len(segs)-1]
+	data, frs := readFrames(t, last)
+	data = data[:frs[len(frs)-1].end()]
+	for i := range 400 {
+		data = append(data, bytes.Repeat([]byte{format.RecBatchBegin}, 25)...)
+		data = format.AppendMarker(data, format.RecFenceCancel, 0, uint64(i+1))
+	}
+	if err := os.WriteFile(last, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(last, 128<<20); err != nil {
+		t.Skipf("no sparse 128 MiB file here: %v", err)
+	}
+	var out bytes.Buffer
+	rep, err := core.SalvageExport(dir, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gaveUp := false
+	for _, sk := range rep.Skipped {
+		gaveUp = gaveUp || strings.Contains(sk.Reason, "too many of them shaped like frames")
+	}
+	if !gaveUp || len(rep.Skipped) > 100 || rep.Events != 5 {
+		t.Fatalf("salvage: %d events, %d skips, gave up: %v; want the 5 events and the search given up early", rep.Events, len(rep.Skipped), gaveUp)
+	}
 }

@@ -370,9 +370,10 @@ func (f *fsm) putBlob(data []byte, index uint64) ([]Result, error) {
 }
 
 // blobIntact reports whether the file at path holds bytes whose SHA-256
-// is digest.
+// is digest: a regular file of at most MaxMaxBytes (one replaced by a
+// pipe or made huge is not, and is not waited on or read whole).
 func blobIntact(path, digest string) bool {
-	data, err := os.ReadFile(path)
+	data, err := durable.ReadFile(path, MaxMaxBytes)
 	return err == nil && blobDigest(data) == digest
 }
 

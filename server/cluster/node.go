@@ -463,7 +463,7 @@ const nodeIDFile = "node-id"
 // record existed is claimed by its next Open.
 func claimDir(raftDir, id string) error {
 	path := filepath.Join(raftDir, nodeIDFile)
-	b, err := os.ReadFile(path)
+	b, err := durable.ReadFile(path, 4<<10) // an id; more is not this file
 	switch {
 	case err == nil:
 		if owner := strings.TrimSpace(string(b)); owner != id {

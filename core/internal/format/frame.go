@@ -95,6 +95,15 @@ const (
 // corrupt too. An error from fn stops the scan and is returned with the
 // offset of that frame.
 func ScanFrames(data []byte, from int, fn func(off int, rec []byte) error) (end int, tail Tail, err error) {
+	return ScanFramesBudget(data, from, nil, fn)
+}
+
+// ScanFramesBudget is ScanFrames spending the search after a bad frame
+// from *budget (nil: a budget of its own, ResyncBudget of the bytes
+// after it): a caller scanning many places of one file, or many files,
+// shares one budget among them, so that crafted damage repeated at each
+// cannot cost a budget every time.
+func ScanFramesBudget(data []byte, from int, budget *int64, fn func(off int, rec []byte) error) (end int, tail Tail, err error) {
 	off := from
 	for {
 		rec, ok := FrameAt(data, off)
@@ -109,8 +118,11 @@ func ScanFrames(data []byte, from int, fn func(off int, rec []byte) error) (end 
 	if off >= len(data) || AllZero(data[off:]) {
 		return off, TailClean, nil
 	}
-	budget := ResyncBudget(len(data) - off)
-	if _, found, exhausted := NextFrame(data, off, &budget); found || exhausted {
+	if budget == nil {
+		b := ResyncBudget(len(data) - off)
+		budget = &b
+	}
+	if _, found, exhausted := NextFrame(data, off, budget); found || exhausted {
 		return off, TailCorrupt, nil
 	}
 	return off, TailTorn, nil
