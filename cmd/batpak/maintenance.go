@@ -118,7 +118,9 @@ spelling, still works and says so; -o now names the output format, and
 export's only format is json). FILE is replaced only by a complete
 export (written beside it, then renamed over it): a failed export leaves
 an existing FILE as it was, and a symlink named FILE is replaced, not
-written through.
+written through. A device or a named pipe (/dev/null, /dev/stdout, a
+pipe to another program), or a symlink to one, is written into as it
+is.
 
 --salvage exports everything readable from a damaged store that
 "batpak verify" fails and the other commands refuse to open: it reads the
