@@ -21,25 +21,8 @@ import (
 func TestPolicyDecisionLogSurvivesDamage(t *testing.T) {
 	root := t.TempDir()
 	ps := startPolicyServer(t, root, nil)
-	ctx := context.Background()
-	op := ps.as(t, operatorToken).Admin()
-	if _, err := op.CreateTenant(ctx, "acme", nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	k, err := op.IssueKey(ctx, "acme", "a", "admin", "writer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	acme := ps.as(t, k.Key).Tenant("acme")
-	deny := func(entity string) string {
-		t.Helper()
-		_, err := acme.Append(ctx, note(entity))
-		var e *client.Error
-		if !errors.As(err, &e) || e.DecisionID() == "" {
-			t.Fatalf("append %s: %v, want a logged denial", entity, err)
-		}
-		return e.DecisionID()
-	}
+	acme, key := acmeAdminKey(t, ps)
+	deny := func(entity string) string { t.Helper(); return loggedDenial(t, acme, entity) }
 	want := []string{deny("blocked:1"), deny("blocked:2")}
 	if got := allDecisions(t, acme, client.PolicyDecisionQuery{}); len(got) != 2 {
 		t.Fatalf("%d decisions before the damage, want 2", len(got))
@@ -71,7 +54,7 @@ func TestPolicyDecisionLogSurvivesDamage(t *testing.T) {
 	}
 
 	ps = startPolicyServer(t, root, nil)
-	acme = ps.as(t, k.Key).Tenant("acme")
+	acme = ps.as(t, key).Tenant("acme")
 	want = append(want, deny("blocked:3"), deny("blocked:4"))
 	got := allDecisions(t, acme, client.PolicyDecisionQuery{Limit: 1})
 	var ids []string

@@ -3,8 +3,6 @@
 package server_test
 
 import (
-	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,26 +21,8 @@ import (
 func TestPolicyDecisionLogSkipsWhatIsNotAFile(t *testing.T) {
 	root := t.TempDir()
 	ps := startPolicyServer(t, root, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	op := ps.as(t, operatorToken).Admin()
-	if _, err := op.CreateTenant(ctx, "acme", nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	k, err := op.IssueKey(ctx, "acme", "a", "admin", "writer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deny := func(acme *client.Tenant, entity string) string {
-		t.Helper()
-		_, err := acme.Append(ctx, note(entity))
-		var e *client.Error
-		if !errors.As(err, &e) || e.DecisionID() == "" {
-			t.Fatalf("append %s: %v, want a logged denial", entity, err)
-		}
-		return e.DecisionID()
-	}
-	want := []string{deny(ps.as(t, k.Key).Tenant("acme"), "blocked:1")}
+	acme, key := acmeAdminKey(t, ps)
+	want := []string{loggedDenial(t, acme, "blocked:1")}
 	ps.stop()
 
 	dir := filepath.Join(root, "srv", "decisions", "acme")
@@ -53,8 +33,8 @@ func TestPolicyDecisionLogSkipsWhatIsNotAFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	ps = startPolicyServer(t, root, nil)
-	acme := ps.as(t, k.Key).Tenant("acme")
-	want = append(want, deny(acme, "blocked:2"), deny(acme, "blocked:3"))
+	acme = ps.as(t, key).Tenant("acme")
+	want = append(want, loggedDenial(t, acme, "blocked:2"), loggedDenial(t, acme, "blocked:3"))
 	var ids []string
 	for _, d := range allDecisions(t, acme, client.PolicyDecisionQuery{Limit: 1}) {
 		ids = append(ids, d.ID)

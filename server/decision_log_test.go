@@ -80,6 +80,18 @@ func acmeAdminKey(t testing.TB, ps policyServer) (*client.Tenant, string) {
 	return ps.as(t, k.Key).Tenant("acme"), k.Key
 }
 
+// loggedDenial appends an event to entity that the platform policy
+// denies, and returns the id of the decision the denial names.
+func loggedDenial(t testing.TB, tn *client.Tenant, entity string) string {
+	t.Helper()
+	_, err := tn.Append(context.Background(), note(entity))
+	var e *client.Error
+	if !errors.As(err, &e) || e.DecisionID() == "" {
+		t.Fatalf("append %s: %v, want a logged denial", entity, err)
+	}
+	return e.DecisionID()
+}
+
 // TestPolicyDecisionLogPersists: denials of both layers and, once the
 // tenant's decision_allow_sample is 1, its allowed writes are recorded
 // with id, result, layer, revision, principal, action and the input
