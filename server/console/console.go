@@ -230,11 +230,11 @@ func (c *Console) Close() {
 }
 
 // ServeHTTP serves every path under Prefix. A request relayed to the
-// node its session lives on, and one the mux answers with its own
-// redirect (a path to clean, /console/api without its slash), is charged
-// to its source here (Options.ChargeSource): this node cannot tell a
-// live session elsewhere from a forged cookie, and a redirect reaches no
-// handler that would charge it.
+// node its session lives on, and one the mux answers itself (a redirect
+// to a clean path or to /console/api/, a path it has no pattern for such
+// as /console%2Fx), is charged to its source here (Options.ChargeSource):
+// this node cannot tell a live session elsewhere from a forged cookie,
+// and the mux's own answers reach no handler that would charge them.
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	secureHeaders(w.Header())
 	if home, ok := c.livesElsewhere(r); ok {
@@ -243,7 +243,7 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	if h, _ := c.mux.Handler(r); reflect.TypeOf(h) == redirectType && !c.chargeSource(w, r) {
+	if h, pattern := c.mux.Handler(r); (pattern == "" || reflect.TypeOf(h) == redirectType) && !c.chargeSource(w, r) {
 		return
 	}
 	c.mux.ServeHTTP(w, r)

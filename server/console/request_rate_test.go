@@ -59,7 +59,7 @@ func TestConsoleRoutesChargeTheRequestRate(t *testing.T) {
 // are refused with 429 TOO_MANY_REQUESTS, while a live session's
 // requests go on.
 func TestConsoleAnonymousRequestsChargeTheirSource(t *testing.T) {
-	e := startWith(t, func(c *server.Config) { c.AnonymousRequestsPerSecond, c.AnonymousRequestsBurst = 1, 7 })
+	e := startWith(t, func(c *server.Config) { c.AnonymousRequestsPerSecond, c.AnonymousRequestsBurst = 1, 8 })
 	key := e.tenant("acme")
 	c, _ := e.session(key) // one token: a sign-in attempt
 	e.must(e.do(nil, "GET", console.Prefix+"/", nil), 200)
@@ -73,12 +73,16 @@ func TestConsoleAnonymousRequestsChargeTheirSource(t *testing.T) {
 	if r := e.do(noRedirect, "GET", console.Prefix+"/api", nil); r.status/100 != 3 {
 		t.Fatalf("GET %s/api: %d, want the mux's redirect", console.Prefix, r.status)
 	}
+	// So is a path the mux has no pattern for (it matches the escaped
+	// path: /console%2Fapi/x is /console/api/x decoded).
+	e.must(e.do(nil, "GET", console.Prefix+"%2Fapi/x", nil), 404)
 	for _, tc := range []struct {
 		what string
 		r    resp
 	}{
 		{"the page", e.do(nil, "GET", console.Prefix+"/", nil)},
 		{"a redirect", e.do(noRedirect, "GET", console.Prefix+"/api", nil)},
+		{"a path with no pattern", e.do(nil, "GET", console.Prefix+"%2Fapi/x", nil)},
 		{"a file", e.do(nil, "GET", console.Prefix+"/static/app.js", nil)},
 		{"a request with no session", e.do(nil, "GET", console.Prefix+"/overview", nil)},
 		{"the session's view, signed out", e.do(nil, "GET", console.Prefix+"/session", nil)},
@@ -88,9 +92,11 @@ func TestConsoleAnonymousRequestsChargeTheirSource(t *testing.T) {
 			t.Fatalf("%s past the source's bucket: %d %s", tc.what, tc.r.status, tc.r.body)
 		}
 	}
-	// The live session's requests are its tenant's, not the source's.
+	// The live session's requests are its tenant's, not the source's,
+	// those the API answers without a route included.
 	for range 3 {
 		e.must(e.do(c, "GET", console.Prefix+"/session", nil), 200)
 		e.must(e.do(c, "GET", console.Prefix+"/api/v1/tenants/acme/stats", nil), 200)
+		e.must(e.do(c, "GET", console.Prefix+"/api/v1/tenants/acme/no/such/route", nil), 404)
 	}
 }

@@ -32,7 +32,10 @@ func IsRedirect(h http.Handler) bool { return reflect.TypeOf(h) == redirectType 
 // request is refused, held Options.RateRefusalDelay first, with 429
 // TOO_MANY_REQUESTS.
 func (a *API) chargeSource(c *call) error {
-	if c.charged {
+	if c.charged || quota.RequestCharged(c.r.Context()) {
+		// Charged already: by an earlier check, or to its tenant by the
+		// web console that passed it on (whose address would be charged
+		// here, not the browser's).
 		return nil
 	}
 	c.charged = true
