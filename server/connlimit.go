@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/batpak-go/batpak/server/httpapi"
 	"github.com/batpak-go/batpak/server/quota"
 	"github.com/batpak-go/batpak/server/wire"
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,8 +54,12 @@ type connLimiter struct {
 	// no bound); sources counts them (accepted, not yet closed: waiting
 	// for a slot included), under srcMu.
 	perSource int
-	srcMu     sync.Mutex
-	sources   map[netip.Addr]int
+	// trusted are the proxies in front of the server
+	// (Config.TrustedProxies): their connections carry many clients', and
+	// are not held to perSource.
+	trusted httpapi.TrustedProxies
+	srcMu   sync.Mutex
+	sources map[netip.Addr]int
 	// refused counts the connections refused for their source;
 	// answering bounds the refusals being answered at once, answeringFrom
 	// counts them per source (under srcMu).
@@ -82,21 +87,26 @@ const refusalsAnsweredPerSource = 8
 // connection before the client reads the answer): at most twice this.
 const refusalLinger = time.Second
 
-func newConnLimiter(n, perSource int) *connLimiter {
+func newConnLimiter(n, perSource int, trusted httpapi.TrustedProxies) *connLimiter {
 	return &connLimiter{slots: make(chan struct{}, n), idle: map[net.Conn]uint64{}, held: map[net.Conn]func(){},
-		perSource: max(perSource, 0), sources: map[netip.Addr]int{},
+		perSource: max(perSource, 0), trusted: trusted, sources: map[netip.Addr]int{},
 		answering: make(chan struct{}, refusalsAnswered), answeringFrom: map[netip.Addr]int{}}
 }
 
 // sourceOf is the source a connection counts against: its IPv4 address
 // (an IPv4-mapped IPv6 address as IPv4), or the /64 of its IPv6
-// address. ok is false for an address that is not IP (never bounded).
-func sourceOf(addr net.Addr) (src netip.Addr, ok bool) {
+// address. ok is false for an address that is not IP, or a trusted
+// proxy's (never bounded).
+func (l *connLimiter) sourceOf(addr net.Addr) (src netip.Addr, ok bool) {
 	tcp, isTCP := addr.(*net.TCPAddr)
 	if !isTCP {
 		return netip.Addr{}, false
 	}
-	return quota.SourceOf(tcp.AddrPort().String())
+	a := tcp.AddrPort().Addr()
+	if l.trusted.Contains(a) {
+		return netip.Addr{}, false
+	}
+	return quota.SourceOfAddr(a)
 }
 
 // enter counts a new connection from src: false (nothing counted) when
@@ -358,7 +368,7 @@ func (ln *limitedListener) Accept() (net.Conn, error) {
 		}
 		src, counted := netip.Addr{}, false
 		if ln.l.perSource > 0 {
-			if src, counted = sourceOf(c.RemoteAddr()); counted {
+			if src, counted = ln.l.sourceOf(c.RemoteAddr()); counted {
 				if _, ok := ln.l.enter(src); !ok {
 					ln.l.refuse(c, src, ln.answer)
 					continue

@@ -10,11 +10,14 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/batpak-go/batpak/server/httpapi"
 )
 
 // TestSourceOf: a connection counts against its IPv4 address (also when
 // a dual-stack listener shows it IPv4-mapped) or its IPv6 /64.
 func TestSourceOf(t *testing.T) {
+	l := newConnLimiter(10, 10, httpapi.TrustedProxies{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8:9::/48")})
 	for _, tc := range []struct{ ip, want string }{
 		{"192.0.2.7", "192.0.2.7"},
 		{"::ffff:192.0.2.7", "192.0.2.7"},
@@ -24,13 +27,19 @@ func TestSourceOf(t *testing.T) {
 		{"fe80::1%eth0", "fe80::"},
 	} {
 		ip, zone, _ := strings.Cut(tc.ip, "%")
-		got, ok := sourceOf(&net.TCPAddr{IP: net.ParseIP(ip), Zone: zone, Port: 4000})
+		got, ok := l.sourceOf(&net.TCPAddr{IP: net.ParseIP(ip), Zone: zone, Port: 4000})
 		if !ok || got != netip.MustParseAddr(tc.want) {
 			t.Errorf("source of %s: %v %v, want %s", tc.ip, got, ok, tc.want)
 		}
 	}
-	if _, ok := sourceOf(&net.UnixAddr{Name: "/tmp/s", Net: "unix"}); ok {
+	if _, ok := l.sourceOf(&net.UnixAddr{Name: "/tmp/s", Net: "unix"}); ok {
 		t.Error("a unix socket address counted as a source")
+	}
+	// A trusted proxy's connections carry many clients': not counted.
+	for _, ip := range []string{"10.1.2.3", "::ffff:10.1.2.3", "2001:db8:9:1::5"} {
+		if src, ok := l.sourceOf(&net.TCPAddr{IP: net.ParseIP(ip), Port: 4000}); ok {
+			t.Errorf("trusted proxy %s counted as source %v", ip, src)
+		}
 	}
 }
 
@@ -45,7 +54,7 @@ func TestSourceCountsUnderChurn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := newConnLimiter(1000, perSource)
+	l := newConnLimiter(1000, perSource, nil)
 	ln := l.wrap(raw, true)
 	defer ln.Close()
 	var served, most atomic.Int32

@@ -306,6 +306,50 @@ func TestConnectionsPerSourceOff(t *testing.T) {
 	}
 }
 
+// TestTrustedProxyConnectionsNotBoundPerSource: a proxy named in
+// server.trusted_proxies carries many clients' connections, so it is not
+// held to max_connections_per_source; an address it does not name still
+// is, and a network it names covers its addresses.
+func TestTrustedProxyConnectionsNotBoundPerSource(t *testing.T) {
+	const limit = 2
+	ps := startTunedServer(t, t.TempDir(), func(c *server.Config) {
+		c.MaxConnectionsPerSource = limit
+		c.TrustedProxies = []string{"127.0.0.1", "127.0.1.0/24"}
+	})
+	addr := strings.TrimPrefix(ps.base, "http://")
+	for _, from := range []string{"127.0.0.1", "127.0.1.9"} {
+		var held []net.Conn
+		for i := range 3 * limit {
+			c := dialFrom(t, from, addr)
+			if res, _ := healthz(t, c); res.StatusCode != 200 {
+				t.Fatalf("connection %d from trusted proxy %s: %d", i+1, from, res.StatusCode)
+			}
+			held = append(held, c)
+		}
+		for _, c := range held {
+			c.Close()
+		}
+	}
+	for range limit {
+		if res, _ := healthz(t, dialFrom(t, "127.0.0.2", addr)); res.StatusCode != 200 {
+			t.Fatalf("a connection from 127.0.0.2 within its bound: %d", res.StatusCode)
+		}
+	}
+	if res, _ := healthz(t, dialFrom(t, "127.0.0.2", addr)); res.StatusCode != 429 {
+		t.Fatalf("an address not trusted past its bound: %d, want 429", res.StatusCode)
+	}
+}
+
+// TestTrustedProxiesSetting: an entry that is neither an address nor a
+// network is refused at start, naming it.
+func TestTrustedProxiesSetting(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Root, cfg.Stderr, cfg.TrustedProxies = t.TempDir(), io.Discard, []string{"10.0.0.0/8", "proxy.internal"}
+	if _, err := server.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), `server.trusted_proxies: trusted proxy "proxy.internal": not an address or a network`) {
+		t.Fatalf("trusted_proxies with a host name: %v", err)
+	}
+}
+
 // TestConnectionsPerSourceSetting: the setting's range is enforced at
 // start with an error naming it.
 func TestConnectionsPerSourceSetting(t *testing.T) {

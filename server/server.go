@@ -35,6 +35,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
+// MaxTrustedProxies is how many entries Config.TrustedProxies may have.
+const MaxTrustedProxies = 1024
+
 // Config configures a Server. Zero fields take the defaults of
 // DefaultConfig (config.yaml's server: section documents each key).
 type Config struct {
@@ -86,12 +89,25 @@ type Config struct {
 	// requests_per_second instead, and the operator's to nothing.
 	// server.anonymous_requests_per_second: default 1000; range
 	// 1..1000000; negative: no bound (0 in config.yaml). Behind a proxy
-	// every client shares the proxy's address.
+	// every client shares the proxy's address unless TrustedProxies
+	// names it.
 	AnonymousRequestsPerSecond int
 	// AnonymousRequestsBurst is that bucket's size
 	// (server.anonymous_requests_burst): default twice the rate; range
 	// 1..1000000.
 	AnonymousRequestsBurst int
+	// TrustedProxies are the reverse proxies and load balancers in front
+	// of the server (server.trusted_proxies): IP addresses and CIDR
+	// networks ("10.0.0.0/8", "192.0.2.7"), at most 1,024. A request
+	// from one of them is taken to come from the client its
+	// X-Forwarded-For names (read from the right, past the trusted
+	// proxies: httpapi.TrustedProxies.Client): its source for
+	// AnonymousRequestsPerSecond and the access log's remote (with the
+	// proxy's address beside it). Their connections are not held to
+	// MaxConnectionsPerSource (a proxy carries many clients'). Requests
+	// from any other address are from that address, whatever they say.
+	// Default: none.
+	TrustedProxies []string
 	// TenantIdleTimeout closes a tenant store unused this long
 	// (server.tenant_idle_timeout: default 5m; ≥ 1s): the registry's, and
 	// on a cluster node the node's own once nothing holds it
@@ -464,6 +480,11 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("server.sse_buffer_events = %d: want at least 1", c.SSEBufferEvents)
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return c, errors.New("server.tls_cert and server.tls_key go together: give both or neither")
+	case len(c.TrustedProxies) > MaxTrustedProxies:
+		return c, fmt.Errorf("server.trusted_proxies has %d entries: want at most %d (name networks rather than addresses)", len(c.TrustedProxies), MaxTrustedProxies)
+	}
+	if _, err := httpapi.ParseTrustedProxies(c.TrustedProxies); err != nil {
+		return c, fmt.Errorf("server.trusted_proxies: %w", err)
 	}
 	if c.OperatorToken != "" && !operatorRE.MatchString(c.OperatorToken) {
 		return c, errors.New("the operator credential (server.operator_token, BATPAK_OPERATOR_TOKEN or server.operator_token_file) is not one: want bpko_ and 52 characters of a-z and 2-7, such as bpko_$(head -c 32 /dev/urandom | base32 | tr -d = | tr A-Z a-z) makes (or start a new root without one: its first start generates and prints one)")
@@ -787,7 +808,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	reg := prometheus.NewRegistry()
 	// The process's own: goroutines, heap, GC, open files, resident memory.
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	s.conns = newConnLimiter(cfg.MaxConnections, cfg.MaxConnectionsPerSource)
+	trusted, err := httpapi.ParseTrustedProxies(cfg.TrustedProxies)
+	if err != nil {
+		return fail(fmt.Errorf("server.trusted_proxies: %w", err))
+	}
+	s.conns = newConnLimiter(cfg.MaxConnections, cfg.MaxConnectionsPerSource, trusted)
 	reg.MustRegister(s.conns.metrics()...)
 	if s.gate != nil {
 		registerPolicyMetrics(reg, s.gate)
@@ -808,9 +833,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.api = httpapi.New(httpapi.Options{
 		Registry: reg,
 		Plane:    s.plane, Auth: authn, Quotas: quotas, Tenants: s.tenants, YieldConn: s.conns.yield,
-		Sources:      quota.NewSources(float64(cfg.AnonymousRequestsPerSecond), cfg.AnonymousRequestsBurst),
-		BackupDir:    filepath.Join(cfg.Root, "backups"),
-		MaxBodyBytes: cfg.MaxBodyBytes, MaxJSONDepth: cfg.MaxJSONDepth, WriteTimeout: cfg.WriteTimeout,
+		Sources:        quota.NewSources(float64(cfg.AnonymousRequestsPerSecond), cfg.AnonymousRequestsBurst),
+		TrustedProxies: trusted,
+		BackupDir:      filepath.Join(cfg.Root, "backups"),
+		MaxBodyBytes:   cfg.MaxBodyBytes, MaxJSONDepth: cfg.MaxJSONDepth, WriteTimeout: cfg.WriteTimeout,
 		ReadTimeout:   cfg.ReadTimeout,
 		MetricsPublic: cfg.MetricsPublic, AccessLog: access, Logger: cfg.Logger,
 		SSEHeartbeat: cfg.SSEHeartbeat, SSEBufferEvents: cfg.SSEBufferEvents, Follow: s.follow,

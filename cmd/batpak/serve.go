@@ -45,10 +45,11 @@ type serverTarget struct {
 
 // settingValue is one setting's parsed value, in the field its kind uses.
 type settingValue struct {
-	str string
-	n   int64
-	d   time.Duration
-	b   bool
+	str  string
+	n    int64
+	d    time.Duration
+	b    bool
+	list []string
 }
 
 var serverSettings = []serverSetting{
@@ -73,6 +74,7 @@ var serverSettings = []serverSetting{
 		}
 	}},
 	{"server.anonymous_requests_burst", "anonymous-requests-burst", kindCount, 0, "bucket size of anonymous_requests_per_second; 0..1000000, 0: twice the rate", func(t *serverTarget, v settingValue) { t.cfg.AnonymousRequestsBurst = int(v.n) }},
+	{"server.trusted_proxies", "trusted-proxies", kindList, "", "reverse proxies and load balancers in front of the server (IP addresses, CIDR networks; comma-separated): their X-Forwarded-For names the client for the per-source bounds and the access log, and their connections are not held to max_connections_per_source; empty: none", func(t *serverTarget, v settingValue) { t.cfg.TrustedProxies = v.list }},
 	{"server.max_open_tenants", "max-open-tenants", kindCount, 10000, "tenant stores open at once (LRU beyond); 1..1000000", func(t *serverTarget, v settingValue) { t.cfg.MaxOpenTenants = int(v.n) }},
 	{"server.tenant_idle_timeout", "tenant-idle-timeout", kindDuration, "5m", "close a tenant store idle this long; ≥ 1s", func(t *serverTarget, v settingValue) { t.cfg.TenantIdleTimeout = v.d }},
 	{"server.max_body_bytes", "max-body-bytes", kindSize, "32MiB", "largest request body; 1KiB..1GiB", func(t *serverTarget, v settingValue) { t.cfg.MaxBodyBytes = v.n }},
@@ -240,6 +242,8 @@ func (a *app) serverConfig(policyDir string) (server.Config, error) {
 			v.d, err = parseDuration(raw)
 		case kindBool:
 			v.b, err = parseBool(raw)
+		case kindList:
+			v.list, err = parseList(raw)
 		}
 		if err == nil && zeroMeansNone[s.key] && v.n < 0 {
 			err = fmt.Errorf("%d is negative: want 0 (none) or more", v.n)

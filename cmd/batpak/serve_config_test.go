@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -158,6 +159,46 @@ func TestServeAnonymousRequestsSetting(t *testing.T) {
 		}
 		if tc.burst != nil && cfg.AnonymousRequestsBurst != 7 {
 			t.Fatalf("server.anonymous_requests_burst %v: got %v", tc.burst, cfg.AnonymousRequestsBurst)
+		}
+	}
+}
+
+// TestServeTrustedProxiesSetting: server.trusted_proxies is a YAML list
+// in the file and comma-separated in a flag or the environment; an entry
+// that is not an address or a network is refused naming it.
+func TestServeTrustedProxiesSetting(t *testing.T) {
+	for _, tc := range []struct {
+		raw  any
+		want []string
+		err  string
+	}{{nil, nil, ""}, {"", nil, ""},
+		{"10.0.0.0/8, 192.0.2.7", []string{"10.0.0.0/8", "192.0.2.7"}, ""},
+		{[]any{"10.0.0.0/8", "2001:db8::/32"}, []string{"10.0.0.0/8", "2001:db8::/32"}, ""},
+		{"10.0.0.0/8,lb.internal", nil, `server.trusted_proxies: trusted proxy "lb.internal": not an address or a network`},
+		{map[string]any{"a": 1}, nil, "server.trusted_proxies"}} {
+		a := &app{v: viper.New()}
+		bindServerSettings(pflag.NewFlagSet("serve", pflag.ContinueOnError), a.v)
+		if tc.raw != nil {
+			a.v.Set("server.trusted_proxies", tc.raw)
+		}
+		cfg, err := a.serverConfig("")
+		if err == nil {
+			var srv *server.Server
+			if srv, err = server.New(context.Background(), withRoot(cfg, t.TempDir())); err == nil {
+				_ = srv.Shutdown(context.Background())
+			}
+		}
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("%v: error %v, want one containing %q", tc.raw, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%v: %v", tc.raw, err)
+		}
+		if !slices.Equal(cfg.TrustedProxies, tc.want) {
+			t.Fatalf("server.trusted_proxies %v: got %q, want %q", tc.raw, cfg.TrustedProxies, tc.want)
 		}
 	}
 }

@@ -39,7 +39,11 @@ func (a *API) chargeSource(c *call) error {
 		return nil
 	}
 	c.charged = true
-	ex := a.opts.Sources.Allow(c.r.RemoteAddr)
+	client, _, ok := a.opts.TrustedProxies.Client(c.r)
+	if !ok {
+		return nil
+	}
+	ex := a.opts.Sources.AllowAddr(client)
 	if ex == nil {
 		return nil
 	}

@@ -101,8 +101,14 @@ type Options struct {
 	// hold, to the routes that read none (health, readiness, the OpenAPI
 	// document, public metrics) and to paths no route has. Past its
 	// bucket such a request is refused with 429 TOO_MANY_REQUESTS, held
-	// RateRefusalDelay first. Nil: no bound.
+	// RateRefusalDelay first. Nil: no bound. A request's source is its
+	// client's address (TrustedProxies.Client).
 	Sources *quota.Sources
+	// TrustedProxies are the proxies in front of the server whose
+	// X-Forwarded-For is believed: a request one of them passes on is
+	// charged to Sources and logged by the client's address it names.
+	// Empty: a request's address is its peer's.
+	TrustedProxies TrustedProxies
 	// Policies keeps the tenants' own policy bundles (the …/policy
 	// routes); nil: those routes answer 404.
 	Policies *tenantpolicy.Manager

@@ -49,7 +49,10 @@
 // a valid credential to its source's bucket. The routes that read no
 // credential (health, readiness, the document, public metrics) and paths
 // no route has are charged to their source's bucket too (Options.Sources),
-// before they are answered.
+// before they are answered. A request's source is its client's address:
+// its peer's, or, when the peer is one of Options.TrustedProxies, the
+// address X-Forwarded-For names past them (TrustedProxies.Client); the
+// access log records that address as remote, the proxy's as proxy.
 //
 // On a cluster node (Options.Cluster), a follower answers a state change,
 // a linearizable read, and a credential it does not know (step 1 on a node

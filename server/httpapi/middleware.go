@@ -256,10 +256,16 @@ func (a *API) finish(rec *recorder, r *http.Request, ri *reqInfo, start time.Tim
 			// the access log at debug level only.
 			level = slog.LevelDebug
 		}
-		a.opts.AccessLog.LogAttrs(r.Context(), level, "request",
-			slog.String("request_id", ri.id), slog.String("method", r.Method), slog.String("route", route),
+		attrs := []slog.Attr{slog.String("request_id", ri.id), slog.String("method", r.Method), slog.String("route", route),
 			slog.Int("status", rec.status), slog.Duration("duration", d), slog.Int64("bytes", rec.bytes),
-			slog.String("tenant", ri.tenant), slog.String("principal", ri.principal), slog.String("remote", r.RemoteAddr))
+			slog.String("tenant", ri.tenant), slog.String("principal", ri.principal), slog.String("remote", r.RemoteAddr)}
+		if client, via, _ := a.opts.TrustedProxies.Client(r); via {
+			// Passed on by a trusted proxy: remote is the client it
+			// names, proxy the address that connected.
+			attrs[len(attrs)-1] = slog.String("remote", client.String())
+			attrs = append(attrs, slog.String("proxy", r.RemoteAddr))
+		}
+		a.opts.AccessLog.LogAttrs(r.Context(), level, "request", attrs...)
 	}
 }
 

@@ -65,7 +65,14 @@ func SourceOf(remoteAddr string) (netip.Addr, bool) {
 	if err != nil {
 		return netip.Addr{}, false
 	}
-	a := ap.Addr().Unmap().WithZone("")
+	return SourceOfAddr(ap.Addr())
+}
+
+// SourceOfAddr is the source of a request from address a: a itself for
+// IPv4 (an IPv4-mapped IPv6 address counts as IPv4), its /64 for IPv6.
+// ok is false for the zero Addr.
+func SourceOfAddr(a netip.Addr) (netip.Addr, bool) {
+	a = a.Unmap().WithZone("")
 	if a.Is4() {
 		return a, true
 	}
@@ -84,7 +91,20 @@ func (s *Sources) Allow(remoteAddr string) *Exceeded {
 	if s == nil {
 		return nil
 	}
-	src, ok := SourceOf(remoteAddr)
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return nil
+	}
+	return s.AllowAddr(ap.Addr())
+}
+
+// AllowAddr is Allow for a request from address a (a client's address
+// as a trusted proxy passed it on, say); the zero Addr always allows.
+func (s *Sources) AllowAddr(a netip.Addr) *Exceeded {
+	if s == nil {
+		return nil
+	}
+	src, ok := SourceOfAddr(a)
 	if !ok {
 		return nil
 	}
