@@ -54,6 +54,8 @@
 //	time                      timeout (1s)                    the call is interrupted; a call that
 //	                                                         returns after it faults all the same
 //	output                    max_output_bytes (16 MiB)       after the call
+//	reactions                 max_reactions (16384; at most   a handler's answer, before it is read
+//	                          1048576)
 //	log lines and bytes       log_lines (256), log_bytes      per call: excess dropped and counted
 //	                          (64 KiB)                        (Plugin.Stats); 16 times over faults
 //

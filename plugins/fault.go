@@ -60,3 +60,7 @@ func (e *LoadError) Error() string {
 
 // Unwrap returns the cause.
 func (e *LoadError) Unwrap() error { return e.Cause }
+
+// errOutputLimit marks an answer a check refuses for its size, not its
+// form: the fault is FaultOutputLimit, not FaultOutput.
+var errOutputLimit = errors.New("output over its limit")

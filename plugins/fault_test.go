@@ -267,6 +267,9 @@ func TestLoadRefusals(t *testing.T) {
 		{"initial memory over the limit", fixture(t, "bigmem"), projManifest("bigmem"), []string{"initial memory is 1024 pages, over the limit of 512"}},
 		{"not WebAssembly", []byte("\x00asm\x01\x00\x00\x00garbage"), projManifest("garbage"), []string{"not valid WebAssembly", "section"}},
 		{"start function never returns", fixture(t, "startloop"), slowStart, []string{"longer than the 200ms timeout"}},
+		{"alloc returns nothing", fixture(t, "badalloc"), projManifest("badalloc"), []string{"the module's batpak_alloc is (i32) -> (), the ABI's is (i32) -> i32"}},
+		{"handle returns an i32", fixture(t, "badhandle"), handlerManifest("badhandle"), []string{"the module's batpak_handle is (i32, i32) -> i32, the ABI's is (i32, i32) -> i64"}},
+		{"_initialize takes a parameter", fixture(t, "badinit"), projManifest("badinit"), []string{"the module's _initialize is (i32) -> (), the ABI's is () -> ()"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -327,5 +330,32 @@ func TestKindMismatch(t *testing.T) {
 	}
 	if _, err := hand.Fold(ctx, nil, nil); err == nil || !strings.Contains(err.Error(), "not a projection") {
 		t.Errorf("Fold on a handler: %v", err)
+	}
+}
+
+// TestHandlerReactionsBounded: a handler answering more reactions than
+// its manifest's max_reactions (default 16,384) faults with
+// output-limit before any is read; raising the limit lets the same
+// answer through, every reaction of it.
+func TestHandlerReactionsBounded(t *testing.T) {
+	ctx := context.Background()
+	h := newHost(t)
+	wasm := fixture(t, "reactflood")
+	evs := []core.StoredEvent{oneEvent(kindA)}
+	p := load(t, h, wasm, generous(handlerManifest("flood")))
+	_, rs, err := p.Handle(ctx, evs)
+	f := asFault(t, err)
+	if f.Kind != plugins.FaultOutputLimit || !strings.Contains(err.Error(), "returned 20000 reactions, the limit is 16384 (limits.max_reactions)") || rs != nil {
+		t.Fatalf("20,000 reactions under the default limit: %v (%d reactions)", err, len(rs))
+	}
+	m := generous(handlerManifest("flood-more"))
+	m.Limits.MaxReactions = 20000
+	p = load(t, h, wasm, m)
+	if _, rs, err = p.Handle(ctx, evs); err != nil || len(rs) != 20000 || string(rs[19999].Entity) != "e" {
+		t.Fatalf("20,000 reactions under a limit of 20,000: %v (%d reactions)", err, len(rs))
+	}
+	m.Name, m.Limits.MaxReactions = "flood-max", 1<<20+1
+	if _, err := h.Load(ctx, wasm, m); err == nil || !strings.Contains(err.Error(), "limits.max_reactions 1048577: at most 1048576") {
+		t.Fatalf("max_reactions past its ceiling: %v", err)
 	}
 }

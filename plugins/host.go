@@ -511,7 +511,8 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 		releaseCode = sync.OnceFunc(release)
 	}
 	exports := map[string]bool{}
-	for n := range mod.ExportedFunctions() {
+	defs := mod.ExportedFunctions()
+	for n := range defs {
 		exports[n] = true
 	}
 	need := []string{abi.ExportABIVersion, abi.ExportAlloc}
@@ -524,6 +525,9 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 		if !exports[n] {
 			return fail(fmt.Sprintf("the module does not export %s (a %s plugin needs %s)", n, m.Kind, strings.Join(need, ", ")), nil)
 		}
+	}
+	if err := checkSignatures(defs); err != nil && !skipSignatureCheck {
+		return fail(err.Error(), nil)
 	}
 	cfg := wazero.NewModuleConfig().WithName("").WithStartFunctions().
 		WithStdout(io.Discard)
@@ -1192,7 +1196,11 @@ func (p *Plugin) callOn(ctx context.Context, pin *version, export string, check 
 	if check != nil {
 		if err := check(out); err != nil {
 			inst.mod.Close(context.Background())
-			return nil, fault(FaultOutput, err)
+			kind := FaultOutput
+			if errors.Is(err, errOutputLimit) {
+				kind = FaultOutputLimit
+			}
+			return nil, fault(kind, err)
 		}
 	}
 	p.faults.Store(0)
@@ -1254,8 +1262,17 @@ func (v *version) drain() {
 	}
 }
 
-// invoke passes inputs, calls export and reads the packed result.
-func (v *version) invoke(ctx context.Context, inst *instance, export string, inputs [][]byte) ([]byte, FaultKind, error) {
+// invoke passes inputs, calls export and reads the packed result. A
+// panic in the host's part of the call (a result it did not expect) is
+// the module's fault, FaultOutput: the instance is discarded as for any
+// other, and the host goes on.
+func (v *version) invoke(ctx context.Context, inst *instance, export string, inputs [][]byte) (out []byte, kind FaultKind, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			v.log.Error("plugin call: host panic", append(v.logAttrs, "export", export, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))...)
+			out, kind, err = nil, FaultOutput, fmt.Errorf("%s: the host could not use what the module returned", export)
+		}
+	}()
 	inst.mem.refused.Store(false)
 	inst.logs.reset(v.m.Limits)
 	ctx = context.WithValue(ctx, logBudgetKey{}, inst.logs)
@@ -1269,6 +1286,11 @@ func (v *version) invoke(ctx context.Context, inst *instance, export string, inp
 			if err != nil {
 				kind, err := v.classifyErr(ctx, inst, err)
 				return nil, kind, err
+			}
+			if len(res) != 1 {
+				// Load checks the signature; this guards the host all
+				// the same.
+				return nil, FaultOutput, fmt.Errorf("%s returned %d values, want one i32", abi.ExportAlloc, len(res))
 			}
 			ptr = uint32(res[0])
 			if ptr == 0 && inst.mem.refused.Load() {
@@ -1296,7 +1318,7 @@ func (v *version) invoke(ctx context.Context, inst *instance, export string, inp
 	if !ok {
 		return nil, FaultOutput, fmt.Errorf("%s returned bytes [%#x, +%d) outside its memory (%d bytes)", export, ptr, n, mem.Size())
 	}
-	out := bytes.Clone(b)
+	out = bytes.Clone(b)
 	if isErr {
 		return nil, FaultGuest, errors.New(printable.String(string(out)))
 	}

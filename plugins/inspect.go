@@ -115,6 +115,9 @@ func Inspect(ctx context.Context, wasm []byte) (*Inspection, error) {
 	} else {
 		ins.ABIError = errors.New("the module does not export " + abi.ExportABIVersion)
 	}
+	if err := checkSignatures(exports); err != nil && ins.ABIError == nil {
+		ins.ABIError = err
+	}
 	return ins, nil
 }
 

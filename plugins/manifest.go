@@ -72,6 +72,11 @@ type Limits struct {
 	// the limit per running call. Default 4194304 (4 MiB), at most
 	// 268435456 (256 MiB).
 	StackBytes uint32 `json:"stack_bytes,omitempty"`
+	// MaxReactions bounds the reactions one call of a handler may return
+	// (each costs the host about 80 bytes before it is written, beside
+	// its bytes): an answer naming more faults with FaultOutputLimit
+	// before any is read. Default 16384, at most 1048576.
+	MaxReactions uint32 `json:"max_reactions,omitempty"`
 }
 
 // Grants opens the sandbox. By default a plugin sees no files, no network,
@@ -172,6 +177,7 @@ func (m *Manifest) normalize() error {
 		{&l.LogBytes, "log_bytes", 64 << 10, 16 << 20},
 		{&l.CallDepth, "call_depth", 10000, 1000000},
 		{&l.StackBytes, "stack_bytes", 4 << 20, 256 << 20},
+		{&l.MaxReactions, "max_reactions", DefaultMaxReactions, 1 << 20},
 	} {
 		if *f.v == 0 {
 			*f.v = f.def
@@ -182,6 +188,10 @@ func (m *Manifest) normalize() error {
 	}
 	return nil
 }
+
+// DefaultMaxReactions is Limits.MaxReactions when the manifest leaves it
+// out.
+const DefaultMaxReactions = 16384
 
 // MaxPoolSize is the most idle instances a plugin may keep (Limits.PoolSize).
 const MaxPoolSize = 256

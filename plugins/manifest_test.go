@@ -30,6 +30,7 @@ func TestLimitsDefaults(t *testing.T) {
 		LogBytes:       64 << 10,
 		CallDepth:      10000,
 		StackBytes:     4 << 20,
+		MaxReactions:   plugins.DefaultMaxReactions,
 	}
 	if got != want {
 		t.Fatalf("default limits %+v, want %+v", got, want)
@@ -37,7 +38,7 @@ func TestLimitsDefaults(t *testing.T) {
 	// Set limits are kept.
 	m := projManifest("set")
 	m.Limits = plugins.Limits{MemoryPages: 3, Timeout: plugins.Duration(3 * time.Second), MaxOutputBytes: 9, MaxFaults: 1, PoolSize: 2,
-		TableElements: 1, Tables: 1, Globals: 1, LogLines: 1, LogBytes: 1, CallDepth: 1, StackBytes: 1 << 10}
+		TableElements: 1, Tables: 1, Globals: 1, LogLines: 1, LogBytes: 1, CallDepth: 1, StackBytes: 1 << 10, MaxReactions: 1}
 	p = load(t, newHost(t), fixture(t, "counter"), m)
 	if got := p.Manifest().Limits; got != m.Limits {
 		t.Fatalf("limits %+v, want %+v", got, m.Limits)

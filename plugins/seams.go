@@ -2,6 +2,7 @@ package plugins
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -162,7 +163,13 @@ func (p *Plugin) Handle(ctx context.Context, evs []core.StoredEvent) (uint32, []
 	defer batchBufs.Put(batch)
 	// The answer is checked inside the call, so that a malformed one is a
 	// fault that counts toward quarantine like any other.
+	limit := p.Manifest().Limits.MaxReactions
 	_, err := p.call(ctx, abi.ExportHandle, func(out []byte) error {
+		if len(out) >= 8 {
+			if n := binary.LittleEndian.Uint32(out[4:]); n > limit {
+				return fmt.Errorf("%w: batpak_handle returned %d reactions, the limit is %d (limits.max_reactions)", errOutputLimit, n, limit)
+			}
+		}
 		var err error
 		if action, rs, err = abi.ParseHandlerOutput(out); err != nil {
 			return err

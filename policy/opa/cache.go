@@ -26,7 +26,8 @@ import (
 // any field the policy reads can change the decision and changing any
 // other never reaches the policy. Policies that read the input as a whole,
 // or call non-deterministic built-ins (time.now_ns, rand.intn, http.send,
-// …), are not cached.
+// …), are not cached, nor those reading more than MaxCachedPaths fields
+// (each write would build a key of all of them).
 //
 // The key is built in a pooled buffer and looked up without a copy; only
 // a new entry allocates.
@@ -89,8 +90,15 @@ func analyzeInputs(b bundle.Bundle) (paths [][]string, cacheable, whole bool) {
 			ast.NewGenericVisitor(visit).Walk(m.Parsed)
 		}
 	}
+	if len(paths) > MaxCachedPaths {
+		cacheable = false
+	}
 	return paths, cacheable, whole
 }
+
+// MaxCachedPaths is the most input fields a policy may read and still
+// have its decisions cached.
+const MaxCachedPaths = 1024
 
 // readsTheClock names the built-ins OPA does not flag non-deterministic
 // whose answer changes with time all the same: a certificate verified now
@@ -120,17 +128,15 @@ var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 const undefined = "\x00undefined"
 
 // payloadView is the event payload as the cache key reads it: checked
-// and its top-level members listed at most once per key.
+// once per key, and each object on the paths read once (ijson.Index), so
+// a policy reading many fields of a large payload costs a pass over it,
+// not a pass per field.
 type payloadView struct {
 	raw     []byte
 	checked bool
 	valid   bool
-	listed  bool
-	n       int        // members listed; more than len(members): not all listed
-	members [16]member // the first top-level members, in order
+	idx     *ijson.Index
 }
-
-type member struct{ name, raw []byte }
 
 // at appends the payload's value at keys as the policy sees it: each key
 // names a member of an object — compared unescaped, the last one when the
@@ -139,46 +145,18 @@ type member struct{ name, raw []byte }
 func (pv *payloadView) at(b []byte, keys []string) []byte {
 	if !pv.checked {
 		pv.checked, pv.valid = true, ijson.ValidSyntax(pv.raw)
+		if pv.valid {
+			pv.idx = ijson.NewIndex(pv.raw)
+		}
 	}
 	if !pv.valid {
 		return append(b, "\x00invalid"...) // never cached: evaluating it fails
 	}
-	if !pv.listed {
-		pv.listed = true
-		if !ijson.Members(pv.raw, func(name, raw []byte) bool {
-			if pv.n < len(pv.members) {
-				pv.members[pv.n] = member{name, raw}
-			}
-			pv.n++
-			return pv.n <= len(pv.members)
-		}) {
-			pv.n = -1 // not an object
-		}
-	}
-	switch {
-	case pv.n < 0:
+	v, ok := pv.idx.At(keys...)
+	if !ok {
 		return append(b, undefined...)
-	case pv.n > len(pv.members):
-		return append(b, rawAt(pv.raw, keys)...) // too many members to list
 	}
-	for i := pv.n - 1; i >= 0; i-- { // the last of repeated names
-		if string(pv.members[i].name) == keys[0] {
-			return append(b, rawAt(pv.members[i].raw, keys[1:])...)
-		}
-	}
-	return append(b, undefined...)
-}
-
-// rawAt is the value at keys of valid JSON v, or undefined.
-func rawAt(v []byte, keys []string) []byte {
-	for _, k := range keys {
-		member, ok := ijson.Lookup(v, k)
-		if !ok {
-			return []byte(undefined)
-		}
-		v = member
-	}
-	return v
+	return append(b, v...)
 }
 
 // appendPath appends the input value at path (absent: undefined). Lists
@@ -293,6 +271,19 @@ func appendJSONAt(b []byte, x any, keys []string) []byte {
 		return append(b, raw...)
 	}
 	return append(b, rawAt(raw, keys)...)
+}
+
+// rawAt is the value at keys of valid JSON v, or undefined (for the
+// small documents the server makes: a Lookup per key).
+func rawAt(v []byte, keys []string) []byte {
+	for _, k := range keys {
+		member, ok := ijson.Lookup(v, k)
+		if !ok {
+			return []byte(undefined)
+		}
+		v = member
+	}
+	return v
 }
 
 func anyString(v any) string {
@@ -423,9 +414,10 @@ type DecisionCache struct {
 }
 
 // NewDecisionCache returns a cache keyed on paths (Gate.CacheKeys), or nil
-// when cacheable is false or size is not positive.
+// when cacheable is false, size is not positive or there are more than
+// MaxCachedPaths paths.
 func NewDecisionCache(paths [][]string, cacheable bool, size int) *DecisionCache {
-	if !cacheable || size <= 0 {
+	if !cacheable || size <= 0 || len(paths) > MaxCachedPaths {
 		return nil
 	}
 	return &DecisionCache{paths: paths, c: newDecisionCache(size)}

@@ -585,3 +585,46 @@ deny contains "SMALL" if input.event.entity == "small:1"
 		}
 	}
 }
+
+// A policy reading more than MaxCachedPaths input fields is not cached
+// (each write would build a key of every one of them); one reading
+// exactly that many is, and its key reads a large payload's fields as
+// Lookup would.
+func TestCacheNotUsedPastMaxCachedPaths(t *testing.T) {
+	rules := func(n int) string {
+		var b strings.Builder
+		b.WriteString("package batpak.write\n\ndefault allow := false\n\nallow if input.event.payload.ok == 1\n\n")
+		for i := range n - 1 {
+			fmt.Fprintf(&b, "r%d if input.event.payload.k%d\n", i, i)
+		}
+		return b.String()
+	}
+	var payload strings.Builder
+	payload.WriteString(`{"ok":1`)
+	for i := range 3000 {
+		fmt.Fprintf(&payload, `,"m%d":1`, i)
+	}
+	payload.WriteString(`,"k7":true}`)
+	in := orderInput(policy.Principal{ID: "u1", Tenant: "acme"}, "acme:order:1", "1:1", payload.String())
+	for _, tc := range []struct {
+		paths  int
+		cached bool
+	}{{opa.MaxCachedPaths, true}, {opa.MaxCachedPaths + 1, false}} {
+		g := loadOPA(t, map[string]string{"p.rego": rules(tc.paths)}, opa.Options{})
+		if got := len(g.InputPaths()); tc.cached && got != tc.paths {
+			t.Fatalf("%d paths: InputPaths has %d", tc.paths, got)
+		}
+		decide(t, g, in)
+		if d := decide(t, g, in); !d.Allowed || d.Cached != tc.cached {
+			t.Fatalf("a policy reading %d input fields, the same input again: %+v, want cached %v", tc.paths, d, tc.cached)
+		}
+		if _, ok := g.CacheKeys(); ok != tc.cached {
+			t.Fatalf("%d paths: CacheKeys cacheable %v", tc.paths, ok)
+		}
+		// A field the policy reads changed: not answered from the cache.
+		in2 := orderInput(policy.Principal{ID: "u1", Tenant: "acme"}, "acme:order:1", "1:1", strings.Replace(payload.String(), `"k7":true`, `"k7":false`, 1))
+		if d := decide(t, g, in2); d.Cached {
+			t.Fatalf("%d paths: a changed field read answered from the cache", tc.paths)
+		}
+	}
+}

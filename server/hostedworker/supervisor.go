@@ -881,6 +881,12 @@ func (r *runner) once(ctx context.Context) error {
 	if errors.As(err, &we) {
 		err = we.Err
 	}
+	if errors.Is(err, core.ErrHandlerPanic) {
+		// A panic of the server's own code around the plugin: its stack
+		// names the server's source files and is for the operator only.
+		r.s.log.Error("hosted worker: handler panic", "tenant", r.def.Tenant, "worker", r.def.Name, "err", err)
+		return scrubbed{"the server failed running the handler (an internal error; its operator has the details in the server's log)", err}
+	}
 	if err != nil {
 		if dir := store.Dir(); dir != "" && strings.Contains(err.Error(), dir) {
 			err = scrubbed{strings.ReplaceAll(err.Error(), dir, "<store>"), err}
@@ -921,6 +927,18 @@ type scrubbed struct {
 
 func (e scrubbed) Error() string { return e.msg }
 func (e scrubbed) Unwrap() error { return e.orig }
+
+// checkBatch holds one source's count of reactions to the tenant's
+// max_batch_events before they are built.
+func (r *runner) checkBatch(n int) error {
+	if r.s.opts.Quotas == nil {
+		return nil
+	}
+	if ex := r.s.opts.Quotas.Tenant(r.def.Tenant, r.s.opts.Plane.Effective(r.def.Tenant)).CheckBatch(n); ex != nil {
+		return ex
+	}
+	return nil
+}
 
 // admit holds one source's reactions to the tenant's quotas (when the
 // supervisor has them): batch size, payload size and storage refuse, the
@@ -966,35 +984,47 @@ func (r *runner) handler(store *core.Store, p *plugins.Plugin) core.Handler {
 		if err != nil {
 			return core.Continue, err
 		}
-		bySource := map[uint32][]core.BatchItem{}
+		// Each source's reactions are counted against the tenant's batch
+		// bound before any is built, and built one source at a time: the
+		// host holds at most one source's batch beside the answer.
+		bySource := map[uint32][]int{}
 		var order []uint32
 		for i, re := range rs {
-			src := &batch[re.Source]
-			coord, err := core.NewCoordinate(string(re.Entity), string(re.Scope))
-			if err != nil {
-				return core.Continue, fmt.Errorf("plugin %s reaction %d: %w", p.Name(), i, err)
-			}
 			if _, seen := bySource[re.Source]; !seen {
 				order = append(order, re.Source)
 			}
-			n := len(bySource[re.Source])
-			bySource[re.Source] = append(bySource[re.Source], core.BatchItem{
-				Coordinate: coord, Kind: core.Kind(re.Kind), Payload: append([]byte(nil), re.Payload...),
-				Options: core.AppendOptions{
-					CorrelationID:  src.Header.CorrelationID,
-					CausationID:    src.Header.ID,
-					IdempotencyKey: fmt.Sprintf("worker:%s:%s:%d", cursor, src.Header.ID, n),
-				},
-			})
+			bySource[re.Source] = append(bySource[re.Source], i)
+		}
+		for _, src := range order {
+			if err := r.checkBatch(len(bySource[src])); err != nil {
+				return core.Continue, fmt.Errorf("reactions to %s: %w", batch[src].Header.ID, err)
+			}
 		}
 		wctx := core.WithPlugin(core.WithAction(ctx, core.ActionPlugin), p.Ref())
 		wctx = policy.WithPrincipal(wctx, principal)
 		for _, src := range order {
-			if err := r.admit(ctx, store, bySource[src]); err != nil {
-				return core.Continue, fmt.Errorf("reactions to %s: %w", batch[src].Header.ID, err)
+			sev := &batch[src]
+			items := make([]core.BatchItem, 0, len(bySource[src]))
+			for n, i := range bySource[src] {
+				re := &rs[i]
+				coord, err := core.NewCoordinate(string(re.Entity), string(re.Scope))
+				if err != nil {
+					return core.Continue, fmt.Errorf("plugin %s reaction %d: %w", p.Name(), i, err)
+				}
+				items = append(items, core.BatchItem{
+					Coordinate: coord, Kind: core.Kind(re.Kind), Payload: append([]byte(nil), re.Payload...),
+					Options: core.AppendOptions{
+						CorrelationID:  sev.Header.CorrelationID,
+						CausationID:    sev.Header.ID,
+						IdempotencyKey: fmt.Sprintf("worker:%s:%s:%d", cursor, sev.Header.ID, n),
+					},
+				})
 			}
-			if err := plugins.AppendReactions(wctx, store, bySource[src]); err != nil {
-				return core.Continue, fmt.Errorf("reactions to %s: %w", batch[src].Header.ID, err)
+			if err := r.admit(ctx, store, items); err != nil {
+				return core.Continue, fmt.Errorf("reactions to %s: %w", sev.Header.ID, err)
+			}
+			if err := plugins.AppendReactions(wctx, store, items); err != nil {
+				return core.Continue, fmt.Errorf("reactions to %s: %w", sev.Header.ID, err)
 			}
 		}
 		if action == abi.ActionStop {

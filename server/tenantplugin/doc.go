@@ -15,7 +15,8 @@
 // calls use beside its linear memory is bounded by plugin_memory_bytes
 // too: limits.stack_bytes and 8 bytes × limits.table_elements are each at
 // most it (left out: the plugin host's default, 4 MiB and 1 MiB, or the
-// quota if lower). The plugin host then validates,
+// quota if lower). limits.max_reactions is at most the plugin host's
+// default (16384), whatever the manifest asks. The plugin host then validates,
 // measures, compiles and instantiates the module (plugins.Host.LoadFor);
 // a refusal is a *RejectedError carrying the host's reason. Only then is
 // the module stored and the version recorded: a refused upload leaves

@@ -719,6 +719,11 @@ func manifestFor(raw []byte, l Limits, strict bool) (plugins.Manifest, error) {
 	// maxFaults of them, whatever the manifest asks: each may have taken
 	// a whole call timeout of the host's CPU.
 	ml.MaxFaults = min(max(ml.MaxFaults, 0), maxFaults)
+	// A handler's answer is held whole while its reactions are written:
+	// at most maxReactions of them, whatever the manifest asks.
+	if ml.MaxReactions == 0 || ml.MaxReactions > maxReactions {
+		ml.MaxReactions = maxReactions
+	}
 	if l.CallTimeout < time.Millisecond || time.Duration(ml.Timeout) < time.Millisecond {
 		ml.Timeout = plugins.Duration(max(l.CallTimeout, time.Millisecond))
 	}
@@ -743,6 +748,10 @@ const maxPoolSize = 8
 // maxFaults bounds the consecutive faults before a tenant's plugin is
 // quarantined (plugins.Limits.MaxFaults; its default is 5).
 const maxFaults = 20
+
+// maxReactions bounds the reactions one call of a tenant's handler may
+// return (plugins.Limits.MaxReactions; its default).
+const maxReactions = plugins.DefaultMaxReactions
 
 // maxStoredModuleBytes is the most a stored module may hold: the highest
 // server.plugins.max_module_bytes allows (a module accepted under a

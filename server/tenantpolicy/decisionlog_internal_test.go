@@ -2,6 +2,7 @@ package tenantpolicy
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -304,5 +305,32 @@ func TestDecisionLogTenantShare(t *testing.T) {
 	}
 	if ids := decisionIDs(t, s, "noisy"); len(ids) != queue/4 {
 		t.Fatalf("tenant noisy's log holds %v, want its share of the queue, %d", ids, queue/4)
+	}
+}
+
+// A denial's entry keeps the first MaxLoggedFields input fields the
+// policy reads, each as the raw JSON read, null where the input has none.
+func TestInputFieldsBounded(t *testing.T) {
+	var paths []string
+	for i := range 2 * MaxLoggedFields {
+		paths = append(paths, fmt.Sprintf("event.payload.k%d", i))
+	}
+	paths[1] = "principal.tenant"
+	in := &policy.Input{Action: "append", Principal: policy.Principal{Tenant: "acme"},
+		Event: policy.Event{Entity: "e:1", Kind: "1:1", Payload: json.RawMessage(`{"k0":12345678901234567890,"k2":{"x":[1]},"k0":7}`)}}
+	got := inputFields(in, paths)
+	if len(got) != MaxLoggedFields {
+		t.Fatalf("%d fields kept, want %d", len(got), MaxLoggedFields)
+	}
+	for p, want := range map[string]string{"event.payload.k0": "7", "principal.tenant": `"acme"`, "event.payload.k2": `{"x":[1]}`} {
+		if raw, ok := got[p].(json.RawMessage); !ok || string(raw) != want {
+			t.Errorf("%s = %v, want %s", p, got[p], want)
+		}
+	}
+	if v, ok := got["event.payload.k3"]; !ok || v != nil {
+		t.Errorf("a field the input lacks: %v %v, want null", v, ok)
+	}
+	if _, ok := got[paths[MaxLoggedFields]]; ok {
+		t.Errorf("a field past the first %d kept", MaxLoggedFields)
 	}
 }

@@ -215,15 +215,11 @@ func inputFields(in *policy.Input, paths []string) map[string]any {
 	if err != nil {
 		return nil
 	}
+	paths = paths[:min(len(paths), MaxLoggedFields)]
 	out := make(map[string]any, len(paths))
+	idx := ijson.NewIndex(raw) // each object read once, however many paths
 	for _, p := range paths {
-		v, ok := raw, true
-		for _, part := range strings.Split(p, ".") {
-			if v, ok = ijson.Lookup(v, part); !ok {
-				break
-			}
-		}
-		if ok {
+		if v, ok := idx.At(strings.Split(p, ".")...); ok {
 			out[p] = json.RawMessage(bytes.Clone(v))
 		} else {
 			out[p] = nil
@@ -231,6 +227,10 @@ func inputFields(in *policy.Input, paths []string) map[string]any {
 	}
 	return out
 }
+
+// MaxLoggedFields is the most input fields a decision log entry keeps:
+// the first the policy reads.
+const MaxLoggedFields = 256
 
 // record logs a denial of tenant's write and returns a copy of d naming
 // the decision (no decision id when its principal's share of the log
@@ -341,8 +341,9 @@ func (m *Manager) counts(tenant string) *tenantCounts {
 }
 
 // sampleAllow records an allowed write when the tenant's
-// decision_allow_sample setting picks it.
-func (a *admission) sampleAllow(ctx context.Context, p *core.Proposal, rev string, paths []string) {
+// decision_allow_sample setting picks it, with the input fields at
+// paths().
+func (a *admission) sampleAllow(ctx context.Context, p *core.Proposal, rev string, paths func() []string) {
 	if a.m.dlog == nil {
 		return
 	}
@@ -356,7 +357,7 @@ func (a *admission) sampleAllow(ctx context.Context, p *core.Proposal, rev strin
 	}
 	in := policy.InputFromProposal(ctx, p)
 	a.m.enqueue(a.tenant, Decision{ID: newDecisionID(), Result: ResultAllowed, Layer: layer, Revision: rev,
-		Principal: in.Principal, Action: string(in.Action)}, in, paths)
+		Principal: in.Principal, Action: string(in.Action)}, in, paths())
 }
 
 // QueryDecisions returns a page of the tenant's decision log, newest

@@ -863,7 +863,7 @@ func (a *admission) Admit(ctx context.Context, p *core.Proposal) error {
 		}
 	}
 	if rev == "" {
-		a.sampleAllow(ctx, p, "", a.platformGate.InputPaths())
+		a.sampleAllow(ctx, p, "", a.platformGate.InputPaths)
 		return nil
 	}
 	l := a.m.get(a.tenant, rev)
@@ -883,11 +883,7 @@ func (a *admission) Admit(ctx context.Context, p *core.Proposal) error {
 	if err := l.adm.Admit(ctx, p); err != nil {
 		return a.log(ctx, p, withLayer(err, "tenant", rev), l.paths)
 	}
-	paths := l.paths
-	if a.platform != nil {
-		paths = unionPaths(a.platformGate.InputPaths(), l.paths)
-	}
-	a.sampleAllow(ctx, p, rev, paths)
+	a.sampleAllow(ctx, p, rev, func() []string { return a.bothPaths(l) })
 	return nil
 }
 
@@ -947,10 +943,7 @@ func (a *admission) AdmitItems(ctx context.Context, ps []*core.Proposal) error {
 		// decisions are cached).
 		return each(0)
 	}
-	paths := l.paths
-	if a.platform != nil {
-		paths = unionPaths(a.platformGate.InputPaths(), l.paths)
-	}
+	paths := sync.OnceValue(func() []string { return a.bothPaths(l) })
 	for i, d := range denials {
 		if d != nil {
 			return &core.BatchItemError{Index: i, Err: a.log(ctx, ps[i], withLayer(d, "tenant", rev), l.paths)}
@@ -966,6 +959,16 @@ func (a *admission) AdmitItems(ctx context.Context, ps []*core.Proposal) error {
 	return nil
 }
 
+// bothPaths is the input paths of the platform's layer and l's: what an
+// allowed write's decision log entry shows (worked out only for one the
+// log samples).
+func (a *admission) bothPaths(l *loaded) []string {
+	if a.platform == nil {
+		return l.paths
+	}
+	return unionPaths(a.platformGate.InputPaths(), l.paths)
+}
+
 // unionPaths is the input paths of both layers, each once; nil (the
 // whole input) when either reads the input as a whole.
 func unionPaths(a, b []string) []string {
@@ -973,8 +976,13 @@ func unionPaths(a, b []string) []string {
 		return nil
 	}
 	out := slices.Clone(a)
+	seen := make(map[string]bool, len(a))
+	for _, p := range a {
+		seen[p] = true
+	}
 	for _, p := range b {
-		if !slices.Contains(out, p) {
+		if !seen[p] {
+			seen[p] = true
 			out = append(out, p)
 		}
 	}
