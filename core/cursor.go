@@ -330,6 +330,9 @@ func loadCursor(fsys vfs.FS, dir, name string) (uint64, error) {
 	if errors.As(err, &tl) {
 		return 0, &CorruptionError{File: cursorPath(dir, name), Reason: fmt.Sprintf("cursor position file is damaged: %d bytes, a position is 20", tl.Size)}
 	}
+	if notAFile(err) {
+		return 0, &CorruptionError{File: cursorPath(dir, name), Reason: "the cursor's position is " + notAFileWhat(err)}
+	}
 	if err != nil {
 		return 0, fmt.Errorf("batpak: read cursor %q: %w", name, err)
 	}

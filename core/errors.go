@@ -3,8 +3,10 @@ package core
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/batpak-go/batpak/ijson"
 )
 
@@ -80,6 +82,11 @@ type CorruptionError struct {
 }
 
 func (e *CorruptionError) Error() string {
+	if !strings.HasSuffix(e.File, format.SegmentSuffix) && !strings.HasSuffix(e.File, format.FooterSuffix) {
+		// A store's other records (a cursor's position, the erasure
+		// epoch, the compaction journal) are not segments.
+		return fmt.Sprintf("batpak: damaged file %s: %s", e.File, e.Reason)
+	}
 	return fmt.Sprintf("batpak: corrupt segment %s at offset %d: %s", e.File, e.Offset, e.Reason)
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/batpak-go/batpak/core"
@@ -131,5 +132,54 @@ func TestHugeSegmentFilesRefusedBySize(t *testing.T) {
 	var ce *core.CorruptionError
 	if _, err := core.Open(cfg); !errors.As(err, &ce) || ce.File != last || !strings.Contains(err.Error(), "larger than any segment") {
 		t.Fatalf("a 1 TiB segment: %v, want a CorruptionError naming it", err)
+	}
+}
+
+// TestSmallRecordsThatAreNotFiles: a directory or a named pipe where the
+// store keeps its erasure epoch, a cursor's position or the compaction
+// journal is damage (ErrCorrupt, naming the file and what is there), not
+// an I/O error, and opening it never waits for a pipe's writer.
+func TestSmallRecordsThatAreNotFiles(t *testing.T) {
+	cfg := core.DefaultConfig(t.TempDir())
+	s := openWith(t, cfg)
+	mustAppend(t, s, mustCoord(t, "order:1", "shop"), kindA, `{}`)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, want string }{
+		{"erasures", "the erasure epoch is a directory, not a file"},
+		{"compact.journal", "the compaction journal is a directory, not a file"},
+	} {
+		path := filepath.Join(cfg.Dir, tc.name)
+		if err := os.Mkdir(path, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		var ce *core.CorruptionError
+		_, err := core.Open(cfg)
+		if !errors.As(err, &ce) || ce.File != path || !errors.Is(err, core.ErrCorrupt) || !strings.Contains(err.Error(), "damaged file "+path+": "+tc.want) {
+			t.Fatalf("a directory named %s: %v, want a CorruptionError naming it", tc.name, err)
+		}
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	erasures := filepath.Join(cfg.Dir, "erasures")
+	if err := syscall.Mkfifo(erasures, 0o644); err != nil {
+		t.Skipf("no named pipes here: %v", err)
+	}
+	if _, err := core.Open(cfg); !errors.Is(err, core.ErrCorrupt) || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("a named pipe as the erasure epoch: %v", err)
+	}
+	if err := os.Remove(erasures); err != nil {
+		t.Fatal(err)
+	}
+	s = openWith(t, cfg)
+	defer s.Close()
+	pos := filepath.Join(cfg.Dir, "cursors", "billing.pos")
+	if err := os.MkdirAll(pos, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.NamedCursor("billing", core.All()); !errors.Is(err, core.ErrCorrupt) || !strings.Contains(err.Error(), "damaged file "+pos+": the cursor's position is a directory") {
+		t.Fatalf("a directory as a cursor's position: %v", err)
 	}
 }

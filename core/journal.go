@@ -189,6 +189,9 @@ func readJournal(fsys vfs.FS, dir string) (*compactionJournal, []byte, error) {
 	if errors.As(err, &tl) {
 		return nil, nil, &CorruptionError{File: filepath.Join(dir, compactJournal), Reason: fmt.Sprintf("compaction journal is damaged: %d bytes, more than any journal holds (%d)", tl.Size, int64(journalMaxBytes))}
 	}
+	if notAFile(err) {
+		return nil, nil, &CorruptionError{File: filepath.Join(dir, compactJournal), Reason: "the compaction journal is " + notAFileWhat(err)}
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("batpak: read compaction journal: %w", err)
 	}

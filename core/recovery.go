@@ -484,6 +484,33 @@ func writeSegmentHeader(fsys vfs.FS, path string, id uint32) error {
 	return f.Sync()
 }
 
+// sequenceGap says why ev's sequence cannot follow the index's last: a
+// repeated or backward sequence, or missing events before it — then,
+// when segment numbers are skipped between the last event's segment and
+// ev's, which segment files are missing (a removed middle segment
+// otherwise reads as damage of the one after it).
+func sequenceGap(ix *index.Index, ev *walkedEvent) string {
+	n := ix.Len()
+	if ev.seq <= uint64(n) || ev.seq >= math.MaxUint32 {
+		return fmt.Sprintf("global sequence %d out of order (next is %d)", ev.seq, n)
+	}
+	why := fmt.Sprintf("global sequences %d..%d are missing before this event's %d", n, ev.seq-1, ev.seq)
+	if ev.seq == uint64(n)+1 {
+		why = fmt.Sprintf("global sequence %d is missing before this event's %d", n, ev.seq)
+	}
+	prev := uint32(0) // segment ids start at 1
+	if n > 0 {
+		prev = format.SegID(ix.At(n - 1).Seg)
+	}
+	switch cur := format.SegID(ev.seg); {
+	case cur == prev+2:
+		why += "; segment " + format.SegmentName(prev+1) + " is missing"
+	case cur > prev+2:
+		why += fmt.Sprintf("; segments %s to %s are missing", format.SegmentName(prev+1), format.SegmentName(cur-1))
+	}
+	return why
+}
+
 // indexWalked adds one recovered event to the index (hidden events keep
 // their sequence and their place in the entity's chain, nothing more).
 func (s *Store) indexWalked(ev *walkedEvent) error {
@@ -495,7 +522,7 @@ func (s *Store) indexWalked(ev *walkedEvent) error {
 	salvage := ev.kind == KindLogSalvaged && !ev.hidden && ev.seq > uint64(ix.Len()) && string(ev.entity) == SalvageEntity
 	if (ev.seq != uint64(ix.Len()) && !salvage) || ev.seq >= math.MaxUint32 {
 		return &CorruptionError{File: filepath.Join(s.cfg.Dir, format.SegmentName(ev.seg)), Offset: int64(ev.off),
-			Reason: fmt.Sprintf("global sequence %d out of order (next is %d)", ev.seq, ix.Len())}
+			Reason: sequenceGap(ix, ev)}
 	}
 	ent := ix.EntityFor(ev.entity)
 	sc := ix.ScopeFor(ev.scope)

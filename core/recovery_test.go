@@ -595,9 +595,29 @@ func TestOpenDetectsRemovedEvent(t *testing.T) {
 			t.Fatal("Open succeeded over a log with an event cut out")
 		}
 		var ce *core.CorruptionError
-		if !errors.As(err, &ce) || ce.File != path || ce.Offset != int64(f.Off) || !strings.Contains(ce.Reason, "global sequence 118") {
-			t.Fatalf("got %v, want a *CorruptionError naming %s at %d (sequence 118)", err, path, f.Off)
+		if !errors.As(err, &ce) || ce.File != path || ce.Offset != int64(f.Off) || !strings.Contains(ce.Reason, "global sequence 117 is missing before this event's 118") {
+			t.Fatalf("got %v, want a *CorruptionError naming %s at %d (sequence 117 missing)", err, path, f.Off)
 		}
+	}
+}
+
+// TestOpenNamesAMissingSegment: a segment removed from the middle of the
+// log is named as missing, not reported as damage of the one after it.
+func TestOpenNamesAMissingSegment(t *testing.T) {
+	base, _ := tamperFixture(t)
+	cfg := copyStore(t, base)
+	segs := segmentFiles(t, cfg.Dir)
+	missing := segs[1]
+	for _, p := range []string{missing, strings.TrimSuffix(missing, ".seg") + ".idx"} {
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+	}
+	os.Remove(filepath.Join(cfg.Dir, checkpointFile))
+	_, err := core.Open(cfg)
+	var ce *core.CorruptionError
+	if !errors.As(err, &ce) || ce.File != segs[2] || !strings.Contains(ce.Reason, "; segment "+filepath.Base(missing)+" is missing") {
+		t.Fatalf("a middle segment removed: %v, want a *CorruptionError saying %s is missing", err, filepath.Base(missing))
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
@@ -228,6 +229,11 @@ func loadErasures(fsys vfs.FS, dir string) (n uint64, damaged bool, err error) {
 	if errors.As(err, &tl) {
 		b, err = nil, nil // damaged: a fresh epoch, below
 	}
+	if notAFile(err) {
+		// A directory or a pipe in its place: the epoch could not be
+		// written there either.
+		return 0, false, &CorruptionError{File: filepath.Join(dir, erasureFile), Reason: "the erasure epoch is " + notAFileWhat(err) + ": move it aside (the store then starts a fresh epoch)"}
+	}
 	if err != nil {
 		return 0, false, fmt.Errorf("batpak: read erasure epoch: %w", err)
 	}
@@ -236,6 +242,21 @@ func loadErasures(fsys vfs.FS, dir string) (n uint64, damaged bool, err error) {
 		return n, true, err
 	}
 	return le.Uint64(b), false, nil
+}
+
+// notAFile reports whether err is the read of a store record that is
+// not a regular file: a directory, or a pipe, socket or device
+// (vfs.ErrNotRegular).
+func notAFile(err error) bool {
+	return errors.Is(err, vfs.ErrNotRegular) || errors.Is(err, syscall.EISDIR)
+}
+
+// notAFileWhat names what notAFile found.
+func notAFileWhat(err error) string {
+	if errors.Is(err, syscall.EISDIR) {
+		return "a directory, not a file"
+	}
+	return "not a regular file (a named pipe, socket or device)"
 }
 
 // freshErasureEpoch returns a random epoch in [2^62, 2^63): caches

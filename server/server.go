@@ -907,12 +907,16 @@ func (s *Server) mountConsole(authn *auth.Authenticator, quotas *quota.Manager, 
 		return nil, nil, fmt.Errorf("console: %w", err)
 	}
 	pages := s.api.Wrap("console", c)
+	// Its data requests are the API's once the console passes them on;
+	// those it answers itself (no session, a path the session does not
+	// reach, a relay to the member holding the session) are logged here.
+	data := s.api.WrapPassing("console api", c)
 	// Not a ServeMux: the API sees every other path exactly as sent (a
 	// mux would clean and redirect some first).
 	return c, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch p := r.URL.Path; {
 		case strings.HasPrefix(p, console.Prefix+"/api/"):
-			c.ServeHTTP(w, r)
+			data.ServeHTTP(w, r)
 		case p == console.Prefix || strings.HasPrefix(p, console.Prefix+"/"):
 			pages.ServeHTTP(w, r)
 		default:

@@ -59,7 +59,11 @@
 // operator credential the admin routes only, never tenant events). The
 // console checks the path first as well: a tenant session may send only
 // /v1/tenants/<its tenant>[/…], the operator only /v1/admin/… and
-// /v1/cluster[/…]. Besides the API the console serves:
+// /v1/cluster[/…]. A request the console passes on is the API's in the
+// access log and metrics (its route, one request id); one the console
+// answers itself (no session, a path the session does not reach) is
+// logged under route "console api" (httpapi.API.WrapPassing, as the
+// server mounts it). Besides the API the console serves:
 //
 //	GET  /console/overview                       operator: tenants (at most MaxOverviewTenants), events/s,
 //	                                             open streams, storage against quota (read at most

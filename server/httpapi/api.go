@@ -275,6 +275,15 @@ func (a *API) Handler() http.Handler { return a.middleware(a.mux, "") }
 // serves beside the API.
 func (a *API) Wrap(route string, h http.Handler) http.Handler { return a.middleware(h, route) }
 
+// WrapPassing is Wrap for a handler that answers some requests itself
+// and passes others on to the API's Handler (the web console's data
+// requests): those it answers get the middleware here; one it passes on,
+// with a context derived from the request's, is the API's request alone
+// (the same request id, logged and counted once, by its route).
+func (a *API) WrapPassing(route string, h http.Handler) http.Handler {
+	return a.middlewarePassing(h, route, true)
+}
+
 // Registry is the metrics registry the API reports to.
 func (a *API) Registry() *prometheus.Registry { return a.opts.Registry }
 

@@ -34,7 +34,14 @@ type reqInfo struct {
 	route     string
 	tenant    string
 	principal string
+	// passed: the request was passed on to the API's own handler, whose
+	// middleware logged and counted it (see WrapPassing).
+	passed bool
 }
+
+// passingKey is the context key under which WrapPassing's middleware
+// leaves its reqInfo for the API's own middleware to find.
+type passingKey struct{}
 
 // infoFrom returns what the middleware knows of the request w answers
 // (a fresh record when w did not come through it).
@@ -189,21 +196,39 @@ func requestID(r *http.Request) string {
 // middleware: request id, panic → 500, unknown route → problem, access
 // log and request metrics.
 func (a *API) middleware(next http.Handler, route string) http.Handler {
+	return a.middlewarePassing(next, route, false)
+}
+
+// middlewarePassing is middleware; with passing, a request next passes on
+// to the API's handler (with a context derived from its own) is left to
+// the API's middleware: one request id for both, its body tracked there,
+// and logged and counted once, there.
+func (a *API) middlewarePassing(next http.Handler, route string, passing bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		st := &reqState{ri: reqInfo{id: requestID(r)}}
+		if outer, ok := r.Context().Value(passingKey{}).(*reqInfo); ok {
+			st.ri.id, outer.passed = outer.id, true
+		}
 		ri, rec := &st.ri, &st.rec
 		rec.ResponseWriter, rec.info = w, ri
 		rec.bodies, rec.ctx = a.bodies, r.Context()
-		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		if passing {
+			r = r.WithContext(context.WithValue(r.Context(), passingKey{}, ri))
+		} else if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 			rec.body = &trackedBody{ReadCloser: r.Body}
 			r.Body = rec.body
 		}
 		w.Header()["X-Request-Id"] = []string{ri.id}
+		finish := func() {
+			if !ri.passed {
+				a.finish(rec, r, ri, start)
+			}
+		}
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {
-					a.finish(rec, r, ri, start)
+					finish()
 					panic(p)
 				}
 				a.log.Error("handler panic", "request_id", ri.id, "route", ri.route, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
@@ -212,7 +237,7 @@ func (a *API) middleware(next http.Handler, route string) http.Handler {
 					writeProblem(rec, ri.id, &apiError{status: 500, code: wire.CodeInternal, detail: "internal error; quote request id " + ri.id})
 				}
 			}
-			a.finish(rec, r, ri, start)
+			finish()
 		}()
 		if route != "" {
 			ri.route = route
