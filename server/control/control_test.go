@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"strings"
 	"sync"
@@ -187,9 +188,16 @@ func TestEffectiveQuotasMergeOverDefaults(t *testing.T) {
 	ctx := opCtx()
 	must(t)(p.CreateTenant(ctx, "acme", control.Quotas{EventsPerSecond: 10, MaxCursors: -1}, control.Settings{}))
 	want := defaults
-	want.EventsPerSecond, want.MaxCursors = 10, -1
+	// A rate set alone takes the default bucket scaled to it (the
+	// defaults hold two seconds' worth: 40000 at 20000/s, so 20 at 10/s).
+	want.EventsPerSecond, want.EventsBurst, want.MaxCursors = 10, int(math.Round(float64(defaults.EventsBurst)*10/defaults.EventsPerSecond)), -1
 	if got := p.Effective("acme"); got != want {
 		t.Fatalf("Effective = %+v, want %+v", got, want)
+	}
+	// A bucket set beside it is kept as set.
+	must(t)(p.SetQuotas(ctx, "acme", control.Quotas{EventsPerSecond: 10, EventsBurst: 500}))
+	if got := p.Effective("acme"); got.EventsBurst != 500 || got.EventsPerSecond != 10 {
+		t.Fatalf("a rate and a bucket set: %+v", got)
 	}
 	must(t)(p.SetQuotas(ctx, "acme", control.Quotas{StorageBytes: 1 << 20}))
 	want = defaults

@@ -100,7 +100,22 @@ func (q Quotas) Validate() error {
 	return nil
 }
 
-// Over returns q with every zero field taken from def.
+// burstOver is a bucket's size: the tenant's own, or, when it set the
+// rate alone, the default bucket scaled to its rate (so a tenant held to
+// 1 request a second does not keep the default's bucket of thousands),
+// at least 1; else (no rate set, or no limit: negative) the default's.
+func burstOver(burst int, rate float64, defBurst int, defRate float64) int {
+	switch {
+	case burst != 0:
+		return burst
+	case rate <= 0 || defRate <= 0 || defBurst <= 0: // unset, or no limit (negative)
+		return defBurst
+	}
+	return int(min(max(math.Round(float64(defBurst)*rate/defRate), 1), math.MaxInt32))
+}
+
+// Over returns q with every zero field taken from def; a bucket's size
+// left out beside a rate set follows the rate (burstOver).
 func (q Quotas) Over(def Quotas) Quotas {
 	pick := func(v, d int) int {
 		if v != 0 {
@@ -124,9 +139,9 @@ func (q Quotas) Over(def Quotas) Quotas {
 	if out.RequestsPerSecond == 0 {
 		out.RequestsPerSecond = def.RequestsPerSecond
 	}
-	out.EventsBurst = pick(q.EventsBurst, def.EventsBurst)
-	out.RequestsBurst = pick(q.RequestsBurst, def.RequestsBurst)
-	out.BytesBurst = pick(q.BytesBurst, def.BytesBurst)
+	out.EventsBurst = burstOver(q.EventsBurst, q.EventsPerSecond, def.EventsBurst, def.EventsPerSecond)
+	out.RequestsBurst = burstOver(q.RequestsBurst, q.RequestsPerSecond, def.RequestsBurst, def.RequestsPerSecond)
+	out.BytesBurst = burstOver(q.BytesBurst, q.BytesPerSecond, def.BytesBurst, def.BytesPerSecond)
 	out.MaxPayloadBytes = pick(q.MaxPayloadBytes, def.MaxPayloadBytes)
 	out.MaxBatchEvents = pick(q.MaxBatchEvents, def.MaxBatchEvents)
 	out.MaxSubscriptions = pick(q.MaxSubscriptions, def.MaxSubscriptions)
