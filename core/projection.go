@@ -33,14 +33,21 @@ type Incremental interface {
 // BatchApplier is implemented by projections that fold many events per
 // call (a WebAssembly plugin crossing into its sandbox once per batch, not
 // once per event). Project then calls ApplyBatch with up to
-// ProjectBatchSize events at a time instead of Apply; an error fails the
+// ProjectBatchSize events (fewer past ProjectBatchBytes of payload) at a time
+// instead of Apply; an error fails the
 // Project call. The slice is reused between calls: do not keep it.
 type BatchApplier[S any] interface {
 	ApplyBatch(state S, evs []StoredEvent) (S, error)
 }
 
-// ProjectBatchSize is how many events Project hands a BatchApplier at once.
-const ProjectBatchSize = 1024
+// ProjectBatchSize is the most events Project hands a BatchApplier at
+// once; a batch also ends with the event that takes its payloads to
+// ProjectBatchBytes (so it holds at least one event, whatever its size):
+// an entity of large events is folded in parts, never read all at once.
+const (
+	ProjectBatchSize  = 1024
+	ProjectBatchBytes = 4 << 20
+)
 
 // StateCodec is implemented by projections that encode their state for
 // the cache themselves; the default is encoding/json.
@@ -149,16 +156,19 @@ func project[S any](s *Store, entity string, p Projection[S], fresh Freshness) (
 		var rerr error
 		if ba, ok := any(p).(BatchApplier[S]); ok {
 			// One slice serves every call (see BatchApplier).
+			// Each batch is read, then applied with no segment held.
 			evs := make([]StoredEvent, 0, min(len(locs), ProjectBatchSize))
-			for i := 0; i < len(locs) && rerr == nil; i += ProjectBatchSize {
+			for i := 0; i < len(locs) && rerr == nil; i += len(evs) {
 				evs = evs[:0]
+				bytes := 0
 				s.eachLoc(locs[i:min(i+ProjectBatchSize, len(locs))], func(ev StoredEvent, err error) bool {
 					if err != nil {
 						rerr = err
 						return false
 					}
 					evs = append(evs, ev)
-					return true
+					bytes += len(ev.Payload)
+					return bytes < ProjectBatchBytes
 				})
 				if rerr == nil {
 					state, rerr = ba.ApplyBatch(state, evs)

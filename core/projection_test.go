@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -1069,5 +1070,51 @@ func TestProjectBatchApplier(t *testing.T) {
 	st, _, err = core.Project(s, "big", p, core.Consistent())
 	if err != nil || len(st.Seqs) != n+1 || applied.Load() != 1 {
 		t.Fatalf("incremental: %d events, %v; %d applied", len(st.Seqs), err, applied.Load())
+	}
+}
+
+// sizedLedger records the batches Project hands it.
+type sizedLedger struct {
+	batchLedger
+	batches *[][2]int // events, payload bytes
+}
+
+func (p sizedLedger) ApplyBatch(st ledgerState, evs []core.StoredEvent) (ledgerState, error) {
+	n := 0
+	for _, ev := range evs {
+		n += len(ev.Payload)
+	}
+	*p.batches = append(*p.batches, [2]int{len(evs), n})
+	return p.batchLedger.ApplyBatch(st, evs)
+}
+
+// TestProjectBatchesBoundedInBytes: an entity of large events is handed
+// to a BatchApplier in batches that end once their payloads reach
+// ProjectBatchBytes (each at least one event), never all at once, and
+// the fold is the same.
+func TestProjectBatchesBoundedInBytes(t *testing.T) {
+	s := openWith(t, core.DefaultConfig(t.TempDir()))
+	defer s.Close()
+	c := mustCoord(t, "acct:big", "s")
+	pad := strings.Repeat("x", 1<<20)
+	const n = 10
+	for range n {
+		mustAppend(t, s, c, kindA, `{"amt":1,"pad":"`+pad+`"}`)
+	}
+	var batches [][2]int
+	p := sizedLedger{batchLedger{newLedger(false)}, &batches}
+	st, found, err := core.Project[ledgerState](s, "acct:big", p, core.Consistent())
+	if err != nil || !found || st.Balance != n {
+		t.Fatalf("Project: %+v %v %v", st, found, err)
+	}
+	total := 0
+	for _, b := range batches {
+		if b[0] < 1 || b[1]-(1<<20+20) >= core.ProjectBatchBytes {
+			t.Fatalf("a batch of %d events, %d bytes: want at least one, ending once past %d bytes (%v)", b[0], b[1], core.ProjectBatchBytes, batches)
+		}
+		total += b[0]
+	}
+	if total != n || len(batches) < 3 {
+		t.Fatalf("batches %v: want %d events in at least 3", batches, n)
 	}
 }

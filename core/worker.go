@@ -52,6 +52,11 @@ type WorkerConfig struct {
 	Name string
 	// BatchSize is the most events per handler call. Default 64.
 	BatchSize int
+	// BatchBytes bounds a handler call's events in bytes as
+	// Cursor.PollBytes counts them (a call gets at least one event): a
+	// handler that copies its batch elsewhere (a plugin's memory) needs
+	// it to fit. 0: no bound.
+	BatchBytes int
 	// IdleSleep is the longest the worker waits for new events before
 	// polling again (it also wakes as soon as the store publishes). Default 10ms.
 	IdleSleep time.Duration
@@ -130,7 +135,7 @@ func (w *Worker) run(ctx context.Context, s *Store, cur *Cursor, cfg WorkerConfi
 			return nil
 		}
 		wake := s.bc.changed()
-		batch, err := cur.Poll(cfg.BatchSize)
+		batch, _, err := cur.PollBytes(cfg.BatchSize, cfg.BatchBytes)
 		if err != nil {
 			return err
 		}

@@ -13,10 +13,22 @@ import "unicode/utf8"
 type Index struct {
 	doc  []byte
 	objs map[int]map[string][]byte // by the object's offset in doc; empty: not an object
+
+	// MaxRead, when positive, bounds the bytes of the objects At lists
+	// together. Each object on a path is listed whole, so paths down a
+	// chain of nested objects list d objects of nearly the document's
+	// size each; past the bound At answers ok false and Exceeded reports
+	// it, for a caller to give up rather than spend depth × size.
+	MaxRead int64
+	read    int64
+	over    bool
 }
 
 // NewIndex returns an Index of doc.
 func NewIndex(doc []byte) *Index { return &Index{doc: doc} }
+
+// Exceeded reports whether an At stopped at MaxRead.
+func (x *Index) Exceeded() bool { return x.over }
 
 // At returns the raw bytes of the value at keys — keys[0] a member of
 // the document, keys[1] a member of that, and so on (never an array
@@ -31,6 +43,10 @@ func (x *Index) At(keys ...string) (raw []byte, ok bool) {
 		off := cap(x.doc) - cap(v) // v is a slice of doc
 		m, seen := x.objs[off]
 		if !seen {
+			if x.read += int64(len(v)); x.MaxRead > 0 && x.read > x.MaxRead {
+				x.over = true
+				return nil, false
+			}
 			m = map[string][]byte{}
 			if !Members(v, func(name, raw []byte) bool { m[string(name)] = raw; return true }) {
 				clear(m) // not an object, or malformed: no members

@@ -42,6 +42,29 @@ func TestIndexAgreesWithLookup(t *testing.T) {
 	}
 }
 
+// MaxRead stops a walk down nested objects that would list more bytes
+// than it allows, and says so.
+func TestIndexMaxRead(t *testing.T) {
+	doc := []byte(strings.Repeat(`{"x":`, 100) + `"` + strings.Repeat("a", 10000) + `"` + strings.Repeat("}", 100))
+	x := NewIndex(doc)
+	x.MaxRead = int64(4 * len(doc))
+	keys := []string{}
+	var ok bool
+	for range 100 {
+		keys = append(keys, "x")
+		if _, ok = x.At(keys...); !ok {
+			break
+		}
+	}
+	if ok || !x.Exceeded() || len(keys) > 6 {
+		t.Fatalf("walked %d levels of 100 (ok %v, exceeded %v) within %d bytes", len(keys), ok, x.Exceeded(), x.MaxRead)
+	}
+	y := NewIndex(doc) // no bound: every level
+	if v, ok := y.At(keys...); !ok || y.Exceeded() || v[0] != '{' {
+		t.Fatalf("unbounded: %v %v", ok, y.Exceeded())
+	}
+}
+
 // Many paths into one large object cost a pass over it, not a pass each.
 func BenchmarkIndexManyPaths(b *testing.B) {
 	var sb strings.Builder

@@ -359,3 +359,28 @@ func TestHandlerReactionsBounded(t *testing.T) {
 		t.Fatalf("max_reactions past its ceiling: %v", err)
 	}
 }
+
+// TestFoldInPartsThatFit: a fold over more bytes of events than a
+// quarter of the plugin's memory is made in calls that each fit (at
+// least one event each), with the same result: 12 events of 400 KB
+// against 4 MiB of memory (one call of 4.8 MB could not be taken).
+func TestFoldInPartsThatFit(t *testing.T) {
+	ctx := context.Background()
+	h := newHost(t)
+	m := generous(projManifest("small-counter"))
+	m.Limits.MemoryPages = 64 // 4 MiB
+	p := load(t, h, fixture(t, "counter"), m)
+	pad := strings.Repeat("x", 400_000)
+	evs := make([]core.StoredEvent, 12)
+	for i := range evs {
+		evs[i] = oneEvent(kindA)
+		evs[i].Payload = []byte(`{"pad":"` + pad + `"}`)
+	}
+	state, err := p.Fold(ctx, nil, evs)
+	if err != nil {
+		t.Fatalf("Fold of 4.8 MB into 4 MiB of memory: %v", err)
+	}
+	if got := u64(t, state); got != 12 {
+		t.Fatalf("count %d, want 12", got)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
 
+	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/internal/printable"
 	"github.com/batpak-go/batpak/plugins/abi"
 	"github.com/batpak-go/batpak/policy"
@@ -1096,8 +1097,28 @@ func (p *Plugin) Swap(ctx context.Context, wasm []byte, m Manifest) error {
 // copy of the output. check, if not nil, validates the output: its error
 // is a FaultOutput. Faults discard the instance and count toward
 // quarantine; only a call whose output passed check resets the count.
-func (p *Plugin) call(ctx context.Context, export string, check func(out []byte) error, inputs ...[]byte) ([]byte, error) {
-	return p.callOn(ctx, nil, export, check, inputs...)
+func (p *Plugin) call(ctx context.Context, export string, check func(out []byte) error, in callInput) ([]byte, error) {
+	return p.callOn(ctx, nil, export, check, in)
+}
+
+// callInput is what a call passes the module: a fold's state first
+// (withState), then the events in the ABI's batch layout — encoded only
+// once the call holds its turn and its version (so calls waiting for a
+// slot hold their events, not a copy of them).
+type callInput struct {
+	state     []byte
+	withState bool
+	evs       []core.StoredEvent
+}
+
+// encode returns the inputs and the func that gives their buffer back.
+func (in callInput) encode() ([][]byte, func()) {
+	batch := encodeBatch(in.evs)
+	done := func() { batchBufs.Put(batch) }
+	if in.withState {
+		return [][]byte{in.state, *batch}, done
+	}
+	return [][]byte{*batch}, done
 }
 
 // callOn is call on version pin of the module, or (pin nil) on the
@@ -1106,7 +1127,7 @@ func (p *Plugin) call(ctx context.Context, export string, check func(out []byte)
 // version, never the old one Swap closed. A pinned call whose version is
 // no longer current when admitted returns ErrSwapped (its caller folds
 // again from the start); a call of an unloaded plugin, ErrUnloaded.
-func (p *Plugin) callOn(ctx context.Context, pin *version, export string, check func(out []byte) error, inputs ...[]byte) ([]byte, error) {
+func (p *Plugin) callOn(ctx context.Context, pin *version, export string, check func(out []byte) error, in callInput) ([]byte, error) {
 	v := pin
 	if v == nil {
 		v = p.cur.Load()
@@ -1172,6 +1193,8 @@ func (p *Plugin) callOn(ctx context.Context, pin *version, export string, check 
 		kind, err := v.classifyErr(ctx, inst, err)
 		return nil, fault(kind, fmt.Errorf("instantiating: %w", err))
 	}
+	inputs, done := in.encode()
+	defer done()
 	out, kind, err := v.invoke(ctx, inst, export, inputs)
 	inst.logs.finish()
 	p.logLines.Add(inst.logs.keptLines)

@@ -3,6 +3,7 @@ package plugins_test
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/batpak-go/batpak/core"
@@ -76,22 +77,25 @@ func TestCCounterPerKind(t *testing.T) {
 }
 
 // TestCCounterOutOfMemory: with a 2-page memory limit the C counter cannot
-// take a batch of 1,000 events: its batpak_alloc is refused memory and
-// traps, which the host reports as FaultMemory; a smaller batch then works.
+// take an event of 200 KB: its batpak_alloc is refused memory and traps,
+// which the host reports as FaultMemory; 1,000 small events then fold,
+// in as many calls as fit a quarter of its memory each.
 func TestCCounterOutOfMemory(t *testing.T) {
 	m := projManifest("c-counter-small")
 	m.Limits.MemoryPages = 2
 	p := load(t, newHost(t), cCounter(t), m)
-	big := make([]core.StoredEvent, 1000)
-	for i := range big {
-		big[i] = oneEvent(kindA)
-	}
-	_, err := p.Fold(context.Background(), nil, big)
+	huge := oneEvent(kindA)
+	huge.Payload = []byte(`{"pad":"` + strings.Repeat("x", 200_000) + `"}`)
+	_, err := p.Fold(context.Background(), nil, []core.StoredEvent{huge})
 	if f := asFault(t, err); f.Kind != plugins.FaultMemory {
 		t.Fatalf("fault kind %q, want %q: %v", f.Kind, plugins.FaultMemory, err)
 	}
-	st, err := p.Fold(context.Background(), nil, big[:10])
-	if err != nil || u64(t, st) != 10 {
-		t.Fatalf("a small batch after the fault: %x, %v", st, err)
+	small := make([]core.StoredEvent, 1000)
+	for i := range small {
+		small[i] = oneEvent(kindA)
+	}
+	st, err := p.Fold(context.Background(), nil, small)
+	if err != nil || u64(t, st) != 1000 {
+		t.Fatalf("1,000 small events after the fault: %x, %v", st, err)
 	}
 }

@@ -18,8 +18,7 @@ import (
 func EncodeBatch(dst []byte, evs []core.StoredEvent) []byte {
 	size := 4
 	for i := range evs {
-		ev := &evs[i]
-		size += 4 + abi.EventFixed + len(ev.Coordinate.Entity) + len(ev.Coordinate.Scope) + len(ev.Payload)
+		size += int(EncodedSize(&evs[i]))
 	}
 	dst = slices.Grow(dst, size) // one allocation, not one growth per event
 	dst = abi.AppendBatchHeader(dst, len(evs))
@@ -41,9 +40,42 @@ func (p *Plugin) Fold(ctx context.Context, state []byte, evs []core.StoredEvent)
 	if k := p.Manifest().Kind; k != KindProjection {
 		return nil, fmt.Errorf("batpak: plugin %s is a %s plugin, not a projection", p.name, k)
 	}
-	batch := encodeBatch(evs)
-	defer batchBufs.Put(batch)
-	return p.call(ctx, abi.ExportFold, nil, state, *batch)
+	return p.foldOn(ctx, nil, state, evs)
+}
+
+// foldOn folds evs into state on version pin (nil: the current one), in
+// as many calls as keep each call's batch within a quarter of the
+// plugin's memory (at least one event a call): a fold over many large
+// events would otherwise hand the module more than its memory can take,
+// and fault every time. Folding in parts is folding the whole: the host
+// cuts batches where it likes (core.ProjectBatchSize).
+func (p *Plugin) foldOn(ctx context.Context, pin *version, state []byte, evs []core.StoredEvent) ([]byte, error) {
+	v := pin
+	if v == nil {
+		v = p.cur.Load()
+	}
+	budget := int64(v.m.Limits.MemoryPages) * 65536 / 4
+	for first := true; first || len(evs) > 0; first = false { // no events: one call all the same
+		n, size := 0, int64(4)
+		for n < len(evs) {
+			size += EncodedSize(&evs[n])
+			if n > 0 && size > budget {
+				break
+			}
+			n++
+		}
+		out, err := p.callOn(ctx, pin, abi.ExportFold, nil, callInput{state: state, withState: true, evs: evs[:n]})
+		if err != nil {
+			return nil, err
+		}
+		state, evs = out, evs[n:]
+	}
+	return state, nil
+}
+
+// EncodedSize is the bytes ev takes in the ABI's batch layout.
+func EncodedSize(ev *core.StoredEvent) int64 {
+	return int64(4 + abi.EventFixed + len(ev.Coordinate.Entity) + len(ev.Coordinate.Scope) + len(ev.Payload))
 }
 
 // batchBufs recycles encoded batches: call copies them into the guest and
@@ -135,9 +167,7 @@ func (pr Projection) ApplyBatch(state []byte, evs []core.StoredEvent) ([]byte, e
 	if k := pr.pin.m.Kind; k != KindProjection {
 		return nil, fmt.Errorf("batpak: plugin %s is a %s plugin, not a projection", pr.P.name, k)
 	}
-	batch := encodeBatch(evs)
-	defer batchBufs.Put(batch)
-	return pr.P.callOn(ctx, pr.pin, abi.ExportFold, nil, state, *batch)
+	return pr.P.foldOn(ctx, pr.pin, state, evs)
 }
 
 // SupportsIncremental implements core.Incremental: a fold continues from
@@ -159,8 +189,6 @@ func (p *Plugin) Handle(ctx context.Context, evs []core.StoredEvent) (uint32, []
 	}
 	var action uint32
 	var rs []abi.Reaction
-	batch := encodeBatch(evs)
-	defer batchBufs.Put(batch)
 	// The answer is checked inside the call, so that a malformed one is a
 	// fault that counts toward quarantine like any other.
 	limit := p.Manifest().Limits.MaxReactions
@@ -180,7 +208,7 @@ func (p *Plugin) Handle(ctx context.Context, evs []core.StoredEvent) (uint32, []
 			}
 		}
 		return nil
-	}, *batch)
+	}, callInput{evs: evs})
 	if err != nil {
 		return 0, nil, err
 	}

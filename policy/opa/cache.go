@@ -111,18 +111,38 @@ var readsTheClock = map[string]bool{
 // appendKey appends the cache key of in to b: the values at paths, each
 // followed by its length (4 bytes), so that different values never
 // render alike. The payload is checked once per key, not once per path.
-func appendKey(b []byte, in *policy.Input, paths [][]string) []byte {
+// ok is false, and the input not cached, when the values the policy
+// reads take more than twice the payload's bytes and 64 KiB (fields read
+// over and over down a deep chain of objects, each almost the whole
+// payload), or reading the payload's nested objects would list more than
+// eight times its bytes: building such a key would cost more than the
+// decision it saves, whatever the policy.
+func appendKey(b []byte, in *policy.Input, paths [][]string) (key []byte, ok bool) {
 	pv := payloadView{raw: in.Event.Payload}
+	maxKey := len(b) + 2*len(in.Event.Payload) + 64<<10
 	for _, p := range paths {
 		start := len(b)
 		b = appendPath(b, in, p, &pv)
+		if pv.idx != nil && pv.idx.Exceeded() || len(b) > maxKey {
+			return b[:0], false
+		}
 		b = binary.LittleEndian.AppendUint32(b, uint32(len(b)-start))
 	}
-	return b
+	return b, true
 }
 
-// keyBufs holds buffers for building cache keys.
+// keyBufs holds buffers for building cache keys; one grown past
+// maxPooledKey is not kept.
 var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+const maxPooledKey = 64 << 10
+
+// putKeyBuf gives buf back to keyBufs unless it grew large.
+func putKeyBuf(buf *[]byte) {
+	if cap(*buf) <= maxPooledKey {
+		keyBufs.Put(buf)
+	}
+}
 
 // undefined renders an input value that is absent.
 const undefined = "\x00undefined"
@@ -147,6 +167,7 @@ func (pv *payloadView) at(b []byte, keys []string) []byte {
 		pv.checked, pv.valid = true, ijson.ValidSyntax(pv.raw)
 		if pv.valid {
 			pv.idx = ijson.NewIndex(pv.raw)
+			pv.idx.MaxRead = 8*int64(len(pv.raw)) + 64<<10
 		}
 	}
 	if !pv.valid {
@@ -429,18 +450,28 @@ func (c *DecisionCache) Get(in *policy.Input) (Decision, bool) {
 		return Decision{}, false
 	}
 	buf := keyBufs.Get().(*[]byte)
-	defer keyBufs.Put(buf)
-	key := appendKey((*buf)[:0], in, c.paths)
+	defer putKeyBuf(buf)
+	key, ok := appendKey((*buf)[:0], in, c.paths)
 	*buf = key[:0]
+	if !ok {
+		return Decision{}, false
+	}
 	d, ok := c.c.get(key)
 	d.Cached = ok
 	return d, ok
 }
 
-// Put caches d for in's fields.
+// Put caches d for in's fields (not those of an input appendKey finds
+// too costly to key).
 func (c *DecisionCache) Put(in *policy.Input, d Decision) {
 	if c == nil {
 		return
 	}
-	c.c.put(appendKey(nil, in, c.paths), d)
+	buf := keyBufs.Get().(*[]byte)
+	defer putKeyBuf(buf)
+	key, ok := appendKey((*buf)[:0], in, c.paths)
+	*buf = key[:0]
+	if ok {
+		c.c.put(key, d)
+	}
 }

@@ -628,3 +628,32 @@ func TestCacheNotUsedPastMaxCachedPaths(t *testing.T) {
 		}
 	}
 }
+
+// A policy reading field after field down a deep chain of objects would
+// key its cache on the payload many times over (each level almost the
+// whole payload): such an input is decided without the cache, rightly,
+// while a policy reading a few levels of the same payload is cached.
+func TestCacheSkipsKeysCostlierThanTheDecision(t *testing.T) {
+	const depth = 100
+	var rules strings.Builder
+	rules.WriteString("package batpak.write\n\ndefault allow := true\n\n")
+	path := "input.event.payload"
+	for d := range depth {
+		path += ".x"
+		fmt.Fprintf(&rules, "r%d if %s\n", d, path)
+	}
+	rules.WriteString("deny contains \"DEEP\" if input.event.payload.x == \"never\"\n")
+	payload := strings.Repeat(`{"x":`, depth) + `"` + strings.Repeat("a", 100_000) + `"` + strings.Repeat("}", depth)
+	in := orderInput(policy.Principal{ID: "u1", Tenant: "acme"}, "acme:order:1", "1:1", payload)
+	deep := loadOPA(t, map[string]string{"p.rego": rules.String()}, opa.Options{})
+	for range 2 {
+		if d := decide(t, deep, in); !d.Allowed || d.Cached {
+			t.Fatalf("a policy reading %d nested levels: %+v, want allowed and not cached", depth, d)
+		}
+	}
+	shallow := loadOPA(t, map[string]string{"p.rego": "package batpak.write\n\ndefault allow := true\n\ndeny contains \"X\" if input.event.payload.x.x.x == 1\n"}, opa.Options{})
+	decide(t, shallow, in)
+	if d := decide(t, shallow, in); !d.Allowed || !d.Cached {
+		t.Fatalf("a policy reading 3 levels of the same payload: %+v, want a cached allow", d)
+	}
+}

@@ -308,9 +308,12 @@ func (g *Gate) decide(ctx context.Context, in *policy.Input) (Decision, error) {
 		return g.eval(ctx, lp, in)
 	}
 	buf := keyBufs.Get().(*[]byte)
-	defer keyBufs.Put(buf)
-	key := appendKey((*buf)[:0], in, lp.paths)
+	defer putKeyBuf(buf)
+	key, cacheable := appendKey((*buf)[:0], in, lp.paths)
 	*buf = key[:0]
+	if !cacheable {
+		return g.eval(ctx, lp, in)
+	}
 	if d, ok := lp.cache.get(key); ok {
 		d.Cached = true
 		return d, nil

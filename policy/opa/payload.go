@@ -129,8 +129,18 @@ func (c *converter) part(raw []byte, rd *payloadReads) (*ast.Term, error) {
 		return nil, err
 	}
 	obj := ast.NewObject()
+	// The members the policy reads, in one pass over the object however
+	// many it reads (a Lookup each was a pass each: 50,000 fields of a
+	// large payload ran past any timeout).
+	found := make(map[string][]byte, min(len(rd.next), 64))
+	ijson.Members(raw, func(name, v []byte) bool {
+		if _, want := rd.next[string(name)]; want {
+			found[string(name)] = v // the last of repeated names, as Lookup
+		}
+		return true
+	})
 	for k, sub := range rd.next {
-		v, ok := ijson.Lookup(raw, k)
+		v, ok := found[k]
 		if !ok {
 			continue
 		}

@@ -321,10 +321,13 @@ func (c *Console) chargeSource(w http.ResponseWriter, r *http.Request) bool {
 // whose API URL's host is an IP address r came from. A member named by a
 // host name does not count (its requests are charged to its address as
 // any client's); nor does a client that sets the header itself, unless
-// it sends from a member's own address.
+// it sends from a member's own address; nor a request that carries
+// X-Forwarded-For (a member's relay sends none: one that does came
+// through a proxy, perhaps on a member's host, from a client that set the
+// header itself).
 func (c *Console) relayedByMember(r *http.Request) bool {
 	id := r.Header.Get(RelayHeader)
-	if id == "" || c.opts.MemberURL == nil {
+	if id == "" || c.opts.MemberURL == nil || len(r.Header.Values("X-Forwarded-For")) > 0 {
 		return false
 	}
 	base, ok := c.opts.MemberURL(id)

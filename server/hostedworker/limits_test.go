@@ -279,3 +279,33 @@ func TestWorkerReactionsHeldToQuotas(t *testing.T) {
 	waitFor(t, "5 echoes", func() bool { return len(echoes(t, acme)) >= 5 })
 	checkOnce(t, srcs, echoes(t, acme))
 }
+
+// TestWorkerBatchesFitThePlugin: a worker over large events hands its
+// plugin batches within a quarter of the plugin's memory (32 MiB by
+// default), however many events its batch size would take: 40 events of
+// 900 KB (64 of them made a 36 MB batch, which no call could take, and
+// the worker faulted until quarantined) are each echoed once.
+func TestWorkerBatchesFitThePlugin(t *testing.T) {
+	ts := startServer(t, t.TempDir(), newSource(t, standardFixtures()), nil)
+	acme := ts.tenant(t, "acme")
+	ctx := context.Background()
+	payload := json.RawMessage(`{"pad":"` + strings.Repeat("x", 900_000) + `"}`)
+	var srcs []client.Receipt
+	for range 40 {
+		r, err := acme.Append(ctx, client.AppendRequest{Entity: "order:big", Scope: "shop", Kind: "1:1", Payload: payload})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srcs = append(srcs, r)
+	}
+	if _, err := acme.StartWorker(ctx, "echoer", client.WorkerSpec{Plugin: "echo-ok", Region: inputs}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "40 echoes", func() bool {
+		if st := worker(t, acme, "echoer"); st.State == "quarantined" {
+			t.Fatalf("quarantined: %+v", st.LastFault)
+		}
+		return len(echoes(t, acme)) >= 40
+	})
+	checkOnce(t, srcs, echoes(t, acme))
+}

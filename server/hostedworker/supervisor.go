@@ -202,6 +202,10 @@ type Supervisor struct {
 	opMu    sync.Mutex
 	mu      sync.Mutex
 	runners map[key]*runner // the current (or last) run of each worker
+	// answers holds, per tenant, a slot for each of its workers between
+	// the start of a handler call and the end of writing its reactions
+	// (see AnswersInFlight).
+	answers map[string]chan struct{}
 	closed  bool
 	standby bool // runs nothing (a cluster node that does not lead): Standby until Resume
 	base    context.Context
@@ -228,7 +232,7 @@ func New(opts Options) (*Supervisor, error) {
 		opts.Logger = slog.Default()
 	}
 	base, stop := context.WithCancel(context.Background())
-	return &Supervisor{opts: opts, log: opts.Logger, runners: map[key]*runner{}, base: base, stop: stop, standby: opts.Standby}, nil
+	return &Supervisor{opts: opts, log: opts.Logger, runners: map[key]*runner{}, answers: map[string]chan struct{}{}, base: base, stop: stop, standby: opts.Standby}, nil
 }
 
 // Resume starts every worker the control plane records as running whose
@@ -865,7 +869,7 @@ func (r *runner) once(ctx context.Context) error {
 		return err
 	}
 	never := core.RestartNever()
-	w, err := store.CursorWorker(ctx, region, core.WorkerConfig{Name: r.def.Cursor, BatchSize: r.s.opts.BatchSize, Restart: &never},
+	w, err := store.CursorWorker(ctx, region, core.WorkerConfig{Name: r.def.Cursor, BatchSize: r.s.opts.BatchSize, BatchBytes: batchBytes(p), Restart: &never},
 		r.handler(store, p))
 	if err != nil {
 		return err
@@ -928,6 +932,35 @@ type scrubbed struct {
 func (e scrubbed) Error() string { return e.msg }
 func (e scrubbed) Unwrap() error { return e.orig }
 
+// AnswersInFlight is how many of one tenant's workers may be between the
+// start of a handler call and the end of writing its reactions at once
+// (the others wait their turn): each holds the plugin's answer meanwhile,
+// up to its max_output_bytes, also while the tenant's rates pace the
+// writes. So a tenant's 16 workers hold at most four answers, not
+// sixteen.
+const AnswersInFlight = 4
+
+// answerSlots is tenant's slots of AnswersInFlight.
+func (s *Supervisor) answerSlots(tenant string) chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.answers[tenant]
+	if c == nil {
+		c = make(chan struct{}, AnswersInFlight)
+		s.answers[tenant] = c
+	}
+	return c
+}
+
+// batchBytes bounds the events one call of p is handed (as
+// core.Cursor.PollBytes counts them) to a quarter of p's memory: so a
+// batch of large events fits the module (64 events of 1 MiB never did,
+// and faulted every time), and a worker holds about that much while it
+// waits for its turn to call.
+func batchBytes(p *plugins.Plugin) int {
+	return int(min(int64(p.Manifest().Limits.MemoryPages)*65536/4, 1<<30))
+}
+
 // checkBatch holds one source's count of reactions to the tenant's
 // max_batch_events before they are built.
 func (r *runner) checkBatch(n int) error {
@@ -979,7 +1012,14 @@ func (r *runner) admit(ctx context.Context, store *core.Store, items []core.Batc
 func (r *runner) handler(store *core.Store, p *plugins.Plugin) core.Handler {
 	principal := policy.Principal{ID: "worker:" + r.def.Name, Tenant: r.def.Tenant, Roles: []string{"plugin"}}
 	cursor := r.def.Cursor
+	answers := r.s.answerSlots(r.def.Tenant)
 	return func(ctx context.Context, batch []core.StoredEvent) (core.WorkerAction, error) {
+		select {
+		case answers <- struct{}{}:
+			defer func() { <-answers }()
+		case <-ctx.Done():
+			return core.Continue, ctx.Err()
+		}
 		action, rs, err := p.Handle(ctx, batch)
 		if err != nil {
 			return core.Continue, err
@@ -1012,7 +1052,9 @@ func (r *runner) handler(store *core.Store, p *plugins.Plugin) core.Handler {
 					return core.Continue, fmt.Errorf("plugin %s reaction %d: %w", p.Name(), i, err)
 				}
 				items = append(items, core.BatchItem{
-					Coordinate: coord, Kind: core.Kind(re.Kind), Payload: append([]byte(nil), re.Payload...),
+					// The answer is the host's copy, kept by nothing
+					// else: its payloads are written as they are.
+					Coordinate: coord, Kind: core.Kind(re.Kind), Payload: re.Payload,
 					Options: core.AppendOptions{
 						CorrelationID:  sev.Header.CorrelationID,
 						CausationID:    sev.Header.ID,

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -318,7 +319,7 @@ func TestInputFieldsBounded(t *testing.T) {
 	paths[1] = "principal.tenant"
 	in := &policy.Input{Action: "append", Principal: policy.Principal{Tenant: "acme"},
 		Event: policy.Event{Entity: "e:1", Kind: "1:1", Payload: json.RawMessage(`{"k0":12345678901234567890,"k2":{"x":[1]},"k0":7}`)}}
-	got := inputFields(in, paths)
+	got := inputFields(in, paths, 4096)
 	if len(got) != MaxLoggedFields {
 		t.Fatalf("%d fields kept, want %d", len(got), MaxLoggedFields)
 	}
@@ -332,5 +333,33 @@ func TestInputFieldsBounded(t *testing.T) {
 	}
 	if _, ok := got[paths[MaxLoggedFields]]; ok {
 		t.Errorf("a field past the first %d kept", MaxLoggedFields)
+	}
+}
+
+// A field larger than the log keeps is noted by its size without being
+// copied; paths down a deep chain of objects stop once reading them would
+// read the input over eight times, with a note.
+func TestInputFieldsBoundedInCost(t *testing.T) {
+	big := `"` + strings.Repeat("a", 100_000) + `"`
+	in := &policy.Input{Action: "append", Event: policy.Event{Entity: "e:1", Kind: "1:1", Payload: json.RawMessage(`{"big":` + big + `,"small":1}`)}}
+	got := inputFields(in, []string{"event.payload.big", "event.payload.small"}, 4096)
+	if s, ok := got["event.payload.big"].(string); !ok || !strings.Contains(s, "100002 bytes of JSON, more than the decision log keeps") {
+		t.Fatalf("a 100 KB field: %v", got["event.payload.big"])
+	}
+	if raw, ok := got["event.payload.small"].(json.RawMessage); !ok || string(raw) != "1" {
+		t.Fatalf("a small field beside it: %v", got["event.payload.small"])
+	}
+	const depth = 200
+	deep := strings.Repeat(`{"x":`, depth) + big + strings.Repeat("}", depth)
+	in.Event.Payload = json.RawMessage(deep)
+	var paths []string
+	p := "event.payload"
+	for range depth {
+		p += ".x"
+		paths = append(paths, p)
+	}
+	got = inputFields(in, paths, 4096)
+	if note, _ := got["note"].(string); !strings.Contains(note, "not kept: reading them would read more than 8 times the input") || len(got) > 20 {
+		t.Fatalf("%d fields down a chain of %d objects: %d kept, note %q", depth, depth, len(got), got["note"])
 	}
 }

@@ -207,7 +207,7 @@ func newDecisionID() string {
 // JSON null where the input has no such value. It reads the encoded input
 // member by member rather than decoding it whole, so a large payload of
 // which the policy read one field costs one pass over it.
-func inputFields(in *policy.Input, paths []string) map[string]any {
+func inputFields(in *policy.Input, paths []string, max int) map[string]any {
 	if len(paths) == 0 {
 		return nil
 	}
@@ -218,11 +218,21 @@ func inputFields(in *policy.Input, paths []string) map[string]any {
 	paths = paths[:min(len(paths), MaxLoggedFields)]
 	out := make(map[string]any, len(paths))
 	idx := ijson.NewIndex(raw) // each object read once, however many paths
+	idx.MaxRead = 8*int64(len(raw)) + 64<<10
 	for _, p := range paths {
-		if v, ok := idx.At(strings.Split(p, ".")...); ok {
-			out[p] = json.RawMessage(bytes.Clone(v))
-		} else {
+		v, ok := idx.At(strings.Split(p, ".")...)
+		switch {
+		case idx.Exceeded():
+			// Paths down a deep chain of objects: each level would list
+			// nearly the whole input again.
+			out["note"] = fmt.Sprintf("(fields after the first %d not kept: reading them would read more than 8 times the input)", len(out))
+			return out
+		case !ok:
 			out[p] = nil
+		case len(v) > max:
+			out[p] = tooLarge(len(v), max) // not copied, nor encoded again
+		default:
+			out[p] = json.RawMessage(bytes.Clone(v))
 		}
 	}
 	return out
@@ -258,11 +268,7 @@ var errSuppressed = errors.New("tenantpolicy: the principal's share of the decis
 func (m *Manager) enqueue(tenant string, dec Decision, in *policy.Input, paths []string) error {
 	max := m.opts.DecisionMaxBytes
 	dec.Time = time.Now().UTC()
-	input := inputFields(in, paths)
-	for k, v := range input {
-		input[k] = bounded(v, max)
-	}
-	dec.Input = input
+	dec.Input = inputFields(in, paths, max) // each field bounded there
 	reasons := make([]policy.Reason, min(len(dec.Reasons), maxDecisionReasons))
 	for i, r := range dec.Reasons[:len(reasons)] {
 		reasons[i] = policy.Reason{Code: r.Code, Message: r.Message, Context: r.Context}
@@ -408,9 +414,18 @@ func (m *Manager) DecisionStats() DecisionStats {
 // bounded returns v, or when v is longer than max bytes as JSON a string
 // noting its size (what the decision log keeps of it).
 func bounded(v any, max int) any {
+	if s, ok := v.(string); ok && len(s) > max+2 {
+		return tooLarge(len(s)+2, max) // longer as JSON still: not encoded to say so
+	}
 	raw, err := json.Marshal(v)
 	if err != nil || len(raw) <= max {
 		return v
 	}
-	return fmt.Sprintf("(%d bytes of JSON, more than the decision log keeps: policy_decision_max_bytes %d)", len(raw), max)
+	return tooLarge(len(raw), max)
+}
+
+// tooLarge notes a value of n bytes of JSON the decision log does not
+// keep.
+func tooLarge(n, max int) string {
+	return fmt.Sprintf("(%d bytes of JSON, more than the decision log keeps: policy_decision_max_bytes %d)", n, max)
 }
