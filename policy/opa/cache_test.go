@@ -326,7 +326,7 @@ func TestCacheKeysOnOddPayloadKeys(t *testing.T) {
 	g := loadOPA(t, map[string]string{"p.rego": rules.String()}, opa.Options{})
 	ref := loadOPA(t, map[string]string{"p.rego": rules.String()}, opa.Options{CacheSize: -1})
 	paths := g.InputPaths()
-	if len(paths) != len(keys)+1 || !slices.Contains(paths, "event.payload.a.b") {
+	if len(paths) != len(keys)+1 || !slices.Contains(paths, `event.payload["a.b"]`) || !slices.Contains(paths, `event.payload.o["k.l"].m`) {
 		t.Fatalf("InputPaths = %q", paths)
 	}
 	payload := func(fields map[string]any) string {
@@ -655,5 +655,34 @@ func TestCacheSkipsKeysCostlierThanTheDecision(t *testing.T) {
 	decide(t, shallow, in)
 	if d := decide(t, shallow, in); !d.Allowed || !d.Cached {
 		t.Fatalf("a policy reading 3 levels of the same payload: %+v, want a cached allow", d)
+	}
+}
+
+// An input path is written as Rego would write it, so that a member
+// named with a dot, a bracket or a quote reads back as one key.
+func TestInputPathsReadBack(t *testing.T) {
+	for _, keys := range [][]string{
+		{"principal", "tenant"},
+		{"event", "payload", "a.b"},
+		{"event", "payload", `q"]x`, "y"},
+		{"event", "payload", "", "1st", "ünï", "x_1"},
+	} {
+		p := opa.JoinPath(keys)
+		got, ok := opa.SplitPath(p)
+		if !ok || !slices.Equal(got, keys) {
+			t.Errorf("JoinPath(%q) = %s, read back as %q %v", keys, p, got, ok)
+		}
+	}
+	if p := opa.JoinPath([]string{"event", "payload", "a.b"}); p != `event.payload["a.b"]` {
+		t.Errorf("a dotted member: %s", p)
+	}
+	for _, bad := range []string{"", ".x", `x["a`, `x[1]`, "x..y", "x.1y"} {
+		if keys, ok := opa.SplitPath(bad); ok {
+			t.Errorf("SplitPath(%q) = %q, want refused", bad, keys)
+		}
+	}
+	g := loadOPA(t, map[string]string{"p.rego": "package batpak.write\n\nallow if input.event.payload[\"a.b\"] == \"real\"\n"}, opa.Options{})
+	if got := g.InputPaths(); len(got) != 1 || got[0] != `event.payload["a.b"]` {
+		t.Fatalf("InputPaths %q", got)
 	}
 }

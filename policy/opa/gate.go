@@ -141,9 +141,10 @@ func (g *Gate) Name() string { return g.name }
 func (g *Gate) Revision() string { return g.cur.Load().revision }
 
 // InputPaths lists the input paths the loaded policy reads (what the
-// decision cache keys on), e.g. "principal.tenant"; nil when the policy
-// reads the input as a whole or uses non-deterministic built-ins (no
-// caching then).
+// decision cache keys on), e.g. "principal.tenant", written as JoinPath
+// writes them (event.payload["a.b"] for a member named a.b); nil when
+// the policy reads the input as a whole or uses non-deterministic
+// built-ins (no caching then).
 func (g *Gate) InputPaths() []string {
 	p := g.cur.Load()
 	if p.cache == nil {
@@ -151,9 +152,86 @@ func (g *Gate) InputPaths() []string {
 	}
 	out := make([]string, len(p.paths))
 	for i, path := range p.paths {
-		out[i] = strings.Join(path, ".")
+		out[i] = JoinPath(path)
 	}
 	return out
+}
+
+// JoinPath writes an input path as Rego would: keys that are identifiers
+// joined with ".", any other key (one holding a dot, say) as ["key"]
+// quoted as JSON. SplitPath reads it back.
+func JoinPath(keys []string) string {
+	var b strings.Builder
+	for i, k := range keys {
+		if isIdent(k) {
+			if i > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(k)
+			continue
+		}
+		q, _ := json.Marshal(k)
+		b.WriteByte('[')
+		b.Write(q)
+		b.WriteByte(']')
+	}
+	return b.String()
+}
+
+// SplitPath reads a path JoinPath wrote; ok is false for one it could
+// not have written.
+func SplitPath(p string) (keys []string, ok bool) {
+	for p != "" {
+		switch {
+		case p[0] == '[':
+			end := strings.Index(p, "\"]")
+			for end >= 0 && !json.Valid([]byte(p[1:end+1])) {
+				next := strings.Index(p[end+1:], "\"]")
+				if next < 0 {
+					end = -1
+					break
+				}
+				end += 1 + next
+			}
+			if end < 0 {
+				return nil, false
+			}
+			var k string
+			if json.Unmarshal([]byte(p[1:end+1]), &k) != nil {
+				return nil, false
+			}
+			keys, p = append(keys, k), p[end+2:]
+		default:
+			if len(keys) > 0 {
+				if p[0] != '.' {
+					return nil, false
+				}
+				p = p[1:] // an identifier follows
+			}
+			end := strings.IndexAny(p, ".[")
+			if end < 0 {
+				end = len(p)
+			}
+			if !isIdent(p[:end]) {
+				return nil, false
+			}
+			keys, p = append(keys, p[:end]), p[end:]
+		}
+	}
+	return keys, len(keys) > 0
+}
+
+// isIdent reports whether k is a Rego identifier (written after a dot).
+func isIdent(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i, c := range k {
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // Reload reads and compiles the bundle again. If it fails — unreadable,

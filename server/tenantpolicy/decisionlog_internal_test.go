@@ -363,3 +363,19 @@ func TestInputFieldsBoundedInCost(t *testing.T) {
 		t.Fatalf("%d fields down a chain of %d objects: %d kept, note %q", depth, depth, len(got), got["note"])
 	}
 }
+
+// A member whose name holds a dot is logged as the policy read it, not
+// as the nested member its name spells.
+func TestInputFieldsDottedNames(t *testing.T) {
+	in := &policy.Input{Action: "append", Event: policy.Event{Entity: "e:1", Kind: "1:1", Payload: json.RawMessage(`{"a.b":"real","a":{"b":"fake"}}`)}}
+	got := inputFields(in, []string{`event.payload["a.b"]`, "event.payload.a.b", `event.payload["unclosed`}, 4096)
+	if raw, _ := got[`event.payload["a.b"]`].(json.RawMessage); string(raw) != `"real"` {
+		t.Errorf(`event.payload["a.b"] = %v, want "real"`, got[`event.payload["a.b"]`])
+	}
+	if raw, _ := got["event.payload.a.b"].(json.RawMessage); string(raw) != `"fake"` {
+		t.Errorf("event.payload.a.b = %v, want the nested member", got["event.payload.a.b"])
+	}
+	if v, ok := got[`event.payload["unclosed`]; !ok || v != nil {
+		t.Errorf("a path that does not read back: %v %v, want null", v, ok)
+	}
+}

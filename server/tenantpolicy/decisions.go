@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/ijson"
 	"github.com/batpak-go/batpak/policy"
+	"github.com/batpak-go/batpak/policy/opa"
 )
 
 // DefaultDecisionLogSize is how many decisions each tenant's decision
@@ -220,7 +220,11 @@ func inputFields(in *policy.Input, paths []string, max int) map[string]any {
 	idx := ijson.NewIndex(raw) // each object read once, however many paths
 	idx.MaxRead = 8*int64(len(raw)) + 64<<10
 	for _, p := range paths {
-		v, ok := idx.At(strings.Split(p, ".")...)
+		keys, ok := opa.SplitPath(p)
+		var v []byte
+		if ok {
+			v, ok = idx.At(keys...)
+		}
 		switch {
 		case idx.Exceeded():
 			// Paths down a deep chain of objects: each level would list
