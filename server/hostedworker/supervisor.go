@@ -953,13 +953,18 @@ func (s *Supervisor) answerSlots(tenant string) chan struct{} {
 }
 
 // batchBytes bounds the events one call of p is handed (as
-// core.Cursor.PollBytes counts them) to a quarter of p's memory: so a
-// batch of large events fits the module (64 events of 1 MiB never did,
-// and faulted every time), and a worker holds about that much while it
-// waits for its turn to call.
+// core.Cursor.PollBytes counts them) to a quarter of p's memory, and to
+// MaxBatchBytes: so a batch of large events fits the module (64 events
+// of 1 MiB never did, and faulted every time), and a worker holds at
+// most that much while it waits for its turn to call, however much
+// memory its plugin may have.
 func batchBytes(p *plugins.Plugin) int {
-	return int(min(int64(p.Manifest().Limits.MemoryPages)*65536/4, 1<<30))
+	return int(min(int64(p.Manifest().Limits.MemoryPages)*65536/4, MaxBatchBytes))
 }
+
+// MaxBatchBytes bounds the events one handler call is handed, in bytes
+// (a call gets at least one event, whatever its size).
+const MaxBatchBytes = 8 << 20
 
 // checkBatch holds one source's count of reactions to the tenant's
 // max_batch_events before they are built.
