@@ -143,3 +143,21 @@ func TestSymlinkAsSegmentIsNotWrittenThrough(t *testing.T) {
 		t.Fatalf("the file the link points at was written: %q", b)
 	}
 }
+
+// TestErasureEpochThatIsAPipe: a named pipe where the store keeps its
+// erasure epoch is damage naming it, and opening the store never waits
+// for the pipe's writer.
+func TestErasureEpochThatIsAPipe(t *testing.T) {
+	cfg := core.DefaultConfig(t.TempDir())
+	s := openWith(t, cfg)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	erasures := filepath.Join(cfg.Dir, "erasures")
+	if err := syscall.Mkfifo(erasures, 0o644); err != nil {
+		t.Skipf("no named pipes here: %v", err)
+	}
+	if _, err := core.Open(cfg); !errors.Is(err, core.ErrCorrupt) || !strings.Contains(err.Error(), "the erasure epoch is not a regular file") {
+		t.Fatalf("a named pipe as the erasure epoch: %v", err)
+	}
+}
