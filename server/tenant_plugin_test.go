@@ -248,6 +248,10 @@ func TestTenantPluginFaultFixtures(t *testing.T) {
 		"noexport":          "does not export batpak_fold",
 		"nomemory":          "defines no memory",
 		"startloop":         "timeout",
+		"badalloc":          "the module's batpak_alloc is (i32) -> (), the ABI's is (i32) -> i32",
+		"badhandle":         "does not export batpak_fold",
+		"badinit":           "the module's _initialize is (i32) -> (), the ABI's is () -> ()",
+		"reactflood":        "does not export batpak_fold",
 	}
 	faults := map[string]string{
 		"bigout": "output-limit", "fatframes": "stack", "guesterr": "guest-error", "guesterr-forge": "guest-error",
