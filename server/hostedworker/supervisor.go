@@ -979,8 +979,8 @@ func (r *runner) checkBatch(n int) error {
 }
 
 // admit holds one source's reactions to the tenant's quotas (when the
-// supervisor has them): batch size, payload size and storage refuse, the
-// rates pace.
+// supervisor has them): payload size and storage refuse, the rates pace
+// (their count was checked by checkBatch).
 func (r *runner) admit(ctx context.Context, store *core.Store, items []core.BatchItem) error {
 	if r.s.opts.Quotas == nil {
 		return nil
@@ -992,9 +992,8 @@ func (r *runner) admit(ctx context.Context, store *core.Store, items []core.Batc
 		largest = max(largest, len(it.Payload))
 		names += len(it.Coordinate.Entity) + len(it.Coordinate.Scope) + len(it.Options.IdempotencyKey)
 	}
-	if ex := qt.CheckBatch(len(items)); ex != nil {
-		return ex
-	}
+	// The count was held to max_batch_events before the items were
+	// built (checkBatch).
 	if ex := qt.CheckPayload(largest); ex != nil {
 		return ex
 	}
