@@ -120,6 +120,18 @@ func (c *Cursor) PollBytes(max, maxBytes int) (evs []StoredEvent, more bool, err
 	return evs, more, nil
 }
 
+// pending reports whether the log holds events past the position (of
+// the region or not): a Poll that finds none needs no turn.
+func (c *Cursor) pending() bool {
+	c.mu.Lock()
+	pos := c.pos
+	c.mu.Unlock()
+	c.s.ix.RLock()
+	n := uint64(c.s.ix.Len())
+	c.s.ix.RUnlock()
+	return n > pos
+}
+
 // Seek moves the position to pos, the global sequence the next Poll
 // starts from (events before it are skipped). A position past the end of
 // the log (Stats().GlobalSequence) makes Poll fail with a *CursorAheadError

@@ -62,6 +62,14 @@ type WorkerConfig struct {
 	IdleSleep time.Duration
 	// Restart is the restart budget. Default RestartOnce().
 	Restart *RestartPolicy
+	// Turn, when set, is taken before each poll that can find events (the
+	// log holds events past the worker's position) and released once the
+	// handler has returned: a host running many workers over many stores
+	// passes one to bound how many hold a batch at once, so a worker
+	// waiting for its turn holds no events. An error from Turn ends the
+	// worker: with nil from Join when ctx ended, with Turn's error
+	// otherwise. Turn may block; it must honour ctx.
+	Turn func(ctx context.Context) (release func(), err error)
 }
 
 // Worker runs a handler over a cursor on its own goroutine.
@@ -135,11 +143,29 @@ func (w *Worker) run(ctx context.Context, s *Store, cur *Cursor, cfg WorkerConfi
 			return nil
 		}
 		wake := s.bc.changed()
-		batch, _, err := cur.PollBytes(cfg.BatchSize, cfg.BatchBytes)
+		release := func() {}
+		poll := cfg.Turn == nil || cur.pending()
+		if poll && cfg.Turn != nil {
+			r, err := cfg.Turn(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			release = r
+		}
+		var batch []StoredEvent
+		var err error
+		if poll {
+			batch, _, err = cur.PollBytes(cfg.BatchSize, cfg.BatchBytes)
+		}
 		if err != nil {
+			release()
 			return err
 		}
 		if len(batch) == 0 {
+			release()
 			t := time.NewTimer(cfg.IdleSleep)
 			select {
 			case <-wake:
@@ -151,6 +177,7 @@ func (w *Worker) run(ctx context.Context, s *Store, cur *Cursor, cfg WorkerConfi
 			continue
 		}
 		action, err := callHandler(ctx, handler, batch)
+		release()
 		if err != nil {
 			// Neither a stop nor a closing store is the handler failing:
 			// restarting would not help, and the budget is not spent.

@@ -845,3 +845,93 @@ func workerDone(w *core.Worker) bool {
 		return false
 	}
 }
+
+// TestWorkerTurn: workers given a shared Turn run their handlers one at a
+// time, a worker waiting for its turn has not read its batch (its cursor
+// has not moved), an idle worker takes no turn, a handler failure gives
+// its turn back, and a worker whose ctx ends while it waits stops.
+func TestWorkerTurn(t *testing.T) {
+	turns := make(chan struct{}, 1)
+	var taken atomic.Int64
+	turn := func(ctx context.Context) (func(), error) {
+		select {
+		case turns <- struct{}{}:
+			taken.Add(1)
+			return func() { <-turns }, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	a, b := openStore(t), openStore(t)
+
+	// An idle worker takes no turn.
+	idle := mustWorker(t, a, context.Background(), core.Entity("w:"), core.WorkerConfig{Turn: turn, IdleSleep: time.Millisecond},
+		func(ctx context.Context, b []core.StoredEvent) (core.WorkerAction, error) { return core.Continue, nil })
+	time.Sleep(50 * time.Millisecond)
+	if n := taken.Load(); n != 0 {
+		t.Fatalf("an idle worker took %d turns", n)
+	}
+	idle.Stop()
+	<-idle.Done()
+
+	// While b's worker holds the only turn, a's worker waits without
+	// reading: an event appended meanwhile is in its first batch.
+	appendEvents(t, a, "w:1", 3)
+	appendEvents(t, b, "w:1", 3)
+	inB, releaseB := make(chan struct{}), make(chan struct{})
+	var running atomic.Int64
+	var overlap atomic.Bool
+	var firstBatch atomic.Int64
+	handler := func(hold bool) core.Handler {
+		first := true
+		return func(ctx context.Context, batch []core.StoredEvent) (core.WorkerAction, error) {
+			if running.Add(1) > 1 {
+				overlap.Store(true)
+			}
+			defer running.Add(-1)
+			if first && !hold {
+				firstBatch.CompareAndSwap(0, int64(len(batch)))
+			}
+			if hold && first {
+				first = false
+				close(inB)
+				<-releaseB
+				return core.Continue, errHandlerFailed // a failure gives the turn back too
+			}
+			first = false
+			return core.Continue, nil
+		}
+	}
+	wb := mustWorker(t, b, context.Background(), core.Entity("w:"), core.WorkerConfig{Name: "wb", Turn: turn}, handler(true))
+	<-inB
+	mustWorker(t, a, context.Background(), core.Entity("w:"), core.WorkerConfig{Name: "wa", Turn: turn}, handler(false))
+	time.Sleep(50 * time.Millisecond)
+	appendEvents(t, a, "w:1", 1)
+	close(releaseB)
+	eventually(t, "both workers through their events", func() bool {
+		ca, _ := a.NamedCursor("wa", core.Entity("w:"))
+		cb, _ := b.NamedCursor("wb", core.Entity("w:"))
+		return ca.Position() == 4 && cb.Position() == 3
+	})
+	if n := firstBatch.Load(); n != 4 {
+		t.Fatalf("a's first batch held %d events, want the 4 there when its turn came", n)
+	}
+	if overlap.Load() {
+		t.Fatal("two handlers ran at once with one turn")
+	}
+	if wb.Restarts() != 1 {
+		t.Fatalf("b's worker restarted %d times, want 1", wb.Restarts())
+	}
+
+	// A worker whose ctx ends while it waits for its turn stops.
+	turns <- struct{}{}
+	appendEvents(t, a, "w:2", 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	wc := mustWorker(t, a, ctx, core.Entity("w:2"), core.WorkerConfig{Turn: turn}, handler(false))
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	if err := joinWithin(t, wc); err != nil {
+		t.Fatalf("Join of a worker stopped while waiting for its turn: %v", err)
+	}
+	<-turns
+}

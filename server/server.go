@@ -311,6 +311,13 @@ type Config struct {
 	// worker_definitions). Never below the tenant's max_workers. Default
 	// 256; range 1..65536. See hostedworker.Options.MaxDefined.
 	WorkersMaxDefined int
+	// WorkersInFlight bounds the hosted workers, all tenants' together,
+	// holding a batch of events and their plugin's answer at once (each
+	// up to 8 MiB of events and the plugin's max_output_bytes), a tenant
+	// at most four of them and at most half; the others wait their turn
+	// before reading. Default 16; range 1..1024. See
+	// hostedworker.Options.InFlight. (server.workers_in_flight)
+	WorkersInFlight int
 
 	// Logger receives the server's own messages (default: text on Stderr);
 	// Stderr receives the access log and the generated operator token
@@ -358,6 +365,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.WorkersMaxDefined < 0 || c.WorkersMaxDefined > hostedworker.MaxDefinedLimit {
 		return c, fmt.Errorf("server: WorkersMaxDefined is %d, want 1..%d (0: the default %d)", c.WorkersMaxDefined, hostedworker.MaxDefinedLimit, hostedworker.DefaultMaxDefined)
+	}
+	if c.WorkersInFlight < 0 || c.WorkersInFlight > hostedworker.MaxInFlight {
+		return c, fmt.Errorf("server: WorkersInFlight is %d, want 1..%d (0: the default %d)", c.WorkersInFlight, hostedworker.MaxInFlight, hostedworker.DefaultInFlight)
 	}
 	if c.Listen == "" {
 		c.Listen = d.Listen
@@ -790,7 +800,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	// A cluster node runs hosted workers only while it leads (standby
 	// until then: see leadership).
 	s.workers, err = hostedworker.New(hostedworker.Options{Plane: s.plane, Tenants: s.tenants, Source: source,
-		Quotas: quotas, Logger: cfg.Logger, MaxDefined: cfg.WorkersMaxDefined, Standby: s.node != nil})
+		Quotas: quotas, Logger: cfg.Logger, MaxDefined: cfg.WorkersMaxDefined, InFlight: cfg.WorkersInFlight, Standby: s.node != nil})
 	if err != nil {
 		return fail(fmt.Errorf("hosted workers: %w", err))
 	}

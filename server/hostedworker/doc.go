@@ -104,6 +104,16 @@
 // status, faults and log are kept per tenant and only answered for that
 // tenant.
 //
+// What the workers hold in memory is bounded for the whole server, not
+// per tenant: a worker reads its batch (at most MaxBatchBytes, and a
+// quarter of its plugin's memory) and holds its plugin's answer only in
+// its turn (core.WorkerConfig.Turn), and Options.InFlight workers of all
+// tenants have their turn at once, a tenant at most TenantInFlight and
+// at most half. The others wait, first come first served, holding no
+// events. A worker whose reactions wait for its tenant's rates gives the
+// server's turn up meanwhile and keeps its tenant's, so a tenant paced
+// for minutes does not hold the others back.
+//
 // # On a cluster
 //
 // Only the leader runs workers: a cluster node's supervisor starts in

@@ -9,9 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/batpak-go/batpak/sdk/client"
 	"github.com/batpak-go/batpak/server"
+	"github.com/batpak-go/batpak/server/hostedworker"
 )
 
 // TestWorkerLimitIsTheQuota: a tenant may have exactly max_workers
@@ -308,4 +310,41 @@ func TestWorkerBatchesFitThePlugin(t *testing.T) {
 		return len(echoes(t, acme)) >= 40
 	})
 	checkOnce(t, srcs, echoes(t, acme))
+}
+
+// TestWorkersInFlightShared: with one worker in flight for the whole
+// server, a tenant whose reactions wait for its rates gives its turn up
+// while they do, so another tenant's worker is not held behind it; both
+// tenants' sources are each echoed once.
+func TestWorkersInFlightShared(t *testing.T) {
+	ts := startServer(t, t.TempDir(), newSource(t, standardFixtures()), func(c *server.Config) { c.WorkersInFlight = 1 })
+	acme, globex := ts.tenant(t, "acme"), ts.tenant(t, "globex")
+	ctx := context.Background()
+	slow := appendOrders(t, acme, "order:1", 60)
+	// One reaction a second: acme's worker is paced for a minute.
+	if _, err := ts.op.Admin().SetQuotas(ctx, "acme", client.Quotas{EventsPerSecond: 1, EventsBurst: 1}); err != nil {
+		t.Fatal(err)
+	}
+	spec := client.WorkerSpec{Plugin: "echo", Region: inputs, Restart: client.WorkerRestart{MaxRestarts: intp(3), BackoffMinMs: 1}}
+	if _, err := acme.StartWorker(ctx, "echoer", spec); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "acme's first echo", func() bool { return len(echoes(t, acme)) >= 1 })
+
+	fast := appendOrders(t, globex, "order:1", 5)
+	start := time.Now()
+	if _, err := globex.StartWorker(ctx, "echoer", spec); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "globex's 5 echoes while acme's worker is paced", func() bool { return len(echoes(t, globex)) >= 5 })
+	t.Logf("globex's worker went through in %v beside acme's paced one", time.Since(start).Round(time.Millisecond))
+	checkOnce(t, fast, echoes(t, globex))
+	if n := len(echoes(t, acme)); n >= len(slow) {
+		t.Fatalf("acme's paced worker already wrote %d of %d", n, len(slow))
+	}
+	for _, n := range []int{-1, hostedworker.MaxInFlight + 1} {
+		if _, err := server.New(ctx, server.Config{Root: t.TempDir(), WorkersInFlight: n}); err == nil || !strings.Contains(err.Error(), "WorkersInFlight") {
+			t.Fatalf("WorkersInFlight %d: %v, want refused naming it", n, err)
+		}
+	}
 }

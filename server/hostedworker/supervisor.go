@@ -178,7 +178,17 @@ type Options struct {
 	// below the tenant's max_workers (a tenant without a max_workers
 	// limit has none either).
 	MaxDefined int
-	Logger     *slog.Logger // nil: slog.Default()
+	// InFlight bounds how many workers, all tenants' together, hold a
+	// batch of events and their plugin's answer at once: from reading
+	// the batch to the end of writing its reactions, each up to
+	// MaxBatchBytes of events and the plugin's max_output_bytes of
+	// answer. A tenant takes at most TenantInFlight of them, and at most
+	// half; the other workers wait their turn before reading, in the
+	// order they came, holding no events. A worker whose writes wait for
+	// its tenant's rates gives its turn up meanwhile (keeping its
+	// tenant's). Default DefaultInFlight; range 1..MaxInFlight.
+	InFlight int
+	Logger   *slog.Logger // nil: slog.Default()
 	// Standby makes the supervisor start in standby (see Standby): it
 	// runs nothing until Resume. A cluster node passes it: only the
 	// leader runs workers.
@@ -202,14 +212,15 @@ type Supervisor struct {
 	opMu    sync.Mutex
 	mu      sync.Mutex
 	runners map[key]*runner // the current (or last) run of each worker
-	// answers holds, per tenant, a slot for each of its workers between
-	// the start of a handler call and the end of writing its reactions
-	// (see AnswersInFlight).
-	answers map[string]chan struct{}
-	closed  bool
-	standby bool // runs nothing (a cluster node that does not lead): Standby until Resume
-	base    context.Context
-	stop    context.CancelFunc
+	// inFlight holds a slot for each worker holding a batch (all
+	// tenants'), tenantInFlight the tenant's share of them (see
+	// Options.InFlight).
+	inFlight       chan struct{}
+	tenantInFlight map[string]chan struct{}
+	closed         bool
+	standby        bool // runs nothing (a cluster node that does not lead): Standby until Resume
+	base           context.Context
+	stop           context.CancelFunc
 }
 
 // New makes a Supervisor; it starts nothing until Resume.
@@ -221,6 +232,11 @@ func New(opts Options) (*Supervisor, error) {
 		return nil, fmt.Errorf("hostedworker: Options.BatchSize is %d, want 1..4096", opts.BatchSize)
 	case opts.MaxDefined < 0 || opts.MaxDefined > MaxDefinedLimit:
 		return nil, fmt.Errorf("hostedworker: Options.MaxDefined is %d, want 1..%d", opts.MaxDefined, MaxDefinedLimit)
+	case opts.InFlight < 0 || opts.InFlight > MaxInFlight:
+		return nil, fmt.Errorf("hostedworker: Options.InFlight is %d, want 1..%d", opts.InFlight, MaxInFlight)
+	}
+	if opts.InFlight == 0 {
+		opts.InFlight = DefaultInFlight
 	}
 	if opts.MaxDefined == 0 {
 		opts.MaxDefined = DefaultMaxDefined
@@ -232,7 +248,8 @@ func New(opts Options) (*Supervisor, error) {
 		opts.Logger = slog.Default()
 	}
 	base, stop := context.WithCancel(context.Background())
-	return &Supervisor{opts: opts, log: opts.Logger, runners: map[key]*runner{}, answers: map[string]chan struct{}{}, base: base, stop: stop, standby: opts.Standby}, nil
+	return &Supervisor{opts: opts, log: opts.Logger, runners: map[key]*runner{},
+		inFlight: make(chan struct{}, opts.InFlight), tenantInFlight: map[string]chan struct{}{}, base: base, stop: stop, standby: opts.Standby}, nil
 }
 
 // Resume starts every worker the control plane records as running whose
@@ -869,8 +886,9 @@ func (r *runner) once(ctx context.Context) error {
 		return err
 	}
 	never := core.RestartNever()
-	w, err := store.CursorWorker(ctx, region, core.WorkerConfig{Name: r.def.Cursor, BatchSize: r.s.opts.BatchSize, BatchBytes: batchBytes(p), Restart: &never},
-		r.handler(store, p))
+	t := r.s.newTurn(r.def.Tenant)
+	w, err := store.CursorWorker(ctx, region, core.WorkerConfig{Name: r.def.Cursor, BatchSize: r.s.opts.BatchSize, BatchBytes: batchBytes(p), Restart: &never, Turn: t.take},
+		r.handler(store, p, t))
 	if err != nil {
 		return err
 	}
@@ -932,24 +950,80 @@ type scrubbed struct {
 func (e scrubbed) Error() string { return e.msg }
 func (e scrubbed) Unwrap() error { return e.orig }
 
-// AnswersInFlight is how many of one tenant's workers may be between the
-// start of a handler call and the end of writing its reactions at once
-// (the others wait their turn): each holds the plugin's answer meanwhile,
-// up to its max_output_bytes, also while the tenant's rates pace the
-// writes. So a tenant's 16 workers hold at most four answers, not
-// sixteen.
-const AnswersInFlight = 4
+// TenantInFlight is how many of one tenant's workers may hold a batch
+// and their plugin's answer at once (Options.InFlight): so a tenant's 16
+// workers hold at most four batches and four answers, not sixteen, and
+// at most a quarter of the server's default share.
+const TenantInFlight = 4
 
-// answerSlots is tenant's slots of AnswersInFlight.
-func (s *Supervisor) answerSlots(tenant string) chan struct{} {
+// DefaultInFlight and MaxInFlight are Options.InFlight's default and
+// ceiling. With 8 MiB batches and 16 MiB answers (the default
+// max_output_bytes), 16 workers in flight hold at most about 400 MiB.
+const (
+	DefaultInFlight = 16
+	MaxInFlight     = 1024
+)
+
+// turn is one worker's place among the workers in flight: the tenant's
+// slot and the server's, taken before the worker reads a batch and given
+// back when its handler returns (core.WorkerConfig.Turn). A worker's
+// turn is used by its own goroutine only.
+type turn struct {
+	server, tenant chan struct{}
+	holdsServer    bool
+}
+
+// newTurn makes the turn of a worker of tenant.
+func (s *Supervisor) newTurn(tenant string) *turn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c := s.answers[tenant]
+	c := s.tenantInFlight[tenant]
 	if c == nil {
-		c = make(chan struct{}, AnswersInFlight)
-		s.answers[tenant] = c
+		c = make(chan struct{}, max(1, min(TenantInFlight, cap(s.inFlight)/2)))
+		s.tenantInFlight[tenant] = c
 	}
-	return c
+	return &turn{server: s.inFlight, tenant: c}
+}
+
+// take waits, within ctx, for the tenant's slot and then the server's;
+// release gives both back.
+func (t *turn) take(ctx context.Context) (release func(), err error) {
+	select {
+	case t.tenant <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if err := t.resume(ctx); err != nil {
+		<-t.tenant
+		return nil, err
+	}
+	return func() {
+		t.pause()
+		<-t.tenant
+	}, nil
+}
+
+// pause gives the server's slot up while the worker waits for something
+// other than the server (its tenant's rates), keeping the tenant's.
+func (t *turn) pause() {
+	if t.holdsServer {
+		t.holdsServer = false
+		<-t.server
+	}
+}
+
+// resume takes the server's slot back, waiting within ctx.
+func (t *turn) resume(ctx context.Context) error {
+	if t.holdsServer {
+		return nil
+	}
+	select {
+	case t.server <- struct{}{}:
+		t.holdsServer = true
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // batchBytes bounds the events one call of p is handed (as
@@ -980,8 +1054,9 @@ func (r *runner) checkBatch(n int) error {
 
 // admit holds one source's reactions to the tenant's quotas (when the
 // supervisor has them): payload size and storage refuse, the rates pace
-// (their count was checked by checkBatch).
-func (r *runner) admit(ctx context.Context, store *core.Store, items []core.BatchItem) error {
+// (their count was checked by checkBatch), the worker's server turn
+// given up while they do.
+func (r *runner) admit(ctx context.Context, store *core.Store, items []core.BatchItem, t *turn) error {
 	if r.s.opts.Quotas == nil {
 		return nil
 	}
@@ -1004,7 +1079,10 @@ func (r *runner) admit(ctx context.Context, store *core.Store, items []core.Batc
 	if ex := qt.CheckIndex(u.IndexBytes, quota.IndexCost(len(items), names)); ex != nil {
 		return ex
 	}
-	return qt.PaceWrite(ctx, len(items), bytes)
+	if err := qt.PaceWriteWaiting(ctx, len(items), bytes, t.pause); err != nil {
+		return err
+	}
+	return t.resume(ctx)
 }
 
 // handler adapts the plugin to the cursor worker: for each batch it calls
@@ -1013,17 +1091,13 @@ func (r *runner) admit(ctx context.Context, store *core.Store, items []core.Batc
 // "worker:<cursor>:<source id>:<n>", through the tenant store's gates
 // (action "plugin", the worker's principal, the plugin's Ref), waiting out
 // a gate that asks to retry (plugins.AppendReactions).
-func (r *runner) handler(store *core.Store, p *plugins.Plugin) core.Handler {
+//
+// The worker holds its turn (t) from before it reads the batch until the
+// handler returns (core.WorkerConfig.Turn).
+func (r *runner) handler(store *core.Store, p *plugins.Plugin, t *turn) core.Handler {
 	principal := policy.Principal{ID: "worker:" + r.def.Name, Tenant: r.def.Tenant, Roles: []string{"plugin"}}
 	cursor := r.def.Cursor
-	answers := r.s.answerSlots(r.def.Tenant)
 	return func(ctx context.Context, batch []core.StoredEvent) (core.WorkerAction, error) {
-		select {
-		case answers <- struct{}{}:
-			defer func() { <-answers }()
-		case <-ctx.Done():
-			return core.Continue, ctx.Err()
-		}
 		action, rs, err := p.Handle(ctx, batch)
 		if err != nil {
 			return core.Continue, err
@@ -1066,7 +1140,7 @@ func (r *runner) handler(store *core.Store, p *plugins.Plugin) core.Handler {
 					},
 				})
 			}
-			if err := r.admit(ctx, store, items); err != nil {
+			if err := r.admit(ctx, store, items, t); err != nil {
 				return core.Continue, fmt.Errorf("reactions to %s: %w", sev.Header.ID, err)
 			}
 			if err := plugins.AppendReactions(wctx, store, items); err != nil {
