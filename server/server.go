@@ -315,7 +315,7 @@ type Config struct {
 	// holding a batch of events and their plugin's answer at once (each
 	// up to 8 MiB of events and the plugin's max_output_bytes), a tenant
 	// at most four of them and at most half; the others wait their turn
-	// before reading. Default 16; range 1..1024. See
+	// before reading. Default 8; range 1..1024. See
 	// hostedworker.Options.InFlight. (server.workers_in_flight)
 	WorkersInFlight int
 

@@ -957,10 +957,13 @@ func (e scrubbed) Unwrap() error { return e.orig }
 const TenantInFlight = 4
 
 // DefaultInFlight and MaxInFlight are Options.InFlight's default and
-// ceiling. With 8 MiB batches and 16 MiB answers (the default
-// max_output_bytes), 16 workers in flight hold at most about 400 MiB.
+// ceiling. A worker in flight holds up to 8 MiB of events, its plugin's
+// answer (up to max_output_bytes, 16 MiB by default) and the reactions
+// built from it while they are written: about 60 MiB at worst (an answer
+// of 16,384 reactions with 1 KB names), so 8 in flight hold about
+// 500 MiB at worst.
 const (
-	DefaultInFlight = 16
+	DefaultInFlight = 8
 	MaxInFlight     = 1024
 )
 
