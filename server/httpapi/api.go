@@ -137,12 +137,15 @@ type API struct {
 	ready   atomic.Bool
 	// stopping closes when Drain is called: streams end with their
 	// resumable position.
-	stopping  chan struct{}
-	stopOnce  sync.Once
-	streamMu  sync.Mutex
-	draining  bool
-	streams   sync.WaitGroup
-	commitMus [64]sync.Mutex
+	stopping chan struct{}
+	stopOnce sync.Once
+	streamMu sync.Mutex
+	draining bool
+	streams  sync.WaitGroup
+	// commitLocks holds a lock per cursor being committed (commitLock),
+	// under commitMu.
+	commitMu    sync.Mutex
+	commitLocks map[string]*cursorLock
 	// access is closed and replaced whenever a credential or tenant loses
 	// access (key revoked, tenant suspended or deleted); see watchAccess.
 	accessMu sync.Mutex

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"context"
 	"errors"
-	"hash/fnv"
 	"net/http"
 	"strconv"
 	"sync"
@@ -140,9 +139,7 @@ func (a *API) defineCursor(c *call) error {
 	// refused because a worker took the name meanwhile leaves that
 	// worker's position alone. The commits' lock keeps a commit from
 	// landing between the two.
-	mu := a.commitMu(c.tenant, name)
-	mu.Lock()
-	defer mu.Unlock()
+	defer a.commitLock(c.tenant, name)()
 	// Defines of one name take the lock in turn: one that lost the race
 	// answers as the first look would have, and resets nothing.
 	if done, err := existing(); done {
@@ -186,9 +183,7 @@ func (a *API) deleteCursor(c *call) error {
 	// The position goes with the definition (rewound to the log's
 	// beginning, under the commits' lock), so that whatever takes the
 	// name up later — a cursor or a hosted worker — starts afresh.
-	mu := a.commitMu(c.tenant, d.Name)
-	mu.Lock()
-	defer mu.Unlock()
+	defer a.commitLock(c.tenant, d.Name)()
 	if err := rewindCursor(s, d.Name); err != nil {
 		return err
 	}
@@ -292,9 +287,7 @@ func (a *API) commitCursor(c *call) error {
 	if end := s.Usage().GlobalSequence; pos > end {
 		return errInvalid("position", "position "+strconv.FormatUint(pos, 10)+" is past the end of the log ("+strconv.FormatUint(end, 10)+")")
 	}
-	mu := a.commitMu(c.tenant, d.Name)
-	mu.Lock()
-	defer mu.Unlock()
+	defer a.commitLock(c.tenant, d.Name)()
 	cur, err := s.NamedCursor(d.Name, r)
 	if cursorDamaged(err) {
 		a.logDamagedCursor(c, d.Name, err)
@@ -337,9 +330,37 @@ func (a *API) logDamagedCursor(c *call, name string, err error) {
 // a copy damaged on any node is overwritten too.
 func rewindCursor(s *core.Store, name string) error { return s.ResetCursor(name) }
 
-// commitMu serialises the commits (and the deletion) of one cursor.
-func (a *API) commitMu(tenant, name string) *sync.Mutex {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(tenant + "/" + name))
-	return &a.commitMus[h.Sum32()%uint32(len(a.commitMus))]
+// commitLock serialises the commits (and the definition and deletion)
+// of one cursor of one tenant, and no other: a lock per cursor in use,
+// dropped once nothing holds or waits for it, so no tenant's cursor
+// names can make another tenant's commits wait. It returns the unlock.
+func (a *API) commitLock(tenant, name string) (unlock func()) {
+	key := tenant + "/" + name
+	a.commitMu.Lock()
+	l := a.commitLocks[key]
+	if l == nil {
+		l = &cursorLock{}
+		if a.commitLocks == nil {
+			a.commitLocks = map[string]*cursorLock{}
+		}
+		a.commitLocks[key] = l
+	}
+	l.n++
+	a.commitMu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		a.commitMu.Lock()
+		if l.n--; l.n == 0 {
+			delete(a.commitLocks, key)
+		}
+		a.commitMu.Unlock()
+	}
+}
+
+// cursorLock is one cursor's commit lock; n counts who holds or waits
+// for it (under API.commitMu).
+type cursorLock struct {
+	mu sync.Mutex
+	n  int
 }
