@@ -369,9 +369,12 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return failed("reading the node's state", err)
 	}
-	r, err := raft.NewRaft(rc, f, logs, n.stable, snaps, n.watch.forRaft())
+	r, err := newRaft(rc, f, logs, n.stable, snaps, n.watch.forRaft())
 	if err != nil {
-		return failed("starting raft", err)
+		f.mu.Lock()
+		_ = f.closeStores()
+		f.mu.Unlock()
+		return failed("starting raft", unrestorable(err, raftDir, snaps, logs))
 	}
 	n.raft = r
 	n.state = stateIndex{fsm: f.appliedIndex, raft: r.AppliedIndex, log: logs}
@@ -478,6 +481,55 @@ func claimDir(raftDir, id string) error {
 	default:
 		return fmt.Errorf("cluster: reading %s: %w", path, err)
 	}
+}
+
+// newRaft is raft.NewRaft with its panics turned into errors: NewRaft
+// panics when the log does not go on from the snapshot it restored (its
+// newest snapshot damaged, it falls back to the one before, whose
+// following entries were trimmed away), instead of returning an error.
+// It panics before starting any goroutine of its own.
+func newRaft(rc *raft.Config, f raft.FSM, logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r, err = nil, fmt.Errorf("%v", p)
+		}
+	}()
+	return raft.NewRaft(rc, f, logs, stable, snaps, trans)
+}
+
+// unrestorable explains why raft could not start from the node's state
+// when a snapshot is the cause: which snapshot cannot be read, and that
+// the log does not reach back to the one before it. A node in that state
+// cannot catch up on its own (its log no longer says what it
+// acknowledged): it must leave the cluster and join again, emptied.
+func unrestorable(err error, raftDir string, snaps *raft.FileSnapshotStore, logs raft.LogStore) error {
+	metas, lerr := snaps.List()
+	if lerr != nil || len(metas) == 0 {
+		return err
+	}
+	var damaged []string
+	usable := -1
+	for i, m := range metas {
+		_, rc, oerr := snaps.Open(m.ID)
+		if oerr != nil {
+			damaged = append(damaged, fmt.Sprintf("%s (%v)", m.ID, oerr))
+			continue
+		}
+		rc.Close()
+		usable = i
+		break
+	}
+	if len(damaged) == 0 {
+		return err
+	}
+	first, _ := logs.FirstIndex()
+	why := "no snapshot can be read"
+	if usable >= 0 {
+		why = fmt.Sprintf("the log starts at entry %d, past the entries that follow the readable snapshot %s (%d)", first, metas[usable].ID, metas[usable].Index)
+	}
+	return fmt.Errorf("%w: the raft snapshot %s in %s is damaged and %s: this node cannot restore its state. "+
+		"Remove it from the cluster (batpak cluster leave ID against a member, or DELETE /v1/cluster/nodes/{id}), move its data root away, and join it again with an empty one (cluster.join)",
+		err, strings.Join(damaged, ", "), filepath.Join(raftDir, "snapshots"), why)
 }
 
 // openRaftLog opens raft.db and reads its ends. bbolt panics on a damaged
