@@ -218,7 +218,7 @@ issued key is printed once: the server keeps only its digest.`,
 			})
 		},
 	}
-	issue.Flags().StringSliceVar(&roles, "role", nil, "role of the key: reader, writer or admin (repeat or comma-separate)")
+	issue.Flags().StringSliceVar(&roles, "role", nil, "role of the key: reader, writer or admin, and any application roles your policies read (input.principal.roles, e.g. clerk); repeat or comma-separate")
 	list := &cobra.Command{
 		Use: "list", Short: "List the tenant's keys (never the keys themselves)", Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -110,7 +110,7 @@ var settings = []setting{
 	{key: "principal.id", flag: "principal-id", kind: kindText, def: "",
 		help: "who writes: the principal id policies see as input.principal.id"},
 	{key: "principal.tenant", flag: "tenant", kind: kindText, def: "",
-		help: "the writing principal's tenant (input.principal.tenant); with --server, the tenant to work on (env BATPAK_TENANT, key remote.tenant)"},
+		help: "with --server: the tenant to work on (env BATPAK_TENANT, key remote.tenant); locally: the writing principal's tenant (input.principal.tenant)"},
 	{key: "principal.roles", flag: "roles", kind: kindList, def: "",
 		help: "the writing principal's roles, comma-separated (input.principal.roles)"},
 }

@@ -173,38 +173,3 @@ func TestCLIPagingStopsWhenTheServerDoesNotMoveOn(t *testing.T) {
 		t.Errorf("query of a repeating page: exit %d after %d pages, stderr %q", r.code, n, r.stderr)
 	}
 }
-
-// A reader slow to take an answer (a paused pager behind query --follow)
-// is not a silent server: the timeout counts only the time the CLI waits
-// in a read.
-func TestIdleTimeoutCountsOnlyWaitsForTheServer(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		for i := 0; i < 50; i++ {
-			if _, err := fmt.Fprintf(w, ": line %d\n\n", i); err != nil {
-				return
-			}
-			w.(http.Flusher).Flush()
-			time.Sleep(20 * time.Millisecond)
-		}
-	}))
-	defer srv.Close()
-	hc := &http.Client{Transport: newBoundedTransport(200*time.Millisecond, nil)}
-	req, _ := http.NewRequest("GET", srv.URL+"/v1/tenants/acme/subscribe", nil)
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	buf := make([]byte, 64)
-	for i := 0; i < 3; i++ {
-		if _, err := resp.Body.Read(buf); err != nil {
-			t.Fatalf("read %d: %v", i, err)
-		}
-		time.Sleep(400 * time.Millisecond) // the consumer, not the server, is slow
-	}
-	if _, err := io.ReadAll(resp.Body); err != nil {
-		t.Fatalf("the rest of a stream read slowly: %v", err)
-	}
-}

@@ -201,8 +201,11 @@ func (a *app) remote() (*remoteConf, error) {
 			return nil, badInput("CA file ("+a.remoteSource("remote.ca_file", "ca-file", "BATPAK_CA_FILE")+")", err)
 		}
 	}
-	hc := &http.Client{Transport: newBoundedTransport(idle, roots), CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	rc.opts = client.Options{HTTPClient: hc, Consistency: consistency, MaxResponseBytes: maxServerMessageBytes}
+	hc := &http.Client{Transport: newBoundedTransport(roots), CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if idle == 0 {
+		idle = -1 // wait for ever
+	}
+	rc.opts = client.Options{HTTPClient: hc, Consistency: consistency, MaxResponseBytes: maxServerMessageBytes, IdleTimeout: idle}
 	c, err := client.New(rc.server, rc.token, rc.opts)
 	if err != nil {
 		return nil, badInput("--server", errors.New(strings.TrimPrefix(err.Error(), "client: ")))
@@ -315,6 +318,10 @@ func remoteError(err error) error {
 	if !errors.As(err, &e) {
 		if errors.Is(err, context.Canceled) {
 			return err
+		}
+		var idle *client.IdleError
+		if errors.As(err, &idle) {
+			return &detailError{msg: "server: " + idle.Reason() + " (--timeout, BATPAK_TIMEOUT)", err: err}
 		}
 		var ue *url.Error
 		if errors.Is(err, syscall.ECONNREFUSED) && errors.As(err, &ue) {

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
-	"sync/atomic"
 	"time"
 )
 
@@ -32,19 +30,18 @@ var maxServerMessageBytes int64 = 256 << 20
 const defaultServerIdle = 5 * time.Minute
 
 // boundedTransport wraps the HTTP transport the CLI's server client uses:
-// it bounds the response bodies it returns (see maxServerMessageBytes)
-// and ends a round trip during which the server sent (or took) nothing
-// for idle (0: never).
+// it bounds the response bodies it returns (see maxServerMessageBytes).
+// The client ends a round trip during which the server sent nothing for
+// remote.timeout (client.Options.IdleTimeout).
 type boundedTransport struct {
-	rt   http.RoundTripper
-	max  int64
-	idle time.Duration
+	rt  http.RoundTripper
+	max int64
 }
 
 // newBoundedTransport is the CLI's transport; roots, when not nil, verify
 // an https server's certificate (remote.ca_file's CA with the system's
 // roots, see certroots.Load).
-func newBoundedTransport(idle time.Duration, roots *x509.CertPool) *boundedTransport {
+func newBoundedTransport(roots *x509.CertPool) *boundedTransport {
 	rt := http.DefaultTransport.(*http.Transport).Clone()
 	// A batpak server never compresses its answers: asking for gzip would
 	// only let a hostile one send a small body that inflates.
@@ -52,37 +49,15 @@ func newBoundedTransport(idle time.Duration, roots *x509.CertPool) *boundedTrans
 	if roots != nil {
 		rt.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	}
-	return &boundedTransport{rt: rt, max: maxServerMessageBytes, idle: idle}
+	return &boundedTransport{rt: rt, max: maxServerMessageBytes}
 }
 
 // RoundTrip implements http.RoundTripper.
 func (b *boundedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	what := req.Method + " " + req.URL.Path
-	var w *idleWatch
-	if b.idle > 0 {
-		w = newIdleWatch(req, b.idle, what)
-		req = w.req
-		if req.Body != nil {
-			req.Body = &progressBody{rc: req.Body, w: w} // closed by the transport once sent: the watch goes on
-		}
-	}
 	resp, err := b.rt.RoundTrip(req)
 	if err != nil || resp.Body == nil {
-		if w != nil {
-			if w.fired.Load() {
-				err = w.err()
-			}
-			w.stop()
-		}
 		return resp, err
-	}
-	if w != nil {
-		// From here the wait runs only while the CLI waits in a read of
-		// the answer: a consumer slow to read (a paused pager) is not a
-		// silent server.
-		w.answered.Store(true)
-		w.t.Stop()
-		resp.Body = &progressBody{rc: resp.Body, w: w, answer: true}
 	}
 	// What the CLI asked for decides, not what the server says it sent:
 	// a server cannot unbound an answer by naming it a stream.
@@ -94,16 +69,6 @@ func (b *boundedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		resp.Body = &sseBoundBody{rc: resp.Body, max: b.max, what: what}
 	default:
 		resp.Body = &boundBody{rc: resp.Body, left: b.max, max: b.max, what: what}
-		if w != nil {
-			// A JSON answer is read whole before anything is printed: one
-			// trickled a byte at a time never idles, so it must also end
-			// within the timeout of its headers.
-			w.whole = time.AfterFunc(b.idle, func() {
-				w.slow.Store(true)
-				w.fired.Store(true)
-				w.cancel()
-			})
-		}
 	}
 	return resp, nil
 }
@@ -172,83 +137,3 @@ func (s *sseBoundBody) Read(p []byte) (int, error) {
 }
 
 func (s *sseBoundBody) Close() error { return s.rc.Close() }
-
-// idleWatch cancels one round trip once the server has moved nothing for
-// idle: until the answer's headers, neither taken a byte of the request
-// body nor answered; after them, sent nothing while the CLI waited in a
-// read of the answer.
-type idleWatch struct {
-	req      *http.Request // the request, on a context the watch cancels
-	cancel   context.CancelFunc
-	t        *time.Timer
-	idle     time.Duration
-	fired    atomic.Bool
-	answered atomic.Bool // the answer's headers came
-	what     string
-	// whole, for an answer read whole, ends it once it has taken the
-	// timeout since its headers (slow then says so).
-	whole *time.Timer
-	slow  atomic.Bool
-}
-
-func newIdleWatch(req *http.Request, idle time.Duration, what string) *idleWatch {
-	ctx, cancel := context.WithCancel(req.Context())
-	w := &idleWatch{req: req.WithContext(ctx), cancel: cancel, idle: idle, what: what}
-	w.t = time.AfterFunc(idle, func() {
-		w.fired.Store(true)
-		cancel()
-	})
-	return w
-}
-
-// touch restarts the wait: something moved.
-func (w *idleWatch) touch() { w.t.Reset(w.idle) }
-
-// stop ends the watch and the round trip's context.
-func (w *idleWatch) stop() {
-	w.t.Stop()
-	if w.whole != nil {
-		w.whole.Stop()
-	}
-	w.cancel()
-}
-
-func (w *idleWatch) err() error {
-	if w.slow.Load() {
-		return fmt.Errorf("the server's answer to %s did not arrive whole within %s of its headers (--timeout, BATPAK_TIMEOUT)", w.what, w.idle)
-	}
-	return fmt.Errorf("the server sent nothing for %s during %s (--timeout, BATPAK_TIMEOUT)", w.idle, w.what)
-}
-
-// progressBody is a request or response body whose reads keep its round
-// trip's idleWatch from firing; closing the answer's ends the watch.
-type progressBody struct {
-	rc     io.ReadCloser
-	w      *idleWatch
-	answer bool // the response's body (not the request's)
-}
-
-func (p *progressBody) Read(b []byte) (int, error) {
-	if p.answer {
-		p.w.t.Reset(p.w.idle) // the CLI waits on the server from now
-	}
-	n, err := p.rc.Read(b)
-	if p.answer {
-		p.w.t.Stop()
-	}
-	if p.w.fired.Load() {
-		return n, p.w.err()
-	}
-	if n > 0 && !p.answer && !p.w.answered.Load() {
-		p.w.touch()
-	}
-	return n, err
-}
-
-func (p *progressBody) Close() error {
-	err := p.rc.Close()
-	if p.answer {
-		p.w.stop()
-	}
-	return err
-}

@@ -40,6 +40,23 @@ type Options struct {
 	// MaxRetries bounds how often a safe request is sent again (default 3;
 	// negative: never).
 	MaxRetries int
+	// IdleTimeout ends a request during which the server sent nothing for
+	// that long: neither took the request's body nor answered, or sent
+	// nothing while the caller waited to read the answer (a caller slow
+	// to read is not a silent server); a JSON answer must also arrive
+	// whole within it of its headers. The request fails with an
+	// *IdleError and is not sent again. A subscription's stream, whose
+	// server sends a heartbeat every 15 s, is taken for dead after
+	// StreamIdleTimeout (45 s) of silence and reconnects. Default
+	// DefaultIdleTimeout (5 minutes); negative: no bound (a context
+	// deadline still applies).
+	IdleTimeout time.Duration
+	// ReconnectFor is how long a subscription keeps trying to reconnect
+	// to a server it cannot reach (refused connections, 503s) before its
+	// Events end with an error; a connection made starts it afresh.
+	// Default DefaultReconnectFor (2 minutes); negative: until the
+	// subscription's context ends.
+	ReconnectFor time.Duration
 	// MaxErrorBytes bounds how much of an error response is read (default 64 KiB).
 	MaxErrorBytes int64
 	// Consistency is how a replicated cluster serves this client's reads
@@ -72,8 +89,10 @@ type Client struct {
 	hc      *http.Client
 	retries int
 	maxErr  int64
-	maxResp int64  // Options.MaxResponseBytes
-	consist string // Options.Consistency sent as consistency=: "" or "linearizable"
+	maxResp int64 // Options.MaxResponseBytes
+	// reconnectFor is Options.ReconnectFor (0: for ever).
+	reconnectFor time.Duration
+	consist      string // Options.Consistency sent as consistency=: "" or "linearizable"
 	// session remembers the tenants' sequences written through this
 	// Client (Consistency "session"); nil otherwise.
 	session *session
@@ -260,6 +279,22 @@ func New(baseURL, token string, opts ...Options) (*Client, error) {
 		}}
 	}
 	c.hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	switch {
+	case o.ReconnectFor == 0:
+		c.reconnectFor = DefaultReconnectFor
+	case o.ReconnectFor > 0:
+		c.reconnectFor = o.ReconnectFor
+	}
+	if o.IdleTimeout > 0 {
+		rt := c.hc.Transport
+		if rt == nil {
+			rt = http.DefaultTransport
+		}
+		c.hc.Transport = &idleTransport{rt: rt, idle: o.IdleTimeout}
+	}
 	if c.maxResp <= 0 {
 		c.maxResp = DefaultMaxResponseBytes
 	}
@@ -374,6 +409,7 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 	if r.safe {
 		attempts += c.retries
 	}
+	unanswered := false // an attempt before may have arrived, its answer lost
 	for i := 0; i < attempts; i++ {
 		if i > 0 {
 			if err := sleep(ctx, backoff(i, last)); err != nil {
@@ -387,7 +423,17 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		if unanswered && r.method == http.MethodDelete && errors.Is(err, ErrNotFound) {
+			// The delete sent before arrived and did its work; only its
+			// answer was lost.
+			return &http.Response{StatusCode: http.StatusNoContent, Body: http.NoBody, Header: http.Header{}}, nil
+		}
+		var pe *Error
+		unanswered = unanswered || !errors.As(err, &pe)
 		last = err
+		if errors.As(err, &pe) && pe.RetryAfter > maxRetryWait {
+			return nil, err // the server asks for a longer wait than a retry takes
+		}
 		if (errors.Is(err, ErrNotLeader) || errors.Is(err, ErrTooManyConnections)) && attempts < 1+c.retries {
 			// A cluster node that does not lead did nothing, nor does a
 			// server refusing a connection for its address (it answers
@@ -525,12 +571,17 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 	return c.decodeBounded(resp.Body, r.method+" "+r.path, out)
 }
 
+// maxRetryWait is the longest Retry-After a request waits out before it
+// is sent again: one that asks for longer fails at once, with the
+// server's RetryAfter for the caller to decide.
+const maxRetryWait = 5 * time.Second
+
 // backoff is the wait before attempt i (≥ 1): the server's Retry-After when
-// it gave one (at most 5 s), else 50 ms doubling, with jitter.
+// it gave one (at most maxRetryWait), else 50 ms doubling, with jitter.
 func backoff(i int, last error) time.Duration {
 	var e *Error
 	if errors.As(last, &e) && e.RetryAfter > 0 {
-		return min(e.RetryAfter, 5*time.Second)
+		return min(e.RetryAfter, maxRetryWait)
 	}
 	d := 50 * time.Millisecond << (i - 1)
 	d = min(d, 2*time.Second)

@@ -27,14 +27,28 @@
 //     TOO_MANY_REQUESTS (429: the address's requests without a valid
 //     credential passed the server's rate) and transport errors; TOO_MANY_CONNECTIONS (429: the server refused
 //     the connection before reading the request) for any request. Never
-//     retried: every other 4xx, and STORE_DAMAGED (500: the tenant's store
-//     is damaged on the server's disk; the operator must recover it).
-//   - Query pages through the results (Query.Limit per page) and yields
-//     events in global order; Subscribe follows a region over Server-Sent
-//     Events, catching up from a position and then live, and reconnects on
-//     its own after a dropped connection, a slow-consumer cut-off or a
-//     server shutdown, resuming after the last event it yielded: no event is
-//     skipped or repeated.
+//     retried: every other 4xx, STORE_DAMAGED (500: the tenant's store
+//     is damaged on the server's disk; the operator must recover it), an
+//     answer whose Retry-After asks for more than 5 s (returned at once,
+//     RetryAfter set, for the caller to decide), and a server gone silent
+//     (*IdleError). A DELETE whose answer was lost and whose retry finds
+//     nothing left to delete succeeded.
+//   - A server that sends nothing is not waited on for ever: a request
+//     during which it neither takes the body nor answers, or sends nothing
+//     while the caller waits to read, for Options.IdleTimeout (5 minutes)
+//     fails with an *IdleError (wrapped in the transport's *url.Error); a
+//     JSON answer must arrive whole within it of its headers. Other
+//     transport failures (connection refused, reset) are *url.Error too.
+//     For a bound on the whole call, give the context a deadline.
+//   - Query pages through the results (Query.Limit is the page size: the
+//     iterator still yields every event) in global order; Subscribe
+//     follows a region over Server-Sent Events, catching up from a
+//     position and then live, and reconnects on its own after a dropped
+//     connection, a stream silent for 45 s (three missed heartbeats), a
+//     slow-consumer cut-off or a server shutdown or restart, resuming after
+//     the last event it yielded: no event is skipped or repeated. It gives
+//     up only when no connection could be made for Options.ReconnectFor
+//     (2 minutes); subscribe again with After(sub.Position()) to go on.
 //   - On a replicated cluster, a read is served by the node asked, from
 //     what it has applied. Options.Consistency "linearizable" has the
 //     leader serve every read; "session" makes a Client read its own

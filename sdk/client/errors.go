@@ -149,7 +149,10 @@ func decodeExact(b []byte, v any) error {
 func retryable(err error) bool {
 	var e *Error
 	if !errors.As(err, &e) {
-		return true // transport error: the request may not have arrived
+		// A transport error: the request may not have arrived. A server
+		// that went silent for Options.IdleTimeout is not waited on again.
+		var idle *IdleError
+		return !errors.As(err, &idle)
 	}
 	if e.Code == CodeOutcomeUnknown {
 		return true // only safe requests are retried at all (see send)

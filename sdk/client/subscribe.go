@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // From is where a subscription starts.
@@ -24,14 +25,23 @@ func FromStart() From { return From{} }
 // is greater than seq (the last one a consumer saw).
 func After(seq uint64) From { return From{after: &seq} }
 
-// maxReconnects bounds consecutive reconnections that deliver nothing.
-const maxReconnects = 8
+// DefaultReconnectFor is Options.ReconnectFor's default.
+const DefaultReconnectFor = 2 * time.Minute
+
+// maxBrokenStreams bounds the connections in a row a subscription makes
+// that end within brokenStream, with no event and no reason from the
+// server (what a server sending something the client cannot read does
+// each time): past it the subscription ends with the last one's error.
+const (
+	maxBrokenStreams = 8
+	brokenStream     = 10 * time.Second
+)
 
 // Subscription follows a region of a tenant over Server-Sent Events. It
-// reconnects on its own (after a dropped connection, a slow-consumer
-// cut-off or a server shutdown), resuming after the last event it
-// yielded, so its events never skip or repeat. Not safe for concurrent
-// iteration.
+// reconnects on its own (after a dropped connection, a stream silent for
+// StreamIdleTimeout, a slow-consumer cut-off or a server shutdown or
+// restart), resuming after the last event it yielded, so its events never
+// skip or repeat. Not safe for concurrent iteration.
 type Subscription struct {
 	t   *Tenant
 	q   Query
@@ -73,15 +83,24 @@ func (s *Subscription) Close() {
 	}
 }
 
-// Events yields the subscription's events, reconnecting as needed. It ends
-// with one error when the context ends (ctx.Err()), when the server
-// refuses the subscription (an *Error that retrying cannot fix, such as
-// UNAUTHENTICATED or FORBIDDEN), or after 8 reconnections in a row that
-// delivered nothing; and without one after Close.
+// Events yields the subscription's events, reconnecting as needed: at
+// once after a connection that delivered events, shortly after a server
+// said it was going away (a shutdown or a cut-off), and otherwise after a
+// wait that doubles up to 2 s (the server's Retry-After when it gave
+// one). It ends with one error when the context ends (ctx.Err()), when
+// the server refuses the subscription (an *Error that retrying cannot
+// fix, such as UNAUTHENTICATED or FORBIDDEN), or when no connection could
+// be made for Options.ReconnectFor (2 minutes by default), or when 8
+// connections in a row ended at once without an event or a reason (a
+// server sending what the client cannot read); and without one after
+// Close. To go on after an error, subscribe again with
+// After(Position()).
 func (s *Subscription) Events() iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
-		failures := 0
+		quiet := 0  // attempts in a row that brought nothing
+		broken := 0 // connections in a row that ended at once, with nothing and no reason
 		var last error
+		reached := time.Now() // the last time a connection was made
 		for {
 			if s.isClosed() {
 				return
@@ -90,31 +109,56 @@ func (s *Subscription) Events() iter.Seq2[Event, error] {
 				yield(Event{}, err)
 				return
 			}
-			if failures > 0 {
-				if err := sleep(s.ctx, backoff(failures, last)); err != nil {
+			if quiet > 0 {
+				if err := sleep(s.ctx, backoff(quiet, last)); err != nil {
 					yield(Event{}, err)
 					return
 				}
 			}
-			delivered, err := s.stream(yield)
+			began := time.Now()
+			r, err := s.stream(yield)
 			if errors.Is(err, errStop) || s.isClosed() {
 				return
 			}
-			if delivered {
-				failures = 0
+			if r.connected && !r.delivered && !r.goingAway && time.Since(began) < brokenStream {
+				broken++
+			} else if r.connected {
+				broken = 0
+			}
+			switch {
+			case r.delivered:
+				quiet = 0
+			case r.goingAway:
+				quiet = 1 // a server restarting: back shortly
+			default:
+				quiet++
+			}
+			if r.connected {
+				reached = time.Now()
 			}
 			var pe *Error
 			if errors.As(err, &pe) && !retryable(pe) || errors.Is(err, errMessageTooLarge) {
 				yield(Event{}, err)
 				return
 			}
-			if failures++; failures > maxReconnects {
-				yield(Event{}, fmt.Errorf("client: subscription gave up after %d reconnections: %w", maxReconnects, err))
+			if broken >= maxBrokenStreams {
+				yield(Event{}, fmt.Errorf("client: subscription gave up: the server ended %d connections in a row at once, without an event or a reason: %w", broken, err))
+				return
+			}
+			if window := s.t.c.reconnectFor; !r.connected && window > 0 && time.Since(reached) > window {
+				yield(Event{}, fmt.Errorf("client: subscription gave up: no connection to the server for %s (Options.ReconnectFor): %w", window, err))
 				return
 			}
 			last = err
 		}
 	}
+}
+
+// streamResult is what one connection of a subscription did.
+type streamResult struct {
+	connected bool // the server accepted the subscription
+	delivered bool // it yielded an event
+	goingAway bool // the server said it ends the stream (shutdown, cut-off)
 }
 
 var errStop = errors.New("stop")
@@ -130,22 +174,23 @@ func (s *Subscription) isClosed() bool {
 }
 
 // stream runs one connection until it ends, yielding its events.
-func (s *Subscription) stream(yield func(Event, error) bool) (delivered bool, err error) {
-	r := request{method: "GET", path: s.t.path("/subscribe"), query: s.q.values(), accept: "text/event-stream"}
+func (s *Subscription) stream(yield func(Event, error) bool) (r streamResult, err error) {
+	req := request{method: "GET", path: s.t.path("/subscribe"), query: s.q.values(), accept: "text/event-stream"}
 	s.mu.Lock()
 	if s.last != nil {
-		r.header = http.Header{"Last-Event-Id": {strconv.FormatUint(*s.last, 10)}}
+		req.header = http.Header{"Last-Event-Id": {strconv.FormatUint(*s.last, 10)}}
 	}
 	s.mu.Unlock()
-	resp, err := s.t.c.once(s.ctx, r)
+	resp, err := s.t.c.once(s.ctx, req)
 	if err != nil {
-		return false, err
+		return r, err
 	}
+	r.connected = true
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		resp.Body.Close()
-		return false, errStop
+		return r, errStop
 	}
 	s.body = resp.Body
 	s.mu.Unlock()
@@ -168,11 +213,12 @@ func (s *Subscription) stream(yield func(Event, error) bool) (delivered bool, er
 			if dup {
 				return nil // never repeat, whatever the server sends
 			}
-			delivered = true
+			r.delivered = true
 			if !yield(ev, nil) {
 				return errStop
 			}
 		case "cutoff", "shutdown":
+			r.goingAway = true
 			return io.EOF // reconnect from our own position
 		}
 		return nil
@@ -180,7 +226,7 @@ func (s *Subscription) stream(yield func(Event, error) bool) (delivered bool, er
 	if err == nil {
 		err = io.ErrUnexpectedEOF
 	}
-	return delivered, err
+	return r, err
 }
 
 // sseLines returns a bufio.SplitFunc for event stream lines: each ends at

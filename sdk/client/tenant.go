@@ -32,6 +32,9 @@ func (t *Tenant) path(p string) string { return "/v1/tenants/" + seg(t.id) + p }
 // Append writes one event and returns its receipt. A request without an
 // idempotency key gets a fresh one, so that retries are safe.
 func (t *Tenant) Append(ctx context.Context, req AppendRequest) (Receipt, error) {
+	if len(req.Payload) == 0 {
+		return Receipt{}, errNoPayload("AppendRequest.Payload")
+	}
 	if req.IdempotencyKey == "" {
 		req.IdempotencyKey = newKey()
 	}
@@ -42,8 +45,12 @@ func (t *Tenant) Append(ctx context.Context, req AppendRequest) (Receipt, error)
 	var r Receipt
 	// The key goes in the header too: net/http then knows the request may
 	// be sent again on a fresh connection if a kept-alive one was closed
-	// under it.
-	h := http.Header{"Idempotency-Key": {req.IdempotencyKey}}
+	// under it. A key a header cannot carry (a line feed) goes in the
+	// body only, for the server to judge.
+	var h http.Header
+	if headerValue(req.IdempotencyKey) {
+		h = http.Header{"Idempotency-Key": {req.IdempotencyKey}}
+	}
 	err = t.c.do(ctx, request{method: "POST", path: t.path("/events"), body: body, header: h, safe: true}, &r)
 	if err == nil {
 		t.c.sawReceipts(t.id, r)
@@ -57,6 +64,11 @@ func (t *Tenant) Append(ctx context.Context, req AppendRequest) (Receipt, error)
 func (t *Tenant) AppendBatch(ctx context.Context, events []AppendRequest) ([]Receipt, error) {
 	items := make([]AppendRequest, len(events))
 	copy(items, events)
+	for i := range items {
+		if len(items[i].Payload) == 0 {
+			return nil, errNoPayload(fmt.Sprintf("events[%d].Payload", i))
+		}
+	}
 	batchKey := newKey()
 	for i := range items {
 		if items[i].IdempotencyKey == "" {
@@ -79,8 +91,10 @@ func (t *Tenant) AppendBatch(ctx context.Context, events []AppendRequest) ([]Rec
 
 // Import writes an export stream (NDJSON, as Export produces) into the
 // tenant; events already present with the same id and content are skipped,
-// so an interrupted import can be run again. Needs the admin role. Not
-// retried (the body is a stream): run it again instead.
+// so an interrupted import can be run again. Needs the admin role. The
+// stream is read whole into memory first and sent as one request (the
+// server takes at most its max_body_bytes: split a larger export), sent
+// again like any safe request when its answer may have been lost.
 func (t *Tenant) Import(ctx context.Context, ndjson io.Reader) (ImportStats, error) {
 	body, err := io.ReadAll(ndjson)
 	if err != nil {
@@ -379,4 +393,21 @@ func (t *Tenant) Keys(ctx context.Context) ([]Key, error) {
 // RevokeKey revokes one of the tenant's keys; it stops working at once.
 func (t *Tenant) RevokeKey(ctx context.Context, id string) error {
 	return t.c.do(ctx, request{method: "DELETE", path: t.path("/keys/" + seg(id)), safe: true}, nil)
+}
+
+// errNoPayload refuses an event without a payload before it is sent: a
+// nil json.RawMessage would be written as the JSON null.
+func errNoPayload(field string) error {
+	return fmt.Errorf("client: %s is empty: give the event's JSON payload (json.RawMessage(`null`) for a null one)", field)
+}
+
+// headerValue reports whether v can be sent as an HTTP header's value:
+// no control byte but a tab.
+func headerValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }

@@ -1,0 +1,255 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/sdk/client"
+)
+
+// A server that takes the request and then sends nothing — no headers,
+// or headers and then silence — or trickles an answer a byte at a time
+// fails the call after Options.IdleTimeout with an *IdleError, once (it
+// is not sent again), instead of holding the caller for ever.
+func TestIdleTimeoutEndsASilentServer(t *testing.T) {
+	var asked atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			asked.Add(1)
+			go func() { _, _ = io.Copy(io.Discard, c) }() // reads, never answers
+		}
+	}()
+	stalled := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"events":`))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer stalled.Close()
+	trickle := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"pad":"`))
+		for {
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if _, err := w.Write([]byte(" ")); err != nil {
+				return
+			}
+		}
+	}))
+	defer trickle.Close()
+	for _, c := range []struct {
+		url   string
+		whole bool
+	}{{"http://" + ln.Addr().String(), false}, {stalled.URL, false}, {trickle.URL, true}} {
+		asked.Store(0)
+		cl, err := client.New(c.url, "bpk_x", client.Options{IdleTimeout: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_, err = cl.Tenant("acme").Stats(context.Background())
+		took := time.Since(start)
+		var idle *client.IdleError
+		if !errors.As(err, &idle) || took > 5*time.Second {
+			t.Fatalf("%s: %v after %v, want an *IdleError after about 500ms", c.url, err, took)
+		}
+		if idle.Idle != 500*time.Millisecond || !strings.Contains(idle.Request, "/v1/tenants/acme/stats") {
+			t.Fatalf("%s: %+v", c.url, idle)
+		}
+		if c.whole != idle.Whole && c.url != stalled.URL { // the stalled one may end either way at the same moment
+			t.Fatalf("%s: Whole %v, want %v: %v", c.url, idle.Whole, c.whole, err)
+		}
+		if n := asked.Load(); n != 1 {
+			t.Fatalf("%s: asked %d times, want once (a silent server is not waited on again)", c.url, n)
+		}
+	}
+}
+
+// A caller slow to read an answer (an export written to a slow sink) is
+// not a silent server: the timeout counts only the time the caller waits
+// in a read.
+func TestIdleTimeoutCountsOnlyWaitsForTheServer(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		for i := 0; i < 20; i++ {
+			if _, err := fmt.Fprintf(w, "{\"n\":%d}\n", i); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			time.Sleep(20 * time.Millisecond)
+		}
+	}))
+	defer srv.Close()
+	cl, _ := client.New(srv.URL, "bpk_x", client.Options{IdleTimeout: 200 * time.Millisecond})
+	n, err := cl.Tenant("acme").Export(context.Background(), slowWriter{400 * time.Millisecond})
+	if err != nil || n == 0 {
+		t.Fatalf("an export written slowly: %d bytes, %v", n, err)
+	}
+}
+
+// slowWriter takes its time over each write.
+type slowWriter struct{ d time.Duration }
+
+func (w slowWriter) Write(p []byte) (int, error) {
+	time.Sleep(w.d)
+	return len(p), nil
+}
+
+// A subscription whose stream goes silent (no event, no heartbeat)
+// reconnects from its position, skipping and repeating nothing.
+func TestSubscriptionReconnectsASilentStream(t *testing.T) {
+	var mu sync.Mutex
+	var lastIDs []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		lastIDs = append(lastIDs, r.Header.Get("Last-Event-ID"))
+		conn := len(lastIDs)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		from := 0
+		if conn > 1 {
+			from = 3
+		}
+		for s := from; s < from+3; s++ {
+			fmt.Fprintf(w, "id: %d\nevent: event\ndata: {\"global_sequence\":%d}\n\n", s, s)
+		}
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // then silence: no heartbeat
+	}))
+	defer srv.Close()
+	c, _ := client.New(srv.URL, "", client.Options{IdleTimeout: 300 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sub := c.Tenant("acme").Subscribe(ctx, client.Query{}, client.FromStart())
+	var got []uint64
+	for ev, err := range sub.Events() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got = append(got, ev.GlobalSequence); len(got) == 6 {
+			sub.Close()
+		}
+	}
+	if fmt.Sprint(got) != "[0 1 2 3 4 5]" {
+		t.Fatalf("sequences %v", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(lastIDs) != 2 || lastIDs[1] != "2" {
+		t.Fatalf("Last-Event-ID per connection: %q, want a second connection after 2", lastIDs)
+	}
+}
+
+// A server restarting many times in a row (each stream ending with its
+// shutdown message, with no event in between) does not make an idle
+// subscription give up: each connection made starts its budget afresh.
+func TestSubscriptionOutlivesRestarts(t *testing.T) {
+	var conns atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := conns.Add(1)
+		w.Header().Set("Content-Type", "text/event-stream")
+		if n <= 12 {
+			fmt.Fprint(w, ": subscribed\n\nevent: shutdown\ndata: {}\n\n")
+			return
+		}
+		fmt.Fprint(w, "id: 0\nevent: event\ndata: {\"global_sequence\":0}\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	c, _ := client.New(srv.URL, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sub := c.Tenant("acme").Subscribe(ctx, client.Query{}, client.FromStart())
+	for ev, err := range sub.Events() {
+		if err != nil {
+			t.Fatalf("after %d connections: %v", conns.Load(), err)
+		}
+		if ev.GlobalSequence == 0 {
+			sub.Close()
+		}
+	}
+	if n := conns.Load(); n != 13 {
+		t.Fatalf("%d connections, want 13", n)
+	}
+}
+
+// A subscription to a server that cannot be reached keeps trying for
+// Options.ReconnectFor, then ends with an error saying so; one whose
+// server comes back within it goes on.
+func TestSubscriptionReconnectFor(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there: connections are refused
+
+	c, _ := client.New("http://"+addr, "", client.Options{ReconnectFor: 700 * time.Millisecond})
+	start := time.Now()
+	var last error
+	for _, err := range c.Tenant("acme").Subscribe(context.Background(), client.Query{}, client.FromStart()).Events() {
+		last = err
+	}
+	took := time.Since(start)
+	if last == nil || !strings.Contains(last.Error(), "ReconnectFor") || took < 700*time.Millisecond || took > 8*time.Second {
+		t.Fatalf("after %v: %v, want giving up after about 700ms naming Options.ReconnectFor", took, last)
+	}
+
+	// The server comes back after six seconds (eight refused attempts in
+	// a row made a subscription give up after five): the subscription,
+	// with the default of two minutes, goes on.
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "id: 0\nevent: event\ndata: {\"global_sequence\":0}\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	c, _ = client.New("http://"+addr, "")
+	go func() {
+		time.Sleep(6 * time.Second)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		srv.Listener = l
+		srv.Start()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sub := c.Tenant("acme").Subscribe(ctx, client.Query{}, client.FromStart())
+	for _, err := range sub.Events() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub.Close()
+	}
+}
