@@ -85,8 +85,9 @@ func (s *Subscription) Close() {
 
 // Events yields the subscription's events, reconnecting as needed: at
 // once after a connection that delivered events, shortly after a server
-// said it was going away (a shutdown or a cut-off), and otherwise after a
-// wait that doubles up to 2 s (the server's Retry-After when it gave
+// said it was going away (a shutdown or a cut-off: 50 ms, up to 400 ms
+// when it keeps saying so at once), and otherwise after a wait that
+// doubles up to 2 s (the server's Retry-After when it gave
 // one). It ends with one error when the context ends (ctx.Err()), when
 // the server refuses the subscription (an *Error that retrying cannot
 // fix, such as UNAUTHENTICATED or FORBIDDEN), or when no connection could
@@ -128,8 +129,13 @@ func (s *Subscription) Events() iter.Seq2[Event, error] {
 			switch {
 			case r.delivered:
 				quiet = 0
-			case r.goingAway:
+			case r.goingAway && time.Since(began) >= brokenStream:
 				quiet = 1 // a server restarting: back shortly
+			case r.goingAway:
+				// Going away again at once: back a little later each time,
+				// up to about 400 ms (a server restarting takes a moment;
+				// one that says so forever is not asked in a tight loop).
+				quiet = min(quiet+1, 4)
 			default:
 				quiet++
 			}
