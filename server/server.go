@@ -829,6 +829,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	reg.MustRegister(decisionLogMetrics{s.policies})
 	reg.MustRegister(s.plugins.Metrics()...)
+	reg.MustRegister(s.workers.Metrics()...)
 	registerSandboxMetrics(reg, s.policies)
 	if s.node != nil {
 		s.blobs = newBlobCollector(s.plane, s.node, cfg.Logger, s.node.cfg.BlobGrace, s.node.cfg.BlobCollectEvery)

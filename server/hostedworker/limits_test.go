@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -341,6 +342,20 @@ func TestWorkersInFlightShared(t *testing.T) {
 	checkOnce(t, fast, echoes(t, globex))
 	if n := len(echoes(t, acme)); n >= len(slow) {
 		t.Fatalf("acme's paced worker already wrote %d of %d", n, len(slow))
+	}
+	// The operator sees the workers in flight and waiting.
+	req, _ := http.NewRequest("GET", ts.base+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+operatorToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"batpak_hosted_workers_in_flight ", "batpak_hosted_workers_waiting "} {
+		if !strings.Contains(string(metrics), want) {
+			t.Fatalf("/metrics has no %s", want)
+		}
 	}
 	for _, n := range []int{-1, hostedworker.MaxInFlight + 1} {
 		if _, err := server.New(ctx, server.Config{Root: t.TempDir(), WorkersInFlight: n}); err == nil || !strings.Contains(err.Error(), "WorkersInFlight") {

@@ -8,8 +8,11 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/plugins"
@@ -217,6 +220,7 @@ type Supervisor struct {
 	// Options.InFlight).
 	inFlight       chan struct{}
 	tenantInFlight map[string]chan struct{}
+	waiting        atomic.Int64 // workers waiting for a turn (Metrics)
 	closed         bool
 	standby        bool // runs nothing (a cluster node that does not lead): Standby until Resume
 	base           context.Context
@@ -967,6 +971,21 @@ const (
 	MaxInFlight     = 1024
 )
 
+// Metrics are the gauges of the workers in flight (for /metrics): how
+// many hold a turn of the server's now, and how many wait for one, so an
+// operator sees when Options.InFlight (server.workers_in_flight) holds
+// the tenants' workers back.
+func (s *Supervisor) Metrics() []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "batpak_hosted_workers_in_flight",
+			Help: "Hosted workers holding a batch and their plugin's answer now (bounded by server.workers_in_flight)."},
+			func() float64 { return float64(len(s.inFlight)) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "batpak_hosted_workers_waiting",
+			Help: "Hosted workers with events to read waiting for their turn (server.workers_in_flight, a tenant at most 4)."},
+			func() float64 { return float64(s.waiting.Load()) }),
+	}
+}
+
 // turn is one worker's place among the workers in flight: the tenant's
 // slot and the server's, taken before the worker reads a batch and given
 // back when its handler returns (core.WorkerConfig.Turn). A worker's
@@ -974,6 +993,7 @@ const (
 type turn struct {
 	server, tenant chan struct{}
 	holdsServer    bool
+	waiting        *atomic.Int64 // the supervisor's count of workers waiting for a turn
 }
 
 // newTurn makes the turn of a worker of tenant.
@@ -985,12 +1005,14 @@ func (s *Supervisor) newTurn(tenant string) *turn {
 		c = make(chan struct{}, max(1, min(TenantInFlight, cap(s.inFlight)/2)))
 		s.tenantInFlight[tenant] = c
 	}
-	return &turn{server: s.inFlight, tenant: c}
+	return &turn{server: s.inFlight, tenant: c, waiting: &s.waiting}
 }
 
 // take waits, within ctx, for the tenant's slot and then the server's;
 // release gives both back.
 func (t *turn) take(ctx context.Context) (release func(), err error) {
+	t.waiting.Add(1)
+	defer t.waiting.Add(-1)
 	select {
 	case t.tenant <- struct{}{}:
 	case <-ctx.Done():

@@ -67,6 +67,9 @@ func TestTurnsBoundServerAndTenant(t *testing.T) {
 	b2 := taken(t, takeAsync(ctx, b2t), "b's second")
 	c1 := takeAsync(ctx, s.newTurn("c"))
 	waiting(t, c1, "c's first (the server's four are taken)")
+	if in, w := len(s.inFlight), s.waiting.Load(); in != 4 || w != 2 {
+		t.Fatalf("metrics: %d in flight, %d waiting; want 4 and 2 (a's third, c's first)", in, w)
+	}
 
 	// b's second waits on its tenant's rates: it gives the server's
 	// turn up, and c goes; b's takes it back when c is done.
