@@ -312,7 +312,7 @@ type Config struct {
 	// 256; range 1..65536. See hostedworker.Options.MaxDefined.
 	WorkersMaxDefined int
 	// WorkersInFlight bounds the hosted workers, all tenants' together,
-	// holding a batch of events and their plugin's answer at once (each
+	// reading a batch of events and calling their plugin at once (each
 	// up to 8 MiB of events and the plugin's max_output_bytes), a tenant
 	// at most four of them and at most half; the others wait their turn
 	// before reading. Default 8; range 1..1024. See

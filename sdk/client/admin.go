@@ -108,6 +108,6 @@ func (a *Admin) RevokeKey(ctx context.Context, id, keyID string) error {
 // backup directory and returns the server's report (with the backup name).
 func (a *Admin) Snapshot(ctx context.Context, id string) (map[string]json.RawMessage, error) {
 	var rep map[string]json.RawMessage
-	err := a.c.do(ctx, request{method: "POST", path: a.tenant(id, "/snapshot")}, &rep)
+	err := a.c.do(ctx, request{method: "POST", path: a.tenant(id, "/snapshot"), slow: true}, &rep)
 	return rep, err
 }

@@ -11,10 +11,12 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -43,13 +45,16 @@ type Options struct {
 	// IdleTimeout ends a request during which the server sent nothing for
 	// that long: neither took the request's body nor answered, or sent
 	// nothing while the caller waited to read the answer (a caller slow
-	// to read is not a silent server); a JSON answer must also arrive
-	// whole within it of its headers. The request fails with an
-	// *IdleError and is not sent again. A subscription's stream, whose
-	// server sends a heartbeat every 15 s, is taken for dead after
-	// StreamIdleTimeout (45 s) of silence and reconnects. Default
+	// to read is not a silent server); a JSON answer must also come at 1
+	// MiB per IdleTimeout or faster. The request fails with an *IdleError
+	// and is not sent again. Calls the server works on before it answers
+	// (Verify, Import, Admin.Snapshot, the digests) wait for the answer's
+	// headers as long as their context lets them. Default
 	// DefaultIdleTimeout (5 minutes); negative: no bound (a context
-	// deadline still applies).
+	// deadline still applies). A subscription's stream, whose server
+	// sends a heartbeat every 15 s, is taken for dead after
+	// StreamIdleTimeout (45 s) of silence whatever IdleTimeout is, and
+	// reconnects.
 	IdleTimeout time.Duration
 	// ReconnectFor is how long a subscription keeps trying to reconnect
 	// to a server it cannot reach (refused connections, 503s) before its
@@ -288,13 +293,11 @@ func New(baseURL, token string, opts ...Options) (*Client, error) {
 	case o.ReconnectFor > 0:
 		c.reconnectFor = o.ReconnectFor
 	}
-	if o.IdleTimeout > 0 {
-		rt := c.hc.Transport
-		if rt == nil {
-			rt = http.DefaultTransport
-		}
-		c.hc.Transport = &idleTransport{rt: rt, idle: o.IdleTimeout}
+	rt := c.hc.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
 	}
+	c.hc.Transport = &idleTransport{rt: rt, idle: max(o.IdleTimeout, 0)}
 	if c.maxResp <= 0 {
 		c.maxResp = DefaultMaxResponseBytes
 	}
@@ -399,6 +402,11 @@ type request struct {
 	// safe: the request may be sent again (a read, or a write with an
 	// idempotency key).
 	safe bool
+	// slow: the server works on the request before it answers (a verify,
+	// a snapshot, a digest, an import), perhaps for longer than
+	// Options.IdleTimeout: the wait for the answer's headers is bounded by
+	// the context alone.
+	slow bool
 }
 
 // send performs r with retries, returning the successful response (the
@@ -409,14 +417,17 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 	if r.safe {
 		attempts += c.retries
 	}
-	unanswered := false // an attempt before may have arrived, its answer lost
+	unanswered := false // an attempt before was sent, its answer lost
+	var wrote atomic.Bool
+	sent := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { wrote.Store(true) }})
 	for i := 0; i < attempts; i++ {
 		if i > 0 {
 			if err := sleep(ctx, backoff(i, last)); err != nil {
 				return nil, err
 			}
 		}
-		resp, err := c.once(ctx, r)
+		wrote.Store(false)
+		resp, err := c.once(sent, r)
 		if err == nil {
 			return resp, nil
 		}
@@ -429,7 +440,9 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 			return &http.Response{StatusCode: http.StatusNoContent, Body: http.NoBody, Header: http.Header{}}, nil
 		}
 		var pe *Error
-		unanswered = unanswered || !errors.As(err, &pe)
+		// A transport error after the request went out (not a refused
+		// connection, nor a failed TLS handshake): it may have arrived.
+		unanswered = unanswered || !errors.As(err, &pe) && wrote.Load()
 		last = err
 		if errors.As(err, &pe) && pe.RetryAfter > maxRetryWait {
 			return nil, err // the server asks for a longer wait than a retry takes
@@ -469,6 +482,9 @@ func (c *Client) once(ctx context.Context, r request) (*http.Response, error) {
 	var body io.Reader
 	if r.body != nil {
 		body = bytes.NewReader(r.body)
+	}
+	if r.slow {
+		ctx = context.WithValue(ctx, slowKey{}, true)
 	}
 	req, err := http.NewRequestWithContext(ctx, r.method, u.String(), body)
 	if err != nil {
@@ -571,6 +587,11 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 	return c.decodeBounded(resp.Body, r.method+" "+r.path, out)
 }
 
+// maxBackoffExponent bounds the doublings of backoff's wait (50 ms << 6
+// is past its 2 s ceiling already), so that no count of attempts can
+// shift it past what a Duration holds.
+const maxBackoffExponent = 7
+
 // maxRetryWait is the longest Retry-After a request waits out before it
 // is sent again: one that asks for longer fails at once, with the
 // server's RetryAfter for the caller to decide.
@@ -583,7 +604,7 @@ func backoff(i int, last error) time.Duration {
 	if errors.As(last, &e) && e.RetryAfter > 0 {
 		return min(e.RetryAfter, maxRetryWait)
 	}
-	d := 50 * time.Millisecond << (i - 1)
+	d := 50 * time.Millisecond << (min(i, maxBackoffExponent) - 1)
 	d = min(d, 2*time.Second)
 	var b [1]byte
 	_, _ = rand.Read(b[:])

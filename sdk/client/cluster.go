@@ -225,7 +225,7 @@ func (cl *Cluster) digest(ctx context.Context, tenant string, q url.Values) (Rep
 		path = "/v1/cluster/digest"
 	}
 	var d ReplicaDigest
-	err := cl.c.do(ctx, request{method: "GET", path: path, query: q, safe: true}, &d)
+	err := cl.c.do(ctx, request{method: "GET", path: path, query: q, safe: true, slow: true}, &d)
 	return d, err
 }
 

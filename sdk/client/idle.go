@@ -22,9 +22,11 @@ const StreamIdleTimeout = 45 * time.Second
 // IdleError is the error of a request ended because the server moved
 // nothing for Idle (Options.IdleTimeout): it neither took the request's
 // body nor answered, or sent nothing while the caller waited to read the
-// answer; or, with Whole, a JSON answer did not arrive whole within Idle
-// of its headers (a server trickling it). It is returned as the cause of
-// the transport's *url.Error; the request is not sent again.
+// answer; or, with Whole, a JSON answer came slower than a mebibyte per
+// Idle (a server trickling it). It is returned as the cause of the
+// transport's *url.Error when it happened before the answer's headers,
+// as it is when it happened while the answer was read; the request is
+// not sent again.
 type IdleError struct {
 	Request string // "GET /v1/tenants/acme/stats"
 	Idle    time.Duration
@@ -34,7 +36,7 @@ type IdleError struct {
 // Reason says what happened, without naming the setting.
 func (e *IdleError) Reason() string {
 	if e.Whole {
-		return fmt.Sprintf("the server's answer to %s did not arrive whole within %s of its headers", e.Request, e.Idle)
+		return fmt.Sprintf("the server's answer to %s came slower than 1 MiB in %s", e.Request, e.Idle)
 	}
 	return fmt.Sprintf("the server sent nothing for %s during %s", e.Idle, e.Request)
 }
@@ -49,27 +51,54 @@ func (e *IdleError) Temporary() bool { return false }
 
 // idleTransport ends a round trip during which the server sent (or took)
 // nothing for idle: until the answer's headers, neither took a byte of
-// the request body nor answered; after them, sent nothing while the
-// caller waited in a read of the answer (a caller slow to read is not a
-// silent server). A JSON answer, read whole, must also arrive within idle
-// of its headers; an event stream's silence is bounded by
-// StreamIdleTimeout.
+// the request body nor answered (unless the request is one the server
+// works on before it answers: slowRequest); after them, sent nothing
+// while the caller waited in a read of the answer (a caller slow to read
+// is not a silent server). A JSON answer, read whole, must also come at
+// wholeRate or faster. An event stream's silence is bounded by
+// StreamIdleTimeout alone, whatever idle is. idle <= 0: only event
+// streams are watched.
 type idleTransport struct {
 	rt   http.RoundTripper
 	idle time.Duration
 }
 
+// streamIdle is StreamIdleTimeout (a variable for tests).
+var streamIdle = StreamIdleTimeout
+
+// wholeRate is how much of a JSON answer must arrive in each IdleTimeout.
+const wholeRate = 1 << 20
+
+// slowKey marks, in a request's context, a request the server works on
+// (for longer than IdleTimeout, perhaps) before it answers: its wait for
+// the answer's headers is not watched.
+type slowKey struct{}
+
 // RoundTrip implements http.RoundTripper.
 func (t *idleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	idle := t.idle
 	mt, _, _ := mime.ParseMediaType(req.Header.Get("Accept"))
-	if mt == "text/event-stream" {
-		idle = min(idle, StreamIdleTimeout)
+	stream := mt == "text/event-stream"
+	if stream {
+		idle = streamIdle
 	}
-	w := newIdleWatch(req, idle, req.Method+" "+req.URL.Path)
+	if idle <= 0 {
+		return t.rt.RoundTrip(req)
+	}
+	w := newIdleWatch(req, idle, req.Method+" "+req.URL.Path, req.Context().Value(slowKey{}) == nil)
 	req = w.req
-	if req.Body != nil {
+	if req.Body != nil && req.Body != http.NoBody {
 		req.Body = &progressBody{rc: req.Body, w: w} // closed by the transport once sent: the watch goes on
+		if get := req.GetBody; get != nil {
+			// A body sent again on a fresh connection is watched too.
+			req.GetBody = func() (io.ReadCloser, error) {
+				b, err := get()
+				if err != nil || b == http.NoBody {
+					return b, err
+				}
+				return &progressBody{rc: b, w: w}, nil
+			}
+		}
 	}
 	resp, err := t.rt.RoundTrip(req)
 	if err != nil || resp.Body == nil {
@@ -84,12 +113,12 @@ func (t *idleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	w.answered.Store(true)
 	w.t.Stop()
 	resp.Body = &progressBody{rc: resp.Body, w: w, answer: true}
-	if mt == "" || mt == "application/json" {
+	if !stream && (mt == "" || mt == "application/json") {
 		// A JSON answer is read whole before it is returned: one trickled
-		// a byte at a time never idles, so it must also end within the
-		// timeout of its headers.
+		// a byte at a time never idles, so it must also come at
+		// wholeRate (restarted at each mebibyte).
 		w.whole = time.AfterFunc(idle, func() {
-			w.slow.Store(true)
+			w.slow.Store(w.moved.Load() > 0)
 			w.fired.Store(true)
 			w.cancel()
 		})
@@ -107,19 +136,28 @@ type idleWatch struct {
 	fired    atomic.Bool
 	answered atomic.Bool // the answer's headers came
 	what     string
-	// whole, for an answer read whole, ends it once it has taken the
-	// timeout since its headers (slow then says so).
+	headers  bool // the wait for the answer's headers is watched
+	// whole, for an answer read whole, ends it when less than wholeRate
+	// of it came in the timeout (slow then says so); moved counts the
+	// bytes since whole was last started.
 	whole *time.Timer
+	moved atomic.Int64
 	slow  atomic.Bool
 }
 
-func newIdleWatch(req *http.Request, idle time.Duration, what string) *idleWatch {
+// newIdleWatch watches req; headers says whether the wait for the
+// answer's headers is watched from the start (else only from the
+// answer's first read on).
+func newIdleWatch(req *http.Request, idle time.Duration, what string, headers bool) *idleWatch {
 	ctx, cancel := context.WithCancel(req.Context())
-	w := &idleWatch{req: req.WithContext(ctx), cancel: cancel, idle: idle, what: what}
+	w := &idleWatch{req: req.WithContext(ctx), cancel: cancel, idle: idle, what: what, headers: headers}
 	w.t = time.AfterFunc(idle, func() {
 		w.fired.Store(true)
 		cancel()
 	})
+	if !headers {
+		w.t.Stop()
+	}
 	return w
 }
 
@@ -151,11 +189,15 @@ func (p *progressBody) Read(b []byte) (int, error) {
 	n, err := p.rc.Read(b)
 	if p.answer {
 		p.w.t.Stop()
+		if p.w.whole != nil && p.w.moved.Add(int64(n)) >= wholeRate && !p.w.fired.Load() {
+			p.w.moved.Store(0)
+			p.w.whole.Reset(p.w.idle)
+		}
 	}
 	if p.w.fired.Load() {
 		return n, p.w.err()
 	}
-	if n > 0 && !p.answer && !p.w.answered.Load() {
+	if n > 0 && !p.answer && !p.w.answered.Load() && p.w.headers {
 		p.w.t.Reset(p.w.idle)
 	}
 	return n, err

@@ -143,7 +143,8 @@ func TestSubscriptionReconnectsASilentStream(t *testing.T) {
 		<-r.Context().Done() // then silence: no heartbeat
 	}))
 	defer srv.Close()
-	c, _ := client.New(srv.URL, "", client.Options{IdleTimeout: 300 * time.Millisecond})
+	defer client.SetStreamIdle(300 * time.Millisecond)()
+	c, _ := client.New(srv.URL, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	sub := c.Tenant("acme").Subscribe(ctx, client.Query{}, client.FromStart())

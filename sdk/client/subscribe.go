@@ -84,24 +84,26 @@ func (s *Subscription) Close() {
 }
 
 // Events yields the subscription's events, reconnecting as needed: at
-// once after a connection that delivered events, shortly after a server
-// said it was going away (a shutdown or a cut-off: 50 ms, up to 400 ms
-// when it keeps saying so at once), and otherwise after a wait that
-// doubles up to 2 s (the server's Retry-After when it gave
-// one). It ends with one error when the context ends (ctx.Err()), when
-// the server refuses the subscription (an *Error that retrying cannot
-// fix, such as UNAUTHENTICATED or FORBIDDEN), or when no connection could
-// be made for Options.ReconnectFor (2 minutes by default), or when 8
-// connections in a row ended at once without an event or a reason (a
-// server sending what the client cannot read); and without one after
-// Close. To go on after an error, subscribe again with
+// once after a connection that delivered events for a second or more;
+// otherwise after a wait that doubles from 50 ms up to 2 s (up to
+// 400 ms while the server says it is going away: a shutdown or a
+// cut-off), or the server's Retry-After when it gave one. It ends with
+// one error when the context ends (ctx.Err()), when the server refuses
+// the subscription (an *Error that retrying cannot fix, such as
+// UNAUTHENTICATED or FORBIDDEN), when no connection has brought anything
+// (an event, or a stream that lasted 10 s) for Options.ReconnectFor (2
+// minutes by default) or the server's Retry-After would take it past
+// that (the Retry-After is in the error), or when 8 connections in a row ended at once without an event or
+// a reason (a server sending what the client cannot read); and without
+// one after Close. To go on after an error, subscribe again with
 // After(Position()).
 func (s *Subscription) Events() iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
-		quiet := 0  // attempts in a row that brought nothing
+		quiet := 0  // attempts in a row that brought nothing (the wait's exponent)
 		broken := 0 // connections in a row that ended at once, with nothing and no reason
 		var last error
-		reached := time.Now() // the last time a connection was made
+		useful := time.Now() // the end of the last connection that brought something
+		window := s.t.c.reconnectFor
 		for {
 			if s.isClosed() {
 				return
@@ -111,7 +113,19 @@ func (s *Subscription) Events() iter.Seq2[Event, error] {
 				return
 			}
 			if quiet > 0 {
-				if err := sleep(s.ctx, backoff(quiet, last)); err != nil {
+				wait := backoff(quiet, last)
+				var pe *Error
+				asked := errors.As(last, &pe) && pe.RetryAfter > 0
+				if asked {
+					wait = pe.RetryAfter // a subscription waits as long as the server asks
+				}
+				if left := window - time.Since(useful); window > 0 && (left <= 0 || asked && wait > left) {
+					yield(Event{}, fmt.Errorf("client: subscription gave up: nothing from the server for %s (Options.ReconnectFor): %w", window, last))
+					return
+				} else if window > 0 {
+					wait = min(wait, left) // one last try as the window ends
+				}
+				if err := sleep(s.ctx, wait); err != nil {
 					yield(Event{}, err)
 					return
 				}
@@ -121,38 +135,33 @@ func (s *Subscription) Events() iter.Seq2[Event, error] {
 			if errors.Is(err, errStop) || s.isClosed() {
 				return
 			}
-			if r.connected && !r.delivered && !r.goingAway && time.Since(began) < brokenStream {
-				broken++
-			} else if r.connected {
-				broken = 0
-			}
-			switch {
-			case r.delivered:
-				quiet = 0
-			case r.goingAway && time.Since(began) >= brokenStream:
-				quiet = 1 // a server restarting: back shortly
-			case r.goingAway:
-				// Going away again at once: back a little later each time,
-				// up to about 400 ms (a server restarting takes a moment;
-				// one that says so forever is not asked in a tight loop).
-				quiet = min(quiet+1, 4)
-			default:
-				quiet++
-			}
-			if r.connected {
-				reached = time.Now()
-			}
+			lasted := time.Since(began)
 			var pe *Error
 			if errors.As(err, &pe) && !retryable(pe) || errors.Is(err, errMessageTooLarge) {
 				yield(Event{}, err)
 				return
 			}
+			if r.delivered || lasted >= brokenStream {
+				useful = time.Now()
+			}
+			switch {
+			case r.connected && !r.delivered && !r.goingAway && lasted < brokenStream:
+				broken++
+			case r.connected:
+				broken = 0
+			}
+			switch {
+			case r.delivered && lasted >= time.Second:
+				quiet = 0
+			case r.delivered, lasted >= brokenStream:
+				quiet = 1 // a short connection, or a long one that ended: back shortly
+			case r.goingAway:
+				quiet = min(quiet+1, 4) // going away again at once: up to about 400 ms
+			default:
+				quiet = min(quiet+1, maxBackoffExponent)
+			}
 			if broken >= maxBrokenStreams {
 				yield(Event{}, fmt.Errorf("client: subscription gave up: the server ended %d connections in a row at once, without an event or a reason: %w", broken, err))
-				return
-			}
-			if window := s.t.c.reconnectFor; !r.connected && window > 0 && time.Since(reached) > window {
-				yield(Event{}, fmt.Errorf("client: subscription gave up: no connection to the server for %s (Options.ReconnectFor): %w", window, err))
 				return
 			}
 			last = err

@@ -101,7 +101,7 @@ func (t *Tenant) Import(ctx context.Context, ndjson io.Reader) (ImportStats, err
 		return ImportStats{}, err
 	}
 	var st ImportStats
-	err = t.c.do(ctx, request{method: "POST", path: t.path("/import"), body: body, ctype: "application/x-ndjson", safe: true}, &st)
+	err = t.c.do(ctx, request{method: "POST", path: t.path("/import"), body: body, ctype: "application/x-ndjson", safe: true, slow: true}, &st)
 	return st, err
 }
 
@@ -268,7 +268,7 @@ func (t *Tenant) Stats(ctx context.Context) (Stats, error) {
 // role); the report says whether it holds and where the first break is.
 func (t *Tenant) Verify(ctx context.Context) (map[string]any, error) {
 	var rep map[string]any
-	err := t.c.do(ctx, request{method: "POST", path: t.path("/verify"), safe: true}, &rep)
+	err := t.c.do(ctx, request{method: "POST", path: t.path("/verify"), safe: true, slow: true}, &rep)
 	return rep, err
 }
 

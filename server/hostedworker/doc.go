@@ -104,15 +104,16 @@
 // status, faults and log are kept per tenant and only answered for that
 // tenant.
 //
-// What the workers hold in memory is bounded for the whole server, not
-// per tenant: a worker reads its batch (at most MaxBatchBytes, and a
-// quarter of its plugin's memory) and holds its plugin's answer only in
-// its turn (core.WorkerConfig.Turn), and Options.InFlight workers of all
-// tenants have their turn at once, a tenant at most TenantInFlight and
-// at most half. The others wait, first come first served, holding no
-// events. A worker whose reactions wait for its tenant's rates gives the
-// server's turn up meanwhile and keeps its tenant's, so a tenant paced
-// for minutes does not hold the others back.
+// What the workers hold in memory is bounded: a worker reads its batch
+// (at most MaxBatchBytes, and a quarter of its plugin's memory) and
+// calls its plugin only in its turn (core.WorkerConfig.Turn):
+// Options.InFlight workers of all tenants at once, a tenant at most
+// TenantInFlight and at most half, the others waiting, first come first
+// served, holding no events. It then writes the plugin's reactions in
+// its tenant's turn alone: a tenant's workers hold at most
+// TenantInFlight batches and answers, and what makes their writes wait
+// (the tenant's rates, its policy, a gate asking to retry) holds no
+// other tenant's worker back.
 //
 // # On a cluster
 //

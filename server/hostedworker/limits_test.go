@@ -314,9 +314,11 @@ func TestWorkerBatchesFitThePlugin(t *testing.T) {
 }
 
 // TestWorkersInFlightShared: with one worker in flight for the whole
-// server, a tenant whose reactions wait for its rates gives its turn up
-// while they do, so another tenant's worker is not held behind it; both
-// tenants' sources are each echoed once.
+// server, a tenant whose reactions wait for its rates writes them in its
+// own turn, not the server's, so another tenant's worker is not held
+// behind it (a tenant's slow writes, from its policy or a gate asking to
+// retry, hold the server's turns no more than its rates); both tenants'
+// sources are each echoed once.
 func TestWorkersInFlightShared(t *testing.T) {
 	ts := startServer(t, t.TempDir(), newSource(t, standardFixtures()), func(c *server.Config) { c.WorkersInFlight = 1 })
 	acme, globex := ts.tenant(t, "acme"), ts.tenant(t, "globex")

@@ -181,15 +181,17 @@ type Options struct {
 	// below the tenant's max_workers (a tenant without a max_workers
 	// limit has none either).
 	MaxDefined int
-	// InFlight bounds how many workers, all tenants' together, hold a
-	// batch of events and their plugin's answer at once: from reading
-	// the batch to the end of writing its reactions, each up to
-	// MaxBatchBytes of events and the plugin's max_output_bytes of
-	// answer. A tenant takes at most TenantInFlight of them, and at most
-	// half; the other workers wait their turn before reading, in the
-	// order they came, holding no events. A worker whose writes wait for
-	// its tenant's rates gives its turn up meanwhile (keeping its
-	// tenant's). Default DefaultInFlight; range 1..MaxInFlight.
+	// InFlight bounds how many workers, all tenants' together, read a
+	// batch of events and call their plugin at once (each up to
+	// MaxBatchBytes of events, and the plugin's answer up to its
+	// max_output_bytes). A tenant takes at most TenantInFlight of them,
+	// and at most half; the other workers wait their turn before
+	// reading, in the order they came, holding no events. A worker then
+	// writes its plugin's reactions in its tenant's turn alone (a tenant
+	// has TenantInFlight), so that what makes its writes wait — the
+	// tenant's rates, its policy, a gate asking to retry — holds no
+	// other tenant's worker back. Default DefaultInFlight; range
+	// 1..MaxInFlight.
 	InFlight int
 	Logger   *slog.Logger // nil: slog.Default()
 	// Standby makes the supervisor start in standby (see Standby): it
@@ -955,17 +957,16 @@ func (e scrubbed) Error() string { return e.msg }
 func (e scrubbed) Unwrap() error { return e.orig }
 
 // TenantInFlight is how many of one tenant's workers may hold a batch
-// and their plugin's answer at once (Options.InFlight): so a tenant's 16
-// workers hold at most four batches and four answers, not sixteen, and
-// at most a quarter of the server's default share.
+// and their plugin's answer at once, from reading the batch to the end
+// of writing the reactions (Options.InFlight): so a tenant's 16 workers
+// hold at most four batches and four answers, not sixteen.
 const TenantInFlight = 4
 
 // DefaultInFlight and MaxInFlight are Options.InFlight's default and
-// ceiling. A worker in flight holds up to 8 MiB of events, its plugin's
-// answer (up to max_output_bytes, 16 MiB by default) and the reactions
-// built from it while they are written: about 60 MiB at worst (an answer
-// of 16,384 reactions with 1 KB names), so 8 in flight hold about
-// 500 MiB at worst.
+// ceiling. A worker holds up to 8 MiB of events and its plugin's answer
+// (up to max_output_bytes, 16 MiB by default), and while it writes the
+// reactions built from it: about 60 MiB at worst (an answer of 16,384
+// reactions with 1 KB names).
 const (
 	DefaultInFlight = 8
 	MaxInFlight     = 1024
@@ -978,7 +979,7 @@ const (
 func (s *Supervisor) Metrics() []prometheus.Collector {
 	return []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "batpak_hosted_workers_in_flight",
-			Help: "Hosted workers holding a batch and their plugin's answer now (bounded by server.workers_in_flight)."},
+			Help: "Hosted workers reading a batch and calling their plugin now (bounded by server.workers_in_flight)."},
 			func() float64 { return float64(len(s.inFlight)) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "batpak_hosted_workers_waiting",
 			Help: "Hosted workers with events to read waiting for their turn (server.workers_in_flight, a tenant at most 4)."},
@@ -987,9 +988,10 @@ func (s *Supervisor) Metrics() []prometheus.Collector {
 }
 
 // turn is one worker's place among the workers in flight: the tenant's
-// slot and the server's, taken before the worker reads a batch and given
-// back when its handler returns (core.WorkerConfig.Turn). A worker's
-// turn is used by its own goroutine only.
+// slot and the server's, taken before the worker reads a batch
+// (core.WorkerConfig.Turn); the server's is given back once the plugin
+// has answered (pause), the tenant's when the handler returns. A
+// worker's turn is used by its own goroutine only.
 type turn struct {
 	server, tenant chan struct{}
 	holdsServer    bool
@@ -1028,8 +1030,8 @@ func (t *turn) take(ctx context.Context) (release func(), err error) {
 	}, nil
 }
 
-// pause gives the server's slot up while the worker waits for something
-// other than the server (its tenant's rates), keeping the tenant's.
+// pause gives the server's slot up, keeping the tenant's: the worker
+// goes on with what only its tenant's limits bound (writing reactions).
 func (t *turn) pause() {
 	if t.holdsServer {
 		t.holdsServer = false
@@ -1079,9 +1081,8 @@ func (r *runner) checkBatch(n int) error {
 
 // admit holds one source's reactions to the tenant's quotas (when the
 // supervisor has them): payload size and storage refuse, the rates pace
-// (their count was checked by checkBatch), the worker's server turn
-// given up while they do.
-func (r *runner) admit(ctx context.Context, store *core.Store, items []core.BatchItem, t *turn) error {
+// (their count was checked by checkBatch).
+func (r *runner) admit(ctx context.Context, store *core.Store, items []core.BatchItem) error {
 	if r.s.opts.Quotas == nil {
 		return nil
 	}
@@ -1104,10 +1105,7 @@ func (r *runner) admit(ctx context.Context, store *core.Store, items []core.Batc
 	if ex := qt.CheckIndex(u.IndexBytes, quota.IndexCost(len(items), names)); ex != nil {
 		return ex
 	}
-	if err := qt.PaceWriteWaiting(ctx, len(items), bytes, t.pause); err != nil {
-		return err
-	}
-	return t.resume(ctx)
+	return qt.PaceWrite(ctx, len(items), bytes)
 }
 
 // handler adapts the plugin to the cursor worker: for each batch it calls
@@ -1124,6 +1122,11 @@ func (r *runner) handler(store *core.Store, p *plugins.Plugin, t *turn) core.Han
 	cursor := r.def.Cursor
 	return func(ctx context.Context, batch []core.StoredEvent) (core.WorkerAction, error) {
 		action, rs, err := p.Handle(ctx, batch)
+		// The server's turn covers reading the batch and the call; the
+		// reactions are written in the tenant's turn alone, so that what
+		// makes the writes wait (the tenant's rates, its policy, a gate
+		// asking to retry) holds none of the other tenants' workers.
+		t.pause()
 		if err != nil {
 			return core.Continue, err
 		}
@@ -1165,7 +1168,7 @@ func (r *runner) handler(store *core.Store, p *plugins.Plugin, t *turn) core.Han
 					},
 				})
 			}
-			if err := r.admit(ctx, store, items, t); err != nil {
+			if err := r.admit(ctx, store, items); err != nil {
 				return core.Continue, fmt.Errorf("reactions to %s: %w", sev.Header.ID, err)
 			}
 			if err := plugins.AppendReactions(wctx, store, items); err != nil {

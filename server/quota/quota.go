@@ -477,14 +477,6 @@ func (t *Tenant) Exhausted(events int) *Exceeded {
 // when ctx ends first (the tokens stay taken). A zero or negative rate is
 // no limit.
 func (t *Tenant) PaceWrite(ctx context.Context, events, bytes int) error {
-	return t.PaceWriteWaiting(ctx, events, bytes, nil)
-}
-
-// PaceWriteWaiting is PaceWrite calling onWait (when not nil) once,
-// before it first waits for a debt to be paid back: a caller holding
-// something others need while it waits (a hosted worker's turn) gives it
-// up there.
-func (t *Tenant) PaceWriteWaiting(ctx context.Context, events, bytes int, onWait func()) error {
 	for events > 0 || bytes > 0 {
 		t.mu.Lock()
 		now := t.now()
@@ -493,10 +485,6 @@ func (t *Tenant) PaceWriteWaiting(ctx context.Context, events, bytes int, onWait
 		t.mu.Unlock()
 		events, bytes = events-ne, bytes-nb
 		if d := max(we, wb); d > 0 {
-			if onWait != nil {
-				onWait()
-				onWait = nil
-			}
 			tm := time.NewTimer(d)
 			select {
 			case <-ctx.Done():
