@@ -259,3 +259,89 @@ func TestSubscriptionReconnectFor(t *testing.T) {
 		sub.Close()
 	}
 }
+
+// A JSON answer that keeps coming is read whole however long it takes
+// past IdleTimeout (here 6 MiB in about a second against 500 ms); a call
+// the server works on before answering (Verify) waits for its headers
+// past IdleTimeout; and a subscription's heartbeats keep it alive
+// whatever IdleTimeout is.
+func TestIdleTimeoutSparesLegitimateWaits(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/stats"):
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"pad":"`)
+			chunk := strings.Repeat("x", 64<<10)
+			for i := 0; i < 96; i++ {
+				io.WriteString(w, chunk)
+				w.(http.Flusher).Flush()
+				time.Sleep(10 * time.Millisecond)
+			}
+			io.WriteString(w, `"}`)
+		case strings.HasSuffix(r.URL.Path, "/verify"):
+			time.Sleep(1500 * time.Millisecond)
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"ok":true}`)
+		case strings.HasSuffix(r.URL.Path, "/subscribe"):
+			w.Header().Set("Content-Type", "text/event-stream")
+			for i := 0; i < 4; i++ {
+				io.WriteString(w, ": heartbeat\n\n")
+				w.(http.Flusher).Flush()
+				time.Sleep(300 * time.Millisecond)
+			}
+			io.WriteString(w, "id: 0\nevent: event\ndata: {\"global_sequence\":0}\n\n")
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		}
+	}))
+	defer srv.Close()
+	c, _ := client.New(srv.URL, "bpk_x", client.Options{IdleTimeout: 500 * time.Millisecond})
+	tc := c.Tenant("acme")
+	if _, err := tc.Stats(context.Background()); err != nil {
+		t.Fatalf("an answer coming at 6 MiB/s: %v", err)
+	}
+	if _, err := tc.Verify(context.Background()); err != nil {
+		t.Fatalf("a verify answered after 1.5 s: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sub := tc.Subscribe(ctx, client.Query{}, client.FromStart())
+	for _, err := range sub.Events() {
+		if err != nil {
+			t.Fatalf("a subscription kept alive by heartbeats: %v", err)
+		}
+		sub.Close()
+	}
+}
+
+// A DELETE whose first attempt never left (the connection was refused)
+// and whose retry finds nothing is ErrNotFound: only an attempt that was
+// sent may have done the work.
+func TestDeleteNotSentThenNotFound(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, `{"code":"NOT_FOUND","status":404,"title":"Not Found"}`)
+	}))
+	defer srv.Close()
+	c, _ := client.New("http://"+addr, "bpk_x")
+	go func() {
+		time.Sleep(30 * time.Millisecond) // after the first attempt, before the retry
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		srv.Listener = l
+		srv.Start()
+	}()
+	if err := c.Tenant("acme").RevokeKey(context.Background(), "key-typo"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("revoking a key that never was, first attempt refused: %v, want ErrNotFound", err)
+	}
+}
