@@ -476,6 +476,9 @@ func (s *Supervisor) TenantChanged(tenant string) {
 				delete(s.runners, k)
 			}
 		}
+		// Its workers are stopped: the tenant's turns go with it (a worker
+		// still ending keeps the channel it took its turn from).
+		delete(s.tenantInFlight, tenant)
 		s.mu.Unlock()
 	}
 }
