@@ -112,7 +112,9 @@ func TestDamagedCacheEntryDoesNotLeak(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if grew := rss(t) - before; grew > 2*one {
+	// Leaking each load would grow it by 4 × one; the allocator's own
+	// noise on a loaded machine has reached 2.2 × one.
+	if grew := rss(t) - before; grew > 3*one {
 		t.Fatalf("4 loads over a damaged cache entry of a module compiling to %d bytes grew the process by %d bytes", one, grew)
 	}
 }
