@@ -124,7 +124,7 @@
 //	remote.token_file  --token-file  BATPAK_TOKEN_FILE  (a file whose first line is the token; warned about when others may read it)
 //	remote.tenant  --tenant  BATPAK_TENANT  (the tenant whose URL the key is used under)
 //	remote.consistency  --consistency  BATPAK_CONSISTENCY  (local, or linearizable: a cluster's leader serves the reads)
-//	remote.timeout      --timeout      BATPAK_TIMEOUT      (5m: the longest wait for a server that sends nothing, and for a JSON answer after its headers; 0: for ever)
+//	remote.timeout      --timeout      BATPAK_TIMEOUT      (5m: the longest wait for a server that sends nothing, and for each MiB of a JSON answer; 0: for ever)
 //	remote.ca_file      --ca-file      BATPAK_CA_FILE      (CA certificates, PEM, trusted with the system's roots: an https server whose certificate a private CA signed)
 //
 // The read commands (get, query, ancestors, descendants, correlation,

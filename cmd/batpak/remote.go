@@ -38,7 +38,7 @@ import (
 // (--consistency, BATPAK_CONSISTENCY; local or linearizable: how a
 // cluster serves the reads, see sdk/client.Options.Consistency) and
 // remote.timeout (--timeout, BATPAK_TIMEOUT; how long the CLI waits for a
-// server that sends nothing, see serverIdle) and remote.ca_file
+// server that sends nothing, see defaultServerIdle) and remote.ca_file
 // (--ca-file, BATPAK_CA_FILE; CA certificates, PEM, trusted with the
 // system's roots for an https server whose certificate a private CA
 // signed). The
@@ -63,7 +63,7 @@ func registerRemoteFlags(fs *pflag.FlagSet, v *viper.Viper) {
 	fs.String("token", "", "API key or operator credential for --server (never printed; visible to other users in the process list: prefer BATPAK_TOKEN or --token-file); env BATPAK_TOKEN")
 	fs.String("token-file", "", "file holding the API key or operator credential for --server (its first line; at most 64 KiB; warned about when others may read it); env BATPAK_TOKEN_FILE")
 	fs.String("consistency", "local", "with --server on a cluster: local (reads served by the node asked, from what it has applied) or linearizable (by the leader; every acknowledged write is seen); read one write of your own with --min-seq on the read command instead; env BATPAK_CONSISTENCY")
-	fs.String("timeout", defaultServerIdle.String(), "with --server: the longest the CLI waits for a server that sends nothing (the answer's headers, or the next bytes of an answer or event stream, which the server keeps alive every 15s), and for a JSON answer to arrive whole after its headers, then fails; 0 waits for ever; env BATPAK_TIMEOUT")
+	fs.String("timeout", defaultServerIdle.String(), "with --server: the longest the CLI waits for a server that sends nothing (the answer's headers — once sent, verify, import and uploads wait for the server's work —, or the next bytes of an answer), or for each MiB of a JSON answer, then fails; an event stream is taken for dead after 45s without a heartbeat and followed again; 0 waits for ever; env BATPAK_TIMEOUT")
 	fs.String("ca-file", "", "with an https --server: CA certificates (PEM) its certificate chains to, trusted together with the system's roots (a private CA); env BATPAK_CA_FILE")
 	for _, k := range remoteKeys {
 		if err := v.BindPFlag(k.key, fs.Lookup(k.flag)); err != nil {
@@ -202,10 +202,11 @@ func (a *app) remote() (*remoteConf, error) {
 		}
 	}
 	hc := &http.Client{Transport: newBoundedTransport(roots), CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	var reconnect time.Duration
 	if idle == 0 {
-		idle = -1 // wait for ever
+		idle, reconnect = -1, -1 // wait for ever; --follow reconnects for ever
 	}
-	rc.opts = client.Options{HTTPClient: hc, Consistency: consistency, MaxResponseBytes: maxServerMessageBytes, IdleTimeout: idle}
+	rc.opts = client.Options{HTTPClient: hc, Consistency: consistency, MaxResponseBytes: maxServerMessageBytes, IdleTimeout: idle, ReconnectFor: reconnect}
 	c, err := client.New(rc.server, rc.token, rc.opts)
 	if err != nil {
 		return nil, badInput("--server", errors.New(strings.TrimPrefix(err.Error(), "client: ")))

@@ -21,12 +21,13 @@ import (
 // lower it).
 var maxServerMessageBytes int64 = 256 << 20
 
-// defaultServerIdle is remote.timeout's default: how long the CLI waits
-// for a server that sends nothing — the answer's headers once the request
-// is sent, the next bytes of a request body the server stopped reading,
-// or of an answer or event stream (a server's event stream sends a
-// heartbeat every 15 s, so a live one never idles that long) — and the
-// most a JSON answer (read whole) may take after its headers.
+// defaultServerIdle is remote.timeout's default (client.Options.
+// IdleTimeout): how long the CLI waits for a server that sends nothing —
+// the answer's headers once the request is sent (verify, import and
+// uploads wait for the server's work), the next bytes of a request body
+// the server stopped reading, or of an answer — and the most each MiB of
+// a JSON answer (read whole) may take. An event stream is watched at 45 s
+// (client.StreamIdleTimeout) whatever it is.
 const defaultServerIdle = 5 * time.Minute
 
 // boundedTransport wraps the HTTP transport the CLI's server client uses:

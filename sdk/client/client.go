@@ -48,8 +48,9 @@ type Options struct {
 	// to read is not a silent server); a JSON answer must also come at 1
 	// MiB per IdleTimeout or faster. The request fails with an *IdleError
 	// and is not sent again. Calls the server works on before it answers
-	// (Verify, Import, Admin.Snapshot, the digests) wait for the answer's
-	// headers as long as their context lets them. Default
+	// (Verify, Import, Admin.Snapshot, the digests, plugin and policy
+	// uploads) wait for the answer's headers, once the request is sent,
+	// as long as their context lets them. Default
 	// DefaultIdleTimeout (5 minutes); negative: no bound (a context
 	// deadline still applies). A subscription's stream, whose server
 	// sends a heartbeat every 15 s, is taken for dead after
@@ -57,10 +58,11 @@ type Options struct {
 	// reconnects.
 	IdleTimeout time.Duration
 	// ReconnectFor is how long a subscription keeps trying to reconnect
-	// to a server it cannot reach (refused connections, 503s) before its
-	// Events end with an error; a connection made starts it afresh.
-	// Default DefaultReconnectFor (2 minutes); negative: until the
-	// subscription's context ends.
+	// to a server that brings it nothing (refused or hung connections,
+	// 503s, streams ending at once) before its Events end with an error;
+	// a connection that delivers an event or stays up 10 s starts it
+	// afresh. Default DefaultReconnectFor (2 minutes); negative: until the
+	// subscription's context ends or Close.
 	ReconnectFor time.Duration
 	// MaxErrorBytes bounds how much of an error response is read (default 64 KiB).
 	MaxErrorBytes int64
@@ -280,6 +282,7 @@ func New(baseURL, token string, opts ...Options) (*Client, error) {
 			Proxy:               http.ProxyFromEnvironment,
 			MaxIdleConnsPerHost: 64,
 			IdleConnTimeout:     90 * time.Second,
+			TLSHandshakeTimeout: 10 * time.Second,
 			DisableCompression:  true,
 		}}
 	}
@@ -405,7 +408,7 @@ type request struct {
 	// slow: the server works on the request before it answers (a verify,
 	// a snapshot, a digest, an import), perhaps for longer than
 	// Options.IdleTimeout: the wait for the answer's headers is bounded by
-	// the context alone.
+	// the context alone once the request is sent.
 	slow bool
 }
 
@@ -419,7 +422,12 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 	}
 	unanswered := false // an attempt before was sent, its answer lost
 	var wrote atomic.Bool
-	sent := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { wrote.Store(true) }})
+	// Each hop of an attempt (a follower's redirect to its leader) starts
+	// afresh: only the headers of the hop that failed count.
+	sent := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GetConn:      func(string) { wrote.Store(false) },
+		WroteHeaders: func() { wrote.Store(true) },
+	})
 	for i := 0; i < attempts; i++ {
 		if i > 0 {
 			if err := sleep(ctx, backoff(i, last)); err != nil {
@@ -542,7 +550,11 @@ func (c *Client) problem(resp *http.Response) error {
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, c.maxErr))
 	e := &Error{Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id")}
 	if s := resp.Header.Get("Retry-After"); s != "" {
-		if n, err := strconv.ParseUint(s, 10, 64); err == nil {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if errors.Is(err, strconv.ErrRange) {
+			n, err = math.MaxUint64, nil // past what a uint64 holds: as long as a Duration holds
+		}
+		if err == nil {
 			// Seconds past what a Duration holds (~292 years) are
 			// taken as that much, not wrapped around to a short or
 			// negative wait.

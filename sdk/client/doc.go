@@ -36,10 +36,13 @@
 //   - A server that sends nothing is not waited on for ever: a request
 //     during which it neither takes the body nor answers, or sends nothing
 //     while the caller waits to read, for Options.IdleTimeout (5 minutes)
-//     fails with an *IdleError (wrapped in the transport's *url.Error); a
-//     JSON answer must arrive whole within it of its headers. Other
-//     transport failures (connection refused, reset) are *url.Error too.
-//     For a bound on the whole call, give the context a deadline.
+//     fails with an *IdleError (find it with errors.As); a JSON answer
+//     must come at a MiB per IdleTimeout or faster. Calls the server works
+//     on before it answers (Verify, Import, uploads, snapshots, digests)
+//     wait for its headers, once sent, as long as their context lets
+//     them. Other transport failures (connection refused, reset) are
+//     *url.Error. For a bound on the whole call, give the context a
+//     deadline.
 //   - Query pages through the results (Query.Limit is the page size: the
 //     iterator still yields every event) in global order; Subscribe
 //     follows a region over Server-Sent Events, catching up from a
@@ -47,8 +50,12 @@
 //     connection, a stream silent for 45 s (three missed heartbeats), a
 //     slow-consumer cut-off or a server shutdown or restart, resuming after
 //     the last event it yielded: no event is skipped or repeated. It gives
-//     up only when no connection could be made for Options.ReconnectFor
-//     (2 minutes); subscribe again with After(sub.Position()) to go on.
+//     up when the server refuses it for good (UNAUTHENTICATED, FORBIDDEN,
+//     …), when no connection brought anything (an event, or a stream up
+//     10 s) for Options.ReconnectFor (2 minutes) or the server's
+//     Retry-After would pass that, or when 8 connections in a row ended
+//     at once with nothing (what it cannot read); subscribe again with
+//     After(sub.Position()) to go on.
 //   - On a replicated cluster, a read is served by the node asked, from
 //     what it has applied. Options.Consistency "linearizable" has the
 //     leader serve every read; "session" makes a Client read its own

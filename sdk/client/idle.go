@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/http/httptrace"
 	"sync/atomic"
 	"time"
 )
@@ -13,20 +14,20 @@ import (
 // DefaultIdleTimeout is Options.IdleTimeout's default.
 const DefaultIdleTimeout = 5 * time.Minute
 
-// StreamIdleTimeout bounds the silence of a subscription's event stream:
-// a server sends a heartbeat every 15 s, so after three missed ones the
-// connection is taken for dead and the subscription reconnects (when
-// Options.IdleTimeout is not shorter).
+// StreamIdleTimeout bounds the silence of a subscription's event stream,
+// whatever Options.IdleTimeout is: a server sends a heartbeat every 15 s,
+// so after three missed ones the connection is taken for dead and the
+// subscription reconnects.
 const StreamIdleTimeout = 45 * time.Second
 
 // IdleError is the error of a request ended because the server moved
 // nothing for Idle (Options.IdleTimeout): it neither took the request's
 // body nor answered, or sent nothing while the caller waited to read the
 // answer; or, with Whole, a JSON answer came slower than a mebibyte per
-// Idle (a server trickling it). It is returned as the cause of the
-// transport's *url.Error when it happened before the answer's headers,
-// as it is when it happened while the answer was read; the request is
-// not sent again.
+// Idle (a server trickling it). Before the answer's headers it comes
+// wrapped in the transport's *url.Error; while the answer is read, as
+// the read's error (wrapped by the call's own message): find it with
+// errors.As. The request is not sent again.
 type IdleError struct {
 	Request string // "GET /v1/tenants/acme/stats"
 	Idle    time.Duration
@@ -85,7 +86,7 @@ func (t *idleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if idle <= 0 {
 		return t.rt.RoundTrip(req)
 	}
-	w := newIdleWatch(req, idle, req.Method+" "+req.URL.Path, req.Context().Value(slowKey{}) == nil)
+	w := newIdleWatch(req, idle, req.Method+" "+req.URL.Path, req.Context().Value(slowKey{}) != nil)
 	req = w.req
 	if req.Body != nil && req.Body != http.NoBody {
 		req.Body = &progressBody{rc: req.Body, w: w} // closed by the transport once sent: the watch goes on
@@ -136,7 +137,7 @@ type idleWatch struct {
 	fired    atomic.Bool
 	answered atomic.Bool // the answer's headers came
 	what     string
-	headers  bool // the wait for the answer's headers is watched
+	written  atomic.Bool // a slow request was written whole: its wait for the headers is not watched
 	// whole, for an answer read whole, ends it when less than wholeRate
 	// of it came in the timeout (slow then says so); moved counts the
 	// bytes since whole was last started.
@@ -145,19 +146,24 @@ type idleWatch struct {
 	slow  atomic.Bool
 }
 
-// newIdleWatch watches req; headers says whether the wait for the
-// answer's headers is watched from the start (else only from the
-// answer's first read on).
-func newIdleWatch(req *http.Request, idle time.Duration, what string, headers bool) *idleWatch {
+// newIdleWatch watches req. slow: once the request is written whole,
+// the wait for the answer's headers is not watched (the server works on
+// it first); connecting, the TLS handshake and sending are, as for any
+// request.
+func newIdleWatch(req *http.Request, idle time.Duration, what string, slow bool) *idleWatch {
 	ctx, cancel := context.WithCancel(req.Context())
-	w := &idleWatch{req: req.WithContext(ctx), cancel: cancel, idle: idle, what: what, headers: headers}
+	w := &idleWatch{cancel: cancel, idle: idle, what: what}
+	if slow {
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {
+			w.written.Store(true)
+			w.t.Stop()
+		}})
+	}
+	w.req = req.WithContext(ctx)
 	w.t = time.AfterFunc(idle, func() {
 		w.fired.Store(true)
 		cancel()
 	})
-	if !headers {
-		w.t.Stop()
-	}
 	return w
 }
 
@@ -197,7 +203,7 @@ func (p *progressBody) Read(b []byte) (int, error) {
 	if p.w.fired.Load() {
 		return n, p.w.err()
 	}
-	if n > 0 && !p.answer && !p.w.answered.Load() && p.w.headers {
+	if n > 0 && !p.answer && !p.w.answered.Load() && !p.w.written.Load() {
 		p.w.t.Reset(p.w.idle)
 	}
 	return n, err

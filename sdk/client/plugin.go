@@ -104,7 +104,7 @@ func (t *Tenant) PushPlugin(ctx context.Context, manifest json.RawMessage, modul
 	}
 	var tp TenantPlugin
 	// Safe to send again: the same module is the same version.
-	err = t.c.do(ctx, request{method: "POST", path: t.path("/plugins"), body: body, safe: true}, &tp)
+	err = t.c.do(ctx, request{method: "POST", path: t.path("/plugins"), body: body, safe: true, slow: true}, &tp)
 	return tp, err
 }
 
@@ -215,7 +215,7 @@ func (t *Tenant) PluginStatusAllNodes(ctx context.Context, name string) (PluginC
 func (t *Tenant) SwapPlugin(ctx context.Context, name, version string) (TenantPlugin, error) {
 	body, _ := jsonBody(map[string]string{"version": version})
 	var tp TenantPlugin
-	err := t.c.do(ctx, request{method: "POST", path: t.path("/plugins/" + seg(name) + "/swap"), body: body, safe: true}, &tp)
+	err := t.c.do(ctx, request{method: "POST", path: t.path("/plugins/" + seg(name) + "/swap"), body: body, safe: true, slow: true}, &tp)
 	return tp, err
 }
 

@@ -44,7 +44,7 @@ func (t *Tenant) PushPolicy(ctx context.Context, tarGz io.Reader) (TenantPolicy,
 	}
 	var tp TenantPolicy
 	// Safe to send again: the same bytes are the same revision.
-	err = t.c.do(ctx, request{method: "PUT", path: t.path("/policy"), body: body, ctype: "application/gzip", safe: true}, &tp)
+	err = t.c.do(ctx, request{method: "PUT", path: t.path("/policy"), body: body, ctype: "application/gzip", safe: true, slow: true}, &tp)
 	return tp, err
 }
 

@@ -43,9 +43,10 @@ const (
 // restart), resuming after the last event it yielded, so its events never
 // skip or repeat. Not safe for concurrent iteration.
 type Subscription struct {
-	t   *Tenant
-	q   Query
-	ctx context.Context
+	t      *Tenant
+	q      Query
+	ctx    context.Context
+	cancel context.CancelFunc // ends ctx: Close
 
 	mu     sync.Mutex
 	last   *uint64 // global sequence of the last event yielded
@@ -58,7 +59,8 @@ type Subscription struct {
 // from, then live, until ctx ends or Close.
 func (t *Tenant) Subscribe(ctx context.Context, q Query, from From) *Subscription {
 	q.After, q.Limit = nil, 0
-	return &Subscription{t: t, q: q, ctx: ctx, last: from.after}
+	ctx, cancel := context.WithCancel(ctx)
+	return &Subscription{t: t, q: q, ctx: ctx, cancel: cancel, last: from.after}
 }
 
 // Position returns the global sequence of the last event yielded (ok
@@ -73,11 +75,13 @@ func (s *Subscription) Position() (seq uint64, ok bool) {
 	return *s.last, true
 }
 
-// Close ends the subscription; an iteration in progress returns.
+// Close ends the subscription and releases what it holds; an iteration
+// in progress returns, also from a wait between connections.
 func (s *Subscription) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
+	s.cancel()
 	if s.body != nil {
 		s.body.Close()
 	}
@@ -109,7 +113,9 @@ func (s *Subscription) Events() iter.Seq2[Event, error] {
 				return
 			}
 			if err := s.ctx.Err(); err != nil {
-				yield(Event{}, err)
+				if !s.isClosed() {
+					yield(Event{}, err)
+				}
 				return
 			}
 			if quiet > 0 {
@@ -119,14 +125,19 @@ func (s *Subscription) Events() iter.Seq2[Event, error] {
 				if asked {
 					wait = pe.RetryAfter // a subscription waits as long as the server asks
 				}
-				if left := window - time.Since(useful); window > 0 && (left <= 0 || asked && wait > left) {
+				if left := window - time.Since(useful); window > 0 && asked && wait > left {
+					yield(Event{}, fmt.Errorf("client: subscription gave up: the server asks to be asked again in %s, past Options.ReconnectFor (%s): %w", wait, window, last))
+					return
+				} else if window > 0 && left <= 0 {
 					yield(Event{}, fmt.Errorf("client: subscription gave up: nothing from the server for %s (Options.ReconnectFor): %w", window, last))
 					return
 				} else if window > 0 {
 					wait = min(wait, left) // one last try as the window ends
 				}
 				if err := sleep(s.ctx, wait); err != nil {
-					yield(Event{}, err)
+					if !s.isClosed() {
+						yield(Event{}, err)
+					}
 					return
 				}
 			}
@@ -141,7 +152,7 @@ func (s *Subscription) Events() iter.Seq2[Event, error] {
 				yield(Event{}, err)
 				return
 			}
-			if r.delivered || lasted >= brokenStream {
+			if r.delivered || r.connected && lasted >= brokenStream {
 				useful = time.Now()
 			}
 			switch {
@@ -153,7 +164,7 @@ func (s *Subscription) Events() iter.Seq2[Event, error] {
 			switch {
 			case r.delivered && lasted >= time.Second:
 				quiet = 0
-			case r.delivered, lasted >= brokenStream:
+			case r.delivered, r.connected && lasted >= brokenStream:
 				quiet = 1 // a short connection, or a long one that ended: back shortly
 			case r.goingAway:
 				quiet = min(quiet+1, 4) // going away again at once: up to about 400 ms

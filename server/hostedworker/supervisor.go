@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/shares"
 	"github.com/batpak-go/batpak/plugins"
 	"github.com/batpak-go/batpak/plugins/abi"
 	"github.com/batpak-go/batpak/policy"
@@ -184,9 +185,10 @@ type Options struct {
 	// InFlight bounds how many workers, all tenants' together, read a
 	// batch of events and call their plugin at once (each up to
 	// MaxBatchBytes of events, and the plugin's answer up to its
-	// max_output_bytes). A tenant takes at most TenantInFlight of them,
-	// and at most half; the other workers wait their turn before
-	// reading, in the order they came, holding no events. A worker then
+	// max_output_bytes). A tenant takes at most half of them, and the
+	// tenants keeping them busy (slow plugins) share half between them,
+	// so the others find one free (internal/shares); the other workers
+	// wait their turn before reading, holding no events. A worker then
 	// writes its plugin's reactions in its tenant's turn alone (a tenant
 	// has TenantInFlight), so that what makes its writes wait — the
 	// tenant's rates, its policy, a gate asking to retry — holds no
@@ -217,10 +219,9 @@ type Supervisor struct {
 	opMu    sync.Mutex
 	mu      sync.Mutex
 	runners map[key]*runner // the current (or last) run of each worker
-	// inFlight holds a slot for each worker holding a batch (all
-	// tenants'), tenantInFlight the tenant's share of them (see
-	// Options.InFlight).
-	inFlight       chan struct{}
+	// turns are the server's turns (Options.InFlight), tenantInFlight
+	// each tenant's slots (TenantInFlight): see turn.
+	turns          *shares.Pool
 	tenantInFlight map[string]chan struct{}
 	waiting        atomic.Int64 // workers waiting for a turn (Metrics)
 	closed         bool
@@ -255,7 +256,7 @@ func New(opts Options) (*Supervisor, error) {
 	}
 	base, stop := context.WithCancel(context.Background())
 	return &Supervisor{opts: opts, log: opts.Logger, runners: map[key]*runner{},
-		inFlight: make(chan struct{}, opts.InFlight), tenantInFlight: map[string]chan struct{}{}, base: base, stop: stop, standby: opts.Standby}, nil
+		turns: shares.New(opts.InFlight), tenantInFlight: map[string]chan struct{}{}, base: base, stop: stop, standby: opts.Standby}, nil
 }
 
 // Resume starts every worker the control plane records as running whose
@@ -983,22 +984,28 @@ func (s *Supervisor) Metrics() []prometheus.Collector {
 	return []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "batpak_hosted_workers_in_flight",
 			Help: "Hosted workers reading a batch and calling their plugin now (bounded by server.workers_in_flight)."},
-			func() float64 { return float64(len(s.inFlight)) }),
+			func() float64 { all, _ := s.turns.InUse(""); return float64(all) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "batpak_hosted_workers_waiting",
-			Help: "Hosted workers with events to read waiting for their turn (server.workers_in_flight, a tenant at most 4)."},
+			Help: "Hosted workers with events to read waiting for their turn (server.workers_in_flight; a tenant at most half, tenants keeping them busy half between them)."},
 			func() float64 { return float64(s.waiting.Load()) }),
 	}
 }
 
-// turn is one worker's place among the workers in flight: the tenant's
-// slot and the server's, taken before the worker reads a batch
-// (core.WorkerConfig.Turn); the server's is given back once the plugin
-// has answered (pause), the tenant's when the handler returns. A
-// worker's turn is used by its own goroutine only.
+// turn is one worker's place among the workers in flight: a slot of its
+// tenant's TenantInFlight, then one of the server's turns
+// (Options.InFlight, a shares.Pool: a tenant takes at most half, and
+// tenants keeping the turns busy share half between them, so a few
+// tenants with slow plugins cannot keep the others waiting), taken
+// before the worker reads a batch (core.WorkerConfig.Turn). The server's
+// is given back once the plugin has answered (pause), the tenant's when
+// the handler returns. A worker's turn is used by its own goroutine
+// only.
 type turn struct {
-	server, tenant chan struct{}
-	holdsServer    bool
-	waiting        *atomic.Int64 // the supervisor's count of workers waiting for a turn
+	pool    *shares.Pool
+	name    string        // the tenant's id
+	tenant  chan struct{} // the tenant's slots
+	server  func()        // gives the server's turn back; nil when not held
+	waiting *atomic.Int64 // the supervisor's count of workers waiting for a turn
 }
 
 // newTurn makes the turn of a worker of tenant.
@@ -1007,10 +1014,10 @@ func (s *Supervisor) newTurn(tenant string) *turn {
 	defer s.mu.Unlock()
 	c := s.tenantInFlight[tenant]
 	if c == nil {
-		c = make(chan struct{}, max(1, min(TenantInFlight, cap(s.inFlight)/2)))
+		c = make(chan struct{}, TenantInFlight)
 		s.tenantInFlight[tenant] = c
 	}
-	return &turn{server: s.inFlight, tenant: c, waiting: &s.waiting}
+	return &turn{pool: s.turns, name: tenant, tenant: c, waiting: &s.waiting}
 }
 
 // take waits, within ctx, for the tenant's slot and then the server's;
@@ -1033,27 +1040,27 @@ func (t *turn) take(ctx context.Context) (release func(), err error) {
 	}, nil
 }
 
-// pause gives the server's slot up, keeping the tenant's: the worker
-// goes on with what only its tenant's limits bound (writing reactions).
+// pause gives the server's turn up, keeping the tenant's slot: the
+// worker goes on with what only its tenant's limits bound (writing
+// reactions).
 func (t *turn) pause() {
-	if t.holdsServer {
-		t.holdsServer = false
-		<-t.server
+	if t.server != nil {
+		t.server()
+		t.server = nil
 	}
 }
 
-// resume takes the server's slot back, waiting within ctx.
+// resume takes a server's turn, waiting within ctx.
 func (t *turn) resume(ctx context.Context) error {
-	if t.holdsServer {
+	if t.server != nil {
 		return nil
 	}
-	select {
-	case t.server <- struct{}{}:
-		t.holdsServer = true
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	release, err := t.pool.Take(ctx, t.name, 0)
+	if err != nil {
+		return err
 	}
+	t.server = release
+	return nil
 }
 
 // batchBytes bounds the events one call of p is handed (as

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/batpak-go/batpak/internal/shares"
 )
 
 // takeAsync takes t's turn in the background and reports it on the
@@ -47,18 +49,18 @@ func waiting(t *testing.T, c <-chan func(), what string) {
 }
 
 // TestTurnsBoundServerAndTenant: the workers in flight are bounded for
-// all tenants together and per tenant (at most half of the server's), a
-// worker waiting on its tenant's rates gives the server's turn up but
-// keeps its tenant's, and a wait ends with its ctx.
+// all tenants together (a tenant at most half of the server's turns) and
+// per tenant (TenantInFlight slots, kept while writing); a worker that
+// pauses gives the server's turn up but keeps its tenant's slot; a wait
+// ends with its ctx.
 func TestTurnsBoundServerAndTenant(t *testing.T) {
-	s := &Supervisor{inFlight: make(chan struct{}, 4), tenantInFlight: map[string]chan struct{}{}}
+	s := &Supervisor{turns: shares.New(4), tenantInFlight: map[string]chan struct{}{}}
 	ctx := context.Background()
 
 	// A tenant takes at most half of the server's four.
 	a1 := taken(t, takeAsync(ctx, s.newTurn("a")), "a's first")
 	a2 := taken(t, takeAsync(ctx, s.newTurn("a")), "a's second")
-	a3t := s.newTurn("a")
-	a3 := takeAsync(ctx, a3t)
+	a3 := takeAsync(ctx, s.newTurn("a"))
 	waiting(t, a3, "a's third (past half the server)")
 
 	// Another tenant takes the rest; a third tenant waits for the server.
@@ -67,41 +69,36 @@ func TestTurnsBoundServerAndTenant(t *testing.T) {
 	b2 := taken(t, takeAsync(ctx, b2t), "b's second")
 	c1 := takeAsync(ctx, s.newTurn("c"))
 	waiting(t, c1, "c's first (the server's four are taken)")
-	if in, w := len(s.inFlight), s.waiting.Load(); in != 4 || w != 2 {
-		t.Fatalf("metrics: %d in flight, %d waiting; want 4 and 2 (a's third, c's first)", in, w)
+	if in, _ := s.turns.InUse(""); in != 4 || s.waiting.Load() != 2 {
+		t.Fatalf("metrics: %d in flight, %d waiting; want 4 and 2 (a's third, c's first)", in, s.waiting.Load())
 	}
 
-	// b's second waits on its tenant's rates: it gives the server's
-	// turn up, and c goes; b's takes it back when c is done.
+	// b's second has its answer and writes: it gives the server's turn
+	// up, and c goes.
 	b2t.pause()
 	c1r := taken(t, c1, "c's first, once b's second paused")
-	resumed := make(chan error, 1)
-	go func() { resumed <- b2t.resume(ctx) }()
-	select {
-	case <-resumed:
-		t.Fatal("b's second resumed while the server's four were taken")
-	case <-time.After(30 * time.Millisecond):
-	}
 	c1r()
-	if err := <-resumed; err != nil {
-		t.Fatal(err)
-	}
-	// b keeps its tenant's turn while paused: a third of b's waits.
-	b2t.pause()
-	b3 := takeAsync(ctx, s.newTurn("b"))
-	waiting(t, b3, "b's third (b's two are held, one paused)")
-	if err := b2t.resume(ctx); err != nil {
-		t.Fatal(err)
-	}
 
-	// a's third goes once a's first is done; a wait ends with its ctx.
+	// A tenant's slots bound its workers holding batches, writing ones
+	// included: with four of b's holding (one writing, paused), a fifth
+	// waits whatever the server has free.
 	a1()
 	a3r := taken(t, a3, "a's third, once a's first was done")
+	b3t := s.newTurn("b")
+	b3 := taken(t, takeAsync(ctx, b3t), "b's third")
+	b3t.pause()
+	b4t := s.newTurn("b")
+	b4 := taken(t, takeAsync(ctx, b4t), "b's fourth")
+	b4t.pause()
+	b5 := takeAsync(ctx, s.newTurn("b"))
+	waiting(t, b5, "b's fifth (b's four slots held)")
+
+	// A wait ends with its ctx.
 	cctx, cancel := context.WithCancel(ctx)
-	d1 := takeAsync(cctx, s.newTurn("d"))
-	waiting(t, d1, "d's first")
+	a4 := takeAsync(cctx, s.newTurn("a"))
+	waiting(t, a4, "a's fourth")
 	cancel()
-	if r := <-d1; r != nil {
+	if r := <-a4; r != nil {
 		t.Fatal("a wait whose ctx ended took a turn")
 	}
 	if _, err := s.newTurn("d").take(cctx); !errors.Is(err, context.Canceled) {
@@ -113,12 +110,17 @@ func TestTurnsBoundServerAndTenant(t *testing.T) {
 	a3r()
 	b1()
 	b2()
-	taken(t, b3, "b's third")()
+	b3()
+	b4()
+	taken(t, b5, "b's fifth")()
 	var releases []func()
 	for _, tenant := range []string{"e", "f", "g", "h"} {
 		releases = append(releases, taken(t, takeAsync(ctx, s.newTurn(tenant)), tenant+"'s first"))
 	}
 	for _, r := range releases {
 		r()
+	}
+	if in, _ := s.turns.InUse(""); in != 0 || s.waiting.Load() != 0 {
+		t.Fatalf("after every release: %d in flight, %d waiting", in, s.waiting.Load())
 	}
 }
