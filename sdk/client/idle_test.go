@@ -345,3 +345,104 @@ func TestDeleteNotSentThenNotFound(t *testing.T) {
 		t.Fatalf("revoking a key that never was, first attempt refused: %v, want ErrNotFound", err)
 	}
 }
+
+// A call the server works on before it answers (Verify) is still
+// watched until it is sent: a server whose TLS handshake never ends
+// fails it after IdleTimeout.
+func TestSlowCallWatchedUntilSent(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(io.Discard, c) }() // never answers the handshake
+		}
+	}()
+	c, _ := client.New("https://"+ln.Addr().String(), "bpk_x", client.Options{IdleTimeout: 300 * time.Millisecond})
+	start := time.Now()
+	_, err = c.Tenant("acme").Verify(context.Background())
+	var idle *client.IdleError
+	if !errors.As(err, &idle) || time.Since(start) > 5*time.Second {
+		t.Fatalf("a verify against a handshake that never ends: %v after %v, want an *IdleError", err, time.Since(start))
+	}
+}
+
+// Close ends an iteration waiting between connections (here out a
+// server's Retry-After of a minute) at once, without an error.
+func TestCloseEndsAWaitingSubscription(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "60")
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, `{"code":"BUSY","status":503,"title":"Service Unavailable"}`)
+	}))
+	defer srv.Close()
+	c, _ := client.New(srv.URL, "", client.Options{ReconnectFor: -1})
+	sub := c.Tenant("acme").Subscribe(context.Background(), client.Query{}, client.FromStart())
+	done := make(chan error, 1)
+	go func() {
+		var last error
+		for _, err := range sub.Events() {
+			last = err
+		}
+		done <- last
+	}()
+	time.Sleep(200 * time.Millisecond)
+	sub.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the iteration ended with %v, want none after Close", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not end an iteration waiting out a Retry-After")
+	}
+}
+
+// A DELETE sent to a cluster follower, redirected to a leader that
+// refused the connection, then answered 404 on the retry, is ErrNotFound:
+// the follower's hop having been sent says nothing of the leader's.
+func TestDeleteThroughFollowerNotSentToLeader(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaderAddr := ln.Addr().String()
+	ln.Close()
+	leader := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, `{"code":"NOT_FOUND","status":404,"title":"Not Found"}`)
+	}))
+	defer leader.Close()
+	var hops atomic.Int64
+	follower := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hops.Add(1) == 1 {
+			go func() {
+				time.Sleep(20 * time.Millisecond) // up before the retry
+				l, err := net.Listen("tcp", leaderAddr)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				leader.Listener = l
+				leader.Start()
+			}()
+		}
+		w.Header().Set("Location", "http://"+leaderAddr+r.URL.RequestURI())
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusTemporaryRedirect)
+		io.WriteString(w, `{"code":"NOT_LEADER","status":307,"title":"Temporary Redirect"}`)
+	}))
+	defer follower.Close()
+	c, _ := client.New(follower.URL, "bpk_x")
+	if err := c.Tenant("acme").RevokeKey(context.Background(), "typo"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("revoking a key that never was through a follower: %v, want ErrNotFound", err)
+	}
+}
