@@ -428,6 +428,7 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 		GetConn:      func(string) { wrote.Store(false) },
 		WroteHeaders: func() { wrote.Store(true) },
 	})
+	sent = context.WithValue(sent, wroteKey{}, &wrote) // once clears it before each hop (an HTTP/2 stream gets no GetConn)
 	for i := 0; i < attempts; i++ {
 		if i > 0 {
 			if err := sleep(ctx, backoff(i, last)); err != nil {
@@ -516,6 +517,7 @@ func (c *Client) once(ctx context.Context, r request) (*http.Response, error) {
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
+	clearWrote(ctx)
 	resp, err := c.hc.Do(req)
 	for hop := 0; err == nil && hop < maxLeaderHops && leaderRedirect(resp, req.URL); hop++ {
 		// A cluster follower sent the request to its leader: the same
@@ -533,6 +535,7 @@ func (c *Client) once(ctx context.Context, r request) (*http.Response, error) {
 		}
 		next.Header = req.Header.Clone()
 		req = next
+		clearWrote(ctx)
 		resp, err = c.hc.Do(req)
 	}
 	if err != nil {
@@ -597,6 +600,17 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 		return nil
 	}
 	return c.decodeBounded(resp.Body, r.method+" "+r.path, out)
+}
+
+// wroteKey holds, in a request's context, whether the hop under way
+// wrote its headers (send's DELETE check).
+type wroteKey struct{}
+
+// clearWrote starts a hop: its headers are not written yet.
+func clearWrote(ctx context.Context) {
+	if w, ok := ctx.Value(wroteKey{}).(*atomic.Bool); ok {
+		w.Store(false)
+	}
 }
 
 // maxBackoffExponent bounds the doublings of backoff's wait (50 ms << 6

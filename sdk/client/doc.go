@@ -55,7 +55,7 @@
 //     10 s) for Options.ReconnectFor (2 minutes) or the server's
 //     Retry-After would pass that, or when 8 connections in a row ended
 //     at once with nothing (what it cannot read); subscribe again with
-//     After(sub.Position()) to go on.
+//     After(sub.Position()) to go on, and Close the old one.
 //   - On a replicated cluster, a read is served by the node asked, from
 //     what it has applied. Options.Consistency "linearizable" has the
 //     leader serve every read; "session" makes a Client read its own

@@ -32,6 +32,7 @@ type IdleError struct {
 	Request string // "GET /v1/tenants/acme/stats"
 	Idle    time.Duration
 	Whole   bool
+	Stream  bool // an event stream, watched at StreamIdleTimeout
 }
 
 // Reason says what happened, without naming the setting.
@@ -42,7 +43,12 @@ func (e *IdleError) Reason() string {
 	return fmt.Sprintf("the server sent nothing for %s during %s", e.Idle, e.Request)
 }
 
-func (e *IdleError) Error() string { return "client: " + e.Reason() + " (Options.IdleTimeout)" }
+func (e *IdleError) Error() string {
+	if e.Stream {
+		return "client: " + e.Reason() + " (StreamIdleTimeout: a live stream sends a heartbeat every 15 s)"
+	}
+	return "client: " + e.Reason() + " (Options.IdleTimeout)"
+}
 
 // Timeout reports true: an IdleError is a timeout (net.Error).
 func (e *IdleError) Timeout() bool { return true }
@@ -87,6 +93,7 @@ func (t *idleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.rt.RoundTrip(req)
 	}
 	w := newIdleWatch(req, idle, req.Method+" "+req.URL.Path, req.Context().Value(slowKey{}) != nil)
+	w.stream = stream
 	req = w.req
 	if req.Body != nil && req.Body != http.NoBody {
 		req.Body = &progressBody{rc: req.Body, w: w} // closed by the transport once sent: the watch goes on
@@ -137,6 +144,7 @@ type idleWatch struct {
 	fired    atomic.Bool
 	answered atomic.Bool // the answer's headers came
 	what     string
+	stream   bool        // an event stream (IdleError.Stream)
 	written  atomic.Bool // a slow request was written whole: its wait for the headers is not watched
 	// whole, for an answer read whole, ends it when less than wholeRate
 	// of it came in the timeout (slow then says so); moved counts the
@@ -154,10 +162,19 @@ func newIdleWatch(req *http.Request, idle time.Duration, what string, slow bool)
 	ctx, cancel := context.WithCancel(req.Context())
 	w := &idleWatch{cancel: cancel, idle: idle, what: what}
 	if slow {
-		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {
-			w.written.Store(true)
-			w.t.Stop()
-		}})
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			// net/http may send the request again on a fresh connection:
+			// that one is watched until sent too.
+			GetConn: func(string) {
+				if w.written.Swap(false) {
+					w.t.Reset(w.idle)
+				}
+			},
+			WroteRequest: func(httptrace.WroteRequestInfo) {
+				w.written.Store(true)
+				w.t.Stop()
+			},
+		})
 	}
 	w.req = req.WithContext(ctx)
 	w.t = time.AfterFunc(idle, func() {
@@ -177,7 +194,7 @@ func (w *idleWatch) stop() {
 }
 
 func (w *idleWatch) err() error {
-	return &IdleError{Request: w.what, Idle: w.idle, Whole: w.slow.Load()}
+	return &IdleError{Request: w.what, Idle: w.idle, Whole: w.slow.Load(), Stream: w.stream}
 }
 
 // progressBody is a request or response body whose reads keep its round

@@ -56,7 +56,9 @@ type Subscription struct {
 
 // Subscribe follows the events of q (its Entity, Scope, Kind and
 // Category; After and Limit are ignored: from says where to start) from
-// from, then live, until ctx ends or Close.
+// from, then live, until ctx ends or Close. Close it when done with it,
+// also after its Events ended: until then it holds a context derived
+// from ctx.
 func (t *Tenant) Subscribe(ctx context.Context, q Query, from From) *Subscription {
 	q.After, q.Limit = nil, 0
 	ctx, cancel := context.WithCancel(ctx)
@@ -126,7 +128,7 @@ func (s *Subscription) Events() iter.Seq2[Event, error] {
 					wait = pe.RetryAfter // a subscription waits as long as the server asks
 				}
 				if left := window - time.Since(useful); window > 0 && asked && wait > left {
-					yield(Event{}, fmt.Errorf("client: subscription gave up: the server asks to be asked again in %s, past Options.ReconnectFor (%s): %w", wait, window, last))
+					yield(Event{}, fmt.Errorf("client: subscription gave up: the server asks to be asked again in %s, past the %s left of Options.ReconnectFor (%s): %w", wait, left.Round(time.Millisecond), window, last))
 					return
 				} else if window > 0 && left <= 0 {
 					yield(Event{}, fmt.Errorf("client: subscription gave up: nothing from the server for %s (Options.ReconnectFor): %w", window, last))
