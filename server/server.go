@@ -314,8 +314,8 @@ type Config struct {
 	// WorkersInFlight bounds the hosted workers, all tenants' together,
 	// reading a batch of events and calling their plugin at once (each
 	// up to 8 MiB of events and the plugin's max_output_bytes), a tenant
-	// at most half and the tenants keeping them busy half between them;
-	// the others wait their turn before reading. Default 8; range 1..1024. See
+	// at most half, a turn that frees going to the waiting tenant holding
+	// the fewest; the others wait their turn before reading. Default 8; range 1..1024. See
 	// hostedworker.Options.InFlight. (server.workers_in_flight)
 	WorkersInFlight int
 

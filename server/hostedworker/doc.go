@@ -108,8 +108,9 @@
 // (at most MaxBatchBytes, and a quarter of its plugin's memory) and
 // calls its plugin only in its turn (core.WorkerConfig.Turn):
 // Options.InFlight workers of all tenants at once, a tenant at most
-// half and the tenants keeping them busy (slow plugins) half between
-// them, the others waiting, holding no events. It then writes the plugin's reactions in
+// half, a turn that frees going to the waiting tenant holding the fewest
+// (then the one served longest ago), the others waiting, holding no
+// events. It then writes the plugin's reactions in
 // its tenant's turn alone: a tenant's workers hold at most
 // TenantInFlight batches and answers, and what makes their writes wait
 // (the tenant's rates, its policy, a gate asking to retry) holds no

@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/batpak-go/batpak/core"
-	"github.com/batpak-go/batpak/internal/shares"
 	"github.com/batpak-go/batpak/plugins"
 	"github.com/batpak-go/batpak/plugins/abi"
 	"github.com/batpak-go/batpak/policy"
@@ -185,10 +184,11 @@ type Options struct {
 	// InFlight bounds how many workers, all tenants' together, read a
 	// batch of events and call their plugin at once (each up to
 	// MaxBatchBytes of events, and the plugin's answer up to its
-	// max_output_bytes). A tenant takes at most half of them, and the
-	// tenants keeping them busy (slow plugins) share half between them,
-	// so the others find one free (internal/shares); the other workers
-	// wait their turn before reading, holding no events. A worker then
+	// max_output_bytes). A tenant takes at most half of them, and a turn
+	// that frees goes to the waiting tenant holding the fewest, so a
+	// tenant holding none gets the next one however many tenants keep
+	// the others busy; the other workers wait their turn before reading,
+	// holding no events. A worker then
 	// writes its plugin's reactions in its tenant's turn alone (a tenant
 	// has TenantInFlight), so that what makes its writes wait — the
 	// tenant's rates, its policy, a gate asking to retry — holds no
@@ -221,7 +221,7 @@ type Supervisor struct {
 	runners map[key]*runner // the current (or last) run of each worker
 	// turns are the server's turns (Options.InFlight), tenantInFlight
 	// each tenant's slots (TenantInFlight): see turn.
-	turns          *shares.Pool
+	turns          *fairTurns
 	tenantInFlight map[string]chan struct{}
 	waiting        atomic.Int64 // workers waiting for a turn (Metrics)
 	closed         bool
@@ -256,7 +256,7 @@ func New(opts Options) (*Supervisor, error) {
 	}
 	base, stop := context.WithCancel(context.Background())
 	return &Supervisor{opts: opts, log: opts.Logger, runners: map[key]*runner{},
-		turns: shares.New(opts.InFlight), tenantInFlight: map[string]chan struct{}{}, base: base, stop: stop, standby: opts.Standby}, nil
+		turns: newFairTurns(opts.InFlight), tenantInFlight: map[string]chan struct{}{}, base: base, stop: stop, standby: opts.Standby}, nil
 }
 
 // Resume starts every worker the control plane records as running whose
@@ -984,24 +984,24 @@ func (s *Supervisor) Metrics() []prometheus.Collector {
 	return []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "batpak_hosted_workers_in_flight",
 			Help: "Hosted workers reading a batch and calling their plugin now (bounded by server.workers_in_flight)."},
-			func() float64 { all, _ := s.turns.InUse(""); return float64(all) }),
+			func() float64 { return float64(s.turns.held()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "batpak_hosted_workers_waiting",
-			Help: "Hosted workers with events to read waiting for their turn (server.workers_in_flight; a tenant at most half, tenants keeping them busy half between them)."},
+			Help: "Hosted workers with events to read waiting for their turn (server.workers_in_flight; a tenant at most half, a freed turn to the waiting tenant holding the fewest)."},
 			func() float64 { return float64(s.waiting.Load()) }),
 	}
 }
 
 // turn is one worker's place among the workers in flight: a slot of its
 // tenant's TenantInFlight, then one of the server's turns
-// (Options.InFlight, a shares.Pool: a tenant takes at most half, and
-// tenants keeping the turns busy share half between them, so a few
-// tenants with slow plugins cannot keep the others waiting), taken
+// (Options.InFlight, fairTurns: a tenant holds at most half, and a turn
+// that frees goes to the waiting tenant holding the fewest, so tenants
+// with slow plugins cannot keep a quiet tenant waiting), taken
 // before the worker reads a batch (core.WorkerConfig.Turn). The server's
 // is given back once the plugin has answered (pause), the tenant's when
 // the handler returns. A worker's turn is used by its own goroutine
 // only.
 type turn struct {
-	pool    *shares.Pool
+	pool    *fairTurns
 	name    string        // the tenant's id
 	tenant  chan struct{} // the tenant's slots
 	server  func()        // gives the server's turn back; nil when not held
@@ -1055,7 +1055,7 @@ func (t *turn) resume(ctx context.Context) error {
 	if t.server != nil {
 		return nil
 	}
-	release, err := t.pool.Take(ctx, t.name, 0)
+	release, err := t.pool.take(ctx, t.name)
 	if err != nil {
 		return err
 	}
