@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/batpak-go/batpak/internal/testenv"
 )
 
 // A server's redirect is not followed with the token: only a cluster
@@ -53,47 +54,11 @@ func TestCLIFollowsNoRedirectWithTheToken(t *testing.T) {
 // the command after --timeout instead of holding it for ever.
 func TestCLITimesOutOnASilentServer(t *testing.T) {
 	isolate(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { _, _ = io.Copy(io.Discard, c) }() // reads, never answers
-		}
-	}()
-	stalled := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"events":`))
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
-	}))
-	defer stalled.Close()
-	trickle := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"pad":"`))
-		for {
-			w.(http.Flusher).Flush()
-			select {
-			case <-r.Context().Done():
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			if _, err := w.Write([]byte(" ")); err != nil {
-				return
-			}
-		}
-	}))
-	defer trickle.Close()
+	raw, stalled, trickle := testenv.SilentServers(t, 200*time.Millisecond, nil)
 	for _, c := range []struct{ url, says string }{
-		{"http://" + ln.Addr().String(), "sent nothing for 1s"},
-		{stalled.URL, "1s"}, // nothing sent, or not arrived whole: both at 1s
-		{trickle.URL, "came slower than 1 MiB in 1s"},
+		{raw, "sent nothing for 1s"},
+		{stalled, "1s"}, // nothing sent, or not arrived whole: both at 1s
+		{trickle, "came slower than 1 MiB in 1s"},
 	} {
 		start := time.Now()
 		r := batpak(t, "--server", c.url, "--token", "bpk_x", "--tenant", "acme", "--timeout", "1s", "stats")
@@ -101,7 +66,7 @@ func TestCLITimesOutOnASilentServer(t *testing.T) {
 			t.Errorf("%s: exit %d after %s, stderr %q", c.url, r.code, took.Round(time.Millisecond), r.stderr)
 		}
 	}
-	if r := batpak(t, "--server", stalled.URL, "--token", "bpk_x", "--timeout", "soon", "stats"); r.code != 2 || !strings.Contains(r.stderr, "--timeout") {
+	if r := batpak(t, "--server", stalled, "--token", "bpk_x", "--timeout", "soon", "stats"); r.code != 2 || !strings.Contains(r.stderr, "--timeout") {
 		t.Errorf("--timeout soon: exit %d, stderr %q", r.code, r.stderr)
 	}
 }

@@ -13,6 +13,30 @@ import (
 	"github.com/batpak-go/batpak/server/cluster"
 )
 
+// leadingAlone opens node n1 over cfg (on raft's in-memory transport,
+// fast timeouts) as a cluster of one and waits until it leads.
+func leadingAlone(t *testing.T, cfg *cluster.Config) *cluster.Node {
+	t.Helper()
+	_, tr := raft.NewInmemTransport("n1")
+	cfg.Transport = tr
+	fastTimeouts(cfg)
+	n, err := cluster.Open(*cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Bootstrap(cluster.Server{ID: "n1", Address: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !n.IsLeader() {
+		if time.Now().After(deadline) {
+			t.Fatal("n1 did not lead within 10 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return n
+}
+
 // TestDamagedRaftLogRefusedAtOpen: a node whose raft.db was cut short or
 // overwritten in the middle fails Open with an error naming the file,
 // rather than crashing the process.
@@ -20,23 +44,8 @@ func TestDamagedRaftLogRefusedAtOpen(t *testing.T) {
 	for _, damage := range []string{"truncated", "zeroed"} {
 		t.Run(damage, func(t *testing.T) {
 			dir := t.TempDir()
-			_, tr := raft.NewInmemTransport("n1")
-			cfg := cluster.Config{ID: "n1", Dir: dir, Transport: tr}
-			fastTimeouts(&cfg)
-			n, err := cluster.Open(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := n.Bootstrap(cluster.Server{ID: "n1", Address: "n1"}); err != nil {
-				t.Fatal(err)
-			}
-			deadline := time.Now().Add(10 * time.Second)
-			for !n.IsLeader() {
-				if time.Now().After(deadline) {
-					t.Fatal("n1 did not lead within 10 s")
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			cfg := cluster.Config{ID: "n1", Dir: dir}
+			n := leadingAlone(t, &cfg)
 			for i := 0; i < 50; i++ {
 				mustAppend(t, n, "acme", item("e", `{"n":1}`, core.AppendOptions{}))
 			}
@@ -77,23 +86,8 @@ func TestDamagedRaftLogRefusedAtOpen(t *testing.T) {
 // snapshot and what to do, rather than panicking in raft at every start.
 func TestDamagedSnapshotRefusedAtOpen(t *testing.T) {
 	dir := t.TempDir()
-	_, tr := raft.NewInmemTransport("n1")
-	cfg := cluster.Config{ID: "n1", Dir: dir, Transport: tr, TrailingLogs: 2}
-	fastTimeouts(&cfg)
-	n, err := cluster.Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Bootstrap(cluster.Server{ID: "n1", Address: "n1"}); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !n.IsLeader() {
-		if time.Now().After(deadline) {
-			t.Fatal("n1 did not lead within 10 s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	cfg := cluster.Config{ID: "n1", Dir: dir, TrailingLogs: 2}
+	n := leadingAlone(t, &cfg)
 	for round := 0; round < 2; round++ {
 		for i := 0; i < 20; i++ {
 			mustAppend(t, n, "acme", item("e", `{"n":1}`, core.AppendOptions{}))
