@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sync/semaphore"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/batpak-go/batpak/internal/keylock"
 	"github.com/batpak-go/batpak/server/auth"
 	"github.com/batpak-go/batpak/server/control"
 	"github.com/batpak-go/batpak/server/follow"
@@ -142,10 +143,8 @@ type API struct {
 	streamMu sync.Mutex
 	draining bool
 	streams  sync.WaitGroup
-	// commitLocks holds a lock per cursor being committed (commitLock),
-	// under commitMu.
-	commitMu    sync.Mutex
-	commitLocks map[string]*cursorLock
+	// commitLocks holds a lock per cursor being committed (commitLock).
+	commitLocks keylock.Locks
 	// access is closed and replaced whenever a credential or tenant loses
 	// access (key revoked, tenant suspended or deleted); see watchAccess.
 	accessMu sync.Mutex

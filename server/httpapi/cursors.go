@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
-	"sync"
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server/control"
@@ -331,36 +330,9 @@ func (a *API) logDamagedCursor(c *call, name string, err error) {
 func rewindCursor(s *core.Store, name string) error { return s.ResetCursor(name) }
 
 // commitLock serialises the commits (and the definition and deletion)
-// of one cursor of one tenant, and no other: a lock per cursor in use,
-// dropped once nothing holds or waits for it, so no tenant's cursor
-// names can make another tenant's commits wait. It returns the unlock.
+// of one cursor of one tenant, and no other: a lock per cursor in use
+// (keylock), so no tenant's cursor names can make another tenant's
+// commits wait. It returns the unlock.
 func (a *API) commitLock(tenant, name string) (unlock func()) {
-	key := tenant + "/" + name
-	a.commitMu.Lock()
-	l := a.commitLocks[key]
-	if l == nil {
-		l = &cursorLock{}
-		if a.commitLocks == nil {
-			a.commitLocks = map[string]*cursorLock{}
-		}
-		a.commitLocks[key] = l
-	}
-	l.n++
-	a.commitMu.Unlock()
-	l.mu.Lock()
-	return func() {
-		l.mu.Unlock()
-		a.commitMu.Lock()
-		if l.n--; l.n == 0 {
-			delete(a.commitLocks, key)
-		}
-		a.commitMu.Unlock()
-	}
-}
-
-// cursorLock is one cursor's commit lock; n counts who holds or waits
-// for it (under API.commitMu).
-type cursorLock struct {
-	mu sync.Mutex
-	n  int
+	return a.commitLocks.Lock(tenant + "/" + name)
 }

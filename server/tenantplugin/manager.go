@@ -21,6 +21,7 @@ import (
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/internal/durable"
+	"github.com/batpak-go/batpak/internal/keylock"
 	"github.com/batpak-go/batpak/internal/printable"
 	"github.com/batpak-go/batpak/internal/shares"
 	"github.com/batpak-go/batpak/plugins"
@@ -213,9 +214,8 @@ const MaxRunning = 1024
 type Manager struct {
 	opts Options
 
-	lmu    sync.Mutex
-	locks  map[string]*tenantLock // the tenants changing now, or waiting to
-	checks *shares.Pool           // a slot for each module being checked (Options.Checks), a share per tenant
+	locks  keylock.Locks // a change lock per tenant changing now, or waiting to
+	checks *shares.Pool  // a slot for each module being checked (Options.Checks), a share per tenant
 	// running: a slot for each plugin call running (Options.Running), a
 	// share per tenant.
 	running *shares.Pool
@@ -291,32 +291,8 @@ func (m *Manager) callSlot(ctx context.Context, th *tenantHost) (release func(),
 	return func() { <-m.calls; <-th.calls }, nil
 }
 
-// tenantLock serialises one tenant's changes; held (or waited for) by n.
-type tenantLock struct {
-	mu sync.Mutex
-	n  int
-}
-
 // lock takes the tenant's change lock and returns its unlock.
-func (m *Manager) lock(tenant string) (unlock func()) {
-	m.lmu.Lock()
-	l := m.locks[tenant]
-	if l == nil {
-		l = &tenantLock{}
-		m.locks[tenant] = l
-	}
-	l.n++
-	m.lmu.Unlock()
-	l.mu.Lock()
-	return func() {
-		l.mu.Unlock()
-		m.lmu.Lock()
-		if l.n--; l.n == 0 {
-			delete(m.locks, tenant)
-		}
-		m.lmu.Unlock()
-	}
-}
+func (m *Manager) lock(tenant string) (unlock func()) { return m.locks.Lock(tenant) }
 
 // checkWait is the longest an upload or a swap waits for a check slot
 // (a variable for tests).
@@ -420,7 +396,7 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	m := &Manager{opts: opts, tenants: map[string]*tenantHost{}, locks: map[string]*tenantLock{}, checks: shares.New(opts.Checks),
+	m := &Manager{opts: opts, tenants: map[string]*tenantHost{}, checks: shares.New(opts.Checks),
 		running: shares.New(opts.Running), calls: make(chan struct{}, Calls),
 		code: newResidentBudget("server.plugin_code_bytes", opts.CodeBytes), idle: newResidentBudget("server.plugin_idle_bytes", opts.IdleBytes)}
 	ents, err := os.ReadDir(opts.Dir)
