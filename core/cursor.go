@@ -120,16 +120,25 @@ func (c *Cursor) PollBytes(max, maxBytes int) (evs []StoredEvent, more bool, err
 	return evs, more, nil
 }
 
-// pending reports whether the log holds events past the position (of
-// the region or not): a Poll that finds none needs no turn.
+// pending reports whether the region holds events past the position,
+// from the index alone (no segment is read): a Poll that would find none
+// needs no turn. Finding none, it moves the position past what it
+// examined, as that Poll would.
 func (c *Cursor) pending() bool {
 	c.mu.Lock()
-	pos := c.pos
-	c.mu.Unlock()
+	defer c.mu.Unlock()
 	c.s.ix.RLock()
 	n := uint64(c.s.ix.Len())
 	c.s.ix.RUnlock()
-	return n > pos
+	if n <= c.pos {
+		return false
+	}
+	locs, next := c.s.ix.PlanFrom(c.region.filter(), c.pos, 1)
+	if len(locs) == 0 {
+		c.pos = next
+		return false
+	}
+	return true
 }
 
 // Seek moves the position to pos, the global sequence the next Poll

@@ -864,10 +864,14 @@ func TestWorkerTurn(t *testing.T) {
 	}
 	a, b := openStore(t), openStore(t)
 
-	// An idle worker takes no turn.
+	// An idle worker takes no turn, also while events outside its region
+	// are written.
+	appendEvents(t, a, "other:1", 3)
 	idle := mustWorker(t, a, context.Background(), core.Entity("w:"), core.WorkerConfig{Turn: turn, IdleSleep: time.Millisecond},
 		func(ctx context.Context, b []core.StoredEvent) (core.WorkerAction, error) { return core.Continue, nil })
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(25 * time.Millisecond)
+	appendEvents(t, a, "other:1", 2)
+	time.Sleep(25 * time.Millisecond)
 	if n := taken.Load(); n != 0 {
 		t.Fatalf("an idle worker took %d turns", n)
 	}
@@ -911,7 +915,7 @@ func TestWorkerTurn(t *testing.T) {
 	eventually(t, "both workers through their events", func() bool {
 		ca, _ := a.NamedCursor("wa", core.Entity("w:"))
 		cb, _ := b.NamedCursor("wb", core.Entity("w:"))
-		return ca.Position() == 4 && cb.Position() == 3
+		return ca.Position() == 9 && cb.Position() == 3 // a holds five events of other:1 before
 	})
 	if n := firstBatch.Load(); n != 4 {
 		t.Fatalf("a's first batch held %d events, want the 4 there when its turn came", n)

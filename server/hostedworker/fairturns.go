@@ -8,8 +8,9 @@ import (
 // fairTurns are the server's turns (Options.InFlight), handed out fairly
 // between tenants: a tenant holds at most perTenant of them, and a turn
 // that frees goes to the waiting tenant holding the fewest (among those
-// holding as few, the one served longest ago, a tenant new to the turns
-// first), decided when the turn is handed over. So a tenant holding none
+// holding as few, the one served longest ago, a tenant coming back
+// counted as served when it came), decided when the turn is handed
+// over. So a tenant holding none
 // gets a turn within one hand-over per tenant waiting, however many
 // workers they keep waiting. Safe for concurrent use.
 type fairTurns struct {
@@ -26,7 +27,7 @@ type fairTurns struct {
 // first served.
 type tenantTurns struct {
 	held      int
-	lastGrant uint64 // grants when it was last handed a turn (0: never, since its entry was made)
+	lastGrant uint64 // grants when it was last handed a turn (or its entry made)
 	waiters   []*turnWaiter
 }
 
@@ -53,7 +54,9 @@ func (f *fairTurns) take(ctx context.Context, tenant string) (release func(), er
 	f.mu.Lock()
 	t := f.tenants[tenant]
 	if t == nil {
-		t = &tenantTurns{}
+		// At the back of the rotation: a tenant whose entry went (it held
+		// and waited for nothing) is not served before those waiting on.
+		t = &tenantTurns{lastGrant: f.grants}
 		f.tenants[tenant] = t
 	}
 	f.seq++
@@ -122,8 +125,8 @@ func (f *fairTurns) dispatchLocked() {
 }
 
 // fairer reports whether a is to be served before b: it holds fewer
-// turns, or as many and was served longer ago, or as long ago (never)
-// and its first waiter came first.
+// turns, or as many and was served longer ago, or as long ago and its
+// first waiter came first.
 func fairer(a, b *tenantTurns) bool {
 	switch {
 	case a.held != b.held:

@@ -164,8 +164,8 @@ func TestFairTurnsServeAQuietTenant(t *testing.T) {
 	take("quiet")
 	time.Sleep(20 * time.Millisecond)
 	for handovers := 1; ; handovers++ {
-		if handovers > 12 {
-			t.Fatal("the quiet tenant waited past 12 hand-overs")
+		if handovers > 13 {
+			t.Fatal("the quiet tenant waited past 13 hand-overs (one per waiting tenant)")
 		}
 		held[0].release()
 		held = held[1:]
@@ -187,4 +187,54 @@ func TestFairTurnsServeAQuietTenant(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestFairTurnsServeATenantThatKeepsWaiting: a tenant with two workers,
+// holding none of the turns with one waiting, is served before tenants
+// whose single worker gives its turn back and asks again (their entries
+// go and come back at the back of the rotation), not after every one of
+// them for ever.
+func TestFairTurnsServeATenantThatKeepsWaiting(t *testing.T) {
+	f := newFairTurns(8)
+	ctx := context.Background()
+	type grant struct {
+		tenant  string
+		release func()
+	}
+	granted := make(chan grant, 256)
+	take := func(tenant string) {
+		go func() {
+			if r, err := f.take(ctx, tenant); err == nil {
+				granted <- grant{tenant, r}
+			}
+		}()
+	}
+	first, err := f.take(ctx, "two-workers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 12; i++ {
+		take(fmt.Sprint("one-worker", i))
+	}
+	var held []grant
+	for len(held) < 7 {
+		held = append(held, <-granted)
+	}
+	time.Sleep(20 * time.Millisecond)
+	take("two-workers") // its second worker waits
+	time.Sleep(20 * time.Millisecond)
+	first() // its first is done: it holds none, one waiting
+	for i := 1; i <= 20; i++ {
+		h := held[0]
+		held = held[1:]
+		h.release()
+		g := <-granted
+		if g.tenant == "two-workers" {
+			return
+		}
+		held = append(held, g)
+		take(h.tenant) // the released tenant asks again, its entry made anew
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatal("a tenant holding none with a worker waiting was not served in 20 hand-overs")
 }
