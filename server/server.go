@@ -367,7 +367,7 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("server: WorkersMaxDefined is %d, want 1..%d (0: the default %d)", c.WorkersMaxDefined, hostedworker.MaxDefinedLimit, hostedworker.DefaultMaxDefined)
 	}
 	if c.WorkersInFlight < 0 || c.WorkersInFlight > hostedworker.MaxInFlight {
-		return c, fmt.Errorf("server: WorkersInFlight is %d, want 1..%d (0: the default %d)", c.WorkersInFlight, hostedworker.MaxInFlight, hostedworker.DefaultInFlight)
+		return c, fmt.Errorf("server.workers_in_flight (WorkersInFlight) is %d: want 1..%d (0: the default %d)", c.WorkersInFlight, hostedworker.MaxInFlight, hostedworker.DefaultInFlight)
 	}
 	if c.Listen == "" {
 		c.Listen = d.Listen
