@@ -13,37 +13,74 @@ import (
 // recent use of their slots (see Pool).
 const DefaultWindow = 2 * time.Second
 
-// Pool is a number of slots with a share per tenant. The zero value is
-// not usable: use New.
+// Pool is a number of slots with a share per tenant, handed out fairly.
+// The zero value is not usable: use New or NewFair.
 //
-// A tenant holds at most half the slots (at least 1). The pool also keeps
-// each tenant's recent use of its slots: the seconds its takes held them,
-// decaying with the window (a use W ago counts e⁻¹ of its length), the
-// takes still holding one counted as they run. A tenant whose use passes
-// an eighth of the pool's capacity over the window (Size × W / 8
-// slot-seconds: with 2 slots and 2 s, half a second) is busy, and each of
-// its takes also needs one of the slots the busy tenants share, half the
-// pool (at least 1). So tenants that keep the slots busy, with long calls
-// or many short ones, hold at most half between them, and the others keep
-// the rest — unless more than eight tenants each stay just under an
-// eighth.
+// A tenant holds at most half the slots (at least 1). A slot that frees
+// goes to the waiting tenant holding the fewest; among those holding as
+// few, to the one served longest ago (the pool remembers that past a
+// tenant's last take, so coming back gains nothing), then to the one
+// whose take came first; a tenant's own takes are served in the order
+// they came. So a tenant holding none gets a slot within one hand-over
+// per waiting tenant, however many takes the others keep waiting, and a
+// quiet tenant (served long ago or never) at the next hand-over but for
+// the others holding none that were served longer ago.
+//
+// New's pools also keep each tenant's recent use of its slots: the
+// seconds its takes held them, decaying with the window (a use W ago
+// counts e⁻¹ of its length), the takes still holding one counted as
+// they run. A tenant whose use passes an eighth of the pool's capacity
+// over the window (Size × W / 8 slot-seconds: with 2 slots and 2 s, half
+// a second) is busy, and its takes also need one of the slots the busy
+// tenants share, half the pool (at least 1). So tenants that keep the
+// slots busy, with long calls or many short ones, hold at most half
+// between them and the others find the rest free; and however many
+// tenants stay just under the mark, the fair hand-over serves a quiet
+// tenant first. That half stays idle when only busy tenants wait: for
+// work that must not idle, NewFair keeps no share back.
 type Pool struct {
-	all chan struct{}
-	// busy is the slots the busy tenants share.
-	busy   chan struct{}
-	window time.Duration
+	size, perTenant int
+	busyShare       int           // slots the busy tenants share; size when nothing is kept back
+	window          time.Duration // 0: use is not weighed (NewFair)
 
-	mu      sync.Mutex
-	tenants map[string]*share // made on a tenant's first take, dropped when no take holds or waits on it
-	use     map[string]*usage // tenants' recent use, dropped once it has decayed away
+	mu        sync.Mutex
+	inUse     int               // slots held, all tenants'
+	busyInUse int               // slots held by takes that were busy
+	seq       uint64            // orders the waiters by arrival
+	grants    uint64            // counts the slots handed over
+	tenants   map[string]*share // made on a tenant's take, dropped when no take holds or waits on it
+	waiting   map[*share]struct{}
+	use       map[string]*usage // tenants' recent use, dropped once it has decayed away
 	// forgetAt is the size of use at which hold next forgets decayed use.
 	forgetAt int
+	// served is grants when each tenant was last handed a slot, kept
+	// past its share so that a tenant coming back takes its place in the
+	// rotation; forgotten servedHorizon grants on (amortized, at
+	// servedForgetAt), when it counts as never served.
+	served         map[string]uint64
+	servedForgetAt int
 }
 
-// share is one tenant's slots and the takes that hold or wait on them.
+// servedHorizon is how many hand-overs on a pool forgets when a tenant
+// holding and waiting for nothing was last served.
+const servedHorizon = 1 << 16
+
+// share is one tenant's slots held and its takes waiting, first come
+// first served.
 type share struct {
-	slots chan struct{}
-	takes int // guarded by Pool.mu
+	name      string
+	held      int
+	lastGrant uint64 // the pool's grants when it was last handed a slot (or the share made)
+	waiters   []*waiter
+}
+
+// waiter is one take waiting for a slot; granted is closed when it has
+// one, from start.
+type waiter struct {
+	seq     uint64
+	busy    bool // the tenant was busy when the take came
+	granted chan struct{}
+	start   *time.Time // set with granted, when use is weighed
 }
 
 // usage is a tenant's decaying slot-seconds, as of at, and the start of
@@ -74,22 +111,34 @@ func New(n int) *Pool { return NewWindow(n, DefaultWindow) }
 
 // NewWindow is New weighing each tenant's use over window (at least 1 ms).
 func NewWindow(n int, window time.Duration) *Pool {
-	return &Pool{all: make(chan struct{}, max(n, 1)), busy: make(chan struct{}, max(n/2, 1)),
-		window: max(window, time.Millisecond), tenants: map[string]*share{}, use: map[string]*usage{}, forgetAt: 64}
+	p := NewFair(n)
+	p.busyShare, p.window = max(p.size/2, 1), max(window, time.Millisecond)
+	return p
 }
 
-// Size is the pool's slots, PerTenant a tenant's share.
-func (p *Pool) Size() int { return cap(p.all) }
+// NewFair is a pool of n slots (at least 1), a tenant holding at most
+// n/2 (at least 1), handed out fairly, that keeps no slots back from
+// busy tenants: a slot idles only when no tenant that may take it waits.
+func NewFair(n int) *Pool {
+	n = max(n, 1)
+	return &Pool{size: n, perTenant: max(n/2, 1), busyShare: n, tenants: map[string]*share{},
+		waiting: map[*share]struct{}{}, use: map[string]*usage{}, forgetAt: 64,
+		served: map[string]uint64{}, servedForgetAt: 64}
+}
+
+// Size is the pool's slots.
+func (p *Pool) Size() int { return p.size }
 
 // PerTenant is the most slots one tenant holds at once.
-func (p *Pool) PerTenant() int { return max(cap(p.all)/2, 1) }
+func (p *Pool) PerTenant() int { return p.perTenant }
 
-// BusyShare is how many slots the busy tenants share.
-func (p *Pool) BusyShare() int { return cap(p.busy) }
+// BusyShare is how many slots the busy tenants share (Size for NewFair's
+// pools).
+func (p *Pool) BusyShare() int { return p.busyShare }
 
 // busyAt is the slot-seconds of use over the window past which a tenant
 // is busy: an eighth of the pool's capacity.
-func (p *Pool) busyAt() float64 { return p.window.Seconds() * float64(cap(p.all)) / 8 }
+func (p *Pool) busyAt() float64 { return p.window.Seconds() * float64(p.size) / 8 }
 
 // ErrTenantShare, ErrPool and ErrBusyShare say which wait ran out in Take:
 // for one of the tenant's share, for one of the pool's, or (the tenant
@@ -100,80 +149,174 @@ var (
 	ErrBusyShare   = errors.New("shares: every slot the busy tenants share is taken")
 )
 
-// Take takes one of the tenant's share, then, when the tenant is busy,
-// one of the busy tenants' share, then one of the pool's, waiting for
-// them while ctx lasts and, when wait > 0, at most wait in all (then
-// ErrBusyShare, ErrTenantShare or ErrPool); ctx's error when it ends
-// first. The release gives them back (once) and counts the time the slot
-// was held as the tenant's use. The pool keeps a tenant's entry only
-// while a take holds or waits on it, and its use until it decays away,
-// so tenants that come and go leave nothing.
+// Take waits for a slot for tenant while ctx lasts and, when wait > 0,
+// at most wait (then ErrTenantShare, ErrBusyShare or ErrPool, naming
+// what was full when it ran out); ctx's error when ctx ends first. The
+// release gives the slot back (once) and counts the time it was held as
+// the tenant's use. The pool keeps a tenant's entry only while a take
+// holds or waits on it, and its use until it decays away, so tenants
+// that come and go leave nothing.
 func (p *Pool) Take(ctx context.Context, tenant string, wait time.Duration) (release func(), err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err // not a coin's toss against a free slot
 	}
-	sh, busy := p.enter(tenant)
-	own := sh.slots
+	now := time.Now()
+	p.mu.Lock()
+	sh := p.tenants[tenant]
+	if sh == nil {
+		// In its place in the rotation: a tenant whose entry went (it held
+		// and waited for nothing) and comes back is not served before
+		// those waiting on, and one served long ago (or never) is.
+		sh = &share{name: tenant, lastGrant: p.served[tenant]}
+		p.tenants[tenant] = sh
+	}
+	p.seq++
+	w := &waiter{seq: p.seq, granted: make(chan struct{})}
+	if u := p.use[tenant]; u != nil && p.window > 0 {
+		w.busy = u.now(now, p.window) >= p.busyAt()
+	}
+	sh.waiters = append(sh.waiters, w)
+	p.waiting[sh] = struct{}{}
+	p.dispatchLocked()
+	p.mu.Unlock()
+
 	var expired <-chan time.Time
 	if wait > 0 {
 		t := time.NewTimer(wait)
 		defer t.Stop()
 		expired = t.C
 	}
-	giveBack := func() {} // what is taken so far
-	fail := func(err error) (func(), error) {
-		giveBack()
-		p.leave(tenant, sh, nil)
-		return nil, err
-	}
-	// The tenant's own slot first: a busy tenant's takes waiting for its
-	// own share do not hold the busy tenants' slots meanwhile.
 	select {
-	case own <- struct{}{}:
-		giveBack = func() { <-own }
+	case <-w.granted:
 	case <-ctx.Done():
-		return fail(ctx.Err())
-	case <-expired:
-		return fail(ErrTenantShare)
-	}
-	if busy {
-		select {
-		case p.busy <- struct{}{}:
-			giveBack = func() { <-p.busy; <-own }
-		case <-ctx.Done():
-			return fail(ctx.Err())
-		case <-expired:
-			return fail(ErrBusyShare)
+		if p.abandon(sh, w, nil) {
+			return nil, ctx.Err()
 		}
-	}
-	select {
-	case p.all <- struct{}{}:
-	case <-ctx.Done():
-		return fail(ctx.Err())
+		p.release(sh, w) // granted meanwhile: give it back
+		return nil, ctx.Err()
 	case <-expired:
-		return fail(ErrPool)
+		var full error
+		if p.abandon(sh, w, &full) {
+			return nil, full
+		}
+		// granted meanwhile: keep it
 	}
-	start := p.hold(tenant)
 	var once sync.Once
-	return func() {
-		once.Do(func() {
-			<-p.all
-			giveBack()
-			p.leave(tenant, sh, start)
-		})
-	}, nil
+	return func() { once.Do(func() { p.release(sh, w) }) }, nil
 }
 
-// hold records that one of tenant's takes holds a slot from now on: its
-// use counts it as it runs.
-func (p *Pool) hold(tenant string) *time.Time {
-	start := time.Now()
+// abandon takes w out of sh's waiters, reporting true, unless it has
+// been granted a slot meanwhile; full, when not nil, is set to what was
+// full.
+func (p *Pool) abandon(sh *share, w *waiter, full *error) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	select {
+	case <-w.granted:
+		return false
+	default:
+	}
+	if full != nil {
+		switch {
+		case sh.held >= p.perTenant:
+			*full = ErrTenantShare
+		case w.busy && p.busyInUse >= p.busyShare:
+			*full = ErrBusyShare
+		default:
+			*full = ErrPool
+		}
+	}
+	for i, o := range sh.waiters {
+		if o == w {
+			sh.waiters = append(sh.waiters[:i], sh.waiters[i+1:]...)
+			break
+		}
+	}
+	if len(sh.waiters) == 0 {
+		delete(p.waiting, sh)
+	}
+	p.forgetLocked(sh)
+	// A waiter ahead of others of its tenant may have kept them back
+	// (waiting for the busy share): they may go now.
+	p.dispatchLocked()
+	return true
+}
+
+// release gives w's slot back, counting the time it held as its
+// tenant's use, and hands the free slot on.
+func (p *Pool) release(sh *share, w *waiter) {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sh.held--
+	p.inUse--
+	if w.busy {
+		p.busyInUse--
+	}
+	if w.start != nil {
+		u := p.use[sh.name]
+		delete(u.holding, w.start)
+		u.seconds, u.at = u.decayed(now, p.window)+now.Sub(*w.start).Seconds(), now
+	}
+	p.forgetLocked(sh)
+	p.dispatchLocked()
+}
+
+// dispatchLocked hands the free slots to the waiting takes, fairly.
+func (p *Pool) dispatchLocked() {
+	for p.inUse < p.size && len(p.waiting) > 0 {
+		var next *share
+		for sh := range p.waiting {
+			if sh.held >= p.perTenant || (sh.waiters[0].busy && p.busyInUse >= p.busyShare) {
+				continue
+			}
+			if next == nil || fairer(sh, next) {
+				next = sh
+			}
+		}
+		if next == nil {
+			return
+		}
+		w := next.waiters[0]
+		if next.waiters = next.waiters[1:]; len(next.waiters) == 0 {
+			delete(p.waiting, next)
+		}
+		next.held++
+		p.inUse++
+		if w.busy {
+			p.busyInUse++
+		}
+		p.grants++
+		next.lastGrant = p.grants
+		p.rememberLocked(next.name)
+		if p.window > 0 {
+			w.start = p.holdLocked(next.name)
+		}
+		close(w.granted)
+	}
+}
+
+// fairer reports whether a is to be served before b: it holds fewer
+// slots, or as many and was served longer ago, or as long ago and its
+// first take came first.
+func fairer(a, b *share) bool {
+	switch {
+	case a.held != b.held:
+		return a.held < b.held
+	case a.lastGrant != b.lastGrant:
+		return a.lastGrant < b.lastGrant
+	}
+	return a.waiters[0].seq < b.waiters[0].seq
+}
+
+// holdLocked records that one of tenant's takes holds a slot from now
+// on: its use counts it as it runs.
+func (p *Pool) holdLocked(tenant string) *time.Time {
+	start := time.Now()
 	u := p.use[tenant]
 	if u == nil {
 		if len(p.use) >= p.forgetAt {
-			p.forgetLocked(start)
+			p.forgetUseLocked(start)
 			// Amortized: the next look waits until the map has doubled,
 			// so many tenants active at once cost a scan per doubling,
 			// not one per new tenant.
@@ -189,45 +332,31 @@ func (p *Pool) hold(tenant string) *time.Time {
 	return &start
 }
 
-// enter finds or makes the tenant's share and counts one more take on
-// it; busy reports that the tenant's recent use makes it busy.
-func (p *Pool) enter(tenant string) (sh *share, busy bool) {
-	now := time.Now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if u := p.use[tenant]; u != nil {
-		busy = u.now(now, p.window) >= p.busyAt()
+// rememberLocked records that tenant was served now, forgetting, once
+// the record has doubled, the tenants served servedHorizon hand-overs
+// ago or more.
+func (p *Pool) rememberLocked(tenant string) {
+	if _, ok := p.served[tenant]; !ok && len(p.served) >= p.servedForgetAt {
+		for t, at := range p.served {
+			if at+servedHorizon < p.grants && p.tenants[t] == nil {
+				delete(p.served, t)
+			}
+		}
+		p.servedForgetAt = max(64, 2*len(p.served))
 	}
-	sh, ok := p.tenants[tenant]
-	if !ok {
-		sh = &share{slots: make(chan struct{}, p.PerTenant())}
-		p.tenants[tenant] = sh
-	}
-	sh.takes++
-	return sh, busy
+	p.served[tenant] = p.grants
 }
 
-// leave counts one take fewer on the tenant's share, dropping the share
-// when none is left, and, for a take that held a slot since start, moves
-// the time it held into the tenant's use.
-func (p *Pool) leave(tenant string, sh *share, start *time.Time) {
-	now := time.Now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if sh.takes--; sh.takes == 0 {
-		delete(p.tenants, tenant)
+// forgetLocked drops sh once it holds and waits for nothing.
+func (p *Pool) forgetLocked(sh *share) {
+	if sh.held == 0 && len(sh.waiters) == 0 && p.tenants[sh.name] == sh {
+		delete(p.tenants, sh.name)
 	}
-	if start == nil {
-		return
-	}
-	u := p.use[tenant]
-	delete(u.holding, start)
-	u.seconds, u.at = u.decayed(now, p.window)+now.Sub(*start).Seconds(), now
 }
 
-// forgetLocked drops the use that has decayed below a millisecond, of
+// forgetUseLocked drops the use that has decayed below a millisecond, of
 // tenants holding no slot.
-func (p *Pool) forgetLocked(now time.Time) {
+func (p *Pool) forgetUseLocked(now time.Time) {
 	for t, u := range p.use {
 		if len(u.holding) == 0 && u.now(now, p.window) < 0.001 {
 			delete(p.use, t)
@@ -256,9 +385,20 @@ func (p *Pool) InUse(tenant string) (all, byTenant int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if sh := p.tenants[tenant]; sh != nil {
-		byTenant = len(sh.slots)
+		byTenant = sh.held
 	}
-	return len(p.all), byTenant
+	return p.inUse, byTenant
+}
+
+// Waiting is the takes waiting for a slot now, all tenants'.
+func (p *Pool) Waiting() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for sh := range p.waiting {
+		n += len(sh.waiters)
+	}
+	return n
 }
 
 // Tenants is how many tenants' shares the pool keeps now: those with a
@@ -269,8 +409,12 @@ func (p *Pool) Tenants() int {
 	return len(p.tenants)
 }
 
-// Busy reports whether tenant's recent use makes it busy now.
+// Busy reports whether tenant's recent use makes it busy now (never in
+// NewFair's pools).
 func (p *Pool) Busy(tenant string) bool {
+	if p.window == 0 {
+		return false
+	}
 	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/internal/shares"
 	"github.com/batpak-go/batpak/plugins"
 	"github.com/batpak-go/batpak/plugins/abi"
 	"github.com/batpak-go/batpak/policy"
@@ -221,7 +222,7 @@ type Supervisor struct {
 	runners map[key]*runner // the current (or last) run of each worker
 	// turns are the server's turns (Options.InFlight), tenantInFlight
 	// each tenant's slots (TenantInFlight): see turn.
-	turns          *fairTurns
+	turns          *shares.Pool
 	tenantInFlight map[string]chan struct{}
 	waiting        atomic.Int64 // workers waiting for a turn (Metrics)
 	closed         bool
@@ -256,7 +257,7 @@ func New(opts Options) (*Supervisor, error) {
 	}
 	base, stop := context.WithCancel(context.Background())
 	return &Supervisor{opts: opts, log: opts.Logger, runners: map[key]*runner{},
-		turns: newFairTurns(opts.InFlight), tenantInFlight: map[string]chan struct{}{}, base: base, stop: stop, standby: opts.Standby}, nil
+		turns: shares.NewFair(opts.InFlight), tenantInFlight: map[string]chan struct{}{}, base: base, stop: stop, standby: opts.Standby}, nil
 }
 
 // Resume starts every worker the control plane records as running whose
@@ -984,7 +985,7 @@ func (s *Supervisor) Metrics() []prometheus.Collector {
 	return []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "batpak_hosted_workers_in_flight",
 			Help: "Hosted workers reading a batch and calling their plugin now (bounded by server.workers_in_flight)."},
-			func() float64 { return float64(s.turns.held()) }),
+			func() float64 { all, _ := s.turns.InUse(""); return float64(all) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "batpak_hosted_workers_waiting",
 			Help: "Hosted workers with events to read waiting for their turn (server.workers_in_flight; a tenant at most half, a freed turn to the waiting tenant holding the fewest)."},
 			func() float64 { return float64(s.waiting.Load()) }),
@@ -993,7 +994,7 @@ func (s *Supervisor) Metrics() []prometheus.Collector {
 
 // turn is one worker's place among the workers in flight: a slot of its
 // tenant's TenantInFlight, then one of the server's turns
-// (Options.InFlight, fairTurns: a tenant holds at most half, and a turn
+// (Options.InFlight, a shares.NewFair pool: a tenant holds at most half, and a turn
 // that frees goes to the waiting tenant holding the fewest, so tenants
 // with slow plugins cannot keep a quiet tenant waiting), taken
 // before the worker reads a batch (core.WorkerConfig.Turn). The server's
@@ -1001,7 +1002,7 @@ func (s *Supervisor) Metrics() []prometheus.Collector {
 // the handler returns. A worker's turn is used by its own goroutine
 // only.
 type turn struct {
-	pool    *fairTurns
+	pool    *shares.Pool
 	name    string        // the tenant's id
 	tenant  chan struct{} // the tenant's slots
 	server  func()        // gives the server's turn back; nil when not held
@@ -1055,7 +1056,7 @@ func (t *turn) resume(ctx context.Context) error {
 	if t.server != nil {
 		return nil
 	}
-	release, err := t.pool.take(ctx, t.name)
+	release, err := t.pool.Take(ctx, t.name, 0)
 	if err != nil {
 		return err
 	}

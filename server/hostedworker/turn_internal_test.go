@@ -3,9 +3,10 @@ package hostedworker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"testing"
 	"time"
+
+	"github.com/batpak-go/batpak/internal/shares"
 )
 
 // takeAsync takes t's turn in the background and reports it on the
@@ -53,7 +54,7 @@ func waiting(t *testing.T, c <-chan func(), what string) {
 // pauses gives the server's turn up but keeps its tenant's slot; a wait
 // ends with its ctx.
 func TestTurnsBoundServerAndTenant(t *testing.T) {
-	s := &Supervisor{turns: newFairTurns(4), tenantInFlight: map[string]chan struct{}{}}
+	s := &Supervisor{turns: shares.NewFair(4), tenantInFlight: map[string]chan struct{}{}}
 	ctx := context.Background()
 
 	// A tenant takes at most half of the server's four.
@@ -68,7 +69,7 @@ func TestTurnsBoundServerAndTenant(t *testing.T) {
 	b2 := taken(t, takeAsync(ctx, b2t), "b's second")
 	c1 := takeAsync(ctx, s.newTurn("c"))
 	waiting(t, c1, "c's first (the server's four are taken)")
-	if in := s.turns.held(); in != 4 || s.waiting.Load() != 2 {
+	if in := held(s); in != 4 || s.waiting.Load() != 2 {
 		t.Fatalf("metrics: %d in flight, %d waiting; want 4 and 2 (a's third, c's first)", in, s.waiting.Load())
 	}
 
@@ -119,122 +120,13 @@ func TestTurnsBoundServerAndTenant(t *testing.T) {
 	for _, r := range releases {
 		r()
 	}
-	if in := s.turns.held(); in != 0 || s.waiting.Load() != 0 {
+	if in := held(s); in != 0 || s.waiting.Load() != 0 {
 		t.Fatalf("after every release: %d in flight, %d waiting", in, s.waiting.Load())
 	}
 }
 
-// TestFairTurnsServeAQuietTenant: with twelve tenants each keeping four
-// workers waiting for the server's eight turns (slow plugins), a quiet
-// tenant's worker gets a turn within as many hand-overs as there are
-// tenants, not behind every waiting worker (forty of them), and each
-// tenant holds at most half.
-func TestFairTurnsServeAQuietTenant(t *testing.T) {
-	f := newFairTurns(8)
-	type grant struct {
-		tenant  string
-		release func()
-	}
-	granted := make(chan grant, 64)
-	take := func(tenant string) {
-		go func() {
-			r, err := f.take(context.Background(), tenant)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			granted <- grant{tenant, r}
-		}()
-	}
-	var held []grant
-	for i := 0; i < 12; i++ {
-		for j := 0; j < 4; j++ {
-			take(fmt.Sprint("busy", i))
-		}
-	}
-	for len(held) < 8 {
-		select {
-		case g := <-granted:
-			held = append(held, g)
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%d turns given, want 8", len(held))
-		}
-	}
-	time.Sleep(20 * time.Millisecond) // every busy take is waiting now
-	take("quiet")
-	time.Sleep(20 * time.Millisecond)
-	for handovers := 1; ; handovers++ {
-		if handovers > 13 {
-			t.Fatal("the quiet tenant waited past 13 hand-overs (one per waiting tenant)")
-		}
-		held[0].release()
-		held = held[1:]
-		var g grant
-		select {
-		case g = <-granted:
-		case <-time.After(5 * time.Second):
-			t.Fatal("a released turn was not handed over")
-		}
-		if g.tenant == "quiet" {
-			t.Logf("the quiet tenant got a turn at hand-over %d", handovers)
-			break
-		}
-		held = append(held, g)
-		per := map[string]int{}
-		for _, h := range held {
-			if per[h.tenant]++; per[h.tenant] > 4 {
-				t.Fatalf("%s holds %d of 8 turns", h.tenant, per[h.tenant])
-			}
-		}
-	}
-}
-
-// TestFairTurnsServeATenantThatKeepsWaiting: a tenant with two workers,
-// holding none of the turns with one waiting, is served before tenants
-// whose single worker gives its turn back and asks again (their entries
-// go and come back at the back of the rotation), not after every one of
-// them for ever.
-func TestFairTurnsServeATenantThatKeepsWaiting(t *testing.T) {
-	f := newFairTurns(8)
-	ctx := context.Background()
-	type grant struct {
-		tenant  string
-		release func()
-	}
-	granted := make(chan grant, 256)
-	take := func(tenant string) {
-		go func() {
-			if r, err := f.take(ctx, tenant); err == nil {
-				granted <- grant{tenant, r}
-			}
-		}()
-	}
-	first, err := f.take(ctx, "two-workers")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 12; i++ {
-		take(fmt.Sprint("one-worker", i))
-	}
-	var held []grant
-	for len(held) < 7 {
-		held = append(held, <-granted)
-	}
-	time.Sleep(20 * time.Millisecond)
-	take("two-workers") // its second worker waits
-	time.Sleep(20 * time.Millisecond)
-	first() // its first is done: it holds none, one waiting
-	for i := 1; i <= 20; i++ {
-		h := held[0]
-		held = held[1:]
-		h.release()
-		g := <-granted
-		if g.tenant == "two-workers" {
-			return
-		}
-		held = append(held, g)
-		take(h.tenant) // the released tenant asks again, its entry made anew
-		time.Sleep(time.Millisecond)
-	}
-	t.Fatal("a tenant holding none with a worker waiting was not served in 20 hand-overs")
+// held is the server's turns held, all tenants' together.
+func held(s *Supervisor) int {
+	all, _ := s.turns.InUse("")
+	return all
 }

@@ -1,0 +1,239 @@
+package shares_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/internal/shares"
+)
+
+// grant is a take that got its slot.
+type grant struct {
+	tenant  string
+	release func()
+}
+
+// taker takes slots of p in the background, reporting each on granted.
+func taker(t *testing.T, p *shares.Pool) (take func(tenant string), granted chan grant) {
+	granted = make(chan grant, 256)
+	return func(tenant string) {
+		go func() {
+			r, err := p.Take(context.Background(), tenant, 0)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			granted <- grant{tenant, r}
+		}()
+	}, granted
+}
+
+// next is the next slot handed over.
+func next(t *testing.T, granted chan grant) grant {
+	t.Helper()
+	select {
+	case g := <-granted:
+		return g
+	case <-time.After(5 * time.Second):
+		t.Fatal("no slot was handed over")
+	}
+	return grant{}
+}
+
+// TestFairServesAQuietTenant: with twelve tenants each keeping four
+// takes waiting for eight slots (slow plugins, none of them busy yet), a
+// quiet tenant's take gets a slot within as many hand-overs as there are
+// tenants, not behind every waiting take (forty of them), and each
+// tenant holds at most half. Both kinds of pool.
+func TestFairServesAQuietTenant(t *testing.T) {
+	for name, p := range map[string]*shares.Pool{"New": shares.New(8), "NewFair": shares.NewFair(8)} {
+		t.Run(name, func(t *testing.T) {
+			take, granted := taker(t, p)
+			var held []grant
+			for i := range 12 {
+				for range 4 {
+					take(fmt.Sprint("slow", i))
+				}
+			}
+			for len(held) < 8 {
+				held = append(held, next(t, granted))
+			}
+			for p.Waiting() < 40 {
+				time.Sleep(time.Millisecond)
+			}
+			take("quiet")
+			for p.Waiting() < 41 {
+				time.Sleep(time.Millisecond)
+			}
+			for handovers := 1; ; handovers++ {
+				if handovers > 13 {
+					t.Fatal("the quiet tenant waited past 13 hand-overs (one per waiting tenant)")
+				}
+				held[0].release()
+				held = held[1:]
+				g := next(t, granted)
+				if g.tenant == "quiet" {
+					t.Logf("the quiet tenant got a slot at hand-over %d", handovers)
+					g.release()
+					break
+				}
+				held = append(held, g)
+				per := map[string]int{}
+				for _, h := range held {
+					if per[h.tenant]++; per[h.tenant] > 4 {
+						t.Fatalf("%s holds %d of 8 slots", h.tenant, per[h.tenant])
+					}
+				}
+			}
+			for _, h := range held {
+				h.release()
+			}
+			for p.Waiting() > 0 {
+				next(t, granted).release()
+			}
+			for len(granted) > 0 {
+				(<-granted).release()
+			}
+		})
+	}
+}
+
+// TestFairServesATenantThatKeepsWaiting: a tenant with two takes,
+// holding no slot with one waiting, is served before tenants whose
+// single take gives its slot back and asks again (their entries go and
+// come back at the back of the rotation), not after every one of them
+// for ever.
+func TestFairServesATenantThatKeepsWaiting(t *testing.T) {
+	p := shares.NewFair(8)
+	take, granted := taker(t, p)
+	first, err := p.Take(context.Background(), "two-takes", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 12 {
+		take(fmt.Sprint("one-take", i))
+	}
+	var held []grant
+	for len(held) < 7 {
+		held = append(held, next(t, granted))
+	}
+	for p.Waiting() < 5 {
+		time.Sleep(time.Millisecond)
+	}
+	take("two-takes") // its second take waits
+	for p.Waiting() < 6 {
+		time.Sleep(time.Millisecond)
+	}
+	first() // its first is done: it holds none, one waiting
+	for range 20 {
+		h := held[0]
+		held = held[1:]
+		h.release()
+		g := next(t, granted)
+		if g.tenant == "two-takes" {
+			g.release()
+			for _, h := range held {
+				h.release()
+			}
+			return
+		}
+		held = append(held, g)
+		take(h.tenant) // the released tenant asks again, its entry made anew
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatal("a tenant holding none with a take waiting was not served in 20 hand-overs")
+}
+
+// TestManyTenantsJustUnderBusy: more than eight tenants each keeping the
+// slots a little under busy (so none is held to the busy share) still
+// cannot keep a quiet tenant, served once long before, waiting past the
+// tenants holding none that were never served: the pool remembers when
+// it last served the quiet tenant, though its share went meanwhile.
+func TestManyTenantsJustUnderBusy(t *testing.T) {
+	p := shares.NewWindow(8, time.Hour) // busy past 3,600 slot-seconds: nobody here
+	take, granted := taker(t, p)
+	once, err := p.Take(context.Background(), "quiet", 0) // served once, long before
+	if err != nil {
+		t.Fatal(err)
+	}
+	once()
+	var held []grant
+	for i := range 12 {
+		take(fmt.Sprint("slow", i))
+		take(fmt.Sprint("slow", i))
+	}
+	for len(held) < 8 {
+		held = append(held, next(t, granted))
+	}
+	for p.Waiting() < 16 {
+		time.Sleep(time.Millisecond)
+	}
+	take("quiet")
+	for p.Waiting() < 17 {
+		time.Sleep(time.Millisecond)
+	}
+	// The quiet tenant waits only behind the slow tenants never served.
+	holders := map[string]bool{}
+	for _, h := range held {
+		holders[h.tenant] = true
+	}
+	for handovers := 1; handovers <= 12-len(holders)+1; handovers++ {
+		held[0].release()
+		held = held[1:]
+		g := next(t, granted)
+		if g.tenant == "quiet" {
+			g.release()
+			for _, h := range held {
+				h.release()
+			}
+			for p.Waiting() > 0 {
+				next(t, granted).release()
+			}
+			return
+		}
+		held = append(held, g)
+	}
+	t.Fatalf("the quiet tenant waited past the %d slow tenants never served", 12-len(holders))
+}
+
+// TestFairKeepsNothingBack: a NewFair pool lets busy tenants hold every
+// slot no other tenant waits for, where New's keeps half for the others.
+func TestFairKeepsNothingBack(t *testing.T) {
+	const window = 200 * time.Millisecond
+	for _, c := range []struct {
+		name string
+		p    *shares.Pool
+		want int
+	}{{"New", shares.NewWindow(4, window), 2}, {"NewFair", shares.NewFair(4), 4}} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			var rels []func()
+			for _, tenant := range []string{"a", "a", "b", "b"} {
+				r, err := c.p.Take(ctx, tenant, time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rels = append(rels, r)
+			}
+			time.Sleep(window) // a and b: 0.2 slot-seconds each, busy in New's pool (0.1)
+			for _, r := range rels {
+				r()
+			}
+			rels = rels[:0]
+			for _, tenant := range []string{"a", "a", "b", "b"} {
+				r, err := c.p.Take(ctx, tenant, 20*time.Millisecond)
+				if err == nil {
+					rels = append(rels, r)
+				}
+			}
+			if len(rels) != c.want {
+				t.Fatalf("busy tenants alone took %d of 4 slots, want %d", len(rels), c.want)
+			}
+			for _, r := range rels {
+				r()
+			}
+		})
+	}
+}
