@@ -384,6 +384,19 @@
 // place: Redact on an event in one rewrites the segment with the event as
 // a redacted stub.
 //
+// A plain segment's frame is redacted in place with two writes (the
+// record, then the frame header with its new checksum); a crash or power
+// loss between them would leave a frame failing its checksum. So the
+// frames about to be rewritten (segment, offset, event id; at most 4,096
+// at a time) are first recorded in the redaction journal (redact.journal,
+// synced), and it is removed once they are rewritten and synced. Open
+// finishes what a journal names before it reads the log (the rewrite
+// depends only on bytes it does not change, so it is the same whatever
+// part of it reached the disk), as does the next redaction after one that
+// failed part way. A read-only store beside a live writer reads again
+// while a journal is there. A damaged journal is a *CorruptionError
+// naming it.
+//
 // # Platforms
 //
 // The store builds for Linux, macOS and Windows (amd64 and arm64; other

@@ -18,7 +18,7 @@ func segmentFiles(fsys vfs.FS, dir string) string {
 	ents, _ := fsys.ReadDir(dir)
 	var b strings.Builder
 	for _, e := range ents {
-		if n := e.Name(); strings.HasSuffix(n, format.SegmentSuffix) || n == compactJournal {
+		if n := e.Name(); strings.HasSuffix(n, format.SegmentSuffix) || n == compactJournal || n == redactJournal {
 			b.WriteString(n)
 			b.WriteByte('\n')
 		}
@@ -33,14 +33,15 @@ func segmentFiles(fsys vfs.FS, dir string) string {
 // store, and runs it again (up to 8 times, a few milliseconds apart) while
 // it fails in a way a live writer explains: files changing under it — a
 // frame half written at the tail, segments replaced by a compaction or
-// packing (events seen twice or not at all while it commits). Damage
+// packing (events seen twice or not at all while it commits), a frame
+// being redacted in place (a redaction journal is there). Damage
 // stays; those pass. It returns read's last error.
 func readBesideWriter(fsys vfs.FS, dir string, read func() error) error {
 	files := segmentFiles(fsys, dir)
 	err := read()
 	for try := 1; err != nil && try <= 8; try++ {
 		now := segmentFiles(fsys, dir)
-		if !liveChange(err) && now == files {
+		if !liveChange(err) && now == files && !(isCorrupt(err) && redacting(fsys, dir)) {
 			break
 		}
 		files = now
@@ -49,6 +50,10 @@ func readBesideWriter(fsys vfs.FS, dir string, read func() error) error {
 	}
 	return err
 }
+
+// isCorrupt reports whether err is damage found in the store's files
+// (which a frame a live writer redacts in place looks like for a moment).
+func isCorrupt(err error) bool { return errors.Is(err, ErrCorrupt) }
 
 // liveChange reports whether err may come from files a live writer was
 // changing under a read-only reader (see CorruptionError.live), rather

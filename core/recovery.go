@@ -57,6 +57,9 @@ func (s *Store) recoverStoreFiles() (recovered, error) {
 		if err := finishCompaction(s.fs, cfg.Dir); err != nil {
 			return recovered{}, err
 		}
+		if err := finishRedactions(s.fs, cfg.Dir, s.log.Warn); err != nil {
+			return recovered{}, err
+		}
 	}
 	n, damaged, err := loadErasures(s.fs, cfg.Dir)
 	if err == nil && damaged {

@@ -138,6 +138,7 @@ func (s *Store) redactLocs(ctx context.Context, locs []index.Loc) (int, error) {
 	packed := map[uint32]bool{}
 	ids := map[EventID]bool{}
 	var sealed map[uint32]bool
+	var inPlace []index.Loc
 	for _, l := range locs {
 		if s.isPacked(l.Seg) || s.isShared(l.Seg, &sealed) {
 			// A packed segment is not rewritten in place, nor is a sealed
@@ -151,12 +152,13 @@ func (s *Store) redactLocs(ctx context.Context, locs []index.Loc) (int, error) {
 			s.ix.RUnlock()
 			continue
 		}
-		ok, err := s.redactOne(l)
+		inPlace = append(inPlace, l)
+	}
+	if len(inPlace) > 0 {
+		n, err := s.redactInPlace(inPlace)
+		done += n
 		if err != nil {
 			return done, err
-		}
-		if ok {
-			done++
 		}
 	}
 	if len(packed) > 0 {
@@ -291,11 +293,86 @@ func (s *Store) raiseErasures() (uint64, error) {
 	return n, nil
 }
 
-// redactOne rewrites one record in place: zeroed payload, redacted flag,
-// new frame checksum. It holds the rewrite lock so that a snapshot never
-// copies a half-rewritten frame; readers that catch the frame mid-rewrite
-// retry (see decodeAt).
-func (s *Store) redactOne(l index.Loc) (bool, error) {
+// redactInPlace rewrites the frames at locs in place, a chunk at a time:
+// each chunk is journaled (redactjournal.go), rewritten, synced; the
+// journal is removed at the end. It returns how many it erased. The
+// caller holds erasureMu.
+func (s *Store) redactInPlace(locs []index.Loc) (int, error) {
+	if redacting(s.fs, s.cfg.Dir) {
+		// A redaction that failed part way (an I/O error) left its
+		// journal: finish it before the journal is overwritten.
+		if err := s.finishRedactionsLive(); err != nil {
+			return 0, err
+		}
+	}
+	done := 0
+	n, err := s.redactChunks(locs)
+	done += n
+	if err != nil {
+		// Frames of the chunk may be half rewritten: finish them now if
+		// the disk lets us (else Open does).
+		if ferr := s.finishRedactionsLive(); ferr != nil {
+			s.log.Warn("batpak: a redaction failed part way; the store finishes it when opened next", "err", ferr)
+		}
+		return done, err
+	}
+	return done, removeRedactJournal(s.fs, s.cfg.Dir)
+}
+
+// redactChunks is redactInPlace's rewriting, leaving the journal.
+func (s *Store) redactChunks(locs []index.Loc) (int, error) {
+	done := 0
+	for len(locs) > 0 {
+		chunk := locs[:min(len(locs), redactJournalChunk)]
+		locs = locs[len(chunk):]
+		entries := s.redactEntries(chunk)
+		if err := journalRedactions(s.fs, s.cfg.Dir, entries); err != nil {
+			return done, err
+		}
+		files := map[uint32]vfs.File{}
+		closeAll := func() {
+			for _, f := range files {
+				f.Close()
+			}
+		}
+		for i, l := range chunk {
+			ok, err := s.redactOne(l, entries[i].id, files)
+			if err != nil {
+				closeAll()
+				return done, err
+			}
+			if ok {
+				done++
+			}
+		}
+		for key, f := range files {
+			if err := f.SyncData(); err != nil {
+				closeAll()
+				return done, fmt.Errorf("batpak: redact: sync %s: %w", format.SegmentName(key), err)
+			}
+		}
+		closeAll()
+	}
+	return done, nil
+}
+
+// finishRedactionsLive finishes the journal a failed redaction left, as
+// Open would, with readers told a rewrite runs (see decodeAt).
+func (s *Store) finishRedactionsLive() error {
+	s.rewriteMu.Lock()
+	defer s.rewriteMu.Unlock()
+	s.rewrites.Add(1)
+	defer s.rewrites.Add(1)
+	return finishRedactions(s.fs, s.cfg.Dir, s.log.Warn)
+}
+
+// redactOne rewrites one record in place (zeroed payload, redacted flag,
+// new frame checksum) through files (the segments' files opened so far,
+// which the caller syncs and closes); false when it was redacted
+// already. It holds the rewrite lock so that a snapshot never copies a
+// half-rewritten frame; readers that catch the frame mid-rewrite retry
+// (see decodeAt).
+func (s *Store) redactOne(l index.Loc, id [16]byte, files map[uint32]vfs.File) (bool, error) {
 	s.rewriteMu.Lock()
 	defer s.rewriteMu.Unlock()
 	s.rewrites.Add(1) // odd: a rewrite runs (see decodeAt)
@@ -310,32 +387,22 @@ func (s *Store) redactOne(l index.Loc) (bool, error) {
 		s.segs.Release(m)
 		return false, &CorruptionError{File: path, Offset: int64(l.Off), Reason: "event frame fails its checksum before redaction"}
 	}
-	v := format.EventView(rec)
-	if v.SysFlags()&format.SysRedacted != 0 {
-		s.segs.Release(m)
+	frame, already, ok := redactedFrame(m.Bytes()[l.Off:int(l.Off)+format.FrameHeaderSize+len(rec)], id)
+	s.segs.Release(m)
+	if !ok {
+		return false, &CorruptionError{File: path, Offset: int64(l.Off), Reason: "the frame the index names is not the event's"}
+	}
+	if already {
 		return false, nil
 	}
-	frame := make([]byte, format.FrameHeaderSize+len(rec))
-	copy(frame, m.Bytes()[l.Off:int(l.Off)+len(frame)])
-	s.segs.Release(m)
-	nrec := frame[format.FrameHeaderSize:]
-	nrec[1] |= format.SysRedacted
-	clear(format.EventView(nrec).Payload())
-	le.PutUint32(frame[4:], format.FrameCRC(frame[0:4], nrec))
-	f, err := s.fs.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return false, fmt.Errorf("batpak: redact: %w", err)
+	f := files[l.Seg]
+	if f == nil {
+		if f, err = s.fs.OpenFile(path, os.O_RDWR, 0); err != nil {
+			return false, fmt.Errorf("batpak: redact: %w", err)
+		}
+		files[l.Seg] = f
 	}
-	defer f.Close()
-	// The checksum goes last: a reader sees the old frame, a frame that
-	// fails its checksum (and retries), or the new frame.
-	if _, err := f.WriteAt(frame[format.FrameHeaderSize:], int64(l.Off)+format.FrameHeaderSize); err != nil {
-		return false, fmt.Errorf("batpak: redact: %w", err)
-	}
-	if _, err := f.WriteAt(frame[:format.FrameHeaderSize], int64(l.Off)); err != nil {
-		return false, fmt.Errorf("batpak: redact: %w", err)
-	}
-	if err := f.SyncData(); err != nil {
+	if err := writeRedactedFrame(f, l.Off, frame); err != nil {
 		return false, fmt.Errorf("batpak: redact: %w", err)
 	}
 	return true, nil

@@ -63,8 +63,12 @@ type Fault struct {
 	// operation fails: a test looks at the store from inside the
 	// operation (on the goroutine doing it).
 	Hook func()
-	// Pass (OpSync only) lets the sync run after Hook instead of
-	// failing: a probe of what is visible while a sync is in progress.
+	// Size (OpWrite only), when set, limits the fault to writes of
+	// exactly that many bytes (a frame's 8-byte header, say).
+	Size int
+	// Pass (OpSync and OpWrite) lets the operation run after Hook instead
+	// of failing: a probe of what is visible while a sync or write is in
+	// progress, or a place to stop the process.
 	Pass bool
 
 	seen, fired int // guarded by FS.mu
@@ -121,13 +125,16 @@ func (e *FS) Count(op Op) int {
 
 // check counts an operation on the named files and returns the fault that
 // fails it, if any.
-func (e *FS) check(op Op, names ...string) *Fault {
+func (e *FS) check(op Op, names ...string) *Fault { return e.checkSize(op, 0, names...) }
+
+// checkSize is check of a write of size bytes (0: not a write).
+func (e *FS) checkSize(op Op, size int, names ...string) *Fault {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.counts[op]++
 	var hit *Fault
 	for _, f := range e.faults {
-		if f.Op != op || !f.matches(names) {
+		if f.Op != op || !f.matches(names) || (f.Size > 0 && f.Size != size) {
 			continue
 		}
 		f.seen++
@@ -257,21 +264,28 @@ type file struct {
 }
 
 func (w *file) Write(b []byte) (int, error) {
-	if f := w.fs.check(OpWrite, w.Name()); f != nil {
+	if f := w.fs.checkSize(OpWrite, len(b), w.Name()); f != nil {
 		return w.short(f, b, func(p []byte) (int, error) { return w.File.Write(p) })
 	}
 	return w.File.Write(b)
 }
 
 func (w *file) WriteAt(b []byte, off int64) (int, error) {
-	if f := w.fs.check(OpWrite, w.Name()); f != nil {
+	if f := w.fs.checkSize(OpWrite, len(b), w.Name()); f != nil {
 		return w.short(f, b, func(p []byte) (int, error) { return w.File.WriteAt(p, off) })
 	}
 	return w.File.WriteAt(b, off)
 }
 
-// short fails a write, first writing half of b when the fault says so.
+// short fails a write, first writing half of b when the fault says so
+// (or, with Pass, runs Hook and writes b).
 func (w *file) short(f *Fault, b []byte, write func([]byte) (int, error)) (int, error) {
+	if f.Pass {
+		if f.Hook != nil {
+			f.Hook()
+		}
+		return write(b)
+	}
 	n := 0
 	if f.Short && len(b) > 1 {
 		n, _ = write(b[:len(b)/2])
