@@ -208,7 +208,7 @@ func (s *Store) compactLocked(ctx context.Context, sealed []uint32, cfg CompactC
 	s.rewriteMu.Lock()
 	defer s.rewriteMu.Unlock()
 	var affected map[string]int
-	if admit != nil {
+	if _, forgets := s.cfg.ProjectionCache.(EntityForgetter); admit != nil || forgets {
 		affected = map[string]int{}
 	}
 	if len(sealed) == 0 {
@@ -241,6 +241,9 @@ func (s *Store) compactLocked(ctx context.Context, sealed []uint32, cfg CompactC
 	}
 	if err := s.commitCompaction(sealed, outs, epoch, &rep); err != nil {
 		return rep, err
+	}
+	if rep.EventsRemoved+rep.EventsTombstoned > 0 {
+		s.forgetEntities(affected)
 	}
 	rep.Elapsed = time.Since(start)
 	return rep, nil

@@ -27,8 +27,8 @@ type OpenReport struct {
 	Hidden          int    // events of fences that never committed
 	DroppedBatch    int    // batches discarded for lack of a commit record
 	TornTailBytes   int64  // bytes of a torn tail discarded
-	// ErasureEpochReset is 1 when the erasure epoch file was damaged and
-	// Open moved to a fresh epoch (cached projection states from before
+	// ErasureEpochReset is 1 when the erasure epoch file was damaged (or
+	// missing from a store with segments) and Open moved to a fresh epoch (cached projection states from before
 	// are recomputed), else 0.
 	ErasureEpochReset int
 	// LostSequences is how many sequences Open found missing from the log

@@ -319,10 +319,14 @@
 // it), what is left is a consistent shorter log, and Open cannot tell it
 // from one that never went further.
 //
-// A damaged erasure epoch file ("erasures") only loses which epoch cached
-// projection states were tagged with: Open moves to a fresh random epoch
-// no cache holds, rewrites the file, logs a warning and reports it in
-// Diagnostics().Open.ErasureEpochReset.
+// A damaged erasure epoch file ("erasures"), or one missing from a store
+// with segments (a new store writes it at once), only loses which epoch
+// cached projection states were tagged with: Open moves to a fresh random
+// epoch no cache holds, rewrites the file, logs a warning and reports it
+// in Diagnostics().Open.ErasureEpochReset. An erasure also asks the
+// projection cache to drop the erased entities' states when it can
+// (EntityForgetter: LRUCache and FileCache do), so no state folded from
+// an erased payload stays in it.
 //
 // OpenReadOnly does the same without taking the lock or changing any file,
 // so it can run beside a live writer process. It reads the segment set the

@@ -135,7 +135,7 @@ func TestHugeSegmentFilesRefusedBySize(t *testing.T) {
 }
 
 // TestSmallRecordsThatAreNotFiles: a directory where the store keeps its
-// erasure epoch, a cursor's position or the compaction journal is damage
+// erasure epoch, a cursor's position or a journal is damage
 // (ErrCorrupt, naming the file and what is there), not an I/O error (a
 // named pipe: TestErasureEpochThatIsAPipe).
 func TestSmallRecordsThatAreNotFiles(t *testing.T) {
@@ -148,8 +148,12 @@ func TestSmallRecordsThatAreNotFiles(t *testing.T) {
 	for _, tc := range []struct{ name, want string }{
 		{"erasures", "the erasure epoch is a directory, not a file"},
 		{"compact.journal", "the compaction journal is a directory, not a file"},
+		{"redact.journal", "the redaction journal is damaged: a directory, not a file"},
 	} {
 		path := filepath.Join(cfg.Dir, tc.name)
+		if err := os.RemoveAll(path); err != nil { // the store's own erasure epoch file
+			t.Fatal(err)
+		}
 		if err := os.Mkdir(path, 0o755); err != nil {
 			t.Fatal(err)
 		}

@@ -3,7 +3,10 @@ package core
 import (
 	"container/list"
 	"encoding/hex"
+	"io"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +33,36 @@ type CachedState struct {
 type ProjectionCache interface {
 	Get(key string) (CachedState, bool)
 	Put(key string, st CachedState)
+}
+
+// EntityForgetter is a ProjectionCache that drops an entity's states.
+// The store asks it to once it has erased events of the entity (Redact,
+// EraseEntity, a compaction removing or tombstoning them), so that no
+// state folded from their payloads stays behind in it; the erasure epoch
+// (CachedState.Erasures) already keeps such states from being served.
+// LRUCache and FileCache are EntityForgetters.
+type EntityForgetter interface {
+	ForgetEntity(entity string)
+}
+
+// entityOfKey is the entity a cache key (cacheKey) is of.
+func entityOfKey(key string) string {
+	if i := strings.IndexByte(key, 0); i >= 0 {
+		return key[:i]
+	}
+	return key
+}
+
+// forgetEntities asks the projection cache, if it can, to drop the states
+// of entities.
+func (s *Store) forgetEntities(entities map[string]int) {
+	f, ok := s.cfg.ProjectionCache.(EntityForgetter)
+	if !ok {
+		return
+	}
+	for e := range entities {
+		f.ForgetEntity(e)
+	}
 }
 
 // LRUCache is an in-memory ProjectionCache holding at most a fixed number
@@ -77,6 +110,20 @@ func (c *LRUCache) Put(key string, st CachedState) {
 		old := c.ll.Back()
 		c.ll.Remove(old)
 		delete(c.keys, old.Value.(*lruItem).key)
+	}
+}
+
+// ForgetEntity implements EntityForgetter.
+func (c *LRUCache) ForgetEntity(entity string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for el := c.ll.Front(); el != nil; {
+		next := el.Next()
+		if it := el.Value.(*lruItem); entityOfKey(it.key) == entity {
+			c.ll.Remove(el)
+			delete(c.keys, it.key)
+		}
+		el = next
 	}
 }
 
@@ -134,6 +181,47 @@ func (c *FileCache) Get(key string) (CachedState, bool) {
 		Erasures: le.Uint64(body[29+kl:]),
 		State:    append([]byte(nil), body[29+kl+8:]...),
 	}, true
+}
+
+// ForgetEntity implements EntityForgetter: it removes the state files of
+// the entity's states, reading the key of each file in the directory (a
+// file it cannot read is left: Get misses it anyway when it is damaged).
+func (c *FileCache) ForgetEntity(entity string) {
+	ents, err := os.ReadDir(c.dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".state") || !e.Type().IsRegular() {
+			continue
+		}
+		path := filepath.Join(c.dir, e.Name())
+		if key, ok := stateFileKey(path); ok && entityOfKey(key) == entity {
+			_ = os.Remove(path)
+		}
+	}
+}
+
+// stateFileKey reads the key a state file holds, reading only its head.
+func stateFileKey(path string) (string, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	var head [29]byte
+	if _, err := io.ReadFull(f, head[:]); err != nil || string(head[:8]) != stateMagic {
+		return "", false
+	}
+	kl := le.Uint32(head[25:])
+	if kl > 1<<20 {
+		return "", false // keys are an entity, a name and a version: never this long
+	}
+	key := make([]byte, kl)
+	if _, err := io.ReadFull(f, key); err != nil {
+		return "", false
+	}
+	return string(key), true
 }
 
 // Put implements ProjectionCache. It does not fsync (a cache need not be

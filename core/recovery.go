@@ -61,9 +61,14 @@ func (s *Store) recoverStoreFiles() (recovered, error) {
 			return recovered{}, err
 		}
 	}
-	n, damaged, err := loadErasures(s.fs, cfg.Dir)
-	if err == nil && damaged {
+	n, damaged, absent, err := loadErasures(s.fs, cfg.Dir)
+	switch {
+	case err == nil && damaged:
 		err = s.resetErasures(n)
+	case err == nil && absent && !s.readOnly:
+		// A new store records its epoch from the start: one missing from
+		// a store with segments is then damage (see loadErasures).
+		err = writeErasures(s.fs, cfg.Dir, 0)
 	}
 	if err != nil {
 		return recovered{}, err
@@ -396,17 +401,15 @@ func (s *Store) recoverPacked(lw *logWalker, id uint32, path string, file []byte
 			return pk.Size(), pk.Size(), nil
 		}
 	}
-	data, err := pk.Logical(file, id)
-	if err != nil {
-		return 0, 0, &CorruptionError{File: path, Reason: err.Error()}
-	}
+	// A block at a time: what a damaged or crafted file decodes to is
+	// refused at its first block that is not whole frames, and a sound
+	// one is read in a block's memory, not its whole logical size.
 	s.openReport.SegmentsScanned++
-	e, st, err := format.ScanFrames(data, format.SegmentHeaderSize, s.recoverFrame(lw, id, from, ck))
-	if err != nil {
+	if err := pk.ScanBlocks(file, s.recoverFrame(lw, id, from, ck)); err != nil {
+		if segment.Damaged(err) {
+			return 0, 0, &CorruptionError{File: path, Reason: err.Error()}
+		}
 		return 0, 0, err
-	}
-	if st != format.TailClean || int64(e) != pk.Size() {
-		return 0, 0, &CorruptionError{File: path, Offset: int64(e), Reason: "unreadable frame inside a packed segment"}
 	}
 	return pk.Size(), pk.Size(), nil
 }

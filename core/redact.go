@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -121,7 +122,11 @@ func (s *Store) eraseAdmitted(ctx context.Context, action Action, entity string,
 	if len(todo) == 0 {
 		return 0, nil
 	}
-	return s.redactLocs(ctx, todo)
+	n, err := s.redactLocs(ctx, todo)
+	if n > 0 {
+		s.forgetEntities(p.Entities)
+	}
+	return n, err
 }
 
 // redactLocs erases the payloads at locs and returns how many it erased.
@@ -222,10 +227,18 @@ const erasureFile = "erasures"
 // checksum) loses only which epoch caches were tagged with, not data: the
 // store moves to a fresh epoch no cache can hold (see freshErasureEpoch)
 // and damaged reports it, for the caller to rewrite the file and say so.
-func loadErasures(fsys vfs.FS, dir string) (n uint64, damaged bool, err error) {
+// A file missing from a store that holds segments is taken for damaged
+// too (a cache may hold states tagged with the epoch it counted to, and
+// counting again from 0 would serve them); absent reports a new store's,
+// which the caller writes.
+func loadErasures(fsys vfs.FS, dir string) (n uint64, damaged, absent bool, err error) {
 	b, err := vfs.ReadFileAtMost(fsys, filepath.Join(dir, erasureFile), smallFileMax)
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, false, nil
+		if !holdsSegments(fsys, dir) {
+			return 0, false, true, nil
+		}
+		n, err := freshErasureEpoch()
+		return n, true, false, err
 	}
 	var tl *vfs.TooLargeError
 	if errors.As(err, &tl) {
@@ -234,16 +247,31 @@ func loadErasures(fsys vfs.FS, dir string) (n uint64, damaged bool, err error) {
 	if notAFile(err) {
 		// A directory or a pipe in its place: the epoch could not be
 		// written there either.
-		return 0, false, &CorruptionError{File: filepath.Join(dir, erasureFile), Reason: "the erasure epoch is " + notAFileWhat(err) + ": move it aside (the store then starts a fresh epoch)"}
+		return 0, false, false, &CorruptionError{File: filepath.Join(dir, erasureFile), Reason: "the erasure epoch is " + notAFileWhat(err) + ": move it aside (the store then starts a fresh epoch)"}
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("batpak: read erasure epoch: %w", err)
+		return 0, false, false, fmt.Errorf("batpak: read erasure epoch: %w", err)
 	}
 	if len(b) != 12 || le.Uint32(b[8:]) != format.CRC32C(b[:8]) {
 		n, err := freshErasureEpoch()
-		return n, true, err
+		return n, true, false, err
 	}
-	return le.Uint64(b), false, nil
+	return le.Uint64(b), false, false, nil
+}
+
+// holdsSegments reports whether dir holds a segment file (or cannot be
+// listed: then it is taken to).
+func holdsSegments(fsys vfs.FS, dir string) bool {
+	ents, err := fsys.ReadDir(dir)
+	if err != nil {
+		return !errors.Is(err, os.ErrNotExist)
+	}
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), format.SegmentSuffix) {
+			return true
+		}
+	}
+	return false
 }
 
 // notAFile reports whether err is the read of a store record that is
@@ -420,7 +448,7 @@ var readRetryWait = 200 * time.Microsecond
 // memory only), the reset logged and counted in Diagnostics().Open.
 func (s *Store) resetErasures(n uint64) error {
 	path := filepath.Join(s.cfg.Dir, erasureFile)
-	s.log.Warn("batpak: the erasure epoch file is damaged; moving to a fresh epoch (cached projection states are recomputed)", "file", path, "epoch", n)
+	s.log.Warn("batpak: the erasure epoch file is damaged or missing; moving to a fresh epoch (cached projection states are recomputed)", "file", path, "epoch", n)
 	if s.readOnly {
 		return nil
 	}

@@ -337,14 +337,49 @@ func (p *Packed) Logical(file []byte, key uint32) ([]byte, error) {
 	// refused at its first bad block, before its claimed size is taken.
 	out := make([]byte, 0, min(p.size, 64<<20))
 	out = append(out, format.EncodeSegmentHeader(key)...)
-	for i := range p.blocks {
+	for i, b := range p.blocks {
 		var err error
 		if out, err = p.decode(file, i, out); err != nil {
 			return nil, err
 		}
+		// Each block holds whole frames (the packer cuts blocks between
+		// them): a crafted file of blocks of zeros, every checksum right,
+		// is refused at its first block, not after decoding gigabytes.
+		d := out[len(out)-int(b.Length):]
+		if end, _, _ := format.ScanFrames(d, 0, func(int, []byte) error { return nil }); end != len(d) {
+			return nil, fmt.Errorf("%w: block %d holds no whole frame at logical offset %d", errPacked, i, int(b.Start)+end)
+		}
 	}
 	return out, nil
 }
+
+// ScanBlocks hands fn the frames of every block in turn, with their
+// logical offsets, decompressing one block at a time, each into memory of
+// its own (fn may keep what it is handed): a packed segment is read in
+// memory of one block, not of all it decodes to. A block that does not
+// hold whole frames to its end (the packer cuts blocks between frames) is
+// refused there, as is a block failing its checks; those errors say
+// Damaged. fn's error is returned as it is.
+func (p *Packed) ScanBlocks(file []byte, fn func(off int, rec []byte) error) error {
+	for i, b := range p.blocks {
+		d, err := p.decode(file, i, nil)
+		if err != nil {
+			return err
+		}
+		end, _, err := format.ScanFrames(d, 0, func(off int, rec []byte) error { return fn(int(b.Start)+off, rec) })
+		if err != nil {
+			return err
+		}
+		if end != len(d) {
+			return fmt.Errorf("%w: block %d holds no whole frame at logical offset %d", errPacked, i, int(b.Start)+end)
+		}
+	}
+	return nil
+}
+
+// Damaged reports whether err is a packed segment's damage (from
+// ParsePacked, Logical, Frame or ScanBlocks).
+func Damaged(err error) bool { return errors.Is(err, errPacked) }
 
 // Load returns the logical bytes of segment file path (key):
 // a read-only mapping of a plain segment, the decompressed content of a

@@ -1,0 +1,99 @@
+package core_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/batpak-go/batpak/core"
+	"github.com/klauspost/compress/zstd"
+)
+
+// craftPackedBomb writes a packed segment (key 1) of n blocks of 64 KiB of
+// zeros each, every checksum right: a file of a few bytes per block that
+// decodes to n × 64 KiB.
+func craftPackedBomb(t *testing.T, path string, n int) int64 {
+	t.Helper()
+	cast := crc32.MakeTable(crc32.Castagnoli)
+	le := binary.LittleEndian
+	enc, _ := zstd.NewWriter(nil)
+	stored := enc.EncodeAll(make([]byte, 64<<10), nil)
+	h := make([]byte, 32)
+	copy(h, "BPAKSEG\x00")
+	le.PutUint16(h[8:], 2) // packed version
+	h[10] = 1              // zstd
+	le.PutUint64(h[12:], 1)
+	le.PutUint32(h[20:], crc32.Checksum(h[:20], cast))
+	out := append([]byte(nil), h...)
+	var table []byte
+	logical := uint64(32)
+	for i := 0; i < n; i++ {
+		at := len(out)
+		out = append(out, stored...)
+		table = le.AppendUint32(table, uint32(logical))
+		table = le.AppendUint64(table, uint64(at))
+		table = le.AppendUint32(table, uint32(len(stored)))
+		table = le.AppendUint32(table, 64<<10)
+		table = le.AppendUint32(table, crc32.Checksum(stored, cast))
+		logical += 64 << 10
+	}
+	tableAt := len(out)
+	out = append(out, table...)
+	out = append(out, "BPAKBLKS"...)
+	out = le.AppendUint64(out, uint64(tableAt))
+	out = le.AppendUint32(out, uint32(n))
+	out = le.AppendUint64(out, logical)
+	out = le.AppendUint32(out, crc32.Checksum(out[tableAt:], cast))
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return int64(len(out))
+}
+
+// TestPackedBombRefusedAtItsFirstBlock: a crafted packed segment of
+// 4,096 blocks of zeros (156 KiB decoding to 256 MiB, every checksum
+// right) is refused by Open, OpenReadOnly and Verify at its first block,
+// naming the file, in a block's memory: it allocated 448 MiB when the
+// whole segment was decoded before its frames were read.
+func TestPackedBombRefusedAtItsFirstBlock(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "00000000000000000001.seg")
+	size := craftPackedBomb(t, path, 4096)
+	for _, c := range []struct {
+		name string
+		open func() error
+	}{
+		{"Open", func() error {
+			s, err := core.Open(testConfig(dir))
+			if err == nil {
+				s.Close()
+			}
+			return err
+		}},
+		{"OpenReadOnly", func() error {
+			s, err := core.OpenReadOnly(testConfig(dir))
+			if err == nil {
+				s.Close()
+			}
+			return err
+		}},
+	} {
+		runtime.GC()
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		err := c.open()
+		runtime.ReadMemStats(&m1)
+		var ce *core.CorruptionError
+		if !errors.As(err, &ce) || ce.File != path || !strings.Contains(err.Error(), "block 0") {
+			t.Fatalf("%s of a crafted packed segment: %v; want a *CorruptionError naming %s and its block 0", c.name, err, path)
+		}
+		if alloc := m1.TotalAlloc - m0.TotalAlloc; alloc > 16<<20 {
+			t.Errorf("%s of a %d KiB crafted packed segment allocated %d MiB before refusing it", c.name, size>>10, alloc>>20)
+		}
+	}
+}
