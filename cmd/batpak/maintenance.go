@@ -598,7 +598,9 @@ entity's newest --max-per-entity, the payloads of --tombstone-entity's
 events; --merge combines small segments. Removed events leave a header
 stub so the hash chain still verifies; global sequences, ids and the
 payloads of kept events are unchanged. A crash at any point leaves the
-old segments or the new ones.
+old segments or the new ones. --tombstone-entity leaves the events in the
+segment being written as they are: to erase all of an entity's payloads,
+use batpak redact --entity E.
 
 Rewritten segments are written with the configured compression: with
 zstd or s2 they are packed, with none (the default) packed segments are
@@ -706,7 +708,7 @@ nothing (and says so) while fewer than N segments are sealed.`,
 	f.DurationVar(&maxAge, "max-age", 0, "remove events older than this (e.g. 720h)")
 	f.IntVar(&maxPerEntity, "max-per-entity", 0, "keep only each entity's newest N events")
 	f.IntVar(&minSegments, "min-segments", 0, "do nothing unless at least N segments are sealed (0: no minimum)")
-	f.StringVar(&tombstone, "tombstone-entity", "", "erase the payloads of this entity's events (they stay, redacted)")
+	f.StringVar(&tombstone, "tombstone-entity", "", "erase the payloads of this entity's events in sealed segments (they stay, redacted; redact --entity erases them all)")
 	f.StringVar(&reason, "reason", "", "why (the policy sees it; the audit record keeps it)")
 	f.BoolVar(&dryRun, "dry-run", false, "compact a copy and report what would be done; the store is only read")
 	prog.register(cmd)
