@@ -307,9 +307,11 @@ type Config struct {
 	PluginIdleBytes int64
 	// WorkersMaxDefined bounds the hosted workers each tenant has defined
 	// in any state, stopped ones included (their definitions and cursors
-	// are kept): a start under a new name past it is refused (quota
-	// worker_definitions). Never below the tenant's max_workers. Default
-	// 256; range 1..65536. See hostedworker.Options.MaxDefined.
+	// are kept): a start under a new name past it is refused, 409
+	// CONFLICT naming server.workers_max_defined, until workers are
+	// deleted (DELETE …/workers/{name}). Never below the tenant's
+	// max_workers. Default 256; range 1..65536. See
+	// hostedworker.Options.MaxDefined. (server.workers_max_defined)
 	WorkersMaxDefined int
 	// WorkersInFlight bounds the hosted workers, all tenants' together,
 	// reading a batch of events and calling their plugin at once (each

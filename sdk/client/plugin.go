@@ -227,7 +227,10 @@ func (t *Tenant) ResetPlugin(ctx context.Context, name string) (PluginStatus, er
 }
 
 // DeletePlugin deletes the plugin (version ""), or one version that is
-// not the active one (admin role).
+// not the active one (admin role). The plugin is not deleted while a
+// hosted worker running or quarantined runs it: ErrConflict naming the
+// workers (stop or delete them, or start them with another plugin,
+// first).
 func (t *Tenant) DeletePlugin(ctx context.Context, name, version string) error {
 	var q url.Values
 	if version != "" {

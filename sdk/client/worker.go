@@ -76,9 +76,15 @@ type Worker struct {
 }
 
 // StartWorker starts (or reconfigures) the tenant's hosted worker name
-// running spec.Plugin (admin role). Starting a running worker with the
-// same spec changes nothing. Errors: ErrNotFound for an unknown plugin,
-// ErrInvalidRequest naming the field, ErrConflict for a cursor in use,
+// running spec.Plugin (admin role). spec is the worker's whole
+// configuration: on an existing worker, what it leaves out (a region
+// filter, the cursor, the restart policy) takes its default; to change
+// one setting, start from the worker's own (Worker) and change that.
+// Starting a running worker with the same spec changes nothing. Errors:
+// ErrNotFound for an unknown plugin, ErrInvalidRequest naming the field,
+// ErrConflict for a cursor in use or, for a new name, when the tenant
+// has as many workers defined as the server allows
+// (server.workers_max_defined: delete some with DeleteWorker),
 // ErrQuotaExceeded past max_workers, ErrNotImplemented on a server
 // without hosted workers.
 func (t *Tenant) StartWorker(ctx context.Context, name string, spec WorkerSpec) (Worker, error) {
@@ -97,6 +103,15 @@ func (t *Tenant) StopWorker(ctx context.Context, name string) (Worker, error) {
 	var w Worker
 	err := t.c.do(ctx, request{method: "POST", path: t.path("/workers/" + seg(name) + "/stop"), safe: true}, &w)
 	return w, err
+}
+
+// DeleteWorker stops a hosted worker if it runs and forgets it (admin
+// role): its definition, status and log, and its cursor's position (a
+// worker's cursor is its own, so it goes with it: a worker or cursor
+// that takes the name up later starts at the log's beginning). The
+// reactions it wrote stay. ErrNotFound if there is no such worker.
+func (t *Tenant) DeleteWorker(ctx context.Context, name string) error {
+	return t.c.do(ctx, request{method: "DELETE", path: t.path("/workers/" + seg(name)), safe: true}, nil)
 }
 
 // ResetWorker clears a worker's quarantine and fault count and starts it

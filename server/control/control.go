@@ -2,6 +2,9 @@ package control
 
 import (
 	"errors"
+	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -171,3 +174,33 @@ var (
 	// (MaxKeysPerTenant), at its limit.
 	ErrLimit = errors.New("control: limit reached")
 )
+
+// InUseError refuses to remove something others still use (a plugin a
+// hosted worker runs). It wraps ErrExists, and names the users.
+type InUseError struct {
+	What   string   // what was to be removed: `plugin "echo"`
+	Users  []string // the workers using it, by name
+	Advice string   // what to do first
+}
+
+// maxUsersShown bounds how many users InUseError's message names.
+const maxUsersShown = 10
+
+func (e *InUseError) Error() string {
+	names := make([]string, 0, min(len(e.Users), maxUsersShown))
+	for _, u := range e.Users[:min(len(e.Users), maxUsersShown)] {
+		names = append(names, strconv.Quote(u))
+	}
+	list := strings.Join(names, ", ")
+	if n := len(e.Users) - len(names); n > 0 {
+		list += fmt.Sprintf(" and %d more", n)
+	}
+	who := "hosted worker"
+	if len(e.Users) != 1 {
+		who = "hosted workers"
+	}
+	return fmt.Sprintf("control: %s is in use by %s %s; %s", e.What, who, list, e.Advice)
+}
+
+// Unwrap returns ErrExists.
+func (e *InUseError) Unwrap() error { return ErrExists }

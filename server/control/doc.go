@@ -36,15 +36,17 @@
 //	worker:<tenant>/<name>   6:2   worker.stopped           tenant, worker {name}
 //	worker:<tenant>/<name>   6:3   worker.quarantined       tenant, worker {name}, reason (the last fault)
 //	worker:<tenant>/<name>   6:4   worker.reset             tenant, worker {name}
+//	worker:<tenant>/<name>   6:5   worker.deleted           tenant, worker {name}
 //
 // A deleted tenant's entity keeps its events; creating the id again
-// continues the same entity with a new tenant.created. A key id is never
-// reused, even after revocation. A tenant's policy revisions are the hex
-// SHA-256 of the bundles as uploaded (the bundles themselves are kept
-// outside the system store, by the server); a deleted tenant's policy
-// state goes with it, and so do its hosted workers' definitions (the
-// desired state of server/hostedworker's supervisor). Secrets are never recorded, only their
-// SHA-256 hashes.
+// continues the same entity with a new tenant.created. So does a deleted
+// worker's: starting the name again records a new worker.started. A key
+// id is never reused, even after revocation. A tenant's policy revisions
+// are the hex SHA-256 of the bundles as uploaded (the bundles themselves
+// are kept outside the system store, by the server); a deleted tenant's
+// policy state goes with it, and so do its hosted workers' definitions
+// (the desired state of server/hostedworker's supervisor). Secrets are
+// never recorded, only their SHA-256 hashes.
 //
 // # Guarantees
 //

@@ -166,7 +166,7 @@ func decode(ev core.StoredEvent) (change, error) {
 		if _, err := parseHash(b.OperatorHash); err != nil {
 			return change{}, err
 		}
-	case kindWorkerStarted, kindWorkerStopped, kindWorkerQuarantined, kindWorkerReset:
+	case kindWorkerStarted, kindWorkerStopped, kindWorkerQuarantined, kindWorkerReset, kindWorkerDeleted:
 		if b.Worker == nil || (k == kindWorkerStarted && (b.Worker.Region == nil || b.Worker.Restart == nil || b.Worker.Restart.MaxRestarts == nil)) {
 			return change{}, fmt.Errorf("%s without a worker", kindNames[k])
 		}
@@ -274,7 +274,7 @@ func (s *state) apply(c change) {
 		delete(s.plugins, b.Tenant)
 		delete(s.workers, b.Tenant)
 		delete(s.spends, b.Tenant)
-	case kindWorkerStarted, kindWorkerStopped, kindWorkerQuarantined, kindWorkerReset:
+	case kindWorkerStarted, kindWorkerStopped, kindWorkerQuarantined, kindWorkerReset, kindWorkerDeleted:
 		s.applyWorker(c)
 	case kindPolicyActivated, kindPolicyRolledBack:
 		s.applyPolicy(c)

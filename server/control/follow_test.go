@@ -213,6 +213,11 @@ func TestFollowerMatchesWriterAfterEveryChange(t *testing.T) {
 			return err
 		}, "worker.started", "a"},
 		{"stop worker", func() error { _, err := w.StopWorker(ctx, "a", "w1"); return err }, "worker.stopped", "a"},
+		{"start worker 2", func() error {
+			_, err := w.StartWorker(ctx, WorkerDef{Tenant: "a", Name: "w2", Plugin: "p1"}, -1)
+			return err
+		}, "worker.started", "a"},
+		{"delete worker", func() error { _, err := w.DeleteWorker(ctx, "a", "w2"); return err }, "worker.deleted", "a"},
 		{"operator", func() error { return w.SetOperatorHash(ctx, sha256.Sum256([]byte("op"))) }, "operator.credential_set", ""},
 		{"revoke k1", func() error { return w.RevokeKey(ctx, "a", "k1") }, "key.revoked", "a"},
 		{"delete cursor", func() error { return w.DeleteCursor(ctx, "a", "c2") }, "cursor.deleted", "a"},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/batpak-go/batpak/core"
@@ -187,14 +188,26 @@ func (p *Plane) ResetPlugin(ctx context.Context, tenant, name string) (TenantPlu
 // DeletePlugin forgets a tenant's plugin (version "") or one of its
 // versions that is not the active one (ErrInvalid for the active one:
 // swap first, or delete the plugin). ErrNotFound if there is no such
-// plugin or version. The caller removes the module files no version
-// refers to any longer.
+// plugin or version. The whole plugin is not forgotten while a hosted
+// worker of the tenant runs it (recorded as running or quarantined): an
+// error wrapping ErrExists names the workers (stop or delete them, or
+// start them with another plugin, first); a stopped worker does not
+// hold it (starting it again needs the plugin back, or another). The
+// caller removes the module files no version refers to any longer.
 func (p *Plane) DeletePlugin(ctx context.Context, tenant, name, version string) error {
 	p.lockChange()
 	defer p.wmu.Unlock()
 	cur, ok := p.Plugin(tenant, name)
 	if !ok {
 		return fmt.Errorf("%w: plugin %s", ErrNotFound, shown(name))
+	}
+	if version == "" {
+		p.mu.RLock()
+		ws := p.st.workersOfPlugin(tenant, name)
+		p.mu.RUnlock()
+		if len(ws) > 0 {
+			return &InUseError{What: "plugin " + strconv.Quote(name), Users: ws, Advice: "stop or delete them first, or start them with another plugin"}
+		}
 	}
 	if version != "" {
 		if _, ok := cur.Version(version); !ok {

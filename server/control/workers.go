@@ -24,6 +24,7 @@ var (
 	kindWorkerStopped     = core.MustKind(6, 2)
 	kindWorkerQuarantined = core.MustKind(6, 3)
 	kindWorkerReset       = core.MustKind(6, 4)
+	kindWorkerDeleted     = core.MustKind(6, 5)
 )
 
 func init() {
@@ -31,6 +32,7 @@ func init() {
 	kindNames[kindWorkerStopped] = "worker.stopped"
 	kindNames[kindWorkerQuarantined] = "worker.quarantined"
 	kindNames[kindWorkerReset] = "worker.reset"
+	kindNames[kindWorkerDeleted] = "worker.deleted"
 }
 
 // WorkerState is a hosted worker's desired state, as recorded.
@@ -342,6 +344,40 @@ func (p *Plane) changeWorker(ctx context.Context, tenant, name string, kind core
 	return w, nil
 }
 
+// DeleteWorker forgets a worker's definition and returns it as it was:
+// its name no longer counts towards the tenant's defined workers, and
+// may be started again as a new worker. The worker's cursor is its own
+// (no other worker, nor a cursor defined through the API, may use it),
+// so its committed position, kept in the tenant's store, is the caller's
+// to remove, as DeleteCursor's is; stopping the worker's run is the
+// caller's too (the supervisor's). ErrNotFound if the tenant has no such
+// worker.
+func (p *Plane) DeleteWorker(ctx context.Context, tenant, name string) (WorkerDef, error) {
+	p.lockChange()
+	defer p.wmu.Unlock()
+	w, ok := p.Worker(tenant, name)
+	if !ok {
+		return WorkerDef{}, fmt.Errorf("%w: worker %q", ErrNotFound, name)
+	}
+	if _, err := p.record(ctx, kindWorkerDeleted, WorkerEntity(tenant, name), body{Tenant: tenant, Worker: &workerRecord{Name: name}}); err != nil {
+		return WorkerDef{}, err
+	}
+	return w, nil
+}
+
+// workersOfPlugin names the tenant's workers, running or quarantined,
+// that run plugin (by name); the caller holds mu.
+func (s *state) workersOfPlugin(tenant, plugin string) []string {
+	var out []string
+	for _, w := range s.workers[tenant] {
+		if w.Plugin == plugin && w.State != WorkerStopped {
+			out = append(out, w.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Worker returns one worker's definition.
 func (p *Plane) Worker(tenant, name string) (WorkerDef, bool) {
 	p.mu.RLock()
@@ -401,6 +437,10 @@ func (s *state) applyWorker(c change) {
 		s.workers[b.Tenant] = ws
 	}
 	w, ok := ws[b.Worker.Name]
+	if c.kind == kindWorkerDeleted {
+		delete(ws, b.Worker.Name)
+		return
+	}
 	switch c.kind {
 	case kindWorkerStarted:
 		r := b.Worker

@@ -1,8 +1,10 @@
 package control_test
 
 import (
+	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/batpak-go/batpak/server/control"
@@ -112,5 +114,73 @@ func TestWorkerLimitAndCursorClash(t *testing.T) {
 	if _, err := p.StartWorker(ctx, control.WorkerDef{Tenant: "nosuch", Name: "x", Plugin: "echo"}, -1); !errors.Is(err, control.ErrNotFound) {
 		t.Fatalf("a worker of an unknown tenant: %v", err)
 	}
+	check(t, p.Close())
+}
+
+// DeleteWorker forgets a worker (worker.deleted, in its history): it
+// replays as gone, no longer counts towards the defined workers, and its
+// name starts again as a new worker. A plugin a worker running or
+// quarantined runs is not deleted (ErrExists naming the workers); a
+// stopped worker does not hold it, nor does deleting one inactive
+// version.
+func TestWorkerDeleteAndPluginInUse(t *testing.T) {
+	dir := t.TempDir()
+	p := open(t, dir)
+	ctx := opCtx()
+	must(t)(p.CreateTenant(ctx, "acme", control.Quotas{}, control.Settings{}))
+	v := func(version, content string) control.PluginVersion {
+		return control.PluginVersion{Version: version, Digest: rev(content), Kind: "handler", Bytes: 10, Manifest: json.RawMessage(`{"name":"echo"}`)}
+	}
+	must(t)(p.AddPluginVersion(ctx, "acme", v("1", "one"), "echo", true, 4, 4))
+	must(t)(p.AddPluginVersion(ctx, "acme", v("2", "two"), "echo", false, 4, 4))
+	start := func(name string) error {
+		_, err := p.StartWorkerMax(ctx, control.WorkerDef{Tenant: "acme", Name: name, Plugin: "echo"}, -1, 2)
+		return err
+	}
+	check(t, start("a"))
+	check(t, start("b"))
+	if err := start("c"); !errors.Is(err, control.ErrDefinedLimit) {
+		t.Fatalf("a third definition: %v, want ErrDefinedLimit", err)
+	}
+	var inUse *control.InUseError
+	if err := p.DeletePlugin(ctx, "acme", "echo", ""); !errors.As(err, &inUse) || !errors.Is(err, control.ErrExists) ||
+		!strings.Contains(err.Error(), `hosted workers "a", "b"`) {
+		t.Fatalf("deleting a plugin two workers run: %v, want ErrExists naming them", err)
+	}
+	check(t, p.DeletePlugin(ctx, "acme", "echo", "2")) // an inactive version: no worker runs it
+	gone := must(t)(p.DeleteWorker(ctx, "acme", "a")).(control.WorkerDef)
+	if gone.Name != "a" || gone.Cursor != "a" {
+		t.Fatalf("deleted %+v", gone)
+	}
+	if _, ok := p.Worker("acme", "a"); ok {
+		t.Fatal("a deleted worker is still defined")
+	}
+	if _, err := p.DeleteWorker(ctx, "acme", "a"); !errors.Is(err, control.ErrNotFound) {
+		t.Fatalf("deleting it again: %v, want ErrNotFound", err)
+	}
+	check(t, start("c")) // its definition no longer counts
+	_, err := p.StopWorker(ctx, "acme", "b")
+	check(t, err)
+	if err := p.DeletePlugin(ctx, "acme", "echo", ""); err == nil || !strings.Contains(err.Error(), `hosted worker "c";`) {
+		t.Fatalf("deleting a plugin one running worker runs: %v", err)
+	}
+	check(t, p.Close())
+	p = open(t, dir)
+	if ws := p.Workers("acme"); len(ws) != 2 || ws[0].Name != "b" || ws[1].Name != "c" {
+		t.Fatalf("replayed workers %+v, want b and c", ws)
+	}
+	must(t)(p.DeleteWorker(ctx, "acme", "c"))
+	check(t, start("a")) // the name again: a new worker, continuing its entity
+	h, err := p.History(control.WorkerEntity("acme", "a"))
+	check(t, err)
+	var kinds []string
+	for _, c := range h {
+		kinds = append(kinds, c.Kind)
+	}
+	if !reflect.DeepEqual(kinds, []string{"worker.started", "worker.deleted", "worker.started"}) {
+		t.Fatalf("history %v", kinds)
+	}
+	must(t)(p.DeleteWorker(ctx, "acme", "a"))
+	check(t, p.DeletePlugin(ctx, "acme", "echo", "")) // only a stopped worker names it
 	check(t, p.Close())
 }

@@ -65,6 +65,7 @@
 //	                     not written again (idempotency keys)
 //	stopped              not started; definition and cursor position kept
 //	quarantined          not started; quarantine and reason shown until reset
+//	(worker deleted)     gone, its cursor rewound
 //	(tenant deleted)     gone with the tenant
 //
 // Restart counts, the fault history and the log are the running server's:
@@ -96,13 +97,31 @@
 // once; starting one more is refused with a *quota.Exceeded naming
 // max_workers. A stopped worker keeps its definition and cursor, so the
 // workers a tenant has defined in any state are bounded too
-// (Options.MaxDefined, default 256, never below max_workers): a new name
-// past it is refused naming worker_definitions; a stopped worker's name
-// starts again with any configuration, keeping its restarts and recent
-// faults (stopping and starting again is not a reset: it would otherwise
-// dodge the restart policy's quarantine; ResetWorker clears them). A worker's
-// status, faults and log are kept per tenant and only answered for that
-// tenant.
+// (Options.MaxDefined, server.workers_max_defined, default 256, never
+// below max_workers): a new name past it is refused with a
+// *DefinedLimitError (the API's 409 CONFLICT naming the setting: it
+// lasts until workers are deleted, so retrying is no use); a stopped
+// worker's name starts again with any configuration, keeping its
+// restarts and recent faults (stopping and starting again is not a
+// reset: it would otherwise dodge the restart policy's quarantine;
+// ResetWorker clears them). A worker's status, faults and log are kept
+// per tenant and only answered for that tenant.
+//
+// # Deleting a worker
+//
+// DeleteWorker (DELETE …/workers/{name}) stops a running worker after
+// the batch in hand and forgets it: its definition (a worker.deleted
+// event), its status and log, and its cursor's position. A worker's
+// cursor is its own — no other worker, nor a cursor defined through the
+// API, may use it — so, as deleting an API cursor does, deleting the
+// worker rewinds its cursor to the log's beginning: a worker (or API
+// cursor) defined later under that cursor name starts from the
+// beginning, never from where the deleted worker stopped. Its reactions
+// stay in the store; a new worker over the same cursor name derives the
+// same idempotency keys, so it does not write again, while the store
+// remembers those keys, reactions to events the deleted worker handled.
+// A tenant's plugin is not deleted (409) while a worker running or
+// quarantined runs it.
 //
 // What the workers hold in memory is bounded: a worker reads its batch
 // (at most MaxBatchBytes, and a quarter of its plugin's memory) and

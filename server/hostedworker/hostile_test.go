@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,8 +103,11 @@ func TestWorkerFaultsShowNoHostPaths(t *testing.T) {
 // TestWorkerDefinitionsBounded: stopped workers keep their definitions,
 // so a tenant cycling start/stop under new names would grow the control
 // plane without end; past server.WorkersMaxDefined definitions a new name
-// is refused naming worker_definitions (exactly the limit is accepted),
-// while a stopped worker's name starts again, with another configuration.
+// is refused (exactly the limit is accepted) with 409 CONFLICT naming
+// server.workers_max_defined and the way out, deleting workers — not a
+// 429, which would invite retrying what never clears by itself — while a
+// stopped worker's name starts again, with another configuration, and
+// once one is deleted a new name is accepted.
 func TestWorkerDefinitionsBounded(t *testing.T) {
 	const limit = 4
 	ts := startServer(t, t.TempDir(), newSource(t, standardFixtures()), func(c *server.Config) { c.WorkersMaxDefined = limit })
@@ -123,14 +127,28 @@ func TestWorkerDefinitionsBounded(t *testing.T) {
 		}
 	}
 	_, err := acme.StartWorker(ctx, "one-more", spec)
-	if p := problem(t, err); p.Code != "QUOTA_EXCEEDED" || !strings.Contains(p.Detail, "worker_definitions") || !strings.Contains(p.Detail, fmt.Sprint(limit)) {
-		t.Fatalf("worker %d: %+v, want refused naming worker_definitions and %d", limit+1, p, limit)
+	if p := problem(t, err); p.Status != http.StatusConflict || p.Code != client.CodeConflict || p.RetryAfter != 0 ||
+		!strings.Contains(p.Detail, fmt.Sprintf("server.workers_max_defined %d", limit)) || !strings.Contains(p.Detail, "delete the workers no longer needed") ||
+		string(p.Extensions["limit"]) != fmt.Sprint(limit) {
+		t.Fatalf("worker %d: %+v, want 409 CONFLICT naming server.workers_max_defined %d and deleting workers", limit+1, p, limit)
 	}
 	if ws, err := acme.Workers(ctx); err != nil || len(ws) != limit {
 		t.Fatalf("%d workers defined (%v), want %d", len(ws), err, limit)
 	}
 	if _, err := acme.StartWorker(ctx, "w0", client.WorkerSpec{Plugin: "echo-b", Region: inputs}); err != nil {
 		t.Fatalf("starting a stopped worker again with another plugin: %v", err)
+	}
+	if _, err := acme.StopWorker(ctx, "w0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := acme.DeleteWorker(ctx, "w1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acme.StartWorker(ctx, "one-more", spec); err != nil {
+		t.Fatalf("a new name once a worker is deleted: %v", err)
+	}
+	if ws, err := acme.Workers(ctx); err != nil || len(ws) != limit {
+		t.Fatalf("%d workers defined (%v), want %d", len(ws), err, limit)
 	}
 	if _, err := server.New(ctx, server.Config{Root: t.TempDir(), WorkersMaxDefined: hostedworker.MaxDefinedLimit + 1}); err == nil || !strings.Contains(err.Error(), "WorkersMaxDefined") {
 		t.Fatalf("a limit past the range: %v, want refused naming it", err)

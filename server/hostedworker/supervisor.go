@@ -176,11 +176,11 @@ type Options struct {
 	BatchSize int
 	// MaxDefined bounds the workers a tenant has defined, in any state
 	// (a stopped worker keeps its definition and its cursor): a start
-	// under a new name past it is refused with a *quota.Exceeded naming
-	// worker_definitions; a stopped worker's name can be started again
-	// with another configuration. Default 256; range 1..65536, and never
-	// below the tenant's max_workers (a tenant without a max_workers
-	// limit has none either).
+	// under a new name past it is refused with a *DefinedLimitError
+	// (until workers are deleted: DeleteWorker); a stopped worker's name
+	// can be started again with another configuration. Default 256;
+	// range 1..65536, and never below the tenant's max_workers (a tenant
+	// without a max_workers limit has none either).
 	MaxDefined int
 	// InFlight bounds how many workers, all tenants' together, read a
 	// batch of events and call their plugin at once (each up to
@@ -356,7 +356,8 @@ func (s *Supervisor) maxWorkers(tenant string) int {
 // cannot provide the plugin or it is not a handler; a *wire.Error for a
 // region that does not parse; control.ErrInvalid naming a field;
 // control.ErrExists for a cursor in use; a *quota.Exceeded (max_workers)
-// past the tenant's limit; ErrClosed.
+// past the tenant's limit; a *DefinedLimitError for a new name past
+// Options.MaxDefined; ErrClosed.
 func (s *Supervisor) StartWorker(ctx context.Context, tenant string, req StartRequest) (Status, error) {
 	if s.isClosed() {
 		return Status{}, ErrClosed
@@ -386,7 +387,7 @@ func (s *Supervisor) StartWorker(ctx context.Context, tenant string, req StartRe
 	}
 	if _, err := s.opts.Plane.StartWorkerMax(ctx, d, max, defined); err != nil {
 		if errors.Is(err, control.ErrDefinedLimit) {
-			return Status{}, &quota.Exceeded{Quota: "worker_definitions", Limit: float64(defined)}
+			return Status{}, &DefinedLimitError{Defined: len(s.opts.Plane.Workers(tenant)), Limit: defined, MaxDefined: s.opts.MaxDefined}
 		}
 		if errors.Is(err, control.ErrLimit) {
 			return Status{}, &quota.Exceeded{Quota: "max_workers", Limit: float64(max)}
@@ -395,6 +396,83 @@ func (s *Supervisor) StartWorker(ctx context.Context, tenant string, req StartRe
 	}
 	s.reconcileLocked(tenant, req.Name, false)
 	return s.Status(ctx, tenant, req.Name)
+}
+
+// DefinedLimitError refuses a worker under a new name when the tenant
+// already has as many workers defined, in any state, as it may
+// (Options.MaxDefined, or the tenant's max_workers when that is higher).
+// It is no passing condition: it lasts until workers are deleted
+// (DeleteWorker), so an API answers it as a conflict, not a rate.
+type DefinedLimitError struct {
+	Defined    int // workers the tenant has defined
+	Limit      int // the limit that applies to the tenant
+	MaxDefined int // Options.MaxDefined (server.workers_max_defined)
+}
+
+func (e *DefinedLimitError) Error() string {
+	lim := fmt.Sprintf("server.workers_max_defined %d", e.MaxDefined)
+	if e.Limit > e.MaxDefined {
+		lim = fmt.Sprintf("server.workers_max_defined %d, raised to the tenant's max_workers %d", e.MaxDefined, e.Limit)
+	}
+	return fmt.Sprintf("the tenant has %d hosted workers defined, the most it may (%s): stopped workers keep their definitions; delete the workers no longer needed (DELETE …/workers/{name}, batpak worker delete NAME), or start one of them again under its name",
+		e.Defined, lim)
+}
+
+// DeleteWorker stops the worker if it runs (after the batch in hand) and
+// forgets it: its definition (control.Plane.DeleteWorker), so it no
+// longer counts towards the tenant's defined workers, and its cursor's
+// committed position, rewound to the log's beginning as deleting a
+// cursor through the API rewinds it — a worker's cursor is its own (no
+// other worker, nor a cursor defined through the API, may use it), so
+// whatever takes the name up later (a worker of the same name or
+// cursor, an API cursor) starts afresh. Its status, faults and log go
+// too. The rewind comes first: should recording the deletion then fail,
+// the worker is left defined (running again if it was) from the log's
+// beginning, its reactions to events it had handled not written again
+// while their idempotency keys are remembered. control.ErrNotFound if
+// the tenant has no such worker.
+func (s *Supervisor) DeleteWorker(ctx context.Context, tenant, name string) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	d, ok := s.opts.Plane.Worker(tenant, name)
+	if !ok {
+		return fmt.Errorf("%w: worker %q", control.ErrNotFound, name)
+	}
+	k := key{tenant, name}
+	s.mu.Lock()
+	old := s.runners[k]
+	s.mu.Unlock()
+	if old != nil {
+		old.halt() // nothing commits the cursor after this
+	}
+	err := s.rewind(ctx, tenant, d.Cursor)
+	if err == nil {
+		_, err = s.opts.Plane.DeleteWorker(ctx, tenant, name)
+	}
+	if err != nil {
+		s.reconcileLocked(tenant, name, false) // as recorded
+		return err
+	}
+	s.mu.Lock()
+	if s.runners[k] == old {
+		delete(s.runners, k)
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// rewind moves the tenant's named cursor back to the log's beginning
+// (core.Store.ResetCursor: durable, and replicated on a cluster).
+func (s *Supervisor) rewind(ctx context.Context, tenant, cursor string) error {
+	lease, err := s.opts.Tenants.Acquire(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	defer lease.Release()
+	return lease.Store().ResetCursor(cursor)
 }
 
 // checkPlugin asks the source for the plugin and checks it is a handler.
@@ -517,6 +595,16 @@ func (s *Supervisor) reconcileLocked(tenant, name string, fresh bool) {
 		s.mu.Unlock()
 	}
 	if !want {
+		if old != nil && tenantOK && !defined {
+			// Deleted (here or, on a cluster, by another leader): its
+			// status goes with it.
+			s.mu.Lock()
+			if s.runners[k] == old {
+				delete(s.runners, k)
+			}
+			s.mu.Unlock()
+			return
+		}
 		if old != nil {
 			switch {
 			case !tenantOK:

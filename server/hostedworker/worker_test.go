@@ -135,6 +135,9 @@ func TestWorkerQuarantineAndReset(t *testing.T) {
 // TestWorkerRunsAnUploadedPlugin: on a server with no source of its own,
 // a worker runs the tenant's uploaded handler plugin (the active
 // version); a projection plugin or another tenant's plugin is refused.
+// The plugin is not deleted while the worker runs it (409 naming the
+// worker); once the worker is stopped it is, and starting the worker
+// again is refused for want of it.
 func TestWorkerRunsAnUploadedPlugin(t *testing.T) {
 	ts := startServer(t, t.TempDir(), nil, nil)
 	acme, other := ts.tenant(t, "acme"), ts.tenant(t, "other")
@@ -173,5 +176,23 @@ func TestWorkerRunsAnUploadedPlugin(t *testing.T) {
 	_, err = acme.StartWorker(ctx, "w3", client.WorkerSpec{Plugin: "theirs", Region: inputs})
 	if p := problem(t, err); p.Status != http.StatusNotFound {
 		t.Fatalf("another tenant's plugin as a worker: %+v", p)
+	}
+
+	if p := problem(t, acme.DeletePlugin(ctx, "echo", "")); p.Status != http.StatusConflict || p.Code != client.CodeConflict ||
+		!strings.Contains(p.Detail, `plugin "echo" is in use by hosted worker "echoer"`) || !strings.Contains(p.Detail, "stop or delete") {
+		t.Fatalf("deleting a plugin a worker runs: %+v", p)
+	}
+	if st := worker(t, acme, "echoer"); st.State != "running" {
+		t.Fatalf("after the refused deletion: %+v", st)
+	}
+	if _, err := acme.StopWorker(ctx, "echoer"); err != nil {
+		t.Fatal(err)
+	}
+	if err := acme.DeletePlugin(ctx, "echo", ""); err != nil {
+		t.Fatalf("deleting a plugin only a stopped worker names: %v", err)
+	}
+	_, err = acme.StartWorker(ctx, "echoer", client.WorkerSpec{Plugin: "echo", Region: inputs})
+	if p := problem(t, err); p.Status != http.StatusNotFound {
+		t.Fatalf("starting a worker whose plugin is deleted: %+v", p)
 	}
 }

@@ -354,6 +354,7 @@ func (a *API) table() []Route {
 		{Method: "GET", Path: t + "/workers", Access: Tenant, Role: control.RoleReader, handler: a.listWorkers, leader: true},
 		{Method: "PUT", Path: t + "/workers/{name}", Access: Tenant, Role: control.RoleAdmin, Body: js, handler: a.startWorker, control: true},
 		{Method: "GET", Path: t + "/workers/{name}", Access: Tenant, Role: control.RoleReader, handler: a.getWorker, leader: true},
+		{Method: "DELETE", Path: t + "/workers/{name}", Access: Tenant, Role: control.RoleAdmin, handler: a.deleteWorker, control: true},
 		{Method: "POST", Path: t + "/workers/{name}/stop", Access: Tenant, Role: control.RoleAdmin, handler: a.stopWorker, control: true},
 		{Method: "POST", Path: t + "/workers/{name}/reset", Access: Tenant, Role: control.RoleAdmin, handler: a.resetWorker, control: true},
 

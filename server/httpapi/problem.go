@@ -230,6 +230,7 @@ func (a *API) problemFor(c *call, err error) *apiError {
 		be  *tenantpolicy.BundleError
 		rj  *tenantpolicy.RejectedError
 		wpe *hostedworker.PluginError
+		dle *hostedworker.DefinedLimitError
 	)
 	var index *int
 	if errors.As(err, &bie) {
@@ -270,6 +271,11 @@ func (a *API) problemFor(c *call, err error) *apiError {
 		} else {
 			out = &apiError{status: 400, code: wire.CodeInvalidRequest, detail: a.scrub(c, wpe.Error()), p: wire.Problem{Field: "plugin"}}
 		}
+	case errors.As(err, &dle):
+		// A count that lasts until workers are deleted: no retry clears
+		// it, so not a 429.
+		lim := float64(dle.Limit)
+		out = &apiError{status: http.StatusConflict, code: wire.CodeConflict, detail: dle.Error(), p: wire.Problem{Limit: &lim}}
 	case errors.As(err, &be):
 		out = bundleProblem(be)
 	case errors.As(err, &rj):

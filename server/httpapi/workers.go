@@ -92,3 +92,17 @@ func (a *API) resetWorker(c *call) error {
 	}
 	return writeJSON(c.w, http.StatusOK, st)
 }
+
+// deleteWorker stops the worker if it runs and forgets it, its cursor's
+// position included (hostedworker.Supervisor.DeleteWorker): 204.
+func (a *API) deleteWorker(c *call) error {
+	sup, err := a.workers()
+	if err != nil {
+		return err
+	}
+	if err := sup.DeleteWorker(c.writeCtx(), c.tenant, c.r.PathValue("name")); err != nil {
+		return err
+	}
+	c.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
