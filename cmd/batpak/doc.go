@@ -139,14 +139,17 @@
 //	batpak tenant create ID | list | suspend ID [--reason R] | resume ID | delete ID --yes
 //	       | quotas ID [--set NAME=VALUE]... [--unset NAME]...   [-o FORMAT]
 //	batpak key issue NAME --role R | list | revoke KEY-ID   [-o FORMAT]
-//	batpak worker start NAME --plugin P [--entity E] [--scope S] [--kind K] [--category C] [--cursor C]
-//	                   [--max-restarts N] [--window D] [--backoff-min D] [--backoff-max D]
-//	              | stop NAME | reset NAME | status [NAME]   [-o FORMAT]
+//	batpak worker start NAME [--plugin P] [--entity E] [--scope S] [--kind K] [--category C] [--cursor C]
+//	                   [--max-restarts N] [--window D] [--backoff-min D] [--backoff-max D] [--replace]
+//	              | stop NAME | reset NAME | delete NAME --yes | status [NAME]   [-o FORMAT]
 //
 // tenant takes the operator credential; key the operator credential or an
-// admin key of --tenant; worker a key of --tenant (admin to start, stop
-// and reset a hosted worker, any role for its status, faults and log). key issue prints the key once (the server keeps
-// only its digest). tenant delete refuses without --yes. A refusal from
+// admin key of --tenant; worker a key of --tenant (admin to start, stop,
+// reset and delete a hosted worker, any role for its status, faults and
+// log). worker start on an existing worker changes only the flags given
+// (an empty --entity, --scope, --kind or --category clears that filter; --replace makes the flags the whole configuration); a new one
+// needs --plugin. key issue prints the key once (the server keeps only its
+// digest). tenant delete and worker delete refuse without --yes. A refusal from
 // the server is one line, "batpak: server: CODE: detail (HTTP status)",
 // with the exit code of its kind. What a server sends is bounded: one
 // JSON answer, or one message of an event stream, of more than 256 MiB is

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -74,15 +76,16 @@ func newWorkerCmd(a *app) *cobra.Command {
 	var out outputFlags
 	cmd := &cobra.Command{
 		Use:     "worker",
-		Short:   "Start, stop and inspect hosted workers: handler plugins a server runs for a tenant",
+		Short:   "Start, stop, delete and inspect hosted workers: handler plugins a server runs for a tenant",
 		GroupID: "admin",
 		Long: `Manage the hosted workers of the tenant --tenant (BATPAK_TENANT) on --server,
-with a key of that tenant as --token (admin to start, stop and reset; any
-role to look). A worker feeds the tenant's events, from a named cursor, to
-one of the tenant's handler plugins and writes the reactions it returns;
-it resumes from its cursor after a server restart. After a fault it
-restarts with a backoff; past --max-restarts within --window it is
-quarantined until "worker reset".`,
+with a key of that tenant as --token (admin to start, stop, reset and
+delete; any role to look). A worker feeds the tenant's events, from a
+named cursor, to one of the tenant's handler plugins and writes the
+reactions it returns; it resumes from its cursor after a server restart.
+After a fault it restarts with a backoff; past --max-restarts within
+--window it is quarantined until "worker reset". A stopped worker keeps
+its definition and cursor until "worker delete".`,
 	}
 	tenantOf := func(name string) (*client.Tenant, error) {
 		rc, err := a.needServer(name)
@@ -98,45 +101,113 @@ quarantined until "worker reset".`,
 		})
 	}
 	var (
-		spec                  client.WorkerSpec
-		category, maxRestarts int
-		window, bMin, bMax    time.Duration
+		flags              client.WorkerSpec
+		category           string
+		maxRestarts        int
+		window, bMin, bMax time.Duration
+		replace            bool
 	)
 	start := &cobra.Command{
-		Use:   "start NAME --plugin PLUGIN",
+		Use:   "start NAME [--plugin PLUGIN] [flags]",
 		Short: "Start (or reconfigure) a worker running one of the tenant's handler plugins",
-		Args:  exactArgs("NAME"),
+		Long: `Start the tenant's hosted worker NAME, or change an existing one.
+
+A new worker needs --plugin; each setting left out takes its default:
+every event (no --entity, --scope, --kind or --category filter), the
+cursor NAME, the server's restart policy.
+
+An existing worker keeps its stored configuration: the command reads
+it, changes only the flags given, and starts the worker with the
+result. "worker start NAME" alone starts a stopped worker again as it
+was; "worker start NAME --plugin P" changes its plugin and keeps its
+region filter (--entity, --scope, --kind, --category), cursor and
+restart policy. To clear one filter, give it empty (--entity "",
+--scope "", --kind "", --category ""); a zero duration (--window 0, --backoff-min 0, --backoff-max 0) returns that
+setting to the server's default. With --replace the flags given are the
+whole configuration, as for a new worker: every setting left out takes
+its default.`,
+		Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if spec.Plugin == "" {
-				return usagef("missing required flag --plugin (the tenant's handler plugin to run)")
-			}
 			f, err := out.format()
 			if err != nil {
 				return err
 			}
-			if cmd.Flags().Changed("category") {
-				c := category
-				spec.Region.Category = &c
-			}
-			if cmd.Flags().Changed("max-restarts") {
-				m := maxRestarts
-				spec.Restart.MaxRestarts = &m
-			}
 			for _, d := range []struct {
 				flag string
 				v    time.Duration
-				dst  *int64
-			}{{"--window", window, &spec.Restart.WindowMs}, {"--backoff-min", bMin, &spec.Restart.BackoffMinMs}, {"--backoff-max", bMax, &spec.Restart.BackoffMaxMs}} {
+			}{{"--window", window}, {"--backoff-min", bMin}, {"--backoff-max", bMax}} {
 				if d.v < 0 || (d.v > 0 && d.v < time.Millisecond) {
 					return usagef("%s %v: want a duration of at least 1ms (0: the server's default)", d.flag, d.v)
 				}
-				*d.dst = d.v.Milliseconds()
+			}
+			var cat *int
+			if cmd.Flags().Changed("category") && category != "" {
+				// Sent as given: a number out of range is the server's to
+				// refuse, never quietly every category.
+				n, err := strconv.ParseInt(category, 0, 0)
+				if err != nil {
+					return usagef("--category %q: want a kind category, 0..15 (\"\": every category)", category)
+				}
+				c := int(n)
+				cat = &c
 			}
 			t, err := tenantOf("worker start")
 			if err != nil {
 				return err
 			}
-			w, err := t.StartWorker(cmd.Context(), args[0], spec)
+			name := args[0]
+			var spec client.WorkerSpec
+			exists := false
+			if !replace {
+				cur, err := t.Worker(cmd.Context(), name)
+				switch {
+				case err == nil:
+					exists = true
+					spec = client.WorkerSpec{Plugin: cur.Plugin, Region: cur.Region, Cursor: cur.Cursor, Restart: cur.Restart}
+				case errors.Is(err, client.ErrNotFound):
+				default:
+					return remoteError(err)
+				}
+			}
+			changed := cmd.Flags().Changed
+			if changed("plugin") {
+				spec.Plugin = flags.Plugin
+			}
+			if changed("entity") {
+				spec.Region.Entity = flags.Region.Entity
+			}
+			if changed("scope") {
+				spec.Region.Scope = flags.Region.Scope
+			}
+			if changed("kind") {
+				spec.Region.Kind = flags.Region.Kind
+			}
+			if changed("category") {
+				spec.Region.Category = cat
+			}
+			if changed("cursor") {
+				spec.Cursor = flags.Cursor
+			}
+			if changed("max-restarts") {
+				m := maxRestarts
+				spec.Restart.MaxRestarts = &m
+			}
+			if changed("window") {
+				spec.Restart.WindowMs = window.Milliseconds()
+			}
+			if changed("backoff-min") {
+				spec.Restart.BackoffMinMs = bMin.Milliseconds()
+			}
+			if changed("backoff-max") {
+				spec.Restart.BackoffMaxMs = bMax.Milliseconds()
+			}
+			if spec.Plugin == "" {
+				if exists {
+					return usagef("--plugin is empty: want the tenant's handler plugin to run")
+				}
+				return usagef("missing required flag --plugin (the tenant's handler plugin to run): worker %s does not exist yet", oneLine(name))
+			}
+			w, err := t.StartWorker(cmd.Context(), name, spec)
 			if err != nil {
 				return remoteError(err)
 			}
@@ -144,16 +215,56 @@ quarantined until "worker reset".`,
 		},
 	}
 	f := start.Flags()
-	f.StringVar(&spec.Plugin, "plugin", "", "the tenant's handler plugin to run (required)")
-	f.StringVar(&spec.Region.Entity, "entity", "", "only events of entities with this prefix")
-	f.StringVar(&spec.Region.Scope, "scope", "", "only events of this scope")
-	f.StringVar(&spec.Region.Kind, "kind", "", `only events of this kind ("1:1")`)
-	f.IntVar(&category, "category", 0, "only events of this kind category, 0..15 (default: every category)")
-	f.StringVar(&spec.Cursor, "cursor", "", "the named cursor it resumes from (default: the worker's name)")
+	f.StringVar(&flags.Plugin, "plugin", "", "the tenant's handler plugin to run (required for a new worker)")
+	f.StringVar(&flags.Region.Entity, "entity", "", `only events of entities with this prefix ("": no entity filter)`)
+	f.StringVar(&flags.Region.Scope, "scope", "", `only events of this scope ("": no scope filter)`)
+	f.StringVar(&flags.Region.Kind, "kind", "", `only events of this kind ("1:1"; "": no kind filter)`)
+	f.StringVar(&category, "category", "", `only events of this kind category, 0..15 ("": every category, the default)`)
+	f.StringVar(&flags.Cursor, "cursor", "", "the named cursor it resumes from (default: the worker's name)")
 	f.IntVar(&maxRestarts, "max-restarts", 0, "restarts within --window before a fault quarantines it (server default 5; 0..1000)")
 	f.DurationVar(&window, "window", 0, "the window faults are counted in (server default 10m; 1s..24h)")
 	f.DurationVar(&bMin, "backoff-min", 0, "wait before the first restart, doubling per fault (server default 200ms)")
 	f.DurationVar(&bMax, "backoff-max", 0, "cap of the wait between restarts (server default 30s)")
+	f.BoolVar(&replace, "replace", false, "the flags given are the whole configuration: every setting left out takes its default, not the existing worker's")
+
+	var yes bool
+	del := &cobra.Command{
+		Use:   "delete NAME --yes",
+		Short: "Stop a worker if it runs and delete it, its cursor's position with it",
+		Long: `Delete the tenant's hosted worker NAME: it is stopped after the batch in
+hand and forgotten — its definition, status and log, and its cursor's
+position (a worker's cursor is its own: a worker or cursor that takes the
+name up later starts at the log's beginning). The reactions it wrote stay
+in the store. A deleted worker no longer counts towards the server's
+limit on the workers a tenant has defined (server.workers_max_defined).
+To keep a worker's definition and position, stop it instead.`,
+		Args: exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !yes {
+				return usagef("worker delete forgets the worker and its cursor's position: add --yes")
+			}
+			f, err := out.format()
+			if err != nil {
+				return err
+			}
+			t, err := tenantOf("worker delete")
+			if err != nil {
+				return err
+			}
+			if err := t.DeleteWorker(cmd.Context(), args[0]); err != nil {
+				return remoteError(err)
+			}
+			gone := struct {
+				Name    string `json:"name"`
+				Deleted bool   `json:"deleted"`
+			}{args[0], true}
+			return emit(cmd.OutOrStdout(), f, gone, func(out io.Writer) error {
+				_, err := fmt.Fprintf(out, "deleted worker %s\n", oneLine(args[0]))
+				return err
+			})
+		},
+	}
+	del.Flags().BoolVar(&yes, "yes", false, "confirm: the worker's definition and cursor position are forgotten")
 
 	stop := &cobra.Command{
 		Use: "stop NAME", Short: "Stop a worker after the batch in hand; it keeps its cursor", Args: exactArgs("NAME"),
@@ -237,6 +348,6 @@ quarantined until "worker reset".`,
 		},
 	}
 	out.registerPersistent(cmd)
-	cmd.AddCommand(start, stop, reset, status)
+	cmd.AddCommand(start, stop, reset, del, status)
 	return cmd
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/batpak-go/batpak/plugins"
+	"github.com/batpak-go/batpak/sdk/client"
 	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/hostedworker"
 )
@@ -146,4 +148,96 @@ func TestRemoteWorkerVerbs(t *testing.T) {
 	failsWith(t, exitNotFound, as("worker", "start", "x", "--plugin", "nosuch"), "batpak: server: NOT_FOUND: ", "nosuch", "(HTTP 404)")
 	failsWith(t, exitNotFound, as("worker", "status", "nosuch"), "batpak: server: NOT_FOUND: ", "(HTTP 404)")
 	fails(t, as("worker", "start", "x", "--plugin", "echo", "--max-restarts", "1001"), "INVALID_REQUEST", "restart.max_restarts 1001: want 0..1000", "(HTTP 400)")
+}
+
+// TestRemoteWorkerStartKeepsSettings: worker start on an existing worker
+// changes only the flags given — a new plugin keeps the region filter,
+// cursor and restart policy — an empty filter flag clears that filter, --replace makes the flags the whole configuration,
+// and "worker start NAME" alone starts a stopped worker as it was. The
+// help says so. worker delete (with --yes) forgets the worker.
+func TestRemoteWorkerStartKeepsSettings(t *testing.T) {
+	isolate(t)
+	url, op := startWorkerServer(t)
+	admin := []string{"--server", url, "--token", op}
+	ok(t, append(admin, "tenant", "create", "acme")...)
+	key := keyIn(t, ok(t, append(admin, "--tenant", "acme", "key", "issue", "app", "--role", "admin")...))
+	as := func(args ...string) []string {
+		return append([]string{"--server", url, "--token", key, "--tenant", "acme"}, args...)
+	}
+	get := func() client.Worker {
+		t.Helper()
+		var w client.Worker
+		if err := json.Unmarshal([]byte(ok(t, as("worker", "status", "w", "-o", "json")...)), &w); err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	region := func(w client.Worker) string {
+		c := "-"
+		if w.Region.Category != nil {
+			c = fmt.Sprint(*w.Region.Category)
+		}
+		return fmt.Sprintf("entity=%q scope=%q kind=%q category=%s", w.Region.Entity, w.Region.Scope, w.Region.Kind, c)
+	}
+
+	ok(t, as("worker", "start", "w", "--plugin", "echo", "--entity", "order:", "--scope", "shop", "--kind", "1:1", "--category", "1",
+		"--cursor", "wc", "--max-restarts", "3", "--backoff-min", "5ms")...)
+	w := get()
+	const all = `entity="order:" scope="shop" kind="1:1" category=1`
+	if region(w) != all || w.Cursor != "wc" || derefInt(w.Restart.MaxRestarts) != 3 || w.Restart.BackoffMinMs != 5 {
+		t.Fatalf("as started: %s %+v", region(w), w)
+	}
+
+	ok(t, as("worker", "start", "w", "--plugin", "trapper")...)
+	if w = get(); w.Plugin != "trapper" || region(w) != all || w.Cursor != "wc" || derefInt(w.Restart.MaxRestarts) != 3 || w.Restart.BackoffMinMs != 5 {
+		t.Fatalf("a new plugin changed other settings: %s %+v", region(w), w)
+	}
+	ok(t, as("worker", "start", "w", "--scope", "", "--max-restarts", "2")...)
+	if w = get(); w.Plugin != "trapper" || region(w) != `entity="order:" scope="" kind="1:1" category=1` || derefInt(w.Restart.MaxRestarts) != 2 || w.Restart.BackoffMinMs != 5 {
+		t.Fatalf("--scope \"\": %s %+v", region(w), w)
+	}
+	ok(t, as("worker", "start", "w", "--category", "", "--kind", "")...)
+	if w = get(); region(w) != `entity="order:" scope="" kind="" category=-` {
+		t.Fatalf("--category \"\" --kind \"\": %s", region(w))
+	}
+	ok(t, as("worker", "stop", "w")...)
+	if out := ok(t, as("worker", "start", "w")...); !strings.HasPrefix(out, "started worker w (plugin trapper, state ") {
+		t.Fatalf("worker start of a stopped worker: %q", out)
+	}
+	if w = get(); w.Desired != "running" || region(w) != `entity="order:" scope="" kind="" category=-` || w.Cursor != "wc" || derefInt(w.Restart.MaxRestarts) != 2 {
+		t.Fatalf("started again as it was: %s %+v", region(w), w)
+	}
+	ok(t, as("worker", "start", "w", "--plugin", "echo", "--kind", "1:2", "--replace")...)
+	if w = get(); w.Plugin != "echo" || region(w) != `entity="" scope="" kind="1:2" category=-` || w.Cursor != "w" ||
+		derefInt(w.Restart.MaxRestarts) != 5 || w.Restart.BackoffMinMs != 200 {
+		t.Fatalf("--replace: %s %+v", region(w), w)
+	}
+
+	failsWith(t, exitUsage, as("worker", "start", "new"), "missing required flag --plugin", "worker new does not exist yet")
+	failsWith(t, exitUsage, as("worker", "start", "w", "--plugin", ""), "--plugin is empty")
+	failsWith(t, exitUsage, as("worker", "start", "w", "--category", "one"), `--category "one"`)
+	ok(t, as("worker", "start", "w", "--category", "0x2")...)
+	if w = get(); region(w) != `entity="" scope="" kind="1:2" category=2` {
+		t.Fatalf("--category 0x2: %s", region(w))
+	}
+	help := spaces.ReplaceAllString(strings.ReplaceAll(ok(t, "worker", "start", "--help"), "\n", " "), " ")
+	for _, want := range []string{"An existing worker keeps its stored configuration", "changes only the flags given",
+		`give it empty (--entity "", --scope "", --kind "", --category "")`, "With --replace the flags given are the whole configuration"} {
+		if !strings.Contains(help, want) {
+			t.Fatalf("worker start --help lacks %q:\n%s", want, help)
+		}
+	}
+
+	failsWith(t, exitUsage, as("worker", "delete", "w"), "--yes")
+	if out := ok(t, as("worker", "delete", "w", "--yes")...); out != "deleted worker w\n" {
+		t.Fatalf("worker delete: %q", out)
+	}
+	failsWith(t, exitNotFound, as("worker", "status", "w"), "NOT_FOUND", "(HTTP 404)")
+	failsWith(t, exitNotFound, as("worker", "delete", "w", "--yes"), "NOT_FOUND", "(HTTP 404)")
+	if out := ok(t, as("worker", "start", "w", "--plugin", "echo")...); !strings.HasPrefix(out, "started worker w (plugin echo, ") {
+		t.Fatalf("the name again after delete: %q", out)
+	}
+	if w = get(); region(w) != `entity="" scope="" kind="" category=-` || w.Cursor != "w" {
+		t.Fatalf("a worker of a deleted one's name carries its settings: %s %+v", region(w), w)
+	}
 }
