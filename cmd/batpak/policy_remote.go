@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	opautil "github.com/open-policy-agent/opa/v1/util"
 	"github.com/spf13/cobra"
 
 	"github.com/batpak-go/batpak/sdk/client"
@@ -53,12 +55,46 @@ func bundleFile(name string) bool {
 	return strings.HasSuffix(name, ".rego") || strings.HasSuffix(name, ".json") || name == ".manifest"
 }
 
+// yamlDataFile says whether a file of this name is a bundle's data as
+// YAML, which the bundle loader reads beside data.json.
+func yamlDataFile(name string) bool { return name == "data.yaml" || name == "data.yml" }
+
+// loadedOnly says whether the bundle loader reads a file of this name
+// that a bundle on a server cannot hold (its upload takes .rego, .json
+// and .manifest files): a Wasm module, a binary plan or manifest.
+func loadedOnly(name string) bool {
+	return name == "policy.wasm" || name == "plan.pb" || strings.HasSuffix(name, ".manifest.pb")
+}
+
+// loaderReads says whether the bundle loader reads a file of this name
+// (policy eval, policy test and the write gate load a directory so):
+// modules, data, the manifest, patches, plans and Wasm modules.
+func loaderReads(name string) bool {
+	return strings.HasSuffix(name, ".rego") || name == "data.json" || yamlDataFile(name) || name == ".manifest" ||
+		name == "patch.json" || name == "plan.json" || loadedOnly(name)
+}
+
+// packError refuses to pack a directory whose bundle would behave on the
+// server otherwise than it does loaded locally (exit 2: nothing was sent).
+func packError(format string, args ...any) error {
+	return withExitCode(exitUsage, fmt.Errorf(format, args...))
+}
+
 // packBundle makes a policy bundle (gzip-compressed tar) of dir's .rego,
 // .json and .manifest files, in name order with fixed times and modes,
 // so that the same files make the same bytes and so the same revision.
-// It returns the names of the other files it left out.
+// A data.yaml or data.yml becomes data.json in its directory (read as the
+// bundle loader reads it), so the server's bundle holds the data the
+// local one does. It refuses (naming the files) a directory holding both
+// data.json and data.yaml/data.yml, YAML that is not JSON data, and any
+// other file the loader reads that a server's bundle cannot hold (a Wasm
+// module, a binary plan or manifest, one under a directory whose name
+// starts with ".", which is left out). It returns the names of the other
+// files it left out.
 func packBundle(dir string) ([]byte, []string, error) {
 	var names, skipped []string
+	yamls := map[string]string{} // the data.json a YAML data file becomes → that file
+	shown := func(rel string) string { return oneLine(filepath.Join(dir, filepath.FromSlash(rel))) }
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -67,10 +103,24 @@ func packBundle(dir string) ([]byte, []string, error) {
 		rel = filepath.ToSlash(rel)
 		switch {
 		case d.IsDir():
-			if p != dir && strings.HasPrefix(d.Name(), ".") {
-				return filepath.SkipDir // .git and the like
+			return nil
+		case hiddenDir(rel):
+			// .git and the like are left out, unnamed; what the loader
+			// would read there is refused.
+			if d.Type().IsRegular() && loaderReads(d.Name()) {
+				return packError("%s is in a directory whose name starts with \".\": policy eval, policy test and the write gate read it, but push leaves such directories out; move it or remove it", shown(rel))
 			}
-		case d.Type().IsRegular() && bundleFile(d.Name()):
+		case !d.Type().IsRegular():
+			skipped = append(skipped, rel)
+		case yamlDataFile(d.Name()):
+			js := path.Join(path.Dir(rel), "data.json")
+			if other, ok := yamls[js]; ok {
+				return packError("%s and %s are both data of one directory: keep one", shown(other), shown(rel))
+			}
+			yamls[js] = rel
+		case loadedOnly(d.Name()):
+			return packError("%s is read by the bundle loader, but a bundle on a server holds only .rego, .json and .manifest files: remove it, or push a bundle without it", shown(rel))
+		case bundleFile(d.Name()):
 			names = append(names, rel)
 		default:
 			skipped = append(skipped, rel)
@@ -80,14 +130,29 @@ func packBundle(dir string) ([]byte, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	converted := map[string][]byte{}
+	for _, js := range slices.Sorted(maps.Keys(yamls)) {
+		y := yamls[js]
+		if slices.Contains(names, js) {
+			return nil, nil, packError("%s and %s are both data of one directory: keep one", shown(js), shown(y))
+		}
+		b, err := yamlData(filepath.Join(dir, filepath.FromSlash(y)))
+		if err != nil {
+			return nil, nil, badInput(shown(y), err)
+		}
+		converted[js] = b
+		names = append(names, js)
+	}
 	slices.Sort(names)
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
 	tw := tar.NewWriter(zw)
 	for _, n := range names {
-		b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(n)))
-		if err != nil {
-			return nil, nil, err
+		b, ok := converted[n]
+		if !ok {
+			if b, err = os.ReadFile(filepath.Join(dir, filepath.FromSlash(n))); err != nil {
+				return nil, nil, err
+			}
 		}
 		if err := tw.WriteHeader(&tar.Header{Name: path.Clean(n), Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
 			return nil, nil, err
@@ -103,6 +168,38 @@ func packBundle(dir string) ([]byte, []string, error) {
 		return nil, nil, err
 	}
 	return buf.Bytes(), skipped, nil
+}
+
+// hiddenDir says whether the slash-separated relative path rel lies under
+// a directory whose name starts with ".".
+func hiddenDir(rel string) bool {
+	parts := strings.Split(rel, "/")
+	for _, part := range parts[:len(parts)-1] {
+		if strings.HasPrefix(part, ".") {
+			return true
+		}
+	}
+	return false
+}
+
+// yamlData reads a data.yaml (or data.yml) file as the bundle loader does
+// and returns the same data as JSON.
+func yamlData(name string) ([]byte, error) {
+	raw, err := os.ReadFile(name)
+	if err != nil {
+		return nil, err
+	}
+	var v any
+	if err := opautil.Unmarshal(raw, &v); err != nil {
+		return nil, fmt.Errorf("does not convert to JSON data: %s", oneLine(err.Error()))
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, fmt.Errorf("does not convert to JSON data: %v", err)
+	}
+	return b.Bytes(), nil
 }
 
 // bundleError renders a refused upload: the server's line and, for a
@@ -135,7 +232,14 @@ of that tenant, or the operator credential, as --token). A directory is
 packed first: its .rego, .json and .manifest files (directories whose name
 starts with "." left out; other files are named on stderr and left out),
 in name order with fixed times, so the same files are the same revision.
-A .tar.gz is sent as it is.
+A data.yaml or data.yml is sent as the data.json of its directory, read as
+policy eval and policy test read it, so the server decides as they do.
+Refused before anything is sent (exit 2, naming the files): a directory
+holding both data.json and data.yaml or data.yml (or both YAML files),
+and any other file the local loader reads that a server's bundle cannot
+hold (policy.wasm, plan.pb, .manifest.pb, or a .rego or data file under a
+directory whose name starts with "."). YAML that does not convert to JSON
+data is refused naming the file. A .tar.gz is sent as it is.
 
 The server runs the bundle's Rego tests and compiles it: a bundle that
 does not compile or fails a test is refused with its errors (one a line)
@@ -163,6 +267,11 @@ bundle) is printed. Pushing the active bundle again changes nothing.`,
 			if fi.IsDir() {
 				var skipped []string
 				if data, skipped, err = packBundle(src); err != nil {
+					var ce *codedError
+					var ie *inputError
+					if errors.As(err, &ce) || errors.As(err, &ie) {
+						return err
+					}
 					return badInput("DIR", err)
 				}
 				if len(skipped) > 0 {

@@ -142,3 +142,84 @@ func TestRemotePolicyVerbs(t *testing.T) {
 	fails(t, as("policy", "decisions", "--limit", "0"), "--limit")
 	failsWith(t, exitUsage, as("policy", "decisions", "--denied", "--allowed"), "exclude each other")
 }
+
+// dataRule denies entities under the prefixes its data lists: data.yaml
+// at the bundle's root (data.blocked.prefixes) and data.yml in more/
+// (data.more.prefixes).
+const dataRule = `package batpak.write
+
+deny contains {"code": "BLOCKED", "message": "entities under this prefix are off limits"} if {
+	some p in array.concat(data.blocked.prefixes, data.more.prefixes)
+	startswith(input.event.entity, p)
+}
+`
+
+// TestPolicyPushYAMLData: a directory's data.yaml and data.yml (nested
+// too) are pushed as the data.json of their directories, so the deployed
+// policy denies what policy eval denies locally; a directory holding data
+// twice, YAML that is not JSON data, and files the local loader reads but
+// a server's bundle cannot hold are refused before anything is sent.
+func TestPolicyPushYAMLData(t *testing.T) {
+	dir := isolate(t)
+	url, op := startServer(t)
+	ok(t, "--server", url, "--token", op, "tenant", "create", "acme")
+	key := keyIn(t, ok(t, "--server", url, "--token", op, "--tenant", "acme", "key", "issue", "app", "--role", "admin,writer"))
+	as := func(args ...string) []string {
+		return append([]string{"--server", url, "--token", key, "--tenant", "acme"}, args...)
+	}
+
+	b := filepath.Join(dir, "yaml")
+	writeFile(t, filepath.Join(b, "policy.rego"), dataRule)
+	writeFile(t, filepath.Join(b, "data.yaml"), "blocked:\n  prefixes:\n    - \"secret:\"\n")
+	writeFile(t, filepath.Join(b, "more", "data.yml"), "prefixes: [\"order:\"]\n")
+	writeFile(t, filepath.Join(b, ".git", "notes.yaml"), "x: 1\n") // not read by the loader: left out unnamed
+
+	// Locally: denied.
+	in := filepath.Join(dir, "in.json")
+	for _, entity := range []string{"secret:1", "order:1"} {
+		writeFile(t, in, `{"action":"append","principal":{"id":"app","tenant":"acme","roles":["writer"]},"event":{"entity":"`+entity+`","scope":"s","kind":"1:1"}}`)
+		if r := batpak(t, "policy", "eval", "--bundle", b, "--input", in); r.code != exitDenied || !strings.Contains(r.stdout, "BLOCKED") {
+			t.Fatalf("policy eval %s: exit %d, stdout %q, stderr %q", entity, r.code, r.stdout, r.stderr)
+		}
+	}
+
+	r := batpak(t, as("policy", "push", b)...)
+	if r.code != 0 || strings.Contains(r.stderr, "data.yaml") || strings.Contains(r.stderr, "data.yml") || strings.Contains(r.stderr, ".git") {
+		t.Fatalf("policy push: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	rev := activeIn(t, r.stdout)
+	if again := activeIn(t, ok(t, as("policy", "push", b)...)); again != rev {
+		t.Errorf("the same directory pushed again is revision %s, want %s", again, rev)
+	}
+	// On the server: denied as well, by the data the YAML files hold.
+	for _, entity := range []string{"secret:1", "order:1"} {
+		failsWith(t, exitDenied, as("append", "--entity", entity, "--scope", "s", "--kind", "1:1", "--data", "{}"), "POLICY_DENIED", "off limits")
+	}
+	ok(t, as("append", "--entity", "public:1", "--scope", "s", "--kind", "1:1", "--data", "{}")...)
+
+	// Refused, nothing sent: the active revision stays.
+	refused := func(code int, files map[string]string, wants ...string) {
+		t.Helper()
+		d := t.TempDir()
+		writeFile(t, filepath.Join(d, "policy.rego"), dataRule)
+		for name, content := range files {
+			writeFile(t, filepath.Join(d, name), content)
+		}
+		for i, w := range wants {
+			wants[i] = strings.ReplaceAll(w, "DIR", d)
+		}
+		failsWith(t, code, as("policy", "push", d), wants...)
+	}
+	refused(exitUsage, map[string]string{"data.json": `{"blocked":{"prefixes":[]}}`, "data.yaml": "blocked: {prefixes: []}\n"},
+		filepath.Join("DIR", "data.json"), filepath.Join("DIR", "data.yaml"), "keep one")
+	refused(exitUsage, map[string]string{"sub/data.yaml": "a: 1\n", "sub/data.yml": "a: 2\n"},
+		filepath.Join("DIR", "sub", "data.yaml"), filepath.Join("DIR", "sub", "data.yml"))
+	refused(exitError, map[string]string{"data.yaml": "a: [1\n"}, filepath.Join("DIR", "data.yaml"), "does not convert to JSON")
+	refused(exitUsage, map[string]string{".hidden/extra.rego": "package x\n"}, filepath.Join("DIR", ".hidden", "extra.rego"), `starts with "."`)
+	refused(exitUsage, map[string]string{".cfg/data.yaml": "a: 1\n"}, filepath.Join("DIR", ".cfg", "data.yaml"))
+	refused(exitUsage, map[string]string{"policy.wasm": "\x00asm"}, filepath.Join("DIR", "policy.wasm"), ".rego, .json and .manifest")
+	list := ok(t, as("policy", "list")...)
+	if !strings.Contains(list, "*       "+rev) || !strings.HasSuffix(list, "1 revision\n") {
+		t.Errorf("policy list after the refusals:\n%s", list)
+	}
+}
