@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/batpak-go/batpak/ijson"
 )
 
 // Kind is what a plugin does.
@@ -150,7 +152,10 @@ func (m *Manifest) normalize() error {
 	if l.MemoryPages > 65536 {
 		return bad("limits.memory_pages %d: at most 65536 (4 GiB)", l.MemoryPages)
 	}
-	if l.Timeout <= 0 {
+	if l.Timeout < 0 {
+		return bad("limits.timeout %s: negative (leave it out for the default, 1s)", time.Duration(l.Timeout))
+	}
+	if l.Timeout == 0 {
 		l.Timeout = Duration(time.Second)
 	}
 	if l.MaxOutputBytes == 0 {
@@ -208,6 +213,15 @@ func LoadManifest(path string) (Manifest, error) {
 		return Manifest{}, err
 	}
 	var m Manifest
+	// One JSON value whose objects never repeat a member: encoding/json
+	// would let the last of two "name" members win.
+	if err := ijson.Validate(b, 0); err != nil {
+		var je *ijson.Error
+		if errors.As(err, &je) && je.Rule == ijson.RuleDuplicateKey {
+			return Manifest{}, fmt.Errorf("%w: %s: the member %q appears twice (at byte %d)", ErrInvalidManifest, path, je.Key, je.Offset)
+		}
+		return Manifest{}, fmt.Errorf("%w: %s: %v", ErrInvalidManifest, path, err)
+	}
 	dec := json.NewDecoder(strings.NewReader(string(b)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&m); err != nil {

@@ -75,6 +75,7 @@ func TestManifestValidation(t *testing.T) {
 		{"log bytes over the ceiling", with(func(m *plugins.Manifest) { m.Limits.LogBytes = 16<<20 + 1 }), "log_bytes 16777217: at most 16777216"},
 		{"call depth over the ceiling", with(func(m *plugins.Manifest) { m.Limits.CallDepth = 1000001 }), "call_depth 1000001: at most 1000000"},
 		{"stack bytes over the ceiling", with(func(m *plugins.Manifest) { m.Limits.StackBytes = 256<<20 + 1 }), "stack_bytes 268435457: at most 268435456"},
+		{"negative timeout", with(func(m *plugins.Manifest) { m.Limits.Timeout = plugins.Duration(-time.Second) }), "limits.timeout -1s: negative"},
 		{"pool size over the ceiling (each idle instance keeps its memory)", with(func(m *plugins.Manifest) { m.Limits.PoolSize = 1 << 30 }), "pool_size 1073741824: at most 256"},
 	}
 	for _, c := range cases {
@@ -140,6 +141,7 @@ func TestLoadManifest(t *testing.T) {
 		"bad duration":   `{"name": "x", "version": "1", "kind": "projection", "limits": {"timeout": "soon"}}`,
 		"number timeout": `{"name": "x", "version": "1", "kind": "projection", "limits": {"timeout": 5}}`,
 		"not JSON":       `name: x`,
+		"name twice":     `{"name": "x", "version": "1", "kind": "projection", "name": "y"}`,
 	} {
 		if _, err := plugins.LoadManifest(write("bad.json", body)); !errors.Is(err, plugins.ErrInvalidManifest) {
 			t.Errorf("%s: %v, want ErrInvalidManifest", name, err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/batpak-go/batpak/ijson"
 	"github.com/batpak-go/batpak/plugins"
 	"github.com/batpak-go/batpak/sdk/client"
 )
@@ -52,7 +53,12 @@ plugin named in the manifest. DIR holds manifest.json and one .wasm file.
 The server validates and compiles the module before keeping it (refused
 with the reason otherwise); the manifest's sha256 pins the module (when
 the manifest has none, the file's SHA-256 is filled in and said on
-stderr). Activating swaps the running version hot: no request fails.`,
+stderr). Activating swaps the running version hot: no request fails.
+
+A version is immutable: pushing a kept version again with the same module
+and manifest only activates it; with another module or manifest it is
+refused (CONFLICT, exit 4): give the change a new version. A manifest
+naming a member twice is refused.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := out.format()
@@ -70,6 +76,12 @@ stderr). Activating swaps the running version hot: no request fails.`,
 			raw, err := os.ReadFile(mfPath)
 			if err != nil {
 				return badInput("--manifest", err)
+			}
+			// A member given twice would be one (the last) once decoded
+			// here: the server refuses such a manifest, and so does this.
+			var je *ijson.Error
+			if err := ijson.Validate(raw, 0); errors.As(err, &je) && je.Rule == ijson.RuleDuplicateKey {
+				return badInput(mfPath, fmt.Errorf("the member %q appears twice (at byte %d): give each member once", oneLine(je.Key), je.Offset))
 			}
 			var mf map[string]any
 			if err := json.Unmarshal(raw, &mf); err != nil {

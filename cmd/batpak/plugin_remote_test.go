@@ -151,3 +151,61 @@ func TestPrintPluginClusterList(t *testing.T) {
 		}
 	}
 }
+
+// TestPluginPushImmutableVersion: pushing a kept version again with the
+// same module and manifest (spelled otherwise) is idempotent; with
+// another manifest it is refused (409 CONFLICT, exit 4) and the version
+// keeps its manifest. Manifests repeating a member, asking a negative
+// timeout or pinning a malformed sha256 are refused saying so.
+func TestPluginPushImmutableVersion(t *testing.T) {
+	testdata, err := filepath.Abs(filepath.Join("..", "..", "plugins", "testdata"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := isolate(t)
+	url, op := startServer(t)
+	admin := []string{"--server", url, "--token", op}
+	ok(t, append(admin, "tenant", "create", "acme")...)
+	adminKey := keyIn(t, ok(t, append(admin, "--tenant", "acme", "key", "issue", "ops", "--role", "admin")...))
+	cmd := func(args ...string) []string {
+		return append([]string{"--server", url, "--token", adminKey, "--tenant", "acme"}, args...)
+	}
+	wasm := filepath.Join(dir, "count.wasm")
+	b, err := os.ReadFile(filepath.Join(testdata, "counter.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, wasm, string(b))
+	sum := plugins.Digest(b)
+	push := func(manifest string) []string {
+		mf := filepath.Join(dir, "manifest.json")
+		writeFile(t, mf, manifest)
+		return cmd("plugin", "push", wasm, "--manifest", mf)
+	}
+
+	ok(t, push(`{"name":"count","version":"1","kind":"projection","sha256":"`+sum+`","limits":{"timeout":"200ms"}}`)...)
+	// The same manifest, spelled otherwise (order, spacing, pin's case).
+	ok(t, push(`{ "kind": "projection", "limits": {"timeout": "200ms"}, "sha256": "`+strings.ToUpper(sum)+`", "version": "1", "name": "count" }`)...)
+	// Another manifest for the kept version: refused, the version as it was.
+	failsWith(t, exitConflict, push(`{"name":"count","version":"1","kind":"projection","sha256":"`+sum+`","limits":{"timeout":"500ms"}}`),
+		"CONFLICT", "version 1", "kept with another manifest", "immutable", "new version")
+	if out := ok(t, cmd("plugin", "status", "count", "--json")...); !strings.Contains(out, `200ms`) || strings.Contains(out, `500ms`) {
+		t.Fatalf("status after the refused push: %s", out)
+	}
+	// As a new version it is taken.
+	if out := ok(t, push(`{"name":"count","version":"2","kind":"projection","sha256":"`+sum+`","limits":{"timeout":"500ms"}}`)...); !strings.Contains(out, "active version 2") {
+		t.Fatalf("push of version 2: %q", out)
+	}
+
+	// Manifests refused by the server (sent as the CLI reads them) …
+	fails(t, push(`{"name":"count","version":"3","kind":"projection","sha256":"`+sum+`","limits":{"timeout":"-1s"}}`),
+		"plugin count refused", "limits.timeout -1s is negative")
+	fails(t, push(`{"name":"count","version":"3","kind":"projection","sha256":"ZZ"}`), "sha256", `"ZZ"`, "malformed")
+	fails(t, push(`{"name":"count","version":"3","kind":"projection","sha256":"`+sum+`","limits":{"timeout":"1x"}}`),
+		"plugin manifest refused", "not a plugin manifest")
+	// … and by the CLI before it sends (it would decode the last "name").
+	fails(t, push(`{"name":"count","version":"3","kind":"projection","name":"other"}`), "manifest.json", `"name" appears twice`)
+	if r := batpak(t, cmd("plugin", "list")...); r.code != 0 || strings.Contains(r.stdout, "other") {
+		t.Fatalf("plugin list: %+v", r)
+	}
+}

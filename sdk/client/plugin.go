@@ -96,14 +96,16 @@ type PluginStatus struct {
 // refused; the detail says why), ErrQuotaExceeded (a manifest limit over
 // the tenant's quota, or too many plugins or versions),
 // ErrPayloadTooLarge (the module over max_module_bytes), ErrConflict (the
-// version is kept with another module), ErrForbidden.
+// version is kept with another module or another manifest: a version is
+// immutable, push a new one), ErrForbidden.
 func (t *Tenant) PushPlugin(ctx context.Context, manifest json.RawMessage, module []byte, activate bool) (TenantPlugin, error) {
 	body, err := jsonBody(map[string]any{"manifest": manifest, "module": module, "activate": activate})
 	if err != nil {
 		return TenantPlugin{}, err
 	}
 	var tp TenantPlugin
-	// Safe to send again: the same module is the same version.
+	// Safe to send again: the same module and manifest are the same
+	// version.
 	err = t.c.do(ctx, request{method: "POST", path: t.path("/plugins"), body: body, safe: true, slow: true}, &tp)
 	return tp, err
 }

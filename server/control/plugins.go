@@ -1,12 +1,14 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/batpak-go/batpak/core"
@@ -106,7 +108,8 @@ func ValidPluginVersion(v string) error {
 // (the caller has stored and compiled the module first) and, when
 // activate (or when the plugin is new), makes it the active version.
 // A version already recorded with the same digest records nothing but
-// the activation; with another digest it is ErrExists. ErrLimit when the
+// the activation; with another digest or another manifest
+// (SamePluginManifest) it is ErrExists: a version is immutable. ErrLimit when the
 // tenant would hold more than maxPlugins plugins or the plugin more than
 // maxVersions versions (a limit ≤ 0 is none). ErrNotFound for an unknown
 // tenant; ErrInvalid for a malformed name, version or digest.
@@ -132,6 +135,9 @@ func (p *Plane) AddPluginVersion(ctx context.Context, tenant string, v PluginVer
 	if old, ok := cur.Version(v.Version); ok {
 		if old.Digest != v.Digest {
 			return TenantPlugin{}, fmt.Errorf("%w: plugin %s version %s is kept with another module (sha256 %s): give the new module a new version", ErrExists, name, v.Version, old.Digest)
+		}
+		if !SamePluginManifest(old.Manifest, v.Manifest) {
+			return TenantPlugin{}, ChangedManifestError(name, v.Version)
 		}
 		if !activate || cur.Active == v.Version {
 			return cur, nil
@@ -325,4 +331,45 @@ func (s *state) applyPlugin(c change) {
 			}
 		}
 	}
+}
+
+// SamePluginManifest reports whether two plugin manifests (JSON) say the
+// same: equal once decoded, whatever their spacing and member order, the
+// sha256 pin compared without regard to case. A manifest that is not
+// JSON equals only the same bytes; an empty one (a version recorded
+// without it) equals any.
+func SamePluginManifest(a, b json.RawMessage) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return true
+	}
+	ca, errA := canonicalManifest(a)
+	cb, errB := canonicalManifest(b)
+	if errA != nil || errB != nil {
+		return string(a) == string(b)
+	}
+	return string(ca) == string(cb)
+}
+
+// canonicalManifest is a manifest decoded and written again: members in
+// name order, no spacing, numbers as written, the sha256 pin in lower
+// case.
+func canonicalManifest(raw json.RawMessage) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	if m, ok := v.(map[string]any); ok {
+		if pin, ok := m["sha256"].(string); ok {
+			m["sha256"] = strings.ToLower(pin)
+		}
+	}
+	return json.Marshal(v)
+}
+
+// ChangedManifestError refuses a push of a kept version (the same module)
+// with another manifest: it wraps ErrExists.
+func ChangedManifestError(name, version string) error {
+	return fmt.Errorf("%w: plugin %s version %s is kept with another manifest: a version is immutable, push the changed manifest as a new version", ErrExists, name, version)
 }

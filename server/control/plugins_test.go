@@ -33,6 +33,11 @@ func TestPluginVersionsReplay(t *testing.T) {
 	if _, err := p.AddPluginVersion(ctx, "acme", v("2", "other"), "count", true, 2, 2); !errors.Is(err, control.ErrExists) {
 		t.Fatalf("version 2 with another module: %v, want ErrExists", err)
 	}
+	changed := v("2", "two")
+	changed.Manifest = json.RawMessage(`{"name":"count","limits":{"timeout":"2s"}}`)
+	if _, err := p.AddPluginVersion(ctx, "acme", changed, "count", true, 2, 2); !errors.Is(err, control.ErrExists) {
+		t.Fatalf("version 2 with another manifest: %v, want ErrExists", err)
+	}
 	must(t)(p.AddPluginVersion(ctx, "acme", v("1", "one"), "other", true, 2, 2))
 	if _, err := p.AddPluginVersion(ctx, "acme", v("1", "one"), "third", true, 2, 2); !errors.Is(err, control.ErrLimit) {
 		t.Fatalf("a third plugin with a limit of 2: %v, want ErrLimit", err)
@@ -86,4 +91,20 @@ func TestPluginVersionsReplay(t *testing.T) {
 		t.Fatalf("a re-created tenant inherits plugins: %+v", ps)
 	}
 	check(t, p.Close())
+}
+
+// SamePluginManifest: spacing, member order and the pin's case aside,
+// manifests are the same only when they say the same.
+func TestSamePluginManifest(t *testing.T) {
+	a := json.RawMessage(`{"name":"count","version":"1","sha256":"ABCD","limits":{"timeout":"1s","pool_size":2}}`)
+	for b, want := range map[string]bool{
+		` { "limits": {"pool_size": 2, "timeout": "1s"}, "sha256": "abcd", "version": "1", "name": "count" } `: true,
+		`{"name":"count","version":"1","sha256":"abcd","limits":{"timeout":"2s","pool_size":2}}`:               false,
+		`{"name":"count","version":"1","sha256":"abcd","limits":{"timeout":"1s"}}`:                             false,
+		`{"name":"count","version":"1","sha256":"abcd","limits":{"timeout":"1s","pool_size":2.0}}`:             false,
+	} {
+		if got := control.SamePluginManifest(a, json.RawMessage(b)); got != want {
+			t.Errorf("SamePluginManifest(%s, %s) = %v, want %v", a, b, got, want)
+		}
+	}
 }

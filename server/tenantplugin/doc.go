@@ -26,9 +26,11 @@
 //
 // # Versions and storage
 //
-// A version is named by the manifest's version and holds one module: the
-// same version pushed again with the same module only activates it, with
-// another module it is control.ErrExists. Modules are kept
+// A version is named by the manifest's version and holds one module and
+// one manifest, never changed: the same version pushed again with the same
+// module and manifest (control.SamePluginManifest) only activates it; with
+// another module or another manifest it is control.ErrExists (409
+// CONFLICT over HTTP): push a new version. Modules are kept
 // content-addressed at <Options.Dir>/<tenant>/<sha256>.wasm (written to a
 // temporary file, synced and renamed before anything refers to them);
 // each version, with its manifest, is recorded in the control plane

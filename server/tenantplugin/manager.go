@@ -14,12 +14,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/ijson"
 	"github.com/batpak-go/batpak/internal/durable"
 	"github.com/batpak-go/batpak/internal/keylock"
 	"github.com/batpak-go/batpak/internal/printable"
@@ -37,7 +39,7 @@ type Revision = control.PluginVersion
 // the module as the plugin host checks and compiles it (Cause is then a
 // *plugins.LoadError). Nothing is stored and the active version stays.
 type RejectedError struct {
-	Plugin string
+	Plugin string // "" when the manifest was refused before it named one
 	Reason string
 	Cause  error
 }
@@ -47,6 +49,10 @@ type RejectedError struct {
 // refusal cannot forge lines in a terminal or a log.
 func (e *RejectedError) Error() string {
 	msg := "plugin " + e.Plugin + " refused: " + e.Reason
+	if e.Plugin == "" {
+		// A manifest refused before it names a plugin.
+		msg = "plugin manifest refused: " + e.Reason
+	}
 	if e.Cause != nil {
 		msg += ": " + strings.TrimPrefix(e.Cause.Error(), "batpak: ")
 	}
@@ -646,12 +652,29 @@ func owner(tenant, name string) policy.Principal {
 // tenant's: a limit the manifest leaves out is the tenant's; one it asks
 // over the tenant's is a *LimitError when strict (an upload), lowered to
 // it otherwise (a stored version loaded under lowered quotas).
+//
+// An upload (strict) is also refused when its manifest is not exactly one
+// JSON value, repeats a member (encoding/json would let the last one win)
+// or asks a negative limits.timeout; a stored version, accepted before
+// these checks, still loads.
 func manifestFor(raw []byte, l Limits, strict bool) (plugins.Manifest, error) {
 	var mf plugins.Manifest
+	if strict {
+		if err := ijson.Validate(raw, 0); err != nil {
+			var je *ijson.Error
+			if errors.As(err, &je) && je.Rule == ijson.RuleDuplicateKey {
+				return mf, &RejectedError{Reason: fmt.Sprintf("the manifest repeats the member %s (at byte %d): give each member once", strconv.Quote(printable.Clip(je.Key, 64)), je.Offset)}
+			}
+			return mf, &RejectedError{Reason: "the manifest is not a plugin manifest", Cause: err}
+		}
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&mf); err != nil {
-		return mf, &RejectedError{Plugin: "?", Reason: "the manifest is not a plugin manifest", Cause: err}
+		return mf, &RejectedError{Reason: "the manifest is not a plugin manifest", Cause: err}
+	}
+	if strict && mf.Limits.Timeout < 0 {
+		return mf, &RejectedError{Plugin: mf.Name, Reason: fmt.Sprintf(`limits.timeout %s is negative: want a duration such as "250ms", or leave it out for the tenant's limit`, time.Duration(mf.Limits.Timeout))}
 	}
 	ml := &mf.Limits
 	pages := uint32(l.MemoryBytes / pageBytes)
@@ -807,14 +830,15 @@ func (m *Manager) run(ctx context.Context, tenant string, th *tenantHost, h *hos
 // *LimitError (the module or a manifest limit over the tenant's),
 // *RejectedError (manifest — over control.MaxPluginManifestBytes, checked
 // before anything else —, pin, or the module as the plugin host refuses
-// it), control.ErrExists (the version is kept with another
-// module), control.ErrLimit (too many plugins or versions),
-// control.ErrNotFound (no such tenant). On any error nothing is recorded,
-// no module file is left behind and the active version stays. Pushing a
-// kept version again (same module) only activates it.
+// it), control.ErrExists (the version is kept with another module or
+// another manifest: a version is immutable), control.ErrLimit (too many
+// plugins or versions), control.ErrNotFound (no such tenant). On any
+// error nothing is recorded, no module file is left behind and the active
+// version stays. Pushing a kept version again (the same module and the
+// same manifest, control.SamePluginManifest) only activates it.
 func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte, activate bool) (control.TenantPlugin, error) {
 	if len(manifest) > control.MaxPluginManifestBytes {
-		return control.TenantPlugin{}, &RejectedError{Plugin: "?", Reason: fmt.Sprintf("the manifest is %d bytes, at most %d", len(manifest), control.MaxPluginManifestBytes)}
+		return control.TenantPlugin{}, &RejectedError{Reason: fmt.Sprintf("the manifest is %d bytes, at most %d", len(manifest), control.MaxPluginManifestBytes)}
 	}
 	l := m.Limits(tenant)
 	if int64(len(wasm)) > l.ModuleBytes {
@@ -835,6 +859,8 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 	switch {
 	case mf.SHA256 == "":
 		return control.TenantPlugin{}, refuse(`the manifest pins no module: set "sha256" to the module's SHA-256 (` + digest + `)`)
+	case !isHex64(mf.SHA256):
+		return control.TenantPlugin{}, refuse(fmt.Sprintf("the manifest's sha256 %s is malformed: want 64 hex digits, the module's SHA-256 (%s)", strconv.Quote(printable.Clip(mf.SHA256, 80)), digest))
 	case subtle.ConstantTimeCompare([]byte(strings.ToLower(mf.SHA256)), []byte(digest)) != 1:
 		return control.TenantPlugin{}, refuse(fmt.Sprintf("the module's SHA-256 %s is not the manifest's sha256 %s", digest, mf.SHA256))
 	}
@@ -845,6 +871,9 @@ func (m *Manager) Push(ctx context.Context, tenant string, manifest, wasm []byte
 	cur, exists := m.opts.Plane.Plugin(tenant, mf.Name)
 	if old, ok := cur.Version(mf.Version); ok && old.Digest != digest {
 		return control.TenantPlugin{}, fmt.Errorf("%w: plugin %s version %s is kept with another module (sha256 %s): give the new module a new version", control.ErrExists, mf.Name, mf.Version, old.Digest)
+	} else if ok && !control.SamePluginManifest(old.Manifest, manifest) {
+		// A version is immutable: its manifest (limits, grants) too.
+		return control.TenantPlugin{}, control.ChangedManifestError(mf.Name, mf.Version)
 	} else if ok {
 		// Kept, but its stored module may be gone or damaged (here, or
 		// with Options.Blobs on another node, which then cannot load
@@ -1458,4 +1487,10 @@ func (m *Manager) List(tenant string) []Summary {
 func ETag(p Projected) string {
 	sum := sha256.Sum256(p.State)
 	return fmt.Sprintf(`"g%d-%s-%s"`, p.Generation, p.Digest[:16], hex.EncodeToString(sum[:8]))
+}
+
+// isHex64 says whether s is a SHA-256 as hex: 64 hex digits.
+func isHex64(s string) bool {
+	_, err := hex.DecodeString(s)
+	return len(s) == 64 && err == nil
 }

@@ -2,6 +2,7 @@ package tenantplugin
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -19,5 +20,31 @@ func TestManifestFaultsBounded(t *testing.T) {
 				t.Fatalf("max_faults %d (strict %v): %d, %v; want %d", asked, strict, mf.Limits.MaxFaults, err, want)
 			}
 		}
+	}
+}
+
+// TestManifestUploadChecks: an upload's manifest repeating a member (even
+// spelled with an escape) or asking a negative timeout is refused naming
+// the member; a manifest refused before it names a plugin says so, not
+// "plugin ?"; a stored version's manifest still loads as it was accepted.
+func TestManifestUploadChecks(t *testing.T) {
+	l := Limits{MemoryBytes: 16 << 20, CallTimeout: time.Second, OutputBytes: 1 << 20, LogLines: 100, LogBytes: 64 << 10}
+	for raw, want := range map[string]string{
+		`{"name":"a","version":"1","kind":"projection","name":"b"}`:                               `plugin manifest refused: the manifest repeats the member "name" (at byte 46)`,
+		`{"name":"a","version":"1","kind":"projection","limits":{"timeout":"1s","timeout":"2s"}}`: `repeats the member "timeout"`,
+		`{"name":"a","version":"1","kind":"projection","n\u0061me":"b"}`:                          `repeats the member "name"`,
+		`{"name":"a","version":"1","kind":"projection","limits":{"timeout":"-1s"}}`:               `plugin a refused: limits.timeout -1s is negative`,
+		`{"name":"a","version":"1","kind":"projection"} {}`:                                       `plugin manifest refused: the manifest is not a plugin manifest`,
+		`{"name":"a","version":"1","kind":"projection","color":"red"}`:                            `plugin manifest refused: the manifest is not a plugin manifest`,
+	} {
+		_, err := manifestFor([]byte(raw), l, true)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", raw, err, want)
+		}
+	}
+	// Stored (not strict): loads, the timeout fitted to the tenant's.
+	mf, err := manifestFor([]byte(`{"name":"a","version":"1","kind":"projection","limits":{"timeout":"-1s"},"name":"a"}`), l, false)
+	if err != nil || time.Duration(mf.Limits.Timeout) != time.Second {
+		t.Errorf("stored manifest: %+v, %v", mf.Limits, err)
 	}
 }
