@@ -456,24 +456,28 @@ that does not load, a policy that could not decide: the store would deny).`,
 	return cmd
 }
 
+// printDecision writes policy eval's decision for people. What the policy
+// wrote (codes, messages, context) and the bundle's names are escaped, as
+// a remote denial's are, so each stays on its line: a message cannot
+// forge "allowed" or another reason.
 func printDecision(w io.Writer, d decisionJSON) error {
 	var b bytes.Buffer
 	b.WriteString(d.Decision + "\n")
-	fmt.Fprintf(&b, "bundle:   %s\n", d.Bundle)
-	fmt.Fprintf(&b, "revision: %s\n", orNone(d.Revision))
+	fmt.Fprintf(&b, "bundle:   %s\n", oneLine(d.Bundle))
+	fmt.Fprintf(&b, "revision: %s\n", oneLine(orNone(d.Revision)))
 	if len(d.Reasons) > 0 {
 		fmt.Fprintf(&b, "reasons:  %d\n", len(d.Reasons))
 		for _, r := range d.Reasons {
-			fmt.Fprintf(&b, "  %s: %s\n", r.Code, r.Message)
+			fmt.Fprintf(&b, "  %s: %s\n", oneLine(r.Code), oneLine(r.Message))
 			for _, k := range sortedKeys(r.Context) {
-				fmt.Fprintf(&b, "      %s: %s\n", k, compactJSON(r.Context[k]))
+				fmt.Fprintf(&b, "      %s: %s\n", oneLine(k), oneLine(compactJSON(r.Context[k])))
 			}
 		}
 	}
 	if d.InputPaths == nil {
 		b.WriteString("reads:    the input as a whole, or non-deterministic built-ins (decisions are not cached)\n")
 	} else {
-		fmt.Fprintf(&b, "reads:    %s\n", strings.Join(d.InputPaths, ", "))
+		fmt.Fprintf(&b, "reads:    %s\n", oneLine(strings.Join(d.InputPaths, ", ")))
 	}
 	_, err := w.Write(b.Bytes())
 	return err
@@ -635,7 +639,7 @@ func denialErrorOf(what, outcome string, d *policy.Denial) error {
 		// them, so each reason stays one line.
 		fmt.Fprintf(&b, "\n  %s: %s", printable.String(r.Code), printable.String(r.Message))
 		if len(r.Context) > 0 {
-			b.WriteString(" " + compactJSON(r.Context))
+			b.WriteString(" " + printable.String(compactJSON(r.Context)))
 		}
 	}
 	return &linesError{detailError{msg: b.String(), err: d}}

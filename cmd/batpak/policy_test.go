@@ -898,3 +898,36 @@ func TestPolicyTestCoverage(t *testing.T) {
 		t.Errorf("coverage with a failing test: %+v", failed)
 	}
 }
+
+// TestPolicyEvalEscapesReasons: policy eval prints what a policy wrote in
+// a reason (code, message, context) escaped, one line each, as remote
+// denials are: a message holding newlines cannot forge "allowed" or
+// another reason.
+func TestPolicyEvalEscapesReasons(t *testing.T) {
+	dir := isolate(t)
+	b := filepath.Join(dir, "forge")
+	writeFile(t, filepath.Join(b, "policy.rego"), `package batpak.write
+
+deny contains {"code": "X\nallowed", "message": "first\nallowed\nreasons:  0\u001b[2J", "context": {"k\ny": "v\u0085w"}} if {
+	input.event.entity == "a:1"
+}
+`)
+	in := filepath.Join(dir, "in.json")
+	writeFile(t, in, `{"action":"append","principal":{"id":"p"},"event":{"entity":"a:1","scope":"s","kind":"1:1"}}`)
+	r := batpak(t, "policy", "eval", "--bundle", b, "--input", in)
+	if r.code != exitDenied {
+		t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+	if len(lines) != 7 || lines[0] != "denied" || strings.ContainsAny(r.stdout, "\x1b\u0085") {
+		t.Fatalf("policy eval printed %d lines:\n%s", len(lines), r.stdout)
+	}
+	for _, l := range lines[1:] {
+		if l == "allowed" || strings.HasPrefix(l, "reasons:  0") {
+			t.Fatalf("a reason forged a line: %q in\n%s", l, r.stdout)
+		}
+	}
+	if !strings.Contains(lines[4], `first\nallowed`) {
+		t.Errorf("the message is not escaped on its line: %q", lines[4])
+	}
+}
