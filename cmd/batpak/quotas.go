@@ -51,12 +51,31 @@ func quotaValue(name, raw string) (string, error) {
 		}
 		return "-1", nil
 	}
-	if _, err := strconv.ParseInt(v, 10, 64); err == nil {
+	// Below zero only -1 is a value: "unlimited" (for a plugin limit, the
+	// server's ceiling); a bucket has none.
+	negative := func(f float64) error {
+		switch {
+		case f >= 0:
+			return nil
+		case f == -1 && strings.HasSuffix(name, "_burst"):
+			return bad("a bucket cannot be unlimited: lift its rate instead (" + strings.TrimSuffix(name, "_burst") + "_per_second=unlimited)")
+		case f == -1:
+			return nil
+		}
+		return bad(name + " cannot be negative but -1 (unlimited): want 0 (the server's default), a positive number, or unlimited")
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if err := negative(float64(n)); err != nil {
+			return "", err
+		}
 		return v, nil // exactly as written: no rounding through a float
 	}
 	if f, err := strconv.ParseFloat(v, 64); err == nil || errors.Is(err, strconv.ErrRange) {
 		if math.IsNaN(f) || math.IsInf(f, 0) {
 			return "", bad("want a finite number")
+		}
+		if err := negative(f); err != nil {
+			return "", err
 		}
 		return strconv.FormatFloat(f, 'g', -1, 64), nil
 	}
@@ -99,6 +118,11 @@ func changeQuotas(q client.Quotas, sets, unsets []string) (client.Quotas, error)
 	for _, name := range unsets {
 		if err := unknown("--unset", name); err != nil {
 			return q, err
+		}
+		for _, kv := range sets {
+			if n, _, _ := strings.Cut(kv, "="); n == name {
+				return q, usagef("--set %s and --unset %s exclude each other: give one", oneLine(kv), oneLine(name))
+			}
 		}
 		if err := set("--unset", name, "0"); err != nil {
 			return q, err
@@ -159,17 +183,21 @@ set for the tenant itself (the rest are the server's defaults,
 server.quotas.* in config.yaml).
 
 --set NAME=VALUE sets one for the tenant: a number (0: the server's
-default), "unlimited" (-1) to lift a limit (not a burst), or for a quota of
-bytes a size with a unit (64MiB). A plugin limit (plugin_*, max_plugins,
-max_plugin_versions, max_module_bytes) of 0 or below is the server's
-ceiling (server.plugins.*), and one above it is lowered to it. A rate set
+default), "unlimited" (-1; no other negative value) to lift a limit (not a
+burst), or for a quota of bytes a size with a unit (64MiB). A plugin limit
+(plugin_*, max_plugins, max_plugin_versions, max_module_bytes) of 0 or -1
+is the server's ceiling (server.plugins.*), and one above it is lowered to
+it: EFFECTIVE shows the limit that applies and names the server setting
+whose ceiling it is. A rate set
 alone keeps the server's default burst: set requests_burst with
-requests_per_second. --unset NAME returns one to the server's default.
+requests_per_second. --unset NAME returns one to the server's default (not
+with --set of the same quota).
 The others set for the tenant stay exactly as they are. The change applies
 to the tenant's next request. It replaces the tenant's settings as read a
 moment before: two operators changing one tenant's quotas at once, the
 last one's change is what stays. -o json prints {id, quotas,
-effective_quotas} (quotas at zero, the server's default, left out).
+effective_quotas, capped_by} (quotas at zero, the server's default, left
+out; capped_by: the server setting capping each plugin limit so capped).
 
   batpak tenant quotas acme
   batpak tenant quotas acme --set requests_per_second=500 --set requests_burst=1000
@@ -199,18 +227,22 @@ effective_quotas} (quotas at zero, the server's default, left out).
 				}
 			}
 			view := struct {
-				ID        string        `json:"id"`
-				Quotas    client.Quotas `json:"quotas"`
-				Effective client.Quotas `json:"effective_quotas"`
-			}{t.ID, t.Quotas, t.EffectiveQuotas}
+				ID        string            `json:"id"`
+				Quotas    client.Quotas     `json:"quotas"`
+				Effective client.Quotas     `json:"effective_quotas"`
+				CappedBy  map[string]string `json:"capped_by,omitempty"`
+			}{t.ID, t.Quotas, t.EffectiveQuotas, t.CappedBy}
 			return emit(cmd.OutOrStdout(), f, view, func(w io.Writer) error {
 				eff, own := asMap(t.EffectiveQuotas), asMap(t.Quotas)
 				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 				fmt.Fprintln(tw, "QUOTA\tEFFECTIVE\tSET FOR THE TENANT")
 				for _, name := range quotaNames() {
 					e := quotaCell(name, eff[name])
-					if e == "-" {
-						e = "server ceiling" // an unset plugin limit
+					switch setting := t.CappedBy[name]; {
+					case e == "-":
+						e = "server ceiling" // an unset plugin limit (a server that does not say it)
+					case setting != "":
+						e += " (ceiling: " + oneLine(setting) + ")"
 					}
 					fmt.Fprintf(tw, "%s\t%s\t%s\n", name, e, quotaCell(name, own[name]))
 				}

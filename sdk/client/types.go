@@ -164,10 +164,16 @@ type TenantInfo struct {
 	Created       time.Time `json:"created"`
 	Quotas        Quotas    `json:"quotas"` // set for the tenant (zero: the server's default)
 	// EffectiveQuotas are the quotas the tenant runs under: Quotas over
-	// the server's defaults.
-	EffectiveQuotas Quotas         `json:"effective_quotas"`
-	Settings        Settings       `json:"settings"`
-	Usage           map[string]any `json:"usage,omitempty"`
+	// the server's defaults; on a server hosting plugins, the plugin
+	// limits lowered to the server's ceilings (server.plugins.*).
+	EffectiveQuotas Quotas `json:"effective_quotas"`
+	// CappedBy names, by quota, the server setting whose ceiling an
+	// effective plugin limit is rather than the tenant's own value (left
+	// unset, or set above it): "plugin_memory_bytes":
+	// "server.plugins.memory_bytes".
+	CappedBy map[string]string `json:"capped_by,omitempty"`
+	Settings Settings          `json:"settings"`
+	Usage    map[string]any    `json:"usage,omitempty"`
 }
 
 // Key is an API key as listed (never its secret).

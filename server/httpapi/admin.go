@@ -160,10 +160,21 @@ func (a *API) listTenants(c *call) error {
 }
 
 // tenantView is a tenant with its effective quotas and, when its store
-// could be opened, usage.
+// could be opened, usage. On a server hosting plugins, the effective
+// plugin limits are those its plugins run under (lowered to the
+// server.plugins.* ceilings), and capped_by names, by quota, the setting
+// whose ceiling one is.
 func (a *API) tenantView(c *call, t control.Tenant) map[string]any {
+	eff := a.opts.Plane.Effective(t.ID)
+	var capped map[string]string
+	if a.opts.Plugins != nil {
+		eff, capped = a.opts.Plugins.Effective(t.ID, eff)
+	}
 	v := map[string]any{"id": t.ID, "state": t.State, "created": t.Created, "quotas": t.Quotas,
-		"settings": t.Settings, "effective_quotas": a.opts.Plane.Effective(t.ID)}
+		"settings": t.Settings, "effective_quotas": eff}
+	if len(capped) > 0 {
+		v["capped_by"] = capped
+	}
 	if t.SuspendReason != "" {
 		v["suspend_reason"] = t.SuspendReason
 	}

@@ -121,3 +121,41 @@ func under(c Limits, q control.Quotas) Limits {
 	out.MemoryBytes = max(out.MemoryBytes-out.MemoryBytes%pageBytes, pageBytes)
 	return out
 }
+
+// Effective returns q, the tenant's effective quotas
+// (control.Plane.Effective), with each plugin limit as the tenant's
+// plugins run under it (Limits: its quota lowered to the server's
+// ceiling), and, by quota name, the server.plugins.* setting whose
+// ceiling a limit is rather than the tenant's own value (left unset, or
+// set above the ceiling).
+func (m *Manager) Effective(tenant string, q control.Quotas) (control.Quotas, map[string]string) {
+	t, _ := m.opts.Plane.Tenant(tenant)
+	own, c, l := t.Quotas, m.opts.Ceilings, m.Limits(tenant)
+	capped := map[string]string{}
+	for _, f := range []struct {
+		quota, setting string
+		own, ceiling   int64
+	}{
+		{"plugin_memory_bytes", "server.plugins.memory_bytes", own.PluginMemoryBytes, c.MemoryBytes},
+		{"plugin_call_ms", "server.plugins.call_timeout", int64(own.PluginCallMillis), c.CallTimeout.Milliseconds()},
+		{"plugin_output_bytes", "server.plugins.output_bytes", own.PluginOutputBytes, c.OutputBytes},
+		{"plugin_log_lines", "server.plugins.log_lines", int64(own.PluginLogLines), int64(c.LogLines)},
+		{"plugin_log_bytes", "server.plugins.log_bytes", own.PluginLogBytes, c.LogBytes},
+		{"max_plugins", "server.plugins.max_plugins", int64(own.MaxPlugins), int64(c.Plugins)},
+		{"max_plugin_versions", "server.plugins.max_versions", int64(own.MaxPluginVersions), int64(c.Versions)},
+		{"max_module_bytes", "server.plugins.module_bytes", own.MaxModuleBytes, c.ModuleBytes},
+	} {
+		if f.own <= 0 || f.own > f.ceiling {
+			capped[f.quota] = f.setting
+		}
+	}
+	q.PluginMemoryBytes = l.MemoryBytes
+	q.PluginCallMillis = int(l.CallTimeout.Milliseconds())
+	q.PluginOutputBytes = l.OutputBytes
+	q.PluginLogLines = l.LogLines
+	q.PluginLogBytes = l.LogBytes
+	q.MaxPlugins = l.Plugins
+	q.MaxPluginVersions = l.Versions
+	q.MaxModuleBytes = l.ModuleBytes
+	return q, capped
+}
