@@ -61,9 +61,12 @@ func yamlDataFile(name string) bool { return name == "data.yaml" || name == "dat
 
 // loadedOnly says whether the bundle loader reads a file of this name
 // that a bundle on a server cannot hold (its upload takes .rego, .json
-// and .manifest files): a Wasm module, a binary plan or manifest.
+// and .manifest files): a Wasm module, a binary plan or manifest, a
+// manifest named otherwise than .manifest (the loader takes any name
+// ending so).
 func loadedOnly(name string) bool {
-	return name == "policy.wasm" || name == "plan.pb" || strings.HasSuffix(name, ".manifest.pb")
+	return name == "policy.wasm" || name == "plan.pb" || strings.HasSuffix(name, ".manifest.pb") ||
+		(strings.HasSuffix(name, ".manifest") && name != ".manifest")
 }
 
 // loaderReads says whether the bundle loader reads a file of this name
@@ -237,9 +240,9 @@ policy eval and policy test read it, so the server decides as they do.
 Refused before anything is sent (exit 2, naming the files): a directory
 holding both data.json and data.yaml or data.yml (or both YAML files),
 and any other file the local loader reads that a server's bundle cannot
-hold (policy.wasm, plan.pb, .manifest.pb, or a .rego or data file under a
-directory whose name starts with "."). YAML that does not convert to JSON
-data is refused naming the file. A .tar.gz is sent as it is.
+hold (policy.wasm, plan.pb, a .manifest.pb or NAME.manifest, or a .rego or
+data file under a directory whose name starts with "."). YAML that does
+not convert to JSON data is refused naming the file. A .tar.gz is sent as it is.
 
 The server runs the bundle's Rego tests and compiles it: a bundle that
 does not compile or fails a test is refused with its errors (one a line)

@@ -218,6 +218,7 @@ func TestPolicyPushYAMLData(t *testing.T) {
 	refused(exitUsage, map[string]string{".hidden/extra.rego": "package x\n"}, filepath.Join("DIR", ".hidden", "extra.rego"), `starts with "."`)
 	refused(exitUsage, map[string]string{".cfg/data.yaml": "a: 1\n"}, filepath.Join("DIR", ".cfg", "data.yaml"))
 	refused(exitUsage, map[string]string{"policy.wasm": "\x00asm"}, filepath.Join("DIR", "policy.wasm"), ".rego, .json and .manifest")
+	refused(exitUsage, map[string]string{"sub/roots.manifest": `{"roots":["x"]}`}, filepath.Join("DIR", "sub", "roots.manifest"))
 	list := ok(t, as("policy", "list")...)
 	if !strings.Contains(list, "*       "+rev) || !strings.HasSuffix(list, "1 revision\n") {
 		t.Errorf("policy list after the refusals:\n%s", list)
