@@ -49,7 +49,14 @@
 // same-origin; tenant data passed through the
 // console gets Cache-Control: no-store (in place of what the API route
 // would send). The page builds every element
-// with the DOM, never with markup from data.
+// with the DOM, never with markup from data. What it shows of a payload
+// is bounded by the payload's size, not its shape: the event page
+// indents a payload only while that text stays within 256 KiB (measured
+// as it is written, never built whole first: indented, a small payload
+// nested hundreds of levels deep would be hundreds of millions of
+// characters), and past it shows the compact JSON cut at 256 KiB, with a
+// button showing all of it and one downloading it; the live tail and the
+// decision log show the first 120 and 100 characters of the compact JSON.
 //
 // # Data
 //

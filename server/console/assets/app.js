@@ -504,7 +504,7 @@
       el("p", { class: "row" }, verifyBtn, el("a", { href: "#/graph?id=" + e.id }, "Causal graph of this event"),
         e.causation_id ? el("a", { href: "#/event?id=" + e.causation_id }, "Its cause") : null,
         el("a", { href: "#/streams?entity=" + encodeURIComponent(e.entity) }, "Its stream")),
-      el("h2", {}, "Payload"), el("pre", { id: "payload" }, e.redacted ? "(redacted)" : JSON.stringify(e.payload, null, 2)));
+      el("h2", {}, "Payload"), e.redacted ? el("pre", { id: "payload" }, "(redacted)") : payloadView(e.payload, "event-" + e.id + ".json"));
   }
 
   // ---------- causal graph ----------
@@ -586,9 +586,87 @@
         focus ? el("a", { href: "#/streams?entity=" + encodeURIComponent(focus.entity) }, "Stream " + focus.entity) : null));
   }
   function faultText(f) {
-    return (f.kind || "fault") + ": " + trunc(f.message || JSON.stringify(f), 140) + (f.time ? " (" + f.time + ")" : "");
+    return (f.kind || "fault") + ": " + f.message ? trunc(f.message, 140) : jsonShort(f, 140) + (f.time ? " (" + f.time + ")" : "");
   }
   function trunc(s, n) { return s.length > n ? s.slice(0, n - 1) + "…" : s; }
+  // jsonText writes v as JSON.stringify(v, null, indent) does (indent 0:
+  // compact) but stops once the text would pass limit characters:
+  // {text, whole}, whole when text is all of it, else text is its first
+  // limit characters. Work and memory stay within the smaller of v's size
+  // and limit, however deep v nests: indented, each level adds indent
+  // spaces to every line below it, so a small deep payload would make a
+  // text of hundreds of millions of characters. Its own stack, not the
+  // call stack, so no depth overflows it.
+  function jsonText(v, indent, limit) {
+    const out = [];
+    let n = 0;
+    const put = (s) => {
+      if (n + s.length > limit) { out.push(s.slice(0, limit - n)); return false; }
+      out.push(s); n += s.length; return true;
+    };
+    const nl = (d) => (indent ? "\n" + " ".repeat(indent * d) : "");
+    const stack = [];
+    let cur = v;
+    write: for (;;) {
+      if (cur !== null && typeof cur === "object") {
+        const keys = Array.isArray(cur) ? null : Object.keys(cur);
+        const len = keys ? keys.length : cur.length;
+        if (!put(keys ? "{" : "[")) break;
+        if (len === 0) { if (!put(keys ? "}" : "]")) break; }
+        else stack.push({ o: cur, keys, len, i: 0 });
+      } else if (!put(JSON.stringify(cur) ?? "null")) break;
+      // The next value to write, closing the containers done.
+      for (;;) {
+        const f = stack[stack.length - 1];
+        if (!f) return { text: out.join(""), whole: true };
+        if (f.i < f.len) {
+          let s = (f.i ? "," : "") + nl(stack.length);
+          if (f.keys) s += JSON.stringify(f.keys[f.i]) + (indent ? ": " : ":");
+          if (!put(s)) break write;
+          cur = f.keys ? f.o[f.keys[f.i]] : f.o[f.i];
+          f.i++;
+          continue write;
+        }
+        stack.pop();
+        if (!put(nl(stack.length) + (f.keys ? "}" : "]"))) break write;
+      }
+    }
+    return { text: out.join(""), whole: false };
+  }
+  // jsonShort is v's compact JSON cut to n characters (… marks a cut).
+  function jsonShort(v, n) {
+    const j = jsonText(v, 0, n);
+    return j.whole ? j.text : j.text.slice(0, n - 1) + "…";
+  }
+  // PRETTY_MAX bounds the text a payload is shown as (characters).
+  const PRETTY_MAX = 256 * 1024;
+  // payloadView shows a payload indented when that text stays within
+  // PRETTY_MAX; else compact, cut at PRETTY_MAX, with a button showing it
+  // all (compact: as large as the payload) and one saving it to a file.
+  function payloadView(v, name) {
+    const pretty = jsonText(v, 2, PRETTY_MAX);
+    if (pretty.whole) return [el("pre", { id: "payload" }, pretty.text)];
+    const compact = jsonText(v, 0, PRETTY_MAX);
+    const pre = el("pre", { id: "payload", class: "wrap" }, compact.text + (compact.whole ? "" : "…"));
+    const note = el("p", { class: "notice", id: "payload-note" }, compact.whole
+      ? "Shown compact: indented, this payload would pass " + bytes(PRETTY_MAX) + " of text."
+      : "Shown compact and cut at " + bytes(PRETTY_MAX) + " of text: show it all, or download it.");
+    const full = () => JSON.stringify(v);
+    const showAll = compact.whole ? null : el("button", { type: "button", id: "payload-all", class: "secondary", onclick: () => {
+      pre.textContent = full();
+      showAll.remove();
+      note.textContent = "Shown compact, all of it.";
+    } }, "Show all");
+    const download = el("button", { type: "button", id: "payload-download", class: "secondary", onclick: () => {
+      const url = URL.createObjectURL(new Blob([full()], { type: "application/json" }));
+      const a = el("a", { href: url, download: name, hidden: true });
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60000);
+    } }, "Download JSON");
+    return [note, el("p", { class: "row" }, showAll, download), pre];
+  }
 
   // ---------- live tail ----------
   async function tailPage(main, query) {
@@ -632,7 +710,7 @@
           el("td", {}, el("a", { href: "#/event?id=" + e.id }, e.entity)),
           el("td", {}, el("code", {}, kindName(e.kind))),
           el("td", { class: "mono" }, e.timestamp),
-          el("td", { class: "mono" }, trunc(JSON.stringify(e.payload), 120))), body.firstChild);
+          el("td", { class: "mono" }, jsonShort(e.payload, 120))), body.firstChild);
         while (body.children.length > 200) body.removeChild(body.lastChild);
       });
       const ended = (m) => {
@@ -690,7 +768,7 @@
         el("thead", {}, el("tr", {}, ["Time", "Layer", "Action", "Input read", "Reasons"].map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, ds.map((x) => el("tr", {},
           el("td", { class: "mono" }, x.time), el("td", {}, x.layer), el("td", {}, x.action),
-          el("td", { class: "mono" }, x.input ? trunc(JSON.stringify(x.input), 100) : "–"),
+          el("td", { class: "mono" }, x.input ? jsonShort(x.input, 100) : "–"),
           el("td", {}, (x.reasons || []).map((r) => el("div", {}, status(false, "", r.code), " " + r.message))))))) : el("p", { class: "muted" }, "No denials recorded."));
     } catch (e) {
       put(dec, el("p", { class: "muted" }, e.status === 403 ? "The decision log needs an admin key." : e.message));
