@@ -182,7 +182,8 @@ type usageEntry struct {
 	events uint64
 }
 
-// New makes a console and starts its sampler (Close stops it).
+// New makes a console and starts its sampler and the sweep that ends
+// expired sessions, live tails and all (Close stops both).
 func New(opts Options) (*Console, error) {
 	if opts.Auth == nil || opts.API == nil {
 		return nil, errors.New("console: Options.Auth and Options.API are required")
@@ -212,14 +213,18 @@ func New(opts Options) (*Console, error) {
 	c.routes()
 	ctx, cancel := context.WithCancel(context.Background())
 	c.ctx, c.cancel = ctx, cancel
+	var bg sync.WaitGroup
+	bg.Go(func() { c.sampler.run(ctx, opts.SampleInterval) })
+	bg.Go(func() { c.sessions.sweepEvery(ctx) })
 	go func() {
-		defer close(c.done)
-		c.sampler.run(ctx, opts.SampleInterval)
+		bg.Wait()
+		close(c.done)
 	}()
 	return c, nil
 }
 
-// Close stops the sampler. Sessions end with the process.
+// Close stops the sampler and the sweep that ends expired sessions.
+// Sessions end with the process.
 func (c *Console) Close() {
 	c.once.Do(func() {
 		c.cancel()

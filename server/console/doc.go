@@ -16,7 +16,13 @@
 //	                SameSite=Strict; Secure when the server (or the request) speaks TLS
 //	stored          SHA-256 of the id only (a memory dump holds no usable id);
 //	                lookups compare in constant time
-//	lifetime        DefaultIdleTimeout (30 min) unused, DefaultLifetime (12 h) in all
+//	lifetime        DefaultIdleTimeout (30 min) unused, DefaultLifetime (12 h) in all;
+//	                a sweep (every quarter of the idle timeout, at most every
+//	                minute) ends expired sessions, so an open live tail, one
+//	                request however long it streams, ends at the idle timeout.
+//	                A page that reads again by itself uses its session: an open
+//	                overview (every 2 s), dashboard (every 1 s) or plugins page
+//	                (every 5 s) keeps it alive until its lifetime
 //	bounds          DefaultMaxSessions (1024) at once: past it a tenant sign-in is
 //	                refused 503 BUSY (expired sessions are dropped first), an
 //	                operator sign-in ends the least recently used tenant session;

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -213,6 +214,45 @@ func (st *sessionStore) drop(s *session) {
 	st.mu.Lock()
 	st.endLocked(s)
 	st.mu.Unlock()
+}
+
+// sweep ends every expired session (idle for the idle timeout, or at
+// its lifetime), closing its ended channel so that its requests in
+// flight (a live tail) end now rather than at a later request of the
+// session, or never. It returns how many it ended.
+func (st *sessionStore) sweep() int {
+	now := st.now()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := 0
+	for _, s := range st.m {
+		if st.expired(s, now) {
+			st.endLocked(s)
+			n++
+		}
+	}
+	return n
+}
+
+// sweepInterval is how often the store is swept: a quarter of the
+// shorter of the idle timeout and the lifetime, at most a minute (a
+// session ends at most that long after it expired) and at least 10 ms.
+func (st *sessionStore) sweepInterval() time.Duration {
+	return min(max(min(st.idle, st.lifetime)/4, 10*time.Millisecond), time.Minute)
+}
+
+// sweepEvery sweeps the store every sweepInterval until ctx ends.
+func (st *sessionStore) sweepEvery(ctx context.Context) {
+	t := time.NewTicker(st.sweepInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			st.sweep()
+		}
+	}
 }
 
 // len is the number of sessions held (expired ones not yet dropped

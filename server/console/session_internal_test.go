@@ -2,6 +2,7 @@ package console
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -315,5 +316,103 @@ func TestTenantsCannotLockOthersOut(t *testing.T) {
 	}
 	if n := st.len(); n != DefaultMaxSessions {
 		t.Fatalf("%d sessions held, want the store's %d", n, DefaultMaxSessions)
+	}
+}
+
+// An idle session ends at its idle timeout though no request comes to
+// find it: a live tail open through it stops then, not at the lifetime.
+// Close stops the sweep.
+func TestAnIdleSessionEndsWhileItsStreamIsOpen(t *testing.T) {
+	op, hash, err := auth.NewOperatorToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	authn, err := auth.New(auth.Config{OperatorHash: hash})
+	if err != nil {
+		t.Fatal(err)
+	}
+	streaming := make(chan struct{}, 1)
+	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		_ = http.NewResponseController(w).Flush()
+		streaming <- struct{}{}
+		<-r.Context().Done()
+	})
+	const idle = 300 * time.Millisecond
+	c, err := New(Options{Auth: authn, API: api, IdleTimeout: idle, SampleInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+Prefix+"/session", strings.NewReader(`{"credential": "`+op+`"}`))
+	req.Header.Set("Origin", srv.URL)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || len(res.Cookies()) != 1 {
+		t.Fatalf("sign-in: %d %v", res.StatusCode, res.Cookies())
+	}
+	req, _ = http.NewRequest(http.MethodGet, srv.URL+Prefix+"/api/v1/admin/tenants", nil)
+	req.AddCookie(res.Cookies()[0])
+	start := time.Now()
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	<-streaming
+	ended := make(chan time.Duration, 1)
+	go func() {
+		_, _ = io.Copy(io.Discard, res.Body)
+		ended <- time.Since(start)
+	}()
+	select {
+	case d := <-ended:
+		if d < idle {
+			t.Fatalf("the stream ended after %v, before the idle timeout", d)
+		}
+		t.Logf("the stream of a session idle for %v ended after %v", idle, d)
+	case <-time.After(10 * idle):
+		t.Fatalf("the stream of a session idle for %v is still open after %v", idle, 10*idle)
+	}
+	if n := c.sessions.len(); n != 0 {
+		t.Fatalf("%d sessions held after the idle timeout", n)
+	}
+	c.Close()
+	select {
+	case <-c.done:
+	default:
+		t.Fatal("Close returned with the sweep running")
+	}
+}
+
+func TestSweepEndsOnlyExpiredSessions(t *testing.T) {
+	st, c := newTestStore(10)
+	_, old, _ := st.create("k", auth.Principal{ID: "k1", Tenant: "acme"})
+	c.t = c.t.Add(5 * time.Minute)
+	id, fresh, _ := st.create("k", auth.Principal{ID: "k2", Tenant: "acme"})
+	c.t = c.t.Add(5 * time.Minute)
+	if n := st.sweep(); n != 1 {
+		t.Fatalf("sweep ended %d sessions, want 1", n)
+	}
+	select {
+	case <-old.ended:
+	default:
+		t.Fatal("the expired session's ended channel is open")
+	}
+	select {
+	case <-fresh.ended:
+		t.Fatal("a live session ended")
+	default:
+	}
+	if st.get(id) != fresh {
+		t.Fatal("the live session is gone")
+	}
+	if d := st.sweepInterval(); d != time.Minute {
+		t.Fatalf("sweep interval %v for a 10 min idle timeout, want 1m", d)
 	}
 }
