@@ -910,7 +910,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 // metrics); its data requests are API requests and get it there.
 func (s *Server) mountConsole(authn *auth.Authenticator, quotas *quota.Manager, reg *prometheus.Registry, api http.Handler) (*console.Console, http.Handler, error) {
 	opts := console.Options{Auth: authn, API: api, Plane: s.plane, Tenants: s.tenants,
-		Policies: s.policies, Plugins: s.plugins, Quotas: quotas, ChargeRequest: s.api.ChargeRequest, ChargeSource: s.api.ChargeSource, Metrics: reg,
+		Policies: s.policies, Plugins: s.plugins, Quotas: quotas, ChargeRequest: s.api.ChargeRequest, ChargeSource: s.api.ChargeSource, NoteCaller: s.api.NoteCaller, Metrics: reg,
 		Secure: s.cfg.TLSCert != "", Cluster: s.node != nil, LeaderTLS: s.memberTLS(), MaxJSONDepth: s.cfg.MaxJSONDepth, WriteTimeout: s.cfg.WriteTimeout, Logger: s.cfg.Logger}
 	if s.node != nil {
 		opts.NodeID, opts.MemberURL = s.node.cfg.NodeID, s.node.memberURL

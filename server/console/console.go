@@ -103,6 +103,11 @@ type Options struct {
 	// attempt, and requests with no live session go through it. Nil:
 	// nothing is charged.
 	ChargeSource func(w http.ResponseWriter, r *http.Request) bool
+	// NoteCaller names the tenant and principal of a request the console
+	// answers on its access log line (httpapi.API.NoteCaller): a sign-in
+	// whose credential authenticated, and every request of a session.
+	// Nil: the access log names none.
+	NoteCaller func(w http.ResponseWriter, tenant, principal string)
 	// Metrics is the registry of the server's own metrics (sampled every
 	// second for the dashboards).
 	Metrics prometheus.Gatherer
@@ -454,6 +459,7 @@ func (c *Console) authed(h sessionHandler) http.HandlerFunc {
 			}
 			return
 		}
+		c.noteCaller(w, r, s.principal)
 		if !c.charge(w, r, s.principal) {
 			return
 		}
@@ -474,6 +480,20 @@ func (c *Console) authed(h sessionHandler) http.HandlerFunc {
 		}
 		h(w, r, s, id)
 	}
+}
+
+// noteCaller names p on r's access log line (Options.NoteCaller) as the
+// API names its callers: a key's id and its tenant, or "operator" and
+// the tenant the path names, if any.
+func (c *Console) noteCaller(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	if c.opts.NoteCaller == nil {
+		return
+	}
+	if p.Operator {
+		c.opts.NoteCaller(w, r.PathValue("tenant"), "operator")
+		return
+	}
+	c.opts.NoteCaller(w, p.Tenant, p.ID)
 }
 
 // charge charges a tenant principal's request to its tenant's request
@@ -535,6 +555,7 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusUnauthorized, wire.CodeUnauthenticated, "the credential is not valid (unknown, revoked or mistyped)")
 		return
 	}
+	c.noteCaller(w, r, p)
 	if !p.Operator && c.opts.Plane != nil {
 		// A JWT names its tenant in a claim: one the server does not hold
 		// (never created, or deleted) gets no session, as the API
@@ -603,6 +624,7 @@ func (c *Console) whoAmI(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	c.noteCaller(w, r, s.principal)
 	if !c.charge(w, r, s.principal) {
 		return
 	}

@@ -76,7 +76,12 @@
 // access log and metrics (its route, one request id); one the console
 // answers itself (no session, a path the session does not reach) is
 // logged under route "console api" (httpapi.API.WrapPassing, as the
-// server mounts it). Besides the API the console serves:
+// server mounts it). Every line of a request the console answers itself
+// names its caller as the API's lines do (Options.NoteCaller): tenant
+// and principal (a key's id, or "operator" with the tenant the path
+// names) for each request of a session, sign-out included, and for a
+// sign-in whose credential authenticated; a refused credential names
+// no one. Besides the API the console serves:
 //
 //	GET  /console/overview                       operator: tenants (at most MaxOverviewTenants), events/s,
 //	                                             open streams, storage against quota (read at most

@@ -52,6 +52,29 @@ func infoFrom(w http.ResponseWriter) *reqInfo {
 	return &reqInfo{}
 }
 
+// NoteCaller names tenant and principal (a key's id, or "operator", as
+// the API's routes name them) on the access log line of the request w
+// answers: for a handler served beside the API through Wrap or
+// WrapPassing that authenticates its requests itself (the web console's
+// sign-in and session routes). w is the writer the middleware gave the
+// handler, or one that unwraps to it (Unwrap() http.ResponseWriter);
+// any other is left alone.
+func (a *API) NoteCaller(w http.ResponseWriter, tenant, principal string) {
+	for w != nil {
+		if rec, ok := w.(*recorder); ok {
+			if rec.info != nil {
+				rec.info.tenant, rec.info.principal = tenant, principal
+			}
+			return
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return
+		}
+		w = u.Unwrap()
+	}
+}
+
 // recorder remembers the status and bytes of a response, and carries the
 // request's reqInfo to the handlers.
 type recorder struct {
