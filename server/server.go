@@ -106,6 +106,9 @@ type Config struct {
 	// proxy's address beside it). Their connections are not held to
 	// MaxConnectionsPerSource (a proxy carries many clients'). Requests
 	// from any other address are from that address, whatever they say.
+	// A trusted proxy's X-Forwarded-Proto: https (a proxy that terminated
+	// TLS) makes the console's cookie Secure and its answers carry
+	// Strict-Transport-Security (httpapi.TrustedProxies.HTTPS).
 	// Default: none.
 	TrustedProxies []string
 	// TenantIdleTimeout closes a tenant store unused this long
@@ -867,7 +870,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	api.Store(s.api)
 	handler := s.api.Handler()
 	if !cfg.DisableConsole {
-		if s.console, handler, err = s.mountConsole(authn, quotas, reg, handler); err != nil {
+		if s.console, handler, err = s.mountConsole(authn, quotas, reg, trusted, handler); err != nil {
 			return fail(err)
 		}
 	}
@@ -908,9 +911,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 // mountConsole makes the web console and serves it under /console/ beside
 // api. Its pages get the API's middleware (request id, access log,
 // metrics); its data requests are API requests and get it there.
-func (s *Server) mountConsole(authn *auth.Authenticator, quotas *quota.Manager, reg *prometheus.Registry, api http.Handler) (*console.Console, http.Handler, error) {
+func (s *Server) mountConsole(authn *auth.Authenticator, quotas *quota.Manager, reg *prometheus.Registry, trusted httpapi.TrustedProxies, api http.Handler) (*console.Console, http.Handler, error) {
 	opts := console.Options{Auth: authn, API: api, Plane: s.plane, Tenants: s.tenants,
-		Policies: s.policies, Plugins: s.plugins, Quotas: quotas, ChargeRequest: s.api.ChargeRequest, ChargeSource: s.api.ChargeSource, NoteCaller: s.api.NoteCaller, Metrics: reg,
+		Policies: s.policies, Plugins: s.plugins, Quotas: quotas, ChargeRequest: s.api.ChargeRequest, ChargeSource: s.api.ChargeSource, NoteCaller: s.api.NoteCaller, HTTPS: trusted.HTTPS, Metrics: reg,
 		Secure: s.cfg.TLSCert != "", Cluster: s.node != nil, LeaderTLS: s.memberTLS(), MaxJSONDepth: s.cfg.MaxJSONDepth, WriteTimeout: s.cfg.WriteTimeout, Logger: s.cfg.Logger}
 	if s.node != nil {
 		opts.NodeID, opts.MemberURL = s.node.cfg.NodeID, s.node.memberURL

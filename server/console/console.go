@@ -73,6 +73,13 @@ const UsageRefresh = 10 * time.Second
 const ContentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 	"connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
+// StrictTransportSecurity is sent with every console answer to a request
+// that came over TLS (directly or through a trusted proxy: Options.HTTPS):
+// the browser uses https for the host for a year. No includeSubDomains,
+// no preload: the host's other names and services are not the console's
+// to decide.
+const StrictTransportSecurity = "max-age=31536000"
+
 // Options wire a console to the server's parts. Auth and API are
 // required; the others turn pages on (nil: that page says it is not
 // available).
@@ -114,6 +121,13 @@ type Options struct {
 	// Secure marks the session cookie Secure (set when the server speaks
 	// TLS).
 	Secure bool
+	// HTTPS reports whether a request reached the server over TLS,
+	// directly or through a trusted proxy that terminated it
+	// (httpapi.TrustedProxies.HTTPS: X-Forwarded-Proto: https from a
+	// server.trusted_proxies address): its answer's cookie is Secure and
+	// the answer carries Strict-Transport-Security. Nil: a request
+	// reached it over TLS when r.TLS is set.
+	HTTPS func(r *http.Request) bool
 	// Cluster marks a cluster node's console: the operator's overview
 	// says so (cluster: true), and the page then shows GET /v1/cluster.
 	Cluster bool
@@ -246,7 +260,7 @@ func (c *Console) Close() {
 // this node cannot tell a live session elsewhere from a forged cookie,
 // and the mux's own answers reach no handler that would charge them.
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	secureHeaders(w.Header())
+	c.secureHeaders(w.Header(), r)
 	if home, ok := c.livesElsewhere(r); ok {
 		if c.chargeSource(w, r) {
 			c.relay(w, r, home)
@@ -263,14 +277,27 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // to clean, or a subtree without its slash, with.
 var redirectType = reflect.TypeOf(http.RedirectHandler("/", http.StatusMovedPermanently))
 
-// secureHeaders sets the headers every console answer carries.
-func secureHeaders(h http.Header) {
+// secureHeaders sets the headers every console answer to r carries:
+// Strict-Transport-Security too when r came over TLS.
+func (c *Console) secureHeaders(h http.Header, r *http.Request) {
+	if c.overTLS(r) {
+		h.Set("Strict-Transport-Security", StrictTransportSecurity)
+	}
 	h.Set("Content-Security-Policy", ContentSecurityPolicy)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
 	h.Set("Cross-Origin-Resource-Policy", "same-origin")
+}
+
+// overTLS reports whether r reached the server over TLS, directly or
+// through a trusted proxy (Options.HTTPS).
+func (c *Console) overTLS(r *http.Request) bool {
+	if c.opts.HTTPS != nil {
+		return c.opts.HTTPS(r)
+	}
+	return r.TLS != nil
 }
 
 func (c *Console) routes() {
@@ -597,10 +624,10 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, c.view(s))
 }
 
-// cookie is the session cookie: Secure when the server speaks TLS (or r
-// came over TLS).
+// cookie is the session cookie: Secure when the server speaks TLS, or r
+// came over TLS (through a trusted proxy that terminated it too).
 func (c *Console) cookie(r *http.Request, value string, maxAge int) *http.Cookie {
-	return &http.Cookie{Name: CookieName, Value: value, Path: Prefix, HttpOnly: true, Secure: c.opts.Secure || r.TLS != nil,
+	return &http.Cookie{Name: CookieName, Value: value, Path: Prefix, HttpOnly: true, Secure: c.opts.Secure || c.overTLS(r),
 		SameSite: http.SameSiteStrictMode, MaxAge: maxAge}
 }
 

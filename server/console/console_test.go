@@ -539,3 +539,44 @@ func TestASiblingSiteCannotUseTheSession(t *testing.T) {
 	}
 	e.must(e.do(c, "GET", console.Prefix+"/api/v1/tenants/acme/stats", nil, "Sec-Fetch-Site", "none"), 200)
 }
+
+// Behind a TLS-terminating proxy named in server.trusted_proxies, the
+// proxy's X-Forwarded-Proto: https makes the cookie Secure and the answers
+// carry Strict-Transport-Security; the same header from a client the
+// server does not trust changes nothing.
+func TestBehindATrustedTLSProxyTheCookieIsSecure(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		trusted []string
+		proto   string
+		want    bool
+	}{
+		{"no proxy, plain http", nil, "", false},
+		{"a client claiming https", nil, "https", false},
+		{"a trusted proxy, plain http", []string{"127.0.0.1"}, "http", false},
+		{"a trusted proxy that terminated TLS", []string{"127.0.0.1"}, "https", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startWith(t, func(c *server.Config) { c.TrustedProxies = tc.trusted })
+			hdr := []string{"Origin", strings.Replace(e.base, "http:", "https:", 1)}
+			if tc.proto != "" {
+				hdr = append(hdr, "X-Forwarded-Proto", tc.proto)
+			}
+			r := e.must(e.do(nil, "POST", console.Prefix+"/session", map[string]any{"credential": opToken}, hdr...), 200)
+			ck := r.header.Get("Set-Cookie")
+			if strings.Contains(ck, "; Secure") != tc.want || !strings.Contains(ck, "HttpOnly") {
+				t.Errorf("Set-Cookie %q, want Secure %v", ck, tc.want)
+			}
+			for _, p := range []string{"/", "/static/app.js", "/session", "/api/v1/admin/tenants"} {
+				r := e.do(nil, "GET", console.Prefix+p, nil, hdr...)
+				if got := r.header.Get("Strict-Transport-Security"); (got == console.StrictTransportSecurity) != tc.want || tc.want && got != "max-age=31536000" {
+					t.Errorf("%s (%d): Strict-Transport-Security %q, want it %v", p, r.status, got, tc.want)
+				}
+			}
+			// The API's own answers are not the console's: no HSTS there.
+			if got := e.do(nil, "GET", "/healthz", nil, hdr...).header.Get("Strict-Transport-Security"); got != "" {
+				t.Errorf("/healthz: Strict-Transport-Security %q", got)
+			}
+		})
+	}
+}

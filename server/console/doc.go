@@ -13,7 +13,10 @@
 // server's memory with the session; the browser gets only a cookie:
 //
 //	cookie          batpak_console=<256 random bits>; Path=/console; HttpOnly;
-//	                SameSite=Strict; Secure when the server (or the request) speaks TLS
+//	                SameSite=Strict; Secure when the server speaks TLS or the
+//	                request came over TLS: directly, or through a trusted proxy
+//	                that terminated it (Options.HTTPS: X-Forwarded-Proto: https
+//	                from a server.trusted_proxies address)
 //	stored          SHA-256 of the id only (a memory dump holds no usable id);
 //	                lookups compare in constant time
 //	lifetime        DefaultIdleTimeout (30 min) unused, DefaultLifetime (12 h) in all;
@@ -52,7 +55,9 @@
 // ContentSecurityPolicy (no inline script or style, nothing from other
 // origins, no framing), X-Content-Type-Options: nosniff, Referrer-Policy:
 // no-referrer, X-Frame-Options: DENY and Cross-Origin-Resource-Policy:
-// same-origin; tenant data passed through the
+// same-origin, and one to a request that came over TLS (as the cookie's
+// Secure says) StrictTransportSecurity (a year; no includeSubDomains, no
+// preload); tenant data passed through the
 // console gets Cache-Control: no-store (in place of what the API route
 // would send). The page builds every element
 // with the DOM, never with markup from data. What it shows of a payload

@@ -189,6 +189,9 @@ func (c *Console) relay(w http.ResponseWriter, r *http.Request, home string) {
 			for k := range w.Header() {
 				res.Header.Del(k) // set here already (ServeHTTP): not twice
 			}
+			// The home node saw this node's request, not the browser's:
+			// whether it came over TLS is this node's to say.
+			res.Header.Del("Strict-Transport-Security")
 			if !body.done.Load() {
 				res.Header.Set("Connection", "close")
 			}
@@ -204,7 +207,7 @@ func (c *Console) relay(w http.ResponseWriter, r *http.Request, home string) {
 			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 				return // the browser went away
 			}
-			secureHeaders(w.Header()) // a 1xx passed through took them
+			c.secureHeaders(w.Header(), r) // a 1xx passed through took them
 			if !body.done.Load() {
 				w.Header().Set("Connection", "close")
 			}
@@ -358,7 +361,7 @@ func relayTransport(memberTLS *tls.Config) *http.Transport {
 // lives on where it was, until it expires there: the browser no longer
 // holds it).
 func (c *Console) relayFailed(w http.ResponseWriter, r *http.Request, status int, code, detail string) {
-	secureHeaders(w.Header())
+	c.secureHeaders(w.Header(), r)
 	if signOut(r) {
 		http.SetCookie(w, c.cookie(r, "", -1))
 		w.Header().Set("Clear-Site-Data", `"cookies", "storage"`)
@@ -419,7 +422,7 @@ func (c *Console) admitRelayed(w http.ResponseWriter, r *http.Request, s *sessio
 // back at the next request, so the cookie stays (signing in again here
 // replaces it).
 func (c *Console) homeGone(w http.ResponseWriter, r *http.Request, why string, forGood bool) {
-	secureHeaders(w.Header())
+	c.secureHeaders(w.Header(), r)
 	if forGood || signOut(r) {
 		http.SetCookie(w, c.cookie(r, "", -1))
 	}

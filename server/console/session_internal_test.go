@@ -241,6 +241,9 @@ func TestTheCookieIsSecureUnderTLS(t *testing.T) {
 		if w.Code != 200 || strings.Contains(ck, "Secure") != tc.want || !strings.Contains(ck, "HttpOnly") {
 			t.Errorf("Options.Secure=%v over %s: %d, Set-Cookie %q", tc.secure, tc.scheme, w.Code, ck)
 		}
+		if got := w.Header().Get("Strict-Transport-Security"); (got == StrictTransportSecurity) != (tc.scheme == "https") {
+			t.Errorf("Options.Secure=%v over %s: Strict-Transport-Security %q", tc.secure, tc.scheme, got)
+		}
 	}
 }
 

@@ -121,6 +121,24 @@ func (t TrustedProxies) Client(r *http.Request) (client netip.Addr, viaProxy, ok
 	return client, viaProxy, true
 }
 
+// HTTPS reports whether r reached the server over TLS: directly (r.TLS),
+// or through a trusted proxy that says so. A request whose peer is one of
+// t and whose X-Forwarded-Proto (its first entry: the scheme the client
+// used with the first proxy) is "https" came over TLS to that proxy (a
+// TLS-terminating proxy speaking plain http to the server). From any
+// other peer the header is ignored.
+func (t TrustedProxies) HTTPS(r *http.Request) bool {
+	if r.TLS != nil {
+		return true
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil || len(t) == 0 || !t.Contains(ap.Addr()) {
+		return false
+	}
+	proto, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Proto"), ",")
+	return strings.EqualFold(strings.TrimSpace(proto), "https")
+}
+
 // forwardedAddr reads one X-Forwarded-For entry: an address, or an
 // address and port.
 func forwardedAddr(s string) (netip.Addr, bool) {

@@ -135,3 +135,38 @@ func TestTrustedProxyNamesTheClient(t *testing.T) {
 		t.Fatalf("access log believed an untrusted peer's X-Forwarded-For:\n%s", e.logs.String())
 	}
 }
+
+// A request came over TLS when it did, or when a trusted proxy says so in
+// X-Forwarded-Proto; the header from anyone else is ignored.
+func TestTrustedProxiesHTTPS(t *testing.T) {
+	trusted, err := httpapi.ParseTrustedProxies([]string{"10.0.0.0/8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, url, peer string
+		proto           []string
+		list            httpapi.TrustedProxies
+		want            bool
+	}{
+		{"plain http", "http://x/", "10.1.1.1:5000", nil, trusted, false},
+		{"TLS", "https://x/", "198.51.100.9:5000", nil, trusted, true},
+		{"a trusted proxy says https", "http://x/", "10.1.1.1:5000", []string{"https"}, trusted, true},
+		{"in capitals", "http://x/", "10.1.1.1:5000", []string{"HTTPS"}, trusted, true},
+		{"its first entry counts", "http://x/", "10.1.1.1:5000", []string{"https, http"}, trusted, true},
+		{"a trusted proxy says http", "http://x/", "10.1.1.1:5000", []string{"http"}, trusted, false},
+		{"an address not trusted says https", "http://x/", "198.51.100.9:5000", []string{"https"}, trusted, false},
+		{"no trusted proxies", "http://x/", "10.1.1.1:5000", []string{"https"}, nil, false},
+		{"IPv4-mapped trusted peer", "http://x/", "[::ffff:10.1.1.1]:5000", []string{"https"}, trusted, true},
+		{"a peer with no address", "http://x/", "@", []string{"https"}, trusted, false},
+	} {
+		r := httptest.NewRequest("GET", tc.url, nil)
+		r.RemoteAddr = tc.peer
+		for _, v := range tc.proto {
+			r.Header.Add("X-Forwarded-Proto", v)
+		}
+		if got := tc.list.HTTPS(r); got != tc.want {
+			t.Errorf("%s: HTTPS %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
