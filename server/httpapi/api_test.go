@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -303,6 +304,42 @@ func TestRequestIDEchoedWhenSane(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), "request_id=abc-123") {
 		t.Fatalf("access log lacks the request:\n%s", e.logs.String())
+	}
+}
+
+// Every answer says X-Content-Type-Options: nosniff: a route's, an
+// error, an unknown route, a method not allowed, an event stream.
+func TestEveryAnswerSaysNoSniff(t *testing.T) {
+	e := start(t, nil)
+	keys := e.tenant("acme")
+	for _, tc := range []struct {
+		method, path, token string
+		status              int
+	}{
+		{"GET", "/healthz", "", 200},
+		{"GET", "/v1/tenants/acme/stats", keys["reader"], 200},
+		{"GET", "/v1/tenants/acme/stats", "", 401},
+		{"GET", "/v1/tenants/acme/stats", opToken, 403},
+		{"GET", "/nope", "", 404},
+		{"PATCH", "/healthz", "", 405},
+		{"GET", "/v1/admin/tenants", opToken, 200},
+	} {
+		r := e.req(tc.method, tc.path, tc.token, nil)
+		if r.status != tc.status || r.header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("%s %s: %d, X-Content-Type-Options %q; want %d, nosniff", tc.method, tc.path, r.status, r.header.Get("X-Content-Type-Options"), tc.status)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.base+"/v1/tenants/acme/subscribe", nil)
+	req.Header.Set("Authorization", "Bearer "+keys["reader"])
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 || res.Header.Get("X-Content-Type-Options") != "nosniff" {
+		t.Errorf("an event stream: %d, X-Content-Type-Options %q", res.StatusCode, res.Header.Get("X-Content-Type-Options"))
 	}
 }
 

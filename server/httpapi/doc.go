@@ -1,7 +1,8 @@
 // Package httpapi is the batpak server's HTTP API: the routes of
 // /v1 (tenant data, admin, health, OpenAPI document, metrics), their
 // handlers, the middleware every request passes (request id, panic
-// recovery, access log, metrics) and the one place where errors become
+// recovery, access log, metrics; every answer carries X-Request-Id and
+// X-Content-Type-Options: nosniff) and the one place where errors become
 // RFC 9457 problem documents.
 //
 // Every tenant data route runs the same checks, in this order, before its

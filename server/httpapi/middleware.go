@@ -216,8 +216,8 @@ func requestID(r *http.Request) string {
 	return idPrefix + "-" + strconv.FormatUint(idCounter.Add(1), 36)
 }
 
-// middleware: request id, panic → 500, unknown route → problem, access
-// log and request metrics.
+// middleware: request id (and X-Content-Type-Options: nosniff), panic →
+// 500, unknown route → problem, access log and request metrics.
 func (a *API) middleware(next http.Handler, route string) http.Handler {
 	return a.middlewarePassing(next, route, false)
 }
@@ -242,7 +242,11 @@ func (a *API) middlewarePassing(next http.Handler, route string, passing bool) h
 			rec.body = &trackedBody{ReadCloser: r.Body}
 			r.Body = rec.body
 		}
-		w.Header()["X-Request-Id"] = []string{ri.id}
+		h := w.Header()
+		h["X-Request-Id"] = []string{ri.id}
+		// No answer is to be read as anything but the type it says
+		// (a problem, a tenant's JSON, an event stream).
+		h["X-Content-Type-Options"] = nosniff
 		finish := func() {
 			if !ri.passed {
 				a.finish(rec, r, ri, start)
@@ -281,6 +285,10 @@ func (a *API) middlewarePassing(next http.Handler, route string, passing bool) h
 		next.ServeHTTP(rec, r)
 	})
 }
+
+// nosniff is every answer's X-Content-Type-Options (shared: a header
+// value is replaced, never written into).
+var nosniff = []string{"nosniff"}
 
 // HealthWatchAgent is the User-Agent of the leader's health watch's
 // requests (GET /v1/cluster): the access log records the ones answered
