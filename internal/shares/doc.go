@@ -6,9 +6,10 @@
 // the pool keeps) also needs one of the slots every such tenant shares,
 // half the pool, so that several busy tenants together cannot hold every
 // slot either. A slot that frees goes to the waiting tenant holding the
-// fewest, then to the one served longest ago, so however many tenants
-// wait, a quiet one is served at one of the next hand-overs. NewFair's
-// pools keep no share back (for work that must not idle). A pool keeps a
-// tenant's entry only while a take holds or waits on it, its use until
-// it decays away, and when it last served a tenant for 65,536 hand-overs.
+// fewest, then to the one whose takes held the slots least lately, then
+// to the one served longest ago, so however many tenants wait, one whose
+// calls are quick is served at the next hand-over. NewFair's pools keep
+// no share back (for work that must not idle). A pool keeps a tenant's
+// entry only while a take holds or waits on it, its use until it decays
+// away, and when it last served a tenant for at least 65,536 hand-overs.
 package shares

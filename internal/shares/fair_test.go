@@ -237,3 +237,63 @@ func TestFairKeepsNothingBack(t *testing.T) {
 		})
 	}
 }
+
+// TestQuickCallsServedAtTheNextHandOver: a tenant whose calls hold a slot
+// for no time is served at the next hand-over every time it asks, with
+// twelve tenants whose calls hold slots for long keeping two takes each
+// waiting for eight slots, whatever kind of pool; counting hand-overs
+// rather than slot time, it waited a whole rotation of the slow tenants
+// (twelve hand-overs, seconds) each time after the first.
+func TestQuickCallsServedAtTheNextHandOver(t *testing.T) {
+	for name, p := range map[string]*shares.Pool{"New": shares.NewWindow(8, time.Hour), "NewFair": shares.NewFair(8)} {
+		t.Run(name, func(t *testing.T) {
+			take, granted := taker(t, p)
+			for i := range 12 {
+				take(fmt.Sprint("slow", i))
+				take(fmt.Sprint("slow", i))
+			}
+			var held []grant
+			for len(held) < 8 {
+				held = append(held, next(t, granted))
+			}
+			for p.Waiting() < 16 {
+				time.Sleep(time.Millisecond)
+			}
+			for round := range 5 {
+				take("quick")
+				for p.Waiting() < 17 {
+					time.Sleep(time.Millisecond)
+				}
+				for handovers := 1; ; handovers++ {
+					time.Sleep(2 * time.Millisecond) // the slow calls hold their slots a while
+					h := held[0]
+					held = held[1:]
+					h.release()
+					take(h.tenant) // the slow tenant asks again at once
+					g := next(t, granted)
+					if g.tenant == "quick" {
+						for p.Waiting() < 16 {
+							time.Sleep(time.Millisecond)
+						}
+						g.release() // its call took no time at all
+						held = append(held, next(t, granted))
+						if round > 0 && handovers > 1 {
+							t.Fatalf("round %d: the quick tenant was served at hand-over %d, want the next one", round, handovers)
+						}
+						break
+					}
+					held = append(held, g)
+					for p.Waiting() < 17 {
+						time.Sleep(time.Millisecond)
+					}
+				}
+			}
+			for _, h := range held {
+				h.release()
+			}
+			for p.Waiting() > 0 {
+				next(t, granted).release()
+			}
+		})
+	}
+}

@@ -18,30 +18,33 @@ const DefaultWindow = 2 * time.Second
 //
 // A tenant holds at most half the slots (at least 1). A slot that frees
 // goes to the waiting tenant holding the fewest; among those holding as
-// few, to the one served longest ago (the pool remembers that past a
-// tenant's last take, so coming back gains nothing), then to the one
-// whose take came first; a tenant's own takes are served in the order
-// they came. So a tenant holding none gets a slot within one hand-over
-// per waiting tenant, however many takes the others keep waiting, and a
-// quiet tenant (served long ago or never) at the next hand-over but for
-// the others holding none that were served longer ago.
+// few, to the one whose takes held the slots least lately (its use:
+// the seconds its takes held them, decaying with the window — a use W
+// ago counts e⁻¹ of its length — the takes still holding one counted as
+// they run); then to the one served longest ago (the pool remembers
+// that past a tenant's last take, so coming back gains nothing); then to
+// the one whose take came first. A tenant's own takes are served in the
+// order they came. So a tenant whose calls are quick is served at the
+// next hand-over however often it asks and however many tenants with
+// slow calls keep takes waiting; a tenant holding none waits for at most
+// one hand-over per waiting tenant that used the slots less lately than
+// it; a tenant already holding a slot waits while tenants holding none
+// keep coming (it is making progress).
 //
-// New's pools also keep each tenant's recent use of its slots: the
-// seconds its takes held them, decaying with the window (a use W ago
-// counts e⁻¹ of its length), the takes still holding one counted as
-// they run. A tenant whose use passes an eighth of the pool's capacity
-// over the window (Size × W / 8 slot-seconds: with 2 slots and 2 s, half
-// a second) is busy, and its takes also need one of the slots the busy
-// tenants share, half the pool (at least 1). So tenants that keep the
-// slots busy, with long calls or many short ones, hold at most half
-// between them and the others find the rest free; and however many
-// tenants stay just under the mark, the fair hand-over serves a quiet
-// tenant first. That half stays idle when only busy tenants wait: for
-// work that must not idle, NewFair keeps no share back.
+// New's pools also hold busy tenants back: a tenant whose use passes an
+// eighth of the pool's capacity over the window (Size × W / 8
+// slot-seconds: with 2 slots and 2 s, half a second) is busy, and its
+// takes also need one of the slots the busy tenants share, half the pool
+// (at least 1). So tenants that keep the slots busy, with long calls or
+// many short ones, hold at most half between them and the others find
+// the rest free. That half stays idle when only busy tenants wait: for
+// work that must not idle, NewFair keeps no share back (its order is the
+// same).
 type Pool struct {
 	size, perTenant int
 	busyShare       int           // slots the busy tenants share; size when nothing is kept back
-	window          time.Duration // 0: use is not weighed (NewFair)
+	window          time.Duration // the span over which use is weighed (NewFair: for the order only)
+	keepBack        bool          // busy tenants are held to busyShare (New)
 
 	mu        sync.Mutex
 	inUse     int               // slots held, all tenants'
@@ -55,14 +58,15 @@ type Pool struct {
 	forgetAt int
 	// served is grants when each tenant was last handed a slot, kept
 	// past its share so that a tenant coming back takes its place in the
-	// rotation; forgotten servedHorizon grants on (amortized, at
-	// servedForgetAt), when it counts as never served.
+	// rotation; forgotten at least servedHorizon grants on (when the map
+	// has doubled since it was last swept, at servedForgetAt), when it
+	// counts as never served.
 	served         map[string]uint64
 	servedForgetAt int
 }
 
-// servedHorizon is how many hand-overs on a pool forgets when a tenant
-// holding and waiting for nothing was last served.
+// servedHorizon is how many hand-overs on, at least, a pool forgets when
+// a tenant holding and waiting for nothing was last served.
 const servedHorizon = 1 << 16
 
 // share is one tenant's slots held and its takes waiting, first come
@@ -70,7 +74,7 @@ const servedHorizon = 1 << 16
 type share struct {
 	name      string
 	held      int
-	lastGrant uint64 // the pool's grants when it was last handed a slot (or the share made)
+	lastGrant uint64 // the pool's grants when it was last handed a slot (served: 0 when never)
 	waiters   []*waiter
 }
 
@@ -80,7 +84,7 @@ type waiter struct {
 	seq     uint64
 	busy    bool // the tenant was busy when the take came
 	granted chan struct{}
-	start   *time.Time // set with granted, when use is weighed
+	start   *time.Time // set with granted
 }
 
 // usage is a tenant's decaying slot-seconds, as of at, and the start of
@@ -112,7 +116,7 @@ func New(n int) *Pool { return NewWindow(n, DefaultWindow) }
 // NewWindow is New weighing each tenant's use over window (at least 1 ms).
 func NewWindow(n int, window time.Duration) *Pool {
 	p := NewFair(n)
-	p.busyShare, p.window = max(p.size/2, 1), max(window, time.Millisecond)
+	p.busyShare, p.window, p.keepBack = max(p.size/2, 1), max(window, time.Millisecond), true
 	return p
 }
 
@@ -121,7 +125,7 @@ func NewWindow(n int, window time.Duration) *Pool {
 // busy tenants: a slot idles only when no tenant that may take it waits.
 func NewFair(n int) *Pool {
 	n = max(n, 1)
-	return &Pool{size: n, perTenant: max(n/2, 1), busyShare: n, tenants: map[string]*share{},
+	return &Pool{size: n, perTenant: max(n/2, 1), busyShare: n, window: DefaultWindow, tenants: map[string]*share{},
 		waiting: map[*share]struct{}{}, use: map[string]*usage{}, forgetAt: 64,
 		served: map[string]uint64{}, servedForgetAt: 64}
 }
@@ -172,7 +176,7 @@ func (p *Pool) Take(ctx context.Context, tenant string, wait time.Duration) (rel
 	}
 	p.seq++
 	w := &waiter{seq: p.seq, granted: make(chan struct{})}
-	if u := p.use[tenant]; u != nil && p.window > 0 {
+	if u := p.use[tenant]; u != nil && p.keepBack {
 		w.busy = u.now(now, p.window) >= p.busyAt()
 	}
 	sh.waiters = append(sh.waiters, w)
@@ -264,14 +268,23 @@ func (p *Pool) release(sh *share, w *waiter) {
 
 // dispatchLocked hands the free slots to the waiting takes, fairly.
 func (p *Pool) dispatchLocked() {
+	now := time.Now()
 	for p.inUse < p.size && len(p.waiting) > 0 {
 		var next *share
+		var nextUse float64
 		for sh := range p.waiting {
 			if sh.held >= p.perTenant || (sh.waiters[0].busy && p.busyInUse >= p.busyShare) {
 				continue
 			}
-			if next == nil || fairer(sh, next) {
-				next = sh
+			// The slot time each used lately, not the hand-overs: a tenant
+			// whose calls are quick is served before those whose calls are
+			// slow, however often it asks.
+			var use float64
+			if u := p.use[sh.name]; u != nil {
+				use = u.now(now, p.window)
+			}
+			if next == nil || fairer(sh, next, use, nextUse) {
+				next, nextUse = sh, use
 			}
 		}
 		if next == nil {
@@ -289,20 +302,21 @@ func (p *Pool) dispatchLocked() {
 		p.grants++
 		next.lastGrant = p.grants
 		p.rememberLocked(next.name)
-		if p.window > 0 {
-			w.start = p.holdLocked(next.name)
-		}
+		w.start = p.holdLocked(next.name)
 		close(w.granted)
 	}
 }
 
-// fairer reports whether a is to be served before b: it holds fewer
-// slots, or as many and was served longer ago, or as long ago and its
-// first take came first.
-func fairer(a, b *share) bool {
+// fairer reports whether a (whose use is aUse) is to be served before b
+// (bUse): it holds fewer slots, or as many and used them less lately, or
+// as much and was served longer ago, or as long ago and its first take
+// came first.
+func fairer(a, b *share, aUse, bUse float64) bool {
 	switch {
 	case a.held != b.held:
 		return a.held < b.held
+	case aUse != bUse:
+		return aUse < bUse
 	case a.lastGrant != b.lastGrant:
 		return a.lastGrant < b.lastGrant
 	}
@@ -412,7 +426,7 @@ func (p *Pool) Tenants() int {
 // Busy reports whether tenant's recent use makes it busy now (never in
 // NewFair's pools).
 func (p *Pool) Busy(tenant string) bool {
-	if p.window == 0 {
+	if !p.keepBack {
 		return false
 	}
 	now := time.Now()

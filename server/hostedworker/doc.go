@@ -128,7 +128,8 @@
 // calls its plugin only in its turn (core.WorkerConfig.Turn):
 // Options.InFlight workers of all tenants at once, a tenant at most
 // half, a turn that frees going to the waiting tenant holding the fewest
-// (then the one served longest ago), the others waiting, holding no
+// (then the one whose workers held turns least lately, then the one
+// served longest ago: shares.NewFair), the others waiting, holding no
 // events. It then writes the plugin's reactions in
 // its tenant's turn alone: a tenant's workers hold at most
 // TenantInFlight batches and answers, and what makes their writes wait

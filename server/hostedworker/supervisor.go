@@ -186,8 +186,9 @@ type Options struct {
 	// batch of events and call their plugin at once (each up to
 	// MaxBatchBytes of events, and the plugin's answer up to its
 	// max_output_bytes). A tenant takes at most half of them, and a turn
-	// that frees goes to the waiting tenant holding the fewest, so a
-	// tenant holding none gets the next one however many tenants keep
+	// that frees goes to the waiting tenant holding the fewest, then to
+	// the one whose workers held turns least lately, so a tenant whose
+	// plugin answers quickly gets the next one however many tenants keep
 	// the others busy; the other workers wait their turn before reading,
 	// holding no events. A worker then
 	// writes its plugin's reactions in its tenant's turn alone (a tenant
@@ -1083,8 +1084,9 @@ func (s *Supervisor) Metrics() []prometheus.Collector {
 // turn is one worker's place among the workers in flight: a slot of its
 // tenant's TenantInFlight, then one of the server's turns
 // (Options.InFlight, a shares.NewFair pool: a tenant holds at most half, and a turn
-// that frees goes to the waiting tenant holding the fewest, so tenants
-// with slow plugins cannot keep a quiet tenant waiting), taken
+// that frees goes to the waiting tenant holding the fewest, then to the
+// one whose workers held turns least lately, so tenants with slow plugins
+// cannot keep one with quick plugins waiting), taken
 // before the worker reads a batch (core.WorkerConfig.Turn). The server's
 // is given back once the plugin has answered (pause), the tenant's when
 // the handler returns. A worker's turn is used by its own goroutine

@@ -230,7 +230,7 @@ type Manager struct {
 	tenants  map[string]*tenantHost
 	tempDirs []string // compile caches made when Options.CacheDir could not be used
 
-	calls chan struct{} // a slot for each projection call running (Calls)
+	calls *shares.Pool // a slot for each projection call running (Calls), handed out fairly
 
 	pruneMu    sync.Mutex // one pruneCache at a time
 	pruneStamp string     // the cache's subdirectories when it was last walked (under pruneMu)
@@ -258,7 +258,11 @@ var ErrLoading = errors.New("loading: the server loads its tenants' plugins afte
 // tenant's, and all tenants' together. Each holds the events it folds
 // and a plugin instance (up to the plugin's memory limit) and a core for
 // up to its calls' timeout, so a tenant's reader sending many projection
-// reads at once must not take the server's memory and CPU. A projection
+// reads at once must not take the server's memory and CPU. The server's
+// slots are handed out fairly (shares.NewFair: a freed one goes to the
+// waiting tenant holding the fewest, then to the one whose projections
+// held them least lately), so tenants keeping reads waiting cannot hold
+// another's behind theirs. A projection
 // waits up to CallSlotWait for a slot; past it it fails with ErrBusy
 // (503 BUSY over HTTP). One whose state is cached is quick, but takes a
 // slot all the same.
@@ -275,7 +279,8 @@ var ErrBusy = errors.New("tenantplugin: too many projection calls at once; retry
 // callSlot takes a slot of the tenant's and one of the server's for one
 // plugin call, waiting up to CallSlotWait within ctx; release gives them
 // back.
-func (m *Manager) callSlot(ctx context.Context, th *tenantHost) (release func(), err error) {
+func (m *Manager) callSlot(ctx context.Context, tenant string, th *tenantHost) (release func(), err error) {
+	start := time.Now()
 	t := time.NewTimer(CallSlotWait)
 	defer t.Stop()
 	select {
@@ -285,16 +290,22 @@ func (m *Manager) callSlot(ctx context.Context, th *tenantHost) (release func(),
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	select {
-	case m.calls <- struct{}{}:
-	case <-t.C:
+	// The server's slots fairly: a freed one goes to the waiting tenant
+	// holding the fewest, then to the one that used the slots least lately.
+	left := CallSlotWait - time.Since(start)
+	if left <= 0 {
 		<-th.calls
 		return nil, ErrBusy
-	case <-ctx.Done():
-		<-th.calls
-		return nil, ctx.Err()
 	}
-	return func() { <-m.calls; <-th.calls }, nil
+	rel, err := m.calls.Take(ctx, tenant, left)
+	if err != nil {
+		<-th.calls
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, ErrBusy
+	}
+	return func() { rel(); <-th.calls }, nil
 }
 
 // lock takes the tenant's change lock and returns its unlock.
@@ -403,7 +414,7 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{opts: opts, tenants: map[string]*tenantHost{}, checks: shares.New(opts.Checks),
-		running: shares.New(opts.Running), calls: make(chan struct{}, Calls),
+		running: shares.New(opts.Running), calls: shares.NewFair(Calls),
 		code: newResidentBudget("server.plugin_code_bytes", opts.CodeBytes), idle: newResidentBudget("server.plugin_idle_bytes", opts.IdleBytes)}
 	ents, err := os.ReadDir(opts.Dir)
 	if err != nil {
@@ -1340,7 +1351,7 @@ func (m *Manager) Project(ctx context.Context, store *core.Store, tenant, name, 
 	// The slot is held for the whole fold: the events of a batch are read
 	// before the plugin is called, so a read waiting for a slot must not
 	// hold them.
-	release, err := m.callSlot(ctx, th)
+	release, err := m.callSlot(ctx, tenant, th)
 	if err != nil {
 		return Projected{}, err
 	}

@@ -67,8 +67,8 @@ type Options struct {
 	// so that a tenant whose policy is slow cannot hold every slot; and
 	// the tenants whose evaluations kept the slots busy lately share half
 	// of them, however many they are; a slot that frees goes to the
-	// waiting tenant holding the fewest, then to the one served longest
-	// ago (shares.Pool). An
+	// waiting tenant holding the fewest, then to the one whose
+	// evaluations held the slots least lately (shares.Pool). An
 	// evaluation that finds no slot within slotWait is refused with a
 	// *core.RetryError (503 BUSY over HTTP), nothing written.
 	MaxConcurrent int
