@@ -1301,7 +1301,14 @@ func registerSandboxMetrics(reg *prometheus.Registry, m *tenantpolicy.Manager) {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
 			func() float64 { return float64(v(m.SandboxStats())) })
 	}
+	gauge := func(name, help string, v func() int) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return float64(v()) })
+	}
 	reg.MustRegister(
+		gauge("batpak_policy_evaluations_running", "Tenant policy evaluations running now, both layers (bounded by the policy evaluation slots, GOMAXPROCS).",
+			func() int { running, _ := m.Evaluations(); return running }),
+		gauge("batpak_policy_evaluations_waiting", "Tenant policy evaluations waiting for a slot.",
+			func() int { _, waiting := m.Evaluations(); return waiting }),
 		counter("batpak_policy_sandbox_started_total", "Policy sandbox child processes started (tenants' bundles are checked and evaluated in them).",
 			func(s tenantpolicy.SandboxStats) uint64 { return s.Started }),
 		counter("batpak_policy_sandbox_killed_total", "Policy sandbox children killed: past the evaluation or check timeout, past server.policy_memory, or failed.",

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/batpak-go/batpak/internal/shares"
 	"github.com/batpak-go/batpak/plugins"
 )
 
@@ -116,8 +117,8 @@ func (m *Manager) Resident(tenant string) (mine, all Resident) {
 	return mine, all
 }
 
-// Metrics are the gauges of what all tenants' loaded plugins hold (for
-// /metrics).
+// Metrics are the gauges of what all tenants' loaded plugins hold and of
+// their calls running and waiting (for /metrics).
 func (m *Manager) Metrics() []prometheus.Collector {
 	gauge := func(name, help string, b *residentBudget) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
@@ -125,7 +126,15 @@ func (m *Manager) Metrics() []prometheus.Collector {
 			return float64(all)
 		})
 	}
+	pool := func(name, help string, v func() int) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return float64(v()) })
+	}
+	inUse := func(p *shares.Pool) func() int { return func() int { all, _ := p.InUse(""); return all } }
 	return []prometheus.Collector{
+		pool("batpak_plugin_calls_running", "Plugin calls running now, all tenants together (bounded by server.plugin_calls_running).", inUse(m.running)),
+		pool("batpak_plugin_calls_waiting", "Plugin calls waiting for one of server.plugin_calls_running's slots.", m.running.Waiting),
+		pool("batpak_projections_in_flight", "Projection reads holding one of the server's 32 projection slots (folding, or waiting to run their plugin).", inUse(m.calls)),
+		pool("batpak_projections_waiting", "Projection reads waiting for one of the server's 32 projection slots.", m.calls.Waiting),
 		gauge("batpak_plugin_code_bytes", "Estimated memory the tenants' loaded plugin modules' compiled code holds (bounded by server.plugin_code_bytes).", m.code),
 		gauge("batpak_plugin_idle_bytes", "Memory of the plugin instances kept idle between calls (bounded by server.plugin_idle_bytes).", m.idle),
 	}

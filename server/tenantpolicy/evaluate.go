@@ -46,3 +46,10 @@ func (m *Manager) Evaluate(ctx context.Context, tenant string, p *core.Proposal)
 	}
 	return rev, nil
 }
+
+// Evaluations is the policy evaluations running now and waiting for a
+// slot (Options.MaxConcurrent), all tenants together.
+func (m *Manager) Evaluations() (running, waiting int) {
+	running, _ = m.slots.InUse("")
+	return running, m.slots.Waiting()
+}

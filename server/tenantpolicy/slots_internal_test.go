@@ -187,3 +187,36 @@ func TestTenantsThatKeepSlotsBusyShareHalf(t *testing.T) {
 	}
 	relB()
 }
+
+// TestEvaluationsCounted: Evaluations (the /metrics gauges) counts the
+// evaluations holding a slot and those waiting for one.
+func TestEvaluationsCounted(t *testing.T) {
+	m := &Manager{slots: shares.New(2)}
+	ctx := context.Background()
+	rel, err := m.slot(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { _, _ = m.slots.Take(waitCtx, "a", 0) }() // a's share (1 of 2) is taken: it waits
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if running, waiting := m.Evaluations(); running == 1 && waiting == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			running, waiting := m.Evaluations()
+			t.Fatalf("Evaluations = %d running, %d waiting; want 1 and 1", running, waiting)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	rel()
+	for running, waiting := m.Evaluations(); running != 0 || waiting != 0; running, waiting = m.Evaluations() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the release and the cancel: %d running, %d waiting", running, waiting)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
