@@ -84,3 +84,66 @@ func TestWorkerDelete(t *testing.T) {
 	waitFor(t, "the new worker past the last input", func() bool { return worker(t, acme, "echoer").Position > more[len(more)-1].GlobalSequence })
 	checkOnce(t, all, echoes(t, acme))
 }
+
+// TestWorkerRemadeWithAnotherPlugin: a worker deleted and defined again
+// over the same cursor with a plugin that answers otherwise (two
+// reactions per event where the first answered one) goes through the
+// events the first one handled — keeping the reactions written then,
+// writing none twice — instead of faulting on the first of them until
+// quarantined; it handles new events with its new plugin.
+func TestWorkerRemadeWithAnotherPlugin(t *testing.T) {
+	ts := startServer(t, t.TempDir(), newSource(t, standardFixtures()), nil)
+	acme := ts.tenant(t, "acme")
+	ctx := context.Background()
+	srcs := appendOrders(t, acme, "order:1", 10)
+	spec := client.WorkerSpec{Plugin: "echo", Region: inputs, Restart: client.WorkerRestart{BackoffMinMs: 1, MaxRestarts: intp(3)}}
+	if _, err := acme.StartWorker(ctx, "w", spec); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first worker past the inputs", func() bool { return worker(t, acme, "w").Position > srcs[len(srcs)-1].GlobalSequence })
+	checkOnce(t, srcs, echoes(t, acme))
+	if err := acme.DeleteWorker(ctx, "w"); err != nil {
+		t.Fatal(err)
+	}
+	spec.Plugin = "double"
+	if _, err := acme.StartWorker(ctx, "w", spec); err != nil {
+		t.Fatal(err)
+	}
+	more := appendOrders(t, acme, "order:2", 3)
+	waitFor(t, "the remade worker past the new inputs", func() bool {
+		st := worker(t, acme, "w")
+		if st.State == "quarantined" {
+			t.Fatalf("the remade worker was quarantined: %+v", st.Log)
+		}
+		return st.Position > more[len(more)-1].GlobalSequence
+	})
+	if n, want := len(echoes(t, acme)), len(srcs)+2*len(more); n != want {
+		t.Fatalf("%d reactions, want %d: one per event the first worker handled, two per new event", n, want)
+	}
+}
+
+// TestWorkerGivesUpItsCursor: a worker started again over another cursor
+// gives its old one up rewound to the log's beginning, as deleting it
+// would: a worker taking the old cursor up later starts there, not where
+// the first one left it (skipping every event before).
+func TestWorkerGivesUpItsCursor(t *testing.T) {
+	ts := startServer(t, t.TempDir(), newSource(t, standardFixtures()), nil)
+	acme := ts.tenant(t, "acme")
+	ctx := context.Background()
+	srcs := appendOrders(t, acme, "order:1", 10)
+	if _, err := acme.StartWorker(ctx, "ca", client.WorkerSpec{Plugin: "echo", Region: inputs, Cursor: "c1", Restart: client.WorkerRestart{BackoffMinMs: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the worker past the inputs", func() bool { return worker(t, acme, "ca").Position > srcs[len(srcs)-1].GlobalSequence })
+	if _, err := acme.StartWorker(ctx, "ca", client.WorkerSpec{Plugin: "echo", Region: inputs, Cursor: "c2", Restart: client.WorkerRestart{BackoffMinMs: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acme.StartWorker(ctx, "cb", client.WorkerSpec{Plugin: "trapper", Region: inputs, Cursor: "c1",
+		Restart: client.WorkerRestart{MaxRestarts: intp(0)}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the quarantine", func() bool { return worker(t, acme, "cb").State == "quarantined" })
+	if st := worker(t, acme, "cb"); st.Position != 0 {
+		t.Fatalf("a worker over a cursor another gave up starts at %d, want 0 (the log's beginning)", st.Position)
+	}
+}

@@ -386,7 +386,9 @@ func (s *Supervisor) StartWorker(ctx context.Context, tenant string, req StartRe
 			defined = max
 		}
 	}
-	if _, err := s.opts.Plane.StartWorkerMax(ctx, d, max, defined); err != nil {
+	prev, existed := s.opts.Plane.Worker(tenant, req.Name)
+	now, err := s.opts.Plane.StartWorkerMax(ctx, d, max, defined)
+	if err != nil {
 		if errors.Is(err, control.ErrDefinedLimit) {
 			return Status{}, &DefinedLimitError{Defined: len(s.opts.Plane.Workers(tenant)), Limit: defined, MaxDefined: s.opts.MaxDefined}
 		}
@@ -395,8 +397,28 @@ func (s *Supervisor) StartWorker(ctx context.Context, tenant string, req StartRe
 		}
 		return Status{}, err
 	}
+	if existed && prev.Cursor != now.Cursor {
+		s.giveUpCursor(ctx, tenant, req.Name, prev.Cursor)
+	}
 	s.reconcileLocked(tenant, req.Name, false)
 	return s.Status(ctx, tenant, req.Name)
+}
+
+// giveUpCursor rewinds the cursor worker name no longer uses to the log's
+// beginning, as deleting the worker does, once its run on it has
+// stopped: whatever takes the name up later starts afresh rather than
+// where this worker left it. A rewind that fails is logged (the worker
+// runs on its new cursor all the same). The caller holds opMu.
+func (s *Supervisor) giveUpCursor(ctx context.Context, tenant, name, cursor string) {
+	s.mu.Lock()
+	old := s.runners[key{tenant, name}]
+	s.mu.Unlock()
+	if old != nil {
+		old.halt() // nothing commits the old cursor after this
+	}
+	if err := s.rewind(ctx, tenant, cursor); err != nil {
+		s.log.Warn("hosted worker: the cursor it gave up keeps its position", "tenant", tenant, "worker", name, "cursor", cursor, "error", err)
+	}
 }
 
 // DefinedLimitError refuses a worker under a new name when the tenant
@@ -1209,6 +1231,19 @@ func (r *runner) admit(ctx context.Context, store *core.Store, items []core.Batc
 	return qt.PaceWrite(ctx, len(items), bytes)
 }
 
+// writtenBefore reports whether err refuses a source event's reactions
+// because reactions to it were written under cursor before: an
+// idempotency key of the cursor's for the source names another event, or
+// the batch mixes keys written then with new ones (the plugin answers
+// more reactions now).
+func writtenBefore(err error, cursor string, source core.EventID) bool {
+	if errors.Is(err, core.ErrBatchMixedKeys) {
+		return true // every key of the batch is the cursor's for the source
+	}
+	var ie *core.IdempotencyError
+	return errors.As(err, &ie) && strings.HasPrefix(ie.Key, fmt.Sprintf("worker:%s:%s:", cursor, source))
+}
+
 // handler adapts the plugin to the cursor worker: for each batch it calls
 // the plugin and writes the reactions it returns, those of each source
 // event as one atomic batch with idempotency keys
@@ -1273,6 +1308,15 @@ func (r *runner) handler(store *core.Store, p *plugins.Plugin, t *turn) core.Han
 				return core.Continue, fmt.Errorf("reactions to %s: %w", sev.Header.ID, err)
 			}
 			if err := plugins.AppendReactions(wctx, store, items); err != nil {
+				if writtenBefore(err, cursor, sev.Header.ID) {
+					// A worker on this cursor handled the event before (one
+					// deleted and made again, whose cursor starts over, or
+					// one reset) and its plugin answers otherwise now: the
+					// reactions written then stand, none is written twice,
+					// and the worker goes on.
+					r.logf("info", "reactions to %s were written before under cursor %q and are kept (the plugin now answers otherwise: %v)", sev.Header.ID, cursor, err)
+					continue
+				}
 				return core.Continue, fmt.Errorf("reactions to %s: %w", sev.Header.ID, err)
 			}
 		}
