@@ -197,3 +197,20 @@ func TestPinnedProjectionRefusesAnotherVersion(t *testing.T) {
 		t.Fatalf("a projection pinned after the swap: %v, name %q", err, again.Name())
 	}
 }
+
+// TestProjectionNameCoversTheManifest: the same module under the same
+// name and version, loaded with another manifest (other grants: an
+// environment a fold may read), is another projection to the cache —
+// a version deleted and pushed again with another manifest never meets
+// the states the first one made — and the same manifest is the same.
+func TestProjectionNameCoversTheManifest(t *testing.T) {
+	ctx := context.Background()
+	m := projManifest("env")
+	a := plugins.Projection{P: load(t, newHost(t), fixture(t, "counter"), m), Ctx: ctx}.Name()
+	same := plugins.Projection{P: load(t, newHost(t), fixture(t, "counter"), m), Ctx: ctx}.Name()
+	m.Grants.Env = map[string]string{"MODE": "big"}
+	other := plugins.Projection{P: load(t, newHost(t), fixture(t, "counter"), m), Ctx: ctx}.Name()
+	if a != same || a == other {
+		t.Fatalf("names: first %q, same manifest %q, other grants %q", a, same, other)
+	}
+}

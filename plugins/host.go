@@ -242,6 +242,11 @@ type Plugin struct {
 type version struct {
 	m       Manifest
 	digest  string
+	// manifestSum is a digest of the manifest as loaded (its limits,
+	// grants and environment change what a fold computes): a projection's
+	// name carries it, so a version deleted and pushed again with another
+	// manifest never meets the states the first one made.
+	manifestSum string
 	rt      wazero.Runtime
 	mod     wazero.CompiledModule
 	cfg     wazero.ModuleConfig
@@ -550,7 +555,7 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	for k, val := range m.Grants.Env {
 		cfg = cfg.WithEnv(k, val)
 	}
-	v := &version{m: m, digest: digest, rt: rt, mod: mod, cfg: cfg, exports: exports, pool: make(chan *instance, m.Limits.PoolSize),
+	v := &version{m: m, digest: digest, manifestSum: manifestSum(m), rt: rt, mod: mod, cfg: cfg, exports: exports, pool: make(chan *instance, m.Limits.PoolSize),
 		cache: cache, charge: h.charge, releaseCode: releaseCode, code: code, codeBytes: codeBytes, perInstance: shape.instanceEstimate(uint64(m.Limits.TableElements)), log: h.log, logAttrs: []any{"plugin", m.Name, "version", m.Version}}
 	// Instantiate once now: the ABI version is checked and the first
 	// instance is ready for the first call. Both are bounded by the call

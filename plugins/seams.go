@@ -2,7 +2,10 @@ package plugins
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -124,13 +127,23 @@ func (pr Projection) Pinned() Projection {
 	return pr
 }
 
-// Name implements core.Projection: plugin name, version and digest.
+// Name implements core.Projection: plugin name, version, module digest
+// and a digest of the manifest (the projection cache's key: states made
+// under another manifest, one with other grants or environment, are not
+// this version's).
 func (pr Projection) Name() string {
 	v := pr.pin
 	if v == nil {
 		v = pr.P.cur.Load()
 	}
-	return fmt.Sprintf("plugin:%s@%s:%s", v.m.Name, v.m.Version, v.digest[:16])
+	return fmt.Sprintf("plugin:%s@%s:%s:%s", v.m.Name, v.m.Version, v.digest[:16], v.manifestSum)
+}
+
+// manifestSum is the first 16 hex digits of the SHA-256 of m as JSON.
+func manifestSum(m Manifest) string {
+	b, _ := json.Marshal(m)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
 }
 
 // SchemaVersion implements core.Projection.
