@@ -240,18 +240,18 @@ type Plugin struct {
 
 // version is one loaded module of a plugin; Swap replaces it.
 type version struct {
-	m       Manifest
-	digest  string
+	m      Manifest
+	digest string
 	// manifestSum is a digest of the manifest as loaded (its limits,
 	// grants and environment change what a fold computes): a projection's
 	// name carries it, so a version deleted and pushed again with another
 	// manifest never meets the states the first one made.
 	manifestSum string
-	rt      wazero.Runtime
-	mod     wazero.CompiledModule
-	cfg     wazero.ModuleConfig
-	exports map[string]bool
-	pool    chan *instance
+	rt          wazero.Runtime
+	mod         wazero.CompiledModule
+	cfg         wazero.ModuleConfig
+	exports     map[string]bool
+	pool        chan *instance
 
 	cache       wazero.CompilationCache                                    // the version's own (see compile)
 	charge      func(kind MemoryKind, n int64) (release func(), err error) // HostOptions.Charge
