@@ -586,7 +586,9 @@
         focus ? el("a", { href: "#/streams?entity=" + encodeURIComponent(focus.entity) }, "Stream " + focus.entity) : null));
   }
   function faultText(f) {
-    return (f.kind || "fault") + ": " + f.message ? trunc(f.message, 140) : jsonShort(f, 140) + (f.time ? " (" + f.time + ")" : "");
+    // The kind, then the message (the fault's JSON when it has none), then
+    // when it happened.
+    return (f.kind || "fault") + ": " + (f.message ? trunc(f.message, 140) : jsonShort(f, 140)) + (f.time ? " (" + f.time + ")" : "");
   }
   function trunc(s, n) { return s.length > n ? s.slice(0, n - 1) + "…" : s; }
   // jsonText writes v as JSON.stringify(v, null, indent) does (indent 0:
@@ -832,8 +834,8 @@
           const loaded = st ? st.loaded : p.loaded;
           const loadError = (parts.find((n) => n.load_error) || {}).load_error;
           const many = parts.length > 1;
-          const faults = parts.flatMap((n) => (n.faults || []).map((f) => Object.assign({ node: n.node }, f)))
-            .sort((a, b) => (Date.parse(a.time) || 0) - (Date.parse(b.time) || 0));
+          const faults = parts.flatMap((n) => (n.faults || []).map((f) => ({ node: n.node, f })))
+            .sort((a, b) => (Date.parse(a.f.time) || 0) - (Date.parse(b.f.time) || 0));
           const partText = (n) => n.node + ": " + (n.error ? n.error : n.quarantined ? "quarantined" : n.loaded ? "loaded" : "not loaded") +
             (n.error ? "" : ", " + plural(n.stats.calls, "call", "calls") + ", " + plural(n.stats.faults, "fault", "faults"));
           pitems.push(el("div", { class: "panel", id: "plugin-" + p.name },
@@ -847,7 +849,7 @@
             st && st.unanswered ? el("p", { class: "warn" }, "Partial: " + st.answered + " of " + parts.length + " nodes answered; the state above is theirs.") : null,
             unavailable ? el("p", { class: "warn" }, "Every node's status is not available now (" + unavailable + "); this is the state of the node you are connected to.") : null,
             faults.length ? el("details", { id: "faults-" + p.name, open: open.has("faults-" + p.name) }, el("summary", {}, faults.length + " recent fault(s)"),
-              el("ul", {}, faults.slice(-10).map((f) => el("li", { class: "mono" }, (many ? f.node + " " : "") + faultText(f))))) : null));
+              el("ul", {}, faults.slice(-10).map((x) => el("li", { class: "mono" }, (many ? x.node + " " : "") + faultText(x.f))))) : null));
         }
       } catch (e) { pitems.push(el("p", { class: "muted" }, e.message)); }
       try {
