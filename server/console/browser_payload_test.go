@@ -129,3 +129,87 @@ func TestEventPageShowsAnyPayloadWithinBounds(t *testing.T) {
 	}
 	b.noErrors("live tail")
 }
+
+// The event page shows and saves a payload as stored: numbers a double
+// does not hold (past 2^53, past its range, -0, 1.0), string escapes and
+// key order are the stored text's, not JSON.parse's; the live tail's
+// line is that text too.
+func TestEventPageShowsPayloadExactly(t *testing.T) {
+	b := newBrowser(t)
+	e := start(t)
+	key := e.tenant("acme")
+	base := e.base + "/console/"
+	const payload = `{"big":12345678901234567890123,"id":9007199254740993,"huge":1e400,"neg0":-0,"f":1.0,"e":-1.50E+3,` +
+		`"s":"\u00e9\"<&","k":{"2":"b","1":"a"},"a":[0.1e-0,[],{}],"t":true,"n":null}`
+	body := []byte(`{"entity":"exact:1","scope":"s","kind":"1:1","payload":` + payload + `}`)
+	add := func() string {
+		r := e.must(e.do(nil, "POST", "/v1/tenants/acme/events", body, "Authorization", "Bearer "+key), 201)
+		return r.json(t)["id"].(string)
+	}
+	id := add()
+
+	b.goTo(base)
+	b.run("sign in", visible("#credential"), chromedp.SendKeys(chromedp.CSS("#credential"), key), chromedp.Click(chromedp.CSS("#signin-submit")))
+	b.waitText("main h1", "Tenant acme")
+
+	b.goTo(base + "#/event?id=" + id)
+	b.waitText("#payload", `"big"`)
+	want := `{
+  "big": 12345678901234567890123,
+  "id": 9007199254740993,
+  "huge": 1e400,
+  "neg0": -0,
+  "f": 1.0,
+  "e": -1.50E+3,
+  "s": "\u00e9\"<&",
+  "k": {
+    "2": "b",
+    "1": "a"
+  },
+  "a": [
+    0.1e-0,
+    [],
+    {}
+  ],
+  "t": true,
+  "n": null
+}`
+	if got := b.text("#payload"); got != want {
+		t.Fatalf("the payload is shown as\n%s\nwant\n%s", got, want)
+	}
+	if n := eval[int](b, `document.querySelectorAll("#payload-note, #payload-approx").length`); n != 0 {
+		t.Fatal("an exactly shown payload carries a note")
+	}
+
+	dir := t.TempDir()
+	b.run("allow downloads", chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+		events := true
+		_, err := chromedp.CallBrowser(ctx, cdpbrowser.SetDownloadBehavior, cdpbrowser.SetDownloadBehaviorParams{
+			Behavior: cdpbrowser.SetDownloadBehaviorBehaviorAllowAndName, DownloadPath: dir, EventsEnabled: &events})
+		return err
+	}))
+	b.click("download", "#payload-download")
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		files, _ := os.ReadDir(dir)
+		var got []byte
+		if len(files) == 1 {
+			got, _ = os.ReadFile(filepath.Join(dir, files[0].Name()))
+			if string(got) == payload {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no download of the payload as stored within 20s (%d files; %q)", len(files), got)
+		}
+	}
+	b.noErrors("exact payload")
+
+	b.goTo(base + "#/tail")
+	b.waitText("#tail-state", "following")
+	tid := add()
+	b.run("tail row", visible(`#tail-body tr[data-id="`+tid+`"]`))
+	if got := b.text(`#tail-body tr[data-id="` + tid + `"] td:last-child`); got != payload[:119]+"…" {
+		t.Fatalf("the tail shows the payload as %q", got)
+	}
+	b.noErrors("live tail")
+}

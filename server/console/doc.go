@@ -60,14 +60,19 @@
 // preload); tenant data passed through the
 // console gets Cache-Control: no-store (in place of what the API route
 // would send). The page builds every element
-// with the DOM, never with markup from data. What it shows of a payload
-// is bounded by the payload's size, not its shape: the event page
-// indents a payload only while that text stays within 256 KiB (measured
-// as it is written, never built whole first: indented, a small payload
-// nested hundreds of levels deep would be hundreds of millions of
+// with the DOM, never with markup from data. The event page and the
+// live tail show a payload from its text in the API's answer, re-indented
+// token by token, never parsed into JavaScript values: its numbers (past
+// 2^53, past a double's range, -0, 1.0), string escapes and key order are
+// shown as stored, and Download JSON saves that text (the stored bytes;
+// the API answers without the whitespace between tokens). What it shows
+// of a payload is bounded by the payload's size, not its shape: the event
+// page indents a payload only while that text stays within 256 KiB
+// (measured as it is written, never built whole first: indented, a small
+// payload nested hundreds of levels deep would be hundreds of millions of
 // characters), and past it shows the compact JSON cut at 256 KiB, with a
-// button showing all of it and one downloading it; the live tail and the
-// decision log show the first 120 and 100 characters of the compact JSON.
+// button showing all of it; the live tail and the decision log show the
+// first 120 and 100 characters of the compact JSON.
 //
 // # Data
 //

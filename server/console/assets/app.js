@@ -90,7 +90,12 @@
       this.status = status; this.body = body;
     }
   }
-  async function call(method, path, body) {
+  async function call(method, path, body) { return (await request(method, path, body)).data; }
+  // request is call's answer with the text it was parsed from: {data,
+  // text} (data null for 204). A caller needing part of the answer as the
+  // server wrote it (JSON.parse rounds numbers to doubles) reads it from
+  // text with jsonMember.
+  async function request(method, path, body) {
     const init = { method, credentials: "same-origin", headers: {} };
     if (me && method !== "GET") init.headers["X-CSRF-Token"] = me.csrf_token;
     if (body !== undefined) {
@@ -98,7 +103,7 @@
       init.body = JSON.stringify(body);
     }
     const r = await fetch(path, init);
-    if (r.status === 204) return null;
+    if (r.status === 204) return { data: null, text: "" };
     const text = await r.text();
     let data = null;
     try { data = text ? JSON.parse(text) : null; } catch (e) { data = { detail: text }; }
@@ -106,7 +111,7 @@
       if (r.status === 401 && path !== P + "/session") { me = null; go("#/signin"); }
       throw new APIError(r.status, data);
     }
-    return data;
+    return { data, text };
   }
   const api = (method, apiPath, body) => call(method, P + "/api" + apiPath, body);
   const tpath = (rest) => "/v1/tenants/" + encodeURIComponent(me.tenant) + rest;
@@ -481,7 +486,10 @@
     const id = query.get("id") || "";
     document.title = "Event · batpak console";
     main.appendChild(el("h1", {}, "Event"));
-    const e = await api("GET", tpath("/events/" + encodeURIComponent(id)));
+    // The payload is shown and saved from the answer's text: parsed, its
+    // numbers would be doubles (9007199254740993 read as …992, 1e400 as
+    // null, -0 as 0, 1.0 as 1).
+    const { data: e, text } = await request("GET", P + "/api" + tpath("/events/" + encodeURIComponent(id)));
     const chain = el("dd", { id: "chain" }, e.redacted ? status(false, "", "redacted (payload removed; link kept)", true) : el("span", { class: "muted" }, "not checked"));
     const verifyBtn = el("button", { type: "button", id: "verify-chain", class: "secondary", onclick: async () => {
       verifyBtn.disabled = true;
@@ -504,7 +512,7 @@
       el("p", { class: "row" }, verifyBtn, el("a", { href: "#/graph?id=" + e.id }, "Causal graph of this event"),
         e.causation_id ? el("a", { href: "#/event?id=" + e.causation_id }, "Its cause") : null,
         el("a", { href: "#/streams?entity=" + encodeURIComponent(e.entity) }, "Its stream")),
-      el("h2", {}, "Payload"), e.redacted ? el("pre", { id: "payload" }, "(redacted)") : payloadView(e.payload, "event-" + e.id + ".json"));
+      el("h2", {}, "Payload"), e.redacted ? el("pre", { id: "payload" }, "(redacted)") : payloadView(jsonMember(text, "payload"), e.payload, "event-" + e.id + ".json"));
   }
 
   // ---------- causal graph ----------
@@ -640,34 +648,141 @@
     const j = jsonText(v, 0, n);
     return j.whole ? j.text : j.text.slice(0, n - 1) + "…";
   }
+  // JSON text, read as text: the payload of an answer is taken from the
+  // answer's text and re-indented token by token, so its numbers, string
+  // escapes and key order stay as stored (JSON.parse would turn
+  // 12345678901234567890123 into 1.2345678901234568e+22, 9007199254740993
+  // into …992, 1e400 into null, -0 into 0, 1.0 into 1). The text comes
+  // from the server, which checked it is JSON; these readers only find
+  // where each token ends.
+  const isSpace = (c) => c === " " || c === "\n" || c === "\r" || c === "\t";
+  function skipSpace(s, i) { while (i < s.length && isSpace(s[i])) i++; return i; }
+  // stringEnd is the index past the string starting at s[i] (a quote), or
+  // s.length when it does not end.
+  function stringEnd(s, i) {
+    for (i++; i < s.length; i++) {
+      const c = s[i];
+      if (c === "\\") i++;
+      else if (c === '"') return i + 1;
+    }
+    return s.length;
+  }
+  // scalarEnd is the index past the number or literal starting at s[i].
+  function scalarEnd(s, i) {
+    for (i++; i < s.length; i++) {
+      const c = s[i];
+      if (c === "," || c === ":" || c === "]" || c === "}" || c === "[" || c === "{" || c === '"' || isSpace(c)) break;
+    }
+    return i;
+  }
+  // valueEnd is the index past the JSON value starting at s[i].
+  function valueEnd(s, i) {
+    let depth = 0;
+    while (i < s.length) {
+      const c = s[i];
+      if (c === '"') i = stringEnd(s, i);
+      else if (c === "{" || c === "[") { depth++; i++; }
+      else if (c === "}" || c === "]") { depth--; i++; }
+      else if (c === "," || c === ":" || isSpace(c)) { i++; continue; }
+      else i = scalarEnd(s, i);
+      if (depth <= 0) return i;
+    }
+    return i;
+  }
+  // jsonMember is the text of the value named key in the JSON object text
+  // s (the first such member), or null when s is not an object holding it.
+  function jsonMember(s, key) {
+    if (typeof s !== "string") return null;
+    let i = skipSpace(s, 0);
+    if (s[i] !== "{") return null;
+    i = skipSpace(s, i + 1);
+    while (s[i] === '"') {
+      const k = stringEnd(s, i);
+      let name;
+      try { name = JSON.parse(s.slice(i, k)); } catch (err) { return null; }
+      i = skipSpace(s, k);
+      if (s[i] !== ":") return null;
+      const v = skipSpace(s, i + 1);
+      const end = valueEnd(s, v);
+      if (end <= v) return null;
+      if (name === key) return s.slice(v, end);
+      i = skipSpace(s, end);
+      if (s[i] !== ",") return null;
+      i = skipSpace(s, i + 1);
+    }
+    return null;
+  }
+  // rawText is the JSON text s written as JSON.stringify(JSON.parse(s),
+  // null, indent) lays it out (indent 0: compact), each number, string and
+  // literal as s writes it, the members in s's order; it stops once the
+  // text would pass limit characters: {text, whole} as jsonText. Work and
+  // memory stay within the smaller of s's length and limit, however deep
+  // s nests (no stack: only the depth is counted).
+  function rawText(s, indent, limit) {
+    const out = [];
+    let n = 0;
+    const put = (t) => {
+      if (n + t.length > limit) { out.push(t.slice(0, limit - n)); return false; }
+      out.push(t); n += t.length; return true;
+    };
+    const nl = (d) => (indent ? "\n" + " ".repeat(indent * d) : "");
+    let d = 0, i = 0;
+    while (i < s.length) {
+      const c = s[i];
+      let t;
+      if (isSpace(c)) { i++; continue; }
+      if (c === '"') { const j = stringEnd(s, i); t = s.slice(i, j); i = j; }
+      else if (c === "{" || c === "[") {
+        const j = skipSpace(s, i + 1);
+        if (s[j] === (c === "{" ? "}" : "]")) { t = c + s[j]; i = j + 1; } // empty: {} or []
+        else { d++; t = c + nl(d); i++; }
+      } else if (c === "}" || c === "]") { d = Math.max(0, d - 1); t = nl(d) + c; i++; }
+      else if (c === ",") { t = "," + nl(d); i++; }
+      else if (c === ":") { t = indent ? ": " : ":"; i++; }
+      else { const j = scalarEnd(s, i); t = s.slice(i, j); i = j; }
+      if (!put(t)) return { text: out.join(""), whole: false };
+    }
+    return { text: out.join(""), whole: true };
+  }
+  // rawShort is the JSON text s compact, cut to n characters (… marks a cut).
+  function rawShort(s, n) {
+    const j = rawText(s, 0, n);
+    return j.whole ? j.text : j.text.slice(0, n - 1) + "…";
+  }
   // PRETTY_MAX bounds the text a payload is shown as (characters).
   const PRETTY_MAX = 256 * 1024;
-  // payloadView shows a payload indented when that text stays within
-  // PRETTY_MAX; else compact, cut at PRETTY_MAX, with a button showing it
-  // all (compact: as large as the payload) and one saving it to a file.
-  function payloadView(v, name) {
-    const pretty = jsonText(v, 2, PRETTY_MAX);
-    if (pretty.whole) return [el("pre", { id: "payload" }, pretty.text)];
-    const compact = jsonText(v, 0, PRETTY_MAX);
-    const pre = el("pre", { id: "payload", class: "wrap" }, compact.text + (compact.whole ? "" : "…"));
-    const note = el("p", { class: "notice", id: "payload-note" }, compact.whole
-      ? "Shown compact: indented, this payload would pass " + bytes(PRETTY_MAX) + " of text."
-      : "Shown compact and cut at " + bytes(PRETTY_MAX) + " of text: show it all, or download it.");
-    const full = () => JSON.stringify(v);
-    const showAll = compact.whole ? null : el("button", { type: "button", id: "payload-all", class: "secondary", onclick: () => {
-      pre.textContent = full();
-      showAll.remove();
-      note.textContent = "Shown compact, all of it.";
-    } }, "Show all");
+  // payloadView shows a payload, from raw, its JSON text in the API's
+  // answer: indented when that text stays within PRETTY_MAX; else compact,
+  // cut at PRETTY_MAX, with a button showing it all (compact: as large as
+  // the payload). Download JSON saves raw itself. Without raw (an answer
+  // this page could not read it from) the parsed value v is shown and
+  // saved, marked approximate.
+  function payloadView(raw, v, name) {
+    const exact = typeof raw === "string";
+    if (!exact) raw = JSON.stringify(v) ?? "null";
+    const approx = exact ? null : el("p", { class: "notice", id: "payload-approx" },
+      "Approximate: read as JavaScript numbers, so integers past 2^53 and other numbers a double does not hold exactly may differ from the stored payload.");
+    const pretty = rawText(raw, 2, PRETTY_MAX);
     const download = el("button", { type: "button", id: "payload-download", class: "secondary", onclick: () => {
-      const url = URL.createObjectURL(new Blob([full()], { type: "application/json" }));
+      const url = URL.createObjectURL(new Blob([raw], { type: "application/json" }));
       const a = el("a", { href: url, download: name, hidden: true });
       document.body.appendChild(a);
       a.click();
       a.remove();
       setTimeout(() => URL.revokeObjectURL(url), 60000);
     } }, "Download JSON");
-    return [note, el("p", { class: "row" }, showAll, download), pre];
+    if (pretty.whole) return [approx, el("p", { class: "row" }, download), el("pre", { id: "payload" }, pretty.text)];
+    const compact = rawText(raw, 0, PRETTY_MAX);
+    const pre = el("pre", { id: "payload", class: "wrap" }, compact.text + (compact.whole ? "" : "…"));
+    const note = el("p", { class: "notice", id: "payload-note" }, compact.whole
+      ? "Shown compact: indented, this payload would pass " + bytes(PRETTY_MAX) + " of text."
+      : "Shown compact and cut at " + bytes(PRETTY_MAX) + " of text: show it all, or download it.");
+    const showAll = compact.whole ? null : el("button", { type: "button", id: "payload-all", class: "secondary", onclick: () => {
+      pre.textContent = rawText(raw, 0, Infinity).text;
+      showAll.remove();
+      note.textContent = "Shown compact, all of it.";
+    } }, "Show all");
+    return [approx, note, el("p", { class: "row" }, showAll, download), pre];
   }
 
   // ---------- live tail ----------
@@ -712,7 +827,7 @@
           el("td", {}, el("a", { href: "#/event?id=" + e.id }, e.entity)),
           el("td", {}, el("code", {}, kindName(e.kind))),
           el("td", { class: "mono" }, e.timestamp),
-          el("td", { class: "mono" }, jsonShort(e.payload, 120))), body.firstChild);
+          el("td", { class: "mono" }, rawShort(jsonMember(m.data, "payload") ?? JSON.stringify(e.payload) ?? "null", 120))), body.firstChild);
         while (body.children.length > 200) body.removeChild(body.lastChild);
       });
       const ended = (m) => {
