@@ -590,12 +590,12 @@ func (s *Store) switchIndex(sealed []uint32, outs []*compactOut, epoch uint64) {
 // strayTemp reports whether name is a temporary file a crash left in the
 // store directory: a compaction's segment that never committed, or the
 // temporary file of an atomic write (segment.WriteFileAtomic) of the
-// journal, the checkpoint or the erasure epoch.
+// journals, the checkpoint or the erasure epoch.
 func strayTemp(name string) bool {
 	if strings.HasSuffix(name, format.SegmentSuffix+tmpSuffix) || strings.Contains(name, footerSuffix+tmpSuffix) {
 		return true
 	}
-	for _, f := range []string{compactJournal, format.CheckpointName, erasureFile} {
+	for _, f := range []string{compactJournal, redactJournal, format.CheckpointName, erasureFile} {
 		if strings.HasPrefix(name, f+tmpSuffix) {
 			return true
 		}

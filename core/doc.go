@@ -391,15 +391,20 @@
 // A plain segment's frame is redacted in place with two writes (the
 // record, then the frame header with its new checksum); a crash or power
 // loss between them would leave a frame failing its checksum. So the
-// frames about to be rewritten (segment, offset, event id; at most 4,096
-// at a time) are first recorded in the redaction journal (redact.journal,
-// synced), and it is removed once they are rewritten and synced. Open
-// finishes what a journal names before it reads the log (the rewrite
-// depends only on bytes it does not change, so it is the same whatever
-// part of it reached the disk), as does the next redaction after one that
-// failed part way. A read-only store beside a live writer reads again
-// while a journal is there. A damaged journal is a *CorruptionError
-// naming it.
+// frames about to be rewritten (segment, offset, event id and the
+// checksum the frame will have; at most 4,096 at a time) are first
+// recorded in the redaction journal (redact.journal, synced), and it is
+// removed once they are rewritten and synced. Open finishes what a
+// journal names before it reads the log (the rewrite depends only on
+// bytes it does not change, so it is the same whatever part of it reached
+// the disk), only where what it finds comes to the recorded checksum: a
+// frame not yet synced that a power loss tore in other bytes stays a torn
+// tail. The next redaction after one that failed part way finishes its
+// journal first. A read-only store beside a live writer reads again while
+// a journal is there. A damaged journal is a *CorruptionError naming it.
+// A packed segment holding far more batch and fence records than events
+// (more than two per event and 65,536 besides: no writer makes that, and
+// such a file decodes to hundreds of times its size) is refused at Open.
 //
 // # Platforms
 //

@@ -95,6 +95,7 @@ func (s *Store) eachLoc(locs []index.Loc, fn func(StoredEvent, error) bool) {
 }
 
 func (s *Store) decodeAt(m *segment.Mapping, l index.Loc) (StoredEvent, error) {
+	lastLook := false
 	for try := 0; ; try++ {
 		// Copy the frame first and check the copy: a redaction may rewrite
 		// the frame in place while we read it. s.rewrites (odd while a
@@ -112,6 +113,12 @@ func (s *Store) decodeAt(m *segment.Mapping, l index.Loc) (StoredEvent, error) {
 		// A read-only store beside a live writer cannot see its rewrites
 		// count: the writer's redaction journal says a rewrite may run.
 		overlapped := gen%2 == 1 || s.rewrites.Load() != gen || (s.readOnly && redacting(s.fs, s.cfg.Dir))
+		if !overlapped && s.readOnly && !lastLook {
+			// The writer may have finished the frame and removed its
+			// journal between the copy and the look: one more copy is
+			// final (the journal goes once the frames are synced).
+			lastLook, overlapped = true, true
+		}
 		if !overlapped || try == readRetries {
 			// No rewrite overlapped the read: the frame is damaged.
 			return StoredEvent{}, &CorruptionError{File: m.File(), Offset: int64(l.Off), Reason: "event frame fails its checksum on read"}

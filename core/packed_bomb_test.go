@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/core/internal/format"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -18,11 +19,17 @@ import (
 // zeros each, every checksum right: a file of a few bytes per block that
 // decodes to n × 64 KiB.
 func craftPackedBomb(t *testing.T, path string, n int) int64 {
+	return craftPacked(t, path, n, make([]byte, 64<<10))
+}
+
+// craftPacked writes a packed segment (key 1) of n blocks each holding
+// block, every checksum right.
+func craftPacked(t *testing.T, path string, n int, block []byte) int64 {
 	t.Helper()
 	cast := crc32.MakeTable(crc32.Castagnoli)
 	le := binary.LittleEndian
 	enc, _ := zstd.NewWriter(nil)
-	stored := enc.EncodeAll(make([]byte, 64<<10), nil)
+	stored := enc.EncodeAll(block, nil)
 	h := make([]byte, 32)
 	copy(h, "BPAKSEG\x00")
 	le.PutUint16(h[8:], 2) // packed version
@@ -38,9 +45,9 @@ func craftPackedBomb(t *testing.T, path string, n int) int64 {
 		table = le.AppendUint32(table, uint32(logical))
 		table = le.AppendUint64(table, uint64(at))
 		table = le.AppendUint32(table, uint32(len(stored)))
-		table = le.AppendUint32(table, 64<<10)
+		table = le.AppendUint32(table, uint32(len(block)))
 		table = le.AppendUint32(table, crc32.Checksum(stored, cast))
-		logical += 64 << 10
+		logical += uint64(len(block))
 	}
 	tableAt := len(out)
 	out = append(out, table...)
@@ -95,5 +102,27 @@ func TestPackedBombRefusedAtItsFirstBlock(t *testing.T) {
 		if alloc := m1.TotalAlloc - m0.TotalAlloc; alloc > 16<<20 {
 			t.Errorf("%s of a %d KiB crafted packed segment allocated %d MiB before refusing it", c.name, size>>10, alloc>>20)
 		}
+	}
+}
+
+// TestPackedMarkerBombRefused: a crafted packed segment whose blocks are
+// whole frames, every checksum right, but only batch-begin records
+// (1,024 blocks: 83 KiB on disk, 64 MiB decoded; at 4 MB a file reaches
+// the 4 GiB a segment may cover) is refused at Open naming the file,
+// before the sealer or Verify would decode it whole.
+func TestPackedMarkerBombRefused(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "00000000000000000001.seg")
+	var block []byte
+	for len(block)+24 <= 64<<10 {
+		block = format.AppendMarker(block, format.RecBatchBegin, 1, 7)
+	}
+	craftPacked(t, path, 1024, block)
+	var ce *core.CorruptionError
+	if s, err := core.Open(testConfig(dir)); !errors.As(err, &ce) || ce.File != path || !strings.Contains(err.Error(), "batch and fence records") {
+		if err == nil {
+			s.Close()
+		}
+		t.Fatalf("Open of a packed segment of batch markers alone: %v; want a *CorruptionError naming %s", err, path)
 	}
 }

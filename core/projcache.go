@@ -42,7 +42,7 @@ type ProjectionCache interface {
 // (CachedState.Erasures) already keeps such states from being served.
 // LRUCache and FileCache are EntityForgetters.
 type EntityForgetter interface {
-	ForgetEntity(entity string)
+	ForgetEntities(entities map[string]bool)
 }
 
 // entityOfKey is the entity a cache key (cacheKey) is of.
@@ -57,12 +57,14 @@ func entityOfKey(key string) string {
 // of entities.
 func (s *Store) forgetEntities(entities map[string]int) {
 	f, ok := s.cfg.ProjectionCache.(EntityForgetter)
-	if !ok {
+	if !ok || len(entities) == 0 {
 		return
 	}
+	set := make(map[string]bool, len(entities))
 	for e := range entities {
-		f.ForgetEntity(e)
+		set[e] = true
 	}
+	f.ForgetEntities(set)
 }
 
 // LRUCache is an in-memory ProjectionCache holding at most a fixed number
@@ -113,13 +115,13 @@ func (c *LRUCache) Put(key string, st CachedState) {
 	}
 }
 
-// ForgetEntity implements EntityForgetter.
-func (c *LRUCache) ForgetEntity(entity string) {
+// ForgetEntities implements EntityForgetter.
+func (c *LRUCache) ForgetEntities(entities map[string]bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for el := c.ll.Front(); el != nil; {
 		next := el.Next()
-		if it := el.Value.(*lruItem); entityOfKey(it.key) == entity {
+		if it := el.Value.(*lruItem); entities[entityOfKey(it.key)] {
 			c.ll.Remove(el)
 			delete(c.keys, it.key)
 		}
@@ -183,10 +185,11 @@ func (c *FileCache) Get(key string) (CachedState, bool) {
 	}, true
 }
 
-// ForgetEntity implements EntityForgetter: it removes the state files of
-// the entity's states, reading the key of each file in the directory (a
-// file it cannot read is left: Get misses it anyway when it is damaged).
-func (c *FileCache) ForgetEntity(entity string) {
+// ForgetEntities implements EntityForgetter: it removes the state files
+// of the entities' states, reading the key at the head of each file in
+// the directory once for them all (a file it cannot read is left: Get
+// misses it anyway when it is damaged).
+func (c *FileCache) ForgetEntities(entities map[string]bool) {
 	ents, err := os.ReadDir(c.dir)
 	if err != nil {
 		return
@@ -196,7 +199,7 @@ func (c *FileCache) ForgetEntity(entity string) {
 			continue
 		}
 		path := filepath.Join(c.dir, e.Name())
-		if key, ok := stateFileKey(path); ok && entityOfKey(key) == entity {
+		if key, ok := stateFileKey(path); ok && entities[entityOfKey(key)] {
 			_ = os.Remove(path)
 		}
 	}
@@ -204,7 +207,7 @@ func (c *FileCache) ForgetEntity(entity string) {
 
 // stateFileKey reads the key a state file holds, reading only its head.
 func stateFileKey(path string) (string, bool) {
-	f, err := os.Open(path)
+	f, err := vfs.Default().Open(path) // a regular file only, never blocking on a pipe
 	if err != nil {
 		return "", false
 	}

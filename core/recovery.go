@@ -405,14 +405,39 @@ func (s *Store) recoverPacked(lw *logWalker, id uint32, path string, file []byte
 	// refused at its first block that is not whole frames, and a sound
 	// one is read in a block's memory, not its whole logical size.
 	s.openReport.SegmentsScanned++
-	if err := pk.ScanBlocks(file, s.recoverFrame(lw, id, from, ck)); err != nil {
+	frame := s.recoverFrame(lw, id, from, ck)
+	events, others := 0, 0
+	err = pk.ScanBlocks(file, func(off int, rec []byte) error {
+		if rec[0] == format.RecEvent {
+			events++
+		} else {
+			others++
+		}
+		return frame(off, rec)
+	})
+	if err != nil {
 		if segment.Damaged(err) {
 			return 0, 0, &CorruptionError{File: path, Reason: err.Error()}
 		}
 		return 0, 0, err
 	}
+	if others > maxMarkersPerEvent*events+maxLooseMarkers {
+		// The writer frames batches and fences around events: a packed
+		// segment of markers alone decodes to hundreds of times its size
+		// (a crafted file), which the sealer and Verify would hold whole.
+		return 0, 0, &CorruptionError{File: path, Reason: fmt.Sprintf("a packed segment of %d batch and fence records around %d events: no writer makes that", others, events)}
+	}
 	return pk.Size(), pk.Size(), nil
 }
+
+// maxMarkersPerEvent and maxLooseMarkers bound the batch and fence
+// records a packed segment holds (recoverPacked): a batch frames its
+// events with two, and fences that hold no event (cancelled, empty) add
+// two each, far fewer than 32,768 of them to a segment.
+const (
+	maxMarkersPerEvent = 2
+	maxLooseMarkers    = 1 << 16
+)
 
 // dropStaleFooter removes the footer of segment id when replaying it
 // showed it does not match the log (the sealer writes a sound one), and

@@ -52,6 +52,9 @@ func (s *Store) Redact(ctx context.Context, id EventID) error {
 	if s.maintClosed {
 		return ErrClosed
 	}
+	if err := s.finishPendingRedaction(); err != nil {
+		return err
+	}
 	s.ix.RLock()
 	seq, ok := s.ix.Lookup(id)
 	var l index.Loc
@@ -81,6 +84,9 @@ func (s *Store) EraseEntity(ctx context.Context, entity string) (int, error) {
 	defer s.erasureMu.Unlock()
 	if s.maintClosed {
 		return 0, ErrClosed
+	}
+	if err := s.finishPendingRedaction(); err != nil {
+		return 0, err
 	}
 	return s.eraseAdmitted(ctx, ActionErase, entity, s.ix.Stream(entity))
 }
@@ -326,13 +332,6 @@ func (s *Store) raiseErasures() (uint64, error) {
 // journal is removed at the end. It returns how many it erased. The
 // caller holds erasureMu.
 func (s *Store) redactInPlace(locs []index.Loc) (int, error) {
-	if redacting(s.fs, s.cfg.Dir) {
-		// A redaction that failed part way (an I/O error) left its
-		// journal: finish it before the journal is overwritten.
-		if err := s.finishRedactionsLive(); err != nil {
-			return 0, err
-		}
-	}
 	done := 0
 	n, err := s.redactChunks(locs)
 	done += n
@@ -353,7 +352,13 @@ func (s *Store) redactChunks(locs []index.Loc) (int, error) {
 	for len(locs) > 0 {
 		chunk := locs[:min(len(locs), redactJournalChunk)]
 		locs = locs[len(chunk):]
-		entries := s.redactEntries(chunk)
+		entries, chunk, err := s.redactEntries(chunk)
+		if err != nil {
+			return done, err
+		}
+		if len(chunk) == 0 {
+			continue
+		}
 		if err := journalRedactions(s.fs, s.cfg.Dir, entries); err != nil {
 			return done, err
 		}
@@ -382,6 +387,20 @@ func (s *Store) redactChunks(locs []index.Loc) (int, error) {
 		closeAll()
 	}
 	return done, nil
+}
+
+// finishPendingRedaction finishes the journal a redaction that failed
+// part way (an I/O error) left, if any, before another erasure reads the
+// events (a frame it left half rewritten fails its checksum until then)
+// or overwrites the journal. The caller holds erasureMu.
+func (s *Store) finishPendingRedaction() error {
+	if !redacting(s.fs, s.cfg.Dir) {
+		return nil
+	}
+	if err := s.finishRedactionsLive(); err != nil {
+		return fmt.Errorf("batpak: finish the redaction that failed before: %w", err)
+	}
+	return nil
 }
 
 // finishRedactionsLive finishes the journal a failed redaction left, as

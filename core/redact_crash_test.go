@@ -215,3 +215,36 @@ func TestRedactFailingWriteFinishedLive(t *testing.T) {
 		t.Fatalf("the redaction journal is still there: %v", err)
 	}
 }
+
+// TestRedactAgainAfterAFailedFinish: a redaction whose frame header
+// writes keep failing leaves its frame half rewritten and its journal
+// (the store could not finish it either); once the disk works again,
+// asking for the redaction again finishes it rather than reporting the
+// frame corrupt.
+func TestRedactAgainAfterAFailedFinish(t *testing.T) {
+	efs := errorfs.Wrap(vfs.Default())
+	dir := t.TempDir()
+	s, err := core.OpenWithFS(redactCrashConfig(dir), efs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	c, _ := core.NewCoordinate("acct", "s")
+	r := mustAppend(t, s, c, kindA, `{"secret":"x"}`)
+	mustAppend(t, s, c, kindA, `{"after":1}`)
+	efs.Inject(errorfs.Fault{Op: errorfs.OpWrite, Pattern: "*.seg", Size: 8, Persist: true, Err: errorfs.EIO})
+	if err := s.Redact(ctx, r.ID); err == nil {
+		t.Fatal("Redact with every frame header write failing: no error")
+	}
+	efs.Clear()
+	if err := s.Redact(ctx, r.ID); err != nil {
+		t.Fatalf("Redact again once the disk works: %v", err)
+	}
+	if ev, err := s.Get(r.ID); err != nil || !ev.Redacted {
+		t.Fatalf("after the second Redact: redacted %v, %v", ev.Redacted, err)
+	}
+	if _, err := s.Verify(); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+}

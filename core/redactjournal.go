@@ -31,18 +31,24 @@ const redactJournal = "redact.journal"
 // more rewrites them a chunk at a time, each chunk journaled and synced.
 const redactJournalChunk = 4096
 
-// redactEntrySize is one entry's bytes: segment, offset, event id.
-const redactEntrySize = 4 + 4 + 16
+// redactEntrySize is one entry's bytes: segment, offset, event id, and
+// the checksum the frame has once redacted.
+const redactEntrySize = 4 + 4 + 16 + 4
 
 // redactJournalMax is the largest journal: magic, count, entries, CRC.
 const redactJournalMax = 8 + redactJournalChunk*redactEntrySize + 4
 
-var redactJournalMagic = [4]byte{'B', 'P', 'R', 'J'}
+var redactJournalMagic = [4]byte{'B', 'P', 'R', '2'}
 
-// redactEntry is one frame a redaction rewrites.
+// redactEntry is one frame a redaction rewrites, and the checksum it has
+// once rewritten: Open rewrites a frame only when what it finds there
+// comes to that (the bytes a redaction keeps are those it read), never a
+// frame a power loss tore in another way, which stays torn (a tail cut,
+// damage named) as it would without the journal.
 type redactEntry struct {
 	seg, off uint32
 	id       [16]byte
+	crc      uint32
 }
 
 // encodeRedactJournal is the journal naming entries.
@@ -54,6 +60,7 @@ func encodeRedactJournal(entries []redactEntry) []byte {
 		b = le.AppendUint32(b, e.seg)
 		b = le.AppendUint32(b, e.off)
 		b = append(b, e.id[:]...)
+		b = le.AppendUint32(b, e.crc)
 	}
 	return le.AppendUint32(b, format.CRC32C(b))
 }
@@ -89,7 +96,7 @@ func readRedactJournal(fsys vfs.FS, dir string) ([]redactEntry, error) {
 	entries := make([]redactEntry, n)
 	for i := range entries {
 		p := b[8+i*redactEntrySize:]
-		entries[i] = redactEntry{seg: le.Uint32(p), off: le.Uint32(p[4:]), id: [16]byte(p[8:24])}
+		entries[i] = redactEntry{seg: le.Uint32(p), off: le.Uint32(p[4:]), id: [16]byte(p[8:24]), crc: le.Uint32(p[24:])}
 	}
 	return entries, nil
 }
@@ -157,8 +164,12 @@ func finishRedactions(fsys vfs.FS, dir string, log func(msg string, args ...any)
 	}
 	done := 0
 	bySeg := map[uint32][]redactEntry{}
+	seen := map[[2]uint32]bool{}
 	for _, e := range entries {
-		bySeg[e.seg] = append(bySeg[e.seg], e)
+		if at := [2]uint32{e.seg, e.off}; !seen[at] { // each frame once
+			seen[at] = true
+			bySeg[e.seg] = append(bySeg[e.seg], e)
+		}
 	}
 	for seg, es := range bySeg {
 		path := filepath.Join(dir, format.SegmentName(seg))
@@ -181,7 +192,7 @@ func finishRedactions(fsys vfs.FS, dir string, log func(msg string, args ...any)
 				return fmt.Errorf("batpak: finish an interrupted redaction in %s: %w", path, err)
 			}
 			out, already, ok := redactedFrame(frame, e.id)
-			if !ok || already {
+			if !ok || already || le.Uint32(out[4:]) != e.crc {
 				continue
 			}
 			if err := writeRedactedFrame(f, e.off, out); err != nil {
@@ -249,13 +260,37 @@ func redacting(fsys vfs.FS, dir string) bool {
 	return err == nil
 }
 
-// redactEntries are the journal entries of locs, in the index's terms.
-func (s *Store) redactEntries(locs []index.Loc) []redactEntry {
-	out := make([]redactEntry, len(locs))
-	s.ix.RLock()
-	defer s.ix.RUnlock()
-	for i, l := range locs {
-		out[i] = redactEntry{seg: l.Seg, off: l.Off, id: s.ix.At(l.Seq).ID}
+// redactEntries are the journal entries of locs: where each frame is,
+// its event's id, and the checksum it has once redacted, computed from
+// the frame as it is now (sound: redactOne checks it again before
+// rewriting). A frame already redacted, or not sound, is left out.
+func (s *Store) redactEntries(locs []index.Loc) ([]redactEntry, []index.Loc, error) {
+	out := make([]redactEntry, 0, len(locs))
+	keep := locs[:0:0]
+	for _, l := range locs {
+		s.ix.RLock()
+		id := s.ix.At(l.Seq).ID
+		s.ix.RUnlock()
+		m, err := s.acquireSegment(l.Seg)
+		if err != nil {
+			return nil, nil, err
+		}
+		path := m.File()
+		rec, ok := format.FrameAt(m.Bytes(), int(l.Off))
+		if !ok {
+			s.segs.Release(m)
+			return nil, nil, &CorruptionError{File: path, Offset: int64(l.Off), Reason: "event frame fails its checksum before redaction"}
+		}
+		frame, already, ok := redactedFrame(m.Bytes()[l.Off:int(l.Off)+format.FrameHeaderSize+len(rec)], id)
+		s.segs.Release(m)
+		if !ok {
+			return nil, nil, &CorruptionError{File: path, Offset: int64(l.Off), Reason: "the frame the index names is not the event's"}
+		}
+		if already {
+			continue
+		}
+		out = append(out, redactEntry{seg: l.Seg, off: l.Off, id: id, crc: le.Uint32(frame[4:])})
+		keep = append(keep, l)
 	}
-	return out
+	return out, keep, nil
 }

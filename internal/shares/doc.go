@@ -8,7 +8,9 @@
 // slot either. A slot that frees goes to the waiting tenant holding the
 // fewest, then to the one whose takes held the slots least lately, then
 // to the one served longest ago, so however many tenants wait, one whose
-// calls are quick is served at the next hand-over. NewFair's pools keep
+// calls are quick and that holds none is served at the next hand-over
+// unless a waiting tenant used the slots still less lately. NewFair's
+// pools keep
 // no share back (for work that must not idle). A pool keeps a tenant's
 // entry only while a take holds or waits on it, its use until it decays
 // away, and when it last served a tenant for at least 65,536 hand-overs.

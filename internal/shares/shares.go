@@ -24,12 +24,14 @@ const DefaultWindow = 2 * time.Second
 // they run); then to the one served longest ago (the pool remembers
 // that past a tenant's last take, so coming back gains nothing); then to
 // the one whose take came first. A tenant's own takes are served in the
-// order they came. So a tenant whose calls are quick is served at the
-// next hand-over however often it asks and however many tenants with
-// slow calls keep takes waiting; a tenant holding none waits for at most
-// one hand-over per waiting tenant that used the slots less lately than
-// it; a tenant already holding a slot waits while tenants holding none
-// keep coming (it is making progress).
+// order they came. So a tenant holding none whose calls are quick is
+// served at the next hand-over however many tenants with slow calls keep
+// takes waiting, as long as it used the slots less lately than they did
+// (tenants that rested meanwhile come first; one asking so often that
+// its use grows past theirs waits its turn); a tenant holding none waits
+// for at most one hand-over per waiting tenant that used the slots less
+// lately than it; a tenant already holding a slot waits while tenants
+// holding none keep coming (it is making progress).
 //
 // New's pools also hold busy tenants back: a tenant whose use passes an
 // eighth of the pool's capacity over the window (Size × W / 8
@@ -73,6 +75,7 @@ const servedHorizon = 1 << 16
 // first served.
 type share struct {
 	name      string
+	use       *usage // the tenant's entry of Pool.use as of its last grant or its coming (nil: none)
 	held      int
 	lastGrant uint64 // the pool's grants when it was last handed a slot (served: 0 when never)
 	waiters   []*waiter
@@ -171,7 +174,7 @@ func (p *Pool) Take(ctx context.Context, tenant string, wait time.Duration) (rel
 		// In its place in the rotation: a tenant whose entry went (it held
 		// and waited for nothing) and comes back is not served before
 		// those waiting on, and one served long ago (or never) is.
-		sh = &share{name: tenant, lastGrant: p.served[tenant]}
+		sh = &share{name: tenant, use: p.use[tenant], lastGrant: p.served[tenant]}
 		p.tenants[tenant] = sh
 	}
 	p.seq++
@@ -276,12 +279,15 @@ func (p *Pool) dispatchLocked() {
 			if sh.held >= p.perTenant || (sh.waiters[0].busy && p.busyInUse >= p.busyShare) {
 				continue
 			}
+			if next != nil && sh.held > next.held {
+				continue // cannot come first: its use need not be weighed
+			}
 			// The slot time each used lately, not the hand-overs: a tenant
 			// whose calls are quick is served before those whose calls are
-			// slow, however often it asks.
+			// slow.
 			var use float64
-			if u := p.use[sh.name]; u != nil {
-				use = u.now(now, p.window)
+			if sh.use != nil {
+				use = sh.use.now(now, p.window)
 			}
 			if next == nil || fairer(sh, next, use, nextUse) {
 				next, nextUse = sh, use
@@ -302,7 +308,7 @@ func (p *Pool) dispatchLocked() {
 		p.grants++
 		next.lastGrant = p.grants
 		p.rememberLocked(next.name)
-		w.start = p.holdLocked(next.name)
+		w.start = p.holdLocked(next)
 		close(w.granted)
 	}
 }
@@ -323,9 +329,10 @@ func fairer(a, b *share, aUse, bUse float64) bool {
 	return a.waiters[0].seq < b.waiters[0].seq
 }
 
-// holdLocked records that one of tenant's takes holds a slot from now
-// on: its use counts it as it runs.
-func (p *Pool) holdLocked(tenant string) *time.Time {
+// holdLocked records that one of sh's tenant's takes holds a slot from
+// now on: its use counts it as it runs.
+func (p *Pool) holdLocked(sh *share) *time.Time {
+	tenant := sh.name
 	start := time.Now()
 	u := p.use[tenant]
 	if u == nil {
@@ -343,6 +350,7 @@ func (p *Pool) holdLocked(tenant string) *time.Time {
 		u.holding = map[*time.Time]struct{}{}
 	}
 	u.holding[&start] = struct{}{}
+	sh.use = u
 	return &start
 }
 
