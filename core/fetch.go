@@ -121,7 +121,11 @@ func (s *Store) decodeAt(m *segment.Mapping, l index.Loc) (StoredEvent, error) {
 		}
 		if !overlapped || try == readRetries {
 			// No rewrite overlapped the read: the frame is damaged.
-			return StoredEvent{}, &CorruptionError{File: m.File(), Offset: int64(l.Off), Reason: "event frame fails its checksum on read"}
+			why := "event frame fails its checksum on read"
+			if s.readOnly && redacting(s.fs, s.cfg.Dir) {
+				why += pendingRedaction
+			}
+			return StoredEvent{}, &CorruptionError{File: m.File(), Offset: int64(l.Off), Reason: why}
 		}
 		time.Sleep(readRetryWait)
 	}

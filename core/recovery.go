@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
@@ -97,6 +98,10 @@ func (s *Store) recoverStoreFiles() (recovered, error) {
 	s.openReport.Elapsed = time.Since(began)
 	if damaged {
 		s.openReport.ErasureEpochReset = 1
+	}
+	var ce *CorruptionError
+	if s.readOnly && errors.As(err, &ce) && redacting(s.fs, cfg.Dir) && !strings.HasSuffix(ce.Reason, pendingRedaction) {
+		ce.Reason += pendingRedaction
 	}
 	if err == nil {
 		err = s.checkLogEnd(logRecs, &rec)

@@ -253,6 +253,10 @@ func removeRedactJournal(fsys vfs.FS, dir string) error {
 	return nil
 }
 
+// pendingRedaction is what a read-only store adds to the damage it finds
+// while a redaction journal is there.
+const pendingRedaction = " (a redaction journal is there: a redaction is rewriting frames, or a crash interrupted one, which opening the store read-write finishes)"
+
 // redacting reports whether a redaction journal is in dir: a redaction
 // is rewriting frames in place (or a crash interrupted one).
 func redacting(fsys vfs.FS, dir string) bool {
