@@ -18,9 +18,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	opautil "github.com/open-policy-agent/opa/v1/util"
 	"github.com/spf13/cobra"
 
+	"github.com/batpak-go/batpak/policy/opa"
 	"github.com/batpak-go/batpak/sdk/client"
 )
 
@@ -192,8 +192,8 @@ func yamlData(name string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var v any
-	if err := opautil.Unmarshal(raw, &v); err != nil {
+	v, err := opa.DataFromYAML(raw)
+	if err != nil {
 		return nil, fmt.Errorf("does not convert to JSON data: %s", oneLine(err.Error()))
 	}
 	var b bytes.Buffer

@@ -22,6 +22,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/print"
 	"github.com/open-policy-agent/opa/v1/types"
+	"github.com/open-policy-agent/opa/v1/util"
 )
 
 // DefaultTestTimeout is TestOptions.Timeout's default.
@@ -479,3 +480,15 @@ func ErrorLines(err error) []string {
 // starting with a tab) with two spaces: a tab is a control character that
 // terminals and one-line renderings show escaped.
 func detab(s string) string { return strings.ReplaceAll(s, "\t", "  ") }
+
+// DataFromYAML decodes a bundle's data.yaml (or data.yml) as OPA's
+// loader reads it, for a caller sending the bundle where only data.json
+// is taken: the same value, so a policy decides the same there. An error
+// names what does not decode.
+func DataFromYAML(raw []byte) (any, error) {
+	var v any
+	if err := util.Unmarshal(raw, &v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}

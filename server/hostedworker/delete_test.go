@@ -2,6 +2,8 @@ package hostedworker_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -146,4 +148,35 @@ func TestWorkerGivesUpItsCursor(t *testing.T) {
 	if st := worker(t, acme, "cb"); st.Position != 0 {
 		t.Fatalf("a worker over a cursor another gave up starts at %d, want 0 (the log's beginning)", st.Position)
 	}
+}
+
+// TestWorkerKeysAreReserved: a writer cannot write an event under a key
+// a worker's reaction would have ("worker:<cursor>:<source>:<n>"), single
+// or in a batch — such a key written first made the worker take its
+// reaction to that source for written and drop it — so the worker writes
+// its reaction to every source.
+func TestWorkerKeysAreReserved(t *testing.T) {
+	ts := startServer(t, t.TempDir(), newSource(t, standardFixtures()), nil)
+	acme := ts.tenant(t, "acme")
+	writer := ts.key(t, "acme", "writer")
+	ctx := context.Background()
+	srcs := appendOrders(t, acme, "order:1", 3)
+	for i, src := range srcs {
+		poison := client.AppendRequest{Entity: "echo", Scope: "plugin", Kind: "2:1", Payload: json.RawMessage(`{}`),
+			CausationID: src.ID, IdempotencyKey: fmt.Sprintf("worker:w:%s:0", src.ID)}
+		var err error
+		if i%2 == 0 {
+			_, err = writer.Append(ctx, poison)
+		} else {
+			_, err = writer.AppendBatch(ctx, []client.AppendRequest{poison})
+		}
+		if p := problem(t, err); p.Status != http.StatusBadRequest || !strings.Contains(p.Detail, "worker:") {
+			t.Fatalf("a writer's event under a worker's key: %+v, want 400 naming the reserved prefix", p)
+		}
+	}
+	if _, err := acme.StartWorker(ctx, "w", client.WorkerSpec{Plugin: "echo", Region: inputs, Restart: client.WorkerRestart{BackoffMinMs: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the worker past the inputs", func() bool { return worker(t, acme, "w").Position > srcs[len(srcs)-1].GlobalSequence })
+	checkOnce(t, srcs, echoes(t, acme))
 }

@@ -416,6 +416,11 @@ func (s *Supervisor) giveUpCursor(ctx context.Context, tenant, name, cursor stri
 	if old != nil {
 		old.halt() // nothing commits the old cursor after this
 	}
+	// Taken up meanwhile (an API cursor defined on the name; another
+	// worker cannot: opMu): it is someone else's now, and left alone.
+	if _, ok := s.opts.Plane.Cursor(tenant, cursor); ok {
+		return
+	}
 	if err := s.rewind(ctx, tenant, cursor); err != nil {
 		s.log.Warn("hosted worker: the cursor it gave up keeps its position", "tenant", tenant, "worker", name, "cursor", cursor, "error", err)
 	}
@@ -1235,13 +1240,15 @@ func (r *runner) admit(ctx context.Context, store *core.Store, items []core.Batc
 // because reactions to it were written under cursor before: an
 // idempotency key of the cursor's for the source names another event, or
 // the batch mixes keys written then with new ones (the plugin answers
-// more reactions now).
+// more reactions now). Only workers write such keys: the API refuses
+// keys beginning wire.WorkerKeyPrefix, so no writer can make a worker
+// take its reactions for written.
 func writtenBefore(err error, cursor string, source core.EventID) bool {
 	if errors.Is(err, core.ErrBatchMixedKeys) {
 		return true // every key of the batch is the cursor's for the source
 	}
 	var ie *core.IdempotencyError
-	return errors.As(err, &ie) && strings.HasPrefix(ie.Key, fmt.Sprintf("worker:%s:%s:", cursor, source))
+	return errors.As(err, &ie) && strings.HasPrefix(ie.Key, fmt.Sprintf("%s%s:%s:", wire.WorkerKeyPrefix, cursor, source))
 }
 
 // handler adapts the plugin to the cursor worker: for each batch it calls
@@ -1300,7 +1307,7 @@ func (r *runner) handler(store *core.Store, p *plugins.Plugin, t *turn) core.Han
 					Options: core.AppendOptions{
 						CorrelationID:  sev.Header.CorrelationID,
 						CausationID:    sev.Header.ID,
-						IdempotencyKey: fmt.Sprintf("worker:%s:%s:%d", cursor, sev.Header.ID, n),
+						IdempotencyKey: fmt.Sprintf("%s%s:%s:%d", wire.WorkerKeyPrefix, cursor, sev.Header.ID, n),
 					},
 				})
 			}

@@ -340,6 +340,9 @@ func (a *AppendRequest) Item(index int, headerKey string) (core.BatchItem, error
 	if len(key) > core.MaxIdempotencyKeyBytes {
 		return it, errorf(CodeInvalidRequest, "idempotency_key", "longer than %d bytes", core.MaxIdempotencyKeyBytes)
 	}
+	if strings.HasPrefix(key, WorkerKeyPrefix) {
+		return it, errorf(CodeInvalidRequest, "idempotency_key", "keys beginning %q are the hosted workers' own (their reactions'): choose another", WorkerKeyPrefix)
+	}
 	it.Options.IdempotencyKey = key
 	it.Options.Flags = a.Flags
 	if a.CauseItem != nil {
@@ -355,6 +358,12 @@ func (a *AppendRequest) Item(index int, headerKey string) (core.BatchItem, error
 	}
 	return it, nil
 }
+
+// WorkerKeyPrefix begins the idempotency keys of hosted workers'
+// reactions ("worker:<cursor>:<source id>:<n>"). A write through the API
+// may not use it: a key written first under a worker's name would make
+// the worker take its reactions to that source for written.
+const WorkerKeyPrefix = "worker:"
 
 func parseExpectation(raw json.RawMessage) (core.Expectation, error) {
 	if string(raw) == `"no_events"` {
