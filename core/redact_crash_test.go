@@ -198,17 +198,8 @@ func TestReadOnlyReaderDuringRedact(t *testing.T) {
 // (its journal) instead of leaving a frame that fails its checksum until
 // it is opened again: the event reads back redacted, Verify passes.
 func TestRedactFailingWriteFinishedLive(t *testing.T) {
-	efs := errorfs.Wrap(vfs.Default())
-	dir := t.TempDir()
-	s, err := core.OpenWithFS(redactCrashConfig(dir), efs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, efs, dir, r := openFaultyWithSecret(t)
 	ctx := context.Background()
-	c, _ := core.NewCoordinate("acct", "s")
-	r := mustAppend(t, s, c, kindA, `{"secret":"x"}`)
-	mustAppend(t, s, c, kindA, `{"after":1}`)
 	efs.Inject(errorfs.Fault{Op: errorfs.OpWrite, Pattern: "*.seg", Size: 8, Err: errorfs.EIO})
 	if err := s.Redact(ctx, r.ID); err == nil {
 		t.Fatal("Redact with its frame header write failing: no error")
@@ -231,17 +222,8 @@ func TestRedactFailingWriteFinishedLive(t *testing.T) {
 // asking for the redaction again finishes it rather than reporting the
 // frame corrupt.
 func TestRedactAgainAfterAFailedFinish(t *testing.T) {
-	efs := errorfs.Wrap(vfs.Default())
-	dir := t.TempDir()
-	s, err := core.OpenWithFS(redactCrashConfig(dir), efs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, efs, _, r := openFaultyWithSecret(t)
 	ctx := context.Background()
-	c, _ := core.NewCoordinate("acct", "s")
-	r := mustAppend(t, s, c, kindA, `{"secret":"x"}`)
-	mustAppend(t, s, c, kindA, `{"after":1}`)
 	efs.Inject(errorfs.Fault{Op: errorfs.OpWrite, Pattern: "*.seg", Size: 8, Persist: true, Err: errorfs.EIO})
 	if err := s.Redact(ctx, r.ID); err == nil {
 		t.Fatal("Redact with every frame header write failing: no error")
@@ -256,4 +238,22 @@ func TestRedactAgainAfterAFailedFinish(t *testing.T) {
 	if _, err := s.Verify(); err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
+}
+
+// openFaultyWithSecret opens a store in a new directory through errorfs
+// (no fault yet) holding two events of acct, the first one's payload a
+// secret, and returns its receipt; the store closes when the test ends.
+func openFaultyWithSecret(t *testing.T) (*core.Store, *errorfs.FS, string, core.Receipt) {
+	t.Helper()
+	efs := errorfs.Wrap(vfs.Default())
+	dir := t.TempDir()
+	s, err := core.OpenWithFS(redactCrashConfig(dir), efs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	c, _ := core.NewCoordinate("acct", "s")
+	r := mustAppend(t, s, c, kindA, `{"secret":"x"}`)
+	mustAppend(t, s, c, kindA, `{"after":1}`)
+	return s, efs, dir, r
 }
