@@ -42,6 +42,41 @@ func next(t *testing.T, granted chan grant) grant {
 	return grant{}
 }
 
+// waitingAtLeast waits until at least n takes wait for a slot of p.
+func waitingAtLeast(p *shares.Pool, n int) {
+	for p.Waiting() < n {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// crowd has twelve tenants "slow0".."slow11" take each slots of p, and
+// returns the grants of the first Size() once every other take waits.
+func crowd(t *testing.T, p *shares.Pool, take func(string), granted chan grant, each int) []grant {
+	t.Helper()
+	for i := range 12 {
+		for range each {
+			take(fmt.Sprint("slow", i))
+		}
+	}
+	var held []grant
+	for len(held) < p.Size() {
+		held = append(held, next(t, granted))
+	}
+	waitingAtLeast(p, 12*each-p.Size())
+	return held
+}
+
+// drain gives held back, then every slot handed over until nothing waits.
+func drain(t *testing.T, p *shares.Pool, granted chan grant, held []grant) {
+	t.Helper()
+	for _, h := range held {
+		h.release()
+	}
+	for p.Waiting() > 0 {
+		next(t, granted).release()
+	}
+}
+
 // TestFairServesAQuietTenant: with twelve tenants each keeping four
 // takes waiting for eight slots (slow plugins, none of them busy yet), a
 // quiet tenant's take gets a slot within as many hand-overs as there are
@@ -51,22 +86,9 @@ func TestFairServesAQuietTenant(t *testing.T) {
 	for name, p := range map[string]*shares.Pool{"New": shares.New(8), "NewFair": shares.NewFair(8)} {
 		t.Run(name, func(t *testing.T) {
 			take, granted := taker(t, p)
-			var held []grant
-			for i := range 12 {
-				for range 4 {
-					take(fmt.Sprint("slow", i))
-				}
-			}
-			for len(held) < 8 {
-				held = append(held, next(t, granted))
-			}
-			for p.Waiting() < 40 {
-				time.Sleep(time.Millisecond)
-			}
+			held := crowd(t, p, take, granted, 4)
 			take("quiet")
-			for p.Waiting() < 41 {
-				time.Sleep(time.Millisecond)
-			}
+			waitingAtLeast(p, 41)
 			for handovers := 1; ; handovers++ {
 				if handovers > 13 {
 					t.Fatal("the quiet tenant waited past 13 hand-overs (one per waiting tenant)")
@@ -87,12 +109,7 @@ func TestFairServesAQuietTenant(t *testing.T) {
 					}
 				}
 			}
-			for _, h := range held {
-				h.release()
-			}
-			for p.Waiting() > 0 {
-				next(t, granted).release()
-			}
+			drain(t, p, granted, held)
 			for len(granted) > 0 {
 				(<-granted).release()
 			}
@@ -119,13 +136,9 @@ func TestFairServesATenantThatKeepsWaiting(t *testing.T) {
 	for len(held) < 7 {
 		held = append(held, next(t, granted))
 	}
-	for p.Waiting() < 5 {
-		time.Sleep(time.Millisecond)
-	}
+	waitingAtLeast(p, 5)
 	take("two-takes") // its second take waits
-	for p.Waiting() < 6 {
-		time.Sleep(time.Millisecond)
-	}
+	waitingAtLeast(p, 6)
 	first() // its first is done: it holds none, one waiting
 	for range 20 {
 		h := held[0]
@@ -159,21 +172,9 @@ func TestManyTenantsJustUnderBusy(t *testing.T) {
 		t.Fatal(err)
 	}
 	once()
-	var held []grant
-	for i := range 12 {
-		take(fmt.Sprint("slow", i))
-		take(fmt.Sprint("slow", i))
-	}
-	for len(held) < 8 {
-		held = append(held, next(t, granted))
-	}
-	for p.Waiting() < 16 {
-		time.Sleep(time.Millisecond)
-	}
+	held := crowd(t, p, take, granted, 2)
 	take("quiet")
-	for p.Waiting() < 17 {
-		time.Sleep(time.Millisecond)
-	}
+	waitingAtLeast(p, 17)
 	// The quiet tenant waits only behind the slow tenants never served.
 	holders := map[string]bool{}
 	for _, h := range held {
@@ -185,12 +186,7 @@ func TestManyTenantsJustUnderBusy(t *testing.T) {
 		g := next(t, granted)
 		if g.tenant == "quiet" {
 			g.release()
-			for _, h := range held {
-				h.release()
-			}
-			for p.Waiting() > 0 {
-				next(t, granted).release()
-			}
+			drain(t, p, granted, held)
 			return
 		}
 		held = append(held, g)
@@ -248,22 +244,10 @@ func TestQuickCallsServedAtTheNextHandOver(t *testing.T) {
 	for name, p := range map[string]*shares.Pool{"New": shares.NewWindow(8, time.Hour), "NewFair": shares.NewFair(8)} {
 		t.Run(name, func(t *testing.T) {
 			take, granted := taker(t, p)
-			for i := range 12 {
-				take(fmt.Sprint("slow", i))
-				take(fmt.Sprint("slow", i))
-			}
-			var held []grant
-			for len(held) < 8 {
-				held = append(held, next(t, granted))
-			}
-			for p.Waiting() < 16 {
-				time.Sleep(time.Millisecond)
-			}
+			held := crowd(t, p, take, granted, 2)
 			for round := range 5 {
 				take("quick")
-				for p.Waiting() < 17 {
-					time.Sleep(time.Millisecond)
-				}
+				waitingAtLeast(p, 17)
 				for handovers := 1; ; handovers++ {
 					time.Sleep(2 * time.Millisecond) // the slow calls hold their slots a while
 					h := held[0]
@@ -272,9 +256,7 @@ func TestQuickCallsServedAtTheNextHandOver(t *testing.T) {
 					take(h.tenant) // the slow tenant asks again at once
 					g := next(t, granted)
 					if g.tenant == "quick" {
-						for p.Waiting() < 16 {
-							time.Sleep(time.Millisecond)
-						}
+						waitingAtLeast(p, 16)
 						g.release() // its call took no time at all
 						held = append(held, next(t, granted))
 						if round > 0 && handovers > 1 {
@@ -283,17 +265,10 @@ func TestQuickCallsServedAtTheNextHandOver(t *testing.T) {
 						break
 					}
 					held = append(held, g)
-					for p.Waiting() < 17 {
-						time.Sleep(time.Millisecond)
-					}
+					waitingAtLeast(p, 17)
 				}
 			}
-			for _, h := range held {
-				h.release()
-			}
-			for p.Waiting() > 0 {
-				next(t, granted).release()
-			}
+			drain(t, p, granted, held)
 		})
 	}
 }
