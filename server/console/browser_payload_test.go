@@ -98,25 +98,7 @@ func TestEventPageShowsAnyPayloadWithinBounds(t *testing.T) {
 	}
 
 	// Download: the whole compact text, in a file.
-	dir := t.TempDir()
-	b.run("allow downloads", chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
-		events := true
-		_, err := chromedp.CallBrowser(ctx, cdpbrowser.SetDownloadBehavior, cdpbrowser.SetDownloadBehaviorParams{
-			Behavior: cdpbrowser.SetDownloadBehaviorBehaviorAllowAndName, DownloadPath: dir, EventsEnabled: &events})
-		return err
-	}))
-	b.click("download", "#payload-download")
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		files, _ := os.ReadDir(dir)
-		if len(files) == 1 {
-			if got, _ := os.ReadFile(filepath.Join(dir, files[0].Name())); string(got) == string(huge) {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no download of the payload within 20s (%d files)", len(files))
-		}
-	}
+	downloadsPayload(t, b, string(huge))
 	b.noErrors("huge payload")
 
 	// The live tail shows the start of it.
@@ -181,6 +163,23 @@ func TestEventPageShowsPayloadExactly(t *testing.T) {
 		t.Fatal("an exactly shown payload carries a note")
 	}
 
+	downloadsPayload(t, b, payload)
+	b.noErrors("exact payload")
+
+	b.goTo(base + "#/tail")
+	b.waitText("#tail-state", "following")
+	tid := add()
+	b.run("tail row", visible(`#tail-body tr[data-id="`+tid+`"]`))
+	if got := b.text(`#tail-body tr[data-id="` + tid + `"] td:last-child`); got != payload[:119]+"…" {
+		t.Fatalf("the tail shows the payload as %q", got)
+	}
+	b.noErrors("live tail")
+}
+
+// downloadsPayload clicks the event page's Download JSON and waits for
+// the one file it saves to hold want, byte for byte.
+func downloadsPayload(t *testing.T, b *browser, want string) {
+	t.Helper()
 	dir := t.TempDir()
 	b.run("allow downloads", chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
 		events := true
@@ -193,23 +192,12 @@ func TestEventPageShowsPayloadExactly(t *testing.T) {
 		files, _ := os.ReadDir(dir)
 		var got []byte
 		if len(files) == 1 {
-			got, _ = os.ReadFile(filepath.Join(dir, files[0].Name()))
-			if string(got) == payload {
-				break
+			if got, _ = os.ReadFile(filepath.Join(dir, files[0].Name())); string(got) == want {
+				return
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no download of the payload as stored within 20s (%d files; %q)", len(files), got)
+			t.Fatalf("no download of the payload as stored within 20s (%d files; %.200q)", len(files), got)
 		}
 	}
-	b.noErrors("exact payload")
-
-	b.goTo(base + "#/tail")
-	b.waitText("#tail-state", "following")
-	tid := add()
-	b.run("tail row", visible(`#tail-body tr[data-id="`+tid+`"]`))
-	if got := b.text(`#tail-body tr[data-id="` + tid + `"] td:last-child`); got != payload[:119]+"…" {
-		t.Fatalf("the tail shows the payload as %q", got)
-	}
-	b.noErrors("live tail")
 }
