@@ -208,7 +208,7 @@ func (s *Store) compactLocked(ctx context.Context, sealed []uint32, cfg CompactC
 	s.rewriteMu.Lock()
 	defer s.rewriteMu.Unlock()
 	var affected map[string]int
-	if _, forgets := s.cfg.ProjectionCache.(EntityForgetter); admit != nil || forgets {
+	if _, forgets := s.cfg.ProjectionCache.(EntityForgetter); admit != nil || (forgets && raiseEpoch) {
 		affected = map[string]int{}
 	}
 	if len(sealed) == 0 {
@@ -242,7 +242,8 @@ func (s *Store) compactLocked(ctx context.Context, sealed []uint32, cfg CompactC
 	if err := s.commitCompaction(sealed, outs, epoch, &rep); err != nil {
 		return rep, err
 	}
-	if rep.EventsRemoved+rep.EventsTombstoned > 0 {
+	if raiseEpoch && rep.EventsRemoved+rep.EventsTombstoned > 0 {
+		// A compaction's erasure (a redaction's forgets its entities itself).
 		s.forgetEntities(affected)
 	}
 	rep.Elapsed = time.Since(start)

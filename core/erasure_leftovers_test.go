@@ -3,6 +3,7 @@ package core_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -116,4 +117,35 @@ func (c *keepAllCache) Put(key string, st core.CachedState) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.states[key] = st
+}
+
+// TestCompactionForgetsTombstonedStates: a compaction that tombstones an
+// entity's payloads drops that entity's cached states from a FileCache,
+// and only that entity's.
+func TestCompactionForgetsTombstonedStates(t *testing.T) {
+	ctx := context.Background()
+	cacheDir := filepath.Join(t.TempDir(), "states")
+	cfg := testConfig(t.TempDir())
+	cfg.SegmentMaxBytes = 64 << 10 // the events below end up in sealed segments
+	cfg.ProjectionCache = core.NewFileCache(cacheDir)
+	s := openWith(t, cfg)
+	for _, e := range []string{"user:42", "user:43"} {
+		mustAppend(t, s, mustCoord(t, e, "s"), kindA, secretPayload("SSN-"+e))
+	}
+	for i := range 1000 { // fill past the first segments
+		mustAppend(t, s, mustCoord(t, fmt.Sprint("pad:", i), "s"), kindA, `{"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}`)
+	}
+	for _, e := range []string{"user:42", "user:43"} {
+		mustProjectSecrets(t, s, e, core.Consistent())
+	}
+	rep, err := s.Compact(ctx, core.TombstoneWhere(func(ev core.StoredEvent) bool { return ev.Coordinate.Entity == "user:42" }))
+	if err != nil || rep.EventsTombstoned != 1 {
+		t.Fatalf("Compact: %+v, %v", rep, err)
+	}
+	if hits := dirHolds(cacheDir, "SSN-user:42"); len(hits) > 0 {
+		t.Fatalf("after the compaction the cache still holds the tombstoned payload: %v", hits)
+	}
+	if len(dirHolds(cacheDir, "SSN-user:43")) != 1 {
+		t.Fatal("the other entity's cached state went too")
+	}
 }
