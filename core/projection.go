@@ -49,6 +49,18 @@ const (
 	ProjectBatchBytes = 4 << 20
 )
 
+// FoldAdmitter is implemented by projections whose folds take a turn
+// before reading any event, from a host bounding the folds that run at
+// once (a server's plugin call slots): AdmitFold is called once per fold
+// that has events to read — not for a cached state that is current, nor
+// for an entity with none — before the first is read, and release once
+// the fold has ended (its state cached). So a fold waiting for its turn
+// holds no events, and a read answered from the cache takes no turn. An
+// error from AdmitFold ends the projection with it, nothing read.
+type FoldAdmitter interface {
+	AdmitFold() (release func(), err error)
+}
+
 // StateCodec is implemented by projections that encode their state for
 // the cache themselves; the default is encoding/json.
 type StateCodec[S any] interface {
@@ -137,7 +149,8 @@ func project[S any](s *Store, entity string, p Projection[S], fresh Freshness) (
 		}
 	}
 	// A read that fails while a compaction replaced segment files is done
-	// again from the start (see readRetry).
+	// again from the start (see readRetry), in the turn it took.
+	var release func() // FoldAdmitter's, once admitted
 	for try := 0; ; try++ {
 		epoch := s.compactions.Load()
 		state, found, from := p.Init(), false, uint64(0)
@@ -152,6 +165,14 @@ func project[S any](s *Store, entity string, p Projection[S], fresh Freshness) (
 		if from > 0 && gen == from {
 			// cached state is current
 			return state, found, gen, nil
+		}
+		if fa, ok := any(p).(FoldAdmitter); ok && release == nil && len(locs) > 0 {
+			r, err := fa.AdmitFold()
+			if err != nil {
+				return zero, false, 0, err
+			}
+			release = r
+			defer release()
 		}
 		var rerr error
 		if ba, ok := any(p).(BatchApplier[S]); ok {

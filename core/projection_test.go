@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand"
 	"os"
@@ -1116,5 +1117,73 @@ func TestProjectBatchesBoundedInBytes(t *testing.T) {
 	}
 	if total != n || len(batches) < 3 {
 		t.Fatalf("batches %v: want %d events in at least 3", batches, n)
+	}
+}
+
+// admittedLedger is an incremental ledger whose folds take a turn
+// (core.FoldAdmitter): it counts the turns, checks each is released
+// before the next and that no event is applied outside one, and refuses
+// a turn while refuse is set.
+type admittedLedger struct {
+	ledger
+	turns, released *atomic.Int64
+	refuse          *atomic.Bool
+	t               *testing.T
+}
+
+func (p admittedLedger) AdmitFold() (func(), error) {
+	if p.refuse.Load() {
+		return nil, errors.New("no turn")
+	}
+	if p.turns.Load() != p.released.Load() {
+		p.t.Error("a turn taken while the last is held")
+	}
+	p.turns.Add(1)
+	return func() { p.released.Add(1) }, nil
+}
+
+func (p admittedLedger) Apply(st ledgerState, ev core.StoredEvent) ledgerState {
+	if p.turns.Load() != p.released.Load()+1 {
+		p.t.Error("an event applied outside the fold's turn")
+	}
+	return p.ledger.Apply(st, ev)
+}
+
+// TestProjectFoldAdmitter: a fold with events to read takes one turn,
+// before it applies any and released once it ends; a read answered by a
+// current cached state, or of an entity with no events, takes none; a
+// refused turn fails the projection, nothing applied.
+func TestProjectFoldAdmitter(t *testing.T) {
+	s := openStore(t, func(c *core.Config) { c.ProjectionCache = core.NewLRUCache(8) })
+	c := mustCoord(t, "acct:1", "bank")
+	var applied, turns, released atomic.Int64
+	var refuse atomic.Bool
+	p := admittedLedger{ledger: ledger{name: "adm", version: 1, factor: 1, incremental: true, applied: &applied},
+		turns: &turns, released: &released, refuse: &refuse, t: t}
+	for range 3 {
+		mustAppend(t, s, c, kindA, `{"amt":1}`)
+	}
+	project := func(entity string) (ledgerState, error) {
+		st, _, err := core.Project(s, entity, p, core.Consistent())
+		return st, err
+	}
+	if st, err := project("acct:1"); err != nil || st.Balance != 3 || turns.Load() != 1 || released.Load() != 1 {
+		t.Fatalf("first fold: balance %d, %v; %d turns, %d released; want 3, one turn released", st.Balance, err, turns.Load(), released.Load())
+	}
+	if st, err := project("acct:1"); err != nil || st.Balance != 3 || turns.Load() != 1 {
+		t.Fatalf("cached state: balance %d, %v; %d turns, want still 1", st.Balance, err, turns.Load())
+	}
+	if _, err := project("acct:none"); err != nil || turns.Load() != 1 {
+		t.Fatalf("entity with no events: %v; %d turns, want still 1", err, turns.Load())
+	}
+	mustAppend(t, s, c, kindA, `{"amt":1}`)
+	refuse.Store(true)
+	applied.Store(0)
+	if _, err := project("acct:1"); err == nil || err.Error() != "no turn" || applied.Load() != 0 {
+		t.Fatalf("refused turn: %v with %d events applied; want the admitter's error, none applied", err, applied.Load())
+	}
+	refuse.Store(false)
+	if st, err := project("acct:1"); err != nil || st.Balance != 4 || turns.Load() != 2 || released.Load() != 2 {
+		t.Fatalf("after the refusal: balance %d, %v; %d turns, %d released; want 4, two turns released", st.Balance, err, turns.Load(), released.Load())
 	}
 }

@@ -334,7 +334,7 @@ func pluginProblem(err error) *apiError {
 			detail: printable.String("plugin " + name + " refused: " + re.Error()), p: wire.Problem{Quota: re.Setting, Limit: &lim, Plugin: name}}
 	case errors.Is(err, tenantplugin.ErrBusy):
 		return &apiError{status: http.StatusServiceUnavailable, code: wire.CodeBusy, retryAfter: time.Second,
-			detail: "the tenant runs " + itoa(tenantplugin.TenantCalls) + " projection reads at once (the server " + itoa(tenantplugin.Calls) + "); retry"}
+			detail: "no projection slot within a second: the tenant runs " + itoa(tenantplugin.TenantCalls) + " projection reads at once, and a fold waits for one of the server's plugin call slots (server.plugin_calls_running); retry"}
 	case errors.Is(err, plugins.ErrUnloaded):
 		return &apiError{status: http.StatusNotFound, code: wire.CodeNotFound,
 			detail: printable.String(strings.TrimPrefix(err.Error(), "batpak: ") + " (deleted while the request ran)")}

@@ -14,11 +14,14 @@ import (
 )
 
 // TestCallSlotGivesEverythingBack: 40 tenants, four readers each, take
-// projection slots with contexts ended at random and holds of up to
-// 100 ms: never more than Calls held at once, and once they are done
-// nothing is held or waiting, the server's slots nor any tenant's.
+// a tenant's slot and a fold's turn with contexts ended at random and
+// holds of up to 100 ms: never more turns held at once than call slots,
+// a fold's plugin calls admitted in its turn without waiting, and once
+// they are done nothing is held or waiting — the call slots, the folds
+// in flight, any tenant's slots.
 func TestCallSlotGivesEverythingBack(t *testing.T) {
-	m := &Manager{calls: shares.NewFair(Calls)}
+	const running = 8
+	m := &Manager{calls: shares.NewFair(Calls), running: shares.New(running)}
 	ths := make([]*tenantHost, 40)
 	for i := range ths {
 		ths[i] = &tenantHost{calls: make(chan struct{}, TenantCalls)}
@@ -38,12 +41,25 @@ func TestCallSlotGivesEverythingBack(t *testing.T) {
 					if r.IntN(3) == 0 {
 						time.AfterFunc(time.Duration(r.IntN(2000))*time.Microsecond, cancel)
 					}
-					rel, err := m.callSlot(ctx, fmt.Sprint("t", i), ths[i])
+					tenant := fmt.Sprint("t", i)
+					rel, err := tenantSlot(ctx, ths[i], CallSlotWait)
+					if err == nil {
+						turn := &foldTurn{m: m, tenant: tenant, ctx: ctx, deadline: time.Now().Add(CallSlotWait)}
+						var fold func()
+						if fold, err = turn.admit(); err == nil {
+							if !heldTurn(context.WithValue(ctx, foldTurnKey{}, turn)) {
+								t.Error("a fold holding its turn is not seen holding it")
+							}
+							rel = func() { fold(); <-ths[i].calls }
+						} else {
+							<-ths[i].calls
+						}
+					}
 					switch {
 					case err == nil:
 						ok.Add(1)
-						if n := held.Add(1); n > Calls {
-							t.Errorf("%d slots held at once, more than %d", n, Calls)
+						if n := held.Add(1); n > running {
+							t.Errorf("%d turns held at once, more than the %d call slots", n, running)
 						}
 						time.Sleep(time.Duration(r.IntN(100)) * time.Millisecond)
 						held.Add(-1)
@@ -59,8 +75,10 @@ func TestCallSlotGivesEverythingBack(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	if inUse, _ := m.calls.InUse(""); inUse != 0 || m.calls.Waiting() != 0 || m.calls.Tenants() != 0 {
-		t.Fatalf("after every reader returned: %d slots held, %d waiting, %d tenants kept", inUse, m.calls.Waiting(), m.calls.Tenants())
+	for name, pool := range map[string]*shares.Pool{"folds in flight": m.calls, "call slots": m.running} {
+		if inUse, _ := pool.InUse(""); inUse != 0 || pool.Waiting() != 0 || pool.Tenants() != 0 {
+			t.Fatalf("%s after every reader returned: %d held, %d waiting, %d tenants kept", name, inUse, pool.Waiting(), pool.Tenants())
+		}
 	}
 	for i, th := range ths {
 		if len(th.calls) != 0 {

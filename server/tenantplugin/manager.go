@@ -156,7 +156,8 @@ type Options struct {
 	// time). 0 means DefaultChecks; range 1..MaxChecks.
 	Checks int
 	// Running is how many plugin calls run at once, all tenants together
-	// (projection folds and hosted workers' handlers alike); a tenant runs
+	// (hosted workers' handlers, and projection folds: a fold holds its
+	// slot from before it reads its first event to its end); a tenant runs
 	// at most half of them (at least one). A call waits for its turn
 	// before its timeout starts (plugins.HostOptions.Admit), so another
 	// tenant's busy plugins slow a tenant's calls down but do not make
@@ -254,18 +255,21 @@ type Manager struct {
 // (WaitLoaded).
 var ErrLoading = errors.New("loading: the server loads its tenants' plugins after it starts; retry shortly")
 
-// TenantCalls and Calls bound the projections running at once: one
-// tenant's, and all tenants' together. Each holds the events it folds
-// and a plugin instance (up to the plugin's memory limit) and a core for
-// up to its calls' timeout, so a tenant's reader sending many projection
-// reads at once must not take the server's memory and CPU. The server's
-// slots are handed out fairly (shares.NewFair: a freed one goes to the
-// waiting tenant holding the fewest, then to the one whose projections
-// held them least lately), so tenants keeping reads waiting cannot hold
-// another's behind theirs. A projection
-// waits up to CallSlotWait for a slot; past it it fails with ErrBusy
-// (503 BUSY over HTTP). One whose state is cached is quick, but takes a
-// slot all the same.
+// TenantCalls and Calls bound the projection reads at once: one
+// tenant's (waiting or running), and all tenants' folds together. A read
+// whose state is cached and current takes only one of its tenant's
+// TenantCalls. A read with events to fold waits for its turn before it
+// reads any (core.FoldAdmitter): one of the server's plugin call slots
+// (Options.Running, handed out fairly by shares.New: a freed one goes to
+// the waiting tenant holding the fewest, then to the one that used the
+// slots least lately), held for the whole fold so that its plugin calls
+// do not wait again, and one of the Calls folds in flight (reached only
+// when Options.Running is larger). So the events a read holds, and the
+// plugin instance folding them, are those of the folds running, and a
+// quick tenant's read waits for one hand-over of the call slots however
+// many slow reads other tenants keep waiting. A read waits up to
+// CallSlotWait for its slots; past it it fails with ErrBusy (503 BUSY
+// over HTTP).
 const (
 	TenantCalls  = 4
 	Calls        = 32
@@ -276,36 +280,71 @@ const (
 // tenant, or the server, runs as many plugin calls as it may). Retry.
 var ErrBusy = errors.New("tenantplugin: too many projection calls at once; retry")
 
-// callSlot takes a slot of the tenant's and one of the server's for one
-// plugin call, waiting up to CallSlotWait within ctx; release gives them
-// back.
-func (m *Manager) callSlot(ctx context.Context, tenant string, th *tenantHost) (release func(), err error) {
-	start := time.Now()
-	t := time.NewTimer(CallSlotWait)
+// tenantSlot takes one of the tenant's TenantCalls slots for one
+// projection read, waiting up to wait within ctx; release gives it back.
+func tenantSlot(ctx context.Context, th *tenantHost, wait time.Duration) (release func(), err error) {
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case th.calls <- struct{}{}:
+		return func() { <-th.calls }, nil
 	case <-t.C:
 		return nil, ErrBusy
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	// The server's slots fairly: a freed one goes to the waiting tenant
-	// holding the fewest, then to the one that used the slots least lately.
-	left := CallSlotWait - time.Since(start)
-	if left <= 0 {
-		<-th.calls
-		return nil, ErrBusy
-	}
-	rel, err := m.calls.Take(ctx, tenant, left)
-	if err != nil {
-		<-th.calls
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+}
+
+// foldTurn is one projection fold's turn (core.FoldAdmitter): a call slot
+// and a place among the folds in flight, taken before the fold reads
+// its first event and held until it ends; the plugin calls the fold
+// makes run in it (the host's Admit sees it in their context).
+type foldTurn struct {
+	m        *Manager
+	tenant   string
+	ctx      context.Context
+	deadline time.Time // the latest the turn is waited for
+	held     atomic.Bool
+}
+
+// foldTurnKey is the context key of the fold a plugin call belongs to.
+type foldTurnKey struct{}
+
+// heldTurn reports whether ctx is a fold's that holds its turn.
+func heldTurn(ctx context.Context) bool {
+	f, _ := ctx.Value(foldTurnKey{}).(*foldTurn)
+	return f != nil && f.held.Load()
+}
+
+// admit takes the fold's call slot, then its place among the folds in
+// flight, within the turn's deadline: ErrBusy past it, ctx's error when
+// it ends first.
+func (f *foldTurn) admit() (release func(), err error) {
+	busy := func(err error) error {
+		if f.ctx.Err() != nil {
+			return f.ctx.Err()
 		}
+		return ErrBusy
+	}
+	left := time.Until(f.deadline)
+	if left <= 0 {
 		return nil, ErrBusy
 	}
-	return func() { rel(); <-th.calls }, nil
+	slot, err := f.m.running.Take(f.ctx, f.tenant, left)
+	if err != nil {
+		return nil, busy(err)
+	}
+	if left = time.Until(f.deadline); left <= 0 {
+		slot()
+		return nil, ErrBusy
+	}
+	place, err := f.m.calls.Take(f.ctx, f.tenant, left)
+	if err != nil {
+		slot()
+		return nil, busy(err)
+	}
+	f.held.Store(true)
+	return func() { f.held.Store(false); place(); slot() }, nil
 }
 
 // lock takes the tenant's change lock and returns its unlock.
@@ -591,7 +630,13 @@ func (m *Manager) host(tenant string) (*tenantHost, error) {
 	if m.opts.CacheDir != "" {
 		compiler = m.opts.Compiler
 	}
-	admit := func(ctx context.Context) (func(), error) { return m.running.Take(ctx, tenant, 0) }
+	admit := func(ctx context.Context) (func(), error) {
+		if heldTurn(ctx) {
+			// A projection fold's call: the fold holds a slot (foldTurn).
+			return func() {}, nil
+		}
+		return m.running.Take(ctx, tenant, 0)
+	}
 	charge := m.charge(tenant)
 	host, err := plugins.NewHost(plugins.HostOptions{CacheDir: m.opts.CacheDir, Compiler: compiler, CompilerID: m.opts.CompilerID, Logger: slog.New(sink), Admit: admit, Charge: charge})
 	if err != nil && m.opts.CacheDir != "" {
@@ -1348,10 +1393,8 @@ func (m *Manager) Project(ctx context.Context, store *core.Store, tenant, name, 
 		return Projected{}, fmt.Errorf("%w: plugin %q", control.ErrNotFound, name)
 	}
 	h.requests.Add(1)
-	// The slot is held for the whole fold: the events of a batch are read
-	// before the plugin is called, so a read waiting for a slot must not
-	// hold them.
-	release, err := m.callSlot(ctx, tenant, th)
+	start := time.Now()
+	release, err := tenantSlot(ctx, th, CallSlotWait)
 	if err != nil {
 		return Projected{}, err
 	}
@@ -1366,9 +1409,16 @@ func (m *Manager) Project(ctx context.Context, store *core.Store, tenant, name, 
 		state         []byte
 	)
 	for try := 0; ; try++ {
-		pr := plugins.Projection{P: p, Ctx: ctx}.Pinned()
+		// A fold waits for its turn (a call slot) only when it has events
+		// to read, and holds it to its end (foldTurn); a fold started
+		// again after a swap waits for a turn of its own.
+		turn := &foldTurn{m: m, tenant: tenant, ctx: ctx, deadline: start.Add(CallSlotWait)}
+		if try > 0 {
+			turn.deadline = time.Now().Add(CallSlotWait)
+		}
+		pr := plugins.Projection{P: p, Ctx: context.WithValue(ctx, foldTurnKey{}, turn)}.Pinned()
 		before = p.Digest()
-		gen, state, _, err = core.ProjectIfChanged(store, entity, countingProjection{Projection: pr, h: h}, ^uint64(0), core.Consistent())
+		gen, state, _, err = core.ProjectIfChanged(store, entity, countingProjection{Projection: pr, h: h, turn: turn}, ^uint64(0), core.Consistent())
 		if !errors.Is(err, plugins.ErrSwapped) || try == maxSwapRetries {
 			break
 		}
@@ -1396,8 +1446,12 @@ const maxSwapRetries = 8
 // their time (a cached state makes none).
 type countingProjection struct {
 	plugins.Projection
-	h *hosted
+	h    *hosted
+	turn *foldTurn // the fold's turn (core.FoldAdmitter)
 }
+
+// AdmitFold implements core.FoldAdmitter: the fold's turn.
+func (c countingProjection) AdmitFold() (release func(), err error) { return c.turn.admit() }
 
 func (c countingProjection) ApplyBatch(state []byte, evs []core.StoredEvent) ([]byte, error) {
 	t := time.Now()

@@ -133,8 +133,8 @@ func (m *Manager) Metrics() []prometheus.Collector {
 	return []prometheus.Collector{
 		pool("batpak_plugin_calls_running", "Plugin calls running now, all tenants together (bounded by server.plugin_calls_running).", inUse(m.running)),
 		pool("batpak_plugin_calls_waiting", "Plugin calls waiting for one of server.plugin_calls_running's slots.", m.running.Waiting),
-		pool("batpak_projections_in_flight", "Projection reads holding one of the server's 32 projection slots (folding, or waiting to run their plugin).", inUse(m.calls)),
-		pool("batpak_projections_waiting", "Projection reads waiting for one of the server's 32 projection slots.", m.calls.Waiting),
+		pool("batpak_projections_in_flight", "Projection folds running (each holds a plugin call slot and one of the server's 32 places for folds).", inUse(m.calls)),
+		pool("batpak_projections_waiting", "Projection folds holding a call slot and waiting for one of the server's 32 places for folds (only with server.plugin_calls_running above 32).", m.calls.Waiting),
 		gauge("batpak_plugin_code_bytes", "Estimated memory the tenants' loaded plugin modules' compiled code holds (bounded by server.plugin_code_bytes).", m.code),
 		gauge("batpak_plugin_idle_bytes", "Memory of the plugin instances kept idle between calls (bounded by server.plugin_idle_bytes).", m.idle),
 	}

@@ -138,3 +138,58 @@ func pushProjection(ctx context.Context, t *testing.T, m *tenantplugin.Manager, 
 		t.Fatal(err)
 	}
 }
+
+// TestQuickReadServedAtTheNextHandOver: with one plugin call slot and
+// eight tenants keeping four projection reads each waiting (more than
+// the server's Calls folds in flight), each read spinning its plugin to
+// its timeout, another tenant's quick projection runs at the next
+// hand-over of the call slot: it waits for one of the spinning reads to
+// end, not two (once for a place among the folds in flight, held by
+// reads waiting for the call slot, then again for the slot).
+func TestQuickReadServedAtTheNextHandOver(t *testing.T) {
+	const spin = 200 * time.Millisecond
+	rivals := []string{"r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7"}
+	b := newTestBed(t, control.Quotas{}, append([]string{"acme"}, rivals...)...)
+	m, err := tenantplugin.Open(b.ctx, tenantplugin.Options{Dir: filepath.Join(b.root, "plugins"), Plane: b.plane, Running: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(context.Background()) })
+	ctx, store := b.ctx, b.store
+	for _, r := range rivals {
+		pushProjection(ctx, t, m, r, "spin", "loop", spin)
+	}
+	pushProjection(ctx, t, m, "acme", "count", "counter", time.Second)
+
+	rctx, stop := context.WithCancel(ctx)
+	var ended atomic.Int64 // spinning reads that ran to their timeout
+	var wg sync.WaitGroup
+	for _, r := range rivals {
+		for range tenantplugin.TenantCalls {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for rctx.Err() == nil {
+					_, err := m.Project(rctx, store, r, "spin", "order:1")
+					var f *plugins.PluginFault
+					if asFault(err, &f) && f.Kind == plugins.FaultTimeout {
+						ended.Add(1)
+					}
+				}
+			}()
+		}
+	}
+	defer func() { stop(); wg.Wait() }()
+	// Every rival has had the slot once (unserved tenants come first), so
+	// acme, which has used none, is the next served.
+	for ended.Load() < int64(len(rivals))+1 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	before := ended.Load()
+	if _, err := m.Project(ctx, store, "acme", "count", "order:1"); err != nil {
+		t.Fatalf("acme's projection beside the rivals' spinning reads: %v", err)
+	}
+	if n := ended.Load() - before; n > 1 {
+		t.Fatalf("acme's projection answered after %d of the rivals' reads ended: it waited for more than the next hand-over of the call slot", n)
+	}
+}
