@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -71,6 +72,11 @@ func TestExitCodesOfBinary(t *testing.T) {
 		fmt.Fprint(w, `{"title":"Unauthenticated","status":401,"code":"UNAUTHENTICATED","detail":"a valid bearer credential is required"}`)
 	}))
 	defer unauth.Close()
+	lost := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		panic(http.ErrAbortHandler) // read, then the connection breaks unanswered
+	}))
+	defer lost.Close()
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closedURL := closed.URL
 	closed.Close() // nothing listens there any more
@@ -97,6 +103,8 @@ func TestExitCodesOfBinary(t *testing.T) {
 		{"not found: cursor", exitNotFound, []string{"cursor", "info", "nobody", dd}, `no named cursor "nobody"`},
 		{"unavailable: refused", exitUnavailable, []string{"--server", closedURL, "--tenant", "acme", "stats"}, "server:"},
 		{"denied: no token", exitDenied, []string{"--server", unauth.URL, "--tenant", "acme", "stats"}, "no token was given"},
+		{"unavailable: the answer lost", exitUnavailable, []string{"--server", lost.URL, "--tenant", "acme", "--token", "bpk_x", "append", "--entity", "order:1", "--scope", "s", "--kind", "1:1", "--data", "{}", "--idempotency-key", "order-1-placed"},
+			"the write may have been written: send it again with --idempotency-key order-1-placed to write it once"},
 		{"unavailable: 503", exitUnavailable, []string{"--server", busy.URL, "--tenant", "acme", "get", id.String()}, "BUSY"},
 	}
 	for _, c := range cases {

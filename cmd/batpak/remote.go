@@ -58,6 +58,10 @@ var remoteKeys = []struct{ key, flag, env string }{
 // registerRemoteFlags adds --server and --token and binds the remote.*
 // keys to their flags and environment variables. --tenant is the
 // principal's tenant flag, which also names the tenant on a server.
+// cliRetryFor is how long the CLI keeps sending a read or an idempotent
+// write again while the server cannot be had (client.Options.RetryFor).
+const cliRetryFor = 3 * time.Second
+
 func registerRemoteFlags(fs *pflag.FlagSet, v *viper.Viper) {
 	fs.String("server", "", "URL of a running batpak serve (http(s)://host:port); the data, tenant and key commands then work against it; env BATPAK_SERVER")
 	fs.String("token", "", "API key or operator credential for --server (never printed; visible to other users in the process list: prefer BATPAK_TOKEN or --token-file); env BATPAK_TOKEN")
@@ -206,7 +210,10 @@ func (a *app) remote() (*remoteConf, error) {
 	if idle == 0 {
 		idle, reconnect = -1, -1 // wait for ever; --follow reconnects for ever
 	}
-	rc.opts = client.Options{HTTPClient: hc, Consistency: consistency, MaxResponseBytes: maxServerMessageBytes, IdleTimeout: idle, ReconnectFor: reconnect}
+	// A server that cannot be had, or a cluster between leaders, is waited
+	// for cliRetryFor (an election takes about 2 s), not the library's 10 s:
+	// a command is answered "unavailable" sooner.
+	rc.opts = client.Options{HTTPClient: hc, Consistency: consistency, MaxResponseBytes: maxServerMessageBytes, IdleTimeout: idle, ReconnectFor: reconnect, RetryFor: cliRetryFor}
 	c, err := client.New(rc.server, rc.token, rc.opts)
 	if err != nil {
 		return nil, badInput("--server", errors.New(strings.TrimPrefix(err.Error(), "client: ")))
@@ -315,6 +322,18 @@ func (a *app) localOnly() error {
 // remoteError renders a server's problem as one line: its code and
 // detail (and HTTP status). The token is never part of it.
 func remoteError(err error) error {
+	var ou *client.OutcomeUnknownError
+	if errors.As(err, &ou) {
+		// The write went out and its answer was lost: say which key writes
+		// it once if sent again.
+		msg := remoteError(ou.Err).Error()
+		if len(ou.IdempotencyKeys) == 1 {
+			msg += fmt.Sprintf("; the write may have been written: send it again with --idempotency-key %s to write it once", printable.String(ou.IdempotencyKeys[0]))
+		} else {
+			msg += "; the write may have been written"
+		}
+		return withExitCode(exitUnavailable, &detailError{msg: msg, err: err})
+	}
 	var e *client.Error
 	if !errors.As(err, &e) {
 		if errors.Is(err, context.Canceled) {

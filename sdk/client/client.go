@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
@@ -17,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -40,8 +42,18 @@ type Options struct {
 	// it where memory is tight.
 	MaxResponseBytes int64
 	// MaxRetries bounds how often a safe request is sent again (default 3;
-	// negative: never).
+	// negative: never), but while the server cannot be had — no
+	// connection, 502 or 504, a cluster between leaders (NOT_LEADER,
+	// OUTCOME_UNKNOWN) or a replica not caught up (NOT_CAUGHT_UP) — it is
+	// sent again until RetryFor has passed since the call began.
 	MaxRetries int
+	// RetryFor is how long a safe request keeps being sent again while
+	// the server cannot be had (see MaxRetries): default DefaultRetryFor
+	// (10 s, longer than a cluster's election); negative: no longer than
+	// MaxRetries allows. A write whose answer was lost and that ran out
+	// of retries fails with an *OutcomeUnknownError naming its
+	// idempotency keys.
+	RetryFor time.Duration
 	// IdleTimeout ends a request during which the server sent nothing for
 	// that long: neither took the request's body nor answered, or sent
 	// nothing while the caller waited to read the answer (a caller slow
@@ -95,8 +107,10 @@ type Client struct {
 	token   string
 	hc      *http.Client
 	retries int
-	maxErr  int64
-	maxResp int64 // Options.MaxResponseBytes
+	// retryFor is Options.RetryFor (0: no longer than retries allows).
+	retryFor time.Duration
+	maxErr   int64
+	maxResp  int64 // Options.MaxResponseBytes
 	// reconnectFor is Options.ReconnectFor (0: for ever).
 	reconnectFor time.Duration
 	consist      string // Options.Consistency sent as consistency=: "" or "linearizable"
@@ -236,7 +250,9 @@ func (c *Client) readParams(path string) url.Values {
 }
 
 // sawReceipts records, for Consistency "session", that tenant holds the
-// receipts' sequences.
+// receipts' sequences. The server's receipts are trusted: one naming a
+// sequence the tenant never reaches makes this Client's later reads of
+// it wait for it (NOT_CAUGHT_UP); a new Client starts afresh.
 func (c *Client) sawReceipts(tenant string, rs ...Receipt) {
 	if c.session == nil || len(rs) == 0 {
 		return
@@ -309,11 +325,20 @@ func New(baseURL, token string, opts ...Options) (*Client, error) {
 	} else if c.retries < 0 {
 		c.retries = 0
 	}
+	switch {
+	case o.RetryFor == 0:
+		c.retryFor = DefaultRetryFor
+	case o.RetryFor > 0:
+		c.retryFor = o.RetryFor
+	}
 	if c.maxErr <= 0 {
 		c.maxErr = 64 << 10
 	}
 	return c, nil
 }
+
+// DefaultRetryFor is Options.RetryFor's default.
+const DefaultRetryFor = 10 * time.Second
 
 // DefaultMaxResponseBytes is Options.MaxResponseBytes' default.
 const DefaultMaxResponseBytes = 256 << 20
@@ -415,11 +440,23 @@ type request struct {
 // send performs r with retries, returning the successful response (the
 // caller closes its body) or an *Error / transport error.
 func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
+	return c.sendRead(ctx, r, nil)
+}
+
+// sendRead is send, reading a successful response with read (when
+// non-nil: the response is then closed, and returned only to say it
+// came): an answer whose body broke off is a lost answer, and a safe
+// request is sent again. A write whose answer was lost — its request
+// went out, then the connection broke or the body was cut, or a cluster
+// lost its leader after proposing it — and that runs out of retries
+// fails with an *OutcomeUnknownError.
+func (c *Client) sendRead(ctx context.Context, r request, read func(*http.Response) error) (*http.Response, error) {
 	var last error
 	attempts := 1
 	if r.safe {
 		attempts += c.retries
 	}
+	start := time.Now()
 	unanswered := false // an attempt before was sent, its answer lost
 	var wrote atomic.Bool
 	// Each hop of an attempt (a follower's redirect to its leader) starts
@@ -429,6 +466,13 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 		WroteHeaders: func() { wrote.Store(true) },
 	})
 	sent = context.WithValue(sent, wroteKey{}, &wrote) // once clears it before each hop (an HTTP/2 stream gets no GetConn)
+	outcome := func(err error) error {
+		var pe *Error
+		if r.method != http.MethodGet && (unanswered || errors.As(err, &pe) && pe.Code == CodeOutcomeUnknown) {
+			return &OutcomeUnknownError{Err: err}
+		}
+		return err
+	}
 	for i := 0; i < attempts; i++ {
 		if i > 0 {
 			if err := sleep(ctx, backoff(i, last)); err != nil {
@@ -437,6 +481,13 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 		}
 		wrote.Store(false)
 		resp, err := c.once(sent, r)
+		if err == nil && read != nil {
+			err = read(resp)
+			resp.Body.Close()
+			if err != nil && !lostBody(err) {
+				return nil, err // an answer, but not one this client reads: not sent again
+			}
+		}
 		if err == nil {
 			return resp, nil
 		}
@@ -450,11 +501,12 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 		}
 		var pe *Error
 		// A transport error after the request went out (not a refused
-		// connection, nor a failed TLS handshake): it may have arrived.
+		// connection, nor a failed TLS handshake), or an answer whose
+		// body broke off: it may have arrived.
 		unanswered = unanswered || !errors.As(err, &pe) && wrote.Load()
 		last = err
 		if errors.As(err, &pe) && pe.RetryAfter > maxRetryWait {
-			return nil, err // the server asks for a longer wait than a retry takes
+			return nil, outcome(err) // the server asks for a longer wait than a retry takes
 		}
 		if (errors.Is(err, ErrNotLeader) || errors.Is(err, ErrTooManyConnections)) && attempts < 1+c.retries {
 			// A cluster node that does not lead did nothing, nor does a
@@ -463,10 +515,38 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 			attempts = 1 + c.retries
 		}
 		if !retryable(err) {
-			return nil, err
+			return nil, outcome(err)
+		}
+		if i == attempts-1 && (r.safe || errors.Is(err, ErrNotLeader)) && unavailable(err) &&
+			time.Since(start)+backoff(i+1, err) < c.retryFor {
+			attempts++ // the server or its cluster is coming back: wait for it (Options.RetryFor)
 		}
 	}
-	return nil, last
+	return nil, outcome(last)
+}
+
+// unavailable reports whether err says the server cannot be had for now
+// rather than that it is busy: no connection or no answer, a gateway's
+// 502 or 504, a cluster between leaders, a replica not caught up.
+func unavailable(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return true // a transport error (retryable has refused an *IdleError)
+	}
+	switch e.Code {
+	case CodeNotLeader, CodeOutcomeUnknown, CodeNotCaughtUp:
+		return true
+	}
+	return e.Code == "" && (e.Status == http.StatusBadGateway || e.Status == http.StatusGatewayTimeout)
+}
+
+// lostBody reports whether err, reading a successful answer's body, is
+// the body breaking off (the connection closed or reset, the body cut
+// short or missing) rather than a body that came whole and is wrong.
+func lostBody(err error) bool {
+	var ne net.Error
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, net.ErrClosed) || errors.As(err, &ne) && !ne.Timeout()
 }
 
 func (c *Client) once(ctx context.Context, r request) (*http.Response, error) {
@@ -541,7 +621,9 @@ func (c *Client) once(ctx context.Context, r request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode < 300 || resp.StatusCode == http.StatusNotModified {
+	if resp.StatusCode < 300 || resp.StatusCode == http.StatusNotModified && req.Header.Get("If-None-Match") != "" {
+		// 304 answers a conditional read only (a projection's ETag):
+		// to anything else it is a refusal, not a success.
 		return resp, nil
 	}
 	defer resp.Body.Close()
@@ -588,18 +670,17 @@ func (c *Client) problem(resp *http.Response) error {
 	return e
 }
 
-// do sends r and decodes a JSON response into out (when non-nil).
+// do sends r and decodes a JSON response into out (when non-nil); a
+// safe request whose answer broke off is sent again (sendRead).
 func (c *Client) do(ctx context.Context, r request, out any) error {
-	resp, err := c.send(ctx, r)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if out == nil {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		return nil
-	}
-	return c.decodeBounded(resp.Body, r.method+" "+r.path, out)
+	_, err := c.sendRead(ctx, r, func(resp *http.Response) error {
+		if out == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			return nil
+		}
+		return c.decodeBounded(resp.Body, r.method+" "+r.path, out)
+	})
+	return err
 }
 
 // wroteKey holds, in a request's context, whether the hop under way

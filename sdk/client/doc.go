@@ -18,12 +18,21 @@
 //     (RFC 9457): its Code is one of the Code constants, and errors.Is
 //     matches the sentinels (ErrConflict, ErrPolicyDenied, …) by code.
 //   - Retries are bounded (Options.MaxRetries, default 3, exponential
-//     backoff from 50 ms, honouring Retry-After up to 5 s) and only where they
+//     backoff from 50 ms, honouring Retry-After up to 5 s; while the server
+//     cannot be had — no connection, 502/504, a cluster between leaders —
+//     until Options.RetryFor, 10 s, has passed) and only where they
 //     are safe: reads, and writes that carry an idempotency key. Append and
 //     AppendBatch give a write without one a fresh key (AppendRequest's
-//     IdempotencyKey; a batch's items get "<batch key>/<index>"), so a retry
-//     after a lost response returns the original receipts rather than
-//     writing twice. Retried: BUSY (503), QUOTA_EXCEEDED with a Retry-After,
+//     IdempotencyKey; a batch's items get "<batch key>/<index>"), so the
+//     client's own retry after a lost response returns the original
+//     receipts rather than writing twice. A write whose answer was lost
+//     and that ran out of retries fails with an *OutcomeUnknownError
+//     (errors.Is(err, ErrOutcomeUnknown)): it may have been written, and
+//     only sending it again with the keys it names writes it once — a
+//     caller retrying on its own must reuse its keys, so give each write
+//     its key (IdempotencyKey) where a retry matters. A 2xx answer to a
+//     write without a receipt per event is no acknowledgement: the same
+//     error. Retried: BUSY (503), QUOTA_EXCEEDED with a Retry-After,
 //     TOO_MANY_REQUESTS (429: the address's requests without a valid
 //     credential passed the server's rate) and transport errors; TOO_MANY_CONNECTIONS (429: the server refused
 //     the connection before reading the request) for any request. Never
@@ -32,7 +41,8 @@
 //     answer whose Retry-After asks for more than 5 s (returned at once,
 //     RetryAfter set, for the caller to decide), and a server gone silent
 //     (*IdleError). A DELETE whose answer was lost and whose retry finds
-//     nothing left to delete succeeded.
+//     nothing left to delete succeeded (so a mistyped id whose first
+//     answer was lost also reports success).
 //   - A server that sends nothing is not waited on for ever: a request
 //     during which it neither takes the body nor answers, or sends nothing
 //     while the caller waits to read, for Options.IdleTimeout (5 minutes)

@@ -74,6 +74,53 @@ var (
 	ErrStoreDamaged        = &Error{Code: CodeStoreDamaged}
 )
 
+// OutcomeUnknownError is a write whose answer was lost: its request went
+// out, then the connection broke, its answer's body was cut short, or a
+// cluster lost its leader after proposing it (OUTCOME_UNKNOWN) — and the
+// retries ran out (Options.MaxRetries, Options.RetryFor) without an
+// answer. It may have been written. Sending it again with the same
+// idempotency keys (IdempotencyKeys, the keys Append or AppendBatch
+// gave it when the request carried none) writes it at most once and
+// returns its receipts; a write without them might be written twice.
+// errors.Is(err, ErrOutcomeUnknown) matches it; Err is the last
+// attempt's error.
+type OutcomeUnknownError struct {
+	// IdempotencyKeys are the write's keys, one per event (Append: one;
+	// AppendBatch: each item's); nil for a write that carries none.
+	IdempotencyKeys []string
+	Err             error
+}
+
+func (e *OutcomeUnknownError) Error() string {
+	msg := "batpak client: the write's outcome is unknown (sent, its answer lost; it may have been written)"
+	if len(e.IdempotencyKeys) > 0 {
+		msg += ": send it again with idempotency key " + e.IdempotencyKeys[0]
+		if len(e.IdempotencyKeys) > 1 {
+			msg += fmt.Sprintf(" (and the batch's %d others)", len(e.IdempotencyKeys)-1)
+		}
+	}
+	return msg + ": " + e.Err.Error()
+}
+
+// Unwrap returns the last attempt's error.
+func (e *OutcomeUnknownError) Unwrap() error { return e.Err }
+
+// Is matches ErrOutcomeUnknown.
+func (e *OutcomeUnknownError) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == CodeOutcomeUnknown
+}
+
+// withKeys names the write's idempotency keys on err when it is an
+// *OutcomeUnknownError.
+func withKeys(err error, keys ...string) error {
+	var ou *OutcomeUnknownError
+	if errors.As(err, &ou) {
+		ou.IdempotencyKeys = keys
+	}
+	return err
+}
+
 // Error is a request the server refused: its problem document.
 type Error struct {
 	Status     int           // HTTP status

@@ -7,6 +7,7 @@ import (
 	"iter"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 )
 
@@ -52,10 +53,16 @@ func (t *Tenant) Append(ctx context.Context, req AppendRequest) (Receipt, error)
 		h = http.Header{"Idempotency-Key": {req.IdempotencyKey}}
 	}
 	err = t.c.do(ctx, request{method: "POST", path: t.path("/events"), body: body, header: h, safe: true}, &r)
-	if err == nil {
-		t.c.sawReceipts(t.id, r)
+	if err == nil && r.ID == "" {
+		// A success without a receipt is no acknowledgement: the write
+		// may or may not be there.
+		err = &OutcomeUnknownError{Err: fmt.Errorf("POST %s: the server's answer carries no receipt (no event id)", t.path("/events"))}
 	}
-	return r, err
+	if err != nil {
+		return Receipt{}, withKeys(err, req.IdempotencyKey)
+	}
+	t.c.sawReceipts(t.id, r)
+	return r, nil
 }
 
 // AppendBatch writes events atomically: all or none. Items without an
@@ -84,9 +91,25 @@ func (t *Tenant) AppendBatch(ctx context.Context, events []AppendRequest) ([]Rec
 	}
 	err = t.c.do(ctx, request{method: "POST", path: t.path("/batches"), body: body, safe: true}, &out)
 	if err == nil {
-		t.c.sawReceipts(t.id, out.Receipts...)
+		// A success must carry a receipt, with its event id, per item.
+		if len(out.Receipts) != len(items) {
+			err = fmt.Errorf("POST %s: the server's answer carries %d receipts for %d events", t.path("/batches"), len(out.Receipts), len(items))
+		} else if i := slices.IndexFunc(out.Receipts, func(r Receipt) bool { return r.ID == "" }); i >= 0 {
+			err = fmt.Errorf("POST %s: the server's receipt %d carries no event id", t.path("/batches"), i)
+		}
+		if err != nil {
+			err = &OutcomeUnknownError{Err: err}
+		}
 	}
-	return out.Receipts, err
+	if err != nil {
+		keys := make([]string, len(items))
+		for i := range items {
+			keys[i] = items[i].IdempotencyKey
+		}
+		return nil, withKeys(err, keys...)
+	}
+	t.c.sawReceipts(t.id, out.Receipts...)
+	return out.Receipts, nil
 }
 
 // Import writes an export stream (NDJSON, as Export produces) into the
@@ -273,7 +296,9 @@ func (t *Tenant) Verify(ctx context.Context) (map[string]any, error) {
 }
 
 // Export streams the tenant's events as NDJSON into w (admin role) and
-// returns the bytes copied.
+// returns the bytes copied. It is as large as the tenant's events and
+// not bounded by Options.MaxResponseBytes: bound it with ctx, or with a
+// w that refuses past a size (its error ends the export).
 func (t *Tenant) Export(ctx context.Context, w io.Writer) (int64, error) {
 	resp, err := t.c.send(ctx, request{method: "GET", path: t.path("/export"), accept: "application/x-ndjson", safe: true})
 	if err != nil {
