@@ -809,7 +809,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return fail(fmt.Errorf("hosted workers: %w", err))
 	}
-	s.follow, err = follow.NewSet(follow.Options{Encode: httpapi.EncodeEvent, MaxBacklogEvents: min(cfg.SSEBufferEvents, 1<<20)})
+	// A subscription finding no room to read cuts off the streams whose
+	// clients stopped reading (the API is made below, before any stream).
+	starved := func() {
+		if s.api != nil {
+			s.api.CutStalledReaders()
+		}
+	}
+	s.follow, err = follow.NewSet(follow.Options{Encode: httpapi.EncodeEvent, MaxBacklogEvents: min(cfg.SSEBufferEvents, 1<<20), Starved: starved})
 	if err != nil {
 		return fail(fmt.Errorf("server.sse_buffer_events: %w", err))
 	}

@@ -125,17 +125,23 @@ type Options struct {
 	// subscribers whose clients stop reading hold their share, not memory
 	// without bound. Default 256 MiB; range 4 MiB..64 GiB.
 	StoreReadBytes int64
+	// Starved, when set, is called when a Next finds no room in
+	// StoreReadBytes, before it waits: the server cuts off then the
+	// streams whose clients stopped reading (what they hold comes back
+	// when their subscriptions close). It must not block.
+	Starved func()
 }
 
 // budget is StoreReadBytes: the whole, shared by a Set's hubs, and each
 // hub's share of it.
 type budget struct {
 	all      *semaphore.Weighted
-	shareCap int64 // a hub's share: a quarter, and at least one step's charge
+	shareCap int64  // a hub's share: a quarter, and at least one step's charge
+	starved  func() // Options.Starved (nil: none)
 }
 
-func newBudget(total int64) *budget {
-	return &budget{all: semaphore.NewWeighted(total), shareCap: max(total/4, 2*catchUpBytes)}
+func newBudget(total int64, starved func()) *budget {
+	return &budget{all: semaphore.NewWeighted(total), shareCap: max(total/4, 2*catchUpBytes), starved: starved}
 }
 
 // share is a new hub's part of b.

@@ -930,3 +930,61 @@ func subscribeAll(t *testing.T, set *follow.Set, s *core.Store) *follow.Subscrip
 	t.Cleanup(sub.Close)
 	return sub
 }
+
+// A Next finding no room in the whole store-read budget (other stores'
+// subscribers stopped reading) calls Options.Starved before it waits;
+// what the starved-upon subscriptions hold comes back as they close (as
+// the server closes a stream it cuts off), and the waiting reader goes
+// on.
+func TestStoreReadsStarvedCallsBack(t *testing.T) {
+	var stalled []*follow.Subscription
+	var mu sync.Mutex
+	var calls atomic.Int32
+	set, err := follow.NewSet(follow.Options{Encode: func(ev core.StoredEvent) []byte { return append([]byte(nil), ev.Payload...) },
+		StoreReadBytes: 8 << 20, Starved: func() {
+			calls.Add(1)
+			mu.Lock()
+			defer mu.Unlock()
+			for _, s := range stalled {
+				go s.Close()
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(set.Close)
+	big := []byte(`"` + strings.Repeat("x", 512<<10-2) + `"`)
+	stores := make([]*core.Store, 5)
+	for i := range stores {
+		stores[i] = openStore(t, t.TempDir())
+		for range 6 {
+			if _, err := stores[i].Append(context.Background(), coord(t, "e", "s"), kindA, big); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, s := range stores[:4] { // each holds its store's share: the whole budget
+		sub := subscribeAll(t, set, s)
+		if fs, err := next(sub, 5*time.Second); err != nil || len(fs) == 0 {
+			t.Fatalf("a reader that then stops: %d frames, %v", len(fs), err)
+		}
+		mu.Lock()
+		stalled = append(stalled, sub)
+		mu.Unlock()
+	}
+	if calls.Load() != 0 {
+		t.Fatalf("Starved called %d times while the budget had room", calls.Load())
+	}
+	waiting := subscribeAll(t, set, stores[4])
+	var got []uint64
+	for len(got) < 6 {
+		fs, err := next(waiting, 5*time.Second)
+		if err != nil {
+			t.Fatalf("the fifth store's reader, with %d of 6: %v (Starved called %d times)", len(got), err, calls.Load())
+		}
+		got = append(got, frameSeqs(fs)...)
+	}
+	if calls.Load() == 0 {
+		t.Fatal("the fifth store's reader found room without Starved being called")
+	}
+}

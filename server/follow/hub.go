@@ -50,7 +50,7 @@ func New(s *core.Store, opts Options) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := newBudget(o.StoreReadBytes)
+	b := newBudget(o.StoreReadBytes, o.Starved)
 	return &Hub{store: s, opts: o, reads: b, share: b.share()}, nil
 }
 

@@ -27,7 +27,7 @@ func NewSet(opts Options) (*Set, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Set{opts: o, reads: newBudget(o.StoreReadBytes), hubs: map[*core.Store]*Hub{}}, nil
+	return &Set{opts: o, reads: newBudget(o.StoreReadBytes, o.Starved), hubs: map[*core.Store]*Hub{}}, nil
 }
 
 // Subscribe subscribes to region r of store st after start, through st's

@@ -160,6 +160,9 @@ func (s *Subscription) charge(ctx context.Context, n int64) error {
 		got = false
 	}
 	if !got {
+		if h.reads.starved != nil {
+			h.reads.starved()
+		}
 		// Wait, until ctx ends, Close, or the run ends (its reason is
 		// then the subscription's ending, at the next step).
 		wctx, cancel := context.WithCancel(ctx)

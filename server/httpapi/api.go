@@ -165,6 +165,10 @@ type API struct {
 	digestRequests atomic.Int32
 	// bodies bounds the large JSON bodies written at once.
 	bodies *bodyBudget
+	// stalls is the responses holding memory while they are written
+	// (bodies' and the event streams'), cut off when their clients stop
+	// reading and others wait (CutStalledReaders).
+	stalls *stallSet
 	// requests bounds the room request bodies take while they are read
 	// and handled (readAll).
 	requests *requestBudget
@@ -245,8 +249,9 @@ func New(opts Options) *API {
 	if opts.SSEBufferEvents <= 0 {
 		opts.SSEBufferEvents = 4096
 	}
+	stalls := newStallSet()
 	a := &API{opts: opts, mux: http.NewServeMux(), log: opts.Logger, stopping: make(chan struct{}), access: make(chan struct{}),
-		bodies: newBodyBudget(), memberAsk: semaphore.NewWeighted(MaxMemberAsks)}
+		bodies: newBodyBudget(stalls), stalls: stalls, memberAsk: semaphore.NewWeighted(MaxMemberAsks)}
 	largest := opts.MaxBodyBytes + 1
 	if opts.Policies != nil {
 		largest = max(largest, opts.Policies.Limits().MaxBundleBytes+2)
@@ -256,6 +261,9 @@ func New(opts Options) *API {
 		a.log = slog.Default()
 	}
 	a.metrics = newMetrics(opts.Registry, opts.TenantSeries, opts.Tenants)
+	opts.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "batpak_slow_readers_cut_total",
+		Help: "Responses cut off because their clients read nothing for 2 s while others waited for the response memory they held."},
+		func() float64 { return float64(stalls.cutOff.Load()) }))
 	a.routes = a.table()
 	for i := range a.routes {
 		rt := a.routes[i]

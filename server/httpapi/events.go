@@ -477,7 +477,7 @@ func (a *API) queryEvents(c *call) error {
 	}()
 	sent := 0
 	readStep := func() (evs []core.StoredEvent, more bool, err error) {
-		if hold, err = a.bodies.take(c.r.Context(), c.tenant, ndjsonStepHold); err != nil {
+		if hold, err = a.bodies.take(c.r.Context(), c.tenant, ndjsonStepHold, recorderOf(c.w)); err != nil {
 			return nil, false, err
 		}
 		page := ndjsonPage // events held in memory at once
@@ -493,7 +493,7 @@ func (a *API) queryEvents(c *call) error {
 			// page of it would take (a tenant's share admits one such
 			// when it holds nothing else).
 			hold()
-			if hold, err = a.bodies.take(c.r.Context(), c.tenant, need); err != nil {
+			if hold, err = a.bodies.take(c.r.Context(), c.tenant, need, recorderOf(c.w)); err != nil {
 				return nil, false, err
 			}
 		}
@@ -777,7 +777,7 @@ func (a *API) export(c *call) error {
 	// An export reads the store a step at a time (core.Export) and a
 	// client that stops reading keeps its step until the write timeout:
 	// it holds exportHold of the response budget while it runs.
-	hold, err := a.bodies.take(c.r.Context(), c.tenant, exportHold(a.opts.Plane.Effective(c.tenant).MaxPayloadBytes))
+	hold, err := a.bodies.take(c.r.Context(), c.tenant, exportHold(a.opts.Plane.Effective(c.tenant).MaxPayloadBytes), recorderOf(c.w))
 	if err != nil {
 		return err
 	}

@@ -130,7 +130,7 @@ func (a *API) askMembers(c *call, path string) (answers []memberAnswer, g *gathe
 		}
 		g.held += n
 		g.mu.Unlock()
-		r, err := a.bodies.take(ctx, "", n) // bounded per tenant by MaxMemberAsks
+		r, err := a.bodies.take(ctx, "", n, nil) // bounded per tenant by MaxMemberAsks
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		if err != nil {

@@ -62,10 +62,10 @@ func TestAskMemberRefusals(t *testing.T) {
 	}))
 	defer member.Close()
 	m := Member{ID: "n2", URL: member.URL}
-	budget := newBodyBudget()
+	budget := newBodyBudget(nil)
 	ask := func(ctx context.Context, m Member, https bool, path string) ([]byte, string) {
 		q := memberQuery{auth: "Bearer tenant-key", https: https, path: path, log: slog.New(slog.DiscardHandler), hold: func(ctx context.Context, n int64) string {
-			if _, err := budget.take(ctx, "", n); err != nil { // never given back: the budget runs out below
+			if _, err := budget.take(ctx, "", n, nil); err != nil { // never given back: the budget runs out below
 				return "this node is holding as many large answers as it does at once; retry"
 			}
 			return ""
@@ -123,7 +123,7 @@ func TestMemberAsksAreBounded(t *testing.T) {
 	}))
 	defer member.Close()
 	a := &API{opts: Options{Cluster: fakeMembers{members: []Member{{ID: "n1", Self: true}, {ID: "n2", URL: member.URL}}, client: noRedirects}},
-		memberAsk: semaphore.NewWeighted(MaxMemberAsks), bodies: newBodyBudget(), log: slog.New(slog.DiscardHandler)}
+		memberAsk: semaphore.NewWeighted(MaxMemberAsks), bodies: newBodyBudget(nil), log: slog.New(slog.DiscardHandler)}
 	ask := func(tenant string) error {
 		_, g, err := a.askMembers(&call{r: httptest.NewRequest("GET", "/", nil), tenant: tenant}, "/x")
 		if err == nil {
@@ -238,7 +238,7 @@ func TestClusterWideAnswerFitsTheBudget(t *testing.T) {
 			}
 			part := len(bodies["/n2/x"])
 			a := &API{opts: Options{Cluster: fakeMembers{members: members, client: noRedirects}},
-				memberAsk: semaphore.NewWeighted(MaxMemberAsks), bodies: newBodyBudget(), log: slog.New(slog.DiscardHandler)}
+				memberAsk: semaphore.NewWeighted(MaxMemberAsks), bodies: newBodyBudget(nil), log: slog.New(slog.DiscardHandler)}
 			answers, g, err := a.askMembers(&call{r: httptest.NewRequest("GET", "/", nil), tenant: "acme"}, "/x")
 			if err != nil {
 				t.Fatal(err)
@@ -289,7 +289,7 @@ func (p panickyMembers) Members() []Member {
 // back: the tenant's next one is not refused for ever.
 func TestAGatheringThatPanicsGivesItsSlotBack(t *testing.T) {
 	a := &API{opts: Options{Cluster: panickyMembers{fakeMembers{members: []Member{{ID: "n1", Self: true}}, client: noRedirects}, new(atomic.Bool)}},
-		memberAsk: semaphore.NewWeighted(MaxMemberAsks), bodies: newBodyBudget(), log: slog.New(slog.DiscardHandler)}
+		memberAsk: semaphore.NewWeighted(MaxMemberAsks), bodies: newBodyBudget(nil), log: slog.New(slog.DiscardHandler)}
 	ask := func() (err error) {
 		defer func() {
 			if r := recover(); r != nil {

@@ -95,6 +95,10 @@ type recorder struct {
 	// body tracks the request body (nil: none): an error answered before
 	// it was read to its end closes the connection (see WriteHeader).
 	body *trackedBody
+	// stalledSince is when the write under way began (UnixNano; 0: none
+	// under way): a piece of at most stallPiece bytes blocked since then
+	// on a client that does not read (see stallSet).
+	stalledSince atomic.Int64
 }
 
 // unreadBodyWait is how long the server waits, after an error answered
@@ -116,6 +120,21 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 		b.eof.Store(true)
 	}
 	return n, err
+}
+
+// recorderOf is the recorder w is, or unwraps to; nil when none.
+func recorderOf(w http.ResponseWriter) *recorder {
+	for w != nil {
+		if rec, ok := w.(*recorder); ok {
+			return rec
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return nil
+		}
+		w = u.Unwrap()
+	}
+	return nil
 }
 
 // reqState is a request's recorder and reqInfo in one allocation.
@@ -162,14 +181,26 @@ func (w *recorder) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Write writes b a piece of at most stallPiece bytes at a time, each
+// marked as under way (stalledSince) while it is written: a write the
+// client takes nothing of shows as stalled.
 func (w *recorder) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
 	w.extend()
-	n, err := w.ResponseWriter.Write(b)
-	w.bytes += int64(n)
-	return n, err
+	written := 0
+	for {
+		piece := b[written:min(len(b), written+stallPiece)]
+		w.stalledSince.Store(time.Now().UnixNano())
+		n, err := w.ResponseWriter.Write(piece)
+		w.stalledSince.Store(0)
+		written += n
+		w.bytes += int64(n)
+		if err != nil || written == len(b) {
+			return written, err
+		}
+	}
 }
 
 func (w *recorder) Flush() {
@@ -178,7 +209,9 @@ func (w *recorder) Flush() {
 	}
 	w.extend()
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		w.stalledSince.Store(time.Now().UnixNano())
 		f.Flush()
+		w.stalledSince.Store(0)
 	}
 }
 
@@ -459,6 +492,11 @@ func (a *API) guard(rt Route) http.Handler {
 			go a.watchAccess(ctx, cancel, c)
 			c.r = c.r.WithContext(ctx)
 			if rec, ok := w.(*recorder); ok {
+				// A stream holds memory while it is written (the events
+				// a subscription or an export read): one whose client
+				// stops reading is cut off once others wait for memory.
+				a.stalls.add(rec)
+				defer a.stalls.remove(rec)
 				// A write blocked on a slow reader is not waited for:
 				// the response has lostAccessGrace to end.
 				stop := context.AfterFunc(ctx, func() {

@@ -33,6 +33,7 @@ const (
 // back by release, after the page is written.
 type pageHold struct {
 	budget   *bodyBudget
+	rec      *recorder // the response (nil: none)
 	ctx      context.Context
 	owner    string
 	held     int64
@@ -40,7 +41,7 @@ type pageHold struct {
 }
 
 func (a *API) newPageHold(c *call) *pageHold {
-	return &pageHold{budget: a.bodies, ctx: c.r.Context(), owner: c.tenant}
+	return &pageHold{budget: a.bodies, rec: recorderOf(c.w), ctx: c.r.Context(), owner: c.tenant}
 }
 
 // room makes the hold cover a page of n bytes of events (HeldBytes),
@@ -51,7 +52,7 @@ func (h *pageHold) room(n int) error {
 	if want <= h.held {
 		return nil
 	}
-	rel, err := h.budget.take(h.ctx, h.owner, want-h.held)
+	rel, err := h.budget.take(h.ctx, h.owner, want-h.held, h.rec)
 	if err != nil {
 		return err
 	}

@@ -34,7 +34,7 @@ func TestPageRoomFollowsWhatIsRead(t *testing.T) {
 		}
 		last = r.ID
 	}
-	hold := func() *pageHold { return &pageHold{budget: newBodyBudget(), ctx: ctx, owner: "acme"} }
+	hold := func() *pageHold { return &pageHold{budget: newBodyBudget(nil), ctx: ctx, owner: "acme"} }
 
 	h := hold()
 	res, err := walkHeld(h, core.CausalLimits{MaxEvents: 100}, func(l core.CausalLimits) (core.CausalResult, error) { return s.Descendants(first, l) })

@@ -170,7 +170,7 @@ func writeJSONHolding(w http.ResponseWriter, status int, v any, held int64) erro
 			if rec.info != nil {
 				owner = rec.info.tenant
 			}
-			release, err := rec.bodies.take(rec.ctx, owner, more)
+			release, err := rec.bodies.take(rec.ctx, owner, more, rec)
 			if err != nil {
 				return err
 			}
