@@ -180,13 +180,33 @@ func parseKindNumbers(s string) (uint16, uint16, error) {
 	if !ok {
 		return 0, 0, fmt.Errorf("%w: %q: want CATEGORY:TYPE, e.g. 1:1 or 0xF:0x2a", ErrInvalidKind, s)
 	}
-	c, err := strconv.ParseUint(strings.TrimSpace(cat), 0, 16)
+	c, err := ParseKindNumber(cat)
 	if err != nil {
 		return 0, 0, fmt.Errorf("%w: %q: category %q is not a number", ErrInvalidKind, s, cat)
 	}
-	t, err := strconv.ParseUint(strings.TrimSpace(typ), 0, 16)
+	t, err := ParseKindNumber(typ)
 	if err != nil {
 		return 0, 0, fmt.Errorf("%w: %q: type %q is not a number", ErrInvalidKind, s, typ)
 	}
 	return uint16(c), uint16(t), nil
+}
+
+// ParseKindNumber reads a kind's category or type as ParseKind does:
+// decimal, or after a prefix hexadecimal ("0x"), octal ("0o") or binary
+// ("0b"), surrounding spaces ignored, at most 16 bits. Leading zeros
+// alone are decimal: "010" is ten, not the octal eight Go's base-0
+// parsing would make of it.
+func ParseKindNumber(s string) (uint64, error) {
+	s = strings.TrimSpace(s)
+	if len(s) > 2 && s[0] == '0' {
+		switch s[1] {
+		case 'x', 'X':
+			return strconv.ParseUint(s[2:], 16, 16)
+		case 'o', 'O':
+			return strconv.ParseUint(s[2:], 8, 16)
+		case 'b', 'B':
+			return strconv.ParseUint(s[2:], 2, 16)
+		}
+	}
+	return strconv.ParseUint(s, 10, 16)
 }

@@ -171,6 +171,8 @@ func TestParseKind(t *testing.T) {
 		"0b11:0o17":    core.MustKind(3, 15),
 		"0x1:0xfff":    core.MustKind(1, 0xFFF),
 		"0xC:0x00000a": core.MustKind(0xC, 0xA),
+		"010:012":      core.MustKind(10, 12), // leading zeros are decimal, not octal
+		"0X1:0B1":      core.MustKind(1, 1),
 	}
 	for in, want := range good {
 		got, err := core.ParseKind(in)
@@ -179,7 +181,7 @@ func TestParseKind(t *testing.T) {
 		}
 	}
 	for _, in := range []string{"", "1", "1:", ":1", "x:1", "1:y", "1:1:1", "0:1", "0x0:0x1", "13:1", "0xD:1",
-		"16:1", "0x10:0", "1:4096", "1:0x1000", "-1:1", "1:-1", "70000:1", "1:70000"} {
+		"16:1", "0x10:0", "1:4096", "1:0x1000", "-1:1", "1:-1", "70000:1", "1:70000", "0x:1", "1:0b", "1:0x_1", "+1:1"} {
 		k, err := core.ParseKind(in)
 		if err == nil {
 			t.Errorf("ParseKind(%q) = %v, want an error", in, k)

@@ -597,8 +597,8 @@ func readInputDoc(stdin io.Reader, name string) (*policy.Input, error) {
 func parseAnyKind(s string) (cat, typ uint16, err error) {
 	c, t, ok := strings.Cut(s, ":")
 	if ok {
-		cn, err1 := strconv.ParseUint(strings.TrimSpace(c), 0, 16)
-		tn, err2 := strconv.ParseUint(strings.TrimSpace(t), 0, 16)
+		cn, err1 := core.ParseKindNumber(c)
+		tn, err2 := core.ParseKindNumber(t)
 		if err1 == nil && err2 == nil && cn <= 0xF && tn <= core.MaxKindType {
 			return uint16(cn), uint16(tn), nil
 		}

@@ -255,7 +255,7 @@ store (read-only, beside the writer process) it looks for new events every
 	f.StringVar(&entityPrefix, "entity-prefix", "", "only entities starting with this prefix")
 	f.StringVar(&scope, "scope", "", "only this scope (exact)")
 	f.StringVar(&kindText, "kind", "", "only this kind, CATEGORY:TYPE")
-	f.Uint16Var(&category, "category", 0, "only kinds in this category, 0..15")
+	f.Var(categoryFlag{&category}, "category", "only kinds in this category, 0..15 (decimal, or hex after 0x; 010 is ten)")
 	f.Uint64Var(&clockMin, "clock-min", 0, "only per-entity clocks >= N")
 	f.Uint64Var(&clockMax, "clock-max", 0, "only per-entity clocks <= N")
 	f.IntVar(&limit, "limit", 0, "print at most N events, the first in global order (0: all)")
@@ -414,10 +414,32 @@ func ancestorsRemote(ctx context.Context, rc *remoteConf, id core.EventID, limit
 // an application appends.
 func parseShownKind(s string) (core.Kind, error) {
 	cat, typ, found := strings.Cut(s, ":")
-	c, err1 := strconv.ParseUint(strings.TrimSpace(cat), 0, 16)
-	t, err2 := strconv.ParseUint(strings.TrimSpace(typ), 0, 16)
+	c, err1 := core.ParseKindNumber(cat)
+	t, err2 := core.ParseKindNumber(typ)
 	if !found || err1 != nil || err2 != nil || c > 0xF || t > core.MaxKindType {
 		return 0, fmt.Errorf("%w: %q: want CATEGORY:TYPE (category 0..15, type 0..0xFFF), e.g. 1:1 or 0xD:0x4", core.ErrInvalidKind, s)
 	}
 	return core.Kind(c<<12 | t), nil
 }
+
+// categoryFlag is --category: a kind's category as core.ParseKindNumber
+// reads it ("010" is ten, not octal eight; 0..15 is checked where used).
+type categoryFlag struct{ v *uint16 }
+
+func (f categoryFlag) String() string {
+	if f.v == nil {
+		return "0"
+	}
+	return strconv.Itoa(int(*f.v))
+}
+
+func (f categoryFlag) Set(s string) error {
+	n, err := core.ParseKindNumber(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a category: want 0..15, decimal or 0x hex", s)
+	}
+	*f.v = uint16(n)
+	return nil
+}
+
+func (categoryFlag) Type() string { return "uint16" }

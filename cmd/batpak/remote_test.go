@@ -483,9 +483,9 @@ func TestRemoteServerURLMistakes(t *testing.T) {
 }
 
 // TestWorkerStartPassesGivenLimits: worker start sends --category and
-// --max-restarts whenever they are given (a negative one is the server's
-// to refuse, not silently "every category"), and leaves them out
-// otherwise.
+// --max-restarts whenever they are given (a number out of range is the
+// server's to refuse, not silently "every category"; what is no number
+// is refused here), and leaves them out otherwise.
 func TestWorkerStartPassesGivenLimits(t *testing.T) {
 	isolate(t)
 	url, op := startServer(t)
@@ -494,7 +494,8 @@ func TestWorkerStartPassesGivenLimits(t *testing.T) {
 	start := func(extra ...string) []string {
 		return append([]string{"--server", url, "--token", key, "--tenant", "acme", "worker", "start", "w", "--plugin", "nosuch"}, extra...)
 	}
-	failsWith(t, exitError, start("--category", "-1"), "region.category: -1 is not a category")
+	failsWith(t, exitUsage, start("--category", "-1"), `--category "-1": want a kind category`)
+	failsWith(t, exitError, start("--category", "16"), "region.category: 16 is not a category")
 	failsWith(t, exitError, start("--max-restarts", "-3"), "max_restarts -3")
 	// Accepted as given (0 is a category): the missing plugin is next.
 	failsWith(t, exitNotFound, start("--category", "0", "--max-restarts", "0"), `plugin "nosuch"`)

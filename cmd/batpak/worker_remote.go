@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/sdk/client"
 )
 
@@ -144,7 +144,7 @@ its default.`,
 			if cmd.Flags().Changed("category") && category != "" {
 				// Sent as given: a number out of range is the server's to
 				// refuse, never quietly every category.
-				n, err := strconv.ParseInt(category, 0, 0)
+				n, err := core.ParseKindNumber(category)
 				if err != nil {
 					return usagef("--category %q: want a kind category, 0..15 (\"\": every category)", category)
 				}

@@ -442,7 +442,7 @@ func plainUint(raw []byte) bool {
 // ParseKindString reads a kind from text: "category:type" or a number.
 func ParseKindString(s string) (core.Kind, error) {
 	if !strings.Contains(s, ":") {
-		n, err := strconv.ParseUint(strings.TrimSpace(s), 0, 16)
+		n, err := core.ParseKindNumber(s)
 		if err != nil {
 			return 0, errorf(CodeInvalidKind, "kind", "%q is not a kind: want \"category:type\" (\"1:1\") or a number (4097 = 1:1)", clip(s))
 		}
@@ -478,14 +478,14 @@ func parseFilterKind(s string) (core.Kind, error) {
 	bad := errorf(CodeInvalidKind, "kind", "%q is not a kind: want \"category:type\" (category 0..15, type 0..0xFFF; \"1:1\") or a number (4097 = 1:1)", clip(s))
 	cat, typ, ok := strings.Cut(s, ":")
 	if !ok {
-		n, err := strconv.ParseUint(strings.TrimSpace(s), 0, 16)
+		n, err := core.ParseKindNumber(s)
 		if err != nil {
 			return 0, bad
 		}
 		return core.Kind(n), nil
 	}
-	c, err1 := strconv.ParseUint(strings.TrimSpace(cat), 0, 16)
-	t, err2 := strconv.ParseUint(strings.TrimSpace(typ), 0, 16)
+	c, err1 := core.ParseKindNumber(cat)
+	t, err2 := core.ParseKindNumber(typ)
 	if err1 != nil || err2 != nil || c > 0xF || t > core.MaxKindType {
 		return 0, bad
 	}
@@ -519,7 +519,7 @@ func ParseRegion(entity, scope, kind, category string) (core.Region, error) {
 		r = r.WithKind(k)
 	}
 	if category != "" {
-		c, err := strconv.ParseUint(strings.TrimSpace(category), 0, 16)
+		c, err := core.ParseKindNumber(category)
 		if err != nil || c > 15 {
 			return r, errorf(CodeInvalidKind, "category", "%q is not a category (0..15)", clip(category))
 		}

@@ -183,6 +183,15 @@ func TestParseRegion(t *testing.T) {
 	if err != nil || !r.Matches(coord, core.MustKind(2, 9), 0) || r.Matches(coord, core.MustKind(1, 9), 0) {
 		t.Fatalf("category region: %v %v", r, err)
 	}
+	// Leading zeros are decimal: "010" is category ten, not octal eight.
+	r, err = wire.ParseRegion("", "", "", "010")
+	if err != nil || !r.Matches(coord, core.MustKind(10, 1), 0) || r.Matches(coord, core.MustKind(8, 1), 0) {
+		t.Fatalf("category 010: %v %v; want category 10", r, err)
+	}
+	r, err = wire.ParseRegion("", "", "010:011", "")
+	if err != nil || !r.Matches(coord, core.MustKind(10, 11), 0) || r.Matches(coord, core.MustKind(8, 9), 0) {
+		t.Fatalf("kind 010:011: %v %v; want 10:11", r, err)
+	}
 	for _, c := range []struct{ e, s, k, cat, field string }{
 		{"", "", "x:y", "", "kind"},
 		{"", "", "", "16", "category"},
