@@ -187,31 +187,28 @@ func (p *segmentSnapshot) open(key uint32) (vfs.File, func(), error) {
 	return f, func() { f.Close() }, nil
 }
 
-// load is loadSegment for segment key of the snapshot.
-func (p *segmentSnapshot) load(key uint32) (data []byte, release func(), err error) {
+// mapped maps segment key of the snapshot: a plain segment's bytes (pk
+// nil), or a packed one's file and parsed table, its blocks for the
+// caller to decode one at a time; release unmaps it.
+func (p *segmentSnapshot) mapped(key uint32) (data []byte, pk *segment.Packed, release func(), err error) {
 	f, done, err := p.open(key)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	defer done()
 	path := filepath.Join(p.dir, format.SegmentName(key))
 	data, unmap, err := segment.MapOpened(p.fs, f, path)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if !segment.IsPackedHeader(data) {
-		return data, unmap, nil
+		return data, nil, unmap, nil
 	}
-	defer unmap()
-	pk, err := segment.ParsePacked(data, key)
-	if err != nil {
-		return nil, nil, &CorruptionError{File: path, Reason: err.Error()}
+	if pk, err = segment.ParsePacked(data, key); err != nil {
+		unmap()
+		return nil, nil, nil, &CorruptionError{File: path, Reason: err.Error()}
 	}
-	out, err := pk.Logical(data, key)
-	if err != nil {
-		return nil, nil, &CorruptionError{File: path, Reason: err.Error()}
-	}
-	return out, func() {}, nil
+	return data, pk, unmap, nil
 }
 
 // close releases the pinned files.

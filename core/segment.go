@@ -49,6 +49,14 @@ func loadSegment(fsys vfs.FS, path string, key uint32) (data []byte, packed bool
 	return data, packed, release, segErr(err)
 }
 
+// mapSegment is segment.Map, with core's errors: a plain segment's bytes
+// (pk nil), or a packed one's file and table, to be decoded a block at a
+// time.
+func mapSegment(fsys vfs.FS, path string, key uint32) (data []byte, pk *segment.Packed, release func(), err error) {
+	data, pk, release, err = segment.Map(fsys, path, key)
+	return data, pk, release, segErr(err)
+}
+
 // acquireSegment is Store.segs.Acquire, with core's errors.
 func (s *Store) acquireSegment(id uint32) (*segment.Mapping, error) {
 	m, err := s.segs.Acquire(id)

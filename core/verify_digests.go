@@ -10,7 +10,8 @@ import "github.com/batpak-go/batpak/core/internal/format"
 // (that frame is read ahead again once the walk reaches it); a frame the
 // read-ahead did not cover is hashed on its own.
 type digestsAhead struct {
-	data            []byte // the segment being walked
+	data            []byte // the segment (or a packed segment's block) being walked
+	base            int    // the segment offset data starts at
 	offs            []int  // offsets of the frames read ahead
 	recs            []format.EventView
 	payload, chains [][32]byte
@@ -20,15 +21,20 @@ type digestsAhead struct {
 // aheadFrames is how many event frames one read-ahead covers.
 const aheadFrames = 256
 
-// reset starts on a segment's data.
-func (d *digestsAhead) reset(data []byte) {
+// resetAt starts on data, the bytes of a segment from offset base on (a
+// plain segment's whole, base 0; a packed segment's block).
+func (d *digestsAhead) resetAt(data []byte, base int) {
 	clear(d.recs[:cap(d.recs)]) // no view keeps the previous segment's data alive
-	d.data, d.offs, d.recs, d.next = data, d.offs[:0], d.recs[:0], 0
+	d.data, d.base, d.offs, d.recs, d.next = data, base, d.offs[:0], d.recs[:0], 0
 }
 
 // at returns the payload digest and chain hash the event record v, at
 // offset off of the segment, should carry.
 func (d *digestsAhead) at(off int, v format.EventView) (payload, chain [32]byte) {
+	off -= d.base
+	if off < 0 || off >= len(d.data) {
+		return format.PayloadHash(v.Payload()), format.ChainHash(v, v.StringsEnd())
+	}
 	if d.next >= len(d.offs) || d.offs[d.next] != off {
 		d.readAhead(off)
 	}

@@ -59,7 +59,7 @@ func TestVerifyReadAheadSkipsFramesBeingWritten(t *testing.T) {
 	clear(live[payStart:end])
 
 	var ahead digestsAhead
-	ahead.reset(live)
+	ahead.resetAt(live, 0)
 	checked := 0
 	_, _, err = format.ScanFrames(live, format.SegmentHeaderSize, func(off int, rec []byte) error {
 		if rec[0] != format.RecEvent {

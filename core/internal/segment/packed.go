@@ -361,17 +361,39 @@ func (p *Packed) Logical(file []byte, key uint32) ([]byte, error) {
 // refused there, as is a block failing its checks; those errors say
 // Damaged. fn's error is returned as it is.
 func (p *Packed) ScanBlocks(file []byte, fn func(off int, rec []byte) error) error {
-	for i, b := range p.blocks {
-		d, err := p.decode(file, i, nil)
-		if err != nil {
-			return err
-		}
-		end, _, err := format.ScanFrames(d, 0, func(off int, rec []byte) error { return fn(int(b.Start)+off, rec) })
+	i := 0
+	return p.EachBlock(file, false, func(start int, d []byte) error {
+		end, _, err := format.ScanFrames(d, 0, func(off int, rec []byte) error { return fn(start+off, rec) })
 		if err != nil {
 			return err
 		}
 		if end != len(d) {
-			return fmt.Errorf("%w: block %d holds no whole frame at logical offset %d", errPacked, i, int(b.Start)+end)
+			return fmt.Errorf("%w: block %d holds no whole frame at logical offset %d", errPacked, i, start+end)
+		}
+		i++
+		return nil
+	})
+}
+
+// EachBlock hands fn every block's decompressed bytes in turn with the
+// logical offset they start at: a packed segment is read in memory of
+// one block. With reuse, every block is decoded into the last one's
+// memory (fn must not keep what it is handed past its return); without,
+// each into memory of its own. A block failing its checks is refused
+// there (an error saying Damaged); fn's error is returned as it is. The
+// caller checks that a block holds whole frames.
+func (p *Packed) EachBlock(file []byte, reuse bool, fn func(start int, d []byte) error) error {
+	var buf []byte
+	for i, b := range p.blocks {
+		d, err := p.decode(file, i, buf[:0])
+		if err != nil {
+			return err
+		}
+		if reuse {
+			buf = d
+		}
+		if err := fn(int(b.Start), d); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -386,28 +408,41 @@ func Damaged(err error) bool { return errors.Is(err, errPacked) }
 // packed one. packed reports which; release frees the bytes. A damaged
 // packed segment is a *CorruptError; I/O errors are returned as they are.
 func Load(fsys vfs.FS, path string, key uint32) (data []byte, packed bool, release func(), err error) {
-	if st, err := fsys.Stat(path); err == nil {
-		if err := CheckFileSize(path, st.Size()); err != nil {
-			return nil, false, nil, err
-		}
-	}
-	data, unmap, err := mapFile(fsys, path)
-	if err != nil {
-		return nil, false, nil, err
-	}
-	if !IsPackedHeader(data) {
-		return data, false, unmap, nil
+	data, p, unmap, err := Map(fsys, path, key)
+	if err != nil || p == nil {
+		return data, false, unmap, err
 	}
 	defer unmap()
-	p, err := ParsePacked(data, key)
-	if err != nil {
-		return nil, true, nil, &CorruptError{File: path, Reason: err.Error()}
-	}
 	out, err := p.Logical(data, key)
 	if err != nil {
 		return nil, true, nil, &CorruptError{File: path, Reason: err.Error()}
 	}
 	return out, true, func() {}, nil
+}
+
+// Map maps segment file path (key) read-only: data is a plain segment's
+// bytes (p nil), or a packed one's file with its parsed table (p), whose
+// blocks the caller decodes (EachBlock, ScanBlocks) rather than the whole
+// segment at once. release unmaps it. A damaged packed table is a
+// *CorruptError; I/O errors are returned as they are.
+func Map(fsys vfs.FS, path string, key uint32) (data []byte, p *Packed, release func(), err error) {
+	if st, err := fsys.Stat(path); err == nil {
+		if err := CheckFileSize(path, st.Size()); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	data, unmap, err := mapFile(fsys, path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if !IsPackedHeader(data) {
+		return data, nil, unmap, nil
+	}
+	if p, err = ParsePacked(data, key); err != nil {
+		unmap()
+		return nil, nil, nil, &CorruptError{File: path, Reason: err.Error()}
+	}
+	return data, p, unmap, nil
 }
 
 // MaxFileBytes is the largest a segment file can be: its frames' offsets
