@@ -3,7 +3,6 @@ package core
 import (
 	"container/list"
 	"encoding/hex"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -139,17 +138,46 @@ func (c *LRUCache) Len() int {
 // FileCache is a ProjectionCache keeping one file per state in a
 // directory, written through a temporary file and a rename so a crash
 // leaves the old state or the new one. A damaged or unreadable file is a
-// miss. File names are the BLAKE3 digest of the key.
+// miss. Each entity's states are in a directory of their own, named by a
+// BLAKE3 digest of the entity (so forgetting an entity's states removes
+// that directory, whatever else the cache holds), each file by a digest
+// of its key.
 type FileCache struct {
 	dir string
+	// flat removes, once, the state files an earlier version kept at the
+	// top of dir (never read now: their entities' erasures would not
+	// find them).
+	flat sync.Once
 }
 
 // NewFileCache returns a cache in dir (created on first Put).
 func NewFileCache(dir string) *FileCache { return &FileCache{dir: dir} }
 
+// entityDir is where entity's states are kept.
+func (c *FileCache) entityDir(entity string) string {
+	sum := blake3.Sum256([]byte(entity))
+	return filepath.Join(c.dir, hex.EncodeToString(sum[:16]))
+}
+
 func (c *FileCache) path(key string) string {
 	sum := blake3.Sum256([]byte(key))
-	return filepath.Join(c.dir, hex.EncodeToString(sum[:16])+".state")
+	return filepath.Join(c.entityDir(entityOfKey(key)), hex.EncodeToString(sum[:16])+".state")
+}
+
+// removeFlat removes the state files at the top of the cache's
+// directory, where an earlier version kept them all.
+func (c *FileCache) removeFlat() {
+	c.flat.Do(func() {
+		ents, err := os.ReadDir(c.dir)
+		if err != nil {
+			return
+		}
+		for _, e := range ents {
+			if strings.HasSuffix(e.Name(), ".state") && e.Type().IsRegular() {
+				_ = os.Remove(filepath.Join(c.dir, e.Name()))
+			}
+		}
+	})
 }
 
 // fileCacheMaxBytes bounds a state file FileCache reads back (a larger
@@ -185,46 +213,14 @@ func (c *FileCache) Get(key string) (CachedState, bool) {
 	}, true
 }
 
-// ForgetEntities implements EntityForgetter: it removes the state files
-// of the entities' states, reading the key at the head of each file in
-// the directory once for them all (a file it cannot read is left: Get
-// misses it anyway when it is damaged).
+// ForgetEntities implements EntityForgetter: it removes each entity's
+// directory of states (a directory it cannot remove is left: its files'
+// erasure epoch makes Get miss them).
 func (c *FileCache) ForgetEntities(entities map[string]bool) {
-	ents, err := os.ReadDir(c.dir)
-	if err != nil {
-		return
+	c.removeFlat()
+	for entity := range entities {
+		_ = os.RemoveAll(c.entityDir(entity))
 	}
-	for _, e := range ents {
-		if !strings.HasSuffix(e.Name(), ".state") || !e.Type().IsRegular() {
-			continue
-		}
-		path := filepath.Join(c.dir, e.Name())
-		if key, ok := stateFileKey(path); ok && entities[entityOfKey(key)] {
-			_ = os.Remove(path)
-		}
-	}
-}
-
-// stateFileKey reads the key a state file holds, reading only its head.
-func stateFileKey(path string) (string, bool) {
-	f, err := vfs.Default().Open(path) // a regular file only, never blocking on a pipe
-	if err != nil {
-		return "", false
-	}
-	defer f.Close()
-	var head [29]byte
-	if _, err := io.ReadFull(f, head[:]); err != nil || string(head[:8]) != stateMagic {
-		return "", false
-	}
-	kl := le.Uint32(head[25:])
-	if kl > 1<<20 {
-		return "", false // keys are an entity, a name and a version: never this long
-	}
-	key := make([]byte, kl)
-	if _, err := io.ReadFull(f, key); err != nil {
-		return "", false
-	}
-	return string(key), true
 }
 
 // Put implements ProjectionCache. It does not fsync (a cache need not be
@@ -248,6 +244,7 @@ func (c *FileCache) Put(key string, st CachedState) {
 	b = le.AppendUint64(b, st.Erasures)
 	b = append(b, st.State...)
 	b = le.AppendUint32(b, format.CRC32C(b))
+	c.removeFlat()
 	p := c.path(key)
 	_ = segment.WriteFileAtomic(vfs.Default(), filepath.Dir(p), filepath.Base(p), b, false)
 }

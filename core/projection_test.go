@@ -424,7 +424,7 @@ func checkGenerations(t *testing.T, s *core.Store, m *ledgerModel, last map[stri
 // stateFiles lists the state files of a file cache directory.
 func stateFiles(t *testing.T, dir string) []string {
 	t.Helper()
-	m, err := filepath.Glob(filepath.Join(dir, "*.state"))
+	m, err := filepath.Glob(filepath.Join(dir, "*", "*.state")) // a directory per entity
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,7 +487,7 @@ func TestProjectIncrementalAppliesOnlyNewEvents(t *testing.T) {
 				if st := project(inc, core.Consistent()); st.Balance != 14 || n.Load() != 1 {
 					t.Fatalf("after reopen, one new: balance %d, %d applies; want 14, 1", st.Balance, n.Load())
 				}
-				if tmp, _ := filepath.Glob(filepath.Join(cacheDir, "*tmp*")); len(tmp) > 0 {
+				if tmp, _ := filepath.Glob(filepath.Join(cacheDir, "*", "*tmp*")); len(tmp) > 0 {
 					t.Fatalf("file cache left temporary files: %v", tmp)
 				}
 			}
@@ -1185,5 +1185,42 @@ func TestProjectFoldAdmitter(t *testing.T) {
 	refuse.Store(false)
 	if st, err := project("acct:1"); err != nil || st.Balance != 4 || turns.Load() != 2 || released.Load() != 2 {
 		t.Fatalf("after the refusal: balance %d, %v; %d turns, %d released; want 4, two turns released", st.Balance, err, turns.Load(), released.Load())
+	}
+}
+
+// TestFileCacheForgetsAnEntityAlone: FileCache keeps each entity's states
+// in a directory of its own; forgetting an entity removes its states and
+// leaves the others', and the state files an earlier version kept at the
+// top of the directory (which no Get reads) are removed at the first use.
+func TestFileCacheForgetsAnEntityAlone(t *testing.T) {
+	dir := t.TempDir()
+	legacy := filepath.Join(dir, "0123456789abcdef0123456789abcdef.state")
+	if err := os.WriteFile(legacy, []byte("BPSTATE2 an old erased payload"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := core.NewFileCache(dir)
+	put := func(entity, name string) string {
+		key := entity + "\x00" + name + "\x001"
+		c.Put(key, core.CachedState{State: []byte(`{"of":"` + entity + `"}`), UpTo: 1, Found: true})
+		if _, ok := c.Get(key); !ok {
+			t.Fatalf("state of %s/%s not kept", entity, name)
+		}
+		return key
+	}
+	a1, a2, b := put("user:1", "p1"), put("user:1", "p2"), put("user:2", "p1")
+	if _, err := os.Stat(legacy); !os.IsNotExist(err) {
+		t.Fatalf("the top-level state file of an earlier version is still there: %v", err)
+	}
+	c.ForgetEntities(map[string]bool{"user:1": true})
+	for _, k := range []string{a1, a2} {
+		if _, ok := c.Get(k); ok {
+			t.Fatalf("state %q still cached after its entity was forgotten", k)
+		}
+	}
+	if _, ok := c.Get(b); !ok {
+		t.Fatal("another entity's state went with the forgotten one")
+	}
+	if n := len(stateFiles(t, dir)); n != 1 {
+		t.Fatalf("%d state files left, want the other entity's one", n)
 	}
 }
