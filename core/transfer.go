@@ -127,7 +127,9 @@ const importMaxAhead = 24 * time.Hour
 // redacted event (exported with "redacted":true and a null payload) is
 // imported as an ordinary event whose payload is the JSON null — the
 // erased payload cannot be restored — or skipped when the store holds its
-// id with the same coordinate and kind. Kinds are those an application
+// id with the same coordinate and kind; a line with "redacted":true and
+// any payload but null (or none) fails the import at its line
+// (ErrInvalidOptions). Kinds are those an application
 // may write: user kinds, and the named effect kinds with a causation id
 // (as a reaction writes them); anything else fails with ErrInvalidKind.
 // An event whose idempotency key the store holds for another event, two
@@ -245,6 +247,12 @@ func (s *Store) ImportWithOptions(ctx context.Context, rd io.Reader, opts Import
 		payload := []byte(x.Payload)
 		if len(payload) == 0 {
 			payload = []byte("null")
+		}
+		if x.Redacted && string(payload) != "null" {
+			// Export writes a redacted event's payload as null: a line
+			// claiming redaction while carrying a payload would store that
+			// payload, or pass for an event held with another payload.
+			return st, fmt.Errorf("batpak: import line %d: %w: a line with \"redacted\":true carries \"payload\":null or none (its payload was erased), not a payload of %d bytes", line, ErrInvalidOptions, len(payload))
 		}
 		if len(payload) > s.cfg.SingleAppendMaxBytes {
 			return st, fmt.Errorf("batpak: import line %d: %w: payload of %d bytes, the limit is %d (Config.SingleAppendMaxBytes)", line, ErrPayloadTooLarge, len(payload), s.cfg.SingleAppendMaxBytes)

@@ -227,6 +227,72 @@ func TestImportConflictingID(t *testing.T) {
 	sameState(t, "after refused imports", captureState(t, dst), before)
 }
 
+// TestImportRedactedLineCarriesNoPayload: a line marked redacted carries
+// the null payload export writes for a redacted event (or none); one with
+// any other payload is refused naming its line, rather than stored as
+// given or taken for an event already held with another payload.
+func TestImportRedactedLineCarriesNoPayload(t *testing.T) {
+	ctx := context.Background()
+	src, redactedID := transferSource(t)
+	data, xs := exportLines(t, src)
+	dst := openStore(t)
+	mustImport(t, dst, data)
+	before := captureState(t, dst)
+
+	// An exported event, its payload changed and marked redacted, into
+	// the store holding it: refused, not skipped.
+	x := xs[0]
+	if x.Redacted {
+		t.Fatal("the first exported event is redacted")
+	}
+	x.Payload, x.Redacted = json.RawMessage(`{"forged":true}`), true
+	b, _ := json.Marshal(x)
+	st, err := dst.Import(ctx, bytes.NewReader(append(append([]byte(nil), data...), append(b, '\n')...)), nil)
+	if !isErr(err, core.ErrInvalidOptions) || !strings.Contains(err.Error(), fmt.Sprintf("line %d:", len(xs)+1)) || !strings.Contains(err.Error(), "redacted") {
+		t.Fatalf("a forged redacted line over a held event: %+v, %v; want ErrInvalidOptions naming line %d", st, err, len(xs)+1)
+	}
+	sameState(t, "after a refused redacted line", captureState(t, dst), before)
+
+	// A new id marked redacted with a payload: refused, nothing stored.
+	fresh := openStore(t)
+	y := xs[0]
+	y.ID, y.IdempotencyKey, y.Payload, y.Redacted = core.NewEventID(), "", json.RawMessage(`{"secret":1}`), true
+	b, _ = json.Marshal(y)
+	if _, err := fresh.Import(ctx, bytes.NewReader(append(b, '\n')), nil); !isErr(err, core.ErrInvalidOptions) || !strings.Contains(err.Error(), "line 1:") {
+		t.Fatalf("a new redacted line with a payload: %v; want ErrInvalidOptions naming line 1", err)
+	}
+	if _, err := fresh.Get(y.ID); !isErr(err, core.ErrNotFound) {
+		t.Fatalf("the refused line was stored: %v", err)
+	}
+
+	// A redacted line with a null payload, or none, imports with the
+	// payload null (export's form: the round trip keeps working).
+	for _, raw := range []json.RawMessage{json.RawMessage("null"), nil} {
+		z := y
+		z.ID, z.Payload = core.NewEventID(), raw
+		b, _ = json.Marshal(z)
+		line := string(b)
+		if raw == nil {
+			line = strings.Replace(line, `,"payload":null`, "", 1)
+		}
+		if st := mustImport(t, fresh, []byte(line+"\n")); st.Imported != 1 {
+			t.Fatalf("redacted line %s: %+v", line, st)
+		}
+		if ev, err := fresh.Get(z.ID); err != nil || string(ev.Payload) != "null" {
+			t.Fatalf("redacted line %s stored payload %s (%v), want null", line, ev.Payload, err)
+		}
+	}
+	// The source's own redacted event, exported, is skipped where held.
+	for i, x := range xs {
+		if x.ID == redactedID {
+			lines := bytes.SplitAfter(data, []byte("\n"))
+			if st := mustImport(t, dst, lines[i]); st.Skipped != 1 {
+				t.Fatalf("the exported redacted event again: %+v", st)
+			}
+		}
+	}
+}
+
 func TestImportMalformedLines(t *testing.T) {
 	src, _ := transferSource(t)
 	_, xs := exportLines(t, src)
