@@ -1240,8 +1240,12 @@ func (r *runner) admit(ctx context.Context, store *core.Store, items []core.Batc
 // because reactions to it were written under cursor before: an
 // idempotency key of the cursor's for the source names another event, or
 // the batch mixes keys written then with new ones (the plugin answers
-// more reactions now). Only workers write such keys: the API refuses
-// keys beginning wire.WorkerKeyPrefix, so no writer can make a worker
+// more reactions now). Only workers write such keys: appends and batches
+// through the API refuse keys beginning wire.WorkerKeyPrefix, and an
+// import takes one only on an event that names the key's source as its
+// cause, as a worker's reaction does (wire.CheckImportedKey, so that an
+// export with reactions imports again), so no writer but a tenant admin
+// importing a made-up reaction to that very source can make a worker
 // take its reactions for written.
 func writtenBefore(err error, cursor string, source core.EventID) bool {
 	if errors.Is(err, core.ErrBatchMixedKeys) {
@@ -1307,7 +1311,7 @@ func (r *runner) handler(store *core.Store, p *plugins.Plugin, t *turn) core.Han
 					Options: core.AppendOptions{
 						CorrelationID:  sev.Header.CorrelationID,
 						CausationID:    sev.Header.ID,
-						IdempotencyKey: fmt.Sprintf("%s%s:%s:%d", wire.WorkerKeyPrefix, cursor, sev.Header.ID, n),
+						IdempotencyKey: wire.WorkerKey(cursor, sev.Header.ID, n),
 					},
 				})
 			}

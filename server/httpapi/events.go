@@ -335,11 +335,14 @@ func (a *API) importEvents(c *call) error {
 	}
 	// Each event keeps to the tenant's max_payload_bytes, as an append
 	// does, and a line is not buffered far past it.
+	// An event may carry a hosted worker's key only as a reaction of
+	// that worker's does (an export of a tenant that ran workers): one
+	// planted under a worker's key would make it skip its reactions.
 	check := func(it core.BatchItem) error {
 		if ex := qt.CheckPayload(len(it.Payload)); ex != nil {
 			return ex
 		}
-		return nil
+		return wire.CheckImportedKey(it.Options.IdempotencyKey, it.Options.CausationID)
 	}
 	maxLine := 0
 	if eff.MaxPayloadBytes > 0 {
@@ -362,10 +365,11 @@ func (a *API) importEvents(c *call) error {
 		}
 		e := a.problemFor(c, err)
 		var ex *quota.Exceeded
+		var we *wire.Error
 		switch {
 		case e.status == 500 && strings.Contains(err.Error(), "import line"):
 			e = &apiError{status: 400, code: wire.CodeInvalidJSON, detail: a.scrub(c, err.Error())}
-		case errors.As(err, &ex):
+		case errors.As(err, &ex), errors.As(err, &we):
 			// Name the line: "batpak: import line N: …".
 			cp := *e
 			cp.detail = a.scrub(c, strings.TrimPrefix(err.Error(), "batpak: "))

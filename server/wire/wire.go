@@ -365,6 +365,41 @@ func (a *AppendRequest) Item(index int, headerKey string) (core.BatchItem, error
 // the worker take its reactions to that source for written.
 const WorkerKeyPrefix = "worker:"
 
+// WorkerKey is the idempotency key of a hosted worker's n-th reaction
+// (from 0) to the source event under cursor:
+// "worker:<cursor>:<source id>:<n>". The reaction's causation id is the
+// source's id.
+func WorkerKey(cursor string, source core.EventID, n int) string {
+	return WorkerKeyPrefix + cursor + ":" + source.String() + ":" + strconv.Itoa(n)
+}
+
+// CheckImportedKey judges an imported event's idempotency key: a key
+// beginning WorkerKeyPrefix is accepted only in the form a hosted worker
+// gives its reactions (WorkerKey), naming the event's own causation id as
+// the source, as an export of a tenant that ran hosted workers carries
+// them. Any other such key is refused (CodeInvalidRequest, field
+// idempotency_key): an event imported under it first would make a worker
+// take its reactions to that source for written and skip them. Keys
+// without the prefix are not judged here.
+func CheckImportedKey(key string, causation core.EventID) error {
+	rest, ok := strings.CutPrefix(key, WorkerKeyPrefix)
+	if !ok {
+		return nil
+	}
+	if !causation.IsZero() {
+		if i := strings.LastIndexByte(rest, ':'); i >= 0 {
+			n, err := strconv.Atoi(rest[i+1:])
+			src := ":" + causation.String()
+			if err == nil && n >= 0 && strconv.Itoa(n) == rest[i+1:] &&
+				strings.HasSuffix(rest[:i], src) && len(rest[:i]) > len(src) {
+				return nil
+			}
+		}
+	}
+	return errorf(CodeInvalidRequest, "idempotency_key", "keys beginning %q are the hosted workers' own: an imported event may carry one only as a worker's reaction does (%q, its causation id the source's id), not %q",
+		WorkerKeyPrefix, WorkerKeyPrefix+"<cursor>:<causation id>:<n>", clip(key))
+}
+
 func parseExpectation(raw json.RawMessage) (core.Expectation, error) {
 	if string(raw) == `"no_events"` {
 		return core.ExpectNoEvents(), nil
