@@ -369,7 +369,7 @@ func (a *API) importEvents(c *call) error {
 		switch {
 		case e.status == 500 && strings.Contains(err.Error(), "import line"):
 			e = &apiError{status: 400, code: wire.CodeInvalidJSON, detail: a.scrub(c, err.Error())}
-		case errors.As(err, &ex), errors.As(err, &we):
+		case errors.As(err, &ex), errors.As(err, &we), strings.HasPrefix(err.Error(), "batpak: import line "):
 			// Name the line: "batpak: import line N: …".
 			cp := *e
 			cp.detail = a.scrub(c, strings.TrimPrefix(err.Error(), "batpak: "))
