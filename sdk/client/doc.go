@@ -53,6 +53,14 @@
 //     them. Other transport failures (connection refused, reset) are
 //     *url.Error. For a bound on the whole call, give the context a
 //     deadline.
+//   - Import streams an export: it sends it in requests of at most
+//     DefaultImportChunkBytes (ImportWithOptions: ImportOptions.ChunkBytes),
+//     cut at line ends, each acknowledged before the next is read, so it
+//     holds about one request in memory and imports an export of any
+//     size; a request the server refuses as larger than its
+//     max_body_bytes (413) is sent again in halves, down to a line alone.
+//     A failure part way is an *ImportError with the stats so far: run
+//     the import again to resume (events already there are skipped).
 //   - Query pages through the results (Query.Limit is the page size: the
 //     iterator still yields every event) in global order; Subscribe
 //     follows a region over Server-Sent Events, catching up from a

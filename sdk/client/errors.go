@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -213,4 +214,14 @@ func retryable(err error) bool {
 		return true // refused before the request was read (see send)
 	}
 	return false
+}
+
+// limit returns the "limit" member of a quota or size refusal (0 when it
+// has none).
+func (e *Error) limit() int64 {
+	var f float64
+	if raw, ok := e.Extensions["limit"]; !ok || json.Unmarshal(raw, &f) != nil || f <= 0 || f > math.MaxInt64/2 {
+		return 0
+	}
+	return int64(f)
 }

@@ -1,13 +1,17 @@
 package client
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"iter"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
+	"sort"
 	"strconv"
 )
 
@@ -113,20 +117,210 @@ func (t *Tenant) AppendBatch(ctx context.Context, events []AppendRequest) ([]Rec
 }
 
 // Import writes an export stream (NDJSON, as Export produces) into the
-// tenant; events already present with the same id and content are skipped,
-// so an interrupted import can be run again. Needs the admin role. The
-// stream is read whole into memory first and sent as one request (the
-// server takes at most its max_body_bytes: split a larger export), sent
-// again like any safe request when its answer may have been lost.
+// tenant, in requests of at most DefaultImportChunkBytes: it is
+// ImportWithOptions with the default options; see there.
 func (t *Tenant) Import(ctx context.Context, ndjson io.Reader) (ImportStats, error) {
-	body, err := io.ReadAll(ndjson)
-	if err != nil {
-		return ImportStats{}, err
-	}
-	var st ImportStats
-	err = t.c.do(ctx, request{method: "POST", path: t.path("/import"), body: body, ctype: "application/x-ndjson", safe: true, slow: true}, &st)
-	return st, err
+	return t.ImportWithOptions(ctx, ndjson, ImportOptions{})
 }
+
+// DefaultImportChunkBytes is the most bytes of an export one import
+// request carries unless ImportOptions.ChunkBytes says otherwise: a
+// quarter of the server's default max_body_bytes (32 MiB).
+const DefaultImportChunkBytes = 8 << 20
+
+// ImportOptions tune Tenant.ImportWithOptions.
+type ImportOptions struct {
+	// ChunkBytes bounds one request's body (0: DefaultImportChunkBytes).
+	// The stream is cut only at line ends: a line longer than this is
+	// sent alone, in a request of its own.
+	ChunkBytes int
+	// Progress, when set, is called after each request the server
+	// acknowledged, with the bytes of the stream acknowledged so far and
+	// the stats so far (the sums over the requests).
+	Progress func(acked int64, st ImportStats)
+}
+
+// ImportWithOptions writes an export stream (NDJSON, as Export produces)
+// into the tenant. Needs the admin role.
+//
+// The stream is read as it is sent, in requests (POST …/import) of at
+// most opts.ChunkBytes, each cut at a line's end; a line longer than that
+// goes alone. The client holds about one request's bytes (and the line
+// that ends it), not the stream: an export of any size imports, however
+// large the server's max_body_bytes. A request the server refuses as
+// larger than its max_body_bytes (413 PAYLOAD_TOO_LARGE, or a 413
+// without a problem document, as a proxy answers) is sent again
+// in halves (at most the server's limit when it names it), down to a
+// line alone, and later requests keep the smaller size; a line alone
+// larger than the limit fails the import. Each request is one import on
+// the server: events already present with the same id and content are
+// skipped, so a request sent again (like any safe request when its
+// answer may have been lost) or an import run again writes each event
+// once.
+//
+// The stats are summed over the requests. On a failure — a request the
+// server refused, the stream's read, ctx — ImportWithOptions returns the
+// stats of the requests acknowledged before it and an *ImportError
+// saying how many events they imported, which lines of the stream the
+// failed request carried, and that running the import again resumes
+// (what is there is skipped); errors.As and errors.Is reach the cause
+// (an *Error for a refusal). An empty stream is sent as one empty
+// request.
+func (t *Tenant) ImportWithOptions(ctx context.Context, ndjson io.Reader, opts ImportOptions) (ImportStats, error) {
+	chunk := opts.ChunkBytes
+	if chunk <= 0 {
+		chunk = DefaultImportChunkBytes
+	}
+	br := bufio.NewReaderSize(ndjson, 64<<10)
+	var (
+		total ImportStats
+		acked int64
+		buf   []byte // whole lines read and not yet acknowledged
+		ends  []int  // the end of each line in buf
+		first = 1    // the stream's line number of buf's first line
+		eof   bool
+		sent  bool
+	)
+	fail := func(err error, lines int) error {
+		ie := &ImportError{Stats: total, Err: err}
+		if lines > 0 {
+			ie.FirstLine, ie.LastLine = first, first+lines-1
+			var e *Error
+			if errors.As(err, &e) {
+				if m := importLineRE.FindStringSubmatch(e.Detail); m != nil {
+					if n, perr := strconv.Atoi(m[1]); perr == nil && n >= 1 && n <= lines {
+						ie.Line = first + n - 1
+					}
+				}
+			}
+		}
+		return ie
+	}
+	for {
+		// Read until a whole request's lines are here (a line more than
+		// it holds), or the stream ends.
+		for !eof && (len(buf) <= chunk) {
+			n := len(buf)
+			var err error
+			buf, err = readLine(br, buf)
+			if len(buf) > n {
+				ends = append(ends, len(buf))
+			}
+			if err == io.EOF {
+				eof = true
+			} else if err != nil {
+				return total, fail(fmt.Errorf("client: import: reading line %d of the stream: %w", first+len(ends), err), 0)
+			}
+		}
+		if len(ends) == 0 && sent {
+			return total, nil
+		}
+		// The request: the most whole lines within chunk, at least one.
+		k := sort.Search(len(ends), func(i int) bool { return ends[i] > chunk })
+		if k == 0 && len(ends) > 0 {
+			k = 1
+		}
+		size := 0
+		if k > 0 {
+			size = ends[k-1]
+		}
+		body := buf[:size:size]
+		var st ImportStats
+		err := t.c.do(ctx, request{method: "POST", path: t.path("/import"), body: body, ctype: "application/x-ndjson", safe: true, slow: true}, &st)
+		sent = true
+		if err != nil {
+			var e *Error
+			if errors.As(err, &e) && e.Status == http.StatusRequestEntityTooLarge && (e.Code == CodePayloadTooLarge || e.Code == "") && k > 1 {
+				// Over the server's max_body_bytes (or a proxy's bound on
+				// bodies; not a line over the tenant's max_payload_bytes,
+				// QUOTA_EXCEEDED): send less.
+				chunk = max(size/2, 1)
+				if lim := e.limit(); lim > 0 && lim < int64(chunk) {
+					chunk = int(lim)
+				}
+				continue
+			}
+			return total, fail(err, k)
+		}
+		total.Imported += st.Imported
+		total.Skipped += st.Skipped
+		acked += int64(size)
+		if opts.Progress != nil {
+			opts.Progress(acked, total)
+		}
+		// What is left goes into a new buffer: the one sent is the
+		// transport's until it is done with it.
+		rest := make([]byte, len(buf)-size, max(len(buf)-size, min(chunk, 1<<20)))
+		copy(rest, buf[size:])
+		buf = rest
+		n := copy(ends, ends[k:])
+		ends = ends[:n]
+		for i := range ends {
+			ends[i] -= size
+		}
+		first += k
+		if eof && len(ends) == 0 {
+			return total, nil
+		}
+	}
+}
+
+// importLineRE finds the line a server's import refusal names.
+var importLineRE = regexp.MustCompile(`import line (\d+)`)
+
+// readLine appends the stream's next line, its line feed included, to
+// buf; at the stream's end it returns io.EOF (with the last line when it
+// has no line feed).
+func readLine(br *bufio.Reader, buf []byte) ([]byte, error) {
+	for {
+		frag, err := br.ReadSlice('\n')
+		buf = append(buf, frag...)
+		if err != bufio.ErrBufferFull {
+			return buf, err
+		}
+	}
+}
+
+// ImportError is an import that failed part way (Tenant.ImportWithOptions):
+// the requests before the failed one were acknowledged, and running the
+// import again resumes, skipping the events already there.
+type ImportError struct {
+	// Stats are what the requests acknowledged before the failure
+	// imported and skipped (the failed request may have imported some of
+	// its own first: the server's refusal says so).
+	Stats ImportStats
+	// FirstLine and LastLine are the lines (from 1) of the stream the
+	// failed request carried; 0 when no request failed (the stream could
+	// not be read).
+	FirstLine, LastLine int
+	// Line is the stream's line the server's refusal named (it counts
+	// the request's lines), 0 when it named none.
+	Line int
+	// Err is the cause: an *Error for the server's refusal, the
+	// stream's read error, or the context's.
+	Err error
+}
+
+func (e *ImportError) Error() string {
+	where := ""
+	switch {
+	case e.Line > 0:
+		where = fmt.Sprintf(" at line %d of the stream", e.Line)
+	case e.FirstLine > 0:
+		where = fmt.Sprintf(" in lines %d-%d of the stream", e.FirstLine, e.LastLine)
+	}
+	return fmt.Sprintf("%v; the import failed%s after %s", e.Err, where, e.Resume())
+}
+
+// Resume says how far the import came and how to go on: how many events
+// the acknowledged requests imported (and skipped), and that running it
+// again resumes.
+func (e *ImportError) Resume() string {
+	return fmt.Sprintf("%d events were imported (%d already present skipped): run the import again to resume (events already there are skipped)", e.Stats.Imported, e.Stats.Skipped)
+}
+
+// Unwrap returns the cause.
+func (e *ImportError) Unwrap() error { return e.Err }
 
 // Get returns the event with this id (ErrNotFound if there is none).
 func (t *Tenant) Get(ctx context.Context, id string) (Event, error) {
