@@ -19,6 +19,7 @@ import (
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/internal/printable"
+	"github.com/batpak-go/batpak/sdk/client"
 )
 
 // progressFlags is --progress / --no-progress. A bar is drawn on stderr
@@ -73,6 +74,23 @@ func isTerminal(w io.Writer) bool {
 func finishBar(b *progressbar.ProgressBar) {
 	if b != nil {
 		_ = b.Finish()
+	}
+}
+
+// endBar ends a bar (nil: none): full on success; on a failure as far
+// as it came, so that it does not claim what was not done, its line ended
+// on w before the error is printed.
+func endBar(w io.Writer, b *progressbar.ProgressBar, failed bool) {
+	if b == nil {
+		return
+	}
+	if !failed {
+		_ = b.Finish()
+		return
+	}
+	_ = b.Exit() // a forced bar (not a terminal) ends its line itself
+	if isTerminal(w) {
+		fmt.Fprintln(w)
 	}
 }
 
@@ -330,7 +348,13 @@ go in atomic batches of up to 256 through the store's write policy
 (action "import"). An event already in the store (same id and content) is
 skipped, so an interrupted import can simply be run again. On a terminal,
 a progress bar counts the bytes read against the file's size. Against a
-server (--server) it takes the tenant's admin key.`,
+server (--server) it takes the tenant's admin key, and the file goes in
+requests of at most 8 MiB cut at line ends (smaller when the server's
+max_body_bytes refuses one: a line alone is sent whole), each acknowledged
+before the next is read, so a file of any size imports; the bar counts the
+bytes the server acknowledged. A failure names the lines of the request
+it refused and how many events were imported before it: run the import
+again to resume.`,
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			format, err := out.format()
@@ -357,27 +381,34 @@ server (--server) it takes the tenant's admin key.`,
 				return err
 			}
 			bar := prog.bar(cmd.ErrOrStderr(), total, "import", "bytes")
-			counted := &countingReader{r: in, bar: bar}
 			var st core.ImportStats
 			if rc != nil {
 				t, err := rc.tenantClient()
 				if err != nil {
 					return err
 				}
-				cst, err := t.Import(cmd.Context(), counted)
-				finishBar(bar)
+				// The file goes in requests of at most 8 MiB, each cut at a
+				// line's end; the bar counts the bytes the server has
+				// acknowledged, not those read ahead of it.
+				cst, err := t.ImportWithOptions(cmd.Context(), in, client.ImportOptions{Progress: func(acked int64, _ client.ImportStats) {
+					if bar != nil {
+						_ = bar.Set64(acked)
+					}
+				}})
+				endBar(cmd.ErrOrStderr(), bar, err != nil)
 				if err != nil {
-					return remoteError(err)
+					return importError(err)
 				}
 				st = core.ImportStats{Imported: cst.Imported, Skipped: cst.Skipped}
 			} else {
+				counted := &countingReader{r: in, bar: bar}
 				s, _, ctx, err := a.openWrite(cmd.Context())
 				if err != nil {
 					return err
 				}
 				defer closeStore(s, &err)
 				st, err = s.Import(ctx, counted, nil)
-				finishBar(bar)
+				endBar(cmd.ErrOrStderr(), bar, err != nil)
 				if err != nil {
 					return err
 				}

@@ -379,6 +379,26 @@ func remoteError(err error) error {
 	return &detailError{msg: fmt.Sprintf("server: %s: %s (HTTP %d)%s", code, msg, e.Status, retryHint(e.RetryAfter)), err: err}
 }
 
+// importError is remoteError for an import that failed part way: the
+// refusal as remoteError prints it (its exit code kept), then which lines
+// of the file the refused request carried, how many events were imported
+// before it, and that running the import again resumes.
+func importError(err error) error {
+	var ie *client.ImportError
+	if !errors.As(err, &ie) {
+		return remoteError(err)
+	}
+	inner := remoteError(ie.Err)
+	where := ""
+	switch {
+	case ie.Line > 0:
+		where = fmt.Sprintf(" (line %d of the file)", ie.Line)
+	case ie.FirstLine > 0:
+		where = fmt.Sprintf(" (the request carrying lines %d-%d of the file)", ie.FirstLine, ie.LastLine)
+	}
+	return &detailError{msg: inner.Error() + where + "; " + ie.Resume(), err: inner}
+}
+
 // retryHint says when the server asked to be tried again (its
 // Retry-After), so a refusal that exits 8 ("try again later") says how
 // much later: a tenant past its control_changes_per_day waits hours, not
