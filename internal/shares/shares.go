@@ -167,26 +167,7 @@ func (p *Pool) Take(ctx context.Context, tenant string, wait time.Duration) (rel
 	if err := ctx.Err(); err != nil {
 		return nil, err // not a coin's toss against a free slot
 	}
-	now := time.Now()
-	p.mu.Lock()
-	sh := p.tenants[tenant]
-	if sh == nil {
-		// In its place in the rotation: a tenant whose entry went (it held
-		// and waited for nothing) and comes back is not served before
-		// those waiting on, and one served long ago (or never) is.
-		sh = &share{name: tenant, use: p.use[tenant], lastGrant: p.served[tenant]}
-		p.tenants[tenant] = sh
-	}
-	p.seq++
-	w := &waiter{seq: p.seq, granted: make(chan struct{})}
-	if u := p.use[tenant]; u != nil && p.keepBack {
-		w.busy = u.now(now, p.window) >= p.busyAt()
-	}
-	sh.waiters = append(sh.waiters, w)
-	p.waiting[sh] = struct{}{}
-	p.dispatchLocked()
-	p.mu.Unlock()
-
+	sh, w := p.enqueue(tenant)
 	var expired <-chan time.Time
 	if wait > 0 {
 		t := time.NewTimer(wait)
@@ -210,6 +191,47 @@ func (p *Pool) Take(ctx context.Context, tenant string, wait time.Duration) (rel
 	}
 	var once sync.Once
 	return func() { once.Do(func() { p.release(sh, w) }) }, nil
+}
+
+// TryTake takes a slot for tenant only if the pool hands it one at once
+// (a slot is free and this tenant comes first for it); otherwise ok is
+// false and nothing is held or waiting. The release is Take's.
+func (p *Pool) TryTake(tenant string) (release func(), ok bool) {
+	sh, w := p.enqueue(tenant)
+	select {
+	case <-w.granted:
+	default:
+		if p.abandon(sh, w, nil) {
+			return nil, false
+		}
+	}
+	var once sync.Once
+	return func() { once.Do(func() { p.release(sh, w) }) }, true
+}
+
+// enqueue makes a take of tenant wait for a slot, and hands out what is
+// free: w.granted is closed once it has one.
+func (p *Pool) enqueue(tenant string) (*share, *waiter) {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sh := p.tenants[tenant]
+	if sh == nil {
+		// In its place in the rotation: a tenant whose entry went (it held
+		// and waited for nothing) and comes back is not served before
+		// those waiting on, and one served long ago (or never) is.
+		sh = &share{name: tenant, use: p.use[tenant], lastGrant: p.served[tenant]}
+		p.tenants[tenant] = sh
+	}
+	p.seq++
+	w := &waiter{seq: p.seq, granted: make(chan struct{})}
+	if u := p.use[tenant]; u != nil && p.keepBack {
+		w.busy = u.now(now, p.window) >= p.busyAt()
+	}
+	sh.waiters = append(sh.waiters, w)
+	p.waiting[sh] = struct{}{}
+	p.dispatchLocked()
+	return sh, w
 }
 
 // abandon takes w out of sh's waiters, reporting true, unless it has

@@ -156,8 +156,8 @@ type Options struct {
 	// time). 0 means DefaultChecks; range 1..MaxChecks.
 	Checks int
 	// Running is how many plugin calls run at once, all tenants together
-	// (hosted workers' handlers, and projection folds: a fold holds its
-	// slot from before it reads its first event to its end); a tenant runs
+	// (hosted workers' handlers, and projection folds: a fold takes its
+	// first call's slot before it reads its first event); a tenant runs
 	// at most half of them (at least one). A call waits for its turn
 	// before its timeout starts (plugins.HostOptions.Admit), so another
 	// tenant's busy plugins slow a tenant's calls down but do not make
@@ -262,12 +262,14 @@ var ErrLoading = errors.New("loading: the server loads its tenants' plugins afte
 // reads any (core.FoldAdmitter): one of the server's plugin call slots
 // (Options.Running, handed out fairly by shares.New: a freed one goes to
 // the waiting tenant holding the fewest, then to the one that used the
-// slots least lately), held for the whole fold so that its plugin calls
-// do not wait again, and one of the Calls folds in flight (reached only
-// when Options.Running is larger). So the events a read holds, and the
-// plugin instance folding them, are those of the folds running, and a
-// quick tenant's read waits for one hand-over of the call slots however
-// many slow reads other tenants keep waiting. A read waits up to
+// slots least lately), in which its first plugin call runs, and one of
+// the Calls folds in flight, kept to its end; each later call of the
+// fold waits for a slot of its own, as any plugin call does (a fold of
+// many calls takes turns with the others' calls). So a read waiting for
+// its first call holds no events, the events folds hold while waiting
+// for a later call are those of at most Calls folds, and a quick
+// tenant's read waits for one hand-over of the call slots however many
+// slow reads other tenants keep waiting. A read waits up to
 // CallSlotWait for its slots; past it it fails with ErrBusy (503 BUSY
 // over HTTP).
 const (
@@ -296,55 +298,91 @@ func tenantSlot(ctx context.Context, th *tenantHost, wait time.Duration) (releas
 }
 
 // foldTurn is one projection fold's turn (core.FoldAdmitter): a call slot
-// and a place among the folds in flight, taken before the fold reads
-// its first event and held until it ends; the plugin calls the fold
-// makes run in it (the host's Admit sees it in their context).
+// and a place among the folds in flight, taken before the fold reads its
+// first event. Its first plugin call runs in that slot (the host's Admit
+// sees the turn in the call's context); then the slot is given back
+// (yield) and each later call of the fold waits for one of its own, as
+// any call does, while the fold keeps its place. So a fold waiting for
+// its first call holds no events, and a fold of many calls holds a slot
+// per call, not for all of them.
 type foldTurn struct {
 	m        *Manager
 	tenant   string
 	ctx      context.Context
 	deadline time.Time // the latest the turn is waited for
-	held     atomic.Bool
+
+	mu   sync.Mutex
+	slot func() // the call slot while held (nil: given back)
 }
 
 // foldTurnKey is the context key of the fold a plugin call belongs to.
 type foldTurnKey struct{}
 
-// heldTurn reports whether ctx is a fold's that holds its turn.
+// heldTurn reports whether ctx is a fold's that holds its call slot.
 func heldTurn(ctx context.Context) bool {
 	f, _ := ctx.Value(foldTurnKey{}).(*foldTurn)
-	return f != nil && f.held.Load()
+	if f == nil {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.slot != nil
 }
 
 // admit takes the fold's call slot, then its place among the folds in
 // flight, within the turn's deadline: ErrBusy past it, ctx's error when
-// it ends first.
+// it ends first. A place that is not free at once is waited for with no
+// slot held (the slot is given back and taken again after it), so that
+// slots never idle behind folds that wait for their next call.
 func (f *foldTurn) admit() (release func(), err error) {
-	busy := func(err error) error {
+	busy := func() error {
 		if f.ctx.Err() != nil {
 			return f.ctx.Err()
 		}
 		return ErrBusy
 	}
-	left := time.Until(f.deadline)
-	if left <= 0 {
-		return nil, ErrBusy
+	take := func(p *shares.Pool) (func(), error) {
+		left := time.Until(f.deadline)
+		if left <= 0 {
+			return nil, busy()
+		}
+		rel, err := p.Take(f.ctx, f.tenant, left)
+		if err != nil {
+			return nil, busy()
+		}
+		return rel, nil
 	}
-	slot, err := f.m.running.Take(f.ctx, f.tenant, left)
+	slot, err := take(f.m.running)
 	if err != nil {
-		return nil, busy(err)
+		return nil, err
 	}
-	if left = time.Until(f.deadline); left <= 0 {
+	place, ok := f.m.calls.TryTake(f.tenant)
+	if !ok {
 		slot()
-		return nil, ErrBusy
+		if place, err = take(f.m.calls); err != nil {
+			return nil, err
+		}
+		if slot, err = take(f.m.running); err != nil {
+			place()
+			return nil, err
+		}
 	}
-	place, err := f.m.calls.Take(f.ctx, f.tenant, left)
-	if err != nil {
+	f.mu.Lock()
+	f.slot = slot
+	f.mu.Unlock()
+	return func() { f.yield(); place() }, nil
+}
+
+// yield gives the fold's call slot back, if it holds it: its next calls
+// wait for slots of their own.
+func (f *foldTurn) yield() {
+	f.mu.Lock()
+	slot := f.slot
+	f.slot = nil
+	f.mu.Unlock()
+	if slot != nil {
 		slot()
-		return nil, busy(err)
 	}
-	f.held.Store(true)
-	return func() { f.held.Store(false); place(); slot() }, nil
 }
 
 // lock takes the tenant's change lock and returns its unlock.
@@ -1410,8 +1448,8 @@ func (m *Manager) Project(ctx context.Context, store *core.Store, tenant, name, 
 	)
 	for try := 0; ; try++ {
 		// A fold waits for its turn (a call slot) only when it has events
-		// to read, and holds it to its end (foldTurn); a fold started
-		// again after a swap waits for a turn of its own.
+		// to read, before it reads them (foldTurn); a fold started again
+		// after a swap waits for a turn of its own.
 		turn := &foldTurn{m: m, tenant: tenant, ctx: ctx, deadline: start.Add(CallSlotWait)}
 		if try > 0 {
 			turn.deadline = time.Now().Add(CallSlotWait)
@@ -1456,6 +1494,9 @@ func (c countingProjection) AdmitFold() (release func(), err error) { return c.t
 func (c countingProjection) ApplyBatch(state []byte, evs []core.StoredEvent) ([]byte, error) {
 	t := time.Now()
 	out, err := c.Projection.ApplyBatch(state, evs)
+	if c.turn != nil {
+		c.turn.yield() // the fold's next call waits for a slot of its own
+	}
 	c.h.calls.Add(1)
 	c.h.callNanos.Add(int64(time.Since(t)))
 	return out, err

@@ -193,3 +193,55 @@ func TestQuickReadServedAtTheNextHandOver(t *testing.T) {
 		t.Fatalf("acme's projection answered after %d of the rivals' reads ended: it waited for more than the next hand-over of the call slot", n)
 	}
 }
+
+// TestLongFoldTakesTurnsWithOthers: a fold of many plugin calls takes a
+// call slot per call, not for the whole fold: with one slot, another
+// tenant's projection runs between two calls of a long fold instead of
+// after all of them.
+func TestLongFoldTakesTurnsWithOthers(t *testing.T) {
+	b := newTestBed(t, control.Quotas{}, "acme", "rival")
+	m, err := tenantplugin.Open(b.ctx, tenantplugin.Options{Dir: filepath.Join(b.root, "plugins"), Plane: b.plane, Running: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(context.Background()) })
+	ctx, store := b.ctx, b.store
+	c, _ := core.NewCoordinate("doc:long", "s")
+	const batches = 6
+	for range batches * core.ProjectBatchSize {
+		if _, err := store.Append(ctx, c, core.MustKind(1, 1), []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wasm := fixture(t, "slowok")
+	man, _ := json.Marshal(map[string]any{"name": "slow", "version": "1", "kind": "projection",
+		"sha256": plugins.Digest(wasm), "limits": map[string]any{"timeout": "1s", "memory_pages": 512}})
+	if _, err := m.Push(ctx, "rival", man, wasm, true); err != nil {
+		t.Fatal(err)
+	}
+	pushProjection(ctx, t, m, "acme", "count", "counter", time.Second)
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.Project(ctx, store, "rival", "slow", "doc:long")
+		done <- err
+	}()
+	// The rival's fold has begun its first call.
+	for {
+		if m.CallsRunning() > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := m.Project(ctx, store, "acme", "count", "order:1"); err != nil {
+		t.Fatalf("acme's projection beside the rival's long fold: %v", err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("acme's projection answered only after the rival's fold of %d calls ended (%v): the fold held the slot throughout", batches, err)
+	default:
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the rival's fold: %v", err)
+	}
+}
