@@ -278,3 +278,46 @@ func TestEndedContextTakesNothing(t *testing.T) {
 		t.Fatalf("after refused takes: %d in use, %d shares kept", all, p.Tenants())
 	}
 }
+
+// TestTryTake: TryTake takes a free slot at once; with none free (or the
+// tenant's share full) it takes nothing and leaves nothing waiting, and
+// a waiting take of another tenant comes first for the next free slot.
+func TestTryTake(t *testing.T) {
+	p := shares.NewFair(2)
+	ctx := context.Background()
+	a, ok := p.TryTake("a")
+	if !ok {
+		t.Fatal("TryTake of a free slot failed")
+	}
+	if _, ok := p.TryTake("a"); ok {
+		t.Fatal("TryTake past the tenant's share (1 of 2) succeeded")
+	}
+	b, ok := p.TryTake("b")
+	if !ok {
+		t.Fatal("TryTake of the last free slot failed")
+	}
+	if _, ok := p.TryTake("c"); ok || p.Waiting() != 0 {
+		t.Fatalf("TryTake of a full pool: ok %v, %d waiting; want refused, none waiting", ok, p.Waiting())
+	}
+	got := make(chan func(), 1)
+	go func() {
+		rel, err := p.Take(ctx, "c", 0)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- rel
+	}()
+	for p.Waiting() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	a()
+	c := <-got
+	if _, ok := p.TryTake("d"); ok {
+		t.Fatal("TryTake took the slot handed to a waiting take")
+	}
+	b()
+	c()
+	if inUse, _ := p.InUse(""); inUse != 0 || p.Waiting() != 0 || p.Tenants() != 0 {
+		t.Fatalf("after every release: %d held, %d waiting, %d tenants kept", inUse, p.Waiting(), p.Tenants())
+	}
+}
