@@ -430,6 +430,9 @@ type request struct {
 	// safe: the request may be sent again (a read, or a write with an
 	// idempotency key).
 	safe bool
+	// readOnly: a request other than a GET that changes nothing (a
+	// verify): its lost answer is not a write's unknown outcome.
+	readOnly bool
 	// slow: the server works on the request before it answers (a verify,
 	// a snapshot, a digest, an import), perhaps for longer than
 	// Options.IdleTimeout: the wait for the answer's headers is bounded by
@@ -466,9 +469,10 @@ func (c *Client) sendRead(ctx context.Context, r request, read func(*http.Respon
 		WroteHeaders: func() { wrote.Store(true) },
 	})
 	sent = context.WithValue(sent, wroteKey{}, &wrote) // once clears it before each hop (an HTTP/2 stream gets no GetConn)
+	write := r.method != http.MethodGet && !r.readOnly
 	outcome := func(err error) error {
 		var pe *Error
-		if r.method != http.MethodGet && (unanswered || errors.As(err, &pe) && pe.Code == CodeOutcomeUnknown) {
+		if write && (unanswered || errors.As(err, &pe) && pe.Code == CodeOutcomeUnknown) {
 			return &OutcomeUnknownError{Err: err}
 		}
 		return err
@@ -476,7 +480,7 @@ func (c *Client) sendRead(ctx context.Context, r request, read func(*http.Respon
 	for i := 0; i < attempts; i++ {
 		if i > 0 {
 			if err := sleep(ctx, backoff(i, last)); err != nil {
-				return nil, err
+				return nil, outcome(err) // the caller gave up waiting: a write sent before may be written
 			}
 		}
 		wrote.Store(false)
@@ -492,7 +496,9 @@ func (c *Client) sendRead(ctx context.Context, r request, read func(*http.Respon
 			return resp, nil
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			// Given up while a request was out: it may have arrived.
+			unanswered = unanswered || wrote.Load()
+			return nil, outcome(ctx.Err())
 		}
 		if unanswered && r.method == http.MethodDelete && errors.Is(err, ErrNotFound) {
 			// The delete sent before arrived and did its work; only its
@@ -503,7 +509,9 @@ func (c *Client) sendRead(ctx context.Context, r request, read func(*http.Respon
 		// A transport error after the request went out (not a refused
 		// connection, nor a failed TLS handshake), or an answer whose
 		// body broke off: it may have arrived.
-		unanswered = unanswered || !errors.As(err, &pe) && wrote.Load()
+		// So is a gateway's 502 or 504: it may have passed the request on.
+		unanswered = unanswered || !errors.As(err, &pe) && wrote.Load() ||
+			pe != nil && (pe.Status == http.StatusBadGateway || pe.Status == http.StatusGatewayTimeout)
 		last = err
 		if errors.As(err, &pe) && pe.RetryAfter > maxRetryWait {
 			return nil, outcome(err) // the server asks for a longer wait than a retry takes

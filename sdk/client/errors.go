@@ -76,10 +76,11 @@ var (
 )
 
 // OutcomeUnknownError is a write whose answer was lost: its request went
-// out, then the connection broke, its answer's body was cut short, or a
-// cluster lost its leader after proposing it (OUTCOME_UNKNOWN) — and the
-// retries ran out (Options.MaxRetries, Options.RetryFor) without an
-// answer. It may have been written. Sending it again with the same
+// out, then the connection broke, its answer's body was cut short, a
+// gateway answered 502 or 504, a cluster lost its leader after proposing
+// it (OUTCOME_UNKNOWN), or the caller's context ended while it was out —
+// and no retry brought an answer (Options.MaxRetries, Options.RetryFor,
+// the context). It may have been written. Sending it again with the same
 // idempotency keys (IdempotencyKeys, the keys Append or AppendBatch
 // gave it when the request carried none) writes it at most once and
 // returns its receipts; a write without them might be written twice.

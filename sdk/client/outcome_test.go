@@ -198,3 +198,49 @@ func TestNotModifiedOnlyAnswersAConditionalRead(t *testing.T) {
 		t.Error("DeleteTenant answered 304: no error")
 	}
 }
+
+// TestGivingUpOnASentWriteIsAnUnknownOutcome: a write whose caller's
+// deadline passes while the server holds its answer, or that a gateway
+// answered 504, may be written: it fails with an *OutcomeUnknownError
+// naming its key (still matching the deadline); a read-only POST (a
+// verify) whose answer is lost is not called a write.
+func TestGivingUpOnASentWriteIsAnUnknownOutcome(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer slow.Close()
+	c, _ := client.New(slow.URL, "tok")
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := c.Tenant("acme").Append(ctx, client.AppendRequest{Entity: "order:1", Scope: "s", Kind: "1:1", Payload: json.RawMessage(`{}`)})
+	var ou *client.OutcomeUnknownError
+	if !errors.As(err, &ou) || len(ou.IdempotencyKeys) != 1 || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Append whose deadline passed while the server held it: %v; want an *OutcomeUnknownError naming its key, matching the deadline", err)
+	}
+
+	gateway := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusGatewayTimeout)
+	}))
+	defer gateway.Close()
+	c, _ = client.New(gateway.URL, "tok", client.Options{RetryFor: -1})
+	_, err = c.Tenant("acme").Append(context.Background(), client.AppendRequest{Entity: "order:1", Scope: "s", Kind: "1:1", Payload: json.RawMessage(`{}`), IdempotencyKey: "k9"})
+	if !errors.As(err, &ou) || len(ou.IdempotencyKeys) != 1 || ou.IdempotencyKeys[0] != "k9" {
+		t.Fatalf("Append answered 504 by a gateway: %v; want an *OutcomeUnknownError naming k9", err)
+	}
+
+	reset := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		panic(http.ErrAbortHandler)
+	}))
+	defer reset.Close()
+	c, _ = client.New(reset.URL, "tok", client.Options{RetryFor: -1})
+	if _, err := c.Tenant("acme").Verify(context.Background()); err == nil || errors.As(err, &ou) {
+		t.Fatalf("Verify with its answers lost: %v; want an error that does not call it a write", err)
+	}
+}

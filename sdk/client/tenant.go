@@ -485,7 +485,7 @@ func (t *Tenant) Stats(ctx context.Context) (Stats, error) {
 // role); the report says whether it holds and where the first break is.
 func (t *Tenant) Verify(ctx context.Context) (map[string]any, error) {
 	var rep map[string]any
-	err := t.c.do(ctx, request{method: "POST", path: t.path("/verify"), safe: true, slow: true}, &rep)
+	err := t.c.do(ctx, request{method: "POST", path: t.path("/verify"), safe: true, slow: true, readOnly: true}, &rep)
 	return rep, err
 }
 
