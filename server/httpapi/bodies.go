@@ -72,17 +72,10 @@ func (b *bodyBudget) take(ctx context.Context, owner string, w int64, rec *recor
 			delete(b.held, owner)
 		}
 	}
-	if !b.sem.TryAcquire(w) {
-		if b.stalls != nil {
-			b.stalls.cut()
-		}
-		ctx, cancel := context.WithTimeout(ctx, bodyWait)
-		defer cancel()
-		if err := b.sem.Acquire(ctx, w); err != nil {
-			give()
-			return nil, &apiError{status: http.StatusServiceUnavailable, code: wire.CodeBusy, retryAfter: time.Second,
-				detail: "the server's responses in flight (slow readers, or many large pages at once) hold all its response memory; retry, or ask for smaller pages (?limit)"}
-		}
+	if !b.sem.TryAcquire(w) && !b.wait(ctx, w) {
+		give()
+		return nil, &apiError{status: http.StatusServiceUnavailable, code: wire.CodeBusy, retryAfter: time.Second,
+			detail: "the server's responses in flight (slow readers, or many large pages at once) hold all its response memory; retry, or ask for smaller pages (?limit)"}
 	}
 	if rec != nil && b.stalls != nil {
 		b.stalls.add(rec)
@@ -94,6 +87,39 @@ func (b *bodyBudget) take(ctx context.Context, owner string, w int64, rec *recor
 		b.sem.Release(w)
 		give()
 	}, nil
+}
+
+// wait waits for w bytes of room within ctx: up to bodyWait, and while
+// a response holding room is blocked writing (it may be a client that
+// stopped reading) until it has been for stallAfter and a step more (at
+// most stallAfter+bodyWait in all), cutting off, every step, the
+// responses that have stalled for stallAfter. It reports whether it got
+// the room.
+func (b *bodyBudget) wait(ctx context.Context, w int64) bool {
+	const step = 250 * time.Millisecond
+	start := time.Now()
+	for {
+		until := start.Add(bodyWait)
+		if b.stalls != nil {
+			b.stalls.cut()
+			if since, ok := b.stalls.writingSince(); ok {
+				until = maxTime(until, minTime(since.Add(stallAfter+step), start.Add(stallAfter+bodyWait)))
+			}
+		}
+		left := time.Until(until)
+		if left <= 0 {
+			return false
+		}
+		sctx, cancel := context.WithTimeout(ctx, min(left, step))
+		err := b.sem.Acquire(sctx, w)
+		cancel()
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+	}
 }
 
 // stallAfter is how long a response's write may take nothing while
@@ -134,6 +160,35 @@ func (s *stallSet) remove(rec *recorder) {
 		delete(s.recs, rec)
 	}
 	s.mu.Unlock()
+}
+
+// writingSince reports whether a response of the set is blocked in a
+// write now (one that may stall), and since when the one blocked longest
+// has been.
+func (s *stallSet) writingSince() (since time.Time, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var first int64
+	for rec := range s.recs {
+		if at := rec.stalledSince.Load(); at != 0 && (first == 0 || at < first) {
+			first = at
+		}
+	}
+	return time.Unix(0, first), first != 0
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // cut cuts off every response of the set whose write has taken nothing
