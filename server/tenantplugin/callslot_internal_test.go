@@ -47,10 +47,14 @@ func TestCallSlotGivesEverythingBack(t *testing.T) {
 						turn := &foldTurn{m: m, tenant: tenant, ctx: ctx, deadline: time.Now().Add(CallSlotWait)}
 						var fold func()
 						if fold, err = turn.admit(); err == nil {
-							if !heldTurn(context.WithValue(ctx, foldTurnKey{}, turn)) {
-								t.Error("a fold holding its turn is not seen holding it")
+							callCtx := context.WithValue(ctx, foldTurnKey{}, turn)
+							first, ok := turnSlot(callCtx)
+							if !ok {
+								t.Error("a fold's first call found no slot in its turn")
+							} else if _, again := turnSlot(callCtx); again {
+								t.Error("a fold's second call found the slot its first took")
 							}
-							rel = func() { fold(); <-ths[i].calls }
+							rel = func() { first(); fold(); <-ths[i].calls }
 						} else {
 							<-ths[i].calls
 						}

@@ -300,9 +300,9 @@ func tenantSlot(ctx context.Context, th *tenantHost, wait time.Duration) (releas
 // foldTurn is one projection fold's turn (core.FoldAdmitter): a call slot
 // and a place among the folds in flight, taken before the fold reads its
 // first event. Its first plugin call runs in that slot (the host's Admit
-// sees the turn in the call's context); then the slot is given back
-// (yield) and each later call of the fold waits for one of its own, as
-// any call does, while the fold keeps its place. So a fold waiting for
+// finds the turn in the call's context and takes the slot over:
+// turnSlot); each later call of the fold waits for one of its own, as any
+// call does, while the fold keeps its place. So a fold waiting for
 // its first call holds no events, and a fold of many calls holds a slot
 // per call, not for all of them.
 type foldTurn struct {
@@ -318,15 +318,19 @@ type foldTurn struct {
 // foldTurnKey is the context key of the fold a plugin call belongs to.
 type foldTurnKey struct{}
 
-// heldTurn reports whether ctx is a fold's that holds its call slot.
-func heldTurn(ctx context.Context) bool {
+// turnSlot hands the call slot of the fold ctx belongs to, if it still
+// holds it, to the call asking: the call's release gives it back, and
+// the fold's later calls — another batch, or the next part of a batch
+// the plugin's memory splits in several calls — take slots of their own.
+func turnSlot(ctx context.Context) (release func(), ok bool) {
 	f, _ := ctx.Value(foldTurnKey{}).(*foldTurn)
 	if f == nil {
-		return false
+		return nil, false
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.slot != nil
+	release, f.slot = f.slot, nil
+	return release, release != nil
 }
 
 // admit takes the fold's call slot, then its place among the folds in
@@ -669,9 +673,10 @@ func (m *Manager) host(tenant string) (*tenantHost, error) {
 		compiler = m.opts.Compiler
 	}
 	admit := func(ctx context.Context) (func(), error) {
-		if heldTurn(ctx) {
-			// A projection fold's call: the fold holds a slot (foldTurn).
-			return func() {}, nil
+		if release, ok := turnSlot(ctx); ok {
+			// A projection fold's first call: it runs in the slot the fold
+			// took before it read its events (foldTurn).
+			return release, nil
 		}
 		return m.running.Take(ctx, tenant, 0)
 	}
@@ -1495,7 +1500,7 @@ func (c countingProjection) ApplyBatch(state []byte, evs []core.StoredEvent) ([]
 	t := time.Now()
 	out, err := c.Projection.ApplyBatch(state, evs)
 	if c.turn != nil {
-		c.turn.yield() // the fold's next call waits for a slot of its own
+		c.turn.yield() // a slot no call took (none ran): given back
 	}
 	c.h.calls.Add(1)
 	c.h.callNanos.Add(int64(time.Since(t)))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -195,53 +196,60 @@ func TestQuickReadServedAtTheNextHandOver(t *testing.T) {
 }
 
 // TestLongFoldTakesTurnsWithOthers: a fold of many plugin calls takes a
-// call slot per call, not for the whole fold: with one slot, another
-// tenant's projection runs between two calls of a long fold instead of
-// after all of them.
+// call slot per call, not for the whole fold nor for a whole batch: with
+// one slot, another tenant's projection runs between two calls of a long
+// fold instead of after all of them — a fold of many batches, and a
+// batch the plugin's one page of memory splits in many calls.
 func TestLongFoldTakesTurnsWithOthers(t *testing.T) {
-	b := newTestBed(t, control.Quotas{}, "acme", "rival")
-	m, err := tenantplugin.Open(b.ctx, tenantplugin.Options{Dir: filepath.Join(b.root, "plugins"), Plane: b.plane, Running: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close(context.Background()) })
-	ctx, store := b.ctx, b.store
-	c, _ := core.NewCoordinate("doc:long", "s")
-	const batches = 6
-	for range batches * core.ProjectBatchSize {
-		if _, err := store.Append(ctx, c, core.MustKind(1, 1), []byte(`{}`)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	wasm := fixture(t, "slowok")
-	man, _ := json.Marshal(map[string]any{"name": "slow", "version": "1", "kind": "projection",
-		"sha256": plugins.Digest(wasm), "limits": map[string]any{"timeout": "1s", "memory_pages": 512}})
-	if _, err := m.Push(ctx, "rival", man, wasm, true); err != nil {
-		t.Fatal(err)
-	}
-	pushProjection(ctx, t, m, "acme", "count", "counter", time.Second)
-
-	done := make(chan error, 1)
-	go func() {
-		_, err := m.Project(ctx, store, "rival", "slow", "doc:long")
-		done <- err
-	}()
-	// The rival's fold has begun its first call.
-	for {
-		if m.CallsRunning() > 0 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
-	if _, err := m.Project(ctx, store, "acme", "count", "order:1"); err != nil {
-		t.Fatalf("acme's projection beside the rival's long fold: %v", err)
-	}
-	select {
-	case err := <-done:
-		t.Fatalf("acme's projection answered only after the rival's fold of %d calls ended (%v): the fold held the slot throughout", batches, err)
-	default:
-	}
-	if err := <-done; err != nil {
-		t.Fatalf("the rival's fold: %v", err)
+	for _, c := range []struct {
+		name, fixture string
+		pages         int
+		events        int
+		payload       []byte
+	}{
+		{"many batches", "slowok", 512, 6 * core.ProjectBatchSize, []byte(`{}`)},
+		{"a batch split by memory", "slowsmall", 1, 40, []byte(`{"pad":"` + strings.Repeat("x", 6000) + `"}`)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := newTestBed(t, control.Quotas{}, "acme", "rival")
+			m, err := tenantplugin.Open(b.ctx, tenantplugin.Options{Dir: filepath.Join(b.root, "plugins"), Plane: b.plane, Running: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { m.Close(context.Background()) })
+			ctx, store := b.ctx, b.store
+			coord, _ := core.NewCoordinate("doc:long", "s")
+			for range c.events {
+				if _, err := store.Append(ctx, coord, core.MustKind(1, 1), c.payload); err != nil {
+					t.Fatal(err)
+				}
+			}
+			wasm := fixture(t, c.fixture)
+			man, _ := json.Marshal(map[string]any{"name": "slow", "version": "1", "kind": "projection",
+				"sha256": plugins.Digest(wasm), "limits": map[string]any{"timeout": "1s", "memory_pages": c.pages}})
+			if _, err := m.Push(ctx, "rival", man, wasm, true); err != nil {
+				t.Fatal(err)
+			}
+			pushProjection(ctx, t, m, "acme", "count", "counter", time.Second)
+			done := make(chan error, 1)
+			go func() {
+				_, err := m.Project(ctx, store, "rival", "slow", "doc:long")
+				done <- err
+			}()
+			for m.CallsRunning() == 0 { // the rival's fold has begun its first call
+				time.Sleep(time.Millisecond)
+			}
+			if _, err := m.Project(ctx, store, "acme", "count", "order:1"); err != nil {
+				t.Fatalf("acme's projection beside the rival's long fold: %v", err)
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("acme's projection answered only after the rival's fold ended (%v): the fold held the slot throughout", err)
+			default:
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("the rival's fold: %v", err)
+			}
+		})
 	}
 }
