@@ -516,13 +516,16 @@ func (c *Client) sendRead(ctx context.Context, r request, read func(*http.Respon
 		if errors.As(err, &pe) && pe.RetryAfter > maxRetryWait {
 			return nil, outcome(err) // the server asks for a longer wait than a retry takes
 		}
-		if (errors.Is(err, ErrNotLeader) || errors.Is(err, ErrTooManyConnections)) && attempts < 1+c.retries {
+		didNothing := errors.Is(err, ErrNotLeader) || errors.Is(err, ErrTooManyConnections)
+		if didNothing && attempts < 1+c.retries {
 			// A cluster node that does not lead did nothing, nor does a
 			// server refusing a connection for its address (it answers
 			// before it reads the request): any request may go again.
 			attempts = 1 + c.retries
 		}
-		if !retryable(err) {
+		if !retryable(err) || !r.safe && !didNothing {
+			// A request that may not go twice goes again only after an
+			// answer saying it did nothing.
 			return nil, outcome(err)
 		}
 		if i == attempts-1 && (r.safe || errors.Is(err, ErrNotLeader)) && unavailable(err) &&

@@ -244,3 +244,45 @@ func TestGivingUpOnASentWriteIsAnUnknownOutcome(t *testing.T) {
 		t.Fatalf("Verify with its answers lost: %v; want an error that does not call it a write", err)
 	}
 }
+
+// TestUnkeyedWriteNotSentAgainAfterALostAnswer: a write that may not go
+// twice (a tenant's creation carries no key) is sent again after a
+// NOT_LEADER (which did nothing), but not after an answer that may mean
+// it was done — a cut connection, OUTCOME_UNKNOWN, a gateway's 504: that
+// is an *OutcomeUnknownError, the request sent twice in all.
+func TestUnkeyedWriteNotSentAgainAfterALostAnswer(t *testing.T) {
+	for name, second := range map[string]func(w http.ResponseWriter){
+		"connection cut": func(http.ResponseWriter) { panic(http.ErrAbortHandler) },
+		"OUTCOME_UNKNOWN": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"status":503,"code":"OUTCOME_UNKNOWN"}`)
+		},
+		"gateway 504": func(w http.ResponseWriter) { w.WriteHeader(http.StatusGatewayTimeout) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			var n atomic.Int32
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				switch n.Add(1) {
+				case 1:
+					w.Header().Set("Content-Type", "application/problem+json")
+					w.WriteHeader(http.StatusServiceUnavailable)
+					_, _ = io.WriteString(w, `{"status":503,"code":"NOT_LEADER","detail":"no leader yet"}`)
+				case 2:
+					second(w)
+				default:
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(http.StatusCreated)
+					_, _ = io.WriteString(w, `{"id":"t2","state":"active"}`)
+				}
+			}))
+			defer srv.Close()
+			c, _ := client.New(srv.URL, "bpko_x")
+			_, err := c.Admin().CreateTenant(context.Background(), "t2", nil, nil)
+			if n.Load() != 2 || !errors.Is(err, client.ErrOutcomeUnknown) {
+				t.Fatalf("CreateTenant sent %d times, %v; want twice and an unknown outcome", n.Load(), err)
+			}
+		})
+	}
+}
