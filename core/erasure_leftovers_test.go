@@ -149,3 +149,43 @@ func TestCompactionForgetsTombstonedStates(t *testing.T) {
 		t.Fatal("the other entity's cached state went too")
 	}
 }
+
+// blockingProjection folds strings, blocking in its first Apply until
+// release is closed (started is closed once it blocks).
+type blockingProjection struct{ started, release chan struct{} }
+
+func (blockingProjection) Name() string          { return "slow" }
+func (blockingProjection) SchemaVersion() uint32 { return 1 }
+func (blockingProjection) Kinds() []core.Kind    { return nil }
+func (blockingProjection) Init() []string        { return nil }
+func (p blockingProjection) Apply(st []string, ev core.StoredEvent) []string {
+	if len(st) == 0 {
+		close(p.started)
+		<-p.release
+	}
+	return append(st, string(ev.Payload))
+}
+
+// TestFoldFiledAfterAnErasureLeavesNothing: a fold that read an entity's
+// events before EraseEntity and files its state after the erasure forgot
+// the entity's states leaves no file in the FileCache holding the erased
+// payload.
+func TestFoldFiledAfterAnErasureLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, func(c *core.Config) { c.ProjectionCache = core.NewFileCache(dir) })
+	c := mustCoord(t, "user:1", "s")
+	mustAppend(t, s, c, kindA, `{"ssn":"SECRET-123-45"}`)
+	mustAppend(t, s, c, kindA, `{"n":2}`)
+	p := blockingProjection{started: make(chan struct{}), release: make(chan struct{})}
+	done := make(chan struct{})
+	go func() { _, _, _ = core.Project(s, "user:1", p, core.Consistent()); close(done) }()
+	<-p.started
+	if n, err := s.EraseEntity(context.Background(), "user:1"); err != nil || n != 2 {
+		t.Fatalf("EraseEntity: %d, %v", n, err)
+	}
+	close(p.release)
+	<-done
+	if hits := dirHolds(dir, "SECRET-123-45"); len(hits) > 0 {
+		t.Fatalf("after EraseEntity, cache files %v hold the erased payload", hits)
+	}
+}

@@ -213,9 +213,16 @@ func project[S any](s *Store, entity string, p Projection[S], fresh Freshness) (
 			}
 			return zero, false, 0, rerr
 		}
-		if cache != nil {
+		if cache != nil && s.erasures.Load() == erasures {
 			if b, err := encodeState(p, state); err == nil {
 				cache.Put(key, CachedState{State: b, UpTo: gen, Found: found, At: time.Now(), Erasures: erasures})
+				if s.erasures.Load() != erasures {
+					// An erasure was published while this was filed: its
+					// forgetting may have run before the Put, and the state
+					// may hold what it erased. (An erasure publishes its
+					// epoch before it forgets, so one of the two drops it.)
+					s.forgetEntities(map[string]int{entity: 1})
+				}
 			}
 		}
 		return state, found, gen, nil
