@@ -99,14 +99,14 @@ func (b *bodyBudget) wait(ctx context.Context, w int64) bool {
 	const step = 250 * time.Millisecond
 	start := time.Now()
 	for {
-		until := start.Add(bodyWait)
+		until := start.Add(bodyWait).UnixNano()
 		if b.stalls != nil {
 			b.stalls.cut()
-			if since, ok := b.stalls.writingSince(); ok {
-				until = maxTime(until, minTime(since.Add(stallAfter+step), start.Add(stallAfter+bodyWait)))
+			if since := b.stalls.writingSince(); since != 0 {
+				until = max(until, min(since+int64(stallAfter+step), start.Add(stallAfter+bodyWait).UnixNano()))
 			}
 		}
-		left := time.Until(until)
+		left := time.Until(time.Unix(0, until))
 		if left <= 0 {
 			return false
 		}
@@ -162,10 +162,10 @@ func (s *stallSet) remove(rec *recorder) {
 	s.mu.Unlock()
 }
 
-// writingSince reports whether a response of the set is blocked in a
-// write now (one that may stall), and since when the one blocked longest
-// has been.
-func (s *stallSet) writingSince() (since time.Time, ok bool) {
+// writingSince is when the response of the set blocked in a write the
+// longest began it (UnixNano; 0: none is blocked in a write now, so none
+// may stall).
+func (s *stallSet) writingSince() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var first int64
@@ -174,21 +174,7 @@ func (s *stallSet) writingSince() (since time.Time, ok bool) {
 			first = at
 		}
 	}
-	return time.Unix(0, first), first != 0
-}
-
-func minTime(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
+	return first
 }
 
 // cut cuts off every response of the set whose write has taken nothing

@@ -60,18 +60,8 @@ func infoFrom(w http.ResponseWriter) *reqInfo {
 // handler, or one that unwraps to it (Unwrap() http.ResponseWriter);
 // any other is left alone.
 func (a *API) NoteCaller(w http.ResponseWriter, tenant, principal string) {
-	for w != nil {
-		if rec, ok := w.(*recorder); ok {
-			if rec.info != nil {
-				rec.info.tenant, rec.info.principal = tenant, principal
-			}
-			return
-		}
-		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
-		if !ok {
-			return
-		}
-		w = u.Unwrap()
+	if rec := recorderOf(w); rec != nil && rec.info != nil {
+		rec.info.tenant, rec.info.principal = tenant, principal
 	}
 }
 
