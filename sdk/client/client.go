@@ -523,7 +523,10 @@ func (c *Client) sendRead(ctx context.Context, r request, read func(*http.Respon
 			// before it reads the request): any request may go again.
 			attempts = 1 + c.retries
 		}
-		if !retryable(err) || !r.safe && !didNothing {
+		// Refusals before any work (BUSY, TOO_MANY_REQUESTS) and a request
+		// that never went out did nothing either.
+		nothingDone := didNothing || errors.Is(err, ErrBusy) || errors.Is(err, ErrTooManyRequests) || pe == nil && !wrote.Load()
+		if !retryable(err) || !r.safe && !nothingDone {
 			// A request that may not go twice goes again only after an
 			// answer saying it did nothing.
 			return nil, outcome(err)

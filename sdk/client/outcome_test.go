@@ -247,9 +247,10 @@ func TestGivingUpOnASentWriteIsAnUnknownOutcome(t *testing.T) {
 
 // TestUnkeyedWriteNotSentAgainAfterALostAnswer: a write that may not go
 // twice (a tenant's creation carries no key) is sent again after a
-// NOT_LEADER (which did nothing), but not after an answer that may mean
-// it was done — a cut connection, OUTCOME_UNKNOWN, a gateway's 504: that
-// is an *OutcomeUnknownError, the request sent twice in all.
+// NOT_LEADER (which did nothing) and after refusals before any work
+// (BUSY, TOO_MANY_REQUESTS), but not after an answer that may mean it
+// was done — a cut connection, OUTCOME_UNKNOWN, a gateway's 504: that is
+// an *OutcomeUnknownError, the request sent twice in all.
 func TestUnkeyedWriteNotSentAgainAfterALostAnswer(t *testing.T) {
 	for name, second := range map[string]func(w http.ResponseWriter){
 		"connection cut": func(http.ResponseWriter) { panic(http.ErrAbortHandler) },
@@ -259,7 +260,20 @@ func TestUnkeyedWriteNotSentAgainAfterALostAnswer(t *testing.T) {
 			_, _ = io.WriteString(w, `{"status":503,"code":"OUTCOME_UNKNOWN"}`)
 		},
 		"gateway 504": func(w http.ResponseWriter) { w.WriteHeader(http.StatusGatewayTimeout) },
+		// Refused before any work: sent again, and the third answer's
+		// success is the call's.
+		"BUSY": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"status":503,"code":"BUSY"}`)
+		},
+		"TOO_MANY_REQUESTS": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(http.StatusTooManyRequests)
+			_, _ = io.WriteString(w, `{"status":429,"code":"TOO_MANY_REQUESTS"}`)
+		},
 	} {
+		nothingDone := name == "BUSY" || name == "TOO_MANY_REQUESTS"
 		t.Run(name, func(t *testing.T) {
 			var n atomic.Int32
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -280,6 +294,12 @@ func TestUnkeyedWriteNotSentAgainAfterALostAnswer(t *testing.T) {
 			defer srv.Close()
 			c, _ := client.New(srv.URL, "bpko_x")
 			_, err := c.Admin().CreateTenant(context.Background(), "t2", nil, nil)
+			if nothingDone {
+				if n.Load() != 3 || err != nil {
+					t.Fatalf("CreateTenant sent %d times, %v; want three times and the success", n.Load(), err)
+				}
+				return
+			}
 			if n.Load() != 2 || !errors.Is(err, client.ErrOutcomeUnknown) {
 				t.Fatalf("CreateTenant sent %d times, %v; want twice and an unknown outcome", n.Load(), err)
 			}
