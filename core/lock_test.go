@@ -171,6 +171,11 @@ func TestOpenReadOnlyBesideWriter(t *testing.T) {
 		"TrySubmit": func() error { _, err := ro.TrySubmit(ctx, c, kindA, []byte(`{}`)); return err },
 		"Sync":      func() error { return ro.Sync(ctx) },
 	}
+	// The writer's own background work (sealing a segment) done first, so
+	// that only the reader could change a file below.
+	if err := s.SealSegments(ctx); err != nil {
+		t.Fatal(err)
+	}
 	sizes := dirSizes(t, s.Dir())
 	for name, w := range writes {
 		if err := w(); !errors.Is(err, core.ErrReadOnly) {

@@ -257,7 +257,7 @@ func TestTenantPluginFaultFixtures(t *testing.T) {
 		"bigout": "output-limit", "fatframes": "stack", "guesterr": "guest-error", "guesterr-forge": "guest-error",
 		"loop": "timeout", "membomb": "memory", "recurse": "stack", "tablegrow": "guest-error", "trap": "trap",
 	}
-	healthy := map[string]bool{"growpages": true, "logflood": true, "slowok": true, "wasi-file": true, "wasi-sock": true, "counter2": true, "widebranch": true}
+	healthy := map[string]bool{"growpages": true, "logflood": true, "slowok": true, "slowsmall": true, "wasi-file": true, "wasi-sock": true, "counter2": true, "widebranch": true}
 	files, err := filepath.Glob(filepath.Join("..", "plugins", "testdata", "*.wasm"))
 	if err != nil || len(files) < 20 {
 		t.Fatalf("fixtures: %v, %d", err, len(files))
