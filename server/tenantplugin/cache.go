@@ -101,3 +101,21 @@ type tenantCache struct {
 
 func (t tenantCache) Get(key string) (core.CachedState, bool) { return t.c.get(t.prefix + key) }
 func (t tenantCache) Put(key string, st core.CachedState)     { t.c.put(t.prefix+key, st) }
+
+// ForgetEntities implements core.EntityForgetter: an erasure drops the
+// tenant's states of the erased entities (the key's part before its
+// first NUL is the entity), so no erased payload stays in memory until it
+// is evicted; other tenants' states of the same names stay.
+func (t tenantCache) ForgetEntities(entities map[string]bool) {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	for k, e := range t.c.keys {
+		rest, ok := strings.CutPrefix(k, t.prefix)
+		if !ok {
+			continue
+		}
+		if entity, _, _ := strings.Cut(rest, "\x00"); entities[entity] {
+			t.c.remove(e)
+		}
+	}
+}

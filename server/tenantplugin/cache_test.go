@@ -54,3 +54,33 @@ func TestStateCacheBudget(t *testing.T) {
 		t.Error("Forget(acme) dropped globex's state")
 	}
 }
+
+// TestStateCacheForgetsErasedEntities: a tenant's view forgets the states
+// of the entities an erasure names (core.EntityForgetter), every
+// projection of them, and keeps its other entities' and another tenant's
+// states of the same entity.
+func TestStateCacheForgetsErasedEntities(t *testing.T) {
+	c := tenantplugin.NewStateCache(1 << 20)
+	acme, globex := c.Tenant("acme"), c.Tenant("globex")
+	st := core.CachedState{State: []byte(`{"ssn":"x"}`), UpTo: 1, Found: true}
+	for _, k := range []string{"user:1\x00p1\x001", "user:1\x00p2\x001", "user:10\x00p1\x001"} {
+		acme.Put(k, st)
+	}
+	globex.Put("user:1\x00p1\x001", st)
+	f, ok := acme.(core.EntityForgetter)
+	if !ok {
+		t.Fatal("a tenant's view of the state cache does not forget erased entities")
+	}
+	f.ForgetEntities(map[string]bool{"user:1": true})
+	for _, k := range []string{"user:1\x00p1\x001", "user:1\x00p2\x001"} {
+		if _, ok := acme.Get(k); ok {
+			t.Errorf("acme's state %q kept after its entity was erased", k)
+		}
+	}
+	if _, ok := acme.Get("user:10\x00p1\x001"); !ok {
+		t.Error("acme's state of another entity (user:10) went with user:1's")
+	}
+	if _, ok := globex.Get("user:1\x00p1\x001"); !ok {
+		t.Error("another tenant's state of the same entity name went with acme's")
+	}
+}
