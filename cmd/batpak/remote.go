@@ -390,11 +390,10 @@ func importError(err error) error {
 	}
 	inner := remoteError(ie.Err)
 	where := ""
-	switch {
-	case ie.Line > 0:
-		where = fmt.Sprintf(" (line %d of the file)", ie.Line)
-	case ie.FirstLine > 0:
-		where = fmt.Sprintf(" (the request carrying lines %d-%d of the file)", ie.FirstLine, ie.LastLine)
+	if lines, one := ie.Lines(); one {
+		where = " (" + lines + " of the file)"
+	} else if lines != "" {
+		where = " (the request carrying " + lines + " of the file)"
 	}
 	return &detailError{msg: inner.Error() + where + "; " + ie.Resume(), err: inner}
 }

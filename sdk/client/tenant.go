@@ -303,13 +303,25 @@ type ImportError struct {
 
 func (e *ImportError) Error() string {
 	where := ""
-	switch {
-	case e.Line > 0:
-		where = fmt.Sprintf(" at line %d of the stream", e.Line)
-	case e.FirstLine > 0:
-		where = fmt.Sprintf(" in lines %d-%d of the stream", e.FirstLine, e.LastLine)
+	if lines, one := e.Lines(); one {
+		where = " at " + lines + " of the stream"
+	} else if lines != "" {
+		where = " in " + lines + " of the stream"
 	}
 	return fmt.Sprintf("%v; the import failed%s after %s", e.Err, where, e.Resume())
+}
+
+// Lines names where the import failed: "line N" when the server named
+// the refused line (one), else "lines A-B" the refused request carried,
+// else "" (the stream could not be read).
+func (e *ImportError) Lines() (lines string, one bool) {
+	switch {
+	case e.Line > 0:
+		return fmt.Sprintf("line %d", e.Line), true
+	case e.FirstLine > 0:
+		return fmt.Sprintf("lines %d-%d", e.FirstLine, e.LastLine), false
+	}
+	return "", false
 }
 
 // Resume says how far the import came and how to go on: how many events
