@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/internal/servertest"
 	"github.com/batpak-go/batpak/sdk/client"
 	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/control"
@@ -60,7 +60,7 @@ func TestBatchLimitIsTheQuota(t *testing.T) {
 // recorded but whose directory survived (a crash between the two) has its
 // data removed when the server starts, before anything can reach it.
 func TestDeletedTenantLeftoverRemovedAtStart(t *testing.T) {
-	cfg := quietConfig(t)
+	cfg := servertest.Config(t)
 	ctx := context.Background()
 	srv, err := server.New(ctx, cfg)
 	if err != nil {
@@ -102,7 +102,7 @@ func TestDeletedTenantLeftoverRemovedAtStart(t *testing.T) {
 // to a damaged system store) is moved under <root>/orphaned at start with
 // its data, not removed: only a recorded deletion removes data.
 func TestUnrecordedTenantDataMovedAside(t *testing.T) {
-	cfg := quietConfig(t)
+	cfg := servertest.Config(t)
 	ctx := context.Background()
 	ghost := filepath.Join(cfg.Root, "tenants", "ghost")
 	if err := os.MkdirAll(ghost, 0o755); err != nil {
@@ -208,7 +208,7 @@ func TestCursorPollBoundedInBytes(t *testing.T) {
 // could bring back a revoked key — and its error names the directory and
 // the way back.
 func TestDamagedControlPlaneSaysHowToRecover(t *testing.T) {
-	cfg := quietConfig(t)
+	cfg := servertest.Config(t)
 	ctx := context.Background()
 	srv, err := server.New(ctx, cfg)
 	if err != nil {
@@ -262,12 +262,4 @@ func TestCompileCharge(t *testing.T) {
 			t.Errorf("CompileCharge(%v) = %d, want %d", c.held, got, c.want)
 		}
 	}
-}
-
-// quietConfig is the default configuration of a server on a fresh root,
-// listening on a free loopback port, logging nothing.
-func quietConfig(t *testing.T) server.Config {
-	cfg := server.DefaultConfig()
-	cfg.Root, cfg.Listen, cfg.AccessLog, cfg.Stderr = t.TempDir(), "127.0.0.1:0", "off", io.Discard
-	return cfg
 }

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/internal/servertest"
 	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/auth"
 	"github.com/batpak-go/batpak/server/control"
@@ -38,25 +39,15 @@ func startBenchServer(tb testing.TB, cfg server.Config, tenant string, settings 
 // startBenchServerRoles is startBenchServer with the key's roles.
 func startBenchServerRoles(tb testing.TB, cfg server.Config, tenant string, settings control.Settings, roles ...control.Role) *benchServer {
 	tb.Helper()
-	cfg.Root = tb.TempDir()
-	cfg.Listen = "127.0.0.1:0"
+	base := servertest.Config(tb)
+	cfg.Root, cfg.Listen, cfg.AccessLog, cfg.Stderr = base.Root, base.Listen, base.AccessLog, base.Stderr
 	if cfg.MaxConnectionsPerSource == 0 {
 		cfg.MaxConnectionsPerSource = -1 // the load generator is one address
 	}
-	cfg.AccessLog = "off"
-	cfg.Stderr = io.Discard
 	cfg.OperatorToken = "bpko_" + string(bytes.Repeat([]byte("a"), 52))
 	ctx := context.Background()
-	srv, err := server.New(ctx, cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		tb.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx) }()
+	ts := servertest.Start(tb, cfg)
+	srv := ts.Server
 	unlimited := control.Quotas{EventsPerSecond: -1, BytesPerSecond: -1, RequestsPerSecond: -1, StorageBytes: -1, MaxSubscriptions: -1}
 	if _, err := srv.Plane().CreateTenant(ctx, tenant, unlimited, settings); err != nil {
 		tb.Fatal(err)
@@ -68,14 +59,7 @@ func startBenchServerRoles(tb testing.TB, cfg server.Config, tenant string, sett
 	if _, err := srv.Plane().IssueKey(ctx, control.Key{ID: id, Tenant: tenant, Roles: roles, Hash: hash}); err != nil {
 		tb.Fatal(err)
 	}
-	bs := &benchServer{srv: srv, base: "http://" + srv.Addr().String(), key: token}
-	bs.stop = func() {
-		cancel()
-		if err := <-done; err != nil {
-			tb.Error(err)
-		}
-	}
-	tb.Cleanup(bs.stop)
+	bs := &benchServer{srv: srv, base: ts.URL, key: token, stop: func() { _ = ts.Stop() }}
 	return bs
 }
 

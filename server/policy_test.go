@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/batpak-go/batpak/internal/servertest"
 	"github.com/batpak-go/batpak/sdk/client"
-	"github.com/batpak-go/batpak/server"
 )
 
 // examplePolicy is examples/policies, the multi-tenant shop policy.
@@ -27,25 +27,11 @@ func examplePolicy(t *testing.T) string {
 // key's, a refused write answers POLICY_DENIED with the policy's reasons
 // and revision and writes nothing, and /metrics counts the decisions.
 func TestPlatformPolicyGatesTenantWrites(t *testing.T) {
-	cfg := server.DefaultConfig()
-	cfg.Root = t.TempDir()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.AccessLog = "off"
-	cfg.Stderr = io.Discard
+	cfg := servertest.Config(t)
 	cfg.PolicyDir = examplePolicy(t)
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	srv, err := server.New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	defer func() { stop(); <-done }()
-	base := "http://" + srv.Addr().String()
+	ctx := context.Background()
+	srv := servertest.Start(t, cfg)
+	base := srv.URL
 
 	op, _ := client.New(base, srv.Token)
 	for _, id := range []string{"acme", "globex"} {

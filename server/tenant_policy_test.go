@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/internal/servertest"
 	"github.com/batpak-go/batpak/sdk/client"
 	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/control"
@@ -109,34 +110,18 @@ func startPolicyServer(t testing.TB, root string, tune func(*server.Config)) pol
 // when the test ends (or at ps.stop).
 func startTunedServer(t testing.TB, root string, tune func(*server.Config)) policyServer {
 	t.Helper()
-	cfg := server.DefaultConfig()
-	cfg.Root, cfg.Listen, cfg.AccessLog, cfg.Stderr = filepath.Join(root, "srv"), "127.0.0.1:0", "off", io.Discard
+	cfg := servertest.Config(t)
+	cfg.Root = filepath.Join(root, "srv")
 	cfg.OperatorToken = "bpko_" + strings.Repeat("a", 52)
 	if tune != nil {
 		tune(&cfg)
 	}
-	srv, err := server.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	stopped := false
-	ps := policyServer{srv: srv, base: "http://" + srv.Addr().String(), stop: func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
+	ts := servertest.Start(t, cfg)
+	return policyServer{srv: ts.Server, base: ts.URL, stop: func() {
+		if err := ts.Stop(); err != nil {
+			t.Error(err)
 		}
 	}}
-	t.Cleanup(ps.stop)
-	return ps
 }
 
 func (ps policyServer) as(t testing.TB, token string) *client.Client {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/internal/servertest"
 	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/auth"
 	"github.com/batpak-go/batpak/server/control"
@@ -23,22 +24,12 @@ func TestFirstRequestToClosedTenant(t *testing.T) {
 	const tenants, events = 50, 10
 	root := t.TempDir()
 	start := func() (*server.Server, string, func()) {
-		cfg := server.DefaultConfig()
-		cfg.Root, cfg.Listen, cfg.AccessLog, cfg.Stderr = root, "127.0.0.1:0", "off", io.Discard
+		cfg := servertest.Config(t)
+		cfg.Root = root
 		cfg.OperatorToken = "bpko_" + string(bytes.Repeat([]byte("a"), 52))
-		srv, err := server.New(context.Background(), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.Listen(); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- srv.Serve(ctx) }()
-		return srv, "http://" + srv.Addr().String(), func() {
-			cancel()
-			if err := <-done; err != nil {
+		ts := servertest.Start(t, cfg)
+		return ts.Server, ts.URL, func() {
+			if err := ts.Stop(); err != nil {
 				t.Error(err)
 			}
 		}

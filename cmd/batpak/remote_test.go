@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
 	"maps"
 	"net"
 	"net/http"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/internal/servertest"
 	"github.com/batpak-go/batpak/server"
 )
 
@@ -29,29 +29,12 @@ func startServer(t *testing.T) (url, operator string) {
 // URL is https when adjust sets a certificate.
 func startServerWith(t *testing.T, adjust func(*server.Config)) (url, operator string) {
 	t.Helper()
-	cfg := server.DefaultConfig()
-	cfg.Root, cfg.Listen, cfg.AccessLog, cfg.Stderr = t.TempDir(), "127.0.0.1:0", "off", io.Discard
+	cfg := servertest.Config(t)
 	if adjust != nil {
 		adjust(&cfg)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	scheme := "http://"
-	if cfg.TLSCert != "" {
-		scheme = "https://"
-	}
-	return scheme + srv.Addr().String(), srv.Token
+	srv := servertest.Start(t, cfg)
+	return srv.URL, srv.Token
 }
 
 var (

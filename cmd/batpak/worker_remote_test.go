@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/internal/servertest"
 	"github.com/batpak-go/batpak/plugins"
 	"github.com/batpak-go/batpak/sdk/client"
-	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/hostedworker"
 )
 
@@ -63,23 +63,11 @@ func startWorkerServer(t *testing.T) (url, operator string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = h.Close(context.Background()) })
-	cfg := server.DefaultConfig()
-	cfg.Root, cfg.Listen, cfg.AccessLog, cfg.Stderr, cfg.Logger = t.TempDir(), "127.0.0.1:0", "off", io.Discard, quiet
+	cfg := servertest.Config(t)
+	cfg.Logger = quiet
 	cfg.PluginSource = &fixturePlugins{host: h, loaded: map[string]*plugins.Plugin{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return "http://" + srv.Addr().String(), srv.Token
+	srv := servertest.Start(t, cfg)
+	return srv.URL, srv.Token
 }
 
 // spaces collapses the padding of aligned columns.

@@ -14,31 +14,18 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/batpak-go/batpak/internal/servertest"
 	"github.com/batpak-go/batpak/sdk/client"
-	"github.com/batpak-go/batpak/server"
 )
 
 // smallBodyServer runs a server on loopback whose max_body_bytes is 1 MiB
 // and returns its operator client and URL.
 func smallBodyServer(t *testing.T) (*client.Client, string) {
 	t.Helper()
-	cfg := server.DefaultConfig()
-	cfg.Root, cfg.Listen, cfg.AccessLog, cfg.Stderr = t.TempDir(), "127.0.0.1:0", "off", io.Discard
+	cfg := servertest.Config(t)
 	cfg.MaxBodyBytes = 1 << 20
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	url := "http://" + srv.Addr().String()
+	srv := servertest.Start(t, cfg)
+	url := srv.URL
 	op, err := client.New(url, srv.Token)
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -17,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/internal/servertest"
 	"github.com/batpak-go/batpak/internal/testenv"
 	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/console"
@@ -28,10 +28,12 @@ const opToken = "bpko_testtesttesttesttesttesttesttesttesttesttesttesttest"
 type env struct {
 	t    *testing.T
 	srv  *server.Server
+	ts   *servertest.Server
 	base string
-	done chan error
-	stop context.CancelFunc
 }
+
+// stop stops the server (a node going down, say) and waits for it.
+func (e *env) stop() { _ = e.ts.Stop() }
 
 func start(t *testing.T) *env {
 	t.Helper()
@@ -42,35 +44,15 @@ func start(t *testing.T) *env {
 // server's configuration first.
 func startWith(t *testing.T, configure func(*server.Config)) *env {
 	t.Helper()
-	cfg := server.DefaultConfig()
-	cfg.Root = t.TempDir()
-	cfg.Listen = "127.0.0.1:0"
+	cfg := servertest.Config(t)
 	cfg.OperatorToken = opToken
 	cfg.ShutdownTimeout = 5 * time.Second
-	cfg.AccessLog = "off"
 	cfg.Stderr = &testenv.Buffer{}
 	if configure != nil {
 		configure(&cfg)
 	}
-	srv, err := server.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	e := &env{t: t, srv: srv, base: "http://" + srv.Addr().String(), done: make(chan error, 1), stop: cancel}
-	go func() { e.done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-e.done:
-		case <-time.After(20 * time.Second):
-			t.Error("server did not shut down")
-		}
-	})
-	return e
+	ts := servertest.Start(t, cfg)
+	return &env{t: t, srv: ts.Server, ts: ts, base: ts.URL}
 }
 
 type resp struct {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/internal/servertest"
 	"github.com/batpak-go/batpak/plugins"
 	"github.com/batpak-go/batpak/sdk/client"
 	"github.com/batpak-go/batpak/server"
@@ -99,8 +100,8 @@ type testServer struct {
 // source (nil: none); tune adjusts the configuration.
 func startServer(t *testing.T, root string, src hostedworker.PluginSource, tune func(*server.Config)) *testServer {
 	t.Helper()
-	cfg := server.DefaultConfig()
-	cfg.Root, cfg.Listen, cfg.AccessLog, cfg.Stderr = root, "127.0.0.1:0", "off", io.Discard
+	cfg := servertest.Config(t)
+	cfg.Root = root
 	cfg.OperatorToken = operatorToken
 	cfg.Logger = quiet()
 	if src != nil {
@@ -109,35 +110,12 @@ func startServer(t *testing.T, root string, src hostedworker.PluginSource, tune 
 	if tune != nil {
 		tune(&cfg)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	base := "http://" + srv.Addr().String()
-	op, err := client.New(base, operatorToken)
+	srv := servertest.Start(t, cfg)
+	op, err := client.New(srv.URL, operatorToken)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var once sync.Once
-	ts := &testServer{srv: srv, base: base, op: op}
-	ts.stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("server shutdown: %v", err)
-			}
-		})
-	}
-	t.Cleanup(ts.stop)
-	return ts
+	return &testServer{srv: srv.Server, base: srv.URL, op: op, stop: func() { _ = srv.Stop() }}
 }
 
 // tenant creates tenant id and returns a client of an admin key of it.

@@ -2,7 +2,6 @@ package httpapi_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -10,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/internal/servertest"
 	"github.com/batpak-go/batpak/internal/testenv"
 	"github.com/batpak-go/batpak/server"
 )
@@ -20,17 +20,15 @@ const opToken = "bpko_testtesttesttesttesttesttesttesttesttesttesttesttest"
 type env struct {
 	t    *testing.T
 	srv  *server.Server
+	ts   *servertest.Server
 	base string
-	logs *testenv.Buffer
-	done chan error
-	stop context.CancelFunc
+	logs *testenv.Buffer // the server's stderr: its log and access log
 }
 
 func start(t *testing.T, mod func(*server.Config)) *env {
 	t.Helper()
-	cfg := server.DefaultConfig()
-	cfg.Root = t.TempDir()
-	cfg.Listen = "127.0.0.1:0"
+	cfg := servertest.Config(t)
+	cfg.AccessLog = server.DefaultConfig().AccessLog
 	cfg.OperatorToken = opToken
 	cfg.ShutdownTimeout = 5 * time.Second
 	logs := &testenv.Buffer{}
@@ -38,31 +36,12 @@ func start(t *testing.T, mod func(*server.Config)) *env {
 	if mod != nil {
 		mod(&cfg)
 	}
-	srv, err := server.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	e := &env{t: t, srv: srv, base: "http://" + srv.Addr().String(), logs: logs, done: make(chan error, 1), stop: cancel}
-	go func() { e.done <- srv.Serve(ctx) }()
-	t.Cleanup(func() { e.shutdown() })
-	return e
+	ts := servertest.Start(t, cfg)
+	return &env{t: t, srv: ts.Server, ts: ts, base: ts.URL, logs: logs}
 }
 
-func (e *env) shutdown() error {
-	e.stop()
-	select {
-	case err := <-e.done:
-		e.done <- err
-		return err
-	case <-time.After(20 * time.Second):
-		e.t.Error("server did not shut down")
-		return nil
-	}
-}
+// shutdown stops the server and returns what its Serve returned.
+func (e *env) shutdown() error { return e.ts.Stop() }
 
 type resp struct {
 	status int
