@@ -183,10 +183,21 @@ func (c *Cursor) Committed() uint64 {
 func (c *Cursor) Commit() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.commitLocked(c.pos)
+	return c.commitLocked(c.pos, c.pos)
 }
 
-func (c *Cursor) commitLocked(pos uint64) error {
+// commitAfter is Commit for a worker: a named cursor's position becomes
+// durable only after the log is on stable storage up to end as well (the
+// log's end when the handler returned, its own writes within it).
+func (c *Cursor) commitAfter(end uint64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.commitLocked(c.pos, max(c.pos, end))
+}
+
+// commitLocked commits pos; a named cursor's file is written once the
+// log is durable up to syncTo (at least pos).
+func (c *Cursor) commitLocked(pos, syncTo uint64) error {
 	if c.name != "" && pos != c.committed {
 		if c.s.readOnly {
 			return ErrReadOnly
@@ -206,7 +217,7 @@ func (c *Cursor) commitLocked(pos uint64) error {
 			c.committed = pos
 			return nil
 		}
-		if err := c.s.syncedTo(pos); err != nil {
+		if err := c.s.syncedTo(syncTo); err != nil {
 			return err
 		}
 		// Like any write, none once Close has begun: the directory may
@@ -276,7 +287,7 @@ func (s *Store) ResetCursor(name string) error {
 	c := &Cursor{s: s, name: name, committed: math.MaxUint64}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.commitLocked(0)
+	return c.commitLocked(0, 0)
 }
 
 // CursorPositions returns the committed position of every named cursor

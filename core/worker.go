@@ -2,8 +2,11 @@ package core
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -87,6 +90,13 @@ type Worker struct {
 // is called or ctx ends (Join returns nil), when the restart budget is
 // exhausted (Join returns a *WorkerError) or when the store closes (Join
 // returns ErrClosed).
+//
+// The position commits after each batch the handler finished. For a named
+// worker the commit is durable, and made so only after the log is on
+// stable storage up to its end when the handler returned: on a store that
+// syncs every N events, what the handler wrote to the store (reactions)
+// is never lost to a power loss while the position past its sources
+// survives (the commit costs a sync when such writes are not yet stable).
 func (s *Store) CursorWorker(ctx context.Context, r Region, cfg WorkerConfig, handler Handler) (*Worker, error) {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 64
@@ -207,7 +217,11 @@ func (w *Worker) run(ctx context.Context, s *Store, cur *Cursor, cfg WorkerConfi
 			cur.Rewind()
 			continue
 		}
-		if err := cur.Commit(); err != nil {
+		// What the handler wrote (its reactions) was acknowledged before it
+		// returned: the position is made durable only after everything
+		// the store had acknowledged by then, so a power loss never leaves
+		// a committed position past sources whose reactions are lost.
+		if err := cur.commitAfter(uint64(s.ix.Published())); err != nil {
 			return err
 		}
 		if action == Stop {
@@ -250,6 +264,13 @@ type Reaction struct {
 // them twice, and reactors of different names reacting to the same event
 // do not collide. Unnamed reactors share one key space: give each reactor
 // a name when several react to the same events.
+//
+// fn need not answer a redelivered source as it did the first time (it
+// may read a clock or draw an id): when the reactions a source had are
+// already stored under its derived keys and fn now returns others
+// (another payload, more of them), the reactions written first stand,
+// none is written twice, the store's Logger says so, and the worker goes
+// on (ReactionsWrittenBefore).
 func (s *Store) React(ctx context.Context, r Region, cfg WorkerConfig, fn func(ctx context.Context, ev StoredEvent) ([]Reaction, error)) (*Worker, error) {
 	return s.CursorWorker(ctx, r, cfg, func(ctx context.Context, batch []StoredEvent) (WorkerAction, error) {
 		for _, ev := range batch {
@@ -261,16 +282,25 @@ func (s *Store) React(ctx context.Context, r Region, cfg WorkerConfig, fn func(c
 				continue
 			}
 			items := make([]BatchItem, len(out))
+			derived := true // every key is the reactor's own for this source
 			for i, re := range out {
 				opts := re.Options
 				opts.CorrelationID = ev.Header.CorrelationID
 				opts.CausationID = ev.Header.ID
 				if opts.IdempotencyKey == "" {
 					opts.IdempotencyKey = reactionKey(cfg.Name, ev.Header.ID, i)
+				} else {
+					derived = false
 				}
 				items[i] = BatchItem{Coordinate: re.Coordinate, Kind: re.Kind, Payload: re.Payload, Options: opts}
 			}
 			if _, err := s.AppendBatch(WithAction(ctx, ActionReaction), items); err != nil {
+				prefix := reactionKeyPrefix(cfg.Name, ev.Header.ID)
+				if ReactionsWrittenBefore(err, prefix) && (derived || !errors.Is(err, ErrBatchMixedKeys)) {
+					s.cfg.Logger.Info("batpak: reactions to this event were written before and are kept (the reactor now answers otherwise)",
+						"reactor", cfg.Name, "event", ev.Header.ID.String(), "err", err)
+					continue
+				}
 				return Continue, fmt.Errorf("batpak: react to %s: %w", ev.Header.ID, err)
 			}
 		}
@@ -278,11 +308,34 @@ func (s *Store) React(ctx context.Context, r Region, cfg WorkerConfig, fn func(c
 	})
 }
 
+// ReactionsWrittenBefore reports whether err, returned by AppendBatch for
+// the reactions to one source event whose idempotency keys all begin
+// with prefix (a worker's keys for that source, numbered after it), says
+// that reactions to the source were stored before, under those keys, and
+// the handler now answers otherwise: an *IdempotencyError on a key with
+// the prefix (a reaction with another payload, kind or place), or
+// ErrBatchMixedKeys (more reactions than were stored). A worker that
+// meets it on a redelivered source keeps the reactions written first and
+// goes on: writing nothing then is what makes a redelivery write each
+// reaction once, however the handler's answer changed.
+func ReactionsWrittenBefore(err error, prefix string) bool {
+	if errors.Is(err, ErrBatchMixedKeys) {
+		return true
+	}
+	var ie *IdempotencyError
+	return errors.As(err, &ie) && strings.HasPrefix(ie.Key, prefix)
+}
+
 // reactionKey is the idempotency key of the i-th reaction of a reactor
 // named name (possibly "") to the event src.
 func reactionKey(name string, src EventID, i int) string {
+	return reactionKeyPrefix(name, src) + strconv.Itoa(i)
+}
+
+// reactionKeyPrefix is what every reactionKey of name for src begins with.
+func reactionKeyPrefix(name string, src EventID) string {
 	if name == "" {
-		return fmt.Sprintf("react:%s:%d", src, i)
+		return "react:" + src.String() + ":"
 	}
-	return fmt.Sprintf("react:%s:%s:%d", name, src, i)
+	return "react:" + name + ":" + src.String() + ":"
 }

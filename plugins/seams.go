@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -286,6 +287,12 @@ func AppendReactions(ctx context.Context, store *core.Store, items []core.BatchI
 	}
 }
 
+// reactionKeyPrefix is what the idempotency keys of plugin name's
+// reactions to the event src begin with (numbered after it).
+func reactionKeyPrefix(name string, src core.EventID) string {
+	return "plugin:" + name + ":" + src.String() + ":"
+}
+
 // Handler adapts a handler plugin to core.CursorWorker. For each batch it
 // calls the plugin and writes the reactions it returns, those of each
 // source event as one atomic batch, through the store's write gates
@@ -296,7 +303,10 @@ func AppendReactions(ctx context.Context, store *core.Store, items []core.BatchI
 // plugin fault is the handler's error: the worker restarts from its last
 // commit within its restart budget. A reaction refused with a
 // *core.RetryError is written again after the wait it asks (at most a
-// second at a time) until ctx ends, and is not an error.
+// second at a time) until ctx ends, and is not an error. A redelivered
+// source whose reactions were stored before, to which the plugin now
+// answers otherwise (another version, a clock read), keeps the reactions
+// written first and the worker goes on (core.ReactionsWrittenBefore).
 func (p *Plugin) Handler(store *core.Store) core.Handler {
 	return func(ctx context.Context, batch []core.StoredEvent) (core.WorkerAction, error) {
 		action, rs, err := p.Handle(ctx, batch)
@@ -324,15 +334,25 @@ func (p *Plugin) Handler(store *core.Store) core.Handler {
 				Options: core.AppendOptions{
 					CorrelationID:  src.Header.CorrelationID,
 					CausationID:    src.Header.ID,
-					IdempotencyKey: fmt.Sprintf("plugin:%s:%s:%d", p.name, src.Header.ID, n),
+					IdempotencyKey: reactionKeyPrefix(p.name, src.Header.ID) + strconv.Itoa(n),
 				},
 			})
 		}
 		wctx := core.WithPlugin(core.WithAction(ctx, core.ActionPlugin), p.Ref())
 		wctx = policy.WithPrincipal(wctx, p.Principal())
 		for _, src := range order {
+			id := batch[src].Header.ID
 			if err := AppendReactions(wctx, store, bySource[src]); err != nil {
-				return core.Continue, fmt.Errorf("batpak: plugin %s reactions to %s: %w", p.name, batch[src].Header.ID, err)
+				if core.ReactionsWrittenBefore(err, reactionKeyPrefix(p.name, id)) {
+					// A redelivered source whose reactions were written
+					// before, and the plugin (swapped, or reading a clock)
+					// now answers otherwise: those stand, none is written
+					// twice, the worker goes on.
+					p.h.log.Info("batpak: plugin reactions to this event were written before and are kept (the plugin now answers otherwise)",
+						"plugin", p.name, "event", id.String(), "err", err)
+					continue
+				}
+				return core.Continue, fmt.Errorf("batpak: plugin %s reactions to %s: %w", p.name, id, err)
 			}
 		}
 		if action == abi.ActionStop {

@@ -269,3 +269,54 @@ func TestHandlerWaitsOutBusyGates(t *testing.T) {
 		t.Fatalf("%d sources echoed, want 10", len(seen))
 	}
 }
+
+// TestHandlerKeepsReactionsWrittenBeforeASwap: a batch's reactions were
+// written but its position never committed (the process died), and the
+// plugin was swapped meanwhile for a version that answers otherwise (two
+// reactions per event instead of one). The redelivered batch keeps the
+// reactions written first, and the worker goes on to the events after it
+// instead of failing on the idempotency keys until its budget is spent.
+func TestHandlerKeepsReactionsWrittenBeforeASwap(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	p := load(t, newHost(t), fixture(t, "handler-flaky"), handlerManifest("echo"))
+	appendEvents(t, s, "order:1", 4, kindA)
+	batch, err := s.Query(core.All().WithCategory(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := p.Handler(s)
+	_, _ = h(ctx, batch) // handler-flaky traps on its first call
+	if _, err := h(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(stream(t, s, "echo")); n != 4 {
+		t.Fatalf("first life: %d echoes, want 4", n)
+	}
+	if err := p.Swap(ctx, fixture(t, "handler-double"), handlerManifest("echo")); err != nil {
+		t.Fatal(err)
+	}
+	appendEvents(t, s, "order:2", 4, kindA)
+	budget := core.RestartBounded(3, time.Minute)
+	w, err := s.CursorWorker(ctx, core.All().WithCategory(1), core.WorkerConfig{Name: "shipper", Restart: &budget}, p.Handler(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { w.Stop(); _ = w.Join() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(stream(t, s, "echo")) < 12 {
+		select {
+		case <-w.Done():
+			t.Fatalf("the worker ended on the redelivered batch: %v", w.Join())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker did not get past the redelivered batch: %d echoes, want 4 + 8", len(stream(t, s, "echo")))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := len(stream(t, s, "echo")); n != 12 {
+		t.Fatalf("%d echoes, want 4 kept from the first version + 8 from the second", n)
+	}
+}

@@ -1248,11 +1248,8 @@ func (r *runner) admit(ctx context.Context, store *core.Store, items []core.Batc
 // importing a made-up reaction to that very source can make a worker
 // take its reactions for written.
 func writtenBefore(err error, cursor string, source core.EventID) bool {
-	if errors.Is(err, core.ErrBatchMixedKeys) {
-		return true // every key of the batch is the cursor's for the source
-	}
-	var ie *core.IdempotencyError
-	return errors.As(err, &ie) && strings.HasPrefix(ie.Key, fmt.Sprintf("%s%s:%s:", wire.WorkerKeyPrefix, cursor, source))
+	// Every key of the batch is the cursor's for the source.
+	return core.ReactionsWrittenBefore(err, fmt.Sprintf("%s%s:%s:", wire.WorkerKeyPrefix, cursor, source))
 }
 
 // handler adapts the plugin to the cursor worker: for each batch it calls
