@@ -45,6 +45,10 @@ type connLimiter struct {
 	// order they became idle.
 	idle  map[net.Conn]uint64
 	order uint64
+	// fresh holds the connections that have sent nothing yet
+	// (http.StateNew): a shutdown closes them (closeFresh), which
+	// net/http's own Shutdown does only once they are 5 s old.
+	fresh map[net.Conn]struct{}
 	// held holds the connections whose request holds a rate refusal that
 	// may be answered at once for a new client (yield), each with the
 	// func that wakes it; reclaim takes them before idle ones.
@@ -88,7 +92,7 @@ const refusalsAnsweredPerSource = 8
 const refusalLinger = time.Second
 
 func newConnLimiter(n, perSource int, trusted httpapi.TrustedProxies) *connLimiter {
-	return &connLimiter{slots: make(chan struct{}, n), idle: map[net.Conn]uint64{}, held: map[net.Conn]func(){},
+	return &connLimiter{slots: make(chan struct{}, n), idle: map[net.Conn]uint64{}, fresh: map[net.Conn]struct{}{}, held: map[net.Conn]func(){},
 		perSource: max(perSource, 0), trusted: trusted, sources: map[netip.Addr]int{},
 		answering: make(chan struct{}, refusalsAnswered), answeringFrom: map[netip.Addr]int{}}
 }
@@ -250,12 +254,33 @@ func (l *connLimiter) metrics() []prometheus.Collector {
 func (l *connLimiter) connState(c net.Conn, st http.ConnState) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if st == http.StateNew {
+		l.fresh[c] = struct{}{}
+	} else {
+		delete(l.fresh, c)
+	}
 	switch st {
 	case http.StateNew, http.StateIdle:
 		l.order++
 		l.idle[c] = l.order
 	default:
 		delete(l.idle, c)
+	}
+}
+
+// closeFresh closes the connections that have sent nothing yet: at a
+// shutdown, a client's spare connection (dialled ahead, never used)
+// would otherwise hold net/http's Shutdown for 5 s. Connections in the
+// middle of a request, and idle ones, are left to Shutdown.
+func (l *connLimiter) closeFresh() {
+	l.mu.Lock()
+	conns := make([]net.Conn, 0, len(l.fresh))
+	for c := range l.fresh {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
 	}
 }
 

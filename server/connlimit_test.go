@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/internal/servertest"
 	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/control"
 )
@@ -435,5 +436,37 @@ func TestHeldRefusalsYieldTheirConnections(t *testing.T) {
 	}
 	if early == 0 {
 		t.Fatal("no held refusal was answered early, its connection closed, for the new client")
+	}
+}
+
+// TestShutdownClosesSpareConnections: a client's connection that has sent
+// nothing (an HTTP client dials spares ahead) does not hold a graceful
+// shutdown: it ends at once and without error, not after net/http's 5 s
+// or at the shutdown timeout. A request under way still finishes.
+func TestShutdownClosesSpareConnections(t *testing.T) {
+	cfg := servertest.Config(t)
+	cfg.ShutdownTimeout = 4 * time.Second
+	srv := servertest.Start(t, cfg)
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	spare, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spare.Close()
+	res, err := http.Get(srv.URL + "/healthz") // the server has accepted connections by now
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	start := time.Now()
+	if err := srv.Stop(); err != nil {
+		t.Fatalf("shutdown with a spare connection open: %v (after %v)", err, time.Since(start))
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("shutdown took %v with a spare connection open", took)
+	}
+	spare.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := spare.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the spare connection is still open")
 	}
 }

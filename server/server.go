@@ -1206,6 +1206,10 @@ func (s *Server) waitShutdown() error {
 	return s.Shutdown(context.Background())
 }
 
+// freshGrace is how long a shutdown lets a connection that has sent
+// nothing yet start its request before closing it.
+const freshGrace = 250 * time.Millisecond
+
 // Shutdown stops the server gracefully: not ready, streams ended with
 // their resumable position, no new connections, in-flight requests
 // finished, stores and the control plane closed. It waits at most
@@ -1226,6 +1230,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		case <-drained:
 		case <-ctx.Done():
 		}
+		// The listener closes first (inside Shutdown); a connection that
+		// has still sent nothing a moment later is a client's spare one.
+		stopFresh := time.AfterFunc(freshGrace, s.conns.closeFresh)
+		defer stopFresh.Stop()
 		err := s.http.Shutdown(ctx)
 		if err != nil {
 			_ = s.http.Close()
