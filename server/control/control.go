@@ -173,6 +173,11 @@ var (
 	// StartWorker its worker count, or IssueKey its live keys
 	// (MaxKeysPerTenant), at its limit.
 	ErrLimit = errors.New("control: limit reached")
+	// ErrAccessLost: the API key a change was asked with was revoked, or
+	// its tenant deleted or suspended, before the change was recorded
+	// (a policy bundle's compile and tests, a plugin's, take a while);
+	// nothing was recorded.
+	ErrAccessLost = errors.New("control: the credential lost its access before the change was recorded")
 )
 
 // InUseError refuses to remove something others still use (a plugin a

@@ -515,3 +515,40 @@ func TestIdempotentChangesRecordNothing(t *testing.T) {
 		t.Fatalf("reason %q", tn.SuspendReason)
 	}
 }
+
+// TestChangeByALostKeyIsRefused: a change asked with an API key is
+// recorded only while that key is live, of the change's tenant, and the
+// tenant not suspended — checked as the change is recorded, so a key
+// revoked while its request was under way (a bundle compiling) changes
+// nothing. Changes without a key (the operator's) are not affected.
+func TestChangeByALostKeyIsRefused(t *testing.T) {
+	p := open(t, t.TempDir())
+	defer p.Close()
+	op := opCtx()
+	must(t)(p.CreateTenant(op, "a", control.Quotas{}, control.Settings{}))
+	must(t)(p.CreateTenant(op, "b", control.Quotas{}, control.Settings{}))
+	must(t)(p.IssueKey(op, control.Key{ID: "ka", Tenant: "a", Roles: []control.Role{control.RoleAdmin}, Hash: hashOf("a")}))
+	asKey := func(id, tenant string) context.Context {
+		return policy.WithPrincipal(context.Background(), policy.Principal{ID: id, Tenant: tenant, Roles: []string{"admin"}, KeyID: id})
+	}
+	def := func(tenant, name string) control.CursorDef {
+		return control.CursorDef{Name: name, Tenant: tenant}
+	}
+	check(t, p.DefineCursor(asKey("ka", "a"), def("a", "live")))
+	if err := p.DefineCursor(asKey("ka", "a"), def("b", "other")); !errors.Is(err, control.ErrAccessLost) {
+		t.Fatalf("a's key changing b: %v, want ErrAccessLost", err)
+	}
+	must(t)(p.SuspendTenant(op, "a", "unpaid"))
+	if err := p.DefineCursor(asKey("ka", "a"), def("a", "suspended")); !errors.Is(err, control.ErrAccessLost) {
+		t.Fatalf("a key of a suspended tenant: %v, want ErrAccessLost", err)
+	}
+	must(t)(p.ResumeTenant(op, "a"))
+	check(t, p.RevokeKey(op, "a", "ka"))
+	if err := p.DefineCursor(asKey("ka", "a"), def("a", "revoked")); !errors.Is(err, control.ErrAccessLost) {
+		t.Fatalf("a revoked key: %v, want ErrAccessLost", err)
+	}
+	if _, ok := p.Cursor("a", "revoked"); ok {
+		t.Fatal("the revoked key's cursor was recorded")
+	}
+	check(t, p.DefineCursor(op, def("a", "by-operator")))
+}

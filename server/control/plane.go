@@ -162,6 +162,30 @@ func CursorEntity(tenant, name string) string { return "cursor:" + tenant + "/" 
 // OperatorEntity is the system-store entity recording the operator credential.
 const OperatorEntity = "operator"
 
+// stillHolds refuses a change asked with an API key (b.By.KeyID) that is
+// no longer live, belongs to another tenant than the change's, or whose
+// tenant is suspended: the request was admitted earlier, and its key may
+// have lost its access while the request's body arrived or its bundle
+// compiled. The caller holds p.wmu, so a revocation recorded before this
+// change is seen. Changes without a key (the operator, a JWT, the
+// server's own) are not checked here.
+func (p *Plane) stillHolds(b body) error {
+	id := b.By.KeyID
+	if id == "" {
+		return nil
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	k, ok := p.st.keys[id]
+	if !ok || (b.Tenant != "" && k.Tenant != b.Tenant) {
+		return fmt.Errorf("%w: key %s is revoked or unknown", ErrAccessLost, id)
+	}
+	if t, ok := p.st.tenants[k.Tenant]; !ok || t.State == StateSuspended {
+		return fmt.Errorf("%w: tenant %s is deleted or suspended", ErrAccessLost, k.Tenant)
+	}
+	return nil
+}
+
 // record appends one change with compare-and-set on its entity's clock and
 // applies it. The caller holds p.wmu. A following plane does not apply it
 // itself: it waits until its tail has (and so every change before it in
@@ -171,6 +195,9 @@ func (p *Plane) record(ctx context.Context, kind core.Kind, entity string, b bod
 		return change{}, err
 	}
 	b.By = policy.PrincipalFrom(ctx)
+	if err := p.stillHolds(b); err != nil {
+		return change{}, err
+	}
 	payload, err := encodeBody(b)
 	if err != nil {
 		return change{}, err

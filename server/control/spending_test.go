@@ -29,6 +29,14 @@ func TestSpendingRecordsTenantChanges(t *testing.T) {
 	before := time.Now().Add(-time.Second)
 	must(t)(p.CreateTenant(opCtx(), "acme", control.Quotas{}, control.Settings{}))
 	must(t)(p.CreateTenant(opCtx(), "other", control.Quotas{}, control.Settings{}))
+	// The credentials the changes are asked with (a change by a key that
+	// is not live is refused).
+	for _, k := range []control.Key{{ID: "aaaaaaaaaaaa", Tenant: "acme", Roles: []control.Role{control.RoleAdmin}},
+		{ID: "bbbbbbbbbbbb", Tenant: "acme", Roles: []control.Role{control.RoleWriter}},
+		{ID: "cccccccccccc", Tenant: "other", Roles: []control.Role{control.RoleAdmin}}} {
+		k.Hash = hashOf(k.ID)
+		must(t)(p.IssueKey(opCtx(), k))
+	}
 	must(t)(p.IssueKey(admin, control.Key{ID: "dddddddddddd", Tenant: "acme", Roles: []control.Role{control.RoleReader}, Hash: hashOf("k1")}))
 	check(t, p.DefineCursor(writer, control.CursorDef{Name: "c1", Tenant: "acme", Region: control.Region{}}))
 	must(t)(p.ActivatePolicy(admin, "acme", sha("bundle"), 1000, 0))

@@ -55,8 +55,8 @@ func (a *API) issueKey(c *call) error {
 	if err := control.ValidRoles(body.Roles); err != nil {
 		return errInvalid("roles", strings.TrimPrefix(err.Error(), control.ErrInvalid.Error()+": roles: "))
 	}
-	if len(body.Name) > 256 {
-		return errInvalid("name", "longer than 256 bytes")
+	if len(body.Name) > control.MaxNameBytes {
+		return errInvalid("name", fmt.Sprintf("%d bytes, at most %d", len(body.Name), control.MaxNameBytes))
 	}
 	token, id, hash, err := auth.NewKey()
 	if err != nil {

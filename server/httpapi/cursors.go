@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/policy"
 	"github.com/batpak-go/batpak/server/control"
 	"github.com/batpak-go/batpak/server/wire"
 )
@@ -150,8 +151,11 @@ func (a *API) defineCursor(c *call) error {
 		return err
 	}
 	if err := rewindCursor(s, name); err != nil {
-		// Not left defined at a position it never had.
-		_ = a.opts.Plane.DeleteCursor(context.WithoutCancel(c.r.Context()), c.tenant, name)
+		// Not left defined at a position it never had: the server's own
+		// undo, made even if the key lost its access meanwhile.
+		undo := policy.PrincipalFrom(c.r.Context())
+		undo.KeyID = ""
+		_ = a.opts.Plane.DeleteCursor(policy.WithPrincipal(context.WithoutCancel(c.r.Context()), undo), c.tenant, name)
 		return err
 	}
 	if d, ok := a.opts.Plane.Cursor(c.tenant, name); ok {

@@ -48,6 +48,12 @@ func (a *API) pushPolicy(c *call) error {
 	if err != nil && int64(len(b)) <= max {
 		return err
 	}
+	// The bundle may have taken long to arrive: the credential must still
+	// hold now (and the control plane checks again as it records the
+	// revision, after the bundle's compile and tests).
+	if err := a.recheck(c); err != nil {
+		return err
+	}
 	if ex := a.quotaOf(c).AllowUpload(len(b)); ex != nil {
 		return ex
 	}

@@ -344,6 +344,8 @@ func (a *API) problemFor(c *call, err error) *apiError {
 		out = errNotFound("no such event")
 	case errors.Is(err, tenancy.ErrUnknownTenant):
 		out = errNotFound("no such tenant")
+	case errors.Is(err, control.ErrAccessLost):
+		out = &apiError{status: 401, code: wire.CodeUnauthenticated, detail: "the credential lost its access (revoked, or its tenant deleted or suspended) before the change was recorded; nothing was changed"}
 	case errors.Is(err, control.ErrNotFound):
 		out = errNotFound(a.scrub(c, strings.TrimPrefix(err.Error(), "control: ")))
 	case errors.Is(err, control.ErrLimit):
