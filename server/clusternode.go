@@ -169,6 +169,10 @@ type clusterNode struct {
 	memberTLS *tls.Config
 	// members sends the API's requests to other members (MemberClient).
 	members *http.Client
+	// https: this node's API is served over https (server.tls_cert, or
+	// an https cluster.url): no member is sent the operator credential
+	// over plain http (httpapi.MemberURLProblem).
+	https bool
 	// joining: cluster.join is set and this node has not been a member
 	// yet (it started with no raft log); cleared once it is one, so a
 	// node the operator removed stays removed.
@@ -302,7 +306,8 @@ func (s *Server) openClusterNode(cfg ClusterConfig) (*clusterNode, error) {
 		return nil, err
 	}
 	c := &clusterNode{n: n, cfg: cfg, token: s.cfg.OperatorToken, url: strings.TrimRight(cfg.URL, "/"), stop: make(chan struct{}), done: make(chan struct{}), readWait: cfg.ReadWait, joinRefused: make(chan error, 1),
-		memberTLS: memberTLS, members: newMemberClient(memberTLS)}
+		memberTLS: memberTLS, members: newMemberClient(memberTLS),
+		https: s.cfg.TLSCert != "" || strings.HasPrefix(strings.ToLower(cfg.URL), "https:")}
 	c.joining = cfg.Join != "" && n.Status().LastLogIndex == 0
 	c.orphan = !cfg.Bootstrap && cfg.Join == "" && n.Status().LastLogIndex == 0
 	if cfg.Bootstrap && n.Status().LastLogIndex == 0 {

@@ -81,6 +81,11 @@ func (a *API) listKeys(c *call) error {
 	return writeJSON(c.w, http.StatusOK, map[string]any{"keys": keys})
 }
 
+// revokeKey revokes a key of the tenant. The key is refused on this node
+// from the moment the revocation is recorded (its streams end), and on a
+// cluster the answer waits until the other members refuse it too
+// (confirmAccessChange: at most ConfirmWait, naming those that did not
+// confirm).
 func (a *API) revokeKey(c *call) error {
 	tenant, err := a.keyTenant(c)
 	if err != nil {
@@ -94,6 +99,7 @@ func (a *API) revokeKey(c *call) error {
 		return err
 	}
 	a.accessChanged()
+	a.confirmAccessChange(c, "key "+id+" revoked")
 	c.w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -207,6 +213,10 @@ func (a *API) getTenant(c *call) error {
 	return writeJSON(c.w, http.StatusOK, a.tenantView(c, t))
 }
 
+// suspendTenant suspends the tenant: its credentials are refused (403
+// TENANT_SUSPENDED), its streams end and its workers stop; on a cluster
+// the answer waits until the other members refuse them too, as for a
+// revocation (confirmAccessChange).
 func (a *API) suspendTenant(c *call) error {
 	if _, err := a.adminTenant(c); err != nil {
 		return err
@@ -223,6 +233,7 @@ func (a *API) suspendTenant(c *call) error {
 	}
 	a.accessChanged()
 	a.workersChanged(c.tenant)
+	a.confirmAccessChange(c, "tenant suspended")
 	return writeJSON(c.w, http.StatusOK, a.tenantView(c, t))
 }
 
@@ -242,7 +253,9 @@ func (a *API) resumeTenant(c *call) error {
 // deletion whose removal did not finish (a cluster's leadership moved
 // between the record and the store's drop, the server stopped) is
 // finished by the DELETE repeated: the tenant is gone (404), and what it
-// left behind is removed first.
+// left behind is removed first. On a cluster the answer waits until the
+// other members have applied the deletion too, as for a revocation
+// (confirmAccessChange).
 func (a *API) deleteTenant(c *call) error {
 	id := c.r.PathValue("tenant")
 	confirmed := c.r.URL.Query().Get("confirm") == id
@@ -274,6 +287,7 @@ func (a *API) deleteTenant(c *call) error {
 	if err := a.removeTenantData(ctx, t.ID); err != nil {
 		return err
 	}
+	a.confirmAccessChange(c, "tenant deleted")
 	c.w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -163,6 +163,9 @@ type API struct {
 	// their events or running (at most MaxDigestRequests).
 	digesting      atomic.Bool
 	digestRequests atomic.Int32
+	// appliedWaits counts the GET /v1/cluster/applied requests waiting
+	// for the control plane (at most MaxAppliedWaits).
+	appliedWaits atomic.Int32
 	// bodies bounds the large JSON bodies written at once.
 	bodies *bodyBudget
 	// stalls is the responses holding memory while they are written
@@ -382,6 +385,7 @@ func (a *API) table() []Route {
 
 		{Method: "GET", Path: "/v1/cluster", Access: Operator, handler: a.clusterStatus},
 		{Method: "GET", Path: "/v1/cluster/digest", Access: Operator, handler: a.controlDigest, stream: true},
+		{Method: "GET", Path: "/v1/cluster/applied", Access: Operator, handler: a.controlApplied},
 		{Method: "POST", Path: "/v1/cluster/nodes", Access: Operator, Body: js, handler: a.clusterAddNode},
 		{Method: "DELETE", Path: "/v1/cluster/nodes/{id}", Access: Operator, handler: a.clusterRemoveNode},
 	}

@@ -95,6 +95,13 @@ type Cluster interface {
 	// their https certificates (cluster.api_ca and the system's roots)
 	// and follows no redirect.
 	MemberClient() *http.Client
+	// ConfirmControl asks every other member of the cluster at once
+	// whether its control plane has applied the control plane's store
+	// below global sequence seq (GET /v1/cluster/applied?control=seq,
+	// with the operator credential), each waiting until it has or ctx
+	// ends. It returns the members that did not confirm, each with why
+	// (nil when all did).
+	ConfirmControl(ctx context.Context, seq uint64) map[string]string
 }
 
 // AccessChanged ends the event streams of credentials and tenants that

@@ -59,7 +59,8 @@ func TestReplicaDigest(t *testing.T) {
 	}
 	e.must(e.req("GET", "/v1/admin/tenants/acme/digest", k["admin"], nil), 403)
 	e.must(e.req("GET", "/v1/admin/tenants/nobody/digest", opToken, nil), 404)
-	e.must(e.req("GET", "/v1/cluster/digest", opToken, nil), 404) // a single server has no replicated control plane
+	e.must(e.req("GET", "/v1/cluster/digest", opToken, nil), 404)            // a single server has no replicated control plane
+	e.must(e.req("GET", "/v1/cluster/applied?control=0", opToken, nil), 404) // nor members to confirm a change to it
 }
 
 // TestReplicaDigestOfADamagedCopy: a copy the node cannot read (a payload

@@ -58,7 +58,13 @@
 // On a cluster node (Options.Cluster), a follower answers a state change,
 // a linearizable read, and a credential it does not know (step 1 on a node
 // that has not applied the key yet) with 307 to the leader after the
-// query check and before any other; see Cluster.
+// query check and before any other; see Cluster. On a cluster's leader,
+// a key's revocation and a tenant's suspension or deletion are answered
+// only once every other member has confirmed that it applied the change
+// (Cluster.ConfirmControl, GET /v1/cluster/applied), at most ConfirmWait;
+// a member that did not is named in the answer's UnconfirmedHeader. From
+// the answer on, every member that confirmed refuses what the change took
+// away.
 //
 // A tenant credential's changes to the control plane every tenant shares
 // (keys issued, cursors defined or deleted, policy, plugin and worker
