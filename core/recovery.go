@@ -135,7 +135,7 @@ func (s *Store) recover() (recovered, error) {
 	defer func() { snap.close(); s.snap = nil }()
 	ids := snap.keys
 	ck := s.loadCheckpoint(ids)
-	ckBad := false
+	ckBad := ck == nil // not loaded again: it would be refused (and logged) again
 	var lw *logWalker
 	for {
 		lw, err = s.scanLog(ids, ck, &out)
@@ -206,7 +206,9 @@ var errCheckpointStale = errors.New("index checkpoint is stale")
 // scanLog walks every segment into the index; frames a checkpoint covers
 // are only checked.
 func (s *Store) scanLog(ids []uint32, ck *checkpointInfo, out *recovered) (*logWalker, error) {
-	lw := &logWalker{dir: s.cfg.Dir, emit: s.indexWalked}
+	lw := &logWalker{dir: s.cfg.Dir, emit: s.indexWalked, next: func() (uint64, uint32) {
+		return uint64(s.ix.Len()), lastSeg(s.ix)
+	}}
 	for i, id := range ids {
 		last := i == len(ids)-1
 		// Frames the checkpoint covers are checked (length and CRC) but not
@@ -521,28 +523,47 @@ func writeSegmentHeader(fsys vfs.FS, path string, id uint32) error {
 }
 
 // sequenceGap says why ev's sequence cannot follow the index's last: a
-// repeated or backward sequence, or missing events before it — then,
-// when segment numbers are skipped between the last event's segment and
-// ev's, which segment files are missing (a removed middle segment
-// otherwise reads as damage of the one after it).
+// repeated or backward sequence, or missing events before it (see
+// missingBefore).
 func sequenceGap(ix *index.Index, ev *walkedEvent) string {
 	n := ix.Len()
 	if ev.seq <= uint64(n) || ev.seq >= math.MaxUint32 {
 		return fmt.Sprintf("global sequence %d out of order (next is %d)", ev.seq, n)
 	}
-	why := fmt.Sprintf("global sequences %d..%d are missing before this event's %d", n, ev.seq-1, ev.seq)
-	if ev.seq == uint64(n)+1 {
-		why = fmt.Sprintf("global sequence %d is missing before this event's %d", n, ev.seq)
+	return missingBefore(uint64(n), lastSeg(ix), ev.seq, ev.seg)
+}
+
+// lastSeg is the segment of the index's last event (0 when it has none:
+// segment ids start at 1).
+func lastSeg(ix *index.Index) uint32 {
+	if n := ix.Len(); n > 0 {
+		return ix.At(n - 1).Seg
 	}
-	prev := uint32(0) // segment ids start at 1
-	if n > 0 {
-		prev = format.SegID(ix.At(n - 1).Seg)
+	return 0
+}
+
+// missingBefore says which sequences, from next, are missing before the
+// event of sequence seq read in segment seg, the previous one read being
+// in segment prev (see missingUpTo).
+func missingBefore(next uint64, prev uint32, seq uint64, seg uint32) string {
+	return missingUpTo(next, prev, seq, seg, fmt.Sprintf("this event's %d", seq))
+}
+
+// missingUpTo says that the sequences from next up to seq are missing
+// before what (the record read in segment seg, the previous one read
+// being in segment prev) — then, when segment numbers are skipped between
+// prev and seg, which segment files are missing (a removed middle segment
+// otherwise reads as damage of the one after it).
+func missingUpTo(next uint64, prev uint32, seq uint64, seg uint32, what string) string {
+	why := fmt.Sprintf("global sequences %d..%d are missing before %s", next, seq-1, what)
+	if seq == next+1 {
+		why = fmt.Sprintf("global sequence %d is missing before %s", next, what)
 	}
-	switch cur := format.SegID(ev.seg); {
-	case cur == prev+2:
-		why += "; segment " + format.SegmentName(prev+1) + " is missing"
-	case cur > prev+2:
-		why += fmt.Sprintf("; segments %s to %s are missing", format.SegmentName(prev+1), format.SegmentName(cur-1))
+	switch p, cur := format.SegID(prev), format.SegID(seg); {
+	case cur == p+2:
+		why += "; segment " + format.SegmentName(p+1) + " is missing"
+	case cur > p+2:
+		why += fmt.Sprintf("; segments %s to %s are missing", format.SegmentName(p+1), format.SegmentName(cur-1))
 	}
 	return why
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -618,6 +619,99 @@ func TestOpenNamesAMissingSegment(t *testing.T) {
 	var ce *core.CorruptionError
 	if !errors.As(err, &ce) || ce.File != segs[2] || !strings.Contains(ce.Reason, "; segment "+filepath.Base(missing)+" is missing") {
 		t.Fatalf("a middle segment removed: %v, want a *CorruptionError saying %s is missing", err, filepath.Base(missing))
+	}
+}
+
+// batchFixture is a closed store of atomic batches (of 40 events each, or
+// as sizes gives) written with 64 KiB segments, so that batches span
+// segment files (an import writes the same); a size of 1 is a single
+// Append.
+func batchFixture(t *testing.T, sizes ...int) core.Config {
+	t.Helper()
+	cfg := testConfig(t.TempDir())
+	cfg.SegmentMaxBytes = 64 << 10
+	s := openWith(t, cfg)
+	pad := strings.Repeat("q", 900)
+	if len(sizes) == 0 {
+		sizes = []int{40, 40, 40, 40, 40, 40, 40, 40}
+	}
+	for b, n := range sizes {
+		items := make([]core.BatchItem, n)
+		for i := range items {
+			items[i] = core.BatchItem{Coordinate: mustCoord(t, fmt.Sprintf("t:%d", i%4), "s"), Kind: kindA,
+				Payload: fmt.Appendf(nil, `{"b":%d,"i":%d,"pad":%q}`, b, i, pad)}
+		}
+		if n == 1 {
+			mustAppend(t, s, items[0].Coordinate, kindA, string(items[0].Payload))
+			continue
+		}
+		if _, err := s.AppendBatch(context.Background(), items); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(segmentFiles(t, cfg.Dir)) < 3 {
+		t.Fatal("batch fixture needs at least 3 segments")
+	}
+	return cfg
+}
+
+// TestOpenNamesAMissingSegmentInsideABatch: a segment removed from the
+// middle of a batch-written log is named as missing — whether the batch's
+// commit record or its items come after it, and whether the checkpoint
+// and footers are there or not — not reported as a batch of the next
+// segment whose items do not add up; and the checkpoint the missing
+// segment makes unusable is reported once.
+func TestOpenNamesAMissingSegmentInsideABatch(t *testing.T) {
+	batches := batchFixture(t)
+	// 70 single events fill the first segment and start the second, where
+	// a batch begins that ends in the third: removing the second leaves
+	// batch items with no batch open before them.
+	singles := make([]int, 71)
+	for i := range singles {
+		singles[i] = 1
+	}
+	singles[70] = 80
+	begun := batchFixture(t, singles...)
+	for _, base := range []core.Config{batches, begun} {
+		segs := segmentFiles(t, base.Dir)
+		for i := 1; i < len(segs)-1; i++ {
+			for _, withIndex := range []bool{true, false} {
+				t.Run(fmt.Sprintf("%d segments, segment %d removed, checkpoint and footers %v", len(segs), i+1, withIndex), func(t *testing.T) {
+					cfg := copyStore(t, base)
+					missing := filepath.Join(cfg.Dir, filepath.Base(segs[i]))
+					if err := os.Remove(missing); err != nil {
+						t.Fatal(err)
+					}
+					if !withIndex {
+						os.Remove(filepath.Join(cfg.Dir, checkpointFile))
+						idx, _ := filepath.Glob(filepath.Join(cfg.Dir, "*.idx"))
+						for _, p := range idx {
+							os.Remove(p)
+						}
+					}
+					var logs bytes.Buffer
+					cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+					for _, open := range []func(core.Config) (*core.Store, error){core.Open, core.OpenReadOnly} {
+						logs.Reset()
+						s, err := open(cfg)
+						if err == nil {
+							s.Close()
+							t.Fatal("Open succeeded with a middle segment removed")
+						}
+						var ce *core.CorruptionError
+						if !errors.As(err, &ce) || !strings.Contains(ce.Reason, "segment "+filepath.Base(missing)+" is missing") {
+							t.Fatalf("got %v, want a *CorruptionError saying %s is missing", err, filepath.Base(missing))
+						}
+						if n := strings.Count(logs.String(), "index checkpoint not used"); withIndex && n != 1 {
+							t.Errorf("the unusable checkpoint reported %d times, want once:\n%s", n, logs.String())
+						}
+					}
+				})
+			}
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"math"
 	"path/filepath"
 
 	"github.com/batpak-go/batpak/core/internal/format"
@@ -67,6 +68,11 @@ type logWalker struct {
 	// check, when set, is called for every event frame as it is read (Verify
 	// checks digests there), before any batch or fence rule applies.
 	check func(seg uint32, off int, v format.EventView) error
+	// next, when set, returns the sequence the next event handed on takes
+	// and the segment of the last one: a record that lacks the one it must
+	// follow, and whose sequence shows events missing before it, is
+	// reported as that (naming a missing segment file), not as damage.
+	next func() (uint64, uint32)
 
 	inBatch    bool
 	batchCount uint32
@@ -91,6 +97,22 @@ type logWalker struct {
 
 func (w *logWalker) corrupt(seg uint32, off int, why string) error {
 	return &CorruptionError{File: filepath.Join(w.dir, format.SegmentName(seg)), Offset: int64(off), Reason: why}
+}
+
+// orphan is the error for a record at off in segment seg that lacks the
+// record it must follow (why): when the sequences before end (what: the
+// record, up to end) are not all handed on, the events missing.
+func (w *logWalker) orphan(seg uint32, off int, end uint64, what, why string) error {
+	if w.next != nil {
+		n, prev := w.next()
+		if k := len(w.fence); k > 0 && w.fence[k-1].seq >= n { // held back, not handed on yet
+			n, prev = w.fence[k-1].seq+1, w.fence[k-1].seg
+		}
+		if end > n && end < math.MaxUint32 {
+			why = missingUpTo(n, prev, end, seg, what)
+		}
+	}
+	return w.corrupt(seg, off, why)
 }
 
 // frame handles one valid frame.
@@ -126,7 +148,7 @@ func (w *logWalker) event(ev walkedEvent, sf byte) error {
 	ev.removed = sf&format.SysRemoved != 0
 	if sf&format.SysBatch != 0 {
 		if !w.inBatch {
-			return w.corrupt(ev.seg, ev.off, "batch item without a batch-begin record")
+			return w.orphan(ev.seg, ev.off, ev.seq, fmt.Sprintf("this event's %d", ev.seq), "batch item without a batch-begin record")
 		}
 		w.batch = append(w.batch, ev.held())
 		return nil
@@ -134,7 +156,7 @@ func (w *logWalker) event(ev walkedEvent, sf byte) error {
 	w.dropBatch()
 	if sf&format.SysFenced != 0 {
 		if !w.fenceOpen {
-			return w.corrupt(ev.seg, ev.off, "fenced event without a fence-begin record")
+			return w.orphan(ev.seg, ev.off, ev.seq, fmt.Sprintf("this event's %d", ev.seq), "fenced event without a fence-begin record")
 		}
 		w.fence = append(w.fence, ev.held())
 		return nil
@@ -157,10 +179,11 @@ func (w *logWalker) marker(seg uint32, off int, m format.Marker) error {
 		w.inBatch, w.batchCount, w.batch = true, m.Count, w.batch[:0]
 	case format.RecBatchCommit:
 		if !w.inBatch {
-			return w.corrupt(seg, off, "batch-commit record without a batch-begin record")
+			end := m.ID + uint64(m.Count)
+			return w.orphan(seg, off, end, fmt.Sprintf("this batch-commit record (its batch: %d..%d)", m.ID, end-1), "batch-commit record without a batch-begin record")
 		}
 		if int(m.Count) != len(w.batch) {
-			return w.corrupt(seg, off, fmt.Sprintf("batch-commit record counts %d items, %d were written", m.Count, len(w.batch)))
+			return w.shortBatch(seg, off, m)
 		}
 		// The items' array is used again for the next batch: nothing
 		// appends to it while they are emitted, and a fence copies them.
@@ -189,6 +212,21 @@ func (w *logWalker) marker(seg uint32, off int, m format.Marker) error {
 		return w.endFence(m.Type == format.RecFenceCommit)
 	}
 	return nil
+}
+
+// shortBatch is the error for the commit record m, at off in segment seg,
+// of a batch whose items do not number what it counts: when the items'
+// sequences skip some (a segment deleted from the middle of the batch),
+// the events and segment files missing, named at the first item after
+// them.
+func (w *logWalker) shortBatch(seg uint32, off int, m format.Marker) error {
+	for i := 1; i < len(w.batch); i++ {
+		prev, it := &w.batch[i-1], &w.batch[i]
+		if it.seq > prev.seq+1 {
+			return w.corrupt(it.seg, it.off, missingBefore(prev.seq+1, prev.seg, it.seq, it.seg))
+		}
+	}
+	return w.corrupt(seg, off, fmt.Sprintf("batch-commit record counts %d items, %d were written", m.Count, len(w.batch)))
 }
 
 func (w *logWalker) dropBatch() {
