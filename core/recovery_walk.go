@@ -84,6 +84,19 @@ type logWalker struct {
 
 	droppedBatches int // batches without a commit record
 
+	// A salvage (SalvageExport) walks on past damage, which it reports
+	// through damage. Then a batch the damage cut stays open for its commit
+	// record (batchCut), and until a record read settles it, a batch item
+	// or fenced event may follow whose begin record the damage took
+	// (lostBatchBegin, lostFenceBegin). A segment file missing (the
+	// sequences show it: next) counts as damage.
+	salvage                        bool
+	batchCut                       bool
+	lostBatchBegin, lostFenceBegin bool
+	partialBatches                 int    // batches committed, some of whose items were not read
+	partialItems                   int    // the items they lack
+	cutEnd                         uint64 // the sequence after the last such batch
+
 	// cur is the event event hands to emit: a pointer to a field, not to
 	// its argument, which would put every event walked on the heap. emit
 	// must not keep the pointer.
@@ -103,16 +116,52 @@ func (w *logWalker) corrupt(seg uint32, off int, why string) error {
 // record it must follow (why): when the sequences before end (what: the
 // record, up to end) are not all handed on, the events missing.
 func (w *logWalker) orphan(seg uint32, off int, end uint64, what, why string) error {
-	if w.next != nil {
-		n, prev := w.next()
-		if k := len(w.fence); k > 0 && w.fence[k-1].seq >= n { // held back, not handed on yet
-			n, prev = w.fence[k-1].seq+1, w.fence[k-1].seg
-		}
-		if end > n && end < math.MaxUint32 {
-			why = missingUpTo(n, prev, end, seg, what)
-		}
+	if n, prev, ok := w.missing(end); ok {
+		why = missingUpTo(n, prev, end, seg, what)
 	}
 	return w.corrupt(seg, off, why)
+}
+
+// missing reports whether sequences before end were never handed on nor
+// held back (ok), and then the first of them (n) and the segment of the
+// event before it (prev).
+func (w *logWalker) missing(end uint64) (n uint64, prev uint32, ok bool) {
+	if w.next == nil {
+		return 0, 0, false
+	}
+	n, prev = w.next()
+	if k := len(w.fence); k > 0 && w.fence[k-1].seq >= n { // held back, not handed on yet
+		n, prev = w.fence[k-1].seq+1, w.fence[k-1].seg
+	}
+	return n, prev, end > n && end < math.MaxUint32
+}
+
+// lostBegin reports whether, in a salvage, a record whose begin record
+// was not read (lost: the flag damage set), of sequences before end, is
+// taken as one whose begin record the damage or a missing segment took.
+func (w *logWalker) lostBegin(lost bool, end uint64) bool {
+	if !w.salvage {
+		return false
+	}
+	_, _, gap := w.missing(end)
+	return lost || gap
+}
+
+// damage tells a salvage walk that frames were skipped here. An open
+// fence's events stay hidden (its end record is not trusted to follow)
+// and a batch in it is dropped; an open batch otherwise stays open, cut,
+// for its commit record.
+func (w *logWalker) damage() error {
+	if w.fenceOpen {
+		w.dropBatch()
+		if err := w.endFence(false); err != nil {
+			return err
+		}
+	} else if w.inBatch {
+		w.batchCut = true
+	}
+	w.lostBatchBegin, w.lostFenceBegin = true, true
+	return nil
 }
 
 // frame handles one valid frame.
@@ -148,21 +197,38 @@ func (w *logWalker) event(ev walkedEvent, sf byte) error {
 	ev.removed = sf&format.SysRemoved != 0
 	if sf&format.SysBatch != 0 {
 		if !w.inBatch {
-			return w.orphan(ev.seg, ev.off, ev.seq, fmt.Sprintf("this event's %d", ev.seq), "batch item without a batch-begin record")
+			if !w.lostBegin(w.lostBatchBegin, ev.seq) {
+				return w.orphan(ev.seg, ev.off, ev.seq, fmt.Sprintf("this event's %d", ev.seq), "batch item without a batch-begin record")
+			}
+			// Its batch-begin was lost: held as a batch cut.
+			w.inBatch, w.batchCut, w.batchCount, w.batch = true, true, 0, w.batch[:0]
+		}
+		if w.salvage && sf&format.SysFenced != 0 && !w.fenceOpen {
+			ev.hidden = true // of a fence whose begin was lost: never shown
 		}
 		w.batch = append(w.batch, ev.held())
 		return nil
 	}
 	w.dropBatch()
+	w.lostBatchBegin = false
 	if sf&format.SysFenced != 0 {
-		if !w.fenceOpen {
+		if w.fenceOpen {
+			w.fence = append(w.fence, ev.held())
+			return nil
+		}
+		if !w.lostBegin(w.lostFenceBegin, ev.seq) {
 			return w.orphan(ev.seg, ev.off, ev.seq, fmt.Sprintf("this event's %d", ev.seq), "fenced event without a fence-begin record")
 		}
-		w.fence = append(w.fence, ev.held())
-		return nil
-	}
-	if err := w.endFence(false); err != nil {
-		return err
+		// Of a fence whose begin was lost: never shown, as if the fence
+		// never committed (its end record alone does not say which fence).
+		w.lostFenceBegin = true
+		ev.hidden = true
+		w.hiddenEvents++
+	} else {
+		w.lostFenceBegin = false
+		if err := w.endFence(false); err != nil {
+			return err
+		}
 	}
 	w.cur = ev
 	err := w.emit(&w.cur)
@@ -176,19 +242,25 @@ func (w *logWalker) marker(seg uint32, off int, m format.Marker) error {
 	switch m.Type {
 	case format.RecBatchBegin:
 		w.dropBatch()
+		w.lostBatchBegin = false
 		w.inBatch, w.batchCount, w.batch = true, m.Count, w.batch[:0]
 	case format.RecBatchCommit:
-		if !w.inBatch {
-			end := m.ID + uint64(m.Count)
+		end := m.ID + uint64(m.Count)
+		if !w.inBatch && !w.lostBegin(w.lostBatchBegin, end) {
 			return w.orphan(seg, off, end, fmt.Sprintf("this batch-commit record (its batch: %d..%d)", m.ID, end-1), "batch-commit record without a batch-begin record")
 		}
-		if int(m.Count) != len(w.batch) {
+		items := w.batch[:0]
+		if w.inBatch {
+			items = w.batch
+		}
+		if w.salvage && (w.batchCut || !w.inBatch || int(m.Count) != len(items)) {
+			items = w.cutBatch(m, items)
+		} else if int(m.Count) != len(items) {
 			return w.shortBatch(seg, off, m)
 		}
 		// The items' array is used again for the next batch: nothing
 		// appends to it while they are emitted, and a fence copies them.
-		items := w.batch
-		w.inBatch, w.batch = false, w.batch[:0]
+		w.inBatch, w.batchCut, w.lostBatchBegin, w.batch = false, false, false, w.batch[:0]
 		if w.fenceOpen { // a batch written under the fence waits for it
 			w.fence = append(w.fence, items...)
 			return nil
@@ -200,12 +272,21 @@ func (w *logWalker) marker(seg uint32, off int, m format.Marker) error {
 		}
 	case format.RecFenceBegin:
 		w.dropBatch()
+		w.lostBatchBegin, w.lostFenceBegin = false, false
 		if err := w.endFence(false); err != nil {
 			return err
 		}
 		w.fenceOpen, w.fenceID, w.fence = true, m.ID, nil
 	case format.RecFenceCommit, format.RecFenceCancel:
 		w.dropBatch()
+		w.lostBatchBegin = false
+		if !w.fenceOpen && w.salvage && w.lostFenceBegin {
+			// The end of a fence whose begin was lost: its events went
+			// on hidden.
+			w.lostFenceBegin = false
+			return nil
+		}
+		w.lostFenceBegin = false
 		if !w.fenceOpen || m.ID != w.fenceID {
 			return w.corrupt(seg, off, "fence end record without its fence-begin record")
 		}
@@ -229,7 +310,31 @@ func (w *logWalker) shortBatch(seg uint32, off int, m format.Marker) error {
 	return w.corrupt(seg, off, fmt.Sprintf("batch-commit record counts %d items, %d were written", m.Count, len(w.batch)))
 }
 
+// cutBatch returns, of the items held (items) when a salvage reads the
+// commit record m of a batch it did not read whole, those of that batch:
+// the last ones held, whose sequences rise within the batch's (m.ID up to
+// m.Count of them). Items held before them are of a batch whose commit
+// record the damage took (which reused its sequences, or preceded them):
+// dropped. The items the batch lacks are counted (partialItems).
+func (w *logWalker) cutBatch(m format.Marker, items []walkedEvent) []walkedEvent {
+	k, next := len(items), m.ID+uint64(m.Count)
+	for k > 0 && items[k-1].seq >= m.ID && items[k-1].seq < next {
+		k--
+		next = items[k].seq
+	}
+	if k > 0 {
+		w.droppedBatches++
+	}
+	if lost := int(m.Count) - (len(items) - k); lost > 0 {
+		w.partialBatches++
+		w.partialItems += lost
+		w.cutEnd = max(w.cutEnd, m.ID+uint64(m.Count))
+	}
+	return items[k:]
+}
+
 func (w *logWalker) dropBatch() {
+	w.batchCut = false
 	if w.inBatch {
 		w.droppedBatches++
 		w.inBatch, w.batch = false, w.batch[:0]

@@ -21,10 +21,20 @@ type SalvageReport struct {
 	// Skipped lists the byte ranges that could not be read, in log order:
 	// damaged frames, unreadable or foreign files.
 	Skipped []SalvageSkip
-	// Unconfirmed counts events that were read but not written: items of
-	// a batch or a visibility fence whose commit record the damage hid (or
-	// that never committed), which a store never shows either.
+	// Unconfirmed counts events that were read but not written because a
+	// store would not show them either: items of a batch whose commit
+	// record was not read (the damage hid it, or it was never written),
+	// and events of a visibility fence whose commit record was not read,
+	// or that the damage cut (a fence's end record read after damage is
+	// not trusted to end the fence whose events were read before it).
 	Unconfirmed int
+	// PartialBatches counts the batches whose commit record was read but
+	// not all of whose items were (frames damaged, a segment missing or
+	// unreadable). The batch committed, so the items read are written;
+	// BatchItemsLost counts the items that were not, whose sequences are
+	// in Missing too.
+	PartialBatches int
+	BatchItemsLost int
 	// Missing lists the global sequences no readable segment holds: gaps
 	// between the events read (a segment deleted, or skipped whole) and,
 	// at the end, the sequences the store recorded beyond the last event
@@ -57,12 +67,18 @@ type SalvageSkip struct {
 // its checksum and records the skipped range. A file it cannot read at
 // all (a packed block that does not decompress, a header naming another
 // segment or version) is skipped whole; a plain segment whose header
-// alone fails its magic or checksum loses only the header. Events the
-// store would not show are left out: compaction stubs, events of fences that never committed, items of
-// batches whose commit record is missing (counted in Unconfirmed), and the
-// store's own system records (as Export). A frame that reads whole but
-// whose payload does not match its digest is skipped too. The hash chain
-// is not checked: run Verify on a store rebuilt by Import.
+// alone fails its magic or checksum loses only the header. A frame that
+// reads whole but whose payload does not match its digest is skipped too.
+//
+// An atomic batch whose commit record is read is written, less the items
+// that could not be read (counted in PartialBatches and BatchItemsLost):
+// the batch committed, and the items read are those of the sequences its
+// commit record names. Events the store would not show are left out:
+// compaction stubs, items of batches whose commit record was not read,
+// events of fences that never committed or that damage cut (counted in
+// Unconfirmed), and the store's own system records (as Export). The hash
+// chain is not checked (it breaks where events are lost): Import assigns
+// its own, and Verify checks the store it rebuilt.
 func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 	var rep SalvageReport
 	fsys := vfs.Default()
@@ -79,7 +95,7 @@ func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 		off int
 	}
 	read := map[at]StoredEvent{} // events read, until the walker hands them on
-	lw := &logWalker{dir: dir}
+	lw := &logWalker{dir: dir, salvage: true}
 	lw.check = func(seg uint32, off int, v format.EventView) error {
 		sf := v.SysFlags()
 		if sf&(format.SysRedacted|format.SysRemoved) == 0 && format.PayloadHash(v.Payload()) != v.PayloadHash() {
@@ -95,11 +111,14 @@ func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 	}
 	var werr error
 	var seen seqRanges // the sequences of the events walked
+	var seenEnd uint64 // and the sequence after the last of them
+	lw.next = func() (uint64, uint32) { return seenEnd, 0 }
 	lw.emit = func(e *walkedEvent) error {
 		k := at{e.seg, e.off}
 		ev, ok := read[k]
 		delete(read, k)
 		seen.add(e.seq, e.seq+1)
+		seenEnd = max(seenEnd, e.seq+1)
 		if ok && e.kind == KindLogSalvaged {
 			// The sequences a salvaged open recorded as lost hold no
 			// event by design.
@@ -121,12 +140,9 @@ func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 		rep.Events++
 		return nil
 	}
-	// reset forgets a batch or fence the damage cut: its items are not
-	// confirmed.
-	reset := func() error {
-		lw.dropBatch()
-		return lw.endFence(false)
-	}
+	// reset tells the walk of damage: a fence it cuts is not confirmed, a
+	// batch it cuts waits for its commit record.
+	reset := lw.damage
 
 	for i, id := range ids {
 		path := filepath.Join(dir, format.SegmentName(id))
@@ -228,13 +244,13 @@ func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 	if _, _, err := lw.finish(); err != nil {
 		return rep, err
 	}
+	rep.PartialBatches, rep.BatchItemsLost = lw.partialBatches, lw.partialItems
 	rep.Unconfirmed += len(read)
 	if werr != nil {
 		return rep, werr
 	}
 	recs, releaseRecs := readLogRecords(fsys, dir)
-	var recorded uint64
-	var evidence string
+	recorded, evidence := lw.cutEnd, "a batch-commit record" // the items a batch lacks are missing
 	for _, r := range recs {
 		if r.end > recorded {
 			recorded, evidence = r.end, r.what

@@ -335,3 +335,183 @@ func TestSalvageBoundsItsSearchesPerSegment(t *testing.T) {
 		t.Fatalf("salvage: %d events, %d skips, gave up: %v; want the 5 events and the search given up early", rep.Events, len(rep.Skipped), gaveUp)
 	}
 }
+
+// TestSalvageExportPartialBatch: a batch whose commit record is read is
+// written less only the items the damage took — a damaged frame, a
+// segment cut short, a segment deleted — which are counted (partial
+// batches, items lost) and missing; its readable items are neither
+// skipped as damage nor left out as unconfirmed.
+func TestSalvageExportPartialBatch(t *testing.T) {
+	build := func(t *testing.T) (dir string, want map[uint64]string) {
+		s := openStore(t, func(c *core.Config) { c.SegmentMaxBytes = 64 << 10 })
+		c := mustCoord(t, "order:1", "shop")
+		pad := string(bytes.Repeat([]byte("x"), 900))
+		mustAppend(t, s, c, core.MustKind(1, 1), `{"before":true}`)
+		items := make([]core.BatchItem, 150) // about 150 KB: three segments
+		for i := range items {
+			items[i] = core.BatchItem{Coordinate: mustCoord(t, fmt.Sprintf("order:%d", i%5), "shop"), Kind: core.MustKind(1, 2),
+				Payload: fmt.Appendf(nil, `{"i":%d,"pad":%q}`, i, pad)}
+		}
+		if _, err := s.AppendBatch(context.Background(), items); err != nil {
+			t.Fatal(err)
+		}
+		mustAppend(t, s, c, core.MustKind(1, 3), `{"after":true}`)
+		var all bytes.Buffer
+		if _, err := s.Export(&all, core.All(), nil); err != nil {
+			t.Fatal(err)
+		}
+		dir = s.Dir()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return dir, exportedBySeq(t, all.Bytes())
+	}
+	// check salvages dir and compares with want: every line written is
+	// the intact export's, in order, and the sequences not written are
+	// exactly the missing ones, all from the batch.
+	check := func(t *testing.T, dir string, want map[uint64]string) core.SalvageReport {
+		var out bytes.Buffer
+		rep, err := core.SalvageExport(dir, &out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := exportedBySeq(t, out.Bytes())
+		for q, l := range got {
+			if want[q] != l {
+				t.Fatalf("salvaged a line the intact store did not export: %s", l)
+			}
+		}
+		var lost uint64
+		for _, g := range rep.Missing {
+			lost += g.To - g.From
+			for q := g.From; q < g.To; q++ {
+				if _, ok := got[q]; ok || q == 0 || q == uint64(len(want)-1) {
+					t.Errorf("sequence %d reported missing: written, or not of the batch", q)
+				}
+			}
+		}
+		if rep.Events != len(got) || rep.Events+int(lost) != len(want) {
+			t.Errorf("%d events written of %d, %d missing: %+v", rep.Events, len(want), lost, rep)
+		}
+		if rep.PartialBatches != 1 || uint64(rep.BatchItemsLost) != lost || rep.Unconfirmed != 0 {
+			t.Errorf("report %+v: want one partial batch, %d items lost, none unconfirmed", rep, lost)
+		}
+		for _, sk := range rep.Skipped {
+			if strings.Contains(sk.Reason, "batch") {
+				t.Errorf("a readable frame skipped as damage: %+v", sk)
+			}
+		}
+		return rep
+	}
+
+	t.Run("damaged item", func(t *testing.T) {
+		dir, want := build(t)
+		segs := segmentFiles(t, dir)
+		data, frs := readFrames(t, segs[1])
+		victim := frs[len(frs)/2]
+		data[victim.recStart()+victim.Len-3] ^= 0xFF
+		if err := os.WriteFile(segs[1], data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		rep := check(t, dir, want)
+		if rep.BatchItemsLost != 1 || len(rep.Skipped) != 1 {
+			t.Errorf("report %+v: want the damaged frame alone lost and skipped", rep)
+		}
+	})
+	t.Run("segment cut short", func(t *testing.T) {
+		dir, want := build(t)
+		segs := segmentFiles(t, dir)
+		fi, err := os.Stat(segs[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(segs[1], fi.Size()/2); err != nil {
+			t.Fatal(err)
+		}
+		if rep := check(t, dir, want); rep.BatchItemsLost == 0 || len(rep.Skipped) != 1 {
+			t.Errorf("report %+v: want the items after the cut lost, one range skipped", rep)
+		}
+	})
+	t.Run("segment deleted", func(t *testing.T) {
+		dir, want := build(t)
+		segs := segmentFiles(t, dir)
+		if err := os.Remove(segs[1]); err != nil {
+			t.Fatal(err)
+		}
+		if rep := check(t, dir, want); rep.BatchItemsLost == 0 || len(rep.Skipped) != 0 {
+			t.Errorf("report %+v: want the deleted segment's items lost, nothing skipped", rep)
+		}
+	})
+}
+
+// TestSalvageExportDamageAcrossTwoBatches: damage that takes one batch's
+// commit record and the next one's begin record leaves the first batch
+// unconfirmed and writes the second (whose commit record names its
+// items' sequences) whole.
+func TestSalvageExportDamageAcrossTwoBatches(t *testing.T) {
+	s := openStore(t)
+	dir := s.Dir()
+	c := mustCoord(t, "order:1", "shop")
+	for b := range 2 {
+		items := make([]core.BatchItem, 4)
+		for i := range items {
+			items[i] = core.BatchItem{Coordinate: c, Kind: core.MustKind(1, 2), Payload: fmt.Appendf(nil, `{"b":%d,"i":%d}`, b, i)}
+		}
+		if _, err := s.AppendBatch(context.Background(), items); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustAppend(t, s, c, core.MustKind(1, 3), `{"after":true}`)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seg := lastSegment(t, dir)
+	data, frs := readFrames(t, seg)
+	// Frames: begin, 4 items, commit, begin, 4 items, commit, event.
+	if len(frs) != 13 {
+		t.Fatalf("%d frames, want 13", len(frs))
+	}
+	for _, f := range frs[5:7] { // the first commit, the second begin
+		data[f.recStart()+4] ^= 0xFF
+	}
+	if err := os.WriteFile(seg, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	rep, err := core.SalvageExport(dir, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := exportedBySeq(t, out.Bytes())
+	if rep.Events != 5 || rep.Unconfirmed != 4 || rep.PartialBatches != 0 || len(rep.Skipped) != 1 || len(got) != 5 {
+		t.Fatalf("report %+v, %d lines: want the second batch and the event, the first batch unconfirmed", rep, len(got))
+	}
+	for q := range got {
+		if q < 4 {
+			t.Errorf("sequence %d of the unconfirmed batch written", q)
+		}
+	}
+}
+
+// exportedBySeq reads export lines, which must be in log order, by their
+// global sequence.
+func exportedBySeq(t *testing.T, b []byte) map[uint64]string {
+	t.Helper()
+	out := map[uint64]string{}
+	next := uint64(0)
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if l == "" {
+			continue
+		}
+		var ev core.ExportedEvent
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.GlobalSequence < next {
+			t.Fatalf("sequence %d after %d: not in log order", ev.GlobalSequence, next-1)
+		}
+		next = ev.GlobalSequence + 1
+		out[ev.GlobalSequence] = l
+	}
+	return out
+}

@@ -275,6 +275,14 @@ func (a *app) salvageExport(cmd *cobra.Command, out string) (err error) {
 	for _, g := range rep.Missing {
 		fmt.Fprintf(e, "batpak: missing %s: %s\n", plural(int(g.To-g.From), "event", "events"), printable.String(g.Reason))
 	}
+	if rep.PartialBatches > 0 {
+		them := "them"
+		if rep.PartialBatches == 1 {
+			them = "it"
+		}
+		summary += fmt.Sprintf("; %s committed but partly unreadable (%s of %s lost, counted as missing; the rest exported)",
+			plural(rep.PartialBatches, "batch", "batches"), plural(rep.BatchItemsLost, "event", "events"), them)
+	}
 	if rep.Unconfirmed > 0 {
 		summary += fmt.Sprintf("; %s of batches or fences that never committed, or whose commit was lost, left out", plural(rep.Unconfirmed, "event", "events"))
 	}
@@ -283,7 +291,7 @@ func (a *app) salvageExport(cmd *cobra.Command, out string) (err error) {
 		for _, g := range rep.Missing {
 			n += g.To - g.From
 		}
-		summary += fmt.Sprintf("; %d acknowledged events missing", n)
+		summary += fmt.Sprintf("; %s missing", plural(int(n), "acknowledged event", "acknowledged events"))
 	}
 	fmt.Fprintf(e, "batpak: %s\n", summary)
 	if len(rep.Skipped) > 0 || len(rep.Missing) > 0 {
