@@ -167,7 +167,9 @@
 // flag or argument at fault (a policy denial adds one line per reason, a
 // Rego compile failure one per error); when the command itself was
 // misused (unknown verb or flag, missing required flag, wrong arguments)
-// one more line points to its --help. The exit code says what kind of
+// one more line points to its --help, and a damaged segment adds one line
+// naming the rescue (export --salvage, then import into a new store). The
+// exit code says what kind of
 // failure it was, the same locally and against a server (exitcode.go;
 // README.md has the table): 0 success, 1 any other error, 2 usage, 3
 // denied (a policy, or the server's authorization), 4 conflict

@@ -42,7 +42,8 @@ func main() {
 // table in exitcode.go). Errors are printed to stderr as one "batpak: ..."
 // line; a mistake in how the command was called (unknown verb or flag,
 // missing or extra arguments) adds one line pointing to the command's
-// --help.
+// --help, and a damaged segment one line on rescuing the store (see
+// damageHint).
 //
 // Everything a verb prints on stdout goes through a termSafeWriter: no
 // stored or server-sent text reaches the terminal as a control sequence.
@@ -79,6 +80,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = fmt.Errorf("%w (no token was given: --token, --token-file, BATPAK_TOKEN, BATPAK_TOKEN_FILE, remote.token or remote.token_file)", err)
 	}
 	fmt.Fprintln(stderr, errorLine(err))
+	if hint := damageHint(err); hint != "" {
+		fmt.Fprintln(stderr, printable.String(hint))
+	}
 	code := exitCodeOf(err)
 	if code == exitUsage {
 		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())

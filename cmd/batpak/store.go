@@ -101,6 +101,20 @@ func salvageHint(err error) error {
 	return &detailError{msg: err.Error() + "; --salvage (salvage: true, BATPAK_SALVAGE) opens it: a read command shows what is left, a write command records the loss first", err: err}
 }
 
+// damageHint is the line the CLI prints after an error that names a
+// damaged segment or footer (a *core.CorruptionError; the store's other
+// files, a cursor's position say, have remedies of their own): how to
+// rescue what is readable, and that --salvage, which only opens a log
+// shorter than recorded, does not. It is "" for any other error.
+func damageHint(err error) string {
+	var ce *core.CorruptionError
+	if !errors.As(err, &ce) || !(strings.HasSuffix(ce.File, ".seg") || strings.HasSuffix(ce.File, ".idx")) {
+		return ""
+	}
+	return fmt.Sprintf("To rescue what is readable: batpak --data-dir %s export --salvage --out rescued.ndjson, then batpak --data-dir NEW import rescued.ndjson (the global --salvage does not read past a damaged frame: it only opens a log shorter than recorded).",
+		shellQuote(filepath.Dir(ce.File)))
+}
+
 // unprefixed drops the "batpak: " prefix of an error that is about to be
 // wrapped (the CLI adds one prefix to the whole line).
 func unprefixed(err error) error {
