@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -360,9 +361,11 @@ server (--server) it takes the tenant's admin key, and the file goes in
 requests of at most 8 MiB cut at line ends (smaller when the server's
 max_body_bytes refuses one: a line alone is sent whole), each acknowledged
 before the next is read, so a file of any size imports; the bar counts the
-bytes the server acknowledged. A failure names the lines of the request
-it refused and how many events were imported before it: run the import
-again to resume.`,
+bytes the server acknowledged. A failure names the line it failed at
+(against a server, the lines of the request it refused) and how many
+events were imported before it: run the import again to resume. A local
+import that fails before writing any event into a --data-dir it created
+removes that directory again (one that existed before always stays).`,
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			format, err := out.format()
@@ -409,13 +412,7 @@ again to resume.`,
 				}
 				st = core.ImportStats{Imported: cst.Imported, Skipped: cst.Skipped}
 			} else {
-				counted := &countingReader{r: in, bar: bar}
-				s, _, ctx, err := a.openWrite(cmd.Context())
-				if err != nil {
-					return err
-				}
-				defer closeStore(s, &err)
-				st, err = s.Import(ctx, counted, nil)
+				st, err = a.importLocal(cmd, &countingReader{r: in, bar: bar})
 				endBar(cmd.ErrOrStderr(), bar, err != nil)
 				if err != nil {
 					return err
@@ -430,6 +427,94 @@ again to resume.`,
 	prog.register(cmd)
 	out.register(cmd)
 	return cmd
+}
+
+// importLocal is import into the local store. A failure names how many
+// events were imported before it and that running the import again
+// resumes. A failure that wrote nothing into a store directory this
+// command created (it did not exist before) removes that directory again,
+// and the parents it created with it: a mistyped file leaves no empty
+// store behind. A directory that existed before is never removed.
+func (a *app) importLocal(cmd *cobra.Command, in io.Reader) (st core.ImportStats, err error) {
+	res, err := a.loadConfig()
+	if err != nil {
+		return st, err
+	}
+	created := missingAncestor(res.cfg.Dir)
+	s, _, ctx, err := a.openWrite(cmd.Context())
+	if err != nil {
+		return st, err
+	}
+	st, err = s.Import(ctx, in, nil)
+	if err == nil {
+		closeStore(s, &err)
+		return st, err
+	}
+	empty := st.Imported == 0 && s.Stats().GlobalSequence == 0
+	_ = s.Close() // the import's error is the one to report
+	if created != "" && empty && removeNewStore(res.cfg.Dir, created) {
+		return st, &detailError{msg: fmt.Sprintf("%s; nothing was imported, and the store directory %s this import created is removed again", err.Error(), res.cfg.Dir), err: err}
+	}
+	return st, &detailError{msg: err.Error() + "; " + importResume(st), err: err}
+}
+
+// importResume says how far a failed import came and how to go on (the
+// words of client.ImportError.Resume, for a local import).
+func importResume(st core.ImportStats) string {
+	return fmt.Sprintf("%d events were imported (%d already present skipped): run the import again to resume (events already there are skipped)", st.Imported, st.Skipped)
+}
+
+// missingAncestor returns the topmost of dir and its parents that does not
+// exist ("" when dir exists, or cannot be looked at).
+func missingAncestor(dir string) string {
+	missing := ""
+	for d := filepath.Clean(dir); ; {
+		if _, err := os.Lstat(d); !errors.Is(err, fs.ErrNotExist) {
+			return missing
+		}
+		missing = d
+		parent := filepath.Dir(d)
+		if parent == d {
+			return missing
+		}
+		d = parent
+	}
+}
+
+// removeNewStore removes the store directory dir that a failed command
+// created, holding nothing but an empty store's files, and its parents up
+// to top (the topmost directory the command created), each only while it
+// is empty. It removes nothing when dir holds anything else, and says
+// whether dir is gone.
+func removeNewStore(dir, top string) bool {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		n := e.Name()
+		switch {
+		case !e.Type().IsRegular():
+			return false
+		case n == "LOCK", n == "erasures", n == "index.ckpt", strings.HasSuffix(n, ".seg"), strings.HasSuffix(n, ".idx"):
+		default:
+			return false
+		}
+	}
+	for _, e := range ents {
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+			return false
+		}
+	}
+	top = filepath.Clean(top)
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if err := os.Remove(d); err != nil {
+			return d != filepath.Clean(dir)
+		}
+		if d == top || filepath.Dir(d) == d {
+			return true
+		}
+	}
 }
 
 // snapshotJSON is what snapshot prints with -o json|yaml.

@@ -40,6 +40,58 @@ func TestExportImportRoundTrip(t *testing.T) {
 	ok(t, "verify", "--data-dir="+dst)
 }
 
+// TestImportLocalFailure: a local import that fails part way names how
+// many events it imported and that running it again resumes; one that
+// imported nothing into a directory it created removes that directory
+// (and the parents it created) again, and never a directory that existed.
+func TestImportLocalFailure(t *testing.T) {
+	root := isolate(t)
+	src := filepath.Join(root, "src")
+	ok(t, "demo", "--data-dir="+src, "--orders", "100")
+	file := filepath.Join(root, "events.ndjson")
+	ok(t, "export", "--data-dir="+src, "--out", file)
+	good, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(string(good), "\n")
+	if len(lines) < 300 {
+		t.Fatalf("export of %d lines", len(lines))
+	}
+	broken := filepath.Join(root, "broken.ndjson")
+	writeFile(t, broken, strings.Join(lines[:300], "")+`{"id":`+"\n")
+
+	dst := filepath.Join(root, "dst")
+	// Batches of 256: the first is written, the second fails with the line.
+	failsWith(t, exitError, []string{"import", "--data-dir", dst, broken},
+		"import line 301: unexpected end of JSON input; 256 events were imported (0 already present skipped): run the import again to resume")
+	failsWith(t, exitError, []string{"import", "--data-dir", dst, broken},
+		"import line 301: unexpected end of JSON input; 0 events were imported (256 already present skipped): run the import again to resume")
+
+	// Nothing imported into a new directory: it is gone again, with the
+	// parents the import made; the one that existed stays.
+	bad := filepath.Join(root, "bad.ndjson")
+	writeFile(t, bad, `{"id":`+"\n")
+	fresh := filepath.Join(root, "a", "b", "store")
+	failsWith(t, exitError, []string{"import", "--data-dir", fresh, bad},
+		"import line 1: unexpected end of JSON input; nothing was imported, and the store directory "+fresh+" this import created is removed again")
+	if _, err := os.Stat(filepath.Join(root, "a")); !os.IsNotExist(err) {
+		t.Errorf("the directories the failed import created are still there: %v", err)
+	}
+	// An empty directory that existed before stays, and so does a store.
+	empty := filepath.Join(root, "empty")
+	if err := os.Mkdir(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{empty, src} {
+		failsWith(t, exitError, []string{"import", "--data-dir", dir, bad}, "0 events were imported")
+		if _, err := os.Stat(dir); err != nil {
+			t.Errorf("import removed %s: %v", dir, err)
+		}
+	}
+	ok(t, "verify", "--data-dir", src)
+}
+
 func TestSnapshotAndRedact(t *testing.T) {
 	root := isolate(t)
 	dir := filepath.Join(root, "store")
