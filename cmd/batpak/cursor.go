@@ -28,7 +28,30 @@ type cursorJSON struct {
 	Committed uint64               `json:"committed"`        // the global sequence it resumes from
 	Lag       uint64               `json:"lag"`
 	LogEnd    uint64               `json:"log_end"`           // the next global sequence of the store
-	Damaged   string               `json:"damaged,omitempty"` // a server's cursor whose saved position is damaged: what to do
+	Damaged   string               `json:"damaged,omitempty"` // a cursor whose saved position is damaged (or past the log's end): what to do
+}
+
+// anyDamaged is the exit of cursor ls and info once they have printed:
+// exit 7 (corrupt) when a cursor's saved position is damaged.
+func anyDamaged(curs ...cursorJSON) error {
+	for _, c := range curs {
+		if c.Damaged != "" {
+			return &exitCodeError{code: exitCorrupt}
+		}
+	}
+	return nil
+}
+
+// localCursorDamaged is what cursor ls and info say of a local cursor
+// whose saved position NamedCursor refused with err: what is wrong and
+// that cursor reset commits a new one. ok is false for any other error.
+func localCursorDamaged(name string, err error) (advice string, ok bool) {
+	var ahead *core.CursorAheadError
+	if !errors.Is(err, core.ErrCorrupt) && !errors.As(err, &ahead) {
+		return "", false
+	}
+	return fmt.Sprintf("its saved position is damaged (%s): \"batpak cursor reset %s\" starts it again from the beginning, with --to SEQ from SEQ (stop its consumer first)",
+		strings.TrimPrefix(err.Error(), "batpak: "), name), true
 }
 
 func newCursorCmd(a *app) *cobra.Command {
@@ -45,6 +68,12 @@ of its region still to read). "cursor info NAME" shows one. "cursor reset
 NAME" moves its committed position (the beginning by default, --to SEQ,
 or --to-end to skip everything written so far): its consumer reads from
 there when it next starts.
+
+A cursor whose saved position is damaged (its file unreadable, or past
+the end of the log) is listed as DAMAGED with what to do; ls lists every
+other cursor as usual, and ls and info exit 7 (corrupt) after printing.
+"cursor reset NAME" (with --to or --to-end too) replaces a damaged
+position.
 
 Locally, ls and info open the store read-only (beside a running writer);
 reset takes the store's lock, so stop the consumer first. With --server,
@@ -72,9 +101,12 @@ they use the tenant's cursor routes.`,
 						return err
 					}
 				}
-				return nil
+				return anyDamaged(curs...)
 			}
-			return printCursors(w, curs)
+			if err := printCursors(w, curs); err != nil {
+				return err
+			}
+			return anyDamaged(curs...)
 		},
 	}
 	info := &cobra.Command{
@@ -89,17 +121,25 @@ they use the tenant's cursor routes.`,
 			if err != nil {
 				return err
 			}
-			return emit(cmd.OutOrStdout(), f, c, func(w io.Writer) error {
+			err = emit(cmd.OutOrStdout(), f, c, func(w io.Writer) error {
 				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 				fmt.Fprintf(tw, "name\t%s\n", oneLine(c.Name))
 				if c.Region != nil {
 					fmt.Fprintf(tw, "region\t%s\n", regionText(*c.Region))
+				}
+				if c.Damaged != "" {
+					fmt.Fprintf(tw, "committed\tDAMAGED: %s\n", oneLine(c.Damaged))
+					return tw.Flush()
 				}
 				fmt.Fprintf(tw, "committed\t%d (the global sequence it resumes from)\n", c.Committed)
 				fmt.Fprintf(tw, "log end\t%d\n", c.LogEnd)
 				fmt.Fprintf(tw, "lag\t%d (global sequences behind the log's end)\n", c.Lag)
 				return tw.Flush()
 			})
+			if err != nil {
+				return err
+			}
+			return anyDamaged(c)
 		},
 	}
 	var to uint64
@@ -121,6 +161,7 @@ they use the tenant's cursor routes.`,
 				return err
 			}
 			var before, pos uint64
+			damaged := false // the saved position was damaged
 			if rc != nil {
 				t, err := rc.tenantClient()
 				if err != nil {
@@ -134,9 +175,11 @@ they use the tenant's cursor routes.`,
 				if toEnd {
 					pos = c.LogEnd
 				}
-				if pos < before {
-					// The commit route only moves forward: define the cursor
-					// anew (at the beginning), then move it to pos.
+				damaged = c.Damaged != ""
+				if pos < before || damaged {
+					// The commit route only moves forward, and a damaged
+					// position takes none: define the cursor anew (at the
+					// beginning), then move it to pos.
 					if err := t.DeleteCursor(cmd.Context(), name); err != nil {
 						return remoteError(err)
 					}
@@ -162,30 +205,47 @@ they use the tenant's cursor routes.`,
 					return err
 				}
 				defer closeStore(s, &err)
-				cur, err := s.NamedCursor(name, core.All())
-				if err != nil {
-					return err
-				}
 				end := s.Stats().GlobalSequence
-				before, pos = cur.Committed(), to
+				pos = to
 				if toEnd {
 					pos = end
 				}
 				if pos > end {
 					return badInput("--to", fmt.Errorf("%d is past the end of the log (%d)", pos, end))
 				}
-				cur.Seek(pos)
-				if err := cur.Commit(); err != nil {
+				cur, err := s.NamedCursor(name, core.All())
+				if _, ok := localCursorDamaged(name, err); ok {
+					// A damaged position: ResetCursor replaces it with 0,
+					// whatever the file holds; then move on to pos.
+					damaged = true
+					if err := s.ResetCursor(name); err != nil {
+						return err
+					}
+					cur, err = s.NamedCursor(name, core.All())
+				}
+				if err != nil {
 					return err
+				}
+				before = cur.Committed()
+				if !damaged || pos != 0 {
+					cur.Seek(pos)
+					if err := cur.Commit(); err != nil {
+						return err
+					}
 				}
 			}
 			moved := struct {
-				Name      string `json:"name"`
-				From      uint64 `json:"from"`      // the committed position before
-				Committed uint64 `json:"committed"` // the committed position now
-			}{name, before, pos}
+				Name        string `json:"name"`
+				From        uint64 `json:"from"`                   // the committed position before (0 when it was damaged)
+				FromDamaged bool   `json:"from_damaged,omitempty"` // the position before was damaged
+				Committed   uint64 `json:"committed"`              // the committed position now
+			}{name, before, damaged, pos}
 			return emit(cmd.OutOrStdout(), f, moved, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "cursor %s reset from %d to %d\n", oneLine(name), before, pos)
+				from := strconv.FormatUint(before, 10)
+				if damaged {
+					from = "a damaged position"
+				}
+				_, err := fmt.Fprintf(w, "cursor %s reset from %s to %d\n", oneLine(name), from, pos)
 				return err
 			})
 		},
@@ -281,6 +341,10 @@ func (a *app) cursors(cmd *cobra.Command) ([]cursorJSON, error) {
 		end := s.Stats().GlobalSequence
 		for _, n := range names {
 			cur, err := s.NamedCursor(n, core.All())
+			if advice, ok := localCursorDamaged(n, err); ok {
+				out = append(out, cursorJSON{Name: n, LogEnd: end, Damaged: advice})
+				continue
+			}
 			if err != nil {
 				return err
 			}
