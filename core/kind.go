@@ -1,6 +1,7 @@
 package core
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -182,13 +183,23 @@ func parseKindNumbers(s string) (uint16, uint16, error) {
 	}
 	c, err := ParseKindNumber(cat)
 	if err != nil {
-		return 0, 0, fmt.Errorf("%w: %q: category %q is not a number", ErrInvalidKind, s, cat)
+		return 0, 0, fmt.Errorf("%w: %q: category %q %s", ErrInvalidKind, s, cat, kindNumberProblem(err, "must be 0x1..0xF"))
 	}
 	t, err := ParseKindNumber(typ)
 	if err != nil {
-		return 0, 0, fmt.Errorf("%w: %q: type %q is not a number", ErrInvalidKind, s, typ)
+		return 0, 0, fmt.Errorf("%w: %q: type %q %s", ErrInvalidKind, s, typ, kindNumberProblem(err, "must be at most 0xFFF"))
 	}
 	return uint16(c), uint16(t), nil
+}
+
+// kindNumberProblem says what is wrong with a category or type that
+// ParseKindNumber refused with err: a number too large for it is out of
+// range (want says the range), anything else is not a number.
+func kindNumberProblem(err error, want string) string {
+	if errors.Is(err, strconv.ErrRange) {
+		return "is out of range: it " + want
+	}
+	return "is not a number"
 }
 
 // ParseKindNumber reads a kind's category or type as ParseKind does:

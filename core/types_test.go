@@ -193,6 +193,23 @@ func TestParseKind(t *testing.T) {
 	}
 }
 
+// TestParseKindRange: a category or type too large to be one is out of
+// range, with the range named; text that is no number says so.
+func TestParseKindRange(t *testing.T) {
+	for in, want := range map[string]string{
+		"99999:1":     `category "99999" is out of range: it must be 0x1..0xF`,
+		"1:99999999":  `type "99999999" is out of range: it must be at most 0xFFF`,
+		"0x1:0x99999": `type "0x99999" is out of range: it must be at most 0xFFF`,
+		"x:1":         `category "x" is not a number`,
+		"1:-1":        `type "-1" is not a number`,
+	} {
+		_, err := core.ParseKind(in)
+		if !errors.Is(err, core.ErrInvalidKind) || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseKind(%q): %v, want an ErrInvalidKind saying %s", in, err, want)
+		}
+	}
+}
+
 func TestEventIDs(t *testing.T) {
 	s := openStore(t)
 	c := mustCoord(t, "ids", "s")
