@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/batpak-go/batpak/core/internal/format"
@@ -227,15 +228,15 @@ func (s *Store) ImportWithOptions(ctx context.Context, rd io.Reader, opts Import
 		}
 		var x ExportedEvent
 		if err := json.Unmarshal(b, &x); err != nil {
-			return st, fmt.Errorf("batpak: import line %d: %w", line, err)
+			return st, importLineError(line, err)
 		}
 		coord, err := NewCoordinate(x.Entity, x.Scope)
 		if err != nil {
-			return st, fmt.Errorf("batpak: import line %d: %w", line, err)
+			return st, importLineError(line, err)
 		}
 		kind, err := parseWrittenKind(x.Kind)
 		if err != nil {
-			return st, fmt.Errorf("batpak: import line %d: %w", line, err)
+			return st, importLineError(line, err)
 		}
 		if x.ID.IsZero() {
 			return st, fmt.Errorf("batpak: import line %d: no id", line)
@@ -252,13 +253,13 @@ func (s *Store) ImportWithOptions(ctx context.Context, rd io.Reader, opts Import
 			// Export writes a redacted event's payload as null: a line
 			// claiming redaction while carrying a payload would store that
 			// payload, or pass for an event held with another payload.
-			return st, fmt.Errorf("batpak: import line %d: %w: a line with \"redacted\":true carries \"payload\":null or none (its payload was erased), not a payload of %d bytes", line, ErrInvalidOptions, len(payload))
+			return st, importLineError(line, fmt.Errorf("%w: a line with \"redacted\":true carries \"payload\":null or none (its payload was erased), not a payload of %d bytes", ErrInvalidOptions, len(payload)))
 		}
 		if len(payload) > s.cfg.SingleAppendMaxBytes {
-			return st, fmt.Errorf("batpak: import line %d: %w: payload of %d bytes, the limit is %d (Config.SingleAppendMaxBytes)", line, ErrPayloadTooLarge, len(payload), s.cfg.SingleAppendMaxBytes)
+			return st, importLineError(line, fmt.Errorf("%w: payload of %d bytes, the limit is %d (Config.SingleAppendMaxBytes)", ErrPayloadTooLarge, len(payload), s.cfg.SingleAppendMaxBytes))
 		}
 		if x.Timestamp < 0 {
-			return st, fmt.Errorf("batpak: import line %d: %w: timestamp_us %d is negative: want microseconds since the Unix epoch (0 or none: the time of the import)", line, ErrInvalidOptions, x.Timestamp)
+			return st, importLineError(line, fmt.Errorf("%w: timestamp_us %d is negative: want microseconds since the Unix epoch (0 or none: the time of the import)", ErrInvalidOptions, x.Timestamp))
 		}
 		if x.Timestamp > horizon {
 			return st, fmt.Errorf("batpak: import line %d: timestamp_us %d is more than %v ahead of this store's clock: a later write to %s would carry it", line, x.Timestamp, importMaxAhead, coord.Entity)
@@ -266,7 +267,7 @@ func (s *Store) ImportWithOptions(ctx context.Context, rd io.Reader, opts Import
 		it := BatchItem{Coordinate: coord, Kind: kind, Payload: payload, Options: ao}
 		if opts.Check != nil {
 			if err := opts.Check(it); err != nil {
-				return st, fmt.Errorf("batpak: import line %d: %w", line, err)
+				return st, importLineError(line, err)
 			}
 		}
 		if len(items) > 0 && batchBytes+len(payload) > s.cfg.Batch.MaxBytes {
@@ -284,7 +285,7 @@ func (s *Store) ImportWithOptions(ctx context.Context, rd io.Reader, opts Import
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return st, fmt.Errorf("batpak: import line %d: %w", line+1, err)
+		return st, importLineError(line+1, err)
 	}
 	return st, flush()
 }
@@ -311,7 +312,7 @@ func (s *Store) importBatch(ctx context.Context, items []BatchItem, metas []impo
 			(ev.Header.PayloadHash == format.PayloadHash(items[i].Payload) || metas[i].redacted):
 			// already imported (a redacted export of it has no payload to compare)
 		default:
-			return 0, fmt.Errorf("batpak: import line %d: %w: %s is %s, not this event", metas[i].line, ErrDuplicateID, metas[i].id, ev.Coordinate)
+			return 0, importLineError(metas[i].line, fmt.Errorf("%w: %s is %s, not this event", ErrDuplicateID, metas[i].id, ev.Coordinate))
 		}
 	}
 	if len(keep) == 0 {
@@ -323,14 +324,14 @@ func (s *Store) importBatch(ctx context.Context, items []BatchItem, metas []impo
 		it := &items[i]
 		if k := it.Options.IdempotencyKey; k != "" {
 			if prev, dup := keys[k]; dup {
-				return 0, fmt.Errorf("batpak: import line %d: %w: idempotency key %q is also line %d's", metas[i].line, ErrInvalidOptions, k, metas[prev].line)
+				return 0, importLineError(metas[i].line, fmt.Errorf("%w: idempotency key %q is also line %d's", ErrInvalidOptions, k, metas[prev].line))
 			}
 			keys[k] = i
 		}
 		// As a reaction: a named effect kind is accepted with its cause.
 		ev, err := s.prepareEvent(ctx, it.Coordinate, it.Kind, it.Payload, it.Options, true, true, EventID{})
 		if err != nil {
-			return 0, fmt.Errorf("batpak: import line %d: %w", metas[i].line, err)
+			return 0, importLineError(metas[i].line, err)
 		}
 		ev.id, ev.ts, ev.imported, ev.restore = metas[i].id, metas[i].ts, true, true
 		evs[j] = ev
@@ -339,7 +340,7 @@ func (s *Store) importBatch(ctx context.Context, items []BatchItem, metas []impo
 	lineErr := func(err error) error {
 		var bie *BatchItemError
 		if errors.As(err, &bie) && bie.Index >= 0 && bie.Index < len(keep) {
-			return fmt.Errorf("batpak: import line %d: %w", metas[keep[bie.Index]].line, err)
+			return importLineError(metas[keep[bie.Index]].line, err)
 		}
 		return err
 	}
@@ -360,8 +361,25 @@ func (s *Store) importBatch(ctx context.Context, items []BatchItem, metas []impo
 	for j, rc := range rcs {
 		if j < len(evs) && rc.ID != evs[j].id {
 			ie := &IdempotencyError{Key: evs[j].opts.IdempotencyKey, Original: rc.ID, Reason: fmt.Sprintf("the imported event %s cannot carry it too", evs[j].id)}
-			return 0, fmt.Errorf("batpak: import line %d: %w", metas[keep[j]].line, ie)
+			return 0, importLineError(metas[keep[j]].line, ie)
 		}
 	}
 	return len(keep), nil
 }
+
+// importLineError is an import's failure at one line of its input: its
+// message is "batpak: import line N: " and the cause's own, without the
+// cause's "batpak: " prefix (one prefix a message); errors.Is and As see
+// the cause.
+func importLineError(line int, err error) error { return &lineError{line: line, err: err} }
+
+type lineError struct {
+	line int
+	err  error
+}
+
+func (e *lineError) Error() string {
+	return fmt.Sprintf("batpak: import line %d: %s", e.line, strings.TrimPrefix(e.err.Error(), "batpak: "))
+}
+
+func (e *lineError) Unwrap() error { return e.err }

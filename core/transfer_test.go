@@ -318,8 +318,12 @@ func TestImportMalformedLines(t *testing.T) {
 			dst := openStore(t)
 			in := string(good) + "\n\n" + bad + "\n"
 			_, err := dst.Import(context.Background(), strings.NewReader(in), nil)
-			if err == nil || !strings.Contains(err.Error(), "line 3") {
+			if err == nil || !strings.HasPrefix(err.Error(), "batpak: import line 3: ") {
 				t.Fatalf("Import with a bad line 3 (%s): %v", bad, err)
+			}
+			// One prefix: the cause's own "batpak: " is not repeated.
+			if strings.Count(err.Error(), "batpak: ") != 1 {
+				t.Errorf("Import with a bad line 3 (%s): %v: more than one \"batpak: \"", bad, err)
 			}
 			if st := dst.Stats(); st.Events != 0 {
 				t.Fatalf("a malformed chunk wrote %d events", st.Events)

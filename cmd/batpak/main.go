@@ -79,6 +79,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if a.noToken && errors.As(err, &ce) && ce.Status == 401 {
 		err = fmt.Errorf("%w (no token was given: --token, --token-file, BATPAK_TOKEN, BATPAK_TOKEN_FILE, remote.token or remote.token_file)", err)
 	}
+	err = flagWords(err)
 	fmt.Fprintln(stderr, errorLine(err))
 	if hint := damageHint(err); hint != "" {
 		fmt.Fprintln(stderr, printable.String(hint))

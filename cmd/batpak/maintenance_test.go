@@ -175,7 +175,10 @@ func TestSalvageFlag(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{{"stats", dd}, {"append", dd, "--entity", "acme:order:1", "--scope", "shop", "--kind", "1:1", "--data", "{}"}} {
-		failsWith(t, exitCorrupt, args, "acknowledged events are missing", "--salvage")
+		r := failsWith(t, exitCorrupt, args, "acknowledged events are missing; --salvage (salvage: true, BATPAK_SALVAGE) opens it anyway")
+		if strings.Contains(r.stderr, "Config.") || strings.Count(r.stderr, "--salvage") != 1 {
+			t.Errorf("batpak %q: want one hint, the CLI's:\n%s", args, r.stderr)
+		}
 	}
 	left := decode[statsJSON](t, ok(t, "stats", dd, "--json", "--salvage")).Events
 	if left == 0 || left >= 10 {
@@ -190,5 +193,30 @@ func TestSalvageFlag(t *testing.T) {
 	}
 	if out := ok(t, "query", dd, "--entity-prefix", "batpak:log", "--json"); !strings.Contains(out, `"lost":`) {
 		t.Errorf("no loss record in the log:\n%s", out)
+	}
+}
+
+// TestMessagesNameFlags: a local refusal names the CLI's flag and config
+// key for the limit it hit, not core.Config's field, and an import's line
+// error carries one "batpak: ".
+func TestMessagesNameFlags(t *testing.T) {
+	root := isolate(t)
+	dd := "--data-dir=" + filepath.Join(root, "store")
+	deep := strings.Repeat("[", 600) + strings.Repeat("]", 600)
+	r := failsWith(t, exitError, []string{"append", dd, "--entity", "e", "--scope", "s", "--kind", "1:1", "--data", deep},
+		"nested deeper than 512 levels (--max-json-depth, max_json_depth)")
+	ok(t, "append", dd, "--entity", "e", "--scope", "s", "--kind", "1:1", "--data", "{}")
+
+	big := filepath.Join(root, "big.ndjson")
+	writeFile(t, big, `{"id":"01a252c1-0206-7334-8eb0-c2415d9f9403","entity":"e","scope":"s","kind":"0x1:0x1","payload":{"p":"`+strings.Repeat("x", 70000)+`"}}`+"\n")
+	r2 := failsWith(t, exitError, []string{"import", dd, "--single-append-max-bytes", "64KiB", big},
+		"batpak: import line 1: payload too large: payload of ", "the limit is 65536 (--single-append-max-bytes, single_append_max_bytes)")
+	badKind := filepath.Join(root, "kind.ndjson")
+	writeFile(t, badKind, `{"id":"01a252c1-0206-7334-8eb0-c2415d9f9404","entity":"e","scope":"s","kind":"0x0:0x1","payload":{}}`+"\n")
+	r3 := failsWith(t, exitError, []string{"import", dd, badKind}, "batpak: import line 1: invalid event kind")
+	for _, r := range []result{r, r2, r3} {
+		if strings.Contains(r.stderr, "Config.") || strings.Count(r.stderr, "batpak: ") != 1 {
+			t.Errorf("a Go API name or a second prefix:\n%s", r.stderr)
+		}
 	}
 }

@@ -92,13 +92,49 @@ func (a *app) openWriteAt(ctx context.Context, dir string) (*core.Store, context
 }
 
 // salvageHint names the CLI's way past a log that lost acknowledged
-// events (core's message names Config.Salvage).
+// events: core's message, which names Config.Salvage, becomes one naming
+// --salvage instead (one hint, the CLI's).
 func salvageHint(err error) error {
 	var lt *core.LogTruncatedError
 	if !errors.As(err, &lt) {
 		return err
 	}
-	return &detailError{msg: err.Error() + "; --salvage (salvage: true, BATPAK_SALVAGE) opens it: a read command shows what is left, a write command records the loss first", err: err}
+	cli := fmt.Sprintf("the log of %s ends at sequence %d but %s records %d: %d acknowledged events are missing; --salvage (salvage: true, BATPAK_SALVAGE) opens it anyway: a read command shows what is left, a write command records the loss first",
+		lt.Dir, lt.Found, lt.Evidence, lt.Recorded, lt.Recorded-lt.Found)
+	return &detailError{msg: replaceOnce(err.Error(), strings.TrimPrefix(lt.Error(), "batpak: "), cli), err: err}
+}
+
+// replaceOnce is s with old replaced by new, or new when s does not hold
+// old (then new is the whole message).
+func replaceOnce(s, old, new string) string {
+	if !strings.Contains(s, old) {
+		return new
+	}
+	return strings.Replace(s, old, new, 1)
+}
+
+// flagWords makes a local store's refusal that names a core.Config field
+// as the limit it hit — a payload nested too deep (*core.PayloadError),
+// a payload or batch too large — name the CLI's flag and config key for
+// that limit instead ("(Config.MaxJSONDepth)" becomes
+// "(--max-json-depth, max_json_depth)"). Other errors are returned as
+// they are.
+func flagWords(err error) error {
+	var pe *core.PayloadError
+	if !errors.As(err, &pe) && !errors.Is(err, core.ErrPayloadTooLarge) && !errors.Is(err, core.ErrBatchTooLarge) {
+		return err
+	}
+	msg := err.Error()
+	for _, st := range settings {
+		if st.field == "" || st.flag == "" {
+			continue
+		}
+		msg = strings.ReplaceAll(msg, "(Config."+st.field+")", "(--"+st.flag+", "+st.key+")")
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return &detailError{msg: msg, err: err}
 }
 
 // damageHint is the line the CLI prints after an error that names a
