@@ -165,7 +165,8 @@
 //
 // Errors go to stderr as one line starting with "batpak: " that names the
 // flag or argument at fault (a policy denial adds one line per reason, a
-// Rego compile failure one per error); when the command itself was
+// Rego parse or compile failure one per error, OPA's source excerpt
+// under it on lines of its own); when the command itself was
 // misused (unknown verb or flag, missing required flag, wrong arguments)
 // one more line points to its --help, and a damaged segment adds one line
 // naming the rescue (export --salvage, then import into a new store). The

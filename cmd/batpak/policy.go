@@ -341,22 +341,25 @@ func roundDuration(d time.Duration) time.Duration {
 }
 
 // regoError reports Rego parse, compile or load errors, one per line, each
-// naming file and line.
+// naming file and line; the source excerpt OPA shows under an error
+// (the line, and a caret under the column) follows it on lines of its
+// own. The result is a *linesError: its line breaks are printed as they
+// are, every other control character escaped (errorLine).
 func regoError(what string, err error) error {
 	lines := opa.ErrorLines(err)
 	msg := what + ":"
 	if len(lines) == 0 {
-		return &detailError{msg: what + ": " + err.Error(), err: err}
+		return &linesError{detailError{msg: what + ": " + err.Error(), err: err}}
 	}
 	if len(lines) == 1 {
 		msg += " " + lines[0]
 	} else {
 		msg = fmt.Sprintf("%s (%d errors):", what, len(lines))
 		for _, l := range lines {
-			msg += "\n  " + l
+			msg += "\n  " + strings.ReplaceAll(l, "\n", "\n  ")
 		}
 	}
-	return &detailError{msg: msg, err: err}
+	return &linesError{detailError{msg: msg, err: err}}
 }
 
 // decisionJSON is policy eval --json's output.

@@ -135,6 +135,13 @@ test_conflict if answer == 1 with input.x as 1
 	broken := filepath.Join(dir, "broken")
 	writeFile(t, filepath.Join(broken, "write.rego"), "package batpak.write\n\nallow if {\n\tinput.x ==\n}\n")
 	fails(t, []string{"policy", "test", broken}, "does not load", filepath.Join(broken, "write.rego")+":5", "rego_parse_error")
+	// OPA's excerpt under the error is on lines of its own, not a literal
+	// "\n"; other control characters in it stay escaped.
+	writeFile(t, filepath.Join(broken, "write.rego"), "package batpak.write\n\nallow if { input.x == \"\x1b[2J\"\n")
+	r = fails(t, []string{"policy", "test", broken}, "does not load", "rego_parse_error: unexpected eof token\n  allow if { input.x == \"\\x1b[2J\"\n  ")
+	if strings.Contains(r.stderr, `\n`) || strings.Contains(r.stderr, "\x1b") || !strings.HasSuffix(r.stderr, "^\n") {
+		t.Errorf("policy test of a broken bundle:\n%s", r.stderr)
+	}
 	writeFile(t, filepath.Join(broken, "write.rego"), "package batpak.write\n\nallow if {\n\tundefined_function(input.x)\n}\n")
 	fails(t, []string{"policy", "test", broken}, "does not compile", filepath.Join(broken, "write.rego")+":4", "undefined function undefined_function")
 
@@ -335,8 +342,10 @@ func TestAppendWithPolicy(t *testing.T) {
 	broken := filepath.Join(filepath.Dir(dir), "broken")
 	writeFile(t, filepath.Join(broken, "write.rego"), "package batpak.write\n\nallow if {\n\tinput.x ==\n}\n")
 	other := filepath.Join(filepath.Dir(dir), "other-store")
-	fails(t, []string{"append", "--data-dir", other, "--policy-dir", broken, "--entity", "e", "--scope", "s", "--kind", "1:1", "--data", "{}"},
-		"policy.dir "+broken+" (from flag --policy-dir)", "write.rego:5", "rego_parse_error")
+	if r := fails(t, []string{"append", "--data-dir", other, "--policy-dir", broken, "--entity", "e", "--scope", "s", "--kind", "1:1", "--data", "{}"},
+		"policy.dir "+broken+" (from flag --policy-dir)", "write.rego:5", "rego_parse_error"); strings.Contains(r.stderr, `\n`) || strings.Contains(r.stderr, `\t`) {
+		t.Errorf("the error under a broken policy.dir holds escaped line breaks or tabs:\n%s", r.stderr)
+	}
 	if _, err := os.Stat(other); !os.IsNotExist(err) {
 		t.Errorf("a broken policy created the store directory (stat: %v)", err)
 	}

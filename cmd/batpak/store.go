@@ -76,7 +76,7 @@ func (a *app) openWriteAt(ctx context.Context, dir string) (*core.Store, context
 	if res.policyDir != "" {
 		gate, err := opa.Load(ctx, res.policyDir, opa.Options{Timeout: res.policyTimeout})
 		if err != nil {
-			return nil, nil, fmt.Errorf("policy.dir %s (from %s): %w", res.policyDir, res.source("policy.dir"), unprefixed(err))
+			return nil, nil, regoError(fmt.Sprintf("policy.dir %s (from %s)", res.policyDir, res.source("policy.dir")), unprefixed(err))
 		}
 		cfg.Admission = policy.NewAdmitter(gate)
 	}
