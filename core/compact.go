@@ -127,12 +127,13 @@ const (
 )
 
 // Compact rewrites the sealed segments per cfg (see CompactConfig). It
-// waits for a running snapshot or redaction and makes them wait. With
-// Config.Admission set it is admitted (ActionCompact; see
-// MaintenanceAdmission) once the new segments are written and before they
-// take effect, so the gate judges exactly what will be removed; one that
-// removes or tombstones events is recorded as an audit event
-// (MaintenanceAuditEntity) before it takes effect. Errors: ErrReadOnly,
+// waits for a running snapshot or redaction and makes them wait. A
+// compaction that removes or tombstones events is always recorded as an
+// audit event (MaintenanceAuditEntity) before it takes effect, with
+// Config.Admission set or not. With Config.Admission set it is first
+// admitted (ActionCompact; see MaintenanceAdmission) once the new
+// segments are written and before they take effect, so the gate judges
+// exactly what will be removed. Errors: ErrReadOnly,
 // ErrMaintenanceNotAdmitted, the gate's refusal, I/O errors (the old
 // segments then stay in force).
 func (s *Store) Compact(ctx context.Context, cfg CompactConfig) (CompactReport, error) {

@@ -733,11 +733,16 @@ Data reclaimed counts uncompressed segment bytes; on disk counts file
 sizes, zero fill and compression included (the new files can take more
 room: packed segments written back plain, say).
 
+A compaction that removes or tombstones events is always recorded (with
+policy.dir set or not) as an audit event on entity
+batpak:audit:maintenance before it takes effect: what it removed or
+tombstoned, of which entities, --reason; the summary says so, and
+"batpak query --entity-prefix batpak:audit" reads the records.
+
 With policy.dir set (--policy-dir), the compaction is judged by the policy
 (input.action "compact") once the new segments are written and before they
 take effect: input.maintenance says what it would remove or tombstone and
-of which entities. One that removes or tombstones events is recorded as an
-audit event on entity batpak:audit:maintenance before it takes effect.
+of which entities.
 
 --dry-run compacts a private copy of the store (in the temporary
 directory; it needs room for one) and reports what compacting the store
@@ -809,7 +814,7 @@ nothing (and says so) while fewer than N segments are sealed.`,
 					DryRun: dryRun, SegmentsRewritten: rep.SegmentsRewritten, SegmentsRemoved: rep.SegmentsRemoved,
 					EventsRemoved: rep.EventsRemoved, EventsTombstoned: rep.EventsTombstoned, BytesReclaimed: rep.BytesReclaimed,
 					DiskBytesReclaimed: rep.DiskBytesReclaimed, ElapsedMillis: float64(rep.Elapsed.Microseconds()) / 1000,
-					Skipped: rep.Skipped,
+					Skipped: rep.Skipped, AuditEntity: compactAudit(rep),
 				}, nil)
 			}
 			if rep.Skipped {
@@ -824,6 +829,13 @@ nothing (and says so) while fewer than N segments are sealed.`,
 				prefix, plural(rep.SegmentsRewritten, "segment", "segments"), plural(rep.EventsRemoved, "event", "events"),
 				plural(rep.EventsTombstoned, "event", "events"), rep.SegmentsRemoved, humanBytes(rep.BytesReclaimed),
 				disk, rep.Elapsed.Round(time.Millisecond))
+			if err == nil && compactAudit(rep) != "" {
+				verb := "recorded"
+				if dryRun {
+					verb = "would be recorded"
+				}
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s as an audit event on %s (batpak query --entity-prefix batpak:audit)\n", verb, core.MaintenanceAuditEntity)
+			}
 			return err
 		},
 	}
@@ -853,6 +865,20 @@ type compactReportJSON struct {
 	DiskBytesReclaimed int64   `json:"disk_bytes_reclaimed"`
 	ElapsedMillis      float64 `json:"elapsed_ms"`
 	Skipped            bool    `json:"skipped,omitempty"` // fewer sealed segments than --min-segments: nothing done
+	// AuditEntity is where the compaction was recorded as an audit event
+	// (core.MaintenanceAuditEntity; a dry run's record is on the copy):
+	// set when it removed or tombstoned events.
+	AuditEntity string `json:"audit_entity,omitempty"`
+}
+
+// compactAudit is the entity a compaction's audit event was written on:
+// core records every compaction that removes or tombstones events, with
+// an admission gate or without (Store.Compact). "" when it wrote none.
+func compactAudit(rep core.CompactReport) string {
+	if rep.Skipped || rep.EventsRemoved+rep.EventsTombstoned == 0 {
+		return ""
+	}
+	return core.MaintenanceAuditEntity
 }
 
 // sealJSON is seal -o json's output: what the sealed segments looked like

@@ -137,10 +137,23 @@ func TestCompactCLI(t *testing.T) {
 	if before.Segments < 3 {
 		t.Fatalf("want several segments, have %d", before.Segments)
 	}
+	// Without a policy too, the summary says the compaction was recorded.
+	const audited = "as an audit event on batpak:audit:maintenance (batpak query --entity-prefix batpak:audit)\n"
+	if out := ok(t, "compact", "--data-dir="+dir, seg, "--max-per-entity", "1", "--dry-run"); !strings.HasSuffix(out, "\nwould be recorded "+audited) {
+		t.Fatalf("compact --dry-run: %q", out)
+	}
+	if out := ok(t, "compact", "--data-dir="+dir, seg, "--max-per-entity", "1", "--dry-run", "-o", "json"); !strings.Contains(out, `"audit_entity":"batpak:audit:maintenance"`) {
+		t.Fatalf("compact --dry-run -o json: %q", out)
+	}
 	out := ok(t, "compact", "--data-dir="+dir, seg, "--max-per-entity", "1", "--merge")
 	if !strings.Contains(out, "events removed") || strings.Contains(out, " 0 events removed") ||
-		!regexp.MustCompile(`, [0-9.]+ KiB of data reclaimed, [0-9.]+ KiB on disk reclaimed, in `).MatchString(out) {
+		!regexp.MustCompile(`, [0-9.]+ KiB of data reclaimed, [0-9.]+ KiB on disk reclaimed, in `).MatchString(out) ||
+		!strings.HasSuffix(out, "\nrecorded "+audited) {
 		t.Fatalf("compact: %q", out)
+	}
+	// Nothing removed: nothing recorded, and the summary says nothing of it.
+	if out := ok(t, "compact", "--data-dir="+dir, seg, "--max-per-entity", "1", "-o", "json"); strings.Contains(out, "audit") {
+		t.Fatalf("compact removing nothing: %q", out)
 	}
 	ok(t, "verify", "--data-dir="+dir)
 	after := decode[statsJSON](t, ok(t, "stats", "--data-dir="+dir, "--json"))
