@@ -22,7 +22,7 @@ const (
 	exitUsage       = 2   // the command was called wrongly: unknown verb or flag, missing or extra arguments
 	exitDenied      = 3   // a policy (local gate or the server's) or the server's authorization refused it (unknown key, missing role, suspended tenant)
 	exitConflict    = 4   // compare-and-set (--expect-clock/--expect-new) or idempotency-key conflict
-	exitNotFound    = 5   // no such event, cursor, tenant, key ... or no store at --data-dir
+	exitNotFound    = 5   // no such event, cursor, tenant, key ..., no store at --data-dir, an entity redact --entity finds no events of
 	exitLocked      = 6   // the store is locked by another process (one writer at a time)
 	exitCorrupt     = 7   // damaged segment, broken hash chain, truncated log: verify failed
 	exitUnavailable = 8   // the server is unreachable, overloaded (503, BUSY) or asks to retry later

@@ -582,16 +582,23 @@ reads show the event as redacted with no payload. Projection caches never
 serve state computed before the redaction. Snapshots and exports taken
 earlier still hold the payload.
 
+A redaction that erases anything is always recorded (with policy.dir set
+or not), before it is done, as an audit event on entity
+batpak:audit:maintenance (who, why, what, how many); --reason says why.
+
 With policy.dir set (--policy-dir), the redaction is judged by the policy
 first (input.action "redact", or "erase" with --entity; the events and
 entities it would erase are in input.maintenance), as the principal
---principal-id, --tenant, --roles; --reason says why. An admitted
-redaction is recorded, before it is done, as an audit event on entity
-batpak:audit:maintenance (who, why, what, how many).
+--principal-id, --tenant, --roles.
 
 --dry-run says what would be erased (the events, their entities, the
 payload bytes) from a read-only open and changes nothing; the policy is
-not consulted.`,
+not consulted.
+
+--entity naming an entity with no events fails with exit 5 (not found),
+so a mistyped name in an erasure request does not pass for done; one
+whose events are all redacted already redacts nothing and says so (exit
+0).`,
 		Example: `  batpak redact 0194d7a2-5c1e-7f3a-9b2d-4e6f8a0c1d2e --reason "GDPR request 17"
   batpak redact --entity customer:42 --dry-run`,
 		Args:              cobra.MaximumNArgs(1),
@@ -627,8 +634,23 @@ not consulted.`,
 				if err != nil {
 					return maintenanceDenial("redact", err)
 				}
-				return emit(cmd.OutOrStdout(), f, redactJSON{Entity: entity, Redacted: n}, func(w io.Writer) error {
-					_, err := fmt.Fprintf(w, "redacted %s of %s\n", plural(n, "event", "events"), entity)
+				already := 0
+				if n == 0 {
+					evs, err := s.Stream(entity)
+					if err != nil {
+						return err
+					}
+					if len(evs) == 0 {
+						return noEntityEvents(entity, s.Dir())
+					}
+					already = len(evs)
+				}
+				return emit(cmd.OutOrStdout(), f, redactJSON{Entity: entity, Redacted: n, AlreadyRedacted: already}, func(w io.Writer) error {
+					if n == 0 {
+						_, err := fmt.Fprintf(w, "redacted 0 events of %s: its %s already redacted\n", oneLine(entity), plural(already, "event was", "events were"))
+						return err
+					}
+					_, err := fmt.Fprintf(w, "redacted %s of %s; recorded as an audit event on %s\n", plural(n, "event", "events"), oneLine(entity), core.MaintenanceAuditEntity)
 					return err
 				})
 			}
@@ -649,6 +671,13 @@ not consulted.`,
 	return cmd
 }
 
+// noEntityEvents is redact --entity's refusal of an entity with no
+// events (exit 5): an erasure request naming it was mistyped, or is about
+// another store.
+func noEntityEvents(entity, dir string) error {
+	return withExitCode(exitNotFound, fmt.Errorf("no events of entity %q in %s: nothing redacted (batpak query --entity-prefix lists entities by prefix)", entity, dir))
+}
+
 // redactJSON is what redact prints with -o json|yaml.
 type redactJSON struct {
 	ID              string `json:"id,omitempty"`     // the event redacted (or to be)
@@ -656,7 +685,7 @@ type redactJSON struct {
 	Redacted        int    `json:"redacted"`         // events erased (dry run: that would be)
 	DryRun          bool   `json:"dry_run,omitempty"`
 	PayloadBytes    int    `json:"payload_bytes,omitempty"`    // dry run: the payload bytes to erase
-	AlreadyRedacted int    `json:"already_redacted,omitempty"` // dry run: events with no payload left
+	AlreadyRedacted int    `json:"already_redacted,omitempty"` // events with no payload left (--entity: when none was redacted)
 }
 
 // redactDryRun reports what redact would erase, from a read-only open.
@@ -677,6 +706,9 @@ func (a *app) redactDryRun(w io.Writer, f string, id core.EventID, entity string
 				return err
 			}
 			evs = []core.StoredEvent{ev}
+		}
+		if entity != "" && len(evs) == 0 {
+			return noEntityEvents(entity, res.cfg.Dir)
 		}
 		n, bytes, already := 0, 0, 0
 		for _, ev := range evs {

@@ -118,8 +118,16 @@ func TestSnapshotAndRedact(t *testing.T) {
 		t.Fatalf("get after redact:\n%s", out)
 	}
 	ok(t, "verify", "--data-dir="+dir)
-	if out := ok(t, "redact", "--data-dir="+dir, "--entity", "payment:1"); !strings.Contains(out, "redacted 1 event of payment:1") {
+	if out := ok(t, "redact", "--data-dir="+dir, "--entity", "payment:1"); out != "redacted 1 event of payment:1; recorded as an audit event on batpak:audit:maintenance\n" {
 		t.Fatalf("redact --entity: %q", out)
+	}
+	// Again: nothing left to redact, and it says so (exit 0); an entity
+	// with no events (a typo) is not found, dry run or not.
+	if out := ok(t, "redact", "--data-dir="+dir, "--entity", "payment:1"); out != "redacted 0 events of payment:1: its 1 event was already redacted\n" {
+		t.Fatalf("redact --entity again: %q", out)
+	}
+	for _, args := range [][]string{{"redact", "--data-dir=" + dir, "--entity", "paymnet:1"}, {"redact", "--data-dir=" + dir, "--entity", "paymnet:1", "--dry-run"}} {
+		failsWith(t, exitNotFound, args, `no events of entity "paymnet:1" in `+dir+": nothing redacted")
 	}
 	// The snapshot taken before still has the payload.
 	if out := ok(t, "get", "--data-dir="+snap, id); !strings.Contains(out, "total_cents") {
