@@ -323,6 +323,14 @@ type Config struct {
 	// the fewest; the others wait their turn before reading. Default 8; range 1..1024. See
 	// hostedworker.Options.InFlight. (server.workers_in_flight)
 	WorkersInFlight int
+	// WorkersMaxReactionDepth bounds chains of hosted workers' reactions:
+	// a worker asked to react to an event already that many generations
+	// of workers' reactions deep faults (kind "loop") and writes nothing
+	// for it, so a worker reacting to its own reactions without end is
+	// quarantined rather than filling its tenant's storage. Default 16;
+	// range 1..1024. See hostedworker.Options.MaxReactionDepth.
+	// (server.workers_max_reaction_depth)
+	WorkersMaxReactionDepth int
 
 	// Logger receives the server's own messages (default: text on Stderr);
 	// Stderr receives the access log and the generated operator token
@@ -373,6 +381,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.WorkersInFlight < 0 || c.WorkersInFlight > hostedworker.MaxInFlight {
 		return c, fmt.Errorf("server.workers_in_flight (WorkersInFlight) is %d: want 1..%d (0: the default %d)", c.WorkersInFlight, hostedworker.MaxInFlight, hostedworker.DefaultInFlight)
+	}
+	if c.WorkersMaxReactionDepth < 0 || c.WorkersMaxReactionDepth > hostedworker.MaxReactionDepthLimit {
+		return c, fmt.Errorf("server.workers_max_reaction_depth (WorkersMaxReactionDepth) is %d: want 1..%d (0: the default %d)", c.WorkersMaxReactionDepth, hostedworker.MaxReactionDepthLimit, hostedworker.DefaultMaxReactionDepth)
 	}
 	if c.Listen == "" {
 		c.Listen = d.Listen
@@ -805,7 +816,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	// A cluster node runs hosted workers only while it leads (standby
 	// until then: see leadership).
 	s.workers, err = hostedworker.New(hostedworker.Options{Plane: s.plane, Tenants: s.tenants, Source: source,
-		Quotas: quotas, Logger: cfg.Logger, MaxDefined: cfg.WorkersMaxDefined, InFlight: cfg.WorkersInFlight, Standby: s.node != nil})
+		Quotas: quotas, Logger: cfg.Logger, MaxDefined: cfg.WorkersMaxDefined, InFlight: cfg.WorkersInFlight,
+		MaxReactionDepth: cfg.WorkersMaxReactionDepth, Standby: s.node != nil})
 	if err != nil {
 		return fail(fmt.Errorf("hosted workers: %w", err))
 	}

@@ -79,8 +79,9 @@ type Fault struct {
 	// "timeout", "malformed", …), "denied" for a reaction a policy
 	// refused, "unavailable" for a plugin the source could not provide,
 	// "store" for the tenant's store unable to take writes (a full disk;
-	// not counted towards quarantine), or "error" for anything else (a
-	// failed write).
+	// not counted towards quarantine), "loop" for reactions to an event
+	// already Options.MaxReactionDepth generations of reactions deep
+	// (ErrReactionLoop), or "error" for anything else (a failed write).
 	Kind    string `json:"kind"`
 	Message string `json:"message"`
 }
@@ -105,6 +106,19 @@ const (
 	DefaultMaxDefined = 256
 	MaxDefinedLimit   = 65536
 )
+
+// DefaultMaxReactionDepth and MaxReactionDepthLimit are
+// Options.MaxReactionDepth's default and ceiling.
+const (
+	DefaultMaxReactionDepth = 16
+	MaxReactionDepthLimit   = 1024
+)
+
+// ErrReactionLoop is the fault of a worker asked to react to an event
+// that is already Options.MaxReactionDepth generations of workers'
+// reactions deep (a worker reacting to its own reactions, or workers to
+// each other's, without end): its reactions are not written.
+var ErrReactionLoop = errors.New("hostedworker: reaction loop")
 
 // MaxLogEntries is how many log entries a worker's status keeps.
 const MaxLogEntries = 32
@@ -197,7 +211,18 @@ type Options struct {
 	// other tenant's worker back. Default DefaultInFlight; range
 	// 1..MaxInFlight.
 	InFlight int
-	Logger   *slog.Logger // nil: slog.Default()
+	// MaxReactionDepth bounds chains of hosted workers' reactions: a
+	// worker whose plugin reacts to an event that is already the
+	// MaxReactionDepth-th in a chain of workers' reactions (a reaction to
+	// a reaction to … an event no worker wrote) faults with
+	// ErrReactionLoop (kind "loop") and writes nothing for it, so a
+	// worker whose region takes in what its plugin writes — each event
+	// answered with two reactions doubles the log at every generation —
+	// is quarantined past its restart policy rather than filling its
+	// tenant's storage. Default DefaultMaxReactionDepth; range
+	// 1..MaxReactionDepthLimit.
+	MaxReactionDepth int
+	Logger           *slog.Logger // nil: slog.Default()
 	// Standby makes the supervisor start in standby (see Standby): it
 	// runs nothing until Resume. A cluster node passes it: only the
 	// leader runs workers.
@@ -243,6 +268,11 @@ func New(opts Options) (*Supervisor, error) {
 		return nil, fmt.Errorf("hostedworker: Options.MaxDefined is %d, want 1..%d", opts.MaxDefined, MaxDefinedLimit)
 	case opts.InFlight < 0 || opts.InFlight > MaxInFlight:
 		return nil, fmt.Errorf("hostedworker: Options.InFlight is %d, want 1..%d", opts.InFlight, MaxInFlight)
+	case opts.MaxReactionDepth < 0 || opts.MaxReactionDepth > MaxReactionDepthLimit:
+		return nil, fmt.Errorf("hostedworker: Options.MaxReactionDepth is %d, want 1..%d", opts.MaxReactionDepth, MaxReactionDepthLimit)
+	}
+	if opts.MaxReactionDepth == 0 {
+		opts.MaxReactionDepth = DefaultMaxReactionDepth
 	}
 	if opts.InFlight == 0 {
 		opts.InFlight = DefaultInFlight
@@ -764,6 +794,12 @@ type runner struct {
 	lastFault *Fault
 	next      time.Time
 	log       []LogEntry
+
+	// depths caches the reaction depth (reactionDepth) of the recent
+	// sources the worker reacted to, so that their own reactions' depth,
+	// when they come back as sources, needs no read. Used by the handler
+	// alone (one batch at a time).
+	depths map[core.EventID]int
 }
 
 func newRunner(s *Supervisor, d control.WorkerDef) *runner {
@@ -966,6 +1002,8 @@ func (r *runner) fault(err error) Fault {
 		f.Kind = "unavailable"
 	case errors.As(err, new(*quota.Exceeded)):
 		f.Kind = "quota"
+	case errors.Is(err, ErrReactionLoop):
+		f.Kind = "loop"
 	}
 	f.Message = strings.TrimPrefix(f.Message, "batpak: ")
 	if len(f.Message) > 2048 {
@@ -1252,6 +1290,37 @@ func writtenBefore(err error, cursor string, source core.EventID) bool {
 	return core.ReactionsWrittenBefore(err, fmt.Sprintf("%s%s:%s:", wire.WorkerKeyPrefix, cursor, source))
 }
 
+// reactionDepth is how many generations of hosted workers' reactions ev
+// ends: 0 for an event no worker wrote, 1 for a worker's reaction to
+// one, 2 for a reaction to that, … counted up to the supervisor's
+// MaxReactionDepth. A worker's reaction is an event whose idempotency
+// key is a worker's (wire.WorkerKeyPrefix, which only workers and
+// imports of their reactions may carry) and whose causation id is its
+// source's. A cause no longer in the store (compacted) ends the count.
+// The depth of ev is remembered for its own reactions' turn.
+func (r *runner) reactionDepth(store *core.Store, ev *core.StoredEvent) int {
+	limit := r.s.opts.MaxReactionDepth
+	d := 0
+	key, cause := ev.IdempotencyKey, ev.Header.CausationID
+	for strings.HasPrefix(key, wire.WorkerKeyPrefix) && !cause.IsZero() && d < limit {
+		d++
+		if cd, ok := r.depths[cause]; ok {
+			d = min(d+cd, limit)
+			break
+		}
+		parent, err := store.Get(cause)
+		if err != nil {
+			break
+		}
+		key, cause = parent.IdempotencyKey, parent.Header.CausationID
+	}
+	if r.depths == nil || len(r.depths) >= 4096 {
+		r.depths = make(map[core.EventID]int, 64)
+	}
+	r.depths[ev.Header.ID] = d
+	return d
+}
+
 // handler adapts the plugin to the cursor worker: for each batch it calls
 // the plugin and writes the reactions it returns, those of each source
 // event as one atomic batch with idempotency keys
@@ -1288,6 +1357,10 @@ func (r *runner) handler(store *core.Store, p *plugins.Plugin, t *turn) core.Han
 		for _, src := range order {
 			if err := r.checkBatch(len(bySource[src])); err != nil {
 				return core.Continue, fmt.Errorf("reactions to %s: %w", batch[src].Header.ID, err)
+			}
+			if d := r.reactionDepth(store, &batch[src]); d >= r.s.opts.MaxReactionDepth {
+				return core.Continue, fmt.Errorf("reactions to %s: %w: it is the reaction %d generations deep to an event no worker wrote (at most %d, server.workers_max_reaction_depth): does the worker's region take in what its plugin writes?",
+					batch[src].Header.ID, ErrReactionLoop, d, r.s.opts.MaxReactionDepth)
 			}
 		}
 		wctx := core.WithPlugin(core.WithAction(ctx, core.ActionPlugin), p.Ref())
