@@ -153,10 +153,14 @@ func (p *Plane) History(entity string) ([]Change, error) {
 	return out, nil
 }
 
-// TenantEntity, KeyEntity and CursorEntity are the system-store entities
-// whose History records a tenant, a key and a cursor definition.
-func TenantEntity(id string) string           { return "tenant:" + id }
-func KeyEntity(id string) string              { return "key:" + id }
+// TenantEntity is the system-store entity whose History records tenant id.
+func TenantEntity(id string) string { return "tenant:" + id }
+
+// KeyEntity is the system-store entity whose History records API key id.
+func KeyEntity(id string) string { return "key:" + id }
+
+// CursorEntity is the system-store entity whose History records the
+// definition of tenant's cursor name.
 func CursorEntity(tenant, name string) string { return "cursor:" + tenant + "/" + name }
 
 // OperatorEntity is the system-store entity recording the operator credential.
