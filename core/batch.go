@@ -317,6 +317,13 @@ func (t *BatchTicket) Wait(ctx context.Context) ([]Receipt, error) {
 	if err := t.c.wait(ctx); err != nil {
 		return nil, err
 	}
+	if t.err == nil && len(t.receipts) > 0 {
+		end := uint64(0)
+		for i := range t.receipts {
+			end = max(end, t.receipts[i].GlobalSequence+1)
+		}
+		noteWritten(ctx, end)
+	}
 	return t.receipts, t.err
 }
 

@@ -127,12 +127,12 @@
 // a handler over a cursor on its own goroutine: the position commits after
 // the handler returns, a panic or error rewinds to the last commit
 // (at-least-once) within a restart budget; a named worker's position is
-// made durable only after everything the store had acknowledged when its
-// handler returned (its own writes among them), so a power loss never
-// keeps a position past writes it lost. React derives events from
-// events, writing each source's reactions as one idempotent batch; a
-// redelivered source keeps the reactions written first even when the
-// function now answers otherwise.
+// made durable only after the writes its handler made with the context it
+// was handed, so a power loss never keeps a position past reactions it
+// lost. React derives events from events, writing each source's
+// reactions as one idempotent batch; a redelivered source keeps the
+// reactions written first even when the function now answers otherwise
+// (other payloads, more of them; not another place or kind).
 //
 // Project folds an entity's visible events through a Projection[S] (a
 // stable name, a schema version, the kinds it reads, Init and Apply), with

@@ -16,6 +16,7 @@ import (
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/core/internal/vfs"
+	"github.com/batpak-go/batpak/core/internal/vfs/errorfs"
 )
 
 // TestReactRedeliveryKeepsTheFirstAnswer: a React function whose answer
@@ -235,4 +236,81 @@ func TestReactSurvivesKills(t *testing.T) {
 		}
 	}
 	t.Logf("%d sources, each reacted to once, across 6 kills", len(srcs))
+}
+
+// TestReactorsSharingKeysStillFail: two unnamed reactors share one key
+// space; the second one's reactions, for another place, are not taken for
+// the first one's answer redelivered: it fails loudly (an
+// *IdempotencyError naming the place) rather than write nothing.
+func TestReactorsSharingKeysStillFail(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	src := mustCoord(t, "order:1", "shop")
+	for i := range 3 {
+		mustAppend(t, s, src, core.MustKind(1, 1), payloadN(i))
+	}
+	reactor := func(out core.Coordinate) func(context.Context, core.StoredEvent) ([]core.Reaction, error) {
+		return func(ctx context.Context, ev core.StoredEvent) ([]core.Reaction, error) {
+			return []core.Reaction{{Coordinate: out, Kind: core.MustKind(2, 1), Payload: []byte(`{}`)}}, nil
+		}
+	}
+	region := core.All().WithKind(core.MustKind(1, 1))
+	w1, err := s.React(ctx, region, core.WorkerConfig{}, reactor(mustCoord(t, "invoice:1", "shop")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the invoices", func() bool { return len(mustQuery(t, s, core.All().WithEntity("invoice:1"))) == 3 })
+	w1.Stop()
+	_ = w1.Join()
+	none := core.RestartNever()
+	w2, err := s.React(ctx, region, core.WorkerConfig{Restart: &none}, reactor(mustCoord(t, "shipment:1", "shop")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ie *core.IdempotencyError
+	if err := joinWithin(t, w2); !errors.As(err, &ie) {
+		t.Fatalf("the second unnamed reactor ended with %v, want an *IdempotencyError", err)
+	}
+}
+
+// TestWorkerWritingNothingAddsNoSync: on a store that syncs every 1000
+// events, a named worker whose handler writes nothing commits positions
+// already durable without syncing the rest of the log (other writers'
+// events past its position), however often it commits.
+func TestWorkerWritingNothingAddsNoSync(t *testing.T) {
+	efs := errorfs.Wrap(vfs.Default())
+	cfg := testConfig(t.TempDir())
+	cfg.Sync.EveryNEvents, cfg.Sync.Interval = 1000, time.Hour
+	s, err := core.OpenWithFS(cfg, efs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	mine, theirs := mustCoord(t, "order:1", "shop"), mustCoord(t, "audit:1", "ops")
+	for i := range 100 {
+		mustAppend(t, s, mine, core.MustKind(1, 1), payloadN(i))
+	}
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		mustAppend(t, s, theirs, core.MustKind(3, 1), payloadN(i)) // not yet durable
+	}
+	var segSyncs atomic.Int64
+	efs.Inject(errorfs.Fault{Op: errorfs.OpSync, Pattern: "*.seg", Persist: true, Pass: true, Hook: func() { segSyncs.Add(1) }})
+	w, err := s.CursorWorker(ctx, core.All().WithEntity("order:1"), core.WorkerConfig{Name: "reader", BatchSize: 10},
+		func(ctx context.Context, b []core.StoredEvent) (core.WorkerAction, error) { return core.Continue, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the reader's commit of its 100 events", func() bool {
+		c, err := s.NamedCursor("reader", core.All())
+		return err == nil && c.Committed() >= 100
+	})
+	w.Stop()
+	_ = w.Join()
+	if n := segSyncs.Load(); n != 0 {
+		t.Fatalf("a worker writing nothing synced the log %d times for its 10 commits", n)
+	}
 }

@@ -27,6 +27,9 @@ func (t *Ticket) Wait(ctx context.Context) (Receipt, error) {
 	if err := t.c.wait(ctx); err != nil {
 		return Receipt{}, err
 	}
+	if t.err == nil {
+		noteWritten(ctx, t.receipt.GlobalSequence+1)
+	}
 	return t.receipt, t.err
 }
 

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -93,10 +94,11 @@ type Worker struct {
 //
 // The position commits after each batch the handler finished. For a named
 // worker the commit is durable, and made so only after the log is on
-// stable storage up to its end when the handler returned: on a store that
-// syncs every N events, what the handler wrote to the store (reactions)
-// is never lost to a power loss while the position past its sources
-// survives (the commit costs a sync when such writes are not yet stable).
+// stable storage past the writes the handler made with the context it
+// was handed (Append, AppendBatch, a ticket's Wait: React's reactions, a
+// plugin's): on a store that syncs every N events, a reaction is never
+// lost to a power loss while the position past its source survives (the
+// commit costs a sync only when such writes are not yet stable).
 func (s *Store) CursorWorker(ctx context.Context, r Region, cfg WorkerConfig, handler Handler) (*Worker, error) {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 64
@@ -148,6 +150,8 @@ func (w *Worker) Restarts() int {
 
 func (w *Worker) run(ctx context.Context, s *Store, cur *Cursor, cfg WorkerConfig, policy RestartPolicy, handler Handler) error {
 	var failures []time.Time
+	mark := &writeMark{}
+	hctx := context.WithValue(ctx, writeMarkKey{}, mark)
 	for {
 		if ctx.Err() != nil {
 			return nil
@@ -186,7 +190,8 @@ func (w *Worker) run(ctx context.Context, s *Store, cur *Cursor, cfg WorkerConfi
 			t.Stop()
 			continue
 		}
-		action, err := callHandler(ctx, handler, batch)
+		mark.end.Store(0)
+		action, err := callHandler(hctx, handler, batch)
 		release()
 		if err != nil {
 			// Neither a stop nor a closing store is the handler failing:
@@ -217,11 +222,12 @@ func (w *Worker) run(ctx context.Context, s *Store, cur *Cursor, cfg WorkerConfi
 			cur.Rewind()
 			continue
 		}
-		// What the handler wrote (its reactions) was acknowledged before it
-		// returned: the position is made durable only after everything
-		// the store had acknowledged by then, so a power loss never leaves
-		// a committed position past sources whose reactions are lost.
-		if err := cur.commitAfter(uint64(s.ix.Published())); err != nil {
+		// What the handler wrote with the context it was handed (its
+		// reactions) was acknowledged before it returned: the position is
+		// made durable only after those writes, so a power loss never
+		// leaves a committed position past sources whose reactions are
+		// lost.
+		if err := cur.commitAfter(mark.end.Load()); err != nil {
 			return err
 		}
 		if action == Stop {
@@ -267,10 +273,12 @@ type Reaction struct {
 //
 // fn need not answer a redelivered source as it did the first time (it
 // may read a clock or draw an id): when the reactions a source had are
-// already stored under its derived keys and fn now returns others
-// (another payload, more of them), the reactions written first stand,
-// none is written twice, the store's Logger says so, and the worker goes
-// on (ReactionsWrittenBefore).
+// already stored under its derived keys, at the places and of the kinds
+// fn names again, and fn now returns other payloads or more of them, the
+// reactions written first stand, none is written twice, the store's
+// Logger warns, and the worker goes on (ReactionsWrittenBefore). A key
+// stored for another place or kind — another reactor's, unnamed reactors
+// sharing their keys — fails the handler as before.
 func (s *Store) React(ctx context.Context, r Region, cfg WorkerConfig, fn func(ctx context.Context, ev StoredEvent) ([]Reaction, error)) (*Worker, error) {
 	return s.CursorWorker(ctx, r, cfg, func(ctx context.Context, batch []StoredEvent) (WorkerAction, error) {
 		for _, ev := range batch {
@@ -296,8 +304,8 @@ func (s *Store) React(ctx context.Context, r Region, cfg WorkerConfig, fn func(c
 			}
 			if _, err := s.AppendBatch(WithAction(ctx, ActionReaction), items); err != nil {
 				prefix := reactionKeyPrefix(cfg.Name, ev.Header.ID)
-				if ReactionsWrittenBefore(err, prefix) && (derived || !errors.Is(err, ErrBatchMixedKeys)) {
-					s.cfg.Logger.Info("batpak: reactions to this event were written before and are kept (the reactor now answers otherwise)",
+				if derived && ReactionsWrittenBefore(err, prefix) && s.storedAlike(items) {
+					s.cfg.Logger.Warn("batpak: reactions to this event were written before and are kept (the reactor now answers otherwise)",
 						"reactor", cfg.Name, "event", ev.Header.ID.String(), "err", err)
 					continue
 				}
@@ -324,6 +332,49 @@ func ReactionsWrittenBefore(err error, prefix string) bool {
 	}
 	var ie *IdempotencyError
 	return errors.As(err, &ie) && strings.HasPrefix(ie.Key, prefix)
+}
+
+// storedAlike reports whether every item whose idempotency key the store
+// already holds names the coordinate and kind of the event stored under
+// it: a reactor's answer to a redelivered source may differ in payloads
+// (or count), never in where and what, unless the key is another's.
+func (s *Store) storedAlike(items []BatchItem) bool {
+	for i := range items {
+		it := &items[i]
+		s.ix.RLock()
+		seq, ok := s.ix.Idem(it.Options.IdempotencyKey)
+		s.ix.RUnlock()
+		if !ok {
+			continue
+		}
+		o, err := s.idemOriginal(seq)
+		if err != nil || o.coord != it.Coordinate || o.kind != it.Kind {
+			return false
+		}
+	}
+	return true
+}
+
+// writeMark collects the end (highest global sequence + 1) of the writes
+// made with a context carrying it (writeMarkKey), as their tickets'
+// Wait returns: a worker hands its handler such a context and commits its
+// position only once the log is durable past them.
+type writeMark struct{ end atomic.Uint64 }
+
+type writeMarkKey struct{}
+
+// noteWritten raises the write mark ctx carries, if any, to end.
+func noteWritten(ctx context.Context, end uint64) {
+	m, _ := ctx.Value(writeMarkKey{}).(*writeMark)
+	if m == nil {
+		return
+	}
+	for {
+		old := m.end.Load()
+		if end <= old || m.end.CompareAndSwap(old, end) {
+			return
+		}
+	}
 }
 
 // reactionKey is the idempotency key of the i-th reaction of a reactor
