@@ -552,3 +552,24 @@ func TestChangeByALostKeyIsRefused(t *testing.T) {
 	}
 	check(t, p.DefineCursor(op, def("a", "by-operator")))
 }
+
+// TestChangeByATenantTokenOfASuspendedTenantIsRefused: a change asked by
+// a tenant's credential without an API key (a JWT's principal) is
+// refused as it is recorded when the tenant is suspended or deleted, or
+// when it names another tenant.
+func TestChangeByATenantTokenOfASuspendedTenantIsRefused(t *testing.T) {
+	p := open(t, t.TempDir())
+	defer p.Close()
+	op := opCtx()
+	must(t)(p.CreateTenant(op, "a", control.Quotas{}, control.Settings{}))
+	must(t)(p.CreateTenant(op, "b", control.Quotas{}, control.Settings{}))
+	jwt := policy.WithPrincipal(context.Background(), policy.Principal{ID: "alice", Tenant: "a", Roles: []string{"admin"}})
+	check(t, p.DefineCursor(jwt, control.CursorDef{Name: "live", Tenant: "a"}))
+	if err := p.DefineCursor(jwt, control.CursorDef{Name: "other", Tenant: "b"}); !errors.Is(err, control.ErrAccessLost) {
+		t.Fatalf("a's token changing b: %v, want ErrAccessLost", err)
+	}
+	must(t)(p.SuspendTenant(op, "a", "unpaid"))
+	if err := p.DefineCursor(jwt, control.CursorDef{Name: "suspended", Tenant: "a"}); !errors.Is(err, control.ErrAccessLost) {
+		t.Fatalf("a token of a suspended tenant: %v, want ErrAccessLost", err)
+	}
+}

@@ -166,26 +166,35 @@ func CursorEntity(tenant, name string) string { return "cursor:" + tenant + "/" 
 // OperatorEntity is the system-store entity recording the operator credential.
 const OperatorEntity = "operator"
 
-// stillHolds refuses a change asked with an API key (b.By.KeyID) that is
-// no longer live, belongs to another tenant than the change's, or whose
-// tenant is suspended: the request was admitted earlier, and its key may
-// have lost its access while the request's body arrived or its bundle
-// compiled. The caller holds p.wmu, so a revocation recorded before this
-// change is seen. Changes without a key (the operator, a JWT, the
-// server's own) are not checked here.
+// stillHolds refuses a change asked by a tenant's credential that no
+// longer holds: an API key (b.By.KeyID) no longer live or of another
+// tenant, or any tenant principal (an API key's, a JWT's: b.By.Tenant)
+// whose tenant is deleted or suspended, or that asks a change of another
+// tenant. The request was admitted earlier, and its credential may have
+// lost its access while the request's body arrived or its bundle
+// compiled. The caller holds p.wmu, so a revocation or suspension
+// recorded before this change is seen. Changes by the operator and the
+// server's own (no tenant) are not checked here.
 func (p *Plane) stillHolds(b body) error {
-	id := b.By.KeyID
-	if id == "" {
+	by := b.By
+	if by.KeyID == "" && by.Tenant == "" {
 		return nil
 	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	k, ok := p.st.keys[id]
-	if !ok || (b.Tenant != "" && k.Tenant != b.Tenant) {
-		return fmt.Errorf("%w: key %s is revoked or unknown", ErrAccessLost, id)
+	tenant := by.Tenant
+	if id := by.KeyID; id != "" {
+		k, ok := p.st.keys[id]
+		if !ok || (tenant != "" && k.Tenant != tenant) {
+			return fmt.Errorf("%w: key %s is revoked or unknown", ErrAccessLost, id)
+		}
+		tenant = k.Tenant
 	}
-	if t, ok := p.st.tenants[k.Tenant]; !ok || t.State == StateSuspended {
-		return fmt.Errorf("%w: tenant %s is deleted or suspended", ErrAccessLost, k.Tenant)
+	if b.Tenant != "" && b.Tenant != tenant {
+		return fmt.Errorf("%w: a credential of tenant %s cannot change tenant %s", ErrAccessLost, tenant, b.Tenant)
+	}
+	if t, ok := p.st.tenants[tenant]; !ok || t.State == StateSuspended {
+		return fmt.Errorf("%w: tenant %s is deleted or suspended", ErrAccessLost, tenant)
 	}
 	return nil
 }

@@ -9,33 +9,42 @@ import (
 	"github.com/batpak-go/batpak/server"
 )
 
-// TestReactionLoopQuarantined: a worker over every event whose plugin
-// answers each with two reactions reacts to its own reactions, doubling
-// the log at every generation. It writes reactions down to
-// server.workers_max_reaction_depth generations (here 4: 1+2+4+8+16
-// events), then faults with kind "loop" naming the setting and is
-// quarantined past its restart policy, instead of filling its tenant's
-// storage; the generations within the bound are written.
+// TestReactionLoopQuarantined: a worker whose region takes in what its
+// plugin writes reacts to its own reactions. One answering each event
+// with two reactions (doubling the log at every generation) faults with
+// kind "loop" the first time it fans out on its own reaction; one
+// answering with one reaction (a chain) writes reactions down to
+// server.workers_max_reaction_depth generations (here 4), then faults
+// naming the setting. Either is quarantined past its restart policy
+// instead of filling its tenant's storage.
 func TestReactionLoopQuarantined(t *testing.T) {
 	ts := startServer(t, t.TempDir(), newSource(t, standardFixtures()), func(c *server.Config) { c.WorkersMaxReactionDepth = 4 })
-	acme := ts.tenant(t, "acme")
 	ctx := context.Background()
-	appendOrders(t, acme, "order:1", 1)
-	if _, err := acme.StartWorker(ctx, "loop", client.WorkerSpec{Plugin: "double", // region: every event, its own reactions too
-		Restart: client.WorkerRestart{BackoffMinMs: 1, MaxRestarts: intp(2)}}); err != nil {
-		t.Fatal(err)
+	for _, c := range []struct {
+		tenant, plugin string
+		events         float64 // the order and the reactions written
+		says           string
+	}{
+		{"fan", "double", 1 + 2, "not fan out"},
+		{"chain", "echo-ok", 1 + 4, "server.workers_max_reaction_depth"},
+	} {
+		tc := ts.tenant(t, c.tenant)
+		appendOrders(t, tc, "order:1", 1)
+		if _, err := tc.StartWorker(ctx, "loop", client.WorkerSpec{Plugin: c.plugin, // region: every event, its own reactions too
+			Restart: client.WorkerRestart{BackoffMinMs: 1, MaxRestarts: intp(3)}}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, c.tenant+"'s looping worker quarantined", func() bool { return worker(t, tc, "loop").State == "quarantined" })
+		w := worker(t, tc, "loop")
+		if w.LastFault == nil || w.LastFault.Kind != "loop" || !strings.Contains(w.LastFault.Message, c.says) {
+			t.Fatalf("%s: last fault %+v, want kind loop saying %q", c.tenant, w.LastFault, c.says)
+		}
+		st, err := tc.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := st["global_sequence"]; n != c.events {
+			t.Fatalf("%s: the tenant's log holds %v events, want %v", c.tenant, n, c.events)
+		}
 	}
-	waitFor(t, "the looping worker quarantined", func() bool { return worker(t, acme, "loop").State == "quarantined" })
-	w := worker(t, acme, "loop")
-	if w.LastFault == nil || w.LastFault.Kind != "loop" || !strings.Contains(w.LastFault.Message, "server.workers_max_reaction_depth") {
-		t.Fatalf("last fault: %+v, want kind loop naming server.workers_max_reaction_depth", w.LastFault)
-	}
-	st, err := acme.Stats(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := st["global_sequence"]; n != float64(1+2+4+8+16) {
-		t.Fatalf("the tenant's log holds %v events, want 31: the order and four generations of reactions", n)
-	}
-
 }

@@ -215,12 +215,15 @@ type Options struct {
 	// worker whose plugin reacts to an event that is already the
 	// MaxReactionDepth-th in a chain of workers' reactions (a reaction to
 	// a reaction to … an event no worker wrote) faults with
-	// ErrReactionLoop (kind "loop") and writes nothing for it, so a
-	// worker whose region takes in what its plugin writes — each event
-	// answered with two reactions doubles the log at every generation —
-	// is quarantined past its restart policy rather than filling its
-	// tenant's storage. Default DefaultMaxReactionDepth; range
-	// 1..MaxReactionDepthLimit.
+	// ErrReactionLoop (kind "loop") and writes nothing for it, and is
+	// quarantined past its restart policy. A worker answering one of its
+	// own reactions with more than one reaction faults the same way at
+	// once (each generation would multiply the log). The bound is on
+	// generations, not on how many reactions a chain holds: workers
+	// fanning out on each other's reactions (k each) write up to k to the
+	// power of the depth per event before the fault, within the tenant's
+	// events_per_second and storage_bytes. Default
+	// DefaultMaxReactionDepth; range 1..MaxReactionDepthLimit.
 	MaxReactionDepth int
 	Logger           *slog.Logger // nil: slog.Default()
 	// Standby makes the supervisor start in standby (see Standby): it
@@ -1333,6 +1336,7 @@ func (r *runner) reactionDepth(store *core.Store, ev *core.StoredEvent) int {
 func (r *runner) handler(store *core.Store, p *plugins.Plugin, t *turn) core.Handler {
 	principal := policy.Principal{ID: "worker:" + r.def.Name, Tenant: r.def.Tenant, Roles: []string{"plugin"}}
 	cursor := r.def.Cursor
+	ownKeys := wire.WorkerKeyPrefix + cursor + ":" // the keys of this worker's own reactions
 	return func(ctx context.Context, batch []core.StoredEvent) (core.WorkerAction, error) {
 		action, rs, err := p.Handle(ctx, batch)
 		// The server's turn covers reading the batch and the call; the
@@ -1357,6 +1361,10 @@ func (r *runner) handler(store *core.Store, p *plugins.Plugin, t *turn) core.Han
 		for _, src := range order {
 			if err := r.checkBatch(len(bySource[src])); err != nil {
 				return core.Continue, fmt.Errorf("reactions to %s: %w", batch[src].Header.ID, err)
+			}
+			if n := len(bySource[src]); n > 1 && strings.HasPrefix(batch[src].IdempotencyKey, ownKeys) {
+				return core.Continue, fmt.Errorf("reactions to %s: %w: the plugin answers the worker's own reaction with %d reactions; a worker may react to its own reactions one at a time (a chain of steps), not fan out on them: does the worker's region take in what its plugin writes?",
+					batch[src].Header.ID, ErrReactionLoop, n)
 			}
 			if d := r.reactionDepth(store, &batch[src]); d >= r.s.opts.MaxReactionDepth {
 				return core.Continue, fmt.Errorf("reactions to %s: %w: it is the reaction %d generations deep to an event no worker wrote (at most %d, server.workers_max_reaction_depth): does the worker's region take in what its plugin writes?",
