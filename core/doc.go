@@ -306,8 +306,10 @@
 //
 // Mid-log damage that Open and OpenReadOnly refuse leaves SalvageExport:
 // it reads the segment files directly (no lock, nothing written), skips
-// unreadable frames to the next readable one, and exports every readable
-// visible event in Export's format with a report of what it skipped.
+// unreadable frames to the next readable one, and exports, in Export's
+// format, every readable visible event it can show was acknowledged (of
+// an atomic batch that damage cut, see SalvageExport), each sequence
+// once, with a report of what it skipped, left out and found missing.
 //
 // A log shorter than the store durably recorded is not a torn tail but
 // lost acknowledged events (a deleted, truncated or zeroed segment): the

@@ -86,12 +86,13 @@ type logWalker struct {
 
 	// A salvage (SalvageExport) walks on past damage, which it reports
 	// through damage. Then a batch the damage cut stays open for its commit
-	// record (batchCut), and until a record read settles it, a batch item
-	// or fenced event may follow whose begin record the damage took
+	// record (cuts: how many of its items were held at each damage point,
+	// in log order), and until a record read settles it, a batch item or
+	// fenced event may follow whose begin record the damage took
 	// (lostBatchBegin, lostFenceBegin). A segment file missing (the
 	// sequences show it: next) counts as damage.
 	salvage                        bool
-	batchCut                       bool
+	cuts                           []int
 	lostBatchBegin, lostFenceBegin bool
 	partialBatches                 int    // batches committed, some of whose items were not read
 	partialItems                   int    // the items they lack
@@ -147,10 +148,10 @@ func (w *logWalker) lostBegin(lost bool, end uint64) bool {
 	return lost || gap
 }
 
-// damage tells a salvage walk that frames were skipped here. An open
-// fence's events stay hidden (its end record is not trusted to follow)
-// and a batch in it is dropped; an open batch otherwise stays open, cut,
-// for its commit record.
+// damage tells a salvage walk that frames were skipped here (or a
+// segment file is missing). An open fence's events stay hidden (its end
+// record is not trusted to follow) and a batch in it is dropped; an open
+// batch otherwise stays open, cut here, for its commit record.
 func (w *logWalker) damage() error {
 	if w.fenceOpen {
 		w.dropBatch()
@@ -158,7 +159,7 @@ func (w *logWalker) damage() error {
 			return err
 		}
 	} else if w.inBatch {
-		w.batchCut = true
+		w.cuts = append(w.cuts, len(w.batch))
 	}
 	w.lostBatchBegin, w.lostFenceBegin = true, true
 	return nil
@@ -200,8 +201,8 @@ func (w *logWalker) event(ev walkedEvent, sf byte) error {
 			if !w.lostBegin(w.lostBatchBegin, ev.seq) {
 				return w.orphan(ev.seg, ev.off, ev.seq, fmt.Sprintf("this event's %d", ev.seq), "batch item without a batch-begin record")
 			}
-			// Its batch-begin was lost: held as a batch cut.
-			w.inBatch, w.batchCut, w.batchCount, w.batch = true, true, 0, w.batch[:0]
+			// Its batch-begin was lost: held as a batch cut before it.
+			w.inBatch, w.batchCount, w.batch, w.cuts = true, 0, w.batch[:0], append(w.cuts[:0], 0)
 		}
 		if w.salvage && sf&format.SysFenced != 0 && !w.fenceOpen {
 			ev.hidden = true // of a fence whose begin was lost: never shown
@@ -243,7 +244,7 @@ func (w *logWalker) marker(seg uint32, off int, m format.Marker) error {
 	case format.RecBatchBegin:
 		w.dropBatch()
 		w.lostBatchBegin = false
-		w.inBatch, w.batchCount, w.batch = true, m.Count, w.batch[:0]
+		w.inBatch, w.batchCount, w.batch, w.cuts = true, m.Count, w.batch[:0], w.cuts[:0]
 	case format.RecBatchCommit:
 		end := m.ID + uint64(m.Count)
 		if !w.inBatch && !w.lostBegin(w.lostBatchBegin, end) {
@@ -253,14 +254,14 @@ func (w *logWalker) marker(seg uint32, off int, m format.Marker) error {
 		if w.inBatch {
 			items = w.batch
 		}
-		if w.salvage && (w.batchCut || !w.inBatch || int(m.Count) != len(items)) {
+		if w.salvage && (len(w.cuts) > 0 || !w.inBatch || int(m.Count) != len(items)) {
 			items = w.cutBatch(m, items)
 		} else if int(m.Count) != len(items) {
 			return w.shortBatch(seg, off, m)
 		}
 		// The items' array is used again for the next batch: nothing
 		// appends to it while they are emitted, and a fence copies them.
-		w.inBatch, w.batchCut, w.lostBatchBegin, w.batch = false, false, false, w.batch[:0]
+		w.inBatch, w.lostBatchBegin, w.batch, w.cuts = false, false, w.batch[:0], w.cuts[:0]
 		if w.fenceOpen { // a batch written under the fence waits for it
 			w.fence = append(w.fence, items...)
 			return nil
@@ -311,30 +312,100 @@ func (w *logWalker) shortBatch(seg uint32, off int, m format.Marker) error {
 }
 
 // cutBatch returns, of the items held (items) when a salvage reads the
-// commit record m of a batch it did not read whole, those of that batch:
-// the last ones held, whose sequences rise within the batch's (m.ID up to
-// m.Count of them). Items held before them are of a batch whose commit
-// record the damage took (which reused its sequences, or preceded them):
-// dropped. The items the batch lacks are counted (partialItems).
+// commit record m of a batch it did not read whole (damage cut it, or its
+// begin record was not read), those it can confirm committed, in log
+// order; the others are left out (the salvage counts them unconfirmed).
+//
+// A commit record names only the batch's first sequence and count, which
+// a batch retried after a crash shares with the attempt the crash cut,
+// and damage can hide a begin record: items held from before a damage
+// point may be of an attempt that never committed, whose sequences a
+// committed batch reused. So the commit record vouches only for the items
+// read after the batch's last damage point (the frames between them and
+// it are whole: the same attempt), from the last back, while their
+// sequences run down without a gap from the batch's last.
+//
+// An item held before a damage point is confirmed only by the hash chain:
+// when a confirmed item of its entity has its hash as previous hash, it
+// was in the entity's chain when that item was written, which a batch
+// that never committed never is. Then so are the items held before it
+// back to the damage point or the batch-begin record before it (no begin
+// record came between: the same attempt). Damage points are gone through
+// from the last back, so items confirmed so confirm earlier ones too.
+//
+// The sequences of m's batch that no item returned holds are counted lost
+// (partialItems) and, through cutEnd, missing.
 func (w *logWalker) cutBatch(m format.Marker, items []walkedEvent) []walkedEvent {
-	k, next := len(items), m.ID+uint64(m.Count)
-	for k > 0 && items[k-1].seq >= m.ID && items[k-1].seq < next {
-		k--
-		next = items[k].seq
+	last := 0 // the first item after the last damage point
+	if n := len(w.cuts); n > 0 {
+		last = w.cuts[n-1]
 	}
-	if k > 0 {
+	end := m.ID + uint64(m.Count)
+	k, next := len(items), end
+	for k > last && next > m.ID && items[k-1].seq == next-1 {
+		k--
+		next--
+	}
+	// kept[i] is how many items from the start of the i-th stretch
+	// between damage points (0: from the batch's start) are confirmed.
+	var kept []int
+	if last > 0 && k < len(items) {
+		type link struct {
+			entity string
+			hash   Hash
+		}
+		chained := map[link]bool{} // the previous hashes of items confirmed
+		confirm := func(evs []walkedEvent) {
+			for i := range evs {
+				if evs[i].prev != (Hash{}) {
+					chained[link{string(evs[i].entity), evs[i].prev}] = true
+				}
+			}
+		}
+		confirm(items[k:])
+		kept = make([]int, len(w.cuts))
+		for r := len(w.cuts) - 1; r >= 0; r-- {
+			lo := 0
+			if r > 0 {
+				lo = w.cuts[r-1]
+			}
+			for j := w.cuts[r] - 1; j >= lo; j-- {
+				if chained[link{string(items[j].entity), items[j].hash}] {
+					kept[r] = j + 1 - lo
+					confirm(items[lo : j+1])
+					break
+				}
+			}
+		}
+	}
+	out := items[:0] // in place: each item moves down, if at all
+	for r, n := range kept {
+		lo := 0
+		if r > 0 {
+			lo = w.cuts[r-1]
+		}
+		out = append(out, items[lo:lo+n]...)
+	}
+	out = append(out, items[k:]...)
+	if len(out) < len(items) {
 		w.droppedBatches++
 	}
-	if lost := int(m.Count) - (len(items) - k); lost > 0 {
+	inBatch := 0
+	for i := range out {
+		if out[i].seq >= m.ID && out[i].seq < end {
+			inBatch++
+		}
+	}
+	if lost := int(m.Count) - inBatch; lost > 0 {
 		w.partialBatches++
 		w.partialItems += lost
-		w.cutEnd = max(w.cutEnd, m.ID+uint64(m.Count))
+		w.cutEnd = max(w.cutEnd, end)
 	}
-	return items[k:]
+	return out
 }
 
 func (w *logWalker) dropBatch() {
-	w.batchCut = false
+	w.cuts = w.cuts[:0]
 	if w.inBatch {
 		w.droppedBatches++
 		w.inBatch, w.batch = false, w.batch[:0]

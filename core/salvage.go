@@ -21,20 +21,27 @@ type SalvageReport struct {
 	// Skipped lists the byte ranges that could not be read, in log order:
 	// damaged frames, unreadable or foreign files.
 	Skipped []SalvageSkip
-	// Unconfirmed counts events that were read but not written because a
-	// store would not show them either: items of a batch whose commit
-	// record was not read (the damage hid it, or it was never written),
-	// and events of a visibility fence whose commit record was not read,
-	// or that the damage cut (a fence's end record read after damage is
-	// not trusted to end the fence whose events were read before it).
+	// Unconfirmed counts events that were read but not written because
+	// nothing read shows they were acknowledged: items of a batch whose
+	// commit record was not read (the damage hid it, or it was never
+	// written); items of a batch whose commit record was read but that
+	// were read before a damage point in it and are not confirmed by the
+	// hash chain (see SalvageExport); and events of a visibility fence
+	// whose commit record was not read, or that the damage cut (a fence's
+	// end record read after damage is not trusted to end the fence whose
+	// events were read before it).
 	Unconfirmed int
 	// PartialBatches counts the batches whose commit record was read but
-	// not all of whose items were (frames damaged, a segment missing or
-	// unreadable). The batch committed, so the items read are written;
-	// BatchItemsLost counts the items that were not, whose sequences are
-	// in Missing too.
+	// not all of whose items were written: some were not read (frames
+	// damaged, a segment missing or unreadable) or were left out as
+	// unconfirmed. BatchItemsLost counts the batches' sequences that no
+	// item written holds; they are in Missing too.
 	PartialBatches int
 	BatchItemsLost int
+	// Duplicates counts events not written because an event of the same
+	// global sequence was read before them (a segment file copied): each
+	// sequence is written at most once, the first read.
+	Duplicates int
 	// Missing lists the global sequences no readable segment holds: gaps
 	// between the events read (a segment deleted, or skipped whole) and,
 	// at the end, the sequences the store recorded beyond the last event
@@ -70,15 +77,33 @@ type SalvageSkip struct {
 // alone fails its magic or checksum loses only the header. A frame that
 // reads whole but whose payload does not match its digest is skipped too.
 //
-// An atomic batch whose commit record is read is written, less the items
-// that could not be read (counted in PartialBatches and BatchItemsLost):
-// the batch committed, and the items read are those of the sequences its
-// commit record names. Events the store would not show are left out:
-// compaction stubs, items of batches whose commit record was not read,
-// events of fences that never committed or that damage cut (counted in
-// Unconfirmed), and the store's own system records (as Export). The hash
-// chain is not checked (it breaks where events are lost): Import assigns
-// its own, and Verify checks the store it rebuilt.
+// Nothing is written that nothing read shows acknowledged. An atomic
+// batch whose commit record is read, and that was read whole, is written
+// whole. One that damage cut (frames skipped, a segment file missing or
+// unreadable between its begin and commit records, or its begin record
+// not read) is written in part: its items read after the last damage
+// point before its commit record, whose sequences run up to the last one
+// the record names; and an item read before a damage point only when the
+// hash chain confirms it — an item of the batch written, of the same
+// entity and read later, has its hash as previous hash, so it was in the
+// entity's chain (committed) when that item was written — and then the
+// items read before it back to the batch's begin record or the damage
+// point before it (the same attempt at the batch). Other items read
+// before a damage point are left out (counted in Unconfirmed): a commit
+// record names only its batch's first sequence and count, which a batch
+// retried after a crash shares with the attempt the crash cut, and the
+// damage may have hidden the retry's begin record. The batch's sequences
+// no item written holds are counted (PartialBatches, BatchItemsLost) and
+// are in Missing.
+//
+// Events the store would not show are left out too: compaction stubs,
+// items of batches whose commit record was not read, events of fences
+// that never committed or that damage cut (counted in Unconfirmed), and
+// the store's own system records (as Export). An event whose global
+// sequence was read before (a segment file copied) is not written again
+// (counted in Duplicates). The hash chain is not checked (it breaks where
+// events are lost): Import assigns its own, and Verify checks the store
+// it rebuilt.
 func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 	var rep SalvageReport
 	fsys := vfs.Default()
@@ -110,21 +135,27 @@ func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 		return nil
 	}
 	var werr error
-	var seen seqRanges // the sequences of the events walked
-	var seenEnd uint64 // and the sequence after the last of them
+	var seen seqRanges     // the sequences of the events walked
+	var seenEnd uint64     // and the sequence after the last of them
+	var recorded seqRanges // the sequences a salvaged open recorded as lost
 	lw.next = func() (uint64, uint32) { return seenEnd, 0 }
 	lw.emit = func(e *walkedEvent) error {
 		k := at{e.seg, e.off}
 		ev, ok := read[k]
 		delete(read, k)
-		seen.add(e.seq, e.seq+1)
+		if !seen.insert(e.seq) {
+			// Its sequence was walked already: a copy (a segment file
+			// copied), not another event.
+			rep.Duplicates++
+			return nil
+		}
 		seenEnd = max(seenEnd, e.seq+1)
 		if ok && e.kind == KindLogSalvaged {
 			// The sequences a salvaged open recorded as lost hold no
 			// event by design.
 			var lost struct{ Recorded, Found uint64 }
 			if json.Unmarshal(ev.Payload, &lost) == nil && lost.Found < lost.Recorded && lost.Recorded == e.seq {
-				seen.add(lost.Found, lost.Recorded)
+				recorded.add(lost.Found, lost.Recorded)
 			}
 		}
 		if !ok || e.hidden || e.removed || ev.Header.Kind.Category() == CategorySystem {
@@ -146,6 +177,13 @@ func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 
 	for i, id := range ids {
 		path := filepath.Join(dir, format.SegmentName(id))
+		if i > 0 && format.SegID(id) != format.SegID(ids[i-1])+1 {
+			// Segment files missing between: what they held (a batch's
+			// begin record, say) is not known.
+			if err := reset(); err != nil {
+				return rep, err
+			}
+		}
 		if i == len(ids)-1 {
 			// A newest segment shorter than its header is what a crash
 			// while rotating leaves (Open makes it again): not damage.
@@ -250,14 +288,14 @@ func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 		return rep, werr
 	}
 	recs, releaseRecs := readLogRecords(fsys, dir)
-	recorded, evidence := lw.cutEnd, "a batch-commit record" // the items a batch lacks are missing
+	logEnd, evidence := lw.cutEnd, "a batch-commit record" // the items a batch lacks are missing
 	for _, r := range recs {
-		if r.end > recorded {
-			recorded, evidence = r.end, r.what
+		if r.end > logEnd {
+			logEnd, evidence = r.end, r.what
 		}
 	}
 	releaseRecs()
-	rep.Missing = seen.gaps(recorded, evidence)
+	rep.Missing = append(seen, recorded...).gaps(logEnd, evidence)
 	if err := bw.Flush(); err != nil {
 		return rep, fmt.Errorf("batpak: salvage export: %w", err)
 	}
@@ -274,6 +312,34 @@ func (r *seqRanges) add(from, to uint64) {
 		return
 	}
 	*r = append(*r, [2]uint64{from, to})
+}
+
+// insert adds the sequence q to r, which insert alone has filled (its
+// ranges are then in order and apart), and reports whether r lacked it.
+// A sequence after the last range costs constant time; one before it
+// (out of log order), a search and a copy of the ranges after it.
+func (r *seqRanges) insert(q uint64) bool {
+	s := *r
+	n := len(s)
+	if n == 0 || q >= s[n-1][1] {
+		r.add(q, q+1)
+		return true
+	}
+	i, _ := slices.BinarySearchFunc(s, q, func(g [2]uint64, q uint64) int { return cmp.Compare(g[1], q+1) }) // the first range ending after q
+	switch {
+	case s[i][0] <= q:
+		return false
+	case i > 0 && s[i-1][1] == q && s[i][0] == q+1:
+		s[i-1][1] = s[i][1]
+		*r = slices.Delete(s, i, i+1)
+	case i > 0 && s[i-1][1] == q:
+		s[i-1][1] = q + 1
+	case s[i][0] == q+1:
+		s[i][0] = q
+	default:
+		*r = slices.Insert(s, i, [2]uint64{q, q + 1})
+	}
+	return true
 }
 
 // gaps returns the sequences before the first range, between the

@@ -875,42 +875,62 @@ func TestExportSalvage(t *testing.T) {
 }
 
 // TestExportSalvagePartialBatch: one damaged frame inside an atomic
-// batch (an import writes batches of 256) costs that event alone: the
-// batch's other events are exported, not reported as damage; the summary
-// says the batch was partly unreadable; the result imports into a store
-// that verifies.
+// batch (an import writes batches of 256). With seven entities taking
+// turns, the batch's events after the damage chain on those before it,
+// which are confirmed: the damaged event alone is lost. With one entity,
+// nothing after the damage chains on the events before it (the damaged
+// one sat between): those are left out as unconfirmed, counted as the
+// batch's events not exported, and reported missing. Either way no
+// readable frame is reported as damage, the summary says so, and the
+// result imports into a store that verifies.
 func TestExportSalvagePartialBatch(t *testing.T) {
-	home := isolate(t)
-	const n = 600
-	fillStore(t, filepath.Join(home, "s1"), n, 7)
-	src := filepath.Join(home, "s1.ndjson")
-	ok(t, "export", "--data-dir="+filepath.Join(home, "s1"), "--out", src)
-	dir := filepath.Join(home, "batched")
-	dd := "--data-dir=" + dir
-	ok(t, "import", dd, "--segment-max-bytes=64KiB", src)
-	segs, err := filepath.Glob(filepath.Join(dir, "*.seg"))
-	if err != nil || len(segs) < 2 {
-		t.Fatalf("segments %v (%v), want several", segs, err)
-	}
-	data, err := os.ReadFile(segs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	at := bytes.Index(data[len(data)/3:], []byte(`{"n":`)) + len(data)/3 // an event inside the first batch
-	copy(data[at:], "GARBAGE!")
-	writeFile(t, segs[0], string(data))
+	for _, entities := range []int{7, 1} {
+		t.Run(fmt.Sprintf("%d entities", entities), func(t *testing.T) {
+			home := isolate(t)
+			const n = 600
+			fillStore(t, filepath.Join(home, "s1"), n, entities)
+			src := filepath.Join(home, "s1.ndjson")
+			ok(t, "export", "--data-dir="+filepath.Join(home, "s1"), "--out", src)
+			dir := filepath.Join(home, "batched")
+			dd := "--data-dir=" + dir
+			ok(t, "import", dd, "--segment-max-bytes=64KiB", src)
+			segs, err := filepath.Glob(filepath.Join(dir, "*.seg"))
+			if err != nil || len(segs) < 2 {
+				t.Fatalf("segments %v (%v), want several", segs, err)
+			}
+			data, err := os.ReadFile(segs[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			at := bytes.Index(data[len(data)/3:], []byte(`{"n":`)) + len(data)/3 // an event inside the first batch
+			var victim int                                                       // its place in the batch
+			if _, err := fmt.Sscanf(string(data[at:]), `{"n":%d`, &victim); err != nil || victim < 10 || victim > 200 {
+				t.Fatalf("damaged event %d (%v), want one inside the first batch", victim, err)
+			}
+			copy(data[at:], "GARBAGE!")
+			writeFile(t, segs[0], string(data))
 
-	out := filepath.Join(home, "rescued.ndjson")
-	r := batpak(t, "export", dd, "--salvage", "--out", out)
-	if r.code != exitCorrupt || !strings.Contains(r.stderr, "salvaged 599 events") || !strings.Contains(r.stderr, "1 damaged range skipped") ||
-		!strings.Contains(r.stderr, "1 batch committed but partly unreadable (1 event of it lost") || strings.Contains(r.stderr, "without a batch-begin") {
-		t.Fatalf("export --salvage: exit %d, %q", r.code, r.stderr)
+			lost, unconfirmed := 1, ""
+			if entities == 1 {
+				lost = victim + 1
+				unconfirmed = fmt.Sprintf("; %d events left out as unconfirmed", victim)
+			}
+			out := filepath.Join(home, "rescued.ndjson")
+			r := batpak(t, "export", dd, "--salvage", "--out", out)
+			if r.code != exitCorrupt || !strings.Contains(r.stderr, fmt.Sprintf("salvaged %d events", n-lost)) || !strings.Contains(r.stderr, "1 damaged range skipped") ||
+				!strings.Contains(r.stderr, fmt.Sprintf("1 batch committed but cut by damage (%s of it not exported", plural(lost, "event", "events"))) ||
+				(unconfirmed != "") != strings.Contains(r.stderr, "unconfirmed") || !strings.Contains(r.stderr, unconfirmed) ||
+				!strings.Contains(r.stderr, fmt.Sprintf("; %s missing", plural(lost, "acknowledged event", "acknowledged events"))) ||
+				strings.Contains(r.stderr, "without a batch-begin") {
+				t.Fatalf("export --salvage: exit %d, %q", r.code, r.stderr)
+			}
+			fresh := "--data-dir=" + filepath.Join(home, "fresh")
+			if got := ok(t, "import", fresh, out); !strings.HasPrefix(got, fmt.Sprintf("imported %d events", n-lost)) {
+				t.Errorf("import of the salvage: %q", got)
+			}
+			ok(t, "verify", fresh)
+		})
 	}
-	fresh := "--data-dir=" + filepath.Join(home, "fresh")
-	if got := ok(t, "import", fresh, out); !strings.HasPrefix(got, "imported 599 events") {
-		t.Errorf("import of the salvage: %q", got)
-	}
-	ok(t, "verify", fresh)
 }
 
 func regexpMatch(re, s string) bool {

@@ -145,9 +145,13 @@ is.
 "batpak verify" fails and the other commands refuse to open: it reads the
 segment files directly (no store is opened, nothing changes), skips
 damaged frames to the next readable one, and reports on stderr every
-skipped range (file, offset, length, why) and the events it could not
-confirm (batch or fence items whose commit record was lost). Import the
-result into a new store to go on. It exits 0 when nothing was skipped
+skipped range (file, offset, length, why), the sequences it found no
+event for, and the events it could not confirm, which it does not
+export: batch or fence items whose commit record was lost, and items of
+a batch that damage cut read before the damage (unless a later item of
+the batch chains on them). It never exports an event it cannot show
+was acknowledged, nor one sequence twice. Import the result into a new
+store to go on. It exits 0 when nothing was skipped, missing or copied,
 and 7 (corrupt) when something was, after writing all it could.`,
 		Example: `  batpak export --out events.ndjson
   batpak export --scope shop | gzip > shop.ndjson.gz
@@ -281,11 +285,15 @@ func (a *app) salvageExport(cmd *cobra.Command, out string) (err error) {
 		if rep.PartialBatches == 1 {
 			them = "it"
 		}
-		summary += fmt.Sprintf("; %s committed but partly unreadable (%s of %s lost, counted as missing; the rest exported)",
+		summary += fmt.Sprintf("; %s committed but cut by damage (%s of %s not exported, counted as missing: unreadable, or read before the damage and not confirmed by the hash chain)",
 			plural(rep.PartialBatches, "batch", "batches"), plural(rep.BatchItemsLost, "event", "events"), them)
 	}
 	if rep.Unconfirmed > 0 {
-		summary += fmt.Sprintf("; %s of batches or fences that never committed, or whose commit was lost, left out", plural(rep.Unconfirmed, "event", "events"))
+		summary += fmt.Sprintf("; %s left out as unconfirmed (of batches or fences that never committed or whose commit was lost, or read before damage in a batch and not confirmed by the hash chain)",
+			plural(rep.Unconfirmed, "event", "events"))
+	}
+	if rep.Duplicates > 0 {
+		summary += fmt.Sprintf("; %s not exported again (their sequences were read before: a segment copied)", plural(rep.Duplicates, "event", "events"))
 	}
 	if len(rep.Missing) > 0 {
 		var n uint64
@@ -295,7 +303,7 @@ func (a *app) salvageExport(cmd *cobra.Command, out string) (err error) {
 		summary += fmt.Sprintf("; %s missing", plural(int(n), "acknowledged event", "acknowledged events"))
 	}
 	fmt.Fprintf(e, "batpak: %s\n", summary)
-	if len(rep.Skipped) > 0 || len(rep.Missing) > 0 {
+	if len(rep.Skipped) > 0 || len(rep.Missing) > 0 || rep.Duplicates > 0 {
 		return &exitCodeError{code: exitCorrupt}
 	}
 	return nil
