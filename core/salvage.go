@@ -135,7 +135,7 @@ func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 		return nil
 	}
 	var werr error
-	var seen seqRanges     // the sequences of the events walked
+	var seen walkedSeqs    // the sequences of the events walked
 	var seenEnd uint64     // and the sequence after the last of them
 	var recorded seqRanges // the sequences a salvaged open recorded as lost
 	lw.next = func() (uint64, uint32) { return seenEnd, 0 }
@@ -295,7 +295,7 @@ func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 		}
 	}
 	releaseRecs()
-	rep.Missing = append(seen, recorded...).gaps(logEnd, evidence)
+	rep.Missing = append(seen.all(), recorded...).gaps(logEnd, evidence)
 	if err := bw.Flush(); err != nil {
 		return rep, fmt.Errorf("batpak: salvage export: %w", err)
 	}
@@ -314,32 +314,46 @@ func (r *seqRanges) add(from, to uint64) {
 	*r = append(*r, [2]uint64{from, to})
 }
 
-// insert adds the sequence q to r, which insert alone has filled (its
-// ranges are then in order and apart), and reports whether r lacked it.
-// A sequence after the last range costs constant time; one before it
-// (out of log order), a search and a copy of the ranges after it.
-func (r *seqRanges) insert(q uint64) bool {
-	s := *r
-	n := len(s)
-	if n == 0 || q >= s[n-1][1] {
-		r.add(q, q+1)
+// walkedSeqs are the global sequences of the events a salvage walked:
+// runs of ascending sequences as ranges (how a log is read), and the
+// sequences that came lower than the end of those (copied or crafted
+// segments) one by one in a set, so that a walk in any order costs
+// O(log n) an event, never a shift of the ranges.
+type walkedSeqs struct {
+	ranges seqRanges           // ascending, as walked
+	end    uint64              // the sequence after the last range
+	lower  map[uint64]struct{} // walked below end, outside ranges
+}
+
+// insert records q, reporting false when it was walked already.
+func (w *walkedSeqs) insert(q uint64) bool {
+	if q >= w.end {
+		w.ranges.add(q, q+1)
+		w.end = q + 1
 		return true
 	}
-	i, _ := slices.BinarySearchFunc(s, q, func(g [2]uint64, q uint64) int { return cmp.Compare(g[1], q+1) }) // the first range ending after q
-	switch {
-	case s[i][0] <= q:
+	r := w.ranges
+	i, _ := slices.BinarySearchFunc(r, q, func(g [2]uint64, q uint64) int { return cmp.Compare(g[1], q+1) }) // the first range ending after q
+	if i < len(r) && r[i][0] <= q {
 		return false
-	case i > 0 && s[i-1][1] == q && s[i][0] == q+1:
-		s[i-1][1] = s[i][1]
-		*r = slices.Delete(s, i, i+1)
-	case i > 0 && s[i-1][1] == q:
-		s[i-1][1] = q + 1
-	case s[i][0] == q+1:
-		s[i][0] = q
-	default:
-		*r = slices.Insert(s, i, [2]uint64{q, q + 1})
 	}
+	if _, ok := w.lower[q]; ok {
+		return false
+	}
+	if w.lower == nil {
+		w.lower = map[uint64]struct{}{}
+	}
+	w.lower[q] = struct{}{}
 	return true
+}
+
+// all returns every sequence walked as ranges (not sorted).
+func (w *walkedSeqs) all() seqRanges {
+	out := append(seqRanges(nil), w.ranges...)
+	for q := range w.lower {
+		out = append(out, [2]uint64{q, q + 1})
+	}
+	return out
 }
 
 // gaps returns the sequences before the first range, between the
