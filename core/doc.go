@@ -434,7 +434,12 @@
 //     metadata journal commits those changes on its own schedule, so a power
 //     loss (not a process crash) soon after one can undo it.
 //   - The writer lock is flock(2) on Unix and LockFileEx on Windows; both
-//     are released by the kernel when the process dies.
+//     are released by the kernel when the process dies. Open keeps a lock
+//     only while LOCK is still the file it locked (RemoveEmpty unlinks LOCK
+//     under the lock); otherwise it creates the directory and LOCK again.
+//     On Unix RemoveEmpty unlinks LOCK while holding it; Windows cannot
+//     remove an open file, so there it removes LOCK just after letting go,
+//     which fails, leaving the new store alone, if another Open has it open.
 //   - Reads map segment files read-only on both. On Unix the active segment
 //     is mapped once, past its end, and read as it grows; Windows cannot map
 //     past the end of a file, so there a reader maps it again after it

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -161,12 +162,9 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 			return nil, fmt.Errorf("batpak: open read-only: %w", err)
 		}
 	} else {
-		if err := segment.MkdirDurable(s.fs, cfg.Dir); err != nil {
-			return nil, fmt.Errorf("batpak: create store directory: %w", err)
-		}
-		l, err := segment.Lock(s.fs, cfg.Dir)
+		l, err := createAndLock(s.fs, cfg.Dir)
 		if err != nil {
-			return nil, segErr(err)
+			return nil, err
 		}
 		s.lock = l
 	}
@@ -202,6 +200,36 @@ func open(cfg Config, readOnly bool) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// lockAttempts bounds how often Open creates the store directory and
+// takes its lock again after finding them removed under it.
+const lockAttempts = 16
+
+// createAndLock creates the store directory dir (with its parents) and
+// takes its writer lock. A directory or LOCK file removed meanwhile (by
+// RemoveEmpty, in this process or another: it removes an empty store
+// under its lock, LOCK last, then the directory) is created again and the
+// lock taken on the new LOCK, never on the removed one, up to lockAttempts
+// times; so Open never writes into a directory that is being removed.
+func createAndLock(fsys vfs.FS, dir string) (vfs.File, error) {
+	for attempt := 1; ; attempt++ {
+		err := segment.MkdirDurable(fsys, dir)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && attempt < lockAttempts {
+				continue // a parent removed while it was being created
+			}
+			return nil, fmt.Errorf("batpak: create store directory: %w", err)
+		}
+		l, err := segment.Lock(fsys, dir)
+		if err != nil {
+			if (errors.Is(err, segment.ErrLockMoved) || errors.Is(err, fs.ErrNotExist)) && attempt < lockAttempts {
+				continue
+			}
+			return nil, segErr(err)
+		}
+		return l, nil
+	}
 }
 
 // Close drains the writer mailbox (every accepted write is written),

@@ -311,7 +311,7 @@ func (m *MemFS) MmapWrite(File, int) ([]byte, error) { return nil, nil }
 func (m *MemFS) Munmap([]byte) error                 { return nil }
 
 func (n *memNode) info(name string) fs.FileInfo {
-	return memInfo{name: name, size: int64(len(n.data)), dir: n.dir, mod: n.modTime}
+	return memInfo{name: name, size: int64(len(n.data)), dir: n.dir, mod: n.modTime, node: n}
 }
 
 type memInfo struct {
@@ -319,6 +319,7 @@ type memInfo struct {
 	size int64
 	dir  bool
 	mod  time.Time
+	node *memNode // the file itself, for SameFile
 }
 
 func (i memInfo) Name() string       { return i.name }

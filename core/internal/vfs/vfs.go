@@ -98,6 +98,20 @@ func Allocate(f File, off, n int64) error {
 	return ErrNoAllocate
 }
 
+// SameFile reports whether a and b describe the same file: os.SameFile
+// for the operating system's files (device and inode on Unix), the same
+// node for a MemFS's. Infos of different file systems are never the same.
+func SameFile(a, b fs.FileInfo) bool {
+	if ma, ok := a.(memInfo); ok {
+		mb, ok := b.(memInfo)
+		return ok && ma.node != nil && ma.node == mb.node
+	}
+	if _, ok := b.(memInfo); ok {
+		return false
+	}
+	return os.SameFile(a, b)
+}
+
 // Shared reports whether the file name has more than one hard link (where
 // fsys has links; false elsewhere): a change written into it in place
 // shows through every link.
