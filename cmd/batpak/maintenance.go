@@ -440,9 +440,13 @@ removes that directory again (one that existed before always stays).`,
 // importLocal is import into the local store. A failure names how many
 // events were imported before it and that running the import again
 // resumes. A failure that wrote nothing into a store directory this
-// command created (it did not exist before) removes that directory again,
-// and the parents it created with it: a mistyped file leaves no empty
-// store behind. A directory that existed before is never removed.
+// command created (it did not exist before) removes that store and
+// directory again (core.RemoveEmpty: checked and removed under the
+// store's lock, so a store another process opened there meanwhile is never
+// touched), and the parents it created with it: a mistyped file leaves no
+// empty store behind. When that cannot be done safely the empty store is
+// left and the message says so. A directory that existed before is never
+// removed.
 func (a *app) importLocal(cmd *cobra.Command, in io.Reader) (st core.ImportStats, err error) {
 	res, err := a.loadConfig()
 	if err != nil {
@@ -460,7 +464,10 @@ func (a *app) importLocal(cmd *cobra.Command, in io.Reader) (st core.ImportStats
 	}
 	empty := st.Imported == 0 && s.Stats().GlobalSequence == 0
 	_ = s.Close() // the import's error is the one to report
-	if created != "" && empty && removeNewStore(res.cfg.Dir, created) {
+	if created != "" && empty {
+		if rerr := removeNewStore(res.cfg.Dir, created); rerr != nil {
+			return st, &detailError{msg: fmt.Sprintf("%s; nothing was imported, and the store directory %s this import created is left: %s", err.Error(), res.cfg.Dir, unprefixed(rerr).Error()), err: err}
+		}
 		return st, &detailError{msg: fmt.Sprintf("%s; nothing was imported, and the store directory %s this import created is removed again", err.Error(), res.cfg.Dir), err: err}
 	}
 	return st, &detailError{msg: err.Error() + "; " + importResume(st), err: err}
@@ -489,40 +496,24 @@ func missingAncestor(dir string) string {
 	}
 }
 
-// removeNewStore removes the store directory dir that a failed command
-// created, holding nothing but an empty store's files, and its parents up
-// to top (the topmost directory the command created), each only while it
-// is empty. It removes nothing when dir holds anything else, and says
-// whether dir is gone.
-func removeNewStore(dir, top string) bool {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return false
-	}
-	for _, e := range ents {
-		n := e.Name()
-		switch {
-		case !e.Type().IsRegular():
-			return false
-		case n == "LOCK", n == "erasures", n == "index.ckpt", strings.HasSuffix(n, ".seg"), strings.HasSuffix(n, ".idx"):
-		default:
-			return false
-		}
-	}
-	for _, e := range ents {
-		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
-			return false
-		}
+// removeNewStore removes the empty store in dir that a failed command
+// created, and dir (core.RemoveEmpty, which refuses a store holding
+// anything and one another process has open), then dir's parents up to top
+// (the topmost directory the command created), each only while it is
+// empty. The error is RemoveEmpty's: then nothing is removed but, at
+// most, the store's files.
+func removeNewStore(dir, top string) error {
+	if err := core.RemoveEmpty(dir); err != nil {
+		return err
 	}
 	top = filepath.Clean(top)
-	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
-		if err := os.Remove(d); err != nil {
-			return d != filepath.Clean(dir)
-		}
-		if d == top || filepath.Dir(d) == d {
-			return true
+	for d := filepath.Clean(dir); d != top && filepath.Dir(d) != d; {
+		d = filepath.Dir(d)
+		if os.Remove(d) != nil {
+			break
 		}
 	}
+	return nil
 }
 
 // snapshotJSON is what snapshot prints with -o json|yaml.

@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/batpak-go/batpak/core"
 )
 
 // Export → import into a fresh store gives equal streams (ids,
@@ -90,6 +95,86 @@ func TestImportLocalFailure(t *testing.T) {
 		}
 	}
 	ok(t, "verify", "--data-dir", src)
+}
+
+// TestImportLocalFailureRace: while a failed import removes the empty
+// store it created, another opener of that directory (an embedder
+// retrying core.Open on it) that gets in and has its event acknowledged
+// keeps that event: the removal never takes a store someone else wrote.
+// Without the removal under the store's lock, the opener slipped in
+// between the import's Close and its removal in a few trials of ten.
+func TestImportLocalFailureRace(t *testing.T) {
+	root := isolate(t)
+	bad := filepath.Join(root, "bad.ndjson")
+	writeFile(t, bad, `{"id":`+"\n")
+	ctx := context.Background()
+	deadline := time.Now().Add(3 * time.Second)
+	acked := 0
+	for trial := 0; trial < 400 && time.Now().Before(deadline); trial++ {
+		dir := filepath.Join(root, fmt.Sprintf("d%d", trial))
+		stop := make(chan struct{})
+		type written struct {
+			id  core.EventID
+			err error
+		}
+		done := make(chan written, 1)
+		go func() {
+			for {
+				select {
+				case <-stop:
+					done <- written{}
+					return
+				default:
+				}
+				if _, err := os.Stat(filepath.Join(dir, "LOCK")); err != nil {
+					continue
+				}
+				s, err := core.Open(core.DefaultConfig(dir))
+				if errors.Is(err, core.ErrLocked) {
+					continue
+				}
+				if err != nil {
+					done <- written{err: err}
+					return
+				}
+				c, _ := core.NewCoordinate("order:1", "shop")
+				r, err := s.Append(ctx, c, core.MustKind(1, 1), []byte(`{"precious":true}`))
+				if err == nil {
+					err = s.Sync(ctx)
+				}
+				if cerr := s.Close(); err == nil {
+					err = cerr
+				}
+				done <- written{id: r.ID, err: err}
+				return
+			}
+		}()
+		res := batpak(t, "import", "--data-dir", dir, bad)
+		close(stop)
+		w := <-done
+		switch {
+		case res.code == exitLocked: // the opener had the lock first
+		case res.code != exitError || !strings.Contains(res.stderr, "import line 1"):
+			t.Fatalf("trial %d: import: exit %d, %s", trial, res.code, res.stderr)
+		}
+		if w.err != nil {
+			t.Fatalf("trial %d: the other opener failed: %v (import: %s)", trial, w.err, res.stderr)
+		}
+		if w.id == (core.EventID{}) {
+			continue
+		}
+		acked++
+		s, err := core.OpenReadOnly(core.DefaultConfig(dir))
+		if err != nil {
+			t.Fatalf("trial %d: acknowledged event %s lost: %v (import: %s)", trial, w.id, err, res.stderr)
+		}
+		_, err = s.Get(w.id)
+		_ = s.Close()
+		if err != nil {
+			t.Fatalf("trial %d: acknowledged event %s lost: %v (import: %s)", trial, w.id, err, res.stderr)
+		}
+	}
+	t.Logf("%d trials with an acknowledged event beside the failed import", acked)
 }
 
 func TestSnapshotAndRedact(t *testing.T) {
