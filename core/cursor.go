@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -278,11 +279,16 @@ func (s *Store) CommitReplicatedCursor(name string, pos uint64) error {
 // opens it at the log's beginning again. It is how a consumer whose
 // position is lost starts afresh (it is delivered every event again).
 // Durable and replicated as Commit is; errors as Commit's, and
-// ErrInvalidCursorName.
+// ErrInvalidCursorName. A position file that is not a regular file is
+// replaced, never written through: a symbolic link, pipe or socket by the
+// new file's rename (the link itself goes, not what it names), an empty
+// directory removed first; a directory with anything in it is left, with
+// an error saying to move it aside.
 func (s *Store) ResetCursor(name string) error {
 	if !cursorNameRE.MatchString(name) {
 		return fmt.Errorf("%w: %q (want 1..128 of A-Z a-z 0-9 . _ -, starting with a letter or digit)", ErrInvalidCursorName, name)
 	}
+
 	// committed cannot be 0's equal: the commit is always written.
 	c := &Cursor{s: s, name: name, committed: math.MaxUint64}
 	c.mu.Lock()
@@ -353,7 +359,15 @@ func (s *Store) checkCursorPos(name string, pos uint64) error {
 // A cursor file: "BPCURSR1" | position u64 | CRC32C of the first 16 bytes.
 func cursorPath(dir, name string) string { return filepath.Join(dir, cursorDir, name+".pos") }
 
+// loadCursor reads a cursor's committed position (0 when it has none). A
+// position file that is not one of the store's own files — a symbolic
+// link (read through, it would be another file's bytes, or a dangling
+// link's 0), a directory, a pipe — or that fails its checks is a
+// *CorruptionError, which ResetCursor replaces.
 func loadCursor(fsys vfs.FS, dir, name string) (uint64, error) {
+	if fi, err := fsys.Lstat(cursorPath(dir, name)); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		return 0, &CorruptionError{File: cursorPath(dir, name), Reason: "the cursor's position is a symbolic link, not a file of the store"}
+	}
 	b, err := vfs.ReadFileAtMost(fsys, cursorPath(dir, name), smallFileMax)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
@@ -379,8 +393,17 @@ func saveCursor(fsys vfs.FS, dir, name string, pos uint64) error {
 }
 
 // saveCursorSynced writes a cursor file atomically (temp file, rename),
-// synced first when sync is set.
+// synced first when sync is set. The rename replaces whatever is at the
+// path without following it (a symbolic link goes, not what it names); a
+// directory there is removed first when empty, and otherwise left, with an
+// error saying to move it aside.
 func saveCursorSynced(fsys vfs.FS, dir, name string, pos uint64, sync bool) error {
+	path := cursorPath(dir, name)
+	if fi, err := fsys.Lstat(path); err == nil && fi.IsDir() {
+		if err := fsys.Remove(path); err != nil {
+			return fmt.Errorf("batpak: commit cursor %q: its position %s is a directory with files in it: move it aside: %w", name, path, err)
+		}
+	}
 	b := make([]byte, 20)
 	copy(b, "BPCURSR1")
 	le.PutUint64(b[8:], pos)

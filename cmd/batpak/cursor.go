@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -69,9 +70,11 @@ NAME" moves its committed position (the beginning by default, --to SEQ,
 or --to-end to skip everything written so far): its consumer reads from
 there when it next starts.
 
-A cursor whose saved position is damaged (its file unreadable, or past
-the end of the log) is listed as DAMAGED with what to do; ls lists every
-other cursor as usual, and ls and info exit 7 (corrupt) after printing.
+A cursor whose saved position is damaged (its file unreadable or not a
+regular file, or past the end of the log) is listed as DAMAGED with what
+to do; ls lists every other cursor as usual, and ls and info exit 7
+(corrupt) after printing. A ".pos" file whose name is no cursor name is
+named in a warning and ignored.
 "cursor reset NAME" (with --to or --to-end too) replaces a damaged
 position.
 
@@ -334,9 +337,12 @@ func (a *app) cursors(cmd *cobra.Command) ([]cursorJSON, error) {
 	}
 	var out []cursorJSON
 	err = a.withReadStore(func(s *core.Store, res *resolved) error {
-		names, err := localCursorNames(res.cfg.Dir)
+		names, stray, err := localCursorNames(res.cfg.Dir)
 		if err != nil {
 			return err
+		}
+		for _, n := range stray {
+			fmt.Fprintf(cmd.ErrOrStderr(), "batpak: warning: %s is not a named cursor's position (not a cursor name); ignored: move it aside\n", oneLine(filepath.Join(res.cfg.Dir, "cursors", n)))
 		}
 		end := s.Stats().GlobalSequence
 		for _, n := range names {
@@ -386,29 +392,42 @@ func (a *app) cursor(cmd *cobra.Command, name string) (cursorJSON, error) {
 // the store directory (core/cursor.go).
 const cursorFileSuffix = ".pos"
 
-// localCursorNames lists the named cursors of a store directory.
-func localCursorNames(dir string) ([]string, error) {
+// localCursorNames lists the named cursors of a store directory: every
+// "NAME.pos" entry of its cursors directory whose NAME is a cursor name,
+// whatever it is (a symbolic link, directory or pipe there is a damaged
+// position, as NamedCursor says, which cursor reset replaces). stray are
+// the ".pos" entries whose name is not a cursor name: no cursor reads
+// them.
+func localCursorNames(dir string) (names, stray []string, err error) {
 	ents, err := os.ReadDir(filepath.Join(dir, "cursors"))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("cursors: %w", err)
+		return nil, nil, fmt.Errorf("cursors: %w", err)
 	}
-	var names []string
 	for _, e := range ents {
-		if n, ok := strings.CutSuffix(e.Name(), cursorFileSuffix); ok && e.Type().IsRegular() {
+		n, ok := strings.CutSuffix(e.Name(), cursorFileSuffix)
+		switch {
+		case !ok:
+		case cursorNameRE.MatchString(n):
 			names = append(names, n)
+		default:
+			stray = append(stray, e.Name())
 		}
 	}
 	slices.Sort(names)
-	return names, nil
+	slices.Sort(stray)
+	return names, stray, nil
 }
+
+// cursorNameRE is core's rule for a named cursor's name (core/cursor.go).
+var cursorNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 // localCursorExists refuses, as not found, a cursor name the store has
 // no position for (reset would otherwise create a new cursor).
 func localCursorExists(dir, name string) error {
-	names, err := localCursorNames(dir)
+	names, _, err := localCursorNames(dir)
 	if err != nil {
 		return err
 	}
@@ -432,7 +451,7 @@ func completeCursorNames(a *app) func(*cobra.Command, []string, string) ([]strin
 		if err != nil || a.localOnly() != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		names, _ := localCursorNames(res.cfg.Dir)
+		names, _, _ := localCursorNames(res.cfg.Dir)
 		var out []string
 		for _, n := range names {
 			if strings.HasPrefix(n, typed) && len(out) < completionMax {
