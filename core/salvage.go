@@ -177,9 +177,12 @@ func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 
 	for i, id := range ids {
 		path := filepath.Join(dir, format.SegmentName(id))
-		if i > 0 && format.SegID(id) != format.SegID(ids[i-1])+1 {
+		if i > 0 && format.SegID(id) != format.SegID(ids[i-1])+1 && format.SegGen(ids[i-1]) == 0 {
 			// Segment files missing between: what they held (a batch's
-			// begin record, say) is not known.
+			// begin record, say) is not known. (After a rewritten file
+			// — a generation past 0 — a gap is what a compaction's merge
+			// leaves: the file holds its inputs' frames, the ids after
+			// its own among them.)
 			if err := reset(); err != nil {
 				return rep, err
 			}
