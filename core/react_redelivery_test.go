@@ -314,3 +314,64 @@ func TestWorkerWritingNothingAddsNoSync(t *testing.T) {
 		t.Fatalf("a worker writing nothing synced the log %d times for its 10 commits", n)
 	}
 }
+
+// TestReactKeptReactionsDurableBeforeTheCommit: a named reactor writes
+// source 1's reaction, fails once on source 2 (the batch is redelivered),
+// answers source 1 otherwise the second time (its reaction is kept) and
+// source 2 with nothing: the position committed past both is made
+// durable only after the kept reaction, so a power loss never keeps the
+// position and loses the reaction.
+func TestReactKeptReactionsDurableBeforeTheCommit(t *testing.T) {
+	mem := vfs.NewStrictMem()
+	cfg := memConfig(func(c *core.Config) { c.Sync.EveryNEvents, c.Sync.Interval = 1000, time.Hour })
+	s := openMem(t, cfg, mem)
+	ctx := context.Background()
+	src := mustCoord(t, "order:1", "shop")
+	for i := range 12 {
+		mustAppend(t, s, src, core.MustKind(1, 1), fmt.Sprintf(`{"n":%d}`, i))
+	}
+	block := make(chan struct{})
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int64
+	var ev2fails atomic.Bool
+	ev2fails.Store(true)
+	out := mustCoord(t, "invoice:1", "shop")
+	pol := core.RestartBounded(5, time.Minute)
+	w, err := s.React(ctx, core.All().WithKind(core.MustKind(1, 1)), core.WorkerConfig{Name: "r", BatchSize: 2, Restart: &pol},
+		func(ctx context.Context, ev core.StoredEvent) ([]core.Reaction, error) {
+			n := calls.Add(1)
+			if ev.Header.Clock == 0 {
+				return []core.Reaction{{Coordinate: out, Kind: core.MustKind(2, 1), Payload: []byte(fmt.Sprintf(`{"call":%d}`, n))}}, nil
+			}
+			if ev.Header.Clock >= 2 {
+				<-block
+				return nil, nil
+			}
+			if ev2fails.Swap(false) {
+				return nil, errors.New("transient")
+			}
+			return nil, nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the commit past both sources", func() bool {
+		c, err := s.NamedCursor("r", core.All())
+		return err == nil && c.Committed() >= 2
+	})
+	time.Sleep(50 * time.Millisecond)
+	after := afterPowerLoss(t, cfg, mem)
+	c, err := after.NamedCursor("r", core.All())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := mustQuery(t, after, core.All().WithEntity("invoice:1"))
+	close(block)
+	w.Stop()
+	_ = w.Join()
+	if c.Committed() >= 1 && len(inv) == 0 {
+		t.Fatalf("power loss kept the reactor's position past ev1 (%d) but lost ev1's reaction", c.Committed())
+	}
+}

@@ -276,7 +276,7 @@ type Reaction struct {
 // already stored under its derived keys, at the places and of the kinds
 // fn names again, and fn now returns other payloads or more of them, the
 // reactions written first stand, none is written twice, the store's
-// Logger warns, and the worker goes on (ReactionsWrittenBefore). A key
+// Logger warns, and the worker goes on (KeptReactions). A key
 // stored for another place or kind — another reactor's, unnamed reactors
 // sharing their keys — fails the handler as before.
 func (s *Store) React(ctx context.Context, r Region, cfg WorkerConfig, fn func(ctx context.Context, ev StoredEvent) ([]Reaction, error)) (*Worker, error) {
@@ -304,7 +304,7 @@ func (s *Store) React(ctx context.Context, r Region, cfg WorkerConfig, fn func(c
 			}
 			if _, err := s.AppendBatch(WithAction(ctx, ActionReaction), items); err != nil {
 				prefix := reactionKeyPrefix(cfg.Name, ev.Header.ID)
-				if derived && ReactionsWrittenBefore(err, prefix) && s.storedAlike(items) {
+				if derived && s.storedAlike(items) && s.KeptReactions(ctx, err, prefix, items) {
 					s.cfg.Logger.Warn("batpak: reactions to this event were written before and are kept (the reactor now answers otherwise)",
 						"reactor", cfg.Name, "event", ev.Header.ID.String(), "err", err)
 					continue
@@ -316,22 +316,34 @@ func (s *Store) React(ctx context.Context, r Region, cfg WorkerConfig, fn func(c
 	})
 }
 
-// ReactionsWrittenBefore reports whether err, returned by AppendBatch for
-// the reactions to one source event whose idempotency keys all begin
-// with prefix (a worker's keys for that source, numbered after it), says
-// that reactions to the source were stored before, under those keys, and
-// the handler now answers otherwise: an *IdempotencyError on a key with
-// the prefix (a reaction with another payload, kind or place), or
-// ErrBatchMixedKeys (more reactions than were stored). A worker that
-// meets it on a redelivered source keeps the reactions written first and
-// goes on: writing nothing then is what makes a redelivery write each
-// reaction once, however the handler's answer changed.
-func ReactionsWrittenBefore(err error, prefix string) bool {
-	if errors.Is(err, ErrBatchMixedKeys) {
-		return true
-	}
+// KeptReactions reports whether err, returned by AppendBatch for items —
+// the reactions to one source event, whose idempotency keys all begin
+// with prefix (a worker's keys for that source, numbered after it) —
+// says that reactions to the source were stored before under those keys
+// and the handler now answers otherwise: an *IdempotencyError on a key
+// with the prefix (a reaction with another payload, kind or place), or
+// ErrBatchMixedKeys (more reactions than were stored). A worker that gets
+// true keeps the reactions written first and goes on: writing nothing
+// then is what makes a redelivery write each reaction once, however the
+// handler's answer changed. A named worker handed ctx (CursorWorker)
+// then commits its position only once those stored reactions are
+// durable, as it does for the reactions its handler writes.
+func (s *Store) KeptReactions(ctx context.Context, err error, prefix string, items []BatchItem) bool {
 	var ie *IdempotencyError
-	return errors.As(err, &ie) && strings.HasPrefix(ie.Key, prefix)
+	if !errors.Is(err, ErrBatchMixedKeys) && !(errors.As(err, &ie) && strings.HasPrefix(ie.Key, prefix)) {
+		return false
+	}
+	var end uint64
+	for i := range items {
+		s.ix.RLock()
+		seq, ok := s.ix.Idem(items[i].Options.IdempotencyKey)
+		s.ix.RUnlock()
+		if ok {
+			end = max(end, uint64(seq)+1)
+		}
+	}
+	noteWritten(ctx, end)
+	return true
 }
 
 // storedAlike reports whether every item whose idempotency key the store

@@ -306,7 +306,7 @@ func reactionKeyPrefix(name string, src core.EventID) string {
 // second at a time) until ctx ends, and is not an error. A redelivered
 // source whose reactions were stored before, to which the plugin now
 // answers otherwise (another version, a clock read), keeps the reactions
-// written first and the worker goes on (core.ReactionsWrittenBefore).
+// written first and the worker goes on (core.Store.KeptReactions).
 func (p *Plugin) Handler(store *core.Store) core.Handler {
 	return func(ctx context.Context, batch []core.StoredEvent) (core.WorkerAction, error) {
 		action, rs, err := p.Handle(ctx, batch)
@@ -343,7 +343,7 @@ func (p *Plugin) Handler(store *core.Store) core.Handler {
 		for _, src := range order {
 			id := batch[src].Header.ID
 			if err := AppendReactions(wctx, store, bySource[src]); err != nil {
-				if core.ReactionsWrittenBefore(err, reactionKeyPrefix(p.name, id)) {
+				if store.KeptReactions(wctx, err, reactionKeyPrefix(p.name, id), bySource[src]) {
 					// A redelivered source whose reactions were written
 					// before, and the plugin (swapped, or reading a clock)
 					// now answers otherwise: those stand, none is written

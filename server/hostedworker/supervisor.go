@@ -216,9 +216,10 @@ type Options struct {
 	// MaxReactionDepth-th in a chain of workers' reactions (a reaction to
 	// a reaction to … an event no worker wrote) faults with
 	// ErrReactionLoop (kind "loop") and writes nothing for it, and is
-	// quarantined past its restart policy. A worker answering one of its
-	// own reactions with more than one reaction faults the same way at
-	// once (each generation would multiply the log). The bound is on
+	// quarantined past its restart policy. A worker fanning out on its own
+	// reactions two generations in a row (each would multiply the log)
+	// faults the same way; once in a chain (a step answered with several
+	// reactions) is a workflow's step, not a loop. The bound is on
 	// generations, not on how many reactions a chain holds: workers
 	// fanning out on each other's reactions (k each) write up to k to the
 	// power of the depth per event before the fault, within the tenant's
@@ -798,11 +799,13 @@ type runner struct {
 	next      time.Time
 	log       []LogEntry
 
-	// depths caches the reaction depth (reactionDepth) of the recent
-	// sources the worker reacted to, so that their own reactions' depth,
-	// when they come back as sources, needs no read. Used by the handler
-	// alone (one batch at a time).
-	depths map[core.EventID]int
+	// sources remembers the recent sources the worker reacted to: their
+	// reaction depth (reactionDepth), so that their own reactions' depth,
+	// when they come back as sources, needs no read, and whether the
+	// source was one of the worker's own reactions answered with more
+	// than one reaction (fanned: see handler). Used by the handler alone
+	// (one batch at a time); forgotten past 4,096 and at a restart.
+	sources map[core.EventID]sourceSeen
 }
 
 func newRunner(s *Supervisor, d control.WorkerDef) *runner {
@@ -1288,9 +1291,9 @@ func (r *runner) admit(ctx context.Context, store *core.Store, items []core.Batc
 // export with reactions imports again), so no writer but a tenant admin
 // importing a made-up reaction to that very source can make a worker
 // take its reactions for written.
-func writtenBefore(err error, cursor string, source core.EventID) bool {
+func writtenBefore(ctx context.Context, store *core.Store, err error, cursor string, source core.EventID, items []core.BatchItem) bool {
 	// Every key of the batch is the cursor's for the source.
-	return core.ReactionsWrittenBefore(err, fmt.Sprintf("%s%s:%s:", wire.WorkerKeyPrefix, cursor, source))
+	return store.KeptReactions(ctx, err, fmt.Sprintf("%s%s:%s:", wire.WorkerKeyPrefix, cursor, source), items)
 }
 
 // reactionDepth is how many generations of hosted workers' reactions ev
@@ -1307,8 +1310,8 @@ func (r *runner) reactionDepth(store *core.Store, ev *core.StoredEvent) int {
 	key, cause := ev.IdempotencyKey, ev.Header.CausationID
 	for strings.HasPrefix(key, wire.WorkerKeyPrefix) && !cause.IsZero() && d < limit {
 		d++
-		if cd, ok := r.depths[cause]; ok {
-			d = min(d+cd, limit)
+		if seen, ok := r.sources[cause]; ok {
+			d = min(d+seen.depth, limit)
 			break
 		}
 		parent, err := store.Get(cause)
@@ -1317,11 +1320,22 @@ func (r *runner) reactionDepth(store *core.Store, ev *core.StoredEvent) int {
 		}
 		key, cause = parent.IdempotencyKey, parent.Header.CausationID
 	}
-	if r.depths == nil || len(r.depths) >= 4096 {
-		r.depths = make(map[core.EventID]int, 64)
-	}
-	r.depths[ev.Header.ID] = d
+	r.remember(ev.Header.ID, sourceSeen{depth: d})
 	return d
+}
+
+// sourceSeen is what a worker remembers of a source it reacted to.
+type sourceSeen struct {
+	depth  int  // its reaction depth
+	fanned bool // one of the worker's own reactions, answered with more than one reaction
+}
+
+// remember keeps what the worker saw of source id (see runner.sources).
+func (r *runner) remember(id core.EventID, seen sourceSeen) {
+	if r.sources == nil || len(r.sources) >= 4096 {
+		r.sources = make(map[core.EventID]sourceSeen, 64)
+	}
+	r.sources[id] = seen
 }
 
 // handler adapts the plugin to the cursor worker: for each batch it calls
@@ -1362,13 +1376,22 @@ func (r *runner) handler(store *core.Store, p *plugins.Plugin, t *turn) core.Han
 			if err := r.checkBatch(len(bySource[src])); err != nil {
 				return core.Continue, fmt.Errorf("reactions to %s: %w", batch[src].Header.ID, err)
 			}
-			if n := len(bySource[src]); n > 1 && strings.HasPrefix(batch[src].IdempotencyKey, ownKeys) {
-				return core.Continue, fmt.Errorf("reactions to %s: %w: the plugin answers the worker's own reaction with %d reactions; a worker may react to its own reactions one at a time (a chain of steps), not fan out on them: does the worker's region take in what its plugin writes?",
-					batch[src].Header.ID, ErrReactionLoop, n)
-			}
-			if d := r.reactionDepth(store, &batch[src]); d >= r.s.opts.MaxReactionDepth {
+			sev := &batch[src]
+			d := r.reactionDepth(store, sev)
+			if d >= r.s.opts.MaxReactionDepth {
 				return core.Continue, fmt.Errorf("reactions to %s: %w: it is the reaction %d generations deep to an event no worker wrote (at most %d, server.workers_max_reaction_depth): does the worker's region take in what its plugin writes?",
-					batch[src].Header.ID, ErrReactionLoop, d, r.s.opts.MaxReactionDepth)
+					sev.Header.ID, ErrReactionLoop, d, r.s.opts.MaxReactionDepth)
+			}
+			// A worker fanning out on its own reaction that came of its
+			// fanning out on its own reaction multiplies the log at every
+			// generation: once in a workflow is a step, twice in a row a
+			// loop.
+			if n := len(bySource[src]); n > 1 && strings.HasPrefix(sev.IdempotencyKey, ownKeys) {
+				if r.sources[sev.Header.CausationID].fanned {
+					return core.Continue, fmt.Errorf("reactions to %s: %w: the plugin answers the worker's own reaction with %d reactions, and that reaction is one of several the worker wrote to its own reaction %s: a worker may fan out on its own reactions once in a chain, not generation after generation: does the worker's region take in what its plugin writes?",
+						sev.Header.ID, ErrReactionLoop, n, sev.Header.CausationID)
+				}
+				r.remember(sev.Header.ID, sourceSeen{depth: d, fanned: true})
 			}
 		}
 		wctx := core.WithPlugin(core.WithAction(ctx, core.ActionPlugin), p.Ref())
@@ -1397,7 +1420,7 @@ func (r *runner) handler(store *core.Store, p *plugins.Plugin, t *turn) core.Han
 				return core.Continue, fmt.Errorf("reactions to %s: %w", sev.Header.ID, err)
 			}
 			if err := plugins.AppendReactions(wctx, store, items); err != nil {
-				if writtenBefore(err, cursor, sev.Header.ID) {
+				if writtenBefore(wctx, store, err, cursor, sev.Header.ID, items) {
 					// A worker on this cursor handled the event before (one
 					// deleted and made again, whose cursor starts over, or
 					// one reset) and its plugin answers otherwise now: the
