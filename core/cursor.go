@@ -363,8 +363,13 @@ func cursorPath(dir, name string) string { return filepath.Join(dir, cursorDir, 
 // position file that is not one of the store's own files — a symbolic
 // link (read through, it would be another file's bytes, or a dangling
 // link's 0), a directory, a pipe — or that fails its checks is a
-// *CorruptionError, which ResetCursor replaces.
+// *CorruptionError, which ResetCursor replaces; so is a cursors directory
+// that is itself a link (or not a directory), which ResetCursor refuses
+// to write through.
 func loadCursor(fsys vfs.FS, dir, name string) (uint64, error) {
+	if fi, err := fsys.Lstat(filepath.Join(dir, cursorDir)); err == nil && !fi.IsDir() {
+		return 0, &CorruptionError{File: filepath.Join(dir, cursorDir), Reason: fmt.Sprintf("the cursors directory is not a directory (%s): move it aside", fi.Mode().Type())}
+	}
 	if fi, err := fsys.Lstat(cursorPath(dir, name)); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
 		return 0, &CorruptionError{File: cursorPath(dir, name), Reason: "the cursor's position is a symbolic link, not a file of the store"}
 	}
@@ -399,6 +404,12 @@ func saveCursor(fsys vfs.FS, dir, name string, pos uint64) error {
 // error saying to move it aside.
 func saveCursorSynced(fsys vfs.FS, dir, name string, pos uint64, sync bool) error {
 	path := cursorPath(dir, name)
+	// The cursors directory is the store's own: one that is a symbolic
+	// link (or not a directory) would have the position written, and a
+	// file replaced, wherever it points.
+	if fi, err := fsys.Lstat(filepath.Join(dir, cursorDir)); err == nil && !fi.IsDir() {
+		return &CorruptionError{File: filepath.Join(dir, cursorDir), Reason: fmt.Sprintf("the cursors directory is not a directory (%s): move it aside", fi.Mode().Type())}
+	}
 	if fi, err := fsys.Lstat(path); err == nil && fi.IsDir() {
 		if err := fsys.Remove(path); err != nil {
 			return fmt.Errorf("batpak: commit cursor %q: its position %s is a directory with files in it: move it aside: %w", name, path, err)

@@ -72,6 +72,11 @@ func removeEmpty(fsys vfs.FS, dir string) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("batpak: remove store: %s is not a directory (%s)", dir, fi.Mode().Type())
 	}
+	// Looked at first without the lock too, so that a directory that is
+	// no empty store is refused without a LOCK file left in it.
+	if _, err := emptyStoreFiles(fsys, dir, false); err != nil {
+		return err
+	}
 	lock, err := segment.Lock(fsys, dir)
 	if err != nil {
 		return segErr(err)
@@ -82,7 +87,7 @@ func removeEmpty(fsys vfs.FS, dir string) error {
 			_ = segment.Unlock(fsys, lock)
 		}
 	}()
-	names, err := emptyStoreFiles(fsys, dir)
+	names, err := emptyStoreFiles(fsys, dir, true)
 	if err != nil {
 		return err
 	}
@@ -112,8 +117,9 @@ func removeEmpty(fsys vfs.FS, dir string) error {
 // emptyStoreFiles checks, under the store's lock, that dir holds an empty
 // store (see RemoveEmpty) and returns its files to remove in order, LOCK
 // left out: the index checkpoint, the footers, the segments, the erasure
-// epoch.
-func emptyStoreFiles(fsys vfs.FS, dir string) ([]string, error) {
+// epoch. Without contents it looks at the names alone (a first look,
+// before the lock is taken) and returns none.
+func emptyStoreFiles(fsys vfs.FS, dir string, contents bool) ([]string, error) {
 	notEmpty := func(format string, a ...any) error {
 		return &NotEmptyError{Dir: dir, Reason: fmt.Sprintf(format, a...)}
 	}
@@ -142,6 +148,9 @@ func emptyStoreFiles(fsys vfs.FS, dir string) ([]string, error) {
 		default:
 			return nil, notEmpty("it holds %s, which an empty store does not", n)
 		}
+	}
+	if !contents {
+		return nil, nil // the names alone: a first look, without the lock
 	}
 	for _, n := range segs {
 		held, err := segmentHoldsData(fsys, filepath.Join(dir, n))

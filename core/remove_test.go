@@ -182,3 +182,19 @@ func TestOpenLocksTheLOCKAtItsPath(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoveEmptyLeavesNoLockInADirectoryOfOtherFiles: a directory that is
+// no empty store is refused without a LOCK file made in it.
+func TestRemoveEmptyLeavesNoLockInADirectoryOfOtherFiles(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := core.RemoveEmpty(dir); !errors.Is(err, core.ErrNotEmpty) {
+		t.Fatalf("RemoveEmpty of a directory of notes: %v, want ErrNotEmpty", err)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 || ents[0].Name() != "notes.txt" {
+		t.Fatalf("the directory now holds %v", ents)
+	}
+}

@@ -242,6 +242,7 @@ func TestTenantPluginFaultFixtures(t *testing.T) {
 		"handler-double":    "does not export batpak_fold",
 		"handler-flaky":     "does not export batpak_fold",
 		"handler-malformed": "does not export batpak_fold",
+		"handler-steps":     "does not export batpak_fold",
 		"importname-forge":  "instantiating",
 		"inspect-forge":     "instantiating",
 		"inspect":           "does not export batpak_fold",

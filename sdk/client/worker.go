@@ -31,7 +31,7 @@ type WorkerSpec struct {
 // WorkerFault is one failure of a hosted worker.
 type WorkerFault struct {
 	Time    time.Time `json:"time"`
-	Kind    string    `json:"kind"` // trap, timeout, malformed, …, denied, unavailable, error
+	Kind    string    `json:"kind"` // trap, timeout, malformed, …, denied, quota, unavailable, store, loop, error
 	Message string    `json:"message"`
 }
 

@@ -12,27 +12,42 @@ import (
 // TestReactionLoopQuarantined: a worker whose region takes in what its
 // plugin writes reacts to its own reactions. One answering each event
 // with two reactions (doubling the log at every generation) faults with
-// kind "loop" the first time it fans out on its own reaction; one
-// answering with one reaction (a chain) writes reactions down to
-// server.workers_max_reaction_depth generations (here 4), then faults
-// naming the setting. Either is quarantined past its restart policy
-// instead of filling its tenant's storage.
+// kind "loop" the second generation in a row it fans out on its own
+// reactions; one answering with one reaction (a chain) writes reactions
+// down to server.workers_max_reaction_depth generations (here 4), then
+// faults naming the setting. Either is quarantined past its restart
+// policy instead of filling its tenant's storage. A finite workflow that
+// fans out once on its own step (an order, one step-1 reaction, two
+// step-2 reactions to it) runs.
 func TestReactionLoopQuarantined(t *testing.T) {
-	ts := startServer(t, t.TempDir(), newSource(t, standardFixtures()), func(c *server.Config) { c.WorkersMaxReactionDepth = 4 })
+	fixtures := standardFixtures()
+	fixtures["steps"] = "handler-steps"
+	ts := startServer(t, t.TempDir(), newSource(t, fixtures), func(c *server.Config) { c.WorkersMaxReactionDepth = 4 })
 	ctx := context.Background()
 	for _, c := range []struct {
 		tenant, plugin string
 		events         float64 // the order and the reactions written
-		says           string
+		says           string  // in the loop fault ("": none)
 	}{
-		{"fan", "double", 1 + 2, "not fan out"},
+		{"fan", "double", 1 + 2 + 4, "not generation after generation"},
 		{"chain", "echo-ok", 1 + 4, "server.workers_max_reaction_depth"},
+		{"steps", "steps", 1 + 1 + 2, ""},
 	} {
 		tc := ts.tenant(t, c.tenant)
 		appendOrders(t, tc, "order:1", 1)
 		if _, err := tc.StartWorker(ctx, "loop", client.WorkerSpec{Plugin: c.plugin, // region: every event, its own reactions too
 			Restart: client.WorkerRestart{BackoffMinMs: 1, MaxRestarts: intp(3)}}); err != nil {
 			t.Fatal(err)
+		}
+		if c.says == "" {
+			waitFor(t, c.tenant+"'s reactions", func() bool {
+				st, err := tc.Stats(ctx)
+				return err == nil && st["global_sequence"] == c.events && worker(t, tc, "loop").Lag == 0
+			})
+			if w := worker(t, tc, "loop"); w.State != "running" || (w.LastFault != nil && w.LastFault.Kind == "loop") {
+				t.Fatalf("%s: a finite workflow: state %s, last fault %+v", c.tenant, w.State, w.LastFault)
+			}
+			continue
 		}
 		waitFor(t, c.tenant+"'s looping worker quarantined", func() bool { return worker(t, tc, "loop").State == "quarantined" })
 		w := worker(t, tc, "loop")
