@@ -168,6 +168,38 @@ func checkpointMaxBytes(fsys vfs.FS, dir string) int64 {
 	return 16*n + 64<<20
 }
 
+// checkpointSegments returns the segment keys dir's index checkpoint
+// lists when it is sound (nil otherwise): evidence, for salvage, of the
+// segment files the log had when it was written.
+func checkpointSegments(fsys vfs.FS, dir string) []uint32 {
+	b, unmap, err := mapCheckpoint(fsys, dir)
+	if err != nil {
+		return nil
+	}
+	defer unmap()
+	if len(b) < len(format.CheckpointMagic)+4 || string(b[:len(format.CheckpointMagic)]) != format.CheckpointMagic {
+		return nil
+	}
+	body := b[:len(b)-4]
+	if le.Uint32(b[len(b)-4:]) != format.CRC32C(body) {
+		return nil
+	}
+	r := &ckReader{b: body, off: len(format.CheckpointMagic)}
+	r.u32() // the watermark segment
+	r.u64() // its end
+	r.u32() // the entries
+	nseg := int(r.u32())
+	var out []uint32
+	for i := 0; i < nseg && r.err == nil; i++ {
+		id := r.u32()
+		r.u64()
+		if r.err == nil {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // loadCheckpoint restores the index from the checkpoint when it is sound
 // and matches the segment files; otherwise it leaves the index empty and
 // returns nil (the caller scans the log).

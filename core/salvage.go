@@ -9,8 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/batpak-go/batpak/core/internal/format"
+	"github.com/batpak-go/batpak/core/internal/segment"
 	"github.com/batpak-go/batpak/core/internal/vfs"
 )
 
@@ -175,14 +177,16 @@ func SalvageExport(dir string, w io.Writer) (SalvageReport, error) {
 	// batch it cuts waits for its commit record.
 	reset := lw.damage
 
+	expected := expectedSegments(fsys, dir)
 	for i, id := range ids {
 		path := filepath.Join(dir, format.SegmentName(id))
-		if i > 0 && format.SegID(id) != format.SegID(ids[i-1])+1 && format.SegGen(ids[i-1]) == 0 {
+		if i > 0 && format.SegID(id) != format.SegID(ids[i-1])+1 && (format.SegGen(ids[i-1]) == 0 || expected.within(ids[i-1], id)) {
 			// Segment files missing between: what they held (a batch's
-			// begin record, say) is not known. (After a rewritten file
-			// — a generation past 0 — a gap is what a compaction's merge
-			// leaves: the file holds its inputs' frames, the ids after
-			// its own among them.)
+			// begin record, say) is not known. After a rewritten file —
+			// a generation past 0 — a gap is what a compaction's merge
+			// leaves (the file holds its inputs' frames, the ids after
+			// its own among them), unless the index checkpoint or a
+			// footer names a segment in it: then one is missing.
 			if err := reset(); err != nil {
 				return rep, err
 			}
@@ -315,6 +319,35 @@ func (r *seqRanges) add(from, to uint64) {
 		return
 	}
 	*r = append(*r, [2]uint64{from, to})
+}
+
+// segmentEvidence is the segment keys the index checkpoint lists and the
+// footer files name: segments the log had.
+type segmentEvidence []uint32
+
+// expectedSegments gathers dir's segmentEvidence.
+func expectedSegments(fsys vfs.FS, dir string) segmentEvidence {
+	ev := segmentEvidence(checkpointSegments(fsys, dir))
+	ents, _ := fsys.ReadDir(dir)
+	for _, e := range ents {
+		if n, ok := strings.CutSuffix(e.Name(), format.FooterSuffix); ok {
+			if key, ok := segment.ParseName(n + format.SegmentSuffix); ok {
+				ev = append(ev, key)
+			}
+		}
+	}
+	return ev
+}
+
+// within reports whether evidence names a segment whose id lies strictly
+// between those of the files a and b.
+func (ev segmentEvidence) within(a, b uint32) bool {
+	for _, k := range ev {
+		if id := format.SegID(k); id > format.SegID(a) && id < format.SegID(b) {
+			return true
+		}
+	}
+	return false
 }
 
 // walkedSeqs are the global sequences of the events a salvage walked:

@@ -299,6 +299,11 @@ func copyFile(fsys vfs.FS, src, dst string, limit int64, sync bool) (int64, erro
 // consumer that committed past the point after it was taken must not skip,
 // in the copy, the events the copy will get there.
 func copyCursors(fsys vfs.FS, src, dst string, limit uint64, sync bool) error {
+	if fi, err := fsys.Lstat(filepath.Join(src, cursorDir)); err == nil && !fi.IsDir() {
+		// A link (or not a directory): no file of the store; what it
+		// points at is not copied into the snapshot.
+		return &CorruptionError{File: filepath.Join(src, cursorDir), Reason: fmt.Sprintf("the cursors directory is not a directory (%s): move it aside", fi.Mode().Type())}
+	}
 	ents, err := fsys.ReadDir(filepath.Join(src, cursorDir))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -313,11 +318,17 @@ func copyCursors(fsys vfs.FS, src, dst string, limit uint64, sync bool) error {
 		}
 		pos, err := loadCursor(fsys, src, name)
 		if err != nil {
-			// Damaged: copied as it is (the copy reports it as the source does).
+			// Damaged: copied as it is (the copy reports it as the source
+			// does) when it is a file of the store's own, at most a small
+			// file's size; a link or anything but a regular file is not
+			// followed: the copy has no such position (it starts again).
+			if fi, lerr := fsys.Lstat(cursorPath(src, name)); lerr != nil || !fi.Mode().IsRegular() {
+				continue
+			}
 			if err := fsys.MkdirAll(filepath.Join(dst, cursorDir), 0o755); err != nil {
 				return err
 			}
-			if _, err := copyFile(fsys, cursorPath(src, name), cursorPath(dst, name), -1, sync); err != nil {
+			if _, err := copyFile(fsys, cursorPath(src, name), cursorPath(dst, name), smallFileMax, sync); err != nil {
 				return err
 			}
 			continue

@@ -63,3 +63,31 @@ func TestReactionLoopQuarantined(t *testing.T) {
 		}
 	}
 }
+
+// TestReactionLoopBoundedUnderLoad: the doubling worker over many orders
+// at once — thousands of sources between a reaction and its own
+// reactions' turn — is caught as with one: at most two generations per
+// order are written before it faults with kind "loop" (the judgement
+// reads the store, not a cache of what the worker handled lately).
+func TestReactionLoopBoundedUnderLoad(t *testing.T) {
+	ts := startServer(t, t.TempDir(), newSource(t, standardFixtures()), nil)
+	ctx := context.Background()
+	tc := ts.tenant(t, "many")
+	const orders = 3000
+	appendOrders(t, tc, "order:", orders)
+	if _, err := tc.StartWorker(ctx, "loop", client.WorkerSpec{Plugin: "double",
+		Restart: client.WorkerRestart{BackoffMinMs: 1, MaxRestarts: intp(3)}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the looping worker quarantined", func() bool { return worker(t, tc, "loop").State == "quarantined" })
+	if w := worker(t, tc, "loop"); w.LastFault == nil || w.LastFault.Kind != "loop" {
+		t.Fatalf("last fault %+v, want kind loop", w.LastFault)
+	}
+	st, err := tc.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st["global_sequence"].(float64); n > (1+2+4)*orders {
+		t.Fatalf("the tenant's log holds %v events for %d orders: more than two generations each", n, orders)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -799,13 +800,12 @@ type runner struct {
 	next      time.Time
 	log       []LogEntry
 
-	// sources remembers the recent sources the worker reacted to: their
-	// reaction depth (reactionDepth), so that their own reactions' depth,
-	// when they come back as sources, needs no read, and whether the
-	// source was one of the worker's own reactions answered with more
-	// than one reaction (fanned: see handler). Used by the handler alone
-	// (one batch at a time); forgotten past 4,096 and at a restart.
-	sources map[core.EventID]sourceSeen
+	// depths caches the reaction depth (reactionDepth) of the recent
+	// sources the worker reacted to, so that their own reactions' depth,
+	// when they come back as sources, needs no read. Used by the handler
+	// alone (one batch at a time); forgotten past 4,096 and at a restart
+	// (then read again from the store).
+	depths map[core.EventID]int
 }
 
 func newRunner(s *Supervisor, d control.WorkerDef) *runner {
@@ -1310,8 +1310,8 @@ func (r *runner) reactionDepth(store *core.Store, ev *core.StoredEvent) int {
 	key, cause := ev.IdempotencyKey, ev.Header.CausationID
 	for strings.HasPrefix(key, wire.WorkerKeyPrefix) && !cause.IsZero() && d < limit {
 		d++
-		if seen, ok := r.sources[cause]; ok {
-			d = min(d+seen.depth, limit)
+		if cd, ok := r.depths[cause]; ok {
+			d = min(d+cd, limit)
 			break
 		}
 		parent, err := store.Get(cause)
@@ -1320,22 +1320,34 @@ func (r *runner) reactionDepth(store *core.Store, ev *core.StoredEvent) int {
 		}
 		key, cause = parent.IdempotencyKey, parent.Header.CausationID
 	}
-	r.remember(ev.Header.ID, sourceSeen{depth: d})
+	if r.depths == nil || len(r.depths) >= 4096 {
+		r.depths = make(map[core.EventID]int, 64)
+	}
+	r.depths[ev.Header.ID] = d
 	return d
 }
 
-// sourceSeen is what a worker remembers of a source it reacted to.
-type sourceSeen struct {
-	depth  int  // its reaction depth
-	fanned bool // one of the worker's own reactions, answered with more than one reaction
-}
-
-// remember keeps what the worker saw of source id (see runner.sources).
-func (r *runner) remember(id core.EventID, seen sourceSeen) {
-	if r.sources == nil || len(r.sources) >= 4096 {
-		r.sources = make(map[core.EventID]sourceSeen, 64)
+// fansOutAgain reports whether ev — one of the worker's own reactions
+// (its key begins ownKeys: "worker:<cursor>:<cause>:<n>"), which the
+// plugin now answers with several reactions — is itself one of several
+// the worker wrote to its own reaction: a second generation in a row of
+// the worker fanning out on its own reactions. It reads the store, not a
+// cache, so the answer does not depend on how much else the worker has
+// handled: ev's siblings are known from its number (a sibling numbered 1
+// or more: its cause was answered with several; the first, numbered 0,
+// is judged by its siblings when they fan out in turn), its cause's
+// owner from the cause's key.
+func fansOutAgain(store *core.Store, ev *core.StoredEvent, ownKeys string) bool {
+	rest := strings.TrimPrefix(ev.IdempotencyKey, ownKeys)
+	i := strings.LastIndexByte(rest, ':')
+	if i < 0 {
+		return false
 	}
-	r.sources[id] = seen
+	if n, err := strconv.Atoi(rest[i+1:]); err != nil || n < 1 {
+		return false
+	}
+	cause, err := store.Get(ev.Header.CausationID)
+	return err == nil && strings.HasPrefix(cause.IdempotencyKey, ownKeys)
 }
 
 // handler adapts the plugin to the cursor worker: for each batch it calls
@@ -1386,12 +1398,9 @@ func (r *runner) handler(store *core.Store, p *plugins.Plugin, t *turn) core.Han
 			// fanning out on its own reaction multiplies the log at every
 			// generation: once in a workflow is a step, twice in a row a
 			// loop.
-			if n := len(bySource[src]); n > 1 && strings.HasPrefix(sev.IdempotencyKey, ownKeys) {
-				if r.sources[sev.Header.CausationID].fanned {
-					return core.Continue, fmt.Errorf("reactions to %s: %w: the plugin answers the worker's own reaction with %d reactions, and that reaction is one of several the worker wrote to its own reaction %s: a worker may fan out on its own reactions once in a chain, not generation after generation: does the worker's region take in what its plugin writes?",
-						sev.Header.ID, ErrReactionLoop, n, sev.Header.CausationID)
-				}
-				r.remember(sev.Header.ID, sourceSeen{depth: d, fanned: true})
+			if n := len(bySource[src]); n > 1 && strings.HasPrefix(sev.IdempotencyKey, ownKeys) && fansOutAgain(store, sev, ownKeys) {
+				return core.Continue, fmt.Errorf("reactions to %s: %w: the plugin answers the worker's own reaction with %d reactions, and that reaction is one of several the worker wrote to its own reaction %s: a worker may fan out on its own reactions once in a chain, not generation after generation (split such a workflow across workers): does the worker's region take in what its plugin writes?",
+					sev.Header.ID, ErrReactionLoop, n, sev.Header.CausationID)
 			}
 		}
 		wctx := core.WithPlugin(core.WithAction(ctx, core.ActionPlugin), p.Ref())
