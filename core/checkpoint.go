@@ -177,11 +177,8 @@ func checkpointSegments(fsys vfs.FS, dir string) []uint32 {
 		return nil
 	}
 	defer unmap()
-	if len(b) < len(format.CheckpointMagic)+4 || string(b[:len(format.CheckpointMagic)]) != format.CheckpointMagic {
-		return nil
-	}
-	body := b[:len(b)-4]
-	if le.Uint32(b[len(b)-4:]) != format.CRC32C(body) {
+	body, err := checkpointBody(b)
+	if err != nil {
 		return nil
 	}
 	r := &ckReader{b: body, off: len(format.CheckpointMagic)}
@@ -245,7 +242,9 @@ func (r *ckReader) u16() uint16 { return le.Uint16(r.take(2)) }
 func (r *ckReader) u32() uint32 { return le.Uint32(r.take(4)) }
 func (r *ckReader) u64() uint64 { return le.Uint64(r.take(8)) }
 
-func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, error) {
+// checkpointBody checks a checkpoint's magic and checksum and returns
+// what the checksum covers.
+func checkpointBody(b []byte) ([]byte, error) {
 	if len(b) < len(format.CheckpointMagic)+4 || string(b[:len(format.CheckpointMagic)]) != format.CheckpointMagic {
 		if string(b[:min(len(b), len(format.CheckpointMagicV1))]) == format.CheckpointMagicV1 {
 			return nil, errors.New("an earlier layout (" + format.CheckpointMagicV1 + ", without causal links); Close writes the current one")
@@ -255,6 +254,14 @@ func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, erro
 	body := b[:len(b)-4]
 	if le.Uint32(b[len(b)-4:]) != format.CRC32C(body) {
 		return nil, fmt.Errorf("%w: checksum mismatch", errBadCheckpoint)
+	}
+	return body, nil
+}
+
+func (s *Store) restoreCheckpoint(b []byte, ids []uint32) (*checkpointInfo, error) {
+	body, err := checkpointBody(b)
+	if err != nil {
+		return nil, err
 	}
 	r := &ckReader{b: body, off: len(format.CheckpointMagic)}
 	ck := &checkpointInfo{seg: r.u32(), end: int64(r.u64())}
