@@ -520,10 +520,14 @@ func (s *Store) commitCompaction(sealed []uint32, outs []*compactOut, epoch uint
 	s.compactStage("switched")
 	for i, k := range sealed {
 		s.segs.Forget(k)
-		if err := s.fs.Remove(filepath.Join(dir, format.SegmentName(k))); err != nil && !errors.Is(err, os.ErrNotExist) {
+		// The footer first: a crash between the two leaves a segment
+		// without a footer (read by a scan, removed by the next Open),
+		// never a footer naming a segment that is gone, which salvage
+		// would take for a missing segment.
+		if err := s.fs.Remove(filepath.Join(dir, footerName(k))); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("batpak: compaction (committed; the next Open finishes it): %w", err)
 		}
-		if err := s.fs.Remove(filepath.Join(dir, footerName(k))); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := s.fs.Remove(filepath.Join(dir, format.SegmentName(k))); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("batpak: compaction (committed; the next Open finishes it): %w", err)
 		}
 		s.segs.Forget(k) // again: a reader may have mapped it between the first forget and the delete

@@ -105,11 +105,10 @@
 // restarts and recent faults (stopping and starting again is not a
 // reset: it would otherwise dodge the restart policy's quarantine;
 // ResetWorker clears them). A worker's status, faults and log are kept
-// per tenant and only answered for that tenant. A worker fanning out on
-// its own reactions two generations in a row (answering with more than
-// one reaction its own reaction that was one of several to its own
-// reaction) faults with ErrReactionLoop (kind "loop") and writes nothing
-// for it, and chains of
+// per tenant and only answered for that tenant. A worker two of whose own
+// reactions to one cause (itself the worker's own) both fan out — the
+// log multiplying at every generation — faults with ErrReactionLoop
+// (kind "loop") and writes nothing for the second, and chains of
 // workers' reactions hold at most Options.MaxReactionDepth generations
 // (server.workers_max_reaction_depth, default 16), so a worker whose
 // region takes in what its plugin writes is quarantined instead of

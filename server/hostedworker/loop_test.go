@@ -12,16 +12,18 @@ import (
 // TestReactionLoopQuarantined: a worker whose region takes in what its
 // plugin writes reacts to its own reactions. One answering each event
 // with two reactions (doubling the log at every generation) faults with
-// kind "loop" the second generation in a row it fans out on its own
-// reactions; one answering with one reaction (a chain) writes reactions
+// kind "loop" when two of its own reactions to one cause fan out; one
+// answering with one reaction (a chain) writes reactions
 // down to server.workers_max_reaction_depth generations (here 4), then
 // faults naming the setting. Either is quarantined past its restart
-// policy instead of filling its tenant's storage. A finite workflow that
-// fans out once on its own step (an order, one step-1 reaction, two
-// step-2 reactions to it) runs.
+// policy instead of filling its tenant's storage. Finite workflows run:
+// one that fans out on its own step (an order, one step-1 reaction, two
+// step-2 reactions to it), and a chain answering each step with a
+// notification beside the next step, whichever it writes first.
 func TestReactionLoopQuarantined(t *testing.T) {
 	fixtures := standardFixtures()
 	fixtures["steps"] = "handler-steps"
+	fixtures["notify-steps"] = "handler-notify-steps"
 	ts := startServer(t, t.TempDir(), newSource(t, fixtures), func(c *server.Config) { c.WorkersMaxReactionDepth = 4 })
 	ctx := context.Background()
 	for _, c := range []struct {
@@ -29,9 +31,10 @@ func TestReactionLoopQuarantined(t *testing.T) {
 		events         float64 // the order and the reactions written
 		says           string  // in the loop fault ("": none)
 	}{
-		{"fan", "double", 1 + 2 + 4, "not generation after generation"},
+		{"fan", "double", 1 + 2 + 4, "fanned out too"},
 		{"chain", "echo-ok", 1 + 4, "server.workers_max_reaction_depth"},
 		{"steps", "steps", 1 + 1 + 2, ""},
+		{"notified", "notify-steps", 1 + 3 + 3, ""}, // a chain of three steps, a notification beside each
 	} {
 		tc := ts.tenant(t, c.tenant)
 		appendOrders(t, tc, "order:1", 1)

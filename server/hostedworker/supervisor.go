@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -217,9 +216,9 @@ type Options struct {
 	// MaxReactionDepth-th in a chain of workers' reactions (a reaction to
 	// a reaction to … an event no worker wrote) faults with
 	// ErrReactionLoop (kind "loop") and writes nothing for it, and is
-	// quarantined past its restart policy. A worker fanning out on its own
-	// reactions two generations in a row (each would multiply the log)
-	// faults the same way; once in a chain (a step answered with several
+	// quarantined past its restart policy. A worker two of whose own
+	// reactions to one cause both fan out (the log would multiply at
+	// every generation) faults the same way; one (a step answered with several
 	// reactions) is a workflow's step, not a loop. The bound is on
 	// generations, not on how many reactions a chain holds: workers
 	// fanning out on each other's reactions (k each) write up to k to the
@@ -1328,26 +1327,42 @@ func (r *runner) reactionDepth(store *core.Store, ev *core.StoredEvent) int {
 }
 
 // fansOutAgain reports whether ev — one of the worker's own reactions
-// (its key begins ownKeys: "worker:<cursor>:<cause>:<n>"), which the
-// plugin now answers with several reactions — is itself one of several
-// the worker wrote to its own reaction: a second generation in a row of
-// the worker fanning out on its own reactions. It reads the store, not a
-// cache, so the answer does not depend on how much else the worker has
-// handled: ev's siblings are known from its number (a sibling numbered 1
-// or more: its cause was answered with several; the first, numbered 0,
-// is judged by its siblings when they fan out in turn), its cause's
-// owner from the cause's key.
+// (its key begins ownKeys), which the plugin now answers with several
+// reactions — has a sibling that fanned out too: another of the worker's
+// own reactions to the same cause, itself the worker's own reaction,
+// answered with several. Two of a generation fanning out is the log
+// multiplying at every generation (a plugin doubling what it is handed
+// back); one of them fanning out is a workflow's step (a chain with a
+// notification beside each step, a step answered with several items).
+// It reads the store (the cause and what it caused, two levels down),
+// not a cache, so the answer does not depend on how much else the worker
+// has handled.
 func fansOutAgain(store *core.Store, ev *core.StoredEvent, ownKeys string) bool {
-	rest := strings.TrimPrefix(ev.IdempotencyKey, ownKeys)
-	i := strings.LastIndexByte(rest, ':')
-	if i < 0 {
-		return false
-	}
-	if n, err := strconv.Atoi(rest[i+1:]); err != nil || n < 1 {
-		return false
-	}
 	cause, err := store.Get(ev.Header.CausationID)
-	return err == nil && strings.HasPrefix(cause.IdempotencyKey, ownKeys)
+	if err != nil || !strings.HasPrefix(cause.IdempotencyKey, ownKeys) {
+		return false
+	}
+	tree, err := store.Descendants(cause.Header.ID, core.CausalLimits{MaxDepth: 2, MaxEvents: 256, MaxBytes: 4 << 20})
+	if err != nil {
+		return false
+	}
+	siblings := map[core.EventID]bool{} // the cause's own reactions but ev
+	for i := range tree.Events {
+		e := &tree.Events[i]
+		if e.Header.CausationID == cause.Header.ID && e.Header.ID != ev.Header.ID && strings.HasPrefix(e.IdempotencyKey, ownKeys) {
+			siblings[e.Header.ID] = true
+		}
+	}
+	kids := map[core.EventID]int{} // the worker's own reactions to each sibling
+	for i := range tree.Events {
+		e := &tree.Events[i]
+		if siblings[e.Header.CausationID] && strings.HasPrefix(e.IdempotencyKey, ownKeys) {
+			if kids[e.Header.CausationID]++; kids[e.Header.CausationID] > 1 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // handler adapts the plugin to the cursor worker: for each batch it calls
@@ -1384,6 +1399,7 @@ func (r *runner) handler(store *core.Store, p *plugins.Plugin, t *turn) core.Han
 			}
 			bySource[re.Source] = append(bySource[re.Source], i)
 		}
+		fannedIn := map[core.EventID]bool{} // causes of the worker's own reactions this batch fans out on
 		for _, src := range order {
 			if err := r.checkBatch(len(bySource[src])); err != nil {
 				return core.Continue, fmt.Errorf("reactions to %s: %w", batch[src].Header.ID, err)
@@ -1394,13 +1410,18 @@ func (r *runner) handler(store *core.Store, p *plugins.Plugin, t *turn) core.Han
 				return core.Continue, fmt.Errorf("reactions to %s: %w: it is the reaction %d generations deep to an event no worker wrote (at most %d, server.workers_max_reaction_depth): does the worker's region take in what its plugin writes?",
 					sev.Header.ID, ErrReactionLoop, d, r.s.opts.MaxReactionDepth)
 			}
-			// A worker fanning out on its own reaction that came of its
-			// fanning out on its own reaction multiplies the log at every
-			// generation: once in a workflow is a step, twice in a row a
-			// loop.
-			if n := len(bySource[src]); n > 1 && strings.HasPrefix(sev.IdempotencyKey, ownKeys) && fansOutAgain(store, sev, ownKeys) {
-				return core.Continue, fmt.Errorf("reactions to %s: %w: the plugin answers the worker's own reaction with %d reactions, and that reaction is one of several the worker wrote to its own reaction %s: a worker may fan out on its own reactions once in a chain, not generation after generation (split such a workflow across workers): does the worker's region take in what its plugin writes?",
-					sev.Header.ID, ErrReactionLoop, n, sev.Header.CausationID)
+			if n := len(bySource[src]); n > 1 && strings.HasPrefix(sev.IdempotencyKey, ownKeys) {
+				// The worker fans out on its own reaction: a loop when
+				// another of its own reactions to the same cause — itself
+				// the worker's own — fanned out too (earlier in this
+				// batch, or written before).
+				if cause, err := store.Get(sev.Header.CausationID); err == nil && strings.HasPrefix(cause.IdempotencyKey, ownKeys) {
+					if fannedIn[cause.Header.ID] || fansOutAgain(store, sev, ownKeys) {
+						return core.Continue, fmt.Errorf("reactions to %s: %w: the plugin answers the worker's own reaction with %d reactions, and another of the worker's own reactions to the same cause %s fanned out too: the log would multiply at every generation (a worker may fan out on one of its own reactions to a cause, not on several: give such steps workers of their own): does the worker's region take in what its plugin writes?",
+							sev.Header.ID, ErrReactionLoop, n, sev.Header.CausationID)
+					}
+					fannedIn[cause.Header.ID] = true
+				}
 			}
 		}
 		wctx := core.WithPlugin(core.WithAction(ctx, core.ActionPlugin), p.Ref())

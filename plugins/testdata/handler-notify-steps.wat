@@ -1,0 +1,61 @@
+;; handler-notify-steps.wat: a linear workflow, each step answered [notification, next step]
+;; kind 0x1001 (an order) -> step 0x2001 ; 0x2001 -> 0x2002 ; 0x2002 -> 0x2003 ; 0x2003 -> nothing.
+;; Each step also writes one notification (kind 0x3001, answered with nothing).
+;; A linear, finite pipeline: at most 4 steps + 4 notifications per order.
+(module
+  (memory (export "memory") 1)
+  (data (i32.const 64) "echoplugin{}")
+  (func (export "batpak_abi_version") (result i32) (i32.const 1))
+  (global $top (mut i32) (i32.const 1024))
+  (func $alloc (export "batpak_alloc") (param $n i32) (result i32)
+    (local $p i32) (local $end i32) (local $have i32)
+    (local.set $p (global.get $top))
+    (local.set $end (i32.add (local.get $p) (local.get $n)))
+    (local.set $have (i32.mul (memory.size) (i32.const 65536)))
+    (if (i32.gt_u (local.get $end) (local.get $have))
+      (then
+        (if (i32.eq
+              (memory.grow (i32.shr_u (i32.add (i32.sub (local.get $end) (local.get $have)) (i32.const 65535)) (i32.const 16)))
+              (i32.const -1))
+          (then unreachable))))
+    (global.set $top (i32.and (i32.add (local.get $end) (i32.const 15)) (i32.const -16)))
+    (local.get $p))
+  (func $emit (param $p i32) (param $src i32) (param $kind i32) (result i32)
+    (i32.store (local.get $p) (local.get $src))
+    (i32.store16 offset=4 (local.get $p) (local.get $kind))
+    (i32.store16 offset=6 (local.get $p) (i32.const 4))
+    (i32.store16 offset=8 (local.get $p) (i32.const 6))
+    (i32.store16 offset=10 (local.get $p) (i32.const 0))
+    (i32.store offset=12 (local.get $p) (i32.const 2))
+    (i64.store offset=16 (local.get $p) (i64.load (i32.const 64)))
+    (i32.store offset=24 (local.get $p) (i32.load (i32.const 72)))
+    (i32.add (local.get $p) (i32.const 28)))
+  (func (export "batpak_handle") (param $bp i32) (param $bl i32) (result i64)
+    (local $n i32) (local $i i32) (local $out i32) (local $p i32) (local $ev i32) (local $kind i32) (local $cnt i32)
+    (local.set $n (i32.load (local.get $bp)))
+    (local.set $out (call $alloc (i32.add (i32.const 8) (i32.mul (local.get $n) (i32.const 56)))))
+    (i32.store (local.get $out) (i32.const 0))
+    (local.set $p (i32.add (local.get $out) (i32.const 8)))
+    (local.set $ev (i32.add (local.get $bp) (i32.const 4)))
+    (block $done
+      (loop $each
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $kind (i32.load16_u offset=28 (local.get $ev)))
+        (if (i32.eq (local.get $kind) (i32.const 0x1001))
+          (then
+            (local.set $p (call $emit (local.get $p) (local.get $i) (i32.const 0x3001)))
+            (local.set $p (call $emit (local.get $p) (local.get $i) (i32.const 0x2001)))
+            (local.set $cnt (i32.add (local.get $cnt) (i32.const 2)))))
+        (if (i32.and (i32.ge_u (local.get $kind) (i32.const 0x2001)) (i32.lt_u (local.get $kind) (i32.const 0x2003)))
+          (then
+            (local.set $p (call $emit (local.get $p) (local.get $i) (i32.const 0x3001)))
+            (local.set $p (call $emit (local.get $p) (local.get $i) (i32.add (local.get $kind) (i32.const 1))))
+            (local.set $cnt (i32.add (local.get $cnt) (i32.const 2)))))
+        (local.set $ev (i32.add (local.get $ev) (i32.add (i32.const 4) (i32.load (local.get $ev)))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $each)))
+    (i32.store offset=4 (local.get $out) (local.get $cnt))
+    (global.set $top (i32.const 1024))
+    (i64.or (i64.extend_i32_u (local.get $out))
+      (i64.shl (i64.extend_i32_u (i32.sub (local.get $p) (local.get $out))) (i64.const 32))))
+)
