@@ -346,6 +346,20 @@ func (s *Store) KeptReactions(ctx context.Context, err error, prefix string, ite
 	return true
 }
 
+// KeyHolder returns the id of the visible or hidden event stored under the
+// idempotency key, and whether there is one: a worker judging what it
+// wrote before (its reactions' keys) looks them up without reading an
+// event. Keys of events a compaction removed are forgotten.
+func (s *Store) KeyHolder(key string) (EventID, bool) {
+	s.ix.RLock()
+	defer s.ix.RUnlock()
+	seq, ok := s.ix.Idem(key)
+	if !ok || seq >= s.ix.Len() {
+		return EventID{}, false
+	}
+	return s.ix.At(seq).ID, true
+}
+
 // storedAlike reports whether every item whose idempotency key the store
 // already holds names the coordinate and kind of the event stored under
 // it: a reactor's answer to a redelivered source may differ in payloads

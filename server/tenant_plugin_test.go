@@ -243,6 +243,7 @@ func TestTenantPluginFaultFixtures(t *testing.T) {
 		"handler-flaky":        "does not export batpak_fold",
 		"handler-malformed":    "does not export batpak_fold",
 		"handler-steps":        "does not export batpak_fold",
+		"handler-fan-first":    "does not export batpak_fold",
 		"handler-notify-steps": "does not export batpak_fold",
 		"importname-forge":     "instantiating",
 		"inspect-forge":        "instantiating",

@@ -94,3 +94,38 @@ func TestReactionLoopBoundedUnderLoad(t *testing.T) {
 		t.Fatalf("the tenant's log holds %v events for %d orders: more than two generations each", n, orders)
 	}
 }
+
+// TestReactionLoopSeenHoweverWideTheSiblings: a plugin that answers one
+// event of each call with 300 reactions — so a cause's reactions number
+// more than any read of its descendants would take in, and never two fan
+// out in one batch — is still caught: the siblings are judged by their
+// idempotency keys, not by reading the tree.
+func TestReactionLoopSeenHoweverWideTheSiblings(t *testing.T) {
+	fixtures := standardFixtures()
+	fixtures["fan-first"] = "handler-fan-first"
+	ts := startServer(t, t.TempDir(), newSource(t, fixtures), func(c *server.Config) { c.WorkersMaxReactionDepth = 3 })
+	ctx := context.Background()
+	tc := ts.tenant(t, "wide")
+	appendOrders(t, tc, "order:1", 1)
+	if _, err := tc.StartWorker(ctx, "loop", client.WorkerSpec{Plugin: "fan-first",
+		Restart: client.WorkerRestart{BackoffMinMs: 1, MaxRestarts: intp(0)}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the wide worker quarantined", func() bool { return worker(t, tc, "loop").State == "quarantined" })
+	w := worker(t, tc, "loop")
+	if w.LastFault == nil || w.LastFault.Kind != "loop" || !strings.Contains(w.LastFault.Message, "fanned out too") {
+		t.Fatalf("last fault %+v, want kind loop: two siblings fanned out", w.LastFault)
+	}
+	st, err := tc.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The order's 300 reactions, the 300 each of those the first of a
+	// batch got (the worker's first fan-out on its own reactions to an
+	// outside event is a step, not yet a loop), and one batch more before
+	// two siblings are seen fanning out — not 9,000 as when the check read
+	// the tree and missed them.
+	if n := st["global_sequence"].(float64); n > 1+300+300*5+300*2 {
+		t.Fatalf("the tenant's log holds %v events from one order", n)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1334,35 +1335,28 @@ func (r *runner) reactionDepth(store *core.Store, ev *core.StoredEvent) int {
 // multiplying at every generation (a plugin doubling what it is handed
 // back); one of them fanning out is a workflow's step (a chain with a
 // notification beside each step, a step answered with several items).
-// It reads the store (the cause and what it caused, two levels down),
-// not a cache, so the answer does not depend on how much else the worker
-// has handled.
+// It reads the reactions' idempotency keys, which are exact — the
+// cause's reactions are ownKeys+cause+":0", ":1", … (written as one
+// batch, at most max_batch_events), and a sibling fanned out when its
+// ":1" key is stored — so no event is read, however many or large the
+// siblings are.
 func fansOutAgain(store *core.Store, ev *core.StoredEvent, ownKeys string) bool {
 	cause, err := store.Get(ev.Header.CausationID)
 	if err != nil || !strings.HasPrefix(cause.IdempotencyKey, ownKeys) {
 		return false
 	}
-	tree, err := store.Descendants(cause.Header.ID, core.CausalLimits{MaxDepth: 2, MaxEvents: 256, MaxBytes: 4 << 20})
-	if err != nil {
-		return false
-	}
-	siblings := map[core.EventID]bool{} // the cause's own reactions but ev
-	for i := range tree.Events {
-		e := &tree.Events[i]
-		if e.Header.CausationID == cause.Header.ID && e.Header.ID != ev.Header.ID && strings.HasPrefix(e.IdempotencyKey, ownKeys) {
-			siblings[e.Header.ID] = true
+	for i := 0; ; i++ {
+		sibling, ok := store.KeyHolder(ownKeys + cause.Header.ID.String() + ":" + strconv.Itoa(i))
+		if !ok {
+			return false
+		}
+		if sibling == ev.Header.ID {
+			continue
+		}
+		if _, fanned := store.KeyHolder(ownKeys + sibling.String() + ":1"); fanned {
+			return true
 		}
 	}
-	kids := map[core.EventID]int{} // the worker's own reactions to each sibling
-	for i := range tree.Events {
-		e := &tree.Events[i]
-		if siblings[e.Header.CausationID] && strings.HasPrefix(e.IdempotencyKey, ownKeys) {
-			if kids[e.Header.CausationID]++; kids[e.Header.CausationID] > 1 {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // handler adapts the plugin to the cursor worker: for each batch it calls
