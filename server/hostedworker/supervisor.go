@@ -80,9 +80,10 @@ type Fault struct {
 	// "timeout", "malformed", …), "denied" for a reaction a policy
 	// refused, "unavailable" for a plugin the source could not provide,
 	// "store" for the tenant's store unable to take writes (a full disk;
-	// not counted towards quarantine), "loop" for reactions to an event
-	// already Options.MaxReactionDepth generations of reactions deep
-	// (ErrReactionLoop), or "error" for anything else (a failed write).
+	// not counted towards quarantine), "loop" for reactions that would
+	// go on without end (ErrReactionLoop: a chain Options.MaxReactionDepth
+	// generations deep, or two of the worker's own reactions to one cause
+	// fanning out), or "error" for anything else (a failed write).
 	Kind    string `json:"kind"`
 	Message string `json:"message"`
 }
@@ -117,8 +118,10 @@ const (
 
 // ErrReactionLoop is the fault of a worker asked to react to an event
 // that is already Options.MaxReactionDepth generations of workers'
-// reactions deep (a worker reacting to its own reactions, or workers to
-// each other's, without end): its reactions are not written.
+// reactions deep, or to fan out on one of its own reactions when another
+// of its own reactions to the same cause fanned out too (a worker
+// reacting to its own reactions, or workers to each other's, without
+// end): its reactions to that event are not written.
 var ErrReactionLoop = errors.New("hostedworker: reaction loop")
 
 // MaxLogEntries is how many log entries a worker's status keeps.
@@ -1328,9 +1331,9 @@ func (r *runner) reactionDepth(store *core.Store, ev *core.StoredEvent) int {
 }
 
 // fansOutAgain reports whether ev — one of the worker's own reactions
-// (its key begins ownKeys), which the plugin now answers with several
-// reactions — has a sibling that fanned out too: another of the worker's
-// own reactions to the same cause, itself the worker's own reaction,
+// (its key begins ownKeys) to cause, itself the worker's own reaction,
+// which the plugin now answers with several reactions — has a sibling
+// that fanned out too: another of the worker's own reactions to cause
 // answered with several. Two of a generation fanning out is the log
 // multiplying at every generation (a plugin doubling what it is handed
 // back); one of them fanning out is a workflow's step (a chain with a
@@ -1340,13 +1343,9 @@ func (r *runner) reactionDepth(store *core.Store, ev *core.StoredEvent) int {
 // batch, at most max_batch_events), and a sibling fanned out when its
 // ":1" key is stored — so no event is read, however many or large the
 // siblings are.
-func fansOutAgain(store *core.Store, ev *core.StoredEvent, ownKeys string) bool {
-	cause, err := store.Get(ev.Header.CausationID)
-	if err != nil || !strings.HasPrefix(cause.IdempotencyKey, ownKeys) {
-		return false
-	}
+func fansOutAgain(store *core.Store, ev *core.StoredEvent, cause core.EventID, ownKeys string) bool {
 	for i := 0; ; i++ {
-		sibling, ok := store.KeyHolder(ownKeys + cause.Header.ID.String() + ":" + strconv.Itoa(i))
+		sibling, ok := store.KeyHolder(ownKeys + cause.String() + ":" + strconv.Itoa(i))
 		if !ok {
 			return false
 		}
@@ -1410,7 +1409,7 @@ func (r *runner) handler(store *core.Store, p *plugins.Plugin, t *turn) core.Han
 				// the worker's own — fanned out too (earlier in this
 				// batch, or written before).
 				if cause, err := store.Get(sev.Header.CausationID); err == nil && strings.HasPrefix(cause.IdempotencyKey, ownKeys) {
-					if fannedIn[cause.Header.ID] || fansOutAgain(store, sev, ownKeys) {
+					if fannedIn[cause.Header.ID] || fansOutAgain(store, sev, cause.Header.ID, ownKeys) {
 						return core.Continue, fmt.Errorf("reactions to %s: %w: the plugin answers the worker's own reaction with %d reactions, and another of the worker's own reactions to the same cause %s fanned out too: the log would multiply at every generation (a worker may fan out on one of its own reactions to a cause, not on several: give such steps workers of their own): does the worker's region take in what its plugin writes?",
 							sev.Header.ID, ErrReactionLoop, n, sev.Header.CausationID)
 					}
