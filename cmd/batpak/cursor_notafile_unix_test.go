@@ -8,8 +8,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-
-	"github.com/batpak-go/batpak/core"
 )
 
 // TestDamagedCursorNotAFile: a cursor position that is a symbolic link
@@ -23,21 +21,7 @@ func TestDamagedCursorNotAFile(t *testing.T) {
 	dd := "--data-dir=" + dir
 	ok(t, "demo", dd, "--orders", "2") // 6 events
 	ok(t, "cursor", "ls", dd)
-	s, err := core.Open(core.DefaultConfig(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur, err := s.NamedCursor("audit", core.All())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur.Seek(4)
-	if err := cur.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
+	commitCursors(t, dir, 4, "audit")
 	cursors := filepath.Join(dir, "cursors")
 	victim := filepath.Join(root, "victim")
 	writeFile(t, victim, "precious")

@@ -63,6 +63,29 @@ func TestDamagedSegmentHint(t *testing.T) {
 	ok(t, "--data-dir", filepath.Join(filepath.Dir(dir), "new"), "import", rescued)
 }
 
+// commitCursors commits the named cursors of the store in dir at pos,
+// through the library, as a consumer of the store would.
+func commitCursors(t *testing.T, dir string, pos uint64, names ...string) {
+	t.Helper()
+	s, err := core.Open(core.DefaultConfig(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		cur, err := s.NamedCursor(n, core.All())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur.Seek(pos)
+		if err := cur.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestDamagedCursor: a cursor whose position file is damaged is listed as
 // DAMAGED beside the sound ones (ls exits 7 after listing them all), info
 // says so and how to reset it, and reset (to the beginning, or --to SEQ)
@@ -71,23 +94,7 @@ func TestDamagedCursor(t *testing.T) {
 	dir := filepath.Join(isolate(t), "store")
 	dd := "--data-dir=" + dir
 	ok(t, "demo", dd, "--orders", "2") // 6 events
-	s, err := core.Open(core.DefaultConfig(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range []string{"audit", "billing"} {
-		cur, err := s.NamedCursor(n, core.All())
-		if err != nil {
-			t.Fatal(err)
-		}
-		cur.Seek(4)
-		if err := cur.Commit(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
+	commitCursors(t, dir, 4, "audit", "billing")
 	pos := filepath.Join(dir, "cursors", "billing.pos")
 	f, err := os.OpenFile(pos, os.O_WRONLY, 0)
 	if err != nil {
