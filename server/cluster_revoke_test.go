@@ -1,15 +1,18 @@
 package server_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/sdk/client"
 	"github.com/batpak-go/batpak/server"
 	"github.com/batpak-go/batpak/server/httpapi"
 )
@@ -248,4 +251,20 @@ func TestClusterAccessChangeUnconfirmedMember(t *testing.T) {
 	// bounds the wait. n1 and n3 are a quorum.
 	n2.stop()
 	revoke("n2, n3")
+	// The SDK hands the members to a caller that asks (client.Answer).
+	code, key := call(t, "POST", n1.base+"/v1/admin/tenants/acme/keys", clusterOperator, `{"roles":["reader"]}`)
+	if code != 201 {
+		t.Fatalf("issue key: %d %v", code, key)
+	}
+	c, err := client.New(n1.base, clusterOperator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ans client.Answer
+	if err := c.Admin().RevokeKey(client.WithAnswer(context.Background(), &ans), "acme", key["id"].(string)); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ans.UnconfirmedMembers, []string{"n2", "n3"}) || ans.RequestID == "" {
+		t.Errorf("SDK answer: %+v, want members n2 and n3 and a request id", ans)
+	}
 }

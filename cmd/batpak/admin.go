@@ -100,10 +100,12 @@ the server's operator credential (BATPAK_SERVER, BATPAK_TOKEN).`,
 			if err != nil {
 				return err
 			}
-			t, err := rc.c.Admin().Suspend(cmd.Context(), args[0], reason)
+			var ans client.Answer
+			t, err := rc.c.Admin().Suspend(client.WithAnswer(cmd.Context(), &ans), args[0], reason)
 			if err != nil {
 				return remoteError(err)
 			}
+			warnUnconfirmed(cmd, "the suspension of tenant "+oneLine(args[0]), &ans)
 			return show(cmd, "suspended", t)
 		},
 	}
@@ -137,9 +139,11 @@ the server's operator credential (BATPAK_SERVER, BATPAK_TOKEN).`,
 			if err != nil {
 				return err
 			}
-			if err := rc.c.Admin().DeleteTenant(cmd.Context(), args[0]); err != nil {
+			var ans client.Answer
+			if err := rc.c.Admin().DeleteTenant(client.WithAnswer(cmd.Context(), &ans), args[0]); err != nil {
 				return remoteError(err)
 			}
+			warnUnconfirmed(cmd, "the deletion of tenant "+oneLine(args[0]), &ans)
 			gone := struct {
 				ID      string `json:"id"`
 				Deleted bool   `json:"deleted"`
@@ -154,6 +158,17 @@ the server's operator credential (BATPAK_SERVER, BATPAK_TOKEN).`,
 	out.registerPersistent(cmd)
 	cmd.AddCommand(create, list, suspend, resume, del, newTenantQuotasCmd(a, &out))
 	return cmd
+}
+
+// warnUnconfirmed says on stderr which cluster members had not
+// confirmed, when the leader answered, that they applied what (a change
+// taking access away, made all the same).
+func warnUnconfirmed(cmd *cobra.Command, what string, ans *client.Answer) {
+	if len(ans.UnconfirmedMembers) == 0 {
+		return
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "batpak: warning: %s is made, but cluster members %s had not confirmed applying it within 2 s: each applies it once it catches up with the leader, and one cut off from the leader stops serving the tenant's requests within 5 heartbeat timeouts (README, \"Revoking on a cluster\")\n",
+		what, oneLine(strings.Join(ans.UnconfirmedMembers, ", ")))
 }
 
 // keyAdmin runs fn with the operator's route to tenant's keys, and, when
@@ -270,13 +285,15 @@ issued key is printed once: the server keeps only its digest.`,
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
+			var ans client.Answer
+			ctx := client.WithAnswer(cmd.Context(), &ans)
 			_, err = keyAdmin(rc,
 				func(ad *client.Admin) (struct{}, error) { return struct{}{}, ad.RevokeKey(ctx, rc.tenant, args[0]) },
 				func(t *client.Tenant) (struct{}, error) { return struct{}{}, t.RevokeKey(ctx, args[0]) })
 			if err != nil {
 				return remoteError(err)
 			}
+			warnUnconfirmed(cmd, "the revocation of key "+oneLine(args[0]), &ans)
 			revoked := struct {
 				ID      string `json:"id"`
 				Tenant  string `json:"tenant"`

@@ -138,3 +138,46 @@ func TestCLIPagingStopsWhenTheServerDoesNotMoveOn(t *testing.T) {
 		t.Errorf("query of a repeating page: exit %d after %d pages, stderr %q", r.code, n, r.stderr)
 	}
 }
+
+// A change taking access away that the cluster's leader answers with
+// members that had not confirmed it is reported made, with a warning on
+// stderr naming them; without the header, no warning.
+func TestCLIWarnsOfUnconfirmedMembers(t *testing.T) {
+	isolate(t)
+	var unconfirmed atomic.Value
+	unconfirmed.Store("n2, n3")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if v := unconfirmed.Load().(string); v != "" {
+			w.Header().Set("Batpak-Unconfirmed-Members", v)
+		}
+		switch {
+		case r.Method == "DELETE":
+			w.WriteHeader(http.StatusNoContent)
+		case r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/suspend"):
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"id":"acme","state":"suspended"}`))
+		default:
+			http.Error(w, "unexpected", http.StatusTeapot)
+		}
+	}))
+	defer srv.Close()
+	base := []string{"--server", srv.URL, "--token", "op"}
+	for _, c := range []struct {
+		args []string
+		what string
+	}{
+		{[]string{"--tenant", "acme", "key", "revoke", "k1"}, "the revocation of key k1 is made"},
+		{[]string{"tenant", "suspend", "acme"}, "the suspension of tenant acme is made"},
+		{[]string{"tenant", "delete", "acme", "--yes"}, "the deletion of tenant acme is made"},
+	} {
+		unconfirmed.Store("n2, n3")
+		r := batpak(t, append(base, c.args...)...)
+		if r.code != 0 || !strings.Contains(r.stderr, c.what) || !strings.Contains(r.stderr, "members n2, n3 had not confirmed") {
+			t.Errorf("%q: exit %d, stderr %q, stdout %q", c.args, r.code, r.stderr, r.stdout)
+		}
+		unconfirmed.Store("")
+		if r := batpak(t, append(base, c.args...)...); r.code != 0 || r.stderr != "" {
+			t.Errorf("%q, all confirmed: exit %d, stderr %q", c.args, r.code, r.stderr)
+		}
+	}
+}

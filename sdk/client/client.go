@@ -493,6 +493,7 @@ func (c *Client) sendRead(ctx context.Context, r request, read func(*http.Respon
 			}
 		}
 		if err == nil {
+			noteAnswer(ctx, resp)
 			return resp, nil
 		}
 		if ctx.Err() != nil {
@@ -503,7 +504,9 @@ func (c *Client) sendRead(ctx context.Context, r request, read func(*http.Respon
 		if unanswered && r.method == http.MethodDelete && errors.Is(err, ErrNotFound) {
 			// The delete sent before arrived and did its work; only its
 			// answer was lost.
-			return &http.Response{StatusCode: http.StatusNoContent, Body: http.NoBody, Header: http.Header{}}, nil
+			resp := &http.Response{StatusCode: http.StatusNoContent, Body: http.NoBody, Header: http.Header{}}
+			noteAnswer(ctx, resp)
+			return resp, nil
 		}
 		var pe *Error
 		// A transport error after the request went out (not a refused

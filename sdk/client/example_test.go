@@ -113,3 +113,24 @@ func ExampleTenant_Subscribe() {
 	// 1 order:1
 	// 2 order:2
 }
+
+func ExampleWithAnswer() {
+	url, operator, stop := startServer()
+	defer stop()
+	ctx := context.Background()
+
+	admin, _ := client.New(url, operator)
+	admin.Admin().CreateTenant(ctx, "acme", nil, nil)
+	key, _ := admin.Admin().IssueKey(ctx, "acme", "laptop", "reader")
+
+	// On a cluster, the leader answers a revocation once every member
+	// refuses the key, or names those that had not confirmed it within
+	// 2 s. A single server has no other member.
+	var ans client.Answer
+	if err := admin.Admin().RevokeKey(client.WithAnswer(ctx, &ans), "acme", key.ID); err != nil {
+		panic(err)
+	}
+	fmt.Println("revoked; members yet to confirm:", len(ans.UnconfirmedMembers))
+	// Output:
+	// revoked; members yet to confirm: 0
+}
