@@ -247,6 +247,27 @@ func TestClusterAccessChangeUnconfirmedMember(t *testing.T) {
 		t.Errorf("applied with a tenant's admin key: %d, want 403", code)
 	}
 	revoke("n3")
+	// A deletion waiting for n3 does not hold up the creation of another
+	// tenant.
+	if code, body := call(t, "POST", n1.base+"/v1/admin/tenants", clusterOperator, `{"id":"doomed"}`); code != 201 {
+		t.Fatalf("create doomed: %d %v", code, body)
+	}
+	deleted := make(chan int)
+	go func() {
+		code, _ := callOnce(t, "DELETE", n1.base+"/v1/admin/tenants/doomed?confirm=doomed", clusterOperator, "")
+		deleted <- code
+	}()
+	time.Sleep(300 * time.Millisecond)
+	began := time.Now()
+	if code, body := call(t, "POST", n1.base+"/v1/admin/tenants", clusterOperator, `{"id":"fresh"}`); code != 201 {
+		t.Fatalf("create fresh: %d %v", code, body)
+	}
+	if took := time.Since(began); took > time.Second {
+		t.Errorf("a tenant's creation waited %s for another's deletion to be confirmed", took)
+	}
+	if code := <-deleted; code != 204 {
+		t.Errorf("delete doomed: %d", code)
+	}
 	// n2 down too (its connections refused): named at once, n3 still
 	// bounds the wait. n1 and n3 are a quorum.
 	n2.stop()

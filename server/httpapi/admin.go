@@ -275,21 +275,29 @@ func (a *API) deleteTenant(c *call) error {
 	if !confirmed {
 		return errInvalid("confirm", "deleting a tenant removes its data: repeat its id as ?confirm=<tenant id>")
 	}
+	if err := a.deleteTenantLocked(c, t.ID); err != nil {
+		return err
+	}
+	// Outside the lock: tenant creation and deletion do not wait on a
+	// cluster member that is slow to confirm.
+	a.confirmAccessChange(c, "tenant deleted")
+	c.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// deleteTenantLocked records tenant id's deletion and removes its data,
+// under the lock tenant creation and deletion take.
+func (a *API) deleteTenantLocked(c *call, id string) error {
 	a.tenantMu.Lock()
 	defer a.tenantMu.Unlock()
-	if err := a.opts.Plane.DeleteTenant(c.r.Context(), t.ID); err != nil {
+	if err := a.opts.Plane.DeleteTenant(c.r.Context(), id); err != nil {
 		return err
 	}
 	// The deletion is on record: its data goes even if the client hangs
 	// up now.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.r.Context()), removeTimeout)
 	defer cancel()
-	if err := a.removeTenantData(ctx, t.ID); err != nil {
-		return err
-	}
-	a.confirmAccessChange(c, "tenant deleted")
-	c.w.WriteHeader(http.StatusNoContent)
-	return nil
+	return a.removeTenantData(ctx, id)
 }
 
 // removeTimeout bounds the removal of a deleted tenant's data once its
