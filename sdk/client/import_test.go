@@ -248,3 +248,55 @@ func TestImportHalvesPastAProxysBound(t *testing.T) {
 		t.Fatalf("a line past the bound: %+v, %v; want an *ImportError for line 2 after 1 imported", st, err)
 	}
 }
+
+// endless is a line that never ends.
+type endless struct{}
+
+func (endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'a'
+	}
+	return len(p), nil
+}
+
+// TestImportLineBound: a line of the stream past ImportOptions.MaxLineBytes
+// fails the import naming it, the client having read about the bound of
+// it, not the line; a line of exactly the bound is sent.
+func TestImportLineBound(t *testing.T) {
+	var bodies atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		bodies.Add(n)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"imported":1}`))
+	}))
+	defer srv.Close()
+	c, err := client.New(srv.URL, "bpk_x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme := c.Tenant("acme")
+	const bound = 1 << 20
+	in := &countingReader{r: io.MultiReader(strings.NewReader("{}\n{}\n{}\n"), endless{})}
+	_, err = acme.ImportWithOptions(context.Background(), in, client.ImportOptions{MaxLineBytes: bound})
+	var ie *client.ImportError
+	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "line 4 of the stream is longer than 1048576 bytes") {
+		t.Fatalf("an endless fourth line: %v", err)
+	}
+	if in.n > bound+256<<10 {
+		t.Errorf("read %d bytes of the stream for a bound of %d", in.n, bound)
+	}
+	exact := strings.Repeat("b", bound)
+	for _, tail := range []string{"\n", ""} {
+		before := bodies.Load()
+		if _, err := acme.ImportWithOptions(context.Background(), strings.NewReader("{}\n"+exact+tail), client.ImportOptions{MaxLineBytes: bound}); err != nil {
+			t.Errorf("a line of exactly the bound (ending %q): %v", tail, err)
+		}
+		if got := bodies.Load() - before; got != int64(3+bound+len(tail)) {
+			t.Errorf("sent %d bytes, want %d", got, 3+bound+len(tail))
+		}
+	}
+	if _, err := acme.ImportWithOptions(context.Background(), strings.NewReader(exact+"b"), client.ImportOptions{MaxLineBytes: bound}); err == nil || !strings.Contains(err.Error(), "line 1 of the stream") {
+		t.Errorf("a last line one past the bound: %v", err)
+	}
+}

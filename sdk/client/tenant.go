@@ -138,7 +138,17 @@ type ImportOptions struct {
 	// acknowledged, with the bytes of the stream acknowledged so far and
 	// the stats so far (the sums over the requests).
 	Progress func(acked int64, st ImportStats)
+	// MaxLineBytes bounds one line of the stream (0:
+	// DefaultImportMaxLineBytes): a longer line fails the import before
+	// it is sent, the client having held at most this many of its bytes.
+	MaxLineBytes int
 }
+
+// DefaultImportMaxLineBytes bounds one line of an import's stream unless
+// ImportOptions.MaxLineBytes says otherwise: twice the largest event a
+// store takes by default (16 MiB) and 1 MiB more, as the server's own
+// import does, past every tenant's max_payload_bytes by default.
+const DefaultImportMaxLineBytes = 33 << 20
 
 // ImportWithOptions writes an export stream (NDJSON, as Export produces)
 // into the tenant. Needs the admin role.
@@ -171,6 +181,10 @@ func (t *Tenant) ImportWithOptions(ctx context.Context, ndjson io.Reader, opts I
 	if chunk <= 0 {
 		chunk = DefaultImportChunkBytes
 	}
+	maxLine := opts.MaxLineBytes
+	if maxLine <= 0 {
+		maxLine = DefaultImportMaxLineBytes
+	}
 	br := bufio.NewReaderSize(ndjson, 64<<10)
 	var (
 		total ImportStats
@@ -202,7 +216,10 @@ func (t *Tenant) ImportWithOptions(ctx context.Context, ndjson io.Reader, opts I
 		for !eof && (len(buf) <= chunk) {
 			n := len(buf)
 			var err error
-			buf, err = readLine(br, buf)
+			buf, err = readLine(br, buf, n+maxLine)
+			if errors.Is(err, errLineTooLong) {
+				return total, fail(fmt.Errorf("client: import: line %d of the stream is longer than %d bytes, the bound on one line of an import: no event of an export is that long; is it an export (NDJSON, one event a line)?", first+len(ends), maxLine), 0)
+			}
 			if len(buf) > n {
 				ends = append(ends, len(buf))
 			}
@@ -268,12 +285,23 @@ func (t *Tenant) ImportWithOptions(ctx context.Context, ndjson io.Reader, opts I
 // importLineRE finds the line a server's import refusal names.
 var importLineRE = regexp.MustCompile(`import line (\d+)`)
 
+// errLineTooLong is a line of an import's stream past its bound.
+var errLineTooLong = errors.New("line too long")
+
 // readLine appends the stream's next line, its line feed included, to
 // buf; at the stream's end it returns io.EOF (with the last line when it
-// has no line feed).
-func readLine(br *bufio.Reader, buf []byte) ([]byte, error) {
+// has no line feed). Once buf would pass limit bytes with the line not
+// ended, it returns errLineTooLong.
+func readLine(br *bufio.Reader, buf []byte, limit int) ([]byte, error) {
 	for {
 		frag, err := br.ReadSlice('\n')
+		size := len(buf) + len(frag)
+		if len(frag) > 0 && frag[len(frag)-1] == '\n' {
+			size-- // the line feed is not the line's
+		}
+		if size > limit {
+			return buf, errLineTooLong
+		}
 		buf = append(buf, frag...)
 		if err != bufio.ErrBufferFull {
 			return buf, err
