@@ -462,10 +462,19 @@ func (c *Client) sendRead(ctx context.Context, r request, read func(*http.Respon
 	start := time.Now()
 	unanswered := false // an attempt before was sent, its answer lost
 	var wrote atomic.Bool
+	// resent: within one hop, the transport sent the request again on a
+	// new connection after it had written it on one that broke before an
+	// answer (net/http does so for a request with an Idempotency-Key):
+	// the first may have arrived, whatever the second is answered.
+	var resent atomic.Bool
 	// Each hop of an attempt (a follower's redirect to its leader) starts
-	// afresh: only the headers of the hop that failed count.
+	// afresh (clearWrote): only the headers of the hop that failed count.
 	sent := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		GetConn:      func(string) { wrote.Store(false) },
+		GetConn: func(string) {
+			if wrote.Load() {
+				resent.Store(true)
+			}
+		},
 		WroteHeaders: func() { wrote.Store(true) },
 	})
 	sent = context.WithValue(sent, wroteKey{}, &wrote) // once clears it before each hop (an HTTP/2 stream gets no GetConn)
@@ -485,6 +494,7 @@ func (c *Client) sendRead(ctx context.Context, r request, read func(*http.Respon
 		}
 		wrote.Store(false)
 		resp, err := c.once(sent, r)
+		unanswered = unanswered || resent.Load()
 		if err == nil && read != nil {
 			err = read(resp)
 			resp.Body.Close()

@@ -306,3 +306,50 @@ func TestUnkeyedWriteNotSentAgainAfterALostAnswer(t *testing.T) {
 		})
 	}
 }
+
+// A keyed write that net/http sent again on a new connection, after the
+// first connection broke with the request written and no answer, may
+// have arrived the first time: a refusal of the later sends (BUSY: did
+// nothing) does not make it a write that did nothing. It fails with an
+// *OutcomeUnknownError naming its key, as any lost answer does.
+func TestWriteResentByTheTransportIsAnUnknownOutcome(t *testing.T) {
+	var n atomic.Int32
+	var mu sync.Mutex
+	var keys []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		keys = append(keys, r.Header.Get("Idempotency-Key"))
+		mu.Unlock()
+		if n.Add(1) == 2 {
+			// Read, perhaps written, and the connection dropped.
+			c, _, _ := w.(http.Hijacker).Hijack()
+			c.Close()
+			return
+		}
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, `{"code":"BUSY","detail":"busy","status":503}`)
+	}))
+	defer srv.Close()
+	c, err := client.New(srv.URL, "bpk_x", client.Options{MaxRetries: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Tenant("acme").Append(context.Background(), client.AppendRequest{Entity: "a:1", Scope: "s", Kind: "1:1", Payload: json.RawMessage(`{}`)})
+	var oe *client.OutcomeUnknownError
+	if !errors.As(err, &oe) {
+		t.Fatalf("after a send that broke off: %v (%T), want an *OutcomeUnknownError", err, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(keys) < 3 || !strings.Contains(err.Error(), keys[0]) {
+		t.Errorf("error %q, sends %q: want several sends of one key, named", err, keys)
+	}
+	for _, k := range keys {
+		if k != keys[0] {
+			t.Errorf("keys %q: want one key for every send", keys)
+			break
+		}
+	}
+}
