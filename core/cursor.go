@@ -34,6 +34,8 @@ type Cursor struct {
 	mu        sync.Mutex
 	pos       uint64 // next global sequence to examine
 	committed uint64
+	examine   int    // bound on the index entries one PollBytes examines (0: none)
+	examined  uint64 // index entries PollBytes examined in all
 }
 
 // Cursor returns an in-memory cursor over r starting at the first event.
@@ -105,9 +107,12 @@ func (c *Cursor) PollBytes(max, maxBytes int) (evs []StoredEvent, more bool, err
 	}
 	var next uint64
 	var planned int
+	var cut bool
 	evs, err = c.s.readRetryBytes(func() []index.Loc {
 		var locs []index.Loc
-		locs, next = c.s.ix.PlanFrom(c.region.filter(), c.pos, max)
+		var examined int
+		locs, next, examined, cut = c.s.ix.PlanFromWithin(c.region.filter(), c.pos, max, c.examine)
+		c.examined += uint64(examined)
 		planned = len(locs)
 		return locs
 	}, maxBytes)
@@ -118,7 +123,30 @@ func (c *Cursor) PollBytes(max, maxBytes int) (evs []StoredEvent, more bool, err
 		next, more = evs[len(evs)-1].GlobalSequence+1, true
 	}
 	c.pos = next
-	return evs, more, nil
+	return evs, more || cut, nil
+}
+
+// ExamineAtMost bounds the index entries each later PollBytes examines
+// to n (n <= 0: no bound, the default): the posting-list entries,
+// entities' sequences or log entries it decides, matching or not. A poll
+// that reaches the bound returns the events it found, perhaps none, with
+// more true, and moves the position past what it examined: the region's
+// events from there on are not read yet, not absent. What one poll holds
+// the index's lock for, and its CPU, are so bounded whatever the region
+// (a category alone, which no index list narrows, walks the log); a
+// server bounds a request's work with it (Examined). Poll is not bounded.
+func (c *Cursor) ExamineAtMost(n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.examine = max(n, 0)
+}
+
+// Examined is how many index entries the cursor's PollBytes calls have
+// examined in all (see ExamineAtMost).
+func (c *Cursor) Examined() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.examined
 }
 
 // pending reports whether the region holds events past the position,

@@ -638,3 +638,40 @@ func TestNamedCursorCommitAfterClose(t *testing.T) {
 		t.Fatalf("reopened: committed %d, want 2", c.Committed())
 	}
 }
+
+// A cursor bounded with ExamineAtMost reads every event of its region
+// all the same, over polls that each examine at most the bound, some
+// returning no events with more set; an unbounded one is unchanged.
+func TestCursorExamineAtMost(t *testing.T) {
+	s := openStore(t)
+	rng := rand.New(rand.NewSource(7))
+	cursorFixture(t, s, rng, 300)
+	for _, r := range cursorRegions {
+		cur := s.Cursor(r)
+		cur.ExamineAtMost(7)
+		var got []core.StoredEvent
+		empty := 0
+		for polls := 0; ; polls++ {
+			if polls > 10000 {
+				t.Fatalf("%v: no end after %d polls", r, polls)
+			}
+			before := cur.Examined()
+			evs, more, err := cur.PollBytes(1+rng.Intn(5), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cur.Examined() - before; d > 7 {
+				t.Fatalf("%v: a poll examined %d entries, bound 7", r, d)
+			}
+			if len(evs) == 0 && more {
+				empty++
+			}
+			got = append(got, evs...)
+			if len(evs) == 0 && !more {
+				break
+			}
+		}
+		sameEvents(t, fmt.Sprintf("bounded cursor over %v", r), got, mustQuery(t, s, r))
+		t.Logf("%v: %d events, %d polls found none and went on", r, len(got), empty)
+	}
+}

@@ -414,7 +414,7 @@ func (t *Tenant) Query(ctx context.Context, q Query) iter.Seq2[Event, error] {
 					return
 				}
 			}
-			if p.NextAfter == nil || len(p.Events) == 0 {
+			if p.NextAfter == nil {
 				return
 			}
 			after := *p.NextAfter

@@ -79,7 +79,9 @@ type Query struct {
 type Page struct {
 	Events []Event `json:"events"`
 	// NextAfter continues the query (Query.After); nil when there are no
-	// more events now.
+	// more events now. A page may hold no events and a NextAfter: the
+	// server examined as much of the log as one page may (65,536 index
+	// entries) without finding the region's events there; go on from it.
 	NextAfter *uint64 `json:"next_after"`
 }
 

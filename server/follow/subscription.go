@@ -51,6 +51,30 @@ type Subscription struct {
 	heldMu     sync.Mutex
 	held       int64
 	heldClosed bool
+
+	// pace charges steps of the index walked past the first ScanStep
+	// entries (PaceScans); paced is how many it was charged.
+	pace  func(ctx context.Context, steps int) error
+	paced uint64
+}
+
+// ScanStep bounds the index entries one read from the store examines
+// (core.Cursor.ExamineAtMost): catching up on a region few events match,
+// a subscription walks the index ScanStep entries at a time, each step
+// holding the store's index briefly, whatever the region.
+const ScanStep = 1 << 16
+
+// PaceScans makes the subscription's reads from the store charge pace
+// with one step for each ScanStep index entries they examine past the
+// first ScanStep, before the read that follows them: a server charges
+// them to the tenant's request rate (waiting for it), so that catching
+// up on a rare region in a large log costs what the pages of a query of
+// it would. Call it before the first Next; pace's error (ctx's, when ctx
+// ends while it waits) ends that Next with it.
+func (s *Subscription) PaceScans(pace func(ctx context.Context, steps int) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pace = pace
 }
 
 func newSubscription(h *Hub, r *run, region core.Region, start Start) *Subscription {
@@ -370,6 +394,15 @@ func (s *Subscription) fromStore(ctx context.Context, coverStart uint64) ([]Fram
 	o := &s.h.opts
 	if s.cur == nil {
 		s.cur = s.h.store.Cursor(s.region)
+		s.cur.ExamineAtMost(ScanStep)
+	}
+	if s.pace != nil {
+		if owed := s.cur.Examined() / ScanStep; owed > s.paced {
+			if err := s.pace(ctx, int(owed-s.paced)); err != nil {
+				return nil, 0, err
+			}
+			s.paced = owed
+		}
 	}
 	s.cur.Seek(s.next)
 	limit := o.MaxBacklogEvents

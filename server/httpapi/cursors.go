@@ -253,14 +253,14 @@ func (a *API) pollCursor(c *call) error {
 	}
 	h := a.newPageHold(c)
 	defer h.release()
-	evs, more, err := readPage(cur, limit, h)
+	evs, more, resume, err := readPage(cur, limit, PageExamine, h)
 	if err != nil {
 		return err
 	}
 	out := wire.FromStoredAll(evs)
 	next := cur.Position()
-	if more && len(evs) > 0 {
-		next = evs[len(evs)-1].GlobalSequence + 1 // the page stopped early: continue after it
+	if more {
+		next = resume // the page stopped early: continue from there
 	}
 	return writeJSONHolding(c.w, http.StatusOK, map[string]any{"events": out, "committed": cur.Committed(), "next_position": next, "cursor_id": d.ID}, h.held)
 }

@@ -451,17 +451,18 @@ func (a *API) queryEvents(c *call) error {
 		full := false
 		h := a.newPageHold(c)
 		defer h.release()
+		var resume uint64
 		if !atEnd {
-			evs, more, err := readPage(cur, limit, h)
+			evs, more, n, err := readPage(cur, limit, PageExamine, h)
 			if err != nil {
 				return err
 			}
-			full = more
+			full, resume = more, n
 			out = wire.FromStoredAll(evs)
 		}
 		var next *uint64
 		if full {
-			n := out[len(out)-1].GlobalSequence
+			n := resume - 1 // resume > start: the page read or examined something
 			next = &n
 		}
 		return writeJSONHolding(c.w, http.StatusOK, map[string]any{"events": out, "next_after": next}, h.held)
@@ -480,7 +481,20 @@ func (a *API) queryEvents(c *call) error {
 		}
 	}()
 	sent := 0
+	// Each poll examines at most PageExamine index entries; past the
+	// first PageExamine, the walk is charged to the tenant's request
+	// rate, a request for each PageExamine more (waiting for it), as the
+	// pages of the same query would be.
+	cur.ExamineAtMost(PageExamine)
+	qt := a.quotaOf(c)
+	var paced uint64
 	readStep := func() (evs []core.StoredEvent, more bool, err error) {
+		if owed := cur.Examined() / PageExamine; owed > paced {
+			if err := qt.PaceRequests(c.r.Context(), int(owed-paced)); err != nil {
+				return nil, false, err
+			}
+			paced = owed
+		}
 		if hold, err = a.bodies.take(c.r.Context(), c.tenant, ndjsonStepHold, recorderOf(c.w)); err != nil {
 			return nil, false, err
 		}
@@ -634,7 +648,9 @@ func (a *API) entityEvents(c *call) error {
 	}
 	h := a.newPageHold(c)
 	defer h.release()
-	evs, more, err := readPage(s.Cursor(region), limit, h)
+	// Unbounded: one entity's events are walked from the clock asked
+	// for, each in the region (core seeks its clock range).
+	evs, more, _, err := readPage(s.Cursor(region), limit, 0, h)
 	if err != nil {
 		return err
 	}

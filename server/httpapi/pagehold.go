@@ -86,35 +86,62 @@ func heldBytesOf(evs []core.StoredEvent) int {
 	return n
 }
 
+// PageExamine bounds the index entries one page of events examines
+// (GET …/events, GET …/cursors/{name}/events): the posting-list or log
+// entries it decides, matching the region or not. A page that reaches it
+// ends there, perhaps with no events, its next_after (next_position)
+// saying where to go on, so that a request costs about the same CPU, and
+// holds the tenant's index about as briefly, whatever the tenant's log
+// holds and however rarely the region matches (a category alone, which
+// no index list narrows, walks the log).
+const PageExamine = 1 << 16
+
 // readPage polls cur for up to limit events, in steps that first take
 // their room in h, and stops once the page holds MaxPageBytes of payload
 // (it always holds at least one event): a page of large events must not
-// take the server's memory. more reports that it stopped at the limit,
-// the byte bound or the budget rather than at the end of the region. The
-// cursor may have moved past the last event returned; callers continue
-// from that event, not from the cursor. Only a page that could not take
-// room for its first event fails (503 BUSY).
-func readPage(cur *core.Cursor, limit int, h *pageHold) (out []core.StoredEvent, more bool, err error) {
+// take the server's memory. It examines at most examine index entries
+// in all (core.Cursor.ExamineAtMost; 0: no bound): a region few events
+// match ends the page there, perhaps with no events, so a page costs
+// about the same whatever the log holds. more reports that it stopped at
+// the limit, the byte bound, the examine bound or the budget rather than
+// at the end of the region; next is then the sequence to continue from
+// (one past the last event returned, or past what was examined when the
+// examine bound stopped it): the cursor may have moved past it. Only a
+// page that could not take room for its first event fails (503 BUSY).
+func readPage(cur *core.Cursor, limit, examine int, h *pageHold) (out []core.StoredEvent, more bool, next uint64, err error) {
 	size, read, step := 0, 0, pageFirstStep
+	base := cur.Examined()
+	// upTo ends the page early after out: the events polled past its
+	// last one are read again by the next page.
+	upTo := func() ([]core.StoredEvent, bool, uint64, error) {
+		return out, true, out[len(out)-1].GlobalSequence + 1, nil
+	}
 	for len(out) < limit {
+		if examine > 0 {
+			left := examine - int(min(cur.Examined()-base, uint64(examine)))
+			if left == 0 {
+				return out, true, cur.Position(), nil
+			}
+			cur.ExamineAtMost(left)
+		}
 		bound := min(step, max(MaxPageBytes-size, 1))
 		if err := h.room(read + bound); err != nil {
 			if len(out) > 0 {
-				return out, true, nil
+				return upTo()
 			}
-			return nil, false, err
+			return nil, false, 0, err
 		}
 		evs, full, err := cur.PollBytes(min(ndjsonPage, limit-len(out)), bound)
 		if err != nil {
-			return nil, false, err
+			return nil, false, 0, err
 		}
 		if len(evs) == 0 {
-			return out, false, nil
+			return out, full, cur.Position(), nil // full: the examine bound, entries left
 		}
 		stepRead := 0
 		for _, ev := range evs {
 			if len(out) > 0 && size+len(ev.Payload) > MaxPageBytes {
-				return out, true, nil
+				return upTo()
 			}
 			// An event larger than the step comes alone: its room is
 			// taken once it is read (bounded by the largest payload); the
@@ -126,9 +153,9 @@ func readPage(cur *core.Cursor, limit int, h *pageHold) (out []core.StoredEvent,
 				}
 				if err != nil {
 					if len(out) > 0 {
-						return out, true, nil
+						return upTo()
 					}
-					return nil, false, err
+					return nil, false, 0, err
 				}
 			}
 			size += len(ev.Payload)
@@ -137,7 +164,7 @@ func readPage(cur *core.Cursor, limit int, h *pageHold) (out []core.StoredEvent,
 			out = append(out, ev)
 		}
 		if full && size >= MaxPageBytes {
-			return out, true, nil
+			return out, true, cur.Position(), nil
 		}
 		// The next step: twice this one when the bytes bounded it, else
 		// twice what it read (a poll takes at most ndjsonPage events, so
@@ -148,7 +175,7 @@ func readPage(cur *core.Cursor, limit int, h *pageHold) (out []core.StoredEvent,
 			step = min(max(2*stepRead, pageFirstStep), pageMaxStep)
 		}
 	}
-	return out, true, nil
+	return out, true, cur.Position(), nil
 }
 
 // walkHeld runs a causal walk (limits lim, except its byte bound) with

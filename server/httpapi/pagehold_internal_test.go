@@ -47,7 +47,7 @@ func TestPageRoomFollowsWhatIsRead(t *testing.T) {
 	h.release()
 
 	h = hold()
-	evs, more, err := readPage(s.Cursor(core.All()), 1000, h)
+	evs, more, _, err := readPage(s.Cursor(core.All()), 1000, 0, h)
 	if err != nil || len(evs) != 300 || more {
 		t.Fatalf("page: %d events, more %v, %v", len(evs), more, err)
 	}

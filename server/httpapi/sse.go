@@ -122,6 +122,10 @@ func (a *API) subscribe(c *call) error {
 		return err
 	}
 	defer sub.Close()
+	// Catching up on a region few events match walks the index: past a
+	// step's worth, at the tenant's request rate.
+	qt := a.quotaOf(c)
+	sub.PaceScans(qt.PaceRequests)
 	a.metrics.subscriptions.Inc()
 	defer a.metrics.subscriptions.Dec()
 

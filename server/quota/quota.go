@@ -279,6 +279,35 @@ func (t *Tenant) AllowRequest() *Exceeded {
 	return nil
 }
 
+// PaceRequests charges n tokens to the tenant's request bucket for work a
+// request does past what one request is allowed (a long read walking
+// more of the tenant's index than one page may, see
+// httpapi.PageExamine): it takes them, into debt if need be (at most one
+// burst at a time), and waits, within ctx, until the debt is paid back at
+// the bucket's rate, as PaceWrite does for writes. Meanwhile
+// AllowRequest refuses the tenant's other requests, so that a tenant's
+// requests and the extra work of its long reads keep to one rate. It
+// returns ctx's error when ctx ends first. A zero or negative rate is no
+// limit.
+func (t *Tenant) PaceRequests(ctx context.Context, n int) error {
+	for n > 0 {
+		t.mu.Lock()
+		took, wait := t.requests.reserve(t.now(), n)
+		t.mu.Unlock()
+		n -= took
+		if wait > 0 {
+			tm := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				tm.Stop()
+				return ctx.Err()
+			case <-tm.C:
+			}
+		}
+	}
+	return ctx.Err()
+}
+
 // setUploads sets the upload bucket from its hourly quota.
 func (t *Tenant) setUploads(now time.Time, perHour int64) {
 	burst := int(min(perHour, math.MaxInt32))

@@ -852,19 +852,49 @@ func (ix *Index) CountMatching(f Filter, from, to uint64) uint64 {
 // sequence examined (all of which are decided, so nothing before it can
 // appear later).
 func (ix *Index) PlanFrom(f Filter, from uint64, max int) ([]Loc, uint64) {
+	locs, next, _, _ := ix.PlanFromWithin(f, from, max, 0)
+	return locs, next
+}
+
+// PlanFromWithin is PlanFrom examining at most examine entries (the
+// posting-list entries, streams' sequences or log entries it decides;
+// examine <= 0: no bound). It returns as well how many it examined, and
+// cut: it stopped at that bound with entries left, so the events from
+// next on are not decided yet rather than absent. What one call holds
+// the index's read lock for, and its CPU, are so bounded whatever the
+// filter: one no posting list narrows (a category alone) walks the log.
+func (ix *Index) PlanFromWithin(f Filter, from uint64, max, examine int) (locs []Loc, next uint64, examined int, cut bool) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	end := uint64(ix.n)
 	if from >= end || max <= 0 {
-		return nil, from
+		return nil, from, 0, false
+	}
+	if examine <= 0 {
+		examine = int(^uint(0) >> 1)
 	}
 	var out []Loc
+	// take decides seq; false once the plan is full or at the bound.
 	take := func(seq uint32) bool {
+		examined++
 		e := ix.At(seq)
 		if ix.matchesLocked(&f, e) {
 			out = append(out, Loc{Seq: seq, Seg: e.Seg, Off: e.Off})
 		}
+		if examined >= examine && len(out) < max {
+			cut = true
+			return false
+		}
 		return len(out) < max
+	}
+	// done is what the plan returns, stopped before next with more
+	// entries left or not: cut only with entries left (at the bound on
+	// the last one, what follows it is decided: none is in f).
+	done := func(next uint64, more bool) ([]Loc, uint64, int, bool) {
+		if cut && !more {
+			return out, end, examined, false
+		}
+		return out, next, examined, cut
 	}
 	// Walk the shortest posting list the filter allows, from `from` on:
 	// the scope's, the kind's, or the entity's when it names one.
@@ -878,20 +908,23 @@ func (ix *Index) PlanFrom(f Filter, from uint64, max int) ([]Loc, uint64) {
 	if f.HasScope {
 		n, ok := ix.byScope[f.Scope]
 		if !ok {
-			return nil, end
+			return nil, end, 0, false
 		}
 		consider(ix.scopes[n].seqs)
 	}
 	if f.HasKind {
 		consider(ix.kinds[f.Kind])
 	}
-	var merge []uint32 // entities whose streams are merged, when that walks least
+	entityList := false // post is one entity's sequences, in clock order too
+	var merge []uint32  // entities whose streams are merged, when that walks least
 	if f.HasEntity {
 		switch ents := ix.entitiesOf(&f, PlanMergeEntities+1); {
 		case len(ents) == 0:
-			return nil, end
+			return nil, end, 0, false
 		case len(ents) == 1:
-			consider(ix.entities[ents[0]].Seqs)
+			if s := ix.entities[ents[0]].Seqs; !have || len(s) < len(post) {
+				post, have, entityList = s, true, true
+			}
 		case len(ents) <= PlanMergeEntities:
 			merge = ents
 		}
@@ -904,25 +937,34 @@ func (ix *Index) PlanFrom(f Filter, from uint64, max int) ([]Loc, uint64) {
 		if m := ix.mergeFrom(merge, from, walk); m != nil {
 			for m.Len() > 0 {
 				if seq := m.next(); !take(seq) {
-					return out, uint64(seq) + 1
+					return done(uint64(seq)+1, m.Len() > 0)
 				}
 			}
-			return out, end
+			return done(end, false)
 		}
 	}
 	if !have {
 		for seq := from; seq < end; seq++ {
 			if !take(uint32(seq)) {
-				return out, seq + 1
+				return done(seq+1, seq+1 < end)
 			}
 		}
-		return out, end
+		return done(end, false)
 	}
 	i := sort.Search(len(post), func(i int) bool { return uint64(post[i]) >= from })
+	clocks := entityList && f.HasClock
+	if clocks {
+		// One entity's events are in clock order: start at ClockMin, and
+		// past ClockMax none is in f.
+		i += sort.Search(len(post)-i, func(j int) bool { return ix.At(post[i+j]).Clock >= f.ClockMin })
+	}
 	for ; i < len(post); i++ {
+		if clocks && ix.At(post[i]).Clock > f.ClockMax {
+			return done(end, false)
+		}
 		if !take(post[i]) {
-			return out, uint64(post[i]) + 1
+			return done(uint64(post[i])+1, i+1 < len(post))
 		}
 	}
-	return out, end
+	return done(end, false)
 }

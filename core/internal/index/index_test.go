@@ -268,6 +268,28 @@ func TestPlanMatchesEveryFilter(t *testing.T) {
 		if !slices.Equal(paged, want) {
 			t.Fatalf("filter %d %+v: PlanFrom pages gave %d locations, want %d", i, f, len(paged), len(want))
 		}
+		// PlanFromWithin, examining at most a few entries a call, gives
+		// the same too: a call cut at its bound says so, and one that is
+		// not has decided everything up to the end or its max.
+		paged = paged[:0]
+		for from := uint64(0); from < end; {
+			max, examine := 1+rng.Intn(50), 1+rng.Intn(40)
+			page, next, examined, cut := m.ix.PlanFromWithin(f, from, max, examine)
+			if next <= from || examined > examine || len(page) > max {
+				t.Fatalf("filter %d %+v: PlanFromWithin(%d, %d, %d) = %d locations, next %d, %d examined", i, f, from, max, examine, len(page), next, examined)
+			}
+			if !cut && len(page) < max && next != end {
+				t.Fatalf("filter %d %+v: PlanFromWithin(%d, %d, %d) stopped at %d, before the end %d, uncut with %d locations", i, f, from, max, examine, next, end, len(page))
+			}
+			if cut && examined != examine {
+				t.Fatalf("filter %d %+v: PlanFromWithin cut after %d entries, its bound %d", i, f, examined, examine)
+			}
+			paged = append(paged, page...)
+			from = next
+		}
+		if !slices.Equal(paged, want) {
+			t.Fatalf("filter %d %+v: PlanFromWithin pages gave %d locations, want %d", i, f, len(paged), len(want))
+		}
 		lo := uint64(rng.Intn(len(m.events)))
 		hi := lo + uint64(rng.Intn(len(m.events)))
 		var n uint64
@@ -294,6 +316,32 @@ func TestPlanFromResumesAfterWhatItExamined(t *testing.T) {
 	}
 	if got, next := m.ix.PlanFrom(Filter{HasScope: true, Scope: "mars"}, 0, 10); got != nil || next != end {
 		t.Fatalf("PlanFrom for an unknown scope = %d locations, next %d; want none, %d", len(got), next, end)
+	}
+}
+
+// A filter no index list narrows (a category alone) examines at most
+// its bound a call, and an entity's clock range is sought, not walked:
+// a page from a late clock of a long stream examines about the page.
+func TestPlanFromWithinBoundsTheWalk(t *testing.T) {
+	m := &model{ix: New()}
+	rng := rand.New(rand.NewSource(9))
+	for seq := range uint32(5000) {
+		m.insert(seq, testID(rng), "order:1", "s", 1<<12|1, 0, "")
+	}
+	m.insert(5000, testID(rng), "order:2", "s", 15<<12|1, 0, "")
+	cat := Filter{HasCategory: true, Category: 15}
+	got, next, examined, cut := m.ix.PlanFromWithin(cat, 0, 100, 1000)
+	if len(got) != 0 || next != 1000 || examined != 1000 || !cut {
+		t.Fatalf("category 15 from 0, bound 1000: %d locations, next %d, %d examined, cut %v; want none, 1000, 1000, cut", len(got), next, examined, cut)
+	}
+	got, next, _, cut = m.ix.PlanFromWithin(cat, 4500, 100, 1000)
+	if len(got) != 1 || got[0].Seq != 5000 || next != 5001 || cut {
+		t.Fatalf("category 15 from 4500: %v, next %d, cut %v; want the event at 5000", got, next, cut)
+	}
+	late := Filter{HasEntity: true, EntityExact: true, EntityPrefix: "order:1", HasClock: true, ClockMin: 4990, ClockMax: 4994}
+	got, next, examined, cut = m.ix.PlanFromWithin(late, 0, 100, 0)
+	if len(got) != 5 || got[0].Seq != 4990 || examined != 5 || next != 5001 || cut {
+		t.Fatalf("clocks 4990..4994 of order:1: %d locations from %v, %d examined, next %d, cut %v; want 5 from 4990, 5 examined", len(got), got, examined, next, cut)
 	}
 }
 

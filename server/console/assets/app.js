@@ -473,7 +473,7 @@
     }
     main.appendChild(el("h2", {}, seen.size + " entit" + (seen.size === 1 ? "y" : "ies") + (prefix ? " starting with “" + prefix + "”" : "")));
     if (page.next_after !== null && page.next_after !== undefined)
-      main.appendChild(el("p", { class: "notice" }, "Only the first 1000 matching events were scanned; narrow the prefix to see more entities."));
+      main.appendChild(el("p", { class: "notice" }, "Only part of the log was scanned (the first 1000 matching events, or a page's share of the log); narrow the prefix to see more entities."));
     main.appendChild(el("table", { id: "entities" },
       el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Entity"), el("th", { scope: "col", class: "num" }, "Events seen"), el("th", { scope: "col" }, "Latest kind"))),
       el("tbody", {}, [...seen.entries()].map(([name, c]) => el("tr", {},
