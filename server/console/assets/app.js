@@ -809,7 +809,13 @@
     const st = await api("GET", tpath("/stats"));
     let last = st.global_sequence > 0 ? st.global_sequence - 1 : null; // follow from now
     let es = null, paused = false;
+    // A stream cut off for being behind (or ended to be resumed, or by
+    // a server going down) is opened again after the last event shown,
+    // a second later, then waiting twice as long each time up to 5 tries
+    // in a row; an event shown starts the count again.
+    let resumeTimer = null, tries = 0;
     const setState = (ok, text) => { clear(state); state.append(status(ok, text, text, !ok)); };
+    const stopResume = () => { if (resumeTimer) clearTimeout(resumeTimer); resumeTimer = null; };
     function open() {
       const q = new URLSearchParams();
       if (eIn.value) q.set("entity", eIn.value);
@@ -821,6 +827,7 @@
       es.addEventListener("event", (m) => {
         const e = JSON.parse(m.data);
         last = e.global_sequence;
+        tries = 0;
         for (const r of body.querySelectorAll("tr.fresh")) r.classList.remove("fresh");
         body.insertBefore(el("tr", { class: "fresh", "data-id": e.id },
           el("td", { class: "num" }, String(e.global_sequence)),
@@ -834,6 +841,14 @@
         let why = "";
         try { why = JSON.parse(m.data).reason || ""; } catch (e) { /* no reason */ }
         es.close(); es = null;
+        const resumable = m.type === "shutdown" || why === "slow consumer" || why.startsWith("the stream ended");
+        if (resumable && !paused && tries < 5) {
+          const wait = 1000 << tries++;
+          setState(false, "cut off" + (why ? ": " + why : "") + "; resuming after seq " + (last === null ? "–" : last) + " in " + (wait / 1000) + " s");
+          stopResume();
+          resumeTimer = setTimeout(() => { resumeTimer = null; if (!paused && !es) open(); }, wait);
+          return;
+        }
         setState(false, "stopped" + (why ? ": " + why : ""));
       };
       es.addEventListener("cutoff", ended);
@@ -848,11 +863,11 @@
       paused = !paused;
       pause.setAttribute("aria-pressed", String(paused));
       pause.textContent = paused ? "Resume" : "Pause";
-      if (paused) { if (es) es.close(); es = null; setState(false, "paused (new events are not lost: resuming continues after seq " + (last === null ? "–" : last) + ")"); }
-      else open();
+      if (paused) { stopResume(); if (es) es.close(); es = null; setState(false, "paused (new events are not lost: resuming continues after seq " + (last === null ? "–" : last) + ")"); }
+      else { tries = 0; if (!es) open(); }
     });
     open();
-    cleanup.push(() => { if (es) es.close(); });
+    cleanup.push(() => { stopResume(); if (es) es.close(); });
   }
 
   // ---------- policies ----------
