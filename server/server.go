@@ -548,7 +548,7 @@ type Server struct {
 	tenants *tenancy.Registry
 	api     *httpapi.API
 	quotas  *quota.Manager // every tenant's buckets, shared by the API, workers and console
-	// uploadQuotas is quotas for the plugin manager's compile charges
+	// uploadQuotas is quotas for the plugin and policy managers' check charges
 	// (made before quotas is).
 	uploadQuotas atomic.Pointer[quota.Manager]
 	http         *http.Server
@@ -726,6 +726,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		DecisionLogBytes: cfg.PolicyDecisionLogBytes, DecisionQueue: cfg.PolicyDecisionQueue,
 		DecisionPrincipalRefill: cfg.PolicyDecisionPrincipalRefill,
 		Isolate:                 tenantpolicy.Available(), MemoryBytes: cfg.PolicyMemory,
+		OnCheck: s.chargeCheck,
 	})
 	if err != nil {
 		return fail(fmt.Errorf("tenant policies: %w", err))
@@ -748,11 +749,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		CodeBytes: cfg.PluginCodeBytes, IdleBytes: cfg.PluginIdleBytes, Compiler: compiler, CompilerID: compilerID, Plane: s.plane,
 		Ceilings: cfg.Plugins, LogLines: cfg.PluginLogLines, Checks: cfg.PluginChecks, Running: cfg.PluginCallsRunning, Logger: cfg.Logger, States: s.states,
 		Blobs: pluginBlobs, LocalResets: cfg.Cluster != nil && cfg.Cluster.SingleWriteEntries, Node: clusterNodeID(cfg),
-		OnCheck: func(tenant string, held time.Duration) {
-			if q := s.uploadQuotas.Load(); q != nil {
-				q.Tenant(tenant, s.plane.Effective(tenant)).ChargeUpload(CompileCharge(held))
-			}
-		},
+		OnCheck: s.chargeCheck,
 	})
 	if err != nil {
 		return fail(fmt.Errorf("tenant plugins: %w", err))
@@ -1410,9 +1407,12 @@ func controlPlaneError(dir string, err error) error {
 }
 
 // CompileCharge is what an upload's check that held its slot for held
-// costs the tenant's upload_bytes_per_hour besides the upload's bytes:
-// 4 MiB a second past the first (a Go guest's 1.6 s: 2.4 MiB; a module
-// refused at the 30 s compile timeout: 116 MiB, so the default 256 MiB
+// costs the tenant's upload_bytes_per_hour besides the upload's bytes —
+// a plugin module's compile, and a policy bundle's tests and compilation
+// (a push, or a rollback to a revision no longer compiled): 4 MiB a
+// second past the first (a Go guest's 1.6 s: 2.4 MiB; a module refused
+// at the 30 s compile timeout, or a bundle whose tests run to the 30 s
+// policy_bundle_check_timeout: 116 MiB or more, so the default 256 MiB
 // an hour pays for about two such refusals, not a hundred).
 func CompileCharge(held time.Duration) int {
 	over := held - time.Second
@@ -1420,4 +1420,13 @@ func CompileCharge(held time.Duration) int {
 		return 0
 	}
 	return int(over.Seconds() * (4 << 20))
+}
+
+// chargeCheck charges the tenant's upload_bytes_per_hour for an upload's
+// check that held a check slot for held (CompileCharge): the plugin and
+// the policy managers' OnCheck.
+func (s *Server) chargeCheck(tenant string, held time.Duration) {
+	if q := s.uploadQuotas.Load(); q != nil {
+		q.Tenant(tenant, s.plane.Effective(tenant)).ChargeUpload(CompileCharge(held))
+	}
 }

@@ -2,11 +2,17 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/batpak-go/batpak/sdk/client"
 	"github.com/batpak-go/batpak/server"
 )
 
@@ -59,4 +65,45 @@ func TestUploadQuotaChargesPluginsAndBundles(t *testing.T) {
 	if code, _, st := send("GET", "/v1/tenants/acme/plugins/count", "", nil); code != 200 || len(st["versions"].([]any)) != 2 {
 		t.Fatalf("plugin status after the refusal: %d %v, want the two versions uploaded before it", code, st)
 	}
+}
+
+// TestPolicyCheckTimeIsChargedToUploads: a policy bundle's check time is
+// charged to its tenant's upload_bytes_per_hour (CompileCharge), refused
+// bundle or not, as a plugin's compile is: a tenant pushing small bundles
+// whose tests run to policy_bundle_check_timeout gets 429 QUOTA_EXCEEDED
+// naming upload_bytes_per_hour after a push or two, instead of holding a
+// checker (a core) for the whole timeout over and over within a budget
+// its bytes alone would take a hundred pushes to spend.
+func TestPolicyCheckTimeIsChargedToUploads(t *testing.T) {
+	ctx := context.Background()
+	_, admin := tenantAdmin(t, func(c *server.Config) {
+		c.PolicyBundleCheckTimeout = 2 * time.Second // a check held 2s: CompileCharge 4 MiB
+		c.Quotas.UploadBytesPerHour = 64 << 10
+	})
+	var tests strings.Builder
+	tests.WriteString("package batpak.write_test\n")
+	for i := range 20 {
+		fmt.Fprintf(&tests, "\ntest_slow_%d if {\n\tevery a in numbers.range(1, 3000) {\n\t\tevery b in numbers.range(1, 3000) {\n\t\t\ta + b > %d\n\t\t}\n\t}\n}\n", i, -i)
+	}
+	for i := range 4 {
+		bundle := tarGz(t, "policy.rego", denyPrefix("NO", fmt.Sprintf("secret%d:", i)), "policy_test.rego", tests.String())
+		_, err := admin.PushPolicy(ctx, bytes.NewReader(bundle))
+		var e *client.Error
+		if !errors.As(err, &e) {
+			t.Fatalf("push %d of a bundle whose tests run past the check timeout: %v, want refused", i, err)
+		}
+		if e.Status == 429 {
+			if e.Code != client.CodeQuotaExceeded || string(e.Extensions["quota"]) != `"upload_bytes_per_hour"` || e.RetryAfter <= 0 {
+				t.Fatalf("push %d: %v (quota %s, Retry-After %v), want 429 QUOTA_EXCEEDED naming upload_bytes_per_hour with Retry-After", i, err, e.Extensions["quota"], e.RetryAfter)
+			}
+			if i == 0 {
+				t.Fatal("the first push was refused by the upload quota: nothing was charged yet")
+			}
+			return
+		}
+		if e.Status != 422 || !strings.Contains(e.Error(), "policy_bundle_check_timeout") {
+			t.Fatalf("push %d: %v, want 422 naming policy_bundle_check_timeout (or 429 once its checks are charged)", i, err)
+		}
+	}
+	t.Fatal("4 bundles whose tests ran to the 2s check timeout (about 2 KiB of uploads) were all checked: their check time is not charged to the 64 KiB upload_bytes_per_hour")
 }

@@ -29,7 +29,10 @@
 // compiled (opa.Load, tests left out): a bundle that does not compile or
 // whose tests fail, or whose tests and compilation together run past
 // Options.CheckTimeout, is refused with a *RejectedError listing the errors,
-// and the active revision stays.
+// and the active revision stays. Options.OnCheck is told how long each
+// check a tenant asked for (a push, a rollback that compiles) held its
+// check slot, refused or not: the server charges it to the tenant's
+// upload budget.
 //
 // # Isolation
 //

@@ -155,6 +155,17 @@ type Options struct {
 	// runtime's own) with Isolate. 0 means DefaultMemoryBytes (1 GiB);
 	// range MinMemoryBytes..MaxMemoryBytes.
 	MemoryBytes int64
+	// OnCheck, when set, is told how long each check a tenant asked for
+	// held its check slot, refused or accepted: a Push's tests and
+	// compilation, and the compilation of the stored revision a Rollback
+	// makes active when it is no longer compiled. The server charges it
+	// to the tenant's upload budget (as a plugin's compile), so that a
+	// small bundle whose tests run to CheckTimeout costs its check time,
+	// not just its bytes. Loads the tenant did not ask for (at Open, on
+	// Refresh, by a write finding its revision not loaded) are not
+	// reported. Called on the pushing or rolling-back goroutine, before
+	// it returns.
+	OnCheck func(tenant string, held time.Duration)
 }
 
 // Blobs keeps content-addressed bytes: a cluster node's replicated blob
@@ -303,7 +314,7 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 		}
 	}
 	for tenant, rev := range opts.Plane.PolicyTenants() {
-		l := m.loadStored(ctx, ctx, tenant, rev)
+		l := m.loadStored(ctx, ctx, tenant, rev, false)
 		if l.err != nil {
 			opts.Logger.Error("a tenant's active policy bundle does not load: its writes are refused (POLICY_ERROR) until a bundle is pushed or rolled back to",
 				"tenant", tenant, "revision", rev, "error", l.err)
@@ -408,7 +419,7 @@ func (m *Manager) Push(ctx context.Context, tenant string, r io.Reader) (control
 		// The active revision did not load at start (its file missing or
 		// damaged): the same bundle pushed again repairs it.
 	}
-	l, err := m.check(ctx, wait, tenant, data, true, m.opts.Limits)
+	l, err := m.check(ctx, wait, tenant, data, true, true, m.opts.Limits)
 	if err != nil {
 		return control.TenantPolicy{}, err
 	}
@@ -471,7 +482,7 @@ func (m *Manager) Rollback(ctx context.Context, tenant, rev string) (control.Ten
 	}
 	l := m.get(tenant, rev) // the revision just replaced is still compiled
 	if l == nil || l.err != nil {
-		l = m.loadStored(ctx, wait, tenant, rev)
+		l = m.loadStored(ctx, wait, tenant, rev, true)
 	}
 	if l.err != nil {
 		var re *core.RetryError
@@ -527,13 +538,19 @@ func (m *Manager) get(tenant, rev string) *loaded {
 // test) and compiles it — in a sandbox's checker child when the manager
 // isolates bundles, else here; the extraction keeps within lim. It first
 // takes one of the tenant's share of check slots, waiting within wait:
-// a *core.RetryError when wait ran out before ctx did.
-func (m *Manager) check(ctx, wait context.Context, tenant string, data []byte, test bool, lim Limits) (*loaded, error) {
+// a *core.RetryError when wait ran out before ctx did. When charged (the
+// tenant asked for the check), Options.OnCheck is told how long the
+// slot was held, whatever the outcome.
+func (m *Manager) check(ctx, wait context.Context, tenant string, data []byte, test, charged bool, lim Limits) (*loaded, error) {
 	release, err := m.checks.Take(wait, tenant, 0)
 	if err != nil {
 		return nil, busy(ctx, err, "policy bundle checks (server.policy_checks): every slot this tenant may take is busy")
 	}
 	defer release()
+	if charged && m.opts.OnCheck != nil {
+		held := time.Now()
+		defer func() { m.opts.OnCheck(tenant, time.Since(held)) }()
+	}
 	tmp, err := os.MkdirTemp(m.opts.Dir, ".bundle-")
 	if err != nil {
 		return nil, err
@@ -640,8 +657,9 @@ func checkDir(ctx context.Context, dir string, test bool, testTimeout, timeout, 
 
 // loadStored compiles a stored revision (its tests passed at upload).
 // It waits for a check slot within wait (a *core.RetryError when wait
-// ran out before ctx did).
-func (m *Manager) loadStored(ctx, wait context.Context, tenant, rev string) *loaded {
+// ran out before ctx did); charged: the tenant asked for it (a Rollback),
+// and Options.OnCheck is told the check's time.
+func (m *Manager) loadStored(ctx, wait context.Context, tenant, rev string, charged bool) *loaded {
 	var data []byte
 	var err error
 	if m.opts.Blobs != nil {
@@ -660,7 +678,7 @@ func (m *Manager) loadStored(ctx, wait context.Context, tenant, rev string) *loa
 	// cluster, perhaps another node, configured with larger ones), and
 	// lowering them later must not stop a tenant's accepted policy from
 	// loading.
-	l, err := m.check(ctx, wait, tenant, data, false, storedLimits)
+	l, err := m.check(ctx, wait, tenant, data, false, charged, storedLimits)
 	if err != nil {
 		return &loaded{err: err}
 	}
@@ -738,7 +756,7 @@ func (m *Manager) ensure(ctx context.Context, tenant, rev string) *loaded {
 	if l := m.get(tenant, rev); settled(l) {
 		return l
 	}
-	l := m.loadStored(ctx, ctx, tenant, rev)
+	l := m.loadStored(ctx, ctx, tenant, rev, false)
 	if l.err != nil && !errors.Is(l.err, fs.ErrNotExist) && (ctx.Err() != nil || !bundleVerdict(l.err)) {
 		// The caller stopped waiting (for a check slot, or its request
 		// ended, perhaps cutting the check short), or the load failed

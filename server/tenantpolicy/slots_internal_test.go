@@ -76,12 +76,12 @@ func TestUploadWaitsAreBounded(t *testing.T) {
 	defer slot()
 	wait, cancel := context.WithTimeout(ctx, uploadWait)
 	defer cancel()
-	if _, err := m.check(ctx, wait, "slow", nil, true, Limits{}); !errors.As(err, &re) || !strings.Contains(re.Reason, "server.policy_checks") {
+	if _, err := m.check(ctx, wait, "slow", nil, true, false, Limits{}); !errors.As(err, &re) || !strings.Contains(re.Reason, "server.policy_checks") {
 		t.Fatalf("a check with the tenant's share of slots taken: %v, want a *core.RetryError naming server.policy_checks", err)
 	}
 	gone, stop := context.WithCancel(ctx)
 	stop()
-	if _, err := m.check(gone, gone, "slow", nil, true, Limits{}); !errors.Is(err, context.Canceled) {
+	if _, err := m.check(gone, gone, "slow", nil, true, false, Limits{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("a check whose request ended: %v, want its context's error", err)
 	}
 	if n := len(m.changes.m); n != 0 {
