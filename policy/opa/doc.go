@@ -16,8 +16,9 @@
 // # Bundles and decisions
 //
 // Load reads a bundle directory (Rego modules, data.json/data.yaml, an
-// optional .manifest whose roots and revision are respected; *_test.rego
-// files are left out) or a bundle tarball. The decision is
+// optional .manifest whose roots and revision are respected) or a bundle
+// tarball of the same; its *_test.rego files, at any depth, are left out
+// of either. The decision is
 // data.batpak.write, an object with
 //
 //	allow  boolean: the write may go ahead

@@ -112,8 +112,9 @@ const decisionQuery = "allow := [x | x := data.batpak.write.allow]; deny := [x |
 
 // Load loads the bundle at path — a directory of .rego modules and
 // data.json/data.yaml files (a .manifest's roots and revision respected),
-// or a bundle tarball (.tar.gz) — and compiles it. Errors name the file
-// and line of compile errors.
+// or a bundle tarball (.tar.gz) of the same — and compiles it, leaving out
+// its *_test.rego files (a tarball's as a directory's). Errors name the
+// file and line of compile errors.
 func Load(ctx context.Context, path string, opts Options) (*Gate, error) {
 	if opts.Name == "" {
 		opts.Name = "opa"
@@ -296,15 +297,18 @@ func readBundle(path string) (bundle.Bundle, error) {
 			return bundle.Bundle{}, err
 		}
 		defer f.Close()
-		rd = bundle.NewCustomReader(bundle.NewTarballLoader(f))
+		rd = bundle.NewCustomReader(bundle.NewTarballLoader(f).WithFilter(skipTests))
 	}
 	return rd.WithRegoVersion(ast.RegoV1).WithSkipBundleVerification(true).Read()
 }
 
-// skipTests leaves *_test.rego files out of the policy (they are for
-// `batpak policy test`).
-func skipTests(abspath string, info fs.FileInfo, _ int) bool {
-	return !info.IsDir() && strings.HasSuffix(abspath, "_test.rego")
+// skipTests leaves *_test.rego files out of the policy, a directory's
+// and a tarball's alike (they are for `batpak policy test`): a test's
+// rules never join the decision, and its `with input as` never makes
+// the gate read the input as a whole. Directories are kept, whatever
+// their names.
+func skipTests(path string, info fs.FileInfo, _ int) bool {
+	return !info.IsDir() && strings.HasSuffix(path, "_test.rego")
 }
 
 // decisionRules reports whether the bundle's rules define the decision's

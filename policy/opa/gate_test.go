@@ -209,6 +209,31 @@ func TestOPALoadsATarball(t *testing.T) {
 	if d := g.Evaluate(context.Background(), orderInput(clerk, "acme:order:1", "1:1", `{}`)); d == nil || d.Code != "DENIED" || d.Message != "frozen" || d.Revision != "tar-2" {
 		t.Fatalf("after reload: %+v", d)
 	}
+	// Its *_test.rego files (at any depth) are left out, as a directory's
+	// are: a test file's rules never decide a write, and its `with input
+	// as` does not make the gate read the input as a whole (uncached, the
+	// payload converted whole).
+	withTests := map[string]string{
+		"write.rego":           "package batpak.write\n\ndeny contains \"too much\" if input.event.payload.amount > 100\n",
+		"write_test.rego":      "package batpak.write_test\n\nimport data.batpak.write\n\ntest_big if {\n\twrite.deny[\"too much\"] with input as {\"event\": {\"payload\": {\"amount\": 101}}}\n}\n",
+		"more/extra_test.rego": "package batpak.write\n\ndeny contains \"from a test file\"\n",
+		".manifest":            `{"revision": "tar-3"}`,
+	}
+	writeTarball(t, path, withTests)
+	if err := g.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	fromDir := loadOPA(t, withTests, opa.Options{})
+	if got, want := strings.Join(g.InputPaths(), ","), strings.Join(fromDir.InputPaths(), ","); got != want || want != "event.payload.amount" {
+		t.Fatalf("a tarball with test files reads input paths %q, the same files in a directory %q: want event.payload.amount for both", got, want)
+	}
+	big := `{"amount": 5, "items": [` + strings.Repeat("1,", opa.DefaultMaxInputValues) + `1]}`
+	if d := g.Evaluate(context.Background(), orderInput(clerk, "acme:order:1", "1:1", big)); d != nil {
+		t.Fatalf("a tarball with test files denied a write its policy allows (the test files judged it, or made it read the payload whole): %+v", d)
+	}
+	if d := g.Evaluate(context.Background(), orderInput(clerk, "acme:order:1", "1:1", `{"amount": 101}`)); d == nil || d.Message != "too much" || d.Revision != "tar-3" {
+		t.Fatalf("a tarball with test files: %+v, want its policy's denial", d)
+	}
 	// A tarball with a module outside its roots is refused.
 	bad := filepath.Join(t.TempDir(), "bad.tar.gz")
 	writeTarball(t, bad, map[string]string{
