@@ -38,7 +38,9 @@
 //
 // Reload compiles the bundle again and swaps it in atomically; a bundle
 // that does not compile is refused with its errors and the loaded policy
-// stays in force. Watch reloads on file changes.
+// stays in force. Watch reloads on file changes (directories created
+// under a bundle directory included, and a bundle directory replaced by
+// rename; see Watch for what is not watched).
 //
 // # Speed
 //

@@ -600,27 +600,74 @@ func parseDeny(v any) ([]policy.Reason, error) {
 	return out, nil
 }
 
-// Watch reloads the bundle whenever a file under its directory changes
-// (debounced by 200ms) until ctx ends. Failed reloads are reported to
-// onError (may be nil) and leave the loaded policy in force.
+// Watch reloads the bundle whenever it changes (debounced by 200ms) until
+// ctx ends. Failed reloads are reported to onError (may be nil) and leave
+// the loaded policy in force; so are watches that could not be added.
+//
+// What is watched: a directory bundle whole — every directory under it
+// when Watch starts, and every directory created or moved under it later
+// (walked when it appears, so the files already inside it count) — and
+// its path from its parent directory, so that a bundle directory removed
+// or renamed away and then made again (mv policies.new policies) is
+// reloaded and watched again whole; in between, reloads fail (reported)
+// and the loaded policy stays. A tarball is watched from its directory:
+// a write, a removal or a rename onto its path reloads it. Not watched:
+// the directory holding the bundle (removed or renamed, nothing more is
+// seen), and anything reached through a symbolic link (links are not
+// followed, nor is a link on the way to the bundle switched to another
+// target noticed).
 func (g *Gate) Watch(ctx context.Context, onError func(error)) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return err
 	}
-	root := g.source
-	if st, err := os.Stat(root); err == nil && !st.IsDir() {
-		root = filepath.Dir(root)
-	}
-	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			return w.Add(p)
+	report := func(err error) {
+		if onError != nil && err != nil {
+			onError(err)
 		}
-		return err
-	})
+	}
+	root, err := filepath.Abs(g.source)
 	if err != nil {
 		w.Close()
 		return err
+	}
+	st, err := os.Stat(root)
+	if err != nil {
+		w.Close()
+		return err
+	}
+	isDir := st.IsDir()
+	sep := string(filepath.Separator)
+	under := func(p string) bool { return p == root || strings.HasPrefix(p, root+sep) }
+	// addTree watches dir and every directory under it.
+	addTree := func(dir string) error {
+		return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					return nil // gone again since: its removal is an event too
+				}
+				return err
+			}
+			if d.IsDir() {
+				return w.Add(p)
+			}
+			return nil
+		})
+	}
+	if parent := filepath.Dir(root); parent != root {
+		if err := w.Add(parent); err != nil {
+			if !isDir {
+				w.Close()
+				return err
+			}
+			report(fmt.Errorf("batpak: watching policy bundle %s from its parent directory (its replacement will not be noticed): %w", g.source, err))
+		}
+	}
+	if isDir {
+		if err := addTree(root); err != nil {
+			w.Close()
+			return err
+		}
 	}
 	go func() {
 		defer w.Close()
@@ -629,17 +676,33 @@ func (g *Gate) Watch(ctx context.Context, onError func(error)) error {
 			select {
 			case <-ctx.Done():
 				return
-			case <-w.Events:
+			case ev := <-w.Events:
+				if !under(ev.Name) {
+					continue // another entry of the bundle's parent directory
+				}
+				if isDir && ev.Name == root && ev.Op&(fsnotify.Remove|fsnotify.Rename) != 0 {
+					// The bundle directory is gone (a directory moved away
+					// keeps its watches under its old names): forget them,
+					// and watch it again when it comes back.
+					for _, p := range w.WatchList() {
+						if under(p) {
+							_ = w.Remove(p)
+						}
+					}
+				}
+				if isDir && ev.Has(fsnotify.Create) {
+					if st, err := os.Lstat(ev.Name); err == nil && st.IsDir() {
+						if err := addTree(ev.Name); err != nil {
+							report(fmt.Errorf("batpak: watching policy bundle directory %s: %w", ev.Name, err))
+						}
+					}
+				}
 				timer = time.After(200 * time.Millisecond)
 			case err := <-w.Errors:
-				if onError != nil && err != nil {
-					onError(err)
-				}
+				report(err)
 			case <-timer:
 				timer = nil
-				if err := g.Reload(ctx); err != nil && onError != nil {
-					onError(err)
-				}
+				report(g.Reload(ctx))
 			}
 		}
 	}()
