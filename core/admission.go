@@ -165,15 +165,25 @@ func (s *Store) proposal(ctx context.Context, action Action, ev *eventReq, index
 		Payload: ev.payload, Options: ev.opts, BatchIndex: index, BatchSize: size,
 		Plugin: pluginOf(ctx),
 	}
+	p.EntityClock, p.EntityExists = s.EntityClock(ev.coord.Entity)
+	return p
+}
+
+// EntityClock is the clock of the entity's latest visible event and
+// true, or 0 and false when it has none (queued writes not included):
+// what a write proposed now carries to admission as Proposal.EntityClock
+// and EntityExists. A dry run of a policy fills a Proposal with it to be
+// judged as the write would be.
+func (s *Store) EntityClock(entity string) (clock uint64, exists bool) {
 	ix := s.ix
 	ix.RLock()
-	if n, ok := ix.EntityNamed(ev.coord.Entity); ok {
+	defer ix.RUnlock()
+	if n, ok := ix.EntityNamed(entity); ok {
 		if seqs := ix.Entity(n).Seqs; len(seqs) > 0 {
-			p.EntityExists, p.EntityClock = true, ix.At(seqs[len(seqs)-1]).Clock
+			return ix.At(seqs[len(seqs)-1]).Clock, true
 		}
 	}
-	ix.RUnlock()
-	return p
+	return 0, false
 }
 
 // admitBatch asks about every item, then about the batch as a whole.

@@ -396,6 +396,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	b.run("evaluate a denied write", chromedp.Clear(chromedp.CSS("#eval-entity")), chromedp.SendKeys(chromedp.CSS("#eval-entity"), "secret:9"), chromedp.Click(chromedp.CSS("#eval-submit")))
 	b.waitText("#eval-result", "denied by revision "+rev[:12])
 	b.waitText("#eval-result", "NO_SECRETS")
+	b.waitText("#eval-result", "Judged with the entity having no events yet.")
 	if v := eval[string](b, `document.querySelector("#eval-entity").value`); v != "secret:9" {
 		t.Fatalf("entity field %q", v)
 	}

@@ -954,9 +954,11 @@ type evaluateRequest struct {
 }
 
 // evaluate: POST /console/tenants/{t}/policy/evaluate judges a write by
-// the tenant's active policy bundle without writing or logging it. One
-// evaluation per tenant runs at a time (another gets 429 BUSY), for at
-// most evaluateTimeout.
+// the tenant's active policy bundle without writing or logging it, with
+// the entity's state (input.entity: exists, clock) read from the tenant's
+// store as a write proposed now would carry it; the answer's "entity"
+// says what it was. One evaluation per tenant runs at a time (another
+// gets 429 BUSY), for at most evaluateTimeout.
 func (c *Console) evaluate(w http.ResponseWriter, r *http.Request, s *session, _ string) {
 	t := r.PathValue("tenant")
 	if s.principal.Operator || s.principal.Tenant != t {
@@ -1065,15 +1067,30 @@ func (c *Console) evaluate(w http.ResponseWriter, r *http.Request, s *session, _
 	}
 	ctx, cancel := context.WithTimeout(policy.WithPrincipal(r.Context(), s.principal.Policy()), evaluateTimeout)
 	defer cancel()
+	if c.opts.Tenants != nil {
+		// The entity as a write proposed now sees it (input.entity: its
+		// latest event's clock, read from this node's copy of the
+		// tenant's store), so that a policy reading it judges the dry run
+		// as it would judge the write.
+		l, err := c.opts.Tenants.Acquire(ctx, t)
+		if err != nil {
+			w.Header().Set("Retry-After", "1")
+			problem(w, http.StatusServiceUnavailable, wire.CodeBusy, "reading the entity's clock from the tenant's store: "+err.Error())
+			return
+		}
+		p.EntityClock, p.EntityExists = l.Store().EntityClock(coord.Entity)
+		l.Release()
+	}
+	entity := map[string]any{"exists": p.EntityExists, "clock": p.EntityClock}
 	rev, err := c.opts.Policies.Evaluate(ctx, t, p)
 	var d *policy.Denial
 	switch {
 	case errors.Is(err, tenantpolicy.ErrNoActivePolicy):
-		writeJSON(w, http.StatusOK, map[string]any{"result": "no_policy", "detail": "the tenant has no active policy: every valid write passes its layer"})
+		writeJSON(w, http.StatusOK, map[string]any{"result": "no_policy", "detail": "the tenant has no active policy: every valid write passes its layer", "entity": entity})
 	case err == nil:
-		writeJSON(w, http.StatusOK, map[string]any{"result": "allowed", "revision": rev})
+		writeJSON(w, http.StatusOK, map[string]any{"result": "allowed", "revision": rev, "entity": entity})
 	case errors.As(err, &d):
-		writeJSON(w, http.StatusOK, map[string]any{"result": "denied", "revision": rev, "reasons": d.Reasons})
+		writeJSON(w, http.StatusOK, map[string]any{"result": "denied", "revision": rev, "reasons": d.Reasons, "entity": entity})
 	default:
 		problem(w, http.StatusUnprocessableEntity, wire.CodeInvalidRequest, "evaluation failed: "+err.Error())
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -375,6 +376,56 @@ func TestEvaluateJudgesByTheActivePolicyWithoutWriting(t *testing.T) {
 	if len(after) != len(before) || st["events"].(float64) != 0 {
 		t.Fatalf("an evaluation was logged or written: %d decisions (was %d), %v events", len(after), len(before), st["events"])
 	}
+}
+
+// TestEvaluateSeesTheEntityAsTheWriteDoes: a dry run judges a write with
+// input.entity as the write itself carries it (the entity's existence and
+// its latest event's clock, from the tenant's store), so a policy reading
+// it gives the dry run the verdict the write then gets; the answer says
+// what the entity was.
+func TestEvaluateSeesTheEntityAsTheWriteDoes(t *testing.T) {
+	e := start(t)
+	key := e.tenant("acme")
+	bundle := tarGz(t, "policy.rego", `package batpak.write
+
+deny contains {"code": "ONCE", "message": "written once already"} if {
+	startswith(input.event.entity, "once:")
+	input.entity.exists
+}
+
+deny contains {"code": "AT_MOST_TWO", "message": "two events already"} if input.entity.clock >= 1
+`)
+	e.must(e.do(nil, "PUT", "/v1/tenants/acme/policy", bundle, "Authorization", "Bearer "+key, "Content-Type", "application/gzip"), 200)
+	c, csrf := e.session(key)
+	verdict := func(status int, body map[string]any) string {
+		if status/100 == 2 && (body["result"] == nil || body["result"] == "allowed") {
+			return "allowed"
+		}
+		if reasons, _ := body["reasons"].([]any); len(reasons) == 1 {
+			return "denied " + reasons[0].(map[string]any)["code"].(string)
+		}
+		return fmt.Sprintf("%d %v", status, body)
+	}
+	step := func(entity, want string, exists bool, clock float64) {
+		t.Helper()
+		ev := map[string]any{"entity": entity, "scope": "s", "kind": "1:1", "payload": map[string]any{}}
+		dry := e.must(e.do(c, "POST", console.Prefix+"/tenants/acme/policy/evaluate", ev, "Origin", e.base, "X-CSRF-Token", csrf), 200).json(t)
+		if got := verdict(200, dry); got != want {
+			t.Fatalf("dry run of a write to %s: %s (%v), want %s", entity, got, dry, want)
+		}
+		if ent, _ := dry["entity"].(map[string]any); ent["exists"] != exists || ent["clock"] != clock {
+			t.Fatalf("dry run of a write to %s judged with entity %v, want exists %v, clock %v", entity, dry["entity"], exists, clock)
+		}
+		res := e.do(nil, "POST", "/v1/tenants/acme/events", ev, "Authorization", "Bearer "+key)
+		if got := verdict(res.status, res.json(t)); got != want {
+			t.Fatalf("the write to %s after its dry run: %s, the dry run said %s", entity, got, want)
+		}
+	}
+	step("order:1", "allowed", false, 0)
+	step("order:1", "allowed", true, 0)
+	step("order:1", "denied AT_MOST_TWO", true, 1)
+	step("once:1", "allowed", false, 0)
+	step("once:1", "denied ONCE", true, 0)
 }
 
 func TestASuspendedTenantsKeyCannotSignInAndItsSessionsLoseItsData(t *testing.T) {

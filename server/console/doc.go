@@ -102,7 +102,9 @@
 //	GET  /console/samples/server                 operator: the server's one-second samples
 //	GET  /console/samples/tenants/{t}            t's session or the operator: t's samples
 //	POST /console/tenants/{t}/policy/evaluate    t's session: a dry-run of t's active policy
-//	                                             (tenantpolicy.Manager.Evaluate; body ≤ MaxEvaluateBytes)
+//	                                             (tenantpolicy.Manager.Evaluate; body ≤ MaxEvaluateBytes),
+//	                                             input.entity read from t's store as a write's is
+//	                                             (the answer's entity: exists, clock)
 //	                                             one at a time per tenant (another: 429 BUSY); the payload within
 //	                                             max_json_depth and the tenant's max_payload_bytes
 //

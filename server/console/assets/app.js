@@ -920,13 +920,15 @@
       try {
         const r = await call("POST", P + "/tenants/" + encodeURIComponent(me.tenant) + "/policy/evaluate",
           { entity: ent.value, scope: scope.value, kind: kind.value, action: action.value, payload: pl });
-        if (r.result === "allowed") put(out, status(true, "allowed by revision " + r.revision.slice(0, 12)));
+        const seen = el("p", { class: "muted" }, r.entity && r.entity.exists ?
+          "Judged with the entity at clock " + r.entity.clock + " (its latest event now)." : "Judged with the entity having no events yet.");
+        if (r.result === "allowed") put(out, status(true, "allowed by revision " + r.revision.slice(0, 12)), seen);
         else if (r.result === "no_policy") put(out, status(true, "allowed: " + r.detail));
         else put(out, status(false, "", "denied by revision " + r.revision.slice(0, 12)),
-          el("ul", {}, (r.reasons || []).map((x) => el("li", {}, el("code", {}, x.code), " " + x.message))));
+          el("ul", {}, (r.reasons || []).map((x) => el("li", {}, el("code", {}, x.code), " " + x.message))), seen);
       } catch (e) { put(out, el("p", { class: "error" }, e.message)); }
     } }, el("h2", {}, "Evaluate this input"),
-      el("p", { class: "muted" }, "Judges a write by the active tenant policy as your key, without writing or logging it."),
+      el("p", { class: "muted" }, "Judges a write by the active tenant policy as your key, with the entity as it is now (input.entity), without writing or logging it."),
       el("div", { class: "row" }, el("label", { for: "eval-entity" }, "Entity", ent), el("label", { for: "eval-scope" }, "Scope", scope),
         el("label", { for: "eval-kind" }, "Kind", kind), el("label", { for: "eval-action" }, "Action", action)),
       el("label", { for: "eval-payload", class: "block" }, "Payload (JSON)", payload),
