@@ -79,7 +79,10 @@
 // to the child together (core.ItemsAdmission; 16 to a request, the
 // batch's context checked between requests), judged in order up to the
 // first refused — the first item either layer refuses is the one
-// reported, as when each is admitted in turn. A round trip costs about
+// reported, as when each is admitted in turn. Every item of a batch is
+// judged by one revision, the one active when its judging began (also
+// when its items go one at a time: to an in-process gate, or after a
+// failed round trip), so a push during a batch never splits it. A round trip costs about
 // 30 µs on a 2-core VM. The evaluation children start, in the
 // background, when the manager first holds a tenant's bundle (about
 // 40 ms and 25 MB each).

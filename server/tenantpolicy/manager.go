@@ -793,7 +793,9 @@ func (m *Manager) ensure(ctx context.Context, tenant, rev string) *loaded {
 // active bundle, if any; the first refusal is returned as a
 // *policy.Denial with Layer "platform" or "tenant" (the tenant's with
 // its content revision). The active revision is looked up on every
-// write, so a push or rollback applies to the next write. Maintenance
+// write, so a push or rollback applies to the next write; every item of
+// a batch is judged by the revision active when the batch's judging
+// began, whatever is pushed meanwhile. Maintenance
 // (redact, erase, compact) is judged by the platform layer only.
 func (m *Manager) Admission(tenant string, platform *opa.Gate) core.Admission {
 	a := &admission{m: m, tenant: tenant}
@@ -865,7 +867,42 @@ func (a *admission) Judging() bool {
 
 // Admit implements core.Admission.
 func (a *admission) Admit(ctx context.Context, p *core.Proposal) error {
-	rev := a.m.opts.Plane.ActivePolicy(a.tenant)
+	return a.admit(ctx, p, &judgedBy{})
+}
+
+// judgedBy is the tenant revision that judges a write, or every item of
+// a batch: read once, when the first of them is judged (within its
+// evaluation slot, as a single write reads it), and kept with its
+// compiled bundle, so that a push or rollback while a batch is judged
+// cannot judge its items by two revisions. The bundle is held, not looked
+// up again, so two activations during the batch do not unload it.
+type judgedBy struct {
+	read     bool
+	rev      string
+	resolved bool    // l was looked up (nil: rev is not loaded)
+	l        *loaded // rev's compiled bundle, once resolved
+}
+
+// bundle is rev's compiled bundle, looked up the first time it is asked
+// for (and loaded from the blobs when another node activated it).
+func (j *judgedBy) bundle(ctx context.Context, a *admission) *loaded {
+	if !j.resolved {
+		j.l, j.resolved = a.m.get(a.tenant, j.rev), true
+		if a.m.opts.Blobs != nil && (j.l == nil || (j.l.err != nil && errors.Is(j.l.err, fs.ErrNotExist))) {
+			// A revision another node activated, not loaded here yet.
+			j.l = a.m.ensure(ctx, a.tenant, j.rev)
+		}
+	}
+	return j.l
+}
+
+// admit judges p by both layers, the tenant's by the revision j names (j
+// reads the active one, when it has not yet, within p's evaluation slot).
+func (a *admission) admit(ctx context.Context, p *core.Proposal, j *judgedBy) error {
+	rev := j.rev
+	if !j.read {
+		rev = a.m.opts.Plane.ActivePolicy(a.tenant)
+	}
 	if a.platform == nil && rev == "" {
 		return nil
 	}
@@ -874,9 +911,12 @@ func (a *admission) Admit(ctx context.Context, p *core.Proposal) error {
 		return err
 	}
 	defer release()
-	// Read again: waiting for the slot can outlast two activations, after
-	// which the revision read before is no longer compiled.
-	rev = a.m.opts.Plane.ActivePolicy(a.tenant)
+	if !j.read {
+		// Read again: waiting for the slot can outlast two activations,
+		// after which the revision read before is no longer compiled.
+		j.rev, j.read = a.m.opts.Plane.ActivePolicy(a.tenant), true
+	}
+	rev = j.rev
 	if a.platform != nil {
 		if err := a.platform.Admit(ctx, p); err != nil {
 			return a.log(ctx, p, withLayer(err, "platform", ""), a.platformGate.InputPaths())
@@ -886,11 +926,7 @@ func (a *admission) Admit(ctx context.Context, p *core.Proposal) error {
 		a.sampleAllow(ctx, p, "", a.platformGate.InputPaths)
 		return nil
 	}
-	l := a.m.get(a.tenant, rev)
-	if a.m.opts.Blobs != nil && (l == nil || (l.err != nil && errors.Is(l.err, fs.ErrNotExist))) {
-		// A revision another node activated, not loaded here yet.
-		l = a.m.ensure(ctx, a.tenant, rev)
-	}
+	l := j.bundle(ctx, a)
 	if l == nil || l.err != nil {
 		msg := "the tenant's policy revision " + rev + " is not loaded"
 		if l != nil {
@@ -907,16 +943,19 @@ func (a *admission) Admit(ctx context.Context, p *core.Proposal) error {
 	return nil
 }
 
-// AdmitItems implements core.ItemsAdmission. With the tenant's bundle in
-// the sandbox, a batch's items are judged in one round trip to it (the
-// platform layer first, item by item, in this process), within one
-// evaluation slot; otherwise, or if that round trip fails (the items say
-// nothing of which one ran past its timeout), one Admit per item. Each
+// AdmitItems implements core.ItemsAdmission. Every item of the batch is
+// judged by one tenant revision, the one active when its judging began
+// (judgedBy). With that revision's bundle in the sandbox, the items are
+// judged in one round trip to it (the platform layer first, item by
+// item, in this process), within one evaluation slot; otherwise, or if
+// that round trip fails (the items say nothing of which one ran past its
+// timeout), one at a time, each in an evaluation slot of its own. Each
 // item's decision is logged as Admit logs it.
 func (a *admission) AdmitItems(ctx context.Context, ps []*core.Proposal) error {
+	j := &judgedBy{}
 	each := func(from int) error {
 		for i := from; i < len(ps); i++ {
-			if err := a.Admit(ctx, ps[i]); err != nil {
+			if err := a.admit(ctx, ps[i], j); err != nil {
 				return &core.BatchItemError{Index: i, Err: err}
 			}
 		}
@@ -930,21 +969,26 @@ func (a *admission) AdmitItems(ctx context.Context, ps []*core.Proposal) error {
 	if err != nil {
 		return err
 	}
+	// Read again within the slot (as admit does), and kept for the batch.
 	rev = a.m.opts.Plane.ActivePolicy(a.tenant)
 	l := a.m.get(a.tenant, rev)
+	j.read, j.rev = true, rev
+	if l != nil {
+		j.l, j.resolved = l, true
+	}
 	if rev == "" || l == nil || l.iso == nil {
 		release()
 		return each(0)
 	}
-	// The platform layer up to its first refusal (item j), then the
+	// The platform layer up to its first refusal (item k), then the
 	// tenant's over the items before it: the first item either refuses is
 	// the one reported, as when each item is admitted in turn.
-	j, platformErr := len(ps), error(nil)
+	k, platformErr := len(ps), error(nil)
 	ins := make([]*policy.Input, 0, len(ps))
 	for i, p := range ps {
 		if a.platform != nil {
 			if err := a.platform.Admit(ctx, p); err != nil {
-				j, platformErr = i, err
+				k, platformErr = i, err
 				break
 			}
 		}
@@ -960,7 +1004,7 @@ func (a *admission) AdmitItems(ctx context.Context, ps []*core.Proposal) error {
 	}
 	if err != nil {
 		// One at a time, which tells which item failed (the platform's
-		// decisions are cached).
+		// decisions are cached), by the same revision.
 		return each(0)
 	}
 	paths := sync.OnceValue(func() []string { return a.bothPaths(l) })
@@ -970,8 +1014,8 @@ func (a *admission) AdmitItems(ctx context.Context, ps []*core.Proposal) error {
 		}
 		a.sampleAllow(ctx, ps[i], rev, paths)
 	}
-	if j < len(ps) && len(denials) == j {
-		return &core.BatchItemError{Index: j, Err: a.log(ctx, ps[j], withLayer(platformErr, "platform", ""), a.platformGate.InputPaths())}
+	if k < len(ps) && len(denials) == k {
+		return &core.BatchItemError{Index: k, Err: a.log(ctx, ps[k], withLayer(platformErr, "platform", ""), a.platformGate.InputPaths())}
 	}
 	if len(denials) < len(ins) {
 		return each(len(denials))
