@@ -105,6 +105,11 @@ fail with a quorum left.
 	join.Flags().BoolVar(&replace, "replace", false, "replace the member holding this id or address (it is removed first)")
 	leave := &cobra.Command{
 		Use: "leave ID", Short: "Remove a member from the cluster", Args: exactArgs("ID"),
+		Long: `leave removes a member from the cluster.
+
+When the leader loses its leadership before the removal is known to commit
+(exit status 8), the removal may or may not have taken effect: run
+batpak cluster status once a leader is elected.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := out.format()
 			if err != nil {
@@ -115,6 +120,11 @@ fail with a quorum left.
 				return err
 			}
 			if err := rc.c.Cluster().RemoveNode(cmd.Context(), args[0]); err != nil {
+				var ou *client.OutcomeUnknownError
+				if errors.As(err, &ou) {
+					return withExitCode(exitUnavailable, &detailError{err: err,
+						msg: remoteError(ou.Err).Error() + "; the removal may or may not have taken effect: run batpak cluster status once a leader is elected"})
+				}
 				return remoteError(err)
 			}
 			gone := struct {

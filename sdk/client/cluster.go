@@ -173,7 +173,9 @@ func (cl *Cluster) AddNode(ctx context.Context, id, address, url string, replace
 }
 
 // RemoveNode removes member id from the cluster (leader only; followers
-// redirect).
+// redirect). When the leader lost its leadership before the removal was known to
+// commit, it fails with an *OutcomeUnknownError: the removal may or may
+// not have taken effect (Status says, once a leader is elected).
 func (cl *Cluster) RemoveNode(ctx context.Context, id string) error {
 	return cl.c.do(ctx, request{method: "DELETE", path: "/v1/cluster/nodes/" + seg(id)}, nil)
 }

@@ -13,6 +13,15 @@ var (
 	// (or the node shut down) before it was known to commit; it may or
 	// may not be applied. Retry with idempotency keys.
 	ErrOutcomeUnknown = errors.New("cluster: leadership lost before the write was known to commit; it may or may not be written")
+	// ErrMembershipUnknown: a membership change (Join, Leave) was
+	// proposed, then leadership was lost (or the node shut down) before it
+	// was known to commit: it may or may not have taken effect. Once a
+	// leader is elected, its configuration (Status().Servers) says which.
+	ErrMembershipUnknown = errors.New("cluster: leadership was lost before the membership change was known to commit; it may or may not have taken effect: once a leader is elected, its member list says which")
+	// ErrMembershipChanging: a membership change was not proposed because
+	// another one was under way (not yet committed, or committed while
+	// this one was being checked); nothing was changed: retry.
+	ErrMembershipChanging = errors.New("cluster: another membership change is under way; nothing was changed: retry once it has committed")
 	// ErrHalted: the node stopped applying the log (see Node.Err).
 	ErrHalted = errors.New("cluster: the node stopped applying the log")
 	// ErrTooLarge: an Append or AppendBatch carries more than

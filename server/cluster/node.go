@@ -615,7 +615,8 @@ func (n *Node) Bootstrap(servers ...Server) error {
 // id): it is removed first, then id is added at addr, so the leader forgets
 // what it knew of the old member's log instead of counting it towards a
 // quorum. The leader cannot be replaced this way (an error): move
-// leadership first.
+// leadership first. Errors after proposing are Leave's
+// (ErrMembershipUnknown, ErrMembershipChanging).
 func (n *Node) Join(id, addr string) error {
 	if err := ValidNodeID(id); err != nil {
 		return err
@@ -648,8 +649,9 @@ func (n *Node) Join(id, addr string) error {
 	}
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
-		return n.leaderOp(f)
+		return n.configErr(err)
 	}
+	prev := f.Index()
 	for _, s := range f.Configuration().Servers {
 		sameID, sameAddr := s.ID == raft.ServerID(id), s.Address == raft.ServerAddress(addr)
 		switch {
@@ -662,11 +664,14 @@ func (n *Node) Join(id, addr string) error {
 		case s.ID == raft.ServerID(n.cfg.ID):
 			return fmt.Errorf("cluster: joining %s at %s would replace the leader (%s at %s); transfer leadership first", id, addr, s.ID, s.Address)
 		}
-		if err := n.leaderOp(n.raft.RemoveServer(s.ID, 0, n.timeout)); err != nil {
-			return fmt.Errorf("cluster: removing %s at %s before adding %s at %s: %w", s.ID, s.Address, id, addr, err)
+		rf := n.raft.RemoveServer(s.ID, prev, n.timeout)
+		if err := n.membershipErr(rf.Error(), fmt.Sprintf("removing %s at %s before adding %s at %s", s.ID, s.Address, id, addr)); err != nil {
+			return err
 		}
+		prev = rf.Index()
 	}
-	return n.leaderOp(n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, n.timeout))
+	return n.membershipErr(n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), prev, n.timeout).Error(),
+		fmt.Sprintf("adding %s at %s", id, addr))
 }
 
 // joinDialTimeout bounds Join's check that a new member's address
@@ -743,16 +748,54 @@ func ValidAddress(addr string) error {
 }
 
 // Leave removes a member (leader only: otherwise a *NotLeaderError).
+// Errors after proposing:
+// ErrMembershipUnknown when leadership was lost (or the node closed)
+// before the removal was known to commit — it may or may not have taken
+// effect; ErrMembershipChanging when another membership change was under
+// way (nothing changed; retry).
 func (n *Node) Leave(id string) error {
-	return n.leaderOp(n.raft.RemoveServer(raft.ServerID(id), 0, n.timeout))
-}
-
-func (n *Node) leaderOp(f raft.IndexFuture) error {
-	err := f.Error()
-	if errors.Is(err, raft.ErrNotLeader) {
+	if n.raft.State() != raft.Leader {
 		return n.notLeader()
 	}
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return n.configErr(err)
+	}
+	// f.Index(): raft refuses the removal if the configuration changed
+	// since it was read.
+	return n.membershipErr(n.raft.RemoveServer(raft.ServerID(id), f.Index(), n.timeout).Error(), "removing "+id)
+}
+
+// configErr maps an error reading raft's configuration.
+func (n *Node) configErr(err error) error {
+	if errors.Is(err, raft.ErrRaftShutdown) {
+		return ErrClosed
+	}
 	return err
+}
+
+// membershipErr maps the error of a membership change's future (change
+// says which): a *NotLeaderError when raft refused it as a follower
+// (nothing proposed); ErrMembershipChanging when it was not proposed
+// because another change was under way — not yet committed within the
+// node's apply timeout, or committed since the configuration was read;
+// ErrMembershipUnknown when leadership was lost, or raft shut down, after
+// it was proposed.
+func (n *Node) membershipErr(err error, change string) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout) && n.raft.State() != raft.Leader:
+		return n.notLeader()
+	case errors.Is(err, raft.ErrEnqueueTimeout),
+		// raft's refusal of a change whose prevIndex is not the latest
+		// configuration's (it has no sentinel for it).
+		strings.HasPrefix(err.Error(), "configuration changed since"):
+		return fmt.Errorf("%w: %s was not proposed (%v)", ErrMembershipChanging, change, err)
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, raft.ErrAbortedByRestore):
+		return fmt.Errorf("%w: %s (%v)", ErrMembershipUnknown, change, err)
+	}
+	return fmt.Errorf("cluster: %s: %w", change, err)
 }
 
 func (n *Node) notLeader() error {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/batpak-go/batpak/core"
@@ -408,6 +409,11 @@ func clusterProblem(a *API, err error) *apiError {
 		}
 		return &apiError{status: 503, code: wire.CodeNotLeader, retryAfter: time.Second, p: wire.Problem{Leader: leader, LeaderID: id},
 			detail: "leadership moved before the write was proposed: nothing was written; send it to the leader"}
+	case errors.Is(err, cluster.ErrMembershipUnknown):
+		return &apiError{status: 503, code: wire.CodeOutcomeUnknown, retryAfter: time.Second,
+			detail: "the membership change was proposed, then this node lost leadership before learning its outcome: it may or may not have taken effect; check the members (GET /v1/cluster, batpak cluster status) once a leader is elected (" + strings.TrimPrefix(err.Error(), "cluster: ") + ")"}
+	case errors.Is(err, cluster.ErrMembershipChanging):
+		return &apiError{status: 503, code: wire.CodeBusy, retryAfter: time.Second, detail: strings.TrimPrefix(err.Error(), "cluster: ")}
 	case errors.Is(err, cluster.ErrOutcomeUnknown):
 		return &apiError{status: 503, code: wire.CodeOutcomeUnknown, retryAfter: time.Second,
 			detail: "the write was proposed, then this node lost leadership before learning its outcome: it may or may not be written; retry with the same Idempotency-Key"}
