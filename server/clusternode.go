@@ -848,11 +848,13 @@ func (c *clusterNode) AddNode(ctx context.Context, id, addr, url string, replace
 	return c.recordMember(ctx, memberRecord{ID: id, Address: addr, URL: strings.TrimRight(url, "/")})
 }
 
-// RemoveNode implements httpapi.Cluster: an id that is not a member is
-// control.ErrNotFound (404), not a silent success — a mistyped removal
+// RemoveNode implements httpapi.Cluster: an id that is not a member
+// is control.ErrNotFound (404), not a silent success — a mistyped removal
 // in the disk replacement steps would let the wiped node rejoin as the
-// member it was.
-func (c *clusterNode) RemoveNode(_ context.Context, id string) error {
+// member it was. Removing the last voter is refused (409), force or not;
+// a removal leaving the cluster without a majority of reachable voters is
+// refused unless force is set (cluster.Node.Leave, ForceLeave).
+func (c *clusterNode) RemoveNode(_ context.Context, id string, force bool) error {
 	if c.n.IsLeader() {
 		member, voters := false, 0
 		for _, m := range c.n.Status().Servers {
@@ -867,6 +869,9 @@ func (c *clusterNode) RemoveNode(_ context.Context, id string) error {
 		if voters == 0 {
 			return fmt.Errorf("%w: node %q is the cluster's last voting member: a cluster needs one (join another node first)", control.ErrExists, id)
 		}
+	}
+	if force {
+		return c.n.ForceLeave(id)
 	}
 	return c.n.Leave(id)
 }

@@ -103,9 +103,22 @@ fail with a quorum left.
 	}
 	join.Flags().StringVar(&url, "url", "", "the node's API URL, named in redirects while it leads")
 	join.Flags().BoolVar(&replace, "replace", false, "replace the member holding this id or address (it is removed first)")
+	var force bool
 	leave := &cobra.Command{
-		Use: "leave ID", Short: "Remove a member from the cluster", Args: exactArgs("ID"),
-		Long: `leave removes a member from the cluster.
+		Use: "leave ID [--force]", Short: "Remove a member from the cluster", Args: exactArgs("ID"),
+		Long: `leave removes a member from the cluster. The leader refuses (409) a removal
+that would leave the cluster without a quorum: one after which fewer than a
+majority of the voting members that remain have been heard from by the
+leader lately (within two heartbeat timeouts, 2 s by default). The refusal
+names them: start them again, then retry; or, if they are gone for good,
+remove them first (removing a member that is down keeps the quorum).
+
+--force removes the member all the same. It is dangerous: if the members
+that remain cannot form a majority, the removal never commits, the cluster
+takes no write until enough of them are back, and if they never come back
+the cluster is lost (see the README, "When a quorum is lost for good").
+Use it only when you know the members the refusal names are alive: the
+check judged them by a moment's silence.
 
 When the leader loses its leadership before the removal is known to commit
 (exit status 8), the removal may or may not have taken effect: run
@@ -119,7 +132,11 @@ batpak cluster status once a leader is elected.`,
 			if err != nil {
 				return err
 			}
-			if err := rc.c.Cluster().RemoveNode(cmd.Context(), args[0]); err != nil {
+			remove := rc.c.Cluster().RemoveNode
+			if force {
+				remove = rc.c.Cluster().ForceRemoveNode
+			}
+			if err := remove(cmd.Context(), args[0]); err != nil {
 				var ou *client.OutcomeUnknownError
 				if errors.As(err, &ou) {
 					return withExitCode(exitUnavailable, &detailError{err: err,
@@ -137,6 +154,7 @@ batpak cluster status once a leader is elected.`,
 			})
 		},
 	}
+	leave.Flags().BoolVar(&force, "force", false, "remove it even if the cluster would be left without a quorum (dangerous: see --help)")
 	check := &cobra.Command{
 		Use:   "check [TENANT...]",
 		Short: "Compare every node's copy of each tenant's events and of the control plane (default: all)",

@@ -173,11 +173,22 @@ func (cl *Cluster) AddNode(ctx context.Context, id, address, url string, replace
 }
 
 // RemoveNode removes member id from the cluster (leader only; followers
-// redirect). When the leader lost its leadership before the removal was known to
+// redirect). A removal that would leave the cluster without a quorum —
+// fewer than a majority of the voters that remain heard from lately by
+// the leader — is refused (ErrConflict, naming them; nothing changed).
+// When the leader lost its leadership before the removal was known to
 // commit, it fails with an *OutcomeUnknownError: the removal may or may
 // not have taken effect (Status says, once a leader is elected).
 func (cl *Cluster) RemoveNode(ctx context.Context, id string) error {
 	return cl.c.do(ctx, request{method: "DELETE", path: "/v1/cluster/nodes/" + seg(id)}, nil)
+}
+
+// ForceRemoveNode is RemoveNode without the quorum guard, for when it
+// misjudges: the members it names are known to be alive (members gone for
+// good are removed first, which the guard accepts). Dangerous: if the voters that remain cannot form a
+// majority, the cluster takes no write until enough of them come back.
+func (cl *Cluster) ForceRemoveNode(ctx context.Context, id string) error {
+	return cl.c.do(ctx, request{method: "DELETE", path: "/v1/cluster/nodes/" + seg(id), query: url.Values{"force": {"true"}}}, nil)
 }
 
 // ReplicaDigest is one node's digest of a tenant's events (see

@@ -252,8 +252,9 @@ func (s *stateIndex) index() uint64 {
 
 // watchedTransport is the node's raft transport with the AppendEntries
 // requests it receives observed on their way to raft (heartbeats, which
-// carry no commit index, are not). Every other method is the transport's
-// own. A request is observed when it arrives, not when raft takes it: a
+// carry no commit index, are not), and the answers to the AppendEntries
+// requests it sends noted (contacts). Every other method is the
+// transport's own. A request is observed when it arrives, not when raft takes it: a
 // request waits for raft while raft is busy (restoring a snapshot as the
 // node starts, applying), and the leader may commit more meanwhile (a
 // key's revocation), so its commit index is only as recent as its arrival.
@@ -271,6 +272,10 @@ type watchedTransport struct {
 	qmu   sync.Mutex
 	queue []raft.RPC
 	ready chan struct{} // a request was queued (capacity 1)
+
+	// contacts: when each peer last answered this node's AppendEntries
+	// (see AppendEntries, quorum.go).
+	contacts contacts
 }
 
 // preVoteWatchedTransport is a watchedTransport of a transport that

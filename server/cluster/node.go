@@ -615,8 +615,11 @@ func (n *Node) Bootstrap(servers ...Server) error {
 // id): it is removed first, then id is added at addr, so the leader forgets
 // what it knew of the old member's log instead of counting it towards a
 // quorum. The leader cannot be replaced this way (an error): move
-// leadership first. Errors after proposing are Leave's
-// (ErrMembershipUnknown, ErrMembershipChanging).
+// leadership first. Removing the old member is refused (a *QuorumError,
+// nothing changed) when it would leave the cluster without a quorum, as
+// Leave's is; ForceLeave it first to replace it all the same. Errors
+// after proposing are Leave's (ErrMembershipUnknown,
+// ErrMembershipChanging).
 func (n *Node) Join(id, addr string) error {
 	if err := ValidNodeID(id); err != nil {
 		return err
@@ -651,7 +654,7 @@ func (n *Node) Join(id, addr string) error {
 	if err := f.Error(); err != nil {
 		return n.configErr(err)
 	}
-	prev := f.Index()
+	cur, prev := f.Configuration(), f.Index()
 	for _, s := range f.Configuration().Servers {
 		sameID, sameAddr := s.ID == raft.ServerID(id), s.Address == raft.ServerAddress(addr)
 		switch {
@@ -664,14 +667,28 @@ func (n *Node) Join(id, addr string) error {
 		case s.ID == raft.ServerID(n.cfg.ID):
 			return fmt.Errorf("cluster: joining %s at %s would replace the leader (%s at %s); transfer leadership first", id, addr, s.ID, s.Address)
 		}
+		if err := n.quorumWithout(cur, s.ID); err != nil {
+			return fmt.Errorf("cluster: joining %s at %s would first remove %s at %s: %w (to force it, remove %s with force, then join)", id, addr, s.ID, s.Address, err, s.ID)
+		}
 		rf := n.raft.RemoveServer(s.ID, prev, n.timeout)
 		if err := n.membershipErr(rf.Error(), fmt.Sprintf("removing %s at %s before adding %s at %s", s.ID, s.Address, id, addr)); err != nil {
 			return err
 		}
-		prev = rf.Index()
+		cur, prev = without(cur, s.ID), rf.Index()
 	}
 	return n.membershipErr(n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), prev, n.timeout).Error(),
 		fmt.Sprintf("adding %s at %s", id, addr))
+}
+
+// without is c less server id.
+func without(c raft.Configuration, id raft.ServerID) raft.Configuration {
+	out := raft.Configuration{Servers: make([]raft.Server, 0, len(c.Servers))}
+	for _, s := range c.Servers {
+		if s.ID != id {
+			out.Servers = append(out.Servers, s)
+		}
+	}
+	return out
 }
 
 // joinDialTimeout bounds Join's check that a new member's address
@@ -747,13 +764,26 @@ func ValidAddress(addr string) error {
 	return nil
 }
 
-// Leave removes a member (leader only: otherwise a *NotLeaderError).
-// Errors after proposing:
+// Leave removes a member (leader only: otherwise a *NotLeaderError). It
+// refuses, proposing nothing, a removal that would leave the cluster
+// without a quorum: a *QuorumError when fewer than a majority of the
+// voters that would remain have been heard from lately (see quorum.go; a
+// removal of a nonvoter is never refused). Errors after proposing:
 // ErrMembershipUnknown when leadership was lost (or the node closed)
 // before the removal was known to commit — it may or may not have taken
 // effect; ErrMembershipChanging when another membership change was under
 // way (nothing changed; retry).
-func (n *Node) Leave(id string) error {
+func (n *Node) Leave(id string) error { return n.leave(id, false) }
+
+// ForceLeave is Leave without the quorum guard, for when the guard
+// misjudges: the members it found silent are known to be alive (members
+// gone for good are removed first, which the guard accepts). Dangerous: if the voters that remain cannot form a
+// majority, the removal never commits, the leader steps down, and the
+// cluster takes no write until enough of them come back — if they never
+// do, it is lost (see README, "When a quorum is lost for good").
+func (n *Node) ForceLeave(id string) error { return n.leave(id, true) }
+
+func (n *Node) leave(id string, force bool) error {
 	if n.raft.State() != raft.Leader {
 		return n.notLeader()
 	}
@@ -761,8 +791,13 @@ func (n *Node) Leave(id string) error {
 	if err := f.Error(); err != nil {
 		return n.configErr(err)
 	}
+	if !force {
+		if err := n.quorumWithout(f.Configuration(), raft.ServerID(id)); err != nil {
+			return err
+		}
+	}
 	// f.Index(): raft refuses the removal if the configuration changed
-	// since it was read.
+	// since it was checked.
 	return n.membershipErr(n.raft.RemoveServer(raft.ServerID(id), f.Index(), n.timeout).Error(), "removing "+id)
 }
 

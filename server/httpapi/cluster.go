@@ -78,8 +78,11 @@ type Cluster interface {
 	// address under another id) is refused unless replace is set.
 	AddNode(ctx context.Context, id, addr, url string, replace bool) error
 	// RemoveNode removes member id (leader only); an id that is not a
-	// member is an error (404).
-	RemoveNode(ctx context.Context, id string) error
+	// member is an error (404), and so is removing the last voter (409).
+	// Unless force is set, a removal that would leave the cluster without
+	// a majority of reachable voters is refused (cluster.ErrNoQuorum,
+	// 409; see cluster.Node.Leave).
+	RemoveNode(ctx context.Context, id string, force bool) error
 	// StoreBorn is the birth index of this node's store of tenant
 	// (cluster.StoreMark.Born; 0 unknown): a digest answers it, so that a
 	// replica check tells another incarnation of the tenant from a copy
@@ -223,12 +226,21 @@ func (a *API) clusterAddNode(c *call) error {
 	return writeJSON(c.w, http.StatusOK, a.opts.Cluster.Status(nil))
 }
 
-// clusterRemoveNode answers DELETE /v1/cluster/nodes/{id}.
+// clusterRemoveNode answers DELETE /v1/cluster/nodes/{id}[?force=true]:
+// force skips the quorum guard (dangerous: see cluster.Node.ForceLeave).
 func (a *API) clusterRemoveNode(c *call) error {
 	if a.opts.Cluster == nil {
 		return errNotFound("this server is not a cluster node")
 	}
-	if err := a.opts.Cluster.RemoveNode(c.r.Context(), c.r.PathValue("id")); err != nil {
+	var force bool
+	switch v := c.r.URL.Query().Get("force"); v {
+	case "", "false":
+	case "true":
+		force = true
+	default:
+		return errInvalid("force", "force must be true or false, got "+strconv.Quote(clip(v)))
+	}
+	if err := a.opts.Cluster.RemoveNode(c.r.Context(), c.r.PathValue("id"), force); err != nil {
 		return err
 	}
 	c.w.WriteHeader(http.StatusNoContent)
@@ -409,6 +421,9 @@ func clusterProblem(a *API, err error) *apiError {
 		}
 		return &apiError{status: 503, code: wire.CodeNotLeader, retryAfter: time.Second, p: wire.Problem{Leader: leader, LeaderID: id},
 			detail: "leadership moved before the write was proposed: nothing was written; send it to the leader"}
+	case errors.Is(err, cluster.ErrNoQuorum):
+		return &apiError{status: 409, code: wire.CodeConflict,
+			detail: strings.TrimPrefix(err.Error(), "cluster: ") + ". Nothing was changed. ?force=true (batpak cluster leave --force) removes it all the same: dangerous, the cluster then takes no write until enough of those members are back, and is lost if they never are"}
 	case errors.Is(err, cluster.ErrMembershipUnknown):
 		return &apiError{status: 503, code: wire.CodeOutcomeUnknown, retryAfter: time.Second,
 			detail: "the membership change was proposed, then this node lost leadership before learning its outcome: it may or may not have taken effect; check the members (GET /v1/cluster, batpak cluster status) once a leader is elected (" + strings.TrimPrefix(err.Error(), "cluster: ") + ")"}
