@@ -15,6 +15,15 @@
 //	state, found, err := core.Project(store, "order:1", plugins.Projection{P: p}, core.Consistent())
 //	worker, err := store.CursorWorker(ctx, region, cfg, handlerPlugin.Handler(store))
 //
+// A module you did not write needs HostOptions.Compiler (CompileInto in a
+// process whose time and memory you bound; server/plugincompiler is one):
+// wazero's compiler and validator cannot be interrupted, and without a
+// Compiler they run in your process unbounded. What the host bounds
+// itself either way: a module declaring more than its bytes hold (a
+// count or a length in any section, or in the custom section "name") or
+// over MaxFunctions, MaxTypes, MaxFunctionLocals, MaxModuleLocals or
+// MaxTypeArity is refused before wazero decodes it, by Load and Inspect.
+//
 // Load checks the pin, compiles (cached on disk across runs when CacheDir
 // is set), instantiates WASI and the host module first (a Go c-shared
 // guest's _initialize runs at instantiation), checks the module's ABI

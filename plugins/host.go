@@ -95,7 +95,10 @@ type HostOptions struct {
 	// CacheDir/batpak-bounded, per wazero version) and not given to it
 	// again. CompileInto is what a Compiler runs in its own process. nil:
 	// the host validates and compiles in its own process, unbounded —
-	// trusted modules only.
+	// trusted modules only. Either way the host first reads the module's
+	// sections itself, and a module declaring more than its bytes hold
+	// (see Inspect) is refused as not valid WebAssembly without being
+	// given to wazero or the Compiler.
 	Compiler func(ctx context.Context, cacheDir string, original, rewritten []byte) error
 	// CompilerID names what the Compiler's pass vouches for (its limits):
 	// a module passed under another CompilerID is given to it again.
@@ -410,6 +413,11 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 	// Measure what the module declares before wazero allocates it (see
 	// module.go), and bound its tables' growth.
 	shape, err := readModule(wasm)
+	if errors.Is(err, errOverclaim) {
+		// Not for a Compiler either: wazero would allocate what the module
+		// claims there.
+		return fail("the module is not valid WebAssembly", fmt.Errorf("%w: %w", ErrInvalidModule, err))
+	}
 	if err != nil {
 		// wazero's reason, if it has one, from the Compiler; never from
 		// wazero here: what the host cannot read, it cannot bound (a
@@ -678,7 +686,8 @@ func (h *Host) validate(ctx context.Context, wasm []byte, digest string) error {
 }
 
 // ErrInvalidModule: a module is not valid WebAssembly as written (the
-// error wraps wazero's reason). A Compiler returns it, wrapped, for such a
+// error wraps wazero's reason, or the host's for a module declaring more
+// than its bytes hold, which wazero is never given). A Compiler returns it, wrapped, for such a
 // module (CompileInto does).
 var ErrInvalidModule = errors.New("not valid WebAssembly")
 

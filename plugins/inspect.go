@@ -16,7 +16,8 @@ import (
 )
 
 // ErrNotAModule: Inspect was given bytes wazero does not accept as a
-// WebAssembly module; the error wraps wazero's reason.
+// WebAssembly module, or that the host does not give to wazero (see
+// Inspect); the error wraps the reason.
 var ErrNotAModule = errors.New("batpak: not a WebAssembly module wazero accepts")
 
 // Inspection is what a module offers the plugin host, read without
@@ -66,10 +67,25 @@ type ModuleItem struct {
 // of memory, 10 s), its _initialize run first if it exports one (a Go
 // guest), and batpak_abi_version called. A module that fails there still
 // inspects; ABIError says why (a ctx that ends during the call too). The
-// only error is ErrNotAModule (wrapping wazero's reason): wazero does not
-// accept the bytes.
+// only error is ErrNotAModule, wrapping the reason: wazero does not
+// accept the bytes, or the host does not give them to wazero, as Load
+// does not: it cannot read their sections (malformed, or a construct it
+// does not support), or decoding them would take memory out of
+// proportion to their size (a count or a length over the bytes that
+// hold it, in any section or in the custom section "name"; more than
+// MaxTypes, MaxFunctions, MaxFunctionLocals, MaxModuleLocals or
+// MaxTypeArity).
 func Inspect(ctx context.Context, wasm []byte) (*Inspection, error) {
 	ins := &Inspection{Size: len(wasm), SHA256: Digest(wasm), Kinds: []Kind{}, Exports: []ModuleItem{}, Imports: []ModuleItem{}}
+	// wazero reads a section's entries from the whole module, so only
+	// what the host read whole is bounded (see errOverclaim).
+	shape, err := readModule(wasm)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the host cannot read its sections: %w", ErrNotAModule, err)
+	}
+	if reason := shape.decodeBounds(); reason != "" {
+		return nil, fmt.Errorf("%w: %s", ErrNotAModule, reason)
+	}
 
 	// The interpreter compiles fastest, and this runtime shares no cache
 	// with a Host's (whose code must be interruptible).

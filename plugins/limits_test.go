@@ -3,6 +3,7 @@ package plugins_test
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"runtime"
 	"strings"
@@ -319,4 +320,100 @@ func TestLoadRefusesWhatDecodingWouldAllocate(t *testing.T) {
 	if le := asLoadError(t, err); strings.Contains(le.Reason, "over the limit") {
 		t.Errorf("at the limits: %v", err)
 	}
+}
+
+// TestModulesClaimingMoreThanTheyHoldAreRefused: a module that declares a
+// vector or a string longer than the bytes that follow — in the custom
+// section "name" (which wazero decodes at every compile) or in a section
+// of code — is refused by Load and by Inspect, naming what it claims,
+// without the host allocating it (wazero allocates a vector whole from
+// its declared count: the 270-byte module claiming 2^31 - 1 function
+// names asks 48 GiB and the process dies; a module name of 2^32 - 16
+// bytes takes 4 GiB).
+func TestModulesClaimingMoreThanTheyHoldAreRefused(t *testing.T) {
+	const huge = 1<<31 - 1
+	u := testmodules.ULEB
+	name := func(subs ...[]byte) []byte {
+		var payload []byte
+		for _, s := range subs {
+			payload = append(payload, s...)
+		}
+		return testmodules.WithSection(testmodules.Small(), 0, testmodules.Custom("name", payload))
+	}
+	functionNames := testmodules.NameSubsection(1, append(u(nil, huge), 0, 1, 'a'))
+	header := []byte{0, 'a', 's', 'm', 1, 0, 0, 0}
+	withType := testmodules.WithSection(header, 1, []byte{1, 0x60, 0, 0})
+	for what, c := range map[string]struct {
+		wasm []byte
+		want string
+	}{
+		"2^31 - 1 function names": {name(functionNames), `section 0: custom section "name", subsection 1: the module declares more than its bytes hold: 2147483647 function names in 3 bytes`},
+		"a module name of 2^32 - 16 bytes": {
+			name(testmodules.NameSubsection(0, u(nil, 1<<32-16))), "the module name of 4294967280 bytes in 0"},
+		"a function name of 2^32 - 16 bytes": {
+			name(testmodules.NameSubsection(1, u([]byte{1, 0}, 1<<32-16))), "a name of 4294967280 bytes in 0"},
+		"2^31 - 1 local names of one function": {
+			name(testmodules.NameSubsection(2, append(u([]byte{1, 0}, huge), 0, 1, 'a'))), "2147483647 local names in 3 bytes"},
+		"local names of 2^31 - 1 functions": {
+			name(testmodules.NameSubsection(2, append(u(nil, huge), 0, 0))), "2147483647 functions' local names in 2 bytes"},
+		"a subsection longer than the section": {
+			name(append(u([]byte{1}, 1<<32-1), 1, 0, 0)), "a name subsection of 4294967295 bytes in 3"},
+		"function names after a module name": {
+			name(testmodules.NameSubsection(0, []byte{1, 'm'}), functionNames), "2147483647 function names"},
+		"a custom section's name of 2^32 - 16 bytes": {
+			testmodules.WithSection(testmodules.Small(), 0, u(nil, 1<<32-16)), "a custom section's name of 4294967280 bytes"},
+		"a section longer than the module": {
+			append(u(append(testmodules.Small(), 0), 1<<32-1), 0), "a custom section of 4294967295 bytes in 1"},
+		"an export name of 2^32 - 16 bytes": {
+			testmodules.WithSection(testmodules.WithSection(withType, 3, []byte{1, 0}), 7, u([]byte{1}, 1<<32-16)), "an export's name of 4294967280 bytes"},
+		"2^31 - 1 functions": {
+			testmodules.WithSection(withType, 3, u(nil, huge)), "2147483647 functions in 0 bytes"},
+		"2^31 - 1 parameters": {
+			testmodules.WithSection(header, 1, append(u([]byte{1, 0x60}, huge), 0)), "2147483647 parameters in 1 bytes"},
+	} {
+		guard := newHeapGuard()
+		h := newHost(t)
+		_, err := h.Load(context.Background(), c.wasm, projManifest("claims"))
+		le := asLoadError(t, err)
+		if le.Reason != "the module is not valid WebAssembly" || !errors.Is(err, plugins.ErrInvalidModule) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: Load: %v, want a refusal naming %q", what, err, c.want)
+		}
+		_, err = plugins.Inspect(context.Background(), c.wasm)
+		if !errors.Is(err, plugins.ErrNotAModule) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: Inspect: %v, want ErrNotAModule naming %q", what, err, c.want)
+		}
+		guard.check(t, what, 64<<20)
+	}
+
+	// Within its bytes, a name section with all three subsections and one
+	// the host does not know inspects.
+	ok := name(testmodules.NameSubsection(0, []byte{1, 'm'}),
+		testmodules.NameSubsection(1, []byte{1, 0, 3, 'r', 'u', 'n'}),
+		testmodules.NameSubsection(2, []byte{1, 0, 1, 0, 1, 'x'}),
+		testmodules.NameSubsection(7, []byte{0}))
+	if _, err := plugins.Inspect(context.Background(), ok); err != nil {
+		t.Errorf("a name section within its bytes: %v", err)
+	}
+}
+
+// TestInspectRefusesWhatDecodingWouldAllocate: Inspect refuses, as Load
+// does, a module whose functions declare more locals than the host
+// allows, or that declares more functions or types, before wazero
+// allocates them.
+func TestInspectRefusesWhatDecodingWouldAllocate(t *testing.T) {
+	guard := newHeapGuard()
+	for what, c := range map[string]struct {
+		wasm []byte
+		want string
+	}{
+		"2^32 locals, four times": {testmodules.ManyLocals(4, 1<<32-1), "locals, over the limit of 50000"},
+		"functions":               {testmodules.ManyLocals(plugins.MaxFunctions+1, 0), "functions, over the limit of 50000"},
+		"types":                   {testmodules.ManyTypes(plugins.MaxTypes + 1), "function types, over the limit of 50000"},
+	} {
+		_, err := plugins.Inspect(context.Background(), c.wasm)
+		if !errors.Is(err, plugins.ErrNotAModule) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: Inspect: %v, want ErrNotAModule naming %q", what, err, c.want)
+		}
+	}
+	guard.check(t, "inspecting", 64<<20)
 }

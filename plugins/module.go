@@ -113,6 +113,7 @@ func (s *moduleShape) instanceEstimate(tableElements uint64) int64 {
 
 // Wasm section ids.
 const (
+	secCustom  = 0
 	secImport  = 2
 	secTable   = 4
 	secMemory  = 5
@@ -151,14 +152,69 @@ type moduleShape struct {
 
 var errMalformed = errors.New("malformed module")
 
+// errOverclaim: a module declares a vector longer, or a name or string
+// of more bytes, than the bytes after it can hold. wazero allocates a
+// vector or a string whole from its declared length before reading it
+// (a 270-byte module whose "name" section claims 2^31 function names
+// asks it for 48 GiB, and the process dies; a module name claiming
+// 2^32 - 16 bytes takes 4 GiB at every compile), so the host refuses
+// such a module before wazero sees it. Every length wazero reads this
+// way is checked against the bytes left in its section (or subsection),
+// each entry counted at the fewest bytes it can be encoded in: what
+// wazero then allocates grows with the module's size, never with a
+// number written in it.
+var errOverclaim = errors.New("the module declares more than its bytes hold")
+
 // wasmReader reads a section's body; every read is bounded by its length,
-// and a read past the end sets err.
+// and a read past the end sets err (errMalformed, or the first more
+// precise error).
 type wasmReader struct {
 	b   []byte
 	err error
 }
 
-func (r *wasmReader) fail() { r.err = errMalformed; r.b = nil }
+func (r *wasmReader) fail() {
+	if r.err == nil {
+		r.err = errMalformed
+	}
+	r.b = nil
+}
+
+// overclaim fails the read with errOverclaim and what was declared.
+func (r *wasmReader) overclaim(format string, args ...any) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: "+format, append([]any{errOverclaim}, args...)...)
+	}
+	r.b = nil
+}
+
+// count reads a vector's length: n entries of at least least bytes
+// each must fit in the bytes left, or the read fails with errOverclaim
+// naming what (see errOverclaim).
+func (r *wasmReader) count(least uint64, what string) uint64 {
+	n := r.uleb()
+	if r.err == nil && n > uint64(len(r.b))/least {
+		r.overclaim("%d %s in %d bytes", n, what, len(r.b))
+		return 0
+	}
+	return n
+}
+
+// bytes reads a length and that many bytes (a name, a string); a length
+// over the bytes left fails with errOverclaim naming what.
+func (r *wasmReader) bytes(what string) []byte {
+	n := r.uleb()
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(len(r.b)) {
+		r.overclaim("%s of %d bytes in %d", what, n, len(r.b))
+		return nil
+	}
+	b := r.b[:n]
+	r.b = r.b[n:]
+	return b
+}
 
 func (r *wasmReader) u8() byte {
 	if len(r.b) == 0 {
@@ -235,9 +291,11 @@ func (r *wasmReader) constExpr() {
 	}
 }
 
-// readModule measures a module that wazero has compiled (so it is well
-// formed; a malformed or unknown construct is still an error, never a
-// guess).
+// readModule measures a module before wazero decodes it, and refuses
+// (errOverclaim) one that declares a vector or a string longer than its
+// bytes (see errOverclaim): every section wazero decodes is read here,
+// the custom section "name" too. A malformed or unknown construct is an
+// error, never a guess.
 func readModule(wasm []byte) (moduleShape, error) {
 	s := moduleShape{size: uint64(len(wasm))}
 	if len(wasm) < 8 {
@@ -249,17 +307,29 @@ func readModule(wasm []byte) (moduleShape, error) {
 		r := wasmReader{b: wasm[off+1:]}
 		id := wasm[off]
 		size := r.uleb()
-		if r.err != nil || size > uint64(len(r.b)) {
+		if r.err != nil {
+			return s, errMalformed
+		}
+		if size > uint64(len(r.b)) {
+			if id == secCustom { // wazero may copy a custom section whole
+				return s, fmt.Errorf("%w: a custom section of %d bytes in %d", errOverclaim, size, len(r.b))
+			}
 			return s, errMalformed
 		}
 		body := r.b[:size]
 		off = len(wasm) - len(r.b) + int(size)
 		sec := wasmReader{b: body}
 		switch id {
+		case secCustom:
+			if string(sec.bytes("a custom section's name")) == "name" {
+				sec.nameSection()
+			} else {
+				sec.b = nil // wazero copies it whole, at most the module's size
+			}
 		case secImport:
-			for n := sec.uleb(); n > 0 && sec.err == nil; n-- {
-				sec.skip(sec.uleb()) // module
-				sec.skip(sec.uleb()) // name
+			for n := sec.count(4, "imports"); n > 0 && sec.err == nil; n-- {
+				sec.bytes("an import's module name")
+				sec.bytes("an import's name")
 				switch sec.u8() {
 				case 0x00: // function
 					sec.uleb()
@@ -277,9 +347,13 @@ func readModule(wasm []byte) (moduleShape, error) {
 					sec.fail()
 				}
 			}
+		case secFunction:
+			for n := sec.count(1, "functions"); n > 0 && sec.err == nil; n-- {
+				sec.uleb()
+			}
 		case secTable:
 			s.tableStart, s.tableEnd = start, off
-			for n := sec.uleb(); n > 0 && sec.err == nil; n-- {
+			for n := sec.count(3, "tables"); n > 0 && sec.err == nil; n-- {
 				ref := sec.u8()
 				if ref != 0x70 && ref != 0x6f { // funcref, externref
 					sec.fail()
@@ -288,16 +362,24 @@ func readModule(wasm []byte) (moduleShape, error) {
 				s.tables = append(s.tables, tableDecl{ref: ref, min: min, max: max, hasMax: hasMax})
 			}
 		case secMemory:
-			for n := sec.uleb(); n > 0 && sec.err == nil; n-- {
+			for n := sec.count(2, "memories"); n > 0 && sec.err == nil; n-- {
 				min, _, _ := sec.limits()
 				s.memDefined = true
 				s.memPages = max(s.memPages, min)
 			}
 		case secGlobal:
-			s.globals += sec.uleb()
-			sec.b = nil // the count is all Load needs
+			// The count is all Load needs (and each global takes at least
+			// a type, a mutability, an instruction and an end).
+			s.globals += sec.count(4, "globals")
+			sec.b = nil
+		case secExport:
+			for n := sec.count(3, "exports"); n > 0 && sec.err == nil; n-- {
+				sec.bytes("an export's name")
+				sec.u8()
+				sec.uleb()
+			}
 		case secElement:
-			for n := sec.uleb(); n > 0 && sec.err == nil; n-- {
+			for n := sec.count(2, "element segments"); n > 0 && sec.err == nil; n-- {
 				flags := sec.uleb()
 				if flags > 7 {
 					sec.fail()
@@ -312,7 +394,7 @@ func readModule(wasm []byte) (moduleShape, error) {
 				if flags&3 != 0 { // an element kind or reference type
 					sec.u8()
 				}
-				count := sec.uleb()
+				count := sec.count(1, "element entries")
 				s.elemEntries += count
 				for i := uint64(0); i < count && sec.err == nil; i++ {
 					if flags&4 != 0 {
@@ -323,18 +405,17 @@ func readModule(wasm []byte) (moduleShape, error) {
 				}
 			}
 		case secType:
-			s.types = sec.uleb()
-			if s.types > MaxTypes {
-				sec.b = nil // refused by check
-				break
-			}
+			// Read whole even past MaxTypes (check refuses it): Inspect
+			// gives the module to wazero, which allocates each type's
+			// parameters and results from their declared counts.
+			s.types = sec.count(3, "function types")
 			for n := s.types; n > 0 && sec.err == nil; n-- {
 				if sec.u8() != 0x60 {
 					sec.fail()
 					break
 				}
-				for range 2 { // parameters, results
-					k := sec.uleb()
+				for _, what := range []string{"parameters", "results"} {
+					k := sec.count(1, what)
 					s.maxArity = max(s.maxArity, k)
 					for ; k > 0 && sec.err == nil; k-- {
 						sec.valType(&s)
@@ -343,33 +424,23 @@ func readModule(wasm []byte) (moduleShape, error) {
 			}
 		case secCode:
 			s.codeBytes = size
-			n := sec.uleb()
+			n := sec.count(2, "function bodies")
 			s.functions = n
-			if n > MaxFunctions {
-				sec.b = nil // refused by check
-				break
-			}
 			for ; n > 0 && sec.err == nil; n-- {
-				size := sec.uleb()
-				if size > uint64(len(sec.b)) {
-					sec.fail()
-					break
-				}
-				body := wasmReader{b: sec.b[:size]}
-				sec.b = sec.b[size:]
+				body := wasmReader{b: sec.bytes("a function body")}
 				var locals uint64
-				for d := body.uleb(); d > 0 && body.err == nil; d-- {
+				for d := body.count(2, "runs of locals"); d > 0 && body.err == nil; d-- {
 					locals = addLocals(locals, body.uleb())
 					body.valType(&s)
 				}
-				if body.err != nil {
-					sec.fail()
+				if body.err != nil && sec.err == nil {
+					sec.err = body.err
 				}
 				s.maxLocals = max(s.maxLocals, locals)
 				s.locals = addLocals(s.locals, locals)
 			}
 		case secData:
-			for n := sec.uleb(); n > 0 && sec.err == nil; n-- {
+			for n := sec.count(2, "data segments"); n > 0 && sec.err == nil; n-- {
 				switch sec.uleb() {
 				case 0:
 					sec.constExpr()
@@ -382,16 +453,76 @@ func readModule(wasm []byte) (moduleShape, error) {
 				}
 				size := sec.uleb()
 				s.dataBytes += size
+				if size > uint64(len(sec.b)) {
+					sec.overclaim("a data segment of %d bytes in %d", size, len(sec.b))
+				}
 				sec.skip(size)
 			}
+		case secTag:
+			sec.count(2, "tags")
+			sec.b = nil
 		default:
 			sec.b = nil
 		}
-		if sec.err != nil || len(sec.b) != 0 {
+		if sec.err != nil {
+			return s, fmt.Errorf("section %d: %w", id, sec.err)
+		}
+		if len(sec.b) != 0 {
 			return s, fmt.Errorf("%w: section %d", errMalformed, id)
 		}
 	}
 	return s, nil
+}
+
+// The subsections of the custom section "name" that wazero decodes
+// (https://webassembly.github.io/spec/core/appendix/custom.html#name-section).
+const (
+	nameModule    = 0
+	nameFunctions = 1
+	nameLocals    = 2
+)
+
+// nameSection reads the custom section "name" (after its name) as wazero
+// decodes it, refusing a count or a length over the bytes left in its
+// subsection (errOverclaim). wazero reads a known subsection's entries
+// without regard to its declared size, so each must end exactly where
+// its size says.
+func (r *wasmReader) nameSection() {
+	for len(r.b) > 0 && r.err == nil {
+		id := r.u8()
+		sub := wasmReader{b: r.bytes("a name subsection")}
+		if r.err != nil {
+			return
+		}
+		switch id {
+		case nameModule:
+			sub.bytes("the module name")
+		case nameFunctions:
+			sub.nameMap("function names")
+		case nameLocals:
+			for n := sub.count(2, "functions' local names"); n > 0 && sub.err == nil; n-- {
+				sub.uleb() // function index
+				sub.nameMap("local names")
+			}
+		default:
+			sub.b = nil // skipped
+		}
+		if sub.err == nil && len(sub.b) != 0 {
+			sub.fail()
+		}
+		if sub.err != nil {
+			r.err = fmt.Errorf("custom section \"name\", subsection %d: %w", id, sub.err)
+			r.b = nil
+		}
+	}
+}
+
+// nameMap reads a name map: a count, then an index and a name each.
+func (r *wasmReader) nameMap(what string) {
+	for n := r.count(2, what); n > 0 && r.err == nil; n-- {
+		r.uleb()
+		r.bytes("a name")
+	}
 }
 
 // valType reads a value type: one byte, or a typed function reference
@@ -425,6 +556,19 @@ func (s *moduleShape) check(l Limits) string {
 		return fmt.Sprintf("its initial memory is %d pages, over the limit of %d", s.memPages, l.MemoryPages)
 	case s.refTypes:
 		return "it uses typed function references (value types 0x63, 0x64), which the host does not support"
+	case s.decodeBounds() != "":
+		return s.decodeBounds()
+	case s.dataBytes > uint64(l.MemoryPages)*65536:
+		return fmt.Sprintf("its data segments hold %d bytes, over the memory limit of %d pages (%d bytes)", s.dataBytes, l.MemoryPages, uint64(l.MemoryPages)*65536)
+	}
+	return ""
+}
+
+// decodeBounds returns why wazero's decoding or validation of the module
+// would be over MaxTypes, MaxFunctions, MaxFunctionLocals,
+// MaxModuleLocals or MaxTypeArity, or "".
+func (s *moduleShape) decodeBounds() string {
+	switch {
 	case s.types > MaxTypes:
 		return fmt.Sprintf("it declares %d function types, over the limit of %d", s.types, MaxTypes)
 	case s.functions > MaxFunctions:
@@ -435,8 +579,6 @@ func (s *moduleShape) check(l Limits) string {
 		return fmt.Sprintf("its functions declare %d locals together, over the limit of %d", s.locals, MaxModuleLocals)
 	case s.maxArity > MaxTypeArity:
 		return fmt.Sprintf("a function type has %d parameters or results, over the limit of %d", s.maxArity, MaxTypeArity)
-	case s.dataBytes > uint64(l.MemoryPages)*65536:
-		return fmt.Sprintf("its data segments hold %d bytes, over the memory limit of %d pages (%d bytes)", s.dataBytes, l.MemoryPages, uint64(l.MemoryPages)*65536)
 	}
 	return ""
 }

@@ -242,3 +242,24 @@ func uleb(b []byte, v uint64) []byte {
 		b = append(b, c|0x80)
 	}
 }
+
+// WithSection returns wasm with a section of id and body appended (a
+// custom section, id 0, may follow any other).
+func WithSection(wasm []byte, id byte, body []byte) []byte {
+	out := append(append([]byte(nil), wasm...), id)
+	return append(uleb(out, uint64(len(body))), body...)
+}
+
+// Custom is the body of a custom section: its name, then payload.
+func Custom(name string, payload []byte) []byte {
+	return append(append(uleb(nil, uint64(len(name))), name...), payload...)
+}
+
+// NameSubsection is one subsection of the custom section "name": its id,
+// its size and body.
+func NameSubsection(id byte, body []byte) []byte {
+	return append(uleb([]byte{id}, uint64(len(body))), body...)
+}
+
+// ULEB appends v to b as an unsigned LEB128.
+func ULEB(b []byte, v uint64) []byte { return uleb(b, v) }
