@@ -257,8 +257,9 @@ type Config struct {
 	Plugins tenantplugin.Limits
 	// PluginStateCacheBytes bounds the projected states the server keeps
 	// in memory for all tenants together (the projection endpoint's
-	// cache; least recently used dropped first). Default 64 MiB; range
-	// 1 MiB..16 GiB. (server.plugin_state_cache_bytes)
+	// cache; least recently used dropped first), a tenant at most half of
+	// it (its own least recently used dropped first). Default 64 MiB;
+	// range 1 MiB..16 GiB. (server.plugin_state_cache_bytes)
 	PluginStateCacheBytes int64
 	// PluginLogLines is how many recent log lines and faults each
 	// plugin's status keeps in memory. Default 100; range 1..10000.

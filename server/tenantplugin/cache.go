@@ -9,43 +9,55 @@ import (
 )
 
 // StateCache keeps projected states of every tenant's stores in one
-// memory budget: at most MaxBytes of state (plus their keys), the least
-// recently used dropped first. Each tenant store gets a view of it
-// (Tenant) whose keys are the tenant's own. Safe for concurrent use.
+// memory budget: at most MaxBytes of state (plus their keys), a tenant
+// at most half of it (as the plugins' code and idle budgets), so that
+// one tenant's large or many states cannot push every other tenant's
+// out. A state that takes a tenant over its half drops that tenant's own
+// least recently used states; one that takes the cache over the whole
+// drops the least recently used of all. Each tenant store gets a view of
+// it (Tenant) whose keys are the tenant's own. Safe for concurrent use.
 type StateCache struct {
-	mu    sync.Mutex
-	max   int64
+	mu      sync.Mutex
+	max     int64
+	bytes   int64
+	ll      list.List // every tenant's states, most recently used first
+	keys    map[string]*list.Element
+	tenants map[string]*tenantStates
+}
+
+// tenantStates are one tenant's states, most recently used first.
+type tenantStates struct {
 	bytes int64
-	ll    list.List
-	keys  map[string]*list.Element
+	ll    list.List // of *list.Element of StateCache.ll
 }
 
 type cacheItem struct {
-	key string
-	st  core.CachedState
+	key    string
+	tenant string
+	own    *list.Element // in the tenant's list
+	st     core.CachedState
 }
 
-// NewStateCache returns a cache of at most maxBytes of state (a state
-// larger than a quarter of it is never kept).
+// NewStateCache returns a cache of at most maxBytes of state, a tenant at
+// most half of it (a state larger than a quarter of it is never kept).
 func NewStateCache(maxBytes int64) *StateCache {
-	return &StateCache{max: maxBytes, keys: map[string]*list.Element{}}
+	return &StateCache{max: maxBytes, keys: map[string]*list.Element{}, tenants: map[string]*tenantStates{}}
 }
 
 // Tenant is the tenant's view of the cache, a core.ProjectionCache for
 // its store's Config.ProjectionCache.
 func (c *StateCache) Tenant(id string) core.ProjectionCache {
-	return tenantCache{c: c, prefix: id + "\x00"}
+	return tenantCache{c: c, id: id, prefix: id + "\x00"}
 }
 
 // Forget drops every state of the tenant (its store is gone: a tenant
 // created again under its id must not see them).
 func (c *StateCache) Forget(id string) {
-	prefix := id + "\x00"
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for k, e := range c.keys {
-		if strings.HasPrefix(k, prefix) {
-			c.remove(e)
+	if t := c.tenants[id]; t != nil {
+		for t.ll.Len() > 0 {
+			c.remove(t.ll.Back().Value.(*list.Element))
 		}
 	}
 }
@@ -61,9 +73,15 @@ func size(key string, st core.CachedState) int64 { return int64(len(key)+len(st.
 
 func (c *StateCache) remove(e *list.Element) {
 	it := e.Value.(*cacheItem)
+	n := size(it.key, it.st)
 	c.ll.Remove(e)
 	delete(c.keys, it.key)
-	c.bytes -= size(it.key, it.st)
+	c.bytes -= n
+	t := c.tenants[it.tenant]
+	t.ll.Remove(it.own)
+	if t.bytes -= n; t.ll.Len() == 0 {
+		delete(c.tenants, it.tenant)
+	}
 }
 
 func (c *StateCache) get(key string) (core.CachedState, bool) {
@@ -73,11 +91,13 @@ func (c *StateCache) get(key string) (core.CachedState, bool) {
 	if !ok {
 		return core.CachedState{}, false
 	}
+	it := e.Value.(*cacheItem)
 	c.ll.MoveToFront(e)
-	return e.Value.(*cacheItem).st, true
+	c.tenants[it.tenant].ll.MoveToFront(it.own)
+	return it.st, true
 }
 
-func (c *StateCache) put(key string, st core.CachedState) {
+func (c *StateCache) put(tenant, key string, st core.CachedState) {
 	n := size(key, st)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -87,8 +107,19 @@ func (c *StateCache) put(key string, st core.CachedState) {
 	if n > c.max/4 {
 		return
 	}
-	c.keys[key] = c.ll.PushFront(&cacheItem{key: key, st: st})
+	t := c.tenants[tenant]
+	if t == nil {
+		t = &tenantStates{}
+		c.tenants[tenant] = t
+	}
+	e := c.ll.PushFront(&cacheItem{key: key, tenant: tenant, st: st})
+	e.Value.(*cacheItem).own = t.ll.PushFront(e)
+	c.keys[key] = e
 	c.bytes += n
+	t.bytes += n
+	for t.bytes > c.max/2 { // the tenant's half: its own oldest go
+		c.remove(t.ll.Back().Value.(*list.Element))
+	}
 	for c.bytes > c.max {
 		c.remove(c.ll.Back())
 	}
@@ -96,11 +127,12 @@ func (c *StateCache) put(key string, st core.CachedState) {
 
 type tenantCache struct {
 	c      *StateCache
+	id     string
 	prefix string
 }
 
 func (t tenantCache) Get(key string) (core.CachedState, bool) { return t.c.get(t.prefix + key) }
-func (t tenantCache) Put(key string, st core.CachedState)     { t.c.put(t.prefix+key, st) }
+func (t tenantCache) Put(key string, st core.CachedState)     { t.c.put(t.id, t.prefix+key, st) }
 
 // ForgetEntities implements core.EntityForgetter: an erasure drops the
 // tenant's states of the erased entities (the key's part before its
@@ -109,13 +141,17 @@ func (t tenantCache) Put(key string, st core.CachedState)     { t.c.put(t.prefix
 func (t tenantCache) ForgetEntities(entities map[string]bool) {
 	t.c.mu.Lock()
 	defer t.c.mu.Unlock()
-	for k, e := range t.c.keys {
-		rest, ok := strings.CutPrefix(k, t.prefix)
-		if !ok {
-			continue
-		}
+	ts := t.c.tenants[t.id]
+	if ts == nil {
+		return
+	}
+	for o := ts.ll.Front(); o != nil; {
+		next := o.Next()
+		e := o.Value.(*list.Element)
+		rest := strings.TrimPrefix(e.Value.(*cacheItem).key, t.prefix)
 		if entity, _, _ := strings.Cut(rest, "\x00"); entities[entity] {
 			t.c.remove(e)
 		}
+		o = next
 	}
 }

@@ -24,9 +24,13 @@ func TestStateCacheBudget(t *testing.T) {
 	if st, ok := b.Get("k"); !ok || string(st.State) != "globex's" {
 		t.Fatalf("globex's key: %q %v", st.State, ok)
 	}
+	// Three tenants, each within its half, fill the whole: the least
+	// recently used of all goes.
+	others := []core.ProjectionCache{b, c.Tenant("initech")}
 	for i := 0; i < 1000; i++ {
 		a.Get("k") // kept recently used
 		a.Put(fmt.Sprint("e", i), core.CachedState{State: state})
+		others[i%2].Put(fmt.Sprint("e", i), core.CachedState{State: state})
 		if n := c.Bytes(); n > budget {
 			t.Fatalf("after %d puts the cache holds %d bytes, over its budget %d", i+1, n, budget)
 		}
@@ -52,6 +56,42 @@ func TestStateCacheBudget(t *testing.T) {
 	}
 	if _, ok := b.Get("x"); !ok {
 		t.Error("Forget(acme) dropped globex's state")
+	}
+}
+
+// TestStateCacheTenantShare: a tenant holds at most half of the cache:
+// one that keeps putting large states drops its own oldest, and another
+// tenant's states, however long unused, stay (before, four states of 15
+// MiB from one tenant pushed every other tenant's out of the server's 64
+// MiB).
+func TestStateCacheTenantShare(t *testing.T) {
+	const budget = 64 << 20
+	c := tenantplugin.NewStateCache(budget)
+	acme, globex := c.Tenant("acme"), c.Tenant("globex")
+	for i := range 100 {
+		acme.Put(fmt.Sprint("order:", i), core.CachedState{State: make([]byte, 1000), UpTo: 1})
+	}
+	big := make([]byte, 15<<20)
+	for i := range 8 {
+		globex.Put(fmt.Sprint("ledger:", i), core.CachedState{State: big, UpTo: 1})
+		if n := c.Bytes(); n > budget {
+			t.Fatalf("the cache holds %d bytes, over its budget %d", n, budget)
+		}
+	}
+	for i := range 100 {
+		if _, ok := acme.Get(fmt.Sprint("order:", i)); !ok {
+			t.Fatalf("acme's state order:%d was dropped for globex's", i)
+		}
+	}
+	// globex keeps what fits in its half, its most recent.
+	for i, want := range []bool{false, false, false, false, false, false, true, true} {
+		if _, ok := globex.Get(fmt.Sprint("ledger:", i)); ok != want {
+			t.Errorf("globex's ledger:%d held %v, want %v (its half: its two latest)", i, ok, want)
+		}
+	}
+	// Its own: a tenant alone is held to its half too.
+	if n := c.Bytes(); n > budget/2+100*1100 {
+		t.Errorf("the cache holds %d bytes: globex is over its half", n)
 	}
 }
 
