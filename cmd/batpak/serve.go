@@ -121,6 +121,7 @@ var serverSettings = []serverSetting{
 	{"server.plugins.max_plugins", "", kindCount, 16, "ceiling of the plugins a tenant keeps; 1..10000", func(t *serverTarget, v settingValue) { t.cfg.Plugins.Plugins = int(v.n) }},
 	{"server.plugins.max_versions", "", kindCount, 8, "ceiling of the versions one tenant plugin keeps; 1..1000", func(t *serverTarget, v settingValue) { t.cfg.Plugins.Versions = int(v.n) }},
 	{"server.plugins.module_bytes", "", kindSize, "16MiB", "ceiling of one uploaded plugin module; 1KiB..256MiB", func(t *serverTarget, v settingValue) { t.cfg.Plugins.ModuleBytes = v.n }},
+	{"server.plugins.allow_clock_random", "", kindBool, false, "let tenants' plugin manifests grant the real clock or randomness (on a cluster such a projection differs by node)", func(t *serverTarget, v settingValue) { t.cfg.Plugins.AllowClockRandom = v.b }},
 	{"server.plugin_state_cache_bytes", "", kindSize, "64MiB", "projected states kept in memory for all tenants, a tenant at most half; 1MiB..16GiB", func(t *serverTarget, v settingValue) { t.cfg.PluginStateCacheBytes = v.n }},
 	{"server.plugin_log_lines", "", kindCount, 100, "recent log lines and faults each tenant plugin's status keeps; 1..10000", func(t *serverTarget, v settingValue) { t.cfg.PluginLogLines = int(v.n) }},
 	{"server.policy_checks", "", kindCount, 2, "tenant policy bundles checked at once (uploads, rollbacks, loads), all tenants together, a tenant at most half; 1..64", func(t *serverTarget, v settingValue) { t.cfg.PolicyChecks = int(v.n) }},

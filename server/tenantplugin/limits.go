@@ -35,6 +35,15 @@ type Limits struct {
 	// accepted, one more is refused. Default 16 MiB; range 1 KiB..256 MiB.
 	// (An upload must also fit in server.max_body_bytes, as base64.)
 	ModuleBytes int64 `json:"module_bytes"`
+	// AllowClockRandom lets a plugin's manifest grant it the real clock
+	// or real randomness (plugins.Grants.Clock, Random). Off by default:
+	// such a plugin's answers are not a function of the events alone, so
+	// on a cluster, where each node folds a projection itself, its state
+	// and ETag differ from node to node (and from one fold to the next).
+	// Off, an upload asking either is refused, and a kept version asking
+	// either does not load, naming server.plugins.allow_clock_random.
+	// A ceiling only: no tenant quota turns it on.
+	AllowClockRandom bool `json:"allow_clock_random"`
 }
 
 const pageBytes = 64 << 10
@@ -114,6 +123,8 @@ func under(c Limits, q control.Quotas) Limits {
 		Plugins:     loi(q.MaxPlugins, c.Plugins),
 		Versions:    loi(q.MaxPluginVersions, c.Versions),
 		ModuleBytes: lo(q.MaxModuleBytes, c.ModuleBytes),
+
+		AllowClockRandom: c.AllowClockRandom,
 	}
 	if ms := time.Duration(q.PluginCallMillis) * time.Millisecond; ms > 0 && ms < c.CallTimeout {
 		out.CallTimeout = ms

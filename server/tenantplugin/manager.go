@@ -772,6 +772,17 @@ func manifestFor(raw []byte, l Limits, strict bool) (plugins.Manifest, error) {
 	if err := dec.Decode(&mf); err != nil {
 		return mf, &RejectedError{Reason: "the manifest is not a plugin manifest", Cause: err}
 	}
+	if g := mf.Grants; (g.Clock || g.Random) && !l.AllowClockRandom {
+		var asked []string
+		if g.Clock {
+			asked = append(asked, `"clock"`)
+		}
+		if g.Random {
+			asked = append(asked, `"random"`)
+		}
+		return mf, &RejectedError{Plugin: mf.Name, Reason: fmt.Sprintf("the manifest grants %s, which this server does not give tenants' plugins (server.plugins.allow_clock_random is off): "+
+			"each node of a cluster folds a projection itself, so its state would differ from node to node; drop the grant (the plugin then sees a fixed clock and a random source of zeros)", strings.Join(asked, " and "))}
+	}
 	if strict && mf.Limits.Timeout < 0 {
 		return mf, &RejectedError{Plugin: mf.Name, Reason: fmt.Sprintf(`limits.timeout %s is negative: want a duration such as "250ms", or leave it out for the tenant's limit`, time.Duration(mf.Limits.Timeout))}
 	}

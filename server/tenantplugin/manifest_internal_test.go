@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/batpak-go/batpak/server/control"
 )
 
 // TestManifestFaultsBounded: a manifest cannot ask for more consecutive
@@ -46,5 +48,40 @@ func TestManifestUploadChecks(t *testing.T) {
 	mf, err := manifestFor([]byte(`{"name":"a","version":"1","kind":"projection","limits":{"timeout":"-1s"},"name":"a"}`), l, false)
 	if err != nil || time.Duration(mf.Limits.Timeout) != time.Second {
 		t.Errorf("stored manifest: %+v, %v", mf.Limits, err)
+	}
+}
+
+// TestManifestClockRandomGrants: a manifest granting the real clock or
+// randomness is refused, at upload and when a kept version loads, naming
+// server.plugins.allow_clock_random, unless the server allows them (a
+// cluster's nodes each fold a projection: with either grant its state
+// would differ by node); an environment grant is always given.
+func TestManifestClockRandomGrants(t *testing.T) {
+	l := Limits{MemoryBytes: 16 << 20, CallTimeout: time.Second, OutputBytes: 1 << 20, LogLines: 100, LogBytes: 64 << 10}
+	allowed := l
+	allowed.AllowClockRandom = true
+	for grants, want := range map[string]string{
+		`{"clock":true}`:                  `grants "clock", which this server does not give`,
+		`{"random":true}`:                 `grants "random", which this server does not give`,
+		`{"clock":true,"random":true}`:    `grants "clock" and "random"`,
+		`{"env":{"A":"1"}}`:               "",
+		`{"env":{"A":"1"},"clock":false}`: "",
+	} {
+		raw := []byte(`{"name":"p","version":"1","kind":"projection","grants":` + grants + `}`)
+		for _, strict := range []bool{true, false} {
+			mf, err := manifestFor(raw, l, strict)
+			switch {
+			case want == "" && err != nil:
+				t.Errorf("grants %s (strict %v): %v", grants, strict, err)
+			case want != "" && (err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "server.plugins.allow_clock_random")):
+				t.Errorf("grants %s (strict %v): %v, want a refusal naming %q and the setting", grants, strict, err, want)
+			}
+			if mf, err = manifestFor(raw, allowed, strict); err != nil || mf.Grants.Env == nil && !mf.Grants.Clock && !mf.Grants.Random {
+				t.Errorf("grants %s allowed (strict %v): %+v, %v", grants, strict, mf.Grants, err)
+			}
+		}
+	}
+	if under(allowed, control.Quotas{}).AllowClockRandom != true || under(l, control.Quotas{}).AllowClockRandom {
+		t.Error("a tenant's limits do not carry the server's allow_clock_random")
 	}
 }
