@@ -200,8 +200,28 @@ type Reaction struct {
 	Payload []byte
 }
 
-// AppendHandlerOutput encodes a handler's answer.
-func AppendHandlerOutput(dst []byte, action uint32, rs []Reaction) []byte {
+// MaxCoordinateBytes is the longest entity or scope a reaction may name,
+// in bytes: core.MaxCoordinatePartBytes, which the host enforces when it
+// writes the reaction (this package imports nothing of the host's).
+const MaxCoordinateBytes = 1024
+
+// AppendHandlerOutput encodes a handler's answer, or refuses it (dst
+// unchanged) when a reaction's entity or scope is longer than
+// MaxCoordinateBytes or its payload than 4 GiB − 1: the layout gives an
+// entity and a scope 16 bits of length, so a longer one would be read
+// back cut short, the rest of it taken for the reactions after it.
+func AppendHandlerOutput(dst []byte, action uint32, rs []Reaction) ([]byte, error) {
+	for i := range rs {
+		r := &rs[i]
+		switch {
+		case len(r.Entity) > MaxCoordinateBytes:
+			return dst, fmt.Errorf("reaction %d: its entity is %d bytes, longer than %d", i, len(r.Entity), MaxCoordinateBytes)
+		case len(r.Scope) > MaxCoordinateBytes:
+			return dst, fmt.Errorf("reaction %d: its scope is %d bytes, longer than %d", i, len(r.Scope), MaxCoordinateBytes)
+		case uint64(len(r.Payload)) > 1<<32-1:
+			return dst, fmt.Errorf("reaction %d: its payload is %d bytes, longer than 4 GiB - 1", i, len(r.Payload))
+		}
+	}
 	dst = le.AppendUint32(dst, action)
 	dst = le.AppendUint32(dst, uint32(len(rs)))
 	for i := range rs {
@@ -216,7 +236,7 @@ func AppendHandlerOutput(dst []byte, action uint32, rs []Reaction) []byte {
 		dst = append(dst, r.Scope...)
 		dst = append(dst, r.Payload...)
 	}
-	return dst
+	return dst, nil
 }
 
 // ParseHandlerOutput decodes a handler's answer; the reactions alias b.

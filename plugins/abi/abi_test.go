@@ -8,6 +8,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/plugins/abi"
 )
 
@@ -150,7 +151,7 @@ func sampleReactions() []abi.Reaction {
 	return []abi.Reaction{
 		{Source: 0, Kind: 1<<12 | 2, Entity: []byte("acme:shipment:1"), Scope: []byte("shop"), Payload: []byte(`{"carrier":"DHL"}`)},
 		{Source: math.MaxUint32, Kind: 0xffff},
-		{Source: 7, Kind: 3, Entity: bytes.Repeat([]byte("e"), 0xffff), Scope: bytes.Repeat([]byte("s"), 0xffff), Payload: bytes.Repeat([]byte("p"), 70000)},
+		{Source: 7, Kind: 3, Entity: bytes.Repeat([]byte("e"), abi.MaxCoordinateBytes), Scope: bytes.Repeat([]byte("s"), abi.MaxCoordinateBytes), Payload: bytes.Repeat([]byte("p"), 70000)},
 	}
 }
 
@@ -170,7 +171,7 @@ func sameReactions(a, b []abi.Reaction) bool {
 func TestHandlerOutputRoundTrip(t *testing.T) {
 	for _, action := range []uint32{abi.ActionContinue, abi.ActionStop} {
 		for _, rs := range [][]abi.Reaction{nil, sampleReactions()[:1], sampleReactions()} {
-			b := abi.AppendHandlerOutput(nil, action, rs)
+			b := output(nil, action, rs)
 			got, gotRs, err := abi.ParseHandlerOutput(b)
 			if err != nil || got != action || !sameReactions(gotRs, rs) {
 				t.Fatalf("action %d, %d reactions: got %d, %d reactions, %v", action, len(rs), got, len(gotRs), err)
@@ -182,14 +183,14 @@ func TestHandlerOutputRoundTrip(t *testing.T) {
 		}
 	}
 	// Appending keeps what dst held.
-	b := abi.AppendHandlerOutput([]byte("head"), abi.ActionStop, nil)
+	b := output([]byte("head"), abi.ActionStop, nil)
 	if string(b[:4]) != "head" || len(b) != 12 {
 		t.Fatalf("append to dst: %q", b)
 	}
 }
 
 func TestHandlerOutputMalformed(t *testing.T) {
-	valid := abi.AppendHandlerOutput(nil, abi.ActionContinue, sampleReactions()[:1])
+	valid := output(nil, abi.ActionContinue, sampleReactions()[:1])
 	patch := func(off int, v uint32) []byte { return patched32(valid, off, v) }
 	patch16 := func(off int, v uint16) []byte { return patched16(valid, off, v) }
 	cases := []struct {
@@ -218,7 +219,7 @@ func TestHandlerOutputMalformed(t *testing.T) {
 			t.Errorf("%s: a partial answer came back with the error: action %d, %d reactions", tc.name, action, len(rs))
 		}
 	}
-	full := abi.AppendHandlerOutput(nil, abi.ActionStop, sampleReactions())
+	full := output(nil, abi.ActionStop, sampleReactions())
 	for n := 0; n < len(full); n++ {
 		if _, _, err := abi.ParseHandlerOutput(full[:n]); !errors.Is(err, abi.ErrMalformed) {
 			t.Fatalf("prefix of %d of %d bytes: %v, want ErrMalformed", n, len(full), err)
@@ -256,8 +257,8 @@ func TestPackResultRoundTrip(t *testing.T) {
 // FuzzParseHandlerOutput: any bytes either parse — and then encode back to
 // exactly those bytes — or are ErrMalformed; never a panic.
 func FuzzParseHandlerOutput(f *testing.F) {
-	f.Add(abi.AppendHandlerOutput(nil, abi.ActionContinue, nil))
-	f.Add(abi.AppendHandlerOutput(nil, abi.ActionStop, sampleReactions()[:2]))
+	f.Add(output(nil, abi.ActionContinue, nil))
+	f.Add(output(nil, abi.ActionStop, sampleReactions()[:2]))
 	f.Add([]byte{0, 0, 0, 0, 1, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		action, rs, err := abi.ParseHandlerOutput(b)
@@ -274,7 +275,7 @@ func FuzzParseHandlerOutput(f *testing.F) {
 			want[off+10], want[off+11] = 0, 0
 			off += abi.ReactionFixed + len(r.Entity) + len(r.Scope) + len(r.Payload)
 		}
-		if again := abi.AppendHandlerOutput(nil, action, rs); !bytes.Equal(again, want) {
+		if again := output(nil, action, rs); !bytes.Equal(again, want) {
 			t.Fatalf("%x parses, but encodes back to %x", b, again)
 		}
 	})
@@ -304,7 +305,7 @@ func FuzzBatchEvents(f *testing.F) {
 }
 
 func ExampleParseHandlerOutput() {
-	out := abi.AppendHandlerOutput(nil, abi.ActionContinue, []abi.Reaction{
+	out := output(nil, abi.ActionContinue, []abi.Reaction{
 		{Source: 0, Kind: 1<<12 | 2, Entity: []byte("acme:shipment:1"), Scope: []byte("shop"), Payload: []byte(`{}`)},
 	})
 	action, rs, err := abi.ParseHandlerOutput(out)
@@ -314,6 +315,49 @@ func ExampleParseHandlerOutput() {
 	// Output:
 	// 0 1 acme:shipment:1 <nil>
 	// malformed plugin data: reaction 0: lengths out of bounds
+}
+
+// output is abi.AppendHandlerOutput of reactions it accepts.
+func output(dst []byte, action uint32, rs []abi.Reaction) []byte {
+	b, err := abi.AppendHandlerOutput(dst, action, rs)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// TestHandlerOutputRefusesLongCoordinates: a reaction's entity or scope
+// longer than MaxCoordinateBytes (what the host accepts) is refused by
+// the encoder, naming the reaction, before anything is encoded (16 bits
+// of length would have encoded an entity of 65,539 bytes as 3, and the
+// host would have read the rest of it as more reactions); exactly the
+// limit is encoded and read back whole.
+func TestHandlerOutputRefusesLongCoordinates(t *testing.T) {
+	long := bytes.Repeat([]byte("x"), 1<<16+3)
+	for name, c := range map[string]struct {
+		r    abi.Reaction
+		want string
+	}{
+		"entity of 65539 bytes": {abi.Reaction{Entity: long, Scope: []byte("s")}, "reaction 1: its entity is 65539 bytes, longer than 1024"},
+		"entity of 1025 bytes":  {abi.Reaction{Entity: long[:abi.MaxCoordinateBytes+1], Scope: []byte("s")}, "reaction 1: its entity is 1025 bytes, longer than 1024"},
+		"scope of 1025 bytes":   {abi.Reaction{Entity: []byte("e"), Scope: long[:abi.MaxCoordinateBytes+1]}, "reaction 1: its scope is 1025 bytes, longer than 1024"},
+	} {
+		b, err := abi.AppendHandlerOutput([]byte("head"), abi.ActionContinue, []abi.Reaction{sampleReactions()[0], c.r})
+		if err == nil || err.Error() != c.want || string(b) != "head" {
+			t.Errorf("%s: %q, %v; want dst unchanged and %q", name, b, err, c.want)
+		}
+	}
+	at := abi.Reaction{Entity: long[:abi.MaxCoordinateBytes], Scope: long[:abi.MaxCoordinateBytes], Payload: []byte("{}")}
+	b, err := abi.AppendHandlerOutput(nil, abi.ActionContinue, []abi.Reaction{at})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, rs, err := abi.ParseHandlerOutput(b); err != nil || len(rs) != 1 || len(rs[0].Entity) != abi.MaxCoordinateBytes || len(rs[0].Scope) != abi.MaxCoordinateBytes {
+		t.Fatalf("at the limit: %d reactions, %v", len(rs), err)
+	}
+	if abi.MaxCoordinateBytes != core.MaxCoordinatePartBytes {
+		t.Errorf("abi.MaxCoordinateBytes %d, core.MaxCoordinatePartBytes %d", abi.MaxCoordinateBytes, core.MaxCoordinatePartBytes)
+	}
 }
 
 // patched32 and patched16 return a copy of b with the little-endian value

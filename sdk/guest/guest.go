@@ -31,7 +31,11 @@ const (
 
 // Reaction is an event a handler asks the host to write. Source is the
 // index in the batch of the event it reacts to (correlation and causation
-// follow from it). Kind is category<<12 | type (see Kind).
+// follow from it). Kind is category<<12 | type (see Kind). Entity and
+// Scope are at most abi.MaxCoordinateBytes (1024) bytes each, as the
+// host's coordinates: a handler answering a longer one fails its call
+// with an error naming the reaction, and nothing of its answer is
+// written.
 type Reaction = abi.Reaction
 
 // Kind builds a kind from a category (1..15, not 13) and a type (0..4095).
@@ -148,7 +152,7 @@ func batpakHandle(batchPtr, batchLen uint32) uint64 {
 			err = herr
 			return
 		}
-		out = abi.AppendHandlerOutput(nil, uint32(action), rs)
+		out, err = abi.AppendHandlerOutput(nil, uint32(action), rs)
 	}()
 	return result(out, err)
 }
