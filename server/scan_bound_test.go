@@ -26,7 +26,11 @@ func TestReadsOfARareRegionAreBoundedPerRequest(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes 200,000 events")
 	}
-	srv := servertest.Start(t, servertest.Config(t))
+	cfg := servertest.Config(t)
+	// Heartbeats more often than a paced step's wait (half a second at
+	// 2 requests a second): the wait goes on across them.
+	cfg.SSEHeartbeat = 300 * time.Millisecond
+	srv := servertest.Start(t, cfg)
 	ctx := context.Background()
 	op, err := client.New(srv.URL, srv.Token)
 	if err != nil {
@@ -144,4 +148,10 @@ func TestReadsOfARareRegionAreBoundedPerRequest(t *testing.T) {
 		t.Errorf("the event stream caught up over the log in %s, faster than the tenant's request rate allows", took)
 	}
 	t.Logf("event stream catching up on category 2: %s", took)
+	// Charged once: the tenant owes nothing a second later.
+	sub.Close()
+	time.Sleep(1100 * time.Millisecond)
+	if _, err := big.QueryPage(ctx, client.Query{Limit: 1}); err != nil {
+		t.Errorf("a request a second after the stream caught up: %v", err)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/batpak-go/batpak/core"
 )
@@ -53,9 +54,11 @@ type Subscription struct {
 	heldClosed bool
 
 	// pace charges steps of the index walked past the first ScanStep
-	// entries (PaceScans); paced is how many it was charged.
-	pace  func(ctx context.Context, steps int) error
-	paced uint64
+	// entries (PaceScans); paced is how many it was charged, and
+	// paceUntil when their wait ends.
+	pace      func(steps int) time.Duration
+	paced     uint64
+	paceUntil time.Time
 }
 
 // ScanStep bounds the index entries one read from the store examines
@@ -66,12 +69,13 @@ const ScanStep = 1 << 16
 
 // PaceScans makes the subscription's reads from the store charge pace
 // with one step for each ScanStep index entries they examine past the
-// first ScanStep, before the read that follows them: a server charges
-// them to the tenant's request rate (waiting for it), so that catching
-// up on a rare region in a large log costs what the pages of a query of
-// it would. Call it before the first Next; pace's error (ctx's, when ctx
-// ends while it waits) ends that Next with it.
-func (s *Subscription) PaceScans(pace func(ctx context.Context, steps int) error) {
+// first ScanStep, before the read that follows them, and wait as long as
+// pace answers: a server takes them from the tenant's request rate, so
+// that catching up on a rare region in a large log costs what the pages
+// of a query of it would. Call it before the first Next. A Next whose
+// context ends during the wait returns its error; the wait goes on at
+// the next Next, the steps not charged again.
+func (s *Subscription) PaceScans(pace func(steps int) time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pace = pace
@@ -398,13 +402,25 @@ func (s *Subscription) fromStore(ctx context.Context, coverStart uint64) ([]Fram
 	}
 	if s.pace != nil {
 		if owed := s.cur.Examined() / ScanStep; owed > s.paced {
-			if err := s.pace(ctx, int(owed-s.paced)); err != nil {
-				return nil, 0, err
+			if wait := s.pace(int(owed - s.paced)); wait > 0 {
+				s.paceUntil = time.Now().Add(wait)
 			}
 			s.paced = owed
 		}
+		// A wait cut short (a heartbeat's deadline) goes on here at the
+		// next Next, not charged again.
+		if wait := time.Until(s.paceUntil); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, 0, ctx.Err()
+			case <-t.C:
+			}
+		}
 	}
 	s.cur.Seek(s.next)
+	examined := s.cur.Examined()
 	limit := o.MaxBacklogEvents
 	// Bounded in bytes too (payloads and names): a region of large events,
 	// or of long names, is not read MaxBacklogEvents at a time (4096
@@ -428,7 +444,7 @@ func (s *Subscription) fromStore(ctx context.Context, coverStart uint64) ([]Fram
 	if err != nil {
 		return nil, 0, storeErr(err)
 	}
-	if lastStep && more {
+	if lastStep && more && s.cur.Examined()-examined < ScanStep {
 		// Its backlog holds more than MaxBacklogBytes of payload, so
 		// more than that encoded.
 		return nil, 0, ErrSlowConsumer

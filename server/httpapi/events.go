@@ -19,6 +19,18 @@ import (
 	"github.com/batpak-go/batpak/server/wire"
 )
 
+// scanCharge is what charges a long read's walk of the call's tenant's
+// index, a step of PageExamine entries at a time past the first, to the
+// tenant's request rate: it takes the steps' tokens and says how long the
+// read waits for them (quota.Tenant.ReserveRequests). The operator's
+// reads are charged to nothing, as its requests are not.
+func (a *API) scanCharge(c *call) func(steps int) time.Duration {
+	if c.principal.Operator {
+		return func(int) time.Duration { return 0 }
+	}
+	return a.quotaOf(c).ReserveRequests
+}
+
 // quotaOf is the call's tenant's quota state, under its effective
 // quotas.
 func (a *API) quotaOf(c *call) *quota.Tenant {
@@ -486,14 +498,15 @@ func (a *API) queryEvents(c *call) error {
 	// rate, a request for each PageExamine more (waiting for it), as the
 	// pages of the same query would be.
 	cur.ExamineAtMost(PageExamine)
-	qt := a.quotaOf(c)
+	charge := a.scanCharge(c)
 	var paced uint64
 	readStep := func() (evs []core.StoredEvent, more bool, err error) {
 		if owed := cur.Examined() / PageExamine; owed > paced {
-			if err := qt.PaceRequests(c.r.Context(), int(owed-paced)); err != nil {
-				return nil, false, err
-			}
+			wait := charge(int(owed - paced))
 			paced = owed
+			if wait > 0 && !sleep(c.r.Context(), wait) {
+				return nil, false, c.r.Context().Err()
+			}
 		}
 		if hold, err = a.bodies.take(c.r.Context(), c.tenant, ndjsonStepHold, recorderOf(c.w)); err != nil {
 			return nil, false, err

@@ -124,8 +124,7 @@ func (a *API) subscribe(c *call) error {
 	defer sub.Close()
 	// Catching up on a region few events match walks the index: past a
 	// step's worth, at the tenant's request rate.
-	qt := a.quotaOf(c)
-	sub.PaceScans(qt.PaceRequests)
+	sub.PaceScans(a.scanCharge(c))
 	a.metrics.subscriptions.Inc()
 	defer a.metrics.subscriptions.Dec()
 

@@ -279,33 +279,26 @@ func (t *Tenant) AllowRequest() *Exceeded {
 	return nil
 }
 
-// PaceRequests charges n tokens to the tenant's request bucket for work a
-// request does past what one request is allowed (a long read walking
-// more of the tenant's index than one page may, see
-// httpapi.PageExamine): it takes them, into debt if need be (at most one
-// burst at a time), and waits, within ctx, until the debt is paid back at
-// the bucket's rate, as PaceWrite does for writes. Meanwhile
-// AllowRequest refuses the tenant's other requests, so that a tenant's
-// requests and the extra work of its long reads keep to one rate. It
-// returns ctx's error when ctx ends first. A zero or negative rate is no
-// limit.
-func (t *Tenant) PaceRequests(ctx context.Context, n int) error {
+// ReserveRequests charges n tokens to the tenant's request bucket for
+// work a request does past what one request is allowed (a long read
+// walking more of the tenant's index than one page may, see
+// httpapi.PageExamine): it takes them, into debt if need be, and returns
+// how long until the bucket has paid the debt back at its rate (0: none),
+// for the caller to wait out, as PaceWrite does for writes — in pieces if
+// it must (an event stream, between its heartbeats). Meanwhile
+// AllowRequest refuses the tenant's other requests, so that its requests
+// and the extra work of its long reads keep to one rate. A zero or
+// negative rate is no limit.
+func (t *Tenant) ReserveRequests(n int) time.Duration {
+	var wait time.Duration
 	for n > 0 {
 		t.mu.Lock()
-		took, wait := t.requests.reserve(t.now(), n)
+		took, w := t.requests.reserve(t.now(), n)
 		t.mu.Unlock()
 		n -= took
-		if wait > 0 {
-			tm := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				tm.Stop()
-				return ctx.Err()
-			case <-tm.C:
-			}
-		}
+		wait = max(wait, w)
 	}
-	return ctx.Err()
+	return wait
 }
 
 // setUploads sets the upload bucket from its hourly quota.
