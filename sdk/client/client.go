@@ -493,8 +493,17 @@ func (c *Client) sendRead(ctx context.Context, r request, read func(*http.Respon
 			}
 		}
 		wrote.Store(false)
+		resent.Store(false)
 		resp, err := c.once(sent, r)
-		unanswered = unanswered || resent.Load()
+		// A send the transport made again may have arrived the first
+		// time, unless the answer to the later one rules that out: a
+		// refusal of the request itself (a 4xx but 429), which the first
+		// would have had too. (The transport also sends again a request
+		// that never left its buffer: that is taken for "may have
+		// arrived" when the answer is not such a refusal.)
+		if resent.Load() && err != nil && (!refusedAsSent(err) || r.method == http.MethodDelete && errors.Is(err, ErrNotFound)) {
+			unanswered = true // (a DELETE's 404: the first may have deleted it)
+		}
 		if err == nil && read != nil {
 			err = read(resp)
 			resp.Body.Close()
@@ -550,6 +559,14 @@ func (c *Client) sendRead(ctx context.Context, r request, read func(*http.Respon
 		}
 	}
 	return nil, outcome(last)
+}
+
+// refusedAsSent reports whether err is the server's refusal of the
+// request as it was sent — a 4xx other than 429 — which the same request
+// sent before would have had too: it did nothing either time.
+func refusedAsSent(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status >= 400 && e.Status < 500 && e.Status != http.StatusTooManyRequests
 }
 
 // unavailable reports whether err says the server cannot be had for now
