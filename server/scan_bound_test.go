@@ -39,7 +39,7 @@ func TestReadsOfARareRegionAreBoundedPerRequest(t *testing.T) {
 	if _, err := op.Admin().CreateTenant(ctx, "big", &client.Quotas{EventsPerSecond: -1, BytesPerSecond: -1}, nil); err != nil {
 		t.Fatal(err)
 	}
-	k, err := op.Admin().IssueKey(ctx, "big", "app", "writer")
+	k, err := op.Admin().IssueKey(ctx, "big", "app", "admin")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,6 +96,42 @@ func TestReadsOfARareRegionAreBoundedPerRequest(t *testing.T) {
 	}
 	if want := []uint64{10, uint64(total - 2), uint64(total - 1)}; fmt.Sprint(seqs) != fmt.Sprint(want) {
 		t.Fatalf("Query over category 2: %v, want %v", seqs, want)
+	}
+
+	// A named cursor over the region: PollCursor commits past the empty
+	// stretches and delivers every event once.
+	if err := big.DefineCursor(ctx, "rare", client.CursorRegion{Category: &cat}); err != nil {
+		t.Fatal(err)
+	}
+	seqs = seqs[:0]
+	for range 10 {
+		evs, err := big.PollCursor(ctx, "rare", 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			seqs = append(seqs, ev.GlobalSequence)
+		}
+		if len(evs) > 0 {
+			if err := big.CommitCursor(ctx, "rare", evs[len(evs)-1].GlobalSequence+1); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if want := []uint64{10, uint64(total - 2), uint64(total - 1)}; fmt.Sprint(seqs) != fmt.Sprint(want) {
+		t.Fatalf("PollCursor over category 2: %v, want %v", seqs, want)
+	}
+	// One page as the server answers it: from the start of a cursor
+	// defined again, none before the bound, more.
+	if err := big.DefineCursor(ctx, "late", client.CursorRegion{Category: &cat}); err != nil {
+		t.Fatal(err)
+	}
+	if err := big.CommitCursor(ctx, "late", 11); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := big.PollCursorPage(ctx, "late", 100)
+	if err != nil || len(cp.Events) != 0 || !cp.More || cp.NextPosition != 11+httpapi.PageExamine {
+		t.Fatalf("a cursor page from 11: %+v, %v; want none, more, next position %d", cp, err, 11+httpapi.PageExamine)
 	}
 
 	// The long reads walk at the request rate: 2 a second, a burst of 2.

@@ -580,7 +580,45 @@ func (t *Tenant) Cursors(ctx context.Context) ([]CursorInfo, error) {
 // cluster follower whose copy of the cursor is behind it, or holds no
 // such definition yet, sends the poll to the leader, so no event the
 // Client committed, nor another definition's, comes back.
+//
+// A server examines at most 65,536 entries of the log for one poll: a
+// region with no events in that stretch gives an empty page that goes on
+// (CursorPage.More). PollCursor then commits the page's NextPosition —
+// none of the region's events lies before it — and polls again, until it
+// has events or reaches the region's end; use PollCursorPage to decide
+// yourself.
 func (t *Tenant) PollCursor(ctx context.Context, name string, limit int) ([]Event, error) {
+	for {
+		p, err := t.PollCursorPage(ctx, name, limit)
+		if err != nil || len(p.Events) > 0 || !p.More || p.NextPosition <= p.Committed {
+			return p.Events, err
+		}
+		if err := t.CommitCursor(ctx, name, p.NextPosition); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// CursorPage is one poll of a named cursor (Tenant.PollCursorPage).
+type CursorPage struct {
+	Events []Event `json:"events"`
+	// Committed is the cursor's committed position the poll read from.
+	Committed uint64 `json:"committed"`
+	// NextPosition is the position to commit once Events are processed:
+	// one past the last event, or past the stretch of the log the server
+	// examined and found none of the region's events in.
+	NextPosition uint64 `json:"next_position"`
+	// More: the page stopped before the region's end (its limit, its
+	// bytes, or the entries one poll examines). With no Events, commit
+	// NextPosition and poll again.
+	More bool `json:"more"`
+	// CursorID is the id of the cursor's definition.
+	CursorID *string `json:"cursor_id"`
+}
+
+// PollCursorPage is one poll of the cursor as the server answers it:
+// PollCursor without going on over empty pages (see CursorPage).
+func (t *Tenant) PollCursorPage(ctx context.Context, name string, limit int) (CursorPage, error) {
 	v := url.Values{}
 	if limit > 0 {
 		v.Set("limit", strconv.Itoa(limit))
@@ -594,16 +632,12 @@ func (t *Tenant) PollCursor(ctx context.Context, name string, limit int) ([]Even
 			}
 		}
 	}
-	var out struct {
-		Events    []Event `json:"events"`
-		Committed *uint64 `json:"committed"`
-		CursorID  *string `json:"cursor_id"`
-	}
+	var out CursorPage
 	err := t.c.do(ctx, request{method: "GET", path: t.path("/cursors/" + seg(name) + "/events"), query: v, safe: true}, &out)
-	if err == nil && s != nil && out.Committed != nil {
-		s.cursorAt(t.cursorKey(name), out.CursorID, *out.Committed, true)
+	if err == nil && s != nil {
+		s.cursorAt(t.cursorKey(name), out.CursorID, out.Committed, true)
 	}
-	return out.Events, err
+	return out, err
 }
 
 // CommitCursor records position (the global sequence after the last event

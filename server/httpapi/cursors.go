@@ -262,7 +262,10 @@ func (a *API) pollCursor(c *call) error {
 	if more {
 		next = resume // the page stopped early: continue from there
 	}
-	return writeJSONHolding(c.w, http.StatusOK, map[string]any{"events": out, "committed": cur.Committed(), "next_position": next, "cursor_id": d.ID}, h.held)
+	// more: the page stopped before the region's end. Empty and more, it
+	// stopped at PageExamine with none of the region's events before
+	// next_position: commit it and poll again.
+	return writeJSONHolding(c.w, http.StatusOK, map[string]any{"events": out, "committed": cur.Committed(), "next_position": next, "more": more, "cursor_id": d.ID}, h.held)
 }
 
 func (a *API) commitCursor(c *call) error {
