@@ -26,4 +26,12 @@
 // case-insensitively). A panic in plugin code is returned to the host as an
 // error; the plugin has no files, network, environment, clock or random
 // source unless its manifest grants them.
+//
+// Only the module's exports and the host's log import need GOOS=wasip1:
+// the rest of the package is plain Go, so a plugin's main package (with
+// no build constraint) compiles natively too, and go test can run its
+// fold or handler on the host's machine. BatchOf builds the batch the
+// host would send, CallProjection and CallHandler call what init
+// registered as the host's call into the module does, and Log writes to
+// standard error (see Example (TestingAFoldNatively)).
 package guest

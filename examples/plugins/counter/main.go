@@ -1,5 +1,3 @@
-//go:build wasip1
-
 package main
 
 import "github.com/batpak-go/batpak/sdk/guest"

@@ -1,5 +1,3 @@
-//go:build wasip1
-
 // Command order-total is a projection plugin: it folds an order entity's
 // events into running totals.
 //

@@ -1,5 +1,3 @@
-//go:build wasip1
-
 // Command shipper is a handler plugin: for each OrderPlaced event (kind
 // 1:1) on entity "order:<n>" it asks the host to write a ShipmentRequested
 // event (kind 4:1) on entity "shipment:<n>", in the same scope, with the
