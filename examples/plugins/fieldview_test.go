@@ -13,9 +13,9 @@ import (
 	"testing"
 
 	"github.com/batpak-go/batpak/core"
-	"github.com/batpak-go/batpak/examples/plugins/internal/jsonfield"
 	"github.com/batpak-go/batpak/policy"
 	"github.com/batpak-go/batpak/policy/opa"
+	"github.com/batpak-go/batpak/sdk/guest"
 )
 
 // The issue's two payloads, as tenant acme under examples/policies: the
@@ -48,8 +48,8 @@ func TestPolicyAndPluginReadTheSameOrder(t *testing.T) {
 	if _, err := s.Append(ctx, coord, kindPlaced, []byte(escaped)); err != nil {
 		t.Fatalf("escaped total_cents 998: %v", err)
 	}
-	if n, ok := jsonfield.Int([]byte(escaped), "total_cents"); !ok || n != 998 {
-		t.Errorf("jsonfield reads total_cents %d, %v; want 998", n, ok)
+	if n, ok := guest.Int([]byte(escaped), "total_cents"); !ok || n != 998 {
+		t.Errorf("guest.Int reads total_cents %d, %v; want 998", n, ok)
 	}
 	// The policy reads the escaped name too: over the tenant's maximum is denied.
 	over := `{"total\u005fcents":99999999,"items":[{"qty":1,"price_cents":99999999}],"currency":"EUR"}`
@@ -57,16 +57,17 @@ func TestPolicyAndPluginReadTheSameOrder(t *testing.T) {
 	if _, err := s.Append(ctx, coord, kindPlaced, []byte(over)); !errors.As(err, &den) {
 		t.Errorf("escaped total_cents 99999999: got %v, want a denial", err)
 	}
-	if n, _ := jsonfield.Int([]byte(over), "total_cents"); n != 99999999 {
-		t.Errorf("jsonfield reads %d, want 99999999", n)
+	if n, _ := guest.Int([]byte(over), "total_cents"); n != 99999999 {
+		t.Errorf("guest.Int reads %d, want 99999999", n)
 	}
 }
 
 // TestPolicyAndPluginViewsAgree: over adversarial payloads (escaped and
 // repeated names, unicode escapes and surrogate pairs, whitespace, nested
 // objects, exponents), the value a Rego policy reads at
-// input.event.payload.<name> and the value jsonfield reads at <name> are
-// the same, or both absent.
+// input.event.payload.<name> and the value guest.Field reads at <name> are
+// the same, or both absent; guest.Int reads the number and guest.String
+// the string the policy compares.
 func TestPolicyAndPluginViewsAgree(t *testing.T) {
 	dir := t.TempDir()
 	rego := `package batpak.write
@@ -87,7 +88,7 @@ deny contains {"code": "FFFD", "message": "v", "v": input.event.payload["\ufffd"
 	names := map[string]string{"TOTAL": "total_cents", "EMOJI": "😀", "FFFD": "\ufffd"}
 	spellings := []string{`"total_cents"`, `"total\u005fcents"`, `"\u0074otal_cents"`, `"total_Cents"`, `"TOTAL_CENTS"`,
 		`"total_cents "`, `"😀"`, `"\ud83d\ude00"`, `"\ud83d"`, `"\ude00"`, `"\ufffd"`, `"\uFFFD"`, `"x"`, `"items"`}
-	values := []string{`998`, `99999999`, `1e3`, `9.98E+2`, `-0`, `"998"`, `null`, `true`, `[998]`, `{"total_cents":5}`,
+	values := []string{`998`, `99999999`, `1e3`, `9.98E+2`, `-0`, `"998"`, `"c\u0061rd \"x\"\n"`, `"\ud83d"`, `"\ud83d\ude00"`, `null`, `true`, `[998]`, `{"total_cents":5}`,
 		`{"total_cents":1,"total_cents":2}`, `12345678901234567890`, `0.5`}
 	ws := []string{"", " ", "\n\t", "\r\n "}
 	r := rand.New(rand.NewSource(11))
@@ -114,9 +115,9 @@ deny contains {"code": "FFFD", "message": "v", "v": input.event.payload["\ufffd"
 		}
 		for code, name := range names {
 			pv, pok := seen[code]
-			raw, jok := jsonfield.Lookup(doc, name)
+			raw, jok := guest.Field(doc, name)
 			if pok != jok {
-				t.Fatalf("%s, %q: the policy reads it %v, jsonfield %v", doc, name, pok, jok)
+				t.Fatalf("%s, %q: the policy reads it %v, guest.Field %v", doc, name, pok, jok)
 			}
 			if !jok {
 				continue
@@ -125,19 +126,24 @@ deny contains {"code": "FFFD", "message": "v", "v": input.event.payload["\ufffd"
 			dec := json.NewDecoder(strings.NewReader(string(raw)))
 			dec.UseNumber()
 			if err := dec.Decode(&jv); err != nil {
-				t.Fatalf("%s: jsonfield read %s: %v", doc, raw, err)
+				t.Fatalf("%s: guest.Field read %s: %v", doc, raw, err)
 			}
 			pj, _ := json.Marshal(pv)
 			jj, _ := json.Marshal(jv)
 			if string(pj) != string(jj) {
-				t.Fatalf("%s, %q: the policy reads %s, jsonfield %s", doc, name, pj, jj)
+				t.Fatalf("%s, %q: the policy reads %s, guest.Field %s", doc, name, pj, jj)
+			}
+			// guest.String reads the string the policy compares.
+			ps, isString := pv.(string)
+			if s, ok := guest.String(doc, name); ok != isString || s != ps {
+				t.Fatalf("%s, %q: guest.String = %q, %v; the policy reads %#v", doc, name, s, ok, pv)
 			}
 			if name == "total_cents" {
-				// and jsonfield.Int reads the number the policy compares
-				n, ok := jsonfield.Int(doc, name)
+				// and guest.Int reads the number the policy compares
+				n, ok := guest.Int(doc, name)
 				num, isNum := jv.(json.Number)
 				if ok != isNum || (isNum && !intMatches(num, n)) {
-					t.Fatalf("%s: jsonfield.Int = %d, %v; the policy reads %v", doc, n, ok, jv)
+					t.Fatalf("%s: guest.Int = %d, %v; the policy reads %v", doc, n, ok, jv)
 				}
 			}
 		}
@@ -145,7 +151,7 @@ deny contains {"code": "FFFD", "message": "v", "v": input.event.payload["\ufffd"
 }
 
 // intMatches: n is the number num truncated toward zero and clamped to
-// int64 (jsonfield.Int's documented reading).
+// int64 (guest.Int's documented reading).
 func intMatches(num json.Number, n int64) bool {
 	if i, err := num.Int64(); err == nil {
 		return i == n

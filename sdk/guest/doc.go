@@ -21,8 +21,9 @@
 // more inside the sandbox than outside it; measured here per event, with
 // the host's interruptible calls: encoding/json ~75 µs, gjson ~11 µs, a
 // hand-rolled field scan ~7 µs, reading only the fixed fields (kind,
-// clock, ids) well under 1 µs. Read the fields you need with Field, which
-// matches names exactly as a write policy does (encoding/json matches them
+// clock, ids) well under 1 µs. Read the fields you need with String, Int
+// or Float64 (the value decoded) or Field (its raw JSON), which match
+// names exactly as a write policy does (encoding/json matches them
 // case-insensitively). A panic in plugin code is returned to the host as an
 // error; the plugin has no files, network, environment, clock or random
 // source unless its manifest grants them.

@@ -4,7 +4,7 @@ package nativeprojections
 
 import (
 	"github.com/batpak-go/batpak/core"
-	"github.com/batpak-go/batpak/examples/plugins/internal/jsonfield"
+	"github.com/batpak-go/batpak/sdk/guest"
 )
 
 // The order kinds the examples use.
@@ -25,7 +25,7 @@ type OrderTotals struct {
 // OrderTotal is the native twin of examples/plugins/order-total: it folds
 // OrderPlaced (orders += 1, total_cents += payload total_cents) and
 // OrderRefunded (refunded_cents += payload amount_cents). It reads
-// fields as the plugin does (package jsonfield): a missing or non-numeric
+// fields as the plugin does (guest.Int): a missing or non-numeric
 // field counts as 0, a fractional one is truncated.
 type OrderTotal struct {
 	// Only restricts the kinds folded, as plugins.Projection.Only does.
@@ -51,11 +51,11 @@ func (OrderTotal) Init() OrderTotals { return OrderTotals{} }
 func (OrderTotal) Apply(s OrderTotals, ev core.StoredEvent) OrderTotals {
 	switch ev.Header.Kind {
 	case KindOrderPlaced:
-		n, _ := jsonfield.Int(ev.Payload, "total_cents")
+		n, _ := guest.Int(ev.Payload, "total_cents")
 		s.Orders++
 		s.TotalCents += n
 	case KindOrderRefunded:
-		n, _ := jsonfield.Int(ev.Payload, "amount_cents")
+		n, _ := guest.Int(ev.Payload, "amount_cents")
 		s.RefundedCents += n
 	}
 	return s

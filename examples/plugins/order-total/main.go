@@ -9,8 +9,8 @@
 // {"orders":N,"total_cents":N,"refunded_cents":N}; an empty state is all
 // zeros.
 //
-// Payload fields are read with a one-pass scan of the top-level object
-// (examples/plugins/internal/jsonfield), not encoding/json. Measured per
+// Payload fields are read with guest.Int, a one-pass scan of the top-level
+// object, not encoding/json. Measured per
 // event in this host (whose calls are interruptible, see
 // sdk/guest/README.md): encoding/json ~75 µs, gjson ~10 µs, the scan
 // ~5.5 µs.
@@ -26,7 +26,6 @@ package main
 import (
 	"strconv"
 
-	"github.com/batpak-go/batpak/examples/plugins/internal/jsonfield"
 	"github.com/batpak-go/batpak/sdk/guest"
 )
 
@@ -42,9 +41,9 @@ type totals struct {
 
 func decode(state []byte) totals {
 	var t totals
-	t.orders, _ = jsonfield.Int(state, "orders")
-	t.totalCents, _ = jsonfield.Int(state, "total_cents")
-	t.refundedCents, _ = jsonfield.Int(state, "refunded_cents")
+	t.orders, _ = guest.Int(state, "orders")
+	t.totalCents, _ = guest.Int(state, "total_cents")
+	t.refundedCents, _ = guest.Int(state, "refunded_cents")
 	return t
 }
 
@@ -68,11 +67,11 @@ func init() {
 		err := events.Events(func(_ int, e guest.Event) bool {
 			switch e.Kind() {
 			case kindOrderPlaced:
-				n, _ := jsonfield.Int(e.Payload(), "total_cents")
+				n, _ := guest.Int(e.Payload(), "total_cents")
 				t.orders++
 				t.totalCents += n
 			case kindOrderRefunded:
-				n, _ := jsonfield.Int(e.Payload(), "amount_cents")
+				n, _ := guest.Int(e.Payload(), "amount_cents")
 				t.refundedCents += n
 			}
 			return true
