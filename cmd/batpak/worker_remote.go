@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -12,6 +14,21 @@ import (
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/sdk/client"
 )
+
+// workerLag is a worker's lag as status prints it. The server's lag is
+// the log's events past the worker's position, in its region or not: the
+// region's events not yet handled exactly when the region is every event,
+// an upper bound otherwise (a caught-up worker whose region leaves out
+// later events has a lag that does not reach 0), printed "≤ N" then.
+// Counting the region's events would walk the log for a region no index
+// narrows (a category alone), so status does not.
+func workerLag(w client.Worker) string {
+	r := w.Region
+	if w.Lag == 0 || r.Entity == "" && r.Scope == "" && r.Kind == "" && r.Category == nil {
+		return strconv.FormatUint(w.Lag, 10)
+	}
+	return "≤ " + strconv.FormatUint(w.Lag, 10)
+}
 
 // workerLine is one row of worker status.
 func workerLine(w client.Worker) string {
@@ -22,7 +39,7 @@ func workerLine(w client.Worker) string {
 			fault = fault[:57] + "..."
 		}
 	}
-	return fmt.Sprintf("%s\t%s\t%s\t%d\t%d\t%d\t%s", oneLine(w.Name), w.State, oneLine(w.Plugin), w.Position, w.Lag, w.Restarts, fault)
+	return fmt.Sprintf("%s\t%s\t%s\t%d\t%s\t%d\t%s", oneLine(w.Name), w.State, oneLine(w.Plugin), w.Position, workerLag(w), w.Restarts, fault)
 }
 
 // printWorker prints one worker's status in full.
@@ -41,7 +58,11 @@ func printWorker(out io.Writer, w client.Worker) error {
 	fmt.Fprintf(tw, "plugin\t%s\n", plugin)
 	fmt.Fprintf(tw, "cursor\t%s\n", oneLine(w.Cursor))
 	fmt.Fprintf(tw, "position\t%d\n", w.Position)
-	fmt.Fprintf(tw, "lag\t%d\n", w.Lag)
+	if lag := workerLag(w); strings.HasPrefix(lag, "≤") {
+		fmt.Fprintf(tw, "lag\t%s (events past its position, in its region or not)\n", lag)
+	} else {
+		fmt.Fprintf(tw, "lag\t%s\n", lag)
+	}
 	fmt.Fprintf(tw, "restarts\t%d (%d faults within %v; max_restarts %d)\n", w.Restarts, w.RecentFaults,
 		time.Duration(w.Restart.WindowMs)*time.Millisecond, derefInt(w.Restart.MaxRestarts))
 	if w.NextRestart != nil {

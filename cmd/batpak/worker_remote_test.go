@@ -96,7 +96,10 @@ func TestRemoteWorkerVerbs(t *testing.T) {
 	for {
 		out := spaces.ReplaceAllString(ok(t, as("worker", "status", "echoer")...), " ")
 		if strings.Contains(out, "state running") && strings.Contains(out, "position 5\n") || time.Now().After(deadline) {
-			for _, want := range []string{"worker echoer\n", "plugin echo (echo 1.0.0, ", "cursor echoer\n", "lag 5\n",
+			for _, want := range []string{"worker echoer\n", "plugin echo (echo 1.0.0, ", "cursor echoer\n",
+				// caught up: the 5 events after its position are its own
+				// reactions, outside its region (category 1)
+				"lag ≤ 5 (events past its position, in its region or not)\n",
 				"restarts 1 (1 faults within 10m0s; max_restarts 5)", "last fault ", " trap: ", "log:\n", "running plugin echo 1.0.0"} {
 				if !strings.Contains(out, want) {
 					t.Fatalf("worker status echoer lacks %q:\n%s", want, out)
@@ -107,7 +110,7 @@ func TestRemoteWorkerVerbs(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	list := ok(t, as("worker", "status")...)
-	if !strings.HasPrefix(list, "NAME    STATE    PLUGIN  POSITION  LAG  RESTARTS  LAST FAULT\nechoer  running  echo    ") || !strings.HasSuffix(list, "1 worker\n") {
+	if !strings.HasPrefix(list, "NAME    STATE    PLUGIN  POSITION  LAG  RESTARTS  LAST FAULT\nechoer  running  echo    5         ≤ 5  ") || !strings.HasSuffix(list, "1 worker\n") {
 		t.Fatalf("worker status:\n%s", list)
 	}
 	if js := parseLines(t, ok(t, as("worker", "status", "--json")...)); len(js) != 1 || str(t, js[0], "name") != "echoer" {
@@ -227,5 +230,28 @@ func TestRemoteWorkerStartKeepsSettings(t *testing.T) {
 	}
 	if w = get(); region(w) != `entity="" scope="" kind="" category=-` || w.Cursor != "w" {
 		t.Fatalf("a worker of a deleted one's name carries its settings: %s %+v", region(w), w)
+	}
+}
+
+// TestWorkerLagSaysWhenItIsABound: the server's lag counts the log's
+// events past a worker's position, in its region or not; status prints it
+// as a bound when a region filter leaves events out.
+func TestWorkerLagSaysWhenItIsABound(t *testing.T) {
+	one := 1
+	for _, c := range []struct {
+		region client.CursorRegion
+		lag    uint64
+		want   string
+	}{
+		{client.CursorRegion{}, 9, "9"}, // every event: exact
+		{client.CursorRegion{Category: &one}, 9, "≤ 9"},
+		{client.CursorRegion{Entity: "order:"}, 9, "≤ 9"},
+		{client.CursorRegion{Scope: "shop"}, 9, "≤ 9"},
+		{client.CursorRegion{Kind: "1:1"}, 9, "≤ 9"},
+		{client.CursorRegion{Scope: "shop"}, 0, "0"}, // nothing past the position
+	} {
+		if got := workerLag(client.Worker{Region: c.region, Lag: c.lag}); got != c.want {
+			t.Errorf("region %+v, lag %d: %q, want %q", c.region, c.lag, got, c.want)
+		}
 	}
 }

@@ -59,6 +59,13 @@ type Worker struct {
 		Version string `json:"version"`
 		Digest  string `json:"digest"`
 	} `json:"running,omitempty"`
+	// Position is the worker's cursor's committed position, Head the
+	// tenant store's global sequence, Lag = Head - Position: the log's
+	// events past the position, in the worker's region or not. It is the
+	// region's events not yet handled when Region is every event, and an
+	// upper bound on them otherwise: a caught-up worker whose region
+	// leaves out later events keeps a Lag above 0 (batpak worker status
+	// prints it "≤ N").
 	Position     uint64       `json:"position"`
 	Head         uint64       `json:"head"`
 	Lag          uint64       `json:"lag"`

@@ -148,8 +148,13 @@ type Status struct {
 	Running *PluginRef `json:"running,omitempty"`
 	// Position is the cursor's committed position (the global sequence
 	// after the last event whose reactions are written); Head the store's
-	// global sequence; Lag = Head - Position (an upper bound on the
-	// region's events not yet handled).
+	// global sequence; Lag = Head - Position, the log's events past the
+	// position in the region or not: the region's events not yet handled
+	// when the region is every event, an upper bound on them otherwise (a
+	// caught-up worker whose region leaves out later events keeps a Lag
+	// above 0). The region's events are not counted: for a region no
+	// index narrows (a category alone) that walks the log, and a status
+	// must stay cheap however far behind a worker is.
 	Position uint64 `json:"position"`
 	Head     uint64 `json:"head"`
 	Lag      uint64 `json:"lag"`

@@ -75,6 +75,13 @@
   }
   function plural(n, one, many) { return num(n) + " " + (n === 1 ? one : many); }
   function num(n, d) { return n === undefined || n === null ? "–" : Number(n).toFixed(d || 0); }
+  // lagBound: a worker's lag (head - position) counts the log's events
+  // past its position, in its region or not, so with a region filter it
+  // is only an upper bound on the events it has left to handle.
+  function lagBound(w) {
+    const r = w.region || {};
+    return !!w.lag && !!(r.entity || r.scope || r.kind || (r.category !== undefined && r.category !== null));
+  }
   function meter(frac, label) {
     frac = Math.max(0, Math.min(1, frac || 0));
     const m = el("span", { class: "meter", role: "img", "aria-label": label });
@@ -991,7 +998,7 @@
           el("tbody", {}, ws.map((w) => el("tr", {},
             el("th", { scope: "row" }, w.name), el("td", {}, w.plugin),
             el("td", {}, w.state === "running" ? status(true, "running") : status(false, "", w.state + (w.quarantine ? " (quarantined)" : ""), w.state !== "quarantined")),
-            el("td", { class: "num" }, num(w.position)), el("td", { class: "num" }, num(w.lag)),
+            el("td", { class: "num" }, num(w.position)), el("td", { class: "num", title: lagBound(w) ? "an upper bound: the log's events past the position, in the worker's region or not" : null }, (lagBound(w) ? "≤ " : "") + num(w.lag)),
             el("td", {}, (w.recent_faults || 0) + " recent, " + plural(w.restarts || 0, "restart", "restarts"),
               w.last_fault ? el("div", { class: "mono" }, "last: " + faultText(w.last_fault)) : null),
             el("td", {}, w.quarantine || w.state === "quarantined" ? el("button", { type: "button", onclick: () => reset("workers", w.name) }, "Reset") : null)))))
