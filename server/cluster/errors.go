@@ -19,8 +19,9 @@ var (
 	// leader is elected, its configuration (Status().Servers) says which.
 	ErrMembershipUnknown = errors.New("cluster: leadership was lost before the membership change was known to commit; it may or may not have taken effect: once a leader is elected, its member list says which")
 	// ErrMembershipChanging: a membership change was not proposed because
-	// another one was under way (not yet committed, or committed while
-	// this one was being checked); nothing was changed: retry.
+	// another one was under way (one on this node not finished within the
+	// apply timeout, or one raft had not yet committed); nothing was
+	// changed: retry.
 	ErrMembershipChanging = errors.New("cluster: another membership change is under way; nothing was changed: retry once it has committed")
 	// ErrHalted: the node stopped applying the log (see Node.Err).
 	ErrHalted = errors.New("cluster: the node stopped applying the log")

@@ -197,6 +197,12 @@ type Node struct {
 	group   *grouper // nil with Config.SingleWriteEntries
 	member  memberMark
 
+	// changing holds one token while a membership change (Join, Leave)
+	// is judged, proposed and waited for: changes on this node are made
+	// one after the other, each judged against the configuration the one
+	// before made (see lockMembership).
+	changing chan struct{}
+
 	// leadTerm is the term in which this node, leading, applied a barrier
 	// (see Leading); leadCheck the term a barrier was started for.
 	leadTerm, leadCheck atomic.Uint64
@@ -324,7 +330,7 @@ func Open(cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
-	n := &Node{cfg: cfg, trans: trans, stream: stream, bolt: bolt, timeout: cfg.ApplyTimeout}
+	n := &Node{cfg: cfg, trans: trans, stream: stream, bolt: bolt, timeout: cfg.ApplyTimeout, changing: make(chan struct{}, 1)}
 	if stream != nil {
 		slow := func(d time.Duration) { n.catchUp.stalled(d, time.Now()) }
 		stream.slowAccept.Store(&slow)
@@ -650,11 +656,20 @@ func (n *Node) Join(id, addr string) error {
 	if n.raft.State() != raft.Leader {
 		return n.notLeader()
 	}
+	unlock, err := n.lockMembership()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return n.configErr(err)
 	}
-	cur, prev := f.Configuration(), f.Index()
+	// prev 0: raft checks no index for the first proposal (in raft v1.7.2
+	// GetConfiguration leaves its Index 0); lockMembership keeps this
+	// node's other changes out meanwhile. The addition after a removal
+	// passes the removal's index, which raft does check.
+	cur, prev := f.Configuration(), uint64(0)
 	for _, s := range f.Configuration().Servers {
 		sameID, sameAddr := s.ID == raft.ServerID(id), s.Address == raft.ServerAddress(addr)
 		switch {
@@ -772,7 +787,9 @@ func ValidAddress(addr string) error {
 // ErrMembershipUnknown when leadership was lost (or the node closed)
 // before the removal was known to commit — it may or may not have taken
 // effect; ErrMembershipChanging when another membership change was under
-// way (nothing changed; retry).
+// way (nothing changed; retry). A node makes one membership change at a
+// time (Join, Leave, ForceLeave): each is judged once the one before it
+// has committed, against the configuration that one made.
 func (n *Node) Leave(id string) error { return n.leave(id, false) }
 
 // ForceLeave is Leave without the quorum guard, for when the guard
@@ -787,6 +804,11 @@ func (n *Node) leave(id string, force bool) error {
 	if n.raft.State() != raft.Leader {
 		return n.notLeader()
 	}
+	unlock, err := n.lockMembership()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return n.configErr(err)
@@ -796,9 +818,34 @@ func (n *Node) leave(id string, force bool) error {
 			return err
 		}
 	}
-	// f.Index(): raft refuses the removal if the configuration changed
-	// since it was checked.
-	return n.membershipErr(n.raft.RemoveServer(raft.ServerID(id), f.Index(), n.timeout).Error(), "removing "+id)
+	// prevIndex 0: raft checks none (GetConfiguration's Index is always 0
+	// in raft v1.7.2); lockMembership keeps this node's other changes out
+	// until this one has committed, so the check above judged the
+	// configuration raft changes.
+	return n.membershipErr(n.raft.RemoveServer(raft.ServerID(id), 0, n.timeout).Error(), "removing "+id)
+}
+
+// lockMembership takes the node's membership token (see Node.changing),
+// waiting at most the apply timeout for a change under way on this node
+// (ErrMembershipChanging past it, nothing changed; ErrClosed once the
+// node closes); unlock gives it back.
+//
+// raft alone does not keep two changes apart: it proposes a change once
+// the one before has committed, but judges neither against the other
+// (the prevIndex it can check is one GetConfiguration never gives in
+// raft v1.7.2), so two removals each keeping a quorum alone could both
+// be proposed and together lose it.
+func (n *Node) lockMembership() (unlock func(), err error) {
+	t := time.NewTimer(n.timeout)
+	defer t.Stop()
+	select {
+	case n.changing <- struct{}{}:
+		return func() { <-n.changing }, nil
+	case <-t.C:
+		return nil, fmt.Errorf("%w: another membership change on this node has not finished within %s", ErrMembershipChanging, n.timeout)
+	case <-n.fsm.stop:
+		return nil, ErrClosed
+	}
 }
 
 // configErr maps an error reading raft's configuration.
@@ -812,10 +859,12 @@ func (n *Node) configErr(err error) error {
 // membershipErr maps the error of a membership change's future (change
 // says which): a *NotLeaderError when raft refused it as a follower
 // (nothing proposed); ErrMembershipChanging when it was not proposed
-// because another change was under way — not yet committed within the
-// node's apply timeout, or committed since the configuration was read;
-// ErrMembershipUnknown when leadership was lost, or raft shut down, after
-// it was proposed.
+// because another change was under way — raft had not committed the
+// configuration before it (or this leader's first entry) within the
+// node's apply timeout, or, for Join's addition after its removal, the
+// configuration changed in between (another leader changed it while this
+// node had lost and regained leadership); ErrMembershipUnknown when
+// leadership was lost, or raft shut down, after it was proposed.
 func (n *Node) membershipErr(err error, change string) error {
 	switch {
 	case err == nil:
@@ -824,7 +873,8 @@ func (n *Node) membershipErr(err error, change string) error {
 		return n.notLeader()
 	case errors.Is(err, raft.ErrEnqueueTimeout),
 		// raft's refusal of a change whose prevIndex is not the latest
-		// configuration's (it has no sentinel for it).
+		// configuration's (it has no sentinel for it): only Join's
+		// addition passes one (its removal's index).
 		strings.HasPrefix(err.Error(), "configuration changed since"):
 		return fmt.Errorf("%w: %s was not proposed (%v)", ErrMembershipChanging, change, err)
 	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, raft.ErrAbortedByRestore):
