@@ -120,8 +120,8 @@ the cluster is lost (see the README, "When a quorum is lost for good").
 Use it only when you know the members the refusal names are alive: the
 check judged them by a moment's silence.
 
-When the leader loses its leadership before the removal is known to commit
-(exit status 8), the removal may or may not have taken effect: run
+When the leader loses its leadership before the removal is known to commit,
+or it has not committed within 10 s (exit status 8), the removal may or may not have taken effect: run
 batpak cluster status once a leader is elected.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := out.format()

@@ -177,7 +177,8 @@ func (cl *Cluster) AddNode(ctx context.Context, id, address, url string, replace
 // fewer than a majority of the voters that remain heard from lately by
 // the leader — is refused (ErrConflict, naming them; nothing changed).
 // When the leader lost its leadership before the removal was known to
-// commit, it fails with an *OutcomeUnknownError: the removal may or may
+// commit, or it had not committed within the leader's apply timeout (10
+// s), it fails with an *OutcomeUnknownError: the removal may or may
 // not have taken effect (Status says, once a leader is elected).
 func (cl *Cluster) RemoveNode(ctx context.Context, id string) error {
 	return cl.c.do(ctx, request{method: "DELETE", path: "/v1/cluster/nodes/" + seg(id)}, nil)

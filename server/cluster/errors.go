@@ -15,8 +15,9 @@ var (
 	ErrOutcomeUnknown = errors.New("cluster: leadership lost before the write was known to commit; it may or may not be written")
 	// ErrMembershipUnknown: a membership change (Join, Leave) was
 	// proposed, then leadership was lost (or the node shut down) before it
-	// was known to commit: it may or may not have taken effect. Once a
-	// leader is elected, its configuration (Status().Servers) says which.
+	// was known to commit, or it had not committed within the apply
+	// timeout: it may or may not take effect. Once a leader is elected,
+	// its configuration (Status().Servers) says which.
 	ErrMembershipUnknown = errors.New("cluster: leadership was lost before the membership change was known to commit; it may or may not have taken effect: once a leader is elected, its member list says which")
 	// ErrMembershipChanging: a membership change was not proposed because
 	// another one was under way (one on this node not finished within the

@@ -2,12 +2,134 @@ package cluster_test
 
 import (
 	"errors"
+	"fmt"
+	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server/cluster"
 )
+
+// diskFailTransport is a node's raft transport that, once failing,
+// answers every AppendEntries carrying entries with Success=false — what
+// raft answers when its log store cannot take them (a failing or full
+// disk) — and passes everything else, heartbeats included, to raft: the
+// node looks alive to its leader but stores nothing.
+type diskFailTransport struct {
+	*raft.InmemTransport
+	failing atomic.Bool
+	out     chan raft.RPC
+}
+
+func newDiskFailTransport(addr string) *diskFailTransport {
+	_, tr := raft.NewInmemTransport(raft.ServerAddress(addr))
+	d := &diskFailTransport{InmemTransport: tr, out: make(chan raft.RPC)}
+	go func() {
+		for rpc := range tr.Consumer() {
+			if req, ok := rpc.Command.(*raft.AppendEntriesRequest); ok && len(req.Entries) > 0 && d.failing.Load() {
+				rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, Success: false}, nil)
+				continue
+			}
+			d.out <- rpc
+		}
+	}()
+	return d
+}
+
+func (d *diskFailTransport) Consumer() <-chan raft.RPC { return d.out }
+
+// diskFailCluster starts a 3-node cluster on diskFailTransports and
+// returns its leader, a follower whose disk then fails and the other
+// follower, once a write has reached all three.
+func diskFailCluster(t *testing.T, adjust func(*cluster.Config)) (l *cluster.Node, failing *diskFailTransport, failingID, healthyID string, nodes map[string]*cluster.Node) {
+	t.Helper()
+	root := t.TempDir()
+	trans := map[string]*diskFailTransport{}
+	nodes = map[string]*cluster.Node{}
+	var servers []cluster.Server
+	for i := 1; i <= 3; i++ {
+		id := fmt.Sprintf("n%d", i)
+		trans[id] = newDiskFailTransport(id)
+		servers = append(servers, cluster.Server{ID: id, Address: id})
+	}
+	for a, ta := range trans {
+		for b, tb := range trans {
+			if a != b {
+				ta.Connect(raft.ServerAddress(b), tb.InmemTransport)
+			}
+		}
+	}
+	for id, tr := range trans {
+		cfg := cluster.Config{ID: id, Dir: filepath.Join(root, id), Transport: tr}
+		fastTimeouts(&cfg)
+		if adjust != nil {
+			adjust(&cfg)
+		}
+		n, err := cluster.Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[id] = n
+		t.Cleanup(func() { _ = n.Close() })
+	}
+	if err := nodes["n1"].Bootstrap(servers...); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); l == nil && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, n := range nodes {
+			if n.IsLeader() {
+				l = n
+			}
+		}
+	}
+	if l == nil {
+		t.Fatal("no leader")
+	}
+	rs := mustAppend(t, l, "t1", item("e", `{"n":1}`, core.AppendOptions{}))
+	for id, n := range nodes {
+		if id == l.ID() {
+			continue
+		}
+		if failingID == "" {
+			failingID = id
+		} else {
+			healthyID = id
+		}
+		for deadline := time.Now().Add(5 * time.Second); n.AppliedIndex() < rs[0].Index; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not apply the first write", id)
+			}
+		}
+	}
+	return l, trans[failingID], failingID, healthyID, nodes
+}
+
+// A forced removal that cannot commit (the one voter left besides the
+// leader answers heartbeats but stores nothing) answers
+// ErrMembershipUnknown once the apply timeout has passed: it does not
+// hang its caller.
+func TestClusterMembershipChangeThatCannotCommitAnswersWithinTheApplyTimeout(t *testing.T) {
+	l, failing, failingID, healthyID, _ := diskFailCluster(t, func(c *cluster.Config) { c.ApplyTimeout = 2 * time.Second })
+	failing.failing.Store(true)
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- l.ForceLeave(healthyID) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, cluster.ErrMembershipUnknown) {
+			t.Fatalf("ForceLeave(%s) with %s storing nothing: %v, want ErrMembershipUnknown", healthyID, failingID, err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("ForceLeave answered after %s, want about the apply timeout (2s)", d)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("ForceLeave(%s) with %s storing nothing still waiting after 15s", healthyID, failingID)
+	}
+}
 
 // Two removals sent to the leader at once are judged one after the
 // other: 4 voters, one down, each removal of a live follower alone keeps

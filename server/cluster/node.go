@@ -113,7 +113,9 @@ type Config struct {
 	// Default DefaultLogMaxBytes (1 GiB); at least MinLogMaxBytes (1 MiB).
 	LogMaxBytes int64
 	// ApplyTimeout bounds how long Append waits for its entry to be
-	// enqueued when ctx has no deadline. Default 10s.
+	// enqueued when ctx has no deadline, and how long Join and Leave wait
+	// for a change under way on this node, for raft to take theirs, and
+	// then for it to commit. Default 10s.
 	ApplyTimeout time.Duration
 	// Logger receives raft's own log lines ("raft ID: message", with
 	// raft's key/value pairs as attributes) at their levels, raft's trace
@@ -686,12 +688,12 @@ func (n *Node) Join(id, addr string) error {
 			return fmt.Errorf("cluster: joining %s at %s would first remove %s at %s: %w (to force it, remove %s with force, then join)", id, addr, s.ID, s.Address, err, s.ID)
 		}
 		rf := n.raft.RemoveServer(s.ID, prev, n.timeout)
-		if err := n.membershipErr(rf.Error(), fmt.Sprintf("removing %s at %s before adding %s at %s", s.ID, s.Address, id, addr)); err != nil {
+		if err := n.changed(rf, fmt.Sprintf("removing %s at %s before adding %s at %s", s.ID, s.Address, id, addr)); err != nil {
 			return err
 		}
 		cur, prev = without(cur, s.ID), rf.Index()
 	}
-	return n.membershipErr(n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), prev, n.timeout).Error(),
+	return n.changed(n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), prev, n.timeout),
 		fmt.Sprintf("adding %s at %s", id, addr))
 }
 
@@ -785,7 +787,8 @@ func ValidAddress(addr string) error {
 // voters that would remain have been heard from lately (see quorum.go; a
 // removal of a nonvoter is never refused). Errors after proposing:
 // ErrMembershipUnknown when leadership was lost (or the node closed)
-// before the removal was known to commit — it may or may not have taken
+// before the removal was known to commit, or it had not committed within
+// the apply timeout (Config.ApplyTimeout) — it may or may not take
 // effect; ErrMembershipChanging when another membership change was under
 // way (nothing changed; retry). A node makes one membership change at a
 // time (Join, Leave, ForceLeave): each is judged once the one before it
@@ -822,7 +825,26 @@ func (n *Node) leave(id string, force bool) error {
 	// in raft v1.7.2); lockMembership keeps this node's other changes out
 	// until this one has committed, so the check above judged the
 	// configuration raft changes.
-	return n.membershipErr(n.raft.RemoveServer(raft.ServerID(id), 0, n.timeout).Error(), "removing "+id)
+	return n.changed(n.raft.RemoveServer(raft.ServerID(id), 0, n.timeout), "removing "+id)
+}
+
+// changed waits for a membership change's future f, at most the apply
+// timeout once raft has taken it (its enqueue is bounded by the same),
+// and maps its error (membershipErr). Past the bound it is
+// ErrMembershipUnknown: the change was proposed and may still commit — a
+// change whose new quorum cannot store it (its voters down, or unable to
+// write their logs) waits for ever, and raft proposes no other meanwhile.
+func (n *Node) changed(f raft.Future, change string) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	t := time.NewTimer(n.timeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return n.membershipErr(err, change)
+	case <-t.C:
+		return fmt.Errorf("%w: %s was proposed and has not committed within %s", ErrMembershipUnknown, change, n.timeout)
+	}
 }
 
 // lockMembership takes the node's membership token (see Node.changing),

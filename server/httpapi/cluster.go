@@ -426,7 +426,7 @@ func clusterProblem(a *API, err error) *apiError {
 			detail: strings.TrimPrefix(err.Error(), "cluster: ") + ". Nothing was changed. ?force=true (batpak cluster leave --force) removes it all the same: dangerous, the cluster then takes no write until enough of those members are back, and is lost if they never are"}
 	case errors.Is(err, cluster.ErrMembershipUnknown):
 		return &apiError{status: 503, code: wire.CodeOutcomeUnknown, retryAfter: time.Second,
-			detail: "the membership change was proposed, then this node lost leadership before learning its outcome: it may or may not have taken effect; check the members (GET /v1/cluster, batpak cluster status) once a leader is elected (" + strings.TrimPrefix(err.Error(), "cluster: ") + ")"}
+			detail: "the membership change was proposed, then this node lost leadership before learning its outcome, or it did not commit in time: it may or may not take effect; check the members (GET /v1/cluster, batpak cluster status) once a leader is elected (" + strings.TrimPrefix(err.Error(), "cluster: ") + ")"}
 	case errors.Is(err, cluster.ErrMembershipChanging):
 		return &apiError{status: 503, code: wire.CodeBusy, retryAfter: time.Second, detail: strings.TrimPrefix(err.Error(), "cluster: ")}
 	case errors.Is(err, cluster.ErrOutcomeUnknown):
