@@ -108,17 +108,19 @@ fail with a quorum left.
 		Use: "leave ID [--force]", Short: "Remove a member from the cluster", Args: exactArgs("ID"),
 		Long: `leave removes a member from the cluster. The leader refuses (409) a removal
 that would leave the cluster without a quorum: one after which fewer than a
-majority of the voting members that remain have been heard from by the
-leader lately (within two heartbeat timeouts, 2 s by default). The refusal
-names them: start them again, then retry; or, if they are gone for good,
-remove them first (removing a member that is down keeps the quorum).
+majority of the voting members that remain stored the entry the leader
+wrote to probe them within two heartbeat timeouts (2 s by default): the
+refusal names those not heard from and those behind (unable to write their
+log, or catching up): start or repair them, then retry; or, if they are
+gone for good, remove them first (removing a member that is down keeps
+the quorum).
 
 --force removes the member all the same. It is dangerous: if the members
 that remain cannot form a majority, the removal never commits, the cluster
 takes no write until enough of them are back, and if they never come back
 the cluster is lost (see the README, "When a quorum is lost for good").
 Use it only when you know the members the refusal names are alive: the
-check judged them by a moment's silence.
+check judged them by 2 s of silence or lag.
 
 When the leader loses its leadership before the removal is known to commit,
 or it has not committed within 10 s (exit status 8), the removal may or may not have taken effect: run

@@ -174,8 +174,8 @@ func (cl *Cluster) AddNode(ctx context.Context, id, address, url string, replace
 
 // RemoveNode removes member id from the cluster (leader only; followers
 // redirect). A removal that would leave the cluster without a quorum —
-// fewer than a majority of the voters that remain heard from lately by
-// the leader — is refused (ErrConflict, naming them; nothing changed).
+// fewer than a majority of the voters that remain able to store new
+// entries, as the leader probed them — is refused (ErrConflict, naming them; nothing changed).
 // When the leader lost its leadership before the removal was known to
 // commit, or it had not committed within the leader's apply timeout (10
 // s), it fails with an *OutcomeUnknownError: the removal may or may

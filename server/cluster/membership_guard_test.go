@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -174,5 +175,36 @@ func TestClusterConcurrentRemovalsAreJudgedOneAfterTheOther(t *testing.T) {
 	}
 	if _, err := appendRetrying(c.list, "t1", 5*time.Second, item("e", `{"n":2}`, core.AppendOptions{})); err != nil {
 		t.Errorf("a write after the removals: %v", err)
+	}
+}
+
+// A follower whose disk fails still answers heartbeats (raft's followers
+// answer them without their log store), but stores nothing: with it the
+// only other voter left, removing the healthy follower could never
+// commit. The leader refuses the removal (naming the failing follower as
+// behind), although nothing was written since the disk failed, and the
+// cluster keeps taking writes.
+func TestClusterRefusesARemovalLeavingAFollowerThatCannotStoreEntries(t *testing.T) {
+	l, failing, failingID, healthyID, nodes := diskFailCluster(t, nil)
+	failing.failing.Store(true)
+	time.Sleep(500 * time.Millisecond)
+	err := l.Leave(healthyID)
+	var qe *cluster.QuorumError
+	if !errors.As(err, &qe) || len(qe.Behind) != 1 || qe.Behind[0] != failingID || !strings.Contains(err.Error(), "behind") {
+		t.Fatalf("Leave(%s) with %s storing nothing: %v, want a *QuorumError naming %s behind", healthyID, failingID, err, failingID)
+	}
+	if _, err := appendRetrying(func() []*cluster.Node { return []*cluster.Node{nodes[l.ID()]} }, "t1", 5*time.Second, item("e", `{"n":2}`, core.AppendOptions{})); err != nil {
+		t.Fatalf("a write after the refused removal: %v", err)
+	}
+	// Once it stores entries again, the removal is accepted.
+	failing.failing.Store(false)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		err := l.Leave(healthyID)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Leave(%s) once %s stores entries again: %v", healthyID, failingID, err)
+		}
 	}
 }

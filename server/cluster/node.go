@@ -784,7 +784,8 @@ func ValidAddress(addr string) error {
 // Leave removes a member (leader only: otherwise a *NotLeaderError). It
 // refuses, proposing nothing, a removal that would leave the cluster
 // without a quorum: a *QuorumError when fewer than a majority of the
-// voters that would remain have been heard from lately (see quorum.go; a
+// voters that would remain stored the entry the leader wrote to probe
+// them, within two heartbeat timeouts (see quorum.go; a
 // removal of a nonvoter is never refused). Errors after proposing:
 // ErrMembershipUnknown when leadership was lost (or the node closed)
 // before the removal was known to commit, or it had not committed within

@@ -13,105 +13,222 @@ import (
 // The quorum guard of membership changes.
 //
 // raft counts a new configuration from the moment the leader appends it:
-// the entry removing a member must be committed by a majority of the
-// voters that remain. A removal that leaves a majority of them down can
-// never commit; the leader then finds no quorum of the new configuration,
-// steps down, and no node can be elected until those members come back —
-// if they never do, the cluster is lost (see README, "When a quorum is
-// lost for good"). So before removing a voter the leader checks that it
-// has heard, lately, from a majority of the voters that would remain:
+// the entry removing a member must be stored by a majority of the voters
+// that remain. A removal that leaves a majority of them unable to store
+// it can never commit; no write commits meanwhile, and, when they are
+// down, the leader steps down and no node can be elected until they come
+// back — if they never do, the cluster is lost (see README, "When a
+// quorum is lost for good"). So before removing a voter the leader checks
+// that a majority of the voters that would remain can store new entries:
 //
-//	counted as reachable   the leader itself; a follower whose answer to
-//	                       an AppendEntries request (raft's heartbeat,
-//	                       sent every HeartbeatTimeout/10, or a
-//	                       replication) arrived within the contact window
+//	probe                  the leader appends a barrier entry (raft's
+//	                       Barrier) and waits up to the contact window
+//	                       for it to commit; its index is the target
+//	                       (if it does not commit in time, the leader's
+//	                       last index before it)
+//	counted                the leader itself; a follower that, in the
+//	                       leader's current term, answered an
+//	                       AppendEntries request with Success for a log
+//	                       reaching the target — it stored the entry the
+//	                       probe made (or, failing it, everything the
+//	                       leader had), so it can store the next one.
+//	                       The leader waits up to the contact window
+//	                       (from the probe) for enough of them
+//	not heard from         a follower whose last answer to any
+//	                       AppendEntries request (raft's heartbeat, sent
+//	                       every HeartbeatTimeout/10, included) is older
+//	                       than the contact window
+//	behind                 a follower heard from but not counted: it
+//	                       answers heartbeats (which raft's followers
+//	                       answer without touching their log store) but
+//	                       has not stored the target — it cannot write
+//	                       its log (a failing or full disk), or is far
+//	                       behind (installing a snapshot, or raft backing
+//	                       off after failures)
 //	contact window         2 × HeartbeatTimeout (2 s by default): a live
-//	                       follower answers some 20 heartbeats in it, and a
-//	                       follower not heard from for that long is also
-//	                       what cluster health calls unhealthy
-//	                       (HealthyMaxContact, 2 s)
-//	refused                a removal leaving fewer reachable voters than a
+//	                       follower answers some 20 heartbeats in it, and
+//	                       stores an entry within a replication round
+//	                       (milliseconds); a follower not heard from for
+//	                       that long is also what cluster health calls
+//	                       unhealthy (HealthyMaxContact, 2 s)
+//	refused                a removal leaving fewer counted voters than a
 //	                       majority of those that remain (*QuorumError;
-//	                       nothing proposed); ForceLeave skips the check
+//	                       nothing proposed, after up to one contact
+//	                       window); ForceLeave skips the check
 //
-// A follower that died within the window still counts; one the leader
-// has not reached since it began leading does not (for the first few
-// heartbeats after an election a removal may be refused: retry).
+// A removal after which the leader alone is a quorum (it is the only
+// voter left) is not probed. A follower that died within
+// the window but had stored the target still counts. Right after an
+// election a follower may not have answered in the new term yet: retry.
+// The probe is one barrier entry in the log per guarded change.
 
 // contactWindowBeats is the contact window in heartbeat timeouts.
 const contactWindowBeats = 2
 
-// contacts records when each peer last answered this node's
-// AppendEntries requests (sent only while it leads).
+// contacts records, per peer, what its answers to this node's
+// AppendEntries requests (sent only while it leads) said.
 type contacts struct {
 	mu   sync.Mutex
-	last map[raft.ServerID]time.Time
+	last map[raft.ServerID]contact
 }
 
-func (c *contacts) note(id raft.ServerID, at time.Time) {
+// contact is what a peer's answers said.
+type contact struct {
+	heard time.Time // the last answer of any kind
+	// term is the term of the last request the peer answered with
+	// Success that named a log (not a heartbeat); match the index up to
+	// which its log held the leader's, by those answers in that term.
+	term, match uint64
+}
+
+// answered notes peer id's answer resp to req, at at: a Success to a
+// request naming a log (PrevLogEntry, or entries) means the peer's log
+// holds the leader's up to the request's last entry (PrevLogEntry if it
+// carried none) — what raft's own replication counts as the peer's
+// match. A heartbeat (no PrevLogEntry, no entries) is answered without
+// the peer's log store and says only that the peer is alive.
+func (c *contacts) answered(id raft.ServerID, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, at time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.last == nil {
-		c.last = map[raft.ServerID]time.Time{}
+		c.last = map[raft.ServerID]contact{}
 	}
-	c.last[id] = at
+	k := c.last[id]
+	k.heard = at
+	if resp.Success && resp.Term == req.Term && (req.PrevLogEntry > 0 || len(req.Entries) > 0) {
+		m := req.PrevLogEntry
+		if len(req.Entries) > 0 {
+			m = req.Entries[len(req.Entries)-1].Index
+		}
+		if req.Term != k.term {
+			k.term, k.match = req.Term, m
+		} else if m > k.match {
+			k.match = m
+		}
+	}
+	c.last[id] = k
 }
 
-// at is when peer id last answered (zero: never).
-func (c *contacts) at(id raft.ServerID) time.Time {
+// of is what peer id's answers said (zero: none).
+func (c *contacts) of(id raft.ServerID) contact {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.last[id]
 }
 
 // AppendEntries implements raft.Transport: the wrapped transport's,
-// noting when the peer answered (any answer, a refusal of the entries
-// included: the peer is alive and reachable).
+// noting the peer's answer (contacts.answered).
 func (w *watchedTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	err := w.Transport.AppendEntries(id, target, args, resp)
 	if err == nil {
-		w.contacts.note(id, time.Now())
+		w.contacts.answered(id, args, resp, time.Now())
 	}
 	return err
+}
+
+// AppendEntriesPipeline implements raft.Transport: the wrapped
+// transport's pipeline, its answers noted as AppendEntries' are (raft
+// replicates over a pipeline once a follower has caught up, so most of a
+// busy follower's answers come this way).
+func (w *watchedTransport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
+	p, err := w.Transport.AppendEntriesPipeline(id, target)
+	if err != nil {
+		return nil, err
+	}
+	wp := &watchedPipeline{AppendPipeline: p, id: id, c: &w.contacts, out: make(chan raft.AppendFuture), stop: make(chan struct{})}
+	go wp.relay()
+	return wp, nil
+}
+
+// watchedPipeline is a raft.AppendPipeline whose answers are noted in c
+// on their way to raft.
+type watchedPipeline struct {
+	raft.AppendPipeline
+	id   raft.ServerID
+	c    *contacts
+	out  chan raft.AppendFuture
+	stop chan struct{}
+	once sync.Once
+}
+
+func (p *watchedPipeline) relay() {
+	in := p.AppendPipeline.Consumer()
+	for {
+		select {
+		case f := <-in:
+			if f.Error() == nil {
+				p.c.answered(p.id, f.Request(), f.Response(), time.Now())
+			}
+			select {
+			case p.out <- f:
+			case <-p.stop:
+				return
+			}
+		case <-p.stop:
+			return
+		}
+	}
+}
+
+// Consumer implements raft.AppendPipeline.
+func (p *watchedPipeline) Consumer() <-chan raft.AppendFuture { return p.out }
+
+// Close implements raft.AppendPipeline.
+func (p *watchedPipeline) Close() error {
+	p.once.Do(func() { close(p.stop) })
+	return p.AppendPipeline.Close()
 }
 
 // ErrNoQuorum matches a *QuorumError.
 var ErrNoQuorum = errors.New("cluster: the change would leave the cluster without a quorum")
 
 // QuorumError refuses a membership change (Leave, or Join replacing a
-// member) that would leave the cluster without a majority of reachable
-// voters: nothing was proposed. It matches ErrNoQuorum.
+// member) that would leave the cluster without a majority of voters able
+// to store new entries: nothing was proposed. It matches ErrNoQuorum.
 type QuorumError struct {
 	// Removing is the member the change would remove.
 	Removing string
-	// Remaining is the voters that would remain; Unheard those of them
-	// the leader has not heard from within Window; Need how many of
-	// Remaining make a quorum.
+	// Remaining is the voters that would remain; Need how many of them
+	// make a quorum. Unheard are those of them the leader has not heard
+	// from within Window; Behind those it heard from that had not stored
+	// its latest entry within Window (unable to write their log, or far
+	// behind: installing a snapshot).
 	Remaining []string
 	Unheard   []string
+	Behind    []string
 	Need      int
 	Window    time.Duration
 }
 
 func (e *QuorumError) Error() string {
-	unheard := strings.Join(e.Unheard, ", ")
-	return fmt.Sprintf("cluster: removing %s would leave voters %s, of which the leader has not heard from %s within %s; %d of those %d are needed for a quorum, so the cluster would commit nothing, this removal included, until enough of them are back; start %s again first, or, if gone for good, remove %s first (removing a member that is down keeps the quorum), then %s",
-		e.Removing, strings.Join(e.Remaining, ", "), unheard, e.Window, e.Need, len(e.Remaining), unheard, unheard, e.Removing)
+	var why, out []string
+	if len(e.Unheard) > 0 {
+		why = append(why, fmt.Sprintf("the leader has not heard from %s within %s", strings.Join(e.Unheard, ", "), e.Window))
+	}
+	if len(e.Behind) > 0 {
+		why = append(why, fmt.Sprintf("%s answered but had not stored the leader's latest entry within %s (behind: unable to write its log, or catching up)", strings.Join(e.Behind, ", "), e.Window))
+	}
+	out = append(append(out, e.Unheard...), e.Behind...)
+	them := strings.Join(out, ", ")
+	return fmt.Sprintf("cluster: removing %s would leave voters %s, of which %s; %d of those %d are needed for a quorum, so the cluster would commit nothing, this removal included, until enough of them can; start or repair %s first, or, if gone for good, remove %s first (removing a member that is down keeps the quorum), then %s",
+		e.Removing, strings.Join(e.Remaining, ", "), strings.Join(why, ", and "), e.Need, len(e.Remaining), them, them, e.Removing)
 }
 
 // Is matches ErrNoQuorum.
 func (e *QuorumError) Is(target error) bool { return target == ErrNoQuorum }
 
 // contactWindow is how recently the leader must have heard from a
-// follower for the quorum guard to count it.
+// follower for the quorum guard to count it, and how long the guard
+// waits for followers to store its probe.
 func (n *Node) contactWindow() time.Duration {
 	return contactWindowBeats * n.raft.ReloadableConfig().HeartbeatTimeout
 }
 
 // quorumWithout checks, on the leader, that the voters of c other than
-// id keep a majority this node has heard from within the contact window
-// (*QuorumError otherwise). Removing a nonvoter, or an id c does not
-// name, changes no quorum: nil.
+// id keep a majority able to store new entries (see the table above;
+// *QuorumError otherwise, a *NotLeaderError if leadership is lost
+// meanwhile). Removing a nonvoter, or an id c does not name, changes no
+// quorum: nil.
 func (n *Node) quorumWithout(c raft.Configuration, id raft.ServerID) error {
 	voter := false
 	for _, s := range c.Servers {
@@ -120,21 +237,83 @@ func (n *Node) quorumWithout(c raft.Configuration, id raft.ServerID) error {
 	if !voter {
 		return nil
 	}
-	window := n.contactWindow()
-	now := time.Now()
-	e := &QuorumError{Removing: string(id), Window: window}
+	var remaining []raft.ServerID
 	for _, s := range c.Servers {
-		if s.Suffrage != raft.Voter || s.ID == id {
-			continue
-		}
-		e.Remaining = append(e.Remaining, string(s.ID))
-		if s.ID != raft.ServerID(n.cfg.ID) && now.Sub(n.watch.contacts.at(s.ID)) > window {
-			e.Unheard = append(e.Unheard, string(s.ID))
+		if s.Suffrage == raft.Voter && s.ID != id {
+			remaining = append(remaining, s.ID)
 		}
 	}
-	e.Need = len(e.Remaining)/2 + 1
-	if len(e.Remaining) == 0 || len(e.Remaining)-len(e.Unheard) >= e.Need {
-		return nil // none left: raft refuses removing the last voter itself
+	window := n.contactWindow()
+	judge := func(target, term uint64) *QuorumError {
+		now := time.Now()
+		e := &QuorumError{Removing: string(id), Window: window, Need: len(remaining)/2 + 1}
+		for _, s := range remaining {
+			e.Remaining = append(e.Remaining, string(s))
+			if s == raft.ServerID(n.cfg.ID) {
+				continue
+			}
+			k := n.watch.contacts.of(s)
+			switch {
+			case now.Sub(k.heard) > window:
+				e.Unheard = append(e.Unheard, string(s))
+			case k.term != term || k.match < target:
+				e.Behind = append(e.Behind, string(s))
+			}
+		}
+		if len(e.Remaining) == 0 || len(e.Remaining)-len(e.Unheard)-len(e.Behind) >= e.Need {
+			return nil // none left: raft refuses removing the last voter itself
+		}
+		return e
 	}
-	return e
+	// The leader alone may be enough (judged against a target no
+	// follower reaches).
+	if judge(^uint64(0), 0) == nil {
+		return nil
+	}
+	target, term, err := n.probe(window)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(window)
+	for {
+		e := judge(target, term)
+		if e == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return e
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// probe appends a barrier entry and waits up to window for it to commit:
+// target is its index, or the leader's last index before it if it did
+// not commit in time; term the leader's term before it. A *NotLeaderError
+// when raft refuses it as a follower or loses leadership meanwhile.
+func (n *Node) probe(window time.Duration) (target, term uint64, err error) {
+	term, target = n.raft.CurrentTerm(), n.raft.LastIndex()
+	f := n.raft.Barrier(window)
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	t := time.NewTimer(window)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		switch {
+		case err == nil:
+			if i, ok := f.(raft.IndexFuture); ok {
+				target = i.Index()
+			}
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost):
+			return 0, 0, n.notLeader()
+		case errors.Is(err, raft.ErrRaftShutdown):
+			return 0, 0, ErrClosed
+		}
+	case <-t.C:
+	}
+	if n.raft.CurrentTerm() != term {
+		return 0, 0, n.notLeader()
+	}
+	return target, term, nil
 }
