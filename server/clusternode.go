@@ -832,8 +832,11 @@ func newMemberClient(tlsc *tls.Config) *http.Client {
 // A join that would replace a member — its id at another address, or its
 // address under another id — removes that member first; unless replace
 // is set it is refused (control.ErrExists), so a mistyped join or a node
-// started with a copied node id cannot take a healthy member out.
-func (c *clusterNode) AddNode(ctx context.Context, id, addr, url string, replace bool) error {
+// started with a copied node id cannot take a healthy member out. A join
+// after which the voters would have no majority able to store new
+// entries, the new node not counted, is refused unless force is set
+// (cluster.Node.Join, ForceJoin).
+func (c *clusterNode) AddNode(ctx context.Context, id, addr, url string, replace, force bool) error {
 	if !replace {
 		for _, m := range c.n.Status().Servers {
 			if (m.ID == id) != (m.Address == addr) {
@@ -842,7 +845,11 @@ func (c *clusterNode) AddNode(ctx context.Context, id, addr, url string, replace
 			}
 		}
 	}
-	if err := c.n.Join(id, addr); err != nil {
+	join := c.n.Join
+	if force {
+		join = c.n.ForceJoin
+	}
+	if err := join(id, addr); err != nil {
 		return err
 	}
 	return c.recordMember(ctx, memberRecord{ID: id, Address: addr, URL: strings.TrimRight(url, "/")})

@@ -86,15 +86,32 @@ fail with a quorum left.
 	}
 	status.Flags().BoolVar(&local, "local", false, "the answering node's view only, without asking the other members")
 	var url string
-	var replace bool
+	var replace, joinForce bool
 	join := &cobra.Command{
-		Use: "join ID RAFT-ADDRESS [--url API-URL]", Short: "Add a node as a voting member", Args: exactArgs("ID", "RAFT-ADDRESS"),
+		Use: "join ID RAFT-ADDRESS [--url API-URL] [--force]", Short: "Add a node as a voting member", Args: exactArgs("ID", "RAFT-ADDRESS"),
+		Long: `join adds a node as a voting member. It counts towards every quorum at
+once, before it has caught up, so the leader refuses (409) a join after
+which the voting members, the new one not counted, would have no majority
+able to store new entries (judged as for leave: see batpak cluster leave
+--help) — with a member down, 3 voters becoming 4 need 3, the new one
+among them. The refusal names the members: start or repair them, or
+remove those gone for good, then join. A cluster of one voter adding its
+second is not refused.
+
+--force joins all the same. It is dangerous: the cluster then takes no
+write until the new node has caught up (or the members named are back),
+and if it never does — a wrong address, a node that does not speak raft —
+the cluster is lost.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rc, err := a.needServer("cluster join")
 			if err != nil {
 				return err
 			}
-			st, err := rc.c.Cluster().AddNode(cmd.Context(), args[0], args[1], url, replace)
+			add := rc.c.Cluster().AddNode
+			if joinForce {
+				add = rc.c.Cluster().ForceAddNode
+			}
+			st, err := add(cmd.Context(), args[0], args[1], url, replace)
 			if err != nil {
 				return remoteError(err)
 			}
@@ -103,6 +120,7 @@ fail with a quorum left.
 	}
 	join.Flags().StringVar(&url, "url", "", "the node's API URL, named in redirects while it leads")
 	join.Flags().BoolVar(&replace, "replace", false, "replace the member holding this id or address (it is removed first)")
+	join.Flags().BoolVar(&joinForce, "force", false, "join even if the cluster would be left without a quorum until the node has caught up (dangerous: see --help)")
 	var force bool
 	leave := &cobra.Command{
 		Use: "leave ID [--force]", Short: "Remove a member from the cluster", Args: exactArgs("ID"),

@@ -161,14 +161,35 @@ func (cl *Cluster) StatusAllNodes(ctx context.Context) (ClusterStatus, error) {
 // it). Adding a member that is one already, unchanged, does nothing, so
 // the call is safe to retry. A join that would replace a member — its id
 // at another address, or its address under another id — is refused
-// (ErrConflict) unless replace is set.
+// (ErrConflict) unless replace is set. A join after which the voters,
+// the new node not counted (it stores nothing until it has caught up),
+// would have no majority able to store new entries — a member down, say —
+// is refused too (ErrConflict, naming them; nothing changed), except a
+// cluster of one voter adding its second.
 func (cl *Cluster) AddNode(ctx context.Context, id, address, url string, replace bool) (ClusterStatus, error) {
-	body, err := jsonBody(map[string]any{"id": id, "address": address, "url": url, "replace": replace})
+	return cl.addNode(ctx, id, address, url, replace, false)
+}
+
+// ForceAddNode is AddNode without the quorum guard, for when it
+// misjudges: the members it names are known to be alive and able to
+// write. Dangerous: if the voters without the new node cannot form a
+// majority, the cluster takes no write until it has caught up (or they
+// are back), and is lost if that never happens.
+func (cl *Cluster) ForceAddNode(ctx context.Context, id, address, url string, replace bool) (ClusterStatus, error) {
+	return cl.addNode(ctx, id, address, url, replace, true)
+}
+
+func (cl *Cluster) addNode(ctx context.Context, id, address, apiURL string, replace, force bool) (ClusterStatus, error) {
+	body, err := jsonBody(map[string]any{"id": id, "address": address, "url": apiURL, "replace": replace})
 	if err != nil {
 		return ClusterStatus{}, err
 	}
+	var query url.Values
+	if force {
+		query = url.Values{"force": {"true"}}
+	}
 	var st ClusterStatus
-	err = cl.c.do(ctx, request{method: "POST", path: "/v1/cluster/nodes", body: body, safe: true}, &st)
+	err = cl.c.do(ctx, request{method: "POST", path: "/v1/cluster/nodes", query: query, body: body, safe: true}, &st)
 	return st, err
 }
 

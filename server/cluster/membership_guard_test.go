@@ -208,3 +208,45 @@ func TestClusterRefusesARemovalLeavingAFollowerThatCannotStoreEntries(t *testing
 		}
 	}
 }
+
+// A join raises the quorum with a node that stores nothing until it has
+// caught up: with one of 3 voters down, 4 voters need 3 — the new one
+// among them. The leader refuses the join (naming the member down and the
+// new node), changes nothing and keeps taking writes; ForceJoin adds it
+// all the same. A cluster of one voter still grows by a join.
+func TestClusterRefusesAJoinWhileAMemberIsDown(t *testing.T) {
+	c := newMemCluster(t, 3, nil)
+	l := c.settled(10 * time.Second)
+	mustAppend(t, l, "t1", item("e", `{"n":1}`, core.AppendOptions{}))
+	var down string
+	for _, n := range c.list() {
+		if n.ID() != l.ID() {
+			down = n.ID()
+		}
+	}
+	c.stop(down)
+	time.Sleep(2 * time.Second) // past the contact window (2 x 500ms)
+	c.start("n4")
+	err := l.Join("n4", "n4")
+	var qe *cluster.QuorumError
+	if !errors.As(err, &qe) || qe.Adding != "n4" || len(qe.Unheard) != 1 || qe.Unheard[0] != down || !strings.Contains(err.Error(), "n4 is new") {
+		t.Fatalf("Join(n4) with %s down: %v, want a *QuorumError adding n4, naming %s", down, err, down)
+	}
+	if got := len(l.Status().Servers); got != 3 {
+		t.Fatalf("%d members after the refused join, want 3", got)
+	}
+	mustAppend(t, l, "t1", item("e", `{"n":2}`, core.AppendOptions{}))
+	if err := l.ForceJoin("n4", "n4"); err != nil {
+		t.Fatalf("ForceJoin(n4) with %s down: %v", down, err)
+	}
+	if _, err := appendRetrying(c.list, "t1", 10*time.Second, item("e", `{"n":3}`, core.AppendOptions{})); err != nil {
+		t.Fatalf("a write after the forced join: %v", err)
+	}
+
+	one := newMemCluster(t, 1, nil)
+	l1 := one.settled(10 * time.Second)
+	one.start("n2")
+	if err := l1.Join("n2", "n2"); err != nil {
+		t.Fatalf("a one-voter cluster joining its second: %v", err)
+	}
+}

@@ -625,10 +625,27 @@ func (n *Node) Bootstrap(servers ...Server) error {
 // quorum. The leader cannot be replaced this way (an error): move
 // leadership first. Removing the old member is refused (a *QuorumError,
 // nothing changed) when it would leave the cluster without a quorum, as
-// Leave's is; ForceLeave it first to replace it all the same. Errors
+// Leave's is.
+//
+// A join is refused too (a *QuorumError, nothing changed) when the voters
+// after it would not have a majority able to store new entries counting
+// the new node as unable (it has yet to catch up, and may not speak raft
+// at all): with a voter down, 3 voters becoming 4 need 3, the new one
+// among them. A cluster of one voter, the leader, adding its second is
+// the exception (see quorum.go). ForceJoin skips these checks. Errors
 // after proposing are Leave's (ErrMembershipUnknown,
 // ErrMembershipChanging).
-func (n *Node) Join(id, addr string) error {
+func (n *Node) Join(id, addr string) error { return n.join(id, addr, false) }
+
+// ForceJoin is Join without the quorum guard (for the removals a
+// replacement makes too), for when the guard misjudges: the members it
+// named are known to be alive and able to write. Dangerous: if the
+// voters after the join cannot form a majority without the new node,
+// no write commits — this join included — until it has caught up (or
+// those members are back); if it never does, the cluster is lost.
+func (n *Node) ForceJoin(id, addr string) error { return n.join(id, addr, true) }
+
+func (n *Node) join(id, addr string, force bool) error {
 	if err := ValidNodeID(id); err != nil {
 		return err
 	}
@@ -672,7 +689,8 @@ func (n *Node) Join(id, addr string) error {
 	// node's other changes out meanwhile. The addition after a removal
 	// passes the removal's index, which raft does check.
 	cur, prev := f.Configuration(), uint64(0)
-	for _, s := range f.Configuration().Servers {
+	var replaced []raft.Server
+	for _, s := range cur.Servers {
 		sameID, sameAddr := s.ID == raft.ServerID(id), s.Address == raft.ServerAddress(addr)
 		switch {
 		case !sameID && !sameAddr:
@@ -684,8 +702,22 @@ func (n *Node) Join(id, addr string) error {
 		case s.ID == raft.ServerID(n.cfg.ID):
 			return fmt.Errorf("cluster: joining %s at %s would replace the leader (%s at %s); transfer leadership first", id, addr, s.ID, s.Address)
 		}
-		if err := n.quorumWithout(cur, s.ID); err != nil {
-			return fmt.Errorf("cluster: joining %s at %s would first remove %s at %s: %w (to force it, remove %s with force, then join)", id, addr, s.ID, s.Address, err, s.ID)
+		replaced = append(replaced, s)
+	}
+	if !force {
+		after := cur
+		for _, s := range replaced {
+			after = without(after, s.ID)
+		}
+		if err := n.quorumWith(after, raft.ServerID(id)); err != nil {
+			return err
+		}
+	}
+	for _, s := range replaced {
+		if !force {
+			if err := n.quorumWithout(cur, s.ID); err != nil {
+				return fmt.Errorf("cluster: joining %s at %s would first remove %s at %s: %w", id, addr, s.ID, s.Address, err)
+			}
 		}
 		rf := n.raft.RemoveServer(s.ID, prev, n.timeout)
 		if err := n.changed(rf, fmt.Sprintf("removing %s at %s before adding %s at %s", s.ID, s.Address, id, addr)); err != nil {

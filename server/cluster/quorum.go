@@ -18,8 +18,9 @@ import (
 // it can never commit; no write commits meanwhile, and, when they are
 // down, the leader steps down and no node can be elected until they come
 // back — if they never do, the cluster is lost (see README, "When a
-// quorum is lost for good"). So before removing a voter the leader checks
-// that a majority of the voters that would remain can store new entries:
+// quorum is lost for good"). So before removing a voter (or adding one,
+// which raises the quorum) the leader checks that a majority of the
+// voters after the change can store new entries:
 //
 //	probe                  the leader appends a barrier entry (raft's
 //	                       Barrier) and waits up to the contact window
@@ -55,6 +56,11 @@ import (
 //	                       majority of those that remain (*QuorumError;
 //	                       nothing proposed, after up to one contact
 //	                       window); ForceLeave skips the check
+//	joins                  judged alike: the voters after the join, the
+//	                       new node counted as unable (it stores nothing
+//	                       until it has caught up, and may not speak raft
+//	                       at all), except a one-voter cluster adding its
+//	                       second; ForceJoin skips the check
 //
 // A removal after which the leader alone is a quorum (it is the only
 // voter left) is not probed. A follower that died within
@@ -182,17 +188,19 @@ func (p *watchedPipeline) Close() error {
 // ErrNoQuorum matches a *QuorumError.
 var ErrNoQuorum = errors.New("cluster: the change would leave the cluster without a quorum")
 
-// QuorumError refuses a membership change (Leave, or Join replacing a
-// member) that would leave the cluster without a majority of voters able
-// to store new entries: nothing was proposed. It matches ErrNoQuorum.
+// QuorumError refuses a membership change (Leave, Join) that would leave
+// the cluster without a majority of voters able to store new entries:
+// nothing was proposed. It matches ErrNoQuorum.
 type QuorumError struct {
-	// Removing is the member the change would remove.
-	Removing string
-	// Remaining is the voters that would remain; Need how many of them
-	// make a quorum. Unheard are those of them the leader has not heard
-	// from within Window; Behind those it heard from that had not stored
-	// its latest entry within Window (unable to write their log, or far
-	// behind: installing a snapshot).
+	// Removing is the member the change would remove; Adding the node a
+	// join would add as a voter (one of the two is set).
+	Removing, Adding string
+	// Remaining is the voters after the change (Adding among them); Need
+	// how many of them make a quorum. Unheard are those of them the
+	// leader has not heard from within Window; Behind those it heard from
+	// that had not stored its latest entry within Window (unable to write
+	// their log, or far behind: installing a snapshot). Adding is in
+	// neither: it is counted as unable until it has caught up.
 	Remaining []string
 	Unheard   []string
 	Behind    []string
@@ -210,6 +218,11 @@ func (e *QuorumError) Error() string {
 	}
 	out = append(append(out, e.Unheard...), e.Behind...)
 	them := strings.Join(out, ", ")
+	if e.Adding != "" {
+		why = append([]string{e.Adding + " is new (it counts towards the quorum at once, and stores nothing until it has caught up)"}, why...)
+		return fmt.Sprintf("cluster: adding %s as a voter would make voters %s, of which %s; %d of those %d are needed for a quorum, so the cluster would commit nothing, this join included, until enough of them can; start or repair %s first, or, if gone for good, remove %s first (removing a member that is down keeps the quorum), then join %s",
+			e.Adding, strings.Join(e.Remaining, ", "), strings.Join(why, ", and "), e.Need, len(e.Remaining), them, them, e.Adding)
+	}
 	return fmt.Sprintf("cluster: removing %s would leave voters %s, of which %s; %d of those %d are needed for a quorum, so the cluster would commit nothing, this removal included, until enough of them can; start or repair %s first, or, if gone for good, remove %s first (removing a member that is down keeps the quorum), then %s",
 		e.Removing, strings.Join(e.Remaining, ", "), strings.Join(why, ", and "), e.Need, len(e.Remaining), them, them, e.Removing)
 }
@@ -243,13 +256,57 @@ func (n *Node) quorumWithout(c raft.Configuration, id raft.ServerID) error {
 			remaining = append(remaining, s.ID)
 		}
 	}
+	if len(remaining) == 0 {
+		return nil // raft refuses removing the last voter itself
+	}
+	return n.keepsQuorum(remaining, "", QuorumError{Removing: string(id)})
+}
+
+// quorumWith checks, on the leader, that the voters of c with id added
+// as a voter have a majority able to store new entries, id counted as
+// not (it has yet to catch up; see the table above): *QuorumError
+// otherwise, a *NotLeaderError if leadership is lost meanwhile. A member
+// of c already (a nonvoter promoted) is judged as the others are. A
+// cluster of one voter, the leader, adding a second is not refused: it
+// always would be (the two need both), and it is how a cluster grows
+// from its first node.
+func (n *Node) quorumWith(c raft.Configuration, id raft.ServerID) error {
+	var voters []raft.ServerID
+	member := false
+	for _, s := range c.Servers {
+		member = member || s.ID == id
+		if s.Suffrage == raft.Voter && s.ID != id {
+			voters = append(voters, s.ID)
+		}
+	}
+	if len(voters) == 1 && voters[0] == raft.ServerID(n.cfg.ID) {
+		return nil
+	}
+	newcomer := id
+	if member {
+		newcomer = ""
+	}
+	return n.keepsQuorum(append(voters, id), newcomer, QuorumError{Adding: string(id)})
+}
+
+// keepsQuorum checks that voters (a configuration a change would make)
+// have a majority able to store new entries: the leader, and the
+// followers that stored its probe (newcomer, if not "", is counted as
+// unable). e says the change; the *QuorumError returned is e filled in.
+func (n *Node) keepsQuorum(voters []raft.ServerID, newcomer raft.ServerID, e QuorumError) error {
 	window := n.contactWindow()
 	judge := func(target, term uint64) *QuorumError {
 		now := time.Now()
-		e := &QuorumError{Removing: string(id), Window: window, Need: len(remaining)/2 + 1}
-		for _, s := range remaining {
+		e := e
+		e.Window, e.Need, e.Remaining = window, len(voters)/2+1, nil
+		counted := 0
+		for _, s := range voters {
 			e.Remaining = append(e.Remaining, string(s))
+			if s == newcomer {
+				continue
+			}
 			if s == raft.ServerID(n.cfg.ID) {
+				counted++
 				continue
 			}
 			k := n.watch.contacts.of(s)
@@ -258,12 +315,14 @@ func (n *Node) quorumWithout(c raft.Configuration, id raft.ServerID) error {
 				e.Unheard = append(e.Unheard, string(s))
 			case k.term != term || k.match < target:
 				e.Behind = append(e.Behind, string(s))
+			default:
+				counted++
 			}
 		}
-		if len(e.Remaining) == 0 || len(e.Remaining)-len(e.Unheard)-len(e.Behind) >= e.Need {
-			return nil // none left: raft refuses removing the last voter itself
+		if counted >= e.Need {
+			return nil
 		}
-		return e
+		return &e
 	}
 	// The leader alone may be enough (judged against a target no
 	// follower reaches).

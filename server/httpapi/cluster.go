@@ -76,7 +76,10 @@ type Cluster interface {
 	// one, unchanged, does nothing.
 	// A join that would replace a member (its id at another address, its
 	// address under another id) is refused unless replace is set.
-	AddNode(ctx context.Context, id, addr, url string, replace bool) error
+	// Unless force is set, a join after which the voters would have no
+	// majority able to store new entries, the new node not counted, is
+	// refused (cluster.ErrNoQuorum, 409; see cluster.Node.Join).
+	AddNode(ctx context.Context, id, addr, url string, replace, force bool) error
 	// RemoveNode removes member id (leader only); an id that is not a
 	// member is an error (404), and so is removing the last voter (409).
 	// Unless force is set, a removal that would leave the cluster without
@@ -186,10 +189,15 @@ func memberView(m Member, ans memberAnswer) cluster.MemberView {
 	return cluster.ReadView(m.ID, m.Voter, ans.body)
 }
 
-// clusterAddNode answers POST /v1/cluster/nodes.
+// clusterAddNode answers POST /v1/cluster/nodes[?force=true]: force
+// skips the quorum guard (dangerous: see cluster.Node.ForceJoin).
 func (a *API) clusterAddNode(c *call) error {
 	if a.opts.Cluster == nil {
 		return errNotFound("this server is not a cluster node")
+	}
+	force, err := forceParam(c)
+	if err != nil {
+		return err
 	}
 	var req struct {
 		ID      string `json:"id"`
@@ -217,7 +225,7 @@ func (a *API) clusterAddNode(c *call) error {
 			return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "url: " + req.URL + " names a wildcard address, not one clients can reach the node at", p: wire.Problem{Field: "url"}}
 		}
 	}
-	if err := a.opts.Cluster.AddNode(c.r.Context(), req.ID, req.Address, req.URL, req.Replace); err != nil {
+	if err := a.opts.Cluster.AddNode(c.r.Context(), req.ID, req.Address, req.URL, req.Replace, force); err != nil {
 		if errors.Is(err, cluster.ErrUnreachable) {
 			return &apiError{status: 400, code: wire.CodeInvalidRequest, detail: "address: " + err.Error(), p: wire.Problem{Field: "address"}}
 		}
@@ -226,19 +234,28 @@ func (a *API) clusterAddNode(c *call) error {
 	return writeJSON(c.w, http.StatusOK, a.opts.Cluster.Status(nil))
 }
 
+// forceParam is a membership change's force query parameter: "",
+// "false" or "true".
+func forceParam(c *call) (bool, error) {
+	switch v := c.r.URL.Query().Get("force"); v {
+	case "", "false":
+		return false, nil
+	case "true":
+		return true, nil
+	default:
+		return false, errInvalid("force", "force must be true or false, got "+strconv.Quote(clip(v)))
+	}
+}
+
 // clusterRemoveNode answers DELETE /v1/cluster/nodes/{id}[?force=true]:
 // force skips the quorum guard (dangerous: see cluster.Node.ForceLeave).
 func (a *API) clusterRemoveNode(c *call) error {
 	if a.opts.Cluster == nil {
 		return errNotFound("this server is not a cluster node")
 	}
-	var force bool
-	switch v := c.r.URL.Query().Get("force"); v {
-	case "", "false":
-	case "true":
-		force = true
-	default:
-		return errInvalid("force", "force must be true or false, got "+strconv.Quote(clip(v)))
+	force, err := forceParam(c)
+	if err != nil {
+		return err
 	}
 	if err := a.opts.Cluster.RemoveNode(c.r.Context(), c.r.PathValue("id"), force); err != nil {
 		return err
@@ -423,7 +440,7 @@ func clusterProblem(a *API, err error) *apiError {
 			detail: "leadership moved before the write was proposed: nothing was written; send it to the leader"}
 	case errors.Is(err, cluster.ErrNoQuorum):
 		return &apiError{status: 409, code: wire.CodeConflict,
-			detail: strings.TrimPrefix(err.Error(), "cluster: ") + ". Nothing was changed. ?force=true (batpak cluster leave --force) removes it all the same: dangerous, the cluster then takes no write until enough of those members are back, and is lost if they never are"}
+			detail: strings.TrimPrefix(err.Error(), "cluster: ") + ". Nothing was changed. ?force=true (batpak cluster leave --force, batpak cluster join --force) makes the change all the same: dangerous, the cluster then takes no write until enough of those members can store it, and is lost if they never can"}
 	case errors.Is(err, cluster.ErrMembershipUnknown):
 		return &apiError{status: 503, code: wire.CodeOutcomeUnknown, retryAfter: time.Second,
 			detail: "the membership change was proposed, then this node lost leadership before learning its outcome, or it did not commit in time: it may or may not take effect; check the members (GET /v1/cluster, batpak cluster status) once a leader is elected (" + strings.TrimPrefix(err.Error(), "cluster: ") + ")"}
