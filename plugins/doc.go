@@ -20,9 +20,13 @@
 // wazero's compiler and validator cannot be interrupted, and without a
 // Compiler they run in your process unbounded. What the host bounds
 // itself either way: a module declaring more than its bytes hold (a
-// count or a length in any section, or in the custom section "name") or
+// count or a length in any section, or in the custom section "name"),
 // over MaxFunctions, MaxTypes, MaxFunctionLocals, MaxModuleLocals or
-// MaxTypeArity is refused before wazero decodes it, by Load and Inspect.
+// MaxTypeArity, or written in a form wazero reads with other bytes than
+// the host (a reference or heap type other than funcref and externref —
+// in a ref.null, a table, an element segment —, a typed function
+// reference as a value type, an element kind other than 0x00) is refused
+// before wazero decodes it in the host's process, by Load and Inspect.
 //
 // Load checks the pin, compiles (cached on disk across runs when CacheDir
 // is set), instantiates WASI and the host module first (a Go c-shared

@@ -418,6 +418,9 @@ func (h *Host) compile(ctx context.Context, wasm []byte, m Manifest) (*version, 
 		// claims there.
 		return fail("the module is not valid WebAssembly", fmt.Errorf("%w: %w", ErrInvalidModule, err))
 	}
+	if errors.Is(err, errTypedRefs) {
+		return fail(errTypedRefs.Error(), nil)
+	}
 	if err != nil {
 		// wazero's reason, if it has one, from the Compiler; never from
 		// wazero here: what the host cannot read, it cannot bound (a

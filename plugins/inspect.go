@@ -70,11 +70,13 @@ type ModuleItem struct {
 // only error is ErrNotAModule, wrapping the reason: wazero does not
 // accept the bytes, or the host does not give them to wazero, as Load
 // does not: it cannot read their sections (malformed, or a construct it
-// does not support), or decoding them would take memory out of
-// proportion to their size (a count or a length over the bytes that
-// hold it, in any section or in the custom section "name"; more than
-// MaxTypes, MaxFunctions, MaxFunctionLocals, MaxModuleLocals or
-// MaxTypeArity).
+// does not support: among them any written in a form wazero reads with
+// other bytes than the host, such as a reference type other than funcref
+// and externref, or a typed function reference), or decoding them would
+// take memory out of proportion to their size (a count or a length over
+// the bytes that hold it, in any section or in the custom section
+// "name"; more than MaxTypes, MaxFunctions, MaxFunctionLocals,
+// MaxModuleLocals or MaxTypeArity).
 func Inspect(ctx context.Context, wasm []byte) (*Inspection, error) {
 	ins := &Inspection{Size: len(wasm), SHA256: Digest(wasm), Kinds: []Kind{}, Exports: []ModuleItem{}, Imports: []ModuleItem{}}
 	// wazero reads a section's entries from the whole module, so only

@@ -141,7 +141,6 @@ type moduleShape struct {
 	// tableSec is the table section's bytes: [start, end) of the whole
 	// section (id, size, body); zero if there is none.
 	tableStart, tableEnd int
-	refTypes             bool   // a typed function reference (0x63, 0x64) as a value type
 	functions            uint64 // bodies in the code section
 	codeBytes            uint64 // the code section's size
 	types                uint64 // entries of the type section
@@ -164,6 +163,24 @@ var errMalformed = errors.New("malformed module")
 // wazero then allocates grows with the module's size, never with a
 // number written in it.
 var errOverclaim = errors.New("the module declares more than its bytes hold")
+
+// errUnreadForm: a construct written in a form wazero reads with more
+// bytes than the host reads it with: a reference type or a heap type
+// other than funcref (0x70) and externref (0x6f) where wazero also reads
+// a typed reference's heap type or a type index (a LEB128), a table
+// written with an initializer (0x40 0x00), an element kind other than
+// 0x00. Past such a point the two readings part, and wazero would read a
+// vector's length from bytes the host read as something else (a 31-byte
+// module whose ref.null names heap type 0x8b had wazero allocate 96 GiB
+// of element entries). So the host refuses the module instead of reading
+// on.
+var errUnreadForm = errors.New("a form the host does not read")
+
+// errTypedRefs: a value type is a typed function reference (0x63 or 0x64,
+// then a heap type), which the host does not support; wazero reads its
+// heap type as a LEB128 of its own bounds, so the host reads no further
+// (see errUnreadForm).
+var errTypedRefs = errors.New("it uses typed function references (value types 0x63, 0x64), which the host does not support")
 
 // wasmReader reads a section's body; every read is bounded by its length,
 // and a read past the end sets err (errMalformed, or the first more
@@ -214,6 +231,24 @@ func (r *wasmReader) bytes(what string) []byte {
 	b := r.b[:n]
 	r.b = r.b[n:]
 	return b
+}
+
+// unread fails the read with errUnreadForm and what was read.
+func (r *wasmReader) unread(format string, args ...any) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: "+format, append([]any{errUnreadForm}, args...)...)
+	}
+	r.b = nil
+}
+
+// refType reads a reference type of one byte, funcref or externref (see
+// errUnreadForm).
+func (r *wasmReader) refType(what string) byte {
+	c := r.u8()
+	if r.err == nil && c != 0x70 && c != 0x6f {
+		r.unread("%s %#x (the host reads funcref 0x70 and externref 0x6f)", what, c)
+	}
+	return c
 }
 
 func (r *wasmReader) u8() byte {
@@ -283,8 +318,13 @@ func (r *wasmReader) constExpr() {
 		case 0x23, 0xd2: // global.get, ref.func
 			r.uleb()
 		case 0xd0: // ref.null
-			r.u8()
+			r.refType("ref.null of heap type")
 		case 0x6a, 0x6b, 0x6c, 0x7c, 0x7d, 0x7e: // extended constant arithmetic
+		case 0xfd: // v128.const: wazero reads one byte, 0x0c, and 16 bytes
+			if sub := r.u8(); r.err == nil && sub != 0x0c {
+				r.unread("a vector instruction %#x in a constant expression", sub)
+			}
+			r.skip(16)
 		default:
 			r.fail()
 		}
@@ -294,8 +334,10 @@ func (r *wasmReader) constExpr() {
 // readModule measures a module before wazero decodes it, and refuses
 // (errOverclaim) one that declares a vector or a string longer than its
 // bytes (see errOverclaim): every section wazero decodes is read here,
-// the custom section "name" too. A malformed or unknown construct is an
-// error, never a guess.
+// the custom section "name" too, each construct with the bytes wazero
+// reads it with. A construct wazero would read with other bytes than the
+// host is refused (errUnreadForm, errTypedRefs), as is a malformed or
+// unknown one: an error, never a guess.
 func readModule(wasm []byte) (moduleShape, error) {
 	s := moduleShape{size: uint64(len(wasm))}
 	if len(wasm) < 8 {
@@ -334,13 +376,13 @@ func readModule(wasm []byte) (moduleShape, error) {
 				case 0x00: // function
 					sec.uleb()
 				case 0x01: // table
-					ref := sec.u8()
+					ref := sec.refType("an imported table of reference type")
 					min, max, hasMax := sec.limits()
 					s.tables = append(s.tables, tableDecl{ref: ref, min: min, max: max, hasMax: hasMax, imported: true})
 				case 0x02: // memory
 					sec.limits()
-				case 0x03: // global
-					sec.u8()
+				case 0x03: // global: a value type, a mutability
+					sec.valType()
 					sec.u8()
 					s.globals++
 				default:
@@ -354,10 +396,7 @@ func readModule(wasm []byte) (moduleShape, error) {
 		case secTable:
 			s.tableStart, s.tableEnd = start, off
 			for n := sec.count(3, "tables"); n > 0 && sec.err == nil; n-- {
-				ref := sec.u8()
-				if ref != 0x70 && ref != 0x6f { // funcref, externref
-					sec.fail()
-				}
+				ref := sec.refType("a table of reference type")
 				min, max, hasMax := sec.limits()
 				s.tables = append(s.tables, tableDecl{ref: ref, min: min, max: max, hasMax: hasMax})
 			}
@@ -368,10 +407,15 @@ func readModule(wasm []byte) (moduleShape, error) {
 				s.memPages = max(s.memPages, min)
 			}
 		case secGlobal:
-			// The count is all Load needs (and each global takes at least
-			// a type, a mutability, an instruction and an end).
-			s.globals += sec.count(4, "globals")
-			sec.b = nil
+			// Each global takes at least a type, a mutability, an
+			// instruction and an end.
+			n := sec.count(4, "globals")
+			s.globals += n
+			for ; n > 0 && sec.err == nil; n-- {
+				sec.valType()
+				sec.u8()
+				sec.constExpr()
+			}
 		case secExport:
 			for n := sec.count(3, "exports"); n > 0 && sec.err == nil; n-- {
 				sec.bytes("an export's name")
@@ -391,8 +435,14 @@ func readModule(wasm []byte) (moduleShape, error) {
 				if flags&1 == 0 { // active: an offset
 					sec.constExpr()
 				}
-				if flags&3 != 0 { // an element kind or reference type
-					sec.u8()
+				switch {
+				case flags&3 == 0: // neither
+				case flags&4 == 0: // an element kind: funcref
+					if k := sec.u8(); sec.err == nil && k != 0 {
+						sec.unread("an element kind %#x", k)
+					}
+				default:
+					sec.refType("an element segment of reference type")
 				}
 				count := sec.count(1, "element entries")
 				s.elemEntries += count
@@ -418,7 +468,7 @@ func readModule(wasm []byte) (moduleShape, error) {
 					k := sec.count(1, what)
 					s.maxArity = max(s.maxArity, k)
 					for ; k > 0 && sec.err == nil; k-- {
-						sec.valType(&s)
+						sec.valType()
 					}
 				}
 			}
@@ -431,7 +481,7 @@ func readModule(wasm []byte) (moduleShape, error) {
 				var locals uint64
 				for d := body.count(2, "runs of locals"); d > 0 && body.err == nil; d-- {
 					locals = addLocals(locals, body.uleb())
-					body.valType(&s)
+					body.valType()
 				}
 				if body.err != nil && sec.err == nil {
 					sec.err = body.err
@@ -525,12 +575,12 @@ func (r *wasmReader) nameMap(what string) {
 	}
 }
 
-// valType reads a value type: one byte, or a typed function reference
-// (0x63 or 0x64, then a heap type), which it notes in s.
-func (r *wasmReader) valType(s *moduleShape) {
-	if c := r.u8(); c == 0x63 || c == 0x64 {
-		s.refTypes = true
-		r.sleb()
+// valType reads a value type of one byte; a typed function reference
+// (0x63 or 0x64, then a heap type) fails the read with errTypedRefs.
+func (r *wasmReader) valType() {
+	if c := r.u8(); r.err == nil && (c == 0x63 || c == 0x64) {
+		r.err = errTypedRefs
+		r.b = nil
 	}
 }
 
@@ -554,8 +604,6 @@ func (s *moduleShape) check(l Limits) string {
 		return fmt.Sprintf("it declares %d globals, over the limit of %d (limits.globals)", s.globals, l.Globals)
 	case s.memDefined && s.memPages > uint64(l.MemoryPages):
 		return fmt.Sprintf("its initial memory is %d pages, over the limit of %d", s.memPages, l.MemoryPages)
-	case s.refTypes:
-		return "it uses typed function references (value types 0x63, 0x64), which the host does not support"
 	case s.decodeBounds() != "":
 		return s.decodeBounds()
 	case s.dataBytes > uint64(l.MemoryPages)*65536:
