@@ -39,7 +39,8 @@
 // Inspect reads a module without loading it (what `batpak plugin inspect`
 // prints): its exports and imports with their signatures, its declared
 // memory limits, the plugin kinds its exports allow and the ABI version
-// the module answers, in a sandbox of its own.
+// the module answers, in a sandbox of its own (instantiated only within
+// the limits Load applies at the most a manifest allows).
 //
 // # Sandbox and determinism
 //

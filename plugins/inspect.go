@@ -29,7 +29,8 @@ type Inspection struct {
 	// when ABIError is nil.
 	ABIVersion int32
 	// ABIError says why the ABI version is unknown: the module does not
-	// export it, does not instantiate, or the call fails.
+	// export it, is over inspectLimits (not instantiated), does not
+	// instantiate, or the call fails.
 	ABIError error
 	// Kinds are the plugin kinds the exports allow: KindProjection for
 	// batpak_fold, KindHandler for batpak_handle (a Go guest exports
@@ -65,7 +66,10 @@ type ModuleItem struct {
 // module is instantiated in a sandbox of its own (WASI without files,
 // network or environment, batpak.log and output discarded, at most 64 MiB
 // of memory, 10 s), its _initialize run first if it exports one (a Go
-// guest), and batpak_abi_version called. A module that fails there still
+// guest), and batpak_abi_version called. Only a module within the limits
+// Load applies, at the most a manifest allows (64 tables, 4194304 table
+// elements declared and grown together, as many element entries, 65536
+// globals), is instantiated; ABIError names what another is over. A module that fails there still
 // inspects; ABIError says why (a ctx that ends during the call too). The
 // only error is ErrNotAModule, wrapping the reason: wazero does not
 // accept the bytes, or the host does not give them to wazero, as Load
@@ -89,10 +93,18 @@ func Inspect(ctx context.Context, wasm []byte) (*Inspection, error) {
 		return nil, fmt.Errorf("%w: %s", ErrNotAModule, reason)
 	}
 
+	// Instantiating allocates the module's tables, globals and element
+	// segments on the host's heap, outside the memory limit: bounded as
+	// Load bounds them, tables' growth too.
+	overLimits := shape.check(inspectLimits)
+	if overLimits == "" {
+		wasm = shape.boundTables(wasm, uint64(inspectLimits.TableElements))
+	}
+
 	// The interpreter compiles fastest, and this runtime shares no cache
 	// with a Host's (whose code must be interruptible).
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter().
-		WithCloseOnContextDone(true).WithMemoryLimitPages(1024))
+		WithCloseOnContextDone(true).WithMemoryLimitPages(inspectMemoryPages))
 	defer rt.Close(ctx)
 	mod, err := rt.CompileModule(ctx, wasm)
 	if err != nil {
@@ -128,16 +140,26 @@ func Inspect(ctx context.Context, wasm []byte) (*Inspection, error) {
 		ins.Kinds = append(ins.Kinds, KindHandler)
 	}
 
-	if _, ok := exports[abi.ExportABIVersion]; ok {
-		ins.ABIVersion, ins.ABIError = callABIVersion(ctx, rt, mod, exports)
-	} else {
+	if _, ok := exports[abi.ExportABIVersion]; !ok {
 		ins.ABIError = errors.New("the module does not export " + abi.ExportABIVersion)
+	} else if overLimits != "" {
+		ins.ABIError = fmt.Errorf("not instantiated: %s", overLimits)
+	} else {
+		ins.ABIVersion, ins.ABIError = callABIVersion(ctx, rt, mod, exports)
 	}
 	if err := checkSignatures(exports); err != nil && ins.ABIError == nil {
 		ins.ABIError = err
 	}
 	return ins, nil
 }
+
+// inspectLimits are the limits Inspect instantiates a module within:
+// Load's, at the most a manifest allows, and Inspect's memory.
+var inspectLimits = Limits{MemoryPages: inspectMemoryPages, TableElements: maxTableElements, Tables: maxTables, Globals: maxGlobals}
+
+// inspectMemoryPages is the memory Inspect gives a module, in 64 KiB
+// pages.
+const inspectMemoryPages = 1024
 
 func valueTypes(ts []api.ValueType) []string {
 	out := make([]string, len(ts))

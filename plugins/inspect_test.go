@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/batpak-go/batpak/internal/testmodules"
 	"github.com/batpak-go/batpak/plugins"
 )
 
@@ -166,4 +168,58 @@ func ExampleInspect() {
 	// memory pages 2 16
 	// imports wasi_snapshot_preview1.fd_write
 	// imports batpak.log
+}
+
+// totalAlloc is what the process has allocated on its heap so far.
+func totalAlloc() uint64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.TotalAlloc
+}
+
+// TestInspectBoundsWhatItInstantiates: Inspect instantiates a module (to
+// ask its ABI version) only within the limits Load applies at the most a
+// manifest allows, and bounds its tables' growth as Load does: a module
+// declaring 64 tables of 2^27 elements (64 GiB on the host's heap) is not
+// instantiated and ABIError says why; one whose batpak_abi_version grows
+// its table by 2^27 elements four times sees every such table.grow fail.
+func TestInspectBoundsWhatItInstantiates(t *testing.T) {
+	ctx := context.Background()
+	before := totalAlloc()
+	ins, err := plugins.Inspect(ctx, testmodules.Tables(64, 1<<27))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ins.ABIError == nil || !strings.Contains(ins.ABIError.Error(), "not instantiated: its tables declare 8589934592 table elements, over the limit of 4194304") {
+		t.Errorf("64 tables of 2^27: ABI version %d, error %v; want it not instantiated, naming its table elements", ins.ABIVersion, ins.ABIError)
+	}
+	for what, c := range map[string]struct {
+		wasm []byte
+		want string
+	}{
+		"65 tables":              {testmodules.Tables(65, 1), "it declares 65 tables, over the limit of 64"},
+		"4194305 table elements": {testmodules.Tables(1, 1<<22+1), "over the limit of 4194304"},
+	} {
+		ins, err := plugins.Inspect(ctx, c.wasm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ins.ABIError == nil || !strings.Contains(ins.ABIError.Error(), c.want) {
+			t.Errorf("%s: ABI error %v, want one naming %q", what, ins.ABIError, c.want)
+		}
+	}
+	// At the limits: instantiated.
+	ins, err = plugins.Inspect(ctx, testmodules.Tables(64, 1<<16))
+	if err != nil || ins.ABIError != nil || ins.ABIVersion != 1 {
+		t.Errorf("64 tables of 2^16 elements: ABI version %d (%v, %v), want 1", ins.ABIVersion, ins.ABIError, err)
+	}
+	// Grown: the four grows of 2^27 fail, the last grow of 1 finds the
+	// table empty.
+	ins, err = plugins.Inspect(ctx, testmodules.TableGrowth(4, 1<<27))
+	if err != nil || ins.ABIError != nil || ins.ABIVersion != 0 {
+		t.Errorf("table grown by 2^27 four times: the last grow answered %d (%v, %v), want 0 (the grows before it failed)", ins.ABIVersion, ins.ABIError, err)
+	}
+	if grown := totalAlloc() - before; grown > 256<<20 {
+		t.Errorf("inspecting allocated %d MiB", grown>>20)
+	}
 }

@@ -175,9 +175,9 @@ func (m *Manifest) normalize() error {
 		name     string
 		def, max uint32
 	}{
-		{&l.TableElements, "table_elements", 1 << 17, 1 << 22},
-		{&l.Tables, "tables", 4, 64},
-		{&l.Globals, "globals", 1024, 1 << 16},
+		{&l.TableElements, "table_elements", 1 << 17, maxTableElements},
+		{&l.Tables, "tables", 4, maxTables},
+		{&l.Globals, "globals", 1024, maxGlobals},
 		{&l.LogLines, "log_lines", 256, 1 << 16},
 		{&l.LogBytes, "log_bytes", 64 << 10, 16 << 20},
 		{&l.CallDepth, "call_depth", 10000, 1000000},
@@ -193,6 +193,14 @@ func (m *Manifest) normalize() error {
 	}
 	return nil
 }
+
+// The most a manifest may allow of Limits.TableElements, Limits.Tables
+// and Limits.Globals.
+const (
+	maxTableElements = 1 << 22
+	maxTables        = 64
+	maxGlobals       = 1 << 16
+)
 
 // DefaultMaxReactions is Limits.MaxReactions when the manifest leaves it
 // out.

@@ -110,3 +110,57 @@ func ReadDifferently() map[string][]byte {
 		"a typed reference parameter":   TypedRefParam(),
 	}
 }
+
+// Tables returns a module of n funcref tables of min elements each and a
+// function, exported as batpak_abi_version, answering 1: each table is
+// allocated on the host's heap when the module is instantiated (8 bytes
+// an element; 64 tables of 2^27 take 64 GiB).
+func Tables(n int, min uint64) []byte {
+	var tables []byte
+	tables = uleb(tables, uint64(n))
+	for range n {
+		tables = uleb(append(tables, 0x70, 0x00), min)
+	}
+	return abiVersionModule(tables, []byte{0x41, 1})
+}
+
+// TableGrowth returns a module of one funcref table, empty and without a
+// maximum, and a function, exported as batpak_abi_version, that grows it
+// by by null references times times and then by one more, answering
+// what that last table.grow answers: the table's size before it, or -1
+// if it failed.
+func TableGrowth(times int, by uint32) []byte {
+	var code []byte
+	for range times {
+		code = append(code, 0xd0, 0x70, 0x41)                   // ref.null func; i32.const
+		code = append(sleb(code, int64(by)), 0xfc, 15, 0, 0x1a) // table.grow 0; drop
+	}
+	code = append(code, 0xd0, 0x70, 0x41, 1, 0xfc, 15, 0) // ref.null func; i32.const 1; table.grow 0
+	return abiVersionModule([]byte{1, 0x70, 0x00, 0x00}, code)
+}
+
+// abiVersionModule is a module of type () -> i32, a table section of
+// tables (none if empty) and one function of that type, exported as
+// batpak_abi_version, whose body is code (its end added).
+func abiVersionModule(tables, code []byte) []byte {
+	m := WithSection(header, 1, []byte{1, 0x60, 0, 1, 0x7f})
+	m = WithSection(m, 3, []byte{1, 0})
+	if len(tables) > 0 {
+		m = WithSection(m, 4, tables)
+	}
+	name := "batpak_abi_version"
+	m = WithSection(m, 7, append(append(uleb([]byte{1}, uint64(len(name))), name...), 0x00, 0x00))
+	body := append(append([]byte{0}, code...), 0x0b)
+	return WithSection(m, 10, append(uleb([]byte{1}, uint64(len(body))), body...))
+}
+
+func sleb(b []byte, v int64) []byte {
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if (v == 0 && c&0x40 == 0) || (v == -1 && c&0x40 != 0) {
+			return append(b, c)
+		}
+		b = append(b, c|0x80)
+	}
+}
