@@ -46,10 +46,22 @@
 //
 // A plugin imports only WASI and batpak.log. By default it has no
 // preopened directories (no files), no sockets, an empty environment, a
-// clock fixed at 2020-01-01T00:00:00Z and a random source of zeros, so the
-// same events always give byte-identical state. Manifest.Grants can give
-// it the real clock, real randomness or environment variables; never files
-// or network.
+// clock fixed at 2020-01-01T00:00:00Z and a random source of zeros, so
+// nothing outside the module reaches it. Manifest.Grants can give it the
+// real clock, real randomness or environment variables; never files or
+// network.
+//
+// The module itself can still remember: an instance is kept in its
+// plugin's pool and reused, its globals and linear memory (a Go guest's
+// package variables and heap) as its last call left them; the host does
+// not reset them between calls (instantiating for every call would cost
+// each call an instantiation, and a Go guest its _initialize). So the
+// same events give byte-identical state only from a module that keeps
+// nothing between calls that changes its answers. One that does (one
+// counting its calls, say) answers by the instance a call checked out:
+// what that instance answered before, which depends on the calls that
+// ran at the same time, what the pool kept, faults, and on a cluster on
+// the node.
 //
 // # Limits and faults
 //
