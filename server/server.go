@@ -257,7 +257,8 @@ type Config struct {
 	Plugins tenantplugin.Limits
 	// PluginStateCacheBytes bounds the projected states the server keeps
 	// in memory for all tenants together (the projection endpoint's
-	// cache; least recently used dropped first), a tenant at most half of
+	// cache; least recently used dropped first; each state counted with
+	// its key and about 320 bytes of the cache's own), a tenant at most half of
 	// it (its own least recently used dropped first). Default 64 MiB;
 	// range 1 MiB..16 GiB. (server.plugin_state_cache_bytes)
 	PluginStateCacheBytes int64

@@ -2,6 +2,7 @@ package tenantplugin_test
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 
 	"github.com/batpak-go/batpak/core"
@@ -123,4 +124,32 @@ func TestStateCacheForgetsErasedEntities(t *testing.T) {
 	if _, ok := globex.Get("user:1\x00p1\x001"); !ok {
 		t.Error("another tenant's state of the same entity name went with acme's")
 	}
+}
+
+// TestStateCacheChargesWhatAStateCosts: what the cache counts against its
+// budget for a state covers what keeping it takes of the heap — its key,
+// its bytes and the cache's own bookkeeping — so that a tenant filling
+// the cache with tiny states holds about the budget, not several times
+// it (with 64 bytes counted for the bookkeeping, 1-byte states under
+// keys of about 30 bytes held 3.1 times what the cache counted).
+func TestStateCacheChargesWhatAStateCosts(t *testing.T) {
+	const budget = 16 << 20
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	c := tenantplugin.NewStateCache(budget)
+	tenants := []core.ProjectionCache{c.Tenant("acme"), c.Tenant("globex"), c.Tenant("initech")}
+	for i := 0; c.Bytes() < budget-budget/64; i++ {
+		// A key as a store makes it (entity, projection, schema version);
+		// a state decoded into its own allocation.
+		tenants[i%3].Put(fmt.Sprintf("order:%08d\x00counter\x001", i), core.CachedState{State: []byte{byte(i)}, UpTo: uint64(i)})
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	held := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("the cache counts %d bytes; the heap grew by %d (%.2f times)", c.Bytes(), held, float64(held)/float64(c.Bytes()))
+	if held > c.Bytes()*5/4 {
+		t.Errorf("the cache counts %d bytes of tiny states, which hold %d bytes of the heap", c.Bytes(), held)
+	}
+	runtime.KeepAlive(c)
 }
