@@ -876,9 +876,23 @@ func (n *Node) changed(f raft.Future, change string) error {
 	case err := <-done:
 		return n.membershipErr(err, change)
 	case <-t.C:
-		return fmt.Errorf("%w: %s was proposed and has not committed within %s", ErrMembershipUnknown, change, n.timeout)
+		return &timedOutChange{change: change, after: n.timeout}
 	}
 }
+
+// timedOutChange is a membership change proposed that had not committed
+// within the apply timeout while this node still led: it may yet take
+// effect. It matches ErrMembershipUnknown.
+type timedOutChange struct {
+	change string
+	after  time.Duration
+}
+
+func (e *timedOutChange) Error() string {
+	return fmt.Sprintf("cluster: %s was proposed and has not committed within %s (a member it needs is slow, down or cannot store entries); it may yet take effect: the leader's member list says when", e.change, e.after)
+}
+
+func (e *timedOutChange) Is(target error) bool { return target == ErrMembershipUnknown }
 
 // lockMembership takes the node's membership token (see Node.changing),
 // waiting at most the apply timeout for a change under way on this node

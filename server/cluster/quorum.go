@@ -346,30 +346,42 @@ func (n *Node) keepsQuorum(voters []raft.ServerID, newcomer raft.ServerID, e Quo
 	}
 }
 
-// probe appends a barrier entry and waits up to window for it to commit:
-// target is its index, or the leader's last index before it if it did
-// not commit in time; term the leader's term before it. A *NotLeaderError
-// when raft refuses it as a follower or loses leadership meanwhile.
+// probe appends a barrier entry to the leader's log and returns, as
+// target, an index past every entry the log held when it began (the
+// barrier's, or a write's appended meanwhile): a follower that has stored
+// target stored an entry after the probe began. It waits up to window for
+// the leader to append one, not for the barrier to commit or be applied
+// (a leader busy applying, or taking a snapshot, would otherwise leave
+// only an index from before the probe, which a follower whose disk failed
+// since may have stored). term is the leader's term before it. A
+// *NotLeaderError when raft refuses it as a follower or loses leadership
+// meanwhile; ErrMembershipChanging (nothing changed) when the leader
+// appended nothing within window.
 func (n *Node) probe(window time.Duration) (target, term uint64, err error) {
-	term, target = n.raft.CurrentTerm(), n.raft.LastIndex()
+	term, pre := n.raft.CurrentTerm(), n.raft.LastIndex()
 	f := n.raft.Barrier(window)
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
-	t := time.NewTimer(window)
-	defer t.Stop()
-	select {
-	case err := <-done:
-		switch {
-		case err == nil:
-			if i, ok := f.(raft.IndexFuture); ok {
-				target = i.Index()
+	deadline := time.Now().Add(window)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for target = n.raft.LastIndex(); target <= pre; target = n.raft.LastIndex() {
+		select {
+		case err := <-done:
+			switch {
+			case err == nil:
+				continue // committed and applied: appended, read again
+			case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost):
+				return 0, 0, n.notLeader()
+			case errors.Is(err, raft.ErrRaftShutdown):
+				return 0, 0, ErrClosed
 			}
-		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost):
-			return 0, 0, n.notLeader()
-		case errors.Is(err, raft.ErrRaftShutdown):
-			return 0, 0, ErrClosed
+			done = nil // enqueue timed out: wait out the window below
+		case <-tick.C:
 		}
-	case <-t.C:
+		if time.Now().After(deadline) {
+			return 0, 0, fmt.Errorf("%w: the leader did not append its probe entry within %s (busy); retry", ErrMembershipChanging, window)
+		}
 	}
 	if n.raft.CurrentTerm() != term {
 		return 0, 0, n.notLeader()

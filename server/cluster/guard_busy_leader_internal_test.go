@@ -1,0 +1,145 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/batpak-go/batpak/core"
+)
+
+// diskFailTransport answers, once failing, every AppendEntries carrying
+// entries with Success false — a follower whose log store fails — and
+// heartbeats as ever.
+type diskFailTransport struct {
+	*raft.InmemTransport
+	failing atomic.Bool
+	out     chan raft.RPC
+}
+
+func newDiskFailTransport(addr string) *diskFailTransport {
+	_, tr := raft.NewInmemTransport(raft.ServerAddress(addr))
+	d := &diskFailTransport{InmemTransport: tr, out: make(chan raft.RPC)}
+	go func() {
+		for rpc := range tr.Consumer() {
+			if req, ok := rpc.Command.(*raft.AppendEntriesRequest); ok && len(req.Entries) > 0 && d.failing.Load() {
+				rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, Success: false}, nil)
+				continue
+			}
+			d.out <- rpc
+		}
+	}()
+	return d
+}
+
+func (d *diskFailTransport) Consumer() <-chan raft.RPC { return d.out }
+
+// The removal guard judges followers against an entry appended after the
+// probe began, even while the leader's state machine is held up (here: a
+// tenant's drop waiting for fsm.mu) past the contact window, so that the
+// probe's barrier is not applied: a follower whose disk failed after it
+// stored everything before the probe, and that still answers heartbeats,
+// is named behind, and removing the only healthy follower is refused.
+func TestGuardWithABusyLeaderCountsNoFollowerThatCannotStore(t *testing.T) {
+	root := t.TempDir()
+	trans := map[string]*diskFailTransport{}
+	nodes := map[string]*Node{}
+	var servers []Server
+	for i := 1; i <= 3; i++ {
+		id := fmt.Sprintf("n%d", i)
+		trans[id] = newDiskFailTransport(id)
+		servers = append(servers, Server{ID: id, Address: id})
+	}
+	for a, ta := range trans {
+		for b, tb := range trans {
+			if a != b {
+				ta.Connect(raft.ServerAddress(b), tb.InmemTransport)
+			}
+		}
+	}
+	for id, tr := range trans {
+		cfg := Config{ID: id, Dir: filepath.Join(root, id), Transport: tr,
+			HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond, LeaderLeaseTimeout: 500 * time.Millisecond,
+			ApplyTimeout: 3 * time.Second}
+		n, err := Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[id] = n
+		t.Cleanup(func() { _ = n.Close() })
+	}
+	if err := nodes["n1"].Bootstrap(servers...); err != nil {
+		t.Fatal(err)
+	}
+	var l *Node
+	for deadline := time.Now().Add(10 * time.Second); l == nil; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+		for _, n := range nodes {
+			if n.IsLeader() {
+				l = n
+			}
+		}
+	}
+	one := core.BatchItem{Coordinate: core.Coordinate{Entity: "e", Scope: "s"}, Kind: core.MustKind(1, 1), Payload: []byte(`{"n":1}`)}
+	for _, tn := range []string{"t1", "t2"} {
+		if _, err := l.Append(context.Background(), tn, one); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var failingID, healthyID string
+	for id := range nodes {
+		if id == l.ID() {
+			continue
+		}
+		if failingID == "" {
+			failingID = id
+		} else {
+			healthyID = id
+		}
+	}
+	// Hold the leader's FSM: a drop waits for fsm.mu.
+	l.fsm.mu.RLock()
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			l.fsm.mu.RUnlock()
+		}
+	}
+	defer release()
+	go func() { _ = l.DropStore(context.Background(), "t2") }()
+	// The drop entry reaches both followers' logs.
+	last := l.raft.LastIndex()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("drop entry not replicated")
+		}
+		if l.raft.LastIndex() > last {
+			k1, k2 := l.watch.contacts.of(raft.ServerID(failingID)), l.watch.contacts.of(raft.ServerID(healthyID))
+			if k1.match >= l.raft.LastIndex() && k2.match >= l.raft.LastIndex() {
+				break
+			}
+		}
+	}
+	trans[failingID].failing.Store(true) // its disk fails now; nothing written since
+	t0 := time.Now()
+	err := l.Leave(healthyID)
+	t.Logf("Leave(%s) with %s's disk failed and the leader's FSM held: %v (after %v)", healthyID, failingID, err, time.Since(t0))
+	release()
+	if err == nil || !errors.Is(err, ErrNoQuorum) {
+		// Show the consequence: no write commits.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_, werr := l.Append(ctx, "t1", one)
+		t.Errorf("guard allowed removing %s while the only other voter %s stores nothing (err=%v); a write afterwards: %v; members %+v",
+			healthyID, failingID, err, werr, l.Status().Servers)
+	}
+}
