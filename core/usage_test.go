@@ -24,9 +24,15 @@ func TestUsageMatchesStats(t *testing.T) {
 	kind, _ := core.CustomKind(1, 1)
 	check := func() {
 		t.Helper()
-		st, u := s.Stats(), s.Usage()
+		st, u, est := s.Stats(), s.Usage(), s.StatsEstimated()
 		if u.GlobalSequence != st.GlobalSequence || u.Bytes != st.Bytes || u.Segments != st.Segments || u.Fsyncs != st.Fsyncs {
 			t.Fatalf("Usage %+v, Stats bytes %d segments %d fsyncs %d", u, st.Bytes, st.Segments, st.Fsyncs)
+		}
+		// StatsEstimated is Stats but for the index's bytes, Usage's.
+		walked := st
+		walked.IndexBytes = u.IndexBytes
+		if est != walked {
+			t.Fatalf("StatsEstimated %+v, want Stats with Usage's IndexBytes %+v", est, walked)
 		}
 	}
 	check()

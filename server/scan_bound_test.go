@@ -190,4 +190,37 @@ func TestReadsOfARareRegionAreBoundedPerRequest(t *testing.T) {
 	if _, err := big.QueryPage(ctx, client.Query{Limit: 1}); err != nil {
 		t.Errorf("a request a second after the stream caught up: %v", err)
 	}
+
+	// Reads that send every event — an export, an NDJSON query of them
+	// all — take a request for each 1,000 events past the first 1,000,
+	// as pages would: about 200 here, at 100 a second.
+	if _, err := op.Admin().SetQuotas(ctx, "big", client.Quotas{EventsPerSecond: -1, BytesPerSecond: -1, RequestsPerSecond: 100, RequestsBurst: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/v1/tenants/big/export", "/v1/tenants/big/events"} {
+		time.Sleep(100 * time.Millisecond)
+		req, _ := http.NewRequest("GET", srv.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+k.Key)
+		req.Header.Set("Accept", "application/x-ndjson")
+		began := time.Now()
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		sc := bufio.NewScanner(res.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			n++
+		}
+		res.Body.Close()
+		took := time.Since(began)
+		if res.StatusCode != 200 || n < total {
+			t.Fatalf("%s: %d, %d lines, want %d events", path, res.StatusCode, n, total)
+		}
+		if took < 1500*time.Millisecond {
+			t.Errorf("%s sent %d events in %s, faster than the tenant's request rate allows", path, total, took)
+		}
+		t.Logf("%s of %d events at 100 requests a second: %s", path, total, took)
+	}
 }

@@ -54,7 +54,7 @@ func openFollowing(opts Options) (*Plane, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &follower{cancel: cancel, done: make(chan struct{}), sub: s.SubscribeLossy(core.All()), cur: s.Cursor(core.All()), wake: make(chan struct{})}
 	p.follow = f
-	end := s.Stats().GlobalSequence
+	end := s.Usage().GlobalSequence
 	f.replayed = end
 	go p.tail(ctx)
 	if err := p.WaitApplied(context.Background(), end); err != nil {
@@ -180,7 +180,7 @@ func (p *Plane) Err() error {
 // it records them and reports its store's Stats().GlobalSequence.
 func (p *Plane) Applied() uint64 {
 	if p.follow == nil {
-		return p.store.Stats().GlobalSequence
+		return p.store.Usage().GlobalSequence
 	}
 	applied, _, _ := p.follow.state()
 	return applied
@@ -219,7 +219,7 @@ func (p *Plane) WaitApplied(ctx context.Context, seq uint64) error {
 func (p *Plane) lockChange() {
 	p.wmu.Lock()
 	if p.follow != nil {
-		_ = p.WaitApplied(context.Background(), p.store.Stats().GlobalSequence)
+		_ = p.WaitApplied(context.Background(), p.store.Usage().GlobalSequence)
 	}
 }
 

@@ -19,11 +19,39 @@ import (
 	"github.com/batpak-go/batpak/server/wire"
 )
 
-// scanCharge is what charges a long read's walk of the call's tenant's
-// index, a step of PageExamine entries at a time past the first, to the
-// tenant's request rate: it takes the steps' tokens and says how long the
-// read waits for them (quota.Tenant.ReserveRequests). The operator's
-// reads are charged to nothing, as its requests are not.
+// readPacer charges a long read (an NDJSON query, an export) to its
+// tenant's request rate as the pages of the same read would be: one
+// request for each MaxPageLimit events it sends and for each PageExamine
+// index entries it examines, whichever is more, past the first (the
+// request's own), waiting for them before it reads on.
+type readPacer struct {
+	ctx    context.Context
+	charge func(steps int) time.Duration
+	paid   uint64
+}
+
+// owe charges what sending events and examining examined entries in all
+// owes past what was paid, and waits it out: ctx's error if ctx ends
+// first.
+func (p *readPacer) owe(events, examined uint64) error {
+	owed := max(events/MaxPageLimit, examined/PageExamine)
+	if owed <= p.paid {
+		return nil
+	}
+	wait := p.charge(int(owed - p.paid))
+	p.paid = owed
+	if wait > 0 && !sleep(p.ctx, wait) {
+		return p.ctx.Err()
+	}
+	return nil
+}
+
+// scanCharge is what charges a long read's extra steps (a step of
+// PageExamine entries walked, or of MaxPageLimit events sent, past the
+// first) to the call's tenant's request rate: it takes the steps' tokens
+// and says how long the read waits for them
+// (quota.Tenant.ReserveRequests). The operator's reads are charged to
+// nothing, as its requests are not.
 func (a *API) scanCharge(c *call) func(steps int) time.Duration {
 	if c.principal.Operator {
 		return func(int) time.Duration { return 0 }
@@ -498,15 +526,10 @@ func (a *API) queryEvents(c *call) error {
 	// rate, a request for each PageExamine more (waiting for it), as the
 	// pages of the same query would be.
 	cur.ExamineAtMost(PageExamine)
-	charge := a.scanCharge(c)
-	var paced uint64
+	pacer := &readPacer{ctx: c.r.Context(), charge: a.scanCharge(c)}
 	readStep := func() (evs []core.StoredEvent, more bool, err error) {
-		if owed := cur.Examined() / PageExamine; owed > paced {
-			wait := charge(int(owed - paced))
-			paced = owed
-			if wait > 0 && !sleep(c.r.Context(), wait) {
-				return nil, false, c.r.Context().Err()
-			}
+		if err := pacer.owe(uint64(sent), cur.Examined()); err != nil {
+			return nil, false, err
 		}
 		if hold, err = a.bodies.take(c.r.Context(), c.tenant, ndjsonStepHold, recorderOf(c.w)); err != nil {
 			return nil, false, err
@@ -711,7 +734,7 @@ func (a *API) stats(c *call) error {
 	if err != nil {
 		return err
 	}
-	st := s.Stats()
+	st := s.StatsEstimated() // a walk of the index would cost with the tenant's log
 	eff := a.opts.Plane.Effective(c.tenant)
 	out := map[string]any{
 		"events": st.Events, "global_sequence": st.GlobalSequence, "entities": st.Entities,
@@ -818,7 +841,11 @@ func (a *API) export(c *call) error {
 	c.w.Header().Set("Content-Type", "application/x-ndjson")
 	c.w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriterSize(ctxWriter{c.w, c.r.Context()}, 64<<10)
-	if _, err := s.Export(bw, core.All(), nil); err != nil {
+	// At the tenant's request rate, a request per MaxPageLimit events
+	// past the first (a client gone ends the export at its next write).
+	pacer := &readPacer{ctx: c.r.Context(), charge: a.scanCharge(c)}
+	progress := func(n int) { _ = pacer.owe(uint64(n), uint64(n)) }
+	if _, err := s.Export(bw, core.All(), progress); err != nil {
 		a.log.Warn("export ended early", "request_id", c.info.id, "tenant", c.tenant, "error", a.scrub(c, err.Error()))
 		// Cut the response so the client sees a broken stream, not a
 		// short but well-formed one.
