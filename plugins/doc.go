@@ -21,12 +21,16 @@
 // Compiler they run in your process unbounded. What the host bounds
 // itself either way: a module declaring more than its bytes hold (a
 // count or a length in any section, or in the custom section "name"),
-// over MaxFunctions, MaxTypes, MaxFunctionLocals, MaxModuleLocals or
-// MaxTypeArity, or written in a form wazero reads with other bytes than
+// over MaxFunctions (defined, and imported and defined together),
+// MaxTypes, MaxFunctionLocals, MaxModuleLocals, MaxTypeArity or
+// MaxFunctionLookups, or written in a form wazero reads with other bytes than
 // the host (a reference or heap type other than funcref and externref —
 // in a ref.null, a table, an element segment —, a typed function
 // reference as a value type, an element kind other than 0x00) is refused
 // before wazero decodes it in the host's process, by Load and Inspect.
+// Every runtime the host makes has wazero's debug information off:
+// DWARF sections are never parsed, and a trap names functions, not
+// source lines.
 //
 // Load checks the pin, compiles (cached on disk across runs when CacheDir
 // is set), instantiates WASI and the host module first (a Go c-shared

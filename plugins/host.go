@@ -207,7 +207,7 @@ func NewHost(opts HostOptions) (*Host, error) {
 		h.valid.dir = filepath.Join(opts.CacheDir, "batpak-valid")
 		h.bounded.dir = filepath.Join(opts.CacheDir, "batpak-bounded", wazeroVersion)
 	}
-	h.validator = wazero.NewRuntimeWithConfig(context.Background(), wazero.NewRuntimeConfigInterpreter())
+	h.validator = wazero.NewRuntimeWithConfig(context.Background(), wazero.NewRuntimeConfigInterpreter().WithDebugInfoEnabled(false))
 	return h, nil
 }
 
@@ -756,7 +756,7 @@ var wazeroVersion = func() string {
 // it (a damaged entry, a full disk) is not an error: the Host then
 // compiles it in memory, in no longer than it took here.
 func CompileInto(ctx context.Context, dir string, original, rewritten []byte) error {
-	v := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
+	v := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter().WithDebugInfoEnabled(false))
 	mod, err := v.CompileModule(ctx, original)
 	if err == nil {
 		err = mod.Close(ctx)
@@ -790,10 +790,18 @@ func CompileInto(ctx context.Context, dir string, original, rewritten []byte) er
 // runtimeConfig is the configuration of every runtime that runs plugins:
 // compiled (the cache keys compiled code by module and by this
 // configuration's interruptibility) and interruptible, so Limits.Timeout
-// stops a loop.
+// stops a loop. Without debug information, as every runtime the host
+// makes (see below).
 func runtimeConfig(cache wazero.CompilationCache) wazero.RuntimeConfig {
-	return wazero.NewRuntimeConfig().WithCompilationCache(cache).WithCloseOnContextDone(true)
+	return wazero.NewRuntimeConfig().WithCompilationCache(cache).WithCloseOnContextDone(true).WithDebugInfoEnabled(false)
 }
+
+// Every runtime the host makes has wazero's debug information off: with it
+// on, wazero parses a module's DWARF custom sections (debug/dwarf, whose
+// memory grows with the square of what a module declares: a 152 KB
+// module asked gigabytes and the process died) and keeps the result
+// with the compiled module, uncharged. A trap's stack trace then names
+// functions (from the "name" section), not source lines.
 
 // fixedEpoch is the time a plugin without the clock grant sees:
 // 2020-01-01T00:00:00Z, always.

@@ -104,7 +104,7 @@ func Inspect(ctx context.Context, wasm []byte) (*Inspection, error) {
 	// The interpreter compiles fastest, and this runtime shares no cache
 	// with a Host's (whose code must be interruptible).
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter().
-		WithCloseOnContextDone(true).WithMemoryLimitPages(inspectMemoryPages))
+		WithCloseOnContextDone(true).WithMemoryLimitPages(inspectMemoryPages).WithDebugInfoEnabled(false))
 	defer rt.Close(ctx)
 	mod, err := rt.CompileModule(ctx, wasm)
 	if err != nil {

@@ -53,6 +53,18 @@ const (
 	MaxTypeArity      = 1_000
 )
 
+// MaxFunctionLookups bounds the functions (imported and defined, at most
+// MaxFunctions together) times the exports and local-name entries of a
+// module: wazero describes each function by scanning every export and
+// every entry of the "name" section's local names for it, in the host's
+// process at every load (a 720 KB module of 80,000 imported functions
+// and 160,000 local-name entries took 11 s of a core, and the cost grows
+// with the square of the size), so the host refuses a module past it
+// (about a tenth of a second). A module with debug names for many
+// functions is refused by it: strip its local names (wasm-strip, or
+// build without debug information).
+const MaxFunctionLookups = 100_000_000
+
 // What a host charges for a loaded module (HostOptions.Charge,
 // MemoryCode). Before compiling, CodeEstimate: the module's own part on
 // the Go heap (its decoded sections — wazero keeps custom sections and
@@ -142,6 +154,9 @@ type moduleShape struct {
 	// section (id, size, body); zero if there is none.
 	tableStart, tableEnd int
 	functions            uint64 // bodies in the code section
+	importedFuncs        uint64 // functions the import section names
+	exports              uint64 // entries of the export section
+	localNames           uint64 // entries of the "name" section's local names
 	codeBytes            uint64 // the code section's size
 	types                uint64 // entries of the type section
 	size                 uint64 // the module's bytes
@@ -364,7 +379,7 @@ func readModule(wasm []byte) (moduleShape, error) {
 		switch id {
 		case secCustom:
 			if string(sec.bytes("a custom section's name")) == "name" {
-				sec.nameSection()
+				s.localNames += sec.nameSection()
 			} else {
 				sec.b = nil // wazero copies it whole, at most the module's size
 			}
@@ -375,6 +390,7 @@ func readModule(wasm []byte) (moduleShape, error) {
 				switch sec.u8() {
 				case 0x00: // function
 					sec.uleb()
+					s.importedFuncs++
 				case 0x01: // table
 					ref := sec.refType("an imported table of reference type")
 					min, max, hasMax := sec.limits()
@@ -417,7 +433,9 @@ func readModule(wasm []byte) (moduleShape, error) {
 				sec.constExpr()
 			}
 		case secExport:
-			for n := sec.count(3, "exports"); n > 0 && sec.err == nil; n-- {
+			n := sec.count(3, "exports")
+			s.exports += n
+			for ; n > 0 && sec.err == nil; n-- {
 				sec.bytes("an export's name")
 				sec.u8()
 				sec.uleb()
@@ -537,7 +555,7 @@ const (
 // subsection (errOverclaim). wazero reads a known subsection's entries
 // without regard to its declared size, so each must end exactly where
 // its size says.
-func (r *wasmReader) nameSection() {
+func (r *wasmReader) nameSection() (localNames uint64) {
 	for len(r.b) > 0 && r.err == nil {
 		id := r.u8()
 		sub := wasmReader{b: r.bytes("a name subsection")}
@@ -550,7 +568,9 @@ func (r *wasmReader) nameSection() {
 		case nameFunctions:
 			sub.nameMap("function names")
 		case nameLocals:
-			for n := sub.count(2, "functions' local names"); n > 0 && sub.err == nil; n-- {
+			n := sub.count(2, "functions' local names")
+			localNames += n
+			for ; n > 0 && sub.err == nil; n-- {
 				sub.uleb() // function index
 				sub.nameMap("local names")
 			}
@@ -565,6 +585,7 @@ func (r *wasmReader) nameSection() {
 			r.b = nil
 		}
 	}
+	return localNames
 }
 
 // nameMap reads a name map: a count, then an index and a name each.
@@ -627,6 +648,11 @@ func (s *moduleShape) decodeBounds() string {
 		return fmt.Sprintf("its functions declare %d locals together, over the limit of %d", s.locals, MaxModuleLocals)
 	case s.maxArity > MaxTypeArity:
 		return fmt.Sprintf("a function type has %d parameters or results, over the limit of %d", s.maxArity, MaxTypeArity)
+	case s.importedFuncs+s.functions > MaxFunctions:
+		return fmt.Sprintf("it imports and defines %d functions, over the limit of %d", s.importedFuncs+s.functions, MaxFunctions)
+	case (s.importedFuncs+s.functions)*min(s.exports+s.localNames, 1<<40) > MaxFunctionLookups:
+		return fmt.Sprintf("its %d functions and its %d exports and %d local-name entries (each function is looked up in each) make %d lookups, over the limit of %d: strip the module's local names (wasm-strip, or build without debug information) or export fewer functions",
+			s.importedFuncs+s.functions, s.exports, s.localNames, (s.importedFuncs+s.functions)*min(s.exports+s.localNames, 1<<40), MaxFunctionLookups)
 	}
 	return ""
 }
