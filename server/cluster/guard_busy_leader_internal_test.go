@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,32 +12,6 @@ import (
 
 	"github.com/batpak-go/batpak/core"
 )
-
-// diskFailTransport answers, once failing, every AppendEntries carrying
-// entries with Success false — a follower whose log store fails — and
-// heartbeats as ever.
-type diskFailTransport struct {
-	*raft.InmemTransport
-	failing atomic.Bool
-	out     chan raft.RPC
-}
-
-func newDiskFailTransport(addr string) *diskFailTransport {
-	_, tr := raft.NewInmemTransport(raft.ServerAddress(addr))
-	d := &diskFailTransport{InmemTransport: tr, out: make(chan raft.RPC)}
-	go func() {
-		for rpc := range tr.Consumer() {
-			if req, ok := rpc.Command.(*raft.AppendEntriesRequest); ok && len(req.Entries) > 0 && d.failing.Load() {
-				rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, Success: false}, nil)
-				continue
-			}
-			d.out <- rpc
-		}
-	}()
-	return d
-}
-
-func (d *diskFailTransport) Consumer() <-chan raft.RPC { return d.out }
 
 // The removal guard judges followers against an entry appended after the
 // probe began, even while the leader's state machine is held up (here: a
@@ -48,12 +21,12 @@ func (d *diskFailTransport) Consumer() <-chan raft.RPC { return d.out }
 // is named behind, and removing the only healthy follower is refused.
 func TestGuardWithABusyLeaderCountsNoFollowerThatCannotStore(t *testing.T) {
 	root := t.TempDir()
-	trans := map[string]*diskFailTransport{}
+	trans := map[string]*DiskFailTransport{}
 	nodes := map[string]*Node{}
 	var servers []Server
 	for i := 1; i <= 3; i++ {
 		id := fmt.Sprintf("n%d", i)
-		trans[id] = newDiskFailTransport(id)
+		trans[id] = NewDiskFailTransport(id)
 		servers = append(servers, Server{ID: id, Address: id})
 	}
 	for a, ta := range trans {
@@ -129,7 +102,7 @@ func TestGuardWithABusyLeaderCountsNoFollowerThatCannotStore(t *testing.T) {
 			}
 		}
 	}
-	trans[failingID].failing.Store(true) // its disk fails now; nothing written since
+	trans[failingID].Fail(true) // its disk fails now; nothing written since
 	t0 := time.Now()
 	err := l.Leave(healthyID)
 	t.Logf("Leave(%s) with %s's disk failed and the leader's FSM held: %v (after %v)", healthyID, failingID, err, time.Since(t0))

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,46 +14,18 @@ import (
 	"github.com/batpak-go/batpak/server/cluster"
 )
 
-// diskFailTransport is a node's raft transport that, once failing,
-// answers every AppendEntries carrying entries with Success=false — what
-// raft answers when its log store cannot take them (a failing or full
-// disk) — and passes everything else, heartbeats included, to raft: the
-// node looks alive to its leader but stores nothing.
-type diskFailTransport struct {
-	*raft.InmemTransport
-	failing atomic.Bool
-	out     chan raft.RPC
-}
-
-func newDiskFailTransport(addr string) *diskFailTransport {
-	_, tr := raft.NewInmemTransport(raft.ServerAddress(addr))
-	d := &diskFailTransport{InmemTransport: tr, out: make(chan raft.RPC)}
-	go func() {
-		for rpc := range tr.Consumer() {
-			if req, ok := rpc.Command.(*raft.AppendEntriesRequest); ok && len(req.Entries) > 0 && d.failing.Load() {
-				rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, Success: false}, nil)
-				continue
-			}
-			d.out <- rpc
-		}
-	}()
-	return d
-}
-
-func (d *diskFailTransport) Consumer() <-chan raft.RPC { return d.out }
-
 // diskFailCluster starts a 3-node cluster on diskFailTransports and
 // returns its leader, a follower whose disk then fails and the other
 // follower, once a write has reached all three.
-func diskFailCluster(t *testing.T, adjust func(*cluster.Config)) (l *cluster.Node, failing *diskFailTransport, failingID, healthyID string, nodes map[string]*cluster.Node) {
+func diskFailCluster(t *testing.T, adjust func(*cluster.Config)) (l *cluster.Node, failing *cluster.DiskFailTransport, failingID, healthyID string, nodes map[string]*cluster.Node) {
 	t.Helper()
 	root := t.TempDir()
-	trans := map[string]*diskFailTransport{}
+	trans := map[string]*cluster.DiskFailTransport{}
 	nodes = map[string]*cluster.Node{}
 	var servers []cluster.Server
 	for i := 1; i <= 3; i++ {
 		id := fmt.Sprintf("n%d", i)
-		trans[id] = newDiskFailTransport(id)
+		trans[id] = cluster.NewDiskFailTransport(id)
 		servers = append(servers, cluster.Server{ID: id, Address: id})
 	}
 	for a, ta := range trans {
@@ -115,7 +86,7 @@ func diskFailCluster(t *testing.T, adjust func(*cluster.Config)) (l *cluster.Nod
 // hang its caller.
 func TestClusterMembershipChangeThatCannotCommitAnswersWithinTheApplyTimeout(t *testing.T) {
 	l, failing, failingID, healthyID, _ := diskFailCluster(t, func(c *cluster.Config) { c.ApplyTimeout = 2 * time.Second })
-	failing.failing.Store(true)
+	failing.Fail(true)
 	start := time.Now()
 	done := make(chan error, 1)
 	go func() { done <- l.ForceLeave(healthyID) }()
@@ -186,7 +157,7 @@ func TestClusterConcurrentRemovalsAreJudgedOneAfterTheOther(t *testing.T) {
 // cluster keeps taking writes.
 func TestClusterRefusesARemovalLeavingAFollowerThatCannotStoreEntries(t *testing.T) {
 	l, failing, failingID, healthyID, nodes := diskFailCluster(t, nil)
-	failing.failing.Store(true)
+	failing.Fail(true)
 	time.Sleep(500 * time.Millisecond)
 	err := l.Leave(healthyID)
 	var qe *cluster.QuorumError
@@ -197,7 +168,7 @@ func TestClusterRefusesARemovalLeavingAFollowerThatCannotStoreEntries(t *testing
 		t.Fatalf("a write after the refused removal: %v", err)
 	}
 	// Once it stores entries again, the removal is accepted.
-	failing.failing.Store(false)
+	failing.Fail(false)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		err := l.Leave(healthyID)
 		if err == nil {
