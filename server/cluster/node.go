@@ -672,18 +672,11 @@ func (n *Node) join(id, addr string, force bool) error {
 		}
 		c.Close()
 	}
-	if n.raft.State() != raft.Leader {
-		return n.notLeader()
-	}
-	unlock, err := n.lockMembership()
+	unlock, f, err := n.beginMembershipChange()
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	f := n.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
-		return n.configErr(err)
-	}
 	// prev 0: raft checks no index for the first proposal (in raft v1.7.2
 	// GetConfiguration leaves its Index 0); lockMembership keeps this
 	// node's other changes out meanwhile. The addition after a removal
@@ -837,18 +830,11 @@ func (n *Node) Leave(id string) error { return n.leave(id, false) }
 func (n *Node) ForceLeave(id string) error { return n.leave(id, true) }
 
 func (n *Node) leave(id string, force bool) error {
-	if n.raft.State() != raft.Leader {
-		return n.notLeader()
-	}
-	unlock, err := n.lockMembership()
+	unlock, f, err := n.beginMembershipChange()
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	f := n.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
-		return n.configErr(err)
-	}
 	if !force {
 		if err := n.quorumWithout(f.Configuration(), raft.ServerID(id)); err != nil {
 			return err
@@ -893,6 +879,26 @@ func (e *timedOutChange) Error() string {
 }
 
 func (e *timedOutChange) Is(target error) bool { return target == ErrMembershipUnknown }
+
+// beginMembershipChange starts a join or removal on the leader: it takes
+// the node's membership token (lockMembership; unlock gives it back) and
+// reads the configuration the change is judged against. A
+// *NotLeaderError on a follower.
+func (n *Node) beginMembershipChange() (unlock func(), f raft.ConfigurationFuture, err error) {
+	if n.raft.State() != raft.Leader {
+		return nil, nil, n.notLeader()
+	}
+	unlock, err = n.lockMembership()
+	if err != nil {
+		return nil, nil, err
+	}
+	f = n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		unlock()
+		return nil, nil, n.configErr(err)
+	}
+	return unlock, f, nil
+}
 
 // lockMembership takes the node's membership token (see Node.changing),
 // waiting at most the apply timeout for a change under way on this node
