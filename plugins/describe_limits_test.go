@@ -25,6 +25,7 @@ func TestModulesCostlyToDescribeAreRefused(t *testing.T) {
 		"20,000 imports, 40,000 local-name entries": {testmodules.ManyImportsAndLocalNames(20_000, 40_000), "lookups, over the limit"},
 		"20,000 imports, each exported":             {testmodules.ManyImportsAndExports(20_000), "lookups, over the limit"},
 		"60,000 imports":                            {testmodules.ManyImportsAndLocalNames(60_000, 0), "imports and defines 60000 functions"},
+		"20,000 functions of 20,000 types":          {testmodules.TypesAndFunctions(20_000, 20_000), "each function is compiled with each in view"},
 	} {
 		start := time.Now()
 		_, err := newHost(t).Load(context.Background(), c.wasm, projManifest("describe"))

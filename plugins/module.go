@@ -53,16 +53,20 @@ const (
 	MaxTypeArity      = 1_000
 )
 
-// MaxFunctionLookups bounds the functions (imported and defined, at most
-// MaxFunctions together) times the exports and local-name entries of a
-// module: wazero describes each function by scanning every export and
-// every entry of the "name" section's local names for it, in the host's
-// process at every load (a 720 KB module of 80,000 imported functions
-// and 160,000 local-name entries took 11 s of a core, and the cost grows
-// with the square of the size), so the host refuses a module past it
-// (about a tenth of a second). A module with debug names for many
-// functions is refused by it: strip its local names (wasm-strip, or
-// build without debug information).
+// MaxFunctionLookups bounds two products of a module's counts, each work
+// wazero does once per function over a whole section, in the host's
+// process at every load: its functions (imported and defined, at most
+// MaxFunctions together) times its exports and local-name entries, which
+// wazero scans to describe each function (a 720 KB module of 80,000
+// imported functions and 160,000 local-name entries took 11 s of a
+// core), and its defined functions times its types, imports and
+// globals, which the compiler walks before compiling each function
+// (50,000 empty functions of 50,000 types, 350 KB, took 21.6 s). The
+// cost grows with the square of the module's size; at the bound it is
+// about a second. A module with debug names for many functions (10,000
+// or more) is refused by it: strip its local names (wasm-strip, or build
+// without debug information). A Go guest is far below it (4,246
+// functions: 25,476 and about 233,000).
 const MaxFunctionLookups = 100_000_000
 
 // What a host charges for a loaded module (HostOptions.Charge,
@@ -155,6 +159,7 @@ type moduleShape struct {
 	tableStart, tableEnd int
 	functions            uint64 // bodies in the code section
 	importedFuncs        uint64 // functions the import section names
+	imports              uint64 // entries of the import section
 	exports              uint64 // entries of the export section
 	localNames           uint64 // entries of the "name" section's local names
 	codeBytes            uint64 // the code section's size
@@ -384,7 +389,9 @@ func readModule(wasm []byte) (moduleShape, error) {
 				sec.b = nil // wazero copies it whole, at most the module's size
 			}
 		case secImport:
-			for n := sec.count(4, "imports"); n > 0 && sec.err == nil; n-- {
+			n := sec.count(4, "imports")
+			s.imports += n
+			for ; n > 0 && sec.err == nil; n-- {
 				sec.bytes("an import's module name")
 				sec.bytes("an import's name")
 				switch sec.u8() {
@@ -650,6 +657,9 @@ func (s *moduleShape) decodeBounds() string {
 		return fmt.Sprintf("a function type has %d parameters or results, over the limit of %d", s.maxArity, MaxTypeArity)
 	case s.importedFuncs+s.functions > MaxFunctions:
 		return fmt.Sprintf("it imports and defines %d functions, over the limit of %d", s.importedFuncs+s.functions, MaxFunctions)
+	case s.functions*(s.types+s.imports+s.globals) > MaxFunctionLookups:
+		return fmt.Sprintf("its %d functions and its %d types, %d imports and %d globals (each function is compiled with each in view) make %d lookups, over the limit of %d: fewer functions, or fewer types, imports and globals",
+			s.functions, s.types, s.imports, s.globals, s.functions*(s.types+s.imports+s.globals), MaxFunctionLookups)
 	case (s.importedFuncs+s.functions)*min(s.exports+s.localNames, 1<<40) > MaxFunctionLookups:
 		return fmt.Sprintf("its %d functions and its %d exports and %d local-name entries (each function is looked up in each) make %d lookups, over the limit of %d: strip the module's local names (wasm-strip, or build without debug information) or export fewer functions",
 			s.importedFuncs+s.functions, s.exports, s.localNames, (s.importedFuncs+s.functions)*min(s.exports+s.localNames, 1<<40), MaxFunctionLookups)

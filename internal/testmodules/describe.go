@@ -64,3 +64,25 @@ func DWARF(units int) []byte {
 	m = WithSection(m, 0, Custom(".debug_abbrev", abbrev))
 	return WithSection(m, 0, Custom(".debug_info", info))
 }
+
+// TypesAndFunctions is a module of types function types, all () -> (),
+// and functions empty functions of the first: wazero's compiler walks
+// every type before compiling each function.
+func TypesAndFunctions(types, functions int) []byte {
+	ts := ULEB(nil, uint64(types))
+	for range types {
+		ts = append(ts, 0x60, 0, 0)
+	}
+	m := WithSection(header, 1, ts)
+	fs := ULEB(nil, uint64(functions))
+	for range functions {
+		fs = append(fs, 0)
+	}
+	m = WithSection(m, 3, fs)
+	m = WithSection(m, 5, []byte{1, 0, 1})
+	code := ULEB(nil, uint64(functions))
+	for range functions {
+		code = append(code, 2, 0, 0x0b) // a body of 2 bytes: no locals, end
+	}
+	return WithSection(m, 10, code)
+}
