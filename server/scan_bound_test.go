@@ -223,4 +223,25 @@ func TestReadsOfARareRegionAreBoundedPerRequest(t *testing.T) {
 		}
 		t.Logf("%s of %d events at 100 requests a second: %s", path, total, took)
 	}
+	// So does an event stream catching up on every event.
+	time.Sleep(100 * time.Millisecond)
+	sctx2, cancel2 := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel2()
+	began = time.Now()
+	all := big.Subscribe(sctx2, client.Query{}, client.FromStart())
+	defer all.Close()
+	n := 0
+	for _, err := range all.Events() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n++; n == total {
+			break
+		}
+	}
+	if took := time.Since(began); took < 1500*time.Millisecond {
+		t.Errorf("an event stream caught up on %d events in %s, faster than the tenant's request rate allows", total, took)
+	} else {
+		t.Logf("an event stream catching up on %d events at 100 requests a second: %s", total, took)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"mime"
 	"net/http"
 	"net/http/httptrace"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -40,7 +41,13 @@ func (e *IdleError) Reason() string {
 	if e.Whole {
 		return fmt.Sprintf("the server's answer to %s came slower than 1 MiB in %s", e.Request, e.Idle)
 	}
-	return fmt.Sprintf("the server sent nothing for %s during %s", e.Idle, e.Request)
+	msg := fmt.Sprintf("the server sent nothing for %s during %s", e.Idle, e.Request)
+	if strings.HasSuffix(e.Request, "/export") {
+		// An export waits between steps of 1,000 events for the tenant's
+		// request rate.
+		msg += " (an export is paced to the tenant's requests_per_second: 1,000 events a request)"
+	}
+	return msg
 }
 
 func (e *IdleError) Error() string {

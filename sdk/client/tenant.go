@@ -593,7 +593,10 @@ func (t *Tenant) PollCursor(ctx context.Context, name string, limit int) ([]Even
 		if err != nil || len(p.Events) > 0 || !p.More || p.NextPosition <= p.Committed {
 			return p.Events, err
 		}
-		if err := t.CommitCursor(ctx, name, p.NextPosition); err != nil {
+		// Only if the cursor is still the one read, where it was read: a
+		// cursor defined again or committed meanwhile is polled again.
+		err = t.commitCursor(ctx, name, p.NextPosition, p.CursorID, &p.Committed)
+		if err != nil && !errors.Is(err, ErrConflict) {
 			return nil, err
 		}
 	}
@@ -644,7 +647,14 @@ func (t *Tenant) PollCursorPage(ctx context.Context, name string, limit int) (Cu
 // processed: that event's GlobalSequence+1) as the cursor's committed
 // position. Committing the same position again is a no-op.
 func (t *Tenant) CommitCursor(ctx context.Context, name string, position uint64) error {
-	body, _ := jsonBody(map[string]uint64{"position": position})
+	return t.commitCursor(ctx, name, position, nil, nil)
+}
+
+// commitCursor is CommitCursor, refused (ErrConflict, nothing committed)
+// when id is set and the cursor's definition is another, or from is set
+// and the cursor's committed position is another.
+func (t *Tenant) commitCursor(ctx context.Context, name string, position uint64, id *string, from *uint64) error {
+	body, _ := jsonBody(map[string]any{"position": position, "cursor_id": id, "from": from})
 	if err := t.c.do(ctx, request{method: "POST", path: t.path("/cursors/" + seg(name) + "/commit"), body: body, safe: true}, nil); err != nil {
 		return err
 	}

@@ -59,6 +59,7 @@ type Subscription struct {
 	pace      func(steps int) time.Duration
 	paced     uint64
 	paceUntil time.Time
+	storeSent uint64 // events read from the store and sent
 }
 
 // ScanStep bounds the index entries one read from the store examines
@@ -67,9 +68,15 @@ type Subscription struct {
 // holding the store's index briefly, whatever the region.
 const ScanStep = 1 << 16
 
+// StoreEventsStep is how many events read from the store, and sent, a
+// paced subscription may send for one step (PaceScans): as many as a
+// page of the same region holds.
+const StoreEventsStep = 1000
+
 // PaceScans makes the subscription's reads from the store charge pace
-// with one step for each ScanStep index entries they examine past the
-// first ScanStep, before the read that follows them, and wait as long as
+// with one step for each ScanStep index entries they examine, or each
+// StoreEventsStep events they send, past the first (whichever is more),
+// before the read that follows them, and wait as long as
 // pace answers: a server takes them from the tenant's request rate, so
 // that catching up on a rare region in a large log costs what the pages
 // of a query of it would. Call it before the first Next. A Next whose
@@ -401,7 +408,7 @@ func (s *Subscription) fromStore(ctx context.Context, coverStart uint64) ([]Fram
 		s.cur.ExamineAtMost(ScanStep)
 	}
 	if s.pace != nil {
-		if owed := s.cur.Examined() / ScanStep; owed > s.paced {
+		if owed := max(s.cur.Examined()/ScanStep, s.storeSent/StoreEventsStep); owed > s.paced {
 			if wait := s.pace(int(owed - s.paced)); wait > 0 {
 				s.paceUntil = time.Now().Add(wait)
 			}
@@ -481,6 +488,7 @@ func (s *Subscription) fromStore(ctx context.Context, coverStart uint64) ([]Fram
 		}
 	}
 	s.next = next
+	s.storeSent += uint64(len(frames))
 	if s.live {
 		s.behindEvents += len(frames)
 		s.behindBytes += bytes

@@ -274,6 +274,10 @@ func (a *API) commitCursor(c *call) error {
 	}
 	var body struct {
 		Position *uint64 `json:"position"`
+		// Optional preconditions: the definition and the committed
+		// position a page was read from (its cursor_id and committed).
+		CursorID *string `json:"cursor_id"`
+		From     *uint64 `json:"from"`
 	}
 	if err := a.decode(c, &body, false); err != nil {
 		return err
@@ -284,6 +288,10 @@ func (a *API) commitCursor(c *call) error {
 	d, r, err := a.cursorDef(c)
 	if err != nil {
 		return err
+	}
+	if body.CursorID != nil && *body.CursorID != d.ID {
+		return &apiError{status: 409, code: wire.CodeConflict,
+			detail: "the cursor was defined again since the page was read (its definition is now " + strconv.Quote(d.ID) + "): nothing committed; poll it again"}
 	}
 	s, err := c.store()
 	if err != nil {
@@ -303,6 +311,9 @@ func (a *API) commitCursor(c *call) error {
 		return err
 	}
 	switch committed := cur.Committed(); {
+	case body.From != nil && *body.From != committed:
+		return &apiError{status: 409, code: wire.CodeConflict, detail: "the cursor was committed since the page was read (from " + strconv.FormatUint(*body.From, 10) + "; committed is " + strconv.FormatUint(committed, 10) + "): nothing committed; poll it again",
+			p: wire.Problem{Expected: *body.From, Actual: committed}}
 	case pos < committed:
 		return &apiError{status: 409, code: wire.CodeConflict, detail: "a cursor never moves backwards: committed is " + strconv.FormatUint(committed, 10),
 			p: wire.Problem{Expected: pos, Actual: committed}}

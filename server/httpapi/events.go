@@ -28,18 +28,25 @@ type readPacer struct {
 	ctx    context.Context
 	charge func(steps int) time.Duration
 	paid   uint64
+	flush  func() // when set, called before a wait: what is sent so far goes out first
 }
 
 // owe charges what sending events and examining examined entries in all
 // owes past what was paid, and waits it out: ctx's error if ctx ends
-// first.
+// first, or has ended (then nothing more is charged).
 func (p *readPacer) owe(events, examined uint64) error {
+	if err := p.ctx.Err(); err != nil {
+		return err
+	}
 	owed := max(events/MaxPageLimit, examined/PageExamine)
 	if owed <= p.paid {
 		return nil
 	}
 	wait := p.charge(int(owed - p.paid))
 	p.paid = owed
+	if wait > 0 && p.flush != nil {
+		p.flush()
+	}
 	if wait > 0 && !sleep(p.ctx, wait) {
 		return p.ctx.Err()
 	}
@@ -843,8 +850,11 @@ func (a *API) export(c *call) error {
 	bw := bufio.NewWriterSize(ctxWriter{c.w, c.r.Context()}, 64<<10)
 	// At the tenant's request rate, a request per MaxPageLimit events
 	// past the first (a client gone ends the export at its next write).
-	pacer := &readPacer{ctx: c.r.Context(), charge: a.scanCharge(c)}
-	progress := func(n int) { _ = pacer.owe(uint64(n), uint64(n)) }
+	pacer := &readPacer{ctx: c.r.Context(), charge: a.scanCharge(c), flush: func() {
+		_ = bw.Flush()
+		_ = http.NewResponseController(c.w).Flush()
+	}}
+	progress := func(n int) { _ = pacer.owe(uint64(n), uint64(n)) } // a client gone: its error at the next write
 	if _, err := s.Export(bw, core.All(), progress); err != nil {
 		a.log.Warn("export ended early", "request_id", c.info.id, "tenant", c.tenant, "error", a.scrub(c, err.Error()))
 		// Cut the response so the client sees a broken stream, not a
