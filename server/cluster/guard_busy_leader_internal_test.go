@@ -3,8 +3,6 @@ package cluster
 import (
 	"context"
 	"errors"
-	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -20,47 +18,10 @@ import (
 // stored everything before the probe, and that still answers heartbeats,
 // is named behind, and removing the only healthy follower is refused.
 func TestGuardWithABusyLeaderCountsNoFollowerThatCannotStore(t *testing.T) {
-	root := t.TempDir()
-	trans := map[string]*DiskFailTransport{}
-	nodes := map[string]*Node{}
-	var servers []Server
-	for i := 1; i <= 3; i++ {
-		id := fmt.Sprintf("n%d", i)
-		trans[id] = NewDiskFailTransport(id)
-		servers = append(servers, Server{ID: id, Address: id})
-	}
-	for a, ta := range trans {
-		for b, tb := range trans {
-			if a != b {
-				ta.Connect(raft.ServerAddress(b), tb.InmemTransport)
-			}
-		}
-	}
-	for id, tr := range trans {
-		cfg := Config{ID: id, Dir: filepath.Join(root, id), Transport: tr,
-			HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond, LeaderLeaseTimeout: 500 * time.Millisecond,
-			ApplyTimeout: 3 * time.Second}
-		n, err := Open(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes[id] = n
-		t.Cleanup(func() { _ = n.Close() })
-	}
-	if err := nodes["n1"].Bootstrap(servers...); err != nil {
-		t.Fatal(err)
-	}
-	var l *Node
-	for deadline := time.Now().Add(10 * time.Second); l == nil; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
-		}
-		for _, n := range nodes {
-			if n.IsLeader() {
-				l = n
-			}
-		}
-	}
+	l, trans, nodes := StartDiskFailCluster(t, func(c *Config) {
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
+		c.ApplyTimeout = 3 * time.Second
+	})
 	one := core.BatchItem{Coordinate: core.Coordinate{Entity: "e", Scope: "s"}, Kind: core.MustKind(1, 1), Payload: []byte(`{"n":1}`)}
 	for _, tn := range []string{"t1", "t2"} {
 		if _, err := l.Append(context.Background(), tn, one); err != nil {

@@ -2,13 +2,9 @@ package cluster_test
 
 import (
 	"errors"
-	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/raft"
 
 	"github.com/batpak-go/batpak/core"
 	"github.com/batpak-go/batpak/server/cluster"
@@ -19,48 +15,12 @@ import (
 // follower, once a write has reached all three.
 func diskFailCluster(t *testing.T, adjust func(*cluster.Config)) (l *cluster.Node, failing *cluster.DiskFailTransport, failingID, healthyID string, nodes map[string]*cluster.Node) {
 	t.Helper()
-	root := t.TempDir()
-	trans := map[string]*cluster.DiskFailTransport{}
-	nodes = map[string]*cluster.Node{}
-	var servers []cluster.Server
-	for i := 1; i <= 3; i++ {
-		id := fmt.Sprintf("n%d", i)
-		trans[id] = cluster.NewDiskFailTransport(id)
-		servers = append(servers, cluster.Server{ID: id, Address: id})
-	}
-	for a, ta := range trans {
-		for b, tb := range trans {
-			if a != b {
-				ta.Connect(raft.ServerAddress(b), tb.InmemTransport)
-			}
-		}
-	}
-	for id, tr := range trans {
-		cfg := cluster.Config{ID: id, Dir: filepath.Join(root, id), Transport: tr}
-		fastTimeouts(&cfg)
+	l, trans, nodes := cluster.StartDiskFailCluster(t, func(c *cluster.Config) {
+		fastTimeouts(c)
 		if adjust != nil {
-			adjust(&cfg)
+			adjust(c)
 		}
-		n, err := cluster.Open(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes[id] = n
-		t.Cleanup(func() { _ = n.Close() })
-	}
-	if err := nodes["n1"].Bootstrap(servers...); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); l == nil && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		for _, n := range nodes {
-			if n.IsLeader() {
-				l = n
-			}
-		}
-	}
-	if l == nil {
-		t.Fatal("no leader")
-	}
+	})
 	rs := mustAppend(t, l, "t1", item("e", `{"n":1}`, core.AppendOptions{}))
 	for id, n := range nodes {
 		if id == l.ID() {
