@@ -528,10 +528,10 @@ func (a *API) queryEvents(c *call) error {
 		}
 	}()
 	sent := 0
-	// Each poll examines at most PageExamine index entries; past the
-	// first PageExamine, the walk is charged to the tenant's request
-	// rate, a request for each PageExamine more (waiting for it), as the
-	// pages of the same query would be.
+	// Each poll examines at most PageExamine index entries; the query is
+	// charged to the tenant's request rate as its pages would be (a
+	// request for each PageExamine entries examined or MaxPageLimit
+	// events sent past the first, readPacer), waiting for it.
 	cur.ExamineAtMost(PageExamine)
 	pacer := &readPacer{ctx: c.r.Context(), charge: a.scanCharge(c)}
 	readStep := func() (evs []core.StoredEvent, more bool, err error) {
