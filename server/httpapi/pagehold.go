@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/server/follow"
 )
 
 // A JSON page of events (a query, an entity's stream, a cursor poll, a
@@ -93,8 +94,10 @@ func heldBytesOf(evs []core.StoredEvent) int {
 // saying where to go on, so that a request costs about the same CPU, and
 // holds the tenant's index about as briefly, whatever the tenant's log
 // holds and however rarely the region matches (a category alone, which
-// no index list narrows, walks the log).
-const PageExamine = 1 << 16
+// no index list narrows, walks the log). It is the step an event stream
+// walks the index in (follow.ScanStep), so a page, an NDJSON query's step
+// and a stream's step each cost one request.
+const PageExamine = follow.ScanStep
 
 // readPage polls cur for up to limit events, in steps that first take
 // their room in h, and stops once the page holds MaxPageBytes of payload

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/batpak-go/batpak/core"
+	"github.com/batpak-go/batpak/server/follow"
 )
 
 // TestPageRoomFollowsWhatIsRead: the room a page or a causal walk holds
@@ -55,4 +56,12 @@ func TestPageRoomFollowsWhatIsRead(t *testing.T) {
 		t.Errorf("a page of %d KiB of events holds %d KiB", read>>10, h.held>>10)
 	}
 	h.release()
+}
+
+// A paced event stream sends, for one request, as many events from the
+// store as a page holds: the two bounds are one.
+func TestStreamStepIsAPage(t *testing.T) {
+	if follow.StoreEventsStep != MaxPageLimit {
+		t.Fatalf("follow.StoreEventsStep %d, MaxPageLimit %d: a stream's step and a page differ", follow.StoreEventsStep, MaxPageLimit)
+	}
 }
